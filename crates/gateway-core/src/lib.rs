@@ -1,0 +1,17 @@
+//! The shared model of the edge gateway.
+//!
+//! Data flows `adapters → pipeline (aggregator, anomaly) → upstream`. This crate
+//! holds what every stage agrees on and nothing protocol-specific:
+//!
+//! - [`model`]: readings, device ids, metric names, timestamps;
+//! - [`config`]: typed `gateway.toml` sections, their defaults and the loader
+//!   that reports every problem with its key path;
+//! - [`component`]: the adapter interface every protocol implements;
+//! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
+//! - [`registry`]: the device registry (id → human name and tags).
+
+pub mod model;
+
+pub use model::{
+    DeviceId, DeviceState, MetricName, ModelError, Reading, StatusChange, TimeSource, Timestamp,
+};
