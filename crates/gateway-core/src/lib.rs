@@ -4,14 +4,21 @@
 //! holds what every stage agrees on and nothing protocol-specific:
 //!
 //! - [`model`]: readings, device ids, metric names, timestamps;
-//! - [`config`]: typed `gateway.toml` sections, their defaults and the loader
-//!   that reports every problem with its key path;
+//! - [`config`]: typed `gateway.toml` sections, their defaults, the loader that
+//!   reports every problem with its key path, and the `configfile` template;
 //! - [`component`]: the adapter interface every protocol implements;
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
 //! - [`registry`]: the device registry (id → human name and tags).
 
+pub mod component;
+pub mod config;
 pub mod model;
+pub mod registry;
+pub mod telemetry;
 
+pub use component::{Adapter, AdapterContext, AdapterError, AdapterStats, Ingress};
 pub use model::{
     DeviceId, DeviceState, MetricName, ModelError, Reading, StatusChange, TimeSource, Timestamp,
 };
+pub use registry::DeviceRegistry;
+pub use telemetry::Telemetry;

@@ -323,7 +323,12 @@ mod tests {
             DeviceId::new(long),
             Err(ModelError::TooLong { .. })
         ));
-        for good in ["a2:b2:c2:d2:e2:f2", "70B3D57ED0001234", "Living Room", "dev-1"] {
+        for good in [
+            "a2:b2:c2:d2:e2:f2",
+            "70B3D57ED0001234",
+            "Living Room",
+            "dev-1",
+        ] {
             assert_eq!(DeviceId::new(good).unwrap().as_str(), good);
         }
     }
@@ -346,7 +351,9 @@ mod tests {
         let t = Timestamp::from_millis(t.as_millis() + 250).unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-21T10:00:00.250Z");
         assert_eq!(
-            Timestamp::from_secs_f64(1_763_719_200.5).unwrap().as_millis(),
+            Timestamp::from_secs_f64(1_763_719_200.5)
+                .unwrap()
+                .as_millis(),
             1_763_719_200_500
         );
         assert!(Timestamp::from_secs_f64(f64::NAN).is_err());

@@ -1,0 +1,102 @@
+//! The interface every protocol adapter implements.
+//!
+//! An adapter is built from its `[[adapter]]` table, then run with an
+//! [`AdapterContext`]: a bounded sender into the pipeline and a shutdown
+//! token. It returns when the token is cancelled (clean stop) or with an
+//! error it cannot recover from; transient faults (a broker that vanished, a
+//! malformed datagram) are handled inside, logged and counted.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{Reading, StatusChange};
+use crate::telemetry::{Counter, Telemetry};
+
+/// What an adapter hands to the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingress {
+    /// Readings decoded from one message; kept together so one payload
+    /// costs one channel operation.
+    Readings(Vec<Reading>),
+    /// A device announced it came online or went offline.
+    Status(StatusChange),
+}
+
+/// The pipeline's inbox. Bounded: a slow pipeline slows the adapters down
+/// instead of growing memory.
+pub type IngressSender = mpsc::Sender<Ingress>;
+
+/// Everything an adapter gets to run.
+#[derive(Clone)]
+pub struct AdapterContext {
+    /// The adapter's name from its config, for logs and metric labels.
+    pub name: String,
+    pub ingress: IngressSender,
+    pub shutdown: CancellationToken,
+    pub telemetry: Telemetry,
+}
+
+impl AdapterContext {
+    /// The standard counters of this adapter.
+    pub fn stats(&self) -> AdapterStats {
+        AdapterStats::new(&self.telemetry, &self.name)
+    }
+}
+
+/// A failure that stops an adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error("the pipeline has stopped")]
+    PipelineClosed,
+}
+
+pub type AdapterFuture = Pin<Box<dyn Future<Output = Result<(), AdapterError>> + Send>>;
+
+/// A protocol adapter, ready to run.
+pub trait Adapter: Send + 'static {
+    /// Runs until `ctx.shutdown` is cancelled.
+    fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture;
+}
+
+/// The counters every adapter keeps, so each protocol reports alike:
+/// messages received, readings produced, and errors by type.
+#[derive(Clone)]
+pub struct AdapterStats {
+    telemetry: Telemetry,
+    adapter: String,
+    pub received: Counter,
+    pub readings: Counter,
+}
+
+impl AdapterStats {
+    pub fn new(telemetry: &Telemetry, adapter: &str) -> Self {
+        let l = [("adapter", adapter)];
+        Self {
+            telemetry: telemetry.clone(),
+            adapter: adapter.to_string(),
+            received: telemetry.counter("edge_gateway_adapter_received_messages_total", &l),
+            readings: telemetry.counter("edge_gateway_adapter_readings_total", &l),
+        }
+    }
+
+    /// Counts one error of `error_type` (a stable snake_case label).
+    pub fn error(&self, error_type: &str) {
+        self.telemetry
+            .counter(
+                "edge_gateway_adapter_errors_total",
+                &[("adapter", &self.adapter), ("error_type", error_type)],
+            )
+            .inc();
+    }
+}

@@ -1,0 +1,241 @@
+//! Typed `gateway.toml`.
+//!
+//! Each section has one `Default` holding the real default values; the
+//! `configfile` template is rendered from those same values, so the shipped
+//! file and the code cannot disagree. Loading reports every problem with its
+//! key path (see [`load`]); adapters plug their own `[[adapter]]` kinds in
+//! through [`AdapterSpec`] without this crate knowing any protocol.
+
+pub mod load;
+mod sections;
+pub mod template;
+pub mod values;
+
+use std::collections::HashMap;
+
+pub use load::{Problem, Problems};
+pub use sections::*;
+pub use values::{BrokerScheme, BrokerUrl, Qos};
+
+/// The `[[adapter]]` kinds a build knows. Implemented by the adapters crate.
+pub trait AdapterSpec: Sized {
+    /// Every accepted `type` value.
+    const KINDS: &'static [&'static str];
+
+    /// Builds one adapter's config from its table (with `type` already
+    /// removed), recording problems under `path`.
+    fn from_table(
+        kind: &str,
+        table: toml::Value,
+        path: &str,
+        problems: &mut Problems,
+    ) -> Option<Self>;
+
+    /// The adapter's unique name.
+    fn name(&self) -> &str;
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config<A> {
+    pub gateway: GatewayConfig,
+    pub upstream: UpstreamConfig,
+    pub aggregation: AggregationConfig,
+    pub log: LogConfig,
+    pub adapters: Vec<A>,
+    pub devices: Vec<DeviceConfig>,
+}
+
+const SECTIONS: &[&str] = &[
+    "gateway",
+    "upstream",
+    "aggregation",
+    "log",
+    "adapter",
+    "device",
+];
+
+impl<A: AdapterSpec> Config<A> {
+    /// Parses and checks a config file's text.
+    ///
+    /// # Errors
+    /// Every problem found, each with its key path.
+    pub fn parse(text: &str) -> Result<Self, Problems> {
+        let mut problems = Problems::default();
+        let root: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push("", format!("not valid TOML: {}", e.to_string().trim()));
+                return Err(problems);
+            }
+        };
+        for key in root.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                problems.push(
+                    key.clone(),
+                    format!("unknown section, expected one of {}", SECTIONS.join(", ")),
+                );
+            }
+        }
+        let table = |name: &str| {
+            root.get(name)
+                .cloned()
+                .unwrap_or_else(|| toml::Value::Table(toml::Table::new()))
+        };
+        let gateway = load::section::<GatewayConfig>(table("gateway"), "gateway", &mut problems);
+        let upstream =
+            load::section::<UpstreamConfig>(table("upstream"), "upstream", &mut problems);
+        let aggregation =
+            load::section::<AggregationConfig>(table("aggregation"), "aggregation", &mut problems);
+        let log = load::section::<LogConfig>(table("log"), "log", &mut problems);
+        let adapters = parse_adapters::<A>(root.get("adapter"), &mut problems);
+        let devices = parse_array::<DeviceConfig>(root.get("device"), "device", &mut problems);
+
+        if let Some(g) = &gateway {
+            g.validate(&mut problems);
+        }
+        if let Some(u) = &upstream {
+            u.validate(&mut problems);
+        }
+        if let Some(a) = &aggregation {
+            a.validate(&mut problems);
+        }
+        check_unique(
+            devices.iter().map(|(i, d)| (*i, d.id.as_str())),
+            "device",
+            "id",
+            "device id",
+            &mut problems,
+        );
+        check_unique(
+            adapters.iter().map(|(i, a)| (*i, a.name())),
+            "adapter",
+            "name",
+            "adapter name",
+            &mut problems,
+        );
+
+        match (gateway, upstream, aggregation, log) {
+            (Some(gateway), Some(upstream), Some(aggregation), Some(log))
+                if problems.is_empty() =>
+            {
+                Ok(Self {
+                    gateway,
+                    upstream,
+                    aggregation,
+                    log,
+                    adapters: adapters.into_iter().map(|(_, a)| a).collect(),
+                    devices: devices.into_iter().map(|(_, d)| d).collect(),
+                })
+            }
+            _ => Err(problems),
+        }
+    }
+
+    /// The upstream topic prefix with `{site}` and `{gateway}` filled in.
+    pub fn topic_prefix(&self) -> String {
+        self.upstream
+            .topic_prefix
+            .replace("{site}", &self.gateway.site)
+            .replace("{gateway}", &self.gateway.id)
+    }
+}
+
+fn array_elements<'a>(
+    value: Option<&'a toml::Value>,
+    key: &str,
+    problems: &mut Problems,
+) -> Vec<(usize, &'a toml::Value)> {
+    match value {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items.iter().enumerate().collect(),
+        Some(_) => {
+            problems.push(
+                key,
+                format!("expected an array of tables, write it as [[{key}]]"),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn parse_array<T: serde::de::DeserializeOwned>(
+    value: Option<&toml::Value>,
+    key: &str,
+    problems: &mut Problems,
+) -> Vec<(usize, T)> {
+    array_elements(value, key, problems)
+        .into_iter()
+        .filter_map(|(i, v)| {
+            load::section::<T>(v.clone(), &format!("{key}[{i}]"), problems).map(|t| (i, t))
+        })
+        .collect()
+}
+
+fn parse_adapters<A: AdapterSpec>(
+    value: Option<&toml::Value>,
+    problems: &mut Problems,
+) -> Vec<(usize, A)> {
+    let kinds = A::KINDS.join(", ");
+    array_elements(value, "adapter", problems)
+        .into_iter()
+        .filter_map(|(i, v)| {
+            let path = format!("adapter[{i}]");
+            let mut table = match v {
+                toml::Value::Table(t) => t.clone(),
+                _ => {
+                    problems.push(path, "expected a table");
+                    return None;
+                }
+            };
+            let kind = match table.remove("type") {
+                Some(toml::Value::String(s)) => s,
+                Some(other) => {
+                    problems.push(
+                        format!("{path}.type"),
+                        format!("expected a string (one of {kinds}), got {other}"),
+                    );
+                    return None;
+                }
+                None => {
+                    problems.push(
+                        format!("{path}.type"),
+                        format!("missing required key (one of {kinds})"),
+                    );
+                    return None;
+                }
+            };
+            if !A::KINDS.contains(&kind.as_str()) {
+                problems.push(
+                    format!("{path}.type"),
+                    format!("unknown adapter type \"{kind}\", expected one of {kinds}"),
+                );
+                return None;
+            }
+            A::from_table(&kind, toml::Value::Table(table), &path, problems).map(|a| (i, a))
+        })
+        .collect()
+}
+
+fn check_unique<'a>(
+    items: impl Iterator<Item = (usize, &'a str)>,
+    section: &str,
+    key: &str,
+    what: &str,
+    problems: &mut Problems,
+) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, value) in items {
+        if let Some(first) = seen.get(value) {
+            problems.push(
+                format!("{section}[{i}].{key}"),
+                format!("duplicate {what} \"{value}\" (first used by {section}[{first}])"),
+            );
+        } else {
+            seen.insert(value, i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! The sections of `gateway.toml` other than the adapters. Doc comments here
+//! and the `configfile` template are the two places each key is documented.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::load::{join, Problems};
+use super::values::{duration, BrokerScheme, BrokerUrl, Qos};
+use crate::model::DeviceId;
+
+/// `[gateway]`: who this gateway is.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// This gateway's id, in upstream payloads and the status topic.
+    pub id: String,
+    /// The building or site, used by the default topic prefix.
+    pub site: String,
+    /// Where durable state lives (outbox, checkpoints, counters).
+    pub state_dir: PathBuf,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            id: "gw-01".into(),
+            site: "hq".into(),
+            state_dir: "/var/lib/edge-gateway".into(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        for (key, value) in [("id", &self.id), ("site", &self.site)] {
+            if let Err(e) = DeviceId::new(value.as_str()) {
+                problems.push(
+                    join("gateway", key),
+                    format!(
+                        "{} (it is an MQTT topic level)",
+                        e.to_string().replace("device id", "value")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `[upstream]`: the cloud broker aggregates and alerts are forwarded to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
+    pub url: BrokerUrl,
+    /// QoS of forwarded messages: 0, 1 or 2.
+    pub qos: Qos,
+    /// Prefix of every upstream topic; `{site}` and `{gateway}` are filled in.
+    pub topic_prefix: String,
+    /// MQTT client id; empty means `edge-gateway-{gateway.id}`.
+    pub client_id: String,
+    /// Username for the broker; empty for none.
+    pub username: String,
+    /// Name of the environment variable holding the password (never the password itself).
+    pub password_env: String,
+    /// PEM file of the CA(s) that sign the broker's certificate (mqtts only);
+    /// empty uses the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// MQTT keep-alive interval.
+    #[serde(with = "duration")]
+    pub keep_alive: Duration,
+    /// Cap of the exponential reconnect backoff.
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+    /// Messages held in memory while the broker is unreachable; the oldest
+    /// are dropped (and counted) beyond this.
+    pub max_queued: usize,
+    /// Messages sent but not yet acknowledged at any time.
+    pub max_inflight: u16,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: BrokerUrl {
+                scheme: BrokerScheme::Mqtt,
+                host: "127.0.0.1".into(),
+                port: 1883,
+            },
+            qos: Qos::AtLeastOnce,
+            topic_prefix: "building/{site}".into(),
+            client_id: String::new(),
+            username: String::new(),
+            password_env: String::new(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            keep_alive: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
+            max_queued: 100_000,
+            max_inflight: 100,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        let p = |k: &str| join("upstream", k);
+        let prefix = &self.topic_prefix;
+        if prefix.is_empty()
+            || prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || prefix.contains(['+', '#'])
+            || prefix.contains("//")
+        {
+            problems.push(
+                p("topic_prefix"),
+                format!("expected topic levels without wildcards or empty levels, like \"building/{{site}}\", got \"{prefix}\""),
+            );
+        }
+        let tls = self.url.scheme == BrokerScheme::Mqtts;
+        for (key, file) in [
+            ("ca_file", &self.ca_file),
+            ("client_cert", &self.client_cert),
+            ("client_key", &self.client_key),
+        ] {
+            let Some(file) = file else { continue };
+            if !tls {
+                problems.push(p(key), "only used with an mqtts:// url");
+            } else if let Err(e) = std::fs::metadata(file) {
+                problems.push(p(key), format!("cannot read \"{}\": {e}", file.display()));
+            }
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            problems.push(p("client_key"), "client_cert and client_key go together");
+        }
+        if self.keep_alive < Duration::from_secs(1) {
+            problems.push(p("keep_alive"), "expected at least 1s");
+        }
+        if self.max_backoff < Duration::from_millis(100) {
+            problems.push(p("max_backoff"), "expected at least 100ms");
+        }
+        if self.max_queued == 0 {
+            problems.push(p("max_queued"), "expected at least 1");
+        }
+        if self.max_inflight == 0 || self.max_inflight > 1000 {
+            problems.push(
+                p("max_inflight"),
+                format!("expected 1 to 1000, got {}", self.max_inflight),
+            );
+        }
+    }
+}
+
+/// `[aggregation]`: the tumbling windows.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregationConfig {
+    /// Window length; windows are aligned to multiples of it (UTC).
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// How long after its end a window waits for late readings.
+    #[serde(with = "duration")]
+    pub grace: Duration,
+    /// Readings stamped further than this ahead of the gateway's clock are
+    /// refused (a device with a wrong clock must not open windows years ahead).
+    #[serde(with = "duration")]
+    pub max_future: Duration,
+}
+
+impl Default for AggregationConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(300),
+            grace: Duration::from_secs(30),
+            max_future: Duration::from_secs(60),
+        }
+    }
+}
+
+impl AggregationConfig {
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        let w = self.window;
+        if w < Duration::from_secs(1) || w > Duration::from_secs(7 * 86_400) {
+            problems.push(
+                "aggregation.window",
+                format!("expected 1s to 7days, got {}", duration::render(w)),
+            );
+        }
+        if self.grace > Duration::from_secs(86_400) {
+            problems.push("aggregation.grace", "expected at most 1day");
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: LogLevel,
+    /// `text` for people and journald, `json` for log shippers.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[[device]]`: one entry of the device registry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// The id the sensor side uses: MAC, DevEUI or topic level.
+    pub id: DeviceId,
+    /// Human name forwarded with everything the device sends.
+    pub name: String,
+    /// Shorthand for `tags.room`.
+    #[serde(default)]
+    pub room: Option<String>,
+    /// Shorthand for `tags.floor`.
+    #[serde(default)]
+    pub floor: Option<TagValue>,
+    /// Free tags: a table (`{ zone = "north" }`) or a list of labels (`["fridge"]`).
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// A tag value as written: `floor = 2` and `floor = "2"` mean the same.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum TagValue {
+    Text(String),
+    Integer(i64),
+}
+
+impl TagValue {
+    pub fn render(&self) -> String {
+        match self {
+            Self::Text(s) => s.clone(),
+            Self::Integer(i) => i.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Tags {
+    Labels(Vec<String>),
+    Map(BTreeMap<String, TagValue>),
+}
+
+impl Default for Tags {
+    fn default() -> Self {
+        Self::Map(BTreeMap::new())
+    }
+}
+
+impl DeviceConfig {
+    /// All tags as key → value; labels map to `"true"`.
+    pub fn tag_map(&self) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = match &self.tags {
+            Tags::Labels(labels) => labels.iter().map(|l| (l.clone(), "true".into())).collect(),
+            Tags::Map(m) => m.iter().map(|(k, v)| (k.clone(), v.render())).collect(),
+        };
+        if let Some(room) = &self.room {
+            out.insert("room".into(), room.clone());
+        }
+        if let Some(floor) = &self.floor {
+            out.insert("floor".into(), floor.render());
+        }
+        out
+    }
+}

@@ -1,0 +1,128 @@
+//! The commented template printed by `edge-gateway configfile`.
+//!
+//! Values are rendered from each section's `Default`, so the documented
+//! defaults are the real ones; a test in the binary keeps the shipped
+//! `gateway.toml` identical to this output.
+
+use std::fmt::Write;
+
+use super::sections::{AggregationConfig, GatewayConfig, LogConfig, UpstreamConfig};
+use super::values::duration::render as dur;
+
+fn q(s: &str) -> String {
+    // TOML basic strings share JSON's escaping for everything a path or id holds.
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+/// `[gateway]`, `[upstream]`, `[aggregation]` and `[log]` with their defaults.
+pub fn core_sections() -> String {
+    let g = GatewayConfig::default();
+    let u = UpstreamConfig::default();
+    let a = AggregationConfig::default();
+    let l = LogConfig::default();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r##"# edge-gateway configuration.
+#
+# Every key is shown with its default value; delete what you do not change.
+# Check a file with:  edge-gateway validate -c /etc/edge-gateway/gateway.toml
+# Durations are written like "500ms", "30s", "5m", "1h".
+
+[gateway]
+# This gateway's id: in every upstream payload and in its status topic
+# {{prefix}}/gateway/{{id}}/status. One MQTT topic level (no "/", "+" or "#").
+id = {id}
+# The building or site; the default topic prefix is building/{{site}}.
+site = {site}
+# Where durable state is kept.
+state_dir = {state_dir}
+
+[upstream]
+# The cloud broker: mqtt://host:port, or mqtts://host:port for TLS.
+url = {url}
+# QoS of everything forwarded: 0, 1 or 2.
+qos = {qos}
+# Prefix of every upstream topic. {{site}} and {{gateway}} are filled in.
+# Aggregates go to {{prefix}}/{{device}}/aggregated.
+topic_prefix = {prefix}
+# MQTT client id; empty means "edge-gateway-" followed by gateway.id.
+client_id = {client_id}
+# Username for the broker; empty for none.
+username = {username}
+# Name of the environment variable that holds the password. The password
+# itself never goes in this file and is never logged.
+password_env = {password_env}
+# TLS (mqtts:// only). Without ca_file the system's trusted roots are used.
+# ca_file = "/etc/edge-gateway/ca.pem"
+# Mutual TLS: a client certificate and its key, both PEM.
+# client_cert = "/etc/edge-gateway/client.pem"
+# client_key = "/etc/edge-gateway/client.key"
+# MQTT keep-alive.
+keep_alive = {keep_alive}
+# Reconnects back off exponentially (with jitter) up to this cap, forever.
+max_backoff = {max_backoff}
+# Messages kept in memory while the broker is unreachable; beyond this the
+# oldest are dropped and counted.
+max_queued = {max_queued}
+# Messages sent and not yet acknowledged by the broker at any time.
+max_inflight = {max_inflight}
+
+[aggregation]
+# Tumbling window length. Windows are aligned to multiples of it (UTC), one
+# per device and metric: count, avg, min, max and population std.
+window = {window}
+# A window is forwarded once the clock passes its end plus this grace;
+# readings later than that are counted as late and dropped.
+grace = {grace}
+# Readings stamped further ahead of the gateway's clock are refused.
+max_future = {max_future}
+
+[log]
+# trace, debug, info, warn or error.
+level = {level}
+# text (people, journald) or json (log shippers).
+format = {format}
+"##,
+        id = q(&g.id),
+        site = q(&g.site),
+        state_dir = q(&g.state_dir.display().to_string()),
+        url = q(&u.url.to_string()),
+        qos = u.qos.as_u8(),
+        prefix = q(&u.topic_prefix),
+        client_id = q(&u.client_id),
+        username = q(&u.username),
+        password_env = q(&u.password_env),
+        keep_alive = q(&dur(u.keep_alive)),
+        max_backoff = q(&dur(u.max_backoff)),
+        max_queued = u.max_queued,
+        max_inflight = u.max_inflight,
+        window = q(&dur(a.window)),
+        grace = q(&dur(a.grace)),
+        max_future = q(&dur(a.max_future)),
+        level = q(l.level.as_str()),
+        format = q(match l.format {
+            super::LogFormat::Text => "text",
+            super::LogFormat::Json => "json",
+        }),
+    );
+    out
+}
+
+/// The `[[device]]` registry, documented with a commented example.
+pub fn device_section() -> String {
+    r#"
+# The device registry: ids as the sensors send them (MAC, DevEUI or topic
+# level) with the human name forwarded alongside their data. Optional tags
+# (room, floor, or any table or list of labels) are forwarded too.
+# Devices not listed here are forwarded under their id.
+#
+# [[device]]
+# id = "a2:b2:c2:d2:e2:f2"
+# name = "Living Room"
+# room = "living"
+# floor = 1
+# tags = { zone = "north" }
+"#
+    .to_string()
+}

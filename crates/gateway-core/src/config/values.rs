@@ -1,0 +1,161 @@
+//! Value types of `gateway.toml` whose parse errors must say what was expected.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// MQTT quality of service. Deserialised from the integers 0, 1, 2 so the
+/// config reads like every broker's documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Qos {
+    AtMostOnce,
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+impl Qos {
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Self::AtMostOnce => 0,
+            Self::AtLeastOnce => 1,
+            Self::ExactlyOnce => 2,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Qos {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = toml::Value::deserialize(d)?;
+        match raw.as_integer() {
+            Some(0) => Ok(Self::AtMostOnce),
+            Some(1) => Ok(Self::AtLeastOnce),
+            Some(2) => Ok(Self::ExactlyOnce),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected 0, 1 or 2, got {raw}"
+            ))),
+        }
+    }
+}
+
+/// `humantime` durations (`30s`, `5m`, `1h 30m`, `250ms`).
+pub mod duration {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let raw = toml::Value::deserialize(d)?;
+        let text = raw.as_str().ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected a duration string like \"30s\" or \"5m\", got {raw}"
+            ))
+        })?;
+        humantime::parse_duration(text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "expected a duration like \"30s\" or \"5m\", got \"{text}\" ({e})"
+            ))
+        })
+    }
+
+    /// Renders a duration the way a user would write it in the file.
+    pub fn render(d: Duration) -> String {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+/// The two URL schemes a broker can be reached with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerScheme {
+    /// Plain TCP, `mqtt://` (alias `tcp://`).
+    Mqtt,
+    /// TLS, `mqtts://` (alias `ssl://`).
+    Mqtts,
+}
+
+/// Where an MQTT broker listens: `mqtt://host[:port]` or `mqtts://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub scheme: BrokerScheme,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    /// # Errors
+    /// A message naming the accepted forms.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let expected =
+            || format!("expected mqtt://host[:port] or mqtts://host[:port], got \"{text}\"");
+        let url = url::Url::parse(text).map_err(|_| expected())?;
+        let scheme = match url.scheme() {
+            "mqtt" | "tcp" => BrokerScheme::Mqtt,
+            "mqtts" | "ssl" => BrokerScheme::Mqtts,
+            _ => return Err(expected()),
+        };
+        let host = match url.host() {
+            Some(url::Host::Ipv6(addr)) => addr.to_string(),
+            Some(h) => h.to_string(),
+            None => return Err(expected()),
+        };
+        if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() {
+            return Err(expected());
+        }
+        let port = url.port().unwrap_or(match scheme {
+            BrokerScheme::Mqtt => 1883,
+            BrokerScheme::Mqtts => 8883,
+        });
+        Ok(Self { scheme, host, port })
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            BrokerScheme::Mqtt => "mqtt",
+            BrokerScheme::Mqtts => "mqtts",
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BrokerUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = toml::Value::deserialize(d)?;
+        let text = raw.as_str().ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected a string like \"mqtt://127.0.0.1:1883\", got {raw}"
+            ))
+        })?;
+        Self::parse(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let u = BrokerUrl::parse("mqtt://127.0.0.1:1884").unwrap();
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port),
+            (BrokerScheme::Mqtt, "127.0.0.1", 1884)
+        );
+        assert_eq!(
+            BrokerUrl::parse("mqtts://cloud.example").unwrap().port,
+            8883
+        );
+        assert_eq!(
+            BrokerUrl::parse("mqtt://[::1]").unwrap().to_string(),
+            "mqtt://[::1]:1883"
+        );
+        for bad in ["http://x", "mqtt://", "localhost:1883", "mqtt://h/path", ""] {
+            assert!(BrokerUrl::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

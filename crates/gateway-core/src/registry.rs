@@ -1,0 +1,61 @@
+//! The device registry: what an id means to the people reading the cloud topics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::config::DeviceConfig;
+use crate::model::DeviceId;
+
+/// A registered device as it is described upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Lookup from device id to [`DeviceInfo`].
+///
+/// Ids match exactly first, then ignoring ASCII case, because the same MAC
+/// arrives as `A2:B2:…` from one radio stack and `a2:b2:…` from another.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceRegistry {
+    exact: HashMap<String, Arc<DeviceInfo>>,
+    folded: HashMap<String, Arc<DeviceInfo>>,
+}
+
+impl DeviceRegistry {
+    pub fn from_config(devices: &[DeviceConfig]) -> Self {
+        let mut reg = Self::default();
+        for d in devices {
+            let info = Arc::new(DeviceInfo {
+                name: d.name.clone(),
+                tags: d.tag_map(),
+            });
+            reg.folded
+                .entry(d.id.as_str().to_ascii_lowercase())
+                .or_insert_with(|| info.clone());
+            reg.exact.insert(d.id.as_str().to_string(), info);
+        }
+        reg
+    }
+
+    pub fn get(&self, id: &DeviceId) -> Option<&DeviceInfo> {
+        self.exact
+            .get(id.as_str())
+            .or_else(|| self.folded.get(&id.as_str().to_ascii_lowercase()))
+            .map(|a| a.as_ref())
+    }
+
+    /// The name to forward: the registered name, or the id itself.
+    pub fn name_of<'a>(&'a self, id: &'a DeviceId) -> &'a str {
+        self.get(id).map_or(id.as_str(), |d| d.name.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty()
+    }
+}
