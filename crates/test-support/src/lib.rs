@@ -1,0 +1,30 @@
+//! Real peers for tests, started by the test itself on loopback ports it
+//! picked, and stopped when dropped.
+//!
+//! Every wait here is on an event (a log line, a process exit, a message)
+//! bounded by a timeout, never a fixed sleep.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod mosquitto;
+mod clients;
+
+pub use clients::{publish, publish_lines, Message, Subscriber};
+pub use mosquitto::Mosquitto;
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Whether a program is on PATH; tests name what is missing instead of
+/// failing obscurely.
+pub fn have(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

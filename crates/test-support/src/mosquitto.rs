@@ -1,0 +1,158 @@
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A Mosquitto broker on `127.0.0.1:<port>` with a generated config.
+pub struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    persistence: bool,
+}
+
+impl Mosquitto {
+    /// Starts a broker on a free port and waits until it listens.
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts a broker that keeps sessions and retained messages across restarts.
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistence: bool) -> Self {
+        assert!(
+            crate::have("mosquitto"),
+            "mosquitto is not installed: apt-get install mosquitto mosquitto-clients"
+        );
+        // A port picked free can be taken before mosquitto binds it: retry.
+        for _ in 0..5 {
+            let mut m = Self {
+                child: None,
+                port: crate::free_port(),
+                dir: tempfile::tempdir().unwrap(),
+                persistence,
+            };
+            if m.spawn() {
+                return m;
+            }
+        }
+        panic!("mosquitto did not start");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.conf")
+    }
+
+    /// Writes the config and starts the process; true once it listens.
+    fn spawn(&mut self) -> bool {
+        let conf = format!(
+            "listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             user root\n\
+             persistence {persistence}\n\
+             persistence_location {dir}/\n\
+             autosave_interval 1\n\
+             max_queued_messages 1000000\n\
+             max_inflight_messages 1000\n\
+             log_dest stderr\n\
+             log_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
+            port = self.port,
+            persistence = self.persistence,
+            dir = self.dir.path().display(),
+        );
+        std::fs::write(self.config_path(), conf).unwrap();
+        let mut child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mosquitto");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let log_path = self.dir.path().join("mosquitto.log");
+        std::thread::spawn(move || {
+            let mut log = std::fs::File::create(log_path).ok();
+            let mut told = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = log.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
+                if !told && line.contains(" running") {
+                    let _ = tx.send(true);
+                    told = true;
+                }
+                if line.contains("Error") && line.contains("ddress already in use") {
+                    let _ = tx.send(false);
+                }
+            }
+            let _ = tx.send(false);
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(true) => {
+                self.child = Some(child);
+                true
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                false
+            }
+        }
+    }
+
+    /// Kills the broker (SIGKILL: no goodbye to clients).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the broker with SIGTERM: it saves its persistence file and
+    /// disconnects clients (whose Last Wills it does not publish).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops it gracefully and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        for _ in 0..50 {
+            if self.spawn() {
+                return;
+            }
+        }
+        panic!("mosquitto did not restart on port {}", self.port);
+    }
+
+    /// The broker's log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
