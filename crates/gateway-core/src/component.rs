@@ -12,6 +12,9 @@ use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use crate::clock::Clock;
 use crate::model::{Reading, StatusChange};
 use crate::telemetry::{Counter, Telemetry};
 
@@ -37,6 +40,8 @@ pub struct AdapterContext {
     pub ingress: IngressSender,
     pub shutdown: CancellationToken,
     pub telemetry: Telemetry,
+    /// Stamps readings that carry no time of their own.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AdapterContext {
@@ -99,4 +104,12 @@ impl AdapterStats {
             )
             .inc();
     }
+}
+
+/// One message for the upstream broker, already rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
 }

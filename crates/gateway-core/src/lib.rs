@@ -10,13 +10,18 @@
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
 //! - [`registry`]: the device registry (id → human name and tags).
 
+pub mod backoff;
+pub mod clock;
 pub mod component;
 pub mod config;
 pub mod model;
 pub mod registry;
 pub mod telemetry;
 
-pub use component::{Adapter, AdapterContext, AdapterError, AdapterStats, Ingress};
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use component::{
+    Adapter, AdapterContext, AdapterError, AdapterStats, Ingress, OutboundMessage,
+};
 pub use model::{
     DeviceId, DeviceState, MetricName, ModelError, Reading, StatusChange, TimeSource, Timestamp,
 };

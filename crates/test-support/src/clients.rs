@@ -18,8 +18,12 @@ pub struct Message {
 impl Message {
     /// The payload as JSON (panics with the payload if it is not).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.payload)
-            .unwrap_or_else(|e| panic!("payload on {} is not JSON ({e}): {}", self.topic, self.payload))
+        serde_json::from_str(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "payload on {} is not JSON ({e}): {}",
+                self.topic, self.payload
+            )
+        })
     }
 }
 
@@ -34,12 +38,39 @@ const MARK: &str = "MSG>>";
 impl Subscriber {
     /// Subscribes to `filter` at QoS 1 and waits for the broker's SUBACK.
     pub async fn start(port: u16, filter: &str) -> Self {
+        Self::start_with(port, filter, None).await
+    }
+
+    /// Like `start`, with a persistent session under `client_id`: a broker
+    /// with persistence queues QoS 1 messages for it while it is away.
+    pub async fn start_persistent(port: u16, filter: &str, client_id: &str) -> Self {
+        Self::start_with(port, filter, Some(client_id)).await
+    }
+
+    async fn start_with(port: u16, filter: &str, session: Option<&str>) -> Self {
+        let session_args: Vec<&str> = match session {
+            Some(id) => vec!["-c", "-i", id],
+            None => vec![],
+        };
         // stdbuf: mosquitto_sub block-buffers a piped stdout, which would
         // hold back both the SUBACK line and the messages.
         let mut child = Command::new("stdbuf")
-            .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", filter, "-d"])
+            .args([
+                "-oL",
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                filter,
+                "-d",
+            ])
             // Tab-separated with a marker, so debug lines are told apart.
             .args(["-F", &format!("{MARK}\t%r\t%t\t%p")])
+            .args(&session_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -57,7 +88,14 @@ impl Subscriber {
                     let retained = parts.next() == Some("1");
                     let topic = parts.next().unwrap_or_default().to_string();
                     let payload = parts.next().unwrap_or_default().to_string();
-                    if tx.send(Message { topic, payload, retained }).is_err() {
+                    if tx
+                        .send(Message {
+                            topic,
+                            payload,
+                            retained,
+                        })
+                        .is_err()
+                    {
                         break;
                     }
                 } else if line.contains("received SUBACK") {
@@ -73,11 +111,18 @@ impl Subscriber {
 
     /// The next message, or `None` after `within`.
     pub async fn next(&mut self, within: Duration) -> Option<Message> {
-        tokio::time::timeout(within, self.rx.recv()).await.ok().flatten()
+        tokio::time::timeout(within, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The first message satisfying `pred`, skipping others, or `None` after `within`.
-    pub async fn wait_for(&mut self, within: Duration, mut pred: impl FnMut(&Message) -> bool) -> Option<Message> {
+    pub async fn wait_for(
+        &mut self,
+        within: Duration,
+        mut pred: impl FnMut(&Message) -> bool,
+    ) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
@@ -113,7 +158,18 @@ impl Subscriber {
 /// Publishes one message with `mosquitto_pub` and waits for it to finish.
 pub async fn publish(port: u16, topic: &str, payload: &str, qos: u8, retain: bool) {
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", &qos.to_string(), "-t", topic, "-m", payload]);
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        &qos.to_string(),
+        "-t",
+        topic,
+        "-m",
+        payload,
+    ]);
     if retain {
         cmd.arg("-r");
     }
@@ -124,7 +180,17 @@ pub async fn publish(port: u16, topic: &str, payload: &str, qos: u8, retain: boo
 /// Publishes every line as one message on `topic` with one `mosquitto_pub -l`.
 pub async fn publish_lines(port: u16, topic: &str, lines: &[String], qos: u8) {
     let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", &qos.to_string(), "-t", topic, "-l"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            &qos.to_string(),
+            "-t",
+            topic,
+            "-l",
+        ])
         .stdin(Stdio::piped())
         .spawn()
         .expect("spawn mosquitto_pub");

@@ -5,8 +5,8 @@
 //! bounded by a timeout, never a fixed sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod mosquitto;
 mod clients;
+mod mosquitto;
 
 pub use clients::{publish, publish_lines, Message, Subscriber};
 pub use mosquitto::Mosquitto;

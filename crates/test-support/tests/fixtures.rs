@@ -24,6 +24,14 @@ async fn restarted_broker_listens_on_the_same_port() {
     broker.restart();
     assert_eq!(broker.port(), port);
     let mut sub = Subscriber::start(port, "fixture/keep").await;
-    let m = sub.next(Duration::from_secs(10)).await.expect("retained message after restart");
-    assert_eq!((m.payload.as_str(), m.retained), ("kept", true), "{}", broker.log());
+    let m = sub
+        .next(Duration::from_secs(10))
+        .await
+        .expect("retained message after restart");
+    assert_eq!(
+        (m.payload.as_str(), m.retained),
+        ("kept", true),
+        "{}",
+        broker.log()
+    );
 }
