@@ -1,1 +1,87 @@
-//! adapters
+//! Protocol adapters: one module per protocol, each behind a Cargo feature.
+//!
+//! Every adapter turns its protocol's messages into [`gateway_core::Reading`]s
+//! and sends them into the pipeline through the
+//! [`gateway_core::Adapter`] interface. Payload formats shared by several
+//! protocols (JSON objects, SenML, CSV, plain numbers) live in [`payload`].
+//!
+//! Adding a protocol: a module with `config.rs` (its `[[adapter]]` table), a
+//! pure codec, and a source implementing `Adapter`; a variant in
+//! [`AdapterConfig`]; its part of the config template.
+
+pub mod payload;
+
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+
+use gateway_core::config::{AdapterSpec, Problems};
+use gateway_core::Adapter;
+
+/// One `[[adapter]]` table, by its `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdapterConfig {
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttAdapterConfig),
+}
+
+/// What adapters need to know about the gateway they run in.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    pub gateway_id: String,
+}
+
+impl AdapterSpec for AdapterConfig {
+    const KINDS: &'static [&'static str] = &[
+        #[cfg(feature = "mqtt")]
+        "mqtt",
+    ];
+
+    fn from_table(
+        kind: &str,
+        table: toml::Value,
+        path: &str,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        match kind {
+            #[cfg(feature = "mqtt")]
+            "mqtt" => mqtt::MqttAdapterConfig::from_table(table, path, problems).map(Self::Mqtt),
+            _ => {
+                let _ = (table, path, problems);
+                None
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            #[cfg(feature = "mqtt")]
+            Self::Mqtt(c) => &c.name,
+        }
+    }
+}
+
+impl AdapterConfig {
+    /// The adapter's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "mqtt")]
+            Self::Mqtt(_) => "mqtt",
+        }
+    }
+
+    /// A runnable adapter for this config.
+    pub fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
+        match self {
+            #[cfg(feature = "mqtt")]
+            Self::Mqtt(c) => Box::new(mqtt::MqttSource::new(c.clone(), &ctx.gateway_id)),
+        }
+    }
+}
+
+/// The adapters' part of the `configfile` template.
+pub fn template() -> String {
+    let mut out = String::new();
+    #[cfg(feature = "mqtt")]
+    out.push_str(&mqtt::config::template());
+    out
+}

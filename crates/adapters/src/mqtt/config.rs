@@ -1,0 +1,280 @@
+//! `[[adapter]] type = "mqtt"`: readings from a local MQTT broker.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gateway_core::config::values::duration;
+use gateway_core::config::{load, BrokerScheme, BrokerUrl, Problems, Qos};
+use gateway_core::MetricName;
+use serde::Deserialize;
+
+use super::topic::TopicPattern;
+use crate::payload::PayloadFormat;
+
+/// The config as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: String,
+    #[serde(default = "default_url")]
+    url: BrokerUrl,
+    #[serde(default = "default_topics")]
+    topics: Vec<toml::Value>,
+    #[serde(default = "default_status_topics")]
+    status_topics: Vec<String>,
+    #[serde(default)]
+    columns: Vec<MetricName>,
+    #[serde(default)]
+    qos: Qos,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password_env: String,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
+    #[serde(default = "default_keep_alive", with = "duration")]
+    keep_alive: Duration,
+    #[serde(default = "default_max_backoff", with = "duration")]
+    max_backoff: Duration,
+    #[serde(default = "default_max_payload")]
+    max_payload_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopic {
+    pattern: String,
+    #[serde(default)]
+    format: FormatName,
+    #[serde(default)]
+    columns: Vec<MetricName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum FormatName {
+    #[default]
+    Auto,
+    Number,
+    Json,
+    Csv,
+    Senml,
+    Zigbee2mqtt,
+}
+
+pub(crate) fn default_url() -> BrokerUrl {
+    BrokerUrl {
+        scheme: BrokerScheme::Mqtt,
+        host: "127.0.0.1".into(),
+        port: 1883,
+    }
+}
+pub(crate) const DEFAULT_TOPICS: [&str; 2] = ["sensors/data/{device}/{metric}", "sensors/{device}"];
+pub(crate) const DEFAULT_STATUS_TOPIC: &str = "sensors/status/{device}";
+fn default_topics() -> Vec<toml::Value> {
+    DEFAULT_TOPICS
+        .iter()
+        .map(|t| toml::Value::String((*t).into()))
+        .collect()
+}
+fn default_status_topics() -> Vec<String> {
+    vec![DEFAULT_STATUS_TOPIC.into()]
+}
+pub(crate) fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+pub(crate) fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+pub(crate) const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
+fn default_max_payload() -> usize {
+    DEFAULT_MAX_PAYLOAD
+}
+
+/// One subscription: which topics, and how their payloads read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub pattern: TopicPattern,
+    pub format: PayloadFormat,
+}
+
+/// A checked MQTT ingress config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttAdapterConfig {
+    pub name: String,
+    pub url: BrokerUrl,
+    pub routes: Vec<Route>,
+    pub status_topics: Vec<TopicPattern>,
+    pub qos: Qos,
+    pub client_id: String,
+    pub username: String,
+    pub password_env: String,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub keep_alive: Duration,
+    pub max_backoff: Duration,
+    pub max_payload_bytes: usize,
+}
+
+impl MqttAdapterConfig {
+    pub(crate) fn from_table(
+        table: toml::Value,
+        path: &str,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        let raw: Raw = load::section(table, path, problems)?;
+        let before = problems.len();
+        let mut routes = Vec::new();
+        for (i, entry) in raw.topics.iter().enumerate() {
+            let at = format!("{path}.topics[{i}]");
+            let t = match entry {
+                toml::Value::String(s) => RawTopic {
+                    pattern: s.clone(),
+                    format: FormatName::Auto,
+                    columns: Vec::new(),
+                },
+                other => match load::section::<RawTopic>(other.clone(), &at, problems) {
+                    Some(t) => t,
+                    None => continue,
+                },
+            };
+            let pattern = match TopicPattern::parse(&t.pattern) {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.push(at, e);
+                    continue;
+                }
+            };
+            let columns = if t.columns.is_empty() {
+                raw.columns.clone()
+            } else {
+                t.columns
+            };
+            let needs_device = !matches!(
+                t.format,
+                FormatName::Auto | FormatName::Json | FormatName::Senml
+            );
+            if needs_device && !pattern.has_device() {
+                problems.push(
+                    &at,
+                    format!("\"{pattern}\" needs a {{device}} level for this format"),
+                );
+            }
+            let format = match t.format {
+                FormatName::Auto => PayloadFormat::Auto {
+                    columns: (!columns.is_empty()).then_some(columns),
+                },
+                FormatName::Number => PayloadFormat::Number,
+                FormatName::Json => PayloadFormat::Json,
+                FormatName::Senml => PayloadFormat::Senml,
+                FormatName::Zigbee2mqtt => PayloadFormat::Zigbee2mqtt,
+                FormatName::Csv if columns.is_empty() => {
+                    problems.push(&at, "format \"csv\" needs a columns list");
+                    continue;
+                }
+                FormatName::Csv => PayloadFormat::Csv { columns },
+            };
+            routes.push(Route { pattern, format });
+        }
+        let mut status_topics = Vec::new();
+        for (i, s) in raw.status_topics.iter().enumerate() {
+            let at = format!("{path}.status_topics[{i}]");
+            match TopicPattern::parse(s) {
+                Ok(p) if p.has_device() => status_topics.push(p),
+                Ok(_) => problems.push(at, format!("\"{s}\" needs a {{device}} level")),
+                Err(e) => problems.push(at, e),
+            }
+        }
+        if raw.url.scheme != BrokerScheme::Mqtts
+            && (raw.ca_file.is_some() || raw.client_cert.is_some())
+        {
+            problems.push(format!("{path}.ca_file"), "only used with an mqtts:// url");
+        }
+        if raw.max_payload_bytes < 16 || raw.max_payload_bytes > 16 * 1024 * 1024 {
+            problems.push(
+                format!("{path}.max_payload_bytes"),
+                format!("expected 16 to 16777216, got {}", raw.max_payload_bytes),
+            );
+        }
+        if problems.len() > before {
+            return None;
+        }
+        Some(Self {
+            name: raw.name,
+            url: raw.url,
+            routes,
+            status_topics,
+            qos: raw.qos,
+            client_id: raw.client_id,
+            username: raw.username,
+            password_env: raw.password_env,
+            ca_file: raw.ca_file,
+            client_cert: raw.client_cert,
+            client_key: raw.client_key,
+            keep_alive: raw.keep_alive,
+            max_backoff: raw.max_backoff,
+            max_payload_bytes: raw.max_payload_bytes,
+        })
+    }
+}
+
+/// The `[[adapter]] type = "mqtt"` part of the `configfile` template.
+pub fn template() -> String {
+    let d = |x: Duration| duration::render(x);
+    format!(
+        r##"
+# ---------------------------------------------------------------------------
+# Adapters: one [[adapter]] table per source of readings.
+#
+# type = "mqtt": subscribe to a local broker (Mosquitto, or the one your
+# ESP32 nodes and Zigbee2MQTT already publish to).
+[[adapter]]
+type = "mqtt"
+# Unique name, used in logs and metrics.
+name = "local-sensors"
+url = "{url}"
+# Topic patterns. {{device}} and {{metric}} fill whole levels; + and # are
+# wildcards that are ignored. A plain string reads the payload by its shape:
+#   23.4                                  one number ({{metric}} from the topic,
+#                                         or "value" when the topic has none)
+#   {{"temperature":21.5,"ts":"..."}}       a JSON object of metrics; "ts" is
+#                                         optional (RFC 3339, epoch s or ms)
+#   [{{"bn":"dev1/","n":"temp","v":21}}]     SenML JSON (RFC 8428)
+#   21.3,1013.2,45.1,12000                CSV, when `columns` is set
+# A table picks the format explicitly:
+#   {{ pattern = "zigbee2mqtt/{{device}}", format = "zigbee2mqtt" }}
+#   {{ pattern = "esp32/{{device}}/csv", format = "csv", columns = ["temperature", "pressure", "humidity", "gas"] }}
+# Formats: auto, number, json, csv, senml, zigbee2mqtt.
+topics = ["{t0}", "{t1}"]
+# Devices announce online/offline here (their MQTT Last Will).
+status_topics = ["{status}"]
+# Column names for CSV payloads on plain-string topics (empty: no CSV).
+columns = []
+# Subscription QoS: 0, 1 or 2.
+qos = 1
+# MQTT client id; empty means "edge-gateway-<gateway.id>-<name>".
+client_id = ""
+# Credentials and TLS work as in [upstream].
+username = ""
+password_env = ""
+keep_alive = "{keep_alive}"
+max_backoff = "{max_backoff}"
+# Larger payloads are counted and dropped unread.
+max_payload_bytes = {max_payload}
+"##,
+        url = default_url(),
+        t0 = DEFAULT_TOPICS[0],
+        t1 = DEFAULT_TOPICS[1],
+        status = DEFAULT_STATUS_TOPIC,
+        keep_alive = d(default_keep_alive()),
+        max_backoff = d(default_max_backoff()),
+        max_payload = DEFAULT_MAX_PAYLOAD,
+    )
+}

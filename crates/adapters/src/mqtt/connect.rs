@@ -1,0 +1,143 @@
+//! Building a rumqttc connection (address, credentials, TLS) from config.
+//!
+//! Shared by the ingress adapter and the upstream forwarder so both brokers
+//! are reached the same way. TLS is configured here rather than with
+//! rumqttc's `TlsConfiguration::default()`, which panics when the system's
+//! certificates cannot be loaded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_core::config::{BrokerScheme, BrokerUrl};
+use rumqttc::{LastWill, MqttOptions, Transport};
+
+/// Everything needed to open one MQTT connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    pub url: BrokerUrl,
+    pub client_id: String,
+    pub username: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: String,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub keep_alive: Duration,
+    /// Largest packet accepted from the broker.
+    pub max_packet_bytes: usize,
+}
+
+/// Why a connection could not even be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("environment variable {0} (named by password_env) is not set")]
+    MissingPassword(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM {what}")]
+    EmptyPem { path: PathBuf, what: &'static str },
+    #[error("no trusted root certificates: set ca_file, or install ca-certificates")]
+    NoRoots,
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl ConnectionSettings {
+    /// rumqttc options for this connection with an optional Last Will.
+    ///
+    /// # Errors
+    /// A missing password variable or unreadable TLS material.
+    pub fn mqtt_options(&self, last_will: Option<LastWill>) -> Result<MqttOptions, SetupError> {
+        let mut opts = MqttOptions::new(&self.client_id, &self.url.host, self.url.port);
+        opts.set_keep_alive(self.keep_alive);
+        opts.set_clean_session(true);
+        opts.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
+        if !self.username.is_empty() {
+            let password = if self.password_env.is_empty() {
+                String::new()
+            } else {
+                std::env::var(&self.password_env)
+                    .map_err(|_| SetupError::MissingPassword(self.password_env.clone()))?
+            };
+            opts.set_credentials(&self.username, password);
+        }
+        if let Some(will) = last_will {
+            opts.set_last_will(will);
+        }
+        if self.url.scheme == BrokerScheme::Mqtts {
+            opts.set_transport(Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(self.tls_config()?)),
+            ));
+        }
+        Ok(opts)
+    }
+
+    fn tls_config(&self) -> Result<rustls::ClientConfig, SetupError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                for cert in read_certs(path)? {
+                    roots.add(cert)?;
+                }
+            }
+            None => {
+                // Unparsable system certificates are skipped, as browsers do;
+                // an empty store is an error rather than a silent failure later.
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err(SetupError::NoRoots);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let config = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(config)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, SetupError> {
+    std::fs::read(path).map_err(|source| SetupError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SetupError> {
+    let bytes = read(path)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(SetupError::EmptyPem {
+            path: path.to_path_buf(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, SetupError> {
+    let bytes = read(path)?;
+    rustls_pemfile::private_key(&mut bytes.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| SetupError::EmptyPem {
+            path: path.to_path_buf(),
+            what: "private key",
+        })
+}

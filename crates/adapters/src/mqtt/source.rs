@@ -1,0 +1,454 @@
+//! The MQTT ingress adapter: subscribe, decode, hand readings to the pipeline.
+//!
+//! The event loop is polled all the time and the only await besides it is the
+//! bounded send into the pipeline, so a slow pipeline applies backpressure to
+//! the broker instead of growing memory. Subscriptions are renewed on every
+//! ConnAck: a broker restarted without persistence has forgotten them.
+
+use std::time::Duration;
+
+use gateway_core::backoff::Backoff;
+use gateway_core::component::{AdapterFuture, AdapterStats};
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{
+    Adapter, AdapterContext, AdapterError, DeviceId, DeviceState, Ingress, MetricName,
+    StatusChange, Timestamp,
+};
+use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
+use tracing::{debug, info, warn};
+
+use super::config::MqttAdapterConfig;
+use super::connect::ConnectionSettings;
+use crate::payload::{self, Context};
+
+/// A runnable MQTT ingress adapter.
+pub struct MqttSource {
+    config: MqttAdapterConfig,
+    connection: ConnectionSettings,
+}
+
+impl MqttSource {
+    pub fn new(config: MqttAdapterConfig, gateway_id: &str) -> Self {
+        let client_id = if config.client_id.is_empty() {
+            format!("edge-gateway-{gateway_id}-{}", config.name)
+        } else {
+            config.client_id.clone()
+        };
+        let connection = ConnectionSettings {
+            url: config.url.clone(),
+            client_id,
+            username: config.username.clone(),
+            password_env: config.password_env.clone(),
+            ca_file: config.ca_file.clone(),
+            client_cert: config.client_cert.clone(),
+            client_key: config.client_key.clone(),
+            keep_alive: config.keep_alive,
+            // Room for the MQTT header around the largest payload we accept;
+            // anything larger is refused by the client before it is buffered.
+            max_packet_bytes: config.max_payload_bytes.saturating_add(1024),
+        };
+        Self { config, connection }
+    }
+}
+
+impl Adapter for MqttSource {
+    fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
+        Box::pin(run(self.config, self.connection, ctx))
+    }
+}
+
+fn qos(q: gateway_core::config::Qos) -> QoS {
+    match q.as_u8() {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+async fn run(
+    config: MqttAdapterConfig,
+    connection: ConnectionSettings,
+    ctx: AdapterContext,
+) -> Result<(), AdapterError> {
+    let options = connection
+        .mqtt_options(None)
+        .map_err(|e| AdapterError::Setup(format!("adapter {}: {e}", config.name)))?;
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    eventloop.network_options.set_connection_timeout(10);
+    let filters: Vec<SubscribeFilter> = config
+        .status_topics
+        .iter()
+        .chain(config.routes.iter().map(|r| &r.pattern))
+        .map(|p| SubscribeFilter::new(p.filter(), qos(config.qos)))
+        .collect();
+    let stats = ctx.stats();
+    let reconnects = ctx.telemetry.counter(
+        "edge_gateway_adapter_reconnects_total",
+        &[("adapter", &ctx.name)],
+    );
+    let throttle = LogThrottle::default();
+    let mut backoff = Backoff::new(Duration::from_millis(200), config.max_backoff);
+    let mut connected = false;
+
+    loop {
+        let event = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                info!(adapter = %ctx.name, broker = %config.url, "Connected to the local broker.");
+                connected = true;
+                backoff.reset();
+                if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                    warn!(adapter = %ctx.name, error = %e, "Could not queue the subscriptions.");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    .count();
+                if refused > 0 {
+                    stats.error("subscription_refused");
+                    warn!(adapter = %ctx.name, refused, "The broker refused some subscriptions.");
+                } else {
+                    info!(adapter = %ctx.name, filters = filters.len(), "Subscribed.");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                stats.received.inc();
+                let ingress = dispatch(
+                    &config,
+                    &publish.topic,
+                    &publish.payload,
+                    ctx.clock.now(),
+                    &stats,
+                    &throttle,
+                    &ctx.name,
+                );
+                if let Some(ingress) = ingress {
+                    ctx.ingress
+                        .send(ingress)
+                        .await
+                        .map_err(|_| AdapterError::PipelineClosed)?;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if connected {
+                    reconnects.inc();
+                    warn!(adapter = %ctx.name, broker = %config.url, error = %e, "Lost the local broker; reconnecting.");
+                } else if let Some(suppressed) = throttle.allow("connect") {
+                    warn!(adapter = %ctx.name, broker = %config.url, error = %e, suppressed, "Cannot reach the local broker; retrying.");
+                }
+                connected = false;
+                let delay = backoff.next_delay();
+                debug!(adapter = %ctx.name, ?delay, "Backing off.");
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    if connected {
+        let _ = client.try_disconnect();
+    }
+    info!(adapter = %ctx.name, "Stopped.");
+    Ok(())
+}
+
+/// Turns one received message into what the pipeline gets, counting and
+/// logging everything that is dropped. Never fails: bad input is data.
+pub(crate) fn dispatch(
+    config: &MqttAdapterConfig,
+    topic: &str,
+    payload: &[u8],
+    now: Timestamp,
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+    adapter: &str,
+) -> Option<Ingress> {
+    let reject = |kind: &str, detail: &str| {
+        stats.error(kind);
+        if let Some(suppressed) = throttle.allow(kind) {
+            warn!(
+                adapter,
+                topic,
+                error_type = kind,
+                detail,
+                bytes = payload.len(),
+                suppressed,
+                "Dropping message."
+            );
+        }
+    };
+    if payload.len() > config.max_payload_bytes {
+        reject("payload_too_large", "payload larger than max_payload_bytes");
+        return None;
+    }
+    for pattern in &config.status_topics {
+        if let Some(caps) = pattern.matches(topic) {
+            let text = String::from_utf8_lossy(payload);
+            let state = match DeviceState::parse(&text).or_else(|| status_from_json(payload)) {
+                Some(s) => s,
+                None => {
+                    reject("invalid_status", "expected online or offline");
+                    return None;
+                }
+            };
+            let device = match caps.device.map(DeviceId::new) {
+                Some(Ok(d)) => d,
+                _ => {
+                    reject("invalid_device_id", "device level is not a valid id");
+                    return None;
+                }
+            };
+            return Some(Ingress::Status(StatusChange {
+                device,
+                state,
+                time: now,
+            }));
+        }
+    }
+    let Some((route, caps)) = config
+        .routes
+        .iter()
+        .find_map(|r| r.pattern.matches(topic).map(|c| (r, c)))
+    else {
+        reject("unmatched_topic", "no topic pattern matches");
+        return None;
+    };
+    let device = match caps.device.map(DeviceId::new) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            reject("invalid_device_id", &e.to_string());
+            return None;
+        }
+    };
+    let metric = match caps.metric.map(MetricName::new) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            reject("invalid_metric_name", &e.to_string());
+            return None;
+        }
+    };
+    let context = Context {
+        device: device.as_ref(),
+        metric: metric.as_ref(),
+        now,
+    };
+    match payload::decode(&route.format, payload, &context) {
+        Ok(decoded) => {
+            for problem in &decoded.problems {
+                let kind = format!("field_{}", problem.reason.kind());
+                reject(&kind, &problem.field);
+            }
+            if decoded.readings.is_empty() {
+                return None;
+            }
+            stats.readings.add(decoded.readings.len() as u64);
+            Some(Ingress::Readings(decoded.readings))
+        }
+        Err(e) => {
+            reject(e.kind(), &e.to_string());
+            None
+        }
+    }
+}
+
+/// Zigbee2MQTT's availability payload is `{"state":"online"}`.
+fn status_from_json(payload: &[u8]) -> Option<DeviceState> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    DeviceState::parse(v.get("state")?.as_str()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::config::MqttAdapterConfig;
+    use gateway_core::config::Problems;
+    use gateway_core::{Reading, Telemetry};
+
+    fn adapter(extra: &str) -> MqttAdapterConfig {
+        let text = format!("name = \"local\"\n{extra}");
+        let mut p = Problems::default();
+        let c = MqttAdapterConfig::from_table(toml::from_str(&text).unwrap(), "adapter[0]", &mut p);
+        assert!(p.is_empty(), "{p}");
+        c.unwrap()
+    }
+
+    fn run(config: &MqttAdapterConfig, topic: &str, payload: &str) -> (Option<Ingress>, Telemetry) {
+        let t = Telemetry::default();
+        let stats = AdapterStats::new(&t, "local");
+        let out = dispatch(
+            config,
+            topic,
+            payload.as_bytes(),
+            Timestamp::from_millis(1_763_719_200_000).unwrap(),
+            &stats,
+            &LogThrottle::default(),
+            "local",
+        );
+        (out, t)
+    }
+
+    fn readings(i: Option<Ingress>) -> Vec<(String, String, f64)> {
+        match i {
+            Some(Ingress::Readings(r)) => r
+                .iter()
+                .map(|r: &Reading| (r.device().to_string(), r.metric().to_string(), r.value()))
+                .collect(),
+            other => panic!("expected readings, got {other:?}"),
+        }
+    }
+
+    fn errors(t: &Telemetry, kind: &str) -> u64 {
+        t.counter_value(
+            "edge_gateway_adapter_errors_total",
+            &[("adapter", "local"), ("error_type", kind)],
+        )
+        .unwrap_or(0)
+    }
+
+    #[test]
+    fn default_topics_read_the_seed_layouts() {
+        let c = adapter("");
+        let (out, _) = run(&c, "sensors/data/esp32-1/temperature", "23.4");
+        assert_eq!(
+            readings(out),
+            [("esp32-1".into(), "temperature".into(), 23.4)]
+        );
+        let (out, _) = run(
+            &c,
+            "sensors/a2:b2:c2:d2:e2:f2",
+            r#"{"temperature":21.5,"humidity":40,"ts":"2026-11-21T10:00:00Z"}"#,
+        );
+        let mut got = readings(out);
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            got,
+            [
+                ("a2:b2:c2:d2:e2:f2".into(), "humidity".into(), 40.0),
+                ("a2:b2:c2:d2:e2:f2".into(), "temperature".into(), 21.5),
+            ]
+        );
+    }
+
+    #[test]
+    fn status_topics_update_device_state() {
+        let c = adapter("");
+        for (payload, state) in [
+            ("online", DeviceState::Online),
+            ("offline", DeviceState::Offline),
+            (r#"{"state":"offline"}"#, DeviceState::Offline),
+        ] {
+            match run(&c, "sensors/status/dev1", payload).0 {
+                Some(Ingress::Status(s)) => {
+                    assert_eq!((s.device.as_str(), s.state), ("dev1", state));
+                }
+                other => panic!("{payload}: {other:?}"),
+            }
+        }
+        let (out, t) = run(&c, "sensors/status/dev1", "sleepy");
+        assert!(out.is_none());
+        assert_eq!(errors(&t, "invalid_status"), 1);
+    }
+
+    #[test]
+    fn explicit_formats_by_topic() {
+        let c = adapter(
+            r#"topics = [
+            { pattern = "esp32/{device}/csv", format = "csv", columns = ["temperature", "pressure", "humidity", "gas"] },
+            { pattern = "zigbee2mqtt/{device}", format = "zigbee2mqtt" },
+            { pattern = "senml", format = "senml" },
+        ]"#,
+        );
+        let (out, _) = run(&c, "esp32/node7/csv", "21.3,1013.2,45.1,12000");
+        assert_eq!(readings(out).len(), 4);
+        let (out, _) = run(
+            &c,
+            "zigbee2mqtt/hall",
+            r#"{"temperature":19.5,"linkquality":80,"update":{"state":"idle"}}"#,
+        );
+        assert_eq!(readings(out).len(), 2);
+        let (out, _) = run(&c, "senml", r#"[{"bn":"dev9:","n":"t","v":1.5}]"#);
+        assert_eq!(readings(out), [("dev9".into(), "t".into(), 1.5)]);
+    }
+
+    #[test]
+    fn bad_input_is_counted_by_type_and_never_forwarded() {
+        let c = adapter("max_payload_bytes = 64");
+        let cases = [
+            ("other/topic", "1", "unmatched_topic"),
+            ("sensors/data/d/t", "NaN", "not_finite"),
+            ("sensors/data/d/t", "hot", "not_a_number"),
+            ("sensors/d", "{broken", "invalid_json"),
+            ("sensors/d", &"9".repeat(65), "payload_too_large"),
+        ];
+        for (topic, payload, kind) in cases {
+            let (out, t) = run(&c, topic, payload);
+            assert!(out.is_none(), "{topic} {payload} forwarded");
+            assert_eq!(
+                t.counter_total("edge_gateway_adapter_errors_total"),
+                1,
+                "{topic} {payload}"
+            );
+            assert!(
+                errors(&t, kind) == 1,
+                "{topic} {payload}: expected error_type {kind}, got {}",
+                t.render_prometheus()
+            );
+        }
+    }
+
+    #[test]
+    fn a_dropped_field_is_counted_and_the_rest_kept() {
+        let c = adapter("");
+        let (out, t) = run(&c, "sensors/d", r#"{"temperature":"warm","humidity":40}"#);
+        assert_eq!(readings(out), [("d".into(), "humidity".into(), 40.0)]);
+        assert_eq!(t.counter_total("edge_gateway_adapter_errors_total"), 1);
+        assert_eq!(t.counter_total("edge_gateway_adapter_readings_total"), 1);
+    }
+
+    #[test]
+    fn config_mistakes_name_the_topic_entry() {
+        for (extra, expected) in [
+            ("topics = [\"a/{dev}\"]", "adapter[0].topics[0]"),
+            (
+                "topics = [{ pattern = \"x/{device}\", format = \"csv\" }]",
+                "adapter[0].topics[0]: format \"csv\" needs a columns list",
+            ),
+            (
+                "topics = [{ pattern = \"x/+\", format = \"number\" }]",
+                "adapter[0].topics[0]: \"x/+\" needs a {device} level",
+            ),
+            (
+                "topics = [{ pattern = \"x/{device}\", format = \"xml\" }]",
+                "adapter[0].topics[0].format: unknown variant `xml`",
+            ),
+            (
+                "status_topics = [\"status/+\"]",
+                "adapter[0].status_topics[0]",
+            ),
+            (
+                "url = \"mqtt://h\"\nca_file = \"/x\"",
+                "adapter[0].ca_file: only used with an mqtts:// url",
+            ),
+        ] {
+            let text = format!("name = \"local\"\n{extra}");
+            let mut p = Problems::default();
+            let c =
+                MqttAdapterConfig::from_table(toml::from_str(&text).unwrap(), "adapter[0]", &mut p);
+            assert!(c.is_none());
+            assert!(
+                p.iter().any(|x| x.to_string().starts_with(expected)),
+                "{extra}: expected {expected:?}, got {p}"
+            );
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! A flat JSON object: `{"temperature":21.5,"humidity":40,"ts":"2026-11-21T10:00:00Z"}`.
+//!
+//! Every key is a metric except the time keys (`ts`, `time`, `timestamp`) and
+//! the device keys (`device`, `id`). The device keys are never metrics, even
+//! when the topic names the device: a numeric `id` is an identifier, and
+//! averaging it would be nonsense.
+
+use gateway_core::DeviceId;
+use serde_json::Value;
+
+use super::json_text::{self, Document};
+use super::{
+    epoch_time, text, text_time, Context, DecodeError, Decoded, FieldReason, When, TIME_KEYS,
+};
+
+/// Keys naming the device when the topic does not, in order of preference.
+const DEVICE_KEYS: [&str; 2] = ["device", "id"];
+
+/// Decodes a JSON object.
+///
+/// Values: numbers; booleans as 1/0; strings holding a number (`"21.5"`).
+/// `null`, other strings, arrays and objects are [`FieldProblem`]s and the
+/// other fields are kept.
+///
+/// An object without a single value field (`{}`, or only time and device
+/// keys) is [`DecodeError::NoValues`]: the sender is misconfigured. An object
+/// whose value fields all fail is `Ok` with no readings, so that each field's
+/// reason reaches the caller.
+///
+/// [`FieldProblem`]: super::FieldProblem
+pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeError> {
+    let fields = match json_text::parse::<Document>(text(payload)?)? {
+        Document::Object(fields) => fields,
+        Document::NotObject(found) => {
+            return Err(DecodeError::WrongShape {
+                expected: "a JSON object",
+                found,
+            })
+        }
+    };
+    let device = match ctx.device {
+        Some(d) => d.clone(),
+        None => payload_device(&fields)?,
+    };
+    let mut out = Decoded::default();
+    let when = event_time(&fields, ctx, &mut out);
+    let mut candidates = 0;
+    for (key, value) in &fields {
+        if TIME_KEYS.contains(&key.as_str()) || DEVICE_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        candidates += 1;
+        match value {
+            Value::Number(n) => match n.as_f64() {
+                Some(v) => out.push(&device, key, key, v, when),
+                None => out.problem(key, FieldReason::NotNumeric),
+            },
+            Value::Bool(b) => out.push(&device, key, key, f64::from(u8::from(*b)), when),
+            Value::String(s) if json_text::is_non_finite(s) => {
+                out.problem(key, FieldReason::NotFinite);
+            }
+            // Non-finite strings ("NaN", "inf") fail in `push` as NotFinite.
+            Value::String(s) => match s.trim().parse::<f64>() {
+                Ok(v) => out.push(&device, key, key, v, when),
+                Err(_) => out.problem(key, FieldReason::NotNumeric),
+            },
+            Value::Null => out.problem(key, FieldReason::Null),
+            Value::Array(_) | Value::Object(_) => out.problem(key, FieldReason::NotNumeric),
+        }
+    }
+    if candidates == 0 {
+        return Err(DecodeError::NoValues);
+    }
+    Ok(out)
+}
+
+/// The device named by the payload: the first of [`DEVICE_KEYS`] holding a
+/// string or an integer (some firmwares number their nodes).
+fn payload_device(fields: &[(String, Value)]) -> Result<DeviceId, DecodeError> {
+    let id = DEVICE_KEYS
+        .iter()
+        .find_map(|key| match json_text::field(fields, key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            _ => None,
+        })
+        .ok_or(DecodeError::NoDevice)?;
+    DeviceId::new(id.as_str()).map_err(|source| DecodeError::InvalidDevice {
+        id: super::clip(&id),
+        source,
+    })
+}
+
+/// The payload's time (the first of [`TIME_KEYS`] present), or arrival time
+/// with a problem when it is unusable.
+fn event_time(fields: &[(String, Value)], ctx: &Context, out: &mut Decoded) -> When {
+    let Some((key, value)) = TIME_KEYS
+        .iter()
+        .find_map(|key| json_text::field(fields, key).map(|v| (*key, v)))
+    else {
+        return When::arrival(ctx.now);
+    };
+    let time = match value {
+        Value::String(s) => text_time(s),
+        Value::Number(n) => n.as_f64().and_then(epoch_time),
+        _ => None,
+    };
+    match time {
+        Some(t) => When::event(t),
+        None => {
+            out.problem(key, FieldReason::BadTimestamp);
+            When::arrival(ctx.now)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{decode, DecodeError, FieldReason, PayloadFormat};
+    use gateway_core::ModelError;
+    use gateway_core::TimeSource::{Arrival, Event};
+
+    /// 2026-11-21T10:00:00Z, the time in the examples.
+    const T0: i64 = 1_795_255_200_000;
+
+    #[test]
+    fn objects() {
+        let d = dev("room1");
+        let topic = ctx(Some(&d), None);
+        let anon = ctx(None, None);
+        let cases: Vec<(&str, &[u8], _, Want)> = vec![
+            (
+                "the example: RFC 3339 ts is the event time, key order kept",
+                br#"{"temperature":21.5,"humidity":40,"ts":"2026-11-21T10:00:00Z"}"#,
+                topic,
+                ok(
+                    vec![
+                        r("room1", "temperature", 21.5, T0, Event),
+                        r("room1", "humidity", 40.0, T0, Event),
+                    ],
+                    vec![],
+                ),
+            ),
+            (
+                "no time key: arrival time; booleans 1/0; numeric string parsed",
+                br#"{"t":"21.5","open":true,"alarm":false}"#,
+                topic,
+                ok(
+                    vec![
+                        r("room1", "t", 21.5, NOW, Arrival),
+                        r("room1", "open", 1.0, NOW, Arrival),
+                        r("room1", "alarm", 0.0, NOW, Arrival),
+                    ],
+                    vec![],
+                ),
+            ),
+            (
+                "`time` in epoch seconds, fractional",
+                br#"{"time":1795255200.5,"t":1}"#,
+                topic,
+                ok(vec![r("room1", "t", 1.0, T0 + 500, Event)], vec![]),
+            ),
+            (
+                "`timestamp` in epoch milliseconds (> 1e11)",
+                br#"{"timestamp":1795255200250,"t":1}"#,
+                topic,
+                ok(vec![r("room1", "t", 1.0, T0 + 250, Event)], vec![]),
+            ),
+            (
+                "epoch seconds as a string",
+                br#"{"ts":"1795255200","t":1}"#,
+                topic,
+                ok(vec![r("room1", "t", 1.0, T0, Event)], vec![]),
+            ),
+            (
+                "unparsable time: problem, arrival time, values kept",
+                br#"{"ts":"yesterday","t":1}"#,
+                topic,
+                ok(
+                    vec![r("room1", "t", 1.0, NOW, Arrival)],
+                    vec![p("ts", FieldReason::BadTimestamp)],
+                ),
+            ),
+            (
+                "negative epoch is before 1970: bad",
+                br#"{"ts":-5,"t":1}"#,
+                topic,
+                ok(
+                    vec![r("room1", "t", 1.0, NOW, Arrival)],
+                    vec![p("ts", FieldReason::BadTimestamp)],
+                ),
+            ),
+            (
+                "null, words, arrays, objects dropped one by one; the rest kept",
+                br#"{"a":null,"b":"hot","c":[1],"d":{"x":1},"e":2}"#,
+                topic,
+                ok(
+                    vec![r("room1", "e", 2.0, NOW, Arrival)],
+                    vec![
+                        p("a", FieldReason::Null),
+                        p("b", FieldReason::NotNumeric),
+                        p("c", FieldReason::NotNumeric),
+                        p("d", FieldReason::NotNumeric),
+                    ],
+                ),
+            ),
+            (
+                "Python's NaN and Infinity salvaged; 1e400 too",
+                br#"{"t": NaN, "h": 40, "p": -Infinity, "g": 1e400}"#,
+                topic,
+                ok(
+                    vec![r("room1", "h", 40.0, NOW, Arrival)],
+                    vec![
+                        p("t", FieldReason::NotFinite),
+                        p("p", FieldReason::NotFinite),
+                        p("g", FieldReason::NotFinite),
+                    ],
+                ),
+            ),
+            (
+                "non-finite numbers as strings",
+                br#"{"t":"NaN","h":"inf","p":"1e400"}"#,
+                topic,
+                ok(
+                    vec![],
+                    vec![
+                        p("t", FieldReason::NotFinite),
+                        p("h", FieldReason::NotFinite),
+                        p("p", FieldReason::NotFinite),
+                    ],
+                ),
+            ),
+            (
+                "keys that cannot be metric names",
+                br#"{"a/b":1,"":2,"ok":3}"#,
+                topic,
+                ok(
+                    vec![r("room1", "ok", 3.0, NOW, Arrival)],
+                    vec![
+                        p(
+                            "a/b",
+                            FieldReason::InvalidName(ModelError::ForbiddenChar {
+                                what: "metric name",
+                                ch: '/',
+                            }),
+                        ),
+                        p(
+                            "",
+                            FieldReason::InvalidName(ModelError::Empty {
+                                what: "metric name",
+                            }),
+                        ),
+                    ],
+                ),
+            ),
+            (
+                "device from the payload when the topic has none; not a metric",
+                br#"{"device":"kitchen","t":20}"#,
+                anon,
+                ok(vec![r("kitchen", "t", 20.0, NOW, Arrival)], vec![]),
+            ),
+            (
+                "`id` when there is no `device`; integers accepted",
+                br#"{"id":17,"t":20}"#,
+                anon,
+                ok(vec![r("17", "t", 20.0, NOW, Arrival)], vec![]),
+            ),
+            (
+                "the topic's device wins; device keys are still not metrics",
+                br#"{"device":"kitchen","id":3,"t":20}"#,
+                topic,
+                ok(vec![r("room1", "t", 20.0, NOW, Arrival)], vec![]),
+            ),
+            (
+                "no device anywhere",
+                br#"{"t":20}"#,
+                anon,
+                Err(DecodeError::NoDevice),
+            ),
+            (
+                "payload device that breaks topics",
+                br#"{"device":"a/b","t":20}"#,
+                anon,
+                Err(DecodeError::InvalidDevice {
+                    id: "a/b".into(),
+                    source: ModelError::ForbiddenChar {
+                        what: "device id",
+                        ch: '/',
+                    },
+                }),
+            ),
+            ("empty object", b"{}", topic, Err(DecodeError::NoValues)),
+            (
+                "only a time key",
+                br#"{"ts":"2026-11-21T10:00:00Z"}"#,
+                topic,
+                Err(DecodeError::NoValues),
+            ),
+            (
+                "top-level number",
+                b"5",
+                topic,
+                Err(DecodeError::WrongShape {
+                    expected: "a JSON object",
+                    found: "a number",
+                }),
+            ),
+            (
+                "top-level string",
+                br#""x""#,
+                topic,
+                Err(DecodeError::WrongShape {
+                    expected: "a JSON object",
+                    found: "a string",
+                }),
+            ),
+            (
+                "top-level array",
+                b"[1]",
+                topic,
+                Err(DecodeError::WrongShape {
+                    expected: "a JSON object",
+                    found: "an array",
+                }),
+            ),
+            ("truncated", br#"{"t":2"#, topic, Err(invalid_json())),
+            (
+                "trailing garbage",
+                br#"{"t":2}x"#,
+                topic,
+                Err(invalid_json()),
+            ),
+            ("single quotes", b"{'t':2}", topic, Err(invalid_json())),
+            ("empty", b"  ", topic, Err(DecodeError::Empty)),
+            (
+                "invalid UTF-8 inside a string",
+                b"{\"t\":\"\xc3\x28\"}",
+                topic,
+                Err(DecodeError::NotUtf8 { valid_up_to: 6 }),
+            ),
+        ];
+        for (label, payload, ctx, want) in cases {
+            assert_decoded(label, decode(&PayloadFormat::Json, payload, &ctx), want);
+        }
+    }
+
+    #[test]
+    fn hostile_input_is_an_error_not_a_crash() {
+        let d = dev("room1");
+        let c = ctx(Some(&d), None);
+        // serde_json's recursion limit (128) turns this into an error.
+        let deep = "[".repeat(10_000);
+        let deep_objects = r#"{"a":"#.repeat(10_000);
+        for payload in [deep, deep_objects] {
+            let err = decode(&PayloadFormat::Json, payload.as_bytes(), &c).unwrap_err();
+            assert_eq!(err.kind(), "invalid_json");
+        }
+        // A million-digit number overflows f64: salvaged as one problem.
+        let huge = format!(r#"{{"a":{},"b":1}}"#, "9".repeat(1 << 20));
+        let got = decode(&PayloadFormat::Json, huge.as_bytes(), &c);
+        assert_eq!(
+            got,
+            ok(
+                vec![r("room1", "b", 1.0, NOW, Arrival)],
+                vec![p("a", FieldReason::NotFinite)]
+            )
+        );
+        // A megabyte-long key is clipped in the problem.
+        let long_key = format!(r#"{{"{}":1}}"#, "k".repeat(1 << 20));
+        let got = decode(&PayloadFormat::Json, long_key.as_bytes(), &c).unwrap();
+        assert!(got.problems[0].field.len() < 200);
+    }
+}

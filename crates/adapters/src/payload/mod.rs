@@ -1,0 +1,369 @@
+//! Payload decoders: the bytes of one message in, [`Reading`]s out.
+//!
+//! Shared by every adapter whose messages carry sensor values as text (MQTT
+//! now, CoAP later). The decoders are pure: no I/O, no clock (the arrival time
+//! comes in through [`Context::now`]), and total: they never panic, whatever
+//! the bytes.
+//!
+//! Two levels of failure keep good data flowing:
+//!
+//! - a [`DecodeError`] means the whole payload is unusable (not UTF-8, not
+//!   JSON, wrong shape, no device); the caller counts it by
+//!   [`DecodeError::kind`] and dead-letters the message;
+//! - a [`FieldProblem`] means one field was dropped and the others kept, so a
+//!   sensor with one broken channel still reports the rest.
+//!
+//! Formats, one module each: [`PayloadFormat::Number`] (`number.rs`),
+//! [`PayloadFormat::Json`] (`json.rs`), [`PayloadFormat::Csv`] (`csv.rs`),
+//! [`PayloadFormat::Senml`] (`senml.rs`, RFC 8428) and
+//! [`PayloadFormat::Zigbee2mqtt`] (`zigbee2mqtt.rs`). `json_text.rs` holds
+//! the JSON parsing they share, including the salvage of `NaN`, `Infinity`
+//! and out-of-range numbers that Python senders emit.
+//!
+//! Non-finite values never leave this module: [`Reading::new`] refuses them,
+//! and every place that builds a reading turns that refusal into a
+//! [`FieldReason::NotFinite`] problem.
+
+mod csv;
+mod json;
+mod json_text;
+mod number;
+mod senml;
+mod zigbee2mqtt;
+
+use std::fmt;
+
+use gateway_core::{DeviceId, MetricName, ModelError, Reading, TimeSource, Timestamp};
+
+/// How a payload is laid out. Chosen per topic or resource in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// Detect from the payload: trimmed, it starts with `[` → SenML; `{` →
+    /// JSON object; otherwise, if `columns` is set → CSV; otherwise a plain
+    /// number.
+    Auto {
+        /// The CSV columns to use when the payload is neither JSON nor SenML.
+        columns: Option<Vec<MetricName>>,
+    },
+    /// One number as text (`21.5`, `"21.5"`, `true`).
+    Number,
+    /// A flat JSON object of metric → value, with optional time and device keys.
+    Json,
+    /// One line of comma-separated values in a fixed column order.
+    Csv {
+        /// The metric of each column; a column named `ts`, `time` or
+        /// `timestamp` holds the event time instead.
+        columns: Vec<MetricName>,
+    },
+    /// A SenML pack in JSON (RFC 8428).
+    Senml,
+    /// A Zigbee2MQTT device state message.
+    Zigbee2mqtt,
+}
+
+/// What the adapter knows about a message besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The device, when the topic or resource already names it. It takes
+    /// precedence over any device the payload names.
+    pub device: Option<&'a DeviceId>,
+    /// The metric of a bare value: a [`PayloadFormat::Number`] payload, or a
+    /// SenML record without a name on a device's topic. `value` when `None`.
+    pub metric: Option<&'a MetricName>,
+    /// Arrival time: stamps readings whose payload carries no time, and is the
+    /// reference for SenML relative times.
+    pub now: Timestamp,
+}
+
+/// What a payload yielded: the readings, and the fields dropped on the way.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decoded {
+    /// Readings in payload order. Every value is finite.
+    pub readings: Vec<Reading>,
+    /// One entry per dropped field: a bad time field first, then the others
+    /// in payload order.
+    pub problems: Vec<FieldProblem>,
+}
+
+/// The whole payload is unusable. Count it by [`DecodeError::kind`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// The payload is not UTF-8 text.
+    #[error("payload is not UTF-8 (valid up to byte {valid_up_to})")]
+    NotUtf8 { valid_up_to: usize },
+    /// Nothing but white space.
+    #[error("payload is empty")]
+    Empty,
+    /// A [`PayloadFormat::Number`] payload that is not a number.
+    #[error("expected a number, `true` or `false`, got {text:?}")]
+    NotANumber { text: String },
+    /// A [`PayloadFormat::Number`] payload that is NaN, infinite, or beyond
+    /// the range of f64 (`1e400`).
+    #[error("expected a finite number, got {text:?}")]
+    NotFinite { text: String },
+    /// Not JSON, even after replacing `NaN`/`Infinity`/overflowing numbers.
+    /// Also nesting deeper than serde_json's recursion limit (128).
+    #[error("invalid JSON: {reason}")]
+    InvalidJson { reason: String },
+    /// Valid JSON of the wrong type at the top level.
+    #[error("expected {expected}, got {found}")]
+    WrongShape {
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// A CSV line whose field count differs from the configured columns:
+    /// refused whole, because a shifted column is worse than no data.
+    #[error("expected {expected} CSV fields, got {found}")]
+    CsvColumnCount { expected: usize, found: usize },
+    /// More than one CSV line in one message.
+    #[error("expected one CSV line, got {lines}")]
+    CsvMultipleLines { lines: usize },
+    /// Neither the context nor the payload names the device.
+    #[error("no device: the topic does not name one and the payload has no usable device field")]
+    NoDevice,
+    /// The payload's device field is not a usable device id.
+    #[error("device {id:?} in the payload is unusable: {source}")]
+    InvalidDevice { id: String, source: ModelError },
+    /// Valid, but not a single value field (`{}`, `[]`, only a time key).
+    #[error("payload holds no value fields")]
+    NoValues,
+    /// A SenML field whose name ends in `_`: RFC 8428 §4.4 requires refusing
+    /// a pack with a must-understand extension the receiver does not know.
+    #[error("SenML field {field:?} must be understood, and is not supported")]
+    SenmlMandatoryField { field: String },
+}
+
+impl DecodeError {
+    /// A stable snake_case label, for the `error_type` of a counter.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotUtf8 { .. } => "not_utf8",
+            Self::Empty => "empty",
+            Self::NotANumber { .. } => "not_a_number",
+            Self::NotFinite { .. } => "not_finite",
+            Self::InvalidJson { .. } => "invalid_json",
+            Self::WrongShape { .. } => "wrong_shape",
+            Self::CsvColumnCount { .. } => "csv_column_count",
+            Self::CsvMultipleLines { .. } => "csv_multiple_lines",
+            Self::NoDevice => "no_device",
+            Self::InvalidDevice { .. } => "invalid_device",
+            Self::NoValues => "no_values",
+            Self::SenmlMandatoryField { .. } => "senml_mandatory_field",
+        }
+    }
+}
+
+/// One field dropped from an otherwise usable payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// The field as the payload names it: a JSON key, a CSV column, a SenML
+    /// resolved name (`[index]` when empty). Cut to 128 bytes.
+    pub field: String,
+    /// Why it was dropped.
+    pub reason: FieldReason,
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.field, self.reason)
+    }
+}
+
+/// Why a field was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldReason {
+    /// NaN, ±infinity, or a number beyond the range of f64.
+    NotFinite,
+    /// A string, array or object where a number was expected.
+    NotNumeric,
+    /// JSON `null`.
+    Null,
+    /// The field's name is not a valid metric name or device id.
+    InvalidName(ModelError),
+    /// A time field that is neither RFC 3339 nor epoch seconds/milliseconds in
+    /// range. The readings fall back to arrival time.
+    BadTimestamp,
+    /// A SenML record with no value, sum, or base-only fields.
+    NoValue,
+    /// A SenML record from which no device can be derived.
+    NoDevice,
+    /// A field of the wrong JSON type (`"n": 5`, a record that is not an object).
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+}
+
+impl FieldReason {
+    /// A stable snake_case label, for the `error_type` of a counter.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFinite => "not_finite",
+            Self::NotNumeric => "not_numeric",
+            Self::Null => "null",
+            Self::InvalidName(_) => "invalid_name",
+            Self::BadTimestamp => "bad_timestamp",
+            Self::NoValue => "no_value",
+            Self::NoDevice => "no_device",
+            Self::WrongType { .. } => "wrong_type",
+        }
+    }
+}
+
+impl fmt::Display for FieldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFinite => f.write_str("value is not a finite number"),
+            Self::NotNumeric => f.write_str("value is not numeric"),
+            Self::Null => f.write_str("value is null"),
+            Self::InvalidName(e) => write!(f, "invalid name: {e}"),
+            Self::BadTimestamp => f.write_str(
+                "expected an RFC 3339 time or epoch seconds/milliseconds; using arrival time",
+            ),
+            Self::NoValue => f.write_str("record has no value"),
+            Self::NoDevice => f.write_str("no device can be derived from the name"),
+            Self::WrongType { field, expected } => write!(f, "expected {field} to be {expected}"),
+        }
+    }
+}
+
+/// Decodes one message.
+///
+/// # Errors
+/// A [`DecodeError`] when the payload as a whole is unusable. Problems with
+/// single fields are reported in [`Decoded::problems`] instead.
+pub fn decode(
+    format: &PayloadFormat,
+    payload: &[u8],
+    ctx: &Context,
+) -> Result<Decoded, DecodeError> {
+    match format {
+        PayloadFormat::Auto { columns } => {
+            let body = payload.strip_prefix(BOM).unwrap_or(payload);
+            let start = body.iter().find(|b| !b.is_ascii_whitespace());
+            match (start, columns) {
+                (Some(b'['), _) => senml::decode(payload, ctx),
+                (Some(b'{'), _) => json::decode(payload, ctx),
+                (_, Some(columns)) => csv::decode(payload, columns, ctx),
+                (_, None) => number::decode(payload, ctx),
+            }
+        }
+        PayloadFormat::Number => number::decode(payload, ctx),
+        PayloadFormat::Json => json::decode(payload, ctx),
+        PayloadFormat::Csv { columns } => csv::decode(payload, columns, ctx),
+        PayloadFormat::Senml => senml::decode(payload, ctx),
+        PayloadFormat::Zigbee2mqtt => zigbee2mqtt::decode(payload, ctx),
+    }
+}
+
+/// Metric of a bare value when the context names none.
+const DEFAULT_METRIC: &str = "value";
+
+/// Keys holding the event time in JSON objects and CSV columns.
+const TIME_KEYS: [&str; 3] = ["ts", "time", "timestamp"];
+
+/// Epoch numbers above this are milliseconds, below seconds: 1e11 s is the
+/// year 5138, 1e11 ms is 1973, so no plausible time is ambiguous.
+const MILLIS_THRESHOLD: f64 = 1e11;
+
+/// Longest field name or offending text copied into an error.
+const MAX_ECHO: usize = 128;
+
+/// The time of a reading and where it came from.
+#[derive(Debug, Clone, Copy)]
+struct When {
+    time: Timestamp,
+    source: TimeSource,
+}
+
+impl When {
+    fn arrival(now: Timestamp) -> Self {
+        Self {
+            time: now,
+            source: TimeSource::Arrival,
+        }
+    }
+
+    fn event(time: Timestamp) -> Self {
+        Self {
+            time,
+            source: TimeSource::Event,
+        }
+    }
+}
+
+impl Decoded {
+    /// Adds a reading, or the problem that prevents it.
+    fn push(&mut self, device: &DeviceId, field: &str, metric: &str, value: f64, when: When) {
+        let metric = match MetricName::new(metric) {
+            Ok(m) => m,
+            Err(e) => return self.problem(field, FieldReason::InvalidName(e)),
+        };
+        match Reading::new(device.clone(), metric, value, when.time, when.source) {
+            Ok(r) => self.readings.push(r),
+            // The only refusal of `Reading::new` is a non-finite value.
+            Err(_) => self.problem(field, FieldReason::NotFinite),
+        }
+    }
+
+    fn problem(&mut self, field: &str, reason: FieldReason) {
+        self.problems.push(FieldProblem {
+            field: clip(field),
+            reason,
+        });
+    }
+}
+
+/// The UTF-8 byte order mark. Windows tools prepend it and serde_json
+/// refuses it, so it is dropped.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// The payload as trimmed text, without a byte order mark.
+fn text(payload: &[u8]) -> Result<&str, DecodeError> {
+    let text = std::str::from_utf8(payload).map_err(|e| DecodeError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text).trim();
+    if text.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    Ok(text)
+}
+
+/// Epoch seconds or milliseconds, told apart by [`MILLIS_THRESHOLD`].
+fn epoch_time(n: f64) -> Option<Timestamp> {
+    if n > MILLIS_THRESHOLD {
+        // Saturating cast; out-of-range values fail in `from_millis`.
+        Timestamp::from_millis(n.round() as i64).ok()
+    } else {
+        Timestamp::from_secs_f64(n).ok()
+    }
+}
+
+/// An RFC 3339 time or an epoch number written as text.
+fn text_time(s: &str) -> Option<Timestamp> {
+    Timestamp::parse_rfc3339(s)
+        .ok()
+        .or_else(|| s.trim().parse::<f64>().ok().and_then(epoch_time))
+}
+
+/// At most [`MAX_ECHO`] bytes of `s`, cut at a character boundary, so a
+/// hostile megabyte-long key cannot flood logs.
+fn clip(s: &str) -> String {
+    if s.len() <= MAX_ECHO {
+        return s.to_string();
+    }
+    let mut end = MAX_ECHO;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod test_support;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

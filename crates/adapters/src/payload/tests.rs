@@ -1,0 +1,288 @@
+//! Tests across formats: detection, error labels, and robustness against
+//! arbitrary bytes.
+
+use super::test_support::*;
+use super::*;
+use gateway_core::TimeSource::Arrival;
+
+#[test]
+fn auto_detects_the_format() {
+    let d = dev("d1");
+    let c = ctx(Some(&d), None);
+    let cols = PayloadFormat::Auto {
+        columns: Some(vec![metric("a"), metric("b")]),
+    };
+    let bare = PayloadFormat::Auto { columns: None };
+    let one = |m: &str, v: f64| ok(vec![r("d1", m, v, NOW, Arrival)], vec![]);
+    let deep = "[".repeat(10_000);
+    let cases: Vec<(&str, &PayloadFormat, &[u8], Want)> = vec![
+        (
+            "'[' is SenML",
+            &bare,
+            br#" [{"n":"t","v":1}]"#,
+            one("t", 1.0),
+        ),
+        ("'{' is JSON", &bare, b"\n{\"t\":2}", one("t", 2.0)),
+        ("CSV when columns are set", &cols, b"1,", one("a", 1.0)),
+        ("otherwise a number", &bare, b"3", one("value", 3.0)),
+        (
+            "a quoted number",
+            &cols,
+            b"\"4\"",
+            Err(DecodeError::CsvColumnCount {
+                expected: 2,
+                found: 1,
+            }),
+        ),
+        (
+            "a quoted number, no columns",
+            &bare,
+            b"\"4\"",
+            one("value", 4.0),
+        ),
+        (
+            "CSV-looking text without columns",
+            &bare,
+            b"1,2",
+            Err(DecodeError::NotANumber { text: "1,2".into() }),
+        ),
+        ("empty", &bare, b" ", Err(DecodeError::Empty)),
+        (
+            "byte order mark before '{'",
+            &bare,
+            b"\xef\xbb\xbf{\"t\":5}",
+            one("t", 5.0),
+        ),
+        (
+            "invalid UTF-8",
+            &bare,
+            b"\xff",
+            Err(DecodeError::NotUtf8 { valid_up_to: 0 }),
+        ),
+        (
+            "invalid UTF-8 after '{'",
+            &bare,
+            b"{\xff",
+            Err(DecodeError::NotUtf8 { valid_up_to: 1 }),
+        ),
+        ("deep nesting", &bare, deep.as_bytes(), Err(invalid_json())),
+    ];
+    for (label, format, payload, want) in cases {
+        assert_decoded(label, decode(format, payload, &c), want);
+    }
+}
+
+#[test]
+fn kinds_are_stable_snake_case_labels() {
+    let errors = [
+        DecodeError::NotUtf8 { valid_up_to: 0 },
+        DecodeError::Empty,
+        DecodeError::NotANumber {
+            text: String::new(),
+        },
+        DecodeError::NotFinite {
+            text: String::new(),
+        },
+        invalid_json(),
+        DecodeError::WrongShape {
+            expected: "",
+            found: "",
+        },
+        DecodeError::CsvColumnCount {
+            expected: 0,
+            found: 0,
+        },
+        DecodeError::CsvMultipleLines { lines: 0 },
+        DecodeError::NoDevice,
+        DecodeError::InvalidDevice {
+            id: String::new(),
+            source: ModelError::NotFinite,
+        },
+        DecodeError::NoValues,
+        DecodeError::SenmlMandatoryField {
+            field: String::new(),
+        },
+    ];
+    let reasons = [
+        FieldReason::NotFinite,
+        FieldReason::NotNumeric,
+        FieldReason::Null,
+        FieldReason::InvalidName(ModelError::NotFinite),
+        FieldReason::BadTimestamp,
+        FieldReason::NoValue,
+        FieldReason::NoDevice,
+        FieldReason::WrongType {
+            field: "",
+            expected: "",
+        },
+    ];
+    let mut kinds: Vec<&str> = errors.iter().map(DecodeError::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "not_utf8",
+            "empty",
+            "not_a_number",
+            "not_finite",
+            "invalid_json",
+            "wrong_shape",
+            "csv_column_count",
+            "csv_multiple_lines",
+            "no_device",
+            "invalid_device",
+            "no_values",
+            "senml_mandatory_field",
+        ]
+    );
+    let mut reason_kinds: Vec<&str> = reasons.iter().map(FieldReason::kind).collect();
+    assert_eq!(
+        reason_kinds,
+        [
+            "not_finite",
+            "not_numeric",
+            "null",
+            "invalid_name",
+            "bad_timestamp",
+            "no_value",
+            "no_device",
+            "wrong_type",
+        ]
+    );
+    for list in [&mut kinds, &mut reason_kinds] {
+        let n = list.len();
+        list.sort_unstable();
+        list.dedup();
+        assert_eq!(list.len(), n, "duplicate kind");
+    }
+}
+
+/// Seeded xorshift64: deterministic, no `rand` dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// Mostly bytes that matter to the parsers, sometimes any byte.
+    fn byte(&mut self) -> u8 {
+        const ALPHABET: &[u8] =
+            b"{}[]\",:0123456789.-+eE NaInfity truefalsnul\\\n\r\t_bnvstdu/#\xff\xc3\x00";
+        if self.below(8) == 0 {
+            self.next() as u8
+        } else {
+            ALPHABET[self.below(ALPHABET.len())]
+        }
+    }
+
+    fn mutate(&mut self, seed: &[u8]) -> Vec<u8> {
+        let mut v = seed.to_vec();
+        for _ in 0..=self.below(4) {
+            let at = self.below(v.len() + 1);
+            match self.below(5) {
+                0 if at < v.len() => v[at] = self.byte(),
+                1 if at < v.len() => {
+                    v.remove(at);
+                }
+                2 => v.insert(at, self.byte()),
+                3 => v.truncate(at),
+                _ => {
+                    let end = (at + self.below(8)).min(v.len());
+                    let chunk = v[at..end].to_vec();
+                    v.splice(at..at, chunk);
+                }
+            }
+        }
+        v
+    }
+}
+
+fn formats() -> Vec<PayloadFormat> {
+    let columns = vec![metric("ts"), metric("t"), metric("h")];
+    vec![
+        PayloadFormat::Auto { columns: None },
+        PayloadFormat::Auto {
+            columns: Some(columns.clone()),
+        },
+        PayloadFormat::Number,
+        PayloadFormat::Json,
+        PayloadFormat::Csv { columns },
+        PayloadFormat::Senml,
+        PayloadFormat::Zigbee2mqtt,
+    ]
+}
+
+/// Decodes with and without a context device and checks what must hold
+/// for any input: no panic, finite values, labelled errors.
+fn check_everywhere(payload: &[u8]) {
+    let d = dev("d1");
+    let m = metric("m");
+    for format in &formats() {
+        for c in [ctx(Some(&d), Some(&m)), ctx(None, None)] {
+            match decode(format, payload, &c) {
+                Ok(got) => {
+                    assert!(
+                        got.readings.iter().all(|r| r.value().is_finite()),
+                        "{payload:?}"
+                    );
+                    assert!(got.problems.iter().all(|p| !p.reason.kind().is_empty()));
+                }
+                Err(e) => assert!(!e.kind().is_empty() && !e.to_string().is_empty()),
+            }
+        }
+    }
+}
+
+#[test]
+fn never_panics_on_random_bytes_or_mutated_payloads() {
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..3000 {
+        let len = rng.below(64);
+        let payload: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
+        check_everywhere(&payload);
+    }
+    let seeds: [&[u8]; 10] = [
+        b"23.4",
+        b"\"23.4\"",
+        b"1795255200,21.3,45.1\r\n",
+        br#"{"temperature":21.5,"humidity":40,"ts":"2026-11-21T10:00:00Z","device":"x"}"#,
+        br#"{"t": NaN, "h": 40, "g": 1e400, "i": -Infinity}"#,
+        br#"[{"bn":"urn:dev:ow:10e2073a01080063:","n":"voltage","u":"V","v":120.1},{"n":"current","u":"A","v":1.2}]"#,
+        br#"[{"bn":"d:","bt":1.276020076001e+09,"bv":1,"bs":2,"n":"a","t":-5,"v":1.2},{"n":"b","vb":true,"s":3}]"#,
+        br#"[{"n":"t","t":-5,"v":21},{"bt":-10,"n":"t","t":5,"v":24},{"vs":"x"},{"vd":"aGk"}]"#,
+        br#"{"battery":100,"contact":true,"state":"ON","update":{"state":"idle"},"last_seen":"2026-11-21T10:00:00.000Z"}"#,
+        br#"{"state_l1":"off","last_seen":1795255200250,"x":null,"y":[1,{"z":2}]}"#,
+    ];
+    for seed in seeds {
+        check_everywhere(seed);
+        for _ in 0..300 {
+            check_everywhere(&rng.mutate(seed));
+        }
+    }
+}
+
+#[test]
+fn a_megabyte_of_junk_is_an_error_in_every_format() {
+    let mut rng = XorShift(42);
+    let binary: Vec<u8> = (0..1 << 20).map(|_| rng.next() as u8).collect();
+    let printable: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            const JUNK: &[u8] = b"{[,:\"1e9N";
+            JUNK[rng.below(JUNK.len())]
+        })
+        .collect();
+    let d = dev("d1");
+    for junk in [binary, printable] {
+        for format in &formats() {
+            let got = decode(format, &junk, &ctx(Some(&d), None));
+            assert!(got.is_err(), "{format:?} accepted junk");
+        }
+    }
+}
