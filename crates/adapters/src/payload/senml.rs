@@ -31,6 +31,7 @@ const BASE_KEYS: [&str; 6] = ["bn", "bt", "bu", "bv", "bs", "bver"];
 /// The base fields in force, or the reason they are unusable.
 struct Base {
     name: Result<String, FieldReason>,
+    unit: Option<String>,
     time: Result<f64, FieldReason>,
     value: Result<f64, FieldReason>,
     sum: Result<f64, FieldReason>,
@@ -52,6 +53,9 @@ struct Base {
 /// and `ctx.metric` (else `value`) if that is empty too.
 /// Otherwise, device = `bn` without trailing separators and metric = `n`;
 /// when either is empty, the resolved name is split at its last `:` or `/`.
+/// A name starting `urn:dev:` (RFC 8428's device URNs) is always the device,
+/// never a metric: the metric then comes from the unit (`Cel` →
+/// `temperature`, `%RH` → `humidity`, `lat` → `latitude`, …).
 ///
 /// A pack with no value records (`[]`, only headers) is
 /// [`DecodeError::NoValues`]; a pack where no record yields a device is
@@ -68,6 +72,7 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
     };
     let mut base = Base {
         name: Ok(String::new()),
+        unit: None,
         time: Ok(0.0),
         value: Ok(0.0),
         sum: Ok(0.0),
@@ -106,6 +111,9 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
 }
 
 fn update_base(base: &mut Base, record: &Map<String, Value>) {
+    if let Some(bu) = record.get("bu") {
+        base.unit = bu.as_str().map(str::to_string);
+    }
     if let Some(bn) = record.get("bn") {
         base.name = match bn {
             Value::String(s) => Ok(s.clone()),
@@ -168,11 +176,15 @@ fn resolve(
             When::arrival(ctx.now)
         }
     };
-    let (device, metric) = match device_and_metric(ctx, bn, n, &name) {
+    let unit = record
+        .get("u")
+        .and_then(Value::as_str)
+        .or(base.unit.as_deref());
+    let (device, metric) = match device_and_metric(ctx, bn, n, &name, unit) {
         Ok(parts) => parts,
         Err(reason) => return out.problem(&field, reason),
     };
-    out.push(&device, &field, metric, value, when);
+    out.push(&device, &field, &metric, value, when);
 }
 
 /// The record's value: `None` when it has none at all.
@@ -227,29 +239,57 @@ fn time(record: &Map<String, Value>, base: &Base, ctx: &Context) -> Option<When>
         .map(When::event)
 }
 
-fn device_and_metric<'a>(
-    ctx: &Context<'a>,
+fn device_and_metric(
+    ctx: &Context,
     bn: &str,
-    n: &'a str,
-    name: &'a str,
-) -> Result<(DeviceId, &'a str), FieldReason> {
+    n: &str,
+    name: &str,
+    unit: Option<&str>,
+) -> Result<(DeviceId, String), FieldReason> {
+    let whole = name.trim_end_matches(DEVICE_SEPARATORS);
+    // RFC 8428's own examples (§5.1.1, §5.1.3) name the *device* with a
+    // `urn:dev:` URN and tell measurements apart only by their unit; taking
+    // the URN's last segment as a metric would average humidity with
+    // latitude. So a `urn:dev:` name is the device, and the unit names the
+    // metric.
+    // `urn:dev:<kind>:<id>` (RFC 9039) has four parts; a fifth is a measurement.
+    let names_device = |s: &str| {
+        let s = s.trim_end_matches(DEVICE_SEPARATORS);
+        s.starts_with(DEVICE_URN) && s.split(':').count() == 4
+    };
+    let by_unit = || unit.map(unit_metric);
     if let Some(device) = ctx.device {
-        let mut metric = if n.is_empty() {
-            name.rsplit(NAME_SEPARATORS).next().unwrap_or(name)
+        let from_name = if !n.is_empty() && !names_device(n) {
+            Some(n)
+        } else if n.is_empty() && !names_device(whole) {
+            name.rsplit(NAME_SEPARATORS).next()
         } else {
-            n
+            None
         };
-        // A bare `[{"v":21.5}]` on a device's topic: name it like a plain number.
-        if metric.is_empty() {
-            metric = ctx.metric.map_or(DEFAULT_METRIC, |m| m.as_str());
-        }
+        let metric = from_name
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .or_else(by_unit)
+            // A bare `[{"v":21.5}]` on a device's topic: name it like a plain number.
+            .unwrap_or_else(|| {
+                ctx.metric
+                    .map_or(DEFAULT_METRIC, |m| m.as_str())
+                    .to_string()
+            });
         return Ok((device.clone(), metric));
     }
-    let (device, metric) = if !bn.is_empty() && !n.is_empty() {
-        (bn, n)
+    let (device, metric) = if names_device(whole) && (n.is_empty() || names_device(n)) {
+        (
+            whole,
+            by_unit().unwrap_or_else(|| DEFAULT_METRIC.to_string()),
+        )
+    } else if !bn.is_empty() && !n.is_empty() {
+        (bn, n.to_string())
     } else {
-        name.rsplit_once(NAME_SEPARATORS)
-            .ok_or(FieldReason::NoDevice)?
+        let (d, m) = name
+            .rsplit_once(NAME_SEPARATORS)
+            .ok_or(FieldReason::NoDevice)?;
+        (d, m.to_string())
     };
     let device = device.trim_end_matches(DEVICE_SEPARATORS);
     if device.is_empty() {
@@ -257,6 +297,38 @@ fn device_and_metric<'a>(
     }
     let device = DeviceId::new(device).map_err(FieldReason::InvalidName)?;
     Ok((device, metric))
+}
+
+/// SenML names that identify a device rather than a measurement.
+const DEVICE_URN: &str = "urn:dev:";
+
+/// The metric a SenML unit (RFC 8428 §12.1 registry) measures. Unknown units
+/// name the metric themselves (`/` spelled out, as metric names cannot hold it).
+fn unit_metric(unit: &str) -> String {
+    let known = match unit {
+        "Cel" => "temperature",
+        "K" => "temperature_k",
+        "%RH" => "humidity",
+        "lat" => "latitude",
+        "lon" => "longitude",
+        "V" => "voltage",
+        "A" => "current",
+        "W" => "power",
+        "VA" => "apparent_power",
+        "var" => "reactive_power",
+        "Wh" | "J" => "energy",
+        "Pa" => "pressure",
+        "lx" => "illuminance",
+        "%EL" => "battery",
+        "dB" => "sound_level",
+        "m" => "distance",
+        "m/s" => "speed",
+        "Hz" => "frequency",
+        "ppm" => "concentration",
+        "beat/min" => "heart_rate",
+        other => return other.replace('/', "_per_"),
+    };
+    known.to_string()
 }
 
 #[cfg(test)]
@@ -324,19 +396,19 @@ mod tests {
                 ),
             ),
             (
-                "§5.1.1: no bn, so the name splits at its last ':' (the id becomes the metric)",
+                "§5.1.1: a urn:dev name is the device; the unit names the metric",
                 br#"[{"n":"urn:dev:ow:10e2073a01080063","u":"Cel","v":23.1}]"#,
                 anon,
-                ok(vec![r("urn:dev:ow", "10e2073a01080063", 23.1, NOW, Arrival)], vec![]),
+                ok(vec![r(OW, "temperature", 23.1, NOW, Arrival)], vec![]),
             ),
             (
-                "§5.1.1 with the topic naming the device: metric = n, whole",
+                "§5.1.1 with the topic naming the device: the unit still names the metric",
                 br#"[{"n":"urn:dev:ow:10e2073a01080063","u":"Cel","v":23.1}]"#,
                 topic,
-                ok(vec![r("meter", OW, 23.1, NOW, Arrival)], vec![]),
+                ok(vec![r("meter", "temperature", 23.1, NOW, Arrival)], vec![]),
             ),
             (
-                "§5.1.3 (first records): records told apart only by unit collapse into one metric",
+                "§5.1.3 (first records): records told apart only by unit stay apart",
                 br#"[{"bn":"urn:dev:ow:10e2073a01080063","bt":1.320067464e+09,"bu":"%RH","v":20},
                      {"u":"lon","v":24.30621},
                      {"u":"lat","v":60.07965},
@@ -344,10 +416,10 @@ mod tests {
                 anon,
                 ok(
                     vec![
-                        r("urn:dev:ow", "10e2073a01080063", 20.0, BT_513, Event),
-                        r("urn:dev:ow", "10e2073a01080063", 24.30621, BT_513, Event),
-                        r("urn:dev:ow", "10e2073a01080063", 60.07965, BT_513, Event),
-                        r("urn:dev:ow", "10e2073a01080063", 20.3, BT_513 + 60_000, Event),
+                        r(OW, "humidity", 20.0, BT_513, Event),
+                        r(OW, "longitude", 24.30621, BT_513, Event),
+                        r(OW, "latitude", 60.07965, BT_513, Event),
+                        r(OW, "humidity", 20.3, BT_513 + 60_000, Event),
                     ],
                     vec![],
                 ),
