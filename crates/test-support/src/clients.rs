@@ -47,11 +47,42 @@ impl Subscriber {
         Self::start_with(port, filter, Some(client_id)).await
     }
 
+    /// Like `start`, over TLS with a client certificate and a password.
+    pub async fn start_tls(
+        port: u16,
+        filter: &str,
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        (user, password): (&str, &str),
+    ) -> Self {
+        let args: Vec<String> = [
+            "--cafile",
+            &ca.display().to_string(),
+            "--cert",
+            &cert.display().to_string(),
+            "--key",
+            &key.display().to_string(),
+            "-u",
+            user,
+            "-P",
+            password,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Self::spawn(port, filter, args).await
+    }
+
     async fn start_with(port: u16, filter: &str, session: Option<&str>) -> Self {
-        let session_args: Vec<&str> = match session {
-            Some(id) => vec!["-c", "-i", id],
+        let args = match session {
+            Some(id) => vec!["-c".to_string(), "-i".to_string(), id.to_string()],
             None => vec![],
         };
+        Self::spawn(port, filter, args).await
+    }
+
+    async fn spawn(port: u16, filter: &str, session_args: Vec<String>) -> Self {
         // stdbuf: mosquitto_sub block-buffers a piped stdout, which would
         // hold back both the SUBACK line and the messages.
         let mut child = Command::new("stdbuf")

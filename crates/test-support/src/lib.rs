@@ -7,9 +7,11 @@
 
 mod clients;
 mod mosquitto;
+mod tls;
 
 pub use clients::{publish, publish_lines, Message, Subscriber};
-pub use mosquitto::Mosquitto;
+pub use mosquitto::{Mosquitto, Options};
+pub use tls::Pki;
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {

@@ -9,21 +9,37 @@ pub struct Mosquitto {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
-    persistence: bool,
+    options: Options,
+}
+
+/// How the broker is set up.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Keep sessions and retained messages across restarts.
+    pub persistence: bool,
+    /// TLS listener: (CA, server certificate, server key) files.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// Also demand a client certificate signed by the CA.
+    pub require_client_certificate: bool,
+    /// Only this user, with this password.
+    pub user: Option<(String, String)>,
 }
 
 impl Mosquitto {
     /// Starts a broker on a free port and waits until it listens.
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(Options::default())
     }
 
     /// Starts a broker that keeps sessions and retained messages across restarts.
     pub fn start_persistent() -> Self {
-        Self::start_with(true)
+        Self::start_with(Options {
+            persistence: true,
+            ..Options::default()
+        })
     }
 
-    fn start_with(persistence: bool) -> Self {
+    pub fn start_with(options: Options) -> Self {
         assert!(
             crate::have("mosquitto"),
             "mosquitto is not installed: apt-get install mosquitto mosquitto-clients"
@@ -34,7 +50,7 @@ impl Mosquitto {
                 child: None,
                 port: crate::free_port(),
                 dir: tempfile::tempdir().unwrap(),
-                persistence,
+                options: options.clone(),
             };
             if m.spawn() {
                 return m;
@@ -57,9 +73,38 @@ impl Mosquitto {
 
     /// Writes the config and starts the process; true once it listens.
     fn spawn(&mut self) -> bool {
+        let mut extra = String::new();
+        if let Some((ca, cert, key)) = &self.options.tls {
+            extra += &format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                ca.display(),
+                cert.display(),
+                key.display(),
+                self.options.require_client_certificate
+            );
+        }
+        let anonymous = match &self.options.user {
+            Some((user, password)) => {
+                let file = self.dir.path().join("passwords");
+                std::fs::write(&file, "").unwrap();
+                let ok = Command::new("mosquitto_passwd")
+                    .arg("-b")
+                    .arg(&file)
+                    .args([user, password])
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "mosquitto_passwd failed");
+                extra += &format!("password_file {}\n", file.display());
+                false
+            }
+            None => true,
+        };
         let conf = format!(
-            "listener {port} 127.0.0.1\n\
-             allow_anonymous true\n\
+            "per_listener_settings false\n\
+             listener {port} 127.0.0.1\n\
+             {extra}\
+             allow_anonymous {anonymous}\n\
              user root\n\
              persistence {persistence}\n\
              persistence_location {dir}/\n\
@@ -69,7 +114,7 @@ impl Mosquitto {
              log_dest stderr\n\
              log_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
             port = self.port,
-            persistence = self.persistence,
+            persistence = self.options.persistence,
             dir = self.dir.path().display(),
         );
         std::fs::write(self.config_path(), conf).unwrap();

@@ -29,7 +29,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::connect::{ConnectionSettings, SetupError};
 
@@ -52,7 +52,26 @@ enum PollEvent {
     Connected,
     Sent(u16),
     Acked(u16),
-    Lost(String),
+    Lost { error: String, kind: FaultKind },
+}
+
+/// Why a connection failed, because the remedies differ: a refused login or
+/// a certificate problem does not fix itself by waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    Network,
+    Refused,
+    Tls,
+}
+
+impl FaultKind {
+    fn of(e: &rumqttc::ConnectionError) -> Self {
+        match e {
+            rumqttc::ConnectionError::ConnectionRefused(_) => Self::Refused,
+            rumqttc::ConnectionError::Tls(_) => Self::Tls,
+            _ => Self::Network,
+        }
+    }
 }
 
 struct Entry {
@@ -65,6 +84,7 @@ struct Metrics {
     sent: Counter,
     dropped_full: Counter,
     reconnects: Counter,
+    connect_failures: Counter,
     queued: Gauge,
     connected: Gauge,
 }
@@ -103,6 +123,7 @@ pub async fn run_upstream(
             &[("reason", "queue_full")],
         ),
         reconnects: telemetry.counter("edge_gateway_upstream_reconnects_total", &[]),
+        connect_failures: telemetry.counter("edge_gateway_upstream_connection_failures_total", &[]),
         queued: telemetry.gauge("edge_gateway_upstream_queued_messages", &[]),
         connected: telemetry.gauge("edge_gateway_upstream_connected", &[]),
     };
@@ -190,13 +211,19 @@ pub async fn run_upstream(
                             }
                         }
                     }
-                    PollEvent::Lost(error) => {
+                    PollEvent::Lost { error, kind } => {
+                        let url = &settings.connection.url;
                         if connected {
                             m.reconnects.inc();
-                            warn!(broker = %settings.connection.url, %error, unacknowledged = submitted.len() + inflight.len(), "Lost the upstream broker; will resend what it did not acknowledge.");
+                            warn!(broker = %url, %error, unacknowledged = submitted.len() + inflight.len(), "Lost the upstream broker; will resend what it did not acknowledge.");
                         } else if let Some(suppressed) = drop_log.allow("connect") {
-                            warn!(broker = %settings.connection.url, %error, suppressed, "Cannot reach the upstream broker; buffering.");
+                            match kind {
+                                FaultKind::Refused => error!(broker = %url, %error, suppressed, "The upstream broker refused the connection: check username, password_env and client_id. Buffering and retrying."),
+                                FaultKind::Tls => error!(broker = %url, %error, suppressed, "TLS with the upstream broker failed: check ca_file, the certificate's name and dates, and the clock. Buffering and retrying."),
+                                FaultKind::Network => warn!(broker = %url, %error, suppressed, "Cannot reach the upstream broker; buffering."),
+                            }
                         }
+                        m.connect_failures.inc();
                         connected = false;
                         m.connected.set(0.0);
                         let mut back: Vec<Entry> = submitted.drain(..).chain(inflight.drain().map(|(_, e)| e)).filter(|e| e.seq != 0).collect();
@@ -256,7 +283,7 @@ pub async fn run_upstream(
                         submitted.pop_front();
                     }
                     PollEvent::Acked(pkid) if Some(pkid) == offline_pkid => break,
-                    PollEvent::Lost(_) => break,
+                    PollEvent::Lost { .. } => break,
                     _ => {}
                 }
             }
@@ -302,7 +329,11 @@ async fn poll_loop(
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => continue,
             Err(e) => {
-                if events.send(PollEvent::Lost(e.to_string())).is_err() {
+                let lost = PollEvent::Lost {
+                    error: e.to_string(),
+                    kind: FaultKind::of(&e),
+                };
+                if events.send(lost).is_err() {
                     return;
                 }
                 // Wait until the forwarder has taken its messages back, then
