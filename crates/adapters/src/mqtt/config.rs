@@ -132,6 +132,7 @@ impl MqttAdapterConfig {
         let raw: Raw = load::section(table, path, problems)?;
         let before = problems.len();
         let mut routes = Vec::new();
+        let mut availability = Vec::new();
         for (i, entry) in raw.topics.iter().enumerate() {
             let at = format!("{path}.topics[{i}]");
             let t = match entry {
@@ -155,8 +156,17 @@ impl MqttAdapterConfig {
             let columns = if t.columns.is_empty() {
                 raw.columns.clone()
             } else {
-                t.columns
+                t.columns.clone()
             };
+            // Zigbee2MQTT payloads carry bookkeeping fields (a numeric
+            // `last_seen`, `"state":"ON"`) that the generic JSON reading would
+            // turn into metrics or drop; its base topic says what it is.
+            let format = if t.format == FormatName::Auto && t.pattern.starts_with("zigbee2mqtt/") {
+                FormatName::Zigbee2mqtt
+            } else {
+                t.format
+            };
+            let t = RawTopic { format, ..t };
             let needs_device = !matches!(
                 t.format,
                 FormatName::Auto | FormatName::Json | FormatName::Senml
@@ -174,7 +184,15 @@ impl MqttAdapterConfig {
                 FormatName::Number => PayloadFormat::Number,
                 FormatName::Json => PayloadFormat::Json,
                 FormatName::Senml => PayloadFormat::Senml,
-                FormatName::Zigbee2mqtt => PayloadFormat::Zigbee2mqtt,
+                FormatName::Zigbee2mqtt => {
+                    // Zigbee2MQTT announces availability beside each device.
+                    if let Ok(p) = TopicPattern::parse(&format!("{}/availability", t.pattern)) {
+                        if p.has_device() {
+                            availability.push(p);
+                        }
+                    }
+                    PayloadFormat::Zigbee2mqtt
+                }
                 FormatName::Csv if columns.is_empty() => {
                     problems.push(&at, "format \"csv\" needs a columns list");
                     continue;
@@ -192,6 +210,7 @@ impl MqttAdapterConfig {
                 Err(e) => problems.push(at, e),
             }
         }
+        status_topics.extend(availability);
         if raw.url.scheme != BrokerScheme::Mqtts
             && (raw.ca_file.is_some() || raw.client_cert.is_some())
         {
@@ -250,6 +269,8 @@ url = "{url}"
 #   21.3,1013.2,45.1,12000                CSV, when `columns` is set
 # A table picks the format explicitly:
 #   {{ pattern = "zigbee2mqtt/{{device}}", format = "zigbee2mqtt" }}
+#   (a plain "zigbee2mqtt/..." string reads as zigbee2mqtt too, and its
+#   {{device}}/availability topic as device status)
 #   {{ pattern = "esp32/{{device}}/csv", format = "csv", columns = ["temperature", "pressure", "humidity", "gas"] }}
 # Formats: auto, number, json, csv, senml, zigbee2mqtt.
 topics = ["{t0}", "{t1}"]

@@ -360,6 +360,42 @@ mod tests {
     }
 
     #[test]
+    fn zigbee2mqtt_topics_need_no_format_and_bring_availability() {
+        let c = adapter(r#"topics = ["zigbee2mqtt/{device}"]"#);
+        let (out, t) = run(
+            &c,
+            "zigbee2mqtt/hall",
+            r#"{"temperature":19.5,"state":"ON","last_seen":1795255200000,"update":{"state":"idle"}}"#,
+        );
+        let mut got = readings(out);
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            got,
+            [
+                ("hall".into(), "state".into(), 1.0),
+                ("hall".into(), "temperature".into(), 19.5)
+            ]
+        );
+        assert_eq!(
+            t.counter_total("edge_gateway_adapter_errors_total"),
+            0,
+            "bookkeeping fields are not errors"
+        );
+        match run(
+            &c,
+            "zigbee2mqtt/hall/availability",
+            r#"{"state":"offline"}"#,
+        )
+        .0
+        {
+            Some(Ingress::Status(s)) => {
+                assert_eq!((s.device.as_str(), s.state), ("hall", DeviceState::Offline))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn explicit_formats_by_topic() {
         let c = adapter(
             r#"topics = [
