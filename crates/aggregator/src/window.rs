@@ -1,0 +1,270 @@
+//! Tumbling windows: which window a reading belongs to, when a window is due,
+//! and the [`Aggregator`] that ties series, windows and closing together.
+
+use std::collections::BTreeMap;
+
+use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
+
+use crate::series::SeriesTable;
+use crate::Stats;
+
+/// How readings are cut into windows and how long a window waits for
+/// stragglers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// Window length. Windows are aligned to multiples of it since the Unix
+    /// epoch, so every gateway with the same spec cuts the same windows.
+    pub window_ms: i64,
+    /// How long after its end a window still accepts readings: sensors buffer,
+    /// radios retry, brokers redeliver.
+    pub grace_ms: i64,
+    /// How far ahead of the caller's clock a reading may be stamped. Beyond
+    /// that the device clock is wrong, and accepting it would keep a window
+    /// (and its memory) open until that time.
+    pub max_future_ms: i64,
+}
+
+impl WindowSpec {
+    /// The `[start, end)` window that contains `t`; `end` saturates at the
+    /// last representable timestamp.
+    pub fn window_of(&self, t: Timestamp) -> (Timestamp, Timestamp) {
+        let (start, end) = self.bounds(t.as_millis());
+        (to_timestamp(start), to_timestamp(end))
+    }
+
+    fn bounds(&self, t: i64) -> (i64, i64) {
+        let start = t - t.rem_euclid(self.window_ms);
+        (start, start.saturating_add(self.window_ms))
+    }
+
+    /// The instant at which the window starting at `start` is due.
+    fn deadline(&self, start: i64) -> i64 {
+        start
+            .saturating_add(self.window_ms)
+            .saturating_add(self.grace_ms)
+    }
+}
+
+/// Why a [`WindowSpec`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A window must span at least one millisecond.
+    #[error("window_ms must be at least 1 ms, got {window_ms}")]
+    WindowTooShort { window_ms: i64 },
+    /// Grace can be zero (close at the window's end) but not negative.
+    #[error("grace_ms must be 0 or more, got {grace_ms}")]
+    NegativeGrace { grace_ms: i64 },
+    /// Zero accepts readings up to `now`; negative would refuse the present.
+    #[error("max_future_ms must be 0 or more, got {max_future_ms}")]
+    NegativeMaxFuture { max_future_ms: i64 },
+}
+
+/// Why a reading was not added. Neither case changes any state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// Its window is past its grace period or has already been emitted.
+    #[error(
+        "reading is late: its window ended at {window_end} and is closed or past its grace period"
+    )]
+    Late { window_end: Timestamp },
+    /// It is stamped further ahead of the gateway clock than `max_future_ms`.
+    #[error("reading at {time} is further ahead of the gateway clock than max_future_ms allows")]
+    Future { time: Timestamp },
+}
+
+/// The closed window of one device: one entry per metric it reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceWindow {
+    /// The device every metric below belongs to.
+    pub device: DeviceId,
+    /// Inclusive.
+    pub start: Timestamp,
+    /// Exclusive.
+    pub end: Timestamp,
+    /// Sorted by metric name; never empty, every entry has a count of at least 1.
+    pub metrics: Vec<(MetricName, Stats)>,
+}
+
+/// Membership lists of emitted windows kept for reuse; a few cover the
+/// windows open at once in any sane spec.
+const SPARE_LISTS: usize = 4;
+
+/// Tumbling-window statistics per device × metric. See the crate docs for the
+/// semantics.
+#[derive(Debug)]
+pub struct Aggregator {
+    spec: WindowSpec,
+    series: SeriesTable,
+    /// Window start → ids of the series with an accumulator in that window.
+    /// Ordered so that the due windows are a prefix.
+    windows: BTreeMap<i64, Vec<u32>>,
+    spare: Vec<Vec<u32>>,
+    open: usize,
+    /// Every window ending at or before this instant has been closed. Only
+    /// ever moves forward, so a clock stepping back cannot reopen one.
+    watermark: i64,
+}
+
+impl Aggregator {
+    /// An aggregator with nothing open.
+    ///
+    /// # Errors
+    /// `window_ms < 1`, `grace_ms < 0` or `max_future_ms < 0`.
+    pub fn new(spec: WindowSpec) -> Result<Self, SpecError> {
+        if spec.window_ms < 1 {
+            return Err(SpecError::WindowTooShort {
+                window_ms: spec.window_ms,
+            });
+        }
+        if spec.grace_ms < 0 {
+            return Err(SpecError::NegativeGrace {
+                grace_ms: spec.grace_ms,
+            });
+        }
+        if spec.max_future_ms < 0 {
+            return Err(SpecError::NegativeMaxFuture {
+                max_future_ms: spec.max_future_ms,
+            });
+        }
+        Ok(Self {
+            spec,
+            series: SeriesTable::default(),
+            windows: BTreeMap::new(),
+            spare: Vec::new(),
+            open: 0,
+            watermark: i64::MIN,
+        })
+    }
+
+    /// The spec this aggregator was built with.
+    pub fn spec(&self) -> WindowSpec {
+        self.spec
+    }
+
+    /// Adds one reading to the window containing `reading.time()`.
+    ///
+    /// # Errors
+    /// [`Rejected::Future`] if the reading is stamped more than
+    /// `max_future_ms` after `now`; [`Rejected::Late`] if its window's end plus
+    /// grace is at or before `now`, or the window was already emitted.
+    pub fn ingest(&mut self, reading: &Reading, now: Timestamp) -> Result<(), Rejected> {
+        let time = reading.time();
+        let t = time.as_millis();
+        let now = now.as_millis();
+        if t > now.saturating_add(self.spec.max_future_ms) {
+            return Err(Rejected::Future { time });
+        }
+        let (start, end) = self.spec.bounds(t);
+        if self.spec.deadline(start) <= now || end <= self.watermark {
+            return Err(Rejected::Late {
+                window_end: to_timestamp(end),
+            });
+        }
+        let id = self.series.intern(reading.device(), reading.metric());
+        if self.series.open_mut(id).push(start, reading.value()) {
+            let spare = &mut self.spare;
+            self.windows
+                .entry(start)
+                .or_insert_with(|| spare.pop().unwrap_or_default())
+                .push(id);
+            self.open += 1;
+        }
+        Ok(())
+    }
+
+    /// Closes and returns every window whose end + grace is at or before
+    /// `now`: one [`DeviceWindow`] per (device, window), ordered by window
+    /// start, then device id.
+    pub fn close_due(&mut self, now: Timestamp) -> Vec<DeviceWindow> {
+        let now = now.as_millis();
+        let mut out = Vec::new();
+        while let Some(entry) = self.windows.first_entry() {
+            if self.spec.deadline(*entry.key()) > now {
+                break;
+            }
+            let (start, members) = entry.remove_entry();
+            self.emit(start, members, &mut out);
+        }
+        self.watermark = self.watermark.max(now.saturating_sub(self.spec.grace_ms));
+        out
+    }
+
+    /// Closes every open window regardless of time, for shutdown; same
+    /// grouping and order as [`close_due`](Self::close_due). Windows up to
+    /// the latest one emitted count as closed afterwards.
+    pub fn close_all(&mut self) -> Vec<DeviceWindow> {
+        let mut out = Vec::new();
+        while let Some((start, members)) = self.windows.pop_first() {
+            self.watermark = self.watermark.max(self.spec.bounds(start).1);
+            self.emit(start, members, &mut out);
+        }
+        out
+    }
+
+    /// Earliest `now` at which [`close_due`](Self::close_due) returns
+    /// something; `None` when no window is open. Lets the caller sleep exactly
+    /// until then instead of polling.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let (&start, _) = self.windows.first_key_value()?;
+        Some(to_timestamp(self.spec.deadline(start)))
+    }
+
+    /// Open (device, metric, window) accumulators: the memory in use, for
+    /// telemetry.
+    pub fn open_series(&self) -> usize {
+        self.open
+    }
+
+    /// Interned (device, metric) pairs. Bounded by the series with an open
+    /// window, since a series is forgotten when its last window closes.
+    pub fn interned_series(&self) -> usize {
+        self.series.len()
+    }
+
+    fn emit(&mut self, start: i64, mut members: Vec<u32>, out: &mut Vec<DeviceWindow>) {
+        let (start_ms, end_ms) = self.spec.bounds(start);
+        let (start_ts, end_ts) = (to_timestamp(start_ms), to_timestamp(end_ms));
+        self.series.sort_ids(&mut members);
+        let mut current: Option<DeviceWindow> = None;
+        for &id in &members {
+            let Some(stats) = self.series.open_mut(id).take(start) else {
+                continue;
+            };
+            self.open -= 1;
+            let Some(key) = self.series.key(id) else {
+                continue;
+            };
+            let metric = (key.metric.clone(), stats);
+            match current.as_mut() {
+                Some(dw) if dw.device == key.device => dw.metrics.push(metric),
+                _ => {
+                    out.extend(current.take());
+                    current = Some(DeviceWindow {
+                        device: key.device.clone(),
+                        start: start_ts,
+                        end: end_ts,
+                        metrics: vec![metric],
+                    });
+                }
+            }
+            if self.series.open_mut(id).is_empty() {
+                self.series.release(id);
+            }
+        }
+        out.extend(current);
+        if self.spare.len() < SPARE_LISTS {
+            members.clear();
+            self.spare.push(members);
+        }
+    }
+}
+
+/// Window arithmetic stays inside the timestamp range (it starts at a valid
+/// reading time); the clamp only bites for a window ending past year 9999.
+fn to_timestamp(ms: i64) -> Timestamp {
+    Timestamp::default().saturating_add_millis(ms)
+}
+
+#[cfg(test)]
+#[path = "window_tests.rs"]
+mod tests;

@@ -1,0 +1,515 @@
+#![allow(clippy::unwrap_used)]
+
+use gateway_core::TimeSource;
+
+use super::*;
+
+fn spec(window_ms: i64, grace_ms: i64, max_future_ms: i64) -> WindowSpec {
+    WindowSpec {
+        window_ms,
+        grace_ms,
+        max_future_ms,
+    }
+}
+
+fn agg(window_ms: i64, grace_ms: i64, max_future_ms: i64) -> Aggregator {
+    Aggregator::new(spec(window_ms, grace_ms, max_future_ms)).unwrap()
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms).unwrap()
+}
+
+fn reading(device: &str, metric: &str, value: f64, t: i64) -> Reading {
+    Reading::new(
+        DeviceId::new(device).unwrap(),
+        MetricName::new(metric).unwrap(),
+        value,
+        ts(t),
+        TimeSource::Event,
+    )
+    .unwrap()
+}
+
+/// (window start ms, device, [(metric, count, avg)]): what a test compares.
+type Summary = Vec<(i64, String, Vec<(String, u64, f64)>)>;
+
+fn summary(windows: &[DeviceWindow]) -> Summary {
+    windows
+        .iter()
+        .map(|w| {
+            let metrics = w
+                .metrics
+                .iter()
+                .map(|(m, s)| (m.to_string(), s.count(), s.avg()))
+                .collect();
+            (w.start.as_millis(), w.device.to_string(), metrics)
+        })
+        .collect()
+}
+
+fn row(
+    start: i64,
+    device: &str,
+    metrics: &[(&str, u64, f64)],
+) -> (i64, String, Vec<(String, u64, f64)>) {
+    let metrics = metrics
+        .iter()
+        .map(|(m, c, a)| (m.to_string(), *c, *a))
+        .collect();
+    (start, device.to_string(), metrics)
+}
+
+#[test]
+fn invalid_specs_are_refused_with_the_offending_value() {
+    let cases = [
+        (
+            spec(0, 0, 0),
+            Some(SpecError::WindowTooShort { window_ms: 0 }),
+        ),
+        (
+            spec(-5, 0, 0),
+            Some(SpecError::WindowTooShort { window_ms: -5 }),
+        ),
+        (
+            spec(1, -1, 0),
+            Some(SpecError::NegativeGrace { grace_ms: -1 }),
+        ),
+        (
+            spec(1, 0, -2),
+            Some(SpecError::NegativeMaxFuture { max_future_ms: -2 }),
+        ),
+        (spec(1, 0, 0), None),
+        (spec(1000, 0, 0), None),
+    ];
+    for (s, want) in cases {
+        assert_eq!(Aggregator::new(s).err(), want, "{s:?}");
+    }
+    assert_eq!(
+        SpecError::WindowTooShort { window_ms: 0 }.to_string(),
+        "window_ms must be at least 1 ms, got 0"
+    );
+}
+
+#[test]
+fn windows_align_to_multiples_of_window_ms_since_epoch() {
+    // (window_ms, t, expected start); end is always start + window_ms.
+    let cases = [
+        (1000, 0, 0),
+        (1000, 999, 0),
+        (1000, 1000, 1000), // exactly on a boundary: the window starting there
+        (1000, 1001, 1000),
+        (1000, 1_763_719_200_500, 1_763_719_200_000),
+        (60_000, 1_763_719_259_999, 1_763_719_200_000),
+        (60_000, 1_763_719_260_000, 1_763_719_260_000),
+        (7, 13, 7),
+        (7, 14, 14),
+        (1, 12_345, 12_345),
+    ];
+    for (w, t, start) in cases {
+        let s = spec(w, 0, 0);
+        assert_eq!(
+            s.window_of(ts(t)),
+            (ts(start), ts(start + w)),
+            "w={w} t={t}"
+        );
+        // The aggregator files the reading under the same window.
+        let mut a = Aggregator::new(s).unwrap();
+        a.ingest(&reading("d", "m", 1.0, t), ts(t)).unwrap();
+        let out = a.close_all();
+        assert_eq!(
+            (out[0].start, out[0].end),
+            (ts(start), ts(start + w)),
+            "w={w} t={t}"
+        );
+    }
+}
+
+#[test]
+fn windows_close_exactly_at_end_plus_grace() {
+    // (window_ms, grace_ms, reading time, window end)
+    let cases = [
+        (1000, 0, 1234, 2000),
+        (1000, 500, 1234, 2000),
+        (1000, 500, 1000, 2000),
+        (1000, 500, 1999, 2000),
+        (60_000, 5_000, 61_000, 120_000),
+        (1, 0, 42, 43),
+    ];
+    for (w, g, t, end) in cases {
+        let mut a = agg(w, g, 0);
+        a.ingest(&reading("d", "m", 1.0, t), ts(t)).unwrap();
+        assert_eq!(a.next_deadline(), Some(ts(end + g)));
+        assert!(
+            a.close_due(ts(end + g - 1)).is_empty(),
+            "w={w} g={g}: closed 1 ms early"
+        );
+        assert_eq!(a.open_series(), 1);
+        let out = a.close_due(ts(end + g));
+        assert_eq!(
+            summary(&out),
+            [row(end - w, "d", &[("m", 1, 1.0)])],
+            "w={w} g={g}"
+        );
+        assert_eq!(a.open_series(), 0);
+        assert_eq!(a.next_deadline(), None);
+    }
+}
+
+#[test]
+fn late_readings_are_rejected_and_touch_nothing() {
+    // Window 1000, grace 500: window [1000, 2000) is due at 2500.
+    // (reading time, now of the late ingest, steps): every case first feeds
+    // an on-time reading into [1000, 2000) and [2000, 3000), optionally closes
+    // due windows at `close_at`, then offers the late reading.
+    struct Case {
+        name: &'static str,
+        close_at: Option<i64>,
+        late_t: i64,
+        late_now: i64,
+        window_end: i64,
+    }
+    let cases = [
+        Case {
+            name: "past grace, not yet closed",
+            close_at: None,
+            late_t: 1999,
+            late_now: 2500,
+            window_end: 2000,
+        },
+        Case {
+            name: "past grace, already closed",
+            close_at: Some(2600),
+            late_t: 1000,
+            late_now: 2700,
+            window_end: 2000,
+        },
+        Case {
+            name: "window never opened, past grace",
+            close_at: None,
+            late_t: 500,
+            late_now: 2000,
+            window_end: 1000,
+        },
+        Case {
+            name: "clock stepped back after closing",
+            close_at: Some(2500),
+            late_t: 1800,
+            late_now: 1900,
+            window_end: 2000,
+        },
+        Case {
+            name: "clock stepped back far, unopened older window",
+            close_at: Some(2500),
+            late_t: 100,
+            late_now: 200,
+            window_end: 1000,
+        },
+    ];
+    for c in cases {
+        let n = c.name;
+        let mut a = agg(1000, 500, 0);
+        a.ingest(&reading("d", "m", 1.0, 1500), ts(1500)).unwrap();
+        a.ingest(&reading("d", "m", 2.0, 2100), ts(2100)).unwrap();
+        let emitted_before = c.close_at.map(|t| summary(&a.close_due(ts(t))));
+        let state = (a.open_series(), a.interned_series(), a.next_deadline());
+
+        let err = a.ingest(&reading("d", "m", 99.0, c.late_t), ts(c.late_now));
+        assert_eq!(
+            err,
+            Err(Rejected::Late {
+                window_end: ts(c.window_end)
+            }),
+            "{n}"
+        );
+        // A reading from a new device must not be interned either.
+        let err = a.ingest(&reading("ghost", "m", 99.0, c.late_t), ts(c.late_now));
+        assert!(matches!(err, Err(Rejected::Late { .. })), "{n}");
+
+        assert_eq!(
+            (a.open_series(), a.interned_series(), a.next_deadline()),
+            state,
+            "{n}"
+        );
+        let mut emitted = emitted_before.unwrap_or_default();
+        emitted.extend(summary(&a.close_all()));
+        assert_eq!(
+            emitted,
+            [
+                row(1000, "d", &[("m", 1, 1.0)]),
+                row(2000, "d", &[("m", 1, 2.0)])
+            ],
+            "{n}: each window emitted once, without the late value"
+        );
+    }
+}
+
+#[test]
+fn a_clock_stepping_back_never_reemits_a_window() {
+    let mut a = agg(1000, 0, 1000);
+    a.ingest(&reading("d", "m", 1.0, 500), ts(500)).unwrap();
+    assert_eq!(a.close_due(ts(1000)).len(), 1);
+    // NTP steps the clock back: [0, 1000) looks open again by `now` alone.
+    assert!(a.ingest(&reading("d", "m", 2.0, 600), ts(700)).is_err());
+    assert!(a.close_due(ts(1000)).is_empty());
+    // Newer windows are unaffected.
+    a.ingest(&reading("d", "m", 3.0, 1100), ts(700)).unwrap();
+    assert_eq!(
+        summary(&a.close_due(ts(2000))),
+        [row(1000, "d", &[("m", 1, 3.0)])]
+    );
+}
+
+#[test]
+fn readings_too_far_in_the_future_are_rejected() {
+    // (max_future_ms, now, reading time, accepted)
+    let cases = [
+        (1000, 10_000, 11_000, true),
+        (1000, 10_000, 11_001, false),
+        (0, 10_000, 10_000, true),
+        (0, 10_000, 10_001, false),
+        (0, 10_000, 253_402_300_799_999, false), // a clock in year 9999
+    ];
+    for (f, now, t, ok) in cases {
+        let mut a = agg(1000, 0, f);
+        let res = a.ingest(&reading("d", "m", 1.0, t), ts(now));
+        if ok {
+            assert_eq!(res, Ok(()), "f={f} t={t}");
+            assert_eq!(a.open_series(), 1);
+        } else {
+            assert_eq!(res, Err(Rejected::Future { time: ts(t) }), "f={f} t={t}");
+            assert_eq!(
+                (a.open_series(), a.interned_series(), a.next_deadline()),
+                (0, 0, None)
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_windows_emit_nothing() {
+    let mut a = agg(1000, 0, 10_000);
+    a.ingest(&reading("d", "m", 1.0, 500), ts(500)).unwrap();
+    a.ingest(&reading("d", "m", 2.0, 5500), ts(500)).unwrap();
+    assert!(a.close_due(ts(999)).is_empty());
+    let out = a.close_due(ts(10_000));
+    assert_eq!(
+        summary(&out),
+        [
+            row(0, "d", &[("m", 1, 1.0)]),
+            row(5000, "d", &[("m", 1, 2.0)])
+        ]
+    );
+    assert!(a.close_due(ts(100_000)).is_empty());
+}
+
+#[test]
+fn metrics_of_a_device_are_grouped_and_sorted() {
+    let mut a = agg(60_000, 0, 0);
+    let feed = [
+        ("temp", 21.0),
+        ("co2", 400.0),
+        ("humidity", 40.0),
+        ("temp", 23.0),
+        ("co2", 600.0),
+        ("battery", 3.0),
+    ];
+    for (i, (m, v)) in feed.iter().enumerate() {
+        a.ingest(&reading("room-1", m, *v, 1000 + i as i64), ts(2000))
+            .unwrap();
+    }
+    assert_eq!(a.open_series(), 4);
+    let out = a.close_due(ts(60_000));
+    assert_eq!(
+        summary(&out),
+        [row(
+            0,
+            "room-1",
+            &[
+                ("battery", 1, 3.0),
+                ("co2", 2, 500.0),
+                ("humidity", 1, 40.0),
+                ("temp", 2, 22.0)
+            ]
+        )]
+    );
+    let (_, co2) = &out[0].metrics[1];
+    assert_eq!((co2.min(), co2.max(), co2.std()), (400.0, 600.0, 100.0));
+}
+
+#[test]
+fn output_is_ordered_by_window_start_then_device() {
+    let mut a = agg(1000, 0, 5000);
+    // Fed deliberately out of order: later windows and later devices first.
+    let feed = [
+        ("zeta", "m", 2500),
+        ("alpha", "m", 2100),
+        ("mid", "m", 700),
+        ("alpha", "x", 300),
+        ("zeta", "m", 100),
+        ("Alpha", "m", 2900), // byte order: uppercase sorts first
+        ("alpha", "m", 600),
+    ];
+    for (d, m, t) in feed {
+        a.ingest(&reading(d, m, 1.0, t), ts(0)).unwrap();
+    }
+    let out = a.close_due(ts(3000));
+    let order: Vec<(i64, String, Vec<String>)> = summary(&out)
+        .into_iter()
+        .map(|(s, d, ms)| (s, d, ms.into_iter().map(|m| m.0).collect()))
+        .collect();
+    let want = [
+        (0, "alpha", vec!["m", "x"]),
+        (0, "mid", vec!["m"]),
+        (0, "zeta", vec!["m"]),
+        (2000, "Alpha", vec!["m"]),
+        (2000, "alpha", vec!["m"]),
+        (2000, "zeta", vec!["m"]),
+    ];
+    let want: Vec<(i64, String, Vec<String>)> = want
+        .into_iter()
+        .map(|(s, d, ms)| (s, d.to_string(), ms.into_iter().map(String::from).collect()))
+        .collect();
+    assert_eq!(order, want);
+}
+
+#[test]
+fn next_deadline_tracks_the_earliest_open_window() {
+    let mut a = agg(1000, 200, 10_000);
+    assert_eq!(a.next_deadline(), None);
+    // (reading time, expected next deadline after ingesting it)
+    let steps = [(5500, 6200), (7100, 6200), (2300, 3200), (2999, 3200)];
+    for (t, want) in steps {
+        a.ingest(&reading("d", "m", 1.0, t), ts(2000)).unwrap();
+        assert_eq!(a.next_deadline(), Some(ts(want)), "after t={t}");
+    }
+    // Closing exactly at each deadline advances it to the next window's.
+    for (now, next) in [(3200, Some(6200)), (6200, Some(8200)), (8200, None)] {
+        assert_eq!(a.close_due(ts(now)).len(), 1, "now={now}");
+        assert_eq!(a.next_deadline(), next.map(ts), "now={now}");
+    }
+}
+
+#[test]
+fn close_all_flushes_everything_and_seals_those_windows() {
+    let mut a = agg(1000, 500, 60_000);
+    a.ingest(&reading("b", "m", 1.0, 1500), ts(1500)).unwrap();
+    a.ingest(&reading("a", "m", 2.0, 1600), ts(1500)).unwrap();
+    a.ingest(&reading("a", "m", 4.0, 30_000), ts(1500)).unwrap();
+    let out = a.close_all();
+    assert_eq!(
+        summary(&out),
+        [
+            row(1000, "a", &[("m", 1, 2.0)]),
+            row(1000, "b", &[("m", 1, 1.0)]),
+            row(30_000, "a", &[("m", 1, 4.0)]),
+        ]
+    );
+    assert_eq!(
+        (a.open_series(), a.interned_series(), a.next_deadline()),
+        (0, 0, None)
+    );
+    assert!(a.close_all().is_empty());
+    // The flushed windows cannot be filled and emitted a second time.
+    for t in [1700, 30_500] {
+        let res = a.ingest(&reading("a", "m", 1.0, t), ts(1500));
+        assert!(matches!(res, Err(Rejected::Late { .. })), "t={t}");
+    }
+}
+
+#[test]
+fn one_second_windows_over_a_realistic_stream() {
+    let mut a = agg(1000, 250, 1000);
+    // A sensor every 250 ms from t = 10 s, two metrics, values rising by 1;
+    // close_due runs after every reading, as a pipeline would.
+    let mut emitted = Vec::new();
+    for i in 0..12_i64 {
+        let t = 10_000 + i * 250;
+        for (m, offset) in [("temp", 0.0), ("rh", 100.0)] {
+            a.ingest(&reading("s1", m, offset + i as f64, t), ts(t))
+                .unwrap();
+        }
+        emitted.extend(a.close_due(ts(t)));
+    }
+    // t = 12_750 is the last `now`: [10 s, 11 s) closed at 11.25 s, [11 s, 12 s) at 12.25 s.
+    assert_eq!(
+        summary(&emitted),
+        [
+            row(10_000, "s1", &[("rh", 4, 101.5), ("temp", 4, 1.5)]),
+            row(11_000, "s1", &[("rh", 4, 105.5), ("temp", 4, 5.5)]),
+        ]
+    );
+    let temp = emitted[0].metrics[1].1;
+    assert!((temp.std() - 1.25_f64.sqrt()).abs() < 1e-12);
+    assert_eq!(a.open_series(), 2);
+    assert_eq!(
+        summary(&a.close_due(ts(13_250))),
+        [row(12_000, "s1", &[("rh", 4, 109.5), ("temp", 4, 9.5)])]
+    );
+}
+
+#[test]
+fn one_sample_window_has_zero_spread() {
+    let mut a = agg(1000, 0, 0);
+    a.ingest(&reading("d", "m", -7.25, 10), ts(10)).unwrap();
+    let out = a.close_all();
+    let s = out[0].metrics[0].1;
+    assert_eq!(
+        (s.count(), s.avg(), s.min(), s.max(), s.std()),
+        (1, -7.25, -7.25, -7.25, 0.0)
+    );
+}
+
+#[test]
+fn accumulators_and_interned_series_are_counted_and_released() {
+    let mut a = agg(1000, 0, 5000);
+    // Two devices × two metrics in window [0, 1000); only "a/m" also in [1000, 2000).
+    for (d, m, t) in [
+        ("a", "m", 10),
+        ("a", "n", 20),
+        ("b", "m", 30),
+        ("b", "n", 40),
+        ("a", "m", 1500),
+    ] {
+        a.ingest(&reading(d, m, 1.0, t), ts(0)).unwrap();
+    }
+    assert_eq!((a.open_series(), a.interned_series()), (5, 4));
+    assert_eq!(a.close_due(ts(1000)).len(), 2);
+    // Only the series still holding an open window stays interned.
+    assert_eq!((a.open_series(), a.interned_series()), (1, 1));
+    assert_eq!(a.close_due(ts(2000)).len(), 1);
+    assert_eq!((a.open_series(), a.interned_series()), (0, 0));
+}
+
+#[test]
+fn devices_that_come_and_go_do_not_grow_the_tables() {
+    let mut a = agg(1000, 0, 0);
+    for round in 0..50_i64 {
+        let t = round * 1000;
+        for dev in 0..100 {
+            // A fresh set of device ids every window.
+            a.ingest(&reading(&format!("r{round}-d{dev}"), "m", 1.0, t), ts(t))
+                .unwrap();
+        }
+        assert_eq!(a.interned_series(), 100);
+        assert_eq!(a.close_due(ts(t + 1000)).len(), 100);
+        assert_eq!(a.interned_series(), 0);
+        assert_eq!(a.series.slots(), 0, "round {round}");
+    }
+}
+
+#[test]
+fn rejections_explain_themselves() {
+    let late = Rejected::Late {
+        window_end: ts(2000),
+    };
+    assert_eq!(
+        late.to_string(),
+        "reading is late: its window ended at 1970-01-01T00:00:02Z and is closed or past its grace period"
+    );
+    let future = Rejected::Future { time: ts(1500) };
+    assert_eq!(
+        future.to_string(),
+        "reading at 1970-01-01T00:00:01.500Z is further ahead of the gateway clock than max_future_ms allows"
+    );
+}
