@@ -1,1 +1,145 @@
-fn main() {}
+//! `edge-gateway`: parse the command line, load the config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use edge_gateway::runtime::Gateway;
+use edge_gateway::settings::{self, LoadError};
+use edge_gateway::{logging, status};
+use gateway_core::SystemClock;
+use tracing::{error, info};
+
+/// EX_CONFIG from sysexits.h: systemd and scripts can tell a bad config
+/// from a crash.
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "edge-gateway",
+    version,
+    about = "Edge gateway for smart buildings: sensors in, window statistics and alerts out to a cloud MQTT broker."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// The config file.
+        #[arg(short, long, default_value = "/etc/edge-gateway/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Check a config file: one line per problem, exit 78 if any.
+    Validate {
+        #[arg(short, long, default_value = "/etc/edge-gateway/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Print a commented template of every key with its default.
+    Configfile,
+    /// Run a self-contained demo: embedded broker, simulated building, live output.
+    #[cfg(feature = "demo")]
+    Demo {
+        /// Window length of the demo's aggregates.
+        #[arg(long, default_value = "10s")]
+        window: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Configfile => {
+            print!("{}", settings::template());
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => match settings::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} adapter(s), {} device(s))",
+                    config.display(),
+                    c.adapters.len(),
+                    c.devices.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => report_load_error(&e),
+        },
+        Command::Run { config } => {
+            let cfg = match settings::load(&config) {
+                Ok(c) => c,
+                Err(e) => return report_load_error(&e),
+            };
+            logging::init(&cfg.log);
+            match runtime().and_then(|rt| rt.block_on(run(cfg))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = format!("{e:#}"), "Gateway failed.");
+                    eprintln!("edge-gateway: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        #[cfg(feature = "demo")]
+        Command::Demo { window } => {
+            match runtime().and_then(|rt| rt.block_on(edge_gateway::demo::run(&window))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edge-gateway demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn report_load_error(e: &LoadError) -> ExitCode {
+    match e {
+        LoadError::Invalid { path, problems } => {
+            for p in problems.iter() {
+                println!("{p}");
+            }
+            eprintln!("{path}: {} problem(s)", problems.len());
+        }
+        LoadError::Read { .. } => eprintln!("{e}"),
+    }
+    ExitCode::from(EX_CONFIG)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn run(cfg: settings::GatewayConfig) -> anyhow::Result<()> {
+    info!(gateway = %cfg.gateway.id, upstream = %cfg.upstream.url, adapters = cfg.adapters.len(), devices = cfg.devices.len(), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
+    let gateway = Gateway::start(&cfg, Arc::new(SystemClock))?;
+    let mut status_tick = tokio::time::interval(Duration::from_secs(60));
+    status_tick.tick().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping."); break; }
+            _ = term.recv() => { info!("SIGTERM: stopping."); break; }
+            _ = status_tick.tick() => status::log_line(&gateway.telemetry),
+        }
+    }
+    let telemetry = gateway.telemetry.clone();
+    // Bounded: the forwarder gives up delivering after its drain timeout.
+    match tokio::time::timeout(Duration::from_secs(20), gateway.stop()).await {
+        Ok(result) => result?,
+        Err(_) => error!("Stop took too long; exiting anyway."),
+    }
+    status::log_line(&telemetry);
+    info!("Stopped.");
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! The fixtures themselves work: a message published with mosquitto_pub
 //! reaches mosquitto_sub through the broker the test started.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use test_support::{publish, Mosquitto, Subscriber};

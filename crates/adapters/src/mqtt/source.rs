@@ -153,8 +153,34 @@ async fn run(
             }
         }
     }
-    if connected {
-        let _ = client.try_disconnect();
+    if connected && client.try_disconnect().is_ok() {
+        // The DISCONNECT only leaves when the event loop runs; a broker that
+        // does not answer must not hold the shutdown up.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    // Already acknowledged to the broker by the client: keep it.
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        stats.received.inc();
+                        let now = ctx.clock.now();
+                        if let Some(ingress) = dispatch(
+                            &config,
+                            &publish.topic,
+                            &publish.payload,
+                            now,
+                            &stats,
+                            &throttle,
+                            &ctx.name,
+                        ) {
+                            let _ = ctx.ingress.send(ingress).await;
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
     }
     info!(adapter = %ctx.name, "Stopped.");
     Ok(())

@@ -1,0 +1,17 @@
+//! The `edge-gateway` binary's library: wiring only.
+//!
+//! - [`settings`]: the whole `gateway.toml` and the `configfile` template;
+//! - [`pipeline`]: the task that owns the aggregator;
+//! - [`messages`]: upstream topics and JSON payloads (the public contract);
+//! - [`runtime`]: starting and stopping adapters, pipeline and forwarder;
+//! - [`logging`]: the tracing subscriber chosen by `[log]`;
+//! - `demo`: an embedded broker and a simulated building.
+
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod logging;
+pub mod messages;
+pub mod pipeline;
+pub mod runtime;
+pub mod settings;
+pub mod status;

@@ -1,0 +1,114 @@
+//! The upstream topics and JSON payloads: a public contract with cloud
+//! consumers. Fields may be added, never renamed or removed.
+
+use aggregator::DeviceWindow;
+use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage, StatusChange, Timestamp};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+/// Namespace of the deterministic message ids (UUID v5).
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b9e_8d4a_4e57_9a0b_3c5d_7e1f_2a40);
+
+/// Renders upstream messages for one gateway.
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    pub gateway_id: String,
+    /// `{prefix}` with `{site}`/`{gateway}` already filled in.
+    pub prefix: String,
+    pub registry: DeviceRegistry,
+}
+
+impl Renderer {
+    /// `{prefix}/gateway/{gateway_id}/status`.
+    pub fn status_topic(&self) -> String {
+        format!("{}/gateway/{}/status", self.prefix, self.gateway_id)
+    }
+
+    fn describe(&self, obj: &mut Map<String, Value>, device: &DeviceId) {
+        obj.insert("gateway".into(), json!(self.gateway_id));
+        obj.insert("device".into(), json!(device.as_str()));
+        obj.insert("name".into(), json!(self.registry.name_of(device)));
+        if let Some(info) = self.registry.get(device) {
+            if !info.tags.is_empty() {
+                obj.insert("tags".into(), json!(info.tags));
+            }
+        }
+    }
+
+    /// `{prefix}/{device}/aggregated`.
+    ///
+    /// The id is derived from gateway, device and window, so the same window
+    /// re-sent after a reconnect or a restart carries the same id and
+    /// consumers can deduplicate on it. A window closed early at shutdown
+    /// (`"partial": true`) gets an id of its own, since the rest of that
+    /// window may still be forwarded after a restart.
+    pub fn aggregated(&self, w: &DeviceWindow, partial_at: Option<Timestamp>) -> OutboundMessage {
+        let mut key = format!(
+            "{}\n{}\n{}\n{}",
+            self.gateway_id,
+            w.device,
+            w.start.as_millis(),
+            w.end.as_millis()
+        );
+        if let Some(at) = partial_at {
+            key.push_str(&format!("\npartial\n{}", at.as_millis()));
+        }
+        let mut obj = Map::new();
+        obj.insert(
+            "id".into(),
+            json!(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string()),
+        );
+        self.describe(&mut obj, &w.device);
+        obj.insert("window_start".into(), json!(w.start.to_rfc3339()));
+        obj.insert("window_end".into(), json!(w.end.to_rfc3339()));
+        let metrics: Map<String, Value> = w
+            .metrics
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.as_str().to_string(),
+                    json!({
+                        "count": s.count(),
+                        "avg": s.avg(),
+                        "min": s.min(),
+                        "max": s.max(),
+                        "std": s.std(),
+                    }),
+                )
+            })
+            .collect();
+        obj.insert("metrics".into(), Value::Object(metrics));
+        if partial_at.is_some() {
+            obj.insert("partial".into(), json!(true));
+        }
+        OutboundMessage {
+            topic: format!("{}/{}/aggregated", self.prefix, w.device),
+            payload: Value::Object(obj).to_string().into_bytes(),
+            retain: false,
+        }
+    }
+
+    /// `{prefix}/{device}/status`, retained: a device's last announced state.
+    pub fn device_status(&self, s: &StatusChange) -> OutboundMessage {
+        let key = format!(
+            "{}\n{}\nstatus\n{}\n{}",
+            self.gateway_id,
+            s.device,
+            s.state.as_str(),
+            s.time.as_millis()
+        );
+        let mut obj = Map::new();
+        obj.insert(
+            "id".into(),
+            json!(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string()),
+        );
+        self.describe(&mut obj, &s.device);
+        obj.insert("state".into(), json!(s.state.as_str()));
+        obj.insert("ts".into(), json!(s.time.to_rfc3339()));
+        OutboundMessage {
+            topic: format!("{}/{}/status", self.prefix, s.device),
+            payload: Value::Object(obj).to_string().into_bytes(),
+            retain: true,
+        }
+    }
+}

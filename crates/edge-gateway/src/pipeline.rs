@@ -1,0 +1,139 @@
+//! The pipeline task: readings in, window statistics out.
+//!
+//! One task owns the aggregator, so no lock is taken per reading. It wakes
+//! for an arriving batch or for the next window deadline, whichever comes
+//! first; the deadline is re-read at most every second so a wall clock that
+//! NTP steps is followed without a long oversleep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregator::{Aggregator, Rejected};
+use gateway_core::telemetry::{Counter, LogThrottle};
+use gateway_core::{Clock, Ingress, OutboundMessage, Telemetry};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::messages::Renderer;
+
+/// The counters the pipeline keeps.
+struct Counters {
+    aggregated: Counter,
+    late: Counter,
+    future: Counter,
+    windows: Counter,
+    status: Counter,
+}
+
+pub struct Pipeline {
+    pub aggregator: Aggregator,
+    pub renderer: Renderer,
+    pub clock: Arc<dyn Clock>,
+    pub telemetry: Telemetry,
+}
+
+/// Longest sleep between deadline checks.
+const MAX_NAP: Duration = Duration::from_secs(1);
+
+impl Pipeline {
+    /// Runs until `ingress` closes, then closes every open window early
+    /// (marked partial) so nothing accepted is left behind, and returns.
+    pub async fn run(
+        mut self,
+        mut ingress: mpsc::Receiver<Ingress>,
+        out: mpsc::Sender<OutboundMessage>,
+    ) {
+        let t = &self.telemetry;
+        let c = Counters {
+            aggregated: t.counter("edge_gateway_aggregator_readings_total", &[]),
+            late: t.counter("edge_gateway_aggregator_late_readings_total", &[]),
+            future: t.counter("edge_gateway_aggregator_future_readings_total", &[]),
+            windows: t.counter("edge_gateway_aggregator_windows_emitted_total", &[]),
+            status: t.counter("edge_gateway_device_status_changes_total", &[]),
+        };
+        let throttle = LogThrottle::default();
+        loop {
+            let nap = self
+                .aggregator
+                .next_deadline()
+                .map(|d| {
+                    let ms = d
+                        .as_millis()
+                        .saturating_sub(self.clock.now().as_millis())
+                        .max(0);
+                    Duration::from_millis(ms as u64).min(MAX_NAP)
+                })
+                .unwrap_or(MAX_NAP);
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep(nap) => {
+                    let due = self.aggregator.close_due(self.clock.now());
+                    if !self.emit(due, None, &out, &c).await {
+                        return;
+                    }
+                }
+                msg = ingress.recv() => match msg {
+                    Some(Ingress::Readings(readings)) => {
+                        let now = self.clock.now();
+                        for r in &readings {
+                            match self.aggregator.ingest(r, now) {
+                                Ok(()) => c.aggregated.inc(),
+                                Err(rej) => {
+                                    let kind = match rej {
+                                        Rejected::Late { .. } => { c.late.inc(); "late" }
+                                        Rejected::Future { .. } => { c.future.inc(); "future" }
+                                    };
+                                    if let Some(suppressed) = throttle.allow(kind) {
+                                        warn!(device = %r.device(), metric = %r.metric(), time = %r.time(), reason = %rej, suppressed, "Dropping reading outside its window.");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Some(Ingress::Status(change)) => {
+                        c.status.inc();
+                        info!(device = %change.device, state = change.state.as_str(), "Device status changed.");
+                        if out.send(self.renderer.device_status(&change)).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        let now = self.clock.now();
+        let rest = self.aggregator.close_all();
+        if !rest.is_empty() {
+            info!(
+                windows = rest.len(),
+                "Forwarding open windows early at shutdown."
+            );
+        }
+        self.emit(rest, Some(now), &out, &c).await;
+    }
+
+    /// Sends closed windows upstream. With `cut_at`, windows that had not yet
+    /// ended at that instant are marked partial.
+    async fn emit(
+        &self,
+        windows: Vec<aggregator::DeviceWindow>,
+        cut_at: Option<gateway_core::Timestamp>,
+        out: &mpsc::Sender<OutboundMessage>,
+        c: &Counters,
+    ) -> bool {
+        for w in &windows {
+            debug!(device = %w.device, start = %w.start, metrics = w.metrics.len(), "Window closed.");
+            c.windows.inc();
+            let partial_at = cut_at.filter(|at| *at < w.end);
+            if out
+                .send(self.renderer.aggregated(w, partial_at))
+                .await
+                .is_err()
+            {
+                warn!("Upstream forwarder is gone; stopping the pipeline.");
+                return false;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,156 @@
+//! The command line as an operator uses it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use edge_gateway::settings;
+
+fn gateway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+}
+
+const SHIPPED: &str = include_str!("../../../gateway.toml");
+
+#[test]
+fn the_shipped_gateway_toml_is_the_configfile_template() {
+    let out = gateway().arg("configfile").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        SHIPPED,
+        "gateway.toml is stale: regenerate it with `edge-gateway configfile > gateway.toml`"
+    );
+}
+
+#[test]
+fn the_template_parses_to_the_defaults() {
+    let c = settings::parse(SHIPPED).unwrap();
+    assert_eq!(c.gateway, Default::default());
+    assert_eq!(c.upstream, Default::default());
+    assert_eq!(c.aggregation, Default::default());
+    assert_eq!(c.log, Default::default());
+    assert_eq!(c.adapters.len(), 1, "one local MQTT adapter by default");
+    assert!(c.devices.is_empty());
+    // Every key of every section appears in the template, commented or not.
+    for key in [
+        "id",
+        "site",
+        "state_dir",
+        "url",
+        "qos",
+        "topic_prefix",
+        "client_id",
+        "username",
+        "password_env",
+        "ca_file",
+        "client_cert",
+        "client_key",
+        "keep_alive",
+        "max_backoff",
+        "max_queued",
+        "max_inflight",
+        "window",
+        "grace",
+        "max_future",
+        "level",
+        "format",
+        "topics",
+        "status_topics",
+        "columns",
+        "max_payload_bytes",
+        "name",
+        "room",
+        "floor",
+        "tags",
+    ] {
+        assert!(
+            SHIPPED.lines().any(|l| l
+                .trim_start_matches(['#', ' '])
+                .starts_with(&format!("{key} ="))),
+            "key {key} is not documented in the template"
+        );
+    }
+}
+
+#[test]
+fn validate_accepts_the_shipped_file() {
+    let out = gateway()
+        .args([
+            "validate",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../gateway.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn validate_lists_every_problem_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[gateway]
+id = "gw-01"
+
+[upstream]
+url = "http://cloud"
+qos = 7
+
+[aggregation]
+window = "5 minutes please"
+grace = 30
+
+[[adapter]]
+type = "mqtt"
+name = "local"
+topics = ["sensors/{device}/{metric}/{metric}"]
+
+[[adapter]]
+type = "mqtt"
+name = "local"
+colour = "red"
+"#,
+    )
+    .unwrap();
+    let out = gateway()
+        .arg("validate")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    for expected in [
+        "upstream.url: expected mqtt://host[:port] or mqtts://host[:port]",
+        "upstream.qos: expected 0, 1 or 2, got 7",
+        "aggregation.window: expected a duration",
+        "aggregation.grace: expected a duration string",
+        "adapter[0].topics[0]: {metric} appears more than once",
+        "adapter[1].colour: unknown key",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert_eq!(lines.len(), 6, "one line per problem:\n{stdout}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_config_error() {
+    let out = gateway()
+        .args(["validate", "-c", "/nonexistent/gateway.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gateway.toml"));
+}

@@ -1,0 +1,166 @@
+//! Running the real `edge-gateway` binary as a child process.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A gateway process with its log lines available to the test.
+pub struct GatewayProcess {
+    pub child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    pub seen: Vec<String>,
+    _dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Writes `config` to a temp file and runs `edge-gateway run -c` on it.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+            .arg("run")
+            .arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn edge-gateway");
+        let (tx, lines) = mpsc::unbounded_channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = r.next_line().await {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            _dir: dir,
+            config_path,
+        }
+    }
+
+    /// Waits for a log line containing `needle` (lines already seen count).
+    pub async fn wait_for_log(&mut self, needle: &str) {
+        if self.seen.iter().any(|l| l.contains(needle)) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                _ => panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("process is running");
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("gateway did not exit in time")
+            .unwrap();
+        status.code()
+    }
+}
+
+/// A config for tests: both sides on loopback brokers, short windows.
+pub fn config(
+    gateway_id: &str,
+    local_port: u16,
+    upstream_port: u16,
+    window: &str,
+    grace: &str,
+) -> String {
+    format!(
+        r#"
+[gateway]
+id = "{gateway_id}"
+site = "hq"
+state_dir = "/tmp"
+
+[upstream]
+url = "mqtt://127.0.0.1:{upstream_port}"
+qos = 1
+topic_prefix = "building/{{site}}"
+max_backoff = "1s"
+
+[aggregation]
+window = "{window}"
+grace = "{grace}"
+
+[[adapter]]
+type = "mqtt"
+name = "local-sensors"
+url = "mqtt://127.0.0.1:{local_port}"
+topics = [
+  "sensors/data/{{device}}/{{metric}}",
+  "sensors/{{device}}",
+  {{ pattern = "esp32/{{device}}/csv", format = "csv", columns = ["temperature", "pressure", "humidity", "gas"] }},
+  {{ pattern = "senml/#", format = "senml" }},
+  {{ pattern = "zigbee2mqtt/{{device}}", format = "zigbee2mqtt" }},
+]
+max_backoff = "1s"
+
+[[device]]
+id = "a2:b2:c2:d2:e2:f2"
+name = "Living Room"
+room = "living"
+floor = 1
+"#
+    )
+}
+
+/// Direct statistics over a series, as numpy computes them (population std).
+pub fn stats(values: &[f64]) -> (usize, f64, f64, f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    let min = values.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    (values.len(), mean, min, max, var.sqrt())
+}
+
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine with a Rust toolchain.
+# Tests start real peers (Mosquitto, mosquitto_pub/sub) themselves on
+# loopback ports; this installs them first when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "Installing test peers: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+# Debian's mosquitto package starts a system broker on 1883; tests never use
+# it (each starts its own on a free port), so it is left alone.
+exec cargo test --workspace --locked "$@"
