@@ -60,15 +60,17 @@ impl Gauge {
     }
 }
 
+fn key(name: &str, labels: &[(&str, &str)]) -> (String, Labels) {
+    let labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (name.to_string(), labels)
+}
+
 impl Telemetry {
     fn handle(&self, kind: Kind, name: &str, labels: &[(&str, &str)]) -> Arc<AtomicU64> {
-        let key = (
-            name.to_string(),
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Labels>(),
-        );
+        let key = key(name, labels);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .series
