@@ -237,9 +237,12 @@ async fn every_payload_form_is_read_and_garbage_is_not() {
 #[tokio::test]
 async fn last_will_says_offline_when_the_gateway_is_killed() {
     let (_local, upstream, mut sub, mut gw) = setup("gw-kill", "5m", "30s").await;
+    let topic = "building/hq/gateway/gw-kill/status";
+    let mut early = Subscriber::start(upstream.port(), topic).await;
+    let m = early.next(WAIT).await.expect("retained online status");
+    assert_eq!((m.payload.as_str(), m.retained), ("online", true));
     gw.signal("KILL");
     gw.wait_exit().await;
-    let topic = "building/hq/gateway/gw-kill/status";
     sub.wait_for(WAIT, |m| m.topic == topic && m.payload == "offline")
         .await
         .expect("Last Will published on SIGKILL");
