@@ -15,6 +15,7 @@ use adapters::BuildContext;
 use aggregator::{Aggregator, WindowSpec};
 use anyhow::Context as _;
 use gateway_core::config::AdapterSpec;
+use gateway_core::outbox::OutboxSettings;
 use gateway_core::{AdapterContext, Clock, DeviceRegistry, Telemetry};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -77,6 +78,13 @@ impl Gateway {
             },
             qos: up.qos,
             status_topic: renderer.status_topic(),
+            outbox_dir: Some(config.gateway.state_dir.join("outbox")),
+            outbox: OutboxSettings {
+                max_bytes: config.outbox.max_bytes,
+                policy: config.outbox.policy,
+                max_age: (!config.outbox.max_age.is_zero()).then_some(config.outbox.max_age),
+            },
+            drain_rate: config.outbox.drain_rate,
             max_queued: up.max_queued,
             max_inflight: up.max_inflight,
             max_backoff: up.max_backoff,

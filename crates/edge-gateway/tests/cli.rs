@@ -30,6 +30,7 @@ fn the_template_parses_to_the_defaults() {
     assert_eq!(c.upstream, Default::default());
     assert_eq!(c.aggregation, Default::default());
     assert_eq!(c.log, Default::default());
+    assert_eq!(c.outbox, Default::default());
     assert_eq!(c.adapters.len(), 1, "one local MQTT adapter by default");
     assert!(c.devices.is_empty());
     // Every key of every section appears in the template, commented or not.

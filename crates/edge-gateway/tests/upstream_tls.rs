@@ -14,6 +14,7 @@ fn tls_config(local: u16, upstream: u16, pki: &Pki, password_env: &str) -> Strin
 [gateway]
 id = "gw-tls"
 site = "hq"
+state_dir = "@STATE_DIR@"
 
 [upstream]
 url = "mqtts://127.0.0.1:{upstream}"

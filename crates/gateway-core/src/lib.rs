@@ -15,6 +15,7 @@ pub mod clock;
 pub mod component;
 pub mod config;
 pub mod model;
+pub mod outbox;
 pub mod registry;
 pub mod telemetry;
 

@@ -45,6 +45,8 @@ pub enum SetupError {
     NoRoots,
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("outbox: {0}")]
+    Outbox(String),
 }
 
 impl ConnectionSettings {

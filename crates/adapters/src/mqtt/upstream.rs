@@ -1,4 +1,5 @@
-//! The upstream forwarder: every message is kept until the broker's PUBACK.
+//! The upstream forwarder: every message goes through the durable outbox
+//! and leaves it only on the broker's PUBACK.
 //!
 //! rumqttc drops unacknowledged and queued publishes when it reconnects
 //! without a session (measured: 10 of 10 lost), so durability cannot come
@@ -7,22 +8,27 @@
 //! - the *poller* only polls the event loop (its `poll()` is not documented
 //!   as cancel-safe, rumqtt#601, so it is never raced in a `select!`) and
 //!   reports connection events;
-//! - the *forwarder* owns the queue, submits at most `max_inflight`
-//!   publishes, maps each to its packet id from the client's
-//!   `Outgoing::Publish` events (they come in submission order), and
-//!   removes a message only on its PUBACK (PUBCOMP for QoS 2).
+//! - the *forwarder* writes arriving messages to the outbox (one fsync per
+//!   batch), submits at most `max_inflight` of them, maps each to its packet
+//!   id from the client's `Outgoing::Publish` events (they come in
+//!   submission order), and acknowledges it in the outbox on its PUBACK
+//!   (PUBCOMP for QoS 2).
 //!
-//! When the connection drops, the poller waits until the forwarder has put
-//! every unacknowledged message back at the head of its queue, then empties
-//! the client's own queues, so nothing stale is sent on the next connection
-//! and the id mapping stays exact. Messages are re-sent on the new
-//! connection: consumers deduplicate on the payload's `id`.
+//! When the connection drops, the poller waits until the forwarder has
+//! forgotten its in-flight set, then empties the client's own queues, so
+//! nothing stale is sent on the next connection and the id mapping stays
+//! exact. On every connection the outbox is sent again from its oldest
+//! unacknowledged message: what was there before (the backlog) at
+//! `drain_rate`, what arrives after at once. Consumers deduplicate on the
+//! payload's `id`.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
 use gateway_core::config::Qos;
+use gateway_core::outbox::{Outbox, OutboxError, OutboxSettings};
 use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
 use gateway_core::{OutboundMessage, Telemetry};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
@@ -40,11 +46,17 @@ pub struct UpstreamSettings {
     pub qos: Qos,
     /// Retained `online`/`offline` topic; also the Last Will.
     pub status_topic: String,
+    /// Where the durable outbox lives; `None` keeps messages in memory.
+    pub outbox_dir: Option<PathBuf>,
+    pub outbox: OutboxSettings,
+    /// Backlog messages per second after (re)connecting.
+    pub drain_rate: u32,
+    /// Messages held in memory while the outbox cannot take them (disk full).
     pub max_queued: usize,
     pub max_inflight: u16,
     pub max_backoff: Duration,
-    /// How long to keep trying to deliver what is queued once the pipeline
-    /// has closed (shutdown).
+    /// How long to keep delivering once the pipeline has closed (shutdown);
+    /// what is left stays in the outbox for the next start.
     pub drain_timeout: Duration,
 }
 
@@ -74,19 +86,44 @@ impl FaultKind {
     }
 }
 
-struct Entry {
-    seq: u64,
-    msg: OutboundMessage,
-    qos: QoS,
-}
-
 struct Metrics {
     sent: Counter,
-    dropped_full: Counter,
+    evicted: Counter,
+    rejected: Counter,
+    overflow: Counter,
+    expired: Counter,
+    storage_errors: Counter,
     reconnects: Counter,
     connect_failures: Counter,
     queued: Gauge,
+    bytes: Gauge,
+    oldest_age: Gauge,
     connected: Gauge,
+}
+
+impl Metrics {
+    fn new(t: &Telemetry) -> Self {
+        let dropped = |reason| {
+            t.counter(
+                "edge_gateway_outbox_dropped_messages_total",
+                &[("reason", reason)],
+            )
+        };
+        Self {
+            sent: t.counter("edge_gateway_upstream_sent_messages_total", &[]),
+            evicted: dropped("full_drop_oldest"),
+            rejected: dropped("full_reject_new"),
+            overflow: dropped("memory_overflow"),
+            expired: dropped("expired"),
+            storage_errors: t.counter("edge_gateway_outbox_storage_errors_total", &[]),
+            reconnects: t.counter("edge_gateway_upstream_reconnects_total", &[]),
+            connect_failures: t.counter("edge_gateway_upstream_connection_failures_total", &[]),
+            queued: t.gauge("edge_gateway_outbox_messages", &[]),
+            bytes: t.gauge("edge_gateway_outbox_bytes", &[]),
+            oldest_age: t.gauge("edge_gateway_outbox_oldest_age_seconds", &[]),
+            connected: t.gauge("edge_gateway_upstream_connected", &[]),
+        }
+    }
 }
 
 fn qos(q: Qos) -> QoS {
@@ -97,36 +134,53 @@ fn qos(q: Qos) -> QoS {
     }
 }
 
-/// Runs the forwarder until `rx` is closed and the queue is delivered (or
-/// `drain_timeout` has passed), then publishes the retained `offline` status
-/// and disconnects.
+/// Sequence number of the retained `online` status: not an outbox message.
+const STATUS: u64 = 0;
+
+/// Opens the outbox, degrading to memory when the directory is unusable.
+fn open_outbox(settings: &UpstreamSettings, m: &Metrics) -> Result<Outbox, SetupError> {
+    let Some(dir) = &settings.outbox_dir else {
+        return Ok(Outbox::in_memory(settings.outbox.clone()));
+    };
+    match Outbox::open(dir, settings.outbox.clone()) {
+        Ok((outbox, recovery)) => {
+            for d in &recovery.damage {
+                m.storage_errors.inc();
+                warn!(segment = %d.segment.display(), offset = d.offset, bytes = d.bytes, "Outbox: skipped damaged bytes (torn write or corruption); the intact messages around them are kept.");
+            }
+            info!(dir = %dir.display(), messages = recovery.messages, bytes = outbox.bytes(), "Outbox opened.");
+            Ok(outbox)
+        }
+        Err(e @ OutboxError::Locked(_)) => Err(SetupError::Outbox(e.to_string())),
+        Err(e) => {
+            m.storage_errors.inc();
+            error!(error = %e, "Outbox directory unusable: keeping messages in memory only; a restart will lose them.");
+            Ok(Outbox::in_memory(settings.outbox.clone()))
+        }
+    }
+}
+
+/// Runs the forwarder until `rx` is closed and everything is delivered (or
+/// `drain_timeout` has passed), then publishes the retained `offline`
+/// status and disconnects.
 ///
 /// # Errors
-/// Only a connection that cannot be configured (missing password variable,
-/// unreadable TLS files); network faults are retried forever.
+/// Only a connection or outbox that cannot be set up (missing password
+/// variable, unreadable TLS files, an outbox locked by another gateway);
+/// network and disk faults are retried.
 pub async fn run_upstream(
     settings: UpstreamSettings,
     mut rx: mpsc::Receiver<OutboundMessage>,
     telemetry: Telemetry,
 ) -> Result<(), SetupError> {
+    let m = Metrics::new(&telemetry);
+    let mut outbox = open_outbox(&settings, &m)?;
     let will = LastWill::new(&settings.status_topic, "offline", QoS::AtLeastOnce, true);
     let mut options = settings.connection.mqtt_options(Some(will))?;
     options.set_inflight(settings.max_inflight.saturating_add(1));
     let (client, mut eventloop) =
         AsyncClient::new(options, usize::from(settings.max_inflight) + 16);
     eventloop.network_options.set_connection_timeout(10);
-
-    let m = Metrics {
-        sent: telemetry.counter("edge_gateway_upstream_sent_messages_total", &[]),
-        dropped_full: telemetry.counter(
-            "edge_gateway_upstream_dropped_messages_total",
-            &[("reason", "queue_full")],
-        ),
-        reconnects: telemetry.counter("edge_gateway_upstream_reconnects_total", &[]),
-        connect_failures: telemetry.counter("edge_gateway_upstream_connection_failures_total", &[]),
-        queued: telemetry.gauge("edge_gateway_upstream_queued_messages", &[]),
-        connected: telemetry.gauge("edge_gateway_upstream_connected", &[]),
-    };
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (resume_tx, resume_rx) = mpsc::channel(1);
@@ -142,46 +196,95 @@ pub async fn run_upstream(
 
     let data_qos = qos(settings.qos);
     let cap = usize::from(settings.max_inflight);
-    let mut queue: VecDeque<Entry> = VecDeque::new();
-    let mut submitted: VecDeque<Entry> = VecDeque::new();
-    let mut inflight: HashMap<u16, Entry> = HashMap::new();
-    let mut next_seq: u64 = 0;
+    let rate = f64::from(settings.drain_rate.max(1));
+    let burst = (rate / 10.0).max(1.0);
+    let mut submitted: VecDeque<u64> = VecDeque::new();
+    let mut inflight: HashMap<u16, u64> = HashMap::new();
+    let mut overflow: VecDeque<OutboundMessage> = VecDeque::new();
+    let (mut backlog_end, mut backlog_cursor, mut live_cursor) = (0u64, 0u64, 0u64);
+    let mut tokens = burst;
+    let mut refilled = Instant::now();
+    let mut status_pending = false;
     let mut connected = false;
     let mut rx_open = true;
     let mut drain_deadline = Instant::now();
-    let drop_log = LogThrottle::default();
-    // Sequence 0 is reserved for the retained status, which must not count
-    // as a delivered data message.
-    let status_online = |seq| Entry {
-        seq,
-        msg: OutboundMessage {
-            topic: settings.status_topic.clone(),
-            payload: b"online".to_vec(),
-            retain: true,
-        },
-        qos: QoS::AtLeastOnce,
-    };
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    let log = LogThrottle::default();
 
     loop {
+        let now = Instant::now();
+        tokens = (tokens + now.duration_since(refilled).as_secs_f64() * rate).min(burst);
+        refilled = now;
         while connected && submitted.len() + inflight.len() < cap {
-            let Some(entry) = queue.pop_front() else {
-                break;
-            };
-            let m2 = &entry.msg;
-            match client.try_publish(&m2.topic, entry.qos, m2.retain, m2.payload.clone()) {
-                Ok(()) => submitted.push_back(entry),
-                Err(e) => {
-                    debug!(error = %e, "Client queue full; will retry.");
-                    queue.push_front(entry);
-                    break;
+            let (seq, topic, payload, retain, q) = if status_pending {
+                status_pending = false;
+                (
+                    STATUS,
+                    settings.status_topic.clone(),
+                    b"online".to_vec(),
+                    true,
+                    QoS::AtLeastOnce,
+                )
+            } else {
+                // New data first; the backlog follows at the drain rate.
+                let next_live = outbox
+                    .seqs_after(live_cursor.max(backlog_end), 1)
+                    .first()
+                    .copied();
+                let seq = match next_live {
+                    Some(seq) => {
+                        live_cursor = seq;
+                        seq
+                    }
+                    None if backlog_cursor < backlog_end && tokens >= 1.0 => {
+                        match outbox
+                            .seqs_after(backlog_cursor, 1)
+                            .first()
+                            .copied()
+                            .filter(|s| *s <= backlog_end)
+                        {
+                            Some(seq) => {
+                                backlog_cursor = seq;
+                                tokens -= 1.0;
+                                seq
+                            }
+                            None => {
+                                backlog_cursor = backlog_end;
+                                continue;
+                            }
+                        }
+                    }
+                    None => break,
+                };
+                match outbox.read(seq) {
+                    Ok(Some(msg)) => (seq, msg.topic, msg.payload, msg.retain, data_qos),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        m.storage_errors.inc();
+                        error!(seq, error = %e, "Outbox: cannot read a message; skipping it until the next connection.");
+                        continue;
+                    }
                 }
+            };
+            if let Err(e) = client.try_publish(topic, q, retain, payload) {
+                debug!(error = %e, "Client queue full; will retry.");
+                break;
             }
+            submitted.push_back(seq);
         }
-        m.queued
-            .set((queue.len() + submitted.len() + inflight.len()) as f64);
-        if !rx_open && queue.is_empty() && submitted.is_empty() && inflight.is_empty() {
+        m.queued.set((outbox.len() + overflow.len()) as f64);
+        if !rx_open
+            && outbox.is_empty()
+            && overflow.is_empty()
+            && submitted.is_empty()
+            && inflight.is_empty()
+        {
             break;
         }
+        let backlog_waiting = connected && backlog_cursor < backlog_end && tokens < 1.0;
+        let token_at = refilled + Duration::from_secs_f64(((1.0 - tokens) / rate).max(0.0));
         tokio::select! {
             biased;
             event = events.recv() => {
@@ -190,24 +293,35 @@ pub async fn run_upstream(
                     PollEvent::Connected => {
                         connected = true;
                         m.connected.set(1.0);
-                        info!(broker = %settings.connection.url, "Connected upstream.");
-                        queue.push_front(status_online(0));
+                        backlog_end = outbox.last_seq();
+                        backlog_cursor = 0;
+                        live_cursor = backlog_end;
+                        status_pending = true;
+                        info!(broker = %settings.connection.url, backlog = outbox.len(), "Connected upstream.");
                     }
                     PollEvent::Sent(pkid) => {
-                        if let Some(entry) = submitted.pop_front() {
-                            if pkid == 0 || entry.qos == QoS::AtMostOnce {
-                                if entry.seq != 0 {
+                        if let Some(seq) = submitted.pop_front() {
+                            if pkid == 0 {
+                                if seq != STATUS {
                                     m.sent.inc();
+                                    if let Err(e) = outbox.ack(seq) {
+                                        m.storage_errors.inc();
+                                        warn!(error = %e, "Outbox: cannot record a delivery; the message may be sent again.");
+                                    }
                                 }
                             } else {
-                                inflight.insert(pkid, entry);
+                                inflight.insert(pkid, seq);
                             }
                         }
                     }
                     PollEvent::Acked(pkid) => {
-                        if let Some(entry) = inflight.remove(&pkid) {
-                            if entry.seq != 0 {
+                        if let Some(seq) = inflight.remove(&pkid) {
+                            if seq != STATUS {
                                 m.sent.inc();
+                                if let Err(e) = outbox.ack(seq) {
+                                    m.storage_errors.inc();
+                                    warn!(error = %e, "Outbox: cannot record a delivery; the message may be sent again.");
+                                }
                             }
                         }
                     }
@@ -215,8 +329,8 @@ pub async fn run_upstream(
                         let url = &settings.connection.url;
                         if connected {
                             m.reconnects.inc();
-                            warn!(broker = %url, %error, unacknowledged = submitted.len() + inflight.len(), "Lost the upstream broker; will resend what it did not acknowledge.");
-                        } else if let Some(suppressed) = drop_log.allow("connect") {
+                            warn!(broker = %url, %error, unacknowledged = submitted.len() + inflight.len(), "Lost the upstream broker; what it did not acknowledge will be sent again.");
+                        } else if let Some(suppressed) = log.allow("connect") {
                             match kind {
                                 FaultKind::Refused => error!(broker = %url, %error, suppressed, "The upstream broker refused the connection: check username, password_env and client_id. Buffering and retrying."),
                                 FaultKind::Tls => error!(broker = %url, %error, suppressed, "TLS with the upstream broker failed: check ca_file, the certificate's name and dates, and the clock. Buffering and retrying."),
@@ -225,53 +339,61 @@ pub async fn run_upstream(
                         }
                         m.connect_failures.inc();
                         connected = false;
+                        status_pending = false;
                         m.connected.set(0.0);
-                        let mut back: Vec<Entry> = submitted.drain(..).chain(inflight.drain().map(|(_, e)| e)).filter(|e| e.seq != 0).collect();
-                        back.sort_by_key(|e| e.seq);
-                        queue.retain(|e| e.seq != 0);
-                        for e in back.into_iter().rev() {
-                            queue.push_front(e);
-                        }
+                        submitted.clear();
+                        inflight.clear();
                         let _ = resume_tx.send(()).await;
                     }
                 }
             }
             msg = rx.recv(), if rx_open => match msg {
                 Some(msg) => {
-                    next_seq += 1;
-                    queue.push_back(Entry { seq: next_seq, msg, qos: data_qos });
-                    if queue.len() > settings.max_queued {
-                        // Oldest first: the newest data is what operators act on.
-                        if let Some(pos) = queue.iter().position(|e| e.seq != 0) {
-                            if let Some(dropped) = queue.remove(pos) {
-                                m.dropped_full.inc();
-                                if let Some(suppressed) = drop_log.allow("full") {
-                                    warn!(topic = %dropped.msg.topic, suppressed, max_queued = settings.max_queued, "Upstream queue full; dropped the oldest message.");
-                                }
-                            }
+                    let mut batch = vec![msg];
+                    while batch.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
                         }
                     }
+                    store(&mut outbox, &mut overflow, batch, &settings, &m, &log);
                 }
                 None => {
                     rx_open = false;
                     drain_deadline = Instant::now() + settings.drain_timeout;
                 }
             },
+            _ = tokio::time::sleep_until(token_at), if backlog_waiting => {}
+            _ = housekeeping.tick() => {
+                ticks += 1;
+                if !overflow.is_empty() {
+                    store(&mut outbox, &mut overflow, Vec::new(), &settings, &m, &log);
+                }
+                let now_ms = gateway_core::Timestamp::now().as_millis();
+                if ticks.is_multiple_of(10) {
+                    match outbox.expire(now_ms) {
+                        Ok(n) => m.expired.add(n),
+                        Err(e) => { m.storage_errors.inc(); warn!(error = %e, "Outbox: cannot expire old messages."); }
+                    }
+                }
+                m.bytes.set(outbox.bytes() as f64);
+                m.oldest_age.set(outbox.oldest_created_ms().map_or(0.0, |c| (now_ms - c).max(0) as f64 / 1000.0));
+            }
             _ = tokio::time::sleep_until(drain_deadline), if !rx_open => {
-                warn!(undelivered = queue.len() + submitted.len() + inflight.len(), "Stopping with messages the upstream broker has not acknowledged.");
+                info!(left = outbox.len() + overflow.len(), durable = outbox.is_durable(), "Stopping; undelivered messages stay in the outbox for the next start.");
                 break;
             }
         }
     }
 
     if connected {
-        let offline = OutboundMessage {
-            topic: settings.status_topic.clone(),
-            payload: b"offline".to_vec(),
-            retain: true,
-        };
         if client
-            .try_publish(&offline.topic, QoS::AtLeastOnce, true, offline.payload)
+            .try_publish(
+                &settings.status_topic,
+                QoS::AtLeastOnce,
+                true,
+                b"offline".to_vec(),
+            )
             .is_ok()
         {
             let deadline = Instant::now() + Duration::from_secs(2);
@@ -303,6 +425,50 @@ pub async fn run_upstream(
     let _ = poller.await;
     info!("Upstream forwarder stopped.");
     Ok(())
+}
+
+/// Puts a batch (after anything waiting in memory) into the outbox. When
+/// the disk refuses, the messages wait in memory, bounded by `max_queued`,
+/// and are retried every second.
+fn store(
+    outbox: &mut Outbox,
+    overflow: &mut VecDeque<OutboundMessage>,
+    batch: Vec<OutboundMessage>,
+    settings: &UpstreamSettings,
+    m: &Metrics,
+    log: &LogThrottle,
+) {
+    overflow.extend(batch);
+    let pending: Vec<OutboundMessage> = overflow.drain(..).collect();
+    let now_ms = gateway_core::Timestamp::now().as_millis();
+    match outbox.append(pending.clone(), now_ms) {
+        Ok(a) => {
+            m.evicted.add(a.evicted);
+            m.rejected.add(a.rejected);
+            if a.evicted + a.rejected > 0 {
+                if let Some(suppressed) = log.allow("full") {
+                    warn!(
+                        evicted_oldest = a.evicted,
+                        rejected_new = a.rejected,
+                        max_bytes = settings.outbox.max_bytes,
+                        suppressed,
+                        "Outbox full: dropped messages by policy."
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            m.storage_errors.inc();
+            if let Some(suppressed) = log.allow("storage") {
+                error!(error = %e, disk_full = e.is_disk_full(), waiting = pending.len(), suppressed, "Outbox: cannot write; holding messages in memory and retrying.");
+            }
+            overflow.extend(pending);
+            while overflow.len() > settings.max_queued {
+                overflow.pop_front();
+                m.overflow.inc();
+            }
+        }
+    }
 }
 
 async fn poll_loop(

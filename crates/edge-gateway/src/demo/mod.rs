@@ -109,6 +109,8 @@ impl DemoHandle {
         self.printer.finish(PRINTER_DRAIN).await;
         // rumqttd cannot be stopped; its threads end with the process.
         drop(self.broker);
+        // The demo's outbox is scratch: nothing of it should outlive the run.
+        let _ = std::fs::remove_dir_all(demo_state_dir());
         match stopped {
             Ok(result) => result.context("stopping the gateway"),
             Err(_) => anyhow::bail!("the gateway did not stop within {STOP_TIMEOUT:?}"),
@@ -145,17 +147,17 @@ pub async fn start(window: &str) -> anyhow::Result<DemoHandle> {
     })
 }
 
+/// Per process, so two demos (or a demo and its test) never share an outbox.
+fn demo_state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("edge-gateway-demo-{}", std::process::id()))
+}
+
 /// The demo's `gateway.toml`: one broker on `port` on both sides.
 pub fn config_text(port: u16, window: &str) -> String {
     // As a TOML string literal, so any argument parses and is then checked
     // like a config value (with a message naming the key).
     let window = toml::Value::String(window.to_string());
-    let state_dir = toml::Value::String(
-        std::env::temp_dir()
-            .join("edge-gateway-demo")
-            .display()
-            .to_string(),
-    );
+    let state_dir = toml::Value::String(demo_state_dir().display().to_string());
     format!(
         r#"
 [gateway]

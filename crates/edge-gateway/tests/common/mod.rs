@@ -16,7 +16,7 @@ pub struct GatewayProcess {
     pub child: Child,
     lines: mpsc::UnboundedReceiver<String>,
     pub seen: Vec<String>,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
 }
 
@@ -24,6 +24,16 @@ impl GatewayProcess {
     /// Writes `config` to a temp file and runs `edge-gateway run -c` on it.
     pub fn start(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config)
+    }
+
+    /// Like `start`, with a given directory: `@STATE_DIR@` in the config
+    /// becomes `{dir}/state`, so a restarted gateway finds its outbox again.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
+        let config = config.replace(
+            "@STATE_DIR@",
+            &dir.path().join("state").display().to_string(),
+        );
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
@@ -56,7 +66,7 @@ impl GatewayProcess {
             child,
             lines,
             seen: Vec::new(),
-            _dir: dir,
+            dir,
             config_path,
         }
     }
@@ -117,7 +127,7 @@ pub fn config(
 [gateway]
 id = "{gateway_id}"
 site = "hq"
-state_dir = "/tmp"
+state_dir = "@STATE_DIR@"
 
 [upstream]
 url = "mqtt://127.0.0.1:{upstream_port}"

@@ -42,6 +42,7 @@ pub struct Config<A> {
     pub upstream: UpstreamConfig,
     pub aggregation: AggregationConfig,
     pub log: LogConfig,
+    pub outbox: OutboxConfig,
     pub adapters: Vec<A>,
     pub devices: Vec<DeviceConfig>,
 }
@@ -50,6 +51,7 @@ const SECTIONS: &[&str] = &[
     "gateway",
     "upstream",
     "aggregation",
+    "outbox",
     "log",
     "adapter",
     "device",
@@ -88,6 +90,10 @@ impl<A: AdapterSpec> Config<A> {
         let aggregation =
             load::section::<AggregationConfig>(table("aggregation"), "aggregation", &mut problems);
         let log = load::section::<LogConfig>(table("log"), "log", &mut problems);
+        let outbox = load::section::<OutboxConfig>(table("outbox"), "outbox", &mut problems);
+        if let Some(o) = &outbox {
+            o.validate(&mut problems);
+        }
         let adapters = parse_adapters::<A>(root.get("adapter"), &mut problems);
         let devices = parse_array::<DeviceConfig>(root.get("device"), "device", &mut problems);
 
@@ -115,8 +121,8 @@ impl<A: AdapterSpec> Config<A> {
             &mut problems,
         );
 
-        match (gateway, upstream, aggregation, log) {
-            (Some(gateway), Some(upstream), Some(aggregation), Some(log))
+        match (gateway, upstream, aggregation, log, outbox) {
+            (Some(gateway), Some(upstream), Some(aggregation), Some(log), Some(outbox))
                 if problems.is_empty() =>
             {
                 Ok(Self {
@@ -124,6 +130,7 @@ impl<A: AdapterSpec> Config<A> {
                     upstream,
                     aggregation,
                     log,
+                    outbox,
                     adapters: adapters.into_iter().map(|(_, a)| a).collect(),
                     devices: devices.into_iter().map(|(_, d)| d).collect(),
                 })

@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::load::{join, Problems};
-use super::values::{duration, BrokerScheme, BrokerUrl, Qos};
+use super::values::{byte_size, duration, BrokerScheme, BrokerUrl, Qos};
 use crate::model::DeviceId;
+use crate::outbox::FullPolicy;
 
 /// `[gateway]`: who this gateway is.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -303,5 +304,52 @@ impl DeviceConfig {
             out.insert("floor".into(), floor.render());
         }
         out
+    }
+}
+
+/// `[outbox]`: every upstream message waits on disk until the broker
+/// acknowledges it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Disk the outbox may use, in `{state_dir}/outbox`.
+    #[serde(deserialize_with = "byte_size::deserialize")]
+    pub max_bytes: u64,
+    /// When full: `drop_oldest` (keep the newest data) or `reject_new`.
+    pub policy: FullPolicy,
+    /// Messages older than this are dropped (and counted); `0s` keeps them
+    /// until `max_bytes` forces a choice.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
+    /// Backlog sent per second after the broker returns, so a returning link
+    /// is not flooded; new messages are sent at once regardless.
+    pub drain_rate: u32,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024 * 1024,
+            policy: FullPolicy::DropOldest,
+            max_age: Duration::ZERO,
+            drain_rate: 200,
+        }
+    }
+}
+
+impl OutboxConfig {
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        if self.max_bytes < 64 * 1024 {
+            problems.push(
+                "outbox.max_bytes",
+                format!("expected at least 64KiB, got {}", self.max_bytes),
+            );
+        }
+        if self.drain_rate == 0 {
+            problems.push(
+                "outbox.drain_rate",
+                "expected at least 1 message per second",
+            );
+        }
     }
 }

@@ -6,8 +6,10 @@
 
 use std::fmt::Write;
 
-use super::sections::{AggregationConfig, GatewayConfig, LogConfig, UpstreamConfig};
+use super::sections::{AggregationConfig, GatewayConfig, LogConfig, OutboxConfig, UpstreamConfig};
+use super::values::byte_size;
 use super::values::duration::render as dur;
+use crate::outbox::FullPolicy;
 
 fn q(s: &str) -> String {
     // TOML basic strings share JSON's escaping for everything a path or id holds.
@@ -20,6 +22,7 @@ pub fn core_sections() -> String {
     let u = UpstreamConfig::default();
     let a = AggregationConfig::default();
     let l = LogConfig::default();
+    let o = OutboxConfig::default();
     let mut out = String::new();
     let _ = write!(
         out,
@@ -78,6 +81,21 @@ grace = {grace}
 # Readings stamped further ahead of the gateway's clock are refused.
 max_future = {max_future}
 
+[outbox]
+# Every upstream message is written here ({{state_dir}}/outbox) before it is
+# sent, and removed when the broker acknowledges it: a lost uplink or a power
+# cut costs no message. A damaged file is reported and skipped at start.
+# Disk the outbox may use ("256MiB", "1GB", or bytes).
+max_bytes = {max_bytes}
+# When full: "drop_oldest" keeps the newest data, "reject_new" the oldest.
+# Either way every dropped message is counted and logged.
+policy = {policy}
+# Drop messages older than this ("0s": keep until max_bytes forces a choice).
+max_age = {max_age}
+# Backlog messages sent per second once the broker is back; new messages
+# are sent at once.
+drain_rate = {drain_rate}
+
 [log]
 # trace, debug, info, warn or error.
 level = {level}
@@ -100,6 +118,13 @@ format = {format}
         window = q(&dur(a.window)),
         grace = q(&dur(a.grace)),
         max_future = q(&dur(a.max_future)),
+        max_bytes = q(&byte_size::render(o.max_bytes)),
+        policy = q(match o.policy {
+            FullPolicy::DropOldest => "drop_oldest",
+            FullPolicy::RejectNew => "reject_new",
+        }),
+        max_age = q(&dur(o.max_age)),
+        drain_rate = o.drain_rate,
         level = q(l.level.as_str()),
         format = q(match l.format {
             super::LogFormat::Text => "text",

@@ -159,3 +159,54 @@ mod tests {
         }
     }
 }
+
+/// Byte sizes: an integer, or a string with a unit (`"256MiB"`, `"64 KB"`).
+pub mod byte_size {
+    use super::*;
+
+    /// Parses `"256MiB"`, `"1.5 GB"`, `"4096"`.
+    pub fn parse(text: &str) -> Option<u64> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num.parse().ok()?;
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "kb" | "k" => 1e3,
+            "mb" | "m" => 1e6,
+            "gb" | "g" => 1e9,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            _ => return None,
+        };
+        let v = n * mult;
+        (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let raw = toml::Value::deserialize(d)?;
+        let parsed = match &raw {
+            toml::Value::Integer(i) => u64::try_from(*i).ok(),
+            toml::Value::String(s) => parse(s),
+            _ => None,
+        };
+        parsed.ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected a size like \"256MiB\", \"64KB\" or a number of bytes, got {raw}"
+            ))
+        })
+    }
+
+    /// Renders the way the template writes sizes.
+    pub fn render(bytes: u64) -> String {
+        const MIB: u64 = 1024 * 1024;
+        if bytes.is_multiple_of(MIB) {
+            format!("{}MiB", bytes / MIB)
+        } else {
+            bytes.to_string()
+        }
+    }
+}

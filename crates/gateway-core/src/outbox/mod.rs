@@ -1,0 +1,18 @@
+//! The durable outbox between the pipeline and the upstream broker.
+//!
+//! Why our own log rather than an embedded database: the outbox must
+//! deliver every intact message after a power cut *even when the file's tail
+//! is damaged*, and must never refuse to start. A length- and CRC-framed
+//! append-only log gives exactly that (skip the bad bytes, resume at the
+//! next good record), writes only sequentially (kind to SD cards), costs one
+//! fsync per batch, and frees space by deleting whole files. B-tree stores
+//! recover from torn commits but report a scribbled page as corruption and
+//! refuse to open, which would lose everything intact behind it.
+
+pub mod record;
+mod store;
+
+pub use store::{Appended, Damage, FullPolicy, Outbox, OutboxError, OutboxSettings, Recovery};
+
+#[cfg(test)]
+mod tests;

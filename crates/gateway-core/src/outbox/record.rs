@@ -1,0 +1,189 @@
+//! The outbox's on-disk record: a pure codec.
+//!
+//! ```text
+//! record  = len:u32le crc:u32le body          (crc = CRC-32 of body)
+//! body    = kind:u8 seq:u64le rest
+//! MESSAGE rest = created_ms:i64le retain:u8 topic_len:u16le topic payload
+//! ACK / DROP rest = (empty)
+//! ```
+//!
+//! The length and checksum frame every record, so a torn or scribbled tail
+//! is recognised and skipped, and the reader can find the next intact
+//! record after damage.
+
+use crate::component::OutboundMessage;
+
+/// 4 bytes length + 4 bytes CRC.
+pub const HEADER: usize = 8;
+/// Larger records are refused on write and read as damage.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+const KIND_MESSAGE: u8 = 1;
+const KIND_ACK: u8 = 2;
+const KIND_DROP: u8 = 3;
+
+/// One decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Message {
+        seq: u64,
+        created_ms: i64,
+        msg: OutboundMessage,
+    },
+    /// The broker acknowledged `seq`.
+    Ack { seq: u64 },
+    /// `seq` was dropped (expired, or evicted by policy).
+    Drop { seq: u64 },
+}
+
+/// What reading at an offset found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A record and its total length in bytes.
+    Record(Record, usize),
+    /// The buffer ends inside a record: a torn write at the tail.
+    Incomplete,
+    /// Bytes that are not a record.
+    Damaged,
+}
+
+fn push_header(out: &mut [u8], body_start: usize) {
+    let body_len = out.len() - body_start;
+    let crc = crc32fast::hash(&out[body_start..]);
+    let len = u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes();
+    out[body_start - HEADER..body_start - HEADER + 4].copy_from_slice(&len);
+    out[body_start - HEADER + 4..body_start].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends the encoding of `record` to `out`; `None` if it is too large.
+pub fn encode(record: &Record, out: &mut Vec<u8>) -> Option<()> {
+    out.extend_from_slice(&[0; HEADER]);
+    let start = out.len();
+    match record {
+        Record::Message {
+            seq,
+            created_ms,
+            msg,
+        } => {
+            let topic_len = u16::try_from(msg.topic.len()).ok()?;
+            out.push(KIND_MESSAGE);
+            out.extend_from_slice(&seq.to_le_bytes());
+            out.extend_from_slice(&created_ms.to_le_bytes());
+            out.push(u8::from(msg.retain));
+            out.extend_from_slice(&topic_len.to_le_bytes());
+            out.extend_from_slice(msg.topic.as_bytes());
+            out.extend_from_slice(&msg.payload);
+        }
+        Record::Ack { seq } => {
+            out.push(KIND_ACK);
+            out.extend_from_slice(&seq.to_le_bytes());
+        }
+        Record::Drop { seq } => {
+            out.push(KIND_DROP);
+            out.extend_from_slice(&seq.to_le_bytes());
+        }
+    }
+    if out.len() - start > MAX_BODY {
+        out.truncate(start - HEADER);
+        return None;
+    }
+    push_header(out, start);
+    Some(())
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Reads the record at the start of `buf`.
+pub fn decode(buf: &[u8]) -> Decoded {
+    let Some(header) = buf.get(..HEADER) else {
+        return Decoded::Incomplete;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if !(9..=MAX_BODY).contains(&len) {
+        return Decoded::Damaged;
+    }
+    let Some(body) = buf.get(HEADER..HEADER + len) else {
+        return Decoded::Incomplete;
+    };
+    if crc32fast::hash(body) != crc {
+        return Decoded::Damaged;
+    }
+    match parse_body(body) {
+        Some(r) => Decoded::Record(r, HEADER + len),
+        None => Decoded::Damaged,
+    }
+}
+
+fn parse_body(body: &[u8]) -> Option<Record> {
+    let seq = u64_at(body, 1)?;
+    match body[0] {
+        KIND_ACK if body.len() == 9 => Some(Record::Ack { seq }),
+        KIND_DROP if body.len() == 9 => Some(Record::Drop { seq }),
+        KIND_MESSAGE => {
+            let created_ms = i64::from_le_bytes(body.get(9..17)?.try_into().ok()?);
+            let retain = *body.get(17)? == 1;
+            let topic_len = u16::from_le_bytes(body.get(18..20)?.try_into().ok()?) as usize;
+            let topic = std::str::from_utf8(body.get(20..20 + topic_len)?).ok()?;
+            Some(Record::Message {
+                seq,
+                created_ms,
+                msg: OutboundMessage {
+                    topic: topic.to_string(),
+                    payload: body.get(20 + topic_len..)?.to_vec(),
+                    retain,
+                },
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64) -> Record {
+        Record::Message {
+            seq,
+            created_ms: 1_795_255_200_000,
+            msg: OutboundMessage {
+                topic: "building/hq/d/aggregated".into(),
+                payload: br#"{"id":"x"}"#.to_vec(),
+                retain: seq.is_multiple_of(2),
+            },
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for r in [
+            message(1),
+            message(2),
+            Record::Ack { seq: 7 },
+            Record::Drop { seq: 9 },
+        ] {
+            let mut buf = Vec::new();
+            encode(&r, &mut buf).unwrap();
+            assert_eq!(decode(&buf), Decoded::Record(r, buf.len()));
+        }
+    }
+
+    #[test]
+    fn torn_and_scribbled_records_are_told_apart() {
+        let mut buf = Vec::new();
+        encode(&message(1), &mut buf).unwrap();
+        for cut in 0..buf.len() {
+            assert_eq!(decode(&buf[..cut]), Decoded::Incomplete, "cut at {cut}");
+        }
+        for i in HEADER..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x40;
+            assert_eq!(decode(&bad), Decoded::Damaged, "flip at {i}");
+        }
+        assert_eq!(decode(&[0xff; 64]), Decoded::Damaged);
+        assert_eq!(decode(&[0; 64]), Decoded::Damaged);
+    }
+}

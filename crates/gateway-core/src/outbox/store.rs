@@ -1,0 +1,640 @@
+//! The outbox: every upstream message on disk until the broker acknowledges it.
+//!
+//! An append-only log cut into segment files (`seg-<id>.log`). Messages,
+//! acknowledgements and drops are records (see [`super::record`]); a message
+//! is live until an ACK or DROP record for its sequence number follows it.
+//! Appends are batched and fsynced once per batch, so a message handed to
+//! MQTT is already durable. Segments are deleted from the oldest end once
+//! every message in them is acknowledged, which keeps an ACK record from
+//! ever outliving the message it refers to.
+//!
+//! Recovery reads every segment in order and rebuilds the index of live
+//! messages. A torn or scribbled record is reported, skipped, and reading
+//! resumes at the next intact record; new writes always go to a fresh
+//! segment, never after damage. Nothing on disk can stop the gateway from
+//! starting.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::record::{self, Decoded, Record};
+use crate::component::OutboundMessage;
+
+/// What to do when a new message does not fit in `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// Delete the oldest segment (its messages are counted as dropped).
+    #[default]
+    DropOldest,
+    /// Refuse the new message (counted as dropped).
+    RejectNew,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    pub max_bytes: u64,
+    pub policy: FullPolicy,
+    pub max_age: Option<Duration>,
+}
+
+impl OutboxSettings {
+    /// Small enough that dropping one segment loses little, large enough
+    /// that files stay few.
+    fn segment_bytes(&self) -> u64 {
+        (self.max_bytes / 8).clamp(4 * 1024, 4 * 1024 * 1024)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another process holds the outbox lock in {0}")]
+    Locked(PathBuf),
+}
+
+impl OutboxError {
+    /// The disk (or its quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.raw_os_error() == Some(28) || source.kind() == std::io::ErrorKind::StorageFull)
+    }
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OutboxError + 'a {
+    move |source| OutboxError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A run of bytes recovery could not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub bytes: u64,
+}
+
+/// What `open` found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub messages: usize,
+    pub damage: Vec<Damage>,
+}
+
+/// What one `append` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence numbers given to the accepted messages, in order.
+    pub seqs: Vec<u64>,
+    /// Older messages deleted to make room (`drop_oldest`).
+    pub evicted: u64,
+    /// New messages refused (`reject_new`, or larger than the whole outbox).
+    pub rejected: u64,
+}
+
+struct Segment {
+    id: u64,
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+    live: u64,
+}
+
+enum Loc {
+    Disk { segment: u64, offset: u64, len: u32 },
+    Memory(OutboundMessage),
+}
+
+struct Entry {
+    loc: Loc,
+    created_ms: i64,
+    bytes: u64,
+}
+
+pub struct Outbox {
+    dir: Option<PathBuf>,
+    settings: OutboxSettings,
+    _lock: Option<File>,
+    segments: VecDeque<Segment>,
+    index: BTreeMap<u64, Entry>,
+    next_seq: u64,
+    /// Bytes on disk (all segments), or of live messages in memory.
+    bytes: u64,
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("seg-{id:020}.log"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing directory", dir))
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `dir` and recovers what it holds.
+    ///
+    /// # Errors
+    /// Only when the directory cannot be used at all (permissions, another
+    /// gateway holding its lock); damaged contents are reported, not errors.
+    pub fn open(dir: &Path, settings: OutboxSettings) -> Result<(Self, Recovery), OutboxError> {
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("opening", &lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(OutboxError::Locked(dir.to_path_buf()));
+        }
+        let mut ids: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(io("listing", dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("seg-")?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut outbox = Self {
+            dir: Some(dir.to_path_buf()),
+            settings,
+            _lock: Some(lock),
+            segments: VecDeque::new(),
+            index: BTreeMap::new(),
+            next_seq: 1,
+            bytes: 0,
+        };
+        let mut recovery = Recovery::default();
+        for id in &ids {
+            outbox.recover_segment(*id, &mut recovery)?;
+        }
+        recovery.messages = outbox.index.len();
+        let next_id = ids.last().map_or(1, |l| l + 1);
+        outbox.start_segment(next_id)?;
+        outbox.collect_garbage()?;
+        Ok((outbox, recovery))
+    }
+
+    /// An outbox that keeps messages in memory only: the fallback when the
+    /// state directory cannot be written, so the gateway degrades instead of
+    /// refusing to run.
+    pub fn in_memory(settings: OutboxSettings) -> Self {
+        Self {
+            dir: None,
+            settings,
+            _lock: None,
+            segments: VecDeque::new(),
+            index: BTreeMap::new(),
+            next_seq: 1,
+            bytes: 0,
+        }
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    fn recover_segment(&mut self, id: u64, recovery: &mut Recovery) -> Result<(), OutboxError> {
+        let path = segment_path(self.dir.as_deref().unwrap_or(Path::new(".")), id);
+        let buf = std::fs::read(&path).map_err(io("reading", &path))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        self.bytes += buf.len() as u64;
+        self.segments.push_back(Segment {
+            id,
+            path: path.clone(),
+            file,
+            bytes: buf.len() as u64,
+            live: 0,
+        });
+        let mut at = 0usize;
+        while at < buf.len() {
+            match record::decode(&buf[at..]) {
+                Decoded::Record(r, n) => {
+                    self.apply(r, id, at as u64, n);
+                    at += n;
+                }
+                Decoded::Incomplete => {
+                    recovery.damage.push(Damage {
+                        segment: path.clone(),
+                        offset: at as u64,
+                        bytes: (buf.len() - at) as u64,
+                    });
+                    break;
+                }
+                Decoded::Damaged => {
+                    // Resynchronise on the next record whose frame and
+                    // checksum hold; a random match is a 1-in-4-billion event.
+                    let next = (at + 1..buf.len())
+                        .find(|&o| matches!(record::decode(&buf[o..]), Decoded::Record(..)))
+                        .unwrap_or(buf.len());
+                    recovery.damage.push(Damage {
+                        segment: path.clone(),
+                        offset: at as u64,
+                        bytes: (next - at) as u64,
+                    });
+                    at = next;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, r: Record, segment: u64, offset: u64, len: usize) {
+        match r {
+            Record::Message {
+                seq, created_ms, ..
+            } => {
+                self.next_seq = self.next_seq.max(seq + 1);
+                if let Some(s) = self.segments.iter_mut().rev().find(|s| s.id == segment) {
+                    s.live += 1;
+                }
+                self.index.insert(
+                    seq,
+                    Entry {
+                        loc: Loc::Disk {
+                            segment,
+                            offset,
+                            len: u32::try_from(len).unwrap_or(u32::MAX),
+                        },
+                        created_ms,
+                        bytes: len as u64,
+                    },
+                );
+            }
+            Record::Ack { seq } | Record::Drop { seq } => {
+                self.next_seq = self.next_seq.max(seq + 1);
+                self.forget(seq);
+            }
+        }
+    }
+
+    /// Removes `seq` from the index; true if it was live.
+    fn forget(&mut self, seq: u64) -> bool {
+        let Some(entry) = self.index.remove(&seq) else {
+            return false;
+        };
+        match entry.loc {
+            Loc::Disk { segment, .. } => {
+                if let Some(s) = self.segments.iter_mut().find(|s| s.id == segment) {
+                    s.live = s.live.saturating_sub(1);
+                }
+            }
+            Loc::Memory(_) => self.bytes = self.bytes.saturating_sub(entry.bytes),
+        }
+        true
+    }
+
+    fn start_segment(&mut self, id: u64) -> Result<(), OutboxError> {
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let path = segment_path(&dir, id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io("creating", &path))?;
+        sync_dir(&dir)?;
+        self.segments.push_back(Segment {
+            id,
+            path,
+            file,
+            bytes: 0,
+            live: 0,
+        });
+        Ok(())
+    }
+
+    /// Deletes fully acknowledged segments from the oldest end.
+    fn collect_garbage(&mut self) -> Result<(), OutboxError> {
+        let mut deleted = false;
+        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.live == 0) {
+            if let Some(s) = self.segments.pop_front() {
+                self.bytes = self.bytes.saturating_sub(s.bytes);
+                std::fs::remove_file(&s.path).map_err(io("deleting", &s.path))?;
+                deleted = true;
+            }
+        }
+        if deleted {
+            if let Some(dir) = &self.dir {
+                sync_dir(dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest segment (rotating first if it is the active one);
+    /// returns how many live messages went with it.
+    fn evict_oldest(&mut self) -> Result<u64, OutboxError> {
+        if self.dir.is_none() {
+            let Some((&seq, _)) = self.index.iter().next() else {
+                return Ok(0);
+            };
+            self.forget(seq);
+            return Ok(1);
+        }
+        if self.segments.len() == 1 {
+            let next = self.segments.back().map_or(1, |s| s.id + 1);
+            self.start_segment(next)?;
+        }
+        let Some(oldest) = self.segments.pop_front() else {
+            return Ok(0);
+        };
+        let doomed: Vec<u64> = self
+            .index
+            .iter()
+            .filter(|(_, e)| matches!(e.loc, Loc::Disk { segment, .. } if segment == oldest.id))
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in &doomed {
+            self.index.remove(seq);
+        }
+        self.bytes = self.bytes.saturating_sub(oldest.bytes);
+        std::fs::remove_file(&oldest.path).map_err(io("deleting", &oldest.path))?;
+        Ok(doomed.len() as u64)
+    }
+
+    fn write_active(&mut self, buf: &[u8], sync: bool) -> Result<(), OutboxError> {
+        let Some(seg) = self.segments.back_mut() else {
+            return Ok(());
+        };
+        if let Err(source) = seg.file.write_all_at(buf, seg.bytes) {
+            // Never leave a torn record where the next write would follow it.
+            let _ = seg.file.set_len(seg.bytes);
+            return Err(OutboxError::Io {
+                action: "writing",
+                path: seg.path.clone(),
+                source,
+            });
+        }
+        if sync {
+            if let Err(source) = seg.file.sync_data() {
+                let _ = seg.file.set_len(seg.bytes);
+                return Err(OutboxError::Io {
+                    action: "syncing",
+                    path: seg.path.clone(),
+                    source,
+                });
+            }
+        }
+        seg.bytes += buf.len() as u64;
+        self.bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Stores `msgs` durably (one fsync for the batch) and numbers them.
+    ///
+    /// # Errors
+    /// A write or fsync that failed (disk full, I/O error); none of the
+    /// batch is then stored, and the caller decides what to do with it.
+    pub fn append(
+        &mut self,
+        msgs: Vec<OutboundMessage>,
+        now_ms: i64,
+    ) -> Result<Appended, OutboxError> {
+        let mut out = Appended::default();
+        let segment_bytes = self.settings.segment_bytes();
+        let mut buf = Vec::new();
+        let mut pending: Vec<(u64, u64, usize)> = Vec::new();
+        for msg in msgs {
+            let seq = self.next_seq;
+            let rec = Record::Message {
+                seq,
+                created_ms: now_ms,
+                msg,
+            };
+            let mut one = Vec::new();
+            if record::encode(&rec, &mut one).is_none()
+                || one.len() as u64 > self.settings.max_bytes
+            {
+                out.rejected += 1;
+                continue;
+            }
+            let Record::Message { msg, .. } = rec else {
+                continue;
+            };
+            let size = one.len() as u64;
+            while self.bytes + buf.len() as u64 + size > self.settings.max_bytes {
+                if self.settings.policy == FullPolicy::RejectNew {
+                    break;
+                }
+                // Earlier messages of this batch must be on disk before an
+                // eviction can rotate the segment under them.
+                self.flush_pending(&mut buf, &mut pending, &mut out, now_ms)?;
+                let before = self.bytes;
+                out.evicted += self.evict_oldest()?;
+                if self.bytes == before {
+                    break;
+                }
+            }
+            if self.bytes + buf.len() as u64 + size > self.settings.max_bytes {
+                out.rejected += 1;
+                continue;
+            }
+            self.next_seq += 1;
+            if self.dir.is_none() {
+                self.bytes += size;
+                self.index.insert(
+                    seq,
+                    Entry {
+                        loc: Loc::Memory(msg),
+                        created_ms: now_ms,
+                        bytes: size,
+                    },
+                );
+                out.seqs.push(seq);
+                continue;
+            }
+            let active = self.segments.back().map_or(0, |s| s.bytes);
+            if active + buf.len() as u64 > 0 && active + buf.len() as u64 + size > segment_bytes {
+                self.flush_pending(&mut buf, &mut pending, &mut out, now_ms)?;
+                let next = self.segments.back().map_or(1, |s| s.id + 1);
+                self.start_segment(next)?;
+            }
+            let offset = self.segments.back().map_or(0, |s| s.bytes) + buf.len() as u64;
+            buf.extend_from_slice(&one);
+            pending.push((seq, offset, one.len()));
+        }
+        self.flush_pending(&mut buf, &mut pending, &mut out, now_ms)?;
+        Ok(out)
+    }
+
+    fn flush_pending(
+        &mut self,
+        buf: &mut Vec<u8>,
+        pending: &mut Vec<(u64, u64, usize)>,
+        out: &mut Appended,
+        created_ms: i64,
+    ) -> Result<(), OutboxError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.write_active(buf, true) {
+            // The batch is not stored: give its numbers back.
+            if let Some((first, ..)) = pending.first() {
+                self.next_seq = *first;
+            }
+            buf.clear();
+            pending.clear();
+            return Err(e);
+        }
+        let segment = self.segments.back().map_or(0, |s| s.id);
+        for (seq, offset, len) in pending.drain(..) {
+            self.index.insert(
+                seq,
+                Entry {
+                    loc: Loc::Disk {
+                        segment,
+                        offset,
+                        len: u32::try_from(len).unwrap_or(u32::MAX),
+                    },
+                    created_ms,
+                    bytes: len as u64,
+                },
+            );
+            if let Some(s) = self.segments.back_mut() {
+                s.live += 1;
+            }
+            out.seqs.push(seq);
+        }
+        buf.clear();
+        Ok(())
+    }
+
+    fn mark(&mut self, rec: Record) -> Result<bool, OutboxError> {
+        let (Record::Ack { seq } | Record::Drop { seq }) = rec else {
+            return Ok(false);
+        };
+        if !self.index.contains_key(&seq) {
+            return Ok(false);
+        }
+        if self.dir.is_some() {
+            let mut buf = Vec::new();
+            let _ = record::encode(&rec, &mut buf);
+            // Not fsynced: an acknowledgement lost in a crash only means the
+            // message is sent again, and consumers deduplicate on its id.
+            self.write_active(&buf, false)?;
+        }
+        self.forget(seq);
+        self.collect_garbage()?;
+        Ok(true)
+    }
+
+    /// The broker acknowledged `seq`: it will not be sent again.
+    ///
+    /// # Errors
+    /// The ACK record could not be written (it is then kept in memory only).
+    pub fn ack(&mut self, seq: u64) -> Result<bool, OutboxError> {
+        self.mark(Record::Ack { seq })
+    }
+
+    /// Drops every message older than `max_age`; returns how many.
+    ///
+    /// # Errors
+    /// A DROP record could not be written.
+    pub fn expire(&mut self, now_ms: i64) -> Result<u64, OutboxError> {
+        let Some(max_age) = self.settings.max_age else {
+            return Ok(0);
+        };
+        let cutoff = now_ms.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
+        let old: Vec<u64> = self
+            .index
+            .iter()
+            .take_while(|(_, e)| e.created_ms < cutoff)
+            .map(|(s, _)| *s)
+            .collect();
+        let mut n = 0;
+        for seq in old {
+            if self.mark(Record::Drop { seq })? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Live sequence numbers after `after`, oldest first, at most `limit`.
+    pub fn seqs_after(&self, after: u64, limit: usize) -> Vec<u64> {
+        self.index
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// The message stored under `seq`, if it is still live and readable.
+    ///
+    /// # Errors
+    /// The segment could not be read.
+    pub fn read(&self, seq: u64) -> Result<Option<OutboundMessage>, OutboxError> {
+        let Some(entry) = self.index.get(&seq) else {
+            return Ok(None);
+        };
+        let (segment, offset, len) = match &entry.loc {
+            Loc::Memory(m) => return Ok(Some(m.clone())),
+            Loc::Disk {
+                segment,
+                offset,
+                len,
+            } => (*segment, *offset, *len),
+        };
+        let Some(seg) = self.segments.iter().find(|s| s.id == segment) else {
+            return Ok(None);
+        };
+        let mut buf = vec![0; len as usize];
+        seg.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(io("reading", &seg.path))?;
+        Ok(match record::decode(&buf) {
+            Decoded::Record(Record::Message { msg, .. }, _) => Some(msg),
+            _ => None,
+        })
+    }
+
+    /// Live messages.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Bytes held: segment files on disk, or live messages in memory.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The newest sequence number given out so far.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+
+    /// When the oldest live message was stored.
+    pub fn oldest_created_ms(&self) -> Option<i64> {
+        self.index.values().next().map(|e| e.created_ms)
+    }
+}

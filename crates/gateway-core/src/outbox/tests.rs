@@ -1,0 +1,215 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::component::OutboundMessage;
+
+fn msg(i: u64) -> OutboundMessage {
+    OutboundMessage {
+        topic: format!("building/hq/dev{}/aggregated", i % 7),
+        payload: format!(r#"{{"id":"{i}","pad":"{}"}}"#, "x".repeat(100)).into_bytes(),
+        retain: false,
+    }
+}
+
+fn settings(max_bytes: u64, policy: FullPolicy) -> OutboxSettings {
+    OutboxSettings {
+        max_bytes,
+        policy,
+        max_age: None,
+    }
+}
+
+fn open(dir: &Path, s: OutboxSettings) -> (Outbox, Recovery) {
+    Outbox::open(dir, s).unwrap()
+}
+
+fn ids(o: &Outbox) -> Vec<u64> {
+    o.seqs_after(0, usize::MAX)
+        .into_iter()
+        .map(|s| {
+            let m = o.read(s).unwrap().unwrap();
+            let j: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            j["id"].as_str().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn unacknowledged_messages_survive_a_reopen_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut o, r) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    assert_eq!((r.messages, r.damage.len()), (0, 0));
+    let a = o.append((0..10).map(msg).collect(), 1000).unwrap();
+    assert_eq!(a.seqs, (1..=10).collect::<Vec<_>>());
+    for seq in [1, 2, 5] {
+        assert!(o.ack(seq).unwrap());
+    }
+    assert!(!o.ack(5).unwrap(), "a second ack is a no-op");
+    drop(o);
+    let (o, r) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    assert_eq!(r.messages, 7);
+    assert!(r.damage.is_empty());
+    assert_eq!(ids(&o), [2, 3, 5, 6, 7, 8, 9]);
+    assert_eq!(o.last_seq(), 10, "numbering continues after a reopen");
+}
+
+#[test]
+fn a_torn_tail_is_reported_and_the_rest_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut o, _) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    o.append((0..20).map(msg).collect(), 0).unwrap();
+    drop(o);
+    let seg = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 30).unwrap(); // power cut in the middle of the last record
+    drop(f);
+    let (mut o, r) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    assert_eq!(r.messages, 19);
+    assert_eq!(r.damage.len(), 1);
+    assert_eq!(ids(&o), (0..19).collect::<Vec<_>>());
+    // New writes go to a fresh segment, never after the damage.
+    let a = o.append(vec![msg(99)], 0).unwrap();
+    drop(o);
+    let (o, r) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    assert_eq!(r.messages, 20);
+    assert!(o.read(a.seqs[0]).unwrap().is_some());
+}
+
+#[test]
+fn scribbled_bytes_are_skipped_and_later_records_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut o, _) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    o.append((0..30).map(msg).collect(), 0).unwrap();
+    drop(o);
+    let seg = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let third = bytes.len() / 3;
+    for b in &mut bytes[third..third + 200] {
+        *b = 0xA5;
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+    let (o, r) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    assert_eq!(r.damage.len(), 1, "{:?}", r.damage);
+    let got = ids(&o);
+    assert!(
+        got.len() >= 27 && got.len() < 30,
+        "lost only the scribbled records: {got:?}"
+    );
+    assert_eq!(got.last(), Some(&29), "records after the damage are kept");
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn drop_oldest_keeps_the_newest_and_counts_every_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut o, _) = open(dir.path(), settings(64 * 1024, FullPolicy::DropOldest));
+    let mut evicted = 0;
+    for batch in 0..20 {
+        let a = o
+            .append((batch * 50..batch * 50 + 50).map(msg).collect(), 0)
+            .unwrap();
+        assert_eq!(a.rejected, 0);
+        evicted += a.evicted;
+    }
+    let kept = ids(&o);
+    assert_eq!(
+        kept.len() as u64 + evicted,
+        1000,
+        "every message is kept or counted"
+    );
+    assert_eq!(
+        kept,
+        (1000 - kept.len() as u64..1000).collect::<Vec<_>>(),
+        "the newest survive"
+    );
+    assert!(o.bytes() <= 64 * 1024);
+    let on_disk: u64 = segments(dir.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(on_disk <= 64 * 1024, "{on_disk} bytes on disk");
+}
+
+#[test]
+fn reject_new_keeps_the_oldest_and_counts_every_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut o, _) = open(dir.path(), settings(64 * 1024, FullPolicy::RejectNew));
+    let mut rejected = 0;
+    for batch in 0..20 {
+        let a = o
+            .append((batch * 50..batch * 50 + 50).map(msg).collect(), 0)
+            .unwrap();
+        assert_eq!(a.evicted, 0);
+        rejected += a.rejected;
+    }
+    let kept = ids(&o);
+    assert_eq!(kept.len() as u64 + rejected, 1000);
+    assert_eq!(
+        kept,
+        (0..kept.len() as u64).collect::<Vec<_>>(),
+        "the oldest survive"
+    );
+}
+
+#[test]
+fn acknowledged_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut o, _) = open(dir.path(), settings(64 * 1024, FullPolicy::DropOldest));
+    let a = o.append((0..200).map(msg).collect(), 0).unwrap();
+    assert!(segments(dir.path()).len() > 2);
+    for s in a.seqs {
+        o.ack(s).unwrap();
+    }
+    assert!(o.is_empty());
+    assert_eq!(
+        segments(dir.path()).len(),
+        1,
+        "only the active segment is left"
+    );
+}
+
+#[test]
+fn old_messages_expire_when_max_age_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(1 << 20, FullPolicy::DropOldest);
+    s.max_age = Some(Duration::from_secs(60));
+    let (mut o, _) = open(dir.path(), s.clone());
+    o.append((0..3).map(msg).collect(), 0).unwrap();
+    o.append((3..5).map(msg).collect(), 50_000).unwrap();
+    assert_eq!(o.expire(70_000).unwrap(), 3);
+    assert_eq!(ids(&o), [3, 4]);
+    drop(o);
+    let (o, _) = open(dir.path(), s);
+    assert_eq!(ids(&o), [3, 4], "expiry is durable");
+}
+
+#[test]
+fn a_second_gateway_cannot_open_the_same_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_o, _) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    assert!(matches!(
+        Outbox::open(dir.path(), settings(1 << 20, FullPolicy::DropOldest)),
+        Err(OutboxError::Locked(_))
+    ));
+}
+
+#[test]
+fn memory_mode_applies_the_same_policy() {
+    let mut o = Outbox::in_memory(settings(16 * 1024, FullPolicy::DropOldest));
+    let a = o.append((0..500).map(msg).collect(), 0).unwrap();
+    assert_eq!(ids(&o).len() as u64 + a.evicted, 500);
+    assert_eq!(*ids(&o).last().unwrap(), 499);
+    assert!(!o.is_durable());
+}
