@@ -12,9 +12,12 @@ pub fn log_line(t: &Telemetry) {
         late = t.counter_total("edge_gateway_aggregator_late_readings_total"),
         windows = t.counter_total("edge_gateway_aggregator_windows_emitted_total"),
         upstream_sent = t.counter_total("edge_gateway_upstream_sent_messages_total"),
-        upstream_dropped = t.counter_total("edge_gateway_upstream_dropped_messages_total"),
+        outbox_dropped = t.counter_total("edge_gateway_outbox_dropped_messages_total"),
+        outbox_messages = t.gauge("edge_gateway_outbox_messages", &[]).get(),
+        outbox_bytes = t.gauge("edge_gateway_outbox_bytes", &[]).get(),
+        outbox_oldest_age_s = t.gauge("edge_gateway_outbox_oldest_age_seconds", &[]).get(),
+        outbox_storage_errors = t.counter_total("edge_gateway_outbox_storage_errors_total"),
         upstream_reconnects = t.counter_total("edge_gateway_upstream_reconnects_total"),
-        upstream_queued = t.gauge("edge_gateway_upstream_queued_messages", &[]).get(),
         upstream_connected = t.gauge("edge_gateway_upstream_connected", &[]).get() > 0.5,
         "Status."
     );

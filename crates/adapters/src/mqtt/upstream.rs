@@ -443,6 +443,13 @@ fn store(
     let now_ms = gateway_core::Timestamp::now().as_millis();
     match outbox.append(pending.clone(), now_ms) {
         Ok(a) => {
+            debug!(
+                stored = a.seqs.len(),
+                last_seq = outbox.last_seq(),
+                evicted = a.evicted,
+                rejected = a.rejected,
+                "Stored in the outbox."
+            );
             m.evicted.add(a.evicted);
             m.rejected.add(a.rejected);
             if a.evicted + a.rejected > 0 {

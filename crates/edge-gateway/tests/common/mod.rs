@@ -40,7 +40,7 @@ impl GatewayProcess {
             .arg("run")
             .arg("-c")
             .arg(&config_path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,adapters::mqtt::upstream=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -92,6 +92,41 @@ impl GatewayProcess {
                 ),
             }
         }
+    }
+
+    /// Waits until `needle` has appeared in `n` log lines.
+    pub async fn wait_for_log_count(&mut self, needle: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.seen.iter().filter(|l| l.contains(needle)).count() < n {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => self.seen.push(line),
+                _ => panic!(
+                    "fewer than {n} log lines with {needle:?}; log so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Reads the rest of the log (after the process exited).
+    pub async fn drain_log(&mut self) {
+        while let Ok(Some(line)) = tokio::time::timeout(WAIT, self.lines.recv()).await {
+            self.seen.push(line);
+        }
+    }
+
+    /// The last `key=value` number logged under `key`.
+    pub fn last_logged(&self, key: &str) -> Option<f64> {
+        let pat = format!("{key}=");
+        self.seen.iter().rev().find_map(|l| {
+            let plain = strip_ansi(l);
+            let at = plain.find(&pat)?;
+            let rest = &plain[at + pat.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        })
     }
 
     pub fn signal(&self, sig: &str) {
@@ -173,4 +208,22 @@ pub fn stats(values: &[f64]) -> (usize, f64, f64, f64, f64) {
 
 pub fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Logs are plain when piped, but be robust to colour codes anyway.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
