@@ -72,13 +72,16 @@
 //! - `window.rs`: [`WindowSpec`], [`Aggregator`]. A `BTreeMap` from window
 //!   start to the ids of the series open in it makes the due windows a prefix
 //!   and closing proportional to what is emitted, not to what is open.
+//! - `snapshot.rs`: the open state as plain data for checkpoints.
 //! - `hash.rs`: a per-process seeded folded-multiply hasher for the intern
 //!   map, about a quarter faster per ingest than SipHash on short ids.
 
 mod hash;
 mod series;
+mod snapshot;
 mod stats;
 mod window;
 
+pub use snapshot::{OpenSeries, Snapshot, StatsState};
 pub use stats::Stats;
 pub use window::{Aggregator, DeviceWindow, Rejected, SpecError, WindowSpec};

@@ -93,6 +93,33 @@ impl OpenWindows {
         true
     }
 
+    /// Every open window of this series: (start, accumulator).
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &Stats)> {
+        let head = (self.head_start != NO_WINDOW).then_some((self.head_start, &self.head));
+        head.into_iter()
+            .chain(self.rest.iter().map(|(s, st)| (*s, st)))
+    }
+
+    /// Puts a restored accumulator in place (replacing one already open for
+    /// that window); true if the window was newly opened.
+    pub fn insert(&mut self, start: i64, stats: Stats) -> bool {
+        if self.head_start == start {
+            self.head = stats;
+            return false;
+        }
+        if let Some((_, s)) = self.rest.iter_mut().find(|(s, _)| *s == start) {
+            *s = stats;
+            return false;
+        }
+        if self.head_start == NO_WINDOW {
+            self.head_start = start;
+            self.head = stats;
+        } else {
+            self.rest.push((start, stats));
+        }
+        true
+    }
+
     /// Removes and returns the accumulator of the window starting at `start`.
     pub fn take(&mut self, start: i64) -> Option<Stats> {
         if self.head_start == start {
@@ -163,6 +190,10 @@ impl SeriesTable {
     }
 
     #[inline]
+    pub fn open(&self, id: u32) -> Option<&OpenWindows> {
+        self.open.get(id as usize)
+    }
+
     pub fn open_mut(&mut self, id: u32) -> &mut OpenWindows {
         &mut self.open[id as usize]
     }

@@ -109,6 +109,35 @@ pub struct Stats {
     scale_exp: i32,
 }
 
+impl Stats {
+    /// The exact internal state, for checkpoints.
+    pub fn state(&self) -> crate::StatsState {
+        crate::StatsState {
+            count: self.count,
+            shift: self.shift,
+            mean: self.mean,
+            m2: self.m2,
+            min: self.min,
+            max: self.max,
+            scale_exp: self.scale_exp,
+        }
+    }
+
+    /// Rebuilds an accumulator from [`state`](Self::state).
+    pub fn from_state(s: crate::StatsState) -> Self {
+        Self {
+            count: s.count,
+            shift: s.shift,
+            mean: s.mean,
+            m2: s.m2,
+            min: s.min,
+            max: s.max,
+            inv_scale: pow2(-s.scale_exp),
+            scale_exp: s.scale_exp,
+        }
+    }
+}
+
 impl Default for Stats {
     fn default() -> Self {
         Self::new()

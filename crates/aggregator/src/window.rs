@@ -221,6 +221,57 @@ impl Aggregator {
         self.series.len()
     }
 
+    pub(crate) fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    pub(crate) fn raise_watermark(&mut self, to: i64) {
+        self.watermark = self.watermark.max(to);
+    }
+
+    pub(crate) fn open_accumulators(&self) -> Vec<crate::OpenSeries> {
+        let mut out = Vec::with_capacity(self.open);
+        for (&start, ids) in &self.windows {
+            for &id in ids {
+                let Some(key) = self.series.key(id) else {
+                    continue;
+                };
+                let Some(stats) = self
+                    .series
+                    .open(id)
+                    .and_then(|w| w.iter().find(|(s, _)| *s == start).map(|(_, st)| *st))
+                else {
+                    continue;
+                };
+                out.push(crate::OpenSeries {
+                    device: key.device.clone(),
+                    metric: key.metric.clone(),
+                    window_start_ms: start,
+                    stats: stats.state(),
+                });
+            }
+        }
+        out
+    }
+
+    pub(crate) fn insert_accumulator(
+        &mut self,
+        device: &DeviceId,
+        metric: &MetricName,
+        start: i64,
+        stats: Stats,
+    ) {
+        let id = self.series.intern(device, metric);
+        if self.series.open_mut(id).insert(start, stats) {
+            let spare = &mut self.spare;
+            self.windows
+                .entry(start)
+                .or_insert_with(|| spare.pop().unwrap_or_default())
+                .push(id);
+            self.open += 1;
+        }
+    }
+
     fn emit(&mut self, start: i64, mut members: Vec<u32>, out: &mut Vec<DeviceWindow>) {
         let (start_ms, end_ms) = self.spec.bounds(start);
         let (start_ts, end_ts) = (to_timestamp(start_ms), to_timestamp(end_ms));

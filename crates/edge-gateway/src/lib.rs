@@ -2,11 +2,13 @@
 //!
 //! - [`settings`]: the whole `gateway.toml` and the `configfile` template;
 //! - [`pipeline`]: the task that owns the aggregator;
+//! - [`checkpoint`]: its open windows on disk across restarts;
 //! - [`messages`]: upstream topics and JSON payloads (the public contract);
 //! - [`runtime`]: starting and stopping adapters, pipeline and forwarder;
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
 //! - `demo`: an embedded broker and a simulated building.
 
+pub mod checkpoint;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod logging;

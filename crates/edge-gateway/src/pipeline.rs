@@ -14,6 +14,7 @@ use gateway_core::{Clock, Ingress, OutboundMessage, Telemetry};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::checkpoint::Checkpoint;
 use crate::messages::Renderer;
 
 /// The counters the pipeline keeps.
@@ -30,14 +31,18 @@ pub struct Pipeline {
     pub renderer: Renderer,
     pub clock: Arc<dyn Clock>,
     pub telemetry: Telemetry,
+    /// Where and how often open windows are saved; `None` forwards them
+    /// early (partial) at shutdown instead.
+    pub checkpoint: Option<(Checkpoint, Duration)>,
 }
 
 /// Longest sleep between deadline checks.
 const MAX_NAP: Duration = Duration::from_secs(1);
 
 impl Pipeline {
-    /// Runs until `ingress` closes, then closes every open window early
-    /// (marked partial) so nothing accepted is left behind, and returns.
+    /// Runs until `ingress` closes, then forwards the windows that are due
+    /// and saves the open ones to the checkpoint (or, without one, forwards
+    /// them early, marked partial) so nothing accepted is left behind.
     pub async fn run(
         mut self,
         mut ingress: mpsc::Receiver<Ingress>,
@@ -52,6 +57,15 @@ impl Pipeline {
             status: t.counter("edge_gateway_device_status_changes_total", &[]),
         };
         let throttle = LogThrottle::default();
+        let checkpoint_failures = t.counter("edge_gateway_checkpoint_failures_total", &[]);
+        let every = self
+            .checkpoint
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |(_, d)| *d);
+        let mut checkpoint_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dirty = false;
         loop {
             let nap = self
                 .aggregator
@@ -74,6 +88,7 @@ impl Pipeline {
                 }
                 msg = ingress.recv() => match msg {
                     Some(Ingress::Readings(readings)) => {
+                        dirty = true;
                         let now = self.clock.now();
                         for r in &readings {
                             match self.aggregator.ingest(r, now) {
@@ -99,9 +114,40 @@ impl Pipeline {
                     }
                     None => break,
                 },
+                _ = checkpoint_tick.tick(), if self.checkpoint.is_some() => {
+                    if dirty {
+                        dirty = false;
+                        if let Err(e) = self.save_checkpoint() {
+                            checkpoint_failures.inc();
+                            if let Some(suppressed) = throttle.allow("checkpoint") {
+                                warn!(error = %e, suppressed, "Cannot save the open windows; will retry.");
+                            }
+                            dirty = true;
+                        }
+                    }
+                }
             }
         }
         let now = self.clock.now();
+        let due = self.aggregator.close_due(now);
+        if !self.emit(due, None, &out, &c).await {
+            return;
+        }
+        if self.checkpoint.is_some() {
+            match self.save_checkpoint() {
+                Ok(()) => {
+                    info!(
+                        open = self.aggregator.open_series(),
+                        "Open windows saved for the next start."
+                    );
+                    return;
+                }
+                Err(e) => {
+                    checkpoint_failures.inc();
+                    warn!(error = %e, "Cannot save the open windows; forwarding them early instead.");
+                }
+            }
+        }
         let rest = self.aggregator.close_all();
         if !rest.is_empty() {
             info!(
@@ -110,6 +156,13 @@ impl Pipeline {
             );
         }
         self.emit(rest, Some(now), &out, &c).await;
+    }
+
+    fn save_checkpoint(&self) -> Result<(), crate::checkpoint::CheckpointError> {
+        match &self.checkpoint {
+            Some((c, _)) => c.save(&self.aggregator.snapshot()),
+            None => Ok(()),
+        }
     }
 
     /// Sends closed windows upstream. With `cut_at`, windows that had not yet

@@ -64,6 +64,11 @@ fn the_template_parses_to_the_defaults() {
         "room",
         "floor",
         "tags",
+        "max_bytes",
+        "policy",
+        "max_age",
+        "drain_rate",
+        "checkpoint_interval",
     ] {
         assert!(
             SHIPPED.lines().any(|l| l

@@ -252,11 +252,8 @@ async fn last_will_says_offline_when_the_gateway_is_killed() {
 }
 
 #[tokio::test]
-async fn sigterm_forwards_open_windows_and_publishes_offline() {
+async fn device_status_is_forwarded_and_sigterm_publishes_offline() {
     let (local, upstream, mut sub, mut gw) = setup("gw-term", "5m", "30s").await;
-    publish(local.port(), "sensors/data/node-9/co2", "812", 1, false).await;
-    publish(local.port(), "sensors/data/node-9/co2", "818", 1, false).await;
-    // Wait until the gateway took both readings in, via its own log.
     publish(
         local.port(),
         &format!("sensors/status/{LIVING}"),
@@ -277,14 +274,6 @@ async fn sigterm_forwards_open_windows_and_publishes_offline() {
 
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
-    let partial = sub
-        .wait_for(WAIT, |m| m.topic == "building/hq/node-9/aggregated")
-        .await
-        .expect("open window forwarded at shutdown");
-    let j = partial.json();
-    assert_eq!(j["metrics"]["co2"]["count"], 2);
-    assert_eq!(j["metrics"]["co2"]["avg"], 815.0);
-    assert_eq!(j["partial"], true);
     let topic = "building/hq/gateway/gw-term/status";
     sub.wait_for(WAIT, |m| m.topic == topic && m.payload == "offline")
         .await
@@ -292,6 +281,71 @@ async fn sigterm_forwards_open_windows_and_publishes_offline() {
     let mut late = Subscriber::start(upstream.port(), topic).await;
     let m = late.next(WAIT).await.expect("retained status");
     assert_eq!((m.payload.as_str(), m.retained), ("offline", true));
+}
+
+#[tokio::test]
+async fn a_window_open_at_sigterm_is_finished_after_the_restart() {
+    let (local, upstream, mut sub, mut gw) = setup("gw-ckpt", "2s", "0s").await;
+    // Event-timed readings in a window that cannot close before the restart.
+    let w = (now_ms() + 4000) / 2000 * 2000 + 2000;
+    let reading = |i: i64, v: f64| format!(r#"{{"v":{v},"ts":{}}}"#, w + i * 100);
+    publish(
+        local.port(),
+        "sensors/ckpt-dev",
+        &reading(1, 10.0),
+        1,
+        false,
+    )
+    .await;
+    publish(
+        local.port(),
+        "sensors/ckpt-dev",
+        &reading(2, 20.0),
+        1,
+        false,
+    )
+    .await;
+    // In order behind the readings: once this is forwarded, they were taken in.
+    publish(local.port(), "sensors/status/ckpt-dev", "online", 1, false).await;
+    sub.wait_for(WAIT, |m| m.topic == "building/hq/ckpt-dev/status")
+        .await
+        .expect("status");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+    gw.wait_for_log("Open windows saved for the next start")
+        .await;
+
+    let cfg = config("gw-ckpt", local.port(), upstream.port(), "2s", "0s");
+    let mut gw = GatewayProcess::start_in(gw.dir, &cfg);
+    gw.wait_for_log("Restored the open windows of the last run")
+        .await;
+    gw.wait_for_log("Subscribed").await;
+    publish(
+        local.port(),
+        "sensors/ckpt-dev",
+        &reading(3, 60.0),
+        1,
+        false,
+    )
+    .await;
+    let agg = sub
+        .wait_for(WAIT, |m| m.topic == "building/hq/ckpt-dev/aggregated")
+        .await
+        .expect("the window closes after the restart")
+        .json();
+    let v = &agg["metrics"]["v"];
+    assert_eq!(v["count"], 3, "nothing lost, nothing counted twice: {agg}");
+    assert_eq!(v["avg"], 30.0);
+    assert!(agg.get("partial").is_none());
+    assert!(
+        sub.wait_for(std::time::Duration::from_millis(2500), |m| m.topic
+            == "building/hq/ckpt-dev/aggregated")
+            .await
+            .is_none(),
+        "one message for the window"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
 }
 
 #[tokio::test]

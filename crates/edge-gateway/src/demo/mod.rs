@@ -172,6 +172,8 @@ max_backoff = "1s"
 [aggregation]
 window = {window}
 grace = "{GRACE}"
+# The demo keeps nothing across runs: show the open windows at Ctrl-C.
+checkpoint_interval = "0s"
 
 [[adapter]]
 type = "mqtt"

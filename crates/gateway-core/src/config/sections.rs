@@ -173,6 +173,11 @@ pub struct AggregationConfig {
     /// refused (a device with a wrong clock must not open windows years ahead).
     #[serde(with = "duration")]
     pub max_future: Duration,
+    /// How often open windows are saved to `{state_dir}/windows.ckpt` (and
+    /// always at SIGTERM), so a restart continues them. `0s` disables it:
+    /// open windows are then forwarded early, marked partial, at shutdown.
+    #[serde(with = "duration")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for AggregationConfig {
@@ -181,6 +186,7 @@ impl Default for AggregationConfig {
             window: Duration::from_secs(300),
             grace: Duration::from_secs(30),
             max_future: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_secs(5),
         }
     }
 }

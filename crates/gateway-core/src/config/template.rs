@@ -80,6 +80,12 @@ window = {window}
 grace = {grace}
 # Readings stamped further ahead of the gateway's clock are refused.
 max_future = {max_future}
+# Open windows are saved this often to {{state_dir}}/windows.ckpt, and at
+# SIGTERM, so a restart continues them without losing or re-counting a
+# reading. A crash (kill -9, power cut) costs at most this interval of the
+# readings that a protocol cannot resend. "0s" disables it: open windows
+# are then forwarded early at shutdown, marked "partial": true.
+checkpoint_interval = {checkpoint_interval}
 
 [outbox]
 # Every upstream message is written here ({{state_dir}}/outbox) before it is
@@ -118,6 +124,7 @@ format = {format}
         window = q(&dur(a.window)),
         grace = q(&dur(a.grace)),
         max_future = q(&dur(a.max_future)),
+        checkpoint_interval = q(&dur(a.checkpoint_interval)),
         max_bytes = q(&byte_size::render(o.max_bytes)),
         policy = q(match o.policy {
             FullPolicy::DropOldest => "drop_oldest",

@@ -1,0 +1,272 @@
+//! The open windows on disk: `{state_dir}/windows.ckpt`.
+//!
+//! Written every `aggregation.checkpoint_interval` and at SIGTERM, to a
+//! temporary file that is fsynced and then renamed over the old one (and the
+//! directory fsynced), so a power cut leaves either the old checkpoint or
+//! the new one, never half of each. A checksum guards against the rest.
+//!
+//! ```text
+//! file  = magic "EGWCK001" body_len:u64le crc32(body):u32le body
+//! body  = watermark:i64 n:u32 n × series
+//! series = dev_len:u16 dev metric_len:u16 metric start:i64 count:u64
+//!          shift:f64 mean:f64 m2:f64 min:f64 max:f64 scale_exp:i32
+//! ```
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use aggregator::{OpenSeries, Snapshot, StatsState};
+use gateway_core::{DeviceId, MetricName};
+
+const MAGIC: &[u8; 8] = b"EGWCK001";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is damaged ({why})")]
+    Damaged { path: PathBuf, why: &'static str },
+}
+
+pub struct Checkpoint {
+    path: PathBuf,
+}
+
+impl Checkpoint {
+    pub fn in_dir(state_dir: &Path) -> Self {
+        Self {
+            path: state_dir.join("windows.ckpt"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last checkpoint, `None` if there is none.
+    ///
+    /// # Errors
+    /// Unreadable or damaged (the caller starts empty and says so).
+    pub fn load(&self) -> Result<Option<Snapshot>, CheckpointError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(CheckpointError::Io {
+                    action: "reading",
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        decode(&bytes)
+            .map(Some)
+            .map_err(|why| CheckpointError::Damaged {
+                path: self.path.clone(),
+                why,
+            })
+    }
+
+    /// Replaces the checkpoint atomically.
+    ///
+    /// # Errors
+    /// A write, fsync or rename that failed; the previous checkpoint stays.
+    pub fn save(&self, snapshot: &Snapshot) -> Result<(), CheckpointError> {
+        let tmp = self.path.with_extension("ckpt.tmp");
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CheckpointError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let bytes = encode(snapshot);
+        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+        f.write_all(&bytes).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("syncing", &tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path).map_err(io("renaming", &tmp))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("syncing", dir))?;
+        }
+        Ok(())
+    }
+
+    /// Moves a damaged checkpoint aside so it is kept for inspection but not
+    /// read again.
+    pub fn quarantine(&self) {
+        let _ = std::fs::rename(&self.path, self.path.with_extension("ckpt.damaged"));
+    }
+}
+
+fn encode(s: &Snapshot) -> Vec<u8> {
+    let mut body = Vec::with_capacity(12 + s.open.len() * 96);
+    body.extend_from_slice(&s.watermark_ms.to_le_bytes());
+    body.extend_from_slice(
+        &u32::try_from(s.open.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    for o in &s.open {
+        for text in [o.device.as_str(), o.metric.as_str()] {
+            // Ids are at most 128 bytes (DeviceId, MetricName).
+            body.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            body.extend_from_slice(text.as_bytes());
+        }
+        body.extend_from_slice(&o.window_start_ms.to_le_bytes());
+        let st = &o.stats;
+        body.extend_from_slice(&st.count.to_le_bytes());
+        for f in [st.shift, st.mean, st.m2, st.min, st.max] {
+            body.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        body.extend_from_slice(&st.scale_exp.to_le_bytes());
+    }
+    let mut out = Vec::with_capacity(20 + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn f64(&mut self) -> Option<f64> {
+        self.u64().map(f64::from_bits)
+    }
+    fn text(&mut self) -> Option<&'a str> {
+        let n = usize::from(self.u16()?);
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Snapshot, &'static str> {
+    let mut r = Reader(bytes);
+    if r.take(8) != Some(MAGIC.as_slice()) {
+        return Err("not a checkpoint");
+    }
+    let len = r.u64().ok_or("truncated header")?;
+    let crc = r.u32().ok_or("truncated header")?;
+    let body = r
+        .take(usize::try_from(len).map_err(|_| "bad length")?)
+        .ok_or("truncated")?;
+    if crc32fast::hash(body) != crc {
+        return Err("checksum mismatch");
+    }
+    let mut r = Reader(body);
+    let bad = "malformed series";
+    let watermark_ms = r.i64().ok_or(bad)?;
+    let n = r.u32().ok_or(bad)?;
+    let mut open = Vec::with_capacity(n.min(1 << 20) as usize);
+    for _ in 0..n {
+        let device = DeviceId::new(r.text().ok_or(bad)?).map_err(|_| bad)?;
+        let metric = MetricName::new(r.text().ok_or(bad)?).map_err(|_| bad)?;
+        let window_start_ms = r.i64().ok_or(bad)?;
+        let count = r.u64().ok_or(bad)?;
+        let mut f = [0.0; 5];
+        for v in &mut f {
+            *v = r.f64().ok_or(bad)?;
+        }
+        let scale_exp = r.i32().ok_or(bad)?;
+        open.push(OpenSeries {
+            device,
+            metric,
+            window_start_ms,
+            stats: StatsState {
+                count,
+                shift: f[0],
+                mean: f[1],
+                m2: f[2],
+                min: f[3],
+                max: f[4],
+                scale_exp,
+            },
+        });
+    }
+    Ok(Snapshot { watermark_ms, open })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            watermark_ms: 1_795_255_200_000,
+            open: (0..3)
+                .map(|i| OpenSeries {
+                    device: DeviceId::new(format!("a2:b2:c2:d2:e2:f{i}")).unwrap(),
+                    metric: MetricName::new("temperature").unwrap(),
+                    window_start_ms: 1_795_255_200_000 + i * 1000,
+                    stats: StatsState {
+                        count: 3,
+                        shift: 1.5,
+                        mean: -0.25,
+                        m2: 1e-30,
+                        min: f64::MIN_POSITIVE,
+                        max: 1e300,
+                        scale_exp: -1022 + i as i32,
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn checkpoints_round_trip_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoint::in_dir(dir.path());
+        assert_eq!(c.load().unwrap(), None);
+        c.save(&snapshot()).unwrap();
+        assert_eq!(c.load().unwrap(), Some(snapshot()));
+        c.save(&Snapshot::default()).unwrap();
+        assert_eq!(
+            c.load().unwrap(),
+            Some(Snapshot::default()),
+            "a save replaces"
+        );
+    }
+
+    #[test]
+    fn any_damage_is_detected_never_misread() {
+        let good = encode(&snapshot());
+        for cut in 0..good.len() {
+            assert!(decode(&good[..cut]).is_err(), "truncated at {cut}");
+        }
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x10;
+            assert!(decode(&bad).is_err(), "bit flipped at {i}");
+        }
+    }
+}
