@@ -9,6 +9,7 @@ missing=()
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
+command -v coap-client-notls >/dev/null 2>&1 || missing+=(libcoap3-bin)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing test peers: ${missing[*]}"
   sudo=""

@@ -14,6 +14,9 @@ pub mod payload;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 
+#[cfg(feature = "coap")]
+pub mod coap;
+
 use gateway_core::config::{AdapterSpec, Problems};
 use gateway_core::Adapter;
 
@@ -22,6 +25,10 @@ use gateway_core::Adapter;
 pub enum AdapterConfig {
     #[cfg(feature = "mqtt")]
     Mqtt(mqtt::MqttAdapterConfig),
+    #[cfg(feature = "coap")]
+    Coap(coap::CoapServerConfig),
+    #[cfg(feature = "coap")]
+    CoapObserve(coap::CoapObserveConfig),
 }
 
 /// What adapters need to know about the gateway they run in.
@@ -34,6 +41,10 @@ impl AdapterSpec for AdapterConfig {
     const KINDS: &'static [&'static str] = &[
         #[cfg(feature = "mqtt")]
         "mqtt",
+        #[cfg(feature = "coap")]
+        "coap",
+        #[cfg(feature = "coap")]
+        "coap_observe",
     ];
 
     fn from_table(
@@ -45,6 +56,12 @@ impl AdapterSpec for AdapterConfig {
         match kind {
             #[cfg(feature = "mqtt")]
             "mqtt" => mqtt::MqttAdapterConfig::from_table(table, path, problems).map(Self::Mqtt),
+            #[cfg(feature = "coap")]
+            "coap" => coap::CoapServerConfig::from_table(table, path, problems).map(Self::Coap),
+            #[cfg(feature = "coap")]
+            "coap_observe" => {
+                coap::CoapObserveConfig::from_table(table, path, problems).map(Self::CoapObserve)
+            }
             _ => {
                 let _ = (table, path, problems);
                 None
@@ -56,6 +73,10 @@ impl AdapterSpec for AdapterConfig {
         match self {
             #[cfg(feature = "mqtt")]
             Self::Mqtt(c) => &c.name,
+            #[cfg(feature = "coap")]
+            Self::Coap(c) => &c.name,
+            #[cfg(feature = "coap")]
+            Self::CoapObserve(c) => &c.name,
         }
     }
 }
@@ -66,14 +87,23 @@ impl AdapterConfig {
         match self {
             #[cfg(feature = "mqtt")]
             Self::Mqtt(_) => "mqtt",
+            #[cfg(feature = "coap")]
+            Self::Coap(_) => "coap",
+            #[cfg(feature = "coap")]
+            Self::CoapObserve(_) => "coap_observe",
         }
     }
 
     /// A runnable adapter for this config.
+    #[cfg_attr(not(feature = "mqtt"), allow(unused_variables))] // only MQTT needs the context
     pub fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
         match self {
             #[cfg(feature = "mqtt")]
             Self::Mqtt(c) => Box::new(mqtt::MqttSource::new(c.clone(), &ctx.gateway_id)),
+            #[cfg(feature = "coap")]
+            Self::Coap(c) => Box::new(coap::CoapSource::new(c.clone())),
+            #[cfg(feature = "coap")]
+            Self::CoapObserve(c) => Box::new(coap::CoapObserver::new(c.clone())),
         }
     }
 }
@@ -83,5 +113,7 @@ pub fn template() -> String {
     let mut out = String::new();
     #[cfg(feature = "mqtt")]
     out.push_str(&mqtt::config::template());
+    #[cfg(feature = "coap")]
+    out.push_str(&coap::config::template());
     out
 }

@@ -6,10 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod clients;
+mod coap;
 mod mosquitto;
 mod tls;
 
 pub use clients::{publish, publish_lines, Message, Subscriber};
+pub use coap::{coap_client, coap_client_run, free_udp_port, CoapOutput, CoapServer};
 pub use mosquitto::{Mosquitto, Options};
 pub use tls::Pki;
 

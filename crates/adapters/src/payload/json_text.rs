@@ -22,7 +22,7 @@ use super::DecodeError;
 /// The string that stands in for a non-finite token after salvage. It starts
 /// with NUL, which no sensor puts in a real string value; a payload that does
 /// only gets that field reported as not finite.
-const NON_FINITE_MARKER: &str = "\u{0}non-finite";
+pub(super) const NON_FINITE_MARKER: &str = "\u{0}non-finite";
 /// [`NON_FINITE_MARKER`] as JSON text.
 const NON_FINITE_JSON: &str = "\"\\u0000non-finite\"";
 

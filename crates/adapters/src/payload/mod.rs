@@ -1,7 +1,7 @@
 //! Payload decoders: the bytes of one message in, [`Reading`]s out.
 //!
-//! Shared by every adapter whose messages carry sensor values as text (MQTT
-//! now, CoAP later). The decoders are pure: no I/O, no clock (the arrival time
+//! Shared by every adapter whose messages carry sensor values (MQTT and
+//! CoAP). The decoders are pure: no I/O, no clock (the arrival time
 //! comes in through [`Context::now`]), and total: they never panic, whatever
 //! the bytes.
 //!
@@ -15,7 +15,8 @@
 //!
 //! Formats, one module each: [`PayloadFormat::Number`] (`number.rs`),
 //! [`PayloadFormat::Json`] (`json.rs`), [`PayloadFormat::Csv`] (`csv.rs`),
-//! [`PayloadFormat::Senml`] (`senml.rs`, RFC 8428) and
+//! [`PayloadFormat::Senml`] (`senml.rs`, RFC 8428),
+//! [`PayloadFormat::SenmlCbor`] (`senml_cbor.rs`, the same records in CBOR) and
 //! [`PayloadFormat::Zigbee2mqtt`] (`zigbee2mqtt.rs`). `json_text.rs` holds
 //! the JSON parsing they share, including the salvage of `NaN`, `Infinity`
 //! and out-of-range numbers that Python senders emit.
@@ -29,6 +30,7 @@ mod json;
 mod json_text;
 mod number;
 mod senml;
+mod senml_cbor;
 mod zigbee2mqtt;
 
 use std::fmt;
@@ -57,6 +59,8 @@ pub enum PayloadFormat {
     },
     /// A SenML pack in JSON (RFC 8428).
     Senml,
+    /// A SenML pack in CBOR (RFC 8428 §6, integer labels).
+    SenmlCbor,
     /// A Zigbee2MQTT device state message.
     Zigbee2mqtt,
 }
@@ -127,6 +131,9 @@ pub enum DecodeError {
     /// Valid, but not a single value field (`{}`, `[]`, only a time key).
     #[error("payload holds no value fields")]
     NoValues,
+    /// Not CBOR, or CBOR nested deeper than the decoder allows.
+    #[error("invalid CBOR: {reason}")]
+    InvalidCbor { reason: String },
     /// A SenML field whose name ends in `_`: RFC 8428 §4.4 requires refusing
     /// a pack with a must-understand extension the receiver does not know.
     #[error("SenML field {field:?} must be understood, and is not supported")]
@@ -142,6 +149,7 @@ impl DecodeError {
             Self::NotANumber { .. } => "not_a_number",
             Self::NotFinite { .. } => "not_finite",
             Self::InvalidJson { .. } => "invalid_json",
+            Self::InvalidCbor { .. } => "invalid_cbor",
             Self::WrongShape { .. } => "wrong_shape",
             Self::CsvColumnCount { .. } => "csv_column_count",
             Self::CsvMultipleLines { .. } => "csv_multiple_lines",
@@ -252,6 +260,7 @@ pub fn decode(
         PayloadFormat::Json => json::decode(payload, ctx),
         PayloadFormat::Csv { columns } => csv::decode(payload, columns, ctx),
         PayloadFormat::Senml => senml::decode(payload, ctx),
+        PayloadFormat::SenmlCbor => senml_cbor::decode(payload, ctx),
         PayloadFormat::Zigbee2mqtt => zigbee2mqtt::decode(payload, ctx),
     }
 }

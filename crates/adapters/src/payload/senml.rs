@@ -70,6 +70,12 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
             })
         }
     };
+    decode_records(&records, ctx)
+}
+
+/// Resolves the records of a pack, whatever its encoding: SenML CBOR is
+/// turned into the same JSON shape first (`senml_cbor.rs`).
+pub(super) fn decode_records(records: &[Value], ctx: &Context) -> Result<Decoded, DecodeError> {
     let mut base = Base {
         name: Ok(String::new()),
         unit: None,

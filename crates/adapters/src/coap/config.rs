@@ -1,0 +1,350 @@
+//! `[[adapter]] type = "coap"`: a CoAP server (RFC 7252) that sensors POST
+//! or PUT readings to, and `type = "coap_observe"`: a client that observes
+//! (RFC 7641) resources on devices.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gateway_core::config::values::duration;
+use gateway_core::config::{load, Problems};
+use gateway_core::{DeviceId, MetricName};
+use serde::Deserialize;
+
+use super::handler::Limits;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    name: String,
+    #[serde(default = "default_bind")]
+    bind: SocketAddr,
+    #[serde(default = "default_max_payload")]
+    max_payload_bytes: usize,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+    #[serde(default = "default_rate_limit")]
+    rate_limit: u32,
+    #[serde(default = "default_rate_burst")]
+    rate_burst: u32,
+    #[serde(default = "default_max_peers")]
+    max_peers: usize,
+    #[serde(default = "default_dedup_capacity")]
+    dedup_capacity: usize,
+    #[serde(default = "default_max_devices")]
+    max_devices: usize,
+}
+
+pub(crate) fn default_bind() -> SocketAddr {
+    SocketAddr::from(([0u16; 8], 5683))
+}
+/// RFC 7252 §4.6: the payload bound when the path MTU is unknown.
+pub(crate) const DEFAULT_MAX_PAYLOAD: usize = 1024;
+fn default_max_payload() -> usize {
+    DEFAULT_MAX_PAYLOAD
+}
+pub(crate) const DEFAULT_MAX_BODY: usize = 64 * 1024;
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY
+}
+pub(crate) const DEFAULT_RATE_LIMIT: u32 = 100;
+fn default_rate_limit() -> u32 {
+    DEFAULT_RATE_LIMIT
+}
+pub(crate) const DEFAULT_RATE_BURST: u32 = 200;
+fn default_rate_burst() -> u32 {
+    DEFAULT_RATE_BURST
+}
+pub(crate) const DEFAULT_MAX_PEERS: usize = 4096;
+fn default_max_peers() -> usize {
+    DEFAULT_MAX_PEERS
+}
+pub(crate) const DEFAULT_DEDUP: usize = 16_384;
+fn default_dedup_capacity() -> usize {
+    DEFAULT_DEDUP
+}
+pub(crate) const DEFAULT_MAX_DEVICES: usize = 1024;
+fn default_max_devices() -> usize {
+    DEFAULT_MAX_DEVICES
+}
+
+/// A checked CoAP server config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoapServerConfig {
+    pub name: String,
+    /// UDP address to listen on.
+    pub bind: SocketAddr,
+    /// Requests per second allowed per peer address (0: no limit).
+    pub rate_limit: u32,
+    /// Requests a peer may send at once before the rate applies.
+    pub rate_burst: u32,
+    /// Peers tracked by the rate limiter.
+    pub max_peers: usize,
+    pub limits: Limits,
+}
+
+impl CoapServerConfig {
+    pub(crate) fn from_table(
+        table: toml::Value,
+        path: &str,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        let raw: RawServer = load::section(table, path, problems)?;
+        let before = problems.len();
+        let mut range = |key: &str, v: usize, lo: usize, hi: usize| {
+            if v < lo || v > hi {
+                problems.push(
+                    format!("{path}.{key}"),
+                    format!("expected {lo} to {hi}, got {v}"),
+                );
+            }
+        };
+        range("max_payload_bytes", raw.max_payload_bytes, 16, 60_000);
+        range("max_body_bytes", raw.max_body_bytes, 16, 16 * 1024 * 1024);
+        range("max_peers", raw.max_peers, 1, 1_000_000);
+        range("dedup_capacity", raw.dedup_capacity, 1, 1_000_000);
+        range("max_devices", raw.max_devices, 1, 1_000_000);
+        if raw.rate_limit > 0 && raw.rate_burst == 0 {
+            problems.push(
+                format!("{path}.rate_burst"),
+                "expected at least 1 with a rate_limit",
+            );
+        }
+        if problems.len() > before {
+            return None;
+        }
+        Some(Self {
+            name: raw.name,
+            bind: raw.bind,
+            rate_limit: raw.rate_limit,
+            rate_burst: raw.rate_burst,
+            max_peers: raw.max_peers,
+            limits: Limits {
+                max_payload_bytes: raw.max_payload_bytes,
+                max_body_bytes: raw.max_body_bytes.max(raw.max_payload_bytes),
+                dedup_capacity: raw.dedup_capacity,
+                max_devices: raw.max_devices,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawObserve {
+    name: String,
+    resources: Vec<RawResource>,
+    #[serde(default = "default_silence", with = "duration")]
+    silence: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    addr: String,
+    path: String,
+    device: DeviceId,
+    #[serde(default)]
+    metric: Option<MetricName>,
+}
+
+pub(crate) fn default_silence() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// One observed resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedResource {
+    /// `host:port` of the device (a name is resolved at each registration).
+    pub addr: String,
+    /// Uri-Path segments.
+    pub path: Vec<String>,
+    pub device: DeviceId,
+    /// Metric of a bare number (`value` when unset).
+    pub metric: Option<MetricName>,
+}
+
+/// A checked CoAP observe client config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoapObserveConfig {
+    pub name: String,
+    pub resources: Vec<ObservedResource>,
+    /// Re-register when a resource has sent nothing for this long.
+    pub silence: Duration,
+}
+
+impl CoapObserveConfig {
+    pub(crate) fn from_table(
+        table: toml::Value,
+        path: &str,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        let raw: RawObserve = load::section(table, path, problems)?;
+        let before = problems.len();
+        if raw.resources.is_empty() {
+            problems.push(
+                format!("{path}.resources"),
+                "expected at least one resource",
+            );
+        }
+        if raw.silence < Duration::from_secs(1) {
+            problems.push(format!("{path}.silence"), "expected at least 1s");
+        }
+        let mut resources = Vec::new();
+        for (i, r) in raw.resources.into_iter().enumerate() {
+            if !r.addr.contains(':') {
+                problems.push(
+                    format!("{path}.resources[{i}].addr"),
+                    format!("expected host:port, got {:?}", r.addr),
+                );
+            }
+            let segments: Vec<String> = r
+                .path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            if segments.is_empty() {
+                problems.push(
+                    format!("{path}.resources[{i}].path"),
+                    "expected a resource path",
+                );
+            }
+            resources.push(ObservedResource {
+                addr: r.addr,
+                path: segments,
+                device: r.device,
+                metric: r.metric,
+            });
+        }
+        if problems.len() > before {
+            return None;
+        }
+        Some(Self {
+            name: raw.name,
+            resources,
+            silence: raw.silence,
+        })
+    }
+}
+
+/// The CoAP parts of the `configfile` template.
+pub fn template() -> String {
+    format!(
+        r##"
+# type = "coap": a CoAP server (RFC 7252, UDP) for constrained sensors.
+# POST or PUT to /s/{{device}} (all metrics in the payload) or
+# /s/{{device}}/{{metric}} (one value). Content-Format: 0 text/plain number,
+# 50 JSON object, 110 SenML JSON, 112 SenML CBOR; none means "by its shape".
+# GET /s/{{device}} returns the latest values, GET /.well-known/core the
+# resources. Larger SenML batches use Block1 (RFC 7959). Uncomment to use;
+# it listens on every interface by default.
+# [[adapter]]
+# type = "coap"
+# name = "coap-sensors"
+# bind = "{bind}"
+# Largest payload of one request or block; larger ones get 4.13.
+# max_payload_bytes = {max_payload}
+# Largest body reassembled from Block1 transfers.
+# max_body_bytes = {max_body}
+# Requests per second per peer address (0: unlimited), and the burst allowed.
+# rate_limit = {rate}
+# rate_burst = {burst}
+# Peers tracked by the rate limiter.
+# max_peers = {peers}
+# Remembered (peer, message id) pairs, to answer retransmissions (247 s).
+# dedup_capacity = {dedup}
+# Devices whose latest values GET /s/{{device}} can return.
+# max_devices = {devices}
+
+# type = "coap_observe": observe (RFC 7641) resources on CoAP devices; each
+# notification becomes a reading. Registrations are renewed after `silence`.
+# [[adapter]]
+# type = "coap_observe"
+# name = "observed"
+# resources = [{{ addr = "192.0.2.10:5683", path = "/temperature", device = "node-7", metric = "temperature" }}]
+# silence = "{silence}"
+"##,
+        bind = default_bind(),
+        max_payload = DEFAULT_MAX_PAYLOAD,
+        max_body = DEFAULT_MAX_BODY,
+        rate = DEFAULT_RATE_LIMIT,
+        burst = DEFAULT_RATE_BURST,
+        peers = DEFAULT_MAX_PEERS,
+        dedup = DEFAULT_DEDUP,
+        devices = DEFAULT_MAX_DEVICES,
+        silence = duration::render(default_silence()),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The commented template sections, uncommented, parse to the defaults.
+    #[test]
+    fn template_sections_parse() {
+        // Key lines parse on their own; prose does not. The loader takes
+        // `[[adapter]]` and `type` off before `from_table`.
+        let text = template();
+        let keys: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| toml::from_str::<toml::Table>(l).is_ok_and(|t| !t.is_empty()))
+            .collect();
+        let split = keys
+            .iter()
+            .position(|l| l.contains("coap_observe"))
+            .unwrap();
+        let section = |lines: &[&str]| {
+            lines
+                .iter()
+                .filter(|l| !l.starts_with("type = ") && !l.starts_with('['))
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let (server, observe) = (section(&keys[..split]), section(&keys[split..]));
+        let server = server.as_str();
+        let observe = observe.as_str();
+        let mut p = Problems::default();
+        let s = CoapServerConfig::from_table(toml::from_str(server).unwrap(), "adapter[0]", &mut p);
+        assert!(p.is_empty(), "{p}");
+        let s = s.unwrap();
+        assert_eq!(s.bind, default_bind());
+        assert_eq!(s.limits.max_payload_bytes, DEFAULT_MAX_PAYLOAD);
+        let o =
+            CoapObserveConfig::from_table(toml::from_str(observe).unwrap(), "adapter[1]", &mut p);
+        assert!(p.is_empty(), "{p}");
+        let o = o.unwrap();
+        assert_eq!(o.resources[0].path, ["temperature"]);
+        assert_eq!(o.silence, default_silence());
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        for (text, want) in [
+            (
+                "name = \"c\"\nmax_payload_bytes = 4",
+                "adapter[0].max_payload_bytes",
+            ),
+            ("name = \"c\"\nbind = \"nowhere\"", "adapter[0].bind"),
+            ("name = \"c\"\nport = 5683", "adapter[0]"),
+        ] {
+            let mut p = Problems::default();
+            CoapServerConfig::from_table(toml::from_str(text).unwrap(), "adapter[0]", &mut p);
+            assert!(
+                p.iter().any(|x| x.to_string().starts_with(want)),
+                "{text}: {p}"
+            );
+        }
+        let mut p = Problems::default();
+        let text =
+            "name = \"o\"\nresources = [{ addr = \"nohost\", path = \"/\", device = \"d\" }]";
+        assert!(
+            CoapObserveConfig::from_table(toml::from_str(text).unwrap(), "adapter[1]", &mut p)
+                .is_none()
+        );
+        assert_eq!(p.len(), 2, "{p}");
+    }
+}

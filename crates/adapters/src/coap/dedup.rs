@@ -1,0 +1,106 @@
+//! The duplicate cache of RFC 7252 §4.5: a retransmitted request (same peer,
+//! same Message ID) is answered with the same reply and not processed again.
+//!
+//! Bounded: entries leave after their lifetime, and the oldest leave first
+//! when the cache is full, so a flood of distinct message ids costs at most
+//! `capacity` entries.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// EXCHANGE_LIFETIME (§4.8.2): how long a CON's Message ID stays in use. 247 s.
+pub const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
+/// NON_LIFETIME (§4.8.2): the same for a NON. 145 s.
+pub const NON_LIFETIME: Duration = Duration::from_secs(145);
+
+type Key = (SocketAddr, u16);
+
+/// Replies by (peer, Message ID), bounded in time and size.
+pub struct Dedup {
+    capacity: usize,
+    /// The reply sent (none for an unanswered NON) and when the entry expires.
+    entries: HashMap<Key, (Option<Vec<u8>>, Instant)>,
+    /// Keys in insertion order, for eviction.
+    order: VecDeque<Key>,
+}
+
+impl Dedup {
+    /// An empty cache holding at most `capacity` exchanges.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The cached reply of a duplicate: `Some(reply)` if `(peer, mid)` was
+    /// seen within its lifetime.
+    pub fn get(&self, peer: SocketAddr, mid: u16, now: Instant) -> Option<Option<Vec<u8>>> {
+        match self.entries.get(&(peer, mid)) {
+            Some((reply, expires)) if *expires > now => Some(reply.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers the reply to `(peer, mid)` (none for an unanswered NON)
+    /// for `lifetime`, evicting expired and, when full, the oldest entries.
+    pub fn insert(
+        &mut self,
+        peer: SocketAddr,
+        mid: u16,
+        reply: Option<Vec<u8>>,
+        now: Instant,
+        lifetime: Duration,
+    ) {
+        // Expired entries at the front go first; entries are nearly in
+        // expiry order (two lifetimes), so this finds almost all of them.
+        while let Some(key) = self.order.front() {
+            let expired = self.entries.get(key).is_none_or(|(_, e)| *e <= now);
+            if !expired && self.order.len() < self.capacity {
+                break;
+            }
+            if let Some(key) = self.order.pop_front() {
+                self.entries.remove(&key);
+            }
+        }
+        let key = (peer, mid);
+        if self.entries.insert(key, (reply, now + lifetime)).is_none() {
+            self.order.push_back(key);
+        }
+    }
+
+    /// Exchanges remembered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_and_stays_bounded() {
+        let peer: SocketAddr = "127.0.0.1:5683".parse().unwrap();
+        let t0 = Instant::now();
+        let mut d = Dedup::new(3);
+        d.insert(peer, 1, Some(vec![1]), t0, EXCHANGE_LIFETIME);
+        assert_eq!(d.get(peer, 1, t0), Some(Some(vec![1])));
+        assert_eq!(d.get(peer, 2, t0), None);
+        assert_eq!(d.get(peer, 1, t0 + EXCHANGE_LIFETIME), None);
+        for mid in 2..10 {
+            d.insert(peer, mid, None, t0, EXCHANGE_LIFETIME);
+        }
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.get(peer, 9, t0), Some(None));
+        assert_eq!(d.get(peer, 2, t0), None, "the oldest left first");
+    }
+}

@@ -1,0 +1,598 @@
+//! The CoAP server's request handling, without sockets: one datagram and its
+//! sender in, the reply and the readings out ([`Handler::handle`]).
+//!
+//! It owns the state that RFC 7252 asks of a server: the duplicate cache
+//! (§4.5), Block1 reassembly (RFC 7959 §2.5) and, for `GET /s/{device}`, the
+//! latest value of every metric. Time comes in as an argument, so tests drive
+//! expiry without waiting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
+use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
+
+use super::dedup::Dedup;
+use super::message::{self, FormatError, Head, CON, NON};
+use crate::payload::{self, Context, PayloadFormat};
+
+/// Content-Format ids (RFC 7252 §12.3, RFC 8428 §12.3).
+const CF_TEXT: u32 = 0;
+const CF_LINK_FORMAT: u32 = 40;
+const CF_JSON: u32 = 50;
+const CF_SENML_JSON: u32 = 110;
+const CF_SENML_CBOR: u32 = 112;
+
+/// Option numbers the server understands. Any other critical (odd) option
+/// in a request is answered 4.02 Bad Option (§5.4.1).
+const UNDERSTOOD_CRITICAL: [u16; 7] = [
+    3,  // Uri-Host
+    7,  // Uri-Port
+    11, // Uri-Path
+    15, // Uri-Query (ignored)
+    17, // Accept (ignored: each resource has one representation)
+    23, // Block2 (ignored: responses fit one datagram)
+    27, // Block1
+];
+
+/// Longest diagnostic payload of an error response: small on purpose, since
+/// requests are unauthenticated (§11.3, amplification).
+const MAX_DIAGNOSTIC: usize = 96;
+/// Largest `/.well-known/core` and `GET /s/{device}` body: the §4.6 payload
+/// bound, so a response never needs Block2.
+const MAX_RESPONSE_PAYLOAD: usize = 1024;
+/// Metrics remembered per device for `GET /s/{device}`.
+const MAX_METRICS_PER_DEVICE: usize = 24;
+/// Concurrent Block1 transfers, and how long an idle one is kept.
+const MAX_TRANSFERS: usize = 64;
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Limits of the handler, from the adapter config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload of one request (or one block).
+    pub max_payload_bytes: usize,
+    /// Largest body reassembled from Block1 transfers.
+    pub max_body_bytes: usize,
+    /// Entries of the duplicate cache.
+    pub dedup_capacity: usize,
+    /// Devices remembered for `GET /s/{device}`.
+    pub max_devices: usize,
+}
+
+/// What one datagram produced.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// Bytes to send back to the peer.
+    pub reply: Option<Vec<u8>>,
+    /// Readings for the pipeline.
+    pub readings: Vec<Reading>,
+    /// Errors by `error_type`, with a detail for the log.
+    pub errors: Vec<(String, String)>,
+    /// A retransmission answered from the duplicate cache.
+    pub duplicate: bool,
+}
+
+impl Outcome {
+    fn error(&mut self, kind: impl Into<String>, detail: impl Into<String>) {
+        self.errors.push((kind.into(), detail.into()));
+    }
+}
+
+struct Transfer {
+    next: u32,
+    szx: u8,
+    body: Vec<u8>,
+    touched: Instant,
+}
+
+type Latest = BTreeMap<String, (f64, Timestamp)>;
+
+/// The server's state between datagrams.
+pub struct Handler {
+    limits: Limits,
+    dedup: Dedup,
+    transfers: HashMap<(SocketAddr, String), Transfer>,
+    latest: HashMap<DeviceId, Latest>,
+    next_mid: u16,
+}
+
+/// The payload decoder for a Content-Format; `None` for one we do not read.
+/// A message without Content-Format is read by its shape.
+pub(crate) fn format_for(cf: Option<u32>) -> Option<PayloadFormat> {
+    Some(match cf {
+        None => PayloadFormat::Auto { columns: None },
+        Some(CF_TEXT) => PayloadFormat::Number,
+        Some(CF_JSON) => PayloadFormat::Json,
+        Some(CF_SENML_JSON) => PayloadFormat::Senml,
+        Some(CF_SENML_CBOR) => PayloadFormat::SenmlCbor,
+        Some(_) => return None,
+    })
+}
+
+/// A response under construction: code, payload, and options to add.
+struct Answer {
+    code: ResponseType,
+    content_format: Option<u32>,
+    payload: Vec<u8>,
+    options: Vec<(CoapOption, Vec<u8>)>,
+}
+
+impl Answer {
+    fn new(code: ResponseType) -> Self {
+        Self {
+            code,
+            content_format: None,
+            payload: Vec::new(),
+            options: Vec::new(),
+        }
+    }
+
+    fn content(format: u32, payload: Vec<u8>) -> Self {
+        Self {
+            content_format: Some(format),
+            payload,
+            ..Self::new(ResponseType::Content)
+        }
+    }
+
+    /// An error with a short diagnostic payload (§5.5.2).
+    fn error(code: ResponseType, diagnostic: &str) -> Self {
+        let mut end = diagnostic.len().min(MAX_DIAGNOSTIC);
+        while !diagnostic.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            payload: diagnostic.as_bytes()[..end].to_vec(),
+            ..Self::new(code)
+        }
+    }
+
+    fn with(mut self, option: CoapOption, value: Vec<u8>) -> Self {
+        self.options.push((option, value));
+        self
+    }
+}
+
+impl Handler {
+    /// A handler with empty tables; `first_mid` starts the Message IDs of
+    /// NON responses (random in the server, §4.4).
+    pub fn new(limits: Limits, first_mid: u16) -> Self {
+        Self {
+            dedup: Dedup::new(limits.dedup_capacity),
+            limits,
+            transfers: HashMap::new(),
+            latest: HashMap::new(),
+            next_mid: first_mid,
+        }
+    }
+
+    /// Handles one datagram from `peer`, received at `now` (monotonic) and
+    /// `arrival` (wall clock, for readings without a time of their own).
+    pub fn handle(
+        &mut self,
+        peer: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        arrival: Timestamp,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        let head = match message::check(datagram) {
+            Ok(head) => head,
+            Err(e) => {
+                out.error(e.kind(), e.to_string());
+                // §4.2: a malformed CON is rejected with a Reset; anything
+                // else, and an unknown version (§3), is silently ignored.
+                if let (Some(head), false) = (
+                    Head::read(datagram),
+                    matches!(e, FormatError::UnknownVersion(_)),
+                ) {
+                    if head.kind == CON {
+                        out.reply = Some(message::reset(head.mid));
+                    }
+                }
+                return out;
+            }
+        };
+        if head.kind != CON && head.kind != NON {
+            // ACK and RST: the server sends no CON, so there is nothing to
+            // match them to (§4.2).
+            return out;
+        }
+        if head.code == 0 {
+            // A CON Empty is a ping (§4.3): answered with a Reset.
+            if head.kind == CON {
+                out.reply = Some(message::reset(head.mid));
+            } else {
+                out.error("empty_non", "NON message with code 0.00");
+            }
+            return out;
+        }
+        let class = head.code >> 5;
+        if class != 0 {
+            let kind = if matches!(class, 1 | 6 | 7) {
+                "reserved_code_class"
+            } else {
+                "unexpected_response"
+            };
+            out.error(kind, format!("code {}.{:02}", class, head.code & 0x1F));
+            if head.kind == CON {
+                out.reply = Some(message::reset(head.mid));
+            }
+            return out;
+        }
+        if let Some(cached) = self.dedup.get(peer, head.mid, now) {
+            out.duplicate = true;
+            out.reply = cached;
+            return out;
+        }
+        let request = match message::parse(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                out.error(e.kind(), e.to_string());
+                if head.kind == CON {
+                    out.reply = Some(message::reset(head.mid));
+                }
+                return out;
+            }
+        };
+        let answer = self.request(peer, &request, now, arrival, &mut out);
+        let confirmable = head.kind == CON;
+        // A successful NON update gets no response; errors and GETs do.
+        let respond = confirmable || answer.code.is_error() || answer.code == ResponseType::Content;
+        if respond {
+            let mid = self.next_mid;
+            self.next_mid = self.next_mid.wrapping_add(1);
+            let mut p = message::response(&request, confirmable, mid, answer.code);
+            if let Some(cf) = answer.content_format {
+                p.add_option(CoapOption::ContentFormat, message::uint(cf));
+            }
+            for (option, value) in answer.options {
+                p.add_option(option, value);
+            }
+            p.payload = answer.payload;
+            out.reply = Some(message::encode(&p));
+        }
+        let lifetime = if confirmable {
+            super::dedup::EXCHANGE_LIFETIME
+        } else {
+            super::dedup::NON_LIFETIME
+        };
+        self.dedup
+            .insert(peer, head.mid, out.reply.clone(), now, lifetime);
+        self.remember(&out.readings);
+        out
+    }
+
+    /// Answers a datagram that filled the receive buffer: it was truncated,
+    /// so only its header and token are trusted (RFC 7252 §4.6: 4.13).
+    pub fn oversize(&mut self, datagram: &[u8]) -> Outcome {
+        let mut out = Outcome::default();
+        out.error(
+            "datagram_too_large",
+            format!("datagram of at least {} bytes", datagram.len()),
+        );
+        let Some(head) = Head::read(datagram) else {
+            return out;
+        };
+        let (Some(token), true) = (head.token(datagram), head.kind == CON) else {
+            return out;
+        };
+        if head.code >> 5 != 0 || head.code == 0 {
+            return out;
+        }
+        let mut p = Packet::new();
+        p.header.set_version(1);
+        p.header.set_type(coap_lite::MessageType::Acknowledgement);
+        p.header.message_id = head.mid;
+        p.header.code = MessageClass::Response(ResponseType::RequestEntityTooLarge);
+        p.set_token(token.to_vec());
+        p.add_option(CoapOption::Size1, message::uint(self.size1()));
+        out.reply = Some(message::encode(&p));
+        out
+    }
+
+    fn size1(&self) -> u32 {
+        u32::try_from(self.limits.max_payload_bytes).unwrap_or(u32::MAX)
+    }
+
+    fn request(
+        &mut self,
+        peer: SocketAddr,
+        request: &Packet,
+        now: Instant,
+        arrival: Timestamp,
+        out: &mut Outcome,
+    ) -> Answer {
+        if let Some((number, _)) = request
+            .options()
+            .find(|(n, _)| *n % 2 == 1 && !UNDERSTOOD_CRITICAL.contains(n))
+        {
+            out.error("bad_option", format!("critical option {number}"));
+            return Answer::error(ResponseType::BadOption, "unsupported critical option");
+        }
+        let mut path = Vec::new();
+        for segment in request
+            .get_option(CoapOption::UriPath)
+            .into_iter()
+            .flatten()
+        {
+            match std::str::from_utf8(segment) {
+                Ok(s) => path.push(s),
+                Err(_) => {
+                    out.error("invalid_path", "Uri-Path is not UTF-8");
+                    return Answer::error(ResponseType::BadRequest, "Uri-Path is not UTF-8");
+                }
+            }
+        }
+        let method = match request.header.code {
+            MessageClass::Request(m) => m,
+            _ => RequestType::UnKnown,
+        };
+        let updating = matches!(method, RequestType::Post | RequestType::Put);
+        match (path.as_slice(), method) {
+            ([".well-known", "core"], RequestType::Get) => {
+                Answer::content(CF_LINK_FORMAT, self.link_format().into_bytes())
+            }
+            (["s", device], RequestType::Get) => self.latest_json(device, out),
+            (["s", device], _) if updating => {
+                self.ingest(peer, request, device, None, now, arrival, out)
+            }
+            (["s", device, metric], _) if updating => {
+                self.ingest(peer, request, device, Some(metric), now, arrival, out)
+            }
+            ([".well-known", "core"] | ["s", _] | ["s", _, _], _) => {
+                out.error(
+                    "method_not_allowed",
+                    format!("{method:?} {}", path.join("/")),
+                );
+                Answer::new(ResponseType::MethodNotAllowed)
+            }
+            _ => {
+                out.error("not_found", format!("/{}", path.join("/")));
+                Answer::new(ResponseType::NotFound)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ingest(
+        &mut self,
+        peer: SocketAddr,
+        request: &Packet,
+        device: &str,
+        metric: Option<&str>,
+        now: Instant,
+        arrival: Timestamp,
+        out: &mut Outcome,
+    ) -> Answer {
+        let device = match DeviceId::new(device) {
+            Ok(d) => d,
+            Err(e) => {
+                out.error("invalid_device_id", e.to_string());
+                return Answer::error(ResponseType::BadRequest, &format!("device: {e}"));
+            }
+        };
+        let metric = match metric.map(MetricName::new).transpose() {
+            Ok(m) => m,
+            Err(e) => {
+                out.error("invalid_metric_name", e.to_string());
+                return Answer::error(ResponseType::BadRequest, &format!("metric: {e}"));
+            }
+        };
+        let cf = request
+            .get_first_option(CoapOption::ContentFormat)
+            .map(|v| message::read_uint(v).unwrap_or(u32::MAX));
+        let format = match format_for(cf) {
+            Some(f) => f,
+            None => {
+                let other = cf.unwrap_or_default();
+                out.error(
+                    "unsupported_content_format",
+                    format!("Content-Format {other}"),
+                );
+                return Answer::error(
+                    ResponseType::UnsupportedContentFormat,
+                    "use 0, 50, 110 or 112",
+                );
+            }
+        };
+        if request.payload.len() > self.limits.max_payload_bytes {
+            out.error(
+                "payload_too_large",
+                format!("{} bytes", request.payload.len()),
+            );
+            return Answer::new(ResponseType::RequestEntityTooLarge)
+                .with(CoapOption::Size1, message::uint(self.size1()));
+        }
+        let mut echo = None;
+        let body = match request.get_first_option(CoapOption::Block1) {
+            None => request.payload.clone(),
+            Some(value) => {
+                let key = (
+                    peer,
+                    format!("{device}/{}", metric.as_ref().map_or("", |m| m.as_str())),
+                );
+                match self.block1(key, value, &request.payload, now, out) {
+                    Ok((body, option)) => {
+                        echo = Some(option);
+                        body
+                    }
+                    Err(answer) => return answer,
+                }
+            }
+        };
+        let ctx = Context {
+            device: Some(&device),
+            metric: metric.as_ref(),
+            now: arrival,
+        };
+        let answer = match payload::decode(&format, &body, &ctx) {
+            Ok(decoded) => {
+                for p in &decoded.problems {
+                    out.error(format!("field_{}", p.reason.kind()), p.to_string());
+                }
+                if decoded.readings.is_empty() {
+                    let detail = decoded
+                        .problems
+                        .first()
+                        .map_or_else(|| "no readings".to_string(), ToString::to_string);
+                    Answer::error(ResponseType::BadRequest, &detail)
+                } else {
+                    out.readings = decoded.readings;
+                    Answer::new(ResponseType::Changed)
+                }
+            }
+            Err(e) => {
+                out.error(e.kind(), e.to_string());
+                Answer::error(ResponseType::BadRequest, &e.to_string())
+            }
+        };
+        match echo {
+            Some(option) => answer.with(CoapOption::Block1, option),
+            None => answer,
+        }
+    }
+
+    /// One Block1 block (RFC 7959 §2.5). `Ok` with the whole body and the
+    /// Block1 value to echo once the last block is in; `Err` with the answer
+    /// to send otherwise (2.31 Continue, or an error).
+    fn block1(
+        &mut self,
+        key: (SocketAddr, String),
+        value: &[u8],
+        payload: &[u8],
+        now: Instant,
+        out: &mut Outcome,
+    ) -> Result<(Vec<u8>, Vec<u8>), Answer> {
+        let Some(v) = message::read_uint(value).filter(|v| v & 0x7 != 7) else {
+            out.error("invalid_block1", "Block1 value");
+            return Err(Answer::error(ResponseType::BadRequest, "invalid Block1"));
+        };
+        let (num, more, szx) = (v >> 4, v & 0x8 != 0, (v & 0x7) as u8);
+        let size = 16usize << szx;
+        if more && payload.len() != size {
+            out.error("invalid_block1", "block shorter than its size");
+            return Err(Answer::error(
+                ResponseType::BadRequest,
+                "block size mismatch",
+            ));
+        }
+        self.transfers
+            .retain(|_, t| now.saturating_duration_since(t.touched) < TRANSFER_TIMEOUT);
+        if num == 0 {
+            if self.transfers.len() >= MAX_TRANSFERS && !self.transfers.contains_key(&key) {
+                out.error("too_many_transfers", "Block1 transfer table full");
+                return Err(Answer::error(ResponseType::ServiceUnavailable, "busy"));
+            }
+            self.transfers.insert(
+                key.clone(),
+                Transfer {
+                    next: 0,
+                    szx,
+                    body: Vec::new(),
+                    touched: now,
+                },
+            );
+        }
+        let incomplete =
+            || Answer::error(ResponseType::RequestEntityIncomplete, "block out of order");
+        let Some(t) = self.transfers.get_mut(&key) else {
+            out.error("block1_incomplete", format!("block {num} without block 0"));
+            return Err(incomplete());
+        };
+        // The client may lower the block size mid-transfer (§2.5); the
+        // position in bytes must still match.
+        if t.body.len() != (num as usize).saturating_mul(size) || szx > t.szx {
+            out.error("block1_incomplete", format!("block {num} out of order"));
+            self.transfers.remove(&key);
+            return Err(incomplete());
+        }
+        if t.body.len() + payload.len() > self.limits.max_body_bytes {
+            out.error(
+                "body_too_large",
+                format!("over {} bytes", self.limits.max_body_bytes),
+            );
+            self.transfers.remove(&key);
+            let max = u32::try_from(self.limits.max_body_bytes).unwrap_or(u32::MAX);
+            return Err(Answer::new(ResponseType::RequestEntityTooLarge)
+                .with(CoapOption::Size1, message::uint(max)));
+        }
+        t.body.extend_from_slice(payload);
+        t.next = num + 1;
+        t.szx = szx;
+        t.touched = now;
+        if more {
+            return Err(
+                Answer::new(ResponseType::Continue).with(CoapOption::Block1, message::uint(v))
+            );
+        }
+        let body = self
+            .transfers
+            .remove(&key)
+            .map(|t| t.body)
+            .unwrap_or_default();
+        Ok((body, message::uint(v)))
+    }
+
+    fn remember(&mut self, readings: &[Reading]) {
+        for r in readings {
+            let known = self.latest.contains_key(r.device());
+            if !known && self.latest.len() >= self.limits.max_devices {
+                continue;
+            }
+            let metrics = self.latest.entry(r.device().clone()).or_default();
+            let key = r.metric().as_str();
+            if metrics.len() < MAX_METRICS_PER_DEVICE || metrics.contains_key(key) {
+                metrics.insert(key.to_string(), (r.value(), r.time()));
+            }
+        }
+    }
+
+    fn latest_json(&self, device: &str, out: &mut Outcome) -> Answer {
+        let Some(metrics) = DeviceId::new(device).ok().and_then(|d| self.latest.get(&d)) else {
+            out.error("not_found", format!("no readings from {device}"));
+            return Answer::new(ResponseType::NotFound);
+        };
+        let mut body = serde_json::Map::new();
+        for (name, (value, time)) in metrics {
+            body.insert(
+                name.clone(),
+                serde_json::json!({ "v": value, "t": time.to_rfc3339() }),
+            );
+        }
+        let doc = serde_json::json!({ "device": device, "metrics": body });
+        let mut bytes = doc.to_string().into_bytes();
+        if bytes.len() > MAX_RESPONSE_PAYLOAD {
+            bytes = serde_json::json!({ "device": device, "metrics": {}, "truncated": true })
+                .to_string()
+                .into_bytes();
+        }
+        Answer::content(CF_JSON, bytes)
+    }
+
+    /// RFC 6690 link format: the ingest collection, then one link per known
+    /// device while the body stays under [`MAX_RESPONSE_PAYLOAD`].
+    fn link_format(&self) -> String {
+        let mut out = format!(
+            "</s>;rt=\"edge-gateway.ingest\";ct=\"{CF_TEXT} {CF_JSON} {CF_SENML_JSON} {CF_SENML_CBOR}\";title=\"POST or PUT /s/{{device}}[/{{metric}}]\""
+        );
+        let mut devices: Vec<&str> = self.latest.keys().map(DeviceId::as_str).collect();
+        devices.sort_unstable();
+        for d in devices {
+            let link = format!(",</s/{d}>;rt=\"edge-gateway.latest\";ct={CF_JSON}");
+            if out.len() + link.len() > MAX_RESPONSE_PAYLOAD {
+                break;
+            }
+            out.push_str(&link);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "handler_tests.rs"]
+#[allow(clippy::type_complexity)] // test tables
+#[allow(clippy::unwrap_used)]
+mod tests;

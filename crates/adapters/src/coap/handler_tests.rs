@@ -1,0 +1,498 @@
+use super::*;
+
+fn peer() -> SocketAddr {
+    "[2001:db8::1]:40000".parse().unwrap()
+}
+
+fn arrival() -> Timestamp {
+    Timestamp::from_millis(1_763_719_200_000).unwrap()
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_payload_bytes: 1024,
+        max_body_bytes: 4096,
+        dedup_capacity: 64,
+        max_devices: 16,
+    }
+}
+
+/// A request: CON or NON, method code, Message ID, token 0xAB, Uri-Path
+/// segments, optional Content-Format and Block1, payload.
+fn request(
+    con: bool,
+    code: u8,
+    mid: u16,
+    path: &str,
+    cf: Option<u32>,
+    block1: Option<u32>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut p = Packet::new();
+    p.header.set_version(1);
+    p.header.set_type(if con {
+        coap_lite::MessageType::Confirmable
+    } else {
+        coap_lite::MessageType::NonConfirmable
+    });
+    p.header.code = MessageClass::from(code);
+    p.header.message_id = mid;
+    p.set_token(vec![0xAB]);
+    for s in path.split('/').filter(|s| !s.is_empty()) {
+        p.add_option(CoapOption::UriPath, s.as_bytes().to_vec());
+    }
+    if let Some(cf) = cf {
+        p.add_option(CoapOption::ContentFormat, message::uint(cf));
+    }
+    if let Some(b) = block1 {
+        p.add_option(CoapOption::Block1, message::uint(b));
+    }
+    p.payload = payload.to_vec();
+    p.to_bytes_unlimited().unwrap()
+}
+
+const POST: u8 = 0x02;
+const PUT: u8 = 0x03;
+const GET: u8 = 0x01;
+const DELETE: u8 = 0x04;
+
+fn reply(o: &Outcome) -> Packet {
+    Packet::from_bytes(o.reply.as_ref().expect("a reply")).unwrap()
+}
+
+fn code(o: &Outcome) -> MessageClass {
+    reply(o).header.code
+}
+
+fn values(o: &Outcome) -> Vec<(String, String, f64)> {
+    o.readings
+        .iter()
+        .map(|r| (r.device().to_string(), r.metric().to_string(), r.value()))
+        .collect()
+}
+
+fn kinds(o: &Outcome) -> Vec<&str> {
+    o.errors.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+#[test]
+fn posts_in_every_content_format() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let cases: [(&str, Option<u32>, &[u8], Vec<(&str, &str, f64)>); 6] = [
+        (
+            "s/d1/temperature",
+            Some(0),
+            b"21.5",
+            vec![("d1", "temperature", 21.5)],
+        ),
+        (
+            "s/d1",
+            Some(50),
+            br#"{"humidity":40}"#,
+            vec![("d1", "humidity", 40.0)],
+        ),
+        (
+            "s/d1",
+            Some(110),
+            br#"[{"bn":"x:","n":"co2","v":400},{"n":"voc","v":3}]"#,
+            vec![("d1", "co2", 400.0), ("d1", "voc", 3.0)],
+        ),
+        // [{0: "t", 2: 20}] in CBOR.
+        (
+            "s/d1",
+            Some(112),
+            b"\x81\xa2\x00\x61t\x02\x14",
+            vec![("d1", "t", 20.0)],
+        ),
+        ("s/d2/value", None, b"7", vec![("d2", "value", 7.0)]),
+        ("s/d2", None, br#"{"a":1}"#, vec![("d2", "a", 1.0)]),
+    ];
+    for (i, (path, cf, payload, want)) in cases.into_iter().enumerate() {
+        let o = h.handle(
+            peer(),
+            &request(true, POST, i as u16, path, cf, None, payload),
+            t,
+            arrival(),
+        );
+        assert_eq!(
+            code(&o),
+            MessageClass::Response(ResponseType::Changed),
+            "{path} {cf:?}"
+        );
+        let r = reply(&o);
+        assert_eq!(r.header.get_type(), coap_lite::MessageType::Acknowledgement);
+        assert_eq!(
+            (r.header.message_id, r.get_token()),
+            (i as u16, &[0xAB][..])
+        );
+        let want: Vec<_> = want
+            .into_iter()
+            .map(|(d, m, v)| (d.into(), m.into(), v))
+            .collect();
+        assert_eq!(values(&o), want);
+        assert!(o.errors.is_empty(), "{:?}", o.errors);
+    }
+    // PUT is an update too.
+    let o = h.handle(
+        peer(),
+        &request(true, PUT, 99, "s/d3/x", Some(0), None, b"1"),
+        t,
+        arrival(),
+    );
+    assert_eq!(values(&o), [("d3".into(), "x".into(), 1.0)]);
+}
+
+#[test]
+fn non_updates_get_no_reply_but_errors_do() {
+    let mut h = Handler::new(limits(), 500);
+    let t = Instant::now();
+    let o = h.handle(
+        peer(),
+        &request(false, POST, 1, "s/d1/t", Some(0), None, b"1"),
+        t,
+        arrival(),
+    );
+    assert_eq!((o.reply.is_none(), o.readings.len()), (true, 1));
+    let o = h.handle(
+        peer(),
+        &request(false, POST, 2, "s/d1/t", Some(0), None, b"hot"),
+        t,
+        arrival(),
+    );
+    let r = reply(&o);
+    assert_eq!(r.header.get_type(), coap_lite::MessageType::NonConfirmable);
+    assert_eq!(
+        r.header.code,
+        MessageClass::Response(ResponseType::BadRequest)
+    );
+    assert_eq!(
+        r.header.message_id, 500,
+        "a NON reply has its own message id"
+    );
+    assert!(!r.payload.is_empty(), "with a diagnostic");
+}
+
+#[test]
+fn every_error_answer() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let big = vec![b'1'; 1025];
+    let cases: [(u8, &str, Option<u32>, &[u8], ResponseType, &str); 8] = [
+        (
+            POST,
+            "s/d1/t",
+            Some(0),
+            b"warm",
+            ResponseType::BadRequest,
+            "not_a_number",
+        ),
+        (
+            POST,
+            "s/d1",
+            Some(50),
+            b"{",
+            ResponseType::BadRequest,
+            "invalid_json",
+        ),
+        (
+            POST,
+            "x/d1",
+            Some(0),
+            b"1",
+            ResponseType::NotFound,
+            "not_found",
+        ),
+        (
+            DELETE,
+            "s/d1",
+            None,
+            b"",
+            ResponseType::MethodNotAllowed,
+            "method_not_allowed",
+        ),
+        (
+            POST,
+            ".well-known/core",
+            None,
+            b"",
+            ResponseType::MethodNotAllowed,
+            "method_not_allowed",
+        ),
+        (
+            POST,
+            "s/d1",
+            Some(42),
+            b"x",
+            ResponseType::UnsupportedContentFormat,
+            "unsupported_content_format",
+        ),
+        (
+            POST,
+            "s/d1/t",
+            Some(0),
+            &big,
+            ResponseType::RequestEntityTooLarge,
+            "payload_too_large",
+        ),
+        (
+            POST,
+            "s/bad+id/t",
+            Some(0),
+            b"1",
+            ResponseType::BadRequest,
+            "invalid_device_id",
+        ),
+    ];
+    for (i, (method, path, cf, payload, want, kind)) in cases.into_iter().enumerate() {
+        let o = h.handle(
+            peer(),
+            &request(true, method, i as u16, path, cf, None, payload),
+            t,
+            arrival(),
+        );
+        assert_eq!(code(&o), MessageClass::Response(want), "{path}");
+        assert_eq!(kinds(&o), [kind], "{path}");
+        assert!(o.readings.is_empty());
+        assert!(o.reply.as_ref().unwrap().len() <= 4 + 1 + 8 + MAX_DIAGNOSTIC + 1);
+    }
+}
+
+#[test]
+fn a_retransmitted_con_is_answered_alike_and_processed_once() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let req = request(true, POST, 0x7d34, "s/d1/t", Some(0), None, b"21");
+    let first = h.handle(peer(), &req, t, arrival());
+    let again = h.handle(peer(), &req, t + Duration::from_secs(2), arrival());
+    assert_eq!(first.readings.len(), 1);
+    assert!(again.readings.is_empty() && again.duplicate);
+    assert_eq!(first.reply, again.reply);
+    // Another peer with the same id is a different exchange.
+    let other: SocketAddr = "192.0.2.1:5683".parse().unwrap();
+    assert_eq!(h.handle(other, &req, t, arrival()).readings.len(), 1);
+    // After EXCHANGE_LIFETIME the id may be reused.
+    let later = t + super::super::dedup::EXCHANGE_LIFETIME;
+    assert_eq!(h.handle(peer(), &req, later, arrival()).readings.len(), 1);
+}
+
+#[test]
+fn malformed_datagrams_are_reset_or_ignored() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let cases: [(&[u8], Option<&[u8]>, &str); 7] = [
+        (
+            b"\x49\x01\x7d\x34\0\0\0\0\0\0\0\0\0",
+            Some(b"\x70\x00\x7d\x34"),
+            "invalid_token_length",
+        ),
+        (
+            b"\x40\x01\x7d\x34\xff",
+            Some(b"\x70\x00\x7d\x34"),
+            "empty_payload_after_marker",
+        ),
+        (b"\x50\x01\x7d\x34\xbf", None, "reserved_option_nibble"),
+        (b"\x60\x00\x7d\x38\x00", None, "empty_message_with_bytes"),
+        (b"\x80\x01\x7d\x34", None, "unknown_version"),
+        (b"\x40\x01\x7d", None, "short_header"),
+        (
+            b"\x40\x20\x7d\x34",
+            Some(b"\x70\x00\x7d\x34"),
+            "reserved_code_class",
+        ),
+    ];
+    for (bytes, want, kind) in cases {
+        let o = h.handle(peer(), bytes, t, arrival());
+        assert_eq!(o.reply.as_deref(), want, "{kind}");
+        assert_eq!(kinds(&o), [kind]);
+    }
+    // A ping (CON Empty) gets a Reset; an ACK gets nothing.
+    let o = h.handle(peer(), b"\x40\x00\x12\x34", t, arrival());
+    assert_eq!(o.reply.as_deref(), Some(&b"\x70\x00\x12\x34"[..]));
+    assert_eq!(
+        h.handle(peer(), b"\x60\x00\x7d\x38", t, arrival()),
+        Outcome::default()
+    );
+    // An unknown critical option is 4.02.
+    let mut req = request(true, POST, 9, "s/d1/t", Some(0), None, b"1");
+    req.truncate(req.len() - 2);
+    let mut p = Packet::from_bytes(&req).unwrap();
+    p.add_option(CoapOption::Unknown(2049), vec![1]);
+    p.payload = b"1".to_vec();
+    let o = h.handle(peer(), &p.to_bytes_unlimited().unwrap(), t, arrival());
+    assert_eq!(code(&o), MessageClass::Response(ResponseType::BadOption));
+}
+
+#[test]
+fn a_truncated_datagram_gets_4_13() {
+    let mut h = Handler::new(limits(), 1);
+    let req = request(true, POST, 7, "s/d1", Some(110), None, &[b' '; 1200]);
+    let o = h.oversize(&req[..1000]);
+    assert_eq!(
+        code(&o),
+        MessageClass::Response(ResponseType::RequestEntityTooLarge)
+    );
+    assert_eq!(reply(&o).header.message_id, 7);
+    assert_eq!(kinds(&o), ["datagram_too_large"]);
+}
+
+#[test]
+fn block1_reassembles_a_senml_batch() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let body: String = format!(
+        "[{}]",
+        (0..40)
+            .map(|i| format!(r#"{{"n":"m{}","v":{i}}}"#, i % 4))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let chunks: Vec<&[u8]> = body.as_bytes().chunks(64).collect();
+    let mut readings = Vec::new();
+    for (num, chunk) in chunks.iter().enumerate() {
+        let more = num + 1 < chunks.len();
+        let v = (num as u32) << 4 | u32::from(more) << 3 | 2; // SZX 2: 64 bytes
+        let o = h.handle(
+            peer(),
+            &request(
+                true,
+                POST,
+                100 + num as u16,
+                "s/big",
+                Some(110),
+                Some(v),
+                chunk,
+            ),
+            t,
+            arrival(),
+        );
+        let r = reply(&o);
+        let want = if more {
+            ResponseType::Continue
+        } else {
+            ResponseType::Changed
+        };
+        assert_eq!(r.header.code, MessageClass::Response(want), "block {num}");
+        assert_eq!(
+            r.get_first_option(CoapOption::Block1).unwrap(),
+            &message::uint(v)
+        );
+        readings.extend(o.readings);
+    }
+    assert_eq!(readings.len(), 40);
+    assert_eq!(
+        readings.iter().map(|r| r.value()).sum::<f64>(),
+        (0..40).sum::<i32>() as f64
+    );
+    // A block out of order is 4.08; oversize bodies are 4.13.
+    let o = h.handle(
+        peer(),
+        &request(
+            true,
+            POST,
+            300,
+            "s/big",
+            Some(110),
+            Some(3 << 4 | 8 | 2),
+            &[b' '; 64],
+        ),
+        t,
+        arrival(),
+    );
+    assert_eq!(
+        code(&o),
+        MessageClass::Response(ResponseType::RequestEntityIncomplete)
+    );
+    let mut last = None;
+    for num in 0..80u32 {
+        let o = h.handle(
+            peer(),
+            &request(
+                true,
+                POST,
+                400 + num as u16,
+                "s/big",
+                Some(110),
+                Some(num << 4 | 8 | 2),
+                &[b' '; 64],
+            ),
+            t,
+            arrival(),
+        );
+        last = Some(code(&o));
+        if last != Some(MessageClass::Response(ResponseType::Continue)) {
+            break;
+        }
+    }
+    assert_eq!(
+        last,
+        Some(MessageClass::Response(ResponseType::RequestEntityTooLarge))
+    );
+}
+
+#[test]
+fn get_latest_and_discovery() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let o = h.handle(
+        peer(),
+        &request(true, GET, 1, "s/d1", None, None, b""),
+        t,
+        arrival(),
+    );
+    assert_eq!(code(&o), MessageClass::Response(ResponseType::NotFound));
+    h.handle(
+        peer(),
+        &request(
+            true,
+            POST,
+            2,
+            "s/d1",
+            Some(50),
+            None,
+            br#"{"t":21.5,"h":40}"#,
+        ),
+        t,
+        arrival(),
+    );
+    h.handle(
+        peer(),
+        &request(true, POST, 3, "s/d1/t", Some(0), None, b"22"),
+        t,
+        arrival(),
+    );
+    let o = h.handle(
+        peer(),
+        &request(true, GET, 4, "s/d1", None, None, b""),
+        t,
+        arrival(),
+    );
+    let r = reply(&o);
+    assert_eq!(r.header.code, MessageClass::Response(ResponseType::Content));
+    assert_eq!(
+        r.get_first_option(CoapOption::ContentFormat).unwrap(),
+        &message::uint(CF_JSON)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(doc["device"], "d1");
+    assert_eq!(doc["metrics"]["t"]["v"], 22.0);
+    assert_eq!(doc["metrics"]["h"]["v"], 40.0);
+    assert_eq!(doc["metrics"]["h"]["t"], arrival().to_rfc3339());
+    let o = h.handle(
+        peer(),
+        &request(false, GET, 5, ".well-known/core", None, None, b""),
+        t,
+        arrival(),
+    );
+    let r = reply(&o);
+    assert_eq!(r.header.get_type(), coap_lite::MessageType::NonConfirmable);
+    let links = String::from_utf8(r.payload).unwrap();
+    assert!(
+        links.starts_with("</s>;rt=\"edge-gateway.ingest\""),
+        "{links}"
+    );
+    assert!(
+        links.ends_with(",</s/d1>;rt=\"edge-gateway.latest\";ct=50"),
+        "{links}"
+    );
+}

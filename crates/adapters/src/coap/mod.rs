@@ -1,0 +1,22 @@
+//! CoAP (RFC 7252): a server that sensors send readings to, and an Observe
+//! (RFC 7641) client that follows resources on devices.
+//!
+//! - `config`: the `[[adapter]] type = "coap"` and `"coap_observe"` tables;
+//! - `message`: strict message checks in front of coap-lite's codec (pure);
+//! - `handler`: requests in, replies and readings out, with the duplicate
+//!   cache, Block1 reassembly and latest values (pure, time passed in);
+//! - `dedup`, `ratelimit`: the bounded tables the server keeps;
+//! - `server`: the UDP socket loop;
+//! - `observe`: the Observe client.
+
+pub mod config;
+pub mod dedup;
+pub mod handler;
+pub mod message;
+pub mod observe;
+pub mod ratelimit;
+pub mod server;
+
+pub use config::{CoapObserveConfig, CoapServerConfig};
+pub use observe::CoapObserver;
+pub use server::CoapSource;

@@ -1,0 +1,357 @@
+//! The Observe client (RFC 7641): registers on each configured resource,
+//! turns every notification into readings, and registers again when the
+//! resource has been silent for `silence` (the device restarted and forgot
+//! us, or the registration was lost).
+//!
+//! One task and one connected UDP socket per resource, so a datagram on a
+//! socket can only come from that resource's device.
+
+use std::time::Duration;
+
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use gateway_core::component::{AdapterFuture, AdapterStats};
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress, Reading, Timestamp};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::config::{CoapObserveConfig, ObservedResource};
+use super::handler::format_for;
+use super::message::{self, CON, NON};
+use super::server::random_u16;
+use crate::payload::{self, Context};
+
+/// Observe sequence numbers are 24 bits; a newer one is at most 2^23 ahead
+/// (RFC 7641 §3.4).
+const SEQ_HALF: u32 = 1 << 23;
+/// After this long any notification counts as newer (§3.4). 128 s.
+const SEQ_WINDOW: Duration = Duration::from_secs(128);
+/// Receive buffer: notifications are small; bigger ones are truncated and
+/// fail to decode, which is counted.
+const BUFFER: usize = 2048;
+
+/// A runnable Observe client.
+pub struct CoapObserver {
+    config: CoapObserveConfig,
+}
+
+impl CoapObserver {
+    /// The client for `config`; it registers when run.
+    pub fn new(config: CoapObserveConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl Adapter for CoapObserver {
+    fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
+        Box::pin(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for resource in self.config.resources {
+                tasks.spawn(observe(resource, self.config.silence, ctx.clone()));
+            }
+            while let Some(done) = tasks.join_next().await {
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => return Err(AdapterError::Setup(format!("observer task: {e}"))),
+                }
+            }
+            info!(adapter = %ctx.name, "Stopped.");
+            Ok(())
+        })
+    }
+}
+
+/// The state of one registration.
+struct Registration {
+    token: Vec<u8>,
+    /// Last Observe sequence number and when it arrived.
+    seq: Option<(u32, Instant)>,
+    /// Registrations sent on this resource, this one included.
+    number: u64,
+}
+
+async fn observe(
+    resource: ObservedResource,
+    silence: Duration,
+    ctx: AdapterContext,
+) -> Result<(), AdapterError> {
+    let stats = ctx.stats();
+    let throttle = LogThrottle::default();
+    let mut mid = random_u16();
+    let mut buf = vec![0u8; BUFFER];
+    let target = format!("coap://{}/{}", resource.addr, resource.path.join("/"));
+    // The same socket (and local port) across registrations, so a
+    // notification for a stale registration reaches us and is reset.
+    let socket = loop {
+        match connect(&resource.addr).await {
+            Ok(s) => break s,
+            Err(e) => {
+                report(
+                    &stats,
+                    &throttle,
+                    &ctx.name,
+                    &target,
+                    "resolve",
+                    &e.to_string(),
+                );
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(silence) => {}
+                }
+            }
+        }
+    };
+    let mut number = 0;
+    loop {
+        number += 1;
+        let mut reg = Registration {
+            token: random_u16()
+                .to_be_bytes()
+                .into_iter()
+                .chain(mid.to_be_bytes())
+                .collect(),
+            seq: None,
+            number,
+        };
+        mid = mid.wrapping_add(1);
+        let request = register(&resource, mid, &reg.token);
+        if let Err(e) = socket.send(&request).await {
+            report(
+                &stats,
+                &throttle,
+                &ctx.name,
+                &target,
+                "send",
+                &e.to_string(),
+            );
+        } else {
+            info!(adapter = %ctx.name, resource = %target, "Registering an observation.");
+        }
+        // Listen until the resource is silent for `silence`.
+        let mut deadline = Instant::now() + silence;
+        let mut established = false;
+        loop {
+            let datagram = tokio::select! {
+                _ = ctx.shutdown.cancelled() => {
+                    // Deregister by forgetting: the next notification would
+                    // get a Reset (§3.6); the socket closes with us.
+                    return Ok(());
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                r = socket.recv(&mut buf) => match r {
+                    Ok(n) => &buf[..n],
+                    Err(e) => {
+                        report(&stats, &throttle, &ctx.name, &target, "recv", &e.to_string());
+                        continue;
+                    }
+                },
+            };
+            stats.received.inc();
+            let packet = match message::parse(datagram) {
+                Ok(p) => p,
+                Err(e) => {
+                    report(
+                        &stats,
+                        &throttle,
+                        &ctx.name,
+                        &target,
+                        e.kind(),
+                        &e.to_string(),
+                    );
+                    continue;
+                }
+            };
+            if packet.get_token() == reg.token.as_slice() {
+                deadline = Instant::now() + silence;
+            }
+            let (reply, readings) = notification(
+                &packet, &mut reg, &resource, &ctx, &stats, &throttle, &target,
+            );
+            if !established && reg.seq.is_some() {
+                // The first response with an Observe option: the device
+                // keeps us as an observer from now on (RFC 7641 §3.1).
+                established = true;
+                info!(adapter = %ctx.name, resource = %target, registration = reg.number, "Observation established.");
+            }
+            if let Some(reply) = reply {
+                let _ = socket.send(&reply).await;
+            }
+            if !readings.is_empty() {
+                stats.readings.add(readings.len() as u64);
+                ctx.ingress
+                    .send(Ingress::Readings(readings))
+                    .await
+                    .map_err(|_| AdapterError::PipelineClosed)?;
+            }
+        }
+        info!(adapter = %ctx.name, resource = %target, ?silence, "No notification; registering again.");
+    }
+}
+
+async fn connect(addr: &str) -> std::io::Result<UdpSocket> {
+    let target = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))?;
+    let local: std::net::SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(target).await?;
+    Ok(socket)
+}
+
+/// A CON GET with Observe = 0 (register).
+fn register(resource: &ObservedResource, mid: u16, token: &[u8]) -> Vec<u8> {
+    let mut p = Packet::new();
+    p.header.set_version(1);
+    p.header.set_type(MessageType::Confirmable);
+    p.header.code = MessageClass::Request(RequestType::Get);
+    p.header.message_id = mid;
+    p.set_token(token.to_vec());
+    p.add_option(CoapOption::Observe, Vec::new());
+    for segment in &resource.path {
+        p.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
+    }
+    message::encode(&p)
+}
+
+/// The reply to a received message and the readings it carries.
+fn notification(
+    p: &Packet,
+    reg: &mut Registration,
+    resource: &ObservedResource,
+    ctx: &AdapterContext,
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+    target: &str,
+) -> (Option<Vec<u8>>, Vec<Reading>) {
+    let kind = match p.header.get_type() {
+        MessageType::Confirmable => CON,
+        MessageType::NonConfirmable => NON,
+        // An ACK carries the first response piggybacked; an empty ACK or a
+        // RST carries nothing to read.
+        _ if p.header.code == MessageClass::Empty => return (None, Vec::new()),
+        _ => NON,
+    };
+    let ack = |code_ok: bool| {
+        (kind == CON).then(|| {
+            if code_ok {
+                let [hi, lo] = p.header.message_id.to_be_bytes();
+                vec![0x60, 0x00, hi, lo]
+            } else {
+                message::reset(p.header.message_id)
+            }
+        })
+    };
+    if p.get_token() != reg.token.as_slice() {
+        // Not ours (an old registration): a Reset cancels it (§3.6).
+        report(
+            stats,
+            throttle,
+            &ctx.name,
+            target,
+            "unknown_token",
+            "notification for an old registration",
+        );
+        return (Some(message::reset(p.header.message_id)), Vec::new());
+    }
+    match p.header.code {
+        MessageClass::Response(ResponseType::Content) => {}
+        MessageClass::Response(code) => {
+            report(
+                stats,
+                throttle,
+                &ctx.name,
+                target,
+                "observe_refused",
+                &format!("{code:?}"),
+            );
+            return (ack(true), Vec::new());
+        }
+        _ => return (ack(false), Vec::new()),
+    }
+    let now = Instant::now();
+    if let Some(Ok(v)) = p.get_observe_value() {
+        if let Some((last, at)) = reg.seq {
+            let newer = (last < v && v - last < SEQ_HALF)
+                || (last > v && last - v > SEQ_HALF)
+                || now.duration_since(at) > SEQ_WINDOW;
+            if !newer {
+                stats.error("stale_notification");
+                return (ack(true), Vec::new());
+            }
+        }
+        reg.seq = Some((v, now));
+    }
+    let cf = p
+        .get_first_option(CoapOption::ContentFormat)
+        .map(|v| message::read_uint(v).unwrap_or(u32::MAX));
+    let Some(format) = format_for(cf) else {
+        report(
+            stats,
+            throttle,
+            &ctx.name,
+            target,
+            "unsupported_content_format",
+            &format!("{cf:?}"),
+        );
+        return (ack(true), Vec::new());
+    };
+    let arrival: Timestamp = ctx.clock.now();
+    let context = Context {
+        device: Some(&resource.device),
+        metric: resource.metric.as_ref(),
+        now: arrival,
+    };
+    match payload::decode(&format, &p.payload, &context) {
+        Ok(decoded) => {
+            for problem in &decoded.problems {
+                let kind = format!("field_{}", problem.reason.kind());
+                report(
+                    stats,
+                    throttle,
+                    &ctx.name,
+                    target,
+                    &kind,
+                    &problem.to_string(),
+                );
+            }
+            (ack(true), decoded.readings)
+        }
+        Err(e) => {
+            report(stats, throttle, &ctx.name, target, e.kind(), &e.to_string());
+            (ack(true), Vec::new())
+        }
+    }
+}
+
+fn report(
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+    adapter: &str,
+    resource: &str,
+    kind: &str,
+    detail: &str,
+) {
+    stats.error(kind);
+    if let Some(suppressed) = throttle.allow(kind) {
+        warn!(
+            adapter,
+            resource,
+            error_type = kind,
+            detail,
+            suppressed,
+            "CoAP observe problem."
+        );
+    }
+}
+
+#[cfg(test)]
+#[path = "observe_tests.rs"]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,172 @@
+//! The observer against a fake device built on coap-lite: it accepts a
+//! registration, sends notifications, then "restarts" (goes silent and
+//! forgets the observer) and must see a new registration.
+
+use super::*;
+use crate::coap::config::ObservedResource;
+use gateway_core::{DeviceId, MetricName, SystemClock, Telemetry};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+struct Device {
+    socket: UdpSocket,
+    mid: u16,
+}
+
+impl Device {
+    /// Waits for a registration: a GET with Observe = 0 on /temperature.
+    async fn registration(&self) -> (Packet, std::net::SocketAddr) {
+        let mut buf = [0u8; 1500];
+        loop {
+            let (n, peer) = self.socket.recv_from(&mut buf).await.unwrap();
+            let p = Packet::from_bytes(&buf[..n]).unwrap();
+            if p.header.code == MessageClass::Request(RequestType::Get) {
+                assert_eq!(p.get_observe_value(), Some(Ok(0)));
+                assert_eq!(
+                    p.get_first_option(CoapOption::UriPath).unwrap(),
+                    b"temperature"
+                );
+                return (p, peer);
+            }
+        }
+    }
+
+    /// A response with Observe `seq` and a text/plain value, piggybacked
+    /// on the registration's ACK or as a new CON/NON.
+    async fn notify(
+        &mut self,
+        reg: &Packet,
+        peer: std::net::SocketAddr,
+        ty: MessageType,
+        seq: u32,
+        value: &str,
+    ) {
+        let mut p = Packet::new();
+        p.header.set_version(1);
+        p.header.set_type(ty);
+        p.header.code = MessageClass::Response(ResponseType::Content);
+        p.header.message_id = if ty == MessageType::Acknowledgement {
+            reg.header.message_id
+        } else {
+            self.mid = self.mid.wrapping_add(1);
+            self.mid
+        };
+        p.set_token(reg.get_token().to_vec());
+        p.set_observe_value(seq);
+        p.add_option(CoapOption::ContentFormat, Vec::new()); // 0: text/plain
+        p.payload = value.as_bytes().to_vec();
+        self.socket
+            .send_to(&p.to_bytes().unwrap(), peer)
+            .await
+            .unwrap();
+    }
+
+    /// The client's answer to a CON notification.
+    async fn answer(&self) -> Vec<u8> {
+        let mut buf = [0u8; 64];
+        let n = self.socket.recv(&mut buf).await.unwrap();
+        buf[..n].to_vec()
+    }
+}
+
+async fn next_value(rx: &mut mpsc::Receiver<Ingress>) -> (String, String, f64) {
+    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+        Ok(Some(Ingress::Readings(r))) => {
+            assert_eq!(r.len(), 1);
+            (
+                r[0].device().to_string(),
+                r[0].metric().to_string(),
+                r[0].value(),
+            )
+        }
+        other => panic!("expected a reading, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn notifications_become_readings_and_silence_reregisters() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let mut device = Device { socket, mid: 100 };
+    let config = CoapObserveConfig {
+        name: "observed".into(),
+        resources: vec![ObservedResource {
+            addr: addr.to_string(),
+            path: vec!["temperature".into()],
+            device: DeviceId::new("node-7").unwrap(),
+            metric: Some(MetricName::new("temperature").unwrap()),
+        }],
+        silence: Duration::from_millis(800),
+    };
+    let (tx, mut rx) = mpsc::channel(16);
+    let telemetry = Telemetry::default();
+    let ctx = AdapterContext {
+        name: "observed".into(),
+        ingress: tx,
+        shutdown: CancellationToken::new(),
+        telemetry: telemetry.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let shutdown = ctx.shutdown.clone();
+    let task = tokio::spawn(Box::new(CoapObserver::new(config)).run(ctx));
+
+    let (reg, peer) = device.registration().await;
+    device
+        .notify(&reg, peer, MessageType::Acknowledgement, 1, "20.5")
+        .await;
+    assert_eq!(
+        next_value(&mut rx).await,
+        ("node-7".into(), "temperature".into(), 20.5)
+    );
+    device
+        .notify(&reg, peer, MessageType::Confirmable, 2, "21")
+        .await;
+    assert_eq!(next_value(&mut rx).await.2, 21.0);
+    let ack = device.answer().await;
+    assert_eq!(
+        ack,
+        [0x60, 0x00, 0, device.mid as u8],
+        "an empty ACK of the CON notification"
+    );
+    device
+        .notify(&reg, peer, MessageType::NonConfirmable, 3, "22")
+        .await;
+    assert_eq!(next_value(&mut rx).await.2, 22.0);
+    // A reordered (older) notification is not a new value.
+    device
+        .notify(&reg, peer, MessageType::NonConfirmable, 2, "99")
+        .await;
+    device
+        .notify(&reg, peer, MessageType::NonConfirmable, 4, "23")
+        .await;
+    assert_eq!(next_value(&mut rx).await.2, 23.0);
+
+    // The device restarts: it forgets the observer and says nothing. The
+    // client registers again, with a new token.
+    let (again, _) = device.registration().await;
+    assert_ne!(again.get_token(), reg.get_token());
+    device
+        .notify(&again, peer, MessageType::Acknowledgement, 1, "19")
+        .await;
+    assert_eq!(next_value(&mut rx).await.2, 19.0);
+    // A notification for the old registration is reset (RFC 7641 §3.6).
+    device
+        .notify(&reg, peer, MessageType::Confirmable, 5, "50")
+        .await;
+    assert_eq!(device.answer().await, message::reset(device.mid));
+    assert_eq!(
+        telemetry.counter_value(
+            "edge_gateway_adapter_errors_total",
+            &[
+                ("adapter", "observed"),
+                ("error_type", "stale_notification")
+            ]
+        ),
+        Some(1)
+    );
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert!(rx.try_recv().is_err(), "nothing from the old registration");
+}

@@ -1,0 +1,155 @@
+//! The CoAP server's socket loop: receive a datagram, rate-limit its sender,
+//! hand it to the [`Handler`], forward the readings, send the reply.
+//!
+//! The reply of an update is sent after the pipeline accepted its readings,
+//! so a full pipeline delays the ACK (and the sender's next request) instead
+//! of losing readings that were already acknowledged.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+
+use gateway_core::component::{AdapterFuture, AdapterStats};
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress};
+use tokio::net::UdpSocket;
+use tracing::{info, warn};
+
+use super::config::CoapServerConfig;
+use super::handler::{Handler, Outcome};
+use super::ratelimit::RateLimiter;
+
+/// Room for the header, token and options around the largest payload.
+const HEADROOM: usize = 512;
+
+/// A runnable CoAP server adapter.
+pub struct CoapSource {
+    config: CoapServerConfig,
+}
+
+impl CoapSource {
+    /// The server for `config`; it binds when run.
+    pub fn new(config: CoapServerConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl Adapter for CoapSource {
+    fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
+        Box::pin(async move {
+            let socket =
+                UdpSocket::bind(self.config.bind)
+                    .await
+                    .map_err(|source| AdapterError::Bind {
+                        addr: self.config.bind.to_string(),
+                        source,
+                    })?;
+            serve(socket, self.config, ctx).await
+        })
+    }
+}
+
+/// A Message ID start that differs between runs (§4.4: not predictable).
+pub(crate) fn random_u16() -> u16 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x636f_6170);
+    h.finish() as u16
+}
+
+/// Serves on a bound socket until `ctx.shutdown`.
+///
+/// # Errors
+/// [`AdapterError::PipelineClosed`] when the pipeline stops first.
+pub async fn serve(
+    socket: UdpSocket,
+    config: CoapServerConfig,
+    ctx: AdapterContext,
+) -> Result<(), AdapterError> {
+    if let Ok(addr) = socket.local_addr() {
+        info!(adapter = %ctx.name, %addr, "CoAP server listening.");
+    }
+    let stats = ctx.stats();
+    let throttle = LogThrottle::default();
+    let mut limiter = RateLimiter::new(config.rate_limit, config.rate_burst, config.max_peers);
+    let mut handler = Handler::new(config.limits.clone(), random_u16());
+    // One byte more than the largest message we accept: a datagram that
+    // fills the buffer was truncated by the kernel (§4.6).
+    let mut buf = vec![0u8; config.limits.max_payload_bytes + HEADROOM + 1];
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP port unreachable from an earlier reply surfaces
+                    // here on some systems; the socket itself is fine.
+                    stats.error("recv");
+                    if let Some(suppressed) = throttle.allow("recv") {
+                        warn!(adapter = %ctx.name, error = %e, suppressed, "CoAP receive failed.");
+                    }
+                    continue;
+                }
+            },
+        };
+        stats.received.inc();
+        let now = tokio::time::Instant::now().into_std();
+        if !limiter.allow(peer.ip(), now) {
+            report(
+                &stats,
+                &throttle,
+                &ctx.name,
+                peer,
+                "rate_limited",
+                "over the per-peer rate",
+            );
+            continue;
+        }
+        let outcome = if n == buf.len() {
+            handler.oversize(&buf[..n])
+        } else {
+            handler.handle(peer, &buf[..n], now, ctx.clock.now())
+        };
+        deliver(&socket, peer, outcome, &ctx, &stats, &throttle).await?;
+    }
+    info!(adapter = %ctx.name, "Stopped.");
+    Ok(())
+}
+
+async fn deliver(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    outcome: Outcome,
+    ctx: &AdapterContext,
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+) -> Result<(), AdapterError> {
+    for (kind, detail) in &outcome.errors {
+        report(stats, throttle, &ctx.name, peer, kind, detail);
+    }
+    if !outcome.readings.is_empty() {
+        stats.readings.add(outcome.readings.len() as u64);
+        ctx.ingress
+            .send(Ingress::Readings(outcome.readings))
+            .await
+            .map_err(|_| AdapterError::PipelineClosed)?;
+    }
+    if let Some(reply) = outcome.reply {
+        if let Err(e) = socket.send_to(&reply, peer).await {
+            report(stats, throttle, &ctx.name, peer, "send", &e.to_string());
+        }
+    }
+    Ok(())
+}
+
+fn report(
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+    adapter: &str,
+    peer: SocketAddr,
+    kind: &str,
+    detail: &str,
+) {
+    stats.error(kind);
+    if let Some(suppressed) = throttle.allow(kind) {
+        warn!(adapter, %peer, error_type = kind, detail, suppressed, "Dropping CoAP request.");
+    }
+}
