@@ -82,6 +82,9 @@ impl Pipeline {
                 biased;
                 _ = tokio::time::sleep(nap) => {
                     let due = self.aggregator.close_due(self.clock.now());
+                    // A forwarded window must leave the checkpoint too, or a
+                    // crash would restore and send it again.
+                    dirty |= !due.is_empty();
                     if !self.emit(due, None, &out, &c).await {
                         return;
                     }
