@@ -114,6 +114,9 @@ impl Gateway {
                 client_key: up.client_key.clone(),
                 keep_alive: up.keep_alive,
                 max_packet_bytes: 1024 * 1024,
+                // Every message is resent from the outbox on each connection;
+                // a broker-side session would only add stale duplicates.
+                persistent_session: false,
             },
             qos: up.qos,
             status_topic: renderer.status_topic(),

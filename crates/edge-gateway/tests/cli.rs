@@ -69,6 +69,7 @@ fn the_template_parses_to_the_defaults() {
         "max_age",
         "drain_rate",
         "checkpoint_interval",
+        "persistent_session",
     ] {
         assert!(
             SHIPPED.lines().any(|l| l

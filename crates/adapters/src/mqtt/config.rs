@@ -44,6 +44,8 @@ struct Raw {
     max_backoff: Duration,
     #[serde(default = "default_max_payload")]
     max_payload_bytes: usize,
+    #[serde(default = "default_persistent_session")]
+    persistent_session: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -96,6 +98,9 @@ pub(crate) const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
 fn default_max_payload() -> usize {
     DEFAULT_MAX_PAYLOAD
 }
+fn default_persistent_session() -> bool {
+    true
+}
 
 /// One subscription: which topics, and how their payloads read.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +126,8 @@ pub struct MqttAdapterConfig {
     pub keep_alive: Duration,
     pub max_backoff: Duration,
     pub max_payload_bytes: usize,
+    /// See the template: the broker queues QoS 1 readings while we are away.
+    pub persistent_session: bool,
 }
 
 impl MqttAdapterConfig {
@@ -240,6 +247,7 @@ impl MqttAdapterConfig {
             keep_alive: raw.keep_alive,
             max_backoff: raw.max_backoff,
             max_payload_bytes: raw.max_payload_bytes,
+            persistent_session: raw.persistent_session,
         })
     }
 }
@@ -289,6 +297,11 @@ keep_alive = "{keep_alive}"
 max_backoff = "{max_backoff}"
 # Larger payloads are counted and dropped unread.
 max_payload_bytes = {max_payload}
+# Keep an MQTT session with the broker (clean session off, under the fixed
+# client id): it keeps the subscriptions and queues QoS 1 readings while the
+# gateway restarts, and across its own restart when its persistence is on.
+# Give every gateway its own client_id on a shared broker.
+persistent_session = true
 "##,
         url = default_url(),
         t0 = DEFAULT_TOPICS[0],

@@ -26,6 +26,9 @@ pub struct ConnectionSettings {
     pub keep_alive: Duration,
     /// Largest packet accepted from the broker.
     pub max_packet_bytes: usize,
+    /// Ask the broker to keep our subscriptions and queue QoS 1/2 messages
+    /// while we are away (MQTT clean session off, fixed client id).
+    pub persistent_session: bool,
 }
 
 /// Why a connection could not even be configured.
@@ -57,7 +60,7 @@ impl ConnectionSettings {
     pub fn mqtt_options(&self, last_will: Option<LastWill>) -> Result<MqttOptions, SetupError> {
         let mut opts = MqttOptions::new(&self.client_id, &self.url.host, self.url.port);
         opts.set_keep_alive(self.keep_alive);
-        opts.set_clean_session(true);
+        opts.set_clean_session(!self.persistent_session);
         opts.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
         if !self.username.is_empty() {
             let password = if self.password_env.is_empty() {

@@ -46,6 +46,7 @@ impl MqttSource {
             // Room for the MQTT header around the largest payload we accept;
             // anything larger is refused by the client before it is buffered.
             max_packet_bytes: config.max_payload_bytes.saturating_add(1024),
+            persistent_session: config.persistent_session,
         };
         Self { config, connection }
     }
