@@ -204,7 +204,11 @@ pub async fn publish(port: u16, topic: &str, payload: &str, qos: u8, retain: boo
     if retain {
         cmd.arg("-r");
     }
-    let status = cmd.status().await.expect("spawn mosquitto_pub");
+    cmd.kill_on_drop(true);
+    let status = tokio::time::timeout(Duration::from_secs(20), cmd.status())
+        .await
+        .unwrap_or_else(|_| panic!("mosquitto_pub to port {port} did not finish in 20 s"))
+        .expect("spawn mosquitto_pub");
     assert!(status.success(), "mosquitto_pub failed for {topic}");
 }
 
@@ -230,6 +234,9 @@ pub async fn publish_lines(port: u16, topic: &str, lines: &[String], qos: u8) {
     text.push('\n');
     stdin.write_all(text.as_bytes()).await.unwrap();
     drop(stdin);
-    let status = child.wait().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("mosquitto_pub -l to port {port} did not finish in 20 s"))
+        .unwrap();
     assert!(status.success(), "mosquitto_pub -l failed for {topic}");
 }

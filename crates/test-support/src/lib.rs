@@ -15,12 +15,29 @@ pub use coap::{coap_client, coap_client_run, free_udp_port, CoapOutput, CoapServ
 pub use mosquitto::{Mosquitto, Options};
 pub use tls::Pki;
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// A free TCP port on 127.0.0.1, never handed out twice in this process.
+///
+/// Tests that stop a broker and start it again later leave its port unbound
+/// in between; without this registry a parallel test could be given that
+/// port, and the gateway under test would talk to the wrong broker.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let handed = HANDED_OUT.get_or_init(|| Mutex::new(HashSet::new()));
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        if handed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// Whether a program is on PATH; tests name what is missing instead of

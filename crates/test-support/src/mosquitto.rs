@@ -175,14 +175,24 @@ impl Mosquitto {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
-            let _ = c.wait();
+            // Bounded: a broker that has not exited 10 s after SIGTERM is killed.
+            let pid = c.id().to_string();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = c.wait();
+                let _ = tx.send(());
+            });
+            if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                let _ = rx.recv_timeout(Duration::from_secs(10));
+            }
         }
     }
 
     /// Stops it gracefully and starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop();
-        for _ in 0..50 {
+        for _ in 0..5 {
             if self.spawn() {
                 return;
             }
