@@ -17,6 +17,9 @@ pub mod mqtt;
 #[cfg(feature = "coap")]
 pub mod coap;
 
+#[cfg(feature = "lorawan")]
+pub mod lorawan;
+
 use gateway_core::config::{AdapterSpec, Problems};
 use gateway_core::Adapter;
 

@@ -13,6 +13,8 @@ use edge_gateway::{logging, status};
 use gateway_core::SystemClock;
 use tracing::{error, info};
 
+mod decode;
+
 /// EX_CONFIG from sysexits.h: systemd and scripts can tell a bad config
 /// from a crash.
 const EX_CONFIG: u8 = 78;
@@ -43,6 +45,8 @@ enum Command {
     },
     /// Print a commented template of every key with its default.
     Configfile,
+    /// Decode a LoRaWAN payload with a codec, or verify and decrypt a PHYPayload.
+    Decode(decode::DecodeArgs),
     /// Run a self-contained demo: embedded broker, simulated building, live output.
     #[cfg(feature = "demo")]
     Demo {
@@ -55,6 +59,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Decode(args) => decode::run(&args),
         Command::Configfile => {
             print!("{}", settings::template());
             ExitCode::SUCCESS

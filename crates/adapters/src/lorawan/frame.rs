@@ -1,0 +1,284 @@
+//! LoRaWAN 1.0.x data frames: PHYPayload in, a verified and decrypted frame
+//! out, using the `lorawan` crate for parsing and the AES-CMAC/AES-CTR work.
+//!
+//! Two steps, because the keys depend on the frame: [`peek`] reads the
+//! header without keys (the caller finds the device by DevAddr and
+//! reconstructs the 32-bit FCnt with [`full_fcnt`]), then [`open`] checks the
+//! MIC with the NwkSKey and that full counter and decrypts FRMPayload with the
+//! AppSKey (FPort > 0) or the NwkSKey (FPort 0). Lengths are checked here
+//! before the crate sees the bytes: rust-lorawan #94 was a panic on an FOpts
+//! length past the end of the frame (FAULTS §3.4).
+
+use std::fmt;
+use std::str::FromStr;
+
+use lorawan::keys::AES128;
+use lorawan::parser::{self, DataHeader, DataPayload, PhyPayload};
+
+use super::mac::{self, MacCommand};
+
+/// MHDR (1) + FHDR without FOpts (7) + MIC (4): the shortest data frame.
+pub const MIN_DATA_FRAME_LEN: usize = 12;
+/// MHDR. 1 byte.
+const MHDR_LEN: usize = 1;
+/// DevAddr (4) + FCtrl (1) + FCnt (2). 7 bytes.
+const FHDR_MIN_LEN: usize = 7;
+/// MIC. 4 bytes.
+const MIC_LEN: usize = 4;
+
+/// An AES-128 session key. `Debug` never shows it: keys never reach logs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Key(pub [u8; 16]);
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// A key that is not 32 hex digits. The text is not echoed back: it may be
+/// a real key with a typo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expected a key of 32 hex digits (16 bytes), got {len} characters")]
+pub struct KeyError {
+    pub len: usize,
+}
+
+impl FromStr for Key {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = KeyError { len: s.len() };
+        if s.len() != 32 || !s.is_ascii() {
+            return Err(err);
+        }
+        let mut key = [0u8; 16];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| err)?;
+        }
+        Ok(Self(key))
+    }
+}
+
+/// Message type of a data frame (MHDR bits 7–5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MType {
+    UnconfirmedDataUp,
+    ConfirmedDataUp,
+    UnconfirmedDataDown,
+    ConfirmedDataDown,
+}
+
+impl MType {
+    /// Uplinks are device → network.
+    pub fn is_uplink(self) -> bool {
+        matches!(self, Self::UnconfirmedDataUp | Self::ConfirmedDataUp)
+    }
+}
+
+/// What a data frame says before any key is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peek {
+    pub mtype: MType,
+    /// DevAddr as a number, MSB first (`0x49BE7DF1`); little-endian on air.
+    pub dev_addr: u32,
+    /// The 16 low bits of FCnt, as on air.
+    pub fcnt16: u16,
+}
+
+/// A verified, decrypted data frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFrame {
+    pub mtype: MType,
+    pub dev_addr: u32,
+    /// FCtrl byte (ADR, ACK, FPending/ClassB, FOptsLen).
+    pub fctrl: u8,
+    pub fcnt16: u16,
+    /// The full counter the MIC was verified with.
+    pub fcnt: u32,
+    /// MAC commands: from FOpts, or from FRMPayload when FPort is 0.
+    pub mac_commands: Vec<MacCommand>,
+    /// Bytes at the end of the MAC command area that do not form a known
+    /// command (a proprietary CID or a cut-off payload): kept, not fatal.
+    pub mac_unparsed: Vec<u8>,
+    pub fport: Option<u8>,
+    /// Decrypted FRMPayload; application data only when `fport > 0`.
+    pub payload: Vec<u8>,
+    pub mic: [u8; 4],
+}
+
+impl DataFrame {
+    /// The payload for an application codec: `None` for FPort 0 (MAC
+    /// commands, FAULTS §3.4) and for frames without FPort.
+    pub fn application_payload(&self) -> Option<&[u8]> {
+        matches!(self.fport, Some(p) if p > 0).then_some(self.payload.as_slice())
+    }
+}
+
+/// Why a PHYPayload was not accepted. Count it by [`FrameError::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("PHYPayload of {len} bytes, a data frame has at least 12")]
+    TooShort { len: usize },
+    #[error("LoRaWAN major version {0}, expected 0 (R1)")]
+    UnsupportedMajor(u8),
+    #[error("join request: OTAA is not supported")]
+    JoinRequest,
+    #[error("join accept: a downlink, not expected from a device")]
+    JoinAccept,
+    #[error("MType {0:#05b} is RFU or proprietary, not a data frame")]
+    NotDataFrame(u8),
+    #[error("FOptsLen {fopts_len} needs {needed} bytes, frame has {len}")]
+    FOptsOverflow {
+        fopts_len: u8,
+        needed: usize,
+        len: usize,
+    },
+    #[error("malformed frame")]
+    Malformed,
+    #[error("MIC mismatch")]
+    InvalidMic,
+}
+
+impl FrameError {
+    /// A stable snake_case label, for the `error_type` of a counter.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TooShort { .. } => "too_short",
+            Self::UnsupportedMajor(_) => "unsupported_major",
+            Self::JoinRequest => "join_request",
+            Self::JoinAccept => "join_accept",
+            Self::NotDataFrame(_) => "not_data_frame",
+            Self::FOptsOverflow { .. } => "fopts_overflow",
+            Self::Malformed => "malformed",
+            Self::InvalidMic => "invalid_mic",
+        }
+    }
+}
+
+/// Reads the header of a data frame, without keys.
+///
+/// # Errors
+/// A [`FrameError`] for anything but a well-formed LoRaWAN R1 data frame.
+pub fn peek(phy: &[u8]) -> Result<Peek, FrameError> {
+    let Some(&mhdr) = phy.first() else {
+        return Err(FrameError::TooShort { len: 0 });
+    };
+    let major = mhdr & 0b11;
+    if major != 0 {
+        return Err(FrameError::UnsupportedMajor(major));
+    }
+    let mtype = match mhdr >> 5 {
+        0b000 => return Err(FrameError::JoinRequest),
+        0b001 => return Err(FrameError::JoinAccept),
+        0b010 => MType::UnconfirmedDataUp,
+        0b011 => MType::UnconfirmedDataDown,
+        0b100 => MType::ConfirmedDataUp,
+        0b101 => MType::ConfirmedDataDown,
+        other => return Err(FrameError::NotDataFrame(other)),
+    };
+    let [_, a0, a1, a2, a3, fctrl, c0, c1, ..] = *phy else {
+        return Err(FrameError::TooShort { len: phy.len() });
+    };
+    if phy.len() < MIN_DATA_FRAME_LEN {
+        return Err(FrameError::TooShort { len: phy.len() });
+    }
+    let fopts_len = fctrl & 0x0F;
+    let needed = MHDR_LEN + FHDR_MIN_LEN + usize::from(fopts_len) + MIC_LEN;
+    if phy.len() < needed {
+        return Err(FrameError::FOptsOverflow {
+            fopts_len,
+            needed,
+            len: phy.len(),
+        });
+    }
+    Ok(Peek {
+        mtype,
+        dev_addr: u32::from_le_bytes([a0, a1, a2, a3]),
+        fcnt16: u16::from_le_bytes([c0, c1]),
+    })
+}
+
+/// Verifies the MIC with `nwk_s_key` and the full counter `fcnt`, then
+/// decrypts FRMPayload.
+///
+/// # Errors
+/// What [`peek`] refuses, and [`FrameError::InvalidMic`].
+pub fn open(
+    phy: &[u8],
+    nwk_s_key: &Key,
+    app_s_key: &Key,
+    fcnt: u32,
+) -> Result<DataFrame, FrameError> {
+    let head = peek(phy)?;
+    let nwk = AES128(nwk_s_key.0);
+    let app = AES128(app_s_key.0);
+    let encrypted = match parser::parse(phy.to_vec()) {
+        Ok(PhyPayload::Data(DataPayload::Encrypted(p))) => p,
+        // peek() admitted only data frames of a sound length, so the crate
+        // should agree; if it does not, the frame is refused, not trusted.
+        _ => return Err(FrameError::Malformed),
+    };
+    if !encrypted.validate_mic(&nwk, fcnt) {
+        return Err(FrameError::InvalidMic);
+    }
+    let fhdr = encrypted.fhdr();
+    let fctrl = fhdr.fctrl().raw_value();
+    let fopts = fhdr.data().to_vec();
+    // Our own FPort: lorawan 0.9's `f_port()` says `None` when FPort is
+    // present with an empty FRMPayload, which the spec allows
+    // (lora-packet-empty-frmpayload). Decryption is unaffected: with no
+    // FRMPayload bytes there is nothing to decrypt with either key.
+    let fport_at = MHDR_LEN + FHDR_MIN_LEN + fopts.len();
+    let fport = (phy.len() > fport_at + MIC_LEN)
+        .then(|| phy.get(fport_at).copied())
+        .flatten();
+    let decrypted = encrypted
+        .decrypt(Some(&nwk), Some(&app), fcnt)
+        .map_err(|_| FrameError::Malformed)?;
+    let bytes = decrypted.to_inner();
+    // FRMPayload sits between FPort and the MIC; peek() checked the bounds.
+    let start = fport_at + 1;
+    let payload = match fport {
+        Some(_) => bytes
+            .get(start..bytes.len() - MIC_LEN)
+            .ok_or(FrameError::Malformed)?
+            .to_vec(),
+        None => Vec::new(),
+    };
+    // FPort 0 carries MAC commands in FRMPayload (then FOpts must be empty).
+    let mac_area = if fport == Some(0) { &payload } else { &fopts };
+    let (mac_commands, rest) = mac::parse(mac_area, head.mtype.is_uplink());
+    let mut mic = [0u8; MIC_LEN];
+    mic.copy_from_slice(&phy[phy.len() - MIC_LEN..]); // peek(): len ≥ 12
+    Ok(DataFrame {
+        mtype: head.mtype,
+        dev_addr: head.dev_addr,
+        fctrl,
+        fcnt16: head.fcnt16,
+        fcnt,
+        mac_unparsed: rest.to_vec(),
+        mac_commands,
+        fport,
+        payload,
+        mic,
+    })
+}
+
+/// The full 32-bit FCnt from the 16 bits on air, relative to the next
+/// expected counter (last accepted + 1): ChirpStack's `get_full_f_cnt_up`
+/// (chirpstack/src/storage/device.rs). The previous counter maps to itself
+/// (a retransmission); anything else is the nearest counter at or after
+/// `next_expected`, wrapping at 2^32.
+pub fn full_fcnt(next_expected: u32, received16: u16) -> u32 {
+    let expected16 = next_expected as u16; // the low 16 bits
+    if received16 == expected16.wrapping_sub(1) {
+        return next_expected.wrapping_sub(1);
+    }
+    let gap = u32::from(received16.wrapping_sub(expected16));
+    next_expected.wrapping_add(gap)
+}
+
+#[cfg(test)]
+#[path = "frame_tests.rs"]
+mod tests;
