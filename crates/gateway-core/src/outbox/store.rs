@@ -267,27 +267,33 @@ impl Outbox {
                 seq, created_ms, ..
             } => {
                 self.next_seq = self.next_seq.max(seq + 1);
-                if let Some(s) = self.segments.iter_mut().rev().find(|s| s.id == segment) {
-                    s.live += 1;
-                }
-                self.index.insert(
-                    seq,
-                    Entry {
-                        loc: Loc::Disk {
-                            segment,
-                            offset,
-                            len: u32::try_from(len).unwrap_or(u32::MAX),
-                        },
-                        created_ms,
-                        bytes: len as u64,
-                    },
-                );
+                self.index_on_disk(seq, segment, offset, len, created_ms);
             }
             Record::Ack { seq } | Record::Drop { seq } => {
                 self.next_seq = self.next_seq.max(seq + 1);
                 self.forget(seq);
             }
         }
+    }
+
+    /// A message now on disk: live in the index and in its segment's count.
+    fn index_on_disk(&mut self, seq: u64, segment: u64, offset: u64, len: usize, created_ms: i64) {
+        if let Some(s) = self.segments.iter_mut().rev().find(|s| s.id == segment) {
+            s.live += 1;
+        }
+        let loc = Loc::Disk {
+            segment,
+            offset,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        };
+        self.index.insert(
+            seq,
+            Entry {
+                loc,
+                created_ms,
+                bytes: len as u64,
+            },
+        );
     }
 
     /// Removes `seq` from the index; true if it was live.
@@ -504,21 +510,7 @@ impl Outbox {
         }
         let segment = self.segments.back().map_or(0, |s| s.id);
         for (seq, offset, len) in pending.drain(..) {
-            self.index.insert(
-                seq,
-                Entry {
-                    loc: Loc::Disk {
-                        segment,
-                        offset,
-                        len: u32::try_from(len).unwrap_or(u32::MAX),
-                    },
-                    created_ms,
-                    bytes: len as u64,
-                },
-            );
-            if let Some(s) = self.segments.back_mut() {
-                s.live += 1;
-            }
+            self.index_on_disk(seq, segment, offset, len, created_ms);
             out.seqs.push(seq);
         }
         buf.clear();
