@@ -6,11 +6,16 @@
 //! the new one, never half of each. A checksum guards against the rest.
 //!
 //! ```text
-//! file  = magic "EGWCK001" body_len:u64le crc32(body):u32le body
-//! body  = watermark:i64 n:u32 n × series
+//! file  = magic "EGWCK002" body_len:u64le crc32(body):u32le body
+//! body  = watermark:i64 n:u32 n × series session
 //! series = dev_len:u16 dev metric_len:u16 metric start:i64 count:u64
 //!          shift:f64 mean:f64 m2:f64 min:f64 max:f64 scale_exp:i32
+//! session = journal_epoch:u64 k:u32 k × (source:text slot:u16 digest:u64)
 //! ```
+//!
+//! `EGWCK001` files (no session part) are still read. The session part
+//! names the ingress journal that continues after this checkpoint and the
+//! redelivery slots already taken (see `journal` and `deliveries`).
 
 use std::fs::File;
 use std::io::Write;
@@ -19,7 +24,20 @@ use std::path::{Path, PathBuf};
 use aggregator::{OpenSeries, Snapshot, StatsState};
 use gateway_core::{DeviceId, MetricName};
 
-const MAGIC: &[u8; 8] = b"EGWCK001";
+use crate::binary::{put_text, Reader};
+use crate::deliveries::Taken;
+
+const MAGIC: &[u8; 8] = b"EGWCK002";
+const MAGIC_V1: &[u8; 8] = b"EGWCK001";
+
+/// Everything a checkpoint holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Saved {
+    pub snapshot: Snapshot,
+    /// The journal to replay on top of this checkpoint.
+    pub journal_epoch: u64,
+    pub deliveries: Vec<Taken>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -53,7 +71,7 @@ impl Checkpoint {
     ///
     /// # Errors
     /// Unreadable or damaged (the caller starts empty and says so).
-    pub fn load(&self) -> Result<Option<Snapshot>, CheckpointError> {
+    pub fn load(&self) -> Result<Option<Saved>, CheckpointError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -77,7 +95,7 @@ impl Checkpoint {
     ///
     /// # Errors
     /// A write, fsync or rename that failed; the previous checkpoint stays.
-    pub fn save(&self, snapshot: &Snapshot) -> Result<(), CheckpointError> {
+    pub fn save(&self, saved: &Saved) -> Result<(), CheckpointError> {
         let tmp = self.path.with_extension("ckpt.tmp");
         let io = |action, path: &Path| {
             let path = path.to_path_buf();
@@ -87,7 +105,7 @@ impl Checkpoint {
                 source,
             }
         };
-        let bytes = encode(snapshot);
+        let bytes = encode(saved);
         let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
         f.write_all(&bytes).map_err(io("writing", &tmp))?;
         f.sync_all().map_err(io("syncing", &tmp))?;
@@ -108,7 +126,8 @@ impl Checkpoint {
     }
 }
 
-fn encode(s: &Snapshot) -> Vec<u8> {
+fn encode(saved: &Saved) -> Vec<u8> {
+    let s = &saved.snapshot;
     let mut body = Vec::with_capacity(12 + s.open.len() * 96);
     body.extend_from_slice(&s.watermark_ms.to_le_bytes());
     body.extend_from_slice(
@@ -130,6 +149,14 @@ fn encode(s: &Snapshot) -> Vec<u8> {
         }
         body.extend_from_slice(&st.scale_exp.to_le_bytes());
     }
+    body.extend_from_slice(&saved.journal_epoch.to_le_bytes());
+    let k = u32::try_from(saved.deliveries.len()).unwrap_or(u32::MAX);
+    body.extend_from_slice(&k.to_le_bytes());
+    for t in saved.deliveries.iter().take(k as usize) {
+        put_text(&mut body, &t.source);
+        body.extend_from_slice(&t.slot.to_le_bytes());
+        body.extend_from_slice(&t.digest.to_le_bytes());
+    }
     let mut out = Vec::with_capacity(20 + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
@@ -138,43 +165,13 @@ fn encode(s: &Snapshot) -> Vec<u8> {
     out
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn f64(&mut self) -> Option<f64> {
-        self.u64().map(f64::from_bits)
-    }
-    fn text(&mut self) -> Option<&'a str> {
-        let n = usize::from(self.u16()?);
-        std::str::from_utf8(self.take(n)?).ok()
-    }
-}
-
-fn decode(bytes: &[u8]) -> Result<Snapshot, &'static str> {
-    let mut r = Reader(bytes);
-    if r.take(8) != Some(MAGIC.as_slice()) {
-        return Err("not a checkpoint");
-    }
+fn decode(bytes: &[u8]) -> Result<Saved, &'static str> {
+    let mut r = Reader::new(bytes);
+    let has_session = match r.take(8) {
+        Some(m) if m == MAGIC.as_slice() => true,
+        Some(m) if m == MAGIC_V1.as_slice() => false,
+        _ => return Err("not a checkpoint"),
+    };
     let len = r.u64().ok_or("truncated header")?;
     let crc = r.u32().ok_or("truncated header")?;
     let body = r
@@ -183,7 +180,7 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, &'static str> {
     if crc32fast::hash(body) != crc {
         return Err("checksum mismatch");
     }
-    let mut r = Reader(body);
+    let mut r = Reader::new(body);
     let bad = "malformed series";
     let watermark_ms = r.i64().ok_or(bad)?;
     let n = r.u32().ok_or(bad)?;
@@ -213,12 +210,46 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, &'static str> {
             },
         });
     }
-    Ok(Snapshot { watermark_ms, open })
+    let snapshot = Snapshot { watermark_ms, open };
+    if !has_session {
+        return Ok(Saved {
+            snapshot,
+            ..Saved::default()
+        });
+    }
+    let bad = "malformed session";
+    let journal_epoch = r.u64().ok_or(bad)?;
+    let k = r.u32().ok_or(bad)?;
+    let mut deliveries = Vec::with_capacity(k.min(1 << 16) as usize);
+    for _ in 0..k {
+        deliveries.push(Taken {
+            source: r.text().ok_or(bad)?.into(),
+            slot: r.u16().ok_or(bad)?,
+            digest: r.u64().ok_or(bad)?,
+        });
+    }
+    Ok(Saved {
+        snapshot,
+        journal_epoch,
+        deliveries,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn saved() -> Saved {
+        Saved {
+            snapshot: snapshot(),
+            journal_epoch: 7,
+            deliveries: vec![Taken {
+                source: "local".into(),
+                slot: 65_535,
+                digest: u64::MAX - 1,
+            }],
+        }
+    }
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -247,19 +278,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpoint::in_dir(dir.path());
         assert_eq!(c.load().unwrap(), None);
-        c.save(&snapshot()).unwrap();
-        assert_eq!(c.load().unwrap(), Some(snapshot()));
-        c.save(&Snapshot::default()).unwrap();
-        assert_eq!(
-            c.load().unwrap(),
-            Some(Snapshot::default()),
-            "a save replaces"
-        );
+        c.save(&saved()).unwrap();
+        assert_eq!(c.load().unwrap(), Some(saved()));
+        c.save(&Saved::default()).unwrap();
+        assert_eq!(c.load().unwrap(), Some(Saved::default()), "a save replaces");
     }
 
     #[test]
     fn any_damage_is_detected_never_misread() {
-        let good = encode(&snapshot());
+        let good = encode(&saved());
         for cut in 0..good.len() {
             assert!(decode(&good[..cut]).is_err(), "truncated at {cut}");
         }
@@ -268,5 +295,22 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(decode(&bad).is_err(), "bit flipped at {i}");
         }
+    }
+
+    #[test]
+    fn first_format_checkpoints_are_still_read() {
+        let v2 = encode(&Saved {
+            snapshot: snapshot(),
+            ..Saved::default()
+        });
+        // Drop the session part (epoch 0, no deliveries: 12 bytes).
+        let body = &v2[20..v2.len() - 12];
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        v1.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        v1.extend_from_slice(body);
+        let read = decode(&v1).unwrap();
+        assert_eq!(read.snapshot, snapshot());
+        assert_eq!((read.journal_epoch, read.deliveries.len()), (0, 0));
     }
 }

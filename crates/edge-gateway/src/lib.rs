@@ -3,14 +3,20 @@
 //! - [`settings`]: the whole `gateway.toml` and the `configfile` template;
 //! - [`pipeline`]: the task that owns the aggregator;
 //! - [`checkpoint`]: its open windows on disk across restarts;
+//! - [`journal`] and [`deliveries`]: readings from redelivering sources on
+//!   disk before they are acknowledged, and the copies already taken;
 //! - [`messages`]: upstream topics and JSON payloads (the public contract);
 //! - [`runtime`]: starting and stopping adapters, pipeline and forwarder;
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
 //! - `demo`: an embedded broker and a simulated building.
 
+mod binary;
 pub mod checkpoint;
+pub mod deliveries;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod durability;
+pub mod journal;
 pub mod logging;
 pub mod messages;
 pub mod pipeline;

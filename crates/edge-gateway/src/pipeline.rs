@@ -4,17 +4,21 @@
 //! for an arriving batch or for the next window deadline, whichever comes
 //! first; the deadline is re-read at most every second so a wall clock that
 //! NTP steps is followed without a long oversleep.
+//!
+//! Readings from redelivering sources are journaled before their receipt
+//! completes (see `durability`); the journal is committed whenever the
+//! inbox runs dry or a batch is full, so one fsync covers many messages.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aggregator::{Aggregator, Rejected};
 use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{Clock, Ingress, OutboundMessage, Telemetry};
-use tokio::sync::mpsc;
+use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::Checkpoint;
+use crate::durability::Durability;
 use crate::messages::Renderer;
 
 /// The counters the pipeline keeps.
@@ -31,13 +35,18 @@ pub struct Pipeline {
     pub renderer: Renderer,
     pub clock: Arc<dyn Clock>,
     pub telemetry: Telemetry,
-    /// Where and how often open windows are saved; `None` forwards them
-    /// early (partial) at shutdown instead.
-    pub checkpoint: Option<(Checkpoint, Duration)>,
+    /// Checkpoint and journal; without a checkpoint, open windows are
+    /// forwarded early (partial) at shutdown instead.
+    pub durability: Durability,
+    /// Asks the forwarder whether everything sent so far is in the outbox:
+    /// a checkpoint may drop closed windows only once they are.
+    pub outbox_flush: Option<mpsc::Sender<oneshot::Sender<bool>>>,
 }
 
 /// Longest sleep between deadline checks.
 const MAX_NAP: Duration = Duration::from_secs(1);
+/// How long a checkpoint waits for the outbox to confirm.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 impl Pipeline {
     /// Runs until `ingress` closes, then forwards the windows that are due
@@ -58,10 +67,8 @@ impl Pipeline {
         };
         let throttle = LogThrottle::default();
         let checkpoint_failures = t.counter("edge_gateway_checkpoint_failures_total", &[]);
-        let every = self
-            .checkpoint
-            .as_ref()
-            .map_or(Duration::from_secs(3600), |(_, d)| *d);
+        let every = self.durability.every().unwrap_or(Duration::from_secs(3600));
+        let checkpoints = self.durability.every().is_some();
         let mut checkpoint_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -82,30 +89,32 @@ impl Pipeline {
                 biased;
                 _ = tokio::time::sleep(nap) => {
                     let due = self.aggregator.close_due(self.clock.now());
-                    // A forwarded window must leave the checkpoint too, or a
-                    // crash would restore and send it again.
-                    dirty |= !due.is_empty();
-                    if !self.emit(due, None, &out, &c).await {
-                        return;
+                    if !due.is_empty() {
+                        if !self.emit(due, None, &out, &c).await {
+                            return;
+                        }
+                        // A forwarded window must leave the checkpoint at
+                        // once, or a crash would restore it and send it again
+                        // with different content under the same id.
+                        dirty = true;
+                        if checkpoints {
+                            dirty = !self.checkpoint_or_warn(&checkpoint_failures, &throttle).await;
+                        }
                     }
                 }
                 msg = ingress.recv() => match msg {
                     Some(Ingress::Readings(readings)) => {
                         dirty = true;
-                        let now = self.clock.now();
-                        for r in &readings {
-                            match self.aggregator.ingest(r, now) {
-                                Ok(()) => c.aggregated.inc(),
-                                Err(rej) => {
-                                    let kind = match rej {
-                                        Rejected::Late { .. } => { c.late.inc(); "late" }
-                                        Rejected::Future { .. } => { c.future.inc(); "future" }
-                                    };
-                                    if let Some(suppressed) = throttle.allow(kind) {
-                                        warn!(device = %r.device(), metric = %r.metric(), time = %r.time(), reason = %rej, suppressed, "Dropping reading outside its window.");
-                                    }
-                                }
-                            }
+                        self.ingest(&readings, &c, &throttle);
+                    }
+                    Some(Ingress::Durable { readings, receipt }) => {
+                        if self.durability.admit(receipt.key.as_ref()) {
+                            dirty = true;
+                            self.ingest(&readings, &c, &throttle);
+                            self.durability.log(&readings, receipt);
+                        } else {
+                            debug!(source = ?receipt.key, "Dropping a resent copy of a message already taken.");
+                            self.durability.acknowledge_copy(receipt);
                         }
                     }
                     Some(Ingress::Status(change)) => {
@@ -117,18 +126,17 @@ impl Pipeline {
                     }
                     None => break,
                 },
-                _ = checkpoint_tick.tick(), if self.checkpoint.is_some() => {
+                _ = checkpoint_tick.tick(), if checkpoints => {
                     if dirty {
-                        dirty = false;
-                        if let Err(e) = self.save_checkpoint() {
-                            checkpoint_failures.inc();
-                            if let Some(suppressed) = throttle.allow("checkpoint") {
-                                warn!(error = %e, suppressed, "Cannot save the open windows; will retry.");
-                            }
-                            dirty = true;
-                        }
+                        dirty = !self.checkpoint_or_warn(&checkpoint_failures, &throttle).await;
+                    } else {
+                        // Retries a journal that could not be written.
+                        self.durability.commit();
                     }
                 }
+            }
+            if self.durability.should_commit(ingress.is_empty()) {
+                self.durability.commit();
             }
         }
         let now = self.clock.now();
@@ -136,8 +144,8 @@ impl Pipeline {
         if !self.emit(due, None, &out, &c).await {
             return;
         }
-        if self.checkpoint.is_some() {
-            match self.save_checkpoint() {
+        if checkpoints {
+            match self.save_checkpoint().await {
                 Ok(()) => {
                     info!(
                         open = self.aggregator.open_series(),
@@ -161,11 +169,56 @@ impl Pipeline {
         self.emit(rest, Some(now), &out, &c).await;
     }
 
-    fn save_checkpoint(&self) -> Result<(), crate::checkpoint::CheckpointError> {
-        match &self.checkpoint {
-            Some((c, _)) => c.save(&self.aggregator.snapshot()),
-            None => Ok(()),
+    fn ingest(&mut self, readings: &[Reading], c: &Counters, throttle: &LogThrottle) {
+        let now = self.clock.now();
+        for r in readings {
+            match self.aggregator.ingest(r, now) {
+                Ok(()) => c.aggregated.inc(),
+                Err(rej) => {
+                    let kind = match rej {
+                        Rejected::Late { .. } => {
+                            c.late.inc();
+                            "late"
+                        }
+                        Rejected::Future { .. } => {
+                            c.future.inc();
+                            "future"
+                        }
+                    };
+                    if let Some(suppressed) = throttle.allow(kind) {
+                        warn!(device = %r.device(), metric = %r.metric(), time = %r.time(), reason = %rej, suppressed, "Dropping reading outside its window.");
+                    }
+                }
+            }
         }
+    }
+
+    /// Saves a checkpoint; `true` when it is on disk.
+    async fn checkpoint_or_warn(&mut self, failures: &Counter, throttle: &LogThrottle) -> bool {
+        match self.save_checkpoint().await {
+            Ok(()) => true,
+            Err(e) => {
+                failures.inc();
+                if let Some(suppressed) = throttle.allow("checkpoint") {
+                    warn!(error = %e, suppressed, "Cannot save the open windows; will retry.");
+                }
+                false
+            }
+        }
+    }
+
+    async fn save_checkpoint(&mut self) -> Result<(), String> {
+        if let Some(flush) = &self.outbox_flush {
+            let (tx, rx) = oneshot::channel();
+            let stored = flush.send(tx).await.is_ok()
+                && matches!(tokio::time::timeout(FLUSH_WAIT, rx).await, Ok(Ok(true)));
+            if !stored {
+                return Err("the outbox has not stored the closed windows yet".into());
+            }
+        }
+        self.durability
+            .save(self.aggregator.snapshot())
+            .map_err(|e| e.to_string())
     }
 
     /// Sends closed windows upstream. With `cut_at`, windows that had not yet

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::checkpoint::Checkpoint;
+use crate::durability::Durability;
 use crate::messages::Renderer;
 use crate::pipeline::Pipeline;
 use crate::settings::GatewayConfig;
@@ -40,44 +40,6 @@ pub struct Gateway {
     adapters: Vec<(String, JoinHandle<()>)>,
     pipeline: JoinHandle<()>,
     upstream: JoinHandle<anyhow::Result<()>>,
-}
-
-/// Restores the open windows of the last run; `None` when checkpoints are
-/// off or the state directory cannot be used (then windows are forwarded
-/// early at shutdown, as without checkpoints).
-fn open_checkpoint(
-    config: &GatewayConfig,
-    aggregator: &mut Aggregator,
-    telemetry: &Telemetry,
-) -> Option<(Checkpoint, Duration)> {
-    let every = config.aggregation.checkpoint_interval;
-    if every.is_zero() {
-        return None;
-    }
-    let dir = &config.gateway.state_dir;
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        error!(state_dir = %dir.display(), error = %e, "Cannot use the state directory: open windows will not survive a restart.");
-        return None;
-    }
-    let checkpoint = Checkpoint::in_dir(dir);
-    match checkpoint.load() {
-        Ok(Some(snapshot)) => {
-            aggregator.restore(&snapshot);
-            info!(
-                open = snapshot.open.len(),
-                "Restored the open windows of the last run."
-            );
-        }
-        Ok(None) => {}
-        Err(e) => {
-            telemetry
-                .counter("edge_gateway_checkpoint_failures_total", &[])
-                .inc();
-            error!(error = %e, "Open windows of the last run are lost: their checkpoint is unreadable; it is kept aside.");
-            checkpoint.quarantine();
-        }
-    }
-    Some((checkpoint, every))
 }
 
 fn ms(d: Duration) -> i64 {
@@ -146,13 +108,20 @@ impl Gateway {
         })
         .context("aggregation settings")?;
         let mut aggregator = aggregator;
-        let checkpoint = open_checkpoint(config, &mut aggregator, &telemetry);
+        let durability = Durability::open(
+            &config.gateway.state_dir,
+            config.aggregation.checkpoint_interval,
+            &mut aggregator,
+            &telemetry,
+            clock.now(),
+        );
 
         let (out_tx, out_rx) = mpsc::channel(UPSTREAM_CAPACITY);
+        let (flush_tx, flush_rx) = mpsc::channel(1);
         let upstream = {
             let telemetry = telemetry.clone();
             tokio::spawn(async move {
-                run_upstream(settings, out_rx, telemetry)
+                run_upstream(settings, out_rx, Some(flush_rx), telemetry)
                     .await
                     .context("upstream forwarder")
             })
@@ -164,7 +133,8 @@ impl Gateway {
             renderer,
             clock: clock.clone(),
             telemetry: telemetry.clone(),
-            checkpoint,
+            durability,
+            outbox_flush: Some(flush_tx),
         };
         let pipeline = tokio::spawn(pipeline.run(in_rx, out_tx));
 

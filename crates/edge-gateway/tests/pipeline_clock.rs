@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregator::{Aggregator, WindowSpec};
+use edge_gateway::durability::Durability;
 use edge_gateway::messages::Renderer;
 use edge_gateway::pipeline::Pipeline;
 use gateway_core::{
@@ -44,7 +45,8 @@ fn start(window_s: i64, grace_s: i64) -> Harness {
         },
         clock: Arc::new(TokioClock::starting_at(ts(START))),
         telemetry: telemetry.clone(),
-        checkpoint: None,
+        durability: Durability::in_memory(&telemetry),
+        outbox_flush: None,
     };
     let (tx, rx) = mpsc::channel(16);
     let (out_tx, out) = mpsc::channel(16);

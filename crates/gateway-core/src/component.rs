@@ -19,13 +19,61 @@ use crate::model::{Reading, StatusChange};
 use crate::telemetry::{Counter, Telemetry};
 
 /// What an adapter hands to the pipeline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Ingress {
     /// Readings decoded from one message; kept together so one payload
     /// costs one channel operation.
     Readings(Vec<Reading>),
     /// A device announced it came online or went offline.
     Status(StatusChange),
+    /// Readings from a source that redelivers what it was not told is safe
+    /// (an MQTT QoS 1 session): the pipeline completes the receipt once the
+    /// readings are on disk, and only then may the adapter acknowledge.
+    Durable {
+        readings: Vec<Reading>,
+        receipt: Receipt,
+    },
+}
+
+/// Where a redeliverable message sat in its source's session, so a copy
+/// sent again after a crash is recognised and not counted twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryKey {
+    /// The adapter (one session per adapter).
+    pub source: Arc<str>,
+    /// The session's slot for the message (MQTT packet id); a slot is
+    /// reused only after the message in it was acknowledged.
+    pub slot: u16,
+    /// A digest of the message (topic and payload).
+    pub digest: u64,
+    /// The source marked it as a resend (MQTT DUP flag). Only resends are
+    /// checked: a new message with the same slot and content is genuine.
+    pub resent: bool,
+}
+
+/// The pipeline's promise to tell the adapter when readings are durable.
+#[derive(Debug)]
+pub struct Receipt {
+    pub key: Option<DeliveryKey>,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The adapter's side of a [`Receipt`]: resolves once the readings are
+/// safe, or with an error if the pipeline stopped before that.
+pub type ReceiptWaiter = tokio::sync::oneshot::Receiver<()>;
+
+impl Receipt {
+    pub fn new(key: Option<DeliveryKey>) -> (Self, ReceiptWaiter) {
+        let (done, waiter) = tokio::sync::oneshot::channel();
+        (Self { key, done }, waiter)
+    }
+
+    /// The readings are durable: the adapter may acknowledge.
+    pub fn complete(self) {
+        // The adapter may have lost its connection and dropped the waiter;
+        // the source then resends and the key catches the copy.
+        let _ = self.done.send(());
+    }
 }
 
 /// The pipeline's inbox. Bounded: a slow pipeline slows the adapters down

@@ -21,7 +21,8 @@ pub mod telemetry;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use component::{
-    Adapter, AdapterContext, AdapterError, AdapterStats, Ingress, OutboundMessage,
+    Adapter, AdapterContext, AdapterError, AdapterStats, DeliveryKey, Ingress, OutboundMessage,
+    Receipt, ReceiptWaiter,
 };
 pub use model::{
     DeviceId, DeviceState, MetricName, ModelError, Reading, StatusChange, TimeSource, Timestamp,

@@ -1,20 +1,34 @@
 //! The MQTT ingress adapter: subscribe, decode, hand readings to the pipeline.
 //!
-//! The event loop is polled all the time and the only await besides it is the
-//! bounded send into the pipeline, so a slow pipeline applies backpressure to
-//! the broker instead of growing memory. Subscriptions are renewed on every
-//! ConnAck: a broker restarted without persistence has forgotten them.
+//! QoS 1/2 messages are acknowledged by hand, only once the pipeline says
+//! their readings are on disk (a [`Receipt`]), and in the order they came
+//! (MQTT requires it): after a crash the broker's persistent session
+//! redelivers exactly what was not yet safe. Messages that carry nothing to
+//! keep (bad input, status) are acknowledged in their turn.
+//!
+//! As in the upstream forwarder, one task only polls the event loop (its
+//! `poll()` is not documented as cancel-safe, so it is never raced against
+//! anything but the final stop) and the adapter task does the rest. When
+//! the connection drops, the adapter forgets its pending acknowledgements
+//! before the poller reconnects: the broker resends those messages (DUP)
+//! and the pipeline recognises copies it already took by their
+//! [`DeliveryKey`]. Subscriptions are renewed on every ConnAck: a broker
+//! restarted without persistence has forgotten them.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
 use gateway_core::component::{AdapterFuture, AdapterStats};
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{
-    Adapter, AdapterContext, AdapterError, DeviceId, DeviceState, Ingress, MetricName,
-    StatusChange, Timestamp,
+    Adapter, AdapterContext, AdapterError, DeliveryKey, DeviceId, DeviceState, Ingress, MetricName,
+    Receipt, ReceiptWaiter, StatusChange, Timestamp,
 };
-use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::config::MqttAdapterConfig;
@@ -66,15 +80,28 @@ fn qos(q: gateway_core::config::Qos) -> QoS {
     }
 }
 
+/// What the poller reports.
+enum SourceEvent {
+    Connected,
+    Subscribed { refused: usize },
+    Message(Publish),
+    Lost(String),
+}
+
+/// Requests (subscriptions, acknowledgements) queued for the event loop;
+/// above any broker's default in-flight window so acks rarely wait.
+const REQUEST_QUEUE: usize = 1024;
+
 async fn run(
     config: MqttAdapterConfig,
     connection: ConnectionSettings,
     ctx: AdapterContext,
 ) -> Result<(), AdapterError> {
-    let options = connection
+    let mut options = connection
         .mqtt_options(None)
         .map_err(|e| AdapterError::Setup(format!("adapter {}: {e}", config.name)))?;
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    options.set_manual_acks(true);
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
     eventloop.network_options.set_connection_timeout(10);
     let filters: Vec<SubscribeFilter> = config
         .status_topics
@@ -88,103 +115,217 @@ async fn run(
         &[("adapter", &ctx.name)],
     );
     let throttle = LogThrottle::default();
-    let mut backoff = Backoff::new(Duration::from_millis(200), config.max_backoff);
+    let (events_tx, mut events) = mpsc::channel(256);
+    let (resume_tx, resume_rx) = mpsc::channel(1);
+    let stop_poller = CancellationToken::new();
+    let poller = tokio::spawn(poll_loop(
+        eventloop,
+        events_tx,
+        resume_rx,
+        Backoff::new(Duration::from_millis(200), config.max_backoff),
+        stop_poller.clone(),
+    ));
+    let source: Arc<str> = Arc::from(ctx.name.as_str());
+    // Received QoS 1/2 messages in arrival order, each with the receipt
+    // that says it may be acknowledged.
+    let mut unacked: VecDeque<(Publish, ReceiptWaiter)> = VecDeque::new();
+    // Safe to acknowledge, waiting for room in the client's queue.
+    let mut ready: VecDeque<Publish> = VecDeque::new();
     let mut connected = false;
 
     loop {
-        let event = tokio::select! {
+        while let Some(p) = ready.front() {
+            if client.try_ack(p).is_err() {
+                break;
+            }
+            ready.pop_front();
+        }
+        tokio::select! {
+            biased;
             _ = ctx.shutdown.cancelled() => break,
-            event = eventloop.poll() => event,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                info!(adapter = %ctx.name, broker = %config.url, "Connected to the local broker.");
-                connected = true;
-                backoff.reset();
-                if let Err(e) = client.try_subscribe_many(filters.clone()) {
-                    warn!(adapter = %ctx.name, error = %e, "Could not queue the subscriptions.");
+            done = async {
+                match unacked.front_mut() {
+                    Some((_, waiter)) => waiter.await,
+                    None => std::future::pending().await,
+                }
+            }, if !unacked.is_empty() => {
+                if done.is_err() {
+                    // The pipeline stopped before the readings were safe;
+                    // the broker keeps them for the next start.
+                    unacked.clear();
+                    continue;
+                }
+                // The front is safe, and so may be those right behind it.
+                if let Some((publish, _)) = unacked.pop_front() {
+                    ready.push_back(publish);
+                }
+                while let Some((_, next)) = unacked.front_mut() {
+                    if next.try_recv().is_err() {
+                        break;
+                    }
+                    if let Some((publish, _)) = unacked.pop_front() {
+                        ready.push_back(publish);
+                    }
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                let refused = ack
+            event = events.recv() => match event {
+                None => break,
+                Some(SourceEvent::Connected) => {
+                    info!(adapter = %ctx.name, broker = %config.url, "Connected to the local broker.");
+                    connected = true;
+                    if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                        warn!(adapter = %ctx.name, error = %e, "Could not queue the subscriptions.");
+                    }
+                }
+                Some(SourceEvent::Subscribed { refused }) => {
+                    if refused > 0 {
+                        stats.error("subscription_refused");
+                        warn!(adapter = %ctx.name, refused, "The broker refused some subscriptions.");
+                    } else {
+                        info!(adapter = %ctx.name, filters = filters.len(), "Subscribed.");
+                    }
+                }
+                Some(SourceEvent::Message(publish)) => {
+                    stats.received.inc();
+                    let ingress = dispatch(
+                        &config,
+                        &publish.topic,
+                        &publish.payload,
+                        ctx.clock.now(),
+                        &stats,
+                        &throttle,
+                        &ctx.name,
+                    );
+                    let (ingress, waiter) = match (publish.qos, ingress) {
+                        (QoS::AtMostOnce, ingress) => (ingress, None),
+                        (_, Some(Ingress::Readings(readings))) => {
+                            let (receipt, waiter) = Receipt::new(Some(delivery_key(&source, &publish)));
+                            (Some(Ingress::Durable { readings, receipt }), Some(waiter))
+                        }
+                        (_, other) => {
+                            // Nothing to keep: acknowledge it in its turn.
+                            let (receipt, waiter) = Receipt::new(None);
+                            receipt.complete();
+                            (other, Some(waiter))
+                        }
+                    };
+                    if let Some(ingress) = ingress {
+                        ctx.ingress
+                            .send(ingress)
+                            .await
+                            .map_err(|_| AdapterError::PipelineClosed)?;
+                    }
+                    if let Some(waiter) = waiter {
+                        unacked.push_back((publish, waiter));
+                    }
+                }
+                Some(SourceEvent::Lost(error)) => {
+                    if connected {
+                        reconnects.inc();
+                        warn!(adapter = %ctx.name, broker = %config.url, %error, unacknowledged = unacked.len() + ready.len(), "Lost the local broker; reconnecting (it resends what was not acknowledged).");
+                    } else if let Some(suppressed) = throttle.allow("connect") {
+                        warn!(adapter = %ctx.name, broker = %config.url, %error, suppressed, "Cannot reach the local broker; retrying.");
+                    }
+                    connected = false;
+                    // Acks for the old connection must not reach the new
+                    // one: the broker may have reused their packet ids.
+                    unacked.clear();
+                    ready.clear();
+                    let _ = resume_tx.send(()).await;
+                }
+            },
+        }
+    }
+    if connected {
+        // Acknowledge what is already safe, then leave; the rest is
+        // resent by the broker at the next start.
+        while let Some((publish, mut waiter)) = unacked.pop_front() {
+            if waiter.try_recv().is_err() {
+                break;
+            }
+            ready.push_back(publish);
+        }
+        for p in &ready {
+            let _ = client.try_ack(p);
+        }
+        let _ = client.try_disconnect();
+    }
+    // The poller ends on the Disconnect; never wait on a dead network.
+    let stopped = tokio::time::timeout(Duration::from_secs(1), async {
+        while events.recv().await.is_some() {}
+    })
+    .await;
+    if stopped.is_err() {
+        stop_poller.cancel();
+    }
+    let _ = poller.await;
+    info!(adapter = %ctx.name, "Stopped.");
+    Ok(())
+}
+
+/// Identifies a message within the broker's session for this adapter.
+fn delivery_key(source: &Arc<str>, publish: &Publish) -> DeliveryKey {
+    let topic = crc32fast::hash(publish.topic.as_bytes());
+    let payload = crc32fast::hash(&publish.payload);
+    DeliveryKey {
+        source: source.clone(),
+        slot: publish.pkid,
+        digest: (u64::from(topic) << 32) | u64::from(payload),
+        resent: publish.dup,
+    }
+}
+
+async fn poll_loop(
+    mut eventloop: EventLoop,
+    events: mpsc::Sender<SourceEvent>,
+    mut resume: mpsc::Receiver<()>,
+    mut backoff: Backoff,
+    stop: CancellationToken,
+) {
+    loop {
+        let polled = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = eventloop.poll() => e,
+        };
+        let event = match polled {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                SourceEvent::Connected
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => SourceEvent::Subscribed {
+                refused: ack
                     .return_codes
                     .iter()
                     .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    .count();
-                if refused > 0 {
-                    stats.error("subscription_refused");
-                    warn!(adapter = %ctx.name, refused, "The broker refused some subscriptions.");
-                } else {
-                    info!(adapter = %ctx.name, filters = filters.len(), "Subscribed.");
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                stats.received.inc();
-                let ingress = dispatch(
-                    &config,
-                    &publish.topic,
-                    &publish.payload,
-                    ctx.clock.now(),
-                    &stats,
-                    &throttle,
-                    &ctx.name,
-                );
-                if let Some(ingress) = ingress {
-                    ctx.ingress
-                        .send(ingress)
-                        .await
-                        .map_err(|_| AdapterError::PipelineClosed)?;
-                }
-            }
-            Ok(_) => {}
+                    .count(),
+            },
+            Ok(Event::Incoming(Packet::Publish(publish))) => SourceEvent::Message(publish),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(_) => continue,
             Err(e) => {
-                if connected {
-                    reconnects.inc();
-                    warn!(adapter = %ctx.name, broker = %config.url, error = %e, "Lost the local broker; reconnecting.");
-                } else if let Some(suppressed) = throttle.allow("connect") {
-                    warn!(adapter = %ctx.name, broker = %config.url, error = %e, suppressed, "Cannot reach the local broker; retrying.");
+                if events.send(SourceEvent::Lost(e.to_string())).await.is_err() {
+                    return;
                 }
-                connected = false;
-                let delay = backoff.next_delay();
-                debug!(adapter = %ctx.name, ?delay, "Backing off.");
+                // Once the adapter has dropped its pending acks, drop any
+                // it queued meanwhile (clean() discards queued PubAcks).
                 tokio::select! {
-                    _ = ctx.shutdown.cancelled() => break,
+                    _ = stop.cancelled() => return,
+                    r = resume.recv() => if r.is_none() { return },
+                }
+                eventloop.clean();
+                let delay = backoff.next_delay();
+                debug!(?delay, "Local broker reconnect backoff.");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
+                continue;
             }
+        };
+        if events.send(event).await.is_err() {
+            return;
         }
     }
-    if connected && client.try_disconnect().is_ok() {
-        // The DISCONNECT only leaves when the event loop runs; a broker that
-        // does not answer must not hold the shutdown up.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    // Already acknowledged to the broker by the client: keep it.
-                    Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        stats.received.inc();
-                        let now = ctx.clock.now();
-                        if let Some(ingress) = dispatch(
-                            &config,
-                            &publish.topic,
-                            &publish.payload,
-                            now,
-                            &stats,
-                            &throttle,
-                            &ctx.name,
-                        ) {
-                            let _ = ctx.ingress.send(ingress).await;
-                        }
-                    }
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-    }
-    info!(adapter = %ctx.name, "Stopped.");
-    Ok(())
 }
 
 /// Turns one received message into what the pipeline gets, counting and

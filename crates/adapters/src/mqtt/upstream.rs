@@ -32,7 +32,7 @@ use gateway_core::outbox::{Outbox, OutboxError, OutboxSettings};
 use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
 use gateway_core::{OutboundMessage, Telemetry};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -168,9 +168,14 @@ fn open_outbox(settings: &UpstreamSettings, m: &Metrics) -> Result<Outbox, Setup
 /// Only a connection or outbox that cannot be set up (missing password
 /// variable, unreadable TLS files, an outbox locked by another gateway);
 /// network and disk faults are retried.
+///
+/// A request on `flush` is answered once every message sent on `rx` before
+/// it was made has been handed to the outbox: `true` when the outbox holds
+/// them on disk.
 pub async fn run_upstream(
     settings: UpstreamSettings,
     mut rx: mpsc::Receiver<OutboundMessage>,
+    mut flush: Option<mpsc::Receiver<oneshot::Sender<bool>>>,
     telemetry: Telemetry,
 ) -> Result<(), SetupError> {
     let m = Metrics::new(&telemetry);
@@ -362,6 +367,17 @@ pub async fn run_upstream(
                     rx_open = false;
                     drain_deadline = Instant::now() + settings.drain_timeout;
                 }
+            },
+            request = async { flush.as_mut()?.recv().await }, if flush.is_some() => match request {
+                Some(reply) => {
+                    let mut batch = Vec::new();
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    store(&mut outbox, &mut overflow, batch, &settings, &m, &log);
+                    let _ = reply.send(overflow.is_empty() && outbox.is_durable());
+                }
+                None => flush = None,
             },
             _ = tokio::time::sleep_until(token_at), if backlog_waiting => {}
             _ = housekeeping.tick() => {

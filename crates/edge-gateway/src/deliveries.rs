@@ -1,0 +1,134 @@
+//! Which redeliverable messages were already taken, so a copy that a
+//! source sends again after a crash or a lost acknowledgement is not
+//! counted twice.
+//!
+//! An MQTT broker resends an unacknowledged QoS 1 message in the same
+//! packet-id slot with the DUP flag set. A copy is recognised by its slot
+//! and content digest; a message without DUP is always new (a slot is
+//! reused only after the broker saw our acknowledgement). Memory is bounded:
+//! only the most recent slots are remembered, far more than any broker lets
+//! be in flight at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use gateway_core::DeliveryKey;
+
+/// How many slots are remembered across all sources. Mosquitto allows 20
+/// in flight per client by default and 65535 at most.
+pub const REMEMBERED: usize = 8192;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Deliveries {
+    /// (source, slot) → (digest, generation of this entry).
+    taken: HashMap<(Arc<str>, u16), (u64, u64)>,
+    /// Insertion order, for eviction; stale entries are skipped by generation.
+    order: VecDeque<((Arc<str>, u16), u64)>,
+    generation: u64,
+}
+
+/// One remembered slot, as saved in the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub source: Arc<str>,
+    pub slot: u16,
+    pub digest: u64,
+}
+
+impl Deliveries {
+    /// Whether `key` is a resent copy of a message already taken.
+    pub fn is_copy(&self, key: &DeliveryKey) -> bool {
+        key.resent
+            && self
+                .taken
+                .get(&(key.source.clone(), key.slot))
+                .is_some_and(|(digest, _)| *digest == key.digest)
+    }
+
+    /// Remembers a message as taken.
+    pub fn record(&mut self, source: Arc<str>, slot: u16, digest: u64) {
+        self.generation += 1;
+        let id = (source, slot);
+        self.taken.insert(id.clone(), (digest, self.generation));
+        self.order.push_back((id, self.generation));
+        while self.order.len() > REMEMBERED {
+            if let Some((old, generation)) = self.order.pop_front() {
+                if self.taken.get(&old).is_some_and(|(_, g)| *g == generation) {
+                    self.taken.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The remembered slots, oldest first.
+    pub fn to_list(&self) -> Vec<Taken> {
+        self.order
+            .iter()
+            .filter_map(|((source, slot), generation)| {
+                let (digest, g) = self.taken.get(&(source.clone(), *slot))?;
+                (g == generation).then(|| Taken {
+                    source: source.clone(),
+                    slot: *slot,
+                    digest: *digest,
+                })
+            })
+            .collect()
+    }
+
+    pub fn from_list(list: &[Taken]) -> Self {
+        let mut d = Self::default();
+        for t in list {
+            d.record(t.source.clone(), t.slot, t.digest);
+        }
+        d
+    }
+
+    pub fn len(&self) -> usize {
+        self.taken.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.taken.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(slot: u16, digest: u64, resent: bool) -> DeliveryKey {
+        DeliveryKey {
+            source: "local".into(),
+            slot,
+            digest,
+            resent,
+        }
+    }
+
+    #[test]
+    fn only_a_resent_copy_of_the_same_content_is_a_copy() {
+        let mut d = Deliveries::default();
+        d.record("local".into(), 7, 99);
+        assert!(d.is_copy(&key(7, 99, true)));
+        assert!(!d.is_copy(&key(7, 99, false)), "a reused slot is new");
+        assert!(!d.is_copy(&key(7, 98, true)), "different content");
+        assert!(!d.is_copy(&key(8, 99, true)), "different slot");
+        d.record("local".into(), 7, 5);
+        assert!(!d.is_copy(&key(7, 99, true)), "the slot was reused");
+    }
+
+    #[test]
+    fn memory_is_bounded_and_survives_a_round_trip() {
+        let mut d = Deliveries::default();
+        for i in 0..(REMEMBERED as u64 + 100) {
+            d.record("local".into(), (i % 65_535) as u16, i);
+        }
+        assert_eq!(d.len(), REMEMBERED);
+        assert!(!d.is_copy(&key(0, 0, true)), "oldest forgotten");
+        let last = REMEMBERED as u64 + 99;
+        assert!(d.is_copy(&key(last as u16, last, true)));
+        let back = Deliveries::from_list(&d.to_list());
+        assert_eq!(back.to_list(), d.to_list());
+        assert!(back.is_copy(&key(last as u16, last, true)));
+    }
+}

@@ -1,0 +1,212 @@
+//! What makes accepted readings survive a crash: the checkpoint of open
+//! windows, the ingress journal on top of it, and the redelivery slots
+//! already taken.
+//!
+//! Invariant: checkpoint + its journal = every reading the pipeline took
+//! from a redelivering source and acknowledged. A receipt completes (and
+//! the adapter acknowledges) only after the journal holding its readings is
+//! synced; a checkpoint names the next journal epoch and that journal is
+//! started only once the checkpoint is on disk. Readings from sources that
+//! cannot redeliver (CoAP NON, UDP) are in the next checkpoint: a kill -9
+//! costs at most one `checkpoint_interval` of them.
+//!
+//! With checkpoints off (`checkpoint_interval = "0s"`) nothing is on disk
+//! and receipts complete at once: acknowledgements then mean "received".
+
+use std::path::Path;
+use std::time::Duration;
+
+use aggregator::{Aggregator, Snapshot};
+use gateway_core::telemetry::{Counter, LogThrottle};
+use gateway_core::{DeliveryKey, Reading, Receipt, Telemetry, Timestamp};
+use tracing::{error, info, warn};
+
+use crate::checkpoint::{Checkpoint, CheckpointError, Saved};
+use crate::deliveries::Deliveries;
+use crate::journal::{self, Journal, MAX_BATCH};
+
+struct Store {
+    checkpoint: Checkpoint,
+    every: Duration,
+    journal: Journal,
+}
+
+pub struct Durability {
+    store: Option<Store>,
+    deliveries: Deliveries,
+    duplicates: Counter,
+    journal_failures: Counter,
+    log: LogThrottle,
+}
+
+impl Durability {
+    /// Nothing on disk: receipts complete at once.
+    pub fn in_memory(telemetry: &Telemetry) -> Self {
+        Self {
+            store: None,
+            deliveries: Deliveries::default(),
+            duplicates: telemetry.counter("edge_gateway_ingress_duplicates_total", &[]),
+            journal_failures: telemetry.counter("edge_gateway_journal_failures_total", &[]),
+            log: LogThrottle::default(),
+        }
+    }
+
+    /// Restores the last run into `aggregator`: its checkpoint, then its
+    /// journal on top. Falls back to memory only when the state directory
+    /// cannot be used at all, and says so.
+    pub fn open(
+        state_dir: &Path,
+        every: Duration,
+        aggregator: &mut Aggregator,
+        telemetry: &Telemetry,
+        now: Timestamp,
+    ) -> Self {
+        let mut d = Self::in_memory(telemetry);
+        if every.is_zero() {
+            return d;
+        }
+        if let Err(e) = std::fs::create_dir_all(state_dir) {
+            error!(state_dir = %state_dir.display(), error = %e, "Cannot use the state directory: open windows will not survive a restart and readings are acknowledged on receipt.");
+            return d;
+        }
+        let checkpoint = Checkpoint::in_dir(state_dir);
+        let failures = telemetry.counter("edge_gateway_checkpoint_failures_total", &[]);
+        let epoch = match checkpoint.load() {
+            Ok(Some(saved)) => {
+                aggregator.restore(&saved.snapshot);
+                d.deliveries = Deliveries::from_list(&saved.deliveries);
+                info!(
+                    open = saved.snapshot.open.len(),
+                    "Restored the open windows of the last run."
+                );
+                saved.journal_epoch
+            }
+            Ok(None) => journal::newest_epoch(state_dir).unwrap_or(0),
+            Err(e) => {
+                failures.inc();
+                error!(error = %e, "Open windows of the last run are lost: their checkpoint is unreadable; it is kept aside.");
+                checkpoint.quarantine();
+                journal::newest_epoch(state_dir).unwrap_or(0)
+            }
+        };
+        let (journal, replay) = match Journal::open(state_dir, epoch) {
+            Ok(opened) => opened,
+            Err(e) => {
+                failures.inc();
+                error!(error = %e, "Cannot open the ingress journal: readings are acknowledged on receipt until the next start.");
+                return d;
+            }
+        };
+        journal::report(&replay, epoch);
+        let (mut late, mut taken) = (0usize, 0usize);
+        for entry in &replay.entries {
+            if let Some((source, slot, digest)) = &entry.key {
+                d.deliveries.record(source.clone(), *slot, *digest);
+            }
+            for r in &entry.readings {
+                match aggregator.ingest(r, now) {
+                    Ok(()) => taken += 1,
+                    Err(_) => late += 1,
+                }
+            }
+        }
+        if late > 0 {
+            warn!(
+                taken,
+                late, "Some journaled readings fell outside the restored windows."
+            );
+        }
+        d.store = Some(Store {
+            checkpoint,
+            every,
+            journal,
+        });
+        d
+    }
+
+    /// How often to checkpoint; `None` when nothing is kept on disk.
+    pub fn every(&self) -> Option<Duration> {
+        self.store.as_ref().map(|s| s.every)
+    }
+
+    /// Whether a message is new (to be ingested) rather than a resent copy
+    /// of one already taken; remembers new ones.
+    pub fn admit(&mut self, key: Option<&DeliveryKey>) -> bool {
+        let Some(k) = key else { return true };
+        if self.deliveries.is_copy(k) {
+            self.duplicates.inc();
+            return false;
+        }
+        self.deliveries.record(k.source.clone(), k.slot, k.digest);
+        true
+    }
+
+    /// Journals ingested readings; the receipt completes once on disk.
+    pub fn log(&mut self, readings: &[Reading], receipt: Receipt) {
+        match &mut self.store {
+            Some(s) => {
+                s.journal.append(receipt.key.as_ref(), readings);
+                s.journal.wait(receipt);
+            }
+            None => receipt.complete(),
+        }
+    }
+
+    /// Completes a copy's receipt together with what it copies (which may
+    /// still be waiting for the same commit).
+    pub fn acknowledge_copy(&mut self, receipt: Receipt) {
+        match &mut self.store {
+            Some(s) => s.journal.wait(receipt),
+            None => receipt.complete(),
+        }
+    }
+
+    /// Whether to commit now: the batch is large, or nothing else is queued.
+    pub fn should_commit(&self, queue_empty: bool) -> bool {
+        self.store.as_ref().is_some_and(|s| {
+            let n = s.journal.uncommitted();
+            n > 0 && (queue_empty || n >= MAX_BATCH)
+        })
+    }
+
+    /// Syncs the journal and completes its receipts. On failure (a full
+    /// disk) nothing is acknowledged: the sources keep their copies and
+    /// slow down, and the commit is retried.
+    pub fn commit(&mut self) {
+        let Some(s) = &mut self.store else { return };
+        if let Err(e) = s.journal.commit() {
+            self.journal_failures.inc();
+            if let Some(suppressed) = self.log.allow("journal") {
+                error!(error = %e, disk_full = e.is_disk_full(), waiting = s.journal.uncommitted(), suppressed, "Cannot write the ingress journal: holding acknowledgements (the local broker keeps the readings) and retrying.");
+            }
+        }
+    }
+
+    /// Saves a checkpoint of `snapshot` and starts a new journal. Call only
+    /// once everything the snapshot no longer holds (closed windows) is
+    /// stored in the outbox.
+    ///
+    /// # Errors
+    /// The checkpoint could not be written; the old one and the current
+    /// journal stay valid.
+    pub fn save(&mut self, snapshot: Snapshot) -> Result<(), CheckpointError> {
+        self.commit();
+        let Some(s) = &mut self.store else {
+            return Ok(());
+        };
+        let next = s.journal.epoch() + 1;
+        s.checkpoint.save(&Saved {
+            snapshot,
+            journal_epoch: next,
+            deliveries: self.deliveries.to_list(),
+        })?;
+        if let Err(e) = s.journal.rotate(next) {
+            // The checkpoint names a journal that does not exist yet:
+            // appending to the old one would lose it on replay, so stop
+            // journaling until the next start.
+            error!(error = %e, "Cannot start a new ingress journal: readings are acknowledged on receipt until the next start.");
+            self.store = None;
+        }
+        Ok(())
+    }
+}

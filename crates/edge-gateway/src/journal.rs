@@ -1,0 +1,435 @@
+//! The ingress journal: readings from redelivering sources (MQTT QoS 1), on
+//! disk before their source is acknowledged.
+//!
+//! A checkpoint every few seconds is too slow to acknowledge by: a broker
+//! lets only a few messages be unacknowledged at once (Mosquitto: 20), so
+//! ingest would stall. Instead each accepted message is appended here and
+//! the file is fdatasynced once per batch (group commit); receipts complete
+//! after that sync. A checkpoint then contains everything in the journal,
+//! so each checkpoint starts a new journal file (the epoch the checkpoint
+//! names) and the old one is deleted. On start, the checkpoint is restored
+//! and its journal replayed on top: state as of the crash.
+//!
+//! ```text
+//! file   = record*
+//! record = len:u32le crc32(body):u32le body
+//! body   = has_key:u8 [source:text slot:u16 digest:u64] n:u32 n × reading
+//! reading = device:text metric:text time_ms:i64 value:f64 event_time:u8
+//! ```
+//!
+//! A damaged or half-written tail (power cut mid-append) is cut off at the
+//! last intact record, reported, and the journal continues from there.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gateway_core::{DeliveryKey, DeviceId, MetricName, Reading, Receipt, TimeSource, Timestamp};
+use tracing::{info, warn};
+
+use crate::binary::{put_text, Reader};
+
+/// Receipts waiting beyond this many force a commit even while more
+/// messages are queued, bounding acknowledgement latency under load.
+pub const MAX_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl JournalError {
+    pub fn is_disk_full(&self) -> bool {
+        let JournalError::Io { source, .. } = self;
+        source.raw_os_error() == Some(28)
+    }
+}
+
+/// One replayed message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: Option<(Arc<str>, u16, u64)>,
+    pub readings: Vec<Reading>,
+}
+
+/// What opening found.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub entries: Vec<Entry>,
+    /// Bytes cut off a damaged tail.
+    pub damaged_bytes: u64,
+}
+
+pub struct Journal {
+    dir: PathBuf,
+    epoch: u64,
+    path: PathBuf,
+    file: File,
+    committed_len: u64,
+    /// Encoded records not yet on disk; kept until a write succeeds so a
+    /// full disk only delays them.
+    buffer: Vec<u8>,
+    waiting: Vec<Receipt>,
+}
+
+fn file_name(epoch: u64) -> String {
+    format!("ingress-{epoch:020}.journal")
+}
+
+fn epoch_of(name: &str) -> Option<u64> {
+    name.strip_prefix("ingress-")?
+        .strip_suffix(".journal")?
+        .parse()
+        .ok()
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JournalError {
+    let path = path.to_path_buf();
+    move |source| JournalError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The newest journal epoch in `dir`, for a start without a usable
+/// checkpoint: its readings were acknowledged and exist nowhere else.
+pub fn newest_epoch(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| epoch_of(e.ok()?.file_name().to_str()?))
+        .max()
+}
+
+impl Journal {
+    /// Opens the journal of `epoch` for appending, returning what it holds,
+    /// and deletes journals of other epochs (already in a checkpoint).
+    ///
+    /// # Errors
+    /// The directory or file cannot be used.
+    pub fn open(dir: &Path, epoch: u64) -> Result<(Self, Replay), JournalError> {
+        let path = dir.join(file_name(epoch));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
+        let (entries, intact) = decode_records(&bytes);
+        let damaged_bytes = bytes.len() as u64 - intact as u64;
+        if damaged_bytes > 0 {
+            file.set_len(intact as u64)
+                .map_err(io("cutting the damaged tail of", &path))?;
+            file.sync_all().map_err(io("syncing", &path))?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(io("seeking", &path))?;
+        if let Ok(listing) = std::fs::read_dir(dir) {
+            for e in listing.flatten() {
+                let name = e.file_name();
+                if name.to_str().and_then(epoch_of).is_some_and(|n| n != epoch) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        sync_dir(dir);
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+                epoch,
+                path,
+                file,
+                committed_len: intact as u64,
+                buffer: Vec::new(),
+                waiting: Vec::new(),
+            },
+            Replay {
+                entries,
+                damaged_bytes,
+            },
+        ))
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Adds a message to the next commit.
+    pub fn append(&mut self, key: Option<&DeliveryKey>, readings: &[Reading]) {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(&[0; 8]);
+        match key {
+            Some(k) => {
+                self.buffer.push(1);
+                put_text(&mut self.buffer, &k.source);
+                self.buffer.extend_from_slice(&k.slot.to_le_bytes());
+                self.buffer.extend_from_slice(&k.digest.to_le_bytes());
+            }
+            None => self.buffer.push(0),
+        }
+        let n = u32::try_from(readings.len()).unwrap_or(u32::MAX);
+        self.buffer.extend_from_slice(&n.to_le_bytes());
+        for r in readings.iter().take(n as usize) {
+            put_text(&mut self.buffer, r.device().as_str());
+            put_text(&mut self.buffer, r.metric().as_str());
+            self.buffer
+                .extend_from_slice(&r.time().as_millis().to_le_bytes());
+            self.buffer
+                .extend_from_slice(&r.value().to_bits().to_le_bytes());
+            self.buffer
+                .push(u8::from(r.time_source() == TimeSource::Event));
+        }
+        let body = &self.buffer[start + 8..];
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes();
+        let crc = crc32fast::hash(body).to_le_bytes();
+        self.buffer[start..start + 4].copy_from_slice(&len);
+        self.buffer[start + 4..start + 8].copy_from_slice(&crc);
+    }
+
+    /// Completes `receipt` at the next successful commit.
+    pub fn wait(&mut self, receipt: Receipt) {
+        self.waiting.push(receipt);
+    }
+
+    /// Receipts (or records) waiting for a commit.
+    pub fn uncommitted(&self) -> usize {
+        self.waiting.len().max(usize::from(!self.buffer.is_empty()))
+    }
+
+    /// Writes and syncs what was appended, then completes the receipts.
+    ///
+    /// # Errors
+    /// The write or sync failed (a full disk): nothing is acknowledged, the
+    /// file is cut back to its last good length and the records are kept
+    /// for the next try.
+    pub fn commit(&mut self) -> Result<usize, JournalError> {
+        if !self.buffer.is_empty() {
+            let written = self
+                .file
+                .write_all(&self.buffer)
+                .and_then(|()| self.file.sync_data());
+            if let Err(e) = written {
+                let _ = self.file.set_len(self.committed_len);
+                let _ = self.file.seek(SeekFrom::End(0));
+                return Err(io("appending to", &self.path)(e));
+            }
+            self.committed_len += self.buffer.len() as u64;
+            self.buffer.clear();
+        }
+        let n = self.waiting.len();
+        for r in self.waiting.drain(..) {
+            r.complete();
+        }
+        Ok(n)
+    }
+
+    /// Starts the journal of `epoch` once a checkpoint naming it is saved.
+    /// That checkpoint holds everything appended so far, committed or not,
+    /// so waiting receipts complete and unwritten records are dropped.
+    ///
+    /// # Errors
+    /// The new file cannot be created.
+    pub fn rotate(&mut self, epoch: u64) -> Result<(), JournalError> {
+        self.buffer.clear();
+        for r in self.waiting.drain(..) {
+            r.complete();
+        }
+        let path = self.dir.join(file_name(epoch));
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io("creating", &path))?;
+        let old = std::mem::replace(&mut self.path, path);
+        self.file = file;
+        self.epoch = epoch;
+        self.committed_len = 0;
+        if let Err(e) = std::fs::remove_file(&old) {
+            warn!(path = %old.display(), error = %e, "Cannot delete a journal already in the checkpoint; it will be deleted at the next start.");
+        }
+        sync_dir(&self.dir);
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The intact records and the length they span.
+fn decode_records(bytes: &[u8]) -> (Vec<Entry>, usize) {
+    let mut entries = Vec::new();
+    let mut at = 0usize;
+    loop {
+        let mut r = Reader::new(&bytes[at..]);
+        if r.is_empty() {
+            break;
+        }
+        let Some((len, crc)) = r.u32().zip(r.u32()) else {
+            break;
+        };
+        let Some(body) = r.take(len as usize) else {
+            break;
+        };
+        if crc32fast::hash(body) != crc {
+            break;
+        }
+        let Some(entry) = decode_entry(body) else {
+            break;
+        };
+        entries.push(entry);
+        at += 8 + body.len();
+    }
+    (entries, at)
+}
+
+fn decode_entry(body: &[u8]) -> Option<Entry> {
+    let mut r = Reader::new(body);
+    let key = match r.take(1)?[0] {
+        0 => None,
+        _ => Some((Arc::from(r.text()?), r.u16()?, r.u64()?)),
+    };
+    let n = r.u32()?;
+    let mut readings = Vec::with_capacity(n.min(4096) as usize);
+    for _ in 0..n {
+        let device = DeviceId::new(r.text()?).ok()?;
+        let metric = MetricName::new(r.text()?).ok()?;
+        let time = Timestamp::from_millis(r.i64()?).ok()?;
+        let value = r.f64()?;
+        let source = match r.take(1)?[0] {
+            0 => TimeSource::Arrival,
+            _ => TimeSource::Event,
+        };
+        readings.push(Reading::new(device, metric, value, time, source).ok()?);
+    }
+    Some(Entry { key, readings })
+}
+
+/// Logs what a replay found.
+pub fn report(replay: &Replay, epoch: u64) {
+    if replay.damaged_bytes > 0 {
+        warn!(
+            epoch,
+            damaged_bytes = replay.damaged_bytes,
+            replayed = replay.entries.len(),
+            "The ingress journal had a damaged tail (power cut mid-write?); cut it off and kept the intact records."
+        );
+    }
+    if !replay.entries.is_empty() {
+        info!(
+            messages = replay.entries.len(),
+            readings = replay
+                .entries
+                .iter()
+                .map(|e| e.readings.len())
+                .sum::<usize>(),
+            "Replayed the ingress journal of the last run."
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(device: &str, value: f64, ms: i64) -> Reading {
+        Reading::new(
+            DeviceId::new(device).unwrap(),
+            MetricName::new("t").unwrap(),
+            value,
+            Timestamp::from_millis(ms).unwrap(),
+            TimeSource::Event,
+        )
+        .unwrap()
+    }
+
+    fn key(slot: u16) -> DeliveryKey {
+        DeliveryKey {
+            source: "local".into(),
+            slot,
+            digest: 42,
+            resent: false,
+        }
+    }
+
+    #[test]
+    fn receipts_complete_only_after_commit_and_records_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, replay) = Journal::open(dir.path(), 3).unwrap();
+        assert!(replay.entries.is_empty());
+        let (receipt, mut waiter) = Receipt::new(Some(key(1)));
+        j.append(
+            Some(&key(1)),
+            &[reading("a", 1.5, 1000), reading("b", -2.0, 2000)],
+        );
+        j.wait(receipt);
+        assert!(waiter.try_recv().is_err(), "not durable yet");
+        assert_eq!(j.commit().unwrap(), 1);
+        assert!(waiter.try_recv().is_ok());
+        j.append(None, &[reading("c", 3.0, 3000)]);
+        j.commit().unwrap();
+        drop(j);
+        let (_, replay) = Journal::open(dir.path(), 3).unwrap();
+        assert_eq!(replay.entries.len(), 2);
+        assert_eq!(replay.entries[0].key, Some(("local".into(), 1, 42)));
+        assert_eq!(
+            replay.entries[0].readings,
+            [reading("a", 1.5, 1000), reading("b", -2.0, 2000)]
+        );
+        assert_eq!(replay.entries[1].key, None);
+    }
+
+    #[test]
+    fn a_damaged_tail_is_cut_and_appending_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 0).unwrap();
+        for i in 0..3 {
+            j.append(None, &[reading("a", f64::from(i), 1000)]);
+            j.commit().unwrap();
+        }
+        drop(j);
+        let path = dir.path().join(file_name(0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len();
+        bytes[len - 3] ^= 0xff;
+        bytes.extend_from_slice(&[1, 2, 3]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut j, replay) = Journal::open(dir.path(), 0).unwrap();
+        assert_eq!(replay.entries.len(), 2);
+        assert!(replay.damaged_bytes > 3);
+        j.append(None, &[reading("a", 9.0, 1000)]);
+        j.commit().unwrap();
+        drop(j);
+        let (_, replay) = Journal::open(dir.path(), 0).unwrap();
+        let values: Vec<f64> = replay
+            .entries
+            .iter()
+            .map(|e| e.readings[0].value())
+            .collect();
+        assert_eq!(values, [0.0, 1.0, 9.0]);
+    }
+
+    #[test]
+    fn rotation_starts_empty_and_removes_the_old_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 5).unwrap();
+        j.append(None, &[reading("a", 1.0, 1000)]);
+        j.commit().unwrap();
+        j.rotate(6).unwrap();
+        assert_eq!(newest_epoch(dir.path()), Some(6));
+        assert!(!dir.path().join(file_name(5)).exists());
+        drop(j);
+        let (_, replay) = Journal::open(dir.path(), 6).unwrap();
+        assert!(replay.entries.is_empty());
+    }
+}
