@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use aggregator::{Aggregator, Snapshot};
 use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{DeliveryKey, Reading, Receipt, Telemetry, Timestamp};
+use gateway_core::{DeliveryKey, Reading, Receipt, Telemetry};
 use tracing::{error, info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, Saved};
@@ -59,7 +59,6 @@ impl Durability {
         every: Duration,
         aggregator: &mut Aggregator,
         telemetry: &Telemetry,
-        now: Timestamp,
     ) -> Self {
         let mut d = Self::in_memory(telemetry);
         if every.is_zero() {
@@ -104,7 +103,9 @@ impl Durability {
                 d.deliveries.record(source.clone(), *slot, *digest);
             }
             for r in &entry.readings {
-                match aggregator.ingest(r, now) {
+                // Judged as when it arrived: it was accepted then, and its
+                // window may have ended while the gateway was down.
+                match aggregator.ingest(r, r.time()) {
                     Ok(()) => taken += 1,
                     Err(_) => late += 1,
                 }
@@ -141,7 +142,8 @@ impl Durability {
         true
     }
 
-    /// Journals ingested readings; the receipt completes once on disk.
+    /// Journals the readings the aggregator accepted; the receipt
+    /// completes once they are on disk.
     pub fn log(&mut self, readings: &[Reading], receipt: Receipt) {
         match &mut self.store {
             Some(s) => {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aggregator::{Aggregator, Rejected};
 use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry};
+use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry, TimeSource};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -25,6 +25,7 @@ use crate::messages::Renderer;
 struct Counters {
     aggregated: Counter,
     late: Counter,
+    restamped: Counter,
     future: Counter,
     windows: Counter,
     status: Counter,
@@ -61,6 +62,7 @@ impl Pipeline {
         let c = Counters {
             aggregated: t.counter("edge_gateway_aggregator_readings_total", &[]),
             late: t.counter("edge_gateway_aggregator_late_readings_total", &[]),
+            restamped: t.counter("edge_gateway_aggregator_restamped_readings_total", &[]),
             future: t.counter("edge_gateway_aggregator_future_readings_total", &[]),
             windows: t.counter("edge_gateway_aggregator_windows_emitted_total", &[]),
             status: t.counter("edge_gateway_device_status_changes_total", &[]),
@@ -90,6 +92,9 @@ impl Pipeline {
                 _ = tokio::time::sleep(nap) => {
                     let due = self.aggregator.close_due(self.clock.now());
                     if !due.is_empty() {
+                        // Everything in a forwarded window must be on disk:
+                        // a copy of it resent later would be counted twice.
+                        self.durability.commit();
                         if !self.emit(due, None, &out, &c).await {
                             return;
                         }
@@ -105,13 +110,17 @@ impl Pipeline {
                 msg = ingress.recv() => match msg {
                     Some(Ingress::Readings(readings)) => {
                         dirty = true;
-                        self.ingest(&readings, &c, &throttle);
+                        let _ = self.ingest(&readings, &c, &throttle);
                     }
                     Some(Ingress::Durable { readings, receipt }) => {
                         if self.durability.admit(receipt.key.as_ref()) {
                             dirty = true;
-                            self.ingest(&readings, &c, &throttle);
-                            self.durability.log(&readings, receipt);
+                            // Only accepted readings are journaled: a replay
+                            // must rebuild exactly what was counted.
+                            match self.ingest(&readings, &c, &throttle) {
+                                None => self.durability.log(&readings, receipt),
+                                Some(accepted) => self.durability.log(&accepted, receipt),
+                            }
                         } else {
                             debug!(source = ?receipt.key, "Dropping a resent copy of a message already taken.");
                             self.durability.acknowledge_copy(receipt);
@@ -139,6 +148,7 @@ impl Pipeline {
                 self.durability.commit();
             }
         }
+        self.durability.commit();
         let now = self.clock.now();
         let due = self.aggregator.close_due(now);
         if !self.emit(due, None, &out, &c).await {
@@ -169,12 +179,48 @@ impl Pipeline {
         self.emit(rest, Some(now), &out, &c).await;
     }
 
-    fn ingest(&mut self, readings: &[Reading], c: &Counters, throttle: &LogThrottle) {
+    /// Adds readings to their windows; `Some(accepted)` when some were
+    /// refused (late or from the future), `None` when all were taken.
+    fn ingest(
+        &mut self,
+        readings: &[Reading],
+        c: &Counters,
+        throttle: &LogThrottle,
+    ) -> Option<Vec<Reading>> {
         let now = self.clock.now();
-        for r in readings {
+        let mut accepted: Option<Vec<Reading>> = None;
+        for (i, r) in readings.iter().enumerate() {
             match self.aggregator.ingest(r, now) {
-                Ok(()) => c.aggregated.inc(),
+                Ok(()) => {
+                    c.aggregated.inc();
+                    if let Some(a) = accepted.as_mut() {
+                        a.push(r.clone());
+                    }
+                }
+                // Stamped by the gateway on arrival and then queued past its
+                // window's end: the delay is ours, not the sensor's, so it
+                // counts now instead of being dropped.
+                Err(Rejected::Late { .. }) if r.time_source() == TimeSource::Arrival => {
+                    let r = r.restamped(now);
+                    match self.aggregator.ingest(&r, now) {
+                        Ok(()) => {
+                            c.aggregated.inc();
+                            c.restamped.inc();
+                            accepted
+                                .get_or_insert_with(|| readings[..i].to_vec())
+                                .push(r);
+                        }
+                        Err(rej) => {
+                            c.late.inc();
+                            accepted.get_or_insert_with(|| readings[..i].to_vec());
+                            if let Some(suppressed) = throttle.allow("late") {
+                                warn!(device = %r.device(), metric = %r.metric(), reason = %rej, suppressed, "Dropping reading outside its window.");
+                            }
+                        }
+                    }
+                }
                 Err(rej) => {
+                    accepted.get_or_insert_with(|| readings[..i].to_vec());
                     let kind = match rej {
                         Rejected::Late { .. } => {
                             c.late.inc();
@@ -191,6 +237,7 @@ impl Pipeline {
                 }
             }
         }
+        accepted
     }
 
     /// Saves a checkpoint; `true` when it is on disk.

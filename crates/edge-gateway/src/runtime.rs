@@ -113,7 +113,6 @@ impl Gateway {
             config.aggregation.checkpoint_interval,
             &mut aggregator,
             &telemetry,
-            clock.now(),
         );
 
         let (out_tx, out_rx) = mpsc::channel(UPSTREAM_CAPACITY);

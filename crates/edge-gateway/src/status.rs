@@ -17,6 +17,8 @@ pub fn log_line(t: &Telemetry) {
         outbox_bytes = t.gauge("edge_gateway_outbox_bytes", &[]).get(),
         outbox_oldest_age_s = t.gauge("edge_gateway_outbox_oldest_age_seconds", &[]).get(),
         outbox_storage_errors = t.counter_total("edge_gateway_outbox_storage_errors_total"),
+        journal_failures = t.counter_total("edge_gateway_journal_failures_total"),
+        ingress_duplicates = t.counter_total("edge_gateway_ingress_duplicates_total"),
         upstream_reconnects = t.counter_total("edge_gateway_upstream_reconnects_total"),
         upstream_connected = t.gauge("edge_gateway_upstream_connected", &[]).get() > 0.5,
         "Status."

@@ -40,9 +40,8 @@ async fn readings_published_while_the_local_broker_restarts_are_not_lost() {
         false,
     )
     .await;
-    // Once it is forwarded, its PUBACK has long reached the broker. (A broker
-    // stopped before seeing a PUBACK resends that reading: not counting it
-    // twice needs the DUP-aware dedup that is not built yet.)
+    // Once it is forwarded, its PUBACK has long reached the broker (a restart
+    // under in-flight readings is in crash.rs).
     sub.wait_for(WAIT, |m| m.topic == "building/hq/lr-dev/aggregated")
         .await
         .expect("first reading forwarded");

@@ -6,48 +6,8 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-
-use common::{config, GatewayProcess, WAIT};
-use test_support::{publish, Message, Mosquitto, Subscriber};
-
-/// Per distinct message id: device → (count, sum, sum of squares).
-fn totals(msgs: &[Message]) -> BTreeMap<String, (u64, f64, f64)> {
-    let mut seen = HashMap::new();
-    for m in msgs.iter().filter(|m| m.topic.ends_with("/aggregated")) {
-        let j = m.json();
-        seen.insert(j["id"].as_str().unwrap().to_string(), j);
-    }
-    let mut t: BTreeMap<String, (u64, f64, f64)> = BTreeMap::new();
-    for j in seen.values() {
-        let e = t
-            .entry(j["device"].as_str().unwrap().to_string())
-            .or_default();
-        for s in j["metrics"].as_object().unwrap().values() {
-            let n = s["count"].as_u64().unwrap();
-            let (avg, std) = (s["avg"].as_f64().unwrap(), s["std"].as_f64().unwrap());
-            e.0 += n;
-            e.1 += n as f64 * avg;
-            e.2 += n as f64 * (std * std + avg * avg);
-        }
-    }
-    t
-}
-
-fn distinct_ids(msgs: &[Message]) -> usize {
-    let mut ids: Vec<String> = msgs
-        .iter()
-        .filter(|m| m.topic.ends_with("/aggregated"))
-        .map(|m| m.json()["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids.len()
-}
-
-fn rel_close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
-}
+use common::{config, distinct_ids, rel_close, totals, GatewayProcess, WAIT};
+use test_support::{publish, Mosquitto, Subscriber};
 
 /// An upstream port with nothing listening yet, and the broker to start there later.
 fn absent_upstream() -> Mosquitto {
@@ -284,4 +244,105 @@ async fn a_full_outbox_rejects_the_newest_when_told_to() {
     );
     let oldest: Vec<String> = (0..delivered.len()).map(|i| format!("dev{i:03}")).collect();
     assert_eq!(delivered, oldest, "the oldest are kept");
+}
+
+/// A small tmpfs mounted over a directory, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` where mounting is not permitted (not root, no CAP_SYS_ADMIN).
+    fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(at.to_path_buf()))
+    }
+
+    fn grow(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_applies_the_policy_and_recovers_when_space_returns() {
+    let local = Mosquitto::start();
+    let mut upstream = absent_upstream();
+    // The budget is far larger than the disk: the disk fills first.
+    let cfg = format!(
+        "{}\n[outbox]\nmax_bytes = \"256KiB\"\n",
+        config("gw-diskfull", local.port(), upstream.port(), "1s", "0s")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("state"), "96k") else {
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); the disk-full test did not run"
+        );
+        return;
+    };
+    let mut gw = GatewayProcess::start_in(dir, &cfg);
+    gw.wait_for_log("Subscribed").await;
+    one_reading_per_device(local.port(), 400).await;
+    gw.wait_for_log("Disk full: dropped the oldest").await;
+    assert!(gw.child.try_wait().unwrap().is_none(), "still running");
+
+    disk.grow("16m");
+    gw.signal("TERM");
+    assert_eq!(
+        gw.wait_exit().await,
+        Some(0),
+        "a full disk never stops the gateway"
+    );
+    gw.drain_log().await;
+    let dropped = gw
+        .last_logged("outbox_dropped")
+        .expect("drop counter in the status line") as u64;
+    assert!(dropped > 0);
+
+    upstream.restart();
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/#").await;
+    let mut gw = GatewayProcess::start_in(gw.dir, &cfg);
+    let got = sub
+        .collect_until(WAIT, |m| totals(m).len() as u64 + dropped >= 400)
+        .await;
+    let delivered: Vec<String> = totals(&got).into_keys().collect();
+    assert_eq!(
+        delivered.len() as u64 + dropped,
+        400,
+        "the counter equals what is missing"
+    );
+    let newest: Vec<String> = (400 - delivered.len()..400)
+        .map(|i| format!("dev{i:03}"))
+        .collect();
+    assert_eq!(delivered, newest, "the oldest gave way");
+
+    // With room again, new readings flow as usual.
+    publish(
+        local.port(),
+        "sensors/data/after-dev/temperature",
+        "5",
+        1,
+        false,
+    )
+    .await;
+    sub.wait_for(WAIT, |m| m.topic == "building/hq/after-dev/aggregated")
+        .await
+        .expect("delivered once space returned");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+    drop(disk);
 }

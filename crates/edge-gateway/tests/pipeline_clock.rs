@@ -234,3 +234,35 @@ async fn the_same_window_always_gets_the_same_id() {
         "a window re-sent after a restart keeps its id"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_gateway_stamp_made_stale_by_queueing_counts_now_a_sensor_time_does_not() {
+    let mut h = start(60, 0);
+    // 10:01:30: both readings claim 10:00:10, a window already past its end.
+    tokio::time::advance(Duration::from_secs(90)).await;
+    let mut stamped = reading("d1", "temperature", 7.0, "2026-11-21T10:00:10Z");
+    stamped = stamped.restamped(ts("2026-11-21T10:00:10Z"));
+    assert_eq!(stamped.time_source(), TimeSource::Arrival);
+    h.tx.send(Ingress::Readings(vec![
+        stamped,
+        reading("d1", "humidity", 50.0, "2026-11-21T10:00:10Z"),
+    ]))
+    .await
+    .unwrap();
+    settle().await;
+    tokio::time::advance(Duration::from_secs(31)).await; // 10:02:01
+    settle().await;
+    let j = json(&h.out.try_recv().expect("the current window"));
+    assert_eq!(j["window_start"], "2026-11-21T10:01:00Z");
+    assert_eq!(j["metrics"]["temperature"]["count"], 1);
+    assert!(
+        j["metrics"].get("humidity").is_none(),
+        "a sensor's own late time is dropped"
+    );
+    assert_eq!(
+        h.telemetry
+            .counter_value("edge_gateway_aggregator_late_readings_total", &[])
+            .unwrap(),
+        1
+    );
+}

@@ -272,6 +272,16 @@ impl Reading {
     pub fn time_source(&self) -> TimeSource {
         self.time_source
     }
+
+    /// The same reading stamped at `time` on arrival: for a gateway stamp
+    /// that queueing made stale, not for a sensor's own time.
+    pub fn restamped(&self, time: Timestamp) -> Self {
+        Self {
+            time,
+            time_source: TimeSource::Arrival,
+            ..self.clone()
+        }
+    }
 }
 
 /// A device's connectivity as it announced it (MQTT Last Will and birth messages).

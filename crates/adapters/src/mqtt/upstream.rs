@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
 use gateway_core::config::Qos;
-use gateway_core::outbox::{Outbox, OutboxError, OutboxSettings};
+use gateway_core::outbox::{FullPolicy, Outbox, OutboxError, OutboxSettings};
 use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
 use gateway_core::{OutboundMessage, Telemetry};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
@@ -92,6 +92,7 @@ struct Metrics {
     rejected: Counter,
     overflow: Counter,
     expired: Counter,
+    unstored: Counter,
     storage_errors: Counter,
     reconnects: Counter,
     connect_failures: Counter,
@@ -115,6 +116,7 @@ impl Metrics {
             rejected: dropped("full_reject_new"),
             overflow: dropped("memory_overflow"),
             expired: dropped("expired"),
+            unstored: dropped("unstored_at_exit"),
             storage_errors: t.counter("edge_gateway_outbox_storage_errors_total", &[]),
             reconnects: t.counter("edge_gateway_upstream_reconnects_total", &[]),
             connect_failures: t.counter("edge_gateway_upstream_connection_failures_total", &[]),
@@ -396,7 +398,15 @@ pub async fn run_upstream(
                 m.oldest_age.set(outbox.oldest_created_ms().map_or(0.0, |c| (now_ms - c).max(0) as f64 / 1000.0));
             }
             _ = tokio::time::sleep_until(drain_deadline), if !rx_open => {
-                info!(left = outbox.len() + overflow.len(), durable = outbox.is_durable(), "Stopping; undelivered messages stay in the outbox for the next start.");
+                if !overflow.is_empty() {
+                    store(&mut outbox, &mut overflow, Vec::new(), &settings, &m, &log);
+                }
+                let unstored = overflow.len() + if outbox.is_durable() { 0 } else { outbox.len() };
+                if unstored > 0 {
+                    m.unstored.add(unstored as u64);
+                    error!(lost = unstored, "Stopping with messages the disk would not take: they are lost (counted as dropped, reason unstored_at_exit).");
+                }
+                info!(left = outbox.len(), durable = outbox.is_durable(), "Stopping; undelivered messages stay in the outbox for the next start.");
                 break;
             }
         }
@@ -458,39 +468,119 @@ fn store(
     let pending: Vec<OutboundMessage> = overflow.drain(..).collect();
     let now_ms = gateway_core::Timestamp::now().as_millis();
     match outbox.append(pending.clone(), now_ms) {
-        Ok(a) => {
-            debug!(
-                stored = a.seqs.len(),
-                last_seq = outbox.last_seq(),
-                evicted = a.evicted,
-                rejected = a.rejected,
-                "Stored in the outbox."
-            );
-            m.evicted.add(a.evicted);
-            m.rejected.add(a.rejected);
-            if a.evicted + a.rejected > 0 {
-                if let Some(suppressed) = log.allow("full") {
-                    warn!(
-                        evicted_oldest = a.evicted,
-                        rejected_new = a.rejected,
-                        max_bytes = settings.outbox.max_bytes,
-                        suppressed,
-                        "Outbox full: dropped messages by policy."
-                    );
+        Ok(a) => appended(&a, outbox, settings, m, log),
+        Err(e) if e.is_disk_full() => {
+            store_on_full_disk(outbox, overflow, pending, settings, m, log)
+        }
+        Err(e) => hold(overflow, pending, &e, settings, m, log),
+    }
+}
+
+/// The disk filled before `max_bytes` did: store message by message, and
+/// with `drop_oldest` free room the way a full budget would.
+fn store_on_full_disk(
+    outbox: &mut Outbox,
+    overflow: &mut VecDeque<OutboundMessage>,
+    pending: Vec<OutboundMessage>,
+    settings: &UpstreamSettings,
+    m: &Metrics,
+    log: &LogThrottle,
+) {
+    let now_ms = gateway_core::Timestamp::now().as_millis();
+    let mut freed = 0u64;
+    let mut left = pending.into_iter();
+    let mut failed = None;
+    'messages: for msg in left.by_ref() {
+        loop {
+            match outbox.append(vec![msg.clone()], now_ms) {
+                Ok(a) => {
+                    appended(&a, outbox, settings, m, log);
+                    continue 'messages;
+                }
+                Err(e) if e.is_disk_full() && settings.outbox.policy == FullPolicy::DropOldest => {
+                    match outbox.make_room() {
+                        Ok(n) if n > 0 => {
+                            freed += n;
+                            m.evicted.add(n);
+                        }
+                        _ => {
+                            failed = Some((e, msg));
+                            break 'messages;
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed = Some((e, msg));
+                    break 'messages;
                 }
             }
         }
-        Err(e) => {
-            m.storage_errors.inc();
-            if let Some(suppressed) = log.allow("storage") {
-                error!(error = %e, disk_full = e.is_disk_full(), waiting = pending.len(), suppressed, "Outbox: cannot write; holding messages in memory and retrying.");
-            }
-            overflow.extend(pending);
-            while overflow.len() > settings.max_queued {
-                overflow.pop_front();
-                m.overflow.inc();
-            }
+    }
+    if freed > 0 {
+        if let Some(suppressed) = log.allow("disk_full_evict") {
+            warn!(
+                evicted_oldest = freed,
+                suppressed, "Disk full: dropped the oldest outbox messages to make room."
+            );
         }
+    }
+    if let Some((e, msg)) = failed {
+        let mut rest = vec![msg];
+        rest.extend(left);
+        hold(overflow, rest, &e, settings, m, log);
+    }
+}
+
+fn appended(
+    a: &gateway_core::outbox::Appended,
+    outbox: &Outbox,
+    settings: &UpstreamSettings,
+    m: &Metrics,
+    log: &LogThrottle,
+) {
+    debug!(
+        stored = a.seqs.len(),
+        last_seq = outbox.last_seq(),
+        evicted = a.evicted,
+        rejected = a.rejected,
+        "Stored in the outbox."
+    );
+    m.evicted.add(a.evicted);
+    m.rejected.add(a.rejected);
+    if a.evicted + a.rejected > 0 {
+        if let Some(suppressed) = log.allow("full") {
+            warn!(
+                evicted_oldest = a.evicted,
+                rejected_new = a.rejected,
+                max_bytes = settings.outbox.max_bytes,
+                suppressed,
+                "Outbox full: dropped messages by policy."
+            );
+        }
+    }
+}
+
+/// Keeps what the disk refused in memory, bounded by `max_queued`; the
+/// policy says which end gives.
+fn hold(
+    overflow: &mut VecDeque<OutboundMessage>,
+    pending: Vec<OutboundMessage>,
+    e: &OutboxError,
+    settings: &UpstreamSettings,
+    m: &Metrics,
+    log: &LogThrottle,
+) {
+    m.storage_errors.inc();
+    if let Some(suppressed) = log.allow("storage") {
+        error!(error = %e, disk_full = e.is_disk_full(), waiting = pending.len(), suppressed, "Outbox: cannot write; holding messages in memory and retrying.");
+    }
+    overflow.extend(pending);
+    while overflow.len() > settings.max_queued {
+        match settings.outbox.policy {
+            FullPolicy::DropOldest => overflow.pop_front(),
+            FullPolicy::RejectNew => overflow.pop_back(),
+        };
+        m.overflow.inc();
     }
 }
 

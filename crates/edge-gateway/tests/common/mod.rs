@@ -1,10 +1,12 @@
 //! Running the real `edge-gateway` binary as a child process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use test_support::Message;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -115,6 +117,13 @@ impl GatewayProcess {
         }
     }
 
+    /// Takes the lines logged so far, without waiting.
+    pub fn take_log(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
     /// The last `key=value` number logged under `key`.
     pub fn last_logged(&self, key: &str) -> Option<f64> {
         let pat = format!("{key}=");
@@ -194,6 +203,63 @@ room = "living"
 floor = 1
 "#
     )
+}
+
+/// Per distinct message id: device → (count, sum, sum of squares).
+pub fn totals(msgs: &[Message]) -> BTreeMap<String, (u64, f64, f64)> {
+    let mut seen = HashMap::new();
+    for m in msgs.iter().filter(|m| m.topic.ends_with("/aggregated")) {
+        let j = m.json();
+        seen.insert(j["id"].as_str().unwrap().to_string(), j);
+    }
+    let mut t: BTreeMap<String, (u64, f64, f64)> = BTreeMap::new();
+    for j in seen.values() {
+        let e = t
+            .entry(j["device"].as_str().unwrap().to_string())
+            .or_default();
+        for s in j["metrics"].as_object().unwrap().values() {
+            let n = s["count"].as_u64().unwrap();
+            let (avg, std) = (s["avg"].as_f64().unwrap(), s["std"].as_f64().unwrap());
+            e.0 += n;
+            e.1 += n as f64 * avg;
+            e.2 += n as f64 * (std * std + avg * avg);
+        }
+    }
+    t
+}
+
+pub fn distinct_ids(msgs: &[Message]) -> usize {
+    let mut ids: Vec<String> = msgs
+        .iter()
+        .filter(|m| m.topic.ends_with("/aggregated"))
+        .map(|m| m.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids.len()
+}
+
+pub fn rel_close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Ids that arrived more than once with different statistics: a consumer
+/// deduplicating on `id` would keep an arbitrary one.
+pub fn conflicting_ids(msgs: &[Message]) -> Vec<String> {
+    let mut seen: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut bad = Vec::new();
+    for m in msgs.iter().filter(|m| m.topic.ends_with("/aggregated")) {
+        let j = m.json();
+        let id = j["id"].as_str().unwrap().to_string();
+        match seen.get(&id) {
+            Some(first) if first["metrics"] != j["metrics"] => bad.push(id),
+            Some(_) => {}
+            None => {
+                seen.insert(id, j);
+            }
+        }
+    }
+    bad
 }
 
 /// Direct statistics over a series, as numpy computes them (population std).

@@ -353,6 +353,20 @@ impl Outbox {
         Ok(())
     }
 
+    /// Frees disk space when the disk itself is full (before `max_bytes`
+    /// is reached): drops the oldest segment, as `drop_oldest` does when the
+    /// outbox is full. Returns how many messages went with it; 0 when the
+    /// outbox holds nothing to drop.
+    ///
+    /// # Errors
+    /// The segment file could not be deleted.
+    pub fn make_room(&mut self) -> Result<u64, OutboxError> {
+        if self.index.is_empty() {
+            return Ok(0);
+        }
+        self.evict_oldest()
+    }
+
     /// Deletes the oldest segment (rotating first if it is the active one);
     /// returns how many live messages went with it.
     fn evict_oldest(&mut self) -> Result<u64, OutboxError> {

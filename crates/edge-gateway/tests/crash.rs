@@ -1,0 +1,157 @@
+//! Exactly-once counting across crashes: QoS 1 readings keep flowing while
+//! the gateway is killed with SIGKILL, or the local broker restarts, and
+//! every published reading is in exactly one distinct aggregate upstream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{config, conflicting_ids, rel_close, totals, GatewayProcess, WAIT};
+use test_support::{publish_lines, Message, Mosquitto, Subscriber};
+use tokio::task::JoinHandle;
+
+const BATCH: usize = 1500;
+
+/// Distinct, irregular values, as the text published and the number read.
+fn batch(round: usize) -> (Vec<String>, Vec<f64>) {
+    let lines: Vec<String> = (0..BATCH)
+        .map(|i| {
+            let x = (round * BATCH + i) as f64;
+            format!("{:.4}", (x * 0.731).sin() * 12.5 + 20.0)
+        })
+        .collect();
+    let values = lines.iter().map(|l| l.parse().unwrap()).collect();
+    (lines, values)
+}
+
+fn publish_batch(port: u16, device: &str, lines: Vec<String>) -> JoinHandle<()> {
+    let topic = format!("sensors/data/{device}/temperature");
+    tokio::spawn(async move { publish_lines(port, &topic, &lines, 1).await })
+}
+
+/// Bytes in the ingress journals of a state directory.
+fn journaled(state: &Path) -> u64 {
+    std::fs::read_dir(state)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".journal"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the journal changes (grows, or starts anew after a
+/// checkpoint): readings are flowing through the gateway right now.
+async fn wait_journal_changes(state: &Path, from: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while journaled(state) == from {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway journaled nothing new"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn assert_exactly_once(got: &[Message], device: &str, published: &[f64], log: &str) {
+    let t = totals(got);
+    let (count, sum, squares) = t.get(device).copied().unwrap_or_default();
+    assert_eq!(
+        count,
+        published.len() as u64,
+        "readings counted; the last gateway's log:\n{log}"
+    );
+    assert!(rel_close(sum, published.iter().sum()), "sum {sum}");
+    assert!(
+        rel_close(squares, published.iter().map(|v| v * v).sum()),
+        "sum of squares {squares}"
+    );
+    assert_eq!(
+        conflicting_ids(got),
+        Vec::<String>::new(),
+        "an id resent with other content"
+    );
+}
+
+async fn collect_all(sub: &mut Subscriber, device: &str, n: usize) -> Vec<Message> {
+    let got = sub
+        .collect_until(Duration::from_secs(60), |m| {
+            totals(m).get(device).is_some_and(|t| t.0 >= n as u64)
+        })
+        .await;
+    // Whatever else was in flight: a late duplicate must not exceed the count.
+    let mut more = got;
+    while let Some(m) = sub.next(Duration::from_millis(1500)).await {
+        more.push(m);
+    }
+    more
+}
+
+#[tokio::test]
+async fn kill_9_while_readings_flow_loses_none_and_counts_none_twice() {
+    let local = Mosquitto::start_persistent();
+    let upstream = Mosquitto::start();
+    let device = "crash-dev";
+    let mut sub =
+        Subscriber::start(upstream.port(), &format!("building/hq/{device}/aggregated")).await;
+    let cfg = config("gw-crash", local.port(), upstream.port(), "1s", "0s");
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    let state = gw.dir.path().join("state");
+    let mut published = Vec::new();
+    let mut publishers = Vec::new();
+    for round in 0..4 {
+        let (lines, values) = batch(round);
+        published.extend(values);
+        let before = journaled(&state);
+        publishers.push(publish_batch(local.port(), device, lines));
+        wait_journal_changes(&state, before).await;
+        gw.signal("KILL");
+        gw.wait_exit().await;
+        gw = GatewayProcess::start_in(gw.dir, &cfg);
+        gw.wait_for_log("Subscribed").await;
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let got = collect_all(&mut sub, device, published.len()).await;
+    gw.take_log();
+    assert_exactly_once(&got, device, &published, &gw.seen.join("\n"));
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_local_broker_restart_while_readings_flow_loses_none_and_counts_none_twice() {
+    let mut local = Mosquitto::start_persistent();
+    let upstream = Mosquitto::start();
+    let device = "brestart-dev";
+    let mut sub =
+        Subscriber::start(upstream.port(), &format!("building/hq/{device}/aggregated")).await;
+    let cfg = config("gw-brestart", local.port(), upstream.port(), "1s", "0s");
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    let state = gw.dir.path().join("state");
+    let mut published = Vec::new();
+    for round in 0..3 {
+        let (lines, values) = batch(round);
+        published.extend(values);
+        let before = journaled(&state);
+        // The publisher cannot ride through a broker restart: all of the
+        // batch is in the broker before it restarts under the gateway.
+        publish_batch(local.port(), device, lines).await.unwrap();
+        wait_journal_changes(&state, before).await;
+        local.restart();
+        gw.wait_for_log_count("Subscribed", round + 2).await;
+    }
+    let got = collect_all(&mut sub, device, published.len()).await;
+    gw.take_log();
+    assert_exactly_once(&got, device, &published, &gw.seen.join("\n"));
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
