@@ -286,7 +286,9 @@ topics = ["{t0}", "{t1}"]
 status_topics = ["{status}"]
 # Column names for CSV payloads on plain-string topics (empty: no CSV).
 columns = []
-# Subscription QoS: 0, 1 or 2.
+# Subscription QoS: 0 or 1. 2 is taken as 1: QoS 1 readings are
+# acknowledged only once on disk and resent copies are recognised, which
+# counts each exactly once, while QoS 2 state would not survive a crash.
 qos = 1
 # MQTT client id; empty means "edge-gateway-<gateway.id>-<name>".
 client_id = ""

@@ -72,11 +72,14 @@ impl Adapter for MqttSource {
     }
 }
 
-fn qos(q: gateway_core::config::Qos) -> QoS {
+/// QoS 2 is subscribed as 1: a broker that resends a PUBREL after a
+/// crash finds rumqttc without the packet's state and the connection fails
+/// on every retry, while QoS 1 with the journal and DUP-aware dedup is
+/// already exactly-once.
+fn subscription_qos(q: gateway_core::config::Qos) -> QoS {
     match q.as_u8() {
         0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
     }
 }
 
@@ -107,7 +110,7 @@ async fn run(
         .status_topics
         .iter()
         .chain(config.routes.iter().map(|r| &r.pattern))
-        .map(|p| SubscribeFilter::new(p.filter(), qos(config.qos)))
+        .map(|p| SubscribeFilter::new(p.filter(), subscription_qos(config.qos)))
         .collect();
     let stats = ctx.stats();
     let reconnects = ctx.telemetry.counter(
