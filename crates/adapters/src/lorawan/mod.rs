@@ -12,9 +12,13 @@
 
 pub mod codecs;
 pub mod config;
+pub mod dedup;
+pub mod fcnt;
 pub mod frame;
 pub mod mac;
 pub mod semtech;
+pub mod source;
+pub mod uplink;
 
 /// Bytes from a hex string, for tests built from published vectors.
 #[cfg(test)]

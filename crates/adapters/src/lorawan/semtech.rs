@@ -80,6 +80,27 @@ impl fmt::Display for GatewayEui {
     }
 }
 
+/// A gateway EUI that is not 16 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a gateway EUI of 16 hex digits (\"0102030405060708\"), got {0:?}")]
+pub struct EuiError(pub String);
+
+impl std::str::FromStr for GatewayEui {
+    type Err = EuiError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || EuiError(s.to_string());
+        if s.len() != 16 || !s.is_ascii() {
+            return Err(err());
+        }
+        let mut eui = [0u8; 8];
+        for (i, byte) in eui.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| err())?;
+        }
+        Ok(Self(eui))
+    }
+}
+
 /// One datagram from a packet forwarder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Datagram {
