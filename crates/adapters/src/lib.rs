@@ -22,7 +22,7 @@ pub mod lorawan;
 
 use std::path::PathBuf;
 
-use gateway_core::config::{AdapterSpec, DeviceConfig, Problems, Tags};
+use gateway_core::config::{AdapterSpec, DeviceConfig, Problems};
 use gateway_core::Adapter;
 
 /// One `[[adapter]]` table, by its `type`.
@@ -59,7 +59,7 @@ impl Sections {
                     name: name.clone(),
                     room: None,
                     floor: None,
-                    tags: Tags::default(),
+                    tags: gateway_core::config::Tags::default(),
                 });
             }
         }

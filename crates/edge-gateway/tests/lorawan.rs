@@ -304,3 +304,83 @@ async fn replays_and_forgeries_are_refused_duplicates_merged_and_counters_surviv
         "the replay after the restart is not forwarded"
     );
 }
+
+/// Uplinks a network server already handled, published with mosquitto_pub
+/// as ChirpStack v4 and The Things Stack v3 do.
+#[tokio::test]
+async fn chirpstack_and_tts_events_arrive_through_the_mqtt_adapter() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/#").await;
+    let text = format!(
+        r#"
+[gateway]
+id = "gw-lns"
+site = "hq"
+state_dir = "@STATE_DIR@"
+
+[upstream]
+url = "mqtt://127.0.0.1:{up}"
+max_backoff = "1s"
+
+[aggregation]
+window = "1s"
+grace = "1s"
+
+[[adapter]]
+type = "mqtt"
+name = "network-servers"
+url = "mqtt://127.0.0.1:{local}"
+topics = [
+  {{ pattern = "application/+/device/{{device}}/event/up", format = "chirpstack_v4", codec = "seed_compact" }},
+  "v3/+/devices/{{device}}/up",
+]
+status_topics = []
+max_backoff = "1s"
+"#,
+        up = upstream.port(),
+        local = local.port()
+    );
+    let mut gw = GatewayProcess::start(&text);
+    gw.wait_for_log("Subscribed").await;
+    // FRMPayload only: the route's codec decodes it (00d72d0172: 21.5 °C, 45 %, 3.7 V).
+    let chirpstack = r#"{"deviceInfo":{"devEui":"0101010101010101"},"fCnt":10,"fPort":2,"data":"ANctAXI=","rxInfo":[{"gatewayId":"a","rssi":-70,"snr":3.5},{"gatewayId":"b","rssi":-50,"snr":-1.0}]}"#;
+    test_support::publish(
+        local.port(),
+        "application/7c0e/device/0101010101010101/event/up",
+        chirpstack,
+        1,
+        false,
+    )
+    .await;
+    // A decoded payload is taken as the server decoded it.
+    let tts = r#"{"end_device_ids":{"device_id":"co2-7","dev_eui":"70B3D57ED0001234"},"uplink_message":{"f_port":1,"frm_payload":"AZA=","decoded_payload":{"co2":612},"rx_metadata":[{"rssi":-42,"snr":9.25}]}}"#;
+    test_support::publish(
+        local.port(),
+        "v3/building@ttn/devices/co2-7/up",
+        tts,
+        1,
+        false,
+    )
+    .await;
+    let messages = sub
+        .collect_until(WAIT, |got| {
+            metric_totals(got, "0101010101010101", "temperature").0 >= 1
+                && metric_totals(got, "co2-7", "co2").0 >= 1
+        })
+        .await;
+    assert_eq!(
+        metric_totals(&messages, "0101010101010101", "temperature"),
+        (1, 21.5, 21.5)
+    );
+    assert_eq!(
+        metric_totals(&messages, "0101010101010101", "rssi").1,
+        -50.0
+    );
+    assert_eq!(
+        metric_totals(&messages, "0101010101010101", "gateways").1,
+        2.0
+    );
+    assert_eq!(metric_totals(&messages, "co2-7", "co2"), (1, 612.0, 612.0));
+    assert_eq!(metric_totals(&messages, "co2-7", "snr").1, 9.25);
+}

@@ -430,7 +430,7 @@ fn tx_ack_error(body: &[u8]) -> Result<Option<String>, DatagramError> {
 /// Standard-alphabet base64 (RFC 4648 §4), padding optional because
 /// forwarders omit it. `-` and `_` (the URL-safe alphabet) are refused, as
 /// PROTOCOL.TXT promises the standard one.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let unpadded = text.trim_end_matches('=');
     let padding = text.len() - unpadded.len();
     if padding > 2 || (padding > 0 && !text.len().is_multiple_of(4)) || unpadded.len() % 4 == 1 {
