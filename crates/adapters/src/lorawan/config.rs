@@ -350,9 +350,12 @@ pub fn template() -> String {
 # type = "semtech_udp": the server LoRa packet forwarders (Semtech UDP
 # protocol v2, lora_pkt_fwd) send their uplinks to. Frames are checked (MIC,
 # frame counter) and decrypted with the keys of [[lorawan.device]], then
-# decoded by the device's codec. Uncomment to use; it listens on every
-# interface by default, and the protocol has no authentication: bind it to
-# a trusted network, or list the forwarders in `gateways`.
+# decoded by the device's codec: its values plus rssi, snr and gateways
+# (forwarders that heard it) become readings. A forwarder's statistics are
+# readings of a device named by its gateway EUI. Uncomment to use; it
+# listens on every interface by default, and the protocol has no
+# authentication: bind it to a trusted network, or list the forwarders in
+# `gateways`.
 # [[adapter]]
 # type = "semtech_udp"
 # name = "lora"
