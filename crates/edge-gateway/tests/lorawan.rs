@@ -152,6 +152,17 @@ impl Forwarder {
             .await;
         assert_eq!(ack, [2, token[0], token[1], 0x01]);
     }
+
+    /// The same with `stat` -1: the concentrator saw a bad CRC.
+    async fn push_bad_crc(&mut self, gateway: [u8; 8], phy: &[u8]) {
+        self.token = self.token.wrapping_add(1);
+        let token = self.token.to_be_bytes();
+        let mut datagram = push_data(token, gateway, phy, -60, "");
+        let body = String::from_utf8(datagram.split_off(12)).unwrap();
+        datagram.extend_from_slice(body.replace(r#""stat":1"#, r#""stat":-1"#).as_bytes());
+        let ack = self.exchange(&datagram).await;
+        assert_eq!(ack, [2, token[0], token[1], 0x01]);
+    }
 }
 
 /// Upstream messages about `device` from aggregates.
@@ -264,6 +275,10 @@ async fn replays_and_forgeries_are_refused_duplicates_merged_and_counters_surviv
     );
     assert_eq!(metric_totals(&seen, "seed-node", "gateways").1, 2.0);
 
+    // A frame with a bad CRC is dropped: had it counted, its FCnt 5
+    // would make frames 2 and 3 replays.
+    fwd.push_bad_crc(GW_A, &seed_frame(5, 99.0, 99)).await;
+    gw.wait_for_log("crc_error").await;
     // The same frame again, a forged MIC, then the next frame.
     fwd.push(GW_A, &f1).await;
     gw.wait_for_log("fcnt_retransmission").await;
@@ -285,7 +300,7 @@ async fn replays_and_forgeries_are_refused_duplicates_merged_and_counters_surviv
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
     gw.drain_log().await;
-    assert_eq!(gw.last_logged("adapter_errors"), Some(3.0));
+    assert_eq!(gw.last_logged("adapter_errors"), Some(4.0));
     let state = gw.dir.path().join("state");
     let saved = std::fs::read_to_string(state.join("lorawan-fcnt.json")).unwrap();
     assert!(saved.contains("\"seed-node\": 3"), "{saved}");
