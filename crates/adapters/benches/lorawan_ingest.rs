@@ -3,7 +3,7 @@
 //! datagram parse (JSON, base64) → peek → MIC (AES-CMAC) → decrypt (AES-CTR)
 //! → codec → readings, then `uplink::process` end to end with the frame
 //! counters in memory and on disk (one fsync'd atomic rename per uplink,
-//! as the adapter does).
+//! or per batch of uplinks due together, as the adapter does).
 //!
 //! `cargo bench -p adapters --bench lorawan_ingest` (release profile).
 
@@ -25,6 +25,8 @@ const DEVICES: u32 = 100;
 const FRAMES_PER_DEVICE: u32 = 200;
 /// Uplinks through the on-disk store: each costs an fsync.
 const DISK_UPLINKS: usize = 300;
+/// Uplinks per batch when windows close together.
+const BATCH: usize = 50;
 
 fn key(n: u32, salt: u8) -> Key {
     let mut k = [salt; 16];
@@ -207,4 +209,19 @@ fn main() {
         black_box(uplink::process(up, &table, &mut store).unwrap());
     }
     report("uplink::process, counters fsync'd to disk", DISK_UPLINKS, t);
+
+    // What the adapter does when several windows close together: one
+    // atomic write of the counters per batch.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = FcntStore::open(dir.path());
+    let t = Instant::now();
+    for batch in uplinks.chunks(BATCH) {
+        let results = uplink::process_batch(batch, &table, &mut store);
+        assert!(results.iter().all(Result::is_ok));
+    }
+    report(
+        &format!("uplink::process_batch of {BATCH}, fsync'd to disk"),
+        n,
+        t,
+    );
 }

@@ -26,7 +26,7 @@ use super::config::{LorawanDevice, SemtechUdpConfig};
 use super::dedup::{Dedup, Offer, Reception, Uplink};
 use super::fcnt::FcntStore;
 use super::semtech::{self, Datagram, GatewayEui, PushData, Stat};
-use super::uplink::{self, Devices};
+use super::uplink::{self, Accepted, Devices};
 
 /// Largest datagram read: lora_pkt_fwd's buffer is 4096 bytes; one more
 /// tells a truncated datagram apart.
@@ -107,9 +107,15 @@ pub async fn serve(
             biased;
             _ = server.ctx.shutdown.cancelled() => break,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                // Everything due now goes in one batch: one fsync of the
+                // counters for all of them, so a burst (or uplinks that
+                // came due during the last write) does not queue behind
+                // one disk write each.
+                let mut due = Vec::new();
                 while let Some(up) = server.dedup.pop_due(Instant::now()) {
-                    server.finish(up).await?;
+                    due.push(up);
                 }
+                server.finish(due).await?;
             }
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, peer)) => {
@@ -123,9 +129,8 @@ pub async fn serve(
             },
         }
     }
-    for up in server.dedup.drain() {
-        server.finish(up).await?;
-    }
+    let waiting = server.dedup.drain();
+    server.finish(waiting).await?;
     info!(adapter = %server.ctx.name, "Stopped.");
     Ok(())
 }
@@ -257,21 +262,33 @@ impl Server {
         self.send(readings).await
     }
 
-    /// Processes an uplink whose de-duplication window closed.
-    async fn finish(&mut self, up: Uplink) -> Result<(), AdapterError> {
-        let gateways = up
-            .gateways
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let accepted = match uplink::process(&up, &self.devices, &mut self.store) {
-            Ok(a) => a,
-            Err(e) => {
-                self.report(e.kind(), &gateways, &e.to_string());
-                return Ok(());
+    /// Processes uplinks whose de-duplication windows closed.
+    async fn finish(&mut self, due: Vec<Uplink>) -> Result<(), AdapterError> {
+        if due.is_empty() {
+            return Ok(());
+        }
+        let results = uplink::process_batch(&due, &self.devices, &mut self.store);
+        for (up, result) in due.iter().zip(results) {
+            let gateways = up
+                .gateways
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            match result {
+                Ok(accepted) => self.accepted(up, accepted, &gateways).await?,
+                Err(e) => self.report(e.kind(), &gateways, &e.to_string()),
             }
-        };
+        }
+        Ok(())
+    }
+
+    async fn accepted(
+        &self,
+        up: &Uplink,
+        accepted: Accepted,
+        gateways: &str,
+    ) -> Result<(), AdapterError> {
         let t = &self.ctx.telemetry;
         let adapter = self.ctx.name.as_str();
         t.counter(
@@ -297,11 +314,11 @@ impl Server {
         if let Some(e) = &accepted.codec_error {
             self.report(
                 &format!("codec_{}", e.kind()),
-                &gateways,
+                gateways,
                 &format!("device {}: {e}", accepted.device),
             );
         }
-        debug!(adapter = %self.ctx.name, device = %accepted.device, fcnt = accepted.fcnt, gateway = %gateways, rssi = ?up.rssi, snr = ?up.snr, readings = accepted.readings.len(), "Uplink accepted.");
+        debug!(adapter, device = %accepted.device, fcnt = accepted.fcnt, gateway = %gateways, rssi = ?up.rssi, snr = ?up.snr, readings = accepted.readings.len(), "Uplink accepted.");
         self.send(accepted.readings).await
     }
 

@@ -15,7 +15,7 @@ use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
 use super::codecs::CodecError;
 use super::config::{FcntReset, LorawanDevice};
 use super::dedup::Uplink;
-use super::fcnt::{FcntStore, StoreError};
+use super::fcnt::FcntStore;
 use super::frame::{self, DataFrame, FrameError};
 
 /// The configured devices, by DevAddr.
@@ -69,13 +69,9 @@ pub enum Rejected {
         last: u32,
     },
     #[error(
-        "device {device}: the frame counter cannot be stored, so the uplink is refused: {source}"
+        "device {device}: the frame counter cannot be stored, so the uplink is refused: {reason}"
     )]
-    Store {
-        device: DeviceId,
-        #[source]
-        source: StoreError,
-    },
+    Store { device: DeviceId, reason: String },
 }
 
 impl Rejected {
@@ -144,6 +140,63 @@ pub fn process(
     devices: &Devices,
     store: &mut FcntStore,
 ) -> Result<Accepted, Rejected> {
+    let staged = stage(uplink, devices, store)?;
+    if let Err(e) = store.flush() {
+        store.restore(staged.device.id.as_str(), staged.previous);
+        return Err(Rejected::Store {
+            device: staged.device.id.clone(),
+            reason: e.to_string(),
+        });
+    }
+    Ok(finish(staged, uplink))
+}
+
+/// [`process`] for uplinks whose windows closed together: their counters
+/// are stored in one atomic write, before any of their readings exist. If
+/// that write fails every one of them is refused.
+pub fn process_batch(
+    uplinks: &[Uplink],
+    devices: &Devices,
+    store: &mut FcntStore,
+) -> Vec<Result<Accepted, Rejected>> {
+    let mut staged = Vec::with_capacity(uplinks.len());
+    for up in uplinks {
+        staged.push(stage(up, devices, store));
+    }
+    if staged.iter().any(Result::is_ok) {
+        if let Err(e) = store.flush() {
+            let reason = e.to_string();
+            for s in staged.iter_mut().rev() {
+                if let Ok(ok) = s {
+                    store.restore(ok.device.id.as_str(), ok.previous);
+                    *s = Err(Rejected::Store {
+                        device: ok.device.id.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+    }
+    staged
+        .into_iter()
+        .zip(uplinks)
+        .map(|(s, up)| s.map(|ok| finish(ok, up)))
+        .collect()
+}
+
+/// An uplink whose counter is staged in the store, not yet durable.
+struct Staged<'a> {
+    device: &'a LorawanDevice,
+    frame: DataFrame,
+    reset: bool,
+    previous: Option<u32>,
+}
+
+fn stage<'a>(
+    uplink: &Uplink,
+    devices: &'a Devices,
+    store: &mut FcntStore,
+) -> Result<Staged<'a>, Rejected> {
     let head = frame::peek(&uplink.phy).map_err(Rejected::Frame)?;
     if !head.mtype.is_uplink() {
         return Err(Rejected::Downlink);
@@ -162,12 +215,22 @@ pub fn process(
             Verdict::Reject(r) => Err(r),
         })
         .ok_or(Rejected::InvalidMic(head.dev_addr))??;
-    store
-        .commit(device.id.as_str(), frame.fcnt)
-        .map_err(|source| Rejected::Store {
-            device: device.id.clone(),
-            source,
-        })?;
+    let previous = store.stage(device.id.as_str(), frame.fcnt);
+    Ok(Staged {
+        device,
+        frame,
+        reset,
+        previous,
+    })
+}
+
+fn finish(staged: Staged<'_>, uplink: &Uplink) -> Accepted {
+    let Staged {
+        device,
+        frame,
+        reset,
+        ..
+    } = staged;
     let (mut readings, codec_error) = decode(device, &frame, uplink.received);
     let arrival = |metric: &str, value: f64| {
         let metric = MetricName::new(metric).ok()?;
@@ -183,14 +246,14 @@ pub fn process(
     readings.extend(uplink.rssi.and_then(|r| arrival("rssi", f64::from(r))));
     readings.extend(uplink.snr.and_then(|s| arrival("snr", s)));
     readings.extend(arrival("gateways", uplink.gateways.len() as f64));
-    Ok(Accepted {
+    Accepted {
         device: device.id.clone(),
         fcnt: frame.fcnt,
         reset,
         frame,
         readings,
         codec_error,
-    })
+    }
 }
 
 /// The codec's readings; FPort 0 (MAC commands) and frames without an

@@ -195,3 +195,53 @@ fn an_unwritable_store_refuses_the_uplink() {
     let e = process(&uplink(hex(README)), &devices, &mut store).unwrap_err();
     assert_eq!(e.kind(), "fcnt_store");
 }
+
+#[test]
+fn a_batch_is_stored_once_and_judged_in_order() {
+    let nwk = key(LP_NWK);
+    let app = key(LP_APP);
+    let devices = Devices::new(vec![
+        device("d", 7, LP_NWK, DeviceCodec::Named(Codec::SeedCompact)),
+        device("lp", 0x49BE_7DF1, LP_NWK, u32_layout()),
+    ]);
+    let frame = |fcnt| uplink(seal(7, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = FcntStore::open(dir.path());
+    let batch = [frame(1), uplink(hex(README)), frame(2), frame(1)];
+    let kinds: Vec<Result<u32, &str>> = process_batch(&batch, &devices, &mut store)
+        .into_iter()
+        .map(|r| r.map(|a| a.fcnt).map_err(|e| e.kind()))
+        .collect();
+    assert_eq!(kinds, [Ok(1), Ok(2), Ok(2), Err("fcnt_replay")]);
+    let (reopened, _) = FcntStore::open(dir.path());
+    assert_eq!(
+        (reopened.last("d"), reopened.last("lp")),
+        (Some(2), Some(2))
+    );
+}
+
+#[test]
+fn a_failed_batch_write_refuses_every_uplink_and_restores_the_counters() {
+    let nwk = key(LP_NWK);
+    let app = key(LP_APP);
+    let devices = Devices::new(vec![device(
+        "d",
+        7,
+        LP_NWK,
+        DeviceCodec::Named(Codec::SeedCompact),
+    )]);
+    let frame = |fcnt| uplink(seal(7, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (mut store, _) = FcntStore::open(&state);
+    store.commit("d", 4).unwrap();
+    std::fs::remove_dir_all(&state).unwrap();
+    let results = process_batch(&[frame(5), frame(6), frame(3)], &devices, &mut store);
+    let kinds: Vec<&str> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap_err().kind())
+        .collect();
+    assert_eq!(kinds, ["fcnt_store", "fcnt_store", "fcnt_replay"]);
+    assert_eq!(store.last("d"), Some(4));
+}
