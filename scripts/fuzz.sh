@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Fuzz the CoAP datagram handling for a bounded time (default 60 s).
+# Fuzz for a bounded time (default 60 s per target): the CoAP datagram
+# handling and the LoRaWAN path (Semtech UDP datagram -> PHYPayload -> MIC,
+# FCnt, decryption, codec). `bash scripts/fuzz.sh [seconds] [target]`.
 # Needs a nightly toolchain; installs cargo-fuzz when missing. Crashes land
-# in fuzz/artifacts/; add each as a line of
-# crates/adapters/tests/data/coap_malformed.txt once fixed.
+# in fuzz/artifacts/; add each as a regression test once fixed (CoAP:
+# a line of crates/adapters/tests/data/coap_malformed.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
+targets="${2:-coap_datagram lorawan_datagram}"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 cd fuzz
-# New inputs go to artifacts/corpus (not kept); the seeds stay as they are.
-mkdir -p artifacts/corpus
-cargo +nightly fuzz run coap_datagram artifacts/corpus corpus/coap_datagram -- -max_total_time="$seconds"
+for target in $targets; do
+  # New inputs go to artifacts/corpus-<target> (not kept); the seeds stay as they are.
+  mkdir -p "artifacts/corpus-$target"
+  cargo +nightly fuzz run "$target" "artifacts/corpus-$target" "corpus/$target" -- -max_total_time="$seconds"
+done

@@ -20,7 +20,9 @@ pub mod coap;
 #[cfg(feature = "lorawan")]
 pub mod lorawan;
 
-use gateway_core::config::{AdapterSpec, Problems};
+use std::path::PathBuf;
+
+use gateway_core::config::{AdapterSpec, DeviceConfig, Problems};
 use gateway_core::Adapter;
 
 /// One `[[adapter]]` table, by its `type`.
@@ -32,12 +34,47 @@ pub enum AdapterConfig {
     Coap(coap::CoapServerConfig),
     #[cfg(feature = "coap")]
     CoapObserve(coap::CoapObserveConfig),
+    #[cfg(feature = "lorawan")]
+    SemtechUdp(lorawan::config::SemtechUdpConfig),
+}
+
+/// The top-level sections owned by adapter families (`[lorawan]`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sections {
+    #[cfg(feature = "lorawan")]
+    pub lorawan: lorawan::config::LorawanSection,
+}
+
+impl Sections {
+    /// Devices these sections name, as registry entries, so their names
+    /// go upstream like those of `[[device]]` (which wins for the same id).
+    pub fn registry_devices(&self) -> Vec<DeviceConfig> {
+        #[cfg_attr(not(feature = "lorawan"), allow(unused_mut))]
+        let mut out = Vec::new();
+        #[cfg(feature = "lorawan")]
+        for d in &self.lorawan.devices {
+            if let Some(name) = &d.name {
+                out.push(DeviceConfig {
+                    id: d.id.clone(),
+                    name: name.clone(),
+                    room: None,
+                    floor: None,
+                    tags: gateway_core::config::Tags::default(),
+                });
+            }
+        }
+        out
+    }
 }
 
 /// What adapters need to know about the gateway they run in.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     pub gateway_id: String,
+    /// `gateway.state_dir`: where adapters keep durable state (LoRaWAN
+    /// frame counters).
+    pub state_dir: PathBuf,
+    pub sections: Sections,
 }
 
 impl AdapterSpec for AdapterConfig {
@@ -48,7 +85,24 @@ impl AdapterSpec for AdapterConfig {
         "coap",
         #[cfg(feature = "coap")]
         "coap_observe",
+        #[cfg(feature = "lorawan")]
+        "semtech_udp",
     ];
+
+    const SECTIONS: &'static [&'static str] = &[
+        #[cfg(feature = "lorawan")]
+        "lorawan",
+    ];
+
+    type Sections = Sections;
+
+    #[cfg_attr(not(feature = "lorawan"), allow(unused_variables))]
+    fn sections(root: &toml::Table, problems: &mut Problems) -> Sections {
+        Sections {
+            #[cfg(feature = "lorawan")]
+            lorawan: lorawan::config::section(root, &|var| std::env::var(var).ok(), problems),
+        }
+    }
 
     fn from_table(
         kind: &str,
@@ -65,6 +119,9 @@ impl AdapterSpec for AdapterConfig {
             "coap_observe" => {
                 coap::CoapObserveConfig::from_table(table, path, problems).map(Self::CoapObserve)
             }
+            #[cfg(feature = "lorawan")]
+            "semtech_udp" => lorawan::config::SemtechUdpConfig::from_table(table, path, problems)
+                .map(Self::SemtechUdp),
             _ => {
                 let _ = (table, path, problems);
                 None
@@ -80,6 +137,8 @@ impl AdapterSpec for AdapterConfig {
             Self::Coap(c) => &c.name,
             #[cfg(feature = "coap")]
             Self::CoapObserve(c) => &c.name,
+            #[cfg(feature = "lorawan")]
+            Self::SemtechUdp(c) => &c.name,
         }
     }
 }
@@ -94,11 +153,16 @@ impl AdapterConfig {
             Self::Coap(_) => "coap",
             #[cfg(feature = "coap")]
             Self::CoapObserve(_) => "coap_observe",
+            #[cfg(feature = "lorawan")]
+            Self::SemtechUdp(_) => "semtech_udp",
         }
     }
 
     /// A runnable adapter for this config.
-    #[cfg_attr(not(feature = "mqtt"), allow(unused_variables))] // only MQTT needs the context
+    #[cfg_attr(
+        not(any(feature = "mqtt", feature = "lorawan")),
+        allow(unused_variables)
+    )]
     pub fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
         match self {
             #[cfg(feature = "mqtt")]
@@ -107,6 +171,12 @@ impl AdapterConfig {
             Self::Coap(c) => Box::new(coap::CoapSource::new(c.clone())),
             #[cfg(feature = "coap")]
             Self::CoapObserve(c) => Box::new(coap::CoapObserver::new(c.clone())),
+            #[cfg(feature = "lorawan")]
+            Self::SemtechUdp(c) => Box::new(lorawan::source::SemtechUdpSource::new(
+                c.clone(),
+                ctx.sections.lorawan.devices.clone(),
+                &ctx.state_dir,
+            )),
         }
     }
 }
@@ -118,5 +188,7 @@ pub fn template() -> String {
     out.push_str(&mqtt::config::template());
     #[cfg(feature = "coap")]
     out.push_str(&coap::config::template());
+    #[cfg(feature = "lorawan")]
+    out.push_str(&lorawan::config::template());
     out
 }

@@ -42,6 +42,18 @@ pub struct Gateway {
     upstream: JoinHandle<anyhow::Result<()>>,
 }
 
+/// `[[device]]`, then devices named by protocol sections (`[[lorawan.device]]
+/// name`) that `[[device]]` does not describe.
+fn registry_devices(config: &GatewayConfig) -> Vec<gateway_core::config::DeviceConfig> {
+    let mut out = config.devices.clone();
+    for d in config.sections.registry_devices() {
+        if !out.iter().any(|o| o.id == d.id) {
+            out.push(d);
+        }
+    }
+    out
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -57,7 +69,7 @@ impl Gateway {
         let renderer = Renderer {
             gateway_id: config.gateway.id.clone(),
             prefix: config.topic_prefix(),
-            registry: DeviceRegistry::from_config(&config.devices),
+            registry: DeviceRegistry::from_config(&registry_devices(config)),
         };
         let up = &config.upstream;
         let client_id = if up.client_id.is_empty() {
@@ -140,6 +152,8 @@ impl Gateway {
         let adapters_stop = CancellationToken::new();
         let build = BuildContext {
             gateway_id: config.gateway.id.clone(),
+            state_dir: config.gateway.state_dir.clone(),
+            sections: config.sections.clone(),
         };
         let mut adapters = Vec::new();
         for a in &config.adapters {

@@ -70,6 +70,14 @@ fn the_template_parses_to_the_defaults() {
         "drain_rate",
         "checkpoint_interval",
         "persistent_session",
+        "dedup_window",
+        "gateways",
+        "dev_addr",
+        "nwk_s_key",
+        "app_s_key",
+        "codec",
+        "fields",
+        "fcnt_reset",
     ] {
         assert!(
             SHIPPED.lines().any(|l| l

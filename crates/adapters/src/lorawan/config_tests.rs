@@ -146,3 +146,61 @@ fn shared_devaddr_needs_different_keys_and_ids_are_unique() {
         ]
     );
 }
+
+/// The commented template, uncommented, parses to the defaults.
+#[test]
+fn template_sections_parse() {
+    let text = template();
+    let keys: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| toml::from_str::<toml::Table>(l).is_ok_and(|t| !t.is_empty()))
+        // `fields` goes with codec "struct" only.
+        .filter(|l| !l.starts_with("type = ") && !l.starts_with('[') && !l.starts_with("fields"))
+        .collect();
+    let split = keys.iter().position(|l| l.starts_with("dev_addr")).unwrap();
+    let adapter = keys[..split].join("\n");
+    let mut p = Problems::default();
+    let a = SemtechUdpConfig::from_table(toml::from_str(&adapter).unwrap(), "adapter[0]", &mut p);
+    assert!(p.is_empty(), "{p}");
+    let a = a.unwrap();
+    assert_eq!(a.bind, default_bind());
+    assert_eq!(a.dedup_window, DEFAULT_DEDUP_WINDOW);
+    assert!(a.gateways.is_empty());
+    let root: toml::Table =
+        toml::from_str(&format!("[[lorawan.device]]\n{}", keys[split..].join("\n"))).unwrap();
+    let any_key = |_: &str| Some(NWK.to_string());
+    let s = section(&root, &any_key, &mut p);
+    assert!(p.is_empty(), "{p}");
+    assert_eq!(s.devices[0].dev_addr, 0x260B_1234);
+    assert_eq!(s.devices[0].fcnt_reset, FcntReset::Reject);
+}
+
+#[test]
+fn semtech_udp_problems_name_their_keys() {
+    let table = toml::from_str(
+        "name = \"lora\"\ndedup_window = \"1m\"\ngateways = [\"0102030405060708\", \"xyz\"]",
+    )
+    .unwrap();
+    let mut p = Problems::default();
+    assert!(SemtechUdpConfig::from_table(table, "adapter[2]", &mut p).is_none());
+    let lines: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("adapter[2].dedup_window: expected at most 5s"));
+    assert!(lines[1].starts_with("adapter[2].gateways[1]: expected a gateway EUI"));
+}
+
+#[test]
+fn the_section_rejects_unknown_keys_and_wrong_shapes() {
+    let mut p = Problems::default();
+    let root: toml::Table = toml::from_str("[lorawan]\ndevices = []\ndevice = 3").unwrap();
+    assert!(section(&root, &env, &mut p).devices.is_empty());
+    let lines: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "lorawan.devices: unknown key, expected device",
+            "lorawan.device: expected an array of tables, write it as [[lorawan.device]]",
+        ]
+    );
+}

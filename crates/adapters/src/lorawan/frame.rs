@@ -39,22 +39,27 @@ impl fmt::Debug for Key {
 /// A key that is not 32 hex digits. The text is not echoed back: it may be
 /// a real key with a typo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("expected a key of 32 hex digits (16 bytes), got {len} characters")]
-pub struct KeyError {
-    pub len: usize,
+pub enum KeyError {
+    #[error("expected a key of 32 hex digits (16 bytes), got {0} characters")]
+    Length(usize),
+    #[error("expected a key of 32 hex digits, character {0} is not a hex digit")]
+    NotHex(usize),
 }
 
 impl FromStr for Key {
     type Err = KeyError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = KeyError { len: s.len() };
-        if s.len() != 32 || !s.is_ascii() {
-            return Err(err);
+        if s.len() != 32 {
+            return Err(KeyError::Length(s.chars().count()));
+        }
+        if let Some(at) = s.bytes().position(|b| !b.is_ascii_hexdigit()) {
+            return Err(KeyError::NotHex(at + 1));
         }
         let mut key = [0u8; 16];
         for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| err)?;
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+                .map_err(|_| KeyError::NotHex(2 * i + 1))?;
         }
         Ok(Self(key))
     }
@@ -263,6 +268,42 @@ pub fn open(
         payload,
         mic,
     })
+}
+
+/// Builds an unconfirmed data uplink: the inverse of [`open`], for tests,
+/// benches and fuzz seeds (the gateway itself never sends uplinks).
+///
+/// # Errors
+/// [`FrameError::Malformed`] for a payload over 242 bytes.
+pub fn seal(
+    dev_addr: u32,
+    fcnt: u32,
+    fport: u8,
+    payload: &[u8],
+    nwk_s_key: &Key,
+    app_s_key: &Key,
+) -> Result<Vec<u8>, FrameError> {
+    use lorawan::creator::DataPayloadCreator;
+    use lorawan::keys::{AppSKey, NewSKey};
+    if payload.len() > 242 {
+        return Err(FrameError::Malformed);
+    }
+    let mut phy = DataPayloadCreator::new();
+    phy.set_confirmed(false)
+        .set_uplink(true)
+        .set_f_port(fport)
+        // On air DevAddr is little-endian; the creator copies bytes as given.
+        .set_dev_addr(&dev_addr.to_le_bytes())
+        .set_fctrl(&parser::FCtrl::new(0, true))
+        .set_fcnt(fcnt);
+    phy.build(
+        payload,
+        &[],
+        &NewSKey::from(nwk_s_key.0),
+        &AppSKey::from(app_s_key.0),
+    )
+    .map(<[u8]>::to_vec)
+    .map_err(|_| FrameError::Malformed)
 }
 
 /// The full 32-bit FCnt from the 16 bits on air, relative to the next

@@ -1,20 +1,26 @@
-//! LoRaWAN: the pure parts of the path from a packet forwarder to readings.
+//! LoRaWAN: from a packet forwarder's datagram to verified readings.
 //!
 //! ```text
-//! UDP datagram ──► semtech (GWMP v2 codec) ──► frame (PHYPayload: MIC,
-//!                  PUSH_ACK / PULL_ACK bytes      FCnt, decrypt, MAC cmds)
-//!                                              ──► codecs (FRMPayload → values)
+//! UDP datagram ──► semtech (GWMP v2 codec) ──► dedup (one uplink per frame
+//!                  PUSH_ACK / PULL_ACK bytes      heard by N forwarders)
+//!   ──► uplink (device by DevAddr, frame: MIC, FCnt, decrypt; fcnt: the
+//!       last counter per device on disk) ──► codecs (FRMPayload → values)
 //! ```
 //!
-//! Every module here is a pure codec: bytes in, typed values or a typed
-//! error out, never a panic. The socket adapter, FCnt persistence and
-//! de-duplication build on them.
+//! `source` is the only module doing I/O besides `fcnt`'s file: the
+//! `semtech_udp` adapter's socket loop. Everything else is a pure codec or
+//! state machine: bytes in, typed values or a typed error out, never a
+//! panic. `config` holds `[[lorawan.device]]` and the adapter's table.
 
 pub mod codecs;
 pub mod config;
+pub mod dedup;
+pub mod fcnt;
 pub mod frame;
 pub mod mac;
 pub mod semtech;
+pub mod source;
+pub mod uplink;
 
 /// Bytes from a hex string, for tests built from published vectors.
 #[cfg(test)]

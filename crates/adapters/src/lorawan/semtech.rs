@@ -80,6 +80,27 @@ impl fmt::Display for GatewayEui {
     }
 }
 
+/// A gateway EUI that is not 16 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a gateway EUI of 16 hex digits (\"0102030405060708\"), got {0:?}")]
+pub struct EuiError(pub String);
+
+impl std::str::FromStr for GatewayEui {
+    type Err = EuiError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || EuiError(s.to_string());
+        if s.len() != 16 || !s.is_ascii() {
+            return Err(err());
+        }
+        let mut eui = [0u8; 8];
+        for (i, byte) in eui.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| err())?;
+        }
+        Ok(Self(eui))
+    }
+}
+
 /// One datagram from a packet forwarder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Datagram {
@@ -409,7 +430,7 @@ fn tx_ack_error(body: &[u8]) -> Result<Option<String>, DatagramError> {
 /// Standard-alphabet base64 (RFC 4648 §4), padding optional because
 /// forwarders omit it. `-` and `_` (the URL-safe alphabet) are refused, as
 /// PROTOCOL.TXT promises the standard one.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let unpadded = text.trim_end_matches('=');
     let padding = text.len() - unpadded.len();
     if padding > 2 || (padding > 0 && !text.len().is_multiple_of(4)) || unpadded.len() % 4 == 1 {

@@ -56,10 +56,14 @@ struct RawTopic {
     format: FormatName,
     #[serde(default)]
     columns: Vec<MetricName>,
+    /// LoRaWAN payload codec for `chirpstack_v4` / `tts_v3` events.
+    #[cfg(feature = "lorawan")]
+    #[serde(default)]
+    codec: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 enum FormatName {
     #[default]
     Auto,
@@ -68,6 +72,28 @@ enum FormatName {
     Csv,
     Senml,
     Zigbee2mqtt,
+    #[cfg(feature = "lorawan")]
+    ChirpstackV4,
+    #[cfg(feature = "lorawan")]
+    TtsV3,
+}
+
+/// The format a topic's base says, when the config leaves it to `auto`:
+/// these ecosystems' topics always carry their own kind of payload.
+fn format_by_topic(pattern: &str) -> Option<FormatName> {
+    if pattern.starts_with("zigbee2mqtt/") {
+        return Some(FormatName::Zigbee2mqtt);
+    }
+    #[cfg(feature = "lorawan")]
+    {
+        if pattern.starts_with("application/") && pattern.ends_with("/event/up") {
+            return Some(FormatName::ChirpstackV4);
+        }
+        if pattern.starts_with("v3/") && pattern.ends_with("/up") {
+            return Some(FormatName::TtsV3);
+        }
+    }
+    None
 }
 
 pub(crate) fn default_url() -> BrokerUrl {
@@ -100,6 +126,19 @@ fn default_max_payload() -> usize {
 }
 fn default_persistent_session() -> bool {
     true
+}
+
+/// LoRaWAN events name their device in the payload (DevEUI, device id).
+fn is_lorawan_event(format: FormatName) -> bool {
+    #[cfg(feature = "lorawan")]
+    {
+        matches!(format, FormatName::ChirpstackV4 | FormatName::TtsV3)
+    }
+    #[cfg(not(feature = "lorawan"))]
+    {
+        let _ = format;
+        false
+    }
 }
 
 /// One subscription: which topics, and how their payloads read.
@@ -147,6 +186,8 @@ impl MqttAdapterConfig {
                     pattern: s.clone(),
                     format: FormatName::Auto,
                     columns: Vec::new(),
+                    #[cfg(feature = "lorawan")]
+                    codec: None,
                 },
                 other => match load::section::<RawTopic>(other.clone(), &at, problems) {
                     Some(t) => t,
@@ -167,17 +208,37 @@ impl MqttAdapterConfig {
             };
             // Zigbee2MQTT payloads carry bookkeeping fields (a numeric
             // `last_seen`, `"state":"ON"`) that the generic JSON reading would
-            // turn into metrics or drop; its base topic says what it is.
-            let format = if t.format == FormatName::Auto && t.pattern.starts_with("zigbee2mqtt/") {
-                FormatName::Zigbee2mqtt
-            } else {
-                t.format
+            // turn into metrics or drop, and network servers' events nest
+            // theirs; the base topic says what it is.
+            let format = match (t.format, format_by_topic(&t.pattern)) {
+                (FormatName::Auto, Some(by_topic)) => by_topic,
+                (f, _) => f,
             };
             let t = RawTopic { format, ..t };
+            #[cfg(feature = "lorawan")]
+            let codec = match (&t.codec, t.format) {
+                (None, _) => None,
+                (Some(name), FormatName::ChirpstackV4 | FormatName::TtsV3) => {
+                    match name.parse::<crate::lorawan::codecs::Codec>() {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            problems.push(format!("{at}.codec"), e.to_string());
+                            continue;
+                        }
+                    }
+                }
+                (Some(_), _) => {
+                    problems.push(
+                        format!("{at}.codec"),
+                        "only formats chirpstack_v4 and tts_v3 take a codec",
+                    );
+                    continue;
+                }
+            };
             let needs_device = !matches!(
                 t.format,
                 FormatName::Auto | FormatName::Json | FormatName::Senml
-            );
+            ) && !is_lorawan_event(t.format);
             if needs_device && !pattern.has_device() {
                 problems.push(
                     &at,
@@ -205,6 +266,16 @@ impl MqttAdapterConfig {
                     continue;
                 }
                 FormatName::Csv => PayloadFormat::Csv { columns },
+                #[cfg(feature = "lorawan")]
+                FormatName::ChirpstackV4 => PayloadFormat::LorawanEvent {
+                    server: crate::payload::NetworkServer::ChirpstackV4,
+                    codec,
+                },
+                #[cfg(feature = "lorawan")]
+                FormatName::TtsV3 => PayloadFormat::LorawanEvent {
+                    server: crate::payload::NetworkServer::TtsV3,
+                    codec,
+                },
             };
             routes.push(Route { pattern, format });
         }
@@ -280,7 +351,11 @@ url = "{url}"
 #   (a plain "zigbee2mqtt/..." string reads as zigbee2mqtt too, and its
 #   {{device}}/availability topic as device status)
 #   {{ pattern = "esp32/{{device}}/csv", format = "csv", columns = ["temperature", "pressure", "humidity", "gas"] }}
-# Formats: auto, number, json, csv, senml, zigbee2mqtt.
+# LoRaWAN network servers' uplink events (the server's decoded object, or
+# `codec` on the raw FRMPayload; a plain string with these bases works too):
+#   {{ pattern = "application/+/device/{{device}}/event/up", format = "chirpstack_v4", codec = "cayenne_lpp" }}
+#   {{ pattern = "v3/+/devices/{{device}}/up", format = "tts_v3" }}
+# Formats: auto, number, json, csv, senml, zigbee2mqtt, chirpstack_v4, tts_v3.
 topics = ["{t0}", "{t1}"]
 # Devices announce online/offline here (their MQTT Last Will).
 status_topics = ["{status}"]

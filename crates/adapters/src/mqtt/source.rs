@@ -588,6 +588,32 @@ mod tests {
     }
 
     #[test]
+    fn network_server_events_are_recognised_by_their_topics() {
+        let c = adapter(
+            r#"topics = [
+            { pattern = "application/+/device/+/event/up", codec = "seed_compact" },
+            "v3/+/devices/{device}/up",
+        ]"#,
+        );
+        // seed_compact 00d72d0172: 21.5 °C, 45 %, 3.7 V; no decoded object.
+        let chirpstack = r#"{"deviceInfo":{"devEui":"0101010101010101"},"fPort":2,"data":"ANctAXI=","rxInfo":[{"rssi":-70,"snr":3.0}]}"#;
+        let (out, _) = run(
+            &c,
+            "application/app-1/device/0101010101010101/event/up",
+            chirpstack,
+        );
+        let got = readings(out);
+        assert_eq!(
+            got[0],
+            ("0101010101010101".into(), "temperature".into(), 21.5)
+        );
+        assert_eq!(got.len(), 6);
+        let tts = r#"{"end_device_ids":{"device_id":"ignored"},"uplink_message":{"f_port":1,"decoded_payload":{"co2":650}}}"#;
+        let (out, _) = run(&c, "v3/app@tenant/devices/co2-7/up", tts);
+        assert_eq!(readings(out), [("co2-7".into(), "co2".into(), 650.0)]);
+    }
+
+    #[test]
     fn bad_input_is_counted_by_type_and_never_forwarded() {
         let c = adapter("max_payload_bytes = 64");
         let cases = [
@@ -645,6 +671,14 @@ mod tests {
             (
                 "url = \"mqtt://h\"\nca_file = \"/x\"",
                 "adapter[0].ca_file: only used with an mqtts:// url",
+            ),
+            (
+                "topics = [{ pattern = \"v3/+/devices/+/up\", codec = \"lpp\" }]",
+                "adapter[0].topics[0].codec: unknown codec \"lpp\"",
+            ),
+            (
+                "topics = [{ pattern = \"x/{device}\", format = \"json\", codec = \"cayenne_lpp\" }]",
+                "adapter[0].topics[0].codec: only formats chirpstack_v4 and tts_v3",
             ),
         ] {
             let text = format!("name = \"local\"\n{extra}");

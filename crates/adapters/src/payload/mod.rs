@@ -28,12 +28,17 @@
 mod csv;
 mod json;
 mod json_text;
+#[cfg(feature = "lorawan")]
+mod lns;
 mod number;
 mod senml;
 mod senml_cbor;
 mod zigbee2mqtt;
 
 use std::fmt;
+
+#[cfg(feature = "lorawan")]
+pub use lns::NetworkServer;
 
 use gateway_core::{DeviceId, MetricName, ModelError, Reading, TimeSource, Timestamp};
 
@@ -63,6 +68,13 @@ pub enum PayloadFormat {
     SenmlCbor,
     /// A Zigbee2MQTT device state message.
     Zigbee2mqtt,
+    /// A LoRaWAN network server's uplink event (ChirpStack v4, The Things
+    /// Stack v3); `codec` decodes FRMPayload when the server did not.
+    #[cfg(feature = "lorawan")]
+    LorawanEvent {
+        server: NetworkServer,
+        codec: Option<crate::lorawan::codecs::Codec>,
+    },
 }
 
 /// What the adapter knows about a message besides its bytes.
@@ -200,6 +212,10 @@ pub enum FieldReason {
         field: &'static str,
         expected: &'static str,
     },
+    /// Encoded bytes (a LoRaWAN FRMPayload) with no codec configured.
+    NoCodec,
+    /// Encoded bytes that did not decode (bad base64, a codec's refusal).
+    Undecodable(String),
 }
 
 impl FieldReason {
@@ -214,6 +230,8 @@ impl FieldReason {
             Self::NoValue => "no_value",
             Self::NoDevice => "no_device",
             Self::WrongType { .. } => "wrong_type",
+            Self::NoCodec => "no_codec",
+            Self::Undecodable(_) => "undecodable",
         }
     }
 }
@@ -231,6 +249,8 @@ impl fmt::Display for FieldReason {
             Self::NoValue => f.write_str("record has no value"),
             Self::NoDevice => f.write_str("no device can be derived from the name"),
             Self::WrongType { field, expected } => write!(f, "expected {field} to be {expected}"),
+            Self::NoCodec => f.write_str("encoded payload and no `codec` for this topic"),
+            Self::Undecodable(why) => write!(f, "cannot decode: {why}"),
         }
     }
 }
@@ -262,6 +282,8 @@ pub fn decode(
         PayloadFormat::Senml => senml::decode(payload, ctx),
         PayloadFormat::SenmlCbor => senml_cbor::decode(payload, ctx),
         PayloadFormat::Zigbee2mqtt => zigbee2mqtt::decode(payload, ctx),
+        #[cfg(feature = "lorawan")]
+        PayloadFormat::LorawanEvent { server, codec } => lns::decode(*server, *codec, payload, ctx),
     }
 }
 

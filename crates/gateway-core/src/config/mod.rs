@@ -3,7 +3,8 @@
 //! Each section has one `Default` holding the real default values; the
 //! `configfile` template is rendered from those same values, so the shipped
 //! file and the code cannot disagree. Loading reports every problem with its
-//! key path (see [`load`]); adapters plug their own `[[adapter]]` kinds in
+//! key path (see [`load`]); adapters plug their own `[[adapter]]` kinds, and
+//! the top-level sections a protocol family needs (`[[lorawan.device]]`), in
 //! through [`AdapterSpec`] without this crate knowing any protocol.
 
 pub mod load;
@@ -12,6 +13,7 @@ pub mod template;
 pub mod values;
 
 use std::collections::HashMap;
+use std::fmt;
 
 pub use load::{Problem, Problems};
 pub use sections::*;
@@ -21,6 +23,19 @@ pub use values::{BrokerScheme, BrokerUrl, Qos};
 pub trait AdapterSpec: Sized {
     /// Every accepted `type` value.
     const KINDS: &'static [&'static str];
+
+    /// Top-level sections owned by adapter families (`lorawan` for
+    /// `[[lorawan.device]]`), accepted next to the core ones.
+    const SECTIONS: &'static [&'static str];
+
+    /// What those sections parse to (`()` when there are none). Its `Debug`
+    /// ends up in logs: secrets in it must redact themselves.
+    type Sections: fmt::Debug + Clone + PartialEq + Default;
+
+    /// Parses the owned sections from the file's root table (only the keys
+    /// in [`Self::SECTIONS`] are meant for it), recording problems with
+    /// their full key paths.
+    fn sections(root: &toml::Table, problems: &mut Problems) -> Self::Sections;
 
     /// Builds one adapter's config from its table (with `type` already
     /// removed), recording problems under `path`.
@@ -37,7 +52,7 @@ pub trait AdapterSpec: Sized {
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config<A> {
+pub struct Config<A: AdapterSpec> {
     pub gateway: GatewayConfig,
     pub upstream: UpstreamConfig,
     pub aggregation: AggregationConfig,
@@ -45,6 +60,8 @@ pub struct Config<A> {
     pub outbox: OutboxConfig,
     pub adapters: Vec<A>,
     pub devices: Vec<DeviceConfig>,
+    /// The adapter families' own sections.
+    pub sections: A::Sections,
 }
 
 const SECTIONS: &[&str] = &[
@@ -72,10 +89,11 @@ impl<A: AdapterSpec> Config<A> {
             }
         };
         for key in root.keys() {
-            if !SECTIONS.contains(&key.as_str()) {
+            if !SECTIONS.contains(&key.as_str()) && !A::SECTIONS.contains(&key.as_str()) {
+                let known: Vec<&str> = SECTIONS.iter().chain(A::SECTIONS).copied().collect();
                 problems.push(
                     key.clone(),
-                    format!("unknown section, expected one of {}", SECTIONS.join(", ")),
+                    format!("unknown section, expected one of {}", known.join(", ")),
                 );
             }
         }
@@ -96,6 +114,7 @@ impl<A: AdapterSpec> Config<A> {
         }
         let adapters = parse_adapters::<A>(root.get("adapter"), &mut problems);
         let devices = parse_array::<DeviceConfig>(root.get("device"), "device", &mut problems);
+        let sections = A::sections(&root, &mut problems);
 
         if let Some(g) = &gateway {
             g.validate(&mut problems);
@@ -133,6 +152,7 @@ impl<A: AdapterSpec> Config<A> {
                     outbox,
                     adapters: adapters.into_iter().map(|(_, a)| a).collect(),
                     devices: devices.into_iter().map(|(_, d)| d).collect(),
+                    sections,
                 })
             }
             _ => Err(problems),

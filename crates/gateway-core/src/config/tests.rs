@@ -15,12 +15,28 @@ struct Fake {
 
 impl AdapterSpec for Fake {
     const KINDS: &'static [&'static str] = &["fake"];
+    const SECTIONS: &'static [&'static str] = &["fakeproto"];
+    type Sections = Vec<String>;
+    fn sections(root: &toml::Table, p: &mut Problems) -> Vec<String> {
+        match root.get("fakeproto") {
+            None => Vec::new(),
+            Some(v) => load::section::<FakeSection>(v.clone(), "fakeproto", p)
+                .map(|s| s.things)
+                .unwrap_or_default(),
+        }
+    }
     fn from_table(_: &str, t: toml::Value, path: &str, p: &mut Problems) -> Option<Self> {
         load::section(t, path, p)
     }
     fn name(&self) -> &str {
         &self.name
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FakeSection {
+    things: Vec<String>,
 }
 
 fn problems(text: &str) -> Vec<String> {
@@ -86,6 +102,7 @@ fn each_kind_of_mistake_names_its_key_path() {
         ("[upstream]\nurl = \"http://x\"", "upstream.url: expected mqtt://host[:port]"),
         ("[gateway]\nid = \"a/b\"", "gateway.id: value contains '/'"),
         ("[bogus]\nx = 1", "bogus: unknown section"),
+        ("[fakeproto]\nthings = [1]", "fakeproto.things[0]: invalid type"),
         ("[[adapter]]\ntype = \"fake\"\nname = \"a\"\nurl = \"mqtt//x\"", "adapter[0].url: expected mqtt://"),
         ("[[adapter]]\ntype = \"nope\"\nname = \"a\"", "adapter[0].type: unknown adapter type \"nope\", expected one of fake"),
         ("[[adapter]]\nname = \"a\"", "adapter[0].type: missing required key"),
@@ -183,4 +200,16 @@ fn registry_matches_macs_ignoring_case() {
     assert_eq!(reg.name_of(&upper), "Living Room");
     let unknown = crate::DeviceId::new("zz").unwrap();
     assert_eq!(reg.name_of(&unknown), "zz");
+}
+
+#[test]
+fn an_adapter_family_owns_its_sections() {
+    let c = Config::<Fake>::parse("[fakeproto]\nthings = [\"a\", \"b\"]").unwrap();
+    assert_eq!(c.sections, ["a", "b"]);
+    assert_eq!(
+        Config::<Fake>::parse("").unwrap().sections,
+        Vec::<String>::new()
+    );
+    let p = problems("[nope]\n");
+    assert!(p[0].contains("fakeproto"), "{p:?}");
 }

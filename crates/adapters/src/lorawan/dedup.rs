@@ -1,0 +1,228 @@
+//! De-duplication of one uplink heard by several forwarders.
+//!
+//! A device's transmission reaches every gateway in range; each forwards
+//! the same PHYPayload bytes. The first copy opens a collection window
+//! (ChirpStack's 200 ms by default); copies within it only add their
+//! gateway and signal; when it closes the uplink is processed once, with
+//! the best RSSI and SNR. A copy arriving after the window is a new
+//! candidate, which the frame counter then refuses as a retransmission.
+//!
+//! Keyed by the PHYPayload bytes alone: frequency and data rate are the
+//! same for real copies, and a forged copy differing only there would add
+//! nothing but a gateway to the list. Bounded: a flood of distinct frames
+//! costs at most `capacity` pending entries; beyond that new frames are
+//! refused (and counted by the caller) rather than older ones lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use gateway_core::Timestamp;
+use tokio::time::Instant;
+
+use super::semtech::GatewayEui;
+
+/// One forwarder's reception of a frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reception {
+    pub gateway: GatewayEui,
+    /// dBm.
+    pub rssi: Option<i16>,
+    /// dB.
+    pub snr: Option<f64>,
+}
+
+/// A frame with every reception of it in the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uplink {
+    pub phy: Vec<u8>,
+    /// Forwarders that heard it, in arrival order, each once.
+    pub gateways: Vec<GatewayEui>,
+    /// Best RSSI over the receptions, dBm.
+    pub rssi: Option<i16>,
+    /// Best SNR over the receptions, dB.
+    pub snr: Option<f64>,
+    /// Wall time of the first reception: the readings' time.
+    pub received: Timestamp,
+}
+
+impl Uplink {
+    fn add(&mut self, rx: Reception) {
+        if !self.gateways.contains(&rx.gateway) {
+            self.gateways.push(rx.gateway);
+        }
+        self.rssi = self.rssi.max(rx.rssi);
+        self.snr = match (self.snr, rx.snr) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// What [`Dedup::offer`] did with a reception.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// The first copy: a window opened.
+    New,
+    /// A copy of a frame already waiting.
+    Duplicate,
+    /// Too many frames waiting; this one was dropped.
+    Full,
+}
+
+/// Frames waiting for their window to close.
+#[derive(Debug)]
+pub struct Dedup {
+    window: Duration,
+    capacity: usize,
+    pending: HashMap<Vec<u8>, Uplink>,
+    /// Window ends in arrival order, hence in deadline order.
+    deadlines: VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl Dedup {
+    pub fn new(window: Duration, capacity: usize) -> Self {
+        Self {
+            window,
+            capacity: capacity.max(1),
+            pending: HashMap::new(),
+            deadlines: VecDeque::new(),
+        }
+    }
+
+    /// Adds one reception of `phy`, heard at `now` (wall time `arrival`).
+    pub fn offer(&mut self, phy: &[u8], rx: Reception, arrival: Timestamp, now: Instant) -> Offer {
+        if let Some(up) = self.pending.get_mut(phy) {
+            up.add(rx);
+            return Offer::Duplicate;
+        }
+        if self.pending.len() >= self.capacity {
+            return Offer::Full;
+        }
+        let mut up = Uplink {
+            phy: phy.to_vec(),
+            gateways: Vec::new(),
+            rssi: None,
+            snr: None,
+            received: arrival,
+        };
+        up.add(rx);
+        self.pending.insert(phy.to_vec(), up);
+        self.deadlines.push_back((now + self.window, phy.to_vec()));
+        Offer::New
+    }
+
+    /// When the oldest window closes.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.front().map(|(at, _)| *at)
+    }
+
+    /// The oldest frame whose window has closed by `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Uplink> {
+        let (at, _) = self.deadlines.front()?;
+        if *at > now {
+            return None;
+        }
+        let (_, phy) = self.deadlines.pop_front()?;
+        self.pending.remove(&phy)
+    }
+
+    /// Every waiting frame, oldest first, windows closed or not (shutdown).
+    pub fn drain(&mut self) -> Vec<Uplink> {
+        let mut out = Vec::new();
+        while let Some((_, phy)) = self.deadlines.pop_front() {
+            out.extend(self.pending.remove(&phy));
+        }
+        out
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tokio::time::advance;
+
+    fn rx(gw: u8, rssi: i16, snr: f64) -> Reception {
+        Reception {
+            gateway: GatewayEui([gw; 8]),
+            rssi: Some(rssi),
+            snr: Some(snr),
+        }
+    }
+
+    fn t() -> Timestamp {
+        Timestamp::default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn copies_within_the_window_are_one_uplink_with_the_best_signal() {
+        let mut d = Dedup::new(Duration::from_millis(200), 16);
+        assert_eq!(
+            d.offer(b"frame", rx(1, -110, -3.5), t(), Instant::now()),
+            Offer::New
+        );
+        advance(Duration::from_millis(150)).await;
+        assert_eq!(
+            d.offer(b"frame", rx(2, -90, -7.0), t(), Instant::now()),
+            Offer::Duplicate
+        );
+        assert_eq!(
+            d.offer(b"frame", rx(1, -80, 9.0), t(), Instant::now()),
+            Offer::Duplicate
+        );
+        assert_eq!(
+            d.offer(b"other", rx(2, -100, 1.0), t(), Instant::now()),
+            Offer::New
+        );
+        advance(Duration::from_millis(49)).await;
+        assert_eq!(d.pop_due(Instant::now()), None, "the window is still open");
+        advance(Duration::from_millis(1)).await;
+        let up = d.pop_due(Instant::now()).unwrap();
+        assert_eq!(up.phy, b"frame");
+        assert_eq!(up.gateways, [GatewayEui([1; 8]), GatewayEui([2; 8])]);
+        assert_eq!((up.rssi, up.snr), (Some(-80), Some(9.0)));
+        assert_eq!(
+            d.pop_due(Instant::now()),
+            None,
+            "the second frame came later"
+        );
+        assert_eq!(
+            d.next_deadline(),
+            Some(Instant::now() + Duration::from_millis(150))
+        );
+        // A copy after the window closed is a new candidate.
+        assert_eq!(
+            d.offer(b"frame", rx(3, -70, 0.0), t(), Instant::now()),
+            Offer::New
+        );
+        advance(Duration::from_millis(200)).await;
+        assert_eq!(d.pop_due(Instant::now()).unwrap().phy, b"other");
+        assert_eq!(
+            d.pop_due(Instant::now()).unwrap().gateways,
+            [GatewayEui([3; 8])]
+        );
+        assert!(d.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bounded_and_drained_at_shutdown() {
+        let mut d = Dedup::new(Duration::from_millis(200), 2);
+        let now = Instant::now();
+        assert_eq!(d.offer(b"a", rx(1, -1, 0.0), t(), now), Offer::New);
+        assert_eq!(d.offer(b"b", rx(1, -1, 0.0), t(), now), Offer::New);
+        assert_eq!(d.offer(b"c", rx(1, -1, 0.0), t(), now), Offer::Full);
+        assert_eq!(d.offer(b"a", rx(2, -1, 0.0), t(), now), Offer::Duplicate);
+        let all: Vec<Vec<u8>> = d.drain().into_iter().map(|u| u.phy).collect();
+        assert_eq!(all, [b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(d.len(), 0);
+    }
+}

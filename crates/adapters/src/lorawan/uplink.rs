@@ -1,0 +1,290 @@
+//! One de-duplicated uplink in, a device's readings (or a reason) out.
+//!
+//! The order is ChirpStack's (FAULTS §1.3, §3.4): find the devices with the
+//! frame's DevAddr; for each, rebuild the 32-bit FCnt relative to the next
+//! expected one and verify the MIC; a MIC that only verifies with the raw
+//! 16-bit counter is a replay or a device restart (the `fcnt_reset`
+//! policy decides); the previous counter again is a retransmission. The new
+//! counter is stored before any reading is produced, then the FRMPayload is
+//! decrypted and decoded.
+
+use std::collections::HashMap;
+
+use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+
+use super::codecs::CodecError;
+use super::config::{FcntReset, LorawanDevice};
+use super::dedup::Uplink;
+use super::fcnt::FcntStore;
+use super::frame::{self, DataFrame, FrameError};
+
+/// The configured devices, by DevAddr.
+#[derive(Debug, Default)]
+pub struct Devices {
+    by_addr: HashMap<u32, Vec<LorawanDevice>>,
+}
+
+impl Devices {
+    pub fn new(devices: Vec<LorawanDevice>) -> Self {
+        let mut by_addr: HashMap<u32, Vec<LorawanDevice>> = HashMap::new();
+        for d in devices {
+            by_addr.entry(d.dev_addr).or_default().push(d);
+        }
+        Self { by_addr }
+    }
+}
+
+/// An accepted uplink.
+#[derive(Debug)]
+pub struct Accepted {
+    pub device: DeviceId,
+    /// The full counter, now stored.
+    pub fcnt: u32,
+    /// The counter went back and the `accept` policy took it as a restart.
+    pub reset: bool,
+    pub frame: DataFrame,
+    /// Codec values, then `rssi`, `snr` and `gateways`.
+    pub readings: Vec<Reading>,
+    /// Why the application payload gave no values, when it did not.
+    pub codec_error: Option<CodecError>,
+}
+
+/// Why an uplink was refused. Count it by [`Rejected::kind`].
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    #[error("{0}")]
+    Frame(FrameError),
+    #[error("a downlink frame, not from a device")]
+    Downlink,
+    #[error("no device with DevAddr {0:08X}")]
+    UnknownDevAddr(u32),
+    #[error("MIC does not verify with the key of any device with DevAddr {0:08X}")]
+    InvalidMic(u32),
+    #[error("device {device}: FCnt {fcnt} again (a retransmission), already processed")]
+    Retransmission { device: DeviceId, fcnt: u32 },
+    #[error("device {device}: FCnt {fcnt} is not above the last accepted {last} (replay, or a device restart with fcnt_reset = \"reject\")")]
+    Replay {
+        device: DeviceId,
+        fcnt: u32,
+        last: u32,
+    },
+    #[error(
+        "device {device}: the frame counter cannot be stored, so the uplink is refused: {reason}"
+    )]
+    Store { device: DeviceId, reason: String },
+}
+
+impl Rejected {
+    /// A stable snake_case label, for the `error_type` of a counter.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Frame(e) => e.kind(),
+            Self::Downlink => "downlink",
+            Self::UnknownDevAddr(_) => "unknown_dev_addr",
+            Self::InvalidMic(_) => "invalid_mic",
+            Self::Retransmission { .. } => "fcnt_retransmission",
+            Self::Replay { .. } => "fcnt_replay",
+            Self::Store { .. } => "fcnt_store",
+        }
+    }
+}
+
+/// How a device's MIC check came out.
+enum Verdict {
+    Accept { frame: DataFrame, reset: bool },
+    Reject(Rejected),
+}
+
+fn verify(device: &LorawanDevice, phy: &[u8], fcnt16: u16, last: Option<u32>) -> Option<Verdict> {
+    let next = last.map_or(0, |l| l.wrapping_add(1));
+    let full = frame::full_fcnt(next, fcnt16);
+    let open = |fcnt| frame::open(phy, &device.nwk_s_key, &device.app_s_key, fcnt);
+    match (open(full), last) {
+        (Ok(_), Some(last)) if full <= last => {
+            return Some(Verdict::Reject(Rejected::Retransmission {
+                device: device.id.clone(),
+                fcnt: full,
+            }))
+        }
+        (Ok(frame), _) => {
+            return Some(Verdict::Accept {
+                frame,
+                reset: false,
+            })
+        }
+        (Err(_), _) => {}
+    }
+    // The raw counter: a frame from before the last accepted one.
+    let raw = u32::from(fcnt16);
+    let last = last?;
+    if raw == full {
+        return None;
+    }
+    let frame = open(raw).ok()?;
+    Some(match device.fcnt_reset {
+        FcntReset::Accept => Verdict::Accept { frame, reset: true },
+        FcntReset::Reject => Verdict::Reject(Rejected::Replay {
+            device: device.id.clone(),
+            fcnt: raw,
+            last,
+        }),
+    })
+}
+
+/// Verifies, checks the counter of, stores, decrypts and decodes one uplink.
+///
+/// # Errors
+/// Why it was refused; nothing was stored then.
+pub fn process(
+    uplink: &Uplink,
+    devices: &Devices,
+    store: &mut FcntStore,
+) -> Result<Accepted, Rejected> {
+    let staged = stage(uplink, devices, store)?;
+    if let Err(e) = store.flush() {
+        store.restore(staged.device.id.as_str(), staged.previous);
+        return Err(Rejected::Store {
+            device: staged.device.id.clone(),
+            reason: e.to_string(),
+        });
+    }
+    Ok(finish(staged, uplink))
+}
+
+/// [`process`] for uplinks whose windows closed together: their counters
+/// are stored in one atomic write, before any of their readings exist. If
+/// that write fails every one of them is refused.
+pub fn process_batch(
+    uplinks: &[Uplink],
+    devices: &Devices,
+    store: &mut FcntStore,
+) -> Vec<Result<Accepted, Rejected>> {
+    let mut staged = Vec::with_capacity(uplinks.len());
+    for up in uplinks {
+        staged.push(stage(up, devices, store));
+    }
+    if staged.iter().any(Result::is_ok) {
+        if let Err(e) = store.flush() {
+            let reason = e.to_string();
+            for s in staged.iter_mut().rev() {
+                if let Ok(ok) = s {
+                    store.restore(ok.device.id.as_str(), ok.previous);
+                    *s = Err(Rejected::Store {
+                        device: ok.device.id.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+    }
+    staged
+        .into_iter()
+        .zip(uplinks)
+        .map(|(s, up)| s.map(|ok| finish(ok, up)))
+        .collect()
+}
+
+/// An uplink whose counter is staged in the store, not yet durable.
+struct Staged<'a> {
+    device: &'a LorawanDevice,
+    frame: DataFrame,
+    reset: bool,
+    previous: Option<u32>,
+}
+
+fn stage<'a>(
+    uplink: &Uplink,
+    devices: &'a Devices,
+    store: &mut FcntStore,
+) -> Result<Staged<'a>, Rejected> {
+    let head = frame::peek(&uplink.phy).map_err(Rejected::Frame)?;
+    if !head.mtype.is_uplink() {
+        return Err(Rejected::Downlink);
+    }
+    let candidates = devices
+        .by_addr
+        .get(&head.dev_addr)
+        .ok_or(Rejected::UnknownDevAddr(head.dev_addr))?;
+    let (device, frame, reset) = candidates
+        .iter()
+        .find_map(|d| {
+            verify(d, &uplink.phy, head.fcnt16, store.last(d.id.as_str())).map(|v| (d, v))
+        })
+        .map(|(d, verdict)| match verdict {
+            Verdict::Accept { frame, reset } => Ok((d, frame, reset)),
+            Verdict::Reject(r) => Err(r),
+        })
+        .ok_or(Rejected::InvalidMic(head.dev_addr))??;
+    let previous = store.stage(device.id.as_str(), frame.fcnt);
+    Ok(Staged {
+        device,
+        frame,
+        reset,
+        previous,
+    })
+}
+
+fn finish(staged: Staged<'_>, uplink: &Uplink) -> Accepted {
+    let Staged {
+        device,
+        frame,
+        reset,
+        ..
+    } = staged;
+    let (mut readings, codec_error) = decode(device, &frame, uplink.received);
+    let arrival = |metric: &str, value: f64| {
+        let metric = MetricName::new(metric).ok()?;
+        Reading::new(
+            device.id.clone(),
+            metric,
+            value,
+            uplink.received,
+            TimeSource::Arrival,
+        )
+        .ok()
+    };
+    readings.extend(uplink.rssi.and_then(|r| arrival("rssi", f64::from(r))));
+    readings.extend(uplink.snr.and_then(|s| arrival("snr", s)));
+    readings.extend(arrival("gateways", uplink.gateways.len() as f64));
+    Accepted {
+        device: device.id.clone(),
+        fcnt: frame.fcnt,
+        reset,
+        frame,
+        readings,
+        codec_error,
+    }
+}
+
+/// The codec's readings; FPort 0 (MAC commands) and frames without an
+/// FPort carry no application data.
+fn decode(
+    device: &LorawanDevice,
+    frame: &DataFrame,
+    received: Timestamp,
+) -> (Vec<Reading>, Option<CodecError>) {
+    let Some(payload) = frame.application_payload() else {
+        return (Vec::new(), None);
+    };
+    match device.codec.decode(payload) {
+        Ok(values) => {
+            let readings = values
+                .into_iter()
+                .filter_map(|v| {
+                    let (time, source) = match v.time_ms.map(Timestamp::from_millis) {
+                        Some(Ok(t)) => (t, TimeSource::Event),
+                        _ => (received, TimeSource::Arrival),
+                    };
+                    let metric = MetricName::new(v.metric).ok()?;
+                    Reading::new(device.id.clone(), metric, v.value, time, source).ok()
+                })
+                .collect();
+            (readings, None)
+        }
+        Err(e) => (Vec::new(), Some(e)),
+    }
+}
+
+#[cfg(test)]
+#[path = "uplink_tests.rs"]
+mod tests;

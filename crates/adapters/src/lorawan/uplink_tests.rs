@@ -1,0 +1,247 @@
+use super::*;
+use crate::lorawan::codecs::{Codec, FieldSpec, FieldType, StructLayout};
+use crate::lorawan::config::DeviceCodec;
+use crate::lorawan::frame::{seal, Key};
+use crate::lorawan::semtech::GatewayEui;
+use crate::lorawan::test_hex as hex;
+
+const LP_NWK: &str = "44024241ed4ce9a68c6a8bc055233fd3";
+const LP_APP: &str = "ec925802ae430ca77fd3dd73cb2cc588";
+/// lora-packet README: DevAddr 49BE7DF1, FCnt 2, FPort 1, "test".
+const README: &str = "40F17DBE4900020001954378762B11FF0D";
+/// lora-packet-bad-mic: FCnt 3, MIC byte changed.
+const BAD_MIC: &str = "40F17DBE49000300012A3518AA";
+
+fn key(s: &str) -> Key {
+    s.parse().unwrap()
+}
+
+fn device(id: &str, dev_addr: u32, nwk: &str, codec: DeviceCodec) -> LorawanDevice {
+    LorawanDevice {
+        dev_addr,
+        nwk_s_key: key(nwk),
+        app_s_key: key(LP_APP),
+        codec,
+        name: None,
+        id: DeviceId::new(id).unwrap(),
+        fcnt_reset: FcntReset::Reject,
+    }
+}
+
+fn u32_layout() -> DeviceCodec {
+    DeviceCodec::Struct(
+        StructLayout::new(vec![FieldSpec {
+            name: "word".into(),
+            ty: FieldType::U32,
+            endian: Default::default(),
+            scale: 1.0,
+            offset: None,
+        }])
+        .unwrap(),
+    )
+}
+
+fn uplink(phy: Vec<u8>) -> Uplink {
+    Uplink {
+        phy,
+        gateways: vec![GatewayEui([1; 8]), GatewayEui([2; 8])],
+        rssi: Some(-57),
+        snr: Some(7.5),
+        received: Timestamp::from_millis(1_763_719_200_000).unwrap(),
+    }
+}
+
+fn values(a: &Accepted) -> Vec<(String, f64)> {
+    a.readings
+        .iter()
+        .map(|r| (r.metric().to_string(), r.value()))
+        .collect()
+}
+
+#[test]
+fn a_published_frame_becomes_readings_with_signal() {
+    let devices = Devices::new(vec![device("lp", 0x49BE_7DF1, LP_NWK, u32_layout())]);
+    let mut store = FcntStore::in_memory();
+    let a = process(&uplink(hex(README)), &devices, &mut store).unwrap();
+    assert_eq!((a.device.as_str(), a.fcnt, a.reset), ("lp", 2, false));
+    assert_eq!(
+        values(&a),
+        [
+            ("word".to_string(), f64::from(u32::from_be_bytes(*b"test"))),
+            ("rssi".to_string(), -57.0),
+            ("snr".to_string(), 7.5),
+            ("gateways".to_string(), 2.0),
+        ]
+    );
+    assert_eq!(store.last("lp"), Some(2));
+}
+
+#[test]
+fn replays_retransmissions_and_forgeries_are_refused_and_store_nothing() {
+    let nwk = key(LP_NWK);
+    let app = key(LP_APP);
+    let compact = DeviceCodec::Named(Codec::SeedCompact);
+    let devices = Devices::new(vec![device("d", 0x0102_0304, LP_NWK, compact)]);
+    let mut store = FcntStore::in_memory();
+    let frame = |fcnt| seal(0x0102_0304, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap();
+    let ok = process(&uplink(frame(10)), &devices, &mut store).unwrap();
+    assert_eq!(
+        values(&ok)[..3],
+        [
+            ("temperature".to_string(), 21.5),
+            ("humidity".to_string(), 45.0),
+            ("battery".to_string(), 3.7),
+        ]
+    );
+    let kind = |phy: Vec<u8>, store: &mut FcntStore| {
+        process(&uplink(phy), &devices, store).unwrap_err().kind()
+    };
+    assert_eq!(kind(frame(10), &mut store), "fcnt_retransmission");
+    assert_eq!(kind(frame(9), &mut store), "fcnt_replay");
+    assert_eq!(kind(frame(0), &mut store), "fcnt_replay");
+    let mut forged = frame(11);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert_eq!(kind(forged, &mut store), "invalid_mic");
+    assert_eq!(store.last("d"), Some(10));
+    // Past a 16-bit rollover the full counter is rebuilt.
+    store.commit("d", 65_535).unwrap();
+    let a = process(&uplink(frame(65_537)), &devices, &mut store).unwrap();
+    assert_eq!(a.fcnt, 65_537);
+}
+
+#[test]
+fn fcnt_reset_accept_takes_a_restarted_device() {
+    let nwk = key(LP_NWK);
+    let app = key(LP_APP);
+    let mut d = device("d", 7, LP_NWK, DeviceCodec::Named(Codec::SeedCompact));
+    d.fcnt_reset = FcntReset::Accept;
+    let devices = Devices::new(vec![d]);
+    let mut store = FcntStore::in_memory();
+    store.commit("d", 500).unwrap();
+    let phy = seal(7, 1, 2, &hex("00d72d0172"), &nwk, &app).unwrap();
+    let a = process(&uplink(phy.clone()), &devices, &mut store).unwrap();
+    assert_eq!((a.fcnt, a.reset), (1, true));
+    assert_eq!(store.last("d"), Some(1));
+    let again = process(&uplink(phy), &devices, &mut store).unwrap_err();
+    assert_eq!(again.kind(), "fcnt_retransmission");
+}
+
+#[test]
+fn shared_devaddr_is_told_apart_by_the_mic() {
+    let other = "000102030405060708090a0b0c0d0e0f";
+    let devices = Devices::new(vec![
+        device("other", 0x49BE_7DF1, other, u32_layout()),
+        device("lp", 0x49BE_7DF1, LP_NWK, u32_layout()),
+    ]);
+    let mut store = FcntStore::in_memory();
+    let a = process(&uplink(hex(README)), &devices, &mut store).unwrap();
+    assert_eq!(a.device.as_str(), "lp");
+    assert_eq!(store.last("other"), None);
+}
+
+#[test]
+fn every_other_refusal_has_its_reason() {
+    let devices = Devices::new(vec![device("lp", 0x49BE_7DF1, LP_NWK, u32_layout())]);
+    let mut store = FcntStore::in_memory();
+    let cases = [
+        (BAD_MIC, "invalid_mic"),
+        // lora-rs hello frame: DevAddr 01020304, not configured.
+        ("400403020180010001a694642615d6c3b582", "unknown_dev_addr"),
+        // A join request (MHDR 0x00, 23 bytes).
+        (
+            "00dc0000d07ed5b3701e6fedf57ceeaf00c886030af2c9",
+            "join_request",
+        ),
+        // The README frame with MType UnconfirmedDataDown.
+        ("60F17DBE4900020001954378762B11FF0D", "downlink"),
+        ("4004030201850100d6c3b582", "fopts_overflow"),
+        ("4004030201", "too_short"),
+        ("810403020100ff0102030405", "unsupported_major"),
+    ];
+    for (phy, want) in cases {
+        let e = process(&uplink(hex(phy)), &devices, &mut store).unwrap_err();
+        assert_eq!(e.kind(), want, "{phy}: {e}");
+        assert!(!e.to_string().contains(LP_NWK));
+    }
+    assert_eq!(store.last("lp"), None);
+}
+
+#[test]
+fn a_codec_error_keeps_the_signal_readings() {
+    let devices = Devices::new(vec![device(
+        "lp",
+        0x49BE_7DF1,
+        LP_NWK,
+        DeviceCodec::Named(Codec::SeedCompact),
+    )]);
+    let mut store = FcntStore::in_memory();
+    let a = process(&uplink(hex(README)), &devices, &mut store).unwrap();
+    assert_eq!(
+        a.codec_error.as_ref().map(|e| e.kind()),
+        Some("wrong_length")
+    );
+    assert_eq!(values(&a).len(), 3, "rssi, snr, gateways");
+}
+
+#[test]
+fn an_unwritable_store_refuses_the_uplink() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (mut store, _) = FcntStore::open(&state);
+    std::fs::remove_dir_all(&state).unwrap();
+    let devices = Devices::new(vec![device("lp", 0x49BE_7DF1, LP_NWK, u32_layout())]);
+    let e = process(&uplink(hex(README)), &devices, &mut store).unwrap_err();
+    assert_eq!(e.kind(), "fcnt_store");
+}
+
+#[test]
+fn a_batch_is_stored_once_and_judged_in_order() {
+    let nwk = key(LP_NWK);
+    let app = key(LP_APP);
+    let devices = Devices::new(vec![
+        device("d", 7, LP_NWK, DeviceCodec::Named(Codec::SeedCompact)),
+        device("lp", 0x49BE_7DF1, LP_NWK, u32_layout()),
+    ]);
+    let frame = |fcnt| uplink(seal(7, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = FcntStore::open(dir.path());
+    let batch = [frame(1), uplink(hex(README)), frame(2), frame(1)];
+    let kinds: Vec<Result<u32, &str>> = process_batch(&batch, &devices, &mut store)
+        .into_iter()
+        .map(|r| r.map(|a| a.fcnt).map_err(|e| e.kind()))
+        .collect();
+    assert_eq!(kinds, [Ok(1), Ok(2), Ok(2), Err("fcnt_replay")]);
+    let (reopened, _) = FcntStore::open(dir.path());
+    assert_eq!(
+        (reopened.last("d"), reopened.last("lp")),
+        (Some(2), Some(2))
+    );
+}
+
+#[test]
+fn a_failed_batch_write_refuses_every_uplink_and_restores_the_counters() {
+    let nwk = key(LP_NWK);
+    let app = key(LP_APP);
+    let devices = Devices::new(vec![device(
+        "d",
+        7,
+        LP_NWK,
+        DeviceCodec::Named(Codec::SeedCompact),
+    )]);
+    let frame = |fcnt| uplink(seal(7, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (mut store, _) = FcntStore::open(&state);
+    store.commit("d", 4).unwrap();
+    std::fs::remove_dir_all(&state).unwrap();
+    let results = process_batch(&[frame(5), frame(6), frame(3)], &devices, &mut store);
+    let kinds: Vec<&str> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap_err().kind())
+        .collect();
+    assert_eq!(kinds, ["fcnt_store", "fcnt_store", "fcnt_replay"]);
+    assert_eq!(store.last("d"), Some(4));
+}
