@@ -4,11 +4,13 @@
 //! - `config`: the `[[adapter]] type = "mqtt"` table;
 //! - `topic`: topic patterns with `{device}`/`{metric}` placeholders (pure);
 //! - `connect`: connection options and TLS shared by both directions;
-//! - `source`: the ingress loop;
+//! - `dispatch`: one received message → readings or a status change (pure);
+//! - `source`: the ingress session, acknowledging what is safe;
 //! - `upstream`: the forwarder that tracks every message to its PUBACK.
 
 pub mod config;
 pub mod connect;
+pub mod dispatch;
 pub mod source;
 pub mod topic;
 pub mod upstream;

@@ -1,0 +1,374 @@
+//! One received MQTT message → what the pipeline gets: route by topic,
+//! decode the payload, and count and log everything dropped. Pure: no
+//! session, no acknowledgements (those are `source`'s concern).
+
+use gateway_core::component::AdapterStats;
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{DeviceId, DeviceState, Ingress, MetricName, StatusChange, Timestamp};
+use tracing::warn;
+
+use super::config::MqttAdapterConfig;
+use crate::payload::{self, Context};
+
+/// Turns one received message into what the pipeline gets, counting and
+/// logging everything that is dropped. Never fails: bad input is data.
+pub(crate) fn dispatch(
+    config: &MqttAdapterConfig,
+    topic: &str,
+    payload: &[u8],
+    now: Timestamp,
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+    adapter: &str,
+) -> Option<Ingress> {
+    let reject = |kind: &str, detail: &str| {
+        stats.error(kind);
+        if let Some(suppressed) = throttle.allow(kind) {
+            warn!(
+                adapter,
+                topic,
+                error_type = kind,
+                detail,
+                bytes = payload.len(),
+                suppressed,
+                "Dropping message."
+            );
+        }
+    };
+    if payload.len() > config.max_payload_bytes {
+        reject("payload_too_large", "payload larger than max_payload_bytes");
+        return None;
+    }
+    for pattern in &config.status_topics {
+        if let Some(caps) = pattern.matches(topic) {
+            let text = String::from_utf8_lossy(payload);
+            let state = match DeviceState::parse(&text).or_else(|| status_from_json(payload)) {
+                Some(s) => s,
+                None => {
+                    reject("invalid_status", "expected online or offline");
+                    return None;
+                }
+            };
+            let device = match caps.device.map(DeviceId::new) {
+                Some(Ok(d)) => d,
+                _ => {
+                    reject("invalid_device_id", "device level is not a valid id");
+                    return None;
+                }
+            };
+            return Some(Ingress::Status(StatusChange {
+                device,
+                state,
+                time: now,
+            }));
+        }
+    }
+    let Some((route, caps)) = config
+        .routes
+        .iter()
+        .find_map(|r| r.pattern.matches(topic).map(|c| (r, c)))
+    else {
+        reject("unmatched_topic", "no topic pattern matches");
+        return None;
+    };
+    let device = match caps.device.map(DeviceId::new) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            reject("invalid_device_id", &e.to_string());
+            return None;
+        }
+    };
+    let metric = match caps.metric.map(MetricName::new) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            reject("invalid_metric_name", &e.to_string());
+            return None;
+        }
+    };
+    let context = Context {
+        device: device.as_ref(),
+        metric: metric.as_ref(),
+        now,
+    };
+    match payload::decode(&route.format, payload, &context) {
+        Ok(decoded) => {
+            for problem in &decoded.problems {
+                let kind = format!("field_{}", problem.reason.kind());
+                reject(&kind, &problem.field);
+            }
+            if decoded.readings.is_empty() {
+                return None;
+            }
+            stats.readings.add(decoded.readings.len() as u64);
+            Some(Ingress::Readings(decoded.readings))
+        }
+        Err(e) => {
+            reject(e.kind(), &e.to_string());
+            None
+        }
+    }
+}
+
+/// Zigbee2MQTT's availability payload is `{"state":"online"}`.
+fn status_from_json(payload: &[u8]) -> Option<DeviceState> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    DeviceState::parse(v.get("state")?.as_str()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::config::MqttAdapterConfig;
+    use gateway_core::config::Problems;
+    use gateway_core::{Reading, Telemetry};
+
+    fn adapter(extra: &str) -> MqttAdapterConfig {
+        let text = format!("name = \"local\"\n{extra}");
+        let mut p = Problems::default();
+        let c = MqttAdapterConfig::from_table(toml::from_str(&text).unwrap(), "adapter[0]", &mut p);
+        assert!(p.is_empty(), "{p}");
+        c.unwrap()
+    }
+
+    fn run(config: &MqttAdapterConfig, topic: &str, payload: &str) -> (Option<Ingress>, Telemetry) {
+        let t = Telemetry::default();
+        let stats = AdapterStats::new(&t, "local");
+        let out = dispatch(
+            config,
+            topic,
+            payload.as_bytes(),
+            Timestamp::from_millis(1_763_719_200_000).unwrap(),
+            &stats,
+            &LogThrottle::default(),
+            "local",
+        );
+        (out, t)
+    }
+
+    fn readings(i: Option<Ingress>) -> Vec<(String, String, f64)> {
+        match i {
+            Some(Ingress::Readings(r)) => r
+                .iter()
+                .map(|r: &Reading| (r.device().to_string(), r.metric().to_string(), r.value()))
+                .collect(),
+            other => panic!("expected readings, got {other:?}"),
+        }
+    }
+
+    fn errors(t: &Telemetry, kind: &str) -> u64 {
+        t.counter_value(
+            "edge_gateway_adapter_errors_total",
+            &[("adapter", "local"), ("error_type", kind)],
+        )
+        .unwrap_or(0)
+    }
+
+    #[test]
+    fn default_topics_read_the_seed_layouts() {
+        let c = adapter("");
+        let (out, _) = run(&c, "sensors/data/esp32-1/temperature", "23.4");
+        assert_eq!(
+            readings(out),
+            [("esp32-1".into(), "temperature".into(), 23.4)]
+        );
+        let (out, _) = run(
+            &c,
+            "sensors/a2:b2:c2:d2:e2:f2",
+            r#"{"temperature":21.5,"humidity":40,"ts":"2026-11-21T10:00:00Z"}"#,
+        );
+        let mut got = readings(out);
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            got,
+            [
+                ("a2:b2:c2:d2:e2:f2".into(), "humidity".into(), 40.0),
+                ("a2:b2:c2:d2:e2:f2".into(), "temperature".into(), 21.5),
+            ]
+        );
+    }
+
+    #[test]
+    fn status_topics_update_device_state() {
+        let c = adapter("");
+        for (payload, state) in [
+            ("online", DeviceState::Online),
+            ("offline", DeviceState::Offline),
+            (r#"{"state":"offline"}"#, DeviceState::Offline),
+        ] {
+            match run(&c, "sensors/status/dev1", payload).0 {
+                Some(Ingress::Status(s)) => {
+                    assert_eq!((s.device.as_str(), s.state), ("dev1", state));
+                }
+                other => panic!("{payload}: {other:?}"),
+            }
+        }
+        let (out, t) = run(&c, "sensors/status/dev1", "sleepy");
+        assert!(out.is_none());
+        assert_eq!(errors(&t, "invalid_status"), 1);
+    }
+
+    #[test]
+    fn zigbee2mqtt_topics_need_no_format_and_bring_availability() {
+        let c = adapter(r#"topics = ["zigbee2mqtt/{device}"]"#);
+        let (out, t) = run(
+            &c,
+            "zigbee2mqtt/hall",
+            r#"{"temperature":19.5,"state":"ON","last_seen":1795255200000,"update":{"state":"idle"}}"#,
+        );
+        let mut got = readings(out);
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            got,
+            [
+                ("hall".into(), "state".into(), 1.0),
+                ("hall".into(), "temperature".into(), 19.5)
+            ]
+        );
+        assert_eq!(
+            t.counter_total("edge_gateway_adapter_errors_total"),
+            0,
+            "bookkeeping fields are not errors"
+        );
+        match run(
+            &c,
+            "zigbee2mqtt/hall/availability",
+            r#"{"state":"offline"}"#,
+        )
+        .0
+        {
+            Some(Ingress::Status(s)) => {
+                assert_eq!((s.device.as_str(), s.state), ("hall", DeviceState::Offline))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn explicit_formats_by_topic() {
+        let c = adapter(
+            r#"topics = [
+            { pattern = "esp32/{device}/csv", format = "csv", columns = ["temperature", "pressure", "humidity", "gas"] },
+            { pattern = "zigbee2mqtt/{device}", format = "zigbee2mqtt" },
+            { pattern = "senml", format = "senml" },
+        ]"#,
+        );
+        let (out, _) = run(&c, "esp32/node7/csv", "21.3,1013.2,45.1,12000");
+        assert_eq!(readings(out).len(), 4);
+        let (out, _) = run(
+            &c,
+            "zigbee2mqtt/hall",
+            r#"{"temperature":19.5,"linkquality":80,"update":{"state":"idle"}}"#,
+        );
+        assert_eq!(readings(out).len(), 2);
+        let (out, _) = run(&c, "senml", r#"[{"bn":"dev9:","n":"t","v":1.5}]"#);
+        assert_eq!(readings(out), [("dev9".into(), "t".into(), 1.5)]);
+    }
+
+    #[test]
+    fn network_server_events_are_recognised_by_their_topics() {
+        let c = adapter(
+            r#"topics = [
+            { pattern = "application/+/device/+/event/up", codec = "seed_compact" },
+            "v3/+/devices/{device}/up",
+        ]"#,
+        );
+        // seed_compact 00d72d0172: 21.5 °C, 45 %, 3.7 V; no decoded object.
+        let chirpstack = r#"{"deviceInfo":{"devEui":"0101010101010101"},"fPort":2,"data":"ANctAXI=","rxInfo":[{"rssi":-70,"snr":3.0}]}"#;
+        let (out, _) = run(
+            &c,
+            "application/app-1/device/0101010101010101/event/up",
+            chirpstack,
+        );
+        let got = readings(out);
+        assert_eq!(
+            got[0],
+            ("0101010101010101".into(), "temperature".into(), 21.5)
+        );
+        assert_eq!(got.len(), 6);
+        let tts = r#"{"end_device_ids":{"device_id":"ignored"},"uplink_message":{"f_port":1,"decoded_payload":{"co2":650}}}"#;
+        let (out, _) = run(&c, "v3/app@tenant/devices/co2-7/up", tts);
+        assert_eq!(readings(out), [("co2-7".into(), "co2".into(), 650.0)]);
+    }
+
+    #[test]
+    fn bad_input_is_counted_by_type_and_never_forwarded() {
+        let c = adapter("max_payload_bytes = 64");
+        let cases = [
+            ("other/topic", "1", "unmatched_topic"),
+            ("sensors/data/d/t", "NaN", "not_finite"),
+            ("sensors/data/d/t", "hot", "not_a_number"),
+            ("sensors/d", "{broken", "invalid_json"),
+            ("sensors/d", &"9".repeat(65), "payload_too_large"),
+        ];
+        for (topic, payload, kind) in cases {
+            let (out, t) = run(&c, topic, payload);
+            assert!(out.is_none(), "{topic} {payload} forwarded");
+            assert_eq!(
+                t.counter_total("edge_gateway_adapter_errors_total"),
+                1,
+                "{topic} {payload}"
+            );
+            assert!(
+                errors(&t, kind) == 1,
+                "{topic} {payload}: expected error_type {kind}, got {}",
+                t.render_prometheus()
+            );
+        }
+    }
+
+    #[test]
+    fn a_dropped_field_is_counted_and_the_rest_kept() {
+        let c = adapter("");
+        let (out, t) = run(&c, "sensors/d", r#"{"temperature":"warm","humidity":40}"#);
+        assert_eq!(readings(out), [("d".into(), "humidity".into(), 40.0)]);
+        assert_eq!(t.counter_total("edge_gateway_adapter_errors_total"), 1);
+        assert_eq!(t.counter_total("edge_gateway_adapter_readings_total"), 1);
+    }
+
+    #[test]
+    fn config_mistakes_name_the_topic_entry() {
+        for (extra, expected) in [
+            ("topics = [\"a/{dev}\"]", "adapter[0].topics[0]"),
+            (
+                "topics = [{ pattern = \"x/{device}\", format = \"csv\" }]",
+                "adapter[0].topics[0]: format \"csv\" needs a columns list",
+            ),
+            (
+                "topics = [{ pattern = \"x/+\", format = \"number\" }]",
+                "adapter[0].topics[0]: \"x/+\" needs a {device} level",
+            ),
+            (
+                "topics = [{ pattern = \"x/{device}\", format = \"xml\" }]",
+                "adapter[0].topics[0].format: unknown variant `xml`",
+            ),
+            (
+                "status_topics = [\"status/+\"]",
+                "adapter[0].status_topics[0]",
+            ),
+            (
+                "url = \"mqtt://h\"\nca_file = \"/x\"",
+                "adapter[0].ca_file: only used with an mqtts:// url",
+            ),
+            (
+                "topics = [{ pattern = \"v3/+/devices/+/up\", codec = \"lpp\" }]",
+                "adapter[0].topics[0].codec: unknown codec \"lpp\"",
+            ),
+            (
+                "topics = [{ pattern = \"x/{device}\", format = \"json\", codec = \"cayenne_lpp\" }]",
+                "adapter[0].topics[0].codec: only formats chirpstack_v4 and tts_v3",
+            ),
+        ] {
+            let text = format!("name = \"local\"\n{extra}");
+            let mut p = Problems::default();
+            let c =
+                MqttAdapterConfig::from_table(toml::from_str(&text).unwrap(), "adapter[0]", &mut p);
+            assert!(c.is_none());
+            assert!(
+                p.iter().any(|x| x.to_string().starts_with(expected)),
+                "{extra}: expected {expected:?}, got {p}"
+            );
+        }
+    }
+}
