@@ -7,6 +7,7 @@
 //! through [`AdapterSpec`] without this crate knowing any protocol.
 
 pub mod load;
+pub mod rule;
 mod sections;
 pub mod template;
 pub mod values;
@@ -14,6 +15,7 @@ pub mod values;
 use std::collections::HashMap;
 
 pub use load::{Problem, Problems};
+pub use rule::{ActionConfig, Direction, RateSpec, RuleConfig, RuleKind};
 pub use sections::*;
 pub use values::{BrokerScheme, BrokerUrl, Qos};
 
@@ -45,6 +47,7 @@ pub struct Config<A> {
     pub outbox: OutboxConfig,
     pub adapters: Vec<A>,
     pub devices: Vec<DeviceConfig>,
+    pub rules: Vec<RuleConfig>,
 }
 
 const SECTIONS: &[&str] = &[
@@ -55,6 +58,7 @@ const SECTIONS: &[&str] = &[
     "log",
     "adapter",
     "device",
+    "rule",
 ];
 
 impl<A: AdapterSpec> Config<A> {
@@ -96,6 +100,17 @@ impl<A: AdapterSpec> Config<A> {
         }
         let adapters = parse_adapters::<A>(root.get("adapter"), &mut problems);
         let devices = parse_array::<DeviceConfig>(root.get("device"), "device", &mut problems);
+        let rules = parse_array::<RuleConfig>(root.get("rule"), "rule", &mut problems);
+        for (i, r) in &rules {
+            r.validate(&format!("rule[{i}]"), &mut problems);
+        }
+        check_unique(
+            rules.iter().map(|(i, r)| (*i, r.name.as_str())),
+            "rule",
+            "name",
+            "rule name",
+            &mut problems,
+        );
 
         if let Some(g) = &gateway {
             g.validate(&mut problems);
@@ -133,6 +148,7 @@ impl<A: AdapterSpec> Config<A> {
                     outbox,
                     adapters: adapters.into_iter().map(|(_, a)| a).collect(),
                     devices: devices.into_iter().map(|(_, d)| d).collect(),
+                    rules: rules.into_iter().map(|(_, r)| r).collect(),
                 })
             }
             _ => Err(problems),
