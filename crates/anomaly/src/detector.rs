@@ -6,8 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Default sensitivity: the value the NAB figures in the crate docs use.
-pub const DEFAULT_SENSITIVITY: f64 = 0.5;
+pub use gateway_core::config::DEFAULT_SENSITIVITY;
 
 /// Long memory, in readings, of every learned distribution.
 const LONG: f64 = 5000.0;

@@ -15,7 +15,7 @@ pub mod values;
 use std::collections::HashMap;
 
 pub use load::{Problem, Problems};
-pub use rule::{ActionConfig, Direction, RateSpec, RuleConfig, RuleKind};
+pub use rule::{ActionConfig, Direction, RateSpec, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
 pub use sections::*;
 pub use values::{BrokerScheme, BrokerUrl, Qos};
 
