@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Raised or cleared, as in the upstream `state` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     Raised,

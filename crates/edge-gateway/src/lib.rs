@@ -8,6 +8,8 @@
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
 //! - `demo`: an embedded broker and a simulated building.
 
+pub mod actions;
+pub mod alerts;
 pub mod checkpoint;
 #[cfg(feature = "demo")]
 pub mod demo;

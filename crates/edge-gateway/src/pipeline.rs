@@ -14,6 +14,7 @@ use gateway_core::{Clock, Ingress, OutboundMessage, Telemetry};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::alerts::Alerts;
 use crate::checkpoint::Checkpoint;
 use crate::messages::Renderer;
 
@@ -34,6 +35,10 @@ pub struct Pipeline {
     /// Where and how often open windows are saved; `None` forwards them
     /// early (partial) at shutdown instead.
     pub checkpoint: Option<(Checkpoint, Duration)>,
+    /// The alert rules; `None` when there are none. Alerts bypass the
+    /// windows: they are sent as soon as a reading, a status change or the
+    /// clock triggers them.
+    pub alerts: Option<Alerts>,
 }
 
 /// Longest sleep between deadline checks.
@@ -67,6 +72,10 @@ impl Pipeline {
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = false;
         loop {
+            let now = self.clock.now();
+            if !self.alerts_step(&out, |a, o| a.on_tick(now, o)).await {
+                return;
+            }
             let nap = self
                 .aggregator
                 .next_deadline()
@@ -93,10 +102,22 @@ impl Pipeline {
                     Some(Ingress::Readings(readings)) => {
                         dirty = true;
                         let now = self.clock.now();
+                        let mut alerts = Vec::new();
                         for r in &readings {
                             match self.aggregator.ingest(r, now) {
-                                Ok(()) => c.aggregated.inc(),
+                                Ok(()) => {
+                                    c.aggregated.inc();
+                                    if let Some(a) = &mut self.alerts {
+                                        a.on_reading(r, &mut alerts);
+                                    }
+                                }
                                 Err(rej) => {
+                                    // Too late for its window is not too late
+                                    // for an alert (a device flushing its
+                                    // buffer); a clock far ahead is garbage.
+                                    if let (Rejected::Late { .. }, Some(a)) = (&rej, &mut self.alerts) {
+                                        a.on_reading(r, &mut alerts);
+                                    }
                                     let kind = match rej {
                                         Rejected::Late { .. } => { c.late.inc(); "late" }
                                         Rejected::Future { .. } => { c.future.inc(); "future" }
@@ -107,17 +128,25 @@ impl Pipeline {
                                 }
                             }
                         }
+                        if !self.alerts_step(&out, |_, o| o.append(&mut alerts)).await {
+                            return;
+                        }
                     }
                     Some(Ingress::Status(change)) => {
                         c.status.inc();
                         info!(device = %change.device, state = change.state.as_str(), "Device status changed.");
-                        if out.send(self.renderer.device_status(&change)).await.is_err() {
+                        if out.send(self.renderer.device_status(&change)).await.is_err()
+                            || !self.alerts_step(&out, |a, o| a.on_status(&change, o)).await
+                        {
                             return;
                         }
                     }
                     None => break,
                 },
                 _ = checkpoint_tick.tick(), if self.checkpoint.is_some() => {
+                    if let Some(a) = &mut self.alerts {
+                        a.save();
+                    }
                     if dirty {
                         dirty = false;
                         if let Err(e) = self.save_checkpoint() {
@@ -130,6 +159,9 @@ impl Pipeline {
                     }
                 }
             }
+        }
+        if let Some(a) = &mut self.alerts {
+            a.save();
         }
         let now = self.clock.now();
         let due = self.aggregator.close_due(now);
@@ -159,6 +191,27 @@ impl Pipeline {
             );
         }
         self.emit(rest, Some(now), &out, &c).await;
+    }
+
+    /// Runs `f` on the alert rules (if any) and sends the alerts it
+    /// produced. False when upstream is gone.
+    async fn alerts_step(
+        &mut self,
+        out: &mpsc::Sender<OutboundMessage>,
+        f: impl FnOnce(&mut Alerts, &mut Vec<OutboundMessage>),
+    ) -> bool {
+        let Some(alerts) = &mut self.alerts else {
+            return true;
+        };
+        let mut msgs = Vec::new();
+        f(alerts, &mut msgs);
+        for m in msgs {
+            if out.send(m).await.is_err() {
+                warn!("Upstream forwarder is gone; stopping the pipeline.");
+                return false;
+            }
+        }
+        true
     }
 
     fn save_checkpoint(&self) -> Result<(), crate::checkpoint::CheckpointError> {

@@ -45,6 +45,7 @@ fn start(window_s: i64, grace_s: i64) -> Harness {
         clock: Arc::new(TokioClock::starting_at(ts(START))),
         telemetry: telemetry.clone(),
         checkpoint: None,
+        alerts: None,
     };
     let (tx, rx) = mpsc::channel(16);
     let (out_tx, out) = mpsc::channel(16);
