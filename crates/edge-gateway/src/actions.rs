@@ -211,10 +211,9 @@ impl Runner {
                 if reply.header.message_id != mid && reply.get_token() != token.as_slice() {
                     continue;
                 }
+                let class = u8::from(reply.header.code) >> 5;
                 return match reply.header.code {
-                    MessageClass::Response(code) if (code as u8) >> 5 == 2 => {
-                        Ok(format!("{code:?}"))
-                    }
+                    MessageClass::Response(code) if class == 2 => Ok(format!("{code:?}")),
                     MessageClass::Empty
                         if reply.header.get_type() == MessageType::Acknowledgement =>
                     {
