@@ -67,7 +67,7 @@
 //!
 //! | series | score | detections |
 //! |---|---|---|
-//! | ambient_temperature_system_failure (2 windows) | 1.50 (1.76) | both windows at their centre (+0.86, +0.87), 2 false positives (−0.22) |
+//! | ambient_temperature_system_failure (2 windows) | 1.50 (1.76) | both windows near their centre (+0.859, +0.863), 2 false positives (−0.22) |
 //! | art_daily_jumpsup (1 window) | 0.86 (0.861) | the jump, at the window's centre |
 //!
 //! The two false positives on the temperature series are real oddities the
