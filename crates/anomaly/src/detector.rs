@@ -33,11 +33,14 @@ struct Norm {
 impl Norm {
     /// Standardised deviation of `x` against what was learned so far.
     fn z(&self, x: f64) -> f64 {
-        let sd = self.var.sqrt();
-        if self.n < 2.0 || sd.is_nan() || sd <= 0.0 {
+        if self.n < 2.0 {
             return 0.0;
         }
-        (x - self.mean) / sd
+        // A series that never moved (a contact at 0, a stuck counter) has
+        // no spread; the floor makes its first move count as huge rather
+        // than as nothing, and keeps z finite.
+        let sd = self.var.sqrt().max(1e-9 * (1.0 + self.mean.abs()));
+        ((x - self.mean) / sd).clamp(-1e6, 1e6)
     }
 
     /// Learns `x`, first pulled back to `CLIP` deviations.
@@ -309,6 +312,34 @@ mod tests {
             assert_eq!(a.observe(t, *x, 0.5), b.observe(t, *x, 0.5), "reading {i}");
         }
         assert_eq!(a.seen(), 6_000);
+    }
+
+    #[test]
+    fn a_constant_series_that_moves_is_detected() {
+        let mut d = Detector::new();
+        for i in 0..1_000 {
+            assert!(!d.observe(i * 1000, 0.0, 0.5).anomaly, "reading {i}");
+        }
+        assert!(d.observe(1_000_000, 1.0, 0.5).anomaly);
+    }
+
+    #[test]
+    fn huge_and_tiny_magnitudes_behave_alike() {
+        for scale in [1e-6, 1.0, 1e9] {
+            let xs = series(4, 6_000, 5_000, Shape::LevelShift(6.0));
+            let mut d = Detector::new();
+            let hits: Vec<usize> = xs
+                .iter()
+                .enumerate()
+                .filter(|(i, x)| d.observe(*i as i64 * 1000, *x * scale, 0.5).anomaly)
+                .map(|(i, _)| i)
+                .collect();
+            assert!(
+                hits.iter().any(|&i| (5_000..5_200).contains(&i)),
+                "scale {scale}: {hits:?}"
+            );
+            assert!(hits.iter().all(|&i| i >= 5_000), "scale {scale}: {hits:?}");
+        }
     }
 
     #[test]
