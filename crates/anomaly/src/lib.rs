@@ -49,9 +49,12 @@
 //!    its step or noise (the step across a gap says nothing about the
 //!    process).
 //!
-//! Cost: O(1) time, no allocation per reading; about 100 ns per reading and
-//! 432 bytes per series in memory (1 KB as persisted JSON), measured with
-//! `cargo bench -p anomaly --bench detector`.
+//! Cost: O(1) time, no allocation per reading; about 90–100 ns per reading
+//! and 432 bytes per series in memory (1 KB as persisted JSON), measured
+//! with `cargo bench -p anomaly --bench detector` on the 2-core build
+//! machine. The same bench runs the whole engine with one rule of each kind
+//! over 1 000 devices: about 420 ns per reading, 2 KB of persisted state per
+//! device.
 //!
 //! ndarray and linfa were considered and left out: the model is eight
 //! scalar running statistics updated per reading, which a fixed array does
