@@ -211,9 +211,12 @@ pub fn rule_section() -> String {
 # kind = "silence"
 # after = "15m"
 #
-# anomaly: a detector learned per device and metric from the data itself
-# (state kept in {{state_dir}}/anomaly.json). sensitivity in (0, 1],
-# default {sensitivity}: higher alerts on smaller deviations.
+# anomaly: a detector learned per device and metric from the data itself,
+# online, needing no tuning; it starts alerting after 300 readings.
+# sensitivity in (0, 1], default {sensitivity}: higher alerts on smaller
+# deviations. What every rule has learned (and which alerts are raised) is
+# kept in {{state_dir}}/alerts.json, saved with the window checkpoints and at
+# shutdown, and restored at start.
 # [[rule]]
 # name = "co2-anomaly"
 # kind = "anomaly"
