@@ -72,10 +72,11 @@ fn main() -> ExitCode {
         Command::Validate { config } => match settings::load(&config) {
             Ok(c) => {
                 println!(
-                    "{}: ok ({} adapter(s), {} device(s))",
+                    "{}: ok ({} adapter(s), {} device(s), {} rule(s))",
                     config.display(),
                     c.adapters.len(),
-                    c.devices.len()
+                    c.devices.len(),
+                    c.rules.len()
                 );
                 ExitCode::SUCCESS
             }

@@ -121,3 +121,27 @@ fn replay_without_rules_or_input_fails_clearly() {
         .unwrap()
         .contains("has no [[rule]]"));
 }
+
+#[test]
+fn validate_reports_a_bad_rule_with_its_index_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        "[[rule]]\nname = \"r\"\nkind = \"rate\"\nmetric = \"t\"\nrate = \"+2 per\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(
+            "rule[0].rate: expected a change per span like \"+2.0 per 10m\", got \"+2 per\""
+        ),
+        "{stdout}"
+    );
+}
