@@ -10,6 +10,8 @@
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
 //! - `demo`: an embedded broker and a simulated building.
 
+pub mod actions;
+pub mod alerts;
 mod binary;
 pub mod checkpoint;
 pub mod deliveries;

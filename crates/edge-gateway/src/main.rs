@@ -14,6 +14,7 @@ use gateway_core::SystemClock;
 use tracing::{error, info};
 
 mod decode;
+mod replay;
 
 /// EX_CONFIG from sysexits.h: systemd and scripts can tell a bad config
 /// from a crash.
@@ -47,6 +48,9 @@ enum Command {
     Configfile,
     /// Decode a LoRaWAN payload with a codec, or verify and decrypt a PHYPayload.
     Decode(decode::DecodeArgs),
+    /// Run the config's alert rules over a CSV of past readings (event
+    /// time): alerts as JSON lines on stdout, a summary on stderr.
+    Replay(replay::ReplayArgs),
     /// Run a self-contained demo: embedded broker, simulated building, live output.
     #[cfg(feature = "demo")]
     Demo {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => decode::run(&args),
+        Command::Replay(args) => replay::run(&args),
         Command::Configfile => {
             print!("{}", settings::template());
             ExitCode::SUCCESS
@@ -67,10 +72,11 @@ fn main() -> ExitCode {
         Command::Validate { config } => match settings::load(&config) {
             Ok(c) => {
                 println!(
-                    "{}: ok ({} adapter(s), {} device(s))",
+                    "{}: ok ({} adapter(s), {} device(s), {} rule(s))",
                     config.display(),
                     c.adapters.len(),
-                    c.devices.len()
+                    c.devices.len(),
+                    c.rules.len()
                 );
                 ExitCode::SUCCESS
             }

@@ -2,6 +2,7 @@
 //! consumers. Fields may be added, never renamed or removed.
 
 use aggregator::DeviceWindow;
+use anomaly::Alert;
 use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage, StatusChange, Timestamp};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -109,6 +110,44 @@ impl Renderer {
             topic: format!("{}/{}/status", self.prefix, s.device),
             payload: Value::Object(obj).to_string().into_bytes(),
             retain: true,
+        }
+    }
+
+    /// `{prefix}/{device}/alerts`: one alert transition, exactly
+    /// `id, gateway, device, name, metric, kind, state, value, limit, ts,
+    /// rule`.
+    ///
+    /// The id is derived from the transition (gateway, rule, device, metric,
+    /// state, time): unique per alert, yet the same alert re-sent after a
+    /// reconnect keeps its id, and replaying the same data gives the same
+    /// ids.
+    pub fn alert(&self, a: &Alert) -> OutboundMessage {
+        let key = format!(
+            "{}\n{}\nalert\n{}\n{}\n{}\n{}",
+            self.gateway_id,
+            a.device,
+            a.rule,
+            a.metric,
+            a.state.as_str(),
+            a.at.as_millis()
+        );
+        let payload = json!({
+            "id": Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string(),
+            "gateway": self.gateway_id,
+            "device": a.device.as_str(),
+            "name": self.registry.name_of(&a.device),
+            "metric": a.metric,
+            "kind": a.kind.as_str(),
+            "state": a.state.as_str(),
+            "value": a.value,
+            "limit": a.limit,
+            "ts": a.at.to_rfc3339(),
+            "rule": a.rule,
+        });
+        OutboundMessage {
+            topic: format!("{}/{}/alerts", self.prefix, a.device),
+            payload: payload.to_string().into_bytes(),
+            retain: false,
         }
     }
 }

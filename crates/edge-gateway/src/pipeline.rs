@@ -18,6 +18,7 @@ use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry, TimeSour
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::alerts::Alerts;
 use crate::durability::Durability;
 use crate::messages::Renderer;
 
@@ -42,6 +43,10 @@ pub struct Pipeline {
     /// Asks the forwarder whether everything sent so far is in the outbox:
     /// a checkpoint may drop closed windows only once they are.
     pub outbox_flush: Option<mpsc::Sender<oneshot::Sender<bool>>>,
+    /// The alert rules; `None` when there are none. Alerts bypass the
+    /// windows: they are sent as soon as a reading, a status change or the
+    /// clock triggers them.
+    pub alerts: Option<Alerts>,
 }
 
 /// Longest sleep between deadline checks.
@@ -76,6 +81,12 @@ impl Pipeline {
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = false;
         loop {
+            // Silence is checked at every wake: the timer branch never fires
+            // while readings keep arriving.
+            let now = self.clock.now();
+            if !self.alerts_step(&out, |a, o| a.on_tick(now, o)).await {
+                return;
+            }
             let nap = self
                 .aggregator
                 .next_deadline()
@@ -110,16 +121,24 @@ impl Pipeline {
                 msg = ingress.recv() => match msg {
                     Some(Ingress::Readings(readings)) => {
                         dirty = true;
-                        let _ = self.ingest(&readings, &c, &throttle);
+                        let mut alerts = Vec::new();
+                        let _ = self.ingest(&readings, &c, &throttle, &mut alerts);
+                        if !self.alerts_step(&out, |_, o| o.append(&mut alerts)).await {
+                            return;
+                        }
                     }
                     Some(Ingress::Durable { readings, receipt }) => {
                         if self.durability.admit(receipt.key.as_ref()) {
                             dirty = true;
                             // Only accepted readings are journaled: a replay
                             // must rebuild exactly what was counted.
-                            match self.ingest(&readings, &c, &throttle) {
+                            let mut alerts = Vec::new();
+                            match self.ingest(&readings, &c, &throttle, &mut alerts) {
                                 None => self.durability.log(&readings, receipt),
                                 Some(accepted) => self.durability.log(&accepted, receipt),
+                            }
+                            if !self.alerts_step(&out, |_, o| o.append(&mut alerts)).await {
+                                return;
                             }
                         } else {
                             debug!(source = ?receipt.key, "Dropping a resent copy of a message already taken.");
@@ -129,13 +148,18 @@ impl Pipeline {
                     Some(Ingress::Status(change)) => {
                         c.status.inc();
                         info!(device = %change.device, state = change.state.as_str(), "Device status changed.");
-                        if out.send(self.renderer.device_status(&change)).await.is_err() {
+                        if out.send(self.renderer.device_status(&change)).await.is_err()
+                            || !self.alerts_step(&out, |a, o| a.on_status(&change, o)).await
+                        {
                             return;
                         }
                     }
                     None => break,
                 },
                 _ = checkpoint_tick.tick(), if checkpoints => {
+                    if let Some(a) = &mut self.alerts {
+                        a.save();
+                    }
                     if dirty {
                         dirty = !self.checkpoint_or_warn(&checkpoint_failures, &throttle).await;
                     } else {
@@ -149,6 +173,9 @@ impl Pipeline {
             }
         }
         self.durability.commit();
+        if let Some(a) = &mut self.alerts {
+            a.save();
+        }
         let now = self.clock.now();
         let due = self.aggregator.close_due(now);
         if !self.emit(due, None, &out, &c).await {
@@ -181,11 +208,13 @@ impl Pipeline {
 
     /// Adds readings to their windows; `Some(accepted)` when some were
     /// refused (late or from the future), `None` when all were taken.
+    /// Readings also go to the alert rules, whose messages land in `alerts`.
     fn ingest(
         &mut self,
         readings: &[Reading],
         c: &Counters,
         throttle: &LogThrottle,
+        alerts: &mut Vec<OutboundMessage>,
     ) -> Option<Vec<Reading>> {
         let now = self.clock.now();
         let mut accepted: Option<Vec<Reading>> = None;
@@ -193,6 +222,9 @@ impl Pipeline {
             match self.aggregator.ingest(r, now) {
                 Ok(()) => {
                     c.aggregated.inc();
+                    if let Some(rules) = &mut self.alerts {
+                        rules.on_reading(r, alerts);
+                    }
                     if let Some(a) = accepted.as_mut() {
                         a.push(r.clone());
                     }
@@ -206,6 +238,9 @@ impl Pipeline {
                         Ok(()) => {
                             c.aggregated.inc();
                             c.restamped.inc();
+                            if let Some(rules) = &mut self.alerts {
+                                rules.on_reading(&r, alerts);
+                            }
                             accepted
                                 .get_or_insert_with(|| readings[..i].to_vec())
                                 .push(r);
@@ -221,6 +256,12 @@ impl Pipeline {
                 }
                 Err(rej) => {
                     accepted.get_or_insert_with(|| readings[..i].to_vec());
+                    // Too late for its window is not too late for an alert
+                    // (a device flushing its buffer); a clock far ahead is
+                    // garbage.
+                    if let (Rejected::Late { .. }, Some(rules)) = (&rej, &mut self.alerts) {
+                        rules.on_reading(r, alerts);
+                    }
                     let kind = match rej {
                         Rejected::Late { .. } => {
                             c.late.inc();
@@ -238,6 +279,27 @@ impl Pipeline {
             }
         }
         accepted
+    }
+
+    /// Runs `f` on the alert rules (if any) and sends the alerts it
+    /// produced. False when upstream is gone.
+    async fn alerts_step(
+        &mut self,
+        out: &mpsc::Sender<OutboundMessage>,
+        f: impl FnOnce(&mut Alerts, &mut Vec<OutboundMessage>),
+    ) -> bool {
+        let Some(alerts) = &mut self.alerts else {
+            return true;
+        };
+        let mut msgs = Vec::new();
+        f(alerts, &mut msgs);
+        for m in msgs {
+            if out.send(m).await.is_err() {
+                warn!("Upstream forwarder is gone; stopping the pipeline.");
+                return false;
+            }
+        }
+        true
     }
 
     /// Saves a checkpoint; `true` when it is on disk.

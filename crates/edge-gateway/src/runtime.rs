@@ -22,6 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::actions::{run_actions, ACTION_QUEUE};
+use crate::alerts::Alerts;
 use crate::durability::Durability;
 use crate::messages::Renderer;
 use crate::pipeline::Pipeline;
@@ -39,6 +41,7 @@ pub struct Gateway {
     adapters_stop: CancellationToken,
     adapters: Vec<(String, JoinHandle<()>)>,
     pipeline: JoinHandle<()>,
+    actions: Option<JoinHandle<()>>,
     upstream: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -52,6 +55,48 @@ fn registry_devices(config: &GatewayConfig) -> Vec<gateway_core::config::DeviceC
         }
     }
     out
+}
+
+/// The alert rules and, when a rule has an action, the action runner.
+/// Their learned state lives in `state_dir`; without a usable one they
+/// still run, starting afresh at each start.
+fn start_alerts(
+    config: &GatewayConfig,
+    renderer: &Renderer,
+    telemetry: &Telemetry,
+) -> (Option<Alerts>, Option<JoinHandle<()>>) {
+    if config.rules.is_empty() {
+        return (None, None);
+    }
+    let dir = &config.gateway.state_dir;
+    let state_dir = match std::fs::create_dir_all(dir) {
+        Ok(()) => Some(dir.as_path()),
+        Err(e) => {
+            error!(state_dir = %dir.display(), error = %e, "Cannot use the state directory: the anomaly detectors will relearn after a restart.");
+            None
+        }
+    };
+    let (tx, task) = if config.rules.iter().any(|r| r.action.is_some()) {
+        let (tx, rx) = mpsc::channel(ACTION_QUEUE);
+        let task = tokio::spawn(run_actions(
+            config.gateway.id.clone(),
+            rx,
+            telemetry.clone(),
+        ));
+        (Some(tx), Some(task))
+    } else {
+        (None, None)
+    };
+    info!(rules = config.rules.len(), "Alert rules loaded.");
+    let alerts = Alerts::new(
+        &config.rules,
+        &config.devices,
+        renderer.clone(),
+        state_dir,
+        tx,
+        telemetry,
+    );
+    (Some(alerts), task)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -138,6 +183,7 @@ impl Gateway {
             })
         };
 
+        let (alerts, actions) = start_alerts(config, &renderer, &telemetry);
         let (in_tx, in_rx) = mpsc::channel(INGRESS_CAPACITY);
         let pipeline = Pipeline {
             aggregator,
@@ -146,6 +192,7 @@ impl Gateway {
             telemetry: telemetry.clone(),
             durability,
             outbox_flush: Some(flush_tx),
+            alerts,
         };
         let pipeline = tokio::spawn(pipeline.run(in_rx, out_tx));
 
@@ -184,6 +231,7 @@ impl Gateway {
             adapters_stop,
             adapters,
             pipeline,
+            actions,
             upstream,
         })
     }
@@ -201,6 +249,11 @@ impl Gateway {
             }
         }
         self.pipeline.await.context("pipeline task")?;
+        // The pipeline held the only sender: the runner finishes what is
+        // queued and ends.
+        if let Some(actions) = self.actions {
+            actions.await.context("actions task")?;
+        }
         self.upstream.await.context("upstream task")?
     }
 }

@@ -43,6 +43,7 @@ pub fn template() -> String {
     let mut out = template::core_sections();
     out.push_str(&adapters::template());
     out.push_str(&template::device_section());
+    out.push_str(&template::rule_section());
     out
 }
 

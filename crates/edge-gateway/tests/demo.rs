@@ -102,6 +102,21 @@ async fn the_demo_shows_aggregates_and_stops_cleanly_on_ctrl_c() {
     )
     .await;
 
+    // The failing fridge warms 1 °C per 20 s: its rate rule fires once
+    // the gateway has 20 s of its readings.
+    wait_for_line(
+        &mut lines,
+        &mut seen,
+        Instant::now() + FIRST_AGGREGATE,
+        "the fridge's rate alert",
+        |l| {
+            l.contains("!!! ALERT  Fridge 2")
+                && l.contains("kind=rate")
+                && l.contains("state=raised")
+        },
+    )
+    .await;
+
     interrupt(&child);
     // What the gateway forwards while stopping is shown before the end.
     let stop_deadline = Instant::now() + EXIT;

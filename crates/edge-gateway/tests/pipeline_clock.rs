@@ -47,6 +47,7 @@ fn start(window_s: i64, grace_s: i64) -> Harness {
         telemetry: telemetry.clone(),
         durability: Durability::in_memory(&telemetry),
         outbox_flush: None,
+        alerts: None,
     };
     let (tx, rx) = mpsc::channel(16);
     let (out_tx, out) = mpsc::channel(16);

@@ -208,6 +208,21 @@ floor = 1
 id = "{fridge}"
 name = "Fridge 2"
 tags = ["fridge"]
+
+# Alerts go out at once, not with the windows.
+[[rule]]
+name = "fridge-warming"
+kind = "rate"
+metric = "temperature"
+tag = "fridge"
+rate = "+0.5 per 20s"
+
+[[rule]]
+name = "fridge-max"
+kind = "threshold"
+metric = "temperature"
+tag = "fridge"
+max = 8.0
 "#,
         living = simulator::LIVING_ROOM,
         kitchen = simulator::KITCHEN,

@@ -8,6 +8,7 @@
 //! through [`AdapterSpec`] without this crate knowing any protocol.
 
 pub mod load;
+pub mod rule;
 mod sections;
 pub mod template;
 pub mod values;
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use load::{Problem, Problems};
+pub use rule::{ActionConfig, Direction, RateSpec, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
 pub use sections::*;
 pub use values::{BrokerScheme, BrokerUrl, Qos};
 
@@ -62,6 +64,7 @@ pub struct Config<A: AdapterSpec> {
     pub devices: Vec<DeviceConfig>,
     /// The adapter families' own sections.
     pub sections: A::Sections,
+    pub rules: Vec<RuleConfig>,
 }
 
 const SECTIONS: &[&str] = &[
@@ -72,6 +75,7 @@ const SECTIONS: &[&str] = &[
     "log",
     "adapter",
     "device",
+    "rule",
 ];
 
 impl<A: AdapterSpec> Config<A> {
@@ -115,6 +119,17 @@ impl<A: AdapterSpec> Config<A> {
         let adapters = parse_adapters::<A>(root.get("adapter"), &mut problems);
         let devices = parse_array::<DeviceConfig>(root.get("device"), "device", &mut problems);
         let sections = A::sections(&root, &mut problems);
+        let rules = parse_array::<RuleConfig>(root.get("rule"), "rule", &mut problems);
+        for (i, r) in &rules {
+            r.validate(&format!("rule[{i}]"), &mut problems);
+        }
+        check_unique(
+            rules.iter().map(|(i, r)| (*i, r.name.as_str())),
+            "rule",
+            "name",
+            "rule name",
+            &mut problems,
+        );
 
         if let Some(g) = &gateway {
             g.validate(&mut problems);
@@ -153,6 +168,7 @@ impl<A: AdapterSpec> Config<A> {
                     adapters: adapters.into_iter().map(|(_, a)| a).collect(),
                     devices: devices.into_iter().map(|(_, d)| d).collect(),
                     sections,
+                    rules: rules.into_iter().map(|(_, r)| r).collect(),
                 })
             }
             _ => Err(problems),

@@ -158,3 +158,72 @@ pub fn device_section() -> String {
 "#
     .to_string()
 }
+
+/// The `[[rule]]` alert rules, documented with commented examples.
+pub fn rule_section() -> String {
+    format!(
+        r#"
+# Alert rules. An alert is published at once (not windowed) on
+# {{prefix}}/{{device}}/alerts, QoS as upstream, through the outbox:
+# {{"id", "gateway", "device", "name", "metric", "kind", "state": "raised" or
+# "cleared", "value", "limit", "ts", "rule"}}. A raised alert is followed by
+# exactly one "cleared" when the condition ends. Try rules on past data with:
+#   edge-gateway replay -c gateway.toml --csv data.csv --device ID --metric NAME
+#
+# Keys of every rule:
+#   name      unique, in every alert as "rule"
+#   kind      "threshold", "rate", "silence" or "anomaly"
+#   metric    the metric watched (optional for silence: any metric counts)
+#   device    only this device, or
+#   tag       only devices with this tag: a label ("fridge") or "key=value"
+#   cooldown  after a clear, the rule does not raise again for the same
+#             device and metric before this long (default "{cooldown}")
+#   action    optional local action, run when the alert is raised:
+#             {{ publish = "topic", payload = "...", broker = "mqtt://127.0.0.1:1883" }}
+#             or {{ coap_put = "coap://host/path", payload = "..." }}; add
+#             clear_payload = "..." to act on the clear too, and
+#             cooldown = "1m" (the default) to bound how often it runs.
+#
+# threshold: max and/or min; hysteresis = margin back inside before the
+# alert clears; for = how long the value must stay outside before raising.
+# [[rule]]
+# name = "fridge-max"
+# kind = "threshold"
+# metric = "temperature"
+# device = "fridge-2"
+# max = 8.0
+# hysteresis = 0.5
+# for = "2m"
+#
+# rate: a change of at least this much within the span; "+" rising, "-"
+# falling, no sign either way. hysteresis and for as above.
+# [[rule]]
+# name = "fridge-warming"
+# kind = "rate"
+# metric = "temperature"
+# tag = "fridge"
+# rate = "+2.0 per 10m"
+#
+# silence: raised when a device sends nothing for "after", or its status
+# goes offline; cleared when it speaks again.
+# [[rule]]
+# name = "sensor-silent"
+# kind = "silence"
+# after = "15m"
+#
+# anomaly: a detector learned per device and metric from the data itself,
+# online, needing no tuning; it starts alerting after 300 readings.
+# sensitivity in (0, 1], default {sensitivity}: higher alerts on smaller
+# deviations. What every rule has learned (and which alerts are raised) is
+# kept in {{state_dir}}/alerts.json, saved with the window checkpoints and at
+# shutdown, and restored at start.
+# [[rule]]
+# name = "co2-anomaly"
+# kind = "anomaly"
+# metric = "co2"
+# action = {{ publish = "actuators/hvac_zone_1/command", payload = "increase_ventilation" }}
+"#,
+        cooldown = dur(super::rule::default_cooldown()),
+        sensitivity = super::rule::DEFAULT_SENSITIVITY,
+    )
+}

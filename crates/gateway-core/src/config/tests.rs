@@ -213,3 +213,92 @@ fn an_adapter_family_owns_its_sections() {
     let p = problems("[nope]\n");
     assert!(p[0].contains("fakeproto"), "{p:?}");
 }
+
+#[test]
+fn the_issue_rules_parse_as_written() {
+    let c = Config::<Fake>::parse(
+        r#"
+[[rule]]
+name = "fridge-max"
+kind = "threshold"      # threshold | rate | silence | anomaly
+metric = "temperature"
+device = "fridge-2"     # optional: device id, or `tag = "fridge"`
+max = 8.0
+
+[[rule]]
+name = "temp-anomaly"
+kind = "anomaly"
+metric = "value"        # sensitivity = ... optional, with a good default
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.rules.len(), 2);
+    assert_eq!(c.rules[0].kind, RuleKind::Threshold);
+    assert_eq!(c.rules[0].max, Some(8.0));
+    assert_eq!(c.rules[0].cooldown, Duration::from_secs(300));
+    assert_eq!(c.rules[1].sensitivity, None);
+}
+
+#[test]
+fn bad_rules_are_reported_with_their_index_and_key() {
+    let got = problems(
+        r#"
+[[rule]]
+name = "ok"
+kind = "rate"
+metric = "temperature"
+rate = "+2.0 per 10m"
+for = "1m"
+action = { publish = "actuators/hvac_zone_1/command", payload = "on" }
+
+[[rule]]
+name = "ok"
+kind = "threshold"
+metric = "temperature"
+min = 5.0
+max = 3.0
+after = "5m"
+
+[[rule]]
+name = "r2"
+kind = "rate"
+rate = "fast"
+
+[[rule]]
+name = "r3"
+kind = "silence"
+device = "a"
+tag = "fridge"
+
+[[rule]]
+name = "r4"
+kind = "anomaly"
+metric = "co2"
+sensitivity = 1.5
+action = { payload = "x" }
+
+[[rule]]
+name = "r5"
+kind = "sometimes"
+"#,
+    );
+    assert_eq!(
+        got,
+        [
+            "rule[2].rate: expected a change per span like \"+2.0 per 10m\", got \"fast\"",
+            "rule[5].kind: unknown variant `sometimes`, expected one of `threshold`, `rate`, `silence`, `anomaly`",
+            // The loader drops a bad value and tries again without it.
+            "rule[5].kind: missing required key",
+            "rule[1].after: not used by kind \"threshold\" (only by silence)",
+            "rule[1].min: expected min below max, got min 5 and max 3",
+            "rule[2].metric: missing required key for kind \"rate\"",
+            "rule[2].rate: missing required key, like \"+2.0 per 10m\"",
+            "rule[3].tag: give either device or tag, not both",
+            "rule[3].after: missing required key, like \"15m\"",
+            "rule[4].sensitivity: expected a number in (0, 1], got 1.5",
+            "rule[4].action: expected publish = \"topic\" or coap_put = \"coap://...\"",
+            "rule[1].name: duplicate rule name \"ok\" (first used by rule[0])",
+        ],
+        "{got:#?}"
+    );
+}

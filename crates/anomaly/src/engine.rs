@@ -1,0 +1,454 @@
+//! The rule engine: readings, status changes and clock ticks in, alerts
+//! out. Pure logic in event time: the caller passes every instant, so the
+//! live gateway (wall clock) and `replay` (CSV timestamps) run the same
+//! code and get the same alerts.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use gateway_core::config::{DeviceConfig, Direction, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
+use gateway_core::{DeviceId, Reading, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::detector::Detector;
+use crate::trigger::{AlertState, Trigger};
+
+/// Most points a rate rule keeps per series: points closer together than
+/// span / this are not kept, which bounds memory whatever the reading rate.
+const RATE_POINTS: i64 = 1024;
+
+/// One alert transition, ready to be rendered upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Index of the rule in the config, for its action.
+    pub rule_index: usize,
+    pub rule: String,
+    pub kind: RuleKind,
+    pub device: DeviceId,
+    /// The rule's metric; empty for a silence rule that watches any metric.
+    pub metric: String,
+    pub state: AlertState,
+    /// threshold: the reading; rate: the change over the span; silence:
+    /// seconds without a reading; anomaly: the reading.
+    pub value: f64,
+    /// threshold: the bound crossed; rate: the change per span (signed);
+    /// silence: `after` in seconds; anomaly: the detector's score that
+    /// fired (standard deviations).
+    pub limit: f64,
+    pub at: Timestamp,
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The state of one rule for one device × metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Series {
+    Threshold {
+        trigger: Trigger,
+        last_ms: i64,
+    },
+    Rate {
+        trigger: Trigger,
+        last_ms: i64,
+        points: VecDeque<(i64, f64)>,
+    },
+    Anomaly {
+        trigger: Trigger,
+        last_ms: i64,
+        detector: Box<Detector>,
+    },
+}
+
+/// A silence rule's view of one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Silence {
+    trigger: Trigger,
+    last_seen_ms: i64,
+}
+
+/// Everything the engine has learned, for persistence across restarts.
+/// Keyed by rule *name*, so reordering rules keeps their state and state of
+/// a removed rule is dropped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineState {
+    series: Vec<(String, DeviceId, String, Series)>,
+    silence: Vec<(String, DeviceId, Silence)>,
+}
+
+/// Runs every rule over every device × metric.
+#[derive(Debug)]
+pub struct Engine {
+    rules: Vec<RuleConfig>,
+    tags: HashMap<DeviceId, BTreeMap<String, String>>,
+    series: HashMap<(usize, DeviceId, String), Series>,
+    silence: HashMap<(usize, DeviceId), Silence>,
+    started: bool,
+}
+
+impl Engine {
+    /// An engine for validated `rules`; `devices` gives the tags that
+    /// `tag = ...` selectors match.
+    pub fn new(rules: &[RuleConfig], devices: &[DeviceConfig]) -> Self {
+        Self {
+            rules: rules.to_vec(),
+            tags: devices
+                .iter()
+                .map(|d| (d.id.clone(), d.tag_map()))
+                .collect(),
+            series: HashMap::new(),
+            silence: HashMap::new(),
+            started: false,
+        }
+    }
+
+    /// The rules, in config order (`Alert::rule_index` points here).
+    pub fn rules(&self) -> &[RuleConfig] {
+        &self.rules
+    }
+
+    /// Series (rule × device × metric) with state.
+    pub fn series_count(&self) -> usize {
+        self.series.len() + self.silence.len()
+    }
+
+    fn selects(&self, rule: &RuleConfig, device: &DeviceId) -> bool {
+        if let Some(d) = &rule.device {
+            return d == device;
+        }
+        let Some(tag) = &rule.tag else { return true };
+        let Some(tags) = self.tags.get(device) else {
+            return false;
+        };
+        match tag.split_once('=') {
+            Some((k, v)) => tags.get(k.trim()).is_some_and(|have| have == v.trim()),
+            None => tags.contains_key(tag.trim()),
+        }
+    }
+
+    /// Evaluates every rule that watches this reading's device and metric.
+    /// A reading older than the last one of its series is ignored.
+    pub fn on_reading(&mut self, r: &Reading) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let now = r.time().as_millis();
+        let v = r.value();
+        if !v.is_finite() {
+            return out;
+        }
+        for i in 0..self.rules.len() {
+            let rule = &self.rules[i];
+            if !self.selects(rule, r.device()) {
+                continue;
+            }
+            let metric_matches = rule.metric.as_ref().is_none_or(|m| m == r.metric());
+            if !metric_matches {
+                continue;
+            }
+            let alert = |state, value, limit| Alert {
+                rule_index: i,
+                rule: rule.name.clone(),
+                kind: rule.kind,
+                device: r.device().clone(),
+                metric: rule
+                    .metric
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+                state,
+                value,
+                limit,
+                at: r.time(),
+            };
+            let (for_ms, cooldown_ms) = (ms(rule.for_), ms(rule.cooldown));
+            if rule.kind == RuleKind::Silence {
+                let s = self
+                    .silence
+                    .entry((i, r.device().clone()))
+                    .or_insert(Silence {
+                        trigger: Trigger::default(),
+                        last_seen_ms: now,
+                    });
+                if now < s.last_seen_ms {
+                    continue;
+                }
+                let silent = (now - s.last_seen_ms) as f64 / 1000.0;
+                s.last_seen_ms = now;
+                let limit = s.trigger.limit;
+                if s.trigger.step(now, false, true, 0, cooldown_ms) == Some(AlertState::Cleared) {
+                    out.push(alert(AlertState::Cleared, silent, limit));
+                }
+                continue;
+            }
+            let key = (i, r.device().clone(), r.metric().to_string());
+            let series = self.series.entry(key).or_insert_with(|| match rule.kind {
+                RuleKind::Rate => Series::Rate {
+                    trigger: Trigger::default(),
+                    last_ms: i64::MIN,
+                    points: VecDeque::new(),
+                },
+                RuleKind::Anomaly => Series::Anomaly {
+                    trigger: Trigger::default(),
+                    last_ms: i64::MIN,
+                    detector: Box::default(),
+                },
+                _ => Series::Threshold {
+                    trigger: Trigger::default(),
+                    last_ms: i64::MIN,
+                },
+            });
+            match series {
+                Series::Threshold { trigger, last_ms } => {
+                    if now < *last_ms {
+                        continue;
+                    }
+                    *last_ms = now;
+                    let h = rule.hysteresis;
+                    let above = rule.max.filter(|m| v > *m);
+                    let below = rule.min.filter(|m| v < *m);
+                    let inside =
+                        rule.max.is_none_or(|m| v <= m - h) && rule.min.is_none_or(|m| v >= m + h);
+                    let crossed = above.or(below);
+                    match trigger.step(now, crossed.is_some(), inside, for_ms, cooldown_ms) {
+                        Some(AlertState::Raised) => {
+                            trigger.limit = crossed.unwrap_or_default();
+                            out.push(alert(AlertState::Raised, v, trigger.limit));
+                        }
+                        Some(AlertState::Cleared) => {
+                            out.push(alert(AlertState::Cleared, v, trigger.limit))
+                        }
+                        None => {}
+                    }
+                }
+                Series::Rate {
+                    trigger,
+                    last_ms,
+                    points,
+                } => {
+                    let Some(spec) = rule.rate else { continue };
+                    if now < *last_ms {
+                        continue;
+                    }
+                    *last_ms = now;
+                    let span = ms(spec.span);
+                    let cutoff = now.saturating_sub(span);
+                    // Keep the newest point at or before the cutoff as the
+                    // reference, and everything after it.
+                    while points.len() >= 2 && points[1].0 <= cutoff {
+                        points.pop_front();
+                    }
+                    let reference = points.front().filter(|p| p.0 <= cutoff).copied();
+                    if points
+                        .back()
+                        .is_none_or(|p| now - p.0 >= span / RATE_POINTS)
+                    {
+                        points.push_back((now, v));
+                    }
+                    let Some((_, v0)) = reference else { continue };
+                    let change = v - v0;
+                    let toward = match spec.direction {
+                        Direction::Rising => change,
+                        Direction::Falling => -change,
+                        Direction::Either => change.abs(),
+                    };
+                    let breach = toward >= spec.delta;
+                    let inside = toward < spec.delta - rule.hysteresis;
+                    let signed = match spec.direction {
+                        Direction::Falling => -spec.delta,
+                        Direction::Either if change < 0.0 => -spec.delta,
+                        _ => spec.delta,
+                    };
+                    match trigger.step(now, breach, inside, for_ms, cooldown_ms) {
+                        Some(AlertState::Raised) => {
+                            trigger.limit = signed;
+                            out.push(alert(AlertState::Raised, change, signed));
+                        }
+                        Some(AlertState::Cleared) => {
+                            out.push(alert(AlertState::Cleared, change, trigger.limit))
+                        }
+                        None => {}
+                    }
+                }
+                Series::Anomaly {
+                    trigger,
+                    last_ms,
+                    detector,
+                } => {
+                    if now < *last_ms {
+                        continue;
+                    }
+                    *last_ms = now;
+                    let sensitivity = rule.sensitivity.unwrap_or(DEFAULT_SENSITIVITY);
+                    let verdict = detector.observe(now, v, sensitivity);
+                    let inside = verdict.score < verdict.threshold;
+                    match trigger.step(now, verdict.anomaly, inside, 0, cooldown_ms) {
+                        Some(AlertState::Raised) => {
+                            trigger.limit = verdict.threshold;
+                            out.push(alert(AlertState::Raised, v, trigger.limit));
+                        }
+                        Some(AlertState::Cleared) => {
+                            out.push(alert(AlertState::Cleared, v, trigger.limit))
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Advances the clock: raises silence alerts whose `after` has passed.
+    /// The first tick also starts watching the registry's devices that a
+    /// silence rule selects, so a device that never speaks is noticed.
+    pub fn on_tick(&mut self, now: Timestamp) -> Vec<Alert> {
+        let now_ms = now.as_millis();
+        if !self.started {
+            self.started = true;
+            let devices: Vec<DeviceId> = self.tags.keys().cloned().collect();
+            for (i, rule) in self.rules.iter().enumerate() {
+                if rule.kind != RuleKind::Silence {
+                    continue;
+                }
+                for d in &devices {
+                    if self.selects(rule, d) {
+                        self.silence.entry((i, d.clone())).or_insert(Silence {
+                            trigger: Trigger::default(),
+                            last_seen_ms: now_ms,
+                        });
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut keys: Vec<&(usize, DeviceId)> = self.silence.keys().collect();
+        keys.sort();
+        let keys: Vec<(usize, DeviceId)> = keys.into_iter().cloned().collect();
+        for (i, device) in keys {
+            let rule = &self.rules[i];
+            let Some(after) = rule.after.map(ms) else {
+                continue;
+            };
+            let Some(s) = self.silence.get_mut(&(i, device.clone())) else {
+                continue;
+            };
+            let due = s.last_seen_ms.saturating_add(after);
+            if now_ms < due || s.trigger.raised {
+                continue;
+            }
+            // Stamped when the silence began to count, not when the tick
+            // noticed it, so replay and live agree to the millisecond.
+            if s.trigger.step(due, true, false, 0, ms(rule.cooldown)) == Some(AlertState::Raised) {
+                s.trigger.limit = after as f64 / 1000.0;
+                out.push(Alert {
+                    rule_index: i,
+                    rule: rule.name.clone(),
+                    kind: rule.kind,
+                    device,
+                    metric: rule
+                        .metric
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    state: AlertState::Raised,
+                    value: (now_ms - s.last_seen_ms) as f64 / 1000.0,
+                    limit: s.trigger.limit,
+                    at: Timestamp::from_millis(due).unwrap_or(now),
+                });
+            }
+        }
+        out
+    }
+
+    /// A device announced `offline` (raise its silence alerts at once) or
+    /// `online` (clear them: it speaks again).
+    pub fn on_status(&mut self, device: &DeviceId, online: bool, at: Timestamp) -> Vec<Alert> {
+        let now = at.as_millis();
+        let mut out = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.kind != RuleKind::Silence || !self.selects(rule, device) {
+                continue;
+            }
+            let s = self.silence.entry((i, device.clone())).or_insert(Silence {
+                trigger: Trigger::default(),
+                last_seen_ms: now,
+            });
+            let silent = (now - s.last_seen_ms).max(0) as f64 / 1000.0;
+            let limit = rule.after.map_or(0.0, |a| ms(a) as f64 / 1000.0);
+            let step = if online {
+                s.last_seen_ms = s.last_seen_ms.max(now);
+                s.trigger.step(now, false, true, 0, ms(rule.cooldown))
+            } else {
+                s.trigger.step(now, true, false, 0, ms(rule.cooldown))
+            };
+            if let Some(state) = step {
+                if state == AlertState::Raised {
+                    s.trigger.limit = limit;
+                }
+                out.push(Alert {
+                    rule_index: i,
+                    rule: rule.name.clone(),
+                    kind: rule.kind,
+                    device: device.clone(),
+                    metric: rule
+                        .metric
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    state,
+                    value: silent,
+                    limit: s.trigger.limit,
+                    at,
+                });
+            }
+        }
+        out
+    }
+
+    /// Everything learned so far, to persist.
+    pub fn state(&self) -> EngineState {
+        let mut series: Vec<_> = self
+            .series
+            .iter()
+            .map(|((i, d, m), s)| (self.rules[*i].name.clone(), d.clone(), m.clone(), s.clone()))
+            .collect();
+        series.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+        let mut silence: Vec<_> = self
+            .silence
+            .iter()
+            .map(|((i, d), s)| (self.rules[*i].name.clone(), d.clone(), s.clone()))
+            .collect();
+        silence.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        EngineState { series, silence }
+    }
+
+    /// Restores what [`Engine::state`] saved. State of rules no longer in
+    /// the config, or whose kind changed, is dropped.
+    pub fn restore(&mut self, state: EngineState) {
+        let index: HashMap<&str, usize> = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.as_str(), i))
+            .collect();
+        for (name, device, metric, s) in state.series {
+            let Some(&i) = index.get(name.as_str()) else {
+                continue;
+            };
+            let fits = matches!(
+                (&s, self.rules[i].kind),
+                (Series::Threshold { .. }, RuleKind::Threshold)
+                    | (Series::Rate { .. }, RuleKind::Rate)
+                    | (Series::Anomaly { .. }, RuleKind::Anomaly)
+            );
+            if fits {
+                self.series.insert((i, device, metric), s);
+            }
+        }
+        for (name, device, s) in state.silence {
+            if let Some(&i) = index.get(name.as_str()) {
+                if self.rules[i].kind == RuleKind::Silence {
+                    self.silence.insert((i, device), s);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The raise/clear state machine every rule kind shares: a minimum
+//! duration before raising, exactly one clear per raise, and a cooldown
+//! after a clear so a flapping signal cannot produce a storm.
+
+use serde::{Deserialize, Serialize};
+
+/// Raised or cleared, as in the upstream `state` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Raised,
+    Cleared,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raised => "raised",
+            Self::Cleared => "cleared",
+        }
+    }
+}
+
+/// One rule's state for one series. Times are event-time milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Raised and not yet cleared.
+    pub raised: bool,
+    /// Since when the condition has held without being raised.
+    pending_since: Option<i64>,
+    /// When the last alert cleared, for the cooldown.
+    cleared_at: Option<i64>,
+    /// The limit the raised alert named, repeated in its clear.
+    pub limit: f64,
+}
+
+impl Trigger {
+    /// Feeds one evaluation: `breach` is the raise condition, `inside` the
+    /// (hysteresis-widened) clear condition. Returns the transition, if any.
+    pub fn step(
+        &mut self,
+        now: i64,
+        breach: bool,
+        inside: bool,
+        for_ms: i64,
+        cooldown_ms: i64,
+    ) -> Option<AlertState> {
+        if self.raised {
+            if inside {
+                self.raised = false;
+                self.cleared_at = Some(now);
+                return Some(AlertState::Cleared);
+            }
+            return None;
+        }
+        if !breach {
+            self.pending_since = None;
+            return None;
+        }
+        let since = *self.pending_since.get_or_insert(now);
+        let cooled = self
+            .cleared_at
+            .is_none_or(|at| now.saturating_sub(at) >= cooldown_ms);
+        if now.saturating_sub(since) >= for_ms && cooled {
+            self.raised = true;
+            self.pending_since = None;
+            return Some(AlertState::Raised);
+        }
+        None
+    }
+}

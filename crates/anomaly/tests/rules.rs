@@ -1,0 +1,317 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Each rule kind on fixed series, with the exact alerts expected.
+
+use anomaly::synthetic::{series, Shape};
+use anomaly::{AlertState, Engine, EngineState};
+use gateway_core::config::{Config, DeviceConfig, RuleConfig};
+use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+
+const MIN: i64 = 60_000;
+
+/// Rules and devices from a `gateway.toml` fragment.
+fn setup(toml: &str) -> (Vec<RuleConfig>, Vec<DeviceConfig>) {
+    #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+    struct NoAdapter;
+    impl gateway_core::config::AdapterSpec for NoAdapter {
+        const KINDS: &'static [&'static str] = &[];
+        const SECTIONS: &'static [&'static str] = &[];
+        type Sections = ();
+        fn sections(_: &toml::Table, _: &mut gateway_core::config::Problems) {}
+        fn from_table(
+            _: &str,
+            _: toml::Value,
+            _: &str,
+            _: &mut gateway_core::config::Problems,
+        ) -> Option<Self> {
+            None
+        }
+        fn name(&self) -> &str {
+            ""
+        }
+    }
+    let c = Config::<NoAdapter>::parse(toml).unwrap_or_else(|p| panic!("{p}"));
+    (c.rules, c.devices)
+}
+
+fn reading(device: &str, metric: &str, at_ms: i64, v: f64) -> Reading {
+    Reading::new(
+        DeviceId::new(device).unwrap(),
+        MetricName::new(metric).unwrap(),
+        v,
+        Timestamp::from_millis(at_ms).unwrap(),
+        TimeSource::Event,
+    )
+    .unwrap()
+}
+
+/// Feeds one value a minute from minute 0 and returns (minute, state,
+/// value, limit) of every alert.
+fn run(
+    engine: &mut Engine,
+    device: &str,
+    metric: &str,
+    values: &[f64],
+) -> Vec<(i64, &'static str, f64, f64)> {
+    let mut out = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        for a in engine.on_reading(&reading(device, metric, i as i64 * MIN, *v)) {
+            out.push((a.at.as_millis() / MIN, a.state.as_str(), a.value, a.limit));
+        }
+    }
+    out
+}
+
+#[test]
+fn threshold_waits_for_its_duration_and_clears_past_the_hysteresis() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "fridge-max"
+kind = "threshold"
+metric = "temperature"
+device = "fridge-2"
+max = 8.0
+hysteresis = 0.5
+for = "2m"
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    //                 0    1    2    3    4    5    6    7    8
+    let values = [7.0, 8.5, 9.0, 9.4, 7.8, 7.4, 7.0, 8.4, 7.0];
+    assert_eq!(
+        run(&mut e, "fridge-2", "temperature", &values),
+        // Out at 1 m, raised after 2 m outside; 7.8 is inside but not by
+        // 0.5, so it clears at 5 m; 8.4 at 7 m is too short to raise.
+        [(3, "raised", 9.4, 8.0), (5, "cleared", 7.4, 8.0)]
+    );
+    // Other devices and metrics are not watched by this rule.
+    assert!(run(&mut e, "fridge-3", "temperature", &[20.0; 5]).is_empty());
+    assert!(run(&mut e, "fridge-2", "humidity", &[20.0; 5]).is_empty());
+}
+
+#[test]
+fn a_flapping_signal_is_held_back_by_the_cooldown() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "co2-max"
+kind = "threshold"
+metric = "co2"
+max = 1000.0
+cooldown = "5m"
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    let values: Vec<f64> = (0..12)
+        .map(|i| if i % 2 == 0 { 1200.0 } else { 800.0 })
+        .collect();
+    assert_eq!(
+        run(&mut e, "room-1", "co2", &values),
+        [
+            (0, "raised", 1200.0, 1000.0),
+            (1, "cleared", 800.0, 1000.0),
+            (6, "raised", 1200.0, 1000.0),
+            (7, "cleared", 800.0, 1000.0),
+        ]
+    );
+}
+
+#[test]
+fn threshold_min_names_the_lower_bound() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "freezer"
+kind = "threshold"
+metric = "temperature"
+min = -25.0
+max = -10.0
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    assert_eq!(
+        run(
+            &mut e,
+            "f",
+            "temperature",
+            &[-18.0, -26.0, -20.0, -5.0, -12.0]
+        ),
+        [(1, "raised", -26.0, -25.0), (2, "cleared", -20.0, -25.0),],
+        "the second excursion is within the 5 m cooldown"
+    );
+}
+
+#[test]
+fn rate_compares_with_the_reading_one_span_ago() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "warming"
+kind = "rate"
+metric = "temperature"
+tag = "fridge"
+rate = "+2.0 per 10m"
+
+[[device]]
+id = "fridge-1"
+name = "Fridge 1"
+tags = ["fridge"]
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    // Flat at 5.0 until 10 m, then +0.5 a minute to 7.0 at 14 m, then flat.
+    let values: Vec<f64> = (0..30)
+        .map(|m| 5.0 + (0.5 * (m as f64 - 10.0)).clamp(0.0, 2.0))
+        .collect();
+    assert_eq!(
+        run(&mut e, "fridge-1", "temperature", &values),
+        // 14 m: 7.0 against 5.0 at 4 m. 21 m: 7.0 against 5.5 at 11 m.
+        [(14, "raised", 2.0, 2.0), (21, "cleared", 1.5, 2.0)]
+    );
+    // An untagged device is not selected.
+    assert!(run(&mut e, "oven", "temperature", &values).is_empty());
+}
+
+#[test]
+fn falling_rate_reports_a_negative_change() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "dropping"
+kind = "rate"
+metric = "pressure"
+rate = "-3 per 2m"
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    assert_eq!(
+        run(&mut e, "p", "pressure", &[10.0, 10.0, 9.0, 6.0, 6.0, 6.0]),
+        [(3, "raised", -4.0, -3.0), (5, "cleared", 0.0, -3.0)]
+    );
+}
+
+#[test]
+fn silence_raises_after_the_gap_and_clears_when_the_device_speaks() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "silent"
+kind = "silence"
+after = "5m"
+cooldown = "0s"
+
+[[device]]
+id = "never"
+name = "Never speaks"
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    let mut got = Vec::new();
+    let mut record = |alerts: Vec<anomaly::Alert>| {
+        for a in alerts {
+            got.push((
+                a.device.to_string(),
+                a.at.as_millis() / 1000,
+                a.state,
+                a.value,
+            ));
+        }
+    };
+    let t = |ms| Timestamp::from_millis(ms).unwrap();
+    // Ticks every 30 s from 0 to 12 m; the sensor speaks at 0, 1 m and 10 m.
+    for step in 0..=24 {
+        let now = step * 30_000;
+        if [0, MIN, 10 * MIN].contains(&now) {
+            record(e.on_reading(&reading("s1", "temperature", now, 20.0)));
+        }
+        record(e.on_tick(t(now)));
+    }
+    assert_eq!(
+        got,
+        [
+            // Silent from 1 m: raised at 6 m exactly. The registry device
+            // never spoke: raised 5 m after the engine started.
+            ("never".to_string(), 300, AlertState::Raised, 300.0),
+            ("s1".to_string(), 360, AlertState::Raised, 300.0),
+            ("s1".to_string(), 600, AlertState::Cleared, 540.0),
+        ]
+    );
+}
+
+#[test]
+fn an_offline_status_raises_silence_at_once_and_online_clears_it() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "silent"
+kind = "silence"
+after = "1h"
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    let d = DeviceId::new("s1").unwrap();
+    let t = |ms| Timestamp::from_millis(ms).unwrap();
+    assert!(e.on_reading(&reading("s1", "x", 0, 1.0)).is_empty());
+    let raised = e.on_status(&d, false, t(MIN));
+    assert_eq!(raised.len(), 1);
+    assert_eq!(
+        (raised[0].state, raised[0].value, raised[0].limit),
+        (AlertState::Raised, 60.0, 3600.0)
+    );
+    assert!(
+        e.on_status(&d, false, t(2 * MIN)).is_empty(),
+        "one raise per episode"
+    );
+    let cleared = e.on_status(&d, true, t(3 * MIN));
+    assert_eq!(cleared.len(), 1);
+    assert_eq!(cleared[0].state, AlertState::Cleared);
+}
+
+/// Alerts of an anomaly rule over a level shift, optionally saving and
+/// restoring the engine's state (as JSON, as the gateway does) halfway.
+fn anomaly_alerts(restart_at: Option<usize>) -> Vec<(i64, AlertState)> {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "temp-anomaly"
+kind = "anomaly"
+metric = "value"
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    let mut out = Vec::new();
+    for (i, v) in series(3, 4_000, 3_000, Shape::LevelShift(6.0))
+        .into_iter()
+        .enumerate()
+    {
+        if Some(i) == restart_at {
+            let saved = serde_json::to_string(&e.state()).unwrap();
+            e = Engine::new(&rules, &devices);
+            e.restore(serde_json::from_str::<EngineState>(&saved).unwrap());
+        }
+        for a in e.on_reading(&reading("d", "value", i as i64 * MIN, v)) {
+            out.push((a.at.as_millis() / MIN, a.state));
+        }
+    }
+    out
+}
+
+#[test]
+fn anomaly_raises_once_on_a_level_shift_then_clears_once() {
+    let got = anomaly_alerts(None);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].1, AlertState::Raised);
+    assert!((3_000..3_100).contains(&got[0].0), "{got:?}");
+    assert_eq!(got[1].1, AlertState::Cleared);
+}
+
+#[test]
+fn the_learned_state_survives_a_restart() {
+    let uninterrupted = anomaly_alerts(None);
+    assert_eq!(anomaly_alerts(Some(2_000)), uninterrupted);
+    assert_eq!(
+        anomaly_alerts(Some(3_010)),
+        uninterrupted,
+        "restart while raised"
+    );
+}

@@ -1,0 +1,247 @@
+//! Alerts in the running gateway: the rule engine fed by the pipeline,
+//! alerts rendered for upstream at once (they bypass the windows), local
+//! actions handed to the action runner, and the engine's learned state kept
+//! in `{state_dir}/alerts.json` across restarts.
+//!
+//! The file is replaced atomically: written to a temporary file, fsynced,
+//! renamed over the old one, and the directory fsynced, so a power cut
+//! leaves the old state or the new one. An unreadable file is moved aside
+//! (`alerts.json.damaged`) and the detectors start learning afresh.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anomaly::{Alert, AlertState, Engine, EngineState};
+use gateway_core::config::{DeviceConfig, RuleConfig};
+use gateway_core::telemetry::{Counter, LogThrottle};
+use gateway_core::{DeviceState, OutboundMessage, Reading, StatusChange, Telemetry, Timestamp};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::actions::ActionJob;
+use crate::messages::Renderer;
+
+/// Silence rules are checked at most this often (ms).
+const TICK_MS: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is damaged: {source}")]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// `{state_dir}/alerts.json`.
+pub struct AlertStore {
+    path: PathBuf,
+}
+
+impl AlertStore {
+    pub fn in_dir(state_dir: &Path) -> Self {
+        Self {
+            path: state_dir.join("alerts.json"),
+        }
+    }
+
+    /// The saved state, `None` if there is none.
+    ///
+    /// # Errors
+    /// Unreadable or damaged.
+    pub fn load(&self) -> Result<Option<EngineState>, StoreError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "reading",
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Damaged {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Replaces the saved state atomically.
+    ///
+    /// # Errors
+    /// A write, fsync or rename that failed; the previous file stays.
+    pub fn save(&self, state: &EngineState) -> Result<(), StoreError> {
+        let tmp = self.path.with_extension("json.tmp");
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let bytes = serde_json::to_vec(state).map_err(|source| StoreError::Damaged {
+            path: self.path.clone(),
+            source,
+        })?;
+        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+        f.write_all(&bytes).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("syncing", &tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path).map_err(io("renaming", &tmp))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("syncing", dir))?;
+        }
+        Ok(())
+    }
+
+    fn quarantine(&self) {
+        let _ = std::fs::rename(&self.path, self.path.with_extension("json.damaged"));
+    }
+}
+
+/// The rule engine as the pipeline uses it.
+pub struct Alerts {
+    engine: Engine,
+    renderer: Renderer,
+    store: Option<AlertStore>,
+    actions: Option<mpsc::Sender<ActionJob>>,
+    next_tick_ms: i64,
+    dirty: bool,
+    raised: Counter,
+    cleared: Counter,
+    actions_dropped: Counter,
+    store_failures: Counter,
+    throttle: LogThrottle,
+}
+
+impl Alerts {
+    /// The engine for `rules`, with the state saved in `state_dir` (if
+    /// given and readable) restored.
+    pub fn new(
+        rules: &[RuleConfig],
+        devices: &[DeviceConfig],
+        renderer: Renderer,
+        state_dir: Option<&Path>,
+        actions: Option<mpsc::Sender<ActionJob>>,
+        telemetry: &Telemetry,
+    ) -> Self {
+        let mut engine = Engine::new(rules, devices);
+        let store_failures = telemetry.counter("edge_gateway_alert_state_failures_total", &[]);
+        let store = state_dir.map(AlertStore::in_dir);
+        if let Some(s) = &store {
+            match s.load() {
+                Ok(Some(state)) => {
+                    engine.restore(state);
+                    info!(
+                        series = engine.series_count(),
+                        "Restored the alert rules' learned state."
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    store_failures.inc();
+                    warn!(error = %e, "Alert rules start afresh: their saved state is unreadable; it is kept aside.");
+                    s.quarantine();
+                }
+            }
+        }
+        Self {
+            engine,
+            renderer,
+            store,
+            actions,
+            next_tick_ms: i64::MIN,
+            dirty: false,
+            raised: telemetry.counter("edge_gateway_alerts_total", &[("state", "raised")]),
+            cleared: telemetry.counter("edge_gateway_alerts_total", &[("state", "cleared")]),
+            actions_dropped: telemetry.counter("edge_gateway_actions_dropped_total", &[]),
+            store_failures,
+            throttle: LogThrottle::default(),
+        }
+    }
+
+    /// One accepted reading.
+    pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<OutboundMessage>) {
+        self.dirty = true;
+        let alerts = self.engine.on_reading(r);
+        self.emit(alerts, out);
+    }
+
+    /// The clock moved: silence rules are checked (at most once a second).
+    pub fn on_tick(&mut self, now: Timestamp, out: &mut Vec<OutboundMessage>) {
+        if now.as_millis() < self.next_tick_ms {
+            return;
+        }
+        self.next_tick_ms = now.as_millis().saturating_add(TICK_MS);
+        let alerts = self.engine.on_tick(now);
+        self.emit(alerts, out);
+    }
+
+    /// A device announced its state.
+    pub fn on_status(&mut self, change: &StatusChange, out: &mut Vec<OutboundMessage>) {
+        self.dirty = true;
+        let online = change.state == DeviceState::Online;
+        let alerts = self.engine.on_status(&change.device, online, change.time);
+        self.emit(alerts, out);
+    }
+
+    fn emit(&mut self, alerts: Vec<Alert>, out: &mut Vec<OutboundMessage>) {
+        for a in alerts {
+            self.dirty = true;
+            match a.state {
+                AlertState::Raised => self.raised.inc(),
+                AlertState::Cleared => self.cleared.inc(),
+            }
+            info!(rule = %a.rule, device = %a.device, metric = %a.metric, kind = a.kind.as_str(), state = a.state.as_str(), value = a.value, limit = a.limit, "Alert.");
+            out.push(self.renderer.alert(&a));
+            let action = self
+                .engine
+                .rules()
+                .get(a.rule_index)
+                .and_then(|r| r.action.clone());
+            if let (Some(action), Some(tx)) = (action, &self.actions) {
+                if tx.try_send(ActionJob { action, alert: a }).is_err() {
+                    self.actions_dropped.inc();
+                    if let Some(suppressed) = self.throttle.allow("actions") {
+                        warn!(
+                            suppressed,
+                            "Action queue full or closed; dropping an action."
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Saves the learned state if anything changed since the last save.
+    pub fn save(&mut self) {
+        let Some(store) = &self.store else { return };
+        if !self.dirty {
+            return;
+        }
+        match store.save(&self.engine.state()) {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                self.store_failures.inc();
+                if let Some(suppressed) = self.throttle.allow("store") {
+                    warn!(error = %e, suppressed, "Cannot save the alert rules' state; will retry.");
+                }
+            }
+        }
+    }
+}

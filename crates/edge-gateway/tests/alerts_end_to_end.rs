@@ -1,0 +1,284 @@
+//! Alerts through the real binary: readings published with mosquitto_pub
+//! on the local broker, alerts observed upstream by a real subscriber,
+//! actions observed on the local broker and on a real CoAP server, and the
+//! learned state surviving a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anomaly::synthetic::{series, Shape};
+use anomaly::Engine;
+use common::{config, GatewayProcess, WAIT};
+use edge_gateway::messages::Renderer;
+use edge_gateway::settings;
+use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
+use test_support::{
+    coap_client_run, free_udp_port, publish, publish_lines, CoapServer, Message, Mosquitto,
+    Subscriber,
+};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn start(
+    gateway_id: &str,
+    local: &Mosquitto,
+    upstream: &Mosquitto,
+    rules: &str,
+) -> GatewayProcess {
+    let cfg = config(gateway_id, local.port(), upstream.port(), "1h", "5s") + rules;
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    gw
+}
+
+fn is_alert(m: &Message) -> bool {
+    m.topic.ends_with("/alerts")
+}
+
+#[tokio::test]
+async fn a_threshold_alert_goes_upstream_and_its_action_reaches_the_actuator() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut alerts = Subscriber::start(upstream.port(), "building/hq/+/alerts").await;
+    let mut actuator = Subscriber::start(local.port(), "actuators/#").await;
+    let rules = format!(
+        r#"
+[[device]]
+id = "fridge-2"
+name = "Fridge 2"
+
+[[rule]]
+name = "fridge-max"
+kind = "threshold"
+metric = "temperature"
+device = "fridge-2"
+max = 8.0
+action = {{ publish = "actuators/hvac_zone_1/command", payload = "increase_ventilation", clear_payload = "normal_ventilation", broker = "mqtt://127.0.0.1:{port}" }}
+"#,
+        port = local.port()
+    );
+    let mut gw = start("gw-alerts", &local, &upstream, &rules).await;
+
+    publish(
+        local.port(),
+        "sensors/fridge-2",
+        r#"{"temperature":9.4}"#,
+        1,
+        false,
+    )
+    .await;
+    let raised = alerts
+        .wait_for(WAIT, is_alert)
+        .await
+        .expect("alert upstream");
+    assert_eq!(raised.topic, "building/hq/fridge-2/alerts");
+    let j = raised.json();
+    assert_eq!(j["gateway"], "gw-alerts");
+    assert_eq!(j["device"], "fridge-2");
+    assert_eq!(j["name"], "Fridge 2");
+    assert_eq!(j["metric"], "temperature");
+    assert_eq!(j["kind"], "threshold");
+    assert_eq!(j["state"], "raised");
+    assert_eq!(j["value"], 9.4);
+    assert_eq!(j["limit"], 8.0);
+    assert_eq!(j["rule"], "fridge-max");
+    assert!(j["id"].as_str().is_some_and(|s| s.len() == 36));
+    assert!(Timestamp::parse_rfc3339(j["ts"].as_str().unwrap()).is_ok());
+
+    let cmd = actuator
+        .wait_for(WAIT, |m| m.topic == "actuators/hvac_zone_1/command")
+        .await
+        .expect("action published on the local broker");
+    assert_eq!(cmd.payload, "increase_ventilation");
+    gw.wait_for_log("Action done.").await;
+
+    publish(
+        local.port(),
+        "sensors/fridge-2",
+        r#"{"temperature":7.0}"#,
+        1,
+        false,
+    )
+    .await;
+    let cleared = alerts
+        .wait_for(WAIT, is_alert)
+        .await
+        .expect("clear upstream");
+    assert_eq!(cleared.json()["state"], "cleared");
+    assert_ne!(cleared.json()["id"], j["id"]);
+    let cmd = actuator
+        .wait_for(WAIT, |m| m.topic == "actuators/hvac_zone_1/command")
+        .await
+        .expect("clear action");
+    assert_eq!(cmd.payload, "normal_ventilation");
+}
+
+#[tokio::test]
+async fn a_coap_put_action_changes_the_actuator_resource() {
+    if test_support::coap_client().is_none() {
+        panic!("coap-client missing (apt install libcoap3-bin)");
+    }
+    let server = CoapServer::start(free_udp_port()).await;
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut alerts = Subscriber::start(upstream.port(), "building/hq/+/alerts").await;
+    let rules = format!(
+        r#"
+[[rule]]
+name = "co2-high"
+kind = "threshold"
+metric = "co2"
+max = 1000.0
+action = {{ coap_put = "coap://127.0.0.1:{port}/example_data", payload = "ventilation-on" }}
+"#,
+        port = server.port()
+    );
+    let mut gw = start("gw-coap-action", &local, &upstream, &rules).await;
+    publish(local.port(), "sensors/room-4", r#"{"co2":1350}"#, 1, false).await;
+    alerts
+        .wait_for(WAIT, is_alert)
+        .await
+        .expect("alert upstream");
+    gw.wait_for_log("Action done.").await;
+    let target = format!("coap://127.0.0.1:{}/example_data", server.port());
+    let got = coap_client_run(&["-m", "get", "-B", "2", &target]).await;
+    assert!(got.stdout.contains("ventilation-on"), "{got:?}");
+}
+
+const ANOMALY_RULES: &str = r#"
+[[rule]]
+name = "temp-anomaly"
+kind = "anomaly"
+metric = "temperature"
+
+[[rule]]
+name = "marker"
+kind = "threshold"
+metric = "marker"
+max = 0.0
+cooldown = "0s"
+"#;
+
+/// Readings one second apart ending now, with a level shift at 1 800.
+fn anomaly_series() -> Vec<(i64, f64)> {
+    let values = series(9, 2_200, 1_800, Shape::LevelShift(6.0));
+    let start = (now_ms() / 1000 - values.len() as i64) * 1000;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (start + i as i64 * 1000, v))
+        .collect()
+}
+
+/// Publishes readings, then a marker whose alert proves they were all
+/// processed (one publisher, one topic: the broker keeps their order).
+async fn feed(local: &Mosquitto, part: &[(i64, f64)], marker: i64) {
+    let lines: Vec<String> = part
+        .iter()
+        .map(|(t, v)| format!(r#"{{"temperature":{v},"ts":{t}}}"#))
+        .collect();
+    publish_lines(local.port(), "sensors/lab-1", &lines, 1).await;
+    let last = part.last().unwrap().0;
+    publish(
+        local.port(),
+        "sensors/lab-1",
+        &format!(r#"{{"marker":{marker},"ts":{last}}}"#),
+        1,
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_learned_state_survives_a_restart() {
+    let readings = anomaly_series();
+    // What one uninterrupted engine says about the same readings.
+    let cfg = settings::parse(ANOMALY_RULES).unwrap();
+    let renderer = Renderer {
+        gateway_id: "gw-restart".into(),
+        prefix: "building/hq".into(),
+        registry: DeviceRegistry::default(),
+    };
+    let mut engine = Engine::new(&cfg.rules, &cfg.devices);
+    let expected: Vec<String> = readings
+        .iter()
+        .flat_map(|(t, v)| {
+            let r = Reading::new(
+                DeviceId::new("lab-1").unwrap(),
+                MetricName::new("temperature").unwrap(),
+                *v,
+                Timestamp::from_millis(*t).unwrap(),
+                TimeSource::Event,
+            )
+            .unwrap();
+            engine.on_reading(&r)
+        })
+        .map(|a| {
+            renderer.alert(&a).topic + " " + &String::from_utf8(renderer.alert(&a).payload).unwrap()
+        })
+        .collect();
+    assert!(
+        expected.iter().any(|m| m.contains("\"raised\"")),
+        "the shift must raise an alert: {expected:?}"
+    );
+
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut alerts = Subscriber::start(upstream.port(), "building/hq/+/alerts").await;
+    let mut gw = start("gw-restart", &local, &upstream, ANOMALY_RULES).await;
+    // Restart 100 readings before the shift: a detector that forgot what it
+    // learned would still be warming up when the shift comes.
+    let (first, second) = readings.split_at(1_700);
+    feed(&local, first, 1).await;
+    let mut got: Vec<Message> = alerts
+        .collect_until(WAIT, |m| {
+            m.iter()
+                .any(|m| m.payload.contains("\"rule\":\"marker\"") && m.payload.contains("raised"))
+        })
+        .await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+
+    let dir = std::mem::replace(&mut gw.dir, tempfile::tempdir().unwrap());
+    let cfg = std::fs::read_to_string(&gw.config_path).unwrap();
+    assert!(
+        dir.path().join("state/alerts.json").exists(),
+        "state saved at shutdown"
+    );
+    let mut gw = GatewayProcess::start_in(dir, &cfg);
+    gw.wait_for_log("Restored the alert rules' learned state.")
+        .await;
+    gw.wait_for_log("Subscribed").await;
+    feed(&local, second, -1).await;
+    got.extend(
+        alerts
+            .collect_until(WAIT, |m| {
+                // The marker's alert clears (it was raised before the restart).
+                m.iter().any(|m| {
+                    m.payload.contains("\"rule\":\"marker\"") && m.payload.contains("cleared")
+                })
+            })
+            .await,
+    );
+    let got: Vec<String> = got
+        .into_iter()
+        .filter(|m| m.payload.contains("temp-anomaly"))
+        .map(|m| m.topic + " " + &m.payload)
+        .collect();
+    let parse = |s: &String| -> serde_json::Value {
+        serde_json::from_str(s.split_once(' ').unwrap().1).unwrap()
+    };
+    assert_eq!(
+        got.iter().map(parse).collect::<Vec<_>>(),
+        expected.iter().map(parse).collect::<Vec<_>>(),
+        "same alerts as one uninterrupted run"
+    );
+}

@@ -1,0 +1,210 @@
+//! Alerts inside the pipeline under tokio's paused clock: they bypass the
+//! windows, silence follows the clock, status changes count.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregator::{Aggregator, WindowSpec};
+use edge_gateway::alerts::Alerts;
+use edge_gateway::durability::Durability;
+use edge_gateway::messages::Renderer;
+use edge_gateway::pipeline::Pipeline;
+use edge_gateway::settings;
+use gateway_core::{
+    DeviceId, DeviceRegistry, DeviceState, Ingress, MetricName, OutboundMessage, Reading,
+    StatusChange, Telemetry, TimeSource, Timestamp, TokioClock,
+};
+use tokio::sync::mpsc;
+
+const START: &str = "2026-11-21T10:00:00Z";
+
+const RULES: &str = r#"
+[[device]]
+id = "fridge-2"
+name = "Fridge 2"
+
+[[rule]]
+name = "fridge-max"
+kind = "threshold"
+metric = "temperature"
+device = "fridge-2"
+max = 8.0
+
+[[rule]]
+name = "silent"
+kind = "silence"
+device = "fridge-2"
+after = "5m"
+cooldown = "0s"
+"#;
+
+fn ts(rfc3339: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(rfc3339).unwrap()
+}
+
+struct Harness {
+    tx: mpsc::Sender<Ingress>,
+    out: mpsc::Receiver<OutboundMessage>,
+}
+
+fn start() -> Harness {
+    let telemetry = Telemetry::default();
+    let cfg = settings::parse(RULES).unwrap();
+    let renderer = Renderer {
+        gateway_id: "gw-01".into(),
+        prefix: "building/hq".into(),
+        registry: DeviceRegistry::from_config(&cfg.devices),
+    };
+    let alerts = Alerts::new(
+        &cfg.rules,
+        &cfg.devices,
+        renderer.clone(),
+        None,
+        None,
+        &telemetry,
+    );
+    let pipeline = Pipeline {
+        aggregator: Aggregator::new(WindowSpec {
+            window_ms: 3_600_000,
+            grace_ms: 0,
+            max_future_ms: 60_000,
+        })
+        .unwrap(),
+        renderer,
+        clock: Arc::new(TokioClock::starting_at(ts(START))),
+        durability: Durability::in_memory(&telemetry),
+        telemetry,
+        outbox_flush: None,
+        alerts: Some(alerts),
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let (out_tx, out) = mpsc::channel(16);
+    tokio::spawn(pipeline.run(rx, out_tx));
+    Harness { tx, out }
+}
+
+fn reading(value: f64, at: &str) -> Reading {
+    Reading::new(
+        DeviceId::new("fridge-2").unwrap(),
+        MetricName::new("temperature").unwrap(),
+        value,
+        ts(at),
+        TimeSource::Event,
+    )
+    .unwrap()
+}
+
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn alerts(out: &mut mpsc::Receiver<OutboundMessage>) -> Vec<serde_json::Value> {
+    let mut got = Vec::new();
+    while let Ok(m) = out.try_recv() {
+        assert_eq!(
+            m.topic, "building/hq/fridge-2/alerts",
+            "only alerts expected"
+        );
+        assert!(!m.retain);
+        got.push(serde_json::from_slice(&m.payload).unwrap());
+    }
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_threshold_alert_is_sent_at_once_not_with_the_window() {
+    let mut h = start();
+    h.tx.send(Ingress::Readings(vec![reading(
+        9.4,
+        "2026-11-21T10:00:00Z",
+    )]))
+    .await
+    .unwrap();
+    settle().await;
+    let got = alerts(&mut h.out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let a = &got[0];
+    assert_eq!(
+        (
+            &a["rule"],
+            &a["state"],
+            &a["value"],
+            &a["limit"],
+            &a["name"],
+            &a["ts"]
+        ),
+        (
+            &"fridge-max".into(),
+            &"raised".into(),
+            &9.4.into(),
+            &8.0.into(),
+            &"Fridge 2".into(),
+            &"2026-11-21T10:00:00Z".into()
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn silence_is_raised_by_the_clock_and_cleared_by_the_next_reading() {
+    let mut h = start();
+    h.tx.send(Ingress::Readings(vec![reading(
+        4.0,
+        "2026-11-21T10:00:00Z",
+    )]))
+    .await
+    .unwrap();
+    settle().await;
+    tokio::time::advance(Duration::from_secs(299)).await;
+    settle().await;
+    assert!(alerts(&mut h.out).is_empty(), "raised before `after`");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    settle().await;
+    let got = alerts(&mut h.out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["rule"], "silent");
+    assert_eq!(got[0]["kind"], "silence");
+    assert_eq!(got[0]["state"], "raised");
+    assert_eq!(got[0]["ts"], "2026-11-21T10:05:00Z");
+    assert_eq!(got[0]["limit"], 300.0);
+
+    h.tx.send(Ingress::Readings(vec![reading(
+        4.0,
+        "2026-11-21T10:06:00Z",
+    )]))
+    .await
+    .unwrap();
+    settle().await;
+    let got = alerts(&mut h.out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["state"], "cleared");
+    assert_eq!(got[0]["ts"], "2026-11-21T10:06:00Z");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_offline_status_raises_silence_at_once() {
+    let mut h = start();
+    h.tx.send(Ingress::Status(StatusChange {
+        device: DeviceId::new("fridge-2").unwrap(),
+        state: DeviceState::Offline,
+        time: ts("2026-11-21T10:00:10Z"),
+    }))
+    .await
+    .unwrap();
+    settle().await;
+    let mut got = Vec::new();
+    while let Ok(m) = h.out.try_recv() {
+        got.push((
+            m.topic.clone(),
+            serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap(),
+        ));
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, "building/hq/fridge-2/status");
+    assert_eq!(got[1].0, "building/hq/fridge-2/alerts");
+    assert_eq!(got[1].1["state"], "raised");
+    assert_eq!(got[1].1["ts"], "2026-11-21T10:00:10Z");
+}

@@ -1,0 +1,147 @@
+//! `edge-gateway replay` through the real binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const CONFIG: &str = r#"
+[gateway]
+id = "gw-01"
+
+[[device]]
+id = "fridge-2"
+name = "Fridge 2"
+
+[[rule]]
+name = "fridge-max"
+kind = "threshold"
+metric = "temperature"
+device = "fridge-2"
+max = 8.0
+hysteresis = 0.5
+"#;
+
+// Both timestamp forms, a header, a blank line and one bad row.
+const CSV: &str = "timestamp,value
+2026-11-21 10:00:00,7.0
+2026-11-21 10:01:00,7.9
+2026-11-21T10:02:00Z,9.4
+2026-11-21 10:03:00,7.8
+
+2026-11-21 10:04:00,oops
+2026-11-21 10:05:00,7.2
+";
+
+fn replay(dir: &std::path::Path, device: &str) -> std::process::Output {
+    std::fs::write(dir.join("gateway.toml"), CONFIG).unwrap();
+    std::fs::write(dir.join("data.csv"), CSV).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .current_dir(dir)
+        .args(["replay", "-c", "gateway.toml", "--csv", "data.csv"])
+        .args(["--device", device, "--metric", "temperature"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn replay_prints_each_alert_as_the_upstream_payload_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = replay(dir.path(), "fridge-2");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let raised = &lines[0];
+    let keys: Vec<&str> = raised
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want = [
+        "id", "gateway", "device", "name", "metric", "kind", "state", "value", "limit", "ts",
+        "rule",
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want, "exactly the documented keys");
+    assert_eq!(raised["gateway"], "gw-01");
+    assert_eq!(raised["device"], "fridge-2");
+    assert_eq!(raised["name"], "Fridge 2");
+    assert_eq!(raised["metric"], "temperature");
+    assert_eq!(raised["kind"], "threshold");
+    assert_eq!(raised["state"], "raised");
+    assert_eq!(raised["value"], 9.4);
+    assert_eq!(raised["limit"], 8.0);
+    assert_eq!(raised["ts"], "2026-11-21T10:02:00Z");
+    assert_eq!(raised["rule"], "fridge-max");
+    // 7.8 is not back inside by the 0.5 hysteresis; 7.2 is.
+    assert_eq!(lines[1]["state"], "cleared");
+    assert_eq!(lines[1]["ts"], "2026-11-21T10:05:00Z");
+    assert_eq!(lines[1]["value"], 7.2);
+    assert_ne!(lines[0]["id"], lines[1]["id"]);
+
+    assert!(
+        stderr.contains("line 7: expected timestamp,value"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("replayed 5 reading(s)"), "{stderr}");
+    assert!(stderr.contains("1 bad row(s) skipped"), "{stderr}");
+    assert!(stderr.contains("raised 1, cleared 1"), "{stderr}");
+}
+
+#[test]
+fn replay_is_deterministic_and_respects_the_device_selector() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = replay(dir.path(), "fridge-2");
+    let b = replay(dir.path(), "fridge-2");
+    assert_eq!(a.stdout, b.stdout, "same data, same alerts and ids");
+    let other = replay(dir.path(), "fridge-9");
+    assert!(other.status.success());
+    assert!(other.stdout.is_empty(), "the rule names fridge-2 only");
+}
+
+#[test]
+fn replay_without_rules_or_input_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.toml"), "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .current_dir(dir.path())
+        .args(["replay", "-c", "empty.toml", "--csv", "missing.csv"])
+        .args(["--device", "d", "--metric", "m"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("has no [[rule]]"));
+}
+
+#[test]
+fn validate_reports_a_bad_rule_with_its_index_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        "[[rule]]\nname = \"r\"\nkind = \"rate\"\nmetric = \"t\"\nrate = \"+2 per\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(
+            "rule[0].rate: expected a change per span like \"+2.0 per 10m\", got \"+2 per\""
+        ),
+        "{stdout}"
+    );
+}
