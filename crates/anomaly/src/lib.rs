@@ -53,7 +53,8 @@
 //! and 432 bytes per series in memory (1 KB as persisted JSON), measured
 //! with `cargo bench -p anomaly --bench detector` on the 2-core build
 //! machine. The same bench runs the whole engine with one rule of each kind
-//! over 1 000 devices: about 420 ns per reading, 2 KB of persisted state per
+//! over 1 000 devices: about 420–540 ns per reading (the higher figure
+//! with other builds sharing the machine), 2 KB of persisted state per
 //! device.
 //!
 //! ndarray and linfa were considered and left out: the model is eight
@@ -91,6 +92,35 @@
 //!
 //! False alarms on clean noise: 0 per 10 000 readings in the 10 000-reading
 //! runs, 0.54 per 10 000 over 50 000-reading runs (`-- --readings 50000`).
+//!
+//! # Why the temperature series stops at 1.50
+//!
+//! Both windows are caught where the failure is labelled, at the window's
+//! centre, which the scoring sigmoid rates +0.86; even a detection at the
+//! very start of a window earns at most +1. Without the two false
+//! positives the score would be 1.72, so beating 1.76 needs both silencing
+//! them and detecting each failure about a day earlier. The two false
+//! positives are the largest one-hour step of the whole series and a day
+//! colder than any since the autumn: silencing them means ignoring exactly
+//! what the detector exists to report. These were measured and left out
+//! (ambient score; synthetic table from the `synthetic` example):
+//!
+//! - *Another sensitivity*: 0.4–0.6 all score 1.50–1.51; 0.7–0.8 add a false
+//!   positive (1.40–1.43); 0.3 misses a window (−0.26).
+//! - *A Page–Hinkley accumulator* on the standardised shift score, beside
+//!   the threshold (slack 1–2, limit 5–20): the two windows gain +0.01
+//!   together, but 1–3 more false positives (1.18–1.40) and 1.4–6× the
+//!   false alarms before the anomaly in the synthetic runs.
+//! - *Agreement of two views* (the shift must be unusual both against the
+//!   long-run level and against the 500-reading baseline: minimum or
+//!   geometric mean of the two instead of the maximum): earlier windows
+//!   (+0.886/+0.872 with the minimum) but 3–5 false positives (1.21–1.40)
+//!   and false alarms on clean noise (0.05–0.16 per 10 000). Sensitivity
+//!   0.3 to compensate scores 1.62, but delays the drift from 156 to 353
+//!   readings and drops the +8σ spike from 18/20 to 12/20 runs.
+//! - *A daily profile*: the office's hour-of-day profile (±1.2 °F) is small
+//!   next to the failures (≈10 °F over days), which the 16- and 64-reading
+//!   levels already average across the day.
 
 pub mod detector;
 pub mod engine;
