@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_gateway::runtime::Gateway;
 use edge_gateway::settings::{self, LoadError};
-use edge_gateway::{logging, status};
+use edge_gateway::{logging, metrics, status};
 use gateway_core::SystemClock;
 use tracing::{error, info};
 
@@ -127,6 +127,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn run(cfg: settings::GatewayConfig) -> anyhow::Result<()> {
     info!(gateway = %cfg.gateway.id, upstream = %cfg.upstream.url, adapters = cfg.adapters.len(), devices = cfg.devices.len(), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
     let gateway = Gateway::start(&cfg, Arc::new(SystemClock))?;
+    let metrics = metrics::serve(&cfg.metrics, gateway.telemetry.clone()).await;
     let mut status_tick = tokio::time::interval(Duration::from_secs(60));
     status_tick.tick().await;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -145,6 +146,9 @@ async fn run(cfg: settings::GatewayConfig) -> anyhow::Result<()> {
         Err(_) => error!("Stop took too long; exiting anyway."),
     }
     status::log_line(&telemetry);
+    if let Some(m) = metrics {
+        m.stop().await;
+    }
     info!("Stopped.");
     Ok(())
 }

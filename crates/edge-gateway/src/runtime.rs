@@ -186,12 +186,16 @@ impl Gateway {
             let kind = a.kind();
             info!(adapter = %name, kind, "Starting adapter.");
             let task_name = name.clone();
+            // `/health` reads this: an adapter whose task ended is down.
+            let up = telemetry.gauge(crate::health::ADAPTER_UP, &[("adapter", &name)]);
+            up.set(1.0);
             adapters.push((
                 name,
                 tokio::spawn(async move {
                     if let Err(e) = adapter.run(ctx).await {
                         error!(adapter = %task_name, error = %e, "Adapter stopped with an error.");
                     }
+                    up.set(0.0);
                 }),
             ));
         }

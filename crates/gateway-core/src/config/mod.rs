@@ -7,6 +7,7 @@
 //! through [`AdapterSpec`] without this crate knowing any protocol.
 
 pub mod load;
+pub mod metrics;
 mod sections;
 pub mod template;
 pub mod values;
@@ -14,6 +15,7 @@ pub mod values;
 use std::collections::HashMap;
 
 pub use load::{Problem, Problems};
+pub use metrics::MetricsConfig;
 pub use sections::*;
 pub use values::{BrokerScheme, BrokerUrl, Qos};
 
@@ -43,6 +45,7 @@ pub struct Config<A> {
     pub aggregation: AggregationConfig,
     pub log: LogConfig,
     pub outbox: OutboxConfig,
+    pub metrics: MetricsConfig,
     pub adapters: Vec<A>,
     pub devices: Vec<DeviceConfig>,
 }
@@ -53,6 +56,7 @@ const SECTIONS: &[&str] = &[
     "aggregation",
     "outbox",
     "log",
+    "metrics",
     "adapter",
     "device",
 ];
@@ -91,6 +95,7 @@ impl<A: AdapterSpec> Config<A> {
             load::section::<AggregationConfig>(table("aggregation"), "aggregation", &mut problems);
         let log = load::section::<LogConfig>(table("log"), "log", &mut problems);
         let outbox = load::section::<OutboxConfig>(table("outbox"), "outbox", &mut problems);
+        let metrics = load::section::<MetricsConfig>(table("metrics"), "metrics", &mut problems);
         if let Some(o) = &outbox {
             o.validate(&mut problems);
         }
@@ -121,20 +126,24 @@ impl<A: AdapterSpec> Config<A> {
             &mut problems,
         );
 
-        match (gateway, upstream, aggregation, log, outbox) {
-            (Some(gateway), Some(upstream), Some(aggregation), Some(log), Some(outbox))
-                if problems.is_empty() =>
-            {
-                Ok(Self {
-                    gateway,
-                    upstream,
-                    aggregation,
-                    log,
-                    outbox,
-                    adapters: adapters.into_iter().map(|(_, a)| a).collect(),
-                    devices: devices.into_iter().map(|(_, d)| d).collect(),
-                })
-            }
+        match (gateway, upstream, aggregation, log, outbox, metrics) {
+            (
+                Some(gateway),
+                Some(upstream),
+                Some(aggregation),
+                Some(log),
+                Some(outbox),
+                Some(metrics),
+            ) if problems.is_empty() => Ok(Self {
+                gateway,
+                upstream,
+                aggregation,
+                log,
+                outbox,
+                metrics,
+                adapters: adapters.into_iter().map(|(_, a)| a).collect(),
+                devices: devices.into_iter().map(|(_, d)| d).collect(),
+            }),
             _ => Err(problems),
         }
     }
