@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 mod decode;
+mod simulate;
 
 /// EX_CONFIG from sysexits.h: systemd and scripts can tell a bad config
 /// from a crash.
@@ -48,6 +49,8 @@ enum Command {
     Configfile,
     /// Decode a LoRaWAN payload with a codec, or verify and decrypt a PHYPayload.
     Decode(decode::DecodeArgs),
+    /// Play a fleet of sensors against a running gateway (MQTT or CoAP).
+    Simulate(simulate::SimulateArgs),
     /// Run a self-contained demo: embedded broker, simulated building, live output.
     #[cfg(feature = "demo")]
     Demo {
@@ -61,6 +64,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => decode::run(&args),
+        Command::Simulate(args) => {
+            match runtime().and_then(|rt| rt.block_on(simulate::run(args))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edge-gateway simulate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Configfile => {
             print!("{}", settings::template());
             ExitCode::SUCCESS
