@@ -100,7 +100,10 @@ sed -e "s#127.0.0.1:1883#127.0.0.1:$mqtt_port#" \
 chmod 644 "$work/gateway.toml"
 chmod 755 "$work"
 install -d -o edge-gateway -g edge-gateway -m 750 /var/lib/edge-gateway
-runuser -u edge-gateway -- /usr/bin/edge-gateway run -c "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
+# setpriv execs the gateway itself (runuser would stay in between and turn
+# our SIGTERM into its own session teardown).
+setpriv --reuid=edge-gateway --regid=edge-gateway --init-groups \
+  /usr/bin/edge-gateway run -c "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
 gw_pid=$!
 
 http_get() { # port path -> "CODE\nBODY"
@@ -127,12 +130,14 @@ wait_for "/health 200" health_is 200
 ok "/health: $(http_get "$metrics_port" /health | tail -n +2)"
 
 mosquitto_pub -p "$mqtt_port" -t sensors/data/ci-1/temperature -m 21.5 -q 1
-metrics_has() { http_get "$metrics_port" /metrics | grep -q "$1"; }
+# Read whole, then grep: `grep -q` closing the pipe early fails under pipefail.
+metrics_has() { local m; m=$(http_get "$metrics_port" /metrics) && grep -qF "$1" <<<"$m"; }
 wait_for "a reading counted" metrics_has 'edge_gateway_adapter_readings_total{adapter="local-sensors"} 1'
 for line in 'edge_gateway_upstream_connected 1' 'process_resident_memory_bytes ' 'edge_gateway_build_info'; do
   metrics_has "$line" || fail "/metrics has no $line"
 done
-ok "/metrics scraped ($(http_get "$metrics_port" /metrics | grep -c '^edge_gateway_') edge_gateway series)"
+scrape=$(http_get "$metrics_port" /metrics)
+ok "/metrics scraped ($(grep -c '^edge_gateway_' <<<"$scrape") edge_gateway series)"
 
 kill "$broker_pid"; wait "$broker_pid" 2>/dev/null || true; broker_pid=""
 wait_for "/health 503 without the broker" health_is 503
