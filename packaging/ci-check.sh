@@ -160,7 +160,21 @@ gw_pid=""
 [ "$code" -eq 0 ] || { cat "$work/gateway.log"; fail "gateway exited with $code after SIGTERM"; }
 ok "SIGTERM: clean exit"
 
-# -- purge removes the user, the config and the state
+# -- reinstalling is idempotent and keeps a local config edit
+echo "# local edit by ci-check" >>/etc/edge-gateway/gateway.toml
+DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$deb" >/dev/null
+grep -q '^# local edit by ci-check$' /etc/edge-gateway/gateway.toml || fail "reinstall replaced the edited config"
+check_stat /etc/edge-gateway/gateway.toml "640 root:edge-gateway"
+[ "$(id -u edge-gateway)" = "$uid" ] || fail "reinstall changed the user"
+ok "reinstall: same user, edited config kept"
+
+# -- remove keeps user, config and state; purge removes them
+dpkg --remove edge-gateway >/dev/null
+[ ! -e /usr/bin/edge-gateway ] || fail "binary left after remove"
+[ -e /etc/edge-gateway/gateway.toml ] || fail "remove deleted the config"
+[ -d /var/lib/edge-gateway ] || fail "remove deleted the state"
+getent passwd edge-gateway >/dev/null || fail "remove deleted the user"
+ok "remove kept config, state and user"
 dpkg --purge edge-gateway
 [ ! -e /usr/bin/edge-gateway ] || fail "binary left after purge"
 [ ! -e /etc/edge-gateway/gateway.toml ] || fail "config left after purge"
