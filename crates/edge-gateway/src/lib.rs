@@ -8,6 +8,7 @@
 //! - [`messages`]: upstream topics and JSON payloads (the public contract);
 //! - [`runtime`]: starting and stopping adapters, pipeline and forwarder;
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
+//! - [`metrics`], [`health`], [`process`]: the `/metrics` and `/health` endpoint;
 //! - `demo`: an embedded broker and a simulated building.
 
 pub mod actions;
@@ -18,10 +19,13 @@ pub mod deliveries;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod durability;
+pub mod health;
 pub mod journal;
 pub mod logging;
 pub mod messages;
+pub mod metrics;
 pub mod pipeline;
+pub mod process;
 pub mod runtime;
 pub mod settings;
 pub mod status;

@@ -1,6 +1,6 @@
 //! `edge-gateway`: parse the command line, load the config, run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +9,14 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_gateway::runtime::Gateway;
 use edge_gateway::settings::{self, LoadError};
-use edge_gateway::{logging, status};
+use edge_gateway::{logging, metrics, status};
 use gateway_core::SystemClock;
-use tracing::{error, info};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
 
 mod decode;
 mod replay;
+mod simulate;
 
 /// EX_CONFIG from sysexits.h: systemd and scripts can tell a bad config
 /// from a crash.
@@ -51,6 +53,8 @@ enum Command {
     /// Run the config's alert rules over a CSV of past readings (event
     /// time): alerts as JSON lines on stdout, a summary on stderr.
     Replay(replay::ReplayArgs),
+    /// Play a fleet of sensors against a running gateway (MQTT or CoAP).
+    Simulate(simulate::SimulateArgs),
     /// Run a self-contained demo: embedded broker, simulated building, live output.
     #[cfg(feature = "demo")]
     Demo {
@@ -65,6 +69,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Decode(args) => decode::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Simulate(args) => {
+            match runtime().and_then(|rt| rt.block_on(simulate::run(args))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edge-gateway simulate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Configfile => {
             print!("{}", settings::template());
             ExitCode::SUCCESS
@@ -88,7 +101,7 @@ fn main() -> ExitCode {
                 Err(e) => return report_load_error(&e),
             };
             logging::init(&cfg.log);
-            match runtime().and_then(|rt| rt.block_on(run(cfg))) {
+            match runtime().and_then(|rt| rt.block_on(run(cfg, &config))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!(error = format!("{e:#}"), "Gateway failed.");
@@ -130,17 +143,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn run(cfg: settings::GatewayConfig) -> anyhow::Result<()> {
+async fn run(cfg: settings::GatewayConfig, path: &Path) -> anyhow::Result<()> {
     info!(gateway = %cfg.gateway.id, upstream = %cfg.upstream.url, adapters = cfg.adapters.len(), devices = cfg.devices.len(), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
-    let gateway = Gateway::start(&cfg, Arc::new(SystemClock))?;
+    let mut gateway = Gateway::start(&cfg, Arc::new(SystemClock))?;
+    let metrics = metrics::serve(&cfg.metrics, gateway.telemetry.clone()).await;
     let mut status_tick = tokio::time::interval(Duration::from_secs(60));
     status_tick.tick().await;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping."); break; }
             _ = term.recv() => { info!("SIGTERM: stopping."); break; }
+            _ = hup.recv() => reload(&mut gateway, path).await,
             _ = status_tick.tick() => status::log_line(&gateway.telemetry),
         }
     }
@@ -151,6 +166,33 @@ async fn run(cfg: settings::GatewayConfig) -> anyhow::Result<()> {
         Err(_) => error!("Stop took too long; exiting anyway."),
     }
     status::log_line(&telemetry);
+    if let Some(m) = metrics {
+        m.stop().await;
+    }
     info!("Stopped.");
     Ok(())
+}
+
+/// SIGHUP: re-reads the config file. An invalid file changes nothing.
+async fn reload(gateway: &mut Gateway, path: &Path) {
+    info!(config = %path.display(), "SIGHUP: reloading the config.");
+    let new = match settings::load(path) {
+        Ok(c) => c,
+        Err(LoadError::Invalid { problems, .. }) => {
+            for p in problems.iter() {
+                error!(problem = %p, "Config problem.");
+            }
+            error!(config = %path.display(), problems = problems.len(), "Reload rejected; the running config stays.");
+            return;
+        }
+        Err(e) => {
+            error!(error = %e, "Reload rejected; the running config stays.");
+            return;
+        }
+    };
+    let summary = gateway.reload(new).await;
+    if !summary.need_restart.is_empty() {
+        warn!(sections = ?summary.need_restart, "These sections changed but only take effect at a restart; their running values are kept.");
+    }
+    info!(started = ?summary.started, restarted = ?summary.restarted, stopped = ?summary.stopped, "Reloaded.");
 }

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use adapters::mqtt::connect::ConnectionSettings;
 use adapters::mqtt::upstream::{run_upstream, UpstreamSettings};
-use adapters::BuildContext;
+use adapters::{AdapterConfig, BuildContext};
 use aggregator::{Aggregator, WindowSpec};
 use anyhow::Context as _;
+use gateway_core::component::IngressSender;
 use gateway_core::config::AdapterSpec;
 use gateway_core::outbox::OutboxSettings;
 use gateway_core::{AdapterContext, Clock, DeviceRegistry, Telemetry};
@@ -39,10 +40,34 @@ const UPSTREAM_CAPACITY: usize = 1024;
 pub struct Gateway {
     pub telemetry: Telemetry,
     adapters_stop: CancellationToken,
-    adapters: Vec<(String, JoinHandle<()>)>,
+    adapters: Vec<RunningAdapter>,
+    /// Kept for adapters started by a reload; dropped at stop so the
+    /// pipeline sees the ingress close once the last adapter is gone.
+    ingress: Option<IngressSender>,
+    clock: Arc<dyn Clock>,
+    /// The config running now: adapters as reloaded, other sections as started.
+    config: GatewayConfig,
     pipeline: JoinHandle<()>,
     actions: Option<JoinHandle<()>>,
     upstream: JoinHandle<anyhow::Result<()>>,
+}
+
+/// One adapter task and what it was started from.
+struct RunningAdapter {
+    config: AdapterConfig,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub started: Vec<String>,
+    pub restarted: Vec<String>,
+    pub stopped: Vec<String>,
+    /// Sections whose changes need a restart (they own open windows, the
+    /// outbox or a listening socket); the running values are kept.
+    pub need_restart: Vec<&'static str>,
 }
 
 /// `[[device]]`, then devices named by protocol sections (`[[lorawan.device]]
@@ -196,44 +221,121 @@ impl Gateway {
         };
         let pipeline = tokio::spawn(pipeline.run(in_rx, out_tx));
 
-        let adapters_stop = CancellationToken::new();
-        let build = BuildContext {
-            gateway_id: config.gateway.id.clone(),
-            state_dir: config.gateway.state_dir.clone(),
-            sections: config.sections.clone(),
-        };
-        let mut adapters = Vec::new();
-        for a in &config.adapters {
-            let ctx = AdapterContext {
-                name: a.name().to_string(),
-                ingress: in_tx.clone(),
-                shutdown: adapters_stop.clone(),
-                telemetry: telemetry.clone(),
-                clock: clock.clone(),
-            };
-            let adapter = a.build(&build);
-            let name = a.name().to_string();
-            let kind = a.kind();
-            info!(adapter = %name, kind, "Starting adapter.");
-            let task_name = name.clone();
-            adapters.push((
-                name,
-                tokio::spawn(async move {
-                    if let Err(e) = adapter.run(ctx).await {
-                        error!(adapter = %task_name, error = %e, "Adapter stopped with an error.");
-                    }
-                }),
-            ));
-        }
-        drop(in_tx);
-        Ok(Self {
+        let mut gateway = Self {
             telemetry,
-            adapters_stop,
-            adapters,
+            adapters_stop: CancellationToken::new(),
+            adapters: Vec::new(),
+            ingress: Some(in_tx),
+            clock,
+            config: config.clone(),
             pipeline,
             actions,
             upstream,
-        })
+        };
+        for a in &config.adapters {
+            let running = gateway.spawn_adapter(a);
+            gateway.adapters.push(running);
+        }
+        Ok(gateway)
+    }
+
+    fn spawn_adapter(&self, config: &AdapterConfig) -> RunningAdapter {
+        let stop = self.adapters_stop.child_token();
+        let name = config.name().to_string();
+        let ingress = match &self.ingress {
+            Some(tx) => tx.clone(),
+            // Only reachable after stop(), which consumes self.
+            None => mpsc::channel(1).0,
+        };
+        let ctx = AdapterContext {
+            name: name.clone(),
+            ingress,
+            shutdown: stop.clone(),
+            telemetry: self.telemetry.clone(),
+            clock: self.clock.clone(),
+        };
+        let adapter = config.build(&BuildContext {
+            gateway_id: self.config.gateway.id.clone(),
+            state_dir: self.config.gateway.state_dir.clone(),
+            sections: self.config.sections.clone(),
+        });
+        info!(adapter = %name, kind = config.kind(), "Starting adapter.");
+        // `/health` reads this: an adapter whose task ended is down.
+        let up = self
+            .telemetry
+            .gauge(crate::health::ADAPTER_UP, &[("adapter", &name)]);
+        up.set(1.0);
+        let task = tokio::spawn(async move {
+            if let Err(e) = adapter.run(ctx).await {
+                error!(adapter = %name, error = %e, "Adapter stopped with an error.");
+            }
+            up.set(0.0);
+        });
+        RunningAdapter {
+            config: config.clone(),
+            stop,
+            task,
+        }
+    }
+
+    /// Applies a new, already validated config: adapters that were added,
+    /// removed or changed are started, stopped or restarted; the others,
+    /// the open windows and the outbox are untouched.
+    pub async fn reload(&mut self, new: GatewayConfig) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let old = &self.config;
+        for (section, changed) in [
+            ("gateway", old.gateway != new.gateway),
+            ("upstream", old.upstream != new.upstream),
+            ("aggregation", old.aggregation != new.aggregation),
+            ("outbox", old.outbox != new.outbox),
+            ("log", old.log != new.log),
+            ("metrics", old.metrics != new.metrics),
+            ("device", old.devices != new.devices),
+            ("rule", old.rules != new.rules),
+            ("lorawan", old.sections != new.sections),
+        ] {
+            if changed {
+                summary.need_restart.push(section);
+            }
+        }
+        let mut keep = Vec::new();
+        for running in std::mem::take(&mut self.adapters) {
+            let name = running.config.name().to_string();
+            match new.adapters.iter().find(|a| a.name() == name) {
+                Some(a) if *a == running.config => keep.push(running),
+                Some(_) => {
+                    stop_adapter(running).await;
+                    summary.restarted.push(name);
+                }
+                None => {
+                    stop_adapter(running).await;
+                    // A removed adapter must not keep `/health` at 503.
+                    self.telemetry
+                        .remove_gauge(crate::health::ADAPTER_UP, &[("adapter", &name)]);
+                    summary.stopped.push(name);
+                }
+            }
+        }
+        self.adapters = keep;
+        for a in &new.adapters {
+            if self.adapters.iter().any(|r| r.config.name() == a.name()) {
+                continue;
+            }
+            if !summary.restarted.iter().any(|n| n == a.name()) {
+                summary.started.push(a.name().to_string());
+            }
+            let running = self.spawn_adapter(a);
+            self.adapters.push(running);
+        }
+        // Keep the config order, so logs and stop order stay predictable.
+        self.adapters.sort_by_key(|r| {
+            new.adapters
+                .iter()
+                .position(|a| a.name() == r.config.name())
+        });
+        self.config.adapters = new.adapters;
+        summary
     }
 
     /// Stops in order and waits until everything accepted was forwarded or
@@ -241,10 +343,12 @@ impl Gateway {
     ///
     /// # Errors
     /// A component that failed.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.adapters_stop.cancel();
-        for (name, task) in self.adapters {
-            if let Err(e) = task.await {
+        drop(self.ingress.take());
+        for running in self.adapters {
+            let name = running.config.name().to_string();
+            if let Err(e) = running.task.await {
                 error!(adapter = %name, error = %e, "Adapter task failed.");
             }
         }
@@ -255,5 +359,15 @@ impl Gateway {
             actions.await.context("actions task")?;
         }
         self.upstream.await.context("upstream task")?
+    }
+}
+
+/// Stops one adapter and waits for it (its socket or broker session must be
+/// released before a successor takes the same port or client id).
+async fn stop_adapter(running: RunningAdapter) {
+    let name = running.config.name().to_string();
+    running.stop.cancel();
+    if let Err(e) = running.task.await {
+        error!(adapter = %name, error = %e, "Adapter task failed.");
     }
 }

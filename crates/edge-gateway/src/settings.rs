@@ -41,6 +41,7 @@ pub fn load(path: &Path) -> Result<GatewayConfig, LoadError> {
 /// of `edge-gateway configfile` and the shipped `gateway.toml`.
 pub fn template() -> String {
     let mut out = template::core_sections();
+    out.push_str(&gateway_core::config::metrics::template());
     out.push_str(&adapters::template());
     out.push_str(&template::device_section());
     out.push_str(&template::rule_section());

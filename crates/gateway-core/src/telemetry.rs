@@ -117,6 +117,29 @@ impl Telemetry {
             .sum()
     }
 
+    /// Forgets gauge `name{labels}`, for a component that no longer exists
+    /// (a value left behind would still be read and exported).
+    pub fn remove_gauge(&self, name: &str, labels: &[(&str, &str)]) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((Kind::Gauge, _)) = inner.series.get(&key(name, labels)) {
+            inner.series.remove(&key(name, labels));
+        }
+    }
+
+    /// Every label set of gauge `name` with its value, for readers that judge
+    /// a family as a whole (the health check's per-adapter state).
+    pub fn gauges(&self, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .series
+            .iter()
+            .filter(|((n, _), (k, _))| n == name && *k == Kind::Gauge)
+            .map(|((_, labels), (_, v))| {
+                (labels.clone(), f64::from_bits(v.load(Ordering::Relaxed)))
+            })
+            .collect()
+    }
+
     /// Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

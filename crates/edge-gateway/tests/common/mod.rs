@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use test_support::Message;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -292,4 +293,41 @@ pub fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// One `GET` over a fresh connection: (status code, body).
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (code, body.to_string())
+}
+
+/// Polls `path` until `done(status, body)`: the state behind it changes
+/// asynchronously (a broker connection), and the endpoint is how we see it.
+pub async fn http_until(port: u16, path: &str, done: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (code, body) = http_get(port, path).await;
+        if done(code, &body) {
+            return (code, body);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} stayed at {code}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

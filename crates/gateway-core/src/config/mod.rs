@@ -8,6 +8,7 @@
 //! through [`AdapterSpec`] without this crate knowing any protocol.
 
 pub mod load;
+pub mod metrics;
 pub mod rule;
 mod sections;
 pub mod template;
@@ -17,6 +18,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use load::{Problem, Problems};
+pub use metrics::MetricsConfig;
 pub use rule::{ActionConfig, Direction, RateSpec, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
 pub use sections::*;
 pub use values::{BrokerScheme, BrokerUrl, Qos};
@@ -60,6 +62,7 @@ pub struct Config<A: AdapterSpec> {
     pub aggregation: AggregationConfig,
     pub log: LogConfig,
     pub outbox: OutboxConfig,
+    pub metrics: MetricsConfig,
     pub adapters: Vec<A>,
     pub devices: Vec<DeviceConfig>,
     /// The adapter families' own sections.
@@ -73,6 +76,7 @@ const SECTIONS: &[&str] = &[
     "aggregation",
     "outbox",
     "log",
+    "metrics",
     "adapter",
     "device",
     "rule",
@@ -113,6 +117,7 @@ impl<A: AdapterSpec> Config<A> {
             load::section::<AggregationConfig>(table("aggregation"), "aggregation", &mut problems);
         let log = load::section::<LogConfig>(table("log"), "log", &mut problems);
         let outbox = load::section::<OutboxConfig>(table("outbox"), "outbox", &mut problems);
+        let metrics = load::section::<MetricsConfig>(table("metrics"), "metrics", &mut problems);
         if let Some(o) = &outbox {
             o.validate(&mut problems);
         }
@@ -155,22 +160,26 @@ impl<A: AdapterSpec> Config<A> {
             &mut problems,
         );
 
-        match (gateway, upstream, aggregation, log, outbox) {
-            (Some(gateway), Some(upstream), Some(aggregation), Some(log), Some(outbox))
-                if problems.is_empty() =>
-            {
-                Ok(Self {
-                    gateway,
-                    upstream,
-                    aggregation,
-                    log,
-                    outbox,
-                    adapters: adapters.into_iter().map(|(_, a)| a).collect(),
-                    devices: devices.into_iter().map(|(_, d)| d).collect(),
-                    sections,
-                    rules: rules.into_iter().map(|(_, r)| r).collect(),
-                })
-            }
+        match (gateway, upstream, aggregation, log, outbox, metrics) {
+            (
+                Some(gateway),
+                Some(upstream),
+                Some(aggregation),
+                Some(log),
+                Some(outbox),
+                Some(metrics),
+            ) if problems.is_empty() => Ok(Self {
+                gateway,
+                upstream,
+                aggregation,
+                log,
+                outbox,
+                metrics,
+                adapters: adapters.into_iter().map(|(_, a)| a).collect(),
+                devices: devices.into_iter().map(|(_, d)| d).collect(),
+                sections,
+                rules: rules.into_iter().map(|(_, r)| r).collect(),
+            }),
             _ => Err(problems),
         }
     }

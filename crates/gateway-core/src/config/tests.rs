@@ -302,3 +302,19 @@ kind = "sometimes"
         "{got:#?}"
     );
 }
+
+#[test]
+fn metrics_listen_on_loopback_by_default_and_can_be_turned_off() {
+    let c = Config::<Fake>::parse("").unwrap();
+    assert_eq!(c.metrics, MetricsConfig::default());
+    assert!(c.metrics.enabled);
+    assert_eq!(c.metrics.bind.to_string(), "127.0.0.1:9898");
+    let off = Config::<Fake>::parse("[metrics]\nenabled = false\nbind = \"[::]:9100\"").unwrap();
+    assert!(!off.metrics.enabled);
+    assert_eq!(off.metrics.bind.port(), 9100);
+    let got = problems("[metrics]\nbind = \"localhost\"");
+    assert!(
+        got.iter().any(|p| p.starts_with("metrics.bind:")),
+        "{got:#?}"
+    );
+}

@@ -1,0 +1,490 @@
+//! The performance harness: `cargo bench -p edge-gateway --bench ingest`.
+//!
+//! Side by side, on one machine, through one Mosquitto:
+//! 1. the broker's own pass-through of small publishes, one publisher to one
+//!    subscriber, QoS 0 and 1: the limit any MQTT ingest path has here;
+//! 2. the gateway's ingest (readings taken into windows per second) through
+//!    the same broker, publisher and QoS, and its ratio to (1);
+//! 3. a seed-style Python pipeline (paho-mqtt, per-device aggregation,
+//!    installed from PyPI into target/perf-venv) in the same place;
+//! 4. the gateway's RSS with 10 000 devices x 5 metrics live.
+//!
+//! `EDGE_BENCH_MESSAGES` (default 300 000) sets the burst size. Rates are
+//! first-to-last arrival over a burst published as fast as the publisher
+//! can; what did not arrive is reported, not hidden. See
+//! docs/PERFORMANCE.md for the figures and how to read them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "sensors/data/dev1/temperature";
+const IDLE: Duration = Duration::from_secs(3);
+
+struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Mosquitto with queues deep enough that a burst is not dropped by
+    /// policy (its defaults drop QoS 1 beyond 1000 queued per client).
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = test_support::free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\nmax_inflight_messages 1000\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes the burst as fast as the publisher can. QoS 0: `mosquitto_pub
+/// -l`, one message per line of `file`. QoS 1: `edge-gateway simulate`
+/// (rumqttc, 100 in flight), since mosquitto 2.0.11's `mosquitto_pub -l -q 1`
+/// quits at end of input with most of a large burst still queued (measured:
+/// about 38 000 of 300 000 sent).
+fn publish_burst(port: u16, qos: u8, file: &Path, n: usize) -> Child {
+    if qos == 0 {
+        return Command::new("mosquitto_pub")
+            .args(["-p", &port.to_string(), "-t", TOPIC, "-q", "0", "-l"])
+            .stdin(std::fs::File::open(file).unwrap())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("mosquitto_pub");
+    }
+    Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(["simulate", "--broker", &format!("mqtt://127.0.0.1:{port}")])
+        .args([
+            "--devices",
+            "1",
+            "--metrics",
+            "value",
+            "--rate",
+            "0",
+            "--qos",
+            "1",
+        ])
+        .args([
+            "--topic",
+            "sensors/data/{device}/value",
+            "--count",
+            &n.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("edge-gateway simulate")
+}
+
+fn burst_file(dir: &Path, n: usize) -> PathBuf {
+    let path = dir.join(format!("burst-{n}.txt"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for i in 0..n {
+        writeln!(f, "{}.{}", 20 + i % 7, i % 10).unwrap();
+    }
+    path
+}
+
+/// A measured burst: how many arrived, over how long.
+struct Run {
+    received: u64,
+    seconds: f64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.received as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Lines of a child's stdout, as they come.
+fn lines(child: &mut Child) -> mpsc::Receiver<(Instant, String)> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// (1): mosquitto_sub counts what one publisher's burst delivers.
+fn passthrough(broker: &Broker, qos: u8, file: &Path, n: usize) -> Run {
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-p",
+            &broker.port.to_string(),
+            "-t",
+            "sensors/#",
+            "-q",
+            &qos.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    let rx = lines(&mut sub);
+    // Ready when a probe comes through: mosquitto_sub has no other signal.
+    loop {
+        Command::new("mosquitto_pub")
+            .args(["-p", &broker.port.to_string(), "-t", TOPIC, "-m", "probe"])
+            .status()
+            .unwrap();
+        if rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+            break;
+        }
+    }
+    while rx.try_recv().is_ok() {}
+    let mut publisher = publish_burst(broker.port, qos, file, n);
+    let (mut first, mut last, mut received) = (None, None, 0u64);
+    while let Ok((at, line)) = rx.recv_timeout(IDLE) {
+        if line == "probe" {
+            continue;
+        }
+        first.get_or_insert(at);
+        last = Some(at);
+        received += 1;
+        if received as usize >= n {
+            break;
+        }
+    }
+    let _ = publisher.wait();
+    let _ = sub.kill();
+    let _ = sub.wait();
+    Run {
+        received,
+        seconds: last.zip(first).map_or(0.0, |(l, f)| (l - f).as_secs_f64()),
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+struct Gateway {
+    child: Child,
+    metrics: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn start(broker: &Broker, qos: u8, window: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = test_support::free_port();
+        let cfg = format!(
+            r#"
+[gateway]
+id = "gw-bench"
+state_dir = "{state}"
+[upstream]
+url = "mqtt://127.0.0.1:{port}"
+[aggregation]
+window = "{window}"
+grace = "1s"
+[metrics]
+bind = "127.0.0.1:{metrics}"
+[[adapter]]
+type = "mqtt"
+name = "bench"
+url = "mqtt://127.0.0.1:{port}"
+qos = {qos}
+persistent_session = false
+topics = ["sensors/data/{{device}}/{{metric}}", "sensors/{{device}}"]
+max_payload_bytes = 4096
+"#,
+            state = dir.path().join("state").display(),
+            port = broker.port,
+        );
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("edge-gateway");
+        let rx = lines(&mut child);
+        loop {
+            let (_, line) = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("gateway subscribed");
+            if line.contains("Subscribed") {
+                break;
+            }
+        }
+        // Keep reading so a full pipe never blocks the gateway's logging.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Self {
+            child,
+            metrics,
+            _dir: dir,
+        }
+    }
+
+    fn counter(&self, name: &str) -> f64 {
+        http_get(self.metrics, "/metrics")
+            .and_then(|b| metric(&b, name))
+            .unwrap_or(0.0)
+    }
+
+    /// Polls a counter until it reaches `n` or stops moving for IDLE.
+    fn watch(&self, name: &str, n: f64) -> Run {
+        let (mut first, mut last, mut value) = (None, Instant::now(), 0.0);
+        let mut changed = Instant::now();
+        loop {
+            let v = self.counter(name);
+            let now = Instant::now();
+            if v > value {
+                first.get_or_insert(now);
+                value = v;
+                last = now;
+                changed = now;
+            }
+            if value >= n || now - changed > IDLE {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Run {
+            received: value as u64,
+            seconds: first.map_or(0.0, |f| (last - f).as_secs_f64()),
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// (2): readings taken into windows per second.
+fn gateway_ingest(broker: &Broker, qos: u8, file: &Path, n: usize) -> Run {
+    let gw = Gateway::start(broker, qos, "1s");
+    let mut publisher = publish_burst(broker.port, qos, file, n);
+    let run = gw.watch("edge_gateway_aggregator_readings_total", n as f64);
+    let _ = publisher.wait();
+    run
+}
+
+/// (3): the Python pipeline in a venv of its own, paho-mqtt from PyPI.
+fn python_pipeline(broker: &Broker, qos: u8, file: &Path, n: usize) -> Option<Run> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/perf-venv");
+    let python = root.join("bin/python");
+    if !python.exists() {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "paho-mqtt==2.1.0"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "seed pipeline: SKIPPED, could not install paho-mqtt into {}",
+                root.display()
+            );
+            return None;
+        }
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/support/seed_pipeline.py"
+    );
+    let mut py = Command::new(&python)
+        .args([
+            script,
+            &broker.port.to_string(),
+            &n.to_string(),
+            "1",
+            &qos.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let rx = lines(&mut py);
+    let (_, ready) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("python ready");
+    assert_eq!(ready, "ready");
+    let mut publisher = publish_burst(broker.port, qos, file, n);
+    let (_, result) = rx
+        .recv_timeout(Duration::from_secs(600))
+        .expect("python result");
+    let _ = publisher.wait();
+    let _ = py.wait();
+    let f: Vec<f64> = result
+        .split(' ')
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    Some(Run {
+        received: f[2] as u64,
+        seconds: f[1] - f[0],
+    })
+}
+
+/// (4): RSS before and with 10 000 devices x 5 metrics in open windows.
+fn rss_10k(broker: &Broker) -> (f64, f64, f64) {
+    let gw = Gateway::start(broker, 1, "1h");
+    let before = gw.counter("process_resident_memory_bytes");
+    let status = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args([
+            "simulate",
+            "--broker",
+            &format!("mqtt://127.0.0.1:{}", broker.port),
+        ])
+        .args([
+            "--devices",
+            "10000",
+            "--count",
+            "10000",
+            "--rate",
+            "0",
+            "--qos",
+            "1",
+        ])
+        .args(["--metrics", "temperature,humidity,pressure,co2,battery"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = gw.watch("edge_gateway_aggregator_readings_total", 50_000.0);
+    assert_eq!(run.received, 50_000, "not every reading arrived");
+    let after = gw.counter("process_resident_memory_bytes");
+    (before, after, (after - before) / 50_000.0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mosquitto = Command::new("mosquitto")
+        .arg("-h")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores; {mosquitto}")
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a filter argument is not supported.
+    let n: usize = std::env::var("EDGE_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    println!("machine: {}", machine());
+    println!("burst: {n} messages on one topic from one publisher: QoS 0 4-byte numbers (mosquitto_pub -l), QoS 1 15-byte JSON objects (edge-gateway simulate)\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = burst_file(dir.path(), n);
+    let broker = Broker::start();
+    let row = |what: &str, r: &Run, base: Option<f64>| {
+        let ratio = base.map_or(String::new(), |b| format!("{:>7.1}%", 100.0 * r.rate() / b));
+        println!(
+            "{what:<44} {:>10.0}/s {:>9} of {n} in {:>6.2} s {ratio}",
+            r.rate(),
+            r.received,
+            r.seconds
+        );
+    };
+    for qos in [0u8, 1] {
+        let limit = passthrough(&broker, qos, &file, n);
+        row(
+            &format!("QoS {qos}: mosquitto pass-through (the limit)"),
+            &limit,
+            None,
+        );
+        let gw = gateway_ingest(&broker, qos, &file, n);
+        row(
+            &format!("QoS {qos}: gateway ingest, % of limit"),
+            &gw,
+            Some(limit.rate()),
+        );
+        if let Some(py) = python_pipeline(&broker, qos, &file, n) {
+            row(
+                &format!("QoS {qos}: seed Python pipeline, % of limit"),
+                &py,
+                Some(limit.rate()),
+            );
+            println!(
+                "{:<44} {:>10.1}x",
+                format!("QoS {qos}: gateway / Python"),
+                gw.rate() / py.rate().max(1e-9)
+            );
+        }
+        println!();
+    }
+    let (before, after, per) = rss_10k(&broker);
+    println!(
+        "RSS: {:.1} MB idle, {:.1} MB with 10 000 devices x 5 metrics live ({per:.0} B per series)",
+        before / 1e6,
+        after / 1e6
+    );
+}

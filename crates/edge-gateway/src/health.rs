@@ -1,0 +1,85 @@
+//! The `/health` verdict, read from the same telemetry as `/metrics`: the
+//! gateway is healthy when its upstream broker is connected and every
+//! adapter task is running. Anything else is a 503 with the reasons, so a
+//! load balancer or `curl -f` in a watchdog sees the difference.
+
+use gateway_core::Telemetry;
+use serde_json::json;
+
+/// `1` while the upstream forwarder holds a connection (set by the forwarder).
+pub const UPSTREAM_CONNECTED: &str = "edge_gateway_upstream_connected";
+/// `1` while an adapter's task runs, `0` once it has stopped (set by the runtime).
+pub const ADAPTER_UP: &str = "edge_gateway_adapter_up";
+
+/// A health verdict: healthy or not, and the JSON body that explains it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub healthy: bool,
+    pub body: serde_json::Value,
+}
+
+/// Judges the gateway from its telemetry.
+pub fn check(t: &Telemetry) -> Health {
+    let mut reasons = Vec::new();
+    let upstream = t.gauge(UPSTREAM_CONNECTED, &[]).get() > 0.5;
+    if !upstream {
+        reasons.push("upstream broker not connected".to_string());
+    }
+    let mut adapters = serde_json::Map::new();
+    for (labels, value) in t.gauges(ADAPTER_UP) {
+        let Some((_, name)) = labels.iter().find(|(k, _)| k == "adapter") else {
+            continue;
+        };
+        let running = value > 0.5;
+        if !running {
+            reasons.push(format!("adapter \"{name}\" is not running"));
+        }
+        adapters.insert(
+            name.clone(),
+            json!(if running { "running" } else { "stopped" }),
+        );
+    }
+    let healthy = reasons.is_empty();
+    let mut body = json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "upstream_connected": upstream,
+        "adapters": adapters,
+    });
+    if !healthy {
+        body["reasons"] = json!(reasons);
+    }
+    Health { healthy, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_only_with_upstream_and_every_adapter() {
+        let t = Telemetry::default();
+        let a = t.gauge(ADAPTER_UP, &[("adapter", "a")]);
+        let b = t.gauge(ADAPTER_UP, &[("adapter", "b")]);
+        a.set(1.0);
+        b.set(1.0);
+        let h = check(&t);
+        assert!(!h.healthy);
+        assert_eq!(h.body["reasons"], json!(["upstream broker not connected"]));
+
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        let h = check(&t);
+        assert!(h.healthy, "{}", h.body);
+        assert_eq!(
+            h.body,
+            json!({"status": "ok", "upstream_connected": true,
+                   "adapters": {"a": "running", "b": "running"}})
+        );
+
+        b.set(0.0);
+        let h = check(&t);
+        assert!(!h.healthy);
+        assert_eq!(h.body["status"], "unavailable");
+        assert_eq!(h.body["reasons"], json!(["adapter \"b\" is not running"]));
+        assert_eq!(h.body["adapters"]["b"], "stopped");
+    }
+}

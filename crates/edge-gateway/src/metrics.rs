@@ -1,0 +1,170 @@
+//! The `[metrics]` HTTP endpoint: `/metrics` (Prometheus text) and `/health`.
+//!
+//! hyper's HTTP/1 server is used rather than hand-parsing requests: it is
+//! already in the dependency tree (rumqttd's axum brings it), well kept, and
+//! handles the slow-client and malformed-request cases a scraper port on a
+//! building network will see. Connections are capped and each one is
+//! bounded in time, so the endpoint cannot starve the data path.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_core::config::MetricsConfig;
+use gateway_core::Telemetry;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info};
+
+use crate::{health, process};
+
+/// Scrapers and health probes served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 16;
+/// A client must send its request headers within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of one (keep-alive) connection; the scraper reconnects.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Prometheus text exposition format 0.0.4.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The running endpoint.
+pub struct MetricsServer {
+    /// The address actually bound (the configured port may be 0).
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Stops accepting and closes open connections.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the endpoint if `[metrics]` enables it.
+///
+/// A port that cannot be bound is logged and the gateway runs on without
+/// the endpoint: losing observability must not stop the data path (and a
+/// crash loop under systemd would lose data as well).
+pub async fn serve(config: &MetricsConfig, telemetry: Telemetry) -> Option<MetricsServer> {
+    if !config.enabled {
+        return None;
+    }
+    let listener = match TcpListener::bind(config.bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(bind = %config.bind, error = %e, "Cannot open the metrics endpoint; running without /metrics and /health.");
+            return None;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(config.bind);
+    info!(bind = %addr, "Metrics endpoint listening (/metrics, /health).");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(accept_loop(listener, telemetry, stop.clone()));
+    Some(MetricsServer { addr, stop, task })
+}
+
+async fn accept_loop(listener: TcpListener, telemetry: Telemetry, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    debug!(error = %e, "Metrics endpoint: accept failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "Metrics endpoint: too many connections; closing this one.");
+            continue;
+        };
+        let telemetry = telemetry.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = service_fn(move |req| {
+                let response = respond(&req, &telemetry);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::timeout(CONNECTION_LIFETIME, conn) => {}
+            }
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, telemetry: &Telemetry) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match req.uri().path() {
+        "/metrics" => reply(StatusCode::OK, PROMETHEUS_TEXT, render(telemetry)),
+        "/health" => {
+            let h = health::check(telemetry);
+            let status = if h.healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(status, "application/json", format!("{}\n", h.body))
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; try /metrics or /health\n",
+        ),
+    }
+}
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// The whole `/metrics` body: every gateway counter and gauge, the build,
+/// and the process figures.
+pub fn render(telemetry: &Telemetry) -> String {
+    let mut out = telemetry.render_prometheus();
+    let _ = writeln!(out, "# TYPE edge_gateway_build_info gauge");
+    let _ = writeln!(
+        out,
+        "edge_gateway_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    process::render(&mut out);
+    out
+}

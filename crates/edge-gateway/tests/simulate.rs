@@ -1,0 +1,88 @@
+//! `edge-gateway simulate` against the real gateway: every message it says
+//! it sent, over MQTT and over CoAP, is taken in by the matching adapter.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{config, http_until, GatewayProcess};
+use test_support::{free_port, free_udp_port, Mosquitto};
+
+async fn simulate(args: &[String]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .arg("simulate")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn a_simulated_fleet_reaches_the_mqtt_and_coap_adapters() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let coap = free_udp_port();
+    let metrics = free_port();
+    let cfg = config("gw-sim", local.port(), upstream.port(), "1h", "1s")
+        + &format!(
+            "\n[[adapter]]\ntype = \"coap\"\nname = \"coap-sensors\"\nbind = \"127.0.0.1:{coap}\"\nrate_limit = 0\n\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n"
+        );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    gw.wait_for_log("CoAP server listening").await;
+
+    let out = simulate(&[
+        "--protocol".into(),
+        "mqtt".into(),
+        "--broker".into(),
+        local.url(),
+        "--devices".into(),
+        "4".into(),
+        "--rate".into(),
+        "0".into(),
+        "--count".into(),
+        "40".into(),
+        "--qos".into(),
+        "1".into(),
+    ])
+    .await;
+    assert!(
+        out.contains("sent 40 messages (80 readings) from 4 devices"),
+        "{out}"
+    );
+    http_until(metrics, "/metrics", |_, b| {
+        b.contains("edge_gateway_adapter_readings_total{adapter=\"local-sensors\"} 80\n")
+    })
+    .await;
+
+    let out = simulate(&[
+        "--protocol".into(),
+        "coap".into(),
+        "--target".into(),
+        format!("127.0.0.1:{coap}"),
+        "--devices".into(),
+        "5".into(),
+        "--rate".into(),
+        "500".into(),
+        "--count".into(),
+        "25".into(),
+        "--metrics".into(),
+        "temperature,humidity,co2".into(),
+    ])
+    .await;
+    assert!(out.contains("sent 25 messages (75 readings)"), "{out}");
+    http_until(metrics, "/metrics", |_, b| {
+        b.contains("edge_gateway_adapter_readings_total{adapter=\"coap-sensors\"} 75\n")
+    })
+    .await;
+
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# CI, after the tests: build the amd64 .deb, install it with dpkg, check
+# what it installed, run the installed binary with the installed config
+# against a test Mosquitto, scrape /metrics and /health, then purge it and
+# check that purge removed everything. Then the arm64 build under qemu.
+# Needs root (dpkg -i); as any other user it says so and skips.
+# SKIP_ARM64=1 leaves out the arm64 cross-build (about 4 min from scratch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "ci-check: SKIPPED the package test: dpkg -i needs root (CI runs as root)."
+  exit 0
+fi
+
+fail() { echo "ci-check: FAILED: $*" >&2; exit 1; }
+ok() { echo "ci-check: ok: $*"; }
+
+need=()
+command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
+command -v adduser >/dev/null 2>&1 || need+=(adduser)
+command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+if [ "${SKIP_ARM64:-0}" != 1 ]; then
+  command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+  command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+fi
+if [ "${#need[@]}" -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+start=$(date +%s)
+bash packaging/build-deb.sh amd64
+echo "ci-check: amd64 package built in $(( $(date +%s) - start )) s"
+deb=$(ls -t "$target_dir"/debian/edge-gateway_*_amd64.deb | head -n 1)
+ls -l "$deb"
+
+work=$(mktemp -d)
+broker_pid="" gw_pid=""
+cleanup() {
+  [ -n "$gw_pid" ] && kill -KILL "$gw_pid" 2>/dev/null || true
+  [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true
+  dpkg --purge edge-gateway >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A leftover from an aborted run would hide what this install does.
+dpkg --purge edge-gateway >/dev/null 2>&1 || true
+dpkg -i "$deb"
+
+# -- installed files, modes, owners, user
+check_stat() {
+  local got
+  got=$(stat -c '%a %U:%G' "$1")
+  [ "$got" = "$2" ] || fail "$1 is $got, expected $2"
+  ok "$1 $got"
+}
+check_stat /usr/bin/edge-gateway "755 root:root"
+check_stat /etc/edge-gateway/gateway.toml "640 root:edge-gateway"
+unit=$(dpkg -L edge-gateway | grep '/systemd/system/edge-gateway.service$') || fail "no systemd unit in the package"
+check_stat "$unit" "644 root:root"
+getent passwd edge-gateway >/dev/null || fail "no edge-gateway user"
+uid=$(id -u edge-gateway)
+[ "$uid" -lt 1000 ] || fail "edge-gateway is not a system user (uid $uid)"
+case "$(getent passwd edge-gateway | cut -d: -f7)" in
+  */nologin|*/false) ok "user edge-gateway (uid $uid, no login shell)" ;;
+  *) fail "edge-gateway has a login shell" ;;
+esac
+dpkg-query -W -f='${Conffiles}\n' edge-gateway | grep -q '/etc/edge-gateway/gateway.toml' \
+  || fail "gateway.toml is not a conffile"
+ok "conffile /etc/edge-gateway/gateway.toml"
+grep -q '^state_dir = "/var/lib/edge-gateway"$' /etc/edge-gateway/gateway.toml \
+  || fail "the packaged config does not keep state in /var/lib/edge-gateway"
+dpkg-query -W -f='${Recommends}\n' edge-gateway | grep -q mosquitto || fail "no Recommends: mosquitto"
+/usr/bin/edge-gateway demo --help >/dev/null 2>&1 && fail "the package contains the demo (embedded broker)"
+ok "no demo subcommand"
+
+# -- the unit
+systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
+ok "systemd-analyze verify"
+
+# -- the installed binary with the installed config, as the service user
+runuser -u edge-gateway -- /usr/bin/edge-gateway --version
+runuser -u edge-gateway -- /usr/bin/edge-gateway validate -c /etc/edge-gateway/gateway.toml
+ok "validate -c /etc/edge-gateway/gateway.toml"
+
+# A port nothing answers on (pure bash: a fresh Debian has no python3).
+free_port() {
+  local p
+  while :; do
+    p=$(( 20000 + RANDOM % 40000 ))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+mqtt_port=$(free_port)
+metrics_port=$(free_port)
+printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$mqtt_port" >"$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+broker_pid=$!
+
+# The installed config, pointed at the test broker and a free metrics port;
+# state in /var/lib/edge-gateway as systemd's StateDirectory= would make it.
+sed -e "s#127.0.0.1:1883#127.0.0.1:$mqtt_port#" \
+    -e "s#^bind = \"127.0.0.1:9898\"#bind = \"127.0.0.1:$metrics_port\"#" \
+    /etc/edge-gateway/gateway.toml >"$work/gateway.toml"
+chmod 644 "$work/gateway.toml"
+chmod 755 "$work"
+install -d -o edge-gateway -g edge-gateway -m 750 /var/lib/edge-gateway
+# setpriv execs the gateway itself (runuser would stay in between and turn
+# our SIGTERM into its own session teardown).
+setpriv --reuid=edge-gateway --regid=edge-gateway --init-groups \
+  /usr/bin/edge-gateway run -c "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
+gw_pid=$!
+
+http_get() { # port path -> "CODE\nBODY"
+  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+  printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
+  local resp
+  resp=$(cat <&3)
+  exec 3<&-
+  printf '%s\n' "$resp" | head -n 1 | cut -d' ' -f2
+  printf '%s\n' "${resp#*$'\r\n\r\n'}"
+}
+wait_for() { # description command...
+  local what="$1"; shift
+  for _ in $(seq 1 300); do
+    if "$@" 2>/dev/null; then return 0; fi
+    kill -0 "$gw_pid" 2>/dev/null || { cat "$work/gateway.log"; fail "gateway exited while waiting for $what"; }
+    sleep 0.1
+  done
+  cat "$work/gateway.log"
+  fail "timed out waiting for $what"
+}
+health_is() { [ "$(http_get "$metrics_port" /health | head -n 1)" = "$1" ]; }
+wait_for "/health 200" health_is 200
+ok "/health: $(http_get "$metrics_port" /health | tail -n +2)"
+
+mosquitto_pub -p "$mqtt_port" -t sensors/data/ci-1/temperature -m 21.5 -q 1
+# Read whole, then grep: `grep -q` closing the pipe early fails under pipefail.
+metrics_has() { local m; m=$(http_get "$metrics_port" /metrics) && grep -qF "$1" <<<"$m"; }
+wait_for "a reading counted" metrics_has 'edge_gateway_adapter_readings_total{adapter="local-sensors"} 1'
+for line in 'edge_gateway_upstream_connected 1' 'process_resident_memory_bytes ' 'edge_gateway_build_info'; do
+  metrics_has "$line" || fail "/metrics has no $line"
+done
+scrape=$(http_get "$metrics_port" /metrics)
+ok "/metrics scraped ($(grep -c '^edge_gateway_' <<<"$scrape") edge_gateway series)"
+
+kill "$broker_pid"; wait "$broker_pid" 2>/dev/null || true; broker_pid=""
+wait_for "/health 503 without the broker" health_is 503
+ok "/health 503 without the broker"
+
+kill -TERM "$gw_pid"
+code=0
+wait "$gw_pid" || code=$?
+gw_pid=""
+[ "$code" -eq 0 ] || { cat "$work/gateway.log"; fail "gateway exited with $code after SIGTERM"; }
+ok "SIGTERM: clean exit"
+
+# -- reinstalling is idempotent and keeps a local config edit
+echo "# local edit by ci-check" >>/etc/edge-gateway/gateway.toml
+DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$deb" >/dev/null
+grep -q '^# local edit by ci-check$' /etc/edge-gateway/gateway.toml || fail "reinstall replaced the edited config"
+check_stat /etc/edge-gateway/gateway.toml "640 root:edge-gateway"
+[ "$(id -u edge-gateway)" = "$uid" ] || fail "reinstall changed the user"
+ok "reinstall: same user, edited config kept"
+
+# -- remove keeps user, config and state; purge removes them
+dpkg --remove edge-gateway >/dev/null
+[ ! -e /usr/bin/edge-gateway ] || fail "binary left after remove"
+[ -e /etc/edge-gateway/gateway.toml ] || fail "remove deleted the config"
+[ -d /var/lib/edge-gateway ] || fail "remove deleted the state"
+getent passwd edge-gateway >/dev/null || fail "remove deleted the user"
+ok "remove kept config, state and user"
+dpkg --purge edge-gateway
+[ ! -e /usr/bin/edge-gateway ] || fail "binary left after purge"
+[ ! -e /etc/edge-gateway/gateway.toml ] || fail "config left after purge"
+[ ! -e /var/lib/edge-gateway ] || fail "state left after purge"
+getent passwd edge-gateway >/dev/null && fail "user left after purge"
+ok "purge removed binary, config, state and user"
+
+# -- arm64: cross-built, run under qemu
+if [ "${SKIP_ARM64:-0}" = 1 ]; then
+  echo "ci-check: SKIPPED arm64 (SKIP_ARM64=1)"
+  exit 0
+fi
+start=$(date +%s)
+bash packaging/build-deb.sh arm64
+arm_bin="$target_dir/aarch64-unknown-linux-gnu/release/edge-gateway"
+if [ ! -x "$arm_bin" ]; then
+  echo "ci-check: SKIPPED arm64 run: no arm64 build (see the message above)"
+  exit 0
+fi
+echo "ci-check: arm64 package built in $(( $(date +%s) - start )) s"
+qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm_bin" --version
+qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm_bin" validate -c gateway.toml
+ok "arm64 binary runs under qemu-aarch64 (--version, validate)"
