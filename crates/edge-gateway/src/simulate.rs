@@ -151,13 +151,13 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         bail!("--rate must be 0 (as fast as possible) or a positive number");
     }
-    if args.count.is_none() && args.duration.is_none() {
-        eprintln!("simulate: running until Ctrl-C");
-    }
     let fleet = Fleet::new(&args);
     if args.print_lorawan_config {
         print!("{}", lorawan::device_tables(&args, &fleet.devices));
         return Ok(());
+    }
+    if args.count.is_none() && args.duration.is_none() {
+        eprintln!("simulate: running until Ctrl-C");
     }
     let target = |default: &str| match args.target {
         Some(t) => Ok(t),
