@@ -53,7 +53,7 @@ enum Command {
     /// Run the config's alert rules over a CSV of past readings (event
     /// time): alerts as JSON lines on stdout, a summary on stderr.
     Replay(replay::ReplayArgs),
-    /// Play a fleet of sensors against a running gateway (MQTT or CoAP).
+    /// Play a fleet of sensors against a running gateway (MQTT, CoAP or LoRaWAN).
     Simulate(simulate::SimulateArgs),
     /// Run a self-contained demo: embedded broker, simulated building, live output.
     #[cfg(feature = "demo")]

@@ -6,6 +6,9 @@
 //! and the CoAP server (`POST /s/{device}`, Content-Format 50) read. The
 //! total rate is paced against the clock from the start, so a slow moment is
 //! caught up rather than lost; `--rate 0` sends as fast as possible.
+//! LoRaWAN devices send seed_compact frames instead (`lorawan.rs`).
+
+mod lorawan;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -28,6 +31,7 @@ const TICK: Duration = Duration::from_millis(5);
 pub enum Protocol {
     Mqtt,
     Coap,
+    Lorawan,
 }
 
 #[derive(clap::Args)]
@@ -59,12 +63,23 @@ pub struct SimulateArgs {
     /// MQTT: QoS 0 or 1.
     #[arg(long, default_value_t = 0)]
     qos: u8,
-    /// CoAP: the gateway's CoAP server.
-    #[arg(long, default_value = "127.0.0.1:5683")]
-    target: SocketAddr,
-    /// Seed of the readings' noise, so runs can be repeated.
+    /// CoAP: the gateway's CoAP server [default: 127.0.0.1:5683]. LoRaWAN:
+    /// its semtech_udp adapter [default: 127.0.0.1:1700].
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// Seed of the readings' noise and of the LoRaWAN devices' session keys,
+    /// so runs can be repeated.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// LoRaWAN: the first uplink's frame counter. The gateway remembers the
+    /// last one per device: start above it when the fleet is played again
+    /// against the same state directory.
+    #[arg(long, default_value_t = 0)]
+    fcnt_start: u32,
+    /// LoRaWAN: print the `[[lorawan.device]]` tables of this fleet (for
+    /// --devices and --seed) to add to gateway.toml, and exit.
+    #[arg(long)]
+    print_lorawan_config: bool,
 }
 
 /// Readings that drift plausibly: a per-device base plus a slow wave and noise.
@@ -94,16 +109,27 @@ impl Fleet {
         (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
     }
 
-    /// The next message: (device, JSON payload), devices in turn.
-    fn next(&mut self) -> (usize, String) {
+    /// The next device's values, one per metric, devices in turn:
+    /// (device, how many messages it sent before, values).
+    fn sample(&mut self) -> (usize, u64, Vec<f64>) {
         let n = self.devices.len().max(1);
         let device = (self.step % n as u64) as usize;
-        let round = (self.step / n as u64) as f64;
+        let round = self.step / n as u64;
         self.step += 1;
+        let values = (0..self.metrics.len())
+            .map(|m| {
+                let base = 20.0 + 5.0 * m as f64 + (device % 7) as f64;
+                base + (round as f64 / 60.0).sin() + self.noise()
+            })
+            .collect();
+        (device, round, values)
+    }
+
+    /// The next message: (device, JSON payload), devices in turn.
+    fn next(&mut self) -> (usize, String) {
+        let (device, _, values) = self.sample();
         let mut json = String::from("{");
-        for m in 0..self.metrics.len() {
-            let base = 20.0 + 5.0 * m as f64 + (device % 7) as f64;
-            let v = base + (round / 60.0).sin() + self.noise();
+        for (m, v) in values.iter().enumerate() {
             if m > 0 {
                 json.push(',');
             }
@@ -125,19 +151,34 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         bail!("--rate must be 0 (as fast as possible) or a positive number");
     }
+    let fleet = Fleet::new(&args);
+    if args.print_lorawan_config {
+        print!("{}", lorawan::device_tables(&args, &fleet.devices));
+        return Ok(());
+    }
     if args.count.is_none() && args.duration.is_none() {
         eprintln!("simulate: running until Ctrl-C");
     }
-    let fleet = Fleet::new(&args);
+    let target = |default: &str| match args.target {
+        Some(t) => Ok(t),
+        None => default.parse::<SocketAddr>().context("default --target"),
+    };
     let started = Instant::now();
-    let sent = match args.protocol {
-        Protocol::Mqtt => mqtt(&args, fleet).await?,
-        Protocol::Coap => coap(&args, fleet).await?,
+    let (sent, per_message) = match args.protocol {
+        Protocol::Mqtt => (mqtt(&args, fleet).await?, args.metrics.len()),
+        Protocol::Coap => (
+            coap(&args, fleet, target("127.0.0.1:5683")?).await?,
+            args.metrics.len(),
+        ),
+        Protocol::Lorawan => (
+            lorawan::run(&args, fleet, target(lorawan::DEFAULT_TARGET)?).await?,
+            lorawan::READINGS_PER_UPLINK,
+        ),
     };
     let secs = started.elapsed().as_secs_f64();
     println!(
         "simulate: sent {sent} messages ({} readings) from {} devices in {secs:.2} s: {:.0} messages/s",
-        sent * args.metrics.len() as u64,
+        sent * per_message as u64,
         args.devices,
         sent as f64 / secs.max(1e-9),
     );
@@ -256,8 +297,8 @@ async fn mqtt(args: &SimulateArgs, mut fleet: Fleet) -> anyhow::Result<u64> {
     Ok(sent)
 }
 
-async fn coap(args: &SimulateArgs, mut fleet: Fleet) -> anyhow::Result<u64> {
-    let local: SocketAddr = if args.target.is_ipv4() {
+async fn coap(args: &SimulateArgs, mut fleet: Fleet, target: SocketAddr) -> anyhow::Result<u64> {
+    let local: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0"
     } else {
         "[::]:0"
@@ -268,9 +309,9 @@ async fn coap(args: &SimulateArgs, mut fleet: Fleet) -> anyhow::Result<u64> {
         .await
         .context("binding a UDP socket")?;
     socket
-        .connect(args.target)
+        .connect(target)
         .await
-        .with_context(|| format!("--target {}", args.target))?;
+        .with_context(|| format!("--target {target}"))?;
     let pace = pace(args);
     let mut sent = 0u64;
     let mut message_id = 0u16;
@@ -297,8 +338,7 @@ async fn coap(args: &SimulateArgs, mut fleet: Fleet) -> anyhow::Result<u64> {
     }
     if refused > 0 {
         eprintln!(
-            "simulate: {refused} datagrams refused (is the gateway's CoAP server listening on {}?)",
-            args.target
+            "simulate: {refused} datagrams refused (is the gateway's CoAP server listening on {target}?)"
         );
     }
     Ok(sent)

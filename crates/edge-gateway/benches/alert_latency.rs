@@ -1,0 +1,272 @@
+//! Alert latency through the real binary:
+//! `cargo bench -p edge-gateway --bench alert_latency`.
+//!
+//! A publisher sends readings at a steady rate (`EDGE_BENCH_ALERT_RATE`,
+//! default 100 000/s: half the sustained QoS 0 ingest in docs/PERFORMANCE.md)
+//! to a local Mosquitto, round-robin over 1 000 devices; one reading in 100
+//! crosses a threshold rule's `max`, the next one of that device clears it.
+//! A subscriber on a second Mosquitto (the upstream) takes the alerts off
+//! `{prefix}/+/alerts`. Each crossing reading carries a unique value, so its
+//! alert is matched to the moment it was handed to the publisher's socket
+//! queue: latency = alert received upstream − reading sent, both clocks in
+//! this process. Reported: p50, p99, max, and how many alerts arrived.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+const DEVICES: u64 = 1000;
+/// One reading in this many crosses the threshold.
+const EVERY: u64 = 100;
+const MAX: f64 = 50.0;
+/// Crossing readings carry BASE + their number.
+const BASE: f64 = 1000.0;
+
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    /// `nodelay`: Mosquitto's `set_tcp_nodelay`, so its small writes are
+    /// not held back by Nagle's algorithm waiting for a delayed ACK.
+    fn start(dir: &std::path::Path, nodelay: bool) -> Self {
+        let port = test_support::free_port();
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay {nodelay}\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Gateway {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// `state_in`: where the state directory (journal, outbox) goes; a tmpfs
+    /// there shows what the fsyncs on the alert path cost.
+    fn start(local: &Broker, upstream: &Broker, window: &str, state_in: Option<&str>) -> Self {
+        let dir = state_in
+            .map_or_else(tempfile::tempdir, tempfile::tempdir_in)
+            .unwrap();
+        let cfg = format!(
+            r#"
+[gateway]
+id = "gw-bench"
+state_dir = "{state}"
+[upstream]
+url = "mqtt://127.0.0.1:{up}"
+topic_prefix = "bench"
+[aggregation]
+window = "{window}"
+grace = "1s"
+[metrics]
+enabled = false
+[[adapter]]
+type = "mqtt"
+name = "bench"
+url = "mqtt://127.0.0.1:{local}"
+qos = 0
+persistent_session = false
+topics = ["sensors/{{device}}"]
+[[rule]]
+name = "too-hot"
+kind = "threshold"
+metric = "temperature"
+max = {MAX}
+cooldown = "0s"
+"#,
+            state = dir.path().join("state").display(),
+            up = upstream.port,
+            local = local.port,
+        );
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("edge-gateway");
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let line = out.next().expect("gateway log").unwrap();
+            if line.contains("Subscribed") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in out {});
+        Self { child, _dir: dir }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(id: &str, port: u16) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(64 * 1024, 64 * 1024);
+    AsyncClient::new(o, 10_000)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let rate: f64 = std::env::var("EDGE_BENCH_ALERT_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000.0);
+    let seconds: f64 = std::env::var("EDGE_BENCH_ALERT_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
+    let nodelay = std::env::var("EDGE_BENCH_NODELAY").is_ok_and(|v| v == "1");
+    let conf = tempfile::tempdir().unwrap();
+    let local = Broker::start(conf.path(), nodelay);
+    let upstream = Broker::start(conf.path(), nodelay);
+    // Windows of 1 s close while alerts flow, as in production; "1h" shows
+    // the alert path alone.
+    let window = std::env::var("EDGE_BENCH_ALERT_WINDOW").unwrap_or_else(|_| "1s".into());
+    let state_in = std::env::var("EDGE_BENCH_STATE_IN")
+        .ok()
+        .filter(|d| !d.is_empty());
+    let _gw = Gateway::start(&local, &upstream, &window, state_in.as_deref());
+
+    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let (sub, mut sub_loop) = client("bench-alerts", upstream.port);
+    sub.subscribe("bench/+/alerts", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = sub_loop.poll().await.unwrap() {
+            break;
+        }
+    }
+    {
+        let (sent, latencies) = (Arc::clone(&sent), Arc::clone(&latencies));
+        tokio::spawn(async move {
+            while let Ok(e) = sub_loop.poll().await {
+                let Event::Incoming(Packet::Publish(p)) = e else {
+                    continue;
+                };
+                let at = Instant::now();
+                let j: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                if j["state"] != "raised" {
+                    continue;
+                }
+                let k = (j["value"].as_f64().unwrap() - BASE) as u64;
+                if let Some(t) = sent.lock().unwrap().get(&k) {
+                    latencies.lock().unwrap().push(at - *t);
+                }
+            }
+        });
+    }
+
+    let (publisher, mut pub_loop) = client("bench-readings", local.port);
+    tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
+    let topics: Vec<String> = (0..DEVICES)
+        .map(|d| format!("sensors/dev-{d:04}"))
+        .collect();
+    let started = Instant::now();
+    let total = (rate * seconds) as u64;
+    let mut step = 0u64;
+    let mut crossing = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while step < total {
+        tick.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+        while step < due {
+            let device = step % DEVICES;
+            let round = step / DEVICES;
+            let value = if round % EVERY == device % EVERY {
+                crossing += 1;
+                sent.lock().unwrap().insert(crossing, Instant::now());
+                BASE + crossing as f64
+            } else {
+                20.0
+            };
+            publisher
+                .publish(
+                    topics[device as usize].clone(),
+                    QoS::AtMostOnce,
+                    false,
+                    format!("{{\"temperature\":{value}}}"),
+                )
+                .await
+                .unwrap();
+            step += 1;
+        }
+    }
+    let sent_secs = started.elapsed().as_secs_f64();
+    // The last alerts: done when none arrived for a second.
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = latencies.lock().unwrap().len();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort();
+    println!(
+        "windows: {window}; broker set_tcp_nodelay: {nodelay}; state dir in {}; readings: {step} in {sent_secs:.2} s ({:.0}/s), {crossing} crossing the threshold",
+        state_in.as_deref().unwrap_or("the default temp dir"),
+        step as f64 / sent_secs
+    );
+    if l.is_empty() {
+        println!("alerts: none arrived");
+        return;
+    }
+    println!(
+        "alert latency, reading published -> alert received upstream: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} of {crossing} alerts)",
+        percentile(&l, 0.5).as_secs_f64() * 1e3,
+        percentile(&l, 0.99).as_secs_f64() * 1e3,
+        l[l.len() - 1].as_secs_f64() * 1e3,
+        l.len()
+    );
+}
