@@ -8,12 +8,11 @@
 //! leaves the old state or the new one. An unreadable file is moved aside
 //! (`alerts.json.damaged`) and the detectors start learning afresh.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anomaly::{Alert, AlertState, Engine, EngineState};
 use gateway_core::config::{DeviceConfig, RuleConfig};
+use gateway_core::state_file::replace_atomically;
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{DeviceState, OutboundMessage, Reading, StatusChange, Telemetry, Timestamp};
 use tokio::sync::mpsc;
@@ -83,30 +82,15 @@ impl AlertStore {
     /// # Errors
     /// A write, fsync or rename that failed; the previous file stays.
     pub fn save(&self, state: &EngineState) -> Result<(), StoreError> {
-        let tmp = self.path.with_extension("json.tmp");
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         let bytes = serde_json::to_vec(state).map_err(|source| StoreError::Damaged {
             path: self.path.clone(),
             source,
         })?;
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(io("renaming", &tmp))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("syncing", dir))?;
-        }
-        Ok(())
+        replace_atomically(&self.path, &bytes).map_err(|f| StoreError::Io {
+            action: f.action,
+            path: f.path,
+            source: f.source,
+        })
     }
 
     fn quarantine(&self) {

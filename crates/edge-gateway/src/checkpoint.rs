@@ -17,11 +17,10 @@
 //! names the ingress journal that continues after this checkpoint and the
 //! redelivery slots already taken (see `journal` and `deliveries`).
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use aggregator::{OpenSeries, Snapshot, StatsState};
+use gateway_core::state_file::replace_atomically;
 use gateway_core::{DeviceId, MetricName};
 
 use crate::binary::{put_text, Reader};
@@ -96,27 +95,11 @@ impl Checkpoint {
     /// # Errors
     /// A write, fsync or rename that failed; the previous checkpoint stays.
     pub fn save(&self, saved: &Saved) -> Result<(), CheckpointError> {
-        let tmp = self.path.with_extension("ckpt.tmp");
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| CheckpointError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        let bytes = encode(saved);
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(io("renaming", &tmp))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("syncing", dir))?;
-        }
-        Ok(())
+        replace_atomically(&self.path, &encode(saved)).map_err(|f| CheckpointError::Io {
+            action: f.action,
+            path: f.path,
+            source: f.source,
+        })
     }
 
     /// Moves a damaged checkpoint aside so it is kept for inspection but not

@@ -17,6 +17,7 @@ pub mod config;
 pub mod model;
 pub mod outbox;
 pub mod registry;
+pub mod state_file;
 pub mod telemetry;
 
 pub use clock::{Clock, SystemClock, TokioClock};

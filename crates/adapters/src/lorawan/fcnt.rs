@@ -14,10 +14,9 @@
 //! §3.8, ENOSPC on the state store).
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use gateway_core::state_file::replace_atomically;
 use serde::{Deserialize, Serialize};
 
 /// The file name inside `state_dir`.
@@ -142,31 +141,16 @@ impl FcntStore {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         let body = OnDisk {
             version: 1,
             last_fcnt: self.last.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        let tmp = path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io("renaming", &tmp))?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("syncing", dir))?;
-        }
-        Ok(())
+        replace_atomically(path, &bytes).map_err(|f| StoreError::Io {
+            action: f.action,
+            path: f.path,
+            source: f.source,
+        })
     }
 }
 

@@ -1,0 +1,64 @@
+//! Small state files (checkpoint, alert state, LoRaWAN frame counters)
+//! replaced whole and atomically: written to a temporary file beside the
+//! target, fsynced, renamed over it, and the directory fsynced, so a power
+//! cut leaves the old file or the new one, never half of each.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Which step failed, on which file.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}: {source}")]
+pub struct WriteFailure {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Replaces `path` with `bytes`.
+///
+/// # Errors
+/// A create, write, fsync or rename that failed; the previous file stays.
+pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteFailure> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let failed = |action, at: &Path| {
+        let path = at.to_path_buf();
+        move |source| WriteFailure {
+            action,
+            path,
+            source,
+        }
+    };
+    let mut f = File::create(&tmp).map_err(failed("creating", &tmp))?;
+    f.write_all(bytes).map_err(failed("writing", &tmp))?;
+    f.sync_all().map_err(failed("syncing", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(failed("renaming", &tmp))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(failed("syncing", dir))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replace_leaves_only_the_new_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        replace_atomically(&path, b"old").unwrap();
+        replace_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert!(!dir.path().join("state.json.tmp").exists());
+        let e = replace_atomically(&dir.path().join("missing/state.json"), b"x").unwrap_err();
+        assert_eq!(e.action, "creating");
+    }
+}
