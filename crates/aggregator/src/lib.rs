@@ -63,12 +63,17 @@
 //!
 //! # Layout
 //!
-//! - `stats.rs`: [`Stats`], one 64-byte accumulator.
+//! - `stats.rs`: [`Stats`], one 56-byte accumulator.
 //! - `series.rs`: the intern table. Each (device, metric) is hashed once per
 //!   reading to a dense `u32` series id; per id, the accumulators of that
 //!   series' open windows, the first stored inline because almost always there
 //!   is only one. A series is forgotten when its last window closes, so
 //!   devices that come and go do not grow the tables.
+//! - `chunked.rs`: vectors in fixed chunks for the per-series tables, so
+//!   growing them never leaves a freed copy behind in the allocator.
+//! - `keys.rs`: the series keys, packed back to back in one buffer (no
+//!   allocation per series, nothing long-lived scattered among the
+//!   short-lived allocations of each reading).
 //! - `window.rs`: [`WindowSpec`], [`Aggregator`]. A `BTreeMap` from window
 //!   start to the ids of the series open in it makes the due windows a prefix
 //!   and closing proportional to what is emitted, not to what is open.
@@ -76,7 +81,9 @@
 //! - `hash.rs`: a per-process seeded folded-multiply hasher for the intern
 //!   map, about a quarter faster per ingest than SipHash on short ids.
 
+mod chunked;
 mod hash;
+mod keys;
 mod series;
 mod snapshot;
 mod stats;

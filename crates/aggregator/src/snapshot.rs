@@ -46,6 +46,21 @@ impl Aggregator {
         }
     }
 
+    fn open_accumulators(&self) -> Vec<OpenSeries> {
+        let mut out = Vec::with_capacity(self.open_series());
+        self.for_each_open(|device, metric, window_start_ms, stats| {
+            if let (Ok(device), Ok(metric)) = (DeviceId::new(device), MetricName::new(metric)) {
+                out.push(OpenSeries {
+                    device,
+                    metric,
+                    window_start_ms,
+                    stats,
+                });
+            }
+        });
+        out
+    }
+
     /// Re-opens the windows of a snapshot. Meant for a fresh aggregator at
     /// start; an accumulator already open for the same window is replaced.
     pub fn restore(&mut self, snapshot: &Snapshot) {

@@ -1,7 +1,7 @@
 //! Streaming count, mean, population standard deviation, min and max.
 //!
 //! One [`Stats`] lives per open (device, metric, window), so it is small
-//! (64 bytes, one cache line), `Copy`, and updated in O(1) without keeping the
+//! (56 bytes, within one cache line), `Copy`, and updated in O(1) without keeping the
 //! samples.
 //!
 //! Three layers keep the result close to an exact two-pass computation:
@@ -104,8 +104,7 @@ pub struct Stats {
     m2: f64,
     min: f64,
     max: f64,
-    /// `2^-scale_exp`, kept so the hot path multiplies instead of divides.
-    inv_scale: f64,
+    /// Values are scaled by `2^-scale_exp` (see [`Self::inv_scale`]).
     scale_exp: i32,
 }
 
@@ -132,7 +131,6 @@ impl Stats {
             m2: s.m2,
             min: s.min,
             max: s.max,
-            inv_scale: pow2(-s.scale_exp),
             scale_exp: s.scale_exp,
         }
     }
@@ -167,7 +165,6 @@ impl Stats {
             m2: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
-            inv_scale: 1.0,
             scale_exp: 0,
         }
     }
@@ -181,6 +178,14 @@ impl Stats {
         s
     }
 
+    /// `2^-scale_exp`, so the hot path multiplies instead of divides.
+    /// Derived rather than stored: three integer operations, and 8 bytes
+    /// less per open series.
+    #[inline]
+    fn inv_scale(&self) -> f64 {
+        pow2(-self.scale_exp)
+    }
+
     /// Adds one value.
     ///
     /// Non-finite values (NaN, ±infinity) are skipped and not counted: one of
@@ -189,7 +194,7 @@ impl Stats {
     /// passes one.
     #[inline]
     pub fn push(&mut self, x: f64) {
-        let z = x * self.inv_scale;
+        let z = x * self.inv_scale();
         // `shift == 0` with `z != 0` means only zeros were seen so far (or
         // nothing): the scale has not been chosen from a real magnitude yet.
         if !fits_scale(z) || (self.shift == 0.0 && z != 0.0) {
@@ -224,14 +229,13 @@ impl Stats {
             // rebuilt exactly around this first non-zero value: the n zeros
             // become n copies of `-shift`, with no spread.
             self.scale_exp = scale_exponent(x);
-            self.inv_scale = pow2(-self.scale_exp);
-            self.shift = x * self.inv_scale;
+            self.shift = x * self.inv_scale();
             self.mean = if self.count == 0 { 0.0 } else { -self.shift };
             self.m2 = 0.0;
-        } else if !fits_scale(x * self.inv_scale) {
+        } else if !fits_scale(x * self.inv_scale()) {
             self.rescale_to(scale_exponent(x));
         }
-        self.welford(x, x * self.inv_scale);
+        self.welford(x, x * self.inv_scale());
     }
 
     /// Moves the accumulator to a larger scale. Lower bits of the old state
@@ -242,7 +246,6 @@ impl Stats {
         self.mean = mul_pow2(self.mean, d);
         self.m2 = mul_pow2(self.m2, 2 * d);
         self.scale_exp = exp;
-        self.inv_scale = pow2(-exp);
     }
 
     /// Number of values added.

@@ -161,7 +161,11 @@ impl Aggregator {
             });
         }
         let id = self.series.intern(reading.device(), reading.metric());
-        if self.series.open_mut(id).push(start, reading.value()) {
+        if self
+            .series
+            .open_mut(id)
+            .is_some_and(|w| w.push(start, reading.value()))
+        {
             let spare = &mut self.spare;
             self.windows
                 .entry(start)
@@ -221,6 +225,12 @@ impl Aggregator {
         self.series.len()
     }
 
+    /// Windows ending at or before this instant (ms) are closed; `i64::MIN`
+    /// while none is.
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark
+    }
+
     pub(crate) fn watermark(&self) -> i64 {
         self.watermark
     }
@@ -229,29 +239,24 @@ impl Aggregator {
         self.watermark = self.watermark.max(to);
     }
 
-    pub(crate) fn open_accumulators(&self) -> Vec<crate::OpenSeries> {
-        let mut out = Vec::with_capacity(self.open);
+    /// Visits every open accumulator, in window-start order, without
+    /// copying the table: a checkpoint of many series is encoded straight
+    /// from here rather than from an owned snapshot of it.
+    pub fn for_each_open(&self, mut f: impl FnMut(&str, &str, i64, crate::StatsState)) {
         for (&start, ids) in &self.windows {
             for &id in ids {
-                let Some(key) = self.series.key(id) else {
+                let Some((device, metric)) = self.series.key(id) else {
                     continue;
                 };
-                let Some(stats) = self
+                let stats = self
                     .series
                     .open(id)
-                    .and_then(|w| w.iter().find(|(s, _)| *s == start).map(|(_, st)| *st))
-                else {
-                    continue;
-                };
-                out.push(crate::OpenSeries {
-                    device: key.device.clone(),
-                    metric: key.metric.clone(),
-                    window_start_ms: start,
-                    stats: stats.state(),
-                });
+                    .and_then(|w| w.iter().find(|(s, _)| *s == start).map(|(_, st)| *st));
+                if let Some(stats) = stats {
+                    f(device, metric, start, stats.state());
+                }
             }
         }
-        out
     }
 
     pub(crate) fn insert_accumulator(
@@ -262,7 +267,11 @@ impl Aggregator {
         stats: Stats,
     ) {
         let id = self.series.intern(device, metric);
-        if self.series.open_mut(id).insert(start, stats) {
+        if self
+            .series
+            .open_mut(id)
+            .is_some_and(|w| w.insert(start, stats))
+        {
             let spare = &mut self.spare;
             self.windows
                 .entry(start)
@@ -278,27 +287,37 @@ impl Aggregator {
         self.series.sort_ids(&mut members);
         let mut current: Option<DeviceWindow> = None;
         for &id in &members {
-            let Some(stats) = self.series.open_mut(id).take(start) else {
+            let Some(stats) = self.series.open_mut(id).and_then(|w| w.take(start)) else {
                 continue;
             };
             self.open -= 1;
-            let Some(key) = self.series.key(id) else {
+            let Some((device, metric)) = self.series.key(id) else {
                 continue;
             };
-            let metric = (key.metric.clone(), stats);
+            // Both were validated when their reading was made, so this
+            // cannot fail; a key that somehow did would be skipped, not
+            // emitted under another name.
+            let Ok(metric) = MetricName::new(metric) else {
+                debug_assert!(false, "interned metric {metric:?} is invalid");
+                continue;
+            };
             match current.as_mut() {
-                Some(dw) if dw.device == key.device => dw.metrics.push(metric),
+                Some(dw) if dw.device.as_str() == device => dw.metrics.push((metric, stats)),
                 _ => {
+                    let Ok(device) = DeviceId::new(device) else {
+                        debug_assert!(false, "interned device {device:?} is invalid");
+                        continue;
+                    };
                     out.extend(current.take());
                     current = Some(DeviceWindow {
-                        device: key.device.clone(),
+                        device,
                         start: start_ts,
                         end: end_ts,
-                        metrics: vec![metric],
+                        metrics: vec![(metric, stats)],
                     });
                 }
             }
-            if self.series.open_mut(id).is_empty() {
+            if self.series.open_mut(id).is_some_and(|w| w.is_empty()) {
                 self.series.release(id);
             }
         }
