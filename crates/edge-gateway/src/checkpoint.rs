@@ -17,10 +17,11 @@
 //! names the ingress journal that continues after this checkpoint and the
 //! redelivery slots already taken (see `journal` and `deliveries`).
 
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use aggregator::{OpenSeries, Snapshot, StatsState};
-use gateway_core::state_file::replace_atomically;
+use gateway_core::state_file::replace_atomically_with;
 use gateway_core::{DeviceId, MetricName};
 
 use crate::binary::{put_text, Reader};
@@ -90,12 +91,16 @@ impl Checkpoint {
             })
     }
 
-    /// Replaces the checkpoint atomically.
+    /// Replaces the checkpoint atomically with what `write` writes
+    /// ([`write_with`]).
     ///
     /// # Errors
     /// A write, fsync or rename that failed; the previous checkpoint stays.
-    pub fn save(&self, saved: &Saved) -> Result<(), CheckpointError> {
-        replace_atomically(&self.path, &encode(saved)).map_err(|f| CheckpointError::Io {
+    pub fn save(
+        &self,
+        write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<(), CheckpointError> {
+        replace_atomically_with(&self.path, write).map_err(|f| CheckpointError::Io {
             action: f.action,
             path: f.path,
             source: f.source,
@@ -109,43 +114,111 @@ impl Checkpoint {
     }
 }
 
-fn encode(saved: &Saved) -> Vec<u8> {
-    let s = &saved.snapshot;
-    let mut body = Vec::with_capacity(12 + s.open.len() * 96);
-    body.extend_from_slice(&s.watermark_ms.to_le_bytes());
-    body.extend_from_slice(
-        &u32::try_from(s.open.len())
-            .unwrap_or(u32::MAX)
-            .to_le_bytes(),
-    );
-    for o in &s.open {
-        for text in [o.device.as_str(), o.metric.as_str()] {
+/// Where the series start in the file: after the header (magic, body
+/// length, checksum) and the body's watermark and series count.
+const SERIES_AT: u64 = 8 + 8 + 4 + 8 + 4;
+
+/// The body is encoded into a buffer of about this size and written out
+/// each time it fills, so a checkpoint of many series never needs its
+/// whole size in memory (50 000 series are 4 MB).
+const CHUNK: usize = 64 * 1024;
+
+/// The body on its way to the file: checksummed and counted as it goes.
+struct Body<'w, W: Write> {
+    out: &'w mut W,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    len: u64,
+    /// The first write that failed; later ones are skipped.
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> Body<'_, W> {
+    fn spill(&mut self) {
+        if self.error.is_none() {
+            self.crc.update(&self.buf);
+            self.len += self.buf.len() as u64;
+            if let Err(e) = self.out.write_all(&self.buf) {
+                self.error = Some(e);
+            }
+        }
+        self.buf.clear();
+    }
+
+    fn spill_if_full(&mut self) {
+        if self.buf.len() >= CHUNK {
+            self.spill();
+        }
+    }
+}
+
+/// Writes a checkpoint whose open series `each_open` passes to its argument
+/// one by one, straight from where they live: no owned snapshot of them
+/// and no whole-file buffer.
+pub fn write_with<W: Write + Seek>(
+    out: &mut W,
+    watermark_ms: i64,
+    each_open: impl FnOnce(&mut dyn FnMut(&str, &str, i64, StatsState)),
+    journal_epoch: u64,
+    deliveries: &[Taken],
+) -> std::io::Result<()> {
+    // Header, watermark and series count are known only at the end (the
+    // count after the series are streamed): zeros now, patched in then.
+    out.write_all(&[0; SERIES_AT as usize])?;
+    let mut body = Body {
+        out,
+        buf: Vec::with_capacity(CHUNK + 1024),
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+        error: None,
+    };
+    let mut n: u32 = 0;
+    each_open(&mut |device, metric, window_start_ms, st| {
+        // A u32 count of series would need 4 billion open windows first.
+        n = n.saturating_add(1);
+        let b = &mut body.buf;
+        for text in [device, metric] {
             // Ids are at most 128 bytes (DeviceId, MetricName).
-            body.extend_from_slice(&(text.len() as u16).to_le_bytes());
-            body.extend_from_slice(text.as_bytes());
+            b.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            b.extend_from_slice(text.as_bytes());
         }
-        body.extend_from_slice(&o.window_start_ms.to_le_bytes());
-        let st = &o.stats;
-        body.extend_from_slice(&st.count.to_le_bytes());
+        b.extend_from_slice(&window_start_ms.to_le_bytes());
+        b.extend_from_slice(&st.count.to_le_bytes());
         for f in [st.shift, st.mean, st.m2, st.min, st.max] {
-            body.extend_from_slice(&f.to_bits().to_le_bytes());
+            b.extend_from_slice(&f.to_bits().to_le_bytes());
         }
-        body.extend_from_slice(&st.scale_exp.to_le_bytes());
+        b.extend_from_slice(&st.scale_exp.to_le_bytes());
+        body.spill_if_full();
+    });
+    body.buf.extend_from_slice(&journal_epoch.to_le_bytes());
+    let k = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
+    body.buf.extend_from_slice(&k.to_le_bytes());
+    for t in deliveries.iter().take(k as usize) {
+        put_text(&mut body.buf, &t.source);
+        body.buf.extend_from_slice(&t.slot.to_le_bytes());
+        body.buf.extend_from_slice(&t.digest.to_le_bytes());
+        body.spill_if_full();
     }
-    body.extend_from_slice(&saved.journal_epoch.to_le_bytes());
-    let k = u32::try_from(saved.deliveries.len()).unwrap_or(u32::MAX);
-    body.extend_from_slice(&k.to_le_bytes());
-    for t in saved.deliveries.iter().take(k as usize) {
-        put_text(&mut body, &t.source);
-        body.extend_from_slice(&t.slot.to_le_bytes());
-        body.extend_from_slice(&t.digest.to_le_bytes());
+    body.spill();
+    if let Some(e) = body.error {
+        return Err(e);
     }
-    let mut out = Vec::with_capacity(20 + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    let mut head = Vec::with_capacity(SERIES_AT as usize);
+    head.extend_from_slice(&watermark_ms.to_le_bytes());
+    head.extend_from_slice(&n.to_le_bytes());
+    // CRC-32 of the whole body from the CRC of its head and of the rest.
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.combine(&body.crc);
+    let body_len = head.len() as u64 + body.len;
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&body_len.to_le_bytes());
+    header.extend_from_slice(&crc.finalize().to_le_bytes());
+    header.extend_from_slice(&head);
+    out.seek(SeekFrom::Start(0))?;
+    out.write_all(&header)?;
+    out.seek(SeekFrom::End(0))?;
+    Ok(())
 }
 
 fn decode(bytes: &[u8]) -> Result<Saved, &'static str> {
@@ -222,6 +295,52 @@ fn decode(bytes: &[u8]) -> Result<Saved, &'static str> {
 mod tests {
     use super::*;
 
+    fn encode(saved: &Saved) -> Vec<u8> {
+        let s = &saved.snapshot;
+        let mut out = std::io::Cursor::new(Vec::new());
+        write_with(
+            &mut out,
+            s.watermark_ms,
+            |put| {
+                for o in &s.open {
+                    put(
+                        o.device.as_str(),
+                        o.metric.as_str(),
+                        o.window_start_ms,
+                        o.stats,
+                    );
+                }
+            },
+            saved.journal_epoch,
+            &saved.deliveries,
+        )
+        .unwrap();
+        out.into_inner()
+    }
+
+    fn save(c: &Checkpoint, saved: &Saved) {
+        let s = &saved.snapshot;
+        c.save(|out| {
+            write_with(
+                out,
+                s.watermark_ms,
+                |put| {
+                    for o in &s.open {
+                        put(
+                            o.device.as_str(),
+                            o.metric.as_str(),
+                            o.window_start_ms,
+                            o.stats,
+                        );
+                    }
+                },
+                saved.journal_epoch,
+                &saved.deliveries,
+            )
+        })
+        .unwrap();
+    }
+
     fn saved() -> Saved {
         Saved {
             snapshot: snapshot(),
@@ -261,9 +380,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpoint::in_dir(dir.path());
         assert_eq!(c.load().unwrap(), None);
-        c.save(&saved()).unwrap();
+        save(&c, &saved());
         assert_eq!(c.load().unwrap(), Some(saved()));
-        c.save(&Saved::default()).unwrap();
+        save(&c, &Saved::default());
         assert_eq!(c.load().unwrap(), Some(Saved::default()), "a save replaces");
     }
 

@@ -16,12 +16,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aggregator::{Aggregator, Snapshot};
+use aggregator::Aggregator;
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{DeliveryKey, Reading, Receipt, Telemetry};
 use tracing::{error, info, warn};
 
-use crate::checkpoint::{Checkpoint, CheckpointError, Saved};
+use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::deliveries::Deliveries;
 use crate::journal::{self, Journal, MAX_BATCH};
 
@@ -184,23 +184,28 @@ impl Durability {
         }
     }
 
-    /// Saves a checkpoint of `snapshot` and starts a new journal. Call only
-    /// once everything the snapshot no longer holds (closed windows) is
-    /// stored in the outbox.
+    /// Saves a checkpoint of the aggregator's open windows and starts a new
+    /// journal. Call only once everything the aggregator no longer holds
+    /// (closed windows) is stored in the outbox.
     ///
     /// # Errors
     /// The checkpoint could not be written; the old one and the current
     /// journal stay valid.
-    pub fn save(&mut self, snapshot: Snapshot) -> Result<(), CheckpointError> {
+    pub fn save(&mut self, aggregator: &Aggregator) -> Result<(), CheckpointError> {
         self.commit();
         let Some(s) = &mut self.store else {
             return Ok(());
         };
         let next = s.journal.epoch() + 1;
-        s.checkpoint.save(&Saved {
-            snapshot,
-            journal_epoch: next,
-            deliveries: self.deliveries.to_list(),
+        let deliveries = self.deliveries.to_list();
+        s.checkpoint.save(|out| {
+            checkpoint::write_with(
+                out,
+                aggregator.watermark_ms(),
+                |put| aggregator.for_each_open(put),
+                next,
+                &deliveries,
+            )
         })?;
         if let Err(e) = s.journal.rotate(next) {
             // The checkpoint names a journal that does not exist yet:

@@ -326,7 +326,7 @@ impl Pipeline {
             }
         }
         self.durability
-            .save(self.aggregator.snapshot())
+            .save(&self.aggregator)
             .map_err(|e| e.to_string())
     }
 

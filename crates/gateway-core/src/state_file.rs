@@ -22,6 +22,18 @@ pub struct WriteFailure {
 /// # Errors
 /// A create, write, fsync or rename that failed; the previous file stays.
 pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteFailure> {
+    replace_atomically_with(path, |f| f.write_all(bytes))
+}
+
+/// Replaces `path` with what `write` writes into the (seekable) temporary
+/// file: a large file is streamed rather than built in memory first.
+///
+/// # Errors
+/// A create, write, fsync or rename that failed; the previous file stays.
+pub fn replace_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), WriteFailure> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -34,7 +46,7 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteFailure>
         }
     };
     let mut f = File::create(&tmp).map_err(failed("creating", &tmp))?;
-    f.write_all(bytes).map_err(failed("writing", &tmp))?;
+    write(&mut f).map_err(failed("writing", &tmp))?;
     f.sync_all().map_err(failed("syncing", &tmp))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(failed("renaming", &tmp))?;
