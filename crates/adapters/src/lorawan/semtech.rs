@@ -283,12 +283,25 @@ impl EntryError {
     }
 }
 
-/// Parses one datagram from a forwarder.
+/// A datagram's fixed part, checked, and its JSON body still unparsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    pub header: Header,
+    pub gateway: GatewayEui,
+    pub body: &'a [u8],
+}
+
+impl Envelope<'_> {
+    pub fn is_push_data(&self) -> bool {
+        self.header.identifier == PUSH_DATA
+    }
+}
+
+/// Reads a datagram's header and gateway EUI, enough to acknowledge it.
 ///
 /// # Errors
-/// A [`DatagramError`]; no ACK should be sent for it (the gateway bridge
-/// acknowledges only what it parsed).
-pub fn parse(buf: &[u8]) -> Result<Datagram, DatagramError> {
+/// A [`DatagramError`] other than `Json`/`Base64`.
+pub fn envelope(buf: &[u8]) -> Result<Envelope<'_>, DatagramError> {
     let header = Header::read(buf)?;
     match header.identifier {
         PUSH_DATA | PULL_DATA | TX_ACK => {}
@@ -311,7 +324,23 @@ pub fn parse(buf: &[u8]) -> Result<Datagram, DatagramError> {
     };
     let mut gateway = [0u8; 8];
     gateway.copy_from_slice(eui);
-    let gateway = GatewayEui(gateway);
+    Ok(Envelope {
+        header,
+        gateway: GatewayEui(gateway),
+        body,
+    })
+}
+
+/// Parses one datagram from a forwarder.
+///
+/// # Errors
+/// A [`DatagramError`].
+pub fn parse(buf: &[u8]) -> Result<Datagram, DatagramError> {
+    let Envelope {
+        header,
+        gateway,
+        body,
+    } = envelope(buf)?;
     Ok(match header.identifier {
         PUSH_DATA => Datagram::PushData {
             header,
@@ -363,7 +392,11 @@ struct RawRxpk {
     data: String,
 }
 
-fn push_data(body: &[u8]) -> Result<PushData, DatagramError> {
+/// The JSON body of a PUSH_DATA.
+///
+/// # Errors
+/// [`DatagramError`] `Json` or `Base64`.
+pub fn push_data(body: &[u8]) -> Result<PushData, DatagramError> {
     let body: Body =
         serde_json::from_slice(body).map_err(|e| DatagramError::InvalidJson(e.to_string()))?;
     Ok(PushData {
@@ -408,7 +441,11 @@ fn rxpk(value: serde_json::Value) -> Result<Rxpk, EntryError> {
 
 /// `txpk_ack.error` of an optional TX_ACK body. Trailing NULs are
 /// stripped: some forwarders send the C string's terminator.
-fn tx_ack_error(body: &[u8]) -> Result<Option<String>, DatagramError> {
+/// The error a TX_ACK reports, if any.
+///
+/// # Errors
+/// [`DatagramError::Json`].
+pub fn tx_ack_error(body: &[u8]) -> Result<Option<String>, DatagramError> {
     let end = body.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
     let body = &body[..end];
     if body.is_empty() {
