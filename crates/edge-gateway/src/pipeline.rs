@@ -47,6 +47,9 @@ pub struct Pipeline {
     /// windows: they are sent as soon as a reading, a status change or the
     /// clock triggers them.
     pub alerts: Option<Alerts>,
+    /// Where alerts go when the forwarder takes them ahead of everything
+    /// else (see `run_upstream`); `None` sends them with the rest.
+    pub urgent: Option<mpsc::Sender<OutboundMessage>>,
 }
 
 /// Longest sleep between deadline checks.
@@ -293,6 +296,7 @@ impl Pipeline {
         };
         let mut msgs = Vec::new();
         f(alerts, &mut msgs);
+        let out = self.urgent.as_ref().unwrap_or(out);
         for m in msgs {
             if out.send(m).await.is_err() {
                 warn!("Upstream forwarder is gone; stopping the pipeline.");

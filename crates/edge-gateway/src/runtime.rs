@@ -198,11 +198,12 @@ impl Gateway {
         );
 
         let (out_tx, out_rx) = mpsc::channel(UPSTREAM_CAPACITY);
+        let (urgent_tx, urgent_rx) = mpsc::channel(UPSTREAM_CAPACITY);
         let (flush_tx, flush_rx) = mpsc::channel(1);
         let upstream = {
             let telemetry = telemetry.clone();
             tokio::spawn(async move {
-                run_upstream(settings, out_rx, Some(flush_rx), telemetry)
+                run_upstream(settings, out_rx, Some(urgent_rx), Some(flush_rx), telemetry)
                     .await
                     .context("upstream forwarder")
             })
@@ -218,6 +219,7 @@ impl Gateway {
             durability,
             outbox_flush: Some(flush_tx),
             alerts,
+            urgent: Some(urgent_tx),
         };
         let pipeline = tokio::spawn(pipeline.run(in_rx, out_tx));
 

@@ -282,3 +282,83 @@ async fn the_learned_state_survives_a_restart() {
         "same alerts as one uninterrupted run"
     );
 }
+
+/// `edge_gateway_outbox_messages` from `/metrics`.
+fn outbox_messages(body: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix("edge_gateway_outbox_messages "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn an_alert_overtakes_the_windows_waiting_for_the_upstream_broker() {
+    let local = Mosquitto::start();
+    let mut upstream = Mosquitto::start_persistent();
+    // A persistent session: the broker keeps what arrives while this
+    // subscriber reconnects after the broker's restart.
+    let mut seen =
+        Subscriber::start_persistent(upstream.port(), "building/hq/#", "overtake-watcher").await;
+    let metrics = test_support::free_port();
+    // drain_rate = 1: the windows stored while the broker was away go out
+    // one per second afterwards, so an alert behind them would wait ~10 s.
+    let cfg = config("gw-urgent", local.port(), upstream.port(), "1s", "0s")
+        + &format!(
+            r#"
+[outbox]
+drain_rate = 1
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[[rule]]
+name = "too-hot"
+kind = "threshold"
+metric = "temperature"
+max = 50.0
+"#
+        );
+    assert!(cfg.contains("drain_rate = 1"));
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    gw.wait_for_log("Connected upstream.").await;
+    upstream.stop();
+    gw.wait_for_log("Lost the upstream broker").await;
+
+    for i in 0..10 {
+        let topic = format!("sensors/dev-{i}");
+        publish(local.port(), &topic, r#"{"temperature":20.5}"#, 1, false).await;
+    }
+    let (_, body) =
+        common::http_until(metrics, "/metrics", |_, b| outbox_messages(b) >= 10.0).await;
+    let windows_waiting = outbox_messages(&body);
+    publish(
+        local.port(),
+        "sensors/oven",
+        r#"{"temperature":99.0}"#,
+        1,
+        false,
+    )
+    .await;
+    common::http_until(metrics, "/metrics", |_, b| {
+        outbox_messages(b) > windows_waiting
+    })
+    .await;
+
+    upstream.restart();
+    let mut windows_first = 0;
+    loop {
+        let m = seen.next(WAIT).await.expect("the alert upstream");
+        if m.topic == "building/hq/oven/alerts" {
+            assert_eq!(m.json()["state"], "raised");
+            break;
+        }
+        if m.topic.ends_with("/aggregated") {
+            windows_first += 1;
+        }
+    }
+    assert_eq!(
+        windows_first, 0,
+        "the alert waited behind {windows_first} of the {windows_waiting} stored messages"
+    );
+}

@@ -78,6 +78,7 @@ fn start() -> Harness {
         telemetry,
         outbox_flush: None,
         alerts: Some(alerts),
+        urgent: None,
     };
     let (tx, rx) = mpsc::channel(16);
     let (out_tx, out) = mpsc::channel(16);

@@ -48,6 +48,7 @@ fn start(window_s: i64, grace_s: i64) -> Harness {
         durability: Durability::in_memory(&telemetry),
         outbox_flush: None,
         alerts: None,
+        urgent: None,
     };
     let (tx, rx) = mpsc::channel(16);
     let (out_tx, out) = mpsc::channel(16);
