@@ -1,8 +1,11 @@
 //! The `/health` verdict, read from the same telemetry as `/metrics`: the
 //! gateway is healthy when its upstream broker is connected and every
-//! adapter task is running. Anything else is a 503 with the reasons, so a
-//! load balancer or `curl -f` in a watchdog sees the difference.
+//! adapter task is running, and those that hold a connection (MQTT) are
+//! connected and subscribed: a running task that cannot reach its broker
+//! takes in nothing. Anything else is a 503 with the reasons, so a load
+//! balancer or `curl -f` in a watchdog sees the difference.
 
+use gateway_core::component::ADAPTER_CONNECTED;
 use gateway_core::Telemetry;
 use serde_json::json;
 
@@ -25,19 +28,38 @@ pub fn check(t: &Telemetry) -> Health {
     if !upstream {
         reasons.push("upstream broker not connected".to_string());
     }
+    let connected: Vec<(String, bool)> = t
+        .gauges(ADAPTER_CONNECTED)
+        .into_iter()
+        .filter_map(|(labels, v)| {
+            let (_, name) = labels.into_iter().find(|(k, _)| k == "adapter")?;
+            Some((name, v > 0.5))
+        })
+        .collect();
     let mut adapters = serde_json::Map::new();
     for (labels, value) in t.gauges(ADAPTER_UP) {
         let Some((_, name)) = labels.iter().find(|(k, _)| k == "adapter") else {
             continue;
         };
         let running = value > 0.5;
-        if !running {
-            reasons.push(format!("adapter \"{name}\" is not running"));
-        }
-        adapters.insert(
-            name.clone(),
-            json!(if running { "running" } else { "stopped" }),
-        );
+        let linked = connected
+            .iter()
+            .find(|(n, _)| n == name)
+            .is_none_or(|(_, c)| *c);
+        let state = match (running, linked) {
+            (false, _) => {
+                reasons.push(format!("adapter \"{name}\" is not running"));
+                "stopped"
+            }
+            (true, false) => {
+                reasons.push(format!(
+                    "adapter \"{name}\" is not connected and subscribed to its broker"
+                ));
+                "connecting"
+            }
+            (true, true) => "running",
+        };
+        adapters.insert(name.clone(), json!(state));
     }
     let healthy = reasons.is_empty();
     let mut body = json!({
@@ -81,5 +103,26 @@ mod tests {
         assert_eq!(h.body["status"], "unavailable");
         assert_eq!(h.body["reasons"], json!(["adapter \"b\" is not running"]));
         assert_eq!(h.body["adapters"]["b"], "stopped");
+    }
+
+    #[test]
+    fn an_mqtt_adapter_counts_only_once_subscribed() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        t.gauge(ADAPTER_UP, &[("adapter", "mqtt")]).set(1.0);
+        t.gauge(ADAPTER_UP, &[("adapter", "coap")]).set(1.0);
+        let subscribed = t.gauge(ADAPTER_CONNECTED, &[("adapter", "mqtt")]);
+        let h = check(&t);
+        assert!(!h.healthy);
+        assert_eq!(
+            h.body["adapters"],
+            json!({"mqtt": "connecting", "coap": "running"})
+        );
+        assert_eq!(
+            h.body["reasons"],
+            json!(["adapter \"mqtt\" is not connected and subscribed to its broker"])
+        );
+        subscribed.set(1.0);
+        assert!(check(&t).healthy, "a CoAP adapter needs no connection");
     }
 }

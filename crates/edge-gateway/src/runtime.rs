@@ -315,6 +315,10 @@ impl Gateway {
                     // A removed adapter must not keep `/health` at 503.
                     self.telemetry
                         .remove_gauge(crate::health::ADAPTER_UP, &[("adapter", &name)]);
+                    self.telemetry.remove_gauge(
+                        gateway_core::component::ADAPTER_CONNECTED,
+                        &[("adapter", &name)],
+                    );
                     summary.stopped.push(name);
                 }
             }

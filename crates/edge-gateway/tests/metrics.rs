@@ -1,5 +1,6 @@
 //! The `[metrics]` endpoint of the real binary: Prometheus text at
-//! `/metrics`, and `/health` following the upstream broker away and back.
+//! `/metrics`, and `/health` following the upstream and the local broker
+//! away and back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +16,7 @@ fn with_metrics(cfg: String, port: u16) -> String {
 
 #[tokio::test]
 async fn metrics_are_scraped_and_health_follows_the_upstream_broker() {
-    let local = Mosquitto::start();
+    let mut local = Mosquitto::start();
     let mut upstream = Mosquitto::start();
     let port = free_port();
     let cfg = with_metrics(
@@ -74,6 +75,22 @@ async fn metrics_are_scraped_and_health_follows_the_upstream_broker() {
 
     upstream.restart();
     until(port, "/health", |c, _| c == 200).await;
+
+    // A running adapter whose local broker is gone takes in nothing.
+    local.stop();
+    let (_, body) = until(port, "/health", |c, _| c == 503).await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["adapters"]["local-sensors"], "connecting");
+    assert_eq!(
+        health["reasons"],
+        serde_json::json!([
+            "adapter \"local-sensors\" is not connected and subscribed to its broker"
+        ])
+    );
+    local.restart();
+    let (_, body) = until(port, "/health", |c, _| c == 200).await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["adapters"]["local-sensors"], "running");
 
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));

@@ -122,6 +122,12 @@ pub trait Adapter: Send + 'static {
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture;
 }
 
+/// Gauge `{adapter}` of an adapter that holds a connection (MQTT): `1` once
+/// it is connected and every subscription is in place, `0` while it is
+/// connecting or after a refusal. Adapters without a connection (CoAP,
+/// UDP) do not set it. `/health` reads it.
+pub const ADAPTER_CONNECTED: &str = "edge_gateway_adapter_connected";
+
 /// The counters every adapter keeps, so each protocol reports alike:
 /// messages received, readings produced, and errors by type.
 #[derive(Clone)]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
-use gateway_core::component::AdapterFuture;
+use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{
     Adapter, AdapterContext, AdapterError, DeliveryKey, Ingress, Receipt, ReceiptWaiter,
@@ -134,6 +134,11 @@ async fn run(
     // Safe to acknowledge, waiting for room in the client's queue.
     let mut ready: VecDeque<Publish> = VecDeque::new();
     let mut connected = false;
+    // Readings flow only once subscribed: until then `/health` says so.
+    let subscribed = ctx
+        .telemetry
+        .gauge(ADAPTER_CONNECTED, &[("adapter", &ctx.name)]);
+    subscribed.set(0.0);
 
     loop {
         while let Some(p) = ready.front() {
@@ -182,9 +187,11 @@ async fn run(
                 Some(SourceEvent::Subscribed { refused }) => {
                     if refused > 0 {
                         stats.error("subscription_refused");
+                        subscribed.set(0.0);
                         warn!(adapter = %ctx.name, refused, "The broker refused some subscriptions.");
                     } else {
                         info!(adapter = %ctx.name, filters = filters.len(), "Subscribed.");
+                        subscribed.set(1.0);
                     }
                 }
                 Some(SourceEvent::Message(publish)) => {
@@ -229,6 +236,7 @@ async fn run(
                         warn!(adapter = %ctx.name, broker = %config.url, %error, suppressed, "Cannot reach the local broker; retrying.");
                     }
                     connected = false;
+                    subscribed.set(0.0);
                     // Acks for the old connection must not reach the new
                     // one: the broker may have reused their packet ids.
                     unacked.clear();

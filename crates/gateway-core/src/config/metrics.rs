@@ -34,8 +34,8 @@ pub fn template() -> String {
         r#"
 [metrics]
 # HTTP endpoint: Prometheus text format at /metrics; /health answers 200
-# when the upstream broker is connected and every adapter is running, else
-# 503 with a JSON reason. It has no authentication: keep it on loopback or
+# when the upstream broker is connected and every adapter is running (an
+# MQTT adapter: connected and subscribed), else 503 with a JSON reason. It has no authentication: keep it on loopback or
 # a trusted network.
 enabled = {enabled}
 bind = "{bind}"
