@@ -21,7 +21,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use aggregator::{OpenSeries, Snapshot, StatsState};
-use gateway_core::state_file::replace_atomically_with;
+use gateway_core::state_file::{replace_atomically_with, stage};
 use gateway_core::{DeviceId, MetricName};
 
 use crate::binary::{put_text, Reader};
@@ -50,10 +50,33 @@ pub enum CheckpointError {
     },
     #[error("{path} is damaged ({why})")]
     Damaged { path: PathBuf, why: &'static str },
+    #[error("the outbox has not stored the closed windows yet")]
+    NotStored,
+    #[error("cannot start the next ingress journal: {0}")]
+    Journal(String),
+    #[error("the background checkpoint task ended early")]
+    Interrupted,
 }
 
 pub struct Checkpoint {
     path: PathBuf,
+}
+
+/// A checkpoint written to its temporary file, not yet in place.
+pub struct Staged(gateway_core::state_file::Staged);
+
+impl Staged {
+    /// Syncs it, renames it over the old checkpoint and syncs the directory.
+    ///
+    /// # Errors
+    /// A sync or the rename failed; the previous checkpoint stays.
+    pub fn commit(self) -> Result<(), CheckpointError> {
+        self.0.commit().map_err(|f| CheckpointError::Io {
+            action: f.action,
+            path: f.path,
+            source: f.source,
+        })
+    }
 }
 
 impl Checkpoint {
@@ -105,6 +128,24 @@ impl Checkpoint {
             path: f.path,
             source: f.source,
         })
+    }
+
+    /// Writes a new checkpoint beside the current one without syncing it;
+    /// [`Staged::commit`] puts it in place.
+    ///
+    /// # Errors
+    /// The temporary file could not be created or written.
+    pub fn stage(
+        &self,
+        write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<Staged, CheckpointError> {
+        stage(&self.path, write)
+            .map(Staged)
+            .map_err(|f| CheckpointError::Io {
+                action: f.action,
+                path: f.path,
+                source: f.source,
+            })
     }
 
     /// Moves a damaged checkpoint aside so it is kept for inspection but not

@@ -5,10 +5,12 @@
 //! lets only a few messages be unacknowledged at once (Mosquitto: 20), so
 //! ingest would stall. Instead each accepted message is appended here and
 //! the file is fdatasynced once per batch (group commit); receipts complete
-//! after that sync. A checkpoint then contains everything in the journal,
-//! so each checkpoint starts a new journal file (the epoch the checkpoint
-//! names) and the old one is deleted. On start, the checkpoint is restored
-//! and its journal replayed on top: state as of the crash.
+//! after that sync. A checkpoint then contains everything in the journal
+//! before it, so taking one starts a new journal file (the epoch the
+//! checkpoint names); the older files are deleted once the checkpoint is on
+//! disk, which happens in the background. On start, the checkpoint is
+//! restored and every journal from its epoch on replayed on top, oldest
+//! first: state as of the crash, whether or not the last checkpoint landed.
 //!
 //! ```text
 //! file   = record*
@@ -77,6 +79,10 @@ pub struct Journal {
     /// full disk only delays them.
     buffer: Vec<u8>,
     waiting: Vec<Receipt>,
+    /// Whether this file's directory entry is known to be on disk. A new
+    /// file's first commit syncs the directory before completing receipts,
+    /// unless a checkpoint's directory sync already covered it.
+    dir_synced: bool,
 }
 
 fn file_name(epoch: u64) -> String {
@@ -99,22 +105,64 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Journ
     }
 }
 
-/// The newest journal epoch in `dir`, for a start without a usable
-/// checkpoint: its readings were acknowledged and exist nowhere else.
-pub fn newest_epoch(dir: &Path) -> Option<u64> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| epoch_of(e.ok()?.file_name().to_str()?))
-        .max()
+/// The journal epochs in `dir`, oldest first.
+fn epochs(dir: &Path) -> Vec<u64> {
+    let mut all: Vec<u64> = std::fs::read_dir(dir)
+        .map(|listing| {
+            listing
+                .flatten()
+                .filter_map(|e| epoch_of(e.file_name().to_str()?))
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort_unstable();
+    all
+}
+
+/// The oldest journal epoch in `dir`, for a start without a usable
+/// checkpoint: every journal there holds acknowledged readings.
+pub fn oldest_epoch(dir: &Path) -> Option<u64> {
+    epochs(dir).first().copied()
 }
 
 impl Journal {
-    /// Opens the journal of `epoch` for appending, returning what it holds,
-    /// and deletes journals of other epochs (already in a checkpoint).
+    /// Replays every journal from `epoch` on, oldest first, deletes older
+    /// ones (already in a checkpoint) and opens the newest for appending.
     ///
     /// # Errors
-    /// The directory or file cannot be used.
+    /// The directory or a file cannot be used.
     pub fn open(dir: &Path, epoch: u64) -> Result<(Self, Replay), JournalError> {
+        let mut replay = Replay::default();
+        let mut newest = epoch;
+        for e in epochs(dir) {
+            let older = dir.join(file_name(e));
+            if e < epoch {
+                let _ = std::fs::remove_file(&older);
+            } else if e > epoch {
+                // Started by a checkpoint that did not land: read only, its
+                // successor is where appending goes on.
+                let bytes = std::fs::read(&older).map_err(io("reading", &older))?;
+                let (entries, intact) = decode_records(&bytes);
+                replay.damaged_bytes += (bytes.len() - intact) as u64;
+                replay.entries.extend(entries);
+                newest = e;
+            }
+        }
+        // The named epoch first, then the later ones read above.
+        let (mut j, first) = Self::open_one(dir, epoch)?;
+        let later = std::mem::take(&mut replay.entries);
+        replay.entries = first.entries;
+        replay.entries.extend(later);
+        replay.damaged_bytes += first.damaged_bytes;
+        if newest != epoch {
+            let (next, _) = Self::open_one(dir, newest)?;
+            j = next;
+        }
+        sync_dir(dir);
+        Ok((j, replay))
+    }
+
+    fn open_one(dir: &Path, epoch: u64) -> Result<(Self, Replay), JournalError> {
         let path = dir.join(file_name(epoch));
         let mut file = OpenOptions::new()
             .read(true)
@@ -131,15 +179,6 @@ impl Journal {
             file.sync_all().map_err(io("syncing", &path))?;
         }
         file.seek(SeekFrom::End(0)).map_err(io("seeking", &path))?;
-        if let Ok(listing) = std::fs::read_dir(dir) {
-            for e in listing.flatten() {
-                let name = e.file_name();
-                if name.to_str().and_then(epoch_of).is_some_and(|n| n != epoch) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        sync_dir(dir);
         Ok((
             Self {
                 dir: dir.to_path_buf(),
@@ -149,6 +188,7 @@ impl Journal {
                 committed_len: intact as u64,
                 buffer: Vec::new(),
                 waiting: Vec::new(),
+                dir_synced: true,
             },
             Replay {
                 entries,
@@ -222,6 +262,10 @@ impl Journal {
             }
             self.committed_len += self.buffer.len() as u64;
             self.buffer.clear();
+            if !self.dir_synced {
+                sync_dir(&self.dir);
+                self.dir_synced = true;
+            }
         }
         let n = self.waiting.len();
         for r in self.waiting.drain(..) {
@@ -241,6 +285,21 @@ impl Journal {
         for r in self.waiting.drain(..) {
             r.complete();
         }
+        self.start_next(epoch)?;
+        self.retire_before(epoch);
+        sync_dir(&self.dir);
+        self.dir_synced = true;
+        Ok(())
+    }
+
+    /// Appends go to the journal of `epoch` from now on, for a checkpoint
+    /// naming it that is being written; the older files stay until it is
+    /// on disk ([`retire_before`](Self::retire_before)). Call with nothing
+    /// uncommitted: what was appended is in that checkpoint.
+    ///
+    /// # Errors
+    /// The new file cannot be created; appending goes on in the old one.
+    pub fn start_next(&mut self, epoch: u64) -> Result<(), JournalError> {
         let path = self.dir.join(file_name(epoch));
         let file = OpenOptions::new()
             .append(true)
@@ -248,15 +307,29 @@ impl Journal {
             .truncate(false)
             .open(&path)
             .map_err(io("creating", &path))?;
-        let old = std::mem::replace(&mut self.path, path);
+        self.path = path;
         self.file = file;
         self.epoch = epoch;
         self.committed_len = 0;
-        if let Err(e) = std::fs::remove_file(&old) {
-            warn!(path = %old.display(), error = %e, "Cannot delete a journal already in the checkpoint; it will be deleted at the next start.");
-        }
-        sync_dir(&self.dir);
+        self.dir_synced = false;
         Ok(())
+    }
+
+    /// Deletes the journals before `epoch`: a checkpoint naming `epoch` is
+    /// on disk and holds them.
+    pub fn retire_before(&mut self, epoch: u64) {
+        for e in epochs(&self.dir).into_iter().filter(|e| *e < epoch) {
+            let old = self.dir.join(file_name(e));
+            if let Err(err) = std::fs::remove_file(&old) {
+                warn!(path = %old.display(), error = %err, "Cannot delete a journal already in the checkpoint; it will be deleted at the next start.");
+            }
+        }
+    }
+
+    /// The directory was synced after this file was created (by the
+    /// checkpoint that named it).
+    pub fn mark_dir_synced(&mut self) {
+        self.dir_synced = true;
     }
 }
 
@@ -420,13 +493,47 @@ mod tests {
     }
 
     #[test]
+    fn journals_of_a_checkpoint_that_did_not_land_are_replayed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 5).unwrap();
+        j.append(None, &[reading("a", 1.0, 1000)]);
+        j.commit().unwrap();
+        // A checkpoint naming 6 starts; appends move on before it lands.
+        j.start_next(6).unwrap();
+        j.append(None, &[reading("b", 2.0, 2000)]);
+        j.commit().unwrap();
+        assert_eq!(
+            epochs(dir.path()),
+            [5, 6],
+            "5 stays until the checkpoint lands"
+        );
+        drop(j);
+        // Crash: the last checkpoint on disk still names 5.
+        let (mut j, replay) = Journal::open(dir.path(), 5).unwrap();
+        let values: Vec<f64> = replay
+            .entries
+            .iter()
+            .flat_map(|e| e.readings.iter().map(Reading::value))
+            .collect();
+        assert_eq!(values, [1.0, 2.0], "both journals, oldest first");
+        assert_eq!(j.epoch(), 6, "appending goes on in the newest");
+        // The checkpoint naming 7 lands: everything before it goes.
+        j.start_next(7).unwrap();
+        j.retire_before(7);
+        assert_eq!(epochs(dir.path()), [7]);
+        drop(j);
+        let (_, replay) = Journal::open(dir.path(), 7).unwrap();
+        assert!(replay.entries.is_empty());
+    }
+
+    #[test]
     fn rotation_starts_empty_and_removes_the_old_epoch() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(dir.path(), 5).unwrap();
         j.append(None, &[reading("a", 1.0, 1000)]);
         j.commit().unwrap();
         j.rotate(6).unwrap();
-        assert_eq!(newest_epoch(dir.path()), Some(6));
+        assert_eq!(epochs(dir.path()), [6]);
         assert!(!dir.path().join(file_name(5)).exists());
         drop(j);
         let (_, replay) = Journal::open(dir.path(), 6).unwrap();

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::alerts::Alerts;
+use crate::checkpoint::CheckpointError;
 use crate::durability::Durability;
 use crate::messages::Renderer;
 
@@ -83,6 +84,10 @@ impl Pipeline {
             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = false;
+        // A checkpoint whose fsyncs run in the background, and whether
+        // windows closed since it was started.
+        let mut saving: Option<oneshot::Receiver<Result<(), CheckpointError>>> = None;
+        let mut closed = false;
         loop {
             // Silence is checked at every wake: the timer branch never fires
             // while readings keep arriving.
@@ -114,10 +119,15 @@ impl Pipeline {
                         }
                         // A forwarded window must leave the checkpoint at
                         // once, or a crash would restore it and send it again
-                        // with different content under the same id.
+                        // with different content under the same id: a
+                        // checkpoint starts now, or right after the one in
+                        // flight.
                         dirty = true;
-                        if checkpoints {
-                            dirty = !self.checkpoint_or_warn(&checkpoint_failures, &throttle).await;
+                        closed = true;
+                        if checkpoints && saving.is_none() {
+                            saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
+                            dirty = saving.is_none();
+                            closed = false;
                         }
                     }
                 }
@@ -159,13 +169,26 @@ impl Pipeline {
                     }
                     None => break,
                 },
+                outcome = async { saving.as_mut()?.await.ok() }, if saving.is_some() => {
+                    saving = None;
+                    let outcome = outcome.unwrap_or(Err(CheckpointError::Interrupted));
+                    if let Err(e) = self.durability.finish(outcome) {
+                        dirty = true;
+                        warn_checkpoint(&e, &checkpoint_failures, &throttle);
+                    } else if closed {
+                        saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
+                        dirty = saving.is_none();
+                        closed = false;
+                    }
+                }
                 _ = checkpoint_tick.tick(), if checkpoints => {
                     if let Some(a) = &mut self.alerts {
                         a.save();
                     }
-                    if dirty {
-                        dirty = !self.checkpoint_or_warn(&checkpoint_failures, &throttle).await;
-                    } else {
+                    if dirty && saving.is_none() {
+                        saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
+                        dirty = saving.is_none();
+                    } else if !dirty {
                         // Retries a journal that could not be written.
                         self.durability.commit();
                     }
@@ -173,6 +196,12 @@ impl Pipeline {
             }
             if self.durability.should_commit(ingress.is_empty()) {
                 self.durability.commit();
+            }
+        }
+        if let Some(rx) = saving.take() {
+            let outcome = rx.await.unwrap_or(Err(CheckpointError::Interrupted));
+            if let Err(e) = self.durability.finish(outcome) {
+                warn_checkpoint(&e, &checkpoint_failures, &throttle);
             }
         }
         self.durability.commit();
@@ -306,16 +335,38 @@ impl Pipeline {
         true
     }
 
-    /// Saves a checkpoint; `true` when it is on disk.
-    async fn checkpoint_or_warn(&mut self, failures: &Counter, throttle: &LogThrottle) -> bool {
-        match self.save_checkpoint().await {
-            Ok(()) => true,
-            Err(e) => {
-                failures.inc();
-                if let Some(suppressed) = throttle.allow("checkpoint") {
-                    warn!(error = %e, suppressed, "Cannot save the open windows; will retry.");
+    /// Starts a checkpoint ([`Durability::begin_save`]); the receiver
+    /// reports when it is on disk. `None` when it is already done, or
+    /// failed (counted and logged).
+    async fn start_checkpoint(
+        &mut self,
+        failures: &Counter,
+        throttle: &LogThrottle,
+    ) -> Option<oneshot::Receiver<Result<(), CheckpointError>>> {
+        // Asked before the snapshot: the answer covers every window emitted
+        // so far, which the snapshot no longer holds.
+        let reply = match &self.outbox_flush {
+            Some(flush) => {
+                let (tx, rx) = oneshot::channel();
+                if flush.send(tx).await.is_err() {
+                    warn_checkpoint(&CheckpointError::NotStored, failures, throttle);
+                    return None;
                 }
-                false
+                Some(rx)
+            }
+            None => None,
+        };
+        let stored = async move {
+            match reply {
+                Some(rx) => matches!(tokio::time::timeout(FLUSH_WAIT, rx).await, Ok(Ok(true))),
+                None => true,
+            }
+        };
+        match self.durability.begin_save(&self.aggregator, stored) {
+            Ok(rx) => rx,
+            Err(e) => {
+                warn_checkpoint(&e, failures, throttle);
+                None
             }
         }
     }
@@ -357,5 +408,12 @@ impl Pipeline {
             }
         }
         true
+    }
+}
+
+fn warn_checkpoint(e: &CheckpointError, failures: &Counter, throttle: &LogThrottle) {
+    failures.inc();
+    if let Some(suppressed) = throttle.allow("checkpoint") {
+        warn!(error = %e, suppressed, "Cannot save the open windows; will retry.");
     }
 }

@@ -33,8 +33,12 @@ fn publish_batch(port: u16, device: &str, lines: Vec<String>) -> JoinHandle<()> 
 }
 
 /// Bytes in the ingress journals of a state directory.
-fn journaled(state: &Path) -> u64 {
-    std::fs::read_dir(state)
+/// What the gateway has on disk for its open windows: journal bytes and
+/// the checkpoint's modification time. Either changes while readings flow;
+/// a batch can be journaled and checkpointed away between two looks, which
+/// leaves the journal as empty as before.
+fn progress(state: &Path) -> (u64, Option<std::time::SystemTime>) {
+    let journaled = std::fs::read_dir(state)
         .map(|d| {
             d.flatten()
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".journal"))
@@ -42,17 +46,21 @@ fn journaled(state: &Path) -> u64 {
                 .map(|m| m.len())
                 .sum()
         })
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let checkpointed = std::fs::metadata(state.join("windows.ckpt"))
+        .and_then(|m| m.modified())
+        .ok();
+    (journaled, checkpointed)
 }
 
-/// Waits until the journal changes (grows, or starts anew after a
-/// checkpoint): readings are flowing through the gateway right now.
-async fn wait_journal_changes(state: &Path, from: u64) {
+/// Waits until the journal or the checkpoint changes: readings are flowing
+/// through the gateway right now.
+async fn wait_progress(state: &Path, from: (u64, Option<std::time::SystemTime>)) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while journaled(state) == from {
+    while progress(state) == from {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the gateway journaled nothing new"
+            "the gateway journaled and checkpointed nothing new"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -108,9 +116,9 @@ async fn kill_9_while_readings_flow_loses_none_and_counts_none_twice() {
     for round in 0..4 {
         let (lines, values) = batch(round);
         published.extend(values);
-        let before = journaled(&state);
+        let before = progress(&state);
         publishers.push(publish_batch(local.port(), device, lines));
-        wait_journal_changes(&state, before).await;
+        wait_progress(&state, before).await;
         gw.signal("KILL");
         gw.wait_exit().await;
         gw = GatewayProcess::start_in(gw.dir, &cfg);
@@ -141,11 +149,11 @@ async fn a_local_broker_restart_while_readings_flow_loses_none_and_counts_none_t
     for round in 0..3 {
         let (lines, values) = batch(round);
         published.extend(values);
-        let before = journaled(&state);
+        let before = progress(&state);
         // The publisher cannot ride through a broker restart: all of the
         // batch is in the broker before it restarts under the gateway.
         publish_batch(local.port(), device, lines).await.unwrap();
-        wait_journal_changes(&state, before).await;
+        wait_progress(&state, before).await;
         local.restart();
         gw.wait_for_log_count("Subscribed", round + 2).await;
     }

@@ -34,28 +34,64 @@ pub fn replace_atomically_with(
     path: &Path,
     write: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<(), WriteFailure> {
+    stage(path, write)?.commit()
+}
+
+/// A replacement written to its temporary file and not yet synced: the
+/// slow part, [`Staged::commit`], can run on another thread.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    file: File,
+}
+
+fn failed(action: &'static str, at: &Path) -> impl FnOnce(std::io::Error) -> WriteFailure {
+    let path = at.to_path_buf();
+    move |source| WriteFailure {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Writes the replacement of `path` into a temporary file beside it.
+///
+/// # Errors
+/// The temporary file could not be created or written.
+pub fn stage(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<Staged, WriteFailure> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let failed = |action, at: &Path| {
-        let path = at.to_path_buf();
-        move |source| WriteFailure {
-            action,
-            path,
-            source,
+    let mut file = File::create(&tmp).map_err(failed("creating", &tmp))?;
+    write(&mut file).map_err(failed("writing", &tmp))?;
+    Ok(Staged {
+        tmp,
+        path: path.to_path_buf(),
+        file,
+    })
+}
+
+impl Staged {
+    /// Syncs the temporary file, renames it over the target and syncs the
+    /// directory, so a power cut leaves the old file or the new one.
+    ///
+    /// # Errors
+    /// A sync or the rename failed; the previous file stays.
+    pub fn commit(self) -> Result<(), WriteFailure> {
+        self.file.sync_all().map_err(failed("syncing", &self.tmp))?;
+        drop(self.file);
+        std::fs::rename(&self.tmp, &self.path).map_err(failed("renaming", &self.tmp))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(failed("syncing", dir))?;
         }
-    };
-    let mut f = File::create(&tmp).map_err(failed("creating", &tmp))?;
-    write(&mut f).map_err(failed("writing", &tmp))?;
-    f.sync_all().map_err(failed("syncing", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(failed("renaming", &tmp))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(failed("syncing", dir))?;
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
