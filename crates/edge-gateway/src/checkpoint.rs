@@ -336,11 +336,10 @@ fn decode(bytes: &[u8]) -> Result<Saved, &'static str> {
 mod tests {
     use super::*;
 
-    fn encode(saved: &Saved) -> Vec<u8> {
+    fn write<W: Write + Seek>(out: &mut W, saved: &Saved) -> std::io::Result<()> {
         let s = &saved.snapshot;
-        let mut out = std::io::Cursor::new(Vec::new());
         write_with(
-            &mut out,
+            out,
             s.watermark_ms,
             |put| {
                 for o in &s.open {
@@ -355,31 +354,16 @@ mod tests {
             saved.journal_epoch,
             &saved.deliveries,
         )
-        .unwrap();
+    }
+
+    fn encode(saved: &Saved) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        write(&mut out, saved).unwrap();
         out.into_inner()
     }
 
     fn save(c: &Checkpoint, saved: &Saved) {
-        let s = &saved.snapshot;
-        c.save(|out| {
-            write_with(
-                out,
-                s.watermark_ms,
-                |put| {
-                    for o in &s.open {
-                        put(
-                            o.device.as_str(),
-                            o.metric.as_str(),
-                            o.window_start_ms,
-                            o.stats,
-                        );
-                    }
-                },
-                saved.journal_epoch,
-                &saved.deliveries,
-            )
-        })
-        .unwrap();
+        c.save(|out| write(out, saved)).unwrap();
     }
 
     fn saved() -> Saved {

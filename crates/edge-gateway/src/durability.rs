@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
-use crate::deliveries::Deliveries;
+use crate::deliveries::{Deliveries, Taken};
 use crate::journal::{self, Journal, MAX_BATCH};
 
 struct Store {
@@ -202,15 +202,8 @@ impl Durability {
         };
         let next = s.journal.epoch() + 1;
         let deliveries = self.deliveries.to_list();
-        s.checkpoint.save(|out| {
-            checkpoint::write_with(
-                out,
-                aggregator.watermark_ms(),
-                |put| aggregator.for_each_open(put),
-                next,
-                &deliveries,
-            )
-        })?;
+        s.checkpoint
+            .save(|out| write_checkpoint(out, aggregator, next, &deliveries))?;
         if let Err(e) = s.journal.rotate(next) {
             // The checkpoint names a journal that does not exist yet:
             // appending to the old one would lose it on replay, so stop
@@ -251,15 +244,9 @@ impl Durability {
         }
         let next = s.journal.epoch() + 1;
         let deliveries = self.deliveries.to_list();
-        let staged = s.checkpoint.stage(|out| {
-            checkpoint::write_with(
-                out,
-                aggregator.watermark_ms(),
-                |put| aggregator.for_each_open(put),
-                next,
-                &deliveries,
-            )
-        })?;
+        let staged = s
+            .checkpoint
+            .stage(|out| write_checkpoint(out, aggregator, next, &deliveries))?;
         s.journal
             .start_next(next)
             .map_err(|e| CheckpointError::Journal(e.to_string()))?;
@@ -296,4 +283,20 @@ impl Durability {
         }
         Ok(())
     }
+}
+
+/// The checkpoint of `aggregator`'s open windows, naming journal `next`.
+fn write_checkpoint(
+    out: &mut std::fs::File,
+    aggregator: &Aggregator,
+    next: u64,
+    deliveries: &[Taken],
+) -> std::io::Result<()> {
+    checkpoint::write_with(
+        out,
+        aggregator.watermark_ms(),
+        |put| aggregator.for_each_open(put),
+        next,
+        deliveries,
+    )
 }
