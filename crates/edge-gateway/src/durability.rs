@@ -40,7 +40,15 @@ pub struct Durability {
     log: LogThrottle,
     /// The epoch named by a checkpoint started and not yet on disk.
     saving: Option<u64>,
+    /// Fault hook for the crash tests: holds each background checkpoint
+    /// back this long before it is synced, so a kill can land while one is
+    /// in flight. Unset (the default), nothing waits.
+    hold_checkpoint: Option<Duration>,
 }
+
+/// Milliseconds to hold each background checkpoint before syncing it; a
+/// test hook, not a setting.
+const HOLD_CHECKPOINT_ENV: &str = "EDGE_GATEWAY_FAULT_HOLD_CHECKPOINT_MS";
 
 impl Durability {
     /// Nothing on disk: receipts complete at once.
@@ -52,6 +60,10 @@ impl Durability {
             journal_failures: telemetry.counter("edge_gateway_journal_failures_total", &[]),
             log: LogThrottle::default(),
             saving: None,
+            hold_checkpoint: std::env::var(HOLD_CHECKPOINT_ENV)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis),
         }
     }
 
@@ -251,7 +263,11 @@ impl Durability {
             .start_next(next)
             .map_err(|e| CheckpointError::Journal(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
+        let hold = self.hold_checkpoint;
         tokio::spawn(async move {
+            if let Some(hold) = hold {
+                tokio::time::sleep(hold).await;
+            }
             let outcome = if stored.await {
                 tokio::task::spawn_blocking(move || staged.commit())
                     .await

@@ -163,3 +163,63 @@ async fn a_local_broker_restart_while_readings_flow_loses_none_and_counts_none_t
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+/// Journal files in the state directory.
+fn journals(state: &Path) -> usize {
+    std::fs::read_dir(state)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".journal"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn kill_9_while_a_checkpoint_is_being_synced_loses_none_and_counts_none_twice() {
+    // The background checkpoint is held for 5 s before its fsync and
+    // rename, so the kill lands while the journal has moved on to the epoch
+    // the checkpoint names and the older one is still there: the restart
+    // must replay both on top of the previous checkpoint.
+    let hold = [("EDGE_GATEWAY_FAULT_HOLD_CHECKPOINT_MS", "5000")];
+    let local = Mosquitto::start_persistent();
+    let upstream = Mosquitto::start();
+    let device = "inflight-dev";
+    let mut sub =
+        Subscriber::start(upstream.port(), &format!("building/hq/{device}/aggregated")).await;
+    let cfg = config("gw-inflight", local.port(), upstream.port(), "1s", "0s");
+    let mut gw = GatewayProcess::start_in_with(tempfile::tempdir().unwrap(), &cfg, &hold);
+    gw.wait_for_log("Subscribed").await;
+    let state = gw.dir.path().join("state");
+    let mut published = Vec::new();
+    for round in 0..3 {
+        let (lines, values) = batch(2 * round);
+        published.extend(values);
+        publish_batch(local.port(), device, lines).await.unwrap();
+        // Two journals on disk: a checkpoint has started and not landed.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while journals(&state) < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no checkpoint in flight"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // More readings, acknowledged into the newer journal only.
+        let (lines, values) = batch(2 * round + 1);
+        published.extend(values);
+        let before = progress(&state);
+        publish_batch(local.port(), device, lines).await.unwrap();
+        wait_progress(&state, before).await;
+        assert!(journals(&state) >= 2, "the checkpoint landed too early");
+        gw.signal("KILL");
+        gw.wait_exit().await;
+        gw = GatewayProcess::start_in_with(gw.dir, &cfg, &hold);
+        gw.wait_for_log("Subscribed").await;
+    }
+    let got = collect_all(&mut sub, device, published.len()).await;
+    gw.take_log();
+    assert_exactly_once(&got, device, &published, &gw.seen.join("\n"));
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}

@@ -33,6 +33,11 @@ impl GatewayProcess {
     /// Like `start`, with a given directory: `@STATE_DIR@` in the config
     /// becomes `{dir}/state`, so a restarted gateway finds its outbox again.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
+        Self::start_in_with(dir, config, &[])
+    }
+
+    /// Like `start_in`, with extra environment variables (fault hooks).
+    pub fn start_in_with(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
         let config = config.replace(
             "@STATE_DIR@",
             &dir.path().join("state").display().to_string(),
@@ -44,6 +49,7 @@ impl GatewayProcess {
             .arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info,adapters::mqtt::upstream=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
