@@ -14,13 +14,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{Broker, Gateway};
 
 const DEVICES: u64 = 1000;
 /// One reading in this many crosses the threshold.
@@ -34,59 +36,21 @@ const BASE: f64 = 1000.0;
 /// what a running gateway's alerts see.
 const WARM_UP: f64 = 1.0;
 
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    /// `nodelay`: Mosquitto's `set_tcp_nodelay`, so its small writes are
-    /// not held back by Nagle's algorithm waiting for a delayed ACK.
-    fn start(dir: &std::path::Path, nodelay: bool) -> Self {
-        let port = test_support::free_port();
-        let conf = dir.join(format!("mosquitto-{port}.conf"));
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay {nodelay}\n"),
-        )
+/// The gateway: an MQTT adapter on `local`, one threshold rule, upstream
+/// to `upstream`. `state_in`: where the state directory (journal, outbox)
+/// goes; a tmpfs there shows what the fsyncs on the alert path cost. The
+/// directory lives as long as the returned handle.
+fn start_gateway(
+    local: &Broker,
+    upstream: &Broker,
+    window: &str,
+    state_in: Option<&str>,
+) -> (Gateway, tempfile::TempDir) {
+    let dir = state_in
+        .map_or_else(tempfile::tempdir, tempfile::tempdir_in)
         .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Gateway {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    /// `state_in`: where the state directory (journal, outbox) goes; a tmpfs
-    /// there shows what the fsyncs on the alert path cost.
-    fn start(local: &Broker, upstream: &Broker, window: &str, state_in: Option<&str>) -> Self {
-        let dir = state_in
-            .map_or_else(tempfile::tempdir, tempfile::tempdir_in)
-            .unwrap();
-        let cfg = format!(
-            r#"
+    let cfg = format!(
+        r#"
 [gateway]
 id = "gw-bench"
 state_dir = "{state}"
@@ -113,42 +77,15 @@ metric = "temperature"
 max = {MAX}
 cooldown = "0s"
 "#,
-            state = dir.path().join("state").display(),
-            // EDGE_BENCH_CHECKPOINT=0s takes checkpoints out.
-            checkpoint = std::env::var("EDGE_BENCH_CHECKPOINT")
-                .map(|c| format!("checkpoint_interval = \"{c}\""))
-                .unwrap_or_default(),
-            up = upstream.port,
-            local = local.port,
-        );
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, cfg).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("edge-gateway");
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let line = out.next().expect("gateway log").unwrap();
-            if line.contains("Subscribed") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in out {});
-        Self { child, _dir: dir }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
+        state = dir.path().join("state").display(),
+        // EDGE_BENCH_CHECKPOINT=0s takes checkpoints out.
+        checkpoint = std::env::var("EDGE_BENCH_CHECKPOINT")
+            .map(|c| format!("checkpoint_interval = \"{c}\""))
+            .unwrap_or_default(),
+        up = upstream.port,
+        local = local.port,
+    );
+    (Gateway::start(&cfg, None, &["Subscribed"]), dir)
 }
 
 fn client(id: &str, port: u16) -> (AsyncClient, rumqttc::EventLoop) {
@@ -173,9 +110,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5.0);
     let nodelay = std::env::var("EDGE_BENCH_NODELAY").is_ok_and(|v| v == "1");
-    let conf = tempfile::tempdir().unwrap();
-    let local = Broker::start(conf.path(), nodelay);
-    let upstream = Broker::start(conf.path(), nodelay);
+    let local = Broker::start(&format!("set_tcp_nodelay {nodelay}"));
+    let upstream = Broker::start(&format!("set_tcp_nodelay {nodelay}"));
     // Windows of 1 s close while alerts flow, as in production; "1h" shows
     // the alert path alone.
     let window = std::env::var("EDGE_BENCH_ALERT_WINDOW").unwrap_or_else(|_| "1s".into());
@@ -191,7 +127,7 @@ async fn main() {
         seconds,
     )
     .await;
-    let _gw = Gateway::start(&local, &upstream, &window, state_in.as_deref());
+    let _gw = start_gateway(&local, &upstream, &window, state_in.as_deref());
     let gateway = Phase::run(
         &local,
         &upstream,

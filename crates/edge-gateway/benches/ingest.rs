@@ -16,60 +16,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{lines, Broker, Gateway, Run, IDLE};
 
 const TOPIC: &str = "sensors/data/dev1/temperature";
-const IDLE: Duration = Duration::from_secs(3);
-
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    /// Mosquitto with queues deep enough that a burst is not dropped by
-    /// policy (its defaults drop QoS 1 beyond 1000 queued per client).
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = test_support::free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\nmax_inflight_messages 1000\n"),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Publishes the burst as fast as the publisher can. QoS 0: `mosquitto_pub
 /// -l`, one message per line of `file`. QoS 1: `edge-gateway simulate`
@@ -118,32 +75,6 @@ fn burst_file(dir: &Path, n: usize) -> PathBuf {
 }
 
 /// A measured burst: how many arrived, over how long.
-struct Run {
-    received: u64,
-    seconds: f64,
-}
-
-impl Run {
-    fn rate(&self) -> f64 {
-        self.received as f64 / self.seconds.max(1e-9)
-    }
-}
-
-/// Lines of a child's stdout, as they come.
-fn lines(child: &mut Child) -> mpsc::Receiver<(Instant, String)> {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 /// (1): mosquitto_sub counts what one publisher's burst delivers.
 fn passthrough(broker: &Broker, qos: u8, file: &Path, n: usize) -> Run {
     let mut sub = Command::new("mosquitto_sub")
@@ -192,38 +123,15 @@ fn passthrough(broker: &Broker, qos: u8, file: &Path, n: usize) -> Run {
     }
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-struct Gateway {
-    child: Child,
-    metrics: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    fn start(broker: &Broker, qos: u8, window: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = test_support::free_port();
-        let cfg = format!(
-            r#"
+/// The gateway with an MQTT adapter on `broker`, forwarding upstream to the
+/// same broker, its `/metrics` on a free port.
+fn start_gateway(broker: &Broker, qos: u8, window: &str) -> Gateway {
+    let metrics = test_support::free_port();
+    let cfg = format!(
+        r#"
 [gateway]
 id = "gw-bench"
-state_dir = "{state}"
+state_dir = "@STATE_DIR@"
 [upstream]
 url = "mqtt://127.0.0.1:{port}"
 [aggregation]
@@ -240,79 +148,14 @@ persistent_session = false
 topics = ["sensors/data/{{device}}/{{metric}}", "sensors/{{device}}"]
 max_payload_bytes = 4096
 "#,
-            state = dir.path().join("state").display(),
-            port = broker.port,
-        );
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, cfg).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("edge-gateway");
-        let rx = lines(&mut child);
-        loop {
-            let (_, line) = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("gateway subscribed");
-            if line.contains("Subscribed") {
-                break;
-            }
-        }
-        // Keep reading so a full pipe never blocks the gateway's logging.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
-        Self {
-            child,
-            metrics,
-            _dir: dir,
-        }
-    }
-
-    fn counter(&self, name: &str) -> f64 {
-        http_get(self.metrics, "/metrics")
-            .and_then(|b| metric(&b, name))
-            .unwrap_or(0.0)
-    }
-
-    /// Polls a counter until it reaches `n` or stops moving for IDLE.
-    fn watch(&self, name: &str, n: f64) -> Run {
-        let (mut first, mut last, mut value) = (None, Instant::now(), 0.0);
-        let mut changed = Instant::now();
-        loop {
-            let v = self.counter(name);
-            let now = Instant::now();
-            if v > value {
-                first.get_or_insert(now);
-                value = v;
-                last = now;
-                changed = now;
-            }
-            if value >= n || now - changed > IDLE {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Run {
-            received: value as u64,
-            seconds: first.map_or(0.0, |f| (last - f).as_secs_f64()),
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
+        port = broker.port,
+    );
+    Gateway::start(&cfg, Some(metrics), &["Subscribed"])
 }
 
 /// (2): readings taken into windows per second.
 fn gateway_ingest(broker: &Broker, qos: u8, file: &Path, n: usize) -> Run {
-    let gw = Gateway::start(broker, qos, "1s");
+    let gw = start_gateway(broker, qos, "1s");
     let mut publisher = publish_burst(broker.port, qos, file, n);
     let run = gw.watch("edge_gateway_aggregator_readings_total", n as f64);
     let _ = publisher.wait();
@@ -380,7 +223,7 @@ fn python_pipeline(broker: &Broker, qos: u8, file: &Path, n: usize) -> Option<Ru
 
 /// (4): RSS before and with 10 000 devices x 5 metrics in open windows.
 fn rss_10k(broker: &Broker) -> (f64, f64, f64) {
-    let gw = Gateway::start(broker, 1, "1h");
+    let gw = start_gateway(broker, 1, "1h");
     let before = gw.counter("process_resident_memory_bytes");
     let status = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
         .args([
@@ -444,7 +287,9 @@ fn main() {
     println!("burst: {n} messages on one topic from one publisher: QoS 0 4-byte numbers (mosquitto_pub -l), QoS 1 15-byte JSON objects (edge-gateway simulate)\n");
     let dir = tempfile::tempdir().unwrap();
     let file = burst_file(dir.path(), n);
-    let broker = Broker::start();
+    // Queues deep enough that a burst is not dropped by policy (the
+    // defaults drop QoS 1 beyond 1000 queued per client).
+    let broker = Broker::start("max_queued_messages 1000000\nmax_inflight_messages 1000");
     let row = |what: &str, r: &Run, base: Option<f64>| {
         let ratio = base.map_or(String::new(), |b| format!("{:>7.1}%", 100.0 * r.rate() / b));
         println!(

@@ -15,27 +15,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const IDLE: Duration = Duration::from_secs(3);
 /// The LoRaWAN fleet: uplinks go round its devices.
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{Broker, Gateway, Run, IDLE};
+
 const LORA_DEVICES: &str = "100";
 /// Readings per uplink: seed_compact's three values plus rssi, snr, gateways.
 const READINGS_PER_UPLINK: f64 = 6.0;
-
-struct Run {
-    received: u64,
-    seconds: f64,
-}
-
-impl Run {
-    fn rate(&self) -> f64 {
-        self.received as f64 / self.seconds.max(1e-9)
-    }
-}
 
 fn simulate(protocol: &str, port: u16, n: usize) -> Child {
     Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
@@ -72,47 +64,16 @@ fn raw_udp(protocol: &str, n: usize) -> Run {
     }
 }
 
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start() -> Self {
-        let port = test_support::free_port();
-        let child = Command::new("mosquitto")
-            .args(["-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Gateway {
-    child: Child,
-    metrics: u16,
+/// The gateway with a CoAP server and a `semtech_udp` adapter, each on a
+/// free UDP port, and the LoRaWAN fleet's devices.
+struct UdpGateway {
+    gw: Gateway,
     coap: u16,
     lora: u16,
-    _dir: tempfile::TempDir,
 }
 
-impl Gateway {
+impl UdpGateway {
     fn start(broker: &Broker) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let metrics = test_support::free_port();
         let coap = test_support::free_udp_port();
         let lora = test_support::free_udp_port();
@@ -131,7 +92,7 @@ impl Gateway {
             r#"
 [gateway]
 id = "gw-bench"
-state_dir = "{state}"
+state_dir = "@STATE_DIR@"
 [upstream]
 url = "mqtt://127.0.0.1:{port}"
 [aggregation]
@@ -149,87 +110,15 @@ type = "semtech_udp"
 name = "lora"
 bind = "127.0.0.1:{lora}"
 {tables}"#,
-            state = dir.path().join("state").display(),
             port = broker.port,
             tables = String::from_utf8(tables.stdout).unwrap(),
         );
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, cfg).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("edge-gateway");
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut listening = 0;
-        while listening < 2 {
-            let line = out.next().expect("gateway log").unwrap();
-            if line.contains("CoAP server listening")
-                || line.contains("Semtech UDP server listening")
-            {
-                listening += 1;
-            }
-        }
-        // Keep reading so a full pipe never blocks the gateway's logging.
-        std::thread::spawn(move || for _ in out {});
-        Self {
-            child,
-            metrics,
-            coap,
-            lora,
-            _dir: dir,
-        }
-    }
-
-    fn counter(&self, name: &str) -> f64 {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.metrics)) else {
-            return 0.0;
-        };
-        let _ = write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        let gw = Gateway::start(
+            &cfg,
+            Some(metrics),
+            &["CoAP server listening", "Semtech UDP server listening"],
         );
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
-    }
-
-    /// Polls a counter until it reaches `n` or stops moving for IDLE.
-    fn watch(&self, name: &str, n: f64) -> Run {
-        let (mut first, mut last, mut value) = (None, Instant::now(), self.counter(name));
-        let start = value;
-        let mut changed = Instant::now();
-        loop {
-            let v = self.counter(name);
-            let now = Instant::now();
-            if v > value {
-                first.get_or_insert(now);
-                value = v;
-                last = now;
-                changed = now;
-            }
-            if value - start >= n || now - changed > IDLE {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Run {
-            received: (value - start) as u64,
-            seconds: first.map_or(0.0, |f| (last - f).as_secs_f64()),
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        Self { gw, coap, lora }
     }
 }
 
@@ -248,13 +137,13 @@ fn main() {
             r.seconds
         );
     };
-    let broker = Broker::start();
-    let gw = Gateway::start(&broker);
+    let broker = Broker::start("");
+    let gw = UdpGateway::start(&broker);
 
     let limit = raw_udp("coap", n);
     row("CoAP: raw UDP receive (the limit)", &limit, None);
     let mut sender = simulate("coap", gw.coap, n);
-    let coap = gw.watch(
+    let coap = gw.gw.watch(
         "edge_gateway_adapter_readings_total{adapter=\"coap\"}",
         n as f64,
     );
@@ -268,7 +157,7 @@ fn main() {
     let limit = raw_udp("lorawan", n);
     row("Semtech UDP: raw UDP receive (the limit)", &limit, None);
     let mut sender = simulate("lorawan", gw.lora, n);
-    let readings = gw.watch(
+    let readings = gw.gw.watch(
         "edge_gateway_adapter_readings_total{adapter=\"lora\"}",
         n as f64 * READINGS_PER_UPLINK,
     );
