@@ -21,7 +21,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use aggregator::{OpenSeries, Snapshot, StatsState};
-use gateway_core::state_file::{replace_atomically_with, stage};
+use gateway_core::state_file::{replace_atomically_with, stage, WriteFailure};
 use gateway_core::{DeviceId, MetricName};
 
 use crate::binary::{put_text, Reader};
@@ -62,6 +62,16 @@ pub struct Checkpoint {
     path: PathBuf,
 }
 
+impl From<WriteFailure> for CheckpointError {
+    fn from(f: WriteFailure) -> Self {
+        Self::Io {
+            action: f.action,
+            path: f.path,
+            source: f.source,
+        }
+    }
+}
+
 /// A checkpoint written to its temporary file, not yet in place.
 pub struct Staged(gateway_core::state_file::Staged);
 
@@ -71,11 +81,7 @@ impl Staged {
     /// # Errors
     /// A sync or the rename failed; the previous checkpoint stays.
     pub fn commit(self) -> Result<(), CheckpointError> {
-        self.0.commit().map_err(|f| CheckpointError::Io {
-            action: f.action,
-            path: f.path,
-            source: f.source,
-        })
+        Ok(self.0.commit()?)
     }
 }
 
@@ -123,11 +129,7 @@ impl Checkpoint {
         &self,
         write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<(), CheckpointError> {
-        replace_atomically_with(&self.path, write).map_err(|f| CheckpointError::Io {
-            action: f.action,
-            path: f.path,
-            source: f.source,
-        })
+        Ok(replace_atomically_with(&self.path, write)?)
     }
 
     /// Writes a new checkpoint beside the current one without syncing it;
@@ -139,13 +141,7 @@ impl Checkpoint {
         &self,
         write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<Staged, CheckpointError> {
-        stage(&self.path, write)
-            .map(Staged)
-            .map_err(|f| CheckpointError::Io {
-                action: f.action,
-                path: f.path,
-                source: f.source,
-            })
+        Ok(Staged(stage(&self.path, write)?))
     }
 
     /// Moves a damaged checkpoint aside so it is kept for inspection but not
