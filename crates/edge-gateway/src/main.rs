@@ -145,15 +145,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn run(cfg: settings::GatewayConfig, path: &Path) -> anyhow::Result<()> {
     info!(gateway = %cfg.gateway.id, upstream = %cfg.upstream.url, adapters = cfg.adapters.len(), devices = cfg.devices.len(), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
+    // Before anything starts: a signal that arrived while the adapters
+    // were coming up (a test's SIGTERM right after "Subscribed", systemd's
+    // reload) took the default action and killed the process outright.
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut gateway = Gateway::start(&cfg, Arc::new(SystemClock))?;
     let metrics = metrics::serve(&cfg.metrics, gateway.telemetry.clone()).await;
     let mut status_tick = tokio::time::interval(Duration::from_secs(60));
     status_tick.tick().await;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping."); break; }
+            _ = int.recv() => { info!("SIGINT: stopping."); break; }
             _ = term.recv() => { info!("SIGTERM: stopping."); break; }
             _ = hup.recv() => reload(&mut gateway, path).await,
             _ = status_tick.tick() => status::log_line(&gateway.telemetry),
