@@ -214,7 +214,19 @@ pub async fn publish(port: u16, topic: &str, payload: &str, qos: u8, retain: boo
 
 /// Publishes every line as one message on `topic` with one `mosquitto_pub -l`.
 pub async fn publish_lines(port: u16, topic: &str, lines: &[String], qos: u8) {
+    publish_lines_with(port, topic, lines, qos, &[]).await;
+}
+
+/// Like `publish_lines`, in a persistent session under `client_id`: what
+/// the broker has not acknowledged is resent by the next publisher of that
+/// id, as a sensor that keeps its session does.
+pub async fn publish_lines_as(port: u16, topic: &str, lines: &[String], qos: u8, client_id: &str) {
+    publish_lines_with(port, topic, lines, qos, &["-c", "-i", client_id]).await;
+}
+
+async fn publish_lines_with(port: u16, topic: &str, lines: &[String], qos: u8, extra: &[&str]) {
     let mut child = Command::new("mosquitto_pub")
+        .args(extra)
         .args([
             "-h",
             "127.0.0.1",

@@ -10,7 +10,7 @@ mod coap;
 mod mosquitto;
 mod tls;
 
-pub use clients::{publish, publish_lines, Message, Subscriber};
+pub use clients::{publish, publish_lines, publish_lines_as, Message, Subscriber};
 pub use coap::{coap_client, coap_client_run, free_udp_port, CoapOutput, CoapServer};
 pub use mosquitto::{Mosquitto, Options};
 pub use tls::Pki;

@@ -192,6 +192,12 @@ impl Mosquitto {
     /// Stops it gracefully and starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop();
+        self.start_again();
+    }
+
+    /// Starts a stopped (or killed) broker again on its port, with its
+    /// persistence file: an outage of a chosen length.
+    pub fn start_again(&mut self) {
         for _ in 0..5 {
             if self.spawn() {
                 return;

@@ -146,6 +146,11 @@ fn qos(q: Qos) -> QoS {
 /// Sequence number of the retained `online` status: not an outbox message.
 const STATUS: u64 = 0;
 
+/// Fault hook for the crash tests: milliseconds to hold each batch of
+/// closed windows before its outbox append, so a kill can land between a
+/// window's emission and its storage. Unset (the default), nothing waits.
+const HOLD_OUTBOX_ENV: &str = "EDGE_GATEWAY_FAULT_HOLD_OUTBOX_MS";
+
 /// Opens the outbox, degrading to memory when the directory is unusable.
 fn open_outbox(settings: &UpstreamSettings, m: &Metrics) -> Result<Outbox, SetupError> {
     let Some(dir) = &settings.outbox_dir else {
@@ -231,6 +236,10 @@ pub async fn run_upstream(
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
     let log = LogThrottle::default();
+    let hold_outbox = std::env::var(HOLD_OUTBOX_ENV)
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis);
 
     loop {
         let now = Instant::now();
@@ -407,6 +416,9 @@ pub async fn run_upstream(
                             Ok(more) => batch.push(more),
                             Err(_) => break,
                         }
+                    }
+                    if let Some(hold) = hold_outbox {
+                        tokio::time::sleep(hold).await;
                     }
                     store(&mut outbox, &mut overflow, batch, &settings, &m, &log);
                 }
@@ -687,6 +699,11 @@ async fn poll_loop(
                 }
                 eventloop.clean();
                 eventloop.pending.clear();
+                // Events of the failed batch still buffered (a Publish
+                // whose write failed, PubAcks read before the error) would
+                // be yielded on the next connection and pair packet ids
+                // with the wrong outbox messages.
+                eventloop.state.events.clear();
                 let delay = backoff.next_delay();
                 debug!(%broker, ?delay, "Upstream reconnect backoff.");
                 tokio::select! {
