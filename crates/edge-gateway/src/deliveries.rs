@@ -66,6 +66,12 @@ impl Deliveries {
         });
     }
 
+    /// Forgets every slot of `source`: its session started afresh, so its
+    /// next messages (packet ids from 1 again) are new whatever they carry.
+    pub fn forget_source(&mut self, source: &str) {
+        self.taken.retain(|t| &*t.source != source);
+    }
+
     /// The remembered slots, oldest first.
     pub fn to_list(&self) -> Vec<Taken> {
         self.taken.iter().cloned().collect()
@@ -111,6 +117,23 @@ mod tests {
         assert!(!d.is_copy(&key(8, 99, true)), "different slot");
         d.record("local".into(), 7, 5);
         assert!(!d.is_copy(&key(7, 99, true)), "the slot was reused");
+    }
+
+    #[test]
+    fn a_new_session_of_one_source_makes_its_resends_new_and_keeps_the_others() {
+        let mut d = Deliveries::default();
+        d.record("local".into(), 7, 99);
+        d.record("other".into(), 7, 99);
+        d.forget_source("local");
+        assert!(
+            !d.is_copy(&key(7, 99, true)),
+            "equal payloads are new readings"
+        );
+        let other = DeliveryKey {
+            source: "other".into(),
+            ..key(7, 99, true)
+        };
+        assert!(d.is_copy(&other), "another source's session is untouched");
     }
 
     #[test]

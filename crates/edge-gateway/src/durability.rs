@@ -115,6 +115,9 @@ impl Durability {
         journal::report(&replay, epoch);
         let (mut late, mut taken) = (0usize, 0usize);
         for entry in &replay.entries {
+            if let Some(source) = &entry.new_session {
+                d.deliveries.forget_source(source);
+            }
             if let Some((source, slot, digest)) = &entry.key {
                 d.deliveries.record(source.clone(), *slot, *digest);
             }
@@ -156,6 +159,16 @@ impl Durability {
         }
         self.deliveries.record(k.source.clone(), k.slot, k.digest);
         true
+    }
+
+    /// `source`'s session started afresh: what it sends from now on is
+    /// new, whatever slot and content it has. Journaled in order with the
+    /// messages, so a replay forgets at the same point.
+    pub fn new_session(&mut self, source: &str) {
+        self.deliveries.forget_source(source);
+        if let Some(s) = &mut self.store {
+            s.journal.append_new_session(source);
+        }
     }
 
     /// Journals the readings the aggregator accepted; the receipt

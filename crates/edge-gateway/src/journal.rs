@@ -16,6 +16,7 @@
 //! file   = record*
 //! record = len:u32le crc32(body):u32le body
 //! body   = has_key:u8 [source:text slot:u16 digest:u64] n:u32 n × reading
+//!        | 2:u8 source:text n:u32(0)      the source's session started afresh
 //! reading = device:text metric:text time_ms:i64 value:f64 event_time:u8
 //! ```
 //!
@@ -59,7 +60,13 @@ impl JournalError {
 pub struct Entry {
     pub key: Option<(Arc<str>, u16, u64)>,
     pub readings: Vec<Reading>,
+    /// A marker, not a message: this source's session started afresh here.
+    pub new_session: Option<Arc<str>>,
 }
+
+const NO_KEY: u8 = 0;
+const KEY: u8 = 1;
+const NEW_SESSION: u8 = 2;
 
 /// What opening found.
 #[derive(Debug, Default)]
@@ -201,18 +208,41 @@ impl Journal {
         self.epoch
     }
 
-    /// Adds a message to the next commit.
-    pub fn append(&mut self, key: Option<&DeliveryKey>, readings: &[Reading]) {
+    /// Records, in order with the messages, that `source`'s session
+    /// started afresh: a replay must forget its slots at the same point.
+    pub fn append_new_session(&mut self, source: &str) {
+        let start = self.begin_record();
+        self.buffer.push(NEW_SESSION);
+        put_text(&mut self.buffer, source);
+        self.buffer.extend_from_slice(&0u32.to_le_bytes());
+        self.end_record(start);
+    }
+
+    fn begin_record(&mut self) -> usize {
         let start = self.buffer.len();
         self.buffer.extend_from_slice(&[0; 8]);
+        start
+    }
+
+    fn end_record(&mut self, start: usize) {
+        let body = &self.buffer[start + 8..];
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes();
+        let crc = crc32fast::hash(body).to_le_bytes();
+        self.buffer[start..start + 4].copy_from_slice(&len);
+        self.buffer[start + 4..start + 8].copy_from_slice(&crc);
+    }
+
+    /// Adds a message to the next commit.
+    pub fn append(&mut self, key: Option<&DeliveryKey>, readings: &[Reading]) {
+        let start = self.begin_record();
         match key {
             Some(k) => {
-                self.buffer.push(1);
+                self.buffer.push(KEY);
                 put_text(&mut self.buffer, &k.source);
                 self.buffer.extend_from_slice(&k.slot.to_le_bytes());
                 self.buffer.extend_from_slice(&k.digest.to_le_bytes());
             }
-            None => self.buffer.push(0),
+            None => self.buffer.push(NO_KEY),
         }
         let n = u32::try_from(readings.len()).unwrap_or(u32::MAX);
         self.buffer.extend_from_slice(&n.to_le_bytes());
@@ -226,11 +256,7 @@ impl Journal {
             self.buffer
                 .push(u8::from(r.time_source() == TimeSource::Event));
         }
-        let body = &self.buffer[start + 8..];
-        let len = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes();
-        let crc = crc32fast::hash(body).to_le_bytes();
-        self.buffer[start..start + 4].copy_from_slice(&len);
-        self.buffer[start + 4..start + 8].copy_from_slice(&crc);
+        self.end_record(start);
     }
 
     /// Completes `receipt` at the next successful commit.
@@ -368,9 +394,11 @@ fn decode_records(bytes: &[u8]) -> (Vec<Entry>, usize) {
 
 fn decode_entry(body: &[u8]) -> Option<Entry> {
     let mut r = Reader::new(body);
-    let key = match r.take(1)?[0] {
-        0 => None,
-        _ => Some((Arc::from(r.text()?), r.u16()?, r.u64()?)),
+    let (key, new_session) = match r.take(1)?[0] {
+        NO_KEY => (None, None),
+        KEY => (Some((Arc::from(r.text()?), r.u16()?, r.u64()?)), None),
+        NEW_SESSION => (None, Some(Arc::from(r.text()?))),
+        _ => return None,
     };
     let n = r.u32()?;
     let mut readings = Vec::with_capacity(n.min(4096) as usize);
@@ -385,7 +413,11 @@ fn decode_entry(body: &[u8]) -> Option<Entry> {
         };
         readings.push(Reading::new(device, metric, value, time, source).ok()?);
     }
-    Some(Entry { key, readings })
+    Some(Entry {
+        key,
+        readings,
+        new_session,
+    })
 }
 
 /// Logs what a replay found.

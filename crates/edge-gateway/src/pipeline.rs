@@ -158,6 +158,10 @@ impl Pipeline {
                             self.durability.acknowledge_copy(receipt);
                         }
                     }
+                    Some(Ingress::NewSession { source }) => {
+                        info!(%source, "New broker session: its packet ids start over, so earlier deliveries no longer mark copies.");
+                        self.durability.new_session(&source);
+                    }
                     Some(Ingress::Status(change)) => {
                         c.status.inc();
                         info!(device = %change.device, state = change.state.as_str(), "Device status changed.");

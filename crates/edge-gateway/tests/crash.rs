@@ -223,3 +223,58 @@ async fn kill_9_while_a_checkpoint_is_being_synced_loses_none_and_counts_none_tw
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+/// Publishes `n` identical readings (`20.0`): sensors repeat themselves,
+/// and equal payloads must never be taken for resent copies.
+fn publish_constant(port: u16, device: &str, n: usize) -> JoinHandle<()> {
+    publish_batch(port, device, vec!["20.0".to_string(); n])
+}
+
+#[tokio::test]
+async fn after_a_local_broker_crash_equal_payloads_in_reused_packet_ids_are_not_copies() {
+    // Mosquitto killed -9 restarts from its last save: its packet ids for
+    // the gateway's session start over from there, and equal payloads come
+    // again in slots the gateway remembers. Then the gateway is killed while
+    // they flow, so the broker resends them marked DUP.
+    let mut local = Mosquitto::start_persistent();
+    let upstream = Mosquitto::start();
+    let device = "constant-dev";
+    let mut sub =
+        Subscriber::start(upstream.port(), &format!("building/hq/{device}/aggregated")).await;
+    let cfg = config("gw-constant", local.port(), upstream.port(), "1s", "0s");
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    let state = gw.dir.path().join("state");
+    let mut published = 0usize;
+    publish_constant(local.port(), device, BATCH).await.unwrap();
+    published += BATCH;
+    // Until the gateway took the whole batch: the upstream counts it.
+    let got = sub
+        .collect_until(WAIT, |m| {
+            totals(m).get(device).is_some_and(|t| t.0 >= BATCH as u64)
+        })
+        .await;
+    let mut all: Vec<Message> = got;
+    local.kill();
+    local.start_again();
+    gw.wait_for_log_count("Subscribed", 2).await;
+    let mut publishers = Vec::new();
+    for _ in 0..4 {
+        let before = progress(&state);
+        publishers.push(publish_constant(local.port(), device, BATCH));
+        published += BATCH;
+        wait_progress(&state, before).await;
+        gw.signal("KILL");
+        gw.wait_exit().await;
+        gw = GatewayProcess::start_in(gw.dir, &cfg);
+        gw.wait_for_log("Subscribed").await;
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    all.extend(collect_all(&mut sub, device, published - BATCH).await);
+    gw.take_log();
+    assert_exactly_once(&all, device, &vec![20.0; published], &gw.seen.join("\n"));
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}

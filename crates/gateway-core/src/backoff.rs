@@ -57,6 +57,11 @@ impl Backoff {
         self.attempt = 0;
     }
 
+    /// The cap: the wait for a fault that retrying soon cannot clear.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
     pub fn attempts(&self) -> u32 {
         self.attempt
     }

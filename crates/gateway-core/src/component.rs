@@ -33,6 +33,11 @@ pub enum Ingress {
         readings: Vec<Reading>,
         receipt: Receipt,
     },
+    /// The source's session started afresh (MQTT CONNACK without session
+    /// present): the broker resends nothing from before, and reuses its
+    /// packet ids from the start, so what was remembered as taken from
+    /// `source` no longer says what a resent copy is.
+    NewSession { source: Arc<str> },
 }
 
 /// Where a redeliverable message sat in its source's session, so a copy

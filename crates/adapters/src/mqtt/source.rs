@@ -84,10 +84,43 @@ fn subscription_qos(q: gateway_core::config::Qos) -> QoS {
 
 /// What the poller reports.
 enum SourceEvent {
-    Connected,
-    Subscribed { refused: usize },
+    /// A connection; `resumed` when the broker kept our session (MQTT
+    /// session present): only then can it resend what came before.
+    Connected {
+        resumed: bool,
+    },
+    Subscribed {
+        refused: usize,
+    },
     Message(Publish),
-    Lost(String),
+    Lost {
+        error: String,
+        /// The connection failed on a packet larger than we read: its size.
+        oversized: Option<usize>,
+    },
+}
+
+/// The largest packet read after one failed as oversized, so the broker's
+/// resend can be read, counted and acknowledged instead of failing every
+/// connection (rumqttc cannot skip a packet it will not buffer). Beyond
+/// this only the broker's `message_size_limit` protects the gateway.
+const MAX_OVERSIZED_PACKET: usize = 64 * 1024 * 1024;
+
+/// The MQTT remaining length of a PUBLISH, which is what rumqttc compares
+/// with its packet size limit.
+fn packet_bytes(p: &Publish) -> usize {
+    let packet_id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+    2 + p.topic.len() + packet_id + p.payload.len()
+}
+
+/// The size of the packet a connection failed on, when that is why.
+fn oversized_packet(e: &rumqttc::ConnectionError) -> Option<usize> {
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+        )) => Some(*n),
+        _ => None,
+    }
 }
 
 /// Requests (subscriptions, acknowledgements) queued for the event loop;
@@ -126,6 +159,7 @@ async fn run(
         resume_rx,
         Backoff::new(Duration::from_millis(200), config.max_backoff),
         stop_poller.clone(),
+        connection.max_packet_bytes,
     ));
     let source: Arc<str> = Arc::from(ctx.name.as_str());
     // Received QoS 1/2 messages in arrival order, each with the receipt
@@ -177,9 +211,18 @@ async fn run(
             }
             event = events.recv() => match event {
                 None => break,
-                Some(SourceEvent::Connected) => {
-                    info!(adapter = %ctx.name, broker = %config.url, "Connected to the local broker.");
+                Some(SourceEvent::Connected { resumed }) => {
+                    info!(adapter = %ctx.name, broker = %config.url, resumed, "Connected to the local broker.");
                     connected = true;
+                    if !resumed {
+                        // Nothing the broker sends from now on is a resend
+                        // of what it sent before: its packet ids start
+                        // over, and an equal payload is a new reading.
+                        ctx.ingress
+                            .send(Ingress::NewSession { source: source.clone() })
+                            .await
+                            .map_err(|_| AdapterError::PipelineClosed)?;
+                    }
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
                         warn!(adapter = %ctx.name, error = %e, "Could not queue the subscriptions.");
                     }
@@ -192,6 +235,17 @@ async fn run(
                     } else {
                         info!(adapter = %ctx.name, filters = filters.len(), "Subscribed.");
                         subscribed.set(1.0);
+                    }
+                }
+                Some(SourceEvent::Message(publish)) if packet_bytes(&publish) > connection.max_packet_bytes => {
+                    // The resend of a message that broke the last
+                    // connection, already counted then: acknowledged in
+                    // its turn and dropped.
+                    stats.received.inc();
+                    let (receipt, waiter) = Receipt::new(None);
+                    receipt.complete();
+                    if publish.qos != QoS::AtMostOnce {
+                        unacked.push_back((publish, waiter));
                     }
                 }
                 Some(SourceEvent::Message(publish)) => {
@@ -228,10 +282,18 @@ async fn run(
                         unacked.push_back((publish, waiter));
                     }
                 }
-                Some(SourceEvent::Lost(error)) => {
+                Some(SourceEvent::Lost { error, oversized }) => {
+                    if let Some(bytes) = oversized {
+                        stats.error("payload_too_large");
+                        if let Some(suppressed) = throttle.allow("oversized") {
+                            warn!(adapter = %ctx.name, broker = %config.url, bytes, max_payload_bytes = config.max_payload_bytes, suppressed, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
+                        }
+                    }
                     if connected {
                         reconnects.inc();
-                        warn!(adapter = %ctx.name, broker = %config.url, %error, unacknowledged = unacked.len() + ready.len(), "Lost the local broker; reconnecting (it resends what was not acknowledged).");
+                        if let Some(suppressed) = throttle.allow("lost") {
+                            warn!(adapter = %ctx.name, broker = %config.url, %error, unacknowledged = unacked.len() + ready.len(), suppressed, "Lost the local broker; reconnecting (it resends what was not acknowledged).");
+                        }
                     } else if let Some(suppressed) = throttle.allow("connect") {
                         warn!(adapter = %ctx.name, broker = %config.url, %error, suppressed, "Cannot reach the local broker; retrying.");
                     }
@@ -291,6 +353,7 @@ async fn poll_loop(
     mut resume: mpsc::Receiver<()>,
     mut backoff: Backoff,
     stop: CancellationToken,
+    max_packet_bytes: usize,
 ) {
     loop {
         let polled = tokio::select! {
@@ -298,9 +361,11 @@ async fn poll_loop(
             e = eventloop.poll() => e,
         };
         let event = match polled {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
-                SourceEvent::Connected
+                SourceEvent::Connected {
+                    resumed: ack.session_present,
+                }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => SourceEvent::Subscribed {
                 refused: ack
@@ -313,7 +378,12 @@ async fn poll_loop(
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => continue,
             Err(e) => {
-                if events.send(SourceEvent::Lost(e.to_string())).await.is_err() {
+                let oversized = oversized_packet(&e);
+                let lost = SourceEvent::Lost {
+                    error: e.to_string(),
+                    oversized,
+                };
+                if events.send(lost).await.is_err() {
                     return;
                 }
                 // Once the adapter has dropped its pending acks, drop any
@@ -323,7 +393,28 @@ async fn poll_loop(
                     r = resume.recv() => if r.is_none() { return },
                 }
                 eventloop.clean();
-                let delay = backoff.next_delay();
+                // Packets read in the same batch as the failure are still
+                // buffered as events; yielded on the next connection they
+                // would be acknowledged by packet ids that now belong to
+                // other messages. The broker resends them anyway.
+                eventloop.state.events.clear();
+                // The oversized packet comes first again: read it this
+                // time (bounded), so it can be acknowledged and dropped;
+                // the next connection goes back to the configured limit.
+                let limit = match oversized {
+                    Some(n) if n <= MAX_OVERSIZED_PACKET => n.saturating_add(1024),
+                    _ => max_packet_bytes,
+                };
+                eventloop
+                    .mqtt_options
+                    .set_max_packet_size(limit, max_packet_bytes);
+                let delay = match oversized {
+                    Some(n) if n <= MAX_OVERSIZED_PACKET => Duration::ZERO,
+                    // Nothing we can do but wait for someone to clear it;
+                    // the ConnAck resets the backoff, so do not hammer.
+                    Some(_) => backoff.max(),
+                    None => backoff.next_delay(),
+                };
                 debug!(?delay, "Local broker reconnect backoff.");
                 tokio::select! {
                     _ = stop.cancelled() => return,
