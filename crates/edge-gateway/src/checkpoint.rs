@@ -21,7 +21,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use aggregator::{OpenSeries, Snapshot, StatsState};
-use gateway_core::state_file::{replace_atomically_with, stage, WriteFailure};
+use gateway_core::state_file::{stage, WriteFailure};
 use gateway_core::{DeviceId, MetricName};
 
 use crate::binary::{put_text, Reader};
@@ -58,8 +58,12 @@ pub enum CheckpointError {
     Interrupted,
 }
 
+/// The checkpoint file and the generation before it (`windows.prev.ckpt`),
+/// kept with the journals since it so one damaged file never costs
+/// acknowledged readings.
 pub struct Checkpoint {
     path: PathBuf,
+    previous: PathBuf,
 }
 
 impl From<WriteFailure> for CheckpointError {
@@ -73,7 +77,10 @@ impl From<WriteFailure> for CheckpointError {
 }
 
 /// A checkpoint written to its temporary file, not yet in place.
-pub struct Staged(gateway_core::state_file::Staged);
+pub struct Staged {
+    staged: gateway_core::state_file::Staged,
+    previous: PathBuf,
+}
 
 impl Staged {
     /// Syncs it, renames it over the old checkpoint and syncs the directory.
@@ -81,7 +88,7 @@ impl Staged {
     /// # Errors
     /// A sync or the rename failed; the previous checkpoint stays.
     pub fn commit(self) -> Result<(), CheckpointError> {
-        Ok(self.0.commit()?)
+        Ok(self.staged.commit_keeping(Some(&self.previous))?)
     }
 }
 
@@ -89,6 +96,7 @@ impl Checkpoint {
     pub fn in_dir(state_dir: &Path) -> Self {
         Self {
             path: state_dir.join("windows.ckpt"),
+            previous: state_dir.join("windows.prev.ckpt"),
         }
     }
 
@@ -101,23 +109,15 @@ impl Checkpoint {
     /// # Errors
     /// Unreadable or damaged (the caller starts empty and says so).
     pub fn load(&self) -> Result<Option<Saved>, CheckpointError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(CheckpointError::Io {
-                    action: "reading",
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        decode(&bytes)
-            .map(Some)
-            .map_err(|why| CheckpointError::Damaged {
-                path: self.path.clone(),
-                why,
-            })
+        load_file(&self.path)
+    }
+
+    /// The generation before the last checkpoint, `None` if there is none.
+    ///
+    /// # Errors
+    /// Unreadable or damaged.
+    pub fn load_previous(&self) -> Result<Option<Saved>, CheckpointError> {
+        load_file(&self.previous)
     }
 
     /// Replaces the checkpoint atomically with what `write` writes
@@ -129,7 +129,7 @@ impl Checkpoint {
         &self,
         write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<(), CheckpointError> {
-        Ok(replace_atomically_with(&self.path, write)?)
+        self.stage(write)?.commit()
     }
 
     /// Writes a new checkpoint beside the current one without syncing it;
@@ -141,7 +141,10 @@ impl Checkpoint {
         &self,
         write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<Staged, CheckpointError> {
-        Ok(Staged(stage(&self.path, write)?))
+        Ok(Staged {
+            staged: stage(&self.path, write)?,
+            previous: self.previous.clone(),
+        })
     }
 
     /// Moves a damaged checkpoint aside so it is kept for inspection but not
@@ -149,6 +152,31 @@ impl Checkpoint {
     pub fn quarantine(&self) {
         let _ = std::fs::rename(&self.path, self.path.with_extension("ckpt.damaged"));
     }
+
+    /// The same for a damaged previous generation.
+    pub fn quarantine_previous(&self) {
+        let _ = std::fs::rename(&self.previous, self.previous.with_extension("ckpt.damaged"));
+    }
+}
+
+fn load_file(path: &Path) -> Result<Option<Saved>, CheckpointError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                action: "reading",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    decode(&bytes)
+        .map(Some)
+        .map_err(|why| CheckpointError::Damaged {
+            path: path.to_path_buf(),
+            why,
+        })
 }
 
 /// Where the series start in the file: after the header (magic, body

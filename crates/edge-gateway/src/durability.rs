@@ -22,7 +22,7 @@ use gateway_core::{DeliveryKey, Reading, Receipt, Telemetry};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::checkpoint::{self, Checkpoint, CheckpointError};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, Saved};
 use crate::deliveries::{Deliveries, Taken};
 use crate::journal::{self, Journal, MAX_BATCH};
 
@@ -40,6 +40,10 @@ pub struct Durability {
     log: LogThrottle,
     /// The epoch named by a checkpoint started and not yet on disk.
     saving: Option<u64>,
+    /// The epoch named by the checkpoint on disk now. When the next one
+    /// lands this one becomes the previous generation, and the journals
+    /// from its epoch on are what rebuilds it: only older ones go.
+    on_disk_epoch: u64,
     /// Fault hook for the crash tests: holds each background checkpoint
     /// back this long before it is synced, so a kill can land while one is
     /// in flight. Unset (the default), nothing waits.
@@ -60,6 +64,7 @@ impl Durability {
             journal_failures: telemetry.counter("edge_gateway_journal_failures_total", &[]),
             log: LogThrottle::default(),
             saving: None,
+            on_disk_epoch: 0,
             hold_checkpoint: std::env::var(HOLD_CHECKPOINT_ENV)
                 .ok()
                 .and_then(|ms| ms.parse().ok())
@@ -86,8 +91,9 @@ impl Durability {
         }
         let checkpoint = Checkpoint::in_dir(state_dir);
         let failures = telemetry.counter("edge_gateway_checkpoint_failures_total", &[]);
-        let epoch = match checkpoint.load() {
-            Ok(Some(saved)) => {
+        let (restored, keep_from) = restore_generation(&checkpoint, &failures);
+        let epoch = match restored {
+            Some(saved) => {
                 aggregator.restore(&saved.snapshot);
                 d.deliveries = Deliveries::from_list(&saved.deliveries);
                 info!(
@@ -96,15 +102,11 @@ impl Durability {
                 );
                 saved.journal_epoch
             }
-            Ok(None) => journal::oldest_epoch(state_dir).unwrap_or(0),
-            Err(e) => {
-                failures.inc();
-                error!(error = %e, "Open windows of the last run are lost: their checkpoint is unreadable; it is kept aside.");
-                checkpoint.quarantine();
-                journal::oldest_epoch(state_dir).unwrap_or(0)
-            }
+            None => journal::oldest_epoch(state_dir).unwrap_or(0),
         };
-        let (journal, replay) = match Journal::open(state_dir, epoch) {
+        let keep_from = keep_from.unwrap_or(epoch);
+        d.on_disk_epoch = keep_from.min(epoch);
+        let (journal, replay) = match Journal::open(state_dir, epoch, keep_from) {
             Ok(opened) => opened,
             Err(e) => {
                 failures.inc();
@@ -235,7 +237,10 @@ impl Durability {
             // journaling until the next start.
             error!(error = %e, "Cannot start a new ingress journal: readings are acknowledged on receipt until the next start.");
             self.store = None;
+            return Ok(());
         }
+        s.journal.retire_before(self.on_disk_epoch);
+        self.on_disk_epoch = next;
         Ok(())
     }
 
@@ -305,12 +310,43 @@ impl Durability {
         let epoch = self.saving.take();
         outcome?;
         if let (Some(s), Some(epoch)) = (&mut self.store, epoch) {
-            s.journal.retire_before(epoch);
+            s.journal.retire_before(self.on_disk_epoch);
+            self.on_disk_epoch = epoch;
             if s.journal.epoch() == epoch {
                 s.journal.mark_dir_synced();
             }
         }
         Ok(())
+    }
+}
+
+/// The newest checkpoint generation that reads, and the epoch of the one
+/// before it (whose journals are kept). A damaged file is moved aside and
+/// the generation before it restored: with the journals since it, that is
+/// everything acknowledged.
+fn restore_generation(checkpoint: &Checkpoint, failures: &Counter) -> (Option<Saved>, Option<u64>) {
+    let previous = || match checkpoint.load_previous() {
+        Ok(saved) => saved,
+        Err(e) => {
+            failures.inc();
+            error!(error = %e, "The previous checkpoint is unreadable too; it is kept aside. Replaying every journal there is.");
+            checkpoint.quarantine_previous();
+            None
+        }
+    };
+    match checkpoint.load() {
+        Ok(Some(saved)) => {
+            let keep_from = previous().map(|p| p.journal_epoch);
+            (Some(saved), keep_from)
+        }
+        // No checkpoint, or a crash between its two renames.
+        Ok(None) => (previous(), None),
+        Err(e) => {
+            failures.inc();
+            error!(error = %e, "The last checkpoint is unreadable; it is kept aside. Restoring the one before it and the journals since.");
+            checkpoint.quarantine();
+            (previous(), None)
+        }
     }
 }
 

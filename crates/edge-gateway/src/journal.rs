@@ -20,8 +20,9 @@
 //! reading = device:text metric:text time_ms:i64 value:f64 event_time:u8
 //! ```
 //!
-//! A damaged or half-written tail (power cut mid-append) is cut off at the
-//! last intact record, reported, and the journal continues from there.
+//! A half-written tail (power cut mid-append) is cut off at the last intact
+//! record; damaged bytes between intact records are skipped, as the outbox
+//! does, so one scribbled record costs only itself. Both are reported.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -138,20 +139,24 @@ impl Journal {
     ///
     /// # Errors
     /// The directory or a file cannot be used.
-    pub fn open(dir: &Path, epoch: u64) -> Result<(Self, Replay), JournalError> {
+    ///
+    /// Journals from `keep_from` up to `epoch` are not replayed but kept:
+    /// they rebuild the previous checkpoint's successor should the newer
+    /// checkpoint turn out damaged.
+    pub fn open(dir: &Path, epoch: u64, keep_from: u64) -> Result<(Self, Replay), JournalError> {
         let mut replay = Replay::default();
         let mut newest = epoch;
         for e in epochs(dir) {
             let older = dir.join(file_name(e));
-            if e < epoch {
+            if e < epoch.min(keep_from) {
                 let _ = std::fs::remove_file(&older);
             } else if e > epoch {
                 // Started by a checkpoint that did not land: read only, its
                 // successor is where appending goes on.
                 let bytes = std::fs::read(&older).map_err(io("reading", &older))?;
-                let (entries, intact) = decode_records(&bytes);
-                replay.damaged_bytes += (bytes.len() - intact) as u64;
-                replay.entries.extend(entries);
+                let scan = decode_records(&bytes);
+                replay.damaged_bytes += scan.damaged;
+                replay.entries.extend(scan.entries);
                 newest = e;
             }
         }
@@ -178,13 +183,15 @@ impl Journal {
             .open(&path)
             .map_err(io("opening", &path))?;
         let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
-        let (entries, intact) = decode_records(&bytes);
-        let damaged_bytes = bytes.len() as u64 - intact as u64;
-        if damaged_bytes > 0 {
-            file.set_len(intact as u64)
+        let scan = decode_records(&bytes);
+        // A torn tail is cut so appending follows the last intact record;
+        // damage between intact records stays, to be skipped again.
+        if scan.end < bytes.len() {
+            file.set_len(scan.end as u64)
                 .map_err(io("cutting the damaged tail of", &path))?;
             file.sync_all().map_err(io("syncing", &path))?;
         }
+        let (entries, damaged_bytes, intact) = (scan.entries, scan.damaged, scan.end);
         file.seek(SeekFrom::End(0)).map_err(io("seeking", &path))?;
         Ok((
             Self {
@@ -312,7 +319,6 @@ impl Journal {
             r.complete();
         }
         self.start_next(epoch)?;
-        self.retire_before(epoch);
         sync_dir(&self.dir);
         self.dir_synced = true;
         Ok(())
@@ -365,31 +371,59 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// The intact records and the length they span.
-fn decode_records(bytes: &[u8]) -> (Vec<Entry>, usize) {
-    let mut entries = Vec::new();
+/// What a journal file holds: its intact records, the bytes between them
+/// that are not records, and where the last intact record ends.
+struct Scan {
+    entries: Vec<Entry>,
+    damaged: u64,
+    end: usize,
+}
+
+/// Records larger than this are damage: one message's readings are a few
+/// kilobytes, and a scribbled length must not make a valid-looking frame.
+const MAX_RECORD: usize = 16 * 1024 * 1024;
+
+/// Every intact record, skipping damage in between as the outbox does: a
+/// few scribbled bytes cost the record they hit, not every acknowledged
+/// reading after it. After damage the scan resynchronises on the next
+/// offset whose length, checksum and body all hold (a false match needs a
+/// 1-in-4-billion CRC collision that also parses).
+fn decode_records(bytes: &[u8]) -> Scan {
+    let mut scan = Scan {
+        entries: Vec::new(),
+        damaged: 0,
+        end: 0,
+    };
     let mut at = 0usize;
-    loop {
-        let mut r = Reader::new(&bytes[at..]);
-        if r.is_empty() {
-            break;
+    while at < bytes.len() {
+        if let Some((entry, n)) = record_at(&bytes[at..]) {
+            scan.entries.push(entry);
+            at += n;
+            scan.end = at;
+            continue;
         }
-        let Some((len, crc)) = r.u32().zip(r.u32()) else {
-            break;
-        };
-        let Some(body) = r.take(len as usize) else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        let Some(entry) = decode_entry(body) else {
-            break;
-        };
-        entries.push(entry);
-        at += 8 + body.len();
+        let next = (at + 1..bytes.len())
+            .find(|&o| record_at(&bytes[o..]).is_some())
+            .unwrap_or(bytes.len());
+        scan.damaged += (next - at) as u64;
+        at = next;
     }
-    (entries, at)
+    scan
+}
+
+/// The record at the start of `bytes` and its length, if it is intact.
+fn record_at(bytes: &[u8]) -> Option<(Entry, usize)> {
+    let mut r = Reader::new(bytes);
+    let (len, crc) = r.u32().zip(r.u32())?;
+    let len = len as usize;
+    if len > MAX_RECORD {
+        return None;
+    }
+    let body = r.take(len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    Some((decode_entry(body)?, 8 + len))
 }
 
 fn decode_entry(body: &[u8]) -> Option<Entry> {
@@ -427,7 +461,7 @@ pub fn report(replay: &Replay, epoch: u64) {
             epoch,
             damaged_bytes = replay.damaged_bytes,
             replayed = replay.entries.len(),
-            "The ingress journal had a damaged tail (power cut mid-write?); cut it off and kept the intact records."
+            "The ingress journal had damaged bytes (a torn tail after a power cut, or corruption); skipped them and kept every intact record."
         );
     }
     if !replay.entries.is_empty() {
@@ -470,7 +504,7 @@ mod tests {
     #[test]
     fn receipts_complete_only_after_commit_and_records_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, replay) = Journal::open(dir.path(), 3).unwrap();
+        let (mut j, replay) = Journal::open(dir.path(), 3, 3).unwrap();
         assert!(replay.entries.is_empty());
         let (receipt, mut waiter) = Receipt::new(Some(key(1)));
         j.append(
@@ -484,7 +518,7 @@ mod tests {
         j.append(None, &[reading("c", 3.0, 3000)]);
         j.commit().unwrap();
         drop(j);
-        let (_, replay) = Journal::open(dir.path(), 3).unwrap();
+        let (_, replay) = Journal::open(dir.path(), 3, 3).unwrap();
         assert_eq!(replay.entries.len(), 2);
         assert_eq!(replay.entries[0].key, Some(("local".into(), 1, 42)));
         assert_eq!(
@@ -495,9 +529,93 @@ mod tests {
     }
 
     #[test]
+    fn damage_in_the_middle_costs_only_the_records_it_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 0, 0).unwrap();
+        for i in 0..100 {
+            j.append(Some(&key(i)), &[reading("a", f64::from(i), 1000)]);
+        }
+        j.commit().unwrap();
+        drop(j);
+        let path = dir.path().join(file_name(0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        // 50 scribbled bytes in the middle, as found from outside.
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 50] {
+            *b = b'x';
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut j, replay) = Journal::open(dir.path(), 0, 0).unwrap();
+        let values: Vec<f64> = replay
+            .entries
+            .iter()
+            .map(|e| e.readings[0].value())
+            .collect();
+        assert!(
+            values.len() >= 96 && values.len() < 100,
+            "kept {} of 100",
+            values.len()
+        );
+        assert_eq!(values.last(), Some(&99.0), "records after the damage");
+        assert!(replay.damaged_bytes >= 50);
+        // Appending goes on after the last record, the damage stays skipped.
+        j.append(None, &[reading("a", 100.0, 1000)]);
+        j.commit().unwrap();
+        drop(j);
+        let (_, again) = Journal::open(dir.path(), 0, 0).unwrap();
+        assert_eq!(again.entries.len(), values.len() + 1);
+    }
+
+    #[test]
+    fn journals_kept_for_the_previous_checkpoint_are_not_replayed_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        for epoch in [3, 4, 5] {
+            let (mut j, _) = Journal::open(dir.path(), epoch, 3).unwrap();
+            j.append(None, &[reading("a", epoch as f64, 1000)]);
+            j.commit().unwrap();
+        }
+        let (_, replay) = Journal::open(dir.path(), 5, 4).unwrap();
+        let values: Vec<f64> = replay
+            .entries
+            .iter()
+            .map(|e| e.readings[0].value())
+            .collect();
+        assert_eq!(values, [5.0]);
+        assert_eq!(
+            epochs(dir.path()),
+            [4, 5],
+            "3 is older than both checkpoints"
+        );
+        let (_, replay) = Journal::open(dir.path(), 4, 4).unwrap();
+        assert_eq!(
+            replay.entries.len(),
+            2,
+            "the previous checkpoint's successors"
+        );
+    }
+
+    #[test]
+    fn a_new_session_marker_replays_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 0, 0).unwrap();
+        j.append(Some(&key(1)), &[reading("a", 1.0, 1000)]);
+        j.append_new_session("local");
+        j.append(Some(&key(1)), &[reading("a", 2.0, 1000)]);
+        j.commit().unwrap();
+        drop(j);
+        let (_, replay) = Journal::open(dir.path(), 0, 0).unwrap();
+        let marks: Vec<Option<&str>> = replay
+            .entries
+            .iter()
+            .map(|e| e.new_session.as_deref())
+            .collect();
+        assert_eq!(marks, [None, Some("local"), None]);
+    }
+
+    #[test]
     fn a_damaged_tail_is_cut_and_appending_continues() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path(), 0).unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 0, 0).unwrap();
         for i in 0..3 {
             j.append(None, &[reading("a", f64::from(i), 1000)]);
             j.commit().unwrap();
@@ -509,13 +627,13 @@ mod tests {
         bytes[len - 3] ^= 0xff;
         bytes.extend_from_slice(&[1, 2, 3]);
         std::fs::write(&path, &bytes).unwrap();
-        let (mut j, replay) = Journal::open(dir.path(), 0).unwrap();
+        let (mut j, replay) = Journal::open(dir.path(), 0, 0).unwrap();
         assert_eq!(replay.entries.len(), 2);
         assert!(replay.damaged_bytes > 3);
         j.append(None, &[reading("a", 9.0, 1000)]);
         j.commit().unwrap();
         drop(j);
-        let (_, replay) = Journal::open(dir.path(), 0).unwrap();
+        let (_, replay) = Journal::open(dir.path(), 0, 0).unwrap();
         let values: Vec<f64> = replay
             .entries
             .iter()
@@ -527,7 +645,7 @@ mod tests {
     #[test]
     fn journals_of_a_checkpoint_that_did_not_land_are_replayed_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path(), 5).unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 5, 5).unwrap();
         j.append(None, &[reading("a", 1.0, 1000)]);
         j.commit().unwrap();
         // A checkpoint naming 6 starts; appends move on before it lands.
@@ -541,7 +659,7 @@ mod tests {
         );
         drop(j);
         // Crash: the last checkpoint on disk still names 5.
-        let (mut j, replay) = Journal::open(dir.path(), 5).unwrap();
+        let (mut j, replay) = Journal::open(dir.path(), 5, 5).unwrap();
         let values: Vec<f64> = replay
             .entries
             .iter()
@@ -554,21 +672,23 @@ mod tests {
         j.retire_before(7);
         assert_eq!(epochs(dir.path()), [7]);
         drop(j);
-        let (_, replay) = Journal::open(dir.path(), 7).unwrap();
+        let (_, replay) = Journal::open(dir.path(), 7, 7).unwrap();
         assert!(replay.entries.is_empty());
     }
 
     #[test]
-    fn rotation_starts_empty_and_removes_the_old_epoch() {
+    fn rotation_starts_empty_and_leaves_retiring_to_the_checkpoint_generations() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path(), 5).unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 5, 5).unwrap();
         j.append(None, &[reading("a", 1.0, 1000)]);
         j.commit().unwrap();
         j.rotate(6).unwrap();
-        assert_eq!(epochs(dir.path()), [6]);
+        // Epoch 5 rebuilds the previous checkpoint's successor.
+        assert_eq!(epochs(dir.path()), [5, 6]);
+        j.retire_before(6);
         assert!(!dir.path().join(file_name(5)).exists());
         drop(j);
-        let (_, replay) = Journal::open(dir.path(), 6).unwrap();
+        let (_, replay) = Journal::open(dir.path(), 6, 6).unwrap();
         assert!(replay.entries.is_empty());
     }
 }

@@ -82,8 +82,26 @@ impl Staged {
     /// # Errors
     /// A sync or the rename failed; the previous file stays.
     pub fn commit(self) -> Result<(), WriteFailure> {
+        self.commit_keeping(None)
+    }
+
+    /// Like [`commit`](Self::commit), first moving the file it replaces to
+    /// `previous`: one damaged generation then still leaves the one before.
+    /// A crash between the two renames leaves `previous` and no target;
+    /// the reader falls back to `previous`.
+    ///
+    /// # Errors
+    /// A sync or a rename failed; the previous file stays.
+    pub fn commit_keeping(self, previous: Option<&Path>) -> Result<(), WriteFailure> {
         self.file.sync_all().map_err(failed("syncing", &self.tmp))?;
         drop(self.file);
+        if let Some(previous) = previous {
+            match std::fs::rename(&self.path, previous) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(failed("renaming", &self.path)(e)),
+            }
+        }
         std::fs::rename(&self.tmp, &self.path).map_err(failed("renaming", &self.tmp))?;
         if let Some(dir) = self.path.parent() {
             File::open(dir)
@@ -108,5 +126,22 @@ mod tests {
         assert!(!dir.path().join("state.json.tmp").exists());
         let e = replace_atomically(&dir.path().join("missing/state.json"), b"x").unwrap_err();
         assert_eq!(e.action, "creating");
+    }
+
+    #[test]
+    fn a_commit_keeping_the_previous_generation_moves_the_old_file_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, prev) = (dir.path().join("w.ckpt"), dir.path().join("w.prev.ckpt"));
+        stage(&path, |f| f.write_all(b"one"))
+            .unwrap()
+            .commit_keeping(Some(&prev))
+            .unwrap();
+        assert!(!prev.exists(), "nothing to keep the first time");
+        stage(&path, |f| f.write_all(b"two"))
+            .unwrap()
+            .commit_keeping(Some(&prev))
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::read(&prev).unwrap(), b"one");
     }
 }
