@@ -44,7 +44,11 @@ impl GatewayProcess {
         );
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        // EDGE_GATEWAY_BIN runs the tests against another build (the soak
+        // against an installed or older binary).
+        let bin = std::env::var("EDGE_GATEWAY_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_edge-gateway").to_string());
+        let mut child = Command::new(bin)
             .arg("run")
             .arg("-c")
             .arg(&config_path)
