@@ -231,17 +231,23 @@ class TextForms(unittest.TestCase):
             json.loads(wire.json_object({"temperature": 21.5, "bad": float("inf")}, ts=1795255200000)),
             {"temperature": 21.5, "ts": 1795255200000},
         )
-        pack = json.loads(
-            wire.senml_pack(
-                [("temperature", 21.5, 1795255200.0), ("humidity", 40, 1795255260.0), ("gas", None, 1795255260.0)]
-            )
+        pack = wire.senml_pack(
+            [
+                ("temperature", 21.5, 1795255200.5),
+                ("humidity", 40, 1795255200.5),
+                ("temperature", 21.7, 1795255260.5),
+                ("gas", None, 1795255260.5),
+            ]
         )
         self.assertEqual(
             pack,
-            [
-                {"n": "temperature", "v": 21.5, "u": "Cel", "bt": 1795255200.0},
-                {"n": "humidity", "v": 40, "u": "%RH", "t": 60.0},
-            ],
+            '[{"bt":1795255200.5,"n":"temperature","v":21.5},{"n":"humidity","v":40},'
+            '{"bt":1795255260.5,"n":"temperature","v":21.7}]',
+        )
+        self.assertEqual(wire.senml_pack([]), "[]")
+        self.assertEqual(
+            json.loads(wire.senml_pack([("t", 1.0, None)], base_name="urn:dev:mac:240ac4123456:")),
+            [{"bn": "urn:dev:mac:240ac4123456:", "n": "t", "v": 1.0}],
         )
         # Booleans are numbers to the gateway.
         self.assertEqual(wire.number(True), "1")

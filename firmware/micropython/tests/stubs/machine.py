@@ -31,11 +31,18 @@ class RTC:
 
 def deepsleep(ms=0):
     sleeps.append(("deep", ms))
+    # The RTC keeps counting while the CPU is off: the wall clock moves on.
+    import mpy_time
+
+    mpy_time.advance(ms)
     raise DeepSleep(ms)
 
 
 def lightsleep(ms=0):
     sleeps.append(("light", ms))
+    import mpy_time
+
+    mpy_time.advance(ms)
 
 
 def unique_id():
@@ -55,3 +62,25 @@ def power_cycle():
     global _rtc_memory
     _rtc_memory = b""
     del sleeps[:]
+
+
+class Pin:
+    def __init__(self, pin, *args, **kwargs):
+        self.pin = pin
+
+
+class I2C:
+    def __init__(self, bus, scl=None, sda=None, freq=400000):
+        self.bus = bus
+
+
+class ADC:
+    """Reads `battery_uv` (a test sets it): the divided battery voltage."""
+
+    battery_uv = 2_050_000
+
+    def __init__(self, pin):
+        self.pin = pin
+
+    def read_uv(self):
+        return ADC.battery_uv
