@@ -64,7 +64,9 @@ class Policy:
             if v is None:
                 continue
             before = last.get(metric)
-            if before is None or abs(v - before) >= threshold:
+            # The epsilon keeps 20.2 - 20.0 (0.19999999999999929 in binary
+            # floating point) a change of 0.2.
+            if before is None or abs(v - before) >= threshold - 1e-9:
                 return True
         return False
 

@@ -66,6 +66,7 @@ class Gateway:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.proc.stdout.close()
         self.dir.cleanup()
 
 
@@ -141,11 +142,13 @@ class Subscriber:
     def close(self):
         self.proc.kill()
         self.proc.wait()
+        self.proc.stdout.close()
 
 
-def publish(port, topic, payload, qos=1):
+def publish(port, topic, payload, qos=1, retain=False):
     subprocess.run(
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-m", payload, "-q", str(qos)],
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-m", payload, "-q", str(qos)]
+        + (["-r"] if retain else []),
         check=True,
         timeout=support.WAIT_S,
     )
