@@ -92,7 +92,9 @@ class Client(unittest.TestCase):
         saved = list(c.pending)
         c.close()
         # Same client id, but a clean session wipes what the broker kept.
-        self.client(client_id="node-lost-session", clean_session=True).connect()
+        wiper = self.client(client_id="node-lost-session", clean_session=True)
+        wiper.connect()
+        wiper.disconnect()
         c2 = self.client(client_id="node-lost-session", pending=saved)
         self.assertFalse(c2.connect())
         c2.disconnect()
