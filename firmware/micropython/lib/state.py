@@ -25,8 +25,8 @@ class RtcState:
         if not raw:
             return {}
         try:
-            return json.loads(raw)
-        except ValueError:
+            return json.loads(bytes(raw).decode())
+        except (ValueError, UnicodeError):
             # A power glitch during a write, or an older firmware's layout:
             # start afresh rather than crash-loop.
             return {}
