@@ -3,8 +3,9 @@
 //! decoders, both ways:
 //! - what the firmware encodes, the gateway decodes to the same values
 //!   within each format's resolution (random readings, fixed seed);
-//! - the published frames (`shared/data/vectors`, and the frames the
-//!   gateway's docs print) are what the firmware encodes for their values.
+//! - the published frames (`shared/data/vectors`: Cayenne LPP and BTHome
+//!   v2, and the seed frames the gateway's docs print) are what the
+//!   firmware encodes for their values.
 //!
 //! The MicroPython library (`firmware/micropython/lib/wire.py`) is held to
 //! the same frames by its own tests, through `edge-gateway decode`.
@@ -243,4 +244,62 @@ fn seed_frames_documented_by_the_gateway_are_what_the_firmware_encodes() {
     let mut buf = [0u8; 17];
     let n = seed_batch(1_795_146_752, &[(0, 21.5), (60, -1.0)], &mut buf).unwrap();
     assert_eq!(buf[..n].to_vec(), hex("026affc4000000000000d7003cfffffff6"));
+}
+
+/// The published BTHome v2 examples are what the firmware encodes for
+/// their values, objects in their on-air order. (The gateway has no BLE
+/// decoder yet, issue #14: this direction only.)
+#[test]
+fn bthome_published_vectors_are_what_the_firmware_encodes() {
+    use firmware_codec::{BtHome, BtHomeObject as O};
+    let doc = vectors("bthome_v2.json");
+    let by_id = |id: &str| {
+        doc["vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == id)
+            .unwrap_or_else(|| panic!("vector {id}"))["service_data_hex"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let rows: [(&str, &[(O, f64)]); 7] = [
+        (
+            "temp-humidity",
+            &[(O::Temperature, 25.06), (O::Humidity, 50.55)],
+        ),
+        (
+            "packetid-temp-hum-battery",
+            &[
+                (O::PacketId, 9.0),
+                (O::Battery, 93.0),
+                (O::Temperature, 23.97),
+                (O::Humidity, 63.27),
+            ],
+        ),
+        (
+            "triple-temp-double-hum-battery",
+            &[
+                (O::Temperature, 25.06),
+                (O::Temperature, 25.11),
+                (O::Temperature, 22.55),
+                (O::Humidity, 63.27),
+                (O::Humidity, 60.71),
+                (O::Battery, 93.0),
+            ],
+        ),
+        ("pressure", &[(O::Pressure, 1008.83)]),
+        ("co2", &[(O::Co2, 1250.0)]),
+        ("temperature-sint8", &[(O::TemperatureCoarse, -22.0)]),
+        ("binary-window-open", &[(O::Window, 1.0)]),
+    ];
+    for (id, objects) in rows {
+        let mut buf = [0u8; 31];
+        let mut frame = BtHome::new(&mut buf, false).unwrap();
+        for (object, value) in objects {
+            frame.add(*object, *value).unwrap();
+        }
+        assert_eq!(frame.as_bytes(), hex(&by_id(id)), "{id}");
+    }
 }

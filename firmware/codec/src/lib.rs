@@ -13,7 +13,8 @@
 //! Layout:
 //! - `seed.rs`: the seed course's frames, [`seed_compact`],
 //!   [`seed_bitpacked`], [`seed_batch`];
-//! - `cayenne.rs`: Cayenne LPP, [`Lpp`] over a caller's buffer.
+//! - `cayenne.rs`: Cayenne LPP, [`Lpp`] over a caller's buffer;
+//! - `bthome.rs`: BTHome v2 service data, [`BtHome`], for BLE nodes.
 //!
 //! Two rules every encoder shares, so that Rust and Python nodes send the
 //! same bytes for the same reading:
@@ -26,9 +27,11 @@
 //!   cannot tell from a real reading.
 #![no_std]
 
+mod bthome;
 mod cayenne;
 mod seed;
 
+pub use bthome::{BtHome, BtHomeObject};
 pub use cayenne::{Lpp, LppType};
 pub use seed::{
     seed_batch, seed_bitpacked, seed_compact, SeedBitpacked, SeedCompact, BATCH_HEADER_LEN,
