@@ -191,6 +191,32 @@ max_backoff = "1s"
 """.format(gid=gateway_id, port=broker_port, metrics=metrics_port)
 
 
+def shipped_config(gateway_id, broker_port, metrics_port):
+    """The gateway.toml the project ships (the default config), with only
+    what a test must change: the broker's port, the state directory, the
+    metrics port, and the aggregation timing (one-hour windows forwarded at
+    SIGTERM; a node clock ahead by its simulated sleeps). Adapters and topics
+    stay as shipped: a node that works here works with the default config.
+    Every replacement must apply, so a change of the template fails here."""
+    with open(os.path.join(support.REPO, "gateway.toml")) as f:
+        text = f.read()
+    for old, new in [
+        ('id = "gw-01"', 'id = "%s"' % gateway_id),
+        ('state_dir = "/var/lib/edge-gateway"', 'state_dir = "@STATE_DIR@"'),
+        ('url = "mqtt://127.0.0.1:1883"', 'url = "mqtt://127.0.0.1:%d"' % broker_port),
+        ('window = "5m"', 'window = "1h"'),
+        ('grace = "30s"', 'grace = "1h"'),
+        ('max_future = "1m"', 'max_future = "6h"'),
+        ('checkpoint_interval = "5s"', 'checkpoint_interval = "0s"'),
+        ('bind = "127.0.0.1:9898"', 'bind = "127.0.0.1:%d"' % metrics_port),
+        ('max_backoff = "30s"', 'max_backoff = "1s"'),
+    ]:
+        if old not in text:
+            raise AssertionError("gateway.toml no longer has %r" % old)
+        text = text.replace(old, new)
+    return text
+
+
 def aggregates(messages, device):
     topic = "building/hq/%s/aggregated" % device
     return [json.loads(p) for t, p in messages if t == topic]

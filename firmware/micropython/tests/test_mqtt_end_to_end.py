@@ -1,5 +1,6 @@
 """The ESP32 + BME680 MQTT node's main loop, run under CPython against the
-real gateway binary and a real Mosquitto, through a proxy that breaks the
+real gateway binary with the shipped default gateway.toml and a real
+Mosquitto, through a proxy that breaks the
 link twice at the worst moments (after the broker took a QoS 2 PUBLISH,
 and after it took the PUBREL) and then refuses connections for a while.
 Every reading the node decided to send arrives upstream exactly once: the
@@ -58,7 +59,8 @@ class MqttNodeAgainstTheGateway(unittest.TestCase):
         self.metrics = support.free_port()
         self.up = gateway.Subscriber(self.broker.port, "building/hq/#")
         self.addCleanup(self.up.close)
-        self.gw = gateway.Gateway(gateway.config("gw-fw-e2e", self.broker.port, self.metrics))
+        # The shipped gateway.toml: the node must need no gateway config.
+        self.gw = gateway.Gateway(gateway.shipped_config("gw-fw-e2e", self.broker.port, self.metrics))
         self.addCleanup(self.gw.close)
         self.gw.wait_for_log("Subscribed")
         self.proxy = mqtt_proxy.Proxy(self.broker.port)
