@@ -64,7 +64,8 @@ class Node:
         send, sleep_s = self.policy.decide(st.setdefault("duty", {}), values, tick, battery_v, hour)
         q = st.setdefault("q", [])
         # A reading with no usable value (the sensor failed) is not queued:
-        # the heartbeat, not an empty message, says the node is alive.
+        # an empty message would say "alive" for a node whose sensor is dead;
+        # its silence lets the gateway's silence rule say what is wrong.
         if send and any(v is not None for v in values.values()):
             q.append([None if t is None else round(t, 3), values])
             if len(q) > self.max_queue:
