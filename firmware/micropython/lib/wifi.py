@@ -29,13 +29,21 @@ def mac(wlan=None):
 
 class WithWifi:
     """Wraps an uplink: associate before flush, radio off after (unless
-    the uplink keeps its connection)."""
+    the uplink keeps its connection).
 
-    def __init__(self, uplink, ssid, password, timeout_s=10.0):
+    With `ntp_host`, the RTC is set from NTP at every association: an
+    ESP32 without a 32 kHz crystal keeps time in deep sleep on a 150 kHz RC
+    oscillator that drifts by up to 5 %, minutes over a night, and the
+    gateway refuses readings stamped too far in its future (max_future, 1
+    minute by default). One UDP round trip per association is cheap beside
+    the association itself."""
+
+    def __init__(self, uplink, ssid, password, timeout_s=10.0, ntp_host="pool.ntp.org"):
         self.uplink = uplink
         self.ssid = ssid
         self.password = password
         self.timeout_s = timeout_s
+        self.ntp_host = ntp_host
         self.wlan = network.WLAN(network.STA_IF)
 
     def pending(self, st):
@@ -45,6 +53,10 @@ class WithWifi:
         if not connect(self.ssid, self.password, self.timeout_s, self.wlan):
             self.wlan.active(False)
             raise OSError("Wi-Fi %r not reachable" % self.ssid)
+        if self.ntp_host:
+            import clock
+
+            clock.sync_ntp(self.ntp_host)
         try:
             self.uplink.flush(st, save)
         finally:

@@ -21,3 +21,7 @@ HOUR_FACTORS = [2.0] * 6 + [1.0] * 16 + [2.0] * 2
 SCL, SDA = 22, 21
 BATTERY_ADC_PIN = 35
 BATTERY_DIVIDER = 2.0
+# The RTC is set from NTP at every Wi-Fi association (the ESP32's RTC
+# drifts in deep sleep). Use the Pi if it serves NTP (chrony with `allow`)
+# and the LAN has no internet; None skips it.
+NTP_HOST = "pool.ntp.org"

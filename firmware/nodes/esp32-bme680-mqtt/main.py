@@ -45,7 +45,7 @@ def build(sensor=read_sensor):
     uplink = MqttUplink(device, config.BROKER, config.PORT)
     return Node(
         sensor,
-        WithWifi(uplink, config.WIFI_SSID, config.WIFI_PASSWORD),
+        WithWifi(uplink, config.WIFI_SSID, config.WIFI_PASSWORD, ntp_host=config.NTP_HOST),
         RtcState(),
         Policy(
             config.THRESHOLDS,

@@ -41,7 +41,7 @@ def build(sensor=read_sensor):
     uplink = LineUplink(config.GATEWAY, config.PORT, config.COLUMNS)
     return Node(
         sensor,
-        WithWifi(uplink, config.WIFI_SSID, config.WIFI_PASSWORD),
+        WithWifi(uplink, config.WIFI_SSID, config.WIFI_PASSWORD, ntp_host=config.NTP_HOST),
         RtcState(),
         Policy(
             config.THRESHOLDS,

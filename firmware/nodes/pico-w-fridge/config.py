@@ -12,3 +12,7 @@ MIN_INTERVAL_S = 30
 MAX_INTERVAL_S = 300
 START_INTERVAL_S = 60
 HEARTBEAT_S = 900
+# The RTC is set from NTP at every Wi-Fi association (the ESP32's RTC
+# drifts in deep sleep). Use the Pi if it serves NTP (chrony with `allow`)
+# and the LAN has no internet; None skips it.
+NTP_HOST = "pool.ntp.org"

@@ -53,7 +53,7 @@ def build(sensor=None):
     )
     return Node(
         sensor or make_sensor(),
-        WithWifi(uplink, config.WIFI_SSID, config.WIFI_PASSWORD),
+        WithWifi(uplink, config.WIFI_SSID, config.WIFI_PASSWORD, ntp_host=config.NTP_HOST),
         # USB powered, never in deep sleep: RAM keeps the queue across
         # failed sends; flash is not written every minute.
         RamState(),
