@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{conflicting_ids, rel_close, totals, GatewayProcess, WAIT};
-use test_support::{publish_lines_as, Message, Mosquitto, Subscriber};
+use test_support::{publish_lines_as, Message, Mosquitto, Options, Subscriber};
 
 const DEVICES: [&str; 3] = ["dev-a", "dev-b", "dev-c"];
 
@@ -192,8 +192,15 @@ async fn restart(gw: GatewayProcess, cfg: &str, env: &[(&str, &str)]) -> Gateway
 }
 
 async fn run(plan: &Plan) -> Outcome {
-    let local = Mosquitto::start_persistent();
-    let mut upstream = Mosquitto::start_persistent();
+    // As reported: persistence on both, the in-flight window left at
+    // Mosquitto's default.
+    let broker = Options {
+        persistence: true,
+        default_inflight: true,
+        ..Options::default()
+    };
+    let local = Mosquitto::start_with(broker.clone());
+    let mut upstream = Mosquitto::start_with(broker);
     let consumer = format!("consumer-{}", upstream.port());
     let mut sub =
         Subscriber::start_persistent(upstream.port(), "building/hq/+/aggregated", &consumer).await;

@@ -23,6 +23,9 @@ pub struct Options {
     pub require_client_certificate: bool,
     /// Only this user, with this password.
     pub user: Option<(String, String)>,
+    /// Mosquitto's own default in-flight window (20) instead of the 1000
+    /// the tests use elsewhere, as a broker set up by the book has.
+    pub default_inflight: bool,
 }
 
 impl Mosquitto {
@@ -110,11 +113,12 @@ impl Mosquitto {
              persistence_location {dir}/\n\
              autosave_interval 1\n\
              max_queued_messages 1000000\n\
-             max_inflight_messages 1000\n\
+             max_inflight_messages {inflight}\n\
              log_dest stderr\n\
              log_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
             port = self.port,
             persistence = self.options.persistence,
+            inflight = if self.options.default_inflight { 20 } else { 1000 },
             dir = self.dir.path().display(),
         );
         std::fs::write(self.config_path(), conf).unwrap();
