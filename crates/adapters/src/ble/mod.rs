@@ -30,9 +30,15 @@
 //! - `dispatch`: [`BleDecoder`], [`Outcome`].
 
 pub mod advert;
+pub mod bthome;
+pub mod bthome_crypto;
+pub mod bthome_objects;
 pub mod error;
+pub mod replay;
 pub mod values;
 
 pub use advert::{AdvertError, Advertisement, Mac, ServiceUuid};
+pub use bthome_crypto::BindKey;
 pub use error::DecodeError;
+pub use replay::CounterTable;
 pub use values::{Measurement, Measurements};
