@@ -35,7 +35,9 @@ pub mod bthome_crypto;
 pub mod bthome_objects;
 pub mod error;
 pub mod replay;
+pub mod ruuvi;
 pub mod values;
+pub mod xiaomi;
 
 pub use advert::{AdvertError, Advertisement, Mac, ServiceUuid};
 pub use bthome_crypto::BindKey;
