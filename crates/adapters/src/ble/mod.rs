@@ -33,6 +33,8 @@ pub mod advert;
 pub mod bthome;
 pub mod bthome_crypto;
 pub mod bthome_objects;
+pub mod dedup;
+pub mod dispatch;
 pub mod error;
 pub mod replay;
 pub mod ruuvi;
@@ -41,6 +43,10 @@ pub mod xiaomi;
 
 pub use advert::{AdvertError, Advertisement, Mac, ServiceUuid};
 pub use bthome_crypto::BindKey;
+pub use dispatch::{BleDecoder, Decoded, Format, Outcome, Unrecognised};
 pub use error::DecodeError;
 pub use replay::CounterTable;
 pub use values::{Measurement, Measurements};
+
+#[cfg(test)]
+mod vectors_tests;
