@@ -291,3 +291,30 @@ fn bthome_notes_reach_the_outcome() {
     assert_eq!(d.events, [Event::Button { event: 1 }]);
     assert_eq!(d.values.len(), 2);
 }
+
+#[test]
+fn a_recorded_line_end_to_end() {
+    // The issue's example line: encrypted BTHome (bthome.io encryption page
+    // example) and a Ruuvi frame from the same MAC. BTHome is tried first.
+    let line = r#"{"ts":"2026-11-21T10:00:00.000Z","mac":"54:48:E6:8F:80:A5","rssi":-67,"service_data":{"0000fcd2-0000-1000-8000-00805f9b34fb":"41e445f3c9962b332211006c7c4519"},"manufacturer_data":{"0499":"0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F"}}"#;
+    let a = Advertisement::parse_line(line).unwrap();
+    let mut dec = BleDecoder::default();
+    let d = decoded(dec.decode(&a, Some(&key()), Instant::now()));
+    let got: Vec<(String, f64)> = d
+        .readings(a.time)
+        .iter()
+        .map(|r| (r.metric().to_string(), r.value()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("temperature".to_string(), 25.06),
+            ("humidity".to_string(), 50.55),
+            ("rssi".to_string(), -67.0)
+        ]
+    );
+    assert_eq!(dec.counters.last(MAC), Some(1_122_867));
+    // Without the key the encrypted frame is refused, never read as plain.
+    let out = BleDecoder::default().decode(&a, None, Instant::now());
+    assert_eq!(error_kind(&out), "no_bindkey");
+}
