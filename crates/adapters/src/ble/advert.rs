@@ -235,7 +235,7 @@ pub struct Advertisement {
     pub rssi: Option<i8>,
     /// When it was received (wall clock, for stamping readings).
     pub time: Timestamp,
-    /// Service data by UUID, in the order received.
+    /// Service data by UUID (a recorded line gives them in key order).
     pub service_data: Vec<(ServiceUuid, Vec<u8>)>,
     /// Manufacturer-specific data by Bluetooth SIG company id.
     pub manufacturer_data: Vec<(u16, Vec<u8>)>,

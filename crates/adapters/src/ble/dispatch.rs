@@ -29,6 +29,9 @@ use super::{ruuvi, xiaomi};
 
 /// The metric every decoded device also reports: the advertisement's RSSI (dBm).
 pub const RSSI_METRIC: &str = "rssi";
+/// HCI's "RSSI is not available" (Core spec Vol 4 Part E §7.7.65.2, LE
+/// Advertising Report: "127: RSSI is not available").
+const RSSI_NOT_AVAILABLE: i8 = 127;
 
 /// Which format an advertisement was decoded as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,10 +73,14 @@ pub struct Decoded {
 
 impl Decoded {
     /// The readings of this advertisement, stamped `time` on arrival: every
-    /// value, then `rssi`. The device id is the MAC, lower case with colons.
+    /// value, then `rssi` (when known). The device id is the MAC, lower
+    /// case with colons.
     pub fn readings(&self, time: Timestamp) -> Vec<Reading> {
         let device = self.mac.device_id();
-        let rssi = self.rssi.map(|r| (RSSI_METRIC.into(), f64::from(r)));
+        let rssi = self
+            .rssi
+            .filter(|&r| r != RSSI_NOT_AVAILABLE)
+            .map(|r| (RSSI_METRIC.into(), f64::from(r)));
         self.values
             .iter()
             .map(|m| (m.metric(), m.value))

@@ -114,11 +114,13 @@ fn readings_carry_the_mac_the_values_and_rssi() {
             (dev, "rssi".into(), -67.0),
         ]
     );
-    // No RSSI, no rssi reading.
-    let mut quiet = a.clone();
-    quiet.rssi = None;
-    let d = decoded(BleDecoder::default().decode(&quiet, None, Instant::now()));
-    assert_eq!(d.readings(t).len(), 3);
+    // No RSSI (or HCI's 127, "not available"), no rssi reading.
+    for rssi in [None, Some(127)] {
+        let mut quiet = a.clone();
+        quiet.rssi = rssi;
+        let d = decoded(BleDecoder::default().decode(&quiet, None, Instant::now()));
+        assert_eq!(d.readings(t).len(), 3, "{rssi:?}");
+    }
 }
 
 #[test]
