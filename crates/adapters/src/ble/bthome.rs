@@ -148,6 +148,23 @@ pub fn header(data: &[u8]) -> Result<Header<'_>, DecodeError> {
 /// The nonce uses the MAC in the payload when the legacy flag carries one
 /// (as bthome-ble does), otherwise the advertiser's.
 ///
+/// ```
+/// use adapters::ble::{bthome, BindKey, Mac};
+///
+/// // bthome.io encryption page: info 0x41 | ciphertext | counter | MIC.
+/// let mac: Mac = "54:48:E6:8F:80:A5".parse()?;
+/// let key: BindKey = "231d39c1d7cc1ab1aee224cd096db932".parse()?;
+/// let data = adapters::ble::advert::parse_hex("41e445f3c9962b332211006c7c4519").unwrap();
+/// let frame = bthome::decode(&data, mac, Some(&key))?;
+/// assert_eq!(frame.counter, Some(0x0011_2233));
+/// assert_eq!(frame.values.get("temperature"), Some(25.06));
+/// assert_eq!(frame.values.get("humidity"), Some(50.55));
+/// // The same bytes without the key, or plaintext with it: refused.
+/// assert!(bthome::decode(&data, mac, None).is_err());
+/// assert!(bthome::decode(&[0x40, 0x02, 0xca, 0x09], mac, Some(&key)).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 /// Header errors (see [`header`]), [`DecodeError::NoBindkey`],
 /// [`DecodeError::Downgrade`], and decryption errors

@@ -124,6 +124,31 @@ pub enum Outcome {
 /// The decoders with their memory. One per adapter; restore the counters
 /// from disk at start-up and persist them when
 /// [`CounterTable::take_changed`] says so.
+///
+/// ```
+/// use std::time::Instant;
+/// use adapters::ble::{Advertisement, BleDecoder, Outcome};
+///
+/// // bthome.io's format example: temperature 25.06 °C, humidity 50.55 %.
+/// let line = r#"{"ts":"2026-11-21T10:00:00Z","mac":"A4:C1:38:8D:18:B2","rssi":-60,"service_data":{"fcd2":"4002ca0903bf13"}}"#;
+/// let adv = Advertisement::parse_line(line)?;
+/// let mut decoder = BleDecoder::default();
+/// let Outcome::Decoded(decoded) = decoder.decode(&adv, None, Instant::now()) else {
+///     panic!("not decoded");
+/// };
+/// let readings: Vec<_> = decoded
+///     .readings(adv.time)
+///     .iter()
+///     .map(|r| (r.device().to_string(), r.metric().to_string(), r.value()))
+///     .collect();
+/// let dev = "a4:c1:38:8d:18:b2".to_string();
+/// assert_eq!(readings, [
+///     (dev.clone(), "temperature".into(), 25.06),
+///     (dev.clone(), "humidity".into(), 50.55),
+///     (dev, "rssi".into(), -60.0),
+/// ]);
+/// # Ok::<(), adapters::ble::AdvertError>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct BleDecoder {
     pub counters: CounterTable,
