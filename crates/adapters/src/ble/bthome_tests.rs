@@ -253,3 +253,78 @@ fn decoding_never_panics_on_short_or_random_input() {
         }
     }
 }
+
+/// (bthome-ble test name, service data, expected metric values).
+type PublishedFrame = (&'static str, &'static str, &'static [(&'static str, f64)]);
+
+/// Published frames from bthome-ble's tests/test_parser_v2.py (the test
+/// named on each row), with the values it asserts.
+#[test]
+fn bthome_ble_published_frames() {
+    let rows: &[PublishedFrame] = &[
+        (
+            "test_bthome_direction_precipitation",
+            "405e3f755f11d5",
+            &[("direction", 300.15), ("precipitation", 5454.5)],
+        ),
+        (
+            "test_bthome_double_voltage_different_object_id",
+            // packet id 1 | power 0 W | voltage 0.1 V | battery | voltage 1 mV
+            "4000010b0000004a0d0901330ce90c",
+            &[
+                ("power", 0.0),
+                ("voltage", 231.7),
+                ("battery", 51.0),
+                ("voltage_2", 3.305),
+            ],
+        ),
+        (
+            "test_bthome_acceleration_signed",
+            "40630057d0ff",
+            &[("acceleration", -3.123456)],
+        ),
+        (
+            "test_bthome_test",
+            // packet id 167 | voltage | binary power off
+            "4000a70c780b1000",
+            &[("voltage", 2.936), ("power_on", 0.0)],
+        ),
+        ("test_bthome_channel", "406001", &[("channel", 1.0)]),
+        (
+            "test_bthome_revolutions_per_minute",
+            "4061ac0d",
+            &[("rotational_speed", 3500.0)],
+        ),
+        (
+            "test_shelly_blu_ht_display_zb",
+            // packet id 46 | battery | binary light | humidity 1 % | temperature 0.1 °C
+            "40002e01641e012e34451601",
+            &[
+                ("battery", 100.0),
+                ("light", 1.0),
+                ("humidity", 52.0),
+                ("temperature", 27.8),
+            ],
+        ),
+    ];
+    for (test, hex, want) in rows {
+        let f = plain(hex);
+        let got: Vec<(String, f64)> = f
+            .values
+            .iter()
+            .map(|m| (m.metric().into_owned(), m.value))
+            .collect();
+        let want: Vec<(String, f64)> = want.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        assert_eq!(got, want, "{test}");
+        assert_eq!(f.stop, None, "{test}");
+    }
+    // test_bthome_shelly_button_no_press: a press, then the empty event.
+    let press = plain("440021015e3a01");
+    assert_eq!(
+        (press.packet_id, press.events.as_slice()),
+        (Some(0x21), &[Event::Button { event: 1 }][..])
+    );
+    assert_eq!(press.values.get("battery"), Some(94.0));
+    let none = plain("440023015e3a00");
+    assert_eq!(none.events, [Event::Button { event: 0 }]);
+}

@@ -178,6 +178,16 @@ mod tests {
     }
 
     #[test]
+    fn packet_ids_wrap_like_bthome_ble_test_increasing_packet_id() {
+        // 189 → 190 (+1) → 253 (+63) → 47 (+50, across 255), all at once.
+        let t0 = Instant::now();
+        let mut p = PacketIds::default();
+        for id in [189, 190, 253, 47] {
+            assert!(p.accept(A, id, t0), "{id}");
+        }
+    }
+
+    #[test]
     fn packet_id_table_is_bounded() {
         let t0 = Instant::now();
         let mut p = PacketIds::new(2);

@@ -320,3 +320,32 @@ fn a_recorded_line_end_to_end() {
     let out = BleDecoder::default().decode(&a, None, Instant::now());
     assert_eq!(error_kind(&out), "no_bindkey");
 }
+
+#[test]
+fn bthome_wins_over_other_service_data() {
+    // bthome-ble test_bthome_multiple_uuids: an ATC thermometer sending an
+    // 11-byte 0x181A frame, a Xiaomi MiBeacon (0xFE95) and BTHome together.
+    let mut a = adv();
+    a.service_data.push((
+        ServiceUuid::from_u16(0x181A),
+        parse_hex("c4248138c1a456088318bf").unwrap(),
+    ));
+    a.service_data.push((
+        ServiceUuid::from_u16(0xFE95),
+        parse_hex("30585b0501c4248138c1a4280100").unwrap(),
+    ));
+    a.service_data.push((
+        ServiceUuid::BTHOME,
+        parse_hex("40015d025d0903b718").unwrap(),
+    ));
+    let d = decoded(BleDecoder::default().decode(&a, None, Instant::now()));
+    assert_eq!(d.format, Format::Bthome);
+    assert_eq!(
+        (
+            d.values.get("temperature"),
+            d.values.get("humidity"),
+            d.values.get("battery")
+        ),
+        (Some(23.97), Some(63.27), Some(93.0))
+    );
+}
