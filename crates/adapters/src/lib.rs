@@ -20,6 +20,9 @@ pub mod coap;
 #[cfg(feature = "lorawan")]
 pub mod lorawan;
 
+#[cfg(feature = "ble")]
+pub mod ble;
+
 use std::path::PathBuf;
 
 use gateway_core::config::{AdapterSpec, DeviceConfig, Problems};
