@@ -150,7 +150,6 @@ state_dir = "@STATE_DIR@"
 url = "mqtt://127.0.0.1:{upstream}"
 qos = 1
 topic_prefix = "building/{{site}}"
-max_backoff = "1s"
 
 [outbox]
 drain_rate = {drain_rate}
@@ -164,7 +163,6 @@ type = "mqtt"
 name = "local-sensors"
 url = "mqtt://127.0.0.1:{local}"
 topics = ["sensors/data/{{device}}/{{metric}}"]
-max_backoff = "1s"
 "#
     )
 }

@@ -118,7 +118,11 @@ impl Mosquitto {
              log_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
             port = self.port,
             persistence = self.options.persistence,
-            inflight = if self.options.default_inflight { 20 } else { 1000 },
+            inflight = if self.options.default_inflight {
+                20
+            } else {
+                1000
+            },
             dir = self.dir.path().display(),
         );
         std::fs::write(self.config_path(), conf).unwrap();
