@@ -348,3 +348,112 @@ async fn soak() {
     );
     assert_eq!((lost, doubled, conflicts), (0, 0, 0));
 }
+
+/// SenML from one message for `n` devices: a window close then forwards
+/// `n` aggregates at once, so the upstream can be stopped in mid-stream.
+fn senml_for_devices(prefix: &str, n: usize, round: usize) -> String {
+    let records: Vec<String> = (0..n)
+        .map(|d| {
+            format!(
+                r#"{{"bn":"{prefix}{d:03}:","n":"temperature","v":{}}}"#,
+                value(d % 3, round * n + d)
+            )
+        })
+        .collect();
+    format!("[{}]", records.join(","))
+}
+
+/// The upstream broker stops while a window close is being forwarded, comes
+/// back, and the gateway is killed just after it reconnected: whatever it
+/// had in flight when the broker went away must still be delivered.
+async fn outage_mid_stream_then_kill(delay_after_reconnect: Duration) -> Outcome {
+    const N: usize = 300;
+    let local = Mosquitto::start_persistent();
+    let mut upstream = Mosquitto::start_persistent();
+    let consumer = format!("consumer-{}", upstream.port());
+    let mut sub =
+        Subscriber::start_persistent(upstream.port(), "building/hq/+/aggregated", &consumer).await;
+    let cfg = format!(
+        r#"
+[gateway]
+id = "gw-midstream"
+site = "hq"
+state_dir = "@STATE_DIR@"
+
+[upstream]
+url = "mqtt://127.0.0.1:{up}"
+qos = 1
+topic_prefix = "building/{{site}}"
+max_backoff = "500ms"
+
+[aggregation]
+window = "1s"
+grace = "0s"
+
+[[adapter]]
+type = "mqtt"
+name = "local-sensors"
+url = "mqtt://127.0.0.1:{local}"
+topics = [{{ pattern = "senml/#", format = "senml" }}]
+max_backoff = "500ms"
+"#,
+        up = upstream.port(),
+        local = local.port()
+    );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    let mut expected = 0u64;
+    for round in 0..2 {
+        let pack = senml_for_devices("mid-", N, round);
+        test_support::publish(local.port(), "senml/pack", &pack, 1, false).await;
+        expected += N as u64;
+    }
+    // The first aggregate of the close: the rest are in flight right now.
+    let first = sub
+        .wait_for(WAIT, |m| m.topic.ends_with("/aggregated"))
+        .await
+        .expect("the window close");
+    upstream.stop();
+    upstream.start_again();
+    gw.wait_for_log_count("Connected upstream", 2).await;
+    tokio::time::sleep(delay_after_reconnect).await;
+    gw.signal("KILL");
+    gw.wait_exit().await;
+    let mut gw = GatewayProcess::start_in(gw.dir, &cfg);
+    gw.wait_for_log("Subscribed").await;
+    let before: u64 = totals(std::slice::from_ref(&first))
+        .values()
+        .map(|t| t.0)
+        .sum();
+    let mut got = vec![first];
+    got.extend(
+        sub.collect_until(Duration::from_secs(30), |m| {
+            totals(m).values().map(|t| t.0).sum::<u64>() + before >= expected
+        })
+        .await,
+    );
+    while let Some(m) = sub.next(Duration::from_millis(1500)).await {
+        got.push(m);
+    }
+    let counted: u64 = totals(&got).values().map(|t| t.0).sum();
+    sub.stop().await;
+    gw.signal("TERM");
+    gw.wait_exit().await;
+    Outcome {
+        lost: expected.saturating_sub(counted),
+        doubled: counted.saturating_sub(expected),
+        conflicts: conflicting_ids(&got).len(),
+        detail: format!("{counted}/{expected}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_in_mid_stream_then_a_kill_after_reconnecting_loses_nothing() {
+    let out = outage_mid_stream_then_kill(Duration::ZERO).await;
+    assert_eq!(
+        (out.lost, out.doubled, out.conflicts),
+        (0, 0, 0),
+        "{}",
+        out.detail
+    );
+}
