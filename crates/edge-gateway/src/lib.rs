@@ -2,25 +2,24 @@
 //!
 //! - [`settings`]: the whole `gateway.toml` and the `configfile` template;
 //! - [`pipeline`]: the task that owns the aggregator;
-//! - [`checkpoint`]: its open windows on disk across restarts;
-//! - [`journal`] and [`deliveries`]: readings from redelivering sources on
-//!   disk before they are acknowledged, and the copies already taken;
+//! - [`durability`]: what survives a crash: the checkpoint of open windows,
+//!   the journal of acknowledged readings since, and the copies already
+//!   taken (`docs/durability.md`);
+//! - [`alerts`] and [`actions`]: the alert rules' state on disk and their
+//!   local actions (an MQTT publish or a CoAP PUT to an actuator);
 //! - [`messages`]: upstream topics and JSON payloads (the public contract);
 //! - [`runtime`]: starting and stopping adapters, pipeline and forwarder;
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
-//! - [`metrics`], [`health`], [`process`]: the `/metrics` and `/health` endpoint;
+//! - [`metrics`], [`health`], [`process`]: the `/metrics` and `/health`
+//!   endpoint; [`status`]: the periodic status log line;
 //! - `demo`: an embedded broker and a simulated building.
 
 pub mod actions;
 pub mod alerts;
-mod binary;
-pub mod checkpoint;
-pub mod deliveries;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod durability;
 pub mod health;
-pub mod journal;
 pub mod logging;
 pub mod messages;
 pub mod metrics;

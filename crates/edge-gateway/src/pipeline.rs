@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::alerts::Alerts;
-use crate::checkpoint::CheckpointError;
+use crate::durability::checkpoint::CheckpointError;
 use crate::durability::Durability;
 use crate::messages::Renderer;
 

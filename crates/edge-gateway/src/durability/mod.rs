@@ -12,6 +12,12 @@
 //!
 //! With checkpoints off (`checkpoint_interval = "0s"`) nothing is on disk
 //! and receipts complete at once: acknowledgements then mean "received".
+//!
+//! - [`checkpoint`]: the open windows (`windows.ckpt`, and the generation
+//!   before it, `windows.prev.ckpt`);
+//! - [`journal`]: the acknowledged readings since (`ingress-N.journal`);
+//! - [`deliveries`]: which redelivered messages were already taken;
+//! - `binary`: the little-endian fields both files are made of.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,9 +28,14 @@ use gateway_core::{DeliveryKey, Reading, Receipt, Telemetry};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use crate::checkpoint::{self, Checkpoint, CheckpointError, Saved};
-use crate::deliveries::{Deliveries, Taken};
-use crate::journal::{self, Journal, MAX_BATCH};
+mod binary;
+pub mod checkpoint;
+pub mod deliveries;
+pub mod journal;
+
+use checkpoint::{Checkpoint, CheckpointError, Saved};
+use deliveries::{Deliveries, Taken};
+use journal::{Journal, MAX_BATCH};
 
 struct Store {
     checkpoint: Checkpoint,

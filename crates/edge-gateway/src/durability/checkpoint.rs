@@ -24,8 +24,8 @@ use aggregator::{OpenSeries, Snapshot, StatsState};
 use gateway_core::state_file::{stage, WriteFailure};
 use gateway_core::{DeviceId, MetricName};
 
-use crate::binary::{put_text, Reader};
-use crate::deliveries::Taken;
+use super::binary::{put_text, Reader};
+use super::deliveries::Taken;
 
 const MAGIC: &[u8; 8] = b"EGWCK002";
 const MAGIC_V1: &[u8; 8] = b"EGWCK001";

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use gateway_core::{DeliveryKey, DeviceId, MetricName, Reading, Receipt, TimeSource, Timestamp};
 use tracing::{info, warn};
 
-use crate::binary::{put_text, Reader};
+use super::binary::{put_text, Reader};
 
 /// Receipts waiting beyond this many force a commit even while more
 /// messages are queued, bounding acknowledgement latency under load.
