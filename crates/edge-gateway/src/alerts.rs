@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anomaly::{Alert, AlertState, Engine, EngineState};
 use gateway_core::config::{DeviceConfig, RuleConfig};
-use gateway_core::state_file::replace_atomically;
+use gateway_core::state_file::{quarantine, read_if_exists, replace_atomically};
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{DeviceState, OutboundMessage, Reading, StatusChange, Telemetry, Timestamp};
 use tokio::sync::mpsc;
@@ -58,9 +58,9 @@ impl AlertStore {
     /// # Errors
     /// Unreadable or damaged.
     pub fn load(&self) -> Result<Option<EngineState>, StoreError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        let bytes = match read_if_exists(&self.path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
             Err(source) => {
                 return Err(StoreError::Io {
                     action: "reading",
@@ -94,7 +94,7 @@ impl AlertStore {
     }
 
     fn quarantine(&self) {
-        let _ = std::fs::rename(&self.path, self.path.with_extension("json.damaged"));
+        quarantine(&self.path);
     }
 }
 

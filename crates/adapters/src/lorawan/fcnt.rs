@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use gateway_core::state_file::replace_atomically;
+use gateway_core::state_file::{quarantine, read_if_exists, replace_atomically};
 use serde::{Deserialize, Serialize};
 
 /// The file name inside `state_dir`.
@@ -67,9 +67,9 @@ impl FcntStore {
             path: Some(path.clone()),
             last: BTreeMap::new(),
         };
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (store, None),
+        let bytes = match read_if_exists(&path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return (store, None),
             Err(source) => {
                 let err = StoreError::Io {
                     action: "reading",
@@ -89,7 +89,7 @@ impl FcntStore {
                     Ok(d) => format!("unknown version {}", d.version),
                     Err(e) => e.to_string(),
                 };
-                let _ = std::fs::rename(&path, path.with_extension("json.damaged"));
+                quarantine(&path);
                 (store, Some(StoreError::Damaged { path, reason }))
             }
         }

@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! file   = record*
-//! record = len:u32le crc32(body):u32le body
+//! record = len:u32le crc32(body):u32le body    (gateway_core::state_file::frame)
 //! body   = has_key:u8 [source:text slot:u16 digest:u64] n:u32 n × reading
 //!        | 2:u8 source:text n:u32(0)      the source's session started afresh
 //! reading = device:text metric:text time_ms:i64 value:f64 event_time:u8
@@ -29,6 +29,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use gateway_core::state_file::{self, frame, frame::Frame};
 use gateway_core::{DeliveryKey, DeviceId, MetricName, Reading, Receipt, TimeSource, Timestamp};
 use tracing::{info, warn};
 
@@ -52,7 +53,7 @@ pub enum JournalError {
 impl JournalError {
     pub fn is_disk_full(&self) -> bool {
         let JournalError::Io { source, .. } = self;
-        source.raw_os_error() == Some(28)
+        state_file::is_disk_full(source)
     }
 }
 
@@ -218,30 +219,16 @@ impl Journal {
     /// Records, in order with the messages, that `source`'s session
     /// started afresh: a replay must forget its slots at the same point.
     pub fn append_new_session(&mut self, source: &str) {
-        let start = self.begin_record();
+        let start = frame::begin(&mut self.buffer);
         self.buffer.push(NEW_SESSION);
         put_text(&mut self.buffer, source);
         self.buffer.extend_from_slice(&0u32.to_le_bytes());
-        self.end_record(start);
-    }
-
-    fn begin_record(&mut self) -> usize {
-        let start = self.buffer.len();
-        self.buffer.extend_from_slice(&[0; 8]);
-        start
-    }
-
-    fn end_record(&mut self, start: usize) {
-        let body = &self.buffer[start + 8..];
-        let len = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes();
-        let crc = crc32fast::hash(body).to_le_bytes();
-        self.buffer[start..start + 4].copy_from_slice(&len);
-        self.buffer[start + 4..start + 8].copy_from_slice(&crc);
+        frame::end(&mut self.buffer, start);
     }
 
     /// Adds a message to the next commit.
     pub fn append(&mut self, key: Option<&DeliveryKey>, readings: &[Reading]) {
-        let start = self.begin_record();
+        let start = frame::begin(&mut self.buffer);
         match key {
             Some(k) => {
                 self.buffer.push(KEY);
@@ -263,7 +250,7 @@ impl Journal {
             self.buffer
                 .push(u8::from(r.time_source() == TimeSource::Event));
         }
-        self.end_record(start);
+        frame::end(&mut self.buffer, start);
     }
 
     /// Completes `receipt` at the next successful commit.
@@ -402,9 +389,7 @@ fn decode_records(bytes: &[u8]) -> Scan {
             scan.end = at;
             continue;
         }
-        let next = (at + 1..bytes.len())
-            .find(|&o| record_at(&bytes[o..]).is_some())
-            .unwrap_or(bytes.len());
+        let next = frame::resync(bytes, at, |b| record_at(b).is_some());
         scan.damaged += (next - at) as u64;
         at = next;
     }
@@ -413,17 +398,10 @@ fn decode_records(bytes: &[u8]) -> Scan {
 
 /// The record at the start of `bytes` and its length, if it is intact.
 fn record_at(bytes: &[u8]) -> Option<(Entry, usize)> {
-    let mut r = Reader::new(bytes);
-    let (len, crc) = r.u32().zip(r.u32())?;
-    let len = len as usize;
-    if len > MAX_RECORD {
-        return None;
+    match frame::decode(bytes, 1..=MAX_RECORD) {
+        Frame::Whole { body, len } => Some((decode_entry(body)?, len)),
+        Frame::Incomplete | Frame::Damaged => None,
     }
-    let body = r.take(len)?;
-    if crc32fast::hash(body) != crc {
-        return None;
-    }
-    Some((decode_entry(body)?, 8 + len))
 }
 
 fn decode_entry(body: &[u8]) -> Option<Entry> {

@@ -13,8 +13,10 @@
 
 use crate::component::OutboundMessage;
 
+use crate::state_file::frame::{self, Frame};
+
 /// 4 bytes length + 4 bytes CRC.
-pub const HEADER: usize = 8;
+pub const HEADER: usize = frame::HEADER;
 /// Larger records are refused on write and read as damage.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -47,17 +49,9 @@ pub enum Decoded {
     Damaged,
 }
 
-fn push_header(out: &mut [u8], body_start: usize) {
-    let body_len = out.len() - body_start;
-    let crc = crc32fast::hash(&out[body_start..]);
-    let len = u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes();
-    out[body_start - HEADER..body_start - HEADER + 4].copy_from_slice(&len);
-    out[body_start - HEADER + 4..body_start].copy_from_slice(&crc.to_le_bytes());
-}
-
 /// Appends the encoding of `record` to `out`; `None` if it is too large.
 pub fn encode(record: &Record, out: &mut Vec<u8>) -> Option<()> {
-    out.extend_from_slice(&[0; HEADER]);
+    let frame_start = frame::begin(out);
     let start = out.len();
     match record {
         Record::Message {
@@ -84,10 +78,10 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) -> Option<()> {
         }
     }
     if out.len() - start > MAX_BODY {
-        out.truncate(start - HEADER);
+        out.truncate(frame_start);
         return None;
     }
-    push_header(out, start);
+    frame::end(out, frame_start);
     Some(())
 }
 
@@ -97,23 +91,14 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 
 /// Reads the record at the start of `buf`.
 pub fn decode(buf: &[u8]) -> Decoded {
-    let Some(header) = buf.get(..HEADER) else {
-        return Decoded::Incomplete;
-    };
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if !(9..=MAX_BODY).contains(&len) {
-        return Decoded::Damaged;
-    }
-    let Some(body) = buf.get(HEADER..HEADER + len) else {
-        return Decoded::Incomplete;
-    };
-    if crc32fast::hash(body) != crc {
-        return Decoded::Damaged;
-    }
-    match parse_body(body) {
-        Some(r) => Decoded::Record(r, HEADER + len),
-        None => Decoded::Damaged,
+    // The smallest body is an ACK or DROP: kind and sequence number.
+    match frame::decode(buf, 9..=MAX_BODY) {
+        Frame::Whole { body, len } => match parse_body(body) {
+            Some(r) => Decoded::Record(r, len),
+            None => Decoded::Damaged,
+        },
+        Frame::Incomplete => Decoded::Incomplete,
+        Frame::Damaged => Decoded::Damaged,
     }
 }
 

@@ -65,7 +65,7 @@ pub enum OutboxError {
 impl OutboxError {
     /// The disk (or its quota) is full.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Self::Io { source, .. } if source.raw_os_error() == Some(28) || source.kind() == std::io::ErrorKind::StorageFull)
+        matches!(self, Self::Io { source, .. } if crate::state_file::is_disk_full(source))
     }
 }
 
@@ -246,9 +246,9 @@ impl Outbox {
                 Decoded::Damaged => {
                     // Resynchronise on the next record whose frame and
                     // checksum hold; a random match is a 1-in-4-billion event.
-                    let next = (at + 1..buf.len())
-                        .find(|&o| matches!(record::decode(&buf[o..]), Decoded::Record(..)))
-                        .unwrap_or(buf.len());
+                    let next = crate::state_file::frame::resync(&buf, at, |b| {
+                        matches!(record::decode(b), Decoded::Record(..))
+                    });
                     recovery.damage.push(Damage {
                         segment: path.clone(),
                         offset: at as u64,

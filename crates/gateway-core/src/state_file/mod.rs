@@ -1,7 +1,17 @@
-//! Small state files (checkpoint, alert state, LoRaWAN frame counters)
-//! replaced whole and atomically: written to a temporary file beside the
-//! target, fsynced, renamed over it, and the directory fsynced, so a power
-//! cut leaves the old file or the new one, never half of each.
+//! The state files' common ground.
+//!
+//! - Small files (checkpoint, alert state, LoRaWAN frame counters) are
+//!   replaced whole and atomically: written to a temporary file beside the
+//!   target, fsynced, renamed over it, and the directory fsynced, so a power
+//!   cut leaves the old file or the new one, never half of each.
+//! - [`read_if_exists`] and [`quarantine`]: a missing file is no state; a
+//!   damaged one is moved aside to `….damaged`, kept for inspection and
+//!   never read again.
+//! - [`is_disk_full`]: the one test for "the disk or its quota is full".
+//! - [`frame`]: the length + CRC framing of the append-only logs (the
+//!   ingress journal and the outbox).
+
+pub mod frame;
 
 use std::fs::File;
 use std::io::Write;
@@ -112,6 +122,38 @@ impl Staged {
     }
 }
 
+/// The file's bytes, `None` if it does not exist.
+///
+/// # Errors
+/// It exists and cannot be read.
+pub fn read_if_exists(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves a damaged state file aside (`windows.ckpt` → `windows.ckpt.damaged`)
+/// so it is kept for inspection but not read again; returns where it went.
+/// A failure to move it is ignored: the caller already treats the file as
+/// lost, and the next save replaces it.
+pub fn quarantine(path: &Path) -> PathBuf {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".damaged");
+    let aside = PathBuf::from(aside);
+    let _ = std::fs::rename(path, &aside);
+    aside
+}
+
+/// The disk or the user's quota is full (ENOSPC, EDQUOT): a condition that
+/// waiting or freeing space cures, unlike other I/O errors.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT)) || e.kind() == std::io::ErrorKind::StorageFull
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +168,26 @@ mod tests {
         assert!(!dir.path().join("state.json.tmp").exists());
         let e = replace_atomically(&dir.path().join("missing/state.json"), b"x").unwrap_err();
         assert_eq!(e.action, "creating");
+    }
+
+    #[test]
+    fn a_missing_file_is_none_and_a_damaged_one_goes_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.json");
+        assert_eq!(read_if_exists(&path).unwrap(), None);
+        std::fs::write(&path, b"{").unwrap();
+        assert_eq!(read_if_exists(&path).unwrap().as_deref(), Some(&b"{"[..]));
+        let aside = quarantine(&path);
+        assert_eq!(aside, dir.path().join("alerts.json.damaged"));
+        assert!(!path.exists() && aside.exists());
+    }
+
+    #[test]
+    fn disk_full_is_enospc_or_a_quota() {
+        for code in [28, 122] {
+            assert!(is_disk_full(&std::io::Error::from_raw_os_error(code)));
+        }
+        assert!(!is_disk_full(&std::io::Error::from_raw_os_error(13)));
     }
 
     #[test]
