@@ -21,7 +21,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use aggregator::{OpenSeries, Snapshot, StatsState};
-use gateway_core::state_file::{stage, WriteFailure};
+use gateway_core::state_file::{quarantine, read_if_exists, stage, WriteFailure};
 use gateway_core::{DeviceId, MetricName};
 
 use super::binary::{put_text, Reader};
@@ -150,19 +150,19 @@ impl Checkpoint {
     /// Moves a damaged checkpoint aside so it is kept for inspection but not
     /// read again.
     pub fn quarantine(&self) {
-        let _ = std::fs::rename(&self.path, self.path.with_extension("ckpt.damaged"));
+        quarantine(&self.path);
     }
 
     /// The same for a damaged previous generation.
     pub fn quarantine_previous(&self) {
-        let _ = std::fs::rename(&self.previous, self.previous.with_extension("ckpt.damaged"));
+        quarantine(&self.previous);
     }
 }
 
 fn load_file(path: &Path) -> Result<Option<Saved>, CheckpointError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let bytes = match read_if_exists(path) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
         Err(source) => {
             return Err(CheckpointError::Io {
                 action: "reading",
