@@ -76,6 +76,7 @@ impl Origin {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read {}: {source}", path.display())]
 pub struct ReadError {
+    /// The file or directory, as it was reached from the `-c` path.
     pub path: PathBuf,
     #[source]
     pub source: std::io::Error,
@@ -259,6 +260,9 @@ impl Layers {
         }
         out.push_str("# Keys not shown take their defaults (see `edge-gateway configfile`).\n\n");
         out.push_str(&body);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
         Ok(out)
     }
 }

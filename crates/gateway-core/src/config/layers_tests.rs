@@ -292,6 +292,7 @@ app_s_key = "env:LORA_APP"
         "[future]\ntoken = \"abc\"\npassword = \"hunter2\"\nbroker_password = 7",
     ]);
     let out = l.to_redacted_toml().unwrap();
+    assert!(out.ends_with('\n'), "a whole last line:\n{out}");
     for secret in ["2B7E151628AED2A6ABF7158809CF4F3C", "abc", "hunter2", "= 7"] {
         assert!(!out.contains(secret), "{secret} printed:\n{out}");
     }

@@ -5,7 +5,10 @@
 //! file and the code cannot disagree. Loading reports every problem with its
 //! key path (see [`load`]); adapters plug their own `[[adapter]]` kinds, and
 //! the top-level sections a protocol family needs (`[[lorawan.device]]`), in
-//! through [`AdapterSpec`] without this crate knowing any protocol.
+//! through [`AdapterSpec`] without this crate knowing any protocol. A config
+//! is the `-c` file with its `conf.d/` drop-ins and `EDGE_GATEWAY__`
+//! variables merged over it ([`layers`]); the typed parse runs on the merged
+//! table and names the drop-in or variable of each problem.
 
 pub mod layers;
 pub mod load;
