@@ -1,6 +1,7 @@
 //! The `edge-gateway` binary's library: wiring only.
 //!
-//! - [`settings`]: the whole `gateway.toml` and the `configfile` template;
+//! - [`settings`]: the whole `gateway.toml` (with its `conf.d/` drop-ins and
+//!   `EDGE_GATEWAY__` overrides) and the `configfile` template;
 //! - [`pipeline`]: the task that owns the aggregator;
 //! - [`checkpoint`]: its open windows on disk across restarts;
 //! - [`journal`] and [`deliveries`]: readings from redelivering sources on
