@@ -88,6 +88,19 @@ runuser -u edge-gateway -- /usr/bin/edge-gateway --version
 runuser -u edge-gateway -- /usr/bin/edge-gateway validate -c /etc/edge-gateway/gateway.toml
 ok "validate -c /etc/edge-gateway/gateway.toml"
 
+# -- conf.d: created by the package, read by the service user
+check_stat /etc/edge-gateway/conf.d "750 root:edge-gateway"
+printf '[aggregation]\nwindoww = "5m"\n' >/etc/edge-gateway/conf.d/20-site.toml
+chown root:edge-gateway /etc/edge-gateway/conf.d/20-site.toml
+chmod 640 /etc/edge-gateway/conf.d/20-site.toml
+code=0
+out=$(runuser -u edge-gateway -- /usr/bin/edge-gateway validate -c /etc/edge-gateway/gateway.toml 2>&1) || code=$?
+rm -f /etc/edge-gateway/conf.d/20-site.toml
+[ "$code" -eq 78 ] || fail "a drop-in with an unknown key: exit $code, expected 78: $out"
+grep -q '^conf.d/20-site.toml: aggregation.windoww: unknown key' <<<"$out" \
+  || fail "the drop-in's problem does not name its file and key: $out"
+ok "conf.d drop-in read, its unknown key named"
+
 # A port nothing answers on (pure bash: a fresh Debian has no python3).
 free_port() {
   local p

@@ -1,6 +1,7 @@
 //! The `edge-gateway` binary's library: wiring only.
 //!
-//! - [`settings`]: the whole `gateway.toml` and the `configfile` template;
+//! - [`settings`]: the whole `gateway.toml` (with its `conf.d/` drop-ins and
+//!   `EDGE_GATEWAY__` overrides) and the `configfile` template;
 //! - [`pipeline`]: the task that owns the aggregator;
 //! - [`durability`]: what survives a crash: the checkpoint of open windows,
 //!   the journal of acknowledged readings since, and the copies already

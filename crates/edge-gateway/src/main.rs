@@ -41,10 +41,14 @@ enum Command {
         #[arg(short, long, default_value = "/etc/edge-gateway/gateway.toml")]
         config: PathBuf,
     },
-    /// Check a config file: one line per problem, exit 78 if any.
+    /// Check a config file with its conf.d/ drop-ins and EDGE_GATEWAY__
+    /// variables: one line per problem, exit 78 if any.
     Validate {
         #[arg(short, long, default_value = "/etc/edge-gateway/gateway.toml")]
         config: PathBuf,
+        /// Print the merged configuration as TOML, secrets redacted.
+        #[arg(long)]
+        print: bool,
     },
     /// Print a commented template of every key with its default.
     Configfile,
@@ -82,25 +86,45 @@ fn main() -> ExitCode {
             print!("{}", settings::template());
             ExitCode::SUCCESS
         }
-        Command::Validate { config } => match settings::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} adapter(s), {} device(s), {} rule(s))",
-                    config.display(),
-                    c.adapters.len(),
-                    c.devices.len(),
-                    c.rules.len()
-                );
-                ExitCode::SUCCESS
+        Command::Validate { config, print } => {
+            match settings::load_layers(&config, std::env::vars_os()) {
+                Ok((c, layers)) => {
+                    let summary = format!(
+                        "{}: ok ({} adapter(s), {} device(s), {} rule(s))",
+                        config.display(),
+                        c.adapters.len(),
+                        c.devices.len(),
+                        c.rules.len()
+                    );
+                    if !print {
+                        println!("{summary}");
+                        return ExitCode::SUCCESS;
+                    }
+                    // stdout carries only the TOML, so it can be piped or saved.
+                    match layers.to_redacted_toml() {
+                        Ok(text) => {
+                            print!("{text}");
+                            eprintln!("{summary}");
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => {
+                            eprintln!("edge-gateway validate: cannot print the config: {e}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+                Err(e) => report_load_error(&e),
             }
-            Err(e) => report_load_error(&e),
-        },
+        }
         Command::Run { config } => {
-            let cfg = match settings::load(&config) {
-                Ok(c) => c,
+            let (cfg, layers) = match settings::load_layers(&config, std::env::vars_os()) {
+                Ok(loaded) => loaded,
                 Err(e) => return report_load_error(&e),
             };
             logging::init(&cfg.log);
+            // Names only (files and variables), never values: which drop-ins
+            // took part is the first question when a key "does not work".
+            info!(sources = ?layers.sources(), "Config read.");
             match runtime().and_then(|rt| rt.block_on(run(cfg, &config))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -131,7 +155,7 @@ fn report_load_error(e: &LoadError) -> ExitCode {
             }
             eprintln!("{path}: {} problem(s)", problems.len());
         }
-        LoadError::Read { .. } => eprintln!("{e}"),
+        LoadError::Read(_) => eprintln!("{e}"),
     }
     ExitCode::from(EX_CONFIG)
 }
@@ -177,11 +201,15 @@ async fn run(cfg: settings::GatewayConfig, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP: re-reads the config file. An invalid file changes nothing.
+/// SIGHUP: re-reads the config file, its drop-ins and the environment (as
+/// the process started with it). An invalid result changes nothing.
 async fn reload(gateway: &mut Gateway, path: &Path) {
     info!(config = %path.display(), "SIGHUP: reloading the config.");
-    let new = match settings::load(path) {
-        Ok(c) => c,
+    let new = match settings::load_layers(path, std::env::vars_os()) {
+        Ok((c, layers)) => {
+            info!(sources = ?layers.sources(), "Config read.");
+            c
+        }
         Err(LoadError::Invalid { problems, .. }) => {
             for p in problems.iter() {
                 error!(problem = %p, "Config problem.");

@@ -1,40 +1,51 @@
 //! The whole `gateway.toml` for this build, and the `configfile` template.
 
+use std::ffi::OsString;
 use std::path::Path;
 
 use adapters::AdapterConfig;
 use anyhow::Context as _;
-use gateway_core::config::{template, Config, Problems};
+use gateway_core::config::{layers, template, Config, Layers, Problems};
 
 /// `gateway.toml` with the adapter kinds this build was compiled with.
 pub type GatewayConfig = Config<AdapterConfig>;
 
-/// Why a config file could not be used.
+/// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file, the drop-in directory or a drop-in exists but cannot be read.
+    #[error(transparent)]
+    Read(#[from] layers::ReadError),
     #[error("{path} has {} problem(s):\n{problems}", problems.len())]
     Invalid { path: String, problems: Problems },
 }
 
-/// Reads and checks a config file.
+/// Reads and checks a config file, the `conf.d/*.toml` drop-ins beside it
+/// and the `EDGE_GATEWAY__SECTION__KEY` variables of this process.
 ///
 /// # Errors
-/// Unreadable file, or every problem in it.
+/// An unreadable file, or every problem in the merged config.
 pub fn load(path: &Path) -> Result<GatewayConfig, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    GatewayConfig::parse(&text).map_err(|problems| LoadError::Invalid {
-        path: path.display().to_string(),
-        problems,
-    })
+    load_layers(path, std::env::vars_os()).map(|(config, _)| config)
+}
+
+/// Like [`load`] with the environment given, also returning the merged
+/// layers (for `validate --print` and the log of what was read).
+///
+/// # Errors
+/// An unreadable file, or every problem in the merged config.
+pub fn load_layers(
+    path: &Path,
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<(GatewayConfig, Layers), LoadError> {
+    let layers = layers::read(path, env)?;
+    match GatewayConfig::from_layers(&layers) {
+        Ok(config) => Ok((config, layers)),
+        Err(problems) => Err(LoadError::Invalid {
+            path: path.display().to_string(),
+            problems,
+        }),
+    }
 }
 
 /// The fully commented template of every key with its default: the output

@@ -1,6 +1,6 @@
 //! SIGHUP reload with the real binary: a changed adapter restarts while the
 //! open window carries on; an invalid file is rejected and the old config
-//! keeps running.
+//! keeps running; a new `conf.d/` drop-in is read.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +19,11 @@ fn cfg(gateway: &str, local: u16, upstream: u16, metrics: u16) -> String {
 }
 
 async fn readings_taken(metrics: u16, n: u32) {
-    let line = format!("edge_gateway_adapter_readings_total{{adapter=\"local-sensors\"}} {n}\n");
+    adapter_readings(metrics, "local-sensors", n).await;
+}
+
+async fn adapter_readings(metrics: u16, adapter: &str, n: u32) {
+    let line = format!("edge_gateway_adapter_readings_total{{adapter=\"{adapter}\"}} {n}\n");
     http_until(metrics, "/metrics", |_, body| body.contains(&line)).await;
 }
 
@@ -120,4 +124,42 @@ async fn an_invalid_file_is_rejected_and_the_old_config_keeps_running() {
     let agg = final_aggregate(&mut sub, "r2").await;
     assert_eq!(agg["metrics"]["temperature"]["count"], 2, "{agg}");
     assert_eq!(agg["metrics"]["temperature"]["avg"], 2.0, "{agg}");
+}
+
+#[tokio::test]
+async fn a_new_drop_in_is_read_at_sighup() {
+    let local = Mosquitto::start();
+    let extra = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/#").await;
+    let metrics = free_port();
+    let mut gw = GatewayProcess::start(&cfg("gw-reload-3", local.port(), upstream.port(), metrics));
+    gw.wait_for_log("Subscribed").await;
+
+    let conf_d = gw.config_path.parent().unwrap().join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    std::fs::write(
+        conf_d.join("60-extra.toml"),
+        format!(
+            "[[adapter]]\ntype = \"mqtt\"\nname = \"extra\"\nurl = \"mqtt://127.0.0.1:{}\"\ntopics = [\"extra/{{device}}/{{metric}}\"]\n",
+            extra.port()
+        ),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("Reloaded.").await;
+    let reloaded = gw.seen.iter().find(|l| l.contains("Reloaded.")).unwrap();
+    assert!(reloaded.contains("started=[\"extra\"]"), "{reloaded}");
+    assert!(
+        reloaded.contains("restarted=[]") && reloaded.contains("stopped=[]"),
+        "the file's adapter is untouched: {reloaded}"
+    );
+    gw.wait_for_log_count("Subscribed", 2).await;
+    publish(extra.port(), "extra/r3/temperature", "7", 1, false).await;
+    adapter_readings(metrics, "extra", 1).await;
+
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+    let agg = final_aggregate(&mut sub, "r3").await;
+    assert_eq!(agg["metrics"]["temperature"]["avg"], 7.0, "{agg}");
 }

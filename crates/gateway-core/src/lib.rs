@@ -4,8 +4,10 @@
 //! holds what every stage agrees on and nothing protocol-specific:
 //!
 //! - [`model`]: readings, device ids, metric names, timestamps;
-//! - [`config`]: typed `gateway.toml` sections, their defaults, the loader that
-//!   reports every problem with its key path, and the `configfile` template;
+//! - [`config`]: typed `gateway.toml` sections, their defaults, the merge of
+//!   the file with its `conf.d/` drop-ins and `EDGE_GATEWAY__` variables, the
+//!   loader that reports every problem with its key path and source, and the
+//!   `configfile` template;
 //! - [`component`]: the adapter interface every protocol implements;
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
 //! - [`registry`]: the device registry (id → human name and tags).

@@ -48,7 +48,15 @@ impl GatewayProcess {
         // against an installed or older binary).
         let bin = std::env::var("EDGE_GATEWAY_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_edge-gateway").to_string());
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        // An EDGE_GATEWAY__SECTION__KEY in the developer's shell would
+        // override the test's config.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("EDGE_GATEWAY__") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .arg("run")
             .arg("-c")
             .arg(&config_path)

@@ -15,6 +15,11 @@ use serde_path_to_error::Segment;
 /// One thing wrong with the config, named by its TOML key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// Where the offending value was written when that is not the `-c`
+    /// file itself: a drop-in (`conf.d/20-site.toml`) or an environment
+    /// variable (`EDGE_GATEWAY__UPSTREAM__URL`). `None` for the main file,
+    /// which the caller names once, so existing one-file output is unchanged.
+    pub source: Option<String>,
     /// Dotted key path, `upstream.qos` or `adapter[0].topics[1]`.
     pub path: String,
     pub message: String,
@@ -22,6 +27,9 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(source) = &self.source {
+            write!(f, "{source}: ")?;
+        }
         if self.path.is_empty() {
             f.write_str(&self.message)
         } else {
@@ -37,9 +45,34 @@ pub struct Problems(Vec<Problem>);
 impl Problems {
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
+            source: None,
             path: path.into(),
             message: message.into(),
         });
+    }
+    /// Records a problem whose source is already known (a drop-in that is
+    /// not valid TOML, a malformed environment variable).
+    pub fn push_from(
+        &mut self,
+        source: impl Into<String>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.0.push(Problem {
+            source: Some(source.into()),
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+    /// Fills in the source of every problem that has none, from its path.
+    pub fn attribute(&mut self, source_of: impl Fn(&str) -> Option<String>) {
+        for p in self.0.iter_mut().filter(|p| p.source.is_none()) {
+            p.source = source_of(&p.path);
+        }
+    }
+    /// Appends every problem of `other`.
+    pub fn extend(&mut self, other: Problems) {
+        self.0.extend(other.0);
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

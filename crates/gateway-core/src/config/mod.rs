@@ -5,8 +5,12 @@
 //! file and the code cannot disagree. Loading reports every problem with its
 //! key path (see [`load`]); adapters plug their own `[[adapter]]` kinds, and
 //! the top-level sections a protocol family needs (`[[lorawan.device]]`), in
-//! through [`AdapterSpec`] without this crate knowing any protocol.
+//! through [`AdapterSpec`] without this crate knowing any protocol. A config
+//! is the `-c` file with its `conf.d/` drop-ins and `EDGE_GATEWAY__`
+//! variables merged over it ([`layers`]); the typed parse runs on the merged
+//! table and names the drop-in or variable of each problem.
 
+pub mod layers;
 pub mod load;
 pub mod metrics;
 pub mod rule;
@@ -17,6 +21,7 @@ pub mod values;
 use std::collections::HashMap;
 use std::fmt;
 
+pub use layers::{Layers, Origin};
 pub use load::{Problem, Problems};
 pub use metrics::MetricsConfig;
 pub use rule::{ActionConfig, Direction, RateSpec, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
@@ -88,14 +93,43 @@ impl<A: AdapterSpec> Config<A> {
     /// # Errors
     /// Every problem found, each with its key path.
     pub fn parse(text: &str) -> Result<Self, Problems> {
-        let mut problems = Problems::default();
         let root: toml::Table = match toml::from_str(text) {
             Ok(t) => t,
             Err(e) => {
+                let mut problems = Problems::default();
                 problems.push("", format!("not valid TOML: {}", e.to_string().trim()));
                 return Err(problems);
             }
         };
+        Self::parse_table(&root)
+    }
+
+    /// Checks the merged config of a file, its `conf.d/` drop-ins and the
+    /// environment, and names the drop-in or variable each problem came from.
+    ///
+    /// # Errors
+    /// Every problem found, each with its key path and source.
+    pub fn from_layers(layers: &Layers) -> Result<Self, Problems> {
+        // Merge problems (a drop-in that is not TOML, a variable naming a
+        // table) first, then whatever the typed parse finds in the rest.
+        let mut problems = layers.problems().clone();
+        match Self::parse_table(layers.root()) {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(problems),
+            Err(mut found) => {
+                found.attribute(|path| layers.source_of(path));
+                problems.extend(found);
+                Err(problems)
+            }
+        }
+    }
+
+    /// Checks an already parsed root table.
+    ///
+    /// # Errors
+    /// Every problem found, each with its key path.
+    pub fn parse_table(root: &toml::Table) -> Result<Self, Problems> {
+        let mut problems = Problems::default();
         for key in root.keys() {
             if !SECTIONS.contains(&key.as_str()) && !A::SECTIONS.contains(&key.as_str()) {
                 let known: Vec<&str> = SECTIONS.iter().chain(A::SECTIONS).copied().collect();
@@ -123,7 +157,7 @@ impl<A: AdapterSpec> Config<A> {
         }
         let adapters = parse_adapters::<A>(root.get("adapter"), &mut problems);
         let devices = parse_array::<DeviceConfig>(root.get("device"), "device", &mut problems);
-        let sections = A::sections(&root, &mut problems);
+        let sections = A::sections(root, &mut problems);
         let rules = parse_array::<RuleConfig>(root.get("rule"), "rule", &mut problems);
         for (i, r) in &rules {
             r.validate(&format!("rule[{i}]"), &mut problems);

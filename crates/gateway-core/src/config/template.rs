@@ -31,6 +31,13 @@ pub fn core_sections() -> String {
 # Every key is shown with its default value; delete what you do not change.
 # Check a file with:  edge-gateway validate -c /etc/edge-gateway/gateway.toml
 # Durations are written like "500ms", "30s", "5m", "1h".
+#
+# After this file, every *.toml in the conf.d/ directory beside it is read
+# in name order: tables merge key by key (the later file wins), and
+# [[adapter]], [[device]], [[rule]] and [[lorawan.device]] entries are
+# added to those of this file. Then EDGE_GATEWAY__SECTION__KEY environment
+# variables set single keys (EDGE_GATEWAY__UPSTREAM__URL=mqtts://host:8883).
+# See the merged result, secrets redacted, with `validate --print`.
 
 [gateway]
 # This gateway's id: in every upstream payload and in its status topic

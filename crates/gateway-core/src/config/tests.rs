@@ -318,3 +318,69 @@ fn metrics_listen_on_loopback_by_default_and_can_be_turned_off() {
         "{got:#?}"
     );
 }
+
+fn layered_problems(main: &str, drop_in: &str, vars: &[(&str, &str)]) -> Vec<String> {
+    let mut layers = Layers::default();
+    layers.merge_text(main, Origin::Main, "gateway.toml");
+    layers.merge_text(
+        drop_in,
+        Origin::DropIn("conf.d/20-site.toml".into()),
+        "conf.d/20-site.toml",
+    );
+    layers.apply_env(vars.iter().map(|(k, v)| (k.into(), v.into())));
+    match Config::<Fake>::from_layers(&layers) {
+        Ok(_) => Vec::new(),
+        Err(p) => p.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+#[test]
+fn problems_of_merged_layers_name_the_drop_in_or_variable() {
+    let got = layered_problems(
+        "[upstream]\nqoss = 1\n[[adapter]]\ntype = \"fake\"\nname = \"a\"",
+        "[aggregation]\nwindoww = \"5m\"\n[[adapter]]\ntype = \"fake\"\nname = \"a\"\ncolour = 1",
+        &[
+            ("EDGE_GATEWAY__UPSTREAM__URL", "http://x"),
+            ("EDGE_GATEWAY__BOGUS__KEY", "1"),
+            ("EDGE_GATEWAY__UPSTREAM", "x"),
+        ],
+    );
+    for expected in [
+        // The main file is named once by the caller, as before drop-ins.
+        "upstream.qoss: unknown key",
+        "conf.d/20-site.toml: aggregation.windoww: unknown key",
+        "conf.d/20-site.toml: adapter[1].colour: unknown key",
+        "conf.d/20-site.toml: adapter[1].name: duplicate adapter name \"a\" (first used by adapter[0])",
+        "EDGE_GATEWAY__UPSTREAM__URL: upstream.url: expected mqtt://",
+        "EDGE_GATEWAY__BOGUS__KEY: bogus: unknown section",
+        "EDGE_GATEWAY__UPSTREAM: upstream: a table",
+    ] {
+        assert!(
+            got.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), 7, "{got:#?}");
+}
+
+#[test]
+fn a_drop_in_adds_an_adapter_and_a_variable_overrides_the_upstream() {
+    let mut layers = Layers::default();
+    layers.merge_text(CONTRACT, Origin::Main, "gateway.toml");
+    layers.merge_text(
+        "[[adapter]]\ntype = \"fake\"\nname = \"site-b\"\n[aggregation]\ngrace = \"1m\"",
+        Origin::DropIn("conf.d/10-b.toml".into()),
+        "conf.d/10-b.toml",
+    );
+    layers.apply_env([(
+        "EDGE_GATEWAY__UPSTREAM__URL".into(),
+        "mqtts://cloud.example:8883".into(),
+    )]);
+    let c = Config::<Fake>::from_layers(&layers).unwrap();
+    let names: Vec<&str> = c.adapters.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["local-sensors", "site-b"]);
+    assert_eq!(c.upstream.url.to_string(), "mqtts://cloud.example:8883");
+    assert_eq!(c.upstream.qos, Qos::AtLeastOnce, "kept from the file");
+    assert_eq!(c.aggregation.window, Duration::from_secs(300));
+    assert_eq!(c.aggregation.grace, Duration::from_secs(60));
+}
