@@ -9,7 +9,7 @@ use gateway_core::config::{DeviceConfig, Direction, RuleConfig, RuleKind, DEFAUL
 use gateway_core::{DeviceId, Reading, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::detector::Detector;
+use crate::detector::{Detector, Reason};
 use crate::trigger::{AlertState, Trigger};
 
 /// Most points a rate rule keeps per series: points closer together than
@@ -35,6 +35,18 @@ pub struct Alert {
     /// fired (standard deviations).
     pub limit: f64,
     pub at: Timestamp,
+    /// anomaly (raised): why the detector fired and what it expected.
+    pub evidence: Option<Evidence>,
+}
+
+/// Why an anomaly alert fired: the detector's reason and the range it
+/// expected the reading in, beside the reading itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evidence {
+    pub reason: Reason,
+    /// (low, high) the reading was expected in.
+    pub expected: (f64, f64),
+    pub observed: f64,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -158,6 +170,7 @@ impl Engine {
                 value,
                 limit,
                 at: r.time(),
+                evidence: None,
             };
             let (for_ms, cooldown_ms) = (ms(rule.for_), ms(rule.cooldown));
             if rule.kind == RuleKind::Silence {
@@ -279,11 +292,18 @@ impl Engine {
                     *last_ms = now;
                     let sensitivity = rule.sensitivity.unwrap_or(DEFAULT_SENSITIVITY);
                     let verdict = detector.observe(now, v, sensitivity);
-                    let inside = verdict.score < verdict.threshold;
-                    match trigger.step(now, verdict.anomaly, inside, 0, cooldown_ms) {
+                    // The detector holds an anomaly for its quiet period;
+                    // the alert clears when that ends.
+                    match trigger.step(now, verdict.anomaly, !verdict.active, 0, cooldown_ms) {
                         Some(AlertState::Raised) => {
                             trigger.limit = verdict.threshold;
-                            out.push(alert(AlertState::Raised, v, trigger.limit));
+                            let mut a = alert(AlertState::Raised, v, trigger.limit);
+                            a.evidence = verdict.reason.map(|reason| Evidence {
+                                reason,
+                                expected: verdict.expected,
+                                observed: v,
+                            });
+                            out.push(a);
                         }
                         Some(AlertState::Cleared) => {
                             out.push(alert(AlertState::Cleared, v, trigger.limit))
@@ -352,6 +372,7 @@ impl Engine {
                     value: (now_ms - s.last_seen_ms) as f64 / 1000.0,
                     limit: s.trigger.limit,
                     at: Timestamp::from_millis(due).unwrap_or(now),
+                    evidence: None,
                 });
             }
         }
@@ -397,6 +418,7 @@ impl Engine {
                     value: silent,
                     limit: s.trigger.limit,
                     at,
+                    evidence: None,
                 });
             }
         }

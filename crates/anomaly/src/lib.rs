@@ -127,8 +127,8 @@ pub mod engine;
 pub mod synthetic;
 pub mod trigger;
 
-pub use detector::{Detector, Verdict};
-pub use engine::{Alert, Engine, EngineState};
+pub use detector::{Detector, Reason, Verdict};
+pub use engine::{Alert, Engine, EngineState, Evidence};
 pub use gateway_core::config::DEFAULT_SENSITIVITY;
 pub use trigger::AlertState;
 
