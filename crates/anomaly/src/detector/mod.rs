@@ -19,8 +19,11 @@ const LONG: f64 = 5000.0;
 /// hourly readings)...
 const WARMUP: u64 = 200;
 /// ...and time: a day, so that a minute-by-minute series has seen a night
-/// and a day before anything counts as unusual.
+/// and a day before anything counts as unusual...
 const WARMUP_MS: i64 = 86_400_000;
+/// ...or this many readings, for fast series (one a second) that would
+/// otherwise wait 86 400 readings.
+const WARMUP_MAX: u64 = 1000;
 /// Readings during which a fired detector stays quiet, every test
 /// disarmed; afterwards a test fires again only once it has stopped
 /// holding. One anomaly is one alert, not a burst.
@@ -295,6 +298,7 @@ impl Detector {
 
         // New territory: beyond the range the series has recently covered.
         let excess = self.envelope.excess(x);
+        let territory = (self.envelope.lo, self.envelope.hi);
         self.envelope.learn(x, RANGE_BLOCK);
 
         // Stuck: the value has not changed for longer than it ever did.
@@ -322,7 +326,8 @@ impl Detector {
         self.last = x;
         self.n += 1;
 
-        let warm = self.n > WARMUP && at_ms.saturating_sub(self.first_ms) >= WARMUP_MS;
+        let warm = self.n > WARMUP
+            && (at_ms.saturating_sub(self.first_ms) >= WARMUP_MS || self.n > WARMUP_MAX);
         let novel = novelty_limit(sensitivity);
         let range_margin = RANGE_MARGIN * (1.5 - clamp_sensitivity(sensitivity));
         // Each test is armed on its own: after a detection, a test that
@@ -379,13 +384,10 @@ impl Detector {
             self.disarmed = ALL_TESTS;
             self.quiet_until = self.n + SUPPRESS;
         }
-        let (lo, hi) = if reason == Some(Reason::Spike)
-            || reason == Some(Reason::LevelShift) && excess != 0.0
-        {
-            (
-                self.envelope.lo.min(expected.0),
-                self.envelope.hi.max(expected.1),
-            )
+        // A reading beyond the recent range is shown against that range;
+        // anything else against the baseline (or the profile) ± 2 spreads.
+        let (lo, hi) = if range {
+            (territory.0.min(expected.0), territory.1.max(expected.1))
         } else {
             expected
         };
