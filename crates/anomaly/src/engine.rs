@@ -10,6 +10,7 @@ use gateway_core::{DeviceId, Reading, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::detector::{Detector, Reason};
+use crate::multivariate::DeviceModel;
 use crate::trigger::{AlertState, Trigger};
 
 /// Most points a rate rule keeps per series: points closer together than
@@ -86,6 +87,10 @@ struct Silence {
 pub struct EngineState {
     series: Vec<(String, DeviceId, String, Series)>,
     silence: Vec<(String, DeviceId, Silence)>,
+    /// Per-device multivariate models of metric-less anomaly rules (absent
+    /// in state saved before they existed).
+    #[serde(default)]
+    devices: Vec<(String, DeviceId, DeviceModel)>,
 }
 
 /// Runs every rule over every device × metric.
@@ -95,6 +100,9 @@ pub struct Engine {
     tags: HashMap<DeviceId, BTreeMap<String, String>>,
     series: HashMap<(usize, DeviceId, String), Series>,
     silence: HashMap<(usize, DeviceId), Silence>,
+    /// An anomaly rule without `metric` also learns each device's metrics
+    /// together.
+    devices: HashMap<(usize, DeviceId), DeviceModel>,
     started: bool,
 }
 
@@ -110,6 +118,7 @@ impl Engine {
                 .collect(),
             series: HashMap::new(),
             silence: HashMap::new(),
+            devices: HashMap::new(),
             started: false,
         }
     }
@@ -121,7 +130,7 @@ impl Engine {
 
     /// Series (rule × device × metric) with state.
     pub fn series_count(&self) -> usize {
-        self.series.len() + self.silence.len()
+        self.series.len() + self.silence.len() + self.devices.len()
     }
 
     fn selects(&self, rule: &RuleConfig, device: &DeviceId) -> bool {
@@ -191,6 +200,26 @@ impl Engine {
                     out.push(alert(AlertState::Cleared, silent, limit));
                 }
                 continue;
+            }
+            if rule.kind == RuleKind::Anomaly && rule.metric.is_none() {
+                let model = self.devices.entry((i, r.device().clone())).or_default();
+                let verdict = model.observe(now, r.metric().as_str(), v);
+                if verdict.anomaly {
+                    let mut a = alert(AlertState::Raised, verdict.observed, verdict.score);
+                    a.metric = verdict.metric.clone();
+                    a.evidence = Some(Evidence {
+                        reason: Reason::Multivariate,
+                        expected: verdict.expected,
+                        observed: verdict.observed,
+                    });
+                    // A device-level alert has no lasting condition to clear
+                    // on: it is raised and cleared at once.
+                    let mut cleared = a.clone();
+                    cleared.state = AlertState::Cleared;
+                    cleared.evidence = None;
+                    out.push(a);
+                    out.push(cleared);
+                }
             }
             let key = (i, r.device().clone(), r.metric().to_string());
             let series = self.series.entry(key).or_insert_with(|| match rule.kind {
@@ -338,6 +367,24 @@ impl Engine {
                 }
             }
         }
+        // Refit the device models that are due, at most one per tick: each
+        // fit is bounded (about a millisecond), and a tick is not the
+        // per-reading path. A caller with a spare thread can instead take
+        // `DeviceModel::training_rows` and run `multivariate::fit` there.
+        let mut due: Vec<&(usize, DeviceId)> = self
+            .devices
+            .iter()
+            .filter(|(_, m)| m.fit_due())
+            .map(|(k, _)| k)
+            .collect();
+        due.sort();
+        if let Some(key) = due.first().map(|k| (*k).clone()) {
+            if let Some(m) = self.devices.get_mut(&key) {
+                // Too few distinct rows is the only failure; the model keeps
+                // its previous fit and tries again after the next rows.
+                let _ = m.refit();
+            }
+        }
         let mut out = Vec::new();
         let mut keys: Vec<&(usize, DeviceId)> = self.silence.keys().collect();
         keys.sort();
@@ -439,7 +486,17 @@ impl Engine {
             .map(|((i, d), s)| (self.rules[*i].name.clone(), d.clone(), s.clone()))
             .collect();
         silence.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        EngineState { series, silence }
+        let mut devices: Vec<_> = self
+            .devices
+            .iter()
+            .map(|((i, d), m)| (self.rules[*i].name.clone(), d.clone(), m.clone()))
+            .collect();
+        devices.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        EngineState {
+            series,
+            silence,
+            devices,
+        }
     }
 
     /// Restores what [`Engine::state`] saved. State of rules no longer in
@@ -463,6 +520,14 @@ impl Engine {
             );
             if fits {
                 self.series.insert((i, device, metric), s);
+            }
+        }
+        for (name, device, m) in state.devices {
+            if let Some(&i) = index.get(name.as_str()) {
+                let rule = &self.rules[i];
+                if rule.kind == RuleKind::Anomaly && rule.metric.is_none() {
+                    self.devices.insert((i, device), m);
+                }
             }
         }
         for (name, device, s) in state.silence {

@@ -124,6 +124,7 @@
 
 pub mod detector;
 pub mod engine;
+pub mod multivariate;
 pub mod synthetic;
 pub mod trigger;
 
