@@ -363,7 +363,12 @@ impl Detector {
             .iter()
             .enumerate()
             .position(|(i, h)| *h && self.disarmed & (1 << i) == 0);
+        // A frozen value drags the levels away too, and the shift test may
+        // notice first: a series that normally moves but has not for a few
+        // readings is reported stuck, the more useful explanation.
+        let frozen = self.moving > STUCK_MOVING && f64::from(self.run) >= STUCK_MIN / 2.0;
         let reason = firing.map(|path| match path {
+            _ if frozen => Reason::Stuck,
             0 => Reason::Stuck,
             1 if self.zs[0] > NOVEL_FLOOR => Reason::Spike,
             1 => Reason::LevelShift,
@@ -549,5 +554,70 @@ mod tests {
             let v = d.observe(t, *x, 0.5);
             assert!(!v.anomaly || i != 2_000, "reading {i}: {v:?}");
         }
+    }
+
+    /// Noise around 20 every minute, then the value freezes at `freeze_at`.
+    fn frozen(freeze_at: usize) -> Vec<f64> {
+        let mut rng = crate::synthetic::Rng::new(21);
+        let mut last = 20.0;
+        (0..freeze_at + 200)
+            .map(|i| {
+                if i < freeze_at {
+                    last = 20.0 + rng.normal();
+                }
+                last
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sensor_that_stops_moving_is_reported_stuck() {
+        let mut d = Detector::new();
+        let mut hits = Vec::new();
+        for (i, x) in frozen(3_000).into_iter().enumerate() {
+            let v = d.observe(i as i64 * 60_000, x, DEFAULT_SENSITIVITY);
+            if v.anomaly {
+                hits.push((i, v.reason));
+            }
+        }
+        let stuck: Vec<_> = hits.iter().filter(|h| h.1 == Some(Reason::Stuck)).collect();
+        assert_eq!(stuck.len(), 1, "{hits:?}");
+        assert!((3_000..3_030).contains(&stuck[0].0), "{hits:?}");
+    }
+
+    #[test]
+    fn a_series_that_never_moves_is_never_stuck() {
+        let mut d = Detector::new();
+        for i in 0..5_000 {
+            let v = d.observe(i * 60_000, 45.0, DEFAULT_SENSITIVITY);
+            assert_ne!(v.reason, Some(Reason::Stuck), "reading {i}");
+        }
+    }
+
+    #[test]
+    fn a_day_that_misses_its_daily_rise_is_reported_seasonal() {
+        // Every 5 minutes: 80 from 08:00 to 18:00, 20 otherwise, noise of 2;
+        // on day 10 the rise does not come.
+        let mut rng = crate::synthetic::Rng::new(5);
+        let mut d = Detector::new();
+        let mut hits = Vec::new();
+        for i in 0..12 * 288 {
+            let (day, hour) = (i / 288, (i % 288) / 12);
+            let high = (8..18).contains(&hour) && day != 10;
+            let x = if high { 80.0 } else { 20.0 } + 2.0 * rng.normal();
+            let v = d.observe(i as i64 * 300_000, x, DEFAULT_SENSITIVITY);
+            if v.anomaly && i >= 3 * 288 {
+                hits.push((day, hour, v.reason));
+            }
+        }
+        assert!(
+            hits.iter()
+                .any(|&(d, h, r)| d == 10 && (8..12).contains(&h) && r == Some(Reason::Seasonal)),
+            "{hits:?}"
+        );
+        assert!(
+            hits.iter().all(|&(d, _, _)| d >= 10),
+            "false alarms: {hits:?}"
+        );
     }
 }
