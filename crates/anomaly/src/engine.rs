@@ -368,7 +368,7 @@ impl Engine {
             }
         }
         // Refit the device models that are due, at most one per tick: each
-        // fit is bounded (about a millisecond), and a tick is not the
+        // fit is bounded (6-11 ms measured), and a tick is not the
         // per-reading path. A caller with a spare thread can instead take
         // `DeviceModel::training_rows` and run `multivariate::fit` there.
         let mut due: Vec<&(usize, DeviceId)> = self

@@ -15,8 +15,8 @@
 //! [`LIMIT_FACTOR`]× the training rows' 99.5th percentile, for
 //! [`PERSIST`] rows in a row, is an anomaly.
 //!
-//! Persisted with the rest of the engine state: the ring (f32) and the fitted
-//! model, about 13 KB as JSON for three metrics; see the `detector` bench.
+//! Persisted with the rest of the engine state: the ring (f32, base64) and
+//! the fitted model; see the `detector` bench for the sizes.
 
 use linfa::traits::Fit;
 use linfa::DatasetBase;
@@ -38,7 +38,7 @@ pub const REFIT: u32 = 256;
 /// KMeans clusters: the device's usual operating states.
 pub const CLUSTERS: usize = 6;
 /// KMeans iterations per run, and runs per fit: bounds the fit's time
-/// (about a millisecond for 256 rows of 5 columns here).
+/// (6–11 ms for 512 rows of 5 columns on the build machine).
 const MAX_ITERATIONS: u64 = 60;
 const RUNS: usize = 3;
 /// A row is unusual beyond this multiple of the training rows' 99.5th
@@ -178,6 +178,7 @@ pub struct DeviceModel {
     latest: Vec<Option<f64>>,
     /// Ring of rows, f32 to halve the persisted size; `head` is the next
     /// slot to write.
+    #[serde(with = "crate::compact")]
     ring: Vec<f32>,
     head: usize,
     since_fit: u32,
@@ -229,8 +230,23 @@ impl DeviceModel {
         Ok(())
     }
 
+    /// True when the parts agree in shape (state from a file may not).
+    fn consistent(&self) -> bool {
+        let d = self.columns();
+        self.latest.len() == self.metrics.len()
+            && self.fitted.as_ref().is_none_or(|f| {
+                f.mean.len() == d
+                    && f.sd.len() == d
+                    && !f.centroids.is_empty()
+                    && f.centroids.len().is_multiple_of(d)
+            })
+    }
+
     /// Scores the device's state after this reading, then keeps it.
     pub fn observe(&mut self, at_ms: i64, metric: &str, value: f64) -> MultiVerdict {
+        if !self.consistent() {
+            *self = Self::default();
+        }
         let mut verdict = MultiVerdict {
             score: 0.0,
             anomaly: false,
@@ -292,6 +308,12 @@ impl DeviceModel {
         }
         self.last_kept_ms = Some(at_ms);
         let d = row.len();
+        // Restored state that does not fit this row shape starts over.
+        if self.head >= BUFFER || !self.ring.len().is_multiple_of(d) || self.ring.len() > BUFFER * d
+        {
+            self.ring.clear();
+            self.head = 0;
+        }
         let slot = self.head * d;
         if self.ring.len() < BUFFER * d {
             self.ring.extend(row.iter().map(|v| *v as f32));

@@ -33,8 +33,10 @@ pub struct Seasonal {
     /// Epoch ms of the first reading, to know how much history there is.
     since_ms: i64,
     /// Deviation from the baseline per half hour of the day.
+    #[serde(with = "crate::compact")]
     day: Vec<f32>,
     /// Deviation from the baseline per hour of the week.
+    #[serde(with = "crate::compact")]
     week: Vec<f32>,
     /// Which buckets have been seen (bit i of word i / 64).
     seen_day: u64,
@@ -79,22 +81,21 @@ impl Seasonal {
             && self.err[2] < EXPLAINS * self.err[0]
             && self.err[2] < 0.8 * self.err[1];
         if week_ok {
-            return Some(f64::from(self.week[w]));
+            return self.week.get(w).map(|v| f64::from(*v));
         }
         let day_ok = age >= MIN_DAYS * 24 * HOUR_MS
             && self.seen_day & (1 << d) != 0
             && self.err[1] < EXPLAINS * self.err[0];
-        day_ok.then(|| f64::from(self.day[d]))
+        self.day.get(d).filter(|_| day_ok).map(|v| f64::from(*v))
     }
 
     /// The daily profile's value at this time, trusted or not (0 for a
     /// half hour not seen yet).
     pub fn daily(&self, at_ms: i64) -> f64 {
         let (d, _) = buckets(at_ms);
-        if self.seen_day & (1 << d) != 0 {
-            f64::from(self.day[d])
-        } else {
-            0.0
+        match self.day.get(d) {
+            Some(v) if self.seen_day & (1 << d) != 0 => f64::from(*v),
+            _ => 0.0,
         }
     }
 
@@ -104,6 +105,14 @@ impl Seasonal {
             self.since_ms = at_ms;
         }
         let (d, w) = buckets(at_ms);
+        // Restored state of the wrong shape starts over rather than index
+        // out of range.
+        if self.day.len() != DAY || self.week.len() != WEEK {
+            *self = Self {
+                since_ms: self.since_ms,
+                ..Self::default()
+            };
+        }
         let seen_d = self.seen_day & (1 << d) != 0;
         let seen_w = self.seen_week[w / 64] & (1 << (w % 64)) != 0;
         if seen_d && seen_w {
