@@ -9,7 +9,8 @@ use gateway_core::config::{DeviceConfig, Direction, RuleConfig, RuleKind, DEFAUL
 use gateway_core::{DeviceId, Reading, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::detector::Detector;
+use crate::detector::{Detector, Reason};
+use crate::multivariate::DeviceModel;
 use crate::trigger::{AlertState, Trigger};
 
 /// Most points a rate rule keeps per series: points closer together than
@@ -35,6 +36,18 @@ pub struct Alert {
     /// fired (standard deviations).
     pub limit: f64,
     pub at: Timestamp,
+    /// anomaly (raised): why the detector fired and what it expected.
+    pub evidence: Option<Evidence>,
+}
+
+/// Why an anomaly alert fired: the detector's reason and the range it
+/// expected the reading in, beside the reading itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evidence {
+    pub reason: Reason,
+    /// (low, high) the reading was expected in.
+    pub expected: (f64, f64),
+    pub observed: f64,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -74,6 +87,10 @@ struct Silence {
 pub struct EngineState {
     series: Vec<(String, DeviceId, String, Series)>,
     silence: Vec<(String, DeviceId, Silence)>,
+    /// Per-device multivariate models of metric-less anomaly rules (absent
+    /// in state saved before they existed).
+    #[serde(default)]
+    devices: Vec<(String, DeviceId, DeviceModel)>,
 }
 
 /// Runs every rule over every device × metric.
@@ -83,6 +100,9 @@ pub struct Engine {
     tags: HashMap<DeviceId, BTreeMap<String, String>>,
     series: HashMap<(usize, DeviceId, String), Series>,
     silence: HashMap<(usize, DeviceId), Silence>,
+    /// An anomaly rule without `metric` also learns each device's metrics
+    /// together.
+    devices: HashMap<(usize, DeviceId), DeviceModel>,
     started: bool,
 }
 
@@ -98,6 +118,7 @@ impl Engine {
                 .collect(),
             series: HashMap::new(),
             silence: HashMap::new(),
+            devices: HashMap::new(),
             started: false,
         }
     }
@@ -109,7 +130,7 @@ impl Engine {
 
     /// Series (rule × device × metric) with state.
     pub fn series_count(&self) -> usize {
-        self.series.len() + self.silence.len()
+        self.series.len() + self.silence.len() + self.devices.len()
     }
 
     fn selects(&self, rule: &RuleConfig, device: &DeviceId) -> bool {
@@ -158,6 +179,7 @@ impl Engine {
                 value,
                 limit,
                 at: r.time(),
+                evidence: None,
             };
             let (for_ms, cooldown_ms) = (ms(rule.for_), ms(rule.cooldown));
             if rule.kind == RuleKind::Silence {
@@ -178,6 +200,26 @@ impl Engine {
                     out.push(alert(AlertState::Cleared, silent, limit));
                 }
                 continue;
+            }
+            if rule.kind == RuleKind::Anomaly && rule.metric.is_none() {
+                let model = self.devices.entry((i, r.device().clone())).or_default();
+                let verdict = model.observe(now, r.metric().as_str(), v);
+                if verdict.anomaly {
+                    let mut a = alert(AlertState::Raised, verdict.observed, verdict.score);
+                    a.metric = verdict.metric.clone();
+                    a.evidence = Some(Evidence {
+                        reason: Reason::Multivariate,
+                        expected: verdict.expected,
+                        observed: verdict.observed,
+                    });
+                    // A device-level alert has no lasting condition to clear
+                    // on: it is raised and cleared at once.
+                    let mut cleared = a.clone();
+                    cleared.state = AlertState::Cleared;
+                    cleared.evidence = None;
+                    out.push(a);
+                    out.push(cleared);
+                }
             }
             let key = (i, r.device().clone(), r.metric().to_string());
             let series = self.series.entry(key).or_insert_with(|| match rule.kind {
@@ -279,11 +321,18 @@ impl Engine {
                     *last_ms = now;
                     let sensitivity = rule.sensitivity.unwrap_or(DEFAULT_SENSITIVITY);
                     let verdict = detector.observe(now, v, sensitivity);
-                    let inside = verdict.score < verdict.threshold;
-                    match trigger.step(now, verdict.anomaly, inside, 0, cooldown_ms) {
+                    // The detector holds an anomaly for its quiet period;
+                    // the alert clears when that ends.
+                    match trigger.step(now, verdict.anomaly, !verdict.active, 0, cooldown_ms) {
                         Some(AlertState::Raised) => {
                             trigger.limit = verdict.threshold;
-                            out.push(alert(AlertState::Raised, v, trigger.limit));
+                            let mut a = alert(AlertState::Raised, v, trigger.limit);
+                            a.evidence = verdict.reason.map(|reason| Evidence {
+                                reason,
+                                expected: verdict.expected,
+                                observed: v,
+                            });
+                            out.push(a);
                         }
                         Some(AlertState::Cleared) => {
                             out.push(alert(AlertState::Cleared, v, trigger.limit))
@@ -316,6 +365,24 @@ impl Engine {
                         });
                     }
                 }
+            }
+        }
+        // Refit the device models that are due, at most one per tick: each
+        // fit is bounded (6-11 ms measured), and a tick is not the
+        // per-reading path. A caller with a spare thread can instead take
+        // `DeviceModel::training_rows` and run `multivariate::fit` there.
+        let mut due: Vec<&(usize, DeviceId)> = self
+            .devices
+            .iter()
+            .filter(|(_, m)| m.fit_due())
+            .map(|(k, _)| k)
+            .collect();
+        due.sort();
+        if let Some(key) = due.first().map(|k| (*k).clone()) {
+            if let Some(m) = self.devices.get_mut(&key) {
+                // Too few distinct rows is the only failure; the model keeps
+                // its previous fit and tries again after the next rows.
+                let _ = m.refit();
             }
         }
         let mut out = Vec::new();
@@ -352,6 +419,7 @@ impl Engine {
                     value: (now_ms - s.last_seen_ms) as f64 / 1000.0,
                     limit: s.trigger.limit,
                     at: Timestamp::from_millis(due).unwrap_or(now),
+                    evidence: None,
                 });
             }
         }
@@ -397,6 +465,7 @@ impl Engine {
                     value: silent,
                     limit: s.trigger.limit,
                     at,
+                    evidence: None,
                 });
             }
         }
@@ -417,7 +486,17 @@ impl Engine {
             .map(|((i, d), s)| (self.rules[*i].name.clone(), d.clone(), s.clone()))
             .collect();
         silence.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        EngineState { series, silence }
+        let mut devices: Vec<_> = self
+            .devices
+            .iter()
+            .map(|((i, d), m)| (self.rules[*i].name.clone(), d.clone(), m.clone()))
+            .collect();
+        devices.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        EngineState {
+            series,
+            silence,
+            devices,
+        }
     }
 
     /// Restores what [`Engine::state`] saved. State of rules no longer in
@@ -441,6 +520,14 @@ impl Engine {
             );
             if fits {
                 self.series.insert((i, device, metric), s);
+            }
+        }
+        for (name, device, m) in state.devices {
+            if let Some(&i) = index.get(name.as_str()) {
+                let rule = &self.rules[i];
+                if rule.kind == RuleKind::Anomaly && rule.metric.is_none() {
+                    self.devices.insert((i, device), m);
+                }
             }
         }
         for (name, device, s) in state.silence {

@@ -69,3 +69,81 @@ pub fn series(seed: u64, n: usize, at: usize, shape: Shape) -> Vec<f64> {
         })
         .collect()
 }
+
+/// A seeded building fault played over one device's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Building {
+    /// A fridge (`temperature` °C, `door` 0/1, one reading of each a
+    /// minute). The door opens a few times a day for 1–3 minutes and the
+    /// cabinet warms while it is open, then cools back (10-minute time
+    /// constant). Fault: the compressor stops; the cabinet warms at
+    /// 0.02 °C a minute with the door shut.
+    FridgeWarmsDoorShut,
+    /// A meeting room (`co2` ppm, `motion` counts a minute, `temperature`
+    /// °C). Meetings at random hours of the day raise motion, CO₂ (toward
+    /// 1 000 ppm) and temperature; the room airs out afterwards. Fault: CO₂
+    /// climbs 6 ppm a minute with nothing moving and the temperature flat
+    /// (a leak, or ventilation stuck off at night).
+    RoomCo2NobodyIn,
+}
+
+/// Readings of one device: `(minute, metric, value)` for `minutes`
+/// minutes, the fault starting at minute `fault_at` (never when `None`).
+pub fn building(
+    seed: u64,
+    minutes: usize,
+    fault_at: Option<usize>,
+    kind: Building,
+) -> Vec<(usize, &'static str, f64)> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(minutes * 3);
+    let (mut temp, mut open_left, mut co2, mut meeting_left) = (4.0, 0usize, 420.0, 0usize);
+    let mut room_temp = 21.0;
+    for m in 0..minutes {
+        let faulty = fault_at.is_some_and(|f| m >= f);
+        let hour = (m / 60) % 24;
+        match kind {
+            Building::FridgeWarmsDoorShut => {
+                // About 8 openings a day, all between 07:00 and 22:00.
+                if open_left == 0 && (7..22).contains(&hour) && rng.uniform() < 8.0 / 900.0 {
+                    open_left = 1 + (rng.uniform() * 3.0) as usize;
+                }
+                let open = open_left > 0 && !faulty;
+                open_left = open_left.saturating_sub(1);
+                if open {
+                    temp += 0.8;
+                } else if faulty {
+                    temp += 0.02;
+                } else {
+                    temp += (4.0 - temp) / 10.0;
+                }
+                out.push((m, "temperature", temp + 0.05 * rng.normal()));
+                out.push((m, "door", if open { 1.0 } else { 0.0 }));
+            }
+            Building::RoomCo2NobodyIn => {
+                if meeting_left == 0 && (8..20).contains(&hour) && rng.uniform() < 3.0 / 720.0 {
+                    meeting_left = 30 + (rng.uniform() * 90.0) as usize;
+                }
+                let busy = meeting_left > 0 && !faulty;
+                meeting_left = meeting_left.saturating_sub(1);
+                let motion = if busy {
+                    (2.0 + 3.0 * rng.uniform()).round()
+                } else {
+                    0.0
+                };
+                if faulty {
+                    co2 += 6.0;
+                } else if busy {
+                    co2 += (1000.0 - co2) / 40.0;
+                } else {
+                    co2 += (420.0 - co2) / 25.0;
+                }
+                room_temp += ((if busy { 23.0 } else { 21.0 }) - room_temp) / 30.0;
+                out.push((m, "co2", co2 + 5.0 * rng.normal()));
+                out.push((m, "motion", motion));
+                out.push((m, "temperature", room_temp + 0.05 * rng.normal()));
+            }
+        }
+    }
+    out
+}

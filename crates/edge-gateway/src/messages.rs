@@ -115,7 +115,10 @@ impl Renderer {
 
     /// `{prefix}/{device}/alerts`: one alert transition, exactly
     /// `id, gateway, device, name, metric, kind, state, value, limit, ts,
-    /// rule`.
+    /// rule`; a raised anomaly alert adds why it fired: `reason` (`seasonal`,
+    /// `level_shift`, `stuck`, `spike`, `drift`, `noise`, `multivariate`),
+    /// `expected` (`{"low": …, "high": …}`, the range the reading was
+    /// expected in) and `observed` (the reading).
     ///
     /// The id is derived from the transition (gateway, rule, device, metric,
     /// state, time): unique per alert, yet the same alert re-sent after a
@@ -131,7 +134,7 @@ impl Renderer {
             a.state.as_str(),
             a.at.as_millis()
         );
-        let payload = json!({
+        let mut payload = json!({
             "id": Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string(),
             "gateway": self.gateway_id,
             "device": a.device.as_str(),
@@ -144,6 +147,14 @@ impl Renderer {
             "ts": a.at.to_rfc3339(),
             "rule": a.rule,
         });
+        if let (Some(e), Some(obj)) = (&a.evidence, payload.as_object_mut()) {
+            obj.insert("reason".into(), json!(e.reason.as_str()));
+            obj.insert(
+                "expected".into(),
+                json!({ "low": e.expected.0, "high": e.expected.1 }),
+            );
+            obj.insert("observed".into(), json!(e.observed));
+        }
         OutboundMessage {
             topic: format!("{}/{}/alerts", self.prefix, a.device),
             payload: payload.to_string().into_bytes(),

@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anomaly::{AlertState, Engine};
+use anomaly::{Alert, AlertState, Engine};
 use chrono::NaiveDateTime;
 use edge_gateway::messages::Renderer;
 use edge_gateway::settings;
+use gateway_core::config::RuleKind;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
 
 /// EX_USAGE, EX_DATAERR, EX_NOINPUT and EX_CONFIG from sysexits.h.
@@ -41,6 +42,30 @@ pub struct ReplayArgs {
     /// The metric the values are.
     #[arg(long)]
     metric: String,
+    /// Runs every anomaly rule at this sensitivity in (0, 1] instead of
+    /// its configured one: try another setting on past data.
+    #[arg(long)]
+    sensitivity: Option<f64>,
+}
+
+/// Alerts of one rule over the file, and why the anomaly ones fired.
+#[derive(Default)]
+struct Counts {
+    raised: u64,
+    cleared: u64,
+    reasons: BTreeMap<&'static str, u64>,
+}
+
+impl Counts {
+    fn add(&mut self, a: &Alert) {
+        match a.state {
+            AlertState::Raised => self.raised += 1,
+            AlertState::Cleared => self.cleared += 1,
+        }
+        if let Some(e) = &a.evidence {
+            *self.reasons.entry(e.reason.as_str()).or_default() += 1;
+        }
+    }
 }
 
 /// Parses `2013-12-10 06:25:00[.fff]` as UTC, or RFC 3339.
@@ -74,7 +99,19 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(EX_USAGE, format!("--metric: {e}")),
     };
-    if cfg.rules.is_empty() {
+    let mut rules = cfg.rules.clone();
+    if let Some(s) = args.sensitivity {
+        if !(s > 0.0 && s <= 1.0) {
+            return fail(
+                EX_USAGE,
+                format!("--sensitivity: expected a number in (0, 1], got {s}"),
+            );
+        }
+        for rule in rules.iter_mut().filter(|r| r.kind == RuleKind::Anomaly) {
+            rule.sensitivity = Some(s);
+        }
+    }
+    if rules.is_empty() {
         return fail(
             EX_CONFIG,
             format!("{} has no [[rule]]", args.config.display()),
@@ -98,12 +135,12 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
         prefix: cfg.topic_prefix(),
         registry: DeviceRegistry::from_config(&cfg.devices),
     };
-    let mut engine = Engine::new(&cfg.rules, &cfg.devices);
+    let mut engine = Engine::new(&rules, &cfg.devices);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let started = Instant::now();
     let (mut rows, mut bad, mut read) = (0u64, 0usize, 0u64);
-    let mut per_rule: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut per_rule: BTreeMap<String, Counts> = BTreeMap::new();
     let mut first_last: Option<(Timestamp, Timestamp)> = None;
 
     for (n, line) in BufReader::new(file).lines().enumerate() {
@@ -148,11 +185,7 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
         let mut alerts = engine.on_tick(at);
         alerts.extend(engine.on_reading(&reading));
         for a in &alerts {
-            let counts = per_rule.entry(a.rule.clone()).or_default();
-            match a.state {
-                AlertState::Raised => counts.0 += 1,
-                AlertState::Cleared => counts.1 += 1,
-            }
+            per_rule.entry(a.rule.clone()).or_default().add(a);
             let msg = renderer.alert(a);
             let written = out
                 .write_all(&msg.payload)
@@ -177,11 +210,27 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
         rows as f64 / secs.max(1e-9)
     );
     for rule in engine.rules() {
-        let (raised, cleared) = per_rule.get(&rule.name).copied().unwrap_or_default();
+        let counts = per_rule.remove(&rule.name).unwrap_or_default();
+        let reasons = if counts.reasons.is_empty() {
+            String::new()
+        } else {
+            let each: Vec<String> = counts
+                .reasons
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
+            format!(" ({})", each.join(", "))
+        };
+        let sensitivity = rule
+            .sensitivity
+            .filter(|_| rule.kind == RuleKind::Anomaly)
+            .map_or(String::new(), |s| format!(" at sensitivity {s}"));
         eprintln!(
-            "  rule {:<20} {:<9} raised {raised}, cleared {cleared}",
+            "  rule {:<20} {:<9} raised {}{reasons}, cleared {}{sensitivity}",
             rule.name,
-            rule.kind.as_str()
+            rule.kind.as_str(),
+            counts.raised,
+            counts.cleared,
         );
     }
     ExitCode::SUCCESS

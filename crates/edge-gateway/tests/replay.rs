@@ -145,3 +145,87 @@ fn validate_reports_a_bad_rule_with_its_index_and_key() {
         "{stdout}"
     );
 }
+
+/// Four days of 5-minute readings with a daily swing and a little noise,
+/// and one reading far above anything seen at reading 1000.
+fn anomaly_csv() -> String {
+    let mut csv = String::from("timestamp,value\n");
+    let mut seed: u64 = 7;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap();
+    for i in 0..1152 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let noise = (seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5;
+        let day = (i as f64 / 288.0 * std::f64::consts::TAU).sin();
+        let v = if i == 1000 {
+            60.0
+        } else {
+            20.0 + 2.0 * day + noise
+        };
+        let at = start + chrono::Duration::minutes(5 * i);
+        csv.push_str(&format!("{},{v}\n", at.format("%Y-%m-%d %H:%M:%S")));
+    }
+    csv
+}
+
+fn replay_anomaly(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    std::fs::write(
+        dir.join("anomaly.toml"),
+        "[[rule]]\nname = \"room-anomaly\"\nkind = \"anomaly\"\nmetric = \"temperature\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("room.csv"), anomaly_csv()).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .current_dir(dir)
+        .args(["replay", "-c", "anomaly.toml", "--csv", "room.csv"])
+        .args(["--device", "room-1", "--metric", "temperature"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_anomaly_alert_says_why_and_what_was_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = replay_anomaly(dir.path(), &[]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let raised: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|a| a["state"] == "raised")
+        .collect();
+    let spike = raised
+        .iter()
+        .find(|a| a["value"] == 60.0)
+        .unwrap_or_else(|| panic!("the spike is not reported: {raised:?}"));
+    assert_eq!(spike["kind"], "anomaly");
+    assert_eq!(spike["reason"], "spike");
+    assert_eq!(spike["observed"], 60.0);
+    let (low, high) = (
+        spike["expected"]["low"].as_f64().unwrap(),
+        spike["expected"]["high"].as_f64().unwrap(),
+    );
+    // The daily swing is 18..22 plus noise: the expected range covers it
+    // and stops well short of the spike.
+    assert!(low < 19.0 && (21.0..40.0).contains(&high), "{spike}");
+    // The summary counts alerts per rule and per reason.
+    assert!(stderr.contains("rule room-anomaly"), "{stderr}");
+    assert!(stderr.contains("spike 1"), "{stderr}");
+}
+
+#[test]
+fn replay_tries_another_sensitivity_and_rejects_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = replay_anomaly(dir.path(), &["--sensitivity", "0.9"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("at sensitivity 0.9"), "{stderr}");
+    let out = replay_anomaly(dir.path(), &["--sensitivity", "1.5"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("--sensitivity: expected a number in (0, 1], got 1.5"));
+}

@@ -1,0 +1,144 @@
+//! Daily and weekly profiles learned from the timestamps, with no
+//! configuration: what a series' deviation from its slow baseline usually
+//! is at this half hour of the day and at this hour of the week.
+//!
+//! A profile is used only once it explains the series: its recent squared
+//! error must be well below that of the baseline alone. A series with no
+//! daily rhythm (a CPU, a freezer) never uses it, so it adds no false
+//! alarms there.
+
+use serde::{Deserialize, Serialize};
+
+/// Half hours in a day.
+const DAY: usize = 48;
+/// Hours in a week.
+const WEEK: usize = 168;
+const HALF_HOUR_MS: i64 = 1_800_000;
+const HOUR_MS: i64 = 3_600_000;
+/// Per-update learning rate of a bucket (about 20 visits of memory: three
+/// weeks of days, or 20 weeks).
+const RATE: f32 = 0.05;
+/// Memory, in readings, of the error comparison.
+const ERR_MEMORY: f64 = 2000.0;
+/// A profile is trusted once its error is this fraction of the baseline's.
+const EXPLAINS: f64 = 0.5;
+/// Days of data before the daily profile may be used, and weeks before the
+/// weekly one.
+const MIN_DAYS: i64 = 3;
+const MIN_WEEKS: i64 = 2;
+
+/// The learned profiles of one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seasonal {
+    /// Epoch ms of the first reading, to know how much history there is.
+    since_ms: i64,
+    /// Deviation from the baseline per half hour of the day.
+    #[serde(with = "crate::compact")]
+    day: Vec<f32>,
+    /// Deviation from the baseline per hour of the week.
+    #[serde(with = "crate::compact")]
+    week: Vec<f32>,
+    /// Which buckets have been seen (bit i of word i / 64).
+    seen_day: u64,
+    seen_week: [u64; 3],
+    /// Running mean squared error: baseline alone, daily, weekly.
+    err: [f64; 3],
+    err_n: f64,
+}
+
+impl Default for Seasonal {
+    fn default() -> Self {
+        Self {
+            since_ms: i64::MIN,
+            day: vec![0.0; DAY],
+            week: vec![0.0; WEEK],
+            seen_day: 0,
+            seen_week: [0; 3],
+            err: [0.0; 3],
+            err_n: 0.0,
+        }
+    }
+}
+
+fn buckets(at_ms: i64) -> (usize, usize) {
+    // rem_euclid keeps times before 1970 in range.
+    let d = (at_ms.div_euclid(HALF_HOUR_MS)).rem_euclid(DAY as i64) as usize;
+    let w = (at_ms.div_euclid(HOUR_MS)).rem_euclid(WEEK as i64) as usize;
+    (d, w)
+}
+
+impl Seasonal {
+    /// The expected deviation from the baseline at this time, when a
+    /// profile explains the series; `None` otherwise.
+    pub fn expected(&self, at_ms: i64) -> Option<f64> {
+        if self.since_ms == i64::MIN || self.err_n < 100.0 {
+            return None;
+        }
+        let age = at_ms.saturating_sub(self.since_ms);
+        let (d, w) = buckets(at_ms);
+        let week_ok = age >= MIN_WEEKS * 7 * 24 * HOUR_MS
+            && self.seen_week[w / 64] & (1 << (w % 64)) != 0
+            && self.err[2] < EXPLAINS * self.err[0]
+            && self.err[2] < 0.8 * self.err[1];
+        if week_ok {
+            return self.week.get(w).map(|v| f64::from(*v));
+        }
+        let day_ok = age >= MIN_DAYS * 24 * HOUR_MS
+            && self.seen_day & (1 << d) != 0
+            && self.err[1] < EXPLAINS * self.err[0];
+        self.day.get(d).filter(|_| day_ok).map(|v| f64::from(*v))
+    }
+
+    /// The daily profile's value at this time, trusted or not (0 for a
+    /// half hour not seen yet).
+    pub fn daily(&self, at_ms: i64) -> f64 {
+        let (d, _) = buckets(at_ms);
+        match self.day.get(d) {
+            Some(v) if self.seen_day & (1 << d) != 0 => f64::from(*v),
+            _ => 0.0,
+        }
+    }
+
+    /// Learns that the deviation from the baseline was `dev` at `at_ms`.
+    pub fn learn(&mut self, at_ms: i64, dev: f64) {
+        if self.since_ms == i64::MIN {
+            self.since_ms = at_ms;
+        }
+        let (d, w) = buckets(at_ms);
+        // Restored state of the wrong shape starts over rather than index
+        // out of range.
+        if self.day.len() != DAY || self.week.len() != WEEK {
+            *self = Self {
+                since_ms: self.since_ms,
+                ..Self::default()
+            };
+        }
+        let seen_d = self.seen_day & (1 << d) != 0;
+        let seen_w = self.seen_week[w / 64] & (1 << (w % 64)) != 0;
+        if seen_d && seen_w {
+            self.err_n += 1.0;
+            let a = 1.0 / self.err_n.min(ERR_MEMORY);
+            let e = [
+                dev * dev,
+                (dev - f64::from(self.day[d])).powi(2),
+                (dev - f64::from(self.week[w])).powi(2),
+            ];
+            for (acc, e) in self.err.iter_mut().zip(e) {
+                *acc += (e - *acc) * a;
+            }
+        }
+        let dev = dev as f32;
+        if seen_d {
+            self.day[d] += (dev - self.day[d]) * RATE;
+        } else {
+            self.day[d] = dev;
+            self.seen_day |= 1 << d;
+        }
+        if seen_w {
+            self.week[w] += (dev - self.week[w]) * RATE;
+        } else {
+            self.week[w] = dev;
+            self.seen_week[w / 64] |= 1 << (w % 64);
+        }
+    }
+}
