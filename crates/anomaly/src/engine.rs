@@ -104,6 +104,22 @@ pub struct Engine {
     /// together.
     devices: HashMap<(usize, DeviceId), DeviceModel>,
     started: bool,
+    /// Whether `on_tick` refits due device models itself. The gateway turns
+    /// this off and runs [`Engine::take_fit`] jobs on a blocking thread, so
+    /// a fit (6-11 ms) never holds up the pipeline; replay keeps it on, for
+    /// results that do not depend on thread timing.
+    fit_inline: bool,
+    /// The device model whose fit job is out, not to be handed out twice.
+    fitting: Option<(usize, DeviceId)>,
+}
+
+/// A device model's refit, to run away from the pipeline
+/// ([`crate::multivariate::fit`] on `rows`), then [`Engine::install_fit`].
+#[derive(Debug)]
+pub struct FitJob {
+    pub key: (usize, DeviceId),
+    pub rows: Vec<f64>,
+    pub columns: usize,
 }
 
 impl Engine {
@@ -120,7 +136,51 @@ impl Engine {
             silence: HashMap::new(),
             devices: HashMap::new(),
             started: false,
+            fit_inline: true,
+            fitting: None,
         }
+    }
+
+    /// Leaves device-model refits to the caller ([`Engine::take_fit`]).
+    pub fn fit_elsewhere(&mut self) {
+        self.fit_inline = false;
+    }
+
+    /// The next device model due for a refit, oldest key first; `None`
+    /// while one is out or none is due.
+    pub fn take_fit(&mut self) -> Option<FitJob> {
+        if self.fitting.is_some() {
+            return None;
+        }
+        let key = self.next_due()?;
+        let (rows, columns) = self.devices.get(&key)?.training_rows();
+        self.fitting = Some(key.clone());
+        Some(FitJob { key, rows, columns })
+    }
+
+    /// Installs the outcome of a [`FitJob`]; `None` (too few distinct rows,
+    /// or the job was lost) keeps the previous model, and the model is due
+    /// again at the next tick.
+    pub fn install_fit(
+        &mut self,
+        key: &(usize, DeviceId),
+        fitted: Option<crate::multivariate::Fitted>,
+    ) {
+        if self.fitting.as_ref() == Some(key) {
+            self.fitting = None;
+        }
+        if let (Some(fitted), Some(m)) = (fitted, self.devices.get_mut(key)) {
+            m.install(fitted);
+        }
+    }
+
+    fn next_due(&self) -> Option<(usize, DeviceId)> {
+        self.devices
+            .iter()
+            .filter(|(_, m)| m.fit_due())
+            .map(|(k, _)| k)
+            .min()
+            .cloned()
     }
 
     /// The rules, in config order (`Alert::rule_index` points here).
@@ -367,22 +427,16 @@ impl Engine {
                 }
             }
         }
-        // Refit the device models that are due, at most one per tick: each
-        // fit is bounded (6-11 ms measured), and a tick is not the
-        // per-reading path. A caller with a spare thread can instead take
-        // `DeviceModel::training_rows` and run `multivariate::fit` there.
-        let mut due: Vec<&(usize, DeviceId)> = self
-            .devices
-            .iter()
-            .filter(|(_, m)| m.fit_due())
-            .map(|(k, _)| k)
-            .collect();
-        due.sort();
-        if let Some(key) = due.first().map(|k| (*k).clone()) {
-            if let Some(m) = self.devices.get_mut(&key) {
-                // Too few distinct rows is the only failure; the model keeps
-                // its previous fit and tries again after the next rows.
-                let _ = m.refit();
+        // Inline (replay), refit the device models that are due, at most
+        // one per tick: each fit is bounded (6-11 ms measured). The gateway
+        // takes them as jobs instead (`take_fit`).
+        if self.fit_inline {
+            if let Some(key) = self.next_due() {
+                if let Some(m) = self.devices.get_mut(&key) {
+                    // Too few distinct rows is the only failure; the model
+                    // keeps its previous fit and tries again later.
+                    let _ = m.refit();
+                }
             }
         }
         let mut out = Vec::new();

@@ -71,9 +71,11 @@
 //! An anomaly rule without `metric` also learns each device's metrics
 //! together (see [`multivariate`]): rows of the latest values plus the
 //! time of day, one per 5 minutes in a ring of 512; KMeans with 6 clusters
-//! refitted every 256 rows in [`Engine::on_tick`] (one device per tick) or,
-//! through the pure [`multivariate::fit`], wherever the caller likes;
-//! scored between fits by the distance to the nearest usual state. It
+//! refitted every 256 rows, scored between fits by the distance to the
+//! nearest usual state. Replay refits in [`Engine::on_tick`] (one device
+//! per tick); the gateway calls [`Engine::fit_elsewhere`] and runs each
+//! [`FitJob`] from [`Engine::take_fit`] on a blocking thread, so a fit
+//! (6-11 ms) never holds up the pipeline. It
 //! reports `multivariate` with the metric that moved most and that state's
 //! value ± 1 sd.
 //!
@@ -147,7 +149,7 @@ pub mod synthetic;
 pub mod trigger;
 
 pub use detector::{Detector, Reason, Verdict};
-pub use engine::{Alert, Engine, EngineState, Evidence};
+pub use engine::{Alert, Engine, EngineState, Evidence, FitJob};
 pub use gateway_core::config::DEFAULT_SENSITIVITY;
 pub use trigger::AlertState;
 

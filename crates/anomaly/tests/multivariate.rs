@@ -105,3 +105,36 @@ fn the_device_model_survives_a_restart() {
         uninterrupted
     );
 }
+
+#[test]
+fn a_gateway_engine_hands_refits_out_as_jobs_one_at_a_time() {
+    // As the gateway runs it: fits leave the pipeline as jobs, so a tick
+    // never spends the 6-11 ms of a fit.
+    let rules = rules();
+    let mut engine = Engine::new(&rules, &[]);
+    engine.fit_elsewhere();
+    let mut jobs = Vec::new();
+    for (minute, metric, value) in building(7, 3 * 1440, None, Building::FridgeWarmsDoorShut) {
+        let r = reading(minute, metric, value);
+        engine.on_tick(r.time());
+        engine.on_reading(&r);
+        if let Some(job) = engine.take_fit() {
+            assert!(engine.take_fit().is_none(), "one job out at a time");
+            jobs.push(job);
+            // Not installed yet: the same model is due until it is.
+            let job = jobs.last().unwrap();
+            let fitted = anomaly::multivariate::fit(&job.rows, job.columns).ok();
+            assert!(
+                fitted.is_some(),
+                "{} rows of {}",
+                job.rows.len(),
+                job.columns
+            );
+            engine.install_fit(&job.key.clone(), fitted);
+        }
+    }
+    assert!(!jobs.is_empty(), "three days of readings make a model due");
+    // Installed fits reset the model's count: jobs come every 256 rows
+    // (5-minute rows), not at every tick.
+    assert!(jobs.len() <= 3 * 1440 / 5 / 256 + 1, "{} jobs", jobs.len());
+}

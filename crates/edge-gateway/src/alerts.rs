@@ -10,12 +10,13 @@
 
 use std::path::{Path, PathBuf};
 
+use anomaly::multivariate::Fitted;
 use anomaly::{Alert, AlertState, Engine, EngineState};
 use gateway_core::config::{DeviceConfig, RuleConfig};
 use gateway_core::state_file::{quarantine, read_if_exists, replace_atomically};
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{DeviceState, OutboundMessage, Reading, StatusChange, Telemetry, Timestamp};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::actions::ActionJob;
@@ -111,7 +112,12 @@ pub struct Alerts {
     actions_dropped: Counter,
     store_failures: Counter,
     throttle: LogThrottle,
+    /// A device model's refit running on a blocking thread: a fit takes
+    /// 6-11 ms, which the pipeline task must not spend between readings.
+    fit: Option<(FitKey, oneshot::Receiver<Option<Fitted>>)>,
 }
+
+type FitKey = (usize, gateway_core::DeviceId);
 
 impl Alerts {
     /// The engine for `rules`, with the state saved in `state_dir` (if
@@ -125,6 +131,7 @@ impl Alerts {
         telemetry: &Telemetry,
     ) -> Self {
         let mut engine = Engine::new(rules, devices);
+        engine.fit_elsewhere();
         let store_failures = telemetry.counter("edge_gateway_alert_state_failures_total", &[]);
         let store = state_dir.map(AlertStore::in_dir);
         if let Some(s) = &store {
@@ -156,6 +163,37 @@ impl Alerts {
             actions_dropped: telemetry.counter("edge_gateway_actions_dropped_total", &[]),
             store_failures,
             throttle: LogThrottle::default(),
+            fit: None,
+        }
+    }
+
+    /// Installs a finished refit and starts the next one due, on a blocking
+    /// thread (inline where there is no runtime to run one on).
+    fn drive_fits(&mut self) {
+        if let Some((key, rx)) = &mut self.fit {
+            let fitted = match rx.try_recv() {
+                Ok(fitted) => fitted,
+                Err(oneshot::error::TryRecvError::Empty) => return,
+                // The thread died: keep the old model, retry later.
+                Err(oneshot::error::TryRecvError::Closed) => None,
+            };
+            self.engine.install_fit(key, fitted);
+            self.fit = None;
+            self.dirty = true;
+        }
+        let Some(job) = self.engine.take_fit() else {
+            return;
+        };
+        let fit = move || anomaly::multivariate::fit(&job.rows, job.columns).ok();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let (tx, rx) = oneshot::channel();
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(fit());
+            });
+            self.fit = Some((job.key, rx));
+        } else {
+            let key = job.key.clone();
+            self.engine.install_fit(&key, fit());
         }
     }
 
@@ -172,6 +210,7 @@ impl Alerts {
             return;
         }
         self.next_tick_ms = now.as_millis().saturating_add(TICK_MS);
+        self.drive_fits();
         let alerts = self.engine.on_tick(now);
         self.emit(alerts, out);
     }
@@ -227,5 +266,74 @@ impl Alerts {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_core::{DeviceId, DeviceRegistry, MetricName, TimeSource};
+
+    fn device_rule() -> Vec<RuleConfig> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            rule: Vec<RuleConfig>,
+        }
+        let text = "[[rule]]\nname = \"room\"\nkind = \"anomaly\"\n";
+        toml::from_str::<File>(text)
+            .map(|f| f.rule)
+            .unwrap_or_default()
+    }
+
+    fn reading(minute: i64, metric: &str, value: f64) -> Option<Reading> {
+        Reading::new(
+            DeviceId::new("room-1").ok()?,
+            MetricName::new(metric).ok()?,
+            value,
+            Timestamp::from_millis(1_767_225_600_000 + minute * 60_000).ok()?,
+            TimeSource::Event,
+        )
+        .ok()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_model_refits_on_a_blocking_thread_not_in_the_tick() {
+        let rules = device_rule();
+        assert_eq!(rules.len(), 1);
+        let renderer = Renderer {
+            gateway_id: "gw".into(),
+            prefix: "b".into(),
+            registry: DeviceRegistry::from_config(&[]),
+        };
+        let telemetry = Telemetry::default();
+        let mut alerts = Alerts::new(&rules, &[], renderer, None, None, &telemetry);
+        let mut out = Vec::new();
+        let mut sent_out = false;
+        // Five-minute rows of two metrics: a model is due after 256 rows.
+        for step in 0..2000i64 {
+            let minute = step * 5;
+            for (metric, value) in [
+                ("temperature", 21.0 + (step % 7) as f64 * 0.1),
+                ("co2", 420.0 + (step % 11) as f64),
+            ] {
+                if let Some(r) = reading(minute, metric, value) {
+                    alerts.on_reading(&r, &mut out);
+                }
+            }
+            if let Some(now) = reading(minute, "t", 0.0).map(|r| r.time()) {
+                alerts.on_tick(now, &mut out);
+            }
+            if alerts.fit.is_some() {
+                sent_out = true;
+                break;
+            }
+        }
+        assert!(sent_out, "a refit went to a blocking thread");
+        // The thread finishes on its own; the next tick installs it.
+        let (key, rx) = alerts.fit.take().unwrap_or_else(|| unreachable!());
+        let fitted = rx.await.unwrap_or(None);
+        assert!(fitted.is_some(), "the job fitted");
+        alerts.engine.install_fit(&key, fitted);
+        assert!(alerts.engine.take_fit().is_none(), "nothing else is due");
     }
 }

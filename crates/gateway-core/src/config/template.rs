@@ -219,11 +219,15 @@ pub fn rule_section() -> String {
 # after = "15m"
 #
 # anomaly: a detector learned per device and metric from the data itself,
-# online, needing no tuning; it starts alerting after 300 readings.
+# online, needing no tuning: daily and weekly patterns, level shifts, stuck
+# sensors, spikes. It starts alerting after 200 readings and a day (or 1000
+# readings); each alert says why (reason, expected, observed).
 # sensitivity in (0, 1], default {sensitivity}: higher alerts on smaller
-# deviations. What every rule has learned (and which alerts are raised) is
-# kept in {{state_dir}}/alerts.json, saved with the window checkpoints and at
-# shutdown, and restored at start.
+# deviations. Without `metric`, the rule also learns each device's metrics
+# together (reason "multivariate": a fridge warming with its door shut),
+# alerting after about a day of readings. What every rule has learned (and
+# which alerts are raised) is kept in {{state_dir}}/alerts.json, saved with
+# the window checkpoints and at shutdown, and restored at start.
 # [[rule]]
 # name = "co2-anomaly"
 # kind = "anomaly"
