@@ -119,10 +119,7 @@ async fn kill_9_while_readings_flow_loses_none_and_counts_none_twice() {
         let before = progress(&state);
         publishers.push(publish_batch(local.port(), device, lines));
         wait_progress(&state, before).await;
-        gw.signal("KILL");
-        gw.wait_exit().await;
-        gw = GatewayProcess::start_in(gw.dir, &cfg);
-        gw.wait_for_log("Subscribed").await;
+        gw = gw.kill_and_restart(&cfg, &[]).await;
     }
     for p in publishers {
         p.await.unwrap();
@@ -212,10 +209,7 @@ async fn kill_9_while_a_checkpoint_is_being_synced_loses_none_and_counts_none_tw
         publish_batch(local.port(), device, lines).await.unwrap();
         wait_progress(&state, before).await;
         assert!(journals(&state) >= 2, "the checkpoint landed too early");
-        gw.signal("KILL");
-        gw.wait_exit().await;
-        gw = GatewayProcess::start_in_with(gw.dir, &cfg, &hold);
-        gw.wait_for_log("Subscribed").await;
+        gw = gw.kill_and_restart(&cfg, &hold).await;
     }
     let got = collect_all(&mut sub, device, published.len()).await;
     gw.take_log();
@@ -264,10 +258,7 @@ async fn after_a_local_broker_crash_equal_payloads_in_reused_packet_ids_are_not_
         publishers.push(publish_constant(local.port(), device, BATCH));
         published += BATCH;
         wait_progress(&state, before).await;
-        gw.signal("KILL");
-        gw.wait_exit().await;
-        gw = GatewayProcess::start_in(gw.dir, &cfg);
-        gw.wait_for_log("Subscribed").await;
+        gw = gw.kill_and_restart(&cfg, &[]).await;
     }
     for p in publishers {
         p.await.unwrap();

@@ -180,15 +180,6 @@ fn journals(state: &Path) -> usize {
         .unwrap_or(0)
 }
 
-async fn restart(gw: GatewayProcess, cfg: &str, env: &[(&str, &str)]) -> GatewayProcess {
-    let mut gw = gw;
-    gw.signal("KILL");
-    gw.wait_exit().await;
-    let mut gw = GatewayProcess::start_in_with(gw.dir, cfg, env);
-    gw.wait_for_log("Subscribed").await;
-    gw
-}
-
 async fn run(plan: &Plan) -> Outcome {
     // As reported: persistence on both, the in-flight window left at
     // Mosquitto's default.
@@ -219,7 +210,7 @@ async fn run(plan: &Plan) -> Outcome {
     upstream.start_again();
     if plan.kill_during_drain {
         gw.wait_for_log("Connected upstream").await;
-        gw = restart(gw, &cfg, &[]).await;
+        gw = gw.kill_and_restart(&cfg, &[]).await;
     }
 
     for kill in &plan.kills {
@@ -229,7 +220,7 @@ async fn run(plan: &Plan) -> Outcome {
             Kill::BeforeOutboxAppend(_) => &[HOLD_OUTBOX],
         };
         if !env.is_empty() {
-            gw = restart(gw, &cfg, env).await;
+            gw = gw.kill_and_restart(&cfg, env).await;
         }
         readings.publish(local.port(), 60).await;
         match kill {

@@ -167,6 +167,16 @@ impl GatewayProcess {
         assert!(ok, "kill -{sig} failed");
     }
 
+    /// `kill -9`, then the same gateway again on the same state directory
+    /// (with `env`, fault hooks), once it is subscribed to its local broker.
+    pub async fn kill_and_restart(mut self, config: &str, env: &[(&str, &str)]) -> Self {
+        self.signal("KILL");
+        self.wait_exit().await;
+        let mut gw = Self::start_in_with(self.dir, config, env);
+        gw.wait_for_log("Subscribed").await;
+        gw
+    }
+
     /// Waits for the process to exit and returns its exit code.
     pub async fn wait_exit(&mut self) -> Option<i32> {
         let status = tokio::time::timeout(WAIT, self.child.wait())
