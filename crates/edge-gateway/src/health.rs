@@ -5,14 +5,12 @@
 //! takes in nothing. Anything else is a 503 with the reasons, so a load
 //! balancer or `curl -f` in a watchdog sees the difference.
 
+use adapters::mqtt::upstream::UPSTREAM_CONNECTED;
 use gateway_core::component::ADAPTER_CONNECTED;
 use gateway_core::Telemetry;
 use serde_json::json;
 
-/// `1` while the upstream forwarder holds a connection (set by the forwarder).
-pub const UPSTREAM_CONNECTED: &str = "edge_gateway_upstream_connected";
-/// `1` while an adapter's task runs, `0` once it has stopped (set by the runtime).
-pub const ADAPTER_UP: &str = "edge_gateway_adapter_up";
+use crate::runtime::ADAPTER_UP;
 
 /// A health verdict: healthy or not, and the JSON body that explains it.
 #[derive(Debug, Clone, PartialEq)]

@@ -23,6 +23,11 @@ use crate::durability::checkpoint::CheckpointError;
 use crate::durability::Durability;
 use crate::messages::Renderer;
 
+/// Readings refused as too late for their window.
+pub const LATE_READINGS: &str = "edge_gateway_aggregator_late_readings_total";
+/// Window statistics forwarded (one per device and window).
+pub const WINDOWS_EMITTED: &str = "edge_gateway_aggregator_windows_emitted_total";
+
 /// The counters the pipeline keeps.
 struct Counters {
     aggregated: Counter,
@@ -70,10 +75,10 @@ impl Pipeline {
         let t = &self.telemetry;
         let c = Counters {
             aggregated: t.counter("edge_gateway_aggregator_readings_total", &[]),
-            late: t.counter("edge_gateway_aggregator_late_readings_total", &[]),
+            late: t.counter(LATE_READINGS, &[]),
             restamped: t.counter("edge_gateway_aggregator_restamped_readings_total", &[]),
             future: t.counter("edge_gateway_aggregator_future_readings_total", &[]),
-            windows: t.counter("edge_gateway_aggregator_windows_emitted_total", &[]),
+            windows: t.counter(WINDOWS_EMITTED, &[]),
             status: t.counter("edge_gateway_device_status_changes_total", &[]),
         };
         let throttle = LogThrottle::default();

@@ -28,6 +28,9 @@ use crate::alerts::Alerts;
 use crate::durability::Durability;
 use crate::messages::Renderer;
 use crate::pipeline::Pipeline;
+
+/// `1` while an adapter's task runs, `0` once it has stopped.
+pub const ADAPTER_UP: &str = "edge_gateway_adapter_up";
 use crate::settings::GatewayConfig;
 
 /// Messages waiting for the pipeline: enough to ride out a window close
@@ -267,9 +270,7 @@ impl Gateway {
         });
         info!(adapter = %name, kind = config.kind(), "Starting adapter.");
         // `/health` reads this: an adapter whose task ended is down.
-        let up = self
-            .telemetry
-            .gauge(crate::health::ADAPTER_UP, &[("adapter", &name)]);
+        let up = self.telemetry.gauge(ADAPTER_UP, &[("adapter", &name)]);
         up.set(1.0);
         let task = tokio::spawn(async move {
             if let Err(e) = adapter.run(ctx).await {
@@ -318,7 +319,7 @@ impl Gateway {
                     stop_adapter(running).await;
                     // A removed adapter must not keep `/health` at 503.
                     self.telemetry
-                        .remove_gauge(crate::health::ADAPTER_UP, &[("adapter", &name)]);
+                        .remove_gauge(ADAPTER_UP, &[("adapter", &name)]);
                     self.telemetry.remove_gauge(
                         gateway_core::component::ADAPTER_CONNECTED,
                         &[("adapter", &name)],

@@ -132,6 +132,12 @@ pub trait Adapter: Send + 'static {
 /// connecting or after a refusal. Adapters without a connection (CoAP,
 /// UDP) do not set it. `/health` reads it.
 pub const ADAPTER_CONNECTED: &str = "edge_gateway_adapter_connected";
+/// Messages (or datagrams, lines) an adapter received, good or bad.
+pub const ADAPTER_RECEIVED: &str = "edge_gateway_adapter_received_messages_total";
+/// Readings an adapter decoded and handed to the pipeline.
+pub const ADAPTER_READINGS: &str = "edge_gateway_adapter_readings_total";
+/// Input an adapter refused, by `error_type`.
+pub const ADAPTER_ERRORS: &str = "edge_gateway_adapter_errors_total";
 
 /// The counters every adapter keeps, so each protocol reports alike:
 /// messages received, readings produced, and errors by type.
@@ -149,8 +155,8 @@ impl AdapterStats {
         Self {
             telemetry: telemetry.clone(),
             adapter: adapter.to_string(),
-            received: telemetry.counter("edge_gateway_adapter_received_messages_total", &l),
-            readings: telemetry.counter("edge_gateway_adapter_readings_total", &l),
+            received: telemetry.counter(ADAPTER_RECEIVED, &l),
+            readings: telemetry.counter(ADAPTER_READINGS, &l),
         }
     }
 
@@ -158,7 +164,7 @@ impl AdapterStats {
     pub fn error(&self, error_type: &str) {
         self.telemetry
             .counter(
-                "edge_gateway_adapter_errors_total",
+                ADAPTER_ERRORS,
                 &[("adapter", &self.adapter), ("error_type", error_type)],
             )
             .inc();

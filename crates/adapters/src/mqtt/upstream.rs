@@ -93,6 +93,23 @@ impl FaultKind {
     }
 }
 
+/// Messages the upstream broker acknowledged.
+pub const UPSTREAM_SENT: &str = "edge_gateway_upstream_sent_messages_total";
+/// Connections to the upstream broker lost after being established.
+pub const UPSTREAM_RECONNECTS: &str = "edge_gateway_upstream_reconnects_total";
+/// `1` while the forwarder holds a connection upstream.
+pub const UPSTREAM_CONNECTED: &str = "edge_gateway_upstream_connected";
+/// Outbox messages dropped, by `reason`.
+pub const OUTBOX_DROPPED: &str = "edge_gateway_outbox_dropped_messages_total";
+/// Messages waiting in the outbox (and in memory while the disk refuses).
+pub const OUTBOX_MESSAGES: &str = "edge_gateway_outbox_messages";
+/// Bytes the outbox holds.
+pub const OUTBOX_BYTES: &str = "edge_gateway_outbox_bytes";
+/// Age of the oldest waiting message.
+pub const OUTBOX_OLDEST_AGE: &str = "edge_gateway_outbox_oldest_age_seconds";
+/// Outbox reads and writes that failed.
+pub const OUTBOX_STORAGE_ERRORS: &str = "edge_gateway_outbox_storage_errors_total";
+
 struct Metrics {
     sent: Counter,
     evicted: Counter,
@@ -111,26 +128,21 @@ struct Metrics {
 
 impl Metrics {
     fn new(t: &Telemetry) -> Self {
-        let dropped = |reason| {
-            t.counter(
-                "edge_gateway_outbox_dropped_messages_total",
-                &[("reason", reason)],
-            )
-        };
+        let dropped = |reason| t.counter(OUTBOX_DROPPED, &[("reason", reason)]);
         Self {
-            sent: t.counter("edge_gateway_upstream_sent_messages_total", &[]),
+            sent: t.counter(UPSTREAM_SENT, &[]),
             evicted: dropped("full_drop_oldest"),
             rejected: dropped("full_reject_new"),
             overflow: dropped("memory_overflow"),
             expired: dropped("expired"),
             unstored: dropped("unstored_at_exit"),
-            storage_errors: t.counter("edge_gateway_outbox_storage_errors_total", &[]),
-            reconnects: t.counter("edge_gateway_upstream_reconnects_total", &[]),
+            storage_errors: t.counter(OUTBOX_STORAGE_ERRORS, &[]),
+            reconnects: t.counter(UPSTREAM_RECONNECTS, &[]),
             connect_failures: t.counter("edge_gateway_upstream_connection_failures_total", &[]),
-            queued: t.gauge("edge_gateway_outbox_messages", &[]),
-            bytes: t.gauge("edge_gateway_outbox_bytes", &[]),
-            oldest_age: t.gauge("edge_gateway_outbox_oldest_age_seconds", &[]),
-            connected: t.gauge("edge_gateway_upstream_connected", &[]),
+            queued: t.gauge(OUTBOX_MESSAGES, &[]),
+            bytes: t.gauge(OUTBOX_BYTES, &[]),
+            oldest_age: t.gauge(OUTBOX_OLDEST_AGE, &[]),
+            connected: t.gauge(UPSTREAM_CONNECTED, &[]),
         }
     }
 }

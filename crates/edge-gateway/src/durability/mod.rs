@@ -61,6 +61,11 @@ pub struct Durability {
     hold_checkpoint: Option<Duration>,
 }
 
+/// Resent copies of messages already taken, not counted again.
+pub const INGRESS_DUPLICATES: &str = "edge_gateway_ingress_duplicates_total";
+/// Journal commits that failed (a full disk): acknowledgements wait.
+pub const JOURNAL_FAILURES: &str = "edge_gateway_journal_failures_total";
+
 /// Milliseconds to hold each background checkpoint before syncing it; a
 /// test hook, not a setting.
 const HOLD_CHECKPOINT_ENV: &str = "EDGE_GATEWAY_FAULT_HOLD_CHECKPOINT_MS";
@@ -71,8 +76,8 @@ impl Durability {
         Self {
             store: None,
             deliveries: Deliveries::default(),
-            duplicates: telemetry.counter("edge_gateway_ingress_duplicates_total", &[]),
-            journal_failures: telemetry.counter("edge_gateway_journal_failures_total", &[]),
+            duplicates: telemetry.counter(INGRESS_DUPLICATES, &[]),
+            journal_failures: telemetry.counter(JOURNAL_FAILURES, &[]),
             log: LogThrottle::default(),
             saving: None,
             on_disk_epoch: 0,
