@@ -62,6 +62,16 @@ async fn oversized_then_good_readings(qos: u8) {
     // Over max_payload_bytes (65 536) + the 1 KiB allowed for the header.
     let topic = format!("sensors/data/{device}/temperature");
     publish_bytes(local.port(), &topic, vec![b'1'; 70_000], qos).await;
+    // At QoS 1 a second one, kept for the gateway by the broker: it comes
+    // on the connection that read the first one's resend with a raised
+    // limit, and must count as well. (At QoS 0 the broker drops what
+    // arrives while the gateway reconnects: how many reach it is timing.)
+    let oversized = if qos == 1 {
+        publish_bytes(local.port(), &topic, vec![b'2'; 70_000], qos).await;
+        2.0
+    } else {
+        1.0
+    };
     for v in ["21.0", "22.0", "23.0"] {
         publish(local.port(), &topic, v, qos, false).await;
     }
@@ -73,8 +83,12 @@ async fn oversized_then_good_readings(qos: u8) {
 
     let errors =
         "edge_gateway_adapter_errors_total{adapter=\"local-sensors\",error_type=\"payload_too_large\"}";
-    let (_, text) = until(port, "/metrics", |_, b| metric(b, errors) >= 1.0).await;
-    assert_eq!(metric(&text, errors), 1.0, "counted once:\n{text}");
+    let (_, text) = until(port, "/metrics", |_, b| metric(b, errors) >= oversized).await;
+    assert_eq!(
+        metric(&text, errors),
+        oversized,
+        "each counted once:\n{text}"
+    );
     let reconnects = metric(
         &text,
         "edge_gateway_adapter_reconnects_total{adapter=\"local-sensors\"}",

@@ -28,7 +28,7 @@ use gateway_core::{
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::config::MqttAdapterConfig;
 use super::connect::ConnectionSettings;
@@ -168,6 +168,9 @@ async fn run(
     // Safe to acknowledge, waiting for room in the client's queue.
     let mut ready: VecDeque<Publish> = VecDeque::new();
     let mut connected = false;
+    // The size of the message that broke the last connection: its resend
+    // is already counted.
+    let mut oversized_resend: Option<usize> = None;
     // Readings flow only once subscribed: until then `/health` says so.
     let subscribed = ctx
         .telemetry
@@ -238,10 +241,15 @@ async fn run(
                     }
                 }
                 Some(SourceEvent::Message(publish)) if packet_bytes(&publish) > connection.max_packet_bytes => {
-                    // The resend of a message that broke the last
-                    // connection, already counted then: acknowledged in
-                    // its turn and dropped.
+                    // Read only thanks to the raised limit: acknowledged in
+                    // its turn and dropped. The resend of the message that
+                    // broke the last connection was counted then.
                     stats.received.inc();
+                    if oversized_resend == Some(packet_bytes(&publish)) {
+                        oversized_resend = None;
+                    } else {
+                        stats.error("payload_too_large");
+                    }
                     let (receipt, waiter) = Receipt::new(None);
                     receipt.complete();
                     if publish.qos != QoS::AtMostOnce {
@@ -285,8 +293,13 @@ async fn run(
                 Some(SourceEvent::Lost { error, oversized }) => {
                     if let Some(bytes) = oversized {
                         stats.error("payload_too_large");
+                        oversized_resend = Some(bytes);
                         if let Some(suppressed) = throttle.allow("oversized") {
-                            warn!(adapter = %ctx.name, broker = %config.url, bytes, max_payload_bytes = config.max_payload_bytes, suppressed, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
+                            if bytes <= MAX_OVERSIZED_PACKET {
+                                warn!(adapter = %ctx.name, broker = %config.url, bytes, max_payload_bytes = config.max_payload_bytes, suppressed, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
+                            } else {
+                                error!(adapter = %ctx.name, broker = %config.url, bytes, limit = MAX_OVERSIZED_PACKET, suppressed, "A message too large to read even once blocks this adapter's session: set message_size_limit on the broker below that, or clear the gateway's session there.");
+                            }
                         }
                     }
                     if connected {
