@@ -169,3 +169,64 @@ fn a_missing_config_file_is_a_config_error() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gateway.toml"));
 }
+
+#[test]
+fn validate_refuses_an_unset_password_variable_and_unreadable_tls_files_in_every_broker_section() {
+    // Both sections share one validation: the adapter used to pass these
+    // and then run with the adapter stopped (or the service restarting).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        r#"
+[gateway]
+id = "gw-01"
+
+[upstream]
+url = "mqtts://cloud.example:8883"
+username = "gw"
+password_env = "EDGE_GATEWAY_TEST_UNSET_UPSTREAM"
+
+[[adapter]]
+type = "mqtt"
+name = "local"
+url = "mqtts://127.0.0.1:8883"
+topics = ["sensors/{device}/{metric}"]
+username = "u"
+password_env = "EDGE_GATEWAY_TEST_UNSET_LOCAL"
+ca_file = "/nonexistent/ca.pem"
+client_cert = "/nonexistent/client.pem"
+"#,
+    )
+    .unwrap();
+    let out = gateway()
+        .arg("validate")
+        .arg("-c")
+        .arg(&path)
+        .env_remove("EDGE_GATEWAY_TEST_UNSET_UPSTREAM")
+        .env_remove("EDGE_GATEWAY_TEST_UNSET_LOCAL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "upstream.password_env: environment variable EDGE_GATEWAY_TEST_UNSET_UPSTREAM is not set",
+        "adapter[0].password_env: environment variable EDGE_GATEWAY_TEST_UNSET_LOCAL is not set",
+        "adapter[0].ca_file: cannot read \"/nonexistent/ca.pem\"",
+        "adapter[0].client_key: client_cert and client_key go together",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    // With the variables set, only the file problems remain.
+    let out = gateway()
+        .arg("validate")
+        .arg("-c")
+        .arg(&path)
+        .env("EDGE_GATEWAY_TEST_UNSET_UPSTREAM", "x")
+        .env("EDGE_GATEWAY_TEST_UNSET_LOCAL", "y")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("password_env"), "{text}");
+    assert!(text.contains("adapter[0].ca_file"), "{text}");
+}

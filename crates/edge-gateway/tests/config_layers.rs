@@ -244,6 +244,8 @@ codec = "seed_compact"
     let env = [
         ("EDGE_GATEWAY__UPSTREAM__URL", "mqtts://cloud.example:8883"),
         ("LORA_APP", APP),
+        // validate checks that the variable password_env names is set.
+        ("EDGE_GATEWAY_PASSWORD", "not printed"),
     ];
     let out = output(gateway(&["validate", "--print"], &path, &env)).await;
     assert!(

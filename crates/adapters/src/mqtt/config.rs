@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use gateway_core::config::broker::env_is_set;
 use gateway_core::config::values::duration;
-use gateway_core::config::{load, BrokerScheme, BrokerUrl, Problems, Qos};
+use gateway_core::config::{load, BrokerConnection, BrokerScheme, BrokerUrl, Problems, Qos};
 use gateway_core::MetricName;
 use serde::Deserialize;
 
@@ -289,11 +290,16 @@ impl MqttAdapterConfig {
             }
         }
         status_topics.extend(availability);
-        if raw.url.scheme != BrokerScheme::Mqtts
-            && (raw.ca_file.is_some() || raw.client_cert.is_some())
-        {
-            problems.push(format!("{path}.ca_file"), "only used with an mqtts:// url");
+        BrokerConnection {
+            url: &raw.url,
+            password_env: &raw.password_env,
+            ca_file: raw.ca_file.as_deref(),
+            client_cert: raw.client_cert.as_deref(),
+            client_key: raw.client_key.as_deref(),
+            keep_alive: raw.keep_alive,
+            max_backoff: raw.max_backoff,
         }
+        .validate(path, &env_is_set, problems);
         if raw.max_payload_bytes < 16 || raw.max_payload_bytes > 16 * 1024 * 1024 {
             problems.push(
                 format!("{path}.max_payload_bytes"),

@@ -10,6 +10,7 @@
 //! variables merged over it ([`layers`]); the typed parse runs on the merged
 //! table and names the drop-in or variable of each problem.
 
+pub mod broker;
 pub mod layers;
 pub mod load;
 pub mod metrics;
@@ -21,6 +22,7 @@ pub mod values;
 use std::collections::HashMap;
 use std::fmt;
 
+pub use broker::BrokerConnection;
 pub use layers::{Layers, Origin};
 pub use load::{Problem, Problems};
 pub use metrics::MetricsConfig;

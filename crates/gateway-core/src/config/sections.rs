@@ -111,6 +111,19 @@ impl Default for UpstreamConfig {
 }
 
 impl UpstreamConfig {
+    /// The broker connection fields, for their shared validation.
+    pub fn connection(&self) -> super::broker::BrokerConnection<'_> {
+        super::broker::BrokerConnection {
+            url: &self.url,
+            password_env: &self.password_env,
+            ca_file: self.ca_file.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+            client_key: self.client_key.as_deref(),
+            keep_alive: self.keep_alive,
+            max_backoff: self.max_backoff,
+        }
+    }
+
     pub(crate) fn validate(&self, problems: &mut Problems) {
         let p = |k: &str| join("upstream", k);
         let prefix = &self.topic_prefix;
@@ -125,28 +138,8 @@ impl UpstreamConfig {
                 format!("expected topic levels without wildcards or empty levels, like \"building/{{site}}\", got \"{prefix}\""),
             );
         }
-        let tls = self.url.scheme == BrokerScheme::Mqtts;
-        for (key, file) in [
-            ("ca_file", &self.ca_file),
-            ("client_cert", &self.client_cert),
-            ("client_key", &self.client_key),
-        ] {
-            let Some(file) = file else { continue };
-            if !tls {
-                problems.push(p(key), "only used with an mqtts:// url");
-            } else if let Err(e) = std::fs::metadata(file) {
-                problems.push(p(key), format!("cannot read \"{}\": {e}", file.display()));
-            }
-        }
-        if self.client_cert.is_some() != self.client_key.is_some() {
-            problems.push(p("client_key"), "client_cert and client_key go together");
-        }
-        if self.keep_alive < Duration::from_secs(1) {
-            problems.push(p("keep_alive"), "expected at least 1s");
-        }
-        if self.max_backoff < Duration::from_millis(100) {
-            problems.push(p("max_backoff"), "expected at least 100ms");
-        }
+        self.connection()
+            .validate("upstream", &super::broker::env_is_set, problems);
         if self.max_queued == 0 {
             problems.push(p("max_queued"), "expected at least 1");
         }

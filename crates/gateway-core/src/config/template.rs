@@ -61,7 +61,8 @@ client_id = {client_id}
 # Username for the broker; empty for none.
 username = {username}
 # Name of the environment variable that holds the password. The password
-# itself never goes in this file and is never logged.
+# itself never goes in this file and is never logged; `validate` refuses a
+# name that is not set (for the service: /etc/default/edge-gateway).
 password_env = {password_env}
 # TLS (mqtts:// only). Without ca_file the system's trusted roots are used.
 # ca_file = "/etc/edge-gateway/ca.pem"
