@@ -31,6 +31,7 @@ async fn metrics_are_scraped_and_health_follows_the_upstream_broker() {
     let (_, body) = until(port, "/health", |c, _| c == 200).await;
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["status"], "ok");
+    assert_eq!(health["adapters"]["local-sensors"], "running");
 
     publish(
         local.port(),
@@ -89,6 +90,7 @@ async fn metrics_are_scraped_and_health_follows_the_upstream_broker() {
     local.restart();
     let (_, body) = until(port, "/health", |c, _| c == 200).await;
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["adapters"]["local-sensors"], "running");
 
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
