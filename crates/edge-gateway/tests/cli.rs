@@ -12,6 +12,23 @@ fn gateway() -> Command {
 
 const SHIPPED: &str = include_str!("../../../gateway.toml");
 
+/// `validate -c` on `config` written to a temporary file, with each
+/// variable set (`Some`) or removed (`None`).
+fn validate(config: &str, env: &[(&str, Option<&str>)]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = gateway();
+    cmd.arg("validate").arg("-c").arg(&path);
+    for (name, value) in env {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    cmd.output().unwrap()
+}
+
 #[test]
 fn the_shipped_gateway_toml_is_the_configfile_template() {
     let out = gateway().arg("configfile").output().unwrap();
@@ -107,10 +124,7 @@ fn validate_accepts_the_shipped_file() {
 
 #[test]
 fn validate_lists_every_problem_and_exits_78() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let out = validate(
         r#"
 [gateway]
 id = "gw-01"
@@ -133,14 +147,8 @@ type = "mqtt"
 name = "local"
 colour = "red"
 "#,
-    )
-    .unwrap();
-    let out = gateway()
-        .arg("validate")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
+        &[],
+    );
     assert_eq!(out.status.code(), Some(78));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
@@ -174,11 +182,7 @@ fn a_missing_config_file_is_a_config_error() {
 fn validate_refuses_an_unset_password_variable_and_unreadable_tls_files_in_every_broker_section() {
     // Both sections share one validation: the adapter used to pass these
     // and then run with the adapter stopped (or the service restarting).
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(
-        &path,
-        r#"
+    let config = r#"
 [gateway]
 id = "gw-01"
 
@@ -196,17 +200,14 @@ username = "u"
 password_env = "EDGE_GATEWAY_TEST_UNSET_LOCAL"
 ca_file = "/nonexistent/ca.pem"
 client_cert = "/nonexistent/client.pem"
-"#,
-    )
-    .unwrap();
-    let out = gateway()
-        .arg("validate")
-        .arg("-c")
-        .arg(&path)
-        .env_remove("EDGE_GATEWAY_TEST_UNSET_UPSTREAM")
-        .env_remove("EDGE_GATEWAY_TEST_UNSET_LOCAL")
-        .output()
-        .unwrap();
+"#;
+    let out = validate(
+        config,
+        &[
+            ("EDGE_GATEWAY_TEST_UNSET_UPSTREAM", None),
+            ("EDGE_GATEWAY_TEST_UNSET_LOCAL", None),
+        ],
+    );
     assert_eq!(out.status.code(), Some(78));
     let text = String::from_utf8(out.stdout).unwrap();
     for want in [
@@ -218,14 +219,13 @@ client_cert = "/nonexistent/client.pem"
         assert!(text.contains(want), "no {want:?} in:\n{text}");
     }
     // With the variables set, only the file problems remain.
-    let out = gateway()
-        .arg("validate")
-        .arg("-c")
-        .arg(&path)
-        .env("EDGE_GATEWAY_TEST_UNSET_UPSTREAM", "x")
-        .env("EDGE_GATEWAY_TEST_UNSET_LOCAL", "y")
-        .output()
-        .unwrap();
+    let out = validate(
+        config,
+        &[
+            ("EDGE_GATEWAY_TEST_UNSET_UPSTREAM", Some("x")),
+            ("EDGE_GATEWAY_TEST_UNSET_LOCAL", Some("y")),
+        ],
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(!text.contains("password_env"), "{text}");
     assert!(text.contains("adapter[0].ca_file"), "{text}");
