@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use gateway_core::config::values::duration;
 use gateway_core::config::{load, Problems};
+use gateway_core::Adapter;
 use gateway_core::{DeviceId, MetricName};
 use serde::Deserialize;
 
 use super::handler::Limits;
+use crate::registry::{AdapterKind, BuildContext};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,12 +84,10 @@ pub struct CoapServerConfig {
     pub limits: Limits,
 }
 
-impl CoapServerConfig {
-    pub(crate) fn from_table(
-        table: toml::Value,
-        path: &str,
-        problems: &mut Problems,
-    ) -> Option<Self> {
+impl AdapterKind for CoapServerConfig {
+    const KIND: &'static str = "coap";
+
+    fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: RawServer = load::section(table, path, problems)?;
         let before = problems.len();
         let mut range = |key: &str, v: usize, lo: usize, hi: usize| {
@@ -125,6 +125,18 @@ impl CoapServerConfig {
                 max_devices: raw.max_devices,
             },
         })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Box<dyn Adapter> {
+        Box::new(super::CoapSource::new(self.clone()))
+    }
+
+    fn template() -> String {
+        template()
     }
 }
 
@@ -172,12 +184,10 @@ pub struct CoapObserveConfig {
     pub silence: Duration,
 }
 
-impl CoapObserveConfig {
-    pub(crate) fn from_table(
-        table: toml::Value,
-        path: &str,
-        problems: &mut Problems,
-    ) -> Option<Self> {
+impl AdapterKind for CoapObserveConfig {
+    const KIND: &'static str = "coap_observe";
+
+    fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: RawObserve = load::section(table, path, problems)?;
         let before = problems.len();
         if raw.resources.is_empty() {
@@ -224,6 +234,14 @@ impl CoapObserveConfig {
             resources,
             silence: raw.silence,
         })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Box<dyn Adapter> {
+        Box::new(super::CoapObserver::new(self.clone()))
     }
 }
 

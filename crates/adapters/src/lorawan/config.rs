@@ -20,13 +20,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use gateway_core::config::values::duration;
-use gateway_core::config::{load, Problems};
+use gateway_core::config::{load, DeviceConfig, Problems, Tags};
+use gateway_core::Adapter;
 use gateway_core::DeviceId;
 use serde::Deserialize;
 
 use super::codecs::{Codec, CodecError, DecodedValue, FieldSpec, StructLayout};
 use super::frame::Key;
 use super::semtech::GatewayEui;
+use crate::registry::{AdapterKind, BuildContext, OwnedSection};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +245,29 @@ pub struct LorawanSection {
     pub devices: Vec<LorawanDevice>,
 }
 
+impl OwnedSection for LorawanSection {
+    const NAME: &'static str = "lorawan";
+
+    fn parse(root: &toml::Table, problems: &mut Problems) -> Self {
+        section(root, &|var| std::env::var(var).ok(), problems)
+    }
+
+    fn registry_devices(&self) -> Vec<DeviceConfig> {
+        self.devices
+            .iter()
+            .filter_map(|d| {
+                Some(DeviceConfig {
+                    id: d.id.clone(),
+                    name: d.name.clone()?,
+                    room: None,
+                    floor: None,
+                    tags: Tags::default(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// Reads `[lorawan]` from the file's root table; `env` resolves `env:VAR`.
 pub fn section(
     root: &toml::Table,
@@ -310,12 +335,10 @@ pub struct SemtechUdpConfig {
     pub gateways: Vec<GatewayEui>,
 }
 
-impl SemtechUdpConfig {
-    pub(crate) fn from_table(
-        table: toml::Value,
-        path: &str,
-        problems: &mut Problems,
-    ) -> Option<Self> {
+impl AdapterKind for SemtechUdpConfig {
+    const KIND: &'static str = "semtech_udp";
+
+    fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: RawSemtechUdp = load::section(table, path, problems)?;
         let before = problems.len();
         if raw.dedup_window > Duration::from_secs(5) {
@@ -340,6 +363,22 @@ impl SemtechUdpConfig {
             dedup_window: raw.dedup_window,
             gateways,
         })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
+        Box::new(super::source::SemtechUdpSource::new(
+            self.clone(),
+            ctx.sections.lorawan.devices.clone(),
+            &ctx.state_dir,
+        ))
+    }
+
+    fn template() -> String {
+        template()
     }
 }
 

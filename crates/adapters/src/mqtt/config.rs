@@ -6,11 +6,13 @@ use std::time::Duration;
 use gateway_core::config::broker::env_is_set;
 use gateway_core::config::values::duration;
 use gateway_core::config::{load, BrokerConnection, BrokerScheme, BrokerUrl, Problems, Qos};
+use gateway_core::Adapter;
 use gateway_core::MetricName;
 use serde::Deserialize;
 
 use super::topic::TopicPattern;
 use crate::payload::PayloadFormat;
+use crate::registry::{AdapterKind, BuildContext};
 
 /// The config as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -170,12 +172,10 @@ pub struct MqttAdapterConfig {
     pub persistent_session: bool,
 }
 
-impl MqttAdapterConfig {
-    pub(crate) fn from_table(
-        table: toml::Value,
-        path: &str,
-        problems: &mut Problems,
-    ) -> Option<Self> {
+impl AdapterKind for MqttAdapterConfig {
+    const KIND: &'static str = "mqtt";
+
+    fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: Raw = load::section(table, path, problems)?;
         let before = problems.len();
         let mut routes = Vec::new();
@@ -326,6 +326,18 @@ impl MqttAdapterConfig {
             max_payload_bytes: raw.max_payload_bytes,
             persistent_session: raw.persistent_session,
         })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
+        Box::new(super::MqttSource::new(self.clone(), &ctx.gateway_id))
+    }
+
+    fn template() -> String {
+        template()
     }
 }
 

@@ -121,6 +121,7 @@ fn status_from_json(payload: &[u8]) -> Option<DeviceState> {
 mod tests {
     use super::*;
     use crate::mqtt::config::MqttAdapterConfig;
+    use crate::AdapterKind;
     use gateway_core::config::Problems;
     use gateway_core::{Reading, Telemetry};
 

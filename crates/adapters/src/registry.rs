@@ -1,0 +1,166 @@
+//! What an adapter kind tells the rest of the gateway, once.
+//!
+//! Each adapter's config module implements [`AdapterKind`] (and, for a
+//! family that owns a top-level section such as `[lorawan]`,
+//! [`OwnedSection`]); the one list in the crate root names them all and
+//! generates the `[[adapter]]` enum, the accepted `type`s, parsing,
+//! building and the config template from it. Adding an adapter is its
+//! folder, a line in that list and a feature.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use gateway_core::config::{DeviceConfig, Problems};
+use gateway_core::Adapter;
+
+/// One `[[adapter]] type = "…"`: its config, parsed from its table.
+pub trait AdapterKind: Sized + Clone + fmt::Debug + PartialEq {
+    /// The `type` value that selects it.
+    const KIND: &'static str;
+
+    /// Parses the table (with `type` already removed), recording problems
+    /// under `path` with their full key paths.
+    fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self>;
+
+    /// The adapter's unique `name`.
+    fn name(&self) -> &str;
+
+    /// A runnable adapter for this config.
+    fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter>;
+
+    /// This kind's part of the `configfile` template. Kinds of one family
+    /// that share a commented block leave it to the first of them.
+    fn template() -> String {
+        String::new()
+    }
+}
+
+/// A top-level section owned by an adapter family (`[lorawan]` with its
+/// `[[lorawan.device]]`), parsed from the file's root table.
+pub trait OwnedSection: Sized + Clone + fmt::Debug + PartialEq + Default {
+    /// Its key in the root table.
+    const NAME: &'static str;
+
+    /// Parses it from the root table (absent: the default), recording
+    /// problems with their key paths.
+    fn parse(root: &toml::Table, problems: &mut Problems) -> Self;
+
+    /// Devices it names, as registry entries, so their names go upstream
+    /// like those of `[[device]]` (which wins for the same id).
+    fn registry_devices(&self) -> Vec<DeviceConfig> {
+        Vec::new()
+    }
+}
+
+/// What adapters need to know about the gateway they run in.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    pub gateway_id: String,
+    /// `gateway.state_dir`: where adapters keep durable state (LoRaWAN
+    /// frame counters).
+    pub state_dir: PathBuf,
+    pub sections: crate::Sections,
+}
+
+/// Generates, from one list of kinds and one of owned sections: the
+/// `AdapterConfig` enum (a variant per kind), its `AdapterSpec`
+/// implementation, `kind()`, `build()`, the `Sections` struct (a field per
+/// section) and `template()`. A `#[cfg(...)]` before an entry applies to
+/// everything generated for it.
+macro_rules! adapter_registry {
+    (
+        kinds { $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? }
+        sections { $( $(#[$smeta:meta])* $field:ident => $sty:ty ),* $(,)? }
+    ) => {
+        /// One `[[adapter]]` table, by its `type`.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum AdapterConfig {
+            $( $(#[$kmeta])* $variant($kty), )*
+        }
+
+        /// The top-level sections owned by adapter families.
+        #[derive(Debug, Clone, PartialEq, Default)]
+        pub struct Sections {
+            $( $(#[$smeta])* pub $field: $sty, )*
+        }
+
+        impl Sections {
+            /// Devices these sections name, as registry entries.
+            pub fn registry_devices(&self) -> Vec<gateway_core::config::DeviceConfig> {
+                #[allow(unused_mut)]
+                let mut out = Vec::new();
+                $( $(#[$smeta])* out.extend($crate::registry::OwnedSection::registry_devices(&self.$field)); )*
+                out
+            }
+        }
+
+        impl gateway_core::config::AdapterSpec for AdapterConfig {
+            const KINDS: &'static [&'static str] = &[
+                $( $(#[$kmeta])* <$kty as $crate::registry::AdapterKind>::KIND, )*
+            ];
+
+            const SECTIONS: &'static [&'static str] = &[
+                $( $(#[$smeta])* <$sty as $crate::registry::OwnedSection>::NAME, )*
+            ];
+
+            type Sections = Sections;
+
+            #[allow(unused_variables)]
+            fn sections(root: &toml::Table, problems: &mut gateway_core::config::Problems) -> Sections {
+                Sections {
+                    $( $(#[$smeta])* $field: $crate::registry::OwnedSection::parse(root, problems), )*
+                }
+            }
+
+            fn from_table(
+                kind: &str,
+                table: toml::Value,
+                path: &str,
+                problems: &mut gateway_core::config::Problems,
+            ) -> Option<Self> {
+                $(
+                    $(#[$kmeta])*
+                    if kind == <$kty as $crate::registry::AdapterKind>::KIND {
+                        return <$kty as $crate::registry::AdapterKind>::from_table(table, path, problems)
+                            .map(Self::$variant);
+                    }
+                )*
+                let _ = (kind, table, path, problems);
+                None
+            }
+
+            fn name(&self) -> &str {
+                match *self {
+                    $( $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::AdapterKind::name(c), )*
+                }
+            }
+        }
+
+        impl AdapterConfig {
+            /// The adapter's `type`.
+            pub fn kind(&self) -> &'static str {
+                match *self {
+                    $( $(#[$kmeta])* Self::$variant(_) => <$kty as $crate::registry::AdapterKind>::KIND, )*
+                }
+            }
+
+            /// A runnable adapter for this config.
+            #[allow(unused_variables)]
+            pub fn build(&self, ctx: &$crate::registry::BuildContext) -> Box<dyn gateway_core::Adapter> {
+                match *self {
+                    $( $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::AdapterKind::build(c, ctx), )*
+                }
+            }
+        }
+
+        /// The adapters' part of the `configfile` template, in list order.
+        pub fn template() -> String {
+            #[allow(unused_mut)]
+            let mut out = String::new();
+            $( $(#[$kmeta])* out.push_str(&<$kty as $crate::registry::AdapterKind>::template()); )*
+            out
+        }
+    };
+}
+
+pub(crate) use adapter_registry;
