@@ -20,7 +20,7 @@ fi
 build() {
   local arch="$1" triple="$2"
   echo "== building edge-gateway .deb for $arch ($triple)"
-  cargo deb -p edge-gateway --locked --no-default-features \
+  cargo deb -p edge-gateway --locked --no-default-features --features all-protocols \
     --target "$triple" --no-strip --output "$out"
 }
 

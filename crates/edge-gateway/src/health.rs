@@ -5,10 +5,10 @@
 //! takes in nothing. Anything else is a 503 with the reasons, so a load
 //! balancer or `curl -f` in a watchdog sees the difference.
 
-use adapters::mqtt::upstream::UPSTREAM_CONNECTED;
 use gateway_core::component::ADAPTER_CONNECTED;
 use gateway_core::Telemetry;
 use serde_json::json;
+use sinks::mqtt_upstream::UPSTREAM_CONNECTED;
 
 use crate::runtime::ADAPTER_UP;
 

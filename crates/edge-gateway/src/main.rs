@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
-use cmd::{decode, replay, run, simulate, validate};
+#[cfg(feature = "lorawan")]
+use cmd::decode;
+#[cfg(feature = "demo")]
+use cmd::demo;
+use cmd::{replay, run, simulate, validate};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +44,7 @@ enum Command {
     /// Print a commented template of every key with its default.
     Configfile,
     /// Decode a LoRaWAN payload with a codec, or verify and decrypt a PHYPayload.
+    #[cfg(feature = "lorawan")]
     Decode(decode::DecodeArgs),
     /// Run the config's alert rules over a CSV of past readings (event
     /// time): alerts as JSON lines on stdout, a summary on stderr.
@@ -48,16 +53,13 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Run a self-contained demo: embedded broker, simulated building, live output.
     #[cfg(feature = "demo")]
-    Demo {
-        /// Window length of the demo's aggregates.
-        #[arg(long, default_value = "10s")]
-        window: String,
-    },
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        #[cfg(feature = "lorawan")]
         Command::Decode(args) => decode::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Simulate(args) => {
@@ -73,14 +75,6 @@ fn main() -> ExitCode {
         Command::Validate { config, print } => validate::main(&config, print),
         Command::Run { config } => run::main(&config),
         #[cfg(feature = "demo")]
-        Command::Demo { window } => {
-            match run::runtime().and_then(|rt| rt.block_on(edge_gateway::demo::run(&window))) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("edge-gateway demo: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Demo(args) => demo::main(&args),
     }
 }

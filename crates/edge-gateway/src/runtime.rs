@@ -9,15 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapters::mqtt::connect::ConnectionSettings;
-use adapters::mqtt::upstream::{run_upstream, UpstreamSettings};
 use adapters::{AdapterConfig, BuildContext};
 use aggregator::{Aggregator, WindowSpec};
 use anyhow::Context as _;
 use gateway_core::component::IngressSender;
 use gateway_core::config::AdapterSpec;
-use gateway_core::outbox::OutboxSettings;
 use gateway_core::{AdapterContext, Clock, DeviceRegistry, Telemetry};
+use sinks::mqtt_upstream::{self, UpstreamSettings};
+use sinks::OutputLink;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -148,41 +147,13 @@ impl Gateway {
             prefix: config.topic_prefix(),
             registry: DeviceRegistry::from_config(&registry_devices(config)),
         };
-        let up = &config.upstream;
-        let client_id = if up.client_id.is_empty() {
-            format!("edge-gateway-{}", config.gateway.id)
-        } else {
-            up.client_id.clone()
-        };
-        let settings = UpstreamSettings {
-            connection: ConnectionSettings {
-                url: up.url.clone(),
-                client_id,
-                username: up.username.clone(),
-                password_env: up.password_env.clone(),
-                ca_file: up.ca_file.clone(),
-                client_cert: up.client_cert.clone(),
-                client_key: up.client_key.clone(),
-                keep_alive: up.keep_alive,
-                max_packet_bytes: 1024 * 1024,
-                // Every message is resent from the outbox on each connection;
-                // a broker-side session would only add stale duplicates.
-                persistent_session: false,
-            },
-            qos: up.qos,
-            status_topic: renderer.status_topic(),
-            outbox_dir: Some(config.gateway.state_dir.join("outbox")),
-            outbox: OutboxSettings {
-                max_bytes: config.outbox.max_bytes,
-                policy: config.outbox.policy,
-                max_age: (!config.outbox.max_age.is_zero()).then_some(config.outbox.max_age),
-            },
-            drain_rate: config.outbox.drain_rate,
-            max_queued: up.max_queued,
-            max_inflight: up.max_inflight,
-            max_backoff: up.max_backoff,
-            drain_timeout: Duration::from_secs(5),
-        };
+        let settings = UpstreamSettings::from_config(
+            &config.upstream,
+            &config.outbox,
+            &config.gateway.id,
+            &config.gateway.state_dir,
+            renderer.status_topic(),
+        );
         // Fail at start, not in a background task, on a setup mistake.
         settings
             .connection
@@ -210,7 +181,12 @@ impl Gateway {
         let upstream = {
             let telemetry = telemetry.clone();
             tokio::spawn(async move {
-                run_upstream(settings, out_rx, Some(urgent_rx), Some(flush_rx), telemetry)
+                let link = OutputLink {
+                    messages: out_rx,
+                    urgent: Some(urgent_rx),
+                    flush: Some(flush_rx),
+                };
+                mqtt_upstream::run(settings, link, telemetry)
                     .await
                     .context("upstream forwarder")
             })

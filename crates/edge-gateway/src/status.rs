@@ -1,12 +1,12 @@
 //! The periodic status log line: the gateway's vital signs for anyone
 //! reading the journal, from the same counters the metrics endpoint shows.
 
-use adapters::mqtt::upstream::{
-    OUTBOX_BYTES, OUTBOX_DROPPED, OUTBOX_MESSAGES, OUTBOX_OLDEST_AGE, OUTBOX_STORAGE_ERRORS,
-    UPSTREAM_CONNECTED, UPSTREAM_RECONNECTS, UPSTREAM_SENT,
-};
 use gateway_core::component::{ADAPTER_ERRORS, ADAPTER_READINGS, ADAPTER_RECEIVED};
 use gateway_core::Telemetry;
+use sinks::mqtt_upstream::{UPSTREAM_CONNECTED, UPSTREAM_RECONNECTS, UPSTREAM_SENT};
+use sinks::spool::{
+    OUTBOX_BYTES, OUTBOX_DROPPED, OUTBOX_MESSAGES, OUTBOX_OLDEST_AGE, OUTBOX_STORAGE_ERRORS,
+};
 
 use crate::durability::{INGRESS_DUPLICATES, JOURNAL_FAILURES};
 use crate::pipeline::{LATE_READINGS, WINDOWS_EMITTED};

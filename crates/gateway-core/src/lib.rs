@@ -17,7 +17,6 @@ pub mod clock;
 pub mod component;
 pub mod config;
 pub mod model;
-pub mod outbox;
 pub mod registry;
 pub mod state_file;
 pub mod telemetry;

@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::config::MqttAdapterConfig;
-use super::connect::ConnectionSettings;
 use super::dispatch::dispatch;
+use mqtt_connect::ConnectionSettings;
 
 /// A runnable MQTT ingress adapter.
 pub struct MqttSource {

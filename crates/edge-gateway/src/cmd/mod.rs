@@ -2,13 +2,16 @@
 //!
 //! - [`run`]: the gateway as a service (signals, reload, status line);
 //! - [`validate`]: `validate` and `configfile`;
-//! - [`decode`]: a LoRaWAN payload or PHYPayload, decoded;
+//! - [`decode`]: a LoRaWAN payload or PHYPayload, decoded (with `lorawan`);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
-//! - the `demo` lives in the library (`edge_gateway::demo`), started from
-//!   [`run::runtime`].
+//! - [`demo`]: the embedded broker and simulated building of the library's
+//!   `edge_gateway::demo`, on built-in defaults.
 
+#[cfg(feature = "lorawan")]
 pub mod decode;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod replay;
 pub mod run;
 pub mod simulate;

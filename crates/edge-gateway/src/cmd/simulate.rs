@@ -8,22 +8,23 @@
 //! caught up rather than lost; `--rate 0` sends as fast as possible.
 //! LoRaWAN devices send seed_compact frames instead (`lorawan.rs`).
 
+#[cfg(feature = "lorawan")]
 mod lorawan;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use adapters::coap::message::uint;
-use adapters::mqtt::connect::ConnectionSettings;
 use anyhow::{bail, Context as _};
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use gateway_core::config::BrokerUrl;
+use mqtt_connect::ConnectionSettings;
 use rumqttc::{AsyncClient, Event, Outgoing, QoS};
 use tokio::net::UdpSocket;
 
-/// CoAP Content-Format `application/json` (RFC 7252 §12.3).
-const CONTENT_FORMAT_JSON: u32 = 50;
+/// CoAP Content-Format `application/json` (RFC 7252 §12.3), as its
+/// one-byte option value.
+const CONTENT_FORMAT_JSON: u8 = 50;
 /// Pacing granularity: messages due are sent in bursts this far apart.
 const TICK: Duration = Duration::from_millis(5);
 
@@ -31,6 +32,7 @@ const TICK: Duration = Duration::from_millis(5);
 pub enum Protocol {
     Mqtt,
     Coap,
+    #[cfg(feature = "lorawan")]
     Lorawan,
 }
 
@@ -153,7 +155,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let fleet = Fleet::new(&args);
     if args.print_lorawan_config {
+        #[cfg(feature = "lorawan")]
         print!("{}", lorawan::device_tables(&args, &fleet.devices));
+        #[cfg(not(feature = "lorawan"))]
+        bail!("--print-lorawan-config: this edge-gateway is built without LoRaWAN");
+        #[cfg(feature = "lorawan")]
         return Ok(());
     }
     if args.count.is_none() && args.duration.is_none() {
@@ -170,6 +176,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             coap(&args, fleet, target("127.0.0.1:5683")?).await?,
             args.metrics.len(),
         ),
+        #[cfg(feature = "lorawan")]
         Protocol::Lorawan => (
             lorawan::run(&args, fleet, target(lorawan::DEFAULT_TARGET)?).await?,
             lorawan::READINGS_PER_UPLINK,
@@ -352,7 +359,7 @@ fn coap_post(message_id: u16, device: &str, payload: String) -> anyhow::Result<V
     p.header.message_id = message_id;
     p.add_option(CoapOption::UriPath, b"s".to_vec());
     p.add_option(CoapOption::UriPath, device.as_bytes().to_vec());
-    p.add_option(CoapOption::ContentFormat, uint(CONTENT_FORMAT_JSON));
+    p.add_option(CoapOption::ContentFormat, vec![CONTENT_FORMAT_JSON]);
     p.payload = payload.into_bytes();
     p.to_bytes().context("encoding a CoAP request")
 }

@@ -60,7 +60,7 @@ impl GatewayProcess {
             .arg("run")
             .arg("-c")
             .arg(&config_path)
-            .env("RUST_LOG", "info,adapters::mqtt::upstream=debug")
+            .env("RUST_LOG", "info,sinks=debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -10,7 +10,6 @@ use serde::Deserialize;
 use super::load::{join, Problems};
 use super::values::{byte_size, duration, BrokerScheme, BrokerUrl, Qos};
 use crate::model::DeviceId;
-use crate::outbox::FullPolicy;
 
 /// `[gateway]`: who this gateway is.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -304,6 +303,17 @@ impl DeviceConfig {
         }
         out
     }
+}
+
+/// What to do when a new message does not fit in `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// Delete the oldest segment (its messages are counted as dropped).
+    #[default]
+    DropOldest,
+    /// Refuse the new message (counted as dropped).
+    RejectNew,
 }
 
 /// `[outbox]`: every upstream message waits on disk until the broker

@@ -14,7 +14,8 @@
 pub mod record;
 mod store;
 
-pub use store::{Appended, Damage, FullPolicy, Outbox, OutboxError, OutboxSettings, Recovery};
+pub use gateway_core::config::FullPolicy;
+pub use store::{Appended, Damage, Outbox, OutboxError, OutboxSettings, Recovery};
 
 #[cfg(test)]
 mod tests;

@@ -8,8 +8,9 @@
 
 use std::time::Instant;
 
-use gateway_core::outbox::{FullPolicy, Outbox, OutboxSettings};
+use gateway_core::config::FullPolicy;
 use gateway_core::OutboundMessage;
+use sinks::outbox::{Outbox, OutboxSettings};
 
 fn message(i: usize) -> OutboundMessage {
     // The size of a real aggregate: one device, three metrics.

@@ -2,7 +2,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
-use crate::component::OutboundMessage;
+use gateway_core::OutboundMessage;
 
 fn msg(i: u64) -> OutboundMessage {
     OutboundMessage {

@@ -11,9 +11,9 @@
 //! is recognised and skipped, and the reader can find the next intact
 //! record after damage.
 
-use crate::component::OutboundMessage;
+use gateway_core::OutboundMessage;
 
-use crate::state_file::frame::{self, Frame};
+use gateway_core::state_file::frame::{self, Frame};
 
 /// 4 bytes length + 4 bytes CRC.
 pub const HEADER: usize = frame::HEADER;

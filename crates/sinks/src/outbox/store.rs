@@ -21,18 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::record::{self, Decoded, Record};
-use crate::component::OutboundMessage;
-
-/// What to do when a new message does not fit in `max_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FullPolicy {
-    /// Delete the oldest segment (its messages are counted as dropped).
-    #[default]
-    DropOldest,
-    /// Refuse the new message (counted as dropped).
-    RejectNew,
-}
+use gateway_core::config::FullPolicy;
+use gateway_core::OutboundMessage;
 
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
@@ -65,7 +55,7 @@ pub enum OutboxError {
 impl OutboxError {
     /// The disk (or its quota) is full.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Self::Io { source, .. } if crate::state_file::is_disk_full(source))
+        matches!(self, Self::Io { source, .. } if gateway_core::state_file::is_disk_full(source))
     }
 }
 
@@ -246,7 +236,7 @@ impl Outbox {
                 Decoded::Damaged => {
                     // Resynchronise on the next record whose frame and
                     // checksum hold; a random match is a 1-in-4-billion event.
-                    let next = crate::state_file::frame::resync(&buf, at, |b| {
+                    let next = gateway_core::state_file::frame::resync(&buf, at, |b| {
                         matches!(record::decode(b), Decoded::Record(..))
                     });
                     recovery.damage.push(Damage {

@@ -1,7 +1,8 @@
 //! Building a rumqttc connection (address, credentials, TLS) from config.
 //!
-//! Shared by the ingress adapter and the upstream forwarder so both brokers
-//! are reached the same way. TLS is configured here rather than with
+//! Shared by the ingress adapter, the upstream output and rule actions, so
+//! every broker is reached the same way from the one validated
+//! `BrokerConnection`. TLS is configured here rather than with
 //! rumqttc's `TlsConfiguration::default()`, which panics when the system's
 //! certificates cannot be loaded.
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_core::config::{BrokerScheme, BrokerUrl};
+use gateway_core::config::{BrokerScheme, BrokerSection, BrokerUrl};
 use rumqttc::{LastWill, MqttOptions, Transport};
 
 /// Everything needed to open one MQTT connection.
@@ -48,11 +49,30 @@ pub enum SetupError {
     NoRoots,
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("outbox: {0}")]
-    Outbox(String),
 }
 
 impl ConnectionSettings {
+    /// A clean-session connection for `section`, as `default_client_id`
+    /// when the section names none.
+    pub fn for_section(section: &BrokerSection, default_client_id: String) -> Self {
+        Self {
+            url: section.url.clone(),
+            client_id: if section.client_id.is_empty() {
+                default_client_id
+            } else {
+                section.client_id.clone()
+            },
+            username: section.username.clone(),
+            password_env: section.password_env.clone(),
+            ca_file: section.ca_file.clone(),
+            client_cert: section.client_cert.clone(),
+            client_key: section.client_key.clone(),
+            keep_alive: section.keep_alive,
+            max_packet_bytes: 1024 * 1024,
+            persistent_session: false,
+        }
+    }
+
     /// rumqttc options for this connection with an optional Last Will.
     ///
     /// # Errors

@@ -1,0 +1,34 @@
+//! Outputs: where the pipeline's aggregates and alerts go, one folder each,
+//! beside the durable outbox they share.
+//!
+//! - `outbox`: the append-only, length- and CRC-framed log an output keeps
+//!   its undelivered messages in;
+//! - `spool`: the storage policy around it (store, hold in memory while
+//!   the disk refuses, make room when full, expire, report);
+//! - `mqtt_upstream`: the cloud MQTT broker (`[upstream]`, `[outbox]`).
+//!
+//! An output is a task fed through an [`OutputLink`]; one with its own
+//! durable outbox opens a `Spool` of its own in its own directory and
+//! answers flush requests once what it was handed is on disk, so the
+//! gateway's checkpoint never runs ahead of it. See `docs/architecture.md`,
+//! "Adding an output".
+
+pub mod mqtt_upstream;
+pub mod outbox;
+pub mod spool;
+
+use gateway_core::OutboundMessage;
+use tokio::sync::{mpsc, oneshot};
+
+/// What an output receives from the pipeline.
+#[derive(Debug)]
+pub struct OutputLink {
+    /// Messages in order; closed at shutdown, after which the output
+    /// delivers what it can within its drain time and stops.
+    pub messages: mpsc::Receiver<OutboundMessage>,
+    /// Alerts, to overtake `messages` (none for an output without them).
+    pub urgent: Option<mpsc::Receiver<OutboundMessage>>,
+    /// Before a checkpoint: answer `true` once everything sent on
+    /// `messages` and `urgent` before the request is stored durably.
+    pub flush: Option<mpsc::Receiver<oneshot::Sender<bool>>>,
+}

@@ -1,0 +1,322 @@
+//! An output's storage policy around its outbox: store, hold in memory
+//! while the disk refuses, make room when it is full, expire, and report.
+//!
+//! Every output with a durable outbox keeps one; the MQTT upstream's keeps
+//! the unlabelled `edge_gateway_outbox_*` series it always had, others
+//! label theirs with `output`.
+
+use std::collections::VecDeque;
+use std::path::Path;
+
+use gateway_core::config::FullPolicy;
+use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
+use gateway_core::{OutboundMessage, Telemetry, Timestamp};
+use tracing::{debug, error, info, warn};
+
+use crate::outbox::{Appended, Outbox, OutboxError, OutboxSettings};
+
+/// Outbox messages dropped, by `reason`.
+pub const OUTBOX_DROPPED: &str = "edge_gateway_outbox_dropped_messages_total";
+/// Messages waiting in the outbox (and in memory while the disk refuses).
+pub const OUTBOX_MESSAGES: &str = "edge_gateway_outbox_messages";
+/// Bytes the outbox holds.
+pub const OUTBOX_BYTES: &str = "edge_gateway_outbox_bytes";
+/// Age of the oldest waiting message.
+pub const OUTBOX_OLDEST_AGE: &str = "edge_gateway_outbox_oldest_age_seconds";
+/// Outbox reads and writes that failed.
+pub const OUTBOX_STORAGE_ERRORS: &str = "edge_gateway_outbox_storage_errors_total";
+
+struct Metrics {
+    evicted: Counter,
+    rejected: Counter,
+    overflow: Counter,
+    expired: Counter,
+    unstored: Counter,
+    storage_errors: Counter,
+    waiting: Gauge,
+    bytes: Gauge,
+    oldest_age: Gauge,
+}
+
+impl Metrics {
+    fn new(t: &Telemetry, labels: &[(&str, &str)]) -> Self {
+        let dropped = |reason| {
+            let mut l = labels.to_vec();
+            l.push(("reason", reason));
+            t.counter(OUTBOX_DROPPED, &l)
+        };
+        Self {
+            evicted: dropped("full_drop_oldest"),
+            rejected: dropped("full_reject_new"),
+            overflow: dropped("memory_overflow"),
+            expired: dropped("expired"),
+            unstored: dropped("unstored_at_exit"),
+            storage_errors: t.counter(OUTBOX_STORAGE_ERRORS, labels),
+            waiting: t.gauge(OUTBOX_MESSAGES, labels),
+            bytes: t.gauge(OUTBOX_BYTES, labels),
+            oldest_age: t.gauge(OUTBOX_OLDEST_AGE, labels),
+        }
+    }
+}
+
+/// How a spool stores.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    pub outbox: OutboxSettings,
+    /// Messages held in memory while the outbox cannot take them.
+    pub max_queued: usize,
+}
+
+pub struct Spool {
+    outbox: Outbox,
+    /// What the disk refused, oldest first, retried every housekeeping tick.
+    held: VecDeque<OutboundMessage>,
+    settings: SpoolSettings,
+    m: Metrics,
+    log: LogThrottle,
+}
+
+impl Spool {
+    /// Opens the outbox in `dir` (`None`: memory only), degrading to memory
+    /// when the directory is unusable, so the output still runs.
+    ///
+    /// # Errors
+    /// Only an outbox locked by another process: two gateways on one state
+    /// directory would send each other's messages.
+    pub fn open(
+        dir: Option<&Path>,
+        settings: SpoolSettings,
+        telemetry: &Telemetry,
+        labels: &[(&str, &str)],
+    ) -> Result<Self, OutboxError> {
+        let m = Metrics::new(telemetry, labels);
+        let outbox = match dir {
+            None => Outbox::in_memory(settings.outbox.clone()),
+            Some(dir) => match Outbox::open(dir, settings.outbox.clone()) {
+                Ok((outbox, recovery)) => {
+                    for d in &recovery.damage {
+                        m.storage_errors.inc();
+                        warn!(segment = %d.segment.display(), offset = d.offset, bytes = d.bytes, "Outbox: skipped damaged bytes (torn write or corruption); the intact messages around them are kept.");
+                    }
+                    info!(dir = %dir.display(), messages = recovery.messages, bytes = outbox.bytes(), "Outbox opened.");
+                    outbox
+                }
+                Err(e @ OutboxError::Locked(_)) => return Err(e),
+                Err(e) => {
+                    m.storage_errors.inc();
+                    error!(error = %e, "Outbox directory unusable: keeping messages in memory only; a restart will lose them.");
+                    Outbox::in_memory(settings.outbox.clone())
+                }
+            },
+        };
+        Ok(Self {
+            outbox,
+            held: VecDeque::new(),
+            settings,
+            m,
+            log: LogThrottle::default(),
+        })
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Messages waiting: stored and held.
+    pub fn waiting(&self) -> usize {
+        self.outbox.len() + self.held.len()
+    }
+
+    /// Everything handed over so far is on disk.
+    pub fn is_durable(&self) -> bool {
+        self.held.is_empty() && self.outbox.is_durable()
+    }
+
+    /// Reads one stored message; a failure is counted.
+    ///
+    /// # Errors
+    /// The outbox could not read it.
+    pub fn read(&self, seq: u64) -> Result<Option<OutboundMessage>, OutboxError> {
+        self.outbox
+            .read(seq)
+            .inspect_err(|_| self.m.storage_errors.inc())
+    }
+
+    /// Records a delivery; a failure only means it may be sent again.
+    pub fn ack(&mut self, seq: u64) {
+        if let Err(e) = self.outbox.ack(seq) {
+            self.m.storage_errors.inc();
+            warn!(error = %e, "Outbox: cannot record a delivery; the message may be sent again.");
+        }
+    }
+
+    /// Puts a batch (after anything held) into the outbox. When the disk
+    /// refuses, the messages are held in memory, bounded by `max_queued`.
+    ///
+    /// Returns the sequence numbers of `batch` itself when it went in whole
+    /// and in one append (the common case), for urgent messages to be sent
+    /// first; otherwise none, and they go in order with the rest.
+    pub fn store(&mut self, batch: Vec<OutboundMessage>) -> Vec<u64> {
+        let n = batch.len();
+        let was_held = self.held.len();
+        self.held.extend(batch);
+        let pending: Vec<OutboundMessage> = self.held.drain(..).collect();
+        match self
+            .outbox
+            .append(pending.clone(), Timestamp::now().as_millis())
+        {
+            Ok(a) => {
+                self.appended(&a);
+                if a.seqs.len() == was_held + n {
+                    return a.seqs[was_held..].to_vec();
+                }
+            }
+            Err(e) if e.is_disk_full() => self.store_on_full_disk(pending),
+            Err(e) => self.hold(pending, &e),
+        }
+        Vec::new()
+    }
+
+    /// Once a second: retries what is held, expires old messages every
+    /// tenth tick, and updates the gauges.
+    pub fn housekeeping(&mut self, tick: u64) {
+        if !self.held.is_empty() {
+            self.store(Vec::new());
+        }
+        let now_ms = Timestamp::now().as_millis();
+        if tick.is_multiple_of(10) {
+            match self.outbox.expire(now_ms) {
+                Ok(n) => self.m.expired.add(n),
+                Err(e) => {
+                    self.m.storage_errors.inc();
+                    warn!(error = %e, "Outbox: cannot expire old messages.");
+                }
+            }
+        }
+        self.m.bytes.set(self.outbox.bytes() as f64);
+        self.m.oldest_age.set(
+            self.outbox
+                .oldest_created_ms()
+                .map_or(0.0, |c| (now_ms - c).max(0) as f64 / 1000.0),
+        );
+        self.update_waiting();
+    }
+
+    pub fn update_waiting(&self) {
+        self.m.waiting.set(self.waiting() as f64);
+    }
+
+    /// At exit: a last try to store what is held; what the disk still
+    /// refuses is lost, counted and logged.
+    pub fn close(&mut self) {
+        if !self.held.is_empty() {
+            self.store(Vec::new());
+        }
+        let unstored = self.held.len()
+            + if self.outbox.is_durable() {
+                0
+            } else {
+                self.outbox.len()
+            };
+        if unstored > 0 {
+            self.m.unstored.add(unstored as u64);
+            error!(lost = unstored, "Stopping with messages the disk would not take: they are lost (counted as dropped, reason unstored_at_exit).");
+        }
+        info!(
+            left = self.outbox.len(),
+            durable = self.outbox.is_durable(),
+            "Stopping; undelivered messages stay in the outbox for the next start."
+        );
+    }
+
+    /// The disk filled before `max_bytes` did: store message by message, and
+    /// with `drop_oldest` free room the way a full budget would.
+    fn store_on_full_disk(&mut self, pending: Vec<OutboundMessage>) {
+        let now_ms = Timestamp::now().as_millis();
+        let mut freed = 0u64;
+        let mut left = pending.into_iter();
+        let mut failed = None;
+        'messages: for msg in left.by_ref() {
+            loop {
+                match self.outbox.append(vec![msg.clone()], now_ms) {
+                    Ok(a) => {
+                        self.appended(&a);
+                        continue 'messages;
+                    }
+                    Err(e)
+                        if e.is_disk_full()
+                            && self.settings.outbox.policy == FullPolicy::DropOldest =>
+                    {
+                        match self.outbox.make_room() {
+                            Ok(n) if n > 0 => {
+                                freed += n;
+                                self.m.evicted.add(n);
+                            }
+                            _ => {
+                                failed = Some((e, msg));
+                                break 'messages;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some((e, msg));
+                        break 'messages;
+                    }
+                }
+            }
+        }
+        if freed > 0 {
+            if let Some(suppressed) = self.log.allow("disk_full_evict") {
+                warn!(
+                    evicted_oldest = freed,
+                    suppressed, "Disk full: dropped the oldest outbox messages to make room."
+                );
+            }
+        }
+        if let Some((e, msg)) = failed {
+            let mut rest = vec![msg];
+            rest.extend(left);
+            self.hold(rest, &e);
+        }
+    }
+
+    fn appended(&self, a: &Appended) {
+        debug!(
+            stored = a.seqs.len(),
+            last_seq = self.outbox.last_seq(),
+            evicted = a.evicted,
+            rejected = a.rejected,
+            "Stored in the outbox."
+        );
+        self.m.evicted.add(a.evicted);
+        self.m.rejected.add(a.rejected);
+        if a.evicted + a.rejected > 0 {
+            if let Some(suppressed) = self.log.allow("full") {
+                warn!(
+                    evicted_oldest = a.evicted,
+                    rejected_new = a.rejected,
+                    max_bytes = self.settings.outbox.max_bytes,
+                    suppressed,
+                    "Outbox full: dropped messages by policy."
+                );
+            }
+        }
+    }
+
+    /// Keeps what the disk refused in memory, bounded by `max_queued`; the
+    /// policy says which end gives.
+    fn hold(&mut self, pending: Vec<OutboundMessage>, e: &OutboxError) {
+        self.m.storage_errors.inc();
+        if let Some(suppressed) = self.log.allow("storage") {
+            error!(error = %e, disk_full = e.is_disk_full(), waiting = pending.len(), suppressed, "Outbox: cannot write; holding messages in memory and retrying.");
+        }
+        self.held.extend(pending);
+        while self.held.len() > self.settings.max_queued {
+            match self.settings.outbox.policy {
+                FullPolicy::DropOldest => self.held.pop_front(),
+                FullPolicy::RejectNew => self.held.pop_back(),
+            };
+            self.m.overflow.inc();
+        }
+    }
+}
