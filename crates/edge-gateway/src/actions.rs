@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use anomaly::{Alert, AlertState};
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+use gateway_core::backoff::Backoff;
 use gateway_core::config::ActionConfig;
 use gateway_core::telemetry::Counter;
+use gateway_core::telemetry::LogThrottle;
 use gateway_core::Telemetry;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use mqtt_connect::{ConnectionSettings, SetupError};
+use rumqttc::{AsyncClient, Event, QoS};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -41,6 +44,8 @@ pub struct ActionJob {
 enum ActionError {
     #[error("MQTT publish: {0}")]
     Mqtt(#[from] rumqttc::ClientError),
+    #[error("MQTT broker: {0}")]
+    Setup(#[from] SetupError),
     #[error("CoAP: {0}")]
     Io(#[from] std::io::Error),
     #[error("CoAP: bad URI {0}")]
@@ -125,22 +130,32 @@ impl Runner {
         topic: &str,
         payload: String,
     ) -> Result<String, ActionError> {
-        let broker = action.broker.to_string();
+        let broker = action.broker.url.to_string();
         let client = match self.clients.get(&broker) {
             Some((c, _)) => c.clone(),
             None => {
-                let id = format!("edge-gateway-{}-actions", self.gateway_id);
-                let mut opts = MqttOptions::new(id, &action.broker.host, action.broker.port);
-                opts.set_keep_alive(Duration::from_secs(30));
-                let (client, mut events) = AsyncClient::new(opts, 64);
+                let settings = ConnectionSettings::for_section(
+                    &action.broker,
+                    format!("edge-gateway-{}-actions", self.gateway_id),
+                );
+                let (client, mut events) = AsyncClient::new(settings.mqtt_options(None)?, 64);
                 let label = broker.clone();
-                // Poll all the time (rumqttc sends nothing otherwise), with
-                // a pause after an error since poll() itself never backs off.
+                let mut backoff =
+                    Backoff::new(Duration::from_millis(200), action.broker.max_backoff);
+                // Poll all the time (rumqttc sends nothing otherwise), backing
+                // off after an error since poll() itself never does.
                 let task = tokio::spawn(async move {
+                    let log = LogThrottle::default();
                     loop {
-                        if let Err(e) = events.poll().await {
-                            warn!(broker = %label, error = %e, "Action broker connection failed; retrying.");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        match events.poll().await {
+                            Ok(Event::Incoming(rumqttc::Packet::ConnAck(_))) => backoff.reset(),
+                            Ok(_) => {}
+                            Err(e) => {
+                                if let Some(suppressed) = log.allow("connect") {
+                                    warn!(broker = %label, error = %e, suppressed, "Action broker connection failed; retrying.");
+                                }
+                                tokio::time::sleep(backoff.next_delay()).await;
+                            }
                         }
                     }
                 });

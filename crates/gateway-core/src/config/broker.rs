@@ -1,13 +1,130 @@
 //! The connection fields every broker section shares (`[upstream]`, an
-//! `[[adapter]]` of type `mqtt`), validated in one place: they had drifted
-//! (the adapter never checked that its TLS files were readable, nor that a
-//! client certificate came with its key).
+//! `[[adapter]]` of type `mqtt`, a rule action's `broker`), validated in
+//! one place: they had drifted (the adapter never checked that its TLS
+//! files were readable, nor that a client certificate came with its key).
+//!
+//! `[upstream]` and the MQTT adapter keep these keys flat among their own
+//! (serde cannot deny unknown keys through a flattened struct, and the
+//! config must name every misspelt key), so they lend them to
+//! [`BrokerConnection`]; a rule action's `broker` is a [`BrokerSection`],
+//! a URL or a table of the same keys.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
 use super::load::Problems;
-use super::values::{BrokerScheme, BrokerUrl};
+use super::values::{duration, BrokerScheme, BrokerUrl};
+
+/// A broker to connect to: `broker = "mqtt://host:1883"`, or a table with
+/// `url` and the same credentials, TLS and timing keys as `[upstream]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerSection {
+    pub url: BrokerUrl,
+    /// MQTT client id; empty lets the user of the section choose one.
+    pub client_id: String,
+    pub username: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: String,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub keep_alive: Duration,
+    /// Cap of the exponential reconnect backoff.
+    pub max_backoff: Duration,
+}
+
+impl BrokerSection {
+    /// A plain connection to `url`, with the defaults of `[upstream]`.
+    pub fn from_url(url: BrokerUrl) -> Self {
+        Self {
+            url,
+            client_id: String::new(),
+            username: String::new(),
+            password_env: String::new(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            keep_alive: thirty_seconds(),
+            max_backoff: thirty_seconds(),
+        }
+    }
+
+    /// Its fields, for the shared validation.
+    pub fn connection(&self) -> BrokerConnection<'_> {
+        BrokerConnection {
+            url: &self.url,
+            password_env: &self.password_env,
+            ca_file: self.ca_file.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+            client_key: self.client_key.as_deref(),
+            keep_alive: self.keep_alive,
+            max_backoff: self.max_backoff,
+        }
+    }
+}
+
+/// The table form, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSection {
+    url: BrokerUrl,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password_env: String,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    #[serde(default)]
+    client_key: Option<PathBuf>,
+    #[serde(default = "thirty_seconds", with = "duration")]
+    keep_alive: Duration,
+    #[serde(default = "thirty_seconds", with = "duration")]
+    max_backoff: Duration,
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl<'de> Deserialize<'de> for BrokerSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SectionVisitor;
+        impl<'de> Visitor<'de> for SectionVisitor {
+            type Value = BrokerSection;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a broker URL (\"mqtt://host:1883\") or a table with url")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BrokerSection, E> {
+                BrokerUrl::parse(v)
+                    .map(BrokerSection::from_url)
+                    .map_err(E::custom)
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<BrokerSection, M::Error> {
+                let raw = RawSection::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(BrokerSection {
+                    url: raw.url,
+                    client_id: raw.client_id,
+                    username: raw.username,
+                    password_env: raw.password_env,
+                    ca_file: raw.ca_file,
+                    client_cert: raw.client_cert,
+                    client_key: raw.client_key,
+                    keep_alive: raw.keep_alive,
+                    max_backoff: raw.max_backoff,
+                })
+            }
+        }
+        d.deserialize_any(SectionVisitor)
+    }
+}
 
 /// A section's connection fields, borrowed for validation.
 #[derive(Debug, Clone, Copy)]
@@ -130,5 +247,76 @@ mod tests {
         assert!(got[0].starts_with("upstream.ca_file: cannot read \"/nonexistent/ca.pem\""));
         let ok = BrokerConnection { ca_file: None, ..c };
         assert!(problems(&ok, &[]).is_empty());
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Holder {
+        broker: BrokerSection,
+    }
+
+    fn section(text: &str) -> Result<BrokerSection, String> {
+        toml::from_str::<Holder>(text)
+            .map(|h| h.broker)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_broker_is_a_url_or_a_table_of_the_upstream_keys() {
+        let plain = section(r#"broker = "mqtt://10.0.0.2:1884""#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plain, BrokerSection::from_url(url("mqtt://10.0.0.2:1884")));
+
+        let full = section(
+            r#"
+[broker]
+url = "mqtts://hvac:8883"
+username = "gw"
+password_env = "HVAC_PW"
+ca_file = "/ca.pem"
+client_id = "gw-act"
+keep_alive = "10s"
+max_backoff = "5s"
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(full.url, url("mqtts://hvac:8883"));
+        assert_eq!(full.username, "gw");
+        assert_eq!(full.password_env, "HVAC_PW");
+        assert_eq!(full.ca_file.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(full.client_id, "gw-act");
+        assert_eq!(full.keep_alive, Duration::from_secs(10));
+        assert_eq!(full.max_backoff, Duration::from_secs(5));
+
+        let err = section(r#"broker = { url = "mqtt://h", pasword_env = "X" }"#)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("pasword_env"), "{err}");
+        assert!(section(r#"broker = "http://h""#).is_err());
+        assert!(
+            section(r#"broker = { username = "gw" }"#).is_err(),
+            "url is required"
+        );
+    }
+
+    #[test]
+    fn a_table_broker_is_validated_like_upstream() {
+        let s = section(
+            r#"broker = { url = "mqtt://h", password_env = "ACTION_PW", ca_file = "/ca.pem" }"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut p = Problems::default();
+        s.connection()
+            .validate("rule[0].action.broker", &|_| false, &mut p);
+        let got: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("rule[0].action.broker.password_env:")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|g| g
+                    .starts_with("rule[0].action.broker.ca_file: only used with an mqtts:// url")),
+            "{got:?}"
+        );
     }
 }

@@ -22,7 +22,7 @@ pub mod values;
 use std::collections::HashMap;
 use std::fmt;
 
-pub use broker::BrokerConnection;
+pub use broker::{BrokerConnection, BrokerSection};
 pub use layers::{Layers, Origin};
 pub use load::{Problem, Problems};
 pub use metrics::MetricsConfig;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::broker::BrokerSection;
 use super::load::Problems;
 use super::values::{duration, BrokerUrl};
 use crate::model::{DeviceId, MetricName};
@@ -117,9 +118,10 @@ pub struct ActionConfig {
     /// MQTT topic to publish to on `broker`.
     #[serde(default)]
     pub publish: Option<String>,
-    /// The local broker of `publish`.
+    /// The local broker of `publish`: a URL, or a table with `url` and the
+    /// credentials, TLS and backoff keys of `[upstream]`.
     #[serde(default = "default_action_broker")]
-    pub broker: BrokerUrl,
+    pub broker: BrokerSection,
     /// `coap://host:port/path` to PUT to.
     #[serde(default)]
     pub coap_put: Option<String>,
@@ -133,12 +135,12 @@ pub struct ActionConfig {
     pub cooldown: Duration,
 }
 
-fn default_action_broker() -> BrokerUrl {
-    BrokerUrl {
+fn default_action_broker() -> BrokerSection {
+    BrokerSection::from_url(BrokerUrl {
         scheme: super::values::BrokerScheme::Mqtt,
         host: "127.0.0.1".into(),
         port: 1883,
-    }
+    })
 }
 
 fn default_action_cooldown() -> Duration {
@@ -350,6 +352,13 @@ impl RuleConfig {
                         format!("expected coap://host[:port]/path, got \"{u}\""),
                     ),
                 },
+            }
+            if a.publish.is_some() {
+                a.broker.connection().validate(
+                    &format!("{path}.action.broker"),
+                    &super::broker::env_is_set,
+                    problems,
+                );
             }
         }
     }

@@ -6,10 +6,10 @@
 
 use std::fmt::Write;
 
+use super::sections::FullPolicy;
 use super::sections::{AggregationConfig, GatewayConfig, LogConfig, OutboxConfig, UpstreamConfig};
 use super::values::byte_size;
 use super::values::duration::render as dur;
-use crate::outbox::FullPolicy;
 
 fn q(s: &str) -> String {
     // TOML basic strings share JSON's escaping for everything a path or id holds.
@@ -188,6 +188,10 @@ pub fn rule_section() -> String {
 #             device and metric before this long (default "{cooldown}")
 #   action    optional local action, run when the alert is raised:
 #             {{ publish = "topic", payload = "...", broker = "mqtt://127.0.0.1:1883" }}
+#             (broker may be a table: {{ url = "mqtts://...", username = "...",
+#             password_env = "...", ca_file = "...", client_cert = "...",
+#             client_key = "...", client_id = "...", keep_alive = "30s",
+#             max_backoff = "30s" }}, the keys of [upstream])
 #             or {{ coap_put = "coap://host/path", payload = "..." }}; add
 #             clear_payload = "..." to act on the clear too, and
 #             cooldown = "1m" (the default) to bound how often it runs.
