@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anomaly::multivariate::Fitted;
 use anomaly::{Alert, AlertState, Engine, EngineState};
 use gateway_core::config::{DeviceConfig, RuleConfig};
-use gateway_core::state_file::{quarantine, read_if_exists, replace_atomically};
+use gateway_core::state_file::{quarantine, read_if_exists, replace_atomically, FileError};
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{DeviceState, OutboundMessage, Reading, StatusChange, Telemetry, Timestamp};
 use tokio::sync::{mpsc, oneshot};
@@ -27,13 +27,8 @@ const TICK_MS: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     #[error("{path} is damaged: {source}")]
     Damaged {
         path: PathBuf,
@@ -63,11 +58,11 @@ impl AlertStore {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(None),
             Err(source) => {
-                return Err(StoreError::Io {
+                return Err(StoreError::Io(FileError {
                     action: "reading",
                     path: self.path.clone(),
                     source,
-                })
+                }))
             }
         };
         serde_json::from_slice(&bytes)
@@ -87,10 +82,12 @@ impl AlertStore {
             path: self.path.clone(),
             source,
         })?;
-        replace_atomically(&self.path, &bytes).map_err(|f| StoreError::Io {
-            action: f.action,
-            path: f.path,
-            source: f.source,
+        replace_atomically(&self.path, &bytes).map_err(|f| {
+            StoreError::Io(FileError {
+                action: f.action,
+                path: f.path,
+                source: f.source,
+            })
         })
     }
 

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use gateway_core::state_file::{quarantine, read_if_exists, replace_atomically};
+use gateway_core::state_file::{quarantine, read_if_exists, replace_atomically, FileError};
 use serde::{Deserialize, Serialize};
 
 /// The file name inside `state_dir`.
@@ -25,13 +25,8 @@ pub const FILE_NAME: &str = "lorawan-fcnt.json";
 /// Why the counters could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     #[error("{path} is damaged ({reason}); it was moved aside")]
     Damaged { path: PathBuf, reason: String },
 }
@@ -71,11 +66,11 @@ impl FcntStore {
             Ok(Some(b)) => b,
             Ok(None) => return (store, None),
             Err(source) => {
-                let err = StoreError::Io {
+                let err = StoreError::Io(FileError {
                     action: "reading",
                     path,
                     source,
-                };
+                });
                 return (store, Some(err));
             }
         };
@@ -146,10 +141,12 @@ impl FcntStore {
             last_fcnt: self.last.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        replace_atomically(path, &bytes).map_err(|f| StoreError::Io {
-            action: f.action,
-            path: f.path,
-            source: f.source,
+        replace_atomically(path, &bytes).map_err(|f| {
+            StoreError::Io(FileError {
+                action: f.action,
+                path: f.path,
+                source: f.source,
+            })
         })
     }
 }

@@ -21,7 +21,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use aggregator::{OpenSeries, Snapshot, StatsState};
-use gateway_core::state_file::{quarantine, read_if_exists, stage, WriteFailure};
+use gateway_core::state_file::{quarantine, read_if_exists, stage, FileError};
 use gateway_core::{DeviceId, MetricName};
 
 use super::binary::{put_text, Reader};
@@ -41,13 +41,8 @@ pub struct Saved {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     #[error("{path} is damaged ({why})")]
     Damaged { path: PathBuf, why: &'static str },
     #[error("the outbox has not stored the closed windows yet")]
@@ -64,16 +59,6 @@ pub enum CheckpointError {
 pub struct Checkpoint {
     path: PathBuf,
     previous: PathBuf,
-}
-
-impl From<WriteFailure> for CheckpointError {
-    fn from(f: WriteFailure) -> Self {
-        Self::Io {
-            action: f.action,
-            path: f.path,
-            source: f.source,
-        }
-    }
 }
 
 /// A checkpoint written to its temporary file, not yet in place.
@@ -164,11 +149,11 @@ fn load_file(path: &Path) -> Result<Option<Saved>, CheckpointError> {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(None),
         Err(source) => {
-            return Err(CheckpointError::Io {
+            return Err(CheckpointError::Io(FileError {
                 action: "reading",
                 path: path.to_path_buf(),
                 source,
-            })
+            }))
         }
     };
     decode(&bytes)

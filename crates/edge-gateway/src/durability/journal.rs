@@ -29,7 +29,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gateway_core::state_file::{self, frame, frame::Frame};
+use gateway_core::state_file::{frame, frame::Frame, FileError};
 use gateway_core::{DeliveryKey, DeviceId, MetricName, Reading, Receipt, TimeSource, Timestamp};
 use tracing::{info, warn};
 
@@ -41,19 +41,14 @@ pub const MAX_BATCH: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
 }
 
 impl JournalError {
     pub fn is_disk_full(&self) -> bool {
-        let JournalError::Io { source, .. } = self;
-        state_file::is_disk_full(source)
+        let JournalError::Io(f) = self;
+        f.is_disk_full()
     }
 }
 
@@ -106,12 +101,8 @@ fn epoch_of(name: &str) -> Option<u64> {
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JournalError {
-    let path = path.to_path_buf();
-    move |source| JournalError::Io {
-        action,
-        path,
-        source,
-    }
+    let at = FileError::at(action, path);
+    move |source| JournalError::Io(at(source))
 }
 
 /// The journal epochs in `dir`, oldest first.

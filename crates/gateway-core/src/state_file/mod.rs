@@ -17,21 +17,40 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Which step failed, on which file.
+/// Which step failed, on which file: the one I/O error of every state
+/// file (journal, checkpoint, outbox, alert and counter stores), so "is the
+/// disk full?" has one answer.
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {path}: {source}")]
-pub struct WriteFailure {
+pub struct FileError {
     pub action: &'static str,
     pub path: PathBuf,
     #[source]
     pub source: std::io::Error,
 }
 
+impl FileError {
+    /// A `map_err` for `action` ("reading", "syncing", …) on `path`.
+    pub fn at(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| Self {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// The disk (or the user's quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        is_disk_full(&self.source)
+    }
+}
+
 /// Replaces `path` with `bytes`.
 ///
 /// # Errors
 /// A create, write, fsync or rename that failed; the previous file stays.
-pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteFailure> {
+pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     replace_atomically_with(path, |f| f.write_all(bytes))
 }
 
@@ -43,7 +62,7 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteFailure>
 pub fn replace_atomically_with(
     path: &Path,
     write: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<(), WriteFailure> {
+) -> Result<(), FileError> {
     stage(path, write)?.commit()
 }
 
@@ -56,13 +75,8 @@ pub struct Staged {
     file: File,
 }
 
-fn failed(action: &'static str, at: &Path) -> impl FnOnce(std::io::Error) -> WriteFailure {
-    let path = at.to_path_buf();
-    move |source| WriteFailure {
-        action,
-        path,
-        source,
-    }
+fn failed(action: &'static str, at: &Path) -> impl FnOnce(std::io::Error) -> FileError {
+    FileError::at(action, at)
 }
 
 /// Writes the replacement of `path` into a temporary file beside it.
@@ -72,7 +86,7 @@ fn failed(action: &'static str, at: &Path) -> impl FnOnce(std::io::Error) -> Wri
 pub fn stage(
     path: &Path,
     write: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<Staged, WriteFailure> {
+) -> Result<Staged, FileError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -91,7 +105,7 @@ impl Staged {
     ///
     /// # Errors
     /// A sync or the rename failed; the previous file stays.
-    pub fn commit(self) -> Result<(), WriteFailure> {
+    pub fn commit(self) -> Result<(), FileError> {
         self.commit_keeping(None)
     }
 
@@ -102,7 +116,7 @@ impl Staged {
     ///
     /// # Errors
     /// A sync or a rename failed; the previous file stays.
-    pub fn commit_keeping(self, previous: Option<&Path>) -> Result<(), WriteFailure> {
+    pub fn commit_keeping(self, previous: Option<&Path>) -> Result<(), FileError> {
         self.file.sync_all().map_err(failed("syncing", &self.tmp))?;
         drop(self.file);
         if let Some(previous) = previous {

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use super::record::{self, Decoded, Record};
 use gateway_core::config::FullPolicy;
+use gateway_core::state_file::FileError;
 use gateway_core::OutboundMessage;
 
 #[derive(Debug, Clone)]
@@ -41,13 +42,8 @@ impl OutboxSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     #[error("another process holds the outbox lock in {0}")]
     Locked(PathBuf),
 }
@@ -55,16 +51,13 @@ pub enum OutboxError {
 impl OutboxError {
     /// The disk (or its quota) is full.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Self::Io { source, .. } if gateway_core::state_file::is_disk_full(source))
+        matches!(self, Self::Io(f) if f.is_disk_full())
     }
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OutboxError + 'a {
-    move |source| OutboxError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError {
+    let at = FileError::at(action, path);
+    move |source| OutboxError::Io(at(source))
 }
 
 /// A run of bytes recovery could not read.
@@ -395,20 +388,20 @@ impl Outbox {
         if let Err(source) = seg.file.write_all_at(buf, seg.bytes) {
             // Never leave a torn record where the next write would follow it.
             let _ = seg.file.set_len(seg.bytes);
-            return Err(OutboxError::Io {
+            return Err(OutboxError::Io(FileError {
                 action: "writing",
                 path: seg.path.clone(),
                 source,
-            });
+            }));
         }
         if sync {
             if let Err(source) = seg.file.sync_data() {
                 let _ = seg.file.set_len(seg.bytes);
-                return Err(OutboxError::Io {
+                return Err(OutboxError::Io(FileError {
                     action: "syncing",
                     path: seg.path.clone(),
                     source,
-                });
+                }));
             }
         }
         seg.bytes += buf.len() as u64;
