@@ -24,6 +24,8 @@ fi
 # the output. Skipped when arguments pick particular cargo tests.
 if [ "$#" -eq 0 ]; then
   bash scripts/test-firmware.sh
+  # Each protocol alone still builds (cargo check, no tests).
+  bash scripts/check-features.sh
 fi
 
 # Debian's mosquitto package starts a system broker on 1883; tests never use
