@@ -134,7 +134,7 @@ impl Runner {
         let client = match self.clients.get(&broker) {
             Some((c, _)) => c.clone(),
             None => {
-                let settings = ConnectionSettings::for_section(
+                let settings = ConnectionSettings::new(
                     &action.broker,
                     format!("edge-gateway-{}-actions", self.gateway_id),
                 );

@@ -314,5 +314,5 @@ async fn printed_config_without_secrets_is_the_merged_config() {
     assert_eq!(printed, merged);
     assert_eq!(merged.adapters.len(), 2);
     assert_eq!(merged.devices.len(), 1);
-    assert_eq!(merged.upstream.qos.as_u8(), 0);
+    assert_eq!(merged.upstream.forwarding.qos.as_u8(), 0);
 }

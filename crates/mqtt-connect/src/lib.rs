@@ -8,23 +8,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use gateway_core::config::{BrokerScheme, BrokerSection, BrokerUrl};
+use gateway_core::config::{BrokerScheme, BrokerSection};
 use rumqttc::{LastWill, MqttOptions, Transport};
 
 /// Everything needed to open one MQTT connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
-    pub url: BrokerUrl,
-    pub client_id: String,
-    pub username: String,
-    /// Name of the environment variable holding the password.
-    pub password_env: String,
-    pub ca_file: Option<PathBuf>,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    pub keep_alive: Duration,
+    /// The broker, with its client id already chosen.
+    pub broker: BrokerSection,
     /// Largest packet accepted from the broker.
     pub max_packet_bytes: usize,
     /// Ask the broker to keep our subscriptions and queue QoS 1/2 messages
@@ -52,22 +44,15 @@ pub enum SetupError {
 }
 
 impl ConnectionSettings {
-    /// A clean-session connection for `section`, as `default_client_id`
-    /// when the section names none.
-    pub fn for_section(section: &BrokerSection, default_client_id: String) -> Self {
+    /// A clean-session connection to `broker` reading packets up to 1 MiB,
+    /// as `default_client_id` when the section names no client id.
+    pub fn new(broker: &BrokerSection, default_client_id: String) -> Self {
+        let mut broker = broker.clone();
+        if broker.client_id.is_empty() {
+            broker.client_id = default_client_id;
+        }
         Self {
-            url: section.url.clone(),
-            client_id: if section.client_id.is_empty() {
-                default_client_id
-            } else {
-                section.client_id.clone()
-            },
-            username: section.username.clone(),
-            password_env: section.password_env.clone(),
-            ca_file: section.ca_file.clone(),
-            client_cert: section.client_cert.clone(),
-            client_key: section.client_key.clone(),
-            keep_alive: section.keep_alive,
+            broker,
             max_packet_bytes: 1024 * 1024,
             persistent_session: false,
         }
@@ -78,23 +63,24 @@ impl ConnectionSettings {
     /// # Errors
     /// A missing password variable or unreadable TLS material.
     pub fn mqtt_options(&self, last_will: Option<LastWill>) -> Result<MqttOptions, SetupError> {
-        let mut opts = MqttOptions::new(&self.client_id, &self.url.host, self.url.port);
-        opts.set_keep_alive(self.keep_alive);
+        let b = &self.broker;
+        let mut opts = MqttOptions::new(&b.client_id, &b.url.host, b.url.port);
+        opts.set_keep_alive(b.keep_alive);
         opts.set_clean_session(!self.persistent_session);
         opts.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
-        if !self.username.is_empty() {
-            let password = if self.password_env.is_empty() {
+        if !b.username.is_empty() {
+            let password = if b.password_env.is_empty() {
                 String::new()
             } else {
-                std::env::var(&self.password_env)
-                    .map_err(|_| SetupError::MissingPassword(self.password_env.clone()))?
+                std::env::var(&b.password_env)
+                    .map_err(|_| SetupError::MissingPassword(b.password_env.clone()))?
             };
-            opts.set_credentials(&self.username, password);
+            opts.set_credentials(&b.username, password);
         }
         if let Some(will) = last_will {
             opts.set_last_will(will);
         }
-        if self.url.scheme == BrokerScheme::Mqtts {
+        if b.url.scheme == BrokerScheme::Mqtts {
             opts.set_transport(Transport::tls_with_config(
                 rumqttc::TlsConfiguration::Rustls(Arc::new(self.tls_config()?)),
             ));
@@ -103,8 +89,9 @@ impl ConnectionSettings {
     }
 
     fn tls_config(&self) -> Result<rustls::ClientConfig, SetupError> {
+        let b = &self.broker;
         let mut roots = rustls::RootCertStore::empty();
-        match &self.ca_file {
+        match &b.ca_file {
             Some(path) => {
                 for cert in read_certs(path)? {
                     roots.add(cert)?;
@@ -125,7 +112,7 @@ impl ConnectionSettings {
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots);
-        let config = match (&self.client_cert, &self.client_key) {
+        let config = match (&b.client_cert, &b.client_key) {
             (Some(cert), Some(key)) => {
                 builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?
             }

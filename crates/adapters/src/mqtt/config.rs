@@ -1,11 +1,9 @@
 //! `[[adapter]] type = "mqtt"`: readings from a local MQTT broker.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use gateway_core::config::broker::env_is_set;
 use gateway_core::config::values::duration;
-use gateway_core::config::{load, BrokerConnection, BrokerScheme, BrokerUrl, Problems, Qos};
+use gateway_core::config::{broker, load, BrokerSection, Problems, Qos};
 use gateway_core::Adapter;
 use gateway_core::MetricName;
 use serde::Deserialize;
@@ -19,8 +17,6 @@ use crate::registry::{AdapterKind, BuildContext};
 #[serde(deny_unknown_fields)]
 struct Raw {
     name: String,
-    #[serde(default = "default_url")]
-    url: BrokerUrl,
     #[serde(default = "default_topics")]
     topics: Vec<toml::Value>,
     #[serde(default = "default_status_topics")]
@@ -29,22 +25,6 @@ struct Raw {
     columns: Vec<MetricName>,
     #[serde(default)]
     qos: Qos,
-    #[serde(default)]
-    client_id: String,
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password_env: String,
-    #[serde(default)]
-    ca_file: Option<PathBuf>,
-    #[serde(default)]
-    client_cert: Option<PathBuf>,
-    #[serde(default)]
-    client_key: Option<PathBuf>,
-    #[serde(default = "default_keep_alive", with = "duration")]
-    keep_alive: Duration,
-    #[serde(default = "default_max_backoff", with = "duration")]
-    max_backoff: Duration,
     #[serde(default = "default_max_payload")]
     max_payload_bytes: usize,
     #[serde(default = "default_persistent_session")]
@@ -99,13 +79,6 @@ fn format_by_topic(pattern: &str) -> Option<FormatName> {
     None
 }
 
-pub(crate) fn default_url() -> BrokerUrl {
-    BrokerUrl {
-        scheme: BrokerScheme::Mqtt,
-        host: "127.0.0.1".into(),
-        port: 1883,
-    }
-}
 pub(crate) const DEFAULT_TOPICS: [&str; 2] = ["sensors/data/{device}/{metric}", "sensors/{device}"];
 pub(crate) const DEFAULT_STATUS_TOPIC: &str = "sensors/status/{device}";
 fn default_topics() -> Vec<toml::Value> {
@@ -116,12 +89,6 @@ fn default_topics() -> Vec<toml::Value> {
 }
 fn default_status_topics() -> Vec<String> {
     vec![DEFAULT_STATUS_TOPIC.into()]
-}
-pub(crate) fn default_keep_alive() -> Duration {
-    Duration::from_secs(30)
-}
-pub(crate) fn default_max_backoff() -> Duration {
-    Duration::from_secs(30)
 }
 pub(crate) const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
 fn default_max_payload() -> usize {
@@ -155,18 +122,13 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttAdapterConfig {
     pub name: String,
-    pub url: BrokerUrl,
+    /// `url`, credentials, TLS, `keep_alive`, `max_backoff`: written flat in
+    /// the table, as in `[upstream]`. An empty `client_id` means
+    /// `edge-gateway-{gateway.id}-{name}`.
+    pub broker: BrokerSection,
     pub routes: Vec<Route>,
     pub status_topics: Vec<TopicPattern>,
     pub qos: Qos,
-    pub client_id: String,
-    pub username: String,
-    pub password_env: String,
-    pub ca_file: Option<PathBuf>,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    pub keep_alive: Duration,
-    pub max_backoff: Duration,
     pub max_payload_bytes: usize,
     /// See the template: the broker queues QoS 1 readings while we are away.
     pub persistent_session: bool,
@@ -176,7 +138,10 @@ impl AdapterKind for MqttAdapterConfig {
     const KIND: &'static str = "mqtt";
 
     fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
-        let raw: Raw = load::section(table, path, problems)?;
+        let (broker, rest) = broker::split(table);
+        let broker = load::section::<BrokerSection>(broker, path, problems);
+        let raw: Raw = load::section(rest, path, problems)?;
+        let broker = broker?;
         let before = problems.len();
         let mut routes = Vec::new();
         let mut availability = Vec::new();
@@ -290,16 +255,7 @@ impl AdapterKind for MqttAdapterConfig {
             }
         }
         status_topics.extend(availability);
-        BrokerConnection {
-            url: &raw.url,
-            password_env: &raw.password_env,
-            ca_file: raw.ca_file.as_deref(),
-            client_cert: raw.client_cert.as_deref(),
-            client_key: raw.client_key.as_deref(),
-            keep_alive: raw.keep_alive,
-            max_backoff: raw.max_backoff,
-        }
-        .validate(path, &env_is_set, problems);
+        broker.validate(path, &broker::env_is_set, problems);
         if raw.max_payload_bytes < 16 || raw.max_payload_bytes > 16 * 1024 * 1024 {
             problems.push(
                 format!("{path}.max_payload_bytes"),
@@ -311,18 +267,10 @@ impl AdapterKind for MqttAdapterConfig {
         }
         Some(Self {
             name: raw.name,
-            url: raw.url,
+            broker,
             routes,
             status_topics,
             qos: raw.qos,
-            client_id: raw.client_id,
-            username: raw.username,
-            password_env: raw.password_env,
-            ca_file: raw.ca_file,
-            client_cert: raw.client_cert,
-            client_key: raw.client_key,
-            keep_alive: raw.keep_alive,
-            max_backoff: raw.max_backoff,
             max_payload_bytes: raw.max_payload_bytes,
             persistent_session: raw.persistent_session,
         })
@@ -398,12 +346,12 @@ max_payload_bytes = {max_payload}
 # Give every gateway its own client_id on a shared broker.
 persistent_session = true
 "##,
-        url = default_url(),
+        url = BrokerSection::default().url,
         t0 = DEFAULT_TOPICS[0],
         t1 = DEFAULT_TOPICS[1],
         status = DEFAULT_STATUS_TOPIC,
-        keep_alive = d(default_keep_alive()),
-        max_backoff = d(default_max_backoff()),
+        keep_alive = d(BrokerSection::default().keep_alive),
+        max_backoff = d(BrokerSection::default().max_backoff),
         max_payload = DEFAULT_MAX_PAYLOAD,
     )
 }

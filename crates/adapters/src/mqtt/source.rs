@@ -42,24 +42,15 @@ pub struct MqttSource {
 
 impl MqttSource {
     pub fn new(config: MqttAdapterConfig, gateway_id: &str) -> Self {
-        let client_id = if config.client_id.is_empty() {
-            format!("edge-gateway-{gateway_id}-{}", config.name)
-        } else {
-            config.client_id.clone()
-        };
         let connection = ConnectionSettings {
-            url: config.url.clone(),
-            client_id,
-            username: config.username.clone(),
-            password_env: config.password_env.clone(),
-            ca_file: config.ca_file.clone(),
-            client_cert: config.client_cert.clone(),
-            client_key: config.client_key.clone(),
-            keep_alive: config.keep_alive,
             // Room for the MQTT header around the largest payload we accept;
             // anything larger is refused by the client before it is buffered.
             max_packet_bytes: config.max_payload_bytes.saturating_add(1024),
             persistent_session: config.persistent_session,
+            ..ConnectionSettings::new(
+                &config.broker,
+                format!("edge-gateway-{gateway_id}-{}", config.name),
+            )
         };
         Self { config, connection }
     }
@@ -157,7 +148,7 @@ async fn run(
         eventloop,
         events_tx,
         resume_rx,
-        Backoff::new(Duration::from_millis(200), config.max_backoff),
+        Backoff::new(Duration::from_millis(200), config.broker.max_backoff),
         stop_poller.clone(),
         connection.max_packet_bytes,
     ));
@@ -215,7 +206,7 @@ async fn run(
             event = events.recv() => match event {
                 None => break,
                 Some(SourceEvent::Connected { resumed }) => {
-                    info!(adapter = %ctx.name, broker = %config.url, resumed, "Connected to the local broker.");
+                    info!(adapter = %ctx.name, broker = %config.broker.url, resumed, "Connected to the local broker.");
                     connected = true;
                     if !resumed {
                         // Nothing the broker sends from now on is a resend
@@ -296,19 +287,19 @@ async fn run(
                         oversized_resend = Some(bytes);
                         if let Some(suppressed) = throttle.allow("oversized") {
                             if bytes <= MAX_OVERSIZED_PACKET {
-                                warn!(adapter = %ctx.name, broker = %config.url, bytes, max_payload_bytes = config.max_payload_bytes, suppressed, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
+                                warn!(adapter = %ctx.name, broker = %config.broker.url, bytes, max_payload_bytes = config.max_payload_bytes, suppressed, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
                             } else {
-                                error!(adapter = %ctx.name, broker = %config.url, bytes, limit = MAX_OVERSIZED_PACKET, suppressed, "A message too large to read even once blocks this adapter's session: set message_size_limit on the broker below that, or clear the gateway's session there.");
+                                error!(adapter = %ctx.name, broker = %config.broker.url, bytes, limit = MAX_OVERSIZED_PACKET, suppressed, "A message too large to read even once blocks this adapter's session: set message_size_limit on the broker below that, or clear the gateway's session there.");
                             }
                         }
                     }
                     if connected {
                         reconnects.inc();
                         if let Some(suppressed) = throttle.allow("lost") {
-                            warn!(adapter = %ctx.name, broker = %config.url, %error, unacknowledged = unacked.len() + ready.len(), suppressed, "Lost the local broker; reconnecting (it resends what was not acknowledged).");
+                            warn!(adapter = %ctx.name, broker = %config.broker.url, %error, unacknowledged = unacked.len() + ready.len(), suppressed, "Lost the local broker; reconnecting (it resends what was not acknowledged).");
                         }
                     } else if let Some(suppressed) = throttle.allow("connect") {
-                        warn!(adapter = %ctx.name, broker = %config.url, %error, suppressed, "Cannot reach the local broker; retrying.");
+                        warn!(adapter = %ctx.name, broker = %config.broker.url, %error, suppressed, "Cannot reach the local broker; retrying.");
                     }
                     connected = false;
                     subscribed.set(0.0);

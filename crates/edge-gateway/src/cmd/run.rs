@@ -44,7 +44,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn run(cfg: settings::GatewayConfig, path: &Path) -> anyhow::Result<()> {
-    info!(gateway = %cfg.gateway.id, upstream = %cfg.upstream.url, adapters = cfg.adapters.len(), devices = cfg.devices.len(), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
+    info!(gateway = %cfg.gateway.id, upstream = %cfg.upstream.broker.url, adapters = cfg.adapters.len(), devices = cfg.devices.len(), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
     // Before anything starts: a signal that arrived while the adapters
     // were coming up (a test's SIGTERM right after "Subscribed", systemd's
     // reload) took the default action and killed the process outright.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use gateway_core::config::BrokerUrl;
+use gateway_core::config::{BrokerSection, BrokerUrl};
 use mqtt_connect::ConnectionSettings;
 use rumqttc::{AsyncClient, Event, Outgoing, QoS};
 use tokio::net::UdpSocket;
@@ -232,18 +232,10 @@ async fn mqtt(args: &SimulateArgs, mut fleet: Fleet) -> anyhow::Result<u64> {
         1 => QoS::AtLeastOnce,
         q => bail!("--qos must be 0 or 1, got {q}"),
     };
-    let settings = ConnectionSettings {
-        url,
-        client_id: format!("edge-gateway-simulate-{}", std::process::id()),
-        username: String::new(),
-        password_env: String::new(),
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
-        keep_alive: Duration::from_secs(30),
-        max_packet_bytes: 64 * 1024,
-        persistent_session: false,
-    };
+    let settings = ConnectionSettings::new(
+        &BrokerSection::from_url(url),
+        format!("edge-gateway-simulate-{}", std::process::id()),
+    );
     let options = settings.mqtt_options(None).context("--broker")?;
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
     // The event loop does the writing. Our DISCONNECT is reported when it is

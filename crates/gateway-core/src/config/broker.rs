@@ -1,16 +1,17 @@
-//! The connection fields every broker section shares (`[upstream]`, an
-//! `[[adapter]]` of type `mqtt`, a rule action's `broker`), validated in
-//! one place: they had drifted (the adapter never checked that its TLS
-//! files were readable, nor that a client certificate came with its key).
+//! The connection every broker section shares (`[upstream]`, an
+//! `[[adapter]]` of type `mqtt`, a rule action's `broker`): one type, one
+//! set of defaults, one validation. They had drifted (the adapter never
+//! checked that its TLS files were readable, nor that a client certificate
+//! came with its key; actions had no TLS, credentials or backoff).
 //!
-//! `[upstream]` and the MQTT adapter keep these keys flat among their own
-//! (serde cannot deny unknown keys through a flattened struct, and the
-//! config must name every misspelt key), so they lend them to
-//! [`BrokerConnection`]; a rule action's `broker` is a [`BrokerSection`],
-//! a URL or a table of the same keys.
+//! `[upstream]` and the MQTT adapter write these keys flat among their own.
+//! serde cannot deny unknown keys through a flattened struct, and the
+//! config must name every misspelt key, so [`split`] takes the
+//! [`BROKER_KEYS`] out of such a table first and each part is parsed
+//! strictly. A rule action's `broker` is a URL or a table of the same keys.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::{self, MapAccess, Visitor};
@@ -19,26 +20,61 @@ use serde::{Deserialize, Deserializer};
 use super::load::Problems;
 use super::values::{duration, BrokerScheme, BrokerUrl};
 
-/// A broker to connect to: `broker = "mqtt://host:1883"`, or a table with
-/// `url` and the same credentials, TLS and timing keys as `[upstream]`.
-#[derive(Debug, Clone, PartialEq)]
+/// A broker to connect to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BrokerSection {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
     pub url: BrokerUrl,
     /// MQTT client id; empty lets the user of the section choose one.
     pub client_id: String,
+    /// Username for the broker; empty for none.
     pub username: String,
-    /// Name of the environment variable holding the password.
+    /// Name of the environment variable holding the password (never the
+    /// password itself).
     pub password_env: String,
+    /// PEM file of the CA(s) that sign the broker's certificate (mqtts
+    /// only); none uses the system's trusted roots.
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `client_key`).
     pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
     pub client_key: Option<PathBuf>,
+    /// MQTT keep-alive interval.
+    #[serde(with = "duration")]
     pub keep_alive: Duration,
     /// Cap of the exponential reconnect backoff.
+    #[serde(with = "duration")]
     pub max_backoff: Duration,
 }
 
+/// The keys of [`BrokerSection`], as written in a section that keeps them
+/// flat among its own.
+pub const BROKER_KEYS: [&str; 9] = [
+    "url",
+    "client_id",
+    "username",
+    "password_env",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "keep_alive",
+    "max_backoff",
+];
+
+impl Default for BrokerSection {
+    /// The local broker, `mqtt://127.0.0.1:1883`.
+    fn default() -> Self {
+        Self::from_url(BrokerUrl {
+            scheme: BrokerScheme::Mqtt,
+            host: "127.0.0.1".into(),
+            port: 1883,
+        })
+    }
+}
+
 impl BrokerSection {
-    /// A plain connection to `url`, with the defaults of `[upstream]`.
+    /// A plain connection to `url`, with the default timings.
     pub fn from_url(url: BrokerUrl) -> Self {
         Self {
             url,
@@ -48,97 +84,11 @@ impl BrokerSection {
             ca_file: None,
             client_cert: None,
             client_key: None,
-            keep_alive: thirty_seconds(),
-            max_backoff: thirty_seconds(),
+            keep_alive: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
         }
     }
 
-    /// Its fields, for the shared validation.
-    pub fn connection(&self) -> BrokerConnection<'_> {
-        BrokerConnection {
-            url: &self.url,
-            password_env: &self.password_env,
-            ca_file: self.ca_file.as_deref(),
-            client_cert: self.client_cert.as_deref(),
-            client_key: self.client_key.as_deref(),
-            keep_alive: self.keep_alive,
-            max_backoff: self.max_backoff,
-        }
-    }
-}
-
-/// The table form, as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSection {
-    url: BrokerUrl,
-    #[serde(default)]
-    client_id: String,
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password_env: String,
-    #[serde(default)]
-    ca_file: Option<PathBuf>,
-    #[serde(default)]
-    client_cert: Option<PathBuf>,
-    #[serde(default)]
-    client_key: Option<PathBuf>,
-    #[serde(default = "thirty_seconds", with = "duration")]
-    keep_alive: Duration,
-    #[serde(default = "thirty_seconds", with = "duration")]
-    max_backoff: Duration,
-}
-
-fn thirty_seconds() -> Duration {
-    Duration::from_secs(30)
-}
-
-impl<'de> Deserialize<'de> for BrokerSection {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct SectionVisitor;
-        impl<'de> Visitor<'de> for SectionVisitor {
-            type Value = BrokerSection;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a broker URL (\"mqtt://host:1883\") or a table with url")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<BrokerSection, E> {
-                BrokerUrl::parse(v)
-                    .map(BrokerSection::from_url)
-                    .map_err(E::custom)
-            }
-            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<BrokerSection, M::Error> {
-                let raw = RawSection::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(BrokerSection {
-                    url: raw.url,
-                    client_id: raw.client_id,
-                    username: raw.username,
-                    password_env: raw.password_env,
-                    ca_file: raw.ca_file,
-                    client_cert: raw.client_cert,
-                    client_key: raw.client_key,
-                    keep_alive: raw.keep_alive,
-                    max_backoff: raw.max_backoff,
-                })
-            }
-        }
-        d.deserialize_any(SectionVisitor)
-    }
-}
-
-/// A section's connection fields, borrowed for validation.
-#[derive(Debug, Clone, Copy)]
-pub struct BrokerConnection<'a> {
-    pub url: &'a BrokerUrl,
-    pub password_env: &'a str,
-    pub ca_file: Option<&'a Path>,
-    pub client_cert: Option<&'a Path>,
-    pub client_key: Option<&'a Path>,
-    pub keep_alive: Duration,
-    pub max_backoff: Duration,
-}
-
-impl BrokerConnection<'_> {
     /// Every problem, under `prefix` (`upstream`, `adapter[0]`). `is_set`
     /// says whether an environment variable is set (the process's own in
     /// production): a password variable that is missing is a config
@@ -147,9 +97,9 @@ impl BrokerConnection<'_> {
         let key = |k: &str| format!("{prefix}.{k}");
         let tls = self.url.scheme == BrokerScheme::Mqtts;
         for (name, file) in [
-            ("ca_file", self.ca_file),
-            ("client_cert", self.client_cert),
-            ("client_key", self.client_key),
+            ("ca_file", &self.ca_file),
+            ("client_cert", &self.client_cert),
+            ("client_key", &self.client_key),
         ] {
             let Some(file) = file else { continue };
             if !tls {
@@ -170,7 +120,7 @@ impl BrokerConnection<'_> {
         if self.max_backoff < Duration::from_millis(100) {
             problems.push(key("max_backoff"), "expected at least 100ms");
         }
-        if !self.password_env.is_empty() && !is_set(self.password_env) {
+        if !self.password_env.is_empty() && !is_set(&self.password_env) {
             problems.push(
                 key("password_env"),
                 format!(
@@ -182,7 +132,48 @@ impl BrokerConnection<'_> {
     }
 }
 
-/// The process environment, for [`BrokerConnection::validate`].
+/// Splits a section's table into its broker keys and the rest, for a
+/// section that writes them flat; anything but a table is left in the rest
+/// (whose parser reports it).
+pub fn split(table: toml::Value) -> (toml::Value, toml::Value) {
+    match table {
+        toml::Value::Table(mut rest) => {
+            let mut broker = toml::Table::new();
+            for key in BROKER_KEYS {
+                if let Some(v) = rest.remove(key) {
+                    broker.insert(key.to_string(), v);
+                }
+            }
+            (toml::Value::Table(broker), toml::Value::Table(rest))
+        }
+        other => (toml::Value::Table(toml::Table::new()), other),
+    }
+}
+
+/// `broker = "mqtt://host:1883"` or `broker = { url = ..., username = ... }`.
+///
+/// # Errors
+/// A bad URL, an unknown key, or a value of the wrong type.
+pub fn url_or_table<'de, D: Deserializer<'de>>(d: D) -> Result<BrokerSection, D::Error> {
+    struct UrlOrTable;
+    impl<'de> Visitor<'de> for UrlOrTable {
+        type Value = BrokerSection;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a broker URL (\"mqtt://host:1883\") or a table with url")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<BrokerSection, E> {
+            BrokerUrl::parse(v)
+                .map(BrokerSection::from_url)
+                .map_err(E::custom)
+        }
+        fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<BrokerSection, M::Error> {
+            BrokerSection::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_any(UrlOrTable)
+}
+
+/// The process environment, for [`BrokerSection::validate`].
 pub fn env_is_set(name: &str) -> bool {
     std::env::var_os(name).is_some()
 }
@@ -190,12 +181,13 @@ pub fn env_is_set(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn url(text: &str) -> BrokerUrl {
         BrokerUrl::parse(text).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn problems(c: &BrokerConnection<'_>, set: &[&str]) -> Vec<String> {
+    fn problems(c: &BrokerSection, set: &[&str]) -> Vec<String> {
         let mut p = Problems::default();
         c.validate("upstream", &|v| set.contains(&v), &mut p);
         p.iter().map(|p| p.to_string()).collect()
@@ -203,15 +195,14 @@ mod tests {
 
     #[test]
     fn every_problem_of_a_connection_is_named_with_its_key() {
-        let plain = url("mqtt://h");
-        let c = BrokerConnection {
-            url: &plain,
-            password_env: "GW_PASSWORD",
-            ca_file: Some(Path::new("/ca.pem")),
-            client_cert: Some(Path::new("/c.pem")),
+        let c = BrokerSection {
+            password_env: "GW_PASSWORD".into(),
+            ca_file: Some("/ca.pem".into()),
+            client_cert: Some("/c.pem".into()),
             client_key: None,
             keep_alive: Duration::from_millis(10),
             max_backoff: Duration::from_millis(10),
+            ..BrokerSection::from_url(url("mqtt://h"))
         };
         let got = problems(&c, &[]);
         for want in [
@@ -232,25 +223,20 @@ mod tests {
 
     #[test]
     fn tls_files_must_be_readable_and_a_good_connection_has_no_problem() {
-        let tls = url("mqtts://h");
-        let c = BrokerConnection {
-            url: &tls,
-            password_env: "",
-            ca_file: Some(Path::new("/nonexistent/ca.pem")),
-            client_cert: None,
-            client_key: None,
-            keep_alive: Duration::from_secs(30),
-            max_backoff: Duration::from_secs(30),
+        let c = BrokerSection {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..BrokerSection::from_url(url("mqtts://h"))
         };
         let got = problems(&c, &[]);
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].starts_with("upstream.ca_file: cannot read \"/nonexistent/ca.pem\""));
-        let ok = BrokerConnection { ca_file: None, ..c };
+        let ok = BrokerSection { ca_file: None, ..c };
         assert!(problems(&ok, &[]).is_empty());
     }
 
     #[derive(Debug, Deserialize)]
     struct Holder {
+        #[serde(deserialize_with = "url_or_table")]
         broker: BrokerSection,
     }
 
@@ -291,9 +277,10 @@ max_backoff = "5s"
             .unwrap_or_default();
         assert!(err.contains("pasword_env"), "{err}");
         assert!(section(r#"broker = "http://h""#).is_err());
-        assert!(
-            section(r#"broker = { username = "gw" }"#).is_err(),
-            "url is required"
+        assert_eq!(
+            section(r#"broker = { username = "gw" }"#).map(|b| b.url),
+            Ok(BrokerSection::default().url),
+            "the local broker by default"
         );
     }
 
@@ -304,8 +291,7 @@ max_backoff = "5s"
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mut p = Problems::default();
-        s.connection()
-            .validate("rule[0].action.broker", &|_| false, &mut p);
+        s.validate("rule[0].action.broker", &|_| false, &mut p);
         let got: Vec<String> = p.iter().map(|p| p.to_string()).collect();
         assert!(
             got.iter()
@@ -318,5 +304,35 @@ max_backoff = "5s"
                     .starts_with("rule[0].action.broker.ca_file: only used with an mqtts:// url")),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn every_broker_key_is_split_out_and_parses() {
+        let mut table = toml::Table::new();
+        for (k, v) in [
+            ("url", "mqtts://h:8883"),
+            ("client_id", "c"),
+            ("username", "u"),
+            ("password_env", "P"),
+            ("ca_file", "/ca"),
+            ("client_cert", "/cert"),
+            ("client_key", "/key"),
+            ("keep_alive", "5s"),
+            ("max_backoff", "7s"),
+        ] {
+            table.insert(k.into(), toml::Value::String(v.into()));
+        }
+        assert_eq!(
+            table.len(),
+            BROKER_KEYS.len(),
+            "the list and the test agree"
+        );
+        table.insert("qos".into(), toml::Value::Integer(1));
+        let (broker, rest) = split(toml::Value::Table(table));
+        let rest = rest.as_table().cloned().unwrap_or_default();
+        assert_eq!(rest.keys().collect::<Vec<_>>(), vec!["qos"]);
+        let b: BrokerSection = broker.try_into().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b.max_backoff, Duration::from_secs(7));
+        assert_eq!(b.client_key.as_deref(), Some(Path::new("/key")));
     }
 }

@@ -22,7 +22,7 @@ pub mod values;
 use std::collections::HashMap;
 use std::fmt;
 
-pub use broker::{BrokerConnection, BrokerSection};
+pub use broker::{BrokerSection, BROKER_KEYS};
 pub use layers::{Layers, Origin};
 pub use load::{Problem, Problems};
 pub use metrics::MetricsConfig;
@@ -147,8 +147,7 @@ impl<A: AdapterSpec> Config<A> {
                 .unwrap_or_else(|| toml::Value::Table(toml::Table::new()))
         };
         let gateway = load::section::<GatewayConfig>(table("gateway"), "gateway", &mut problems);
-        let upstream =
-            load::section::<UpstreamConfig>(table("upstream"), "upstream", &mut problems);
+        let upstream = UpstreamConfig::load(table("upstream"), &mut problems);
         let aggregation =
             load::section::<AggregationConfig>(table("aggregation"), "aggregation", &mut problems);
         let log = load::section::<LogConfig>(table("log"), "log", &mut problems);
@@ -223,6 +222,7 @@ impl<A: AdapterSpec> Config<A> {
     /// The upstream topic prefix with `{site}` and `{gateway}` filled in.
     pub fn topic_prefix(&self) -> String {
         self.upstream
+            .forwarding
             .topic_prefix
             .replace("{site}", &self.gateway.site)
             .replace("{gateway}", &self.gateway.id)

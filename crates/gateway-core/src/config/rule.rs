@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::broker::BrokerSection;
 use super::load::Problems;
-use super::values::{duration, BrokerUrl};
+use super::values::duration;
 use crate::model::{DeviceId, MetricName};
 
 /// What a rule watches.
@@ -120,7 +120,7 @@ pub struct ActionConfig {
     pub publish: Option<String>,
     /// The local broker of `publish`: a URL, or a table with `url` and the
     /// credentials, TLS and backoff keys of `[upstream]`.
-    #[serde(default = "default_action_broker")]
+    #[serde(default, deserialize_with = "super::broker::url_or_table")]
     pub broker: BrokerSection,
     /// `coap://host:port/path` to PUT to.
     #[serde(default)]
@@ -133,14 +133,6 @@ pub struct ActionConfig {
     /// The action runs at most once per this interval per device.
     #[serde(default = "default_action_cooldown", with = "duration")]
     pub cooldown: Duration,
-}
-
-fn default_action_broker() -> BrokerSection {
-    BrokerSection::from_url(BrokerUrl {
-        scheme: super::values::BrokerScheme::Mqtt,
-        host: "127.0.0.1".into(),
-        port: 1883,
-    })
 }
 
 fn default_action_cooldown() -> Duration {
@@ -354,7 +346,7 @@ impl RuleConfig {
                 },
             }
             if a.publish.is_some() {
-                a.broker.connection().validate(
+                a.broker.validate(
                     &format!("{path}.action.broker"),
                     &super::broker::env_is_set,
                     problems,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::load::{join, Problems};
-use super::values::{byte_size, duration, BrokerScheme, BrokerUrl, Qos};
+use super::broker::BrokerSection;
+use super::load::{self, join, Problems};
+use super::values::{byte_size, duration, Qos};
 use crate::model::DeviceId;
 
 /// `[gateway]`: who this gateway is.
@@ -50,34 +51,24 @@ impl GatewayConfig {
 }
 
 /// `[upstream]`: the cloud broker aggregates and alerts are forwarded to.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpstreamConfig {
+    /// `url`, credentials, TLS files, `keep_alive`, `max_backoff`, written
+    /// flat in the section. An empty `client_id` means
+    /// `edge-gateway-{gateway.id}`.
+    pub broker: BrokerSection,
+    /// The rest of the section.
+    pub forwarding: Forwarding,
+}
+
+/// `[upstream]` keys beyond the broker connection.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct UpstreamConfig {
-    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
-    pub url: BrokerUrl,
+pub struct Forwarding {
     /// QoS of forwarded messages: 0, 1 or 2.
     pub qos: Qos,
     /// Prefix of every upstream topic; `{site}` and `{gateway}` are filled in.
     pub topic_prefix: String,
-    /// MQTT client id; empty means `edge-gateway-{gateway.id}`.
-    pub client_id: String,
-    /// Username for the broker; empty for none.
-    pub username: String,
-    /// Name of the environment variable holding the password (never the password itself).
-    pub password_env: String,
-    /// PEM file of the CA(s) that sign the broker's certificate (mqtts only);
-    /// empty uses the system's trusted roots.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate for mutual TLS (with `client_key`).
-    pub client_cert: Option<PathBuf>,
-    /// PEM private key of `client_cert`.
-    pub client_key: Option<PathBuf>,
-    /// MQTT keep-alive interval.
-    #[serde(with = "duration")]
-    pub keep_alive: Duration,
-    /// Cap of the exponential reconnect backoff.
-    #[serde(with = "duration")]
-    pub max_backoff: Duration,
     /// Messages held in memory while the broker is unreachable; the oldest
     /// are dropped (and counted) beyond this.
     pub max_queued: usize,
@@ -85,24 +76,11 @@ pub struct UpstreamConfig {
     pub max_inflight: u16,
 }
 
-impl Default for UpstreamConfig {
+impl Default for Forwarding {
     fn default() -> Self {
         Self {
-            url: BrokerUrl {
-                scheme: BrokerScheme::Mqtt,
-                host: "127.0.0.1".into(),
-                port: 1883,
-            },
             qos: Qos::AtLeastOnce,
             topic_prefix: "building/{site}".into(),
-            client_id: String::new(),
-            username: String::new(),
-            password_env: String::new(),
-            ca_file: None,
-            client_cert: None,
-            client_key: None,
-            keep_alive: Duration::from_secs(30),
-            max_backoff: Duration::from_secs(30),
             max_queued: 100_000,
             max_inflight: 100,
         }
@@ -110,22 +88,20 @@ impl Default for UpstreamConfig {
 }
 
 impl UpstreamConfig {
-    /// The broker connection fields, for their shared validation.
-    pub fn connection(&self) -> super::broker::BrokerConnection<'_> {
-        super::broker::BrokerConnection {
-            url: &self.url,
-            password_env: &self.password_env,
-            ca_file: self.ca_file.as_deref(),
-            client_cert: self.client_cert.as_deref(),
-            client_key: self.client_key.as_deref(),
-            keep_alive: self.keep_alive,
-            max_backoff: self.max_backoff,
-        }
+    /// Parses `[upstream]`: its broker keys and the rest, each strictly.
+    pub(crate) fn load(table: toml::Value, problems: &mut Problems) -> Option<Self> {
+        let (broker, rest) = super::broker::split(table);
+        let broker = load::section::<BrokerSection>(broker, "upstream", problems);
+        let forwarding = load::section::<Forwarding>(rest, "upstream", problems);
+        Some(Self {
+            broker: broker?,
+            forwarding: forwarding?,
+        })
     }
 
     pub(crate) fn validate(&self, problems: &mut Problems) {
         let p = |k: &str| join("upstream", k);
-        let prefix = &self.topic_prefix;
+        let prefix = &self.forwarding.topic_prefix;
         if prefix.is_empty()
             || prefix.starts_with('/')
             || prefix.ends_with('/')
@@ -137,15 +113,15 @@ impl UpstreamConfig {
                 format!("expected topic levels without wildcards or empty levels, like \"building/{{site}}\", got \"{prefix}\""),
             );
         }
-        self.connection()
+        self.broker
             .validate("upstream", &super::broker::env_is_set, problems);
-        if self.max_queued == 0 {
+        if self.forwarding.max_queued == 0 {
             problems.push(p("max_queued"), "expected at least 1");
         }
-        if self.max_inflight == 0 || self.max_inflight > 1000 {
+        if self.forwarding.max_inflight == 0 || self.forwarding.max_inflight > 1000 {
             problems.push(
                 p("max_inflight"),
-                format!("expected 1 to 1000, got {}", self.max_inflight),
+                format!("expected 1 to 1000, got {}", self.forwarding.max_inflight),
             );
         }
     }

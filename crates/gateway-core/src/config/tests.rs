@@ -74,7 +74,7 @@ name = "Living Room"
 fn the_contract_file_is_accepted_as_written() {
     let c = Config::<Fake>::parse(CONTRACT).unwrap();
     assert_eq!(c.gateway.id, "gw-01");
-    assert_eq!(c.upstream.qos, Qos::AtLeastOnce);
+    assert_eq!(c.upstream.forwarding.qos, Qos::AtLeastOnce);
     assert_eq!(c.aggregation.window, Duration::from_secs(300));
     assert_eq!(c.aggregation.grace, Duration::from_secs(30));
     assert_eq!(c.topic_prefix(), "building/hq");
@@ -379,8 +379,15 @@ fn a_drop_in_adds_an_adapter_and_a_variable_overrides_the_upstream() {
     let c = Config::<Fake>::from_layers(&layers).unwrap();
     let names: Vec<&str> = c.adapters.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["local-sensors", "site-b"]);
-    assert_eq!(c.upstream.url.to_string(), "mqtts://cloud.example:8883");
-    assert_eq!(c.upstream.qos, Qos::AtLeastOnce, "kept from the file");
+    assert_eq!(
+        c.upstream.broker.url.to_string(),
+        "mqtts://cloud.example:8883"
+    );
+    assert_eq!(
+        c.upstream.forwarding.qos,
+        Qos::AtLeastOnce,
+        "kept from the file"
+    );
     assert_eq!(c.aggregation.window, Duration::from_secs(300));
     assert_eq!(c.aggregation.grace, Duration::from_secs(60));
 }

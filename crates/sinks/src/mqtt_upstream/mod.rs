@@ -147,7 +147,7 @@ pub async fn run(
         resume_rx,
         Backoff::new(Duration::from_millis(200), settings.max_backoff),
         stop_poller.clone(),
-        settings.connection.url.to_string(),
+        settings.connection.broker.url.to_string(),
     ));
 
     let data_qos = qos(settings.qos);
@@ -205,7 +205,7 @@ pub async fn run(
                     PollEvent::Connected => {
                         plan.connected(spool.outbox());
                         m.connected.set(1.0);
-                        info!(broker = %settings.connection.url, backlog = spool.outbox().len(), "Connected upstream.");
+                        info!(broker = %settings.connection.broker.url, backlog = spool.outbox().len(), "Connected upstream.");
                     }
                     PollEvent::Sent(pkid) => {
                         if let Some(done) = plan.sent(pkid) {
@@ -218,7 +218,7 @@ pub async fn run(
                         }
                     }
                     PollEvent::Lost { error, kind } => {
-                        let url = &settings.connection.url;
+                        let url = &settings.connection.broker.url;
                         let was_connected = plan.is_connected();
                         let unacknowledged = plan.lost();
                         if was_connected {

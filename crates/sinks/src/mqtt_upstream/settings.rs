@@ -40,27 +40,12 @@ impl UpstreamSettings {
         state_dir: &Path,
         status_topic: String,
     ) -> Self {
-        let client_id = if up.client_id.is_empty() {
-            format!("edge-gateway-{gateway_id}")
-        } else {
-            up.client_id.clone()
-        };
         Self {
-            connection: ConnectionSettings {
-                url: up.url.clone(),
-                client_id,
-                username: up.username.clone(),
-                password_env: up.password_env.clone(),
-                ca_file: up.ca_file.clone(),
-                client_cert: up.client_cert.clone(),
-                client_key: up.client_key.clone(),
-                keep_alive: up.keep_alive,
-                max_packet_bytes: 1024 * 1024,
-                // Every message is resent from the outbox on each connection;
-                // a broker-side session would only add stale duplicates.
-                persistent_session: false,
-            },
-            qos: up.qos,
+            // A clean session: every message is resent from the outbox on
+            // each connection; a broker-side session would only add stale
+            // duplicates.
+            connection: ConnectionSettings::new(&up.broker, format!("edge-gateway-{gateway_id}")),
+            qos: up.forwarding.qos,
             status_topic,
             outbox_dir: Some(state_dir.join("outbox")),
             outbox: OutboxSettings {
@@ -69,9 +54,9 @@ impl UpstreamSettings {
                 max_age: (!outbox.max_age.is_zero()).then_some(outbox.max_age),
             },
             drain_rate: outbox.drain_rate,
-            max_queued: up.max_queued,
-            max_inflight: up.max_inflight,
-            max_backoff: up.max_backoff,
+            max_queued: up.forwarding.max_queued,
+            max_inflight: up.forwarding.max_inflight,
+            max_backoff: up.broker.max_backoff,
             drain_timeout: Duration::from_secs(5),
         }
     }
