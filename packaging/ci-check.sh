@@ -61,6 +61,7 @@ check_stat() {
 }
 check_stat /usr/bin/edge-gateway "755 root:root"
 check_stat /etc/edge-gateway/gateway.toml "640 root:edge-gateway"
+check_stat /usr/share/dbus-1/system.d/edge-gateway.conf "644 root:root"
 unit=$(dpkg -L edge-gateway | grep '/systemd/system/edge-gateway.service$') || fail "no systemd unit in the package"
 check_stat "$unit" "644 root:root"
 getent passwd edge-gateway >/dev/null || fail "no edge-gateway user"
@@ -180,6 +181,7 @@ echo "# local edit by ci-check" >>/etc/edge-gateway/gateway.toml
 DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$deb" >/dev/null
 grep -q '^# local edit by ci-check$' /etc/edge-gateway/gateway.toml || fail "reinstall replaced the edited config"
 check_stat /etc/edge-gateway/gateway.toml "640 root:edge-gateway"
+check_stat /usr/share/dbus-1/system.d/edge-gateway.conf "644 root:root"
 [ "$(id -u edge-gateway)" = "$uid" ] || fail "reinstall changed the user"
 ok "reinstall: same user, edited config kept"
 

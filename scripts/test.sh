@@ -10,6 +10,8 @@ command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
 command -v coap-client-notls >/dev/null 2>&1 || missing+=(libcoap3-bin)
+# btleplug (the ble feature) links libdbus through pkg-config.
+pkg-config --exists dbus-1 2>/dev/null || missing+=(libdbus-1-dev pkg-config)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing test peers: ${missing[*]}"
   sudo=""

@@ -39,9 +39,13 @@ registry::adapter_registry! {
         CoapObserve => coap::CoapObserveConfig,
         #[cfg(feature = "lorawan")]
         SemtechUdp => lorawan::config::SemtechUdpConfig,
+        #[cfg(feature = "ble")]
+        Ble => ble::config::BleConfig,
     }
     sections {
         #[cfg(feature = "lorawan")]
         lorawan => lorawan::config::LorawanSection,
+        #[cfg(feature = "ble")]
+        ble => ble::config::BleSection,
     }
 }

@@ -12,10 +12,15 @@
 //!       | refused (error) | not understood (ids to count)
 //! ```
 //!
-//! Every module here is pure: bytes and a monotonic time in, typed values or
-//! a typed error out, never a panic, never a clock read, no I/O. The radio
-//! (btleplug), the replay source, the counter file in `state_dir` and the
-//! `decode --ble` CLI wrap [`dispatch::BleDecoder`] from outside.
+//! The decoding modules are pure: bytes and a monotonic time in, typed
+//! values or a typed error out, never a panic, never a clock read, no I/O.
+//! The adapter wraps [`dispatch::BleDecoder`] from outside:
+//!
+//! ```text
+//! radio (btleplug, under watchdog) ─┐
+//!                                   ├─► source (decode, counters file, metrics) ─► pipeline
+//! replay_source (JSONL capture) ────┘
+//! ```
 //!
 //! - `advert`: [`Advertisement`], [`Mac`], [`ServiceUuid`], the JSONL line.
 //! - `bthome`: BTHome v2 header and object parsing, decryption, downgrade.
@@ -28,17 +33,29 @@
 //! - `values`: [`Measurement`] names and the `_2` postfix.
 //! - `error`: [`DecodeError`], one `kind()` label per refusal.
 //! - `dispatch`: [`BleDecoder`], [`Outcome`].
+//! - `config`: `[[adapter]] type = "ble"` and `[[ble.device]]` (bindkeys).
+//! - `counter_file`: the counters in `{state_dir}/ble-counters.json`.
+//! - `replay_source`: a recorded capture played as advertisements.
+//! - `watchdog`: the [`watchdog::Radio`] interface and the silence ladder.
+//! - `radio`: BlueZ through btleplug (the only module touching D-Bus).
+//! - `source`: the adapter's loop, from advertisements to readings.
 
 pub mod advert;
 pub mod bthome;
 pub mod bthome_crypto;
 pub mod bthome_objects;
+pub mod config;
+pub mod counter_file;
 pub mod dedup;
 pub mod dispatch;
 pub mod error;
+pub mod radio;
 pub mod replay;
+pub mod replay_source;
 pub mod ruuvi;
+pub mod source;
 pub mod values;
+pub mod watchdog;
 pub mod xiaomi;
 
 pub use advert::{AdvertError, Advertisement, Mac, ServiceUuid};

@@ -1,0 +1,389 @@
+//! `[[adapter]] type = "ble"` and the `[[ble.device]]` section.
+//!
+//! ```toml
+//! [[adapter]]
+//! type = "ble"
+//! name = "ble"
+//! source = "radio"            # or "replay" with replay_file
+//! accept = "any"              # or "registered": only [[ble.device]] MACs
+//! silence = "90s"             # radio watchdog
+//!
+//! [[ble.device]]
+//! mac = "54:48:E6:8F:80:A5"
+//! bindkey = "env:BTHOME_KITCHEN"   # or 32 hex digits; never logged
+//! name = "Kitchen"                 # optional, like [[device]]
+//! room = "kitchen"                 # optional
+//! ```
+//!
+//! Names and rooms of BLE devices usually come from the shared
+//! `[[device]] id = "a4:c1:38:8d:18:b2"` registry (the device id is the MAC
+//! in lower case); `[[ble.device]]` is where keys live, and a name given
+//! there is a registry entry too (`[[device]]` wins for the same id).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gateway_core::config::values::duration;
+use gateway_core::config::{load, DeviceConfig, Problems, Tags};
+use gateway_core::Adapter;
+use serde::Deserialize;
+
+use super::advert::Mac;
+use super::bthome_crypto::BindKey;
+use crate::registry::{AdapterKind, BuildContext, OwnedSection};
+
+/// Home Assistant's Bluetooth stack waits about this long before it calls
+/// a scanner stalled; sensors advertise every few seconds, so 90 s of
+/// nothing at all from any device is a radio fault, not a quiet room.
+const DEFAULT_SILENCE: Duration = Duration::from_secs(90);
+/// Below this, a building with one sensor advertising every minute would
+/// restart the scan all the time.
+const MIN_SILENCE: Duration = Duration::from_secs(10);
+
+/// Which MACs may become readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accept {
+    /// Every device whose advertisement a decoder understands.
+    #[default]
+    Any,
+    /// Only devices listed in `[[ble.device]]`.
+    Registered,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SourceKind {
+    #[default]
+    Radio,
+    Replay,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBle {
+    name: String,
+    #[serde(default)]
+    source: SourceKind,
+    replay_file: Option<PathBuf>,
+    replay_speed: Option<f64>,
+    #[serde(default)]
+    accept: Accept,
+    #[serde(default = "default_silence", with = "duration")]
+    silence: Duration,
+    /// BlueZ adapter name (`hci0`); default the first one.
+    bluetooth_adapter: Option<String>,
+}
+
+fn default_silence() -> Duration {
+    DEFAULT_SILENCE
+}
+
+/// Where advertisements come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BleSource {
+    /// The radio through BlueZ, `adapter` or the first one.
+    Radio { adapter: Option<String> },
+    /// A recorded JSONL file, played once at start-up. `speed` 1.0 keeps
+    /// the recorded spacing, 0 plays as fast as possible.
+    Replay { file: PathBuf, speed: f64 },
+}
+
+/// A checked `type = "ble"` adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BleConfig {
+    pub name: String,
+    pub source: BleSource,
+    pub accept: Accept,
+    /// No advertisement at all for this long: the radio watchdog acts.
+    pub silence: Duration,
+}
+
+impl AdapterKind for BleConfig {
+    const KIND: &'static str = "ble";
+
+    fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
+        let raw: RawBle = load::section(table, path, problems)?;
+        let before = problems.len();
+        if raw.silence < MIN_SILENCE {
+            problems.push(
+                format!("{path}.silence"),
+                format!(
+                    "expected at least {}, got {}",
+                    duration::render(MIN_SILENCE),
+                    duration::render(raw.silence)
+                ),
+            );
+        }
+        let source = match raw.source {
+            SourceKind::Radio => {
+                for key in [
+                    ("replay_file", raw.replay_file.is_some()),
+                    ("replay_speed", raw.replay_speed.is_some()),
+                ] {
+                    if key.1 {
+                        problems.push(
+                            format!("{path}.{}", key.0),
+                            "only source = \"replay\" takes it",
+                        );
+                    }
+                }
+                BleSource::Radio {
+                    adapter: raw.bluetooth_adapter,
+                }
+            }
+            SourceKind::Replay => {
+                let speed = raw.replay_speed.unwrap_or(1.0);
+                if !speed.is_finite() || speed < 0.0 {
+                    problems.push(
+                        format!("{path}.replay_speed"),
+                        format!(
+                            "expected 0 (as fast as possible) or a positive factor, got {speed}"
+                        ),
+                    );
+                }
+                match raw.replay_file {
+                    Some(file) => BleSource::Replay { file, speed },
+                    None => {
+                        problems.push(
+                            format!("{path}.replay_file"),
+                            "source = \"replay\" needs the recorded file (JSON lines)",
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        (problems.len() == before).then_some(Self {
+            name: raw.name,
+            source,
+            accept: raw.accept,
+            silence: raw.silence,
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
+        Box::new(super::source::BleAdapter::new(
+            self.clone(),
+            ctx.sections.ble.devices.clone(),
+            &ctx.state_dir,
+        ))
+    }
+
+    fn template() -> String {
+        template()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    mac: String,
+    bindkey: Option<String>,
+    name: Option<String>,
+    room: Option<String>,
+}
+
+/// A checked `[[ble.device]]`. `Debug` never shows the key ([`BindKey`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BleDevice {
+    pub mac: Mac,
+    pub bindkey: Option<BindKey>,
+    pub name: Option<String>,
+    pub room: Option<String>,
+}
+
+/// The `[ble]` section.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BleSection {
+    pub devices: Vec<BleDevice>,
+}
+
+impl BleSection {
+    /// The key configured for `mac`, if any.
+    pub fn bindkey(&self, mac: Mac) -> Option<&BindKey> {
+        self.devices
+            .iter()
+            .find(|d| d.mac == mac)
+            .and_then(|d| d.bindkey.as_ref())
+    }
+}
+
+impl OwnedSection for BleSection {
+    const NAME: &'static str = "ble";
+
+    fn parse(root: &toml::Table, problems: &mut Problems) -> Self {
+        section(root, &|var| std::env::var(var).ok(), problems)
+    }
+
+    fn registry_devices(&self) -> Vec<DeviceConfig> {
+        self.devices
+            .iter()
+            .filter_map(|d| {
+                Some(DeviceConfig {
+                    id: d.mac.device_id(),
+                    name: d.name.clone()?,
+                    room: d.room.clone(),
+                    floor: None,
+                    tags: Tags::default(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads `[ble]` from the file's root table; `env` resolves `env:VAR`.
+pub fn section(
+    root: &toml::Table,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> BleSection {
+    let Some(value) = root.get("ble") else {
+        return BleSection::default();
+    };
+    let Some(table) = value.as_table() else {
+        problems.push("ble", "expected a table, write it as [[ble.device]]");
+        return BleSection::default();
+    };
+    for key in table.keys().filter(|k| *k != "device") {
+        problems.push(format!("ble.{key}"), "unknown key, expected device");
+    }
+    let items = match table.get("device") {
+        None => return BleSection::default(),
+        Some(toml::Value::Array(items)) => items.clone(),
+        Some(_) => {
+            problems.push(
+                "ble.device",
+                "expected an array of tables, write it as [[ble.device]]",
+            );
+            return BleSection::default();
+        }
+    };
+    let mut devices = Vec::new();
+    let mut macs = HashSet::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("ble.device[{i}]");
+        let Some(device) = device(item, &path, env, problems) else {
+            continue;
+        };
+        if !macs.insert(device.mac) {
+            problems.push(
+                format!("{path}.mac"),
+                format!("{} is listed twice", device.mac.device_id().as_str()),
+            );
+            continue;
+        }
+        devices.push(device);
+    }
+    BleSection { devices }
+}
+
+fn device(
+    table: toml::Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<BleDevice> {
+    let before = problems.len();
+    let raw: RawDevice = load::section(table, path, problems)?;
+    let mac = raw
+        .mac
+        .parse::<Mac>()
+        .map_err(|e| problems.push(format!("{path}.mac"), e.to_string()))
+        .ok();
+    let bindkey = raw
+        .bindkey
+        .as_deref()
+        .map(|text| bindkey(text, &format!("{path}.bindkey"), env, problems));
+    for (key, value) in [("name", &raw.name), ("room", &raw.room)] {
+        if value.as_deref() == Some("") {
+            problems.push(format!("{path}.{key}"), "expected a non-empty text");
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(BleDevice {
+        mac: mac?,
+        bindkey: bindkey.flatten(),
+        name: raw.name,
+        room: raw.room,
+    })
+}
+
+/// A bindkey from hex, or from the environment with `env:VAR`. Problems
+/// name where the key came from, never the key.
+fn bindkey(
+    text: &str,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<BindKey> {
+    let (value, source) = match text.strip_prefix("env:") {
+        Some(var) => match env(var) {
+            Some(v) => (v, format!("environment variable {var}")),
+            None => {
+                problems.push(path, format!("environment variable {var} is not set"));
+                return None;
+            }
+        },
+        None => (text.to_string(), "the value".to_string()),
+    };
+    value
+        .trim()
+        .parse::<BindKey>()
+        .map_err(|e| problems.push(path, format!("{source}: {e}")))
+        .ok()
+}
+
+/// The BLE part of the `configfile` template.
+pub fn template() -> String {
+    format!(
+        r##"
+# The ble adapter: Bluetooth LE sensors through BlueZ (bluetoothd must run; the
+# package's D-Bus policy lets the service user scan). Understood: BTHome v2
+# (plain and encrypted), RuuviTag RAWv2, PVVX and ATC1441 firmware on Xiaomi
+# thermometers. A device's id is its MAC in lower case ("a4:c1:38:8d:18:b2"):
+# name it with [[device]]. Phones, headphones and beacons are counted and
+# dropped. Uncomment to use.
+# [[adapter]]
+# type = "ble"
+# name = "ble"
+# "radio", or "replay" to play a recording (edge-gateway ble record) once
+# at start-up, stamped with the time it is played.
+# source = "radio"
+# replay_file = "/var/lib/edge-gateway/capture.jsonl"
+# 1.0 keeps the recorded spacing, 0 plays as fast as possible.
+# replay_speed = 1.0
+# "any", or "registered": only the MACs of [[ble.device]].
+# accept = "any"
+# No advertisement at all for this long: restart the scan, then power-cycle
+# the Bluetooth adapter, then exit so systemd restarts the service.
+# silence = "{silence}"
+# BlueZ adapter (hci0, hci1, ...); default the first one.
+# bluetooth_adapter = "hci0"
+
+# BLE devices with a BTHome bindkey (32 hex digits, or "env:VAR"; never
+# logged), or listed for accept = "registered". A device with a key must send
+# encrypted frames: plaintext from it is refused as a downgrade. The last
+# encryption counter of each device is kept in {{state_dir}}/ble-counters.json
+# so a restart does not accept replays.
+# [[ble.device]]
+# mac = "54:48:E6:8F:80:A5"
+# bindkey = "env:BTHOME_KITCHEN_KEY"
+# Optional, like [[device]] (which wins for the same id).
+# name = "Kitchen"
+# room = "kitchen"
+"##,
+        silence = duration::render(DEFAULT_SILENCE),
+    )
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;
