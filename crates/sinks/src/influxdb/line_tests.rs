@@ -10,7 +10,7 @@ fn reading(device: &str, metric: &str, value: f64, ms: i64) -> Reading {
         MetricName::new(metric).unwrap(),
         value,
         Timestamp::from_millis(ms).unwrap(),
-        TimeSource::Device,
+        TimeSource::Event,
     )
     .unwrap()
 }
