@@ -18,6 +18,9 @@ pub struct Batcher {
     retry_at: Option<Instant>,
     /// Points per request now: `batch_size`, or less while splitting.
     cap: usize,
+    /// Points of a refused batch not yet resent: they go without waiting
+    /// for the interval again.
+    split_left: usize,
 }
 
 impl Batcher {
@@ -28,6 +31,7 @@ impl Batcher {
             pending_since: None,
             retry_at: None,
             cap: batch_size.max(1),
+            split_left: 0,
         }
     }
 
@@ -52,15 +56,16 @@ impl Batcher {
         if let Some(at) = self.retry_at {
             return Some(at);
         }
-        if draining || waiting_points >= self.batch_size {
+        if draining || waiting_points >= self.batch_size || self.split_left > 0 {
             return Some(since);
         }
         Some(since + self.flush_interval)
     }
 
-    /// A write succeeded; `left` points still wait.
-    pub fn written(&mut self, left: usize, now: Instant) {
+    /// A write of `sent` points succeeded; `left` records still wait.
+    pub fn written(&mut self, sent: usize, left: usize, now: Instant) {
         self.retry_at = None;
+        self.split_left = self.split_left.saturating_sub(sent);
         self.cap = (self.cap.saturating_mul(2)).min(self.batch_size);
         if left == 0 {
             self.pending_since = None;
@@ -83,13 +88,15 @@ impl Batcher {
             return false;
         }
         self.cap = (points / 2).max(1);
+        self.split_left = self.split_left.max(points);
         self.retry_at = None;
         true
     }
 
-    /// A refused record was set aside: carry on at once.
-    pub fn dead_lettered(&mut self, left: usize) {
+    /// A refused record of `points` was set aside: carry on at once.
+    pub fn dead_lettered(&mut self, points: usize, left: usize) {
         self.retry_at = None;
+        self.split_left = self.split_left.saturating_sub(points);
         if left == 0 {
             self.pending_since = None;
         }
@@ -111,7 +118,7 @@ mod tests {
         assert_eq!(b.next_send(10, false), Some(t0 + Duration::from_secs(1)));
         assert_eq!(b.next_send(100, false), Some(t0));
         assert_eq!(b.next_send(10, true), Some(t0));
-        b.written(0, Instant::now());
+        b.written(10, 0, Instant::now());
         assert_eq!(b.next_send(0, false), None);
     }
 
@@ -127,10 +134,13 @@ mod tests {
         assert!(b.split(4, 2));
         assert_eq!(b.cap(), 2);
         assert!(!b.split(2, 1));
-        b.written(5, t0);
-        assert_eq!(b.cap(), 4);
-        b.written(5, t0);
-        b.written(5, t0);
+        // The rest of the refused batch goes at once, then the interval
+        // applies again.
+        b.written(2, 5, t0);
+        assert_eq!((b.cap(), b.next_send(5, false)), (4, Some(t0)));
+        b.written(4, 5, t0);
+        b.dead_lettered(2, 5);
         assert_eq!(b.cap(), 8);
+        assert_eq!(b.next_send(5, false), Some(t0 + Duration::from_secs(1)));
     }
 }

@@ -290,7 +290,7 @@ impl Writer {
                     self.send(&mut plan, &mut backoff).await;
                     waiting_points = self.waiting_points();
                     if waiting_points == 0 {
-                        plan.written(0, Instant::now());
+                        plan.written(0, 0, Instant::now());
                     }
                 }
                 _ = housekeeping.tick() => {
@@ -395,7 +395,7 @@ impl Writer {
                 self.m.written.add(points as u64);
                 self.m.up.set(1.0);
                 backoff.reset();
-                plan.written(self.spool.waiting(), now);
+                plan.written(points, self.spool.waiting(), now);
             }
             Outcome::Later {
                 retry_after,
@@ -419,7 +419,7 @@ impl Writer {
                     for seq in &seqs {
                         self.spool.ack(*seq);
                     }
-                    plan.dead_lettered(self.spool.waiting());
+                    plan.dead_lettered(points, self.spool.waiting());
                 }
             }
             Outcome::Misconfigured { reason, message } => {
