@@ -150,6 +150,7 @@ fn start_sinks(
     telemetry: &Telemetry,
 ) -> anyhow::Result<StartedSinks> {
     let ctx = SinkContext {
+        gateway_id: config.gateway.id.clone(),
         state_dir: config.gateway.state_dir.clone(),
         registry: renderer.registry.clone(),
         telemetry: telemetry.clone(),

@@ -20,6 +20,8 @@ use crate::OutputLink;
 /// What sinks need to know about the gateway they run in.
 #[derive(Clone)]
 pub struct SinkContext {
+    /// `gateway.id`, the `gateway` tag of health points.
+    pub gateway_id: String,
     /// `gateway.state_dir`: each durable sink keeps its outbox below it.
     pub state_dir: PathBuf,
     /// Device names and tags, written beside the data.

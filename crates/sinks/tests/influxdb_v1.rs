@@ -51,6 +51,7 @@ fn start(config: &SinkConfig, state_dir: &std::path::Path) -> Running {
         vec![toml::from_str("id = \"bme680-1\"\nname = \"Lab bench\"\nroom = \"lab\"\n").unwrap()];
     let telemetry = Telemetry::default();
     let ctx = SinkContext {
+        gateway_id: "gw-test".into(),
         state_dir: state_dir.to_path_buf(),
         registry: DeviceRegistry::from_config(&devices),
         telemetry: telemetry.clone(),

@@ -117,7 +117,7 @@ struct Running {
 fn start(url: &str, extra: &str) -> Running {
     let mut text = format!(
         "name = \"v2\"\nurl = \"{url}\"\nversion = 2\norg = \"my org\"\nbucket = \"b&1\"\n\
-         token = \"env:FAKE_INFLUX_TOKEN\"\nmax_backoff = \"200ms\"\n{extra}\n"
+         token = \"env:FAKE_INFLUX_TOKEN\"\nwrite = [\"readings\"]\nmax_backoff = \"200ms\"\n{extra}\n"
     );
     if !extra.contains("flush_interval") {
         text.push_str("flush_interval = \"50ms\"\n");
@@ -133,6 +133,7 @@ fn start(url: &str, extra: &str) -> Running {
     let state = tempfile::tempdir().unwrap();
     let telemetry = Telemetry::default();
     let ctx = SinkContext {
+        gateway_id: "gw-test".into(),
         state_dir: state.path().to_path_buf(),
         registry: DeviceRegistry::default(),
         telemetry: telemetry.clone(),

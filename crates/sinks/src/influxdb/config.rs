@@ -15,6 +15,9 @@ pub enum Series {
     Readings,
     Aggregates,
     Alerts,
+    /// The gateway's own health every 10 s (readings, outbox depths,
+    /// upstream state), for the dashboard beside the data.
+    Health,
 }
 
 /// One InfluxDB output. Secrets are never held here, only the names of
@@ -44,12 +47,14 @@ pub struct InfluxConfig {
     pub bucket: String,
     /// v2: `"env:VAR"`, the variable holding the API token.
     pub token: String,
-    /// Which events are written: any of "readings", "aggregates", "alerts".
+    /// Which series are written: any of "readings", "aggregates",
+    /// "alerts", "health".
     pub write: Vec<Series>,
     /// Measurement of raw readings (one point per device and time, a field per metric).
     pub measurement: String,
     pub aggregates_measurement: String,
     pub alerts_measurement: String,
+    pub health_measurement: String,
     /// Compress request bodies.
     pub gzip: bool,
     /// Most outbox records (one per event) in one request.
@@ -84,10 +89,16 @@ impl Default for InfluxConfig {
             org: String::new(),
             bucket: String::new(),
             token: String::new(),
-            write: vec![Series::Readings, Series::Aggregates, Series::Alerts],
+            write: vec![
+                Series::Readings,
+                Series::Aggregates,
+                Series::Alerts,
+                Series::Health,
+            ],
             measurement: "readings".into(),
             aggregates_measurement: "aggregates".into(),
             alerts_measurement: "alerts".into(),
+            health_measurement: "gateway".into(),
             gzip: false,
             batch_size: 1000,
             flush_interval: Duration::from_secs(1),
@@ -211,6 +222,7 @@ impl InfluxConfig {
             ("measurement", &self.measurement),
             ("aggregates_measurement", &self.aggregates_measurement),
             ("alerts_measurement", &self.alerts_measurement),
+            ("health_measurement", &self.health_measurement),
         ] {
             if v.is_empty() {
                 problems.push(key(k), "expected a measurement name");
@@ -219,7 +231,7 @@ impl InfluxConfig {
         if self.write.is_empty() {
             problems.push(
                 key("write"),
-                "expected at least one of \"readings\", \"aggregates\", \"alerts\"",
+                "expected at least one of \"readings\", \"aggregates\", \"alerts\", \"health\"",
             );
         }
         if self.batch_size == 0 {
@@ -253,7 +265,7 @@ impl InfluxConfig {
 pub fn template() -> String {
     let d = InfluxConfig::default();
     let q = |s: &str| format!("\"{s}\"");
-    let rows: [(&str, String, &str); 23] = [
+    let rows: [(&str, String, &str); 24] = [
         ("type", q("influxdb"), ""),
         (
             "name",
@@ -292,7 +304,7 @@ pub fn template() -> String {
         ),
         (
             "write",
-            "[\"readings\", \"aggregates\", \"alerts\"]".into(),
+            "[\"readings\", \"aggregates\", \"alerts\", \"health\"]".into(),
             "",
         ),
         (
@@ -309,6 +321,11 @@ pub fn template() -> String {
             "alerts_measurement",
             q(&d.alerts_measurement),
             "a point per alert transition",
+        ),
+        (
+            "health_measurement",
+            q(&d.health_measurement),
+            "the gateway's own health, every 10s",
         ),
         ("gzip", d.gzip.to_string(), "compress request bodies"),
         ("batch_size", d.batch_size.to_string(), "points per request"),

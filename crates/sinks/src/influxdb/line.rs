@@ -143,6 +143,7 @@ pub struct Encoder {
     readings: Option<String>,
     aggregates: Option<String>,
     alerts: Option<String>,
+    health: Option<String>,
     registry: DeviceRegistry,
 }
 
@@ -153,6 +154,7 @@ impl Encoder {
             readings: pick(Series::Readings, &config.measurement),
             aggregates: pick(Series::Aggregates, &config.aggregates_measurement),
             alerts: pick(Series::Alerts, &config.alerts_measurement),
+            health: pick(Series::Health, &config.health_measurement),
             registry,
         }
     }
@@ -223,6 +225,17 @@ impl Encoder {
             }
         }
         p.finish(w.start.as_millis());
+    }
+
+    /// The gateway's own health: one point of named values, now.
+    pub fn health(&self, gateway: &str, values: &[(&str, f64)], time_ms: i64, out: &mut String) {
+        let Some(name) = &self.health else { return };
+        let tags = BTreeMap::from([("gateway", gateway)]);
+        let mut p = Point::new(out, name, &tags);
+        for (k, v) in values {
+            p.float(k, *v);
+        }
+        p.finish(time_ms);
     }
 
     fn alert(&self, a: &AlertEvent, out: &mut String) {

@@ -51,6 +51,11 @@ pub const SINK_DEAD_LETTER: &str = "edge_gateway_sink_dead_letter_points_total";
 /// `1` while the last write to the output succeeded.
 pub const SINK_UP: &str = "edge_gateway_sink_up";
 
+/// Housekeeping ticks (seconds) between health points.
+const HEALTH_EVERY: u64 = 10;
+/// What the gateway counts as readings taken (the pipeline's counter).
+const READINGS_TOTAL: &str = "edge_gateway_aggregator_readings_total";
+
 /// Most events taken from the pipeline into one append (one fsync).
 const STORE_BATCH: usize = 256;
 /// How long the sink keeps writing once the pipeline has stopped; what is
@@ -147,6 +152,8 @@ struct Writer {
     /// `Authorization` header value, if any.
     auth: Option<String>,
     dead_letter: PathBuf,
+    gateway_id: String,
+    telemetry: Telemetry,
     /// v1 with `create_database`: not yet known to exist.
     create_pending: bool,
     m: Metrics,
@@ -221,6 +228,8 @@ impl Writer {
             write_path,
             auth,
             dead_letter: dir.join("dead-letter.lp"),
+            gateway_id: ctx.gateway_id.clone(),
+            telemetry: t.clone(),
             create_pending: config.version == 1 && config.create_database,
             m: Metrics {
                 written: t.counter(SINK_POINTS_WRITTEN, &labels),
@@ -296,6 +305,9 @@ impl Writer {
                 _ = housekeeping.tick() => {
                     ticks += 1;
                     self.spool.housekeeping(ticks);
+                    if ticks % HEALTH_EVERY == 1 {
+                        waiting_points += self.store_health(&mut plan);
+                    }
                 }
                 _ = tokio::time::sleep_until(drain_deadline), if !rx_open => break,
             }
@@ -325,6 +337,46 @@ impl Writer {
             plan.stored(Instant::now());
         }
         points
+    }
+
+    /// Stores one health point; returns the points stored (0 or 1).
+    fn store_health(&mut self, plan: &mut Batcher) -> usize {
+        let t = &self.telemetry;
+        let unlabelled = |name: &str| {
+            t.gauges(name)
+                .into_iter()
+                .find(|(labels, _)| labels.is_empty())
+                .map_or(0.0, |(_, v)| v)
+        };
+        let values = [
+            ("readings_total", t.counter_total(READINGS_TOTAL) as f64),
+            (
+                "upstream_connected",
+                unlabelled(crate::mqtt_upstream::UPSTREAM_CONNECTED),
+            ),
+            (
+                "upstream_outbox_messages",
+                unlabelled(crate::spool::OUTBOX_MESSAGES),
+            ),
+            ("outbox_messages", self.spool.waiting() as f64),
+        ];
+        let mut lines = String::new();
+        self.encoder.health(
+            &self.gateway_id,
+            &values,
+            Timestamp::now().as_millis(),
+            &mut lines,
+        );
+        if lines.is_empty() {
+            return 0;
+        }
+        self.spool.store(vec![OutboundMessage {
+            topic: String::new(),
+            payload: lines.into_bytes(),
+            retain: false,
+        }]);
+        plan.stored(Instant::now());
+        1
     }
 
     /// Points waiting, counted from the outbox (at start and after sends).
