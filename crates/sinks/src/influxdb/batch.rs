@@ -2,8 +2,8 @@
 //!
 //! A batch leaves once `batch_size` points wait or the oldest waiting one
 //! has waited `flush_interval`, whichever comes first; a failed write waits
-//! for its retry time; a refused one (400/413) is resent in halves until a
-//! single record is left, which is dead-lettered.
+//! for its retry time. (A refused batch is bisected right away by the I/O
+//! loop, down to the single points that are dead-lettered.)
 
 use std::time::Duration;
 
@@ -16,11 +16,6 @@ pub struct Batcher {
     /// When the oldest unsent record was stored.
     pending_since: Option<Instant>,
     retry_at: Option<Instant>,
-    /// Points per request now: `batch_size`, or less while splitting.
-    cap: usize,
-    /// Points of a refused batch not yet resent: they go without waiting
-    /// for the interval again.
-    split_left: usize,
 }
 
 impl Batcher {
@@ -30,8 +25,6 @@ impl Batcher {
             flush_interval,
             pending_since: None,
             retry_at: None,
-            cap: batch_size.max(1),
-            split_left: 0,
         }
     }
 
@@ -42,7 +35,7 @@ impl Batcher {
 
     /// Points the next request may carry.
     pub fn cap(&self) -> usize {
-        self.cap
+        self.batch_size
     }
 
     /// When the next request should go, given the points waiting; `None`
@@ -56,17 +49,16 @@ impl Batcher {
         if let Some(at) = self.retry_at {
             return Some(at);
         }
-        if draining || waiting_points >= self.batch_size || self.split_left > 0 {
+        if draining || waiting_points >= self.batch_size {
             return Some(since);
         }
         Some(since + self.flush_interval)
     }
 
-    /// A write of `sent` points succeeded; `left` records still wait.
-    pub fn written(&mut self, sent: usize, left: usize, now: Instant) {
+    /// A batch was settled (written, or its refused points set aside);
+    /// `left` records still wait.
+    pub fn written(&mut self, left: usize, now: Instant) {
         self.retry_at = None;
-        self.split_left = self.split_left.saturating_sub(sent);
-        self.cap = (self.cap.saturating_mul(2)).min(self.batch_size);
         if left == 0 {
             self.pending_since = None;
         } else {
@@ -79,27 +71,6 @@ impl Batcher {
     /// A write failed and should be tried again at `at`.
     pub fn retry_at(&mut self, at: Instant) {
         self.retry_at = Some(at);
-    }
-
-    /// A batch of `points` was refused as a whole: try halves now. False
-    /// when it was a single record already (dead-letter it).
-    pub fn split(&mut self, points: usize, records: usize) -> bool {
-        if records <= 1 {
-            return false;
-        }
-        self.cap = (points / 2).max(1);
-        self.split_left = self.split_left.max(points);
-        self.retry_at = None;
-        true
-    }
-
-    /// A refused record of `points` was set aside: carry on at once.
-    pub fn dead_lettered(&mut self, points: usize, left: usize) {
-        self.retry_at = None;
-        self.split_left = self.split_left.saturating_sub(points);
-        if left == 0 {
-            self.pending_since = None;
-        }
     }
 }
 
@@ -118,29 +89,19 @@ mod tests {
         assert_eq!(b.next_send(10, false), Some(t0 + Duration::from_secs(1)));
         assert_eq!(b.next_send(100, false), Some(t0));
         assert_eq!(b.next_send(10, true), Some(t0));
-        b.written(10, 0, Instant::now());
+        b.written(0, Instant::now());
         assert_eq!(b.next_send(0, false), None);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failures_wait_and_refusals_split_down_to_one_record() {
+    async fn a_failed_write_waits_for_its_retry_time_even_when_draining() {
         let t0 = Instant::now();
         let mut b = Batcher::new(8, Duration::from_secs(1));
         b.stored(t0);
         b.retry_at(t0 + Duration::from_secs(5));
         assert_eq!(b.next_send(100, true), Some(t0 + Duration::from_secs(5)));
-        assert!(b.split(8, 3));
-        assert_eq!((b.cap(), b.next_send(100, false)), (4, Some(t0)));
-        assert!(b.split(4, 2));
-        assert_eq!(b.cap(), 2);
-        assert!(!b.split(2, 1));
-        // The rest of the refused batch goes at once, then the interval
-        // applies again.
-        b.written(2, 5, t0);
-        assert_eq!((b.cap(), b.next_send(5, false)), (4, Some(t0)));
-        b.written(4, 5, t0);
-        b.dead_lettered(2, 5);
-        assert_eq!(b.cap(), 8);
-        assert_eq!(b.next_send(5, false), Some(t0 + Duration::from_secs(1)));
+        b.written(3, t0);
+        assert_eq!(b.next_send(3, false), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(b.next_send(8, false), Some(t0));
     }
 }
