@@ -368,3 +368,73 @@ pub fn template() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str, set: &[&str]) -> Vec<String> {
+        let mut p = Problems::default();
+        let table: toml::Value = toml::from_str(text).unwrap();
+        if let Some(c) = load::section::<InfluxConfig>(table, "sink[0]", &mut p) {
+            c.validate("sink[0]", &|v| set.contains(&v), &mut p);
+        }
+        p.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn every_problem_names_its_key_and_no_secret_is_repeated() {
+        assert_eq!(
+            problems("name = \"a\"\ndatabase = \"db\"\n", &[]),
+            Vec::<String>::new()
+        );
+        let p = problems("name = \"a\"\ndatabase = \"db\"\nbogus = 1\n", &[]);
+        assert!(p[0].starts_with("sink[0].bogus: unknown key"), "{p:?}");
+        let p = problems(
+            "name = \"a\"\nversion = 2\norg = \"o\"\nbucket = \"b\"\ntoken = \"t0k3n-value\"\n",
+            &[],
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("sink[0].token: expected \"env:VAR\""));
+        assert!(!p[0].contains("t0k3n-value"));
+        let p = problems(
+            "name = \"a\"\nversion = 2\norg = \"o\"\nbucket = \"b\"\ntoken = \"env:TOK\"\n",
+            &[],
+        );
+        assert_eq!(p, ["sink[0].token: environment variable TOK is not set (for the packaged service: /etc/default/edge-gateway)"]);
+        assert!(problems(
+            "name = \"a\"\nversion = 2\norg = \"o\"\nbucket = \"b\"\ntoken = \"env:TOK\"\n",
+            &["TOK"]
+        )
+        .is_empty());
+        let p = problems(
+            "name = \"a\"\ndatabase = \"db\"\npassword_env = \"PW\"\nurl = \"https://x\"\n",
+            &[],
+        );
+        assert!(
+            p.iter().any(|p| p.starts_with("sink[0].password_env:")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|p| p.starts_with("sink[0].url:")), "{p:?}");
+        let p = problems("name = \"a\"\n", &[]);
+        assert_eq!(p, ["sink[0].database: required with version = 1"]);
+    }
+
+    #[test]
+    fn the_template_parses_once_uncommented() {
+        let text: String = template()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .skip_while(|l| !l.starts_with("[[sink]]"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let root: toml::Table = toml::from_str(&text).unwrap();
+        let mut t = root["sink"].as_array().unwrap()[0]
+            .as_table()
+            .unwrap()
+            .clone();
+        t.remove("type");
+        let p = problems(&toml::to_string(&t).unwrap(), &[]);
+        assert!(p.is_empty(), "{p:?}");
+    }
+}

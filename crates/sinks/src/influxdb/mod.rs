@@ -313,7 +313,7 @@ impl Writer {
                     self.spool.housekeeping(ticks);
                     // Records the outbox evicted or lost are not counted
                     // down by sends: recount now and then.
-                    if ticks % HEALTH_EVERY == 0 {
+                    if ticks.is_multiple_of(HEALTH_EVERY) {
                         waiting_points = self.waiting_points();
                     }
                     if ticks % HEALTH_EVERY == 1 {
