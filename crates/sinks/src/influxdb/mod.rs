@@ -6,7 +6,7 @@
 //! - `line`: events to line protocol (pure);
 //! - `batch`: when to send and how much (pure, paused-clock tests);
 //! - `outcome`: what an answer means for the batch (pure);
-//! - `http`: the HTTP client;
+//! - `http`: the HTTP client; `request`: the write path and credentials;
 //! - this module: the I/O loop. Events are encoded as they arrive and
 //!   stored (one outbox record per batch taken from the channel, one
 //!   fsync); batches are read back from the outbox and acknowledged there
@@ -20,6 +20,7 @@ pub mod config;
 mod http;
 pub mod line;
 pub mod outcome;
+mod request;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -96,36 +97,6 @@ impl SinkKind for InfluxConfig {
     }
 }
 
-/// Reads a secret's variable; the value is never logged.
-fn secret(sink: &str, key: &'static str, var: &str) -> Result<String, StartError> {
-    std::env::var(var).map_err(|_| StartError::MissingSecret {
-        sink: sink.to_string(),
-        key,
-        var: var.to_string(),
-    })
-}
-
-fn base64(input: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(A[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 struct Metrics {
     written: Counter,
     dead_letter: Counter,
@@ -173,38 +144,7 @@ impl Writer {
             authority: "127.0.0.1:8086".into(),
             base_path: String::new(),
         });
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        let (path, auth) = if config.version == 2 {
-            query
-                .append_pair("org", &config.org)
-                .append_pair("bucket", &config.bucket);
-            let token = match config.token_var() {
-                Some(var) => secret(&name, "token", var)?,
-                None => String::new(),
-            };
-            ("/api/v2/write", Some(format!("Token {token}")))
-        } else {
-            query.append_pair("db", &config.database);
-            if !config.retention_policy.is_empty() {
-                query.append_pair("rp", &config.retention_policy);
-            }
-            let auth = if config.username.is_empty() {
-                None
-            } else {
-                let password = if config.password_env.is_empty() {
-                    String::new()
-                } else {
-                    secret(&name, "password_env", &config.password_env)?
-                };
-                Some(format!(
-                    "Basic {}",
-                    base64(format!("{}:{password}", config.username).as_bytes())
-                ))
-            };
-            ("/write", auth)
-        };
-        query.append_pair("precision", line::PRECISION);
-        let write_path = format!("{}{path}?{}", endpoint.base_path, query.finish());
+        let (write_path, auth) = request::write_target(config, &endpoint)?;
 
         let dir = ctx.state_dir.join(format!("sink-{name}"));
         let labels = [("output", name.as_str())];
@@ -690,22 +630,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("user:pa ss", "dXNlcjpwYSBzcw=="),
-        ] {
-            assert_eq!(super::base64(i.as_bytes()), o);
-        }
     }
 }
