@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine with a Rust toolchain.
-# Tests start real peers (Mosquitto, mosquitto_pub/sub) themselves on
+# Tests start real peers (Mosquitto, mosquitto_pub/sub, InfluxDB 1.x) themselves on
 # loopback ports; this installs them first when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
 command -v coap-client-notls >/dev/null 2>&1 || missing+=(libcoap3-bin)
 # btleplug (the ble feature) links libdbus through pkg-config.
 pkg-config --exists dbus-1 2>/dev/null || missing+=(libdbus-1-dev pkg-config)
+command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing test peers: ${missing[*]}"
   sudo=""
@@ -30,6 +31,7 @@ if [ "$#" -eq 0 ]; then
   bash scripts/check-features.sh
 fi
 
-# Debian's mosquitto package starts a system broker on 1883; tests never use
-# it (each starts its own on a free port), so it is left alone.
+# Debian's mosquitto and influxdb packages start system services on 1883
+# and 8086; tests never use them (each starts its own on free ports), so
+# they are left alone.
 exec cargo test --workspace --locked "$@"

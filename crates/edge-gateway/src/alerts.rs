@@ -112,6 +112,8 @@ pub struct Alerts {
     /// A device model's refit running on a blocking thread: a fit takes
     /// 6-11 ms, which the pipeline task must not spend between readings.
     fit: Option<(FitKey, oneshot::Receiver<Option<Fitted>>)>,
+    /// Transitions kept for the `[[sink]]` outputs, when there are any.
+    sink_events: Option<Vec<Alert>>,
 }
 
 type FitKey = (usize, gateway_core::DeviceId);
@@ -161,7 +163,21 @@ impl Alerts {
             store_failures,
             throttle: LogThrottle::default(),
             fit: None,
+            sink_events: None,
         }
+    }
+
+    /// Keeps each transition for [`Self::take_sink_events`] too.
+    pub fn keep_for_sinks(&mut self) {
+        self.sink_events.get_or_insert_with(Vec::new);
+    }
+
+    /// The transitions since the last call, for the `[[sink]]` outputs.
+    pub fn take_sink_events(&mut self) -> Vec<Alert> {
+        self.sink_events
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Installs a finished refit and starts the next one due, on a blocking
@@ -229,6 +245,9 @@ impl Alerts {
             }
             info!(rule = %a.rule, device = %a.device, metric = %a.metric, kind = a.kind.as_str(), state = a.state.as_str(), value = a.value, limit = a.limit, "Alert.");
             out.push(self.renderer.alert(&a));
+            if let Some(events) = &mut self.sink_events {
+                events.push(a.clone());
+            }
             let action = self
                 .engine
                 .rules()

@@ -8,6 +8,8 @@
 //!   taken (`docs/durability.md`);
 //! - [`alerts`] and [`actions`]: the alert rules' state on disk and their
 //!   local actions (an MQTT publish or a CoAP PUT to an actuator);
+//! - [`fanout`]: typed events to the `[[sink]]` outputs and one flush
+//!   handshake over every durable output;
 //! - [`messages`]: upstream topics and JSON payloads (the public contract);
 //! - [`runtime`]: starting and stopping adapters, pipeline and forwarder;
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
@@ -20,6 +22,7 @@ pub mod alerts;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod durability;
+pub mod fanout;
 pub mod health;
 pub mod logging;
 pub mod messages;

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::alerts::Alerts;
 use crate::durability::checkpoint::CheckpointError;
 use crate::durability::Durability;
+use crate::fanout::SinkFanout;
 use crate::messages::Renderer;
 
 /// Readings refused as too late for their window.
@@ -46,8 +47,9 @@ pub struct Pipeline {
     /// Checkpoint and journal; without a checkpoint, open windows are
     /// forwarded early (partial) at shutdown instead.
     pub durability: Durability,
-    /// Asks the forwarder whether everything sent so far is in the outbox:
-    /// a checkpoint may drop closed windows only once they are.
+    /// Asks the outputs (the forwarder and every `[[sink]]`, see
+    /// `fanout::flush_all`) whether everything sent so far is in their
+    /// outboxes: a checkpoint may drop closed windows only once they are.
     pub outbox_flush: Option<mpsc::Sender<oneshot::Sender<bool>>>,
     /// The alert rules; `None` when there are none. Alerts bypass the
     /// windows: they are sent as soon as a reading, a status change or the
@@ -56,6 +58,8 @@ pub struct Pipeline {
     /// Where alerts go when the forwarder takes them ahead of everything
     /// else (see `run_upstream`); `None` sends them with the rest.
     pub urgent: Option<mpsc::Sender<OutboundMessage>>,
+    /// Typed events for the `[[sink]]` outputs (none: nothing is kept).
+    pub sinks: SinkFanout,
 }
 
 /// Longest sleep between deadline checks.
@@ -141,6 +145,7 @@ impl Pipeline {
                         dirty = true;
                         let mut alerts = Vec::new();
                         let _ = self.ingest(&readings, &c, &throttle, &mut alerts);
+                        self.sinks.send_readings().await;
                         if !self.alerts_step(&out, |_, o| o.append(&mut alerts)).await {
                             return;
                         }
@@ -155,6 +160,7 @@ impl Pipeline {
                                 None => self.durability.log(&readings, receipt),
                                 Some(accepted) => self.durability.log(&accepted, receipt),
                             }
+                            self.sinks.send_readings().await;
                             if !self.alerts_step(&out, |_, o| o.append(&mut alerts)).await {
                                 return;
                             }
@@ -263,6 +269,7 @@ impl Pipeline {
             match self.aggregator.ingest(r, now) {
                 Ok(()) => {
                     c.aggregated.inc();
+                    self.sinks.reading(r);
                     if let Some(rules) = &mut self.alerts {
                         rules.on_reading(r, alerts);
                     }
@@ -279,6 +286,7 @@ impl Pipeline {
                         Ok(()) => {
                             c.aggregated.inc();
                             c.restamped.inc();
+                            self.sinks.reading(&r);
                             if let Some(rules) = &mut self.alerts {
                                 rules.on_reading(&r, alerts);
                             }
@@ -288,6 +296,7 @@ impl Pipeline {
                         }
                         Err(rej) => {
                             c.late.inc();
+                            self.sinks.reading(&r);
                             accepted.get_or_insert_with(|| readings[..i].to_vec());
                             if let Some(suppressed) = throttle.allow("late") {
                                 warn!(device = %r.device(), metric = %r.metric(), reason = %rej, suppressed, "Dropping reading outside its window.");
@@ -306,6 +315,8 @@ impl Pipeline {
                     let kind = match rej {
                         Rejected::Late { .. } => {
                             c.late.inc();
+                            // Too late for a window, still a true sample.
+                            self.sinks.reading(r);
                             "late"
                         }
                         Rejected::Future { .. } => {
@@ -334,6 +345,7 @@ impl Pipeline {
         };
         let mut msgs = Vec::new();
         f(alerts, &mut msgs);
+        let events = alerts.take_sink_events();
         let out = self.urgent.as_ref().unwrap_or(out);
         for m in msgs {
             if out.send(m).await.is_err() {
@@ -341,6 +353,7 @@ impl Pipeline {
                 return false;
             }
         }
+        self.sinks.alerts(events).await;
         true
     }
 
@@ -407,6 +420,7 @@ impl Pipeline {
             debug!(device = %w.device, start = %w.start, metrics = w.metrics.len(), "Window closed.");
             c.windows.inc();
             let partial_at = cut_at.filter(|at| *at < w.end);
+            self.sinks.window(w, partial_at.is_some()).await;
             if out
                 .send(self.renderer.aggregated(w, partial_at))
                 .await

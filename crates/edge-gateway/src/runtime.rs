@@ -16,6 +16,7 @@ use gateway_core::component::IngressSender;
 use gateway_core::config::AdapterSpec;
 use gateway_core::{AdapterContext, Clock, DeviceRegistry, Telemetry};
 use sinks::mqtt_upstream::{self, UpstreamSettings};
+use sinks::registry::SinkContext;
 use sinks::OutputLink;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -25,6 +26,7 @@ use tracing::{error, info};
 use crate::actions::{run_actions, ACTION_QUEUE};
 use crate::alerts::Alerts;
 use crate::durability::Durability;
+use crate::fanout::{flush_all, SinkFanout, SINK_QUEUE};
 use crate::messages::Renderer;
 use crate::pipeline::Pipeline;
 
@@ -56,6 +58,9 @@ pub struct Gateway {
     pipeline: JoinHandle<()>,
     actions: Option<JoinHandle<()>>,
     upstream: JoinHandle<anyhow::Result<()>>,
+    /// `[[sink]]` outputs: they end once the pipeline is done and they
+    /// have written (or stored) what it gave them.
+    sinks: Vec<(String, JoinHandle<()>)>,
 }
 
 /// One adapter task and what it was started from.
@@ -130,6 +135,45 @@ fn start_alerts(
     (Some(alerts), task)
 }
 
+/// The running sinks, the pipeline's senders to them and their flush
+/// channels.
+type StartedSinks = (
+    Vec<(String, JoinHandle<()>)>,
+    Vec<(String, mpsc::Sender<sinks::event::SinkEvent>)>,
+    Vec<mpsc::Sender<tokio::sync::oneshot::Sender<bool>>>,
+);
+
+/// Starts every `[[sink]]`, each with its own outbox below `state_dir`.
+fn start_sinks(
+    config: &GatewayConfig,
+    renderer: &Renderer,
+    telemetry: &Telemetry,
+) -> anyhow::Result<StartedSinks> {
+    let ctx = SinkContext {
+        gateway_id: config.gateway.id.clone(),
+        state_dir: config.gateway.state_dir.clone(),
+        registry: renderer.registry.clone(),
+        telemetry: telemetry.clone(),
+    };
+    let mut started = (Vec::new(), Vec::new(), Vec::new());
+    for sink in &config.sinks {
+        let name = gateway_core::config::SinkSpec::name(sink).to_string();
+        let (tx, rx) = mpsc::channel(SINK_QUEUE);
+        let (flush_tx, flush_rx) = mpsc::channel(1);
+        let link = OutputLink {
+            messages: rx,
+            urgent: None,
+            flush: Some(flush_rx),
+        };
+        info!(output = %name, kind = sink.kind(), "Starting sink.");
+        let task = sink.start(&ctx, link)?;
+        started.0.push((name.clone(), task));
+        started.1.push((name, tx));
+        started.2.push(flush_tx);
+    }
+    Ok(started)
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -178,6 +222,11 @@ impl Gateway {
         let (out_tx, out_rx) = mpsc::channel(UPSTREAM_CAPACITY);
         let (urgent_tx, urgent_rx) = mpsc::channel(UPSTREAM_CAPACITY);
         let (flush_tx, flush_rx) = mpsc::channel(1);
+        let (sinks, sink_links, mut output_flushes) = start_sinks(config, &renderer, &telemetry)?;
+        // The pipeline asks once; every durable output must answer yes.
+        let (pipeline_flush, pipeline_flush_rx) = mpsc::channel(1);
+        output_flushes.insert(0, flush_tx);
+        tokio::spawn(flush_all(pipeline_flush_rx, output_flushes));
         let upstream = {
             let telemetry = telemetry.clone();
             tokio::spawn(async move {
@@ -192,7 +241,12 @@ impl Gateway {
             })
         };
 
-        let (alerts, actions) = start_alerts(config, &renderer, &telemetry);
+        let (mut alerts, actions) = start_alerts(config, &renderer, &telemetry);
+        if !sink_links.is_empty() {
+            if let Some(a) = &mut alerts {
+                a.keep_for_sinks();
+            }
+        }
         let (in_tx, in_rx) = mpsc::channel(INGRESS_CAPACITY);
         let pipeline = Pipeline {
             aggregator,
@@ -200,9 +254,10 @@ impl Gateway {
             clock: clock.clone(),
             telemetry: telemetry.clone(),
             durability,
-            outbox_flush: Some(flush_tx),
+            outbox_flush: Some(pipeline_flush),
             alerts,
             urgent: Some(urgent_tx),
+            sinks: SinkFanout::new(sink_links),
         };
         let pipeline = tokio::spawn(pipeline.run(in_rx, out_tx));
 
@@ -216,6 +271,7 @@ impl Gateway {
             pipeline,
             actions,
             upstream,
+            sinks,
         };
         for a in &config.adapters {
             let running = gateway.spawn_adapter(a);
@@ -277,6 +333,7 @@ impl Gateway {
             ("device", old.devices != new.devices),
             ("rule", old.rules != new.rules),
             ("lorawan", old.sections != new.sections),
+            ("sink", old.sinks != new.sinks),
         ] {
             if changed {
                 summary.need_restart.push(section);
@@ -345,7 +402,13 @@ impl Gateway {
         if let Some(actions) = self.actions {
             actions.await.context("actions task")?;
         }
-        self.upstream.await.context("upstream task")?
+        let upstream = self.upstream.await.context("upstream task");
+        for (name, task) in self.sinks {
+            if let Err(e) = task.await {
+                error!(output = %name, error = %e, "Sink task failed.");
+            }
+        }
+        upstream?
     }
 }
 

@@ -6,9 +6,10 @@ use std::path::Path;
 use adapters::AdapterConfig;
 use anyhow::Context as _;
 use gateway_core::config::{layers, template, Config, Layers, Problems};
+use sinks::SinkConfig;
 
-/// `gateway.toml` with the adapter kinds this build was compiled with.
-pub type GatewayConfig = Config<AdapterConfig>;
+/// `gateway.toml` with the adapter and sink kinds this build was compiled with.
+pub type GatewayConfig = Config<AdapterConfig, SinkConfig>;
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,7 @@ pub fn template() -> String {
     let mut out = template::core_sections();
     out.push_str(&gateway_core::config::metrics::template());
     out.push_str(&adapters::template());
+    out.push_str(&sinks::template());
     out.push_str(&template::device_section());
     out.push_str(&template::rule_section());
     out

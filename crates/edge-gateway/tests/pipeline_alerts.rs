@@ -79,6 +79,7 @@ fn start() -> Harness {
         outbox_flush: None,
         alerts: Some(alerts),
         urgent: None,
+        sinks: Default::default(),
     };
     let (tx, rx) = mpsc::channel(16);
     let (out_tx, out) = mpsc::channel(16);

@@ -49,6 +49,7 @@ fn start(window_s: i64, grace_s: i64) -> Harness {
         outbox_flush: None,
         alerts: None,
         urgent: None,
+        sinks: Default::default(),
     };
     let (tx, rx) = mpsc::channel(16);
     let (out_tx, out) = mpsc::channel(16);

@@ -5,7 +5,12 @@
 //!   its undelivered messages in;
 //! - `spool`: the storage policy around it (store, hold in memory while
 //!   the disk refuses, make room when full, expire, report);
-//! - `mqtt_upstream`: the cloud MQTT broker (`[upstream]`, `[outbox]`).
+//! - `mqtt_upstream`: the cloud MQTT broker (`[upstream]`, `[outbox]`);
+//! - `event`: what `[[sink]]` outputs receive: typed readings, window
+//!   aggregates and alert transitions, not rendered MQTT messages;
+//! - `registry`: the one list of `[[sink]]` kinds (the crate root's
+//!   `sink_registry!`), generating `SinkConfig`, its parsing and template;
+//! - `influxdb`: `[[sink]] type = "influxdb"`, InfluxDB 1.x and 2.x.
 //!
 //! An output is a task fed through an [`OutputLink`]; one with its own
 //! durable outbox opens a `Spool` of its own in its own directory and
@@ -13,21 +18,29 @@
 //! gateway's checkpoint never runs ahead of it. See `docs/architecture.md`,
 //! "Adding an output".
 
+pub mod event;
+pub mod influxdb;
 pub mod mqtt_upstream;
 pub mod outbox;
+pub mod registry;
 pub mod spool;
 
 use gateway_core::OutboundMessage;
 use tokio::sync::{mpsc, oneshot};
 
-/// What an output receives from the pipeline.
+registry::sink_registry! {
+    Influxdb => influxdb::InfluxConfig,
+}
+
+/// What an output receives from the pipeline: rendered MQTT messages for
+/// the upstream, [`event::SinkEvent`]s for a `[[sink]]`.
 #[derive(Debug)]
-pub struct OutputLink {
+pub struct OutputLink<M = OutboundMessage> {
     /// Messages in order; closed at shutdown, after which the output
     /// delivers what it can within its drain time and stops.
-    pub messages: mpsc::Receiver<OutboundMessage>,
+    pub messages: mpsc::Receiver<M>,
     /// Alerts, to overtake `messages` (none for an output without them).
-    pub urgent: Option<mpsc::Receiver<OutboundMessage>>,
+    pub urgent: Option<mpsc::Receiver<M>>,
     /// Before a checkpoint: answer `true` once everything sent on
     /// `messages` and `urgent` before the request is stored durably.
     pub flush: Option<mpsc::Receiver<oneshot::Sender<bool>>>,

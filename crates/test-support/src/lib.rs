@@ -7,11 +7,13 @@
 
 mod clients;
 mod coap;
+mod influxdb;
 mod mosquitto;
 mod tls;
 
 pub use clients::{publish, publish_lines, publish_lines_as, Message, Subscriber};
 pub use coap::{coap_client, coap_client_run, free_udp_port, CoapOutput, CoapServer};
+pub use influxdb::{http, Influxd};
 pub use mosquitto::{Mosquitto, Options};
 pub use tls::Pki;
 

@@ -61,9 +61,45 @@ pub trait AdapterSpec: Sized {
     fn name(&self) -> &str;
 }
 
+/// The `[[sink]]` kinds a build knows (outputs beside the MQTT upstream).
+/// Implemented by the sinks crate, the way [`AdapterSpec`] is by adapters.
+pub trait SinkSpec: Sized + fmt::Debug + Clone + PartialEq {
+    /// Every accepted `type` value.
+    const KINDS: &'static [&'static str];
+
+    /// Builds one sink's config from its table (with `type` already
+    /// removed), recording problems (unknown keys, unset secret variables)
+    /// under `path`.
+    fn from_table(
+        kind: &str,
+        table: toml::Value,
+        path: &str,
+        problems: &mut Problems,
+    ) -> Option<Self>;
+
+    /// The sink's unique name.
+    fn name(&self) -> &str;
+}
+
+/// A build without `[[sink]]` kinds: any `[[sink]]` table is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoSinks {}
+
+impl SinkSpec for NoSinks {
+    const KINDS: &'static [&'static str] = &[];
+
+    fn from_table(_: &str, _: toml::Value, _: &str, _: &mut Problems) -> Option<Self> {
+        None
+    }
+
+    fn name(&self) -> &str {
+        match *self {}
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config<A: AdapterSpec> {
+pub struct Config<A: AdapterSpec, S: SinkSpec = NoSinks> {
     pub gateway: GatewayConfig,
     pub upstream: UpstreamConfig,
     pub aggregation: AggregationConfig,
@@ -71,6 +107,8 @@ pub struct Config<A: AdapterSpec> {
     pub outbox: OutboxConfig,
     pub metrics: MetricsConfig,
     pub adapters: Vec<A>,
+    /// `[[sink]]`: outputs beside the MQTT upstream.
+    pub sinks: Vec<S>,
     pub devices: Vec<DeviceConfig>,
     /// The adapter families' own sections.
     pub sections: A::Sections,
@@ -85,11 +123,12 @@ const SECTIONS: &[&str] = &[
     "log",
     "metrics",
     "adapter",
+    "sink",
     "device",
     "rule",
 ];
 
-impl<A: AdapterSpec> Config<A> {
+impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
     /// Parses and checks a config file's text.
     ///
     /// # Errors
@@ -156,7 +195,20 @@ impl<A: AdapterSpec> Config<A> {
         if let Some(o) = &outbox {
             o.validate(&mut problems);
         }
-        let adapters = parse_adapters::<A>(root.get("adapter"), &mut problems);
+        let adapters = parse_kinds(
+            root.get("adapter"),
+            "adapter",
+            A::KINDS,
+            A::from_table,
+            &mut problems,
+        );
+        let sinks = parse_kinds(
+            root.get("sink"),
+            "sink",
+            S::KINDS,
+            S::from_table,
+            &mut problems,
+        );
         let devices = parse_array::<DeviceConfig>(root.get("device"), "device", &mut problems);
         let sections = A::sections(root, &mut problems);
         let rules = parse_array::<RuleConfig>(root.get("rule"), "rule", &mut problems);
@@ -194,6 +246,13 @@ impl<A: AdapterSpec> Config<A> {
             "adapter name",
             &mut problems,
         );
+        check_unique(
+            sinks.iter().map(|(i, s)| (*i, s.name())),
+            "sink",
+            "name",
+            "sink name",
+            &mut problems,
+        );
 
         match (gateway, upstream, aggregation, log, outbox, metrics) {
             (
@@ -211,6 +270,7 @@ impl<A: AdapterSpec> Config<A> {
                 outbox,
                 metrics,
                 adapters: adapters.into_iter().map(|(_, a)| a).collect(),
+                sinks: sinks.into_iter().map(|(_, s)| s).collect(),
                 devices: devices.into_iter().map(|(_, d)| d).collect(),
                 sections,
                 rules: rules.into_iter().map(|(_, r)| r).collect(),
@@ -260,15 +320,20 @@ fn parse_array<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-fn parse_adapters<A: AdapterSpec>(
+/// A `[[section]]` list of tables selected by `type` (`[[adapter]]`,
+/// `[[sink]]`), each parsed by its kind's `from_table`.
+fn parse_kinds<T>(
     value: Option<&toml::Value>,
+    section: &str,
+    known: &[&str],
+    from_table: impl Fn(&str, toml::Value, &str, &mut Problems) -> Option<T>,
     problems: &mut Problems,
-) -> Vec<(usize, A)> {
-    let kinds = A::KINDS.join(", ");
-    array_elements(value, "adapter", problems)
+) -> Vec<(usize, T)> {
+    let kinds = known.join(", ");
+    array_elements(value, section, problems)
         .into_iter()
         .filter_map(|(i, v)| {
-            let path = format!("adapter[{i}]");
+            let path = format!("{section}[{i}]");
             let mut table = match v {
                 toml::Value::Table(t) => t.clone(),
                 _ => {
@@ -293,14 +358,14 @@ fn parse_adapters<A: AdapterSpec>(
                     return None;
                 }
             };
-            if !A::KINDS.contains(&kind.as_str()) {
+            if !known.contains(&kind.as_str()) {
                 problems.push(
                     format!("{path}.type"),
-                    format!("unknown adapter type \"{kind}\", expected one of {kinds}"),
+                    format!("unknown {section} type \"{kind}\", expected one of {kinds}"),
                 );
                 return None;
             }
-            A::from_table(&kind, toml::Value::Table(table), &path, problems).map(|a| (i, a))
+            from_table(&kind, toml::Value::Table(table), &path, problems).map(|a| (i, a))
         })
         .collect()
 }

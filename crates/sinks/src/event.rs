@@ -1,0 +1,55 @@
+//! What the pipeline hands a `[[sink]]`: typed events, so an output that is
+//! not MQTT never parses the upstream's JSON, and the upstream's topics and
+//! payloads stay its own contract.
+
+use gateway_core::{DeviceId, Reading, Timestamp};
+
+/// One thing that happened, in pipeline order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkEvent {
+    /// Readings as accepted, including those too late for their window
+    /// (restamped ones carry their new time).
+    Readings(Vec<Reading>),
+    /// A closed window of one device.
+    Window(WindowEvent),
+    /// An alert raised or cleared.
+    Alert(AlertEvent),
+}
+
+/// One device's statistics over one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowEvent {
+    pub device: DeviceId,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// Closed early at shutdown: the rest may follow after a restart.
+    pub partial: bool,
+    /// By metric name, sorted.
+    pub metrics: Vec<(String, MetricStats)>,
+}
+
+/// The statistics of one metric in a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricStats {
+    pub count: u64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub std: f64,
+}
+
+/// One alert transition, as the upstream's `alerts` payload describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEvent {
+    pub device: DeviceId,
+    pub rule: String,
+    /// Empty for a silence rule that watches any metric.
+    pub metric: String,
+    /// `threshold`, `rate`, `silence`, `anomaly`.
+    pub kind: String,
+    /// `raised` or `cleared`.
+    pub state: String,
+    pub value: f64,
+    pub limit: f64,
+    pub at: Timestamp,
+}

@@ -1,0 +1,133 @@
+//! A minimal HTTP/1.1 client over hyper's connection API (hyper is already
+//! in the tree for `/metrics`): one kept-alive connection, reopened when it
+//! breaks, each request bounded by a timeout.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot connect to {authority}: {source}")]
+    Connect {
+        authority: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP: {0}")]
+    Protocol(#[from] hyper::Error),
+    #[error("bad request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// An answer.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub struct Client {
+    authority: String,
+    timeout: Duration,
+    conn: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    pub fn new(authority: String, timeout: Duration) -> Self {
+        Self {
+            authority,
+            timeout,
+            conn: None,
+        }
+    }
+
+    /// Sends one request and reads the whole answer.
+    ///
+    /// # Errors
+    /// No connection, a broken one, or no answer in time; the connection
+    /// is dropped and the next request opens a new one.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Response, HttpError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(
+            timeout,
+            self.exchange(method, path_and_query, headers, body),
+        )
+        .await
+        {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(HttpError::Timeout(timeout))
+            }
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Response, HttpError> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(hyper::header::HOST, &self.authority);
+        for (k, v) in headers {
+            builder = builder.header(*k, v);
+        }
+        let request = builder.body(Full::new(body))?;
+        let conn = match self.conn.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => self.connect().await?,
+        };
+        let mut conn = conn;
+        conn.ready().await?;
+        let response = conn.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        self.conn = Some(conn);
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, HttpError> {
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|source| HttpError::Connect {
+                authority: self.authority.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // The connection's I/O runs beside the requests; it ends when the
+        // sender is dropped or the peer closes.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+}

@@ -1,0 +1,151 @@
+//! What an InfluxDB answer means for the batch that was sent, pure.
+
+use std::time::Duration;
+
+use hyper::{HeaderMap, StatusCode};
+
+/// The fate of one write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written (204; any 2xx).
+    Written,
+    /// 429/503: wait as long as the server says (or the backoff), resend.
+    Later {
+        retry_after: Option<Duration>,
+        reason: &'static str,
+    },
+    /// 400 (bad points) or 413 (too large): never resent as it is; split
+    /// it, or with one record left, dead-letter it.
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+    /// 401/403/404: the config is wrong; the data waits until it is fixed.
+    Misconfigured {
+        reason: &'static str,
+        message: String,
+    },
+    /// Anything else (500, 502…): resend after the backoff.
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// The `error`/`message` InfluxDB puts in its JSON error body, or the body.
+pub fn server_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .or_else(|| v.get("message"))
+                .and_then(|m| m.as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| text.trim().chars().take(500).collect())
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by InfluxDB).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(hyper::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Outcome {
+    let message = || server_message(body);
+    match status.as_u16() {
+        200..=299 => Outcome::Written,
+        429 => Outcome::Later {
+            retry_after: retry_after(headers),
+            reason: "rate_limited",
+        },
+        503 => Outcome::Later {
+            retry_after: retry_after(headers),
+            reason: "unavailable",
+        },
+        400 => Outcome::Refused {
+            reason: "bad_request",
+            message: message(),
+        },
+        413 => Outcome::Refused {
+            reason: "too_large",
+            message: message(),
+        },
+        401 | 403 => Outcome::Misconfigured {
+            reason: "unauthorized",
+            message: message(),
+        },
+        404 => Outcome::Misconfigured {
+            reason: "not_found",
+            message: message(),
+        },
+        _ => Outcome::Failed {
+            reason: "server_error",
+            message: format!("{status}: {}", message()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(retry: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(hyper::header::RETRY_AFTER, retry.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn answers_map_to_what_happens_to_the_batch() {
+        let none = HeaderMap::new();
+        let c = |s: u16, h: &HeaderMap, b: &str| {
+            classify(StatusCode::from_u16(s).unwrap(), h, b.as_bytes())
+        };
+        assert_eq!(c(204, &none, ""), Outcome::Written);
+        assert_eq!(
+            c(429, &headers("7"), ""),
+            Outcome::Later {
+                retry_after: Some(Duration::from_secs(7)),
+                reason: "rate_limited"
+            }
+        );
+        assert_eq!(
+            c(503, &headers("soon"), ""),
+            Outcome::Later {
+                retry_after: None,
+                reason: "unavailable"
+            }
+        );
+        assert_eq!(
+            c(
+                400,
+                &none,
+                r#"{"error":"partial write: unable to parse 'x': bad"}"#
+            ),
+            Outcome::Refused {
+                reason: "bad_request",
+                message: "partial write: unable to parse 'x': bad".into()
+            }
+        );
+        assert_eq!(
+            c(
+                404,
+                &none,
+                r#"{"code":"not found","message":"bucket \"b\" not found"}"#
+            ),
+            Outcome::Misconfigured {
+                reason: "not_found",
+                message: "bucket \"b\" not found".into()
+            }
+        );
+        assert!(matches!(
+            c(401, &none, ""),
+            Outcome::Misconfigured {
+                reason: "unauthorized",
+                ..
+            }
+        ));
+        assert!(matches!(c(500, &none, "boom"), Outcome::Failed { .. }));
+    }
+}

@@ -1,0 +1,128 @@
+//! The write request's path and credentials, from the config and the
+//! environment (secrets are read here, once, and never logged).
+
+use crate::registry::StartError;
+
+use super::config::{Endpoint, InfluxConfig};
+use super::line;
+
+/// Reads a secret's variable; the value is never logged.
+pub fn secret(sink: &str, key: &'static str, var: &str) -> Result<String, StartError> {
+    std::env::var(var).map_err(|_| StartError::MissingSecret {
+        sink: sink.to_string(),
+        key,
+        var: var.to_string(),
+    })
+}
+
+pub fn base64(input: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(A[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `(path and query of a write, Authorization header)`.
+///
+/// # Errors
+/// A secret's variable that is not set.
+pub fn write_target(
+    config: &InfluxConfig,
+    endpoint: &Endpoint,
+) -> Result<(String, Option<String>), StartError> {
+    let name = &config.name;
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    let (path, auth) = if config.version == 2 {
+        query
+            .append_pair("org", &config.org)
+            .append_pair("bucket", &config.bucket);
+        let token = match config.token_var() {
+            Some(var) => secret(name, "token", var)?,
+            None => String::new(),
+        };
+        ("/api/v2/write", Some(format!("Token {token}")))
+    } else {
+        query.append_pair("db", &config.database);
+        if !config.retention_policy.is_empty() {
+            query.append_pair("rp", &config.retention_policy);
+        }
+        let auth = if config.username.is_empty() {
+            None
+        } else {
+            let password = if config.password_env.is_empty() {
+                String::new()
+            } else {
+                secret(name, "password_env", &config.password_env)?
+            };
+            Some(format!(
+                "Basic {}",
+                base64(format!("{}:{password}", config.username).as_bytes())
+            ))
+        };
+        ("/write", auth)
+    };
+    query.append_pair("precision", line::PRECISION);
+    Ok((
+        format!("{}{path}?{}", endpoint.base_path, query.finish()),
+        auth,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("user:pa ss", "dXNlcjpwYSBzcw=="),
+        ] {
+            assert_eq!(super::base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn v1_writes_name_database_retention_policy_and_basic_auth() {
+        std::env::set_var("REQUEST_TEST_INFLUX_PW", "pa ss");
+        let config = super::InfluxConfig {
+            name: "a".into(),
+            database: "bme680 db".into(),
+            retention_policy: "autogen".into(),
+            username: "user".into(),
+            password_env: "REQUEST_TEST_INFLUX_PW".into(),
+            ..super::InfluxConfig::default()
+        };
+        let endpoint = super::Endpoint {
+            authority: "h:1".into(),
+            base_path: "/influx".into(),
+        };
+        let (path, auth) = super::write_target(&config, &endpoint).unwrap();
+        assert_eq!(path, "/influx/write?db=bme680+db&rp=autogen&precision=ms");
+        assert_eq!(auth.as_deref(), Some("Basic dXNlcjpwYSBzcw=="));
+        let missing = super::InfluxConfig {
+            password_env: "REQUEST_TEST_UNSET_VARIABLE".into(),
+            ..config
+        };
+        let e = super::write_target(&missing, &endpoint)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "sink a: password_env names environment variable REQUEST_TEST_UNSET_VARIABLE, which is not set");
+    }
+}

@@ -1,0 +1,149 @@
+//! What a `[[sink]]` kind tells the rest of the gateway, once.
+//!
+//! Each sink's config implements [`SinkKind`]; the one list in the crate
+//! root (`sink_registry!`) generates the `SinkConfig` enum, its
+//! `SinkSpec` implementation (parsing with key paths), `kind()`, `start()`
+//! and the config template. Adding an output is its folder and a line in
+//! that list.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use gateway_core::config::Problems;
+use gateway_core::{DeviceRegistry, Telemetry};
+use tokio::task::JoinHandle;
+
+use crate::event::SinkEvent;
+use crate::outbox::OutboxError;
+use crate::OutputLink;
+
+/// What sinks need to know about the gateway they run in.
+#[derive(Clone)]
+pub struct SinkContext {
+    /// `gateway.id`, the `gateway` tag of health points.
+    pub gateway_id: String,
+    /// `gateway.state_dir`: each durable sink keeps its outbox below it.
+    pub state_dir: PathBuf,
+    /// Device names and tags, written beside the data.
+    pub registry: DeviceRegistry,
+    pub telemetry: Telemetry,
+}
+
+/// Why a sink could not start (the running service; `validate` reports
+/// the same mistakes earlier with their key paths).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("sink {sink}: {key} names environment variable {var}, which is not set")]
+    MissingSecret {
+        sink: String,
+        key: &'static str,
+        var: String,
+    },
+    #[error("sink {sink}: outbox: {source}")]
+    Outbox {
+        sink: String,
+        #[source]
+        source: OutboxError,
+    },
+}
+
+/// One `[[sink]] type = "…"`: its config, parsed from its table.
+pub trait SinkKind: Sized + Clone + fmt::Debug + PartialEq {
+    /// The `type` value that selects it.
+    const KIND: &'static str;
+
+    /// Parses and validates the table (with `type` already removed),
+    /// recording problems under `path` with their full key paths.
+    fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self>;
+
+    /// The sink's unique `name`.
+    fn name(&self) -> &str;
+
+    /// Starts the sink's task, fed through `link`; it ends once the link's
+    /// messages close and it has delivered (or stored) what it was given.
+    ///
+    /// # Errors
+    /// A secret that cannot be read, an outbox locked by another process.
+    fn start(
+        &self,
+        ctx: &SinkContext,
+        link: OutputLink<SinkEvent>,
+    ) -> Result<JoinHandle<()>, StartError>;
+
+    /// This kind's part of the `configfile` template.
+    fn template() -> String;
+}
+
+/// Generates, from the list of kinds: `SinkConfig` (a variant per kind),
+/// its `SinkSpec` implementation, `kind()`, `start()` and `template()`.
+macro_rules! sink_registry {
+    ( $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? ) => {
+        /// One `[[sink]]` table, by its `type`.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum SinkConfig {
+            $( $(#[$kmeta])* $variant($kty), )*
+        }
+
+        impl gateway_core::config::SinkSpec for SinkConfig {
+            const KINDS: &'static [&'static str] = &[
+                $( $(#[$kmeta])* <$kty as $crate::registry::SinkKind>::KIND, )*
+            ];
+
+            fn from_table(
+                kind: &str,
+                table: toml::Value,
+                path: &str,
+                problems: &mut gateway_core::config::Problems,
+            ) -> Option<Self> {
+                $(
+                    $(#[$kmeta])*
+                    if kind == <$kty as $crate::registry::SinkKind>::KIND {
+                        return <$kty as $crate::registry::SinkKind>::from_table(table, path, problems)
+                            .map(Self::$variant);
+                    }
+                )*
+                let _ = (kind, table, path, problems);
+                None
+            }
+
+            fn name(&self) -> &str {
+                match *self {
+                    $( $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::SinkKind::name(c), )*
+                }
+            }
+        }
+
+        impl SinkConfig {
+            /// The sink's `type`.
+            pub fn kind(&self) -> &'static str {
+                match *self {
+                    $( $(#[$kmeta])* Self::$variant(_) => <$kty as $crate::registry::SinkKind>::KIND, )*
+                }
+            }
+
+            /// Starts the sink's task.
+            ///
+            /// # Errors
+            /// See [`registry::SinkKind::start`].
+            pub fn start(
+                &self,
+                ctx: &$crate::registry::SinkContext,
+                link: $crate::OutputLink<$crate::event::SinkEvent>,
+            ) -> Result<tokio::task::JoinHandle<()>, $crate::registry::StartError> {
+                match *self {
+                    $( $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::SinkKind::start(c, ctx, link), )*
+                }
+            }
+        }
+
+        /// The sinks' part of the `configfile` template, in list order.
+        pub fn template() -> String {
+            #[allow(unused_mut)]
+            let mut out = String::new();
+            $( $(#[$kmeta])* out.push_str(&<$kty as $crate::registry::SinkKind>::template()); )*
+            out
+        }
+    };
+}
+
+pub(crate) use sink_registry;

@@ -1,0 +1,288 @@
+//! The InfluxDB output against a real InfluxDB 1.x (Debian's `influxd`,
+//! started by each test on its own loopback port, data in a temp dir).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use gateway_core::config::{DeviceConfig, Problems, SinkSpec};
+use gateway_core::{
+    DeviceId, DeviceRegistry, MetricName, Reading, Telemetry, TimeSource, Timestamp,
+};
+use sinks::event::SinkEvent;
+use sinks::influxdb::SINK_POINTS_WRITTEN;
+use sinks::registry::SinkContext;
+use sinks::{OutputLink, SinkConfig};
+use test_support::Influxd;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// A running sink and the pipeline's end of its link.
+struct Running {
+    events: mpsc::Sender<SinkEvent>,
+    flush: mpsc::Sender<oneshot::Sender<bool>>,
+    task: JoinHandle<()>,
+    telemetry: Telemetry,
+}
+
+impl Running {
+    /// Everything sent so far is in the sink's outbox on disk.
+    async fn flushed(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.flush.send(tx).await.unwrap();
+        rx.await.unwrap()
+    }
+
+    async fn stop(self) {
+        drop(self.events);
+        drop(self.flush);
+        self.task.await.unwrap();
+    }
+}
+
+fn config(text: &str) -> SinkConfig {
+    let mut problems = Problems::default();
+    let table: toml::Value = toml::from_str(text).unwrap();
+    SinkConfig::from_table("influxdb", table, "sink[0]", &mut problems)
+        .unwrap_or_else(|| panic!("{problems}"))
+}
+
+fn start(config: &SinkConfig, state_dir: &std::path::Path) -> Running {
+    let devices: Vec<DeviceConfig> =
+        vec![toml::from_str("id = \"bme680-1\"\nname = \"Lab bench\"\nroom = \"lab\"\n").unwrap()];
+    let telemetry = Telemetry::default();
+    let ctx = SinkContext {
+        gateway_id: "gw-test".into(),
+        state_dir: state_dir.to_path_buf(),
+        registry: DeviceRegistry::from_config(&devices),
+        telemetry: telemetry.clone(),
+    };
+    let (events, rx) = mpsc::channel(64);
+    let (flush, flush_rx) = mpsc::channel(1);
+    let task = config
+        .start(
+            &ctx,
+            OutputLink {
+                messages: rx,
+                urgent: None,
+                flush: Some(flush_rx),
+            },
+        )
+        .unwrap();
+    Running {
+        events,
+        flush,
+        task,
+        telemetry,
+    }
+}
+
+/// One seed-000 CSV line: a BME680 sample, four metrics at one time.
+fn sample(ms: i64, i: usize) -> Vec<Reading> {
+    let t = Timestamp::from_millis(ms).unwrap();
+    let v = i as f64;
+    [
+        ("temperature", 20.0 + v * 0.1),
+        ("humidity", 40.0 + v * 0.05),
+        ("pressure", 1013.25 - v * 0.01),
+        ("gas", 120_000.0 + v * 7.0),
+    ]
+    .into_iter()
+    .map(|(m, x)| {
+        Reading::new(
+            DeviceId::new("bme680-1").unwrap(),
+            MetricName::new(m).unwrap(),
+            x,
+            t,
+            TimeSource::Event,
+        )
+        .unwrap()
+    })
+    .collect()
+}
+
+/// Waits until `check` holds. InfluxDB tells no one when a point becomes
+/// queryable, so the event waited for is the query's answer itself.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn count(db: &Influxd, database: &str, q: &str) -> i64 {
+    db.try_rows(database, q)
+        .unwrap_or_default()
+        .first()
+        .and_then(|r| r.get(1))
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0)
+}
+
+const SEED_000: &str = r#"
+name = "influx"
+url = "URL"
+database = "bme680_db"
+measurement = "bme680_measure"
+write = ["readings"]
+flush_interval = "100ms"
+batch_size = 50
+max_backoff = "300ms"
+"#;
+
+#[tokio::test]
+async fn seed_000_readings_answer_the_seeds_own_query_with_their_means() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let sink = start(&config(&SEED_000.replace("URL", &db.url())), state.path());
+    let now = Timestamp::now().as_millis();
+    let n = 120;
+    let mut sent_temps = Vec::new();
+    for i in 0..n {
+        let readings = sample(now - 30 * 60_000 + i as i64 * 10_000, i);
+        sent_temps.push(readings[0].value());
+        sink.events
+            .send(SinkEvent::Readings(readings))
+            .await
+            .unwrap();
+    }
+    // Seed 000's panel query, with the issue's time filter; the database
+    // did not exist: the sink created it.
+    let q = r#"SELECT mean("temperature") FROM "bme680_measure" WHERE time > now() - 1h"#;
+    until("all points queryable", || {
+        count(
+            &db,
+            "bme680_db",
+            r#"SELECT count("temperature") FROM "bme680_measure""#,
+        ) == n as i64
+    })
+    .await;
+    let rows = db.rows("bme680_db", q);
+    let mean = rows[0][1].as_f64().unwrap();
+    let expected = sent_temps.iter().sum::<f64>() / n as f64;
+    assert!((mean - expected).abs() < 1e-9, "{mean} != {expected}");
+    // One point per sample, four fields, tagged with the registry's name and tags.
+    let rows = db.rows(
+        "bme680_db",
+        r#"SELECT "temperature","humidity","pressure","gas","name","room" FROM "bme680_measure" WHERE "device" = 'bme680-1' LIMIT 1"#,
+    );
+    assert_eq!(rows[0][1].as_f64(), Some(20.0));
+    assert_eq!(rows[0][4].as_f64(), Some(120_000.0));
+    assert_eq!(rows[0][5].as_str(), Some("Lab bench"));
+    assert_eq!(rows[0][6].as_str(), Some("lab"));
+    // Counted once InfluxDB's answer is read, just after it stored them.
+    until("the points counted", || {
+        sink.telemetry
+            .counter_value(SINK_POINTS_WRITTEN, &[("output", "influx")])
+            == Some(n as u64)
+    })
+    .await;
+    sink.stop().await;
+}
+
+#[tokio::test]
+async fn an_outage_and_a_restart_of_the_sink_lose_nothing_and_write_every_point_once() {
+    let mut db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config(&SEED_000.replace("URL", &db.url()));
+    let sink = start(&cfg, state.path());
+    let base = Timestamp::now().as_millis() - 20 * 60_000;
+    let q = r#"SELECT count("temperature") FROM "bme680_measure""#;
+    for i in 0..40 {
+        sink.events
+            .send(SinkEvent::Readings(sample(base + i as i64 * 1000, i)))
+            .await
+            .unwrap();
+    }
+    until("first points", || count(&db, "bme680_db", q) == 40).await;
+
+    // The database goes away; the gateway keeps taking readings, and says
+    // they are on disk (its checkpoint may move on).
+    db.stop();
+    for i in 40..100 {
+        sink.events
+            .send(SinkEvent::Readings(sample(base + i as i64 * 1000, i)))
+            .await
+            .unwrap();
+    }
+    assert!(
+        sink.flushed().await,
+        "the sink's outbox holds the points durably"
+    );
+    // The gateway restarts too, while the database is still down: the
+    // points come back from the sink's outbox.
+    sink.stop().await;
+    db.restart();
+    let sink = start(&cfg, state.path());
+    until("every point after the outage", || {
+        count(&db, "bme680_db", q) == 100
+    })
+    .await;
+    // Exactly once each: 100 distinct sample times, none twice, none lost.
+    let rows = db.rows("bme680_db", r#"SELECT "temperature" FROM "bme680_measure""#);
+    assert_eq!(rows.len(), 100);
+    let times: std::collections::BTreeSet<i64> =
+        rows.iter().map(|r| r[0].as_i64().unwrap()).collect();
+    assert_eq!(times.len(), 100);
+    assert_eq!(*times.iter().next().unwrap(), base);
+    sink.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_point_is_dead_lettered_and_counted_and_the_rest_goes_on() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let base = Timestamp::now().as_millis() - 60_000;
+    // `value` is already a string field in this measurement: InfluxDB
+    // refuses the alerts' float `value` with 400 "field type conflict".
+    db.query("", "CREATE DATABASE bme680_db");
+    let line = format!("conflict,device=x value=\"text\" {base}\n");
+    assert_eq!(db.write("bme680_db", "ms", line.as_bytes()), 204);
+    let mut alerts = SEED_000
+        .replace("URL", &db.url())
+        .replace("write = [\"readings\"]", "write = [\"alerts\"]")
+        .replace("name = \"influx\"", "name = \"alerts\"");
+    alerts.push_str("alerts_measurement = \"conflict\"\n");
+    let sink = start(&config(&alerts), state.path());
+    let alert = |i: i64, rule: &str| {
+        SinkEvent::Alert(sinks::event::AlertEvent {
+            device: DeviceId::new("bme680-1").unwrap(),
+            rule: rule.into(),
+            metric: "temperature".into(),
+            kind: "threshold".into(),
+            state: "raised".into(),
+            value: 31.0,
+            limit: 30.0,
+            at: Timestamp::from_millis(base + i).unwrap(),
+        })
+    };
+    sink.events.send(alert(1, "refused")).await.unwrap();
+    until("the refused point set aside", || {
+        sink.telemetry
+            .counter_value(sinks::influxdb::SINK_DEAD_LETTER, &[("output", "alerts")])
+            == Some(1)
+    })
+    .await;
+    let dead = state.path().join("sink-alerts").join("dead-letter.lp");
+    let text = std::fs::read_to_string(&dead).unwrap();
+    assert!(text.contains("field type conflict"), "{text}");
+    assert!(text.contains("rule=refused"), "{text}");
+    assert!(
+        sink.telemetry
+            .counter_value(
+                sinks::influxdb::SINK_BATCHES_FAILED,
+                &[("output", "alerts"), ("reason", "bad_request")]
+            )
+            .unwrap_or(0)
+            >= 1
+    );
+    // Nothing waits behind it: the outbox is empty again.
+    until("the outbox emptied", || {
+        sink.telemetry
+            .gauges("edge_gateway_outbox_messages")
+            .iter()
+            .any(|(l, v)| l.iter().any(|(k, n)| k == "output" && n == "alerts") && *v == 0.0)
+    })
+    .await;
+    sink.stop().await;
+}

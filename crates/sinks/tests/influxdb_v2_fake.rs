@@ -1,0 +1,387 @@
+//! The InfluxDB 2 write contract, against a FAKE InfluxDB 2 HTTP server
+//! written here: no InfluxDB 2 can be installed on this machine (Debian's
+//! influxdb is 1.6, no registry has a 2.x server). The fake records each
+//! request and answers what the test scripts; bodies are read back with
+//! influxdata's own line-protocol parser.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gateway_core::config::{Problems, SinkSpec};
+use gateway_core::{
+    DeviceId, DeviceRegistry, MetricName, Reading, Telemetry, TimeSource, Timestamp,
+};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use influxdb_line_protocol::{parse_lines, FieldValue};
+use sinks::event::SinkEvent;
+use sinks::influxdb::{SINK_BATCHES_FAILED, SINK_DEAD_LETTER, SINK_POINTS_WRITTEN};
+use sinks::registry::SinkContext;
+use sinks::{OutputLink, SinkConfig};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// One request as the fake saw it, the body un-gzipped.
+#[derive(Debug, Clone)]
+struct Seen {
+    path_and_query: String,
+    authorization: Option<String>,
+    gzip: bool,
+    body: String,
+    at: tokio::time::Instant,
+}
+
+type Script = Arc<dyn Fn(&Seen, usize) -> (u16, Option<&'static str>) + Send + Sync>;
+
+/// The fake InfluxDB 2: answers with `script(request, index)`; each
+/// request is also sent on the returned channel.
+async fn fake_influx2(script: Script) -> (String, mpsc::UnboundedReceiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let count = Arc::new(Mutex::new(0usize));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (tx, script, count) = (tx.clone(), script.clone(), count.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (tx, script, count) = (tx.clone(), script.clone(), count.clone());
+                    async move {
+                        let path_and_query = req.uri().to_string();
+                        let h = |k: &str| {
+                            req.headers()
+                                .get(k)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string)
+                        };
+                        let authorization = h("authorization");
+                        let gzip = h("content-encoding").as_deref() == Some("gzip");
+                        let raw = req.into_body().collect().await.unwrap().to_bytes();
+                        let body = if gzip {
+                            let mut s = String::new();
+                            flate2::read::GzDecoder::new(&raw[..])
+                                .read_to_string(&mut s)
+                                .unwrap();
+                            s
+                        } else {
+                            String::from_utf8(raw.to_vec()).unwrap()
+                        };
+                        let seen = Seen {
+                            path_and_query,
+                            authorization,
+                            gzip,
+                            body,
+                            at: tokio::time::Instant::now(),
+                        };
+                        let i = {
+                            let mut c = count.lock().unwrap();
+                            *c += 1;
+                            *c - 1
+                        };
+                        let (status, retry_after) = script(&seen, i);
+                        let _ = tx.send(seen);
+                        let mut resp = Response::builder().status(status);
+                        if let Some(r) = retry_after {
+                            resp = resp.header("retry-after", r);
+                        }
+                        let body = if status >= 400 {
+                            format!(r#"{{"code":"x","message":"fake says {status}"}}"#)
+                        } else {
+                            String::new()
+                        };
+                        Ok::<_, hyper::Error>(resp.body(Full::new(Bytes::from(body))).unwrap())
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+struct Running {
+    events: mpsc::Sender<SinkEvent>,
+    task: tokio::task::JoinHandle<()>,
+    telemetry: Telemetry,
+    _state: tempfile::TempDir,
+    state_dir: std::path::PathBuf,
+}
+
+fn start(url: &str, extra: &str) -> Running {
+    let mut text = format!(
+        "name = \"v2\"\nurl = \"{url}\"\nversion = 2\norg = \"my org\"\nbucket = \"b&1\"\n\
+         token = \"env:FAKE_INFLUX_TOKEN\"\nwrite = [\"readings\"]\nmax_backoff = \"200ms\"\n{extra}\n"
+    );
+    if !extra.contains("flush_interval") {
+        text.push_str("flush_interval = \"50ms\"\n");
+    }
+    let mut problems = Problems::default();
+    let config = SinkConfig::from_table(
+        "influxdb",
+        toml::from_str(&text).unwrap(),
+        "sink[0]",
+        &mut problems,
+    )
+    .unwrap_or_else(|| panic!("{problems}"));
+    let state = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::default();
+    let ctx = SinkContext {
+        gateway_id: "gw-test".into(),
+        state_dir: state.path().to_path_buf(),
+        registry: DeviceRegistry::default(),
+        telemetry: telemetry.clone(),
+    };
+    let (events, rx) = mpsc::channel(64);
+    let task = config
+        .start(
+            &ctx,
+            OutputLink {
+                messages: rx,
+                urgent: None,
+                flush: None,
+            },
+        )
+        .unwrap();
+    Running {
+        events,
+        task,
+        telemetry,
+        state_dir: state.path().to_path_buf(),
+        _state: state,
+    }
+}
+
+fn token() {
+    // Every test sets the same value; no test reads a different one.
+    std::env::set_var("FAKE_INFLUX_TOKEN", "s3cr3t-token");
+}
+
+fn reading(device: &str, metric: &str, value: f64, ms: i64) -> Reading {
+    Reading::new(
+        DeviceId::new(device).unwrap(),
+        MetricName::new(metric).unwrap(),
+        value,
+        Timestamp::from_millis(ms).unwrap(),
+        TimeSource::Event,
+    )
+    .unwrap()
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a request in time")
+        .unwrap()
+}
+
+async fn counter(r: &Running, name: &str, labels: &[(&str, &str)], want: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while r.telemetry.counter_value(name, labels).unwrap_or(0) < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} {labels:?} never reached {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_has_the_v2_path_query_token_and_a_body_influxdatas_parser_reads_back() {
+    token();
+    for gzip in [false, true] {
+        let (url, mut seen) = fake_influx2(Arc::new(|_, _| (204, None))).await;
+        let sink = start(&url, &format!("gzip = {gzip}\nmeasurement = \"m x\""));
+        sink.events
+            .send(SinkEvent::Readings(vec![
+                reading("dev,1", "temp", 21.5, 1_000),
+                reading("dev,1", "hum=x", 40.0, 1_000),
+            ]))
+            .await
+            .unwrap();
+        let r = next(&mut seen).await;
+        assert_eq!(
+            r.path_and_query,
+            "/api/v2/write?org=my+org&bucket=b%261&precision=ms"
+        );
+        assert_eq!(r.authorization.as_deref(), Some("Token s3cr3t-token"));
+        assert_eq!(r.gzip, gzip);
+        let lines: Vec<_> = parse_lines(&r.body).collect::<Result<_, _>>().unwrap();
+        assert_eq!(lines.len(), 1, "{}", r.body);
+        let l = &lines[0];
+        assert_eq!(l.series.measurement.as_str(), "m x");
+        let tags: Vec<(String, String)> = l
+            .series
+            .tag_set
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                ("device".into(), "dev,1".into()),
+                ("name".into(), "dev,1".into())
+            ]
+        );
+        let fields: Vec<(String, f64)> = l
+            .field_set
+            .iter()
+            .map(|(k, v)| match v {
+                FieldValue::F64(f) => (k.to_string(), *f),
+                other => panic!("not a float: {other:?}"),
+            })
+            .collect();
+        assert_eq!(fields, [("temp".into(), 21.5), ("hum=x".into(), 40.0)]);
+        assert_eq!(l.timestamp, Some(1_000));
+        counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 1).await;
+        drop(sink.events);
+        sink.task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn retry_after_of_429_and_503_is_waited_and_the_batch_resent_whole() {
+    token();
+    let (url, mut seen) = fake_influx2(Arc::new(|_, i| match i {
+        0 => (429, Some("1")),
+        1 => (503, Some("1")),
+        _ => (204, None),
+    }))
+    .await;
+    let sink = start(&url, "");
+    sink.events
+        .send(SinkEvent::Readings(vec![reading("d", "t", 1.0, 5)]))
+        .await
+        .unwrap();
+    let a = next(&mut seen).await;
+    let b = next(&mut seen).await;
+    let c = next(&mut seen).await;
+    assert!(
+        b.at - a.at >= Duration::from_secs(1),
+        "429's Retry-After honoured"
+    );
+    assert!(
+        c.at - b.at >= Duration::from_secs(1),
+        "503's Retry-After honoured"
+    );
+    assert_eq!(
+        (a.body.as_str(), b.body.as_str()),
+        (c.body.as_str(), c.body.as_str())
+    );
+    counter(
+        &sink,
+        SINK_BATCHES_FAILED,
+        &[("output", "v2"), ("reason", "rate_limited")],
+        1,
+    )
+    .await;
+    counter(
+        &sink,
+        SINK_BATCHES_FAILED,
+        &[("output", "v2"), ("reason", "unavailable")],
+        1,
+    )
+    .await;
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 1).await;
+}
+
+#[tokio::test]
+async fn a_400_batch_is_split_until_the_bad_point_alone_is_dead_lettered() {
+    token();
+    let (url, mut seen) = fake_influx2(Arc::new(|s, _| {
+        if s.body.contains("bad") {
+            (400, None)
+        } else {
+            (204, None)
+        }
+    }))
+    .await;
+    let sink = start(&url, "batch_size = 8\nflush_interval = \"10s\"");
+    // Eight records, one of them bad: full batch, sent at once.
+    for i in 0..8 {
+        let metric = if i == 5 { "bad" } else { "good" };
+        sink.events
+            .send(SinkEvent::Readings(vec![reading("d", metric, 1.0, i)]))
+            .await
+            .unwrap();
+    }
+    counter(&sink, SINK_DEAD_LETTER, &[("output", "v2")], 1).await;
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 7).await;
+    let dead = std::fs::read_to_string(sink.state_dir.join("sink-v2/dead-letter.lp")).unwrap();
+    assert!(dead.contains("fake says 400"), "{dead}");
+    assert_eq!(
+        dead.lines().filter(|l| !l.starts_with('#')).count(),
+        1,
+        "{dead}"
+    );
+    assert!(dead.contains("bad=1 5"), "{dead}");
+    // Nothing was written twice: the good points went in exactly once.
+    let mut written = 0;
+    while let Ok(s) = seen.try_recv() {
+        if !s.body.contains("bad") {
+            written += s.body.lines().count();
+        }
+    }
+    assert_eq!(written, 7);
+}
+
+#[tokio::test]
+async fn a_413_is_split_and_after_401_the_data_waits_until_the_server_takes_it() {
+    token();
+    let (url, mut seen) = fake_influx2(Arc::new(|s, i| {
+        if i < 2 {
+            (401, None)
+        } else if s.body.lines().count() > 2 {
+            (413, None)
+        } else {
+            (204, None)
+        }
+    }))
+    .await;
+    let sink = start(&url, "batch_size = 8\nflush_interval = \"10s\"");
+    for i in 0..8 {
+        sink.events
+            .send(SinkEvent::Readings(vec![reading("d", "t", 1.0, i)]))
+            .await
+            .unwrap();
+    }
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 8).await;
+    assert_eq!(
+        sink.telemetry.counter_value(
+            SINK_BATCHES_FAILED,
+            &[("output", "v2"), ("reason", "unauthorized")]
+        ),
+        Some(2)
+    );
+    assert!(
+        sink.telemetry
+            .counter_value(
+                SINK_BATCHES_FAILED,
+                &[("output", "v2"), ("reason", "too_large")]
+            )
+            .unwrap_or(0)
+            >= 1
+    );
+    // Split down to what fits, never dead-lettered: 413 with more than
+    // one record is a size problem, not a bad point.
+    assert_eq!(
+        sink.telemetry
+            .counter_value(SINK_DEAD_LETTER, &[("output", "v2")])
+            .unwrap_or(0),
+        0
+    );
+    let mut largest_written = 0;
+    while let Ok(s) = seen.try_recv() {
+        if s.authorization.is_some() && s.body.lines().count() <= 2 {
+            largest_written = largest_written.max(s.body.lines().count());
+        }
+    }
+    assert_eq!(largest_written, 2);
+}
