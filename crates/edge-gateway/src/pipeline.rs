@@ -86,6 +86,10 @@ impl Pipeline {
             status: t.counter("edge_gateway_device_status_changes_total", &[]),
         };
         let throttle = LogThrottle::default();
+        for r in self.durability.take_replayed() {
+            self.sinks.reading(&r);
+        }
+        self.sinks.send_readings().await;
         let checkpoint_failures = t.counter("edge_gateway_checkpoint_failures_total", &[]);
         let every = self.durability.every().unwrap_or(Duration::from_secs(3600));
         let checkpoints = self.durability.every().is_some();

@@ -59,6 +59,11 @@ pub struct Durability {
     /// back this long before it is synced, so a kill can land while one is
     /// in flight. Unset (the default), nothing waits.
     hold_checkpoint: Option<Duration>,
+    /// Readings read back from the journals at start, for the sinks: they
+    /// were acknowledged to their senders but a sink may not have stored
+    /// them before the crash (a sink answers the checkpoint's flush only
+    /// once stored, so nothing older than these can be missing there).
+    replayed: Vec<Reading>,
 }
 
 /// Resent copies of messages already taken, not counted again.
@@ -85,6 +90,7 @@ impl Durability {
                 .ok()
                 .and_then(|ms| ms.parse().ok())
                 .map(Duration::from_millis),
+            replayed: Vec::new(),
         }
     }
 
@@ -139,6 +145,7 @@ impl Durability {
             if let Some((source, slot, digest)) = &entry.key {
                 d.deliveries.record(source.clone(), *slot, *digest);
             }
+            d.replayed.extend(entry.readings.iter().cloned());
             for r in &entry.readings {
                 // Judged as when it arrived: it was accepted then, and its
                 // window may have ended while the gateway was down.
@@ -160,6 +167,13 @@ impl Durability {
             journal,
         });
         d
+    }
+
+    /// The readings replayed from the journals at start, once: the sinks
+    /// are given them again (InfluxDB keeps one point per series and time,
+    /// so a point written twice is written once).
+    pub fn take_replayed(&mut self) -> Vec<Reading> {
+        std::mem::take(&mut self.replayed)
     }
 
     /// How often to checkpoint; `None` when nothing is kept on disk.

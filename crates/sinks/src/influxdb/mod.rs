@@ -56,6 +56,12 @@ pub const SINK_DEAD_LETTER: &str = "edge_gateway_sink_dead_letter_points_total";
 pub const SINK_UP: &str = "edge_gateway_sink_up";
 
 /// Housekeeping ticks (seconds) between health points.
+/// Fault hook for the crash tests: milliseconds to hold each batch of
+/// events before it is stored, so a kill can land after the readings were
+/// journaled and acknowledged but before this sink kept them. Unset (the
+/// default), nothing waits.
+const HOLD_STORE_ENV: &str = "EDGE_GATEWAY_FAULT_HOLD_SINK_MS";
+
 const HEALTH_EVERY: u64 = 10;
 /// What the gateway counts as readings taken (the pipeline's counter).
 const READINGS_TOTAL: &str = "edge_gateway_aggregator_readings_total";
@@ -200,6 +206,10 @@ impl Writer {
             plan.stored(Instant::now());
         }
         let mut waiting_points = self.waiting_points();
+        let hold_store = std::env::var(HOLD_STORE_ENV)
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis);
         let mut rx_open = true;
         let mut drain_deadline = Instant::now();
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
@@ -232,6 +242,9 @@ impl Writer {
                                 Ok(more) => events.push(more),
                                 Err(_) => break,
                             }
+                        }
+                        if let Some(hold) = hold_store {
+                            tokio::time::sleep(hold).await;
                         }
                         waiting_points += self.store(&events, &mut plan);
                     }
