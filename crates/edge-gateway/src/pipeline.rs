@@ -9,12 +9,13 @@
 //! completes (see `durability`); the journal is committed whenever the
 //! inbox runs dry or a batch is full, so one fsync covers many messages.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aggregator::{Aggregator, Rejected};
 use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry, TimeSource};
+use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry, TimeSource, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -27,6 +28,40 @@ use crate::messages::Renderer;
 pub const LATE_READINGS: &str = "edge_gateway_aggregator_late_readings_total";
 /// Window statistics forwarded (one per device and window).
 pub const WINDOWS_EMITTED: &str = "edge_gateway_aggregator_windows_emitted_total";
+/// Readings the aggregator refused for a reason other than time, labelled
+/// `reason` (`max_series`).
+pub const DROPPED_READINGS: &str = "edge_gateway_aggregator_dropped_readings_total";
+
+/// Logs the `max_series` refusals once per window: a flood refuses a
+/// reading per message, and one line per window says all there is to say.
+/// Atomics only because the pipeline's future must be `Send`; one task
+/// touches them.
+struct OncePerWindow {
+    /// Start (ms) of the window in which the last line was logged.
+    logged: AtomicI64,
+    /// Refusals since then.
+    since: AtomicU64,
+}
+
+impl Default for OncePerWindow {
+    fn default() -> Self {
+        Self {
+            logged: AtomicI64::new(i64::MIN),
+            since: AtomicU64::new(0),
+        }
+    }
+}
+
+impl OncePerWindow {
+    /// `Some(refused since the last line)` when this one should be logged.
+    fn allow(&self, window_start: i64) -> Option<u64> {
+        if self.logged.swap(window_start, Ordering::Relaxed) == window_start {
+            self.since.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.since.swap(0, Ordering::Relaxed))
+    }
+}
 
 /// The counters the pipeline keeps.
 struct Counters {
@@ -36,6 +71,8 @@ struct Counters {
     future: Counter,
     windows: Counter,
     status: Counter,
+    max_series: Counter,
+    max_series_log: OncePerWindow,
 }
 
 pub struct Pipeline {
@@ -80,6 +117,8 @@ impl Pipeline {
             future: t.counter("edge_gateway_aggregator_future_readings_total", &[]),
             windows: t.counter(WINDOWS_EMITTED, &[]),
             status: t.counter("edge_gateway_device_status_changes_total", &[]),
+            max_series: t.counter(DROPPED_READINGS, &[("reason", "max_series")]),
+            max_series_log: OncePerWindow::default(),
         };
         let throttle = LogThrottle::default();
         let checkpoint_failures = t.counter("edge_gateway_checkpoint_failures_total", &[]);
@@ -286,6 +325,10 @@ impl Pipeline {
                                 .get_or_insert_with(|| readings[..i].to_vec())
                                 .push(r);
                         }
+                        Err(rej @ Rejected::MaxSeries { .. }) => {
+                            accepted.get_or_insert_with(|| readings[..i].to_vec());
+                            self.refuse_max_series(&r, &rej, now, c);
+                        }
                         Err(rej) => {
                             c.late.inc();
                             accepted.get_or_insert_with(|| readings[..i].to_vec());
@@ -294,6 +337,10 @@ impl Pipeline {
                             }
                         }
                     }
+                }
+                Err(rej @ Rejected::MaxSeries { .. }) => {
+                    accepted.get_or_insert_with(|| readings[..i].to_vec());
+                    self.refuse_max_series(r, &rej, now, c);
                 }
                 Err(rej) => {
                     accepted.get_or_insert_with(|| readings[..i].to_vec());
@@ -312,6 +359,7 @@ impl Pipeline {
                             c.future.inc();
                             "future"
                         }
+                        Rejected::MaxSeries { .. } => "max_series",
                     };
                     if let Some(suppressed) = throttle.allow(kind) {
                         warn!(device = %r.device(), metric = %r.metric(), time = %r.time(), reason = %rej, suppressed, "Dropping reading outside its window.");
@@ -320,6 +368,16 @@ impl Pipeline {
             }
         }
         accepted
+    }
+
+    /// Counts a reading refused by `aggregation.max_series`, and logs the
+    /// first one of each window.
+    fn refuse_max_series(&self, r: &Reading, rej: &Rejected, now: Timestamp, c: &Counters) {
+        c.max_series.inc();
+        let (window, _) = self.aggregator.spec().window_of(now);
+        if let Some(earlier) = c.max_series_log.allow(window.as_millis()) {
+            warn!(device = %r.device(), metric = %r.metric(), reason = %rej, refused_before = earlier, "Refusing readings of new series until open ones close (logged once per window).");
+        }
     }
 
     /// Runs `f` on the alert rules (if any) and sends the alerts it
@@ -424,5 +482,27 @@ fn warn_checkpoint(e: &CheckpointError, failures: &Counter, throttle: &LogThrott
     failures.inc();
     if let Some(suppressed) = throttle.allow("checkpoint") {
         warn!(error = %e, suppressed, "Cannot save the open windows; will retry.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OncePerWindow;
+
+    #[test]
+    fn refusals_are_logged_once_per_window_with_the_count_since() {
+        let once = OncePerWindow::default();
+        // (window start, expected)
+        let steps = [
+            (0, Some(0)),
+            (0, None),
+            (0, None),
+            (60, Some(2)),
+            (60, None),
+            (120, Some(1)),
+        ];
+        for (i, (window, want)) in steps.into_iter().enumerate() {
+            assert_eq!(once.allow(window), want, "step {i}");
+        }
     }
 }
