@@ -39,6 +39,20 @@ pub fn load_layers(
     env: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<(GatewayConfig, Layers), LoadError> {
     let layers = layers::read(path, env)?;
+    // An empty merged config would run on every default with no input,
+    // forwarding nothing as "gw-01": never a working gateway, and most
+    // likely a file that was truncated or never filled in.
+    if layers.root().is_empty() {
+        let mut problems = Problems::default();
+        problems.push(
+            "",
+            "the config is empty (no section in the file, its drop-ins or the environment): start from `edge-gateway configfile`",
+        );
+        return Err(LoadError::Invalid {
+            path: path.display().to_string(),
+            problems,
+        });
+    }
     match GatewayConfig::from_layers(&layers) {
         Ok(config) => Ok((config, layers)),
         Err(problems) => Err(LoadError::Invalid {
@@ -46,6 +60,26 @@ pub fn load_layers(
             problems,
         }),
     }
+}
+
+/// What a valid config leaves to defaults that an operator should know
+/// about: one line each, printed by `validate` and logged by `run`. Not
+/// problems, since existing configs rely on them.
+pub fn notes(config: &GatewayConfig, layers: &Layers) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !layers.root().contains_key("gateway") {
+        let g = &config.gateway;
+        notes.push(format!(
+            "no [gateway] section: running as id \"{}\", site \"{}\", state in \"{}\"; set gateway.id, since two gateways with the same id overwrite each other's data upstream",
+            g.id,
+            g.site,
+            g.state_dir.display()
+        ));
+    }
+    if config.adapters.is_empty() {
+        notes.push("no [[adapter]]: the gateway reads no sensor".into());
+    }
+    notes
 }
 
 /// The fully commented template of every key with its default: the output
