@@ -14,12 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregator::{Aggregator, Rejected};
+use gateway_core::clock::is_plausible;
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry, TimeSource, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::alerts::Alerts;
+use crate::clock_guard::ClockGuard;
 use crate::durability::checkpoint::CheckpointError;
 use crate::durability::Durability;
 use crate::messages::Renderer;
@@ -132,11 +134,22 @@ impl Pipeline {
         // windows closed since it was started.
         let mut saving: Option<oneshot::Receiver<Result<(), CheckpointError>>> = None;
         let mut closed = false;
+        let mut guard = ClockGuard::new(t);
         loop {
-            // Silence is checked at every wake: the timer branch never fires
-            // while readings keep arriving.
             let now = self.clock.now();
-            if !self.alerts_step(&out, |a, o| a.on_tick(now, o)).await {
+            let mono = tokio::time::Instant::now();
+            let clock_ok = guard.check(now, mono);
+            if clock_ok && guard.is_holding() {
+                for msg in guard.release(now, mono) {
+                    if !self.take(msg, &out, &c, &throttle, &mut dirty).await {
+                        return;
+                    }
+                }
+            }
+            // Silence is checked at every wake: the timer branch never fires
+            // while readings keep arriving. Not on a wrong clock: every
+            // device would look silent since 1970, or for the step.
+            if clock_ok && !self.alerts_step(&out, |a, o| a.on_tick(now, o)).await {
                 return;
             }
             let nap = self
@@ -153,7 +166,14 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep(nap) => {
-                    let due = self.aggregator.close_due(self.clock.now());
+                    // On a wrong clock nothing closes: a 1970 window would
+                    // go upstream as data.
+                    let now = self.clock.now();
+                    let due = if is_plausible(now) {
+                        self.aggregator.close_due(now)
+                    } else {
+                        Vec::new()
+                    };
                     if !due.is_empty() {
                         // Everything in a forwarded window must be on disk:
                         // a copy of it resent later would be counted twice.
@@ -176,42 +196,13 @@ impl Pipeline {
                     }
                 }
                 msg = ingress.recv() => match msg {
-                    Some(Ingress::Readings(readings)) => {
-                        dirty = true;
-                        let mut alerts = Vec::new();
-                        let _ = self.ingest(&readings, &c, &throttle, &mut alerts);
-                        if !self.alerts_step(&out, |_, o| o.append(&mut alerts)).await {
-                            return;
-                        }
+                    Some(msg @ (Ingress::Readings(_) | Ingress::Durable { .. }))
+                        if !is_plausible(self.clock.now()) || guard.is_holding() =>
+                    {
+                        guard.hold(msg, tokio::time::Instant::now());
                     }
-                    Some(Ingress::Durable { readings, receipt }) => {
-                        if self.durability.admit(receipt.key.as_ref()) {
-                            dirty = true;
-                            // Only accepted readings are journaled: a replay
-                            // must rebuild exactly what was counted.
-                            let mut alerts = Vec::new();
-                            match self.ingest(&readings, &c, &throttle, &mut alerts) {
-                                None => self.durability.log(&readings, receipt),
-                                Some(accepted) => self.durability.log(&accepted, receipt),
-                            }
-                            if !self.alerts_step(&out, |_, o| o.append(&mut alerts)).await {
-                                return;
-                            }
-                        } else {
-                            debug!(source = ?receipt.key, "Dropping a resent copy of a message already taken.");
-                            self.durability.acknowledge_copy(receipt);
-                        }
-                    }
-                    Some(Ingress::NewSession { source }) => {
-                        info!(%source, "New broker session: its packet ids start over, so earlier deliveries no longer mark copies.");
-                        self.durability.new_session(&source);
-                    }
-                    Some(Ingress::Status(change)) => {
-                        c.status.inc();
-                        info!(device = %change.device, state = change.state.as_str(), "Device status changed.");
-                        if out.send(self.renderer.device_status(&change)).await.is_err()
-                            || !self.alerts_step(&out, |a, o| a.on_status(&change, o)).await
-                        {
+                    Some(msg) => {
+                        if !self.take(msg, &out, &c, &throttle, &mut dirty).await {
                             return;
                         }
                     }
@@ -245,6 +236,12 @@ impl Pipeline {
             if self.durability.should_commit(ingress.is_empty()) {
                 self.durability.commit();
             }
+        }
+        if guard.held_readings() > 0 {
+            warn!(
+                readings = guard.held_readings(),
+                "Stopping on a wall clock that never became plausible: the held readings are not counted (MQTT QoS 1 ones stay with their broker)."
+            );
         }
         if let Some(rx) = saving.take() {
             let outcome = rx.await.unwrap_or(Err(CheckpointError::Interrupted));
@@ -284,6 +281,53 @@ impl Pipeline {
             );
         }
         self.emit(rest, Some(now), &out, &c).await;
+    }
+
+    /// Handles one message from the ingress queue. False when upstream is
+    /// gone.
+    async fn take(
+        &mut self,
+        msg: Ingress,
+        out: &mpsc::Sender<OutboundMessage>,
+        c: &Counters,
+        throttle: &LogThrottle,
+        dirty: &mut bool,
+    ) -> bool {
+        match msg {
+            Ingress::Readings(readings) => {
+                *dirty = true;
+                let mut alerts = Vec::new();
+                let _ = self.ingest(&readings, c, throttle, &mut alerts);
+                self.alerts_step(out, |_, o| o.append(&mut alerts)).await
+            }
+            Ingress::Durable { readings, receipt } => {
+                if !self.durability.admit(receipt.key.as_ref()) {
+                    debug!(source = ?receipt.key, "Dropping a resent copy of a message already taken.");
+                    self.durability.acknowledge_copy(receipt);
+                    return true;
+                }
+                *dirty = true;
+                // Only accepted readings are journaled: a replay must
+                // rebuild exactly what was counted.
+                let mut alerts = Vec::new();
+                match self.ingest(&readings, c, throttle, &mut alerts) {
+                    None => self.durability.log(&readings, receipt),
+                    Some(accepted) => self.durability.log(&accepted, receipt),
+                }
+                self.alerts_step(out, |_, o| o.append(&mut alerts)).await
+            }
+            Ingress::NewSession { source } => {
+                info!(%source, "New broker session: its packet ids start over, so earlier deliveries no longer mark copies.");
+                self.durability.new_session(&source);
+                true
+            }
+            Ingress::Status(change) => {
+                c.status.inc();
+                info!(device = %change.device, state = change.state.as_str(), "Device status changed.");
+                out.send(self.renderer.device_status(&change)).await.is_ok()
+                    && self.alerts_step(out, |a, o| a.on_status(&change, o)).await
+            }
+        }
     }
 
     /// Adds readings to their windows; `Some(accepted)` when some were
