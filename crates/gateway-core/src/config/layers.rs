@@ -411,7 +411,7 @@ fn env_value(raw: &str, current: Option<&toml::Value>) -> toml::Value {
 /// come (an InfluxDB `token`, a broker `password`, a DTLS `psk`).
 pub fn is_secret_key(key: &str) -> bool {
     key.ends_with("_s_key")
-        || matches!(key, "app_key" | "nwk_key")
+        || matches!(key, "app_key" | "nwk_key" | "key" | "key_hex")
         || ["password", "token", "secret", "psk"]
             .iter()
             .any(|word| key == *word || key.ends_with(&format!("_{word}")))
