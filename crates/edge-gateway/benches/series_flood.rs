@@ -71,8 +71,8 @@ fn flood(broker: &Broker, round: usize, n: usize) {
     assert!(status.success());
 }
 
-/// Waits until `taken() >= n` or it stands still for 5 s.
-fn wait_for(mut taken: impl FnMut() -> f64, n: f64) -> f64 {
+/// Waits until `taken() >= n` or it stands still for `idle`.
+fn wait_for(mut taken: impl FnMut() -> f64, n: f64, idle: Duration) -> f64 {
     let (mut last, mut since) = (-1.0, Instant::now());
     loop {
         let v = taken();
@@ -81,7 +81,7 @@ fn wait_for(mut taken: impl FnMut() -> f64, n: f64) -> f64 {
         }
         if v > last {
             (last, since) = (v, Instant::now());
-        } else if since.elapsed() > Duration::from_secs(5) {
+        } else if since.elapsed() > idle {
             return v;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -108,11 +108,12 @@ fn run(broker: &Broker, label: &str, max_series: usize, n: usize) -> f64 {
     let mut peak: f64 = 0.0;
     for round in 1..=ROUNDS {
         flood(broker, round, n);
-        wait_for(|| taken() + refused(), (round * n) as f64);
+        wait_for(|| taken() + refused(), (round * n) as f64, Duration::from_secs(5));
         let open = rss();
         let admitted = taken();
-        // Every admitted reading opened a window: wait for them to close.
-        wait_for(windows, admitted);
+        // Every admitted reading opened a window (one device, one metric):
+        // wait for them to close, up to a window and its grace and more.
+        wait_for(windows, admitted, Duration::from_secs(40));
         // The checkpoint after a close is written in the background.
         std::thread::sleep(Duration::from_secs(6));
         let closed = rss();
