@@ -108,7 +108,11 @@ fn run(broker: &Broker, label: &str, max_series: usize, n: usize) -> f64 {
     let mut peak: f64 = 0.0;
     for round in 1..=ROUNDS {
         flood(broker, round, n);
-        wait_for(|| taken() + refused(), (round * n) as f64, Duration::from_secs(5));
+        wait_for(
+            || taken() + refused(),
+            (round * n) as f64,
+            Duration::from_secs(5),
+        );
         let open = rss();
         let admitted = taken();
         // Every admitted reading opened a window (one device, one metric):
