@@ -23,14 +23,19 @@ pub enum LoadError {
 /// Reads and checks a config file, the `conf.d/*.toml` drop-ins beside it
 /// and the `EDGE_GATEWAY__SECTION__KEY` variables of this process.
 ///
+/// An empty config is accepted here: `replay` reads only the rules, and
+/// says itself that there are none.
+///
 /// # Errors
 /// An unreadable file, or every problem in the merged config.
 pub fn load(path: &Path) -> Result<GatewayConfig, LoadError> {
-    load_layers(path, std::env::vars_os()).map(|(config, _)| config)
+    read(path, std::env::vars_os(), true).map(|(config, _)| config)
 }
 
 /// Like [`load`] with the environment given, also returning the merged
-/// layers (for `validate --print` and the log of what was read).
+/// layers (for `validate --print` and the log of what was read), for the
+/// commands that run a gateway (`validate`, `run`, a reload): for them an
+/// empty config is a problem.
 ///
 /// # Errors
 /// An unreadable file, or every problem in the merged config.
@@ -38,11 +43,19 @@ pub fn load_layers(
     path: &Path,
     env: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<(GatewayConfig, Layers), LoadError> {
+    read(path, env, false)
+}
+
+fn read(
+    path: &Path,
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+    allow_empty: bool,
+) -> Result<(GatewayConfig, Layers), LoadError> {
     let layers = layers::read(path, env)?;
     // An empty merged config would run on every default with no input,
     // forwarding nothing as "gw-01": never a working gateway, and most
     // likely a file that was truncated or never filled in.
-    if layers.root().is_empty() {
+    if layers.root().is_empty() && !allow_empty {
         let mut problems = Problems::default();
         problems.push(
             "",
