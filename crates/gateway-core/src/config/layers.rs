@@ -419,7 +419,13 @@ pub fn is_secret_key(key: &str) -> bool {
 
 fn redact_table(table: &mut toml::Table) {
     for (key, value) in table.iter_mut() {
-        if is_secret_key(key) {
+        // A section named like a secret (`[[coap.psk]]`) holds secrets and
+        // names: its own secret keys are redacted one by one.
+        let nested = value.is_table()
+            || value
+                .as_array()
+                .is_some_and(|a| a.iter().all(toml::Value::is_table));
+        if is_secret_key(key) && !nested {
             // `env:VAR` (LoRaWAN keys) names a variable: showing it helps
             // and gives nothing away.
             let reference = value.as_str().is_some_and(|s| s.starts_with("env:"));

@@ -320,7 +320,7 @@ key = "env:COAP_NODE9"
         printed["lorawan"]["device"][0]["app_s_key"].as_str(),
         Some("env:LORA_APP")
     );
-    assert_eq!(printed["coap"]["psk"][0]["key"], r);
+    assert_eq!(printed["coap"]["psk"][0]["key"], r, "{out}");
     assert_eq!(printed["coap"]["psk"][1]["key_hex"], r);
     assert_eq!(
         printed["coap"]["psk"][2]["key"].as_str(),
