@@ -6,6 +6,11 @@
 //! - CON POSTs with their piggybacked ACK per second, with many clients each
 //!   keeping one request outstanding (NSTART = 1, RFC 7252 §4.7).
 //!
+//! - coaps (DTLS-PSK, OpenSSL on both sides): full handshakes per second
+//!   (cookie exchange included, one client after another, the handshake
+//!   rate limit lifted), and CON POSTs + ACK per second over established
+//!   sessions, as many clients as the CON run.
+//!
 //! `cargo bench -p adapters --bench coap_ingest` (release profile). The
 //! per-peer rate limit is off here: every sender shares one address.
 
@@ -44,6 +49,7 @@ fn config(bind: SocketAddr) -> CoapServerConfig {
     CoapServerConfig {
         name: "bench".into(),
         bind,
+        dtls: None,
         rate_limit: 0,
         rate_burst: 1,
         max_peers: 16,
@@ -185,6 +191,144 @@ async fn coap_con() -> (u64, Duration) {
     (acked, elapsed)
 }
 
+const PSK_IDENTITY: &str = "bench";
+const PSK_KEY: &[u8] = b"bench-key-0123456789";
+const HANDSHAKES: u32 = 300;
+
+/// The coaps server, with one identity for every client.
+async fn dtls_server() -> (SocketAddr, Arc<AtomicU64>, CancellationToken) {
+    use adapters::coap::config::DtlsSettings;
+    use adapters::coap::psk::{CoapSection, PskEntry, PskKey};
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (tx, mut rx) = mpsc::channel::<Ingress>(1024);
+    let readings = Arc::new(AtomicU64::new(0));
+    let r = readings.clone();
+    tokio::spawn(async move {
+        while let Some(Ingress::Readings(batch)) = rx.recv().await {
+            r.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let ctx = AdapterContext {
+        name: "bench".into(),
+        ingress: tx,
+        shutdown: shutdown.clone(),
+        telemetry: Telemetry::default(),
+        clock: Arc::new(SystemClock),
+    };
+    let mut cfg = config(addr);
+    cfg.max_peers = 4096;
+    cfg.dtls = Some(DtlsSettings {
+        session_timeout: Duration::from_secs(60),
+        handshake_rate: 1_000_000,
+        handshake_burst: 1_000_000,
+    });
+    let keys = CoapSection {
+        psk: vec![PskEntry {
+            identity: PSK_IDENTITY.into(),
+            key: PskKey(PSK_KEY.to_vec()),
+            device: gateway_core::DeviceId::new("a").unwrap(),
+        }],
+    };
+    tokio::spawn(adapters::coap::dtls::serve(socket, cfg, keys, ctx));
+    (addr, readings, shutdown)
+}
+
+/// A connected UDP socket as the byte stream OpenSSL's DTLS client reads.
+#[derive(Debug)]
+struct Udp(std::net::UdpSocket);
+
+impl std::io::Read for Udp {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.recv(buf)
+    }
+}
+
+impl std::io::Write for Udp {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.send(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A DTLS-PSK client session to `addr` (blocking).
+fn dtls_connect(addr: SocketAddr) -> openssl::ssl::SslStream<Udp> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::dtls()).unwrap();
+    b.set_cipher_list("PSK-AES128-CCM8").unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    b.set_psk_client_callback(|_, _, id, key| {
+        id[..PSK_IDENTITY.len()].copy_from_slice(PSK_IDENTITY.as_bytes());
+        id[PSK_IDENTITY.len()] = 0;
+        key[..PSK_KEY.len()].copy_from_slice(PSK_KEY);
+        Ok(PSK_KEY.len())
+    });
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let conf = b.build().configure().unwrap();
+    conf.verify_hostname(false)
+        .use_server_name_indication(false)
+        .connect("bench", Udp(sock))
+        .unwrap()
+}
+
+/// Full handshakes per second, one client after another.
+async fn dtls_handshakes() -> (u64, Duration) {
+    let (addr, _, shutdown) = dtls_server().await;
+    let r = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        for _ in 0..HANDSHAKES {
+            let mut s = dtls_connect(addr);
+            let _ = s.shutdown();
+        }
+        (u64::from(HANDSHAKES), start.elapsed())
+    })
+    .await
+    .unwrap();
+    shutdown.cancel();
+    r
+}
+
+/// CON POSTs with their ACK per second over established sessions.
+async fn dtls_con() -> (u64, Duration) {
+    let (addr, readings, shutdown) = dtls_server().await;
+    let acks = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    let start = Instant::now();
+    let stop = start + Duration::from_secs(CON_SECONDS);
+    for _ in 0..CON_CLIENTS {
+        let acks = acks.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut s = dtls_connect(addr);
+            let mut buf = [0u8; 256];
+            let mut mid: u16 = 0;
+            while Instant::now() < stop {
+                mid = mid.wrapping_add(1);
+                if s.ssl_write(&post(true, mid, 0)).is_err() {
+                    break;
+                }
+                if let Ok(n) = s.ssl_read(&mut buf) {
+                    if n >= 4 && buf[0] == 0x61 && buf[1] == 0x44 {
+                        acks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = start.elapsed();
+    shutdown.cancel();
+    let acked = acks.load(Ordering::Relaxed);
+    assert!(readings.load(Ordering::Relaxed) >= acked);
+    (acked, elapsed)
+}
+
 fn rate((n, d): (u64, Duration)) -> String {
     format!(
         "{:>9.0}/s  ({n} in {:.2} s)",
@@ -209,6 +353,14 @@ fn main() {
         println!(
             "CoAP CON POST + ACK        {}  ({CON_CLIENTS} clients, one outstanding each)",
             rate(coap_con().await)
+        );
+        println!(
+            "coaps DTLS-PSK handshakes  {}  (one client after another, CCM_8)",
+            rate(dtls_handshakes().await)
+        );
+        println!(
+            "coaps CON POST + ACK       {}  ({CON_CLIENTS} sessions, one outstanding each)",
+            rate(dtls_con().await)
         );
     });
 }

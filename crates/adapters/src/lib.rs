@@ -43,6 +43,8 @@ registry::adapter_registry! {
         Ble => ble::config::BleConfig,
     }
     sections {
+        #[cfg(feature = "coap")]
+        coap => coap::psk::CoapSection,
         #[cfg(feature = "lorawan")]
         lorawan => lorawan::config::LorawanSection,
         #[cfg(feature = "ble")]

@@ -191,13 +191,29 @@ pub(crate) struct SeriesTable {
 impl SeriesTable {
     /// The id of `(device, metric)`, interning it if needed.
     pub fn intern(&mut self, device: &DeviceId, metric: &MetricName) -> u32 {
+        match self.lookup(device, metric) {
+            Ok(id) => id,
+            Err(hash) => self.insert_scratch(hash),
+        }
+    }
+
+    /// The id of `(device, metric)` if it is interned, without interning
+    /// it: a series refused by the cap must not take a slot.
+    pub fn find(&mut self, device: &DeviceId, metric: &MetricName) -> Option<u32> {
+        self.lookup(device, metric).ok()
+    }
+
+    /// `Ok(id)`, or `Err(hash)` of the key now packed in `scratch`.
+    fn lookup(&mut self, device: &DeviceId, metric: &MetricName) -> Result<u32, u64> {
         pack_key(&mut self.scratch, device.as_str(), metric.as_str());
         let hash = self.hasher.hash_one(self.scratch.as_bytes());
         let keys = &self.keys;
         let is_scratch = |&id: &u32| keys.get(id) == Some(self.scratch.as_str());
-        if let Some(&id) = self.index.find(hash, is_scratch) {
-            return id;
-        }
+        self.index.find(hash, is_scratch).copied().ok_or(hash)
+    }
+
+    /// Interns the key packed in `scratch`, whose hash is `hash`.
+    fn insert_scratch(&mut self, hash: u64) -> u32 {
         let id = match self.free.pop_first() {
             Some(id) => id,
             None => {

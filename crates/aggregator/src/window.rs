@@ -70,6 +70,10 @@ pub enum Rejected {
     /// It is stamped further ahead of the gateway clock than `max_future_ms`.
     #[error("reading at {time} is further ahead of the gateway clock than max_future_ms allows")]
     Future { time: Timestamp },
+    /// Its (device, metric) has no open window and `max_series` are already
+    /// open: a flood of made-up ids stops here, series already open go on.
+    #[error("its series is new and {max_series} series are already open (aggregation.max_series)")]
+    MaxSeries { max_series: usize },
 }
 
 /// The closed window of one device: one entry per metric it reported.
@@ -103,6 +107,8 @@ pub struct Aggregator {
     /// Every window ending at or before this instant has been closed. Only
     /// ever moves forward, so a clock stepping back cannot reopen one.
     watermark: i64,
+    /// Most series interned at once; `usize::MAX` when uncapped.
+    max_series: usize,
 }
 
 impl Aggregator {
@@ -133,7 +139,18 @@ impl Aggregator {
             spare: Vec::new(),
             open: 0,
             watermark: i64::MIN,
+            max_series: usize::MAX,
         })
+    }
+
+    /// Caps the series (device × metric) that can be open at once. A reading
+    /// of a new series beyond it is refused with [`Rejected::MaxSeries`];
+    /// series already open keep taking readings, and a closed series frees
+    /// its place. Windows restored from a checkpoint are never refused,
+    /// even beyond the cap: they were accepted once.
+    pub fn with_max_series(mut self, max_series: usize) -> Self {
+        self.max_series = max_series;
+        self
     }
 
     /// The spec this aggregator was built with.
@@ -146,7 +163,8 @@ impl Aggregator {
     /// # Errors
     /// [`Rejected::Future`] if the reading is stamped more than
     /// `max_future_ms` after `now`; [`Rejected::Late`] if its window's end plus
-    /// grace is at or before `now`, or the window was already emitted.
+    /// grace is at or before `now`, or the window was already emitted;
+    /// [`Rejected::MaxSeries`] if its series is new and the cap is reached.
     pub fn ingest(&mut self, reading: &Reading, now: Timestamp) -> Result<(), Rejected> {
         let time = reading.time();
         let t = time.as_millis();
@@ -160,7 +178,15 @@ impl Aggregator {
                 window_end: to_timestamp(end),
             });
         }
-        let id = self.series.intern(reading.device(), reading.metric());
+        let id = if self.series.len() < self.max_series {
+            self.series.intern(reading.device(), reading.metric())
+        } else {
+            self.series
+                .find(reading.device(), reading.metric())
+                .ok_or(Rejected::MaxSeries {
+                    max_series: self.max_series,
+                })?
+        };
         if self
             .series
             .open_mut(id)

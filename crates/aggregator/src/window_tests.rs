@@ -513,3 +513,56 @@ fn rejections_explain_themselves() {
         "reading at 1970-01-01T00:00:01.500Z is further ahead of the gateway clock than max_future_ms allows"
     );
 }
+
+#[test]
+fn new_series_beyond_max_series_are_refused_and_open_ones_keep_flowing() {
+    let mut a = agg(1000, 0, 5000).with_max_series(3);
+    for (d, m) in [("a", "t"), ("a", "h"), ("b", "t")] {
+        a.ingest(&reading(d, m, 1.0, 10), ts(10)).unwrap();
+    }
+    // A fourth series, by device or by metric, is refused and leaves no trace.
+    for (d, m) in [("c", "t"), ("a", "co2")] {
+        assert_eq!(
+            a.ingest(&reading(d, m, 1.0, 20), ts(20)),
+            Err(Rejected::MaxSeries { max_series: 3 }),
+            "{d}/{m}"
+        );
+    }
+    assert_eq!((a.open_series(), a.interned_series()), (3, 3));
+    // The admitted ones go on, in this window and the next.
+    a.ingest(&reading("a", "t", 3.0, 30), ts(30)).unwrap();
+    a.ingest(&reading("b", "t", 5.0, 1100), ts(30)).unwrap();
+    let closed = summary(&a.close_due(ts(1000)));
+    assert_eq!(
+        closed,
+        vec![
+            row(0, "a", &[("h", 1, 1.0), ("t", 2, 2.0)]),
+            row(0, "b", &[("t", 1, 1.0)])
+        ]
+    );
+    // Closing freed two places: new series are admitted again.
+    a.ingest(&reading("c", "t", 7.0, 1200), ts(1200)).unwrap();
+    a.ingest(&reading("d", "t", 7.0, 1200), ts(1200)).unwrap();
+    assert!(matches!(
+        a.ingest(&reading("e", "t", 7.0, 1200), ts(1200)),
+        Err(Rejected::MaxSeries { .. })
+    ));
+    assert_eq!(summary(&a.close_due(ts(2000))).len(), 3);
+}
+
+#[test]
+fn a_flood_of_distinct_ids_stays_within_the_cap_and_the_tables_shrink_back() {
+    let mut a = agg(1000, 0, 0).with_max_series(1000);
+    let mut refused = 0;
+    for dev in 0..200_000 {
+        match a.ingest(&reading(&format!("flood-{dev}"), "m", 1.0, 10), ts(10)) {
+            Ok(()) => {}
+            Err(Rejected::MaxSeries { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((refused, a.interned_series()), (199_000, 1000));
+    assert!(a.series.slots() <= 1000);
+    assert_eq!(a.close_due(ts(1000)).len(), 1000);
+    assert_eq!((a.interned_series(), a.series.slots()), (0, 0));
+}

@@ -19,6 +19,7 @@
 
 pub mod actions;
 pub mod alerts;
+pub mod clock_guard;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod durability;

@@ -9,16 +9,19 @@
 //! completes (see `durability`); the journal is committed whenever the
 //! inbox runs dry or a batch is full, so one fsync covers many messages.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aggregator::{Aggregator, Rejected};
+use gateway_core::clock::is_plausible;
 use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry, TimeSource};
+use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry, TimeSource, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::alerts::Alerts;
+use crate::clock_guard::ClockGuard;
 use crate::durability::checkpoint::CheckpointError;
 use crate::durability::Durability;
 use crate::fanout::SinkFanout;
@@ -28,6 +31,40 @@ use crate::messages::Renderer;
 pub const LATE_READINGS: &str = "edge_gateway_aggregator_late_readings_total";
 /// Window statistics forwarded (one per device and window).
 pub const WINDOWS_EMITTED: &str = "edge_gateway_aggregator_windows_emitted_total";
+/// Readings the aggregator refused for a reason other than time, labelled
+/// `reason` (`max_series`).
+pub const DROPPED_READINGS: &str = "edge_gateway_aggregator_dropped_readings_total";
+
+/// Logs the `max_series` refusals once per window: a flood refuses a
+/// reading per message, and one line per window says all there is to say.
+/// Atomics only because the pipeline's future must be `Send`; one task
+/// touches them.
+struct OncePerWindow {
+    /// Start (ms) of the window in which the last line was logged.
+    logged: AtomicI64,
+    /// Refusals since then.
+    since: AtomicU64,
+}
+
+impl Default for OncePerWindow {
+    fn default() -> Self {
+        Self {
+            logged: AtomicI64::new(i64::MIN),
+            since: AtomicU64::new(0),
+        }
+    }
+}
+
+impl OncePerWindow {
+    /// `Some(refused since the last line)` when this one should be logged.
+    fn allow(&self, window_start: i64) -> Option<u64> {
+        if self.logged.swap(window_start, Ordering::Relaxed) == window_start {
+            self.since.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.since.swap(0, Ordering::Relaxed))
+    }
+}
 
 /// The counters the pipeline keeps.
 struct Counters {
@@ -37,6 +74,8 @@ struct Counters {
     future: Counter,
     windows: Counter,
     status: Counter,
+    max_series: Counter,
+    max_series_log: OncePerWindow,
 }
 
 pub struct Pipeline {
@@ -84,6 +123,8 @@ impl Pipeline {
             future: t.counter("edge_gateway_aggregator_future_readings_total", &[]),
             windows: t.counter(WINDOWS_EMITTED, &[]),
             status: t.counter("edge_gateway_device_status_changes_total", &[]),
+            max_series: t.counter(DROPPED_READINGS, &[("reason", "max_series")]),
+            max_series_log: OncePerWindow::default(),
         };
         let throttle = LogThrottle::default();
         for r in self.durability.take_replayed() {
@@ -101,11 +142,22 @@ impl Pipeline {
         // windows closed since it was started.
         let mut saving: Option<oneshot::Receiver<Result<(), CheckpointError>>> = None;
         let mut closed = false;
+        let mut guard = ClockGuard::new(t);
         loop {
-            // Silence is checked at every wake: the timer branch never fires
-            // while readings keep arriving.
             let now = self.clock.now();
-            if !self.alerts_step(&out, |a, o| a.on_tick(now, o)).await {
+            let mono = tokio::time::Instant::now();
+            let clock_ok = guard.check(now, mono);
+            if clock_ok && guard.is_holding() {
+                for msg in guard.release(now, mono) {
+                    if !self.take(msg, &out, &c, &throttle, &mut dirty).await {
+                        return;
+                    }
+                }
+            }
+            // Silence is checked at every wake: the timer branch never fires
+            // while readings keep arriving. Not on a wrong clock: every
+            // device would look silent since 1970, or for the step.
+            if clock_ok && !self.alerts_step(&out, |a, o| a.on_tick(now, o)).await {
                 return;
             }
             let nap = self
@@ -122,7 +174,14 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep(nap) => {
-                    let due = self.aggregator.close_due(self.clock.now());
+                    // On a wrong clock nothing closes: a 1970 window would
+                    // go upstream as data.
+                    let now = self.clock.now();
+                    let due = if is_plausible(now) {
+                        self.aggregator.close_due(now)
+                    } else {
+                        Vec::new()
+                    };
                     if !due.is_empty() {
                         // Everything in a forwarded window must be on disk:
                         // a copy of it resent later would be counted twice.
@@ -145,44 +204,13 @@ impl Pipeline {
                     }
                 }
                 msg = ingress.recv() => match msg {
-                    Some(Ingress::Readings(readings)) => {
-                        dirty = true;
-                        let mut alerts = Vec::new();
-                        let _ = self.ingest(&readings, &c, &throttle, &mut alerts);
-                        self.sinks.send_readings().await;
-                        if !self.alerts_step(&out, |_, o| o.append(&mut alerts)).await {
-                            return;
-                        }
+                    Some(msg @ (Ingress::Readings(_) | Ingress::Durable { .. }))
+                        if !is_plausible(self.clock.now()) || guard.is_holding() =>
+                    {
+                        guard.hold(msg, tokio::time::Instant::now());
                     }
-                    Some(Ingress::Durable { readings, receipt }) => {
-                        if self.durability.admit(receipt.key.as_ref()) {
-                            dirty = true;
-                            // Only accepted readings are journaled: a replay
-                            // must rebuild exactly what was counted.
-                            let mut alerts = Vec::new();
-                            match self.ingest(&readings, &c, &throttle, &mut alerts) {
-                                None => self.durability.log(&readings, receipt),
-                                Some(accepted) => self.durability.log(&accepted, receipt),
-                            }
-                            self.sinks.send_readings().await;
-                            if !self.alerts_step(&out, |_, o| o.append(&mut alerts)).await {
-                                return;
-                            }
-                        } else {
-                            debug!(source = ?receipt.key, "Dropping a resent copy of a message already taken.");
-                            self.durability.acknowledge_copy(receipt);
-                        }
-                    }
-                    Some(Ingress::NewSession { source }) => {
-                        info!(%source, "New broker session: its packet ids start over, so earlier deliveries no longer mark copies.");
-                        self.durability.new_session(&source);
-                    }
-                    Some(Ingress::Status(change)) => {
-                        c.status.inc();
-                        info!(device = %change.device, state = change.state.as_str(), "Device status changed.");
-                        if out.send(self.renderer.device_status(&change)).await.is_err()
-                            || !self.alerts_step(&out, |a, o| a.on_status(&change, o)).await
-                        {
+                    Some(msg) => {
+                        if !self.take(msg, &out, &c, &throttle, &mut dirty).await {
                             return;
                         }
                     }
@@ -216,6 +244,12 @@ impl Pipeline {
             if self.durability.should_commit(ingress.is_empty()) {
                 self.durability.commit();
             }
+        }
+        if guard.held_readings() > 0 {
+            warn!(
+                readings = guard.held_readings(),
+                "Stopping on a wall clock that never became plausible: the held readings are not counted (MQTT QoS 1 ones stay with their broker)."
+            );
         }
         if let Some(rx) = saving.take() {
             let outcome = rx.await.unwrap_or(Err(CheckpointError::Interrupted));
@@ -255,6 +289,55 @@ impl Pipeline {
             );
         }
         self.emit(rest, Some(now), &out, &c).await;
+    }
+
+    /// Handles one message from the ingress queue. False when upstream is
+    /// gone.
+    async fn take(
+        &mut self,
+        msg: Ingress,
+        out: &mpsc::Sender<OutboundMessage>,
+        c: &Counters,
+        throttle: &LogThrottle,
+        dirty: &mut bool,
+    ) -> bool {
+        match msg {
+            Ingress::Readings(readings) => {
+                *dirty = true;
+                let mut alerts = Vec::new();
+                let _ = self.ingest(&readings, c, throttle, &mut alerts);
+                self.sinks.send_readings().await;
+                self.alerts_step(out, |_, o| o.append(&mut alerts)).await
+            }
+            Ingress::Durable { readings, receipt } => {
+                if !self.durability.admit(receipt.key.as_ref()) {
+                    debug!(source = ?receipt.key, "Dropping a resent copy of a message already taken.");
+                    self.durability.acknowledge_copy(receipt);
+                    return true;
+                }
+                *dirty = true;
+                // Only accepted readings are journaled: a replay must
+                // rebuild exactly what was counted.
+                let mut alerts = Vec::new();
+                match self.ingest(&readings, c, throttle, &mut alerts) {
+                    None => self.durability.log(&readings, receipt),
+                    Some(accepted) => self.durability.log(&accepted, receipt),
+                }
+                self.sinks.send_readings().await;
+                self.alerts_step(out, |_, o| o.append(&mut alerts)).await
+            }
+            Ingress::NewSession { source } => {
+                info!(%source, "New broker session: its packet ids start over, so earlier deliveries no longer mark copies.");
+                self.durability.new_session(&source);
+                true
+            }
+            Ingress::Status(change) => {
+                c.status.inc();
+                info!(device = %change.device, state = change.state.as_str(), "Device status changed.");
+                out.send(self.renderer.device_status(&change)).await.is_ok()
+                    && self.alerts_step(out, |a, o| a.on_status(&change, o)).await
+            }
+        }
     }
 
     /// Adds readings to their windows; `Some(accepted)` when some were
@@ -298,6 +381,10 @@ impl Pipeline {
                                 .get_or_insert_with(|| readings[..i].to_vec())
                                 .push(r);
                         }
+                        Err(rej @ Rejected::MaxSeries { .. }) => {
+                            accepted.get_or_insert_with(|| readings[..i].to_vec());
+                            self.refuse_max_series(&r, &rej, now, c);
+                        }
                         Err(rej) => {
                             c.late.inc();
                             self.sinks.reading(&r);
@@ -307,6 +394,10 @@ impl Pipeline {
                             }
                         }
                     }
+                }
+                Err(rej @ Rejected::MaxSeries { .. }) => {
+                    accepted.get_or_insert_with(|| readings[..i].to_vec());
+                    self.refuse_max_series(r, &rej, now, c);
                 }
                 Err(rej) => {
                     accepted.get_or_insert_with(|| readings[..i].to_vec());
@@ -327,6 +418,7 @@ impl Pipeline {
                             c.future.inc();
                             "future"
                         }
+                        Rejected::MaxSeries { .. } => "max_series",
                     };
                     if let Some(suppressed) = throttle.allow(kind) {
                         warn!(device = %r.device(), metric = %r.metric(), time = %r.time(), reason = %rej, suppressed, "Dropping reading outside its window.");
@@ -335,6 +427,16 @@ impl Pipeline {
             }
         }
         accepted
+    }
+
+    /// Counts a reading refused by `aggregation.max_series`, and logs the
+    /// first one of each window.
+    fn refuse_max_series(&self, r: &Reading, rej: &Rejected, now: Timestamp, c: &Counters) {
+        c.max_series.inc();
+        let (window, _) = self.aggregator.spec().window_of(now);
+        if let Some(earlier) = c.max_series_log.allow(window.as_millis()) {
+            warn!(device = %r.device(), metric = %r.metric(), reason = %rej, refused_before = earlier, "Refusing readings of new series until open ones close (logged once per window).");
+        }
     }
 
     /// Runs `f` on the alert rules (if any) and sends the alerts it
@@ -442,5 +544,27 @@ fn warn_checkpoint(e: &CheckpointError, failures: &Counter, throttle: &LogThrott
     failures.inc();
     if let Some(suppressed) = throttle.allow("checkpoint") {
         warn!(error = %e, suppressed, "Cannot save the open windows; will retry.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OncePerWindow;
+
+    #[test]
+    fn refusals_are_logged_once_per_window_with_the_count_since() {
+        let once = OncePerWindow::default();
+        // (window start, expected)
+        let steps = [
+            (0, Some(0)),
+            (0, None),
+            (0, None),
+            (60, Some(2)),
+            (60, None),
+            (120, Some(1)),
+        ];
+        for (i, (window, want)) in steps.into_iter().enumerate() {
+            assert_eq!(once.allow(window), want, "step {i}");
+        }
     }
 }

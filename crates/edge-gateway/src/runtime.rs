@@ -211,7 +211,7 @@ impl Gateway {
             max_future_ms: ms(agg.max_future),
         })
         .context("aggregation settings")?;
-        let mut aggregator = aggregator;
+        let mut aggregator = aggregator.with_max_series(agg.max_series);
         let durability = Durability::open(
             &config.gateway.state_dir,
             config.aggregation.checkpoint_interval,

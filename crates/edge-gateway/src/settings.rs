@@ -24,14 +24,19 @@ pub enum LoadError {
 /// Reads and checks a config file, the `conf.d/*.toml` drop-ins beside it
 /// and the `EDGE_GATEWAY__SECTION__KEY` variables of this process.
 ///
+/// An empty config is accepted here: `replay` reads only the rules, and
+/// says itself that there are none.
+///
 /// # Errors
 /// An unreadable file, or every problem in the merged config.
 pub fn load(path: &Path) -> Result<GatewayConfig, LoadError> {
-    load_layers(path, std::env::vars_os()).map(|(config, _)| config)
+    read(path, std::env::vars_os(), true).map(|(config, _)| config)
 }
 
 /// Like [`load`] with the environment given, also returning the merged
-/// layers (for `validate --print` and the log of what was read).
+/// layers (for `validate --print` and the log of what was read), for the
+/// commands that run a gateway (`validate`, `run`, a reload): for them an
+/// empty config is a problem.
 ///
 /// # Errors
 /// An unreadable file, or every problem in the merged config.
@@ -39,7 +44,29 @@ pub fn load_layers(
     path: &Path,
     env: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<(GatewayConfig, Layers), LoadError> {
+    read(path, env, false)
+}
+
+fn read(
+    path: &Path,
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+    allow_empty: bool,
+) -> Result<(GatewayConfig, Layers), LoadError> {
     let layers = layers::read(path, env)?;
+    // An empty merged config would run on every default with no input,
+    // forwarding nothing as "gw-01": never a working gateway, and most
+    // likely a file that was truncated or never filled in.
+    if layers.root().is_empty() && !allow_empty {
+        let mut problems = Problems::default();
+        problems.push(
+            "",
+            "the config is empty (no section in the file, its drop-ins or the environment): start from `edge-gateway configfile`",
+        );
+        return Err(LoadError::Invalid {
+            path: path.display().to_string(),
+            problems,
+        });
+    }
     match GatewayConfig::from_layers(&layers) {
         Ok(config) => Ok((config, layers)),
         Err(problems) => Err(LoadError::Invalid {
@@ -47,6 +74,26 @@ pub fn load_layers(
             problems,
         }),
     }
+}
+
+/// What a valid config leaves to defaults that an operator should know
+/// about: one line each, printed by `validate` and logged by `run`. Not
+/// problems, since existing configs rely on them.
+pub fn notes(config: &GatewayConfig, layers: &Layers) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !layers.root().contains_key("gateway") {
+        let g = &config.gateway;
+        notes.push(format!(
+            "no [gateway] section: running as id \"{}\", site \"{}\", state in \"{}\"; set gateway.id, since two gateways with the same id overwrite each other's data upstream",
+            g.id,
+            g.site,
+            g.state_dir.display()
+        ));
+    }
+    if config.adapters.is_empty() {
+        notes.push("no [[adapter]]: the gateway reads no sensor".into());
+    }
+    notes
 }
 
 /// The fully commented template of every key with its default: the output

@@ -230,3 +230,26 @@ client_cert = "/nonexistent/client.pem"
     assert!(!text.contains("password_env"), "{text}");
     assert!(text.contains("adapter[0].ca_file"), "{text}");
 }
+
+#[test]
+fn an_empty_config_is_a_config_error_and_defaults_in_use_are_named() {
+    for empty in ["", "\n# only a comment\n"] {
+        let out = validate(empty, &[]);
+        assert_eq!(out.status.code(), Some(78), "{empty:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("the config is empty"), "{stdout}");
+    }
+    // Valid without [gateway] or adapters, as before, but said out loud.
+    let out = validate("[aggregation]\nwindow = \"1m\"\n", &[]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("note: no [gateway] section: running as id \"gw-01\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("note: no [[adapter]]"), "{stderr}");
+    // The shipped file names its gateway and adapter: no notes.
+    let out = validate(SHIPPED, &[]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("note:"));
+}

@@ -18,8 +18,16 @@ use crate::registry::{AdapterKind, BuildContext};
 #[serde(deny_unknown_fields)]
 struct RawServer {
     name: String,
-    #[serde(default = "default_bind")]
-    bind: SocketAddr,
+    #[serde(default)]
+    bind: Option<SocketAddr>,
+    #[serde(default)]
+    dtls: Option<DtlsMode>,
+    #[serde(default = "default_session_timeout", with = "duration")]
+    session_timeout: Duration,
+    #[serde(default = "default_handshake_rate")]
+    handshake_rate: u32,
+    #[serde(default = "default_handshake_burst")]
+    handshake_burst: u32,
     #[serde(default = "default_max_payload")]
     max_payload_bytes: usize,
     #[serde(default = "default_max_body")]
@@ -38,6 +46,41 @@ struct RawServer {
 
 pub(crate) fn default_bind() -> SocketAddr {
     SocketAddr::from(([0u16; 8], 5683))
+}
+/// coaps' port (RFC 7252 §6.2).
+pub(crate) fn default_dtls_bind() -> SocketAddr {
+    SocketAddr::from(([0u16; 8], 5684))
+}
+pub(crate) fn default_session_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+pub(crate) const DEFAULT_HANDSHAKE_RATE: u32 = 2;
+fn default_handshake_rate() -> u32 {
+    DEFAULT_HANDSHAKE_RATE
+}
+pub(crate) const DEFAULT_HANDSHAKE_BURST: u32 = 5;
+fn default_handshake_burst() -> u32 {
+    DEFAULT_HANDSHAKE_BURST
+}
+
+/// `dtls`: how the server secures its datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtlsMode {
+    /// DTLS 1.2 with pre-shared keys from `[[coap.psk]]`.
+    Psk,
+}
+
+/// DTLS settings of a `coap` server with `dtls = "psk"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DtlsSettings {
+    /// A session with no record for this long is dropped (the client
+    /// handshakes again).
+    pub session_timeout: Duration,
+    /// Handshakes per second allowed per peer address, and the burst: a
+    /// spoofed flood of ClientHellos costs little state.
+    pub handshake_rate: u32,
+    pub handshake_burst: u32,
 }
 /// RFC 7252 §4.6: the payload bound when the path MTU is unknown.
 pub(crate) const DEFAULT_MAX_PAYLOAD: usize = 1024;
@@ -73,8 +116,10 @@ fn default_max_devices() -> usize {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoapServerConfig {
     pub name: String,
-    /// UDP address to listen on.
+    /// UDP address to listen on (5683, or 5684 with DTLS).
     pub bind: SocketAddr,
+    /// `Some` with `dtls = "psk"`: coaps, identities from `[[coap.psk]]`.
+    pub dtls: Option<DtlsSettings>,
     /// Requests per second allowed per peer address (0: no limit).
     pub rate_limit: u32,
     /// Requests a peer may send at once before the rate applies.
@@ -109,12 +154,33 @@ impl AdapterKind for CoapServerConfig {
                 "expected at least 1 with a rate_limit",
             );
         }
+        if raw.dtls.is_some() && raw.session_timeout < Duration::from_secs(1) {
+            problems.push(format!("{path}.session_timeout"), "expected at least 1s");
+        }
+        if raw.dtls.is_some() && (raw.handshake_rate == 0 || raw.handshake_burst == 0) {
+            problems.push(
+                format!("{path}.handshake_rate"),
+                "expected handshake_rate and handshake_burst of at least 1",
+            );
+        }
         if problems.len() > before {
             return None;
         }
+        let dtls = raw.dtls.map(|DtlsMode::Psk| DtlsSettings {
+            session_timeout: raw.session_timeout,
+            handshake_rate: raw.handshake_rate,
+            handshake_burst: raw.handshake_burst,
+        });
         Some(Self {
             name: raw.name,
-            bind: raw.bind,
+            bind: raw.bind.unwrap_or_else(|| {
+                if dtls.is_some() {
+                    default_dtls_bind()
+                } else {
+                    default_bind()
+                }
+            }),
+            dtls,
             rate_limit: raw.rate_limit,
             rate_burst: raw.rate_burst,
             max_peers: raw.max_peers,
@@ -131,8 +197,14 @@ impl AdapterKind for CoapServerConfig {
         &self.name
     }
 
-    fn build(&self, _ctx: &BuildContext) -> Box<dyn Adapter> {
-        Box::new(super::CoapSource::new(self.clone()))
+    fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
+        match self.dtls {
+            Some(_) => Box::new(super::dtls::CoapsSource::new(
+                self.clone(),
+                ctx.sections.coap.clone(),
+            )),
+            None => Box::new(super::CoapSource::new(self.clone())),
+        }
     }
 
     fn template() -> String {
@@ -274,6 +346,28 @@ pub fn template() -> String {
 # Devices whose latest values GET /s/{{device}} can return.
 # max_devices = {devices}
 
+# The same server over DTLS 1.2 with pre-shared keys (coaps, RFC 7252 §9;
+# TLS_PSK_WITH_AES_128_CCM_8 and AES-128-GCM PSK suites): bind defaults to
+# "{dtls_bind}". Each [[coap.psk]] identity is one device: it may only POST,
+# PUT or GET its own /s/{{device}} resources (others get 4.03 Forbidden).
+# [[adapter]]
+# type = "coap"
+# name = "coaps-sensors"
+# dtls = "psk"
+# A session with no traffic for this long is dropped.
+# session_timeout = "{session_timeout}"
+# Handshakes per second per peer address, and the burst allowed.
+# handshake_rate = {handshake_rate}
+# handshake_burst = {handshake_burst}
+#
+# [[coap.psk]]
+# identity = "node-7"
+# The key's bytes as text, or "env:VAR" to read it from the environment
+# (at least 8 bytes; never logged); key_hex = "00112233..." for a binary key.
+# key = "env:COAP_NODE7_KEY"
+# The device this identity writes as (default: the identity).
+# device = "node-7"
+
 # type = "coap_observe": observe (RFC 7641) resources on CoAP devices; each
 # notification becomes a reading. Registrations are renewed after `silence`.
 # [[adapter]]
@@ -290,6 +384,10 @@ pub fn template() -> String {
         peers = DEFAULT_MAX_PEERS,
         dedup = DEFAULT_DEDUP,
         devices = DEFAULT_MAX_DEVICES,
+        dtls_bind = default_dtls_bind(),
+        session_timeout = duration::render(default_session_timeout()),
+        handshake_rate = DEFAULT_HANDSHAKE_RATE,
+        handshake_burst = DEFAULT_HANDSHAKE_BURST,
         silence = duration::render(default_silence()),
     )
 }
@@ -322,8 +420,32 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        let (server, observe) = (section(&keys[..split]), section(&keys[split..]));
+        let coaps = keys
+            .iter()
+            .position(|l| l.contains("coaps-sensors"))
+            .unwrap();
+        let psk = keys.iter().position(|l| l.starts_with("identity")).unwrap();
+        let (server, observe) = (section(&keys[..coaps]), section(&keys[split..]));
         let server = server.as_str();
+        let mut p = Problems::default();
+        let c = CoapServerConfig::from_table(
+            toml::from_str(&section(&keys[coaps..psk])).unwrap(),
+            "adapter[0]",
+            &mut p,
+        );
+        assert!(p.is_empty(), "{p}");
+        let c = c.unwrap();
+        assert_eq!(c.bind, default_dtls_bind());
+        assert_eq!(
+            c.dtls.map(|d| d.session_timeout),
+            Some(default_session_timeout())
+        );
+        let root: toml::Table =
+            toml::from_str(&format!("[[coap.psk]]\n{}", section(&keys[psk..split]))).unwrap();
+        let env = |_: &str| Some("from-the-environment".to_string());
+        let keys_section = super::super::psk::section(&root, &env, &mut p);
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(keys_section.psk[0].device.as_str(), "node-7");
         let observe = observe.as_str();
         let mut p = Problems::default();
         let s = CoapServerConfig::from_table(toml::from_str(server).unwrap(), "adapter[0]", &mut p);

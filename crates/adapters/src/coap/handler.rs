@@ -177,6 +177,21 @@ impl Handler {
         now: Instant,
         arrival: Timestamp,
     ) -> Outcome {
+        self.handle_as(peer, datagram, now, arrival, None)
+    }
+
+    /// [`handle`](Self::handle) for a peer authenticated as `only` (a DTLS
+    /// identity): its `/s/{device}` resources are the only ones it may
+    /// write or read, anything else is 4.03 Forbidden (`error_type`
+    /// `forbidden`).
+    pub fn handle_as(
+        &mut self,
+        peer: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        arrival: Timestamp,
+        only: Option<&DeviceId>,
+    ) -> Outcome {
         let mut out = Outcome::default();
         let head = match message::check(datagram) {
             Ok(head) => head,
@@ -237,7 +252,7 @@ impl Handler {
                 return out;
             }
         };
-        let answer = self.request(peer, &request, now, arrival, &mut out);
+        let answer = self.request(peer, &request, now, arrival, only, &mut out);
         let confirmable = head.kind == CON;
         // A successful NON update gets no response; errors and GETs do.
         let respond = confirmable || answer.code.is_error() || answer.code == ResponseType::Content;
@@ -303,6 +318,7 @@ impl Handler {
         request: &Packet,
         now: Instant,
         arrival: Timestamp,
+        only: Option<&DeviceId>,
         out: &mut Outcome,
     ) -> Answer {
         if let Some((number, _)) = request
@@ -331,6 +347,12 @@ impl Handler {
             _ => RequestType::UnKnown,
         };
         let updating = matches!(method, RequestType::Post | RequestType::Put);
+        if let (Some(own), ["s", device, ..]) = (only, path.as_slice()) {
+            if own.as_str() != *device {
+                out.error("forbidden", format!("{own} on /s/{device}"));
+                return Answer::error(ResponseType::Forbidden, "not this identity's device");
+            }
+        }
         match (path.as_slice(), method) {
             ([".well-known", "core"], RequestType::Get) => {
                 Answer::content(CF_LINK_FORMAT, self.link_format().into_bytes())

@@ -496,3 +496,35 @@ fn get_latest_and_discovery() {
         "{links}"
     );
 }
+
+#[test]
+fn an_authenticated_identity_reaches_only_its_own_device() {
+    let mut h = Handler::new(limits(), 1);
+    let own = DeviceId::new("node-7").unwrap();
+    let now = Instant::now();
+    // (path, method, expected response code, readings)
+    let cases = [
+        ("s/node-7", POST, ResponseType::Changed, 1),
+        ("s/node-7/temperature", PUT, ResponseType::Changed, 1),
+        ("s/node-8", POST, ResponseType::Forbidden, 0),
+        ("s/node-8/temperature", PUT, ResponseType::Forbidden, 0),
+        ("s/node-8", GET, ResponseType::Forbidden, 0),
+        (".well-known/core", GET, ResponseType::Content, 0),
+    ];
+    for (i, (path, code, want, readings)) in cases.into_iter().enumerate() {
+        let d = request(true, code, 100 + i as u16, path, Some(0), None, b"21.5");
+        let o = h.handle_as(peer(), &d, now, arrival(), Some(&own));
+        assert_eq!(
+            reply(&o).header.code,
+            MessageClass::Response(want),
+            "{path}"
+        );
+        assert_eq!(o.readings.len(), readings, "{path}");
+        let forbidden = o.errors.iter().any(|(k, _)| k == "forbidden");
+        assert_eq!(forbidden, want == ResponseType::Forbidden, "{path}");
+    }
+    // Without an identity (plain CoAP) any device may be written.
+    let d = request(true, POST, 200, "s/node-8", Some(0), None, b"1");
+    let o = h.handle(peer(), &d, now, arrival());
+    assert_eq!(o.readings.len(), 1);
+}

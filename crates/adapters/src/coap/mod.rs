@@ -7,13 +7,17 @@
 //!   cache, Block1 reassembly and latest values (pure, time passed in);
 //! - `dedup`, `ratelimit`: the bounded tables the server keeps;
 //! - `server`: the UDP socket loop;
+//! - `psk`, `dtls`: `[[coap.psk]]` identities and the coaps (DTLS-PSK)
+//!   socket loop over OpenSSL;
 //! - `observe`: the Observe client.
 
 pub mod config;
 pub mod dedup;
+pub mod dtls;
 pub mod handler;
 pub mod message;
 pub mod observe;
+pub mod psk;
 pub mod ratelimit;
 pub mod server;
 

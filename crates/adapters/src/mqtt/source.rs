@@ -206,6 +206,11 @@ async fn run(
             event = events.recv() => match event {
                 None => break,
                 Some(SourceEvent::Connected { resumed }) => {
+                    // The INFO lines of a (re)connection stay one per
+                    // connection: they mark recovery, and tests and
+                    // operators wait for them. The warnings a broker that
+                    // drops the gateway after each CONNACK (a client-id
+                    // clash, an ACL) repeats per reconnect are throttled.
                     info!(adapter = %ctx.name, broker = %config.broker.url, resumed, "Connected to the local broker.");
                     connected = true;
                     if !resumed {
@@ -218,14 +223,18 @@ async fn run(
                             .map_err(|_| AdapterError::PipelineClosed)?;
                     }
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
-                        warn!(adapter = %ctx.name, error = %e, "Could not queue the subscriptions.");
+                        if let Some(suppressed) = throttle.allow("subscribe") {
+                            warn!(adapter = %ctx.name, error = %e, suppressed, "Could not queue the subscriptions.");
+                        }
                     }
                 }
                 Some(SourceEvent::Subscribed { refused }) => {
                     if refused > 0 {
                         stats.error("subscription_refused");
                         subscribed.set(0.0);
-                        warn!(adapter = %ctx.name, refused, "The broker refused some subscriptions.");
+                        if let Some(suppressed) = throttle.allow("refused") {
+                            warn!(adapter = %ctx.name, refused, suppressed, "The broker refused some subscriptions.");
+                        }
                     } else {
                         info!(adapter = %ctx.name, filters = filters.len(), "Subscribed.");
                         subscribed.set(1.0);

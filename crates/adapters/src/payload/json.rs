@@ -8,7 +8,7 @@
 use gateway_core::DeviceId;
 use serde_json::Value;
 
-use super::json_text::{self, Document};
+use super::json_text;
 use super::{
     epoch_time, text, text_time, Context, DecodeError, Decoded, FieldReason, When, TIME_KEYS,
 };
@@ -29,15 +29,7 @@ const DEVICE_KEYS: [&str; 2] = ["device", "id"];
 ///
 /// [`FieldProblem`]: super::FieldProblem
 pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeError> {
-    let fields = match json_text::parse::<Document>(text(payload)?)? {
-        Document::Object(fields) => fields,
-        Document::NotObject(found) => {
-            return Err(DecodeError::WrongShape {
-                expected: "a JSON object",
-                found,
-            })
-        }
-    };
+    let fields = json_text::object(text(payload)?)?;
     let device = match ctx.device {
         Some(d) => d.clone(),
         None => payload_device(&fields)?,

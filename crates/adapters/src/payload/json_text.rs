@@ -181,6 +181,47 @@ impl<'de> Visitor<'de> for DocumentVisitor {
     }
 }
 
+/// A top-level JSON object's fields, in payload order.
+///
+/// # Errors
+/// Anything but an object; and an object naming a key twice, which is
+/// refused whole ([`DecodeError::DuplicateKey`]): RFC 8259 leaves its meaning
+/// to each parser, so a sender (or an attacker) could make one reader see
+/// 21.5 where another sees 99, and 10 000 copies of one key would be 10 000
+/// readings.
+pub(super) fn object(text: &str) -> Result<Vec<(String, Value)>, DecodeError> {
+    match parse::<Document>(text)? {
+        Document::Object(fields) => match duplicate(&fields) {
+            Some(key) => Err(DecodeError::DuplicateKey {
+                key: super::clip(key),
+            }),
+            None => Ok(fields),
+        },
+        Document::NotObject(found) => Err(DecodeError::WrongShape {
+            expected: "a JSON object",
+            found,
+        }),
+    }
+}
+
+/// The first key that occurs twice.
+fn duplicate(fields: &[(String, Value)]) -> Option<&str> {
+    // Pairwise is cheapest for the few keys of a real sensor; a set keeps
+    // a hostile object of thousands of keys linear.
+    if fields.len() <= 16 {
+        return fields.iter().enumerate().find_map(|(i, (k, _))| {
+            fields[..i]
+                .iter()
+                .any(|(o, _)| o == k)
+                .then_some(k.as_str())
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(fields.len());
+    fields
+        .iter()
+        .find_map(|(k, _)| (!seen.insert(k.as_str())).then_some(k.as_str()))
+}
+
 /// A JSON value's type, for [`DecodeError::WrongShape`].
 pub(super) fn shape(v: &Value) -> &'static str {
     match v {
@@ -193,7 +234,8 @@ pub(super) fn shape(v: &Value) -> &'static str {
     }
 }
 
-/// The last value of `key`, as serde_json's own maps would keep it.
+/// The value of `key` (the last one, as serde_json's maps keep it; objects
+/// from [`object`] hold each key once).
 pub(super) fn field<'a>(fields: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
     fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
 }

@@ -146,6 +146,19 @@ pub enum DecodeError {
     /// Not CBOR, or CBOR nested deeper than the decoder allows.
     #[error("invalid CBOR: {reason}")]
     InvalidCbor { reason: String },
+    /// A JSON object naming the same key twice: refused whole rather than
+    /// guessing which one the sender meant.
+    #[error("JSON object names key {key:?} more than once")]
+    DuplicateKey { key: String },
+    /// More distinct metrics for one device in one message than
+    /// [`MAX_METRICS_PER_DEVICE`]: refused whole, since no sensor reports
+    /// that many and each would be a series held open for a window.
+    #[error("device {device:?} has {found} metrics in one message, at most {max} are accepted")]
+    TooManyMetrics {
+        device: String,
+        found: usize,
+        max: usize,
+    },
     /// A SenML field whose name ends in `_`: RFC 8428 §4.4 requires refusing
     /// a pack with a must-understand extension the receiver does not know.
     #[error("SenML field {field:?} must be understood, and is not supported")]
@@ -169,6 +182,8 @@ impl DecodeError {
             Self::InvalidDevice { .. } => "invalid_device",
             Self::NoValues => "no_values",
             Self::SenmlMandatoryField { .. } => "senml_mandatory_field",
+            Self::DuplicateKey { .. } => "duplicate_key",
+            Self::TooManyMetrics { .. } => "too_many_metrics",
         }
     }
 }
@@ -261,6 +276,50 @@ impl fmt::Display for FieldReason {
 /// A [`DecodeError`] when the payload as a whole is unusable. Problems with
 /// single fields are reported in [`Decoded::problems`] instead.
 pub fn decode(
+    format: &PayloadFormat,
+    payload: &[u8],
+    ctx: &Context,
+) -> Result<Decoded, DecodeError> {
+    let decoded = decode_format(format, payload, ctx)?;
+    check_metric_count(&decoded.readings)?;
+    Ok(decoded)
+}
+
+/// Distinct metrics one device may report in one message. The richest real
+/// sensors (a Zigbee2MQTT multi-sensor, a ChirpStack decoded object) report
+/// a few dozen; a 10 000-key object is an attack or a bug, and would be
+/// 10 000 windows and a 700 KB upstream message. Across messages a device
+/// is bounded by `aggregation.max_series`.
+pub const MAX_METRICS_PER_DEVICE: usize = 256;
+
+fn check_metric_count(readings: &[Reading]) -> Result<(), DecodeError> {
+    // Cheap for every normal message: fewer readings than the cap cannot
+    // exceed it (SenML batches of one metric at many times are also fine).
+    if readings.len() <= MAX_METRICS_PER_DEVICE {
+        return Ok(());
+    }
+    let pairs: std::collections::BTreeSet<(&str, &str)> = readings
+        .iter()
+        .map(|r| (r.device().as_str(), r.metric().as_str()))
+        .collect();
+    let mut count = 0;
+    let mut last: Option<&str> = None;
+    for (device, _) in &pairs {
+        count = if last == Some(device) { count + 1 } else { 1 };
+        last = Some(device);
+        if count > MAX_METRICS_PER_DEVICE {
+            let found = pairs.iter().filter(|(d, _)| d == device).count();
+            return Err(DecodeError::TooManyMetrics {
+                device: clip(device),
+                found,
+                max: MAX_METRICS_PER_DEVICE,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn decode_format(
     format: &PayloadFormat,
     payload: &[u8],
     ctx: &Context,

@@ -102,6 +102,12 @@ fn kinds_are_stable_snake_case_labels() {
         DecodeError::SenmlMandatoryField {
             field: String::new(),
         },
+        DecodeError::DuplicateKey { key: String::new() },
+        DecodeError::TooManyMetrics {
+            device: String::new(),
+            found: 0,
+            max: 0,
+        },
     ];
     let reasons = [
         FieldReason::NotFinite,
@@ -132,6 +138,8 @@ fn kinds_are_stable_snake_case_labels() {
             "invalid_device",
             "no_values",
             "senml_mandatory_field",
+            "duplicate_key",
+            "too_many_metrics",
         ]
     );
     let mut reason_kinds: Vec<&str> = reasons.iter().map(FieldReason::kind).collect();
@@ -285,4 +293,94 @@ fn a_megabyte_of_junk_is_an_error_in_every_format() {
             assert!(got.is_err(), "{format:?} accepted junk");
         }
     }
+}
+
+#[test]
+fn an_object_naming_a_key_twice_is_refused_whole() {
+    let d = dev("d1");
+    let c = ctx(Some(&d), None);
+    // Few keys (pairwise check) and many (set): both must find it.
+    let many_dups = format!("{{{}}}", vec![r#""temperature":21.5"#; 10_000].join(","));
+    let mut wide: Vec<String> = (0..40).map(|i| format!("\"m{i}\":1")).collect();
+    wide.push(r#""m7":2"#.into());
+    let wide = format!("{{{}}}", wide.join(","));
+    let cases: [(&str, &PayloadFormat, &str, &str); 5] = [
+        ("json", &PayloadFormat::Json, r#"{"t":1,"h":2,"t":3}"#, "t"),
+        (
+            "json, time key",
+            &PayloadFormat::Json,
+            r#"{"t":1,"ts":1,"ts":2}"#,
+            "ts",
+        ),
+        (
+            "json, 10 000 copies",
+            &PayloadFormat::Json,
+            &many_dups,
+            "temperature",
+        ),
+        ("json, 41 keys", &PayloadFormat::Json, &wide, "m7"),
+        (
+            "zigbee2mqtt",
+            &PayloadFormat::Zigbee2mqtt,
+            r#"{"temperature":1,"temperature":2}"#,
+            "temperature",
+        ),
+    ];
+    for (name, format, payload, key) in cases {
+        let got = decode(format, payload.as_bytes(), &c);
+        assert_eq!(
+            got,
+            Err(DecodeError::DuplicateKey { key: key.into() }),
+            "{name}"
+        );
+        assert_eq!(got.unwrap_err().kind(), "duplicate_key");
+    }
+    // Distinct keys still decode.
+    let ok = decode(&PayloadFormat::Json, br#"{"t":1,"h":2}"#, &c).unwrap();
+    assert_eq!(ok.readings.len(), 2);
+}
+
+#[test]
+fn more_metrics_per_device_than_the_cap_refuse_the_message() {
+    let d = dev("d1");
+    let c = ctx(Some(&d), None);
+    let object = |n: usize| {
+        let fields: Vec<String> = (0..n).map(|i| format!("\"m{i}\":{i}")).collect();
+        format!("{{{}}}", fields.join(","))
+    };
+    let at_cap = decode(
+        &PayloadFormat::Json,
+        object(MAX_METRICS_PER_DEVICE).as_bytes(),
+        &c,
+    )
+    .unwrap();
+    assert_eq!(at_cap.readings.len(), MAX_METRICS_PER_DEVICE);
+    let over = decode(&PayloadFormat::Json, object(10_000).as_bytes(), &c);
+    assert_eq!(
+        over,
+        Err(DecodeError::TooManyMetrics {
+            device: "d1".into(),
+            found: 10_000,
+            max: MAX_METRICS_PER_DEVICE
+        })
+    );
+    assert_eq!(over.unwrap_err().kind(), "too_many_metrics");
+    // A SenML batch of one metric at many times is one series, not many.
+    let records: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"n":"t","v":{i},"t":{i}}}"#))
+        .collect();
+    let batch = format!(r#"[{{"bn":"d1:","bt":1.7e9}},{}]"#, records.join(","));
+    let got = decode(&PayloadFormat::Senml, batch.as_bytes(), &ctx(None, None)).unwrap();
+    assert_eq!(got.readings.len(), 1000);
+    // Several devices in one pack: the cap is per device.
+    let records: Vec<String> = (0..300)
+        .map(|i| format!(r#"{{"bn":"dev{i}:","n":"t","v":1}}"#))
+        .collect();
+    let got = decode(
+        &PayloadFormat::Senml,
+        format!("[{}]", records.join(",")).as_bytes(),
+        &ctx(None, None),
+    )
+    .unwrap();
+    assert_eq!(got.readings.len(), 300);
 }

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::json_text::{self, Document};
+use super::json_text;
 use super::{text, Context, DecodeError, Decoded, FieldReason, When};
 
 /// The key holding the time Zigbee2MQTT last heard from the device.
@@ -30,15 +30,7 @@ const LAST_SEEN: &str = "last_seen";
 /// non-finite numbers, metric names that cannot be names, an unusable
 /// `last_seen`.
 pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeError> {
-    let fields = match json_text::parse::<Document>(text(payload)?)? {
-        Document::Object(fields) => fields,
-        Document::NotObject(found) => {
-            return Err(DecodeError::WrongShape {
-                expected: "a JSON object",
-                found,
-            })
-        }
-    };
+    let fields = json_text::object(text(payload)?)?;
     let device = ctx.device.ok_or(DecodeError::NoDevice)?;
     let mut out = Decoded::default();
     let when = match json_text::field(&fields, LAST_SEEN) {

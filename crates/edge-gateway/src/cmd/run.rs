@@ -26,6 +26,9 @@ pub fn main(config: &Path) -> ExitCode {
     // Names only (files and variables), never values: which drop-ins
     // took part is the first question when a key "does not work".
     info!(sources = ?layers.sources(), "Config read.");
+    for note in settings::notes(&cfg, &layers) {
+        warn!("{note}");
+    }
     match runtime().and_then(|rt| rt.block_on(run(cfg, config))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -20,6 +20,11 @@ pub fn main(config: &Path, print: bool) -> ExitCode {
                 c.devices.len(),
                 c.rules.len()
             );
+            // On stderr, like the summary of --print: stdout stays one
+            // line (or the TOML) for scripts.
+            for note in settings::notes(&c, &layers) {
+                eprintln!("note: {note}");
+            }
             if !print {
                 println!("{summary}");
                 return ExitCode::SUCCESS;

@@ -411,7 +411,7 @@ fn env_value(raw: &str, current: Option<&toml::Value>) -> toml::Value {
 /// come (an InfluxDB `token`, a broker `password`, a DTLS `psk`).
 pub fn is_secret_key(key: &str) -> bool {
     key.ends_with("_s_key")
-        || matches!(key, "app_key" | "nwk_key")
+        || matches!(key, "app_key" | "nwk_key" | "key" | "key_hex")
         || ["password", "token", "secret", "psk"]
             .iter()
             .any(|word| key == *word || key.ends_with(&format!("_{word}")))
@@ -419,7 +419,13 @@ pub fn is_secret_key(key: &str) -> bool {
 
 fn redact_table(table: &mut toml::Table) {
     for (key, value) in table.iter_mut() {
-        if is_secret_key(key) {
+        // A section named like a secret (`[[coap.psk]]`) holds secrets and
+        // names: its own secret keys are redacted one by one.
+        let nested = value.is_table()
+            || value
+                .as_array()
+                .is_some_and(|a| a.iter().all(toml::Value::is_table));
+        if is_secret_key(key) && !nested {
             // `env:VAR` (LoRaWAN keys) names a variable: showing it helps
             // and gives nothing away.
             let reference = value.as_str().is_some_and(|s| s.starts_with("env:"));

@@ -288,12 +288,29 @@ client_key = "/etc/edge-gateway/client.key"
 dev_addr = "260B1234"
 nwk_s_key = "2B7E151628AED2A6ABF7158809CF4F3C"
 app_s_key = "env:LORA_APP"
+
+[[coap.psk]]
+identity = "node-7"
+key = "secretPSK"
+[[coap.psk]]
+identity = "node-8"
+key_hex = "00112233445566778899aabbccddeeff"
+[[coap.psk]]
+identity = "node-9"
+key = "env:COAP_NODE9"
 "#,
         "[future]\ntoken = \"abc\"\npassword = \"hunter2\"\nbroker_password = 7",
     ]);
     let out = l.to_redacted_toml().unwrap();
     assert!(out.ends_with('\n'), "a whole last line:\n{out}");
-    for secret in ["2B7E151628AED2A6ABF7158809CF4F3C", "abc", "hunter2", "= 7"] {
+    for secret in [
+        "2B7E151628AED2A6ABF7158809CF4F3C",
+        "abc",
+        "hunter2",
+        "= 7",
+        "secretPSK",
+        "00112233445566778899aabbccddeeff",
+    ] {
         assert!(!out.contains(secret), "{secret} printed:\n{out}");
     }
     let printed: toml::Table = toml::from_str(&out).unwrap();
@@ -302,6 +319,16 @@ app_s_key = "env:LORA_APP"
     assert_eq!(
         printed["lorawan"]["device"][0]["app_s_key"].as_str(),
         Some("env:LORA_APP")
+    );
+    assert_eq!(printed["coap"]["psk"][0]["key"], r, "{out}");
+    assert_eq!(printed["coap"]["psk"][1]["key_hex"], r);
+    assert_eq!(
+        printed["coap"]["psk"][2]["key"].as_str(),
+        Some("env:COAP_NODE9")
+    );
+    assert_eq!(
+        printed["coap"]["psk"][0]["identity"].as_str(),
+        Some("node-7")
     );
     assert_eq!(printed["future"]["token"], r);
     assert_eq!(printed["future"]["password"], r);

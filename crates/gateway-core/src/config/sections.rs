@@ -146,6 +146,12 @@ pub struct AggregationConfig {
     /// open windows are then forwarded early, marked partial, at shutdown.
     #[serde(with = "duration")]
     pub checkpoint_interval: Duration,
+    /// Most series (device × metric) open at once. A reading of a new
+    /// series beyond it is refused and counted
+    /// (`edge_gateway_aggregator_dropped_readings_total{reason="max_series"}`);
+    /// series already open keep flowing. Bounds memory (about 150 bytes per
+    /// series with its checkpoint share) against a flood of made-up ids.
+    pub max_series: usize,
 }
 
 impl Default for AggregationConfig {
@@ -155,6 +161,9 @@ impl Default for AggregationConfig {
             grace: Duration::from_secs(30),
             max_future: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(5),
+            // 10 000 devices × 5 metrics, the load a Pi is sized for
+            // (docs/PERFORMANCE.md): about 8 MB of windows and checkpoint.
+            max_series: 50_000,
         }
     }
 }
@@ -170,6 +179,9 @@ impl AggregationConfig {
         }
         if self.grace > Duration::from_secs(86_400) {
             problems.push("aggregation.grace", "expected at most 1day");
+        }
+        if self.max_series == 0 {
+            problems.push("aggregation.max_series", "expected at least 1");
         }
     }
 }

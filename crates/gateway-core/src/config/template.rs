@@ -94,6 +94,12 @@ max_future = {max_future}
 # readings that a protocol cannot resend. "0s" disables it: open windows
 # are then forwarded early at shutdown, marked "partial": true.
 checkpoint_interval = {checkpoint_interval}
+# Most series (device x metric) open at once. Readings of new series beyond
+# it are refused, counted as dropped with reason="max_series" and logged
+# once per window; series already open keep flowing. It bounds the memory a
+# flood of made-up device ids or metric names can take (about 150 bytes per
+# series, checkpoint included).
+max_series = {max_series}
 
 [outbox]
 # Every upstream message is written here ({{state_dir}}/outbox) before it is
@@ -133,6 +139,7 @@ format = {format}
         grace = q(&dur(a.grace)),
         max_future = q(&dur(a.max_future)),
         checkpoint_interval = q(&dur(a.checkpoint_interval)),
+        max_series = a.max_series,
         max_bytes = q(&byte_size::render(o.max_bytes)),
         policy = q(match o.policy {
             FullPolicy::DropOldest => "drop_oldest",
