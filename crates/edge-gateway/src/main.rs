@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
-#[cfg(feature = "lorawan")]
+#[cfg(any(feature = "lorawan", feature = "ble"))]
 use cmd::decode;
 #[cfg(feature = "demo")]
 use cmd::demo;
@@ -43,8 +43,9 @@ enum Command {
     },
     /// Print a commented template of every key with its default.
     Configfile,
-    /// Decode a LoRaWAN payload with a codec, or verify and decrypt a PHYPayload.
-    #[cfg(feature = "lorawan")]
+    /// Decode a LoRaWAN payload with a codec, verify and decrypt a
+    /// PHYPayload, or decode a BLE advertisement (--ble, --ble-line).
+    #[cfg(any(feature = "lorawan", feature = "ble"))]
     Decode(decode::DecodeArgs),
     /// Run the config's alert rules over a CSV of past readings (event
     /// time): alerts as JSON lines on stdout, a summary on stderr.
@@ -59,7 +60,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        #[cfg(feature = "lorawan")]
+        #[cfg(any(feature = "lorawan", feature = "ble"))]
         Command::Decode(args) => decode::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Simulate(args) => {
