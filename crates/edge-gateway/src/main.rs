@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+#[cfg(feature = "ble")]
+use cmd::ble;
 #[cfg(any(feature = "lorawan", feature = "ble"))]
 use cmd::decode;
 #[cfg(feature = "demo")]
@@ -47,6 +49,10 @@ enum Command {
     /// PHYPayload, or decode a BLE advertisement (--ble, --ble-line).
     #[cfg(any(feature = "lorawan", feature = "ble"))]
     Decode(decode::DecodeArgs),
+    /// Bluetooth LE tools: `ble record` writes the radio's advertisements
+    /// as a capture for `source = "replay"`.
+    #[cfg(feature = "ble")]
+    Ble(ble::BleArgs),
     /// Run the config's alert rules over a CSV of past readings (event
     /// time): alerts as JSON lines on stdout, a summary on stderr.
     Replay(replay::ReplayArgs),
@@ -62,6 +68,8 @@ fn main() -> ExitCode {
     match cli.command {
         #[cfg(any(feature = "lorawan", feature = "ble"))]
         Command::Decode(args) => decode::run(&args),
+        #[cfg(feature = "ble")]
+        Command::Ble(args) => ble::main(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Simulate(args) => {
             match run::runtime().and_then(|rt| rt.block_on(simulate::run(args))) {

@@ -4,11 +4,15 @@
 //! - [`validate`]: `validate` and `configfile`;
 //! - [`decode`]: a LoRaWAN payload or PHYPayload, decoded (with `lorawan`),
 //!   or a BLE advertisement (with `ble`, in `decode_ble`);
+//! - [`ble`]: `ble record`, advertisements from the radio as a capture
+//!   (with `ble`);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
 //! - [`demo`]: the embedded broker and simulated building of the library's
 //!   `edge_gateway::demo`, on built-in defaults.
 
+#[cfg(feature = "ble")]
+pub mod ble;
 #[cfg(any(feature = "lorawan", feature = "ble"))]
 pub mod decode;
 #[cfg(feature = "ble")]
