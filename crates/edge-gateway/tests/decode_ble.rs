@@ -78,7 +78,7 @@ fn encrypted_bthome_opens_with_the_bindkey_from_the_command_line_or_the_environm
     });
     let out = decode(&["--ble", ENC_FRAME, "--mac", ENC_MAC, "--bindkey", ENC_KEY]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(objects(&out), [want.clone()]);
+    assert_eq!(objects(&out), std::slice::from_ref(&want));
 
     let out = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
         .args(["decode", "--ble", ENC_FRAME, "--mac", ENC_MAC])
