@@ -13,6 +13,10 @@ command -v coap-client-notls >/dev/null 2>&1 || missing+=(libcoap3-bin)
 # btleplug (the ble feature) links libdbus through pkg-config.
 pkg-config --exists dbus-1 2>/dev/null || missing+=(libdbus-1-dev pkg-config)
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
+# tests/ble_radio.rs: a private bus and a mock bluetoothd (bluez5 template)
+# for btleplug's real D-Bus path. Debian's python3, not a pyenv one.
+command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
+/usr/bin/python3 -c 'import dbusmock' 2>/dev/null || missing+=(python3-dbusmock)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing test peers: ${missing[*]}"
   sudo=""

@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
-#[cfg(feature = "lorawan")]
+#[cfg(feature = "ble")]
+use cmd::ble;
+#[cfg(any(feature = "lorawan", feature = "ble"))]
 use cmd::decode;
 #[cfg(feature = "demo")]
 use cmd::demo;
@@ -43,9 +45,14 @@ enum Command {
     },
     /// Print a commented template of every key with its default.
     Configfile,
-    /// Decode a LoRaWAN payload with a codec, or verify and decrypt a PHYPayload.
-    #[cfg(feature = "lorawan")]
+    /// Decode a LoRaWAN payload with a codec, verify and decrypt a
+    /// PHYPayload, or decode a BLE advertisement (--ble, --ble-line).
+    #[cfg(any(feature = "lorawan", feature = "ble"))]
     Decode(decode::DecodeArgs),
+    /// Bluetooth LE tools: `ble record` writes the radio's advertisements
+    /// as a capture for `source = "replay"`.
+    #[cfg(feature = "ble")]
+    Ble(ble::BleArgs),
     /// Run the config's alert rules over a CSV of past readings (event
     /// time): alerts as JSON lines on stdout, a summary on stderr.
     Replay(replay::ReplayArgs),
@@ -59,8 +66,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        #[cfg(feature = "lorawan")]
+        #[cfg(any(feature = "lorawan", feature = "ble"))]
         Command::Decode(args) => decode::run(&args),
+        #[cfg(feature = "ble")]
+        Command::Ble(args) => ble::main(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Simulate(args) => {
             match run::runtime().and_then(|rt| rt.block_on(simulate::run(args))) {

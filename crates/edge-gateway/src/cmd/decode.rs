@@ -1,11 +1,16 @@
 //! `edge-gateway decode`: run a payload codec, or verify and decrypt a whole
-//! PHYPayload, on bytes pasted from a network server's console. The same
-//! functions as the running gateway, so what decodes here decodes there.
+//! PHYPayload, on bytes pasted from a network server's console (with
+//! `lorawan`); decode one BLE advertisement (with `ble`, in `decode_ble`).
+//! The same functions as the running gateway, so what decodes here decodes
+//! there.
 
 use std::process::ExitCode;
 
+#[cfg(feature = "lorawan")]
 use adapters::lorawan::codecs::{Codec, DecodedValue};
+#[cfg(feature = "lorawan")]
 use adapters::lorawan::frame::{self, Key};
+#[cfg(feature = "lorawan")]
 use gateway_core::Timestamp;
 
 /// EX_USAGE from sysexits.h: the command line is wrong.
@@ -15,6 +20,17 @@ const EX_DATAERR: u8 = 65;
 
 #[derive(clap::Args)]
 pub struct DecodeArgs {
+    #[cfg(feature = "ble")]
+    #[command(flatten)]
+    ble: super::decode_ble::BleArgs,
+    #[cfg(feature = "lorawan")]
+    #[command(flatten)]
+    lorawan: LorawanArgs,
+}
+
+#[cfg(feature = "lorawan")]
+#[derive(clap::Args)]
+struct LorawanArgs {
     /// Payload codec: seed_compact, seed_bitpacked, seed_batch, cayenne_lpp.
     #[arg(long)]
     codec: Option<String>,
@@ -35,9 +51,16 @@ pub struct DecodeArgs {
     hex: Option<String>,
 }
 
-enum Failure {
+pub(super) enum Failure {
     Usage(String),
     Data(String),
+    /// Input that parsed but that no decoder took: the lines say why
+    /// (stdout), then the reason (stderr) and EX_DATAERR.
+    #[cfg_attr(not(feature = "ble"), allow(dead_code))]
+    Refused {
+        lines: Vec<String>,
+        reason: String,
+    },
 }
 
 /// Runs the subcommand: values on stdout, the error on stderr.
@@ -57,10 +80,66 @@ pub fn run(args: &DecodeArgs) -> ExitCode {
             eprintln!("edge-gateway decode: {e}");
             ExitCode::from(EX_DATAERR)
         }
+        Err(Failure::Refused { lines, reason }) => {
+            for line in lines {
+                println!("{line}");
+            }
+            eprintln!("edge-gateway decode: {reason}");
+            ExitCode::from(EX_DATAERR)
+        }
     }
 }
 
 fn decode(args: &DecodeArgs) -> Result<Vec<String>, Failure> {
+    #[cfg(feature = "ble")]
+    if args.ble.given() {
+        #[cfg(feature = "lorawan")]
+        if args.lorawan.given() {
+            return Err(Failure::Usage(
+                "--ble/--ble-line and the LoRaWAN options do not go together".into(),
+            ));
+        }
+        return super::decode_ble::decode(&args.ble);
+    }
+    not_ble(args)
+}
+
+#[cfg(feature = "lorawan")]
+fn not_ble(args: &DecodeArgs) -> Result<Vec<String>, Failure> {
+    decode_lorawan(&args.lorawan)
+}
+
+#[cfg(not(feature = "lorawan"))]
+fn not_ble(_: &DecodeArgs) -> Result<Vec<String>, Failure> {
+    Err(Failure::Usage(format!(
+        "expected {}",
+        super::decode_ble::USAGE
+    )))
+}
+
+#[cfg(feature = "lorawan")]
+fn usage() -> String {
+    let lorawan = "--codec NAME HEX, or --phy HEX --nwk-s-key K --app-s-key K [--codec NAME]";
+    #[cfg(feature = "ble")]
+    return format!("expected {lorawan}, or {}", super::decode_ble::USAGE);
+    #[cfg(not(feature = "ble"))]
+    return format!("expected {lorawan}");
+}
+
+#[cfg(all(feature = "lorawan", feature = "ble"))]
+impl LorawanArgs {
+    fn given(&self) -> bool {
+        self.codec.is_some()
+            || self.phy.is_some()
+            || self.nwk_s_key.is_some()
+            || self.app_s_key.is_some()
+            || self.next_fcnt != 0
+            || self.hex.is_some()
+    }
+}
+
+#[cfg(feature = "lorawan")]
+fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
     let codec = args
         .codec
         .as_deref()
@@ -85,14 +164,12 @@ fn decode(args: &DecodeArgs) -> Result<Vec<String>, Failure> {
         (Some(_), Some(_), _) => Err(Failure::Usage(
             "give either --phy HEX or a payload HEX, not both".into(),
         )),
-        _ => Err(Failure::Usage(
-            "expected --codec NAME HEX, or --phy HEX --nwk-s-key K --app-s-key K [--codec NAME]"
-                .into(),
-        )),
+        _ => Err(Failure::Usage(usage())),
     }
 }
 
-fn decode_phy(args: &DecodeArgs, phy: &str, codec: Option<Codec>) -> Result<Vec<String>, Failure> {
+#[cfg(feature = "lorawan")]
+fn decode_phy(args: &LorawanArgs, phy: &str, codec: Option<Codec>) -> Result<Vec<String>, Failure> {
     let nwk = key("--nwk-s-key", args.nwk_s_key.as_deref())?;
     let app = key("--app-s-key", args.app_s_key.as_deref())?;
     let bytes = from_hex(phy)?;
@@ -137,6 +214,7 @@ fn decode_phy(args: &DecodeArgs, phy: &str, codec: Option<Codec>) -> Result<Vec<
     Ok(out)
 }
 
+#[cfg(feature = "lorawan")]
 /// `temperature = 21.5`, or `value = 21.5 @ 2026-11-21T10:00:00Z`.
 fn line(v: &DecodedValue) -> String {
     match v.time_ms {
@@ -148,22 +226,29 @@ fn line(v: &DecodedValue) -> String {
     }
 }
 
-/// A key from hex, or from the environment with `env:VAR` so it stays out
-/// of shell history and `ps`. The error never repeats the key.
+#[cfg(feature = "lorawan")]
+/// A key from hex, or from the environment with `env:VAR`.
 fn key(flag: &str, arg: Option<&str>) -> Result<Key, Failure> {
     let arg = arg.ok_or_else(|| Failure::Usage(format!("--phy needs {flag}")))?;
+    secret(flag, arg)?
+        .parse()
+        .map_err(|e| Failure::Usage(format!("{flag}: {e}")))
+}
+
+/// A secret's text from the argument, or from the environment with
+/// `env:VAR` so it stays out of shell history and `ps`. The error never
+/// repeats the secret.
+pub(super) fn secret(flag: &str, arg: &str) -> Result<String, Failure> {
     let text = match arg.strip_prefix("env:") {
         Some(var) => std::env::var(var).map_err(|_| {
             Failure::Usage(format!("{flag}: environment variable {var} is not set"))
         })?,
         None => arg.to_string(),
     };
-    text.trim()
-        .parse()
-        .map_err(|e| Failure::Usage(format!("{flag}: {e}")))
+    Ok(text.trim().to_string())
 }
 
-fn from_hex(text: &str) -> Result<Vec<u8>, Failure> {
+pub(super) fn from_hex(text: &str) -> Result<Vec<u8>, Failure> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     let bad = || Failure::Data(format!("not an even number of hex digits: {text:?}"));
     if !digits.len().is_multiple_of(2) {
@@ -180,6 +265,7 @@ fn from_hex(text: &str) -> Result<Vec<u8>, Failure> {
         .collect()
 }
 
+#[cfg(feature = "lorawan")]
 fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

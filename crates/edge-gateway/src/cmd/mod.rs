@@ -2,14 +2,21 @@
 //!
 //! - [`run`]: the gateway as a service (signals, reload, status line);
 //! - [`validate`]: `validate` and `configfile`;
-//! - [`decode`]: a LoRaWAN payload or PHYPayload, decoded (with `lorawan`);
+//! - [`decode`]: a LoRaWAN payload or PHYPayload, decoded (with `lorawan`),
+//!   or a BLE advertisement (with `ble`, in `decode_ble`);
+//! - [`ble`]: `ble record`, advertisements from the radio as a capture
+//!   (with `ble`);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
 //! - [`demo`]: the embedded broker and simulated building of the library's
 //!   `edge_gateway::demo`, on built-in defaults.
 
-#[cfg(feature = "lorawan")]
+#[cfg(feature = "ble")]
+pub mod ble;
+#[cfg(any(feature = "lorawan", feature = "ble"))]
 pub mod decode;
+#[cfg(feature = "ble")]
+mod decode_ble;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod replay;
