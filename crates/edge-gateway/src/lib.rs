@@ -3,6 +3,8 @@
 //! - [`settings`]: the whole `gateway.toml` (with its `conf.d/` drop-ins and
 //!   `EDGE_GATEWAY__` overrides) and the `configfile` template;
 //! - [`pipeline`]: the task that owns the aggregator;
+//! - [`clock_guard`]: readings held while the wall clock is implausible
+//!   (a Pi before NTP), re-stamped once it is set;
 //! - [`durability`]: what survives a crash: the checkpoint of open windows,
 //!   the journal of acknowledged readings since, and the copies already
 //!   taken (`docs/durability.md`);
