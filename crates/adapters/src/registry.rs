@@ -60,6 +60,9 @@ pub struct BuildContext {
     /// frame counters).
     pub state_dir: PathBuf,
     pub sections: crate::Sections,
+    /// The ids of `[[device]]`: what `accept = "registered"` admits beside
+    /// an adapter family's own device list.
+    pub registered: Vec<String>,
 }
 
 /// Generates, from one list of kinds and one of owned sections: the

@@ -299,6 +299,12 @@ impl Gateway {
             gateway_id: self.config.gateway.id.clone(),
             state_dir: self.config.gateway.state_dir.clone(),
             sections: self.config.sections.clone(),
+            registered: self
+                .config
+                .devices
+                .iter()
+                .map(|d| d.id.to_string())
+                .collect(),
         });
         info!(adapter = %name, kind = config.kind(), "Starting adapter.");
         // `/health` reads this: an adapter whose task ended is down.

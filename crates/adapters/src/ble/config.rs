@@ -5,7 +5,7 @@
 //! type = "ble"
 //! name = "ble"
 //! source = "radio"            # or "replay" with replay_file
-//! accept = "any"              # or "registered": only [[ble.device]] MACs
+//! accept = "any"              # or "registered": [[ble.device]] and [[device]] MACs
 //! silence = "90s"             # radio watchdog
 //!
 //! [[ble.device]]
@@ -168,11 +168,13 @@ impl AdapterKind for BleConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
-        Box::new(super::source::BleAdapter::new(
+        let mut adapter = super::source::BleAdapter::new(
             self.clone(),
             ctx.sections.ble.devices.clone(),
             &ctx.state_dir,
-        ))
+        );
+        adapter.also_registered(&ctx.registered);
+        Box::new(adapter)
     }
 
     fn template() -> String {
@@ -360,7 +362,7 @@ pub fn template() -> String {
 # replay_file = "/var/lib/edge-gateway/capture.jsonl"
 # 1.0 keeps the recorded spacing, 0 plays as fast as possible.
 # replay_speed = 1.0
-# "any", or "registered": only the MACs of [[ble.device]].
+# "any", or "registered": only the MACs of [[ble.device]] and [[device]].
 # accept = "any"
 # No advertisement at all for this long: restart the scan, then power-cycle
 # the Bluetooth adapter, then exit so systemd restarts the service.

@@ -28,7 +28,7 @@ use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::advert::Advertisement;
+use super::advert::{Advertisement, Mac};
 use super::config::{Accept, BleConfig, BleDevice, BleSection, BleSource};
 use super::counter_file::CounterFile;
 use super::dispatch::{BleDecoder, Outcome, Unrecognised};
@@ -55,6 +55,9 @@ const QUEUE: usize = 1024;
 pub struct BleAdapter {
     config: BleConfig,
     devices: BleSection,
+    /// MACs named by `[[device]]` (seed 002 maps its sensors there), which
+    /// `accept = "registered"` admits like those of `[[ble.device]]`.
+    registered: HashSet<Mac>,
     state_dir: PathBuf,
 }
 
@@ -63,8 +66,16 @@ impl BleAdapter {
         Self {
             config,
             devices: BleSection { devices },
+            registered: HashSet::new(),
             state_dir: state_dir.to_path_buf(),
         }
+    }
+
+    /// Admits the `[[device]]` ids that are MAC addresses (others are not
+    /// BLE devices and are skipped).
+    pub fn also_registered(&mut self, ids: &[String]) {
+        self.registered
+            .extend(ids.iter().filter_map(|id| id.parse::<Mac>().ok()));
     }
 }
 
@@ -86,6 +97,7 @@ impl Adapter for BleAdapter {
                 decoder: BleDecoder::new(table),
                 file,
                 devices: self.devices,
+                registered: self.registered,
                 accept: self.config.accept,
                 stats: ctx.stats(),
                 labels: HashSet::new(),
@@ -158,6 +170,7 @@ struct Decoding {
     decoder: BleDecoder,
     file: CounterFile,
     devices: BleSection,
+    registered: HashSet<Mac>,
     accept: Accept,
     stats: AdapterStats,
     labels: HashSet<String>,
@@ -185,7 +198,8 @@ impl Decoding {
     async fn one(&mut self, mut adv: Advertisement) -> Result<(), AdapterError> {
         self.stats.received.inc();
         let adapter = self.ctx.name.clone();
-        let registered = self.devices.devices.iter().any(|d| d.mac == adv.mac);
+        let registered = self.registered.contains(&adv.mac)
+            || self.devices.devices.iter().any(|d| d.mac == adv.mac);
         if self.accept == Accept::Registered && !registered {
             self.ctx
                 .telemetry
@@ -299,6 +313,38 @@ impl Decoding {
         debug!(
             adapter,
             "Dropping a BLE advertisement no decoder understands."
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn device_registry_ids_that_are_macs_count_as_registered() {
+        let config = BleConfig {
+            name: "ble".into(),
+            source: BleSource::Radio { adapter: None },
+            accept: Accept::Registered,
+            silence: Duration::from_secs(90),
+        };
+        let mut adapter = BleAdapter::new(config, Vec::new(), Path::new("/nonexistent"));
+        adapter.also_registered(&[
+            "a4:c1:38:8d:18:b2".into(),
+            "A4:C1:38:00:00:01".into(),
+            "fridge-7".into(),
+        ]);
+        let want: HashSet<Mac> = ["a4:c1:38:8d:18:b2", "a4:c1:38:00:00:01"]
+            .iter()
+            .filter_map(|m| m.parse().ok())
+            .collect();
+        assert_eq!(want.len(), 2);
+        assert_eq!(
+            adapter.registered, want,
+            "ids that are not MACs are skipped"
         );
     }
 }
