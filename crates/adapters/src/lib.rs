@@ -23,6 +23,9 @@ pub mod lorawan;
 #[cfg(feature = "ble")]
 pub mod ble;
 
+#[cfg(any(feature = "tcp_line", feature = "serial"))]
+pub mod line;
+
 pub mod registry;
 
 pub use registry::{AdapterKind, BuildContext, OwnedSection};
@@ -39,6 +42,10 @@ registry::adapter_registry! {
         CoapObserve => coap::CoapObserveConfig,
         #[cfg(feature = "lorawan")]
         SemtechUdp => lorawan::config::SemtechUdpConfig,
+        #[cfg(feature = "tcp_line")]
+        TcpLine => line::TcpLineConfig,
+        #[cfg(feature = "serial")]
+        SerialLine => line::SerialLineConfig,
     }
     sections {
         #[cfg(feature = "lorawan")]

@@ -102,6 +102,12 @@ fn kinds_are_stable_snake_case_labels() {
         DecodeError::SenmlMandatoryField {
             field: String::new(),
         },
+        DecodeError::InvalidLineProtocol {
+            reason: String::new(),
+        },
+        DecodeError::NotKeyValue {
+            token: String::new(),
+        },
     ];
     let reasons = [
         FieldReason::NotFinite,
@@ -132,6 +138,8 @@ fn kinds_are_stable_snake_case_labels() {
             "invalid_device",
             "no_values",
             "senml_mandatory_field",
+            "invalid_line_protocol",
+            "not_key_value",
         ]
     );
     let mut reason_kinds: Vec<&str> = reasons.iter().map(FieldReason::kind).collect();
@@ -216,6 +224,8 @@ fn formats() -> Vec<PayloadFormat> {
         PayloadFormat::Csv { columns },
         PayloadFormat::Senml,
         PayloadFormat::Zigbee2mqtt,
+        PayloadFormat::Influx,
+        PayloadFormat::Kv,
     ]
 }
 
@@ -248,7 +258,9 @@ fn never_panics_on_random_bytes_or_mutated_payloads() {
         let payload: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
         check_everywhere(&payload);
     }
-    let seeds: [&[u8]; 10] = [
+    let seeds: [&[u8]; 12] = [
+        b"bme680,device=lab\\ 1 temperature=21.5,gas=12000i,s=\"a \\\" b\" 1795255200000000000",
+        b"mac=24:6f:28:aa:bb:01 ts=1795255200 temperature=21.5,humidity=40",
         b"23.4",
         b"\"23.4\"",
         b"1795255200,21.3,45.1\r\n",
