@@ -96,12 +96,12 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
                 let open = open.clone();
                 let slots = slots.clone();
                 let max = config.max_connections;
-                open.set((max - slots.available_permits()) as f64);
+                open.set(max.saturating_sub(slots.available_permits()) as f64);
                 tasks.spawn(async move {
                     debug!(adapter = %shared.ctx.name, %peer, "Line client connected.");
                     let closed = serve(stream, peer, fallback, shared.clone()).await;
                     drop(permit);
-                    open.set((max - slots.available_permits()) as f64);
+                    open.set(max.saturating_sub(slots.available_permits()) as f64);
                     debug!(adapter = %shared.ctx.name, %peer, ?closed, "Line client gone.");
                     closed.map(|_| ())
                 });
