@@ -102,7 +102,11 @@ fn main() {
         let ratio = base.map_or(String::new(), |b| {
             let share = r.rate() / b;
             let verdict = if share >= TARGET { "met" } else { "NOT MET" };
-            format!("{:>7.1}% (target {:.0}%: {verdict})", 100.0 * share, 100.0 * TARGET)
+            format!(
+                "{:>7.1}% (target {:.0}%: {verdict})",
+                100.0 * share,
+                100.0 * TARGET
+            )
         });
         println!(
             "{what:<44} {:>10.0} lines/s {:>9} of {n} in {:>6.2} s {ratio}",
@@ -137,7 +141,11 @@ fn main() {
     for (ack, name, port) in [(false, "plain", plain), (true, "acked", acked)] {
         let label = if ack { "with ack" } else { "without ack" };
         let limit = raw_tcp(n, ack);
-        row(&format!("raw TCP receive, {label} (the limit)"), &limit, None);
+        row(
+            &format!("raw TCP receive, {label} (the limit)"),
+            &limit,
+            None,
+        );
         let mut sender = simulate(port, n, ack);
         let got = gw.watch(
             &format!("edge_gateway_adapter_readings_total{{adapter=\"{name}\"}}"),
