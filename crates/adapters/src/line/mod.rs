@@ -27,6 +27,9 @@ pub mod framer;
 pub mod acks;
 #[cfg(feature = "tcp_line")]
 mod connection;
+#[cfg(all(test, feature = "tcp_line"))]
+#[allow(clippy::unwrap_used)]
+mod connection_tests;
 #[cfg(feature = "tcp_line")]
 pub mod tcp;
 #[cfg(feature = "tcp_line")]
