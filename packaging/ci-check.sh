@@ -83,6 +83,10 @@ ok "no demo subcommand"
 # -- the unit
 systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
 ok "systemd-analyze verify"
+# The documented drop-in for a serial_line adapter, as shipped.
+cmp -s /usr/share/doc/edge-gateway/examples/serial-port.conf packaging/debian/serial-port.conf \
+  || fail "the package does not ship packaging/debian/serial-port.conf"
+bash packaging/check-serial-dropin.sh /usr/bin/edge-gateway
 
 # -- the installed binary with the installed config, as the service user
 runuser -u edge-gateway -- /usr/bin/edge-gateway --version

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 features=("$@")
-[ "${#features[@]}" -gt 0 ] || features=(mqtt coap lorawan ble)
+[ "${#features[@]}" -gt 0 ] || features=(mqtt coap lorawan ble tcp_line serial)
 for feature in "${features[@]}"; do
   echo "== edge-gateway with only '$feature'"
   out=$(cargo check --locked -p edge-gateway --no-default-features --features "$feature" --bins 2>&1) || {

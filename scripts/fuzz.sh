@@ -2,7 +2,8 @@
 # Fuzz for a bounded time (default 60 s per target): the CoAP datagram
 # handling, the LoRaWAN path (Semtech UDP datagram -> PHYPayload -> MIC,
 # FCnt, decryption, codec), and the BLE decoders (recorded advertisement
-# line, BTHome plain and encrypted, Ruuvi, PVVX/ATC, the dispatcher).
+# line, BTHome plain and encrypted, Ruuvi, PVVX/ATC, the dispatcher), and
+# the line adapters' framer and CSV/JSON/influx/kv line decoders.
 # `bash scripts/fuzz.sh [seconds] [target]`.
 # Needs a nightly toolchain; installs cargo-fuzz when missing. Crashes land
 # in fuzz/artifacts/; add each as a regression test once fixed (CoAP:
@@ -10,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
-targets="${2:-coap_datagram lorawan_datagram ble_advert_line ble_bthome ble_ruuvi ble_xiaomi ble_dispatch}"
+targets="${2:-coap_datagram lorawan_datagram ble_advert_line ble_bthome ble_ruuvi ble_xiaomi ble_dispatch line_parsers}"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 cd fuzz
 for target in $targets; do

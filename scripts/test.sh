@@ -17,6 +17,10 @@ command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
 # for btleplug's real D-Bus path. Debian's python3, not a pyenv one.
 command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
 /usr/bin/python3 -c 'import dbusmock' 2>/dev/null || missing+=(python3-dbusmock)
+# The serial_line test's pseudo-terminal pair, and the check of the
+# packaged unit's serial drop-in.
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing test peers: ${missing[*]}"
   sudo=""

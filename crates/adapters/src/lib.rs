@@ -23,6 +23,9 @@ pub mod lorawan;
 #[cfg(feature = "ble")]
 pub mod ble;
 
+#[cfg(any(feature = "tcp_line", feature = "serial"))]
+pub mod line;
+
 pub mod registry;
 
 pub use registry::{AdapterKind, BuildContext, OwnedSection};
@@ -41,6 +44,10 @@ registry::adapter_registry! {
         SemtechUdp => lorawan::config::SemtechUdpConfig,
         #[cfg(feature = "ble")]
         Ble => ble::config::BleConfig,
+        #[cfg(feature = "tcp_line")]
+        TcpLine => line::TcpLineConfig,
+        #[cfg(feature = "serial")]
+        SerialLine => line::SerialLineConfig,
     }
     sections {
         #[cfg(feature = "coap")]

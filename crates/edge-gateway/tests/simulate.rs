@@ -163,3 +163,51 @@ async fn a_simulated_lorawan_fleet_is_verified_and_counted_by_semtech_udp() {
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+#[tokio::test]
+async fn simulated_seed_000_nodes_are_acknowledged_by_tcp_line() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let (line_port, metrics) = (free_port(), free_port());
+    let cfg = config("gw-sim-tcp", local.port(), upstream.port(), "1h", "1s")
+        + &format!(
+            "\n[[adapter]]\ntype = \"tcp_line\"\nname = \"bme680-tcp\"\nbind = \"127.0.0.1:{line_port}\"\nformat = \"csv\"\ncolumns = [\"device\", \"temperature\", \"pressure\", \"humidity\", \"gas\"]\nack = true\n\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n"
+        );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Listening for lines.").await;
+    let out = simulate(&[
+        "--protocol".into(),
+        "tcp".into(),
+        "--target".into(),
+        format!("127.0.0.1:{line_port}"),
+        "--devices".into(),
+        "3".into(),
+        "--rate".into(),
+        "0".into(),
+        "--count".into(),
+        "30".into(),
+        "--metrics".into(),
+        "temperature,pressure,humidity,gas".into(),
+        "--device-column".into(),
+        "--ack".into(),
+    ])
+    .await;
+    assert!(
+        out.contains("30 lines acknowledged (ok), 0 refused"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sent 30 messages (120 readings) from 3 devices"),
+        "{out}"
+    );
+    let (_, body) = http_until(metrics, "/metrics", |_, b| {
+        b.contains("edge_gateway_adapter_readings_total{adapter=\"bme680-tcp\"} 120\n")
+    })
+    .await;
+    assert!(
+        !body.contains("edge_gateway_adapter_errors_total{adapter=\"bme680-tcp\""),
+        "{body}"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}

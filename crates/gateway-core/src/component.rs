@@ -47,7 +47,8 @@ pub struct DeliveryKey {
     /// The adapter (one session per adapter).
     pub source: Arc<str>,
     /// The session's slot for the message (MQTT packet id); a slot is
-    /// reused only after the message in it was acknowledged.
+    /// reused only after the message in it was acknowledged. 0 (never an
+    /// MQTT packet id) marks a key that is its digest alone (a TCP line).
     pub slot: u16,
     /// A digest of the message (topic and payload).
     pub digest: u64,

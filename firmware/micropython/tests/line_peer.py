@@ -4,9 +4,8 @@
 acknowledgement contract (lines numbered per connection from 1; "ok N"
 once lines up to N are journaled; "err N reason" for a refused line; a
 partial line at a disconnect is discarded). It stands in for the gateway's
-adapter, which does not exist yet, in the node-side tests; the real one is
-used by test_line_end_to_end.py as soon as the gateway accepts
-`type = "tcp_line"`.
+adapter in the node-side tests; the real one is used by test_line.py's
+NodeLoopAgainstTheGateway.
 
 `LineProxy`: a TCP proxy to a line peer that can cut a connection in the
 middle of a line, after the peer acknowledged every complete line before

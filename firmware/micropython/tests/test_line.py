@@ -1,8 +1,8 @@
 """The TCP-with-ack node (esp32-bme680-tcp): lines leave the queue only when
 acknowledged, refused lines are dropped and counted, and the node's main
 loop loses and doubles nothing across cuts: against a peer speaking the
-`tcp_line` contract (issue #17) now, and against the real gateway as soon as
-it accepts `type = "tcp_line"` (skipped, saying so, until then)."""
+`tcp_line` contract (issue #17), and against the real gateway's `tcp_line`
+adapter."""
 import importlib.util
 import json
 import os
@@ -167,18 +167,16 @@ def gateway_refuses_tcp_line(config_text):
 
 
 class NodeLoopAgainstTheGateway(unittest.TestCase):
-    """Skipped until the gateway has the `tcp_line` adapter (issue #17)."""
+    """The real `tcp_line` adapter, `ack = true`, with the node's own main loop."""
 
     def test_no_line_lost_or_doubled_across_cuts_inside_a_line(self):
         broker = support.Mosquitto()
         self.addCleanup(broker.close)
         line_port, metrics = support.free_port(), support.free_port()
         cfg = gateway.config("gw-fw-tcp", broker.port, metrics) + TCP_LINE_CONFIG.format(port=line_port)
-        refused = gateway_refuses_tcp_line(cfg)
-        if refused is not None:
-            self.skipTest(
-                "the gateway refuses type = \"tcp_line\" (issue #17 not merged): %s" % refused.splitlines()[0]
-            )
+        # A gateway that refused the adapter would make this test pass
+        # vacuously: it must accept it.
+        self.assertIsNone(gateway_refuses_tcp_line(cfg))
         up = gateway.Subscriber(broker.port, "building/hq/#")
         self.addCleanup(up.close)
         gw = gateway.Gateway(cfg)

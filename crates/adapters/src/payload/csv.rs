@@ -4,10 +4,17 @@
 //! missing or extra field is refused whole: every value after the gap would
 //! land in the wrong metric. No quoting: sensor firmwares that send CSV do
 //! not quote numbers, and a quoted field is reported as not numeric.
+//!
+//! A column named `device` or `mac` names the device when the context does
+//! not (a relay board printing one line per client it hears); it is never a
+//! metric.
 
-use gateway_core::MetricName;
+use gateway_core::{DeviceId, MetricName};
 
 use super::{text, text_time, Context, DecodeError, Decoded, FieldReason, When, TIME_KEYS};
+
+/// Columns naming the device, in order of preference.
+pub(crate) const DEVICE_COLUMNS: [&str; 2] = ["device", "mac"];
 
 /// Decodes one CSV line. An empty field is a sensor saying "no value this
 /// time" and is skipped silently; a line of only empty fields is
@@ -30,7 +37,15 @@ pub(super) fn decode(
             found: fields.len(),
         });
     }
-    let device = ctx.device.ok_or(DecodeError::NoDevice)?;
+    let is_device = |c: &MetricName| DEVICE_COLUMNS.contains(&c.as_str());
+    let named;
+    let device = match ctx.device {
+        Some(d) => d,
+        None => {
+            named = column_device(columns, &fields)?;
+            &named
+        }
+    };
     let mut out = Decoded::default();
     let is_time = |c: &MetricName| TIME_KEYS.contains(&c.as_str());
     let mut when = When::arrival(ctx.now);
@@ -44,7 +59,7 @@ pub(super) fn decode(
     }
     let mut candidates = 0;
     for (column, field) in columns.iter().zip(&fields) {
-        if is_time(column) || field.is_empty() {
+        if is_time(column) || is_device(column) || field.is_empty() {
             continue;
         }
         candidates += 1;
@@ -58,6 +73,24 @@ pub(super) fn decode(
         return Err(DecodeError::NoValues);
     }
     Ok(out)
+}
+
+/// The device a `device` or `mac` column names (the first non-empty one).
+fn column_device(columns: &[MetricName], fields: &[&str]) -> Result<DeviceId, DecodeError> {
+    let id = DEVICE_COLUMNS
+        .iter()
+        .find_map(|name| {
+            columns
+                .iter()
+                .zip(fields)
+                .find(|(c, f)| c.as_str() == *name && !f.is_empty())
+                .map(|(_, f)| *f)
+        })
+        .ok_or(DecodeError::NoDevice)?;
+    DeviceId::new(id).map_err(|source| DecodeError::InvalidDevice {
+        id: super::clip(id),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -247,6 +280,40 @@ mod tests {
             decode(&bme, b"1,2,3,4", &ctx(None, None)),
             Err(DecodeError::NoDevice),
         );
+    }
+
+    #[test]
+    fn a_mac_or_device_column_names_the_device_when_the_context_does_not() {
+        let relay = csv(&["mac", "temperature", "humidity"]);
+        assert_decoded(
+            "mac column",
+            decode(&relay, b"24:6f:28:aa:bb:01,21.5,40", &ctx(None, None)),
+            ok(
+                vec![
+                    r("24:6f:28:aa:bb:01", "temperature", 21.5, NOW, Arrival),
+                    r("24:6f:28:aa:bb:01", "humidity", 40.0, NOW, Arrival),
+                ],
+                vec![],
+            ),
+        );
+        let d = dev("topic-device");
+        assert_decoded(
+            "the context wins, and the column is still no metric",
+            decode(&relay, b"24:6f:28:aa:bb:01,21.5,", &ctx(Some(&d), None)),
+            ok(
+                vec![r("topic-device", "temperature", 21.5, NOW, Arrival)],
+                vec![],
+            ),
+        );
+        assert_decoded(
+            "empty mac",
+            decode(&relay, b",21.5,40", &ctx(None, None)),
+            Err(DecodeError::NoDevice),
+        );
+        assert!(matches!(
+            decode(&relay, b"a/b,21.5,40", &ctx(None, None)),
+            Err(DecodeError::InvalidDevice { .. })
+        ));
     }
 
     #[test]

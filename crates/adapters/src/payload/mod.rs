@@ -17,7 +17,9 @@
 //! [`PayloadFormat::Json`] (`json.rs`), [`PayloadFormat::Csv`] (`csv.rs`),
 //! [`PayloadFormat::Senml`] (`senml.rs`, RFC 8428),
 //! [`PayloadFormat::SenmlCbor`] (`senml_cbor.rs`, the same records in CBOR) and
-//! [`PayloadFormat::Zigbee2mqtt`] (`zigbee2mqtt.rs`). `json_text.rs` holds
+//! [`PayloadFormat::Zigbee2mqtt`] (`zigbee2mqtt.rs`), and the line formats
+//! [`PayloadFormat::Influx`] (`influx.rs`, InfluxDB line protocol) and
+//! [`PayloadFormat::Kv`] (`kv.rs`, `key=value` pairs). `json_text.rs` holds
 //! the JSON parsing they share, including the salvage of `NaN`, `Infinity`
 //! and out-of-range numbers that Python senders emit.
 //!
@@ -26,8 +28,10 @@
 //! [`FieldReason::NotFinite`] problem.
 
 mod csv;
+mod influx;
 mod json;
 mod json_text;
+mod kv;
 #[cfg(feature = "lorawan")]
 mod lns;
 mod number;
@@ -37,6 +41,8 @@ mod zigbee2mqtt;
 
 use std::fmt;
 
+#[cfg(any(feature = "tcp_line", feature = "serial"))]
+pub(crate) use csv::DEVICE_COLUMNS as CSV_DEVICE_COLUMNS;
 #[cfg(feature = "lorawan")]
 pub use lns::NetworkServer;
 
@@ -68,6 +74,11 @@ pub enum PayloadFormat {
     SenmlCbor,
     /// A Zigbee2MQTT device state message.
     Zigbee2mqtt,
+    /// One line of InfluxDB line protocol; the `device` tag or the
+    /// measurement names the device.
+    Influx,
+    /// `key=value` pairs separated by spaces or commas.
+    Kv,
     /// A LoRaWAN network server's uplink event (ChirpStack v4, The Things
     /// Stack v3); `codec` decodes FRMPayload when the server did not.
     #[cfg(feature = "lorawan")]
@@ -163,6 +174,12 @@ pub enum DecodeError {
     /// a pack with a must-understand extension the receiver does not know.
     #[error("SenML field {field:?} must be understood, and is not supported")]
     SenmlMandatoryField { field: String },
+    /// Not InfluxDB line protocol (`measurement[,tag=v] field=v[,…] [ns]`).
+    #[error("invalid line protocol: {reason}")]
+    InvalidLineProtocol { reason: String },
+    /// A `key=value` line with a token that is not a pair.
+    #[error("expected key=value pairs, got {token:?}")]
+    NotKeyValue { token: String },
 }
 
 impl DecodeError {
@@ -184,6 +201,8 @@ impl DecodeError {
             Self::SenmlMandatoryField { .. } => "senml_mandatory_field",
             Self::DuplicateKey { .. } => "duplicate_key",
             Self::TooManyMetrics { .. } => "too_many_metrics",
+            Self::InvalidLineProtocol { .. } => "invalid_line_protocol",
+            Self::NotKeyValue { .. } => "not_key_value",
         }
     }
 }
@@ -341,6 +360,8 @@ fn decode_format(
         PayloadFormat::Senml => senml::decode(payload, ctx),
         PayloadFormat::SenmlCbor => senml_cbor::decode(payload, ctx),
         PayloadFormat::Zigbee2mqtt => zigbee2mqtt::decode(payload, ctx),
+        PayloadFormat::Influx => influx::decode(payload, ctx),
+        PayloadFormat::Kv => kv::decode(payload, ctx),
         #[cfg(feature = "lorawan")]
         PayloadFormat::LorawanEvent { server, codec } => lns::decode(*server, *codec, payload, ctx),
     }

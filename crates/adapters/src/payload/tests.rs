@@ -108,6 +108,12 @@ fn kinds_are_stable_snake_case_labels() {
             found: 0,
             max: 0,
         },
+        DecodeError::InvalidLineProtocol {
+            reason: String::new(),
+        },
+        DecodeError::NotKeyValue {
+            token: String::new(),
+        },
     ];
     let reasons = [
         FieldReason::NotFinite,
@@ -140,6 +146,8 @@ fn kinds_are_stable_snake_case_labels() {
             "senml_mandatory_field",
             "duplicate_key",
             "too_many_metrics",
+            "invalid_line_protocol",
+            "not_key_value",
         ]
     );
     let mut reason_kinds: Vec<&str> = reasons.iter().map(FieldReason::kind).collect();
@@ -224,6 +232,8 @@ fn formats() -> Vec<PayloadFormat> {
         PayloadFormat::Csv { columns },
         PayloadFormat::Senml,
         PayloadFormat::Zigbee2mqtt,
+        PayloadFormat::Influx,
+        PayloadFormat::Kv,
     ]
 }
 
@@ -256,7 +266,9 @@ fn never_panics_on_random_bytes_or_mutated_payloads() {
         let payload: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
         check_everywhere(&payload);
     }
-    let seeds: [&[u8]; 10] = [
+    let seeds: [&[u8]; 12] = [
+        b"bme680,device=lab\\ 1 temperature=21.5,gas=12000i,s=\"a \\\" b\" 1795255200000000000",
+        b"mac=24:6f:28:aa:bb:01 ts=1795255200 temperature=21.5,humidity=40",
         b"23.4",
         b"\"23.4\"",
         b"1795255200,21.3,45.1\r\n",

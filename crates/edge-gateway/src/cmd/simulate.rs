@@ -6,10 +6,12 @@
 //! and the CoAP server (`POST /s/{device}`, Content-Format 50) read. The
 //! total rate is paced against the clock from the start, so a slow moment is
 //! caught up rather than lost; `--rate 0` sends as fast as possible.
-//! LoRaWAN devices send seed_compact frames instead (`lorawan.rs`).
+//! LoRaWAN devices send seed_compact frames instead (`lorawan.rs`), TCP
+//! nodes seed 000's CSV lines (`tcp.rs`).
 
 #[cfg(feature = "lorawan")]
 mod lorawan;
+mod tcp;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -34,6 +36,8 @@ pub enum Protocol {
     Coap,
     #[cfg(feature = "lorawan")]
     Lorawan,
+    /// Seed 000's CSV lines to a `tcp_line` adapter.
+    Tcp,
 }
 
 #[derive(clap::Args)]
@@ -66,7 +70,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0)]
     qos: u8,
     /// CoAP: the gateway's CoAP server [default: 127.0.0.1:5683]. LoRaWAN:
-    /// its semtech_udp adapter [default: 127.0.0.1:1700].
+    /// its semtech_udp adapter [default: 127.0.0.1:1700]. TCP: its
+    /// tcp_line adapter [default: 127.0.0.1:8080].
     #[arg(long)]
     target: Option<SocketAddr>,
     /// Seed of the readings' noise and of the LoRaWAN devices' session keys,
@@ -82,6 +87,15 @@ pub struct SimulateArgs {
     /// --devices and --seed) to add to gateway.toml, and exit.
     #[arg(long)]
     print_lorawan_config: bool,
+    /// TCP: put the device name first in each line (for `columns =
+    /// ["device", ...]`); seed 000's nodes send none and are named by
+    /// their address.
+    #[arg(long)]
+    device_column: bool,
+    /// TCP: read the adapter's `ok N` / `err N` answers (`ack = true`) and
+    /// wait until every line is acknowledged.
+    #[arg(long)]
+    ack: bool,
 }
 
 /// Readings that drift plausibly: a per-device base plus a slow wave and noise.
@@ -180,6 +194,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         Protocol::Lorawan => (
             lorawan::run(&args, fleet, target(lorawan::DEFAULT_TARGET)?).await?,
             lorawan::READINGS_PER_UPLINK,
+        ),
+        Protocol::Tcp => (
+            tcp::run(&args, fleet, target(tcp::DEFAULT_TARGET)?).await?,
+            args.metrics.len(),
         ),
     };
     let secs = started.elapsed().as_secs_f64();

@@ -14,6 +14,11 @@ use std::sync::Arc;
 
 use gateway_core::DeliveryKey;
 
+/// The slot of content-addressed keys (TCP lines): MQTT packet ids are
+/// never 0, so it is free. Lines have no slot of their own, and a resent
+/// line is a copy when any remembered line of its source has its digest.
+pub const CONTENT_SLOT: u16 = 0;
+
 /// How many slots are remembered across all sources. Mosquitto allows 20
 /// in flight per client by default and 65535 at most.
 pub const REMEMBERED: usize = 8192;
@@ -42,6 +47,12 @@ impl Deliveries {
     /// Whether `key` is a resent copy of a message already taken: the
     /// latest message taken in its slot had the same content.
     pub fn is_copy(&self, key: &DeliveryKey) -> bool {
+        if key.slot == CONTENT_SLOT {
+            return key.resent
+                && self.taken.iter().rev().any(|t| {
+                    t.slot == CONTENT_SLOT && t.digest == key.digest && t.source == key.source
+                });
+        }
         key.resent
             && self
                 .taken
@@ -134,6 +145,23 @@ mod tests {
             ..key(7, 99, true)
         };
         assert!(d.is_copy(&other), "another source's session is untouched");
+    }
+
+    #[test]
+    fn content_addressed_keys_match_any_remembered_digest_of_their_source() {
+        let mut d = Deliveries::default();
+        d.record("lines".into(), CONTENT_SLOT, 11);
+        d.record("lines".into(), CONTENT_SLOT, 12);
+        let line = |digest, source: &str| DeliveryKey {
+            source: source.into(),
+            slot: CONTENT_SLOT,
+            digest,
+            resent: true,
+        };
+        assert!(d.is_copy(&line(11, "lines")), "not only the latest");
+        assert!(d.is_copy(&line(12, "lines")));
+        assert!(!d.is_copy(&line(13, "lines")));
+        assert!(!d.is_copy(&line(11, "other")));
     }
 
     #[test]

@@ -1,0 +1,275 @@
+//! One TCP client: read lines, hand their readings on, answer `ok`/`err`.
+//!
+//! Each connection is its own task, so a client that is slow to send or
+//! never reads its answers holds up only itself: when its unwritten
+//! answers or its lines waiting for the journal pass a bound, this task
+//! stops reading from it (TCP flow control then slows the sender), and the
+//! others go on.
+//!
+//! With `ack`, every line with readings goes to the pipeline as
+//! `Ingress::Durable` with a receipt, completed once the journal holding
+//! it is synced; `ok N` follows for every line up to N. Without `ack`, the
+//! readings of one read go together as `Ingress::Readings` (one channel
+//! operation per read rather than per line).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{
+    AdapterContext, AdapterError, AdapterStats, DeliveryKey, DeviceId, Ingress, Receipt,
+    ReceiptWaiter,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::debug;
+
+use super::acks::{write_err, write_ok, AckState};
+use super::decode::{LineDecoder, Outcome};
+use super::framer::{Frame, Framer};
+
+/// Bytes read at once.
+const READ_BUFFER: usize = 16 * 1024;
+/// Lines waiting for the journal before reading pauses: about two journal
+/// batches, so group commit stays full while one client cannot pin an
+/// unbounded number of receipts.
+const MAX_WAITING: usize = 2048;
+/// Unwritten answers before reading pauses (a client that does not read).
+const MAX_UNWRITTEN: usize = 64 * 1024;
+
+/// What every connection of one adapter shares.
+pub(crate) struct Shared {
+    pub ctx: AdapterContext,
+    pub stats: AdapterStats,
+    pub throttle: LogThrottle,
+    pub decoder: LineDecoder,
+    pub source: Arc<str>,
+    pub max_line_bytes: usize,
+    pub idle_timeout: Duration,
+    pub ack: bool,
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// The client closed it (after its last answer was written).
+    ByPeer,
+    Idle,
+    /// A read or write failed.
+    Broken,
+    Shutdown,
+}
+
+/// Serves one client until it leaves, goes idle, or the adapter stops.
+///
+/// # Errors
+/// [`AdapterError::PipelineClosed`] when the pipeline is gone.
+pub(crate) async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    fallback: Option<DeviceId>,
+    shared: Arc<Shared>,
+) -> Result<Closed, AdapterError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut framer = Framer::new(shared.max_line_bytes);
+    let mut acks = AckState::default();
+    // Lines not yet durable, oldest first, with their numbers.
+    let mut waiting: VecDeque<(u64, ReceiptWaiter)> = VecDeque::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut written = 0usize;
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut reading = true;
+    let idle = tokio::time::sleep(shared.idle_timeout);
+    tokio::pin!(idle);
+    let idle_on = !shared.idle_timeout.is_zero();
+
+    let closed = loop {
+        if shared.ack {
+            if let Some(n) = acks.advance(waiting.front().map(|(n, _)| *n)) {
+                write_ok(&mut out, n);
+            }
+        }
+        if !reading && waiting.is_empty() && written == out.len() {
+            break Closed::ByPeer;
+        }
+        let room = waiting.len() < MAX_WAITING && out.len() - written < MAX_UNWRITTEN;
+        tokio::select! {
+            biased;
+            _ = shared.ctx.shutdown.cancelled() => break Closed::Shutdown,
+            done = async {
+                match waiting.front_mut() {
+                    Some((_, w)) => w.await,
+                    None => std::future::pending().await,
+                }
+            }, if !waiting.is_empty() => {
+                if done.is_err() {
+                    // The pipeline stopped before the line was safe: no
+                    // ok for it; the client resends it to the next run.
+                    return Err(AdapterError::PipelineClosed);
+                }
+                waiting.pop_front();
+                while let Some((_, next)) = waiting.front_mut() {
+                    if next.try_recv().is_err() {
+                        break;
+                    }
+                    waiting.pop_front();
+                }
+            }
+            w = wr.write(&out[written..]), if written < out.len() => match w {
+                Ok(0) | Err(_) => break Closed::Broken,
+                Ok(n) => {
+                    written += n;
+                    if written == out.len() {
+                        out.clear();
+                        written = 0;
+                    }
+                }
+            },
+            r = rd.read(&mut buf), if reading && room => match r {
+                // The client may have only shut down its sending side
+                // (`socat` at the end of its input): answers still go out.
+                Ok(0) => {
+                    reading = false;
+                    if framer.has_partial() {
+                        debug!(adapter = %shared.ctx.name, %peer, "Discarding a partial line at the end of the connection.");
+                    }
+                    framer.reset();
+                    if !shared.ack {
+                        break Closed::ByPeer;
+                    }
+                }
+                Ok(n) => {
+                    if idle_on {
+                        idle.as_mut().reset(tokio::time::Instant::now() + shared.idle_timeout);
+                    }
+                    take_lines(&buf[..n], &mut framer, &mut acks, &mut waiting, &mut out, fallback.as_ref(), peer, &shared).await?;
+                }
+                Err(_) => break Closed::Broken,
+            },
+            _ = &mut idle, if idle_on => break Closed::Idle,
+        }
+    };
+    if closed != Closed::Broken && written < out.len() {
+        // The answers already earned, without waiting on a stuck client.
+        let _ =
+            tokio::time::timeout(Duration::from_millis(200), wr.write_all(&out[written..])).await;
+    }
+    Ok(closed)
+}
+
+/// Frames, decodes and hands on every complete line of one read.
+#[allow(clippy::too_many_arguments)]
+async fn take_lines(
+    mut data: &[u8],
+    framer: &mut Framer,
+    acks: &mut AckState,
+    waiting: &mut VecDeque<(u64, ReceiptWaiter)>,
+    out: &mut Vec<u8>,
+    fallback: Option<&DeviceId>,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Result<(), AdapterError> {
+    let now = shared.ctx.clock.now();
+    // Readings of this read's lines, in order. With `ack`, lines without a
+    // delivery key go to the journal together (one message, one receipt,
+    // numbered by the first of them): per-line messages cost a channel
+    // operation, a journal record and a receipt each, which capped acked
+    // ingest at a third of the rate without ack.
+    let mut batch = Vec::new();
+    let mut batch_first = None;
+    loop {
+        let outcome = match framer.next(&mut data) {
+            None => break,
+            Some(Frame::TooLong) => {
+                shared.stats.received.inc();
+                shared.stats.error("payload_too_large");
+                if let Some(suppressed) = shared.throttle.allow("payload_too_large") {
+                    tracing::warn!(adapter = %shared.ctx.name, %peer, max_line_bytes = shared.max_line_bytes, suppressed, "Dropping a line longer than max_line_bytes.");
+                }
+                Outcome::Refused("payload_too_large".into())
+            }
+            Some(Frame::Line(line)) => shared.decoder.judge(
+                line,
+                fallback,
+                now,
+                &shared.stats,
+                &shared.throttle,
+                &shared.ctx.name,
+                &peer,
+            ),
+        };
+        if !shared.ack {
+            if let Outcome::Readings { mut readings, .. } = outcome {
+                batch.append(&mut readings);
+            }
+            continue;
+        }
+        let n = acks.next_line();
+        match outcome {
+            Outcome::Blank => {}
+            Outcome::Refused(kind) => write_err(out, n, &kind),
+            Outcome::Readings {
+                mut readings,
+                digest: None,
+            } => {
+                batch.append(&mut readings);
+                batch_first.get_or_insert(n);
+            }
+            Outcome::Readings {
+                readings,
+                digest: Some(digest),
+            } => {
+                // In line order: what came before goes first.
+                if let Some(first) = batch_first.take() {
+                    durable(shared, std::mem::take(&mut batch), None, first, waiting).await?;
+                }
+                let key = DeliveryKey {
+                    source: shared.source.clone(),
+                    // A line has no slot of its own: slot 0, never an MQTT
+                    // packet id, makes the pipeline match it by digest
+                    // alone (`durability::deliveries::CONTENT_SLOT`).
+                    slot: 0,
+                    digest,
+                    // Any line may be a resend of one journaled before a
+                    // crash; lines with their own time are safe to compare.
+                    resent: true,
+                };
+                durable(shared, readings, Some(key), n, waiting).await?;
+            }
+        }
+    }
+    match batch_first {
+        Some(first) => durable(shared, batch, None, first, waiting).await?,
+        None if !batch.is_empty() => send(shared, Ingress::Readings(batch)).await?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// Hands readings on with a receipt; `first` is the number of the first
+/// line they came from, which stays unacknowledged until it completes.
+async fn durable(
+    shared: &Shared,
+    readings: Vec<gateway_core::Reading>,
+    key: Option<DeliveryKey>,
+    first: u64,
+    waiting: &mut VecDeque<(u64, ReceiptWaiter)>,
+) -> Result<(), AdapterError> {
+    let (receipt, waiter) = Receipt::new(key);
+    send(shared, Ingress::Durable { readings, receipt }).await?;
+    waiting.push_back((first, waiter));
+    Ok(())
+}
+
+async fn send(shared: &Shared, ingress: Ingress) -> Result<(), AdapterError> {
+    shared
+        .ctx
+        .ingress
+        .send(ingress)
+        .await
+        .map_err(|_| AdapterError::PipelineClosed)
+}

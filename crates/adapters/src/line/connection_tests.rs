@@ -1,0 +1,135 @@
+//! One connection against a stand-in pipeline that completes receipts
+//! when the test says: the order of `err` and `ok`, a client that never
+//! reads its answers, and the idle timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_core::clock::SystemClock;
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{AdapterContext, DeviceId, Ingress, MetricName, Receipt, Telemetry};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::{serve, Closed, Shared};
+use super::decode::LineDecoder;
+use crate::payload::PayloadFormat;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn shared(ingress: mpsc::Sender<Ingress>, idle: Duration) -> Arc<Shared> {
+    let ctx = AdapterContext {
+        name: "lines".into(),
+        ingress,
+        shutdown: CancellationToken::new(),
+        telemetry: Telemetry::default(),
+        clock: Arc::new(SystemClock),
+    };
+    Arc::new(Shared {
+        stats: ctx.stats(),
+        throttle: LogThrottle::default(),
+        decoder: LineDecoder::new(PayloadFormat::Csv {
+            columns: vec![MetricName::new("a").unwrap(), MetricName::new("b").unwrap()],
+        }),
+        source: Arc::from("lines"),
+        max_line_bytes: 64,
+        idle_timeout: idle,
+        ack: true,
+        ctx,
+    })
+}
+
+fn peer() -> SocketAddr {
+    ([192, 0, 2, 7], 40_000).into()
+}
+
+fn start(stream: DuplexStream, shared: Arc<Shared>) -> tokio::task::JoinHandle<Closed> {
+    tokio::spawn(async move {
+        serve(stream, peer(), DeviceId::new("node").ok(), shared)
+            .await
+            .unwrap()
+    })
+}
+
+async fn receipt(rx: &mut mpsc::Receiver<Ingress>) -> Receipt {
+    match tokio::time::timeout(WAIT, rx.recv()).await.unwrap() {
+        Some(Ingress::Durable { receipt, .. }) => receipt,
+        other => panic!("expected durable readings, got {other:?}"),
+    }
+}
+
+/// Reads until `want` has arrived whole.
+async fn expect(client: &mut DuplexStream, want: &str) {
+    let mut got = vec![0u8; want.len()];
+    tokio::time::timeout(WAIT, client.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), want);
+}
+
+#[tokio::test]
+async fn err_comes_at_once_and_ok_only_once_every_line_before_is_durable() {
+    let (tx, mut rx) = mpsc::channel(16);
+    let (mut client, server) = tokio::io::duplex(4096);
+    let task = start(server, shared(tx, Duration::ZERO));
+    // Two reads, so two journal messages (lines of one read go together).
+    client.write_all(b"1,2\nbad\n\r\n").await.unwrap();
+    let first = receipt(&mut rx).await;
+    expect(&mut client, "err 2 csv_column_count\n").await;
+    client.write_all(b"3,4\n").await.unwrap();
+    let fourth = receipt(&mut rx).await;
+    fourth.complete();
+    // Line 1 is not durable yet: nothing may be acknowledged.
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(100), client.read(&mut byte)).await;
+    assert!(early.is_err(), "answered before line 1 was durable");
+    first.complete();
+    expect(&mut client, "ok 4\n").await;
+    client.shutdown().await.unwrap();
+    assert_eq!(task.await.unwrap(), Closed::ByPeer);
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_holds_up_only_itself() {
+    let (tx, mut rx) = mpsc::channel(64);
+    // The stand-in pipeline: every line durable at once.
+    tokio::spawn(async move {
+        while let Some(i) = rx.recv().await {
+            if let Ingress::Durable { receipt, .. } = i {
+                receipt.complete();
+            }
+        }
+    });
+    let shared = shared(tx, Duration::ZERO);
+    // A tiny pipe: its answers back up after a few bytes.
+    let (mut deaf, server) = tokio::io::duplex(64);
+    let _deaf_task = start(server, shared.clone());
+    // Writes until the server stops reading from it (its answers back up
+    // past the bound), and then waits there.
+    let writer = tokio::spawn(async move { while deaf.write_all(b"1,2\n").await.is_ok() {} });
+    let (mut other, server) = tokio::io::duplex(4096);
+    let other_task = start(server, shared);
+    for i in 1..=3 {
+        other.write_all(b"5,6\n").await.unwrap();
+        expect(&mut other, &format!("ok {i}\n")).await;
+    }
+    assert!(
+        !writer.is_finished(),
+        "the deaf client's connection is open"
+    );
+    other.shutdown().await.unwrap();
+    assert_eq!(other_task.await.unwrap(), Closed::ByPeer);
+    writer.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_connection_is_closed_after_idle_timeout() {
+    let (tx, _rx) = mpsc::channel(4);
+    let (_client, server) = tokio::io::duplex(64);
+    let task = start(server, shared(tx, Duration::from_secs(30)));
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(task.await.unwrap(), Closed::Idle);
+}

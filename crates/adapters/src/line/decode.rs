@@ -1,0 +1,268 @@
+//! One line → what becomes of it: readings, a refusal with its error type,
+//! or nothing (a blank line). Counted exactly as MQTT payloads are: the
+//! same decoders (`crate::payload`), the same `errors_total{error_type}`
+//! labels, `field_<reason>` for a dropped field.
+//!
+//! The device rule: a column, key or tag in the line names the device;
+//! else the adapter's fallback (its `device`, the peer's name in `peers`,
+//! or the peer's address).
+
+use std::fmt;
+
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{AdapterStats, DeviceId, Reading, TimeSource, Timestamp};
+use tracing::warn;
+
+use crate::payload::{self, Context, DecodeError, Decoded, PayloadFormat};
+
+/// A line format and whether its lines can name their own device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineDecoder {
+    format: PayloadFormat,
+    names_device: bool,
+}
+
+/// What a line came to.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// Nothing but white space: a keep-alive, or the blank line of a
+    /// doubled line ending. Neither a message nor an error.
+    Blank,
+    /// Nothing to keep; the `error_type` it was counted under.
+    Refused(String),
+    /// Readings to hand on. `digest` identifies the line when every reading
+    /// carries the sensor's own time: a resent copy of it is then the same
+    /// reading, and can be recognised after a crash.
+    Readings {
+        readings: Vec<Reading>,
+        digest: Option<u64>,
+    },
+}
+
+impl LineDecoder {
+    pub fn new(format: PayloadFormat) -> Self {
+        let names_device = match &format {
+            PayloadFormat::Csv { columns } => columns
+                .iter()
+                .any(|c| payload::CSV_DEVICE_COLUMNS.contains(&c.as_str())),
+            _ => true,
+        };
+        Self {
+            format,
+            names_device,
+        }
+    }
+
+    /// Decodes one line (without its line ending).
+    ///
+    /// # Errors
+    /// The payload decoders' [`DecodeError`] for a line that yields nothing.
+    pub fn decode(
+        &self,
+        line: &[u8],
+        fallback: Option<&DeviceId>,
+        now: Timestamp,
+    ) -> Result<Decoded, DecodeError> {
+        let ctx = |device| Context {
+            device,
+            metric: None,
+            now,
+        };
+        if !self.names_device {
+            return payload::decode(&self.format, line, &ctx(fallback));
+        }
+        // The line's own device first. The decoders let a given device win
+        // over the payload's, so the fallback is a second pass, paid only
+        // by lines that name none.
+        match payload::decode(&self.format, line, &ctx(None)) {
+            Err(DecodeError::NoDevice) if fallback.is_some() => {
+                payload::decode(&self.format, line, &ctx(fallback))
+            }
+            other => other,
+        }
+    }
+
+    /// Decodes a line and counts what happened under the adapter's stats,
+    /// logging refusals (rate-limited) with `origin` (peer or port).
+    #[allow(clippy::too_many_arguments)]
+    pub fn judge(
+        &self,
+        line: &[u8],
+        fallback: Option<&DeviceId>,
+        now: Timestamp,
+        stats: &AdapterStats,
+        throttle: &LogThrottle,
+        adapter: &str,
+        origin: &dyn fmt::Display,
+    ) -> Outcome {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Outcome::Blank;
+        }
+        stats.received.inc();
+        let reject = |kind: &str, detail: &str| {
+            stats.error(kind);
+            if let Some(suppressed) = throttle.allow(kind) {
+                warn!(adapter = %adapter, origin = %origin, error_type = kind, detail = %detail, suppressed, "Dropping a bad line.");
+            }
+        };
+        match self.decode(line, fallback, now) {
+            Ok(decoded) => {
+                let mut first = None;
+                for problem in &decoded.problems {
+                    let kind = format!("field_{}", problem.reason.kind());
+                    reject(&kind, &problem.field);
+                    first.get_or_insert(kind);
+                }
+                if decoded.readings.is_empty() {
+                    return Outcome::Refused(first.unwrap_or_else(|| "no_values".into()));
+                }
+                stats.readings.add(decoded.readings.len() as u64);
+                let stamped = decoded
+                    .readings
+                    .iter()
+                    .all(|r| r.time_source() == TimeSource::Event);
+                Outcome::Readings {
+                    digest: stamped.then(|| digest(fallback, line)),
+                    readings: decoded.readings,
+                }
+            }
+            Err(e) => {
+                reject(e.kind(), &e.to_string());
+                Outcome::Refused(e.kind().to_string())
+            }
+        }
+    }
+}
+
+/// FNV-1a (64 bit) of the fallback device and the line: stable across
+/// builds and restarts (it is journaled), unlike `std`'s hasher.
+pub fn digest(fallback: Option<&DeviceId>, line: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let device = fallback.map_or(&b""[..], |d| d.as_str().as_bytes());
+    // 0xff never occurs in UTF-8: the two parts cannot run together.
+    device
+        .iter()
+        .chain(&[0xff])
+        .chain(line.trim_ascii())
+        .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gateway_core::{MetricName, Telemetry};
+
+    const NOW: i64 = 1_795_255_500_000;
+
+    fn csv(cols: &[&str]) -> LineDecoder {
+        LineDecoder::new(PayloadFormat::Csv {
+            columns: cols.iter().map(|c| MetricName::new(*c).unwrap()).collect(),
+        })
+    }
+
+    fn judge(d: &LineDecoder, line: &[u8], fallback: Option<&str>, t: &Telemetry) -> Outcome {
+        let fallback = fallback.map(|f| DeviceId::new(f).unwrap());
+        d.judge(
+            line,
+            fallback.as_ref(),
+            Timestamp::from_millis(NOW).unwrap(),
+            &AdapterStats::new(t, "lines"),
+            &LogThrottle::default(),
+            "lines",
+            &"test",
+        )
+    }
+
+    fn devices(o: &Outcome) -> Vec<String> {
+        match o {
+            Outcome::Readings { readings, .. } => {
+                readings.iter().map(|r| r.device().to_string()).collect()
+            }
+            other => panic!("expected readings, got {other:?}"),
+        }
+    }
+
+    fn errors(t: &Telemetry, kind: &str) -> u64 {
+        t.counter_value(
+            "edge_gateway_adapter_errors_total",
+            &[("adapter", "lines"), ("error_type", kind)],
+        )
+        .unwrap_or(0)
+    }
+
+    #[test]
+    fn the_line_names_the_device_before_the_fallback() {
+        let t = Telemetry::default();
+        let relay = csv(&["mac", "temperature"]);
+        let o = judge(&relay, b"24:6f:28:aa:bb:01,21.5", Some("port"), &t);
+        assert_eq!(devices(&o), ["24:6f:28:aa:bb:01"]);
+        let o = judge(&relay, b",21.5", Some("port"), &t);
+        assert_eq!(devices(&o), ["port"], "empty mac: the fallback");
+        let seed = csv(&["temperature", "pressure", "humidity", "gas"]);
+        let o = judge(&seed, b"21.3,1013.2,45.1,12000", Some("192.0.2.7"), &t);
+        assert_eq!(devices(&o), ["192.0.2.7"; 4]);
+        let json = LineDecoder::new(PayloadFormat::Json);
+        assert_eq!(
+            devices(&judge(&json, br#"{"device":"a","t":1}"#, Some("f"), &t)),
+            ["a"]
+        );
+        assert_eq!(devices(&judge(&json, br#"{"t":1}"#, Some("f"), &t)), ["f"]);
+        let kv = LineDecoder::new(PayloadFormat::Kv);
+        assert_eq!(devices(&judge(&kv, b"t=1", Some("f"), &t)), ["f"]);
+        assert_eq!(
+            judge(&kv, b"t=1", None, &t),
+            Outcome::Refused("no_device".into())
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_counted_by_type_and_blank_lines_not_at_all() {
+        let t = Telemetry::default();
+        let seed = csv(&["temperature", "pressure", "humidity", "gas"]);
+        let cases: [(&[u8], Option<&str>); 6] = [
+            (b"21.3,1013.2,45.1", Some("csv_column_count")),
+            (b"1,2,\xfe,4", Some("not_utf8")),
+            (b"x,y,z,w", Some("field_not_numeric")),
+            (b" \r", None),
+            (b"", None),
+            (b"21.3,1013.2,45.1,12000", None),
+        ];
+        for (line, refused) in cases {
+            let o = judge(&seed, line, Some("d"), &t);
+            match refused {
+                Some(kind) => assert_eq!(o, Outcome::Refused(kind.into())),
+                None => assert!(!matches!(o, Outcome::Refused(_)), "{o:?}"),
+            }
+        }
+        assert_eq!(errors(&t, "csv_column_count"), 1);
+        assert_eq!(errors(&t, "not_utf8"), 1);
+        assert_eq!(errors(&t, "field_not_numeric"), 4);
+        let received = t
+            .counter_value(
+                "edge_gateway_adapter_received_messages_total",
+                &[("adapter", "lines")],
+            )
+            .unwrap();
+        assert_eq!(received, 4, "blank lines are not messages");
+    }
+
+    #[test]
+    fn only_lines_with_their_own_time_get_a_digest() {
+        let t = Telemetry::default();
+        let stamped = csv(&["ts", "temperature"]);
+        let a = judge(&stamped, b"1795255200000,21.5", Some("n1"), &t);
+        let b = judge(&stamped, b"1795255200000,21.5\r", Some("n1"), &t);
+        let c = judge(&stamped, b"1795255200000,21.5", Some("n2"), &t);
+        let digest = |o: &Outcome| match o {
+            Outcome::Readings { digest, .. } => *digest,
+            other => panic!("{other:?}"),
+        };
+        assert!(digest(&a).is_some());
+        assert_eq!(digest(&a), digest(&b), "the same line");
+        assert_ne!(digest(&a), digest(&c), "another node's");
+        let arrival = judge(&stamped, b",21.5", Some("n1"), &t);
+        assert_eq!(digest(&arrival), None);
+    }
+}

@@ -1,0 +1,187 @@
+//! The `serial_line` adapter: a serial port, opened again whenever it
+//! vanishes.
+//!
+//! A USB serial board disappears when it is unplugged, reset or
+//! re-enumerated. The adapter then logs once, sets
+//! `edge_gateway_adapter_connected{adapter}` to 0 (`/health` shows
+//! `connecting`, as for an MQTT adapter without its broker), retries with
+//! backoff without logging each attempt, and sets it back to 1 once the
+//! port is open. A partial line at that moment is discarded, never glued
+//! to the first line of the new stream. A serial line cannot resend, so
+//! readings go on as `Ingress::Readings`: a crash costs at most one
+//! `checkpoint_interval`, as for CoAP.
+
+use std::io;
+use std::time::Duration;
+
+use gateway_core::backoff::Backoff;
+use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress};
+use tokio::io::AsyncReadExt;
+use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
+use tracing::{info, warn};
+
+use super::decode::Outcome;
+use super::framer::{Frame, Framer};
+use super::serial_config::{Parity, SerialLineConfig};
+
+/// First wait before reopening; doubles up to `max_backoff`.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const READ_BUFFER: usize = 4096;
+
+/// A runnable `serial_line` adapter.
+pub struct SerialLineSource {
+    config: SerialLineConfig,
+}
+
+impl SerialLineSource {
+    pub fn new(config: SerialLineConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl Adapter for SerialLineSource {
+    fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
+        Box::pin(run(self.config, ctx))
+    }
+}
+
+fn open(c: &SerialLineConfig) -> Result<SerialStream, tokio_serial::Error> {
+    let data_bits = match c.data_bits {
+        5 => DataBits::Five,
+        6 => DataBits::Six,
+        7 => DataBits::Seven,
+        _ => DataBits::Eight,
+    };
+    let parity = match c.parity {
+        Parity::None => tokio_serial::Parity::None,
+        Parity::Odd => tokio_serial::Parity::Odd,
+        Parity::Even => tokio_serial::Parity::Even,
+    };
+    let stop_bits = if c.stop_bits == 2 {
+        StopBits::Two
+    } else {
+        StopBits::One
+    };
+    tokio_serial::new(c.path.to_string_lossy(), c.baud)
+        .data_bits(data_bits)
+        .parity(parity)
+        .stop_bits(stop_bits)
+        .open_native_async()
+}
+
+/// Why reading a port stopped.
+enum Stopped {
+    Shutdown,
+    Lost(io::Error),
+}
+
+async fn run(config: SerialLineConfig, ctx: AdapterContext) -> Result<(), AdapterError> {
+    let connected = ctx
+        .telemetry
+        .gauge(ADAPTER_CONNECTED, &[("adapter", &ctx.name)]);
+    connected.set(0.0);
+    let reopens = ctx.telemetry.counter(
+        "edge_gateway_adapter_reconnects_total",
+        &[("adapter", &ctx.name)],
+    );
+    let mut backoff = Backoff::new(FIRST_RETRY, config.max_backoff);
+    let mut framer = Framer::new(config.max_line_bytes);
+    // Said once per outage, not at every retry.
+    let mut down_logged = false;
+    loop {
+        let port = match open(&config) {
+            Ok(port) => port,
+            Err(e) => {
+                if !down_logged {
+                    warn!(adapter = %ctx.name, path = %config.path.display(), error = %e, "Cannot open the serial port; retrying with backoff.");
+                    down_logged = true;
+                }
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                }
+            }
+        };
+        info!(adapter = %ctx.name, path = %config.path.display(), baud = config.baud, "Serial port open.");
+        connected.set(1.0);
+        framer.reset();
+        let stopped = read_port(port, &config, &ctx, &mut framer, &mut backoff).await?;
+        connected.set(0.0);
+        match stopped {
+            Stopped::Shutdown => break,
+            Stopped::Lost(e) => {
+                reopens.inc();
+                warn!(adapter = %ctx.name, path = %config.path.display(), error = %e, "Serial port lost; reopening it with backoff.");
+                // The failed reopens that follow are this same outage.
+                down_logged = true;
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        }
+    }
+    connected.set(0.0);
+    info!(adapter = %ctx.name, "Stopped.");
+    Ok(())
+}
+
+async fn read_port(
+    mut port: SerialStream,
+    config: &SerialLineConfig,
+    ctx: &AdapterContext,
+    framer: &mut Framer,
+    backoff: &mut Backoff,
+) -> Result<Stopped, AdapterError> {
+    let stats = ctx.stats();
+    let throttle = LogThrottle::default();
+    let origin = config.path.display();
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        let n = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(Stopped::Shutdown),
+            r = port.read(&mut buf) => match r {
+                // A pseudo-terminal whose other side closed reads as end
+                // of file; a real port that vanished fails with EIO.
+                Ok(0) => return Ok(Stopped::Lost(io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => n,
+                Err(e) => return Ok(Stopped::Lost(e)),
+            },
+        };
+        // Only a port that delivers resets the backoff: one that opens and
+        // fails at once must not be reopened in a tight loop.
+        backoff.reset();
+        let now = ctx.clock.now();
+        let mut data = &buf[..n];
+        let mut batch = Vec::new();
+        while let Some(frame) = framer.next(&mut data) {
+            let outcome = match frame {
+                Frame::TooLong => {
+                    stats.received.inc();
+                    stats.error("payload_too_large");
+                    continue;
+                }
+                Frame::Line(line) => config.decoder.judge(
+                    line,
+                    config.device.as_ref(),
+                    now,
+                    &stats,
+                    &throttle,
+                    &ctx.name,
+                    &origin,
+                ),
+            };
+            if let Outcome::Readings { mut readings, .. } = outcome {
+                batch.append(&mut readings);
+            }
+        }
+        if !batch.is_empty() {
+            ctx.ingress
+                .send(Ingress::Readings(batch))
+                .await
+                .map_err(|_| AdapterError::PipelineClosed)?;
+        }
+    }
+}

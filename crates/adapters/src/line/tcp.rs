@@ -1,0 +1,116 @@
+//! The `tcp_line` listener: accepts clients up to `max_connections` and
+//! runs each in its own task (`connection`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_core::component::AdapterFuture;
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{Adapter, AdapterContext, AdapterError};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::connection::{serve, Shared};
+use super::tcp_config::TcpLineConfig;
+
+/// Connections of this adapter open now.
+pub const LINE_CONNECTIONS: &str = "edge_gateway_line_connections";
+
+/// A runnable `tcp_line` adapter.
+pub struct TcpLineSource {
+    config: TcpLineConfig,
+}
+
+impl TcpLineSource {
+    pub fn new(config: TcpLineConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl Adapter for TcpLineSource {
+    fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
+        Box::pin(run(self.config, ctx))
+    }
+}
+
+async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterError> {
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| AdapterError::Bind {
+            addr: config.bind.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_or(config.bind, |a| a);
+    info!(adapter = %ctx.name, bind = %local, ack = config.ack, "Listening for lines.");
+    let open = ctx
+        .telemetry
+        .gauge(LINE_CONNECTIONS, &[("adapter", &ctx.name)]);
+    let shared = Arc::new(Shared {
+        stats: ctx.stats(),
+        throttle: LogThrottle::default(),
+        decoder: config.decoder.clone(),
+        source: Arc::from(ctx.name.as_str()),
+        max_line_bytes: config.max_line_bytes,
+        idle_timeout: config.idle_timeout,
+        ack: config.ack,
+        ctx: ctx.clone(),
+    });
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut tasks = JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => break Ok(()),
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(Err(e)) = joined {
+                    break Err(e);
+                }
+            }
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off a
+                        // little instead of spinning (mini-redis does too).
+                        if let Some(suppressed) = shared.throttle.allow("accept") {
+                            warn!(adapter = %ctx.name, error = %e, suppressed, "Cannot accept a connection.");
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    shared.stats.error("too_many_connections");
+                    if let Some(suppressed) = shared.throttle.allow("too_many_connections") {
+                        warn!(adapter = %ctx.name, %peer, max_connections = config.max_connections, suppressed, "Refusing a connection: too many open.");
+                    }
+                    drop(stream);
+                    continue;
+                };
+                // Lines are small and answers must not wait for more.
+                let _ = stream.set_nodelay(true);
+                let fallback = config.fallback_device(peer.ip());
+                let shared = shared.clone();
+                let open = open.clone();
+                let slots = slots.clone();
+                let max = config.max_connections;
+                open.set(max.saturating_sub(slots.available_permits()) as f64);
+                tasks.spawn(async move {
+                    debug!(adapter = %shared.ctx.name, %peer, "Line client connected.");
+                    let closed = serve(stream, peer, fallback, shared.clone()).await;
+                    drop(permit);
+                    open.set(max.saturating_sub(slots.available_permits()) as f64);
+                    debug!(adapter = %shared.ctx.name, %peer, ?closed, "Line client gone.");
+                    closed.map(|_| ())
+                });
+            }
+        }
+    };
+    // Each connection sees the same cancellation and ends promptly.
+    while tasks.join_next().await.is_some() {}
+    open.set(0.0);
+    info!(adapter = %ctx.name, "Stopped.");
+    outcome
+}

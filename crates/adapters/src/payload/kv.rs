@@ -1,0 +1,130 @@
+//! One line of `key=value` pairs: `temperature=21.5 humidity=40`.
+//!
+//! Pairs are separated by white space or commas (firmwares print either).
+//! `ts`, `time` and `timestamp` hold the event time; `device`, `mac` and
+//! `id` name the device when the context does not, and are never metrics.
+//! A token without `=` refuses the whole line: it is text that is not
+//! this format (a boot banner on a serial port), not a broken field.
+
+use gateway_core::DeviceId;
+
+use super::{text, text_time, Context, DecodeError, Decoded, FieldReason, When, TIME_KEYS};
+
+/// Keys naming the device, in order of preference.
+const DEVICE_KEYS: [&str; 3] = ["device", "mac", "id"];
+
+pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeError> {
+    let text = text(payload)?;
+    let mut pairs = Vec::new();
+    for token in text
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+    {
+        match token.split_once('=') {
+            Some((k, v)) if !k.is_empty() => pairs.push((k, v)),
+            _ => {
+                return Err(DecodeError::NotKeyValue {
+                    token: super::clip(token),
+                })
+            }
+        }
+    }
+    let device = match ctx.device {
+        Some(d) => d.clone(),
+        None => {
+            let id = DEVICE_KEYS
+                .iter()
+                .find_map(|key| pairs.iter().find(|(k, v)| k == key && !v.is_empty()))
+                .map(|(_, v)| *v)
+                .ok_or(DecodeError::NoDevice)?;
+            DeviceId::new(id).map_err(|source| DecodeError::InvalidDevice {
+                id: super::clip(id),
+                source,
+            })?
+        }
+    };
+    let mut out = Decoded::default();
+    let mut when = When::arrival(ctx.now);
+    if let Some((k, v)) = pairs.iter().find(|(k, _)| TIME_KEYS.contains(k)) {
+        match text_time(v) {
+            Some(t) => when = When::event(t),
+            None => out.problem(k, FieldReason::BadTimestamp),
+        }
+    }
+    let mut candidates = 0;
+    for (k, v) in &pairs {
+        if TIME_KEYS.contains(k) || DEVICE_KEYS.contains(k) {
+            continue;
+        }
+        candidates += 1;
+        match v.parse::<f64>() {
+            Ok(x) => out.push(&device, k, k, x, when),
+            Err(_) => out.problem(k, FieldReason::NotNumeric),
+        }
+    }
+    if candidates == 0 {
+        return Err(DecodeError::NoValues);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{decode, DecodeError, FieldReason, PayloadFormat};
+    use gateway_core::TimeSource::{Arrival, Event};
+
+    /// 2026-11-21T10:00:00Z.
+    const T0: i64 = 1_795_255_200_000;
+
+    #[test]
+    fn lines() {
+        let c = ctx(None, None);
+        let f = PayloadFormat::Kv;
+        let cases: Vec<(&str, &[u8], Want)> = vec![
+            (
+                "the example, device key",
+                b"device=lab temperature=21.5 humidity=40\r\n",
+                ok(
+                    vec![
+                        r("lab", "temperature", 21.5, NOW, Arrival),
+                        r("lab", "humidity", 40.0, NOW, Arrival),
+                    ],
+                    vec![],
+                ),
+            ),
+            (
+                "commas, mac, ts",
+                b"mac=24:6f:28:aa:bb:01,ts=1795255200,t=1,bad=x",
+                ok(
+                    vec![r("24:6f:28:aa:bb:01", "t", 1.0, T0, Event)],
+                    vec![p("bad", FieldReason::NotNumeric)],
+                ),
+            ),
+            ("no device", b"temperature=21.5", Err(DecodeError::NoDevice)),
+            (
+                "boot banner",
+                b"ets Jun  8 2016 00:22:57",
+                Err(DecodeError::NotKeyValue {
+                    token: "ets".into(),
+                }),
+            ),
+            ("only a device", b"device=x", Err(DecodeError::NoValues)),
+            (
+                "empty key",
+                b"device=x =1",
+                Err(DecodeError::NotKeyValue { token: "=1".into() }),
+            ),
+        ];
+        for (label, payload, want) in cases {
+            assert_decoded(label, decode(&f, payload, &c), want);
+        }
+        let d = dev("given");
+        assert_decoded(
+            "the context wins",
+            decode(&f, b"device=x t=1", &ctx(Some(&d), None)),
+            ok(vec![r("given", "t", 1.0, NOW, Arrival)], vec![]),
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! TCP line ingest against the same sender's raw TCP receive rate:
+//! `cargo bench -p edge-gateway --bench tcp_line`.
+//!
+//! One sender for everything (`edge-gateway simulate --protocol tcp --rate
+//! 0`, seed 000's four-value CSV lines with a device column, over
+//! `DEVICES` connections):
+//! 1. the limit: a receiver that only counts newlines (and answers one
+//!    cumulative `ok N` per read, so the sender can run with `--ack` too);
+//! 2. the real gateway binary's `tcp_line` adapter without `ack`, in
+//!    lines/s from its readings counter, and its ratio to (1);
+//! 3. the same with `ack = true` (every line journaled, fdatasync per
+//!    batch, `ok N` once durable), the sender waiting for every `ok`.
+//!
+//! The target is at least 50 % of the limit, with and without `ack`.
+//! `EDGE_BENCH_LINES` (default 200 000) sets the burst.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{Broker, Gateway, Run, IDLE};
+
+const DEVICES: usize = 4;
+/// Seed 000's line: temperature, pressure, humidity, gas.
+const METRICS: &str = "temperature,pressure,humidity,gas";
+const READINGS_PER_LINE: f64 = 4.0;
+/// The share of the raw receive rate the adapter must reach.
+const TARGET: f64 = 0.5;
+
+fn simulate(port: u16, n: usize, ack: bool) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
+    c.args(["simulate", "--protocol", "tcp", "--rate", "0"])
+        .args(["--target", &format!("127.0.0.1:{port}")])
+        .args(["--count", &n.to_string(), "--metrics", METRICS])
+        .args(["--devices", &DEVICES.to_string(), "--device-column"])
+        .stdout(Stdio::null());
+    if ack {
+        c.arg("--ack");
+    }
+    c.spawn().expect("edge-gateway simulate")
+}
+
+/// (1): counts the newlines of `DEVICES` connections, first byte to last
+/// line.
+fn raw_tcp(n: usize, ack: bool) -> Run {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut sender = simulate(port, n, ack);
+    let lines = Arc::new(AtomicU64::new(0));
+    let times = Arc::new(Mutex::new((None::<Instant>, Instant::now())));
+    let mut readers = Vec::new();
+    for _ in 0..DEVICES {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(IDLE)).unwrap();
+        let (lines, times) = (lines.clone(), times.clone());
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut mine = 0u64;
+            while let Ok(k) = s.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                let nl = buf[..k].iter().filter(|&&b| b == b'\n').count() as u64;
+                mine += nl;
+                lines.fetch_add(nl, Ordering::Relaxed);
+                let _ = writeln!(s, "ok {mine}");
+                let mut t = times.lock().unwrap();
+                t.0.get_or_insert(now);
+                t.1 = now;
+            }
+        }));
+    }
+    let _ = sender.wait();
+    for r in readers {
+        let _ = r.join();
+    }
+    let (first, last) = *times.lock().unwrap();
+    Run {
+        received: lines.load(Ordering::Relaxed),
+        seconds: first.map_or(0.0, |f| (last - f).as_secs_f64()),
+    }
+}
+
+fn main() {
+    let n: usize = std::env::var("EDGE_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    println!(
+        "burst: {n} seed-000 CSV lines over {DEVICES} connections from one `edge-gateway simulate --protocol tcp --rate 0`, loopback\n"
+    );
+    let row = |what: &str, r: &Run, base: Option<f64>| {
+        let ratio = base.map_or(String::new(), |b| {
+            let share = r.rate() / b;
+            let verdict = if share >= TARGET { "met" } else { "NOT MET" };
+            format!(
+                "{:>7.1}% (target {:.0}%: {verdict})",
+                100.0 * share,
+                100.0 * TARGET
+            )
+        });
+        println!(
+            "{what:<44} {:>10.0} lines/s {:>9} of {n} in {:>6.2} s {ratio}",
+            r.rate(),
+            r.received,
+            r.seconds
+        );
+    };
+    let broker = Broker::start("");
+    let (metrics, plain, acked) = (
+        test_support::free_port(),
+        test_support::free_port(),
+        test_support::free_port(),
+    );
+    let adapter = |name: &str, port: u16, ack: bool| {
+        format!(
+            "[[adapter]]\ntype = \"tcp_line\"\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\nformat = \"csv\"\ncolumns = [\"device\", \"temperature\", \"pressure\", \"humidity\", \"gas\"]\nack = {ack}\n"
+        )
+    };
+    let cfg = format!(
+        "[gateway]\nid = \"gw-bench\"\nstate_dir = \"@STATE_DIR@\"\n[upstream]\nurl = \"mqtt://127.0.0.1:{}\"\n[aggregation]\nwindow = \"1s\"\ngrace = \"1s\"\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n{}{}",
+        broker.port,
+        adapter("plain", plain, false),
+        adapter("acked", acked, true),
+    );
+    let gw = Gateway::start(&cfg, Some(metrics), &["Listening for lines."; 2]);
+    let as_lines = |r: Run| Run {
+        received: (r.received as f64 / READINGS_PER_LINE) as u64,
+        seconds: r.seconds,
+    };
+
+    for (ack, name, port) in [(false, "plain", plain), (true, "acked", acked)] {
+        let label = if ack { "with ack" } else { "without ack" };
+        let limit = raw_tcp(n, ack);
+        row(
+            &format!("raw TCP receive, {label} (the limit)"),
+            &limit,
+            None,
+        );
+        let mut sender = simulate(port, n, ack);
+        let got = gw.watch(
+            &format!("edge_gateway_adapter_readings_total{{adapter=\"{name}\"}}"),
+            n as f64 * READINGS_PER_LINE,
+        );
+        let _ = sender.wait();
+        row(
+            &format!("tcp_line {label}, % of limit"),
+            &as_lines(got),
+            Some(limit.rate()),
+        );
+    }
+}
