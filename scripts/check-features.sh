@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 features=("$@")
-[ "${#features[@]}" -gt 0 ] || features=(mqtt coap lorawan ble tcp_line serial)
+if [ "${#features[@]}" -eq 0 ]; then
+  # Every protocol the binary knows: the members of `all-protocols`.
+  read -r -a features < <(grep '^all-protocols' crates/edge-gateway/Cargo.toml | grep -o '"[a-z_]*"' | tr -d '"' | tr '\n' ' ')
+fi
 for feature in "${features[@]}"; do
   echo "== edge-gateway with only '$feature'"
   out=$(cargo check --locked -p edge-gateway --no-default-features --features "$feature" --bins 2>&1) || {

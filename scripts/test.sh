@@ -5,13 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bash scripts/build-deps.sh
+
 missing=()
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
 command -v coap-client-notls >/dev/null 2>&1 || missing+=(libcoap3-bin)
-# btleplug (the ble feature) links libdbus through pkg-config.
-pkg-config --exists dbus-1 2>/dev/null || missing+=(libdbus-1-dev pkg-config)
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
 # tests/ble_radio.rs: a private bus and a mock bluetoothd (bluez5 template)
 # for btleplug's real D-Bus path. Debian's python3, not a pyenv one.
