@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 features=("$@")
 if [ "${#features[@]}" -eq 0 ]; then
   # Every protocol the binary knows: the members of `all-protocols`.
-  read -r -a features < <(grep '^all-protocols' crates/edge-gateway/Cargo.toml | grep -o '"[a-z_]*"' | tr -d '"' | tr '\n' ' ')
+  mapfile -t features < <(grep '^all-protocols' crates/edge-gateway/Cargo.toml | grep -o '"[a-z_]*"' | tr -d '"')
 fi
 for feature in "${features[@]}"; do
   echo "== edge-gateway with only '$feature'"
