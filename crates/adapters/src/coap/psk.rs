@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use gateway_core::config::Problems;
+use gateway_core::config::{secret, Problems};
 use gateway_core::DeviceId;
 use serde::Deserialize;
 
@@ -105,19 +105,9 @@ pub fn section(
             );
         }
         let key = match (e.key, e.key_hex) {
-            (Some(text), None) => match text.strip_prefix("env:") {
-                Some(var) => match env(var) {
-                    Some(v) => Some(v.into_bytes()),
-                    None => {
-                        problems.push(
-                            path("key"),
-                            format!("environment variable {var} is not set (for the packaged service: /etc/default/edge-gateway)"),
-                        );
-                        None
-                    }
-                },
-                None => Some(text.into_bytes()),
-            },
+            (Some(text), None) => {
+                secret::resolve(&text, &path("key"), env, problems).map(|(v, _)| v.into_bytes())
+            }
             (None, Some(hex)) => match decode_hex(&hex) {
                 Some(bytes) => Some(bytes),
                 None => {

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use gateway_core::config::values::duration;
-use gateway_core::config::{load, DeviceConfig, Problems, Tags};
+use gateway_core::config::{load, secret, DeviceConfig, Problems, Tags};
 use gateway_core::Adapter;
 use gateway_core::DeviceId;
 use serde::Deserialize;
@@ -221,21 +221,7 @@ fn key(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> Option<Key> {
-    let (value, source) = match text.strip_prefix("env:") {
-        Some(var) => match env(var) {
-            Some(v) => (v, format!("environment variable {var}")),
-            None => {
-                problems.push(path, format!("environment variable {var} is not set"));
-                return None;
-            }
-        },
-        None => (text.to_string(), "the value".to_string()),
-    };
-    value
-        .trim()
-        .parse::<Key>()
-        .map_err(|e| problems.push(path, format!("{source}: {e}")))
-        .ok()
+    secret::parse(text, path, env, problems)
 }
 
 /// The `[lorawan]` section.

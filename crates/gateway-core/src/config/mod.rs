@@ -15,6 +15,7 @@ pub mod layers;
 pub mod load;
 pub mod metrics;
 pub mod rule;
+pub mod secret;
 mod sections;
 pub mod template;
 pub mod values;
