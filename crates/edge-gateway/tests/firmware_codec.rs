@@ -247,8 +247,8 @@ fn seed_frames_documented_by_the_gateway_are_what_the_firmware_encodes() {
 }
 
 /// The published BTHome v2 examples are what the firmware encodes for
-/// their values, objects in their on-air order. (The gateway has no BLE
-/// decoder yet, issue #14: this direction only.)
+/// their values, objects in their on-air order. (The other direction, the
+/// gateway's BLE decoder reading them, is in its own vector tests.)
 #[test]
 fn bthome_published_vectors_are_what_the_firmware_encodes() {
     use firmware_codec::{BtHome, BtHomeObject as O};
@@ -301,5 +301,47 @@ fn bthome_published_vectors_are_what_the_firmware_encodes() {
             frame.add(*object, *value).unwrap();
         }
         assert_eq!(frame.as_bytes(), hex(&by_id(id)), "{id}");
+    }
+}
+
+/// Random readings in BTHome v2 frames from the firmware's encoder come
+/// back from the gateway's BLE decoder with the values sent, each within
+/// its object's resolution, under the gateway's names for them.
+#[test]
+fn bthome_random_frames_decode_to_the_sent_values() {
+    use adapters::ble::bthome;
+    use adapters::ble::Mac;
+    use firmware_codec::{BtHome, BtHomeObject as O};
+    let mut rng = Rng(0x5EED_0005);
+    let mac: Mac = "54:48:E6:8F:80:A5".parse().unwrap();
+    // (object, lowest, highest, resolution, the gateway's name)
+    let objects = [
+        (O::Battery, 0.0, 100.0, 1.0, "battery"),
+        (O::Temperature, -40.0, 85.0, 0.01, "temperature"),
+        (O::Humidity, 0.0, 100.0, 0.01, "humidity"),
+        (O::Pressure, 300.0, 1100.0, 0.01, "pressure"),
+        (O::Illuminance, 0.0, 100_000.0, 0.01, "illuminance"),
+        (O::Voltage, 0.0, 3.6, 0.001, "voltage"),
+        (O::Co2, 400.0, 5000.0, 1.0, "co2"),
+    ];
+    for round in 0..200u32 {
+        let mut buf = [0u8; 31];
+        let mut frame = BtHome::new(&mut buf, round % 2 == 1).unwrap();
+        frame.add(O::PacketId, f64::from(round % 256)).unwrap();
+        let mut sent = Vec::new();
+        for (object, lo, hi, step, name) in objects {
+            let v = rng.uniform(lo, hi);
+            frame.add(object, v).unwrap();
+            sent.push((name, v, step));
+        }
+        let got = bthome::decode(frame.as_bytes(), mac, None).unwrap();
+        assert_eq!(got.packet_id, Some((round % 256) as u8));
+        assert_eq!(got.trigger_based(), round % 2 == 1);
+        assert_eq!(got.stop, None, "parsed to the end");
+        assert_eq!(got.values.0.len(), sent.len());
+        for ((name, v, step), m) in sent.iter().zip(&got.values.0) {
+            assert_eq!(m.name, *name);
+            assert_within(m.value, *v, *step, name);
+        }
     }
 }

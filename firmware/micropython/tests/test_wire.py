@@ -218,6 +218,34 @@ class GatewayDecodesWhatWireEncodes(unittest.TestCase):
             for (m, v, step), (_, value, _) in zip(sent, got):
                 self.check(value, v, step, m)
 
+    def test_bthome_v2(self):
+        # (wire's name, lowest, highest, resolution, the gateway's name)
+        objects = [
+            ("battery", 0, 100, 1, "battery"),
+            ("temperature", -40, 85, 0.01, "temperature"),
+            ("humidity", 0, 100, 0.01, "humidity"),
+            ("pressure", 300, 1100, 0.01, "pressure"),
+            ("illuminance", 0, 100000, 0.01, "illuminance"),
+            ("voltage", 0, 3.6, 0.001, "voltage"),
+            ("co2", 400, 5000, 1, "co2"),
+        ]
+        for i in range(self.N // 3):
+            sent = [(name, self.rng.uniform(lo, hi), step, ours) for name, lo, hi, step, ours in objects]
+            payload = wire.bthome_v2([("packet_id", i % 256)] + [(n, v) for n, v, _, _ in sent])
+            out = subprocess.run(
+                [support.gateway_binary(), "decode", "--ble", payload.hex(), "--mac", "54:48:E6:8F:80:A5"],
+                capture_output=True,
+                text=True,
+                timeout=support.WAIT_S,
+            )
+            self.assertEqual(out.returncode, 0, out.stderr)
+            got = json.loads(out.stdout)
+            self.assertEqual(got["format"], "bthome")
+            self.assertNotIn("stopped", got, "the decoder stopped early: %s" % payload.hex())
+            self.assertEqual(sorted(got["values"]), sorted(ours for _, _, _, ours in sent))
+            for name, v, step, ours in sent:
+                self.check(got["values"][ours], v, step, name)
+
 
 class TextForms(unittest.TestCase):
     def test_csv_json_senml(self):

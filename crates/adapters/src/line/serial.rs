@@ -7,17 +7,24 @@
 //! `connecting`, as for an MQTT adapter without its broker), retries with
 //! backoff without logging each attempt, and sets it back to 1 once the
 //! port is open. A partial line at that moment is discarded, never glued
-//! to the first line of the new stream. A serial line cannot resend, so
-//! readings go on as `Ingress::Readings`: a crash costs at most one
+//! to the first line of the new stream.
+//!
+//! The port has no acknowledgement to hold back, but what is behind it may
+//! resend: an ESP-NOW relay prints a client's frame again when the client
+//! missed the link-layer acknowledgement and sent it twice. A line with its
+//! own time goes on as `Ingress::Durable` with its content digest, so the
+//! pipeline takes the copy once (and journals it); other lines go on as
+//! `Ingress::Readings`, where a crash costs at most one
 //! `checkpoint_interval`, as for CoAP.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
 use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress};
+use gateway_core::{Adapter, AdapterContext, AdapterError, DeliveryKey, Ingress, Receipt};
 use tokio::io::AsyncReadExt;
 use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
 use tracing::{info, warn};
@@ -138,6 +145,7 @@ async fn read_port(
     let stats = ctx.stats();
     let throttle = LogThrottle::default();
     let origin = config.path.display();
+    let source: Arc<str> = Arc::from(ctx.name.as_str());
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
         let n = tokio::select! {
@@ -173,15 +181,44 @@ async fn read_port(
                     &origin,
                 ),
             };
-            if let Outcome::Readings { mut readings, .. } = outcome {
-                batch.append(&mut readings);
+            match outcome {
+                Outcome::Readings {
+                    readings,
+                    digest: Some(digest),
+                } => {
+                    // A line with its own time may be a copy: an ESP-NOW
+                    // client whose acknowledgement was lost on the air sends
+                    // it again, and the relay prints it again. Its content
+                    // key lets the pipeline take it once. In line order:
+                    // what came before goes first.
+                    send(ctx, Ingress::Readings(std::mem::take(&mut batch))).await?;
+                    let key = DeliveryKey {
+                        source: source.clone(),
+                        // Slot 0, never an MQTT packet id: matched by digest
+                        // alone, as a TCP line is.
+                        slot: 0,
+                        digest,
+                        resent: true,
+                    };
+                    // Nobody waits for the receipt: a serial line has no
+                    // acknowledgement to hold back.
+                    let (receipt, _) = Receipt::new(Some(key));
+                    send(ctx, Ingress::Durable { readings, receipt }).await?;
+                }
+                Outcome::Readings { mut readings, .. } => batch.append(&mut readings),
+                Outcome::Refused(_) | Outcome::Blank => {}
             }
         }
-        if !batch.is_empty() {
-            ctx.ingress
-                .send(Ingress::Readings(batch))
-                .await
-                .map_err(|_| AdapterError::PipelineClosed)?;
-        }
+        send(ctx, Ingress::Readings(batch)).await?;
     }
+}
+
+async fn send(ctx: &AdapterContext, ingress: Ingress) -> Result<(), AdapterError> {
+    if matches!(&ingress, Ingress::Readings(r) if r.is_empty()) {
+        return Ok(());
+    }
+    ctx.ingress
+        .send(ingress)
+        .await
+        .map_err(|_| AdapterError::PipelineClosed)
 }
