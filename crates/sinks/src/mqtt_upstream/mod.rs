@@ -11,6 +11,7 @@
 //!   refuses, making room when it is full;
 //! - `failover`: which node of a clustered broker is in use, failovers,
 //!   and connections taken away by a client with the same id (pure);
+//! - `seq`: the per-gateway sequence number added to each payload;
 //! - this module: the I/O loop around them, with `poller` polling the
 //!   client's event loop in its own task and moving to the next node of
 //!   `urls` when a connection is lost or refused.
@@ -23,6 +24,7 @@
 mod failover;
 mod poller;
 pub mod scheduler;
+mod seq;
 mod settings;
 
 use std::time::Duration;
@@ -44,6 +46,7 @@ use crate::OutputLink;
 use failover::{Failover, Loss};
 use poller::{poll_loop, FaultKind, PollEvent};
 use scheduler::{Completed, Pick, Scheduler, Sequence};
+use seq::with_seq;
 pub use settings::UpstreamSettings;
 
 /// Messages the upstream broker acknowledged.
@@ -215,7 +218,7 @@ pub async fn run(
                     QoS::AtLeastOnce,
                 ),
                 Pick::Message { seq, .. } => match spool.read(seq) {
-                    Ok(Some(msg)) => (msg.topic, msg.payload, msg.retain, data_qos),
+                    Ok(Some(msg)) => (msg.topic, with_seq(msg.payload, seq), msg.retain, data_qos),
                     Ok(None) => {
                         plan.skip(pick);
                         continue;
