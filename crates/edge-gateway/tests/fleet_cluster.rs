@@ -295,3 +295,39 @@ async fn a_fleet_delivers_every_reading_once_when_its_broker_node_is_killed() {
         .await;
     assert!(will.is_some(), "the Last Will of {} on NATS", victim.id);
 }
+
+#[tokio::test]
+async fn two_gateways_with_one_id_are_told_apart_from_a_dead_node() {
+    // A copied SD card: two gateways, one gateway.id, one broker. Each
+    // connection takes the other's away (MQTT-3.1.4-2), in a loop.
+    let broker = test_support::Mosquitto::start();
+    let urls = format!("[\"{}\"]", broker.url());
+    let mut twins = Vec::new();
+    for n in 0..2 {
+        let mut m = Member::new(n);
+        m.id = "gw-twin".into();
+        let mut gw = GatewayProcess::start(&m.config(&urls));
+        gw.wait_for_log("Connected upstream.").await;
+        twins.push((m, gw));
+    }
+    for (m, gw) in &mut twins {
+        gw.wait_for_log("another client very likely uses the same client id")
+            .await;
+        let (_, body) = http_get(m.metrics, "/metrics").await;
+        assert!(
+            metric(&body, "edge_gateway_upstream_client_id_conflicts_total") >= 1.0,
+            "{body}"
+        );
+    }
+    let line = twins[0]
+        .1
+        .seen
+        .iter()
+        .find(|l| l.contains("same client id"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        line.contains("edge-gateway-gw-twin"),
+        "names the client id: {line}"
+    );
+}
