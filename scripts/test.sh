@@ -21,6 +21,8 @@ command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
 # packaged unit's serial drop-in.
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# tests/fleet_cluster.rs: a three-node NATS cluster (JetStream, MQTT).
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing test peers: ${missing[*]}"
   sudo=""
@@ -39,7 +41,7 @@ if [ "$#" -eq 0 ]; then
   bash scripts/check-features.sh
 fi
 
-# Debian's mosquitto and influxdb packages start system services on 1883
-# and 8086; tests never use them (each starts its own on free ports), so
-# they are left alone.
+# Debian's mosquitto, influxdb and nats-server packages start system
+# services on 1883, 8086 and 4222; tests never use them (each starts its
+# own on free ports), so they are left alone.
 exec cargo test --workspace --locked "$@"

@@ -8,7 +8,7 @@
 use gateway_core::component::ADAPTER_CONNECTED;
 use gateway_core::Telemetry;
 use serde_json::json;
-use sinks::mqtt_upstream::UPSTREAM_CONNECTED;
+use sinks::mqtt_upstream::{UPSTREAM_CONNECTED, UPSTREAM_NODE};
 
 use crate::runtime::ADAPTER_UP;
 
@@ -65,6 +65,12 @@ pub fn check(t: &Telemetry) -> Health {
         "upstream_connected": upstream,
         "adapters": adapters,
     });
+    // Which node of the upstream broker (of a cluster: one of `urls`).
+    if let Some((labels, _)) = t.gauges(UPSTREAM_NODE).into_iter().find(|(_, v)| *v > 0.5) {
+        if let Some((_, url)) = labels.into_iter().find(|(k, _)| k == "url") {
+            body["upstream_node"] = json!(url);
+        }
+    }
     if !healthy {
         body["reasons"] = json!(reasons);
     }
@@ -94,6 +100,10 @@ mod tests {
             json!({"status": "ok", "upstream_connected": true,
                    "adapters": {"a": "running", "b": "running"}})
         );
+
+        t.gauge(UPSTREAM_NODE, &[("url", "mqtt://a:1883")]).set(0.0);
+        t.gauge(UPSTREAM_NODE, &[("url", "mqtt://b:1883")]).set(1.0);
+        assert_eq!(check(&t).body["upstream_node"], "mqtt://b:1883");
 
         b.set(0.0);
         let h = check(&t);

@@ -9,12 +9,14 @@ mod clients;
 mod coap;
 mod influxdb;
 mod mosquitto;
+mod nats;
 mod tls;
 
 pub use clients::{publish, publish_lines, publish_lines_as, Message, Subscriber};
 pub use coap::{coap_client, coap_client_run, free_udp_port, CoapOutput, CoapServer};
 pub use influxdb::{http, Influxd};
 pub use mosquitto::{Mosquitto, Options};
+pub use nats::NatsCluster;
 pub use tls::Pki;
 
 /// A free TCP port on 127.0.0.1, never handed out twice in this process.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::broker::BrokerSection;
 use super::load::{self, join, Problems};
-use super::values::{byte_size, duration, Qos};
+use super::values::{byte_size, duration, BrokerUrl, Qos};
 use crate::model::DeviceId;
 
 /// `[gateway]`: who this gateway is.
@@ -74,6 +74,15 @@ pub struct Forwarding {
     pub max_queued: usize,
     /// Messages sent but not yet acknowledged at any time.
     pub max_inflight: u16,
+    /// The nodes of a clustered broker, instead of `url` (one of the two):
+    /// the first that answers is used, the next on loss or refusal. They
+    /// share every other connection key (credentials, TLS, timings).
+    pub urls: Vec<BrokerUrl>,
+    /// Keep the MQTT session on the broker across connections (clean
+    /// session off) with the fixed client id. Only with `qos` 0 or 1: at
+    /// QoS 2 a resumed session could mistake a resent message's new packet
+    /// id for one it already holds, so QoS 2 always starts clean.
+    pub persistent_session: bool,
 }
 
 impl Default for Forwarding {
@@ -83,6 +92,8 @@ impl Default for Forwarding {
             topic_prefix: "building/{site}".into(),
             max_queued: 100_000,
             max_inflight: 100,
+            urls: Vec::new(),
+            persistent_session: true,
         }
     }
 }
@@ -91,12 +102,43 @@ impl UpstreamConfig {
     /// Parses `[upstream]`: its broker keys and the rest, each strictly.
     pub(crate) fn load(table: toml::Value, problems: &mut Problems) -> Option<Self> {
         let (broker, rest) = super::broker::split(table);
-        let broker = load::section::<BrokerSection>(broker, "upstream", problems);
+        let both = broker.get("url").is_some() && rest.get("urls").is_some();
+        let empty = rest
+            .get("urls")
+            .and_then(toml::Value::as_array)
+            .is_some_and(Vec::is_empty);
+        let mut broker = load::section::<BrokerSection>(broker, "upstream", problems);
         let forwarding = load::section::<Forwarding>(rest, "upstream", problems);
+        if both {
+            problems.push(
+                join("upstream", "urls"),
+                "set either url (one broker) or urls (the nodes of a cluster), not both",
+            );
+        }
+        if empty {
+            problems.push(join("upstream", "urls"), "expected at least one node URL");
+        }
+        if let (Some(b), Some(first)) = (
+            broker.as_mut(),
+            forwarding.as_ref().and_then(|f| f.urls.first()),
+        ) {
+            // Everything that asks for "the" broker (TLS checks, logs,
+            // actions) sees the first node.
+            b.url = first.clone();
+        }
         Some(Self {
             broker: broker?,
             forwarding: forwarding?,
         })
+    }
+
+    /// The nodes to connect to, in order: `urls`, or `url` alone.
+    pub fn nodes(&self) -> Vec<BrokerUrl> {
+        if self.forwarding.urls.is_empty() {
+            vec![self.broker.url.clone()]
+        } else {
+            self.forwarding.urls.clone()
+        }
     }
 
     pub(crate) fn validate(&self, problems: &mut Problems) {
@@ -115,6 +157,24 @@ impl UpstreamConfig {
         }
         self.broker
             .validate("upstream", &super::broker::env_is_set, problems);
+        let urls = &self.forwarding.urls;
+        if urls.is_empty() {
+            // `url` (or its default) is used.
+        } else if urls.iter().any(|u| u.scheme != self.broker.url.scheme) {
+            problems.push(
+                p("urls"),
+                "expected every node with the same scheme (all mqtt:// or all mqtts://): they share the TLS settings",
+            );
+        } else if let Some((i, dup)) = urls
+            .iter()
+            .enumerate()
+            .find(|(i, u)| urls[..*i].contains(u))
+        {
+            problems.push(
+                format!("upstream.urls[{i}]"),
+                format!("{dup} is listed twice"),
+            );
+        }
         if self.forwarding.max_queued == 0 {
             problems.push(p("max_queued"), "expected at least 1");
         }

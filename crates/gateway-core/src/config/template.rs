@@ -51,12 +51,20 @@ state_dir = {state_dir}
 [upstream]
 # The cloud broker: mqtt://host:port, or mqtts://host:port for TLS.
 url = {url}
+# Or the nodes of a clustered broker instead of url (not both). The first
+# that answers is used and the next on loss or refusal; they share every
+# other key of this section. See docs/fleet.md.
+# urls = ["mqtts://node-a:8883", "mqtts://node-b:8883", "mqtts://node-c:8883"]
 # QoS of everything forwarded: 0, 1 or 2.
 qos = {qos}
+# Keep the MQTT session on the broker between connections (clean session
+# off, with the fixed client_id). QoS 2 always starts a clean session.
+persistent_session = {persistent_session}
 # Prefix of every upstream topic. {{site}} and {{gateway}} are filled in.
 # Aggregates go to {{prefix}}/{{device}}/aggregated.
 topic_prefix = {prefix}
-# MQTT client id; empty means "edge-gateway-" followed by gateway.id.
+# MQTT client id; empty means "edge-gateway-" followed by gateway.id. Two
+# gateways with one id take the connection from each other in a loop.
 client_id = {client_id}
 # Username for the broker; empty for none.
 username = {username}
@@ -127,6 +135,7 @@ format = {format}
         state_dir = q(&g.state_dir.display().to_string()),
         url = q(&u.broker.url.to_string()),
         qos = u.forwarding.qos.as_u8(),
+        persistent_session = u.forwarding.persistent_session,
         prefix = q(&u.forwarding.topic_prefix),
         client_id = q(&u.broker.client_id),
         username = q(&u.broker.username),

@@ -116,6 +116,11 @@ fn each_kind_of_mistake_names_its_key_path() {
         ("[upstream]\nurl = \"mqtt://h\"\nca_file = \"/x.pem\"", "upstream.ca_file: only used with an mqtts:// url"),
         ("[upstream]\nurl = \"mqtts://h\"\nca_file = \"/nonexistent/x.pem\"", "upstream.ca_file: cannot read"),
         ("[log]\nlevel = \"loud\"", "log.level: unknown variant `loud`"),
+        ("[upstream]\nurl = \"mqtt://a\"\nurls = [\"mqtt://b\"]", "upstream.urls: set either url"),
+        ("[upstream]\nurls = []", "upstream.urls: expected at least one node URL"),
+        ("[upstream]\nurls = [\"mqtt://a\", \"mqtts://b\"]", "upstream.urls: expected every node with the same scheme"),
+        ("[upstream]\nurls = [\"mqtt://a\", \"mqtt://a:1883\"]", "upstream.urls[1]: mqtt://a:1883 is listed twice"),
+        ("[upstream]\nurls = [\"mqtt://a\", \"http://b\"]", "upstream.urls[1]: expected mqtt://"),
         ("this is = not toml =", "not valid TOML"),
     ];
     for (text, expected) in cases {
@@ -125,6 +130,28 @@ fn each_kind_of_mistake_names_its_key_path() {
             "for {text:?} expected a problem starting with {expected:?}, got {got:#?}"
         );
     }
+}
+
+#[test]
+fn urls_name_the_nodes_of_a_cluster_in_order() {
+    let c = Config::<Fake>::parse(
+        "[upstream]\nurls = [\"mqtt://a:1\", \"mqtt://b:2\", \"mqtt://c:3\"]\nusername = \"gw\"",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let nodes: Vec<String> = c.upstream.nodes().iter().map(|u| u.to_string()).collect();
+    assert_eq!(nodes, ["mqtt://a:1", "mqtt://b:2", "mqtt://c:3"]);
+    assert_eq!(
+        c.upstream.broker.url.to_string(),
+        "mqtt://a:1",
+        "the first node stands for the cluster"
+    );
+    assert_eq!(
+        c.upstream.broker.username, "gw",
+        "the other keys are shared"
+    );
+    let one =
+        Config::<Fake>::parse("[upstream]\nurl = \"mqtt://h:9\"").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(one.upstream.nodes(), vec![one.upstream.broker.url.clone()]);
 }
 
 #[test]

@@ -9,16 +9,22 @@
 //!   which message (pure, tested with a paused clock);
 //! - the crate's `Spool`: storing, holding in memory while the disk
 //!   refuses, making room when it is full;
+//! - `failover`: which node of a clustered broker is in use, failovers,
+//!   and connections taken away by a client with the same id (pure);
+//! - `seq`: the per-gateway sequence number added to each payload;
 //! - this module: the I/O loop around them, with `poller` polling the
-//!   client's event loop in its own task.
+//!   client's event loop in its own task and moving to the next node of
+//!   `urls` when a connection is lost or refused.
 //!
 //! When the connection drops, the poller waits until the forwarder has
 //! forgotten its in-flight set, then empties the client's own queues, so
 //! nothing stale is sent on the next connection and the id mapping stays
 //! exact. Consumers deduplicate on the payload's `id`.
 
+mod failover;
 mod poller;
 pub mod scheduler;
+mod seq;
 mod settings;
 
 use std::time::Duration;
@@ -37,8 +43,10 @@ use tracing::{debug, error, info, warn};
 use crate::outbox::{Outbox, OutboxError};
 use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
+use failover::{Failover, Loss};
 use poller::{poll_loop, FaultKind, PollEvent};
 use scheduler::{Completed, Pick, Scheduler, Sequence};
+use seq::with_seq;
 pub use settings::UpstreamSettings;
 
 /// Messages the upstream broker acknowledged.
@@ -49,6 +57,13 @@ pub const UPSTREAM_RECONNECTS: &str = "edge_gateway_upstream_reconnects_total";
 pub const UPSTREAM_CONNECTION_FAILURES: &str = "edge_gateway_upstream_connection_failures_total";
 /// `1` while the forwarder holds a connection upstream.
 pub const UPSTREAM_CONNECTED: &str = "edge_gateway_upstream_connected";
+/// One series per broker node (`url` label): `1` for the node in use.
+pub const UPSTREAM_NODE: &str = "edge_gateway_upstream_node";
+/// Connections made to another node than the previous connection's.
+pub const UPSTREAM_FAILOVERS: &str = "edge_gateway_upstream_failovers_total";
+/// Runs of connections taken away right after they were made: another
+/// client (gateway) very likely uses the same client id.
+pub const UPSTREAM_CLIENT_ID_CONFLICTS: &str = "edge_gateway_upstream_client_id_conflicts_total";
 
 /// Why the upstream could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +72,8 @@ pub enum UpstreamError {
     Connection(#[from] SetupError),
     #[error("outbox: {0}")]
     Outbox(#[from] OutboxError),
+    #[error("no broker node to connect to (upstream.url or upstream.urls)")]
+    NoNodes,
 }
 
 struct Metrics {
@@ -64,15 +81,32 @@ struct Metrics {
     reconnects: Counter,
     connect_failures: Counter,
     connected: Gauge,
+    failovers: Counter,
+    conflicts: Counter,
+    nodes: Vec<Gauge>,
 }
 
 impl Metrics {
-    fn new(t: &Telemetry) -> Self {
+    fn new(t: &Telemetry, nodes: &[String]) -> Self {
         Self {
             sent: t.counter(UPSTREAM_SENT, &[]),
             reconnects: t.counter(UPSTREAM_RECONNECTS, &[]),
             connect_failures: t.counter(UPSTREAM_CONNECTION_FAILURES, &[]),
             connected: t.gauge(UPSTREAM_CONNECTED, &[]),
+            failovers: t.counter(UPSTREAM_FAILOVERS, &[]),
+            conflicts: t.counter(UPSTREAM_CLIENT_ID_CONFLICTS, &[]),
+            nodes: nodes
+                .iter()
+                .map(|url| t.gauge(UPSTREAM_NODE, &[("url", url.as_str())]))
+                .collect(),
+        }
+    }
+
+    /// Marks `node` as the one in use (`None`: disconnected).
+    fn in_use(&self, node: Option<usize>) {
+        self.connected.set(if node.is_some() { 1.0 } else { 0.0 });
+        for (i, g) in self.nodes.iter().enumerate() {
+            g.set(if Some(i) == node { 1.0 } else { 0.0 });
         }
     }
 }
@@ -120,7 +154,8 @@ pub async fn run(
         mut urgent,
         mut flush,
     } = link;
-    let m = Metrics::new(&telemetry);
+    let node_names: Vec<String> = settings.nodes.iter().map(ToString::to_string).collect();
+    let m = Metrics::new(&telemetry, &node_names);
     let spool_settings = SpoolSettings {
         outbox: settings.outbox.clone(),
         max_queued: settings.max_queued,
@@ -132,10 +167,18 @@ pub async fn run(
         &[],
     )?;
     let will = LastWill::new(&settings.status_topic, "offline", QoS::AtLeastOnce, true);
-    let mut options = settings.connection.mqtt_options(Some(will))?;
-    options.set_inflight(settings.max_inflight.saturating_add(1));
-    let (client, mut eventloop) =
-        AsyncClient::new(options, usize::from(settings.max_inflight) + 16);
+    let mut nodes = Vec::with_capacity(settings.nodes.len());
+    for url in &settings.nodes {
+        let mut connection = settings.connection.clone();
+        connection.broker.url = url.clone();
+        let mut options = connection.mqtt_options(Some(will.clone()))?;
+        options.set_inflight(settings.max_inflight.saturating_add(1));
+        nodes.push(options);
+    }
+    let Some(first) = nodes.first().cloned() else {
+        return Err(UpstreamError::NoNodes);
+    };
+    let (client, mut eventloop) = AsyncClient::new(first, usize::from(settings.max_inflight) + 16);
     eventloop.network_options.set_connection_timeout(10);
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -143,12 +186,14 @@ pub async fn run(
     let stop_poller = CancellationToken::new();
     let poller = tokio::spawn(poll_loop(
         eventloop,
+        nodes,
         events_tx,
         resume_rx,
         Backoff::new(Duration::from_millis(200), settings.max_backoff),
         stop_poller.clone(),
-        settings.connection.broker.url.to_string(),
     ));
+    let mut failover = Failover::default();
+    let client_id = settings.connection.broker.client_id.clone();
 
     let data_qos = qos(settings.qos);
     let mut plan = Scheduler::new(settings.max_inflight, settings.drain_rate, Instant::now());
@@ -173,7 +218,7 @@ pub async fn run(
                     QoS::AtLeastOnce,
                 ),
                 Pick::Message { seq, .. } => match spool.read(seq) {
-                    Ok(Some(msg)) => (msg.topic, msg.payload, msg.retain, data_qos),
+                    Ok(Some(msg)) => (msg.topic, with_seq(msg.payload, seq), msg.retain, data_qos),
                     Ok(None) => {
                         plan.skip(pick);
                         continue;
@@ -202,10 +247,16 @@ pub async fn run(
             event = events.recv() => {
                 let Some(event) = event else { break };
                 match event {
-                    PollEvent::Connected => {
+                    PollEvent::Connected { node } => {
                         plan.connected(spool.outbox());
-                        m.connected.set(1.0);
-                        info!(broker = %settings.connection.broker.url, backlog = spool.outbox().len(), "Connected upstream.");
+                        let url = node_name(&node_names, node);
+                        if failover.connected(node, Instant::now()) {
+                            m.failovers.inc();
+                            info!(broker = %url, backlog = spool.outbox().len(), "Failed over to another broker node; what the previous one did not acknowledge is sent again.");
+                        } else {
+                            info!(broker = %url, backlog = spool.outbox().len(), "Connected upstream.");
+                        }
+                        m.in_use(Some(node));
                     }
                     PollEvent::Sent(pkid) => {
                         if let Some(done) = plan.sent(pkid) {
@@ -217,10 +268,16 @@ pub async fn run(
                             delivered(done, &mut spool, &m);
                         }
                     }
-                    PollEvent::Lost { error, kind } => {
-                        let url = &settings.connection.broker.url;
+                    PollEvent::Lost { node, error, kind } => {
+                        let url = node_name(&node_names, node);
                         let was_connected = plan.is_connected();
                         let unacknowledged = plan.lost();
+                        if let Loss::LikelyConflict { short_sessions } = failover.lost(Instant::now()) {
+                            m.conflicts.inc();
+                            if let Some(suppressed) = log.allow("conflict") {
+                                error!(broker = %url, client_id = %client_id, short_sessions, suppressed, "The upstream broker keeps closing the connection right after accepting it: another client very likely uses the same client id. Check that gateway.id is unique in the fleet (or set a unique upstream.client_id).");
+                            }
+                        }
                         if was_connected {
                             m.reconnects.inc();
                             if let Some(suppressed) = log.allow("lost") {
@@ -234,7 +291,7 @@ pub async fn run(
                             }
                         }
                         m.connect_failures.inc();
-                        m.connected.set(0.0);
+                        m.in_use(None);
                         let _ = resume_tx.send(()).await;
                     }
                 }
@@ -304,7 +361,7 @@ pub async fn run(
         say_offline(&client, &settings.status_topic, &mut plan, &mut events).await;
         let _ = client.try_disconnect();
     }
-    m.connected.set(0.0);
+    m.in_use(None);
     // The poller ends on the Disconnect; never wait on a dead network for it.
     if tokio::time::timeout(Duration::from_secs(2), async {
         while events.recv().await.is_some() {}
@@ -317,6 +374,10 @@ pub async fn run(
     let _ = poller.await;
     info!("Upstream forwarder stopped.");
     Ok(())
+}
+
+fn node_name(names: &[String], node: usize) -> &str {
+    names.get(node).map_or("?", String::as_str)
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -4,7 +4,7 @@
 //! is never raced against the forwarder's other work in one `select!`; a
 //! stop token is the only thing it races.
 
-use rumqttc::{Event, EventLoop, Outgoing, Packet};
+use rumqttc::{Event, EventLoop, MqttOptions, Outgoing, Packet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -12,10 +12,17 @@ use tracing::debug;
 use gateway_core::backoff::Backoff;
 
 pub(super) enum PollEvent {
-    Connected,
+    /// A CONNACK from node `node` (an index into the node list).
+    Connected {
+        node: usize,
+    },
     Sent(u16),
     Acked(u16),
-    Lost { error: String, kind: FaultKind },
+    Lost {
+        node: usize,
+        error: String,
+        kind: FaultKind,
+    },
 }
 
 /// Why a connection failed, because the remedies differ: a refused login or
@@ -37,17 +44,21 @@ impl FaultKind {
     }
 }
 
-/// Polls until stopped or disconnected. After a lost connection it waits
-/// on `resume` (the forwarder has forgotten its in-flight set) before it
-/// empties the client's queues and reconnects with backoff.
+/// Polls until stopped or disconnected. After a lost connection (or a
+/// failed attempt) it waits on `resume` (the forwarder has forgotten its
+/// in-flight set), empties the client's queues, moves on to the next of
+/// `nodes` (the options of each node of a cluster; `eventloop` starts with
+/// the first) and reconnects after the jittered backoff, so a fleet that
+/// lost one node does not land on the next in lockstep.
 pub(super) async fn poll_loop(
     mut eventloop: EventLoop,
+    nodes: Vec<MqttOptions>,
     events: mpsc::UnboundedSender<PollEvent>,
     mut resume: mpsc::Receiver<()>,
     mut backoff: Backoff,
     stop: CancellationToken,
-    broker: String,
 ) {
+    let mut node = 0;
     loop {
         let polled = tokio::select! {
             _ = stop.cancelled() => return,
@@ -56,7 +67,7 @@ pub(super) async fn poll_loop(
         let event = match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
-                PollEvent::Connected
+                PollEvent::Connected { node }
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => PollEvent::Sent(pkid),
             Ok(Event::Incoming(Packet::PubAck(ack))) => PollEvent::Acked(ack.pkid),
@@ -65,6 +76,7 @@ pub(super) async fn poll_loop(
             Ok(_) => continue,
             Err(e) => {
                 let lost = PollEvent::Lost {
+                    node,
                     error: e.to_string(),
                     kind: FaultKind::of(&e),
                 };
@@ -84,8 +96,15 @@ pub(super) async fn poll_loop(
                 // be yielded on the next connection and pair packet ids
                 // with the wrong outbox messages.
                 eventloop.state.events.clear();
+                if nodes.len() > 1 {
+                    node = (node + 1) % nodes.len();
+                    if let Some(next) = nodes.get(node) {
+                        eventloop.mqtt_options = next.clone();
+                    }
+                }
                 let delay = backoff.next_delay();
-                debug!(%broker, ?delay, "Upstream reconnect backoff.");
+                let (host, port) = eventloop.mqtt_options.broker_address();
+                debug!(%host, port, ?delay, "Upstream reconnect backoff.");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gateway_core::config::{OutboxConfig, Qos, UpstreamConfig};
+use gateway_core::config::{BrokerUrl, OutboxConfig, Qos, UpstreamConfig};
 use mqtt_connect::ConnectionSettings;
 
 use crate::outbox::OutboxSettings;
@@ -12,7 +12,10 @@ use crate::outbox::OutboxSettings;
 /// How the forwarder connects and behaves.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
+    /// Credentials, TLS and timings; its `broker.url` is the first node.
     pub connection: ConnectionSettings,
+    /// The broker's nodes in the order they are tried (at least one).
+    pub nodes: Vec<BrokerUrl>,
     pub qos: Qos,
     /// Retained `online`/`offline` topic; also the Last Will.
     pub status_topic: String,
@@ -40,11 +43,17 @@ impl UpstreamSettings {
         state_dir: &Path,
         status_topic: String,
     ) -> Self {
+        let mut connection =
+            ConnectionSettings::new(&up.broker, format!("edge-gateway-{gateway_id}"));
+        // Every message is resent from the outbox on each connection with
+        // fresh packet ids whatever the session; at QoS 2 a resumed session
+        // could take a fresh id for one still awaiting PUBREL and drop the
+        // message as a duplicate.
+        connection.persistent_session =
+            up.forwarding.persistent_session && up.forwarding.qos.as_u8() < 2;
         Self {
-            // A clean session: every message is resent from the outbox on
-            // each connection; a broker-side session would only add stale
-            // duplicates.
-            connection: ConnectionSettings::new(&up.broker, format!("edge-gateway-{gateway_id}")),
+            connection,
+            nodes: up.nodes(),
             qos: up.forwarding.qos,
             status_topic,
             outbox_dir: Some(state_dir.join("outbox")),

@@ -4,8 +4,11 @@
 //! record  = len:u32le crc:u32le body          (crc = CRC-32 of body)
 //! body    = kind:u8 seq:u64le rest
 //! MESSAGE rest = created_ms:i64le retain:u8 topic_len:u16le topic payload
-//! ACK / DROP rest = (empty)
+//! ACK / DROP / FLOOR rest = (empty)
 //! ```
+//!
+//! FLOOR opens each new segment (kind 4, added after the first release:
+//! an older gateway reads it as a few damaged bytes and carries on).
 //!
 //! The length and checksum frame every record, so a torn or scribbled tail
 //! is recognised and skipped, and the reader can find the next intact
@@ -23,6 +26,7 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 const KIND_MESSAGE: u8 = 1;
 const KIND_ACK: u8 = 2;
 const KIND_DROP: u8 = 3;
+const KIND_FLOOR: u8 = 4;
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +40,10 @@ pub enum Record {
     Ack { seq: u64 },
     /// `seq` was dropped (expired, or evicted by policy).
     Drop { seq: u64 },
+    /// Every number up to `seq` has been given out: keeps the numbering
+    /// (the upstream `seq` field) monotonic once the segments that held
+    /// those messages are deleted.
+    Floor { seq: u64 },
 }
 
 /// What reading at an offset found.
@@ -76,6 +84,10 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) -> Option<()> {
             out.push(KIND_DROP);
             out.extend_from_slice(&seq.to_le_bytes());
         }
+        Record::Floor { seq } => {
+            out.push(KIND_FLOOR);
+            out.extend_from_slice(&seq.to_le_bytes());
+        }
     }
     if out.len() - start > MAX_BODY {
         out.truncate(frame_start);
@@ -107,6 +119,7 @@ fn parse_body(body: &[u8]) -> Option<Record> {
     match body[0] {
         KIND_ACK if body.len() == 9 => Some(Record::Ack { seq }),
         KIND_DROP if body.len() == 9 => Some(Record::Drop { seq }),
+        KIND_FLOOR if body.len() == 9 => Some(Record::Floor { seq }),
         KIND_MESSAGE => {
             let created_ms = i64::from_le_bytes(body.get(9..17)?.try_into().ok()?);
             let retain = *body.get(17)? == 1;
@@ -149,6 +162,7 @@ mod tests {
             message(2),
             Record::Ack { seq: 7 },
             Record::Drop { seq: 9 },
+            Record::Floor { seq: 11 },
         ] {
             let mut buf = Vec::new();
             encode(&r, &mut buf).unwrap();

@@ -171,7 +171,8 @@ impl Outbox {
         }
         recovery.messages = outbox.index.len();
         let next_id = ids.last().map_or(1, |l| l + 1);
-        outbox.start_segment(next_id)?;
+        let floor = outbox.last_seq();
+        outbox.start_segment(next_id, floor)?;
         outbox.collect_garbage()?;
         Ok((outbox, recovery))
     }
@@ -256,6 +257,7 @@ impl Outbox {
                 self.next_seq = self.next_seq.max(seq + 1);
                 self.forget(seq);
             }
+            Record::Floor { seq } => self.next_seq = self.next_seq.max(seq + 1),
         }
     }
 
@@ -295,7 +297,11 @@ impl Outbox {
         true
     }
 
-    fn start_segment(&mut self, id: u64) -> Result<(), OutboxError> {
+    /// Opens segment `id` for writing. Its first record carries `floor`,
+    /// the highest sequence number already given out: once the older
+    /// segments are deleted it is the only trace of the numbering, which
+    /// consumers rely on (upstream `seq`) to be monotonic across restarts.
+    fn start_segment(&mut self, id: u64, floor: u64) -> Result<(), OutboxError> {
         let Some(dir) = self.dir.clone() else {
             return Ok(());
         };
@@ -315,6 +321,11 @@ impl Outbox {
             bytes: 0,
             live: 0,
         });
+        if floor > 0 {
+            let mut buf = Vec::new();
+            let _ = record::encode(&Record::Floor { seq: floor }, &mut buf);
+            self.write_active(&buf, true)?;
+        }
         Ok(())
     }
 
@@ -362,7 +373,8 @@ impl Outbox {
         }
         if self.segments.len() == 1 {
             let next = self.segments.back().map_or(1, |s| s.id + 1);
-            self.start_segment(next)?;
+            let floor = self.last_seq();
+            self.start_segment(next, floor)?;
         }
         let Some(oldest) = self.segments.pop_front() else {
             return Ok(0);
@@ -476,7 +488,8 @@ impl Outbox {
             if active + buf.len() as u64 > 0 && active + buf.len() as u64 + size > segment_bytes {
                 self.flush_pending(&mut buf, &mut pending, &mut out, now_ms)?;
                 let next = self.segments.back().map_or(1, |s| s.id + 1);
-                self.start_segment(next)?;
+                // `seq` itself is not stored yet.
+                self.start_segment(next, seq - 1)?;
             }
             let offset = self.segments.back().map_or(0, |s| s.bytes) + buf.len() as u64;
             buf.extend_from_slice(&one);

@@ -181,6 +181,24 @@ fn acknowledged_segments_are_deleted() {
 }
 
 #[test]
+fn numbering_survives_reopens_after_everything_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(64 * 1024, FullPolicy::DropOldest);
+    let (mut o, _) = open(dir.path(), s.clone());
+    let a = o.append((0..200).map(msg).collect(), 0).unwrap();
+    for seq in a.seqs {
+        o.ack(seq).unwrap();
+    }
+    drop(o);
+    // The first reopen deletes every old segment; the second finds only
+    // the segment it started, which must still know the numbering.
+    drop(open(dir.path(), s.clone()));
+    let (mut o, _) = open(dir.path(), s);
+    assert_eq!(o.last_seq(), 200);
+    assert_eq!(o.append(vec![msg(0)], 0).unwrap().seqs, [201]);
+}
+
+#[test]
 fn old_messages_expire_when_max_age_is_set() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(1 << 20, FullPolicy::DropOldest);
