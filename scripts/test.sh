@@ -21,6 +21,8 @@ command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
 # packaged unit's serial drop-in.
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The dashboard's browser test drives a real headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing test peers: ${missing[*]}"
   sudo=""

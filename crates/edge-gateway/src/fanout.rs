@@ -11,7 +11,8 @@ use aggregator::DeviceWindow;
 use anomaly::Alert;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::Reading;
-use sinks::event::{AlertEvent, MetricStats, SinkEvent, WindowEvent};
+use gateway_core::{DeviceState, StatusChange};
+use sinks::event::{AlertEvent, MetricStats, SinkEvent, StatusEvent, WindowEvent};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -95,6 +96,15 @@ impl SinkFanout {
             }))
             .await;
         }
+    }
+
+    pub async fn status(&self, change: &StatusChange) {
+        self.send(SinkEvent::Status(StatusEvent {
+            device: change.device.clone(),
+            online: change.state == DeviceState::Online,
+            at: change.time,
+        }))
+        .await;
     }
 
     pub fn is_empty(&self) -> bool {
