@@ -101,6 +101,8 @@ struct Page {
     ws: Ws,
     next: u64,
     session: String,
+    /// Events read while waiting for a reply.
+    events: Vec<Value>,
 }
 
 impl Page {
@@ -112,6 +114,7 @@ impl Page {
             ws,
             next: 0,
             session: String::new(),
+            events: Vec::new(),
         };
         let target = p
             .call("Target.createTarget", json!({"url": "about:blank"}))
@@ -123,6 +126,7 @@ impl Page {
             )
             .await;
         p.session = attached["sessionId"].as_str().unwrap().to_string();
+        p.call("Page.enable", json!({})).await;
         p.goto(url).await;
         p
     }
@@ -146,6 +150,9 @@ impl Page {
                 let v: Value = serde_json::from_str(&text).unwrap();
                 if v["id"] == json!(id) {
                     return v;
+                }
+                if v.get("method").is_some() {
+                    self.events.push(v);
                 }
             }
         };
@@ -184,13 +191,29 @@ impl Page {
         self.eval(&expr).await;
     }
 
+    /// The next `method` event of this page.
+    async fn event(&mut self, method: &str) -> Value {
+        if let Some(i) = self.events.iter().position(|e| e["method"] == method) {
+            return self.events.remove(i);
+        }
+        let read = async {
+            loop {
+                let Some(Ok(Message::Text(text))) = self.ws.next().await else {
+                    continue;
+                };
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if v["method"] == method {
+                    return v;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, read).await.expect(method)
+    }
+
     async fn goto(&mut self, url: &str) {
+        self.events.clear();
         self.call("Page.navigate", json!({"url": url})).await;
-        self.wait_until(
-            "document.readyState === 'complete' && document.getElementById('conn')",
-            10_000,
-        )
-        .await;
+        self.event("Page.loadEventFired").await;
         // The live stream is open (the script marks it).
         self.wait_until(
             "document.getElementById('conn').classList.contains('up')",

@@ -45,9 +45,9 @@ struct ExportArgs {
     #[arg(long)]
     metric: String,
     /// `-24h`, `now`, milliseconds since the epoch or RFC 3339.
-    #[arg(long, default_value = "-30d")]
+    #[arg(long, default_value = "-30d", allow_hyphen_values = true)]
     from: String,
-    #[arg(long, default_value = "now")]
+    #[arg(long, default_value = "now", allow_hyphen_values = true)]
     to: String,
     /// Merge windows into buckets of this length (`1h`); as stored without.
     #[arg(long)]

@@ -18,10 +18,11 @@ use redb::{
 };
 use serde::Serialize;
 
-/// (day since epoch, device, metric, window start ms) →
+/// (day since epoch, device, metric, window start ms).
+type WindowKey = (i64, &'static str, &'static str, i64);
 /// (window end ms, count, avg, min, max, std).
-const WINDOWS: TableDefinition<(i64, &str, &str, i64), (i64, u64, f64, f64, f64, f64)> =
-    TableDefinition::new("windows");
+type WindowValue = (i64, u64, f64, f64, f64, f64);
+const WINDOWS: TableDefinition<WindowKey, WindowValue> = TableDefinition::new("windows");
 /// (at ms, sequence) → alert transition as JSON.
 const ALERTS: TableDefinition<(i64, u64), &str> = TableDefinition::new("alerts");
 /// device → (last window end ms, metrics seen, comma separated).

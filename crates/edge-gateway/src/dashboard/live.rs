@@ -198,7 +198,7 @@ impl Live {
     /// Active alerts, newest first.
     pub fn active(&self) -> Vec<AlertRow> {
         let mut v: Vec<AlertRow> = self.lock().active.values().cloned().collect();
-        v.sort_by(|a, b| b.at.cmp(&a.at));
+        v.sort_by_key(|a| std::cmp::Reverse(a.at));
         v
     }
 }

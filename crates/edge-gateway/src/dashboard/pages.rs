@@ -121,16 +121,21 @@ fn tags_text(tags: &std::collections::BTreeMap<String, String>) -> String {
         .join(" ")
 }
 
-fn value_span(id: &str, metric: &str, v: f64) -> String {
+/// A live value; the script finds it by device and metric.
+fn value_span(id: &str, metric: &str, v: f64, label: bool) -> String {
     format!(
         r#"<span class="v" data-d="{}" data-m="{}">{} <b>{}</b> {}</span>"#,
         esc(id),
         esc(metric),
-        esc(metric),
+        if label { esc(metric) } else { String::new() },
         fmt_value(v),
         unit(metric)
     )
 }
+
+/// Sparkline buckets: 48 over 24 h keeps 500 devices under 300 KB.
+const SPARK_STEP: i64 = 1_800_000;
+const SPARK_POINTS: usize = 48;
 
 /// The overview: every device, one row each.
 pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
@@ -157,8 +162,8 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
         let name = info.map_or(id.clone(), |i| i.name);
         rows.push((id, name, tags, d));
     }
-    // One sparkline per device (its first metric), 24 hourly points: the
-    // page stays small with hundreds of devices.
+    // One sparkline per device (its first metric): the page stays small
+    // with hundreds of devices.
     let spark_keys: Vec<(String, String)> = rows
         .iter()
         .filter_map(|(id, _, _, d)| Some((id.clone(), d.latest.keys().next()?.clone())))
@@ -168,9 +173,15 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
             spark_keys
                 .into_iter()
                 .map(|(id, m)| {
-                    let pts = store
-                        .series(&id, &m, now - 86_400_000, now, 3_600_000)
+                    let day = now - 86_400_000;
+                    let mut pts = store
+                        .series(&id, &m, day, now, SPARK_STEP)
                         .unwrap_or_default();
+                    // Younger than two buckets: its few windows as stored.
+                    if pts.len() < 2 {
+                        pts = store.series(&id, &m, day, now, 0).unwrap_or_default();
+                        pts.drain(..pts.len().saturating_sub(SPARK_POINTS));
+                    }
                     (id, svg::sparkline(&pts, 96, 20))
                 })
                 .collect::<std::collections::HashMap<_, _>>()
@@ -210,7 +221,7 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
             ago = ago(now, d.last_seen),
         );
         for (m, (v, _)) in &d.latest {
-            out.push_str(&value_span(id, m, *v));
+            out.push_str(&value_span(id, m, *v, true));
         }
         let _ = write!(
             out,
@@ -327,14 +338,17 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
         let latest = d
             .latest
             .get(m)
-            .map_or(String::new(), |(v, _)| value_span(&id, m, *v));
+            .map_or(String::new(), |(v, _)| value_span(&id, m, *v, false));
+        // Data younger than the range is drawn over its own span, not
+        // squeezed against the right edge.
+        let drawn_from = pts.first().map_or(from, |p| p.start.max(from));
         let _ = write!(
             out,
             r#"<section class="metric" data-metric="{}"><h2>{} {}</h2>{}</section>"#,
             esc(m),
             esc(m),
             latest,
-            svg::chart(pts, &markers, unit(m), from, now)
+            svg::chart(pts, &markers, unit(m), drawn_from, now)
         );
     }
     out.push_str(r#"<h2>Latest readings</h2><table id="recent"><thead><tr><th>Time</th><th>Metric</th><th>Value</th></tr></thead><tbody>"#);
