@@ -115,10 +115,11 @@ async fn api_pages_and_live_events_over_a_history_that_survives_restart_and_kill
     let local = Mosquitto::start();
     let upstream = Mosquitto::start();
     let port = free_port();
+    let metrics = free_port();
     let cfg = with_dashboard(
         config("gw-dash", local.port(), upstream.port(), "1s", "0s"),
         port,
-        "",
+        &format!("[metrics]\nbind = \"127.0.0.1:{metrics}\"\n"),
     );
     let mut cloud = Subscriber::start(upstream.port(), "building/#").await;
     let mut gw = GatewayProcess::start_in(tempfile::tempdir().unwrap(), &cfg);
@@ -185,6 +186,14 @@ async fn api_pages_and_live_events_over_a_history_that_survives_restart_and_kill
         assert_eq!(get(port, p, None).await.0, 200, "{p}");
     }
     assert_eq!(get(port, "/api/series?device=x", None).await.0, 400);
+    let (_, _, text) = get(metrics, "/metrics", None).await;
+    let written: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("edge_gateway_history_bytes_written_total "))
+        .unwrap_or_else(|| panic!("no history bytes in:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(written > 0);
 
     // Stopped and started: the committed history is read back.
     gw.signal("TERM");

@@ -339,7 +339,7 @@ max = 8.0
     )
     .await;
     let cell = format!(
-        "document.querySelector('.v[data-d=\"{LIVING}\"][data-m=\"temperature\"] b').textContent === '23.4'"
+        "document.querySelector('tr[data-d=\"{LIVING}\"] .v[data-m=\"temperature\"] b').textContent === '23.4'"
     );
     page.wait_until(&cell, 2000).await;
     publish(
@@ -361,6 +361,33 @@ max = 8.0
         "the page reloaded"
     );
     page.screenshot("overview").await;
+
+    // A gateway restart: the open page's stream drops, reconnects by
+    // itself, and the next reading appears without a reload.
+    page.eval(
+        "window.__drops = 0; new MutationObserver(() => { if (!document.getElementById('conn').classList.contains('up')) window.__drops++; }).observe(document.getElementById('conn'), {attributes: true}); 1",
+    )
+    .await;
+    let _gw = gw.kill_and_restart(&cfg, &[]).await;
+    page.wait_until(
+        "window.__drops > 0 && document.getElementById('conn').classList.contains('up')",
+        15_000,
+    )
+    .await;
+    publish(
+        local.port(),
+        &format!("sensors/data/{LIVING}/temperature"),
+        "24.6",
+        1,
+        false,
+    )
+    .await;
+    page.wait_until(&cell.replace("23.4", "24.6"), 2000).await;
+    assert_eq!(
+        page.eval("window.__same_document").await,
+        json!(1),
+        "the page reloaded"
+    );
 
     // The device page: one vertex per window in history.
     let series = api(

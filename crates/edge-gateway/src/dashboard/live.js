@@ -9,9 +9,9 @@ es.onopen=function(){conn.className='conn up';conn.title='live';};
 es.onerror=function(){conn.className='conn';conn.title='reconnecting';};
 es.addEventListener('reading',function(e){
   var r=JSON.parse(e.data);count++;
-  var spans=document.querySelectorAll('.v'+sel('data-d',r.device)+sel('data-m',r.metric));
+  var spans=document.querySelectorAll(sel('data-d',r.device)+' .v'+sel('data-m',r.metric));
   var row=document.querySelector('#devices tr'+sel('data-d',r.device));
-  if(!spans.length&&row){var s=document.createElement('span');s.className='v';s.setAttribute('data-d',r.device);s.setAttribute('data-m',r.metric);s.innerHTML=r.metric+' <b></b>';row.querySelector('.vals').appendChild(s);spans=[s];}
+  if(!spans.length&&row){var s=document.createElement('i');s.className='v';s.setAttribute('data-m',r.metric);s.innerHTML=' <b></b>';s.insertBefore(document.createTextNode(r.metric),s.firstChild);row.querySelector('.vals').appendChild(s);spans=[s];}
   spans.forEach(function(s){s.querySelector('b').textContent=fmt(r.value);s.classList.add('new');setTimeout(function(){s.classList.remove('new');},800);});
   if(row){var st=row.querySelector('.st');st.className='st receiving';st.textContent='receiving';var seen=row.querySelector('.seen');seen.textContent='just now';}
   var recent=document.querySelector('#recent tbody');

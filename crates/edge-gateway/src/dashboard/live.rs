@@ -41,6 +41,20 @@ struct State {
     active: BTreeMap<(String, String), AlertRow>,
 }
 
+/// An alert transition as history keeps it.
+pub fn alert_row(a: &sinks::event::AlertEvent) -> AlertRow {
+    AlertRow {
+        device: a.device.to_string(),
+        rule: a.rule.clone(),
+        metric: a.metric.clone(),
+        kind: a.kind.clone(),
+        state: a.state.clone(),
+        value: a.value,
+        limit: a.limit,
+        at: a.at.as_millis(),
+    }
+}
+
 /// Shared between the writer task and the HTTP handlers.
 #[derive(Clone)]
 pub struct Live {
@@ -150,26 +164,8 @@ impl Live {
                 );
             }
             SinkEvent::Alert(a) => {
-                let row = AlertRow {
-                    device: a.device.to_string(),
-                    rule: a.rule.clone(),
-                    metric: a.metric.clone(),
-                    kind: a.kind.clone(),
-                    state: a.state.clone(),
-                    value: a.value,
-                    limit: a.limit,
-                    at: a.at.as_millis(),
-                };
-                {
-                    let mut s = self.lock();
-                    let key = (row.device.clone(), row.rule.clone());
-                    if row.state == "raised" {
-                        s.active.insert(key, row.clone());
-                    } else {
-                        s.active.remove(&key);
-                    }
-                }
-                self.publish("alert", serde_json::to_value(&row).unwrap_or_default());
+                let row = alert_row(a);
+                self.show_alert(&row);
                 alerts.push(row);
             }
             SinkEvent::Status(st) => {
@@ -184,6 +180,20 @@ impl Live {
                 );
             }
         }
+    }
+
+    /// Marks an alert raised or cleared and tells the open pages.
+    pub fn show_alert(&self, row: &AlertRow) {
+        {
+            let mut s = self.lock();
+            let key = (row.device.clone(), row.rule.clone());
+            if row.state == "raised" {
+                s.active.insert(key, row.clone());
+            } else {
+                s.active.remove(&key);
+            }
+        }
+        self.publish("alert", serde_json::to_value(row).unwrap_or_default());
     }
 
     /// A copy of every device's present state.

@@ -104,7 +104,7 @@ fn protocol(id: &str) -> &'static str {
     } else if id.len() == 17 && id.split(':').count() == 6 {
         "BLE"
     } else {
-        "—"
+        ""
     }
 }
 
@@ -121,11 +121,11 @@ fn tags_text(tags: &std::collections::BTreeMap<String, String>) -> String {
         .join(" ")
 }
 
-/// A live value; the script finds it by device and metric.
-fn value_span(id: &str, metric: &str, v: f64, label: bool) -> String {
+/// A live value; the script finds it by metric inside the element that
+/// carries the device (`data-d`).
+fn value_span(metric: &str, v: f64, label: bool) -> String {
     format!(
-        r#"<span class="v" data-d="{}" data-m="{}">{} <b>{}</b> {}</span>"#,
-        esc(id),
+        r#"<i class=v data-m="{}">{} <b>{}</b> {}</i>"#,
         esc(metric),
         if label { esc(metric) } else { String::new() },
         fmt_value(v),
@@ -133,9 +133,10 @@ fn value_span(id: &str, metric: &str, v: f64, label: bool) -> String {
     )
 }
 
-/// Sparkline buckets: 48 over 24 h keeps 500 devices under 300 KB.
-const SPARK_STEP: i64 = 1_800_000;
-const SPARK_POINTS: usize = 48;
+/// Sparkline buckets: 24 over 24 h, so 500 devices stay near 300 KB
+/// before compression (see benches/dashboard.rs).
+const SPARK_STEP: i64 = 3_600_000;
+const SPARK_POINTS: usize = 24;
 
 /// The overview: every device, one row each.
 pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
@@ -210,22 +211,28 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
         let st = state_of(d, now, state.window_ms);
         let _ = write!(
             out,
-            r#"<tr data-d="{eid}" class="{cls}"><td><a href="/device?id={uid}">{name}</a><small>{tags} · {proto}</small></td><td class="st {st}">{st}</td><td class="seen" data-t="{seen}">{ago}</td><td class="vals">"#,
+            r#"<tr data-d="{eid}"{cls}><td><a href="/device?id={uid}">{name}</a><small>{tags}{proto}</small><td class="st {st}">{st}<td class=seen>{ago}<td class=vals>"#,
             eid = esc(id),
-            cls = if alerts.is_empty() { "" } else { "alert" },
+            cls = if alerts.is_empty() {
+                ""
+            } else {
+                r#" class="alert""#
+            },
             uid = url_enc(id),
             name = esc(name),
             tags = esc(&tags_text(tags)),
-            proto = protocol(id),
-            seen = d.last_seen.unwrap_or(0),
+            proto = match protocol(id) {
+                "" => String::new(),
+                p => format!(" · {p}"),
+            },
             ago = ago(now, d.last_seen),
         );
         for (m, (v, _)) in &d.latest {
-            out.push_str(&value_span(id, m, *v, true));
+            out.push_str(&value_span(m, *v, true));
         }
         let _ = write!(
             out,
-            r#"</td><td>{}</td><td class="al">"#,
+            r#"<td>{}<td class=al>"#,
             sparks.get(id).map_or("", String::as_str)
         );
         for a in alerts {
@@ -235,7 +242,7 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
                 r = esc(&a.rule)
             );
         }
-        out.push_str("</td></tr>");
+        out.push_str("</tr>");
     }
     out.push_str("</tbody></table>");
     out.push_str(&foot());
@@ -308,7 +315,8 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
     let mut out = head(&name, "");
     let _ = write!(
         out,
-        r#"<h1>{}</h1><p class="muted">{} · {} · {} · last seen {}</p><p class="ranges">"#,
+        r#"<div data-d="{}"><h1>{}</h1><p class="muted">{} · {} · {} · last seen {}</p><p class="ranges">"#,
+        esc(&id),
         esc(&name),
         esc(&id),
         esc(&tags_text(&tags)),
@@ -338,7 +346,7 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
         let latest = d
             .latest
             .get(m)
-            .map_or(String::new(), |(v, _)| value_span(&id, m, *v, false));
+            .map_or(String::new(), |(v, _)| value_span(m, *v, false));
         // Data younger than the range is drawn over its own span, not
         // squeezed against the right edge.
         let drawn_from = pts.first().map_or(from, |p| p.start.max(from));
@@ -362,7 +370,7 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
             unit(m)
         );
     }
-    out.push_str("</tbody></table><h2>Rules</h2><ul>");
+    out.push_str("</tbody></table></div><h2>Rules</h2><ul>");
     for r in state.rules.iter().filter(|r| rule_applies(r, &id, &tags)) {
         let _ = write!(
             out,

@@ -82,6 +82,15 @@ pub async fn run(
     loop {
         tokio::select! {
             event = link.messages.recv() => match event {
+                // An alert is on disk before a page shows it: a crash
+                // right after cannot take back a transition a person saw.
+                // Alerts are rare; one fsync each is cheap.
+                Some(SinkEvent::Alert(a)) => {
+                    let row = super::live::alert_row(&a);
+                    batch.alerts.push(row.clone());
+                    commit(&store, &mut batch, &mut seq, &c, &throttle).await;
+                    live.show_alert(&row);
+                }
                 Some(event) => {
                     live.apply(&event, &mut batch.windows, &mut batch.alerts);
                     bound(&mut batch, &c.dropped, &throttle);
