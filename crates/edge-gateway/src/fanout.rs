@@ -93,6 +93,7 @@ impl SinkFanout {
                 value: a.value,
                 limit: a.limit,
                 at: a.at,
+                reason: a.evidence.as_ref().map(|e| e.reason.as_str().to_string()),
             }))
             .await;
         }

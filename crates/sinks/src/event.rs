@@ -63,4 +63,6 @@ pub struct AlertEvent {
     pub value: f64,
     pub limit: f64,
     pub at: Timestamp,
+    /// anomaly (raised): why the detector fired (`above_expected`, …).
+    pub reason: Option<String>,
 }

@@ -81,6 +81,9 @@ pub struct AlertRow {
     pub limit: f64,
     /// Milliseconds since the epoch.
     pub at: i64,
+    /// The anomaly model's reason for a raise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What one batch holds.
@@ -503,6 +506,7 @@ mod tests {
                 value: 3.0,
                 limit: 2.0,
                 at: DAY_MS + 5,
+                reason: None,
             }],
         };
         h.write(&batch, 0).unwrap();

@@ -24,7 +24,7 @@ es.addEventListener('alert',function(e){
     if(a.state==='raised'){if(!b){b=document.createElement('span');b.className='badge';b.setAttribute('data-rule',a.rule);b.textContent=a.rule;al.appendChild(b);}row.classList.add('alert');}
     else{if(b)b.remove();if(!al.querySelector('.badge'))row.classList.remove('alert');}}
   var act=document.querySelector('#active tbody');
-  if(act&&a.state==='raised'){var tr=document.createElement('tr');tr.className='alert';tr.innerHTML='<td></td><td></td><td></td><td></td><td></td>';tr.children[0].textContent=a.device;tr.children[1].textContent=a.rule+' ('+a.kind+')';tr.children[2].textContent=new Date(a.at).toISOString();tr.children[3].textContent=fmt(a.value);tr.children[4].textContent=fmt(a.limit);act.insertBefore(tr,act.firstChild);}
+  if(act&&a.state==='raised'){var tr=document.createElement('tr');tr.className='alert';tr.innerHTML='<td></td><td></td><td></td><td></td><td></td><td></td>';tr.children[0].textContent=a.device;tr.children[1].textContent=a.rule+' ('+a.kind+')';tr.children[2].textContent=new Date(a.at).toISOString();tr.children[3].textContent=fmt(a.value);tr.children[4].textContent=fmt(a.limit);tr.children[5].textContent=a.reason||'';act.insertBefore(tr,act.firstChild);}
 });
 es.addEventListener('status',function(e){
   var s=JSON.parse(e.data);var row=document.querySelector('#devices tr'+sel('data-d',s.device));

@@ -52,6 +52,7 @@ pub fn alert_row(a: &sinks::event::AlertEvent) -> AlertRow {
         value: a.value,
         limit: a.limit,
         at: a.at.as_millis(),
+        reason: a.reason.clone(),
     }
 }
 

@@ -390,24 +390,25 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
 /// Active alerts first, then the history of transitions.
 pub async fn alerts(state: &Arc<AppState>) -> String {
     let mut out = head("Alerts", "Alerts");
-    out.push_str(r#"<h1>Active</h1><table id="active"><thead><tr><th>Device</th><th>Rule</th><th>Raised</th><th>Value</th><th>Limit</th></tr></thead><tbody>"#);
+    out.push_str(r#"<h1>Active</h1><table id="active"><thead><tr><th>Device</th><th>Rule</th><th>Raised</th><th>Value</th><th>Limit</th><th>Reason</th></tr></thead><tbody>"#);
     for a in state.live.active() {
         let _ = write!(
             out,
-            r#"<tr class="alert"><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr class="alert"><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(&device_name(state, &a.device)),
             esc(&a.rule),
             esc(&a.kind),
             time(a.at),
             fmt_value(a.value),
-            fmt_value(a.limit)
+            fmt_value(a.limit),
+            esc(a.reason.as_deref().unwrap_or(""))
         );
     }
-    out.push_str(r#"</tbody></table><h1>History</h1><table id="history"><thead><tr><th>Time</th><th>Device</th><th>Rule</th><th>State</th><th>Value</th><th>Limit</th></tr></thead><tbody>"#);
+    out.push_str(r#"</tbody></table><h1>History</h1><table id="history"><thead><tr><th>Time</th><th>Device</th><th>Rule</th><th>State</th><th>Value</th><th>Limit</th><th>Reason</th></tr></thead><tbody>"#);
     for a in read_alerts(state, 0, i64::MAX).await {
         let _ = write!(
             out,
-            r#"<tr class="{}"><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr class="{}"><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(&a.state),
             time(a.at),
             esc(&device_name(state, &a.device)),
@@ -415,7 +416,8 @@ pub async fn alerts(state: &Arc<AppState>) -> String {
             esc(&a.kind),
             esc(&a.state),
             fmt_value(a.value),
-            fmt_value(a.limit)
+            fmt_value(a.limit),
+            esc(a.reason.as_deref().unwrap_or(""))
         );
     }
     out.push_str("</tbody></table>");
