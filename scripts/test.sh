@@ -23,6 +23,8 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # tests/fleet_cluster.rs: a three-node NATS cluster (JetStream, MQTT).
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+# The dashboard's browser test drives a real headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing test peers: ${missing[*]}"
   sudo=""

@@ -11,7 +11,8 @@ use aggregator::DeviceWindow;
 use anomaly::Alert;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::Reading;
-use sinks::event::{AlertEvent, MetricStats, SinkEvent, WindowEvent};
+use gateway_core::{DeviceState, StatusChange};
+use sinks::event::{AlertEvent, MetricStats, SinkEvent, StatusEvent, WindowEvent};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -92,9 +93,19 @@ impl SinkFanout {
                 value: a.value,
                 limit: a.limit,
                 at: a.at,
+                reason: a.evidence.as_ref().map(|e| e.reason.as_str().to_string()),
             }))
             .await;
         }
+    }
+
+    pub async fn status(&self, change: &StatusChange) {
+        self.send(SinkEvent::Status(StatusEvent {
+            device: change.device.clone(),
+            online: change.state == DeviceState::Online,
+            at: change.time,
+        }))
+        .await;
     }
 
     pub fn is_empty(&self) -> bool {

@@ -13,7 +13,7 @@ use cmd::ble;
 use cmd::decode;
 #[cfg(feature = "demo")]
 use cmd::demo;
-use cmd::{replay, run, simulate, validate};
+use cmd::{history, replay, run, simulate, validate};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,11 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Play a fleet of sensors against a running gateway (MQTT, CoAP or LoRaWAN).
     Simulate(simulate::SimulateArgs),
+    /// The dashboard's history: `history export` writes a series as CSV.
+    History(history::HistoryArgs),
+    /// Read a password on stdin and print its argon2id hash for
+    /// `[[dashboard.user]] password_hash`.
+    Passwd,
     /// Run a self-contained demo: embedded broker, simulated building, live output.
     #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
@@ -83,6 +88,8 @@ fn main() -> ExitCode {
         Command::Configfile => validate::configfile(),
         Command::Validate { config, print } => validate::main(&config, print),
         Command::Run { config } => run::main(&config),
+        Command::History(args) => history::main(&args),
+        Command::Passwd => history::passwd(),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::main(&args),
     }

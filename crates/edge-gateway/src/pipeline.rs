@@ -334,6 +334,7 @@ impl Pipeline {
             Ingress::Status(change) => {
                 c.status.inc();
                 info!(device = %change.device, state = change.state.as_str(), "Device status changed.");
+                self.sinks.status(&change).await;
                 out.send(self.renderer.device_status(&change)).await.is_ok()
                     && self.alerts_step(out, |a, o| a.on_status(&change, o)).await
             }

@@ -25,6 +25,7 @@ use tracing::{error, info};
 
 use crate::actions::{run_actions, ACTION_QUEUE};
 use crate::alerts::Alerts;
+use crate::dashboard::{self, Dashboard, DashboardSetup};
 use crate::durability::Durability;
 use crate::fanout::{flush_all, SinkFanout, SINK_QUEUE};
 use crate::messages::Renderer;
@@ -61,6 +62,8 @@ pub struct Gateway {
     /// `[[sink]]` outputs: they end once the pipeline is done and they
     /// have written (or stored) what it gave them.
     sinks: Vec<(String, JoinHandle<()>)>,
+    /// `[dashboard]`, when enabled.
+    dashboard: Option<Dashboard>,
 }
 
 /// One adapter task and what it was started from.
@@ -222,7 +225,26 @@ impl Gateway {
         let (out_tx, out_rx) = mpsc::channel(UPSTREAM_CAPACITY);
         let (urgent_tx, urgent_rx) = mpsc::channel(UPSTREAM_CAPACITY);
         let (flush_tx, flush_rx) = mpsc::channel(1);
-        let (sinks, sink_links, mut output_flushes) = start_sinks(config, &renderer, &telemetry)?;
+        let (sinks, mut sink_links, mut output_flushes) =
+            start_sinks(config, &renderer, &telemetry)?;
+        let dashboard = if config.dashboard.enabled {
+            let (d, events, flush) = dashboard::start(DashboardSetup {
+                config: &config.dashboard,
+                state_dir: &config.gateway.state_dir,
+                registry: renderer.registry.clone(),
+                rules: config.rules.clone(),
+                window_ms: ms(agg.window),
+                outputs: sink_links.iter().map(|(n, _)| n.clone()).collect(),
+                telemetry: telemetry.clone(),
+                clock: clock.clone(),
+            })
+            .context("dashboard")?;
+            sink_links.push(("dashboard".into(), events));
+            output_flushes.push(flush);
+            Some(d)
+        } else {
+            None
+        };
         // The pipeline asks once; every durable output must answer yes.
         let (pipeline_flush, pipeline_flush_rx) = mpsc::channel(1);
         output_flushes.insert(0, flush_tx);
@@ -272,12 +294,18 @@ impl Gateway {
             actions,
             upstream,
             sinks,
+            dashboard,
         };
         for a in &config.adapters {
             let running = gateway.spawn_adapter(a);
             gateway.adapters.push(running);
         }
         Ok(gateway)
+    }
+
+    /// Where the dashboard serves its pages, when it does.
+    pub fn dashboard_addr(&self) -> Option<std::net::SocketAddr> {
+        self.dashboard.as_ref().and_then(Dashboard::addr)
     }
 
     fn spawn_adapter(&self, config: &AdapterConfig) -> RunningAdapter {
@@ -340,6 +368,7 @@ impl Gateway {
             ("rule", old.rules != new.rules),
             ("lorawan", old.sections != new.sections),
             ("sink", old.sinks != new.sinks),
+            ("dashboard", old.dashboard != new.dashboard),
         ] {
             if changed {
                 summary.need_restart.push(section);
@@ -413,6 +442,9 @@ impl Gateway {
             if let Err(e) = task.await {
                 error!(output = %name, error = %e, "Sink task failed.");
             }
+        }
+        if let Some(d) = self.dashboard {
+            d.stop().await;
         }
         upstream?
     }

@@ -101,6 +101,7 @@ pub fn notes(config: &GatewayConfig, layers: &Layers) -> Vec<String> {
 pub fn template() -> String {
     let mut out = template::core_sections();
     out.push_str(&gateway_core::config::metrics::template());
+    out.push_str(&gateway_core::config::dashboard::template());
     out.push_str(&adapters::template());
     out.push_str(&sinks::template());
     out.push_str(&template::device_section());

@@ -58,6 +58,19 @@ async fn wait_for_line(
     }
 }
 
+/// One GET of the demo's dashboard: the whole response.
+async fn get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 fn interrupt(child: &Child) {
     let pid = child.id().expect("demo is running");
     let ok = std::process::Command::new("kill")
@@ -82,10 +95,28 @@ async fn the_demo_shows_aggregates_and_stops_cleanly_on_ctrl_c() {
         |l| l.contains("mosquitto_sub -h 127.0.0.1 -p "),
     )
     .await;
+    // The dashboard's URL is among the first lines, and it answers with
+    // the building's devices once the gateway is up.
+    let url_line = seen
+        .iter()
+        .find(|l| l.trim_start().starts_with("dashboard  http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no dashboard URL in the banner:\n{}", seen.join("\n")))
+        .clone();
+    let port: u16 = url_line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
     wait_for_line(&mut lines, &mut seen, deadline, "device status", |l| {
         l.ends_with("Fridge 2 is online")
     })
     .await;
+    let page = get(port, "/").await;
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("Fridge 2"),
+        "{page}"
+    );
     // A full aggregate line: the device's registered name, a metric, and
     // its statistics with a unit.
     wait_for_line(

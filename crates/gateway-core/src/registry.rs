@@ -51,6 +51,11 @@ impl DeviceRegistry {
         self.get(id).map_or(id.as_str(), |d| d.name.as_str())
     }
 
+    /// Every registered id, as configured.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.exact.keys().map(String::as_str)
+    }
+
     pub fn len(&self) -> usize {
         self.exact.len()
     }

@@ -14,6 +14,17 @@ pub enum SinkEvent {
     Window(WindowEvent),
     /// An alert raised or cleared.
     Alert(AlertEvent),
+    /// A device announced itself online or offline (MQTT birth and Last
+    /// Will): the dashboard's device state; outputs may ignore it.
+    Status(StatusEvent),
+}
+
+/// A device's announced connectivity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusEvent {
+    pub device: DeviceId,
+    pub online: bool,
+    pub at: Timestamp,
 }
 
 /// One device's statistics over one window.
@@ -52,4 +63,6 @@ pub struct AlertEvent {
     pub value: f64,
     pub limit: f64,
     pub at: Timestamp,
+    /// anomaly (raised): why the detector fired (`above_expected`, …).
+    pub reason: Option<String>,
 }

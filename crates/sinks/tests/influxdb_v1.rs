@@ -254,6 +254,7 @@ async fn a_refused_point_is_dead_lettered_and_counted_and_the_rest_goes_on() {
             value: 31.0,
             limit: 30.0,
             at: Timestamp::from_millis(base + i).unwrap(),
+            reason: None,
         })
     };
     sink.events.send(alert(1, "refused")).await.unwrap();

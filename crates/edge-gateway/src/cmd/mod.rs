@@ -6,6 +6,7 @@
 //!   or a BLE advertisement (with `ble`, in `decode_ble`);
 //! - [`ble`]: `ble record`, advertisements from the radio as a capture
 //!   (with `ble`);
+//! - [`history`]: `history export` and `passwd` (the dashboard's);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
 //! - [`demo`]: the embedded broker and simulated building of the library's
@@ -19,6 +20,7 @@ pub mod decode;
 mod decode_ble;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod history;
 pub mod replay;
 pub mod run;
 pub mod simulate;

@@ -126,7 +126,7 @@ impl DemoHandle {
 pub async fn start(window: &str) -> anyhow::Result<DemoHandle> {
     let broker = EmbeddedBroker::start().await?;
     let port = broker.port();
-    let cfg = settings::parse(&config_text(port, window))
+    let cfg = settings::parse(&config_text(port, window, dashboard_port()))
         .with_context(|| format!("demo config with --window {window:?}"))?;
     // Ignored: a closed stdout is noticed by the printer and stops the demo.
     let _ = print_banner(port, &cfg);
@@ -152,8 +152,20 @@ fn demo_state_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("edge-gateway-demo-{}", std::process::id()))
 }
 
-/// The demo's `gateway.toml`: one broker on `port` on both sides.
-pub fn config_text(port: u16, window: &str) -> String {
+/// The dashboard's usual port when it is free, else any free one: a
+/// second demo still shows its pages.
+fn dashboard_port() -> u16 {
+    let free = |p: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", p))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+    };
+    free(8088).or_else(|_| free(0)).unwrap_or(8088)
+}
+
+/// The demo's `gateway.toml`: one broker on `port` on both sides, the
+/// dashboard on `dashboard_port`.
+pub fn config_text(port: u16, window: &str, dashboard_port: u16) -> String {
     // As a TOML string literal, so any argument parses and is then checked
     // like a config value (with a message naming the key).
     let window = toml::Value::String(window.to_string());
@@ -174,6 +186,11 @@ window = {window}
 grace = "{GRACE}"
 # The demo keeps nothing across runs: show the open windows at Ctrl-C.
 checkpoint_interval = "0s"
+
+[dashboard]
+enabled = true
+bind = "127.0.0.1:{dashboard_port}"
+write_interval = "2s"
 
 [[adapter]]
 type = "mqtt"
@@ -239,6 +256,7 @@ fn print_banner(port: u16, cfg: &GatewayConfig) -> bool {
   broker     mqtt://127.0.0.1:{port} (in memory; stands in for both the local and the cloud broker)
   sensors    {names}: a reading per sensor per second
              (Fridge 2's compressor has failed: watch its temperature climb)
+  dashboard  http://{dashboard}/ (open it in a browser)
   gateway    {GATEWAY_ID}: {window} windows (+{grace} grace), forwarded to {prefix}/#
   first      aggregates in about {first} s (windows are aligned to the clock)
   raw data   mosquitto_sub -h 127.0.0.1 -p {port} -t 'building/#' -v
@@ -246,6 +264,7 @@ Times are UTC. Ctrl-C to stop.
 
 ",
         names = names.join(", "),
+        dashboard = cfg.dashboard.bind,
         window = humanize(window),
         grace = humanize(grace),
         prefix = cfg.topic_prefix(),
@@ -357,7 +376,7 @@ mod tests {
 
     #[test]
     fn the_demo_config_parses_with_every_device_named() {
-        let cfg = settings::parse(&config_text(1883, "10s")).unwrap();
+        let cfg = settings::parse(&config_text(1883, "10s", 8088)).unwrap();
         assert_eq!(cfg.aggregation.window, Duration::from_secs(10));
         assert_eq!(cfg.topic_prefix(), "building/demo");
         assert_eq!(cfg.devices.len(), simulator::DEVICES.len());
@@ -371,9 +390,9 @@ mod tests {
 
     #[test]
     fn a_bad_window_is_reported_by_its_key() {
-        let e = settings::parse(&config_text(1883, "0s")).unwrap_err();
+        let e = settings::parse(&config_text(1883, "0s", 8088)).unwrap_err();
         assert!(format!("{e:#}").contains("aggregation.window"), "{e:#}");
-        let e = settings::parse(&config_text(1883, "ten \"seconds\"")).unwrap_err();
+        let e = settings::parse(&config_text(1883, "ten \"seconds\"", 8088)).unwrap_err();
         assert!(format!("{e:#}").contains("aggregation.window"), "{e:#}");
     }
 

@@ -408,10 +408,14 @@ fn env_value(raw: &str, current: Option<&toml::Value>) -> toml::Value {
 ///
 /// The LoRaWAN session keys (`nwk_s_key`, `app_s_key`) are the only
 /// literal secrets today; the word list covers the obvious names of any to
-/// come (an InfluxDB `token`, a broker `password`, a DTLS `psk`).
+/// come (an InfluxDB `token`, a broker `password`, a DTLS `psk`). A
+/// dashboard user's `password_hash` can be attacked offline: redacted too.
 pub fn is_secret_key(key: &str) -> bool {
     key.ends_with("_s_key")
-        || matches!(key, "app_key" | "nwk_key" | "key" | "key_hex")
+        || matches!(
+            key,
+            "app_key" | "nwk_key" | "key" | "key_hex" | "password_hash"
+        )
         || ["password", "token", "secret", "psk"]
             .iter()
             .any(|word| key == *word || key.ends_with(&format!("_{word}")))

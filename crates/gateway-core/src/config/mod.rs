@@ -11,6 +11,7 @@
 //! table and names the drop-in or variable of each problem.
 
 pub mod broker;
+pub mod dashboard;
 pub mod layers;
 pub mod load;
 pub mod metrics;
@@ -24,6 +25,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use broker::{BrokerSection, BROKER_KEYS};
+pub use dashboard::{DashboardConfig, DashboardUser};
 pub use layers::{Layers, Origin};
 pub use load::{Problem, Problems};
 pub use metrics::MetricsConfig;
@@ -107,6 +109,8 @@ pub struct Config<A: AdapterSpec, S: SinkSpec = NoSinks> {
     pub log: LogConfig,
     pub outbox: OutboxConfig,
     pub metrics: MetricsConfig,
+    /// `[dashboard]`: local pages and on-device history.
+    pub dashboard: DashboardConfig,
     pub adapters: Vec<A>,
     /// `[[sink]]`: outputs beside the MQTT upstream.
     pub sinks: Vec<S>,
@@ -123,6 +127,7 @@ const SECTIONS: &[&str] = &[
     "outbox",
     "log",
     "metrics",
+    "dashboard",
     "adapter",
     "sink",
     "device",
@@ -193,6 +198,11 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
         let log = load::section::<LogConfig>(table("log"), "log", &mut problems);
         let outbox = load::section::<OutboxConfig>(table("outbox"), "outbox", &mut problems);
         let metrics = load::section::<MetricsConfig>(table("metrics"), "metrics", &mut problems);
+        let dashboard =
+            load::section::<DashboardConfig>(table("dashboard"), "dashboard", &mut problems);
+        if let Some(d) = &dashboard {
+            d.validate(&mut problems);
+        }
         if let Some(o) = &outbox {
             o.validate(&mut problems);
         }
@@ -255,7 +265,15 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
             &mut problems,
         );
 
-        match (gateway, upstream, aggregation, log, outbox, metrics) {
+        match (
+            gateway,
+            upstream,
+            aggregation,
+            log,
+            outbox,
+            metrics,
+            dashboard,
+        ) {
             (
                 Some(gateway),
                 Some(upstream),
@@ -263,6 +281,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 Some(log),
                 Some(outbox),
                 Some(metrics),
+                Some(dashboard),
             ) if problems.is_empty() => Ok(Self {
                 gateway,
                 upstream,
@@ -270,6 +289,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 log,
                 outbox,
                 metrics,
+                dashboard,
                 adapters: adapters.into_iter().map(|(_, a)| a).collect(),
                 sinks: sinks.into_iter().map(|(_, s)| s).collect(),
                 devices: devices.into_iter().map(|(_, d)| d).collect(),

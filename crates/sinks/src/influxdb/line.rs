@@ -179,6 +179,8 @@ impl Encoder {
             SinkEvent::Readings(r) => self.readings(r, out),
             SinkEvent::Window(w) => self.window(w, out),
             SinkEvent::Alert(a) => self.alert(a, out),
+            // Device status is the upstream's and the dashboard's.
+            SinkEvent::Status(_) => {}
         }
     }
 

@@ -103,6 +103,7 @@ fn alerts_carry_their_transition_as_tags_and_an_escaped_text() {
         value: 31.5,
         limit: 30.0,
         at: Timestamp::from_millis(5).unwrap(),
+        reason: None,
     };
     assert_eq!(
         lines(&e, &SinkEvent::Alert(a)),

@@ -1,0 +1,34 @@
+(function(){
+var conn=document.getElementById('conn');
+function sel(a,v){return '['+a+'="'+(window.CSS&&CSS.escape?CSS.escape(v):v)+'"]';}
+function fmt(v){return Math.abs(v)>=100?v.toFixed(0):v.toFixed(1);}
+var count=0,rate=document.getElementById('rate');
+if(rate){setInterval(function(){rate.textContent=(count/5).toFixed(1);count=0;},5000);}
+var es=new EventSource('/events');
+es.onopen=function(){conn.className='conn up';conn.title='live';};
+es.onerror=function(){conn.className='conn';conn.title='reconnecting';};
+es.addEventListener('reading',function(e){
+  var r=JSON.parse(e.data);count++;
+  var spans=document.querySelectorAll(sel('data-d',r.device)+' .v'+sel('data-m',r.metric));
+  var row=document.querySelector('#devices tr'+sel('data-d',r.device));
+  if(!spans.length&&row){var s=document.createElement('i');s.className='v';s.setAttribute('data-m',r.metric);s.innerHTML=' <b></b>';s.insertBefore(document.createTextNode(r.metric),s.firstChild);row.querySelector('.vals').appendChild(s);spans=[s];}
+  spans.forEach(function(s){s.querySelector('b').textContent=fmt(r.value);s.classList.add('new');setTimeout(function(){s.classList.remove('new');},800);});
+  if(row){var st=row.querySelector('.st');st.className='st receiving';st.textContent='receiving';var seen=row.querySelector('.seen');seen.textContent='just now';}
+  var recent=document.querySelector('#recent tbody');
+  if(recent&&document.querySelector('.metric')&&location.search.indexOf(encodeURIComponent(r.device))>=0){var tr=document.createElement('tr');tr.innerHTML='<td>'+new Date(r.at).toISOString().replace('T',' ').slice(0,19)+'</td><td></td><td></td>';tr.children[1].textContent=r.metric;tr.children[2].textContent=fmt(r.value);recent.insertBefore(tr,recent.firstChild);}
+});
+es.addEventListener('alert',function(e){
+  var a=JSON.parse(e.data);
+  var row=document.querySelector('#devices tr'+sel('data-d',a.device));
+  if(row){var al=row.querySelector('.al');var b=al.querySelector('.badge'+sel('data-rule',a.rule));
+    if(a.state==='raised'){if(!b){b=document.createElement('span');b.className='badge';b.setAttribute('data-rule',a.rule);b.textContent=a.rule;al.appendChild(b);}row.classList.add('alert');}
+    else{if(b)b.remove();if(!al.querySelector('.badge'))row.classList.remove('alert');}}
+  var act=document.querySelector('#active tbody');
+  if(act&&a.state==='raised'){var tr=document.createElement('tr');tr.className='alert';tr.innerHTML='<td></td><td></td><td></td><td></td><td></td><td></td>';tr.children[0].textContent=a.device;tr.children[1].textContent=a.rule+' ('+a.kind+')';tr.children[2].textContent=new Date(a.at).toISOString();tr.children[3].textContent=fmt(a.value);tr.children[4].textContent=fmt(a.limit);tr.children[5].textContent=a.reason||'';act.insertBefore(tr,act.firstChild);}
+});
+es.addEventListener('status',function(e){
+  var s=JSON.parse(e.data);var row=document.querySelector('#devices tr'+sel('data-d',s.device));
+  if(row){var st=row.querySelector('.st');st.className='st '+(s.online?'receiving':'offline');st.textContent=s.online?'receiving':'offline';}
+});
+es.addEventListener('window',function(e){document.body.setAttribute('data-windows',String(1+Number(document.body.getAttribute('data-windows')||0)));});
+})();

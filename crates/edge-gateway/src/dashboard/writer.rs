@@ -1,0 +1,196 @@
+//! The dashboard's output task: pipeline events in, live state and
+//! `/events` updated at once, history written in batches.
+//!
+//! It is one of the outputs the pipeline's checkpoint asks (see
+//! `fanout::flush_all`): it answers a flush only after committing what it
+//! was handed, so every window the checkpoint no longer holds is in
+//! history, and a `kill -9` before that leaves the window in the checkpoint
+//! to be closed and written again (an overwrite) after the restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_core::telemetry::{Counter, LogThrottle};
+use gateway_core::{Clock, Telemetry};
+use sinks::event::SinkEvent;
+use sinks::OutputLink;
+use tracing::warn;
+
+use super::history::{Batch, History};
+use super::live::Live;
+
+/// Payload bytes (keys and values) committed to the history file.
+pub const HISTORY_BYTES_WRITTEN: &str = "edge_gateway_history_bytes_written_total";
+/// Durable commits of the history file (each one fsync).
+pub const HISTORY_COMMITS: &str = "edge_gateway_history_commits_total";
+/// Windows (per metric) written to history.
+pub const HISTORY_WINDOWS: &str = "edge_gateway_history_windows_written_total";
+/// Windows deleted by `retention` or `max_bytes`.
+pub const HISTORY_PRUNED: &str = "edge_gateway_history_pruned_windows_total";
+/// History writes that failed, labelled `error_type`.
+pub const HISTORY_ERRORS: &str = "edge_gateway_history_errors_total";
+/// Rows waiting in memory while the disk refuses; beyond this the oldest
+/// are dropped (and counted) rather than growing without bound.
+const MAX_PENDING_ROWS: usize = 200_000;
+/// How often retention and `max_bytes` are enforced.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The writer's settings.
+pub struct WriterSettings {
+    pub write_interval: Duration,
+    pub retention: Duration,
+    pub max_bytes: u64,
+}
+
+struct Counters {
+    bytes: Counter,
+    commits: Counter,
+    windows: Counter,
+    pruned: Counter,
+    write_errors: Counter,
+    dropped: Counter,
+}
+
+/// Runs until the link's messages close, then commits what is left.
+pub async fn run(
+    store: Option<Arc<History>>,
+    live: Live,
+    mut link: OutputLink<SinkEvent>,
+    settings: WriterSettings,
+    clock: Arc<dyn Clock>,
+    telemetry: Telemetry,
+) {
+    let c = Counters {
+        bytes: telemetry.counter(HISTORY_BYTES_WRITTEN, &[]),
+        commits: telemetry.counter(HISTORY_COMMITS, &[]),
+        windows: telemetry.counter(HISTORY_WINDOWS, &[]),
+        pruned: telemetry.counter(HISTORY_PRUNED, &[]),
+        write_errors: telemetry.counter(HISTORY_ERRORS, &[("error_type", "write")]),
+        dropped: telemetry.counter(HISTORY_ERRORS, &[("error_type", "dropped_full")]),
+    };
+    let throttle = LogThrottle::default();
+    let mut seq = match &store {
+        Some(s) => s.next_alert_seq().unwrap_or(0),
+        None => 0,
+    };
+    let mut batch = Batch::default();
+    let mut tick = tokio::time::interval(settings.write_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flush = link.flush.take();
+    loop {
+        tokio::select! {
+            event = link.messages.recv() => match event {
+                // An alert is on disk before a page shows it: a crash
+                // right after cannot take back a transition a person saw.
+                // Alerts are rare; one fsync each is cheap.
+                Some(SinkEvent::Alert(a)) => {
+                    let row = super::live::alert_row(&a);
+                    batch.alerts.push(row.clone());
+                    commit(&store, &mut batch, &mut seq, &c, &throttle).await;
+                    live.show_alert(&row);
+                }
+                Some(event) => {
+                    live.apply(&event, &mut batch.windows, &mut batch.alerts);
+                    bound(&mut batch, &c.dropped, &throttle);
+                }
+                None => break,
+            },
+            request = async { flush.as_mut()?.recv().await }, if flush.is_some() => match request {
+                Some(reply) => {
+                    // Everything handed before the request is in `batch`:
+                    // the pipeline queued it on this channel first.
+                    while let Ok(event) = link.messages.try_recv() {
+                        live.apply(&event, &mut batch.windows, &mut batch.alerts);
+                    }
+                    let ok = commit(&store, &mut batch, &mut seq, &c, &throttle).await;
+                    let _ = reply.send(ok);
+                }
+                None => flush = None,
+            },
+            _ = tick.tick() => {
+                commit(&store, &mut batch, &mut seq, &c, &throttle).await;
+            }
+            _ = prune.tick() => {
+                if let Some(s) = store.clone() {
+                    let cutoff = clock.now().as_millis()
+                        - i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX / 2);
+                    let max = settings.max_bytes;
+                    match tokio::task::spawn_blocking(move || s.prune(cutoff, max)).await {
+                        Ok(Ok(n)) => c.pruned.add(n),
+                        Ok(Err(e)) => warn!(error = %e, "Cannot prune the dashboard history."),
+                        Err(e) => warn!(error = %e, "History prune task failed."),
+                    }
+                }
+            }
+        }
+    }
+    commit(&store, &mut batch, &mut seq, &c, &throttle).await;
+}
+
+/// Keeps the pending rows bounded while the disk refuses them.
+fn bound(batch: &mut Batch, dropped: &Counter, throttle: &LogThrottle) {
+    let over = batch.windows.len().saturating_sub(MAX_PENDING_ROWS);
+    if over > 0 {
+        batch.windows.drain(..over);
+        dropped.add(over as u64);
+        if let Some(suppressed) = throttle.allow("full") {
+            warn!(
+                dropped = over,
+                suppressed, "History cannot be written; dropping its oldest pending windows."
+            );
+        }
+    }
+}
+
+/// Commits the batch; `true` when it is durable (or there is no store to
+/// make durable: a missing history must not hold back the checkpoint).
+async fn commit(
+    store: &Option<Arc<History>>,
+    batch: &mut Batch,
+    seq: &mut u64,
+    c: &Counters,
+    throttle: &LogThrottle,
+) -> bool {
+    let Some(store) = store.clone() else {
+        *batch = Batch::default();
+        return true;
+    };
+    if batch.is_empty() {
+        return true;
+    }
+    let taken = std::mem::take(batch);
+    let first = *seq;
+    let result = tokio::task::spawn_blocking(move || {
+        let r = store.write(&taken, first);
+        (r, taken)
+    })
+    .await;
+    match result {
+        Ok((Ok(()), taken)) => {
+            *seq += taken.alerts.len() as u64;
+            c.commits.inc();
+            c.bytes.add(taken.payload_bytes());
+            c.windows.add(taken.windows.len() as u64);
+            true
+        }
+        Ok((Err(e), taken)) => {
+            c.write_errors.inc();
+            if let Some(suppressed) = throttle.allow("write") {
+                warn!(error = %e, suppressed, "Cannot write the dashboard history; keeping the batch for the next try.");
+            }
+            // Put them back in front of whatever arrived meanwhile.
+            let mut back = taken;
+            back.windows.append(&mut batch.windows);
+            back.alerts.append(&mut batch.alerts);
+            *batch = back;
+            false
+        }
+        Err(e) => {
+            c.write_errors.inc();
+            warn!(error = %e, "History write task failed.");
+            false
+        }
+    }
+}
