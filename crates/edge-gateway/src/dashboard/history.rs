@@ -1,9 +1,11 @@
 //! The on-device history: closed window aggregates and alert transitions in
 //! one redb file (`{state_dir}/history.redb`).
 //!
-//! Windows are keyed by (UTC day, device, metric, window start): a series
-//! over a range is one B-tree range per day, and retention or `max_bytes`
-//! drops whole days from the front without scanning the rest. Writing the
+//! Windows are keyed by (UTC hour, device, metric, window start): a series
+//! over a range is one B-tree range per hour, and retention or `max_bytes`
+//! drops whole hours from the front without scanning the rest. (Days were
+//! too coarse: a store that outgrew `max_bytes` on its first day lost all
+//! of it at once.) Writing the
 //! same window again (a restart that replays the journal re-emits windows
 //! the last checkpoint still held) overwrites it: history is idempotent.
 //!
@@ -18,7 +20,7 @@ use redb::{
 };
 use serde::Serialize;
 
-/// (day since epoch, device, metric, window start ms).
+/// (hour since epoch, device, metric, window start ms).
 type WindowKey = (i64, &'static str, &'static str, i64);
 /// (window end ms, count, avg, min, max, std).
 type WindowValue = (i64, u64, f64, f64, f64, f64);
@@ -28,7 +30,11 @@ const ALERTS: TableDefinition<(i64, u64), &str> = TableDefinition::new("alerts")
 /// device → (last window end ms, metrics seen, comma separated).
 const DEVICES: TableDefinition<&str, (i64, &str)> = TableDefinition::new("devices");
 
-const DAY_MS: i64 = 86_400_000;
+/// The unit of the windows' key, and of what pruning drops.
+const BUCKET_MS: i64 = 3_600_000;
+/// Pruning for `max_bytes` brings the store down to this share of it, so
+/// that it is not over the limit again an hour later.
+const PRUNE_TO: f64 = 0.9;
 /// Most points a series answer holds: `step` grows to stay under it, so a
 /// `from=1970` request cannot load 30 days of every window into memory.
 pub const MAX_POINTS: usize = 2000;
@@ -195,7 +201,7 @@ impl History {
                 windows
                     .insert(
                         (
-                            a.start.div_euclid(DAY_MS),
+                            a.start.div_euclid(BUCKET_MS),
                             w.device.as_str(),
                             w.metric.as_str(),
                             a.start,
@@ -263,9 +269,12 @@ impl History {
         Ok(last.map(|(k, _)| k.value().1 + 1).unwrap_or(0))
     }
 
-    /// Deletes days that end before `cutoff_ms`, then the oldest days while
-    /// the file is over `max_bytes` (redb reuses the freed pages, so the file
-    /// stops growing rather than shrinks). Returns the windows deleted.
+    /// Deletes hours that end before `cutoff_ms`, then, while the store
+    /// uses more than `max_bytes`, the oldest hours in proportion to the
+    /// excess (down to [`PRUNE_TO`] of it). Space is measured as the pages
+    /// in use, not the file's length: redb reuses freed pages, so the file
+    /// stops growing rather than shrinks, and its length would keep
+    /// pruning forever. Returns the windows deleted.
     ///
     /// # Errors
     /// An I/O error.
@@ -273,19 +282,27 @@ impl History {
         let Self::Writable(db, path) = self else {
             return Ok(0);
         };
-        let cutoff_day = cutoff_ms.div_euclid(DAY_MS);
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let cutoff = cutoff_ms.div_euclid(BUCKET_MS);
         let tx = db.begin_write().map_err(|e| err(path, e))?;
+        let used = used_bytes(&tx).map_err(|e| err(path, e))?;
         let deleted = {
             let mut windows = tx.open_table(WINDOWS).map_err(|e| err(path, e))?;
-            let first_day = windows
+            let first = windows
                 .first()
                 .map_err(|e| err(path, e))?
                 .map(|(k, _)| k.value().0);
-            // Over the limit: the oldest stored day goes too, one per prune.
-            let drop_below = match first_day {
-                Some(d) if size > max_bytes => cutoff_day.max(d + 1),
-                _ => cutoff_day,
+            let last = windows
+                .last()
+                .map_err(|e| err(path, e))?
+                .map(|(k, _)| k.value().0);
+            let drop_below = match (first, last) {
+                (Some(first), Some(last)) if used > max_bytes => {
+                    let hours = (last - first + 1) as f64;
+                    let share = 1.0 - PRUNE_TO * max_bytes as f64 / used as f64;
+                    let drop = ((hours * share).ceil() as i64).max(1);
+                    cutoff.max(first + drop)
+                }
+                _ => cutoff,
             };
             let before = windows.len().map_err(|e| err(path, e))?;
             windows
@@ -297,7 +314,10 @@ impl History {
             let deleted = before.saturating_sub(windows.len().map_err(|e| err(path, e))?);
             let mut alerts = tx.open_table(ALERTS).map_err(|e| err(path, e))?;
             alerts
-                .retain_in((i64::MIN, 0)..(drop_below * DAY_MS, 0), |_, _| false)
+                .retain_in(
+                    (i64::MIN, 0)..(drop_below.saturating_mul(BUCKET_MS), 0),
+                    |_, _| false,
+                )
                 .map_err(|e| err(path, e))?;
             deleted
         };
@@ -348,11 +368,11 @@ impl History {
         let min_step = span / MAX_POINTS as i64 + 1;
         let step = if step > 0 { step.max(min_step) } else { 0 };
         let mut out: std::collections::VecDeque<Aggregate> = Default::default();
-        let mut day = from.div_euclid(DAY_MS);
-        let last_day = to.div_euclid(DAY_MS);
-        while day <= last_day {
+        let mut bucket = from.div_euclid(BUCKET_MS);
+        let last_bucket = to.div_euclid(BUCKET_MS);
+        while bucket <= last_bucket {
             let range = t
-                .range((day, device, metric, from)..(day, device, metric, to))
+                .range((bucket, device, metric, from)..(bucket, device, metric, to))
                 .map_err(|e| err(self.path(), e))?;
             for row in range {
                 let (k, v) = row.map_err(|e| err(self.path(), e))?;
@@ -374,17 +394,17 @@ impl History {
                     out.push_back(a);
                     continue;
                 }
-                let bucket = from + (start - from).div_euclid(step) * step;
+                let slot = from + (start - from).div_euclid(step) * step;
                 match out.back_mut() {
-                    Some(b) if b.start == bucket => merge(b, &a),
+                    Some(b) if b.start == slot => merge(b, &a),
                     _ => out.push_back(Aggregate {
-                        start: bucket,
-                        end: bucket + step,
+                        start: slot,
+                        end: slot + step,
                         ..a
                     }),
                 }
             }
-            day += 1;
+            bucket += 1;
         }
         Ok(out.into())
     }
@@ -417,6 +437,12 @@ impl History {
 
 /// Folds `a` into bucket `b`: count-weighted mean, outer min and max; the
 /// spread is the larger of the two (a bound, not a pooled deviation).
+/// The bytes of the pages the store's trees occupy.
+fn used_bytes(tx: &redb::WriteTransaction) -> Result<u64, redb::StorageError> {
+    tx.stats()
+        .map(|s| s.allocated_pages().saturating_mul(s.page_size() as u64))
+}
+
 fn merge(b: &mut Aggregate, a: &Aggregate) {
     let n = b.count + a.count;
     if n > 0 {
@@ -430,6 +456,8 @@ fn merge(b: &mut Aggregate, a: &Aggregate) {
 
 #[cfg(test)]
 mod tests {
+    const DAY_MS: i64 = 86_400_000;
+
     use super::*;
 
     fn w(device: &str, metric: &str, start: i64, avg: f64) -> WindowRow {
@@ -514,5 +542,60 @@ mod tests {
         assert_eq!(h.prune(2 * DAY_MS, u64::MAX).unwrap(), 1);
         assert_eq!(h.series("d", "t", 0, 4 * DAY_MS, 0).unwrap().len(), 1);
         assert!(h.alerts(0, 4 * DAY_MS).unwrap().is_empty());
+    }
+
+    fn used(h: &History) -> u64 {
+        let History::Writable(db, _) = h else {
+            panic!("writable")
+        };
+        let tx = db.begin_write().unwrap();
+        let n = used_bytes(&tx).unwrap();
+        tx.abort().unwrap();
+        n
+    }
+
+    #[test]
+    fn over_max_bytes_the_oldest_hours_go_in_proportion_not_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("h.redb")).unwrap();
+        let t0 = 10 * DAY_MS;
+        // 48 hours of 1-minute windows for 10 devices.
+        for hour in 0..48 {
+            let mut windows = Vec::new();
+            for device in 0..10 {
+                for minute in 0..60 {
+                    let start = t0 + hour * BUCKET_MS + minute * 60_000;
+                    windows.push(w(&format!("d{device}"), "t", start, 1.0));
+                }
+            }
+            h.write(
+                &Batch {
+                    windows,
+                    alerts: vec![],
+                },
+                0,
+            )
+            .unwrap();
+        }
+        let full = used(&h);
+        let deleted = h.prune(i64::MIN, full / 2).unwrap();
+        let all = 48 * 10 * 60;
+        assert!(deleted > 0 && deleted < all, "deleted {deleted} of {all}");
+        let left = h.series("d0", "t", t0, t0 + 2 * DAY_MS, 0).unwrap();
+        assert_eq!(
+            left.len() as u64 * 10,
+            all - deleted,
+            "whole hours, every device"
+        );
+        assert!(left[0].start > t0, "the oldest hours went first");
+        assert_eq!(
+            left.last().unwrap().start,
+            t0 + 48 * BUCKET_MS - 60_000,
+            "the newest stayed"
+        );
+        // The file keeps its length (redb reuses freed pages): what is in
+        // use, now under the limit, is what counts.
+        assert!(used(&h) < full);
+        assert_eq!(h.prune(i64::MIN, full / 2).unwrap(), 0);
     }
 }

@@ -24,7 +24,7 @@ pub struct DashboardConfig {
     /// Windows and alerts older than this are deleted.
     #[serde(with = "duration")]
     pub retention: Duration,
-    /// Disk the history may use; the oldest days go first when it is full.
+    /// Disk the history may use; the oldest hours go first when it is full.
     #[serde(deserialize_with = "byte_size::deserialize")]
     pub max_bytes: u64,
     /// Longest time a closed window or an alert waits in memory before it
