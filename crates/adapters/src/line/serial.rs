@@ -22,7 +22,7 @@ use tokio::io::AsyncReadExt;
 use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
 use tracing::{info, warn};
 
-use super::decode::Outcome;
+use super::decode::{DeviceCache, Outcome};
 use super::framer::{Frame, Framer};
 use super::serial_config::{Parity, SerialLineConfig};
 
@@ -139,6 +139,7 @@ async fn read_port(
     let throttle = LogThrottle::default();
     let origin = config.path.display();
     let mut buf = vec![0u8; READ_BUFFER];
+    let mut devices = DeviceCache::default();
     loop {
         let n = tokio::select! {
             _ = ctx.shutdown.cancelled() => return Ok(Stopped::Shutdown),
@@ -166,6 +167,7 @@ async fn read_port(
                 Frame::Line(line) => config.decoder.judge(
                     line,
                     config.device.as_ref(),
+                    &mut devices,
                     now,
                     &stats,
                     &throttle,
