@@ -271,25 +271,8 @@ impl Writer {
                         self.settle(flight, settled, &mut plan, &mut backoff);
                     }
                 }
-                event = rx.recv(), if rx_open => match event {
-                    Some(e) => {
-                        let mut events = vec![e];
-                        while events.len() < STORE_BATCH {
-                            match rx.try_recv() {
-                                Ok(more) => events.push(more),
-                                Err(_) => break,
-                            }
-                        }
-                        if let Some(hold) = hold_store {
-                            tokio::time::sleep(hold).await;
-                        }
-                        self.unsent += self.store(&events, &mut plan);
-                    }
-                    None => {
-                        rx_open = false;
-                        drain_deadline = Instant::now() + DRAIN_TIMEOUT;
-                    }
-                },
+                // Before the events: while they keep coming, a due batch
+                // would otherwise wait for the channel to run dry.
                 _ = sleep_until(next), if room => {
                     if self.create_pending {
                         let mut client = self.client();
@@ -325,6 +308,25 @@ impl Writer {
                         }
                     }
                 }
+                event = rx.recv(), if rx_open => match event {
+                    Some(e) => {
+                        let mut events = vec![e];
+                        while events.len() < STORE_BATCH {
+                            match rx.try_recv() {
+                                Ok(more) => events.push(more),
+                                Err(_) => break,
+                            }
+                        }
+                        if let Some(hold) = hold_store {
+                            tokio::time::sleep(hold).await;
+                        }
+                        self.unsent += self.store(&events, &mut plan);
+                    }
+                    None => {
+                        rx_open = false;
+                        drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+                    }
+                },
                 _ = housekeeping.tick() => {
                     ticks += 1;
                     self.spool.housekeeping(ticks);
