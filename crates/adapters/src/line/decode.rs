@@ -258,6 +258,45 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_s_device_cache_gives_what_parsing_each_line_gives() {
+        let t = Telemetry::default();
+        let relay = csv(&["device", "mac", "temperature"]);
+        let mut cache = DeviceCache::default();
+        let mut judge = |line: &[u8], fallback: Option<&str>| {
+            let fallback = fallback.map(|f| DeviceId::new(f).unwrap());
+            relay.judge(
+                line,
+                fallback.as_ref(),
+                &mut cache,
+                Timestamp::from_millis(NOW).unwrap(),
+                &AdapterStats::new(&t, "lines"),
+                &LogThrottle::default(),
+                "lines",
+                &"test",
+            )
+        };
+        // (line, fallback, the device or the refusal)
+        type Case<'a> = (&'a [u8], Option<&'a str>, Result<&'a str, &'a str>);
+        let cases: [Case; 7] = [
+            (b"a,,21.5", None, Ok("a")),
+            (b"a,,21.6", None, Ok("a")),
+            (b",m1,21.7", None, Ok("m1")),
+            (b"a,m1,21.8", None, Ok("a")),
+            (b"bad/id,,1", None, Err("invalid_device")),
+            (b",,1", Some("port"), Ok("port")),
+            (b"a,,1,2", None, Err("csv_column_count")),
+        ];
+        for (line, fallback, want) in cases {
+            let o = judge(line, fallback);
+            match want {
+                Ok(d) => assert_eq!(devices(&o), [d], "{line:?}"),
+                Err(kind) => assert_eq!(o, Outcome::Refused(kind.into()), "{line:?}"),
+            }
+        }
+        assert_eq!(cache.0.len(), 2, "a and m1");
+    }
+
+    #[test]
     fn bad_lines_are_counted_by_type_and_blank_lines_not_at_all() {
         let t = Telemetry::default();
         let seed = csv(&["temperature", "pressure", "humidity", "gas"]);
