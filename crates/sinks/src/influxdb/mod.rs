@@ -9,6 +9,8 @@
 //! - `http`: the HTTP(S) client; `request`: the write path and credentials;
 //! - `deliver`: one batch's request, the retry decision and the bisection
 //!   of a refused batch (dead-letter file);
+//! - `flight`: which outbox records are in a request, and what a finished
+//!   request does to them;
 //! - this module: the I/O loop. Events are encoded as they arrive and
 //!   stored (one outbox record per batch taken from the channel, one
 //!   fsync); batches are read back from the outbox, sent by up to
@@ -22,6 +24,7 @@
 mod batch;
 pub mod config;
 mod deliver;
+mod flight;
 mod http;
 pub mod line;
 pub mod outcome;
@@ -34,10 +37,9 @@ use std::time::Duration;
 use gateway_core::backoff::Backoff;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{OutboundMessage, Telemetry, Timestamp};
-use hyper::body::Bytes;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::info;
 
 use crate::event::SinkEvent;
 use crate::outbox::OutboxSettings;
@@ -105,12 +107,6 @@ impl SinkKind for InfluxConfig {
     fn template() -> String {
         config::template()
     }
-}
-
-/// A batch being delivered: its outbox records and points.
-struct Flight {
-    seqs: Vec<u64>,
-    points: usize,
 }
 
 /// One InfluxDB output.
@@ -349,82 +345,6 @@ impl Writer {
         info!(output = %self.config.name, left = self.spool.waiting(), "InfluxDB output stopped.");
     }
 
-    /// Reads the oldest records not in a delivery, up to `batch_size`
-    /// points (at least one record), into one request body.
-    fn take_batch(&mut self) -> Option<(Flight, Bytes)> {
-        let cap = self.config.batch_size;
-        let mut flight = Flight {
-            seqs: Vec::new(),
-            points: 0,
-        };
-        let mut body = Vec::new();
-        let candidates = self
-            .spool
-            .outbox()
-            .seqs_after(self.cursor, cap + self.flying.len());
-        for seq in candidates {
-            if self.flying.contains(&seq) {
-                continue;
-            }
-            match self.spool.read(seq) {
-                Ok(Some(m)) => {
-                    let n = m.payload.iter().filter(|b| **b == b'\n').count();
-                    if flight.points > 0 && flight.points + n > cap {
-                        break;
-                    }
-                    flight.points += n;
-                    body.extend_from_slice(&m.payload);
-                    flight.seqs.push(seq);
-                }
-                // Gone (expired, evicted) or unreadable (counted): skip it,
-                // the outbox keeps or drops it by its own rules.
-                Ok(None) => {}
-                Err(e) => {
-                    error!(output = %self.config.name, seq, error = %e, "Outbox: cannot read a record; dropping it.");
-                    self.spool.ack(seq);
-                }
-            }
-        }
-        let last = *flight.seqs.last()?;
-        self.cursor = self.cursor.max(last);
-        self.flying.extend(&flight.seqs);
-        Some((flight, Bytes::from(body)))
-    }
-
-    /// Acknowledges a delivered batch's records, or puts them back to be
-    /// sent again after a wait.
-    fn settle(
-        &mut self,
-        flight: Flight,
-        settled: Settled,
-        plan: &mut Batcher,
-        backoff: &mut Backoff,
-    ) {
-        for seq in &flight.seqs {
-            self.flying.remove(seq);
-        }
-        match settled {
-            Settled::Done => {
-                for seq in &flight.seqs {
-                    self.spool.ack(*seq);
-                }
-                backoff.reset();
-            }
-            Settled::Retry {
-                wait,
-                missing_database,
-            } => {
-                if missing_database {
-                    self.create_pending = true;
-                }
-                self.cursor = 0;
-                self.unsent += flight.points;
-                plan.stored(Instant::now());
-                plan.retry_at(Instant::now() + wait.unwrap_or_else(|| backoff.next_delay()));
-            }
-        }
-    }
-
     /// Encodes and stores events; returns the points stored.
     fn store(&mut self, events: &[SinkEvent], plan: &mut Batcher) -> usize {
         // One record for the lot: per-event records cost a read and an
@@ -488,25 +408,6 @@ impl Writer {
         }]);
         plan.stored(Instant::now());
         1
-    }
-
-    /// Points stored and not in a delivery, counted from the outbox up to
-    /// a batch (at start and now and then).
-    fn unsent_points(&self) -> usize {
-        let outbox = self.spool.outbox();
-        let mut n = 0;
-        for seq in outbox.seqs_after(0, self.config.batch_size + self.flying.len()) {
-            if self.flying.contains(&seq) {
-                continue;
-            }
-            if let Ok(Some(m)) = outbox.read(seq) {
-                n += m.payload.iter().filter(|b| **b == b'\n').count();
-            }
-            if n >= self.config.batch_size {
-                break;
-            }
-        }
-        n
     }
 }
 
