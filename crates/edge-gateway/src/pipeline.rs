@@ -353,10 +353,12 @@ impl Pipeline {
     ) -> Option<Vec<Reading>> {
         let now = self.clock.now();
         let mut accepted: Option<Vec<Reading>> = None;
+        // One atomic add per batch rather than per reading.
+        let mut taken = 0u64;
         for (i, r) in readings.iter().enumerate() {
             match self.aggregator.ingest(r, now) {
                 Ok(()) => {
-                    c.aggregated.inc();
+                    taken += 1;
                     self.sinks.reading(r);
                     if let Some(rules) = &mut self.alerts {
                         rules.on_reading(r, alerts);
@@ -427,6 +429,7 @@ impl Pipeline {
                 }
             }
         }
+        c.aggregated.add(taken);
         accepted
     }
 

@@ -187,3 +187,46 @@ async fn seed_000_csv_over_mqtt_reaches_influxdb_and_every_dashboard_query_retur
         assert!(has_value, "dashboard query returned no data: {q}: {v}");
     }
 }
+
+/// HTTPS to a real InfluxDB serving TLS with a private CA: with the wrong
+/// CA the sink logs a TLS error naming `ca_file` and keeps the points in
+/// its outbox; restarted with the right `ca_file`, it writes them all.
+#[tokio::test]
+async fn https_with_a_wrong_ca_names_ca_file_and_keeps_the_points_until_fixed() {
+    let pki = test_support::Pki::generate();
+    let other = test_support::Pki::generate();
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let db = Influxd::start_tls(
+        &pki.path("ca.pem"),
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+    );
+    assert!(db.url().starts_with("https://"));
+    let with_ca = |ca: &std::path::Path| {
+        config(local.port(), upstream.port(), &db.url()).replace(
+            "measurement = \"bme680_measure\"",
+            &format!(
+                "measurement = \"bme680_measure\"\nca_file = \"{}\"",
+                ca.display()
+            ),
+        )
+    };
+    let mut gw = GatewayProcess::start(&with_ca(&other.path("ca.pem")));
+    gw.wait_for_log("Subscribed").await;
+    let start = now_ms();
+    let lines: Vec<String> = (0..10)
+        .map(|i| format!("{},21.{i},40,1013,120000", start + i * 10))
+        .collect();
+    publish_lines(local.port(), "bme680/bme-1/csv", &lines, 1).await;
+    gw.wait_for_log("check this sink's ca_file").await;
+
+    let mut gw = gw
+        .kill_and_restart(&with_ca(&pki.path("ca.pem")), &[])
+        .await;
+    gw.wait_for_log("InfluxDB output started.").await;
+    until("the points kept through the TLS failure", || {
+        count(&db, r#"SELECT count("temperature") FROM "bme680_measure""#) == 10
+    })
+    .await;
+}

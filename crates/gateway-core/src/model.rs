@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -54,11 +55,14 @@ fn check_topic_level(what: &'static str, s: &str, max: usize) -> Result<(), Mode
     Ok(())
 }
 
+// Shared, not owned: every reading carries its device and metric, and a
+// line of four values made eight string allocations (and their frees) when
+// these were `String`s; a clone is now a reference count.
 macro_rules! topic_level_newtype {
     ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps an identifier.
@@ -68,7 +72,7 @@ macro_rules! topic_level_newtype {
             pub fn new(s: impl Into<String>) -> Result<Self, ModelError> {
                 let s = s.into();
                 check_topic_level($what, &s, $max)?;
-                Ok(Self(s))
+                Ok(Self(Arc::from(s)))
             }
 
             pub fn as_str(&self) -> &str {

@@ -90,36 +90,53 @@ impl ConnectionSettings {
 
     fn tls_config(&self) -> Result<rustls::ClientConfig, SetupError> {
         let b = &self.broker;
-        let mut roots = rustls::RootCertStore::empty();
-        match &b.ca_file {
-            Some(path) => {
-                for cert in read_certs(path)? {
-                    roots.add(cert)?;
-                }
-            }
-            None => {
-                // Unparsable system certificates are skipped, as browsers do;
-                // an empty store is an error rather than a silent failure later.
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        if roots.is_empty() {
-            return Err(SetupError::NoRoots);
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots);
-        let config = match (&b.client_cert, &b.client_key) {
-            (Some(cert), Some(key)) => {
-                builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?
-            }
-            _ => builder.with_no_client_auth(),
+        let client = match (&b.client_cert, &b.client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
         };
-        Ok(config)
+        tls_client_config(b.ca_file.as_deref(), client)
     }
+}
+
+/// A rustls client config trusting `ca_file` (PEM) or, without one, the
+/// system's roots, with an optional client certificate and key. Shared by
+/// every TLS client of the gateway (MQTT brokers, the InfluxDB output), so
+/// certificates are loaded and refused the same way everywhere.
+///
+/// # Errors
+/// Unreadable or empty PEM files, no trusted roots at all, or a key that
+/// does not fit.
+pub fn tls_client_config(
+    ca_file: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, SetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in read_certs(path)? {
+                roots.add(cert)?;
+            }
+        }
+        None => {
+            // Unparsable system certificates are skipped, as browsers do;
+            // an empty store is an error rather than a silent failure later.
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(SetupError::NoRoots);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(config)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, SetupError> {

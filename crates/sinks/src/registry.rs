@@ -39,6 +39,14 @@ pub enum StartError {
         key: &'static str,
         var: String,
     },
+    #[error("sink {sink}: TLS for https: {source} (check ca_file)")]
+    Tls {
+        sink: String,
+        #[source]
+        source: mqtt_connect::SetupError,
+    },
+    #[error("sink {sink}: url: {host} cannot be a TLS server name")]
+    ServerName { sink: String, host: String },
     #[error("sink {sink}: outbox: {source}")]
     Outbox {
         sink: String,

@@ -29,7 +29,7 @@ use tokio::io::AsyncReadExt;
 use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
 use tracing::{info, warn};
 
-use super::decode::Outcome;
+use super::decode::{DeviceCache, Outcome};
 use super::framer::{Frame, Framer};
 use super::serial_config::{Parity, SerialLineConfig};
 
@@ -147,6 +147,7 @@ async fn read_port(
     let origin = config.path.display();
     let source: Arc<str> = Arc::from(ctx.name.as_str());
     let mut buf = vec![0u8; READ_BUFFER];
+    let mut devices = DeviceCache::default();
     loop {
         let n = tokio::select! {
             _ = ctx.shutdown.cancelled() => return Ok(Stopped::Shutdown),
@@ -174,6 +175,7 @@ async fn read_port(
                 Frame::Line(line) => config.decoder.judge(
                     line,
                     config.device.as_ref(),
+                    &mut devices,
                     now,
                     &stats,
                     &throttle,

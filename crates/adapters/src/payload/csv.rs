@@ -26,15 +26,19 @@ pub(super) fn decode(
     ctx: &Context,
 ) -> Result<Decoded, DecodeError> {
     let text = text(payload)?;
-    let lines = text.lines().count();
-    if lines > 1 {
-        return Err(DecodeError::CsvMultipleLines { lines });
+    if text.contains('\n') {
+        return Err(DecodeError::CsvMultipleLines {
+            lines: text.lines().count(),
+        });
     }
-    let fields: Vec<&str> = text.split(',').map(str::trim).collect();
-    if fields.len() != columns.len() {
+    // The fields are walked again where needed rather than collected: a
+    // vector per line was one more allocation on the hottest path.
+    let fields = || text.split(',').map(str::trim);
+    let found = text.bytes().filter(|&b| b == b',').count() + 1;
+    if found != columns.len() {
         return Err(DecodeError::CsvColumnCount {
             expected: columns.len(),
-            found: fields.len(),
+            found,
         });
     }
     let is_device = |c: &MetricName| DEVICE_COLUMNS.contains(&c.as_str());
@@ -42,14 +46,15 @@ pub(super) fn decode(
     let device = match ctx.device {
         Some(d) => d,
         None => {
-            named = column_device(columns, &fields)?;
+            named = column_device(columns, fields())?;
             &named
         }
     };
     let mut out = Decoded::default();
+    out.readings.reserve(columns.len());
     let is_time = |c: &MetricName| TIME_KEYS.contains(&c.as_str());
     let mut when = When::arrival(ctx.now);
-    for (column, field) in columns.iter().zip(&fields) {
+    for (column, field) in columns.iter().zip(fields()) {
         if is_time(column) && !field.is_empty() {
             match text_time(field) {
                 Some(t) => when = When::event(t),
@@ -58,14 +63,14 @@ pub(super) fn decode(
         }
     }
     let mut candidates = 0;
-    for (column, field) in columns.iter().zip(&fields) {
+    for (column, field) in columns.iter().zip(fields()) {
         if is_time(column) || is_device(column) || field.is_empty() {
             continue;
         }
         candidates += 1;
         match field.parse::<f64>() {
             // Non-finite values ("nan", "1e400") fail in `push` as NotFinite.
-            Ok(v) => out.push(device, column.as_str(), column.as_str(), v, when),
+            Ok(v) => out.push_metric(device, column.as_str(), column.clone(), v, when),
             Err(_) => out.problem(column.as_str(), FieldReason::NotNumeric),
         }
     }
@@ -75,18 +80,37 @@ pub(super) fn decode(
     Ok(out)
 }
 
+/// The text of the `device` or `mac` field that names the line's device
+/// (the first non-empty one, in that order), if the line has the right
+/// number of fields; what [`decode`] would take as the device.
+pub(crate) fn device_field<'a>(payload: &'a [u8], columns: &[MetricName]) -> Option<&'a str> {
+    let text = text(payload).ok()?;
+    let found = text.bytes().filter(|&b| b == b',').count() + 1;
+    if text.contains('\n') || found != columns.len() {
+        return None;
+    }
+    named_device(columns, text.split(',').map(str::trim))
+}
+
+fn named_device<'a>(
+    columns: &[MetricName],
+    fields: impl Iterator<Item = &'a str> + Clone,
+) -> Option<&'a str> {
+    DEVICE_COLUMNS.iter().find_map(|name| {
+        columns
+            .iter()
+            .zip(fields.clone())
+            .find(|(c, f)| c.as_str() == *name && !f.is_empty())
+            .map(|(_, f)| f)
+    })
+}
+
 /// The device a `device` or `mac` column names (the first non-empty one).
-fn column_device(columns: &[MetricName], fields: &[&str]) -> Result<DeviceId, DecodeError> {
-    let id = DEVICE_COLUMNS
-        .iter()
-        .find_map(|name| {
-            columns
-                .iter()
-                .zip(fields)
-                .find(|(c, f)| c.as_str() == *name && !f.is_empty())
-                .map(|(_, f)| *f)
-        })
-        .ok_or(DecodeError::NoDevice)?;
+fn column_device<'a>(
+    columns: &[MetricName],
+    fields: impl Iterator<Item = &'a str> + Clone,
+) -> Result<DeviceId, DecodeError> {
+    let id = named_device(columns, fields).ok_or(DecodeError::NoDevice)?;
     DeviceId::new(id).map_err(|source| DecodeError::InvalidDevice {
         id: super::clip(id),
         source,

@@ -42,6 +42,7 @@ mod zigbee2mqtt;
 use std::fmt;
 
 #[cfg(any(feature = "tcp_line", feature = "serial"))]
+pub(crate) use csv::device_field as csv_device_field;
 pub(crate) use csv::DEVICE_COLUMNS as CSV_DEVICE_COLUMNS;
 #[cfg(feature = "lorawan")]
 pub use lns::NetworkServer;
@@ -410,6 +411,19 @@ impl Decoded {
             Ok(m) => m,
             Err(e) => return self.problem(field, FieldReason::InvalidName(e)),
         };
+        self.push_metric(device, field, metric, value, when);
+    }
+
+    /// [`Self::push`] with a name already checked (a configured CSV
+    /// column): no validation and no allocation per reading.
+    fn push_metric(
+        &mut self,
+        device: &DeviceId,
+        field: &str,
+        metric: MetricName,
+        value: f64,
+        when: When,
+    ) {
         match Reading::new(device.clone(), metric, value, when.time, when.source) {
             Ok(r) => self.readings.push(r),
             // The only refusal of `Reading::new` is a non-finite value.

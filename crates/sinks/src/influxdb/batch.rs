@@ -1,8 +1,9 @@
 //! When to send, and how much: pure, driven by the instants it is given.
 //!
 //! A batch leaves once `batch_size` points wait or the oldest waiting one
-//! has waited `flush_interval`, whichever comes first; a failed write waits
-//! for its retry time. (A refused batch is bisected right away by the I/O
+//! has waited `flush_interval`, whichever comes first; after a failed
+//! write, the next one waits for its retry time. "Waiting" means stored
+//! and not yet in a request: several requests may be in flight. (A refused batch is bisected right away by the I/O
 //! loop, down to the single points that are dead-lettered.)
 
 use std::time::Duration;
@@ -28,14 +29,10 @@ impl Batcher {
         }
     }
 
-    /// Records were stored (or found in the outbox at start).
+    /// Records were stored (or found in the outbox at start, or put back
+    /// by a failed write).
     pub fn stored(&mut self, now: Instant) {
         self.pending_since.get_or_insert(now);
-    }
-
-    /// Points the next request may carry.
-    pub fn cap(&self) -> usize {
-        self.batch_size
     }
 
     /// When the next request should go, given the points waiting; `None`
@@ -55,9 +52,9 @@ impl Batcher {
         Some(since + self.flush_interval)
     }
 
-    /// A batch was settled (written, or its refused points set aside);
-    /// `left` records still wait.
-    pub fn written(&mut self, left: usize, now: Instant) {
+    /// A batch went out; `left` points still wait. The retry time, if
+    /// any, is used up: a write that fails again sets a new one.
+    pub fn dispatched(&mut self, left: usize, now: Instant) {
         self.retry_at = None;
         if left == 0 {
             self.pending_since = None;
@@ -68,7 +65,7 @@ impl Batcher {
         }
     }
 
-    /// A write failed and should be tried again at `at`.
+    /// A write failed; the next one goes no earlier than `at`.
     pub fn retry_at(&mut self, at: Instant) {
         self.retry_at = Some(at);
     }
@@ -89,7 +86,7 @@ mod tests {
         assert_eq!(b.next_send(10, false), Some(t0 + Duration::from_secs(1)));
         assert_eq!(b.next_send(100, false), Some(t0));
         assert_eq!(b.next_send(10, true), Some(t0));
-        b.written(0, Instant::now());
+        b.dispatched(0, Instant::now());
         assert_eq!(b.next_send(0, false), None);
     }
 
@@ -100,7 +97,7 @@ mod tests {
         b.stored(t0);
         b.retry_at(t0 + Duration::from_secs(5));
         assert_eq!(b.next_send(100, true), Some(t0 + Duration::from_secs(5)));
-        b.written(3, t0);
+        b.dispatched(3, t0);
         assert_eq!(b.next_send(3, false), Some(t0 + Duration::from_secs(1)));
         assert_eq!(b.next_send(8, false), Some(t0));
     }

@@ -1,6 +1,7 @@
 //! `[[sink]] type = "influxdb"`: its keys, their defaults, their checks and
 //! their part of the `configfile` template.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use gateway_core::config::load::{self, join};
@@ -27,8 +28,11 @@ pub enum Series {
 pub struct InfluxConfig {
     /// Unique name; the output's metrics carry it as `output`.
     pub name: String,
-    /// `http://host:8086` (plain HTTP only).
+    /// `http://host:8086`, or `https://host:8086` (TLS, verified).
     pub url: String,
+    /// `https://` only: the PEM CA certificate(s) to trust instead of the
+    /// system's roots (a private CA, a self-signed server).
+    pub ca_file: Option<PathBuf>,
     /// `1` (`/write`, InfluxQL) or `2` (`/api/v2/write`).
     pub version: u8,
     /// v1: the database.
@@ -65,6 +69,10 @@ pub struct InfluxConfig {
     /// Per request.
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// Requests at once, each on its own connection: the next batch goes
+    /// out while earlier ones are being written and the following one is
+    /// being stored.
+    pub max_in_flight: usize,
     /// Cap of the retry backoff.
     #[serde(with = "duration")]
     pub max_backoff: Duration,
@@ -80,6 +88,7 @@ impl Default for InfluxConfig {
         Self {
             name: String::new(),
             url: "http://127.0.0.1:8086".into(),
+            ca_file: None,
             version: 1,
             database: String::new(),
             retention_policy: String::new(),
@@ -103,6 +112,7 @@ impl Default for InfluxConfig {
             batch_size: 1000,
             flush_interval: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
+            max_in_flight: 2,
             max_backoff: Duration::from_secs(30),
             max_bytes: OutboxConfig::default().max_bytes,
             policy: FullPolicy::DropOldest,
@@ -110,37 +120,58 @@ impl Default for InfluxConfig {
     }
 }
 
-/// `http://host:port` split for the client.
+/// `http(s)://host:port` split for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// `host:port`, to connect to and for the `Host` header.
     pub authority: String,
+    /// The host alone (no brackets): the name the certificate must carry.
+    pub host: String,
+    /// `https://`.
+    pub tls: bool,
     /// Path prefix of the server (usually empty), without a trailing `/`.
     pub base_path: String,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Self {
+            authority: "127.0.0.1:8086".into(),
+            host: "127.0.0.1".into(),
+            tls: false,
+            base_path: String::new(),
+        }
+    }
 }
 
 impl InfluxConfig {
     /// The server's address, or why the url cannot be used.
     ///
     /// # Errors
-    /// Not an `http://` url with a host.
+    /// Not an `http://` or `https://` url with a host.
     pub fn endpoint(&self) -> Result<Endpoint, String> {
         let url = url::Url::parse(&self.url).map_err(|e| format!("not a url: {e}"))?;
-        if url.scheme() != "http" {
-            return Err(format!(
-                "expected http://host:port (HTTPS is not supported: put a local TLS proxy in front), got scheme {}",
-                url.scheme()
-            ));
-        }
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(format!(
+                    "expected http://host:port or https://host:port, got scheme {other}"
+                ))
+            }
+        };
         let host = url.host_str().ok_or("expected a host")?;
         let port = url.port_or_known_default().unwrap_or(8086);
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let authority = if bare.contains(':') {
+            format!("[{bare}]:{port}")
         } else {
-            host.to_string()
+            format!("{bare}:{port}")
         };
         Ok(Endpoint {
-            authority: format!("{host}:{port}"),
+            authority,
+            host: bare.to_string(),
+            tls,
             base_path: url.path().trim_end_matches('/').to_string(),
         })
     }
@@ -160,8 +191,20 @@ impl InfluxConfig {
         if self.name.is_empty() {
             problems.push(key("name"), "missing required key");
         }
-        if let Err(e) = self.endpoint() {
-            problems.push(key("url"), e);
+        match (self.endpoint(), &self.ca_file) {
+            (Err(e), _) => problems.push(key("url"), e),
+            (Ok(e), Some(_)) if !e.tls => {
+                problems.push(key("ca_file"), "only used with an https:// url");
+            }
+            (Ok(_), Some(file)) => {
+                if let Err(e) = std::fs::metadata(file) {
+                    problems.push(
+                        key("ca_file"),
+                        format!("cannot read \"{}\": {e}", file.display()),
+                    );
+                }
+            }
+            (Ok(_), None) => {}
         }
         let required = |k: &str, v: &str, problems: &mut Problems| {
             if v.is_empty() {
@@ -240,6 +283,9 @@ impl InfluxConfig {
         if self.flush_interval.is_zero() {
             problems.push(key("flush_interval"), "expected more than 0s");
         }
+        if self.max_in_flight == 0 {
+            problems.push(key("max_in_flight"), "expected at least 1");
+        }
         if self.timeout < Duration::from_millis(100) {
             problems.push(key("timeout"), "expected at least 100ms");
         }
@@ -265,14 +311,20 @@ impl InfluxConfig {
 pub fn template() -> String {
     let d = InfluxConfig::default();
     let q = |s: &str| format!("\"{s}\"");
-    let rows: [(&str, String, &str); 24] = [
+    let rows: [(&str, String, &str); 26] = [
         ("type", q("influxdb"), ""),
         (
             "name",
             q("influx"),
             "unique; metrics label it output=\"influx\"",
         ),
-        ("url", q(&d.url), "plain HTTP"),
+        ("url", q(&d.url), "or https://host:8086"),
+        // Commented twice: a file that must exist, for https:// only.
+        (
+            "# ca_file",
+            q("/etc/edge-gateway/influx-ca.pem"),
+            "https only; default: system roots",
+        ),
         (
             "version",
             d.version.to_string(),
@@ -335,6 +387,11 @@ pub fn template() -> String {
             "longest wait of a smaller batch",
         ),
         ("timeout", q(&duration::render(d.timeout)), "per request"),
+        (
+            "max_in_flight",
+            d.max_in_flight.to_string(),
+            "requests at once",
+        ),
         (
             "max_backoff",
             q(&duration::render(d.max_backoff)),
@@ -415,7 +472,30 @@ mod tests {
             p.iter().any(|p| p.starts_with("sink[0].password_env:")),
             "{p:?}"
         );
-        assert!(p.iter().any(|p| p.starts_with("sink[0].url:")), "{p:?}");
+        assert!(
+            !p.iter().any(|p| p.starts_with("sink[0].url:")),
+            "https is taken: {p:?}"
+        );
+        let p = problems(
+            "name = \"a\"\ndatabase = \"db\"\nurl = \"ftp://x\"\nca_file = \"/ca.pem\"\n",
+            &[],
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("sink[0].url: expected http://"), "{p:?}");
+        let p = problems(
+            "name = \"a\"\ndatabase = \"db\"\nca_file = \"/ca.pem\"\n",
+            &[],
+        );
+        assert_eq!(p, ["sink[0].ca_file: only used with an https:// url"]);
+        let p = problems(
+            "name = \"a\"\ndatabase = \"db\"\nurl = \"https://x\"\nca_file = \"/nonexistent/ca.pem\"\n",
+            &[],
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("sink[0].ca_file: cannot read \"/nonexistent/ca.pem\""),
+            "{p:?}"
+        );
         let p = problems("name = \"a\"\n", &[]);
         assert_eq!(p, ["sink[0].database: required with version = 1"]);
     }

@@ -1,7 +1,10 @@
 //! A minimal HTTP/1.1 client over hyper's connection API (hyper is already
-//! in the tree for `/metrics`): one kept-alive connection, reopened when it
-//! breaks, each request bounded by a timeout.
+//! in the tree for `/metrics`): one kept-alive connection, plain or TLS
+//! (rustls, as for MQTT), reopened when it breaks, each request bounded by
+//! a timeout. One request at a time: the writer keeps one client per
+//! request in flight.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full};
@@ -10,12 +13,22 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("cannot connect to {authority}: {source}")]
     Connect {
+        authority: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed: an unknown CA, a certificate for another
+    /// name, an expired one, or a server that does not speak TLS.
+    #[error("TLS with {authority}: {source}")]
+    Tls {
         authority: String,
         #[source]
         source: std::io::Error,
@@ -36,17 +49,39 @@ pub struct Response {
     pub body: Bytes,
 }
 
+/// TLS for an `https://` server: the rustls config and the name its
+/// certificate must carry.
+#[derive(Clone)]
+pub struct Tls {
+    pub connector: TlsConnector,
+    pub server_name: ServerName<'static>,
+}
+
+impl Tls {
+    pub fn new(
+        config: tokio_rustls::rustls::ClientConfig,
+        server_name: ServerName<'static>,
+    ) -> Self {
+        Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+        }
+    }
+}
+
 pub struct Client {
     authority: String,
     timeout: Duration,
+    tls: Option<Tls>,
     conn: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Client {
-    pub fn new(authority: String, timeout: Duration) -> Self {
+    pub fn new(authority: String, timeout: Duration, tls: Option<Tls>) -> Self {
         Self {
             authority,
             timeout,
+            tls,
             conn: None,
         }
     }
@@ -122,12 +157,32 @@ impl Client {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        // The connection's I/O runs beside the requests; it ends when the
-        // sender is dropped or the peer closes.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        match &self.tls {
+            None => handshake(stream).await,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(|source| HttpError::Tls {
+                        authority: self.authority.clone(),
+                        source,
+                    })?;
+                handshake(stream).await
+            }
+        }
     }
+}
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    // The connection's I/O runs beside the requests; it ends when the
+    // sender is dropped or the peer closes.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }

@@ -26,6 +26,16 @@ use super::config::{InfluxConfig, Series};
 pub const PRECISION: &str = "ms";
 
 fn escape(out: &mut String, s: &str, specials: &[char]) {
+    // Names and tags almost never need escaping, and escaping them char by
+    // char was about 40 % of the encoder's instructions (callgrind, bench):
+    // copied whole when nothing needs it.
+    let plain = !s
+        .bytes()
+        .any(|b| matches!(b, b'\\' | b'\n' | b'\r') || specials.contains(&char::from(b)));
+    if plain {
+        out.push_str(s);
+        return;
+    }
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         match c {

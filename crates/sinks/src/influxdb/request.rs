@@ -4,6 +4,7 @@
 use crate::registry::StartError;
 
 use super::config::{Endpoint, InfluxConfig};
+use super::http::Tls;
 use super::line;
 
 /// Reads a secret's variable; the value is never logged.
@@ -34,6 +35,31 @@ pub fn base64(input: &[u8]) -> String {
         }
     }
     out
+}
+
+/// TLS for an `https://` url: `ca_file` or the system's roots, loaded as
+/// for MQTT; `None` for `http://`.
+///
+/// # Errors
+/// An unreadable or empty `ca_file`, no system roots, or a host that
+/// cannot be a certificate name.
+pub fn tls(config: &InfluxConfig, endpoint: &Endpoint) -> Result<Option<Tls>, StartError> {
+    if !endpoint.tls {
+        return Ok(None);
+    }
+    let rustls =
+        mqtt_connect::tls_client_config(config.ca_file.as_deref(), None).map_err(|source| {
+            StartError::Tls {
+                sink: config.name.clone(),
+                source,
+            }
+        })?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+        .map_err(|_| StartError::ServerName {
+            sink: config.name.clone(),
+            host: endpoint.host.clone(),
+        })?;
+    Ok(Some(Tls::new(rustls, name)))
 }
 
 /// `(path and query of a write, Authorization header)`.
@@ -111,6 +137,8 @@ mod tests {
         };
         let endpoint = super::Endpoint {
             authority: "h:1".into(),
+            host: "h".into(),
+            tls: false,
             base_path: "/influx".into(),
         };
         let (path, auth) = super::write_target(&config, &endpoint).unwrap();

@@ -1,0 +1,335 @@
+//! One batch's trip to InfluxDB and what the answer means for it: the
+//! request (headers, gzip), the retry decision, the bisection of a refused
+//! batch down to the points InfluxDB refuses alone (dead-lettered,
+//! counted), and `CREATE DATABASE` for v1.
+//!
+//! A delivery runs in a task of its own per request in flight, on its own
+//! connection, so it holds only what every request shares ([`Target`]:
+//! read-only settings and counters). The writer's loop owns the outbox and
+//! settles the batch's records by the [`Settled`] it gets back.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
+use gateway_core::{Telemetry, Timestamp};
+use hyper::body::Bytes;
+use hyper::Method;
+use tracing::{error, info, warn};
+
+use super::http::{self, Client, HttpError};
+use super::outcome::{self, classify, Outcome};
+use super::SINK_BATCHES_FAILED;
+
+pub struct Metrics {
+    pub written: Counter,
+    pub dead_letter: Counter,
+    pub up: Gauge,
+    pub telemetry: Telemetry,
+    pub name: String,
+}
+
+impl Metrics {
+    pub fn failed(&self, reason: &str) {
+        self.up.set(0.0);
+        self.telemetry
+            .counter(
+                SINK_BATCHES_FAILED,
+                &[("output", &self.name), ("reason", reason)],
+            )
+            .inc();
+    }
+}
+
+/// What every request of one output shares.
+pub struct Target {
+    pub name: String,
+    pub url: String,
+    pub version: u8,
+    pub database: String,
+    pub create_database: bool,
+    /// `/write?…` or `/api/v2/write?…`.
+    pub write_path: String,
+    /// The server's path prefix (for `/query`).
+    pub base_path: String,
+    /// `Authorization` header value, if any.
+    pub auth: Option<String>,
+    pub gzip: bool,
+    pub dead_letter: PathBuf,
+    pub m: Metrics,
+    pub log: LogThrottle,
+}
+
+/// How a delivery ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Every point was written or set aside: the records can go.
+    Done,
+    /// Nothing is settled: send the batch again after `wait` (the server's
+    /// `Retry-After`) or else the backoff.
+    Retry {
+        wait: Option<Duration>,
+        /// v1 answered 404 while `create_database` is on: create it first.
+        missing_database: bool,
+    },
+}
+
+impl Settled {
+    fn retry(wait: Option<Duration>) -> Self {
+        Self::Retry {
+            wait,
+            missing_database: false,
+        }
+    }
+}
+
+/// Sends one batch of `points` lines and settles it.
+pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, points: usize) -> Settled {
+    let outcome = match post(t, client, &t.write_path, body.clone()).await {
+        Ok(r) => classify(r.status, &r.headers, &r.body),
+        Err(e) => {
+            unreachable_server(t, &e);
+            return Settled::retry(None);
+        }
+    };
+    match outcome {
+        Outcome::Written => {
+            t.m.written.add(points as u64);
+            t.m.up.set(1.0);
+            Settled::Done
+        }
+        Outcome::Later {
+            retry_after,
+            reason,
+        } => {
+            t.m.failed(reason);
+            if let Some(suppressed) = t.log.allow(reason) {
+                warn!(output = %t.name, reason, retry_after = ?retry_after, suppressed, "InfluxDB asks to wait; the points stay in the outbox.");
+            }
+            Settled::retry(retry_after)
+        }
+        Outcome::Refused { reason, message } => {
+            t.m.failed(reason);
+            warn!(output = %t.name, reason, points, %message, "InfluxDB refused a batch; resending it in halves to find the points it refuses.");
+            match bisect(t, client, &body, reason, &message).await {
+                Ok(()) => {
+                    t.m.up.set(1.0);
+                    Settled::Done
+                }
+                // Halves already written are written again with the
+                // batch: the same points, stored once.
+                Err(wait) => Settled::retry(wait),
+            }
+        }
+        Outcome::Misconfigured { reason, message } => {
+            t.m.failed(reason);
+            let key = key_to_fix(t.version, reason);
+            if let Some(suppressed) = t.log.allow(reason) {
+                error!(output = %t.name, reason, %message, fix = key, suppressed, "InfluxDB refuses the writes: check this sink's {key}. The points wait in the outbox.");
+            }
+            Settled::Retry {
+                wait: None,
+                missing_database: reason == "not_found" && t.version == 1 && t.create_database,
+            }
+        }
+        Outcome::Failed { reason, message } => {
+            t.m.failed(reason);
+            if let Some(suppressed) = t.log.allow(reason) {
+                warn!(output = %t.name, %message, suppressed, "InfluxDB write failed; retrying.");
+            }
+            Settled::retry(None)
+        }
+    }
+}
+
+/// Counts and logs a request that got no answer. A TLS failure is a
+/// setting to fix, not an outage: it names the key.
+fn unreachable_server(t: &Target, e: &HttpError) {
+    if let HttpError::Tls { .. } = e {
+        t.m.failed("tls");
+        if let Some(suppressed) = t.log.allow("tls") {
+            error!(output = %t.name, url = %t.url, error = %format!("{:#}", ErrorChain(e)), fix = "ca_file", suppressed, "TLS with InfluxDB failed: check this sink's ca_file (or the system's trusted roots), the server certificate's name and dates, and the clock. The points wait in the outbox.");
+        }
+        return;
+    }
+    t.m.failed("network");
+    if let Some(suppressed) = t.log.allow("network") {
+        warn!(output = %t.name, url = %t.url, error = %format!("{:#}", ErrorChain(e)), suppressed, "Cannot reach InfluxDB; keeping the points in the outbox.");
+    }
+}
+
+/// An error with its sources, `a: b: c`, as the logs print causes.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// Writes a refused batch in ever smaller parts until every point is
+/// either written or refused alone (dead-lettered, counted).
+///
+/// # Errors
+/// Any answer but written or refused: the batch waits (for the time
+/// returned, if the server said) and is sent again whole.
+async fn bisect(
+    t: &Target,
+    client: &mut Client,
+    body: &[u8],
+    first_reason: &'static str,
+    first_message: &str,
+) -> Result<(), Option<Duration>> {
+    let lines: Vec<&[u8]> = body.split_inclusive(|b| *b == b'\n').collect();
+    if lines.len() == 1 {
+        dead(t, lines[0], first_reason, first_message);
+        return Ok(());
+    }
+    let mid = lines.len() / 2;
+    let mut todo = vec![(mid, lines.len()), (0, mid)];
+    while let Some((a, b)) = todo.pop() {
+        let part = Bytes::from(lines[a..b].concat());
+        let outcome = match post(t, client, &t.write_path, part).await {
+            Ok(r) => classify(r.status, &r.headers, &r.body),
+            Err(e) => {
+                unreachable_server(t, &e);
+                return Err(None);
+            }
+        };
+        match outcome {
+            Outcome::Written => t.m.written.add((b - a) as u64),
+            Outcome::Refused { reason, message } if b - a == 1 => {
+                t.m.failed(reason);
+                dead(t, lines[a], reason, &message);
+            }
+            Outcome::Refused { reason, .. } => {
+                t.m.failed(reason);
+                let mid = (a + b) / 2;
+                todo.push((mid, b));
+                todo.push((a, mid));
+            }
+            Outcome::Later {
+                retry_after,
+                reason,
+            } => {
+                t.m.failed(reason);
+                return Err(retry_after);
+            }
+            Outcome::Misconfigured { reason, .. } | Outcome::Failed { reason, .. } => {
+                t.m.failed(reason);
+                return Err(None);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One point InfluxDB refuses on its own: to the dead-letter file.
+fn dead(t: &Target, line: &[u8], reason: &str, message: &str) {
+    error!(output = %t.name, reason, %message, file = %t.dead_letter.display(), "InfluxDB refuses a point; set aside in the dead-letter file.");
+    set_aside(t, line, reason, message);
+    t.m.dead_letter.inc();
+}
+
+/// Appends refused points, headed by why, to the dead-letter file.
+fn set_aside(t: &Target, body: &[u8], reason: &str, message: &str) {
+    let result = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&t.dead_letter)
+        .and_then(|mut f| {
+            let head = format!(
+                "# {} {reason}: {}\n",
+                Timestamp::now().to_rfc3339(),
+                message.replace('\n', " ")
+            );
+            f.write_all(head.as_bytes())?;
+            f.write_all(body)?;
+            f.sync_data()
+        });
+    if let Err(e) = result {
+        error!(output = %t.name, file = %t.dead_letter.display(), error = %e, "Cannot write the dead-letter file: the refused points are only in this log line's count.");
+    }
+}
+
+/// The config key an authentication or not-found answer points at.
+fn key_to_fix(version: u8, reason: &str) -> &'static str {
+    match (version, reason) {
+        (2, "unauthorized") => "token",
+        (2, _) => "org and bucket",
+        (_, "unauthorized") => "username and password_env",
+        _ => "database (and retention_policy)",
+    }
+}
+
+async fn post(
+    t: &Target,
+    client: &mut Client,
+    path: &str,
+    body: Bytes,
+) -> Result<http::Response, HttpError> {
+    let mut headers = vec![("content-type", "text/plain; charset=utf-8".to_string())];
+    if let Some(a) = &t.auth {
+        headers.push(("authorization", a.clone()));
+    }
+    let body = match t.gzip.then(|| gzip(&body)).flatten() {
+        Some(z) => {
+            headers.push(("content-encoding", "gzip".to_string()));
+            Bytes::from(z)
+        }
+        None => body,
+    };
+    client.send(Method::POST, path, &headers, body).await
+}
+
+/// v1: `CREATE DATABASE` (idempotent); true once it exists.
+pub async fn create_database(t: &Target, client: &mut Client) -> bool {
+    let q = format!(
+        "CREATE DATABASE \"{}\"",
+        t.database.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("q", &q)
+        .finish();
+    let mut headers = vec![(
+        "content-type",
+        "application/x-www-form-urlencoded".to_string(),
+    )];
+    if let Some(a) = &t.auth {
+        headers.push(("authorization", a.clone()));
+    }
+    let path = format!("{}/query", t.base_path);
+    match client
+        .send(Method::POST, &path, &headers, Bytes::from(query))
+        .await
+    {
+        Ok(r) if r.status.is_success() => {
+            info!(output = %t.name, database = %t.database, "InfluxDB database ready.");
+            true
+        }
+        Ok(r) => {
+            t.m.failed("create_database");
+            if let Some(suppressed) = t.log.allow("create") {
+                error!(output = %t.name, status = %r.status, message = %outcome::server_message(&r.body), suppressed, "Cannot create the database: create it yourself, or give this sink's username the right to (create_database = false stops trying).");
+            }
+            false
+        }
+        Err(e) => {
+            unreachable_server(t, &e);
+            false
+        }
+    }
+}
+
+/// `None` only if compressing into memory failed: the body goes plain.
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(body).and_then(|()| enc.finish()).ok()
+}
