@@ -1,6 +1,7 @@
 //! `[dashboard]` of the real binary: the API and pages over the history,
 //! live events, the history across a restart and a `kill -9`, Basic auth,
-//! the refusal of an open dashboard off loopback, and `history export`.
+//! the refusal of an open dashboard off loopback, `history export`, and
+//! HTTPS with `cert_file`/`key_file`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -333,4 +334,83 @@ fn an_open_dashboard_off_loopback_is_refused() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("dashboard:"), "{text}");
     assert!(text.contains("[[dashboard.user]]"), "{text}");
+}
+
+/// One GET over TLS, trusting only `ca`: the status line's code and the
+/// body, or why the handshake failed.
+async fn get_tls(port: u16, path: &str, ca: &std::path::Path) -> Result<(u16, String), String> {
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    // A peer may end TLS without close_notify after Connection: close.
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut raw)).await;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((code, body))
+}
+
+#[tokio::test]
+async fn https_serves_with_its_certificate_and_nothing_in_clear() {
+    let pki = test_support::Pki::generate();
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let port = free_port();
+    let tls = format!(
+        "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+        pki.path("server.pem").display(),
+        pki.path("server.key").display()
+    );
+    let cfg = with_dashboard(
+        config("gw-dash-tls", local.port(), upstream.port(), "1h", "1s"),
+        port,
+        &tls,
+    );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Dashboard listening").await;
+    let (code, body) = get_tls(port, "/api/devices", &pki.path("ca.pem"))
+        .await
+        .expect("TLS handshake with the test CA");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Living Room"), "{body}");
+    // A client that does not trust the certificate is refused.
+    let stranger = test_support::Pki::generate();
+    assert!(get_tls(port, "/", &stranger.path("ca.pem")).await.is_err());
+    // Plain HTTP on the TLS port gets no page.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /api/devices HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut raw)).await;
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("Living Room"),
+        "served in clear"
+    );
 }
