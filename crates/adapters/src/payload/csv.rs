@@ -83,6 +83,7 @@ pub(super) fn decode(
 /// The text of the `device` or `mac` field that names the line's device
 /// (the first non-empty one, in that order), if the line has the right
 /// number of fields; what [`decode`] would take as the device.
+#[cfg(any(feature = "tcp_line", feature = "serial"))]
 pub(crate) fn device_field<'a>(payload: &'a [u8], columns: &[MetricName]) -> Option<&'a str> {
     let text = text(payload).ok()?;
     let found = text.bytes().filter(|&b| b == b',').count() + 1;

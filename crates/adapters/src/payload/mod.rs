@@ -42,8 +42,7 @@ mod zigbee2mqtt;
 use std::fmt;
 
 #[cfg(any(feature = "tcp_line", feature = "serial"))]
-pub(crate) use csv::device_field as csv_device_field;
-pub(crate) use csv::DEVICE_COLUMNS as CSV_DEVICE_COLUMNS;
+pub(crate) use csv::{device_field as csv_device_field, DEVICE_COLUMNS as CSV_DEVICE_COLUMNS};
 #[cfg(feature = "lorawan")]
 pub use lns::NetworkServer;
 
