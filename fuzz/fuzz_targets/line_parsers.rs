@@ -5,7 +5,7 @@
 //! reading must be finite.
 #![no_main]
 
-use adapters::line::decode::LineDecoder;
+use adapters::line::decode::{DeviceCache, LineDecoder};
 use adapters::line::framer::{Frame, Framer};
 use adapters::payload::PayloadFormat;
 use gateway_core::{DeviceId, MetricName, Timestamp};
@@ -43,13 +43,16 @@ fuzz_target!(|data: &[u8]| {
     let fallback = if which & 0x80 == 0 { fallback.as_ref() } else { None };
     let now = Timestamp::from_millis(1_795_255_200_000).unwrap_or_else(|_| unreachable!());
     let mut framer = Framer::new(MAX_LINE);
+    // One cache across the input, as one connection keeps it: a device
+    // named earlier must not change what a later line decodes to.
+    let mut devices = DeviceCache::default();
     // Reads end where the input has a 0x00 byte (kept in the stream).
     for read in rest.split_inclusive(|&b| b == 0) {
         let mut data = read;
         while let Some(frame) = framer.next(&mut data) {
             if let Frame::Line(line) = frame {
                 assert!(line.len() <= MAX_LINE);
-                if let Ok(decoded) = decoder.decode(line, fallback, now) {
+                if let Ok(decoded) = decoder.decode(line, fallback, now, &mut devices) {
                     assert!(decoded.readings.iter().all(|r| r.value().is_finite()));
                 }
             }
