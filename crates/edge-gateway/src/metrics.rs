@@ -79,28 +79,9 @@ pub async fn serve(config: &MetricsConfig, telemetry: Telemetry) -> Option<Metri
 }
 
 async fn accept_loop(listener: TcpListener, telemetry: Telemetry, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    debug!(error = %e, "Metrics endpoint: accept failed.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "Metrics endpoint: too many connections; closing this one.");
-            continue;
-        };
+    let serve = move |stream, _peer, stop: CancellationToken| {
         let telemetry = telemetry.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
+        async move {
             let service = service_fn(move |req| {
                 let response = respond(&req, &telemetry);
                 async move { Ok::<_, Infallible>(response) }
@@ -113,6 +94,47 @@ async fn accept_loop(listener: TcpListener, telemetry: Telemetry, stop: Cancella
                 _ = stop.cancelled() => {}
                 _ = tokio::time::timeout(CONNECTION_LIFETIME, conn) => {}
             }
+        }
+    };
+    accept_bounded(listener, MAX_CONNECTIONS, "Metrics endpoint", stop, serve).await;
+}
+
+/// Accepts connections until `stop`, each served by `serve` in its own
+/// task, at most `max` at once: one more is closed at once rather than
+/// queued, so a flood of clients cannot exhaust the gateway's file
+/// descriptors. Shared by `/metrics` and the dashboard.
+pub(crate) async fn accept_bounded<F, Fut>(
+    listener: TcpListener,
+    max: usize,
+    what: &'static str,
+    stop: CancellationToken,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    debug!(error = %e, "{what}: accept failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "{what}: too many connections; closing this one.");
+            continue;
+        };
+        let connection = serve(stream, peer, stop.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            connection.await;
         });
     }
 }

@@ -25,7 +25,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -146,28 +146,10 @@ async fn accept_loop(
     state: Arc<AppState>,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!(error = %e, "Dashboard: accept failed.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "Dashboard: too many connections; closing this one.");
-            continue;
-        };
+    let serve = move |stream, peer: SocketAddr, stop| {
         let state = state.clone();
-        let stop = stop.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
+        async move {
             match tls {
                 None => connection(stream, state, stop).await,
                 Some(acceptor) => {
@@ -179,8 +161,9 @@ async fn accept_loop(
                     }
                 }
             }
-        });
-    }
+        }
+    };
+    crate::metrics::accept_bounded(listener, MAX_CONNECTIONS, "Dashboard", stop, serve).await;
 }
 
 async fn connection<S>(stream: S, state: Arc<AppState>, stop: CancellationToken)
