@@ -10,12 +10,14 @@
 //!   `configfile` template;
 //! - [`component`]: the adapter interface every protocol implements;
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
-//! - [`registry`]: the device registry (id → human name and tags).
+//! - [`registry`]: the device registry (id → human name and tags);
+//! - [`history`]: the dashboard's on-device history of windows and alerts.
 
 pub mod backoff;
 pub mod clock;
 pub mod component;
 pub mod config;
+pub mod history;
 pub mod model;
 pub mod registry;
 pub mod state_file;

@@ -1,0 +1,176 @@
+//! The on-device history of the dashboard: closed window aggregates and
+//! alert transitions, in a directory of small logs of our own
+//! (`{state_dir}/history/`). Why not redb: docs/dashboard.md, "The store",
+//! measured by `bench/history-compare`.
+//!
+//! ```text
+//! LOCK           held by the gateway that writes
+//! series.log     (device, metric) → a 4-byte series id, appended once per series
+//! h-<hour>.log   windows starting in that UTC hour, appended one batch per fsync
+//! h-<hour>.dat   the same hour sealed once it is over: an index, then one run per series
+//! a-<day>.log    alert transitions of that UTC day
+//! ```
+//!
+//! - **Writes** append (one `write` and one `fdatasync` per file a batch
+//!   touches, usually one): bytes written are close to the data, which is
+//!   what an SD card wears on. The open hours are also kept in memory
+//!   (about 60 bytes per window), so charts of the last hours read no file.
+//! - **Sealing** rewrites an hour once it is over, sorted by series: a
+//!   chart over 30 days reads one index and one run per hour. Sealing
+//!   writes a temporary file, syncs it and renames it over the old one, so
+//!   a reader sees the old hour or the new, never half of one.
+//! - **Rewriting a window** (a restart that replays its journal closes
+//!   again the windows its last checkpoint still held) appends it again;
+//!   the later copy wins when reading and when sealing: history is
+//!   idempotent.
+//! - **Space** is freed by deleting whole hours (retention, `max_bytes`),
+//!   never by rewriting, and measured as the files' lengths.
+//! - **Damage** (a torn tail after a power cut, scribbled bytes) costs the
+//!   frames it hits, never the rest: every frame has a length and a CRC,
+//!   and reading resumes at the next intact one.
+//! - **Readers** (`history export`) need no lock: files are only appended
+//!   to or replaced by rename, so they can be read while the gateway runs.
+
+mod codec;
+mod seal;
+mod store;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use store::History;
+
+/// The unit of the window files, and of what pruning drops.
+pub const HOUR_MS: i64 = 3_600_000;
+/// Most points a series answer holds: `step` grows to stay under it, so a
+/// `from=1970` request cannot load 30 days of every window into memory.
+pub const MAX_POINTS: usize = 2000;
+/// Most alerts one answer holds (the newest).
+pub const MAX_ALERTS: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process (a second gateway on the same state directory)
+    /// writes this history.
+    #[error("history store {0} is held by another gateway process")]
+    Busy(PathBuf),
+}
+
+/// One closed window of one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Aggregate {
+    pub start: i64,
+    pub end: i64,
+    pub count: u64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub std: f64,
+}
+
+/// One window of one device, as the pipeline closed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowRow {
+    pub device: String,
+    pub metric: String,
+    pub agg: Aggregate,
+}
+
+/// One alert transition as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct AlertRow {
+    pub device: String,
+    pub rule: String,
+    pub metric: String,
+    pub kind: String,
+    /// `raised` or `cleared`.
+    pub state: String,
+    pub value: f64,
+    pub limit: f64,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// The anomaly model's reason for a raise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What one batch holds.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub windows: Vec<WindowRow>,
+    pub alerts: Vec<AlertRow>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.alerts.is_empty()
+    }
+}
+
+/// A known device: when history last heard of it and its metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownDevice {
+    pub id: String,
+    /// The end of its newest window history holds (`i64::MIN`: none in
+    /// the hours read at start).
+    pub last_end: i64,
+    pub metrics: Vec<String>,
+}
+
+/// What one prune did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Windows deleted (retention or `max_bytes`).
+    pub windows: u64,
+    /// Bytes written sealing the hours that were over.
+    pub bytes_written: u64,
+}
+
+/// Folds `a` into bucket `b`: count-weighted mean, outer min and max; the
+/// spread is the larger of the two (a bound, not a pooled deviation).
+pub(crate) fn merge(b: &mut Aggregate, a: &Aggregate) {
+    let n = b.count + a.count;
+    if n > 0 {
+        b.avg = (b.avg * b.count as f64 + a.avg * a.count as f64) / n as f64;
+    }
+    b.count = n;
+    b.min = b.min.min(a.min);
+    b.max = b.max.max(a.max);
+    b.std = b.std.max(a.std);
+}
+
+/// `aggs` (sorted by start, in `[from, to)`) merged into buckets of `step`
+/// ms from `from` (0: as stored), at most [`MAX_POINTS`] of them (the
+/// newest, when stored windows are asked for).
+pub(crate) fn downsample(aggs: Vec<Aggregate>, from: i64, to: i64, step: i64) -> Vec<Aggregate> {
+    let span = to.saturating_sub(from).max(1);
+    let min_step = span / MAX_POINTS as i64 + 1;
+    if step <= 0 {
+        let skip = aggs.len().saturating_sub(MAX_POINTS);
+        return aggs.into_iter().skip(skip).collect();
+    }
+    let step = step.max(min_step);
+    let mut out: Vec<Aggregate> = Vec::new();
+    for a in aggs {
+        let slot = from + (a.start - from).div_euclid(step) * step;
+        match out.last_mut() {
+            Some(b) if b.start == slot => merge(b, &a),
+            _ => out.push(Aggregate {
+                start: slot,
+                end: slot + step,
+                ..a
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
