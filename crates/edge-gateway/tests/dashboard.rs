@@ -227,7 +227,7 @@ async fn api_pages_and_live_events_over_a_history_that_survives_restart_and_kill
     let h = points(&until(port, &humidity, |b| !points(b).is_empty()).await);
     assert_eq!(h[0]["avg"], 55.0);
 
-    // `history export` reads the same store through the running gateway...
+    // `history export` reads the store's files beside the running gateway...
     let export = |cfg_path: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
             .args(["history", "export", "-c"])
@@ -244,7 +244,7 @@ async fn api_pages_and_live_events_over_a_history_that_survives_restart_and_kill
     );
     let running = String::from_utf8(running.stdout).unwrap();
     assert!(running.contains(",55,"), "{running}");
-    // ...and the file itself once it is stopped.
+    // ...and the same once it is stopped.
     let mut gw = gw;
     gw.signal("TERM");
     gw.wait_exit().await;

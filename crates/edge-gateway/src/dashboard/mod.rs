@@ -3,10 +3,10 @@
 //!
 //! ```text
 //! pipeline ──SinkEvent──▶ writer ──▶ live (latest values, active alerts) ──▶ /events (SSE)
-//!                            └─batches─▶ history.redb ◀── /api/*, pages, `history export`
+//!                            └─batches─▶ history/ ◀── /api/*, pages, `history export`
 //! ```
 //!
-//! - [`history`]: the redb store of windows and alert transitions;
+//! - [`history`]: the store of windows and alert transitions (`gateway_core::history`);
 //! - [`live`]: the in-memory present and the SSE broadcast;
 //! - [`writer`]: the output task (batches, flush handshake, pruning);
 //! - [`server`]: the hyper accept loop, TLS and Basic auth;
@@ -41,9 +41,9 @@ use tracing::{error, info, warn};
 use history::{History, HistoryError};
 use live::Live;
 
-/// The history file below `state_dir`.
+/// The history directory below `state_dir`.
 pub fn history_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("history.redb")
+    state_dir.join("history")
 }
 
 /// What the handlers share.
@@ -87,27 +87,25 @@ impl Dashboard {
     }
 }
 
-/// Opens the history, moving a damaged file aside rather than refusing to
-/// start; `None` runs the pages on live data only.
+/// Opens the history; `None` runs the pages on live data only. Damage
+/// inside its files does not stop it from opening (the damaged frames are
+/// skipped and logged), so what fails here is the directory itself.
 fn open_history(path: &Path) -> Option<History> {
+    // The first dashboard kept its history in one redb file; its windows
+    // are not carried over.
+    let old = path.with_extension("redb");
+    if old.exists() {
+        warn!(file = %old.display(), "A history.redb from an earlier version is no longer read; delete it to free its space.");
+    }
     match History::open(path) {
         Ok(h) => Some(h),
         Err(HistoryError::Busy(p)) => {
-            error!(path = %p.display(), "The dashboard history is held by another process; running without history.");
+            error!(path = %p.display(), "The dashboard history is held by another gateway process; running without history.");
             None
         }
         Err(e) => {
-            let aside = path.with_extension(format!(
-                "redb.damaged-{}",
-                chrono::Utc::now().format("%Y%m%dT%H%M%S")
-            ));
-            warn!(error = %e, aside = %aside.display(), "Cannot open the dashboard history; moving it aside and starting a new one.");
-            if std::fs::rename(path, &aside).is_err() {
-                return None;
-            }
-            History::open(path)
-                .map_err(|e| error!(error = %e, "Cannot create the dashboard history; running without history."))
-                .ok()
+            error!(error = %e, "Cannot open the dashboard history; running without history.");
+            None
         }
     }
 }

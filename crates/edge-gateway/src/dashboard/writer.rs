@@ -19,9 +19,9 @@ use tracing::warn;
 use super::history::{Batch, History};
 use super::live::Live;
 
-/// Payload bytes (keys and values) committed to the history file.
+/// Bytes written to the history's files: batches appended, hours sealed.
 pub const HISTORY_BYTES_WRITTEN: &str = "edge_gateway_history_bytes_written_total";
-/// Durable commits of the history file (each one fsync).
+/// Durable commits of a batch to history (an fsync per file it touched).
 pub const HISTORY_COMMITS: &str = "edge_gateway_history_commits_total";
 /// Windows (per metric) written to history.
 pub const HISTORY_WINDOWS: &str = "edge_gateway_history_windows_written_total";
@@ -118,7 +118,10 @@ pub async fn run(
                         - i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX / 2);
                     let max = settings.max_bytes;
                     match tokio::task::spawn_blocking(move || s.prune(cutoff, max)).await {
-                        Ok(Ok(n)) => c.pruned.add(n),
+                        Ok(Ok(p)) => {
+                            c.pruned.add(p.windows);
+                            c.bytes.add(p.bytes_written);
+                        }
                         Ok(Err(e)) => warn!(error = %e, "Cannot prune the dashboard history."),
                         Err(e) => warn!(error = %e, "History prune task failed."),
                     }
@@ -168,10 +171,10 @@ async fn commit(
     })
     .await;
     match result {
-        Ok((Ok(()), taken)) => {
+        Ok((Ok(written), taken)) => {
             *seq += taken.alerts.len() as u64;
             c.commits.inc();
-            c.bytes.add(taken.payload_bytes());
+            c.bytes.add(written);
             c.windows.add(taken.windows.len() as u64);
             true
         }

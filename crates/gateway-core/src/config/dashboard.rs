@@ -127,7 +127,7 @@ pub fn template() -> String {
 [dashboard]
 # Local web pages (overview, device, alerts, gateway), a JSON/CSV API under
 # /api/ and live updates at /events, with a history of closed windows and
-# alert transitions in {{state_dir}}/history.redb.
+# alert transitions in {{state_dir}}/history/.
 enabled = {enabled}
 # Anything but loopback needs at least one [[dashboard.user]]: `validate`
 # refuses an open dashboard on the network.
