@@ -10,27 +10,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edge_gateway::dashboard::history::{Aggregate, Batch, History, WindowRow};
-use edge_gateway::dashboard::live::Live;
-use edge_gateway::dashboard::{api::Query, auth::Auth, pages, server, AppState};
-use gateway_core::config::DeviceConfig;
-use gateway_core::{
-    DeviceId, DeviceRegistry, MetricName, Reading, SystemClock, Telemetry, TimeSource, Timestamp,
-};
+use edge_gateway::dashboard::history::{Batch, History};
+use edge_gateway::dashboard::{api::Query, pages, server};
+use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
 use sinks::event::SinkEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const DEVICES: usize = 500;
-const METRICS: [&str; 3] = ["temperature", "humidity", "co2"];
-/// One window per minute, like `window = "1m"`, for a day;
-/// `DASHBOARD_BENCH_WINDOW_MS` sets another length (a quick run of the
-/// page-weight figures in a debug build: `1800000`).
-fn window_ms() -> i64 {
-    std::env::var("DASHBOARD_BENCH_WINDOW_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60_000)
-}
+#[path = "support/dashboard_fleet.rs"]
+mod fleet;
+
+use fleet::{dev, window_ms, DEVICES, METRICS};
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -52,10 +41,6 @@ fn written_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-fn dev(i: usize) -> String {
-    format!("sensor-{i:04}")
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,7 +51,7 @@ fn main() {
     let store = Arc::new(History::open(&path).unwrap());
     let now = Timestamp::now().as_millis();
     let window = window_ms();
-    let windows = 86_400_000 / window;
+    let windows = fleet::DAY_MS / window;
     let t0 = now - windows * window;
 
     // 1. History: a window close of every device and metric per commit,
@@ -77,23 +62,7 @@ fn main() {
     for w in 0..windows {
         let start = t0 + w * window;
         let batch = Batch {
-            windows: (0..DEVICES)
-                .flat_map(|d| {
-                    METRICS.iter().map(move |m| WindowRow {
-                        device: dev(d),
-                        metric: (*m).to_string(),
-                        agg: Aggregate {
-                            start,
-                            end: start + window,
-                            count: 12,
-                            avg: 20.0 + (w % 60) as f64 / 10.0 + d as f64 / 100.0,
-                            min: 19.0,
-                            max: 23.0,
-                            std: 0.4,
-                        },
-                    })
-                })
-                .collect(),
+            windows: fleet::window_rows(w, start, window),
             alerts: vec![],
         };
         rows += batch.windows.len() as u64;
@@ -139,48 +108,8 @@ fn main() {
     );
 
     // 2. The overview with 500 devices: live values plus a 24 h sparkline.
-    let live = Live::default();
-    let readings: Vec<Reading> = (0..DEVICES)
-        .flat_map(|d| {
-            METRICS.iter().map(move |m| {
-                Reading::new(
-                    DeviceId::new(dev(d)).unwrap(),
-                    MetricName::new(*m).unwrap(),
-                    21.3,
-                    Timestamp::from_millis(now).unwrap(),
-                    TimeSource::Arrival,
-                )
-                .unwrap()
-            })
-        })
-        .collect();
-    live.apply(
-        &SinkEvent::Readings(readings),
-        &mut Vec::new(),
-        &mut Vec::new(),
-    );
-    let devices: Vec<DeviceConfig> = (0..DEVICES)
-        .map(|d| {
-            toml::from_str(&format!(
-                "id = \"{}\"\nname = \"Room {d}\"\nroom = \"r{d}\"\nfloor = {}",
-                dev(d),
-                d / 50
-            ))
-            .unwrap()
-        })
-        .collect();
-    let state = Arc::new(AppState {
-        live: live.clone(),
-        store: Some(store),
-        registry: DeviceRegistry::from_config(&devices),
-        rules: vec![],
-        telemetry: Telemetry::default(),
-        clock: Arc::new(SystemClock),
-        started: Instant::now(),
-        window_ms: window,
-        outputs: vec![],
-        auth: Auth::new(&[]),
-    });
+    let live = fleet::live_at(now);
+    let state = fleet::app_state(live.clone(), store, window);
     let t = Instant::now();
     let html = rt.block_on(pages::overview(&state, &Query::parse("")));
     let rendered = t.elapsed();

@@ -5,6 +5,7 @@
 //! bounded by a timeout, never a fixed sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod chromium;
 mod clients;
 mod coap;
 mod influxdb;
