@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gateway_core::outbox::{FullPolicy, Outbox, OutboxSettings};
+use sinks::outbox::{FullPolicy, Outbox, OutboxSettings};
 use gateway_core::OutboundMessage;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use rusqlite::{params, Connection};
@@ -26,7 +26,7 @@ pub trait Store {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// gateway-core's segmented log.
+    /// The sinks crate's segmented log.
     Log,
     Redb,
     /// SQLite WAL; appends `synchronous=FULL`, deletes `NORMAL`.
