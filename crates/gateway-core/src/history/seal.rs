@@ -13,6 +13,8 @@ use super::codec::{self, Decoded, IndexEntry, Record};
 use super::store::{alert_log, hour_dat, hour_log, io_err, sync_dir, upsert, DAY_MS};
 use super::{Aggregate, History, HistoryError, Pruned, HOUR_MS};
 
+/// A sealed hour being written; renamed to `.dat` once synced.
+pub(super) const TMP_EXTENSION: &str = "dat.tmp";
 /// Pruning for `max_bytes` brings the store down to this share of it, so
 /// that it is not over the limit again an hour later.
 const PRUNE_TO: f64 = 0.9;
@@ -245,13 +247,16 @@ impl History {
         let mut file_bytes = Vec::with_capacity(base as usize + body.len());
         codec::index(&entries, &mut file_bytes);
         file_bytes.extend_from_slice(&body);
-        let tmp = dat.with_extension("dat.tmp");
-        File::create(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&file_bytes)?;
-                f.sync_all()
-            })
-            .map_err(|e| io_err(&tmp, e))?;
+        let tmp = dat.with_extension(TMP_EXTENSION);
+        let written = File::create(&tmp).and_then(|mut f| {
+            f.write_all(&file_bytes)?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            // A full disk: the half-written file would only take more of it.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_err(&tmp, e));
+        }
         std::fs::rename(&tmp, &dat).map_err(|e| io_err(&dat, e))?;
         sync_dir(&dat)?;
         self.index_cache.forget(hour);

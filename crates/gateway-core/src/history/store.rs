@@ -152,8 +152,29 @@ impl History {
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path, e)),
         }
         let h = Self::load(dir, Some(lock))?;
+        h.remove_unfinished_seals();
         h.seal_finished()?;
         Ok(h)
+    }
+
+    /// A sealed hour whose writing a crash cut short is still in its
+    /// `.log` (the log goes only after the rename): its temporary file is
+    /// only space.
+    fn remove_unfinished_seals(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path
+                .to_str()
+                .is_some_and(|p| p.ends_with(super::seal::TMP_EXTENSION))
+            {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    warn!(path = %path.display(), error = %e, "Cannot remove an unfinished sealed history hour.");
+                }
+            }
+        }
     }
 
     /// Opens an existing directory for reading, whether or not a gateway
