@@ -201,12 +201,12 @@ async fn a_fleet_delivers_every_reading_once_when_its_broker_node_is_killed() {
     // delivered through its new node.
     for m in &fleet {
         let (_, body) = http_get(m.metrics, "/metrics").await;
-        assert_eq!(
-            metric(&body, "edge_gateway_upstream_failovers_total"),
-            1.0,
-            "{}",
-            m.id
-        );
+        // At least one: the node a gateway fails over to may itself drop it
+        // while the cluster settles after losing a node (seen once in CI
+        // load: gw-c failed over twice), and the gateway moves on again.
+        // Delivery, checked below, is what must not change.
+        let failovers = metric(&body, "edge_gateway_upstream_failovers_total");
+        assert!(failovers >= 1.0, "{}: {failovers} failovers", m.id);
         assert_eq!(
             metric(&body, "edge_gateway_upstream_client_id_conflicts_total"),
             0.0,
