@@ -21,6 +21,20 @@
 //!   endpoint; [`status`]: the periodic status log line;
 //! - `demo`: an embedded broker and a simulated building.
 
+// Without an adapter the gateway has no input at all: say so at build time
+// rather than build a binary that only warns about unreachable code.
+#[cfg(not(any(
+    feature = "mqtt",
+    feature = "coap",
+    feature = "lorawan",
+    feature = "ble",
+    feature = "tcp_line",
+    feature = "serial"
+)))]
+compile_error!(
+    "edge-gateway needs at least one adapter: --features mqtt (or coap, lorawan, ble, tcp_line, serial, all-protocols)"
+);
+
 pub mod actions;
 pub mod alerts;
 pub mod clock_guard;
