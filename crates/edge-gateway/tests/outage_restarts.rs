@@ -2,7 +2,8 @@
 //! upstream outage, then `kill -9` restarts while readings flow, with
 //! persistent brokers on both sides. Every acknowledged reading must be in
 //! exactly one distinct aggregate upstream (a consumer de-duplicating on
-//! `id` and adding up count, sum and sum of squares).
+//! `id` and adding up count, sum and sum of squares), and in exactly one
+//! window of the dashboard's history (`history export`, counts and sums).
 //!
 //! `outage_then_five_kills_loses_nothing` is the scenario as reported (the
 //! kill points 0.3 s + 0.2 s × i after a batch); the ignored `soak` runs it
@@ -87,6 +88,9 @@ struct Outcome {
     doubled: u64,
     /// Ids that arrived twice with different statistics.
     conflicts: usize,
+    /// The same two, in the dashboard's history instead of upstream.
+    history_lost: u64,
+    history_doubled: u64,
     detail: String,
 }
 
@@ -157,6 +161,13 @@ drain_rate = {drain_rate}
 [aggregation]
 window = "1s"
 grace = "1s"
+
+# History written more often than the checkpoint: a kill then re-closes
+# windows history already holds, which must overwrite, not add.
+[dashboard]
+enabled = true
+bind = "127.0.0.1:0"
+write_interval = "1s"
 
 [[adapter]]
 type = "mqtt"
@@ -281,7 +292,49 @@ async fn run(plan: &Plan) -> Outcome {
     sub.stop().await;
     gw.signal("TERM");
     gw.wait_exit().await;
+    for (device, values) in &readings.published {
+        let (count, sum) = history_totals(&gw.config_path, device);
+        let n = values.len() as u64;
+        out.history_lost += n.saturating_sub(count);
+        out.history_doubled += count.saturating_sub(n);
+        let sums_match = rel_close(sum, values.iter().sum());
+        out.detail += &format!("history {device}: {count}/{n} sums match: {sums_match}; ");
+        if count == n && !sums_match {
+            out.history_lost += 1;
+            out.history_doubled += 1;
+        }
+    }
     out
+}
+
+/// Readings and their sum over every window `history export` reads for a
+/// device's temperature.
+fn history_totals(config: &Path, device: &str) -> (u64, f64) {
+    let bin = std::env::var("EDGE_GATEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_edge-gateway").to_string());
+    let out = std::process::Command::new(bin)
+        .args(["history", "export", "-c"])
+        .arg(config)
+        .args(["--device", device, "--metric", "temperature"])
+        .args(["--from", "0", "--to", "now"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "history export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let mut totals = (0u64, 0.0);
+    for line in csv.lines().skip(1) {
+        // device,metric,start,end,count,avg,min,max,std
+        let f: Vec<&str> = line.split(',').collect();
+        let count: u64 = f[4].parse().unwrap();
+        let avg: f64 = f[5].parse().unwrap();
+        totals.0 += count;
+        totals.1 += avg * count as f64;
+    }
+    totals
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,6 +343,12 @@ async fn outage_then_five_kills_loses_nothing() {
     assert_eq!(
         (out.lost, out.doubled, out.conflicts),
         (0, 0, 0),
+        "{}",
+        out.detail
+    );
+    assert_eq!(
+        (out.history_lost, out.history_doubled),
+        (0, 0),
         "{}",
         out.detail
     );
@@ -313,16 +372,19 @@ async fn soak() {
                 .map_or(1, |d| d.as_secs())
         });
     let (mut lost, mut doubled, mut conflicts, mut bad_runs) = (0, 0, 0, 0);
+    let (mut history_lost, mut history_doubled) = (0, 0);
     for i in 0..runs {
         let seed = base.wrapping_add(i);
         let plan = Plan::random(seed);
         let out = run(&plan).await;
         println!(
-            "run {:>3} seed {seed}: lost {} doubled {} conflicting ids {} | {:?} drain-kill {} | {}",
+            "run {:>3} seed {seed}: lost {} doubled {} conflicting ids {} history lost {} doubled {} | {:?} drain-kill {} | {}",
             i + 1,
             out.lost,
             out.doubled,
             out.conflicts,
+            out.history_lost,
+            out.history_doubled,
             plan.kills,
             plan.kill_during_drain,
             out.detail
@@ -330,14 +392,20 @@ async fn soak() {
         lost += out.lost;
         doubled += out.doubled;
         conflicts += out.conflicts;
-        if out.lost + out.doubled > 0 || out.conflicts > 0 {
+        history_lost += out.history_lost;
+        history_doubled += out.history_doubled;
+        if out.lost + out.doubled + out.history_lost + out.history_doubled > 0 || out.conflicts > 0
+        {
             bad_runs += 1;
         }
     }
     println!(
-        "soak: {runs} runs, {bad_runs} inexact; readings lost {lost}, counted twice {doubled}, conflicting ids {conflicts}"
+        "soak: {runs} runs, {bad_runs} inexact; readings lost {lost}, counted twice {doubled}, conflicting ids {conflicts}; in history lost {history_lost}, counted twice {history_doubled}"
     );
-    assert_eq!((lost, doubled, conflicts), (0, 0, 0));
+    assert_eq!(
+        (lost, doubled, conflicts, history_lost, history_doubled),
+        (0, 0, 0, 0, 0)
+    );
 }
 
 /// SenML from one message for `n` devices: a window close then forwards
@@ -435,6 +503,7 @@ max_backoff = "500ms"
         doubled: counted.saturating_sub(expected),
         conflicts: conflicting_ids(&got).len(),
         detail: format!("{counted}/{expected}"),
+        ..Outcome::default()
     }
 }
 
