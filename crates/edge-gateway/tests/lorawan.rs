@@ -35,24 +35,8 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn base64(bytes: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A PUSH_DATA datagram (protocol v2) carrying `phy` as one rxpk.
@@ -68,7 +52,7 @@ fn push_data(token: [u8; 2], gateway: [u8; 8], phy: &[u8], rssi: i16, extra: &st
     d
 }
 
-/// seed_compact: temperature ×10 (i16), humidity (u8), battery ×100 (u16).
+/// compact_i16: temperature ×10 (i16), humidity (u8), battery ×100 (u16).
 fn seed_frame(fcnt: u32, temperature: f64, humidity: u8) -> Vec<u8> {
     let mut p = ((temperature * 10.0).round() as i16).to_be_bytes().to_vec();
     p.push(humidity);
@@ -111,7 +95,7 @@ name = "lora-packet example"
 dev_addr = "{SEED_ADDR:08X}"
 nwk_s_key = "{SEED_NWK}"
 app_s_key = "{SEED_APP}"
-codec = "seed_compact"
+codec = "compact_i16"
 id = "seed-node"
 "#
     )
@@ -347,7 +331,7 @@ type = "mqtt"
 name = "network-servers"
 url = "mqtt://127.0.0.1:{local}"
 topics = [
-  {{ pattern = "application/+/device/{{device}}/event/up", format = "chirpstack_v4", codec = "seed_compact" }},
+  {{ pattern = "application/+/device/{{device}}/event/up", format = "chirpstack_v4", codec = "compact_i16" }},
   "v3/+/devices/{{device}}/up",
 ]
 status_topics = []

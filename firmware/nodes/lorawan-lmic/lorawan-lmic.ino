@@ -1,7 +1,7 @@
-// LoRaWAN sensor node (seed 004's LMIC example), for the gateway's
-// semtech_udp adapter: an ABP device sending seed_compact (temperature,
-// humidity, battery) every INTERVAL_S, or, with PAYLOAD_SEED_BATCH, a
-// seed_batch of BATCH temperature readings taken every INTERVAL_S and sent
+// LoRaWAN sensor node (after the LMIC ABP example), for the gateway's
+// semtech_udp adapter: an ABP device sending compact_i16 (temperature,
+// humidity, battery) every INTERVAL_S, or, with PAYLOAD_BATCH, a
+// batch of BATCH temperature readings taken every INTERVAL_S and sent
 // in one uplink (one radio wake-up and one frame header for BATCH
 // readings, each with its own time).
 //
@@ -13,14 +13,14 @@
 //   dev_addr = "260B1234"
 //   nwk_s_key = "env:LORA_260B1234_NWK_S_KEY"
 //   app_s_key = "env:LORA_260B1234_APP_S_KEY"
-//   codec = "seed_compact"        # or "seed_batch" with PAYLOAD_SEED_BATCH
+//   codec = "compact_i16"        # or "batch" with PAYLOAD_BATCH
 #include <SPI.h>
 #include <hal/hal.h>
 #include <lmic.h>
 
 #include "seed_frames.h"
 
-// #define PAYLOAD_SEED_BATCH 1
+// #define PAYLOAD_BATCH 1
 #define INTERVAL_S 300
 #define BATCH 7      // 5 + 7 x 6 = 47 bytes: fits EU868 DR0-2 (51 bytes)
 #define FPORT 1
@@ -46,9 +46,9 @@ const lmic_pinmap lmic_pins = {
 };
 
 static osjob_t sample_job;
-static uint8_t frame[SEED_BATCH_HEADER_LEN + BATCH * SEED_BATCH_READING_LEN];
+static uint8_t frame[BATCH_HEADER_LEN + BATCH * BATCH_READING_LEN];
 
-#ifdef PAYLOAD_SEED_BATCH
+#ifdef PAYLOAD_BATCH
 static uint16_t deltas[BATCH];
 static double values[BATCH];
 static uint8_t kept = 0;
@@ -56,7 +56,7 @@ static uint32_t batch_base = 0;
 // The batch's base time is Unix time (the gateway stamps each reading
 // base + delta and refuses times far from its clock): provide
 // unix_time_now() from an RTC, a GPS, or LoRaWAN DeviceTimeReq
-// (LMIC_requestNetworkTime). Without a clock, send seed_compact: the
+// (LMIC_requestNetworkTime). Without a clock, send compact_i16: the
 // gateway stamps it on arrival.
 extern uint32_t unix_time_now(void);
 #endif
@@ -84,18 +84,18 @@ static void send(const uint8_t *data, int len) {
 }
 
 static void sample(osjob_t *job) {
-#ifdef PAYLOAD_SEED_BATCH
+#ifdef PAYLOAD_BATCH
   uint32_t now = unix_time_now();
   if (kept == 0) batch_base = now;
   deltas[kept] = (uint16_t)(now - batch_base);
   values[kept] = read_temperature();
   kept++;
   if (kept == BATCH) {
-    send(frame, seed_batch(batch_base, deltas, values, kept, frame, sizeof frame));
+    send(frame, batch(batch_base, deltas, values, kept, frame, sizeof frame));
     kept = 0;
   }
 #else
-  send(frame, seed_compact(read_temperature(), read_humidity(), read_battery_v(), frame));
+  send(frame, compact_i16(read_temperature(), read_humidity(), read_battery_v(), frame));
 #endif
   os_setTimedCallback(&sample_job, os_getTime() + sec2osticks(INTERVAL_S), sample);
 }

@@ -1,4 +1,4 @@
-// seed_compact, seed_bitpacked and seed_batch for C/C++ nodes (Arduino
+// compact_i16, bitpacked and batch for C/C++ nodes (Arduino
 // LMIC), byte for byte as the gateway decodes them and as wire.py and
 // firmware/codec encode them (firmware/micropython/tests/test_lmic_frames.py
 // compiles this header and compares).
@@ -12,11 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SEED_COMPACT_LEN 5      // >hBH
-#define SEED_BITPACKED_LEN 3
-#define SEED_BATCH_HEADER_LEN 5 // count u8, base time u32 (epoch s)
-#define SEED_BATCH_READING_LEN 6 // delta u16 (s), value x10 i32
-#define SEED_BATCH_MAX 255
+#define COMPACT_I16_LEN 5      // >hBH
+#define BITPACKED_LEN 3
+#define BATCH_HEADER_LEN 5 // count u8, base time u32 (epoch s)
+#define BATCH_READING_LEN 6 // delta u16 (s), value x10 i32
+#define BATCH_MAX 255
 
 #define SEED_ERR_NOT_FINITE (-1)
 #define SEED_ERR_RANGE (-2)
@@ -37,8 +37,8 @@ static inline int seed_scale(double value, double per_unit, long lo, long hi, lo
 }
 
 // Temperature (0.1 C, i16), humidity (1 %, u8), battery (0.01 V, u16).
-static inline int seed_compact(double temperature, double humidity, double battery,
-                               uint8_t out[SEED_COMPACT_LEN]) {
+static inline int compact_i16(double temperature, double humidity, double battery,
+                               uint8_t out[COMPACT_I16_LEN]) {
   long t, h, b;
   int e;
   if ((e = seed_scale(temperature, 10, -32768L, 32767L, &t))) return e;
@@ -49,13 +49,13 @@ static inline int seed_compact(double temperature, double humidity, double batte
   out[2] = (uint8_t)h;
   out[3] = (uint8_t)((uint16_t)b >> 8);
   out[4] = (uint8_t)((uint16_t)b & 0xFF);
-  return SEED_COMPACT_LEN;
+  return COMPACT_I16_LEN;
 }
 
 // byte0 = (t + 20) * 2; byte1 = humidity (7 bits) << 1 | battery bit 6;
 // byte2 = battery bits 0-5 << 2.
-static inline int seed_bitpacked(double temperature, double humidity, double battery_pct,
-                                 uint8_t out[SEED_BITPACKED_LEN]) {
+static inline int bitpacked(double temperature, double humidity, double battery_pct,
+                                 uint8_t out[BITPACKED_LEN]) {
   long t, h, b;
   int e;
   if (!(temperature == temperature)) return SEED_ERR_NOT_FINITE;
@@ -65,15 +65,15 @@ static inline int seed_bitpacked(double temperature, double humidity, double bat
   out[0] = (uint8_t)t;
   out[1] = (uint8_t)((h << 1) | (b >> 6));
   out[2] = (uint8_t)((b & 0x3F) << 2);
-  return SEED_BITPACKED_LEN;
+  return BITPACKED_LEN;
 }
 
 // n readings of one metric, each (seconds after base, value); the gateway
 // reads each as `value` at base + delta, 0.1 resolution. Returns the length.
-static inline int seed_batch(uint32_t base, const uint16_t *deltas, const double *values, size_t n,
+static inline int batch(uint32_t base, const uint16_t *deltas, const double *values, size_t n,
                              uint8_t *out, size_t cap) {
-  size_t need = SEED_BATCH_HEADER_LEN + n * SEED_BATCH_READING_LEN;
-  if (n > SEED_BATCH_MAX) return SEED_ERR_RANGE;
+  size_t need = BATCH_HEADER_LEN + n * BATCH_READING_LEN;
+  if (n > BATCH_MAX) return SEED_ERR_RANGE;
   if (cap < need) return SEED_ERR_BUFFER;
   out[0] = (uint8_t)n;
   out[1] = (uint8_t)(base >> 24);
@@ -84,7 +84,7 @@ static inline int seed_batch(uint32_t base, const uint16_t *deltas, const double
     long v;
     int e = seed_scale(values[i], 10, -2147483647L - 1, 2147483647L, &v);
     if (e) return e;
-    uint8_t *p = out + SEED_BATCH_HEADER_LEN + i * SEED_BATCH_READING_LEN;
+    uint8_t *p = out + BATCH_HEADER_LEN + i * BATCH_READING_LEN;
     uint32_t u = (uint32_t)(int32_t)v;
     p[0] = (uint8_t)(deltas[i] >> 8);
     p[1] = (uint8_t)deltas[i];

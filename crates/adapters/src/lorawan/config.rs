@@ -5,7 +5,7 @@
 //! dev_addr = "260B1234"                 # 8 hex digits, MSB first, as consoles print it
 //! nwk_s_key = "env:LORA_260B1234_NWK"   # 32 hex digits, or env:VAR
 //! app_s_key = "env:LORA_260B1234_APP"
-//! codec = "seed_compact"                # or "struct" with `fields = [...]`
+//! codec = "compact_i16"                # or "struct" with `fields = [...]`
 //! name = "Meeting room CO2"             # optional
 //! id = "meeting-co2"                    # optional; default the DevAddr, "260B1234"
 //! ```
@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use gateway_core::config::broker::{self, BrokerSection};
 use gateway_core::config::values::duration;
 use gateway_core::config::{load, secret, DeviceConfig, Problems, Tags};
 use gateway_core::Adapter;
@@ -26,23 +27,44 @@ use gateway_core::DeviceId;
 use serde::Deserialize;
 
 use super::codecs::{Codec, CodecError, DecodedValue, FieldSpec, StructLayout};
+use super::downlink_feed::FeedConfig;
+use super::fcnt::Session;
 use super::frame::Key;
+use super::join::Eui;
+use super::region::Region;
 use super::semtech::GatewayEui;
 use crate::registry::{AdapterKind, BuildContext, OwnedSection};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDevice {
-    dev_addr: String,
-    nwk_s_key: String,
-    app_s_key: String,
+    // ABP: a fixed session.
+    dev_addr: Option<String>,
+    nwk_s_key: Option<secret::Secret>,
+    app_s_key: Option<secret::Secret>,
+    // OTAA: the root key; sessions come from joins.
+    dev_eui: Option<String>,
+    #[serde(alias = "app_eui")]
+    join_eui: Option<String>,
+    app_key: Option<secret::Secret>,
     codec: String,
     fields: Option<Vec<FieldSpec>>,
     name: Option<String>,
     id: Option<String>,
     #[serde(default)]
     fcnt_reset: FcntReset,
+    /// ABP only: OTAA devices are told theirs in the join-accept.
+    #[serde(default, deserialize_with = "some_duration")]
+    rx1_delay: Option<Duration>,
 }
+
+fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration::deserialize(d).map(Some)
+}
+
+/// RX1 delay of an ABP device unless configured: the spec's default
+/// (RECEIVE_DELAY1), what a device that was never told otherwise uses.
+pub const ABP_RX1_DELAY: Duration = Duration::from_secs(1);
 
 /// What to do with an uplink whose MIC only verifies with a counter below
 /// the last accepted one: a replay, or a device that restarted at 0.
@@ -94,32 +116,107 @@ pub struct LorawanDevice {
     /// Device id upstream: `id`, or the DevAddr as 8 upper-case hex digits.
     pub id: DeviceId,
     pub fcnt_reset: FcntReset,
+    /// When its RX1 window opens after the end of an uplink.
+    pub rx1_delay: Duration,
+}
+
+/// A device activated over the air (OTAA, LoRaWAN 1.0.x): its session
+/// comes from its last join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtaaDevice {
+    pub dev_eui: Eui,
+    /// JoinEUI (AppEUI before 1.0.4): checked against the join-request.
+    pub join_eui: Eui,
+    /// Never logged: `Key`'s `Debug` is redacted.
+    pub app_key: Key,
+    pub codec: DeviceCodec,
+    pub name: Option<String>,
+    /// `id`, or the DevEUI as 16 upper-case hex digits.
+    pub id: DeviceId,
+    pub fcnt_reset: FcntReset,
+}
+
+impl OtaaDevice {
+    /// The device as the uplink path sees it, under `session`'s keys.
+    pub fn with_session(&self, session: &Session) -> LorawanDevice {
+        LorawanDevice {
+            dev_addr: session.dev_addr,
+            nwk_s_key: session.nwk_s_key,
+            app_s_key: session.app_s_key,
+            codec: self.codec.clone(),
+            name: self.name.clone(),
+            id: self.id.clone(),
+            fcnt_reset: self.fcnt_reset,
+            rx1_delay: super::downlink::RX1_DELAY,
+        }
+    }
+}
+
+/// A checked `[[lorawan.device]]`.
+enum Checked {
+    Abp(LorawanDevice),
+    Otaa(OtaaDevice),
+}
+
+impl Checked {
+    fn id(&self) -> &DeviceId {
+        match self {
+            Self::Abp(d) => &d.id,
+            Self::Otaa(d) => &d.id,
+        }
+    }
 }
 
 /// Checks every `[[lorawan.device]]` table, collecting all problems.
 /// `env` reads `env:VAR` keys (the process environment in production, a
-/// map in tests). Returns the devices that passed.
+/// map in tests). Returns the ABP devices that passed.
 pub fn devices(
     tables: Vec<toml::Value>,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> Vec<LorawanDevice> {
+    all_devices(tables, path, env, problems).0
+}
+
+/// [`devices`], with the OTAA devices too.
+pub fn all_devices(
+    tables: Vec<toml::Value>,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> (Vec<LorawanDevice>, Vec<OtaaDevice>) {
     let mut out: Vec<LorawanDevice> = Vec::new();
+    let mut otaa: Vec<OtaaDevice> = Vec::new();
     let mut ids = HashSet::new();
     let mut sessions = HashSet::new();
+    let mut euis = HashSet::new();
     for (i, table) in tables.into_iter().enumerate() {
         let path = format!("{path}[{i}]");
-        let Some(device) = device(table, &path, env, problems) else {
+        let Some(checked) = device(table, &path, env, problems) else {
             continue;
         };
-        if !ids.insert(device.id.clone()) {
+        if !ids.insert(checked.id().clone()) {
             problems.push(
                 format!("{path}.id"),
-                format!("id {:?} is used by another device", device.id.as_str()),
+                format!("id {:?} is used by another device", checked.id().as_str()),
             );
             continue;
         }
+        let device = match checked {
+            Checked::Abp(d) => d,
+            Checked::Otaa(d) => {
+                if euis.insert(d.dev_eui) {
+                    otaa.push(d);
+                } else {
+                    problems.push(
+                        format!("{path}.dev_eui"),
+                        format!("DevEUI {} is used by another device", d.dev_eui),
+                    );
+                }
+                continue;
+            }
+        };
         // Two devices may share a DevAddr (the MIC tells them apart), but
         // not a DevAddr and a NwkSKey: then nothing can.
         if !sessions.insert((device.dev_addr, device.nwk_s_key.0)) {
@@ -134,7 +231,7 @@ pub fn devices(
         }
         out.push(device);
     }
-    out
+    (out, otaa)
 }
 
 fn device(
@@ -142,24 +239,135 @@ fn device(
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
-) -> Option<LorawanDevice> {
+) -> Option<Checked> {
     // Counted before parsing: `section` drops an unknown key and carries
     // on, and a device with any problem is refused whole.
     let before = problems.len();
     let raw: RawDevice = load::section(table, path, problems)?;
-    let dev_addr = parse_dev_addr(&raw.dev_addr);
+    // After the keys, so problems come in the order of a device's table.
+    let codec_and_name = |problems: &mut Problems| {
+        let codec = codec(&raw, path, problems);
+        if raw.name.as_deref() == Some("") {
+            problems.push(format!("{path}.name"), "expected a non-empty name");
+        }
+        codec
+    };
+    let id = |default: Option<String>, problems: &mut Problems| {
+        raw.id.clone().or(default).and_then(|text| {
+            DeviceId::new(text)
+                .map_err(|e| problems.push(format!("{path}.id"), e.to_string()))
+                .ok()
+        })
+    };
+    if let Some(dev_eui_text) = &raw.dev_eui {
+        for (key, given) in [
+            ("dev_addr", raw.dev_addr.is_some()),
+            ("nwk_s_key", raw.nwk_s_key.is_some()),
+            ("app_s_key", raw.app_s_key.is_some()),
+            ("rx1_delay", raw.rx1_delay.is_some()),
+        ] {
+            if given {
+                problems.push(
+                    format!("{path}.{key}"),
+                    "an OTAA device (dev_eui) gets its session from its join: remove it",
+                );
+            }
+        }
+        let eui = |text: Option<&String>, key: &str, problems: &mut Problems| match text {
+            None => {
+                problems.push(format!("{path}.{key}"), "an OTAA device needs it");
+                None
+            }
+            Some(t) => t
+                .parse::<Eui>()
+                .map_err(|e| problems.push(format!("{path}.{key}"), e.to_string()))
+                .ok(),
+        };
+        let dev_eui = eui(Some(dev_eui_text), "dev_eui", problems);
+        let join_eui = eui(raw.join_eui.as_ref(), "join_eui", problems);
+        let app_key = match &raw.app_key {
+            Some(k) => key(k.expose(), &format!("{path}.app_key"), env, problems),
+            None => {
+                problems.push(format!("{path}.app_key"), "an OTAA device needs it");
+                None
+            }
+        };
+        let codec = codec_and_name(problems);
+        let id = id(dev_eui.map(|e| e.to_string()), problems);
+        if problems.len() > before {
+            return None;
+        }
+        return Some(Checked::Otaa(OtaaDevice {
+            dev_eui: dev_eui?,
+            join_eui: join_eui?,
+            app_key: app_key?,
+            codec: codec?,
+            name: raw.name,
+            id: id?,
+            fcnt_reset: raw.fcnt_reset,
+        }));
+    }
+    for (key, given) in [
+        ("join_eui", raw.join_eui.is_some()),
+        ("app_key", raw.app_key.is_some()),
+    ] {
+        if given {
+            problems.push(
+                format!("{path}.{key}"),
+                "only an OTAA device (with dev_eui) takes it",
+            );
+        }
+    }
+    let dev_addr_text = raw.dev_addr.clone().unwrap_or_default();
+    let dev_addr = parse_dev_addr(&dev_addr_text);
     if dev_addr.is_none() {
         problems.push(
             format!("{path}.dev_addr"),
             format!(
-                "expected 8 hex digits, MSB first (\"260B1234\"), got {:?}",
-                raw.dev_addr
+                "expected 8 hex digits, MSB first (\"260B1234\"), got {:?}; or dev_eui, join_eui and app_key for OTAA",
+                dev_addr_text
             ),
         );
     }
-    let nwk_s_key = key(&raw.nwk_s_key, &format!("{path}.nwk_s_key"), env, problems);
-    let app_s_key = key(&raw.app_s_key, &format!("{path}.app_s_key"), env, problems);
-    let codec = match (raw.codec.as_str(), raw.fields) {
+    let session_key = |k: &Option<secret::Secret>, name: &str, problems: &mut Problems| match k {
+        Some(k) => key(k.expose(), &format!("{path}.{name}"), env, problems),
+        None => {
+            problems.push(format!("{path}.{name}"), "an ABP device needs it");
+            None
+        }
+    };
+    // RxDelay (spec §5.7) counts whole seconds, 1 to 15.
+    let rx1_delay = raw.rx1_delay.unwrap_or(ABP_RX1_DELAY);
+    if rx1_delay.subsec_nanos() != 0 || !(1..=15).contains(&rx1_delay.as_secs()) {
+        problems.push(
+            format!("{path}.rx1_delay"),
+            format!(
+                "expected whole seconds from 1s to 15s, as the device is set, got {}",
+                duration::render(rx1_delay)
+            ),
+        );
+    }
+    let nwk_s_key = session_key(&raw.nwk_s_key, "nwk_s_key", problems);
+    let app_s_key = session_key(&raw.app_s_key, "app_s_key", problems);
+    let codec = codec_and_name(problems);
+    let id = id(dev_addr.map(|addr| format!("{addr:08X}")), problems);
+    if problems.len() > before {
+        return None;
+    }
+    Some(Checked::Abp(LorawanDevice {
+        dev_addr: dev_addr?,
+        nwk_s_key: nwk_s_key?,
+        app_s_key: app_s_key?,
+        codec: codec?,
+        name: raw.name,
+        id: id?,
+        fcnt_reset: raw.fcnt_reset,
+        rx1_delay,
+    }))
+}
+
+fn codec(raw: &RawDevice, path: &str, problems: &mut Problems) -> Option<DeviceCodec> {
+    match (raw.codec.as_str(), raw.fields.clone()) {
         ("struct", Some(fields)) => StructLayout::new(fields)
             .map(DeviceCodec::Struct)
             .map_err(|e| problems.push(format!("{path}.fields"), e.to_string()))
@@ -180,32 +388,7 @@ fn device(
                 .map_err(|e| problems.push(format!("{path}.codec"), format!("{e}, or struct")))
                 .ok()
         }
-    };
-    if raw.name.as_deref() == Some("") {
-        problems.push(format!("{path}.name"), "expected a non-empty name");
     }
-    let id_text = match (&raw.id, dev_addr) {
-        (Some(id), _) => Some(id.clone()),
-        (None, Some(addr)) => Some(format!("{addr:08X}")),
-        (None, None) => None,
-    };
-    let id = id_text.and_then(|text| {
-        DeviceId::new(text)
-            .map_err(|e| problems.push(format!("{path}.id"), e.to_string()))
-            .ok()
-    });
-    if problems.len() > before {
-        return None;
-    }
-    Some(LorawanDevice {
-        dev_addr: dev_addr?,
-        nwk_s_key: nwk_s_key?,
-        app_s_key: app_s_key?,
-        codec: codec?,
-        name: raw.name,
-        id: id?,
-        fcnt_reset: raw.fcnt_reset,
-    })
 }
 
 fn parse_dev_addr(text: &str) -> Option<u32> {
@@ -227,8 +410,22 @@ fn key(
 /// The `[lorawan]` section.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LorawanSection {
-    /// `[[lorawan.device]]`, every one checked.
+    /// `[[lorawan.device]]` activated by personalisation, every one checked.
     pub devices: Vec<LorawanDevice>,
+    /// `[[lorawan.device]]` activated over the air.
+    pub otaa: Vec<OtaaDevice>,
+    /// What the network server side needs: NetID, region.
+    pub network: Network,
+}
+
+/// `[lorawan]`'s own keys: what OTAA joins and downlinks need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Network {
+    /// 24-bit NetID; its type-0 NwkID prefixes every allocated DevAddr.
+    /// Default 000000: a private network (DevAddrs 00000000–01FFFFFF).
+    pub net_id: u32,
+    /// Frequency plan of RX1/RX2 and of ADR.
+    pub region: Region,
 }
 
 impl OwnedSection for LorawanSection {
@@ -241,13 +438,17 @@ impl OwnedSection for LorawanSection {
     fn registry_devices(&self) -> Vec<DeviceConfig> {
         self.devices
             .iter()
-            .filter_map(|d| {
+            .map(|d| (&d.id, &d.name))
+            .chain(self.otaa.iter().map(|d| (&d.id, &d.name)))
+            .filter_map(|(id, name)| {
                 Some(DeviceConfig {
-                    id: d.id.clone(),
-                    name: d.name.clone()?,
+                    id: id.clone(),
+                    name: name.clone()?,
                     room: None,
                     floor: None,
                     tags: Tags::default(),
+                    primary: None,
+                    units: Default::default(),
                 })
             })
             .collect()
@@ -270,21 +471,65 @@ pub fn section(
         );
         return LorawanSection::default();
     };
-    for key in table.keys().filter(|k| *k != "device") {
-        problems.push(format!("lorawan.{key}"), "unknown key, expected device");
+    for key in table
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "device" | "net_id" | "region"))
+    {
+        problems.push(
+            format!("lorawan.{key}"),
+            "unknown key, expected device, net_id or region",
+        );
     }
-    let devices = match table.get("device") {
-        None => Vec::new(),
-        Some(toml::Value::Array(items)) => devices(items.clone(), "lorawan.device", env, problems),
+    let (devices, otaa) = match table.get("device") {
+        None => (Vec::new(), Vec::new()),
+        Some(toml::Value::Array(items)) => {
+            all_devices(items.clone(), "lorawan.device", env, problems)
+        }
         Some(_) => {
             problems.push(
                 "lorawan.device",
                 "expected an array of tables, write it as [[lorawan.device]]",
             );
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     };
-    LorawanSection { devices }
+    let mut network = Network::default();
+    match table.get("net_id") {
+        None => {}
+        Some(toml::Value::String(text))
+            if text.len() == 6 && text.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            let net_id = u32::from_str_radix(text, 16).unwrap_or(0);
+            if net_id >> 21 != 0 {
+                problems.push(
+                    "lorawan.net_id",
+                    format!("NetID {text} is not of type 0 (its 3 top bits must be 0): only type-0 NetIDs are supported"),
+                );
+            }
+            network.net_id = net_id;
+        }
+        Some(other) => problems.push(
+            "lorawan.net_id",
+            format!("expected 6 hex digits (\"000000\"), got {other}"),
+        ),
+    }
+    match table
+        .get("region")
+        .map(|v| v.as_str().map(str::parse::<Region>))
+    {
+        None => {}
+        Some(Some(Ok(region))) => network.region = region,
+        Some(Some(Err(e))) => problems.push("lorawan.region", e.to_string()),
+        Some(None) => problems.push(
+            "lorawan.region",
+            "expected a string: EU868, US915, AS923, AU915, IN865 or KR920",
+        ),
+    }
+    LorawanSection {
+        devices,
+        otaa,
+        network,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -297,6 +542,20 @@ struct RawSemtechUdp {
     dedup_window: Duration,
     #[serde(default)]
     gateways: Vec<String>,
+    #[serde(default, deserialize_with = "some_broker")]
+    downlink_broker: Option<BrokerSection>,
+    #[serde(default = "default_downlink_topic")]
+    downlink_topic: String,
+}
+
+/// `downlink_broker`: a URL, as it first was, or a table with url,
+/// username, password_env, ca_file... like every other broker.
+fn some_broker<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BrokerSection>, D::Error> {
+    broker::url_or_table(d).map(Some)
+}
+
+fn default_downlink_topic() -> String {
+    "lorawan/{device}/down".to_string()
 }
 
 fn default_bind() -> SocketAddr {
@@ -319,6 +578,8 @@ pub struct SemtechUdpConfig {
     /// Forwarders accepted, by gateway EUI; empty accepts any (the protocol
     /// has no authentication, PROTOCOL.TXT §1).
     pub gateways: Vec<GatewayEui>,
+    /// Where application downlinks for joined devices come from, if set.
+    pub downlinks: Option<FeedConfig>,
 }
 
 impl AdapterKind for SemtechUdpConfig {
@@ -343,11 +604,35 @@ impl AdapterKind for SemtechUdpConfig {
                 Err(e) => problems.push(format!("{path}.gateways[{i}]"), e.to_string()),
             }
         }
+        let levels = raw.downlink_topic.split('/');
+        if levels.filter(|l| *l == "{device}").count() != 1
+            || raw.downlink_topic.contains(['+', '#'])
+        {
+            problems.push(
+                format!("{path}.downlink_topic"),
+                format!(
+                    "expected a topic with one {{device}} level and no wildcard, got {:?}",
+                    raw.downlink_topic
+                ),
+            );
+        }
+        if let Some(b) = &raw.downlink_broker {
+            b.validate(
+                &format!("{path}.downlink_broker"),
+                &broker::env_is_set,
+                problems,
+            );
+        }
+        let downlinks = raw.downlink_broker.map(|broker| FeedConfig {
+            broker,
+            topic: raw.downlink_topic,
+        });
         (problems.len() == before).then_some(Self {
             name: raw.name,
             bind: raw.bind,
             dedup_window: raw.dedup_window,
             gateways,
+            downlinks,
         })
     }
 
@@ -356,11 +641,17 @@ impl AdapterKind for SemtechUdpConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
-        Box::new(super::source::SemtechUdpSource::new(
-            self.clone(),
-            ctx.sections.lorawan.devices.clone(),
-            &ctx.state_dir,
-        ))
+        Box::new(
+            super::source::SemtechUdpSource::new(
+                self.clone(),
+                ctx.sections.lorawan.devices.clone(),
+                &ctx.state_dir,
+            )
+            .with_otaa(
+                ctx.sections.lorawan.otaa.clone(),
+                ctx.sections.lorawan.network,
+            ),
+        )
     }
 
     fn template() -> String {
@@ -390,6 +681,16 @@ pub fn template() -> String {
 # dedup_window = "{dedup}"
 # Gateway EUIs (16 hex digits) accepted; empty accepts every forwarder.
 # gateways = []
+# Application downlinks for LoRaWAN devices (OTAA and ABP): JSON {{"port": 10, "data": "<hex
+# or base64>", "confirmed": false}} published on this broker's topic, with
+# {{device}} the device's id, sent after the device's next uplink (confirmed
+# ones again after each uplink until the device acknowledges them).
+# Unset: no downlinks but the network's own answers. A URL (mqtt:// or
+# mqtts://), or a table as other brokers take, with credentials and TLS:
+#   {{ url = "mqtts://broker.lan:8883", username = "gateway",
+#   password_env = "LORA_DOWNLINK_PASSWORD", ca_file = "/etc/ssl/ca.pem" }}
+# downlink_broker = "mqtt://127.0.0.1:1883"
+# downlink_topic = "{downlink_topic}"
 
 # LoRaWAN devices activated by personalisation (ABP), one table each. Keys
 # are 32 hex digits, or "env:VAR" to read them from the environment; they
@@ -400,9 +701,11 @@ pub fn template() -> String {
 # dev_addr = "260B1234"
 # nwk_s_key = "env:LORA_260B1234_NWK_S_KEY"
 # app_s_key = "env:LORA_260B1234_APP_S_KEY"
-# seed_compact, seed_bitpacked, seed_batch, cayenne_lpp, or struct with
+# compact_i16, bitpacked, batch, cayenne_lpp; a vendor's own format:
+# milesight (AM307, AM319, AM10x), elsys (ERS family), dragino_lht65,
+# browan_tbhh100; or struct with
 # fields = [{{ name = "co2", type = "u16", endian = "be", scale = 1.0, offset = 0 }}]
-# codec = "seed_compact"
+# codec = "compact_i16"
 # Optional: the name forwarded upstream, and the device id (default: the
 # DevAddr, "260B1234").
 # name = "Meeting room"
@@ -410,9 +713,43 @@ pub fn template() -> String {
 # A counter below the last accepted one is a replay: "reject" (default), or
 # "accept" it as a device restart (insecure; logged and counted).
 # fcnt_reset = "reject"
+# When the device opens its first receive window after an uplink, whole
+# seconds as it is set (LoRaWAN's default is 1s): downlinks, MAC answers
+# and the ACKs of confirmed uplinks are sent then. Their frame counter is
+# kept in the same state file.
+# rx1_delay = "1s"
+
+# Devices activated over the air (OTAA, LoRaWAN 1.0.x), as most sensors
+# ship: the gateway answers their join-requests through the forwarder that
+# heard them best, derives their session keys and keeps the sessions, and
+# the DevNonces they used, in the same state file (a replayed join is
+# refused). They are answered in their receive windows too: LinkCheckReq,
+# DeviceTimeReq, and the ACK of confirmed uplinks. The forwarders must send
+# PULL_DATA (lora_pkt_fwd does) for the gateway to reach them.
+# [[lorawan.device]]
+# DevEUI and JoinEUI (AppEUI), 16 hex digits MSB first, as on the label.
+# dev_eui = "24E124136B324001"
+# join_eui = "24E124C0002A0001"
+# 32 hex digits, or "env:VAR"; never logged.
+# app_key = "env:LORA_24E124136B324001_APP_KEY"
+# codec = "compact_i16"
+# Optional: the id upstream (default: the DevEUI), name, fcnt_reset.
+# id = "office-th"
+#
+# The network side of OTAA, in the [lorawan] table:
+# [lorawan]
+# NetID, 6 hex digits, type 0: joined devices get DevAddrs with its 6 low
+# bits on top. 000000 is for private networks.
+# net_id = "000000"
+# Frequency plan of the receive windows and of ADR: EU868, US915, AS923
+# (AS923-1; AS923-2 to -4 are not supported), AU915, IN865 or KR920. In
+# US915 and AU915, ADR also keeps a device on the sub-band its uplinks were
+# heard on.
+# region = "EU868"
 "##,
         bind = default_bind(),
         dedup = duration::render(DEFAULT_DEDUP_WINDOW),
+        downlink_topic = default_downlink_topic(),
     )
 }
 

@@ -39,8 +39,38 @@ codec = "cayenne_lpp"
     assert_eq!(d.nwk_s_key, NWK.parse().unwrap());
     assert_eq!(d.codec, DeviceCodec::Named(Codec::CayenneLpp));
     assert_eq!(d.name, None);
+    assert_eq!(d.rx1_delay, ABP_RX1_DELAY);
     // Debug output is what ends up in logs: no key bytes.
     assert!(!format!("{d:?}").contains("68, 2, 66"), "{d:?}");
+}
+
+#[test]
+fn the_codecs_old_names_still_configure_the_same_codecs() {
+    let device = |addr: &str, codec: &str| {
+        format!(
+            "[[lorawan.device]]\ndev_addr = \"{addr}\"\nnwk_s_key = \"{NWK}\"\napp_s_key = \"{APP}\"\ncodec = \"{codec}\"\n"
+        )
+    };
+    let (devices, problems) = check(
+        &[
+            device("01000001", "seed_compact"),
+            device("01000002", "seed_bitpacked"),
+            device("01000003", "seed_batch"),
+            device("01000004", "compact_i16"),
+        ]
+        .concat(),
+    );
+    assert_eq!(problems, Vec::<String>::new());
+    let codecs: Vec<&DeviceCodec> = devices.iter().map(|d| &d.codec).collect();
+    assert_eq!(
+        codecs,
+        [
+            &DeviceCodec::Named(Codec::CompactI16),
+            &DeviceCodec::Named(Codec::Bitpacked),
+            &DeviceCodec::Named(Codec::Batch),
+            &DeviceCodec::Named(Codec::CompactI16),
+        ]
+    );
 }
 
 #[test]
@@ -85,7 +115,7 @@ codec = "struct"
 dev_addr = "01020304"
 nwk_s_key = "{NWK}"
 app_s_key = "{APP}"
-codec = "seed_compact"
+codec = "compact_i16"
 fields = []
 name = ""
 
@@ -93,7 +123,7 @@ name = ""
 dev_addr = "01020304"
 nwk_s_key = "{NWK}"
 app_s_key = "{APP}"
-codec = "seed_compact"
+codec = "compact_i16"
 colour = "red"
 "#
     ));
@@ -125,7 +155,7 @@ colour = "red"
 fn shared_devaddr_needs_different_keys_and_ids_are_unique() {
     let device = |id: &str, nwk: &str| {
         format!(
-            "[[lorawan.device]]\ndev_addr = \"01020304\"\nnwk_s_key = \"{nwk}\"\napp_s_key = \"{APP}\"\ncodec = \"seed_compact\"\nid = \"{id}\"\n"
+            "[[lorawan.device]]\ndev_addr = \"01020304\"\nnwk_s_key = \"{nwk}\"\napp_s_key = \"{APP}\"\ncodec = \"compact_i16\"\nid = \"{id}\"\n"
         )
     };
     let (devices, problems) = check(
@@ -167,13 +197,24 @@ fn template_sections_parse() {
     assert_eq!(a.bind, default_bind());
     assert_eq!(a.dedup_window, DEFAULT_DEDUP_WINDOW);
     assert!(a.gateways.is_empty());
-    let root: toml::Table =
-        toml::from_str(&format!("[[lorawan.device]]\n{}", keys[split..].join("\n"))).unwrap();
+    let otaa = keys.iter().position(|l| l.starts_with("dev_eui")).unwrap();
+    let network = keys.iter().position(|l| l.starts_with("net_id")).unwrap();
+    let root: toml::Table = toml::from_str(&format!(
+        "[lorawan]\n{}\n[[lorawan.device]]\n{}\n[[lorawan.device]]\n{}",
+        keys[network..].join("\n"),
+        keys[split..otaa].join("\n"),
+        keys[otaa..network].join("\n"),
+    ))
+    .unwrap();
     let any_key = |_: &str| Some(NWK.to_string());
     let s = section(&root, &any_key, &mut p);
     assert!(p.is_empty(), "{p}");
     assert_eq!(s.devices[0].dev_addr, 0x260B_1234);
     assert_eq!(s.devices[0].fcnt_reset, FcntReset::Reject);
+    assert_eq!(s.devices[0].rx1_delay, Duration::from_secs(1));
+    assert_eq!(s.otaa[0].dev_eui.to_string(), "24E124136B324001");
+    assert_eq!(s.otaa[0].id.as_str(), "office-th");
+    assert_eq!(s.network, Network::default(), "the defaults, written out");
 }
 
 #[test]
@@ -199,8 +240,168 @@ fn the_section_rejects_unknown_keys_and_wrong_shapes() {
     assert_eq!(
         lines,
         [
-            "lorawan.devices: unknown key, expected device",
+            "lorawan.devices: unknown key, expected device, net_id or region",
             "lorawan.device: expected an array of tables, write it as [[lorawan.device]]",
         ]
     );
+}
+
+#[test]
+fn every_region_is_configured_by_name_and_others_are_named_in_the_problem() {
+    use crate::lorawan::region::Region;
+    for (name, region) in [
+        ("as923", Region::As923),
+        ("AS923-1", Region::As923),
+        ("AU915", Region::Au915),
+        ("in865", Region::In865),
+        ("KR920", Region::Kr920),
+    ] {
+        let root: toml::Table = toml::from_str(&format!("[lorawan]\nregion = \"{name}\"")).unwrap();
+        let mut p = Problems::default();
+        assert_eq!(section(&root, &env, &mut p).network.region, region);
+        assert!(p.is_empty(), "{p}");
+    }
+    let root: toml::Table = toml::from_str("[lorawan]\nregion = \"CN470\"").unwrap();
+    let mut p = Problems::default();
+    section(&root, &env, &mut p);
+    let text = p.to_string();
+    assert!(text.contains("lorawan.region"), "{text}");
+    assert!(text.contains("AU915") && text.contains("KR920"), "{text}");
+}
+
+#[test]
+fn otaa_devices_need_their_keys_and_take_no_session_keys() {
+    let (_, problems) = check(&format!(
+        r#"[[lorawan.device]]
+dev_eui = "24E124136B32400"
+app_key = "{NWK}"
+codec = "compact_i16"
+
+[[lorawan.device]]
+dev_eui = "24E124136B324001"
+app_eui = "24E124C0002A0001"
+app_key = "{NWK}"
+nwk_s_key = "{NWK}"
+codec = "compact_i16"
+"#
+    ));
+    let paths: Vec<&str> = problems
+        .iter()
+        .map(|p| p.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "lorawan.device[0].dev_eui",
+            "lorawan.device[0].join_eui",
+            "lorawan.device[1].nwk_s_key",
+        ],
+        "{problems:#?}"
+    );
+    for p in &problems {
+        assert!(!p.contains(NWK), "{p}");
+    }
+    let root: toml::Table = toml::from_str(&format!(
+        "[lorawan]\nnet_id = \"000013\"\nregion = \"us915\"\n[[lorawan.device]]\ndev_eui = \"24E124136B324001\"\napp_eui = \"24E124C0002A0001\"\napp_key = \"{NWK}\"\ncodec = \"compact_i16\"\n"
+    ))
+    .unwrap();
+    let mut p = Problems::default();
+    let s = section(&root, &env, &mut p);
+    assert!(p.is_empty(), "{p}");
+    assert_eq!(
+        s.otaa[0].id.as_str(),
+        "24e124136b324001",
+        "the DevEUI by default"
+    );
+    assert_eq!(
+        s.otaa[0].join_eui.to_string(),
+        "24E124C0002A0001",
+        "app_eui is an alias"
+    );
+    assert_eq!(s.network.net_id, 0x13);
+    assert_eq!(s.network.region, crate::lorawan::region::Region::Us915);
+    let root: toml::Table = toml::from_str("[lorawan]\nnet_id = \"E00001\"").unwrap();
+    section(&root, &env, &mut p);
+    assert!(p.to_string().contains("lorawan.net_id"), "{p}");
+}
+
+#[test]
+fn an_abp_device_takes_its_rx1_delay_in_whole_seconds() {
+    let device = |delay: &str| {
+        format!(
+            "[[lorawan.device]]\ndev_addr = \"260b1234\"\nnwk_s_key = \"{NWK}\"\napp_s_key = \"{APP}\"\ncodec = \"compact_i16\"\nrx1_delay = \"{delay}\"\n"
+        )
+    };
+    let (devices, problems) = check(&device("5s"));
+    assert_eq!(problems, Vec::<String>::new());
+    assert_eq!(devices[0].rx1_delay, Duration::from_secs(5));
+    for wrong in ["0s", "16s", "1500ms"] {
+        let (devices, problems) = check(&device(wrong));
+        assert!(devices.is_empty(), "{wrong}");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("lorawan.device[0].rx1_delay: expected whole seconds"),
+            "{problems:?}"
+        );
+    }
+    let (_, problems) = check(&format!(
+        "[[lorawan.device]]\ndev_eui = \"24E124136B324001\"\napp_eui = \"24E124C0002A0001\"\napp_key = \"{NWK}\"\ncodec = \"compact_i16\"\nrx1_delay = \"2s\"\n"
+    ));
+    assert!(
+        problems[0].starts_with("lorawan.device[0].rx1_delay: an OTAA device"),
+        "{problems:?}"
+    );
+}
+
+fn semtech(extra: &str) -> (Option<SemtechUdpConfig>, Vec<String>) {
+    let table = toml::from_str(&format!("name = \"lora\"\n{extra}")).unwrap();
+    let mut p = Problems::default();
+    let c = SemtechUdpConfig::from_table(table, "adapter[1]", &mut p);
+    (c, p.iter().map(|p| p.to_string()).collect())
+}
+
+#[test]
+fn the_downlink_broker_is_a_url_or_a_broker_table() {
+    let (c, p) = semtech("downlink_broker = \"mqtt://10.0.0.5:1884\"");
+    assert_eq!(p, Vec::<String>::new());
+    let feed = c.unwrap().downlinks.unwrap();
+    assert_eq!(feed.broker.url.to_string(), "mqtt://10.0.0.5:1884");
+    assert!(feed.broker.username.is_empty());
+    assert_eq!(feed.topic, default_downlink_topic());
+
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    // PATH stands for a password variable that is set.
+    let (c, p) = semtech(&format!(
+        "downlink_broker = {{ url = \"mqtts://broker.lan\", username = \"gw\", password_env = \"PATH\", ca_file = {:?} }}",
+        ca.path().display().to_string()
+    ));
+    assert_eq!(p, Vec::<String>::new());
+    let b = c.unwrap().downlinks.unwrap().broker;
+    assert_eq!(b.url.scheme, gateway_core::config::BrokerScheme::Mqtts);
+    assert_eq!((b.url.host.as_str(), b.url.port), ("broker.lan", 8883));
+    assert_eq!(
+        (b.username.as_str(), b.password_env.as_str()),
+        ("gw", "PATH")
+    );
+    assert_eq!(b.ca_file.as_deref(), Some(ca.path()));
+
+    assert!(semtech("").0.unwrap().downlinks.is_none());
+    for (wrong, expected) in [
+        ("\"http://broker\"", "adapter[1].downlink_broker"),
+        ("\"mqtt://user:pw@broker\"", "credentials in the url"),
+        ("{ url = \"mqtt://b\", user = \"gw\" }", "user"),
+        ("3", "adapter[1]"),
+        (
+            "{ url = \"mqtt://b\", username = \"gw\", password_env = \"EDGE_GATEWAY_UNSET_35C\" }",
+            "adapter[1].downlink_broker.password_env: environment variable EDGE_GATEWAY_UNSET_35C",
+        ),
+        (
+            "{ url = \"mqtt://b\", ca_file = \"/ca.pem\" }",
+            "adapter[1].downlink_broker.ca_file: only used with an mqtts:// url",
+        ),
+    ] {
+        // Any problem refuses the whole config: the problem is the point.
+        let (_, p) = semtech(&format!("downlink_broker = {wrong}"));
+        assert!(p.iter().any(|l| l.contains(expected)), "{wrong}: {p:?}");
+    }
 }

@@ -17,19 +17,15 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use gateway_core::Timestamp;
-use tokio::time::Instant;
+/// Re-exported so callers building an [`Uplink`] need no tokio of their own.
+pub use tokio::time::Instant;
 
+use super::downlink::Heard;
 use super::semtech::GatewayEui;
 
-/// One forwarder's reception of a frame.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Reception {
-    pub gateway: GatewayEui,
-    /// dBm.
-    pub rssi: Option<i16>,
-    /// dB.
-    pub snr: Option<f64>,
-}
+/// One forwarder's reception of a frame: its signal, and what a reply
+/// through it needs (`tmst`, channel, data rate).
+pub type Reception = Heard;
 
 /// A frame with every reception of it in the window.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,12 +39,25 @@ pub struct Uplink {
     pub snr: Option<f64>,
     /// Wall time of the first reception: the readings' time.
     pub received: Timestamp,
+    /// Each forwarder's best reception, for choosing the downlink path.
+    pub heard: Vec<Heard>,
+    /// When the first copy arrived here: how much of the receive delay
+    /// is left for a reply.
+    pub first_heard: Instant,
 }
 
 impl Uplink {
     fn add(&mut self, rx: Reception) {
-        if !self.gateways.contains(&rx.gateway) {
+        if self.gateways.contains(&rx.gateway) {
+            // The same forwarder twice (its retransmission): keep one.
+            if let Some(h) = self.heard.iter_mut().find(|h| h.gateway == rx.gateway) {
+                if rx.snr > h.snr {
+                    *h = rx.clone();
+                }
+            }
+        } else {
             self.gateways.push(rx.gateway);
+            self.heard.push(rx.clone());
         }
         self.rssi = self.rssi.max(rx.rssi);
         self.snr = match (self.snr, rx.snr) {
@@ -104,10 +113,15 @@ impl Dedup {
             rssi: None,
             snr: None,
             received: arrival,
+            heard: Vec::new(),
+            first_heard: now,
         };
         up.add(rx);
         self.pending.insert(phy.to_vec(), up);
-        self.deadlines.push_back((now + self.window, phy.to_vec()));
+        self.deadlines.push_back((
+            gateway_core::deadline::after(now, self.window),
+            phy.to_vec(),
+        ));
         Offer::New
     }
 
@@ -156,6 +170,10 @@ mod tests {
             gateway: GatewayEui([gw; 8]),
             rssi: Some(rssi),
             snr: Some(snr),
+            tmst: Some(1),
+            freq: Some(868.1),
+            datr: Some("SF7BW125".into()),
+            rfch: Some(0),
         }
     }
 
@@ -190,6 +208,8 @@ mod tests {
         assert_eq!(up.phy, b"frame");
         assert_eq!(up.gateways, [GatewayEui([1; 8]), GatewayEui([2; 8])]);
         assert_eq!((up.rssi, up.snr), (Some(-80), Some(9.0)));
+        assert_eq!(up.heard.len(), 2, "one entry per forwarder");
+        assert_eq!(up.heard[0].snr, Some(9.0), "its best copy");
         assert_eq!(
             d.pop_due(Instant::now()),
             None,

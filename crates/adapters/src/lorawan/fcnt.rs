@@ -12,38 +12,114 @@
 //! If the file cannot be written, the uplink is refused: a frame whose
 //! counter cannot be remembered could be replayed after a restart (FAULTS
 //! §3.8, ENOSPC on the state store).
+//!
+//! The same file holds the OTAA state: each joined device's session (its
+//! DevAddr and keys, the downlink counter), the DevNonces it has used, and
+//! the JoinNonce/DevAddr counters. A join changes the session, the used
+//! nonces and the device's uplink counter in *one* atomic write, before
+//! the join-accept is sent: a kill at any point leaves the old session
+//! (the device retries its join) or the new one, never a mix. The file
+//! holds session keys, so it lives in the gateway's private state
+//! directory, like the config that holds the AppKeys.
+//!
+//! ABP devices have a fixed session but a downlink counter all the same:
+//! it is kept here too, by device id, so a restart never sends a counter
+//! the device has seen (it would drop the downlink as a replay).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
-use gateway_core::state_file::{quarantine, read_if_exists, replace_atomically, FileError};
+use gateway_core::state_file::json::{JsonStateError, JsonStateFile, StateDocument};
 use serde::{Deserialize, Serialize};
 
+use super::frame::Key;
+use super::join::Eui;
+
 /// The file name inside `state_dir`.
-pub const FILE_NAME: &str = "lorawan-fcnt.json";
+pub const FILE_NAME: &str = gateway_core::state_file::inventory::LORAWAN_FCNT;
 
 /// Why the counters could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
-    Io(#[from] FileError),
-    #[error("{path} is damaged ({reason}); it was moved aside")]
-    Damaged { path: PathBuf, reason: String },
+    State(#[from] JsonStateError),
+    #[error("device {0} has no OTAA session")]
+    NoSession(String),
 }
 
 #[derive(Serialize, Deserialize)]
 struct OnDisk {
-    version: u32,
     /// Device id → last accepted 32-bit FCnt.
     last_fcnt: BTreeMap<String, u32>,
+    /// DevEUI (16 hex digits) → OTAA state. Absent in files of versions
+    /// that knew only ABP.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    otaa: BTreeMap<String, OtaaRecord>,
+    #[serde(default)]
+    next_join_nonce: u32,
+    #[serde(default)]
+    next_nwk_addr: u32,
+    /// ABP device id → next downlink counter. Absent in files written
+    /// before ABP devices got downlinks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    abp_fcnt_down: BTreeMap<String, u32>,
 }
 
-/// Last accepted FCnt per device id.
+impl StateDocument for OnDisk {
+    const FILE_NAME: &'static str = FILE_NAME;
+}
+
+/// What is remembered of one OTAA device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtaaRecord {
+    /// Every DevNonce accepted so far: a join-request reusing one is a
+    /// replay (spec §6.2.4). At most 65 536 two-byte values.
+    #[serde(default)]
+    pub dev_nonces: BTreeSet<u16>,
+    pub session: Option<Session>,
+}
+
+/// An OTAA device's current session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub dev_addr: u32,
+    #[serde(with = "key_hex")]
+    pub nwk_s_key: Key,
+    #[serde(with = "key_hex")]
+    pub app_s_key: Key,
+    pub join_nonce: u32,
+    pub dev_nonce: u16,
+    /// The next downlink frame counter.
+    #[serde(default)]
+    pub fcnt_down: u32,
+}
+
+mod key_hex {
+    use super::Key;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(key: &Key, s: S) -> Result<S::Ok, S::Error> {
+        let text: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e| serde::de::Error::custom(format!("session key: {e}")))
+    }
+}
+
+/// Last accepted FCnt per device id, and the OTAA sessions.
 #[derive(Debug, Default)]
 pub struct FcntStore {
-    /// `None`: memory only (tests, benches).
-    path: Option<PathBuf>,
+    /// In memory only for tests and benches.
+    file: JsonStateFile<OnDisk>,
     last: BTreeMap<String, u32>,
+    otaa: BTreeMap<String, OtaaRecord>,
+    next_join_nonce: u32,
+    next_nwk_addr: u32,
+    abp_fcnt_down: BTreeMap<String, u32>,
 }
 
 impl FcntStore {
@@ -57,36 +133,21 @@ impl FcntStore {
     /// with the error returned for the caller to log: refusing to start
     /// would stop every device, not just replays.
     pub fn open(state_dir: &Path) -> (Self, Option<StoreError>) {
-        let path = state_dir.join(FILE_NAME);
         let mut store = Self {
-            path: Some(path.clone()),
-            last: BTreeMap::new(),
+            file: JsonStateFile::in_state_dir(state_dir),
+            ..Self::default()
         };
-        let bytes = match read_if_exists(&path) {
-            Ok(Some(b)) => b,
-            Ok(None) => return (store, None),
-            Err(source) => {
-                let err = StoreError::Io(FileError {
-                    action: "reading",
-                    path,
-                    source,
-                });
-                return (store, Some(err));
-            }
-        };
-        match serde_json::from_slice::<OnDisk>(&bytes) {
-            Ok(d) if d.version == 1 => {
+        match store.file.load() {
+            Ok(Some(d)) => {
                 store.last = d.last_fcnt;
+                store.otaa = d.otaa;
+                store.next_join_nonce = d.next_join_nonce;
+                store.next_nwk_addr = d.next_nwk_addr;
+                store.abp_fcnt_down = d.abp_fcnt_down;
                 (store, None)
             }
-            other => {
-                let reason = match other {
-                    Ok(d) => format!("unknown version {}", d.version),
-                    Err(e) => e.to_string(),
-                };
-                quarantine(&path);
-                (store, Some(StoreError::Damaged { path, reason }))
-            }
+            Ok(None) => (store, None),
+            Err(e) => (store, Some(e.into())),
         }
     }
 
@@ -132,22 +193,113 @@ impl FcntStore {
         self.save()
     }
 
+    /// Whether `dev_eui` has used `dev_nonce` in an accepted join before.
+    pub fn dev_nonce_used(&self, dev_eui: Eui, dev_nonce: u16) -> bool {
+        self.otaa
+            .get(&dev_eui.to_string())
+            .is_some_and(|r| r.dev_nonces.contains(&dev_nonce))
+    }
+
+    /// The current session of `dev_eui`, if it ever joined.
+    pub fn session(&self, dev_eui: Eui) -> Option<&Session> {
+        self.otaa.get(&dev_eui.to_string())?.session.as_ref()
+    }
+
+    /// The JoinNonce and NwkAddr the next join takes (24 and 25 bits).
+    pub fn next_join_numbers(&self) -> (u32, u32) {
+        (
+            self.next_join_nonce & 0x00FF_FFFF,
+            self.next_nwk_addr & 0x01FF_FFFF,
+        )
+    }
+
+    /// Makes `session` the session of `dev_eui` (device `device_id`):
+    /// records its DevNonce, forgets the previous session's uplink counter
+    /// and advances the join counters, all in one atomic write.
+    ///
+    /// # Errors
+    /// The write failed; memory is unchanged and the accept must not leave.
+    pub fn commit_join(
+        &mut self,
+        device_id: &str,
+        dev_eui: Eui,
+        session: Session,
+    ) -> Result<(), StoreError> {
+        let key = dev_eui.to_string();
+        let old_record = self.otaa.get(&key).cloned();
+        let old_fcnt = self.last.remove(device_id);
+        let old_numbers = (self.next_join_nonce, self.next_nwk_addr);
+        self.next_join_nonce = session.join_nonce.wrapping_add(1) & 0x00FF_FFFF;
+        self.next_nwk_addr = self.next_nwk_addr.wrapping_add(1) & 0x01FF_FFFF;
+        let record = self.otaa.entry(key.clone()).or_default();
+        record.dev_nonces.insert(session.dev_nonce);
+        record.session = Some(session);
+        let result = self.flush();
+        if result.is_err() {
+            match old_record {
+                Some(r) => self.otaa.insert(key, r),
+                None => self.otaa.remove(&key),
+            };
+            if let Some(f) = old_fcnt {
+                self.last.insert(device_id.to_string(), f);
+            }
+            (self.next_join_nonce, self.next_nwk_addr) = old_numbers;
+        }
+        result
+    }
+
+    /// Takes the next downlink counter of `dev_eui`'s session, durable
+    /// before the downlink leaves: a counter sent twice would be refused
+    /// by the device as a replay.
+    ///
+    /// # Errors
+    /// The write failed (the counter is not advanced), or no session.
+    pub fn take_fcnt_down(&mut self, dev_eui: Eui) -> Result<u32, StoreError> {
+        let key = dev_eui.to_string();
+        let Some(session) = self.otaa.get_mut(&key).and_then(|r| r.session.as_mut()) else {
+            return Err(StoreError::NoSession(key));
+        };
+        let fcnt = session.fcnt_down;
+        session.fcnt_down = fcnt.wrapping_add(1);
+        let result = self.flush();
+        if result.is_err() {
+            if let Some(s) = self.otaa.get_mut(&key).and_then(|r| r.session.as_mut()) {
+                s.fcnt_down = fcnt;
+            }
+        }
+        result.map(|()| fcnt)
+    }
+
+    /// Takes the next downlink counter of the ABP device `device`, durable
+    /// before the downlink leaves, as [`Self::take_fcnt_down`] does for a
+    /// joined device.
+    ///
+    /// # Errors
+    /// The write failed; the counter is not advanced.
+    pub fn take_abp_fcnt_down(&mut self, device: &str) -> Result<u32, StoreError> {
+        let previous = self.abp_fcnt_down.get(device).copied();
+        let fcnt = previous.unwrap_or(0);
+        self.abp_fcnt_down
+            .insert(device.to_string(), fcnt.wrapping_add(1));
+        let result = self.flush();
+        if result.is_err() {
+            match previous {
+                Some(p) => self.abp_fcnt_down.insert(device.to_string(), p),
+                None => self.abp_fcnt_down.remove(device),
+            };
+        }
+        result.map(|()| fcnt)
+    }
+
     fn save(&self) -> Result<(), StoreError> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
-        let body = OnDisk {
-            version: 1,
+        self.file.save(&OnDisk {
             last_fcnt: self.last.clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        replace_atomically(path, &bytes).map_err(|f| {
-            StoreError::Io(FileError {
-                action: f.action,
-                path: f.path,
-                source: f.source,
-            })
-        })
+            otaa: self.otaa.clone(),
+            next_join_nonce: self.next_join_nonce,
+            next_nwk_addr: self.next_nwk_addr,
+            abp_fcnt_down: self.abp_fcnt_down.clone(),
+        })?;
+        Ok(())
     }
 }
 
@@ -176,9 +328,102 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), b"{\"version\":1,\"last_f").unwrap();
         let (s, err) = FcntStore::open(dir.path());
-        assert!(matches!(err, Some(StoreError::Damaged { .. })), "{err:?}");
+        assert!(
+            matches!(err, Some(StoreError::State(JsonStateError::Damaged { .. }))),
+            "{err:?}"
+        );
         assert_eq!(s.last("a"), None);
         assert!(dir.path().join("lorawan-fcnt.json.damaged").exists());
+    }
+
+    fn session(dev_nonce: u16, join_nonce: u32) -> Session {
+        Session {
+            dev_addr: 0x2600_0001,
+            nwk_s_key: Key([1; 16]),
+            app_s_key: Key([2; 16]),
+            join_nonce,
+            dev_nonce,
+            fcnt_down: 0,
+        }
+    }
+
+    #[test]
+    fn a_join_replaces_the_session_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let eui: Eui = "70B3D57ED0000001".parse().unwrap();
+        let (mut s, _) = FcntStore::open(dir.path());
+        s.commit("dev", 41).unwrap();
+        s.commit_join("dev", eui, session(7, 0)).unwrap();
+        assert_eq!(s.last("dev"), None, "a new session counts from 0");
+        assert_eq!(s.next_join_numbers(), (1, 1));
+        s.commit("dev", 3).unwrap();
+        s.commit_join("dev", eui, session(9, 1)).unwrap();
+        assert_eq!(s.take_fcnt_down(eui).unwrap(), 0);
+        let (mut s, err) = FcntStore::open(dir.path());
+        assert!(err.is_none(), "{err:?}");
+        assert!(s.dev_nonce_used(eui, 7) && s.dev_nonce_used(eui, 9));
+        assert!(!s.dev_nonce_used(eui, 8));
+        assert_eq!(s.session(eui).unwrap().dev_nonce, 9);
+        assert_eq!(s.last("dev"), None);
+        assert_eq!(s.take_fcnt_down(eui).unwrap(), 1, "persisted before use");
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert!(text.contains("0101010101"), "keys are in the private file");
+    }
+
+    #[test]
+    fn a_join_that_cannot_be_stored_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let eui: Eui = "70B3D57ED0000001".parse().unwrap();
+        let (mut s, _) = FcntStore::open(&state);
+        s.commit_join("dev", eui, session(7, 0)).unwrap();
+        s.commit("dev", 5).unwrap();
+        std::fs::remove_dir_all(&state).unwrap();
+        assert!(s.commit_join("dev", eui, session(8, 1)).is_err());
+        assert_eq!(s.session(eui).unwrap().dev_nonce, 7);
+        assert!(!s.dev_nonce_used(eui, 8));
+        assert_eq!(s.last("dev"), Some(5));
+        assert_eq!(s.next_join_numbers(), (1, 1));
+        assert!(s.take_fcnt_down(eui).is_err());
+        assert_eq!(s.session(eui).unwrap().fcnt_down, 0);
+    }
+
+    #[test]
+    fn abp_downlink_counters_survive_a_reopen_and_old_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file written before ABP devices had downlinks.
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            br#"{"version": 1, "last_fcnt": {"abp": 12}}"#,
+        )
+        .unwrap();
+        let (mut s, err) = FcntStore::open(dir.path());
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(s.last("abp"), Some(12));
+        assert_eq!(s.take_abp_fcnt_down("abp").unwrap(), 0);
+        assert_eq!(s.take_abp_fcnt_down("abp").unwrap(), 1);
+        assert_eq!(s.take_abp_fcnt_down("other").unwrap(), 0);
+        let (mut s, err) = FcntStore::open(dir.path());
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(s.last("abp"), Some(12));
+        assert_eq!(
+            s.take_abp_fcnt_down("abp").unwrap(),
+            2,
+            "persisted before use"
+        );
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let (mut s, _) = FcntStore::open(&state);
+        assert_eq!(s.take_abp_fcnt_down("abp").unwrap(), 0);
+        std::fs::remove_dir_all(&state).unwrap();
+        assert!(s.take_abp_fcnt_down("abp").is_err());
+        std::fs::create_dir(&state).unwrap();
+        assert_eq!(
+            s.take_abp_fcnt_down("abp").unwrap(),
+            1,
+            "not advanced by the failure"
+        );
     }
 
     #[test]

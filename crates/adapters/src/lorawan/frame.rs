@@ -127,7 +127,7 @@ pub enum FrameError {
     TooShort { len: usize },
     #[error("LoRaWAN major version {0}, expected 0 (R1)")]
     UnsupportedMajor(u8),
-    #[error("join request: OTAA is not supported")]
+    #[error("join request, not a data frame")]
     JoinRequest,
     #[error("join accept: a downlink, not expected from a device")]
     JoinAccept,

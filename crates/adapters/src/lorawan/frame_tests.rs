@@ -1,4 +1,4 @@
-//! Tests against shared/data/vectors/lorawan_uplinks.json.
+//! Tests against tests/data/vectors/lorawan_uplinks.json.
 
 use super::*;
 use crate::lorawan::test_hex as hex;

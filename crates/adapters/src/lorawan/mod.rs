@@ -12,12 +12,20 @@
 //! state machine: bytes in, typed values or a typed error out, never a
 //! panic. `config` holds `[[lorawan.device]]` and the adapter's table.
 
+pub mod adr;
+pub mod class_a;
 pub mod codecs;
 pub mod config;
+pub mod crypto;
 pub mod dedup;
+pub mod downlink;
+pub mod downlink_feed;
 pub mod fcnt;
 pub mod frame;
+pub mod join;
 pub mod mac;
+pub mod otaa;
+pub mod region;
 pub mod semtech;
 pub mod source;
 pub mod uplink;

@@ -467,33 +467,19 @@ pub fn tx_ack_error(body: &[u8]) -> Result<Option<String>, DatagramError> {
 /// Standard-alphabet base64 (RFC 4648 §4), padding optional because
 /// forwarders omit it. `-` and `_` (the URL-safe alphabet) are refused, as
 /// PROTOCOL.TXT promises the standard one.
-pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let unpadded = text.trim_end_matches('=');
-    let padding = text.len() - unpadded.len();
-    if padding > 2 || (padding > 0 && !text.len().is_multiple_of(4)) || unpadded.len() % 4 == 1 {
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine as _;
+    const PADDING_OPTIONAL: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    // Padding is optional, but when present it must be whole ("Zg=" is
+    // neither padded nor unpadded), which the crate's lenient mode allows.
+    if text.ends_with('=') && !text.len().is_multiple_of(4) {
         return None;
     }
-    let mut out = Vec::with_capacity(unpadded.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in unpadded.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    PADDING_OPTIONAL.decode(text).ok()
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Tests of the GWMP codec against shared/data/vectors/semtech_udp.json.
+//! Tests of the GWMP codec against tests/data/vectors/semtech_udp.json.
 
 use super::*;
 use crate::lorawan::test_hex as hex;

@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use gateway_core::component::{AdapterFuture, AdapterStats};
 use gateway_core::telemetry::{Counter, LogThrottle};
@@ -25,9 +26,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::config::{LorawanDevice, SemtechUdpConfig};
+use super::adr::Adr;
+use super::class_a::{self, Queues};
+use super::config::{LorawanDevice, Network, OtaaDevice, SemtechUdpConfig};
 use super::dedup::{Dedup, Offer, Reception, Uplink};
+use super::downlink::{self, Links};
+use super::downlink_feed::{self, FeedItem};
 use super::fcnt::FcntStore;
+use super::otaa::{self, Joins};
 use super::semtech::{self, Datagram, GatewayEui, PushData, Stat};
 use super::uplink::{self, Accepted, Devices};
 
@@ -45,6 +51,8 @@ const MAX_PENDING: usize = 32_768;
 pub struct SemtechUdpSource {
     config: SemtechUdpConfig,
     devices: Vec<LorawanDevice>,
+    otaa: Vec<OtaaDevice>,
+    network: Network,
     state_dir: PathBuf,
 }
 
@@ -55,8 +63,18 @@ impl SemtechUdpSource {
         Self {
             config,
             devices,
+            otaa: Vec::new(),
+            network: Network::default(),
             state_dir: state_dir.to_path_buf(),
         }
+    }
+
+    /// Also answers the join-requests of `otaa` devices, on `network`.
+    #[must_use]
+    pub fn with_otaa(mut self, otaa: Vec<OtaaDevice>, network: Network) -> Self {
+        self.otaa = otaa;
+        self.network = network;
+        self
     }
 }
 
@@ -78,7 +96,21 @@ impl Adapter for SemtechUdpSource {
                 ctx.stats().error("fcnt_store");
                 error!(adapter = %ctx.name, error = %e, "LoRaWAN frame counters of the last run are lost: frames sent before the restart could be accepted again until each device sends a new one.");
             }
-            serve(socket, self.config, Devices::new(self.devices), store, ctx).await
+            let codecs = (self.devices.iter().map(|d| (&d.id, &d.codec)))
+                .chain(self.otaa.iter().map(|d| (&d.id, &d.codec)));
+            for (id, codec) in codecs {
+                if let super::config::DeviceCodec::Named(c) = codec {
+                    if let Some((manufacturer, model)) = c.make() {
+                        ctx.ingress.describe(id.as_str(), Some(manufacturer), model);
+                    }
+                }
+            }
+            let joins = Joins::new(self.otaa, self.network);
+            let mut devices = Devices::new(self.devices);
+            for joined in joins.sessions(&store) {
+                devices.install(joined);
+            }
+            serve(socket, self.config, devices, joins, store, ctx).await
         })
     }
 }
@@ -100,21 +132,26 @@ pub async fn serve(
     socket: UdpSocket,
     config: SemtechUdpConfig,
     devices: Devices,
+    joins: Joins,
     store: FcntStore,
     ctx: AdapterContext,
 ) -> Result<(), AdapterError> {
     if let Ok(addr) = socket.local_addr() {
         info!(adapter = %ctx.name, %addr, "Semtech UDP server listening.");
     }
+    let socket = Arc::new(socket);
+    let links = Arc::new(Mutex::new(Links::default()));
     let (tx, mut rx) = mpsc::channel(QUEUE);
     // Stops the receiver when this side fails first (pipeline gone).
     let stop = ctx.shutdown.child_token();
     let receiver = tokio::spawn(receive(
-        socket,
+        Arc::clone(&socket),
         config.gateways.clone(),
         ReceiverContext {
             name: ctx.name.clone(),
             stats: ctx.stats(),
+            telemetry: ctx.telemetry.clone(),
+            links: Arc::clone(&links),
             stop: stop.clone(),
         },
         tx,
@@ -131,16 +168,40 @@ pub async fn serve(
         throttle: LogThrottle::default(),
         dedup: Dedup::new(config.dedup_window, MAX_PENDING),
         devices,
+        joins,
         store,
+        socket,
+        links,
+        token: 0,
+        queues: Queues::default(),
+        adr: Adr::default(),
         ctx,
     };
-    let result = server.process(&mut rx).await;
+    let mut feed = config.downlinks.clone().map(|feed_config| {
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(downlink_feed::run(
+            feed_config,
+            server.ctx.name.clone(),
+            tx,
+            stop.clone(),
+        ));
+        (rx, task)
+    });
+    let result = server
+        .process(&mut rx, feed.as_mut().map(|(rx, _)| rx))
+        .await;
     stop.cancel();
     let _ = receiver.await;
+    if let Some((_, task)) = feed {
+        let _ = task.await;
+    }
     result?;
     info!(adapter = %server.ctx.name, "Stopped.");
     Ok(())
 }
+
+#[path = "source_down.rs"]
+mod down;
 
 /// Datagrams parsed and acknowledged, waiting for their frames to be
 /// checked: about a second of a busy site, a few MB at most.
@@ -153,13 +214,16 @@ const READS_PER_WAKE: usize = 256;
 struct ReceiverContext {
     name: String,
     stats: AdapterStats,
+    telemetry: gateway_core::telemetry::Telemetry,
+    /// Written on PULL_DATA, read by the processor to send downlinks.
+    links: Arc<Mutex<Links>>,
     stop: CancellationToken,
 }
 
 /// The receive loop: ACKs at once, PUSH_DATA on to the processor. Ends on
 /// `stop`; dropping `tx` then tells the processor to finish.
 async fn receive(
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     allowed: Vec<GatewayEui>,
     ctx: ReceiverContext,
     tx: mpsc::Sender<Pushed>,
@@ -186,7 +250,10 @@ async fn receive(
             match r {
                 Ok((n, peer)) => {
                     ctx.stats.received.inc();
-                    let (reply, push) = datagram(&buf[..n], peer, &allowed, &report);
+                    let (reply, push, event) = datagram(&buf[..n], peer, &allowed, &report);
+                    if let Some(event) = event {
+                        downlink_event(event, peer, &socket, &ctx, &throttle);
+                    }
                     if let Some(reply) = reply {
                         match socket.try_send_to(&reply, peer) {
                             Ok(_) => {}
@@ -236,16 +303,16 @@ fn datagram(
     peer: SocketAddr,
     allowed: &[GatewayEui],
     report: &impl Fn(&str, &str, &str),
-) -> (Option<[u8; 4]>, Option<Pushed>) {
+) -> (Option<[u8; 4]>, Option<Pushed>, Option<DownlinkEvent>) {
     if bytes.len() == MAX_DATAGRAM {
         report("truncated", &peer.to_string(), "datagram fills the buffer");
-        return (None, None);
+        return (None, None, None);
     }
     let envelope = match semtech::envelope(bytes) {
         Ok(e) => e,
         Err(e) => {
             report(e.kind(), &peer.to_string(), &e.to_string());
-            return (None, None);
+            return (None, None, None);
         }
     };
     let gateway = envelope.gateway;
@@ -255,7 +322,7 @@ fn datagram(
             &gateway.to_string(),
             &format!("not in `gateways` (from {peer})"),
         );
-        return (None, None);
+        return (None, None, None);
     }
     if envelope.is_push_data() {
         let pushed = Pushed {
@@ -263,20 +330,106 @@ fn datagram(
             peer,
             body: envelope.body.to_vec(),
         };
-        return (Some(semtech::push_ack(envelope.header)), Some(pushed));
+        return (Some(semtech::push_ack(envelope.header)), Some(pushed), None);
     }
     match semtech::parse(bytes) {
-        Ok(Datagram::PullData { header, .. }) => (Some(semtech::pull_ack(header)), None),
-        Ok(Datagram::TxAck { error, .. }) => {
-            if let Some(e) = error.filter(|e| e != "NONE") {
-                debug!(%gateway, error = %e, "Downlink not sent by the forwarder.");
-            }
-            (None, None)
-        }
-        Ok(Datagram::PushData { .. }) => (None, None),
+        Ok(Datagram::PullData { header, .. }) => (
+            Some(semtech::pull_ack(header)),
+            None,
+            Some(DownlinkEvent::Pulled {
+                gateway,
+                version: header.version,
+            }),
+        ),
+        Ok(Datagram::TxAck { header, error, .. }) => (
+            None,
+            None,
+            Some(DownlinkEvent::TxAck {
+                gateway,
+                token: header.token,
+                error: error.filter(|e| e != "NONE" && !e.is_empty()),
+            }),
+        ),
+        Ok(Datagram::PushData { .. }) => (None, None, None),
         Err(e) => {
             report(e.kind(), &peer.to_string(), &e.to_string());
-            (None, None)
+            (None, None, None)
+        }
+    }
+}
+
+/// What a datagram says about the downlink path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DownlinkEvent {
+    /// A PULL_DATA: the forwarder can be sent PULL_RESP at its address.
+    Pulled { gateway: GatewayEui, version: u8 },
+    /// A TX_ACK, with the forwarder's error if the downlink was not sent.
+    TxAck {
+        gateway: GatewayEui,
+        /// The PULL_RESP's token, echoed.
+        token: [u8; 2],
+        error: Option<String>,
+    },
+}
+
+fn downlink_event(
+    event: DownlinkEvent,
+    peer: SocketAddr,
+    socket: &UdpSocket,
+    ctx: &ReceiverContext,
+    throttle: &LogThrottle,
+) {
+    let adapter = ctx.name.as_str();
+    match event {
+        DownlinkEvent::Pulled { gateway, version } => ctx
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pulled(gateway, peer, version, Instant::now()),
+        DownlinkEvent::TxAck { error: None, .. } => ctx
+            .telemetry
+            .counter(
+                "edge_gateway_lorawan_downlinks_acked_total",
+                &[("adapter", adapter)],
+            )
+            .inc(),
+        DownlinkEvent::TxAck {
+            gateway,
+            token,
+            error: Some(error),
+        } => {
+            let reason = downlink::tx_ack_reason(&error);
+            let fallback = downlink::retry_in_rx2(reason)
+                .then(|| {
+                    ctx.links
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take_fallback(gateway, token, Instant::now())
+                })
+                .flatten();
+            if let Some(f) = fallback {
+                // Non-blocking: the receive loop never waits on a send.
+                match socket.try_send_to(&f.datagram, f.addr) {
+                    Ok(_) => ctx
+                        .telemetry
+                        .counter(
+                            "edge_gateway_lorawan_downlink_rx2_retries_total",
+                            &[("adapter", adapter)],
+                        )
+                        .inc(),
+                    Err(e) => ctx.stats.error(&format!("downlink_send_{}", e.kind())),
+                }
+            }
+            ctx.telemetry
+                .counter(
+                    "edge_gateway_lorawan_tx_ack_errors_total",
+                    &[("adapter", adapter), ("reason", reason)],
+                )
+                .inc();
+            ctx.stats.error(&format!("tx_ack_{reason}"));
+            if let Some(suppressed) = throttle.allow(reason) {
+                warn!(adapter, gateway = %gateway, error = %error, suppressed, "The forwarder did not send a downlink.");
+            }
         }
     }
 }
@@ -293,7 +446,17 @@ struct Server {
     uplinks: Counter,
     duplicates: Counter,
     devices: Devices,
+    joins: Joins,
     store: FcntStore,
+    /// Shared with the receiver: PULL_RESP leaves from the port the
+    /// forwarders talk to, as PROTOCOL.TXT expects.
+    socket: Arc<UdpSocket>,
+    links: Arc<Mutex<Links>>,
+    /// Token of the last PULL_RESP.
+    token: u16,
+    /// Application downlinks waiting for each device's next uplink.
+    queues: Queues,
+    adr: Adr,
     dedup: Dedup,
     stats: AdapterStats,
     throttle: LogThrottle,
@@ -303,7 +466,11 @@ struct Server {
 impl Server {
     /// Checks the frames the receiver passes on until it stops, then those
     /// still in their de-duplication window.
-    async fn process(&mut self, rx: &mut mpsc::Receiver<Pushed>) -> Result<(), AdapterError> {
+    async fn process(
+        &mut self,
+        rx: &mut mpsc::Receiver<Pushed>,
+        mut feed: Option<&mut mpsc::Receiver<FeedItem>>,
+    ) -> Result<(), AdapterError> {
         // One timer, moved when the earliest deadline changes: a new one
         // per message re-registered it with the timer wheel every time.
         let timer = tokio::time::sleep_until(Instant::now());
@@ -331,6 +498,10 @@ impl Server {
                     }
                     self.finish(due).await?;
                 }
+                item = next_feed_item(&mut feed) => match item {
+                    Some(item) => self.queue_downlink(item),
+                    None => feed = None,
+                },
                 push = rx.recv() => match push {
                     Some(pushed) => match semtech::push_data(&pushed.body) {
                         Ok(data) => self.push_data(pushed.gateway, data).await?,
@@ -368,6 +539,13 @@ impl Server {
                 gateway,
                 rssi: rx.best_rssi(),
                 snr: rx.best_snr(),
+                tmst: rx.tmst,
+                freq: rx.freq,
+                datr: match &rx.datr {
+                    Some(semtech::DataRate::Lora(d)) => Some(d.clone()),
+                    _ => None,
+                },
+                rfch: rx.rfch,
             };
             let now = self.ctx.clock.now();
             match self.dedup.offer(&rx.data, reception, now, Instant::now()) {
@@ -401,7 +579,9 @@ impl Server {
             .into_iter()
             .filter_map(|(m, v)| {
                 let metric = MetricName::new(m).ok()?;
-                Reading::new(device.clone(), metric, v?, now, TimeSource::Arrival).ok()
+                Reading::new(device.clone(), metric, v?, now, TimeSource::Arrival)
+                    .ok()
+                    .map(Reading::of_infrastructure)
             })
             .collect();
         self.send(readings).await
@@ -409,13 +589,34 @@ impl Server {
 
     /// Processes uplinks whose de-duplication windows closed.
     async fn finish(&mut self, due: Vec<Uplink>) -> Result<(), AdapterError> {
+        let (joins, due): (Vec<Uplink>, Vec<Uplink>) = due
+            .into_iter()
+            .partition(|up| otaa::is_join_request(&up.phy));
+        for up in &joins {
+            self.join(up).await;
+        }
         if due.is_empty() {
             return Ok(());
         }
         let results = uplink::process_batch(&due, &self.devices, &mut self.store);
         for (up, result) in due.iter().zip(results) {
             match result {
-                Ok(accepted) => self.accepted(up, accepted).await?,
+                Ok(mut accepted) => {
+                    let settled = self.answer(up, &accepted).await;
+                    // Reported upstream as readings of the device.
+                    let network = class_a::dev_status_readings(&accepted.frame)
+                        .into_iter()
+                        .chain(settled.map(|c| (c.reading(), 1.0)))
+                        .filter_map(|(metric, value)| {
+                            let metric = MetricName::new(metric).ok()?;
+                            let device = accepted.device.clone();
+                            Reading::new(device, metric, value, up.received, TimeSource::Arrival)
+                                .ok()
+                        })
+                        .collect::<Vec<_>>();
+                    accepted.readings.extend(network);
+                    self.accepted(up, accepted).await?;
+                }
                 Err(e) => self.report(e.kind(), &gateway_list(up), &e.to_string()),
             }
         }
@@ -472,6 +673,14 @@ impl Server {
     }
 }
 
+/// The next downlink of the feed; never, without one.
+async fn next_feed_item(feed: &mut Option<&mut mpsc::Receiver<FeedItem>>) -> Option<FeedItem> {
+    match feed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The forwarders that heard an uplink, for logs: built only when one is
 /// written, not for every uplink.
 fn gateway_list(up: &Uplink) -> String {
@@ -506,7 +715,7 @@ mod tests {
         let reported = RefCell::new(Vec::new());
         let report = |kind: &str, _: &str, _: &str| reported.borrow_mut().push(kind.to_string());
         let peer: SocketAddr = "127.0.0.1:1700".parse().unwrap();
-        let (ack, pushed) = datagram(bytes, peer, allowed, &report);
+        let (ack, pushed, _) = datagram(bytes, peer, allowed, &report);
         (ack, pushed, reported.into_inner())
     }
 
@@ -531,6 +740,36 @@ mod tests {
         let (ack, pushed, _) = handle(&with_header(0x02, b""), &[GatewayEui(EUI)]);
         assert_eq!(ack, Some([2, 0x12, 0x34, 0x04]));
         assert!(pushed.is_none());
+    }
+
+    #[test]
+    fn pull_data_and_tx_ack_become_downlink_events() {
+        let peer: SocketAddr = "127.0.0.1:1700".parse().unwrap();
+        let report = |_: &str, _: &str, _: &str| {};
+        let (_, _, event) = datagram(&with_header(0x02, b""), peer, &[], &report);
+        let pulled = DownlinkEvent::Pulled {
+            gateway: GatewayEui(EUI),
+            version: 2,
+        };
+        assert_eq!(event, Some(pulled));
+        let body = br#"{"txpk_ack":{"error":"TOO_LATE"}}"#;
+        let (ack, _, event) = datagram(&with_header(0x05, body), peer, &[], &report);
+        assert!(ack.is_none(), "TX_ACK is not acknowledged");
+        let error = Some("TOO_LATE".to_string());
+        let tx_ack = DownlinkEvent::TxAck {
+            gateway: GatewayEui(EUI),
+            token: [0x12, 0x34],
+            error,
+        };
+        assert_eq!(event, Some(tx_ack));
+        let body = br#"{"txpk_ack":{"error":"NONE"}}"#;
+        let (_, _, event) = datagram(&with_header(0x05, body), peer, &[], &report);
+        let ok = DownlinkEvent::TxAck {
+            gateway: GatewayEui(EUI),
+            token: [0x12, 0x34],
+            error: None,
+        };
+        assert_eq!(event, Some(ok));
     }
 
     #[test]

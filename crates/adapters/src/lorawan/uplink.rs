@@ -32,6 +32,33 @@ impl Devices {
         }
         Self { by_addr }
     }
+
+    /// Makes `device` the one with its id: an OTAA device's new session
+    /// replaces the old one, whose DevAddr and keys stop verifying.
+    pub fn install(&mut self, device: LorawanDevice) {
+        for list in self.by_addr.values_mut() {
+            list.retain(|d| d.id != device.id);
+        }
+        self.by_addr.retain(|_, list| !list.is_empty());
+        self.by_addr
+            .entry(device.dev_addr)
+            .or_default()
+            .push(device);
+    }
+
+    /// The device `id` whose uplink came from `dev_addr`.
+    pub fn get(&self, dev_addr: u32, id: &str) -> Option<&LorawanDevice> {
+        self.by_addr
+            .get(&dev_addr)?
+            .iter()
+            .find(|d| d.id.as_str() == id)
+    }
+
+    /// Whether a device has the id `id` (a scan: for downlink commands,
+    /// not for uplinks).
+    pub fn has_id(&self, id: &str) -> bool {
+        self.by_addr.values().flatten().any(|d| d.id.as_str() == id)
+    }
 }
 
 /// An accepted uplink.

@@ -25,6 +25,7 @@ fn device(id: &str, dev_addr: u32, nwk: &str, codec: DeviceCodec) -> LorawanDevi
         name: None,
         id: DeviceId::new(id).unwrap(),
         fcnt_reset: FcntReset::Reject,
+        rx1_delay: std::time::Duration::from_secs(1),
     }
 }
 
@@ -48,6 +49,8 @@ fn uplink(phy: Vec<u8>) -> Uplink {
         rssi: Some(-57),
         snr: Some(7.5),
         received: Timestamp::from_millis(1_763_719_200_000).unwrap(),
+        heard: Vec::new(),
+        first_heard: tokio::time::Instant::now(),
     }
 }
 
@@ -80,7 +83,7 @@ fn a_published_frame_becomes_readings_with_signal() {
 fn replays_retransmissions_and_forgeries_are_refused_and_store_nothing() {
     let nwk = key(LP_NWK);
     let app = key(LP_APP);
-    let compact = DeviceCodec::Named(Codec::SeedCompact);
+    let compact = DeviceCodec::Named(Codec::CompactI16);
     let devices = Devices::new(vec![device("d", 0x0102_0304, LP_NWK, compact)]);
     let mut store = FcntStore::in_memory();
     let frame = |fcnt| seal(0x0102_0304, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap();
@@ -114,7 +117,7 @@ fn replays_retransmissions_and_forgeries_are_refused_and_store_nothing() {
 fn fcnt_reset_accept_takes_a_restarted_device() {
     let nwk = key(LP_NWK);
     let app = key(LP_APP);
-    let mut d = device("d", 7, LP_NWK, DeviceCodec::Named(Codec::SeedCompact));
+    let mut d = device("d", 7, LP_NWK, DeviceCodec::Named(Codec::CompactI16));
     d.fcnt_reset = FcntReset::Accept;
     let devices = Devices::new(vec![d]);
     let mut store = FcntStore::in_memory();
@@ -173,7 +176,7 @@ fn a_codec_error_keeps_the_signal_readings() {
         "lp",
         0x49BE_7DF1,
         LP_NWK,
-        DeviceCodec::Named(Codec::SeedCompact),
+        DeviceCodec::Named(Codec::CompactI16),
     )]);
     let mut store = FcntStore::in_memory();
     let a = process(&uplink(hex(README)), &devices, &mut store).unwrap();
@@ -201,7 +204,7 @@ fn a_batch_is_stored_once_and_judged_in_order() {
     let nwk = key(LP_NWK);
     let app = key(LP_APP);
     let devices = Devices::new(vec![
-        device("d", 7, LP_NWK, DeviceCodec::Named(Codec::SeedCompact)),
+        device("d", 7, LP_NWK, DeviceCodec::Named(Codec::CompactI16)),
         device("lp", 0x49BE_7DF1, LP_NWK, u32_layout()),
     ]);
     let frame = |fcnt| uplink(seal(7, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap());
@@ -228,7 +231,7 @@ fn a_failed_batch_write_refuses_every_uplink_and_restores_the_counters() {
         "d",
         7,
         LP_NWK,
-        DeviceCodec::Named(Codec::SeedCompact),
+        DeviceCodec::Named(Codec::CompactI16),
     )]);
     let frame = |fcnt| uplink(seal(7, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap());
     let dir = tempfile::tempdir().unwrap();

@@ -169,7 +169,7 @@ mod tests {
             .collect()
     }
 
-    /// shared/data/vectors/cayenne_lpp.json `vectors`, names as TTS prints them.
+    /// tests/data/vectors/cayenne_lpp.json `vectors`, names as TTS prints them.
     #[test]
     fn published_vectors() {
         let rows: [(&str, &str, Vec<DecodedValue>); 3] = [

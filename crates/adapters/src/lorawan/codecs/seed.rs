@@ -3,16 +3,16 @@
 
 use super::{take, CodecError, DecodedValue};
 
-/// `seed_compact` frame: `>hBH`. 5 bytes.
+/// `compact_i16` frame: `>hBH`. 5 bytes.
 const COMPACT_LEN: usize = 5;
-/// `seed_bitpacked` frame. 3 bytes.
+/// `bitpacked` frame. 3 bytes.
 const BITPACKED_LEN: usize = 3;
-/// `seed_batch` header: count (u8) + base time (u32, epoch seconds). 5 bytes.
+/// `batch` header: count (u8) + base time (u32, epoch seconds). 5 bytes.
 const BATCH_HEADER_LEN: usize = 5;
-/// `seed_batch` reading: delta (u16, seconds) + value ×10 (i32). 6 bytes.
+/// `batch` reading: delta (u16, seconds) + value ×10 (i32). 6 bytes.
 const BATCH_READING_LEN: usize = 6;
 
-/// `seed_compact`: temperature ×10 (i16, 0.1 °C), humidity (u8, %),
+/// `compact_i16`: temperature ×10 (i16, 0.1 °C), humidity (u8, %),
 /// battery ×100 (u16, 0.01 V).
 pub(super) fn decode_compact(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError> {
     let [t_hi, t_lo, humidity, b_hi, b_lo] =
@@ -33,7 +33,7 @@ pub(super) fn decode_compact(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecErr
     ])
 }
 
-/// `seed_bitpacked`: byte0 = (temperature + 20) × 2; byte1 = humidity (7
+/// `bitpacked`: byte0 = (temperature + 20) × 2; byte1 = humidity (7
 /// bits) << 1 | battery bit 6; byte2 = battery bits 0–5 << 2. The two low
 /// bits of byte2 are padding and ignored, as the encoder leaves them zero.
 pub(super) fn decode_bitpacked(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError> {
@@ -51,7 +51,7 @@ pub(super) fn decode_bitpacked(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecE
     ])
 }
 
-/// `seed_batch`: count (u8), base time (u32, epoch s), then `count` ×
+/// `batch`: count (u8), base time (u32, epoch s), then `count` ×
 /// (delta u16 s, value ×10 i32). Each reading is `value` at base + delta.
 /// The length must match the count exactly.
 pub(super) fn decode_batch(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError> {
@@ -111,7 +111,7 @@ mod tests {
         let rows: Vec<Row> = vec![
             (
                 "compact: 21.5 °C, 40 %, 3.30 V",
-                Codec::SeedCompact,
+                Codec::CompactI16,
                 &[
                     0x00, 0xD7, // temperature 215 → 21.5 °C
                     0x28, // humidity 40 %
@@ -125,7 +125,7 @@ mod tests {
             ),
             (
                 "compact: negative temperature, full-scale fields",
-                Codec::SeedCompact,
+                Codec::CompactI16,
                 &[
                     0xFF, 0x9C, // temperature −100 → −10.0 °C
                     0xFF, // humidity 255 (not clamped: the sensor said so)
@@ -139,7 +139,7 @@ mod tests {
             ),
             (
                 "compact: 4 bytes",
-                Codec::SeedCompact,
+                Codec::CompactI16,
                 &[0x00, 0xD7, 0x28, 0x01],
                 Err(CodecError::Length {
                     expected: 5,
@@ -148,7 +148,7 @@ mod tests {
             ),
             (
                 "compact: 6 bytes",
-                Codec::SeedCompact,
+                Codec::CompactI16,
                 &[0x00, 0xD7, 0x28, 0x01, 0x4A, 0x00],
                 Err(CodecError::Length {
                     expected: 5,
@@ -157,7 +157,7 @@ mod tests {
             ),
             (
                 "bitpacked: 21.5 °C, 40 %, 85 %",
-                Codec::SeedBitpacked,
+                Codec::Bitpacked,
                 &[
                     0x53, // (21.5 + 20) × 2 = 83
                     0x51, // humidity 40 << 1 | battery 85 bit 6 (1)
@@ -171,7 +171,7 @@ mod tests {
             ),
             (
                 "bitpacked: extremes, padding bits ignored",
-                Codec::SeedBitpacked,
+                Codec::Bitpacked,
                 &[
                     0x00, // −20 °C
                     0xFF, // humidity 127, battery bit 6 set
@@ -185,7 +185,7 @@ mod tests {
             ),
             (
                 "bitpacked: 2 bytes",
-                Codec::SeedBitpacked,
+                Codec::Bitpacked,
                 &[0x53, 0x51],
                 Err(CodecError::Length {
                     expected: 3,
@@ -194,7 +194,7 @@ mod tests {
             ),
             (
                 "batch: two readings, each with its own time",
-                Codec::SeedBatch,
+                Codec::Batch,
                 &[
                     0x02, // count 2
                     0x6A, 0xFF, 0xC4, 0x00, // base 1795146752 s
@@ -207,19 +207,14 @@ mod tests {
             ),
             (
                 "batch: count 0 is a valid, empty batch",
-                Codec::SeedBatch,
+                Codec::Batch,
                 &[0x00, 0x00, 0x00, 0x00, 0x01],
                 Ok(vec![]),
             ),
-            (
-                "batch: empty",
-                Codec::SeedBatch,
-                &[],
-                Err(CodecError::Empty),
-            ),
+            ("batch: empty", Codec::Batch, &[], Err(CodecError::Empty)),
             (
                 "batch: header cut short",
-                Codec::SeedBatch,
+                Codec::Batch,
                 &[0x01, 0x6A, 0xFF],
                 Err(CodecError::Truncated {
                     field: "base time",
@@ -230,7 +225,7 @@ mod tests {
             ),
             (
                 "batch: count says 2, one reading present",
-                Codec::SeedBatch,
+                Codec::Batch,
                 &[0x02, 0, 0, 0, 0, 0x00, 0x01, 0, 0, 0, 1],
                 Err(CodecError::Truncated {
                     field: "delta",
@@ -241,7 +236,7 @@ mod tests {
             ),
             (
                 "batch: reading value cut short",
-                Codec::SeedBatch,
+                Codec::Batch,
                 &[0x01, 0, 0, 0, 0, 0x00, 0x01, 0, 0, 0],
                 Err(CodecError::Truncated {
                     field: "value",
@@ -252,7 +247,7 @@ mod tests {
             ),
             (
                 "batch: bytes after the last reading",
-                Codec::SeedBatch,
+                Codec::Batch,
                 &[0x01, 0, 0, 0, 0, 0x00, 0x01, 0, 0, 0, 1, 0xAA],
                 Err(CodecError::TrailingBytes { extra: 1 }),
             ),

@@ -1,0 +1,255 @@
+//! The `semtech_udp` adapter's downlink side: join-accepts, Class A
+//! replies (MAC answers, ACKs, queued payloads) and the MQTT feed's
+//! payloads into the queues. Methods of the socket loop's [`Server`],
+//! kept apart from its uplink path.
+
+use std::net::SocketAddr;
+
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::super::adr;
+use super::super::class_a::{self, Confirmation, Downlink};
+use super::super::dedup::Uplink;
+use super::super::downlink;
+use super::super::downlink_feed::FeedItem;
+use super::super::otaa;
+use super::super::uplink::Accepted;
+use super::{gateway_list, Server};
+
+impl Server {
+    pub(super) async fn join(&mut self, up: &Uplink) {
+        let result = {
+            let links = self
+                .links
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            otaa::handle(up, &self.joins, &mut self.store, &links, Instant::now())
+        };
+        let joined = match result {
+            Ok(j) => j,
+            Err(e) => return self.report(e.kind(), &gateway_list(up), &e.to_string()),
+        };
+        let adapter = self.ctx.name.as_str();
+        // Keys stay out of the log: DevEUI, DevAddr and the path only.
+        info!(adapter, device = %joined.device.id, dev_eui = %joined.dev_eui, dev_addr = %format!("{:08X}", joined.device.dev_addr), gateway = %joined.link.addr, window = ?joined.slot, "Device joined (OTAA); sending its join-accept.");
+        self.ctx
+            .telemetry
+            .counter("edge_gateway_lorawan_joins_total", &[("adapter", adapter)])
+            .inc();
+        self.devices.install(joined.device);
+        self.token = self.token.wrapping_add(1);
+        let token = self.token.to_be_bytes();
+        let datagram = downlink::pull_resp(joined.link.version, token, &joined.txpk);
+        if let Some(rx2) = &joined.rx2 {
+            let fallback = downlink::pull_resp(joined.link.version, token, rx2);
+            self.fallback(joined.gateway, token, fallback, joined.link.addr);
+        }
+        self.send_down(&datagram, joined.link.addr).await;
+    }
+
+    /// The Class A reply to an accepted uplink, in the device's RX1
+    /// window: MAC answers, the ACK of a confirmed uplink, the next queued
+    /// payload. Nothing is sent when there is nothing to say. Returns
+    /// whether the uplink acknowledged a confirmed downlink, or ended one
+    /// that went unacknowledged too many times.
+    pub(super) async fn answer(
+        &mut self,
+        up: &Uplink,
+        accepted: &Accepted,
+    ) -> Option<Confirmation> {
+        let id = accepted.device.as_str();
+        let frame = &accepted.frame;
+        let adapter = self.ctx.name.as_str();
+        let settled = if class_a::acks_downlink(frame) {
+            self.queues.ack(id).then_some(Confirmation::Acked)
+        } else {
+            self.queues.unacked(id).map(|dropped| {
+                // Once per dropped payload; its bytes may be a command,
+                // so only its port is named.
+                warn!(
+                    adapter,
+                    device = id,
+                    port = dropped.port,
+                    attempts = class_a::MAX_CONFIRMED_ATTEMPTS,
+                    "Confirmed downlink dropped: the device never acknowledged it."
+                );
+                Confirmation::GaveUp
+            })
+        };
+        let counter = match settled {
+            Some(Confirmation::Acked) => {
+                info!(
+                    adapter,
+                    device = id,
+                    "Confirmed downlink acknowledged by the device."
+                );
+                Some("edge_gateway_lorawan_downlinks_confirmed_total")
+            }
+            Some(Confirmation::GaveUp) => Some("edge_gateway_lorawan_downlinks_unacked_total"),
+            None => None,
+        };
+        if let Some(name) = counter {
+            self.ctx
+                .telemetry
+                .counter(name, &[("adapter", adapter)])
+                .inc();
+        }
+        self.reply(up, accepted).await;
+        settled
+    }
+
+    pub(super) async fn reply(&mut self, up: &Uplink, accepted: &Accepted) {
+        let id = accepted.device.as_str();
+        let frame = &accepted.frame;
+        // The keys the uplink verified with: an ABP device's fixed ones, or
+        // a joined device's current session.
+        let Some(device) = self.devices.get(frame.dev_addr, id) else {
+            return;
+        };
+        let (dev_addr, nwk_s_key, app_s_key, rx1_delay) = (
+            device.dev_addr,
+            device.nwk_s_key,
+            device.app_s_key,
+            device.rx1_delay,
+        );
+        let now = Instant::now();
+        let path = {
+            let links = self
+                .links
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            downlink::best(&up.heard, &links, now).map(|(h, l)| (h.clone(), l))
+        };
+        let region = self.joins.network.region;
+        let datr = path.as_ref().and_then(|(h, _)| h.datr.as_deref());
+        let otaa = self.joins.by_id(id).map(|d| d.dev_eui);
+        // Downlinks nobody asked for (DevStatusReq) only go to joined
+        // devices: an ABP fleet may sit behind forwarders that were never
+        // meant to transmit, and gets replies only to what it sends.
+        let mut fopts = class_a::mac_answers(
+            frame,
+            otaa.is_some(),
+            region,
+            datr,
+            up.snr,
+            up.gateways.len(),
+            up.received,
+        );
+        for cmd in frame.mac_commands.iter().filter(|c| c.cid == adr::LINK_ADR) {
+            if let Some(&status) = cmd.payload.first() {
+                if !self.adr.answered(id, status) {
+                    self.report(
+                        "adr_refused",
+                        id,
+                        &format!("LinkADRAns status {status:#04x}"),
+                    );
+                }
+            }
+        }
+        // The device asks for ADR with FCtrl bit 7.
+        if frame.fctrl & 0x80 != 0 {
+            let dr = datr.and_then(|d| region.uplink_dr(d));
+            let freq = path.as_ref().and_then(|(h, _)| h.freq);
+            if let (Some(dr), Some(snr)) = (dr, up.snr) {
+                if let Some(req) = self.adr.observe(region, id, dr, freq, snr) {
+                    if fopts.len() + req.len() <= 15 {
+                        fopts.extend_from_slice(&req);
+                    }
+                }
+            }
+        }
+        let wants_reply =
+            !fopts.is_empty() || class_a::needs_answer(frame) || self.queues.len(id) > 0;
+        if !wants_reply {
+            return;
+        }
+        let Some((heard, link)) = path else {
+            let e = downlink::ScheduleError::NoPath;
+            return self.report(e.kind(), &gateway_list(up), &format!("device {id}: {e}"));
+        };
+        let queued = self.queues.next(id);
+        let taken = match otaa {
+            Some(dev_eui) => self.store.take_fcnt_down(dev_eui),
+            None => self.store.take_abp_fcnt_down(id),
+        };
+        let fcnt = match taken {
+            Ok(f) => f,
+            Err(e) => return self.report("downlink_fcnt_store", id, &e.to_string()),
+        };
+        let phy = Downlink {
+            dev_addr,
+            fcnt,
+            ack: class_a::needs_answer(frame),
+            fopts: &fopts,
+            payload: queued.as_ref().map(|q| (q.port, q.data.as_slice())),
+            confirmed: queued.as_ref().is_some_and(|q| q.confirmed),
+        }
+        .seal(&nwk_s_key, &app_s_key);
+        let elapsed = now.saturating_duration_since(up.first_heard);
+        match downlink::schedule(region, &heard, rx1_delay, elapsed, &phy) {
+            Ok((txpk, slot)) => {
+                debug!(adapter = %self.ctx.name, device = id, fcnt_down = fcnt, window = ?slot, mac_bytes = fopts.len(), "Class A downlink.");
+                self.token = self.token.wrapping_add(1);
+                let token = self.token.to_be_bytes();
+                let datagram = downlink::pull_resp(link.version, token, &txpk);
+                if slot == downlink::Slot::Rx1 {
+                    if let Some(rx2) = downlink::rx2_of(region, &heard, rx1_delay, &phy) {
+                        let fallback = downlink::pull_resp(link.version, token, &rx2);
+                        self.fallback(heard.gateway, token, fallback, link.addr);
+                    }
+                }
+                self.send_down(&datagram, link.addr).await;
+            }
+            Err(e) => self.report(e.kind(), &gateway_list(up), &format!("device {id}: {e}")),
+        }
+    }
+
+    /// An application downlink from the feed, into its device's queue.
+    pub(super) fn queue_downlink(&mut self, (device, parsed): FeedItem) {
+        let item = match parsed {
+            Ok(item) => item,
+            Err(e) => return self.report("downlink_invalid", &device, &e.to_string()),
+        };
+        if self.joins.by_id(&device).is_none() && !self.devices.has_id(&device) {
+            return self.report(
+                "downlink_unknown_device",
+                &device,
+                "downlinks go to devices of [[lorawan.device]], by id",
+            );
+        }
+        match self.queues.push(&device, item.clone()) {
+            Ok(()) => {
+                info!(adapter = %self.ctx.name, device, port = item.port, bytes = item.data.len(), confirmed = item.confirmed, "Downlink queued for the device's next uplink.")
+            }
+            Err(e) => self.report("downlink_refused", &device, &e.to_string()),
+        }
+    }
+
+    fn fallback(
+        &self,
+        gateway: crate::lorawan::semtech::GatewayEui,
+        token: [u8; 2],
+        datagram: Vec<u8>,
+        addr: SocketAddr,
+    ) {
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .fallback(gateway, token, datagram, addr, Instant::now());
+    }
+
+    pub(super) async fn send_down(&self, datagram: &[u8], addr: SocketAddr) {
+        match self.socket.send_to(datagram, addr).await {
+            Ok(_) => self
+                .ctx
+                .telemetry
+                .counter(
+                    "edge_gateway_lorawan_downlinks_total",
+                    &[("adapter", self.ctx.name.as_str())],
+                )
+                .inc(),
+            Err(e) => self.report("downlink_send", &addr.to_string(), &e.to_string()),
+        }
+    }
+}
