@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds the Debian packages into target/debian/:
-#   packaging/build-deb.sh amd64|arm64|all
+#   packaging/build-deb.sh amd64|arm64|armhf|all
 # amd64 builds natively. arm64 (Raspberry Pi 3/4/5, 64-bit OS) cross-builds
 # with rustup's aarch64-unknown-linux-gnu target and Debian's
-# gcc-aarch64-linux-gnu; when either is missing it says so and skips.
+# gcc-aarch64-linux-gnu; armhf (32-bit Raspberry Pi OS: Pi Zero 2 W, Pi 2/3
+# with 512 MB-1 GB) with armv7-unknown-linux-gnueabihf and
+# gcc-arm-linux-gnueabihf. When a target or linker is missing it says so
+# and skips. The C libraries (OpenSSL, libdbus) are built from source for
+# every target, so a package depends on nothing but libc.
 # Packages never include the `demo` feature (its embedded broker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,30 +32,48 @@ amd64() {
   build amd64 x86_64-unknown-linux-gnu
 }
 
-# Exit 0 after a skip, so `all` and CI go on; the message says what to install.
-arm64() {
-  local triple=aarch64-unknown-linux-gnu
+# One cross target: Debian architecture, Rust triple, the GNU tool prefix
+# and the Debian packages of its cross gcc. Exit 0 after a skip, so `all`
+# and CI go on; the message says what to install.
+cross() {
+  local arch="$1" triple="$2" gnu="$3" packages="$4"
   if ! rustup target list --installed 2>/dev/null | grep -qx "$triple"; then
     if ! rustup target add "$triple"; then
-      echo "build-deb: SKIPPED arm64: the Rust standard library for $triple is not installed and 'rustup target add $triple' failed (no access to static.rust-lang.org?)." >&2
+      echo "build-deb: SKIPPED $arch: the Rust standard library for $triple is not installed and 'rustup target add $triple' failed (no access to static.rust-lang.org?)." >&2
       return 0
     fi
   fi
-  if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
-    echo "build-deb: SKIPPED arm64: no cross linker; install it with: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross" >&2
+  if ! command -v "$gnu-gcc" >/dev/null 2>&1; then
+    echo "build-deb: SKIPPED $arch: no cross linker; install it with: apt-get install $packages" >&2
     return 0
   fi
-  # Linker for rustc, C compiler for ring's assembly, both the Debian cross gcc.
-  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-  CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
-  AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
-    build arm64 "$triple"
+  # Linker for rustc, C compiler for ring's assembly and the vendored C
+  # libraries, all the Debian cross gcc.
+  local var="${triple//-/_}"
+  (
+    export "CARGO_TARGET_${var^^}_LINKER=$gnu-gcc" "CC_$var=$gnu-gcc" "AR_$var=$gnu-ar"
+    build "$arch" "$triple"
+  )
+}
+
+arm64() {
+  cross arm64 aarch64-unknown-linux-gnu aarch64-linux-gnu \
+    "gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+}
+
+# ARMv7 with hardware float: what Raspberry Pi OS (32-bit) runs on every Pi
+# from the Pi 2 on. (The Pi 1 and Zero 1 are ARMv6: not supported.)
+armhf() {
+  cross armhf armv7-unknown-linux-gnueabihf arm-linux-gnueabihf \
+    "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"
 }
 
 case "${1:-}" in
   amd64) amd64 ;;
   arm64) arm64 ;;
-  all) amd64; arm64 ;;
-  *) echo "usage: $0 amd64|arm64|all" >&2; exit 2 ;;
+  armhf) armhf ;;
+  # One target after another: each is a full release build.
+  all) amd64; arm64; armhf ;;
+  *) echo "usage: $0 amd64|arm64|armhf|all" >&2; exit 2 ;;
 esac
 ls -l "$out"/*.deb

@@ -2,9 +2,11 @@
 # CI, after the tests: build the amd64 .deb, install it with dpkg, check
 # what it installed, run the installed binary with the installed config
 # against a test Mosquitto, scrape /metrics and /health, then purge it and
-# check that purge removed everything. Then the arm64 build under qemu.
+# check that purge removed everything. Then the arm64 and armhf (32-bit
+# Raspberry Pi OS) builds: their packages' contents, and their binaries
+# under qemu (--version, validate, a run answering /health).
 # Needs root (dpkg -i); as any other user it says so and skips.
-# SKIP_ARM64=1 leaves out the arm64 cross-build (about 4 min from scratch).
+# SKIP_ARM64=1 leaves out both ARM cross-builds (about 4 min each from scratch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ "${SKIP_ARM64:-0}" != 1 ]; then
   command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-  command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+  command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+  { command -v qemu-aarch64 && command -v qemu-arm; } >/dev/null 2>&1 || need+=(qemu-user)
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
@@ -212,19 +215,67 @@ dpkg --purge edge-gateway
 getent passwd edge-gateway >/dev/null && fail "user left after purge"
 ok "purge removed binary, config, state and user"
 
-# -- arm64: cross-built, run under qemu
+# -- arm64 and armhf: cross-built, checked, run under qemu
 if [ "${SKIP_ARM64:-0}" = 1 ]; then
-  echo "ci-check: SKIPPED arm64 (SKIP_ARM64=1)"
+  echo "ci-check: SKIPPED arm64 and armhf (SKIP_ARM64=1)"
   exit 0
 fi
-start=$(date +%s)
-bash packaging/build-deb.sh arm64
-arm_bin="$target_dir/aarch64-unknown-linux-gnu/release/edge-gateway"
-if [ ! -x "$arm_bin" ]; then
-  echo "ci-check: SKIPPED arm64 run: no arm64 build (see the message above)"
-  exit 0
-fi
-echo "ci-check: arm64 package built in $(( $(date +%s) - start )) s"
-qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm_bin" --version
-qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm_bin" validate -c gateway.toml
-ok "arm64 binary runs under qemu-aarch64 (--version, validate)"
+# arch, Rust triple, qemu, the cross libc's root.
+cross_check() {
+  local arch="$1" triple="$2" qemu="$3" root="$4"
+  local start bin deb
+  start=$(date +%s)
+  bash packaging/build-deb.sh "$arch"
+  bin="$target_dir/$triple/release/edge-gateway"
+  if [ ! -x "$bin" ]; then
+    echo "ci-check: SKIPPED $arch run: no $arch build (see the message above)"
+    return 0
+  fi
+  echo "ci-check: $arch package built in $(( $(date +%s) - start )) s"
+  deb=$(ls -t "$target_dir"/debian/edge-gateway_*_"$arch".deb | head -n 1)
+  [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || fail "$deb is not Architecture: $arch"
+  local contents
+  contents=$(dpkg-deb -c "$deb")
+  for f in ./usr/bin/edge-gateway ./etc/edge-gateway/gateway.toml \
+    ./usr/share/dbus-1/system.d/edge-gateway.conf ./etc/edge-gateway/conf.d/README; do
+    grep -qF " $f" <<<"$contents" || fail "$arch package has no $f"
+  done
+  grep -q 'edge-gateway.service$' <<<"$contents" || fail "$arch package has no systemd unit"
+  # Extracted rather than piped through tar: tar stops at the archive's end
+  # marker, dpkg-deb then dies of SIGPIPE, and pipefail called that a
+  # missing postinst (it failed armhf once while arm64 passed).
+  local control="$work/control-$arch"
+  dpkg-deb -e "$deb" "$control"
+  [ -f "$control/postinst" ] || fail "$arch package has no postinst"
+  ok "$arch package contents"
+  "$qemu" -L "$root" "$bin" --version
+  "$qemu" -L "$root" "$bin" validate -c gateway.toml
+  ok "$arch binary runs under $qemu (--version, validate)"
+
+  # A short run with the shipped config against a test broker: /health 200.
+  local port mport
+  port=$(free_port)
+  mport=$(free_port)
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$work/mosquitto-$arch.conf"
+  mosquitto -c "$work/mosquitto-$arch.conf" >"$work/mosquitto-$arch.log" 2>&1 &
+  broker_pid=$!
+  sed -e "s#127.0.0.1:1883#127.0.0.1:$port#" \
+      -e "s#^bind = \"127.0.0.1:9898\"#bind = \"127.0.0.1:$mport\"#" \
+      -e "s#^state_dir = .*#state_dir = \"$work/state-$arch\"#" \
+      gateway.toml >"$work/gateway-$arch.toml"
+  "$qemu" -L "$root" "$bin" run -c "$work/gateway-$arch.toml" >"$work/gateway.log" 2>&1 &
+  gw_pid=$!
+  metrics_port=$mport
+  wait_for "$arch /health 200 under $qemu" health_is 200
+  ok "$arch under $qemu: /health $(http_get "$mport" /health | tail -n +2)"
+  kill -TERM "$gw_pid"
+  local code=0
+  wait "$gw_pid" || code=$?
+  gw_pid=""
+  [ "$code" -eq 0 ] || { cat "$work/gateway.log"; fail "$arch gateway exited with $code after SIGTERM"; }
+  kill "$broker_pid"; wait "$broker_pid" 2>/dev/null || true; broker_pid=""
+  ok "$arch under $qemu: SIGTERM, clean exit"
+}
+# One after the other: each is a full build on CI's 2 cores.
+cross_check arm64 aarch64-unknown-linux-gnu qemu-aarch64 /usr/aarch64-linux-gnu
+cross_check armhf armv7-unknown-linux-gnueabihf qemu-arm /usr/arm-linux-gnueabihf
