@@ -8,7 +8,7 @@
 //! ```
 //!
 //! DATA_DIR holds NAB's folders, `windows.json` and `published_scores.json`
-//! (`/work/shared/data/nab`). Prints each file's score beside ARTime's and
+//! (the folder `NAB_DATA` names for the regression test). Prints each file's score beside ARTime's and
 //! the normalised score per family and overall.
 
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 //! live gateway (wall clock) and `replay` (CSV timestamps) run the same
 //! code and get the same alerts.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use gateway_core::config::{DeviceConfig, Direction, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
 use gateway_core::{DeviceId, Reading, Timestamp};
@@ -11,11 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::detector::{Detector, Reason};
 use crate::multivariate::DeviceModel;
+use crate::rate::RateWindow;
 use crate::trigger::{AlertState, Trigger};
-
-/// Most points a rate rule keeps per series: points closer together than
-/// span / this are not kept, which bounds memory whatever the reading rate.
-const RATE_POINTS: i64 = 1024;
 
 /// One alert transition, ready to be rendered upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,8 +25,10 @@ pub struct Alert {
     /// The rule's metric; empty for a silence rule that watches any metric.
     pub metric: String,
     pub state: AlertState,
-    /// threshold: the reading; rate: the change over the span; silence:
-    /// seconds without a reading; anomaly: the reading.
+    /// threshold: the reading; rate: the change within the span (the
+    /// reading minus the lowest, or for a fall the highest, reading of the
+    /// span before it); silence: seconds without a reading; anomaly: the
+    /// reading.
     pub value: f64,
     /// threshold: the bound crossed; rate: the change per span (signed);
     /// silence: `after` in seconds; anomaly: the detector's score that
@@ -64,7 +63,11 @@ enum Series {
     Rate {
         trigger: Trigger,
         last_ms: i64,
-        points: VecDeque<(i64, f64)>,
+        /// State saved before it existed had a list of points instead,
+        /// which is not read: the window starts afresh, and raises within
+        /// its first span anyway.
+        #[serde(default)]
+        window: RateWindow,
     },
     Anomaly {
         trigger: Trigger,
@@ -286,7 +289,7 @@ impl Engine {
                 RuleKind::Rate => Series::Rate {
                     trigger: Trigger::default(),
                     last_ms: i64::MIN,
-                    points: VecDeque::new(),
+                    window: RateWindow::default(),
                 },
                 RuleKind::Anomaly => Series::Anomaly {
                     trigger: Trigger::default(),
@@ -318,39 +321,34 @@ impl Engine {
                         Some(AlertState::Cleared) => {
                             out.push(alert(AlertState::Cleared, v, trigger.limit))
                         }
+                        Some(AlertState::Suppressed) => out.push(alert(
+                            AlertState::Suppressed,
+                            v,
+                            crossed.unwrap_or_default(),
+                        )),
                         None => {}
                     }
                 }
                 Series::Rate {
                     trigger,
                     last_ms,
-                    points,
+                    window,
                 } => {
                     let Some(spec) = rule.rate else { continue };
                     if now < *last_ms {
                         continue;
                     }
                     *last_ms = now;
-                    let span = ms(spec.span);
-                    let cutoff = now.saturating_sub(span);
-                    // Keep the newest point at or before the cutoff as the
-                    // reference, and everything after it.
-                    while points.len() >= 2 && points[1].0 <= cutoff {
-                        points.pop_front();
-                    }
-                    let reference = points.front().filter(|p| p.0 <= cutoff).copied();
-                    if points
-                        .back()
-                        .is_none_or(|p| now - p.0 >= span / RATE_POINTS)
-                    {
-                        points.push_back((now, v));
-                    }
-                    let Some((_, v0)) = reference else { continue };
-                    let change = v - v0;
+                    let seen = window.push(now, v, ms(spec.span));
+                    let change = match spec.direction {
+                        Direction::Rising => seen.rise,
+                        Direction::Falling => seen.fall,
+                        Direction::Either if seen.rise >= -seen.fall => seen.rise,
+                        Direction::Either => seen.fall,
+                    };
                     let toward = match spec.direction {
-                        Direction::Rising => change,
                         Direction::Falling => -change,
-                        Direction::Either => change.abs(),
+                        _ => change.abs(),
                     };
                     let breach = toward >= spec.delta;
                     let inside = toward < spec.delta - rule.hysteresis;
@@ -366,6 +364,9 @@ impl Engine {
                         }
                         Some(AlertState::Cleared) => {
                             out.push(alert(AlertState::Cleared, change, trigger.limit))
+                        }
+                        Some(AlertState::Suppressed) => {
+                            out.push(alert(AlertState::Suppressed, change, signed))
                         }
                         None => {}
                     }
@@ -396,6 +397,15 @@ impl Engine {
                         }
                         Some(AlertState::Cleared) => {
                             out.push(alert(AlertState::Cleared, v, trigger.limit))
+                        }
+                        Some(AlertState::Suppressed) => {
+                            let mut a = alert(AlertState::Suppressed, v, verdict.threshold);
+                            a.evidence = verdict.reason.map(|reason| Evidence {
+                                reason,
+                                expected: verdict.expected,
+                                observed: v,
+                            });
+                            out.push(a);
                         }
                         None => {}
                     }
@@ -457,8 +467,11 @@ impl Engine {
             }
             // Stamped when the silence began to count, not when the tick
             // noticed it, so replay and live agree to the millisecond.
-            if s.trigger.step(due, true, false, 0, ms(rule.cooldown)) == Some(AlertState::Raised) {
-                s.trigger.limit = after as f64 / 1000.0;
+            let step = s.trigger.step(due, true, false, 0, ms(rule.cooldown));
+            if let Some(state @ (AlertState::Raised | AlertState::Suppressed)) = step {
+                if state == AlertState::Raised {
+                    s.trigger.limit = after as f64 / 1000.0;
+                }
                 out.push(Alert {
                     rule_index: i,
                     rule: rule.name.clone(),
@@ -469,9 +482,9 @@ impl Engine {
                         .as_ref()
                         .map(|m| m.to_string())
                         .unwrap_or_default(),
-                    state: AlertState::Raised,
+                    state,
                     value: (now_ms - s.last_seen_ms) as f64 / 1000.0,
-                    limit: s.trigger.limit,
+                    limit: after as f64 / 1000.0,
                     at: Timestamp::from_millis(due).unwrap_or(now),
                     evidence: None,
                 });
@@ -502,7 +515,7 @@ impl Engine {
                 s.trigger.step(now, true, false, 0, ms(rule.cooldown))
             };
             if let Some(state) = step {
-                if state == AlertState::Raised {
+                if state != AlertState::Cleared {
                     s.trigger.limit = limit;
                 }
                 out.push(Alert {

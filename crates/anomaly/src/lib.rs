@@ -11,6 +11,8 @@
 //!   (linfa KMeans, refitted periodically off the per-reading path).
 //! - [`engine`]: the `[[rule]]` engine (threshold, rate, silence, anomaly)
 //!   in event time: readings, status changes and ticks in, alerts out.
+//! - [`rate`]: what a rate rule compares (each reading against the lowest
+//!   and highest of its span, in bounded memory).
 //! - [`trigger`]: the raise/clear state machine the rule kinds share
 //!   (minimum duration, one clear per raise, cooldown).
 //! - [`synthetic`]: seeded test series (level shift, spike, drift, noise
@@ -20,11 +22,15 @@
 //!
 //! The detector sees each reading once, in time order, and decides at once
 //! (causal, no look-ahead, no labels). Its only knob is `sensitivity` in
-//! (0, 1], default [`DEFAULT_SENSITIVITY`]; everything else is learned per
-//! series, so one setting serves every sensor. It borrows from the best NAB
-//! detectors: the range test of contextOSE and ARTime (which scale every
-//! input by the range seen), the anomaly likelihood of Numenta's HTM (a
-//! short average of the evidence judged against its own long history), and
+//! (0, 1], default [`DEFAULT_SENSITIVITY`], which moves the few numbers of
+//! [`detector::Params`] together; everything else is learned per series,
+//! so one setting serves every sensor. Those numbers were chosen by
+//! cross-validation on the NAB development files under a false-alarm
+//! limit on clean series (see *Measured*). It borrows from the best NAB
+//! detectors what generalises: the range test of contextOSE and ARTime
+//! (every input scaled by the range seen), the anomaly likelihood of
+//! Numenta's HTM (a short average of the evidence judged against its own
+//! long history, and only far in its tail), a warm-up, and
 //! one-alert-per-anomaly suppression.
 //!
 //! 1. **Features.** The step from the previous reading; the level smoothed
@@ -36,32 +42,41 @@
 //!    (a CPU's spike every other day) becomes normal.
 //! 2. **Seasonality**, with no configuration: from the timestamps, the
 //!    typical deviation from the baseline per half hour of the day and per
-//!    hour of the week. A profile is used only once it explains half of the
-//!    variance the baseline leaves (weekly only if also better than daily),
-//!    after three days (two weeks): 14:00 is judged against 14:00.
+//!    hour of the week, learned per visit (about ten days, or weeks, of
+//!    memory). A profile is used only once it explains half of the
+//!    variance the baseline leaves (weekly only if also better than
+//!    daily), after three days (two weeks): 14:00 is judged against 14:00.
 //! 3. **Four tests**, each with its reason:
 //!    - *new territory* (`spike`, or `level_shift` when the step is
-//!      ordinary): beyond the range covered over the last ~4 000 readings
-//!      (16 blocks of 256) by 5% of its width (×(1.5 − sensitivity));
+//!      ordinary): beyond the range covered over the last ~8 000 readings
+//!      (16 blocks of 512) by 5% of its width, and either by a jump (a step
+//!      beyond 5 of its deviations) or by 1 spread of the series;
 //!    - *sustained shift* (`level_shift`, `drift` when the 64-reading level
 //!      leads, `seasonal` when the profile residual does): the strongest
-//!      level deviation averaged over 12 readings and standardised again,
-//!      above 2 + 2·(1 − sensitivity) (3.0 by default);
+//!      deviation of the 4- and 16-reading levels (raw and detrended) and
+//!      of the seasonal residual, averaged over 12 readings, must be beyond
+//!      3.5 of its own spreads *and* beyond 3.0 spreads of how that average
+//!      usually runs; a shift that has begun twice in the last few days (a
+//!      nightly job) is the series' habit and does not fire, unless its
+//!      evidence is 1.3× beyond the largest of those episodes;
 //!    - *novelty* (`spike`, `noise`, `level_shift`, `seasonal`): a feature
 //!      beyond 4 deviations and beyond 1.3× the largest it showed before (a
-//!      peak that decays with a half-life of ~7 000 readings);
+//!      peak that decays with a half-life of ~23 000 readings: a weekday's
+//!      morning rise is still known after the weekend);
 //!    - *stuck* (`stuck`): the value has not changed for longer than twice
 //!      its longest remembered run (and at least 12 readings), in a series
 //!      that changes on 90% of its readings.
 //! 4. **One anomaly, one alert.** After a detection every test is disarmed
-//!    for a quiet period of 100 readings, extended while any test still
-//!    holds; then a test re-arms once it stops holding (the shift test once
-//!    its score falls to half the threshold, the range test once no record
-//!    was set for 100 readings). The engine raises at the detection and
-//!    clears when the quiet period ends.
+//!    for a quiet period of 100 readings, extended to 100 readings after the
+//!    last reading on which any test still held; then a test re-arms once it
+//!    stops holding. The engine raises at the detection and clears when the
+//!    quiet period ends (the rule gateway.toml states).
 //! 5. **Warm-up and gaps.** Nothing fires before 200 readings and a day (or
 //!    1 000 readings). After a gap of more than 4 typical intervals the step
 //!    and the noise are not scored.
+//!
+//! Sensitivity moves the shift threshold by 2 and the floor, the range
+//! margin and the novelty factor in proportion per unit away from 0.5.
 //!
 //! Each detection carries `expected`: the recent range for a new-territory
 //! detection, otherwise the baseline (plus the profile) ± 2 spreads.
@@ -81,41 +96,61 @@
 //!
 //! # Measured
 //!
-//! NAB standard profile, normalised, the default rule, the 45 files of the
-//! development set (`python3 ../shared/tools/nab_eval.py
-//! target/release/edge-gateway`, or in process with `cargo run -p anomaly
-//! --release --example nab_all -- ../shared/data/nab`), beside ARTime (the
-//! best published detector) on the same files:
+//! **Generalisation.** NAB standard profile, normalised, the scorer of
+//! `tests/support/nab.rs` (a port of NAB's, matching `nab_score.py`), 5
+//! fixed folds of the 45 development files stratified by NAB family; each
+//! fold's parameters chosen (a grid of 288 sets) on the other four among the
+//! sets within the false-alarm limit, then scored on it (`NAB_DATA=… cargo
+//! run --release -p anomaly --example nab_cv`):
 //!
-//! | family | files | this model | ARTime |
-//! |---|---|---|---|
-//! | realKnownCause | 5 | 58.2 | 55.5 |
-//! | artificial | 7 | 84.6 | 41.0 |
-//! | AWS | 14 | 68.5 | 65.5 |
-//! | traffic | 5 | 89.6 | 88.1 |
-//! | tweets | 9 | 84.0 | 82.7 |
-//! | ad exchange | 5 | 71.8 | 74.6 |
-//! | **all** | 45 | **75.2** | **72.8** |
+//! | fold | in-fold | out-of-fold |
+//! |---|---|---|
+//! | 1 | 72.6 | 81.8 |
+//! | 2 | 73.5 | 77.8 |
+//! | 3 | 73.8 | 78.2 |
+//! | 4 | 77.8 | 58.1 |
+//! | 5 | 75.1 | 67.3 |
+//! | **all** | **74.6** (mean) | **72.1** (pooled; gap 2.4) |
 //!
-//! The model before this one scored 47.5 on the same files. `tests/nab.rs`
-//! fails if the score falls below 75.0.
+//! Three folds of five chose the defaults (fold 5 a range margin of 10%,
+//! fold 4 shift 2.5 and novelty 1.6); the default is the median of the
+//! five choices. Its in-sample score on all 45 is 74.4
+//! (ARTime: 72.8); the engine `replay` runs raises at the same readings as
+//! the harness on every file (`nab_cv` checks it), so the NAB tools'
+//! `nab_eval.py` gives the binary the same figure. `tests/nab.rs` (with
+//! `NAB_DATA` set) runs the procedure over the default and its neighbours
+//! and fails below 74.5 out-of-fold (74.9 measured) or at a gap of 3
+//! points.
 //!
-//! Synthetic series (AR(1) noise with a daily sine, 20 seeded runs of
-//! 10 000 one-minute readings, anomaly at reading 6 000), from `cargo run
-//! -p anomaly --release --example synthetic`:
+//! **False alarms** per 10 000 readings at the default sensitivity, 5
+//! seeded series of 200 000 readings per family (`cargo bench -p anomaly
+//! --bench false_alarms`; limit 0.2):
+//!
+//! | clean series | false alarms / 10 000 |
+//! |---|---|
+//! | white noise (1 a minute) | 0.09 |
+//! | Gaussian random walk | 0.09 |
+//! | daily pattern + AR(1) noise (5 min) | 0.02 |
+//! | weekday office pattern + AR(1) noise (5 min) | 0.07 |
+//! | set-points moving 3–10 σ every 2–5 days, settling | 0.03 |
+//!
+//! (The first alert within 500 readings of a set-point change is its
+//! detection; any other alert counts.) The price is the smallest shifts:
+//! on AR(1) noise with a daily sine, from `cargo run -p anomaly --release
+//! --example synthetic` (20 seeded runs):
 //!
 //! | shape | detected | median delay (readings) |
 //! |---|---|---|
-//! | level shift +4σ | 20/20 | 6 |
-//! | level shift −3σ | 20/20 | 7 |
+//! | level shift +4σ | 20/20 | 99 |
+//! | level shift −3σ | 5/20 | 249 |
 //! | spike +8σ | 19/20 | 0 |
-//! | drift +6σ over 500 readings | 20/20 | 148 |
-//! | noise ×3 | 20/20 | 6 |
+//! | drift +6σ over 500 readings | 20/20 | 383 |
+//! | noise ×3 | 20/20 | 8 |
 //!
-//! False alarms on clean noise: 1.68 per 10 000 readings (the first model:
-//! 0, with 47.5 on NAB; the trade is discussed in the experiments file).
-//! Seeded tests also cover a frozen sensor (reported `stuck`), a flat
-//! series (never stuck) and a day without its daily rise (`seasonal`).
+//! (The model tuned on all 45 files without the limit caught all five in
+//! 0–148 readings, with 9.3 false alarms per 10 000 on white noise.) Seeded
+//! tests also cover a frozen sensor (reported `stuck`), a flat series
+//! (never stuck) and a day without its daily rise (`seasonal`).
 //!
 //! Synthetic building faults through the engine (one metric-less anomaly
 //! rule; 10 seeded runs of 14 days, fault on day 10), from `cargo run -p
@@ -131,7 +166,7 @@
 //!
 //! | component | time | state |
 //! |---|---|---|
-//! | univariate detector | 172–250 ns per reading (budget 2 µs) | 3.1 KB persisted as JSON per series (budget 4 KB); 712 B inline + ~1 KB heap |
+//! | univariate detector | 172–250 ns per reading (188 ns with the cross-validated defaults; budget 2 µs) | 3.2 KB (3 199 B) persisted as JSON per series (budget 4 KB); 720 B inline + ~1 KB heap |
 //! | device model, 3 metrics | 235–254 ns per reading scored; a fit 6–11 ms every 256 kept rows (~21 h) | 14.7 KB persisted (budget 32 KB); ~23.5 KB at its 6-metric maximum |
 //! | whole engine, one rule of each kind, 1 000 devices | 0.8–2.1 µs per reading | 3.7 KB persisted per device |
 //!
@@ -145,6 +180,7 @@ mod compact;
 pub mod detector;
 pub mod engine;
 pub mod multivariate;
+pub mod rate;
 pub mod synthetic;
 pub mod trigger;
 

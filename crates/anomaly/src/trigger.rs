@@ -1,15 +1,22 @@
 //! The raise/clear state machine every rule kind shares: a minimum
 //! duration before raising, exactly one clear per raise, and a cooldown
-//! after a clear so a flapping signal cannot produce a storm.
+//! after a clear so a flapping signal cannot produce a storm. A raise the
+//! cooldown holds back is still reported, once per excursion, as
+//! `suppressed`: a person looking at the history must see that the
+//! condition came back, even when nobody was alerted again.
 
 use serde::{Deserialize, Serialize};
 
-/// Raised or cleared, as in the upstream `state` field.
+/// Raised or cleared, as in the upstream `state` field; or suppressed:
+/// the condition to raise held, but within the cooldown after the last
+/// clear. A suppressed one is recorded (history, metrics), never sent
+/// upstream and never followed by a clear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     Raised,
     Cleared,
+    Suppressed,
 }
 
 impl AlertState {
@@ -17,6 +24,7 @@ impl AlertState {
         match self {
             Self::Raised => "raised",
             Self::Cleared => "cleared",
+            Self::Suppressed => "suppressed",
         }
     }
 }
@@ -32,11 +40,16 @@ pub struct Trigger {
     cleared_at: Option<i64>,
     /// The limit the raised alert named, repeated in its clear.
     pub limit: f64,
+    /// This excursion's raise was already reported as suppressed.
+    #[serde(default)]
+    suppressed: bool,
 }
 
 impl Trigger {
     /// Feeds one evaluation: `breach` is the raise condition, `inside` the
-    /// (hysteresis-widened) clear condition. Returns the transition, if any.
+    /// (hysteresis-widened) clear condition. Returns the transition, if any
+    /// ([`AlertState::Suppressed`] once per excursion the cooldown holds
+    /// back; it still raises if the condition outlasts the cooldown).
     pub fn step(
         &mut self,
         now: i64,
@@ -55,17 +68,25 @@ impl Trigger {
         }
         if !breach {
             self.pending_since = None;
+            self.suppressed = false;
             return None;
         }
         let since = *self.pending_since.get_or_insert(now);
+        if now.saturating_sub(since) < for_ms {
+            return None;
+        }
         let cooled = self
             .cleared_at
             .is_none_or(|at| now.saturating_sub(at) >= cooldown_ms);
-        if now.saturating_sub(since) >= for_ms && cooled {
+        if cooled {
             self.raised = true;
             self.pending_since = None;
+            self.suppressed = false;
             return Some(AlertState::Raised);
         }
-        None
+        if std::mem::replace(&mut self.suppressed, true) {
+            return None;
+        }
+        Some(AlertState::Suppressed)
     }
 }

@@ -90,7 +90,7 @@ for = "2m"
 }
 
 #[test]
-fn a_flapping_signal_is_held_back_by_the_cooldown() {
+fn a_flapping_signal_is_held_back_by_the_cooldown_and_each_return_is_recorded() {
     let (rules, devices) = setup(
         r#"
 [[rule]]
@@ -110,8 +110,45 @@ cooldown = "5m"
         [
             (0, "raised", 1200.0, 1000.0),
             (1, "cleared", 800.0, 1000.0),
+            (2, "suppressed", 1200.0, 1000.0),
+            (4, "suppressed", 1200.0, 1000.0),
             (6, "raised", 1200.0, 1000.0),
             (7, "cleared", 800.0, 1000.0),
+            (8, "suppressed", 1200.0, 1000.0),
+            (10, "suppressed", 1200.0, 1000.0),
+        ]
+    );
+}
+
+#[test]
+fn every_excursion_of_an_energy_meter_is_raised_or_recorded_as_suppressed() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "meter-high"
+kind = "threshold"
+metric = "consumption_kwh"
+max = 12.0
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    // Above 12 kWh four times, two minutes apart, each for two readings,
+    // under the default 5 m cooldown.
+    let values = [
+        8.0, 12.5, 13.0, 9.0, 12.8, 12.9, 9.5, 13.1, 13.4, 9.1, 12.2, 12.6, 8.7,
+    ];
+    let got = run(&mut e, "meter-01", "consumption_kwh", &values);
+    assert_eq!(
+        got,
+        [
+            (1, "raised", 12.5, 12.0),
+            (3, "cleared", 9.0, 12.0),
+            (4, "suppressed", 12.8, 12.0),
+            (7, "suppressed", 13.1, 12.0),
+            // 5 m after the clear, still above: raised after all.
+            (8, "raised", 13.4, 12.0),
+            (9, "cleared", 9.1, 12.0),
+            (10, "suppressed", 12.2, 12.0),
         ]
     );
 }
@@ -136,13 +173,17 @@ max = -10.0
             "temperature",
             &[-18.0, -26.0, -20.0, -5.0, -12.0]
         ),
-        [(1, "raised", -26.0, -25.0), (2, "cleared", -20.0, -25.0),],
+        [
+            (1, "raised", -26.0, -25.0),
+            (2, "cleared", -20.0, -25.0),
+            (3, "suppressed", -5.0, -10.0)
+        ],
         "the second excursion is within the 5 m cooldown"
     );
 }
 
 #[test]
-fn rate_compares_with_the_reading_one_span_ago() {
+fn rate_compares_with_the_lowest_reading_within_the_span() {
     let (rules, devices) = setup(
         r#"
 [[rule]]
@@ -165,11 +206,108 @@ tags = ["fridge"]
         .collect();
     assert_eq!(
         run(&mut e, "fridge-1", "temperature", &values),
-        // 14 m: 7.0 against 5.0 at 4 m. 21 m: 7.0 against 5.5 at 11 m.
+        // 14 m: 7.0 against 5.0 (the lowest since 4 m). 21 m: 7.0 against
+        // 5.5 at 11 m, the lowest since.
         [(14, "raised", 2.0, 2.0), (21, "cleared", 1.5, 2.0)]
     );
     // An untagged device is not selected.
     assert!(run(&mut e, "oven", "temperature", &values).is_empty());
+}
+
+const FRIDGE_WARMING: &str = r#"
+[[rule]]
+name = "warming"
+kind = "rate"
+metric = "temperature"
+rate = "+2.0 per 10m"
+cooldown = "0s"
+"#;
+
+/// A reading every `step_ms` from `t0`, and (time, state, value) of every
+/// alert.
+fn feed(
+    engine: &mut Engine,
+    device: &str,
+    t0: i64,
+    step_ms: i64,
+    values: &[f64],
+) -> Vec<(i64, &'static str, f64)> {
+    let mut out = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        for a in engine.on_reading(&reading(device, "temperature", t0 + i as i64 * step_ms, *v)) {
+            out.push((a.at.as_millis(), a.state.as_str(), a.value));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_rise_within_the_first_span_after_a_cold_start_raises_at_the_reading_that_crosses() {
+    let (rules, devices) = setup(FRIDGE_WARMING);
+    let mut e = Engine::new(&rules, &devices);
+    // A fridge warming from 4 to 24 °C in 4 minutes, a reading every 10 s,
+    // from the gateway's first reading on: +0.8333 a reading.
+    let values: Vec<f64> = (0..=24).map(|i| 4.0 + 20.0 * i as f64 / 24.0).collect();
+    let got = feed(&mut e, "fridge-1", 0, 10_000, &values);
+    // 30 s: 6.5 is the first reading 2.0 or more above the lowest (4.0).
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (at, state, change) = got[0];
+    assert_eq!((at, state), (30_000, "raised"));
+    assert!((change - 2.5).abs() < 1e-9, "{change}");
+}
+
+#[test]
+fn a_new_device_and_a_restart_without_history_raise_within_the_span_too() {
+    let (rules, devices) = setup(FRIDGE_WARMING);
+    let mut e = Engine::new(&rules, &devices);
+    // One device known for an hour, flat.
+    let flat = vec![5.0; 61];
+    assert!(feed(&mut e, "fridge-1", 0, 60_000, &flat).is_empty());
+    // A device seen for the first time, warming 1 °C a minute from 3.0.
+    let got = feed(
+        &mut e,
+        "fridge-new",
+        3_600_000,
+        60_000,
+        &[3.0, 4.0, 5.0, 6.0],
+    );
+    assert_eq!(got, [(3_720_000, "raised", 2.0)]);
+    // A gateway restarted with no saved state: the first span counts.
+    let mut e = Engine::new(&rules, &devices);
+    let got = feed(&mut e, "fridge-1", 7_200_000, 60_000, &[5.0, 5.9, 7.1]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].0, got[0].1), (7_320_000, "raised"));
+}
+
+#[test]
+fn a_restart_with_saved_state_keeps_the_readings_of_the_span() {
+    let (rules, devices) = setup(FRIDGE_WARMING);
+    let mut before = Engine::new(&rules, &devices);
+    assert!(feed(&mut before, "fridge-1", 0, 60_000, &[4.0, 4.5, 5.0]).is_empty());
+    let saved = serde_json::to_string(&before.state()).unwrap();
+    let mut after = Engine::new(&rules, &devices);
+    after.restore(serde_json::from_str(&saved).unwrap());
+    // 6.0 at 3 m is 2.0 above 4.0 at 0 m, seen by the previous process.
+    assert_eq!(
+        feed(&mut after, "fridge-1", 180_000, 60_000, &[6.0]),
+        [(180_000, "raised", 2.0)]
+    );
+}
+
+#[test]
+fn a_rise_spread_over_more_than_the_span_does_not_raise() {
+    let (rules, devices) = setup(FRIDGE_WARMING);
+    let mut e = Engine::new(&rules, &devices);
+    // +1.9 every 10 minutes, a reading a minute: never +2.0 within 10 m.
+    let values: Vec<f64> = (0..=60).map(|m| 4.0 + 0.19 * m as f64).collect();
+    assert_eq!(feed(&mut e, "fridge-1", 0, 60_000, &values), []);
+    // A dip and a recovery: the rise counts from the lowest point in the
+    // span, not from the first.
+    let mut e = Engine::new(&rules, &devices);
+    let got = feed(&mut e, "fridge-1", 0, 60_000, &[5.0, 3.5, 4.0, 5.6]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].0, got[0].1), (180_000, "raised"));
+    assert!((got[0].2 - 2.1).abs() < 1e-9, "{got:?}");
 }
 
 #[test]

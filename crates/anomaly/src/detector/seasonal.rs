@@ -15,9 +15,12 @@ const DAY: usize = 48;
 const WEEK: usize = 168;
 const HALF_HOUR_MS: i64 = 1_800_000;
 const HOUR_MS: i64 = 3_600_000;
-/// Per-update learning rate of a bucket (about 20 visits of memory: three
-/// weeks of days, or 20 weeks).
-const RATE: f32 = 0.05;
+/// Learning rate of a bucket per visit (a visit is the half hour, or the
+/// hour, a day or week): about ten days, or ten weeks, of memory. Spread
+/// over the readings of a visit, so that a fast series' profile is not
+/// just its last few minutes (which on a random walk "explains" the
+/// deviation perfectly and then fires on it).
+const RATE: f64 = 0.1;
 /// Memory, in readings, of the error comparison.
 const ERR_MEMORY: f64 = 2000.0;
 /// A profile is trusted once its error is this fraction of the baseline's.
@@ -100,7 +103,7 @@ impl Seasonal {
     }
 
     /// Learns that the deviation from the baseline was `dev` at `at_ms`.
-    pub fn learn(&mut self, at_ms: i64, dev: f64) {
+    pub fn learn(&mut self, at_ms: i64, dev: f64, interval_ms: f64) {
         if self.since_ms == i64::MIN {
             self.since_ms = at_ms;
         }
@@ -127,15 +130,20 @@ impl Seasonal {
                 *acc += (e - *acc) * a;
             }
         }
+        let per_visit = |bucket_ms: i64| {
+            let readings = (bucket_ms as f64 / interval_ms.max(1.0)).max(1.0);
+            (RATE / readings) as f32
+        };
+        let (day_rate, week_rate) = (per_visit(HALF_HOUR_MS), per_visit(HOUR_MS));
         let dev = dev as f32;
         if seen_d {
-            self.day[d] += (dev - self.day[d]) * RATE;
+            self.day[d] += (dev - self.day[d]) * day_rate;
         } else {
             self.day[d] = dev;
             self.seen_day |= 1 << d;
         }
         if seen_w {
-            self.week[w] += (dev - self.week[w]) * RATE;
+            self.week[w] += (dev - self.week[w]) * week_rate;
         } else {
             self.week[w] = dev;
             self.seen_week[w / 64] |= 1 << (w % 64);

@@ -61,7 +61,7 @@ impl Envelope {
     /// How far `x` lies beyond the range, in widths of the range (0 inside).
     /// Positive above, negative below.
     pub fn excess(&self, x: f64) -> f64 {
-        let width = (self.hi - self.lo).max(1e-9 * (1.0 + self.hi.abs()));
+        let width = self.width();
         if x > self.hi {
             (x - self.hi) / width
         } else if x < self.lo {
@@ -69,6 +69,12 @@ impl Envelope {
         } else {
             0.0
         }
+    }
+
+    /// Width of the range, floored so that a series that never moved has
+    /// a tiny width rather than none.
+    pub fn width(&self) -> f64 {
+        (self.hi - self.lo).max(1e-9 * (1.0 + self.hi.abs()))
     }
 
     /// Widens the range to `x`; every `block` readings the oldest block

@@ -1,6 +1,6 @@
 //! The NAB corpus and its scorer (standard profile), shared by the
 //! `nab_all` example and the regression test. A port of
-//! `../shared/tools/nab_score.py`, which reproduces NAB's published
+//! the NAB tools' `nab_score.py`, which reproduces NAB's published
 //! per-file scores.
 
 // Each user (the example, the test) takes the part it needs.

@@ -1,0 +1,131 @@
+//! Cross-validation of the anomaly detector's defaults on the NAB
+//! development files: the figure that says whether a default generalises.
+//!
+//! ```text
+//! NAB_DATA=/work/shared/data/nab cargo run --release -p anomaly --example nab_cv
+//! ```
+//!
+//! The 45 files are dealt into 5 fixed folds, stratified by NAB family (each
+//! folder's files shuffled with a fixed seed, then dealt in turn). For each
+//! fold, every parameter set of a small grid is scored (NAB standard
+//! profile, normalised, the scorer of `tests/support/nab.rs`, a port of
+//! `nab_score.py`) on the other four folds; the best one whose false
+//! alarms on the clean synthetic series stay within the limit is then
+//! scored on the held-out fold. It prints, per fold, the choice, its
+//! in-fold and out-of-fold scores; overall, the pooled out-of-fold score,
+//! the mean in-fold score and the gap; and the default the procedure picks
+//! (the median of the five choices, per parameter), which must be
+//! `Params::DEFAULT`.
+
+use std::error::Error;
+use std::path::PathBuf;
+
+#[path = "../tests/support/cv.rs"]
+mod cv;
+#[path = "../tests/support/nab.rs"]
+mod nab;
+
+use anomaly::detector::Params;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let dir = std::env::var_os("NAB_DATA")
+        .map(PathBuf::from)
+        .or_else(|| std::env::args_os().nth(1).map(PathBuf::from))
+        .ok_or("set NAB_DATA to the NAB development data (windows.json and the folders)")?;
+    if std::env::args().any(|a| a == "--false-alarms") {
+        // The clean synthetic families alone, for every parameter set.
+        for p in cv::grid() {
+            println!(
+                "{}: {}",
+                cv::show(&p),
+                cv::show_rates(&cv::false_alarm_rates(&p))
+            );
+        }
+        return Ok(());
+    }
+    let corpus = nab::Corpus::load(&dir, "")?;
+    let grid = cv::grid();
+    println!(
+        "{} files, {} parameter sets; false-alarm limit {} per 10 000 clean readings",
+        corpus.series.len(),
+        grid.len(),
+        cv::FALSE_ALARM_LIMIT
+    );
+    let report = cv::run(&corpus, &grid, true);
+    if std::env::args().any(|a| a == "--table") {
+        for (p, (score, fa)) in grid.iter().zip(&report.table) {
+            println!("{score:5.1} max false alarms {fa:.2}  {}", cv::show(p));
+        }
+    }
+    for (k, f) in report.folds.iter().enumerate() {
+        println!(
+            "fold {}: {:2} files held out  in-fold {:5.1}  out-of-fold {:5.1}  chose {}",
+            k + 1,
+            f.held_out,
+            f.in_fold,
+            f.out_of_fold,
+            cv::show(&f.chosen)
+        );
+    }
+    println!(
+        "overall: out-of-fold {:.1}  in-fold {:.1}  gap {:.1}",
+        report.out_of_fold,
+        report.in_fold,
+        report.in_fold - report.out_of_fold
+    );
+    println!(
+        "default picked (median of the fold choices): {}",
+        cv::show(&report.picked)
+    );
+    println!(
+        "  its false alarms per 10 000 clean readings: {}",
+        cv::show_rates(&cv::false_alarm_rates(&report.picked))
+    );
+    println!(
+        "  its score on all 45 (in-sample, for reference only): {:.1}",
+        report.picked_all
+    );
+    // The harness runs the detector and trigger directly, for speed; the
+    // engine `edge-gateway replay` runs must raise at the same readings.
+    let rules = nab::rules(anomaly::DEFAULT_SENSITIVITY);
+    let mismatched: Vec<&str> = corpus
+        .series
+        .iter()
+        .filter(|s| {
+            let mut engine = anomaly::Engine::new(&rules, &[]);
+            let via_engine: Vec<usize> = s
+                .readings
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    engine
+                        .on_reading(r)
+                        .iter()
+                        .any(|a| a.state == anomaly::AlertState::Raised)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            let direct = cv::raises(
+                s.readings.iter().map(|r| (r.time().as_millis(), r.value())),
+                &Params::DEFAULT,
+            );
+            via_engine != direct
+        })
+        .map(|s| s.key.as_str())
+        .collect();
+    println!(
+        "the engine (replay) with the default rule raises where the harness does: {}",
+        if mismatched.is_empty() {
+            "yes, on every file".to_string()
+        } else {
+            format!("NO: {mismatched:?}")
+        }
+    );
+    if report.picked != Params::DEFAULT {
+        println!(
+            "NOTE: Params::DEFAULT is {}, not the picked set",
+            cv::show(&Params::DEFAULT)
+        );
+    }
+    Ok(())
+}

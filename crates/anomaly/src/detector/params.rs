@@ -1,0 +1,94 @@
+//! The detector's few tunable numbers, as one value.
+//!
+//! Every default here is the one the cross-validation harness
+//! (`examples/nab_cv.rs`) chose: picked on four fifths of the NAB
+//! development files and scored on the fifth, five times over, under the
+//! false-alarm limit on clean synthetic series. A user turns one knob,
+//! `sensitivity`, which moves all of them together from these defaults.
+
+use gateway_core::config::DEFAULT_SENSITIVITY;
+
+/// The tunable numbers of the detector at the default sensitivity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// The sustained-shift test fires when its standardised score exceeds
+    /// this.
+    pub shift: f64,
+    /// ...and the strongest level deviation, averaged over the last dozen
+    /// readings, is beyond this many of its own spreads: unusual against
+    /// how the evidence usually runs is not enough when the evidence is
+    /// a level that wanders by chance (white noise averaged, a random
+    /// walk).
+    pub floor: f64,
+    /// The new-territory test fires beyond the recent range by this
+    /// fraction of its width...
+    pub range: f64,
+    /// ...and by at least this many spreads of the series: in noise that
+    /// is close to Gaussian the range is only 7–8 spreads wide, and a new
+    /// extreme a fraction of a spread beyond it is chance, not news.
+    pub range_sd: f64,
+    /// The novelty test fires when a feature exceeds its largest
+    /// remembered deviation by this factor.
+    pub novelty: f64,
+    /// Readings per block of the new-territory test's ring of 16 blocks:
+    /// the range is what the series covered over the last 15–16 blocks
+    /// (about 8 000 readings at 512: an hourly series' last 11 months, a
+    /// minute series' last 5 days).
+    pub range_block: u32,
+    /// A step of more than this many step spreads to a new extreme is a
+    /// jump, which the new-territory test reports without the spread
+    /// margin. (At 4, one Gaussian step in 16 000 qualifies: white noise
+    /// then raised five false alarms in 600 000 readings this way.)
+    pub jump: f64,
+    /// Per-reading decay of the remembered peak deviations the novelty
+    /// test compares with: the slower, the longer a series' largest
+    /// habitual moves (a weekday's morning rise, seen after a weekend)
+    /// stay known.
+    pub peak_decay: f64,
+    /// Readings without any test holding after which a detection's alert
+    /// clears and the detector may fire again.
+    pub quiet: u64,
+}
+
+impl Params {
+    /// The defaults, as chosen by cross-validation.
+    pub const DEFAULT: Self = Self {
+        shift: 3.0,
+        floor: 3.5,
+        range: 0.05,
+        range_sd: 1.0,
+        novelty: 1.3,
+        range_block: 512,
+        jump: 5.0,
+        peak_decay: 0.99997,
+        quiet: 100,
+    };
+
+    /// These parameters moved to `sensitivity` in (0, 1] (higher alerts on
+    /// smaller deviations); at [`DEFAULT_SENSITIVITY`] they are unchanged.
+    pub fn at_sensitivity(self, sensitivity: f64) -> Self {
+        let more = clamp_sensitivity(sensitivity) - DEFAULT_SENSITIVITY;
+        Self {
+            shift: self.shift - 2.0 * more,
+            floor: self.floor * (1.0 - more),
+            range: self.range * (1.0 - more),
+            novelty: (self.novelty - 0.6 * more).max(1.0),
+            ..self
+        }
+    }
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Sensitivity pulled into (0, 1]; the default when not a number.
+pub fn clamp_sensitivity(sensitivity: f64) -> f64 {
+    if sensitivity.is_finite() {
+        sensitivity.clamp(0.01, 1.0)
+    } else {
+        DEFAULT_SENSITIVITY
+    }
+}
