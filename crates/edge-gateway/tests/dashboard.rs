@@ -303,14 +303,34 @@ async fn users_need_their_password() {
             head.contains("WWW-Authenticate: Basic") || head.contains("www-authenticate: Basic"),
             "{head}"
         );
-        assert_eq!(
-            get(port, path, Some(&basic("ops:wrong"))).await.0,
-            401,
-            "{path}"
-        );
+        // Wrong, then held back for a growing delay (429) after a failure.
+        let (code, head, _) = get(port, path, Some(&basic("ops:wrong"))).await;
+        assert!(code == 401 || code == 429, "{path}: {code}");
+        if code == 429 {
+            assert!(head.to_lowercase().contains("retry-after: "), "{head}");
+        }
     }
-    let (code, _, body) = get(port, "/api/devices", Some(&basic("ops:correct horse"))).await;
-    assert_eq!(code, 200);
+    // The right password passes once the address's delay is over.
+    let body = loop {
+        let (code, head, body) = get(port, "/api/devices", Some(&basic("ops:correct horse"))).await;
+        if code == 429 {
+            let wait: u64 = head
+                .lines()
+                .find_map(|l| {
+                    l.to_lowercase()
+                        .strip_prefix("retry-after: ")?
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+                .unwrap();
+            assert!(wait <= 30, "{wait}");
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            continue;
+        }
+        assert_eq!(code, 200);
+        break body;
+    };
     assert!(body.contains("Living Room"));
     assert!(!body.contains("argon2"), "no secret in an answer");
 }
@@ -413,4 +433,286 @@ async fn https_serves_with_its_certificate_and_nothing_in_clear() {
         !String::from_utf8_lossy(&raw).contains("Living Room"),
         "served in clear"
     );
+}
+
+#[tokio::test]
+async fn every_excursion_is_in_the_alert_history_and_its_csv_even_within_the_cooldown() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let (port, metrics) = (free_port(), free_port());
+    // The default 5 m cooldown, as a user leaves it.
+    let cfg = with_dashboard(
+        config("gw-meter", local.port(), upstream.port(), "1s", "0s"),
+        port,
+        &format!(
+            "[metrics]\nbind = \"127.0.0.1:{metrics}\"\n\n[[rule]]\nname = \"meter-high\"\nkind = \"threshold\"\nmetric = \"consumption_kwh\"\nmax = 12.0\n"
+        ),
+    );
+    let mut cloud = Subscriber::start(upstream.port(), "building/hq/meter-01/alerts").await;
+    let mut gw = GatewayProcess::start_in(tempfile::tempdir().unwrap(), &cfg);
+    gw.wait_for_log("Dashboard listening").await;
+    gw.wait_for_log("Subscribed").await;
+
+    // An energy meter above 12 kWh four times, a few readings apart, naming
+    // itself in a text field beside the value.
+    let readings: Vec<String> = [8.1, 12.5, 9.0, 12.8, 9.2, 13.1, 9.4, 12.6]
+        .iter()
+        .map(|v| format!(r#"{{"consumption_kwh": {v}, "sensor_id": "meter-01"}}"#))
+        .collect();
+    test_support::publish_lines(local.port(), "sensors/meter-01", &readings, 1).await;
+    let suppressed = until(port, "/api/alerts?state=suppressed", |b| {
+        b.matches("meter-high").count() == 3
+    })
+    .await;
+    assert!(suppressed.contains("\"value\":13.1"), "{suppressed}");
+
+    let (_, _, text) = get(metrics, "/metrics", None).await;
+    assert!(
+        text.lines()
+            .any(|l| l == "edge_gateway_alerts_suppressed_total{rule=\"meter-high\"} 3"),
+        "{text}"
+    );
+    // The text field is no error, and is counted once.
+    assert!(
+        !text.contains("edge_gateway_adapter_errors_total{adapter=\"local-sensors\""),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "edge_gateway_adapter_ignored_fields_total{adapter=\"local-sensors\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "edge_gateway_adapter_readings_total{adapter=\"local-sensors\"} 8"),
+        "{text}"
+    );
+    // Nobody is alerted again within the cooldown: one raise, one clear.
+    let mut upstream_states: Vec<String> = Vec::new();
+    while !upstream_states.iter().any(|s| s == "cleared") {
+        let m = cloud.next(WAIT).await.expect("the clear upstream");
+        upstream_states.push(m.json()["state"].as_str().unwrap_or_default().into());
+    }
+    while let Some(m) = cloud.next(Duration::from_millis(1500)).await {
+        upstream_states.push(m.json()["state"].as_str().unwrap_or_default().into());
+    }
+    assert_eq!(upstream_states, ["raised", "cleared"]);
+
+    let want = [
+        "time,rule,device,metric,state,value,limit,reason",
+        "meter-high,meter-01,consumption_kwh,raised,12.5,12,",
+        "meter-high,meter-01,consumption_kwh,cleared,9,12,",
+        "meter-high,meter-01,consumption_kwh,suppressed,12.8,12,",
+        "meter-high,meter-01,consumption_kwh,suppressed,13.1,12,",
+        "meter-high,meter-01,consumption_kwh,suppressed,12.6,12,",
+    ];
+    let check = |csv: &str| {
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), want.len(), "{csv}");
+        assert_eq!(lines[0], want[0]);
+        for (line, want) in lines[1..].iter().zip(&want[1..]) {
+            let (time, rest) = line.split_once(',').unwrap();
+            assert!(time.ends_with('Z'), "RFC 3339 time: {line}");
+            assert_eq!(rest, *want);
+        }
+    };
+    let (code, head, api) = get(port, "/api/alerts?format=csv", None).await;
+    assert_eq!(code, 200);
+    assert!(head.to_ascii_lowercase().contains("text/csv"), "{head}");
+    check(&api);
+
+    let export = std::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(["history", "export", "--alerts", "-c"])
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&export.stderr);
+    assert!(export.status.success(), "{stderr}");
+    let exported = String::from_utf8(export.stdout).unwrap();
+    assert_eq!(exported, api, "the export and the API agree");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+    gw.take_log();
+    assert!(
+        !gw.seen.iter().any(|l| l.contains("Dropping")),
+        "no warning for good messages:\n{}",
+        gw.seen.join("\n")
+    );
+}
+
+/// Another process on the dashboard's port (InfluxDB 1.x on 8088, say):
+/// the gateway runs on without pages, and `/health` is a 503 that names
+/// the dashboard's bind and why, not a silent "ok".
+#[tokio::test]
+async fn a_taken_dashboard_port_makes_health_say_so() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let metrics = free_port();
+    let cfg = with_dashboard(
+        config("gw-taken", local.port(), upstream.port(), "1s", "0s"),
+        port,
+        &format!("[metrics]\nbind = \"127.0.0.1:{metrics}\"\n"),
+    );
+    let mut gw = GatewayProcess::start(&cfg);
+    // The log says what holds it and which setting to change.
+    gw.wait_for_log("Set [dashboard] bind to a free port").await;
+    gw.wait_for_log("Subscribed").await;
+    // Upstream and adapter are fine: only the dashboard keeps it from 200.
+    let (code, body) = common::http_until(metrics, "/health", |_, b| {
+        b.contains("\"upstream_connected\":true") && b.contains("\"running\"")
+    })
+    .await;
+    assert_eq!(code, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reasons = health["reasons"].to_string();
+    assert!(
+        reasons.contains(&format!("dashboard cannot listen on 127.0.0.1:{port}"))
+            && reasons.contains("in use"),
+        "{body}"
+    );
+    assert_eq!(health["dashboard"]["listening"], false, "{body}");
+    drop(squatter);
+}
+
+/// A MAC sent upper case by an ESP-NOW relay and registered lower case is
+/// one device: one row, named, with its values and its protocol.
+#[tokio::test]
+async fn a_mac_in_another_case_than_the_registry_is_one_device() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let port = free_port();
+    let cfg = with_dashboard(
+        config("gw-case", local.port(), upstream.port(), "1s", "0s"),
+        port,
+        "[[device]]\nid = \"aa:bb:cc:dd:ee:ff\"\nname = \"Kitchen\"\n",
+    );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Dashboard listening").await;
+    gw.wait_for_log("Subscribed").await;
+    publish(
+        local.port(),
+        "sensors/data/AA:BB:CC:DD:EE:FF/temperature",
+        "21.5",
+        1,
+        false,
+    )
+    .await;
+    let body = until(port, "/api/devices", |b| b.contains("21.5")).await;
+    let devices: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let kitchens: Vec<&serde_json::Value> = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| {
+            d["name"] == "Kitchen"
+                || d["id"]
+                    .as_str()
+                    .unwrap()
+                    .eq_ignore_ascii_case("aa:bb:cc:dd:ee:ff")
+        })
+        .collect();
+    assert_eq!(kitchens.len(), 1, "{body}");
+    assert_eq!(kitchens[0]["id"], "aa:bb:cc:dd:ee:ff");
+    assert_eq!(kitchens[0]["latest"]["temperature"]["value"], 21.5);
+    assert_eq!(kitchens[0]["adapter"]["protocol"], "MQTT", "{body}");
+    assert_eq!(kitchens[0]["adapter"]["name"], "local-sensors");
+    let (_, _, page) = get(port, "/", None).await;
+    assert_eq!(page.matches(">Kitchen</a>").count(), 1, "{page}");
+    // The device page answers the id in any case.
+    let (code, _, page) = get(port, "/device?id=AA%3ABB%3ACC%3ADD%3AEE%3AFF", None).await;
+    assert_eq!(code, 200);
+    assert!(page.contains("21.5 °C"), "{page}");
+}
+
+/// A LoRaWAN-style node behind an MQTT bridge reports its battery in
+/// volts: the adapter says so for every device it hears. After a restart
+/// the overview names each device's protocol before it speaks again.
+#[tokio::test]
+async fn an_adapters_units_apply_and_its_protocol_is_shown_at_once_after_a_restart() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let port = free_port();
+    let cfg = with_dashboard(
+        config("gw-provenance", local.port(), upstream.port(), "1s", "0s"),
+        port,
+        "",
+    )
+    .replace(
+        "name = \"local-sensors\"\n",
+        "name = \"local-sensors\"\nunits = { battery = \"V\" }\n",
+    );
+    let mut gw = GatewayProcess::start_in(tempfile::tempdir().unwrap(), &cfg);
+    gw.wait_for_log("Dashboard listening").await;
+    gw.wait_for_log("Subscribed").await;
+    publish(
+        local.port(),
+        "sensors/node-7",
+        r#"{"battery": 3.71, "temperature": 4.2}"#,
+        1,
+        false,
+    )
+    .await;
+    let body = until(port, "/api/devices", |b| b.contains("3.71")).await;
+    let devices: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let node = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "node-7")
+        .unwrap_or_else(|| panic!("{body}"))
+        .clone();
+    assert_eq!(node["latest"]["battery"]["unit"], "V", "{body}");
+    assert_eq!(node["latest"]["temperature"]["unit"], "°C", "{body}");
+    let (_, _, page) = get(port, "/", None).await;
+    assert!(page.contains("<b>3.71</b> V"), "{page}");
+    // A window closed: history knows the device across the restart.
+    until(
+        port,
+        "/api/series?device=node-7&metric=battery&from=-1h",
+        |b| !points(b).is_empty(),
+    )
+    .await;
+    // The pages keep the adapter within a write interval.
+    let kept = gw.dir.path().join("state/device-adapters.json");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&kept).is_ok_and(|t| t.contains("node-7")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {}",
+            kept.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+    let mut gw = GatewayProcess::start_in(gw.dir, &cfg);
+    gw.wait_for_log("Dashboard listening").await;
+    // Nothing was published since: the protocol and the adapter's unit
+    // come from what the gateway kept.
+    let (_, _, body) = get(port, "/api/devices", None).await;
+    let devices: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let node = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "node-7")
+        .unwrap_or_else(|| panic!("{body}"))
+        .clone();
+    assert_eq!(node["adapter"]["protocol"], "MQTT", "{body}");
+    assert_eq!(node["adapter"]["name"], "local-sensors", "{body}");
+    let (_, _, page) = get(port, "/", None).await;
+    let row = page
+        .split("<tr data-d=node-7")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("{page}"));
+    assert!(row.contains("<b>MQTT</b>"), "{row}");
+    // The latest window in the adapter's unit, not "4 %".
+    let (_, _, page) = get(port, "/device?id=node-7", None).await;
+    assert!(page.contains("3.71 V"), "{page}");
+    gw.signal("TERM");
+    gw.wait_exit().await;
 }

@@ -1,4 +1,5 @@
-//! `/api/devices`, `/api/series`, `/api/alerts` and `/events`.
+//! `/api/devices`, `/api/series`, `/api/alerts` (JSON, or CSV with
+//! `format=csv`) and `/events`.
 //!
 //! Ranges are bounded by the store (at most `MAX_POINTS` buckets,
 //! `MAX_ALERTS` rows), reads run on the blocking pool, and an `/events`
@@ -8,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
+use gateway_core::csv::csv_cell;
 use gateway_core::Timestamp;
 use http_body_util::Either;
 use hyper::body::Bytes;
@@ -50,16 +52,19 @@ impl Query {
 
 /// `now`, `-24h` (ago), milliseconds since the epoch or RFC 3339.
 pub fn parse_time(text: &str, now: i64) -> Option<i64> {
+    // Within the range of timestamps: a query's `from=-9223372036854775808`
+    // would otherwise overflow the bucket arithmetic further on.
+    let within = |ms: i64| ms.clamp(0, Timestamp::MAX.as_millis());
     let t = text.trim();
     if t == "now" {
         return Some(now);
     }
-    if let Some(ago) = t.strip_prefix('-') {
-        let d = humantime::parse_duration(ago).ok()?;
-        return Some(now - i64::try_from(d.as_millis()).ok()?);
+    if let Some(Ok(d)) = t.strip_prefix('-').map(humantime::parse_duration) {
+        let ago = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        return Some(within(now.saturating_sub(ago)));
     }
     if let Ok(ms) = t.parse::<i64>() {
-        return Some(ms);
+        return Some(within(ms));
     }
     Timestamp::parse_rfc3339(t).ok().map(Timestamp::as_millis)
 }
@@ -89,24 +94,6 @@ pub fn state_of(d: &DeviceNow, now: i64, window_ms: i64) -> &'static str {
     }
 }
 
-/// The unit the usual metric names are measured in; empty when unknown.
-pub fn unit(metric: &str) -> &'static str {
-    let m = metric.to_ascii_lowercase();
-    match m.as_str() {
-        _ if m.contains("temp") => "°C",
-        _ if m.contains("humid") => "%",
-        _ if m.contains("co2") => "ppm",
-        _ if m.contains("pressure") => "hPa",
-        _ if m.contains("voltage") => "V",
-        _ if m.contains("battery") => "%",
-        _ if m.contains("lux") || m.contains("illuminance") => "lx",
-        _ if m.contains("power") => "W",
-        _ if m.contains("energy") => "kWh",
-        _ if m.contains("rssi") => "dBm",
-        _ => "",
-    }
-}
-
 /// Every device the registry, history or the present knows, by id.
 pub fn all_devices(state: &AppState) -> BTreeMap<String, DeviceNow> {
     let mut all = state.live.devices();
@@ -122,14 +109,18 @@ pub fn devices(state: &AppState) -> Response<Body> {
     let list: Vec<_> = all_devices(state)
         .into_iter()
         .map(|(id, d)| {
-            let info = gateway_core::DeviceId::new(id.clone())
-                .ok()
-                .and_then(|i| state.registry.get(&i).cloned());
+            let info = super::pages::info_of(state, &id);
             let latest: serde_json::Map<_, _> = d
                 .latest
                 .iter()
-                .map(|(m, (v, at))| (m.clone(), json!({"value": v, "at": at, "unit": unit(m)})))
+                .map(|(m, (v, at))| {
+                    let unit = state.view.info(info.as_ref(), d.source, m).unit;
+                    (m.clone(), json!({"value": v, "at": at, "unit": unit}))
+                })
                 .collect();
+            let adapter = state.view.sources.get(d.source).map(|s| {
+                json!({"name": s.name, "type": s.kind, "protocol": super::view::protocol_label(&s.kind)})
+            });
             json!({
                 "id": id,
                 "name": info.as_ref().map_or(id.as_str(), |i| i.name.as_str()),
@@ -138,6 +129,8 @@ pub fn devices(state: &AppState) -> Response<Body> {
                 "last_seen": d.last_seen,
                 "latest": latest,
                 "active_alerts": active.iter().filter(|a| a.device == id).count(),
+                "adapter": adapter,
+                "infrastructure": d.infrastructure,
             })
         })
         .collect();
@@ -150,7 +143,11 @@ pub async fn read_series(
     q: &Query,
 ) -> Result<(String, String, Vec<Aggregate>), String> {
     let now = state.clock.now().as_millis();
-    let device = q.get("device").ok_or("device= is required")?.to_string();
+    let device = q.get("device").ok_or("device= is required")?;
+    // One device in any case, as everywhere else.
+    let device = gateway_core::DeviceId::new(device)
+        .map_err(|e| format!("device={device}: {e}"))?
+        .to_string();
     let metric = q.get("metric").ok_or("metric= is required")?.to_string();
     let from = match q.get("from") {
         Some(t) => {
@@ -199,8 +196,8 @@ pub fn csv(device: &str, metric: &str, points: &[Aggregate]) -> String {
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{},{},{}",
-            csv_field(device),
-            csv_field(metric),
+            csv_cell(device),
+            csv_cell(metric),
             ts(p.start),
             ts(p.end),
             p.count,
@@ -213,12 +210,32 @@ pub fn csv(device: &str, metric: &str, points: &[Aggregate]) -> String {
     out
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// The columns of the alert history as CSV (`history export --alerts`,
+/// `/api/alerts?format=csv`).
+pub const ALERTS_CSV_HEADER: &str = "time,rule,device,metric,state,value,limit,reason";
+
+/// Alert transitions as CSV, in the order given. Text cells go through
+/// [`csv_cell`]; value and limit stay numbers.
+pub fn alerts_csv<'a>(rows: impl IntoIterator<Item = &'a AlertRow>) -> String {
+    let mut out = String::from(ALERTS_CSV_HEADER);
+    out.push('\n');
+    for a in rows {
+        let time = Timestamp::from_millis(a.at)
+            .map(Timestamp::to_rfc3339)
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{time},{},{},{},{},{},{},{}",
+            csv_cell(&a.rule),
+            csv_cell(&a.device),
+            csv_cell(&a.metric),
+            csv_cell(&a.state),
+            a.value,
+            a.limit,
+            csv_cell(a.reason.as_deref().unwrap_or_default()),
+        );
     }
+    out
 }
 
 pub async fn series(state: &AppState, q: &Query) -> Response<Body> {
@@ -229,9 +246,16 @@ pub async fn series(state: &AppState, q: &Query) -> Response<Body> {
             "text/csv; charset=utf-8",
             csv(&device, &metric, &points),
         ),
-        Ok((device, metric, points)) => json_reply(&json!({
-            "device": device, "metric": metric, "unit": unit(&metric), "points": points,
-        })),
+        Ok((device, metric, points)) => {
+            let info = super::pages::info_of(state, &device);
+            let unit = state
+                .view
+                .info(info.as_ref(), state.live.source_of(&device), &metric)
+                .unit;
+            json_reply(&json!({
+                "device": device, "metric": metric, "unit": unit, "points": points,
+            }))
+        }
     }
 }
 
@@ -254,16 +278,30 @@ pub async fn alerts(state: &AppState, q: &Query) -> Response<Body> {
     let (Some(from), Some(to)) = (from, to) else {
         return bad("from/to: expected now, -24h, ms or RFC 3339".into());
     };
+    let csv = match q.get("format") {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => return bad(format!("format={f}: expected json or csv")),
+    };
     let rows = match q.get("state") {
         Some("active") => state.live.active(),
-        Some(s @ ("raised" | "cleared")) => read_alerts(state, from, to)
+        Some(s @ ("raised" | "cleared" | "suppressed")) => read_alerts(state, from, to)
             .await
             .into_iter()
             .filter(|a| a.state == s)
             .collect(),
-        Some(s) => return bad(format!("state={s}: expected active, raised or cleared")),
+        Some(s) => {
+            return bad(format!(
+                "state={s}: expected active, raised, cleared or suppressed"
+            ))
+        }
         None => read_alerts(state, from, to).await,
     };
+    if csv {
+        // Oldest first, as a log reads; the JSON answer is newest first.
+        let text = alerts_csv(rows.iter().rev());
+        return full(StatusCode::OK, "text/csv; charset=utf-8", text);
+    }
     json_reply(&json!({ "alerts": rows }))
 }
 
@@ -322,5 +360,55 @@ mod tests {
         assert_eq!(parse_time("1234", 0), Some(1234));
         assert_eq!(parse_time("1970-01-01T00:00:01Z", 0), Some(1000));
         assert_eq!(parse_time("yesterday", 0), None);
+        // Whatever a query says, the time is one a timestamp can hold.
+        let max = Timestamp::MAX.as_millis();
+        assert_eq!(parse_time("-9223372036854775808", 10), Some(0));
+        assert_eq!(parse_time("9223372036854775807", 10), Some(max));
+        assert_eq!(parse_time("-300000000y", 10), Some(0));
+        assert_eq!(parse_time("-18446744073709551615s", 10), Some(0));
+    }
+
+    #[test]
+    fn csv_names_from_outside_never_start_a_formula_and_numbers_stay_numbers() {
+        let point = Aggregate {
+            start: 0,
+            end: 1000,
+            count: 2,
+            avg: -1.5,
+            min: -2.0,
+            max: -1.0,
+            std: 0.5,
+        };
+        let out = csv("=cmd|' -C calc'!A0", "@temp", &[point]);
+        let row = out.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with("'=cmd|' -C calc'!A0,'@temp,1970-01-01T00:00:00"),
+            "{row}"
+        );
+        assert!(
+            row.ends_with(",2,-1.5,-2,-1,0.5"),
+            "numbers untouched: {row}"
+        );
+    }
+
+    #[test]
+    fn alert_csv_neutralises_text_cells_and_keeps_negative_numbers() {
+        let row = AlertRow {
+            device: "=HYPERLINK(\"http://evil\")".into(),
+            rule: "freezer,low".into(),
+            metric: "-temperature".into(),
+            kind: "threshold".into(),
+            state: "raised".into(),
+            value: -3.5,
+            limit: -2.0,
+            at: 1_000,
+            reason: Some("@below".into()),
+            expected: None,
+        };
+        assert_eq!(
+            alerts_csv([&row]),
+            "time,rule,device,metric,state,value,limit,reason\n\
+             1970-01-01T00:00:01Z,\"freezer,low\",\"'=HYPERLINK(\"\"http://evil\"\")\",'-temperature,raised,-3.5,-2,'@below\n"
+        );
     }
 }

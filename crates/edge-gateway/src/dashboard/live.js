@@ -1,7 +1,9 @@
 (function(){
 var conn=document.getElementById('conn');
 function sel(a,v){return '['+a+'="'+(window.CSS&&CSS.escape?CSS.escape(v):v)+'"]';}
-function fmt(v){return Math.abs(v)>=100?v.toFixed(0):v.toFixed(1);}
+function fmt(v){return Math.abs(v)>=100||v%1===0?v.toFixed(0):v.toFixed(Math.abs(v)>=1?1:2);}
+// The server formats in the metric's precision: keep its decimals.
+function same(s,v){var t=s.textContent,d=t.indexOf('.');return s.parentNode.hasAttribute('data-a')?fmt(v):v.toFixed(d<0?0:t.length-d-1);}
 var count=0,rate=document.getElementById('rate');
 if(rate){setInterval(function(){rate.textContent=(count/5).toFixed(1);count=0;},5000);}
 var es=new EventSource('/events');
@@ -9,22 +11,22 @@ es.onopen=function(){conn.className='conn up';conn.title='live';};
 es.onerror=function(){conn.className='conn';conn.title='reconnecting';};
 es.addEventListener('reading',function(e){
   var r=JSON.parse(e.data);count++;
-  var spans=document.querySelectorAll(sel('data-d',r.device)+' .v'+sel('data-m',r.metric));
+  var spans=document.querySelectorAll(sel('data-d',r.device)+' i'+sel('data-m',r.metric));
   var row=document.querySelector('#devices tr'+sel('data-d',r.device));
-  if(!spans.length&&row){var s=document.createElement('i');s.className='v';s.setAttribute('data-m',r.metric);s.innerHTML=' <b></b>';s.insertBefore(document.createTextNode(r.metric),s.firstChild);row.querySelector('.vals').appendChild(s);spans=[s];}
-  spans.forEach(function(s){s.querySelector('b').textContent=fmt(r.value);s.classList.add('new');setTimeout(function(){s.classList.remove('new');},800);});
-  if(row){var st=row.querySelector('.st');st.className='st receiving';st.textContent='receiving';var seen=row.querySelector('.seen');seen.textContent='just now';}
+  if(!spans.length&&row){var s=document.createElement('i');s.setAttribute('data-a','1');s.setAttribute('data-m',r.metric);s.innerHTML=' <b></b>';s.insertBefore(document.createTextNode(r.metric),s.firstChild);row.querySelector('.vals').appendChild(s);spans=[s];}
+  spans.forEach(function(s){var b=s.querySelector('b');b.textContent=same(b,r.value);s.classList.add('new');setTimeout(function(){s.classList.remove('new');},800);});
+  if(row){var st=row.querySelector('.st');st.className='st receiving';st.textContent='receiving';row.cells[2].textContent='just now';}
   var recent=document.querySelector('#recent tbody');
   if(recent&&document.querySelector('.metric')&&location.search.indexOf(encodeURIComponent(r.device))>=0){var tr=document.createElement('tr');tr.innerHTML='<td>'+new Date(r.at).toISOString().replace('T',' ').slice(0,19)+'</td><td></td><td></td>';tr.children[1].textContent=r.metric;tr.children[2].textContent=fmt(r.value);recent.insertBefore(tr,recent.firstChild);}
 });
 es.addEventListener('alert',function(e){
   var a=JSON.parse(e.data);
   var row=document.querySelector('#devices tr'+sel('data-d',a.device));
-  if(row){var al=row.querySelector('.al');var b=al.querySelector('.badge'+sel('data-rule',a.rule));
+  if(row){var al=row.lastElementChild;var b=al.querySelector('.badge'+sel('data-rule',a.rule));
     if(a.state==='raised'){if(!b){b=document.createElement('span');b.className='badge';b.setAttribute('data-rule',a.rule);b.textContent=a.rule;al.appendChild(b);}row.classList.add('alert');}
-    else{if(b)b.remove();if(!al.querySelector('.badge'))row.classList.remove('alert');}}
+    else if(a.state==='cleared'){if(b)b.remove();if(!al.querySelector('.badge'))row.classList.remove('alert');}}
   var act=document.querySelector('#active tbody');
-  if(act&&a.state==='raised'){var tr=document.createElement('tr');tr.className='alert';tr.innerHTML='<td></td><td></td><td></td><td></td><td></td><td></td>';tr.children[0].textContent=a.device;tr.children[1].textContent=a.rule+' ('+a.kind+')';tr.children[2].textContent=new Date(a.at).toISOString();tr.children[3].textContent=fmt(a.value);tr.children[4].textContent=fmt(a.limit);tr.children[5].textContent=a.reason||'';act.insertBefore(tr,act.firstChild);}
+  if(act&&a.state==='raised'){var tr=document.createElement('tr');tr.className='alert';tr.innerHTML='<td></td><td></td><td></td><td></td><td></td><td></td>';tr.children[0].textContent=a.device;tr.children[1].textContent=a.rule+' ('+a.kind+')';tr.children[2].textContent=new Date(a.at).toISOString();tr.children[3].textContent=a.value_text||fmt(a.value);tr.children[4].textContent=a.limit_text||fmt(a.limit);tr.children[5].textContent=a.reason||'';act.insertBefore(tr,act.firstChild);}
 });
 es.addEventListener('status',function(e){
   var s=JSON.parse(e.data);var row=document.querySelector('#devices tr'+sel('data-d',s.device));

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use gateway_core::{SourceId, Subject};
 use serde_json::json;
 use sinks::event::SinkEvent;
 use tokio::sync::broadcast;
@@ -32,6 +33,13 @@ pub struct DeviceNow {
     pub latest: BTreeMap<String, (f64, i64)>,
     /// Newest last: (at ms, metric, value).
     pub recent: VecDeque<(i64, String, f64)>,
+    /// The adapter its latest reading came through.
+    pub source: SourceId,
+    /// Its readings describe the radio infrastructure (a LoRaWAN
+    /// forwarder's counters), shown with the gateway, not as a device.
+    pub infrastructure: bool,
+    /// metric → its latest closed window.
+    pub last_window: BTreeMap<String, super::history::Aggregate>,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +47,9 @@ struct State {
     devices: BTreeMap<String, DeviceNow>,
     /// (device, rule) → the raise.
     active: BTreeMap<(String, String), AlertRow>,
+    /// A device's adapter changed (or was first heard) since the last
+    /// [`Live::changed_sources`].
+    sources_changed: bool,
 }
 
 /// An alert transition as history keeps it.
@@ -53,6 +64,7 @@ pub fn alert_row(a: &sinks::event::AlertEvent) -> AlertRow {
         limit: a.limit,
         at: a.at.as_millis(),
         reason: a.reason.clone(),
+        expected: a.expected.map(|(lo, hi)| [lo, hi]),
     }
 }
 
@@ -82,14 +94,26 @@ impl Live {
     /// last transition was a raise. `alerts` is newest first.
     pub fn restore(&self, devices: &[KnownDevice], alerts: &[AlertRow]) {
         let mut s = self.lock();
+        // History written before ids were canonical may hold a MAC in
+        // upper case: it is the same device, not a second row.
+        let canonical = |id: &str| {
+            gateway_core::DeviceId::new(id).map_or_else(|_| id.to_string(), |d| d.to_string())
+        };
         for d in devices {
-            s.devices.entry(d.id.clone()).or_default();
+            s.devices.entry(canonical(&d.id)).or_default();
         }
         let mut decided = std::collections::BTreeSet::new();
-        for a in alerts {
-            let key = (a.device.clone(), a.rule.clone());
+        // A raise suppressed by the cooldown decides nothing active.
+        for a in alerts.iter().filter(|a| a.state != "suppressed") {
+            let key = (canonical(&a.device), a.rule.clone());
             if decided.insert(key.clone()) && a.state == "raised" {
-                s.active.insert(key, a.clone());
+                s.active.insert(
+                    key.clone(),
+                    AlertRow {
+                        device: key.0,
+                        ..a.clone()
+                    },
+                );
             }
         }
     }
@@ -122,6 +146,11 @@ impl Live {
                     if d.online == Some(false) {
                         d.online = Some(true);
                     }
+                    let moved = r.source() != SourceId::UNKNOWN && d.source != r.source();
+                    if moved {
+                        d.source = r.source();
+                    }
+                    d.infrastructure = r.subject() == Subject::Infrastructure;
                     let metric = r.metric().as_str().to_string();
                     let newer = d.latest.get(&metric).is_none_or(|(_, t)| *t <= at);
                     if newer {
@@ -131,6 +160,7 @@ impl Live {
                         d.recent.pop_front();
                     }
                     d.recent.push_back((at, metric.clone(), r.value()));
+                    s.sources_changed |= moved;
                     self.publish(
                         "reading",
                         json!({"device": r.device().as_str(), "metric": metric, "value": r.value(), "at": at}),
@@ -139,26 +169,41 @@ impl Live {
             }
             SinkEvent::Window(w) => {
                 let mut metrics = serde_json::Map::new();
+                let mut closed = Vec::with_capacity(w.metrics.len());
                 for (name, st) in &w.metrics {
+                    let agg = super::history::Aggregate {
+                        start: w.start.as_millis(),
+                        end: w.end.as_millis(),
+                        count: st.count,
+                        avg: st.avg,
+                        min: st.min,
+                        max: st.max,
+                        std: st.std,
+                    };
+                    closed.push((name.clone(), agg));
                     windows.push(WindowRow {
                         device: w.device.to_string(),
                         metric: name.clone(),
-                        agg: super::history::Aggregate {
-                            start: w.start.as_millis(),
-                            end: w.end.as_millis(),
-                            count: st.count,
-                            avg: st.avg,
-                            min: st.min,
-                            max: st.max,
-                            std: st.std,
-                        },
+                        agg,
                     });
                     metrics.insert(
                         name.clone(),
                         json!({"avg": st.avg, "min": st.min, "max": st.max, "count": st.count}),
                     );
                 }
-                self.lock().devices.entry(w.device.to_string()).or_default();
+                {
+                    let mut s = self.lock();
+                    let d = s.devices.entry(w.device.to_string()).or_default();
+                    for (name, agg) in closed {
+                        // A late window of an older period does not replace a newer one.
+                        if d.last_window
+                            .get(&name)
+                            .is_none_or(|l| l.start <= agg.start)
+                        {
+                            d.last_window.insert(name, agg);
+                        }
+                    }
+                }
                 self.publish(
                     "window",
                     json!({"device": w.device.as_str(), "start": w.start.as_millis(), "end": w.end.as_millis(), "metrics": metrics}),
@@ -166,9 +211,11 @@ impl Live {
             }
             SinkEvent::Alert(a) => {
                 let row = alert_row(a);
-                self.show_alert(&row);
+                self.show_alert(&row, None);
                 alerts.push(row);
             }
+            // The dashboard keeps readings by their own time.
+            SinkEvent::JournalEpoch(_) => {}
             SinkEvent::Status(st) => {
                 self.lock()
                     .devices
@@ -183,23 +230,77 @@ impl Live {
         }
     }
 
-    /// Marks an alert raised or cleared and tells the open pages.
-    pub fn show_alert(&self, row: &AlertRow) {
+    /// Marks an alert raised or cleared (a suppressed one changes nothing
+    /// active) and tells the open pages.
+    /// `texts`: the value and what it is measured against, in the metric's
+    /// unit (see `units::alert_texts`), for the pages open on `/events`.
+    pub fn show_alert(&self, row: &AlertRow, texts: Option<(String, String)>) {
         {
             let mut s = self.lock();
             let key = (row.device.clone(), row.rule.clone());
-            if row.state == "raised" {
-                s.active.insert(key, row.clone());
-            } else {
-                s.active.remove(&key);
+            match row.state.as_str() {
+                "raised" => {
+                    s.active.insert(key, row.clone());
+                }
+                "cleared" => {
+                    s.active.remove(&key);
+                }
+                // Suppressed by the cooldown: history only, nothing active.
+                _ => {}
             }
         }
-        self.publish("alert", serde_json::to_value(row).unwrap_or_default());
+        let mut event = serde_json::to_value(row).unwrap_or_default();
+        if let (Some((value, against)), Some(obj)) = (texts, event.as_object_mut()) {
+            obj.insert("value_text".into(), json!(value));
+            obj.insert("limit_text".into(), json!(against));
+        }
+        self.publish("alert", event);
     }
 
     /// A copy of every device's present state.
     pub fn devices(&self) -> BTreeMap<String, DeviceNow> {
         self.lock().devices.clone()
+    }
+
+    /// Each device's adapter as kept before a restart, for devices history
+    /// knows (see [`Self::restore`]).
+    pub fn restore_sources(&self, sources: &BTreeMap<String, SourceId>) {
+        let mut s = self.lock();
+        for (id, source) in sources {
+            if let Some(d) = s.devices.get_mut(id) {
+                if d.source == SourceId::UNKNOWN {
+                    d.source = *source;
+                }
+            }
+        }
+    }
+
+    /// Every device's adapter, when one changed since the last call.
+    pub fn changed_sources(&self) -> Option<BTreeMap<String, SourceId>> {
+        let mut s = self.lock();
+        if !std::mem::take(&mut s.sources_changed) {
+            return None;
+        }
+        Some(
+            s.devices
+                .iter()
+                .filter(|(_, d)| d.source != SourceId::UNKNOWN)
+                .map(|(id, d)| (id.clone(), d.source))
+                .collect(),
+        )
+    }
+
+    /// A save of [`Self::changed_sources`] failed: offer them again.
+    pub fn sources_unsaved(&self) {
+        self.lock().sources_changed = true;
+    }
+
+    /// The adapter `id`'s latest reading came through.
+    pub fn source_of(&self, id: &str) -> SourceId {
+        self.lock()
+            .devices
+            .get(id)
+            .map_or(SourceId::UNKNOWN, |d| d.source)
     }
 
     pub fn device(&self, id: &str) -> Option<DeviceNow> {
@@ -211,5 +312,41 @@ impl Live {
         let mut v: Vec<AlertRow> = self.lock().active.values().cloned().collect();
         v.sort_by_key(|a| std::cmp::Reverse(a.at));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_from_before_canonical_ids_restores_one_device() {
+        let live = Live::default();
+        let known = |id: &str| KnownDevice {
+            id: id.into(),
+            last_end: 0,
+            metrics: vec!["temperature".into()],
+        };
+        let raised = AlertRow {
+            device: "AA:BB:CC:DD:EE:FF".into(),
+            rule: "too-hot".into(),
+            metric: "temperature".into(),
+            kind: "threshold".into(),
+            state: "raised".into(),
+            value: 31.0,
+            limit: 30.0,
+            at: 1,
+            reason: None,
+            expected: None,
+        };
+        live.restore(
+            &[known("AA:BB:CC:DD:EE:FF"), known("aa:bb:cc:dd:ee:ff")],
+            &[raised],
+        );
+        assert_eq!(
+            live.devices().keys().collect::<Vec<_>>(),
+            ["aa:bb:cc:dd:ee:ff"]
+        );
+        assert_eq!(live.active()[0].device, "aa:bb:cc:dd:ee:ff");
     }
 }

@@ -19,11 +19,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod device_page;
 pub mod history;
 pub mod live;
 pub mod pages;
+pub mod provenance;
 pub mod server;
+pub mod shed;
 pub mod svg;
+pub mod view;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +47,7 @@ use live::Live;
 
 /// The history directory below `state_dir`.
 pub fn history_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("history")
+    state_dir.join(gateway_core::state_file::inventory::HISTORY)
 }
 
 /// What the handlers share.
@@ -60,6 +64,8 @@ pub struct AppState {
     /// The `[[sink]]` outputs' names, for the gateway page.
     pub outputs: Vec<String>,
     pub auth: auth::Auth,
+    /// Adapters, units and metric order the pages describe data with.
+    pub view: view::View,
 }
 
 /// The running dashboard.
@@ -120,6 +126,77 @@ pub struct DashboardSetup<'a> {
     pub outputs: Vec<String>,
     pub telemetry: Telemetry,
     pub clock: Arc<dyn Clock>,
+    /// The adapters' table the readings' `SourceId`s index.
+    pub sources: gateway_core::Sources,
+    /// `[units]` and `[[adapter]] units`.
+    pub units: gateway_core::units::Units,
+}
+
+/// Gauge `{bind, error}`: 1 while the pages are served on `bind`, 0 (with
+/// the reason in `error`) when its port could not be bound. `/health`
+/// reports the latter.
+pub const DASHBOARD_LISTENING: &str = "edge_gateway_dashboard_listening";
+
+/// What usually holds a port a dashboard was pointed at on a Pi.
+fn known_holder(port: u16) -> Option<&'static str> {
+    Some(match port {
+        8086 => "InfluxDB's HTTP API",
+        8088 => "InfluxDB 1.x's RPC (backup/restore) service",
+        8089 => "InfluxDB 1.x's UDP listener",
+        3000 => "Grafana",
+        1880 => "Node-RED",
+        8123 => "Home Assistant",
+        8080 => "Zigbee2MQTT, ChirpStack or a Mosquitto websocket listener",
+        9001 => "Mosquitto's websocket listener",
+        8888 => "Chronograf",
+        6052 => "ESPHome",
+        _ => return None,
+    })
+}
+
+/// Binds the pages' port. A config naming the old default, taken (by
+/// InfluxDB 1.x on the same Pi), falls back to the new default; any other
+/// failure is logged with what to change and shown by `/health`.
+fn listen(
+    bind: std::net::SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: &Arc<AppState>,
+    telemetry: &Telemetry,
+) -> Option<server::Server> {
+    use gateway_core::config::dashboard::{DEFAULT_PORT, OLD_DEFAULT_BIND};
+    let mut result = server::serve(bind, tls.clone(), state.clone()).map_err(|e| (bind, e));
+    if let Err((_, e)) = &result {
+        if bind == OLD_DEFAULT_BIND && e.kind() == std::io::ErrorKind::AddrInUse {
+            let moved = std::net::SocketAddr::new(bind.ip(), DEFAULT_PORT);
+            warn!(%bind, now = %moved, "The dashboard's old default port 8088 is InfluxDB 1.x's RPC port and is taken; serving the pages on the new default instead. Set [dashboard] bind to choose.");
+            result = server::serve(moved, tls, state.clone()).map_err(|e| (moved, e));
+        }
+    }
+    match result {
+        Ok(s) => {
+            telemetry
+                .gauge(DASHBOARD_LISTENING, &[("bind", &s.addr.to_string())])
+                .set(1.0);
+            Some(s)
+        }
+        Err((bind, e)) => {
+            let reason = e.to_string();
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                let holder = known_holder(bind.port())
+                    .map_or(String::new(), |h| format!(" (on a Pi often {h})"));
+                error!(%bind, error = %e, "Cannot open the dashboard port: another process listens on port {}{holder}. Set [dashboard] bind to a free port, or stop that process (`ss -ltnp 'sport = :{}'` names it). Running without the pages; /health says so.", bind.port(), bind.port());
+            } else {
+                error!(%bind, error = %e, "Cannot open the dashboard port: check [dashboard] bind. Running without the pages; /health says so.");
+            }
+            telemetry
+                .gauge(
+                    DASHBOARD_LISTENING,
+                    &[("bind", &bind.to_string()), ("error", &reason)],
+                )
+                .set(0.0);
+            None
+        }
+    }
 }
 
 /// Starts the writer and the server; returns the pipeline's sender of
@@ -141,7 +218,15 @@ pub fn start(
             None
         }
     };
+    let view = view::View {
+        sources: setup.sources.clone(),
+        units: setup.units,
+        metric_order: setup.config.metric_order.clone(),
+    };
     let live = Live::default();
+    let provenance = store
+        .is_some()
+        .then(|| provenance::ProvenanceFile::in_dir(setup.state_dir));
     if let Some(s) = &store {
         let since = setup.clock.now().as_millis()
             - i64::try_from(setup.config.retention.as_millis()).unwrap_or(i64::MAX / 2);
@@ -149,7 +234,11 @@ pub fn start(
         let alerts = s.alerts(since, i64::MAX).unwrap_or_default();
         live.restore(&devices, &alerts);
     }
+    if let Some(p) = &provenance {
+        live.restore_sources(&p.load(&setup.sources));
+    }
     let tls = server::tls_acceptor(setup.config)?;
+    let telemetry = setup.telemetry.clone();
     let (tx, rx) = mpsc::channel(crate::fanout::SINK_QUEUE);
     let (flush_tx, flush_rx) = mpsc::channel(1);
     let writer = tokio::spawn(writer::run(
@@ -161,6 +250,8 @@ pub fn start(
             flush: Some(flush_rx),
         },
         writer::WriterSettings {
+            provenance: provenance.map(|p| (p, setup.sources.clone())),
+            describe: Some((view.clone(), setup.registry.clone())),
             write_interval: setup.config.write_interval,
             retention: setup.config.retention,
             max_bytes: setup.config.max_bytes,
@@ -168,19 +259,21 @@ pub fn start(
         setup.clock.clone(),
         setup.telemetry.clone(),
     ));
+    let auth = auth::Auth::new(&setup.config.user, &setup.telemetry);
     let state = Arc::new(AppState {
         live,
         store,
         registry: setup.registry,
         rules: setup.rules,
-        telemetry: setup.telemetry,
+        telemetry: telemetry.clone(),
         clock: setup.clock,
         started: Instant::now(),
         window_ms: setup.window_ms,
         outputs: setup.outputs,
-        auth: auth::Auth::new(&setup.config.user),
+        auth,
+        view,
     });
-    let server = server::serve(setup.config.bind, tls, state);
+    let server = listen(setup.config.bind, tls, &state, &telemetry);
     if let Some(s) = &server {
         info!(url = %s.url(), "Dashboard listening.");
     }

@@ -5,13 +5,17 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use gateway_core::config::RuleConfig;
+use gateway_core::registry::DeviceInfo;
+use gateway_core::units::MetricInfo;
 use gateway_core::{DeviceId, Timestamp};
 
-use super::api::{all_devices, read_alerts, state_of, unit, Query};
+use super::api::{all_devices, read_alerts, state_of, Query};
 use super::history::AlertRow;
-use super::svg::{self, fmt_value, Marker};
+use super::live::DeviceNow;
+use super::svg;
 use super::AppState;
+
+pub use super::device_page::device;
 
 pub const CSS: &str = include_str!("style.css");
 
@@ -35,11 +39,11 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn url_enc(s: &str) -> String {
+pub(super) fn url_enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn head(title: &str, active: &str) -> String {
+pub(super) fn head(title: &str, active: &str) -> String {
     let mut out = format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>{} · edge-gateway</title><link rel="stylesheet" href="/style.css"></head><body><nav>"#,
         esc(title)
@@ -56,11 +60,11 @@ fn head(title: &str, active: &str) -> String {
     out
 }
 
-fn foot() -> String {
+pub(super) fn foot() -> String {
     format!("</main><script>{SCRIPT}</script></body></html>")
 }
 
-fn time(ms: i64) -> String {
+pub(super) fn time(ms: i64) -> String {
     Timestamp::from_millis(ms)
         .map(|t| t.to_rfc3339())
         .unwrap_or_default()
@@ -72,7 +76,7 @@ fn time(ms: i64) -> String {
         .to_string()
 }
 
-fn ago(now: i64, then: Option<i64>) -> String {
+pub(super) fn ago(now: i64, then: Option<i64>) -> String {
     match then {
         None => "never".into(),
         Some(t) => {
@@ -88,48 +92,84 @@ fn ago(now: i64, then: Option<i64>) -> String {
 }
 
 /// `room=kitchen` or a bare label/value.
-fn tag_matches(tags: &std::collections::BTreeMap<String, String>, filter: &str) -> bool {
+pub(super) fn tag_matches(tags: &std::collections::BTreeMap<String, String>, filter: &str) -> bool {
     match filter.split_once('=') {
         Some((k, v)) => tags.get(k).is_some_and(|x| x == v),
         None => tags.iter().any(|(k, v)| k == filter || v == filter),
     }
 }
 
-/// A guess from the id's shape: the registry does not say which adapter a
-/// device talks through.
-fn protocol(id: &str) -> &'static str {
-    let hex = |s: &str| s.chars().all(|c| c.is_ascii_hexdigit());
-    if id.len() == 16 && hex(id) {
-        "LoRaWAN"
-    } else if id.len() == 17 && id.split(':').count() == 6 {
-        "BLE"
-    } else {
-        ""
-    }
+/// A device's registry entry.
+pub(super) fn info_of(state: &AppState, id: &str) -> Option<DeviceInfo> {
+    DeviceId::new(id)
+        .ok()
+        .and_then(|i| state.registry.get(&i).cloned())
 }
 
-fn tags_text(tags: &std::collections::BTreeMap<String, String>) -> String {
-    tags.iter()
-        .map(|(k, v)| {
-            if v.is_empty() {
-                k.clone()
-            } else {
-                format!("{k}={v}")
-            }
-        })
+/// Tags as people read them: labels bare (`fridge`, not `fridge=true`),
+/// the rest `key=value` as configured.
+pub(super) fn tags_text(info: Option<&DeviceInfo>) -> String {
+    let Some(info) = info else {
+        return String::new();
+    };
+    info.tags
+        .iter()
+        .map(|(k, v)| tag_option(info, k, v))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
+/// The filter's option for a tag: a label bare, else `key=value`.
+fn tag_option(info: &DeviceInfo, k: &str, v: &str) -> String {
+    if info.labels.iter().any(|l| l == k) || v.is_empty() {
+        k.to_string()
+    } else {
+        format!("{k}={v}")
+    }
+}
+
+/// The protocol a device's data came in over, as the adapter that stamped
+/// its readings says, never guessed. The overview (500 rows against a
+/// 300 KB budget) shows the protocol alone; the device page adds the
+/// adapter's name.
+pub(super) fn protocol_html(state: &AppState, d: &DeviceNow, adapter_name: bool) -> String {
+    match state.view.adapter(d.source) {
+        Some((proto, name)) if adapter_name => {
+            format!("<b>{}</b> (adapter {})", esc(&proto), esc(&name))
+        }
+        Some((proto, _)) => format!("<b>{}</b>", esc(&proto)),
+        None => String::new(),
+    }
+}
+
+/// An attribute value, unquoted where HTML allows it: 500 rows of three
+/// values each count against the overview's size.
+fn attr(v: &str) -> String {
+    if !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        v.to_string()
+    } else {
+        format!("\"{}\"", esc(v))
+    }
+}
+
 /// A live value; the script finds it by metric inside the element that
-/// carries the device (`data-d`).
-fn value_span(metric: &str, v: f64, label: bool) -> String {
+/// carries the device (`data-d`), and keeps the decimals it was given.
+pub(super) fn value_span(metric: &str, info: &MetricInfo, v: f64, label: bool) -> String {
     format!(
-        r#"<i class=v data-m="{}">{} <b>{}</b> {}</i>"#,
-        esc(metric),
+        r#"<i data-m={}{}>{} <b>{}</b> {}</i>"#,
+        attr(metric),
+        // Unknown precision: the script picks by magnitude, as the server.
+        if info.precision.is_none() {
+            " data-a=1"
+        } else {
+            ""
+        },
         if label { esc(metric) } else { String::new() },
-        fmt_value(v),
-        unit(metric)
+        info.number(v),
+        esc(&info.unit)
     )
 }
 
@@ -138,7 +178,8 @@ fn value_span(metric: &str, v: f64, label: bool) -> String {
 const SPARK_STEP: i64 = 3_600_000;
 const SPARK_POINTS: usize = 24;
 
-/// The overview: every device, one row each.
+/// The overview: every device, one row each. The radio infrastructure
+/// (a LoRaWAN forwarder's counters) is on the gateway page instead.
 pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
     let now = state.clock.now().as_millis();
     let filter = q.get("tag").map(str::to_string);
@@ -146,34 +187,36 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
     let mut rows = Vec::new();
     let mut all_tags = std::collections::BTreeSet::new();
     for (id, d) in all_devices(state) {
-        let info = DeviceId::new(id.clone())
-            .ok()
-            .and_then(|i| state.registry.get(&i).cloned());
+        if d.infrastructure {
+            continue;
+        }
+        let info = info_of(state, &id);
         let tags = info.as_ref().map(|i| i.tags.clone()).unwrap_or_default();
-        for (k, v) in &tags {
-            all_tags.insert(if v.is_empty() {
-                k.clone()
-            } else {
-                format!("{k}={v}")
-            });
+        if let Some(i) = &info {
+            for (k, v) in &tags {
+                all_tags.insert(tag_option(i, k, v));
+            }
         }
         if filter.as_deref().is_some_and(|f| !tag_matches(&tags, f)) {
             continue;
         }
-        let name = info.map_or(id.clone(), |i| i.name);
-        rows.push((id, name, tags, d));
+        rows.push((id, info, d));
     }
-    // One sparkline per device (its first metric): the page stays small
-    // with hundreds of devices.
-    let spark_keys: Vec<(String, String)> = rows
+    // One sparkline per device, of the metric that stands for it: the
+    // page stays small with hundreds of devices.
+    let spark_keys: Vec<(String, String, MetricInfo)> = rows
         .iter()
-        .filter_map(|(id, _, _, d)| Some((id.clone(), d.latest.keys().next()?.clone())))
+        .filter_map(|(id, info, d)| {
+            let m = state.view.primary(info.as_ref(), d.latest.keys())?;
+            let mi = state.view.info(info.as_ref(), d.source, &m);
+            Some((id.clone(), m, mi))
+        })
         .collect();
     let sparks = match state.store.clone() {
         Some(store) => tokio::task::spawn_blocking(move || {
             spark_keys
                 .into_iter()
-                .map(|(id, m)| {
+                .map(|(id, m, mi)| {
                     let day = now - 86_400_000;
                     let mut pts = store
                         .series(&id, &m, day, now, SPARK_STEP)
@@ -183,7 +226,18 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
                         pts = store.series(&id, &m, day, now, 0).unwrap_or_default();
                         pts.drain(..pts.len().saturating_sub(SPARK_POINTS));
                     }
-                    (id, svg::sparkline(&pts, 96, 20))
+                    let cell = match svg::avg_range(&pts) {
+                        Some((lo, hi)) => format!(
+                            r#"{}<small>{} {}–{} {}</small>"#,
+                            svg::sparkline(&pts, 96, 20, super::view::min_span(&mi)),
+                            esc(&m),
+                            mi.number(lo),
+                            mi.number(hi),
+                            esc(&mi.unit)
+                        ),
+                        None => String::new(),
+                    };
+                    (id, cell)
                 })
                 .collect::<std::collections::HashMap<_, _>>()
         })
@@ -206,13 +260,17 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
         r#"</select></label> <noscript><button>Filter</button></noscript> <span class="muted">{} devices</span></form><table id="devices"><thead><tr><th>Device</th><th>State</th><th>Last seen</th><th>Latest</th><th>24 h</th><th>Alerts</th></tr></thead><tbody>"#,
         rows.len()
     );
-    for (id, name, tags, d) in &rows {
+    for (id, info, d) in &rows {
         let alerts: Vec<&AlertRow> = active.iter().filter(|a| &a.device == id).collect();
         let st = state_of(d, now, state.window_ms);
+        let name = info.as_ref().map_or(id.as_str(), |i| i.name.as_str());
+        let tags = tags_text(info.as_ref());
         let _ = write!(
             out,
-            r#"<tr data-d="{eid}"{cls}><td><a href="/device?id={uid}">{name}</a><small>{tags}{proto}</small><td class="st {st}">{st}<td class=seen>{ago}<td class=vals>"#,
-            eid = esc(id),
+            // The script finds the last-seen and alerts cells by position:
+            // a class on each of 500 rows weighed 10 KB.
+            r#"<tr data-d={eid}{cls}><td><a href="/device?id={uid}">{name}</a><small>{proto}{sep}{tags}</small><td class="st {st}">{st}<td>{ago}<td class=vals>"#,
+            eid = attr(id),
             cls = if alerts.is_empty() {
                 ""
             } else {
@@ -220,19 +278,30 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
             },
             uid = url_enc(id),
             name = esc(name),
-            tags = esc(&tags_text(tags)),
-            proto = match protocol(id) {
-                "" => String::new(),
-                p => format!(" · {p}"),
+            proto = protocol_html(state, d, false),
+            sep = if tags.is_empty() || state.view.adapter(d.source).is_none() {
+                ""
+            } else {
+                " · "
             },
+            tags = esc(&tags),
             ago = ago(now, d.last_seen),
         );
-        for (m, (v, _)) in &d.latest {
-            out.push_str(&value_span(m, *v, true));
+        let mut metrics: Vec<String> = d.latest.keys().cloned().collect();
+        state.view.sort(&mut metrics);
+        for m in &metrics {
+            if let Some((v, _)) = d.latest.get(m) {
+                out.push_str(&value_span(
+                    m,
+                    &state.view.info(info.as_ref(), d.source, m),
+                    *v,
+                    true,
+                ));
+            }
         }
         let _ = write!(
             out,
-            r#"<td>{}<td class=al>"#,
+            r#"<td>{}<td>"#,
             sparks.get(id).map_or("", String::as_str)
         );
         for a in alerts {
@@ -249,149 +318,30 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
     out
 }
 
-fn rule_applies(
-    r: &RuleConfig,
-    id: &str,
-    tags: &std::collections::BTreeMap<String, String>,
-) -> bool {
-    r.device.as_ref().is_none_or(|d| d.as_str() == id)
-        && r.tag.as_deref().is_none_or(|t| tag_matches(tags, t))
-}
-
-/// One device: a chart per metric, its latest raw readings and its rules.
-pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
-    let id = q.get("id")?.to_string();
-    let now = state.clock.now().as_millis();
-    let live = state.live.device(&id);
-    let info = DeviceId::new(id.clone())
-        .ok()
-        .and_then(|i| state.registry.get(&i).cloned());
-    if live.is_none() && info.is_none() {
-        return None;
-    }
-    let d = live.unwrap_or_default();
-    let tags = info.as_ref().map(|i| i.tags.clone()).unwrap_or_default();
-    let name = info.map_or(id.clone(), |i| i.name);
-    let (range, span, step) = match q.get("range") {
-        Some("7d") => ("7d", 7 * 86_400_000, 3_600_000),
-        Some("30d") => ("30d", 30 * 86_400_000, 6 * 3_600_000),
-        // 24 h: every window as stored.
-        _ => ("24h", 86_400_000, 0),
-    };
-    let from = now - span;
-    let mut metrics: Vec<String> = d.latest.keys().cloned().collect();
-    if let Some(store) = &state.store {
-        if let Some(k) = store
-            .devices()
-            .ok()
-            .and_then(|v| v.into_iter().find(|k| k.id == id))
-        {
-            for m in k.metrics {
-                if !metrics.contains(&m) {
-                    metrics.push(m);
-                }
-            }
-        }
-    }
-    metrics.sort();
-    let alerts: Vec<AlertRow> = read_alerts(state, from, i64::MAX)
-        .await
-        .into_iter()
-        .filter(|a| a.device == id)
-        .collect();
-    let series = match state.store.clone() {
-        Some(store) => {
-            let (id, ms) = (id.clone(), metrics.clone());
-            tokio::task::spawn_blocking(move || {
-                ms.iter()
-                    .map(|m| store.series(&id, m, from, now, step).unwrap_or_default())
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default()
-        }
-        None => Vec::new(),
-    };
-    let mut out = head(&name, "");
-    let _ = write!(
-        out,
-        r#"<div data-d="{}"><h1>{}</h1><p class="muted">{} · {} · {} · last seen {}</p><p class="ranges">"#,
-        esc(&id),
-        esc(&name),
-        esc(&id),
-        esc(&tags_text(&tags)),
-        state_of(&d, now, state.window_ms),
-        ago(now, d.last_seen)
+/// An alert's value and what it was measured against, in the metric's
+/// unit: a threshold's bound, an anomaly's expected range (its score
+/// apart: a score is not in ppm), a silence's wait.
+pub(super) fn alert_texts(state: &AppState, a: &AlertRow) -> (String, String) {
+    let info = state.view.info(
+        info_of(state, &a.device).as_ref(),
+        state.live.source_of(&a.device),
+        &a.metric,
     );
-    for r in ["24h", "7d", "30d"] {
-        let cls = if r == range { r#" class="on""# } else { "" };
-        let _ = write!(
-            out,
-            r#"<a{cls} href="/device?id={}&range={r}">{r}</a> "#,
-            url_enc(&id)
-        );
-    }
-    out.push_str("</p>");
-    for (i, m) in metrics.iter().enumerate() {
-        let pts = series.get(i).map_or(&[][..], Vec::as_slice);
-        let markers: Vec<Marker> = alerts
-            .iter()
-            .filter(|a| a.metric.is_empty() || &a.metric == m)
-            .map(|a| Marker {
-                at: a.at,
-                raised: a.state == "raised",
-                label: format!("{} {} at {}", a.rule, a.state, time(a.at)),
-            })
-            .collect();
-        let latest = d
-            .latest
-            .get(m)
-            .map_or(String::new(), |(v, _)| value_span(m, *v, false));
-        // Data younger than the range is drawn over its own span, not
-        // squeezed against the right edge.
-        let drawn_from = pts.first().map_or(from, |p| p.start.max(from));
-        let _ = write!(
-            out,
-            r#"<section class="metric" data-metric="{}"><h2>{} {}</h2>{}</section>"#,
-            esc(m),
-            esc(m),
-            latest,
-            svg::chart(pts, &markers, unit(m), drawn_from, now)
-        );
-    }
-    out.push_str(r#"<h2>Latest readings</h2><table id="recent"><thead><tr><th>Time</th><th>Metric</th><th>Value</th></tr></thead><tbody>"#);
-    for (at, m, v) in d.recent.iter().rev() {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{} {}</td></tr>",
-            time(*at),
-            esc(m),
-            fmt_value(*v),
-            unit(m)
-        );
-    }
-    out.push_str("</tbody></table></div><h2>Rules</h2><ul>");
-    for r in state.rules.iter().filter(|r| rule_applies(r, &id, &tags)) {
-        let _ = write!(
-            out,
-            "<li><b>{}</b> {:?} {}{}{}</li>",
-            esc(&r.name),
-            r.kind,
-            r.metric.as_ref().map_or(String::new(), |m| esc(m.as_str())),
-            r.max.map_or(String::new(), |v| format!(" &gt; {v}")),
-            r.min.map_or(String::new(), |v| format!(" &lt; {v}")),
-        );
-    }
-    out.push_str("</ul>");
-    out.push_str(&foot());
-    Some(out)
+    gateway_core::units::alert_texts(
+        &info,
+        &a.kind,
+        a.value,
+        a.limit,
+        a.expected.map(|[lo, hi]| (lo, hi)),
+    )
 }
 
 /// Active alerts first, then the history of transitions.
 pub async fn alerts(state: &Arc<AppState>) -> String {
     let mut out = head("Alerts", "Alerts");
-    out.push_str(r#"<h1>Active</h1><table id="active"><thead><tr><th>Device</th><th>Rule</th><th>Raised</th><th>Value</th><th>Limit</th><th>Reason</th></tr></thead><tbody>"#);
+    out.push_str(r#"<h1>Active</h1><table id="active"><thead><tr><th>Device</th><th>Rule</th><th>Raised</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
     for a in state.live.active() {
+        let (value, limit) = alert_texts(state, &a);
         let _ = write!(
             out,
             r#"<tr class="alert"><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
@@ -399,13 +349,14 @@ pub async fn alerts(state: &Arc<AppState>) -> String {
             esc(&a.rule),
             esc(&a.kind),
             time(a.at),
-            fmt_value(a.value),
-            fmt_value(a.limit),
+            esc(&value),
+            esc(&limit),
             esc(a.reason.as_deref().unwrap_or(""))
         );
     }
-    out.push_str(r#"</tbody></table><h1>History</h1><table id="history"><thead><tr><th>Time</th><th>Device</th><th>Rule</th><th>State</th><th>Value</th><th>Limit</th><th>Reason</th></tr></thead><tbody>"#);
+    out.push_str(r#"</tbody></table><h1>History</h1><table id="history"><thead><tr><th>Time</th><th>Device</th><th>Rule</th><th>State</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
     for a in read_alerts(state, 0, i64::MAX).await {
+        let (value, limit) = alert_texts(state, &a);
         let _ = write!(
             out,
             r#"<tr class="{}"><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
@@ -415,8 +366,8 @@ pub async fn alerts(state: &Arc<AppState>) -> String {
             esc(&a.rule),
             esc(&a.kind),
             esc(&a.state),
-            fmt_value(a.value),
-            fmt_value(a.limit),
+            esc(&value),
+            esc(&limit),
             esc(a.reason.as_deref().unwrap_or(""))
         );
     }
@@ -425,11 +376,8 @@ pub async fn alerts(state: &Arc<AppState>) -> String {
     out
 }
 
-fn device_name(state: &AppState, id: &str) -> String {
-    DeviceId::new(id.to_string())
-        .ok()
-        .and_then(|i| state.registry.get(&i).map(|d| d.name.clone()))
-        .unwrap_or_else(|| id.to_string())
+pub(super) fn device_name(state: &AppState, id: &str) -> String {
+    info_of(state, id).map_or_else(|| id.to_string(), |d| d.name)
 }
 
 /// The gateway itself, from the same telemetry `/metrics` serves.
@@ -447,7 +395,9 @@ pub fn gateway(state: &Arc<AppState>) -> String {
         esc(health.body["status"].as_str().unwrap_or("?")),
         readings,
         readings as f64 / uptime.max(1) as f64,
-        if t.gauge(sinks::mqtt_upstream::UPSTREAM_CONNECTED, &[]).get() > 0.5 {
+        if !crate::health::upstream_configured(t) {
+            "none configured"
+        } else if t.gauge(sinks::mqtt_upstream::UPSTREAM_CONNECTED, &[]).get() > 0.5 {
             "connected"
         } else {
             "not connected"
@@ -457,13 +407,19 @@ pub fn gateway(state: &Arc<AppState>) -> String {
         t.counter_total(super::writer::HISTORY_BYTES_WRITTEN),
         t.counter_total(super::writer::HISTORY_COMMITS),
     );
-    out.push_str("<h2>Adapters</h2><table><thead><tr><th>Name</th><th>State</th><th>Readings</th><th>Errors</th></tr></thead><tbody>");
+    out.push_str("<h2>Adapters</h2><table id=\"adapters\"><thead><tr><th>Name</th><th>Protocol</th><th>State</th><th>Readings</th><th>Errors</th></tr></thead><tbody>");
+    let sources = state.view.sources.all();
     if let Some(adapters) = health.body["adapters"].as_object() {
         for (name, st) in adapters {
+            let proto = sources
+                .iter()
+                .find(|s| &s.name == name)
+                .map_or("", |s| super::view::protocol_label(&s.kind));
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(name),
+                esc(proto),
                 esc(st.as_str().unwrap_or("?")),
                 t.counter_value(
                     gateway_core::component::ADAPTER_READINGS,
@@ -474,13 +430,55 @@ pub fn gateway(state: &Arc<AppState>) -> String {
             );
         }
     }
-    out.push_str("</tbody></table><h2>Outputs</h2><ul><li>upstream (MQTT)</li>");
+    infrastructure(state, &mut out);
+    out.push_str("<h2>Outputs</h2><ul>");
+    if crate::health::upstream_configured(t) {
+        out.push_str("<li>upstream (MQTT)</li>");
+    }
     for o in &state.outputs {
         let _ = write!(out, "<li>{}</li>", esc(o));
     }
     out.push_str("</ul>");
     out.push_str(&foot());
     out
+}
+
+/// The radio infrastructure the adapters report on (a LoRaWAN packet
+/// forwarder's `stat`: received, forwarded, acknowledged share): part of
+/// the gateway's own health, not a sensor.
+fn infrastructure(state: &AppState, out: &mut String) {
+    let now = state.clock.now().as_millis();
+    let infra: Vec<(String, DeviceNow)> = state
+        .live
+        .devices()
+        .into_iter()
+        .filter(|(_, d)| d.infrastructure)
+        .collect();
+    out.push_str("</tbody></table>");
+    if infra.is_empty() {
+        return;
+    }
+    out.push_str(r#"<h2>Radio infrastructure</h2><table id="infrastructure"><thead><tr><th>Forwarder</th><th>Last report</th><th>Statistics</th></tr></thead><tbody>"#);
+    for (id, d) in &infra {
+        let _ = write!(
+            out,
+            r#"<tr data-d="{}"><td>{}<small>{}</small></td><td>{}</td><td class=vals>"#,
+            esc(id),
+            esc(&device_name(state, id)),
+            protocol_html(state, d, false),
+            ago(now, d.last_seen)
+        );
+        for (m, (v, _)) in &d.latest {
+            out.push_str(&value_span(
+                m,
+                &state.view.info(None, d.source, m),
+                *v,
+                true,
+            ));
+        }
+        out.push_str("</td></tr>");
+    }
+    out.push_str("</tbody></table>");
 }
 
 fn sum_gauge(t: &gateway_core::Telemetry, name: &str) -> f64 {

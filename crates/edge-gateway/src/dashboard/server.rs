@@ -1,6 +1,7 @@
-//! The dashboard's HTTP/1.1 server: hyper, as `/metrics` uses, with a
-//! connection cap, a header timeout, optional TLS (rustls) and Basic auth
-//! in front of every path.
+//! The dashboard's HTTP/1.1 server: hyper, as `/metrics` uses, with
+//! connections shed per address (`shed.rs`), a short deadline for the
+//! request head, optional TLS (rustls) and Basic auth in front of every
+//! path.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use std::io::Write as _;
 
 use hyper::header::{
     HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE,
-    VARY, WWW_AUTHENTICATE,
+    RETRY_AFTER, VARY, WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -29,15 +30,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error};
+use tracing::debug;
 
+use super::auth::Verdict;
+use super::shed::{Connections, Limits, Slot};
 use super::{api, pages, AppState};
 
-/// Pages, API calls and open `/events` streams at once; more are closed at
-/// accept (each open page holds one `/events` connection).
-const MAX_CONNECTIONS: usize = 64;
-/// A client must send its request headers within this time.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send its request head within this time (and finish a
+/// TLS handshake): a socket that says nothing holds its place no longer.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A whole answer, or the `/events` stream.
 pub type Body = Either<Full<Bytes>, EventStream>;
@@ -117,22 +118,22 @@ pub fn tls_acceptor(config: &DashboardConfig) -> anyhow::Result<Option<TlsAccept
 
 /// Binds and serves. A port that cannot be bound is logged and the gateway
 /// runs on (history is still kept): the pages must not stop the data path.
-pub fn serve(bind: SocketAddr, tls: Option<TlsAcceptor>, state: Arc<AppState>) -> Option<Server> {
+///
+/// # Errors
+/// The address cannot be bound (the caller says why and what to change).
+pub fn serve(
+    bind: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    state: Arc<AppState>,
+) -> std::io::Result<Server> {
     let listener = std::net::TcpListener::bind(bind)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(TcpListener::from_std);
-    let listener = match listener {
-        Ok(l) => l,
-        Err(e) => {
-            error!(%bind, error = %e, "Cannot open the dashboard port; running without the pages.");
-            return None;
-        }
-    };
+        .and_then(TcpListener::from_std)?;
     let addr = listener.local_addr().unwrap_or(bind);
     let stop = CancellationToken::new();
     let is_tls = tls.is_some();
     let task = tokio::spawn(accept_loop(listener, tls, state, stop.clone()));
-    Some(Server {
+    Ok(Server {
         addr,
         tls: is_tls,
         stop,
@@ -146,43 +147,93 @@ async fn accept_loop(
     state: Arc<AppState>,
     stop: CancellationToken,
 ) {
-    let serve = move |stream, peer: SocketAddr, stop| {
-        let state = state.clone();
-        let tls = tls.clone();
-        async move {
+    let connections = Connections::new(Limits::default(), state.telemetry.clone());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    debug!(error = %e, "Dashboard: accept failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let slot = match connections.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                debug!(%peer, reason, "Dashboard: refusing a connection.");
+                continue;
+            }
+        };
+        let (state, tls, stop, connections) = (
+            state.clone(),
+            tls.clone(),
+            stop.clone(),
+            connections.clone(),
+        );
+        tokio::spawn(async move {
+            let conn = Conn {
+                peer,
+                slot: Arc::new(slot),
+                connections,
+            };
             match tls {
-                None => connection(stream, state, stop).await,
+                None => connection(stream, state, stop, conn).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await;
                     match handshake {
-                        Ok(Ok(s)) => connection(s, state, stop).await,
-                        _ => debug!(%peer, "Dashboard: TLS handshake failed."),
+                        Ok(Ok(s)) => connection(s, state, stop, conn).await,
+                        Ok(Err(_)) => debug!(%peer, "Dashboard: TLS handshake failed."),
+                        Err(_) => conn.connections.refused("head_timeout"),
                     }
                 }
             }
-        }
-    };
-    crate::metrics::accept_bounded(listener, MAX_CONNECTIONS, "Dashboard", stop, serve).await;
+        });
+    }
 }
 
-async fn connection<S>(stream: S, state: Arc<AppState>, stop: CancellationToken)
+/// What a connection's requests need to know of it.
+#[derive(Clone)]
+struct Conn {
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    connections: Connections,
+}
+
+async fn connection<S>(stream: S, state: Arc<AppState>, stop: CancellationToken, conn: Conn)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let stop_events = stop.clone();
+    let close = conn.slot.close.clone();
+    let counted = conn.connections.clone();
     let service = service_fn(move |req| {
         let state = state.clone();
         let stop = stop_events.clone();
-        async move { Ok::<_, Infallible>(respond(req, &state, &stop).await) }
+        let conn = conn.clone();
+        async move {
+            conn.slot.busy();
+            let response = respond(req, &state, &stop, &conn).await;
+            conn.slot.idle();
+            Ok::<_, Infallible>(response)
+        }
     });
-    let conn = http1::Builder::new()
+    let served = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = stop.cancelled() => {}
-        _ = conn => {}
+        _ = close.cancelled() => {}
+        result = served => {
+            if result.is_err_and(|e| e.is_timeout()) {
+                counted.refused("head_timeout");
+            }
+        }
     }
 }
 
@@ -190,22 +241,40 @@ async fn respond(
     req: Request<Incoming>,
     state: &Arc<AppState>,
     stop: &CancellationToken,
+    conn: &Conn,
 ) -> Response<Body> {
     let header = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    if !state.auth.check(header) {
-        let mut r = full(
-            StatusCode::UNAUTHORIZED,
-            "text/plain; charset=utf-8",
-            "authentication required\n",
-        );
-        r.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"edge-gateway\", charset=\"UTF-8\""),
-        );
-        return r;
+    match state.auth.check(header, conn.peer.ip()).await {
+        Verdict::Allowed => {}
+        Verdict::Denied => {
+            let mut r = full(
+                StatusCode::UNAUTHORIZED,
+                "text/plain; charset=utf-8",
+                "authentication required\n",
+            );
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"edge-gateway\", charset=\"UTF-8\""),
+            );
+            return r;
+        }
+        Verdict::Throttled(wait) => {
+            return come_back(
+                StatusCode::TOO_MANY_REQUESTS,
+                wait,
+                "too many failed logins from this address; wait\n",
+            )
+        }
+        Verdict::Busy => {
+            return come_back(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Duration::from_secs(1),
+                "busy checking passwords; retry\n",
+            )
+        }
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return full(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
@@ -219,7 +288,14 @@ async fn respond(
         .is_some_and(|h| h.contains("gzip"));
     let html = |body: String| html(body, gzip);
     match path.as_str() {
-        "/events" => api::events(state, stop),
+        "/events" => match conn.connections.to_stream(&conn.slot) {
+            Ok(()) => api::events(state, stop),
+            Err(_) => come_back(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Duration::from_secs(5),
+                "too many live streams open; retry\n",
+            ),
+        },
         "/api/devices" => api::devices(state),
         "/api/series" => api::series(state, &query).await,
         "/api/alerts" => api::alerts(state, &query).await,
@@ -257,6 +333,16 @@ fn html(body: String, gzip: bool) -> Response<Body> {
         }
     }
     full(StatusCode::OK, "text/html; charset=utf-8", body)
+}
+
+/// An answer that says when to come back (`Retry-After`, whole seconds).
+fn come_back(status: StatusCode, wait: Duration, text: &'static str) -> Response<Body> {
+    let mut r = full(status, "text/plain; charset=utf-8", text);
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(v) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        r.headers_mut().insert(RETRY_AFTER, v);
+    }
+    r
 }
 
 pub fn full(

@@ -4,16 +4,20 @@
 
 use std::fmt::Write;
 
+use gateway_core::units::MetricInfo;
+
 use super::history::Aggregate;
 
 /// A sparkline of the averages: one polyline, `points` vertices, whole
-/// pixels and its look in the stylesheet: 500 of them on one page.
-pub fn sparkline(points: &[Aggregate], width: u32, height: u32) -> String {
+/// pixels and its look in the stylesheet: 500 of them on one page. Scaled
+/// to its own range, widened to at least `min_span` around its middle so a
+/// steady series stays flat; the caller labels it with that range.
+pub fn sparkline(points: &[Aggregate], width: u32, height: u32, min_span: f64) -> String {
     if points.is_empty() {
         return String::new();
     }
     let (t0, t1) = time_range(points);
-    let (lo, hi) = value_range(points.iter().map(|p| p.avg));
+    let (lo, hi) = widen(value_range(points.iter().map(|p| p.avg)), min_span);
     let mut d = String::new();
     for p in points {
         let x = scale(p.start as f64, t0, t1, 1.0, f64::from(width) - 1.0);
@@ -21,29 +25,54 @@ pub fn sparkline(points: &[Aggregate], width: u32, height: u32) -> String {
         let _ = write!(d, "{x:.0},{y:.0} ");
     }
     format!(
-        r#"<svg class="s" viewBox="0 0 {width} {height}"><polyline points="{}"/></svg>"#,
+        // No viewBox: the stylesheet sizes `.s` at the width and height
+        // drawn, so user units are pixels (20 bytes less on each of 500 rows).
+        r#"<svg class=s><polyline points="{}"/></svg>"#,
         d.trim_end()
     )
+}
+
+/// The lowest and highest average: what a sparkline's label says.
+pub fn avg_range(points: &[Aggregate]) -> Option<(f64, f64)> {
+    let lo = points.iter().map(|p| p.avg).fold(f64::INFINITY, f64::min);
+    let hi = points
+        .iter()
+        .map(|p| p.avg)
+        .fold(f64::NEG_INFINITY, f64::max);
+    (lo.is_finite() && hi.is_finite()).then_some((lo, hi))
 }
 
 /// An alert time to mark on a chart.
 pub struct Marker {
     pub at: i64,
     pub raised: bool,
+    /// Drawn beside the marker (the rule's name).
     pub label: String,
+    /// Shown on hover (rule, state, time, value).
+    pub title: String,
 }
 
 /// The device page's chart: the min–max band, the average line (one
-/// vertex per point, `data-points` says how many), alert markers and the
-/// value axis' ends.
-pub fn chart(points: &[Aggregate], markers: &[Marker], unit: &str, from: i64, to: i64) -> String {
-    const W: f64 = 640.0;
-    const H: f64 = 200.0;
-    const PAD: f64 = 40.0;
+/// vertex per point, `data-points` says how many), a value axis with
+/// grid lines in the metric's unit, a time axis (UTC), and labelled alert
+/// markers.
+pub fn chart(
+    points: &[Aggregate],
+    markers: &[Marker],
+    info: &MetricInfo,
+    from: i64,
+    to: i64,
+) -> String {
+    const W: f64 = 760.0;
+    const H: f64 = 240.0;
+    const LEFT: f64 = 70.0;
+    const RIGHT: f64 = 10.0;
+    const TOP: f64 = 20.0;
+    const BOTTOM: f64 = 24.0;
     let mut out = String::new();
     let _ = write!(
         out,
-        r#"<svg class="chart" viewBox="0 0 {W} {H}" preserveAspectRatio="none" role="img" data-points="{}">"#,
+        r#"<svg class="chart" viewBox="0 0 {W} {H}" role="img" data-points="{}">"#,
         points.len()
     );
     if points.is_empty() {
@@ -52,9 +81,55 @@ pub fn chart(points: &[Aggregate], markers: &[Marker], unit: &str, from: i64, to
         );
         return out;
     }
-    let (lo, hi) = value_range(points.iter().flat_map(|p| [p.min, p.max]));
-    let x = |t: i64| scale(t as f64, from as f64, to as f64, PAD, W - 4.0);
-    let y = |v: f64| scale(v, hi, lo, 6.0, H - 16.0);
+    let (lo, hi) = widen(
+        value_range(points.iter().flat_map(|p| [p.min, p.max])),
+        super::view::min_span(info),
+    );
+    let step = nice_step((hi - lo) / 4.0);
+    let (lo, hi) = ((lo / step).floor() * step, (hi / step).ceil() * step);
+    let x = |t: i64| scale(t as f64, from as f64, to as f64, LEFT, W - RIGHT);
+    let y = |v: f64| scale(v, hi, lo, TOP, H - BOTTOM);
+    // Value axis: grid lines and their values, the unit on top.
+    let mut v = lo;
+    while v <= hi + step / 2.0 {
+        let _ = write!(
+            out,
+            r#"<line class="grid" x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}"/><text class="axis" x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            W - RIGHT,
+            LEFT - 6.0,
+            y(v) + 4.0,
+            info.number(if v.abs() < step / 1e6 { 0.0 } else { v }),
+            y = y(v),
+        );
+        v += step;
+    }
+    let _ = write!(
+        out,
+        r#"<text class="axis unit" x="{}" y="12" text-anchor="end">{}</text>"#,
+        LEFT - 6.0,
+        super::pages::esc(&info.unit)
+    );
+    // Time axis.
+    let tstep = time_step(to - from);
+    let mut t = from.div_euclid(tstep) * tstep + tstep;
+    while t < to {
+        let _ = write!(
+            out,
+            r#"<line class="tick" x1="{x:.1}" x2="{x:.1}" y1="{}" y2="{}"/><text class="axis" x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            H - BOTTOM,
+            H - BOTTOM + 4.0,
+            H - 6.0,
+            time_label(t, tstep),
+            x = x(t),
+        );
+        t += tstep;
+    }
+    let _ = write!(
+        out,
+        r#"<text class="axis" x="{}" y="{}" text-anchor="end">UTC</text>"#,
+        LEFT - 6.0,
+        H - 6.0
+    );
     let mut band = String::new();
     for p in points {
         let _ = write!(band, "{:.1},{:.1} ", x(p.start), y(p.max));
@@ -76,24 +151,101 @@ pub fn chart(points: &[Aggregate], markers: &[Marker], unit: &str, from: i64, to
         r#"<polyline class="avg" fill="none" points="{}"/>"#,
         line.trim_end()
     );
+    // Labels that would overlap the previous one are left to the hover
+    // title (and the alert list below the charts).
+    let mut last_label = f64::NEG_INFINITY;
     for m in markers.iter().filter(|m| m.at >= from && m.at <= to) {
+        let mx = x(m.at);
+        let class = if m.raised { "raised" } else { "cleared" };
         let _ = write!(
             out,
-            r#"<line class="marker {}" x1="{x:.1}" x2="{x:.1}" y1="0" y2="{H}"><title>{}</title></line>"#,
-            if m.raised { "raised" } else { "cleared" },
-            super::pages::esc(&m.label),
-            x = x(m.at),
+            r#"<g class="marker {class}"><title>{}</title><line x1="{mx:.1}" x2="{mx:.1}" y1="{TOP}" y2="{}"/>"#,
+            super::pages::esc(&m.title),
+            H - BOTTOM,
         );
+        if mx - last_label > 90.0 {
+            last_label = mx;
+            let (anchor, tx) = if mx > W - 120.0 {
+                ("end", mx - 3.0)
+            } else {
+                ("start", mx + 3.0)
+            };
+            let _ = write!(
+                out,
+                r#"<text class="mlabel" x="{tx:.1}" y="{}" text-anchor="{anchor}">{} {}</text>"#,
+                TOP - 6.0,
+                if m.raised { "▲" } else { "✓" },
+                super::pages::esc(&m.label),
+            );
+        }
+        out.push_str("</g>");
     }
-    let _ = write!(
-        out,
-        r#"<text class="axis" x="2" y="14">{} {u}</text><text class="axis" x="2" y="{}">{} {u}</text></svg>"#,
-        fmt_value(hi),
-        H - 18.0,
-        fmt_value(lo),
-        u = super::pages::esc(unit),
-    );
+    out.push_str("</svg>");
     out
+}
+
+/// 1, 2 or 5 times a power of ten, at least `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if !raw.is_finite() || raw <= 0.0 {
+        return 1.0;
+    }
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|f| f * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag)
+}
+
+/// A time step giving at most 6 ticks over `span` ms.
+fn time_step(span: i64) -> i64 {
+    const S: i64 = 1000;
+    const MIN: i64 = 60 * S;
+    [
+        S,
+        2 * S,
+        5 * S,
+        10 * S,
+        15 * S,
+        30 * S,
+        MIN,
+        5 * MIN,
+        15 * MIN,
+        30 * MIN,
+        60 * MIN,
+        120 * MIN,
+        180 * MIN,
+        360 * MIN,
+        720 * MIN,
+        1440 * MIN,
+        2880 * MIN,
+    ]
+    .into_iter()
+    .find(|s| span / s <= 6)
+    .unwrap_or(10080 * MIN)
+}
+
+fn time_label(ms: i64, step: i64) -> String {
+    let Some(t) = chrono::DateTime::from_timestamp_millis(ms) else {
+        return String::new();
+    };
+    if step < 60_000 {
+        t.format("%H:%M:%S").to_string()
+    } else if step >= 86_400_000 || t.format("%H:%M").to_string() == "00:00" {
+        // Whole days, and midnight on a shorter step: the date.
+        t.format("%d %b").to_string()
+    } else {
+        t.format("%H:%M").to_string()
+    }
+}
+
+/// `(lo, hi)` widened around its middle to at least `span`.
+fn widen((lo, hi): (f64, f64), span: f64) -> (f64, f64) {
+    if hi - lo >= span {
+        return (lo, hi);
+    }
+    let mid = (lo + hi) / 2.0;
+    (mid - span / 2.0, mid + span / 2.0)
 }
 
 pub fn fmt_value(v: f64) -> String {
@@ -157,8 +309,9 @@ mod tests {
             at: 25,
             raised: true,
             label: "hot <".into(),
+            title: "hot < raised".into(),
         }];
-        let svg = chart(&pts, &m, "°C", 0, 50);
+        let svg = chart(&pts, &m, &gateway_core::units::known("temperature"), 0, 50);
         assert!(svg.contains(r#"data-points="5""#));
         let line = svg
             .split(r#"class="avg" fill="none" points=""#)
@@ -166,6 +319,64 @@ mod tests {
             .unwrap();
         assert_eq!(line.split('"').next().unwrap().split(' ').count(), 5);
         assert!(svg.contains("hot &lt;"));
-        assert_eq!(sparkline(&pts, 100, 20).matches(',').count(), 5);
+        assert!(svg.contains("°C"), "the value axis names the unit");
+        assert_eq!(sparkline(&pts, 100, 20, 0.0).matches(',').count(), 5);
+    }
+
+    fn ys(svg: &str) -> Vec<f64> {
+        let pts = svg
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        pts.split(' ')
+            .map(|xy| xy.split(',').nth(1).unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_steady_series_stays_flat_beside_a_rising_one() {
+        let steady: Vec<_> = [3.3, 3.7, 3.4, 3.6]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| p(i as i64, *v))
+            .collect();
+        let rising: Vec<_> = [3.5, 5.0, 7.0, 9.5]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| p(i as i64, *v))
+            .collect();
+        let span = |v: Vec<f64>| {
+            v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+        };
+        let (s, r) = (
+            span(ys(&sparkline(&steady, 96, 20, 2.0))),
+            span(ys(&sparkline(&rising, 96, 20, 2.0))),
+        );
+        assert!(
+            s <= 5.0 && r >= 17.0,
+            "steady moves {s} px, rising {r} px of 20"
+        );
+    }
+
+    #[test]
+    fn axes_have_round_values_and_times() {
+        assert_eq!(nice_step(0.7), 1.0);
+        assert_eq!(nice_step(130.0), 200.0);
+        assert_eq!(time_step(86_400_000), 6 * 3_600_000);
+        let pts: Vec<_> = (0..3)
+            .map(|i| p(i * 3_600_000, 600.0 + 100.0 * i as f64))
+            .collect();
+        let svg = chart(
+            &pts,
+            &[],
+            &gateway_core::units::known("co2"),
+            0,
+            3 * 3_600_000,
+        );
+        assert!(svg.contains(">600<") && svg.contains(">800<"), "{svg}");
+        assert!(svg.contains(">01:00<") && svg.contains(">02:00<"), "{svg}");
     }
 }

@@ -2,10 +2,12 @@
 //! `/events` updated at once, history written in batches.
 //!
 //! It is one of the outputs the pipeline's checkpoint asks (see
-//! `fanout::flush_all`): it answers a flush only after committing what it
-//! was handed, so every window the checkpoint no longer holds is in
-//! history, and a `kill -9` before that leaves the window in the checkpoint
-//! to be closed and written again (an overwrite) after the restart.
+//! `fanout::flush_all`): it answers a flush after committing what it was
+//! handed, so every window the checkpoint no longer holds is in history,
+//! and a `kill -9` before that leaves the window in the checkpoint to be
+//! closed and written again (an overwrite) after the restart. When history
+//! cannot be written (its disk full) it answers anyway and keeps the rows
+//! for the next try: one store's full disk must not stop the checkpoints.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The writer's settings.
 pub struct WriterSettings {
     pub write_interval: Duration,
+    /// Where each device's adapter is kept across restarts, and the table
+    /// its ids index.
+    pub provenance: Option<(super::provenance::ProvenanceFile, gateway_core::Sources)>,
+    /// What states an alert's numbers in its metric's unit for the pages
+    /// open on `/events`.
+    pub describe: Option<(super::view::View, gateway_core::DeviceRegistry)>,
     pub retention: Duration,
     pub max_bytes: u64,
 }
@@ -49,6 +57,7 @@ struct Counters {
     pruned: Counter,
     write_errors: Counter,
     dropped: Counter,
+    unsaved_at_checkpoint: Counter,
 }
 
 /// Runs until the link's messages close, then commits what is left.
@@ -67,6 +76,8 @@ pub async fn run(
         pruned: telemetry.counter(HISTORY_PRUNED, &[]),
         write_errors: telemetry.counter(HISTORY_ERRORS, &[("error_type", "write")]),
         dropped: telemetry.counter(HISTORY_ERRORS, &[("error_type", "dropped_full")]),
+        unsaved_at_checkpoint: telemetry
+            .counter(HISTORY_ERRORS, &[("error_type", "unsaved_at_checkpoint")]),
     };
     let throttle = LogThrottle::default();
     let mut seq = match &store {
@@ -89,7 +100,22 @@ pub async fn run(
                     let row = super::live::alert_row(&a);
                     batch.alerts.push(row.clone());
                     commit(&store, &mut batch, &mut seq, &c, &throttle).await;
-                    live.show_alert(&row);
+                    let texts = settings.describe.as_ref().map(|(view, registry)| {
+                        let device = gateway_core::DeviceId::new(row.device.as_str()).ok();
+                        let info = view.info(
+                            device.as_ref().and_then(|d| registry.get(d)),
+                            live.source_of(&row.device),
+                            &row.metric,
+                        );
+                        gateway_core::units::alert_texts(
+                            &info,
+                            &row.kind,
+                            row.value,
+                            row.limit,
+                            row.expected.map(|[lo, hi]| (lo, hi)),
+                        )
+                    });
+                    live.show_alert(&row, texts);
                 }
                 Some(event) => {
                     live.apply(&event, &mut batch.windows, &mut batch.alerts);
@@ -104,13 +130,25 @@ pub async fn run(
                     while let Ok(event) = link.messages.try_recv() {
                         live.apply(&event, &mut batch.windows, &mut batch.alerts);
                     }
-                    let ok = commit(&store, &mut batch, &mut seq, &c, &throttle).await;
-                    let _ = reply.send(ok);
+                    // A history that cannot be written does not hold the
+                    // checkpoint back: the journals behind it would pile up
+                    // on a disk that may be the full one, and every window
+                    // since would be sent upstream again after a kill. The
+                    // batch stays for the next try; a restart before then
+                    // costs history (only) those windows, counted here.
+                    if !commit(&store, &mut batch, &mut seq, &c, &throttle).await {
+                        c.unsaved_at_checkpoint.add(batch.windows.len() as u64);
+                        if let Some(suppressed) = throttle.allow("checkpoint") {
+                            warn!(windows = batch.windows.len(), suppressed, "History cannot be written: the checkpoint goes on without it; its windows wait in memory for the next try.");
+                        }
+                    }
+                    let _ = reply.send(true);
                 }
                 None => flush = None,
             },
             _ = tick.tick() => {
                 commit(&store, &mut batch, &mut seq, &c, &throttle).await;
+                save_provenance(&settings, &live, &throttle).await;
             }
             _ = prune.tick() => {
                 if let Some(s) = store.clone() {
@@ -130,6 +168,28 @@ pub async fn run(
         }
     }
     commit(&store, &mut batch, &mut seq, &c, &throttle).await;
+    save_provenance(&settings, &live, &throttle).await;
+}
+
+/// Saves each device's adapter when one changed (rarely: a device's first
+/// reading, or one that moved to another adapter).
+async fn save_provenance(settings: &WriterSettings, live: &Live, throttle: &LogThrottle) {
+    let Some((file, sources)) = settings.provenance.clone() else {
+        return;
+    };
+    let Some(devices) = live.changed_sources() else {
+        return;
+    };
+    let saved = tokio::task::spawn_blocking(move || file.save(&devices, &sources)).await;
+    let error = match saved {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    live.sources_unsaved();
+    if let Some(suppressed) = throttle.allow("provenance") {
+        warn!(error = %error, suppressed, "Cannot keep which adapter each device came through; trying again at the next write.");
+    }
 }
 
 /// Keeps the pending rows bounded while the disk refuses them.
