@@ -35,14 +35,22 @@ pub struct Snapshot {
     /// Windows ending at or before this were emitted (`i64::MIN`: none yet).
     pub watermark_ms: i64,
     pub open: Vec<OpenSeries>,
+    /// Backward clock steps followed so far, and the end of the span that
+    /// was closed before the latest ([`Aggregator::step_back`]): a window
+    /// of that span emitted after a restart must still be a rerun.
+    pub steps_back: u32,
+    pub rerun_until: i64,
 }
 
 impl Aggregator {
     /// The open windows and watermark, in window-start order.
     pub fn snapshot(&self) -> Snapshot {
+        let (steps_back, rerun_until) = self.steps_back();
         Snapshot {
             watermark_ms: self.watermark(),
             open: self.open_accumulators(),
+            steps_back,
+            rerun_until,
         }
     }
 
@@ -65,6 +73,7 @@ impl Aggregator {
     /// start; an accumulator already open for the same window is replaced.
     pub fn restore(&mut self, snapshot: &Snapshot) {
         self.raise_watermark(snapshot.watermark_ms);
+        self.restore_steps_back(snapshot.steps_back, snapshot.rerun_until);
         for s in &snapshot.open {
             self.insert_accumulator(
                 &s.device,

@@ -87,6 +87,11 @@ pub struct DeviceWindow {
     pub end: Timestamp,
     /// Sorted by metric name; never empty, every entry has a count of at least 1.
     pub metrics: Vec<(MetricName, Stats)>,
+    /// 0, or the number of backward clock steps so far when this window's
+    /// span had already been closed once before the latest of them: the
+    /// same (device, window) may then have been emitted before with other
+    /// readings, and this is a second window over that span, not a copy.
+    pub rerun: u32,
 }
 
 /// Membership lists of emitted windows kept for reuse; a few cover the
@@ -109,6 +114,11 @@ pub struct Aggregator {
     watermark: i64,
     /// Most series interned at once; `usize::MAX` when uncapped.
     max_series: usize,
+    /// Backward steps of the window clock so far ([`Aggregator::step_back`]).
+    steps_back: u32,
+    /// Windows ending at or before this had been closed when the clock
+    /// last stepped back; emitted again, they are reruns.
+    rerun_until: i64,
 }
 
 impl Aggregator {
@@ -140,6 +150,8 @@ impl Aggregator {
             open: 0,
             watermark: i64::MIN,
             max_series: usize::MAX,
+            steps_back: 0,
+            rerun_until: i64::MIN,
         })
     }
 
@@ -166,18 +178,7 @@ impl Aggregator {
     /// grace is at or before `now`, or the window was already emitted;
     /// [`Rejected::MaxSeries`] if its series is new and the cap is reached.
     pub fn ingest(&mut self, reading: &Reading, now: Timestamp) -> Result<(), Rejected> {
-        let time = reading.time();
-        let t = time.as_millis();
-        let now = now.as_millis();
-        if t > now.saturating_add(self.spec.max_future_ms) {
-            return Err(Rejected::Future { time });
-        }
-        let (start, end) = self.spec.bounds(t);
-        if self.spec.deadline(start) <= now || end <= self.watermark {
-            return Err(Rejected::Late {
-                window_end: to_timestamp(end),
-            });
-        }
+        let start = self.window_open_at(reading, now)?;
         let id = if self.series.len() < self.max_series {
             self.series.intern(reading.device(), reading.metric())
         } else {
@@ -200,6 +201,85 @@ impl Aggregator {
             self.open += 1;
         }
         Ok(())
+    }
+
+    /// What [`ingest`](Self::ingest) would answer, without taking the
+    /// reading: to decide what to make durable before it is counted. The
+    /// series cap is judged as things stand; readings of several new
+    /// series checked one after the other may pass here and not all fit.
+    ///
+    /// # Errors
+    /// As [`ingest`](Self::ingest).
+    pub fn check(&mut self, reading: &Reading, now: Timestamp) -> Result<(), Rejected> {
+        self.window_open_at(reading, now)?;
+        if self.series.len() >= self.max_series
+            && self
+                .series
+                .find(reading.device(), reading.metric())
+                .is_none()
+        {
+            return Err(Rejected::MaxSeries {
+                max_series: self.max_series,
+            });
+        }
+        Ok(())
+    }
+
+    /// The start of the window `reading` goes in, if it still takes
+    /// readings at `now`.
+    fn window_open_at(&self, reading: &Reading, now: Timestamp) -> Result<i64, Rejected> {
+        let time = reading.time();
+        let t = time.as_millis();
+        let now = now.as_millis();
+        if t > now.saturating_add(self.spec.max_future_ms) {
+            return Err(Rejected::Future { time });
+        }
+        let (start, end) = self.spec.bounds(t);
+        if self.spec.deadline(start) <= now || end <= self.watermark {
+            return Err(Rejected::Late {
+                window_end: to_timestamp(end),
+            });
+        }
+        Ok(start)
+    }
+
+    /// Whether the window containing `now` is already closed: the wall
+    /// clock stepped back behind the windows emitted, and readings stamped
+    /// now would all be refused as late.
+    pub fn is_behind(&self, now: Timestamp) -> bool {
+        self.spec.bounds(now.as_millis()).1 <= self.watermark
+    }
+
+    /// Follows a wall clock that stepped back to `now`: the windows of the
+    /// corrected clock take readings again. Windows emitted before stay
+    /// emitted; the ones still open, stamped by the clock that ran ahead,
+    /// are closed and returned now (that clock's time ended at the step;
+    /// left open they would wait for the corrected clock to catch up).
+    /// A window over a span closed before the step is marked as a rerun
+    /// when it closes ([`DeviceWindow::rerun`]). `None` when the clock is
+    /// not behind.
+    pub fn step_back(&mut self, now: Timestamp) -> Option<Vec<DeviceWindow>> {
+        if !self.is_behind(now) {
+            return None;
+        }
+        let closed = self.close_all();
+        self.rerun_until = self.rerun_until.max(self.watermark);
+        self.steps_back = self.steps_back.saturating_add(1);
+        self.watermark = now.as_millis().saturating_sub(self.spec.grace_ms);
+        Some(closed)
+    }
+
+    /// Backward steps followed so far and the end of the span closed
+    /// before the latest (for checkpoints).
+    pub fn steps_back(&self) -> (u32, i64) {
+        (self.steps_back, self.rerun_until)
+    }
+
+    pub(crate) fn restore_steps_back(&mut self, steps: u32, rerun_until: i64) {
+        if steps > self.steps_back {
+            self.steps_back = steps;
+            self.rerun_until = self.rerun_until.max(rerun_until);
+        }
     }
 
     /// Closes and returns every window whose end + grace is at or before
@@ -310,6 +390,11 @@ impl Aggregator {
     fn emit(&mut self, start: i64, mut members: Vec<u32>, out: &mut Vec<DeviceWindow>) {
         let (start_ms, end_ms) = self.spec.bounds(start);
         let (start_ts, end_ts) = (to_timestamp(start_ms), to_timestamp(end_ms));
+        let rerun = if end_ms <= self.rerun_until {
+            self.steps_back
+        } else {
+            0
+        };
         self.series.sort_ids(&mut members);
         let mut current: Option<DeviceWindow> = None;
         for &id in &members {
@@ -340,6 +425,7 @@ impl Aggregator {
                         start: start_ts,
                         end: end_ts,
                         metrics: vec![(metric, stats)],
+                        rerun,
                     });
                 }
             }

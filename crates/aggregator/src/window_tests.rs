@@ -566,3 +566,84 @@ fn a_flood_of_distinct_ids_stays_within_the_cap_and_the_tables_shrink_back() {
     assert_eq!(a.close_due(ts(1000)).len(), 1000);
     assert_eq!((a.interned_series(), a.series.slots()), (0, 0));
 }
+
+/// A wall clock stepping back behind the emitted windows: new readings are
+/// taken in the corrected clock's windows, a window over a span emitted
+/// before is a rerun, and a snapshot keeps that across a restart.
+#[test]
+fn the_window_clock_follows_a_backward_step_and_marks_reruns() {
+    let spec = WindowSpec {
+        window_ms: 10,
+        grace_ms: 2,
+        max_future_ms: 0,
+    };
+    let mut agg = Aggregator::new(spec).unwrap();
+    let at = |ms| Timestamp::from_millis(ms).unwrap();
+    let r = |ms| {
+        Reading::new(
+            DeviceId::new("d").unwrap(),
+            MetricName::new("t").unwrap(),
+            1.0,
+            at(ms),
+            TimeSource::Arrival,
+        )
+        .unwrap()
+    };
+    agg.ingest(&r(105), at(105)).unwrap();
+    let first = agg.close_due(at(113));
+    assert_eq!((first.len(), first[0].rerun), (1, 0));
+    // Back to 104: the window [100, 110) was emitted already.
+    assert!(agg.is_behind(at(104)));
+    assert!(matches!(
+        agg.ingest(&r(104), at(104)),
+        Err(Rejected::Late { .. })
+    ));
+    assert_eq!(agg.step_back(at(104)), Some(Vec::new()));
+    assert_eq!(agg.step_back(at(104)), None, "one step, followed once");
+    agg.ingest(&r(104), at(104)).unwrap();
+    let snapshot = agg.snapshot();
+    let mut restored = Aggregator::new(spec).unwrap();
+    restored.restore(&snapshot);
+    for a in [&mut agg, &mut restored] {
+        let again = a.close_due(at(112));
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].start, again[0].rerun), (at(100), 1));
+        assert_eq!(again[0].metrics[0].1.count(), 1);
+    }
+    // Past the span emitted before the step, windows are plain again.
+    agg.ingest(&r(125), at(125)).unwrap();
+    assert_eq!(agg.close_due(at(140))[0].rerun, 0);
+}
+
+/// Windows open when the clock steps back were stamped by the clock that
+/// ran ahead: they close at the step instead of waiting for the corrected
+/// clock to catch up, and a later window over their span is a rerun.
+#[test]
+fn windows_open_at_a_backward_step_close_at_once() {
+    let spec = WindowSpec {
+        window_ms: 10,
+        grace_ms: 2,
+        max_future_ms: 0,
+    };
+    let mut agg = Aggregator::new(spec).unwrap();
+    let at = |ms| Timestamp::from_millis(ms).unwrap();
+    let r = |ms| {
+        Reading::new(
+            DeviceId::new("d").unwrap(),
+            MetricName::new("t").unwrap(),
+            1.0,
+            at(ms),
+            TimeSource::Arrival,
+        )
+        .unwrap()
+    };
+    agg.ingest(&r(105), at(105)).unwrap();
+    agg.ingest(&r(125), at(125)).unwrap();
+    assert_eq!(agg.close_due(at(113)).len(), 1);
+    let closed = agg.step_back(at(50)).unwrap();
+    assert_eq!(closed.len(), 1);
+    assert_eq!((closed[0].start, closed[0].rerun), (at(120), 0));
+    assert_eq!(agg.next_deadline(), None, "nothing left open");
+    agg.ingest(&r(125), at(125)).unwrap();
+    assert_eq!(agg.close_due(at(140))[0].rerun, 1);
+}

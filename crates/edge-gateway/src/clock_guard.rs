@@ -11,10 +11,16 @@
 //! time keep it.
 //!
 //! A large step of a clock that was already plausible (NTP correcting a
-//! drift, an operator's `date -s`) is counted and logged; open windows are
-//! not touched by it: a step forward closes the windows that are now due
-//! (they are forwarded, not lost), a step back cannot reopen an emitted
-//! one (the aggregator's watermark).
+//! drift, an operator's `date -s`) is counted and logged. A step forward
+//! closes the windows that are now due (they are forwarded, not lost). A
+//! step back is followed by the window clock (the pipeline calls
+//! `Aggregator::step_back`): readings stamped on the corrected clock go in
+//! its windows instead of being refused as late; windows already sent stay
+//! sent, and a window over a span already sent goes out as a rerun.
+//!
+//! Held readings are released with the corrected time they arrived at, and
+//! the pipeline judges each as of then: the wait was the gateway's, so it
+//! must not make them late.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -55,6 +61,8 @@ pub struct ClockGuard {
     last: Option<(Timestamp, Instant)>,
     /// Whether the current implausible spell has been logged.
     logged: bool,
+    /// A backward step seen and not yet taken by the pipeline.
+    stepped_back: bool,
     held_total: Counter,
     dropped: Counter,
     steps: Counter,
@@ -67,6 +75,7 @@ impl ClockGuard {
             held_readings: 0,
             last: None,
             logged: false,
+            stepped_back: false,
             held_total: telemetry.counter(HELD_READINGS, &[]),
             dropped: telemetry.counter(DROPPED_READINGS, &[("reason", "clock_unsynced")]),
             steps: telemetry.counter(CLOCK_STEPS, &[]),
@@ -81,7 +90,12 @@ impl ClockGuard {
             let step = now.as_millis().saturating_sub(wall.as_millis()) - elapsed;
             if step.unsigned_abs() > STEP.as_millis() as u64 {
                 self.steps.inc();
-                warn!(step_ms = step, from = %wall, to = %now, "The wall clock stepped; open windows are kept (due ones close, emitted ones stay closed).");
+                if step < 0 {
+                    self.stepped_back = true;
+                    warn!(step_ms = step, from = %wall, to = %now, "The wall clock stepped back; windows follow it: readings go in the windows of the corrected time, windows already sent stay sent.");
+                } else {
+                    warn!(step_ms = step, from = %wall, to = %now, "The wall clock stepped forward; open windows are kept and the ones now due close.");
+                }
             }
         }
         self.last = Some((now, mono));
@@ -91,6 +105,12 @@ impl ClockGuard {
             warn!(now = %now, earliest = EARLIEST_PLAUSIBLE_MS, "The wall clock is not set (before this release): holding readings and windows until it is (NTP).");
         }
         plausible
+    }
+
+    /// Whether a backward step was seen (and logged and counted) since the
+    /// last call.
+    pub fn took_step_back(&mut self) -> bool {
+        std::mem::take(&mut self.stepped_back)
     }
 
     /// Whether messages wait for the clock.
@@ -116,9 +136,10 @@ impl ClockGuard {
         self.held.push_back(Held { at, message });
     }
 
-    /// Every held message, in arrival order, with the readings the gateway
-    /// stamped re-stamped at `now` less their age on the monotonic clock.
-    pub fn release(&mut self, now: Timestamp, mono: Instant) -> Vec<Ingress> {
+    /// Every held message, in arrival order, with the wall time it arrived
+    /// at (`now` less its age on the monotonic clock); the readings the
+    /// gateway stamped are re-stamped at that time.
+    pub fn release(&mut self, now: Timestamp, mono: Instant) -> Vec<(Ingress, Timestamp)> {
         self.logged = false;
         if self.held.is_empty() {
             return Vec::new();
@@ -135,14 +156,15 @@ impl ClockGuard {
             .map(|h| {
                 let age = i64::try_from(mono.duration_since(h.at).as_millis()).unwrap_or(0);
                 let at = now.saturating_add_millis(-age);
-                match h.message {
+                let message = match h.message {
                     Ingress::Readings(r) => Ingress::Readings(restamp(r, at)),
                     Ingress::Durable { readings, receipt } => Ingress::Durable {
                         readings: restamp(readings, at),
                         receipt,
                     },
                     other => other,
-                }
+                };
+                (message, at)
             })
             .collect()
     }

@@ -9,7 +9,11 @@
 //! kill points 0.3 s + 0.2 s × i after a batch); the ignored `soak` runs it
 //! many times with random kill points, including kills while a checkpoint
 //! is being synced, while the outbox drains after the outage, and between a
-//! window's emission and its outbox append (`scripts/soak.sh`).
+//! window's emission and its outbox append (`scripts/soak.sh`), and with two
+//! faults of a Raspberry Pi's own: the state directory full across some of
+//! the kills (a tmpfs the soak mounts as root; without root it says so and
+//! leaves that fault out), and the wall clock stepping back (ten minutes or
+//! an hour, through the gateway's clock fault hook) before one of them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +24,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{conflicting_ids, rel_close, totals, GatewayProcess, WAIT};
+use edge_gateway::fault_clock;
 use test_support::{publish_lines_as, Message, Mosquitto, Options, Subscriber};
 
 const DEVICES: [&str; 3] = ["dev-a", "dev-b", "dev-c"];
@@ -43,6 +48,12 @@ struct Plan {
     /// Kill the gateway as soon as it reconnects upstream after the
     /// outage, while the backlog drains at `drain_rate`.
     kill_during_drain: bool,
+    /// Fill the state directory before this kill's batch; it is freed
+    /// after the next kill.
+    disk_full_at: Option<usize>,
+    /// Step the wall clock back by this many seconds before this kill's
+    /// batch.
+    clock_back: Option<(usize, i64)>,
 }
 
 impl Plan {
@@ -53,6 +64,8 @@ impl Plan {
                 .map(|i| Kill::After(Duration::from_millis(300 + 200 * i)))
                 .collect(),
             kill_during_drain: false,
+            disk_full_at: None,
+            clock_back: None,
         }
     }
 
@@ -73,9 +86,17 @@ impl Plan {
                 _ => Kill::After(Duration::from_millis(next() % 1500)),
             })
             .collect();
+        let kill_during_drain = next() % 2 == 0;
+        let disk_full_at = (next() % 2 == 0).then(|| (next() % 4) as usize);
+        let clock_back = (next() % 2 == 0).then(|| {
+            let back = if next() % 2 == 0 { 600 } else { 3600 };
+            ((next() % 5) as usize, back)
+        });
         Self {
             kills,
-            kill_during_drain: next() % 2 == 0,
+            kill_during_drain,
+            disk_full_at,
+            clock_back,
         }
     }
 }
@@ -191,6 +212,42 @@ fn journals(state: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A tmpfs for the state directory, unmounted when dropped; `None` without
+/// root (the disk fault is then left out, and said so).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success())
+            .then(|| Self(at.to_path_buf()))
+    }
+
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let block = vec![0u8; 256 * 1024];
+        while f.write_all(&block).is_ok() {}
+    }
+
+    fn free(&self) {
+        let _ = std::fs::remove_file(self.0.join("filler"));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
 async fn run(plan: &Plan) -> Outcome {
     // As reported: persistence on both, the in-flight window left at
     // Mosquitto's default.
@@ -205,9 +262,24 @@ async fn run(plan: &Plan) -> Outcome {
     let mut sub =
         Subscriber::start_persistent(upstream.port(), "building/hq/+/aggregated", &consumer).await;
     let cfg = gateway_config(local.port(), upstream.port(), plan);
-    let mut gw = GatewayProcess::start(&cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let disk = match plan.disk_full_at {
+        Some(_) => {
+            let disk = Tmpfs::mount(&state);
+            if disk.is_none() {
+                println!("(cannot mount a tmpfs without root: the full-disk fault is left out)");
+            }
+            disk
+        }
+        None => None,
+    };
+    let clock_file = dir.path().join("clock-step-ms");
+    std::fs::write(&clock_file, "0").unwrap();
+    let clock_path = clock_file.display().to_string();
+    let clock_env = (fault_clock::CLOCK_STEP_FILE_ENV, clock_path.as_str());
+    let mut gw = GatewayProcess::start_in_with(dir, &cfg, &[clock_env]);
     gw.wait_for_log("Subscribed").await;
-    let state = gw.dir.path().join("state");
     let mut readings = Readings::new();
 
     readings.publish(local.port(), 100).await;
@@ -221,17 +293,29 @@ async fn run(plan: &Plan) -> Outcome {
     upstream.start_again();
     if plan.kill_during_drain {
         gw.wait_for_log("Connected upstream").await;
-        gw = gw.kill_and_restart(&cfg, &[]).await;
+        gw = gw.kill_and_restart(&cfg, &[clock_env]).await;
     }
 
-    for kill in &plan.kills {
+    let mut stepped_ms = 0;
+    for (i, kill) in plan.kills.iter().enumerate() {
         let env: &[(&str, &str)] = match kill {
-            Kill::After(_) => &[],
-            Kill::CheckpointInFlight => &[HOLD_CHECKPOINT],
-            Kill::BeforeOutboxAppend(_) => &[HOLD_OUTBOX],
+            Kill::After(_) => &[clock_env],
+            Kill::CheckpointInFlight => &[HOLD_CHECKPOINT, clock_env],
+            Kill::BeforeOutboxAppend(_) => &[HOLD_OUTBOX, clock_env],
         };
-        if !env.is_empty() {
+        if env.len() > 1 {
             gw = gw.kill_and_restart(&cfg, env).await;
+        }
+        if let Some((_, back_s)) = plan.clock_back.filter(|(at, _)| *at == i) {
+            stepped_ms -= back_s * 1000;
+            std::fs::write(&clock_file, stepped_ms.to_string()).unwrap();
+        }
+        if let Some(disk) = disk.as_ref() {
+            if plan.disk_full_at == Some(i) {
+                disk.fill();
+            } else if plan.disk_full_at.is_some_and(|at| at + 2 == i) {
+                disk.free();
+            }
         }
         readings.publish(local.port(), 60).await;
         match kill {
@@ -247,8 +331,11 @@ async fn run(plan: &Plan) -> Outcome {
         gw.signal("KILL");
         gw.wait_exit().await;
         readings.publish(local.port(), 40).await;
-        gw = GatewayProcess::start_in(gw.dir, &cfg);
+        gw = GatewayProcess::start_in_with(gw.dir, &cfg, &[clock_env]);
         gw.wait_for_log("Subscribed").await;
+    }
+    if let Some(disk) = disk.as_ref() {
+        disk.free();
     }
     readings.publish(local.port(), 50).await;
 
@@ -378,7 +465,7 @@ async fn soak() {
         let plan = Plan::random(seed);
         let out = run(&plan).await;
         println!(
-            "run {:>3} seed {seed}: lost {} doubled {} conflicting ids {} history lost {} doubled {} | {:?} drain-kill {} | {}",
+            "run {:>3} seed {seed}: lost {} doubled {} conflicting ids {} history lost {} doubled {} | {:?} drain-kill {} disk full at {:?} clock back {:?} | {}",
             i + 1,
             out.lost,
             out.doubled,
@@ -387,6 +474,8 @@ async fn soak() {
             out.history_doubled,
             plan.kills,
             plan.kill_during_drain,
+            plan.disk_full_at,
+            plan.clock_back,
             out.detail
         );
         lost += out.lost;

@@ -9,6 +9,12 @@ mod common;
 use common::{config, distinct_ids, rel_close, totals, GatewayProcess, WAIT};
 use test_support::{publish, Mosquitto, Subscriber};
 
+// One test at a time: each fills a small disk or waits out an outage
+// against its own brokers, and run side by side on 2 cores their timings
+// (how much fits before the disk fills, which window a reading lands in)
+// drift from what each asserts.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// An upstream port with nothing listening yet, and the broker to start there later.
 fn absent_upstream() -> Mosquitto {
     let mut up = Mosquitto::start_persistent();
@@ -18,6 +24,7 @@ fn absent_upstream() -> Mosquitto {
 
 #[tokio::test]
 async fn an_upstream_outage_of_several_windows_loses_nothing() {
+    let _serial = SERIAL.lock().await;
     let local = Mosquitto::start();
     let mut upstream = Mosquitto::start_persistent();
     let mut sub =
@@ -101,6 +108,7 @@ async fn one_reading_per_device(port: u16, devices: usize) {
 
 #[tokio::test]
 async fn what_waited_in_the_outbox_is_delivered_after_a_restart() {
+    let _serial = SERIAL.lock().await;
     let local = Mosquitto::start();
     let mut upstream = absent_upstream();
     let cfg = config("gw-restart", local.port(), upstream.port(), "1s", "0s");
@@ -126,6 +134,7 @@ async fn what_waited_in_the_outbox_is_delivered_after_a_restart() {
 
 #[tokio::test]
 async fn a_damaged_outbox_tail_is_reported_and_the_intact_messages_delivered() {
+    let _serial = SERIAL.lock().await;
     let local = Mosquitto::start();
     let mut upstream = absent_upstream();
     let cfg = config("gw-damage", local.port(), upstream.port(), "1s", "0s");
@@ -220,6 +229,7 @@ async fn full_outbox(policy: &str) -> (Vec<String>, u64) {
 
 #[tokio::test]
 async fn a_full_outbox_drops_the_oldest_and_counts_them() {
+    let _serial = SERIAL.lock().await;
     let (delivered, dropped) = full_outbox("drop_oldest").await;
     assert!(dropped > 0);
     assert_eq!(
@@ -235,6 +245,7 @@ async fn a_full_outbox_drops_the_oldest_and_counts_them() {
 
 #[tokio::test]
 async fn a_full_outbox_rejects_the_newest_when_told_to() {
+    let _serial = SERIAL.lock().await;
     let (delivered, dropped) = full_outbox("reject_new").await;
     assert!(dropped > 0);
     assert_eq!(
@@ -280,6 +291,7 @@ impl Drop for Tmpfs {
 
 #[tokio::test]
 async fn a_full_disk_applies_the_policy_and_recovers_when_space_returns() {
+    let _serial = SERIAL.lock().await;
     let local = Mosquitto::start();
     let mut upstream = absent_upstream();
     // The budget is far larger than the disk: the disk fills first.

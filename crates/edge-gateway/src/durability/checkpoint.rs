@@ -6,14 +6,16 @@
 //! the new one, never half of each. A checksum guards against the rest.
 //!
 //! ```text
-//! file  = magic "EGWCK002" body_len:u64le crc32(body):u32le body
-//! body  = watermark:i64 n:u32 n × series session
+//! file  = magic "EGWCK003" body_len:u64le crc32(body):u32le body
+//! body  = watermark:i64 n:u32 n × series session steps
 //! series = dev_len:u16 dev metric_len:u16 metric start:i64 count:u64
 //!          shift:f64 mean:f64 m2:f64 min:f64 max:f64 scale_exp:i32
 //! session = journal_epoch:u64 k:u32 k × (source:text slot:u16 digest:u64)
+//! steps = steps_back:u32 rerun_until:i64     (aggregator::Aggregator::step_back)
 //! ```
 //!
-//! `EGWCK001` files (no session part) are still read. The session part
+//! `EGWCK001` files (no session part) and `EGWCK002` (no steps) are still
+//! read. The session part
 //! names the ingress journal that continues after this checkpoint and the
 //! redelivery slots already taken (see `journal` and `deliveries`).
 
@@ -21,13 +23,14 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use aggregator::{OpenSeries, Snapshot, StatsState};
-use gateway_core::state_file::{quarantine, read_if_exists, stage, FileError};
+use gateway_core::state_file::{inventory, quarantine, read_if_exists, stage, FileError};
 use gateway_core::{DeviceId, MetricName};
 
 use super::binary::{put_text, Reader};
 use super::deliveries::Taken;
 
-const MAGIC: &[u8; 8] = b"EGWCK002";
+const MAGIC: &[u8; 8] = b"EGWCK003";
+const MAGIC_V2: &[u8; 8] = b"EGWCK002";
 const MAGIC_V1: &[u8; 8] = b"EGWCK001";
 
 /// Everything a checkpoint holds.
@@ -80,8 +83,8 @@ impl Staged {
 impl Checkpoint {
     pub fn in_dir(state_dir: &Path) -> Self {
         Self {
-            path: state_dir.join("windows.ckpt"),
-            previous: state_dir.join("windows.prev.ckpt"),
+            path: state_dir.join(inventory::CHECKPOINT),
+            previous: state_dir.join(inventory::CHECKPOINT_PREVIOUS),
         }
     }
 
@@ -211,6 +214,7 @@ pub fn write_with<W: Write + Seek>(
     each_open: impl FnOnce(&mut dyn FnMut(&str, &str, i64, StatsState)),
     journal_epoch: u64,
     deliveries: &[Taken],
+    (steps_back, rerun_until): (u32, i64),
 ) -> std::io::Result<()> {
     // Header, watermark and series count are known only at the end (the
     // count after the series are streamed): zeros now, patched in then.
@@ -249,6 +253,8 @@ pub fn write_with<W: Write + Seek>(
         body.buf.extend_from_slice(&t.digest.to_le_bytes());
         body.spill_if_full();
     }
+    body.buf.extend_from_slice(&steps_back.to_le_bytes());
+    body.buf.extend_from_slice(&rerun_until.to_le_bytes());
     body.spill();
     if let Some(e) = body.error {
         return Err(e);
@@ -273,9 +279,10 @@ pub fn write_with<W: Write + Seek>(
 
 fn decode(bytes: &[u8]) -> Result<Saved, &'static str> {
     let mut r = Reader::new(bytes);
-    let has_session = match r.take(8) {
-        Some(m) if m == MAGIC.as_slice() => true,
-        Some(m) if m == MAGIC_V1.as_slice() => false,
+    let (has_session, has_steps) = match r.take(8) {
+        Some(m) if m == MAGIC.as_slice() => (true, true),
+        Some(m) if m == MAGIC_V2.as_slice() => (true, false),
+        Some(m) if m == MAGIC_V1.as_slice() => (false, false),
         _ => return Err("not a checkpoint"),
     };
     let len = r.u64().ok_or("truncated header")?;
@@ -316,7 +323,11 @@ fn decode(bytes: &[u8]) -> Result<Saved, &'static str> {
             },
         });
     }
-    let snapshot = Snapshot { watermark_ms, open };
+    let mut snapshot = Snapshot {
+        watermark_ms,
+        open,
+        ..Snapshot::default()
+    };
     if !has_session {
         return Ok(Saved {
             snapshot,
@@ -333,6 +344,11 @@ fn decode(bytes: &[u8]) -> Result<Saved, &'static str> {
             slot: r.u16().ok_or(bad)?,
             digest: r.u64().ok_or(bad)?,
         });
+    }
+    if has_steps {
+        let bad = "malformed clock steps";
+        snapshot.steps_back = r.u32().ok_or(bad)?;
+        snapshot.rerun_until = r.i64().ok_or(bad)?;
     }
     Ok(Saved {
         snapshot,
@@ -362,6 +378,7 @@ mod tests {
             },
             saved.journal_epoch,
             &saved.deliveries,
+            (s.steps_back, s.rerun_until),
         )
     }
 
@@ -406,6 +423,8 @@ mod tests {
                     },
                 })
                 .collect(),
+            steps_back: 2,
+            rerun_until: 1_795_255_800_000,
         }
     }
 
@@ -446,7 +465,12 @@ mod tests {
         v1.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
         v1.extend_from_slice(body);
         let read = decode(&v1).unwrap();
-        assert_eq!(read.snapshot, snapshot());
+        let without_steps = Snapshot {
+            steps_back: 0,
+            rerun_until: 0,
+            ..snapshot()
+        };
+        assert_eq!(read.snapshot, without_steps);
         assert_eq!((read.journal_epoch, read.deliveries.len()), (0, 0));
     }
 }

@@ -77,6 +77,18 @@ impl Deliveries {
         });
     }
 
+    /// Forgets the newest record of `key`'s message: it was not taken
+    /// after all, so its resend is new.
+    pub fn forget(&mut self, key: &DeliveryKey) {
+        if let Some(i) = self
+            .taken
+            .iter()
+            .rposition(|t| t.slot == key.slot && t.digest == key.digest && t.source == key.source)
+        {
+            self.taken.remove(i);
+        }
+    }
+
     /// Forgets every slot of `source`: its session started afresh, so its
     /// next messages (packet ids from 1 again) are new whatever they carry.
     pub fn forget_source(&mut self, source: &str) {

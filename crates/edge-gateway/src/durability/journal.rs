@@ -17,6 +17,9 @@
 //! record = len:u32le crc32(body):u32le body    (gateway_core::state_file::frame)
 //! body   = has_key:u8 [source:text slot:u16 digest:u64] n:u32 n × reading
 //!        | 2:u8 source:text n:u32(0)      the source's session started afresh
+//!        | 3:u8 at_ms:i64 steps:u32 n:u32(0)
+//!                                  the window clock stepped back to at_ms
+//!                                  (its `steps`th backward step)
 //! reading = device:text metric:text time_ms:i64 value:f64 event_time:u8
 //! ```
 //!
@@ -29,6 +32,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use gateway_core::state_file::inventory::{JOURNAL_PREFIX, JOURNAL_SUFFIX};
 use gateway_core::state_file::{frame, frame::Frame, FileError};
 use gateway_core::{DeliveryKey, DeviceId, MetricName, Reading, Receipt, TimeSource, Timestamp};
 use tracing::{info, warn};
@@ -59,16 +63,23 @@ pub struct Entry {
     pub readings: Vec<Reading>,
     /// A marker, not a message: this source's session started afresh here.
     pub new_session: Option<Arc<str>>,
+    /// A marker: the window clock followed a wall clock that stepped back
+    /// to this instant (ms), here in the order of the messages.
+    pub step_back: Option<(i64, u32)>,
 }
 
 const NO_KEY: u8 = 0;
 const KEY: u8 = 1;
 const NEW_SESSION: u8 = 2;
+const STEP_BACK: u8 = 3;
 
 /// What opening found.
 #[derive(Debug, Default)]
 pub struct Replay {
     pub entries: Vec<Entry>,
+    /// Where each journal file's entries start in `entries`, with its
+    /// epoch, oldest first.
+    pub epochs: Vec<(usize, u64)>,
     /// Bytes cut off a damaged tail.
     pub damaged_bytes: u64,
 }
@@ -90,12 +101,12 @@ pub struct Journal {
 }
 
 fn file_name(epoch: u64) -> String {
-    format!("ingress-{epoch:020}.journal")
+    format!("{JOURNAL_PREFIX}{epoch:020}{JOURNAL_SUFFIX}")
 }
 
 fn epoch_of(name: &str) -> Option<u64> {
-    name.strip_prefix("ingress-")?
-        .strip_suffix(".journal")?
+    name.strip_prefix(JOURNAL_PREFIX)?
+        .strip_suffix(JOURNAL_SUFFIX)?
         .parse()
         .ok()
 }
@@ -148,6 +159,7 @@ impl Journal {
                 let bytes = std::fs::read(&older).map_err(io("reading", &older))?;
                 let scan = decode_records(&bytes);
                 replay.damaged_bytes += scan.damaged;
+                replay.epochs.push((replay.entries.len(), e));
                 replay.entries.extend(scan.entries);
                 newest = e;
             }
@@ -155,6 +167,10 @@ impl Journal {
         // The named epoch first, then the later ones read above.
         let (mut j, first) = Self::open_one(dir, epoch)?;
         let later = std::mem::take(&mut replay.entries);
+        let shift = first.entries.len();
+        replay.epochs = std::iter::once((0, epoch))
+            .chain(replay.epochs.iter().map(|(at, e)| (at + shift, *e)))
+            .collect();
         replay.entries = first.entries;
         replay.entries.extend(later);
         replay.damaged_bytes += first.damaged_bytes;
@@ -198,6 +214,7 @@ impl Journal {
             },
             Replay {
                 entries,
+                epochs: vec![(0, epoch)],
                 damaged_bytes,
             },
         ))
@@ -213,6 +230,18 @@ impl Journal {
         let start = frame::begin(&mut self.buffer);
         self.buffer.push(NEW_SESSION);
         put_text(&mut self.buffer, source);
+        self.buffer.extend_from_slice(&0u32.to_le_bytes());
+        frame::end(&mut self.buffer, start);
+    }
+
+    /// Records, in order with the messages, that the window clock stepped
+    /// back to `at_ms`: a replay must step back at the same point, or the
+    /// readings taken after it would be refused as late.
+    pub fn append_step_back(&mut self, at_ms: i64, steps: u32) {
+        let start = frame::begin(&mut self.buffer);
+        self.buffer.push(STEP_BACK);
+        self.buffer.extend_from_slice(&at_ms.to_le_bytes());
+        self.buffer.extend_from_slice(&steps.to_le_bytes());
         self.buffer.extend_from_slice(&0u32.to_le_bytes());
         frame::end(&mut self.buffer, start);
     }
@@ -258,8 +287,9 @@ impl Journal {
     ///
     /// # Errors
     /// The write or sync failed (a full disk): nothing is acknowledged, the
-    /// file is cut back to its last good length and the records are kept
-    /// for the next try.
+    /// file is cut back to its last good length and the records are
+    /// dropped: the caller appends them again, as they are then, for the
+    /// next try.
     pub fn commit(&mut self) -> Result<usize, JournalError> {
         if !self.buffer.is_empty() {
             let written = self
@@ -269,6 +299,7 @@ impl Journal {
             if let Err(e) = written {
                 let _ = self.file.set_len(self.committed_len);
                 let _ = self.file.seek(SeekFrom::End(0));
+                self.buffer.clear();
                 return Err(io("appending to", &self.path)(e));
             }
             self.committed_len += self.buffer.len() as u64;
@@ -397,12 +428,14 @@ fn record_at(bytes: &[u8]) -> Option<(Entry, usize)> {
 
 fn decode_entry(body: &[u8]) -> Option<Entry> {
     let mut r = Reader::new(body);
-    let (key, new_session) = match r.take(1)?[0] {
-        NO_KEY => (None, None),
-        KEY => (Some((Arc::from(r.text()?), r.u16()?, r.u64()?)), None),
-        NEW_SESSION => (None, Some(Arc::from(r.text()?))),
+    let (mut key, mut new_session, mut step_back) = (None, None, None);
+    match r.take(1)?[0] {
+        NO_KEY => {}
+        KEY => key = Some((Arc::from(r.text()?), r.u16()?, r.u64()?)),
+        NEW_SESSION => new_session = Some(Arc::from(r.text()?)),
+        STEP_BACK => step_back = Some((r.i64()?, r.u32()?)),
         _ => return None,
-    };
+    }
     let n = r.u32()?;
     let mut readings = Vec::with_capacity(n.min(4096) as usize);
     for _ in 0..n {
@@ -420,6 +453,7 @@ fn decode_entry(body: &[u8]) -> Option<Entry> {
         key,
         readings,
         new_session,
+        step_back,
     })
 }
 
@@ -561,6 +595,24 @@ mod tests {
             2,
             "the previous checkpoint's successors"
         );
+    }
+
+    #[test]
+    fn a_clock_step_marker_replays_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 0, 0).unwrap();
+        j.append(None, &[reading("a", 1.0, 5000)]);
+        j.append_step_back(1_000, 1);
+        j.append(None, &[reading("a", 2.0, 1000)]);
+        j.commit().unwrap();
+        drop(j);
+        let (_, replay) = Journal::open(dir.path(), 0, 0).unwrap();
+        let marks: Vec<(Option<(i64, u32)>, usize)> = replay
+            .entries
+            .iter()
+            .map(|e| (e.step_back, e.readings.len()))
+            .collect();
+        assert_eq!(marks, [(None, 1), (Some((1_000, 1)), 0), (None, 1)]);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! Invariant: checkpoint + its journal = every reading the pipeline took
 //! from a redelivering source and acknowledged. A receipt completes (and
 //! the adapter acknowledges) only after the journal holding its readings is
-//! synced; a checkpoint names the next journal epoch and that journal is
+//! synced, and its readings enter their windows only then too: a journal
+//! that cannot be written (a full disk) holds back both, so nothing counted
+//! is ever sent again by its broker; a checkpoint names the next journal epoch and that journal is
 //! started only once the checkpoint is on disk. Readings from sources that
 //! cannot redeliver (CoAP NON, UDP) are in the next checkpoint: a kill -9
 //! costs at most one `checkpoint_interval` of them.
@@ -23,8 +25,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use aggregator::Aggregator;
-use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{DeliveryKey, Reading, Receipt, Telemetry};
+use std::sync::Arc;
+
+use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
+use gateway_core::{DeliveryKey, Reading, Receipt, Telemetry, Timestamp};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
@@ -55,15 +59,63 @@ pub struct Durability {
     /// lands this one becomes the previous generation, and the journals
     /// from its epoch on are what rebuilds it: only older ones go.
     on_disk_epoch: u64,
+    /// The checkpoint that just landed followed failed ones, so journals
+    /// of several epochs are still kept behind it: one more checkpoint
+    /// right away deletes them.
+    trim_due: bool,
     /// Fault hook for the crash tests: holds each background checkpoint
     /// back this long before it is synced, so a kill can land while one is
     /// in flight. Unset (the default), nothing waits.
     hold_checkpoint: Option<Duration>,
+    /// Messages from redelivering sources waiting for the journal, in
+    /// arrival order with the session markers. Their readings are in no
+    /// window yet: a reading enters a window only once it is on disk, so
+    /// a journal that cannot be written (a full disk) holds back both the
+    /// acknowledgement and the count, and the broker's resend after a
+    /// crash is the first time the reading is counted.
+    pending: Vec<Pending>,
+    /// Readings in `pending`.
+    pending_readings: usize,
+    /// Receipts of resent copies, completed with the next commit (the
+    /// original may be in it).
+    copies: Vec<Receipt>,
+    holding: Gauge,
+    unjournaled: Counter,
+    /// Windows a replayed backward clock step closed: they were closed
+    /// (and maybe sent) before the crash too, and go out again with the
+    /// same ids and statistics.
+    closed_by_step: Vec<aggregator::DeviceWindow>,
     /// Readings read back from the journals at start, for the sinks: they
     /// were acknowledged to their senders but a sink may not have stored
     /// them before the crash (a sink answers the checkpoint's flush only
     /// once stored, so nothing older than these can be missing there).
-    replayed: Vec<Reading>,
+    /// Grouped by the journal epoch they were appended in.
+    replayed: Vec<(u64, Vec<Reading>)>,
+}
+
+/// Readings waiting, unacknowledged and uncounted, for the ingress journal
+/// to be writable again.
+pub const JOURNAL_HOLDING: &str = "edge_gateway_journal_holding_readings";
+/// Readings dropped because the journal could not take them for long and
+/// nobody would resend them (see [`MAX_PENDING_READINGS`]).
+pub const JOURNAL_DROPPED: &str = "edge_gateway_journal_dropped_readings_total";
+
+/// Readings held for an unwritable journal before messages nobody waits
+/// for (a serial line's) are dropped; what a broker or a TCP node waits for
+/// is bounded by them (Mosquitto lets 20 messages be in flight).
+pub const MAX_PENDING_READINGS: usize = 10_000;
+
+/// One message waiting for the journal.
+enum Pending {
+    Message {
+        readings: Vec<Reading>,
+        receipt: Receipt,
+        /// When to judge it as taken (its arrival, for a message held
+        /// while the clock was unset); `None`: when it is committed.
+        at: Option<Timestamp>,
+    },
+    NewSession(Arc<str>),
+    StepBack(i64, u32),
 }
 
 /// Resent copies of messages already taken, not counted again.
@@ -86,10 +138,17 @@ impl Durability {
             log: LogThrottle::default(),
             saving: None,
             on_disk_epoch: 0,
+            trim_due: false,
             hold_checkpoint: std::env::var(HOLD_CHECKPOINT_ENV)
                 .ok()
                 .and_then(|ms| ms.parse().ok())
                 .map(Duration::from_millis),
+            closed_by_step: Vec::new(),
+            pending: Vec::new(),
+            pending_readings: 0,
+            copies: Vec::new(),
+            holding: telemetry.gauge(JOURNAL_HOLDING, &[]),
+            unjournaled: telemetry.counter(JOURNAL_DROPPED, &[]),
             replayed: Vec::new(),
         }
     }
@@ -138,14 +197,30 @@ impl Durability {
         };
         journal::report(&replay, epoch);
         let (mut late, mut taken) = (0usize, 0usize);
-        for entry in &replay.entries {
+        let mut starts = replay.epochs.iter().peekable();
+        for (i, entry) in replay.entries.iter().enumerate() {
+            while let Some((_, epoch)) = starts.next_if(|(at, _)| *at <= i) {
+                d.replayed.push((*epoch, Vec::new()));
+            }
             if let Some(source) = &entry.new_session {
                 d.deliveries.forget_source(source);
+            }
+            // A checkpoint taken after the step holds it already.
+            if let Some((at, steps)) = entry.step_back {
+                if let (Ok(at), true) = (
+                    gateway_core::Timestamp::from_millis(at),
+                    aggregator.steps_back().0 < steps,
+                ) {
+                    d.closed_by_step
+                        .extend(aggregator.step_back(at).unwrap_or_default());
+                }
             }
             if let Some((source, slot, digest)) = &entry.key {
                 d.deliveries.record(source.clone(), *slot, *digest);
             }
-            d.replayed.extend(entry.readings.iter().cloned());
+            if let Some((_, readings)) = d.replayed.last_mut() {
+                readings.extend(entry.readings.iter().cloned());
+            }
             for r in &entry.readings {
                 // Judged as when it arrived: it was accepted then, and its
                 // window may have ended while the gateway was down.
@@ -172,8 +247,19 @@ impl Durability {
     /// The readings replayed from the journals at start, once: the sinks
     /// are given them again (InfluxDB keeps one point per series and time,
     /// so a point written twice is written once).
-    pub fn take_replayed(&mut self) -> Vec<Reading> {
+    /// Each group comes with the journal epoch it was appended in.
+    pub fn take_replayed(&mut self) -> Vec<(u64, Vec<Reading>)> {
         std::mem::take(&mut self.replayed)
+    }
+
+    /// The journal epoch appends go to now; `None` without a journal.
+    pub fn journal_epoch(&self) -> Option<u64> {
+        self.store.as_ref().map(|s| s.journal.epoch())
+    }
+
+    /// The windows a replayed backward clock step closed, once.
+    pub fn take_closed_by_step(&mut self) -> Vec<aggregator::DeviceWindow> {
+        std::mem::take(&mut self.closed_by_step)
     }
 
     /// How often to checkpoint; `None` when nothing is kept on disk.
@@ -198,51 +284,152 @@ impl Durability {
     /// messages, so a replay forgets at the same point.
     pub fn new_session(&mut self, source: &str) {
         self.deliveries.forget_source(source);
-        if let Some(s) = &mut self.store {
-            s.journal.append_new_session(source);
+        if self.store.is_some() {
+            self.pending.push(Pending::NewSession(Arc::from(source)));
         }
     }
 
-    /// Journals the readings the aggregator accepted; the receipt
-    /// completes once they are on disk.
-    pub fn log(&mut self, readings: &[Reading], receipt: Receipt) {
-        match &mut self.store {
-            Some(s) => {
-                s.journal.append(receipt.key.as_ref(), readings);
-                s.journal.wait(receipt);
-            }
-            None => receipt.complete(),
+    /// The window clock followed a wall clock that stepped back to
+    /// `at_ms` ([`Aggregator::step_back`]): journaled in order with the
+    /// messages, so a replay steps back at the same point.
+    pub fn stepped_back(&mut self, at_ms: i64, steps: u32) {
+        if self.store.is_some() {
+            self.pending.push(Pending::StepBack(at_ms, steps));
         }
+    }
+
+    /// Whether messages from redelivering sources go through the journal
+    /// ([`stage`](Self::stage)) rather than being taken and acknowledged
+    /// at once.
+    pub fn journaling(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Keeps a message for the next commit, which journals it and hands
+    /// its readings back to be counted; until then they are in no window.
+    /// Call only while [`journaling`](Self::journaling).
+    pub fn stage(&mut self, readings: Vec<Reading>, receipt: Receipt, at: Option<Timestamp>) {
+        self.pending_readings += readings.len();
+        self.pending.push(Pending::Message {
+            readings,
+            receipt,
+            at,
+        });
+        if self.pending_readings > MAX_PENDING_READINGS {
+            self.drop_unawaited();
+        }
+    }
+
+    /// Over [`MAX_PENDING_READINGS`]: drops the messages nobody waits for,
+    /// oldest first, and forgets their keys so a resend is new.
+    fn drop_unawaited(&mut self) {
+        let mut dropped = 0usize;
+        let deliveries = &mut self.deliveries;
+        self.pending.retain(|p| match p {
+            Pending::Message {
+                readings, receipt, ..
+            } if !receipt.is_awaited() => {
+                if let Some(k) = &receipt.key {
+                    deliveries.forget(k);
+                }
+                dropped += readings.len();
+                false
+            }
+            _ => true,
+        });
+        if dropped > 0 {
+            self.pending_readings -= dropped;
+            self.unjournaled.add(dropped as u64);
+            error!(
+                dropped,
+                "The ingress journal still cannot be written: dropping readings nobody would resend."
+            );
+        }
+    }
+
+    /// Readings waiting for the journal.
+    pub fn pending_readings(&self) -> usize {
+        self.pending_readings
     }
 
     /// Completes a copy's receipt together with what it copies (which may
     /// still be waiting for the same commit).
     pub fn acknowledge_copy(&mut self, receipt: Receipt) {
         match &mut self.store {
-            Some(s) => s.journal.wait(receipt),
+            Some(_) => self.copies.push(receipt),
             None => receipt.complete(),
         }
     }
 
     /// Whether to commit now: the batch is large, or nothing else is queued.
     pub fn should_commit(&self, queue_empty: bool) -> bool {
-        self.store.as_ref().is_some_and(|s| {
-            let n = s.journal.uncommitted();
-            n > 0 && (queue_empty || n >= MAX_BATCH)
-        })
+        let n = self.pending.len() + self.copies.len();
+        self.store.is_some() && n > 0 && (queue_empty || n >= MAX_BATCH)
     }
 
-    /// Syncs the journal and completes its receipts. On failure (a full
-    /// disk) nothing is acknowledged: the sources keep their copies and
-    /// slow down, and the commit is retried.
-    pub fn commit(&mut self) {
-        let Some(s) = &mut self.store else { return };
-        if let Err(e) = s.journal.commit() {
-            self.journal_failures.inc();
-            if let Some(suppressed) = self.log.allow("journal") {
-                error!(error = %e, disk_full = e.is_disk_full(), waiting = s.journal.uncommitted(), suppressed, "Cannot write the ingress journal: holding acknowledgements (the local broker keeps the readings) and retrying.");
+    /// Journals and syncs the waiting messages, completes their receipts
+    /// and returns their readings, to be counted now and in this order,
+    /// each batch with the time it is judged at (`None`: now).
+    /// `screen` gives, for a message's readings, those the windows will
+    /// take (re-stamped as they will be): only they are journaled, so a
+    /// replay rebuilds exactly what was counted.
+    ///
+    /// On failure (a full disk) nothing is returned or acknowledged: the
+    /// messages wait (their sources keep their copies and slow down) and
+    /// the next commit tries again, screening them afresh.
+    pub fn commit(
+        &mut self,
+        mut screen: impl FnMut(&[Reading], Option<Timestamp>) -> Vec<Reading>,
+    ) -> Vec<(Vec<Reading>, Option<Timestamp>)> {
+        let Some(s) = &mut self.store else {
+            return Vec::new();
+        };
+        if self.pending.is_empty() && self.copies.is_empty() {
+            return Vec::new();
+        }
+        for p in &self.pending {
+            match p {
+                Pending::Message {
+                    readings,
+                    receipt,
+                    at,
+                } => {
+                    s.journal
+                        .append(receipt.key.as_ref(), &screen(readings, *at));
+                }
+                Pending::NewSession(source) => s.journal.append_new_session(source),
+                Pending::StepBack(at, steps) => s.journal.append_step_back(*at, *steps),
             }
         }
+        if let Err(e) = s.journal.commit() {
+            self.journal_failures.inc();
+            self.holding.set(self.pending_readings as f64);
+            if let Some(suppressed) = self.log.allow("journal") {
+                error!(error = %e, disk_full = e.is_disk_full(), waiting = self.pending_readings, suppressed, "Cannot write the ingress journal: holding these readings out of the windows and unacknowledged (their broker keeps them) and retrying.");
+            }
+            return Vec::new();
+        }
+        self.holding.set(0.0);
+        self.pending_readings = 0;
+        let mut taken: Vec<(Vec<Reading>, Option<Timestamp>)> = Vec::new();
+        for p in self.pending.drain(..) {
+            if let Pending::Message {
+                readings,
+                receipt,
+                at,
+            } = p
+            {
+                match taken.last_mut() {
+                    Some((batch, last_at)) if *last_at == at => batch.extend(readings),
+                    _ => taken.push((readings, at)),
+                }
+                receipt.complete();
+            }
+        }
+        for r in self.copies.drain(..) {
+            r.complete();
+        }
+        taken
     }
 
     /// Saves a checkpoint of the aggregator's open windows and starts a new
@@ -253,12 +440,11 @@ impl Durability {
     /// The checkpoint could not be written; the old one and the current
     /// journal stay valid.
     pub fn save(&mut self, aggregator: &Aggregator) -> Result<(), CheckpointError> {
-        self.commit();
+        let deliveries = self.taken_and_counted();
         let Some(s) = &mut self.store else {
             return Ok(());
         };
         let next = s.journal.epoch() + 1;
-        let deliveries = self.deliveries.to_list();
         s.checkpoint
             .save(|out| write_checkpoint(out, aggregator, next, &deliveries))?;
         if let Err(e) = s.journal.rotate(next) {
@@ -283,9 +469,10 @@ impl Durability {
     /// close, and alerts waited behind them.
     ///
     /// Hand the receiver's outcome to [`finish`](Self::finish). `Ok(None)`
-    /// means the checkpoint is already on disk (or there is none to keep):
-    /// with records the journal could not write, it is saved in place the
-    /// old way, since they are in this checkpoint only.
+    /// means there is no checkpoint to keep. Messages still waiting for
+    /// the journal are not in it (their readings are in no window yet):
+    /// they go to the next journal, and its remembered deliveries leave
+    /// them out, so their resend after a crash counts.
     ///
     /// # Errors
     /// The checkpoint or the next journal could not be written; the old
@@ -295,15 +482,11 @@ impl Durability {
         aggregator: &Aggregator,
         stored: impl std::future::Future<Output = bool> + Send + 'static,
     ) -> Result<Option<oneshot::Receiver<Result<(), CheckpointError>>>, CheckpointError> {
-        self.commit();
+        let deliveries = self.taken_and_counted();
         let Some(s) = &mut self.store else {
             return Ok(None);
         };
-        if s.journal.uncommitted() > 0 {
-            return self.save(aggregator).map(|()| None);
-        }
         let next = s.journal.epoch() + 1;
-        let deliveries = self.deliveries.to_list();
         let staged = s
             .checkpoint
             .stage(|out| write_checkpoint(out, aggregator, next, &deliveries))?;
@@ -329,6 +512,31 @@ impl Durability {
         Ok(Some(rx))
     }
 
+    /// Whether a checkpoint should start at once to delete the journals
+    /// that failed checkpoints left behind the one that just landed.
+    pub fn take_trim_due(&mut self) -> bool {
+        std::mem::take(&mut self.trim_due)
+    }
+
+    /// The remembered deliveries without those still waiting for the
+    /// journal: a checkpoint holds no reading of theirs, so after a crash
+    /// their resend must count.
+    fn taken_and_counted(&self) -> Vec<Taken> {
+        let mut list = self.deliveries.to_list();
+        for p in &self.pending {
+            if let Pending::Message {
+                receipt: Receipt { key: Some(k), .. },
+                ..
+            } = p
+            {
+                list.retain(|t| {
+                    !(t.source == k.source && t.slot == k.slot && t.digest == k.digest)
+                });
+            }
+        }
+        list
+    }
+
     /// Completes a checkpoint started by [`begin_save`](Self::begin_save).
     /// On success the journals it holds are deleted. On failure they stay:
     /// the previous checkpoint and every journal since still restore
@@ -341,6 +549,7 @@ impl Durability {
         outcome?;
         if let (Some(s), Some(epoch)) = (&mut self.store, epoch) {
             s.journal.retire_before(self.on_disk_epoch);
+            self.trim_due = epoch > self.on_disk_epoch.saturating_add(1);
             self.on_disk_epoch = epoch;
             if s.journal.epoch() == epoch {
                 s.journal.mark_dir_synced();
@@ -393,5 +602,6 @@ fn write_checkpoint(
         |put| aggregator.for_each_open(put),
         next,
         deliveries,
+        aggregator.steps_back(),
     )
 }

@@ -60,7 +60,8 @@ pub enum Record {
     Windows(Vec<(u32, Aggregate)>),
     Alert {
         seq: u64,
-        row: AlertRow,
+        // Boxed: rare beside windows, and the largest record by far.
+        row: Box<AlertRow>,
     },
     Index(Vec<IndexEntry>),
     Run {
@@ -212,7 +213,10 @@ fn parse(body: &[u8]) -> Option<Record> {
         KIND_ALERT => {
             let seq = u64_at(rest, 0)?;
             let row = serde_json::from_slice(rest.get(8..)?).ok()?;
-            Some(Record::Alert { seq, row })
+            Some(Record::Alert {
+                seq,
+                row: Box::new(row),
+            })
         }
         KIND_INDEX => {
             if rest.len() % ENTRY_LEN != 0 {
@@ -302,6 +306,7 @@ mod tests {
             limit: 8.0,
             at: 5,
             reason: Some("spike".into()),
+            expected: Some([1.0, 2.5]),
         };
         let entries = vec![IndexEntry {
             series: 7,
@@ -328,7 +333,7 @@ mod tests {
                 Record::Windows(vec![(7, a(0)), (8, a(60_000))]),
                 Record::Alert {
                     seq: 42,
-                    row: alert
+                    row: Box::new(alert)
                 },
                 Record::Index(entries),
                 Record::Run {

@@ -99,6 +99,11 @@ pub struct AlertRow {
     /// The anomaly model's reason for a raise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The anomaly model's expected range (low, high) for a raise, in the
+    /// metric's unit; `limit` is then its score. Absent in rows written
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<[f64; 2]>,
 }
 
 /// What one batch holds.
@@ -159,12 +164,16 @@ pub(crate) fn downsample(aggs: Vec<Aggregate>, from: i64, to: i64, step: i64) ->
     let step = step.max(min_step);
     let mut out: Vec<Aggregate> = Vec::new();
     for a in aggs {
-        let slot = from + (a.start - from).div_euclid(step) * step;
+        // `from`, `to` and `step` come from a query: in i128 no value of
+        // them overflows, and the slot lies between `from` and `a.start`.
+        let (from_w, step_w) = (i128::from(from), i128::from(step));
+        let slot = from_w + (i128::from(a.start) - from_w).div_euclid(step_w) * step_w;
+        let slot = i64::try_from(slot).unwrap_or(a.start);
         match out.last_mut() {
             Some(b) if b.start == slot => merge(b, &a),
             _ => out.push(Aggregate {
                 start: slot,
-                end: slot + step,
+                end: slot.saturating_add(step),
                 ..a
             }),
         }

@@ -198,10 +198,12 @@ impl History {
     fn load(dir: &Path, lock: Option<File>) -> Result<Self, HistoryError> {
         let mut state = State::default();
         let series_path = dir.join(SERIES_FILE);
+        let mut series_damaged = false;
         match std::fs::read(&series_path) {
             Ok(buf) => {
                 let (records, skipped) = codec::decode_all(&buf);
                 if skipped > 0 {
+                    series_damaged = true;
                     warn!(path = %series_path.display(), skipped, "Damaged bytes in the history's series list skipped; windows of the series they named are not shown.");
                 }
                 for r in records {
@@ -235,6 +237,12 @@ impl History {
                 }
             }
         }
+        // Ids the open hours use, named or not: a series whose name was
+        // lost must never lend its id to a new one.
+        let used = state.open.values().flat_map(|s| s.keys()).max().copied();
+        if let Some(id) = used {
+            state.next_id = state.next_id.max(id.saturating_add(1));
+        }
         let h = Self {
             dir: dir.to_path_buf(),
             state: Mutex::new(state),
@@ -242,8 +250,36 @@ impl History {
             index_cache: IndexCache::default(),
             lock,
         };
+        if series_damaged {
+            h.skip_ids_of_sealed_hours();
+        }
         h.find_last_ends();
         Ok(h)
+    }
+
+    /// Raises the next series id above every id a sealed hour uses. Only
+    /// needed when the series list lost records: otherwise every id used
+    /// is named there (a series is on disk before any window names it).
+    /// Without it, a new device would be given the id of a series whose
+    /// name was lost, and show that series' windows as its own.
+    fn skip_ids_of_sealed_hours(&self) {
+        let hours: Vec<i64> = self.lock_state().sealed.iter().copied().collect();
+        let mut highest: Option<u32> = None;
+        for hour in hours {
+            match self.sealed_index(hour) {
+                Ok(Some((_, index))) => {
+                    highest = highest.max(index.iter().map(|e| e.series).max());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(hour, error = %e, "Cannot read a sealed history hour's index while looking for the series ids in use.");
+                }
+            }
+        }
+        if let Some(id) = highest {
+            let mut s = self.lock_state();
+            s.next_id = s.next_id.max(id.saturating_add(1));
+        }
     }
 
     /// Fills in the newest window of each series the open hours did not
@@ -486,6 +522,35 @@ impl History {
     }
 }
 
+impl History {
+    /// Every alert transition in `[from, to)`, oldest first, unbounded
+    /// (for `history export --alerts`, which writes them out; the
+    /// dashboard's answers use the bounded [`History::alerts`]).
+    ///
+    /// # Errors
+    /// A day's file that cannot be read.
+    pub fn alert_log(&self, from: i64, to: i64) -> Result<Vec<AlertRow>, HistoryError> {
+        let days: Vec<i64> = {
+            let s = self.lock_state();
+            let (first, last) = (
+                from.div_euclid(DAY_MS),
+                to.saturating_sub(1).div_euclid(DAY_MS),
+            );
+            s.alert_days.range(first..=last).copied().collect()
+        };
+        let mut out = Vec::new();
+        for day in days {
+            let mut rows: Vec<(u64, AlertRow)> = read_alerts(&alert_log(&self.dir, day))?
+                .into_iter()
+                .filter(|(_, a)| a.at >= from && a.at < to)
+                .collect();
+            rows.sort_by_key(|(seq, a)| (a.at, *seq));
+            out.extend(rows.into_iter().map(|(_, a)| a));
+        }
+        Ok(out)
+    }
+}
+
 fn load_hour_log(path: &Path, hour: i64, state: &mut State) -> Result<(), HistoryError> {
     let buf = match std::fs::read(path) {
         Ok(b) => b,
@@ -527,7 +592,7 @@ fn read_alerts(path: &Path) -> Result<Vec<(u64, AlertRow)>, HistoryError> {
     Ok(records
         .into_iter()
         .filter_map(|r| match r {
-            Record::Alert { seq, row } => Some((seq, row)),
+            Record::Alert { seq, row } => Some((seq, *row)),
             _ => None,
         })
         .collect())

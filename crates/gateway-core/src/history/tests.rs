@@ -41,6 +41,7 @@ fn alert(device: &str, at: i64, state: &str) -> AlertRow {
         limit: 2.0,
         at,
         reason: None,
+        expected: None,
     }
 }
 
@@ -290,4 +291,146 @@ fn damage_costs_what_it_hits_and_writing_goes_on_after_a_torn_tail() {
     std::fs::write(&dat, &bytes).unwrap();
     let h = History::open_read_only(dir.path()).unwrap();
     assert_eq!(avgs(&h, "d0", T0, T0 + HOUR_MS).len(), 60);
+}
+
+#[test]
+fn the_alert_log_is_every_transition_oldest_first_suppressed_ones_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = History::open(dir.path()).unwrap();
+    let day = 24 * HOUR_MS;
+    // More than one answer of the dashboard holds, over two days, with
+    // transitions of the same millisecond in the order they happened.
+    let states = ["raised", "cleared", "suppressed"];
+    let rows: Vec<AlertRow> = (0..MAX_ALERTS as i64 + 200)
+        .map(|i| alert("meter", T0 + (i / 2) * 60 * MIN, states[i as usize % 3]))
+        .collect();
+    assert!(rows.last().unwrap().at > T0 + day, "spans two days");
+    for (seq, chunk) in rows.chunks(100).enumerate() {
+        let batch = Batch {
+            windows: vec![],
+            alerts: chunk.to_vec(),
+        };
+        h.write(&batch, seq as u64 * 100).unwrap();
+    }
+    drop(h);
+    let reader = History::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.alert_log(0, i64::MAX).unwrap(), rows);
+    assert_eq!(reader.alerts(0, i64::MAX).unwrap().len(), MAX_ALERTS);
+    let last_hour = reader.alert_log(rows[5].at, rows[8].at).unwrap();
+    assert_eq!(last_hour, rows[4..8], "[from, to)");
+}
+
+#[test]
+fn downsampling_any_range_and_step_from_a_query_never_overflows() {
+    let agg = |start: i64| Aggregate {
+        start,
+        end: start.saturating_add(MIN),
+        count: 1,
+        avg: 1.0,
+        min: 1.0,
+        max: 1.0,
+        std: 0.0,
+    };
+    let edges = [i64::MIN, i64::MIN + 1, -1, 0, 1, T0, i64::MAX - 1, i64::MAX];
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut values: Vec<i64> = edges.to_vec();
+    for _ in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        values.push(x as i64);
+    }
+    for &from in &values {
+        for &step in &edges {
+            let to = from.saturating_add(HOUR_MS);
+            let out = downsample(vec![agg(T0), agg(T0 + MIN)], from, to, step);
+            assert!(out.len() <= 2, "{from} {step}");
+            for b in &out {
+                assert!(b.end >= b.start, "{from} {step}: {b:?}");
+            }
+        }
+    }
+}
+
+/// Windows of one reading each of `value`, one a minute from `from`.
+fn readings_of(device: &str, from: i64, n: i64, value: f64) -> Batch {
+    windows(
+        (0..n)
+            .map(|i| {
+                let mut row = w(device, "t", from + i * MIN, value);
+                row.agg.count = 1;
+                (row.agg.min, row.agg.max, row.agg.std) = (value, value, 0.0);
+                row
+            })
+            .collect(),
+    )
+}
+
+/// Readings and their mean over every window of a series.
+fn count_and_mean(h: &History, device: &str) -> (u64, f64) {
+    let all = h
+        .series(device, "t", i64::MIN / 2, i64::MAX / 2, 0)
+        .unwrap();
+    let n: u64 = all.iter().map(|a| a.count).sum();
+    let sum: f64 = all.iter().map(|a| a.avg * a.count as f64).sum();
+    (n, if n == 0 { 0.0 } else { sum / n as f64 })
+}
+
+/// A damaged series list must not hand a lost series' id to a new device:
+/// its windows (sealed ones and ones still in an hour's log) would show as
+/// the new device's.
+fn a_lost_series_id_is_not_reused(damage: impl Fn(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = History::open(dir.path()).unwrap();
+    h.write(&readings_of("kept", T0, 10, 5.0), 0).unwrap();
+    // The victim's windows: an hour sealed at the next open, and the
+    // newest hour, left in its log; half a window off the newcomer's, so
+    // a reused id would show both instead of the newcomer's replacing them.
+    h.write(&readings_of("victim", T0 + HOUR_MS + MIN / 2, 59, 77.0), 0)
+        .unwrap();
+    h.write(
+        &readings_of("victim", T0 + 5 * HOUR_MS + MIN / 2, 59, 77.0),
+        0,
+    )
+    .unwrap();
+    drop(h);
+    damage(&dir.path().join("series.log"));
+    let h = History::open(dir.path()).unwrap();
+    assert_eq!(count_and_mean(&h, "victim"), (0, 0.0), "hidden, not shown");
+    h.write(&readings_of("newcomer", T0 + HOUR_MS, 60, 1.0), 0)
+        .unwrap();
+    h.write(&readings_of("newcomer", T0 + 5 * HOUR_MS, 60, 1.0), 0)
+        .unwrap();
+    assert_eq!(count_and_mean(&h, "newcomer"), (120, 1.0));
+    drop(h);
+    let h = History::open(dir.path()).unwrap();
+    assert_eq!(
+        count_and_mean(&h, "newcomer"),
+        (120, 1.0),
+        "after reopening"
+    );
+    assert_eq!(count_and_mean(&h, "kept"), (10, 5.0));
+}
+
+#[test]
+fn a_scribbled_series_list_never_gives_a_lost_series_id_to_a_new_device() {
+    a_lost_series_id_is_not_reused(|path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x5a;
+        std::fs::write(path, &bytes).unwrap();
+    });
+}
+
+#[test]
+fn a_torn_series_list_never_gives_a_lost_series_id_to_a_new_device() {
+    a_lost_series_id_is_not_reused(|path| {
+        let len = std::fs::metadata(path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len - 4)
+            .unwrap();
+    });
 }

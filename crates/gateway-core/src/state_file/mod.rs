@@ -10,8 +10,14 @@
 //! - [`is_disk_full`]: the one test for "the disk or its quota is full".
 //! - [`frame`]: the length + CRC framing of the append-only logs (the
 //!   ingress journal and the outbox).
+//! - [`dir_lock`]: one gateway per state directory.
+//! - [`json`]: the small JSON documents' load-or-quarantine and atomic save.
+//! - [`inventory`]: every file under `state_dir`, named once.
 
+pub mod dir_lock;
 pub mod frame;
+pub mod inventory;
+pub mod json;
 
 use std::fs::File;
 use std::io::Write;

@@ -1,0 +1,262 @@
+//! The window clock under a wall clock that steps, with tokio's paused
+//! clock and a wall clock the test moves: NTP correcting a clock that ran
+//! ahead (10 minutes back with 5-minute windows, 1 hour back with 5-second
+//! windows), and readings held while the clock was not set yet.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregator::{Aggregator, WindowSpec};
+use edge_gateway::clock_guard::CLOCK_STEPS;
+use edge_gateway::durability::Durability;
+use edge_gateway::messages::Renderer;
+use edge_gateway::pipeline::{Pipeline, LATE_READINGS};
+use gateway_core::{
+    Clock, DeviceId, DeviceRegistry, Ingress, MetricName, OutboundMessage, Reading, Telemetry,
+    TimeSource, Timestamp, TokioClock,
+};
+use tokio::sync::mpsc;
+
+/// Tokio's paused time plus a step the test sets, as NTP would.
+struct SteppedClock {
+    inner: TokioClock,
+    step_ms: AtomicI64,
+}
+
+impl Clock for SteppedClock {
+    fn now(&self) -> Timestamp {
+        self.inner
+            .now()
+            .saturating_add_millis(self.step_ms.load(Ordering::Relaxed))
+    }
+}
+
+struct Harness {
+    tx: mpsc::Sender<Ingress>,
+    out: mpsc::Receiver<OutboundMessage>,
+    telemetry: Telemetry,
+    clock: Arc<SteppedClock>,
+    sent: Vec<serde_json::Value>,
+}
+
+fn ts(rfc3339: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(rfc3339).unwrap()
+}
+
+fn start(at: &str, window_s: i64, grace_s: i64) -> Harness {
+    let telemetry = Telemetry::default();
+    let clock = Arc::new(SteppedClock {
+        inner: TokioClock::starting_at(ts(at)),
+        step_ms: AtomicI64::new(0),
+    });
+    let pipeline = Pipeline {
+        aggregator: Aggregator::new(WindowSpec {
+            window_ms: window_s * 1000,
+            grace_ms: grace_s * 1000,
+            max_future_ms: 60_000,
+        })
+        .unwrap(),
+        renderer: Renderer {
+            gateway_id: "gw-01".into(),
+            prefix: "building/hq".into(),
+            registry: DeviceRegistry::default(),
+        },
+        clock: clock.clone(),
+        telemetry: telemetry.clone(),
+        durability: Durability::in_memory(&telemetry),
+        outbox_flush: None,
+        alerts: None,
+        urgent: None,
+        sinks: Default::default(),
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let (out_tx, out) = mpsc::channel(4096);
+    tokio::spawn(pipeline.run(rx, out_tx));
+    Harness {
+        tx,
+        out,
+        telemetry,
+        clock,
+        sent: Vec::new(),
+    }
+}
+
+impl Harness {
+    /// Readings of 1.0 the way an adapter makes them: stamped with the
+    /// wall clock on arrival.
+    async fn arrive(&self, device: &str, n: usize) {
+        let now = self.clock.now();
+        let readings = (0..n)
+            .map(|_| reading(device, now, TimeSource::Arrival))
+            .collect();
+        self.tx.send(Ingress::Readings(readings)).await.unwrap();
+    }
+
+    async fn advance(&mut self, by: Duration) {
+        // A second at a time: the pipeline looks at the clock at least
+        // once a second, as it does on a real one.
+        let mut left = by;
+        while !left.is_zero() {
+            let step = left.min(Duration::from_millis(500));
+            tokio::time::advance(step).await;
+            settle().await;
+            left -= step;
+        }
+        while let Ok(m) = self.out.try_recv() {
+            self.sent.push(serde_json::from_slice(&m.payload).unwrap());
+        }
+    }
+
+    fn step(&self, by_ms: i64) {
+        self.clock.step_ms.fetch_add(by_ms, Ordering::Relaxed);
+    }
+
+    /// (window start → (count, rerun)) of `device`, asserting that no id
+    /// came twice.
+    fn windows(&self, device: &str) -> BTreeMap<(String, u64), u64> {
+        let mut ids = std::collections::HashSet::new();
+        let mut out = BTreeMap::new();
+        for j in self.sent.iter().filter(|j| j["device"] == device) {
+            assert!(ids.insert(j["id"].to_string()), "id sent twice: {j}");
+            let count = j["metrics"]["t"]["count"].as_u64().unwrap();
+            let key = (
+                j["window_start"].as_str().unwrap().to_string(),
+                j["rerun"].as_u64().unwrap_or(0),
+            );
+            assert!(out.insert(key, count).is_none(), "window twice: {j}");
+        }
+        out
+    }
+
+    fn counted(&self, device: &str) -> u64 {
+        self.windows(device).values().sum()
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.telemetry.counter(name, &[]).get()
+    }
+}
+
+fn reading(device: &str, at: Timestamp, source: TimeSource) -> Reading {
+    Reading::new(
+        DeviceId::new(device).unwrap(),
+        MetricName::new("t").unwrap(),
+        1.0,
+        at,
+        source,
+    )
+    .unwrap()
+}
+
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// 300 arrival-stamped readings after the clock stepped back by `back_s`:
+/// none refused as late, the window sent before the step not sent again,
+/// the step counted once.
+async fn after_a_backward_step(start_at: &str, window_s: i64, grace_s: i64, back_s: i64) {
+    let mut h = start(start_at, window_s, grace_s);
+    h.arrive("before", 100).await;
+    h.advance(Duration::from_secs((window_s + grace_s + 1) as u64))
+        .await;
+    let before = h.windows("before");
+    assert_eq!(h.counted("before"), 100, "sent before the step: {before:?}");
+    h.step(-back_s * 1000);
+    // 300 readings over three windows of the corrected clock.
+    for _ in 0..30 {
+        h.arrive("after", 10).await;
+        h.advance(Duration::from_millis((window_s * 100) as u64))
+            .await;
+    }
+    h.advance(Duration::from_secs((window_s + grace_s + 2) as u64))
+        .await;
+    assert_eq!(h.counter(LATE_READINGS), 0, "late readings");
+    assert_eq!(
+        h.counted("after"),
+        300,
+        "windows after the step: {:?}",
+        h.windows("after")
+    );
+    assert_eq!(h.windows("before"), before, "the windows sent stay as sent");
+    assert_eq!(h.counter(CLOCK_STEPS), 1, "the step counted once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_minutes_back_with_five_minute_windows_drops_nothing() {
+    after_a_backward_step("2026-11-22T20:21:00Z", 300, 30, 600).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_hour_back_with_five_second_windows_drops_nothing() {
+    after_a_backward_step("2026-11-22T20:21:00Z", 5, 1, 3600).await;
+}
+
+/// A window over a span sent before the step is a rerun with an id of its
+/// own: here the readings before and after the step fall in the same
+/// 5-minute span of the wall clock.
+#[tokio::test(start_paused = true)]
+async fn a_window_over_a_span_already_sent_is_a_rerun_with_its_own_id() {
+    let mut h = start("2026-11-22T20:20:10Z", 300, 30);
+    h.arrive("d", 5).await;
+    h.advance(Duration::from_secs(330)).await; // 20:25:40
+    h.step(-330 * 1000); // back to 20:20:10
+    h.arrive("d", 7).await;
+    h.advance(Duration::from_secs(330)).await;
+    let w = h.windows("d");
+    assert_eq!(
+        w,
+        BTreeMap::from([
+            (("2026-11-22T20:20:00Z".to_string(), 0), 5),
+            (("2026-11-22T20:20:00Z".to_string(), 1), 7),
+        ])
+    );
+}
+
+/// Readings held while the clock read before this release: those with
+/// their own time are placed by it, not refused as late because the
+/// gateway held them; the gateway-stamped ones spread by their age.
+#[tokio::test(start_paused = true)]
+async fn readings_held_for_an_unset_clock_are_placed_by_their_own_time_or_age() {
+    // A Raspberry Pi after boot, before NTP.
+    let mut h = start("2020-01-01T00:00:00Z", 5, 1);
+    let set = ts("2026-11-22T10:00:20Z");
+    for k in 0..10 {
+        h.arrive("stamped-by-gateway", 100).await;
+        // The sensor's own clock is right: the true time, 10 s before the
+        // clock is set, plus k.
+        let own = set.saturating_add_millis(-10_000 + k * 1000);
+        let readings = (0..20)
+            .map(|_| reading("own-time", own, TimeSource::Event))
+            .collect();
+        h.tx.send(Ingress::Readings(readings)).await.unwrap();
+        h.advance(Duration::from_secs(1)).await;
+    }
+    assert!(h.sent.is_empty(), "nothing is sent on an unset clock");
+    let unset_now = h.clock.now().as_millis();
+    h.step(set.as_millis() - unset_now);
+    h.advance(Duration::from_secs(8)).await;
+    assert_eq!(
+        h.counter(LATE_READINGS),
+        0,
+        "late readings; sent {:?} {:?}",
+        h.windows("own-time"),
+        h.windows("stamped-by-gateway")
+    );
+    assert_eq!(h.counted("own-time"), 200);
+    let by_age = h.windows("stamped-by-gateway");
+    assert_eq!(
+        by_age,
+        BTreeMap::from([
+            (("2026-11-22T10:00:10Z".to_string(), 0), 500),
+            (("2026-11-22T10:00:15Z".to_string(), 0), 500),
+        ]),
+        "spread by their age"
+    );
+}
