@@ -1,4 +1,4 @@
-//! Seed 000's path from outside, through the real binary: BME680 CSV lines
+//! A BME680 node's CSV path from outside, through the real binary: BME680 CSV lines
 //! over MQTT into a real InfluxDB 1.x (started here on its own ports), the
 //! seed's own query, and every query of the shipped Grafana dashboard.
 
@@ -38,7 +38,7 @@ grace = "1s"
 
 [[adapter]]
 type = "mqtt"
-name = "seed-000"
+name = "bme680-csv"
 url = "mqtt://127.0.0.1:{local}"
 topics = [
   {{ pattern = "bme680/{{device}}/csv", format = "csv", columns = ["ts", "temperature", "humidity", "pressure", "gas"] }},
@@ -106,7 +106,7 @@ fn dashboard_queries() -> Vec<String> {
 }
 
 #[tokio::test]
-async fn seed_000_csv_over_mqtt_reaches_influxdb_and_every_dashboard_query_returns_data() {
+async fn bme680_csv_over_mqtt_reaches_influxdb_and_every_dashboard_query_returns_data() {
     let local = Mosquitto::start();
     let upstream = Mosquitto::start();
     let db = Influxd::start();
@@ -229,4 +229,122 @@ async fn https_with_a_wrong_ca_names_ca_file_and_keeps_the_points_until_fixed() 
         count(&db, r#"SELECT count("temperature") FROM "bme680_measure""#) == 10
     })
     .await;
+}
+
+/// `unit_tag = true`: every point names its unit as the pages do, with
+/// the adapter's override (a bridge whose nodes report their battery in
+/// volts), so Grafana can group or label by it.
+#[tokio::test]
+async fn unit_tag_names_each_metrics_unit_with_the_adapters_override() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let db = Influxd::start();
+    let cfg = format!(
+        r#"
+[gateway]
+id = "gw-units"
+site = "hq"
+state_dir = "@STATE_DIR@"
+
+[upstream]
+url = "mqtt://127.0.0.1:{upstream}"
+max_backoff = "1s"
+
+[aggregation]
+window = "1s"
+grace = "0s"
+
+[[adapter]]
+type = "mqtt"
+name = "lora-bridge"
+url = "mqtt://127.0.0.1:{local}"
+topics = ["nodes/{{device}}"]
+units = {{ battery = "V" }}
+max_backoff = "1s"
+
+[[sink]]
+type = "influxdb"
+name = "influx"
+url = "{influx}"
+database = "units_db"
+unit_tag = true
+flush_interval = "100ms"
+max_backoff = "500ms"
+
+[[rule]]
+name = "co2-high"
+kind = "threshold"
+metric = "co2"
+max = 1000.0
+"#,
+        upstream = upstream.port(),
+        local = local.port(),
+        influx = db.url(),
+    );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    let lines: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"co2": {}, "battery": 3.7, "temperature": 21.5}}"#,
+                900 + i * 10
+            )
+        })
+        .collect();
+    publish_lines(local.port(), "nodes/eui-70b3d57ed005a1b2", &lines, 1).await;
+
+    let units_db = |q: &str| -> i64 {
+        db.try_rows("units_db", q)
+            .unwrap_or_default()
+            .first()
+            .and_then(|r| r.get(1))
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0)
+    };
+    until("every reading", || {
+        units_db(r#"SELECT count("co2") FROM "readings""#) == 20
+    })
+    .await;
+    let tags = db.query(
+        "units_db",
+        r#"SHOW TAG VALUES FROM "readings" WITH KEY = "unit""#,
+    );
+    let mut units: Vec<String> = tags["results"][0]["series"][0]["values"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{tags}"))
+        .iter()
+        .map(|kv| kv[1].as_str().unwrap().to_string())
+        .collect();
+    units.sort();
+    assert_eq!(units, ["V", "ppm", "°C"], "{tags}");
+    // Grouped by unit: the battery is in volts (the adapter's), not "%".
+    let grouped = db.query(
+        "units_db",
+        r#"SELECT last("battery") FROM "readings" GROUP BY "unit""#,
+    );
+    let series = grouped["results"][0]["series"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{grouped}");
+    assert_eq!(series[0]["tags"]["unit"], "V", "{grouped}");
+    assert_eq!(series[0]["values"][0][1], 3.7, "{grouped}");
+
+    until("a window in ppm", || {
+        units_db(r#"SELECT count("co2_avg") FROM "aggregates" WHERE "unit" = 'ppm'"#) >= 1
+    })
+    .await;
+    until("the raised alert in ppm", || {
+        units_db(r#"SELECT count("value") FROM "alerts" WHERE "unit" = 'ppm'"#) >= 1
+    })
+    .await;
+    let text = db.rows(
+        "units_db",
+        r#"SELECT "text" FROM "alerts" WHERE "state" = 'raised'"#,
+    );
+    let text = text[0][1].as_str().unwrap();
+    assert!(
+        text.starts_with("co2-high raised threshold: co2 ")
+            && text.ends_with(" ppm (limit 1000 ppm)"),
+        "{text}"
+    );
+    gw.signal("TERM");
+    gw.wait_exit().await;
 }

@@ -2,7 +2,7 @@
 //!
 //! Shared by the ingress adapter, the upstream output and rule actions, so
 //! every broker is reached the same way from the one validated
-//! `BrokerConnection`. TLS is configured here rather than with
+//! `BrokerSection` (as `ConnectionSettings`). TLS is configured here rather than with
 //! rumqttc's `TlsConfiguration::default()`, which panics when the system's
 //! certificates cannot be loaded.
 

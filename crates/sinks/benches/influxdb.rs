@@ -73,7 +73,7 @@ fn main() {
         write: vec![sinks::influxdb::config::Series::Readings],
         ..InfluxConfig::default()
     };
-    let encoder = Encoder::new(&cfg, DeviceRegistry::default());
+    let mut encoder = Encoder::new(&cfg, DeviceRegistry::default());
     let mut text = String::new();
     for e in &evs {
         encoder.encode(e, &mut text);
@@ -114,6 +114,7 @@ fn main() {
             gateway_id: "bench".into(),
             state_dir: tmp.path().join("state"),
             registry: DeviceRegistry::default(),
+            units: Default::default(),
             telemetry: telemetry.clone(),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(1024);

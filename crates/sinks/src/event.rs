@@ -17,6 +17,12 @@ pub enum SinkEvent {
     /// A device announced itself online or offline (MQTT birth and Last
     /// Will): the dashboard's device state; outputs may ignore it.
     Status(StatusEvent),
+    /// The readings that follow were journaled in this epoch of the ingress
+    /// journal (a checkpoint starts the next one; a restart replays from the
+    /// restored checkpoint's epoch, saying so first). Outputs that number
+    /// readings (InfluxDB's tie-break of equal times) number them per epoch,
+    /// so a replay numbers them as the first run did. Others ignore it.
+    JournalEpoch(u64),
 }
 
 /// A device's announced connectivity.
@@ -65,4 +71,7 @@ pub struct AlertEvent {
     pub at: Timestamp,
     /// anomaly (raised): why the detector fired (`above_expected`, …).
     pub reason: Option<String>,
+    /// anomaly (raised): the range (low, high) the detector expected the
+    /// value in, in the metric's unit; `limit` is then the score.
+    pub expected: Option<(f64, f64)>,
 }

@@ -10,7 +10,9 @@
 //!   aggregates and alert transitions, not rendered MQTT messages;
 //! - `registry`: the one list of `[[sink]]` kinds (the crate root's
 //!   `sink_registry!`), generating `SinkConfig`, its parsing and template;
-//! - `influxdb`: `[[sink]] type = "influxdb"`, InfluxDB 1.x and 2.x.
+//! - `influxdb`: `[[sink]] type = "influxdb"`, InfluxDB 1.x and 2.x;
+//! - `home_assistant`: `[home_assistant]`, MQTT discovery for Home
+//!   Assistant (fed the same events, started beside the dashboard).
 //!
 //! An output is a task fed through an [`OutputLink`]; one with its own
 //! durable outbox opens a `Spool` of its own in its own directory and
@@ -19,6 +21,7 @@
 //! "Adding an output".
 
 pub mod event;
+pub mod home_assistant;
 pub mod influxdb;
 pub mod mqtt_upstream;
 pub mod outbox;

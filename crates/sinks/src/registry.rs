@@ -26,6 +26,8 @@ pub struct SinkContext {
     pub state_dir: PathBuf,
     /// Device names and tags, written beside the data.
     pub registry: DeviceRegistry,
+    /// Each metric's unit, with the config's overrides.
+    pub units: gateway_core::units::Units,
     pub telemetry: Telemetry,
 }
 
@@ -86,16 +88,14 @@ pub trait SinkKind: Sized + Clone + fmt::Debug + PartialEq {
 /// its `SinkSpec` implementation, `kind()`, `start()` and `template()`.
 macro_rules! sink_registry {
     ( $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? ) => {
-        /// One `[[sink]]` table, by its `type`.
-        #[derive(Debug, Clone, PartialEq)]
-        pub enum SinkConfig {
-            $( $(#[$kmeta])* $variant($kty), )*
+        gateway_core::config_kinds! {
+            kind_trait = $crate::registry::SinkKind;
+            /// One `[[sink]]` table, by its `type`.
+            pub enum SinkConfig { $( $(#[$kmeta])* $variant => $kty ),* }
         }
 
         impl gateway_core::config::SinkSpec for SinkConfig {
-            const KINDS: &'static [&'static str] = &[
-                $( $(#[$kmeta])* <$kty as $crate::registry::SinkKind>::KIND, )*
-            ];
+            const KINDS: &'static [&'static str] = Self::KIND_NAMES;
 
             fn from_table(
                 kind: &str,
@@ -103,32 +103,15 @@ macro_rules! sink_registry {
                 path: &str,
                 problems: &mut gateway_core::config::Problems,
             ) -> Option<Self> {
-                $(
-                    $(#[$kmeta])*
-                    if kind == <$kty as $crate::registry::SinkKind>::KIND {
-                        return <$kty as $crate::registry::SinkKind>::from_table(table, path, problems)
-                            .map(Self::$variant);
-                    }
-                )*
-                let _ = (kind, table, path, problems);
-                None
+                Self::parse_kind(kind, table, path, problems)
             }
 
             fn name(&self) -> &str {
-                match *self {
-                    $( $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::SinkKind::name(c), )*
-                }
+                self.config_name()
             }
         }
 
         impl SinkConfig {
-            /// The sink's `type`.
-            pub fn kind(&self) -> &'static str {
-                match *self {
-                    $( $(#[$kmeta])* Self::$variant(_) => <$kty as $crate::registry::SinkKind>::KIND, )*
-                }
-            }
-
             /// Starts the sink's task.
             ///
             /// # Errors
@@ -142,14 +125,6 @@ macro_rules! sink_registry {
                     $( $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::SinkKind::start(c, ctx, link), )*
                 }
             }
-        }
-
-        /// The sinks' part of the `configfile` template, in list order.
-        pub fn template() -> String {
-            #[allow(unused_mut)]
-            let mut out = String::new();
-            $( $(#[$kmeta])* out.push_str(&<$kty as $crate::registry::SinkKind>::template()); )*
-            out
         }
     };
 }

@@ -54,6 +54,7 @@ fn start(config: &SinkConfig, state_dir: &std::path::Path) -> Running {
         gateway_id: "gw-test".into(),
         state_dir: state_dir.to_path_buf(),
         registry: DeviceRegistry::from_config(&devices),
+        units: Default::default(),
         telemetry: telemetry.clone(),
     };
     let (events, rx) = mpsc::channel(64);
@@ -76,7 +77,7 @@ fn start(config: &SinkConfig, state_dir: &std::path::Path) -> Running {
     }
 }
 
-/// One seed-000 CSV line: a BME680 sample, four metrics at one time.
+/// One BME680 node's CSV line: a BME680 sample, four metrics at one time.
 fn sample(ms: i64, i: usize) -> Vec<Reading> {
     let t = Timestamp::from_millis(ms).unwrap();
     let v = i as f64;
@@ -119,7 +120,7 @@ fn count(db: &Influxd, database: &str, q: &str) -> i64 {
         .unwrap_or(0)
 }
 
-const SEED_000: &str = r#"
+const BME680_CSV: &str = r#"
 name = "influx"
 url = "URL"
 database = "bme680_db"
@@ -131,10 +132,10 @@ max_backoff = "300ms"
 "#;
 
 #[tokio::test]
-async fn seed_000_readings_answer_the_seeds_own_query_with_their_means() {
+async fn bme680_readings_answer_the_existing_panels_query_with_their_means() {
     let db = Influxd::start();
     let state = tempfile::tempdir().unwrap();
-    let sink = start(&config(&SEED_000.replace("URL", &db.url())), state.path());
+    let sink = start(&config(&BME680_CSV.replace("URL", &db.url())), state.path());
     let now = Timestamp::now().as_millis();
     let n = 120;
     let mut sent_temps = Vec::new();
@@ -146,7 +147,7 @@ async fn seed_000_readings_answer_the_seeds_own_query_with_their_means() {
             .await
             .unwrap();
     }
-    // Seed 000's panel query, with the issue's time filter; the database
+    // The existing Grafana panel's query, with the issue's time filter; the database
     // did not exist: the sink created it.
     let q = r#"SELECT mean("temperature") FROM "bme680_measure" WHERE time > now() - 1h"#;
     until("all points queryable", || {
@@ -184,7 +185,7 @@ async fn seed_000_readings_answer_the_seeds_own_query_with_their_means() {
 async fn an_outage_and_a_restart_of_the_sink_lose_nothing_and_write_every_point_once() {
     let mut db = Influxd::start();
     let state = tempfile::tempdir().unwrap();
-    let cfg = config(&SEED_000.replace("URL", &db.url()));
+    let cfg = config(&BME680_CSV.replace("URL", &db.url()));
     let sink = start(&cfg, state.path());
     let base = Timestamp::now().as_millis() - 20 * 60_000;
     let q = r#"SELECT count("temperature") FROM "bme680_measure""#;
@@ -238,7 +239,7 @@ async fn a_refused_point_is_dead_lettered_and_counted_and_the_rest_goes_on() {
     db.query("", "CREATE DATABASE bme680_db");
     let line = format!("conflict,device=x value=\"text\" {base}\n");
     assert_eq!(db.write("bme680_db", "ms", line.as_bytes()), 204);
-    let mut alerts = SEED_000
+    let mut alerts = BME680_CSV
         .replace("URL", &db.url())
         .replace("write = [\"readings\"]", "write = [\"alerts\"]")
         .replace("name = \"influx\"", "name = \"alerts\"");
@@ -255,6 +256,7 @@ async fn a_refused_point_is_dead_lettered_and_counted_and_the_rest_goes_on() {
             limit: 30.0,
             at: Timestamp::from_millis(base + i).unwrap(),
             reason: None,
+            expected: None,
         })
     };
     sink.events.send(alert(1, "refused")).await.unwrap();
@@ -286,4 +288,95 @@ async fn a_refused_point_is_dead_lettered_and_counted_and_the_rest_goes_on() {
     })
     .await;
     sink.stop().await;
+}
+
+/// One-metric readings of one device, all stamped `ms`: what 300 key=value
+/// lines written to a TCP socket in one go become.
+fn burst(device: &str, ms: i64, n: usize) -> Vec<Reading> {
+    (0..n)
+        .map(|i| {
+            Reading::new(
+                DeviceId::new(device).unwrap(),
+                MetricName::new("temperature").unwrap(),
+                20.0 + i as f64 * 0.01,
+                Timestamp::from_millis(ms).unwrap(),
+                TimeSource::Event,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+fn sum(db: &Influxd, q: &str) -> f64 {
+    db.rows("bme680_db", q)[0][1].as_f64().unwrap()
+}
+
+#[tokio::test]
+async fn readings_with_equal_timestamps_are_each_a_point_and_a_replay_overwrites_them() {
+    let db = Influxd::start();
+    let cfg = config(&BME680_CSV.replace("URL", &db.url()));
+    let ms = Timestamp::now().as_millis() - 60_000;
+    // 300 readings of one series in one millisecond, in one event; then
+    // two devices whose own second-resolution `ts` repeats four times a
+    // second (4 samples of 4 metrics per device and second, 5 seconds).
+    let mut events = vec![SinkEvent::Readings(burst("tcp-1", ms, 300))];
+    let mut want_sum = 300.0 * 20.0 + (0..300).map(|i| i as f64 * 0.01).sum::<f64>();
+    for i in 0..20 {
+        let second = (ms / 1000 - 10 + (i as i64 / 4)) * 1000;
+        for device in ["esp-a", "esp-b"] {
+            let mut readings = sample(second, i);
+            for r in &mut readings {
+                *r = Reading::new(
+                    DeviceId::new(device).unwrap(),
+                    r.metric().clone(),
+                    r.value(),
+                    r.time(),
+                    TimeSource::Event,
+                )
+                .unwrap();
+            }
+            want_sum += readings[0].value();
+            events.push(SinkEvent::Readings(readings));
+        }
+    }
+    let all = r#"SELECT count("temperature") FROM "bme680_measure""#;
+    let total = r#"SELECT sum("temperature") FROM "bme680_measure""#;
+    let state = tempfile::tempdir().unwrap();
+    let sink = start(&cfg, state.path());
+    for e in &events {
+        sink.events.send(e.clone()).await.unwrap();
+    }
+    until("340 points", || count(&db, "bme680_db", all) >= 340).await;
+    sink.stop().await;
+    assert_eq!(count(&db, "bme680_db", all), 340);
+    // Four metrics per sample, each kept: no sample lost a field.
+    assert_eq!(
+        count(
+            &db,
+            "bme680_db",
+            r#"SELECT count("gas") FROM "bme680_measure""#
+        ),
+        40
+    );
+    let got = sum(&db, total);
+    assert!((got - want_sum).abs() < 1e-6, "{got} != {want_sum}");
+
+    // A restarted gateway gives a fresh sink (its state gone with the
+    // crash) the same readings again, as the journal replay does: the
+    // points are overwritten, not doubled.
+    let state = tempfile::tempdir().unwrap();
+    let sink = start(&cfg, state.path());
+    for e in &events {
+        sink.events.send(e.clone()).await.unwrap();
+    }
+    until("the replay written", || {
+        sink.telemetry
+            .counter_value(SINK_POINTS_WRITTEN, &[("output", "influx")])
+            == Some(340)
+    })
+    .await;
+    sink.stop().await;
+    assert_eq!(count(&db, "bme680_db", all), 340);
+    let got = sum(&db, total);
+    assert!((got - want_sum).abs() < 1e-6, "{got} != {want_sum}");
 }

@@ -20,7 +20,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use influxdb_line_protocol::{parse_lines, FieldValue};
 use sinks::event::SinkEvent;
-use sinks::influxdb::{SINK_BATCHES_FAILED, SINK_DEAD_LETTER, SINK_POINTS_WRITTEN};
+use sinks::influxdb::{
+    SINK_BATCHES_FAILED, SINK_DEAD_LETTER, SINK_POINTS_WRITTEN, SINK_RETRY_AFTER_CAPPED,
+};
 use sinks::registry::SinkContext;
 use sinks::{OutputLink, SinkConfig};
 use tokio::net::TcpListener;
@@ -117,8 +119,11 @@ struct Running {
 fn start(url: &str, extra: &str) -> Running {
     let mut text = format!(
         "name = \"v2\"\nurl = \"{url}\"\nversion = 2\norg = \"my org\"\nbucket = \"b&1\"\n\
-         token = \"env:FAKE_INFLUX_TOKEN\"\nwrite = [\"readings\"]\nmax_backoff = \"200ms\"\n{extra}\n"
+         token = \"env:FAKE_INFLUX_TOKEN\"\nwrite = [\"readings\"]\n{extra}\n"
     );
+    if !extra.contains("max_backoff") {
+        text.push_str("max_backoff = \"200ms\"\n");
+    }
     if !extra.contains("flush_interval") {
         text.push_str("flush_interval = \"50ms\"\n");
     }
@@ -136,6 +141,7 @@ fn start(url: &str, extra: &str) -> Running {
         gateway_id: "gw-test".into(),
         state_dir: state.path().to_path_buf(),
         registry: DeviceRegistry::default(),
+        units: Default::default(),
         telemetry: telemetry.clone(),
     };
     let (events, rx) = mpsc::channel(64);
@@ -208,7 +214,7 @@ async fn a_write_has_the_v2_path_query_token_and_a_body_influxdatas_parser_reads
         let r = next(&mut seen).await;
         assert_eq!(
             r.path_and_query,
-            "/api/v2/write?org=my+org&bucket=b%261&precision=ms"
+            "/api/v2/write?org=my+org&bucket=b%261&precision=ns"
         );
         assert_eq!(r.authorization.as_deref(), Some("Token s3cr3t-token"));
         assert_eq!(r.gzip, gzip);
@@ -239,7 +245,7 @@ async fn a_write_has_the_v2_path_query_token_and_a_body_influxdatas_parser_reads
             })
             .collect();
         assert_eq!(fields, [("temp".into(), 21.5), ("hum=x".into(), 40.0)]);
-        assert_eq!(l.timestamp, Some(1_000));
+        assert_eq!(l.timestamp, Some(1_000_000_000));
         counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 1).await;
         drop(sink.events);
         sink.task.await.unwrap();
@@ -255,7 +261,8 @@ async fn retry_after_of_429_and_503_is_waited_and_the_batch_resent_whole() {
         _ => (204, None),
     }))
     .await;
-    let sink = start(&url, "");
+    // Within max_backoff, a server's wait is obeyed as it is.
+    let sink = start(&url, "max_backoff = \"2s\"");
     sink.events
         .send(SinkEvent::Readings(vec![reading("d", "t", 1.0, 5)]))
         .await
@@ -290,6 +297,46 @@ async fn retry_after_of_429_and_503_is_waited_and_the_batch_resent_whole() {
     )
     .await;
     counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 1).await;
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_max_backoff_never_panics_and_is_cut_to_it() {
+    token();
+    // A server (or a proxy on its url) asking for the largest u64 of
+    // seconds used to overflow `Instant + Duration` and abort the gateway;
+    // a day, an HTTP date decades ahead and a number past u64 held the
+    // points far beyond max_backoff.
+    let (url, mut seen) = fake_influx2(Arc::new(|_, i| match i {
+        0 => (429, Some("18446744073709551615")),
+        1 => (429, Some("86400")),
+        2 => (503, Some("Fri, 31 Dec 2100 23:59:59 GMT")),
+        3 => (429, Some("99999999999999999999999")),
+        _ => (204, None),
+    }))
+    .await;
+    let max_backoff = Duration::from_millis(300);
+    let sink = start(&url, "max_backoff = \"300ms\"");
+    let points: Vec<Reading> = (0..250)
+        .map(|i| reading(&format!("d{i}"), "t", f64::from(i), 5))
+        .collect();
+    sink.events.send(SinkEvent::Readings(points)).await.unwrap();
+    let mut last = next(&mut seen).await;
+    let mut gaps = Vec::new();
+    for _ in 0..4 {
+        let r = next(&mut seen).await;
+        gaps.push(r.at - last.at);
+        last = r;
+    }
+    println!("waits between the 5 requests, max_backoff {max_backoff:?}: {gaps:?}");
+    for gap in &gaps {
+        // A wait of max_backoff, never the server's (a day or more): the
+        // bound leaves room for a loaded machine, not for the server's ask.
+        assert!(*gap < max_backoff * 10, "waited {gap:?}: {gaps:?}");
+    }
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 250).await;
+    counter(&sink, SINK_RETRY_AFTER_CAPPED, &[("output", "v2")], 4).await;
+    drop(sink.events);
+    sink.task.await.unwrap();
 }
 
 #[tokio::test]

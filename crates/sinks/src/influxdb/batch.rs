@@ -49,7 +49,7 @@ impl Batcher {
         if draining || waiting_points >= self.batch_size {
             return Some(since);
         }
-        Some(since + self.flush_interval)
+        Some(gateway_core::deadline::after(since, self.flush_interval))
     }
 
     /// A batch went out; `left` points still wait. The retry time, if

@@ -59,6 +59,11 @@ pub struct InfluxConfig {
     pub aggregates_measurement: String,
     pub alerts_measurement: String,
     pub health_measurement: String,
+    /// Tag every point with its metric's `unit` (as the pages show it:
+    /// `[units]`, `[[adapter]] units`, `[[device]] units`). Each metric is
+    /// then its own point (a tag holds one unit), so it is off by default:
+    /// series written before stay as they are.
+    pub unit_tag: bool,
     /// Compress request bodies.
     pub gzip: bool,
     /// Most outbox records (one per event) in one request.
@@ -108,6 +113,7 @@ impl Default for InfluxConfig {
             aggregates_measurement: "aggregates".into(),
             alerts_measurement: "alerts".into(),
             health_measurement: "gateway".into(),
+            unit_tag: false,
             gzip: false,
             batch_size: 1000,
             flush_interval: Duration::from_secs(1),
@@ -151,6 +157,12 @@ impl InfluxConfig {
     /// Not an `http://` or `https://` url with a host.
     pub fn endpoint(&self) -> Result<Endpoint, String> {
         let url = url::Url::parse(&self.url).map_err(|e| format!("not a url: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "credentials in the url are not used: set `username` and `password_env` (version 1) or `token` (version 2), and write the url without them"
+                    .into(),
+            );
+        }
         let tls = match url.scheme() {
             "http" => false,
             "https" => true,
@@ -227,7 +239,7 @@ impl InfluxConfig {
                 if !self.password_env.is_empty() && !is_set(&self.password_env) {
                     problems.push(
                         key("password_env"),
-                        format!("environment variable {} is not set (for the packaged service: /etc/default/edge-gateway)", self.password_env),
+                        format!("environment variable {} is not set or is empty (for the packaged service: /etc/default/edge-gateway)", self.password_env),
                     );
                 }
             }
@@ -253,7 +265,7 @@ impl InfluxConfig {
                         ),
                         Some(var) if !is_set(var) => problems.push(
                             key("token"),
-                            format!("environment variable {var} is not set (for the packaged service: /etc/default/edge-gateway)"),
+                            format!("environment variable {var} is not set or is empty (for the packaged service: /etc/default/edge-gateway)"),
                         ),
                         Some(_) => {}
                     }
@@ -311,7 +323,7 @@ impl InfluxConfig {
 pub fn template() -> String {
     let d = InfluxConfig::default();
     let q = |s: &str| format!("\"{s}\"");
-    let rows: [(&str, String, &str); 26] = [
+    let rows: [(&str, String, &str); 27] = [
         ("type", q("influxdb"), ""),
         (
             "name",
@@ -378,6 +390,11 @@ pub fn template() -> String {
             "health_measurement",
             q(&d.health_measurement),
             "the gateway's own health, every 10s",
+        ),
+        (
+            "unit_tag",
+            d.unit_tag.to_string(),
+            "tag points unit=\"°C\"; a point per metric then",
         ),
         ("gzip", d.gzip.to_string(), "compress request bodies"),
         ("batch_size", d.batch_size.to_string(), "points per request"),
@@ -458,7 +475,7 @@ mod tests {
             "name = \"a\"\nversion = 2\norg = \"o\"\nbucket = \"b\"\ntoken = \"env:TOK\"\n",
             &[],
         );
-        assert_eq!(p, ["sink[0].token: environment variable TOK is not set (for the packaged service: /etc/default/edge-gateway)"]);
+        assert_eq!(p, ["sink[0].token: environment variable TOK is not set or is empty (for the packaged service: /etc/default/edge-gateway)"]);
         assert!(problems(
             "name = \"a\"\nversion = 2\norg = \"o\"\nbucket = \"b\"\ntoken = \"env:TOK\"\n",
             &["TOK"]
@@ -476,6 +493,16 @@ mod tests {
             !p.iter().any(|p| p.starts_with("sink[0].url:")),
             "https is taken: {p:?}"
         );
+        let p = problems(
+            "name = \"a\"\ndatabase = \"db\"\nurl = \"http://u:MARKER@h:8086\"\n",
+            &[],
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("sink[0].url: credentials in the url are not used: set `username` and `password_env`"),
+            "{p:?}"
+        );
+        assert!(!p[0].contains("MARKER"), "{p:?}");
         let p = problems(
             "name = \"a\"\ndatabase = \"db\"\nurl = \"ftp://x\"\nca_file = \"/ca.pem\"\n",
             &[],

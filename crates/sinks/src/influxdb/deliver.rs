@@ -12,6 +12,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use gateway_core::config::secret::Secret;
 use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
 use gateway_core::{Telemetry, Timestamp};
 use hyper::body::Bytes;
@@ -26,6 +27,8 @@ pub struct Metrics {
     pub written: Counter,
     pub dead_letter: Counter,
     pub up: Gauge,
+    /// `Retry-After` answers longer than `max_backoff`, cut to it.
+    pub retry_after_capped: Counter,
     pub telemetry: Telemetry,
     pub name: String,
 }
@@ -45,6 +48,7 @@ impl Metrics {
 /// What every request of one output shares.
 pub struct Target {
     pub name: String,
+    /// The url as logs show it: user info cut out.
     pub url: String,
     pub version: u8,
     pub database: String,
@@ -54,11 +58,29 @@ pub struct Target {
     /// The server's path prefix (for `/query`).
     pub base_path: String,
     /// `Authorization` header value, if any.
-    pub auth: Option<String>,
+    pub auth: Option<Secret>,
     pub gzip: bool,
     pub dead_letter: PathBuf,
     pub m: Metrics,
     pub log: LogThrottle,
+    /// The sink's `max_backoff`: the longest a server's `Retry-After` is
+    /// obeyed. A proxy answering `86400` must not hold the points a day.
+    pub max_wait: Duration,
+}
+
+impl Target {
+    /// The server's wait, capped at `max_wait`; each cut is counted.
+    fn server_wait(&self, asked: Option<Duration>) -> Option<Duration> {
+        let asked = asked?;
+        if asked > self.max_wait {
+            self.m.retry_after_capped.inc();
+            if let Some(suppressed) = self.log.allow("retry_after_capped") {
+                warn!(output = %self.name, asked_seconds = asked.as_secs(), max_backoff = ?self.max_wait, suppressed, "InfluxDB asks to wait longer than max_backoff; waiting max_backoff.");
+            }
+            return Some(self.max_wait);
+        }
+        Some(asked)
+    }
 }
 
 /// How a delivery ended.
@@ -107,7 +129,7 @@ pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, points: usize
             if let Some(suppressed) = t.log.allow(reason) {
                 warn!(output = %t.name, reason, retry_after = ?retry_after, suppressed, "InfluxDB asks to wait; the points stay in the outbox.");
             }
-            Settled::retry(retry_after)
+            Settled::retry(t.server_wait(retry_after))
         }
         Outcome::Refused { reason, message } => {
             t.m.failed(reason);
@@ -119,7 +141,7 @@ pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, points: usize
                 }
                 // Halves already written are written again with the
                 // batch: the same points, stored once.
-                Err(wait) => Settled::retry(wait),
+                Err(wait) => Settled::retry(t.server_wait(wait)),
             }
         }
         Outcome::Misconfigured { reason, message } => {
@@ -277,7 +299,7 @@ async fn post(
 ) -> Result<http::Response, HttpError> {
     let mut headers = vec![("content-type", "text/plain; charset=utf-8".to_string())];
     if let Some(a) = &t.auth {
-        headers.push(("authorization", a.clone()));
+        headers.push(("authorization", a.expose().to_string()));
     }
     let body = match t.gzip.then(|| gzip(&body)).flatten() {
         Some(z) => {
@@ -303,7 +325,7 @@ pub async fn create_database(t: &Target, client: &mut Client) -> bool {
         "application/x-www-form-urlencoded".to_string(),
     )];
     if let Some(a) = &t.auth {
-        headers.push(("authorization", a.clone()));
+        headers.push(("authorization", a.expose().to_string()));
     }
     let path = format!("{}/query", t.base_path);
     match client

@@ -3,12 +3,14 @@
 //! request does to them (acknowledged after a 2xx, put back otherwise).
 
 use gateway_core::backoff::Backoff;
+use gateway_core::deadline;
 use hyper::body::Bytes;
 use tokio::time::Instant;
 use tracing::error;
 
 use super::batch::Batcher;
 use super::deliver::Settled;
+use super::line;
 use super::Writer;
 
 /// A batch being delivered: its outbox records and points.
@@ -42,7 +44,12 @@ impl Writer {
                         break;
                     }
                     flight.points += n;
-                    body.extend_from_slice(&m.payload);
+                    if m.topic == line::NS_RECORD {
+                        body.extend_from_slice(&m.payload);
+                    } else {
+                        // Stored by a version that wrote milliseconds.
+                        line::ms_record_to_ns(&m.payload, &mut body);
+                    }
                     flight.seqs.push(seq);
                 }
                 // Gone (expired, evicted) or unreadable (counted): skip it,
@@ -89,7 +96,12 @@ impl Writer {
                 self.cursor = 0;
                 self.unsent += flight.points;
                 plan.stored(Instant::now());
-                plan.retry_at(Instant::now() + wait.unwrap_or_else(|| backoff.next_delay()));
+                // The server's wait is capped where it is read; the backoff by its
+                // own cap. Both come from outside (a header, the config):
+                // the sum is checked.
+                plan.retry_at(deadline::from_now(
+                    wait.unwrap_or_else(|| backoff.next_delay()),
+                ));
             }
         }
     }

@@ -9,21 +9,164 @@
 //! so a metric that happens to be whole in one reading does not conflict
 //! with the float field type InfluxDB fixed at its first write.
 //! Non-finite values cannot be written and are left out; a point left
-//! without fields is not written at all. Timestamps are the events' own
-//! times in milliseconds (`precision=ms`), so a batch written twice is
-//! the same points twice, which InfluxDB keeps once.
+//! without fields is not written at all.
+//!
+//! Time is written in nanoseconds (`precision=ns`): the event's millisecond
+//! times 10^6, plus, for readings, the sample's ordinal among the samples of
+//! its device in that millisecond (see [`SampleClock`] and
+//! `docs/influxdb.md`). InfluxDB keeps one value per series, field and time,
+//! so two readings of one device at one millisecond used to overwrite each
+//! other; with the ordinal each is its own point, and since the ordinal
+//! depends only on the order of the readings within their journal epoch
+//! (see [`SinkEvent::JournalEpoch`]), writing the same readings again (an
+//! outbox resend, the journal replayed after a crash) gives the same
+//! points, which InfluxDB keeps once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use gateway_core::{DeviceId, DeviceRegistry, Reading};
+use gateway_core::units::{AlertFacts, MetricInfo, Units};
+use gateway_core::{DeviceId, DeviceRegistry, Reading, SourceId};
 
 use crate::event::{AlertEvent, SinkEvent, WindowEvent};
 
 use super::config::{InfluxConfig, Series};
 
 /// The query-string precision matching the timestamps written.
-pub const PRECISION: &str = "ms";
+pub const PRECISION: &str = "ns";
+
+/// Nanoseconds per millisecond: the room for samples of one device within
+/// one millisecond.
+const NS_PER_MS: i64 = 1_000_000;
+
+/// Samples of one device in one millisecond numbered apart within one
+/// journal epoch; past this they share the last number (InfluxDB keeps the
+/// last of those).
+const SAMPLES_PER_EPOCH: i64 = 1_000;
+
+/// Journal epochs whose numbers stay apart: epoch `e` numbers its samples
+/// from `(e % EPOCH_SLOTS) * SAMPLES_PER_EPOCH`, so a millisecond whose
+/// samples straddle a checkpoint keeps them apart, and a replay that starts
+/// at the checkpoint numbers its part as the first run did. Epochs a
+/// thousand checkpoints apart share numbers: hours, far beyond the seconds
+/// samples of one millisecond (or one whole-second `ts`) arrive within.
+const EPOCH_SLOTS: u64 = 1_000;
+
+/// Devices whose recent samples the [`SampleClock`] remembers before it starts
+/// afresh: far above any real fleet (`max_series` bounds the open series),
+/// and it keeps a flood of made-up device ids from growing it for ever.
+const MAX_TRACKED_DEVICES: usize = 100_000;
+
+/// The record marker (the outbox record's topic) of lines written in
+/// nanoseconds. Records stored before it existed have an empty topic and
+/// millisecond times; [`ms_record_to_ns`] converts them when they are sent.
+pub const NS_RECORD: &str = "ns";
+
+/// Converts a record of millisecond lines to nanoseconds: every line ends
+/// in its time, so six zeros appended multiply it by 10^6.
+pub fn ms_record_to_ns(payload: &[u8], out: &mut Vec<u8>) {
+    for line in payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"000000\n");
+    }
+}
+
+/// Which sample of its device in its millisecond a reading belongs to.
+///
+/// A sample is the readings of one device at one time with distinct
+/// metrics (one CSV line, one JSON object): its readings share a point. A
+/// reading whose metric the current sample already has starts the next
+/// sample, one nanosecond later. The device's last [`RECENT_MS`]
+/// milliseconds are remembered, so a node that flushes a few buffered
+/// samples out of order still gets distinct times; one that goes back
+/// further starts at ordinal 0 there.
+#[derive(Debug, Default, Clone)]
+pub struct SampleClock {
+    devices: HashMap<DeviceId, Vec<Sample>>,
+    /// The journal epoch of the readings being numbered (0 without a
+    /// journal), and the first number it gives.
+    epoch: Option<u64>,
+    first: i64,
+}
+
+/// Milliseconds remembered per device.
+const RECENT_MS: usize = 8;
+
+#[derive(Debug, Clone)]
+struct Sample {
+    ms: i64,
+    ordinal: i64,
+    /// Hashes of the metrics the sample has: compared per reading, so no
+    /// name is copied. A collision only starts the next sample early.
+    metrics: Vec<u64>,
+}
+
+impl SampleClock {
+    /// The readings that follow were journaled in `epoch`: numbering starts
+    /// afresh in that epoch's own range, as a replay from its start does.
+    /// The same epoch again (a restart that goes on appending to the epoch
+    /// it replayed) keeps the numbering the replay rebuilt.
+    pub fn start_epoch(&mut self, epoch: u64) {
+        if self.epoch == Some(epoch) {
+            return;
+        }
+        self.epoch = Some(epoch);
+        self.devices.clear();
+        let slot = i64::try_from(epoch % EPOCH_SLOTS).unwrap_or(0);
+        self.first = slot * SAMPLES_PER_EPOCH;
+    }
+
+    /// The time in nanoseconds of `r`'s point.
+    pub fn time_ns(&mut self, r: &Reading) -> i64 {
+        let ms = r.time().as_millis();
+        let metric = metric_hash(r.metric().as_str());
+        let base = ms.saturating_mul(NS_PER_MS).saturating_add(self.first);
+        if let Some(recent) = self.devices.get_mut(r.device()) {
+            return base.saturating_add(ordinal(recent, ms, metric));
+        }
+        if self.devices.len() >= MAX_TRACKED_DEVICES {
+            self.devices.clear();
+        }
+        let mut recent = Vec::with_capacity(RECENT_MS);
+        let ordinal = ordinal(&mut recent, ms, metric);
+        self.devices.insert(r.device().clone(), recent);
+        base.saturating_add(ordinal)
+    }
+}
+
+/// The ordinal of a reading of `metric` at `ms` among a device's samples.
+fn ordinal(recent: &mut Vec<Sample>, ms: i64, metric: u64) -> i64 {
+    // Newest last: a device in time order hits on the first look.
+    if let Some(s) = recent.iter_mut().rev().find(|s| s.ms == ms) {
+        if s.metrics.contains(&metric) {
+            // Past the epoch's range the numbers would reach the next
+            // epoch's: the last ordinal is kept instead (InfluxDB keeps the
+            // last of those).
+            s.ordinal = (s.ordinal + 1).min(SAMPLES_PER_EPOCH - 1);
+            s.metrics.clear();
+        }
+        s.metrics.push(metric);
+        return s.ordinal;
+    }
+    if recent.len() >= RECENT_MS {
+        recent.remove(0);
+    }
+    recent.push(Sample {
+        ms,
+        ordinal: 0,
+        metrics: vec![metric],
+    });
+    0
+}
+
+/// The same for the same name in every run (SipHash with fixed keys): only
+/// equality matters, and a collision is all but impossible in 64 bits.
+fn metric_hash(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
 
 fn escape(out: &mut String, s: &str, specials: &[char]) {
     // Names and tags almost never need escaping, and escaping them char by
@@ -138,12 +281,12 @@ impl<'a> Point<'a> {
     }
 
     /// Ends the line; a point without fields is taken back.
-    fn finish(self, time_ms: i64) {
+    fn finish(self, time_ns: i64) {
         if self.fields == 0 {
             self.line.truncate(self.start);
             return;
         }
-        let _ = writeln!(self.line, " {time_ms}");
+        let _ = writeln!(self.line, " {time_ns}");
     }
 }
 
@@ -155,6 +298,14 @@ pub struct Encoder {
     alerts: Option<String>,
     health: Option<String>,
     registry: DeviceRegistry,
+    samples: SampleClock,
+    units: Units,
+    /// `unit_tag`: a point per metric, tagged with its unit.
+    unit_tag: bool,
+    /// Each device's adapter, from its readings, for the windows and
+    /// alerts that do not carry it: kept only while some adapter sets
+    /// `units` (bounded like the [`SampleClock`]).
+    adapters: HashMap<DeviceId, SourceId>,
 }
 
 impl Encoder {
@@ -166,77 +317,118 @@ impl Encoder {
             alerts: pick(Series::Alerts, &config.alerts_measurement),
             health: pick(Series::Health, &config.health_measurement),
             registry,
+            samples: SampleClock::default(),
+            units: Units::default(),
+            unit_tag: config.unit_tag,
+            adapters: HashMap::new(),
         }
     }
 
-    fn device_tags<'a>(&'a self, device: &'a DeviceId) -> BTreeMap<&'a str, &'a str> {
-        let mut tags = BTreeMap::new();
-        if let Some(info) = self.registry.get(device) {
-            for (k, v) in &info.tags {
-                tags.insert(k.as_str(), v.as_str());
-            }
+    /// States units with the config's overrides (the alerts' text, the
+    /// `unit` tag) rather than the table's alone.
+    pub fn with_units(mut self, units: Units) -> Self {
+        self.units = units;
+        self
+    }
+
+    fn unit_of(&self, device: &DeviceId, source: SourceId, metric: &str) -> MetricInfo {
+        let source = if source == SourceId::UNKNOWN {
+            self.adapters
+                .get(device)
+                .copied()
+                .unwrap_or(SourceId::UNKNOWN)
+        } else {
+            source
+        };
+        let device_units = self.registry.get(device).map(|d| &d.units);
+        self.units.of(device_units, source, metric)
+    }
+
+    fn remember_adapters(&mut self, readings: &[Reading]) {
+        if !self.units.by_adapter() {
+            return;
         }
-        // The gateway's own tags win over a registry tag of the same key.
-        tags.insert("device", device.as_str());
-        tags.insert("name", self.registry.name_of(device));
-        tags
+        for r in readings {
+            if r.source() == SourceId::UNKNOWN || self.adapters.get(r.device()) == Some(&r.source())
+            {
+                continue;
+            }
+            if self.adapters.len() >= MAX_TRACKED_DEVICES {
+                self.adapters.clear();
+            }
+            self.adapters.insert(r.device().clone(), r.source());
+        }
     }
 
     /// The lines of one event (several for readings of several devices or
     /// times), each ending in `\n`; empty when this sink does not write it.
-    pub fn encode(&self, event: &SinkEvent, out: &mut String) {
+    pub fn encode(&mut self, event: &SinkEvent, out: &mut String) {
         match event {
             SinkEvent::Readings(r) => self.readings(r, out),
             SinkEvent::Window(w) => self.window(w, out),
             SinkEvent::Alert(a) => self.alert(a, out),
             // Device status is the upstream's and the dashboard's.
             SinkEvent::Status(_) => {}
+            SinkEvent::JournalEpoch(epoch) => self.samples.start_epoch(*epoch),
         }
     }
 
-    /// One point per device and time, a field per metric: readings of one
-    /// sample arrive next to each other, so neighbours are merged.
-    fn readings(&self, readings: &[Reading], out: &mut String) {
+    /// One point per sample, a field per metric: readings of one sample
+    /// arrive next to each other, so neighbours of one device and time
+    /// share a line until a metric repeats (see [`SampleClock`]).
+    fn readings(&mut self, readings: &[Reading], out: &mut String) {
+        self.remember_adapters(readings);
         let Some(name) = &self.readings else { return };
-        let mut i = 0;
-        while i < readings.len() {
-            let first = &readings[i];
-            let mut j = i + 1;
-            while j < readings.len()
-                && readings[j].device() == first.device()
-                && readings[j].time() == first.time()
-            {
-                j += 1;
+        if self.unit_tag {
+            for r in readings {
+                let time_ns = self.samples.time_ns(r);
+                let info = self.unit_of(r.device(), r.source(), r.metric().as_str());
+                let mut tags = device_tags(&self.registry, r.device());
+                tags.insert("unit", &info.unit);
+                let mut p = Point::new(out, name, &tags);
+                p.float(r.metric().as_str(), r.value());
+                p.finish(time_ns);
             }
-            let tags = self.device_tags(first.device());
+            return;
+        }
+        let mut rest = readings
+            .iter()
+            .map(|r| (r, self.samples.time_ns(r)))
+            .peekable();
+        while let Some((first, time_ns)) = rest.next() {
+            let tags = device_tags(&self.registry, first.device());
             let mut p = Point::new(out, name, &tags);
-            for r in &readings[i..j] {
+            p.float(first.metric().as_str(), first.value());
+            // The clock gave a repeated metric the next time, so one
+            // time never carries a field twice.
+            while let Some((r, _)) =
+                rest.next_if(|(r, t)| *t == time_ns && r.device() == first.device())
+            {
                 p.float(r.metric().as_str(), r.value());
             }
-            p.finish(first.time().as_millis());
-            i = j;
+            p.finish(time_ns);
         }
     }
 
     fn window(&self, w: &WindowEvent, out: &mut String) {
         let Some(name) = &self.aggregates else { return };
-        let tags = self.device_tags(&w.device);
-        let mut p = Point::new(out, name, &tags);
-        let mut field = String::new();
-        for (metric, s) in &w.metrics {
-            for (suffix, v) in [
-                ("avg", s.avg),
-                ("min", s.min),
-                ("max", s.max),
-                ("std", s.std),
-                ("count", s.count as f64),
-            ] {
-                field.clear();
-                let _ = write!(field, "{metric}_{suffix}");
-                p.float(&field, v);
+        if self.unit_tag {
+            for (metric, s) in &w.metrics {
+                let info = self.unit_of(&w.device, SourceId::UNKNOWN, metric);
+                let mut tags = device_tags(&self.registry, &w.device);
+                tags.insert("unit", &info.unit);
+                let mut p = Point::new(out, name, &tags);
+                window_fields(&mut p, metric, s);
+                p.finish(w.start.as_millis().saturating_mul(NS_PER_MS));
             }
+            return;
         }
-        p.finish(w.start.as_millis());
+        let tags = device_tags(&self.registry, &w.device);
+        let mut p = Point::new(out, name, &tags);
+        for (metric, s) in &w.metrics {
+            window_fields(&mut p, metric, s);
+        }
+        p.finish(w.start.as_millis().saturating_mul(NS_PER_MS));
     }
 
     /// The gateway's own health: one point of named values, now.
@@ -247,34 +439,83 @@ impl Encoder {
         for (k, v) in values {
             p.float(k, *v);
         }
-        p.finish(time_ms);
+        p.finish(time_ms.saturating_mul(NS_PER_MS));
     }
 
     fn alert(&self, a: &AlertEvent, out: &mut String) {
         let Some(name) = &self.alerts else { return };
-        let mut tags = self.device_tags(&a.device);
+        let mut tags = device_tags(&self.registry, &a.device);
         tags.insert("rule", &a.rule);
         tags.insert("metric", &a.metric);
         tags.insert("kind", &a.kind);
         tags.insert("state", &a.state);
+        let info = self.unit_of(&a.device, SourceId::UNKNOWN, &a.metric);
+        let unit = if a.kind == "silence" {
+            "s"
+        } else {
+            info.unit.as_str()
+        };
+        if self.unit_tag {
+            tags.insert("unit", unit);
+        }
         let mut p = Point::new(out, name, &tags);
         p.float("value", a.value);
         p.float("limit", a.limit);
-        // Grafana annotations show a text field.
-        let what = if a.metric.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", a.metric)
+        if a.kind == "anomaly" {
+            // `limit` is the detector's score there, not a bound in the unit.
+            p.float("score", a.limit);
+        }
+        if let Some((lo, hi)) = a.expected {
+            p.float("expected_low", lo);
+            p.float("expected_high", hi);
+        }
+        // Grafana annotations show a text field: the numbers in the
+        // metric's unit, an anomaly's score apart from its expected range.
+        let facts = AlertFacts {
+            rule: &a.rule,
+            state: &a.state,
+            kind: &a.kind,
+            metric: &a.metric,
+            value: a.value,
+            limit: a.limit,
+            expected: a.expected,
         };
-        p.string(
-            "text",
-            &format!(
-                "{} {} {}{}: {} (limit {})",
-                a.rule, a.state, a.kind, what, a.value, a.limit
-            ),
-        );
-        p.finish(a.at.as_millis());
+        p.string("text", &facts.line(&info));
+        p.finish(a.at.as_millis().saturating_mul(NS_PER_MS));
     }
+}
+
+/// A window's statistics of `metric`: `{metric}_avg`, `_min`, `_max`,
+/// `_std`, `_count`.
+fn window_fields(p: &mut Point<'_>, metric: &str, s: &crate::event::MetricStats) {
+    let mut field = String::with_capacity(metric.len() + 6);
+    for (suffix, v) in [
+        ("avg", s.avg),
+        ("min", s.min),
+        ("max", s.max),
+        ("std", s.std),
+        ("count", s.count as f64),
+    ] {
+        field.clear();
+        let _ = write!(field, "{metric}_{suffix}");
+        p.float(&field, v);
+    }
+}
+
+fn device_tags<'a>(
+    registry: &'a DeviceRegistry,
+    device: &'a DeviceId,
+) -> BTreeMap<&'a str, &'a str> {
+    let mut tags = BTreeMap::new();
+    if let Some(info) = registry.get(device) {
+        for (k, v) in &info.tags {
+            tags.insert(k.as_str(), v.as_str());
+        }
+    }
+    // The gateway's own tags win over a registry tag of the same key.
+    tags.insert("device", device.as_str());
+    tags.insert("name", registry.name_of(device));
+    tags
 }
 
 #[cfg(test)]

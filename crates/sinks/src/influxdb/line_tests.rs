@@ -38,7 +38,7 @@ room = "a b"
     Encoder::new(&config, DeviceRegistry::from_config(&devices))
 }
 
-fn lines(e: &Encoder, ev: &SinkEvent) -> String {
+fn lines(e: &mut Encoder, ev: &SinkEvent) -> String {
     let mut out = String::new();
     e.encode(ev, &mut out);
     out
@@ -46,7 +46,7 @@ fn lines(e: &Encoder, ev: &SinkEvent) -> String {
 
 #[test]
 fn readings_of_one_sample_are_one_point_with_escaped_names() {
-    let e = encoder(&[Series::Readings]);
+    let mut e = encoder(&[Series::Readings]);
     let ev = SinkEvent::Readings(vec![
         reading("bme-1", "temperature", 21.0, 1_700_000_000_000),
         reading("bme-1", "hum idity", 45.5, 1_700_000_000_000),
@@ -54,16 +54,16 @@ fn readings_of_one_sample_are_one_point_with_escaped_names() {
         reading("other", "a=b", -1e-7, 1_700_000_001_000),
     ]);
     assert_eq!(
-        lines(&e, &ev),
-        "bme680\\ measure\\,x,device=bme-1,name=Lab\\,\\ bench\\=1,room=a\\ b temperature=21,hum\\ idity=45.5 1700000000000\n\
-         bme680\\ measure\\,x,device=bme-1,name=Lab\\,\\ bench\\=1,room=a\\ b temperature=21.25 1700000001000\n\
-         bme680\\ measure\\,x,device=other,name=other a\\=b=-0.0000001 1700000001000\n"
+        lines(&mut e, &ev),
+        "bme680\\ measure\\,x,device=bme-1,name=Lab\\,\\ bench\\=1,room=a\\ b temperature=21,hum\\ idity=45.5 1700000000000000000\n\
+         bme680\\ measure\\,x,device=bme-1,name=Lab\\,\\ bench\\=1,room=a\\ b temperature=21.25 1700000001000000000\n\
+         bme680\\ measure\\,x,device=other,name=other a\\=b=-0.0000001 1700000001000000000\n"
     );
 }
 
 #[test]
 fn aggregates_are_one_point_at_window_start_with_five_fields_per_metric() {
-    let e = encoder(&[Series::Aggregates]);
+    let mut e = encoder(&[Series::Aggregates]);
     let w = WindowEvent {
         device: DeviceId::new("other").unwrap(),
         start: Timestamp::from_millis(60_000).unwrap(),
@@ -81,19 +81,22 @@ fn aggregates_are_one_point_at_window_start_with_five_fields_per_metric() {
         )],
     };
     assert_eq!(
-        lines(&e, &SinkEvent::Window(w)),
-        "aggregates,device=other,name=other t_avg=2,t_min=1,t_max=3.5,t_count=3 60000\n"
+        lines(&mut e, &SinkEvent::Window(w)),
+        "aggregates,device=other,name=other t_avg=2,t_min=1,t_max=3.5,t_count=3 60000000000\n"
     );
     // Not written by a sink that does not write readings.
     assert_eq!(
-        lines(&e, &SinkEvent::Readings(vec![reading("x", "t", 1.0, 1)])),
+        lines(
+            &mut e,
+            &SinkEvent::Readings(vec![reading("x", "t", 1.0, 1)])
+        ),
         ""
     );
 }
 
 #[test]
 fn alerts_carry_their_transition_as_tags_and_an_escaped_text() {
-    let e = encoder(&[Series::Alerts]);
+    let mut e = encoder(&[Series::Alerts]);
     let a = AlertEvent {
         device: DeviceId::new("other").unwrap(),
         rule: "too \"hot\"\\".into(),
@@ -104,10 +107,79 @@ fn alerts_carry_their_transition_as_tags_and_an_escaped_text() {
         limit: 30.0,
         at: Timestamp::from_millis(5).unwrap(),
         reason: None,
+        expected: None,
     };
     assert_eq!(
-        lines(&e, &SinkEvent::Alert(a)),
-        "alerts,device=other,kind=threshold,name=other,rule=too\\ \"hot\"\\\\,state=raised value=31.5,limit=30,text=\"too \\\"hot\\\"\\\\ raised threshold: 31.5 (limit 30)\" 5\n"
+        lines(&mut e, &SinkEvent::Alert(a)),
+        "alerts,device=other,kind=threshold,name=other,rule=too\\ \"hot\"\\\\,state=raised value=31.5,limit=30,text=\"too \\\"hot\\\"\\\\ raised threshold: 31.5 (limit 30)\" 5000000\n"
+    );
+}
+
+#[test]
+fn an_anomaly_alert_states_its_range_in_the_unit_and_its_score_apart() {
+    let mut e = encoder(&[Series::Alerts]);
+    let a = AlertEvent {
+        device: DeviceId::new("other").unwrap(),
+        rule: "co2-anomaly".into(),
+        metric: "co2".into(),
+        kind: "anomaly".into(),
+        state: "raised".into(),
+        value: 894.0,
+        limit: 5.25,
+        at: Timestamp::from_millis(5).unwrap(),
+        reason: Some("level_shift".into()),
+        expected: Some((580.0, 702.5)),
+    };
+    assert_eq!(
+        lines(&mut e, &SinkEvent::Alert(a)),
+        "alerts,device=other,kind=anomaly,metric=co2,name=other,rule=co2-anomaly,state=raised value=894,limit=5.25,score=5.25,expected_low=580,expected_high=702.5,text=\"co2-anomaly raised anomaly: co2 894 ppm (expected 580–702 ppm · score 5.2)\" 5000000\n"
+    );
+}
+
+#[test]
+fn with_unit_tag_each_metric_is_a_point_tagged_with_its_unit() {
+    let sources = gateway_core::Sources::default();
+    let lora = sources.register("lora", "semtech_udp");
+    let units = Units::new(Default::default()).with_adapters(
+        BTreeMap::from([(
+            "lora".to_string(),
+            BTreeMap::from([("battery".to_string(), "V".to_string())]),
+        )]),
+        sources,
+    );
+    let config = InfluxConfig {
+        write: vec![Series::Readings, Series::Aggregates],
+        unit_tag: true,
+        ..InfluxConfig::default()
+    };
+    let mut e = Encoder::new(&config, DeviceRegistry::default()).with_units(units);
+    let mut battery = reading("node", "battery", 3.7, 1);
+    battery.set_source(lora);
+    let readings = vec![reading("node", "temperature", 4.5, 1), battery];
+    assert_eq!(
+        lines(&mut e, &SinkEvent::Readings(readings)),
+        "readings,device=node,name=node,unit=°C temperature=4.5 1000000\n\
+         readings,device=node,name=node,unit=V battery=3.7 1000000\n"
+    );
+    // The window knows no adapter: the device's readings told it.
+    let stats = MetricStats {
+        count: 1,
+        avg: 3.7,
+        min: 3.7,
+        max: 3.7,
+        std: 0.0,
+    };
+    let w = WindowEvent {
+        device: DeviceId::new("node").unwrap(),
+        start: Timestamp::from_millis(0).unwrap(),
+        end: Timestamp::from_millis(60_000).unwrap(),
+        partial: false,
+        metrics: vec![("battery".into(), stats), ("rssi".into(), stats)],
+    };
+    assert_eq!(
+        lines(&mut e, &SinkEvent::Window(w)),
+        "aggregates,device=node,name=node,unit=V battery_avg=3.7,battery_min=3.7,battery_max=3.7,battery_std=0,battery_count=1 0\n\
+         aggregates,device=node,name=node,unit=dBm rssi_avg=3.7,rssi_min=3.7,rssi_max=3.7,rssi_std=0,rssi_count=1 0\n"
     );
 }
 
@@ -116,4 +188,168 @@ fn a_line_break_in_a_name_never_breaks_the_line() {
     let mut out = String::new();
     key(&mut out, "a\nb");
     assert_eq!(out, "a\\ b");
+}
+
+/// The times of the lines, in order.
+fn times(text: &str) -> Vec<i64> {
+    text.lines()
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn readings_of_one_device_in_one_millisecond_are_each_their_own_point() {
+    let mut e = encoder(&[Series::Readings]);
+    let ms = 1_700_000_000_123;
+    // 300 one-metric lines written to a socket at once, stamped alike.
+    let burst: Vec<Reading> = (0..300)
+        .map(|i| reading("bme-1", "temperature", f64::from(i), ms))
+        .collect();
+    let text = lines(&mut e, &SinkEvent::Readings(burst));
+    assert_eq!(text.lines().count(), 300);
+    assert!(text.lines().all(|l| l.matches("temperature=").count() == 1));
+    let t = times(&text);
+    assert_eq!(t[0], ms * 1_000_000);
+    assert_eq!(t[299], ms * 1_000_000 + 299);
+    // The next event in the same millisecond goes on counting.
+    let more = lines(
+        &mut e,
+        &SinkEvent::Readings(vec![reading("bme-1", "temperature", 1.0, ms)]),
+    );
+    assert_eq!(times(&more), [ms * 1_000_000 + 300]);
+    // Another device, and a later millisecond, start at 0.
+    let other = lines(
+        &mut e,
+        &SinkEvent::Readings(vec![
+            reading("other", "temperature", 1.0, ms),
+            reading("bme-1", "temperature", 1.0, ms + 1),
+        ]),
+    );
+    assert_eq!(times(&other), [ms * 1_000_000, (ms + 1) * 1_000_000]);
+}
+
+#[test]
+fn a_sample_split_over_two_events_keeps_one_time_and_never_repeats_a_field() {
+    let mut e = encoder(&[Series::Readings]);
+    let ms = 1_000;
+    let first = lines(
+        &mut e,
+        &SinkEvent::Readings(vec![reading("x", "temperature", 1.0, ms)]),
+    );
+    // The rest of the sample, then the next sample of the same second.
+    let second = lines(
+        &mut e,
+        &SinkEvent::Readings(vec![
+            reading("x", "humidity", 40.0, ms),
+            reading("x", "temperature", 2.0, ms),
+            reading("x", "humidity", 41.0, ms),
+        ]),
+    );
+    assert_eq!(times(&first), [ms * 1_000_000]);
+    assert_eq!(
+        second,
+        "bme680\\ measure\\,x,device=x,name=x humidity=40 1000000000\n\
+         bme680\\ measure\\,x,device=x,name=x temperature=2,humidity=41 1000000001\n"
+    );
+}
+
+#[test]
+fn the_same_readings_encoded_again_get_the_same_times() {
+    // A fresh encoder is a restarted gateway replaying its journal.
+    let readings: Vec<Reading> = (0..20)
+        .flat_map(|i| {
+            let ms = 5_000 + (i / 4) * 1_000;
+            [
+                reading("a", "t", i as f64, ms),
+                reading("b", "t", i as f64, ms),
+            ]
+        })
+        .collect();
+    let ev = SinkEvent::Readings(readings);
+    let once = lines(&mut encoder(&[Series::Readings]), &ev);
+    let again = lines(&mut encoder(&[Series::Readings]), &ev);
+    assert_eq!(once, again);
+    let mut t = times(&once);
+    assert_eq!(t.len(), 40);
+    t.sort_unstable();
+    t.dedup();
+    assert_eq!(t.len(), 20, "per device, 20 distinct times");
+}
+
+#[test]
+fn records_stored_in_milliseconds_are_sent_in_nanoseconds() {
+    let mut out = Vec::new();
+    ms_record_to_ns(
+        b"m,device=a t=1 1700000000000\nm,device=a t=2 5\n",
+        &mut out,
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "m,device=a t=1 1700000000000000000\nm,device=a t=2 5000000\n"
+    );
+}
+
+#[test]
+fn a_node_flushing_a_few_samples_out_of_order_still_gets_distinct_times() {
+    let mut e = encoder(&[Series::Readings]);
+    let ev = SinkEvent::Readings(vec![
+        reading("x", "t", 1.0, 1_000),
+        reading("x", "t", 2.0, 2_000),
+        reading("x", "t", 3.0, 1_000),
+        reading("x", "t", 4.0, 3_000),
+        reading("x", "t", 5.0, 1_000),
+    ]);
+    assert_eq!(
+        times(&lines(&mut e, &ev)),
+        [
+            1_000_000_000,
+            2_000_000_000,
+            1_000_000_001,
+            3_000_000_000,
+            1_000_000_002
+        ]
+    );
+}
+
+/// Four whole-second samples of one node, a checkpoint between the second
+/// and the third (the journal's next epoch), then a kill -9: the restarted
+/// gateway replays only the journal since that checkpoint. A fresh encoder
+/// told the epoch first must give the replayed samples the times the first
+/// run gave them, which also differ from the two samples before it.
+#[test]
+fn a_replay_from_a_checkpoint_inside_a_millisecond_numbers_its_samples_as_the_first_run_did() {
+    let ms = 1_700_000_000_000;
+    let sample = |v: f64| SinkEvent::Readings(vec![reading("esp-a", "temperature", v, ms)]);
+    let mut first_run = encoder(&[Series::Readings]);
+    let mut before = String::new();
+    for e in [SinkEvent::JournalEpoch(6), sample(1.0), sample(2.0)] {
+        before.push_str(&lines(&mut first_run, &e));
+    }
+    let mut after = String::new();
+    for e in [SinkEvent::JournalEpoch(7), sample(3.0), sample(4.0)] {
+        after.push_str(&lines(&mut first_run, &e));
+    }
+    let mut replayed = String::new();
+    let mut restarted = encoder(&[Series::Readings]);
+    for e in [SinkEvent::JournalEpoch(7), sample(3.0), sample(4.0)] {
+        replayed.push_str(&lines(&mut restarted, &e));
+    }
+    assert_eq!(replayed, after, "the replay rewrites the same points");
+    let mut all = times(&before);
+    all.extend(times(&after));
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 4, "four samples, four points: {all:?}");
+    assert!(
+        all.iter().all(|t| t / 1_000_000 == ms),
+        "all within their millisecond: {all:?}"
+    );
+    // The restart goes on appending to the epoch it replayed: being told
+    // that epoch again keeps the numbering the replay rebuilt.
+    let mut next = lines(&mut restarted, &SinkEvent::JournalEpoch(7));
+    next.push_str(&lines(&mut restarted, &sample(5.0)));
+    assert!(
+        !all.contains(&times(&next)[0]),
+        "the fifth sample is a point of its own"
+    );
 }

@@ -35,6 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
+use gateway_core::config::secret::{redact_url, Secret};
+use gateway_core::deadline;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{OutboundMessage, Telemetry, Timestamp};
 use tokio::task::{JoinHandle, JoinSet};
@@ -60,6 +62,9 @@ pub const SINK_BATCHES_FAILED: &str = "edge_gateway_sink_batches_failed_total";
 pub const SINK_DEAD_LETTER: &str = "edge_gateway_sink_dead_letter_points_total";
 /// `1` while the last write to the output succeeded.
 pub const SINK_UP: &str = "edge_gateway_sink_up";
+/// `Retry-After` answers longer than the sink's `max_backoff`, obeyed only
+/// up to it.
+pub const SINK_RETRY_AFTER_CAPPED: &str = "edge_gateway_sink_retry_after_capped_total";
 
 /// Fault hook for the crash tests: milliseconds to hold each batch of
 /// events before it is stored, so a kill can land after the readings were
@@ -141,7 +146,10 @@ impl Writer {
         let (write_path, auth) = request::write_target(config, &endpoint)?;
         let tls = request::tls(config, &endpoint)?;
 
-        let dir = ctx.state_dir.join(format!("sink-{name}"));
+        let dir = ctx.state_dir.join(format!(
+            "{}{name}",
+            gateway_core::state_file::inventory::SINK_DIR_PREFIX
+        ));
         let labels = [("output", name.as_str())];
         let spool = Spool::open(
             Some(&dir.join("outbox")),
@@ -162,27 +170,29 @@ impl Writer {
         })?;
         let t = &ctx.telemetry;
         let target = Target {
-            url: config.url.clone(),
+            url: redact_url(&config.url).into_owned(),
             version: config.version,
             database: config.database.clone(),
             create_database: config.create_database,
             write_path,
             base_path: endpoint.base_path.clone(),
-            auth,
+            auth: auth.map(Secret::new),
             gzip: config.gzip,
             dead_letter: dir.join("dead-letter.lp"),
             m: Metrics {
                 written: t.counter(SINK_POINTS_WRITTEN, &labels),
                 dead_letter: t.counter(SINK_DEAD_LETTER, &labels),
                 up: t.gauge(SINK_UP, &labels),
+                retry_after_capped: t.counter(SINK_RETRY_AFTER_CAPPED, &labels),
                 telemetry: t.clone(),
                 name: name.clone(),
             },
             log: LogThrottle::default(),
+            max_wait: config.max_backoff,
             name,
         };
         Ok(Self {
-            encoder: Encoder::new(config, ctx.registry.clone()),
+            encoder: Encoder::new(config, ctx.registry.clone()).with_units(ctx.units.clone()),
             spool,
             target: Arc::new(target),
             authority: endpoint.authority,
@@ -232,7 +242,7 @@ impl Writer {
         let mut deliveries: JoinSet<(Client, Settled)> = JoinSet::new();
         // Which records each delivery carries, by task id.
         let mut flights = std::collections::HashMap::new();
-        info!(output = %self.config.name, url = %self.config.url, version = self.config.version, backlog = self.spool.waiting(), "InfluxDB output started.");
+        info!(output = %self.config.name, url = %self.target.url, version = self.config.version, backlog = self.spool.waiting(), "InfluxDB output started.");
         loop {
             if !rx_open && self.spool.waiting() == 0 {
                 break;
@@ -275,7 +285,7 @@ impl Writer {
                         let created = deliver::create_database(&self.target, &mut client).await;
                         self.idle.push(client);
                         if !created {
-                            plan.retry_at(Instant::now() + backoff.next_delay());
+                            plan.retry_at(deadline::from_now(backoff.next_delay()));
                             continue;
                         }
                         self.create_pending = false;
@@ -320,7 +330,7 @@ impl Writer {
                     }
                     None => {
                         rx_open = false;
-                        drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+                        drain_deadline = deadline::from_now(DRAIN_TIMEOUT);
                     }
                 },
                 _ = housekeeping.tick() => {
@@ -361,7 +371,7 @@ impl Writer {
         let spool = &mut self.spool;
         blocking(|| {
             spool.store(vec![OutboundMessage {
-                topic: String::new(),
+                topic: line::NS_RECORD.into(),
                 payload: lines.into_bytes(),
                 retain: false,
             }])
@@ -402,7 +412,7 @@ impl Writer {
             return 0;
         }
         self.spool.store(vec![OutboundMessage {
-            topic: String::new(),
+            topic: line::NS_RECORD.into(),
             payload: lines.into_bytes(),
             retain: false,
         }]);

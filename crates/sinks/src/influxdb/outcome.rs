@@ -1,6 +1,6 @@
 //! What an InfluxDB answer means for the batch that was sent, pure.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::{HeaderMap, StatusCode};
 
@@ -45,10 +45,27 @@ pub fn server_message(body: &[u8]) -> String {
         .unwrap_or_else(|| text.trim().chars().take(500).collect())
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by InfluxDB).
+/// `Retry-After`, as the server or a proxy in front of it sends it.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(hyper::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after(v, SystemTime::now())
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3): delay seconds or an HTTP date, read
+/// at `now`. The number is the server's, so any size is taken: more
+/// seconds than a `u64` holds is as good as forever (the caller caps every
+/// wait at its `max_backoff`). A date in the past means now.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(
+            value
+                .parse::<u64>()
+                .map_or(Duration::MAX, Duration::from_secs),
+        );
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Outcome {
@@ -147,5 +164,47 @@ mod tests {
             }
         ));
         assert!(matches!(c(500, &none, "boom"), Outcome::Failed { .. }));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_of_any_size_or_a_date_and_never_panics() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_000);
+        let p = |v: &str| parse_retry_after(v, now);
+        assert_eq!(p("7"), Some(Duration::from_secs(7)));
+        assert_eq!(p(" 86400 "), Some(Duration::from_secs(86_400)));
+        assert_eq!(
+            p("18446744073709551615"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(p("99999999999999999999999999"), Some(Duration::MAX));
+        // 2015-10-21T07:28:00Z is 480 s after `now`.
+        assert_eq!(
+            p("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::from_secs(480))
+        );
+        assert_eq!(p("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "soon",
+            "0x10",
+            "Wed, 99 Oct 2015 07:28:00 GMT",
+        ] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+        // Fuzz-style: digits, signs, dates and noise of every length.
+        let mut x = 0x2545_F491_4F6C_DD1D_u64;
+        let alphabet = b"0123456789 -+:,GMTWedOct";
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let text: String = (0..len)
+                .map(|i| alphabet[((x >> (i % 58)) as usize + i) % alphabet.len()] as char)
+                .collect();
+            let _ = p(&text);
+        }
     }
 }

@@ -324,7 +324,7 @@ pub async fn run(
                 }
                 None => {
                     rx_open = false;
-                    drain_deadline = Instant::now() + settings.drain_timeout;
+                    drain_deadline = gateway_core::deadline::from_now(settings.drain_timeout);
                 }
             },
             request = async { flush.as_mut()?.recv().await }, if flush.is_some() => match request {

@@ -248,7 +248,11 @@ impl Scheduler {
             && self.tokens < 1.0
             && self.unacknowledged() < self.cap;
         waiting.then(|| {
-            self.refilled + Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
+            // `rate` is the config's: a tiny one makes a wait no `Duration`
+            // holds (`from_secs_f64` would panic).
+            let wait = Duration::try_from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
+                .unwrap_or(gateway_core::deadline::FAR_FUTURE);
+            gateway_core::deadline::after(self.refilled, wait)
         })
     }
 

@@ -56,7 +56,7 @@ impl UpstreamSettings {
             nodes: up.nodes(),
             qos: up.forwarding.qos,
             status_topic,
-            outbox_dir: Some(state_dir.join("outbox")),
+            outbox_dir: Some(state_dir.join(gateway_core::state_file::inventory::UPSTREAM_OUTBOX)),
             outbox: OutboxSettings {
                 max_bytes: outbox.max_bytes,
                 policy: outbox.policy,
