@@ -48,7 +48,7 @@ fn device(
 }
 
 fn state() -> State {
-    // The published vectors' sessions (shared/data/vectors/lorawan_uplinks.json).
+    // The published vectors' sessions (tests/data/vectors/lorawan_uplinks.json).
     let lp = (
         "44024241ed4ce9a68c6a8bc055233fd3",
         "ec925802ae430ca77fd3dd73cb2cc588",
@@ -72,7 +72,7 @@ fn state() -> State {
                 0x0102_0304,
                 rs.0,
                 rs.1,
-                Codec::SeedBatch,
+                Codec::Batch,
                 FcntReset::Accept,
             ),
             device(
@@ -80,7 +80,7 @@ fn state() -> State {
                 0x0102_0304,
                 rs.1,
                 "00000000000000000000000000000000",
-                Codec::SeedCompact,
+                Codec::CompactI16,
                 FcntReset::Reject,
             ),
         ]),
@@ -95,6 +95,8 @@ fn uplink(state: &mut State, phy: &[u8]) {
         rssi: Some(-60),
         snr: Some(7.0),
         received: Timestamp::from_millis(1_763_719_200_000).unwrap_or_else(|_| unreachable!()),
+        heard: Vec::new(),
+        first_heard: adapters::lorawan::dedup::Instant::now(),
     };
     if let Ok(accepted) = uplink::process(&up, &state.devices, &mut state.store) {
         assert!(accepted.readings.iter().all(|r| r.value().is_finite()));

@@ -73,7 +73,7 @@ async fn adapter(path: &std::path::Path, n: u32, state: &std::path::Path) -> (u6
     let shutdown = CancellationToken::new();
     let ctx = AdapterContext {
         name: "bench".into(),
-        ingress: tx,
+        ingress: tx.into(),
         shutdown: shutdown.clone(),
         telemetry: Telemetry::default(),
         clock: Arc::new(SystemClock),

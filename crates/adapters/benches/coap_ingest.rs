@@ -133,7 +133,7 @@ async fn server() -> (SocketAddr, Arc<AtomicU64>, CancellationToken) {
     let shutdown = CancellationToken::new();
     let ctx = AdapterContext {
         name: "bench".into(),
-        ingress: tx,
+        ingress: tx.into(),
         shutdown: shutdown.clone(),
         telemetry: Telemetry::default(),
         clock: Arc::new(SystemClock),
@@ -212,7 +212,7 @@ async fn dtls_server() -> (SocketAddr, Arc<AtomicU64>, CancellationToken) {
     let shutdown = CancellationToken::new();
     let ctx = AdapterContext {
         name: "bench".into(),
-        ingress: tx,
+        ingress: tx.into(),
         shutdown: shutdown.clone(),
         telemetry: Telemetry::default(),
         clock: Arc::new(SystemClock),

@@ -75,10 +75,10 @@ macro_rules! adapter_registry {
         kinds { $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? }
         sections { $( $(#[$smeta:meta])* $field:ident => $sty:ty ),* $(,)? }
     ) => {
-        /// One `[[adapter]]` table, by its `type`.
-        #[derive(Debug, Clone, PartialEq)]
-        pub enum AdapterConfig {
-            $( $(#[$kmeta])* $variant($kty), )*
+        gateway_core::config_kinds! {
+            kind_trait = $crate::registry::AdapterKind;
+            /// One `[[adapter]]` table, by its `type`.
+            pub enum AdapterConfig { $( $(#[$kmeta])* $variant => $kty ),* }
         }
 
         /// The top-level sections owned by adapter families.
@@ -98,9 +98,7 @@ macro_rules! adapter_registry {
         }
 
         impl gateway_core::config::AdapterSpec for AdapterConfig {
-            const KINDS: &'static [&'static str] = &[
-                $( $(#[$kmeta])* <$kty as $crate::registry::AdapterKind>::KIND, )*
-            ];
+            const KINDS: &'static [&'static str] = Self::KIND_NAMES;
 
             const SECTIONS: &'static [&'static str] = &[
                 $( $(#[$smeta])* <$sty as $crate::registry::OwnedSection>::NAME, )*
@@ -121,32 +119,15 @@ macro_rules! adapter_registry {
                 path: &str,
                 problems: &mut gateway_core::config::Problems,
             ) -> Option<Self> {
-                $(
-                    $(#[$kmeta])*
-                    if kind == <$kty as $crate::registry::AdapterKind>::KIND {
-                        return <$kty as $crate::registry::AdapterKind>::from_table(table, path, problems)
-                            .map(Self::$variant);
-                    }
-                )*
-                let _ = (kind, table, path, problems);
-                None
+                Self::parse_kind(kind, table, path, problems)
             }
 
             fn name(&self) -> &str {
-                match *self {
-                    $( $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::AdapterKind::name(c), )*
-                }
+                self.config_name()
             }
         }
 
         impl AdapterConfig {
-            /// The adapter's `type`.
-            pub fn kind(&self) -> &'static str {
-                match *self {
-                    $( $(#[$kmeta])* Self::$variant(_) => <$kty as $crate::registry::AdapterKind>::KIND, )*
-                }
-            }
-
             /// A runnable adapter for this config.
             #[allow(unused_variables)]
             pub fn build(&self, ctx: &$crate::registry::BuildContext) -> Box<dyn gateway_core::Adapter> {
@@ -154,14 +135,6 @@ macro_rules! adapter_registry {
                     $( $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::AdapterKind::build(c, ctx), )*
                 }
             }
-        }
-
-        /// The adapters' part of the `configfile` template, in list order.
-        pub fn template() -> String {
-            #[allow(unused_mut)]
-            let mut out = String::new();
-            $( $(#[$kmeta])* out.push_str(&<$kty as $crate::registry::AdapterKind>::template()); )*
-            out
         }
     };
 }

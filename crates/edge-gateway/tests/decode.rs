@@ -1,4 +1,4 @@
-//! `edge-gateway decode` on published vectors (shared/data/vectors), run as
+//! `edge-gateway decode` on published vectors (tests/data/vectors), run as
 //! the real binary.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,17 +22,17 @@ fn stdout(out: &Output) -> String {
 fn codec_values_one_per_line() {
     let rows: [(&str, &str, &str); 4] = [
         (
-            "seed_compact",
+            "compact_i16",
             "00D728014A",
             "temperature = 21.5\nhumidity = 40\nbattery = 3.3\n",
         ),
         (
-            "seed_bitpacked",
+            "bitpacked",
             "535154",
             "temperature = 21.5\nhumidity = 40\nbattery = 85\n",
         ),
         (
-            "seed_batch",
+            "batch",
             "026affc4000000000000d7003cfffffff6",
             "value = 21.5 @ 2026-11-20T03:52:32Z\nvalue = -1 @ 2026-11-20T03:53:32Z\n",
         ),
@@ -51,15 +51,40 @@ fn codec_values_one_per_line() {
 }
 
 #[test]
+fn the_codecs_old_names_decode_the_same_and_say_they_are_deprecated() {
+    for (old, new, hex) in [
+        ("seed_compact", "compact_i16", "00D728014A"),
+        ("seed_bitpacked", "bitpacked", "535154"),
+        ("seed_batch", "batch", "026affc4000000000000d7003cfffffff6"),
+    ] {
+        let current = decode(&["--codec", new, hex]);
+        let renamed = decode(&["--codec", old, hex]);
+        assert!(current.status.success(), "{current:?}");
+        assert!(renamed.status.success(), "{renamed:?}");
+        assert!(!stdout(&current).is_empty());
+        assert_eq!(stdout(&renamed), stdout(&current), "{old}");
+        let err = String::from_utf8_lossy(&renamed.stderr);
+        assert!(
+            err.contains("deprecated") && err.contains(new),
+            "{old}: {err}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&current.stderr).contains("deprecated"),
+            "{new}"
+        );
+    }
+}
+
+#[test]
 fn undecodable_input_exits_65_and_bad_usage_64() {
     let rows: [(&[&str], i32, &str); 8] = [
         (
-            &["--codec", "seed_compact", "--nwk-s-key", "00", "00D728014A"],
+            &["--codec", "compact_i16", "--nwk-s-key", "00", "00D728014A"],
             64,
             "go with --phy",
         ),
         (
-            &["--codec", "seed_compact", "00D728"],
+            &["--codec", "compact_i16", "00D728"],
             65,
             "expected 5 bytes, got 3",
         ),
@@ -73,7 +98,7 @@ fn undecodable_input_exits_65_and_bad_usage_64() {
             65,
             "gps needs 9 bytes",
         ),
-        (&["--codec", "seed_compact", "zz"], 65, "hex digits"),
+        (&["--codec", "compact_i16", "zz"], 65, "hex digits"),
         (&["--codec", "nope", "00"], 64, "unknown codec \"nope\""),
         (&["00D728014A"], 64, "expected --codec NAME HEX"),
         (
@@ -168,11 +193,11 @@ fn phy_with_codec_and_the_fcnt32_downlink() {
         "--next-fcnt",
         "76000",
         "--codec",
-        "seed_compact",
+        "compact_i16",
     ]);
     assert_eq!(out.status.code(), Some(65), "{out:?}");
     // And on one that is: "test" = 74 65 73 74 is not 5 bytes either, so use
-    // the hello frame (5 bytes) with seed_compact.
+    // the hello frame (5 bytes) with compact_i16.
     let out = decode(&[
         "--phy",
         "400403020180010001a694642615d6c3b582",
@@ -181,7 +206,7 @@ fn phy_with_codec_and_the_fcnt32_downlink() {
         "--app-s-key",
         app,
         "--codec",
-        "seed_compact",
+        "compact_i16",
     ]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     // "hello" = 68 65 6c 6c 6f → 0x6865 = 26725 → 2672.5, 0x6c = 108, 0x6c6f = 27759 → 277.59

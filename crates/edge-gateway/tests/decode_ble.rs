@@ -1,5 +1,5 @@
 //! `edge-gateway decode --ble` / `--ble-line` on the published BTHome and
-//! Ruuvi vectors (shared/data/vectors), run as the real binary: one JSON
+//! Ruuvi vectors (tests/data/vectors), run as the real binary: one JSON
 //! object per payload on stdout, exit 0 when something decoded, 65 when
 //! nothing did (the objects still say why), 64 for a wrong command line.
 
@@ -40,7 +40,7 @@ fn stderr(out: &Output) -> String {
 
 fn vectors(file: &str) -> Value {
     let path = format!(
-        "{}/../../../shared/data/vectors/{file}",
+        "{}/../../tests/data/vectors/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
@@ -275,7 +275,7 @@ fn a_wrong_command_line_exits_64_and_bad_bytes_65() {
             "--company",
         ),
         (
-            &["--ble", "40", "--mac", ENC_MAC, "--codec", "seed_compact"],
+            &["--ble", "40", "--mac", ENC_MAC, "--codec", "compact_i16"],
             64,
             "do not go together",
         ),

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{conflicting_ids, http_get, rel_close, totals, GatewayProcess, WAIT};
+use common::{conflicting_ids, http_get, http_until, rel_close, totals, GatewayProcess, WAIT};
 use test_support::{free_port, Message, Mosquitto, Subscriber};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -45,7 +45,7 @@ ack = true
     )
 }
 
-/// Seed 000's line: temperature, pressure, humidity, gas.
+/// An ESP32 + BME680 node's line: temperature, pressure, humidity, gas.
 fn seed_line(i: usize) -> (String, [f64; 4]) {
     let x = i as f64;
     let v = [
@@ -126,7 +126,7 @@ async fn aggregates(sub: &mut Subscriber, device: &str, readings: u64) -> Vec<Me
 }
 
 #[tokio::test]
-async fn seed_000_lines_with_bad_ones_get_every_ok_and_exact_aggregates_upstream() {
+async fn bme680_lines_with_bad_ones_get_every_ok_and_exact_aggregates_upstream() {
     let upstream = Mosquitto::start();
     let (line_port, metrics) = (free_port(), free_port());
     let device = "bme680-lab";
@@ -347,6 +347,174 @@ async fn a_node_resending_unacknowledged_lines_across_kill_9_loses_none_and_coun
         metric(&body, "edge_gateway_ingress_duplicates_total") > 0.0,
         "the resent journaled lines were recognised"
     );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+/// Every answer of a connection until the gateway closes it.
+async fn answers_to_the_end(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+    let mut all = String::new();
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_string(reader, &mut all),
+    )
+    .await
+    .expect("the gateway closes the connection once it has answered")
+    .expect("answers readable");
+    all
+}
+
+/// The highest `ok N` in `answers`, and their `err` lines.
+fn last_ok_and_errs(answers: &str) -> (u64, Vec<&str>) {
+    let ok = answers
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok ")?.parse().ok())
+        .max()
+        .unwrap_or(0);
+    (
+        ok,
+        answers.lines().filter(|l| l.starts_with("err")).collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_last_line_without_newline_at_the_close_is_taken_once_and_acknowledged() {
+    let upstream = Mosquitto::start();
+    let (acked_port, plain_port, metrics) = (free_port(), free_port(), free_port());
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let cfg = config(
+        "gw-tcp-close",
+        upstream.port(),
+        acked_port,
+        metrics,
+        &format!(
+            r#"format = "csv"
+columns = ["temperature", "pressure", "humidity", "gas"]
+peers = {{ "127.0.0.1" = "esp32-acked" }}
+max_line_bytes = 64
+
+[[adapter]]
+type = "tcp_line"
+name = "bme680-plain"
+bind = "127.0.0.1:{plain_port}"
+format = "csv"
+columns = ["temperature", "pressure", "humidity", "gas"]
+peers = {{ "127.0.0.1" = "esp32-plain" }}
+"#
+        ),
+    );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log_count("Listening for lines.", 2).await;
+    gw.wait_for_log("Metrics endpoint listening").await;
+    let mut next = 0usize;
+    let mut take = |k: usize, values: &mut Vec<f64>| -> Vec<String> {
+        (0..k)
+            .map(|_| {
+                let (line, v) = seed_line(next);
+                next += 1;
+                values.extend_from_slice(&v);
+                line
+            })
+            .collect()
+    };
+
+    let (mut acked, mut plain) = (Vec::new(), Vec::new());
+    for (port, values) in [(acked_port, &mut acked), (plain_port, &mut plain)] {
+        // MicroPython's `s.send(line); s.close()`, ten times, never reading.
+        for line in take(10, values) {
+            let mut s = connect(port).await;
+            s.write_all(line.as_bytes()).await.unwrap();
+            drop(s);
+        }
+        // Several lines on one connection, the last without its newline.
+        let mut s = connect(port).await;
+        s.write_all(take(5, values).join("\n").as_bytes())
+            .await
+            .unwrap();
+        drop(s);
+    }
+
+    // A node that half-closes and waits for its answers.
+    let (rd, mut wr) = connect(acked_port).await.into_split();
+    let mut reader = BufReader::new(rd);
+    wr.write_all(take(3, &mut acked).join("\r\n").as_bytes())
+        .await
+        .unwrap();
+    wr.shutdown().await.unwrap();
+    let answers = answers_to_the_end(&mut reader).await;
+    assert_eq!(last_ok_and_errs(&answers), (3, vec![]), "{answers:?}");
+
+    // `printf '21.4,1013,45,12000' | socat - TCP:…` (with a longer wait for
+    // the answer than socat's default half second, for a loaded machine).
+    let mut socat = tokio::process::Command::new("socat")
+        .args(["-t", "10", "-", &format!("TCP:127.0.0.1:{acked_port}")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("socat is installed");
+    let line = take(1, &mut acked).remove(0);
+    let mut stdin = socat.stdin.take().unwrap();
+    stdin.write_all(line.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, socat.wait_with_output())
+        .await
+        .expect("socat ends once answered")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok 1\n");
+
+    // Last lines dropped for a reason are answered and counted.
+    for (bytes, reason) in [
+        (&[b'9'; 100][..], "payload_too_large"),
+        (&b"21.3,1013.2,\xff\xfe,12000"[..], "not_utf8"),
+    ] {
+        let (rd, mut wr) = connect(acked_port).await.into_split();
+        let mut reader = BufReader::new(rd);
+        wr.write_all(bytes).await.unwrap();
+        wr.shutdown().await.unwrap();
+        let answers = answers_to_the_end(&mut reader).await;
+        assert_eq!(answers, format!("err 1 {reason}\nok 1\n"));
+    }
+
+    let readings =
+        |adapter: &str| format!("edge_gateway_adapter_readings_total{{adapter=\"{adapter}\"}}");
+    let (want_acked, want_plain) = (acked.len() as f64, plain.len() as f64);
+    http_until(metrics, "/metrics", |_, b| {
+        metric(b, &readings("bme680-tcp")) >= want_acked
+            && metric(b, &readings("bme680-plain")) >= want_plain
+    })
+    .await;
+    let mut got = sub
+        .collect_until(Duration::from_secs(60), |m| {
+            let t = totals(m);
+            t.get("esp32-acked")
+                .is_some_and(|t| t.0 >= acked.len() as u64)
+                && t.get("esp32-plain")
+                    .is_some_and(|t| t.0 >= plain.len() as u64)
+        })
+        .await;
+    while let Some(m) = sub.next(Duration::from_millis(1500)).await {
+        got.push(m);
+    }
+    for (device, values) in [("esp32-acked", &acked), ("esp32-plain", &plain)] {
+        let (count, sum, _) = totals(&got).get(device).copied().unwrap_or_default();
+        assert_eq!(count, values.len() as u64, "{device}: every reading once");
+        assert!(rel_close(sum, values.iter().sum()), "{device}: sum {sum}");
+    }
+    let (_, body) = http_get(metrics, "/metrics").await;
+    assert_eq!(metric(&body, &readings("bme680-tcp")), want_acked);
+    assert_eq!(metric(&body, &readings("bme680-plain")), want_plain);
+    for reason in ["payload_too_large", "not_utf8"] {
+        assert_eq!(
+            metric(
+                &body,
+                &format!(
+                    "edge_gateway_adapter_errors_total{{adapter=\"bme680-tcp\",error_type=\"{reason}\"}}"
+                )
+            ),
+            1.0,
+            "{reason}"
+        );
+    }
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }

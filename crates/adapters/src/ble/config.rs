@@ -186,7 +186,7 @@ impl AdapterKind for BleConfig {
 #[serde(deny_unknown_fields)]
 struct RawDevice {
     mac: String,
-    bindkey: Option<String>,
+    bindkey: Option<secret::Secret>,
     name: Option<String>,
     room: Option<String>,
 }
@@ -233,6 +233,8 @@ impl OwnedSection for BleSection {
                     room: d.room.clone(),
                     floor: None,
                     tags: Tags::default(),
+                    primary: None,
+                    units: Default::default(),
                 })
             })
             .collect()
@@ -300,8 +302,8 @@ fn device(
         .ok();
     let bindkey = raw
         .bindkey
-        .as_deref()
-        .map(|text| bindkey(text, &format!("{path}.bindkey"), env, problems));
+        .as_ref()
+        .map(|text| bindkey(text.expose(), &format!("{path}.bindkey"), env, problems));
     for (key, value) in [("name", &raw.name), ("room", &raw.room)] {
         if value.as_deref() == Some("") {
             problems.push(format!("{path}.{key}"), "expected a non-empty text");

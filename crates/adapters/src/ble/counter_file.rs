@@ -8,88 +8,57 @@
 //! start would stop every sensor, not just replays.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use gateway_core::state_file::{quarantine, read_if_exists, replace_atomically};
+use gateway_core::state_file::inventory;
+use gateway_core::state_file::json::{JsonStateFile, StateDocument};
 use serde::{Deserialize, Serialize};
 
 use super::advert::Mac;
 use super::replay::CounterTable;
 
 /// The file name inside `state_dir`.
-pub const FILE_NAME: &str = "ble-counters.json";
+pub const FILE_NAME: &str = inventory::BLE_COUNTERS;
 
 /// Why the counters could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum CounterFileError {
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is damaged ({reason}); it was moved aside")]
-    Damaged { path: PathBuf, reason: String },
-}
+pub type CounterFileError = gateway_core::state_file::json::JsonStateError;
 
 #[derive(Serialize, Deserialize)]
-struct OnDisk {
-    version: u32,
+struct Counters {
     /// MAC → last accepted encryption counter.
     last_counter: BTreeMap<Mac, u32>,
 }
 
-/// Where the table lives; `None` keeps it in memory (tests, `decode`).
+impl StateDocument for Counters {
+    const FILE_NAME: &'static str = FILE_NAME;
+}
+
+/// Where the table lives; in memory only for tests and `decode`.
 #[derive(Debug, Clone)]
 pub struct CounterFile {
-    path: Option<PathBuf>,
+    file: JsonStateFile<Counters>,
 }
 
 impl CounterFile {
     pub fn in_state_dir(state_dir: &Path) -> Self {
         Self {
-            path: Some(state_dir.join(FILE_NAME)),
+            file: JsonStateFile::in_state_dir(state_dir),
         }
     }
 
     pub fn in_memory() -> Self {
-        Self { path: None }
+        Self {
+            file: JsonStateFile::in_memory(),
+        }
     }
 
     /// The table of the last run; empty, with the error to log, when the
     /// file cannot be read or is damaged (then moved aside).
     pub fn load(&self) -> (CounterTable, Option<CounterFileError>) {
-        let Some(path) = &self.path else {
-            return (CounterTable::default(), None);
-        };
-        let bytes = match read_if_exists(path) {
-            Ok(Some(b)) => b,
-            Ok(None) => return (CounterTable::default(), None),
-            Err(source) => {
-                let path = path.clone();
-                let e = CounterFileError::Io {
-                    action: "reading",
-                    path,
-                    source,
-                };
-                return (CounterTable::default(), Some(e));
-            }
-        };
-        match serde_json::from_slice::<OnDisk>(&bytes) {
-            Ok(d) if d.version == 1 => (CounterTable::from_map(d.last_counter), None),
-            other => {
-                let reason = match other {
-                    Ok(d) => format!("unknown version {}", d.version),
-                    Err(e) => e.to_string(),
-                };
-                quarantine(path);
-                let path = path.clone();
-                (
-                    CounterTable::default(),
-                    Some(CounterFileError::Damaged { path, reason }),
-                )
-            }
+        match self.file.load() {
+            Ok(Some(c)) => (CounterTable::from_map(c.last_counter), None),
+            Ok(None) => (CounterTable::default(), None),
+            Err(e) => (CounterTable::default(), Some(e)),
         }
     }
 
@@ -99,19 +68,8 @@ impl CounterFile {
     /// The write failed; the file keeps its previous content, and the
     /// caller must not let the frame's readings out.
     pub fn save(&self, table: &CounterTable) -> Result<(), CounterFileError> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
-        let body = OnDisk {
-            version: 1,
+        self.file.save(&Counters {
             last_counter: table.as_map().clone(),
-        };
-        // A map of MACs and integers always serialises.
-        let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        replace_atomically(path, &bytes).map_err(|f| CounterFileError::Io {
-            action: f.action,
-            path: f.path,
-            source: f.source,
         })
     }
 }

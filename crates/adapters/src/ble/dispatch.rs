@@ -54,6 +54,18 @@ impl Format {
             Self::Atc1441 => "atc1441",
         }
     }
+
+    /// Manufacturer and model, as far as the format tells: BTHome is
+    /// spoken by many makers' devices; Ruuvi's formats only by RuuviTags;
+    /// the PVVX and ATC formats by Xiaomi thermometers reflashed.
+    pub fn make(self) -> (Option<&'static str>, &'static str) {
+        match self {
+            Self::Bthome | Self::BthomeEncrypted => (None, "BTHome v2 sensor"),
+            Self::RuuviRawV2 => (Some("Ruuvi Innovations"), "RuuviTag"),
+            Self::Pvvx => (Some("Xiaomi"), "LYWSD03MMC (PVVX firmware)"),
+            Self::Atc1441 => (Some("Xiaomi"), "LYWSD03MMC (ATC firmware)"),
+        }
+    }
 }
 
 /// The values of one advertisement from one device.

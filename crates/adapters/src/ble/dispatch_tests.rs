@@ -349,3 +349,24 @@ fn bthome_wins_over_other_service_data() {
         (Some(23.97), Some(63.27), Some(93.0))
     );
 }
+
+#[test]
+fn each_format_names_the_make_it_comes_from() {
+    let mut decoder = BleDecoder::default();
+    let now = Instant::now();
+    let make = |out: Outcome| decoded(out).format.make();
+    assert_eq!(
+        make(decoder.decode(&with_company(0x0499, RUUVI), None, now)),
+        (Some("Ruuvi Innovations"), "RuuviTag")
+    );
+    assert_eq!(
+        make(decoder.decode(&with_service(0x181A, PVVX), None, now)),
+        (Some("Xiaomi"), "LYWSD03MMC (PVVX firmware)")
+    );
+    assert_eq!(
+        make(decoder.decode(&with_service(0xFCD2, "4002ca0903bf13"), None, now)),
+        (None, "BTHome v2 sensor")
+    );
+    assert_eq!(Format::BthomeEncrypted.make(), Format::Bthome.make());
+    assert_eq!(Format::Atc1441.make().0, Some("Xiaomi"));
+}

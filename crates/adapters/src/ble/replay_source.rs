@@ -75,7 +75,7 @@ pub async fn play(
         let at = adv.time.as_millis();
         if let Some(gap) = previous.map(|p| at - p).filter(|g| *g > 0) {
             if speed > 0.0 {
-                let wait = Duration::from_millis(u64::try_from(gap).unwrap_or(0)).div_f64(speed);
+                let wait = replay_wait(gap, speed);
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(played),
                     () = tokio::time::sleep(wait) => {}
@@ -92,11 +92,34 @@ pub async fn play(
     Ok(played)
 }
 
+/// The wait for a `gap_ms` of recorded time at `speed`. Both come from
+/// outside (the file's times, the config's factor): a gap of centuries at
+/// a speed of 1e-300 is a wait no `Duration` holds, so it saturates at
+/// "never" instead of panicking in `div_f64`.
+fn replay_wait(gap_ms: i64, speed: f64) -> Duration {
+    let seconds = gap_ms.max(0) as f64 / 1000.0 / speed;
+    let far = gateway_core::deadline::FAR_FUTURE;
+    Duration::try_from_secs_f64(seconds).map_or(far, |wait| wait.min(far))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn any_gap_at_any_speed_is_a_wait_and_never_a_panic() {
+        assert_eq!(replay_wait(1000, 2.0), Duration::from_millis(500));
+        let far = gateway_core::deadline::FAR_FUTURE;
+        for gap in [0, 1, 1000, i64::MAX, i64::MIN, -1] {
+            for speed in [1e-300, f64::MIN_POSITIVE, 1e-9, 1.0, 1e300, f64::MAX] {
+                let w = replay_wait(gap, speed);
+                assert!(w <= far, "{gap} {speed}: {w:?}");
+            }
+        }
+        assert_eq!(replay_wait(i64::MAX, 1e-300), far);
+    }
 
     fn line(ts: &str) -> String {
         format!(

@@ -132,7 +132,7 @@ mod tests {
         Some(x * STANDARD_GRAVITY)
     }
 
-    /// The three official vectors, field by field (shared/data/vectors/
+    /// The three official vectors, field by field (tests/data/vectors/
     /// ruuvi_rawv2.json carries the same, checked in `vectors_tests`).
     #[test]
     fn official_vectors() {

@@ -55,7 +55,7 @@ const QUEUE: usize = 1024;
 pub struct BleAdapter {
     config: BleConfig,
     devices: BleSection,
-    /// MACs named by `[[device]]` (seed 002 maps its sensors there), which
+    /// MACs named by `[[device]]` (an ESP-NOW setup maps its sensors there), which
     /// `accept = "registered"` admits like those of `[[ble.device]]`.
     registered: HashSet<Mac>,
     state_dir: PathBuf,
@@ -241,6 +241,10 @@ impl Decoding {
                     return Ok(());
                 }
                 self.stats.readings.add(readings.len() as u64);
+                let (manufacturer, model) = decoded.format.make();
+                self.ctx
+                    .ingress
+                    .describe(decoded.mac.device_id().as_str(), manufacturer, model);
                 self.ctx
                     .ingress
                     .send(Ingress::Readings(readings))

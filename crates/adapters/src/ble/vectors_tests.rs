@@ -1,11 +1,7 @@
-//! Every vector of `shared/data/vectors/bthome_v2.json` and
-//! `ruuvi_rawv2.json` through the decoders and the dispatcher.
-//!
-//! The files live beside the workspace (`../shared`); where they are absent
-//! these tests say so and pass, and the byte-literal copies in the decoder
-//! modules keep the behaviour covered. Where they are present, every entry
-//! must be understood: an unknown expectation key fails the test rather
-//! than being skipped.
+//! Every vector of `tests/data/vectors/bthome_v2.json` and
+//! `ruuvi_rawv2.json` (the repository's copies of the published vectors)
+//! through the decoders and the dispatcher. Every entry must be understood:
+//! an unknown expectation key fails the test rather than being skipped.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,18 +16,13 @@ use super::error::DecodeError;
 use super::ruuvi;
 use gateway_core::Timestamp;
 
-fn load(name: &str) -> Option<Value> {
+fn load(name: &str) -> Value {
     let path = format!(
-        "{}/../../../shared/data/vectors/{name}",
+        "{}/../../tests/data/vectors/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(serde_json::from_str(&text).unwrap()),
-        Err(e) => {
-            eprintln!("{path}: {e}; vector test skipped");
-            None
-        }
-    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -131,9 +122,7 @@ fn check_expected(id: &str, frame: &Frame, expected: &Value) {
 
 #[test]
 fn bthome_plain_vectors() {
-    let Some(doc) = load("bthome_v2.json") else {
-        return;
-    };
+    let doc = load("bthome_v2.json");
     let vectors = doc["vectors"].as_array().unwrap();
     assert!(vectors.len() >= 8);
     for v in vectors {
@@ -165,9 +154,7 @@ fn bthome_plain_vectors() {
 
 #[test]
 fn bthome_encrypted_vectors() {
-    let Some(doc) = load("bthome_v2.json") else {
-        return;
-    };
+    let doc = load("bthome_v2.json");
     let vectors = doc["encrypted_vectors"].as_array().unwrap();
     assert!(vectors.len() >= 8);
     let by_id: BTreeMap<&str, &Value> = vectors.iter().map(|v| (s(v, "id"), v)).collect();
@@ -289,9 +276,7 @@ fn our_name(theirs: &str) -> String {
 
 #[test]
 fn bthome_bad_inputs() {
-    let Some(doc) = load("bthome_v2.json") else {
-        return;
-    };
+    let doc = load("bthome_v2.json");
     let bad = doc["bad_inputs"].as_array().unwrap();
     assert!(bad.len() >= 9);
     for v in bad {
@@ -336,9 +321,7 @@ fn bthome_bad_inputs() {
 
 #[test]
 fn bthome_packet_id_sequence() {
-    let Some(doc) = load("bthome_v2.json") else {
-        return;
-    };
+    let doc = load("bthome_v2.json");
     let seq = &doc["dedup_and_replay_sequences"]["packet_id"]["sequence"];
     let mac: Mac = "A4:C1:38:8D:18:B2".parse().unwrap();
     let mut dec = BleDecoder::default();
@@ -359,9 +342,7 @@ fn bthome_packet_id_sequence() {
 
 #[test]
 fn bthome_counter_runs() {
-    let Some(doc) = load("bthome_v2.json") else {
-        return;
-    };
+    let doc = load("bthome_v2.json");
     let runs = doc["dedup_and_replay_sequences"]["encryption_counter"]["runs"]
         .as_object()
         .unwrap();
@@ -420,9 +401,7 @@ fn bthome_counter_runs() {
 
 #[test]
 fn ruuvi_vectors() {
-    let Some(doc) = load("ruuvi_rawv2.json") else {
-        return;
-    };
+    let doc = load("ruuvi_rawv2.json");
     let vectors = doc["vectors"].as_array().unwrap();
     assert_eq!(vectors.len(), 3);
     let g = 9.806_65;

@@ -25,7 +25,6 @@ use std::time::Duration;
 use gateway_core::backoff::Backoff;
 use gateway_core::telemetry::{Gauge, Telemetry};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -123,7 +122,7 @@ pub async fn supervise<R: Radio>(
         }
         backoff.reset();
         // Connected once something proves the scan delivers.
-        let mut deadline = Instant::now() + silence;
+        let mut deadline = gateway_core::deadline::from_now(silence);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {
@@ -132,7 +131,7 @@ pub async fn supervise<R: Radio>(
                 }
                 event = events.recv() => match event {
                     Some(event) => {
-                        deadline = Instant::now() + silence;
+                        deadline = gateway_core::deadline::from_now(silence);
                         if step > 0 {
                             info!(adapter, "BLE advertisements arrive again.");
                             step = 0;

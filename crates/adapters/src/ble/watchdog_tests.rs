@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 
 use gateway_core::Timestamp;
+use tokio::time::Instant;
 
 use super::*;
 use crate::ble::Mac;

@@ -66,7 +66,14 @@ impl Dedup {
             }
         }
         let key = (peer, mid);
-        if self.entries.insert(key, (reply, now + lifetime)).is_none() {
+        if self
+            .entries
+            .insert(
+                key,
+                (reply, gateway_core::deadline::after_std(now, lifetime)),
+            )
+            .is_none()
+        {
             self.order.push_back(key);
         }
     }

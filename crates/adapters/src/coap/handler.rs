@@ -72,6 +72,9 @@ pub struct Outcome {
     pub errors: Vec<(String, String)>,
     /// A retransmission answered from the duplicate cache.
     pub duplicate: bool,
+    /// Text fields beside the numbers (`"sensor_id": "meter-01"`), by device
+    /// and key: not errors, counted once each at debug level.
+    pub ignored: Vec<(DeviceId, String)>,
 }
 
 impl Outcome {
@@ -455,6 +458,7 @@ impl Handler {
                 for p in &decoded.problems {
                     out.error(format!("field_{}", p.reason.kind()), p.to_string());
                 }
+                out.ignored = decoded.ignored;
                 if decoded.readings.is_empty() {
                     let detail = decoded
                         .problems

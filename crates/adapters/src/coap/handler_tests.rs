@@ -528,3 +528,38 @@ fn an_authenticated_identity_reaches_only_its_own_device() {
     let o = h.handle(peer(), &d, now, arrival());
     assert_eq!(o.readings.len(), 1);
 }
+
+#[test]
+fn a_text_field_beside_the_numbers_is_noted_not_an_error() {
+    let mut h = Handler::new(limits(), 1);
+    let o = h.handle(
+        peer(),
+        &request(
+            true,
+            POST,
+            7,
+            "s/meter",
+            Some(50),
+            None,
+            br#"{"consumption_kwh": 8.1, "sensor_id": "meter-01"}"#,
+        ),
+        Instant::now(),
+        arrival(),
+    );
+    assert_eq!(
+        values(&o),
+        vec![("meter".to_string(), "consumption_kwh".to_string(), 8.1)]
+    );
+    assert!(o.errors.is_empty(), "{:?}", o.errors);
+    assert_eq!(
+        code(&o),
+        MessageClass::Response(ResponseType::Changed),
+        "the device is told its reading was taken"
+    );
+    let ignored: Vec<_> = o
+        .ignored
+        .iter()
+        .map(|(d, k)| (d.as_str(), k.as_str()))
+        .collect();
+    assert_eq!(ignored, vec![("meter", "sensor_id")]);
+}

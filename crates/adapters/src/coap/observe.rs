@@ -130,7 +130,7 @@ async fn observe(
             info!(adapter = %ctx.name, resource = %target, "Registering an observation.");
         }
         // Listen until the resource is silent for `silence`.
-        let mut deadline = Instant::now() + silence;
+        let mut deadline = gateway_core::deadline::from_now(silence);
         let mut established = false;
         loop {
             let datagram = tokio::select! {
@@ -164,7 +164,7 @@ async fn observe(
                 }
             };
             if packet.get_token() == reg.token.as_slice() {
-                deadline = Instant::now() + silence;
+                deadline = gateway_core::deadline::from_now(silence);
             }
             let (reply, readings) = notification(
                 &packet, &mut reg, &resource, &ctx, &stats, &throttle, &target,
@@ -320,6 +320,9 @@ fn notification(
                     &kind,
                     &problem.to_string(),
                 );
+            }
+            for (device, key) in &decoded.ignored {
+                stats.ignored_field(device.as_str(), key);
             }
             (ack(true), decoded.readings)
         }

@@ -103,7 +103,7 @@ async fn notifications_become_readings_and_silence_reregisters() {
     let telemetry = Telemetry::default();
     let ctx = AdapterContext {
         name: "observed".into(),
-        ingress: tx,
+        ingress: tx.into(),
         shutdown: CancellationToken::new(),
         telemetry: telemetry.clone(),
         clock: Arc::new(SystemClock),

@@ -60,8 +60,8 @@ struct RawSection {
 #[serde(deny_unknown_fields)]
 struct RawEntry {
     identity: String,
-    key: Option<String>,
-    key_hex: Option<String>,
+    key: Option<secret::Secret>,
+    key_hex: Option<secret::Secret>,
     device: Option<String>,
 }
 
@@ -105,10 +105,9 @@ pub fn section(
             );
         }
         let key = match (e.key, e.key_hex) {
-            (Some(text), None) => {
-                secret::resolve(&text, &path("key"), env, problems).map(|(v, _)| v.into_bytes())
-            }
-            (None, Some(hex)) => match decode_hex(&hex) {
+            (Some(text), None) => secret::resolve(text.expose(), &path("key"), env, problems)
+                .map(|(v, _)| v.into_bytes()),
+            (None, Some(hex)) => match decode_hex(hex.expose()) {
                 Some(bytes) => Some(bytes),
                 None => {
                     problems.push(path("key_hex"), "expected an even number of hex digits");

@@ -125,6 +125,9 @@ async fn deliver(
     for (kind, detail) in &outcome.errors {
         report(stats, throttle, &ctx.name, peer, kind, detail);
     }
+    for (device, key) in &outcome.ignored {
+        stats.ignored_field(device.as_str(), key);
+    }
     if !outcome.readings.is_empty() {
         stats.readings.add(outcome.readings.len() as u64);
         ctx.ingress

@@ -19,7 +19,7 @@ pub(crate) enum FormatName {
     Kv,
 }
 
-/// Seed 000's BME680 node: `temperature,pressure,humidity,gas`.
+/// An ESP32 + BME680 node's CSV line: `temperature,pressure,humidity,gas`.
 #[cfg(feature = "tcp_line")]
 pub(crate) const SEED_COLUMNS: [&str; 4] = ["temperature", "pressure", "humidity", "gas"];
 pub(crate) const DEFAULT_MAX_LINE: usize = 4096;
@@ -68,7 +68,7 @@ pub(crate) fn line_decoder(
     Some(LineDecoder::new(format))
 }
 
-/// Seed 000's columns as a TOML list, for the template.
+/// The BME680 node's columns as a TOML list, for the template.
 #[cfg(feature = "tcp_line")]
 pub(crate) fn seed_columns() -> String {
     let quoted: Vec<String> = SEED_COLUMNS.iter().map(|c| format!("\"{c}\"")).collect();

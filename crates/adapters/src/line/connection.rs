@@ -135,26 +135,45 @@ where
                 // (`socat` at the end of its input): answers still go out.
                 Ok(0) => {
                     reading = false;
-                    if framer.has_partial() {
-                        debug!(adapter = %shared.ctx.name, %peer, "Discarding a partial line at the end of the connection.");
-                    }
-                    framer.reset();
+                    // The last line of a node that sends and closes often
+                    // has no newline: it is a line, answered like the others.
+                    let mut conn = Conn { framer: &mut framer, devices: &mut devices, acks: &mut acks, waiting: &mut waiting, out: &mut out };
+                    take_lines(&[], true, &mut conn, fallback.as_ref(), peer, &shared).await?;
                     if !shared.ack {
                         break Closed::ByPeer;
                     }
                 }
                 Ok(n) => {
                     if idle_on {
-                        idle.as_mut().reset(tokio::time::Instant::now() + shared.idle_timeout);
+                        idle.as_mut().reset(gateway_core::deadline::from_now(shared.idle_timeout));
                     }
                     let mut conn = Conn { framer: &mut framer, devices: &mut devices, acks: &mut acks, waiting: &mut waiting, out: &mut out };
-                    take_lines(&buf[..n], &mut conn, fallback.as_ref(), peer, &shared).await?;
+                    take_lines(&buf[..n], false, &mut conn, fallback.as_ref(), peer, &shared).await?;
                 }
-                Err(_) => break Closed::Broken,
+                Err(e) => {
+                    // A node that closes with answers unread resets the
+                    // connection instead of closing it: what it sent before
+                    // is still its last line. No answer can reach it now.
+                    if framer.has_partial() {
+                        debug!(adapter = %shared.ctx.name, %peer, error = %e, "Connection reset; taking its last line without a newline.");
+                        let mut conn = Conn { framer: &mut framer, devices: &mut devices, acks: &mut acks, waiting: &mut waiting, out: &mut out };
+                        take_lines(&[], true, &mut conn, fallback.as_ref(), peer, &shared).await?;
+                    }
+                    break Closed::Broken;
+                }
             },
             _ = &mut idle, if idle_on => break Closed::Idle,
         }
     };
+    if matches!(closed, Closed::Idle | Closed::Shutdown) && framer.has_partial() {
+        // The client is still there and may finish the line: it is not its
+        // last one, and is not taken, but never dropped silently.
+        shared.stats.received.inc();
+        shared.stats.error("incomplete_line");
+        if let Some(suppressed) = shared.throttle.allow("incomplete_line") {
+            tracing::warn!(adapter = %shared.ctx.name, %peer, ?closed, suppressed, "Dropping a line without its newline: the connection was closed by the gateway.");
+        }
+    }
     if closed != Closed::Broken && written < out.len() {
         // The answers already earned, without waiting on a stuck client.
         let _ =
@@ -172,9 +191,11 @@ struct Conn<'a> {
     out: &'a mut Vec<u8>,
 }
 
-/// Frames, decodes and hands on every complete line of one read.
+/// Frames, decodes and hands on every complete line of one read, and at
+/// the `end` of the input the partial line left (`Framer::finish`).
 async fn take_lines(
     mut data: &[u8],
+    end: bool,
     conn: &mut Conn<'_>,
     fallback: Option<&DeviceId>,
     peer: SocketAddr,
@@ -198,7 +219,7 @@ async fn take_lines(
     let mut batch = Vec::with_capacity(data.len() / 8);
     let mut batch_first = None;
     loop {
-        let outcome = match framer.next(&mut data) {
+        let outcome = match framer.next_or_last(&mut data, end) {
             None => break,
             Some(Frame::TooLong) => {
                 shared.stats.received.inc();

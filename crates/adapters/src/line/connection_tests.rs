@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(10);
 fn shared(ingress: mpsc::Sender<Ingress>, idle: Duration) -> Arc<Shared> {
     let ctx = AdapterContext {
         name: "lines".into(),
-        ingress,
+        ingress: ingress.into(),
         shutdown: CancellationToken::new(),
         telemetry: Telemetry::default(),
         clock: Arc::new(SystemClock),
@@ -132,4 +132,76 @@ async fn a_silent_connection_is_closed_after_idle_timeout() {
     let task = start(server, shared(tx, Duration::from_secs(30)));
     tokio::time::advance(Duration::from_secs(31)).await;
     assert_eq!(task.await.unwrap(), Closed::Idle);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_half_line_cut_by_the_idle_timeout_is_counted() {
+    let (tx, _rx) = mpsc::channel(4);
+    let shared = shared(tx, Duration::from_secs(30));
+    let (mut client, server) = tokio::io::duplex(64);
+    let task = start(server, shared.clone());
+    client.write_all(b"1,").await.unwrap();
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(task.await.unwrap(), Closed::Idle);
+    let text = shared.ctx.telemetry.render_prometheus();
+    assert!(
+        text.contains(
+            "edge_gateway_adapter_errors_total{adapter=\"lines\",error_type=\"incomplete_line\"} 1"
+        ),
+        "{text}"
+    );
+}
+
+/// The readings of the next journal message and its receipt.
+async fn durable(rx: &mut mpsc::Receiver<Ingress>) -> (Vec<f64>, Receipt) {
+    match tokio::time::timeout(WAIT, rx.recv()).await.unwrap() {
+        Some(Ingress::Durable { readings, receipt }) => {
+            (readings.iter().map(|r| r.value()).collect(), receipt)
+        }
+        other => panic!("expected durable readings, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_last_line_without_newline_before_a_half_close_is_taken_and_acknowledged() {
+    let (tx, mut rx) = mpsc::channel(16);
+    let (mut client, server) = tokio::io::duplex(4096);
+    let task = start(server, shared(tx, Duration::ZERO));
+    // `printf '1,2\n3,4' | socat - TCP:…`: socat shuts down its sending
+    // side at the end of its input and waits for the answers.
+    client.write_all(b"1,2\n3,4").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut values = Vec::new();
+    while values.len() < 4 {
+        let (v, receipt) = durable(&mut rx).await;
+        values.extend(v);
+        receipt.complete();
+    }
+    assert_eq!(values, [1.0, 2.0, 3.0, 4.0]);
+    expect(&mut client, "ok 2\n").await;
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"", "one answer, then the connection closes");
+    assert_eq!(task.await.unwrap(), Closed::ByPeer);
+}
+
+#[tokio::test]
+async fn a_partial_line_dropped_at_the_close_gets_its_err() {
+    let (tx, mut rx) = mpsc::channel(16);
+    let shared = shared(tx, Duration::ZERO);
+    let (mut client, server) = tokio::io::duplex(4096);
+    let task = start(server, shared.clone());
+    // Over `max_line_bytes` (64), then not UTF-8: each is its own
+    // connection's last line.
+    client.write_all(&[b'9'; 100]).await.unwrap();
+    client.shutdown().await.unwrap();
+    expect(&mut client, "err 1 payload_too_large\nok 1\n").await;
+    assert_eq!(task.await.unwrap(), Closed::ByPeer);
+    let (mut client, server) = tokio::io::duplex(4096);
+    let task = start(server, shared);
+    client.write_all(b"1,\xff").await.unwrap();
+    client.shutdown().await.unwrap();
+    expect(&mut client, "err 1 not_utf8\nok 1\n").await;
+    assert_eq!(task.await.unwrap(), Closed::ByPeer);
+    assert!(rx.try_recv().is_err(), "nothing handed on");
 }

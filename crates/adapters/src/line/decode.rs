@@ -152,6 +152,9 @@ impl LineDecoder {
                     reject(&kind, &problem.field);
                     first.get_or_insert(kind);
                 }
+                for (device, key) in &decoded.ignored {
+                    stats.ignored_field(device.as_str(), key);
+                }
                 if decoded.readings.is_empty() {
                     return Outcome::Refused(first.unwrap_or_else(|| "no_values".into()));
                 }

@@ -3,9 +3,15 @@
 //! Pure and incremental (sans I/O): a read may end inside a line, which is
 //! kept until its newline arrives. A line longer than the limit is dropped
 //! up to its newline and reported once as [`Frame::TooLong`], so a sender
-//! without newlines cannot make us buffer without bound. [`Framer::reset`]
-//! forgets a partial line (a dropped connection, a serial port that reset),
-//! so it is never glued to the first line of the next stream.
+//! without newlines cannot make us buffer without bound.
+//!
+//! At the end of a stream (a client that closed its socket, a port that
+//! closed) [`Framer::finish`] hands over the partial line: the last line a
+//! device writes before it closes often has no newline (MicroPython's
+//! `s.send(line); s.close()`, `printf … | socat`), and it is a line like
+//! any other. [`Framer::reset`] forgets a partial line where the stream
+//! goes on (a port reopened), so it is never glued to the first line of the
+//! next stream.
 
 /// What the next newline closed.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,10 +46,20 @@ impl Framer {
     /// The next complete line in `data` (advanced past it), or `None` once
     /// `data` holds no newline (the rest is kept for the next call).
     pub fn next<'x, 's: 'x, 'd: 'x>(&'s mut self, data: &mut &'d [u8]) -> Option<Frame<'x>> {
+        self.next_or_last(data, false)
+    }
+
+    /// As [`Framer::next`]; where the input `end`s with `data`, the partial
+    /// line left after its last newline comes last ([`Framer::finish`]).
+    pub fn next_or_last<'x, 's: 'x, 'd: 'x>(
+        &'s mut self,
+        data: &mut &'d [u8],
+        end: bool,
+    ) -> Option<Frame<'x>> {
         let Some(nl) = data.iter().position(|&b| b == b'\n') else {
             self.keep(data);
             *data = &[];
-            return None;
+            return if end { self.finish() } else { None };
         };
         let whole: &'d [u8] = data;
         let (head, rest) = whole.split_at(nl);
@@ -61,6 +77,28 @@ impl Framer {
             self.partial.clear();
             &self.line
         };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > self.max {
+            return Some(Frame::TooLong);
+        }
+        Some(Frame::Line(line))
+    }
+
+    /// The partial line at the end of the input, as if its newline had
+    /// come: `None` when nothing but white space is held. The framer is
+    /// empty afterwards.
+    pub fn finish(&mut self) -> Option<Frame<'_>> {
+        if std::mem::take(&mut self.discarding) {
+            self.partial.clear();
+            return Some(Frame::TooLong);
+        }
+        if self.partial.iter().all(u8::is_ascii_whitespace) {
+            self.partial.clear();
+            return None;
+        }
+        std::mem::swap(&mut self.partial, &mut self.line);
+        self.partial.clear();
+        let line: &[u8] = &self.line;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > self.max {
             return Some(Frame::TooLong);
@@ -144,6 +182,66 @@ mod tests {
             [Err(()), line("12345678")],
             "across reads"
         );
+    }
+
+    /// A line, or `Err` for one over the limit.
+    type Framed = Result<String, ()>;
+
+    /// Every frame of `chunks`, then what `finish` hands over.
+    fn frames_to_end(max: usize, chunks: &[&[u8]]) -> (Vec<Framed>, Option<Framed>) {
+        let mut f = Framer::new(max);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let mut data = *chunk;
+            while let Some(frame) = f.next(&mut data) {
+                out.push(match frame {
+                    Frame::Line(l) => Ok(String::from_utf8_lossy(l).into_owned()),
+                    Frame::TooLong => Err(()),
+                });
+            }
+        }
+        let last = f.finish().map(|frame| match frame {
+            Frame::Line(l) => Ok(String::from_utf8_lossy(l).into_owned()),
+            Frame::TooLong => Err(()),
+        });
+        assert!(!f.has_partial(), "finish leaves nothing behind");
+        (out, last)
+    }
+
+    #[test]
+    fn the_partial_line_at_the_end_of_input_is_a_line() {
+        // MicroPython's `s.send(line); s.close()`: no newline at all.
+        assert_eq!(
+            frames_to_end(64, &[b"21.4,1013,45,12000"]),
+            (vec![], Some(line("21.4,1013,45,12000")))
+        );
+        // Several lines, the last without its newline, split across reads.
+        assert_eq!(
+            frames_to_end(64, &[b"a,1\nb,", b"2\r\nc,3"]),
+            (vec![line("a,1"), line("b,2")], Some(line("c,3")))
+        );
+        assert_eq!(
+            frames_to_end(64, &[b"c,3\r"]).1,
+            Some(line("c,3")),
+            "a lone CR"
+        );
+        assert_eq!(
+            frames_to_end(64, &[b"a,1\n"]).1,
+            None,
+            "nothing after the newline"
+        );
+        assert_eq!(
+            frames_to_end(64, &[b"a,1\n \r"]).1,
+            None,
+            "only white space"
+        );
+        // Too long without a newline: reported, never silent.
+        assert_eq!(frames_to_end(8, &[b"123456789"]).1, Some(Err(())));
+        assert_eq!(
+            frames_to_end(8, &[b"1234", b"56789012345"]).1,
+            Some(Err(()))
+        );
+        assert_eq!(frames_to_end(8, &[b"12345678\r"]).1, Some(line("12345678")));
     }
 
     #[test]

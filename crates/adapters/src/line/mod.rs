@@ -1,5 +1,5 @@
 //! Line ingress: one set of readings per text line, from TCP clients
-//! (`tcp_line`, seed 000's ESP32) or a serial port (`serial_line`, seed
+//! (`tcp_line`, an ESP32 + BME680) or a serial port (`serial_line`, seed
 //! 002's ESP-NOW relay board).
 //!
 //! ```text

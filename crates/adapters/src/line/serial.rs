@@ -6,8 +6,10 @@
 //! `edge_gateway_adapter_connected{adapter}` to 0 (`/health` shows
 //! `connecting`, as for an MQTT adapter without its broker), retries with
 //! backoff without logging each attempt, and sets it back to 1 once the
-//! port is open. A partial line at that moment is discarded, never glued
-//! to the first line of the new stream.
+//! port is open. A partial line when the port closes is the last line of
+//! that stream: taken like any other (a relay that prints its last line
+//! without a newline and closes loses nothing), and never glued to the
+//! first line of the new stream.
 //!
 //! The port has no acknowledgement to hold back, but what is behind it may
 //! resend: an ESP-NOW relay prints a client's frame again when the client
@@ -149,27 +151,32 @@ async fn read_port(
     let mut buf = vec![0u8; READ_BUFFER];
     let mut devices = DeviceCache::default();
     loop {
-        let n = tokio::select! {
+        let (n, lost) = tokio::select! {
             _ = ctx.shutdown.cancelled() => return Ok(Stopped::Shutdown),
             r = port.read(&mut buf) => match r {
                 // A pseudo-terminal whose other side closed reads as end
                 // of file; a real port that vanished fails with EIO.
-                Ok(0) => return Ok(Stopped::Lost(io::ErrorKind::UnexpectedEof.into())),
-                Ok(n) => n,
-                Err(e) => return Ok(Stopped::Lost(e)),
+                Ok(0) => (0, Some(io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => (n, None),
+                Err(e) => (0, Some(e)),
             },
         };
-        // Only a port that delivers resets the backoff: one that opens and
-        // fails at once must not be reopened in a tight loop.
-        backoff.reset();
+        if lost.is_none() {
+            // Only a port that delivers resets the backoff: one that opens
+            // and fails at once must not be reopened in a tight loop.
+            backoff.reset();
+        }
         let now = ctx.clock.now();
         let mut data = &buf[..n];
         let mut batch = Vec::new();
-        while let Some(frame) = framer.next(&mut data) {
+        while let Some(frame) = framer.next_or_last(&mut data, lost.is_some()) {
             let outcome = match frame {
                 Frame::TooLong => {
                     stats.received.inc();
                     stats.error("payload_too_large");
+                    if let Some(suppressed) = throttle.allow("payload_too_large") {
+                        warn!(adapter = %ctx.name, origin = %origin, max_line_bytes = config.max_line_bytes, suppressed, "Dropping a line longer than max_line_bytes.");
+                    }
                     continue;
                 }
                 Frame::Line(line) => config.decoder.judge(
@@ -212,6 +219,9 @@ async fn read_port(
             }
         }
         send(ctx, Ingress::Readings(batch)).await?;
+        if let Some(e) = lost {
+            return Ok(Stopped::Lost(e));
+        }
     }
 }
 

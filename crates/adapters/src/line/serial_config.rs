@@ -144,7 +144,7 @@ impl crate::registry::AdapterKind for SerialLineConfig {
 pub fn serial_template() -> String {
     format!(
         r##"
-# type = "serial_line": lines from a serial port (seed 002's ESP-NOW relay
+# type = "serial_line": lines from a serial port (an ESP-NOW relay
 # board prints "mac,temperature,humidity" for each client it hears). Name
 # each MAC in [[device]] to forward a room name. The packaged service needs
 # a drop-in to open the port: see /etc/edge-gateway/conf.d/README.

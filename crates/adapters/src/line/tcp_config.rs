@@ -145,7 +145,7 @@ pub fn tcp_template() -> String {
     format!(
         r##"
 # type = "tcp_line": sensors that write one line per sample to a TCP port
-# (seed 000's ESP32 + BME680 sends "21.3,1013.2,45.1,12000" to :8080).
+# (an ESP32 with a BME680 sends "21.3,1013.2,45.1,12000" to :8080).
 # Left commented out: uncomment to listen.
 #[[adapter]]
 #type = "tcp_line"
@@ -196,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_000_with_defaults() {
+    fn a_bme680_node_with_defaults() {
         let c =
             tcp("name = \"bme\"\ncolumns = [\"temperature\", \"pressure\", \"humidity\", \"gas\"]")
                 .unwrap();

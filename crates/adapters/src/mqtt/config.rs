@@ -39,6 +39,9 @@ struct RawTopic {
     format: FormatName,
     #[serde(default)]
     columns: Vec<MetricName>,
+    /// A JSON key naming the device (`json` and `auto` formats).
+    #[serde(default)]
+    device_field: Option<String>,
     /// LoRaWAN payload codec for `chirpstack_v4` / `tts_v3` events.
     #[cfg(feature = "lorawan")]
     #[serde(default)]
@@ -116,6 +119,9 @@ fn is_lorawan_event(format: FormatName) -> bool {
 pub struct Route {
     pub pattern: TopicPattern,
     pub format: PayloadFormat,
+    /// A JSON object's key naming the device, before `device` and `id`
+    /// (`"sensor_id": "meter-01"`); never a metric.
+    pub device_field: Option<String>,
 }
 
 /// A checked MQTT ingress config.
@@ -152,6 +158,7 @@ impl AdapterKind for MqttAdapterConfig {
                     pattern: s.clone(),
                     format: FormatName::Auto,
                     columns: Vec::new(),
+                    device_field: None,
                     #[cfg(feature = "lorawan")]
                     codec: None,
                 },
@@ -201,6 +208,25 @@ impl AdapterKind for MqttAdapterConfig {
                     continue;
                 }
             };
+            let device_field = match &t.device_field {
+                Some(f) if !matches!(t.format, FormatName::Auto | FormatName::Json) => {
+                    problems.push(
+                        format!("{at}.device_field"),
+                        format!("only formats auto and json take a device_field, got {f:?}"),
+                    );
+                    continue;
+                }
+                Some(f)
+                    if f.trim().is_empty() || crate::payload::TIME_KEYS.contains(&f.as_str()) =>
+                {
+                    problems.push(
+                        format!("{at}.device_field"),
+                        format!("expected the JSON key naming the device, got {f:?}"),
+                    );
+                    continue;
+                }
+                other => other.clone(),
+            };
             let needs_device = !matches!(
                 t.format,
                 FormatName::Auto | FormatName::Json | FormatName::Senml
@@ -243,7 +269,11 @@ impl AdapterKind for MqttAdapterConfig {
                     codec,
                 },
             };
-            routes.push(Route { pattern, format });
+            routes.push(Route {
+                pattern,
+                format,
+                device_field,
+            });
         }
         let mut status_topics = Vec::new();
         for (i, s) in raw.status_topics.iter().enumerate() {
@@ -303,6 +333,8 @@ pub fn template() -> String {
 type = "mqtt"
 # Unique name, used in logs and metrics.
 name = "local-sensors"
+# The building's broker, where sensor readings come IN (not the cloud
+# broker of [upstream], where aggregates go out).
 url = "{url}"
 # Topic patterns. {{device}} and {{metric}} fill whole levels; + and # are
 # wildcards that are ignored. A plain string reads the payload by its shape:
@@ -317,6 +349,11 @@ url = "{url}"
 #   (a plain "zigbee2mqtt/..." string reads as zigbee2mqtt too, and its
 #   {{device}}/availability topic as device status)
 #   {{ pattern = "esp32/{{device}}/csv", format = "csv", columns = ["temperature", "pressure", "humidity", "gas"] }}
+# In a JSON object, text that is not a number ("sensor_id": "meter-01",
+# "fw": "v1.2") is ignored, not an error (counted once per device and key in
+# edge_gateway_adapter_ignored_fields_total). Without {{device}} in the
+# topic, "device" or "id" names the device, or the key device_field names:
+#   {{ pattern = "meters/energy", format = "json", device_field = "sensor_id" }}
 # LoRaWAN network servers' uplink events (the server's decoded object, or
 # `codec` on the raw FRMPayload; a plain string with these bases works too):
 #   {{ pattern = "application/+/device/{{device}}/event/up", format = "chirpstack_v4", codec = "cayenne_lpp" }}

@@ -92,11 +92,19 @@ pub(crate) fn dispatch(
         metric: metric.as_ref(),
         now,
     };
-    match payload::decode(&route.format, payload, &context) {
+    match payload::decode_naming_device(
+        &route.format,
+        payload,
+        &context,
+        route.device_field.as_deref(),
+    ) {
         Ok(decoded) => {
             for problem in &decoded.problems {
                 let kind = format!("field_{}", problem.reason.kind());
                 reject(&kind, &problem.field);
+            }
+            for (device, key) in &decoded.ignored {
+                stats.ignored_field(device.as_str(), key);
             }
             if decoded.readings.is_empty() {
                 return None;
@@ -271,11 +279,11 @@ mod tests {
     fn network_server_events_are_recognised_by_their_topics() {
         let c = adapter(
             r#"topics = [
-            { pattern = "application/+/device/+/event/up", codec = "seed_compact" },
+            { pattern = "application/+/device/+/event/up", codec = "compact_i16" },
             "v3/+/devices/{device}/up",
         ]"#,
         );
-        // seed_compact 00d72d0172: 21.5 °C, 45 %, 3.7 V; no decoded object.
+        // compact_i16 00d72d0172: 21.5 °C, 45 %, 3.7 V; no decoded object.
         let chirpstack = r#"{"deviceInfo":{"devEui":"0101010101010101"},"fPort":2,"data":"ANctAXI=","rxInfo":[{"rssi":-70,"snr":3.0}]}"#;
         let (out, _) = run(
             &c,
@@ -322,10 +330,94 @@ mod tests {
     #[test]
     fn a_dropped_field_is_counted_and_the_rest_kept() {
         let c = adapter("");
-        let (out, t) = run(&c, "sensors/d", r#"{"temperature":"warm","humidity":40}"#);
+        let (out, t) = run(&c, "sensors/d", r#"{"temperature":null,"humidity":40}"#);
         assert_eq!(readings(out), [("d".into(), "humidity".into(), 40.0)]);
         assert_eq!(t.counter_total("edge_gateway_adapter_errors_total"), 1);
         assert_eq!(t.counter_total("edge_gateway_adapter_readings_total"), 1);
+    }
+
+    #[test]
+    fn a_text_field_beside_the_values_is_no_error_and_counted_once_per_device_and_key() {
+        let c = adapter("");
+        let t = Telemetry::default();
+        let stats = AdapterStats::new(&t, "local");
+        let throttle = LogThrottle::default();
+        let now = Timestamp::from_millis(1_795_255_200_000).unwrap();
+        // An energy meter naming itself in every message, 45 times.
+        let mut values = Vec::new();
+        for i in 0..45 {
+            let payload = format!(r#"{{"consumption_kwh": {}.5, "sensor_id": "meter-01"}}"#, i);
+            let out = dispatch(
+                &c,
+                "sensors/meter-01",
+                payload.as_bytes(),
+                now,
+                &stats,
+                &throttle,
+                "local",
+            );
+            values.extend(readings(out));
+        }
+        assert_eq!(values.len(), 45, "every number kept");
+        assert_eq!(
+            values[44],
+            ("meter-01".into(), "consumption_kwh".into(), 44.5)
+        );
+        assert_eq!(t.counter_total("edge_gateway_adapter_errors_total"), 0);
+        assert_eq!(
+            t.counter_total("edge_gateway_adapter_ignored_fields_total"),
+            1
+        );
+        // Another device with the same key is another pair.
+        dispatch(
+            &c,
+            "sensors/meter-02",
+            br#"{"kwh":1,"sensor_id":"meter-02"}"#,
+            now,
+            &stats,
+            &throttle,
+            "local",
+        );
+        assert_eq!(
+            t.counter_total("edge_gateway_adapter_ignored_fields_total"),
+            2
+        );
+        // Only text, no value: that is an error.
+        let out = dispatch(
+            &c,
+            "sensors/meter-01",
+            br#"{"sensor_id":"meter-01"}"#,
+            now,
+            &stats,
+            &throttle,
+            "local",
+        );
+        assert!(out.is_none());
+        assert_eq!(errors(&t, "no_values"), 1);
+    }
+
+    #[test]
+    fn device_field_names_the_device_and_is_no_metric() {
+        let c = adapter(
+            "topics = [{ pattern = \"meters/energy\", format = \"json\", device_field = \"sensor_id\" }]",
+        );
+        let (out, t) = run(
+            &c,
+            "meters/energy",
+            r#"{"consumption_kwh": 8.1, "sensor_id": "meter-01"}"#,
+        );
+        assert_eq!(
+            readings(out),
+            [("meter-01".into(), "consumption_kwh".into(), 8.1)]
+        );
+        // A numbered node: the number is its id, not a reading.
+        let (out, _) = run(&c, "meters/energy", r#"{"kwh": 2, "sensor_id": 17}"#);
+        assert_eq!(readings(out), [("17".into(), "kwh".into(), 2.0)]);
+        assert_eq!(t.counter_total("edge_gateway_adapter_errors_total"), 0);
+        assert_eq!(
+            t.counter_total("edge_gateway_adapter_ignored_fields_total"),
+            0
+        );
     }
 
     #[test]
@@ -343,6 +435,14 @@ mod tests {
             (
                 "topics = [{ pattern = \"x/{device}\", format = \"xml\" }]",
                 "adapter[0].topics[0].format: unknown variant `xml`",
+            ),
+            (
+                "topics = [{ pattern = \"x/{device}\", format = \"csv\", columns = [\"t\"], device_field = \"sensor_id\" }]",
+                "adapter[0].topics[0].device_field: only formats auto and json take a device_field",
+            ),
+            (
+                "topics = [{ pattern = \"x/y\", format = \"json\", device_field = \"ts\" }]",
+                "adapter[0].topics[0].device_field: expected the JSON key naming the device",
             ),
             (
                 "status_topics = [\"status/+\"]",

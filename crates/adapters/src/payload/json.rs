@@ -19,26 +19,39 @@ const DEVICE_KEYS: [&str; 2] = ["device", "id"];
 /// Decodes a JSON object.
 ///
 /// Values: numbers; booleans as 1/0; strings holding a number (`"21.5"`).
-/// `null`, other strings, arrays and objects are [`FieldProblem`]s and the
-/// other fields are kept.
+/// Other strings, arrays and objects are text a sensor sends beside its
+/// values (`"sensor_id": "meter-01"`, `"fw": "1.2.0"`): ignored, not errors
+/// ([`Decoded::ignored`]). `null` and non-finite values (`"NaN"`) are
+/// [`FieldProblem`]s (a sensor that failed to read), and the other fields
+/// are kept.
 ///
-/// An object without a single value field (`{}`, or only time and device
-/// keys) is [`DecodeError::NoValues`]: the sender is misconfigured. An object
-/// whose value fields all fail is `Ok` with no readings, so that each field's
-/// reason reaches the caller.
+/// An object without a single value (`{}`, only time and device keys, or
+/// only text) is [`DecodeError::NoValues`]: there is nothing to use. An
+/// object whose value fields all fail is `Ok` with no readings, so that each
+/// field's reason reaches the caller.
 ///
 /// [`FieldProblem`]: super::FieldProblem
-pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeError> {
+///
+/// `device_field` (a config's) names the device before [`DEVICE_KEYS`],
+/// and is never a metric either.
+pub(super) fn decode(
+    payload: &[u8],
+    ctx: &Context,
+    device_field: Option<&str>,
+) -> Result<Decoded, DecodeError> {
     let fields = json_text::object(text(payload)?)?;
     let device = match ctx.device {
         Some(d) => d.clone(),
-        None => payload_device(&fields)?,
+        None => payload_device(&fields, device_field)?,
     };
     let mut out = Decoded::default();
     let when = event_time(&fields, ctx, &mut out);
     let mut candidates = 0;
     for (key, value) in &fields {
-        if TIME_KEYS.contains(&key.as_str()) || DEVICE_KEYS.contains(&key.as_str()) {
+        if TIME_KEYS.contains(&key.as_str())
+            || DEVICE_KEYS.contains(&key.as_str())
+            || device_field == Some(key.as_str())
+        {
             continue;
         }
         candidates += 1;
@@ -54,23 +67,28 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
             // Non-finite strings ("NaN", "inf") fail in `push` as NotFinite.
             Value::String(s) => match s.trim().parse::<f64>() {
                 Ok(v) => out.push(&device, key, key, v, when),
-                Err(_) => out.problem(key, FieldReason::NotNumeric),
+                Err(_) => out.ignore(&device, key),
             },
             Value::Null => out.problem(key, FieldReason::Null),
-            Value::Array(_) | Value::Object(_) => out.problem(key, FieldReason::NotNumeric),
+            Value::Array(_) | Value::Object(_) => out.ignore(&device, key),
         }
     }
-    if candidates == 0 {
+    if candidates == 0 || (out.readings.is_empty() && out.problems.is_empty()) {
         return Err(DecodeError::NoValues);
     }
     Ok(out)
 }
 
-/// The device named by the payload: the first of [`DEVICE_KEYS`] holding a
-/// string or an integer (some firmwares number their nodes).
-fn payload_device(fields: &[(String, Value)]) -> Result<DeviceId, DecodeError> {
-    let id = DEVICE_KEYS
+/// The device named by the payload: the first of `device_field` and
+/// [`DEVICE_KEYS`] holding a string or an integer (some firmwares number
+/// their nodes).
+fn payload_device(
+    fields: &[(String, Value)],
+    device_field: Option<&str>,
+) -> Result<DeviceId, DecodeError> {
+    let id = device_field
         .iter()
+        .chain(DEVICE_KEYS.iter())
         .find_map(|key| match json_text::field(fields, key)? {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
@@ -110,7 +128,7 @@ fn event_time(fields: &[(String, Value)], ctx: &Context, out: &mut Decoded) -> W
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_support::*;
-    use super::super::{decode, DecodeError, FieldReason, PayloadFormat};
+    use super::super::{decode, DecodeError, Decoded, FieldReason, PayloadFormat};
     use gateway_core::ModelError;
     use gateway_core::TimeSource::{Arrival, Event};
 
@@ -185,18 +203,33 @@ mod tests {
                 ),
             ),
             (
-                "null, words, arrays, objects dropped one by one; the rest kept",
+                "null dropped as a problem; words, arrays, objects ignored as text; the rest kept",
                 br#"{"a":null,"b":"hot","c":[1],"d":{"x":1},"e":2}"#,
                 topic,
-                ok(
-                    vec![r("room1", "e", 2.0, NOW, Arrival)],
-                    vec![
-                        p("a", FieldReason::Null),
-                        p("b", FieldReason::NotNumeric),
-                        p("c", FieldReason::NotNumeric),
-                        p("d", FieldReason::NotNumeric),
-                    ],
-                ),
+                Ok(Decoded {
+                    readings: vec![r("room1", "e", 2.0, NOW, Arrival)],
+                    problems: vec![p("a", FieldReason::Null)],
+                    ignored: ["b", "c", "d"]
+                        .iter()
+                        .map(|k| (dev("room1"), k.to_string()))
+                        .collect(),
+                }),
+            ),
+            (
+                "an energy meter naming itself: the number kept, the label ignored",
+                br#"{"consumption_kwh": 8.1, "sensor_id": "meter-01"}"#,
+                topic,
+                Ok(Decoded {
+                    readings: vec![r("room1", "consumption_kwh", 8.1, NOW, Arrival)],
+                    problems: vec![],
+                    ignored: vec![(dev("room1"), "sensor_id".into())],
+                }),
+            ),
+            (
+                "only text: no value to use",
+                br#"{"sensor_id": "meter-01", "fw": "v1.2"}"#,
+                topic,
+                Err(DecodeError::NoValues),
             ),
             (
                 "Python's NaN and Infinity salvaged; 1e400 too",

@@ -5,6 +5,9 @@
 //! `id` name the device when the context does not, and are never metrics.
 //! A token without `=` refuses the whole line: it is text that is not
 //! this format (a boot banner on a serial port), not a broken field.
+//! A key given twice (`temperature=1 temperature=99`) refuses the line,
+//! as a JSON object with a duplicate key is: which one the device meant
+//! cannot be known, and counting both would invent a reading.
 
 use gateway_core::DeviceId;
 
@@ -16,11 +19,18 @@ const DEVICE_KEYS: [&str; 3] = ["device", "mac", "id"];
 pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeError> {
     let text = text(payload)?;
     let mut pairs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for token in text
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|t| !t.is_empty())
     {
         match token.split_once('=') {
+            // A set, not a scan of `pairs`: a long line stays linear.
+            Some((k, _)) if !k.is_empty() && !seen.insert(k) => {
+                return Err(DecodeError::DuplicateKey {
+                    key: super::clip(k),
+                })
+            }
             Some((k, v)) if !k.is_empty() => pairs.push((k, v)),
             _ => {
                 return Err(DecodeError::NotKeyValue {
@@ -115,6 +125,20 @@ mod tests {
                 "empty key",
                 b"device=x =1",
                 Err(DecodeError::NotKeyValue { token: "=1".into() }),
+            ),
+            (
+                "a key twice",
+                b"device=x temperature=1 temperature=99",
+                Err(DecodeError::DuplicateKey {
+                    key: "temperature".into(),
+                }),
+            ),
+            (
+                "the device key twice",
+                b"device=x device=y t=1",
+                Err(DecodeError::DuplicateKey {
+                    key: "device".into(),
+                }),
             ),
         ];
         for (label, payload, want) in cases {

@@ -279,7 +279,7 @@ mod tests {
         };
         let d = decode(
             NetworkServer::TtsV3,
-            Some(Codec::SeedCompact),
+            Some(Codec::CompactI16),
             up.as_bytes(),
             &ctx,
         )
@@ -345,14 +345,14 @@ mod tests {
             ),
             (NetworkServer::ChirpstackV4, "{", "invalid_json"),
         ] {
-            let e = decode(server, Some(Codec::SeedCompact), text.as_bytes(), &ctx).unwrap_err();
+            let e = decode(server, Some(Codec::CompactI16), text.as_bytes(), &ctx).unwrap_err();
             assert_eq!(e.kind(), kind, "{text}");
         }
         let bad =
             r#"{"deviceInfo":{"devEui":"d"},"fPort":2,"data":"!!","time":"soon","rxInfo":[]}"#;
         let d = decode(
             NetworkServer::ChirpstackV4,
-            Some(Codec::SeedCompact),
+            Some(Codec::CompactI16),
             bad.as_bytes(),
             &ctx,
         )

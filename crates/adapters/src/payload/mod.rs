@@ -110,6 +110,11 @@ pub struct Decoded {
     /// One entry per dropped field: a bad time field first, then the others
     /// in payload order.
     pub problems: Vec<FieldProblem>,
+    /// Text fields kept out of the readings on purpose, as (device, key):
+    /// a label beside the values (`"sensor_id": "meter-01"`, `"fw": "1.2"`).
+    /// Not errors; adapters count them once per device and key
+    /// ([`gateway_core::AdapterStats::ignored_field`]).
+    pub ignored: Vec<(DeviceId, String)>,
 }
 
 /// The whole payload is unusable. Count it by [`DecodeError::kind`].
@@ -299,7 +304,22 @@ pub fn decode(
     payload: &[u8],
     ctx: &Context,
 ) -> Result<Decoded, DecodeError> {
-    let decoded = decode_format(format, payload, ctx)?;
+    decode_naming_device(format, payload, ctx, None)
+}
+
+/// [`decode`], where a JSON object's `device_field` key (a config's
+/// `device_field`) names the device before `device` and `id`, and is never
+/// a metric. Other formats ignore it.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_naming_device(
+    format: &PayloadFormat,
+    payload: &[u8],
+    ctx: &Context,
+    device_field: Option<&str>,
+) -> Result<Decoded, DecodeError> {
+    let decoded = decode_format(format, payload, ctx, device_field)?;
     check_metric_count(&decoded.readings)?;
     Ok(decoded)
 }
@@ -342,6 +362,7 @@ fn decode_format(
     format: &PayloadFormat,
     payload: &[u8],
     ctx: &Context,
+    device_field: Option<&str>,
 ) -> Result<Decoded, DecodeError> {
     match format {
         PayloadFormat::Auto { columns } => {
@@ -349,13 +370,13 @@ fn decode_format(
             let start = body.iter().find(|b| !b.is_ascii_whitespace());
             match (start, columns) {
                 (Some(b'['), _) => senml::decode(payload, ctx),
-                (Some(b'{'), _) => json::decode(payload, ctx),
+                (Some(b'{'), _) => json::decode(payload, ctx, device_field),
                 (_, Some(columns)) => csv::decode(payload, columns, ctx),
                 (_, None) => number::decode(payload, ctx),
             }
         }
         PayloadFormat::Number => number::decode(payload, ctx),
-        PayloadFormat::Json => json::decode(payload, ctx),
+        PayloadFormat::Json => json::decode(payload, ctx, device_field),
         PayloadFormat::Csv { columns } => csv::decode(payload, columns, ctx),
         PayloadFormat::Senml => senml::decode(payload, ctx),
         PayloadFormat::SenmlCbor => senml_cbor::decode(payload, ctx),
@@ -371,7 +392,7 @@ fn decode_format(
 const DEFAULT_METRIC: &str = "value";
 
 /// Keys holding the event time in JSON objects and CSV columns.
-const TIME_KEYS: [&str; 3] = ["ts", "time", "timestamp"];
+pub(crate) const TIME_KEYS: [&str; 3] = ["ts", "time", "timestamp"];
 
 /// Epoch numbers above this are milliseconds, below seconds: 1e11 s is the
 /// year 5138, 1e11 ms is 1973, so no plausible time is ambiguous.
@@ -435,6 +456,11 @@ impl Decoded {
             field: clip(field),
             reason,
         });
+    }
+
+    /// A text field of `device`, not a value and not an error.
+    fn ignore(&mut self, device: &DeviceId, field: &str) {
+        self.ignored.push((device.clone(), clip(field)));
     }
 }
 

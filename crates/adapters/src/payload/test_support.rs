@@ -37,7 +37,11 @@ pub(super) fn ok(
     readings: Vec<Reading>,
     problems: Vec<FieldProblem>,
 ) -> Result<Decoded, DecodeError> {
-    Ok(Decoded { readings, problems })
+    Ok(Decoded {
+        readings,
+        problems,
+        ignored: Vec::new(),
+    })
 }
 
 /// What a table row expects.

@@ -1,0 +1,467 @@
+//! What a metric's numbers mean: its quantity, its unit and how many
+//! decimals a person needs, from one table of the names sensors use,
+//! overridden by `[units]` (per metric), `[[adapter]] units` (every device
+//! an adapter hears) and `[[device]] units` (per device), the most specific
+//! winning.
+//!
+//! Decided by name, never by the value: a battery at 3.7 is volts on one
+//! node and a nearly empty percentage on another, and only the config can
+//! tell them apart (`battery_v` and `voltage` are volts, `battery` is a
+//! percentage unless `units = { battery = "V" }` says otherwise).
+
+use std::collections::BTreeMap;
+
+use crate::component::Sources;
+use crate::model::SourceId;
+
+/// How a metric is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricInfo {
+    /// What is measured, for people (`temperature`, `CO₂`, `battery`).
+    pub quantity: &'static str,
+    /// The unit after the number; empty when not known.
+    pub unit: String,
+    /// Decimals to show; `None` when not known (then by magnitude).
+    pub precision: Option<u8>,
+    /// Where it sorts when one metric must stand for a device (lower
+    /// first): air quality and temperature before the device's own
+    /// battery and radio.
+    pub rank: u8,
+}
+
+impl MetricInfo {
+    /// `value` with the metric's precision and unit: `3.72 V`, `4.1 °C`.
+    pub fn format(&self, value: f64) -> String {
+        let number = self.number(value);
+        if self.unit.is_empty() {
+            number
+        } else {
+            format!("{number} {}", self.unit)
+        }
+    }
+
+    /// `value` with the metric's precision, without the unit.
+    pub fn number(&self, value: f64) -> String {
+        match self.precision {
+            Some(p) => format!("{value:.*}", usize::from(p)),
+            None => format_by_magnitude(value),
+        }
+    }
+}
+
+/// An alert's value and what it was measured against, for people, in the
+/// metric's unit: a threshold's bound, a rate's change per span, a
+/// silence's wait, an anomaly's expected range with its score apart (a
+/// score counts standard deviations, it is not in ppm). `kind` and the
+/// numbers are an alert's (`limit` is an anomaly's score).
+pub fn alert_texts(
+    info: &MetricInfo,
+    kind: &str,
+    value: f64,
+    limit: f64,
+    expected: Option<(f64, f64)>,
+) -> (String, String) {
+    match kind {
+        "silence" => (
+            format!("{} s silent", format_by_magnitude(value)),
+            format!("after {} s", format_by_magnitude(limit)),
+        ),
+        "anomaly" => (
+            info.format(value),
+            match expected {
+                Some((lo, hi)) => format!(
+                    "expected {}–{} · score {limit:.1}",
+                    info.number(lo),
+                    info.format(hi),
+                ),
+                None => format!("score {limit:.1}"),
+            },
+        ),
+        "rate" => (
+            format!("{} change", info.format(value)),
+            format!("{} per span", info.format(limit)),
+        ),
+        _ => (info.format(value), info.format(limit)),
+    }
+}
+
+/// What one alert transition says, as every output receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertFacts<'a> {
+    pub rule: &'a str,
+    /// `raised`, `cleared` or `suppressed`.
+    pub state: &'a str,
+    pub kind: &'a str,
+    pub metric: &'a str,
+    pub value: f64,
+    pub limit: f64,
+    pub expected: Option<(f64, f64)>,
+}
+
+impl AlertFacts<'_> {
+    /// [`alert_texts`] of this alert.
+    pub fn texts(&self, info: &MetricInfo) -> (String, String) {
+        alert_texts(info, self.kind, self.value, self.limit, self.expected)
+    }
+
+    /// One line: `co2-anomaly raised anomaly: co2 894 ppm (expected
+    /// 600–700 ppm · score 5.2)`.
+    pub fn line(&self, info: &MetricInfo) -> String {
+        let (value, against) = self.texts(info);
+        let against = if self.kind == "threshold" {
+            format!("limit {against}")
+        } else {
+            against
+        };
+        let metric = if self.metric.is_empty() || self.kind == "silence" {
+            String::new()
+        } else {
+            format!("{} ", self.metric)
+        };
+        format!(
+            "{} {} {}: {metric}{value} ({against})",
+            self.rule, self.state, self.kind
+        )
+    }
+}
+
+/// Decimals for a number of unknown meaning: enough to see a change.
+pub fn format_by_magnitude(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 || (a.fract() == 0.0 && a < 1e15) {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// How a name is matched against a table row.
+enum Match {
+    Exact(&'static [&'static str]),
+    Contains(&'static str),
+}
+
+struct Row {
+    matches: Match,
+    quantity: &'static str,
+    unit: &'static str,
+    precision: u8,
+    rank: u8,
+}
+
+const fn row(
+    matches: Match,
+    quantity: &'static str,
+    unit: &'static str,
+    precision: u8,
+    rank: u8,
+) -> Row {
+    Row {
+        matches,
+        quantity,
+        unit,
+        precision,
+        rank,
+    }
+}
+
+/// Rank of a metric the table does not know: after what it does, before
+/// the device's own battery and radio.
+const RANK_UNKNOWN: u8 = 50;
+/// The device's upkeep (battery, radio): last.
+const RANK_UPKEEP: u8 = 90;
+
+/// First match wins: the specific names before the substrings that would
+/// also catch them (`battery_v` before `batt`).
+const TABLE: &[Row] = &[
+    row(
+        Match::Exact(&[
+            "battery_v",
+            "battery_voltage",
+            "batt_v",
+            "vbat",
+            "bat_v",
+            "vbatt",
+        ]),
+        "battery",
+        "V",
+        2,
+        RANK_UPKEEP,
+    ),
+    row(Match::Contains("volt"), "voltage", "V", 2, 40),
+    row(
+        Match::Exact(&["battery_mv", "vbat_mv", "batt_mv"]),
+        "battery",
+        "mV",
+        0,
+        RANK_UPKEEP,
+    ),
+    row(Match::Contains("batt"), "battery", "%", 0, RANK_UPKEEP),
+    row(Match::Contains("co2"), "CO₂", "ppm", 0, 0),
+    // Milesight v2 firmware set to µg/m³ sends this channel instead.
+    row(Match::Exact(&["tvoc_ug_m3"]), "TVOC", "µg/m³", 0, 5),
+    row(Match::Contains("tvoc"), "TVOC", "ppb", 0, 5),
+    // Formaldehyde and ozone (Milesight AM319 variants).
+    row(Match::Contains("hcho"), "formaldehyde", "mg/m³", 2, 7),
+    row(Match::Exact(&["o3"]), "ozone", "ppm", 2, 7),
+    row(
+        Match::Exact(&["pm1", "pm1_0", "pm2_5", "pm25", "pm10"]),
+        "particulates",
+        "µg/m³",
+        0,
+        6,
+    ),
+    row(Match::Contains("temp"), "temperature", "°C", 1, 10),
+    row(Match::Contains("humid"), "humidity", "%", 1, 20),
+    row(Match::Exact(&["rh"]), "humidity", "%", 1, 20),
+    row(Match::Contains("pressure"), "pressure", "hPa", 1, 30),
+    row(Match::Contains("illuminance"), "illuminance", "lx", 0, 35),
+    row(Match::Contains("lux"), "illuminance", "lx", 0, 35),
+    // Cayenne LPP's name for its illuminance type (`luminosity_<channel>`).
+    row(Match::Contains("luminosity"), "illuminance", "lx", 0, 35),
+    // Elsys ERS Sound peak and average level.
+    row(Match::Contains("sound"), "sound level", "dB", 0, 36),
+    row(Match::Contains("energy"), "energy", "kWh", 2, 36),
+    row(Match::Contains("power"), "power", "W", 1, 37),
+    row(Match::Contains("current"), "current", "A", 2, 38),
+    row(Match::Contains("rssi"), "signal", "dBm", 0, RANK_UPKEEP + 1),
+    row(
+        Match::Contains("snr"),
+        "signal-to-noise",
+        "dB",
+        1,
+        RANK_UPKEEP + 2,
+    ),
+    // A Semtech forwarder's share of acknowledged upstream datagrams.
+    row(
+        Match::Exact(&["ackr"]),
+        "acknowledged",
+        "%",
+        1,
+        RANK_UPKEEP + 3,
+    ),
+];
+
+/// Decimals for a unit set in the config, where the table's row (if any)
+/// was for another unit.
+fn precision_of_unit(unit: &str) -> Option<u8> {
+    Some(match unit {
+        "V" | "A" | "kWh" | "kPa" | "bar" => 2,
+        "°C" | "°F" | "K" | "hPa" | "W" | "dB" | "m/s" => 1,
+        "mg/m³" => 2,
+        "%" | "ppm" | "ppb" | "mV" | "mA" | "lx" | "dBm" | "Pa" | "µg/m³" | "s" => 0,
+        _ => return None,
+    })
+}
+
+/// What the table alone says about `metric`.
+pub fn known(metric: &str) -> MetricInfo {
+    let m = metric.to_ascii_lowercase();
+    let found = TABLE.iter().find(|r| match r.matches {
+        Match::Exact(names) => names.contains(&m.as_str()),
+        Match::Contains(part) => m.contains(part),
+    });
+    match found {
+        Some(r) => MetricInfo {
+            quantity: r.quantity,
+            unit: r.unit.to_string(),
+            precision: Some(r.precision),
+            rank: r.rank,
+        },
+        None => MetricInfo {
+            quantity: "",
+            unit: String::new(),
+            precision: None,
+            rank: RANK_UNKNOWN,
+        },
+    }
+}
+
+/// The table with the config's overrides. Cheap to clone into the pages.
+#[derive(Debug, Clone, Default)]
+pub struct Units {
+    /// `[units]`: metric → unit, for every device.
+    global: BTreeMap<String, String>,
+    /// `[[adapter]] units`, by adapter name.
+    adapters: BTreeMap<String, BTreeMap<String, String>>,
+    /// The table a reading's [`SourceId`] indexes, to find its adapter.
+    sources: Sources,
+}
+
+impl Units {
+    pub fn new(global: BTreeMap<String, String>) -> Self {
+        Self {
+            global,
+            ..Self::default()
+        }
+    }
+
+    /// With each adapter's `units`, found through `sources` (the table the
+    /// readings' [`SourceId`]s index).
+    pub fn with_adapters(
+        mut self,
+        adapters: BTreeMap<String, BTreeMap<String, String>>,
+        sources: Sources,
+    ) -> Self {
+        self.adapters = adapters;
+        self.sources = sources;
+        self
+    }
+
+    /// Some adapter overrides a unit: only then is a device's adapter
+    /// worth remembering where a window or an alert does not carry it.
+    pub fn by_adapter(&self) -> bool {
+        !self.adapters.is_empty()
+    }
+
+    /// `metric` as `device_units` (its `[[device]] units`), then its
+    /// adapter's `units` (the adapter of `source`), then `[units]`, then
+    /// the table say.
+    pub fn of(
+        &self,
+        device_units: Option<&BTreeMap<String, String>>,
+        source: SourceId,
+        metric: &str,
+    ) -> MetricInfo {
+        let mut info = known(metric);
+        let set = device_units
+            .and_then(|u| u.get(metric))
+            .cloned()
+            .or_else(|| self.adapter_unit(source, metric))
+            .or_else(|| self.global.get(metric).cloned());
+        if let Some(unit) = set {
+            if unit != info.unit {
+                info.precision = precision_of_unit(&unit);
+                info.unit = unit;
+            }
+        }
+        info
+    }
+
+    fn adapter_unit(&self, source: SourceId, metric: &str) -> Option<String> {
+        if self.adapters.is_empty() || source == SourceId::UNKNOWN {
+            return None;
+        }
+        let name = self.sources.get(source)?.name;
+        self.adapters.get(&name)?.get(metric).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_decides_by_name() {
+        for (metric, unit, shown) in [
+            ("temperature", "°C", "4.0 °C"),
+            ("humidity", "%", "4.0 %"),
+            ("co2", "ppm", "4 ppm"),
+            ("battery", "%", "4 %"),
+            ("battery_v", "V", "4.00 V"),
+            ("voltage", "V", "4.00 V"),
+            ("pressure", "hPa", "4.0 hPa"),
+            ("rssi", "dBm", "4 dBm"),
+            ("gas", "", "4"),
+            // What the LoRaWAN vendor codecs emit.
+            ("tvoc", "ppb", "4 ppb"),
+            ("tvoc_ug_m3", "µg/m³", "4 µg/m³"),
+            ("hcho", "mg/m³", "4.00 mg/m³"),
+            ("o3", "ppm", "4.00 ppm"),
+            ("pm2_5", "µg/m³", "4 µg/m³"),
+            ("luminosity_5", "lx", "4 lx"),
+            ("illuminance", "lx", "4 lx"),
+            ("ext_temperature", "°C", "4.0 °C"),
+            ("external_temperature_2", "°C", "4.0 °C"),
+            ("relative_humidity_8", "%", "4.0 %"),
+            ("barometric_pressure_10", "hPa", "4.0 hPa"),
+            ("adc_voltage", "V", "4.00 V"),
+            ("sound_avg", "dB", "4 dB"),
+        ] {
+            let info = known(metric);
+            assert_eq!(info.unit, unit, "{metric}");
+            assert_eq!(info.format(4.0), shown, "{metric}");
+        }
+        assert!(known("co2").rank < known("temperature").rank);
+        assert!(known("temperature").rank < known("battery").rank);
+        assert!(known("gas").rank < known("rssi").rank);
+    }
+
+    #[test]
+    fn the_config_overrides_per_metric_and_per_device() {
+        let none = SourceId::UNKNOWN;
+        let units = Units::new(BTreeMap::from([("battery".into(), "V".into())]));
+        assert_eq!(units.of(None, none, "battery").format(3.712), "3.71 V");
+        let device = BTreeMap::from([("battery".to_string(), "%".to_string())]);
+        assert_eq!(
+            units.of(Some(&device), none, "battery").format(87.0),
+            "87 %"
+        );
+        assert_eq!(units.of(Some(&device), none, "temperature").unit, "°C");
+        // A unit the table has no precision for: by magnitude.
+        let odd = BTreeMap::from([("gas".to_string(), "kΩ".to_string())]);
+        assert_eq!(units.of(Some(&odd), none, "gas").format(12.34), "12.3 kΩ");
+    }
+
+    #[test]
+    fn an_anomaly_is_told_in_its_unit_with_its_score_apart() {
+        let co2 = known("co2");
+        let (value, against) = alert_texts(&co2, "anomaly", 894.0, 5.23, Some((580.4, 702.6)));
+        assert_eq!(value, "894 ppm");
+        assert_eq!(against, "expected 580–703 ppm · score 5.2");
+        let facts = AlertFacts {
+            rule: "co2-anomaly",
+            state: "raised",
+            kind: "anomaly",
+            metric: "co2",
+            value: 894.0,
+            limit: 5.23,
+            expected: Some((580.4, 702.6)),
+        };
+        assert_eq!(
+            facts.line(&co2),
+            "co2-anomaly raised anomaly: co2 894 ppm (expected 580–703 ppm · score 5.2)"
+        );
+        let t = known("temperature");
+        assert_eq!(
+            alert_texts(&t, "threshold", 9.24, 8.0, None),
+            ("9.2 °C".to_string(), "8.0 °C".to_string())
+        );
+        assert_eq!(
+            alert_texts(&t, "silence", 901.0, 900.0, None),
+            ("901 s silent".to_string(), "after 900 s".to_string())
+        );
+    }
+
+    #[test]
+    fn the_device_beats_its_adapter_which_beats_units_and_the_table() {
+        let sources = Sources::default();
+        let lora = sources.register("lora-gw", "semtech_udp");
+        let mqtt = sources.register("mqtt-local", "mqtt");
+        let units = Units::new(BTreeMap::from([("pressure".into(), "kPa".into())])).with_adapters(
+            BTreeMap::from([(
+                "lora-gw".to_string(),
+                BTreeMap::from([
+                    ("battery".to_string(), "V".to_string()),
+                    ("pressure".to_string(), "Pa".to_string()),
+                ]),
+            )]),
+            sources,
+        );
+        assert!(units.by_adapter());
+        // The adapter's unit for its devices only.
+        assert_eq!(units.of(None, lora, "battery").format(3.7), "3.70 V");
+        assert_eq!(units.of(None, mqtt, "battery").format(87.0), "87 %");
+        assert_eq!(units.of(None, SourceId::UNKNOWN, "battery").unit, "%");
+        // The adapter's over [units]; [units] for the others.
+        assert_eq!(units.of(None, lora, "pressure").unit, "Pa");
+        assert_eq!(units.of(None, mqtt, "pressure").unit, "kPa");
+        // The device's over its adapter's.
+        let device = BTreeMap::from([("battery".to_string(), "mV".to_string())]);
+        assert_eq!(units.of(Some(&device), lora, "battery").unit, "mV");
+        // A metric nobody overrides: the table's.
+        assert_eq!(units.of(None, lora, "temperature").unit, "°C");
+    }
+}
