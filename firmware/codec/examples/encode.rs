@@ -5,7 +5,7 @@
 
 use std::io::{self, BufRead, Write};
 
-use firmware_codec::{seed_batch, seed_bitpacked, seed_compact, EncodeError};
+use firmware_codec::{batch, bitpacked, compact_i16, EncodeError};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -32,8 +32,8 @@ fn line(text: &str) -> Result<String, String> {
             .map_err(|e| e.to_string())
     };
     let out = match tag {
-        Some("c") => seed_compact(num()?, num()?, num()?).map(|f| hex(&f)),
-        Some("p") => seed_bitpacked(num()?, num()?, num()?).map(|f| hex(&f)),
+        Some("c") => compact_i16(num()?, num()?, num()?).map(|f| hex(&f)),
+        Some("p") => bitpacked(num()?, num()?, num()?).map(|f| hex(&f)),
         Some("b") => {
             let base = num()? as u32;
             let n = num()? as usize;
@@ -41,7 +41,7 @@ fn line(text: &str) -> Result<String, String> {
                 .map(|_| Ok((num()? as u16, num()?)))
                 .collect::<Result<Vec<_>, String>>()?;
             let mut buf = vec![0u8; 5 + 6 * n];
-            seed_batch(base, &readings, &mut buf).map(|len| hex(&buf[..len]))
+            batch(base, &readings, &mut buf).map(|len| hex(&buf[..len]))
         }
         _ => return Err(format!("unknown line {text:?}")),
     };

@@ -11,8 +11,8 @@
 //! ways.
 //!
 //! Layout:
-//! - `seed.rs`: the seed course's frames, [`seed_compact`],
-//!   [`seed_bitpacked`], [`seed_batch`];
+//! - `seed.rs`: three small fixed-point frames, [`compact_i16`],
+//!   [`bitpacked`], [`batch`];
 //! - `cayenne.rs`: Cayenne LPP, [`Lpp`] over a caller's buffer;
 //! - `bthome.rs`: BTHome v2 service data, [`BtHome`], for BLE nodes.
 //!
@@ -34,8 +34,8 @@ mod seed;
 pub use bthome::{BtHome, BtHomeObject};
 pub use cayenne::{Lpp, LppType};
 pub use seed::{
-    seed_batch, seed_bitpacked, seed_compact, SeedBitpacked, SeedCompact, BATCH_HEADER_LEN,
-    BATCH_MAX_READINGS, BATCH_READING_LEN,
+    batch, bitpacked, compact_i16, Bitpacked, CompactI16, BATCH_HEADER_LEN, BATCH_MAX_READINGS,
+    BATCH_READING_LEN,
 };
 
 use core::fmt;

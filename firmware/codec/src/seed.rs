@@ -1,13 +1,13 @@
 //! The seed course's three frames, big-endian (Python `struct` `>`), as
-//! the gateway's `seed_compact`, `seed_bitpacked` and `seed_batch` codecs
+//! the gateway's `compact_i16`, `bitpacked` and `batch` codecs
 //! read them.
 
 use crate::{scale, EncodeError};
 
-/// `seed_compact`: temperature (i16, 0.1 °C), humidity (u8, 1 %), battery
+/// `compact_i16`: temperature (i16, 0.1 °C), humidity (u8, 1 %), battery
 /// (u16, 0.01 V). 5 bytes, `>hBH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeedCompact {
+pub struct CompactI16 {
     /// Temperature in 0.1 °C.
     pub temperature_decidegrees: i16,
     /// Relative humidity in %.
@@ -16,7 +16,7 @@ pub struct SeedCompact {
     pub battery_centivolts: u16,
 }
 
-impl SeedCompact {
+impl CompactI16 {
     /// Frame length. 5 bytes.
     pub const LEN: usize = 5;
 
@@ -42,29 +42,29 @@ impl SeedCompact {
     }
 }
 
-/// `seed_compact` of measured values: `seed_compact(21.5, 40.0, 3.3)` is
+/// `compact_i16` of measured values: `compact_i16(21.5, 40.0, 3.3)` is
 /// `00 D7 28 01 4A`.
 ///
 /// ```
-/// assert_eq!(firmware_codec::seed_compact(21.5, 40.0, 3.3), Ok([0x00, 0xD7, 0x28, 0x01, 0x4A]));
+/// assert_eq!(firmware_codec::compact_i16(21.5, 40.0, 3.3), Ok([0x00, 0xD7, 0x28, 0x01, 0x4A]));
 /// ```
 ///
 /// # Errors
-/// As [`SeedCompact::new`].
-pub fn seed_compact(
+/// As [`CompactI16::new`].
+pub fn compact_i16(
     temperature_c: f64,
     humidity_pct: f64,
     battery_v: f64,
-) -> Result<[u8; SeedCompact::LEN], EncodeError> {
-    Ok(SeedCompact::new(temperature_c, humidity_pct, battery_v)?.encode())
+) -> Result<[u8; CompactI16::LEN], EncodeError> {
+    Ok(CompactI16::new(temperature_c, humidity_pct, battery_v)?.encode())
 }
 
-/// `seed_bitpacked`: temperature in 0.5 °C steps from −20 °C (8 bits),
+/// `bitpacked`: temperature in 0.5 °C steps from −20 °C (8 bits),
 /// humidity % (7 bits), battery % (7 bits), 2 padding bits. 3 bytes:
 /// byte0 = (t + 20) × 2; byte1 = humidity << 1 | battery bit 6; byte2 =
 /// battery bits 0–5 << 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeedBitpacked {
+pub struct Bitpacked {
     /// (temperature + 20 °C) × 2, 0..=255 (−20..=107.5 °C).
     pub temperature_raw: u8,
     /// Relative humidity in %, 0..=127.
@@ -73,7 +73,7 @@ pub struct SeedBitpacked {
     pub battery_pct: u8,
 }
 
-impl SeedBitpacked {
+impl Bitpacked {
     /// Frame length. 3 bytes.
     pub const LEN: usize = 3;
     /// Largest value of the 7-bit fields.
@@ -111,36 +111,36 @@ impl SeedBitpacked {
     }
 }
 
-/// `seed_bitpacked` of measured values.
+/// `bitpacked` of measured values.
 ///
 /// ```
-/// assert_eq!(firmware_codec::seed_bitpacked(21.5, 40.0, 85.0), Ok([0x53, 0x51, 0x54]));
+/// assert_eq!(firmware_codec::bitpacked(21.5, 40.0, 85.0), Ok([0x53, 0x51, 0x54]));
 /// ```
 ///
 /// # Errors
-/// As [`SeedBitpacked::new`].
-pub fn seed_bitpacked(
+/// As [`Bitpacked::new`].
+pub fn bitpacked(
     temperature_c: f64,
     humidity_pct: f64,
     battery_pct: f64,
-) -> Result<[u8; SeedBitpacked::LEN], EncodeError> {
-    Ok(SeedBitpacked::new(temperature_c, humidity_pct, battery_pct)?.encode())
+) -> Result<[u8; Bitpacked::LEN], EncodeError> {
+    Ok(Bitpacked::new(temperature_c, humidity_pct, battery_pct)?.encode())
 }
 
-/// `seed_batch` header: count (u8) + base time (u32, epoch s). 5 bytes.
+/// `batch` header: count (u8) + base time (u32, epoch s). 5 bytes.
 pub const BATCH_HEADER_LEN: usize = 5;
-/// `seed_batch` reading: delta (u16, s) + value ×10 (i32). 6 bytes.
+/// `batch` reading: delta (u16, s) + value ×10 (i32). 6 bytes.
 pub const BATCH_READING_LEN: usize = 6;
 /// The count is one byte.
 pub const BATCH_MAX_READINGS: usize = 255;
 
-/// `seed_batch`: `readings` as `(seconds after base_ts, value)`, each read
+/// `batch`: `readings` as `(seconds after base_ts, value)`, each read
 /// by the gateway as metric `value` at `base_ts + delta`. Writes
 /// `5 + 6 × n` bytes to the start of `out` and returns that length.
 ///
 /// ```
 /// let mut buf = [0u8; 17];
-/// let n = firmware_codec::seed_batch(1_795_146_752, &[(0, 21.5), (60, -1.0)], &mut buf);
+/// let n = firmware_codec::batch(1_795_146_752, &[(0, 21.5), (60, -1.0)], &mut buf);
 /// assert_eq!(n, Ok(17));
 /// assert_eq!(buf[..5], [0x02, 0x6A, 0xFF, 0xC4, 0x00]);
 /// ```
@@ -148,11 +148,7 @@ pub const BATCH_MAX_READINGS: usize = 255;
 /// # Errors
 /// [`EncodeError::TooManyReadings`] above 255, [`EncodeError::BufferTooSmall`],
 /// or a value error for `value` (0.1 resolution, i32 range).
-pub fn seed_batch(
-    base_ts: u32,
-    readings: &[(u16, f64)],
-    out: &mut [u8],
-) -> Result<usize, EncodeError> {
+pub fn batch(base_ts: u32, readings: &[(u16, f64)], out: &mut [u8]) -> Result<usize, EncodeError> {
     if readings.len() > BATCH_MAX_READINGS {
         return Err(EncodeError::TooManyReadings {
             max: BATCH_MAX_READINGS,
@@ -192,7 +188,7 @@ mod tests {
     #[test]
     fn compact_frames() {
         assert_eq!(
-            seed_compact(21.5, 40.0, 3.3),
+            compact_i16(21.5, 40.0, 3.3),
             Ok([
                 0x00, 0xD7, // 215 → 21.5 °C
                 0x28, // 40 %
@@ -200,19 +196,19 @@ mod tests {
             ])
         );
         assert_eq!(
-            seed_compact(-10.0, 255.0, 655.35),
+            compact_i16(-10.0, 255.0, 655.35),
             Ok([0xFF, 0x9C, 0xFF, 0xFF, 0xFF])
         );
         assert_eq!(
-            seed_compact(21.5, 256.0, 3.3),
+            compact_i16(21.5, 256.0, 3.3),
             Err(EncodeError::OutOfRange { field: "humidity" })
         );
         assert_eq!(
-            seed_compact(21.5, 40.0, -0.01),
+            compact_i16(21.5, 40.0, -0.01),
             Err(EncodeError::OutOfRange { field: "battery" })
         );
         assert_eq!(
-            seed_compact(f64::NAN, 40.0, 3.3),
+            compact_i16(f64::NAN, 40.0, 3.3),
             Err(EncodeError::NotFinite {
                 field: "temperature"
             })
@@ -221,26 +217,26 @@ mod tests {
 
     #[test]
     fn bitpacked_frames() {
-        assert_eq!(seed_bitpacked(21.5, 40.0, 85.0), Ok([0x53, 0x51, 0x54]));
-        assert_eq!(seed_bitpacked(-20.0, 127.0, 127.0), Ok([0x00, 0xFF, 0xFC]));
-        assert_eq!(seed_bitpacked(107.5, 0.0, 0.0), Ok([0xFF, 0x00, 0x00]));
+        assert_eq!(bitpacked(21.5, 40.0, 85.0), Ok([0x53, 0x51, 0x54]));
+        assert_eq!(bitpacked(-20.0, 127.0, 127.0), Ok([0x00, 0xFF, 0xFC]));
+        assert_eq!(bitpacked(107.5, 0.0, 0.0), Ok([0xFF, 0x00, 0x00]));
         assert_eq!(
-            seed_bitpacked(-20.3, 0.0, 0.0),
+            bitpacked(-20.3, 0.0, 0.0),
             Err(EncodeError::OutOfRange {
                 field: "temperature"
             })
         );
         assert_eq!(
-            seed_bitpacked(20.0, 128.0, 0.0),
+            bitpacked(20.0, 128.0, 0.0),
             Err(EncodeError::OutOfRange { field: "humidity" })
         );
         assert_eq!(
-            seed_bitpacked(f64::INFINITY, 0.0, 0.0),
+            bitpacked(f64::INFINITY, 0.0, 0.0),
             Err(EncodeError::NotFinite {
                 field: "temperature"
             })
         );
-        let hand = SeedBitpacked {
+        let hand = Bitpacked {
             temperature_raw: 0,
             humidity_pct: 0xFF,
             battery_pct: 0,
@@ -252,7 +248,7 @@ mod tests {
     fn batch_frames() {
         let mut buf = [0u8; 32];
         assert_eq!(
-            seed_batch(1_795_146_752, &[(0, 21.5), (60, -1.0)], &mut buf),
+            batch(1_795_146_752, &[(0, 21.5), (60, -1.0)], &mut buf),
             Ok(17)
         );
         assert_eq!(
@@ -264,26 +260,26 @@ mod tests {
                 0x00, 0x3C, 0xFF, 0xFF, 0xFF, 0xF6, // +60 s, −10
             ]
         );
-        assert_eq!(seed_batch(1, &[], &mut buf), Ok(5));
+        assert_eq!(batch(1, &[], &mut buf), Ok(5));
         assert_eq!(buf[..5], [0, 0, 0, 0, 1]);
         assert_eq!(
-            seed_batch(1, &[(0, 1.0); 5], &mut buf),
+            batch(1, &[(0, 1.0); 5], &mut buf),
             Err(EncodeError::BufferTooSmall {
                 needed: 35,
                 len: 32
             })
         );
         assert_eq!(
-            seed_batch(1, &[(0, 1.0); 256], &mut [0u8; 2048]),
+            batch(1, &[(0, 1.0); 256], &mut [0u8; 2048]),
             Err(EncodeError::TooManyReadings {
                 max: 255,
                 found: 256
             })
         );
         let mut big = [0u8; 5 + 6 * 255];
-        assert_eq!(seed_batch(1, &[(0, 1.0); 255], &mut big), Ok(big.len()));
+        assert_eq!(batch(1, &[(0, 1.0); 255], &mut big), Ok(big.len()));
         assert_eq!(
-            seed_batch(1, &[(0, 1.0), (1, f64::NAN)], &mut buf),
+            batch(1, &[(0, 1.0), (1, f64::NAN)], &mut buf),
             Err(EncodeError::NotFinite { field: "value" })
         );
     }

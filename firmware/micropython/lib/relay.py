@@ -1,4 +1,4 @@
-# The ESP-NOW relay's one job (seed 002): each frame a client sends becomes
+# The ESP-NOW relay's one job : each frame a client sends becomes
 # one line "<client mac>,<frame>" on USB serial, for the gateway's
 # `serial_line` adapter (columns = ["mac", "ts", ...]), which names each
 # client through the [[device]] registry by its MAC.

@@ -1,4 +1,4 @@
-# Readings to an ESP-NOW relay (seed 002): one CSV line per reading, sent
+# Readings to an ESP-NOW relay: one CSV line per reading, sent
 # to the relay's MAC; the relay prints "<client mac>,<line>" on its USB
 # serial port for the gateway's `serial_line` adapter. ESP-NOW acknowledges
 # each frame at the link layer: a reading leaves the queue only when the

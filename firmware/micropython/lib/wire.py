@@ -2,9 +2,9 @@
 #
 # Binary LoRaWAN payloads (the gateway's `codec = ...` and
 # `edge-gateway decode --codec ...`):
-#   seed_compact(t, h, battery_v)        5 bytes >hBH
-#   seed_bitpacked(t, h, battery_pct)    3 bytes
-#   seed_batch(base_ts, [(delta, v)])    5 + 6 n bytes
+#   compact_i16(t, h, battery_v)         5 bytes >hBH
+#   bitpacked(t, h, battery_pct)         3 bytes
+#   batch(base_ts, [(delta, v)])         5 + 6 n bytes
 #   cayenne_lpp([(channel, type, v)])    Cayenne LPP
 # BLE: bthome_v2(objects) service data, bthome_advertisement(...) whole AD.
 # Text payloads for MQTT topics and TCP/serial lines: csv_line, json_object,
@@ -43,7 +43,7 @@ def _scale(value, per_unit, lo, hi, field):
     return r
 
 
-# --- seed_compact / seed_bitpacked / seed_batch -----------------------------
+# --- compact_i16 / bitpacked / batch ---------------------------------------
 
 COMPACT_LEN = 5  # >hBH
 BITPACKED_LEN = 3
@@ -52,7 +52,7 @@ BATCH_READING_LEN = 6  # delta u16 (s), value x10 i32
 BATCH_MAX_READINGS = 255
 
 
-def seed_compact(temperature, humidity, battery):
+def compact_i16(temperature, humidity, battery):
     """Temperature (0.1 C, i16), humidity (1 %, u8), battery (0.01 V, u16)."""
     return struct.pack(
         ">hBH",
@@ -62,7 +62,7 @@ def seed_compact(temperature, humidity, battery):
     )
 
 
-def seed_bitpacked(temperature, humidity, battery_pct):
+def bitpacked(temperature, humidity, battery_pct):
     """byte0 = (t + 20) * 2 (0.5 C steps, -20..107.5 C); byte1 = humidity
     (7 bits) << 1 | battery bit 6; byte2 = battery bits 0-5 << 2."""
     if isinstance(temperature, (int, float)) and _finite(temperature):
@@ -73,7 +73,7 @@ def seed_bitpacked(temperature, humidity, battery_pct):
     return bytes((t, (h << 1) | (b >> 6), (b & 0x3F) << 2))
 
 
-def seed_batch(base_ts, readings):
+def batch(base_ts, readings):
     """One metric's readings as [(seconds after base_ts, value), ...]; the
     gateway reads each as `value` at base_ts + delta, 0.1 resolution."""
     if len(readings) > BATCH_MAX_READINGS:

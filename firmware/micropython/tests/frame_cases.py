@@ -22,19 +22,19 @@ def cases(seed=4, n=3000, batches=200):
     for _ in range(n):
         t, h, b = rng.uniform(-45, 110), rng.uniform(-5, 260), rng.uniform(-0.5, 5)
         lines.append("c %r %r %r" % (t, h, b))
-        want.append(_expected(wire.seed_compact, t, h, b))
+        want.append(_expected(wire.compact_i16, t, h, b))
         bp = rng.uniform(-5, 130)
         lines.append("p %r %r %r" % (t, h, bp))
-        want.append(_expected(wire.seed_bitpacked, t, h, bp))
+        want.append(_expected(wire.bitpacked, t, h, bp))
     for _ in range(batches):
         base = rng.randrange(0, 2**32)
         readings = [(rng.randrange(0, 65536), rng.uniform(-1e6, 1e6)) for _ in range(rng.randrange(0, 20))]
         lines.append("b %d %d %s" % (base, len(readings), " ".join("%d %r" % r for r in readings)))
-        want.append(_expected(wire.seed_batch, base, readings))
+        want.append(_expected(wire.batch, base, readings))
     # Exact halves, where rounding conventions part ways.
     for t in (21.25, -21.25, 0.05, -0.05, 21.3, 3276.75):
         lines.append("c %r 40 3.3" % t)
-        want.append(_expected(wire.seed_compact, t, 40, 3.3))
+        want.append(_expected(wire.compact_i16, t, 40, 3.3))
     return lines, want
 
 

@@ -18,9 +18,8 @@ FIRMWARE = os.path.dirname(os.path.dirname(HERE))
 REPO = os.path.dirname(FIRMWARE)
 LIB = os.path.join(FIRMWARE, "micropython", "lib")
 STUBS = os.path.join(HERE, "stubs")
-VECTORS = os.environ.get(
-    "EDGE_GATEWAY_VECTORS", os.path.join(os.path.dirname(REPO), "shared", "data", "vectors")
-)
+# The repository's copies of the published vectors (tests/data/vectors).
+VECTORS = os.path.join(REPO, "tests", "data", "vectors")
 
 for p in (STUBS, LIB):
     if p not in sys.path:

@@ -1,4 +1,4 @@
-"""Seed 002 end to end: two ESP-NOW client nodes (their own main loops),
+"""ESP-NOW end to end: two ESP-NOW client nodes (their own main loops),
 the relay's own code writing to a real pseudo-terminal (socat), the real
 gateway's `serial_line` adapter on the other end naming each client by its
 MAC through `[[device]]`, and a real Mosquitto upstream.

@@ -44,42 +44,42 @@ def epoch_of(rfc3339):
 class Frames(unittest.TestCase):
     def test_documented_seed_frames(self):
         # docs/lorawan.md and the gateway's own decoder tests.
-        self.assertEqual(wire.seed_compact(21.5, 40, 3.3).hex(), "00d728014a")
-        self.assertEqual(wire.seed_compact(-10.0, 255, 655.35).hex(), "ff9cffffff")
-        self.assertEqual(wire.seed_bitpacked(21.5, 40, 85).hex(), "535154")
-        self.assertEqual(wire.seed_bitpacked(-20, 127, 127).hex(), "00fffc")
+        self.assertEqual(wire.compact_i16(21.5, 40, 3.3).hex(), "00d728014a")
+        self.assertEqual(wire.compact_i16(-10.0, 255, 655.35).hex(), "ff9cffffff")
+        self.assertEqual(wire.bitpacked(21.5, 40, 85).hex(), "535154")
+        self.assertEqual(wire.bitpacked(-20, 127, 127).hex(), "00fffc")
         self.assertEqual(
-            wire.seed_batch(1795146752, [(0, 21.5), (60, -1.0)]).hex(),
+            wire.batch(1795146752, [(0, 21.5), (60, -1.0)]).hex(),
             "026affc4000000000000d7003cfffffff6",
         )
-        self.assertEqual(wire.seed_batch(1, []).hex(), "0000000001")
+        self.assertEqual(wire.batch(1, []).hex(), "0000000001")
 
     def test_rounding_is_half_away_from_zero_not_truncation(self):
         # 21.3 * 10 == 212.99999999999997: int() would send 21.2.
-        self.assertEqual(wire.seed_compact(21.3, 40, 3.3)[:2], b"\x00\xd5")
-        self.assertEqual(wire.seed_compact(21.25, 40, 3.3)[:2], b"\x00\xd5")
-        self.assertEqual(wire.seed_compact(-21.25, 40, 3.3)[:2], (-213).to_bytes(2, "big", signed=True))
-        self.assertEqual(wire.seed_compact(21.5, 40, 3.305)[3:], (331).to_bytes(2, "big"))
+        self.assertEqual(wire.compact_i16(21.3, 40, 3.3)[:2], b"\x00\xd5")
+        self.assertEqual(wire.compact_i16(21.25, 40, 3.3)[:2], b"\x00\xd5")
+        self.assertEqual(wire.compact_i16(-21.25, 40, 3.3)[:2], (-213).to_bytes(2, "big", signed=True))
+        self.assertEqual(wire.compact_i16(21.5, 40, 3.305)[3:], (331).to_bytes(2, "big"))
 
     def test_values_that_do_not_fit_are_refused_not_clamped(self):
         cases = [
-            (wire.seed_compact, (21.5, 256, 3.3), "humidity"),
-            (wire.seed_compact, (3276.8, 40, 3.3), "temperature"),
-            (wire.seed_compact, (float("nan"), 40, 3.3), "temperature"),
-            (wire.seed_compact, (21.5, 40, -0.01), "battery"),
-            (wire.seed_bitpacked, (-20.3, 40, 85), "temperature"),
-            (wire.seed_bitpacked, (20, 128, 85), "humidity"),
-            (wire.seed_bitpacked, (float("inf"), 40, 85), "temperature"),
-            (wire.seed_batch, (1, [(65536, 1.0)]), "delta"),
-            (wire.seed_batch, (1, [(0, float("nan"))]), "value"),
-            (wire.seed_batch, (-1, []), "base time"),
+            (wire.compact_i16, (21.5, 256, 3.3), "humidity"),
+            (wire.compact_i16, (3276.8, 40, 3.3), "temperature"),
+            (wire.compact_i16, (float("nan"), 40, 3.3), "temperature"),
+            (wire.compact_i16, (21.5, 40, -0.01), "battery"),
+            (wire.bitpacked, (-20.3, 40, 85), "temperature"),
+            (wire.bitpacked, (20, 128, 85), "humidity"),
+            (wire.bitpacked, (float("inf"), 40, 85), "temperature"),
+            (wire.batch, (1, [(65536, 1.0)]), "delta"),
+            (wire.batch, (1, [(0, float("nan"))]), "value"),
+            (wire.batch, (-1, []), "base time"),
         ]
         for fn, args, field in cases:
             with self.assertRaises(ValueError, msg=repr(args)) as e:
                 fn(*args)
             self.assertIn(field, str(e.exception))
         with self.assertRaises(ValueError):
-            wire.seed_batch(0, [(0, 1.0)] * 256)
+            wire.batch(0, [(0, 1.0)] * 256)
         with self.assertRaises(ValueError):
             wire.cayenne_lpp([(1, "accelerometer", 1.0)])
         with self.assertRaises(ValueError):
@@ -143,30 +143,30 @@ class GatewayDecodesWhatWireEncodes(unittest.TestCase):
     def check(self, got, sent, step, what):
         self.assertLessEqual(abs(got - sent), step / 2 + 1e-9, "%s: sent %r, decoded %r" % (what, sent, got))
 
-    def test_seed_compact(self):
+    def test_compact_i16(self):
         for _ in range(self.N):
             t, h, b = self.rng.uniform(-40, 85), self.rng.uniform(0, 100), self.rng.uniform(2.5, 4.2)
-            got = {m: v for m, v, _ in decode("seed_compact", wire.seed_compact(t, h, b))}
+            got = {m: v for m, v, _ in decode("compact_i16", wire.compact_i16(t, h, b))}
             self.check(got["temperature"], t, 0.1, "temperature")
             self.check(got["humidity"], h, 1, "humidity")
             self.check(got["battery"], b, 0.01, "battery")
 
-    def test_seed_bitpacked(self):
+    def test_bitpacked(self):
         for _ in range(self.N):
             t, h, b = self.rng.uniform(-20, 107.5), self.rng.uniform(0, 100), self.rng.uniform(0, 100)
-            got = {m: v for m, v, _ in decode("seed_bitpacked", wire.seed_bitpacked(t, h, b))}
+            got = {m: v for m, v, _ in decode("bitpacked", wire.bitpacked(t, h, b))}
             self.check(got["temperature"], t, 0.5, "temperature")
             self.check(got["humidity"], h, 1, "humidity")
             self.check(got["battery"], b, 1, "battery")
 
-    def test_seed_batch(self):
+    def test_batch(self):
         for _ in range(self.N // 3):
             base = self.rng.randrange(1_600_000_000, 2_000_000_000)
             readings = [
                 (self.rng.randrange(0, 65536), self.rng.uniform(-1e5, 1e5))
                 for _ in range(self.rng.randrange(0, 40))
             ]
-            got = decode("seed_batch", wire.seed_batch(base, readings))
+            got = decode("batch", wire.batch(base, readings))
             self.assertEqual(len(got), len(readings))
             for (delta, sent), (metric, value, when) in zip(readings, got):
                 self.assertEqual(metric, "value")

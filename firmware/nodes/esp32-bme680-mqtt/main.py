@@ -1,5 +1,5 @@
 # ESP32 + BME680, battery powered, over MQTT to the gateway's default
-# adapter (seed 000's node, on the topics the default gateway.toml reads).
+# adapter (on the topics the default gateway.toml reads).
 #
 # Each wake: read the BME680, decide (send on change, heartbeat), keep the
 # reading in RTC memory, and every BATCH readings connect Wi-Fi and send

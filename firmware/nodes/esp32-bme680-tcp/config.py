@@ -5,7 +5,7 @@ GATEWAY = "192.168.1.10"  # the Raspberry Pi running edge-gateway
 PORT = 8080  # its tcp_line adapter (bind = "0.0.0.0:8080", ack = true)
 # The gateway's `columns`, in this order. `ts` (epoch ms) keeps each line's
 # own time when it is resent after an outage; drop it only to talk to a
-# seed-000 config (columns = ["temperature", "pressure", "humidity", "gas"]).
+# four-column config (columns = ["temperature", "pressure", "humidity", "gas"]).
 COLUMNS = ["ts", "temperature", "pressure", "humidity", "gas"]
 MIN_INTERVAL_S = 30
 MAX_INTERVAL_S = 900

@@ -1,4 +1,4 @@
-# ESP32 + BME680 (seed 000), battery powered, CSV lines over TCP to the
+# ESP32 + BME680, battery powered, CSV lines over TCP to the
 # gateway's `tcp_line` adapter with acknowledgements.
 #
 # Each wake: read the BME680, decide (send on change, heartbeat), keep the

@@ -1,4 +1,4 @@
-# ESP32 ESP-NOW sensor client (seed 002): wakes, reads an SHT31/BME280-class
+# ESP32 ESP-NOW sensor client: wakes, reads an SHT31/BME280-class
 # sensor, sends one CSV line to the relay when the value changed (or the
 # heartbeat is due), and deep sleeps. Unacknowledged readings stay in RTC
 # memory and are retried with backoff.

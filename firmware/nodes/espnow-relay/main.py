@@ -1,4 +1,4 @@
-# ESP32 ESP-NOW relay ("broker" board of seed 002), powered by the Pi's USB
+# ESP32 ESP-NOW relay (the "broker" board), powered by the Pi's USB
 # port: every frame heard from a client becomes "<client mac>,<frame>\n" on
 # USB serial (115200 baud), read by the gateway's serial_line adapter.
 # Stays on, never sleeps; clients need no pairing beyond this board's MAC.

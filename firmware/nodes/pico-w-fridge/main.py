@@ -1,4 +1,4 @@
-# Raspberry Pi Pico W fridge thermometer (seed 001), USB powered, always
+# Raspberry Pi Pico W fridge thermometer, USB powered, always
 # connected over MQTT to the gateway's default adapter.
 #
 # A DS18B20 probe in the fridge, read every 30 s to 5 min (faster while the
