@@ -12,10 +12,11 @@ use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::model::{Reading, StatusChange};
+use crate::model::{Reading, SourceId, StatusChange};
 use crate::telemetry::{Counter, Telemetry};
 
 /// What an adapter hands to the pipeline.
@@ -74,6 +75,13 @@ impl Receipt {
         (Self { key, done }, waiter)
     }
 
+    /// Whether the adapter still waits for this receipt: when it does not
+    /// (a source that cannot resend, or a connection gone), nobody will
+    /// resend the message if it is not taken.
+    pub fn is_awaited(&self) -> bool {
+        !self.done.is_closed()
+    }
+
     /// The readings are durable: the adapter may acknowledge.
     pub fn complete(self) {
         // The adapter may have lost its connection and dropped the waiter;
@@ -82,9 +90,162 @@ impl Receipt {
     }
 }
 
-/// The pipeline's inbox. Bounded: a slow pipeline slows the adapters down
-/// instead of growing memory.
-pub type IngressSender = mpsc::Sender<Ingress>;
+/// The pipeline's inbox as one adapter sees it. Bounded: a slow pipeline
+/// slows the adapters down instead of growing memory. It stamps every
+/// reading with the adapter's [`SourceId`], so provenance is set in one
+/// place for every protocol, never guessed downstream from an id's shape.
+#[derive(Debug, Clone)]
+pub struct IngressSender {
+    tx: mpsc::Sender<Ingress>,
+    source: SourceId,
+    /// Where [`IngressSender::describe`] writes; none in tests and benches.
+    models: Option<Sources>,
+}
+
+impl IngressSender {
+    pub fn new(tx: mpsc::Sender<Ingress>, source: SourceId) -> Self {
+        Self {
+            tx,
+            source,
+            models: None,
+        }
+    }
+
+    /// Lets the adapter tell what make its devices are.
+    #[must_use]
+    pub fn with_models(mut self, sources: Sources) -> Self {
+        self.models = Some(sources);
+        self
+    }
+
+    /// Records what the adapter knows of `device`'s make (a BLE
+    /// advertisement's format, a LoRaWAN codec), for Home Assistant's
+    /// device block. Cheap to repeat: unchanged, it only reads.
+    pub fn describe(&self, device: &str, manufacturer: Option<&str>, model: &str) {
+        if let Some(sources) = &self.models {
+            sources.describe(device, manufacturer, model);
+        }
+    }
+
+    pub fn source(&self) -> SourceId {
+        self.source
+    }
+
+    /// Sends as [`mpsc::Sender::send`] does, after stamping the readings.
+    ///
+    /// # Errors
+    /// The pipeline has stopped; the message comes back.
+    pub async fn send(&self, mut msg: Ingress) -> Result<(), mpsc::error::SendError<Ingress>> {
+        if let Ingress::Readings(readings) | Ingress::Durable { readings, .. } = &mut msg {
+            for r in readings {
+                r.set_source(self.source);
+            }
+        }
+        self.tx.send(msg).await
+    }
+}
+
+/// Unstamped ([`SourceId::UNKNOWN`]): for tests and benches.
+impl From<mpsc::Sender<Ingress>> for IngressSender {
+    fn from(tx: mpsc::Sender<Ingress>) -> Self {
+        Self::new(tx, SourceId::UNKNOWN)
+    }
+}
+
+/// One configured adapter, as the pages name a reading's origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// `[[adapter]] name`.
+    pub name: String,
+    /// `[[adapter]] type` (`mqtt`, `serial_line`, `lorawan`, …).
+    pub kind: String,
+}
+
+/// The table a [`SourceId`] indexes. Ids are handed out once per adapter
+/// name and kind and never reused, so a reading stamped before a reload
+/// still names its adapter after it.
+#[derive(Debug, Clone, Default)]
+pub struct Sources(
+    Arc<std::sync::RwLock<Vec<SourceInfo>>>,
+    Arc<std::sync::RwLock<HashMap<String, DeviceModel>>>,
+);
+
+/// A device's make, as the adapter that hears it knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceModel {
+    pub manufacturer: Option<String>,
+    pub model: String,
+}
+
+/// Devices whose make is remembered: a crowded street of BLE devices must
+/// not grow the table without end.
+const MODELS_KEPT: usize = 10_000;
+
+impl Sources {
+    /// The id of `name` of `kind`, registering it on first sight.
+    pub fn register(&self, name: &str, kind: &str) -> SourceId {
+        let mut table = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let index = match table.iter().position(|s| s.name == name && s.kind == kind) {
+            Some(i) => i,
+            None => {
+                table.push(SourceInfo {
+                    name: name.to_string(),
+                    kind: kind.to_string(),
+                });
+                table.len() - 1
+            }
+        };
+        // 0 is UNKNOWN; 65 535 adapters is far beyond any config.
+        SourceId(u16::try_from(index + 1).unwrap_or(u16::MAX))
+    }
+
+    /// Every adapter seen, in the order of their ids.
+    pub fn all(&self) -> Vec<SourceInfo> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// See [`IngressSender::describe`].
+    pub fn describe(&self, device: &str, manufacturer: Option<&str>, model: &str) {
+        let same = |m: &DeviceModel| m.model == model && m.manufacturer.as_deref() == manufacturer;
+        if self
+            .1
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device)
+            .is_some_and(same)
+        {
+            return;
+        }
+        let mut table = self.1.write().unwrap_or_else(|p| p.into_inner());
+        if table.len() < MODELS_KEPT || table.contains_key(device) {
+            table.insert(
+                device.to_string(),
+                DeviceModel {
+                    manufacturer: manufacturer.map(str::to_string),
+                    model: model.to_string(),
+                },
+            );
+        }
+    }
+
+    /// What an adapter told of `device`'s make, if anything.
+    pub fn model_of(&self, device: &str) -> Option<DeviceModel> {
+        self.1
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device)
+            .cloned()
+    }
+
+    pub fn get(&self, id: SourceId) -> Option<SourceInfo> {
+        let i = usize::from(id.0).checked_sub(1)?;
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(i)
+            .cloned()
+    }
+}
 
 /// Everything an adapter gets to run.
 #[derive(Clone)]
@@ -139,6 +300,15 @@ pub const ADAPTER_RECEIVED: &str = "edge_gateway_adapter_received_messages_total
 pub const ADAPTER_READINGS: &str = "edge_gateway_adapter_readings_total";
 /// Input an adapter refused, by `error_type`.
 pub const ADAPTER_ERRORS: &str = "edge_gateway_adapter_errors_total";
+/// Text fields (a label such as `"sensor_id": "meter-01"` beside the
+/// values) an adapter ignored, counted once per device and key: they are
+/// not errors, and a sensor sending one in every message must not look
+/// like a broken one.
+pub const ADAPTER_IGNORED_FIELDS: &str = "edge_gateway_adapter_ignored_fields_total";
+
+/// Device × key pairs [`AdapterStats::ignored_field`] remembers before it
+/// starts over (a hostile sender inventing keys must not grow it).
+const IGNORED_FIELDS_KEPT: usize = 4096;
 
 /// The counters every adapter keeps, so each protocol reports alike:
 /// messages received, readings produced, and errors by type.
@@ -148,6 +318,9 @@ pub struct AdapterStats {
     adapter: String,
     pub received: Counter,
     pub readings: Counter,
+    ignored: Counter,
+    /// The device × key pairs whose text fields were already counted.
+    ignored_seen: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl AdapterStats {
@@ -158,7 +331,29 @@ impl AdapterStats {
             adapter: adapter.to_string(),
             received: telemetry.counter(ADAPTER_RECEIVED, &l),
             readings: telemetry.counter(ADAPTER_READINGS, &l),
+            ignored: telemetry.counter(ADAPTER_IGNORED_FIELDS, &l),
+            ignored_seen: Arc::default(),
         }
+    }
+
+    /// Notes a text field of `device` that is not a value: counted and
+    /// logged at debug level the first time each device sends that key,
+    /// then quietly.
+    pub fn ignored_field(&self, device: &str, key: &str) {
+        let mut seen = self
+            .ignored_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pair = (device.to_string(), key.to_string());
+        if seen.contains(&pair) {
+            return;
+        }
+        if seen.len() >= IGNORED_FIELDS_KEPT {
+            seen.clear();
+        }
+        seen.insert(pair);
+        self.ignored.inc();
+        tracing::debug!(adapter = %self.adapter, device, field = key, "Ignoring a text field: it is not a value.");
     }
 
     /// Counts one error of `error_type` (a stable snake_case label).
@@ -178,4 +373,70 @@ pub struct OutboundMessage {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeviceId, MetricName, TimeSource, Timestamp};
+
+    #[tokio::test]
+    async fn every_reading_leaves_an_adapter_stamped_with_it() {
+        let sources = Sources::default();
+        let serial = sources.register("espnow-relay", "serial_line");
+        let mqtt = sources.register("local-sensors", "mqtt");
+        assert_eq!(sources.register("espnow-relay", "serial_line"), serial);
+        assert_ne!(serial, mqtt);
+        assert_eq!(sources.get(serial).unwrap().kind, "serial_line");
+        assert_eq!(sources.get(SourceId::UNKNOWN), None);
+
+        let (tx, _rx) = mpsc::channel(1);
+        let ble = IngressSender::new(tx, serial).with_models(sources.clone());
+        ble.describe("cb:b8:33:4c:88:4f", Some("Ruuvi Innovations"), "RuuviTag");
+        ble.describe("cb:b8:33:4c:88:4f", Some("Ruuvi Innovations"), "RuuviTag");
+        assert_eq!(
+            sources.model_of("cb:b8:33:4c:88:4f"),
+            Some(DeviceModel {
+                manufacturer: Some("Ruuvi Innovations".into()),
+                model: "RuuviTag".into()
+            })
+        );
+        assert_eq!(sources.model_of("node-7"), None);
+
+        let (tx, mut rx) = mpsc::channel(4);
+        let ingress = IngressSender::new(tx, serial);
+        let r = |v| {
+            Reading::new(
+                DeviceId::new("AA:BB:CC:DD:EE:FF").unwrap(),
+                MetricName::new("temperature").unwrap(),
+                v,
+                Timestamp::from_millis(0).unwrap(),
+                TimeSource::Arrival,
+            )
+            .unwrap()
+        };
+        ingress
+            .send(Ingress::Readings(vec![r(1.0), r(2.0)]))
+            .await
+            .unwrap();
+        let (receipt, _waiter) = Receipt::new(None);
+        ingress
+            .send(Ingress::Durable {
+                readings: vec![r(3.0)],
+                receipt,
+            })
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let (Some(Ingress::Readings(got)) | Some(Ingress::Durable { readings: got, .. })) =
+                rx.recv().await
+            else {
+                panic!("readings expected");
+            };
+            assert!(got.iter().all(|r| r.source() == serial), "{got:?}");
+            assert!(got
+                .iter()
+                .all(|r| r.device().as_str() == "aa:bb:cc:dd:ee:ff"));
+        }
+    }
 }

@@ -11,25 +11,31 @@
 //! - [`component`]: the adapter interface every protocol implements;
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
 //! - [`registry`]: the device registry (id → human name and tags);
-//! - [`history`]: the dashboard's on-device history of windows and alerts.
+//! - [`history`]: the dashboard's on-device history of windows and alerts;
+//! - [`csv`]: text cells of the CSV files the gateway writes, safe to open
+//!   in a spreadsheet.
 
 pub mod backoff;
 pub mod clock;
 pub mod component;
 pub mod config;
+pub mod csv;
+pub mod deadline;
 pub mod history;
 pub mod model;
 pub mod registry;
 pub mod state_file;
 pub mod telemetry;
+pub mod units;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use component::{
-    Adapter, AdapterContext, AdapterError, AdapterStats, DeliveryKey, Ingress, OutboundMessage,
-    Receipt, ReceiptWaiter,
+    Adapter, AdapterContext, AdapterError, AdapterStats, DeliveryKey, DeviceModel, Ingress,
+    OutboundMessage, Receipt, ReceiptWaiter, SourceInfo, Sources,
 };
 pub use model::{
-    DeviceId, DeviceState, MetricName, ModelError, Reading, StatusChange, TimeSource, Timestamp,
+    DeviceId, DeviceState, MetricName, ModelError, Reading, SourceId, StatusChange, Subject,
+    TimeSource, Timestamp,
 };
 pub use registry::DeviceRegistry;
 pub use telemetry::Telemetry;

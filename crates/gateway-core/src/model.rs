@@ -59,7 +59,7 @@ fn check_topic_level(what: &'static str, s: &str, max: usize) -> Result<(), Mode
 // line of four values made eight string allocations (and their frees) when
 // these were `String`s; a clone is now a reference count.
 macro_rules! topic_level_newtype {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $canon:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Arc<str>);
@@ -70,8 +70,9 @@ macro_rules! topic_level_newtype {
             /// # Errors
             /// Empty, too long, or containing `/`, `+`, `#` or a control character.
             pub fn new(s: impl Into<String>) -> Result<Self, ModelError> {
-                let s = s.into();
+                let mut s = s.into();
                 check_topic_level($what, &s, $max)?;
+                $canon(&mut s);
                 Ok(Self(Arc::from(s)))
             }
 
@@ -117,17 +118,54 @@ macro_rules! topic_level_newtype {
 topic_level_newtype!(
     /// A device's id as the sensor side knows it: a MAC, a DevEUI or a topic
     /// level. It is one MQTT topic level upstream (`{prefix}/{device}/...`).
+    ///
+    /// A MAC or an EUI is one device whatever case it arrives in, so it is
+    /// kept in lower case ([`canonical_device_id`]): every adapter, the
+    /// `[[device]]` registry and the pages build ids here, and one device
+    /// is one series, one alert and one row everywhere.
     DeviceId,
     "device id",
-    MAX_DEVICE_ID_LEN
+    MAX_DEVICE_ID_LEN,
+    canonical_device_id
 );
 
 topic_level_newtype!(
     /// A metric's name (`temperature`, `co2`), a JSON key upstream.
     MetricName,
     "metric name",
-    MAX_METRIC_LEN
+    MAX_METRIC_LEN,
+    |_: &mut String| {}
 );
+
+/// Lower-cases `id` in place when it is a hardware address: a MAC-48 or
+/// EUI-64 as 6 or 8 hex pairs separated by `:` or `-`
+/// (`AA:BB:CC:DD:EE:FF`), or as 12 or 16 bare hex digits
+/// (`70B3D57ED0001234`). Radio stacks print these in either case; names
+/// and topic levels (`Living Room`) are left as they are. Lower case
+/// because BlueZ, ChirpStack and this gateway's own BLE and LoRaWAN
+/// adapters print them so.
+pub fn canonical_device_id(id: &mut String) {
+    // Cheap first: most ids are names, and this runs once per reading.
+    if !matches!(id.len(), 12 | 16 | 17 | 23) || !id.bytes().any(|b| b.is_ascii_uppercase()) {
+        return;
+    }
+    let b = id.as_bytes();
+    let hardware = match b.len() {
+        12 | 16 => b.iter().all(u8::is_ascii_hexdigit),
+        _ => {
+            let sep = b[2];
+            matches!(sep, b':' | b'-')
+                && b.chunks(3).all(|c| {
+                    c[0].is_ascii_hexdigit()
+                        && c[1].is_ascii_hexdigit()
+                        && c.get(2).is_none_or(|s| *s == sep)
+                })
+        }
+    };
+    if hardware {
+        id.make_ascii_lowercase();
+    }
+}
 
 /// A wall-clock instant in whole milliseconds since the Unix epoch, UTC.
 ///
@@ -142,6 +180,10 @@ const MIN_MILLIS: i64 = 0;
 const MAX_MILLIS: i64 = 253_402_300_799_999;
 
 impl Timestamp {
+    /// The latest timestamp there is (end of 9999): a bound for times read
+    /// from outside (a query's `to=`), so arithmetic on them cannot overflow.
+    pub const MAX: Self = Self(MAX_MILLIS);
+
     /// # Errors
     /// Before 1970 or after 9999.
     pub fn from_millis(ms: i64) -> Result<Self, ModelError> {
@@ -227,6 +269,27 @@ pub enum TimeSource {
     Arrival,
 }
 
+/// Which configured adapter produced a reading: its index in the
+/// runtime's [`crate::component::Sources`] table. Two bytes, so that
+/// every reading can carry it; [`SourceId::UNKNOWN`] for readings built
+/// outside an adapter (tests, replays of a journal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct SourceId(pub u16);
+
+impl SourceId {
+    pub const UNKNOWN: Self = Self(0);
+}
+
+/// What a reading describes: a sensor, or the radio infrastructure in
+/// between (a LoRaWAN forwarder's own `stat` counters), which the pages
+/// show with the gateway's health instead of as a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Subject {
+    #[default]
+    Device,
+    Infrastructure,
+}
+
 /// One measured value of one metric of one device. The value is always finite:
 /// the constructor is the single place where NaN and infinities are refused, so
 /// no window downstream can be poisoned.
@@ -237,6 +300,9 @@ pub struct Reading {
     value: f64,
     time: Timestamp,
     time_source: TimeSource,
+    // In the padding after `time_source`: a reading stays 56 bytes.
+    source: SourceId,
+    subject: Subject,
 }
 
 impl Reading {
@@ -258,7 +324,29 @@ impl Reading {
             value,
             time,
             time_source,
+            source: SourceId::UNKNOWN,
+            subject: Subject::Device,
         })
+    }
+
+    /// The adapter that produced it; set by the adapter's ingress sender.
+    pub fn source(&self) -> SourceId {
+        self.source
+    }
+
+    pub fn set_source(&mut self, source: SourceId) {
+        self.source = source;
+    }
+
+    pub fn subject(&self) -> Subject {
+        self.subject
+    }
+
+    /// Marks a reading about the infrastructure, not a sensor.
+    #[must_use]
+    pub fn of_infrastructure(mut self) -> Self {
+        self.subject = Subject::Infrastructure;
+        self
     }
 
     pub fn device(&self) -> &DeviceId {
@@ -339,12 +427,44 @@ mod tests {
         ));
         for good in [
             "a2:b2:c2:d2:e2:f2",
-            "70B3D57ED0001234",
+            "70b3d57ed0001234",
             "Living Room",
             "dev-1",
+            "ROOM-ABCDEF12",
+            "ABCDEFABCDEFG",
         ] {
             assert_eq!(DeviceId::new(good).unwrap().as_str(), good);
         }
+    }
+
+    #[test]
+    fn macs_and_euis_are_one_id_in_any_case() {
+        for (sent, id) in [
+            ("AA:BB:CC:DD:EE:FF", "aa:bb:cc:dd:ee:ff"),
+            ("Aa:bB:cc:DD:ee:FF", "aa:bb:cc:dd:ee:ff"),
+            ("AA-BB-CC-DD-EE-FF", "aa-bb-cc-dd-ee-ff"),
+            ("70B3D57ED0001234", "70b3d57ed0001234"),
+            ("70:B3:D5:7E:D0:00:12:34", "70:b3:d5:7e:d0:00:12:34"),
+            ("AABBCCDDEEFF", "aabbccddeeff"),
+            // Not a hardware address: a name keeps its case.
+            ("AA:BB:CC:DD:EE:FG", "AA:BB:CC:DD:EE:FG"),
+            ("AA:BB-CC:DD:EE:FF", "AA:BB-CC:DD:EE:FF"),
+            ("Kitchen Sensor 1", "Kitchen Sensor 1"),
+        ] {
+            assert_eq!(DeviceId::new(sent).unwrap().as_str(), id, "{sent}");
+        }
+        assert_eq!(
+            DeviceId::new("AA:BB:CC:DD:EE:FF").unwrap(),
+            DeviceId::new("aa:bb:cc:dd:ee:ff").unwrap()
+        );
+        let t = Timestamp(0);
+        let m = MetricName::new("m").unwrap();
+        let r = Reading::new(DeviceId::new("d").unwrap(), m, 1.0, t, TimeSource::Event).unwrap();
+        assert_eq!(
+            std::mem::size_of_val(&r),
+            56,
+            "provenance must not grow a reading"
+        );
     }
 
     #[test]

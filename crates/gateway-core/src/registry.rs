@@ -11,12 +11,18 @@ use crate::model::DeviceId;
 pub struct DeviceInfo {
     pub name: String,
     pub tags: BTreeMap<String, String>,
+    /// Of `tags`, those written as a list of labels (`["fridge"]`).
+    pub labels: Vec<String>,
+    /// The metric that stands for the device on the overview.
+    pub primary: Option<String>,
+    /// Metric → unit where the usual one is wrong for this device.
+    pub units: BTreeMap<String, String>,
 }
 
 /// Lookup from device id to [`DeviceInfo`].
 ///
-/// Ids match exactly first, then ignoring ASCII case, because the same MAC
-/// arrives as `A2:B2:…` from one radio stack and `a2:b2:…` from another.
+/// A MAC or EUI is one id in any case already ([`DeviceId`] keeps it in
+/// lower case); other ids match exactly first, then ignoring ASCII case.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceRegistry {
     exact: HashMap<String, Arc<DeviceInfo>>,
@@ -30,6 +36,9 @@ impl DeviceRegistry {
             let info = Arc::new(DeviceInfo {
                 name: d.name.clone(),
                 tags: d.tag_map(),
+                labels: d.labels(),
+                primary: d.primary.as_ref().map(|m| m.as_str().to_string()),
+                units: d.units.clone(),
             });
             reg.folded
                 .entry(d.id.as_str().to_ascii_lowercase())

@@ -124,7 +124,7 @@ impl BrokerSection {
             problems.push(
                 key("password_env"),
                 format!(
-                    "environment variable {} is not set (for the packaged service: /etc/default/edge-gateway)",
+                    "environment variable {} is not set or is empty (for the packaged service: /etc/default/edge-gateway)",
                     self.password_env
                 ),
             );
@@ -174,8 +174,11 @@ pub fn url_or_table<'de, D: Deserializer<'de>>(d: D) -> Result<BrokerSection, D:
 }
 
 /// The process environment, for [`BrokerSection::validate`].
+///
+/// Set to nothing counts as not set: an empty password is a line of
+/// `/etc/default/edge-gateway` left unfilled, never a password.
 pub fn env_is_set(name: &str) -> bool {
-    std::env::var_os(name).is_some()
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
 }
 
 #[cfg(test)]
@@ -211,7 +214,7 @@ mod tests {
             "upstream.client_key: client_cert and client_key go together",
             "upstream.keep_alive: expected at least 1s",
             "upstream.max_backoff: expected at least 100ms",
-            "upstream.password_env: environment variable GW_PASSWORD is not set",
+            "upstream.password_env: environment variable GW_PASSWORD is not set or is empty",
         ] {
             assert!(
                 got.iter().any(|g| g.starts_with(want)),

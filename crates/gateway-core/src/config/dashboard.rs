@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::load::Problems;
+use super::secret::Secret;
 use super::values::{byte_size, duration};
 
 /// `[dashboard]`: pages, JSON/CSV API and live events over HTTP, fed by a
@@ -40,39 +41,50 @@ pub struct DashboardConfig {
     /// `[[dashboard.user]]`: who may log in (HTTP Basic). With none, the
     /// pages are open, which is only allowed on loopback.
     pub user: Vec<DashboardUser>,
+    /// Metrics that stand for a device on the overview, in this order,
+    /// unless its `[[device]] primary` says otherwise. Metrics not listed
+    /// follow in the usual order, battery and radio last.
+    pub metric_order: Vec<String>,
 }
 
+/// Where the pages were served before: InfluxDB 1.x's default RPC
+/// address (its backup/restore service) on a Pi running both. A config
+/// naming it still works; when the port is taken the pages move to
+/// [`DEFAULT_PORT`] and the log says so.
+pub const OLD_DEFAULT_BIND: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8088);
+
+/// The pages' default port. Chosen clear of what runs beside a gateway on
+/// a Pi: InfluxDB 1.x (8086 HTTP, 8088 RPC, 8089 UDP), InfluxDB 2.x (8086),
+/// Telegraf listeners (8092, 8094, 8125), Kapacitor (9092), Chronograf
+/// (8888), Grafana (3000), Node-RED (1880), Home Assistant (8123),
+/// ESPHome (6052), Zigbee2MQTT and ChirpStack (8080), ChirpStack's REST
+/// API (8090), Z-Wave JS UI (8091), Mosquitto's websockets (9001, 8080,
+/// 8081, 8083), Prometheus and its node exporter (9090, 9100).
+pub const DEFAULT_PORT: u16 = 8077;
+
 /// One `[[dashboard.user]]`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DashboardUser {
     pub name: String,
-    /// A PHC string from `edge-gateway passwd` (argon2id).
-    pub password_hash: String,
-}
-
-impl std::fmt::Debug for DashboardUser {
-    // A hash is not the password, but it can be attacked offline: keep it
-    // out of logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DashboardUser")
-            .field("name", &self.name)
-            .field("password_hash", &"<redacted>")
-            .finish()
-    }
+    /// A PHC string from `edge-gateway passwd` (argon2id). A hash is not
+    /// the password, but it can be attacked offline: a secret.
+    pub password_hash: Secret,
 }
 
 impl Default for DashboardConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            bind: SocketAddr::from(([127, 0, 0, 1], 8088)),
+            bind: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             retention: Duration::from_secs(30 * 24 * 3600),
             max_bytes: 256 * 1024 * 1024,
             write_interval: Duration::from_secs(30),
             cert_file: None,
             key_file: None,
             user: Vec::new(),
+            metric_order: Vec::new(),
         }
     }
 }
@@ -101,7 +113,7 @@ impl DashboardConfig {
                     "must be non-empty and without ':' (HTTP Basic)",
                 );
             }
-            if !u.password_hash.starts_with("$argon2") {
+            if !u.password_hash.expose().starts_with("$argon2") {
                 problems.push(
                     format!("dashboard.user[{i}].password_hash"),
                     "expected an argon2 PHC string ($argon2id$…) from `edge-gateway passwd`",
@@ -137,6 +149,10 @@ max_bytes = "{max_bytes}"
 # Longest wait before closed windows and alerts are written (one fsync per
 # batch); a checkpoint writes them sooner.
 write_interval = "{write_interval}"
+# The metric drawn for each device on the overview: its [[device]] primary,
+# else the first of these it sends, else by kind (CO2, temperature,
+# humidity, ... before battery and signal strength).
+metric_order = {metric_order}
 # HTTPS: both or neither (PEM files). Or keep the loopback bind and put a
 # reverse proxy in front (see README).
 # cert_file = "/etc/edge-gateway/dashboard.crt"
@@ -151,6 +167,12 @@ write_interval = "{write_interval}"
         retention = humantime::format_duration(d.retention),
         max_bytes = byte_size::render(d.max_bytes),
         write_interval = humantime::format_duration(d.write_interval),
+        metric_order = toml::Value::Array(
+            d.metric_order
+                .iter()
+                .map(|m| toml::Value::String(m.clone()))
+                .collect()
+        ),
     );
     out
 }

@@ -48,7 +48,7 @@ pub const ENV_SEPARATOR: &str = "__";
 /// The drop-in directory, beside the `-c` file.
 pub const DROP_IN_DIR: &str = "conf.d";
 /// What `--print` shows instead of a secret.
-pub const REDACTED: &str = "<redacted>";
+pub const REDACTED: &str = super::secret::REDACTED;
 
 /// Which layer set a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,7 +414,7 @@ pub fn is_secret_key(key: &str) -> bool {
     key.ends_with("_s_key")
         || matches!(
             key,
-            "app_key" | "nwk_key" | "key" | "key_hex" | "password_hash"
+            "app_key" | "nwk_key" | "key" | "key_hex" | "password_hash" | "bindkey"
         )
         || ["password", "token", "secret", "psk"]
             .iter()
@@ -446,6 +446,13 @@ fn redact_value(value: &mut toml::Value) {
     match value {
         toml::Value::Table(t) => redact_table(t),
         toml::Value::Array(items) => items.iter_mut().for_each(redact_value),
+        // A URL under any key (`url`, an action's `broker`, a key to come)
+        // loses its user info: by the value's shape, not the key's name.
+        toml::Value::String(text) => {
+            if let std::borrow::Cow::Owned(shown) = super::secret::redact_url(text) {
+                *text = shown;
+            }
+        }
         _ => {}
     }
 }

@@ -343,3 +343,109 @@ key = "env:COAP_NODE9"
         Some("260B1234")
     );
 }
+
+#[test]
+fn print_redacts_bindkeys_and_the_password_of_every_url() {
+    let l = layered(&[r#"
+[upstream]
+url = "mqtt://gw:MARKER1@127.0.0.1:1883"
+
+[[sink]]
+type = "influxdb"
+url = "http://user:MARKER2@127.0.0.1:8086"
+
+[[rule]]
+name = "r"
+action = { publish = "x", broker = "mqtt://u:MARKER3@127.0.0.1" }
+
+[[ble.device]]
+mac = "a4:c1:38:00:00:01"
+bindkey = "231d39c1d7cc1ab1aee224cd096db932"
+"#]);
+    let out = l.to_redacted_toml().unwrap();
+    for secret in ["MARKER", "231d39c1d7cc1ab1aee224cd096db932"] {
+        assert!(!out.contains(secret), "{secret} printed:\n{out}");
+    }
+    let printed: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(
+        printed["upstream"]["url"].as_str(),
+        Some("mqtt://<redacted>@127.0.0.1:1883")
+    );
+    assert_eq!(
+        printed["ble"]["device"][0]["mac"].as_str(),
+        Some("a4:c1:38:00:00:01"),
+        "what is not secret is shown"
+    );
+}
+
+/// `validate --print` works on the file's text, before any type is known,
+/// so it redacts by key name. This holds the two rules together: every
+/// field of the workspace whose type holds a secret (`Secret`, a CoAP
+/// `PskKey`, a BLE `BindKey`, a LoRaWAN `Key`) has a name the printer
+/// redacts, so a new secret key cannot be forgotten by the printer.
+#[test]
+fn every_field_of_a_secret_type_has_a_name_the_printer_redacts() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    const SECRET_TYPES: [&str; 4] = ["Secret", "PskKey", "BindKey", "Key"];
+    // Built at run time from `password`/`token`, never read from a file.
+    const NOT_CONFIG: [&str; 1] = ["auth"];
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for krate in std::fs::read_dir(&crates).unwrap().flatten() {
+        let src = krate.path().join("src");
+        if src.is_dir() {
+            sources(&src, &mut files);
+        }
+    }
+    let mut fields = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut rename: Option<String> = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(r) = line
+                .strip_prefix("#[serde(rename = \"")
+                .and_then(|r| r.split('"').next())
+            {
+                rename = Some(r.to_string());
+                continue;
+            }
+            let Some((name, ty)) = line
+                .strip_prefix("pub ")
+                .and_then(|l| l.split_once(": "))
+                .filter(|(name, _)| name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            else {
+                rename = None;
+                continue;
+            };
+            let ty = ty.trim_end_matches(',');
+            let ty = ty
+                .strip_prefix("Option<")
+                .and_then(|t| t.strip_suffix('>'))
+                .unwrap_or(ty);
+            if SECRET_TYPES.contains(&ty) && !NOT_CONFIG.contains(&name) {
+                let key = rename.take().unwrap_or_else(|| name.to_string());
+                fields.push((file.display().to_string(), key));
+            }
+            rename = None;
+        }
+    }
+    assert!(
+        fields.len() >= 6,
+        "the scan found the known secret fields: {fields:?}"
+    );
+    for (file, key) in &fields {
+        assert!(
+            is_secret_key(key),
+            "{file}: `{key}` holds a secret but validate --print would show it"
+        );
+    }
+}

@@ -12,6 +12,8 @@
 
 pub mod broker;
 pub mod dashboard;
+pub mod home_assistant;
+mod kinds;
 pub mod layers;
 pub mod load;
 pub mod metrics;
@@ -26,6 +28,7 @@ use std::fmt;
 
 pub use broker::{BrokerSection, BROKER_KEYS};
 pub use dashboard::{DashboardConfig, DashboardUser};
+pub use home_assistant::{HaState, HomeAssistantConfig};
 pub use layers::{Layers, Origin};
 pub use load::{Problem, Problems};
 pub use metrics::MetricsConfig;
@@ -111,6 +114,8 @@ pub struct Config<A: AdapterSpec, S: SinkSpec = NoSinks> {
     pub metrics: MetricsConfig,
     /// `[dashboard]`: local pages and on-device history.
     pub dashboard: DashboardConfig,
+    /// `[home_assistant]`: MQTT discovery for Home Assistant.
+    pub home_assistant: HomeAssistantConfig,
     pub adapters: Vec<A>,
     /// `[[sink]]`: outputs beside the MQTT upstream.
     pub sinks: Vec<S>,
@@ -118,6 +123,13 @@ pub struct Config<A: AdapterSpec, S: SinkSpec = NoSinks> {
     /// The adapter families' own sections.
     pub sections: A::Sections,
     pub rules: Vec<RuleConfig>,
+    /// `[units]`: metric → unit where the usual one is wrong for every
+    /// device (`battery = "V"`); see [`crate::units`].
+    pub units: std::collections::BTreeMap<String, String>,
+    /// `[[adapter]] units`, by adapter name: metric → unit for every
+    /// device the adapter hears, between `[[device]] units` and `[units]`.
+    pub adapter_units:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 const SECTIONS: &[&str] = &[
@@ -128,10 +140,12 @@ const SECTIONS: &[&str] = &[
     "log",
     "metrics",
     "dashboard",
+    "home_assistant",
     "adapter",
     "sink",
     "device",
     "rule",
+    "units",
 ];
 
 impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
@@ -192,7 +206,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 .unwrap_or_else(|| toml::Value::Table(toml::Table::new()))
         };
         let gateway = load::section::<GatewayConfig>(table("gateway"), "gateway", &mut problems);
-        let upstream = UpstreamConfig::load(table("upstream"), &mut problems);
+        let upstream = UpstreamConfig::load(root.get("upstream").cloned(), &mut problems);
         let aggregation =
             load::section::<AggregationConfig>(table("aggregation"), "aggregation", &mut problems);
         let log = load::section::<LogConfig>(table("log"), "log", &mut problems);
@@ -203,11 +217,23 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
         if let Some(d) = &dashboard {
             d.validate(&mut problems);
         }
+        let home_assistant = load::section::<HomeAssistantConfig>(
+            table("home_assistant"),
+            "home_assistant",
+            &mut problems,
+        );
+        if let Some(h) = &home_assistant {
+            h.validate(&mut problems);
+        }
         if let Some(o) = &outbox {
             o.validate(&mut problems);
         }
+        // `units` is the same key on every kind: taken out here, so no
+        // adapter kind has to know it.
+        let (adapter_tables, units_by_index) =
+            take_adapter_units(root.get("adapter"), &mut problems);
         let adapters = parse_kinds(
-            root.get("adapter"),
+            adapter_tables.as_ref(),
             "adapter",
             A::KINDS,
             A::from_table,
@@ -223,6 +249,12 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
         let devices = parse_array::<DeviceConfig>(root.get("device"), "device", &mut problems);
         let sections = A::sections(root, &mut problems);
         let rules = parse_array::<RuleConfig>(root.get("rule"), "rule", &mut problems);
+        let units = load::section::<std::collections::BTreeMap<String, String>>(
+            table("units"),
+            "units",
+            &mut problems,
+        )
+        .unwrap_or_default();
         for (i, r) in &rules {
             r.validate(&format!("rule[{i}]"), &mut problems);
         }
@@ -237,7 +269,9 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
         if let Some(g) = &gateway {
             g.validate(&mut problems);
         }
-        if let Some(u) = &upstream {
+        // A disabled upstream's keys are parsed (a misspelt one is still
+        // named) but not checked: its password variable need not be set.
+        if let Some(u) = upstream.as_ref().filter(|u| u.enabled) {
             u.validate(&mut problems);
         }
         if let Some(a) = &aggregation {
@@ -273,6 +307,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
             outbox,
             metrics,
             dashboard,
+            home_assistant,
         ) {
             (
                 Some(gateway),
@@ -282,6 +317,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 Some(outbox),
                 Some(metrics),
                 Some(dashboard),
+                Some(home_assistant),
             ) if problems.is_empty() => Ok(Self {
                 gateway,
                 upstream,
@@ -290,14 +326,29 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 outbox,
                 metrics,
                 dashboard,
-                adapters: adapters.into_iter().map(|(_, a)| a).collect(),
+                home_assistant,
                 sinks: sinks.into_iter().map(|(_, s)| s).collect(),
                 devices: devices.into_iter().map(|(_, d)| d).collect(),
                 sections,
                 rules: rules.into_iter().map(|(_, r)| r).collect(),
+                units,
+                adapter_units: adapters
+                    .iter()
+                    .filter_map(|(i, a)| {
+                        let units = units_by_index.get(i)?.clone();
+                        Some((a.name().to_string(), units))
+                    })
+                    .collect(),
+                adapters: adapters.into_iter().map(|(_, a)| a).collect(),
             }),
             _ => Err(problems),
         }
+    }
+
+    /// `[units]` and every `[[adapter]] units`, found through `sources`.
+    pub fn units(&self, sources: crate::component::Sources) -> crate::units::Units {
+        crate::units::Units::new(self.units.clone())
+            .with_adapters(self.adapter_units.clone(), sources)
     }
 
     /// The upstream topic prefix with `{site}` and `{gateway}` filled in.
@@ -339,6 +390,34 @@ fn parse_array<T: serde::de::DeserializeOwned>(
             load::section::<T>(v.clone(), &format!("{key}[{i}]"), problems).map(|t| (i, t))
         })
         .collect()
+}
+
+/// The `[[adapter]]` tables without their `units` key, and each one's
+/// `units` (metric → unit) by index.
+fn take_adapter_units(
+    value: Option<&toml::Value>,
+    problems: &mut Problems,
+) -> (
+    Option<toml::Value>,
+    std::collections::BTreeMap<usize, std::collections::BTreeMap<String, String>>,
+) {
+    let mut found = std::collections::BTreeMap::new();
+    let Some(toml::Value::Array(items)) = value else {
+        return (value.cloned(), found);
+    };
+    let mut items = items.clone();
+    for (i, item) in items.iter_mut().enumerate() {
+        let Some(units) = item.as_table_mut().and_then(|t| t.remove("units")) else {
+            continue;
+        };
+        let path = format!("adapter[{i}].units");
+        if let Some(u) =
+            load::section::<std::collections::BTreeMap<String, String>>(units, &path, problems)
+        {
+            found.insert(i, u);
+        }
+    }
+    (Some(toml::Value::Array(items)), found)
 }
 
 /// A `[[section]]` list of tables selected by `type` (`[[adapter]]`,

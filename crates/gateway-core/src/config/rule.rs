@@ -168,7 +168,10 @@ pub struct RuleConfig {
     #[serde(default, rename = "for", with = "duration")]
     pub for_: Duration,
     /// rate: `+2.0 per 10m` (rising), `-2.0 per 10m` (falling) or
-    /// `2.0 per 10m` (either way).
+    /// `2.0 per 10m` (either way). Each reading is compared with the lowest
+    /// (rising) or highest (falling) reading of its series within the span
+    /// before it, so a change within any interval up to the span raises,
+    /// from a series' second reading on.
     #[serde(default)]
     pub rate: Option<RateSpec>,
     /// silence: raise after this long without a reading.
@@ -338,10 +341,19 @@ impl RuleConfig {
                     }
                 }
                 (None, Some(u)) => match url::Url::parse(u) {
+                    Ok(_) if super::secret::url_has_credentials(u) => {
+                        bad(
+                            "action.coap_put",
+                            "credentials in the url are not used (CoAP has none): write coap://host[:port]/path".into(),
+                        )
+                    }
                     Ok(url) if url.scheme() == "coap" && url.host().is_some() => {}
                     _ => bad(
                         "action.coap_put",
-                        format!("expected coap://host[:port]/path, got \"{u}\""),
+                        format!(
+                            "expected coap://host[:port]/path, got \"{}\"",
+                            super::secret::redact_url(u)
+                        ),
                     ),
                 },
             }

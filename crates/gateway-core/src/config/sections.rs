@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::broker::BrokerSection;
 use super::load::{self, join, Problems};
 use super::values::{byte_size, duration, BrokerUrl, Qos};
-use crate::model::DeviceId;
+use crate::model::{DeviceId, MetricName};
 
 /// `[gateway]`: who this gateway is.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -51,8 +51,17 @@ impl GatewayConfig {
 }
 
 /// `[upstream]`: the cloud broker aggregates and alerts are forwarded to.
-#[derive(Debug, Clone, PartialEq, Default)]
+///
+/// Optional: a building that only writes InfluxDB and shows the dashboard
+/// has no cloud broker. Without the section, or with `enabled = false`, no
+/// connection is tried, no upstream outbox is kept and `/health` does not
+/// wait for a broker. `Default` is the section as the template writes it
+/// (enabled); a config without the section has `enabled = false`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
+    /// Forward to the broker: the section is present and does not say
+    /// `enabled = false`.
+    pub enabled: bool,
     /// `url`, credentials, TLS files, `keep_alive`, `max_backoff`, written
     /// flat in the section. An empty `client_id` means
     /// `edge-gateway-{gateway.id}`.
@@ -98,9 +107,32 @@ impl Default for Forwarding {
     }
 }
 
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            broker: BrokerSection::default(),
+            forwarding: Forwarding::default(),
+        }
+    }
+}
+
 impl UpstreamConfig {
     /// Parses `[upstream]`: its broker keys and the rest, each strictly.
-    pub(crate) fn load(table: toml::Value, problems: &mut Problems) -> Option<Self> {
+    pub(crate) fn load(table: Option<toml::Value>, problems: &mut Problems) -> Option<Self> {
+        let present = table.is_some();
+        let mut table = table.unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+        let enabled = match table.as_table_mut().and_then(|t| t.remove("enabled")) {
+            None => present,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(other) => {
+                problems.push(
+                    join("upstream", "enabled"),
+                    format!("expected true or false, got {other}"),
+                );
+                present
+            }
+        };
         let (broker, rest) = super::broker::split(table);
         let both = broker.get("url").is_some() && rest.get("urls").is_some();
         let empty = rest
@@ -127,6 +159,7 @@ impl UpstreamConfig {
             b.url = first.clone();
         }
         Some(Self {
+            enabled,
             broker: broker?,
             forwarding: forwarding?,
         })
@@ -304,6 +337,14 @@ pub struct DeviceConfig {
     /// Free tags: a table (`{ zone = "north" }`) or a list of labels (`["fridge"]`).
     #[serde(default)]
     pub tags: Tags,
+    /// The metric that stands for the device where only one fits (the
+    /// overview's sparkline), e.g. `"co2"`.
+    #[serde(default)]
+    pub primary: Option<MetricName>,
+    /// Units of this device's metrics where the usual one is wrong
+    /// (`{ battery = "V" }`), over `[units]`.
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
 }
 
 /// A tag value as written: `floor = 2` and `floor = "2"` mean the same.
@@ -337,6 +378,15 @@ impl Default for Tags {
 }
 
 impl DeviceConfig {
+    /// The labels of a list of tags (`["fridge"]`), which [`Self::tag_map`]
+    /// stores as `fridge = "true"` for the upstream payloads.
+    pub fn labels(&self) -> Vec<String> {
+        match &self.tags {
+            Tags::Labels(labels) => labels.clone(),
+            Tags::Map(_) => Vec::new(),
+        }
+    }
+
     /// All tags as key → value; labels map to `"true"`.
     pub fn tag_map(&self) -> BTreeMap<String, String> {
         let mut out: BTreeMap<String, String> = match &self.tags {

@@ -86,7 +86,14 @@ fn the_contract_file_is_accepted_as_written() {
 fn an_empty_file_means_all_defaults() {
     let c = Config::<Fake>::parse("").unwrap();
     assert_eq!(c.gateway, GatewayConfig::default());
-    assert_eq!(c.upstream, UpstreamConfig::default());
+    // Every default, and no upstream: the section is not there.
+    assert_eq!(
+        c.upstream,
+        UpstreamConfig {
+            enabled: false,
+            ..UpstreamConfig::default()
+        }
+    );
     assert_eq!(c.aggregation, AggregationConfig::default());
 }
 
@@ -417,4 +424,75 @@ fn a_drop_in_adds_an_adapter_and_a_variable_overrides_the_upstream() {
     );
     assert_eq!(c.aggregation.window, Duration::from_secs(300));
     assert_eq!(c.aggregation.grace, Duration::from_secs(60));
+}
+
+#[test]
+fn upstream_is_on_when_its_section_is_there_and_does_not_say_enabled_false() {
+    let absent = Config::<Fake>::parse("[gateway]\nid = \"gw\"").unwrap();
+    assert!(!absent.upstream.enabled);
+    let present = Config::<Fake>::parse("[upstream]\nurl = \"mqtt://h:9\"").unwrap();
+    assert!(present.upstream.enabled);
+    let empty_section = Config::<Fake>::parse("[upstream]").unwrap();
+    assert!(empty_section.upstream.enabled);
+    // Off, with its keys kept (and still parsed strictly), but not
+    // checked: a password variable of an unused broker need not be set.
+    let off = Config::<Fake>::parse(
+        "[upstream]\nenabled = false\nurl = \"mqtt://h:9\"\npassword_env = \"EDGE_GW_TEST_SURELY_UNSET\"",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!off.upstream.enabled);
+    assert_eq!(off.upstream.broker.url.to_string(), "mqtt://h:9");
+    let on = Config::<Fake>::parse("[upstream]\nenabled = true\nurl = \"mqtt://h:9\"").unwrap();
+    assert!(on.upstream.enabled);
+    for (text, want) in [
+        (
+            "[upstream]\nenabled = \"no\"",
+            "upstream.enabled: expected true or false",
+        ),
+        (
+            "[upstream]\nenabled = false\nqoss = 1",
+            "upstream.qoss: unknown key",
+        ),
+    ] {
+        let e = Config::<Fake>::parse(text).unwrap_err().to_string();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+}
+
+#[test]
+fn an_adapter_sets_units_for_every_device_it_hears() {
+    let c = Config::<Fake>::parse(
+        r#"
+[[adapter]]
+type = "fake"
+name = "lora"
+units = { battery = "V" }
+
+[[adapter]]
+type = "fake"
+name = "plain"
+"#,
+    )
+    .unwrap();
+    // The adapter kind never saw the key (Fake refuses unknown keys).
+    assert_eq!(c.adapters.len(), 2);
+    assert_eq!(
+        c.adapter_units,
+        std::collections::BTreeMap::from([(
+            "lora".to_string(),
+            std::collections::BTreeMap::from([("battery".to_string(), "V".to_string())])
+        )])
+    );
+    let p = problems(
+        r#"
+[[adapter]]
+type = "fake"
+name = "lora"
+units = { battery = 3 }
+"#,
+    );
+    assert!(
+        p.iter().any(|p| p.contains("adapter[0].units.battery")),
+        "{p:?}"
+    );
 }

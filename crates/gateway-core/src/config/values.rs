@@ -84,9 +84,21 @@ impl BrokerUrl {
     /// # Errors
     /// A message naming the accepted forms.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let expected =
-            || format!("expected mqtt://host[:port] or mqtts://host[:port], got \"{text}\"");
+        let expected = || {
+            format!(
+                "expected mqtt://host[:port] or mqtts://host[:port], got \"{}\"",
+                super::secret::redact_url(text)
+            )
+        };
         let url = url::Url::parse(text).map_err(|_| expected())?;
+        // Credentials in the URL were once accepted and silently never sent
+        // to the broker; the section has keys for them.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "credentials in the url are not used: write the user in `username` and the password in the environment variable named by `password_env`, and the url as {}://host[:port]",
+                url.scheme()
+            ));
+        }
         let scheme = match url.scheme() {
             "mqtt" | "tcp" => BrokerScheme::Mqtt,
             "mqtts" | "ssl" => BrokerScheme::Mqtts,
@@ -138,6 +150,28 @@ impl<'de> Deserialize<'de> for BrokerUrl {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_a_broker_url_are_refused_and_never_echoed() {
+        for text in [
+            "mqtt://gw:MARKER-pw@127.0.0.1:1883",
+            "mqtts://gw@broker.example",
+            "mqtt://:MARKER-pw@h",
+            "mqtt://gw:MARKER-pw@h/not-a-path",
+        ] {
+            let e = BrokerUrl::parse(text).unwrap_err();
+            assert!(!e.contains("MARKER"), "{e}");
+            assert!(
+                e.contains("username") || e.contains("<redacted>"),
+                "names the key to use: {e}"
+            );
+        }
+        let e = BrokerUrl::parse("mqtt://gw:pw@127.0.0.1").unwrap_err();
+        assert!(
+            e.contains("`username`") && e.contains("`password_env`"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn broker_urls() {

@@ -1,0 +1,74 @@
+//! What the `[[adapter]]` and `[[sink]]` registries have in common.
+//!
+//! Both generate, from one list of kinds, an enum with a variant per kind,
+//! dispatch on `type`, the kind's name and `name`, and the config template
+//! in list order. Written once here; each registry adds what is its own
+//! (adapters: owned sections and `build`; sinks: `start`). The kind trait
+//! is a parameter, so adapters and sinks keep their own traits.
+
+/// Generates `$enum` (a variant per kind, `#[cfg]`s honoured), its
+/// `KIND_NAMES`, `parse_kind`, `config_name` and `kind`, and a free
+/// `template()` concatenating the kinds' templates. `$kind` is a trait
+/// with `KIND`, `from_table`, `name` and `template`.
+#[macro_export]
+macro_rules! config_kinds {
+    (
+        kind_trait = $kind:path;
+        $(#[$emeta:meta])*
+        pub enum $enum:ident { $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? }
+    ) => {
+        $(#[$emeta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum $enum {
+            $( $(#[$kmeta])* $variant($kty), )*
+        }
+
+        impl $enum {
+            /// Every accepted `type` value, in list order.
+            pub const KIND_NAMES: &'static [&'static str] = &[
+                $( $(#[$kmeta])* <$kty as $kind>::KIND, )*
+            ];
+
+            /// The config of `type = kind` from its table, problems
+            /// recorded under `path`; `None` for an unknown kind too.
+            pub fn parse_kind(
+                kind: &str,
+                table: toml::Value,
+                path: &str,
+                problems: &mut $crate::config::Problems,
+            ) -> Option<Self> {
+                $(
+                    $(#[$kmeta])*
+                    if kind == <$kty as $kind>::KIND {
+                        return <$kty as $kind>::from_table(table, path, problems)
+                            .map(Self::$variant);
+                    }
+                )*
+                let _ = (kind, table, path, problems);
+                None
+            }
+
+            /// Its unique `name`.
+            pub fn config_name(&self) -> &str {
+                match *self {
+                    $( $(#[$kmeta])* Self::$variant(ref c) => <$kty as $kind>::name(c), )*
+                }
+            }
+
+            /// Its `type`.
+            pub fn kind(&self) -> &'static str {
+                match *self {
+                    $( $(#[$kmeta])* Self::$variant(_) => <$kty as $kind>::KIND, )*
+                }
+            }
+        }
+
+        /// The kinds' part of the `configfile` template, in list order.
+        pub fn template() -> String {
+            #[allow(unused_mut)]
+            let mut out = String::new();
+            $( $(#[$kmeta])* out.push_str(&<$kty as $kind>::template()); )*
+            out
+        }
+    };
+}
