@@ -97,6 +97,8 @@ impl Runner {
                 Some(p) => p.clone(),
                 None => return,
             },
+            // The cooldown held the raise back: nothing to act on.
+            AlertState::Suppressed => return,
         };
         let key = (alert.rule.clone(), alert.device.to_string(), alert.state);
         let now = Instant::now();
@@ -214,7 +216,7 @@ impl Runner {
         let mut buf = [0u8; 1500];
         for _ in 0..COAP_TRIES {
             socket.send(&bytes).await?;
-            let deadline = Instant::now() + wait;
+            let deadline = gateway_core::deadline::from_now(wait);
             loop {
                 let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
                     Ok(r) => r?,

@@ -8,14 +8,17 @@
 //! leaves the old state or the new one. An unreadable file is moved aside
 //! (`alerts.json.damaged`) and the detectors start learning afresh.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anomaly::multivariate::Fitted;
 use anomaly::{Alert, AlertState, Engine, EngineState};
 use gateway_core::config::{DeviceConfig, RuleConfig};
-use gateway_core::state_file::{quarantine, read_if_exists, replace_atomically, FileError};
+use gateway_core::state_file::inventory;
+use gateway_core::state_file::json::{JsonStateError, JsonStateFile, StateDocument};
 use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{DeviceState, OutboundMessage, Reading, StatusChange, Telemetry, Timestamp};
+use gateway_core::{
+    DeviceState, OutboundMessage, Reading, SourceId, StatusChange, Telemetry, Timestamp,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -25,74 +28,47 @@ use crate::messages::Renderer;
 /// Silence rules are checked at most this often (ms).
 const TICK_MS: i64 = 1000;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Io(#[from] FileError),
-    #[error("{path} is damaged: {source}")]
-    Damaged {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
+/// Raises a rule's `cooldown` held back, by `rule`: each one is also in
+/// the alert history (state `suppressed`), never upstream.
+pub const ALERTS_SUPPRESSED: &str = "edge_gateway_alerts_suppressed_total";
+
+pub type StoreError = JsonStateError;
+
+/// The engine's state as `alerts.json` holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+struct SavedState(EngineState);
+
+impl StateDocument for SavedState {
+    const FILE_NAME: &'static str = inventory::ALERTS;
 }
 
 /// `{state_dir}/alerts.json`.
 pub struct AlertStore {
-    path: PathBuf,
+    file: JsonStateFile<SavedState>,
 }
 
 impl AlertStore {
     pub fn in_dir(state_dir: &Path) -> Self {
         Self {
-            path: state_dir.join("alerts.json"),
+            file: JsonStateFile::in_state_dir(state_dir),
         }
     }
 
     /// The saved state, `None` if there is none.
     ///
     /// # Errors
-    /// Unreadable or damaged.
+    /// Unreadable, or damaged (then already moved aside).
     pub fn load(&self) -> Result<Option<EngineState>, StoreError> {
-        let bytes = match read_if_exists(&self.path) {
-            Ok(Some(b)) => b,
-            Ok(None) => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Io(FileError {
-                    action: "reading",
-                    path: self.path.clone(),
-                    source,
-                }))
-            }
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StoreError::Damaged {
-                path: self.path.clone(),
-                source,
-            })
+        Ok(self.file.load()?.map(|s| s.0))
     }
 
     /// Replaces the saved state atomically.
     ///
     /// # Errors
     /// A write, fsync or rename that failed; the previous file stays.
-    pub fn save(&self, state: &EngineState) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(state).map_err(|source| StoreError::Damaged {
-            path: self.path.clone(),
-            source,
-        })?;
-        replace_atomically(&self.path, &bytes).map_err(|f| {
-            StoreError::Io(FileError {
-                action: f.action,
-                path: f.path,
-                source: f.source,
-            })
-        })
-    }
-
-    fn quarantine(&self) {
-        quarantine(&self.path);
+    pub fn save(&self, state: EngineState) -> Result<(), StoreError> {
+        self.file.save(&SavedState(state))
     }
 }
 
@@ -106,6 +82,8 @@ pub struct Alerts {
     dirty: bool,
     raised: Counter,
     cleared: Counter,
+    /// [`ALERTS_SUPPRESSED`] per rule, by rule index.
+    suppressed: Vec<Counter>,
     actions_dropped: Counter,
     store_failures: Counter,
     throttle: LogThrottle,
@@ -114,6 +92,8 @@ pub struct Alerts {
     fit: Option<(FitKey, oneshot::Receiver<Option<Fitted>>)>,
     /// Transitions kept for the `[[sink]]` outputs, when there are any.
     sink_events: Option<Vec<Alert>>,
+    /// The unit an upstream alert states its numbers in.
+    units: gateway_core::units::Units,
 }
 
 type FitKey = (usize, gateway_core::DeviceId);
@@ -145,8 +125,7 @@ impl Alerts {
                 Ok(None) => {}
                 Err(e) => {
                     store_failures.inc();
-                    warn!(error = %e, "Alert rules start afresh: their saved state is unreadable; it is kept aside.");
-                    s.quarantine();
+                    warn!(error = %e, "Alert rules start afresh: their saved state is unreadable.");
                 }
             }
         }
@@ -159,12 +138,24 @@ impl Alerts {
             dirty: false,
             raised: telemetry.counter("edge_gateway_alerts_total", &[("state", "raised")]),
             cleared: telemetry.counter("edge_gateway_alerts_total", &[("state", "cleared")]),
+            suppressed: rules
+                .iter()
+                .map(|r| telemetry.counter(ALERTS_SUPPRESSED, &[("rule", &r.name)]))
+                .collect(),
             actions_dropped: telemetry.counter("edge_gateway_actions_dropped_total", &[]),
             store_failures,
             throttle: LogThrottle::default(),
             fit: None,
             sink_events: None,
+            units: gateway_core::units::Units::default(),
         }
+    }
+
+    /// States alerts in these units (`[units]`, `[[adapter]] units`,
+    /// `[[device]] units`) rather than the table's alone.
+    pub fn with_units(mut self, units: gateway_core::units::Units) -> Self {
+        self.units = units;
+        self
     }
 
     /// Keeps each transition for [`Self::take_sink_events`] too.
@@ -214,7 +205,7 @@ impl Alerts {
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<OutboundMessage>) {
         self.dirty = true;
         let alerts = self.engine.on_reading(r);
-        self.emit(alerts, out);
+        self.emit(alerts, r.source(), out);
     }
 
     /// The clock moved: silence rules are checked (at most once a second).
@@ -225,7 +216,7 @@ impl Alerts {
         self.next_tick_ms = now.as_millis().saturating_add(TICK_MS);
         self.drive_fits();
         let alerts = self.engine.on_tick(now);
-        self.emit(alerts, out);
+        self.emit(alerts, SourceId::UNKNOWN, out);
     }
 
     /// A device announced its state.
@@ -233,18 +224,37 @@ impl Alerts {
         self.dirty = true;
         let online = change.state == DeviceState::Online;
         let alerts = self.engine.on_status(&change.device, online, change.time);
-        self.emit(alerts, out);
+        self.emit(alerts, SourceId::UNKNOWN, out);
     }
 
-    fn emit(&mut self, alerts: Vec<Alert>, out: &mut Vec<OutboundMessage>) {
+    /// `source`: the adapter of the reading that decided them, whose
+    /// `units` may say what the metric is measured in.
+    fn emit(&mut self, alerts: Vec<Alert>, source: SourceId, out: &mut Vec<OutboundMessage>) {
         for a in alerts {
             self.dirty = true;
             match a.state {
                 AlertState::Raised => self.raised.inc(),
                 AlertState::Cleared => self.cleared.inc(),
+                AlertState::Suppressed => {
+                    // Recorded (history, `[[sink]]`s), but no one is alerted
+                    // again within the cooldown: not upstream, no action.
+                    if let Some(c) = self.suppressed.get(a.rule_index) {
+                        c.inc();
+                    }
+                    info!(rule = %a.rule, device = %a.device, metric = %a.metric, kind = a.kind.as_str(), value = a.value, limit = a.limit, "Alert suppressed: within the rule's cooldown.");
+                    if let Some(events) = &mut self.sink_events {
+                        events.push(a);
+                    }
+                    continue;
+                }
             }
             info!(rule = %a.rule, device = %a.device, metric = %a.metric, kind = a.kind.as_str(), state = a.state.as_str(), value = a.value, limit = a.limit, "Alert.");
-            out.push(self.renderer.alert(&a));
+            let info = self.units.of(
+                self.renderer.registry.get(&a.device).map(|d| &d.units),
+                source,
+                &a.metric,
+            );
+            out.push(self.renderer.alert_in(&a, &info));
             if let Some(events) = &mut self.sink_events {
                 events.push(a.clone());
             }
@@ -273,7 +283,7 @@ impl Alerts {
         if !self.dirty {
             return;
         }
-        match store.save(&self.engine.state()) {
+        match store.save(self.engine.state()) {
             Ok(()) => self.dirty = false,
             Err(e) => {
                 self.store_failures.inc();

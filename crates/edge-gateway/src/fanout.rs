@@ -52,6 +52,17 @@ impl SinkFanout {
         self.send(SinkEvent::Readings(batch)).await;
     }
 
+    /// The readings accepted from now on are journaled in `epoch` (see
+    /// [`SinkEvent::JournalEpoch`]); those gathered before it leave first,
+    /// so the event stands between the two in every sink's stream.
+    pub async fn journal_epoch(&mut self, epoch: u64) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        self.send_readings().await;
+        self.send(SinkEvent::JournalEpoch(epoch)).await;
+    }
+
     pub async fn window(&self, w: &DeviceWindow, partial: bool) {
         if self.sinks.is_empty() {
             return;
@@ -74,7 +85,11 @@ impl SinkFanout {
             .collect();
         self.send(SinkEvent::Window(WindowEvent {
             device: w.device.clone(),
-            start: w.start,
+            // Stores that keep one window per start (the history, InfluxDB
+            // points) would let a rerun (see `DeviceWindow::rerun`) replace
+            // the window sent over the same span before the clock stepped
+            // back: it starts a millisecond per step later for them.
+            start: w.start.saturating_add_millis(i64::from(w.rerun)),
             end: w.end,
             partial,
             metrics,
@@ -94,6 +109,7 @@ impl SinkFanout {
                 limit: a.limit,
                 at: a.at,
                 reason: a.evidence.as_ref().map(|e| e.reason.as_str().to_string()),
+                expected: a.evidence.as_ref().map(|e| e.expected),
             }))
             .await;
         }

@@ -1,5 +1,5 @@
 //! The `/health` verdict, read from the same telemetry as `/metrics`: the
-//! gateway is healthy when its upstream broker is connected and every
+//! gateway is healthy when its upstream broker (if it has one) is connected and every
 //! adapter task is running, and those that hold a connection (MQTT) are
 //! connected and subscribed: a running task that cannot reach its broker
 //! takes in nothing. Anything else is a 503 with the reasons, so a load
@@ -10,7 +10,18 @@ use gateway_core::Telemetry;
 use serde_json::json;
 use sinks::mqtt_upstream::{UPSTREAM_CONNECTED, UPSTREAM_NODE};
 
-use crate::runtime::ADAPTER_UP;
+use crate::durability::JOURNAL_HOLDING;
+use crate::runtime::{ADAPTER_UP, UPSTREAM_CONFIGURED};
+
+/// Whether the gateway forwards to a cloud broker: without `[upstream]`
+/// there is no broker to wait for. A telemetry that never said (a
+/// component test) has one.
+pub fn upstream_configured(t: &Telemetry) -> bool {
+    t.gauges(UPSTREAM_CONFIGURED)
+        .into_iter()
+        .find(|(labels, _)| labels.is_empty())
+        .is_none_or(|(_, v)| v > 0.5)
+}
 
 /// A health verdict: healthy or not, and the JSON body that explains it.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,8 +33,9 @@ pub struct Health {
 /// Judges the gateway from its telemetry.
 pub fn check(t: &Telemetry) -> Health {
     let mut reasons = Vec::new();
-    let upstream = t.gauge(UPSTREAM_CONNECTED, &[]).get() > 0.5;
-    if !upstream {
+    let configured = upstream_configured(t);
+    let upstream = configured && t.gauge(UPSTREAM_CONNECTED, &[]).get() > 0.5;
+    if configured && !upstream {
         reasons.push("upstream broker not connected".to_string());
     }
     let connected: Vec<(String, bool)> = t
@@ -59,17 +71,57 @@ pub fn check(t: &Telemetry) -> Health {
         };
         adapters.insert(name.clone(), json!(state));
     }
+    // A full state directory: readings wait with their brokers, counted
+    // nowhere, until the journal takes them.
+    let holding = t.gauge(JOURNAL_HOLDING, &[]).get();
+    if holding > 0.0 {
+        reasons.push(format!(
+            "the ingress journal cannot be written (state directory full?): {holding} readings wait unacknowledged and uncounted with their sources"
+        ));
+    }
+    // The pages are not the data path, but a dashboard that is configured
+    // and not served is a half-started gateway: say so.
+    let dashboard = t
+        .gauges(crate::dashboard::DASHBOARD_LISTENING)
+        .into_iter()
+        .next()
+        .map(|(labels, v)| {
+            let label = |k: &str| {
+                labels
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map_or(String::new(), |(_, v)| v.clone())
+            };
+            let listening = v > 0.5;
+            if !listening {
+                reasons.push(format!(
+                    "dashboard cannot listen on {} ({}): set [dashboard] bind to a free port or stop the process holding it",
+                    label("bind"),
+                    label("error")
+                ));
+            }
+            json!({"listening": listening, "bind": label("bind")})
+        });
     let healthy = reasons.is_empty();
     let mut body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "upstream_connected": upstream,
         "adapters": adapters,
     });
+    if !configured {
+        body["upstream"] = json!("not configured");
+    }
     // Which node of the upstream broker (of a cluster: one of `urls`).
     if let Some((labels, _)) = t.gauges(UPSTREAM_NODE).into_iter().find(|(_, v)| *v > 0.5) {
         if let Some((_, url)) = labels.into_iter().find(|(k, _)| k == "url") {
             body["upstream_node"] = json!(url);
         }
+    }
+    if holding > 0.0 {
+        body["journal"] = json!({ "writable": false, "holding_readings": holding });
+    }
+    if let Some(d) = dashboard {
+        body["dashboard"] = d;
     }
     if !healthy {
         body["reasons"] = json!(reasons);
@@ -114,6 +166,54 @@ mod tests {
     }
 
     #[test]
+    fn without_an_upstream_only_the_adapters_are_judged() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONFIGURED, &[]).set(0.0);
+        let a = t.gauge(ADAPTER_UP, &[("adapter", "serial")]);
+        a.set(1.0);
+        let h = check(&t);
+        assert!(h.healthy, "{}", h.body);
+        assert_eq!(
+            h.body,
+            json!({"status": "ok", "upstream_connected": false, "upstream": "not configured",
+                   "adapters": {"serial": "running"}})
+        );
+        a.set(0.0);
+        let h = check(&t);
+        assert!(!h.healthy);
+        assert_eq!(
+            h.body["reasons"],
+            json!(["adapter \"serial\" is not running"])
+        );
+        // Configured again (a component that says so): the broker counts.
+        t.gauge(UPSTREAM_CONFIGURED, &[]).set(1.0);
+        a.set(1.0);
+        assert_eq!(
+            check(&t).body["reasons"],
+            json!(["upstream broker not connected"])
+        );
+    }
+
+    #[test]
+    fn readings_held_for_an_unwritable_journal_are_reported() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        let holding = t.gauge(JOURNAL_HOLDING, &[]);
+        holding.set(20.0);
+        let h = check(&t);
+        assert!(!h.healthy);
+        assert_eq!(
+            h.body["journal"],
+            json!({"writable": false, "holding_readings": 20.0})
+        );
+        assert!(h.body["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("ingress journal cannot be written")));
+        holding.set(0.0);
+        assert!(check(&t).healthy);
+    }
+
+    #[test]
     fn an_mqtt_adapter_counts_only_once_subscribed() {
         let t = Telemetry::default();
         t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
@@ -132,5 +232,36 @@ mod tests {
         );
         subscribed.set(1.0);
         assert!(check(&t).healthy, "a CoAP adapter needs no connection");
+    }
+
+    #[test]
+    fn a_dashboard_that_cannot_listen_is_unhealthy_and_says_where() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        assert_eq!(
+            check(&t).body.get("dashboard"),
+            None,
+            "no dashboard, no key"
+        );
+        t.gauge(
+            crate::dashboard::DASHBOARD_LISTENING,
+            &[
+                ("bind", "127.0.0.1:8088"),
+                ("error", "Address in use (os error 98)"),
+            ],
+        )
+        .set(0.0);
+        let h = check(&t);
+        assert!(!h.healthy);
+        assert_eq!(
+            h.body["dashboard"],
+            json!({"listening": false, "bind": "127.0.0.1:8088"})
+        );
+        let reasons = h.body["reasons"].to_string();
+        assert!(
+            reasons.contains("dashboard cannot listen on 127.0.0.1:8088 (Address in use")
+                && reasons.contains("[dashboard] bind"),
+            "{reasons}"
+        );
     }
 }

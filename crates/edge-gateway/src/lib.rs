@@ -43,6 +43,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod durability;
 pub mod fanout;
+pub mod fault_clock;
 pub mod health;
 pub mod logging;
 pub mod messages;

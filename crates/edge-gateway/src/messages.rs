@@ -42,7 +42,9 @@ impl Renderer {
     /// re-sent after a reconnect or a restart carries the same id and
     /// consumers can deduplicate on it. A window closed early at shutdown
     /// (`"partial": true`) gets an id of its own, since the rest of that
-    /// window may still be forwarded after a restart.
+    /// window may still be forwarded after a restart, and so does a window
+    /// over a span already sent before the wall clock stepped back
+    /// (`"rerun": n`, the n-th backward step): it holds other readings.
     pub fn aggregated(&self, w: &DeviceWindow, partial_at: Option<Timestamp>) -> OutboundMessage {
         let mut key = format!(
             "{}\n{}\n{}\n{}",
@@ -54,6 +56,11 @@ impl Renderer {
         if let Some(at) = partial_at {
             key.push_str(&format!("\npartial\n{}", at.as_millis()));
         }
+        // A second window over a span sent before the clock stepped back
+        // holds other readings: it must not pass for a copy of the first.
+        if w.rerun > 0 {
+            key.push_str(&format!("\nrerun\n{}", w.rerun));
+        }
         let mut obj = Map::new();
         obj.insert(
             "id".into(),
@@ -62,6 +69,9 @@ impl Renderer {
         self.describe(&mut obj, &w.device);
         obj.insert("window_start".into(), json!(w.start.to_rfc3339()));
         obj.insert("window_end".into(), json!(w.end.to_rfc3339()));
+        if w.rerun > 0 {
+            obj.insert("rerun".into(), json!(w.rerun));
+        }
         let metrics: Map<String, Value> = w
             .metrics
             .iter()
@@ -113,9 +123,9 @@ impl Renderer {
         }
     }
 
-    /// `{prefix}/{device}/alerts`: one alert transition, exactly
-    /// `id, gateway, device, name, metric, kind, state, value, limit, ts,
-    /// rule`; a raised anomaly alert adds why it fired: `reason` (`seasonal`,
+    /// `{prefix}/{device}/alerts`: one alert transition: `id, gateway,
+    /// device, name, metric, kind, state, value, limit, ts, rule`, `text`,
+    /// and `unit` when known (see [`Self::alert_in`]); a raised anomaly alert adds why it fired: `reason` (`seasonal`,
     /// `level_shift`, `stuck`, `spike`, `drift`, `noise`, `multivariate`),
     /// `expected` (`{"low": …, "high": …}`, the range the reading was
     /// expected in) and `observed` (the reading).
@@ -125,6 +135,15 @@ impl Renderer {
     /// reconnect keeps its id, and replaying the same data gives the same
     /// ids.
     pub fn alert(&self, a: &Alert) -> OutboundMessage {
+        self.alert_in(a, &gateway_core::units::known(&a.metric))
+    }
+
+    /// [`Self::alert`] with the metric's unit as the config sets it; adds
+    /// `unit` (when known: of `value`, `limit` and `expected`, seconds for
+    /// a silence), `text` (the alert in one line, its numbers in the unit),
+    /// and for an anomaly `score` (the same number as `limit`, which for an
+    /// anomaly is the detector's score, not a bound in the unit).
+    pub fn alert_in(&self, a: &Alert, info: &gateway_core::units::MetricInfo) -> OutboundMessage {
         let key = format!(
             "{}\n{}\nalert\n{}\n{}\n{}\n{}",
             self.gateway_id,
@@ -147,6 +166,30 @@ impl Renderer {
             "ts": a.at.to_rfc3339(),
             "rule": a.rule,
         });
+        let facts = gateway_core::units::AlertFacts {
+            rule: &a.rule,
+            state: a.state.as_str(),
+            kind: a.kind.as_str(),
+            metric: &a.metric,
+            value: a.value,
+            limit: a.limit,
+            expected: a.evidence.as_ref().map(|e| e.expected),
+        };
+        if let Some(obj) = payload.as_object_mut() {
+            // A silence counts seconds whatever the metric.
+            let unit = if facts.kind == "silence" {
+                "s"
+            } else {
+                info.unit.as_str()
+            };
+            if !unit.is_empty() {
+                obj.insert("unit".into(), json!(unit));
+            }
+            if facts.kind == "anomaly" {
+                obj.insert("score".into(), json!(a.limit));
+            }
+            obj.insert("text".into(), json!(facts.line(info)));
+        }
         if let (Some(e), Some(obj)) = (&a.evidence, payload.as_object_mut()) {
             obj.insert("reason".into(), json!(e.reason.as_str()));
             obj.insert(

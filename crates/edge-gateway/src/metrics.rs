@@ -102,7 +102,8 @@ async fn accept_loop(listener: TcpListener, telemetry: Telemetry, stop: Cancella
 /// Accepts connections until `stop`, each served by `serve` in its own
 /// task, at most `max` at once: one more is closed at once rather than
 /// queued, so a flood of clients cannot exhaust the gateway's file
-/// descriptors. Shared by `/metrics` and the dashboard.
+/// descriptors. The dashboard, which people use, sheds per address instead
+/// (`dashboard/shed.rs`).
 pub(crate) async fn accept_bounded<F, Fut>(
     listener: TcpListener,
     max: usize,

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::alerts::Alerts;
-use crate::clock_guard::ClockGuard;
+use crate::clock_guard::{ClockGuard, CLOCK_STEPS};
 use crate::durability::checkpoint::CheckpointError;
 use crate::durability::Durability;
 use crate::fanout::SinkFanout;
@@ -127,31 +127,64 @@ impl Pipeline {
             max_series_log: OncePerWindow::default(),
         };
         let throttle = LogThrottle::default();
-        for r in self.durability.take_replayed() {
-            self.sinks.reading(&r);
+        // Numbered per epoch by sinks that number readings, as in the run
+        // that journaled them.
+        for (epoch, readings) in self.durability.take_replayed() {
+            self.sinks.journal_epoch(epoch).await;
+            for r in &readings {
+                self.sinks.reading(r);
+            }
+        }
+        // Closed before the crash by a backward clock step the journal
+        // replayed: sent again as they were (same ids).
+        let closed_by_step = self.durability.take_closed_by_step();
+        let replayed_a_step = !closed_by_step.is_empty();
+        if !self.emit(closed_by_step, None, &out, &c).await {
+            return;
         }
         self.sinks.send_readings().await;
+        if let Some(epoch) = self.durability.journal_epoch() {
+            self.sinks.journal_epoch(epoch).await;
+        }
         let checkpoint_failures = t.counter("edge_gateway_checkpoint_failures_total", &[]);
         let every = self.durability.every().unwrap_or(Duration::from_secs(3600));
         let checkpoints = self.durability.every().is_some();
         let mut checkpoint_tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tokio::time::interval_at(gateway_core::deadline::from_now(every), every);
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut dirty = false;
+        let mut dirty = replayed_a_step;
         // A checkpoint whose fsyncs run in the background, and whether
         // windows closed since it was started.
         let mut saving: Option<oneshot::Receiver<Result<(), CheckpointError>>> = None;
-        let mut closed = false;
+        let mut closed_since_save = false;
         let mut guard = ClockGuard::new(t);
+        let clock_followed = t.counter(CLOCK_STEPS, &[]);
         loop {
             let now = self.clock.now();
             let mono = tokio::time::Instant::now();
             let clock_ok = guard.check(now, mono);
             if clock_ok && guard.is_holding() {
-                for msg in guard.release(now, mono) {
-                    if !self.take(msg, &out, &c, &throttle, &mut dirty).await {
+                // Judged as when they arrived: held by the gateway, not late.
+                for (msg, arrived) in guard.release(now, mono) {
+                    if !self
+                        .take(msg, Some(arrived), &out, &c, &throttle, &mut dirty)
+                        .await
+                    {
                         return;
                     }
+                }
+            }
+            if clock_ok && self.aggregator.is_behind(now) {
+                if !self.commit_journal(&out, &c, &throttle).await {
+                    return;
+                }
+                let closed = self.follow_step_back(now, guard.took_step_back(), &clock_followed);
+                if !closed.is_empty() {
+                    if !self.emit(closed, None, &out, &c).await {
+                        return;
+                    }
+                    dirty = true;
+                    closed_since_save = true;
                 }
             }
             // Silence is checked at every wake: the timer branch never fires
@@ -174,18 +207,22 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep(nap) => {
+                    // What waits for the journal is counted before its
+                    // window closes, if the disk takes it.
+                    if !self.commit_journal(&out, &c, &throttle).await {
+                        return;
+                    }
                     // On a wrong clock nothing closes: a 1970 window would
-                    // go upstream as data.
+                    // go upstream as data. Nor while readings held for it
+                    // wait to be released (at the top of the loop): the
+                    // windows they belong in would close before them.
                     let now = self.clock.now();
-                    let due = if is_plausible(now) {
+                    let due = if is_plausible(now) && !guard.is_holding() {
                         self.aggregator.close_due(now)
                     } else {
                         Vec::new()
                     };
                     if !due.is_empty() {
-                        // Everything in a forwarded window must be on disk:
-                        // a copy of it resent later would be counted twice.
-                        self.durability.commit();
                         if !self.emit(due, None, &out, &c).await {
                             return;
                         }
@@ -195,37 +232,54 @@ impl Pipeline {
                         // checkpoint starts now, or right after the one in
                         // flight.
                         dirty = true;
-                        closed = true;
+                        closed_since_save = true;
                         if checkpoints && saving.is_none() {
                             saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
                             dirty = saving.is_none();
-                            closed = false;
+                            closed_since_save = false;
                         }
                     }
                 }
-                msg = ingress.recv() => match msg {
+                msg = ingress.recv() => {
+                // A step seen only now must be followed before this message
+                // is judged by the stepped clock.
+                let now = self.clock.now();
+                if guard.check(now, tokio::time::Instant::now()) && self.aggregator.is_behind(now) {
+                    if !self.commit_journal(&out, &c, &throttle).await {
+                        return;
+                    }
+                    let closed = self.follow_step_back(now, guard.took_step_back(), &clock_followed);
+                    if !closed.is_empty() {
+                        if !self.emit(closed, None, &out, &c).await {
+                            return;
+                        }
+                        dirty = true;
+                        closed_since_save = true;
+                    }
+                }
+                match msg {
                     Some(msg @ (Ingress::Readings(_) | Ingress::Durable { .. }))
                         if !is_plausible(self.clock.now()) || guard.is_holding() =>
                     {
                         guard.hold(msg, tokio::time::Instant::now());
                     }
                     Some(msg) => {
-                        if !self.take(msg, &out, &c, &throttle, &mut dirty).await {
+                        if !self.take(msg, None, &out, &c, &throttle, &mut dirty).await {
                             return;
                         }
                     }
                     None => break,
-                },
+                }},
                 outcome = async { saving.as_mut()?.await.ok() }, if saving.is_some() => {
                     saving = None;
                     let outcome = outcome.unwrap_or(Err(CheckpointError::Interrupted));
                     if let Err(e) = self.durability.finish(outcome) {
                         dirty = true;
                         warn_checkpoint(&e, &checkpoint_failures, &throttle);
-                    } else if closed {
+                    } else if closed_since_save || self.durability.take_trim_due() {
                         saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
                         dirty = saving.is_none();
-                        closed = false;
+                        closed_since_save = false;
                     }
                 }
                 _ = checkpoint_tick.tick(), if checkpoints => {
@@ -235,14 +289,16 @@ impl Pipeline {
                     if dirty && saving.is_none() {
                         saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
                         dirty = saving.is_none();
-                    } else if !dirty {
-                        // Retries a journal that could not be written.
-                        self.durability.commit();
+                    } else if !dirty && !self.commit_journal(&out, &c, &throttle).await {
+                        // (Retries a journal that could not be written.)
+                        return;
                     }
                 }
             }
-            if self.durability.should_commit(ingress.is_empty()) {
-                self.durability.commit();
+            if self.durability.should_commit(ingress.is_empty())
+                && !self.commit_journal(&out, &c, &throttle).await
+            {
+                return;
             }
         }
         if guard.held_readings() > 0 {
@@ -257,7 +313,15 @@ impl Pipeline {
                 warn_checkpoint(&e, &checkpoint_failures, &throttle);
             }
         }
-        self.durability.commit();
+        if !self.commit_journal(&out, &c, &throttle).await {
+            return;
+        }
+        if self.durability.pending_readings() > 0 {
+            warn!(
+                readings = self.durability.pending_readings(),
+                "Stopping with readings the ingress journal could not take: they are not counted and not acknowledged (their broker sends them again)."
+            );
+        }
         if let Some(a) = &mut self.alerts {
             a.save();
         }
@@ -296,6 +360,7 @@ impl Pipeline {
     async fn take(
         &mut self,
         msg: Ingress,
+        at: Option<Timestamp>,
         out: &mpsc::Sender<OutboundMessage>,
         c: &Counters,
         throttle: &LogThrottle,
@@ -305,7 +370,8 @@ impl Pipeline {
             Ingress::Readings(readings) => {
                 *dirty = true;
                 let mut alerts = Vec::new();
-                let _ = self.ingest(&readings, c, throttle, &mut alerts);
+                let now = at.unwrap_or_else(|| self.clock.now());
+                let _ = self.ingest(&readings, now, c, throttle, &mut alerts);
                 self.sinks.send_readings().await;
                 self.alerts_step(out, |_, o| o.append(&mut alerts)).await
             }
@@ -316,13 +382,15 @@ impl Pipeline {
                     return true;
                 }
                 *dirty = true;
-                // Only accepted readings are journaled: a replay must
-                // rebuild exactly what was counted.
-                let mut alerts = Vec::new();
-                match self.ingest(&readings, c, throttle, &mut alerts) {
-                    None => self.durability.log(&readings, receipt),
-                    Some(accepted) => self.durability.log(&accepted, receipt),
+                if self.durability.journaling() {
+                    // Counted once on disk (`commit_journal`).
+                    self.durability.stage(readings, receipt, at);
+                    return true;
                 }
+                let mut alerts = Vec::new();
+                let now = at.unwrap_or_else(|| self.clock.now());
+                let _ = self.ingest(&readings, now, c, throttle, &mut alerts);
+                receipt.complete();
                 self.sinks.send_readings().await;
                 self.alerts_step(out, |_, o| o.append(&mut alerts)).await
             }
@@ -347,11 +415,11 @@ impl Pipeline {
     fn ingest(
         &mut self,
         readings: &[Reading],
+        now: Timestamp,
         c: &Counters,
         throttle: &LogThrottle,
         alerts: &mut Vec<OutboundMessage>,
     ) -> Option<Vec<Reading>> {
-        let now = self.clock.now();
         let mut accepted: Option<Vec<Reading>> = None;
         // One atomic add per batch rather than per reading.
         let mut taken = 0u64;
@@ -433,6 +501,56 @@ impl Pipeline {
         accepted
     }
 
+    /// Journals what waits for the journal and, once it is on disk, counts
+    /// it ([`Durability::commit`]). False when upstream is gone.
+    async fn commit_journal(
+        &mut self,
+        out: &mpsc::Sender<OutboundMessage>,
+        c: &Counters,
+        throttle: &LogThrottle,
+    ) -> bool {
+        let now = self.clock.now();
+        let aggregator = &mut self.aggregator;
+        let taken = self
+            .durability
+            .commit(|readings, at| screen(aggregator, readings, at.unwrap_or(now)));
+        if taken.is_empty() {
+            return true;
+        }
+        let mut alerts = Vec::new();
+        for (readings, at) in &taken {
+            let _ = self.ingest(readings, at.unwrap_or(now), c, throttle, &mut alerts);
+        }
+        self.sinks.send_readings().await;
+        self.alerts_step(out, |_, o| o.append(&mut alerts)).await
+    }
+
+    /// The wall clock is behind the windows already closed (NTP corrected
+    /// a clock that ran ahead): the window clock follows it, so readings
+    /// stamped now are not refused as late. `seen` says the clock guard
+    /// has counted and logged this step already; otherwise (a step while
+    /// the gateway was stopped, or one under a minute) it is done here.
+    fn follow_step_back(
+        &mut self,
+        now: Timestamp,
+        seen: bool,
+        steps: &Counter,
+    ) -> Vec<aggregator::DeviceWindow> {
+        let closed_until = self.aggregator.watermark_ms();
+        let Some(closed) = self.aggregator.step_back(now) else {
+            return Vec::new();
+        };
+        let (n, _) = self.aggregator.steps_back();
+        self.durability.stepped_back(now.as_millis(), n);
+        if seen {
+            debug!(now = %now, "The window clock follows the wall clock back.");
+        } else {
+            steps.inc();
+            warn!(now = %now, closed_until_ms = closed_until, "The wall clock is behind the windows already sent (it stepped back): windows follow it; the ones sent stay sent, and a window over a span already sent goes out as a rerun with an id of its own.");
+        }
+        closed
+    }
+
     /// Counts a reading refused by `aggregation.max_series`, and logs the
     /// first one of each window.
     fn refuse_max_series(&self, r: &Reading, rej: &Rejected, now: Timestamp, c: &Counters) {
@@ -494,12 +612,22 @@ impl Pipeline {
                 None => true,
             }
         };
-        match self.durability.begin_save(&self.aggregator, stored) {
+        let started = match self.durability.begin_save(&self.aggregator, stored) {
             Ok(rx) => rx,
             Err(e) => {
                 warn_checkpoint(&e, failures, throttle);
                 None
             }
+        };
+        self.tell_sinks_the_journal_epoch().await;
+        started
+    }
+
+    /// Every reading handed to the sinks from here on is journaled in the
+    /// current epoch (a checkpoint may just have started the next one).
+    async fn tell_sinks_the_journal_epoch(&mut self) {
+        if let Some(epoch) = self.durability.journal_epoch() {
+            self.sinks.journal_epoch(epoch).await;
         }
     }
 
@@ -512,9 +640,12 @@ impl Pipeline {
                 return Err("the outbox has not stored the closed windows yet".into());
             }
         }
-        self.durability
+        let saved = self
+            .durability
             .save(&self.aggregator)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        self.tell_sinks_the_journal_epoch().await;
+        saved
     }
 
     /// Sends closed windows upstream. With `cut_at`, windows that had not yet
@@ -542,6 +673,23 @@ impl Pipeline {
         }
         true
     }
+}
+
+/// The readings of `readings` that [`Pipeline::ingest`] at `now` will
+/// take, as it will take them (arrival-stamped ones past their window
+/// re-stamped at `now`): what the journal must hold.
+fn screen(aggregator: &mut Aggregator, readings: &[Reading], now: Timestamp) -> Vec<Reading> {
+    readings
+        .iter()
+        .filter_map(|r| match aggregator.check(r, now) {
+            Ok(()) => Some(r.clone()),
+            Err(Rejected::Late { .. }) if r.time_source() == TimeSource::Arrival => {
+                let r = r.restamped(now);
+                aggregator.check(&r, now).ok().map(|()| r)
+            }
+            Err(_) => None,
+        })
+        .collect()
 }
 
 fn warn_checkpoint(e: &CheckpointError, failures: &Counter, throttle: &LogThrottle) {

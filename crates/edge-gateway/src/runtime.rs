@@ -12,7 +12,7 @@ use std::time::Duration;
 use adapters::{AdapterConfig, BuildContext};
 use aggregator::{Aggregator, WindowSpec};
 use anyhow::Context as _;
-use gateway_core::component::IngressSender;
+use gateway_core::component::{Ingress, IngressSender, Sources};
 use gateway_core::config::AdapterSpec;
 use gateway_core::{AdapterContext, Clock, DeviceRegistry, Telemetry};
 use sinks::mqtt_upstream::{self, UpstreamSettings};
@@ -33,6 +33,9 @@ use crate::pipeline::Pipeline;
 
 /// `1` while an adapter's task runs, `0` once it has stopped.
 pub const ADAPTER_UP: &str = "edge_gateway_adapter_up";
+/// `1` when `[upstream]` is on, `0` when the gateway has no cloud broker
+/// (then `/health` does not wait for one).
+pub const UPSTREAM_CONFIGURED: &str = "edge_gateway_upstream_configured";
 use crate::settings::GatewayConfig;
 
 /// Messages waiting for the pipeline: enough to ride out a window close
@@ -52,7 +55,9 @@ pub struct Gateway {
     adapters: Vec<RunningAdapter>,
     /// Kept for adapters started by a reload; dropped at stop so the
     /// pipeline sees the ingress close once the last adapter is gone.
-    ingress: Option<IngressSender>,
+    ingress: Option<mpsc::Sender<Ingress>>,
+    /// Which adapter each reading came from, by the id its sender stamps.
+    sources: Sources,
     clock: Arc<dyn Clock>,
     /// The config running now: adapters as reloaded, other sections as started.
     config: GatewayConfig,
@@ -102,6 +107,7 @@ fn registry_devices(config: &GatewayConfig) -> Vec<gateway_core::config::DeviceC
 fn start_alerts(
     config: &GatewayConfig,
     renderer: &Renderer,
+    units: gateway_core::units::Units,
     telemetry: &Telemetry,
 ) -> (Option<Alerts>, Option<JoinHandle<()>>) {
     if config.rules.is_empty() {
@@ -134,7 +140,8 @@ fn start_alerts(
         state_dir,
         tx,
         telemetry,
-    );
+    )
+    .with_units(units);
     (Some(alerts), task)
 }
 
@@ -150,12 +157,14 @@ type StartedSinks = (
 fn start_sinks(
     config: &GatewayConfig,
     renderer: &Renderer,
+    sources: &Sources,
     telemetry: &Telemetry,
 ) -> anyhow::Result<StartedSinks> {
     let ctx = SinkContext {
         gateway_id: config.gateway.id.clone(),
         state_dir: config.gateway.state_dir.clone(),
         registry: renderer.registry.clone(),
+        units: config.units(sources.clone()),
         telemetry: telemetry.clone(),
     };
     let mut started = (Vec::new(), Vec::new(), Vec::new());
@@ -194,18 +203,29 @@ impl Gateway {
             prefix: config.topic_prefix(),
             registry: DeviceRegistry::from_config(&registry_devices(config)),
         };
-        let settings = UpstreamSettings::from_config(
-            &config.upstream,
-            &config.outbox,
-            &config.gateway.id,
-            &config.gateway.state_dir,
-            renderer.status_topic(),
-        );
-        // Fail at start, not in a background task, on a setup mistake.
-        settings
-            .connection
-            .mqtt_options(None)
-            .context("upstream connection")?;
+        // Without an upstream nothing of it is built: no connection, no
+        // outbox under state_dir.
+        let settings = if config.upstream.enabled {
+            let settings = UpstreamSettings::from_config(
+                &config.upstream,
+                &config.outbox,
+                &config.gateway.id,
+                &config.gateway.state_dir,
+                renderer.status_topic(),
+            );
+            // Fail at start, not in a background task, on a setup mistake.
+            settings
+                .connection
+                .mqtt_options(None)
+                .context("upstream connection")?;
+            Some(settings)
+        } else {
+            info!("No [upstream]: nothing is forwarded to a cloud broker.");
+            None
+        };
+        telemetry
+            .gauge(UPSTREAM_CONFIGURED, &[])
+            .set(if settings.is_some() { 1.0 } else { 0.0 });
 
         let agg = &config.aggregation;
         let aggregator = Aggregator::new(WindowSpec {
@@ -225,10 +245,14 @@ impl Gateway {
         let (out_tx, out_rx) = mpsc::channel(UPSTREAM_CAPACITY);
         let (urgent_tx, urgent_rx) = mpsc::channel(UPSTREAM_CAPACITY);
         let (flush_tx, flush_rx) = mpsc::channel(1);
-        let (sinks, mut sink_links, mut output_flushes) =
-            start_sinks(config, &renderer, &telemetry)?;
+        // Before the sinks: they find a reading's adapter (its `units`) in it.
+        let sources = Sources::default();
+        let (mut sinks, mut sink_links, mut output_flushes) =
+            start_sinks(config, &renderer, &sources, &telemetry)?;
         let dashboard = if config.dashboard.enabled {
             let (d, events, flush) = dashboard::start(DashboardSetup {
+                sources: sources.clone(),
+                units: config.units(sources.clone()),
                 config: &config.dashboard,
                 state_dir: &config.gateway.state_dir,
                 registry: renderer.registry.clone(),
@@ -245,25 +269,45 @@ impl Gateway {
         } else {
             None
         };
+        if config.home_assistant.enabled {
+            let (task, events) = sinks::home_assistant::start(sinks::home_assistant::HaSetup {
+                config: config.home_assistant.clone(),
+                gateway_id: config.gateway.id.clone(),
+                state_dir: config.gateway.state_dir.clone(),
+                registry: renderer.registry.clone(),
+                units: gateway_core::units::Units::new(config.units.clone()),
+                sources: sources.clone(),
+                telemetry: telemetry.clone(),
+                sw_version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .context("home_assistant")?;
+            sink_links.push(("home_assistant".into(), events));
+            sinks.push(("home_assistant".into(), task));
+        }
         // The pipeline asks once; every durable output must answer yes.
         let (pipeline_flush, pipeline_flush_rx) = mpsc::channel(1);
-        output_flushes.insert(0, flush_tx);
-        tokio::spawn(flush_all(pipeline_flush_rx, output_flushes));
-        let upstream = {
-            let telemetry = telemetry.clone();
-            tokio::spawn(async move {
-                let link = OutputLink {
-                    messages: out_rx,
-                    urgent: Some(urgent_rx),
-                    flush: Some(flush_rx),
-                };
-                mqtt_upstream::run(settings, link, telemetry)
-                    .await
-                    .context("upstream forwarder")
-            })
+        let (upstream, urgent_tx) = match settings {
+            Some(settings) => {
+                output_flushes.insert(0, flush_tx);
+                let telemetry = telemetry.clone();
+                let task = tokio::spawn(async move {
+                    let link = OutputLink {
+                        messages: out_rx,
+                        urgent: Some(urgent_rx),
+                        flush: Some(flush_rx),
+                    };
+                    mqtt_upstream::run(settings, link, telemetry)
+                        .await
+                        .context("upstream forwarder")
+                });
+                (task, Some(urgent_tx))
+            }
+            None => (tokio::spawn(discard_upstream(out_rx)), None),
         };
+        tokio::spawn(flush_all(pipeline_flush_rx, output_flushes));
 
-        let (mut alerts, actions) = start_alerts(config, &renderer, &telemetry);
+        let (mut alerts, actions) =
+            start_alerts(config, &renderer, config.units(sources.clone()), &telemetry);
         if !sink_links.is_empty() {
             if let Some(a) = &mut alerts {
                 a.keep_for_sinks();
@@ -278,7 +322,7 @@ impl Gateway {
             durability,
             outbox_flush: Some(pipeline_flush),
             alerts,
-            urgent: Some(urgent_tx),
+            urgent: urgent_tx,
             sinks: SinkFanout::new(sink_links),
         };
         let pipeline = tokio::spawn(pipeline.run(in_rx, out_tx));
@@ -288,6 +332,7 @@ impl Gateway {
             adapters_stop: CancellationToken::new(),
             adapters: Vec::new(),
             ingress: Some(in_tx),
+            sources,
             clock,
             config: config.clone(),
             pipeline,
@@ -316,6 +361,8 @@ impl Gateway {
             // Only reachable after stop(), which consumes self.
             None => mpsc::channel(1).0,
         };
+        let ingress = IngressSender::new(ingress, self.sources.register(&name, config.kind()))
+            .with_models(self.sources.clone());
         let ctx = AdapterContext {
             name: name.clone(),
             ingress,
@@ -369,6 +416,12 @@ impl Gateway {
             ("lorawan", old.sections != new.sections),
             ("sink", old.sinks != new.sinks),
             ("dashboard", old.dashboard != new.dashboard),
+            // The pages, sinks and alerts were given their units at start.
+            (
+                "units",
+                old.units != new.units || old.adapter_units != new.adapter_units,
+            ),
+            ("home_assistant", old.home_assistant != new.home_assistant),
         ] {
             if changed {
                 summary.need_restart.push(section);
@@ -448,6 +501,15 @@ impl Gateway {
         }
         upstream?
     }
+}
+
+/// Without `[upstream]`: takes what the pipeline renders for a broker
+/// (the sinks and the dashboard get their own events) until it stops.
+async fn discard_upstream(
+    mut messages: mpsc::Receiver<gateway_core::OutboundMessage>,
+) -> anyhow::Result<()> {
+    while messages.recv().await.is_some() {}
+    Ok(())
 }
 
 /// Stops one adapter and waits for it (its socket or broker session must be

@@ -68,12 +68,32 @@ fn read(
         });
     }
     match GatewayConfig::from_layers(&layers) {
+        Ok(config) if !allow_empty && !has_output(&config) => {
+            let mut problems = Problems::default();
+            problems.push(
+                "upstream",
+                "no output: the readings would go nowhere; configure [upstream] (a cloud MQTT broker), a [[sink]] (InfluxDB), the [dashboard] or [home_assistant]",
+            );
+            Err(LoadError::Invalid {
+                path: path.display().to_string(),
+                problems,
+            })
+        }
         Ok(config) => Ok((config, layers)),
         Err(problems) => Err(LoadError::Invalid {
             path: path.display().to_string(),
             problems,
         }),
     }
+}
+
+/// Whether anything takes the gateway's data: the cloud broker, a sink or
+/// the dashboard.
+fn has_output(config: &GatewayConfig) -> bool {
+    config.upstream.enabled
+        || !config.sinks.is_empty()
+        || config.dashboard.enabled
+        || config.home_assistant.enabled
 }
 
 /// What a valid config leaves to defaults that an operator should know
@@ -90,6 +110,16 @@ pub fn notes(config: &GatewayConfig, layers: &Layers) -> Vec<String> {
             g.state_dir.display()
         ));
     }
+    if !config.upstream.enabled {
+        let how = if layers.root().contains_key("upstream") {
+            "[upstream] enabled = false"
+        } else {
+            "no [upstream] section"
+        };
+        notes.push(format!(
+            "{how}: nothing goes to a cloud broker (the data goes only to the [[sink]] outputs and the dashboard)"
+        ));
+    }
     if config.adapters.is_empty() {
         notes.push("no [[adapter]]: the gateway reads no sensor".into());
     }
@@ -102,6 +132,7 @@ pub fn template() -> String {
     let mut out = template::core_sections();
     out.push_str(&gateway_core::config::metrics::template());
     out.push_str(&gateway_core::config::dashboard::template());
+    out.push_str(&gateway_core::config::home_assistant::template());
     out.push_str(&adapters::template());
     out.push_str(&sinks::template());
     out.push_str(&template::device_section());

@@ -10,7 +10,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anomaly::synthetic::{series, Shape};
-use anomaly::Engine;
+use anomaly::{AlertState, Engine};
 use common::{config, GatewayProcess, WAIT};
 use edge_gateway::messages::Renderer;
 use edge_gateway::settings;
@@ -221,6 +221,8 @@ async fn the_learned_state_survives_a_restart() {
             .unwrap();
             engine.on_reading(&r)
         })
+        // A raise held back by the cooldown is recorded, never sent.
+        .filter(|a| a.state != AlertState::Suppressed)
         .map(|a| {
             renderer.alert(&a).topic + " " + &String::from_utf8(renderer.alert(&a).payload).unwrap()
         })
@@ -287,6 +289,26 @@ async fn the_learned_state_survives_a_restart() {
         got.iter().map(unsequenced).collect::<Vec<_>>(),
         expected.iter().map(parse).collect::<Vec<_>>(),
         "same alerts as one uninterrupted run"
+    );
+    // The raise states its numbers in °C and its score apart, keeping
+    // `limit` (the score, as before) for existing consumers.
+    let raised = got
+        .iter()
+        .map(parse)
+        .find(|j| j["state"] == "raised")
+        .unwrap();
+    assert_eq!(raised["unit"], "°C", "{raised}");
+    assert_eq!(raised["score"], raised["limit"], "{raised}");
+    let text = raised["text"].as_str().unwrap();
+    let (lo, hi) = (
+        raised["expected"]["low"].as_f64().unwrap(),
+        raised["expected"]["high"].as_f64().unwrap(),
+    );
+    assert!(
+        text.starts_with("temp-anomaly raised anomaly: temperature ")
+            && text.contains(&format!("expected {lo:.1}–{hi:.1} °C · score "))
+            && !text.contains("limit"),
+        "{text}"
     );
 }
 

@@ -239,8 +239,9 @@ fn an_empty_config_is_a_config_error_and_defaults_in_use_are_named() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("the config is empty"), "{stdout}");
     }
-    // Valid without [gateway] or adapters, as before, but said out loud.
-    let out = validate("[aggregation]\nwindow = \"1m\"\n", &[]);
+    // Valid without [gateway] or adapters, as before, but said out loud
+    // (with an output: a config with none is refused).
+    let out = validate("[upstream]\n[aggregation]\nwindow = \"1m\"\n", &[]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -252,4 +253,74 @@ fn an_empty_config_is_a_config_error_and_defaults_in_use_are_named() {
     let out = validate(SHIPPED, &[]);
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("note:"));
+}
+
+/// A building that writes InfluxDB only: a serial ESP-NOW relay in, no
+/// cloud broker.
+const INFLUX_ONLY: &str = r#"
+[gateway]
+id = "gw-serial"
+
+[[adapter]]
+type = "tcp_line"
+name = "relay"
+bind = "127.0.0.1:0"
+columns = ["temperature"]
+
+[[sink]]
+type = "influxdb"
+name = "influx"
+url = "http://127.0.0.1:8086"
+database = "sensors"
+"#;
+
+#[test]
+fn validate_accepts_a_config_without_upstream_and_says_nothing_goes_to_a_cloud_broker() {
+    for config in [
+        INFLUX_ONLY.to_string(),
+        format!("{INFLUX_ONLY}\n[upstream]\nenabled = false\nurl = \"mqtt://cloud:1883\"\n"),
+        "[gateway]\nid = \"gw-dash\"\n[dashboard]\nenabled = true\nbind = \"127.0.0.1:0\"\n".into(),
+    ] {
+        let out = validate(&config, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{config}\n{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("note: ") && l.contains("nothing goes to a cloud broker")),
+            "{config}\n{stderr}"
+        );
+    }
+    // With an upstream, no such note.
+    let out = validate(
+        &format!("{INFLUX_ONLY}\n[upstream]\nurl = \"mqtt://cloud:1883\"\n"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("cloud broker"));
+}
+
+#[test]
+fn a_config_without_any_output_is_refused_with_78() {
+    for config in [
+        "[gateway]\nid = \"gw-x\"\n[[adapter]]\ntype = \"tcp_line\"\nname = \"relay\"\nbind = \"127.0.0.1:0\"\ncolumns = [\"t\"]\n".to_string(),
+        "[gateway]\nid = \"gw-x\"\n[upstream]\nenabled = false\n".into(),
+    ] {
+        let out = validate(&config, &[]);
+        assert_eq!(out.status.code(), Some(78), "{config}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.lines().any(|l| l.contains("no output")
+                && l.contains("[upstream]")
+                && l.contains("[[sink]]")
+                && l.contains("[dashboard]")),
+            "{config}\n{stdout}"
+        );
+        // `run` refuses it the same way, before starting anything.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, &config).unwrap();
+        let run = gateway().arg("run").arg("-c").arg(&path).output().unwrap();
+        assert_eq!(run.status.code(), Some(78), "{config}");
+    }
 }

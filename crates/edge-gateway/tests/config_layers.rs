@@ -234,7 +234,7 @@ password_env = "EDGE_GATEWAY_PASSWORD"
 dev_addr = "260B1234"
 nwk_s_key = "{NWK}"
 app_s_key = "env:LORA_APP"
-codec = "seed_compact"
+codec = "compact_i16"
 "#
     );
     let drop_in = format!(

@@ -3,7 +3,7 @@
 //! decoders, both ways:
 //! - what the firmware encodes, the gateway decodes to the same values
 //!   within each format's resolution (random readings, fixed seed);
-//! - the published frames (`shared/data/vectors`: Cayenne LPP and BTHome
+//! - the published frames (`tests/data/vectors`: Cayenne LPP and BTHome
 //!   v2, and the seed frames the gateway's docs print) are what the
 //!   firmware encodes for their values.
 //!
@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use adapters::lorawan::codecs::{Codec, DecodedValue};
-use firmware_codec::{seed_batch, seed_bitpacked, seed_compact, Lpp, LppType, SeedCompact};
+use firmware_codec::{batch, bitpacked, compact_i16, CompactI16, Lpp, LppType};
 
 /// xorshift64: a fixed seed, so a failure reproduces.
 struct Rng(u64);
@@ -56,7 +56,7 @@ fn assert_within(got: f64, sent: f64, step: f64, what: &str) {
 }
 
 #[test]
-fn seed_compact_random_readings_decode_to_the_sent_values() {
+fn compact_i16_random_readings_decode_to_the_sent_values() {
     let mut rng = Rng(0x5EED_0001);
     for _ in 0..10_000 {
         let (t, h, b) = (
@@ -64,13 +64,13 @@ fn seed_compact_random_readings_decode_to_the_sent_values() {
             rng.uniform(0.0, 100.0),
             rng.uniform(2.5, 4.2),
         );
-        let frame = seed_compact(t, h, b).unwrap();
-        let got = Codec::SeedCompact.decode(&frame).unwrap();
+        let frame = compact_i16(t, h, b).unwrap();
+        let got = Codec::CompactI16.decode(&frame).unwrap();
         assert_within(value(&got, "temperature"), t, 0.1, "temperature");
         assert_within(value(&got, "humidity"), h, 1.0, "humidity");
         assert_within(value(&got, "battery"), b, 0.01, "battery");
         // Exactly the raw field the struct holds, not merely close.
-        let raw = SeedCompact::new(t, h, b).unwrap();
+        let raw = CompactI16::new(t, h, b).unwrap();
         assert_eq!(
             value(&got, "temperature"),
             f64::from(raw.temperature_decidegrees) / 10.0
@@ -79,7 +79,7 @@ fn seed_compact_random_readings_decode_to_the_sent_values() {
 }
 
 #[test]
-fn seed_bitpacked_random_readings_decode_to_the_sent_values() {
+fn bitpacked_random_readings_decode_to_the_sent_values() {
     let mut rng = Rng(0x5EED_0002);
     for _ in 0..10_000 {
         let (t, h, b) = (
@@ -87,8 +87,8 @@ fn seed_bitpacked_random_readings_decode_to_the_sent_values() {
             rng.uniform(0.0, 100.0),
             rng.uniform(0.0, 100.0),
         );
-        let frame = seed_bitpacked(t, h, b).unwrap();
-        let got = Codec::SeedBitpacked.decode(&frame).unwrap();
+        let frame = bitpacked(t, h, b).unwrap();
+        let got = Codec::Bitpacked.decode(&frame).unwrap();
         assert_within(value(&got, "temperature"), t, 0.5, "temperature");
         assert_within(value(&got, "humidity"), h, 1.0, "humidity");
         assert_within(value(&got, "battery"), b, 1.0, "battery");
@@ -96,7 +96,7 @@ fn seed_bitpacked_random_readings_decode_to_the_sent_values() {
 }
 
 #[test]
-fn seed_batch_random_batches_decode_with_their_times() {
+fn batch_random_batches_decode_with_their_times() {
     let mut rng = Rng(0x5EED_0003);
     let mut buf = [0u8; 5 + 6 * 255];
     for _ in 0..500 {
@@ -105,9 +105,9 @@ fn seed_batch_random_batches_decode_with_their_times() {
         let readings: Vec<(u16, f64)> = (0..n)
             .map(|_| (rng.next() as u16, rng.uniform(-1.0e6, 1.0e6)))
             .collect();
-        let len = seed_batch(base, &readings, &mut buf).unwrap();
+        let len = batch(base, &readings, &mut buf).unwrap();
         assert_eq!(len, 5 + 6 * n);
-        let got = Codec::SeedBatch.decode(&buf[..len]).unwrap();
+        let got = Codec::Batch.decode(&buf[..len]).unwrap();
         assert_eq!(got.len(), n);
         for ((delta, sent), v) in readings.iter().zip(&got) {
             assert_eq!(v.metric, "value");
@@ -191,7 +191,7 @@ fn cayenne_lpp_random_payloads_decode_to_the_sent_values() {
 
 fn vectors(file: &str) -> serde_json::Value {
     let path = format!(
-        "{}/../../../shared/data/vectors/{file}",
+        "{}/../../tests/data/vectors/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -234,15 +234,12 @@ fn cayenne_lpp_published_vectors_are_what_the_firmware_encodes() {
 #[test]
 fn seed_frames_documented_by_the_gateway_are_what_the_firmware_encodes() {
     assert_eq!(
-        seed_compact(21.5, 40.0, 3.3).unwrap().to_vec(),
+        compact_i16(21.5, 40.0, 3.3).unwrap().to_vec(),
         hex("00D728014A")
     );
-    assert_eq!(
-        seed_bitpacked(21.5, 40.0, 85.0).unwrap().to_vec(),
-        hex("535154")
-    );
+    assert_eq!(bitpacked(21.5, 40.0, 85.0).unwrap().to_vec(), hex("535154"));
     let mut buf = [0u8; 17];
-    let n = seed_batch(1_795_146_752, &[(0, 21.5), (60, -1.0)], &mut buf).unwrap();
+    let n = batch(1_795_146_752, &[(0, 21.5), (60, -1.0)], &mut buf).unwrap();
     assert_eq!(buf[..n].to_vec(), hex("026affc4000000000000d7003cfffffff6"));
 }
 

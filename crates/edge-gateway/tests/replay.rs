@@ -66,10 +66,15 @@ fn replay_prints_each_alert_as_the_upstream_payload_and_a_summary() {
         .collect();
     let mut want = [
         "id", "gateway", "device", "name", "metric", "kind", "state", "value", "limit", "ts",
-        "rule",
+        "rule", "unit", "text",
     ];
     want.sort_unstable();
     assert_eq!(keys, want, "exactly the documented keys");
+    assert_eq!(raised["unit"], "°C");
+    assert_eq!(
+        raised["text"],
+        "fridge-max raised threshold: temperature 9.4 °C (limit 8.0 °C)"
+    );
     assert_eq!(raised["gateway"], "gw-01");
     assert_eq!(raised["device"], "fridge-2");
     assert_eq!(raised["name"], "Fridge 2");
@@ -228,4 +233,51 @@ fn replay_tries_another_sensitivity_and_rejects_a_bad_one() {
     assert!(String::from_utf8(out.stderr)
         .unwrap()
         .contains("--sensitivity: expected a number in (0, 1], got 1.5"));
+}
+
+#[test]
+fn replay_raises_a_rapid_rise_in_the_first_span_of_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rate.toml"),
+        "[[rule]]\nname = \"fridge-warming\"\nkind = \"rate\"\nmetric = \"temperature\"\nrate = \"+2.0 per 10m\"\n",
+    )
+    .unwrap();
+    // A fridge warming from 4 to 24 °C in 4 minutes, a reading every 10 s,
+    // from the first row of the file on.
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..=24 {
+        let v = 4.0 + 20.0 * f64::from(i) / 24.0;
+        csv.push_str(&format!(
+            "2026-11-21 10:{:02}:{:02},{v:.3}\n",
+            i / 6,
+            i % 6 * 10
+        ));
+    }
+    std::fs::write(dir.path().join("fridge.csv"), csv).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .current_dir(dir.path())
+        .args(["replay", "-c", "rate.toml", "--csv", "fridge.csv"])
+        .args(["--device", "fridge-1", "--metric", "temperature"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let alerts: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "raised once, not cleared within the data: {alerts:?}"
+    );
+    let raised = &alerts[0];
+    assert_eq!(raised["state"], "raised");
+    assert_eq!(raised["kind"], "rate");
+    // 6.5 at 10:00:30 is the first reading 2.0 above the lowest (4.0).
+    assert_eq!(raised["ts"], "2026-11-21T10:00:30Z", "{raised}");
+    assert_eq!(raised["value"], 2.5);
+    assert_eq!(raised["limit"], 2.0);
 }

@@ -108,12 +108,18 @@ async fn a_simulated_lorawan_fleet_is_verified_and_counted_by_semtech_udp() {
     ]);
     let tables = simulate(&print).await;
     assert_eq!(tables.matches("[[lorawan.device]]").count(), 6, "{tables}");
+    assert_eq!(tables.matches("codec = \"compact_i16\"").count(), 6);
+    // Configs written before the codecs were renamed keep working: half the
+    // fleet is configured with the old name, and every reading must count.
+    let tables = tables.replacen("codec = \"compact_i16\"", "codec = \"seed_compact\"", 3);
     let cfg = config("gw-sim-lora", local.port(), upstream.port(), "1h", "1s")
         + &format!(
             "\n[[adapter]]\ntype = \"semtech_udp\"\nname = \"lora\"\nbind = \"127.0.0.1:{lora}\"\n\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n\n{tables}"
         );
     let mut gw = GatewayProcess::start(&cfg);
     gw.wait_for_log("Semtech UDP server listening").await;
+    gw.wait_for_log("Codec name \"seed_compact\" is deprecated")
+        .await;
 
     let mut send = fleet.to_vec();
     send.extend(
@@ -165,7 +171,7 @@ async fn a_simulated_lorawan_fleet_is_verified_and_counted_by_semtech_udp() {
 }
 
 #[tokio::test]
-async fn simulated_seed_000_nodes_are_acknowledged_by_tcp_line() {
+async fn simulated_bme680_nodes_are_acknowledged_by_tcp_line() {
     let local = Mosquitto::start();
     let upstream = Mosquitto::start();
     let (line_port, metrics) = (free_port(), free_port());

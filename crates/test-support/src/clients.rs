@@ -13,6 +13,9 @@ pub struct Message {
     pub topic: String,
     pub payload: String,
     pub retained: bool,
+    /// The QoS it was delivered with: the lower of the publisher's and the
+    /// subscription's (1 for `Subscriber`), so 0 means published at QoS 0.
+    pub qos: u8,
 }
 
 impl Message {
@@ -100,7 +103,7 @@ impl Subscriber {
                 "-d",
             ])
             // Tab-separated with a marker, so debug lines are told apart.
-            .args(["-F", &format!("{MARK}\t%r\t%t\t%p")])
+            .args(["-F", &format!("{MARK}\t%r\t%q\t%t\t%p")])
             .args(&session_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -115,8 +118,9 @@ impl Subscriber {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(rest) = line.strip_prefix(MARK) {
-                    let mut parts = rest.trim_start_matches('\t').splitn(3, '\t');
+                    let mut parts = rest.trim_start_matches('\t').splitn(4, '\t');
                     let retained = parts.next() == Some("1");
+                    let qos = parts.next().and_then(|q| q.parse().ok()).unwrap_or(0);
                     let topic = parts.next().unwrap_or_default().to_string();
                     let payload = parts.next().unwrap_or_default().to_string();
                     if tx
@@ -124,6 +128,7 @@ impl Subscriber {
                             topic,
                             payload,
                             retained,
+                            qos,
                         })
                         .is_err()
                     {

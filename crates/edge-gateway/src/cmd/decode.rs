@@ -31,7 +31,8 @@ pub struct DecodeArgs {
 #[cfg(feature = "lorawan")]
 #[derive(clap::Args)]
 struct LorawanArgs {
-    /// Payload codec: seed_compact, seed_bitpacked, seed_batch, cayenne_lpp.
+    /// Payload codec: compact_i16, bitpacked, batch, cayenne_lpp, milesight,
+    /// elsys, dragino_lht65, browan_tbhh100.
     #[arg(long)]
     codec: Option<String>,
     /// A whole PHYPayload in hex: verify its MIC and decrypt it.
@@ -43,6 +44,14 @@ struct LorawanArgs {
     /// AppSKey (32 hex digits, or `env:VAR`), with --phy.
     #[arg(long)]
     app_s_key: Option<String>,
+    /// AppKey (32 hex digits, or `env:VAR`), with --phy of a join-request
+    /// (its MIC checked) or a join-accept (decrypted and checked).
+    #[arg(long)]
+    app_key: Option<String>,
+    /// With a join-accept: the DevNonce of its join-request (hex), to
+    /// print the session keys derived from it.
+    #[arg(long, value_parser = |s: &str| u16::from_str_radix(s, 16))]
+    dev_nonce: Option<u16>,
     /// The device's next expected frame counter, to rebuild the 32-bit FCnt
     /// from the 16 bits on air. 0 takes the on-air value as is.
     #[arg(long, default_value_t = 0)]
@@ -133,6 +142,7 @@ impl LorawanArgs {
             || self.phy.is_some()
             || self.nwk_s_key.is_some()
             || self.app_s_key.is_some()
+            || self.app_key.is_some()
             || self.next_fcnt != 0
             || self.hex.is_some()
     }
@@ -143,7 +153,17 @@ fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
     let codec = args
         .codec
         .as_deref()
-        .map(|name| name.parse::<Codec>())
+        .map(|name| {
+            let codec = name.parse::<Codec>()?;
+            // No log subscriber in this command: say it on stderr.
+            if codec.name() != name {
+                eprintln!(
+                    "note: codec name {name:?} is deprecated; use {:?} (same format)",
+                    codec.name()
+                );
+            }
+            Ok::<_, adapters::lorawan::codecs::UnknownCodec>(codec)
+        })
         .transpose()
         .map_err(|e| Failure::Usage(e.to_string()))?;
     let phy_only = args.nwk_s_key.is_some() || args.app_s_key.is_some() || args.next_fcnt != 0;
@@ -170,6 +190,9 @@ fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
 
 #[cfg(feature = "lorawan")]
 fn decode_phy(args: &LorawanArgs, phy: &str, codec: Option<Codec>) -> Result<Vec<String>, Failure> {
+    if let Some(lines) = super::decode_join::decode(phy, args.app_key.as_deref(), args.dev_nonce)? {
+        return Ok(lines);
+    }
     let nwk = key("--nwk-s-key", args.nwk_s_key.as_deref())?;
     let app = key("--app-s-key", args.app_s_key.as_deref())?;
     let bytes = from_hex(phy)?;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use edge_gateway::dashboard::api::{csv, parse_time};
+use edge_gateway::dashboard::api::{alerts_csv, csv, parse_time};
 use edge_gateway::dashboard::history::History;
 use edge_gateway::dashboard::{auth, history_path};
 use edge_gateway::settings;
@@ -22,7 +22,9 @@ pub struct HistoryArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum HistoryCommand {
-    /// Write one series of window aggregates as CSV on stdout.
+    /// Write one series of window aggregates as CSV on stdout, or with
+    /// --alerts the alert transitions (time, rule, device, metric, state,
+    /// value, limit, reason), oldest first.
     Export(ExportArgs),
 }
 
@@ -30,11 +32,16 @@ enum HistoryCommand {
 struct ExportArgs {
     #[arg(short, long, default_value = "/etc/edge-gateway/gateway.toml")]
     config: PathBuf,
+    /// Write the alert transitions (raised, cleared, and raises suppressed
+    /// by a rule's cooldown) instead of windows; --device and --metric
+    /// then only narrow them down.
+    #[arg(long)]
+    alerts: bool,
     /// Device id.
-    #[arg(long)]
-    device: String,
-    #[arg(long)]
-    metric: String,
+    #[arg(long, required_unless_present = "alerts")]
+    device: Option<String>,
+    #[arg(long, required_unless_present = "alerts")]
+    metric: Option<String>,
     /// `-24h`, `now`, milliseconds since the epoch or RFC 3339.
     #[arg(long, default_value = "-30d", allow_hyphen_values = true)]
     from: String,
@@ -79,8 +86,25 @@ fn export(a: &ExportArgs) -> anyhow::Result<String> {
             path.display()
         )
     })?;
-    let points = h.series(&a.device, &a.metric, from, to, step)?;
-    Ok(csv(&a.device, &a.metric, &points))
+    if a.alerts {
+        let rows = h.alert_log(from, to)?;
+        // A MAC or EUI in any case, as the gateway stored it.
+        let device = match &a.device {
+            Some(d) => Some(gateway_core::DeviceId::new(d.as_str()).context("--device")?),
+            None => None,
+        };
+        let wanted = |want: Option<&str>, have: &str| want.is_none_or(|w| w == have);
+        return Ok(alerts_csv(rows.iter().filter(|r| {
+            wanted(device.as_ref().map(|d| d.as_str()), &r.device)
+                && wanted(a.metric.as_deref(), &r.metric)
+        })));
+    }
+    let (Some(device), Some(metric)) = (&a.device, &a.metric) else {
+        anyhow::bail!("--device and --metric are required without --alerts");
+    };
+    let device = gateway_core::DeviceId::new(device.as_str()).context("--device")?;
+    let points = h.series(device.as_str(), metric, from, to, step)?;
+    Ok(csv(device.as_str(), metric, &points))
 }
 
 /// Reads a password (first line of stdin) and prints its argon2id hash.

@@ -18,6 +18,8 @@ pub mod ble;
 pub mod decode;
 #[cfg(feature = "ble")]
 mod decode_ble;
+#[cfg(feature = "lorawan")]
+mod decode_join;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod history;

@@ -53,6 +53,9 @@ pub struct ReplayArgs {
 struct Counts {
     raised: u64,
     cleared: u64,
+    /// Raises held back by the rule's cooldown (not printed: they never
+    /// go upstream).
+    suppressed: u64,
     reasons: BTreeMap<&'static str, u64>,
 }
 
@@ -61,6 +64,7 @@ impl Counts {
         match a.state {
             AlertState::Raised => self.raised += 1,
             AlertState::Cleared => self.cleared += 1,
+            AlertState::Suppressed => self.suppressed += 1,
         }
         if let Some(e) = &a.evidence {
             *self.reasons.entry(e.reason.as_str()).or_default() += 1;
@@ -135,6 +139,9 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
         prefix: cfg.topic_prefix(),
         registry: DeviceRegistry::from_config(&cfg.devices),
     };
+    // As the gateway states them, but for `[[adapter]] units`: a CSV
+    // replay comes through no adapter.
+    let units = cfg.units(gateway_core::Sources::default());
     let mut engine = Engine::new(&rules, &cfg.devices);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -186,7 +193,15 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
         alerts.extend(engine.on_reading(&reading));
         for a in &alerts {
             per_rule.entry(a.rule.clone()).or_default().add(a);
-            let msg = renderer.alert(a);
+            if a.state == AlertState::Suppressed {
+                continue;
+            }
+            let info = units.of(
+                renderer.registry.get(&a.device).map(|d| &d.units),
+                gateway_core::SourceId::UNKNOWN,
+                &a.metric,
+            );
+            let msg = renderer.alert_in(a, &info);
             let written = out
                 .write_all(&msg.payload)
                 .and_then(|()| out.write_all(b"\n"));
@@ -226,11 +241,12 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
             .filter(|_| rule.kind == RuleKind::Anomaly)
             .map_or(String::new(), |s| format!(" at sensitivity {s}"));
         eprintln!(
-            "  rule {:<20} {:<9} raised {}{reasons}, cleared {}{sensitivity}",
+            "  rule {:<20} {:<9} raised {}{reasons}, cleared {}, suppressed by cooldown {}{sensitivity}",
             rule.name,
             rule.kind.as_str(),
             counts.raised,
             counts.cleared,
+            counts.suppressed,
         );
     }
     ExitCode::SUCCESS

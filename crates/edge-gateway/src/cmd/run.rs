@@ -3,18 +3,22 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use edge_gateway::runtime::Gateway;
 use edge_gateway::settings::{self, LoadError};
 use edge_gateway::{logging, metrics, status};
-use gateway_core::SystemClock;
+use gateway_core::state_file::dir_lock::{DirLock, DirLockError};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use super::validate::report_load_error;
+
+/// EX_TEMPFAIL from sysexits.h: another gateway holds the state
+/// directory, which is temporary (a restart overlapping its predecessor),
+/// so systemd's `Restart=` tries again.
+const EX_TEMPFAIL: u8 = 75;
 
 /// Loads `config` (with its drop-ins and overrides) and runs the gateway.
 pub fn main(config: &Path) -> ExitCode {
@@ -29,6 +33,24 @@ pub fn main(config: &Path) -> ExitCode {
     for note in settings::notes(&cfg, &layers) {
         warn!("{note}");
     }
+    warn_deprecated_names();
+    // Before anything starts: a second process on the same directory used
+    // to run its adapters, then stall on the outbox lock and linger.
+    let _state_lock = match DirLock::acquire(&cfg.gateway.state_dir) {
+        Ok(lock) => Some(lock),
+        Err(e @ DirLockError::Held { .. }) => {
+            eprintln!(
+                "edge-gateway: {e}; exiting with {EX_TEMPFAIL} so that the service manager retries"
+            );
+            return ExitCode::from(EX_TEMPFAIL);
+        }
+        // The components that need the directory report it themselves
+        // (the alert rules and dashboard run without it).
+        Err(e) => {
+            warn!(error = %e, "Running without the state directory lock.");
+            None
+        }
+    };
     match runtime().and_then(|rt| rt.block_on(run(cfg, config))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -47,14 +69,19 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn run(cfg: settings::GatewayConfig, path: &Path) -> anyhow::Result<()> {
-    info!(gateway = %cfg.gateway.id, upstream = %cfg.upstream.broker.url, adapters = cfg.adapters.len(), devices = cfg.devices.len(), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
+    let upstream = if cfg.upstream.enabled {
+        cfg.upstream.broker.url.to_string()
+    } else {
+        "none".into()
+    };
+    info!(gateway = %cfg.gateway.id, upstream = %upstream, adapters = cfg.adapters.len(), devices = cfg.devices.len(), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
     // Before anything starts: a signal that arrived while the adapters
     // were coming up (a test's SIGTERM right after "Subscribed", systemd's
     // reload) took the default action and killed the process outright.
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut gateway = Gateway::start(&cfg, Arc::new(SystemClock))?;
+    let mut gateway = Gateway::start(&cfg, edge_gateway::fault_clock::wall_clock())?;
     let metrics = metrics::serve(&cfg.metrics, gateway.telemetry.clone()).await;
     let mut status_tick = tokio::time::interval(Duration::from_secs(60));
     status_tick.tick().await;
@@ -82,11 +109,20 @@ async fn run(cfg: settings::GatewayConfig, path: &Path) -> anyhow::Result<()> {
 
 /// SIGHUP: re-reads the config file, its drop-ins and the environment (as
 /// the process started with it). An invalid result changes nothing.
+/// Names the config still accepts but that have changed, once each.
+fn warn_deprecated_names() {
+    #[cfg(feature = "lorawan")]
+    for note in adapters::lorawan::codecs::deprecated_names_in_use() {
+        warn!("{note}");
+    }
+}
+
 async fn reload(gateway: &mut Gateway, path: &Path) {
     info!(config = %path.display(), "SIGHUP: reloading the config.");
     let new = match settings::load_layers(path, std::env::vars_os()) {
         Ok((c, layers)) => {
             info!(sources = ?layers.sources(), "Config read.");
+            warn_deprecated_names();
             c
         }
         Err(LoadError::Invalid { problems, .. }) => {

@@ -6,11 +6,13 @@
 //! and the CoAP server (`POST /s/{device}`, Content-Format 50) read. The
 //! total rate is paced against the clock from the start, so a slow moment is
 //! caught up rather than lost; `--rate 0` sends as fast as possible.
-//! LoRaWAN devices send seed_compact frames instead (`lorawan.rs`), TCP
-//! nodes seed 000's CSV lines (`tcp.rs`).
+//! LoRaWAN devices send compact_i16 frames instead (`lorawan.rs`), TCP
+//! nodes an ESP32 + BME680's CSV lines (`tcp.rs`).
 
 #[cfg(feature = "lorawan")]
 mod lorawan;
+#[cfg(feature = "lorawan")]
+mod otaa;
 mod tcp;
 
 use std::fmt::Write as _;
@@ -36,7 +38,7 @@ pub enum Protocol {
     Coap,
     #[cfg(feature = "lorawan")]
     Lorawan,
-    /// Seed 000's CSV lines to a `tcp_line` adapter.
+    /// CSV lines of ESP32 + BME680 nodes to a `tcp_line` adapter.
     Tcp,
 }
 
@@ -87,8 +89,14 @@ pub struct SimulateArgs {
     /// --devices and --seed) to add to gateway.toml, and exit.
     #[arg(long)]
     print_lorawan_config: bool,
+    /// LoRaWAN: the devices join over the air first (join-request, the
+    /// join-accept read from the gateway's PULL_RESP, session keys derived),
+    /// then send their uplinks. Their DevEUIs and AppKeys come from --seed;
+    /// --print-lorawan-config prints them.
+    #[arg(long)]
+    otaa: bool,
     /// TCP: put the device name first in each line (for `columns =
-    /// ["device", ...]`); seed 000's nodes send none and are named by
+    /// ["device", ...]`); ESP32 + BME680 nodes send none and are named by
     /// their address.
     #[arg(long)]
     device_column: bool,
@@ -170,7 +178,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let fleet = Fleet::new(&args);
     if args.print_lorawan_config {
         #[cfg(feature = "lorawan")]
-        print!("{}", lorawan::device_tables(&args, &fleet.devices));
+        if args.otaa {
+            print!("{}", otaa::device_tables(&args, &fleet.devices));
+        } else {
+            print!("{}", lorawan::device_tables(&args, &fleet.devices));
+        }
         #[cfg(not(feature = "lorawan"))]
         bail!("--print-lorawan-config: this edge-gateway is built without LoRaWAN");
         #[cfg(feature = "lorawan")]

@@ -160,7 +160,8 @@ fn dashboard_port() -> u16 {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
     };
-    free(8088).or_else(|_| free(0)).unwrap_or(8088)
+    let usual = gateway_core::config::dashboard::DEFAULT_PORT;
+    free(usual).or_else(|_| free(0)).unwrap_or(usual)
 }
 
 /// The demo's `gateway.toml`: one broker on `port` on both sides, the

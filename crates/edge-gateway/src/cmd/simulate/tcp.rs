@@ -1,9 +1,9 @@
-//! `simulate --protocol tcp`: seed 000's ESP32 nodes, one TCP connection
+//! `simulate --protocol tcp`: ESP32 + BME680 nodes, one TCP connection
 //! each, writing one CSV line per sample (the `--metrics` values in order:
-//! `--metrics temperature,pressure,humidity,gas` is seed 000 exactly) to the
+//! `--metrics temperature,pressure,humidity,gas` is that node's line exactly) to the
 //! gateway's `tcp_line` adapter.
 //!
-//! Seed 000's lines name no device: the gateway names them by the peer's
+//! Those lines name no device: the gateway names them by the peer's
 //! address, so every node of one simulating host is one device there.
 //! `--device-column` puts the device name first (`columns = ["device",
 //! …]`) to tell them apart. With `--ack` the nodes read the adapter's
@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::{pace, Fleet, SimulateArgs, TICK};
 
-/// The adapter's default port (seed 000's node sends to :8080).
+/// The adapter's default port (the ESP32 + BME680 node sends to :8080).
 pub(super) const DEFAULT_TARGET: &str = "127.0.0.1:8080";
 /// How long the last answers are awaited once everything is sent.
 const ACK_WAIT: Duration = Duration::from_secs(10);
@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seed_000_lines_with_and_without_a_device_column() {
+    fn bme680_lines_with_and_without_a_device_column() {
         let v = [21.304, 1013.2, 45.1, 12000.0];
         assert_eq!(csv_line(None, &v), "21.30,1013.20,45.10,12000.00\n");
         assert_eq!(csv_line(Some("sim-00001"), &v[..1]), "sim-00001,21.30\n");
