@@ -3,8 +3,12 @@
 # crates/edge-gateway/tests/outage_restarts.rs, many times, with random kill
 # points (timed kills, kills while a checkpoint is held before its fsync,
 # while the outbox drains after the outage, and while closed windows wait
-# before their outbox append). Prints one line per run and the totals:
-# readings lost and readings counted twice after de-duplication by id.
+# before their outbox append), plus, at random, a state directory that fills
+# up across two kills (a tmpfs mounted for the run: run as root, or that
+# fault is left out and the run says so) and a wall clock stepping back ten
+# minutes or an hour. Prints one line per run and the totals: readings lost
+# and readings counted twice after de-duplication by id, upstream and in the
+# dashboard's history.
 #
 #   bash scripts/soak.sh            # 50 runs (about 20 minutes)
 #   bash scripts/soak.sh 200        # more

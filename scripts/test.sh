@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh Debian 12 machine with a Rust toolchain.
-# Tests start real peers (Mosquitto, mosquitto_pub/sub, InfluxDB 1.x) themselves on
-# loopback ports; this installs them first when they are missing.
+# The whole test suite, on a fresh Debian 12 machine with a Rust toolchain
+# and build-essential (the build compiles OpenSSL and libdbus from source:
+# no -dev package needed). Tests start real peers (Mosquitto,
+# mosquitto_pub/sub, InfluxDB 1.x...) themselves on loopback ports; this
+# installs them first when they are missing. scripts/fresh-check.sh runs
+# it in a minimal Debian 12 root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/build-deps.sh
-
 missing=()
+# test-support's TLS certificates for the upstream TLS tests.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)

@@ -5,7 +5,7 @@
 //!    subscriber, QoS 0 and 1: the limit any MQTT ingest path has here;
 //! 2. the gateway's ingest (readings taken into windows per second) through
 //!    the same broker, publisher and QoS, and its ratio to (1);
-//! 3. a seed-style Python pipeline (paho-mqtt, per-device aggregation,
+//! 3. a hand-built Python pipeline (paho-mqtt, per-device aggregation,
 //!    installed from PyPI into target/perf-venv) in the same place;
 //! 4. the gateway's RSS with 10 000 devices x 5 metrics live.
 //!
@@ -178,7 +178,7 @@ fn python_pipeline(broker: &Broker, qos: u8, file: &Path, n: usize) -> Option<Ru
                 .is_ok_and(|s| s.success());
         if !ok {
             eprintln!(
-                "seed pipeline: SKIPPED, could not install paho-mqtt into {}",
+                "prototype pipeline: SKIPPED, could not install paho-mqtt into {}",
                 root.display()
             );
             return None;
@@ -186,7 +186,7 @@ fn python_pipeline(broker: &Broker, qos: u8, file: &Path, n: usize) -> Option<Ru
     }
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/benches/support/seed_pipeline.py"
+        "/benches/support/prototype_pipeline.py"
     );
     let mut py = Command::new(&python)
         .args([
@@ -314,7 +314,7 @@ fn main() {
         );
         if let Some(py) = python_pipeline(&broker, qos, &file, n) {
             row(
-                &format!("QoS {qos}: seed Python pipeline, % of limit"),
+                &format!("QoS {qos}: hand-built Python pipeline, % of limit"),
                 &py,
                 Some(limit.rate()),
             );

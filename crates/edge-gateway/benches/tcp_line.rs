@@ -2,7 +2,7 @@
 //! `cargo bench -p edge-gateway --bench tcp_line`.
 //!
 //! One sender for everything (`edge-gateway simulate --protocol tcp --rate
-//! 0`, seed 000's four-value CSV lines with a device column, over
+//! 0`, an ESP32 + BME680's four-value CSV lines with a device column, over
 //! `DEVICES` connections):
 //! 1. the limit: a receiver that only counts newlines (and answers one
 //!    cumulative `ok N` per read, so the sender can run with `--ack` too);
@@ -29,7 +29,7 @@ mod support;
 use support::{Broker, Gateway, Run, IDLE};
 
 const DEVICES: usize = 4;
-/// Seed 000's line: temperature, pressure, humidity, gas.
+/// An ESP32 + BME680 node's line: temperature, pressure, humidity, gas.
 const METRICS: &str = "temperature,pressure,humidity,gas";
 const READINGS_PER_LINE: f64 = 4.0;
 /// The share of the raw receive rate the adapter must reach.
@@ -96,7 +96,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     println!(
-        "burst: {n} seed-000 CSV lines over {DEVICES} connections from one `edge-gateway simulate --protocol tcp --rate 0`, loopback\n"
+        "burst: {n} BME680 CSV lines over {DEVICES} connections from one `edge-gateway simulate --protocol tcp --rate 0`, loopback\n"
     );
     let row = |what: &str, r: &Run, base: Option<f64>| {
         let ratio = base.map_or(String::new(), |b| {

@@ -6,7 +6,7 @@
 //! 1. the raw UDP receive rate: a plain blocking socket that only counts
 //!    datagrams, fed CoAP requests and then Semtech PUSH_DATA;
 //! 2. the real gateway binary's CoAP server, and its ratio to (1);
-//! 3. its `semtech_udp` adapter (MIC check, decrypt, seed_compact decode,
+//! 3. its `semtech_udp` adapter (MIC check, decrypt, compact_i16 decode,
 //!    frame counters on disk), in LoRaWAN uplinks/s, and its ratio to (1).
 //!
 //! Gateway rates are read from its `/metrics` counters, as the `ingest`
@@ -26,7 +26,7 @@ mod support;
 use support::{Broker, Gateway, Run, IDLE};
 
 const LORA_DEVICES: &str = "100";
-/// Readings per uplink: seed_compact's three values plus rssi, snr, gateways.
+/// Readings per uplink: compact_i16's three values plus rssi, snr, gateways.
 const READINGS_PER_UPLINK: f64 = 6.0;
 
 fn simulate(protocol: &str, port: u16, n: usize) -> Child {

@@ -13,7 +13,8 @@ use edge_gateway::dashboard::live::Live;
 use edge_gateway::dashboard::{auth::Auth, AppState};
 use gateway_core::config::DeviceConfig;
 use gateway_core::{
-    DeviceId, DeviceRegistry, MetricName, Reading, SystemClock, Telemetry, TimeSource, Timestamp,
+    DeviceId, DeviceRegistry, MetricName, Reading, SourceId, SystemClock, Telemetry, TimeSource,
+    Timestamp,
 };
 use sinks::event::SinkEvent;
 
@@ -92,6 +93,11 @@ pub fn live_at(now: i64) -> Live {
                     Timestamp::from_millis(now).unwrap(),
                     TimeSource::Arrival,
                 )
+                .map(|mut r| {
+                    // As the adapter's sender stamps it: the row names its protocol.
+                    r.set_source(SourceId(1));
+                    r
+                })
                 .unwrap()
             })
         })
@@ -127,6 +133,14 @@ pub fn app_state(live: Live, store: Arc<History>, window: i64) -> Arc<AppState> 
         started: Instant::now(),
         window_ms: window,
         outputs: vec![],
-        auth: Auth::new(&[]),
+        auth: Auth::new(&[], &Telemetry::default()),
+        view: edge_gateway::dashboard::view::View {
+            sources: {
+                let s = gateway_core::Sources::default();
+                s.register("local-sensors", "mqtt");
+                s
+            },
+            ..Default::default()
+        },
     })
 }

@@ -1,9 +1,9 @@
-"""A seed-style Python pipeline: paho-mqtt subscriber that aggregates
+"""A hand-built Python pipeline: paho-mqtt subscriber that aggregates
 readings per device and metric in tumbling windows and publishes each
 closed window, the way a first prototype of the gateway would. The
 harness measures how many readings per second it takes in.
 
-usage: seed_pipeline.py PORT EXPECTED WINDOW_S [QOS]
+usage: prototype_pipeline.py PORT EXPECTED WINDOW_S [QOS]
 Prints "received FIRST_TS LAST_TS COUNT" (monotonic seconds) when EXPECTED
 readings arrived or nothing arrived for 3 s.
 """
@@ -72,9 +72,9 @@ def on_subscribe(*_args):
 
 QOS = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 try:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="seed-pipeline")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="prototype-pipeline")
 except AttributeError:  # paho-mqtt 1.x
-    client = mqtt.Client(client_id="seed-pipeline")
+    client = mqtt.Client(client_id="prototype-pipeline")
 client.on_connect = on_connect
 client.on_message = on_message
 client.on_subscribe = on_subscribe
