@@ -117,6 +117,17 @@ async fn readings_journaled_but_not_yet_stored_by_the_sink_reach_influxdb_after_
     assert_eq!(sum[0][1].as_f64(), Some(want), "each sample exactly once");
 }
 
+/// The sink writing raw readings only: its points-written counter then
+/// counts these samples and nothing else (the default also writes a health
+/// point every 10 s, which would let a wait on that counter end one sample
+/// early).
+fn readings_only(cfg: String) -> String {
+    cfg.replace(
+        "flush_interval = \"100ms\"",
+        "flush_interval = \"100ms\"\nwrite = [\"readings\"]",
+    )
+}
+
 fn points_written(body: &str) -> Option<u64> {
     body.lines()
         .find_map(|l| l.strip_prefix("edge_gateway_sink_points_written_total{output=\"influx\"} "))
@@ -134,7 +145,7 @@ async fn samples_sharing_a_second_are_each_a_point_and_a_replay_after_a_kill_ove
     let db = Influxd::start();
     let metrics = free_port();
     // No checkpoint before the kill: the whole journal is replayed.
-    let cfg = config(local.port(), upstream.port(), &db.url(), metrics).replace(
+    let cfg = readings_only(config(local.port(), upstream.port(), &db.url(), metrics)).replace(
         "window = \"1h\"",
         "window = \"1h\"\ncheckpoint_interval = \"1h\"",
     );
@@ -203,7 +214,7 @@ async fn a_replay_from_a_checkpoint_inside_one_second_rewrites_only_its_own_samp
     let metrics = free_port();
     // Long enough that the kill comes well before the checkpoint after the
     // one the test waits for.
-    let cfg = config(local.port(), upstream.port(), &db.url(), metrics).replace(
+    let cfg = readings_only(config(local.port(), upstream.port(), &db.url(), metrics)).replace(
         "window = \"1h\"",
         "window = \"1h\"\ncheckpoint_interval = \"5s\"",
     );
