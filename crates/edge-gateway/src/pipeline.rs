@@ -6,16 +6,19 @@
 //! NTP steps is followed without a long oversleep.
 //!
 //! Readings from redelivering sources are journaled before their receipt
-//! completes (see `durability`); the journal is committed whenever the
-//! inbox runs dry or a batch is full, so one fsync covers many messages.
+//! completes (see `durability`). The write and fsync run on a blocking
+//! thread while this task keeps taking messages for the next batch, so one
+//! fsync covers whatever arrived during the one before
+//! (`durability::committer`, which also says why the windows stay as they
+//! were while a batch is in flight).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregator::{Aggregator, Rejected};
+use aggregator::Aggregator;
 use gateway_core::clock::is_plausible;
 use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry, TimeSource, Timestamp};
+use gateway_core::{Clock, Ingress, OutboundMessage, Telemetry, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -27,6 +30,7 @@ use crate::fanout::SinkFanout;
 use crate::messages::Renderer;
 
 mod ingest;
+mod journaled;
 
 use ingest::OncePerWindow;
 
@@ -212,6 +216,11 @@ impl Pipeline {
                         }
                     }
                 }
+                outcome = self.durability.written(), if self.durability.writing() => {
+                    if !self.count_journaled(outcome, &out, &c, &throttle).await {
+                        return;
+                    }
+                }
                 msg = ingress.recv() => {
                 // A step seen only now must be followed before this message
                 // is judged by the stepped clock.
@@ -249,6 +258,9 @@ impl Pipeline {
                         dirty = true;
                         warn_checkpoint(&e, &checkpoint_failures, &throttle);
                     } else if closed_since_save || self.durability.take_trim_due() {
+                        if !self.settle_journal(&out, &c, &throttle).await {
+                            return;
+                        }
                         saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
                         dirty = saving.is_none();
                         closed_since_save = false;
@@ -259,6 +271,9 @@ impl Pipeline {
                         a.save();
                     }
                     if dirty && saving.is_none() {
+                        if !self.settle_journal(&out, &c, &throttle).await {
+                            return;
+                        }
                         saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
                         dirty = saving.is_none();
                     } else if !dirty && !self.commit_journal(&out, &c, &throttle).await {
@@ -267,10 +282,13 @@ impl Pipeline {
                     }
                 }
             }
-            if self.durability.should_commit(ingress.is_empty())
-                && !self.commit_journal(&out, &c, &throttle).await
-            {
+            // Messages queue behind the batch in flight only up to a
+            // batch; then the sources wait, as they did for a sync here.
+            if self.durability.batch_full() && !self.settle_journal(&out, &c, &throttle).await {
                 return;
+            }
+            if self.durability.should_commit() {
+                self.start_journal_write();
             }
         }
         if guard.held_readings() > 0 {
@@ -341,8 +359,12 @@ impl Pipeline {
         match msg {
             Ingress::Readings(readings) => {
                 *dirty = true;
-                let mut alerts = Vec::new();
                 let now = at.unwrap_or_else(|| self.clock.now());
+                if self.durability.writing() {
+                    self.durability.defer(readings, now);
+                    return true;
+                }
+                let mut alerts = Vec::new();
                 let _ = self.ingest(&readings, now, c, throttle, &mut alerts);
                 self.sinks.send_readings().await;
                 self.alerts_step(out, |_, o| o.append(&mut alerts)).await
@@ -379,30 +401,6 @@ impl Pipeline {
                     && self.alerts_step(out, |a, o| a.on_status(&change, o)).await
             }
         }
-    }
-
-    /// Journals what waits for the journal and, once it is on disk, counts
-    /// it ([`Durability::commit`]). False when upstream is gone.
-    async fn commit_journal(
-        &mut self,
-        out: &mpsc::Sender<OutboundMessage>,
-        c: &Counters,
-        throttle: &LogThrottle,
-    ) -> bool {
-        let now = self.clock.now();
-        let aggregator = &mut self.aggregator;
-        let taken = self
-            .durability
-            .commit(|readings, at| screen(aggregator, readings, at.unwrap_or(now)));
-        if taken.is_empty() {
-            return true;
-        }
-        let mut alerts = Vec::new();
-        for (readings, at) in &taken {
-            let _ = self.ingest(readings, at.unwrap_or(now), c, throttle, &mut alerts);
-        }
-        self.sinks.send_readings().await;
-        self.alerts_step(out, |_, o| o.append(&mut alerts)).await
     }
 
     /// The wall clock is behind the windows already closed (NTP corrected
@@ -543,23 +541,6 @@ impl Pipeline {
         }
         true
     }
-}
-
-/// The readings of `readings` that [`Pipeline::ingest`] at `now` will
-/// take, as it will take them (arrival-stamped ones past their window
-/// re-stamped at `now`): what the journal must hold.
-fn screen(aggregator: &mut Aggregator, readings: &[Reading], now: Timestamp) -> Vec<Reading> {
-    readings
-        .iter()
-        .filter_map(|r| match aggregator.check(r, now) {
-            Ok(()) => Some(r.clone()),
-            Err(Rejected::Late { .. }) if r.time_source() == TimeSource::Arrival => {
-                let r = r.restamped(now);
-                aggregator.check(&r, now).ok().map(|()| r)
-            }
-            Err(_) => None,
-        })
-        .collect()
 }
 
 fn warn_checkpoint(e: &CheckpointError, failures: &Counter, throttle: &LogThrottle) {
