@@ -136,9 +136,12 @@ impl Durability {
 
     /// Whether enough waits behind the batch in flight that the pipeline
     /// should stop taking messages until it is durable: the sources are
-    /// slowed down as they were when the sync ran on the pipeline's task.
+    /// slowed down as they were when the sync ran on the pipeline's task,
+    /// and a slow disk does not grow what waits (deferred plain readings
+    /// included) without bound.
     pub fn batch_full(&self) -> bool {
-        self.writing() && self.pending.len() + self.copies.len() >= MAX_BATCH
+        let behind = self.pending.len() + self.copies.len() + self.deferred.len();
+        self.writing() && behind >= MAX_BATCH
     }
 
     /// Screens, encodes and hands the waiting messages to a blocking thread
