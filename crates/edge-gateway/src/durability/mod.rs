@@ -18,6 +18,8 @@
 //! - [`checkpoint`]: the open windows (`windows.ckpt`, and the generation
 //!   before it, `windows.prev.ckpt`);
 //! - [`journal`]: the acknowledged readings since (`ingress-N.journal`);
+//! - [`committer`]: its group commit, written and synced off the
+//!   pipeline's task while the next batch gathers;
 //! - [`deliveries`]: which redelivered messages were already taken;
 //! - `binary`: the little-endian fields both files are made of.
 
