@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 
 use adapters::lorawan::codecs::Codec;
-use adapters::lorawan::config::{DeviceCodec, FcntReset, LorawanDevice};
+use adapters::lorawan::config::{DeviceCodec, FcntReset, LorawanDevice, ABP_RX1_DELAY};
 use adapters::lorawan::dedup::Uplink;
 use adapters::lorawan::fcnt::FcntStore;
 use adapters::lorawan::semtech::{self, Datagram};
@@ -44,6 +44,7 @@ fn device(
         name: None,
         id: DeviceId::new(id).unwrap_or_else(|_| unreachable!()),
         fcnt_reset: reset,
+        rx1_delay: ABP_RX1_DELAY,
     }
 }
 
