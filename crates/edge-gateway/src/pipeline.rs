@@ -270,15 +270,17 @@ impl Pipeline {
                     if let Some(a) = &mut self.alerts {
                         a.save();
                     }
+                    // A journal write that failed (a full disk) is retried
+                    // at every tick, dirty or not: nothing else may wake
+                    // for it, since the broker sends no more until these
+                    // are acknowledged, and a tick as short as the nap
+                    // keeps the nap from ever firing.
+                    if !self.commit_journal(&out, &c, &throttle).await {
+                        return;
+                    }
                     if dirty && saving.is_none() {
-                        if !self.settle_journal(&out, &c, &throttle).await {
-                            return;
-                        }
                         saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
                         dirty = saving.is_none();
-                    } else if !dirty && !self.commit_journal(&out, &c, &throttle).await {
-                        // (Retries a journal that could not be written.)
-                        return;
                     }
                 }
             }
