@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use gateway_core::config::{DeviceConfig, Direction, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
-use gateway_core::{DeviceId, Reading, Timestamp};
+use gateway_core::{DeviceId, Reading, TimeSource, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::detector::{Detector, Reason};
@@ -214,7 +214,22 @@ impl Engine {
     /// A reading older than the last one of its series is ignored.
     pub fn on_reading(&mut self, r: &Reading) -> Vec<Alert> {
         let mut out = Vec::new();
-        let now = r.time().as_millis();
+        let stamped = r.time().as_millis();
+        // A gateway stamp behind the series' last one is queueing order,
+        // not an old sample: the pipeline re-stamps readings that waited
+        // past their window at the time it takes them, so the readings
+        // queued behind them (stamped earlier, still in an open window)
+        // follow a later stamp. Skipping them, as a sensor's own stale
+        // time is skipped, lost a fridge's "too warm" and a live anomaly
+        // whenever the gateway fell behind a burst.
+        let arrival = r.time_source() == TimeSource::Arrival;
+        let series_time = |last_ms: i64| {
+            if arrival {
+                stamped.max(last_ms)
+            } else {
+                stamped
+            }
+        };
         let v = r.value();
         if !v.is_finite() {
             return out;
@@ -251,8 +266,9 @@ impl Engine {
                     .entry((i, r.device().clone()))
                     .or_insert(Silence {
                         trigger: Trigger::default(),
-                        last_seen_ms: now,
+                        last_seen_ms: stamped,
                     });
+                let now = series_time(s.last_seen_ms);
                 if now < s.last_seen_ms {
                     continue;
                 }
@@ -266,7 +282,7 @@ impl Engine {
             }
             if rule.kind == RuleKind::Anomaly && rule.metric.is_none() {
                 let model = self.devices.entry((i, r.device().clone())).or_default();
-                let verdict = model.observe(now, r.metric().as_str(), v);
+                let verdict = model.observe(stamped, r.metric().as_str(), v);
                 if verdict.anomaly {
                     let mut a = alert(AlertState::Raised, verdict.observed, verdict.score);
                     a.metric = verdict.metric.clone();
@@ -303,6 +319,7 @@ impl Engine {
             });
             match series {
                 Series::Threshold { trigger, last_ms } => {
+                    let now = series_time(*last_ms);
                     if now < *last_ms {
                         continue;
                     }
@@ -335,6 +352,7 @@ impl Engine {
                     window,
                 } => {
                     let Some(spec) = rule.rate else { continue };
+                    let now = series_time(*last_ms);
                     if now < *last_ms {
                         continue;
                     }
@@ -376,6 +394,7 @@ impl Engine {
                     last_ms,
                     detector,
                 } => {
+                    let now = series_time(*last_ms);
                     if now < *last_ms {
                         continue;
                     }

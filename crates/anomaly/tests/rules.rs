@@ -89,6 +89,48 @@ for = "2m"
     assert!(run(&mut e, "fridge-2", "humidity", &[20.0; 5]).is_empty());
 }
 
+fn stamped(device: &str, metric: &str, at_ms: i64, v: f64, source: TimeSource) -> Reading {
+    Reading::new(
+        DeviceId::new(device).unwrap(),
+        MetricName::new(metric).unwrap(),
+        v,
+        Timestamp::from_millis(at_ms).unwrap(),
+        source,
+    )
+    .unwrap()
+}
+
+/// A gateway that fell behind a burst re-stamps the readings that waited
+/// past their window at the time it takes them; the readings queued
+/// behind those still carry their (earlier) arrival stamps. They are the
+/// newest samples all the same, and must reach the rules.
+#[test]
+fn readings_queued_behind_a_restamped_one_still_raise() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "fridge-max"
+kind = "threshold"
+metric = "temperature"
+max = 8.0
+"#,
+    );
+    for (source, raises) in [(TimeSource::Arrival, true), (TimeSource::Event, false)] {
+        let mut e = Engine::new(&rules, &devices);
+        // Re-stamped at 10.000 s, then the reading that arrived at 9.400 s.
+        let restamped = stamped("fridge", "temperature", 10_000, 4.0, TimeSource::Arrival);
+        assert!(e.on_reading(&restamped).is_empty());
+        let behind = stamped("fridge", "temperature", 9_400, 12.0, source);
+        let alerts = e.on_reading(&behind);
+        // A sensor's own stale time is an old sample: it stays skipped.
+        assert_eq!(
+            alerts.iter().any(|a| a.state == AlertState::Raised),
+            raises,
+            "{source:?}: {alerts:?}"
+        );
+    }
+}
+
 #[test]
 fn a_flapping_signal_is_held_back_by_the_cooldown_and_each_return_is_recorded() {
     let (rules, devices) = setup(
