@@ -140,6 +140,13 @@ impl Page {
     /// Calls `method` on this tab and returns its result; fails on an error
     /// reply.
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let v = self.call_reply(method, params).await;
+        assert!(v.get("error").is_none(), "{method}: {v}");
+        v["result"].clone()
+    }
+
+    /// The whole reply, protocol error included.
+    async fn call_reply(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let id = self.next;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -164,29 +171,61 @@ impl Page {
                 }
             }
         };
-        let v = tokio::time::timeout(WAIT, reply)
+        tokio::time::timeout(WAIT, reply)
             .await
-            .expect("DevTools reply");
-        assert!(v.get("error").is_none(), "{method}: {v}");
-        v["result"].clone()
+            .expect("DevTools reply")
     }
 
     /// Evaluates `expr` (a promise is awaited) and returns its value.
     pub async fn eval(&mut self, expr: &str) -> Value {
-        let r = self
-            .call(
+        match self.evaluate(expr).await {
+            Ok(v) => v,
+            Err(e) => panic!("{expr}: {e}"),
+        }
+    }
+
+    /// The value, or the exception or protocol error as text.
+    async fn evaluate(&mut self, expr: &str) -> Result<Value, String> {
+        let v = self
+            .call_reply(
                 "Runtime.evaluate",
                 json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
             )
             .await;
-        assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
-        r["result"]["value"].clone()
+        if let Some(e) = v
+            .get("error")
+            .or_else(|| v["result"].get("exceptionDetails"))
+        {
+            return Err(e.to_string());
+        }
+        Ok(v["result"]["result"]["value"].clone())
     }
 
     /// Resolves once `cond` (a JS expression) is true, re-checked on every
     /// DOM change; fails after `ms` milliseconds of page time.
+    /// A page that reloads itself (the dashboard does, after missing live
+    /// events) destroys the promise being awaited: the wait goes on in the
+    /// new page, within the same deadline.
     pub async fn wait_until(&mut self, cond: &str, ms: u64) {
-        let expr = format!(
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        loop {
+            let left = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis() as u64;
+            let Err(text) = self.evaluate(&Self::condition(cond, left)).await else {
+                return;
+            };
+            let navigated = text.contains("context was destroyed")
+                || text.contains("navigated")
+                || text.contains("Cannot find context");
+            assert!(navigated && left > 0, "{cond}: {text}");
+            // The new document may not have loaded yet.
+            let _ = self.evaluate("new Promise(ok => document.readyState === 'complete' ? ok(true) : addEventListener('load', () => ok(true)))").await;
+        }
+    }
+
+    fn condition(cond: &str, ms: u64) -> String {
+        format!(
             r#"new Promise((ok, no) => {{
                 const c = () => {{ try {{ return !!({cond}); }} catch (e) {{ return false; }} }};
                 if (c()) return ok(true);
@@ -195,8 +234,7 @@ impl Page {
                 setTimeout(() => {{ o.disconnect(); c() ? ok(true) : no(new Error("not within {ms} ms: " + {cond_q})); }}, {ms});
             }})"#,
             cond_q = serde_json::to_string(cond).unwrap(),
-        );
-        self.eval(&expr).await;
+        )
     }
 
     /// The next `method` event of this tab.

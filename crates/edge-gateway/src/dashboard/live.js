@@ -7,8 +7,15 @@ function same(s,v){var t=s.textContent,d=t.indexOf('.');return s.parentNode.hasA
 var count=0,rate=document.getElementById('rate');
 if(rate){setInterval(function(){rate.textContent=(count/5).toFixed(1);count=0;},5000);}
 var es=new EventSource('/events');
-es.onopen=function(){conn.className='conn up';conn.title='live';};
-es.onerror=function(){conn.className='conn';conn.title='reconnecting';};
+// Events missed (the server says `lagged`, or dropped a page that read too
+// slowly and it reconnected) may hold an alert: the page is rendered again
+// from the server's state, once the stream has been quiet of such news
+// for a second and at most every five, so a long burst cannot loop it.
+var dropped=false,resync=null,lastSync=Date.now();
+function reloadSoon(){clearTimeout(resync);resync=setTimeout(function(){lastSync=Date.now();location.reload();},Math.max(1000,5000-(Date.now()-lastSync)));}
+es.onopen=function(){conn.className='conn up';conn.title='live';if(dropped){dropped=false;reloadSoon();}};
+es.onerror=function(){conn.className='conn';conn.title='reconnecting';dropped=true;};
+es.addEventListener('lagged',reloadSoon);
 es.addEventListener('reading',function(e){
   var r=JSON.parse(e.data);count++;
   var spans=document.querySelectorAll(sel('data-d',r.device)+' i'+sel('data-m',r.metric));
