@@ -1,18 +1,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Regression guard on the figure that says whether the anomaly model
 //! generalises: its NAB score on files it was not tuned on. It runs the
-//! cross-validation procedure of `examples/nab_cv.rs` (5 fixed folds of the
-//! 45 development files, stratified by NAB family; each fold's parameters
-//! chosen on the other four) over the default parameters and their
-//! neighbours, and fails if the out-of-fold score falls below the level
-//! reached or the in-fold/out-of-fold gap reaches 3 points. It also fails
-//! if the default rule, through the same [`Engine`] that `edge-gateway
-//! replay` runs, scores any file more than 0.5 below a detector that never
-//! fires.
+//! whole cross-validation procedure of `examples/nab_cv.rs` (5 fixed folds
+//! of the 45 development files, stratified by NAB family; each fold's
+//! parameters chosen on the other four among the grid's sets within the
+//! false-alarm limit on clean synthetic series) and fails if the pooled
+//! out-of-fold score falls below the level reached, the in-fold/out-of-fold
+//! gap reaches 3 points, or the procedure no longer picks
+//! `Params::DEFAULT`. It also fails if the default rule, through the same
+//! [`Engine`] that `edge-gateway replay` runs, scores any file more than 0.5
+//! below a detector that never fires.
 //!
 //! Opt-in: set `NAB_DATA` to the NAB development data (`windows.json`,
 //! `published_scores.json` and NAB's folders); without it the test says so
-//! and passes.
+//! and passes. Run it optimised: the procedure takes about 25 s of two
+//! cores in release (`cargo test --release -p anomaly --test nab`), and
+//! many minutes unoptimised.
 
 #[path = "support/cv.rs"]
 mod cv;
@@ -22,9 +25,10 @@ mod nab;
 use anomaly::detector::Params;
 use anomaly::{AlertState, Engine, DEFAULT_SENSITIVITY};
 
-/// Out-of-fold score over this neighbourhood (74.9 on 2026-11-23), rounded
-/// down. (`nab_cv` over its whole grid, under the false-alarm limit: 72.1.)
-const OUT_OF_FOLD_REACHED: f64 = 74.5;
+/// Pooled out-of-fold score of `nab_cv` (74.4 on 2026-11-23), less a small
+/// margin for harmless changes (half a point is about one window caught a
+/// little later, or four false alarms).
+const OUT_OF_FOLD_REACHED: f64 = 73.9;
 /// The largest in-fold/out-of-fold gap allowed.
 const GAP_LIMIT: f64 = 3.0;
 
@@ -44,40 +48,17 @@ fn corpus() -> Option<nab::Corpus> {
     Some(corpus)
 }
 
-/// The default and its neighbours along the parameters that matter most;
-/// every one of them is within the false-alarm limit (`nab_cv` checks the
-/// whole grid on the clean series, too slow to run unoptimised here).
-fn neighbourhood() -> Vec<Params> {
-    let d = Params::DEFAULT;
-    vec![
-        d,
-        Params {
-            shift: d.shift + 0.5,
-            ..d
-        },
-        Params {
-            floor: d.floor + 0.5,
-            ..d
-        },
-        Params {
-            range_sd: d.range_sd + 0.5,
-            ..d
-        },
-        Params {
-            novelty: d.novelty + 0.3,
-            ..d
-        },
-    ]
-}
-
 #[test]
 fn the_out_of_fold_nab_score_holds_and_the_gap_stays_small() {
     let Some(corpus) = corpus() else { return };
-    let report = cv::run(&corpus, &neighbourhood(), false);
+    let started = std::time::Instant::now();
+    let report = cv::run(&corpus, &cv::grid(), true);
     let gap = report.in_fold - report.out_of_fold;
     eprintln!(
-        "out-of-fold {:.1}, in-fold {:.1}, gap {gap:.1}",
-        report.out_of_fold, report.in_fold
+        "out-of-fold {:.1}, in-fold {:.1}, gap {gap:.1} ({:.0} s)",
+        report.out_of_fold,
+        report.in_fold,
+        started.elapsed().as_secs_f64()
     );
     assert!(
         report.out_of_fold >= OUT_OF_FOLD_REACHED,
@@ -87,6 +68,12 @@ fn the_out_of_fold_nab_score_holds_and_the_gap_stays_small() {
     assert!(
         gap < GAP_LIMIT,
         "in-fold/out-of-fold gap {gap:.1} (limit {GAP_LIMIT})"
+    );
+    assert_eq!(
+        report.picked,
+        Params::DEFAULT,
+        "the procedure picks {}, not Params::DEFAULT",
+        cv::show(&report.picked)
     );
 }
 

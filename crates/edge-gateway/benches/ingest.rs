@@ -7,7 +7,10 @@
 //!    the same broker, publisher and QoS, and its ratio to (1);
 //! 3. a hand-built Python pipeline (paho-mqtt, per-device aggregation,
 //!    installed from PyPI into target/perf-venv) in the same place;
-//! 4. the gateway's RSS with 10 000 devices x 5 metrics live.
+//! 4. the gateway's RSS with 10 000 devices x 5 metrics live;
+//! 5. what a reading costs: the gateway's CPU per reading beside
+//!    Mosquitto's CPU per message over the same burst (user + system,
+//!    `/proc/<pid>/stat`), free and with both pinned to one core.
 //!
 //! `EDGE_BENCH_MESSAGES` (default 300 000) sets the burst size. Rates are
 //! first-to-last arrival over a burst published as fast as the publisher
@@ -24,7 +27,7 @@ use std::time::Duration;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{lines, Broker, Gateway, Run, IDLE};
+use support::{lines, pin_to_one_core, unpin, Broker, CpuMeter, Gateway, Run, IDLE};
 
 const TOPIC: &str = "sensors/data/dev1/temperature";
 
@@ -76,7 +79,7 @@ fn burst_file(dir: &Path, n: usize) -> PathBuf {
 
 /// A measured burst: how many arrived, over how long.
 /// (1): mosquitto_sub counts what one publisher's burst delivers.
-fn passthrough(broker: &Broker, qos: u8, file: &Path, n: usize) -> Run {
+fn passthrough(broker: &Broker, qos: u8, file: &Path, n: usize) -> (Run, f64) {
     let mut sub = Command::new("mosquitto_sub")
         .args([
             "-p",
@@ -101,6 +104,7 @@ fn passthrough(broker: &Broker, qos: u8, file: &Path, n: usize) -> Run {
         }
     }
     while rx.try_recv().is_ok() {}
+    let cpu = CpuMeter::start(broker.pid());
     let mut publisher = publish_burst(broker.port, qos, file, n);
     let (mut first, mut last, mut received) = (None, None, 0u64);
     while let Ok((at, line)) = rx.recv_timeout(IDLE) {
@@ -114,13 +118,15 @@ fn passthrough(broker: &Broker, qos: u8, file: &Path, n: usize) -> Run {
             break;
         }
     }
+    let per = cpu.micros_per(received);
     let _ = publisher.wait();
     let _ = sub.kill();
     let _ = sub.wait();
-    Run {
+    let run = Run {
         received,
         seconds: last.zip(first).map_or(0.0, |(l, f)| (l - f).as_secs_f64()),
-    }
+    };
+    (run, per)
 }
 
 /// The gateway with an MQTT adapter on `broker`, forwarding upstream to the
@@ -153,13 +159,41 @@ max_payload_bytes = 4096
     Gateway::start(&cfg, Some(metrics), &["Subscribed"])
 }
 
-/// (2): readings taken into windows per second.
-fn gateway_ingest(broker: &Broker, qos: u8, file: &Path, n: usize) -> Run {
+/// The gateway may spend at most this share of the broker's CPU per
+/// message on a reading: then it is never the process that saturates a Pi
+/// first.
+const CPU_TARGET: f64 = 0.5;
+
+/// A burst through the gateway and what it cost each process.
+struct Costed {
+    run: Run,
+    /// µs of gateway CPU per reading taken.
+    gateway_us: f64,
+    /// µs of Mosquitto CPU per reading, over the same burst.
+    broker_us: f64,
+}
+
+/// (2) and (5): readings taken into windows per second, and the CPU the
+/// gateway and the broker spent on them; `pinned`: both on CPU 0.
+fn gateway_ingest(broker: &Broker, qos: u8, file: &Path, n: usize, pinned: bool) -> Costed {
     let gw = start_gateway(broker, qos, "1s");
+    if pinned {
+        pin_to_one_core(gw.pid());
+        pin_to_one_core(broker.pid());
+    }
+    let (gw_cpu, broker_cpu) = (CpuMeter::start(gw.pid()), CpuMeter::start(broker.pid()));
     let mut publisher = publish_burst(broker.port, qos, file, n);
     let run = gw.watch("edge_gateway_aggregator_readings_total", n as f64);
+    let costed = Costed {
+        gateway_us: gw_cpu.micros_per(run.received),
+        broker_us: broker_cpu.micros_per(run.received),
+        run,
+    };
     let _ = publisher.wait();
-    run
+    if pinned {
+        unpin(broker.pid());
+    }
+    costed
 }
 
 /// (3): the Python pipeline in a venv of its own, paho-mqtt from PyPI.
@@ -299,19 +333,44 @@ fn main() {
             r.seconds
         );
     };
+    let cost = |what: &str, c: &Costed| {
+        let share = c.gateway_us / c.broker_us.max(1e-9);
+        let verdict = if share <= CPU_TARGET {
+            "met"
+        } else {
+            "NOT MET"
+        };
+        println!(
+            "{what:<44} gateway {:>5.2} µs/reading, mosquitto {:>5.2} µs/message: {share:.2}x (target <= {CPU_TARGET}x: {verdict})",
+            c.gateway_us, c.broker_us
+        );
+    };
     for qos in [0u8, 1] {
-        let limit = passthrough(&broker, qos, &file, n);
+        let (limit, limit_cpu) = passthrough(&broker, qos, &file, n);
         row(
             &format!("QoS {qos}: mosquitto pass-through (the limit)"),
             &limit,
             None,
         );
-        let gw = gateway_ingest(&broker, qos, &file, n);
+        println!(
+            "{:<44} mosquitto {limit_cpu:>5.2} µs/message (to one subscriber)",
+            format!("QoS {qos}: pass-through CPU")
+        );
+        let free = gateway_ingest(&broker, qos, &file, n, false);
+        let gw = &free.run;
         row(
             &format!("QoS {qos}: gateway ingest, % of limit"),
-            &gw,
+            gw,
             Some(limit.rate()),
         );
+        cost(&format!("QoS {qos}: CPU, same burst"), &free);
+        let pinned = gateway_ingest(&broker, qos, &file, n, true);
+        row(
+            &format!("QoS {qos}: pinned to CPU 0 with the broker"),
+            &pinned.run,
+            Some(limit.rate()),
+        );
+        cost(&format!("QoS {qos}: CPU, pinned to CPU 0"), &pinned);
         if let Some(py) = python_pipeline(&broker, qos, &file, n) {
             row(
                 &format!("QoS {qos}: hand-built Python pipeline, % of limit"),

@@ -7,7 +7,10 @@
 //!    datagrams, fed CoAP requests and then Semtech PUSH_DATA;
 //! 2. the real gateway binary's CoAP server, and its ratio to (1);
 //! 3. its `semtech_udp` adapter (MIC check, decrypt, compact_i16 decode,
-//!    frame counters on disk), in LoRaWAN uplinks/s, and its ratio to (1).
+//!    frame counters on disk), in LoRaWAN uplinks/s, and its ratio to (1);
+//! 4. the CPU each spends per datagram (user + system, `/proc/<pid>/stat`;
+//!    the raw receiver is this process), and both again with the gateway
+//!    pinned to one core.
 //!
 //! Gateway rates are read from its `/metrics` counters, as the `ingest`
 //! bench does. `EDGE_BENCH_DATAGRAMS` (default 300 000) sets the burst.
@@ -23,7 +26,7 @@ use std::time::Instant;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{Broker, Gateway, Run, IDLE};
+use support::{pin_to_one_core, Broker, CpuMeter, Gateway, Run, IDLE};
 
 const LORA_DEVICES: &str = "100";
 /// Readings per uplink: compact_i16's three values plus rssi, snr, gateways.
@@ -40,12 +43,14 @@ fn simulate(protocol: &str, port: u16, n: usize) -> Child {
         .expect("edge-gateway simulate")
 }
 
-/// (1): a receiver doing nothing but counting datagrams.
-fn raw_udp(protocol: &str, n: usize) -> Run {
+/// (1): a receiver doing nothing but counting datagrams, and its CPU per
+/// datagram.
+fn raw_udp(protocol: &str, n: usize) -> (Run, f64) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(IDLE)).unwrap();
     let port = socket.local_addr().unwrap().port();
     let mut sender = simulate(protocol, port, n);
+    let cpu = CpuMeter::start(std::process::id());
     let mut buf = [0u8; 2048];
     let (mut first, mut last, mut received) = (None, Instant::now(), 0u64);
     while socket.recv(&mut buf).is_ok() {
@@ -57,11 +62,13 @@ fn raw_udp(protocol: &str, n: usize) -> Run {
             break;
         }
     }
+    let per = cpu.micros_per(received);
     let _ = sender.wait();
-    Run {
+    let run = Run {
         received,
         seconds: first.map_or(0.0, |f| (last - f).as_secs_f64()),
-    }
+    };
+    (run, per)
 }
 
 /// The gateway with a CoAP server and a `semtech_udp` adapter, each on a
@@ -138,37 +145,61 @@ fn main() {
         );
     };
     let broker = Broker::start("");
-    let gw = UdpGateway::start(&broker);
-
-    let limit = raw_udp("coap", n);
-    row("CoAP: raw UDP receive (the limit)", &limit, None);
-    let mut sender = simulate("coap", gw.coap, n);
-    let coap = gw.gw.watch(
-        "edge_gateway_adapter_readings_total{adapter=\"coap\"}",
-        n as f64,
-    );
-    let _ = sender.wait();
-    row(
-        "CoAP: gateway ingest, % of limit",
-        &coap,
-        Some(limit.rate()),
-    );
-
-    let limit = raw_udp("lorawan", n);
-    row("Semtech UDP: raw UDP receive (the limit)", &limit, None);
-    let mut sender = simulate("lorawan", gw.lora, n);
-    let readings = gw.gw.watch(
-        "edge_gateway_adapter_readings_total{adapter=\"lora\"}",
-        n as f64 * READINGS_PER_UPLINK,
-    );
-    let _ = sender.wait();
-    let uplinks = Run {
-        received: (readings.received as f64 / READINGS_PER_UPLINK) as u64,
-        seconds: readings.seconds,
+    let cpu = |what: &str, gateway_us: f64, raw_us: f64| {
+        println!(
+            "{what:<48} gateway {gateway_us:>5.2} µs, raw receiver {raw_us:>5.2} µs per datagram"
+        );
     };
+    let (coap_limit, coap_raw_us) = raw_udp("coap", n);
+    row("CoAP: raw UDP receive (the limit)", &coap_limit, None);
+    let (lora_limit, lora_raw_us) = raw_udp("lorawan", n);
     row(
-        "Semtech UDP: LoRaWAN uplinks, % of limit",
-        &uplinks,
-        Some(limit.rate()),
+        "Semtech UDP: raw UDP receive (the limit)",
+        &lora_limit,
+        None,
     );
+    for pinned in [false, true] {
+        let gw = UdpGateway::start(&broker);
+        let how = if pinned { ", gateway on CPU 0" } else { "" };
+        if pinned {
+            pin_to_one_core(gw.gw.pid());
+        }
+        let meter = CpuMeter::start(gw.gw.pid());
+        let mut sender = simulate("coap", gw.coap, n);
+        let coap = gw.gw.watch(
+            "edge_gateway_adapter_readings_total{adapter=\"coap\"}",
+            n as f64,
+        );
+        let coap_us = meter.micros_per(coap.received);
+        let _ = sender.wait();
+        row(
+            &format!("CoAP: gateway ingest{how}, % of limit"),
+            &coap,
+            Some(coap_limit.rate()),
+        );
+        cpu(&format!("CoAP: CPU{how}"), coap_us, coap_raw_us);
+
+        let meter = CpuMeter::start(gw.gw.pid());
+        let mut sender = simulate("lorawan", gw.lora, n);
+        let readings = gw.gw.watch(
+            "edge_gateway_adapter_readings_total{adapter=\"lora\"}",
+            n as f64 * READINGS_PER_UPLINK,
+        );
+        let _ = sender.wait();
+        let uplinks = Run {
+            received: (readings.received as f64 / READINGS_PER_UPLINK) as u64,
+            seconds: readings.seconds,
+        };
+        let lora_us = meter.micros_per(uplinks.received);
+        row(
+            &format!("Semtech UDP: LoRaWAN uplinks{how}, % of limit"),
+            &uplinks,
+            Some(lora_limit.rate()),
+        );
+        cpu(
+            &format!("Semtech UDP: CPU per uplink{how}"),
+            lora_us,
+            lora_raw_us,
+        );
+    }
 }

@@ -6,17 +6,19 @@
 //! NTP steps is followed without a long oversleep.
 //!
 //! Readings from redelivering sources are journaled before their receipt
-//! completes (see `durability`); the journal is committed whenever the
-//! inbox runs dry or a batch is full, so one fsync covers many messages.
+//! completes (see `durability`). The write and fsync run on a blocking
+//! thread while this task keeps taking messages for the next batch, so one
+//! fsync covers whatever arrived during the one before
+//! (`durability::committer`, which also says why the windows stay as they
+//! were while a batch is in flight).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregator::{Aggregator, Rejected};
+use aggregator::Aggregator;
 use gateway_core::clock::is_plausible;
 use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{Clock, Ingress, OutboundMessage, Reading, Telemetry, TimeSource, Timestamp};
+use gateway_core::{Clock, Ingress, OutboundMessage, Telemetry, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -27,6 +29,11 @@ use crate::durability::Durability;
 use crate::fanout::SinkFanout;
 use crate::messages::Renderer;
 
+mod ingest;
+mod journaled;
+
+use ingest::OncePerWindow;
+
 /// Readings refused as too late for their window.
 pub const LATE_READINGS: &str = "edge_gateway_aggregator_late_readings_total";
 /// Window statistics forwarded (one per device and window).
@@ -34,37 +41,6 @@ pub const WINDOWS_EMITTED: &str = "edge_gateway_aggregator_windows_emitted_total
 /// Readings the aggregator refused for a reason other than time, labelled
 /// `reason` (`max_series`).
 pub const DROPPED_READINGS: &str = "edge_gateway_aggregator_dropped_readings_total";
-
-/// Logs the `max_series` refusals once per window: a flood refuses a
-/// reading per message, and one line per window says all there is to say.
-/// Atomics only because the pipeline's future must be `Send`; one task
-/// touches them.
-struct OncePerWindow {
-    /// Start (ms) of the window in which the last line was logged.
-    logged: AtomicI64,
-    /// Refusals since then.
-    since: AtomicU64,
-}
-
-impl Default for OncePerWindow {
-    fn default() -> Self {
-        Self {
-            logged: AtomicI64::new(i64::MIN),
-            since: AtomicU64::new(0),
-        }
-    }
-}
-
-impl OncePerWindow {
-    /// `Some(refused since the last line)` when this one should be logged.
-    fn allow(&self, window_start: i64) -> Option<u64> {
-        if self.logged.swap(window_start, Ordering::Relaxed) == window_start {
-            self.since.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.since.swap(0, Ordering::Relaxed))
-    }
-}
 
 /// The counters the pipeline keeps.
 struct Counters {
@@ -240,6 +216,11 @@ impl Pipeline {
                         }
                     }
                 }
+                outcome = self.durability.written(), if self.durability.writing() => {
+                    if !self.count_journaled(outcome, &out, &c, &throttle).await {
+                        return;
+                    }
+                }
                 msg = ingress.recv() => {
                 // A step seen only now must be followed before this message
                 // is judged by the stepped clock.
@@ -277,6 +258,9 @@ impl Pipeline {
                         dirty = true;
                         warn_checkpoint(&e, &checkpoint_failures, &throttle);
                     } else if closed_since_save || self.durability.take_trim_due() {
+                        if !self.settle_journal(&out, &c, &throttle).await {
+                            return;
+                        }
                         saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
                         dirty = saving.is_none();
                         closed_since_save = false;
@@ -286,19 +270,27 @@ impl Pipeline {
                     if let Some(a) = &mut self.alerts {
                         a.save();
                     }
+                    // A journal write that failed (a full disk) is retried
+                    // at every tick, dirty or not: nothing else may wake
+                    // for it, since the broker sends no more until these
+                    // are acknowledged, and a tick as short as the nap
+                    // keeps the nap from ever firing.
+                    if !self.commit_journal(&out, &c, &throttle).await {
+                        return;
+                    }
                     if dirty && saving.is_none() {
                         saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
                         dirty = saving.is_none();
-                    } else if !dirty && !self.commit_journal(&out, &c, &throttle).await {
-                        // (Retries a journal that could not be written.)
-                        return;
                     }
                 }
             }
-            if self.durability.should_commit(ingress.is_empty())
-                && !self.commit_journal(&out, &c, &throttle).await
-            {
+            // Messages queue behind the batch in flight only up to a
+            // batch; then the sources wait, as they did for a sync here.
+            if self.durability.batch_full() && !self.settle_journal(&out, &c, &throttle).await {
                 return;
+            }
+            if self.durability.should_commit() {
+                self.start_journal_write();
             }
         }
         if guard.held_readings() > 0 {
@@ -369,8 +361,12 @@ impl Pipeline {
         match msg {
             Ingress::Readings(readings) => {
                 *dirty = true;
-                let mut alerts = Vec::new();
                 let now = at.unwrap_or_else(|| self.clock.now());
+                if self.durability.writing() {
+                    self.durability.defer(readings, now);
+                    return true;
+                }
+                let mut alerts = Vec::new();
                 let _ = self.ingest(&readings, now, c, throttle, &mut alerts);
                 self.sinks.send_readings().await;
                 self.alerts_step(out, |_, o| o.append(&mut alerts)).await
@@ -409,122 +405,6 @@ impl Pipeline {
         }
     }
 
-    /// Adds readings to their windows; `Some(accepted)` when some were
-    /// refused (late or from the future), `None` when all were taken.
-    /// Readings also go to the alert rules, whose messages land in `alerts`.
-    fn ingest(
-        &mut self,
-        readings: &[Reading],
-        now: Timestamp,
-        c: &Counters,
-        throttle: &LogThrottle,
-        alerts: &mut Vec<OutboundMessage>,
-    ) -> Option<Vec<Reading>> {
-        let mut accepted: Option<Vec<Reading>> = None;
-        // One atomic add per batch rather than per reading.
-        let mut taken = 0u64;
-        for (i, r) in readings.iter().enumerate() {
-            match self.aggregator.ingest(r, now) {
-                Ok(()) => {
-                    taken += 1;
-                    self.sinks.reading(r);
-                    if let Some(rules) = &mut self.alerts {
-                        rules.on_reading(r, alerts);
-                    }
-                    if let Some(a) = accepted.as_mut() {
-                        a.push(r.clone());
-                    }
-                }
-                // Stamped by the gateway on arrival and then queued past its
-                // window's end: the delay is ours, not the sensor's, so it
-                // counts now instead of being dropped.
-                Err(Rejected::Late { .. }) if r.time_source() == TimeSource::Arrival => {
-                    let r = r.restamped(now);
-                    match self.aggregator.ingest(&r, now) {
-                        Ok(()) => {
-                            c.aggregated.inc();
-                            c.restamped.inc();
-                            self.sinks.reading(&r);
-                            if let Some(rules) = &mut self.alerts {
-                                rules.on_reading(&r, alerts);
-                            }
-                            accepted
-                                .get_or_insert_with(|| readings[..i].to_vec())
-                                .push(r);
-                        }
-                        Err(rej @ Rejected::MaxSeries { .. }) => {
-                            accepted.get_or_insert_with(|| readings[..i].to_vec());
-                            self.refuse_max_series(&r, &rej, now, c);
-                        }
-                        Err(rej) => {
-                            c.late.inc();
-                            self.sinks.reading(&r);
-                            accepted.get_or_insert_with(|| readings[..i].to_vec());
-                            if let Some(suppressed) = throttle.allow("late") {
-                                warn!(device = %r.device(), metric = %r.metric(), reason = %rej, suppressed, "Dropping reading outside its window.");
-                            }
-                        }
-                    }
-                }
-                Err(rej @ Rejected::MaxSeries { .. }) => {
-                    accepted.get_or_insert_with(|| readings[..i].to_vec());
-                    self.refuse_max_series(r, &rej, now, c);
-                }
-                Err(rej) => {
-                    accepted.get_or_insert_with(|| readings[..i].to_vec());
-                    // Too late for its window is not too late for an alert
-                    // (a device flushing its buffer); a clock far ahead is
-                    // garbage.
-                    if let (Rejected::Late { .. }, Some(rules)) = (&rej, &mut self.alerts) {
-                        rules.on_reading(r, alerts);
-                    }
-                    let kind = match rej {
-                        Rejected::Late { .. } => {
-                            c.late.inc();
-                            // Too late for a window, still a true sample.
-                            self.sinks.reading(r);
-                            "late"
-                        }
-                        Rejected::Future { .. } => {
-                            c.future.inc();
-                            "future"
-                        }
-                        Rejected::MaxSeries { .. } => "max_series",
-                    };
-                    if let Some(suppressed) = throttle.allow(kind) {
-                        warn!(device = %r.device(), metric = %r.metric(), time = %r.time(), reason = %rej, suppressed, "Dropping reading outside its window.");
-                    }
-                }
-            }
-        }
-        c.aggregated.add(taken);
-        accepted
-    }
-
-    /// Journals what waits for the journal and, once it is on disk, counts
-    /// it ([`Durability::commit`]). False when upstream is gone.
-    async fn commit_journal(
-        &mut self,
-        out: &mpsc::Sender<OutboundMessage>,
-        c: &Counters,
-        throttle: &LogThrottle,
-    ) -> bool {
-        let now = self.clock.now();
-        let aggregator = &mut self.aggregator;
-        let taken = self
-            .durability
-            .commit(|readings, at| screen(aggregator, readings, at.unwrap_or(now)));
-        if taken.is_empty() {
-            return true;
-        }
-        let mut alerts = Vec::new();
-        for (readings, at) in &taken {
-            let _ = self.ingest(readings, at.unwrap_or(now), c, throttle, &mut alerts);
-        }
-        self.sinks.send_readings().await;
-        self.alerts_step(out, |_, o| o.append(&mut alerts)).await
-    }
-
     /// The wall clock is behind the windows already closed (NTP corrected
     /// a clock that ran ahead): the window clock follows it, so readings
     /// stamped now are not refused as late. `seen` says the clock guard
@@ -549,16 +429,6 @@ impl Pipeline {
             warn!(now = %now, closed_until_ms = closed_until, "The wall clock is behind the windows already sent (it stepped back): windows follow it; the ones sent stay sent, and a window over a span already sent goes out as a rerun with an id of its own.");
         }
         closed
-    }
-
-    /// Counts a reading refused by `aggregation.max_series`, and logs the
-    /// first one of each window.
-    fn refuse_max_series(&self, r: &Reading, rej: &Rejected, now: Timestamp, c: &Counters) {
-        c.max_series.inc();
-        let (window, _) = self.aggregator.spec().window_of(now);
-        if let Some(earlier) = c.max_series_log.allow(window.as_millis()) {
-            warn!(device = %r.device(), metric = %r.metric(), reason = %rej, refused_before = earlier, "Refusing readings of new series until open ones close (logged once per window).");
-        }
     }
 
     /// Runs `f` on the alert rules (if any) and sends the alerts it
@@ -675,48 +545,9 @@ impl Pipeline {
     }
 }
 
-/// The readings of `readings` that [`Pipeline::ingest`] at `now` will
-/// take, as it will take them (arrival-stamped ones past their window
-/// re-stamped at `now`): what the journal must hold.
-fn screen(aggregator: &mut Aggregator, readings: &[Reading], now: Timestamp) -> Vec<Reading> {
-    readings
-        .iter()
-        .filter_map(|r| match aggregator.check(r, now) {
-            Ok(()) => Some(r.clone()),
-            Err(Rejected::Late { .. }) if r.time_source() == TimeSource::Arrival => {
-                let r = r.restamped(now);
-                aggregator.check(&r, now).ok().map(|()| r)
-            }
-            Err(_) => None,
-        })
-        .collect()
-}
-
 fn warn_checkpoint(e: &CheckpointError, failures: &Counter, throttle: &LogThrottle) {
     failures.inc();
     if let Some(suppressed) = throttle.allow("checkpoint") {
         warn!(error = %e, suppressed, "Cannot save the open windows; will retry.");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::OncePerWindow;
-
-    #[test]
-    fn refusals_are_logged_once_per_window_with_the_count_since() {
-        let once = OncePerWindow::default();
-        // (window start, expected)
-        let steps = [
-            (0, Some(0)),
-            (0, None),
-            (0, None),
-            (60, Some(2)),
-            (60, None),
-            (120, Some(1)),
-        ];
-        for (i, (window, want)) in steps.into_iter().enumerate() {
-            assert_eq!(once.allow(window), want, "step {i}");
-        }
     }
 }

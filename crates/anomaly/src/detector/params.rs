@@ -53,7 +53,7 @@ pub struct Params {
 impl Params {
     /// The defaults, as chosen by cross-validation.
     pub const DEFAULT: Self = Self {
-        shift: 3.0,
+        shift: 2.5,
         floor: 3.5,
         range: 0.05,
         range_sd: 1.0,

@@ -29,6 +29,14 @@ impl Norm {
         ((x - self.mean) / sd).clamp(-1e6, 1e6)
     }
 
+    /// Keeps only `readings` readings' worth of what was learned: the
+    /// next readings weigh as if the history were that short, so a new
+    /// regime becomes the norm within a few hundred readings instead of
+    /// the whole memory.
+    pub fn forget(&mut self, readings: f64) {
+        self.n = self.n.min(readings);
+    }
+
     /// Learns `x`. Nothing is clipped: a move that recurs (a daily spike
     /// in a CPU series) must become normal, or it alerts every day.
     pub fn learn(&mut self, x: f64, memory: f64) {

@@ -1,6 +1,6 @@
 //! What the edge-gateway benches share: a Mosquitto on a free port, the
-//! real gateway binary with a config, its `/metrics` counters, and the
-//! first-to-last rate of a burst.
+//! real gateway binary with a config, its `/metrics` counters, the
+//! first-to-last rate of a burst, and the CPU a process spent on it.
 //!
 //! Each bench includes it with `#[path]`; not every bench uses every part.
 #![allow(dead_code)]
@@ -23,6 +23,107 @@ pub struct Run {
 impl Run {
     pub fn rate(&self) -> f64 {
         self.received as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// User + system CPU seconds a process has used so far, all its threads
+/// (`/proc/<pid>/stat`, fields 14 and 15); 0 when it cannot be read.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name (field 2) may hold spaces: count from its ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The CPU one process spends from now on, per item of a burst.
+pub struct CpuMeter {
+    pid: u32,
+    start: f64,
+}
+
+impl CpuMeter {
+    pub fn start(pid: u32) -> Self {
+        Self {
+            pid,
+            start: cpu_seconds(pid),
+        }
+    }
+
+    /// Microseconds of CPU per item since [`Self::start`].
+    pub fn micros_per(&self, items: u64) -> f64 {
+        1e6 * (cpu_seconds(self.pid) - self.start) / (items.max(1) as f64)
+    }
+}
+
+/// Pins a running process and every thread it has to CPU 0 (`taskset`):
+/// what it costs when it cannot spread over cores, as on a loaded Pi.
+/// Threads it starts later inherit the mask.
+pub fn pin_to_one_core(pid: u32) {
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "taskset -a -p -c 0 {pid} failed (util-linux)");
+}
+
+/// Lets a pinned process use every core again.
+pub fn unpin(pid: u32) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let _ = Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &format!("0-{}", cores - 1),
+            &pid.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .status();
+}
+
+/// A process that keeps one core busy until dropped: the "something else
+/// runs on this Pi" condition.
+pub struct Burner(Child);
+
+impl Burner {
+    pub fn start() -> Self {
+        Self(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("sh"),
+        )
+    }
+}
+
+impl Drop for Burner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -61,6 +162,12 @@ impl Broker {
             port,
             _dir: dir,
         }
+    }
+}
+
+impl Broker {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -132,6 +239,10 @@ impl Gateway {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A counter or gauge from `/metrics`; 0 when absent or unreachable.
     pub fn counter(&self, name: &str) -> f64 {
         self.metrics
@@ -147,7 +258,14 @@ impl Gateway {
     /// reaches `n` or stands still for IDLE; the rate is over its first
     /// to last increase.
     pub fn watch(&self, name: &str, n: f64) -> Run {
-        let (mut first, mut last, mut value) = (None, Instant::now(), 0.0);
+        self.watch_from(name, 0.0, n)
+    }
+
+    /// [`Self::watch`] for a counter that stood at `from` before this
+    /// burst: waits for `n` more, and counts only those.
+    pub fn watch_from(&self, name: &str, from: f64, n: f64) -> Run {
+        let n = from + n;
+        let (mut first, mut last, mut value) = (None, Instant::now(), from);
         let mut changed = Instant::now();
         loop {
             let v = self.counter(name);
@@ -164,7 +282,7 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(10));
         }
         Run {
-            received: value as u64,
+            received: (value - from) as u64,
             seconds: first.map_or(0.0, |f| (last - f).as_secs_f64()),
         }
     }

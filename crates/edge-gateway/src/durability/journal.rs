@@ -47,12 +47,14 @@ pub const MAX_BATCH: usize = 512;
 pub enum JournalError {
     #[error(transparent)]
     Io(#[from] FileError),
+    /// The blocking task writing a batch panicked or was cancelled.
+    #[error("the journal write ended early: {0}")]
+    Stopped(String),
 }
 
 impl JournalError {
     pub fn is_disk_full(&self) -> bool {
-        let JournalError::Io(f) = self;
-        f.is_disk_full()
+        matches!(self, JournalError::Io(f) if f.is_disk_full())
     }
 }
 
@@ -88,7 +90,9 @@ pub struct Journal {
     dir: PathBuf,
     epoch: u64,
     path: PathBuf,
-    file: File,
+    /// Shared with the one [`PendingWrite`] in flight, which appends and syncs it
+    /// off the pipeline's task.
+    file: Arc<File>,
     committed_len: u64,
     /// Encoded records not yet on disk; kept until a write succeeds so a
     /// full disk only delays them.
@@ -206,7 +210,7 @@ impl Journal {
                 dir: dir.to_path_buf(),
                 epoch,
                 path,
-                file,
+                file: Arc::new(file),
                 committed_len: intact as u64,
                 buffer: Vec::new(),
                 waiting: Vec::new(),
@@ -291,29 +295,42 @@ impl Journal {
     /// dropped: the caller appends them again, as they are then, for the
     /// next try.
     pub fn commit(&mut self) -> Result<usize, JournalError> {
-        if !self.buffer.is_empty() {
-            let written = self
-                .file
-                .write_all(&self.buffer)
-                .and_then(|()| self.file.sync_data());
-            if let Err(e) = written {
-                let _ = self.file.set_len(self.committed_len);
-                let _ = self.file.seek(SeekFrom::End(0));
-                self.buffer.clear();
-                return Err(io("appending to", &self.path)(e));
-            }
-            self.committed_len += self.buffer.len() as u64;
-            self.buffer.clear();
-            if !self.dir_synced {
-                sync_dir(&self.dir);
-                self.dir_synced = true;
-            }
-        }
+        let written = self.take_write().run()?;
+        self.written(written);
         let n = self.waiting.len();
         for r in self.waiting.drain(..) {
             r.complete();
         }
         Ok(n)
+    }
+
+    /// Hands what was appended to a [`PendingWrite`], to run where blocking is
+    /// fine. Until its outcome is given to [`written`](Self::written),
+    /// nothing else may be written, nor may the journal move to another
+    /// file: the write's length and cut-back point are this file's.
+    pub fn take_write(&mut self) -> PendingWrite {
+        PendingWrite {
+            file: Arc::clone(&self.file),
+            path: self.path.clone(),
+            dir: (!self.dir_synced).then(|| self.dir.clone()),
+            bytes: std::mem::take(&mut self.buffer),
+            committed_len: self.committed_len,
+        }
+    }
+
+    /// Test hook: appends go to `file` from now on (`/dev/full` makes them
+    /// fail as a full disk does); gives back the one replaced.
+    #[cfg(test)]
+    pub(crate) fn replace_file(&mut self, file: Arc<File>) -> Arc<File> {
+        std::mem::replace(&mut self.file, file)
+    }
+
+    /// A [`PendingWrite`] taken from this journal succeeded.
+    pub fn written(&mut self, done: Written) {
+        self.committed_len += done.bytes;
+        if done.dir_synced {
+            self.dir_synced = true;
+        }
     }
 
     /// Starts the journal of `epoch` once a checkpoint naming it is saved.
@@ -349,7 +366,7 @@ impl Journal {
             .open(&path)
             .map_err(io("creating", &path))?;
         self.path = path;
-        self.file = file;
+        self.file = Arc::new(file);
         self.epoch = epoch;
         self.committed_len = 0;
         self.dir_synced = false;
@@ -371,6 +388,54 @@ impl Journal {
     /// checkpoint that named it).
     pub fn mark_dir_synced(&mut self) {
         self.dir_synced = true;
+    }
+}
+
+/// Records taken from a [`Journal`] to be appended and synced.
+pub struct PendingWrite {
+    file: Arc<File>,
+    path: PathBuf,
+    /// The directory, when the file's entry may not be on disk yet.
+    dir: Option<PathBuf>,
+    bytes: Vec<u8>,
+    committed_len: u64,
+}
+
+/// What a successful [`PendingWrite`] put on disk.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    bytes: u64,
+    dir_synced: bool,
+}
+
+impl PendingWrite {
+    /// Appends the records and fdatasyncs the file (and, for a new file,
+    /// its directory). Blocks for as long as the disk takes.
+    ///
+    /// # Errors
+    /// The write or sync failed (a full disk): the file is cut back to its
+    /// last good length, so the records can be appended again whole.
+    pub fn run(self) -> Result<Written, JournalError> {
+        if self.bytes.is_empty() {
+            return Ok(Written {
+                bytes: 0,
+                dir_synced: false,
+            });
+        }
+        let mut file = &*self.file;
+        let synced = file.write_all(&self.bytes).and_then(|()| file.sync_data());
+        if let Err(e) = synced {
+            let _ = file.set_len(self.committed_len);
+            let _ = file.seek(SeekFrom::End(0));
+            return Err(io("appending to", &self.path)(e));
+        }
+        if let Some(dir) = &self.dir {
+            sync_dir(dir);
+        }
+        Ok(Written {
+            bytes: self.bytes.len() as u64,
+            dir_synced: self.dir.is_some(),
+        })
     }
 }
 

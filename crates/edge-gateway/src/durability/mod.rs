@@ -18,6 +18,8 @@
 //! - [`checkpoint`]: the open windows (`windows.ckpt`, and the generation
 //!   before it, `windows.prev.ckpt`);
 //! - [`journal`]: the acknowledged readings since (`ingress-N.journal`);
+//! - [`committer`]: its group commit, written and synced off the
+//!   pipeline's task while the next batch gathers;
 //! - [`deliveries`]: which redelivered messages were already taken;
 //! - `binary`: the little-endian fields both files are made of.
 
@@ -34,12 +36,14 @@ use tracing::{error, info, warn};
 
 mod binary;
 pub mod checkpoint;
+pub mod committer;
 pub mod deliveries;
 pub mod journal;
 
 use checkpoint::{Checkpoint, CheckpointError, Saved};
+use committer::{InFlight, Pending};
 use deliveries::{Deliveries, Taken};
-use journal::{Journal, MAX_BATCH};
+use journal::Journal;
 
 struct Store {
     checkpoint: Checkpoint,
@@ -74,8 +78,17 @@ pub struct Durability {
     /// acknowledgement and the count, and the broker's resend after a
     /// crash is the first time the reading is counted.
     pending: Vec<Pending>,
-    /// Readings in `pending`.
+    /// Readings in `pending` and in the batch in flight.
     pending_readings: usize,
+    /// The batch being written and synced off the pipeline's task
+    /// ([`committer`]).
+    in_flight: Option<InFlight>,
+    /// The last write failed: the next waits for a new message or an
+    /// explicit retry.
+    retry_held: bool,
+    /// Plain readings that came while a batch was in flight, counted after
+    /// it ([`committer`]), each with the instant it is judged at.
+    deferred: Vec<(Vec<Reading>, Timestamp)>,
     /// Receipts of resent copies, completed with the next commit (the
     /// original may be in it).
     copies: Vec<Receipt>,
@@ -105,19 +118,6 @@ pub const JOURNAL_DROPPED: &str = "edge_gateway_journal_dropped_readings_total";
 /// is bounded by them (Mosquitto lets 20 messages be in flight).
 pub const MAX_PENDING_READINGS: usize = 10_000;
 
-/// One message waiting for the journal.
-enum Pending {
-    Message {
-        readings: Vec<Reading>,
-        receipt: Receipt,
-        /// When to judge it as taken (its arrival, for a message held
-        /// while the clock was unset); `None`: when it is committed.
-        at: Option<Timestamp>,
-    },
-    NewSession(Arc<str>),
-    StepBack(i64, u32),
-}
-
 /// Resent copies of messages already taken, not counted again.
 pub const INGRESS_DUPLICATES: &str = "edge_gateway_ingress_duplicates_total";
 /// Journal commits that failed (a full disk): acknowledgements wait.
@@ -146,6 +146,9 @@ impl Durability {
             closed_by_step: Vec::new(),
             pending: Vec::new(),
             pending_readings: 0,
+            in_flight: None,
+            retry_held: false,
+            deferred: Vec::new(),
             copies: Vec::new(),
             holding: telemetry.gauge(JOURNAL_HOLDING, &[]),
             unjournaled: telemetry.counter(JOURNAL_DROPPED, &[]),
@@ -305,133 +308,6 @@ impl Durability {
         self.store.is_some()
     }
 
-    /// Keeps a message for the next commit, which journals it and hands
-    /// its readings back to be counted; until then they are in no window.
-    /// Call only while [`journaling`](Self::journaling).
-    pub fn stage(&mut self, readings: Vec<Reading>, receipt: Receipt, at: Option<Timestamp>) {
-        self.pending_readings += readings.len();
-        self.pending.push(Pending::Message {
-            readings,
-            receipt,
-            at,
-        });
-        if self.pending_readings > MAX_PENDING_READINGS {
-            self.drop_unawaited();
-        }
-    }
-
-    /// Over [`MAX_PENDING_READINGS`]: drops the messages nobody waits for,
-    /// oldest first, and forgets their keys so a resend is new.
-    fn drop_unawaited(&mut self) {
-        let mut dropped = 0usize;
-        let deliveries = &mut self.deliveries;
-        self.pending.retain(|p| match p {
-            Pending::Message {
-                readings, receipt, ..
-            } if !receipt.is_awaited() => {
-                if let Some(k) = &receipt.key {
-                    deliveries.forget(k);
-                }
-                dropped += readings.len();
-                false
-            }
-            _ => true,
-        });
-        if dropped > 0 {
-            self.pending_readings -= dropped;
-            self.unjournaled.add(dropped as u64);
-            error!(
-                dropped,
-                "The ingress journal still cannot be written: dropping readings nobody would resend."
-            );
-        }
-    }
-
-    /// Readings waiting for the journal.
-    pub fn pending_readings(&self) -> usize {
-        self.pending_readings
-    }
-
-    /// Completes a copy's receipt together with what it copies (which may
-    /// still be waiting for the same commit).
-    pub fn acknowledge_copy(&mut self, receipt: Receipt) {
-        match &mut self.store {
-            Some(_) => self.copies.push(receipt),
-            None => receipt.complete(),
-        }
-    }
-
-    /// Whether to commit now: the batch is large, or nothing else is queued.
-    pub fn should_commit(&self, queue_empty: bool) -> bool {
-        let n = self.pending.len() + self.copies.len();
-        self.store.is_some() && n > 0 && (queue_empty || n >= MAX_BATCH)
-    }
-
-    /// Journals and syncs the waiting messages, completes their receipts
-    /// and returns their readings, to be counted now and in this order,
-    /// each batch with the time it is judged at (`None`: now).
-    /// `screen` gives, for a message's readings, those the windows will
-    /// take (re-stamped as they will be): only they are journaled, so a
-    /// replay rebuilds exactly what was counted.
-    ///
-    /// On failure (a full disk) nothing is returned or acknowledged: the
-    /// messages wait (their sources keep their copies and slow down) and
-    /// the next commit tries again, screening them afresh.
-    pub fn commit(
-        &mut self,
-        mut screen: impl FnMut(&[Reading], Option<Timestamp>) -> Vec<Reading>,
-    ) -> Vec<(Vec<Reading>, Option<Timestamp>)> {
-        let Some(s) = &mut self.store else {
-            return Vec::new();
-        };
-        if self.pending.is_empty() && self.copies.is_empty() {
-            return Vec::new();
-        }
-        for p in &self.pending {
-            match p {
-                Pending::Message {
-                    readings,
-                    receipt,
-                    at,
-                } => {
-                    s.journal
-                        .append(receipt.key.as_ref(), &screen(readings, *at));
-                }
-                Pending::NewSession(source) => s.journal.append_new_session(source),
-                Pending::StepBack(at, steps) => s.journal.append_step_back(*at, *steps),
-            }
-        }
-        if let Err(e) = s.journal.commit() {
-            self.journal_failures.inc();
-            self.holding.set(self.pending_readings as f64);
-            if let Some(suppressed) = self.log.allow("journal") {
-                error!(error = %e, disk_full = e.is_disk_full(), waiting = self.pending_readings, suppressed, "Cannot write the ingress journal: holding these readings out of the windows and unacknowledged (their broker keeps them) and retrying.");
-            }
-            return Vec::new();
-        }
-        self.holding.set(0.0);
-        self.pending_readings = 0;
-        let mut taken: Vec<(Vec<Reading>, Option<Timestamp>)> = Vec::new();
-        for p in self.pending.drain(..) {
-            if let Pending::Message {
-                readings,
-                receipt,
-                at,
-            } = p
-            {
-                match taken.last_mut() {
-                    Some((batch, last_at)) if *last_at == at => batch.extend(readings),
-                    _ => taken.push((readings, at)),
-                }
-                receipt.complete();
-            }
-        }
-        for r in self.copies.drain(..) {
-            r.complete();
-        }
-        taken
-    }
-
     /// Saves a checkpoint of the aggregator's open windows and starts a new
     /// journal, all before returning. Call only once everything the
     /// aggregator no longer holds (closed windows) is stored in the outbox.
@@ -440,6 +316,7 @@ impl Durability {
     /// The checkpoint could not be written; the old one and the current
     /// journal stay valid.
     pub fn save(&mut self, aggregator: &Aggregator) -> Result<(), CheckpointError> {
+        self.no_batch_in_flight()?;
         let deliveries = self.taken_and_counted();
         let Some(s) = &mut self.store else {
             return Ok(());
@@ -482,6 +359,7 @@ impl Durability {
         aggregator: &Aggregator,
         stored: impl std::future::Future<Output = bool> + Send + 'static,
     ) -> Result<Option<oneshot::Receiver<Result<(), CheckpointError>>>, CheckpointError> {
+        self.no_batch_in_flight()?;
         let deliveries = self.taken_and_counted();
         let Some(s) = &mut self.store else {
             return Ok(None);
@@ -516,6 +394,18 @@ impl Durability {
     /// that failed checkpoints left behind the one that just landed.
     pub fn take_trim_due(&mut self) -> bool {
         std::mem::take(&mut self.trim_due)
+    }
+
+    /// A batch in flight would be written to the journal the checkpoint
+    /// replaces, with readings the snapshot does not hold: a checkpoint
+    /// waits for it to be counted (the pipeline's `settle_journal`).
+    fn no_batch_in_flight(&self) -> Result<(), CheckpointError> {
+        match self.in_flight {
+            Some(_) => Err(CheckpointError::Journal(
+                "a journal batch is still being written".into(),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The remembered deliveries without those still waiting for the

@@ -1,0 +1,168 @@
+//! Readings into their windows: what the aggregator takes, re-stamps or
+//! refuses, and who else hears of each (sinks, alert rules, counters).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use aggregator::Rejected;
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{OutboundMessage, Reading, TimeSource, Timestamp};
+use tracing::warn;
+
+use super::{Counters, Pipeline};
+
+/// Logs the `max_series` refusals once per window: a flood refuses a
+/// reading per message, and one line per window says all there is to say.
+/// Atomics only because the pipeline's future must be `Send`; one task
+/// touches them.
+pub(super) struct OncePerWindow {
+    /// Start (ms) of the window in which the last line was logged.
+    logged: AtomicI64,
+    /// Refusals since then.
+    since: AtomicU64,
+}
+
+impl Default for OncePerWindow {
+    fn default() -> Self {
+        Self {
+            logged: AtomicI64::new(i64::MIN),
+            since: AtomicU64::new(0),
+        }
+    }
+}
+
+impl OncePerWindow {
+    /// `Some(refused since the last line)` when this one should be logged.
+    fn allow(&self, window_start: i64) -> Option<u64> {
+        if self.logged.swap(window_start, Ordering::Relaxed) == window_start {
+            self.since.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.since.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Pipeline {
+    /// Adds readings to their windows; `Some(accepted)` when some were
+    /// refused (late or from the future), `None` when all were taken.
+    /// Readings also go to the alert rules, whose messages land in `alerts`.
+    pub(super) fn ingest(
+        &mut self,
+        readings: &[Reading],
+        now: Timestamp,
+        c: &Counters,
+        throttle: &LogThrottle,
+        alerts: &mut Vec<OutboundMessage>,
+    ) -> Option<Vec<Reading>> {
+        let mut accepted: Option<Vec<Reading>> = None;
+        // One atomic add per batch rather than per reading.
+        let mut taken = 0u64;
+        for (i, r) in readings.iter().enumerate() {
+            match self.aggregator.ingest(r, now) {
+                Ok(()) => {
+                    taken += 1;
+                    self.sinks.reading(r);
+                    if let Some(rules) = &mut self.alerts {
+                        rules.on_reading(r, alerts);
+                    }
+                    if let Some(a) = accepted.as_mut() {
+                        a.push(r.clone());
+                    }
+                }
+                // Stamped by the gateway on arrival and then queued past its
+                // window's end: the delay is ours, not the sensor's, so it
+                // counts now instead of being dropped.
+                Err(Rejected::Late { .. }) if r.time_source() == TimeSource::Arrival => {
+                    let r = r.restamped(now);
+                    match self.aggregator.ingest(&r, now) {
+                        Ok(()) => {
+                            c.aggregated.inc();
+                            c.restamped.inc();
+                            self.sinks.reading(&r);
+                            if let Some(rules) = &mut self.alerts {
+                                rules.on_reading(&r, alerts);
+                            }
+                            accepted
+                                .get_or_insert_with(|| readings[..i].to_vec())
+                                .push(r);
+                        }
+                        Err(rej @ Rejected::MaxSeries { .. }) => {
+                            accepted.get_or_insert_with(|| readings[..i].to_vec());
+                            self.refuse_max_series(&r, &rej, now, c);
+                        }
+                        Err(rej) => {
+                            c.late.inc();
+                            self.sinks.reading(&r);
+                            accepted.get_or_insert_with(|| readings[..i].to_vec());
+                            if let Some(suppressed) = throttle.allow("late") {
+                                warn!(device = %r.device(), metric = %r.metric(), reason = %rej, suppressed, "Dropping reading outside its window.");
+                            }
+                        }
+                    }
+                }
+                Err(rej @ Rejected::MaxSeries { .. }) => {
+                    accepted.get_or_insert_with(|| readings[..i].to_vec());
+                    self.refuse_max_series(r, &rej, now, c);
+                }
+                Err(rej) => {
+                    accepted.get_or_insert_with(|| readings[..i].to_vec());
+                    // Too late for its window is not too late for an alert
+                    // (a device flushing its buffer); a clock far ahead is
+                    // garbage.
+                    if let (Rejected::Late { .. }, Some(rules)) = (&rej, &mut self.alerts) {
+                        rules.on_reading(r, alerts);
+                    }
+                    let kind = match rej {
+                        Rejected::Late { .. } => {
+                            c.late.inc();
+                            // Too late for a window, still a true sample.
+                            self.sinks.reading(r);
+                            "late"
+                        }
+                        Rejected::Future { .. } => {
+                            c.future.inc();
+                            "future"
+                        }
+                        Rejected::MaxSeries { .. } => "max_series",
+                    };
+                    if let Some(suppressed) = throttle.allow(kind) {
+                        warn!(device = %r.device(), metric = %r.metric(), time = %r.time(), reason = %rej, suppressed, "Dropping reading outside its window.");
+                    }
+                }
+            }
+        }
+        c.aggregated.add(taken);
+        accepted
+    }
+
+    /// Counts a reading refused by `aggregation.max_series`, and logs the
+    /// first one of each window.
+    fn refuse_max_series(&self, r: &Reading, rej: &Rejected, now: Timestamp, c: &Counters) {
+        c.max_series.inc();
+        let (window, _) = self.aggregator.spec().window_of(now);
+        if let Some(earlier) = c.max_series_log.allow(window.as_millis()) {
+            warn!(device = %r.device(), metric = %r.metric(), reason = %rej, refused_before = earlier, "Refusing readings of new series until open ones close (logged once per window).");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OncePerWindow;
+
+    #[test]
+    fn refusals_are_logged_once_per_window_with_the_count_since() {
+        let once = OncePerWindow::default();
+        // (window start, expected)
+        let steps = [
+            (0, Some(0)),
+            (0, None),
+            (0, None),
+            (60, Some(2)),
+            (60, None),
+            (120, Some(1)),
+        ];
+        for (i, (window, want)) in steps.into_iter().enumerate() {
+            assert_eq!(once.allow(window), want, "step {i}");
+        }
+    }
+}
