@@ -119,7 +119,7 @@ fn main() {
             )
         });
         println!(
-            "{what:<52} {:>10.0} lines/s {:>9} of {n} in {:>6.2} s {ratio}",
+            "{what:<62} {:>10.0} lines/s {:>9} of {n} in {:>6.2} s {ratio}",
             r.rate(),
             r.received,
             r.seconds
@@ -183,7 +183,7 @@ fn main() {
             Some((limit.rate(), target)),
         );
         println!(
-            "{:<52} gateway {gw_us:>5.2} µs, raw receiver {raw_us:>5.2} µs per line",
+            "{:<62} gateway {gw_us:>5.2} µs, raw receiver {raw_us:>5.2} µs per line",
             format!("tcp_line {label}: CPU")
         );
     }

@@ -138,7 +138,7 @@ fn main() {
     let row = |what: &str, r: &Run, base: Option<f64>| {
         let ratio = base.map_or(String::new(), |b| format!("{:>7.1}%", 100.0 * r.rate() / b));
         println!(
-            "{what:<48} {:>10.0}/s {:>9} of {n} in {:>6.2} s {ratio}",
+            "{what:<62} {:>10.0}/s {:>9} of {n} in {:>6.2} s {ratio}",
             r.rate(),
             r.received,
             r.seconds
@@ -147,7 +147,7 @@ fn main() {
     let broker = Broker::start("");
     let cpu = |what: &str, gateway_us: f64, raw_us: f64| {
         println!(
-            "{what:<48} gateway {gateway_us:>5.2} µs, raw receiver {raw_us:>5.2} µs per datagram"
+            "{what:<62} gateway {gateway_us:>5.2} µs, raw receiver {raw_us:>5.2} µs per datagram"
         );
     };
     let (coap_limit, coap_raw_us) = raw_udp("coap", n);
