@@ -34,14 +34,7 @@ fn setup(toml: &str) -> (Vec<RuleConfig>, Vec<DeviceConfig>) {
 }
 
 fn reading(device: &str, metric: &str, at_ms: i64, v: f64) -> Reading {
-    Reading::new(
-        DeviceId::new(device).unwrap(),
-        MetricName::new(metric).unwrap(),
-        v,
-        Timestamp::from_millis(at_ms).unwrap(),
-        TimeSource::Event,
-    )
-    .unwrap()
+    stamped(device, metric, at_ms, v, TimeSource::Event)
 }
 
 /// Feeds one value a minute from minute 0 and returns (minute, state,
