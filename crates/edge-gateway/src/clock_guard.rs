@@ -61,8 +61,9 @@ pub struct ClockGuard {
     last: Option<(Timestamp, Instant)>,
     /// Whether the current implausible spell has been logged.
     logged: bool,
-    /// A backward step seen and not yet taken by the pipeline.
-    stepped_back: bool,
+    /// How far the clock stepped back, seen and not yet followed by the
+    /// pipeline.
+    stepped_back_ms: Option<i64>,
     held_total: Counter,
     dropped: Counter,
     steps: Counter,
@@ -75,7 +76,7 @@ impl ClockGuard {
             held_readings: 0,
             last: None,
             logged: false,
-            stepped_back: false,
+            stepped_back_ms: None,
             held_total: telemetry.counter(HELD_READINGS, &[]),
             dropped: telemetry.counter(DROPPED_READINGS, &[("reason", "clock_unsynced")]),
             steps: telemetry.counter(CLOCK_STEPS, &[]),
@@ -91,7 +92,7 @@ impl ClockGuard {
             if step.unsigned_abs() > STEP.as_millis() as u64 {
                 self.steps.inc();
                 if step < 0 {
-                    self.stepped_back = true;
+                    self.stepped_back_ms = Some(self.stepped_back_ms.unwrap_or(0) - step);
                     warn!(step_ms = step, from = %wall, to = %now, "The wall clock stepped back; windows follow it: readings go in the windows of the corrected time, windows already sent stay sent.");
                 } else {
                     warn!(step_ms = step, from = %wall, to = %now, "The wall clock stepped forward; open windows are kept and the ones now due close.");
@@ -110,7 +111,14 @@ impl ClockGuard {
     /// Whether a backward step was seen (and logged and counted) since the
     /// last call.
     pub fn took_step_back(&mut self) -> bool {
-        std::mem::take(&mut self.stepped_back)
+        self.stepped_back_ms.take().is_some()
+    }
+
+    /// What the clock would read at `now` had it not stepped back since the
+    /// step was last followed: the time readings taken before the step were
+    /// stamped by, and must be judged by.
+    pub fn before_step(&self, now: Timestamp) -> Timestamp {
+        now.saturating_add_millis(self.stepped_back_ms.unwrap_or(0))
     }
 
     /// Whether messages wait for the clock.
@@ -184,4 +192,31 @@ fn restamp(readings: Vec<Reading>, at: Timestamp) -> Vec<Reading> {
             TimeSource::Event => r,
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Until the pipeline follows a step back, readings taken before it are
+    /// judged by the clock that stamped them: `before_step` gives that
+    /// clock's time, summed over two steps, and `now` again once followed.
+    #[tokio::test(start_paused = true)]
+    async fn before_step_reads_the_clock_the_step_left_until_it_is_followed() {
+        let mut guard = ClockGuard::new(&Telemetry::default());
+        let t0 = Timestamp::from_millis(1_800_000_000_000).unwrap();
+        let mono = Instant::now();
+        assert!(guard.check(t0, mono));
+        assert_eq!(guard.before_step(t0), t0, "no step yet");
+        let back = t0.saturating_add_millis(-600_000);
+        assert!(guard.check(back, mono));
+        assert_eq!(guard.before_step(back), t0);
+        let further = back.saturating_add_millis(-3_600_000);
+        assert!(guard.check(further, mono));
+        assert_eq!(guard.before_step(further), t0, "two steps add up");
+        assert!(guard.took_step_back());
+        assert_eq!(guard.before_step(further), further, "followed");
+        assert!(!guard.took_step_back());
+    }
 }

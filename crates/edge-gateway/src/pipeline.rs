@@ -36,6 +36,8 @@ use ingest::OncePerWindow;
 
 /// Readings refused as too late for their window.
 pub const LATE_READINGS: &str = "edge_gateway_aggregator_late_readings_total";
+/// Readings refused as stamped too far ahead of the gateway clock.
+pub const FUTURE_READINGS: &str = "edge_gateway_aggregator_future_readings_total";
 /// Window statistics forwarded (one per device and window).
 pub const WINDOWS_EMITTED: &str = "edge_gateway_aggregator_windows_emitted_total";
 /// Readings the aggregator refused for a reason other than time, labelled
@@ -52,6 +54,8 @@ struct Counters {
     status: Counter,
     max_series: Counter,
     max_series_log: OncePerWindow,
+    /// Steps back the clock guard did not see (shared with its count).
+    clock_steps: Counter,
 }
 
 pub struct Pipeline {
@@ -96,11 +100,12 @@ impl Pipeline {
             aggregated: t.counter("edge_gateway_aggregator_readings_total", &[]),
             late: t.counter(LATE_READINGS, &[]),
             restamped: t.counter("edge_gateway_aggregator_restamped_readings_total", &[]),
-            future: t.counter("edge_gateway_aggregator_future_readings_total", &[]),
+            future: t.counter(FUTURE_READINGS, &[]),
             windows: t.counter(WINDOWS_EMITTED, &[]),
             status: t.counter("edge_gateway_device_status_changes_total", &[]),
             max_series: t.counter(DROPPED_READINGS, &[("reason", "max_series")]),
             max_series_log: OncePerWindow::default(),
+            clock_steps: t.counter(CLOCK_STEPS, &[]),
         };
         let throttle = LogThrottle::default();
         // Numbered per epoch by sinks that number readings, as in the run
@@ -134,7 +139,6 @@ impl Pipeline {
         let mut saving: Option<oneshot::Receiver<Result<(), CheckpointError>>> = None;
         let mut closed_since_save = false;
         let mut guard = ClockGuard::new(t);
-        let clock_followed = t.counter(CLOCK_STEPS, &[]);
         loop {
             let now = self.clock.now();
             let mono = tokio::time::Instant::now();
@@ -150,19 +154,11 @@ impl Pipeline {
                     }
                 }
             }
-            if clock_ok && self.aggregator.is_behind(now) {
-                if !self.commit_journal(&out, &c, &throttle).await {
-                    return;
-                }
-                let closed = self.follow_step_back(now, guard.took_step_back(), &clock_followed);
-                if !closed.is_empty() {
-                    if !self.emit(closed, None, &out, &c).await {
-                        return;
-                    }
-                    dirty = true;
-                    closed_since_save = true;
-                }
-            }
+            let Some(closed) = self.follow_clock(&mut guard, &out, &c, &throttle).await else {
+                return;
+            };
+            dirty |= closed;
+            closed_since_save |= closed;
             // Silence is checked at every wake: the timer branch never fires
             // while readings keep arriving. Not on a wrong clock: every
             // device would look silent since 1970, or for the step.
@@ -183,6 +179,13 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep(nap) => {
+                    // A step back during the nap is followed before what
+                    // waits is judged by the stepped clock.
+                    let Some(closed) = self.follow_clock(&mut guard, &out, &c, &throttle).await else {
+                        return;
+                    };
+                    dirty |= closed;
+                    closed_since_save |= closed;
                     // What waits for the journal is counted before its
                     // window closes, if the disk takes it.
                     if !self.commit_journal(&out, &c, &throttle).await {
@@ -224,20 +227,11 @@ impl Pipeline {
                 msg = ingress.recv() => {
                 // A step seen only now must be followed before this message
                 // is judged by the stepped clock.
-                let now = self.clock.now();
-                if guard.check(now, tokio::time::Instant::now()) && self.aggregator.is_behind(now) {
-                    if !self.commit_journal(&out, &c, &throttle).await {
-                        return;
-                    }
-                    let closed = self.follow_step_back(now, guard.took_step_back(), &clock_followed);
-                    if !closed.is_empty() {
-                        if !self.emit(closed, None, &out, &c).await {
-                            return;
-                        }
-                        dirty = true;
-                        closed_since_save = true;
-                    }
-                }
+                let Some(closed) = self.follow_clock(&mut guard, &out, &c, &throttle).await else {
+                    return;
+                };
+                dirty |= closed;
+                closed_since_save |= closed;
                 match msg {
                     Some(msg @ (Ingress::Readings(_) | Ingress::Durable { .. }))
                         if !is_plausible(self.clock.now()) || guard.is_holding() =>
@@ -275,6 +269,11 @@ impl Pipeline {
                     // for it, since the broker sends no more until these
                     // are acknowledged, and a tick as short as the nap
                     // keeps the nap from ever firing.
+                    let Some(closed) = self.follow_clock(&mut guard, &out, &c, &throttle).await else {
+                        return;
+                    };
+                    dirty |= closed;
+                    closed_since_save |= closed;
                     if !self.commit_journal(&out, &c, &throttle).await {
                         return;
                     }
@@ -290,7 +289,13 @@ impl Pipeline {
                 return;
             }
             if self.durability.should_commit() {
-                self.start_journal_write();
+                let Some(closed) = self.follow_clock(&mut guard, &out, &c, &throttle).await else {
+                    return;
+                };
+                dirty |= closed;
+                closed_since_save |= closed;
+                let now = self.clock.now();
+                self.start_journal_write(now);
             }
         }
         if guard.held_readings() > 0 {
@@ -403,6 +408,41 @@ impl Pipeline {
                     && self.alerts_step(out, |a, o| a.on_status(&change, o)).await
             }
         }
+    }
+
+    /// Follows the wall clock if it stepped back behind the windows already
+    /// closed: what was taken before the step is counted first, judged by
+    /// the clock it was taken under; then the window clock follows and the
+    /// windows of the old clock close. `Some(whether windows were sent)`,
+    /// `None` when upstream is gone.
+    async fn follow_clock(
+        &mut self,
+        guard: &mut ClockGuard,
+        out: &mpsc::Sender<OutboundMessage>,
+        c: &Counters,
+        throttle: &LogThrottle,
+    ) -> Option<bool> {
+        let now = self.clock.now();
+        if !guard.check(now, tokio::time::Instant::now()) {
+            return Some(false);
+        }
+        if !self.aggregator.is_behind(now) {
+            // A step back within the open windows needs no following, and
+            // the windows cannot fall behind later without another step.
+            guard.took_step_back();
+            return Some(false);
+        }
+        if !self
+            .commit_journal_as_of(guard.before_step(now), out, c, throttle)
+            .await
+        {
+            return None;
+        }
+        let closed = self.follow_step_back(now, guard.took_step_back(), &c.clock_steps);
+        if closed.is_empty() {
+            return Some(false);
+        }
+        self.emit(closed, None, out, c).await.then_some(true)
     }
 
     /// The wall clock is behind the windows already closed (NTP corrected

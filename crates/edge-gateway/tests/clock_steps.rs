@@ -14,7 +14,7 @@ use aggregator::{Aggregator, WindowSpec};
 use edge_gateway::clock_guard::CLOCK_STEPS;
 use edge_gateway::durability::Durability;
 use edge_gateway::messages::Renderer;
-use edge_gateway::pipeline::{Pipeline, LATE_READINGS};
+use edge_gateway::pipeline::{Pipeline, FUTURE_READINGS, LATE_READINGS};
 use gateway_core::{
     Clock, DeviceId, DeviceRegistry, Ingress, MetricName, OutboundMessage, Reading, Telemetry,
     TimeSource, Timestamp, TokioClock,
@@ -196,6 +196,28 @@ async fn ten_minutes_back_with_five_minute_windows_drops_nothing() {
 #[tokio::test(start_paused = true)]
 async fn an_hour_back_with_five_second_windows_drops_nothing() {
     after_a_backward_step("2026-11-22T20:21:00Z", 5, 1, 3600).await;
+}
+
+/// Readings an adapter stamped just before NTP stepped the clock back, and
+/// that reach the windows after the step: the corrected clock sees them
+/// ten minutes in its future, a gap of the gateway's making, so they count
+/// in its current window instead of being refused as "from the future".
+#[tokio::test(start_paused = true)]
+async fn readings_stamped_just_before_a_backward_step_still_count() {
+    let mut h = start("2026-11-22T20:21:00Z", 5, 1);
+    let stamped = h.clock.now();
+    h.step(-600_000);
+    let queued = (0..60)
+        .map(|_| reading("queued", stamped, TimeSource::Arrival))
+        .collect();
+    h.tx.send(Ingress::Readings(queued)).await.unwrap();
+    h.advance(Duration::from_secs(8)).await;
+    assert_eq!(h.counter(FUTURE_READINGS), 0, "refused as from the future");
+    assert_eq!(
+        h.windows("queued"),
+        BTreeMap::from([(("2026-11-22T20:11:00Z".to_string(), 0), 60)]),
+        "in the corrected clock's window"
+    );
 }
 
 /// A window over a span sent before the step is a rerun with an id of its

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{conflicting_ids, rel_close, totals, GatewayProcess, WAIT};
+use common::{conflicting_ids, mark_in_log, rel_close, totals, GatewayProcess, WAIT};
 use edge_gateway::fault_clock;
 use test_support::{publish_lines_as, Message, Mosquitto, Options, Subscriber};
 
@@ -283,6 +283,7 @@ async fn run(plan: &Plan) -> Outcome {
     let mut readings = Readings::new();
 
     readings.publish(local.port(), 100).await;
+    mark_in_log("upstream stopped");
     upstream.stop();
     // The outage: five batches one second apart (the load's own pace).
     let mut pace = tokio::time::interval(Duration::from_secs(1));
@@ -291,6 +292,7 @@ async fn run(plan: &Plan) -> Outcome {
         readings.publish(local.port(), 50).await;
     }
     upstream.start_again();
+    mark_in_log("upstream back");
     if plan.kill_during_drain {
         gw.wait_for_log("Connected upstream").await;
         gw = gw.kill_and_restart(&cfg, &[clock_env]).await;
@@ -309,12 +311,15 @@ async fn run(plan: &Plan) -> Outcome {
         if let Some((_, back_s)) = plan.clock_back.filter(|(at, _)| *at == i) {
             stepped_ms -= back_s * 1000;
             std::fs::write(&clock_file, stepped_ms.to_string()).unwrap();
+            mark_in_log(&format!("clock back {back_s} s"));
         }
         if let Some(disk) = disk.as_ref() {
             if plan.disk_full_at == Some(i) {
                 disk.fill();
+                mark_in_log("disk full");
             } else if plan.disk_full_at.is_some_and(|at| at + 2 == i) {
                 disk.free();
+                mark_in_log("disk freed");
             }
         }
         readings.publish(local.port(), 60).await;
@@ -328,6 +333,7 @@ async fn run(plan: &Plan) -> Outcome {
                 }
             }
         }
+        mark_in_log(&format!("kill {i}"));
         gw.signal("KILL");
         gw.wait_exit().await;
         readings.publish(local.port(), 40).await;
@@ -337,6 +343,7 @@ async fn run(plan: &Plan) -> Outcome {
     if let Some(disk) = disk.as_ref() {
         disk.free();
     }
+    mark_in_log("last batch");
     readings.publish(local.port(), 50).await;
 
     let expected: BTreeMap<&str, usize> = readings

@@ -69,9 +69,12 @@ impl Pipeline {
                     }
                 }
                 // Stamped by the gateway on arrival and then queued past its
-                // window's end: the delay is ours, not the sensor's, so it
-                // counts now instead of being dropped.
-                Err(Rejected::Late { .. }) if r.time_source() == TimeSource::Arrival => {
+                // window's end, or stamped just before the wall clock stepped
+                // back (so now "ahead" of it): the gap is ours, not the
+                // sensor's, so it counts now instead of being dropped.
+                Err(Rejected::Late { .. } | Rejected::Future { .. })
+                    if r.time_source() == TimeSource::Arrival =>
+                {
                     let r = r.restamped(now);
                     match self.aggregator.ingest(&r, now) {
                         Ok(()) => {

@@ -22,17 +22,30 @@ impl Pipeline {
         c: &Counters,
         throttle: &LogThrottle,
     ) -> bool {
+        let now = self.clock.now();
+        self.commit_journal_as_of(now, out, c, throttle).await
+    }
+
+    /// [`Self::commit_journal`], what waits screened as of `now`: before a
+    /// backward clock step is followed, the time of the clock the readings
+    /// were taken under (the windows still are on it).
+    pub(super) async fn commit_journal_as_of(
+        &mut self,
+        now: Timestamp,
+        out: &mpsc::Sender<OutboundMessage>,
+        c: &Counters,
+        throttle: &LogThrottle,
+    ) -> bool {
         if !self.settle_journal(out, c, throttle).await {
             return false;
         }
-        self.start_journal_write();
+        self.start_journal_write(now);
         self.settle_journal(out, c, throttle).await
     }
 
-    /// Hands what waits for the journal to its writer, screened as of now
+    /// Hands what waits for the journal to its writer, screened as of `now`
     /// ([`Durability::begin_commit`]); it is counted once durable.
-    pub(super) fn start_journal_write(&mut self) {
-        let now = self.clock.now();
+    pub(super) fn start_journal_write(&mut self, now: Timestamp) {
         let aggregator = &mut self.aggregator;
         self.durability
             .begin_commit(now, |readings, at| screen(aggregator, readings, at));
@@ -77,18 +90,57 @@ impl Pipeline {
 }
 
 /// The readings of `readings` that [`Pipeline::ingest`] at `now` will
-/// take, as it will take them (arrival-stamped ones past their window
-/// re-stamped at `now`): what the journal must hold.
+/// take, as it will take them (arrival-stamped ones past their window, or
+/// ahead of a clock that stepped back, re-stamped at `now`): what the
+/// journal must hold.
 fn screen(aggregator: &mut Aggregator, readings: &[Reading], now: Timestamp) -> Vec<Reading> {
     readings
         .iter()
         .filter_map(|r| match aggregator.check(r, now) {
             Ok(()) => Some(r.clone()),
-            Err(Rejected::Late { .. }) if r.time_source() == TimeSource::Arrival => {
+            Err(Rejected::Late { .. } | Rejected::Future { .. })
+                if r.time_source() == TimeSource::Arrival =>
+            {
                 let r = r.restamped(now);
                 aggregator.check(&r, now).ok().map(|()| r)
             }
             Err(_) => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use aggregator::WindowSpec;
+    use gateway_core::{DeviceId, MetricName};
+
+    fn reading(at: Timestamp, source: TimeSource) -> Reading {
+        let device = DeviceId::new("d").unwrap();
+        Reading::new(device, MetricName::new("t").unwrap(), 1.0, at, source).unwrap()
+    }
+
+    /// The journal holds what ingest will count: a gateway stamp from
+    /// before a backward clock step is journaled at the corrected time, a
+    /// sensor's own time that far ahead is not journaled at all.
+    #[test]
+    fn screening_after_a_backward_step_restamps_only_the_gateways_stamps() {
+        let mut aggregator = Aggregator::new(WindowSpec {
+            window_ms: 5_000,
+            grace_ms: 1_000,
+            max_future_ms: 60_000,
+        })
+        .unwrap();
+        let before_step = Timestamp::from_millis(1_800_000_000_000).unwrap();
+        let now = before_step.saturating_add_millis(-600_000);
+        let readings = [
+            reading(before_step, TimeSource::Arrival),
+            reading(before_step, TimeSource::Event),
+        ];
+        let screened = screen(&mut aggregator, &readings, now);
+        assert_eq!(screened.len(), 1);
+        assert_eq!(screened[0].time(), now);
+        assert_eq!(screened[0].time_source(), TimeSource::Arrival);
+    }
 }

@@ -69,14 +69,29 @@ impl GatewayProcess {
             .spawn()
             .expect("spawn edge-gateway");
         let (tx, lines) = mpsc::unbounded_channel();
+        // EDGE_TEST_LOG_FILE keeps every process's log of a long test (the
+        // soak restarts the gateway a dozen times) for a post-mortem.
+        let keep = std::env::var_os("EDGE_TEST_LOG_FILE").and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        });
+        let keep = keep.map(|f| std::sync::Arc::new(std::sync::Mutex::new(f)));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let tx = tx.clone();
+            let keep = keep.clone();
             tokio::spawn(async move {
                 let mut r = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = r.next_line().await {
+                    if let Some(file) = &keep {
+                        use std::io::Write;
+                        let _ = writeln!(file.lock().unwrap(), "{line}");
+                    }
                     if tx.send(line).is_err() {
                         break;
                     }
@@ -184,6 +199,21 @@ impl GatewayProcess {
             .expect("gateway did not exit in time")
             .unwrap();
         status.code()
+    }
+}
+
+/// Notes a test's own step (a kill, a fault) in `EDGE_TEST_LOG_FILE`
+/// between the gateway's lines.
+pub fn mark_in_log(step: &str) {
+    use std::io::Write;
+    if let Some(path) = std::env::var_os("EDGE_TEST_LOG_FILE") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "=== test: {step}");
+        }
     }
 }
 
