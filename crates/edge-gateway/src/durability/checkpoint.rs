@@ -26,8 +26,8 @@ use aggregator::{OpenSeries, Snapshot, StatsState};
 use gateway_core::state_file::{inventory, quarantine, read_if_exists, stage, FileError};
 use gateway_core::{DeviceId, MetricName};
 
-use super::binary::{put_text, Reader};
 use super::deliveries::Taken;
+use gateway_core::state_file::fields::{put_text, Reader};
 
 const MAGIC: &[u8; 8] = b"EGWCK003";
 const MAGIC_V2: &[u8; 8] = b"EGWCK002";

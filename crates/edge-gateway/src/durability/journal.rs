@@ -37,7 +37,7 @@ use gateway_core::state_file::{frame, frame::Frame, FileError};
 use gateway_core::{DeliveryKey, DeviceId, MetricName, Reading, Receipt, TimeSource, Timestamp};
 use tracing::{info, warn};
 
-use super::binary::{put_text, Reader};
+use gateway_core::state_file::fields::{put_text, Reader};
 
 /// Receipts waiting beyond this many force a commit even while more
 /// messages are queued, bounding acknowledgement latency under load.

@@ -21,7 +21,8 @@
 //! - [`committer`]: its group commit, written and synced off the
 //!   pipeline's task while the next batch gathers;
 //! - [`deliveries`]: which redelivered messages were already taken;
-//! - `binary`: the little-endian fields both files are made of.
+//! - `gateway_core::state_file::fields`: the little-endian fields both files
+//!   are made of (shared with the outbox and the history).
 
 use std::path::Path;
 use std::time::Duration;
@@ -34,7 +35,6 @@ use gateway_core::{DeliveryKey, Reading, Receipt, Telemetry, Timestamp};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-mod binary;
 pub mod checkpoint;
 pub mod committer;
 pub mod deliveries;

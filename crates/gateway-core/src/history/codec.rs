@@ -17,6 +17,7 @@
 //! series, sorted by start, so a chart reads one index and one run per
 //! hour.
 
+use crate::state_file::fields::{put_text, Reader};
 use crate::state_file::frame::{self, Frame};
 
 use super::{Aggregate, AlertRow};
@@ -84,13 +85,9 @@ pub fn series(id: u32, device: &str, metric: &str, out: &mut Vec<u8>) {
     let start = frame::begin(out);
     out.push(KIND_SERIES);
     out.extend_from_slice(&id.to_le_bytes());
-    for s in [device, metric] {
-        // Ids and metric names are short (the model bounds them); a longer
-        // one would be cut here rather than corrupt the frame.
-        let b = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
-        out.extend_from_slice(&(b.len() as u16).to_le_bytes());
-        out.extend_from_slice(b);
-    }
+    // Ids and metric names are short (the model bounds them).
+    put_text(out, device);
+    put_text(out, metric);
     frame::end(out, start);
 }
 
@@ -191,91 +188,78 @@ pub fn decode_all(buf: &[u8]) -> (Vec<Record>, usize) {
 }
 
 fn parse(body: &[u8]) -> Option<Record> {
-    let (&kind, rest) = body.split_first()?;
-    match kind {
-        KIND_SERIES => {
-            let id = u32_at(rest, 0)?;
-            let (device, rest) = string(rest.get(4..)?)?;
-            let (metric, rest) = string(rest)?;
-            rest.is_empty()
-                .then_some(Record::Series { id, device, metric })
-        }
+    let mut r = Reader::new(body);
+    let record = match r.u8()? {
+        KIND_SERIES => Record::Series {
+            id: r.u32()?,
+            device: r.text()?.to_string(),
+            metric: r.text()?.to_string(),
+        },
         KIND_WINDOWS => {
-            if rest.is_empty() || rest.len() % WINDOW_LEN != 0 {
+            let rest = r.rest();
+            if rest.is_empty() || !rest.len().is_multiple_of(WINDOW_LEN) {
                 return None;
             }
             let rows = rest
                 .chunks_exact(WINDOW_LEN)
-                .map(|c| Some((u32_at(c, 0)?, parse_agg(&c[4..])?)))
+                .map(|c| {
+                    let mut r = Reader::new(c);
+                    Some((r.u32()?, parse_agg(&mut r)?))
+                })
                 .collect::<Option<Vec<_>>>()?;
-            Some(Record::Windows(rows))
+            Record::Windows(rows)
         }
-        KIND_ALERT => {
-            let seq = u64_at(rest, 0)?;
-            let row = serde_json::from_slice(rest.get(8..)?).ok()?;
-            Some(Record::Alert {
-                seq,
-                row: Box::new(row),
-            })
-        }
+        KIND_ALERT => Record::Alert {
+            seq: r.u64()?,
+            row: Box::new(serde_json::from_slice(r.rest()).ok()?),
+        },
         KIND_INDEX => {
-            if rest.len() % ENTRY_LEN != 0 {
+            let rest = r.rest();
+            if !rest.len().is_multiple_of(ENTRY_LEN) {
                 return None;
             }
             let entries = rest
                 .chunks_exact(ENTRY_LEN)
                 .map(|c| {
+                    let mut r = Reader::new(c);
                     Some(IndexEntry {
-                        series: u32_at(c, 0)?,
-                        offset: u64_at(c, 4)?,
-                        len: u32_at(c, 12)?,
-                        last_end: i64::from_le_bytes(c.get(16..24)?.try_into().ok()?),
+                        series: r.u32()?,
+                        offset: r.u64()?,
+                        len: r.u32()?,
+                        last_end: r.i64()?,
                     })
                 })
                 .collect::<Option<Vec<_>>>()?;
-            Some(Record::Index(entries))
+            Record::Index(entries)
         }
         KIND_RUN => {
-            let series = u32_at(rest, 0)?;
-            let aggs = rest.get(4..)?;
-            if aggs.len() % AGG_LEN != 0 {
+            let series = r.u32()?;
+            let aggs = r.rest();
+            if !aggs.len().is_multiple_of(AGG_LEN) {
                 return None;
             }
             let aggs = aggs
                 .chunks_exact(AGG_LEN)
-                .map(parse_agg)
+                .map(|c| parse_agg(&mut Reader::new(c)))
                 .collect::<Option<Vec<_>>>()?;
-            Some(Record::Run { series, aggs })
+            Record::Run { series, aggs }
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    // A body longer than its record says is damage, not padding.
+    r.is_empty().then_some(record)
 }
 
-fn parse_agg(b: &[u8]) -> Option<Aggregate> {
-    let f = |at: usize| Some(f64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?));
+fn parse_agg(r: &mut Reader<'_>) -> Option<Aggregate> {
     Some(Aggregate {
-        start: i64::from_le_bytes(b.get(0..8)?.try_into().ok()?),
-        end: i64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
-        count: u64_at(b, 16)?,
-        avg: f(24)?,
-        min: f(32)?,
-        max: f(40)?,
-        std: f(48)?,
+        start: r.i64()?,
+        end: r.i64()?,
+        count: r.u64()?,
+        avg: r.f64()?,
+        min: r.f64()?,
+        max: r.f64()?,
+        std: r.f64()?,
     })
-}
-
-fn string(b: &[u8]) -> Option<(String, &[u8])> {
-    let len = usize::from(u16::from_le_bytes(b.get(0..2)?.try_into().ok()?));
-    let s = std::str::from_utf8(b.get(2..2 + len)?).ok()?;
-    Some((s.to_string(), &b[2 + len..]))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -9,12 +9,14 @@
 //!   never read again.
 //! - [`is_disk_full`]: the one test for "the disk or its quota is full".
 //! - [`frame`]: the length + CRC framing of the append-only logs (the
-//!   ingress journal and the outbox).
+//!   ingress journal, the outbox and the history), and [`fields`]: the
+//!   little-endian fields inside a frame.
 //! - [`dir_lock`]: one gateway per state directory.
 //! - [`json`]: the small JSON documents' load-or-quarantine and atomic save.
 //! - [`inventory`]: every file under `state_dir`, named once.
 
 pub mod dir_lock;
+pub mod fields;
 pub mod frame;
 pub mod inventory;
 pub mod json;

@@ -16,6 +16,7 @@
 
 use gateway_core::OutboundMessage;
 
+use gateway_core::state_file::fields::Reader;
 use gateway_core::state_file::frame::{self, Frame};
 
 /// 4 bytes length + 4 bytes CRC.
@@ -97,10 +98,6 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
 /// Reads the record at the start of `buf`.
 pub fn decode(buf: &[u8]) -> Decoded {
     // The smallest body is an ACK or DROP: kind and sequence number.
@@ -115,22 +112,23 @@ pub fn decode(buf: &[u8]) -> Decoded {
 }
 
 fn parse_body(body: &[u8]) -> Option<Record> {
-    let seq = u64_at(body, 1)?;
-    match body[0] {
-        KIND_ACK if body.len() == 9 => Some(Record::Ack { seq }),
-        KIND_DROP if body.len() == 9 => Some(Record::Drop { seq }),
-        KIND_FLOOR if body.len() == 9 => Some(Record::Floor { seq }),
+    let mut r = Reader::new(body);
+    let kind = r.u8()?;
+    let seq = r.u64()?;
+    match kind {
+        KIND_ACK if r.is_empty() => Some(Record::Ack { seq }),
+        KIND_DROP if r.is_empty() => Some(Record::Drop { seq }),
+        KIND_FLOOR if r.is_empty() => Some(Record::Floor { seq }),
         KIND_MESSAGE => {
-            let created_ms = i64::from_le_bytes(body.get(9..17)?.try_into().ok()?);
-            let retain = *body.get(17)? == 1;
-            let topic_len = u16::from_le_bytes(body.get(18..20)?.try_into().ok()?) as usize;
-            let topic = std::str::from_utf8(body.get(20..20 + topic_len)?).ok()?;
+            let created_ms = r.i64()?;
+            let retain = r.u8()? == 1;
+            let topic = r.text()?.to_string();
             Some(Record::Message {
                 seq,
                 created_ms,
                 msg: OutboundMessage {
-                    topic: topic.to_string(),
-                    payload: body.get(20 + topic_len..)?.to_vec(),
+                    topic,
+                    payload: r.rest().to_vec(),
                     retain,
                 },
             })

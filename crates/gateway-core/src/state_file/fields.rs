@@ -1,6 +1,8 @@
-//! Little-endian field encoding shared by the state files (checkpoint,
-//! journal): small enough to own, and a damaged file must be readable up to
-//! the damage, which general serialisers do not promise.
+//! Little-endian fields inside a [`frame`](super::frame)'s body, for every
+//! binary state file (ingress journal, checkpoint, outbox, history): small
+//! enough to own, and a damaged file must be readable up to the damage,
+//! which general serialisers do not promise. Readers return `None` where
+//! the bytes run out, so a short body reads as damage, never a panic.
 
 /// Appends a length-prefixed (u16) UTF-8 text; ids are at most 128 bytes.
 pub fn put_text(out: &mut Vec<u8>, text: &str) {
@@ -39,8 +41,18 @@ impl<'a> Reader<'a> {
     pub fn f64(&mut self) -> Option<f64> {
         self.u64().map(f64::from_bits)
     }
+    pub fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
     pub fn text(&mut self) -> Option<&'a str> {
         let n = usize::from(self.u16()?);
         std::str::from_utf8(self.take(n)?).ok()
+    }
+    /// What is left, consumed.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
