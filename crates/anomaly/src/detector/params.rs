@@ -48,18 +48,12 @@ pub struct Params {
     /// Readings without any test holding after which a detection's alert
     /// clears and the detector may fire again.
     pub quiet: u64,
-    /// Readings after a detection during which the shift test fires again
-    /// only on evidence larger than the reported disturbance's peak: a
-    /// series that has just been disturbed (a burst of tweets, an
-    /// autoscaling group settling) keeps shifting for a while, and an
-    /// aftershock no larger than what was already reported is not news.
-    pub refractory: u64,
 }
 
 impl Params {
     /// The defaults, as chosen by cross-validation.
     pub const DEFAULT: Self = Self {
-        shift: 3.0,
+        shift: 2.5,
         floor: 3.5,
         range: 0.05,
         range_sd: 1.0,
@@ -68,7 +62,6 @@ impl Params {
         jump: 5.0,
         peak_decay: 0.99997,
         quiet: 100,
-        refractory: 500,
     };
 
     /// These parameters moved to `sensitivity` in (0, 1] (higher alerts on

@@ -35,19 +35,16 @@ pub fn grid() -> Vec<Params> {
                     for novelty in [1.3, 1.6] {
                         for peak_decay in [0.9999, 0.99997, 0.99999] {
                             for range_block in [256, 512] {
-                                for refractory in [300, 500, 1000] {
-                                    out.push(Params {
-                                        shift,
-                                        floor,
-                                        range,
-                                        range_sd,
-                                        novelty,
-                                        peak_decay,
-                                        range_block,
-                                        refractory,
-                                        ..Params::DEFAULT
-                                    });
-                                }
+                                out.push(Params {
+                                    shift,
+                                    floor,
+                                    range,
+                                    range_sd,
+                                    novelty,
+                                    peak_decay,
+                                    range_block,
+                                    ..Params::DEFAULT
+                                });
                             }
                         }
                     }
@@ -60,17 +57,8 @@ pub fn grid() -> Vec<Params> {
 
 pub fn show(p: &Params) -> String {
     format!(
-        "shift {} floor {} range {} range_sd {} range_block {} novelty {} peak_decay {} jump {} quiet {} refractory {}",
-        p.shift,
-        p.floor,
-        p.range,
-        p.range_sd,
-        p.range_block,
-        p.novelty,
-        p.peak_decay,
-        p.jump,
-        p.quiet,
-        p.refractory
+        "shift {} floor {} range {} range_sd {} range_block {} novelty {} peak_decay {} jump {} quiet {}",
+        p.shift, p.floor, p.range, p.range_sd, p.range_block, p.novelty, p.peak_decay, p.jump, p.quiet
     )
 }
 
@@ -247,7 +235,6 @@ pub fn run(corpus: &Corpus, grid: &[Params], limit_false_alarms: bool) -> Report
         range_block: median(|p| f64::from(p.range_block)) as u32,
         peak_decay: median(|p| p.peak_decay),
         quiet: median(|p| p.quiet as f64) as u64,
-        refractory: median(|p| p.refractory as f64) as u64,
     };
     let picked_all = match grid.iter().position(|p| *p == picked) {
         Some(g) => normalised(&raw[g], &windows, &all),
