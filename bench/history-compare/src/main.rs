@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gateway_core::history::{Aggregate, Batch, History, WindowRow};
+use dashboard::history::{Aggregate, Batch, History, WindowRow};
 
 mod redb_store;
 use redb_store::RedbHistory;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use gateway_core::history::{Aggregate, Batch};
+use dashboard::history::{Aggregate, Batch};
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 type WindowKey = (i64, &'static str, &'static str, i64);

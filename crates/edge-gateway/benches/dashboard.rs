@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edge_gateway::dashboard::history::{Batch, History};
-use edge_gateway::dashboard::{api::Query, pages, server};
+use dashboard::history::{Batch, History};
+use dashboard::{api::Query, pages, server};
 use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
 use sinks::event::SinkEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

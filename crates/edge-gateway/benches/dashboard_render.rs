@@ -18,8 +18,8 @@
 
 use std::sync::Arc;
 
-use edge_gateway::dashboard::history::History;
-use edge_gateway::dashboard::server;
+use dashboard::history::History;
+use dashboard::server;
 use gateway_core::Timestamp;
 use serde_json::json;
 use test_support::chromium::{Browser, Page};

@@ -23,6 +23,14 @@ pub fn upstream_configured(t: &Telemetry) -> bool {
         .is_none_or(|(_, v)| v > 0.5)
 }
 
+/// The verdict as the dashboard's gateway page shows it.
+pub fn for_dashboard() -> dashboard::HealthCheck {
+    std::sync::Arc::new(|t: &Telemetry| dashboard::HealthView {
+        body: check(t).body,
+        upstream_configured: upstream_configured(t),
+    })
+}
+
 /// A health verdict: healthy or not, and the JSON body that explains it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Health {
@@ -82,7 +90,7 @@ pub fn check(t: &Telemetry) -> Health {
     // The pages are not the data path, but a dashboard that is configured
     // and not served is a half-started gateway: say so.
     let dashboard = t
-        .gauges(crate::dashboard::DASHBOARD_LISTENING)
+        .gauges(dashboard::DASHBOARD_LISTENING)
         .into_iter()
         .next()
         .map(|(labels, v)| {
@@ -244,7 +252,7 @@ mod tests {
             "no dashboard, no key"
         );
         t.gauge(
-            crate::dashboard::DASHBOARD_LISTENING,
+            dashboard::DASHBOARD_LISTENING,
             &[
                 ("bind", "127.0.0.1:8088"),
                 ("error", "Address in use (os error 98)"),

@@ -15,8 +15,6 @@
 //! - [`messages`]: upstream topics and JSON payloads (the public contract);
 //! - [`runtime`]: starting and stopping adapters, pipeline and forwarder;
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
-//! - [`dashboard`]: local pages, API and live events over the on-device
-//!   history (`[dashboard]`);
 //! - [`metrics`], [`health`], [`process`]: the `/metrics` and `/health`
 //!   endpoint; [`status`]: the periodic status log line;
 //! - `demo`: an embedded broker and a simulated building.
@@ -38,7 +36,6 @@ compile_error!(
 pub mod actions;
 pub mod alerts;
 pub mod clock_guard;
-pub mod dashboard;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod durability;

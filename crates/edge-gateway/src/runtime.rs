@@ -25,11 +25,11 @@ use tracing::{error, info};
 
 use crate::actions::{run_actions, ACTION_QUEUE};
 use crate::alerts::Alerts;
-use crate::dashboard::{self, Dashboard, DashboardSetup};
 use crate::durability::Durability;
 use crate::fanout::{flush_all, SinkFanout, SINK_QUEUE};
 use crate::messages::Renderer;
 use crate::pipeline::Pipeline;
+use dashboard::{Dashboard, DashboardSetup};
 
 /// `1` while an adapter's task runs, `0` once it has stopped.
 pub const ADAPTER_UP: &str = "edge_gateway_adapter_up";
@@ -261,6 +261,8 @@ impl Gateway {
                 outputs: sink_links.iter().map(|(n, _)| n.clone()).collect(),
                 telemetry: telemetry.clone(),
                 clock: clock.clone(),
+                health: crate::health::for_dashboard(),
+                queue: SINK_QUEUE,
             })
             .context("dashboard")?;
             sink_links.push(("dashboard".into(), events));

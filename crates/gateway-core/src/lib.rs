@@ -11,7 +11,6 @@
 //! - [`component`]: the adapter interface every protocol implements;
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
 //! - [`registry`]: the device registry (id → human name and tags);
-//! - [`history`]: the dashboard's on-device history of windows and alerts;
 //! - [`csv`]: text cells of the CSV files the gateway writes, safe to open
 //!   in a spreadsheet.
 
@@ -21,7 +20,6 @@ pub mod component;
 pub mod config;
 pub mod csv;
 pub mod deadline;
-pub mod history;
 pub mod model;
 pub mod registry;
 pub mod state_file;

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use edge_gateway::dashboard::history::{Aggregate, Batch, History, WindowRow};
-use edge_gateway::dashboard::live::Live;
-use edge_gateway::dashboard::{auth::Auth, AppState};
+use dashboard::history::{Aggregate, Batch, History, WindowRow};
+use dashboard::live::Live;
+use dashboard::{auth::Auth, AppState};
 use gateway_core::config::DeviceConfig;
 use gateway_core::{
     DeviceId, DeviceRegistry, MetricName, Reading, SourceId, SystemClock, Telemetry, TimeSource,
@@ -134,7 +134,8 @@ pub fn app_state(live: Live, store: Arc<History>, window: i64) -> Arc<AppState> 
         window_ms: window,
         outputs: vec![],
         auth: Auth::new(&[], &Telemetry::default()),
-        view: edge_gateway::dashboard::view::View {
+        health: edge_gateway::health::for_dashboard(),
+        view: dashboard::view::View {
             sources: {
                 let s = gateway_core::Sources::default();
                 s.register("local-sensors", "mqtt");

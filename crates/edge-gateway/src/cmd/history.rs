@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use edge_gateway::dashboard::api::{alerts_csv, csv, parse_time};
-use edge_gateway::dashboard::history::History;
-use edge_gateway::dashboard::{auth, history_path};
+use dashboard::api::{alerts_csv, csv, parse_time};
+use dashboard::history::History;
+use dashboard::{auth, history_path};
 use edge_gateway::settings;
 
 #[derive(Debug, clap::Args)]

@@ -97,7 +97,7 @@ fn scan_runs(buf: &[u8]) -> Vec<(IndexEntry, Vec<Aggregate>)> {
             }
             Decoded::Record(_, len) => at += len,
             Decoded::Incomplete | Decoded::Damaged => {
-                at = crate::state_file::frame::resync(buf, at, |b| {
+                at = gateway_core::state_file::frame::resync(buf, at, |b| {
                     matches!(codec::decode(b), Decoded::Record(..))
                 });
             }
@@ -120,7 +120,7 @@ impl History {
             Err(e) => return Err(io_err(&path, e)),
         };
         let meta = file.metadata().map_err(|e| io_err(&path, e))?;
-        let mut header = [0u8; crate::state_file::frame::HEADER];
+        let mut header = [0u8; gateway_core::state_file::frame::HEADER];
         let index = match file.read_exact_at(&mut header, 0) {
             Ok(()) => {
                 let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;

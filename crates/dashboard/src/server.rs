@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use gateway_core::config::DashboardConfig;
 use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Frame, Incoming};
@@ -86,33 +85,53 @@ impl Server {
     }
 }
 
+/// Why the dashboard's HTTPS cannot start: the file and what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("dashboard.{key} {path}: {source}")]
+    Read {
+        key: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dashboard.key_file {0}: no private key")]
+    NoKey(std::path::PathBuf),
+    #[error("dashboard TLS certificate and key: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+fn read_error(
+    key: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> TlsError {
+    let path = path.to_path_buf();
+    move |source| TlsError::Read { key, path, source }
+}
+
 /// The TLS acceptor when `cert_file` and `key_file` are set.
 ///
 /// # Errors
 /// Files that cannot be read or hold no certificate or key.
-pub fn tls_acceptor(config: &DashboardConfig) -> anyhow::Result<Option<TlsAcceptor>> {
+pub fn tls_acceptor(config: &DashboardConfig) -> Result<Option<TlsAcceptor>, TlsError> {
     let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) else {
         return Ok(None);
     };
     let certs: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(cert)
-            .with_context(|| format!("dashboard.cert_file {}", cert.display()))?,
+        std::fs::File::open(cert).map_err(read_error("cert_file", cert))?,
     ))
     .collect::<Result<_, _>>()
-    .with_context(|| format!("dashboard.cert_file {}", cert.display()))?;
+    .map_err(read_error("cert_file", cert))?;
     let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-        std::fs::File::open(key)
-            .with_context(|| format!("dashboard.key_file {}", key.display()))?,
+        std::fs::File::open(key).map_err(read_error("key_file", key))?,
     ))
-    .with_context(|| format!("dashboard.key_file {}", key.display()))?
-    .with_context(|| format!("dashboard.key_file {}: no private key", key.display()))?;
+    .map_err(read_error("key_file", key))?
+    .ok_or_else(|| TlsError::NoKey(key.clone()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("dashboard TLS")?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("dashboard TLS certificate and key")?;
+        .with_single_cert(certs, key)?;
     Ok(Some(TlsAcceptor::from(Arc::new(tls))))
 }
 

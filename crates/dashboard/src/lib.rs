@@ -6,7 +6,7 @@
 //!                            └─batches─▶ history/ ◀── /api/*, pages, `history export`
 //! ```
 //!
-//! - [`history`]: the store of windows and alert transitions (`gateway_core::history`);
+//! - [`history`]: the store of windows and alert transitions (hourly logs of our own);
 //! - [`live`]: the in-memory present and the SSE broadcast;
 //! - [`writer`]: the output task (batches, flush handshake, pruning);
 //! - [`server`]: the hyper accept loop, TLS and Basic auth;
@@ -66,7 +66,22 @@ pub struct AppState {
     pub auth: auth::Auth,
     /// Adapters, units and metric order the pages describe data with.
     pub view: view::View,
+    pub health: HealthCheck,
 }
+
+/// The gateway's health as `/health` judges it, for the gateway page: the
+/// binary owns the verdict (it knows every component), the page only shows
+/// it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthView {
+    /// `/health`'s JSON body: `status`, and `adapters` by name.
+    pub body: serde_json::Value,
+    /// False when the gateway has no cloud broker to be connected to.
+    pub upstream_configured: bool,
+}
+
+/// Judges the gateway from its telemetry; see [`HealthView`].
+pub type HealthCheck = Arc<dyn Fn(&Telemetry) -> HealthView + Send + Sync>;
 
 /// The running dashboard.
 pub struct Dashboard {
@@ -130,6 +145,9 @@ pub struct DashboardSetup<'a> {
     pub sources: gateway_core::Sources,
     /// `[units]` and `[[adapter]] units`.
     pub units: gateway_core::units::Units,
+    pub health: HealthCheck,
+    /// Events waiting for the writer, as for every output.
+    pub queue: usize,
 }
 
 /// Gauge `{bind, error}`: 1 while the pages are served on `bind`, 0 (with
@@ -199,18 +217,19 @@ fn listen(
     }
 }
 
-/// Starts the writer and the server; returns the pipeline's sender of
-/// events and flush requests to it.
-///
-/// # Errors
-/// TLS files that cannot be read.
-pub fn start(
-    setup: DashboardSetup<'_>,
-) -> anyhow::Result<(
+/// The running dashboard, with the pipeline's senders of events and of
+/// flush requests to it.
+pub type Started = (
     Dashboard,
     mpsc::Sender<SinkEvent>,
     mpsc::Sender<oneshot::Sender<bool>>,
-)> {
+);
+
+/// Starts the writer and the server.
+///
+/// # Errors
+/// TLS files that cannot be read.
+pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
     let store = match std::fs::create_dir_all(setup.state_dir) {
         Ok(()) => open_history(&history_path(setup.state_dir)).map(Arc::new),
         Err(e) => {
@@ -239,7 +258,7 @@ pub fn start(
     }
     let tls = server::tls_acceptor(setup.config)?;
     let telemetry = setup.telemetry.clone();
-    let (tx, rx) = mpsc::channel(crate::fanout::SINK_QUEUE);
+    let (tx, rx) = mpsc::channel(setup.queue);
     let (flush_tx, flush_rx) = mpsc::channel(1);
     let writer = tokio::spawn(writer::run(
         store.clone(),
@@ -272,6 +291,7 @@ pub fn start(
         outputs: setup.outputs,
         auth,
         view,
+        health: setup.health,
     });
     let server = listen(setup.config.bind, tls, &state, &telemetry);
     if let Some(s) = &server {

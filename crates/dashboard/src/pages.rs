@@ -383,7 +383,7 @@ pub(super) fn device_name(state: &AppState, id: &str) -> String {
 /// The gateway itself, from the same telemetry `/metrics` serves.
 pub fn gateway(state: &Arc<AppState>) -> String {
     let t = &state.telemetry;
-    let health = crate::health::check(t);
+    let health = (state.health)(t);
     let uptime = state.started.elapsed().as_secs();
     let readings = t.counter_total("edge_gateway_aggregator_readings_total");
     let mut out = head("Gateway", "Gateway");
@@ -395,7 +395,7 @@ pub fn gateway(state: &Arc<AppState>) -> String {
         esc(health.body["status"].as_str().unwrap_or("?")),
         readings,
         readings as f64 / uptime.max(1) as f64,
-        if !crate::health::upstream_configured(t) {
+        if !health.upstream_configured {
             "none configured"
         } else if t.gauge(sinks::mqtt_upstream::UPSTREAM_CONNECTED, &[]).get() > 0.5 {
             "connected"
@@ -432,7 +432,7 @@ pub fn gateway(state: &Arc<AppState>) -> String {
     }
     infrastructure(state, &mut out);
     out.push_str("<h2>Outputs</h2><ul>");
-    if crate::health::upstream_configured(t) {
+    if health.upstream_configured {
         out.push_str("<li>upstream (MQTT)</li>");
     }
     for o in &state.outputs {

@@ -17,8 +17,8 @@
 //! series, sorted by start, so a chart reads one index and one run per
 //! hour.
 
-use crate::state_file::fields::{put_text, Reader};
-use crate::state_file::frame::{self, Frame};
+use gateway_core::state_file::fields::{put_text, Reader};
+use gateway_core::state_file::frame::{self, Frame};
 
 use super::{Aggregate, AlertRow};
 
