@@ -9,10 +9,10 @@ use gateway_core::config::{DeviceConfig, Direction, RuleConfig, RuleKind, DEFAUL
 use gateway_core::{DeviceId, Reading, TimeSource, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::detector::{Detector, Reason};
-use crate::multivariate::DeviceModel;
 use crate::rate::RateWindow;
 use crate::trigger::{AlertState, Trigger};
+use anomaly::detector::{Detector, Reason};
+use anomaly::multivariate::DeviceModel;
 
 /// One alert transition, ready to be rendered upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +117,7 @@ pub struct Engine {
 }
 
 /// A device model's refit, to run away from the pipeline
-/// ([`crate::multivariate::fit`] on `rows`), then [`Engine::install_fit`].
+/// ([`anomaly::multivariate::fit`] on `rows`), then [`Engine::install_fit`].
 #[derive(Debug)]
 pub struct FitJob {
     pub key: (usize, DeviceId),
@@ -167,7 +167,7 @@ impl Engine {
     pub fn install_fit(
         &mut self,
         key: &(usize, DeviceId),
-        fitted: Option<crate::multivariate::Fitted>,
+        fitted: Option<anomaly::multivariate::Fitted>,
     ) {
         if self.fitting.as_ref() == Some(key) {
             self.fitting = None;
