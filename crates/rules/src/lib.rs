@@ -8,8 +8,13 @@
 //! in `gateway_core::config::rule`; the learned detector an anomaly rule
 //! runs is the `anomaly` crate.
 //!
-//! - [`engine`]: readings, status changes and ticks in, alerts out, every
-//!   rule kind evaluated in event time; persists its state by rule name.
+//! - [`engine`]: readings, status changes and ticks in, alerts out; finds
+//!   the rules and the state (per rule × device × metric, or per device)
+//!   each input concerns, and persists that state by rule name.
+//! - `kinds`: what each of the four kinds judges: a threshold its
+//!   bounds, a rate its change within the span, a silence the time since
+//!   its device spoke, an anomaly rule the detector's (or the device
+//!   model's) verdict.
 //! - [`rate`]: what a rate rule compares (each reading against the lowest
 //!   and highest of its span, in bounded memory).
 //! - [`trigger`]: the raise/clear state machine the kinds share (minimum
@@ -17,6 +22,7 @@
 //!   `suppressed` for a raise the cooldown held back).
 
 pub mod engine;
+mod kinds;
 pub mod rate;
 pub mod trigger;
 
