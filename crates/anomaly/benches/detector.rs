@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use anomaly::multivariate::{DeviceModel, MAX_METRICS};
 use anomaly::synthetic::{building, series, Building, Shape};
-use anomaly::{Detector, Engine, DEFAULT_SENSITIVITY};
+use anomaly::{Detector, DEFAULT_SENSITIVITY};
 use gateway_core::config::RuleConfig;
 use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+use rules::Engine;
 
 /// The budget: per reading of the univariate detector, persisted
 /// state per univariate series and per device model.

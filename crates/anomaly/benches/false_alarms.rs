@@ -8,8 +8,12 @@
 //! cargo bench -p anomaly --bench false_alarms
 //! ```
 
+#[path = "../tests/support/alarms.rs"]
+mod alarms;
+
+use alarms::false_alarm_rate;
 use anomaly::detector::Params;
-use anomaly::synthetic::{false_alarm_rate, Clean};
+use anomaly::synthetic::Clean;
 use anomaly::DEFAULT_SENSITIVITY;
 
 /// The issue's limit, per 10 000 readings.

@@ -9,9 +9,10 @@
 //! ```
 
 use anomaly::synthetic::{building, Building, Rng};
-use anomaly::{AlertState, Engine, Reason};
+use anomaly::Reason;
 use gateway_core::config::RuleConfig;
 use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+use rules::{AlertState, Engine};
 
 const DAYS: usize = 14;
 const WITHIN: usize = 6 * 60;

@@ -16,8 +16,9 @@ use std::error::Error;
 
 #[path = "../tests/support/nab.rs"]
 mod nab;
-use anomaly::{Engine, DEFAULT_SENSITIVITY};
+use anomaly::DEFAULT_SENSITIVITY;
 use nab::Series;
+use rules::Engine;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -92,7 +93,7 @@ fn detections(s: &Series, sensitivity: f64) -> Vec<usize> {
     let trace = std::env::var("NAB_TRACE").is_ok_and(|t| s.key.contains(&t));
     for (i, r) in s.readings.iter().enumerate() {
         for a in engine.on_reading(r) {
-            if a.state != anomaly::AlertState::Raised {
+            if a.state != rules::AlertState::Raised {
                 continue;
             }
             hits.push(i);

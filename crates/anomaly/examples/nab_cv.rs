@@ -20,6 +20,8 @@
 use std::error::Error;
 use std::path::PathBuf;
 
+#[path = "../tests/support/alarms.rs"]
+mod alarms;
 #[path = "../tests/support/cv.rs"]
 mod cv;
 #[path = "../tests/support/nab.rs"]
@@ -95,7 +97,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .series
         .iter()
         .filter(|s| {
-            let mut engine = anomaly::Engine::new(&rules, &[]);
+            let mut engine = rules::Engine::new(&rules, &[]);
             let via_engine: Vec<usize> = s
                 .readings
                 .iter()
@@ -104,7 +106,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                     engine
                         .on_reading(r)
                         .iter()
-                        .any(|a| a.state == anomaly::AlertState::Raised)
+                        .any(|a| a.state == rules::AlertState::Raised)
                 })
                 .map(|(i, _)| i)
                 .collect();

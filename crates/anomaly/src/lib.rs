@@ -1,7 +1,13 @@
-//! Alerts: thresholds, rate of change, silence and a learned anomaly model.
+//! The learned anomaly detector: online models of what each series, and
+//! each device's metrics together, usually do, and when a reading is not
+//! that.
 //!
 //! Like the aggregator this crate is pure logic over readings: no sockets,
 //! no clock of its own (every call takes the time), deterministic results.
+//! It knows nothing of `[[rule]]`s or alerts: the `rules` crate runs it as
+//! one of its four rule kinds (threshold, rate, silence, anomaly) and
+//! turns its verdicts into alerts with the raise/clear/cooldown state
+//! machine the kinds share.
 //!
 //! - [`detector`]: the learned, online anomaly detector, one per device ×
 //!   metric, whose whole state is a small serde struct (`stats`: running
@@ -9,14 +15,14 @@
 //!   profiles).
 //! - [`multivariate`]: one model per device over its metrics together
 //!   (linfa KMeans, refitted periodically off the per-reading path).
-//! - [`engine`]: the `[[rule]]` engine (threshold, rate, silence, anomaly)
-//!   in event time: readings, status changes and ticks in, alerts out.
-//! - [`rate`]: what a rate rule compares (each reading against the lowest
-//!   and highest of its span, in bounded memory).
-//! - [`trigger`]: the raise/clear state machine the rule kinds share
-//!   (minimum duration, one clear per raise, cooldown).
+//! - `compact`: the base64 form of the persisted seasonal profiles and the
+//!   device model's ring (most of the persisted state).
 //! - [`synthetic`]: seeded test series (level shift, spike, drift, noise
 //!   change, clean noise) and building faults over several metrics.
+//!
+//! The examples, benches and integration tests that measure the detector
+//! as the gateway runs it drive the `rules` crate's `Engine` (a
+//! dev-dependency).
 //!
 //! # The univariate model
 //!
@@ -72,8 +78,8 @@
 //! 4. **One anomaly, one alert.** After a detection every test is disarmed
 //!    for a quiet period of 100 readings, extended to 100 readings after the
 //!    last reading on which any test still held; then a test re-arms once it
-//!    stops holding. The engine raises at the detection and clears when the
-//!    quiet period ends (the rule gateway.toml states). A detection also
+//!    stops holding. The rule engine (`rules`) raises at the detection and
+//!    clears when the quiet period ends (the rule gateway.toml states). A detection also
 //!    shortens the memory of every feature but the detrended levels to
 //!    200 readings, so that what follows (often a new regime) becomes
 //!    normal within a few hundred readings instead of 5 000.
@@ -93,9 +99,9 @@
 //! together (see [`multivariate`]): rows of the latest values plus the
 //! time of day, one per 5 minutes in a ring of 512; KMeans with 6 clusters
 //! refitted every 256 rows, scored between fits by the distance to the
-//! nearest usual state. Replay refits in [`Engine::on_tick`] (one device
-//! per tick); the gateway calls [`Engine::fit_elsewhere`] and runs each
-//! [`FitJob`] from [`Engine::take_fit`] on a blocking thread, so a fit
+//! nearest usual state. Replay refits in the rule engine's `on_tick` (one
+//! device per tick); the gateway calls `rules::Engine::fit_elsewhere` and
+//! runs each `FitJob` from `take_fit` on a blocking thread, so a fit
 //! (6-11 ms) never holds up the pipeline. It
 //! reports `multivariate` with the metric that moved most and that state's
 //! value ± 1 sd.
@@ -187,17 +193,8 @@
 
 mod compact;
 pub mod detector;
-pub mod engine;
 pub mod multivariate;
-pub mod rate;
 pub mod synthetic;
-pub mod trigger;
 
 pub use detector::{Detector, Reason, Verdict};
-pub use engine::{Alert, Engine, EngineState, Evidence, FitJob};
 pub use gateway_core::config::DEFAULT_SENSITIVITY;
-pub use trigger::AlertState;
-
-/// The alert kinds the rules produce, as they appear upstream in the
-/// `kind` field of an alert.
-pub const ALERT_KINDS: [&str; 4] = ["threshold", "rate", "silence", "anomaly"];

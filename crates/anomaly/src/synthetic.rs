@@ -2,9 +2,6 @@
 //! noise, and noise with one injected anomaly of each common shape; long
 //! clean series of the kinds a building has, for the false-alarm rate.
 
-use crate::detector::{Detector, Params};
-use crate::trigger::{AlertState, Trigger};
-
 /// A small deterministic generator (xorshift64*), so the series are the
 /// same on every machine without a dependency.
 #[derive(Debug, Clone)]
@@ -269,35 +266,4 @@ pub fn false_alarms(hits: &[usize], changes: &[usize]) -> usize {
             }
         })
         .count()
-}
-
-/// Indices of the readings `(epoch ms, value)` at which one anomaly rule
-/// with these parameters raises an alert, exactly as the engine raises
-/// them (the detector, then the shared trigger with the default cooldown).
-pub fn raises(readings: impl Iterator<Item = (i64, f64)>, p: &Params) -> Vec<usize> {
-    let cooldown_ms =
-        i64::try_from(gateway_core::config::rule::default_cooldown().as_millis()).unwrap_or(0);
-    let mut det = Detector::new();
-    let mut trigger = Trigger::default();
-    let mut hits = Vec::new();
-    for (i, (t, x)) in readings.enumerate() {
-        let v = det.observe_with(t, x, p);
-        if trigger.step(t, v.anomaly, !v.active, 0, cooldown_ms) == Some(AlertState::Raised) {
-            hits.push(i);
-        }
-    }
-    hits
-}
-
-/// False alarms per 10 000 readings of `family` under these parameters,
-/// over `runs` seeded series of `readings` readings.
-pub fn false_alarm_rate(family: Clean, p: &Params, runs: u64, readings: usize) -> f64 {
-    let mut alarms = 0;
-    for seed in 1..=runs {
-        let (xs, changes) = clean(seed, readings, family);
-        let times = (0..).map(|i| MONDAY_MS + i * family.interval_ms());
-        let hits = raises(times.zip(xs.iter().copied()), p);
-        alarms += false_alarms(&hits, &changes);
-    }
-    alarms as f64 * 10_000.0 / (runs as f64 * readings as f64)
 }

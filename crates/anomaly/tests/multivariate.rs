@@ -4,9 +4,10 @@
 //! it: one anomaly rule without `metric`.
 
 use anomaly::synthetic::{building, Building};
-use anomaly::{AlertState, Engine, EngineState, Reason};
+use anomaly::Reason;
 use gateway_core::config::RuleConfig;
 use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+use rules::{AlertState, Engine, EngineState};
 
 fn rules() -> Vec<RuleConfig> {
     #[derive(serde::Deserialize)]

@@ -17,13 +17,16 @@
 //! cores in release (`cargo test --release -p anomaly --test nab`), and
 //! many minutes unoptimised.
 
+#[path = "support/alarms.rs"]
+mod alarms;
 #[path = "support/cv.rs"]
 mod cv;
 #[path = "support/nab.rs"]
 mod nab;
 
 use anomaly::detector::Params;
-use anomaly::{AlertState, Engine, DEFAULT_SENSITIVITY};
+use anomaly::DEFAULT_SENSITIVITY;
+use rules::{AlertState, Engine};
 
 /// Pooled out-of-fold score of `nab_cv` (75.2 on 2026-11-23), less a small
 /// margin for harmless changes (half a point is about one window caught a

@@ -11,7 +11,6 @@
 use std::path::Path;
 
 use anomaly::multivariate::Fitted;
-use anomaly::{Alert, AlertState, Engine, EngineState};
 use gateway_core::config::{DeviceConfig, RuleConfig};
 use gateway_core::state_file::inventory;
 use gateway_core::state_file::json::{JsonStateError, JsonStateFile, StateDocument};
@@ -19,6 +18,7 @@ use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{
     DeviceState, OutboundMessage, Reading, SourceId, StatusChange, Telemetry, Timestamp,
 };
+use rules::{Alert, AlertState, Engine, EngineState};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 

@@ -8,10 +8,10 @@
 //! everything emitted before the checkpoint.
 
 use aggregator::DeviceWindow;
-use anomaly::Alert;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::Reading;
 use gateway_core::{DeviceState, StatusChange};
+use rules::Alert;
 use sinks::event::{AlertEvent, MetricStats, SinkEvent, StatusEvent, WindowEvent};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;

@@ -2,8 +2,8 @@
 //! consumers. Fields may be added, never renamed or removed.
 
 use aggregator::DeviceWindow;
-use anomaly::Alert;
 use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage, StatusChange, Timestamp};
+use rules::Alert;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 

@@ -10,11 +10,11 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anomaly::synthetic::{series, Shape};
-use anomaly::{AlertState, Engine};
 use common::{config, GatewayProcess, WAIT};
 use edge_gateway::messages::Renderer;
 use edge_gateway::settings;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
+use rules::{AlertState, Engine};
 use test_support::{
     coap_client_run, free_udp_port, publish, publish_lines, CoapServer, Message, Mosquitto,
     Subscriber,

@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 
 use anomaly::detector::Params;
-use anomaly::synthetic::{self, Clean, Rng};
+use anomaly::synthetic::{Clean, Rng};
 
+use super::alarms;
 use super::nab::{self, Corpus, Series};
 
 /// The limit: false alarms per 10 000 clean readings.
@@ -71,7 +72,7 @@ pub fn show_rates(rates: &[f64]) -> String {
         .join(", ")
 }
 
-pub use anomaly::synthetic::raises;
+pub use super::alarms::raises;
 
 fn series_hits(s: &Series, p: &Params) -> Vec<usize> {
     raises(
@@ -84,7 +85,7 @@ fn series_hits(s: &Series, p: &Params) -> Vec<usize> {
 pub fn false_alarm_rates(p: &Params) -> Vec<f64> {
     Clean::ALL
         .iter()
-        .map(|&family| synthetic::false_alarm_rate(family, p, CLEAN_RUNS, CLEAN_READINGS))
+        .map(|&family| alarms::false_alarm_rate(family, p, CLEAN_RUNS, CLEAN_READINGS))
         .collect()
 }
 

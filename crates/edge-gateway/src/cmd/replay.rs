@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anomaly::{Alert, AlertState, Engine};
 use chrono::NaiveDateTime;
 use edge_gateway::messages::Renderer;
 use edge_gateway::settings;
 use gateway_core::config::RuleKind;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
+use rules::{Alert, AlertState, Engine};
 
 /// EX_USAGE, EX_DATAERR, EX_NOINPUT and EX_CONFIG from sysexits.h.
 const EX_USAGE: u8 = 64;

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use adapters::lorawan::frame::{seal, Key};
 use anomaly::synthetic::{series, Shape};
-use anomaly::Engine;
 use base64::Engine as _;
 use edge_gateway::messages::Renderer;
 use edge_gateway::settings;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
+use rules::Engine;
 use test_support::{
     coap_client_run, free_port, free_udp_port, have, publish_lines, CoapServer, Message, Mosquitto,
     Subscriber,

@@ -1,5 +1,5 @@
 //! `[[rule]]`: the alert rules. Parsed here with the rest of the file so
-//! `validate` reports a bad rule like any other key; the anomaly crate turns
+//! `validate` reports a bad rule like any other key; the `rules` crate turns
 //! them into a running rule engine.
 
 use std::fmt;

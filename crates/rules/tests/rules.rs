@@ -2,9 +2,9 @@
 //! Each rule kind on fixed series, with the exact alerts expected.
 
 use anomaly::synthetic::{series, Shape};
-use anomaly::{AlertState, Engine, EngineState};
 use gateway_core::config::{Config, DeviceConfig, RuleConfig};
 use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+use rules::{AlertState, Engine, EngineState};
 
 const MIN: i64 = 60_000;
 
@@ -380,7 +380,7 @@ name = "Never speaks"
     );
     let mut e = Engine::new(&rules, &devices);
     let mut got = Vec::new();
-    let mut record = |alerts: Vec<anomaly::Alert>| {
+    let mut record = |alerts: Vec<rules::Alert>| {
         for a in alerts {
             got.push((
                 a.device.to_string(),

@@ -5,14 +5,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use gateway_core::config::{DeviceConfig, Direction, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
+use gateway_core::config::{DeviceConfig, RuleConfig, RuleKind};
 use gateway_core::{DeviceId, Reading, TimeSource, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::detector::{Detector, Reason};
-use crate::multivariate::DeviceModel;
-use crate::rate::RateWindow;
-use crate::trigger::{AlertState, Trigger};
+use anomaly::detector::Reason;
+use anomaly::multivariate::{DeviceModel, Fitted};
+
+use crate::kinds::{self, Outcome, Series, Silence};
+use crate::trigger::AlertState;
 
 /// One alert transition, ready to be rendered upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,38 +50,28 @@ pub struct Evidence {
     pub observed: f64,
 }
 
-fn ms(d: std::time::Duration) -> i64 {
+pub(crate) fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The state of one rule for one device × metric.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Series {
-    Threshold {
-        trigger: Trigger,
-        last_ms: i64,
-    },
-    Rate {
-        trigger: Trigger,
-        last_ms: i64,
-        /// State saved before it existed had a list of points instead,
-        /// which is not read: the window starts afresh, and raises within
-        /// its first span anyway.
-        #[serde(default)]
-        window: RateWindow,
-    },
-    Anomaly {
-        trigger: Trigger,
-        last_ms: i64,
-        detector: Box<Detector>,
-    },
-}
-
-/// A silence rule's view of one device.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Silence {
-    trigger: Trigger,
-    last_seen_ms: i64,
+/// The alert of rule `i`'s transition `o` for `device` at `at`.
+fn alert(i: usize, rule: &RuleConfig, device: DeviceId, at: Timestamp, o: Outcome) -> Alert {
+    Alert {
+        rule_index: i,
+        rule: rule.name.clone(),
+        kind: rule.kind,
+        device,
+        metric: rule
+            .metric
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        state: o.state,
+        value: o.value,
+        limit: o.limit,
+        at,
+        evidence: o.evidence,
+    }
 }
 
 /// Everything the engine has learned, for persistence across restarts.
@@ -117,7 +108,7 @@ pub struct Engine {
 }
 
 /// A device model's refit, to run away from the pipeline
-/// ([`crate::multivariate::fit`] on `rows`), then [`Engine::install_fit`].
+/// ([`anomaly::multivariate::fit`] on `rows`), then [`Engine::install_fit`].
 #[derive(Debug)]
 pub struct FitJob {
     pub key: (usize, DeviceId),
@@ -164,11 +155,7 @@ impl Engine {
     /// Installs the outcome of a [`FitJob`]; `None` (too few distinct rows,
     /// or the job was lost) keeps the previous model, and the model is due
     /// again at the next tick.
-    pub fn install_fit(
-        &mut self,
-        key: &(usize, DeviceId),
-        fitted: Option<crate::multivariate::Fitted>,
-    ) {
+    pub fn install_fit(&mut self, key: &(usize, DeviceId), fitted: Option<Fitted>) {
         if self.fitting.as_ref() == Some(key) {
             self.fitting = None;
         }
@@ -243,54 +230,23 @@ impl Engine {
             if !metric_matches {
                 continue;
             }
-            let alert = |state, value, limit| Alert {
-                rule_index: i,
-                rule: rule.name.clone(),
-                kind: rule.kind,
-                device: r.device().clone(),
-                metric: rule
-                    .metric
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-                state,
-                value,
-                limit,
-                at: r.time(),
-                evidence: None,
-            };
-            let (for_ms, cooldown_ms) = (ms(rule.for_), ms(rule.cooldown));
+            let alert = |o: Outcome| alert(i, rule, r.device().clone(), r.time(), o);
             if rule.kind == RuleKind::Silence {
                 let s = self
                     .silence
                     .entry((i, r.device().clone()))
-                    .or_insert(Silence {
-                        trigger: Trigger::default(),
-                        last_seen_ms: stamped,
-                    });
+                    .or_insert_with(|| Silence::since(stamped));
                 let now = series_time(s.last_seen_ms);
-                if now < s.last_seen_ms {
-                    continue;
-                }
-                let silent = (now - s.last_seen_ms) as f64 / 1000.0;
-                s.last_seen_ms = now;
-                let limit = s.trigger.limit;
-                if s.trigger.step(now, false, true, 0, cooldown_ms) == Some(AlertState::Cleared) {
-                    out.push(alert(AlertState::Cleared, silent, limit));
-                }
+                out.extend(s.heard(now, ms(rule.cooldown)).map(alert));
                 continue;
             }
             if rule.kind == RuleKind::Anomaly && rule.metric.is_none() {
                 let model = self.devices.entry((i, r.device().clone())).or_default();
-                let verdict = model.observe(stamped, r.metric().as_str(), v);
-                if verdict.anomaly {
-                    let mut a = alert(AlertState::Raised, verdict.observed, verdict.score);
-                    a.metric = verdict.metric.clone();
-                    a.evidence = Some(Evidence {
-                        reason: Reason::Multivariate,
-                        expected: verdict.expected,
-                        observed: verdict.observed,
-                    });
+                if let Some((metric, raised)) =
+                    kinds::device_anomaly(model, stamped, r.metric().as_str(), v)
+                {
+                    let mut a = alert(raised);
+                    a.metric = metric;
                     // A device-level alert has no lasting condition to clear
                     // on: it is raised and cleared at once.
                     let mut cleared = a.clone();
@@ -301,135 +257,8 @@ impl Engine {
                 }
             }
             let key = (i, r.device().clone(), r.metric().to_string());
-            let series = self.series.entry(key).or_insert_with(|| match rule.kind {
-                RuleKind::Rate => Series::Rate {
-                    trigger: Trigger::default(),
-                    last_ms: i64::MIN,
-                    window: RateWindow::default(),
-                },
-                RuleKind::Anomaly => Series::Anomaly {
-                    trigger: Trigger::default(),
-                    last_ms: i64::MIN,
-                    detector: Box::default(),
-                },
-                _ => Series::Threshold {
-                    trigger: Trigger::default(),
-                    last_ms: i64::MIN,
-                },
-            });
-            match series {
-                Series::Threshold { trigger, last_ms } => {
-                    let now = series_time(*last_ms);
-                    if now < *last_ms {
-                        continue;
-                    }
-                    *last_ms = now;
-                    let h = rule.hysteresis;
-                    let above = rule.max.filter(|m| v > *m);
-                    let below = rule.min.filter(|m| v < *m);
-                    let inside =
-                        rule.max.is_none_or(|m| v <= m - h) && rule.min.is_none_or(|m| v >= m + h);
-                    let crossed = above.or(below);
-                    match trigger.step(now, crossed.is_some(), inside, for_ms, cooldown_ms) {
-                        Some(AlertState::Raised) => {
-                            trigger.limit = crossed.unwrap_or_default();
-                            out.push(alert(AlertState::Raised, v, trigger.limit));
-                        }
-                        Some(AlertState::Cleared) => {
-                            out.push(alert(AlertState::Cleared, v, trigger.limit))
-                        }
-                        Some(AlertState::Suppressed) => out.push(alert(
-                            AlertState::Suppressed,
-                            v,
-                            crossed.unwrap_or_default(),
-                        )),
-                        None => {}
-                    }
-                }
-                Series::Rate {
-                    trigger,
-                    last_ms,
-                    window,
-                } => {
-                    let Some(spec) = rule.rate else { continue };
-                    let now = series_time(*last_ms);
-                    if now < *last_ms {
-                        continue;
-                    }
-                    *last_ms = now;
-                    let seen = window.push(now, v, ms(spec.span));
-                    let change = match spec.direction {
-                        Direction::Rising => seen.rise,
-                        Direction::Falling => seen.fall,
-                        Direction::Either if seen.rise >= -seen.fall => seen.rise,
-                        Direction::Either => seen.fall,
-                    };
-                    let toward = match spec.direction {
-                        Direction::Falling => -change,
-                        _ => change.abs(),
-                    };
-                    let breach = toward >= spec.delta;
-                    let inside = toward < spec.delta - rule.hysteresis;
-                    let signed = match spec.direction {
-                        Direction::Falling => -spec.delta,
-                        Direction::Either if change < 0.0 => -spec.delta,
-                        _ => spec.delta,
-                    };
-                    match trigger.step(now, breach, inside, for_ms, cooldown_ms) {
-                        Some(AlertState::Raised) => {
-                            trigger.limit = signed;
-                            out.push(alert(AlertState::Raised, change, signed));
-                        }
-                        Some(AlertState::Cleared) => {
-                            out.push(alert(AlertState::Cleared, change, trigger.limit))
-                        }
-                        Some(AlertState::Suppressed) => {
-                            out.push(alert(AlertState::Suppressed, change, signed))
-                        }
-                        None => {}
-                    }
-                }
-                Series::Anomaly {
-                    trigger,
-                    last_ms,
-                    detector,
-                } => {
-                    let now = series_time(*last_ms);
-                    if now < *last_ms {
-                        continue;
-                    }
-                    *last_ms = now;
-                    let sensitivity = rule.sensitivity.unwrap_or(DEFAULT_SENSITIVITY);
-                    let verdict = detector.observe(now, v, sensitivity);
-                    // The detector holds an anomaly for its quiet period;
-                    // the alert clears when that ends.
-                    match trigger.step(now, verdict.anomaly, !verdict.active, 0, cooldown_ms) {
-                        Some(AlertState::Raised) => {
-                            trigger.limit = verdict.threshold;
-                            let mut a = alert(AlertState::Raised, v, trigger.limit);
-                            a.evidence = verdict.reason.map(|reason| Evidence {
-                                reason,
-                                expected: verdict.expected,
-                                observed: v,
-                            });
-                            out.push(a);
-                        }
-                        Some(AlertState::Cleared) => {
-                            out.push(alert(AlertState::Cleared, v, trigger.limit))
-                        }
-                        Some(AlertState::Suppressed) => {
-                            let mut a = alert(AlertState::Suppressed, v, verdict.threshold);
-                            a.evidence = verdict.reason.map(|reason| Evidence {
-                                reason,
-                                expected: verdict.expected,
-                                observed: v,
-                            });
-                            out.push(a);
-                        }
-                        None => {}
-                    }
-                }
-            }
+            let series = self.series.entry(key).or_insert_with(|| Series::new(rule));
+            out.extend(series.evaluate(rule, v, series_time).map(alert));
         }
         out
     }
@@ -448,10 +277,9 @@ impl Engine {
                 }
                 for d in &devices {
                     if self.selects(rule, d) {
-                        self.silence.entry((i, d.clone())).or_insert(Silence {
-                            trigger: Trigger::default(),
-                            last_seen_ms: now_ms,
-                        });
+                        self.silence
+                            .entry((i, d.clone()))
+                            .or_insert_with(|| Silence::since(now_ms));
                     }
                 }
             }
@@ -480,33 +308,11 @@ impl Engine {
             let Some(s) = self.silence.get_mut(&(i, device.clone())) else {
                 continue;
             };
-            let due = s.last_seen_ms.saturating_add(after);
-            if now_ms < due || s.trigger.raised {
-                continue;
-            }
             // Stamped when the silence began to count, not when the tick
             // noticed it, so replay and live agree to the millisecond.
-            let step = s.trigger.step(due, true, false, 0, ms(rule.cooldown));
-            if let Some(state @ (AlertState::Raised | AlertState::Suppressed)) = step {
-                if state == AlertState::Raised {
-                    s.trigger.limit = after as f64 / 1000.0;
-                }
-                out.push(Alert {
-                    rule_index: i,
-                    rule: rule.name.clone(),
-                    kind: rule.kind,
-                    device,
-                    metric: rule
-                        .metric
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
-                    state,
-                    value: (now_ms - s.last_seen_ms) as f64 / 1000.0,
-                    limit: after as f64 / 1000.0,
-                    at: Timestamp::from_millis(due).unwrap_or(now),
-                    evidence: None,
-                });
+            if let Some((due, o)) = s.tick(now_ms, after, ms(rule.cooldown)) {
+                let at = Timestamp::from_millis(due).unwrap_or(now);
+                out.push(alert(i, rule, device, at, o));
             }
         }
         out
@@ -521,38 +327,13 @@ impl Engine {
             if rule.kind != RuleKind::Silence || !self.selects(rule, device) {
                 continue;
             }
-            let s = self.silence.entry((i, device.clone())).or_insert(Silence {
-                trigger: Trigger::default(),
-                last_seen_ms: now,
-            });
-            let silent = (now - s.last_seen_ms).max(0) as f64 / 1000.0;
+            let s = self
+                .silence
+                .entry((i, device.clone()))
+                .or_insert_with(|| Silence::since(now));
             let limit = rule.after.map_or(0.0, |a| ms(a) as f64 / 1000.0);
-            let step = if online {
-                s.last_seen_ms = s.last_seen_ms.max(now);
-                s.trigger.step(now, false, true, 0, ms(rule.cooldown))
-            } else {
-                s.trigger.step(now, true, false, 0, ms(rule.cooldown))
-            };
-            if let Some(state) = step {
-                if state != AlertState::Cleared {
-                    s.trigger.limit = limit;
-                }
-                out.push(Alert {
-                    rule_index: i,
-                    rule: rule.name.clone(),
-                    kind: rule.kind,
-                    device: device.clone(),
-                    metric: rule
-                        .metric
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
-                    state,
-                    value: silent,
-                    limit: s.trigger.limit,
-                    at,
-                    evidence: None,
-                });
+            if let Some(o) = s.status(online, now, limit, ms(rule.cooldown)) {
+                out.push(alert(i, rule, device.clone(), at, o));
             }
         }
         out
