@@ -28,6 +28,9 @@ pub mod line;
 
 pub mod registry;
 
+#[cfg(any(feature = "ble", feature = "lorawan"))]
+mod device_section;
+
 pub use registry::{AdapterKind, BuildContext, OwnedSection};
 
 // The one list of adapter kinds and of the top-level sections their
