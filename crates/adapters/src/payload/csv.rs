@@ -112,10 +112,7 @@ fn column_device<'a>(
     fields: impl Iterator<Item = &'a str> + Clone,
 ) -> Result<DeviceId, DecodeError> {
     let id = named_device(columns, fields).ok_or(DecodeError::NoDevice)?;
-    DeviceId::new(id).map_err(|source| DecodeError::InvalidDevice {
-        id: super::clip(id),
-        source,
-    })
+    super::named_device_id(id)
 }
 
 #[cfg(test)]

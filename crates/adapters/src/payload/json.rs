@@ -95,10 +95,7 @@ fn payload_device(
             _ => None,
         })
         .ok_or(DecodeError::NoDevice)?;
-    DeviceId::new(id.as_str()).map_err(|source| DecodeError::InvalidDevice {
-        id: super::clip(&id),
-        source,
-    })
+    super::named_device_id(&id)
 }
 
 /// The payload's time (the first of [`TIME_KEYS`] present), or arrival time
