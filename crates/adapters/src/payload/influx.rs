@@ -186,9 +186,6 @@ mod tests {
     use super::super::{decode, DecodeError, FieldReason, PayloadFormat};
     use gateway_core::TimeSource::{Arrival, Event};
 
-    /// 2026-11-21T10:00:00Z.
-    const T0: i64 = 1_795_255_200_000;
-
     fn same_kind(got: Result<super::Decoded, DecodeError>, label: &str) {
         match got {
             Err(DecodeError::InvalidLineProtocol { reason }) => assert!(!reason.is_empty()),

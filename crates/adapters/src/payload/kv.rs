@@ -80,9 +80,6 @@ mod tests {
     use super::super::{decode, DecodeError, FieldReason, PayloadFormat};
     use gateway_core::TimeSource::{Arrival, Event};
 
-    /// 2026-11-21T10:00:00Z.
-    const T0: i64 = 1_795_255_200_000;
-
     #[test]
     fn lines() {
         let c = ctx(None, None);
