@@ -19,6 +19,8 @@ use adapters::lorawan::fcnt::FcntStore;
 use adapters::lorawan::frame::{self, Key};
 use adapters::lorawan::semtech::{self, Datagram};
 use adapters::lorawan::uplink::{self, Devices};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use gateway_core::{DeviceId, Timestamp};
 
 const DEVICES: u32 = 100;
@@ -49,18 +51,13 @@ fn devices() -> Vec<LorawanDevice> {
         .collect()
 }
 
-fn base64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// A PUSH_DATA as lora_pkt_fwd writes it, one rxpk (about 290 bytes).
 fn datagram(phy: &[u8]) -> Vec<u8> {
     let mut d = vec![2, 0x12, 0x34, 0x00, 0xAA, 0x55, 0x5A, 0, 0, 0, 0, 1];
     d.extend_from_slice(format!(
         r#"{{"rxpk":[{{"time":"2026-11-21T10:00:00.000000Z","tmst":3512348611,"chan":2,"rfch":0,"freq":868.500000,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-57,"lsnr":7.5,"size":{},"data":"{}"}}]}}"#,
         phy.len(),
-        base64(phy)
+        BASE64.encode(phy)
     )
     .as_bytes());
     d

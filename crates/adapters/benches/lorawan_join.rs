@@ -14,13 +14,15 @@ use std::time::Instant;
 
 use adapters::lorawan::config::{DeviceCodec, FcntReset, LorawanDevice, Network, OtaaDevice};
 use adapters::lorawan::dedup::Uplink;
-use adapters::lorawan::downlink::{base64_encode, Heard, Links};
+use adapters::lorawan::downlink::{Heard, Links};
 use adapters::lorawan::fcnt::FcntStore;
 use adapters::lorawan::frame::{self, Key};
 use adapters::lorawan::join::{Eui, JoinRequest};
 use adapters::lorawan::otaa::{self, Joins};
 use adapters::lorawan::semtech::{self, GatewayEui};
 use adapters::lorawan::uplink::{self, Devices};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use gateway_core::{DeviceId, Timestamp};
 
 const DEVICES: u32 = 1_000;
@@ -52,7 +54,7 @@ fn push_data(phy: &[u8]) -> Vec<u8> {
         format!(
             r#"{{"rxpk":[{{"tmst":3512348611,"chan":2,"rfch":0,"freq":868.5,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-70,"lsnr":7.5,"size":{},"data":"{}"}}]}}"#,
             phy.len(),
-            base64_encode(phy)
+            BASE64.encode(phy)
         )
         .as_bytes(),
     );

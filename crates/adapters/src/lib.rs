@@ -28,6 +28,12 @@ pub mod line;
 
 pub mod registry;
 
+#[cfg(any(feature = "ble", feature = "lorawan"))]
+mod device_section;
+
+#[cfg(any(feature = "coap", feature = "lorawan"))]
+mod udp;
+
 pub use registry::{AdapterKind, BuildContext, OwnedSection};
 
 // The one list of adapter kinds and of the top-level sections their

@@ -75,12 +75,6 @@ macro_rules! adapter_registry {
         kinds { $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? }
         sections { $( $(#[$smeta:meta])* $field:ident => $sty:ty ),* $(,)? }
     ) => {
-        gateway_core::config_kinds! {
-            kind_trait = $crate::registry::AdapterKind;
-            /// One `[[adapter]]` table, by its `type`.
-            pub enum AdapterConfig { $( $(#[$kmeta])* $variant => $kty ),* }
-        }
-
         /// The top-level sections owned by adapter families.
         #[derive(Debug, Clone, PartialEq, Default)]
         pub struct Sections {
@@ -97,34 +91,24 @@ macro_rules! adapter_registry {
             }
         }
 
-        impl gateway_core::config::AdapterSpec for AdapterConfig {
-            const KINDS: &'static [&'static str] = Self::KIND_NAMES;
+        gateway_core::config_kinds! {
+            kind_trait = $crate::registry::AdapterKind;
+            spec_trait = gateway_core::config::AdapterSpec {
+                const SECTIONS: &'static [&'static str] = &[
+                    $( $(#[$smeta])* <$sty as $crate::registry::OwnedSection>::NAME, )*
+                ];
 
-            const SECTIONS: &'static [&'static str] = &[
-                $( $(#[$smeta])* <$sty as $crate::registry::OwnedSection>::NAME, )*
-            ];
+                type Sections = Sections;
 
-            type Sections = Sections;
-
-            #[allow(unused_variables)]
-            fn sections(root: &toml::Table, problems: &mut gateway_core::config::Problems) -> Sections {
-                Sections {
-                    $( $(#[$smeta])* $field: $crate::registry::OwnedSection::parse(root, problems), )*
+                #[allow(unused_variables)]
+                fn sections(root: &toml::Table, problems: &mut gateway_core::config::Problems) -> Sections {
+                    Sections {
+                        $( $(#[$smeta])* $field: $crate::registry::OwnedSection::parse(root, problems), )*
+                    }
                 }
             }
-
-            fn from_table(
-                kind: &str,
-                table: toml::Value,
-                path: &str,
-                problems: &mut gateway_core::config::Problems,
-            ) -> Option<Self> {
-                Self::parse_kind(kind, table, path, problems)
-            }
-
-            fn name(&self) -> &str {
-                self.config_name()
-            }
+            /// One `[[adapter]]` table, by its `type`.
+            pub enum AdapterConfig { $( $(#[$kmeta])* $variant => $kty ),* }
         }
 
         impl AdapterConfig {

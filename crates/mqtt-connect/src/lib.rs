@@ -1,10 +1,13 @@
 //! Building a rumqttc connection (address, credentials, TLS) from config.
 //!
-//! Shared by the ingress adapter, the upstream output and rule actions, so
-//! every broker is reached the same way from the one validated
-//! `BrokerSection` (as `ConnectionSettings`). TLS is configured here rather than with
-//! rumqttc's `TlsConfiguration::default()`, which panics when the system's
-//! certificates cannot be loaded.
+//! Shared by everything that reaches a broker (the MQTT ingress adapter,
+//! the LoRaWAN downlink feed, the upstream and Home Assistant outputs, rule
+//! actions), so every broker is reached the same way: from its validated
+//! [`BrokerSection`], carried as [`ConnectionSettings`]. TLS is configured
+//! here ([`tls_client_config`], which the InfluxDB output's https uses too)
+//! rather than with rumqttc's `Transport::tls_with_default_config()`, whose
+//! default `TlsConfiguration` panics when the system's certificates cannot
+//! be loaded.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

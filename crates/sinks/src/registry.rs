@@ -90,25 +90,9 @@ macro_rules! sink_registry {
     ( $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? ) => {
         gateway_core::config_kinds! {
             kind_trait = $crate::registry::SinkKind;
+            spec_trait = gateway_core::config::SinkSpec {}
             /// One `[[sink]]` table, by its `type`.
             pub enum SinkConfig { $( $(#[$kmeta])* $variant => $kty ),* }
-        }
-
-        impl gateway_core::config::SinkSpec for SinkConfig {
-            const KINDS: &'static [&'static str] = Self::KIND_NAMES;
-
-            fn from_table(
-                kind: &str,
-                table: toml::Value,
-                path: &str,
-                problems: &mut gateway_core::config::Problems,
-            ) -> Option<Self> {
-                Self::parse_kind(kind, table, path, problems)
-            }
-
-            fn name(&self) -> &str {
-                self.config_name()
-            }
         }
 
         impl SinkConfig {

@@ -25,12 +25,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gateway_core::config::values::duration;
-use gateway_core::config::{load, secret, DeviceConfig, Problems, Tags};
+use gateway_core::config::{load, secret, DeviceConfig, Problems};
 use gateway_core::Adapter;
 use serde::Deserialize;
 
 use super::advert::Mac;
 use super::bthome_crypto::BindKey;
+use crate::device_section::{self, registry_entry};
 use crate::registry::{AdapterKind, BuildContext, OwnedSection};
 
 /// Home Assistant's Bluetooth stack waits about this long before it calls
@@ -226,17 +227,7 @@ impl OwnedSection for BleSection {
     fn registry_devices(&self) -> Vec<DeviceConfig> {
         self.devices
             .iter()
-            .filter_map(|d| {
-                Some(DeviceConfig {
-                    id: d.mac.device_id(),
-                    name: d.name.clone()?,
-                    room: d.room.clone(),
-                    floor: None,
-                    tags: Tags::default(),
-                    primary: None,
-                    units: Default::default(),
-                })
-            })
+            .filter_map(|d| registry_entry(d.mac.device_id(), d.name.as_deref(), d.room.as_deref()))
             .collect()
     }
 }
@@ -247,30 +238,12 @@ pub fn section(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> BleSection {
-    let Some(value) = root.get("ble") else {
+    let Some(section) = device_section::read(root, "ble", &[], problems) else {
         return BleSection::default();
-    };
-    let Some(table) = value.as_table() else {
-        problems.push("ble", "expected a table, write it as [[ble.device]]");
-        return BleSection::default();
-    };
-    for key in table.keys().filter(|k| *k != "device") {
-        problems.push(format!("ble.{key}"), "unknown key, expected device");
-    }
-    let items = match table.get("device") {
-        None => return BleSection::default(),
-        Some(toml::Value::Array(items)) => items.clone(),
-        Some(_) => {
-            problems.push(
-                "ble.device",
-                "expected an array of tables, write it as [[ble.device]]",
-            );
-            return BleSection::default();
-        }
     };
     let mut devices = Vec::new();
     let mut macs = HashSet::new();
-    for (i, item) in items.into_iter().enumerate() {
+    for (i, item) in section.devices.into_iter().enumerate() {
         let path = format!("ble.device[{i}]");
         let Some(device) = device(item, &path, env, problems) else {
             continue;
@@ -303,7 +276,7 @@ fn device(
     let bindkey = raw
         .bindkey
         .as_ref()
-        .map(|text| bindkey(text.expose(), &format!("{path}.bindkey"), env, problems));
+        .map(|text| secret::parse(text.expose(), &format!("{path}.bindkey"), env, problems));
     for (key, value) in [("name", &raw.name), ("room", &raw.room)] {
         if value.as_deref() == Some("") {
             problems.push(format!("{path}.{key}"), "expected a non-empty text");
@@ -318,17 +291,6 @@ fn device(
         name: raw.name,
         room: raw.room,
     })
-}
-
-/// A bindkey from hex, or from the environment with `env:VAR`. Problems
-/// name where the key came from, never the key.
-fn bindkey(
-    text: &str,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Problems,
-) -> Option<BindKey> {
-    secret::parse(text, path, env, problems)
 }
 
 /// The BLE part of the `configfile` template.

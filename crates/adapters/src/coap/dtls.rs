@@ -217,13 +217,7 @@ impl Adapter for CoapsSource {
                     ctx.name
                 )));
             }
-            let socket =
-                UdpSocket::bind(self.config.bind)
-                    .await
-                    .map_err(|source| AdapterError::Bind {
-                        addr: self.config.bind.to_string(),
-                        source,
-                    })?;
+            let socket = crate::udp::bind(self.config.bind).await?;
             serve(socket, self.config, self.keys, ctx).await
         })
     }
@@ -287,10 +281,7 @@ pub async fn serve(
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(e) => {
-                    stats.error("recv");
-                    if let Some(suppressed) = throttle.allow("recv") {
-                        warn!(adapter = %ctx.name, error = %e, suppressed, "CoAP receive failed.");
-                    }
+                    super::server::recv_failed(&stats, &throttle, &ctx.name, &e);
                     continue;
                 }
             },

@@ -36,13 +36,7 @@ impl CoapSource {
 impl Adapter for CoapSource {
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
         Box::pin(async move {
-            let socket =
-                UdpSocket::bind(self.config.bind)
-                    .await
-                    .map_err(|source| AdapterError::Bind {
-                        addr: self.config.bind.to_string(),
-                        source,
-                    })?;
+            let socket = crate::udp::bind(self.config.bind).await?;
             serve(socket, self.config, ctx).await
         })
     }
@@ -80,12 +74,7 @@ pub async fn serve(
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(e) => {
-                    // ICMP port unreachable from an earlier reply surfaces
-                    // here on some systems; the socket itself is fine.
-                    stats.error("recv");
-                    if let Some(suppressed) = throttle.allow("recv") {
-                        warn!(adapter = %ctx.name, error = %e, suppressed, "CoAP receive failed.");
-                    }
+                    recv_failed(&stats, &throttle, &ctx.name, &e);
                     continue;
                 }
             },
@@ -141,6 +130,21 @@ async fn deliver(
         }
     }
     Ok(())
+}
+
+/// A datagram that could not be received is counted and logged; the
+/// socket itself is fine: ICMP port unreachable from an earlier reply
+/// surfaces here on some systems.
+pub(crate) fn recv_failed(
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+    adapter: &str,
+    e: &std::io::Error,
+) {
+    stats.error("recv");
+    if let Some(suppressed) = throttle.allow("recv") {
+        warn!(adapter, error = %e, suppressed, "CoAP receive failed.");
+    }
 }
 
 fn report(

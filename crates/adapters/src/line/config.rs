@@ -78,6 +78,17 @@ pub(crate) fn seed_columns() -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
+    use gateway_core::config::Problems;
+
+    use crate::registry::AdapterKind;
+
+    /// `K`'s template, its `[[adapter]]` uncommented, parses as `K`.
+    pub(crate) fn assert_template_parses<K: AdapterKind>() {
+        let table = uncommented(&K::template(), K::KIND);
+        let mut p = Problems::default();
+        assert!(K::from_table(table, "a", &mut p).is_some(), "{p}");
+    }
+
     /// The commented-out `[[adapter]]` of a template, uncommented, with
     /// `type` checked and removed.
     pub(crate) fn uncommented(template: &str, kind: &str) -> toml::Value {

@@ -136,23 +136,35 @@ impl Framer {
 mod tests {
     use super::*;
 
-    /// Every frame of `chunks`, fed in that order.
-    fn frames(max: usize, chunks: &[&[u8]]) -> Vec<Result<String, ()>> {
+    /// A line, or `Err` for one over the limit.
+    type Framed = Result<String, ()>;
+
+    fn framed(frame: Frame<'_>) -> Framed {
+        match frame {
+            Frame::Line(l) => Ok(String::from_utf8_lossy(l).into_owned()),
+            Frame::TooLong => Err(()),
+        }
+    }
+
+    /// The framer after `chunks`, fed in that order, and every frame.
+    fn feed(max: usize, chunks: &[&[u8]]) -> (Framer, Vec<Framed>) {
         let mut f = Framer::new(max);
         let mut out = Vec::new();
         for chunk in chunks {
             let mut data = *chunk;
             while let Some(frame) = f.next(&mut data) {
-                out.push(match frame {
-                    Frame::Line(l) => Ok(String::from_utf8_lossy(l).into_owned()),
-                    Frame::TooLong => Err(()),
-                });
+                out.push(framed(frame));
             }
         }
-        out
+        (f, out)
     }
 
-    fn line(s: &str) -> Result<String, ()> {
+    /// Every frame of `chunks`.
+    fn frames(max: usize, chunks: &[&[u8]]) -> Vec<Framed> {
+        feed(max, chunks).1
+    }
+
+    fn line(s: &str) -> Framed {
         Ok(s.to_string())
     }
 
@@ -184,26 +196,10 @@ mod tests {
         );
     }
 
-    /// A line, or `Err` for one over the limit.
-    type Framed = Result<String, ()>;
-
     /// Every frame of `chunks`, then what `finish` hands over.
     fn frames_to_end(max: usize, chunks: &[&[u8]]) -> (Vec<Framed>, Option<Framed>) {
-        let mut f = Framer::new(max);
-        let mut out = Vec::new();
-        for chunk in chunks {
-            let mut data = *chunk;
-            while let Some(frame) = f.next(&mut data) {
-                out.push(match frame {
-                    Frame::Line(l) => Ok(String::from_utf8_lossy(l).into_owned()),
-                    Frame::TooLong => Err(()),
-                });
-            }
-        }
-        let last = f.finish().map(|frame| match frame {
-            Frame::Line(l) => Ok(String::from_utf8_lossy(l).into_owned()),
-            Frame::TooLong => Err(()),
-        });
+        let (mut f, out) = feed(max, chunks);
+        let last = f.finish().map(framed);
         assert!(!f.has_partial(), "finish leaves nothing behind");
         (out, last)
     }

@@ -199,11 +199,6 @@ mod tests {
 
     #[test]
     fn the_template_parses_once_uncommented() {
-        let table = super::super::config::tests::uncommented(&serial_template(), "serial_line");
-        let mut p = Problems::default();
-        assert!(
-            SerialLineConfig::from_table(table, "a", &mut p).is_some(),
-            "{p}"
-        );
+        super::super::config::tests::assert_template_parses::<SerialLineConfig>();
     }
 }

@@ -247,11 +247,6 @@ mod tests {
 
     #[test]
     fn the_template_parses_once_uncommented() {
-        let table = super::super::config::tests::uncommented(&tcp_template(), "tcp_line");
-        let mut p = Problems::default();
-        assert!(
-            TcpLineConfig::from_table(table, "a", &mut p).is_some(),
-            "{p}"
-        );
+        super::super::config::tests::assert_template_parses::<TcpLineConfig>();
     }
 }

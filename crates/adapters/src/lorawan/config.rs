@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use gateway_core::config::broker::{self, BrokerSection};
 use gateway_core::config::values::duration;
-use gateway_core::config::{load, secret, DeviceConfig, Problems, Tags};
+use gateway_core::config::{load, secret, DeviceConfig, Problems};
 use gateway_core::Adapter;
 use gateway_core::DeviceId;
 use serde::Deserialize;
@@ -33,6 +33,7 @@ use super::frame::Key;
 use super::join::Eui;
 use super::region::Region;
 use super::semtech::GatewayEui;
+use crate::device_section::{self, registry_entry};
 use crate::registry::{AdapterKind, BuildContext, OwnedSection};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -286,7 +287,7 @@ fn device(
         let dev_eui = eui(Some(dev_eui_text), "dev_eui", problems);
         let join_eui = eui(raw.join_eui.as_ref(), "join_eui", problems);
         let app_key = match &raw.app_key {
-            Some(k) => key(k.expose(), &format!("{path}.app_key"), env, problems),
+            Some(k) => secret::parse(k.expose(), &format!("{path}.app_key"), env, problems),
             None => {
                 problems.push(format!("{path}.app_key"), "an OTAA device needs it");
                 None
@@ -330,7 +331,7 @@ fn device(
         );
     }
     let session_key = |k: &Option<secret::Secret>, name: &str, problems: &mut Problems| match k {
-        Some(k) => key(k.expose(), &format!("{path}.{name}"), env, problems),
+        Some(k) => secret::parse(k.expose(), &format!("{path}.{name}"), env, problems),
         None => {
             problems.push(format!("{path}.{name}"), "an ABP device needs it");
             None
@@ -397,16 +398,6 @@ fn parse_dev_addr(text: &str) -> Option<u32> {
         .flatten()
 }
 
-/// A key from hex, or from the environment with `env:VAR`.
-fn key(
-    text: &str,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Problems,
-) -> Option<Key> {
-    secret::parse(text, path, env, problems)
-}
-
 /// The `[lorawan]` section.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LorawanSection {
@@ -440,17 +431,7 @@ impl OwnedSection for LorawanSection {
             .iter()
             .map(|d| (&d.id, &d.name))
             .chain(self.otaa.iter().map(|d| (&d.id, &d.name)))
-            .filter_map(|(id, name)| {
-                Some(DeviceConfig {
-                    id: id.clone(),
-                    name: name.clone()?,
-                    room: None,
-                    floor: None,
-                    tags: Tags::default(),
-                    primary: None,
-                    units: Default::default(),
-                })
-            })
+            .filter_map(|(id, name)| registry_entry(id.clone(), name.as_deref(), None))
             .collect()
     }
 }
@@ -461,38 +442,12 @@ pub fn section(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> LorawanSection {
-    let Some(value) = root.get("lorawan") else {
+    let Some(section) = device_section::read(root, "lorawan", &["net_id", "region"], problems)
+    else {
         return LorawanSection::default();
     };
-    let Some(table) = value.as_table() else {
-        problems.push(
-            "lorawan",
-            "expected a table, write it as [[lorawan.device]]",
-        );
-        return LorawanSection::default();
-    };
-    for key in table
-        .keys()
-        .filter(|k| !matches!(k.as_str(), "device" | "net_id" | "region"))
-    {
-        problems.push(
-            format!("lorawan.{key}"),
-            "unknown key, expected device, net_id or region",
-        );
-    }
-    let (devices, otaa) = match table.get("device") {
-        None => (Vec::new(), Vec::new()),
-        Some(toml::Value::Array(items)) => {
-            all_devices(items.clone(), "lorawan.device", env, problems)
-        }
-        Some(_) => {
-            problems.push(
-                "lorawan.device",
-                "expected an array of tables, write it as [[lorawan.device]]",
-            );
-            (Vec::new(), Vec::new())
-        }
-    };
+    let (devices, otaa) = all_devices(section.devices, "lorawan.device", env, problems);
+    let table = section.table;
     let mut network = Network::default();
     match table.get("net_id") {
         None => {}

@@ -336,6 +336,14 @@ fn base64_edges() {
     for (text, want) in rows {
         assert_eq!(base64_decode(text).as_deref(), want, "{text:?}");
     }
+    // What the downlink path writes (padded, every length) reads back.
+    use base64::Engine as _;
+    for n in 0..20u8 {
+        let bytes: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
+        let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        assert_eq!(base64_decode(&text), Some(bytes));
+    }
+    assert_eq!(base64_decode("dGVzdA=="), Some(b"test".to_vec()));
 }
 
 #[test]

@@ -81,13 +81,7 @@ impl SemtechUdpSource {
 impl Adapter for SemtechUdpSource {
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
         Box::pin(async move {
-            let socket =
-                UdpSocket::bind(self.config.bind)
-                    .await
-                    .map_err(|source| AdapterError::Bind {
-                        addr: self.config.bind.to_string(),
-                        source,
-                    })?;
+            let socket = crate::udp::bind(self.config.bind).await?;
             if let Err(e) = std::fs::create_dir_all(&self.state_dir) {
                 error!(adapter = %ctx.name, state_dir = %self.state_dir.display(), error = %e, "Cannot use the state directory: LoRaWAN uplinks will be refused, as their frame counters cannot be stored.");
             }

@@ -112,10 +112,7 @@ fn column_device<'a>(
     fields: impl Iterator<Item = &'a str> + Clone,
 ) -> Result<DeviceId, DecodeError> {
     let id = named_device(columns, fields).ok_or(DecodeError::NoDevice)?;
-    DeviceId::new(id).map_err(|source| DecodeError::InvalidDevice {
-        id: super::clip(id),
-        source,
-    })
+    super::named_device_id(id)
 }
 
 #[cfg(test)]
@@ -124,9 +121,6 @@ mod tests {
     use super::super::test_support::*;
     use super::super::{decode, DecodeError, FieldReason, PayloadFormat};
     use gateway_core::TimeSource::{Arrival, Event};
-
-    /// 2026-11-21T10:00:00Z.
-    const T0: i64 = 1_795_255_200_000;
 
     fn csv(columns: &[&str]) -> PayloadFormat {
         PayloadFormat::Csv {

@@ -12,7 +12,7 @@
 //! and `\\` inside string values. The parser is total: any byte sequence
 //! ends in readings or a [`DecodeError::InvalidLineProtocol`].
 
-use gateway_core::{DeviceId, Timestamp};
+use gateway_core::Timestamp;
 
 use super::{text, Context, DecodeError, Decoded, FieldReason, When};
 
@@ -143,10 +143,7 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
     let id = device_tag.unwrap_or_else(|| unescape(measurement));
     let device = match ctx.device {
         Some(d) => d.clone(),
-        None => DeviceId::new(id.as_str()).map_err(|source| DecodeError::InvalidDevice {
-            id: super::clip(&id),
-            source,
-        })?,
+        None => super::named_device_id(&id)?,
     };
     let mut out = Decoded::default();
     let when = match stamp {
@@ -188,9 +185,6 @@ mod tests {
     use super::super::test_support::*;
     use super::super::{decode, DecodeError, FieldReason, PayloadFormat};
     use gateway_core::TimeSource::{Arrival, Event};
-
-    /// 2026-11-21T10:00:00Z.
-    const T0: i64 = 1_795_255_200_000;
 
     fn same_kind(got: Result<super::Decoded, DecodeError>, label: &str) {
         match got {

@@ -95,10 +95,7 @@ fn payload_device(
             _ => None,
         })
         .ok_or(DecodeError::NoDevice)?;
-    DeviceId::new(id.as_str()).map_err(|source| DecodeError::InvalidDevice {
-        id: super::clip(&id),
-        source,
-    })
+    super::named_device_id(&id)
 }
 
 /// The payload's time (the first of [`TIME_KEYS`] present), or arrival time
@@ -131,9 +128,6 @@ mod tests {
     use super::super::{decode, DecodeError, Decoded, FieldReason, PayloadFormat};
     use gateway_core::ModelError;
     use gateway_core::TimeSource::{Arrival, Event};
-
-    /// 2026-11-21T10:00:00Z, the time in the examples.
-    const T0: i64 = 1_795_255_200_000;
 
     #[test]
     fn objects() {

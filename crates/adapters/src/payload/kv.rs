@@ -9,8 +9,6 @@
 //! as a JSON object with a duplicate key is: which one the device meant
 //! cannot be known, and counting both would invent a reading.
 
-use gateway_core::DeviceId;
-
 use super::{text, text_time, Context, DecodeError, Decoded, FieldReason, When, TIME_KEYS};
 
 /// Keys naming the device, in order of preference.
@@ -47,10 +45,7 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
                 .find_map(|key| pairs.iter().find(|(k, v)| k == key && !v.is_empty()))
                 .map(|(_, v)| *v)
                 .ok_or(DecodeError::NoDevice)?;
-            DeviceId::new(id).map_err(|source| DecodeError::InvalidDevice {
-                id: super::clip(id),
-                source,
-            })?
+            super::named_device_id(id)?
         }
     };
     let mut out = Decoded::default();
@@ -84,9 +79,6 @@ mod tests {
     use super::super::test_support::*;
     use super::super::{decode, DecodeError, FieldReason, PayloadFormat};
     use gateway_core::TimeSource::{Arrival, Event};
-
-    /// 2026-11-21T10:00:00Z.
-    const T0: i64 = 1_795_255_200_000;
 
     #[test]
     fn lines() {

@@ -497,6 +497,15 @@ fn text_time(s: &str) -> Option<Timestamp> {
         .or_else(|| s.trim().parse::<f64>().ok().and_then(epoch_time))
 }
 
+/// The device a payload names by `id`; an unusable id is refused with
+/// the id itself, clipped.
+fn named_device_id(id: &str) -> Result<DeviceId, DecodeError> {
+    DeviceId::new(id).map_err(|source| DecodeError::InvalidDevice {
+        id: clip(id),
+        source,
+    })
+}
+
 /// At most [`MAX_ECHO`] bytes of `s`, cut at a character boundary, so a
 /// hostile megabyte-long key cannot flood logs.
 fn clip(s: &str) -> String {

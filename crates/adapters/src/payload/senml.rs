@@ -345,8 +345,6 @@ mod tests {
     use gateway_core::ModelError;
     use gateway_core::TimeSource::{Arrival, Event};
 
-    /// 2026-11-21T10:00:00Z.
-    const T0: i64 = 1_795_255_200_000;
     /// The `bt` of RFC 8428 §5.1.2's second example, in ms.
     const BT_512: i64 = 1_276_020_076_001;
     /// The `bt` of RFC 8428 §5.1.3, in ms.

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// 2026-11-21T10:00:00Z: the event time the examples carry.
+pub(super) const T0: i64 = 1_795_255_200_000;
+
 /// 2026-11-21T10:05:00Z: arrival time in every test.
 pub(super) const NOW: i64 = 1_795_255_500_000;
 

@@ -96,9 +96,6 @@ mod tests {
     use gateway_core::ModelError;
     use gateway_core::TimeSource::{Arrival, Event};
 
-    /// 2026-11-21T10:00:00Z.
-    const T0: i64 = 1_795_255_200_000;
-
     #[test]
     fn messages() {
         let d = dev("kitchen_sensor");

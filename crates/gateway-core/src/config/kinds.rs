@@ -1,19 +1,24 @@
 //! What the `[[adapter]]` and `[[sink]]` registries have in common.
 //!
-//! Both generate, from one list of kinds, an enum with a variant per kind,
-//! dispatch on `type`, the kind's name and `name`, and the config template
-//! in list order. Written once here; each registry adds what is its own
-//! (adapters: owned sections and `build`; sinks: `start`). The kind trait
-//! is a parameter, so adapters and sinks keep their own traits.
+//! Both generate, from one list of kinds, an enum with a variant per kind
+//! implementing this crate's spec trait (accepted `type`s, dispatch on
+//! `type`, `name`), the kind's name, and the config template in list order.
+//! Written once here; each registry adds what is its own (adapters: owned
+//! sections and `build`; sinks: `start`). The kind trait is a parameter, so
+//! adapters and sinks keep their own traits.
 
-/// Generates `$enum` (a variant per kind, `#[cfg]`s honoured), its
-/// `KIND_NAMES`, `parse_kind`, `config_name` and `kind`, and a free
-/// `template()` concatenating the kinds' templates. `$kind` is a trait
-/// with `KIND`, `from_table`, `name` and `template`.
+/// Generates `$enum` (a variant per kind, `#[cfg]`s honoured), its `kind()`,
+/// its `$spec` implementation (`KINDS`, `from_table` dispatching on `type`,
+/// `name`; `$spec_items` add what else that trait asks for), and a free
+/// `template()` concatenating the kinds' templates. `$kind` is a trait with
+/// `KIND`, `from_table`, `name` and `template`; `$spec` is gateway-core's
+/// trait of the registry ([`AdapterSpec`](crate::config::AdapterSpec) or
+/// [`SinkSpec`](crate::config::SinkSpec)).
 #[macro_export]
 macro_rules! config_kinds {
     (
         kind_trait = $kind:path;
+        spec_trait = $spec:path { $($spec_items:tt)* }
         $(#[$emeta:meta])*
         pub enum $enum:ident { $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? }
     ) => {
@@ -23,15 +28,12 @@ macro_rules! config_kinds {
             $( $(#[$kmeta])* $variant($kty), )*
         }
 
-        impl $enum {
-            /// Every accepted `type` value, in list order.
-            pub const KIND_NAMES: &'static [&'static str] = &[
+        impl $spec for $enum {
+            const KINDS: &'static [&'static str] = &[
                 $( $(#[$kmeta])* <$kty as $kind>::KIND, )*
             ];
 
-            /// The config of `type = kind` from its table, problems
-            /// recorded under `path`; `None` for an unknown kind too.
-            pub fn parse_kind(
+            fn from_table(
                 kind: &str,
                 table: toml::Value,
                 path: &str,
@@ -48,13 +50,16 @@ macro_rules! config_kinds {
                 None
             }
 
-            /// Its unique `name`.
-            pub fn config_name(&self) -> &str {
+            fn name(&self) -> &str {
                 match *self {
                     $( $(#[$kmeta])* Self::$variant(ref c) => <$kty as $kind>::name(c), )*
                 }
             }
 
+            $($spec_items)*
+        }
+
+        impl $enum {
             /// Its `type`.
             pub fn kind(&self) -> &'static str {
                 match *self {

@@ -1,6 +1,9 @@
 //! The write request's path and credentials, from the config and the
 //! environment (secrets are read here, once, and never logged).
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+
 use crate::registry::StartError;
 
 use super::config::{Endpoint, InfluxConfig};
@@ -14,12 +17,6 @@ pub fn secret(sink: &str, key: &'static str, var: &str) -> Result<String, StartE
         key,
         var: var.to_string(),
     })
-}
-
-/// Standard base64 with padding (Basic credentials).
-pub fn base64(input: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(input)
 }
 
 /// TLS for an `https://` url: `ca_file` or the system's roots, loaded as
@@ -81,7 +78,7 @@ pub fn write_target(
             };
             Some(format!(
                 "Basic {}",
-                base64(format!("{}:{password}", config.username).as_bytes())
+                BASE64.encode(format!("{}:{password}", config.username))
             ))
         };
         ("/write", auth)

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use adapters::lorawan::frame::{seal, Key};
 use anyhow::{bail, Context as _};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use tokio::net::UdpSocket;
 
 use super::{pace, Fleet, SimulateArgs, TICK};
@@ -103,12 +105,6 @@ fn compact_i16(temperature: f64, humidity: f64, battery: f64) -> [u8; 5] {
     [t0, t1, h, b0, b1]
 }
 
-/// Standard base64 with padding, as lora_pkt_fwd writes `data`.
-fn base64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// A PUSH_DATA (protocol v2) carrying `phy` as one rxpk.
 pub(super) fn push_data(token: u16, phy: &[u8], rssi: i16, snr: f64) -> Vec<u8> {
     let [t0, t1] = token.to_be_bytes();
@@ -118,7 +114,8 @@ pub(super) fn push_data(token: u16, phy: &[u8], rssi: i16, snr: f64) -> Vec<u8> 
         r#"{{"rxpk":[{{"tmst":{},"chan":2,"rfch":0,"freq":868.5,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":{rssi},"lsnr":{snr:.1},"size":{},"data":"{}"}}]}}"#,
         u32::from(token).wrapping_mul(1000),
         phy.len(),
-        base64(phy)
+        // Padded, as lora_pkt_fwd writes `data`.
+        BASE64.encode(phy)
     );
     d.extend_from_slice(body.as_bytes());
     d

@@ -132,6 +132,9 @@ fn pull_resp_payload(datagram: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine as _;
+
     use super::*;
 
     #[test]
@@ -147,7 +150,7 @@ mod tests {
         };
         let body = format!(
             r#"{{"txpk":{{"data":"{}"}}}}"#,
-            adapters::lorawan::downlink::base64_encode(&accept.seal(&key))
+            BASE64.encode(accept.seal(&key))
         );
         let mut d = vec![2, 0, 1, 0x03];
         d.extend_from_slice(body.as_bytes());
