@@ -69,6 +69,9 @@ fn aggregates_are_one_point_at_window_start_with_five_fields_per_metric() {
         start: Timestamp::from_millis(60_000).unwrap(),
         end: Timestamp::from_millis(120_000).unwrap(),
         partial: false,
+        window_start: Timestamp::from_millis(60_000).unwrap(),
+        rerun: 0,
+        partial_at: None,
         metrics: vec![(
             "t".into(),
             MetricStats {
@@ -108,6 +111,8 @@ fn alerts_carry_their_transition_as_tags_and_an_escaped_text() {
         at: Timestamp::from_millis(5).unwrap(),
         reason: None,
         expected: None,
+        observed: None,
+        source: gateway_core::SourceId::UNKNOWN,
     };
     assert_eq!(
         lines(&mut e, &SinkEvent::Alert(a)),
@@ -129,6 +134,8 @@ fn an_anomaly_alert_states_its_range_in_the_unit_and_its_score_apart() {
         at: Timestamp::from_millis(5).unwrap(),
         reason: Some("level_shift".into()),
         expected: Some((580.0, 702.5)),
+        observed: Some(894.0),
+        source: gateway_core::SourceId::UNKNOWN,
     };
     assert_eq!(
         lines(&mut e, &SinkEvent::Alert(a)),
@@ -174,6 +181,9 @@ fn with_unit_tag_each_metric_is_a_point_tagged_with_its_unit() {
         start: Timestamp::from_millis(0).unwrap(),
         end: Timestamp::from_millis(60_000).unwrap(),
         partial: false,
+        window_start: Timestamp::from_millis(0).unwrap(),
+        rerun: 0,
+        partial_at: None,
         metrics: vec![("battery".into(), stats), ("rssi".into(), stats)],
     };
     assert_eq!(
