@@ -96,3 +96,18 @@ pub struct AlertEvent {
     /// or a status change did.
     pub source: SourceId,
 }
+
+impl AlertEvent {
+    /// What an alert's one-line text is made of.
+    pub fn facts(&self) -> gateway_core::units::AlertFacts<'_> {
+        gateway_core::units::AlertFacts {
+            rule: &self.rule,
+            state: &self.state,
+            kind: &self.kind,
+            metric: &self.metric,
+            value: self.value,
+            limit: self.limit,
+            expected: self.expected,
+        }
+    }
+}

@@ -49,3 +49,15 @@ pub struct OutputLink<M = OutboundMessage> {
     /// `messages` and `urgent` before the request is stored durably.
     pub flush: Option<mpsc::Receiver<oneshot::Sender<bool>>>,
 }
+
+/// `[[device]]` tables as the config reads them, for tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_devices(text: &str) -> Vec<gateway_core::config::DeviceConfig> {
+    toml::from_str::<toml::Table>(text).unwrap()["device"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.clone().try_into().unwrap())
+        .collect()
+}

@@ -1,4 +1,3 @@
-use gateway_core::config::DeviceConfig;
 use gateway_core::{DeviceId, MetricName, TimeSource, Timestamp};
 
 use super::*;
@@ -16,20 +15,14 @@ fn reading(device: &str, metric: &str, value: f64, ms: i64) -> Reading {
 }
 
 fn encoder(write: &[Series]) -> Encoder {
-    let devices: Vec<DeviceConfig> = toml::from_str::<toml::Table>(
+    let devices = crate::test_devices(
         r#"
 [[device]]
 id = "bme-1"
 name = "Lab, bench=1"
 room = "a b"
 "#,
-    )
-    .unwrap()["device"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.clone().try_into().unwrap())
-        .collect();
+    );
     let config = InfluxConfig {
         measurement: "bme680 measure,x".into(),
         write: write.to_vec(),

@@ -1,7 +1,7 @@
 //! The upstream topics and JSON payloads: a public contract with cloud
 //! consumers. Fields may be added, never renamed or removed.
 
-use gateway_core::units::{AlertFacts, MetricInfo};
+use gateway_core::units::MetricInfo;
 use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -177,15 +177,6 @@ impl Renderer {
         obj.insert("limit".into(), json!(a.limit));
         obj.insert("ts".into(), json!(a.at.to_rfc3339()));
         obj.insert("rule".into(), json!(a.rule));
-        let facts = AlertFacts {
-            rule: &a.rule,
-            state: &a.state,
-            kind: &a.kind,
-            metric: &a.metric,
-            value: a.value,
-            limit: a.limit,
-            expected: a.expected,
-        };
         // A silence counts seconds whatever the metric.
         let unit = if a.kind == "silence" {
             "s"
@@ -198,7 +189,7 @@ impl Renderer {
         if a.kind == "anomaly" {
             obj.insert("score".into(), json!(a.limit));
         }
-        obj.insert("text".into(), json!(facts.line(info)));
+        obj.insert("text".into(), json!(a.facts().line(info)));
         if let Some(reason) = &a.reason {
             obj.insert("reason".into(), json!(reason));
             if let Some((low, high)) = a.expected {
@@ -222,7 +213,6 @@ mod tests {
     //! The payloads pinned byte for byte: consumers de-duplicate on `id`,
     //! so a change here re-sends every window after an upgrade.
 
-    use gateway_core::config::DeviceConfig;
     use gateway_core::units::Units;
     use gateway_core::{SourceId, Timestamp};
 
@@ -230,7 +220,7 @@ mod tests {
     use crate::event::MetricStats;
 
     fn renderer() -> Renderer {
-        let devices: Vec<DeviceConfig> = toml::from_str::<toml::Table>(
+        let devices = crate::test_devices(
             r#"
 [[device]]
 id = "fridge-2"
@@ -239,13 +229,7 @@ room = "kitchen"
 tags = { zone = "north" }
 units = { co2 = "ppb" }
 "#,
-        )
-        .unwrap()["device"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.clone().try_into().unwrap())
-            .collect();
+        );
         Renderer {
             gateway_id: "gw-01".into(),
             prefix: "building/hq".into(),
