@@ -1,7 +1,8 @@
-//! Alerts in the running gateway: the rule engine fed by the pipeline,
-//! alerts rendered for upstream at once (they bypass the windows), local
-//! actions handed to the action runner, and the engine's learned state kept
-//! in `{state_dir}/alerts.json` across restarts.
+//! Alerts in the running gateway: the rule engine fed by the pipeline, its
+//! transitions handed back at once (they bypass the windows; the fanout
+//! sends them to every output), local actions handed to the action runner,
+//! and the engine's learned state kept in `{state_dir}/alerts.json` across
+//! restarts.
 //!
 //! The file is replaced atomically: written to a temporary file, fsynced,
 //! renamed over the old one, and the directory fsynced, so a power cut
@@ -15,15 +16,12 @@ use gateway_core::config::{DeviceConfig, RuleConfig};
 use gateway_core::state_file::inventory;
 use gateway_core::state_file::json::{JsonStateError, JsonStateFile, StateDocument};
 use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{
-    DeviceState, OutboundMessage, Reading, SourceId, StatusChange, Telemetry, Timestamp,
-};
+use gateway_core::{DeviceState, Reading, SourceId, StatusChange, Telemetry, Timestamp};
 use rules::{Alert, AlertState, Engine, EngineState};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::actions::ActionJob;
-use crate::messages::Renderer;
 
 /// Silence rules are checked at most this often (ms).
 const TICK_MS: i64 = 1000;
@@ -33,6 +31,16 @@ const TICK_MS: i64 = 1000;
 pub const ALERTS_SUPPRESSED: &str = "edge_gateway_alerts_suppressed_total";
 
 pub type StoreError = JsonStateError;
+
+/// One transition of an alert rule (suppressed ones too: the outputs
+/// record them, the upstream drops them), and the adapter of the reading
+/// that decided it, whose `units` may say what the metric is measured in
+/// (`SourceId::UNKNOWN` when the clock or a status change did).
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub alert: Alert,
+    pub source: SourceId,
+}
 
 /// The engine's state as `alerts.json` holds it.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -75,7 +83,6 @@ impl AlertStore {
 /// The rule engine as the pipeline uses it.
 pub struct Alerts {
     engine: Engine,
-    renderer: Renderer,
     store: Option<AlertStore>,
     actions: Option<mpsc::Sender<ActionJob>>,
     next_tick_ms: i64,
@@ -90,10 +97,6 @@ pub struct Alerts {
     /// A device model's refit running on a blocking thread: a fit takes
     /// 6-11 ms, which the pipeline task must not spend between readings.
     fit: Option<(FitKey, oneshot::Receiver<Option<Fitted>>)>,
-    /// Transitions kept for the `[[sink]]` outputs, when there are any.
-    sink_events: Option<Vec<Alert>>,
-    /// The unit an upstream alert states its numbers in.
-    units: gateway_core::units::Units,
 }
 
 type FitKey = (usize, gateway_core::DeviceId);
@@ -104,7 +107,6 @@ impl Alerts {
     pub fn new(
         rules: &[RuleConfig],
         devices: &[DeviceConfig],
-        renderer: Renderer,
         state_dir: Option<&Path>,
         actions: Option<mpsc::Sender<ActionJob>>,
         telemetry: &Telemetry,
@@ -131,7 +133,6 @@ impl Alerts {
         }
         Self {
             engine,
-            renderer,
             store,
             actions,
             next_tick_ms: i64::MIN,
@@ -146,29 +147,7 @@ impl Alerts {
             store_failures,
             throttle: LogThrottle::default(),
             fit: None,
-            sink_events: None,
-            units: gateway_core::units::Units::default(),
         }
-    }
-
-    /// States alerts in these units (`[units]`, `[[adapter]] units`,
-    /// `[[device]] units`) rather than the table's alone.
-    pub fn with_units(mut self, units: gateway_core::units::Units) -> Self {
-        self.units = units;
-        self
-    }
-
-    /// Keeps each transition for [`Self::take_sink_events`] too.
-    pub fn keep_for_sinks(&mut self) {
-        self.sink_events.get_or_insert_with(Vec::new);
-    }
-
-    /// The transitions since the last call, for the `[[sink]]` outputs.
-    pub fn take_sink_events(&mut self) -> Vec<Alert> {
-        self.sink_events
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
     }
 
     /// Installs a finished refit and starts the next one due, on a blocking
@@ -201,15 +180,15 @@ impl Alerts {
         }
     }
 
-    /// One accepted reading.
-    pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<OutboundMessage>) {
+    /// One accepted reading; its transitions land in `out`.
+    pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Transition>) {
         self.dirty = true;
         let alerts = self.engine.on_reading(r);
         self.emit(alerts, r.source(), out);
     }
 
     /// The clock moved: silence rules are checked (at most once a second).
-    pub fn on_tick(&mut self, now: Timestamp, out: &mut Vec<OutboundMessage>) {
+    pub fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Transition>) {
         if now.as_millis() < self.next_tick_ms {
             return;
         }
@@ -220,16 +199,16 @@ impl Alerts {
     }
 
     /// A device announced its state.
-    pub fn on_status(&mut self, change: &StatusChange, out: &mut Vec<OutboundMessage>) {
+    pub fn on_status(&mut self, change: &StatusChange, out: &mut Vec<Transition>) {
         self.dirty = true;
         let online = change.state == DeviceState::Online;
         let alerts = self.engine.on_status(&change.device, online, change.time);
         self.emit(alerts, SourceId::UNKNOWN, out);
     }
 
-    /// `source`: the adapter of the reading that decided them, whose
-    /// `units` may say what the metric is measured in.
-    fn emit(&mut self, alerts: Vec<Alert>, source: SourceId, out: &mut Vec<OutboundMessage>) {
+    /// Counts and logs each transition, and starts the actions of raised
+    /// and cleared ones. `source`: see [`Transition::source`].
+    fn emit(&mut self, alerts: Vec<Alert>, source: SourceId, out: &mut Vec<Transition>) {
         for a in alerts {
             self.dirty = true;
             match a.state {
@@ -242,22 +221,15 @@ impl Alerts {
                         c.inc();
                     }
                     info!(rule = %a.rule, device = %a.device, metric = %a.metric, kind = a.kind.as_str(), value = a.value, limit = a.limit, "Alert suppressed: within the rule's cooldown.");
-                    if let Some(events) = &mut self.sink_events {
-                        events.push(a);
-                    }
+                    out.push(Transition { alert: a, source });
                     continue;
                 }
             }
             info!(rule = %a.rule, device = %a.device, metric = %a.metric, kind = a.kind.as_str(), state = a.state.as_str(), value = a.value, limit = a.limit, "Alert.");
-            let info = self.units.of(
-                self.renderer.registry.get(&a.device).map(|d| &d.units),
+            out.push(Transition {
+                alert: a.clone(),
                 source,
-                &a.metric,
-            );
-            out.push(self.renderer.alert_in(&a, &info));
-            if let Some(events) = &mut self.sink_events {
-                events.push(a.clone());
-            }
+            });
             let action = self
                 .engine
                 .rules()
@@ -298,7 +270,7 @@ impl Alerts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_core::{DeviceId, DeviceRegistry, MetricName, TimeSource};
+    use gateway_core::{DeviceId, MetricName, TimeSource};
 
     fn device_rule() -> Vec<RuleConfig> {
         #[derive(serde::Deserialize)]
@@ -326,13 +298,8 @@ mod tests {
     async fn a_device_model_refits_on_a_blocking_thread_not_in_the_tick() {
         let rules = device_rule();
         assert_eq!(rules.len(), 1);
-        let renderer = Renderer {
-            gateway_id: "gw".into(),
-            prefix: "b".into(),
-            registry: DeviceRegistry::from_config(&[]),
-        };
         let telemetry = Telemetry::default();
-        let mut alerts = Alerts::new(&rules, &[], renderer, None, None, &telemetry);
+        let mut alerts = Alerts::new(&rules, &[], None, None, &telemetry);
         let mut out = Vec::new();
         let mut sent_out = false;
         // Five-minute rows of two metrics: a model is due after 256 rows.

@@ -1,44 +1,91 @@
-//! The pipeline's side of the `[[sink]]` outputs: typed events to every
-//! sink, and one flush handshake covering every durable output.
+//! The pipeline's one stream of events, to every output: the MQTT
+//! upstream, the `[[sink]]`s, the dashboard and Home Assistant each
+//! receive the same [`SinkEvent`]s and render or store them their own way;
+//! one flush handshake covers every durable output.
 //!
-//! The MQTT upstream keeps receiving its rendered messages exactly as
-//! before; sinks receive [`SinkEvent`]s next to them. Events are queued on
-//! a sink's channel before the pipeline asks for a flush, and a sink drains
-//! its channel before answering, so a `true` from every output covers
-//! everything emitted before the checkpoint.
+//! Events are queued on an output's channel before the pipeline asks for a
+//! flush, and an output drains its channel before answering, so a `true`
+//! from every output covers everything emitted before the checkpoint.
 
 use aggregator::DeviceWindow;
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::Reading;
-use gateway_core::{DeviceState, StatusChange};
+use gateway_core::{DeviceState, Reading, SourceId, StatusChange, Timestamp};
 use rules::Alert;
 use sinks::event::{AlertEvent, MetricStats, SinkEvent, StatusEvent, WindowEvent};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-/// Events waiting for each sink.
+use crate::alerts::Transition;
+
+/// Events waiting for each output.
 pub const SINK_QUEUE: usize = 1024;
 
-/// Where the pipeline's events go besides the upstream.
+/// One output as the pipeline feeds it.
+pub struct Output {
+    pub name: String,
+    pub events: mpsc::Sender<SinkEvent>,
+    /// Alert transitions go here rather than on `events`, so they overtake
+    /// the windows queued there (the upstream's urgent lane).
+    pub urgent: Option<mpsc::Sender<SinkEvent>>,
+    /// Takes readings and journal epochs (the upstream does not).
+    pub readings: bool,
+    /// Without it the pipeline cannot go on: the upstream, whose outbox a
+    /// checkpoint relies on. Any other output that stops is only logged.
+    pub required: bool,
+}
+
+impl Output {
+    /// A `[[sink]]`, the dashboard or Home Assistant: every event, in
+    /// order.
+    pub fn sink(name: impl Into<String>, events: mpsc::Sender<SinkEvent>) -> Self {
+        Self {
+            name: name.into(),
+            events,
+            urgent: None,
+            readings: true,
+            required: false,
+        }
+    }
+
+    /// The MQTT upstream: windows, statuses and alerts (on `urgent`, when
+    /// given); if it is gone, the pipeline stops.
+    pub fn upstream(
+        events: mpsc::Sender<SinkEvent>,
+        urgent: Option<mpsc::Sender<SinkEvent>>,
+    ) -> Self {
+        Self {
+            name: "upstream".into(),
+            events,
+            urgent,
+            readings: false,
+            required: true,
+        }
+    }
+}
+
+/// Where the pipeline's events go.
 #[derive(Default)]
 pub struct SinkFanout {
-    sinks: Vec<(String, mpsc::Sender<SinkEvent>)>,
+    outputs: Vec<Output>,
+    /// Some output takes readings.
+    takes_readings: bool,
     /// Readings accepted since the last [`Self::send_readings`].
     readings: Vec<Reading>,
     log: LogThrottle,
 }
 
 impl SinkFanout {
-    pub fn new(sinks: Vec<(String, mpsc::Sender<SinkEvent>)>) -> Self {
+    pub fn new(outputs: Vec<Output>) -> Self {
         Self {
-            sinks,
+            takes_readings: outputs.iter().any(|o| o.readings),
+            outputs,
             ..Self::default()
         }
     }
 
     /// A reading was accepted (into its window, or too late for it).
     pub fn reading(&mut self, r: &Reading) {
-        if !self.sinks.is_empty() {
+        if self.takes_readings {
             self.readings.push(r.clone());
         }
     }
@@ -56,16 +103,19 @@ impl SinkFanout {
     /// [`SinkEvent::JournalEpoch`]); those gathered before it leave first,
     /// so the event stands between the two in every sink's stream.
     pub async fn journal_epoch(&mut self, epoch: u64) {
-        if self.sinks.is_empty() {
+        if !self.takes_readings {
             return;
         }
         self.send_readings().await;
         self.send(SinkEvent::JournalEpoch(epoch)).await;
     }
 
-    pub async fn window(&self, w: &DeviceWindow, partial: bool) {
-        if self.sinks.is_empty() {
-            return;
+    /// A closed window; `partial_at`: cut short at shutdown at that
+    /// instant. False when a required output is gone.
+    #[must_use]
+    pub async fn window(&self, w: &DeviceWindow, partial_at: Option<Timestamp>) -> bool {
+        if self.outputs.is_empty() {
+            return true;
         }
         let metrics = w
             .metrics
@@ -91,63 +141,101 @@ impl SinkFanout {
             // back: it starts a millisecond per step later for them.
             start: w.start.saturating_add_millis(i64::from(w.rerun)),
             end: w.end,
-            partial,
+            partial: partial_at.is_some(),
+            window_start: w.start,
+            rerun: w.rerun,
+            partial_at,
             metrics,
         }))
-        .await;
+        .await
     }
 
-    pub async fn alerts(&self, alerts: Vec<Alert>) {
-        for a in alerts {
-            self.send(SinkEvent::Alert(AlertEvent {
-                device: a.device,
-                rule: a.rule,
-                metric: a.metric,
-                kind: a.kind.as_str().to_string(),
-                state: a.state.as_str().to_string(),
-                value: a.value,
-                limit: a.limit,
-                at: a.at,
-                reason: a.evidence.as_ref().map(|e| e.reason.as_str().to_string()),
-                expected: a.evidence.as_ref().map(|e| e.expected),
-            }))
-            .await;
+    /// Alert transitions, each to every output. False when a required
+    /// output is gone.
+    #[must_use]
+    pub async fn alerts(&self, transitions: Vec<Transition>) -> bool {
+        let mut ok = true;
+        for t in transitions {
+            ok &= self
+                .send(SinkEvent::Alert(alert_event(&t.alert, t.source)))
+                .await;
         }
+        ok
     }
 
-    pub async fn status(&self, change: &StatusChange) {
+    /// A device's announced state. False when a required output is gone.
+    #[must_use]
+    pub async fn status(&self, change: &StatusChange) -> bool {
         self.send(SinkEvent::Status(StatusEvent {
             device: change.device.clone(),
             online: change.state == DeviceState::Online,
             at: change.time,
         }))
-        .await;
+        .await
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sinks.is_empty()
+        self.outputs.is_empty()
     }
 
-    /// Waits for room like the upstream does: a sink stores before it
-    /// writes, so it only pushes back while its disk is slow.
-    async fn send(&self, event: SinkEvent) {
-        let Some(((last_name, last), rest)) = self.sinks.split_last() else {
-            return;
-        };
-        for (name, tx) in rest {
-            if tx.send(event.clone()).await.is_err() {
-                self.gone(name);
+    /// Waits for room like the forwarder does: an output stores before it
+    /// writes, so it only pushes back while its disk is slow. False when
+    /// a required output is gone.
+    async fn send(&self, event: SinkEvent) -> bool {
+        let readings = matches!(event, SinkEvent::Readings(_) | SinkEvent::JournalEpoch(_));
+        let alert = matches!(event, SinkEvent::Alert(_));
+        // The last one takes the event itself.
+        let last = self.outputs.iter().rposition(|o| o.readings || !readings);
+        let mut event = Some(event);
+        let mut ok = true;
+        for (i, output) in self.outputs.iter().enumerate() {
+            if readings && !output.readings {
+                continue;
+            }
+            let this = if Some(i) == last {
+                event.take()
+            } else {
+                event.clone()
+            };
+            let Some(this) = this else { break };
+            let lane = match &output.urgent {
+                Some(urgent) if alert => urgent,
+                _ => &output.events,
+            };
+            if lane.send(this).await.is_err() {
+                if output.required {
+                    ok = false;
+                } else {
+                    self.gone(&output.name);
+                }
             }
         }
-        if last.send(event).await.is_err() {
-            self.gone(last_name);
-        }
+        ok
     }
 
     fn gone(&self, name: &str) {
         if let Some(suppressed) = self.log.allow("gone") {
             warn!(output = %name, suppressed, "A sink has stopped; its events are not delivered.");
         }
+    }
+}
+
+/// An alert transition as the outputs receive it; `source`: the adapter
+/// of the reading that decided it.
+pub fn alert_event(a: &Alert, source: SourceId) -> AlertEvent {
+    AlertEvent {
+        device: a.device.clone(),
+        rule: a.rule.clone(),
+        metric: a.metric.clone(),
+        kind: a.kind.as_str().to_string(),
+        state: a.state.as_str().to_string(),
+        value: a.value,
+        limit: a.limit,
+        at: a.at,
+        reason: a.evidence.as_ref().map(|e| e.reason.as_str().to_string()),
+        expected: a.evidence.as_ref().map(|e| e.expected),
+        observed: a.evidence.as_ref().map(|e| e.observed),
+        source,
     }
 }
 

@@ -10,10 +10,11 @@
 //!   taken (`docs/durability.md`);
 //! - [`alerts`] and [`actions`]: the alert rules' state on disk and their
 //!   local actions (an MQTT publish or a CoAP PUT to an actuator);
-//! - [`fanout`]: typed events to the `[[sink]]` outputs and one flush
-//!   handshake over every durable output;
-//! - [`messages`]: upstream topics and JSON payloads (the public contract);
-//! - [`runtime`]: starting and stopping adapters, pipeline and forwarder;
+//! - [`fanout`]: the pipeline's one stream of typed events to every output
+//!   (the upstream, which renders its topics and JSON payloads in
+//!   `sinks::mqtt_upstream`, the `[[sink]]`s, the dashboard, Home
+//!   Assistant) and one flush handshake over every durable output;
+//! - [`runtime`]: starting and stopping adapters, pipeline and outputs;
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
 //! - [`metrics`], [`health`], [`process`]: the `/metrics` and `/health`
 //!   endpoint; [`status`]: the periodic status log line;
@@ -43,7 +44,6 @@ pub mod fanout;
 pub mod fault_clock;
 pub mod health;
 pub mod logging;
-pub mod messages;
 pub mod metrics;
 pub mod pipeline;
 pub mod process;

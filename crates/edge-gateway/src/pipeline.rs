@@ -18,16 +18,15 @@ use std::time::Duration;
 use aggregator::Aggregator;
 use gateway_core::clock::is_plausible;
 use gateway_core::telemetry::{Counter, LogThrottle};
-use gateway_core::{Clock, Ingress, OutboundMessage, Telemetry, Timestamp};
+use gateway_core::{Clock, Ingress, Telemetry, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::alerts::Alerts;
+use crate::alerts::{Alerts, Transition};
 use crate::clock_guard::{ClockGuard, CLOCK_STEPS};
 use crate::durability::checkpoint::CheckpointError;
 use crate::durability::Durability;
 use crate::fanout::SinkFanout;
-use crate::messages::Renderer;
 
 mod ingest;
 mod journaled;
@@ -60,7 +59,6 @@ struct Counters {
 
 pub struct Pipeline {
     pub aggregator: Aggregator,
-    pub renderer: Renderer,
     pub clock: Arc<dyn Clock>,
     pub telemetry: Telemetry,
     /// Checkpoint and journal; without a checkpoint, open windows are
@@ -74,11 +72,9 @@ pub struct Pipeline {
     /// windows: they are sent as soon as a reading, a status change or the
     /// clock triggers them.
     pub alerts: Option<Alerts>,
-    /// Where alerts go when the forwarder takes them ahead of everything
-    /// else (see `run_upstream`); `None` sends them with the rest.
-    pub urgent: Option<mpsc::Sender<OutboundMessage>>,
-    /// Typed events for the `[[sink]]` outputs (none: nothing is kept).
-    pub sinks: SinkFanout,
+    /// Every output: the one stream of events leaving the pipeline (none:
+    /// nothing is kept).
+    pub outputs: SinkFanout,
 }
 
 /// Longest sleep between deadline checks.
@@ -90,11 +86,7 @@ impl Pipeline {
     /// Runs until `ingress` closes, then forwards the windows that are due
     /// and saves the open ones to the checkpoint (or, without one, forwards
     /// them early, marked partial) so nothing accepted is left behind.
-    pub async fn run(
-        mut self,
-        mut ingress: mpsc::Receiver<Ingress>,
-        out: mpsc::Sender<OutboundMessage>,
-    ) {
+    pub async fn run(mut self, mut ingress: mpsc::Receiver<Ingress>) {
         let t = &self.telemetry;
         let c = Counters {
             aggregated: t.counter("edge_gateway_aggregator_readings_total", &[]),
@@ -111,21 +103,21 @@ impl Pipeline {
         // Numbered per epoch by sinks that number readings, as in the run
         // that journaled them.
         for (epoch, readings) in self.durability.take_replayed() {
-            self.sinks.journal_epoch(epoch).await;
+            self.outputs.journal_epoch(epoch).await;
             for r in &readings {
-                self.sinks.reading(r);
+                self.outputs.reading(r);
             }
         }
         // Closed before the crash by a backward clock step the journal
         // replayed: sent again as they were (same ids).
         let closed_by_step = self.durability.take_closed_by_step();
         let replayed_a_step = !closed_by_step.is_empty();
-        if !self.emit(closed_by_step, None, &out, &c).await {
+        if !self.emit(closed_by_step, None, &c).await {
             return;
         }
-        self.sinks.send_readings().await;
+        self.outputs.send_readings().await;
         if let Some(epoch) = self.durability.journal_epoch() {
-            self.sinks.journal_epoch(epoch).await;
+            self.outputs.journal_epoch(epoch).await;
         }
         let checkpoint_failures = t.counter("edge_gateway_checkpoint_failures_total", &[]);
         let every = self.durability.every().unwrap_or(Duration::from_secs(3600));
@@ -147,14 +139,14 @@ impl Pipeline {
                 // Judged as when they arrived: held by the gateway, not late.
                 for (msg, arrived) in guard.release(now, mono) {
                     if !self
-                        .take(msg, Some(arrived), &out, &c, &throttle, &mut dirty)
+                        .take(msg, Some(arrived), &c, &throttle, &mut dirty)
                         .await
                     {
                         return;
                     }
                 }
             }
-            let Some(closed) = self.follow_clock(&mut guard, &out, &c, &throttle).await else {
+            let Some(closed) = self.follow_clock(&mut guard, &c, &throttle).await else {
                 return;
             };
             dirty |= closed;
@@ -162,7 +154,7 @@ impl Pipeline {
             // Silence is checked at every wake: the timer branch never fires
             // while readings keep arriving. Not on a wrong clock: every
             // device would look silent since 1970, or for the step.
-            if clock_ok && !self.alerts_step(&out, |a, o| a.on_tick(now, o)).await {
+            if clock_ok && !self.alerts_step(|a, o| a.on_tick(now, o)).await {
                 return;
             }
             let nap = self
@@ -181,14 +173,14 @@ impl Pipeline {
                 _ = tokio::time::sleep(nap) => {
                     // A step back during the nap is followed before what
                     // waits is judged by the stepped clock.
-                    let Some(closed) = self.follow_clock(&mut guard, &out, &c, &throttle).await else {
+                    let Some(closed) = self.follow_clock(&mut guard, &c, &throttle).await else {
                         return;
                     };
                     dirty |= closed;
                     closed_since_save |= closed;
                     // What waits for the journal is counted before its
                     // window closes, if the disk takes it.
-                    if !self.commit_journal(&out, &c, &throttle).await {
+                    if !self.commit_journal(&c, &throttle).await {
                         return;
                     }
                     // On a wrong clock nothing closes: a 1970 window would
@@ -202,7 +194,7 @@ impl Pipeline {
                         Vec::new()
                     };
                     if !due.is_empty() {
-                        if !self.emit(due, None, &out, &c).await {
+                        if !self.emit(due, None, &c).await {
                             return;
                         }
                         // A forwarded window must leave the checkpoint at
@@ -220,14 +212,14 @@ impl Pipeline {
                     }
                 }
                 outcome = self.durability.written(), if self.durability.writing() => {
-                    if !self.count_journaled(outcome, &out, &c, &throttle).await {
+                    if !self.count_journaled(outcome, &c, &throttle).await {
                         return;
                     }
                 }
                 msg = ingress.recv() => {
                 // A step seen only now must be followed before this message
                 // is judged by the stepped clock.
-                let Some(closed) = self.follow_clock(&mut guard, &out, &c, &throttle).await else {
+                let Some(closed) = self.follow_clock(&mut guard, &c, &throttle).await else {
                     return;
                 };
                 dirty |= closed;
@@ -239,7 +231,7 @@ impl Pipeline {
                         guard.hold(msg, tokio::time::Instant::now());
                     }
                     Some(msg) => {
-                        if !self.take(msg, None, &out, &c, &throttle, &mut dirty).await {
+                        if !self.take(msg, None, &c, &throttle, &mut dirty).await {
                             return;
                         }
                     }
@@ -252,7 +244,7 @@ impl Pipeline {
                         dirty = true;
                         warn_checkpoint(&e, &checkpoint_failures, &throttle);
                     } else if closed_since_save || self.durability.take_trim_due() {
-                        if !self.settle_journal(&out, &c, &throttle).await {
+                        if !self.settle_journal(&c, &throttle).await {
                             return;
                         }
                         saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
@@ -269,12 +261,12 @@ impl Pipeline {
                     // for it, since the broker sends no more until these
                     // are acknowledged, and a tick as short as the nap
                     // keeps the nap from ever firing.
-                    let Some(closed) = self.follow_clock(&mut guard, &out, &c, &throttle).await else {
+                    let Some(closed) = self.follow_clock(&mut guard, &c, &throttle).await else {
                         return;
                     };
                     dirty |= closed;
                     closed_since_save |= closed;
-                    if !self.commit_journal(&out, &c, &throttle).await {
+                    if !self.commit_journal(&c, &throttle).await {
                         return;
                     }
                     if dirty && saving.is_none() {
@@ -285,11 +277,11 @@ impl Pipeline {
             }
             // Messages queue behind the batch in flight only up to a
             // batch; then the sources wait, as they did for a sync here.
-            if self.durability.batch_full() && !self.settle_journal(&out, &c, &throttle).await {
+            if self.durability.batch_full() && !self.settle_journal(&c, &throttle).await {
                 return;
             }
             if self.durability.should_commit() {
-                let Some(closed) = self.follow_clock(&mut guard, &out, &c, &throttle).await else {
+                let Some(closed) = self.follow_clock(&mut guard, &c, &throttle).await else {
                     return;
                 };
                 dirty |= closed;
@@ -310,7 +302,7 @@ impl Pipeline {
                 warn_checkpoint(&e, &checkpoint_failures, &throttle);
             }
         }
-        if !self.commit_journal(&out, &c, &throttle).await {
+        if !self.commit_journal(&c, &throttle).await {
             return;
         }
         if self.durability.pending_readings() > 0 {
@@ -324,7 +316,7 @@ impl Pipeline {
         }
         let now = self.clock.now();
         let due = self.aggregator.close_due(now);
-        if !self.emit(due, None, &out, &c).await {
+        if !self.emit(due, None, &c).await {
             return;
         }
         if checkpoints {
@@ -349,7 +341,7 @@ impl Pipeline {
                 "Forwarding open windows early at shutdown."
             );
         }
-        self.emit(rest, Some(now), &out, &c).await;
+        self.emit(rest, Some(now), &c).await;
     }
 
     /// Handles one message from the ingress queue. False when upstream is
@@ -358,7 +350,6 @@ impl Pipeline {
         &mut self,
         msg: Ingress,
         at: Option<Timestamp>,
-        out: &mpsc::Sender<OutboundMessage>,
         c: &Counters,
         throttle: &LogThrottle,
         dirty: &mut bool,
@@ -373,8 +364,8 @@ impl Pipeline {
                 }
                 let mut alerts = Vec::new();
                 let _ = self.ingest(&readings, now, c, throttle, &mut alerts);
-                self.sinks.send_readings().await;
-                self.alerts_step(out, |_, o| o.append(&mut alerts)).await
+                self.outputs.send_readings().await;
+                self.alerts_step(|_, o| o.append(&mut alerts)).await
             }
             Ingress::Durable { readings, receipt } => {
                 if !self.durability.admit(receipt.key.as_ref()) {
@@ -392,8 +383,8 @@ impl Pipeline {
                 let now = at.unwrap_or_else(|| self.clock.now());
                 let _ = self.ingest(&readings, now, c, throttle, &mut alerts);
                 receipt.complete();
-                self.sinks.send_readings().await;
-                self.alerts_step(out, |_, o| o.append(&mut alerts)).await
+                self.outputs.send_readings().await;
+                self.alerts_step(|_, o| o.append(&mut alerts)).await
             }
             Ingress::NewSession { source } => {
                 info!(%source, "New broker session: its packet ids start over, so earlier deliveries no longer mark copies.");
@@ -403,9 +394,10 @@ impl Pipeline {
             Ingress::Status(change) => {
                 c.status.inc();
                 info!(device = %change.device, state = change.state.as_str(), "Device status changed.");
-                self.sinks.status(&change).await;
-                out.send(self.renderer.device_status(&change)).await.is_ok()
-                    && self.alerts_step(out, |a, o| a.on_status(&change, o)).await
+                if !self.outputs.status(&change).await {
+                    return upstream_gone();
+                }
+                self.alerts_step(|a, o| a.on_status(&change, o)).await
             }
         }
     }
@@ -418,7 +410,6 @@ impl Pipeline {
     async fn follow_clock(
         &mut self,
         guard: &mut ClockGuard,
-        out: &mpsc::Sender<OutboundMessage>,
         c: &Counters,
         throttle: &LogThrottle,
     ) -> Option<bool> {
@@ -433,7 +424,7 @@ impl Pipeline {
             return Some(false);
         }
         if !self
-            .commit_journal_as_of(guard.before_step(now), out, c, throttle)
+            .commit_journal_as_of(guard.before_step(now), c, throttle)
             .await
         {
             return None;
@@ -442,7 +433,7 @@ impl Pipeline {
         if closed.is_empty() {
             return Some(false);
         }
-        self.emit(closed, None, out, c).await.then_some(true)
+        self.emit(closed, None, c).await.then_some(true)
     }
 
     /// The wall clock is behind the windows already closed (NTP corrected
@@ -471,28 +462,19 @@ impl Pipeline {
         closed
     }
 
-    /// Runs `f` on the alert rules (if any) and sends the alerts it
+    /// Runs `f` on the alert rules (if any) and sends the transitions it
     /// produced. False when upstream is gone.
-    async fn alerts_step(
-        &mut self,
-        out: &mpsc::Sender<OutboundMessage>,
-        f: impl FnOnce(&mut Alerts, &mut Vec<OutboundMessage>),
-    ) -> bool {
+    async fn alerts_step(&mut self, f: impl FnOnce(&mut Alerts, &mut Vec<Transition>)) -> bool {
         let Some(alerts) = &mut self.alerts else {
             return true;
         };
-        let mut msgs = Vec::new();
-        f(alerts, &mut msgs);
-        let events = alerts.take_sink_events();
-        let out = self.urgent.as_ref().unwrap_or(out);
-        for m in msgs {
-            if out.send(m).await.is_err() {
-                warn!("Upstream forwarder is gone; stopping the pipeline.");
-                return false;
-            }
+        let mut transitions = Vec::new();
+        f(alerts, &mut transitions);
+        if transitions.is_empty() || self.outputs.alerts(transitions).await {
+            true
+        } else {
+            upstream_gone()
         }
-        self.sinks.alerts(events).await;
-        true
     }
 
     /// Starts a checkpoint ([`Durability::begin_save`]); the receiver
@@ -537,7 +519,7 @@ impl Pipeline {
     /// current epoch (a checkpoint may just have started the next one).
     async fn tell_sinks_the_journal_epoch(&mut self) {
         if let Some(epoch) = self.durability.journal_epoch() {
-            self.sinks.journal_epoch(epoch).await;
+            self.outputs.journal_epoch(epoch).await;
         }
     }
 
@@ -558,31 +540,32 @@ impl Pipeline {
         saved
     }
 
-    /// Sends closed windows upstream. With `cut_at`, windows that had not yet
-    /// ended at that instant are marked partial.
+    /// Sends closed windows to every output. With `cut_at`, windows that had
+    /// not yet ended at that instant are marked partial. False when
+    /// upstream is gone.
     async fn emit(
         &self,
         windows: Vec<aggregator::DeviceWindow>,
         cut_at: Option<gateway_core::Timestamp>,
-        out: &mpsc::Sender<OutboundMessage>,
         c: &Counters,
     ) -> bool {
         for w in &windows {
             debug!(device = %w.device, start = %w.start, metrics = w.metrics.len(), "Window closed.");
             c.windows.inc();
             let partial_at = cut_at.filter(|at| *at < w.end);
-            self.sinks.window(w, partial_at.is_some()).await;
-            if out
-                .send(self.renderer.aggregated(w, partial_at))
-                .await
-                .is_err()
-            {
-                warn!("Upstream forwarder is gone; stopping the pipeline.");
-                return false;
+            if !self.outputs.window(w, partial_at).await {
+                return upstream_gone();
             }
         }
         true
     }
+}
+
+/// The upstream forwarder failed: windows would be dropped from the
+/// checkpoint that never reached its outbox, so nothing more is taken.
+fn upstream_gone() -> bool {
+    warn!("Upstream forwarder is gone; stopping the pipeline.");
+    false
 }
 
 fn warn_checkpoint(e: &CheckpointError, failures: &Counter, throttle: &LogThrottle) {

@@ -1,11 +1,14 @@
-//! Wiring: adapters → pipeline → upstream, and an orderly stop.
+//! Wiring: adapters → pipeline → outputs (the upstream, `[[sink]]`s, the
+//! dashboard, Home Assistant), and an orderly stop.
 //!
 //! Stop order matters for "no accepted reading is lost": adapters stop
 //! first; when the last one is gone the ingress channel closes and the
 //! pipeline forwards its open windows; when the pipeline is done the
-//! upstream channel closes and the forwarder delivers what is queued, then
-//! publishes `offline` and disconnects.
+//! outputs' channels close and each delivers or stores what is queued (the
+//! forwarder then publishes `offline` and disconnects).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +18,11 @@ use anyhow::Context as _;
 use gateway_core::component::{Ingress, IngressSender, Sources};
 use gateway_core::config::AdapterSpec;
 use gateway_core::{AdapterContext, Clock, DeviceRegistry, Telemetry};
+use sinks::event::SinkEvent;
 use sinks::mqtt_upstream::{self, UpstreamSettings};
 use sinks::registry::SinkContext;
 use sinks::OutputLink;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -26,8 +30,7 @@ use tracing::{error, info};
 use crate::actions::{run_actions, ACTION_QUEUE};
 use crate::alerts::Alerts;
 use crate::durability::Durability;
-use crate::fanout::{flush_all, SinkFanout, SINK_QUEUE};
-use crate::messages::Renderer;
+use crate::fanout::{flush_all, Output, SinkFanout, SINK_QUEUE};
 use crate::pipeline::Pipeline;
 use dashboard::{Dashboard, DashboardSetup};
 
@@ -45,8 +48,6 @@ use crate::settings::GatewayConfig;
 /// with 1024, median 14.7 -> 13.3 MB). Sources that can wait (MQTT brokers,
 /// socket buffers) hold the rest.
 const INGRESS_CAPACITY: usize = 1024;
-/// Rendered messages waiting for the forwarder's queue.
-const UPSTREAM_CAPACITY: usize = 1024;
 
 /// A running gateway.
 pub struct Gateway {
@@ -63,12 +64,32 @@ pub struct Gateway {
     config: GatewayConfig,
     pipeline: JoinHandle<()>,
     actions: Option<JoinHandle<()>>,
-    upstream: JoinHandle<anyhow::Result<()>>,
-    /// `[[sink]]` outputs: they end once the pipeline is done and they
-    /// have written (or stored) what it gave them.
-    sinks: Vec<(String, JoinHandle<()>)>,
-    /// `[dashboard]`, when enabled.
+    /// The outputs' tasks (the upstream first): they end once the pipeline
+    /// is done and they have written (or stored) what it gave them.
+    outputs: Vec<RunningOutput>,
+    /// `[dashboard]`, when enabled (its writer is one of the outputs).
     dashboard: Option<Dashboard>,
+}
+
+/// An output's task, whatever it returns.
+type OutputTask = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// One output the pipeline feeds, as started.
+struct StartedOutput {
+    /// How the pipeline's fanout reaches it.
+    output: Output,
+    /// Its side of the flush handshake; `None` for one that keeps nothing
+    /// a checkpoint relies on (Home Assistant).
+    flush: Option<mpsc::Sender<oneshot::Sender<bool>>>,
+    /// `None` for the dashboard's writer, stopped with its server.
+    task: Option<OutputTask>,
+}
+
+struct RunningOutput {
+    name: String,
+    /// Its failure is the gateway's (the upstream's).
+    required: bool,
+    task: OutputTask,
 }
 
 /// One adapter task and what it was started from.
@@ -106,8 +127,6 @@ fn registry_devices(config: &GatewayConfig) -> Vec<gateway_core::config::DeviceC
 /// still run, starting afresh at each start.
 fn start_alerts(
     config: &GatewayConfig,
-    renderer: &Renderer,
-    units: gateway_core::units::Units,
     telemetry: &Telemetry,
 ) -> (Option<Alerts>, Option<JoinHandle<()>>) {
     if config.rules.is_empty() {
@@ -133,55 +152,69 @@ fn start_alerts(
         (None, None)
     };
     info!(rules = config.rules.len(), "Alert rules loaded.");
-    let alerts = Alerts::new(
-        &config.rules,
-        &config.devices,
-        renderer.clone(),
-        state_dir,
-        tx,
-        telemetry,
-    )
-    .with_units(units);
+    let alerts = Alerts::new(&config.rules, &config.devices, state_dir, tx, telemetry);
     (Some(alerts), task)
 }
 
-/// The running sinks, the pipeline's senders to them and their flush
-/// channels.
-type StartedSinks = (
-    Vec<(String, JoinHandle<()>)>,
-    Vec<(String, mpsc::Sender<sinks::event::SinkEvent>)>,
-    Vec<mpsc::Sender<tokio::sync::oneshot::Sender<bool>>>,
-);
+/// An output's channels: its side (`link`) and the pipeline's senders.
+struct OutputChannels {
+    link: OutputLink<SinkEvent>,
+    events: mpsc::Sender<SinkEvent>,
+    /// With an urgent lane: its sender.
+    urgent: Option<mpsc::Sender<SinkEvent>>,
+    flush: mpsc::Sender<oneshot::Sender<bool>>,
+}
+
+fn output_channels(urgent: bool) -> OutputChannels {
+    let (events, rx) = mpsc::channel(SINK_QUEUE);
+    let (urgent, urgent_rx) = if urgent {
+        let (tx, rx) = mpsc::channel(SINK_QUEUE);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let (flush, flush_rx) = mpsc::channel(1);
+    OutputChannels {
+        link: OutputLink {
+            messages: rx,
+            urgent: urgent_rx,
+            flush: Some(flush_rx),
+        },
+        events,
+        urgent,
+        flush,
+    }
+}
+
+/// The upstream (`[upstream]`): its feed renders the events for the
+/// forwarder, whose outbox is in `state_dir/outbox`.
+fn start_upstream(settings: UpstreamSettings, ctx: &SinkContext) -> StartedOutput {
+    let channels = output_channels(true);
+    let task = mqtt_upstream::start(settings, ctx, channels.link);
+    StartedOutput {
+        output: Output::upstream(channels.events, channels.urgent),
+        flush: Some(channels.flush),
+        task: Some(Box::pin(async move {
+            task.await
+                .context("upstream task")?
+                .context("upstream forwarder")
+        })),
+    }
+}
 
 /// Starts every `[[sink]]`, each with its own outbox below `state_dir`.
-fn start_sinks(
-    config: &GatewayConfig,
-    renderer: &Renderer,
-    sources: &Sources,
-    telemetry: &Telemetry,
-) -> anyhow::Result<StartedSinks> {
-    let ctx = SinkContext {
-        gateway_id: config.gateway.id.clone(),
-        state_dir: config.gateway.state_dir.clone(),
-        registry: renderer.registry.clone(),
-        units: config.units(sources.clone()),
-        telemetry: telemetry.clone(),
-    };
-    let mut started = (Vec::new(), Vec::new(), Vec::new());
+fn start_sinks(config: &GatewayConfig, ctx: &SinkContext) -> anyhow::Result<Vec<StartedOutput>> {
+    let mut started = Vec::new();
     for sink in &config.sinks {
         let name = gateway_core::config::SinkSpec::name(sink).to_string();
-        let (tx, rx) = mpsc::channel(SINK_QUEUE);
-        let (flush_tx, flush_rx) = mpsc::channel(1);
-        let link = OutputLink {
-            messages: rx,
-            urgent: None,
-            flush: Some(flush_rx),
-        };
+        let channels = output_channels(false);
         info!(output = %name, kind = sink.kind(), "Starting sink.");
-        let task = sink.start(&ctx, link)?;
-        started.0.push((name.clone(), task));
-        started.1.push((name, tx));
-        started.2.push(flush_tx);
+        let task = sink.start(ctx, channels.link)?;
+        started.push(StartedOutput {
+            output: Output::sink(name, channels.events),
+            flush: Some(channels.flush),
+            task: Some(Box::pin(async move { task.await.context("sink task") })),
+        });
     }
     Ok(started)
 }
@@ -198,11 +231,6 @@ impl Gateway {
     /// variable); network faults are retried, not errors.
     pub fn start(config: &GatewayConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let telemetry = Telemetry::default();
-        let renderer = Renderer {
-            gateway_id: config.gateway.id.clone(),
-            prefix: config.topic_prefix(),
-            registry: DeviceRegistry::from_config(&registry_devices(config)),
-        };
         // Without an upstream nothing of it is built: no connection, no
         // outbox under state_dir.
         let settings = if config.upstream.enabled {
@@ -211,7 +239,7 @@ impl Gateway {
                 &config.outbox,
                 &config.gateway.id,
                 &config.gateway.state_dir,
-                renderer.status_topic(),
+                config.topic_prefix(),
             );
             // Fail at start, not in a background task, on a setup mistake.
             settings
@@ -242,31 +270,46 @@ impl Gateway {
             &telemetry,
         );
 
-        let (out_tx, out_rx) = mpsc::channel(UPSTREAM_CAPACITY);
-        let (urgent_tx, urgent_rx) = mpsc::channel(UPSTREAM_CAPACITY);
-        let (flush_tx, flush_rx) = mpsc::channel(1);
-        // Before the sinks: they find a reading's adapter (its `units`) in it.
+        // Before the outputs: they find a reading's adapter (its `units`) in it.
         let sources = Sources::default();
-        let (mut sinks, mut sink_links, mut output_flushes) =
-            start_sinks(config, &renderer, &sources, &telemetry)?;
+        let ctx = SinkContext {
+            gateway_id: config.gateway.id.clone(),
+            state_dir: config.gateway.state_dir.clone(),
+            registry: DeviceRegistry::from_config(&registry_devices(config)),
+            units: config.units(sources.clone()),
+            telemetry: telemetry.clone(),
+        };
+        // The upstream first: the flush handshake asks it before the rest.
+        let mut outputs: Vec<StartedOutput> = settings
+            .map(|settings| start_upstream(settings, &ctx))
+            .into_iter()
+            .collect();
+        outputs.extend(start_sinks(config, &ctx)?);
         let dashboard = if config.dashboard.enabled {
             let (d, events, flush) = dashboard::start(DashboardSetup {
                 sources: sources.clone(),
                 units: config.units(sources.clone()),
                 config: &config.dashboard,
                 state_dir: &config.gateway.state_dir,
-                registry: renderer.registry.clone(),
+                registry: ctx.registry.clone(),
                 rules: config.rules.clone(),
                 window_ms: ms(agg.window),
-                outputs: sink_links.iter().map(|(n, _)| n.clone()).collect(),
+                outputs: config
+                    .sinks
+                    .iter()
+                    .map(|s| gateway_core::config::SinkSpec::name(s).to_string())
+                    .collect(),
                 telemetry: telemetry.clone(),
                 clock: clock.clone(),
                 health: crate::health::for_dashboard(),
                 queue: SINK_QUEUE,
             })
             .context("dashboard")?;
-            sink_links.push(("dashboard".into(), events));
-            output_flushes.push(flush);
+            outputs.push(StartedOutput {
+                output: Output::sink("dashboard", events),
+                flush: Some(flush),
+                task: None,
+            });
             Some(d)
         } else {
             None
@@ -276,58 +319,49 @@ impl Gateway {
                 config: config.home_assistant.clone(),
                 gateway_id: config.gateway.id.clone(),
                 state_dir: config.gateway.state_dir.clone(),
-                registry: renderer.registry.clone(),
+                registry: ctx.registry.clone(),
                 units: gateway_core::units::Units::new(config.units.clone()),
                 sources: sources.clone(),
                 telemetry: telemetry.clone(),
                 sw_version: env!("CARGO_PKG_VERSION").to_string(),
             })
             .context("home_assistant")?;
-            sink_links.push(("home_assistant".into(), events));
-            sinks.push(("home_assistant".into(), task));
+            outputs.push(StartedOutput {
+                output: Output::sink("home_assistant", events),
+                flush: None,
+                task: Some(Box::pin(async move { task.await.context("sink task") })),
+            });
         }
         // The pipeline asks once; every durable output must answer yes.
         let (pipeline_flush, pipeline_flush_rx) = mpsc::channel(1);
-        let (upstream, urgent_tx) = match settings {
-            Some(settings) => {
-                output_flushes.insert(0, flush_tx);
-                let telemetry = telemetry.clone();
-                let task = tokio::spawn(async move {
-                    let link = OutputLink {
-                        messages: out_rx,
-                        urgent: Some(urgent_rx),
-                        flush: Some(flush_rx),
-                    };
-                    mqtt_upstream::run(settings, link, telemetry)
-                        .await
-                        .context("upstream forwarder")
+        let mut feeds = Vec::with_capacity(outputs.len());
+        let mut flushes = Vec::new();
+        let mut running = Vec::new();
+        for started in outputs {
+            if let Some(task) = started.task {
+                running.push(RunningOutput {
+                    name: started.output.name.clone(),
+                    required: started.output.required,
+                    task,
                 });
-                (task, Some(urgent_tx))
             }
-            None => (tokio::spawn(discard_upstream(out_rx)), None),
-        };
-        tokio::spawn(flush_all(pipeline_flush_rx, output_flushes));
-
-        let (mut alerts, actions) =
-            start_alerts(config, &renderer, config.units(sources.clone()), &telemetry);
-        if !sink_links.is_empty() {
-            if let Some(a) = &mut alerts {
-                a.keep_for_sinks();
-            }
+            flushes.extend(started.flush);
+            feeds.push(started.output);
         }
+        tokio::spawn(flush_all(pipeline_flush_rx, flushes));
+
+        let (alerts, actions) = start_alerts(config, &telemetry);
         let (in_tx, in_rx) = mpsc::channel(INGRESS_CAPACITY);
         let pipeline = Pipeline {
             aggregator,
-            renderer,
             clock: clock.clone(),
             telemetry: telemetry.clone(),
             durability,
             outbox_flush: Some(pipeline_flush),
             alerts,
-            urgent: urgent_tx,
-            sinks: SinkFanout::new(sink_links),
+            outputs: SinkFanout::new(feeds),
         };
-        let pipeline = tokio::spawn(pipeline.run(in_rx, out_tx));
+        let pipeline = tokio::spawn(pipeline.run(in_rx));
 
         let mut gateway = Self {
             telemetry,
@@ -339,8 +373,7 @@ impl Gateway {
             config: config.clone(),
             pipeline,
             actions,
-            upstream,
-            sinks,
+            outputs: running,
             dashboard,
         };
         for a in &config.adapters {
@@ -492,26 +525,21 @@ impl Gateway {
         if let Some(actions) = self.actions {
             actions.await.context("actions task")?;
         }
-        let upstream = self.upstream.await.context("upstream task");
-        for (name, task) in self.sinks {
-            if let Err(e) = task.await {
-                error!(output = %name, error = %e, "Sink task failed.");
+        let mut failed = Ok(());
+        for output in self.outputs {
+            match output.task.await {
+                Ok(()) => {}
+                Err(e) if output.required => failed = failed.and(Err(e)),
+                Err(e) => {
+                    error!(output = %output.name, error = %format!("{e:#}"), "Sink task failed.")
+                }
             }
         }
         if let Some(d) = self.dashboard {
             d.stop().await;
         }
-        upstream?
+        failed
     }
-}
-
-/// Without `[upstream]`: takes what the pipeline renders for a broker
-/// (the sinks and the dashboard get their own events) until it stops.
-async fn discard_upstream(
-    mut messages: mpsc::Receiver<gateway_core::OutboundMessage>,
-) -> anyhow::Result<()> {
-    while messages.recv().await.is_some() {}
-    Ok(())
 }
 
 /// Stops one adapter and waits for it (its socket or broker session must be

@@ -11,10 +11,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anomaly::synthetic::{series, Shape};
 use common::{config, GatewayProcess, WAIT};
-use edge_gateway::messages::Renderer;
+use edge_gateway::fanout::alert_event;
 use edge_gateway::settings;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
 use rules::{AlertState, Engine};
+use sinks::mqtt_upstream::Renderer;
 use test_support::{
     coap_client_run, free_udp_port, publish, publish_lines, CoapServer, Message, Mosquitto,
     Subscriber,
@@ -224,7 +225,8 @@ async fn the_learned_state_survives_a_restart() {
         // A raise held back by the cooldown is recorded, never sent.
         .filter(|a| a.state != AlertState::Suppressed)
         .map(|a| {
-            renderer.alert(&a).topic + " " + &String::from_utf8(renderer.alert(&a).payload).unwrap()
+            let msg = renderer.alert(&alert_event(&a, gateway_core::SourceId::UNKNOWN));
+            msg.topic + " " + &String::from_utf8(msg.payload).unwrap()
         })
         .collect();
     assert!(

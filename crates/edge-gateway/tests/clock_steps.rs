@@ -13,13 +13,14 @@ use std::time::Duration;
 use aggregator::{Aggregator, WindowSpec};
 use edge_gateway::clock_guard::CLOCK_STEPS;
 use edge_gateway::durability::Durability;
-use edge_gateway::messages::Renderer;
 use edge_gateway::pipeline::{Pipeline, FUTURE_READINGS, LATE_READINGS};
 use gateway_core::{
     Clock, DeviceId, DeviceRegistry, Ingress, MetricName, OutboundMessage, Reading, Telemetry,
     TimeSource, Timestamp, TokioClock,
 };
 use tokio::sync::mpsc;
+
+mod in_process;
 
 /// Tokio's paused time plus a step the test sets, as NTP would.
 struct SteppedClock {
@@ -53,6 +54,8 @@ fn start(at: &str, window_s: i64, grace_s: i64) -> Harness {
         inner: TokioClock::starting_at(ts(at)),
         step_ms: AtomicI64::new(0),
     });
+    let (out_tx, out) = mpsc::channel(4096);
+    let outputs = in_process::upstream_into(DeviceRegistry::default(), out_tx);
     let pipeline = Pipeline {
         aggregator: Aggregator::new(WindowSpec {
             window_ms: window_s * 1000,
@@ -60,22 +63,15 @@ fn start(at: &str, window_s: i64, grace_s: i64) -> Harness {
             max_future_ms: 60_000,
         })
         .unwrap(),
-        renderer: Renderer {
-            gateway_id: "gw-01".into(),
-            prefix: "building/hq".into(),
-            registry: DeviceRegistry::default(),
-        },
         clock: clock.clone(),
         telemetry: telemetry.clone(),
         durability: Durability::in_memory(&telemetry),
         outbox_flush: None,
         alerts: None,
-        urgent: None,
-        sinks: Default::default(),
+        outputs,
     };
     let (tx, rx) = mpsc::channel(64);
-    let (out_tx, out) = mpsc::channel(4096);
-    tokio::spawn(pipeline.run(rx, out_tx));
+    tokio::spawn(pipeline.run(rx));
     Harness {
         tx,
         out,

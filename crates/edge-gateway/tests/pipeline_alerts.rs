@@ -9,7 +9,6 @@ use std::time::Duration;
 use aggregator::{Aggregator, WindowSpec};
 use edge_gateway::alerts::Alerts;
 use edge_gateway::durability::Durability;
-use edge_gateway::messages::Renderer;
 use edge_gateway::pipeline::Pipeline;
 use edge_gateway::settings;
 use gateway_core::{
@@ -17,6 +16,8 @@ use gateway_core::{
     StatusChange, Telemetry, TimeSource, Timestamp, TokioClock,
 };
 use tokio::sync::mpsc;
+
+mod in_process;
 
 const START: &str = "2026-11-21T10:00:00Z";
 
@@ -52,19 +53,9 @@ struct Harness {
 fn start() -> Harness {
     let telemetry = Telemetry::default();
     let cfg = settings::parse(RULES).unwrap();
-    let renderer = Renderer {
-        gateway_id: "gw-01".into(),
-        prefix: "building/hq".into(),
-        registry: DeviceRegistry::from_config(&cfg.devices),
-    };
-    let alerts = Alerts::new(
-        &cfg.rules,
-        &cfg.devices,
-        renderer.clone(),
-        None,
-        None,
-        &telemetry,
-    );
+    let alerts = Alerts::new(&cfg.rules, &cfg.devices, None, None, &telemetry);
+    let (out_tx, out) = mpsc::channel(16);
+    let outputs = in_process::upstream_into(DeviceRegistry::from_config(&cfg.devices), out_tx);
     let pipeline = Pipeline {
         aggregator: Aggregator::new(WindowSpec {
             window_ms: 3_600_000,
@@ -72,18 +63,15 @@ fn start() -> Harness {
             max_future_ms: 60_000,
         })
         .unwrap(),
-        renderer,
         clock: Arc::new(TokioClock::starting_at(ts(START))),
         durability: Durability::in_memory(&telemetry),
         telemetry,
         outbox_flush: None,
         alerts: Some(alerts),
-        urgent: None,
-        sinks: Default::default(),
+        outputs,
     };
     let (tx, rx) = mpsc::channel(16);
-    let (out_tx, out) = mpsc::channel(16);
-    tokio::spawn(pipeline.run(rx, out_tx));
+    tokio::spawn(pipeline.run(rx));
     Harness { tx, out }
 }
 

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use aggregator::{Aggregator, WindowSpec};
 use edge_gateway::durability::Durability;
-use edge_gateway::messages::Renderer;
 use edge_gateway::pipeline::Pipeline;
 use gateway_core::{
     DeviceId, DeviceRegistry, DeviceState, Ingress, MetricName, OutboundMessage, Reading,
     StatusChange, Telemetry, TimeSource, Timestamp, TokioClock,
 };
 use tokio::sync::mpsc;
+
+mod in_process;
 
 const START: &str = "2026-11-21T10:00:00Z";
 
@@ -31,6 +32,8 @@ fn ts(rfc3339: &str) -> Timestamp {
 
 fn start(window_s: i64, grace_s: i64) -> Harness {
     let telemetry = Telemetry::default();
+    let (out_tx, out) = mpsc::channel(16);
+    let outputs = in_process::upstream_into(DeviceRegistry::default(), out_tx);
     let pipeline = Pipeline {
         aggregator: Aggregator::new(WindowSpec {
             window_ms: window_s * 1000,
@@ -38,22 +41,15 @@ fn start(window_s: i64, grace_s: i64) -> Harness {
             max_future_ms: 60_000,
         })
         .unwrap(),
-        renderer: Renderer {
-            gateway_id: "gw-01".into(),
-            prefix: "building/hq".into(),
-            registry: DeviceRegistry::default(),
-        },
         clock: Arc::new(TokioClock::starting_at(ts(START))),
         telemetry: telemetry.clone(),
         durability: Durability::in_memory(&telemetry),
         outbox_flush: None,
         alerts: None,
-        urgent: None,
-        sinks: Default::default(),
+        outputs,
     };
     let (tx, rx) = mpsc::channel(16);
-    let (out_tx, out) = mpsc::channel(16);
-    let task = tokio::spawn(pipeline.run(rx, out_tx));
+    let task = tokio::spawn(pipeline.run(rx));
     Harness {
         tx,
         out,

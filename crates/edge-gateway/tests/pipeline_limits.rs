@@ -12,13 +12,14 @@ use std::time::Duration;
 use aggregator::{Aggregator, WindowSpec};
 use edge_gateway::clock_guard::{CLOCK_STEPS, HELD_READINGS, MAX_HELD_READINGS};
 use edge_gateway::durability::Durability;
-use edge_gateway::messages::Renderer;
 use edge_gateway::pipeline::{Pipeline, DROPPED_READINGS};
 use gateway_core::{
     Clock, DeviceId, DeviceRegistry, Ingress, MetricName, OutboundMessage, Reading, Telemetry,
     TimeSource, Timestamp, TokioClock,
 };
 use tokio::sync::mpsc;
+
+mod in_process;
 
 const START: &str = "2026-11-21T10:00:00Z";
 
@@ -34,24 +35,19 @@ fn ts(rfc3339: &str) -> Timestamp {
 
 fn start(aggregator: Aggregator, clock: Arc<dyn Clock>) -> Harness {
     let telemetry = Telemetry::default();
+    let (out_tx, out) = mpsc::channel(1024);
+    let outputs = in_process::upstream_into(DeviceRegistry::default(), out_tx);
     let pipeline = Pipeline {
         aggregator,
-        renderer: Renderer {
-            gateway_id: "gw-01".into(),
-            prefix: "building/hq".into(),
-            registry: DeviceRegistry::default(),
-        },
         clock,
         telemetry: telemetry.clone(),
         durability: Durability::in_memory(&telemetry),
         outbox_flush: None,
         alerts: None,
-        urgent: None,
-        sinks: Default::default(),
+        outputs,
     };
     let (tx, rx) = mpsc::channel(16);
-    let (out_tx, out) = mpsc::channel(1024);
-    tokio::spawn(pipeline.run(rx, out_tx));
+    tokio::spawn(pipeline.run(rx));
     Harness { tx, out, telemetry }
 }
 

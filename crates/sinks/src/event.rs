@@ -1,8 +1,9 @@
-//! What the pipeline hands a `[[sink]]`: typed events, so an output that is
-//! not MQTT never parses the upstream's JSON, and the upstream's topics and
-//! payloads stay its own contract.
+//! What the pipeline hands every output: typed events, one stream for all.
+//! Each output renders or stores them its own way (the upstream's topics
+//! and payloads, `mqtt_upstream::render`, stay its own contract), and none
+//! parses another's format.
 
-use gateway_core::{DeviceId, Reading, Timestamp};
+use gateway_core::{DeviceId, Reading, SourceId, Timestamp};
 
 /// One thing that happened, in pipeline order.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,7 +13,8 @@ pub enum SinkEvent {
     Readings(Vec<Reading>),
     /// A closed window of one device.
     Window(WindowEvent),
-    /// An alert raised or cleared.
+    /// An alert raised or cleared, or a raise held back by the rule's
+    /// cooldown (`suppressed`: recorded, never alerted).
     Alert(AlertEvent),
     /// A device announced itself online or offline (MQTT birth and Last
     /// Will): the dashboard's device state; outputs may ignore it.
@@ -37,10 +39,21 @@ pub struct StatusEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowEvent {
     pub device: DeviceId,
+    /// Where stores that keep one window per start put it: `window_start`,
+    /// a millisecond per backward clock step later for a rerun, so it does
+    /// not replace the window sent over the same span before the step.
     pub start: Timestamp,
     pub end: Timestamp,
     /// Closed early at shutdown: the rest may follow after a restart.
     pub partial: bool,
+    /// The window's own start, as the aggregator closed it.
+    pub window_start: Timestamp,
+    /// 0, or the number of backward clock steps when this window's span
+    /// had been closed once already: a second window over that span, with
+    /// other readings (`aggregator::DeviceWindow::rerun`).
+    pub rerun: u32,
+    /// When a `partial` window was cut short (the upstream's id holds it).
+    pub partial_at: Option<Timestamp>,
     /// By metric name, sorted.
     pub metrics: Vec<(String, MetricStats)>,
 }
@@ -55,7 +68,8 @@ pub struct MetricStats {
     pub std: f64,
 }
 
-/// One alert transition, as the upstream's `alerts` payload describes it.
+/// One alert transition, with what the upstream's `alerts` payload says
+/// of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertEvent {
     pub device: DeviceId,
@@ -64,7 +78,8 @@ pub struct AlertEvent {
     pub metric: String,
     /// `threshold`, `rate`, `silence`, `anomaly`.
     pub kind: String,
-    /// `raised` or `cleared`.
+    /// `raised`, `cleared` or `suppressed` (a raise within the rule's
+    /// cooldown: recorded, never sent upstream).
     pub state: String,
     pub value: f64,
     pub limit: f64,
@@ -74,4 +89,25 @@ pub struct AlertEvent {
     /// anomaly (raised): the range (low, high) the detector expected the
     /// value in, in the metric's unit; `limit` is then the score.
     pub expected: Option<(f64, f64)>,
+    /// anomaly (raised): the reading the detector judged.
+    pub observed: Option<f64>,
+    /// The adapter of the reading that decided it (its `units` may say
+    /// what the metric is measured in); `SourceId::UNKNOWN` when the clock
+    /// or a status change did.
+    pub source: SourceId,
+}
+
+impl AlertEvent {
+    /// What an alert's one-line text is made of.
+    pub fn facts(&self) -> gateway_core::units::AlertFacts<'_> {
+        gateway_core::units::AlertFacts {
+            rule: &self.rule,
+            state: &self.state,
+            kind: &self.kind,
+            metric: &self.metric,
+            value: self.value,
+            limit: self.limit,
+            expected: self.expected,
+        }
+    }
 }

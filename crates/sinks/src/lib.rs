@@ -5,9 +5,10 @@
 //!   its undelivered messages in;
 //! - `spool`: the storage policy around it (store, hold in memory while
 //!   the disk refuses, make room when full, expire, report);
-//! - `mqtt_upstream`: the cloud MQTT broker (`[upstream]`, `[outbox]`);
-//! - `event`: what `[[sink]]` outputs receive: typed readings, window
-//!   aggregates and alert transitions, not rendered MQTT messages;
+//! - `mqtt_upstream`: the cloud MQTT broker (`[upstream]`, `[outbox]`),
+//!   which renders the events into its topics and JSON payloads;
+//! - `event`: what every output receives from the pipeline: typed
+//!   readings, window aggregates, alert transitions and device statuses;
 //! - `registry`: the one list of `[[sink]]` kinds (the crate root's
 //!   `sink_registry!`), generating `SinkConfig`, its parsing and template;
 //! - `influxdb`: `[[sink]] type = "influxdb"`, InfluxDB 1.x and 2.x;
@@ -35,8 +36,8 @@ registry::sink_registry! {
     Influxdb => influxdb::InfluxConfig,
 }
 
-/// What an output receives from the pipeline: rendered MQTT messages for
-/// the upstream, [`event::SinkEvent`]s for a `[[sink]]`.
+/// What an output receives: [`event::SinkEvent`]s from the pipeline (the
+/// upstream's feed hands its forwarder rendered MQTT messages the same way).
 #[derive(Debug)]
 pub struct OutputLink<M = OutboundMessage> {
     /// Messages in order; closed at shutdown, after which the output
@@ -47,4 +48,16 @@ pub struct OutputLink<M = OutboundMessage> {
     /// Before a checkpoint: answer `true` once everything sent on
     /// `messages` and `urgent` before the request is stored durably.
     pub flush: Option<mpsc::Receiver<oneshot::Sender<bool>>>,
+}
+
+/// `[[device]]` tables as the config reads them, for tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_devices(text: &str) -> Vec<gateway_core::config::DeviceConfig> {
+    toml::from_str::<toml::Table>(text).unwrap()["device"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.clone().try_into().unwrap())
+        .collect()
 }

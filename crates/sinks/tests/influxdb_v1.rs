@@ -257,6 +257,8 @@ async fn a_refused_point_is_dead_lettered_and_counted_and_the_rest_goes_on() {
             at: Timestamp::from_millis(base + i).unwrap(),
             reason: None,
             expected: None,
+            observed: None,
+            source: gateway_core::SourceId::UNKNOWN,
         })
     };
     sink.events.send(alert(1, "refused")).await.unwrap();

@@ -11,11 +11,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use chrono::NaiveDateTime;
-use edge_gateway::messages::Renderer;
+use edge_gateway::fanout::alert_event;
 use edge_gateway::settings;
 use gateway_core::config::RuleKind;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
 use rules::{Alert, AlertState, Engine};
+use sinks::mqtt_upstream::Renderer;
 
 /// EX_USAGE, EX_DATAERR, EX_NOINPUT and EX_CONFIG from sysexits.h.
 const EX_USAGE: u8 = 64;
@@ -201,7 +202,7 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
                 gateway_core::SourceId::UNKNOWN,
                 &a.metric,
             );
-            let msg = renderer.alert_in(a, &info);
+            let msg = renderer.alert_in(&alert_event(a, gateway_core::SourceId::UNKNOWN), &info);
             let written = out
                 .write_all(&msg.payload)
                 .and_then(|()| out.write_all(b"\n"));

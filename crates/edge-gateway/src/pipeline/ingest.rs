@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use aggregator::Rejected;
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::{OutboundMessage, Reading, TimeSource, Timestamp};
+use gateway_core::{Reading, TimeSource, Timestamp};
 use tracing::warn;
 
 use super::{Counters, Pipeline};
+use crate::alerts::Transition;
 
 /// Logs the `max_series` refusals once per window: a flood refuses a
 /// reading per message, and one line per window says all there is to say.
@@ -44,14 +45,15 @@ impl OncePerWindow {
 impl Pipeline {
     /// Adds readings to their windows; `Some(accepted)` when some were
     /// refused (late or from the future), `None` when all were taken.
-    /// Readings also go to the alert rules, whose messages land in `alerts`.
+    /// Readings also go to the alert rules, whose transitions land in
+    /// `alerts`.
     pub(super) fn ingest(
         &mut self,
         readings: &[Reading],
         now: Timestamp,
         c: &Counters,
         throttle: &LogThrottle,
-        alerts: &mut Vec<OutboundMessage>,
+        alerts: &mut Vec<Transition>,
     ) -> Option<Vec<Reading>> {
         let mut accepted: Option<Vec<Reading>> = None;
         // One atomic add per batch rather than per reading.
@@ -60,7 +62,7 @@ impl Pipeline {
             match self.aggregator.ingest(r, now) {
                 Ok(()) => {
                     taken += 1;
-                    self.sinks.reading(r);
+                    self.outputs.reading(r);
                     if let Some(rules) = &mut self.alerts {
                         rules.on_reading(r, alerts);
                     }
@@ -80,7 +82,7 @@ impl Pipeline {
                         Ok(()) => {
                             c.aggregated.inc();
                             c.restamped.inc();
-                            self.sinks.reading(&r);
+                            self.outputs.reading(&r);
                             if let Some(rules) = &mut self.alerts {
                                 rules.on_reading(&r, alerts);
                             }
@@ -94,7 +96,7 @@ impl Pipeline {
                         }
                         Err(rej) => {
                             c.late.inc();
-                            self.sinks.reading(&r);
+                            self.outputs.reading(&r);
                             accepted.get_or_insert_with(|| readings[..i].to_vec());
                             if let Some(suppressed) = throttle.allow("late") {
                                 warn!(device = %r.device(), metric = %r.metric(), reason = %rej, suppressed, "Dropping reading outside its window.");
@@ -118,7 +120,7 @@ impl Pipeline {
                         Rejected::Late { .. } => {
                             c.late.inc();
                             // Too late for a window, still a true sample.
-                            self.sinks.reading(r);
+                            self.outputs.reading(r);
                             "late"
                         }
                         Rejected::Future { .. } => {

@@ -5,8 +5,7 @@
 
 use aggregator::{Aggregator, Rejected};
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::{OutboundMessage, Reading, TimeSource, Timestamp};
-use tokio::sync::mpsc;
+use gateway_core::{Reading, TimeSource, Timestamp};
 
 use super::{Counters, Pipeline};
 use crate::durability::journal::{JournalError, Written};
@@ -16,14 +15,9 @@ impl Pipeline {
     /// it, before returning: for what must see every durable reading
     /// counted (a window closing, a clock step, the end). False when
     /// upstream is gone.
-    pub(super) async fn commit_journal(
-        &mut self,
-        out: &mpsc::Sender<OutboundMessage>,
-        c: &Counters,
-        throttle: &LogThrottle,
-    ) -> bool {
+    pub(super) async fn commit_journal(&mut self, c: &Counters, throttle: &LogThrottle) -> bool {
         let now = self.clock.now();
-        self.commit_journal_as_of(now, out, c, throttle).await
+        self.commit_journal_as_of(now, c, throttle).await
     }
 
     /// [`Self::commit_journal`], what waits screened as of `now`: before a
@@ -32,15 +26,14 @@ impl Pipeline {
     pub(super) async fn commit_journal_as_of(
         &mut self,
         now: Timestamp,
-        out: &mpsc::Sender<OutboundMessage>,
         c: &Counters,
         throttle: &LogThrottle,
     ) -> bool {
-        if !self.settle_journal(out, c, throttle).await {
+        if !self.settle_journal(c, throttle).await {
             return false;
         }
         self.start_journal_write(now);
-        self.settle_journal(out, c, throttle).await
+        self.settle_journal(c, throttle).await
     }
 
     /// Hands what waits for the journal to its writer, screened as of `now`
@@ -53,17 +46,12 @@ impl Pipeline {
 
     /// Waits for the batch in flight, if any, and counts it. False when
     /// upstream is gone.
-    pub(super) async fn settle_journal(
-        &mut self,
-        out: &mpsc::Sender<OutboundMessage>,
-        c: &Counters,
-        throttle: &LogThrottle,
-    ) -> bool {
+    pub(super) async fn settle_journal(&mut self, c: &Counters, throttle: &LogThrottle) -> bool {
         if !self.durability.writing() {
             return true;
         }
         let outcome = self.durability.written().await;
-        self.count_journaled(outcome, out, c, throttle).await
+        self.count_journaled(outcome, c, throttle).await
     }
 
     /// Counts a batch that is durable (none if its write failed), then the
@@ -71,7 +59,6 @@ impl Pipeline {
     pub(super) async fn count_journaled(
         &mut self,
         outcome: Result<Written, JournalError>,
-        out: &mpsc::Sender<OutboundMessage>,
         c: &Counters,
         throttle: &LogThrottle,
     ) -> bool {
@@ -84,8 +71,8 @@ impl Pipeline {
         for (readings, at) in taken.iter().chain(&deferred) {
             let _ = self.ingest(readings, *at, c, throttle, &mut alerts);
         }
-        self.sinks.send_readings().await;
-        self.alerts_step(out, |_, o| o.append(&mut alerts)).await
+        self.outputs.send_readings().await;
+        self.alerts_step(|_, o| o.append(&mut alerts)).await
     }
 }
 

@@ -13,10 +13,11 @@ use std::time::Duration;
 use adapters::lorawan::frame::{seal, Key};
 use anomaly::synthetic::{series, Shape};
 use base64::Engine as _;
-use edge_gateway::messages::Renderer;
+use edge_gateway::fanout::alert_event;
 use edge_gateway::settings;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
 use rules::Engine;
+use sinks::mqtt_upstream::Renderer;
 use test_support::{
     coap_client_run, free_port, free_udp_port, have, publish_lines, CoapServer, Message, Mosquitto,
     Subscriber,
@@ -247,7 +248,12 @@ fn anomaly_expected(values: &[f64]) -> Vec<(String, f64)> {
             engine.on_reading(&r)
         })
         .map(|a| {
-            let j: serde_json::Value = serde_json::from_slice(&renderer.alert(&a).payload).unwrap();
+            let j: serde_json::Value = serde_json::from_slice(
+                &renderer
+                    .alert(&alert_event(&a, gateway_core::SourceId::UNKNOWN))
+                    .payload,
+            )
+            .unwrap();
             (
                 j["state"].as_str().unwrap_or_default().to_string(),
                 j["value"].as_f64().unwrap_or(f64::NAN),

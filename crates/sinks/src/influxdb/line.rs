@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use gateway_core::units::{AlertFacts, MetricInfo, Units};
+use gateway_core::units::{MetricInfo, Units};
 use gateway_core::{DeviceId, DeviceRegistry, Reading, SourceId};
 
 use crate::event::{AlertEvent, SinkEvent, WindowEvent};
@@ -471,16 +471,7 @@ impl Encoder {
         }
         // Grafana annotations show a text field: the numbers in the
         // metric's unit, an anomaly's score apart from its expected range.
-        let facts = AlertFacts {
-            rule: &a.rule,
-            state: &a.state,
-            kind: &a.kind,
-            metric: &a.metric,
-            value: a.value,
-            limit: a.limit,
-            expected: a.expected,
-        };
-        p.string("text", &facts.line(&info));
+        p.string("text", &a.facts().line(&info));
         p.finish(a.at.as_millis().saturating_mul(NS_PER_MS));
     }
 }

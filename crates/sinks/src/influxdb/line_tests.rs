@@ -1,4 +1,3 @@
-use gateway_core::config::DeviceConfig;
 use gateway_core::{DeviceId, MetricName, TimeSource, Timestamp};
 
 use super::*;
@@ -16,20 +15,14 @@ fn reading(device: &str, metric: &str, value: f64, ms: i64) -> Reading {
 }
 
 fn encoder(write: &[Series]) -> Encoder {
-    let devices: Vec<DeviceConfig> = toml::from_str::<toml::Table>(
+    let devices = crate::test_devices(
         r#"
 [[device]]
 id = "bme-1"
 name = "Lab, bench=1"
 room = "a b"
 "#,
-    )
-    .unwrap()["device"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.clone().try_into().unwrap())
-        .collect();
+    );
     let config = InfluxConfig {
         measurement: "bme680 measure,x".into(),
         write: write.to_vec(),
@@ -69,6 +62,9 @@ fn aggregates_are_one_point_at_window_start_with_five_fields_per_metric() {
         start: Timestamp::from_millis(60_000).unwrap(),
         end: Timestamp::from_millis(120_000).unwrap(),
         partial: false,
+        window_start: Timestamp::from_millis(60_000).unwrap(),
+        rerun: 0,
+        partial_at: None,
         metrics: vec![(
             "t".into(),
             MetricStats {
@@ -108,6 +104,8 @@ fn alerts_carry_their_transition_as_tags_and_an_escaped_text() {
         at: Timestamp::from_millis(5).unwrap(),
         reason: None,
         expected: None,
+        observed: None,
+        source: gateway_core::SourceId::UNKNOWN,
     };
     assert_eq!(
         lines(&mut e, &SinkEvent::Alert(a)),
@@ -129,6 +127,8 @@ fn an_anomaly_alert_states_its_range_in_the_unit_and_its_score_apart() {
         at: Timestamp::from_millis(5).unwrap(),
         reason: Some("level_shift".into()),
         expected: Some((580.0, 702.5)),
+        observed: Some(894.0),
+        source: gateway_core::SourceId::UNKNOWN,
     };
     assert_eq!(
         lines(&mut e, &SinkEvent::Alert(a)),
@@ -174,6 +174,9 @@ fn with_unit_tag_each_metric_is_a_point_tagged_with_its_unit() {
         start: Timestamp::from_millis(0).unwrap(),
         end: Timestamp::from_millis(60_000).unwrap(),
         partial: false,
+        window_start: Timestamp::from_millis(0).unwrap(),
+        rerun: 0,
+        partial_at: None,
         metrics: vec![("battery".into(), stats), ("rssi".into(), stats)],
     };
     assert_eq!(

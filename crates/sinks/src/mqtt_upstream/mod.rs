@@ -12,6 +12,9 @@
 //! - `failover`: which node of a clustered broker is in use, failovers,
 //!   and connections taken away by a client with the same id (pure);
 //! - `seq`: the per-gateway sequence number added to each payload;
+//! - `render`: the upstream topics and JSON payloads (the public
+//!   contract), and `feed`: the task that renders the pipeline's events
+//!   into the forwarder's queues, making the upstream one more output;
 //! - this module: the I/O loop around them, with `poller` polling the
 //!   client's event loop in its own task and moving to the next node of
 //!   `urls` when a connection is lost or refused.
@@ -22,7 +25,9 @@
 //! exact. Consumers deduplicate on the payload's `id`.
 
 mod failover;
+mod feed;
 mod poller;
+pub mod render;
 pub mod scheduler;
 mod seq;
 mod settings;
@@ -40,11 +45,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::event::SinkEvent;
 use crate::outbox::{Outbox, OutboxError};
+use crate::registry::SinkContext;
 use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
 use failover::{Failover, Loss};
+pub use feed::{Feed, ForwarderQueues};
 use poller::{poll_loop, FaultKind, PollEvent};
+pub use render::Renderer;
 use scheduler::{Completed, Pick, Scheduler, Sequence};
 use seq::with_seq;
 pub use settings::UpstreamSettings;
@@ -74,6 +83,8 @@ pub enum UpstreamError {
     Outbox(#[from] OutboxError),
     #[error("no broker node to connect to (upstream.url or upstream.urls)")]
     NoNodes,
+    #[error("the forwarder task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 struct Metrics {
@@ -135,6 +146,48 @@ const HOLD_OUTBOX_ENV: &str = "EDGE_GATEWAY_FAULT_HOLD_OUTBOX_MS";
 
 /// Most messages taken from the pipeline into one append (one fsync).
 const BATCH: usize = 256;
+/// Rendered messages waiting for the forwarder, on each of its queues.
+const FORWARDER_QUEUE: usize = 1024;
+
+/// Starts the upstream output: the forwarder, and in front of it the
+/// [`Feed`] that renders the pipeline's events (`link`) for it. The task
+/// ends with the forwarder, once `link` has closed and it has delivered
+/// what it can; if the forwarder fails, the feed stops taking events.
+pub fn start(
+    settings: UpstreamSettings,
+    ctx: &SinkContext,
+    link: OutputLink<SinkEvent>,
+) -> tokio::task::JoinHandle<Result<(), UpstreamError>> {
+    let feed = Feed {
+        renderer: Renderer {
+            gateway_id: ctx.gateway_id.clone(),
+            prefix: settings.topic_prefix.clone(),
+            registry: ctx.registry.clone(),
+        },
+        units: ctx.units.clone(),
+    };
+    let (messages, messages_rx) = mpsc::channel(FORWARDER_QUEUE);
+    let (urgent, urgent_rx) = mpsc::channel(FORWARDER_QUEUE);
+    let (flush, flush_rx) = mpsc::channel(1);
+    let forwarder = tokio::spawn(run(
+        settings,
+        OutputLink {
+            messages: messages_rx,
+            urgent: Some(urgent_rx),
+            flush: Some(flush_rx),
+        },
+        ctx.telemetry.clone(),
+    ));
+    let queues = ForwarderQueues {
+        messages,
+        urgent,
+        flush: Some(flush),
+    };
+    tokio::spawn(async move {
+        feed.run(link, queues).await;
+        forwarder.await?
+    })
+}
 
 /// Runs the forwarder until the link's messages close and everything is
 /// delivered (or `drain_timeout` has passed), then publishes the retained

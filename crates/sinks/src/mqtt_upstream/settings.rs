@@ -17,6 +17,8 @@ pub struct UpstreamSettings {
     /// The broker's nodes in the order they are tried (at least one).
     pub nodes: Vec<BrokerUrl>,
     pub qos: Qos,
+    /// `{prefix}` of every upstream topic, `{site}`/`{gateway}` filled in.
+    pub topic_prefix: String,
     /// Retained `online`/`offline` topic; also the Last Will.
     pub status_topic: String,
     /// Where the durable outbox lives; `None` keeps messages in memory.
@@ -35,13 +37,13 @@ pub struct UpstreamSettings {
 
 impl UpstreamSettings {
     /// The forwarder of gateway `gateway_id`, its outbox in
-    /// `state_dir/outbox`.
+    /// `state_dir/outbox`, its topics under `topic_prefix`.
     pub fn from_config(
         up: &UpstreamConfig,
         outbox: &OutboxConfig,
         gateway_id: &str,
         state_dir: &Path,
-        status_topic: String,
+        topic_prefix: String,
     ) -> Self {
         let mut connection =
             ConnectionSettings::new(&up.broker, format!("edge-gateway-{gateway_id}"));
@@ -55,7 +57,8 @@ impl UpstreamSettings {
             connection,
             nodes: up.nodes(),
             qos: up.forwarding.qos,
-            status_topic,
+            status_topic: super::render::status_topic(&topic_prefix, gateway_id),
+            topic_prefix,
             outbox_dir: Some(state_dir.join(gateway_core::state_file::inventory::UPSTREAM_OUTBOX)),
             outbox: OutboxSettings {
                 max_bytes: outbox.max_bytes,

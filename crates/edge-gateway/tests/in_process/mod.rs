@@ -1,0 +1,37 @@
+//! The pipeline run in-process: its upstream output renders into one queue
+//! the test reads, alerts in pipeline order beside the windows.
+#![allow(dead_code)]
+
+use edge_gateway::fanout::{Output, SinkFanout, SINK_QUEUE};
+use gateway_core::units::Units;
+use gateway_core::{DeviceRegistry, OutboundMessage};
+use sinks::mqtt_upstream::{Feed, ForwarderQueues, Renderer};
+use sinks::OutputLink;
+use tokio::sync::mpsc;
+
+/// Outputs of one upstream, gateway `gw-01` under `building/hq`, whose
+/// messages land in `out`.
+pub fn upstream_into(registry: DeviceRegistry, out: mpsc::Sender<OutboundMessage>) -> SinkFanout {
+    let (events, rx) = mpsc::channel(SINK_QUEUE);
+    let feed = Feed {
+        renderer: Renderer {
+            gateway_id: "gw-01".into(),
+            prefix: "building/hq".into(),
+            registry,
+        },
+        units: Units::default(),
+    };
+    tokio::spawn(feed.run(
+        OutputLink {
+            messages: rx,
+            urgent: None,
+            flush: None,
+        },
+        ForwarderQueues {
+            messages: out.clone(),
+            urgent: out,
+            flush: None,
+        },
+    ));
+    SinkFanout::new(vec![Output::upstream(events, None)])
+}

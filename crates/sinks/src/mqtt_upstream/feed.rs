@@ -1,0 +1,350 @@
+//! The upstream as one more output: it takes the pipeline's
+//! [`SinkEvent`]s like every other and hands the forwarder their rendered
+//! messages (`render`). Windows and device statuses go to the forwarder's
+//! queue in order; raised and cleared alerts to its urgent lane, ahead of
+//! them. A raise held back by a rule's cooldown never leaves the gateway,
+//! and readings are not the upstream's business.
+
+use gateway_core::units::Units;
+use gateway_core::OutboundMessage;
+use tokio::sync::{mpsc, oneshot};
+
+use super::render::Renderer;
+use crate::event::{AlertEvent, SinkEvent};
+use crate::OutputLink;
+
+/// The forwarder's side: where rendered messages go.
+pub struct ForwarderQueues {
+    /// Windows and statuses, in the order they happened.
+    pub messages: mpsc::Sender<OutboundMessage>,
+    /// Alerts, stored and sent before whatever waits in `messages`.
+    pub urgent: mpsc::Sender<OutboundMessage>,
+    /// The forwarder's flush handshake; `None` answers every flush with
+    /// `true` (nothing durable behind the queues).
+    pub flush: Option<mpsc::Sender<oneshot::Sender<bool>>>,
+}
+
+/// Renders events for one gateway's upstream.
+pub struct Feed {
+    pub renderer: Renderer,
+    /// Each metric's unit with the config's overrides: an alert's `unit`
+    /// and `text`.
+    pub units: Units,
+}
+
+/// The forwarder is gone: nothing more can be handed to it.
+struct Gone;
+
+impl Feed {
+    /// Runs until the pipeline closes `link`'s events (or the forwarder
+    /// stops taking them), then drops the queues, so the forwarder
+    /// delivers what it holds and stops.
+    ///
+    /// A flush request is answered only after everything received before
+    /// it is in the forwarder's queues, with the forwarder's own answer.
+    pub async fn run(self, link: OutputLink<SinkEvent>, to: ForwarderQueues) {
+        let OutputLink {
+            messages: mut events,
+            mut urgent,
+            mut flush,
+        } = link;
+        loop {
+            let handed = tokio::select! {
+                biased;
+                event = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match event {
+                    Some(event) => self.hand(event, &to, &mut urgent).await,
+                    None => {
+                        urgent = None;
+                        Ok(())
+                    }
+                },
+                event = events.recv() => match event {
+                    Some(event) => self.hand(event, &to, &mut urgent).await,
+                    None => {
+                        // The pipeline is done; alerts it sent last may
+                        // still wait on their lane.
+                        let _ = self.drain(&mut urgent, None, &to).await;
+                        return;
+                    }
+                },
+                request = async { flush.as_mut()?.recv().await }, if flush.is_some() => match request {
+                    Some(reply) => self.flush(reply, &mut events, &mut urgent, &to).await,
+                    None => {
+                        flush = None;
+                        Ok(())
+                    }
+                },
+            };
+            if handed.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Hands over what waits on the urgent lane, then on `events`.
+    async fn drain(
+        &self,
+        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
+        events: Option<&mut mpsc::Receiver<SinkEvent>>,
+        to: &ForwarderQueues,
+    ) -> Result<(), Gone> {
+        if let Some(lane) = urgent.as_mut() {
+            while let Ok(event) = lane.try_recv() {
+                self.hand(event, to, &mut None).await?;
+            }
+        }
+        if let Some(events) = events {
+            while let Ok(event) = events.try_recv() {
+                self.hand(event, to, urgent).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything received before the request goes to the forwarder
+    /// first (the pipeline queued it before asking), then the forwarder
+    /// answers whether it is all on disk.
+    async fn flush(
+        &self,
+        reply: oneshot::Sender<bool>,
+        events: &mut mpsc::Receiver<SinkEvent>,
+        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
+        to: &ForwarderQueues,
+    ) -> Result<(), Gone> {
+        let drained = self.drain(urgent, Some(events), to).await;
+        let stored = match (&drained, &to.flush) {
+            (Err(Gone), _) => false,
+            (Ok(()), None) => true,
+            (Ok(()), Some(flush)) => {
+                let (tx, rx) = oneshot::channel();
+                flush.send(tx).await.is_ok() && matches!(rx.await, Ok(true))
+            }
+        };
+        let _ = reply.send(stored);
+        drained
+    }
+
+    /// Renders one event onto its queue. A window or status waiting for
+    /// room in the forwarder's queue lets the alerts of `urgent` pass.
+    async fn hand(
+        &self,
+        event: SinkEvent,
+        to: &ForwarderQueues,
+        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
+    ) -> Result<(), Gone> {
+        let msg = match event {
+            SinkEvent::Alert(a) => return self.alert(&a, to).await,
+            SinkEvent::Window(w) => self.renderer.aggregated(&w),
+            SinkEvent::Status(s) => self.renderer.device_status(&s),
+            SinkEvent::Readings(_) | SinkEvent::JournalEpoch(_) => return Ok(()),
+        };
+        loop {
+            tokio::select! {
+                biased;
+                event = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match event {
+                    Some(SinkEvent::Alert(a)) => self.alert(&a, to).await?,
+                    // Only alerts take the urgent lane.
+                    Some(_) => {}
+                    None => *urgent = None,
+                },
+                permit = to.messages.reserve() => {
+                    let Ok(permit) = permit else { return Err(Gone) };
+                    permit.send(msg);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// A raised or cleared alert, to the urgent lane; a suppressed one
+    /// stays here.
+    async fn alert(&self, a: &AlertEvent, to: &ForwarderQueues) -> Result<(), Gone> {
+        if a.state == "suppressed" {
+            return Ok(());
+        }
+        let info = self.units.of(
+            self.renderer.registry.get(&a.device).map(|d| &d.units),
+            a.source,
+            &a.metric,
+        );
+        let msg = self.renderer.alert_in(a, &info);
+        to.urgent.send(msg).await.map_err(|_| Gone)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use gateway_core::{DeviceId, DeviceRegistry, SourceId, Timestamp};
+
+    use super::*;
+    use crate::event::{MetricStats, StatusEvent, WindowEvent};
+
+    const T0: i64 = 1_767_225_600_000;
+
+    fn feed() -> Feed {
+        Feed {
+            renderer: Renderer {
+                gateway_id: "gw-01".into(),
+                prefix: "building/hq".into(),
+                registry: DeviceRegistry::default(),
+            },
+            units: Units::default(),
+        }
+    }
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millis(T0 + ms).unwrap()
+    }
+
+    fn window(minute: i64) -> SinkEvent {
+        SinkEvent::Window(WindowEvent {
+            device: DeviceId::new("fridge-2").unwrap(),
+            start: at(minute * 60_000),
+            end: at((minute + 1) * 60_000),
+            partial: false,
+            window_start: at(minute * 60_000),
+            rerun: 0,
+            partial_at: None,
+            metrics: vec![(
+                "temperature".into(),
+                MetricStats {
+                    count: 1,
+                    avg: 4.0,
+                    min: 4.0,
+                    max: 4.0,
+                    std: 0.0,
+                },
+            )],
+        })
+    }
+
+    fn status(online: bool) -> SinkEvent {
+        SinkEvent::Status(StatusEvent {
+            device: DeviceId::new("fridge-2").unwrap(),
+            online,
+            at: at(1),
+        })
+    }
+
+    fn alert(state: &str, ms: i64) -> SinkEvent {
+        SinkEvent::Alert(AlertEvent {
+            device: DeviceId::new("fridge-2").unwrap(),
+            rule: "fridge-max".into(),
+            metric: "temperature".into(),
+            kind: "threshold".into(),
+            state: state.into(),
+            value: 9.0,
+            limit: 8.0,
+            at: at(ms),
+            reason: None,
+            expected: None,
+            observed: None,
+            source: SourceId::UNKNOWN,
+        })
+    }
+
+    struct Forwarder {
+        messages: mpsc::Receiver<OutboundMessage>,
+        urgent: mpsc::Receiver<OutboundMessage>,
+        flush: mpsc::Receiver<oneshot::Sender<bool>>,
+    }
+
+    /// The feed running between the pipeline's senders and a forwarder
+    /// the test plays.
+    fn start() -> (
+        mpsc::Sender<SinkEvent>,
+        mpsc::Sender<SinkEvent>,
+        mpsc::Sender<oneshot::Sender<bool>>,
+        Forwarder,
+    ) {
+        let (events, events_rx) = mpsc::channel(64);
+        let (urgent, urgent_rx) = mpsc::channel(64);
+        let (flush, flush_rx) = mpsc::channel(1);
+        let (messages_tx, messages) = mpsc::channel(64);
+        let (urgent_tx, forwarder_urgent) = mpsc::channel(64);
+        let (forwarder_flush_tx, forwarder_flush) = mpsc::channel(1);
+        tokio::spawn(feed().run(
+            OutputLink {
+                messages: events_rx,
+                urgent: Some(urgent_rx),
+                flush: Some(flush_rx),
+            },
+            ForwarderQueues {
+                messages: messages_tx,
+                urgent: urgent_tx,
+                flush: Some(forwarder_flush_tx),
+            },
+        ));
+        let forwarder = Forwarder {
+            messages,
+            urgent: forwarder_urgent,
+            flush: forwarder_flush,
+        };
+        (events, urgent, flush, forwarder)
+    }
+
+    fn topics(rx: &mut mpsc::Receiver<OutboundMessage>) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            got.push(m.topic);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn everything_before_a_flush_is_with_the_forwarder_before_it_is_asked() {
+        let (events, urgent, flush, mut fwd) = start();
+        for minute in 0..40 {
+            events.send(window(minute)).await.unwrap();
+        }
+        events.send(status(false)).await.unwrap();
+        events.send(alert("cleared", 2)).await.unwrap();
+        urgent.send(alert("raised", 1)).await.unwrap();
+        for answer in [false, true] {
+            let (reply, answered) = oneshot::channel();
+            flush.send(reply).await.unwrap();
+            let asked = fwd.flush.recv().await.expect("the forwarder is asked");
+            let sent = topics(&mut fwd.messages);
+            let alerts = topics(&mut fwd.urgent);
+            if answer {
+                assert!(sent.is_empty() && alerts.is_empty(), "nothing new");
+            } else {
+                let mut want = vec!["building/hq/fridge-2/aggregated".to_string(); 40];
+                want.push("building/hq/fridge-2/status".into());
+                assert_eq!(sent, want);
+                assert_eq!(alerts, vec!["building/hq/fridge-2/alerts"; 2]);
+            }
+            asked.send(answer).unwrap();
+            assert_eq!(answered.await, Ok(answer), "the forwarder's answer");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_suppressed_alert_never_goes_upstream() {
+        let (events, urgent, flush, mut fwd) = start();
+        urgent.send(alert("suppressed", 1)).await.unwrap();
+        events.send(alert("suppressed", 2)).await.unwrap();
+        urgent.send(alert("raised", 3)).await.unwrap();
+        drop((events, urgent, flush));
+        let mut sent = Vec::new();
+        while let Some(m) = fwd.urgent.recv().await {
+            sent.push(serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap());
+        }
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["state"], "raised");
+        assert!(fwd.messages.recv().await.is_none(), "nor as a message");
+    }
+
+    #[tokio::test]
+    async fn a_gone_forwarder_stops_the_feed() {
+        let (events, _urgent, _flush, fwd) = start();
+        drop(fwd);
+        // The feed's channel closes once it has found the forwarder gone.
+        let mut minute = 0;
+        while events.send(window(minute)).await.is_ok() {
+            minute += 1;
+            assert!(minute < 1000, "the feed kept taking events");
+        }
+    }
+}

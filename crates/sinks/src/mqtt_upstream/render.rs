@@ -1,0 +1,348 @@
+//! The upstream topics and JSON payloads: a public contract with cloud
+//! consumers. Fields may be added, never renamed or removed.
+
+use gateway_core::units::MetricInfo;
+use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::event::{AlertEvent, StatusEvent, WindowEvent};
+
+/// Namespace of the deterministic message ids (UUID v5).
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b9e_8d4a_4e57_9a0b_3c5d_7e1f_2a40);
+
+/// `{prefix}/gateway/{gateway_id}/status`: the gateway's retained
+/// `online`/`offline`, also its Last Will.
+pub fn status_topic(prefix: &str, gateway_id: &str) -> String {
+    format!("{prefix}/gateway/{gateway_id}/status")
+}
+
+/// Renders upstream messages for one gateway.
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    pub gateway_id: String,
+    /// `{prefix}` with `{site}`/`{gateway}` already filled in.
+    pub prefix: String,
+    pub registry: DeviceRegistry,
+}
+
+impl Renderer {
+    /// See [`status_topic`].
+    pub fn status_topic(&self) -> String {
+        status_topic(&self.prefix, &self.gateway_id)
+    }
+
+    fn describe(&self, obj: &mut Map<String, Value>, device: &DeviceId) {
+        obj.insert("gateway".into(), json!(self.gateway_id));
+        obj.insert("device".into(), json!(device.as_str()));
+        obj.insert("name".into(), json!(self.registry.name_of(device)));
+        if let Some(info) = self.registry.get(device) {
+            if !info.tags.is_empty() {
+                obj.insert("tags".into(), json!(info.tags));
+            }
+        }
+    }
+
+    /// `{prefix}/{device}/aggregated`.
+    ///
+    /// The id is derived from gateway, device and window, so the same window
+    /// re-sent after a reconnect or a restart carries the same id and
+    /// consumers can deduplicate on it. A window closed early at shutdown
+    /// (`"partial": true`) gets an id of its own, since the rest of that
+    /// window may still be forwarded after a restart, and so does a window
+    /// over a span already sent before the wall clock stepped back
+    /// (`"rerun": n`, the n-th backward step): it holds other readings.
+    pub fn aggregated(&self, w: &WindowEvent) -> OutboundMessage {
+        let mut key = format!(
+            "{}\n{}\n{}\n{}",
+            self.gateway_id,
+            w.device,
+            w.window_start.as_millis(),
+            w.end.as_millis()
+        );
+        if let Some(at) = w.partial_at {
+            key.push_str(&format!("\npartial\n{}", at.as_millis()));
+        }
+        // A second window over a span sent before the clock stepped back
+        // holds other readings: it must not pass for a copy of the first.
+        if w.rerun > 0 {
+            key.push_str(&format!("\nrerun\n{}", w.rerun));
+        }
+        let mut obj = Map::new();
+        obj.insert(
+            "id".into(),
+            json!(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string()),
+        );
+        self.describe(&mut obj, &w.device);
+        obj.insert("window_start".into(), json!(w.window_start.to_rfc3339()));
+        obj.insert("window_end".into(), json!(w.end.to_rfc3339()));
+        if w.rerun > 0 {
+            obj.insert("rerun".into(), json!(w.rerun));
+        }
+        let metrics: Map<String, Value> = w
+            .metrics
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    json!({
+                        "count": s.count,
+                        "avg": s.avg,
+                        "min": s.min,
+                        "max": s.max,
+                        "std": s.std,
+                    }),
+                )
+            })
+            .collect();
+        obj.insert("metrics".into(), Value::Object(metrics));
+        if w.partial_at.is_some() {
+            obj.insert("partial".into(), json!(true));
+        }
+        OutboundMessage {
+            topic: format!("{}/{}/aggregated", self.prefix, w.device),
+            payload: Value::Object(obj).to_string().into_bytes(),
+            retain: false,
+        }
+    }
+
+    /// `{prefix}/{device}/status`, retained: a device's last announced state.
+    pub fn device_status(&self, s: &StatusEvent) -> OutboundMessage {
+        let state = if s.online { "online" } else { "offline" };
+        let key = format!(
+            "{}\n{}\nstatus\n{}\n{}",
+            self.gateway_id,
+            s.device,
+            state,
+            s.at.as_millis()
+        );
+        let mut obj = Map::new();
+        obj.insert(
+            "id".into(),
+            json!(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string()),
+        );
+        self.describe(&mut obj, &s.device);
+        obj.insert("state".into(), json!(state));
+        obj.insert("ts".into(), json!(s.at.to_rfc3339()));
+        OutboundMessage {
+            topic: format!("{}/{}/status", self.prefix, s.device),
+            payload: Value::Object(obj).to_string().into_bytes(),
+            retain: true,
+        }
+    }
+
+    /// `{prefix}/{device}/alerts`: one alert transition: `id, gateway,
+    /// device, name, metric, kind, state, value, limit, ts, rule`, `text`,
+    /// and `unit` when known (see [`Self::alert_in`]); a raised anomaly
+    /// alert adds why it fired: `reason` (`seasonal`, `level_shift`,
+    /// `stuck`, `spike`, `drift`, `noise`, `multivariate`), `expected`
+    /// (`{"low": …, "high": …}`, the range the reading was expected in) and
+    /// `observed` (the reading).
+    ///
+    /// The id is derived from the transition (gateway, rule, device, metric,
+    /// state, time): unique per alert, yet the same alert re-sent after a
+    /// reconnect keeps its id, and replaying the same data gives the same
+    /// ids.
+    pub fn alert(&self, a: &AlertEvent) -> OutboundMessage {
+        self.alert_in(a, &gateway_core::units::known(&a.metric))
+    }
+
+    /// [`Self::alert`] with the metric's unit as the config sets it; adds
+    /// `unit` (when known: of `value`, `limit` and `expected`, seconds for
+    /// a silence), `text` (the alert in one line, its numbers in the unit),
+    /// and for an anomaly `score` (the same number as `limit`, which for an
+    /// anomaly is the detector's score, not a bound in the unit).
+    pub fn alert_in(&self, a: &AlertEvent, info: &MetricInfo) -> OutboundMessage {
+        let key = format!(
+            "{}\n{}\nalert\n{}\n{}\n{}\n{}",
+            self.gateway_id,
+            a.device,
+            a.rule,
+            a.metric,
+            a.state,
+            a.at.as_millis()
+        );
+        let mut obj = Map::new();
+        obj.insert(
+            "id".into(),
+            json!(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string()),
+        );
+        obj.insert("gateway".into(), json!(self.gateway_id));
+        obj.insert("device".into(), json!(a.device.as_str()));
+        obj.insert("name".into(), json!(self.registry.name_of(&a.device)));
+        obj.insert("metric".into(), json!(a.metric));
+        obj.insert("kind".into(), json!(a.kind));
+        obj.insert("state".into(), json!(a.state));
+        obj.insert("value".into(), json!(a.value));
+        obj.insert("limit".into(), json!(a.limit));
+        obj.insert("ts".into(), json!(a.at.to_rfc3339()));
+        obj.insert("rule".into(), json!(a.rule));
+        // A silence counts seconds whatever the metric.
+        let unit = if a.kind == "silence" {
+            "s"
+        } else {
+            info.unit.as_str()
+        };
+        if !unit.is_empty() {
+            obj.insert("unit".into(), json!(unit));
+        }
+        if a.kind == "anomaly" {
+            obj.insert("score".into(), json!(a.limit));
+        }
+        obj.insert("text".into(), json!(a.facts().line(info)));
+        if let Some(reason) = &a.reason {
+            obj.insert("reason".into(), json!(reason));
+            if let Some((low, high)) = a.expected {
+                obj.insert("expected".into(), json!({ "low": low, "high": high }));
+            }
+            if let Some(observed) = a.observed {
+                obj.insert("observed".into(), json!(observed));
+            }
+        }
+        OutboundMessage {
+            topic: format!("{}/{}/alerts", self.prefix, a.device),
+            payload: Value::Object(obj).to_string().into_bytes(),
+            retain: false,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The payloads pinned byte for byte: consumers de-duplicate on `id`,
+    //! so a change here re-sends every window after an upgrade.
+
+    use gateway_core::units::Units;
+    use gateway_core::{SourceId, Timestamp};
+
+    use super::*;
+    use crate::event::MetricStats;
+
+    fn renderer() -> Renderer {
+        let devices = crate::test_devices(
+            r#"
+[[device]]
+id = "fridge-2"
+name = "Fridge 2"
+room = "kitchen"
+tags = { zone = "north" }
+units = { co2 = "ppb" }
+"#,
+        );
+        Renderer {
+            gateway_id: "gw-01".into(),
+            prefix: "building/hq".into(),
+            registry: DeviceRegistry::from_config(&devices),
+        }
+    }
+
+    fn t0() -> Timestamp {
+        Timestamp::from_millis(1_767_225_600_123).unwrap()
+    }
+
+    fn fridge() -> DeviceId {
+        DeviceId::new("fridge-2").unwrap()
+    }
+
+    fn window(partial_at: Option<Timestamp>) -> WindowEvent {
+        WindowEvent {
+            device: fridge(),
+            start: t0().saturating_add_millis(2),
+            end: t0().saturating_add_millis(60_000),
+            partial: partial_at.is_some(),
+            window_start: t0(),
+            rerun: 2,
+            partial_at,
+            metrics: vec![
+                (
+                    "co2".into(),
+                    MetricStats {
+                        count: 3,
+                        avg: 267.266_666_666_666_65,
+                        min: 0.300_000_000_000_000_04,
+                        max: 401.5,
+                        std: 188.774_933_599_658_74,
+                    },
+                ),
+                (
+                    "temperature".into(),
+                    MetricStats {
+                        count: 1,
+                        avg: 21.3,
+                        min: 21.3,
+                        max: 21.3,
+                        std: 0.0,
+                    },
+                ),
+            ],
+        }
+    }
+
+    fn text(m: &OutboundMessage) -> &str {
+        std::str::from_utf8(&m.payload).unwrap()
+    }
+
+    #[test]
+    fn a_rerun_window_keeps_its_own_start_and_a_partial_one_its_cut_in_the_id() {
+        let r = renderer();
+        let whole = r.aggregated(&window(None));
+        assert_eq!(whole.topic, "building/hq/fridge-2/aggregated");
+        assert!(!whole.retain);
+        assert_eq!(
+            text(&whole),
+            r#"{"device":"fridge-2","gateway":"gw-01","id":"3c03a5af-7a65-54ef-b715-0da5edb1e1d0","metrics":{"co2":{"avg":267.26666666666665,"count":3,"max":401.5,"min":0.30000000000000004,"std":188.77493359965874},"temperature":{"avg":21.3,"count":1,"max":21.3,"min":21.3,"std":0.0}},"name":"Fridge 2","rerun":2,"tags":{"room":"kitchen","zone":"north"},"window_end":"2026-01-01T00:01:00.123Z","window_start":"2026-01-01T00:00:00.123Z"}"#
+        );
+        let cut = r.aggregated(&window(Some(t0().saturating_add_millis(30_000))));
+        assert_eq!(
+            text(&cut),
+            r#"{"device":"fridge-2","gateway":"gw-01","id":"1d1a1a65-8392-5cfd-8b97-3e49c8503e81","metrics":{"co2":{"avg":267.26666666666665,"count":3,"max":401.5,"min":0.30000000000000004,"std":188.77493359965874},"temperature":{"avg":21.3,"count":1,"max":21.3,"min":21.3,"std":0.0}},"name":"Fridge 2","partial":true,"rerun":2,"tags":{"room":"kitchen","zone":"north"},"window_end":"2026-01-01T00:01:00.123Z","window_start":"2026-01-01T00:00:00.123Z"}"#
+        );
+    }
+
+    #[test]
+    fn a_device_status_is_retained() {
+        let m = renderer().device_status(&StatusEvent {
+            device: fridge(),
+            online: false,
+            at: t0(),
+        });
+        assert_eq!(m.topic, "building/hq/fridge-2/status");
+        assert!(m.retain);
+        assert_eq!(
+            text(&m),
+            r#"{"device":"fridge-2","gateway":"gw-01","id":"6ebd3a42-0553-576d-8c33-49da88ac5df3","name":"Fridge 2","state":"offline","tags":{"room":"kitchen","zone":"north"},"ts":"2026-01-01T00:00:00.123Z"}"#
+        );
+    }
+
+    #[test]
+    fn an_anomaly_alert_states_its_evidence_in_the_devices_unit() {
+        let r = renderer();
+        let a = AlertEvent {
+            device: fridge(),
+            rule: "r1".into(),
+            metric: "co2".into(),
+            kind: "anomaly".into(),
+            state: "raised".into(),
+            value: 12.345,
+            limit: 8.0,
+            at: t0(),
+            reason: Some("spike".into()),
+            expected: Some((1.5, 2.25)),
+            observed: Some(12.345),
+            source: SourceId::UNKNOWN,
+        };
+        let info = Units::default().of(
+            r.registry.get(&a.device).map(|d| &d.units),
+            a.source,
+            &a.metric,
+        );
+        let m = r.alert_in(&a, &info);
+        assert_eq!(m.topic, "building/hq/fridge-2/alerts");
+        assert!(!m.retain);
+        assert_eq!(
+            text(&m),
+            r#"{"device":"fridge-2","expected":{"high":2.25,"low":1.5},"gateway":"gw-01","id":"c1de0820-3c74-57ce-b819-7cefaf484fb8","kind":"anomaly","limit":8.0,"metric":"co2","name":"Fridge 2","observed":12.345,"reason":"spike","rule":"r1","score":8.0,"state":"raised","text":"r1 raised anomaly: co2 12 ppb (expected 2–2 ppb · score 8.0)","ts":"2026-01-01T00:00:00.123Z","unit":"ppb","value":12.345}"#
+        );
+    }
+}
