@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use gateway_core::event::SinkEvent;
 use gateway_core::{SourceId, Subject};
 use serde_json::json;
-use sinks::event::SinkEvent;
 use tokio::sync::broadcast;
 
 use super::history::{AlertRow, KnownDevice, WindowRow};
@@ -53,7 +53,7 @@ struct State {
 }
 
 /// An alert transition as history keeps it.
-pub fn alert_row(a: &sinks::event::AlertEvent) -> AlertRow {
+pub fn alert_row(a: &gateway_core::event::AlertEvent) -> AlertRow {
     AlertRow {
         device: a.device.to_string(),
         rule: a.rule.clone(),

@@ -12,9 +12,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway_core::event::SinkEvent;
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{Clock, Telemetry};
-use sinks::event::SinkEvent;
 use sinks::OutputLink;
 use tracing::warn;
 

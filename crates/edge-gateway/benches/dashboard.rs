@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use dashboard::history::{Batch, History};
 use dashboard::{api::Query, pages, server};
+use gateway_core::event::SinkEvent;
 use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
-use sinks::event::SinkEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "support/dashboard_fleet.rs"]

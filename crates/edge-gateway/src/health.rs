@@ -10,8 +10,8 @@ use gateway_core::Telemetry;
 use serde_json::json;
 use sinks::mqtt_upstream::{UPSTREAM_CONNECTED, UPSTREAM_NODE};
 
-use crate::durability::JOURNAL_HOLDING;
 use crate::runtime::{ADAPTER_UP, UPSTREAM_CONFIGURED};
+use pipeline::durability::JOURNAL_HOLDING;
 
 /// Whether the gateway forwards to a cloud broker: without `[upstream]`
 /// there is no broker to wait for. A telemetry that never said (a

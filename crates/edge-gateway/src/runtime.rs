@@ -17,8 +17,8 @@ use aggregator::{Aggregator, WindowSpec};
 use anyhow::Context as _;
 use gateway_core::component::{Ingress, IngressSender, Sources};
 use gateway_core::config::AdapterSpec;
+use gateway_core::event::SinkEvent;
 use gateway_core::{AdapterContext, Clock, DeviceRegistry, Telemetry};
-use sinks::event::SinkEvent;
 use sinks::mqtt_upstream::{self, UpstreamSettings};
 use sinks::registry::SinkContext;
 use sinks::OutputLink;
@@ -27,12 +27,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::actions::{run_actions, ACTION_QUEUE};
-use crate::alerts::Alerts;
-use crate::durability::Durability;
-use crate::fanout::{flush_all, Output, SinkFanout, SINK_QUEUE};
-use crate::pipeline::Pipeline;
 use dashboard::{Dashboard, DashboardSetup};
+use pipeline::durability::Durability;
+use pipeline::fanout::{flush_all, Output, SinkFanout, SINK_QUEUE};
+use pipeline::Pipeline;
+use rules::actions::{run_actions, ACTION_QUEUE};
+use rules::alerts::Alerts;
 
 /// `1` while an adapter's task runs, `0` once it has stopped.
 pub const ADAPTER_UP: &str = "edge_gateway_adapter_up";

@@ -8,8 +8,8 @@ use sinks::spool::{
     OUTBOX_BYTES, OUTBOX_DROPPED, OUTBOX_MESSAGES, OUTBOX_OLDEST_AGE, OUTBOX_STORAGE_ERRORS,
 };
 
-use crate::durability::{INGRESS_DUPLICATES, JOURNAL_FAILURES};
-use crate::pipeline::{LATE_READINGS, WINDOWS_EMITTED};
+use pipeline::durability::{INGRESS_DUPLICATES, JOURNAL_FAILURES};
+use pipeline::{LATE_READINGS, WINDOWS_EMITTED};
 use tracing::info;
 
 pub fn log_line(t: &Telemetry) {

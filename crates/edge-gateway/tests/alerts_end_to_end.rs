@@ -11,9 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anomaly::synthetic::{series, Shape};
 use common::{config, GatewayProcess, WAIT};
-use edge_gateway::fanout::alert_event;
 use edge_gateway::settings;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
+use pipeline::fanout::alert_event;
 use rules::{AlertState, Engine};
 use sinks::mqtt_upstream::Renderer;
 use test_support::{

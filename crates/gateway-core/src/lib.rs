@@ -9,6 +9,9 @@
 //!   loader that reports every problem with its key path and source, and the
 //!   `configfile` template;
 //! - [`component`]: the adapter interface every protocol implements;
+//! - [`event`]: the output interface: what the pipeline hands every output
+//!   (the upstream, `[[sink]]`s, the dashboard, Home Assistant), so the
+//!   pipeline knows no output by name;
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
 //! - [`registry`]: the device registry (id → human name and tags);
 //! - [`csv`]: text cells of the CSV files the gateway writes, safe to open
@@ -20,6 +23,7 @@ pub mod component;
 pub mod config;
 pub mod csv;
 pub mod deadline;
+pub mod event;
 pub mod model;
 pub mod registry;
 pub mod state_file;

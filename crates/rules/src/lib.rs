@@ -1,9 +1,12 @@
-//! The `[[rule]]` engine: threshold, rate, silence and anomaly rules, and
-//! the raise/clear/cooldown state machine they share.
+//! Everything a `[[rule]]` does, in one place: the engine (threshold, rate,
+//! silence and anomaly rules), the raise/clear/cooldown state machine they
+//! share, and the alerts as the running gateway keeps them (state on disk,
+//! counters, local actions).
 //!
-//! Pure logic in event time, like the aggregator: no sockets, no clock of
-//! its own (every call takes the time), deterministic results, so the live
-//! gateway and `replay` get the same alerts. The rules themselves
+//! The engine is pure logic in event time, like the aggregator: no sockets,
+//! no clock of its own (every call takes the time), deterministic results,
+//! so the live gateway and `replay` get the same alerts. Only the last two
+//! modules touch the world, so the engine's tests need no runtime. The rules themselves
 //! (`RuleConfig`) are parsed and validated with the rest of `gateway.toml`
 //! in `gateway_core::config::rule`; the learned detector an anomaly rule
 //! runs is the `anomaly` crate.
@@ -20,7 +23,15 @@
 //! - [`trigger`]: the raise/clear state machine the kinds share (minimum
 //!   duration, hysteresis-widened clear, one clear per raise, cooldown, and
 //!   `suppressed` for a raise the cooldown held back).
+//! - [`alerts`]: the engine as the pipeline runs it: its learned state kept
+//!   in `{state_dir}/alerts.json`, the device models refitted on a blocking
+//!   thread, transitions counted, logged and handed to their actions.
+//! - [`actions`]: the local actions' runner (an MQTT publish or a CoAP PUT
+//!   to an actuator), its own task so a slow actuator never stalls the
+//!   pipeline.
 
+pub mod actions;
+pub mod alerts;
 pub mod engine;
 mod kinds;
 pub mod rate;

@@ -12,10 +12,10 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use gateway_core::config::{Problems, SinkSpec};
+use gateway_core::event::SinkEvent;
 use gateway_core::{
     DeviceId, DeviceRegistry, MetricName, Reading, Telemetry, TimeSource, Timestamp,
 };
-use sinks::event::SinkEvent;
 use sinks::influxdb::line::Encoder;
 use sinks::influxdb::{InfluxConfig, SINK_POINTS_WRITTEN};
 use sinks::registry::SinkContext;

@@ -7,8 +7,6 @@
 //!   the disk refuses, make room when full, expire, report);
 //! - `mqtt_upstream`: the cloud MQTT broker (`[upstream]`, `[outbox]`),
 //!   which renders the events into its topics and JSON payloads;
-//! - `event`: what every output receives from the pipeline: typed
-//!   readings, window aggregates, alert transitions and device statuses;
 //! - `registry`: the one list of `[[sink]]` kinds (the crate root's
 //!   `sink_registry!`), generating `SinkConfig`, its parsing and template;
 //! - `influxdb`: `[[sink]] type = "influxdb"`, InfluxDB 1.x and 2.x;
@@ -21,7 +19,6 @@
 //! gateway's checkpoint never runs ahead of it. See `docs/architecture.md`,
 //! "Adding an output".
 
-pub mod event;
 pub mod home_assistant;
 pub mod influxdb;
 pub mod mqtt_upstream;
@@ -36,7 +33,7 @@ registry::sink_registry! {
     Influxdb => influxdb::InfluxConfig,
 }
 
-/// What an output receives: [`event::SinkEvent`]s from the pipeline (the
+/// What an output receives: [`gateway_core::event::SinkEvent`]s from the pipeline (the
 /// upstream's feed hands its forwarder rendered MQTT messages the same way).
 #[derive(Debug)]
 pub struct OutputLink<M = OutboundMessage> {

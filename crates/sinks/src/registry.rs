@@ -13,9 +13,9 @@ use gateway_core::config::Problems;
 use gateway_core::{DeviceRegistry, Telemetry};
 use tokio::task::JoinHandle;
 
-use crate::event::SinkEvent;
 use crate::outbox::OutboxError;
 use crate::OutputLink;
+use gateway_core::event::SinkEvent;
 
 /// What sinks need to know about the gateway they run in.
 #[derive(Clone)]
@@ -103,7 +103,7 @@ macro_rules! sink_registry {
             pub fn start(
                 &self,
                 ctx: &$crate::registry::SinkContext,
-                link: $crate::OutputLink<$crate::event::SinkEvent>,
+                link: $crate::OutputLink<gateway_core::event::SinkEvent>,
             ) -> Result<tokio::task::JoinHandle<()>, $crate::registry::StartError> {
                 match *self {
                     $( $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::SinkKind::start(c, ctx, link), )*

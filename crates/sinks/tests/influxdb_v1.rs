@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use gateway_core::config::{DeviceConfig, Problems, SinkSpec};
+use gateway_core::event::SinkEvent;
 use gateway_core::{
     DeviceId, DeviceRegistry, MetricName, Reading, Telemetry, TimeSource, Timestamp,
 };
-use sinks::event::SinkEvent;
 use sinks::influxdb::SINK_POINTS_WRITTEN;
 use sinks::registry::SinkContext;
 use sinks::{OutputLink, SinkConfig};
@@ -246,7 +246,7 @@ async fn a_refused_point_is_dead_lettered_and_counted_and_the_rest_goes_on() {
     alerts.push_str("alerts_measurement = \"conflict\"\n");
     let sink = start(&config(&alerts), state.path());
     let alert = |i: i64, rule: &str| {
-        SinkEvent::Alert(sinks::event::AlertEvent {
+        SinkEvent::Alert(gateway_core::event::AlertEvent {
             device: DeviceId::new("bme680-1").unwrap(),
             rule: rule.into(),
             metric: "temperature".into(),

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway_core::config::{Problems, SinkSpec};
+use gateway_core::event::SinkEvent;
 use gateway_core::{
     DeviceId, DeviceRegistry, MetricName, Reading, Telemetry, TimeSource, Timestamp,
 };
@@ -19,7 +20,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use influxdb_line_protocol::{parse_lines, FieldValue};
-use sinks::event::SinkEvent;
 use sinks::influxdb::{
     SINK_BATCHES_FAILED, SINK_DEAD_LETTER, SINK_POINTS_WRITTEN, SINK_RETRY_AFTER_CAPPED,
 };

@@ -12,11 +12,11 @@ use dashboard::history::{Aggregate, Batch, History, WindowRow};
 use dashboard::live::Live;
 use dashboard::{auth::Auth, AppState};
 use gateway_core::config::DeviceConfig;
+use gateway_core::event::SinkEvent;
 use gateway_core::{
     DeviceId, DeviceRegistry, MetricName, Reading, SourceId, SystemClock, Telemetry, TimeSource,
     Timestamp,
 };
-use sinks::event::SinkEvent;
 
 pub const DEVICES: usize = 500;
 pub const METRICS: [&str; 3] = ["temperature", "humidity", "co2"];

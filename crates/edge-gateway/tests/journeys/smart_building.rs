@@ -13,9 +13,9 @@ use std::time::Duration;
 use adapters::lorawan::frame::{seal, Key};
 use anomaly::synthetic::{series, Shape};
 use base64::Engine as _;
-use edge_gateway::fanout::alert_event;
 use edge_gateway::settings;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
+use pipeline::fanout::alert_event;
 use rules::Engine;
 use sinks::mqtt_upstream::Renderer;
 use test_support::{

@@ -33,9 +33,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::event::{AlertEvent, SinkEvent};
 use announced::{Announced, EntityKey};
 use discovery::{Common, Component, DeviceBlock, Topics};
+use gateway_core::event::{AlertEvent, SinkEvent};
 
 /// Events waiting for the task.
 pub const QUEUE: usize = 1024;

@@ -28,7 +28,7 @@ use std::fmt::Write as _;
 use gateway_core::units::{MetricInfo, Units};
 use gateway_core::{DeviceId, DeviceRegistry, Reading, SourceId};
 
-use crate::event::{AlertEvent, SinkEvent, WindowEvent};
+use gateway_core::event::{AlertEvent, SinkEvent, WindowEvent};
 
 use super::config::{InfluxConfig, Series};
 
@@ -478,7 +478,7 @@ impl Encoder {
 
 /// A window's statistics of `metric`: `{metric}_avg`, `_min`, `_max`,
 /// `_std`, `_count`.
-fn window_fields(p: &mut Point<'_>, metric: &str, s: &crate::event::MetricStats) {
+fn window_fields(p: &mut Point<'_>, metric: &str, s: &gateway_core::event::MetricStats) {
     let mut field = String::with_capacity(metric.len() + 6);
     for (suffix, v) in [
         ("avg", s.avg),

@@ -1,7 +1,7 @@
 use gateway_core::{DeviceId, MetricName, TimeSource, Timestamp};
 
 use super::*;
-use crate::event::MetricStats;
+use gateway_core::event::MetricStats;
 
 fn reading(device: &str, metric: &str, value: f64, ms: i64) -> Reading {
     Reading::new(

@@ -43,7 +43,6 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::event::SinkEvent;
 use crate::outbox::OutboxSettings;
 use crate::registry::{SinkContext, SinkKind, StartError};
 use crate::spool::{Spool, SpoolSettings};
@@ -51,6 +50,7 @@ use crate::OutputLink;
 use batch::Batcher;
 pub use config::InfluxConfig;
 use deliver::{Metrics, Settled, Target};
+use gateway_core::event::SinkEvent;
 use http::{Client, Tls};
 use line::Encoder;
 

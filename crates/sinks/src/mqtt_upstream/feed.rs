@@ -10,8 +10,8 @@ use gateway_core::OutboundMessage;
 use tokio::sync::{mpsc, oneshot};
 
 use super::render::Renderer;
-use crate::event::{AlertEvent, SinkEvent};
 use crate::OutputLink;
+use gateway_core::event::{AlertEvent, SinkEvent};
 
 /// The forwarder's side: where rendered messages go.
 pub struct ForwarderQueues {
@@ -178,7 +178,7 @@ mod tests {
     use gateway_core::{DeviceId, DeviceRegistry, SourceId, Timestamp};
 
     use super::*;
-    use crate::event::{MetricStats, StatusEvent, WindowEvent};
+    use gateway_core::event::{MetricStats, StatusEvent, WindowEvent};
 
     const T0: i64 = 1_767_225_600_000;
 

@@ -45,13 +45,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::event::SinkEvent;
 use crate::outbox::{Outbox, OutboxError};
 use crate::registry::SinkContext;
 use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
 use failover::{Failover, Loss};
 pub use feed::{Feed, ForwarderQueues};
+use gateway_core::event::SinkEvent;
 use poller::{poll_loop, FaultKind, PollEvent};
 pub use render::Renderer;
 use scheduler::{Completed, Pick, Scheduler, Sequence};

@@ -6,7 +6,7 @@ use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use crate::event::{AlertEvent, StatusEvent, WindowEvent};
+use gateway_core::event::{AlertEvent, StatusEvent, WindowEvent};
 
 /// Namespace of the deterministic message ids (UUID v5).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b9e_8d4a_4e57_9a0b_3c5d_7e1f_2a40);
@@ -217,7 +217,7 @@ mod tests {
     use gateway_core::{SourceId, Timestamp};
 
     use super::*;
-    use crate::event::MetricStats;
+    use gateway_core::event::MetricStats;
 
     fn renderer() -> Renderer {
         let devices = crate::test_devices(

@@ -1,4 +1,4 @@
-//! The pipeline task: readings in, window statistics out.
+//! The pipeline task: readings in, window statistics and alerts out.
 //!
 //! One task owns the aggregator, so no lock is taken per reading. It wakes
 //! for an arriving batch or for the next window deadline, whichever comes
@@ -22,26 +22,18 @@ use gateway_core::{Clock, Ingress, Telemetry, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::alerts::{Alerts, Transition};
+use rules::alerts::{Alerts, Transition};
+
 use crate::clock_guard::{ClockGuard, CLOCK_STEPS};
 use crate::durability::checkpoint::CheckpointError;
 use crate::durability::Durability;
 use crate::fanout::SinkFanout;
+use crate::{DROPPED_READINGS, FUTURE_READINGS, LATE_READINGS, WINDOWS_EMITTED};
 
 mod ingest;
 mod journaled;
 
 use ingest::OncePerWindow;
-
-/// Readings refused as too late for their window.
-pub const LATE_READINGS: &str = "edge_gateway_aggregator_late_readings_total";
-/// Readings refused as stamped too far ahead of the gateway clock.
-pub const FUTURE_READINGS: &str = "edge_gateway_aggregator_future_readings_total";
-/// Window statistics forwarded (one per device and window).
-pub const WINDOWS_EMITTED: &str = "edge_gateway_aggregator_windows_emitted_total";
-/// Readings the aggregator refused for a reason other than time, labelled
-/// `reason` (`max_series`).
-pub const DROPPED_READINGS: &str = "edge_gateway_aggregator_dropped_readings_total";
 
 /// The counters the pipeline keeps.
 struct Counters {

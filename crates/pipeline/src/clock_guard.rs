@@ -31,7 +31,7 @@ use gateway_core::{Ingress, Reading, Telemetry, TimeSource, Timestamp};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::pipeline::DROPPED_READINGS;
+use crate::DROPPED_READINGS;
 
 /// Readings held while the clock is implausible.
 pub const HELD_READINGS: &str = "edge_gateway_clock_held_readings_total";

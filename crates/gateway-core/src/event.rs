@@ -1,9 +1,9 @@
 //! What the pipeline hands every output: typed events, one stream for all.
 //! Each output renders or stores them its own way (the upstream's topics
-//! and payloads, `mqtt_upstream::render`, stay its own contract), and none
+//! and payloads, `sinks::mqtt_upstream::render`, stay its own contract), and none
 //! parses another's format.
 
-use gateway_core::{DeviceId, Reading, SourceId, Timestamp};
+use crate::{DeviceId, Reading, SourceId, Timestamp};
 
 /// One thing that happened, in pipeline order.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,8 +99,8 @@ pub struct AlertEvent {
 
 impl AlertEvent {
     /// What an alert's one-line text is made of.
-    pub fn facts(&self) -> gateway_core::units::AlertFacts<'_> {
-        gateway_core::units::AlertFacts {
+    pub fn facts(&self) -> crate::units::AlertFacts<'_> {
+        crate::units::AlertFacts {
             rule: &self.rule,
             state: &self.state,
             kind: &self.kind,

@@ -9,7 +9,7 @@ use gateway_core::{Reading, TimeSource, Timestamp};
 use tracing::warn;
 
 use super::{Counters, Pipeline};
-use crate::alerts::Transition;
+use rules::alerts::Transition;
 
 /// Logs the `max_series` refusals once per window: a flood refuses a
 /// reading per message, and one line per window says all there is to say.

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::{Alert, AlertState};
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use gateway_core::backoff::Backoff;
 use gateway_core::config::ActionConfig;
@@ -17,7 +18,6 @@ use gateway_core::telemetry::Counter;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::Telemetry;
 use mqtt_connect::{ConnectionSettings, SetupError};
-use rules::{Alert, AlertState};
 use rumqttc::{AsyncClient, Event, QoS};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregator::{Aggregator, WindowSpec};
-use edge_gateway::durability::Durability;
-use edge_gateway::pipeline::Pipeline;
 use gateway_core::{
     DeviceId, DeviceRegistry, DeviceState, Ingress, MetricName, OutboundMessage, Reading,
     StatusChange, Telemetry, TimeSource, Timestamp, TokioClock,
 };
+use pipeline::durability::Durability;
+use pipeline::Pipeline;
 use tokio::sync::mpsc;
 
 mod in_process;

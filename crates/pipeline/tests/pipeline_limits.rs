@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregator::{Aggregator, WindowSpec};
-use edge_gateway::clock_guard::{CLOCK_STEPS, HELD_READINGS, MAX_HELD_READINGS};
-use edge_gateway::durability::Durability;
-use edge_gateway::pipeline::{Pipeline, DROPPED_READINGS};
 use gateway_core::{
     Clock, DeviceId, DeviceRegistry, Ingress, MetricName, OutboundMessage, Reading, Telemetry,
     TimeSource, Timestamp, TokioClock,
 };
+use pipeline::clock_guard::{CLOCK_STEPS, HELD_READINGS, MAX_HELD_READINGS};
+use pipeline::durability::Durability;
+use pipeline::{Pipeline, DROPPED_READINGS};
 use tokio::sync::mpsc;
 
 mod in_process;

@@ -8,14 +8,14 @@
 //! from every output covers everything emitted before the checkpoint.
 
 use aggregator::DeviceWindow;
+use gateway_core::event::{AlertEvent, MetricStats, SinkEvent, StatusEvent, WindowEvent};
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{DeviceState, Reading, SourceId, StatusChange, Timestamp};
 use rules::Alert;
-use sinks::event::{AlertEvent, MetricStats, SinkEvent, StatusEvent, WindowEvent};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::alerts::Transition;
+use rules::alerts::Transition;
 
 /// Events waiting for each output.
 pub const SINK_QUEUE: usize = 1024;

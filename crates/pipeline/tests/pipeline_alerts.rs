@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregator::{Aggregator, WindowSpec};
-use edge_gateway::alerts::Alerts;
-use edge_gateway::durability::Durability;
-use edge_gateway::pipeline::Pipeline;
-use edge_gateway::settings;
 use gateway_core::{
     DeviceId, DeviceRegistry, DeviceState, Ingress, MetricName, OutboundMessage, Reading,
     StatusChange, Telemetry, TimeSource, Timestamp, TokioClock,
 };
+use pipeline::durability::Durability;
+use pipeline::Pipeline;
+use rules::alerts::Alerts;
 use tokio::sync::mpsc;
 
 mod in_process;
@@ -41,6 +40,15 @@ after = "5m"
 cooldown = "0s"
 "#;
 
+/// The `[[device]]` and `[[rule]]` tables as `gateway.toml` holds them.
+#[derive(serde::Deserialize)]
+struct RulesAndDevices {
+    #[serde(rename = "device")]
+    devices: Vec<gateway_core::config::DeviceConfig>,
+    #[serde(rename = "rule")]
+    rules: Vec<gateway_core::config::RuleConfig>,
+}
+
 fn ts(rfc3339: &str) -> Timestamp {
     Timestamp::parse_rfc3339(rfc3339).unwrap()
 }
@@ -52,7 +60,7 @@ struct Harness {
 
 fn start() -> Harness {
     let telemetry = Telemetry::default();
-    let cfg = settings::parse(RULES).unwrap();
+    let cfg: RulesAndDevices = toml::from_str(RULES).unwrap();
     let alerts = Alerts::new(&cfg.rules, &cfg.devices, None, None, &telemetry);
     let (out_tx, out) = mpsc::channel(16);
     let outputs = in_process::upstream_into(DeviceRegistry::from_config(&cfg.devices), out_tx);

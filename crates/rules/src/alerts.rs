@@ -11,13 +11,13 @@
 
 use std::path::Path;
 
+use crate::{Alert, AlertState, Engine, EngineState};
 use anomaly::multivariate::Fitted;
 use gateway_core::config::{DeviceConfig, RuleConfig};
 use gateway_core::state_file::inventory;
 use gateway_core::state_file::json::{JsonStateError, JsonStateFile, StateDocument};
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{DeviceState, Reading, SourceId, StatusChange, Telemetry, Timestamp};
-use rules::{Alert, AlertState, Engine, EngineState};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 

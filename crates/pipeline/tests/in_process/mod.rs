@@ -2,9 +2,9 @@
 //! the test reads, alerts in pipeline order beside the windows.
 #![allow(dead_code)]
 
-use edge_gateway::fanout::{Output, SinkFanout, SINK_QUEUE};
 use gateway_core::units::Units;
 use gateway_core::{DeviceRegistry, OutboundMessage};
+use pipeline::fanout::{Output, SinkFanout, SINK_QUEUE};
 use sinks::mqtt_upstream::{Feed, ForwarderQueues, Renderer};
 use sinks::OutputLink;
 use tokio::sync::mpsc;
