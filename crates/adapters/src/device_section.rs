@@ -8,7 +8,9 @@ use gateway_core::DeviceId;
 
 /// A family's `[name]` table, checked for shape.
 pub(crate) struct DeviceSection<'a> {
-    /// The whole table, for the family's own keys (`net_id`, ...).
+    /// The whole table, for the family's own keys (`net_id`, ...). Only
+    /// `[lorawan]` has any, so a build without it never reads this.
+    #[cfg_attr(not(feature = "lorawan"), allow(dead_code))]
     pub table: &'a toml::Table,
     /// The `[[name.device]]` tables, not yet checked; empty when there are
     /// none or `device` is not an array.
