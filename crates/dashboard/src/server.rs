@@ -168,17 +168,10 @@ async fn accept_loop(
 ) {
     let connections = Connections::new(Limits::default(), state.telemetry.clone());
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    debug!(error = %e, "Dashboard: accept failed.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) =
+            gateway_core::net::accept_next(&listener, &stop, "Dashboard").await
+        else {
+            return;
         };
         let slot = match connections.admit(peer.ip()) {
             Ok(slot) => slot,

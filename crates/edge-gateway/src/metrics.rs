@@ -103,7 +103,7 @@ async fn accept_loop(listener: TcpListener, telemetry: Telemetry, stop: Cancella
 /// task, at most `max` at once: one more is closed at once rather than
 /// queued, so a flood of clients cannot exhaust the gateway's file
 /// descriptors. The dashboard, which people use, sheds per address instead
-/// (`dashboard/shed.rs`).
+/// (`dashboard::shed`).
 pub(crate) async fn accept_bounded<F, Fut>(
     listener: TcpListener,
     max: usize,
@@ -116,17 +116,9 @@ pub(crate) async fn accept_bounded<F, Fut>(
 {
     let slots = Arc::new(Semaphore::new(max));
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    debug!(error = %e, "{what}: accept failed.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = gateway_core::net::accept_next(&listener, &stop, what).await
+        else {
+            return;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "{what}: too many connections; closing this one.");

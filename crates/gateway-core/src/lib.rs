@@ -12,6 +12,7 @@
 //! - [`event`]: the output interface: what the pipeline hands every output
 //!   (the upstream, `[[sink]]`s, the dashboard, Home Assistant), so the
 //!   pipeline knows no output by name;
+//! - [`net`]: accepting TCP connections alike in every HTTP endpoint;
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
 //! - [`registry`]: the device registry (id → human name and tags);
 //! - [`csv`]: text cells of the CSV files the gateway writes, safe to open
@@ -25,6 +26,7 @@ pub mod csv;
 pub mod deadline;
 pub mod event;
 pub mod model;
+pub mod net;
 pub mod registry;
 pub mod state_file;
 pub mod telemetry;
