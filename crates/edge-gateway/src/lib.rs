@@ -10,6 +10,8 @@
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
 //! - [`metrics`], [`health`], [`process`]: the `/metrics` and `/health`
 //!   endpoint; [`status`]: the periodic status log line;
+//! - [`memory`]: the allocator's free pages back to the system after a
+//!   burst;
 //! - `demo`: an embedded broker and a simulated building.
 
 // Without an adapter the gateway has no input at all: say so at build time
@@ -31,6 +33,7 @@ pub mod demo;
 pub mod fault_clock;
 pub mod health;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod process;
 pub mod runtime;

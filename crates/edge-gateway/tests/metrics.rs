@@ -51,6 +51,8 @@ async fn metrics_are_scraped_and_health_follows_the_upstream_broker() {
         "edge_gateway_adapter_up{adapter=\"local-sensors\"} 1",
         "# TYPE process_resident_memory_bytes gauge",
         "edge_gateway_build_info{version=",
+        // The run loop's heap check is in place (it counts releases).
+        "# TYPE edge_gateway_heap_releases_total counter",
     ] {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }

@@ -85,12 +85,16 @@ async fn run(cfg: settings::GatewayConfig, path: &Path) -> anyhow::Result<()> {
     let metrics = metrics::serve(&cfg.metrics, gateway.telemetry.clone()).await;
     let mut status_tick = tokio::time::interval(Duration::from_secs(60));
     status_tick.tick().await;
+    let heap = edge_gateway::memory::HeapTrimmer::new(&gateway.telemetry);
+    let mut heap_tick = tokio::time::interval(edge_gateway::memory::CHECK_EVERY);
+    heap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = int.recv() => { info!("SIGINT: stopping."); break; }
             _ = term.recv() => { info!("SIGTERM: stopping."); break; }
             _ = hup.recv() => reload(&mut gateway, path).await,
             _ = status_tick.tick() => status::log_line(&gateway.telemetry),
+            _ = heap_tick.tick() => heap.check().await,
         }
     }
     let telemetry = gateway.telemetry.clone();

@@ -1,0 +1,64 @@
+//! Gives the allocator's free pages back to the system once a burst has
+//! passed (`heap_trim` says why glibc keeps them).
+//!
+//! Checked on a timer rather than at the end of each burst: what marks a
+//! burst's end differs by input (a QoS 1 flood, a LoRaWAN backlog, a
+//! dashboard export), while "the allocator holds more than a MiB free" is
+//! the one condition they all leave behind. A check is one `mallinfo2`
+//! (a walk of the arenas' bins, microseconds); the release runs only when
+//! there is something to release.
+
+use std::time::Duration;
+
+use gateway_core::telemetry::{Counter, Telemetry};
+use tracing::debug;
+
+/// How often the allocator is asked what it holds free.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Below this, a release is not worth locking every arena for: an idle
+/// gateway holds a few hundred KB free, which its next readings reuse.
+pub const RELEASE_ABOVE: usize = 1 << 20;
+
+/// Counts releases as `edge_gateway_heap_releases_total`.
+pub struct HeapTrimmer {
+    releases: Counter,
+}
+
+impl HeapTrimmer {
+    pub fn new(telemetry: &Telemetry) -> Self {
+        Self {
+            releases: telemetry.counter("edge_gateway_heap_releases_total", &[]),
+        }
+    }
+
+    /// One check, on a blocking thread: the release locks each arena in
+    /// turn and must not stall a runtime worker while it does.
+    pub async fn check(&self) {
+        match tokio::task::spawn_blocking(|| release_if_holding(RELEASE_ABOVE)).await {
+            Ok(Some(held)) => {
+                self.releases.inc();
+                debug!(free_bytes = held, "Gave the allocator's free pages back.");
+            }
+            Ok(None) => {}
+            Err(e) => debug!(error = %e, "Heap check did not run."),
+        }
+    }
+}
+
+/// Releases the free pages when at least `threshold` bytes are held free;
+/// the bytes that were held, when it did.
+pub fn release_if_holding(threshold: usize) -> Option<usize> {
+    let held = heap_trim::free_bytes_held()?;
+    (held >= threshold && heap_trim::release_free_pages()).then_some(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_released_below_the_threshold() {
+        assert_eq!(release_if_holding(usize::MAX), None);
+    }
+}
