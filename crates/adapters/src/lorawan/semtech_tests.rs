@@ -380,3 +380,62 @@ fn random_datagrams_never_panic() {
     }
     assert!(parsed > 0);
 }
+
+#[test]
+fn the_one_pass_read_agrees_with_the_entry_by_entry_one() {
+    let bodies = [
+        r#"{"rxpk":[{"tmst":1,"chan":2,"rfch":0,"freq":868.5,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-57,"lsnr":7.5,"size":4,"data":"3q2+7w=="}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","datr":50000,"time":"2013-03-31T16:21:17.528002Z"},{"stat":-1,"size":4,"data":"3q2+7w"}],"stat":{"rxnb":2,"ackr":null}}"#,
+        r#"{"rxpk":[{"stat":1,"size":5,"data":"3q2+7w=="},{"stat":1,"size":4,"data":"3q2_7w=="}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":29,"data":"QC65rwEA4w8CaH7LyGf/3+dxzrXkkfEsRCcXbFM=","rsig":[{"ant":0,"chan":7,"lsnr":7.8,"rssic":-103}]}]}"#,
+        r#"{"rxpk":null,"stat":{"time":"2014-01-12 08:59:28 GMT","rxok":1}}"#,
+        r#"{}"#,
+    ];
+    for body in bodies {
+        assert!(
+            serde_json::from_slice::<TypedBody<'_>>(body.as_bytes()).is_ok(),
+            "{body}: the typed read should take this one"
+        );
+        assert_eq!(
+            super::push_data(body.as_bytes()),
+            push_data_by_entry(body.as_bytes()),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn what_the_one_pass_read_refuses_is_read_entry_by_entry() {
+    // An escaped string cannot be borrowed; a wrong type in one entry, or
+    // a bad `stat`, must not cost the others.
+    let escaped = r#"{"rxpk":[{"stat":1,"modu":"LO\u0052A","size":4,"data":"3q2+7w=="}]}"#;
+    let data = super::push_data(escaped.as_bytes()).unwrap();
+    assert_eq!(only_rxpk(&data).modu.as_deref(), Some("LORA"));
+    let mixed = r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","rssi":"-50"},{"stat":1,"size":4,"data":"3q2+7w=="}],"stat":{"rxnb":"x"}}"#;
+    assert!(serde_json::from_slice::<TypedBody<'_>>(mixed.as_bytes()).is_err());
+    let data = super::push_data(mixed.as_bytes()).unwrap();
+    assert_eq!(
+        data.rxpk[0].as_ref().map_err(EntryError::kind),
+        Err("invalid_fields")
+    );
+    assert_eq!(
+        data.rxpk[1].as_ref().unwrap().data,
+        [0xde, 0xad, 0xbe, 0xef]
+    );
+    assert!(matches!(data.stat, Some(Err(EntryError::Fields(_)))));
+}
+
+#[test]
+fn datr_is_a_lora_string_or_an_fsk_rate_that_fits_a_u32() {
+    let read = |v: &str| serde_json::from_str::<DataRate>(v).map_err(|_| ());
+    assert_eq!(read(r#""SF7BW125""#), Ok(DataRate::Lora("SF7BW125".into())));
+    assert_eq!(
+        read(r#""SF\u0037BW125""#),
+        Ok(DataRate::Lora("SF7BW125".into()))
+    );
+    assert_eq!(read("50000"), Ok(DataRate::Fsk(50_000)));
+    assert_eq!(read("4294967295"), Ok(DataRate::Fsk(u32::MAX)));
+    for bad in ["4294967296", "-1", "50000.0", "true", "[]", "{}"] {
+        assert_eq!(read(bad), Err(()), "{bad}");
+    }
+}
