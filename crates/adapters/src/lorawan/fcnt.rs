@@ -173,7 +173,11 @@ impl FcntStore {
     /// [`Self::restore`]; [`Self::flush`] makes every staged counter durable
     /// in one write, so a burst of uplinks costs one fsync, not one each.
     pub fn stage(&mut self, device: &str, fcnt: u32) -> Option<u32> {
-        self.last.insert(device.to_string(), fcnt)
+        // A known device's counter is replaced in place: no new key.
+        match self.last.get_mut(device) {
+            Some(last) => Some(std::mem::replace(last, fcnt)),
+            None => self.last.insert(device.to_string(), fcnt),
+        }
     }
 
     /// Undoes a [`Self::stage`] whose flush failed (in reverse order of

@@ -61,6 +61,33 @@ impl Devices {
     }
 }
 
+/// Metric names already made, by their text. A reading's name was made
+/// anew for each reading (an allocation, checked and copied again into an
+/// `Arc`) and freed when the pipeline dropped it; six times per uplink.
+/// Now a name is made once and its readings share it.
+#[derive(Debug, Default)]
+pub struct MetricNames {
+    known: HashMap<String, MetricName>,
+}
+
+impl MetricNames {
+    /// Names kept at most: codecs name a fixed set (Cayenne adds a channel
+    /// number), so this bounds a device sending every channel in turn.
+    const MAX: usize = 1024;
+
+    /// The name `name`, or `None` when it is not a valid one.
+    pub fn get(&mut self, name: &str) -> Option<MetricName> {
+        if let Some(m) = self.known.get(name) {
+            return Some(m.clone());
+        }
+        let m = MetricName::new(name).ok()?;
+        if self.known.len() < Self::MAX {
+            self.known.insert(name.to_string(), m.clone());
+        }
+        Some(m)
+    }
+}
+
 /// An accepted uplink.
 #[derive(Debug)]
 pub struct Accepted {
@@ -175,7 +202,7 @@ pub fn process(
             reason: e.to_string(),
         });
     }
-    Ok(finish(staged, uplink))
+    Ok(finish(staged, uplink, &mut MetricNames::default()))
 }
 
 /// [`process`] for uplinks whose windows closed together: their counters
@@ -185,6 +212,7 @@ pub fn process_batch(
     uplinks: &[Uplink],
     devices: &Devices,
     store: &mut FcntStore,
+    names: &mut MetricNames,
 ) -> Vec<Result<Accepted, Rejected>> {
     let mut staged = Vec::with_capacity(uplinks.len());
     for up in uplinks {
@@ -207,7 +235,7 @@ pub fn process_batch(
     staged
         .into_iter()
         .zip(uplinks)
-        .map(|(s, up)| s.map(|ok| finish(ok, up)))
+        .map(|(s, up)| s.map(|ok| finish(ok, up, names)))
         .collect()
 }
 
@@ -251,16 +279,16 @@ fn stage<'a>(
     })
 }
 
-fn finish(staged: Staged<'_>, uplink: &Uplink) -> Accepted {
+fn finish(staged: Staged<'_>, uplink: &Uplink, names: &mut MetricNames) -> Accepted {
     let Staged {
         device,
         frame,
         reset,
         ..
     } = staged;
-    let (mut readings, codec_error) = decode(device, &frame, uplink.received);
-    let arrival = |metric: &str, value: f64| {
-        let metric = MetricName::new(metric).ok()?;
+    let (mut readings, codec_error) = decode(device, &frame, uplink.received, names);
+    let mut arrival = |metric: &str, value: f64| {
+        let metric = names.get(metric)?;
         Reading::new(
             device.id.clone(),
             metric,
@@ -289,23 +317,23 @@ fn decode(
     device: &LorawanDevice,
     frame: &DataFrame,
     received: Timestamp,
+    names: &mut MetricNames,
 ) -> (Vec<Reading>, Option<CodecError>) {
     let Some(payload) = frame.application_payload() else {
         return (Vec::new(), None);
     };
     match device.codec.decode(payload) {
         Ok(values) => {
-            let readings = values
-                .into_iter()
-                .filter_map(|v| {
-                    let (time, source) = match v.time_ms.map(Timestamp::from_millis) {
-                        Some(Ok(t)) => (t, TimeSource::Event),
-                        _ => (received, TimeSource::Arrival),
-                    };
-                    let metric = MetricName::new(v.metric).ok()?;
-                    Reading::new(device.id.clone(), metric, v.value, time, source).ok()
-                })
-                .collect();
+            // Room for the rssi, snr and gateways that follow.
+            let mut readings = Vec::with_capacity(values.len() + 3);
+            readings.extend(values.into_iter().filter_map(|v| {
+                let (time, source) = match v.time_ms.map(Timestamp::from_millis) {
+                    Some(Ok(t)) => (t, TimeSource::Event),
+                    _ => (received, TimeSource::Arrival),
+                };
+                let metric = names.get(&v.metric)?;
+                Reading::new(device.id.clone(), metric, v.value, time, source).ok()
+            }));
             (readings, None)
         }
         Err(e) => (Vec::new(), Some(e)),
