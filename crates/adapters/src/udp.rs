@@ -189,9 +189,22 @@ mod batch {
     }
 
     /// Small replies (4-byte ACKs) waiting to be sent, in order.
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     pub(crate) struct Replies {
         queue: Vec<([u8; 4], SocketAddr)>,
+        /// Whether consecutive replies to one peer go as one UDP GSO send
+        /// (`UDP_SEGMENT`); off for good once the kernel or the route
+        /// refuses it.
+        gso: bool,
+    }
+
+    impl Default for Replies {
+        fn default() -> Self {
+            Self {
+                queue: Vec::new(),
+                gso: cfg!(target_os = "linux"),
+            }
+        }
     }
 
     impl Replies {
@@ -203,9 +216,9 @@ mod batch {
             self.queue.is_empty()
         }
 
-        /// Sends every reply, waiting for the socket when its buffer is
-        /// full. A reply the kernel refuses is passed to `failed` and
-        /// dropped; the others still go.
+        /// Sends every reply, each its own datagram, waiting for the
+        /// socket when its buffer is full. A reply the kernel refuses is
+        /// passed to `failed` and dropped; the others still go.
         pub(crate) async fn send(
             &mut self,
             socket: &UdpSocket,
@@ -214,7 +227,8 @@ mod batch {
             let mut from = 0;
             while from < self.queue.len() {
                 let rest = &self.queue[from..];
-                match socket.try_io(Interest::WRITABLE, || send_now(socket, rest)) {
+                let gso = self.gso;
+                match socket.try_io(Interest::WRITABLE, || send_now(socket, rest, gso)) {
                     Ok(0) => {
                         let e = io::Error::new(io::ErrorKind::WriteZero, "not sent");
                         failed(rest[0].1, e);
@@ -229,6 +243,11 @@ mod batch {
                             break;
                         }
                     }
+                    // What a kernel without UDP GSO, or a route whose device
+                    // cannot checksum for it, answers: the same again one
+                    // datagram per reply. (A reply refused for another reason
+                    // costs GSO too, never a reply: it is then refused alone.)
+                    Err(e) if gso && gso_refused(&e) => self.gso = false,
                     // Only the first message of a call can fail: later ones
                     // end the call short and come first in the next one.
                     Err(e) => {
@@ -241,41 +260,213 @@ mod batch {
         }
     }
 
+    fn gso_refused(e: &io::Error) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use nix::errno::Errno;
+            let refusals = [
+                Errno::EIO,
+                Errno::EINVAL,
+                Errno::ENOPROTOOPT,
+                Errno::EOPNOTSUPP,
+            ];
+            e.raw_os_error()
+                .is_some_and(|code| refusals.iter().any(|r| *r as i32 == code))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = e;
+            false
+        }
+    }
+
+    /// Sends replies from the front of `replies` in one `sendmmsg` and
+    /// returns how many went. With `gso`, consecutive replies to one peer
+    /// are one message cut into 4-byte datagrams by the kernel
+    /// (`UDP_SEGMENT`): a burst's ACKs to a forwarder cross the UDP/IP
+    /// stack once per 64, not once each, and still arrive one datagram
+    /// per ACK, as on the wire.
     #[cfg(target_os = "linux")]
-    fn send_now(socket: &UdpSocket, replies: &[([u8; 4], SocketAddr)]) -> io::Result<usize> {
+    fn send_now(
+        socket: &UdpSocket,
+        replies: &[([u8; 4], SocketAddr)],
+        gso: bool,
+    ) -> io::Result<usize> {
         use std::io::IoSlice;
         use std::os::fd::AsRawFd;
 
         use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 
-        /// Linux's UIO_MAXIOV: sendmmsg takes no more per call.
-        const MAX_PER_CALL: usize = 1024;
-        let replies = &replies[..replies.len().min(MAX_PER_CALL)];
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(replies.len(), None);
-        let slices: Vec<[IoSlice<'_>; 1]> =
-            replies.iter().map(|(r, _)| [IoSlice::new(r)]).collect();
-        let addrs: Vec<Option<SockaddrStorage>> = replies
+        /// Linux's UIO_MAXIOV: sendmmsg takes no more messages per call.
+        const MAX_MESSAGES: usize = 1024;
+        /// UDP_MAX_SEGMENTS of the kernels that have the fewest (64).
+        const MAX_SEGMENTS: usize = 64;
+        let per_message = if gso { MAX_SEGMENTS } else { 1 };
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut end = 0;
+        while end < replies.len() && runs.len() < MAX_MESSAGES {
+            let to = replies[end].1;
+            let n = replies[end..]
+                .iter()
+                .take(per_message)
+                .take_while(|(_, t)| *t == to)
+                .count();
+            runs.push((end, n));
+            end += n;
+        }
+        let slices: Vec<IoSlice<'_>> = replies[..end]
             .iter()
-            .map(|(_, to)| Some(SockaddrStorage::from(*to)))
+            .map(|(r, _)| IoSlice::new(r))
             .collect();
-        let none: [ControlMessage<'_>; 0] = [];
+        let messages: Vec<&[IoSlice<'_>]> = runs
+            .iter()
+            .map(|&(start, n)| &slices[start..start + n])
+            .collect();
+        let addrs: Vec<Option<SockaddrStorage>> = runs
+            .iter()
+            .map(|&(start, _)| Some(SockaddrStorage::from(replies[start].1)))
+            .collect();
+        let segment: u16 = 4;
+        let with_gso = [ControlMessage::UdpGsoSegments(&segment)];
+        let (cmsgs, space): (&[ControlMessage<'_>], _) = if gso {
+            (&with_gso, Some(nix::cmsg_space!(u16)))
+        } else {
+            (&[], None)
+        };
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(runs.len(), space);
         let sent = sendmmsg(
             socket.as_raw_fd(),
             &mut headers,
-            &slices,
+            &messages,
             &addrs,
-            none,
+            cmsgs,
             MsgFlags::MSG_DONTWAIT,
         )
-        .map_err(io::Error::from)?;
-        Ok(sent.count())
+        .map_err(io::Error::from)?
+        .count();
+        Ok(runs.iter().take(sent).map(|&(_, n)| n).sum())
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn send_now(socket: &UdpSocket, replies: &[([u8; 4], SocketAddr)]) -> io::Result<usize> {
+    fn send_now(
+        socket: &UdpSocket,
+        replies: &[([u8; 4], SocketAddr)],
+        _gso: bool,
+    ) -> io::Result<usize> {
         let Some((reply, to)) = replies.first() else {
             return Ok(0);
         };
         socket.try_send_to(reply, *to).map(|_| 1)
+    }
+}
+
+#[cfg(all(test, feature = "lorawan"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::net::UdpSocket;
+
+    use super::{Read, RecvBatch, Replies};
+
+    async fn socket() -> (UdpSocket, SocketAddr) {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = s.local_addr().unwrap();
+        (s, addr)
+    }
+
+    /// The next `n` datagrams on `s`; a deadline only so a failure ends.
+    async fn datagrams(s: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while out.len() < n {
+            let recv = tokio::time::timeout(Duration::from_secs(20), s.recv(&mut buf));
+            let len = recv.await.expect("a datagram").unwrap();
+            out.push(buf[..len].to_vec());
+        }
+        out
+    }
+
+    fn reply(i: u16) -> [u8; 4] {
+        let [a, b] = i.to_be_bytes();
+        [2, a, b, 1]
+    }
+
+    #[tokio::test]
+    async fn each_reply_is_its_own_datagram_in_order_whatever_the_grouping() {
+        let (server, _) = socket().await;
+        let ((a, a_addr), (b, b_addr)) = (socket().await, socket().await);
+        let mut replies = Replies::default();
+        // More to one peer than one segmented send carries, then another
+        // peer, then the first again.
+        for i in 0..150 {
+            replies.push(reply(i), a_addr);
+        }
+        for i in 150..153 {
+            replies.push(reply(i), b_addr);
+        }
+        for i in 153..155 {
+            replies.push(reply(i), a_addr);
+        }
+        let mut failures = 0;
+        replies.send(&server, |_, _| failures += 1).await;
+        assert_eq!(failures, 0);
+        assert!(replies.is_empty());
+        let want = |r: std::ops::Range<u16>| r.map(|i| reply(i).to_vec()).collect::<Vec<_>>();
+        let mut to_a = want(0..150);
+        to_a.extend(want(153..155));
+        assert_eq!(datagrams(&a, 152).await, to_a);
+        assert_eq!(datagrams(&b, 3).await, want(150..153));
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_cannot_go_is_reported_and_the_others_still_go() {
+        let (server, _) = socket().await;
+        let (a, a_addr) = socket().await;
+        let nowhere: SocketAddr = "[::1]:9".parse().unwrap();
+        let mut replies = Replies::default();
+        replies.push(reply(1), a_addr);
+        replies.push(reply(2), nowhere);
+        replies.push(reply(3), a_addr);
+        let mut failed = Vec::new();
+        replies.send(&server, |to, _| failed.push(to)).await;
+        assert_eq!(failed, [nowhere], "an IPv6 peer on an IPv4 socket");
+        assert_eq!(datagrams(&a, 2).await, [reply(1), reply(3)]);
+    }
+
+    #[tokio::test]
+    async fn a_read_takes_what_is_queued_and_marks_what_did_not_fit() {
+        let (server, server_addr) = socket().await;
+        let (client, _) = socket().await;
+        client.connect(server_addr).await.unwrap();
+        // Two slots of 8 bytes, up to 5 reads: three batches' worth queued.
+        let mut batch = RecvBatch::new(2, 8);
+        for d in [&b"one"[..], b"two", b"0123456789", b"four", b"five"] {
+            client.send(d).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            server.readable().await.unwrap();
+            let each = |r: Read<'_>| match r {
+                Read::Datagram(bytes, how) => got.push((bytes.to_vec(), how.truncated)),
+                Read::Error(e) => panic!("{e}"),
+            };
+            match batch.try_recv_many(&server, 5, each) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let want: Vec<(Vec<u8>, bool)> = vec![
+            (b"one".to_vec(), false),
+            (b"two".to_vec(), false),
+            (b"01234567".to_vec(), true),
+            (b"four".to_vec(), false),
+            (b"five".to_vec(), false),
+        ];
+        assert_eq!(got, want);
+        let nothing = batch.try_recv_many(&server, 5, |_| panic!("nothing is queued"));
+        assert_eq!(nothing.unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
     }
 }
