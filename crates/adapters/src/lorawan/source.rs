@@ -18,6 +18,7 @@ use gateway_core::component::{AdapterFuture, AdapterStats};
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{
     Adapter, AdapterContext, AdapterError, DeviceId, Ingress, MetricName, Reading, TimeSource,
+    Timestamp,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -265,9 +266,13 @@ impl Server {
                 },
                 batch = rx.recv() => match batch {
                     Some(batch) => {
+                        // One arrival time for the batch: its datagrams were
+                        // read within a wake-up, and two clock reads per
+                        // datagram were 2 % of the CPU.
+                        let arrived = (self.ctx.clock.now(), Instant::now());
                         for (pushed, body) in batch.iter() {
                             match semtech::push_data(body) {
-                                Ok(data) => self.push_data(pushed.gateway, data).await?,
+                                Ok(data) => self.push_data(pushed.gateway, data, arrived).await?,
                                 Err(e) => self.report(e.kind(), &pushed.peer.to_string(), &e.to_string()),
                             }
                         }
@@ -280,7 +285,13 @@ impl Server {
         self.finish(waiting).await
     }
 
-    async fn push_data(&mut self, gateway: GatewayEui, data: PushData) -> Result<(), AdapterError> {
+    /// `arrived`: the wall time and the instant the datagram was taken.
+    async fn push_data(
+        &mut self,
+        gateway: GatewayEui,
+        data: PushData,
+        arrived: (Timestamp, Instant),
+    ) -> Result<(), AdapterError> {
         // The EUI's text only when something is reported: formatting it
         // for every datagram was 3 % of the adapter's CPU.
         let eui = || gateway.to_string();
@@ -289,8 +300,7 @@ impl Server {
             Some(Err(e)) => self.report(&format!("stat_{}", e.kind()), &eui(), &e.to_string()),
             None => {}
         }
-        let now = self.ctx.clock.now();
-        let arrived = Instant::now();
+        let (now, arrived) = arrived;
         for rx in data.rxpk {
             let rx = match rx {
                 Ok(rx) => rx,

@@ -67,6 +67,10 @@ impl Devices {
 /// Now a name is made once and its readings share it.
 #[derive(Debug, Default)]
 pub struct MetricNames {
+    /// The first names made, searched in order before `known`: a fleet's
+    /// few codecs name a handful, and comparing short strings costs less
+    /// than hashing one (six lookups an uplink).
+    first: Vec<MetricName>,
     known: HashMap<String, MetricName>,
 }
 
@@ -74,14 +78,20 @@ impl MetricNames {
     /// Names kept at most: codecs name a fixed set (Cayenne adds a channel
     /// number), so this bounds a device sending every channel in turn.
     const MAX: usize = 1024;
+    const FIRST: usize = 16;
 
     /// The name `name`, or `None` when it is not a valid one.
     pub fn get(&mut self, name: &str) -> Option<MetricName> {
+        if let Some(m) = self.first.iter().find(|m| m.as_str() == name) {
+            return Some(m.clone());
+        }
         if let Some(m) = self.known.get(name) {
             return Some(m.clone());
         }
         let m = MetricName::new(name).ok()?;
-        if self.known.len() < Self::MAX {
+        if self.first.len() < Self::FIRST {
+            self.first.push(m.clone());
+        } else if self.known.len() < Self::MAX {
             self.known.insert(name.to_string(), m.clone());
         }
         Some(m)

@@ -269,5 +269,11 @@ fn a_metric_name_is_made_once_and_shared() {
             format!("m{i}")
         );
     }
+    assert_eq!(names.first.len(), MetricNames::FIRST);
     assert_eq!(names.known.len(), MetricNames::MAX, "bounded");
+    let again = names.get("m3").unwrap();
+    assert!(std::ptr::eq(
+        again.as_str(),
+        names.get("m3").unwrap().as_str()
+    ));
 }
