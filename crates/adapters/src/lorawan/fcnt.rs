@@ -45,6 +45,9 @@ pub enum StoreError {
     State(#[from] JsonStateError),
     #[error("device {0} has no OTAA session")]
     NoSession(String),
+    /// The thread writing the file ended before it could say how it went.
+    #[error("the write of the frame counters did not finish")]
+    WriteAborted,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -197,6 +200,16 @@ impl FcntStore {
         self.save()
     }
 
+    /// [`Self::flush`] in two halves: everything as it stands now, to be
+    /// written by [`Write::run`] on a thread that may block on the disk.
+    /// Runs one at a time: two in flight could interleave on disk.
+    pub fn write(&self) -> Write {
+        Write {
+            file: self.file.clone(),
+            document: self.document(),
+        }
+    }
+
     /// Whether `dev_eui` has used `dev_nonce` in an accepted join before.
     pub fn dev_nonce_used(&self, dev_eui: Eui, dev_nonce: u16) -> bool {
         self.otaa
@@ -296,13 +309,33 @@ impl FcntStore {
     }
 
     fn save(&self) -> Result<(), StoreError> {
-        self.file.save(&OnDisk {
+        self.write().run()
+    }
+
+    fn document(&self) -> OnDisk {
+        OnDisk {
             last_fcnt: self.last.clone(),
             otaa: self.otaa.clone(),
             next_join_nonce: self.next_join_nonce,
             next_nwk_addr: self.next_nwk_addr,
             abp_fcnt_down: self.abp_fcnt_down.clone(),
-        })?;
+        }
+    }
+}
+
+/// The store's content at one moment, not yet on disk.
+pub struct Write {
+    file: JsonStateFile<OnDisk>,
+    document: OnDisk,
+}
+
+impl Write {
+    /// Writes it atomically (fsync'd), as [`FcntStore::flush`] does.
+    ///
+    /// # Errors
+    /// The write failed; the file keeps its previous content.
+    pub fn run(self) -> Result<(), StoreError> {
+        self.file.save(&self.document)?;
         Ok(())
     }
 }

@@ -31,7 +31,7 @@ use super::config::{LorawanDevice, Network, OtaaDevice, SemtechUdpConfig};
 use super::dedup::{Dedup, Offer, Reception, Uplink};
 use super::downlink::Links;
 use super::downlink_feed::{self, FeedItem};
-use super::fcnt::FcntStore;
+use super::fcnt::{FcntStore, StoreError};
 use super::otaa::{self, Joins};
 use super::semtech::{self, GatewayEui, PushData, Stat};
 use super::uplink::{self, Accepted, Devices, MetricNames};
@@ -238,6 +238,8 @@ impl Server {
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        // The batch whose counters are being written, if any.
+        let mut writing: Option<InFlight> = None;
         loop {
             let deadline = self.dedup.next_deadline();
             if deadline != armed {
@@ -248,7 +250,15 @@ impl Server {
             }
             tokio::select! {
                 biased;
-                _ = &mut timer, if armed.is_some() => {
+                written = written(&mut writing), if writing.is_some() => {
+                    if let Some(batch) = writing.take() {
+                        self.settle(batch, written).await?;
+                    }
+                }
+                // Not while a write is in flight: the next batch is judged
+                // by the counters of this one, and the store writes one
+                // file at a time.
+                _ = &mut timer, if armed.is_some() && writing.is_none() => {
                     // Everything due now goes in one batch: one fsync of the
                     // counters for all of them, so a burst (or uplinks that
                     // came due during the last write) does not queue behind
@@ -258,7 +268,7 @@ impl Server {
                     while let Some(up) = self.dedup.pop_due(Instant::now()) {
                         due.push(up);
                     }
-                    self.finish(due).await?;
+                    writing = self.begin(due).await?;
                 }
                 item = next_feed_item(&mut feed) => match item {
                     Some(item) => self.queue_downlink(item),
@@ -280,6 +290,11 @@ impl Server {
                     None => break,
                 },
             }
+        }
+        if let Some(mut batch) = writing.take() {
+            let done = (&mut batch.write).await;
+            self.settle(batch, done.unwrap_or(Err(StoreError::WriteAborted)))
+                .await?;
         }
         let waiting = self.dedup.drain();
         self.finish(waiting).await
@@ -365,8 +380,24 @@ impl Server {
         self.send(readings).await
     }
 
-    /// Processes uplinks whose de-duplication windows closed.
+    /// Processes uplinks whose de-duplication windows closed, waiting for
+    /// their counters' write (at shutdown).
     async fn finish(&mut self, due: Vec<Uplink>) -> Result<(), AdapterError> {
+        if let Some(mut batch) = self.begin(due).await? {
+            let done = (&mut batch.write).await;
+            self.settle(batch, done.unwrap_or(Err(StoreError::WriteAborted)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Starts on uplinks whose de-duplication windows closed: joins are
+    /// answered; data frames are verified, decoded and their counters
+    /// staged, then written on a blocking thread. The write took the
+    /// socket loop's thread for milliseconds (up to hundreds here) while
+    /// datagrams piled up behind it; now they are read and de-duplicated
+    /// meanwhile. `None` when there is nothing to write.
+    async fn begin(&mut self, due: Vec<Uplink>) -> Result<Option<InFlight>, AdapterError> {
         let (joins, due): (Vec<Uplink>, Vec<Uplink>) = due
             .into_iter()
             .partition(|up| otaa::is_join_request(&up.phy));
@@ -374,12 +405,43 @@ impl Server {
             self.join(up).await;
         }
         if due.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let results = uplink::process_batch(&due, &self.devices, &mut self.store, &mut self.names);
+        let prepared = uplink::prepare_batch(&due, &self.devices, &mut self.store, &mut self.names);
+        if !prepared.needs_write() {
+            let results = prepared.settle(&mut self.store, Ok(()));
+            self.release(&due, results).await?;
+            return Ok(None);
+        }
+        let write = self.store.write();
+        let write = tokio::task::spawn_blocking(move || write.run());
+        Ok(Some(InFlight {
+            due,
+            prepared,
+            write,
+        }))
+    }
+
+    /// Ends a batch once its write is over: its readings leave, or (the
+    /// write failed) its uplinks are refused and their counters restored.
+    async fn settle(
+        &mut self,
+        batch: InFlight,
+        written: Result<(), StoreError>,
+    ) -> Result<(), AdapterError> {
+        let results = batch.prepared.settle(&mut self.store, written);
+        self.release(&batch.due, results).await
+    }
+
+    /// Answers, counts and sends the readings of a settled batch.
+    async fn release(
+        &mut self,
+        due: &[Uplink],
+        results: Vec<Result<Accepted, uplink::Rejected>>,
+    ) -> Result<(), AdapterError> {
         // The batch's readings leave together, after its counters are on
         // disk: one pipeline message per batch rather than per uplink.
-        let mut readings = Vec::new();
+        let mut readings = Vec::with_capacity(MAX_READINGS_PER_MESSAGE.min(8 * due.len()));
         for (up, result) in due.iter().zip(results) {
             match result {
                 Ok(mut accepted) => {
@@ -456,6 +518,23 @@ impl Server {
         if let Some(suppressed) = self.throttle.allow(kind) {
             warn!(adapter = %self.ctx.name, gateway, error_type = kind, detail, suppressed, "Dropping LoRaWAN input.");
         }
+    }
+}
+
+/// A batch of uplinks waiting for its counters to be on disk.
+struct InFlight {
+    due: Vec<Uplink>,
+    prepared: uplink::Prepared,
+    write: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+/// How the write in flight went; never, without one.
+async fn written(writing: &mut Option<InFlight>) -> Result<(), StoreError> {
+    match writing {
+        Some(batch) => (&mut batch.write)
+            .await
+            .unwrap_or(Err(StoreError::WriteAborted)),
+        None => std::future::pending().await,
     }
 }
 

@@ -67,6 +67,15 @@ pub(super) struct PushBatch {
 }
 
 impl PushBatch {
+    /// Room for `n` PUSH_DATA of a typical size (one `rxpk`, ~300 bytes),
+    /// so a burst's batch does not grow by copying.
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            bodies: Vec::with_capacity(n * 512),
+            pushed: Vec::with_capacity(n),
+        }
+    }
+
     fn add(&mut self, gateway: GatewayEui, peer: SocketAddr, body: &[u8]) {
         let start = self.bodies.len();
         self.bodies.extend_from_slice(body);
@@ -178,7 +187,7 @@ pub(super) async fn receive(
         // Everything already queued, up to a budget, without going back to
         // the reactor: one wake-up, one `sendmmsg` of ACKs and one message
         // to the processor per burst, not per datagram.
-        let mut pushes = PushBatch::default();
+        let mut pushes = PushBatch::with_capacity(BATCH);
         let mut received = 0;
         let each = |read: Read<'_>| {
             let (bytes, got) = match read {

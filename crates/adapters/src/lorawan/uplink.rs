@@ -15,7 +15,7 @@ use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
 use super::codecs::CodecError;
 use super::config::{FcntReset, LorawanDevice};
 use super::dedup::Uplink;
-use super::fcnt::FcntStore;
+use super::fcnt::{FcntStore, StoreError};
 use super::frame::{self, DataFrame, FrameError};
 
 /// The configured devices, by DevAddr.
@@ -216,7 +216,7 @@ pub fn process(
 }
 
 /// [`process`] for uplinks whose windows closed together: their counters
-/// are stored in one atomic write, before any of their readings exist. If
+/// are stored in one atomic write, before any of their readings leave. If
 /// that write fails every one of them is refused.
 pub fn process_batch(
     uplinks: &[Uplink],
@@ -224,29 +224,79 @@ pub fn process_batch(
     store: &mut FcntStore,
     names: &mut MetricNames,
 ) -> Vec<Result<Accepted, Rejected>> {
-    let mut staged = Vec::with_capacity(uplinks.len());
-    for up in uplinks {
-        staged.push(stage(up, devices, store));
+    let prepared = prepare_batch(uplinks, devices, store, names);
+    let written = if prepared.needs_write() {
+        store.flush()
+    } else {
+        Ok(())
+    };
+    prepared.settle(store, written)
+}
+
+/// A batch verified, decoded and staged in the store's memory, waiting for
+/// the write that makes its counters durable: [`process_batch`] in two
+/// halves, so the adapter can read on while the disk works. Nothing of it
+/// may leave before [`Prepared::settle`]; no other write of the store may
+/// start before that either, or the two could interleave on disk.
+#[derive(Debug)]
+pub struct Prepared {
+    results: Vec<Result<Accepted, Rejected>>,
+    /// Each staged uplink's device and its counter before, in staging order.
+    staged: Vec<(DeviceId, Option<u32>)>,
+}
+
+/// [`process_batch`] up to the write: the counters are staged in memory
+/// (so later frames are judged against them), the readings made.
+pub fn prepare_batch(
+    uplinks: &[Uplink],
+    devices: &Devices,
+    store: &mut FcntStore,
+    names: &mut MetricNames,
+) -> Prepared {
+    let mut staged = Vec::new();
+    let results = uplinks
+        .iter()
+        .map(|up| {
+            let s = stage(up, devices, store)?;
+            staged.push((s.device.id.clone(), s.previous));
+            Ok(finish(s, up, names))
+        })
+        .collect();
+    Prepared { results, staged }
+}
+
+impl Prepared {
+    /// Whether a counter was staged: without one there is nothing to write.
+    pub fn needs_write(&self) -> bool {
+        !self.staged.is_empty()
     }
-    if staged.iter().any(Result::is_ok) {
-        if let Err(e) = store.flush() {
-            let reason = e.to_string();
-            for s in staged.iter_mut().rev() {
-                if let Ok(ok) = s {
-                    store.restore(ok.device.id.as_str(), ok.previous);
-                    *s = Err(Rejected::Store {
-                        device: ok.device.id.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-            }
+
+    /// The batch's outcome once the write is over. A failed write refuses
+    /// every uplink that needed it and puts their counters back.
+    pub fn settle(
+        self,
+        store: &mut FcntStore,
+        written: Result<(), StoreError>,
+    ) -> Vec<Result<Accepted, Rejected>> {
+        let Err(e) = written else {
+            return self.results;
+        };
+        for (device, previous) in self.staged.iter().rev() {
+            store.restore(device.as_str(), *previous);
         }
+        let reason = e.to_string();
+        self.results
+            .into_iter()
+            .map(|r| {
+                r.and_then(|accepted| {
+                    Err(Rejected::Store {
+                        device: accepted.device,
+                        reason: reason.clone(),
+                    })
+                })
+            })
+            .collect()
     }
-    staged
-        .into_iter()
-        .zip(uplinks)
-        .map(|(s, up)| s.map(|ok| finish(ok, up, names)))
-        .collect()
 }
 
 /// An uplink whose counter is staged in the store, not yet durable.

@@ -277,3 +277,50 @@ fn a_metric_name_is_made_once_and_shared() {
         names.get("m3").unwrap().as_str()
     ));
 }
+
+#[test]
+fn a_prepared_batch_is_judged_on_staged_counters_and_settled_by_its_write() {
+    let nwk = key(LP_NWK);
+    let app = key(LP_APP);
+    let devices = Devices::new(vec![device(
+        "d",
+        7,
+        LP_NWK,
+        DeviceCodec::Named(Codec::CompactI16),
+    )]);
+    let frame = |fcnt| uplink(seal(7, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = FcntStore::open(dir.path());
+    let mut names = MetricNames::default();
+    let prepared = prepare_batch(&[frame(1), frame(2)], &devices, &mut store, &mut names);
+    assert!(prepared.needs_write());
+    assert_eq!(
+        store.last("d"),
+        Some(2),
+        "staged, so later frames are judged by it"
+    );
+    let on_disk = |dir: &std::path::Path| FcntStore::open(dir).0.last("d");
+    assert_eq!(on_disk(dir.path()), None, "not durable before its write");
+    store.write().run().unwrap();
+    assert_eq!(on_disk(dir.path()), Some(2));
+    let fcnts: Vec<u32> = prepared
+        .settle(&mut store, Ok(()))
+        .into_iter()
+        .map(|r| r.unwrap().fcnt)
+        .collect();
+    assert_eq!(fcnts, [1, 2]);
+
+    // A write that failed: every uplink is refused, the counter put back.
+    let prepared = prepare_batch(&[frame(3), frame(4)], &devices, &mut store, &mut names);
+    assert_eq!(store.last("d"), Some(4));
+    let results = prepared.settle(&mut store, Err(StoreError::WriteAborted));
+    let kinds: Vec<&str> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap_err().kind())
+        .collect();
+    assert_eq!(kinds, ["fcnt_store", "fcnt_store"]);
+    assert_eq!(store.last("d"), Some(2));
+    // Nothing staged, nothing to write.
+    let prepared = prepare_batch(&[frame(2)], &devices, &mut store, &mut names);
+    assert!(!prepared.needs_write());
+}
