@@ -516,7 +516,7 @@ fn rxpk<S: AsRef<str> + Into<String>>(raw: RawRxpk<S>) -> Result<Rxpk, EntryErro
 /// The error a TX_ACK reports, if any.
 ///
 /// # Errors
-/// [`DatagramError::Json`].
+/// [`DatagramError::InvalidJson`].
 pub fn tx_ack_error(body: &[u8]) -> Result<Option<String>, DatagramError> {
     let end = body.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
     let body = &body[..end];

@@ -1,6 +1,7 @@
 //! The `semtech_udp` adapter's socket loop: datagrams from packet
 //! forwarders in, ACKs back, uplinks through [`Dedup`] and then
-//! [`uplink::process`], readings into the pipeline.
+//! [`uplink::prepare_batch`], readings into the pipeline once their
+//! counters are on disk.
 //!
 //! PUSH_DATA is acknowledged on receipt once its header and gateway EUI
 //! check out, before its JSON is read, as PROTOCOL.TXT §3 asks (the
@@ -111,13 +112,15 @@ impl Adapter for SemtechUdpSource {
 /// Serves on a bound socket until `ctx.shutdown`; frames still in their
 /// de-duplication window are processed before it returns.
 ///
-/// Two tasks: a receiver that only reads datagrams, parses them and sends
-/// the ACKs, and this one, which checks frames and writes the frame
-/// counters. A counter write is an fsync, milliseconds long; done in the
+/// Two tasks: a receiver that only reads datagrams (in batches), checks
+/// their headers and sends the ACKs (`source_up.rs`), and this one, which parses
+/// the JSON, checks frames and has the frame counters written. A counter
+/// write is an fsync, milliseconds long (hundreds under load); done in the
 /// receive loop it left the socket unread meanwhile, and a burst of
 /// forwarders overflowed the kernel's receive buffer (a 2-core bench lost
-/// nine datagrams in ten). Now a stalled write only lengthens the queue
-/// between the two, whose overflow is counted (`overloaded`).
+/// nine datagrams in ten). It now runs on a blocking thread while this task
+/// goes on parsing and de-duplicating; what the queue between the two
+/// tasks cannot hold is counted (`overloaded`).
 ///
 /// # Errors
 /// [`AdapterError::PipelineClosed`] when the pipeline stops first.
