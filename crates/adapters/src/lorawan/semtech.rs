@@ -446,6 +446,16 @@ struct RawRxpk<S> {
 /// # Errors
 /// [`DatagramError`] `Json` or `Base64`.
 pub fn push_data(body: &[u8]) -> Result<PushData, DatagramError> {
+    // The plain shape most forwarders send, without serde; it declines
+    // everything else.
+    if let Some(data) = fast::push_data(body) {
+        return Ok(data);
+    }
+    push_data_serde(body)
+}
+
+/// [`push_data`] through serde alone.
+fn push_data_serde(body: &[u8]) -> Result<PushData, DatagramError> {
     // The usual datagram parses typed in one pass. Only when that fails is
     // it read again entry by entry through `Value`, so that one bad `rxpk`
     // (or a string with escapes, which cannot be borrowed) costs only
@@ -553,6 +563,9 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     }
     PADDING_OPTIONAL.decode(text).ok()
 }
+
+#[path = "semtech_fast.rs"]
+mod fast;
 
 #[cfg(test)]
 #[path = "semtech_tests.rs"]
