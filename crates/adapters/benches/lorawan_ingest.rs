@@ -200,9 +200,10 @@ fn main() {
     // atomic write of the counters per batch.
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = FcntStore::open(dir.path());
+    let mut names = uplink::MetricNames::default();
     let t = Instant::now();
     for batch in uplinks.chunks(BATCH) {
-        let results = uplink::process_batch(batch, &table, &mut store);
+        let results = uplink::process_batch(batch, &table, &mut store, &mut names);
         assert!(results.iter().all(Result::is_ok));
     }
     report(

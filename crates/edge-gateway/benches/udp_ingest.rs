@@ -10,7 +10,10 @@
 //!    frame counters on disk), in LoRaWAN uplinks/s, and its ratio to (1);
 //! 4. the CPU each spends per datagram (user + system, `/proc/<pid>/stat`;
 //!    the raw receiver is this process), and both again with the gateway
-//!    pinned to one core.
+//!    pinned to one core;
+//! 5. for Semtech UDP, how many datagrams the gateway read, refused as
+//!    `overloaded` and never read, and the load average, since the rates
+//!    are shares of two cores with the sender and whatever else runs.
 //!
 //! Gateway rates are read from its `/metrics` counters, as the `ingest`
 //! bench does. `EDGE_BENCH_DATAGRAMS` (default 300 000) sets the burst.
@@ -135,6 +138,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
     println!("burst: {n} datagrams from one `edge-gateway simulate --rate 0`, loopback\n");
+    // The rates are shares of two cores with the sender: what else ran
+    // then says how far two runs compare.
+    println!("load average at start: {}", load_average());
     let row = |what: &str, r: &Run, base: Option<f64>| {
         let ratio = base.map_or(String::new(), |b| format!("{:>7.1}%", 100.0 * r.rate() / b));
         println!(
@@ -201,5 +207,26 @@ fn main() {
             lora_us,
             lora_raw_us,
         );
+        // Where the datagrams went: read (and ACKed), refused for want of
+        // room between the receive loop and the processor, never read.
+        let read = gw
+            .gw
+            .counter("edge_gateway_adapter_received_messages_total{adapter=\"lora\"}");
+        let overloaded = gw.gw.counter(
+            "edge_gateway_adapter_errors_total{adapter=\"lora\",error_type=\"overloaded\"}",
+        );
+        println!(
+            "{:<62} read {read:.0}, refused `overloaded` {overloaded:.0}, never read {:.0}",
+            format!("Semtech UDP: datagrams{how}"),
+            (n as f64 - read).max(0.0),
+        );
+        println!("{:<62} {}", "load average", load_average());
     }
+}
+
+/// `/proc/loadavg`'s three averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }

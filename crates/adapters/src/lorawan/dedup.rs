@@ -48,22 +48,22 @@ pub struct Uplink {
 
 impl Uplink {
     fn add(&mut self, rx: Reception) {
-        if self.gateways.contains(&rx.gateway) {
-            // The same forwarder twice (its retransmission): keep one.
-            if let Some(h) = self.heard.iter_mut().find(|h| h.gateway == rx.gateway) {
-                if rx.snr > h.snr {
-                    *h = rx.clone();
-                }
-            }
-        } else {
-            self.gateways.push(rx.gateway);
-            self.heard.push(rx.clone());
-        }
         self.rssi = self.rssi.max(rx.rssi);
         self.snr = match (self.snr, rx.snr) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        if self.gateways.contains(&rx.gateway) {
+            // The same forwarder twice (its retransmission): keep one.
+            if let Some(h) = self.heard.iter_mut().find(|h| h.gateway == rx.gateway) {
+                if rx.snr > h.snr {
+                    *h = rx;
+                }
+            }
+        } else {
+            self.gateways.push(rx.gateway);
+            self.heard.push(rx);
+        }
     }
 }
 
@@ -99,8 +99,16 @@ impl Dedup {
     }
 
     /// Adds one reception of `phy`, heard at `now` (wall time `arrival`).
-    pub fn offer(&mut self, phy: &[u8], rx: Reception, arrival: Timestamp, now: Instant) -> Offer {
-        if let Some(up) = self.pending.get_mut(phy) {
+    /// `phy` is taken as is (a `Vec` costs no copy) and kept as the key;
+    /// the [`Uplink`]'s own `phy` is filled from it when the window closes.
+    pub fn offer(
+        &mut self,
+        phy: impl Into<Vec<u8>> + AsRef<[u8]>,
+        rx: Reception,
+        arrival: Timestamp,
+        now: Instant,
+    ) -> Offer {
+        if let Some(up) = self.pending.get_mut(phy.as_ref()) {
             up.add(rx);
             return Offer::Duplicate;
         }
@@ -108,21 +116,27 @@ impl Dedup {
             return Offer::Full;
         }
         let mut up = Uplink {
-            phy: phy.to_vec(),
-            gateways: Vec::new(),
+            phy: Vec::new(),
+            gateways: Vec::with_capacity(1),
             rssi: None,
             snr: None,
             received: arrival,
-            heard: Vec::new(),
+            heard: Vec::with_capacity(1),
             first_heard: now,
         };
         up.add(rx);
-        self.pending.insert(phy.to_vec(), up);
-        self.deadlines.push_back((
-            gateway_core::deadline::after(now, self.window),
-            phy.to_vec(),
-        ));
+        let phy = phy.into();
+        self.deadlines
+            .push_back((gateway_core::deadline::after(now, self.window), phy.clone()));
+        self.pending.insert(phy, up);
         Offer::New
+    }
+
+    /// The pending uplink of `phy`, out of the table, with its frame.
+    fn take(&mut self, phy: &[u8]) -> Option<Uplink> {
+        let (phy, mut up) = self.pending.remove_entry(phy)?;
+        up.phy = phy;
+        Some(up)
     }
 
     /// When the oldest window closes.
@@ -137,14 +151,14 @@ impl Dedup {
             return None;
         }
         let (_, phy) = self.deadlines.pop_front()?;
-        self.pending.remove(&phy)
+        self.take(&phy)
     }
 
     /// Every waiting frame, oldest first, windows closed or not (shutdown).
     pub fn drain(&mut self) -> Vec<Uplink> {
         let mut out = Vec::new();
         while let Some((_, phy)) = self.deadlines.pop_front() {
-            out.extend(self.pending.remove(&phy));
+            out.extend(self.take(&phy));
         }
         out
     }

@@ -45,6 +45,9 @@ pub enum StoreError {
     State(#[from] JsonStateError),
     #[error("device {0} has no OTAA session")]
     NoSession(String),
+    /// The thread writing the file ended before it could say how it went.
+    #[error("the write of the frame counters did not finish")]
+    WriteAborted,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -173,7 +176,11 @@ impl FcntStore {
     /// [`Self::restore`]; [`Self::flush`] makes every staged counter durable
     /// in one write, so a burst of uplinks costs one fsync, not one each.
     pub fn stage(&mut self, device: &str, fcnt: u32) -> Option<u32> {
-        self.last.insert(device.to_string(), fcnt)
+        // A known device's counter is replaced in place: no new key.
+        match self.last.get_mut(device) {
+            Some(last) => Some(std::mem::replace(last, fcnt)),
+            None => self.last.insert(device.to_string(), fcnt),
+        }
     }
 
     /// Undoes a [`Self::stage`] whose flush failed (in reverse order of
@@ -191,6 +198,16 @@ impl FcntStore {
     /// The write failed; the file keeps its previous content.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.save()
+    }
+
+    /// [`Self::flush`] in two halves: everything as it stands now, to be
+    /// written by [`Write::run`] on a thread that may block on the disk.
+    /// Runs one at a time: two in flight could interleave on disk.
+    pub fn write(&self) -> Write {
+        Write {
+            file: self.file.clone(),
+            document: self.document(),
+        }
     }
 
     /// Whether `dev_eui` has used `dev_nonce` in an accepted join before.
@@ -292,13 +309,33 @@ impl FcntStore {
     }
 
     fn save(&self) -> Result<(), StoreError> {
-        self.file.save(&OnDisk {
+        self.write().run()
+    }
+
+    fn document(&self) -> OnDisk {
+        OnDisk {
             last_fcnt: self.last.clone(),
             otaa: self.otaa.clone(),
             next_join_nonce: self.next_join_nonce,
             next_nwk_addr: self.next_nwk_addr,
             abp_fcnt_down: self.abp_fcnt_down.clone(),
-        })?;
+        }
+    }
+}
+
+/// The store's content at one moment, not yet on disk.
+pub struct Write {
+    file: JsonStateFile<OnDisk>,
+    document: OnDisk,
+}
+
+impl Write {
+    /// Writes it atomically (fsync'd), as [`FcntStore::flush`] does.
+    ///
+    /// # Errors
+    /// The write failed; the file keeps its previous content.
+    pub fn run(self) -> Result<(), StoreError> {
+        self.file.save(&self.document)?;
         Ok(())
     }
 }

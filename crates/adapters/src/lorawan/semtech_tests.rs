@@ -380,3 +380,153 @@ fn random_datagrams_never_panic() {
     }
     assert!(parsed > 0);
 }
+
+#[test]
+fn the_one_pass_read_agrees_with_the_entry_by_entry_one() {
+    let bodies = [
+        r#"{"rxpk":[{"tmst":1,"chan":2,"rfch":0,"freq":868.5,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-57,"lsnr":7.5,"size":4,"data":"3q2+7w=="}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","datr":50000,"time":"2013-03-31T16:21:17.528002Z"},{"stat":-1,"size":4,"data":"3q2+7w"}],"stat":{"rxnb":2,"ackr":null}}"#,
+        r#"{"rxpk":[{"stat":1,"size":5,"data":"3q2+7w=="},{"stat":1,"size":4,"data":"3q2_7w=="}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":29,"data":"QC65rwEA4w8CaH7LyGf/3+dxzrXkkfEsRCcXbFM=","rsig":[{"ant":0,"chan":7,"lsnr":7.8,"rssic":-103}]}]}"#,
+        r#"{"rxpk":null,"stat":{"time":"2014-01-12 08:59:28 GMT","rxok":1}}"#,
+        r#"{}"#,
+    ];
+    for body in bodies {
+        assert!(
+            serde_json::from_slice::<TypedBody<'_>>(body.as_bytes()).is_ok(),
+            "{body}: the typed read should take this one"
+        );
+        assert_eq!(
+            super::push_data(body.as_bytes()),
+            push_data_by_entry(body.as_bytes()),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn what_the_one_pass_read_refuses_is_read_entry_by_entry() {
+    // An escaped string cannot be borrowed; a wrong type in one entry, or
+    // a bad `stat`, must not cost the others.
+    let escaped = r#"{"rxpk":[{"stat":1,"modu":"LO\u0052A","size":4,"data":"3q2+7w=="}]}"#;
+    let data = super::push_data(escaped.as_bytes()).unwrap();
+    assert_eq!(only_rxpk(&data).modu.as_deref(), Some("LORA"));
+    let mixed = r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","rssi":"-50"},{"stat":1,"size":4,"data":"3q2+7w=="}],"stat":{"rxnb":"x"}}"#;
+    assert!(serde_json::from_slice::<TypedBody<'_>>(mixed.as_bytes()).is_err());
+    let data = super::push_data(mixed.as_bytes()).unwrap();
+    assert_eq!(
+        data.rxpk[0].as_ref().map_err(EntryError::kind),
+        Err("invalid_fields")
+    );
+    assert_eq!(
+        data.rxpk[1].as_ref().unwrap().data,
+        [0xde, 0xad, 0xbe, 0xef]
+    );
+    assert!(matches!(data.stat, Some(Err(EntryError::Fields(_)))));
+}
+
+#[test]
+fn datr_is_a_lora_string_or_an_fsk_rate_that_fits_a_u32() {
+    let read = |v: &str| serde_json::from_str::<DataRate>(v).map_err(|_| ());
+    assert_eq!(read(r#""SF7BW125""#), Ok(DataRate::Lora("SF7BW125".into())));
+    assert_eq!(
+        read(r#""SF\u0037BW125""#),
+        Ok(DataRate::Lora("SF7BW125".into()))
+    );
+    assert_eq!(read("50000"), Ok(DataRate::Fsk(50_000)));
+    assert_eq!(read("4294967295"), Ok(DataRate::Fsk(u32::MAX)));
+    for bad in ["4294967296", "-1", "50000.0", "true", "[]", "{}"] {
+        assert_eq!(read(bad), Err(()), "{bad}");
+    }
+}
+
+/// Bodies of the plain shape: the simulator's, the lorawan_ingest
+/// bench's, Helium's vector, PROTOCOL.TXT's layout, some edges.
+const PLAIN: [&str; 7] = [
+    r#"{"rxpk":[{"tmst":1000,"chan":2,"rfch":0,"freq":868.5,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-61,"lsnr":7.5,"size":18,"data":"QAAAACaAAQAC4n6PcFjOBzvo"}]}"#,
+    r#"{"rxpk":[{"time":"2026-11-21T10:00:00.000000Z","tmst":3512348611,"chan":2,"rfch":0,"freq":868.500000,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-57,"lsnr":-0.5,"size":4,"data":"3q2+7w=="}]}"#,
+    r#"{"rxpk":[{"tmst":1472242252,"chan":8,"rfch":0,"freq":912.600000,"stat":1,"modu":"LORA","datr":"SF8BW500","codr":"4/5","lsnr":10.8,"rssi":-58,"size":23,"data":"ALQAAAABAAAASGVsaXVtICA0LDYCNrA="}]}"#,
+    "{\"rxpk\":[\n\t{\n\t\t\"time\":\"2013-03-31T16:21:17.530974Z\",\n\t\t\"tmst\":3512348514,\n\t\t\"chan\":9,\n\t\t\"rfch\":1,\n\t\t\"freq\":869.1,\n\t\t\"stat\":1,\n\t\t\"modu\":\"FSK\",\n\t\t\"datr\":50000,\n\t\t\"rssi\":-75,\n\t\t\"size\":16,\n\t\t\"data\":\"VEVTVF9QQUNLRVRfMTIzNA==\"\n\t},{\"stat\":-1,\"size\":4,\"data\":\"3q2+7w\"}\n]}\n",
+    r#"{"rxpk":[{"stat":1,"size":5,"data":"3q2+7w=="},{"stat":1,"size":4,"data":"3q2_7w==","freq":null,"datr":null,"lsnr":-0}]}"#,
+    r#"{"rxpk":[]}"#,
+    r#" { "rxpk" : [ { "stat" : 0 , "size" : 0 , "data" : "" } ] } "#,
+];
+
+#[test]
+fn the_plain_shape_reads_without_serde_and_as_serde_reads_it() {
+    for body in PLAIN {
+        let fast = fast::push_data(body.as_bytes());
+        assert!(fast.is_some(), "declined: {body}");
+        assert_eq!(
+            fast.map(Ok),
+            Some(push_data_serde(body.as_bytes())),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn anything_else_is_left_to_serde() {
+    let declined = [
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w=="}],"stat":{"rxnb":1}}"#,
+        r#"{"stat":{"rxnb":1}}"#,
+        r#"{}"#,
+        r#"{"rxpk":[{"stat":1,"size":29,"data":"QC65","rsig":[{"ant":0}]}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","jver":1}]}"#,
+        r#"{"rxpk":[{"stat":1,"modu":"LO\u0052A","size":4,"data":"3q2+7w=="}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","freq":8.685e2}]}"#,
+        r#"{"rxpk":[{"stat":1,"stat":1,"size":4,"data":"3q2+7w=="}]}"#,
+        r#"{"rxpk":[{"stat":-0,"size":4,"data":"3q2+7w=="}]}"#,
+        r#"{"rxpk":[{"stat":01,"size":4,"data":"3q2+7w=="}]}"#,
+        r#"{"rxpk":[{"stat":1.0,"size":4,"data":"3q2+7w=="}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","rssi":"-50"}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","datr":-5}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","chan":256}]}"#,
+        r#"{"rxpk":[{"size":4,"data":"3q2+7w=="}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w=="}]} x"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w=="}],}"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==",}]}"#,
+        "{\"rxpk\":[{\"stat\":1,\"size\":4,\"data\":\"3q2+\t7w==\"}]}",
+    ];
+    for body in declined {
+        assert!(fast::push_data(body.as_bytes()).is_none(), "{body}");
+    }
+    assert!(fast::push_data(b"{\"rxpk\":[{\"stat\":1,\"size\":4,\"data\":\"\xff\"}]}").is_none());
+}
+
+#[test]
+fn mutated_bodies_read_here_read_as_serde_reads_them() {
+    // Byte changes, deletions and duplications of plain bodies: whatever
+    // the plain reader still takes must be what serde makes of it.
+    let mut state = 0x5EED_F00D_u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let alphabet = br#"{}[]":,0123456789-.eE nul"\tx"#;
+    let mut taken = 0;
+    for round in 0..30_000 {
+        let mut body = PLAIN[round % PLAIN.len()].as_bytes().to_vec();
+        for _ in 0..1 + next() % 3 {
+            if body.is_empty() {
+                break;
+            }
+            let at = (next() as usize) % body.len();
+            match next() % 3 {
+                0 => body[at] = alphabet[(next() as usize) % alphabet.len()],
+                1 => {
+                    body.remove(at);
+                }
+                _ => body.insert(at, body[at]),
+            }
+        }
+        if let Some(fast) = fast::push_data(&body) {
+            taken += 1;
+            let serde = push_data_serde(&body);
+            assert_eq!(Ok(fast), serde, "{}", String::from_utf8_lossy(&body));
+        }
+    }
+    assert!(taken > 1_000, "only {taken} mutations were plain");
+}

@@ -15,7 +15,7 @@ use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
 use super::codecs::CodecError;
 use super::config::{FcntReset, LorawanDevice};
 use super::dedup::Uplink;
-use super::fcnt::FcntStore;
+use super::fcnt::{FcntStore, StoreError};
 use super::frame::{self, DataFrame, FrameError};
 
 /// The configured devices, by DevAddr.
@@ -58,6 +58,43 @@ impl Devices {
     /// not for uplinks).
     pub fn has_id(&self, id: &str) -> bool {
         self.by_addr.values().flatten().any(|d| d.id.as_str() == id)
+    }
+}
+
+/// Metric names already made, by their text. A reading's name was made
+/// anew for each reading (an allocation, checked and copied again into an
+/// `Arc`) and freed when the pipeline dropped it; six times per uplink.
+/// Now a name is made once and its readings share it.
+#[derive(Debug, Default)]
+pub struct MetricNames {
+    /// The first names made, searched in order before `known`: a fleet's
+    /// few codecs name a handful, and comparing short strings costs less
+    /// than hashing one (six lookups an uplink).
+    first: Vec<MetricName>,
+    known: HashMap<String, MetricName>,
+}
+
+impl MetricNames {
+    /// Names kept at most: codecs name a fixed set (Cayenne adds a channel
+    /// number), so this bounds a device sending every channel in turn.
+    const MAX: usize = 1024;
+    const FIRST: usize = 16;
+
+    /// The name `name`, or `None` when it is not a valid one.
+    pub fn get(&mut self, name: &str) -> Option<MetricName> {
+        if let Some(m) = self.first.iter().find(|m| m.as_str() == name) {
+            return Some(m.clone());
+        }
+        if let Some(m) = self.known.get(name) {
+            return Some(m.clone());
+        }
+        let m = MetricName::new(name).ok()?;
+        if self.first.len() < Self::FIRST {
+            self.first.push(m.clone());
+        } else if self.known.len() < Self::MAX {
+            self.known.insert(name.to_string(), m.clone());
+        }
+        Some(m)
     }
 }
 
@@ -175,40 +212,91 @@ pub fn process(
             reason: e.to_string(),
         });
     }
-    Ok(finish(staged, uplink))
+    Ok(finish(staged, uplink, &mut MetricNames::default()))
 }
 
 /// [`process`] for uplinks whose windows closed together: their counters
-/// are stored in one atomic write, before any of their readings exist. If
+/// are stored in one atomic write, before any of their readings leave. If
 /// that write fails every one of them is refused.
 pub fn process_batch(
     uplinks: &[Uplink],
     devices: &Devices,
     store: &mut FcntStore,
+    names: &mut MetricNames,
 ) -> Vec<Result<Accepted, Rejected>> {
-    let mut staged = Vec::with_capacity(uplinks.len());
-    for up in uplinks {
-        staged.push(stage(up, devices, store));
+    let prepared = prepare_batch(uplinks, devices, store, names);
+    let written = if prepared.needs_write() {
+        store.flush()
+    } else {
+        Ok(())
+    };
+    prepared.settle(store, written)
+}
+
+/// A batch verified, decoded and staged in the store's memory, waiting for
+/// the write that makes its counters durable: [`process_batch`] in two
+/// halves, so the adapter can read on while the disk works. Nothing of it
+/// may leave before [`Prepared::settle`]; no other write of the store may
+/// start before that either, or the two could interleave on disk.
+#[derive(Debug)]
+pub struct Prepared {
+    results: Vec<Result<Accepted, Rejected>>,
+    /// Each staged uplink's device and its counter before, in staging order.
+    staged: Vec<(DeviceId, Option<u32>)>,
+}
+
+/// [`process_batch`] up to the write: the counters are staged in memory
+/// (so later frames are judged against them), the readings made.
+pub fn prepare_batch(
+    uplinks: &[Uplink],
+    devices: &Devices,
+    store: &mut FcntStore,
+    names: &mut MetricNames,
+) -> Prepared {
+    let mut staged = Vec::new();
+    let results = uplinks
+        .iter()
+        .map(|up| {
+            let s = stage(up, devices, store)?;
+            staged.push((s.device.id.clone(), s.previous));
+            Ok(finish(s, up, names))
+        })
+        .collect();
+    Prepared { results, staged }
+}
+
+impl Prepared {
+    /// Whether a counter was staged: without one there is nothing to write.
+    pub fn needs_write(&self) -> bool {
+        !self.staged.is_empty()
     }
-    if staged.iter().any(Result::is_ok) {
-        if let Err(e) = store.flush() {
-            let reason = e.to_string();
-            for s in staged.iter_mut().rev() {
-                if let Ok(ok) = s {
-                    store.restore(ok.device.id.as_str(), ok.previous);
-                    *s = Err(Rejected::Store {
-                        device: ok.device.id.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-            }
+
+    /// The batch's outcome once the write is over. A failed write refuses
+    /// every uplink that needed it and puts their counters back.
+    pub fn settle(
+        self,
+        store: &mut FcntStore,
+        written: Result<(), StoreError>,
+    ) -> Vec<Result<Accepted, Rejected>> {
+        let Err(e) = written else {
+            return self.results;
+        };
+        for (device, previous) in self.staged.iter().rev() {
+            store.restore(device.as_str(), *previous);
         }
+        let reason = e.to_string();
+        self.results
+            .into_iter()
+            .map(|r| {
+                r.and_then(|accepted| {
+                    Err(Rejected::Store {
+                        device: accepted.device,
+                        reason: reason.clone(),
+                    })
+                })
+            })
+            .collect()
     }
-    staged
-        .into_iter()
-        .zip(uplinks)
-        .map(|(s, up)| s.map(|ok| finish(ok, up)))
-        .collect()
 }
 
 /// An uplink whose counter is staged in the store, not yet durable.
@@ -251,16 +339,16 @@ fn stage<'a>(
     })
 }
 
-fn finish(staged: Staged<'_>, uplink: &Uplink) -> Accepted {
+fn finish(staged: Staged<'_>, uplink: &Uplink, names: &mut MetricNames) -> Accepted {
     let Staged {
         device,
         frame,
         reset,
         ..
     } = staged;
-    let (mut readings, codec_error) = decode(device, &frame, uplink.received);
-    let arrival = |metric: &str, value: f64| {
-        let metric = MetricName::new(metric).ok()?;
+    let (mut readings, codec_error) = decode(device, &frame, uplink.received, names);
+    let mut arrival = |metric: &str, value: f64| {
+        let metric = names.get(metric)?;
         Reading::new(
             device.id.clone(),
             metric,
@@ -289,23 +377,23 @@ fn decode(
     device: &LorawanDevice,
     frame: &DataFrame,
     received: Timestamp,
+    names: &mut MetricNames,
 ) -> (Vec<Reading>, Option<CodecError>) {
     let Some(payload) = frame.application_payload() else {
         return (Vec::new(), None);
     };
     match device.codec.decode(payload) {
         Ok(values) => {
-            let readings = values
-                .into_iter()
-                .filter_map(|v| {
-                    let (time, source) = match v.time_ms.map(Timestamp::from_millis) {
-                        Some(Ok(t)) => (t, TimeSource::Event),
-                        _ => (received, TimeSource::Arrival),
-                    };
-                    let metric = MetricName::new(v.metric).ok()?;
-                    Reading::new(device.id.clone(), metric, v.value, time, source).ok()
-                })
-                .collect();
+            // Room for the rssi, snr and gateways that follow.
+            let mut readings = Vec::with_capacity(values.len() + 3);
+            readings.extend(values.into_iter().filter_map(|v| {
+                let (time, source) = match v.time_ms.map(Timestamp::from_millis) {
+                    Some(Ok(t)) => (t, TimeSource::Event),
+                    _ => (received, TimeSource::Arrival),
+                };
+                let metric = names.get(&v.metric)?;
+                Reading::new(device.id.clone(), metric, v.value, time, source).ok()
+            }));
             (readings, None)
         }
         Err(e) => (Vec::new(), Some(e)),

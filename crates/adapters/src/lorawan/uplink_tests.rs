@@ -211,10 +211,11 @@ fn a_batch_is_stored_once_and_judged_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = FcntStore::open(dir.path());
     let batch = [frame(1), uplink(hex(README)), frame(2), frame(1)];
-    let kinds: Vec<Result<u32, &str>> = process_batch(&batch, &devices, &mut store)
-        .into_iter()
-        .map(|r| r.map(|a| a.fcnt).map_err(|e| e.kind()))
-        .collect();
+    let kinds: Vec<Result<u32, &str>> =
+        process_batch(&batch, &devices, &mut store, &mut MetricNames::default())
+            .into_iter()
+            .map(|r| r.map(|a| a.fcnt).map_err(|e| e.kind()))
+            .collect();
     assert_eq!(kinds, [Ok(1), Ok(2), Ok(2), Err("fcnt_replay")]);
     let (reopened, _) = FcntStore::open(dir.path());
     assert_eq!(
@@ -240,11 +241,86 @@ fn a_failed_batch_write_refuses_every_uplink_and_restores_the_counters() {
     let (mut store, _) = FcntStore::open(&state);
     store.commit("d", 4).unwrap();
     std::fs::remove_dir_all(&state).unwrap();
-    let results = process_batch(&[frame(5), frame(6), frame(3)], &devices, &mut store);
+    let results = process_batch(
+        &[frame(5), frame(6), frame(3)],
+        &devices,
+        &mut store,
+        &mut MetricNames::default(),
+    );
     let kinds: Vec<&str> = results
         .iter()
         .map(|r| r.as_ref().unwrap_err().kind())
         .collect();
     assert_eq!(kinds, ["fcnt_store", "fcnt_store", "fcnt_replay"]);
     assert_eq!(store.last("d"), Some(4));
+}
+
+#[test]
+fn a_metric_name_is_made_once_and_shared() {
+    let mut names = MetricNames::default();
+    let a = names.get("temperature").unwrap();
+    let b = names.get("temperature").unwrap();
+    assert_eq!(a, b);
+    assert!(std::ptr::eq(a.as_str(), b.as_str()), "one allocation");
+    assert!(names.get("a/b").is_none(), "still checked");
+    for i in 0..2 * MetricNames::MAX {
+        assert_eq!(
+            names.get(&format!("m{i}")).unwrap().as_str(),
+            format!("m{i}")
+        );
+    }
+    assert_eq!(names.first.len(), MetricNames::FIRST);
+    assert_eq!(names.known.len(), MetricNames::MAX, "bounded");
+    let again = names.get("m3").unwrap();
+    assert!(std::ptr::eq(
+        again.as_str(),
+        names.get("m3").unwrap().as_str()
+    ));
+}
+
+#[test]
+fn a_prepared_batch_is_judged_on_staged_counters_and_settled_by_its_write() {
+    let nwk = key(LP_NWK);
+    let app = key(LP_APP);
+    let devices = Devices::new(vec![device(
+        "d",
+        7,
+        LP_NWK,
+        DeviceCodec::Named(Codec::CompactI16),
+    )]);
+    let frame = |fcnt| uplink(seal(7, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = FcntStore::open(dir.path());
+    let mut names = MetricNames::default();
+    let prepared = prepare_batch(&[frame(1), frame(2)], &devices, &mut store, &mut names);
+    assert!(prepared.needs_write());
+    assert_eq!(
+        store.last("d"),
+        Some(2),
+        "staged, so later frames are judged by it"
+    );
+    let on_disk = |dir: &std::path::Path| FcntStore::open(dir).0.last("d");
+    assert_eq!(on_disk(dir.path()), None, "not durable before its write");
+    store.write().run().unwrap();
+    assert_eq!(on_disk(dir.path()), Some(2));
+    let fcnts: Vec<u32> = prepared
+        .settle(&mut store, Ok(()))
+        .into_iter()
+        .map(|r| r.unwrap().fcnt)
+        .collect();
+    assert_eq!(fcnts, [1, 2]);
+
+    // A write that failed: every uplink is refused, the counter put back.
+    let prepared = prepare_batch(&[frame(3), frame(4)], &devices, &mut store, &mut names);
+    assert_eq!(store.last("d"), Some(4));
+    let results = prepared.settle(&mut store, Err(StoreError::WriteAborted));
+    let kinds: Vec<&str> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap_err().kind())
+        .collect();
+    assert_eq!(kinds, ["fcnt_store", "fcnt_store"]);
+    assert_eq!(store.last("d"), Some(2));
+    // Nothing staged, nothing to write.
+    let prepared = prepare_batch(&[frame(2)], &devices, &mut store, &mut names);
+    assert!(!prepared.needs_write());
 }
