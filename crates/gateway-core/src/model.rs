@@ -223,7 +223,15 @@ impl Timestamp {
 
     /// The current wall-clock time. Only for stamping data; timers use `Instant`.
     pub fn now() -> Self {
-        Self(Utc::now().timestamp_millis().clamp(MIN_MILLIS, MAX_MILLIS))
+        // Straight from the system clock: chrono's `Utc::now()` builds a
+        // calendar date only for it to be turned back into milliseconds,
+        // a measurable share of ingest, which stamps every message.
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(MIN_MILLIS, |d| {
+                i64::try_from(d.as_millis()).unwrap_or(MAX_MILLIS)
+            });
+        Self(ms.clamp(MIN_MILLIS, MAX_MILLIS))
     }
 
     /// Adds a signed number of milliseconds, saturating at the representable range.
