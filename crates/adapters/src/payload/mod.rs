@@ -42,7 +42,7 @@ mod zigbee2mqtt;
 use std::fmt;
 
 #[cfg(any(feature = "tcp_line", feature = "serial"))]
-pub(crate) use csv::{device_field as csv_device_field, DEVICE_COLUMNS as CSV_DEVICE_COLUMNS};
+pub(crate) use csv::DEVICE_COLUMNS as CSV_DEVICE_COLUMNS;
 #[cfg(feature = "lorawan")]
 pub use lns::NetworkServer;
 
@@ -320,6 +320,23 @@ pub fn decode_naming_device(
     device_field: Option<&str>,
 ) -> Result<Decoded, DecodeError> {
     let decoded = decode_format(format, payload, ctx, device_field)?;
+    check_metric_count(&decoded.readings)?;
+    Ok(decoded)
+}
+
+/// [`decode`] of a [`PayloadFormat::Csv`] line, its device column's text
+/// turned into an id by `known` when it can (`csv::decode_with`).
+///
+/// # Errors
+/// As [`decode`].
+#[cfg(any(feature = "tcp_line", feature = "serial"))]
+pub(crate) fn decode_csv_with(
+    payload: &[u8],
+    columns: &[MetricName],
+    ctx: &Context,
+    known: &mut dyn FnMut(&str) -> Option<DeviceId>,
+) -> Result<Decoded, DecodeError> {
+    let decoded = csv::decode_with(payload, columns, ctx, known)?;
     check_metric_count(&decoded.readings)?;
     Ok(decoded)
 }
