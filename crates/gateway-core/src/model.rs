@@ -79,6 +79,18 @@ macro_rules! topic_level_newtype {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// Where its text is shared: equal for clones of one id, so
+            /// a cache can know an id by identity without reading it.
+            pub fn text_addr(&self) -> usize {
+                Arc::as_ptr(&self.0).cast::<u8>() as usize
+            }
+
+            /// Whether `other` is a clone of this id (the same shared
+            /// text), which implies equality without comparing text.
+            pub fn same_text(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
+            }
         }
 
         impl FromStr for $name {
