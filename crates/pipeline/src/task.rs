@@ -71,6 +71,9 @@ pub struct Pipeline {
 
 /// Longest sleep between deadline checks.
 const MAX_NAP: Duration = Duration::from_secs(1);
+/// Queued messages taken in one turn of the loop; bounded so that window
+/// deadlines and journal completions are still looked at promptly.
+const DRAIN: usize = 256;
 /// How long a checkpoint waits for the outbox to confirm.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
@@ -131,7 +134,7 @@ impl Pipeline {
                 // Judged as when they arrived: held by the gateway, not late.
                 for (msg, arrived) in guard.release(now, mono) {
                     if !self
-                        .take(msg, Some(arrived), &c, &throttle, &mut dirty)
+                        .take(msg, Some(arrived), now, &c, &throttle, &mut dirty)
                         .await
                     {
                         return;
@@ -216,18 +219,34 @@ impl Pipeline {
                 };
                 dirty |= closed;
                 closed_since_save |= closed;
-                match msg {
-                    Some(msg @ (Ingress::Readings(_) | Ingress::Durable { .. }))
-                        if !is_plausible(self.clock.now()) || guard.is_holding() =>
-                    {
-                        guard.hold(msg, tokio::time::Instant::now());
-                    }
-                    Some(msg) => {
-                        if !self.take(msg, None, &c, &throttle, &mut dirty).await {
-                            return;
+                let Some(msg) = msg else { break };
+                // What else is queued already is taken in the same turn, as
+                // of the same instant: a turn of this loop (clock checks,
+                // the nap's timer, the select) cost more than the message
+                // itself when each took one.
+                let now = self.clock.now();
+                let plausible = is_plausible(now);
+                let mut next = Some(msg);
+                let mut taken = 0;
+                while let Some(msg) = next.take() {
+                    match msg {
+                        msg @ (Ingress::Readings(_) | Ingress::Durable { .. })
+                            if !plausible || guard.is_holding() =>
+                        {
+                            guard.hold(msg, tokio::time::Instant::now());
+                        }
+                        msg => {
+                            if !self.take(msg, None, now, &c, &throttle, &mut dirty).await {
+                                return;
+                            }
                         }
                     }
-                    None => break,
+                    taken += 1;
+                    // A full batch behind the journal write waits for it at
+                    // the end of the turn, as a single message would.
+                    if taken < DRAIN && !self.durability.batch_full() {
+                        next = ingress.try_recv().ok();
+                    }
                 }},
                 outcome = async { saving.as_mut()?.await.ok() }, if saving.is_some() => {
                     saving = None;
@@ -338,10 +357,13 @@ impl Pipeline {
 
     /// Handles one message from the ingress queue. False when upstream is
     /// gone.
+    /// `at`: when a held message arrived; `now`: the time of this turn,
+    /// for the others.
     async fn take(
         &mut self,
         msg: Ingress,
         at: Option<Timestamp>,
+        now: Timestamp,
         c: &Counters,
         throttle: &LogThrottle,
         dirty: &mut bool,
@@ -349,7 +371,7 @@ impl Pipeline {
         match msg {
             Ingress::Readings(readings) => {
                 *dirty = true;
-                let now = at.unwrap_or_else(|| self.clock.now());
+                let now = at.unwrap_or(now);
                 if self.durability.writing() {
                     self.durability.defer(readings, now);
                     return true;
@@ -372,7 +394,7 @@ impl Pipeline {
                     return true;
                 }
                 let mut alerts = Vec::new();
-                let now = at.unwrap_or_else(|| self.clock.now());
+                let now = at.unwrap_or(now);
                 let _ = self.ingest(&readings, now, c, throttle, &mut alerts);
                 receipt.complete();
                 self.outputs.send_readings().await;

@@ -99,15 +99,18 @@ impl LineDecoder {
         if !self.names_device {
             return payload::decode(&self.format, line, &ctx(fallback));
         }
-        // A CSV line's device column, looked up rather than parsed again;
-        // a line the lookup cannot settle takes the general path, which
-        // also reports what is wrong with it.
+        // A CSV line's device column, looked up rather than checked and
+        // allocated again; the fallback, as below, only for a line that
+        // names none.
         if let PayloadFormat::Csv { columns } = &self.format {
-            if let Some(device) =
-                payload::csv_device_field(line, columns).and_then(|text| devices.get(text))
-            {
-                return payload::decode(&self.format, line, &ctx(Some(&device)));
-            }
+            let own =
+                payload::decode_csv_with(line, columns, &ctx(None), &mut |text| devices.get(text));
+            return match own {
+                Err(DecodeError::NoDevice) if fallback.is_some() => {
+                    payload::decode(&self.format, line, &ctx(fallback))
+                }
+                other => other,
+            };
         }
         // The line's own device first. The decoders let a given device win
         // over the payload's, so the fallback is a second pass, paid only

@@ -2,16 +2,48 @@
 //! decode the payload, and count and log everything dropped. Pure: no
 //! session, no acknowledgements (those are `source`'s concern).
 
+use std::collections::HashMap;
+
 use gateway_core::component::AdapterStats;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{DeviceId, DeviceState, Ingress, MetricName, StatusChange, Timestamp};
 use tracing::warn;
 
-use super::config::MqttAdapterConfig;
+use super::config::{MqttAdapterConfig, Route};
 use crate::payload::{self, Context};
+
+/// The route, device and metric of the data topics seen lately: a sensor
+/// publishes on the same few topics all day, and matching the patterns
+/// and checking and allocating the ids again for every message was a
+/// fifth of the adapter's CPU. Only topics that matched a data route with
+/// valid ids are kept (so never a status topic: those are matched first,
+/// and the patterns do not change while the adapter runs).
+#[derive(Debug, Default)]
+pub(crate) struct TopicCache(HashMap<Box<str>, Routed>);
+
+#[derive(Debug, Clone)]
+struct Routed {
+    route: usize,
+    device: Option<DeviceId>,
+    metric: Option<MetricName>,
+}
+
+/// Topics one cache holds before it starts over: a broker carrying a new
+/// topic per message must not grow it without bound.
+const TOPIC_CACHE: usize = 1024;
+
+impl TopicCache {
+    fn insert(&mut self, topic: &str, routed: Routed) {
+        if self.0.len() >= TOPIC_CACHE {
+            self.0.clear();
+        }
+        self.0.insert(topic.into(), routed);
+    }
+}
 
 /// Turns one received message into what the pipeline gets, counting and
 /// logging everything that is dropped. Never fails: bad input is data.
+#[cfg(test)]
 pub(crate) fn dispatch(
     config: &MqttAdapterConfig,
     topic: &str,
@@ -20,6 +52,24 @@ pub(crate) fn dispatch(
     stats: &AdapterStats,
     throttle: &LogThrottle,
     adapter: &str,
+) -> Option<Ingress> {
+    let mut cache = TopicCache::default();
+    dispatch_cached(
+        config, topic, payload, now, stats, throttle, adapter, &mut cache,
+    )
+}
+
+/// [`dispatch`], the topic looked up in `cache` before the patterns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dispatch_cached(
+    config: &MqttAdapterConfig,
+    topic: &str,
+    payload: &[u8],
+    now: Timestamp,
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+    adapter: &str,
+    cache: &mut TopicCache,
 ) -> Option<Ingress> {
     let reject = |kind: &str, detail: &str| {
         stats.error(kind);
@@ -38,6 +88,18 @@ pub(crate) fn dispatch(
     if payload.len() > config.max_payload_bytes {
         reject("payload_too_large", "payload larger than max_payload_bytes");
         return None;
+    }
+    let hit = cache
+        .0
+        .get(topic)
+        .and_then(|r| Some((config.routes.get(r.route)?, r)));
+    if let Some((route, routed)) = hit {
+        let context = Context {
+            device: routed.device.as_ref(),
+            metric: routed.metric.as_ref(),
+            now,
+        };
+        return decoded(route, payload, &context, stats, &reject);
     }
     for pattern in &config.status_topics {
         if let Some(caps) = pattern.matches(topic) {
@@ -63,10 +125,11 @@ pub(crate) fn dispatch(
             }));
         }
     }
-    let Some((route, caps)) = config
+    let Some((index, route, caps)) = config
         .routes
         .iter()
-        .find_map(|r| r.pattern.matches(topic).map(|c| (r, c)))
+        .enumerate()
+        .find_map(|(i, r)| r.pattern.matches(topic).map(|c| (i, r, c)))
     else {
         reject("unmatched_topic", "no topic pattern matches");
         return None;
@@ -87,15 +150,33 @@ pub(crate) fn dispatch(
             return None;
         }
     };
+    let routed = Routed {
+        route: index,
+        device,
+        metric,
+    };
     let context = Context {
-        device: device.as_ref(),
-        metric: metric.as_ref(),
+        device: routed.device.as_ref(),
+        metric: routed.metric.as_ref(),
         now,
     };
+    let out = decoded(route, payload, &context, stats, &reject);
+    cache.insert(topic, routed);
+    out
+}
+
+/// The payload of a message routed by `route`, decoded in `context`.
+fn decoded(
+    route: &Route,
+    payload: &[u8],
+    context: &Context,
+    stats: &AdapterStats,
+    reject: &dyn Fn(&str, &str),
+) -> Option<Ingress> {
     match payload::decode_naming_device(
         &route.format,
         payload,
-        &context,
+        context,
         route.device_field.as_deref(),
     ) {
         Ok(decoded) => {
@@ -196,6 +277,68 @@ mod tests {
                 ("a2:b2:c2:d2:e2:f2".into(), "temperature".into(), 21.5),
             ]
         );
+    }
+
+    #[test]
+    fn a_cached_topic_decodes_as_a_fresh_one_and_status_topics_stay_uncached() {
+        let c = adapter("");
+        let t = Telemetry::default();
+        let stats = AdapterStats::new(&t, "local");
+        let throttle = LogThrottle::default();
+        let now = Timestamp::from_millis(1_763_719_200_000).unwrap();
+        let mut cache = TopicCache::default();
+        let mut run = |topic: &str, payload: &str| {
+            dispatch_cached(
+                &c,
+                topic,
+                payload.as_bytes(),
+                now,
+                &stats,
+                &throttle,
+                "local",
+                &mut cache,
+            )
+        };
+        for value in ["23.4", "23.5"] {
+            let got = readings(run("sensors/data/esp32-1/temperature", value));
+            assert_eq!(
+                got,
+                [(
+                    "esp32-1".into(),
+                    "temperature".into(),
+                    value.parse().unwrap()
+                )]
+            );
+        }
+        // A bad payload on a cached topic is still refused and counted.
+        assert!(run("sensors/data/esp32-1/temperature", "hot").is_none());
+        assert_eq!(errors(&t, "not_a_number"), 1);
+        // Invalid ids are refused every time, never remembered.
+        for _ in 0..2 {
+            assert!(run("sensors/data/esp32-1/bad\u{7}", "1").is_none());
+        }
+        assert_eq!(errors(&t, "invalid_metric_name"), 2);
+        for _ in 0..2 {
+            assert!(matches!(
+                run("sensors/status/dev1", "online"),
+                Some(Ingress::Status(_))
+            ));
+        }
+        assert_eq!(cache.0.len(), 1, "only the data topic is kept");
+    }
+
+    #[test]
+    fn the_topic_cache_starts_over_when_full() {
+        let mut cache = TopicCache::default();
+        let routed = Routed {
+            route: 0,
+            device: None,
+            metric: None,
+        };
+        for i in 0..=TOPIC_CACHE {
+            cache.insert(&format!("t/{i}"), routed.clone());
+        }
+        assert_eq!(cache.0.len(), 1);
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //! - `config`: the `[[adapter]] type = "mqtt"` table;
 //! - `topic`: topic patterns with `{device}`/`{metric}` placeholders (pure);
 //! - `dispatch`: one received message → readings or a status change (pure);
-//! - `source`: the ingress session, acknowledging what is safe.
+//! - `source`: the ingress connection's loop, acknowledging what is safe;
+//! - `session`: what that loop keeps across connections, per event.
 //!
 //! The connection itself (address, credentials, TLS) is `mqtt-connect`'s,
 //! shared with the upstream output and rule actions.
 
 pub mod config;
 pub mod dispatch;
+mod session;
 pub mod source;
 pub mod topic;
 

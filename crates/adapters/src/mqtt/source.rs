@@ -6,14 +6,17 @@
 //! redelivers exactly what was not yet safe. Messages that carry nothing to
 //! keep (bad input, status) are acknowledged in their turn.
 //!
-//! As in the upstream forwarder, one task only polls the event loop (its
-//! `poll()` is not documented as cancel-safe, so it is never raced against
-//! anything but the final stop) and the adapter task does the rest. When
-//! the connection drops, the adapter forgets its pending acknowledgements
-//! before the poller reconnects: the broker resends those messages (DUP)
-//! and the pipeline recognises copies it already took by their
-//! [`DeliveryKey`]. Subscriptions are renewed on every ConnAck: a broker
-//! restarted without persistence has forgotten them.
+//! The adapter's task polls the event loop itself, beside the receipts it
+//! waits for, and writes the acknowledgements that became due together
+//! (one flush, not one request and one write each). When the connection
+//! drops, the adapter forgets its pending acknowledgements before the
+//! event loop reconnects: the broker resends those messages (DUP) and the
+//! pipeline recognises copies it already took by their [`DeliveryKey`].
+//! Subscriptions are renewed on every ConnAck: a broker restarted without
+//! persistence has forgotten them.
+//!
+//! The messages one read of the socket brought are taken together, and
+//! their QoS 0 readings go to the pipeline as one batch.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,16 +25,14 @@ use std::time::Duration;
 use gateway_core::backoff::Backoff;
 use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::{
-    Adapter, AdapterContext, AdapterError, DeliveryKey, Ingress, Receipt, ReceiptWaiter,
-};
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
-use tokio::sync::mpsc;
+use gateway_core::{Adapter, AdapterContext, AdapterError};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info};
 
 use super::config::MqttAdapterConfig;
-use super::dispatch::dispatch;
+use super::dispatch::TopicCache;
+use super::session::{Ack, Session};
 use mqtt_connect::ConnectionSettings;
 
 /// A runnable MQTT ingress adapter.
@@ -73,36 +74,11 @@ fn subscription_qos(q: gateway_core::config::Qos) -> QoS {
     }
 }
 
-/// What the poller reports.
-enum SourceEvent {
-    /// A connection; `resumed` when the broker kept our session (MQTT
-    /// session present): only then can it resend what came before.
-    Connected {
-        resumed: bool,
-    },
-    Subscribed {
-        refused: usize,
-    },
-    Message(Publish),
-    Lost {
-        error: String,
-        /// The connection failed on a packet larger than we read: its size.
-        oversized: Option<usize>,
-    },
-}
-
 /// The largest packet read after one failed as oversized, so the broker's
 /// resend can be read, counted and acknowledged instead of failing every
 /// connection (rumqttc cannot skip a packet it will not buffer). Beyond
 /// this only the broker's `message_size_limit` protects the gateway.
-const MAX_OVERSIZED_PACKET: usize = 64 * 1024 * 1024;
-
-/// The MQTT remaining length of a PUBLISH, which is what rumqttc compares
-/// with its packet size limit.
-fn packet_bytes(p: &Publish) -> usize {
-    let packet_id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
-    2 + p.topic.len() + packet_id + p.payload.len()
-}
+pub(super) const MAX_OVERSIZED_PACKET: usize = 64 * 1024 * 1024;
 
 /// The size of the packet a connection failed on, when that is why.
 fn oversized_packet(e: &rumqttc::ConnectionError) -> Option<usize> {
@@ -114,9 +90,21 @@ fn oversized_packet(e: &rumqttc::ConnectionError) -> Option<usize> {
     }
 }
 
-/// Requests (subscriptions, acknowledgements) queued for the event loop;
-/// above any broker's default in-flight window so acks rarely wait.
-const REQUEST_QUEUE: usize = 1024;
+/// Requests queued for the event loop: only the subscriptions and the
+/// final disconnect go this way (acknowledgements are written directly).
+const REQUEST_QUEUE: usize = 16;
+
+/// How long writing acknowledgements may take before the connection
+/// counts as lost (rumqttc's own flushes wait as long).
+const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the socket is left to gather messages once a burst has been
+/// read to its end.
+const COALESCE: Duration = Duration::from_millis(1);
+
+/// Reads taken one after the other before the receipts and the stop are
+/// looked at again.
+const MAX_TURNS: usize = 64;
 
 async fn run(
     config: MqttAdapterConfig,
@@ -135,309 +123,225 @@ async fn run(
         .chain(config.routes.iter().map(|r| &r.pattern))
         .map(|p| SubscribeFilter::new(p.filter(), subscription_qos(config.qos)))
         .collect();
-    let stats = ctx.stats();
-    let reconnects = ctx.telemetry.counter(
-        "edge_gateway_adapter_reconnects_total",
-        &[("adapter", &ctx.name)],
-    );
-    let throttle = LogThrottle::default();
-    let (events_tx, mut events) = mpsc::channel(256);
-    let (resume_tx, resume_rx) = mpsc::channel(1);
-    let stop_poller = CancellationToken::new();
-    let poller = tokio::spawn(poll_loop(
-        eventloop,
-        events_tx,
-        resume_rx,
-        Backoff::new(Duration::from_millis(200), config.broker.max_backoff),
-        stop_poller.clone(),
-        connection.max_packet_bytes,
-    ));
-    let source: Arc<str> = Arc::from(ctx.name.as_str());
-    // Received QoS 1/2 messages in arrival order, each with the receipt
-    // that says it may be acknowledged.
-    let mut unacked: VecDeque<(Publish, ReceiptWaiter)> = VecDeque::new();
-    // Safe to acknowledge, waiting for room in the client's queue.
-    let mut ready: VecDeque<Publish> = VecDeque::new();
-    let mut connected = false;
-    // The size of the message that broke the last connection: its resend
-    // is already counted.
-    let mut oversized_resend: Option<usize> = None;
     // Readings flow only once subscribed: until then `/health` says so.
     let subscribed = ctx
         .telemetry
         .gauge(ADAPTER_CONNECTED, &[("adapter", &ctx.name)]);
     subscribed.set(0.0);
-
-    loop {
-        while let Some(p) = ready.front() {
-            if client.try_ack(p).is_err() {
-                break;
+    let mut s = Session {
+        stats: ctx.stats(),
+        reconnects: ctx.telemetry.counter(
+            "edge_gateway_adapter_reconnects_total",
+            &[("adapter", &ctx.name)],
+        ),
+        throttle: LogThrottle::default(),
+        source: Arc::from(ctx.name.as_str()),
+        subscribed,
+        config: &config,
+        max_packet_bytes: connection.max_packet_bytes,
+        ctx: &ctx,
+        client: &client,
+        filters,
+        unacked: VecDeque::new(),
+        ready: Vec::new(),
+        connected: false,
+        oversized_resend: None,
+        batch: Vec::new(),
+        topics: TopicCache::default(),
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(200), config.broker.max_backoff);
+    // One wait for the stop for the adapter's whole life: a fresh one per
+    // turn registered and unregistered with the token every message.
+    let stop = ctx.shutdown.cancelled();
+    tokio::pin!(stop);
+    let nap = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(nap);
+    let mut napping = false;
+    'run: loop {
+        if !s.ready.is_empty() {
+            let written = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                w = write_acks(&mut eventloop, &mut s.ready) => w,
+            };
+            if let Err(error) = written {
+                s.lost(&error, None);
+                if !reconnect(
+                    &mut eventloop,
+                    None,
+                    &mut backoff,
+                    s.max_packet_bytes,
+                    &ctx.shutdown,
+                )
+                .await
+                {
+                    break;
+                }
+                continue;
             }
-            ready.pop_front();
         }
+        // The event loop is polled here, beside the receipts, rather than
+        // in a task of its own: one task less to wake per message, and the
+        // acknowledgements can be written in one go. Dropping `poll()` when
+        // a receipt completes first is safe for this use: its waits are
+        // the socket read (buffered), the flush of what was already
+        // written, the keep-alive timer and the request channel, which
+        // carries only the subscriptions (taken and written without an
+        // await) and the final disconnect.
         tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => break,
+            _ = &mut stop => break,
             done = async {
-                match unacked.front_mut() {
+                match s.unacked.front_mut() {
                     Some((_, waiter)) => waiter.await,
                     None => std::future::pending().await,
                 }
-            }, if !unacked.is_empty() => {
+            }, if !s.unacked.is_empty() => {
                 if done.is_err() {
                     // The pipeline stopped before the readings were safe;
                     // the broker keeps them for the next start.
-                    unacked.clear();
+                    s.unacked.clear();
                     continue;
                 }
                 // The front is safe, and so may be those right behind it.
-                if let Some((publish, _)) = unacked.pop_front() {
-                    ready.push_back(publish);
+                if let Some((ack, _)) = s.unacked.pop_front() {
+                    s.ready.push(ack);
                 }
-                while let Some((_, next)) = unacked.front_mut() {
-                    if next.try_recv().is_err() {
-                        break;
-                    }
-                    if let Some((publish, _)) = unacked.pop_front() {
-                        ready.push_back(publish);
-                    }
-                }
+                s.take_safe();
             }
-            event = events.recv() => match event {
-                None => break,
-                Some(SourceEvent::Connected { resumed }) => {
-                    // The INFO lines of a (re)connection stay one per
-                    // connection: they mark recovery, and tests and
-                    // operators wait for them. The warnings a broker that
-                    // drops the gateway after each CONNACK (a client-id
-                    // clash, an ACL) repeats per reconnect are throttled.
-                    info!(adapter = %ctx.name, broker = %config.broker.url, resumed, "Connected to the local broker.");
-                    connected = true;
-                    if !resumed {
-                        // Nothing the broker sends from now on is a resend
-                        // of what it sent before: its packet ids start
-                        // over, and an equal payload is a new reading.
-                        ctx.ingress
-                            .send(Ingress::NewSession { source: source.clone() })
-                            .await
-                            .map_err(|_| AdapterError::PipelineClosed)?;
-                    }
-                    if let Err(e) = client.try_subscribe_many(filters.clone()) {
-                        if let Some(suppressed) = throttle.allow("subscribe") {
-                            warn!(adapter = %ctx.name, error = %e, suppressed, "Could not queue the subscriptions.");
+            _ = &mut nap, if napping => napping = false,
+            polled = eventloop.poll(), if !napping => {
+                let mut polled = polled;
+                let mut turns = 0;
+                loop {
+                    let took = match polled {
+                        Ok(event) => {
+                            if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
+                                backoff.reset();
+                            }
+                            let mut took = s.on_event(event).await?;
+                            // The rest of what one read brought is buffered
+                            // already: taken now, its readings go to the
+                            // pipeline together.
+                            while let Some(event) = eventloop.state.events.pop_front() {
+                                took += s.on_event(event).await?;
+                            }
+                            s.flush_batch().await?;
+                            took
                         }
-                    }
-                }
-                Some(SourceEvent::Subscribed { refused }) => {
-                    if refused > 0 {
-                        stats.error("subscription_refused");
-                        subscribed.set(0.0);
-                        if let Some(suppressed) = throttle.allow("refused") {
-                            warn!(adapter = %ctx.name, refused, suppressed, "The broker refused some subscriptions.");
-                        }
-                    } else {
-                        info!(adapter = %ctx.name, filters = filters.len(), "Subscribed.");
-                        subscribed.set(1.0);
-                    }
-                }
-                Some(SourceEvent::Message(publish)) if packet_bytes(&publish) > connection.max_packet_bytes => {
-                    // Read only thanks to the raised limit: acknowledged in
-                    // its turn and dropped. The resend of the message that
-                    // broke the last connection was counted then.
-                    stats.received.inc();
-                    if oversized_resend == Some(packet_bytes(&publish)) {
-                        oversized_resend = None;
-                    } else {
-                        stats.error("payload_too_large");
-                    }
-                    let (receipt, waiter) = Receipt::new(None);
-                    receipt.complete();
-                    if publish.qos != QoS::AtMostOnce {
-                        unacked.push_back((publish, waiter));
-                    }
-                }
-                Some(SourceEvent::Message(publish)) => {
-                    stats.received.inc();
-                    let ingress = dispatch(
-                        &config,
-                        &publish.topic,
-                        &publish.payload,
-                        ctx.clock.now(),
-                        &stats,
-                        &throttle,
-                        &ctx.name,
-                    );
-                    let (ingress, waiter) = match (publish.qos, ingress) {
-                        (QoS::AtMostOnce, ingress) => (ingress, None),
-                        (_, Some(Ingress::Readings(readings))) => {
-                            let (receipt, waiter) = Receipt::new(Some(delivery_key(&source, &publish)));
-                            (Some(Ingress::Durable { readings, receipt }), Some(waiter))
-                        }
-                        (_, other) => {
-                            // Nothing to keep: acknowledge it in its turn.
-                            let (receipt, waiter) = Receipt::new(None);
-                            receipt.complete();
-                            (other, Some(waiter))
+                        Err(e) => {
+                            let oversized = oversized_packet(&e);
+                            s.lost(&e.to_string(), oversized);
+                            if !reconnect(&mut eventloop, oversized, &mut backoff, s.max_packet_bytes, &ctx.shutdown).await {
+                                break 'run;
+                            }
+                            0
                         }
                     };
-                    if let Some(ingress) = ingress {
-                        ctx.ingress
-                            .send(ingress)
-                            .await
-                            .map_err(|_| AdapterError::PipelineClosed)?;
+                    turns += 1;
+                    if took == 0 || turns == MAX_TURNS {
+                        break;
                     }
-                    if let Some(waiter) = waiter {
-                        unacked.push_back((publish, waiter));
-                    }
-                }
-                Some(SourceEvent::Lost { error, oversized }) => {
-                    if let Some(bytes) = oversized {
-                        stats.error("payload_too_large");
-                        oversized_resend = Some(bytes);
-                        if let Some(suppressed) = throttle.allow("oversized") {
-                            if bytes <= MAX_OVERSIZED_PACKET {
-                                warn!(adapter = %ctx.name, broker = %config.broker.url, bytes, max_payload_bytes = config.max_payload_bytes, suppressed, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
-                            } else {
-                                error!(adapter = %ctx.name, broker = %config.broker.url, bytes, limit = MAX_OVERSIZED_PACKET, suppressed, "A message too large to read even once blocks this adapter's session: set message_size_limit on the broker below that, or clear the gateway's session there.");
-                            }
+                    // Messages are coming: take what else has arrived, and
+                    // once the socket is drained, let more gather for a
+                    // moment before reading it again (receipts are still
+                    // answered meanwhile). Woken for each message as it
+                    // came, the gateway spent a third of its CPU per
+                    // reading in epoll_wait and recv on a burst; a
+                    // millisecond is nothing to readings that go into
+                    // windows of a second or more.
+                    let next = tokio::select! {
+                        biased;
+                        next = eventloop.poll() => Some(next),
+                        () = std::future::ready(()) => None,
+                    };
+                    match next {
+                        Some(next) => polled = next,
+                        None => {
+                            nap.as_mut().reset(tokio::time::Instant::now() + COALESCE);
+                            napping = true;
+                            break;
                         }
                     }
-                    if connected {
-                        reconnects.inc();
-                        if let Some(suppressed) = throttle.allow("lost") {
-                            warn!(adapter = %ctx.name, broker = %config.broker.url, %error, unacknowledged = unacked.len() + ready.len(), suppressed, "Lost the local broker; reconnecting (it resends what was not acknowledged).");
-                        }
-                    } else if let Some(suppressed) = throttle.allow("connect") {
-                        warn!(adapter = %ctx.name, broker = %config.broker.url, %error, suppressed, "Cannot reach the local broker; retrying.");
-                    }
-                    connected = false;
-                    subscribed.set(0.0);
-                    // Acks for the old connection must not reach the new
-                    // one: the broker may have reused their packet ids.
-                    unacked.clear();
-                    ready.clear();
-                    let _ = resume_tx.send(()).await;
                 }
-            },
+            }
         }
     }
-    if connected {
+    if s.connected {
         // Acknowledge what is already safe, then leave; the rest is
         // resent by the broker at the next start.
-        while let Some((publish, mut waiter)) = unacked.pop_front() {
-            if waiter.try_recv().is_err() {
-                break;
-            }
-            ready.push_back(publish);
-        }
-        for p in &ready {
-            let _ = client.try_ack(p);
-        }
+        s.take_safe();
+        let _ = write_acks(&mut eventloop, &mut s.ready).await;
         let _ = client.try_disconnect();
+        // The event loop sends the Disconnect; never wait on a dead network.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
     }
-    // The poller ends on the Disconnect; never wait on a dead network.
-    let stopped = tokio::time::timeout(Duration::from_secs(1), async {
-        while events.recv().await.is_some() {}
-    })
-    .await;
-    if stopped.is_err() {
-        stop_poller.cancel();
-    }
-    let _ = poller.await;
     info!(adapter = %ctx.name, "Stopped.");
     Ok(())
 }
 
-/// Identifies a message within the broker's session for this adapter.
-fn delivery_key(source: &Arc<str>, publish: &Publish) -> DeliveryKey {
-    let topic = crc32fast::hash(publish.topic.as_bytes());
-    let payload = crc32fast::hash(&publish.payload);
-    DeliveryKey {
-        source: source.clone(),
-        slot: publish.pkid,
-        digest: (u64::from(topic) << 32) | u64::from(payload),
-        resent: publish.dup,
+/// Writes the acknowledgements owed, in order, with one flush.
+async fn write_acks(eventloop: &mut EventLoop, ready: &mut Vec<Ack>) -> Result<(), String> {
+    let Some(network) = eventloop.network.as_mut() else {
+        // No connection: the broker resends them anyway.
+        ready.clear();
+        return Ok(());
+    };
+    for ack in ready.drain(..) {
+        network
+            .write(ack.packet())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    match tokio::time::timeout(ACK_WRITE_TIMEOUT, network.flush()).await {
+        Ok(flushed) => flushed.map_err(|e| e.to_string()),
+        Err(_) => Err("timed out writing acknowledgements".into()),
     }
 }
 
-async fn poll_loop(
-    mut eventloop: EventLoop,
-    events: mpsc::Sender<SourceEvent>,
-    mut resume: mpsc::Receiver<()>,
-    mut backoff: Backoff,
-    stop: CancellationToken,
+/// Gets the event loop ready to connect again after a failure; false when
+/// the adapter is stopping.
+async fn reconnect(
+    eventloop: &mut EventLoop,
+    oversized: Option<usize>,
+    backoff: &mut Backoff,
     max_packet_bytes: usize,
-) {
-    loop {
-        let polled = tokio::select! {
-            _ = stop.cancelled() => return,
-            e = eventloop.poll() => e,
-        };
-        let event = match polled {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff.reset();
-                SourceEvent::Connected {
-                    resumed: ack.session_present,
-                }
-            }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => SourceEvent::Subscribed {
-                refused: ack
-                    .return_codes
-                    .iter()
-                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    .count(),
-            },
-            Ok(Event::Incoming(Packet::Publish(publish))) => SourceEvent::Message(publish),
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-            Ok(_) => continue,
-            Err(e) => {
-                let oversized = oversized_packet(&e);
-                let lost = SourceEvent::Lost {
-                    error: e.to_string(),
-                    oversized,
-                };
-                if events.send(lost).await.is_err() {
-                    return;
-                }
-                // Once the adapter has dropped its pending acks, drop any
-                // it queued meanwhile (clean() discards queued PubAcks).
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = resume.recv() => if r.is_none() { return },
-                }
-                eventloop.clean();
-                // Packets read in the same batch as the failure are still
-                // buffered as events; yielded on the next connection they
-                // would be acknowledged by packet ids that now belong to
-                // other messages. The broker resends them anyway.
-                eventloop.state.events.clear();
-                // The oversized packet comes first again: read it this
-                // time (bounded), so it can be acknowledged and dropped;
-                // the next connection goes back to the configured limit.
-                let limit = match oversized {
-                    Some(n) if n <= MAX_OVERSIZED_PACKET => n.saturating_add(1024),
-                    _ => max_packet_bytes,
-                };
-                eventloop
-                    .mqtt_options
-                    .set_max_packet_size(limit, max_packet_bytes);
-                let delay = match oversized {
-                    Some(n) if n <= MAX_OVERSIZED_PACKET => Duration::ZERO,
-                    // Nothing we can do but wait for someone to clear it;
-                    // the ConnAck resets the backoff, so do not hammer.
-                    Some(_) => backoff.max(),
-                    None => backoff.next_delay(),
-                };
-                debug!(?delay, "Local broker reconnect backoff.");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                continue;
-            }
-        };
-        if events.send(event).await.is_err() {
-            return;
-        }
+    shutdown: &CancellationToken,
+) -> bool {
+    eventloop.clean();
+    // Packets read in the same batch as the failure are still buffered as
+    // events; yielded on the next connection they would be acknowledged by
+    // packet ids that now belong to other messages. The broker resends
+    // them anyway.
+    eventloop.state.events.clear();
+    // The oversized packet comes first again: read it this time (bounded),
+    // so it can be acknowledged and dropped; the next connection goes back
+    // to the configured limit.
+    let limit = match oversized {
+        Some(n) if n <= MAX_OVERSIZED_PACKET => n.saturating_add(1024),
+        _ => max_packet_bytes,
+    };
+    eventloop
+        .mqtt_options
+        .set_max_packet_size(limit, max_packet_bytes);
+    let delay = match oversized {
+        Some(n) if n <= MAX_OVERSIZED_PACKET => Duration::ZERO,
+        // Nothing we can do but wait for someone to clear it; the ConnAck
+        // resets the backoff, so do not hammer.
+        Some(_) => backoff.max(),
+        None => backoff.next_delay(),
+    };
+    debug!(?delay, "Local broker reconnect backoff.");
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
     }
 }

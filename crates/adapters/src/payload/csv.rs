@@ -25,53 +25,76 @@ pub(super) fn decode(
     columns: &[MetricName],
     ctx: &Context,
 ) -> Result<Decoded, DecodeError> {
+    decode_with(payload, columns, ctx, &mut |_| None)
+}
+
+/// [`decode`], a device column's text turned into an id by `known` first
+/// (a per-connection cache of the ids lines named lately), and only when
+/// it does not know the text, checked and allocated here.
+pub(crate) fn decode_with(
+    payload: &[u8],
+    columns: &[MetricName],
+    ctx: &Context,
+    known: &mut dyn FnMut(&str) -> Option<DeviceId>,
+) -> Result<Decoded, DecodeError> {
     let text = text(payload)?;
-    if text.contains('\n') {
+    // One scan for both: a second line, and the field count.
+    let (mut commas, mut newline) = (0usize, false);
+    for &b in text.as_bytes() {
+        commas += usize::from(b == b',');
+        newline |= b == b'\n';
+    }
+    if newline {
         return Err(DecodeError::CsvMultipleLines {
             lines: text.lines().count(),
         });
     }
-    // The fields are walked again where needed rather than collected: a
-    // vector per line was one more allocation on the hottest path.
-    let fields = || text.split(',').map(str::trim);
-    let found = text.bytes().filter(|&b| b == b',').count() + 1;
+    let found = commas + 1;
     if found != columns.len() {
         return Err(DecodeError::CsvColumnCount {
             expected: columns.len(),
             found,
         });
     }
-    let is_device = |c: &MetricName| DEVICE_COLUMNS.contains(&c.as_str());
+    // The fields are walked again where needed rather than collected: a
+    // vector per line was one more allocation on the hottest path.
+    let fields = || Fields(Some(text));
     let named;
     let device = match ctx.device {
         Some(d) => d,
         None => {
-            named = column_device(columns, fields())?;
+            let id = named_device(columns, fields()).ok_or(DecodeError::NoDevice)?;
+            named = match known(id) {
+                Some(d) => d,
+                None => super::named_device_id(id)?,
+            };
             &named
         }
     };
     let mut out = Decoded::default();
     out.readings.reserve(columns.len());
-    let is_time = |c: &MetricName| TIME_KEYS.contains(&c.as_str());
     let mut when = When::arrival(ctx.now);
-    for (column, field) in columns.iter().zip(fields()) {
-        if is_time(column) && !field.is_empty() {
-            match text_time(field) {
-                Some(t) => when = When::event(t),
-                None => out.problem(column.as_str(), FieldReason::BadTimestamp),
+    if columns.iter().any(|c| is_time(c.as_str())) {
+        for (column, field) in columns.iter().zip(fields()) {
+            if is_time(column.as_str()) && !field.is_empty() {
+                match text_time(field) {
+                    Some(t) => when = When::event(t),
+                    None => out.problem(column.as_str(), FieldReason::BadTimestamp),
+                }
             }
         }
     }
     let mut candidates = 0;
     for (column, field) in columns.iter().zip(fields()) {
-        if is_time(column) || is_device(column) || field.is_empty() {
+        let name = column.as_str();
+        if field.is_empty() || is_time(name) || is_device(name) {
             continue;
         }
         candidates += 1;
         match field.parse::<f64>() {
             // Non-finite values ("nan", "1e400") fail in `push` as NotFinite.
-            Ok(v) => out.push_metric(device, column.as_str(), column.clone(), v, when),
-            Err(_) => out.problem(column.as_str(), FieldReason::NotNumeric),
+            Ok(v) => out.push_metric(device, name, column.clone(), v, when),
+            Err(_) => out.problem(name, FieldReason::NotNumeric),
         }
     }
     if candidates == 0 {
@@ -80,17 +103,41 @@ pub(super) fn decode(
     Ok(out)
 }
 
-/// The text of the `device` or `mac` field that names the line's device
-/// (the first non-empty one, in that order), if the line has the right
-/// number of fields; what [`decode`] would take as the device.
-#[cfg(any(feature = "tcp_line", feature = "serial"))]
-pub(crate) fn device_field<'a>(payload: &'a [u8], columns: &[MetricName]) -> Option<&'a str> {
-    let text = text(payload).ok()?;
-    let found = text.bytes().filter(|&b| b == b',').count() + 1;
-    if text.contains('\n') || found != columns.len() {
-        return None;
+fn is_time(column: &str) -> bool {
+    TIME_KEYS.contains(&column)
+}
+
+fn is_device(column: &str) -> bool {
+    DEVICE_COLUMNS.contains(&column)
+}
+
+/// The fields of a line, each trimmed: what `text.split(',').map(str::trim)`
+/// gives, found by a plain byte loop (the fields are a few bytes long, and
+/// the searcher `split` sets up per field cost more than the search) and
+/// trimmed only when an end is not plainly printable ASCII.
+#[derive(Clone)]
+struct Fields<'a>(Option<&'a str>);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.0?;
+        let (field, next) = match rest.bytes().position(|b| b == b',') {
+            // A comma is ASCII: both cuts are character boundaries.
+            Some(i) => (rest.get(..i), rest.get(i + 1..)),
+            None => (Some(rest), None),
+        };
+        self.0 = next;
+        let field = field.unwrap_or_default();
+        let plain = |b: Option<&u8>| b.is_some_and(|b| (b'!'..=b'~').contains(b));
+        let bytes = field.as_bytes();
+        if plain(bytes.first()) && plain(bytes.last()) {
+            Some(field)
+        } else {
+            Some(field.trim())
+        }
     }
-    named_device(columns, text.split(',').map(str::trim))
 }
 
 fn named_device<'a>(
@@ -104,15 +151,6 @@ fn named_device<'a>(
             .find(|(c, f)| c.as_str() == *name && !f.is_empty())
             .map(|(_, f)| f)
     })
-}
-
-/// The device a `device` or `mac` column names (the first non-empty one).
-fn column_device<'a>(
-    columns: &[MetricName],
-    fields: impl Iterator<Item = &'a str> + Clone,
-) -> Result<DeviceId, DecodeError> {
-    let id = named_device(columns, fields).ok_or(DecodeError::NoDevice)?;
-    super::named_device_id(id)
 }
 
 #[cfg(test)]
@@ -333,6 +371,24 @@ mod tests {
             decode(&relay, b"a/b,21.5,40", &ctx(None, None)),
             Err(DecodeError::InvalidDevice { .. })
         ));
+    }
+
+    #[test]
+    fn fields_are_split_and_trimmed_as_split_and_trim_would() {
+        for line in [
+            "a,b,c",
+            " 21.5 , 40,\t1013 ",
+            ",,",
+            "",
+            "x",
+            "\u{a0}21.5\u{a0},é, ü ,\u{2003}",
+            "1,2,",
+            ",1",
+        ] {
+            let ours: Vec<&str> = super::Fields(Some(line)).collect();
+            let std: Vec<&str> = line.split(',').map(str::trim).collect();
+            assert_eq!(ours, std, "{line:?}");
+        }
     }
 
     #[test]

@@ -39,10 +39,12 @@ mod senml;
 mod senml_cbor;
 mod zigbee2mqtt;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 
 #[cfg(any(feature = "tcp_line", feature = "serial"))]
-pub(crate) use csv::{device_field as csv_device_field, DEVICE_COLUMNS as CSV_DEVICE_COLUMNS};
+pub(crate) use csv::DEVICE_COLUMNS as CSV_DEVICE_COLUMNS;
 #[cfg(feature = "lorawan")]
 pub use lns::NetworkServer;
 
@@ -324,6 +326,23 @@ pub fn decode_naming_device(
     Ok(decoded)
 }
 
+/// [`decode`] of a [`PayloadFormat::Csv`] line, its device column's text
+/// turned into an id by `known` when it can (`csv::decode_with`).
+///
+/// # Errors
+/// As [`decode`].
+#[cfg(any(feature = "tcp_line", feature = "serial"))]
+pub(crate) fn decode_csv_with(
+    payload: &[u8],
+    columns: &[MetricName],
+    ctx: &Context,
+    known: &mut dyn FnMut(&str) -> Option<DeviceId>,
+) -> Result<Decoded, DecodeError> {
+    let decoded = csv::decode_with(payload, columns, ctx, known)?;
+    check_metric_count(&decoded.readings)?;
+    Ok(decoded)
+}
+
 /// Distinct metrics one device may report in one message. The richest real
 /// sensors (a Zigbee2MQTT multi-sensor, a ChirpStack decoded object) report
 /// a few dozen; a 10 000-key object is an attack or a bug, and would be
@@ -427,7 +446,7 @@ impl When {
 impl Decoded {
     /// Adds a reading, or the problem that prevents it.
     fn push(&mut self, device: &DeviceId, field: &str, metric: &str, value: f64, when: When) {
-        let metric = match MetricName::new(metric) {
+        let metric = match metric_name(metric) {
             Ok(m) => m,
             Err(e) => return self.problem(field, FieldReason::InvalidName(e)),
         };
@@ -462,6 +481,36 @@ impl Decoded {
     fn ignore(&mut self, device: &DeviceId, field: &str) {
         self.ignored.push((device.clone(), clip(field)));
     }
+}
+
+thread_local! {
+    /// The metric names payloads named lately on this thread: a sensor
+    /// names the same few keys in every message, and checking and
+    /// allocating each name again was a twentieth of the gateway's CPU per
+    /// QoS 1 JSON reading. Bounded; only valid names are kept.
+    static METRICS: RefCell<HashMap<Box<str>, MetricName>> = RefCell::new(HashMap::new());
+}
+
+/// Names [`METRICS`] holds before it starts over.
+const METRIC_CACHE: usize = 256;
+
+/// [`MetricName::new`], remembered per thread.
+fn metric_name(name: &str) -> Result<MetricName, ModelError> {
+    METRICS.with(|cache| {
+        // Not re-entered; if it ever were, the name is simply not cached.
+        let Ok(mut cache) = cache.try_borrow_mut() else {
+            return MetricName::new(name);
+        };
+        if let Some(m) = cache.get(name) {
+            return Ok(m.clone());
+        }
+        let m = MetricName::new(name)?;
+        if cache.len() >= METRIC_CACHE {
+            cache.clear();
+        }
+        cache.insert(name.into(), m.clone());
+        Ok(m)
+    })
 }
 
 /// The UTF-8 byte order mark. Windows tools prepend it and serde_json

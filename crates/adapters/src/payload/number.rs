@@ -30,9 +30,18 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
         });
     }
     let device = ctx.device.ok_or(DecodeError::NoDevice)?;
-    let metric = ctx.metric.map_or(DEFAULT_METRIC, |m| m.as_str());
     let mut out = Decoded::default();
-    out.push(device, metric, metric, value, When::arrival(ctx.now));
+    match ctx.metric {
+        // Already checked: no validation, no allocation.
+        Some(m) => out.push_metric(device, m.as_str(), m.clone(), value, When::arrival(ctx.now)),
+        None => out.push(
+            device,
+            DEFAULT_METRIC,
+            DEFAULT_METRIC,
+            value,
+            When::arrival(ctx.now),
+        ),
+    }
     Ok(out)
 }
 

@@ -396,3 +396,21 @@ fn more_metrics_per_device_than_the_cap_refuse_the_message() {
     .unwrap();
     assert_eq!(got.readings.len(), 300);
 }
+
+#[test]
+fn remembered_metric_names_are_the_checked_ones() {
+    // The same key twice (the second from the cache), and a bad key twice:
+    // refused both times, never remembered.
+    for _ in 0..2 {
+        assert_eq!(
+            super::metric_name("temperature").map(|m| m.as_str().to_string()),
+            Ok("temperature".to_string())
+        );
+        assert!(super::metric_name("bad/name").is_err());
+        assert!(super::metric_name("").is_err());
+    }
+    for i in 0..=super::METRIC_CACHE {
+        assert!(super::metric_name(&format!("m{i}")).is_ok());
+    }
+    assert!(super::METRICS.with(|c| c.borrow().len()) <= super::METRIC_CACHE);
+}

@@ -27,6 +27,8 @@
 //! A checkpoint waits for the batch in flight too: its records go to the
 //! file they were taken from, and its readings are in no snapshot yet.
 
+use std::borrow::Cow;
+
 use gateway_core::{Reading, Receipt, Timestamp};
 use tokio::task::JoinHandle;
 use tracing::error;
@@ -153,7 +155,7 @@ impl Durability {
     pub fn begin_commit(
         &mut self,
         now: Timestamp,
-        mut screen: impl FnMut(&[Reading], Timestamp) -> Vec<Reading>,
+        mut screen: impl for<'r> FnMut(&'r [Reading], Timestamp) -> Cow<'r, [Reading]>,
     ) -> bool {
         self.retry_held = false;
         let Some(s) = &mut self.store else {
@@ -162,6 +164,7 @@ impl Durability {
         if self.in_flight.is_some() || (self.pending.is_empty() && self.copies.is_empty()) {
             return false;
         }
+        s.journal.reserve(self.pending_readings);
         let mut readings = 0;
         for p in &self.pending {
             match p {
@@ -238,11 +241,9 @@ impl Durability {
                 at,
             } = p
             {
-                let at = at.unwrap_or(batch.now);
-                match taken.last_mut() {
-                    Some((group, last_at)) if *last_at == at => group.extend(readings),
-                    _ => taken.push((readings, at)),
-                }
+                // One group per message, as it came: merging them copied
+                // every reading of a batch once more.
+                taken.push((readings, at.unwrap_or(batch.now)));
                 receipt.complete();
             }
         }
@@ -278,6 +279,7 @@ impl Durability {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+    use std::borrow::Cow;
     use std::fs::OpenOptions;
     use std::sync::Arc;
     use std::time::Duration;
@@ -336,7 +338,7 @@ mod tests {
         let (first, mut first_ack) = Receipt::new(None);
         d.stage(vec![reading(1.0)], first, None);
         let good = fail_writes(&mut d);
-        assert!(d.begin_commit(now, |r, _| r.to_vec()));
+        assert!(d.begin_commit(now, |r, _| Cow::Borrowed(r)));
         assert!(
             first_ack.try_recv().is_err(),
             "acknowledged while in flight"
@@ -345,7 +347,7 @@ mod tests {
         let (second, mut second_ack) = Receipt::new(None);
         d.stage(vec![reading(2.0)], second, None);
         assert!(
-            !d.begin_commit(now, |r, _| r.to_vec()),
+            !d.begin_commit(now, |r, _| Cow::Borrowed(r)),
             "one batch at a time"
         );
         let outcome = d.written().await;
@@ -356,7 +358,7 @@ mod tests {
         assert_eq!(d.pending_readings(), 2);
         // The disk has room again: both go, the failed batch first.
         d.store.as_mut().unwrap().journal.replace_file(good);
-        assert!(d.begin_commit(now, |r, _| r.to_vec()));
+        assert!(d.begin_commit(now, |r, _| Cow::Borrowed(r)));
         let outcome = d.written().await;
         let taken = d.finish_commit(outcome);
         assert_eq!(values(&taken), [1.0, 2.0]);
@@ -380,7 +382,9 @@ mod tests {
         let now = Timestamp::from_millis(NOW).unwrap();
         let (receipt, _ack) = Receipt::new(None);
         d.stage(vec![reading(1.0), reading(-1.0)], receipt, None);
-        let positive = |r: &[Reading], _| r.iter().filter(|r| r.value() > 0.0).cloned().collect();
+        fn positive(r: &[Reading], _: Timestamp) -> Cow<'_, [Reading]> {
+            r.iter().filter(|r| r.value() > 0.0).cloned().collect()
+        }
         assert!(d.begin_commit(now, positive));
         let outcome = d.written().await;
         let taken = d.finish_commit(outcome);
@@ -400,7 +404,7 @@ mod tests {
         let now = Timestamp::from_millis(NOW).unwrap();
         let (receipt, _ack) = Receipt::new(None);
         d.stage(vec![reading(1.0)], receipt, None);
-        assert!(d.begin_commit(now, |r, _| r.to_vec()));
+        assert!(d.begin_commit(now, |r, _| Cow::Borrowed(r)));
         let agg = aggregator();
         assert!(d.save(&agg).is_err(), "rotated under a batch in flight");
         let outcome = d.written().await;

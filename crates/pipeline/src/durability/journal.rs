@@ -43,6 +43,15 @@ use gateway_core::state_file::fields::{put_text, Reader};
 /// messages are queued, bounding acknowledgement latency under load.
 pub const MAX_BATCH: usize = 512;
 
+/// Bytes a reading usually takes in a record (short ids); a guess for
+/// [`Journal::reserve`], not a limit.
+const RESERVE_PER_READING: usize = 40;
+
+/// The largest write buffer kept for the next commit: reusing it saves
+/// growing a fresh one (and the page faults) per batch, and beyond this a
+/// rare large batch should not hold its memory for good.
+const KEEP_BUFFER: usize = 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error(transparent)]
@@ -250,6 +259,13 @@ impl Journal {
         frame::end(&mut self.buffer, start);
     }
 
+    /// Makes room for about `readings` more readings in the next commit at
+    /// once, rather than growing (and copying) the buffer as they come.
+    pub fn reserve(&mut self, readings: usize) {
+        self.buffer
+            .reserve(readings.saturating_mul(RESERVE_PER_READING));
+    }
+
     /// Adds a message to the next commit.
     pub fn append(&mut self, key: Option<&DeliveryKey>, readings: &[Reading]) {
         let start = frame::begin(&mut self.buffer);
@@ -331,6 +347,9 @@ impl Journal {
         if done.dir_synced {
             self.dir_synced = true;
         }
+        if self.buffer.is_empty() && done.spare.capacity() <= KEEP_BUFFER {
+            self.buffer = done.spare;
+        }
     }
 
     /// Starts the journal of `epoch` once a checkpoint naming it is saved.
@@ -402,10 +421,12 @@ pub struct PendingWrite {
 }
 
 /// What a successful [`PendingWrite`] put on disk.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Written {
     bytes: u64,
     dir_synced: bool,
+    /// The write's buffer, emptied, for the next one.
+    spare: Vec<u8>,
 }
 
 impl PendingWrite {
@@ -420,6 +441,7 @@ impl PendingWrite {
             return Ok(Written {
                 bytes: 0,
                 dir_synced: false,
+                spare: self.bytes,
             });
         }
         let mut file = &*self.file;
@@ -432,9 +454,13 @@ impl PendingWrite {
         if let Some(dir) = &self.dir {
             sync_dir(dir);
         }
+        let mut spare = self.bytes;
+        let bytes = spare.len() as u64;
+        spare.clear();
         Ok(Written {
-            bytes: self.bytes.len() as u64,
+            bytes,
             dir_synced: self.dir.is_some(),
+            spare,
         })
     }
 }

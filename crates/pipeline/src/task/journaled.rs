@@ -3,6 +3,8 @@
 //! `durability::committer` for why nothing else changes the windows while
 //! a batch is in flight).
 
+use std::borrow::Cow;
+
 use aggregator::{Aggregator, Rejected};
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Reading, TimeSource, Timestamp};
@@ -80,7 +82,17 @@ impl Pipeline {
 /// take, as it will take them (arrival-stamped ones past their window, or
 /// ahead of a clock that stepped back, re-stamped at `now`): what the
 /// journal must hold.
-fn screen(aggregator: &mut Aggregator, readings: &[Reading], now: Timestamp) -> Vec<Reading> {
+fn screen<'r>(
+    aggregator: &mut Aggregator,
+    readings: &'r [Reading],
+    now: Timestamp,
+) -> Cow<'r, [Reading]> {
+    // Nearly always every reading is taken as it is: then nothing is
+    // copied (a copy of each reading, made and dropped, was a tenth of
+    // the journaled path).
+    if readings.iter().all(|r| aggregator.check(r, now).is_ok()) {
+        return Cow::Borrowed(readings);
+    }
     readings
         .iter()
         .filter_map(|r| match aggregator.check(r, now) {

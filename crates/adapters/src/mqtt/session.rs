@@ -1,0 +1,271 @@
+//! What the MQTT adapter keeps across its connections: the messages
+//! waiting for their receipts, the acknowledgements due, the QoS 0
+//! readings of one turn, and what each kind of event does to them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use gateway_core::component::AdapterStats;
+use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
+use gateway_core::{
+    AdapterContext, AdapterError, DeliveryKey, Ingress, Reading, Receipt, ReceiptWaiter,
+};
+use rumqttc::{AsyncClient, Event, Packet, PubAck, PubRec, Publish, QoS, SubscribeFilter};
+use tracing::{error, info, warn};
+
+use super::config::MqttAdapterConfig;
+use super::dispatch::{dispatch_cached, TopicCache};
+use super::source::MAX_OVERSIZED_PACKET;
+
+/// The MQTT remaining length of a PUBLISH, which is what rumqttc compares
+/// with its packet size limit.
+fn packet_bytes(p: &Publish) -> usize {
+    let packet_id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+    2 + p.topic.len() + packet_id + p.payload.len()
+}
+
+/// An acknowledgement owed to the broker.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ack {
+    pkid: u16,
+    qos: QoS,
+}
+
+impl Ack {
+    fn of(p: &Publish) -> Self {
+        Self {
+            pkid: p.pkid,
+            qos: p.qos,
+        }
+    }
+
+    /// What `AsyncClient::ack` would queue (the broker should send no QoS 2,
+    /// it is subscribed as 1; rumqttc's state answers a PUBREL either way).
+    pub(super) fn packet(self) -> Packet {
+        match self.qos {
+            QoS::ExactlyOnce => Packet::PubRec(PubRec::new(self.pkid)),
+            _ => Packet::PubAck(PubAck::new(self.pkid)),
+        }
+    }
+}
+
+/// One adapter's state across its connections.
+pub(super) struct Session<'a> {
+    pub(super) config: &'a MqttAdapterConfig,
+    pub(super) ctx: &'a AdapterContext,
+    pub(super) client: &'a AsyncClient,
+    pub(super) filters: Vec<SubscribeFilter>,
+    pub(super) max_packet_bytes: usize,
+    pub(super) stats: AdapterStats,
+    pub(super) reconnects: Counter,
+    pub(super) subscribed: Gauge,
+    pub(super) throttle: LogThrottle,
+    pub(super) source: Arc<str>,
+    /// Received QoS 1/2 messages in arrival order, each with the receipt
+    /// that says it may be acknowledged.
+    pub(super) unacked: VecDeque<(Ack, ReceiptWaiter)>,
+    /// Safe to acknowledge, to be written.
+    pub(super) ready: Vec<Ack>,
+    pub(super) connected: bool,
+    /// The size of the message that broke the last connection: its resend
+    /// is already counted.
+    pub(super) oversized_resend: Option<usize>,
+    /// QoS 0 readings of the messages taken this turn, sent together.
+    pub(super) batch: Vec<Reading>,
+    pub(super) topics: TopicCache,
+}
+
+impl Session<'_> {
+    /// Moves the receipts already complete at the front to `ready`.
+    pub(super) fn take_safe(&mut self) {
+        while let Some((_, next)) = self.unacked.front_mut() {
+            if next.try_recv().is_err() {
+                break;
+            }
+            if let Some((ack, _)) = self.unacked.pop_front() {
+                self.ready.push(ack);
+            }
+        }
+    }
+
+    async fn send(&mut self, ingress: Ingress) -> Result<(), AdapterError> {
+        // In the order the broker sent them.
+        self.flush_batch().await?;
+        self.ctx
+            .ingress
+            .send(ingress)
+            .await
+            .map_err(|_| AdapterError::PipelineClosed)
+    }
+
+    pub(super) async fn flush_batch(&mut self) -> Result<(), AdapterError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let readings = std::mem::take(&mut self.batch);
+        self.ctx
+            .ingress
+            .send(Ingress::Readings(readings))
+            .await
+            .map_err(|_| AdapterError::PipelineClosed)
+    }
+
+    /// Handles one event; 1 if it was a message, else 0.
+    pub(super) async fn on_event(&mut self, event: Event) -> Result<usize, AdapterError> {
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                self.connected(ack.session_present).await?;
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    .count();
+                self.on_subscribed(refused);
+            }
+            Event::Incoming(Packet::Publish(publish)) => {
+                self.message(publish).await?;
+                return Ok(1);
+            }
+            _ => {}
+        }
+        Ok(0)
+    }
+
+    /// A connection; `resumed` when the broker kept our session (MQTT
+    /// session present): only then can it resend what came before.
+    async fn connected(&mut self, resumed: bool) -> Result<(), AdapterError> {
+        let (ctx, config) = (self.ctx, self.config);
+        // The INFO lines of a (re)connection stay one per connection: they
+        // mark recovery, and tests and operators wait for them. The
+        // warnings a broker that drops the gateway after each CONNACK (a
+        // client-id clash, an ACL) repeats per reconnect are throttled.
+        info!(adapter = %ctx.name, broker = %config.broker.url, resumed, "Connected to the local broker.");
+        self.connected = true;
+        if !resumed {
+            // Nothing the broker sends from now on is a resend of what it
+            // sent before: its packet ids start over, and an equal payload
+            // is a new reading.
+            let source = self.source.clone();
+            self.send(Ingress::NewSession { source }).await?;
+        }
+        if let Err(e) = self.client.try_subscribe_many(self.filters.clone()) {
+            if let Some(suppressed) = self.throttle.allow("subscribe") {
+                warn!(adapter = %ctx.name, error = %e, suppressed, "Could not queue the subscriptions.");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_subscribed(&mut self, refused: usize) {
+        let name = &self.ctx.name;
+        if refused > 0 {
+            self.stats.error("subscription_refused");
+            self.subscribed.set(0.0);
+            if let Some(suppressed) = self.throttle.allow("refused") {
+                warn!(adapter = %name, refused, suppressed, "The broker refused some subscriptions.");
+            }
+        } else {
+            info!(adapter = %name, filters = self.filters.len(), "Subscribed.");
+            self.subscribed.set(1.0);
+        }
+    }
+
+    async fn message(&mut self, publish: Publish) -> Result<(), AdapterError> {
+        self.stats.received.inc();
+        if packet_bytes(&publish) > self.max_packet_bytes {
+            // Read only thanks to the raised limit: acknowledged in its
+            // turn and dropped. The resend of the message that broke the
+            // last connection was counted then.
+            if self.oversized_resend == Some(packet_bytes(&publish)) {
+                self.oversized_resend = None;
+            } else {
+                self.stats.error("payload_too_large");
+            }
+            if publish.qos != QoS::AtMostOnce {
+                self.nothing_to_keep(Ack::of(&publish));
+            }
+            return Ok(());
+        }
+        let ingress = dispatch_cached(
+            self.config,
+            &publish.topic,
+            &publish.payload,
+            self.ctx.clock.now(),
+            &self.stats,
+            &self.throttle,
+            &self.ctx.name,
+            &mut self.topics,
+        );
+        match (publish.qos, ingress) {
+            (QoS::AtMostOnce, Some(Ingress::Readings(mut readings))) => {
+                self.batch.append(&mut readings);
+            }
+            (QoS::AtMostOnce, Some(other)) => self.send(other).await?,
+            (QoS::AtMostOnce, None) => {}
+            (_, Some(Ingress::Readings(readings))) => {
+                let (receipt, waiter) = Receipt::new(Some(delivery_key(&self.source, &publish)));
+                self.send(Ingress::Durable { readings, receipt }).await?;
+                self.unacked.push_back((Ack::of(&publish), waiter));
+            }
+            (_, other) => {
+                if let Some(other) = other {
+                    self.send(other).await?;
+                }
+                self.nothing_to_keep(Ack::of(&publish));
+            }
+        }
+        Ok(())
+    }
+
+    /// A QoS 1/2 message that carries nothing to keep (bad input, status):
+    /// acknowledged in its turn.
+    fn nothing_to_keep(&mut self, ack: Ack) {
+        let (receipt, waiter) = Receipt::new(None);
+        receipt.complete();
+        self.unacked.push_back((ack, waiter));
+    }
+
+    /// The connection failed: forget what it owed.
+    pub(super) fn lost(&mut self, error: &str, oversized: Option<usize>) {
+        let (ctx, config) = (self.ctx, self.config);
+        if let Some(bytes) = oversized {
+            self.stats.error("payload_too_large");
+            self.oversized_resend = Some(bytes);
+            if let Some(suppressed) = self.throttle.allow("oversized") {
+                if bytes <= MAX_OVERSIZED_PACKET {
+                    warn!(adapter = %ctx.name, broker = %config.broker.url, bytes, max_payload_bytes = config.max_payload_bytes, suppressed, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
+                } else {
+                    error!(adapter = %ctx.name, broker = %config.broker.url, bytes, limit = MAX_OVERSIZED_PACKET, suppressed, "A message too large to read even once blocks this adapter's session: set message_size_limit on the broker below that, or clear the gateway's session there.");
+                }
+            }
+        }
+        if self.connected {
+            self.reconnects.inc();
+            if let Some(suppressed) = self.throttle.allow("lost") {
+                warn!(adapter = %ctx.name, broker = %config.broker.url, %error, unacknowledged = self.unacked.len() + self.ready.len(), suppressed, "Lost the local broker; reconnecting (it resends what was not acknowledged).");
+            }
+        } else if let Some(suppressed) = self.throttle.allow("connect") {
+            warn!(adapter = %ctx.name, broker = %config.broker.url, %error, suppressed, "Cannot reach the local broker; retrying.");
+        }
+        self.connected = false;
+        self.subscribed.set(0.0);
+        // Acks for the old connection must not reach the new one: the
+        // broker may have reused their packet ids.
+        self.unacked.clear();
+        self.ready.clear();
+    }
+}
+
+/// Identifies a message within the broker's session for this adapter.
+fn delivery_key(source: &Arc<str>, publish: &Publish) -> DeliveryKey {
+    let topic = crc32fast::hash(publish.topic.as_bytes());
+    let payload = crc32fast::hash(&publish.payload);
+    DeliveryKey {
+        source: source.clone(),
+        slot: publish.pkid,
+        digest: (u64::from(topic) << 32) | u64::from(payload),
+        resent: publish.dup,
+    }
+}
