@@ -223,8 +223,9 @@ fn co2_series() -> Vec<(String, f64)> {
         .collect()
 }
 
-/// What the anomaly rule says about `values`, as (state, value) per alert.
-fn anomaly_expected(values: &[f64]) -> Vec<(String, f64)> {
+/// What the anomaly rule says about `values` stamped `start_ms`, one
+/// millisecond apart, as (state, value) per alert.
+fn anomaly_expected(values: &[f64], start_ms: i64) -> Vec<(String, f64)> {
     let cfg = settings::parse(ANOMALY_RULE).unwrap();
     let renderer = Renderer {
         gateway_id: "gw-course".into(),
@@ -232,7 +233,6 @@ fn anomaly_expected(values: &[f64]) -> Vec<(String, f64)> {
         registry: DeviceRegistry::default(),
     };
     let mut engine = Engine::new(&cfg.rules, &cfg.devices);
-    let start = Timestamp::now().as_millis();
     values
         .iter()
         .enumerate()
@@ -241,8 +241,8 @@ fn anomaly_expected(values: &[f64]) -> Vec<(String, f64)> {
                 DeviceId::new("room-a").unwrap(),
                 MetricName::new("co2").unwrap(),
                 *v,
-                Timestamp::from_millis(start + i as i64).unwrap(),
-                TimeSource::Arrival,
+                Timestamp::from_millis(start_ms + i as i64).unwrap(),
+                TimeSource::Event,
             )
             .unwrap();
             engine.on_reading(&r)
@@ -333,11 +333,24 @@ async fn the_smart_building_course_end_to_end() {
     );
     gw.wait_for_log("Observation established").await;
 
-    // MQTT: the CO₂ sensor, one JSON object per reading.
+    // MQTT: the CO₂ sensor, one JSON object per reading, each stamped by
+    // the sensor a millisecond after the one before. The model scores the
+    // time between readings, so arrival stamps would make its verdict
+    // depend on how the burst was scheduled, not on what was sent. The
+    // stamps start 3 s ahead: windows then close after the last reading
+    // arrives however slowly the burst goes (the grace is 1 s), well
+    // inside the 60 s a gateway accepts from the future.
     let co2 = co2_series();
+    let co2_start_ms = Timestamp::now().as_millis() + 3_000;
     let lines: Vec<String> = co2
         .iter()
-        .map(|(text, _)| format!(r#"{{"co2":{text}}}"#))
+        .enumerate()
+        .map(|(i, (text, _))| {
+            let at = chrono::DateTime::from_timestamp_millis(co2_start_ms + i as i64)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            format!(r#"{{"co2":{text},"ts":"{at}"}}"#)
+        })
         .collect();
     publish_lines(p.local, "course/room-a", &lines, 1).await;
     let co2_values: Vec<f64> = co2.iter().map(|(_, v)| *v).collect();
@@ -471,7 +484,7 @@ async fn the_smart_building_course_end_to_end() {
     );
 
     // The anomaly model, as the same engine alone judges the same readings.
-    let expected = anomaly_expected(&co2_values);
+    let expected = anomaly_expected(&co2_values, co2_start_ms);
     let raised = expected.iter().filter(|a| a.0 == "raised").count();
     assert!(raised >= 1, "the CO₂ jump must be an anomaly: {expected:?}");
     c.eq(
