@@ -1,5 +1,5 @@
 //! Gives the allocator's free pages back to the system once a burst has
-//! passed (`heap_trim` says why glibc keeps them).
+//! passed (`memory_release::heap` says why glibc keeps them).
 //!
 //! Checked on a timer rather than at the end of each burst: what marks a
 //! burst's end differs by input (a QoS 1 flood, a LoRaWAN backlog, a
@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use gateway_core::telemetry::{Counter, Telemetry};
-use tracing::debug;
+use memory_release::code::StartupCode;
+use tracing::{debug, info, warn};
 
 /// How often the allocator is asked what it holds free.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -49,8 +50,25 @@ impl HeapTrimmer {
 /// Releases the free pages when at least `threshold` bytes are held free;
 /// the bytes that were held, when it did.
 pub fn release_if_holding(threshold: usize) -> Option<usize> {
-    let held = heap_trim::free_bytes_held()?;
-    (held >= threshold && heap_trim::release_free_pages()).then_some(held)
+    let held = memory_release::heap::free_bytes_held()?;
+    (held >= threshold && memory_release::heap::release_free_pages()).then_some(held)
+}
+
+/// Unmaps the code only start-up ran, once every component has started
+/// (`memory_release::code` says why that is safe and what it gives). On a
+/// blocking thread: the kernel walks megabytes of page tables.
+pub async fn release_startup_code(code: StartupCode) {
+    match tokio::task::spawn_blocking(move || code.release()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(advised)) => info!(
+            code_mapped_kib = advised / 1024,
+            "Running; released the memory of code only start-up used (code in use faults back in)."
+        ),
+        Ok(Err(e)) => {
+            warn!(error = %e, "Could not release the start-up code's pages; running with them resident.")
+        }
+        Err(e) => debug!(error = %e, "Start-up code release did not run."),
+    }
 }
 
 #[cfg(test)]

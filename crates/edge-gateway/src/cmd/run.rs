@@ -22,6 +22,9 @@ const EX_TEMPFAIL: u8 = 75;
 
 /// Loads `config` (with its drop-ins and overrides) and runs the gateway.
 pub fn main(config: &Path) -> ExitCode {
+    // First, while the process is still only the executable and the
+    // libraries linked into it: see `memory_release::code`.
+    let startup_code = memory_release::code::StartupCode::record();
     let (cfg, layers) = match settings::load_layers(config, std::env::vars_os()) {
         Ok(loaded) => loaded,
         Err(e) => return report_load_error(&e),
@@ -51,7 +54,7 @@ pub fn main(config: &Path) -> ExitCode {
             None
         }
     };
-    match runtime().and_then(|rt| rt.block_on(run(cfg, config))) {
+    match runtime().and_then(|rt| rt.block_on(run(cfg, config, startup_code))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "Gateway failed.");
@@ -68,7 +71,11 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn run(cfg: settings::GatewayConfig, path: &Path) -> anyhow::Result<()> {
+async fn run(
+    cfg: settings::GatewayConfig,
+    path: &Path,
+    startup_code: memory_release::code::StartupCode,
+) -> anyhow::Result<()> {
     let upstream = if cfg.upstream.enabled {
         cfg.upstream.broker.url.to_string()
     } else {
@@ -83,6 +90,7 @@ async fn run(cfg: settings::GatewayConfig, path: &Path) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut gateway = Gateway::start(&cfg, edge_gateway::fault_clock::wall_clock())?;
     let metrics = metrics::serve(&cfg.metrics, gateway.telemetry.clone()).await;
+    edge_gateway::memory::release_startup_code(startup_code).await;
     let mut status_tick = tokio::time::interval(Duration::from_secs(60));
     status_tick.tick().await;
     let heap = edge_gateway::memory::HeapTrimmer::new(&gateway.telemetry);

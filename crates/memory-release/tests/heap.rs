@@ -28,13 +28,16 @@ fn a_burst_freed_between_long_lived_chunks_is_released() {
         }
     }
     drop(burst);
-    let held = heap_trim::free_bytes_held().unwrap();
+    let held = memory_release::heap::free_bytes_held().unwrap();
     assert!(
         held > 16 << 20,
         "the burst should leave >16 MB free in the arena, got {held}"
     );
     let before = rss_anon_kb();
-    assert!(heap_trim::release_free_pages(), "nothing was released");
+    assert!(
+        memory_release::heap::release_free_pages(),
+        "nothing was released"
+    );
     let after = rss_anon_kb();
     assert!(
         after + 8 * 1024 < before,
