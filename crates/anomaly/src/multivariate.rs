@@ -12,8 +12,8 @@
 //! scored at once: its squared distance, in the standardised space of the
 //! last fit, to the nearest of the [`CLUSTERS`] centroids, against the
 //! distances the training rows themselves had. A row beyond
-//! [`LIMIT_FACTOR`]× the training rows' 99.5th percentile, for
-//! [`PERSIST`] rows in a row, is an anomaly.
+//! `LIMIT_FACTOR`× the training rows' 99.5th percentile, for
+//! `PERSIST` rows in a row, is an anomaly.
 //!
 //! Persisted with the rest of the engine state: the ring (f32, base64) and
 //! the fitted model; see the `detector` bench for the sizes.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use gateway_core::{Clock, SystemClock, Timestamp};
 
 /// A file holding milliseconds to add to the system clock (`-600000`: ten
-/// minutes back); re-read every [`REREAD`].
+/// minutes back); re-read every `REREAD`.
 pub const CLOCK_STEP_FILE_ENV: &str = "EDGE_GATEWAY_FAULT_CLOCK_STEP_FILE";
 
 const REREAD: Duration = Duration::from_millis(100);

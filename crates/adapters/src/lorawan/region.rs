@@ -3,7 +3,7 @@
 //! RX2 transmit, the transmit power, and the data rate table for ADR.
 //!
 //! EU868, US915, AS923 (AS923-1), AU915, IN865 and KR920. Each is one
-//! [`Plan`] of constants; the plans come in two shapes only, so adding one
+//! `Plan` of constants; the plans come in two shapes only, so adding one
 //! is adding a table, not code:
 //! - a few default channels, RX1 on the uplink's channel at its data rate
 //!   (EU868, AS923, IN865, KR920);

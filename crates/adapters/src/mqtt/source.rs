@@ -1,7 +1,7 @@
 //! The MQTT ingress adapter: subscribe, decode, hand readings to the pipeline.
 //!
 //! QoS 1/2 messages are acknowledged by hand, only once the pipeline says
-//! their readings are on disk (a [`Receipt`]), and in the order they came
+//! their readings are on disk (a [`Receipt`](gateway_core::component::Receipt)), and in the order they came
 //! (MQTT requires it): after a crash the broker's persistent session
 //! redelivers exactly what was not yet safe. Messages that carry nothing to
 //! keep (bad input, status) are acknowledged in their turn.
@@ -11,7 +11,7 @@
 //! (one flush, not one request and one write each). When the connection
 //! drops, the adapter forgets its pending acknowledgements before the
 //! event loop reconnects: the broker resends those messages (DUP) and the
-//! pipeline recognises copies it already took by their [`DeliveryKey`].
+//! pipeline recognises copies it already took by their [`DeliveryKey`](gateway_core::component::DeliveryKey).
 //! Subscriptions are renewed on every ConnAck: a broker restarted without
 //! persistence has forgotten them.
 //!

@@ -276,7 +276,7 @@ impl History {
 
     /// Seals the hours that are over, deletes hours that end before
     /// `cutoff_ms`, then, while the files take more than `max_bytes`, the
-    /// oldest hours (never the newest) down to [`PRUNE_TO`] of it.
+    /// oldest hours (never the newest) down to `PRUNE_TO` of it.
     ///
     /// # Errors
     /// An I/O error.

@@ -76,7 +76,7 @@ pub fn ms_record_to_ns(payload: &[u8], out: &mut Vec<u8>) {
 /// A sample is the readings of one device at one time with distinct
 /// metrics (one CSV line, one JSON object): its readings share a point. A
 /// reading whose metric the current sample already has starts the next
-/// sample, one nanosecond later. The device's last [`RECENT_MS`]
+/// sample, one nanosecond later. The device's last `RECENT_MS`
 /// milliseconds are remembered, so a node that flushes a few buffered
 /// samples out of order still gets distinct times; one that goes back
 /// further starts at ordinal 0 there.
