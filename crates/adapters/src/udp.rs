@@ -1,7 +1,6 @@
 //! The UDP socket a datagram adapter (CoAP, coaps, Semtech UDP) listens
 //! on, bound the one way, so a port that cannot be had is reported alike;
-//! and, for Semtech UDP, datagrams read and answered many per system call
-//! by a thread of their own, which waits on the socket and on a stop.
+//! and, for Semtech UDP, datagrams read and answered many per system call.
 
 use std::net::SocketAddr;
 
@@ -19,7 +18,7 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<UdpSocket, AdapterError> {
 }
 
 #[cfg(feature = "lorawan")]
-pub(crate) use batch::{stopper, Read, RecvBatch, Replies, Stopper, Waiter, Woke};
+pub(crate) use batch::{Read, RecvBatch, Replies};
 
 /// `recvmmsg`/`sendmmsg` on Linux: a forwarder's burst costs one system
 /// call per batch each way instead of one per datagram (`recvfrom` and the
@@ -27,78 +26,13 @@ pub(crate) use batch::{stopper, Read, RecvBatch, Replies, Stopper, Waiter, Woke}
 /// per datagram stays: an ACK's trip through the UDP/IP stack is most of
 /// what a send costs. Elsewhere the same interface reads and sends one
 /// datagram per call.
-///
-/// These are blocking-thread calls on a non-blocking socket: a thread
-/// reads until the kernel has nothing, then sleeps in `poll` on the socket
-/// and on a [`Waiter`] until either has something.
 #[cfg(feature = "lorawan")]
 mod batch {
     use std::io;
-    use std::net::{SocketAddr, UdpSocket};
-    use std::os::fd::AsFd;
-    use std::os::unix::net::UnixStream;
+    use std::net::SocketAddr;
 
-    use nix::errno::Errno;
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-
-    /// The end of a [`stopper`] pair kept by whoever stops the thread:
-    /// dropping it wakes the thread's [`Waiter::wait`] for good.
-    #[derive(Debug)]
-    pub(crate) struct Stopper {
-        _end: UnixStream,
-    }
-
-    /// The thread's end of a [`stopper`] pair.
-    #[derive(Debug)]
-    pub(crate) struct Waiter(UnixStream);
-
-    /// What ended a [`Waiter::wait`].
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(crate) enum Woke {
-        /// The socket is ready (or has an error to report).
-        Ready,
-        /// The [`Stopper`] is gone.
-        Stop,
-    }
-
-    /// A wake-up for a thread blocked on a socket. A socket pair rather
-    /// than a timeout: an idle gateway's thread sleeps until a datagram
-    /// or the stop, and a stop is seen at once, not at the next tick.
-    pub(crate) fn stopper() -> io::Result<(Stopper, Waiter)> {
-        let (a, b) = UnixStream::pair()?;
-        Ok((Stopper { _end: a }, Waiter(b)))
-    }
-
-    impl Waiter {
-        /// Blocks until `socket` is readable (or writable, with
-        /// `writable`) or the [`Stopper`] is dropped.
-        pub(crate) fn wait(&self, socket: &impl AsFd, writable: bool) -> io::Result<Woke> {
-            let events = if writable {
-                PollFlags::POLLOUT
-            } else {
-                PollFlags::POLLIN
-            };
-            loop {
-                let mut fds = [
-                    PollFd::new(socket.as_fd(), events),
-                    PollFd::new(self.0.as_fd(), PollFlags::POLLIN),
-                ];
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Ok(_) => {}
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-                // The stop first: a busy socket must not hide it. Its end
-                // only ever closes, so any event there is the stop.
-                if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-                    return Ok(Woke::Stop);
-                }
-                if fds[0].revents().is_some_and(|r| !r.is_empty()) {
-                    return Ok(Woke::Ready);
-                }
-            }
-        }
-    }
+    use tokio::io::Interest;
+    use tokio::net::UdpSocket;
 
     /// One datagram of a [`RecvBatch`].
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,11 +73,19 @@ mod batch {
 
         /// Reads what is queued, up to about `max` reads (whole batches),
         /// without waiting, and passes each to `each` in arrival order.
-        /// Returns how many reads there were, fewer than `max` only when
-        /// the kernel had no more; `WouldBlock` when nothing was queued.
-        /// `socket` must be non-blocking.
+        /// Returns how many reads there were; `WouldBlock` (readiness
+        /// cleared) when nothing was queued.
+        pub(crate) fn try_recv_many(
+            &mut self,
+            socket: &UdpSocket,
+            max: usize,
+            each: impl FnMut(Read<'_>),
+        ) -> io::Result<usize> {
+            socket.try_io(Interest::READABLE, || self.recv_now(socket, max, each))
+        }
+
         #[cfg(target_os = "linux")]
-        pub(crate) fn recv_many(
+        fn recv_now(
             &mut self,
             socket: &UdpSocket,
             max: usize,
@@ -152,12 +94,13 @@ mod batch {
             use std::io::IoSliceMut;
             use std::os::fd::AsRawFd;
 
+            use nix::errno::Errno;
             use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
             let slots = self.got.capacity();
-            // Built per call, not kept: the headers hold raw pointers (not
-            // `Send`), so a `RecvBatch` holding them could not be made on
-            // one thread and used on another.
+            // Built per wake-up, not kept: the headers hold raw pointers (not
+            // `Send`), and the receive loop is a task that may move between
+            // threads.
             let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slots, None);
             let mut reads = 0;
             while reads < max {
@@ -209,7 +152,7 @@ mod batch {
         }
 
         #[cfg(not(target_os = "linux"))]
-        pub(crate) fn recv_many(
+        fn recv_now(
             &mut self,
             socket: &UdpSocket,
             max: usize,
@@ -218,7 +161,7 @@ mod batch {
             let mut reads = 0;
             while reads < max {
                 let buf = &mut self.slab[..self.slot];
-                match socket.recv_from(buf) {
+                match socket.try_recv_from(buf) {
                     Ok((len, peer)) => {
                         let got = Received {
                             len,
@@ -274,20 +217,18 @@ mod batch {
         }
 
         /// Sends every reply, each its own datagram, waiting for the
-        /// socket when its buffer is full (or for the stop: what is left
-        /// then is failed). A reply the kernel refuses is passed to
-        /// `failed` and dropped; the others still go.
-        pub(crate) fn send(
+        /// socket when its buffer is full. A reply the kernel refuses is
+        /// passed to `failed` and dropped; the others still go.
+        pub(crate) async fn send(
             &mut self,
             socket: &UdpSocket,
-            waiter: &Waiter,
             mut failed: impl FnMut(SocketAddr, io::Error),
         ) {
             let mut from = 0;
             while from < self.queue.len() {
                 let rest = &self.queue[from..];
                 let gso = self.gso;
-                match send_now(socket, rest, gso) {
+                match socket.try_io(Interest::WRITABLE, || send_now(socket, rest, gso)) {
                     Ok(0) => {
                         let e = io::Error::new(io::ErrorKind::WriteZero, "not sent");
                         failed(rest[0].1, e);
@@ -295,15 +236,12 @@ mod batch {
                     }
                     Ok(sent) => from += sent,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        let e = match waiter.wait(socket, true) {
-                            Ok(Woke::Ready) => continue,
-                            Ok(Woke::Stop) => io::Error::other("stopping"),
-                            Err(e) => e,
-                        };
-                        rest.iter().for_each(|(_, to)| {
-                            failed(*to, io::Error::new(e.kind(), e.to_string()));
-                        });
-                        break;
+                        if let Err(e) = socket.writable().await {
+                            rest.iter().for_each(|(_, to)| {
+                                failed(*to, io::Error::new(e.kind(), e.to_string()));
+                            });
+                            break;
+                        }
                     }
                     // What a kernel without UDP GSO, or a route whose device
                     // cannot checksum for it, answers: the same again one
@@ -325,6 +263,7 @@ mod batch {
     fn gso_refused(e: &io::Error) -> bool {
         #[cfg(target_os = "linux")]
         {
+            use nix::errno::Errno;
             let refusals = [
                 Errno::EIO,
                 Errno::EINVAL,
@@ -417,38 +356,33 @@ mod batch {
         let Some((reply, to)) = replies.first() else {
             return Ok(0);
         };
-        socket.send_to(reply, *to).map(|_| 1)
+        socket.try_send_to(reply, *to).map(|_| 1)
     }
 }
 
 #[cfg(all(test, feature = "lorawan"))]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::net::{SocketAddr, UdpSocket};
+    use std::net::SocketAddr;
     use std::time::Duration;
 
-    use super::{stopper, Read, RecvBatch, Replies, Woke};
+    use tokio::net::UdpSocket;
 
-    fn socket() -> (UdpSocket, SocketAddr) {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    use super::{Read, RecvBatch, Replies};
+
+    async fn socket() -> (UdpSocket, SocketAddr) {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = s.local_addr().unwrap();
         (s, addr)
     }
 
-    /// The server's end: non-blocking, as the receive thread has it.
-    fn server() -> (UdpSocket, SocketAddr) {
-        let (s, addr) = socket();
-        s.set_nonblocking(true).unwrap();
-        (s, addr)
-    }
-
-    /// The next `n` datagrams on `s`; a timeout only so a failure ends.
-    fn datagrams(s: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    /// The next `n` datagrams on `s`; a deadline only so a failure ends.
+    async fn datagrams(s: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut buf = [0u8; 1024];
         while out.len() < n {
-            let len = s.recv(&mut buf).expect("a datagram");
+            let recv = tokio::time::timeout(Duration::from_secs(20), s.recv(&mut buf));
+            let len = recv.await.expect("a datagram").unwrap();
             out.push(buf[..len].to_vec());
         }
         out
@@ -459,11 +393,10 @@ mod tests {
         [2, a, b, 1]
     }
 
-    #[test]
-    fn each_reply_is_its_own_datagram_in_order_whatever_the_grouping() {
-        let (server, _) = server();
-        let ((a, a_addr), (b, b_addr)) = (socket(), socket());
-        let (_stopper, waiter) = stopper().unwrap();
+    #[tokio::test]
+    async fn each_reply_is_its_own_datagram_in_order_whatever_the_grouping() {
+        let (server, _) = socket().await;
+        let ((a, a_addr), (b, b_addr)) = (socket().await, socket().await);
         let mut replies = Replies::default();
         // More to one peer than one segmented send carries, then another
         // peer, then the first again.
@@ -477,51 +410,49 @@ mod tests {
             replies.push(reply(i), a_addr);
         }
         let mut failures = 0;
-        replies.send(&server, &waiter, |_, _| failures += 1);
+        replies.send(&server, |_, _| failures += 1).await;
         assert_eq!(failures, 0);
         assert!(replies.is_empty());
         let want = |r: std::ops::Range<u16>| r.map(|i| reply(i).to_vec()).collect::<Vec<_>>();
         let mut to_a = want(0..150);
         to_a.extend(want(153..155));
-        assert_eq!(datagrams(&a, 152), to_a);
-        assert_eq!(datagrams(&b, 3), want(150..153));
+        assert_eq!(datagrams(&a, 152).await, to_a);
+        assert_eq!(datagrams(&b, 3).await, want(150..153));
     }
 
-    #[test]
-    fn a_reply_that_cannot_go_is_reported_and_the_others_still_go() {
-        let (server, _) = server();
-        let (a, a_addr) = socket();
-        let (_stopper, waiter) = stopper().unwrap();
+    #[tokio::test]
+    async fn a_reply_that_cannot_go_is_reported_and_the_others_still_go() {
+        let (server, _) = socket().await;
+        let (a, a_addr) = socket().await;
         let nowhere: SocketAddr = "[::1]:9".parse().unwrap();
         let mut replies = Replies::default();
         replies.push(reply(1), a_addr);
         replies.push(reply(2), nowhere);
         replies.push(reply(3), a_addr);
         let mut failed = Vec::new();
-        replies.send(&server, &waiter, |to, _| failed.push(to));
+        replies.send(&server, |to, _| failed.push(to)).await;
         assert_eq!(failed, [nowhere], "an IPv6 peer on an IPv4 socket");
-        assert_eq!(datagrams(&a, 2), [reply(1), reply(3)]);
+        assert_eq!(datagrams(&a, 2).await, [reply(1), reply(3)]);
     }
 
-    #[test]
-    fn a_read_takes_what_is_queued_and_marks_what_did_not_fit() {
-        let (server, server_addr) = server();
-        let (client, _) = socket();
-        client.connect(server_addr).unwrap();
-        let (_stopper, waiter) = stopper().unwrap();
+    #[tokio::test]
+    async fn a_read_takes_what_is_queued_and_marks_what_did_not_fit() {
+        let (server, server_addr) = socket().await;
+        let (client, _) = socket().await;
+        client.connect(server_addr).await.unwrap();
         // Two slots of 8 bytes, up to 5 reads: three batches' worth queued.
         let mut batch = RecvBatch::new(2, 8);
         for d in [&b"one"[..], b"two", b"0123456789", b"four", b"five"] {
-            client.send(d).unwrap();
+            client.send(d).await.unwrap();
         }
         let mut got = Vec::new();
         while got.len() < 5 {
-            assert_eq!(waiter.wait(&server, false).unwrap(), Woke::Ready);
+            server.readable().await.unwrap();
             let each = |r: Read<'_>| match r {
                 Read::Datagram(bytes, how) => got.push((bytes.to_vec(), how.truncated)),
                 Read::Error(e) => panic!("{e}"),
             };
-            match batch.recv_many(&server, 5, each) {
+            match batch.try_recv_many(&server, 5, each) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("{e}"),
@@ -535,23 +466,7 @@ mod tests {
             (b"five".to_vec(), false),
         ];
         assert_eq!(got, want);
-        let nothing = batch.recv_many(&server, 5, |_| panic!("nothing is queued"));
+        let nothing = batch.try_recv_many(&server, 5, |_| panic!("nothing is queued"));
         assert_eq!(nothing.unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
-    }
-
-    #[test]
-    fn a_wait_ends_when_the_stopper_is_dropped_even_with_datagrams_queued() {
-        let (server, server_addr) = server();
-        let (client, _) = socket();
-        let (stopper, waiter) = stopper().unwrap();
-        let thread = std::thread::spawn(move || {
-            let idle = waiter.wait(&server, false).unwrap();
-            (idle, waiter, server)
-        });
-        drop(stopper);
-        let (idle, waiter, server) = thread.join().unwrap();
-        assert_eq!(idle, Woke::Stop, "an idle socket");
-        client.send_to(b"x", server_addr).unwrap();
-        assert_eq!(waiter.wait(&server, false).unwrap(), Woke::Stop);
     }
 }

@@ -112,15 +112,15 @@ impl Adapter for SemtechUdpSource {
 /// Serves on a bound socket until `ctx.shutdown`; frames still in their
 /// de-duplication window are processed before it returns.
 ///
-/// Two loops: a receiver thread that only reads datagrams (in batches),
-/// checks their headers and sends the ACKs (`source_up.rs`), and this
-/// task, which parses the JSON, checks frames and has the frame counters
-/// written. A counter write is an fsync, milliseconds long (hundreds under
-/// load); done in the receive loop it left the socket unread meanwhile,
-/// and a burst of forwarders overflowed the kernel's receive buffer (a
-/// 2-core bench lost nine datagrams in ten). It now runs on a blocking
-/// thread while this task goes on parsing and de-duplicating; what the
-/// queue between the two loops cannot hold is counted (`overloaded`).
+/// Two tasks: a receiver that only reads datagrams (in batches), checks
+/// their headers and sends the ACKs (`source_up.rs`), and this one, which parses
+/// the JSON, checks frames and has the frame counters written. A counter
+/// write is an fsync, milliseconds long (hundreds under load); done in the
+/// receive loop it left the socket unread meanwhile, and a burst of
+/// forwarders overflowed the kernel's receive buffer (a 2-core bench lost
+/// nine datagrams in ten). It now runs on a blocking thread while this task
+/// goes on parsing and de-duplicating; what the queue between the two
+/// tasks cannot hold is counted (`overloaded`).
 ///
 /// # Errors
 /// [`AdapterError::PipelineClosed`] when the pipeline stops first.
@@ -132,12 +132,16 @@ pub async fn serve(
     store: FcntStore,
     ctx: AdapterContext,
 ) -> Result<(), AdapterError> {
+    if let Ok(addr) = socket.local_addr() {
+        info!(adapter = %ctx.name, %addr, "Semtech UDP server listening.");
+    }
+    let socket = Arc::new(socket);
     let links = Arc::new(Mutex::new(Links::default()));
     let (tx, mut rx) = up::queue();
     // Stops the receiver when this side fails first (pipeline gone).
     let stop = ctx.shutdown.child_token();
-    let receiver = up::spawn(
-        &socket,
+    let receiver = tokio::spawn(receive(
+        Arc::clone(&socket),
         config.gateways.clone(),
         ReceiverContext {
             name: ctx.name.clone(),
@@ -148,13 +152,7 @@ pub async fn serve(
         },
         tx,
         up::MAX_DATAGRAM,
-    )
-    .map_err(|e| AdapterError::Setup(format!("cannot start the Semtech UDP receiver: {e}")))?;
-    // Once the reader runs, so whoever waits for this line (a test, the
-    // bench pinning the process's threads) finds it there.
-    if let Ok(addr) = socket.local_addr() {
-        info!(adapter = %ctx.name, %addr, "Semtech UDP server listening.");
-    }
+    ));
     let adapter = [("adapter", ctx.name.as_str())];
     let mut server = Server {
         uplinks: ctx
@@ -191,9 +189,7 @@ pub async fn serve(
         .process(&mut rx, feed.as_mut().map(|(rx, _)| rx))
         .await;
     stop.cancel();
-    if let Err(panic) = receiver.join().await {
-        error!(adapter = %server.ctx.name, panic, "The Semtech UDP receive thread failed.");
-    }
+    let _ = receiver.await;
     if let Some((_, task)) = feed {
         let _ = task.await;
     }
@@ -207,7 +203,7 @@ mod down;
 #[path = "source_up.rs"]
 mod up;
 
-use up::{QueueRx, ReceiverContext};
+use up::{receive, QueueRx, ReceiverContext};
 
 struct Server {
     /// Counted per uplink, so looked up once rather than by name each time.
@@ -216,9 +212,9 @@ struct Server {
     devices: Devices,
     joins: Joins,
     store: FcntStore,
-    /// The receiver reads a duplicate of it: PULL_RESP leaves from the
-    /// port the forwarders talk to, as PROTOCOL.TXT expects.
-    socket: UdpSocket,
+    /// Shared with the receiver: PULL_RESP leaves from the port the
+    /// forwarders talk to, as PROTOCOL.TXT expects.
+    socket: Arc<UdpSocket>,
     links: Arc<Mutex<Links>>,
     /// Token of the last PULL_RESP.
     token: u16,

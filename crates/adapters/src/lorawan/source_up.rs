@@ -7,14 +7,6 @@
 //! travel to the processor together, copied into one buffer: per datagram
 //! this loop now costs a header check and a copy, not two system calls, an
 //! allocation and a channel message.
-//!
-//! The loop has an OS thread of its own ([`spawn`]). As a task it shared
-//! the runtime's workers with the processor and the pipeline: on two
-//! cores, with a forwarder's burst, it waited behind them for a worker
-//! while the kernel dropped what the socket buffer could not hold (a
-//! third of a 300 000-datagram burst, never read). A thread blocked in
-//! `poll` is woken by the kernel when a datagram lands, as the raw
-//! receiver it is measured against is.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -23,14 +15,15 @@ use std::sync::{Arc, Mutex};
 
 use gateway_core::component::{AdapterStats, ADAPTER_ERRORS};
 use gateway_core::telemetry::LogThrottle;
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::warn;
 
 use super::super::downlink::{self, Links};
 use super::super::semtech::{self, Datagram, GatewayEui};
-use crate::udp::{Read, RecvBatch, Replies, Stopper, Waiter, Woke};
+use crate::udp::{Read, RecvBatch, Replies};
 
 /// Datagrams acknowledged and waiting for their frames to be checked:
 /// about a second of a busy site, a few MB at most.
@@ -41,8 +34,8 @@ pub(super) const QUEUE: usize = 16_384;
 /// (one per slot for PUSH_DATA of a few hundred bytes).
 const BATCH: usize = 32;
 
-/// Datagrams read before their ACKs go and their bodies are queued: a
-/// burst reaches the processor in steps, not once the socket is empty.
+/// Datagrams read per wake-up before yielding, so one busy socket cannot
+/// starve the other tasks on this worker.
 const READS_PER_WAKE: usize = 256;
 
 /// Largest datagram read: lora_pkt_fwd's buffer is 4096 bytes; one more
@@ -55,7 +48,6 @@ pub(super) struct ReceiverContext {
     pub telemetry: gateway_core::telemetry::Telemetry,
     /// Written on PULL_DATA, read by the processor to send downlinks.
     pub links: Arc<Mutex<Links>>,
-    /// Ends the thread; it also ends when the processor is gone.
     pub stop: CancellationToken,
 }
 
@@ -164,70 +156,14 @@ impl QueueTx {
     }
 }
 
-/// The receive thread, and what wakes it to stop.
-pub(super) struct Receiver {
-    thread: std::thread::JoinHandle<()>,
-    wake: tokio::task::JoinHandle<()>,
-}
-
-/// Starts the receive loop on a thread of its own, reading a duplicate of
-/// `socket`'s descriptor (the processor keeps `socket` to send PULL_RESP
-/// from the same port). `slot` is the largest datagram read whole
-/// ([`MAX_DATAGRAM`] but in tests). Must be called within the runtime.
-pub(super) fn spawn(
-    socket: &tokio::net::UdpSocket,
+/// The receive loop: ACKs at once, PUSH_DATA on to the processor. Ends on
+/// `stop`; dropping `tx` then tells the processor to finish. `slot` is
+/// the largest datagram read whole ([`MAX_DATAGRAM`] but in tests).
+pub(super) async fn receive(
+    socket: Arc<UdpSocket>,
     allowed: Vec<GatewayEui>,
     ctx: ReceiverContext,
     tx: QueueTx,
-    slot: usize,
-) -> std::io::Result<Receiver> {
-    use std::os::fd::AsFd;
-
-    let socket = std::net::UdpSocket::from(socket.as_fd().try_clone_to_owned()?);
-    // Shared with the runtime's copy through the open file, but said
-    // here: the loop reads until the kernel says `WouldBlock`.
-    socket.set_nonblocking(true)?;
-    let (stopper, waiter) = crate::udp::stopper()?;
-    let stop = ctx.stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("semtech-udp-rx".into())
-        .spawn(move || receive(&socket, &waiter, &allowed, &ctx, &tx, slot))?;
-    // Dropping the stopper is the wake-up; should this task never run
-    // (the runtime gone first), dropping it with the runtime is one too.
-    let wake = tokio::spawn(async move {
-        stop.cancelled().await;
-        drop::<Stopper>(stopper);
-    });
-    Ok(Receiver { thread, wake })
-}
-
-impl Receiver {
-    /// Waits for the thread to end, once `stop` is cancelled. `Err` with
-    /// the panic's message if it panicked.
-    pub(super) async fn join(self) -> Result<(), String> {
-        let _ = self.wake.await;
-        let joined = tokio::task::spawn_blocking(move || self.thread.join()).await;
-        match joined {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(panic)) => Err(panic
-                .downcast_ref::<&str>()
-                .map(ToString::to_string)
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
-
-/// The receive loop: ACKs at once, PUSH_DATA on to the processor. Ends on
-/// `stop` (or the processor gone); dropping `tx` then tells the processor
-/// to finish.
-fn receive(
-    socket: &std::net::UdpSocket,
-    waiter: &Waiter,
-    allowed: &[GatewayEui],
-    ctx: &ReceiverContext,
-    tx: &QueueTx,
     slot: usize,
 ) {
     let throttle = LogThrottle::default();
@@ -239,25 +175,18 @@ fn receive(
     };
     let mut batch = RecvBatch::new(BATCH, slot);
     let mut replies = Replies::default();
-    let mut drained = false;
-    // Checked between reads, not only when waiting: a socket that never
-    // empties would otherwise never see the stop.
-    while !ctx.stop.is_cancelled() {
-        if drained {
-            match waiter.wait(socket, false) {
-                Ok(Woke::Ready) => {}
-                Ok(Woke::Stop) => break,
-                // Not a datagram's fault but the thread's (a `poll` the
-                // kernel refuses): going round would spin.
-                Err(e) => {
-                    error!(adapter = %ctx.name, error = %e, "Cannot wait for Semtech UDP datagrams: no more are read.");
-                    break;
-                }
-            }
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.stop.cancelled() => break,
+            r = socket.readable() => if let Err(e) = r {
+                report("recv", "", &e.to_string());
+                continue;
+            },
         }
-        // Everything already queued, up to a budget, before waiting again:
-        // one `sendmmsg` of ACKs and one message to the processor per
-        // burst, not per datagram, and no `poll` while datagrams wait.
+        // Everything already queued, up to a budget, without going back to
+        // the reactor: one wake-up, one `sendmmsg` of ACKs and one message
+        // to the processor per burst, not per datagram.
         let mut pushes = PushBatch::with_capacity(BATCH);
         let mut received = 0;
         let each = |read: Read<'_>| {
@@ -272,9 +201,9 @@ fn receive(
             if got.truncated || bytes.len() >= slot {
                 return report("truncated", &peer.to_string(), "datagram fills the buffer");
             }
-            let (reply, push, event) = datagram(bytes, peer, allowed, &report);
+            let (reply, push, event) = datagram(bytes, peer, &allowed, &report);
             if let Some(event) = event {
-                downlink_event(event, peer, socket, ctx, &throttle);
+                downlink_event(event, peer, &socket, &ctx, &throttle);
             }
             if let Some(reply) = reply {
                 replies.push(reply, peer);
@@ -283,30 +212,29 @@ fn receive(
                 pushes.add(gateway, peer, body);
             }
         };
-        let reads = batch.recv_many(socket, READS_PER_WAKE, each);
-        // Fewer reads than allowed: the kernel had no more, and reading
-        // again before `poll` would only cost a system call to hear so.
-        drained = !reads.as_ref().is_ok_and(|&n| n >= READS_PER_WAKE);
-        match reads {
-            Ok(_) => {}
+        let reads = match batch.try_recv_many(&socket, READS_PER_WAKE, each) {
+            Ok(reads) => reads,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 report("recv", "", &e.to_string());
                 continue;
             }
-        }
+        };
         ctx.stats.received.add(received);
         if !replies.is_empty() {
             let failed = |to: SocketAddr, e: std::io::Error| {
                 report("send", &to.to_string(), &e.to_string());
             };
-            replies.send(socket, waiter, failed);
+            replies.send(&socket, failed).await;
         }
         if pushes.len() > 0 {
             match tx.send(pushes) {
-                Ok(refused) => overloaded(&refused, ctx, &throttle),
+                Ok(refused) => overloaded(&refused, &ctx, &throttle),
                 Err(()) => return,
             }
+        }
+        if reads >= READS_PER_WAKE {
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -410,7 +338,7 @@ pub(super) enum DownlinkEvent {
 fn downlink_event(
     event: DownlinkEvent,
     peer: SocketAddr,
-    socket: &std::net::UdpSocket,
+    socket: &UdpSocket,
     ctx: &ReceiverContext,
     throttle: &LogThrottle,
 ) {
@@ -444,7 +372,7 @@ fn downlink_event(
                 .flatten();
             if let Some(f) = fallback {
                 // Non-blocking: the receive loop never waits on a send.
-                match socket.send_to(&f.datagram, f.addr) {
+                match socket.try_send_to(&f.datagram, f.addr) {
                     Ok(_) => ctx
                         .telemetry
                         .counter(

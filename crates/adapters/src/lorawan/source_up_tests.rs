@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use gateway_core::component::{ADAPTER_ERRORS, ADAPTER_RECEIVED};
 use gateway_core::telemetry::Telemetry;
-use tokio::net::UdpSocket;
 
 use super::*;
 
@@ -126,12 +125,10 @@ async fn the_queue_holds_datagrams_not_batches_and_gives_back_what_does_not_fit(
 
 struct Running {
     adapter: SocketAddr,
-    /// The processor's copy of the socket: the thread reads a duplicate.
-    socket: UdpSocket,
     telemetry: Telemetry,
     rx: QueueRx,
     stop: CancellationToken,
-    receiver: Receiver,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// The receive loop on a loopback socket, reading whole datagrams of up
@@ -149,14 +146,13 @@ async fn start(slot: usize) -> Running {
         stop: stop.clone(),
     };
     let (tx, rx) = queue();
-    let receiver = spawn(&socket, Vec::new(), ctx, tx, slot).unwrap();
+    let task = tokio::spawn(receive(Arc::new(socket), Vec::new(), ctx, tx, slot));
     Running {
         adapter,
-        socket,
         telemetry,
         rx,
         stop,
-        receiver,
+        task,
     }
 }
 
@@ -250,80 +246,6 @@ async fn a_burst_is_acknowledged_datagram_by_datagram_and_passed_on_in_order() {
     let received = t.counter_value(ADAPTER_RECEIVED, &[("adapter", "lora")]);
     assert_eq!(received, Some(u64::from(sent) + 5));
     running.stop.cancel();
-    running.receiver.join().await.unwrap();
+    running.task.await.unwrap();
     assert!(running.rx.recv().await.is_none(), "the queue closes");
-}
-
-fn push_data(token: u16, n: usize) -> Vec<u8> {
-    let [t0, t1] = token.to_be_bytes();
-    let mut d = vec![2, t0, t1, 0x00];
-    d.extend_from_slice(&EUI);
-    d.extend_from_slice(format!("{{\"n\":{n}}}").as_bytes());
-    d
-}
-
-/// The bodies of the next `n` PUSH_DATA passed on; a deadline only so a
-/// failure ends.
-async fn bodies(rx: &mut QueueRx, n: usize) -> Vec<String> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        let batch = tokio::time::timeout(Duration::from_secs(20), rx.recv());
-        let batch = batch.await.expect("a batch").expect("the queue is open");
-        got.extend(
-            batch
-                .iter()
-                .map(|(_, b)| String::from_utf8(b.to_vec()).unwrap()),
-        );
-    }
-    got
-}
-
-#[tokio::test]
-async fn the_receive_thread_serves_forwarders_that_come_and_go_and_ends_on_stop() {
-    let mut running = start(MAX_DATAGRAM).await;
-    // Forwarders that send one PUSH_DATA and close at once: their ACKs
-    // go nowhere, and that costs neither their uplinks nor the thread.
-    for n in 0..20 {
-        let once = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        once.send_to(&push_data(1, n), running.adapter).unwrap();
-    }
-    let want = |r: std::ops::Range<usize>| r.map(|n| format!("{{\"n\":{n}}}")).collect::<Vec<_>>();
-    // In order: on loopback a send is queued before it returns.
-    assert_eq!(bodies(&mut running.rx, 20).await, want(0..20));
-    // Then a burst from one that stays, sent without waiting for any ACK
-    // (within the default socket buffer), twice: the thread is woken, reads
-    // what is queued, and sleeps again in between.
-    let forwarder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    forwarder.connect(running.adapter).await.unwrap();
-    for round in 0..2u16 {
-        let tokens = round * 100 + 1..round * 100 + 101;
-        for t in tokens.clone() {
-            forwarder.send(&push_data(t, usize::from(t))).await.unwrap();
-        }
-        let acks = replies(&forwarder, 100).await;
-        let acked: Vec<u16> = acks
-            .iter()
-            .map(|a| {
-                assert_eq!(a[3], 0x01, "a PUSH_ACK");
-                u16::from_be_bytes([a[1], a[2]])
-            })
-            .collect();
-        assert_eq!(acked, tokens.clone().collect::<Vec<_>>(), "each, in order");
-        let first = usize::from(tokens.start);
-        assert_eq!(bodies(&mut running.rx, 100).await, want(first..first + 100));
-    }
-    let received = running
-        .telemetry
-        .counter_value(ADAPTER_RECEIVED, &[("adapter", "lora")]);
-    assert_eq!(received, Some(220));
-    assert_eq!(errors(&running.telemetry, "send"), 0);
-    assert_eq!(errors(&running.telemetry, "recv"), 0);
-    // Stopping ends the thread while it waits, idle: the queue closes and
-    // the port is free once the processor's copy goes too.
-    running.stop.cancel();
-    let joined = tokio::time::timeout(Duration::from_secs(20), running.receiver.join());
-    joined.await.expect("the thread ends").unwrap();
-    assert!(running.rx.recv().await.is_none(), "the queue closes");
-    drop(running.socket);
-    std::net::UdpSocket::bind(running.adapter).expect("the port is free again");
 }
