@@ -249,3 +249,73 @@ async fn a_burst_is_acknowledged_datagram_by_datagram_and_passed_on_in_order() {
     running.task.await.unwrap();
     assert!(running.rx.recv().await.is_none(), "the queue closes");
 }
+
+fn push_data(token: u16, n: usize) -> Vec<u8> {
+    let [t0, t1] = token.to_be_bytes();
+    let mut d = vec![2, t0, t1, 0x00];
+    d.extend_from_slice(&EUI);
+    d.extend_from_slice(format!("{{\"n\":{n}}}").as_bytes());
+    d
+}
+
+/// The bodies of the next `n` PUSH_DATA passed on; a deadline only so a
+/// failure ends.
+async fn bodies(rx: &mut QueueRx, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let batch = tokio::time::timeout(Duration::from_secs(20), rx.recv());
+        let batch = batch.await.expect("a batch").expect("the queue is open");
+        got.extend(
+            batch
+                .iter()
+                .map(|(_, b)| String::from_utf8(b.to_vec()).unwrap()),
+        );
+    }
+    got
+}
+
+#[tokio::test]
+async fn forwarders_that_come_and_go_and_bursts_are_all_served_and_stop_frees_the_port() {
+    let mut running = start(MAX_DATAGRAM).await;
+    // Forwarders that send one PUSH_DATA and close at once: their ACKs
+    // go nowhere, and that costs neither their uplinks nor the loop.
+    for n in 0..20 {
+        let once = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        once.send_to(&push_data(1, n), running.adapter).unwrap();
+    }
+    let want = |r: std::ops::Range<usize>| r.map(|n| format!("{{\"n\":{n}}}")).collect::<Vec<_>>();
+    // In order: on loopback a send is queued before it returns.
+    assert_eq!(bodies(&mut running.rx, 20).await, want(0..20));
+    // Then bursts from one that stays, each sent without waiting for an
+    // ACK (within the default socket buffer), the loop idle in between.
+    let forwarder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    forwarder.connect(running.adapter).await.unwrap();
+    for round in 0..2u16 {
+        let tokens = round * 100 + 1..round * 100 + 101;
+        for t in tokens.clone() {
+            forwarder.send(&push_data(t, usize::from(t))).await.unwrap();
+        }
+        let acked: Vec<u16> = replies(&forwarder, 100)
+            .await
+            .iter()
+            .map(|a| {
+                assert_eq!(a[3], 0x01, "a PUSH_ACK");
+                u16::from_be_bytes([a[1], a[2]])
+            })
+            .collect();
+        assert_eq!(acked, tokens.clone().collect::<Vec<_>>(), "each, in order");
+        let first = usize::from(tokens.start);
+        assert_eq!(bodies(&mut running.rx, 100).await, want(first..first + 100));
+    }
+    let t = &running.telemetry;
+    let received = t.counter_value(ADAPTER_RECEIVED, &[("adapter", "lora")]);
+    assert_eq!(received, Some(220));
+    assert_eq!((errors(t, "send"), errors(t, "recv")), (0, 0));
+    // Stopping ends the loop while it waits, idle: the queue closes and
+    // the socket is closed with it.
+    running.stop.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(20), running.task);
+    ended.await.expect("the loop ends").unwrap();
+    assert!(running.rx.recv().await.is_none(), "the queue closes");
+    std::net::UdpSocket::bind(running.adapter).expect("the port is free again");
+}
