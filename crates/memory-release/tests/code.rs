@@ -4,13 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use memory_release::code::StartupCode;
+mod support;
 
-fn rss_file_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("RssFile:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+use memory_release::code::StartupCode;
 
 #[test]
 #[cfg(target_os = "linux")]
@@ -25,9 +21,9 @@ fn released_code_leaves_the_resident_set_and_still_runs() {
     // Touch a wide spread of code first, as start-up does.
     let text = format!("{:?}", (1..2_000).map(f64::from).collect::<Vec<_>>());
     let parsed: Vec<f64> = serde_free_parse(&text);
-    let before = rss_file_kb();
+    let before = support::status_kb("RssFile");
     let advised = code.release().unwrap();
-    let after = rss_file_kb();
+    let after = support::status_kb("RssFile");
     assert_eq!(advised, code.mapped_bytes());
     assert!(
         after + 256 < before,

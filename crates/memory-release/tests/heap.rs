@@ -5,11 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-fn rss_anon_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+mod support;
 
 #[test]
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -33,12 +29,12 @@ fn a_burst_freed_between_long_lived_chunks_is_released() {
         held > 16 << 20,
         "the burst should leave >16 MB free in the arena, got {held}"
     );
-    let before = rss_anon_kb();
+    let before = support::status_kb("RssAnon");
     assert!(
         memory_release::heap::release_free_pages(),
         "nothing was released"
     );
-    let after = rss_anon_kb();
+    let after = support::status_kb("RssAnon");
     assert!(
         after + 8 * 1024 < before,
         "resident anonymous memory should drop by >8 MB: {before} kB -> {after} kB"
