@@ -42,18 +42,46 @@ impl StartupCode {
     /// starts a thread or loads a library (first thing in `main`), where
     /// every mapping belongs to the executable or a library it was linked
     /// against. Where `/proc/self/smaps` cannot be read (not Linux, a
-    /// sandbox without /proc), nothing is recorded and
-    /// [`release`](Self::release) does nothing.
+    /// sandbox without /proc), or does not describe the address space the
+    /// process sees, nothing is recorded and [`release`](Self::release)
+    /// does nothing.
     #[must_use]
     pub fn record() -> Self {
-        std::fs::read_to_string("/proc/self/smaps")
-            .map(|smaps| Self::from_smaps(&smaps))
-            .unwrap_or_default()
+        let read = |path| std::fs::read_to_string(path).ok();
+        match (read("/proc/self/maps"), read("/proc/self/smaps")) {
+            (Some(maps), Some(smaps)) => Self::from_listings(&maps, &smaps),
+            _ => Self::default(),
+        }
+    }
+
+    /// The releasable mappings of an smaps listing, provided its file
+    /// mappings are those `maps` lists. An emulator running the process
+    /// (qemu-user, which runs the armhf and arm64 packages in CI) shows it
+    /// its own `maps` but passes the host's `smaps` through: the host's
+    /// view of the guest's pages, where code is not executable and the
+    /// emulator's own libraries sit beside it. Its anonymous counts say
+    /// nothing about what the guest wrote, and qemu 7.2's pass-through of
+    /// `MADV_DONTNEED` on them leaves it crashing at exit; so a listing that
+    /// disagrees with `maps` is not acted on.
+    #[must_use]
+    pub fn from_listings(maps: &str, smaps: &str) -> Self {
+        let file_mappings = |listing: &'_ str| -> Vec<(Range<usize>, String, String)> {
+            listing
+                .lines()
+                .filter_map(Mapping::parse)
+                .filter(|m| m.path.starts_with('/'))
+                .map(|m| (m.range, m.perms.to_owned(), m.path.trim_end().to_owned()))
+                .collect()
+        };
+        let seen = file_mappings(maps);
+        if seen.is_empty() || seen != file_mappings(smaps) {
+            return Self::default();
+        }
+        Self::from_smaps(smaps)
     }
 
     /// The releasable mappings of an smaps listing.
-    #[must_use]
-    pub fn from_smaps(smaps: &str) -> Self {
+    fn from_smaps(smaps: &str) -> Self {
         let mut mappings = Vec::new();
         let mut current: Option<Range<usize>> = None;
         for line in smaps.lines() {
@@ -206,6 +234,68 @@ Anonymous:             0 kB
         assert_eq!(
             code.mapped_bytes(),
             0x286_000 + 0x898_000 + 0x156_000 + 0x1000
+        );
+    }
+
+    /// The header lines of [`SMAPS`]: what `/proc/self/maps` shows the
+    /// same process.
+    fn maps_of(smaps: &str) -> String {
+        smaps
+            .lines()
+            .filter(|line| Mapping::parse(line).is_some())
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn a_listing_that_agrees_with_maps_is_used() {
+        assert_eq!(
+            StartupCode::from_listings(&maps_of(SMAPS), SMAPS),
+            StartupCode::from_smaps(SMAPS)
+        );
+        assert_eq!(
+            StartupCode::from_listings(&maps_of(SMAPS), SMAPS)
+                .mappings
+                .len(),
+            4
+        );
+    }
+
+    /// Taken from an armhf program under qemu-arm 7.2 (Debian 12), cut
+    /// down: `maps` is the guest's, `smaps` the host's.
+    #[test]
+    fn an_emulators_host_listing_is_not_acted_on() {
+        let maps = "\
+3f6bc000-3f7c6000 r-xp 00000000 fe:00 959791                             /usr/arm-linux-gnueabihf/lib/libc.so.6
+3f7c6000-3f7c8000 r--p 00109000 fe:00 959791                             /usr/arm-linux-gnueabihf/lib/libc.so.6
+3f7c9000-3f7d5000 rw-p 00000000 00:00 0                                  
+40000000-40001000 r-xp 00000000 fe:00 10011497                           /tmp/maps-arm
+";
+        let smaps = "\
+3f6bd000-3f7c7000 r--p 00000000 fe:00 959791                             /usr/arm-linux-gnueabihf/lib/libc.so.6
+Rss:                 704 kB
+Anonymous:             0 kB
+3f7c7000-3f7c9000 r--p 00109000 fe:00 959791                             /usr/arm-linux-gnueabihf/lib/libc.so.6
+Anonymous:             8 kB
+40001000-40002000 r--p 00000000 fe:00 10010725                           /tmp/maps-arm
+Anonymous:             0 kB
+55e9003a0000-55e900418000 r--p 00000000 fe:00 10199271                   /usr/bin/qemu-arm
+Anonymous:             0 kB
+";
+        assert!(!StartupCode::from_smaps(smaps).mappings.is_empty());
+        assert_eq!(
+            StartupCode::from_listings(maps, smaps),
+            StartupCode::default()
+        );
+        // The emulator's own mapping alone is enough to tell.
+        let guest_view: String = maps_of(smaps)
+            .lines()
+            .filter(|line| !line.ends_with("/usr/bin/qemu-arm"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(
+            StartupCode::from_listings(&guest_view, smaps),
+            StartupCode::default()
         );
     }
 
