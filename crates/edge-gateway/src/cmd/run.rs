@@ -90,7 +90,9 @@ async fn run(
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut gateway = Gateway::start(&cfg, edge_gateway::fault_clock::wall_clock())?;
     let metrics = metrics::serve(&cfg.metrics, gateway.telemetry.clone()).await;
-    edge_gateway::memory::release_startup_code(startup_code).await;
+    tokio::spawn(edge_gateway::memory::release_startup_code_once_settled(
+        startup_code,
+    ));
     let mut status_tick = tokio::time::interval(Duration::from_secs(60));
     status_tick.tick().await;
     let heap = edge_gateway::memory::HeapTrimmer::new(&gateway.telemetry);
