@@ -47,11 +47,16 @@ cross() {
     echo "build-deb: SKIPPED $arch: no cross linker; install it with: apt-get install $packages" >&2
     return 0
   fi
-  # Linker for rustc, C compiler for ring's assembly and the vendored C
-  # libraries, all the Debian cross gcc.
-  local var="${triple//-/_}"
+  # C compiler for ring's assembly and the vendored C libraries: the Debian
+  # cross gcc. It drives the link too, through link-hot-first (hot code laid
+  # out together), with rustup's lld: GNU ld cannot order symbols.
+  local var="${triple//-/_}" host
+  host=$(rustc -vV | sed -n 's/^host: //p')
   (
-    export "CARGO_TARGET_${var^^}_LINKER=$gnu-gcc" "CC_$var=$gnu-gcc" "AR_$var=$gnu-ar"
+    export "CARGO_TARGET_${var^^}_LINKER=$PWD/packaging/link-hot-first" \
+      "HOT_FIRST_CC=$gnu-gcc" \
+      "HOT_FIRST_GCC_LD=$(rustc --print sysroot)/lib/rustlib/$host/bin/gcc-ld" \
+      "CC_$var=$gnu-gcc" "AR_$var=$gnu-ar"
     build "$arch" "$triple"
   )
 }

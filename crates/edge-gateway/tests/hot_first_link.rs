@@ -1,0 +1,136 @@
+//! `packaging/link-hot-first`, the linker of the gateway's executable:
+//! the functions its list names end up side by side at the start of the
+//! code, in the list's order, and every other link passes through as is.
+//! Played with a small C program, linked by the same compiler driver and
+//! lld the Rust builds use.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// rustup's directory holding `ld.lld`, which rustc itself links with.
+fn gcc_ld() -> PathBuf {
+    let out = |args: &[&str]| {
+        let o = Command::new("rustc").args(args).output().unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let sysroot = out(&["--print", "sysroot"]);
+    let host = out(&["-vV"])
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .unwrap();
+    Path::new(sysroot.trim()).join(format!("lib/rustlib/{host}/bin/gcc-ld"))
+}
+
+/// Function name → address in `binary`.
+fn addresses(binary: &Path) -> std::collections::HashMap<String, u64> {
+    let out = Command::new("nm").arg(binary).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+            let kind = f.next()?;
+            let name = f.next()?;
+            matches!(kind, "t" | "T").then(|| (name.to_owned(), addr))
+        })
+        .collect()
+}
+
+/// Links `object` through the wrapper into `output`, with `list` as the
+/// hot list, and rustup's lld unless `with_lld` is false.
+fn link(dir: &Path, object: &Path, output: &Path, list: &Path, with_lld: bool) {
+    let mut command = Command::new("sh");
+    command
+        .arg(repo().join("packaging/link-hot-first"))
+        .arg(object)
+        .arg("-o")
+        .arg(output)
+        .env("HOT_FIRST_LIST", list)
+        .env_remove("HOT_FIRST_GCC_LD")
+        .current_dir(dir);
+    if with_lld {
+        command.env("HOT_FIRST_GCC_LD", gcc_ld());
+    }
+    let status = command.status().unwrap();
+    assert!(status.success(), "link of {} failed", output.display());
+}
+
+const PROGRAM: &str = r#"
+int cold_a(int x) { return x * 3 + 1; }
+int hot_late(int x) { return x ^ 0x5a5a; }
+int cold_b(int x) { return x * 7 - 2; }
+int cold_c(int x) { return x / 5 + 9; }
+int hot_first(int x) { return x + 11; }
+int main(int argc, char **argv) { (void)argv; return cold_a(argc) + cold_b(argc) + cold_c(argc) + hot_late(argc) + hot_first(argc) == 0; }
+"#;
+
+#[test]
+fn the_listed_functions_lead_the_code_in_list_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("program.c");
+    std::fs::write(&source, PROGRAM).unwrap();
+    let object = dir.path().join("program.o");
+    let compiled = Command::new("cc")
+        .args(["-O1", "-ffunction-sections", "-c"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&object)
+        .status()
+        .unwrap();
+    assert!(compiled.success());
+    let list = dir.path().join("hot-code.txt");
+    // Comments are skipped; a name no object defines is ignored.
+    std::fs::write(&list, "# hot\nhot_first\nnot_in_this_link\nhot_late\n").unwrap();
+
+    let deps = dir.path().join("target/release/deps");
+    std::fs::create_dir_all(&deps).unwrap();
+    let ordered = deps.join("edge_gateway-0123456789abcdef");
+    link(dir.path(), &object, &ordered, &list, true);
+    let at = addresses(&ordered);
+    let code = [
+        "cold_a",
+        "cold_b",
+        "cold_c",
+        "hot_late",
+        "hot_first",
+        "main",
+    ];
+    let lowest = code.iter().map(|f| at[*f]).min().unwrap();
+    assert_eq!(
+        at["hot_first"], lowest,
+        "hot_first should open the code: {at:?}"
+    );
+    assert!(at["hot_first"] < at["hot_late"], "list order kept: {at:?}");
+    for cold in ["cold_a", "cold_b", "cold_c", "main"] {
+        assert!(
+            at["hot_late"] < at[cold],
+            "{cold} should follow the hot code: {at:?}"
+        );
+    }
+    let ran = Command::new(&ordered).status().unwrap();
+    assert!(ran.success(), "the reordered program runs");
+
+    // Any other output (a test, a build script) is linked as the driver
+    // would: source order, hot list or not.
+    let other = dir
+        .path()
+        .join("target/release/deps/build_script_build-0123");
+    link(dir.path(), &object, &other, &list, true);
+    let at = addresses(&other);
+    assert!(at["cold_a"] < at["hot_first"], "not reordered: {at:?}");
+
+    // Linked by GNU ld (a native build on a Pi), which cannot order
+    // symbols: linked all the same, unordered, rather than refused.
+    let by_gnu_ld = deps.join("edge_gateway-fedcba9876543210");
+    link(dir.path(), &object, &by_gnu_ld, &list, false);
+    let at = addresses(&by_gnu_ld);
+    assert!(at["cold_a"] < at["hot_first"], "not reordered: {at:?}");
+    assert!(Command::new(&by_gnu_ld).status().unwrap().success());
+}
