@@ -49,14 +49,22 @@ cross() {
   fi
   # C compiler for ring's assembly and the vendored C libraries: the Debian
   # cross gcc. It drives the link too, through link-hot-first (hot code laid
-  # out together), with rustup's lld: GNU ld cannot order symbols.
-  local var="${triple//-/_}" host
+  # out together) with rustup's lld, GNU ld cannot order symbols. Through a
+  # launcher of this target's own: the host's links (build scripts) go
+  # through link-hot-first as well, and must keep the host's cc.
+  local var="${triple//-/_}" host launcher
   host=$(rustc -vV | sed -n 's/^host: //p')
+  launcher="$target_dir/link-hot-first-$triple"
+  mkdir -p "$target_dir"
+  cat >"$launcher" <<LAUNCHER
+#!/bin/sh
+export HOT_FIRST_CC=$gnu-gcc
+export HOT_FIRST_GCC_LD="$(rustc --print sysroot)/lib/rustlib/$host/bin/gcc-ld"
+exec "$PWD/packaging/link-hot-first" "\$@"
+LAUNCHER
+  chmod +x "$launcher"
   (
-    export "CARGO_TARGET_${var^^}_LINKER=$PWD/packaging/link-hot-first" \
-      "HOT_FIRST_CC=$gnu-gcc" \
-      "HOT_FIRST_GCC_LD=$(rustc --print sysroot)/lib/rustlib/$host/bin/gcc-ld" \
-      "CC_$var=$gnu-gcc" "AR_$var=$gnu-ar"
+    export "CARGO_TARGET_${var^^}_LINKER=$launcher" "CC_$var=$gnu-gcc" "AR_$var=$gnu-ar"
     build "$arch" "$triple"
   )
 }
