@@ -119,6 +119,11 @@ pub struct Aggregator {
     /// Windows ending at or before this had been closed when the clock
     /// last stepped back; emitted again, they are reruns.
     rerun_until: i64,
+    /// Start of the window the last reading fell in: the readings of a
+    /// burst share it, and finding it by a 64-bit division for each one,
+    /// twice (checked before the journal, then taken), was a noticeable
+    /// share of a reading's cost on the pipeline's task.
+    last_start: i64,
 }
 
 impl Aggregator {
@@ -152,6 +157,7 @@ impl Aggregator {
             max_series: usize::MAX,
             steps_back: 0,
             rerun_until: i64::MIN,
+            last_start: i64::MIN,
         })
     }
 
@@ -227,20 +233,34 @@ impl Aggregator {
 
     /// The start of the window `reading` goes in, if it still takes
     /// readings at `now`.
-    fn window_open_at(&self, reading: &Reading, now: Timestamp) -> Result<i64, Rejected> {
+    fn window_open_at(&mut self, reading: &Reading, now: Timestamp) -> Result<i64, Rejected> {
         let time = reading.time();
         let t = time.as_millis();
         let now = now.as_millis();
         if t > now.saturating_add(self.spec.max_future_ms) {
             return Err(Rejected::Future { time });
         }
-        let (start, end) = self.spec.bounds(t);
+        let (start, end) = self.bounds_near_last(t);
         if self.spec.deadline(start) <= now || end <= self.watermark {
             return Err(Rejected::Late {
                 window_end: to_timestamp(end),
             });
         }
         Ok(start)
+    }
+
+    /// [`WindowSpec::bounds`] of `t`, without the division when `t` falls
+    /// in the same window as the reading before.
+    fn bounds_near_last(&mut self, t: i64) -> (i64, i64) {
+        let start = self.last_start;
+        if t.checked_sub(start)
+            .is_some_and(|d| (0..self.spec.window_ms).contains(&d))
+        {
+            return (start, start.saturating_add(self.spec.window_ms));
+        }
+        let bounds = self.spec.bounds(t);
+        self.last_start = bounds.0;
+        bounds
     }
 
     /// Whether the window containing `now` is already closed: the wall

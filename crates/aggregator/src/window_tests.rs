@@ -647,3 +647,28 @@ fn windows_open_at_a_backward_step_close_at_once() {
     agg.ingest(&r(125), at(125)).unwrap();
     assert_eq!(agg.close_due(at(140))[0].rerun, 1);
 }
+
+#[test]
+fn the_window_remembered_from_the_reading_before_is_the_one_division_gives() {
+    for window_ms in [1, 7, 1_000, 3_600_000] {
+        let mut a = agg(window_ms, 0, 0);
+        let mut t = -3 * window_ms - 1;
+        // Forward in uneven steps across window edges, then back, then at
+        // the ends of the range where the end saturates.
+        let mut times: Vec<i64> = (0..200)
+            .map(|i| {
+                t += 1 + (i * 37) % (window_ms + 3);
+                t
+            })
+            .collect();
+        times.extend(times.clone().into_iter().rev());
+        times.extend([-(1 << 50), 1 << 50, i64::MAX - 1, i64::MAX, 0, -1]);
+        for t in times {
+            assert_eq!(
+                a.bounds_near_last(t),
+                a.spec.bounds(t),
+                "t = {t}, window {window_ms} ms"
+            );
+        }
+    }
+}
