@@ -5,6 +5,8 @@
 //! the bytes run out, so a short body reads as damage, never a panic.
 
 /// Appends a length-prefixed (u16) UTF-8 text; ids are at most 128 bytes.
+// Inline: the journal calls it twice per reading, from another crate.
+#[inline]
 pub fn put_text(out: &mut Vec<u8>, text: &str) {
     let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_le_bytes());
