@@ -15,7 +15,9 @@ for tool in valgrind callgrind_control mosquitto mosquitto_pub c++filt curl; do
   command -v "$tool" >/dev/null || { echo "hot-code: needs $tool" >&2; exit 1; }
 done
 cargo build --profile bench -p edge-gateway --no-default-features --features all-protocols --bin edge-gateway
-bin="$PWD/target/release/edge-gateway"
+# Resolved: callgrind names the object by its real path, and the list is
+# made of the functions in that object.
+bin=$(readlink -f "$PWD/target/release/edge-gateway")
 work=$(mktemp -d)
 broker_pid="" gw_pid=""
 cleanup() {
