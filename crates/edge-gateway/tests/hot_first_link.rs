@@ -134,3 +134,27 @@ fn the_listed_functions_lead_the_code_in_list_order() {
     assert!(at["cold_a"] < at["hot_first"], "not reordered: {at:?}");
     assert!(Command::new(&by_gnu_ld).status().unwrap().success());
 }
+
+#[test]
+fn the_list_and_the_link_name_functions_alike() {
+    use std::io::Write;
+    let mut child = Command::new("sh")
+        .arg(repo().join("packaging/link-hot-first"))
+        .arg("--canonical")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pipeline::task::Pipeline::run::h0123456789abcdef\n<core[9f3a1b2c]::option::Option<T>>::map'2\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "pipeline::task::Pipeline::run\n<core::option::Option<T>>::map\n"
+    );
+}
