@@ -238,29 +238,25 @@ async fn take_lines(
                 &shared.throttle,
                 &shared.ctx.name,
                 &peer,
+                &mut batch,
             ),
         };
+        // The line's readings are on the batch already.
         if !shared.ack {
-            if let Outcome::Readings { mut readings, .. } = outcome {
-                batch.append(&mut readings);
-            }
             continue;
         }
         let n = acks.next_line();
         match outcome {
             Outcome::Blank => {}
             Outcome::Refused(kind) => write_err(out, n, &kind),
-            Outcome::Readings {
-                mut readings,
-                digest: None,
-            } => {
-                batch.append(&mut readings);
+            Outcome::Readings { digest: None, .. } => {
                 batch_first.get_or_insert(n);
             }
             Outcome::Readings {
-                readings,
+                count,
                 digest: Some(digest),
             } => {
+                let readings = batch.split_off(batch.len() - count);
                 // In line order: what came before goes first.
                 if let Some(first) = batch_first.take() {
                     durable(shared, std::mem::take(&mut batch), None, first, waiting).await?;

@@ -14,13 +14,15 @@ use gateway_core::telemetry::LogThrottle;
 use gateway_core::{AdapterStats, DeviceId, Reading, TimeSource, Timestamp};
 use tracing::warn;
 
-use crate::payload::{self, Context, DecodeError, Decoded, PayloadFormat};
+use crate::payload::{self, Context, CsvLayout, DecodeError, Decoded, PayloadFormat};
 
 /// A line format and whether its lines can name their own device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineDecoder {
     format: PayloadFormat,
     names_device: bool,
+    /// A CSV format's column roles, worked out once.
+    csv: Option<CsvLayout>,
 }
 
 /// What a line came to.
@@ -31,13 +33,11 @@ pub enum Outcome {
     Blank,
     /// Nothing to keep; the `error_type` it was counted under.
     Refused(String),
-    /// Readings to hand on. `digest` identifies the line when every reading
+    /// Readings to hand on: the last `count` of the batch [`LineDecoder::judge`]
+    /// added them to. `digest` identifies the line when every reading
     /// carries the sensor's own time: a resent copy of it is then the same
     /// reading, and can be recognised after a crash.
-    Readings {
-        readings: Vec<Reading>,
-        digest: Option<u64>,
-    },
+    Readings { count: usize, digest: Option<u64> },
 }
 
 /// The devices lines named lately, by their text, per connection or port:
@@ -83,19 +83,25 @@ impl DeviceCache {
 
 impl LineDecoder {
     pub fn new(format: PayloadFormat) -> Self {
-        let names_device = match &format {
-            PayloadFormat::Csv { columns } => columns
-                .iter()
-                .any(|c| payload::CSV_DEVICE_COLUMNS.contains(&c.as_str())),
-            _ => true,
+        let (names_device, csv) = match &format {
+            PayloadFormat::Csv { columns } => (
+                columns
+                    .iter()
+                    .any(|c| payload::CSV_DEVICE_COLUMNS.contains(&c.as_str())),
+                Some(CsvLayout::new(columns)),
+            ),
+            _ => (true, None),
         };
         Self {
             format,
             names_device,
+            csv,
         }
     }
 
-    /// Decodes one line (without its line ending).
+    /// Decodes one line (without its line ending), its readings added to
+    /// the end of `readings`; what is returned holds the rest (problems,
+    /// ignored fields). On an error nothing is added.
     ///
     /// # Errors
     /// The payload decoders' [`DecodeError`] for a line that yields nothing.
@@ -105,41 +111,62 @@ impl LineDecoder {
         fallback: Option<&DeviceId>,
         now: Timestamp,
         devices: &mut DeviceCache,
+        readings: &mut Vec<Reading>,
     ) -> Result<Decoded, DecodeError> {
         let ctx = |device| Context {
             device,
             metric: None,
             now,
         };
-        if !self.names_device {
-            return payload::decode(&self.format, line, &ctx(fallback));
+        if let (PayloadFormat::Csv { columns }, Some(layout)) = (&self.format, &self.csv) {
+            // Straight onto the read's batch: a vector per line was an
+            // allocation and a copy per line. A device column's text is
+            // looked up rather than checked and allocated again; the
+            // fallback only for a line that names none.
+            let mut into = |device, readings: &mut Vec<Reading>| {
+                payload::decode_csv_into(
+                    line,
+                    columns,
+                    layout,
+                    &ctx(device),
+                    &mut |text| devices.get(text),
+                    readings,
+                )
+            };
+            let own = if self.names_device {
+                match into(None, readings) {
+                    Err(DecodeError::NoDevice) if fallback.is_some() => into(fallback, readings),
+                    other => other,
+                }
+            } else {
+                into(fallback, readings)
+            };
+            return own.map(|problems| Decoded {
+                readings: Vec::new(),
+                problems,
+                ignored: Vec::new(),
+            });
         }
-        // A CSV line's device column, looked up rather than checked and
-        // allocated again; the fallback, as below, only for a line that
-        // names none.
-        if let PayloadFormat::Csv { columns } = &self.format {
-            let own =
-                payload::decode_csv_with(line, columns, &ctx(None), &mut |text| devices.get(text));
-            return match own {
+        let mut decoded = if self.names_device {
+            // The line's own device first. The decoders let a given device
+            // win over the payload's, so the fallback is a second pass,
+            // paid only by lines that name none.
+            match payload::decode(&self.format, line, &ctx(None)) {
                 Err(DecodeError::NoDevice) if fallback.is_some() => {
                     payload::decode(&self.format, line, &ctx(fallback))
                 }
                 other => other,
-            };
-        }
-        // The line's own device first. The decoders let a given device win
-        // over the payload's, so the fallback is a second pass, paid only
-        // by lines that name none.
-        match payload::decode(&self.format, line, &ctx(None)) {
-            Err(DecodeError::NoDevice) if fallback.is_some() => {
-                payload::decode(&self.format, line, &ctx(fallback))
             }
-            other => other,
-        }
+        } else {
+            payload::decode(&self.format, line, &ctx(fallback))
+        }?;
+        readings.append(&mut decoded.readings);
+        Ok(decoded)
     }
 
-    /// Decodes a line and counts what happened under the adapter's stats,
-    /// logging refusals (rate-limited) with `origin` (peer or port).
+    /// Decodes a line onto the end of `batch` and counts what happened
+    /// under the adapter's stats, logging refusals (rate-limited) with
+    /// `origin` (peer or port).
     #[allow(clippy::too_many_arguments)]
     pub fn judge(
         &self,
@@ -151,6 +178,7 @@ impl LineDecoder {
         throttle: &LogThrottle,
         adapter: &str,
         origin: &dyn fmt::Display,
+        batch: &mut Vec<Reading>,
     ) -> Outcome {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Outcome::Blank;
@@ -162,7 +190,8 @@ impl LineDecoder {
                 warn!(adapter = %adapter, origin = %origin, error_type = kind, detail = %detail, suppressed, "Dropping a bad line.");
             }
         };
-        match self.decode(line, fallback, now, devices) {
+        let start = batch.len();
+        match self.decode(line, fallback, now, devices, batch) {
             Ok(decoded) => {
                 let mut first = None;
                 for problem in &decoded.problems {
@@ -173,17 +202,17 @@ impl LineDecoder {
                 for (device, key) in &decoded.ignored {
                     stats.ignored_field(device.as_str(), key);
                 }
-                if decoded.readings.is_empty() {
+                let readings = &batch[start..];
+                if readings.is_empty() {
                     return Outcome::Refused(first.unwrap_or_else(|| "no_values".into()));
                 }
-                stats.readings.add(decoded.readings.len() as u64);
-                let stamped = decoded
-                    .readings
+                stats.readings.add(readings.len() as u64);
+                let stamped = readings
                     .iter()
                     .all(|r| r.time_source() == TimeSource::Event);
                 Outcome::Readings {
+                    count: readings.len(),
                     digest: stamped.then(|| digest(fallback, line)),
-                    readings: decoded.readings,
                 }
             }
             Err(e) => {
@@ -222,9 +251,21 @@ mod tests {
         })
     }
 
-    fn judge(d: &LineDecoder, line: &[u8], fallback: Option<&str>, t: &Telemetry) -> Outcome {
+    /// A line's outcome, and the batch it was judged onto: one reading
+    /// already there from the line before, which must stay first.
+    type Judged = (Outcome, Vec<Reading>);
+
+    fn before() -> Reading {
+        let device = DeviceId::new("earlier").unwrap();
+        let metric = MetricName::new("t").unwrap();
+        let at = Timestamp::from_millis(NOW).unwrap();
+        Reading::new(device, metric, 1.0, at, TimeSource::Arrival).unwrap()
+    }
+
+    fn judge(d: &LineDecoder, line: &[u8], fallback: Option<&str>, t: &Telemetry) -> Judged {
         let fallback = fallback.map(|f| DeviceId::new(f).unwrap());
-        d.judge(
+        let mut batch = vec![before()];
+        let outcome = d.judge(
             line,
             fallback.as_ref(),
             &mut DeviceCache::default(),
@@ -233,13 +274,23 @@ mod tests {
             &LogThrottle::default(),
             "lines",
             &"test",
-        )
+            &mut batch,
+        );
+        (outcome, batch)
     }
 
-    fn devices(o: &Outcome) -> Vec<String> {
-        match o {
-            Outcome::Readings { readings, .. } => {
-                readings.iter().map(|r| r.device().to_string()).collect()
+    /// The devices of the line's readings, checking they are the batch's
+    /// last `count`, after what was there before.
+    fn devices((outcome, batch): &Judged) -> Vec<String> {
+        assert_eq!(
+            batch.first(),
+            Some(&before()),
+            "the batch's earlier reading first"
+        );
+        match outcome {
+            Outcome::Readings { count, .. } => {
+                assert_eq!(*count, batch.len() - 1, "{batch:?}");
+                batch[1..].iter().map(|r| r.device().to_string()).collect()
             }
             other => panic!("expected readings, got {other:?}"),
         }
@@ -272,10 +323,9 @@ mod tests {
         assert_eq!(devices(&judge(&json, br#"{"t":1}"#, Some("f"), &t)), ["f"]);
         let kv = LineDecoder::new(PayloadFormat::Kv);
         assert_eq!(devices(&judge(&kv, b"t=1", Some("f"), &t)), ["f"]);
-        assert_eq!(
-            judge(&kv, b"t=1", None, &t),
-            Outcome::Refused("no_device".into())
-        );
+        let (refused, batch) = judge(&kv, b"t=1", None, &t);
+        assert_eq!(refused, Outcome::Refused("no_device".into()));
+        assert_eq!(batch, [before()], "nothing added");
     }
 
     #[test]
@@ -285,7 +335,8 @@ mod tests {
         let mut cache = DeviceCache::default();
         let mut judge = |line: &[u8], fallback: Option<&str>| {
             let fallback = fallback.map(|f| DeviceId::new(f).unwrap());
-            relay.judge(
+            let mut batch = vec![before()];
+            let outcome = relay.judge(
                 line,
                 fallback.as_ref(),
                 &mut cache,
@@ -294,7 +345,9 @@ mod tests {
                 &LogThrottle::default(),
                 "lines",
                 &"test",
-            )
+                &mut batch,
+            );
+            (outcome, batch)
         };
         // (line, fallback, the device or the refusal)
         type Case<'a> = (&'a [u8], Option<&'a str>, Result<&'a str, &'a str>);
@@ -317,7 +370,10 @@ mod tests {
             let o = judge(line, fallback);
             match want {
                 Ok(d) => assert_eq!(devices(&o), [d], "{line:?}"),
-                Err(kind) => assert_eq!(o, Outcome::Refused(kind.into()), "{line:?}"),
+                Err(kind) => {
+                    assert_eq!(o.0, Outcome::Refused(kind.into()), "{line:?}");
+                    assert_eq!(o.1, [before()], "nothing added: {line:?}");
+                }
             }
         }
         // The MAC in capitals is kept by its text; in small letters it was
@@ -338,11 +394,14 @@ mod tests {
             (b"21.3,1013.2,45.1,12000", None),
         ];
         for (line, refused) in cases {
-            let o = judge(&seed, line, Some("d"), &t);
+            let (o, batch) = judge(&seed, line, Some("d"), &t);
             match refused {
                 Some(kind) => assert_eq!(o, Outcome::Refused(kind.into())),
                 None => assert!(!matches!(o, Outcome::Refused(_)), "{o:?}"),
             }
+            let added = batch.len() - 1;
+            let good = line == b"21.3,1013.2,45.1,12000";
+            assert_eq!(added, if good { 4 } else { 0 }, "{line:?}");
         }
         assert_eq!(errors(&t, "csv_column_count"), 1);
         assert_eq!(errors(&t, "not_utf8"), 1);
@@ -363,7 +422,7 @@ mod tests {
         let a = judge(&stamped, b"1795255200000,21.5", Some("n1"), &t);
         let b = judge(&stamped, b"1795255200000,21.5\r", Some("n1"), &t);
         let c = judge(&stamped, b"1795255200000,21.5", Some("n2"), &t);
-        let digest = |o: &Outcome| match o {
+        let digest = |o: &Judged| match &o.0 {
             Outcome::Readings { digest, .. } => *digest,
             other => panic!("{other:?}"),
         };

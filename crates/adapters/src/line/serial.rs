@@ -188,13 +188,15 @@ async fn read_port(
                     &throttle,
                     &ctx.name,
                     &origin,
+                    &mut batch,
                 ),
             };
             match outcome {
                 Outcome::Readings {
-                    readings,
+                    count,
                     digest: Some(digest),
                 } => {
+                    let readings = batch.split_off(batch.len() - count);
                     // A line with its own time may be a copy: an ESP-NOW
                     // client whose acknowledgement was lost on the air sends
                     // it again, and the relay prints it again. Its content
@@ -214,8 +216,8 @@ async fn read_port(
                     let (receipt, _) = Receipt::new(Some(key));
                     send(ctx, Ingress::Durable { readings, receipt }).await?;
                 }
-                Outcome::Readings { mut readings, .. } => batch.append(&mut readings),
-                Outcome::Refused(_) | Outcome::Blank => {}
+                // On the batch already.
+                Outcome::Readings { digest: None, .. } | Outcome::Refused(_) | Outcome::Blank => {}
             }
         }
         send(ctx, Ingress::Readings(batch)).await?;

@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 #[cfg(any(feature = "tcp_line", feature = "serial"))]
-pub(crate) use csv::DEVICE_COLUMNS as CSV_DEVICE_COLUMNS;
+pub(crate) use csv::{Layout as CsvLayout, DEVICE_COLUMNS as CSV_DEVICE_COLUMNS};
 #[cfg(feature = "lorawan")]
 pub use lns::NetworkServer;
 
@@ -224,6 +224,15 @@ pub struct FieldProblem {
     pub reason: FieldReason,
 }
 
+impl FieldProblem {
+    fn new(field: &str, reason: FieldReason) -> Self {
+        Self {
+            field: clip(field),
+            reason,
+        }
+    }
+}
+
 impl fmt::Display for FieldProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}: {}", self.field, self.reason)
@@ -326,21 +335,29 @@ pub fn decode_naming_device(
     Ok(decoded)
 }
 
-/// [`decode`] of a [`PayloadFormat::Csv`] line, its device column's text
-/// turned into an id by `known` when it can (`csv::decode_with`).
+/// [`decode`] of a [`PayloadFormat::Csv`] line onto the end of
+/// `readings`, its columns' `layout` worked out before and its device
+/// column's text turned into an id by `known` when it can
+/// (`csv::decode_into`). On an error nothing is added.
 ///
 /// # Errors
 /// As [`decode`].
 #[cfg(any(feature = "tcp_line", feature = "serial"))]
-pub(crate) fn decode_csv_with(
+pub(crate) fn decode_csv_into(
     payload: &[u8],
     columns: &[MetricName],
+    layout: &CsvLayout,
     ctx: &Context,
     known: &mut dyn FnMut(&str) -> Option<DeviceId>,
-) -> Result<Decoded, DecodeError> {
-    let decoded = csv::decode_with(payload, columns, ctx, known)?;
-    check_metric_count(&decoded.readings)?;
-    Ok(decoded)
+    readings: &mut Vec<Reading>,
+) -> Result<Vec<FieldProblem>, DecodeError> {
+    let start = readings.len();
+    let problems = csv::decode_into(payload, columns, layout, ctx, known, readings)?;
+    if let Err(e) = check_metric_count(&readings[start..]) {
+        readings.truncate(start);
+        return Err(e);
+    }
+    Ok(problems)
 }
 
 /// Distinct metrics one device may report in one message. The richest real
@@ -471,10 +488,7 @@ impl Decoded {
     }
 
     fn problem(&mut self, field: &str, reason: FieldReason) {
-        self.problems.push(FieldProblem {
-            field: clip(field),
-            reason,
-        });
+        self.problems.push(FieldProblem::new(field, reason));
     }
 
     /// A text field of `device`, not a value and not an error.
