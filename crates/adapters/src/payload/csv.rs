@@ -172,10 +172,10 @@ pub(crate) fn decode_into(
         }
         candidates += 1;
         let column = &columns[i];
-        match field.parse::<f64>() {
+        match super::decimal::parse(field) {
             // The only refusal of `Reading::new` is a non-finite value
             // ("nan", "1e400").
-            Ok(v) => match Reading::new(
+            Some(v) => match Reading::new(
                 device.clone(),
                 column.clone(),
                 v,
@@ -185,7 +185,7 @@ pub(crate) fn decode_into(
                 Ok(r) => readings.push(r),
                 Err(_) => line.problem(column, FieldReason::NotFinite),
             },
-            Err(_) => line.problem(column, FieldReason::NotNumeric),
+            None => line.problem(column, FieldReason::NotNumeric),
         }
     }
     if candidates == 0 {

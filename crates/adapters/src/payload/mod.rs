@@ -28,6 +28,7 @@
 //! [`FieldReason::NotFinite`] problem.
 
 mod csv;
+mod decimal;
 mod influx;
 mod json;
 mod json_text;
