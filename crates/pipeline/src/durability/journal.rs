@@ -15,13 +15,21 @@
 //! ```text
 //! file   = record*
 //! record = len:u32le crc32(body):u32le body    (gateway_core::state_file::frame)
-//! body   = has_key:u8 [source:text slot:u16 digest:u64] n:u32 n × reading
+//! body   = 4:u8 n:u32 n × reading                   a message
+//!        | 5:u8 source:text slot:u16 digest:u64 n:u32 n × reading
+//!                                  a message with its delivery key
 //!        | 2:u8 source:text n:u32(0)      the source's session started afresh
 //!        | 3:u8 at_ms:i64 steps:u32 n:u32(0)
 //!                                  the window clock stepped back to at_ms
 //!                                  (its `steps`th backward step)
-//! reading = device:text metric:text time_ms:i64 value:f64 event_time:u8
+//!        | 0:u8 … | 1:u8 …         a message (with its key) as written
+//!                                  before 2026-11-25: still read
+//! reading: see `record_readings` (names once per record, by slot)
 //! ```
+//!
+//! A journal written by this version is not read by an earlier one (its
+//! records look damaged there): a downgrade should follow a clean stop,
+//! which leaves no journal to replay.
 //!
 //! A half-written tail (power cut mid-append) is cut off at the last intact
 //! record; damaged bytes between intact records are skipped, as the outbox
@@ -34,18 +42,21 @@ use std::sync::Arc;
 
 use gateway_core::state_file::inventory::{JOURNAL_PREFIX, JOURNAL_SUFFIX};
 use gateway_core::state_file::{frame, frame::Frame, FileError};
-use gateway_core::{DeliveryKey, DeviceId, MetricName, Reading, Receipt, TimeSource, Timestamp};
+use gateway_core::{DeliveryKey, Reading, Receipt};
 use tracing::{info, warn};
 
 use gateway_core::state_file::fields::{put_text, Reader};
+
+use super::record_readings;
 
 /// Receipts waiting beyond this many force a commit even while more
 /// messages are queued, bounding acknowledgement latency under load.
 pub const MAX_BATCH: usize = 512;
 
-/// Bytes a reading usually takes in a record (short ids); a guess for
-/// [`Journal::reserve`], not a limit.
-const RESERVE_PER_READING: usize = 40;
+/// Bytes a reading usually takes in a record (its names by slot, the
+/// time of the reading before); a guess for [`Journal::reserve`], not a
+/// limit.
+const RESERVE_PER_READING: usize = 12;
 
 /// The largest write buffer kept for the next commit: reusing it saves
 /// growing a fresh one (and the page faults) per batch, and beyond this a
@@ -79,10 +90,14 @@ pub struct Entry {
     pub step_back: Option<(i64, u32)>,
 }
 
-const NO_KEY: u8 = 0;
-const KEY: u8 = 1;
+/// A message, its readings spelled out (as written before 2026-11-25).
+const SPELLED_OUT: u8 = 0;
+const SPELLED_OUT_KEY: u8 = 1;
 const NEW_SESSION: u8 = 2;
 const STEP_BACK: u8 = 3;
+/// A message, its names by slot (`record_readings`).
+const MESSAGE: u8 = 4;
+const MESSAGE_KEY: u8 = 5;
 
 /// What opening found.
 #[derive(Debug, Default)]
@@ -271,25 +286,16 @@ impl Journal {
         let start = frame::begin(&mut self.buffer);
         match key {
             Some(k) => {
-                self.buffer.push(KEY);
+                self.buffer.push(MESSAGE_KEY);
                 put_text(&mut self.buffer, &k.source);
                 self.buffer.extend_from_slice(&k.slot.to_le_bytes());
                 self.buffer.extend_from_slice(&k.digest.to_le_bytes());
             }
-            None => self.buffer.push(NO_KEY),
+            None => self.buffer.push(MESSAGE),
         }
         let n = u32::try_from(readings.len()).unwrap_or(u32::MAX);
         self.buffer.extend_from_slice(&n.to_le_bytes());
-        for r in readings.iter().take(n as usize) {
-            put_text(&mut self.buffer, r.device().as_str());
-            put_text(&mut self.buffer, r.metric().as_str());
-            self.buffer
-                .extend_from_slice(&r.time().as_millis().to_le_bytes());
-            self.buffer
-                .extend_from_slice(&r.value().to_bits().to_le_bytes());
-            self.buffer
-                .push(u8::from(r.time_source() == TimeSource::Event));
-        }
+        record_readings::encode(&readings[..n as usize], &mut self.buffer);
         frame::end(&mut self.buffer, start);
     }
 
@@ -520,26 +526,19 @@ fn record_at(bytes: &[u8]) -> Option<(Entry, usize)> {
 fn decode_entry(body: &[u8]) -> Option<Entry> {
     let mut r = Reader::new(body);
     let (mut key, mut new_session, mut step_back) = (None, None, None);
-    match r.take(1)?[0] {
-        NO_KEY => {}
-        KEY => key = Some((Arc::from(r.text()?), r.u16()?, r.u64()?)),
+    let kind = r.u8()?;
+    match kind {
+        SPELLED_OUT | MESSAGE => {}
+        SPELLED_OUT_KEY | MESSAGE_KEY => key = Some((Arc::from(r.text()?), r.u16()?, r.u64()?)),
         NEW_SESSION => new_session = Some(Arc::from(r.text()?)),
         STEP_BACK => step_back = Some((r.i64()?, r.u32()?)),
         _ => return None,
     }
     let n = r.u32()?;
-    let mut readings = Vec::with_capacity(n.min(4096) as usize);
-    for _ in 0..n {
-        let device = DeviceId::new(r.text()?).ok()?;
-        let metric = MetricName::new(r.text()?).ok()?;
-        let time = Timestamp::from_millis(r.i64()?).ok()?;
-        let value = r.f64()?;
-        let source = match r.take(1)?[0] {
-            0 => TimeSource::Arrival,
-            _ => TimeSource::Event,
-        };
-        readings.push(Reading::new(device, metric, value, time, source).ok()?);
-    }
+    let readings = match kind {
+        SPELLED_OUT | SPELLED_OUT_KEY => record_readings::decode_spelled_out(&mut r, n)?,
+        _ => record_readings::decode(&mut r, n)?,
+    };
     Some(Entry {
         key,
         readings,
@@ -574,6 +573,7 @@ pub fn report(replay: &Replay, epoch: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gateway_core::{DeviceId, MetricName, TimeSource, Timestamp};
 
     fn reading(device: &str, value: f64, ms: i64) -> Reading {
         Reading::new(
@@ -620,6 +620,48 @@ mod tests {
             [reading("a", 1.5, 1000), reading("b", -2.0, 2000)]
         );
         assert_eq!(replay.entries[1].key, None);
+    }
+
+    /// A journal left by the version before (every name and time spelled
+    /// out in each reading) replays after an upgrade, and appending goes
+    /// on in the new layout behind it.
+    #[test]
+    fn a_journal_in_the_earlier_layout_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        for (kind, with_key) in [(SPELLED_OUT_KEY, true), (SPELLED_OUT, false)] {
+            let start = frame::begin(&mut bytes);
+            bytes.push(kind);
+            if with_key {
+                put_text(&mut bytes, "local");
+                bytes.extend_from_slice(&1u16.to_le_bytes());
+                bytes.extend_from_slice(&42u64.to_le_bytes());
+            }
+            bytes.extend_from_slice(&2u32.to_le_bytes());
+            for (device, value) in [("a", 1.5), ("b", -2.0)] {
+                put_text(&mut bytes, device);
+                put_text(&mut bytes, "t");
+                bytes.extend_from_slice(&1000i64.to_le_bytes());
+                bytes.extend_from_slice(&f64::to_bits(value).to_le_bytes());
+                bytes.push(1);
+            }
+            frame::end(&mut bytes, start);
+        }
+        std::fs::write(dir.path().join(file_name(7)), &bytes).unwrap();
+        let (mut j, replay) = Journal::open(dir.path(), 7, 7).unwrap();
+        let earlier = [reading("a", 1.5, 1000), reading("b", -2.0, 1000)];
+        assert_eq!(replay.damaged_bytes, 0);
+        assert_eq!(replay.entries.len(), 2);
+        assert_eq!(replay.entries[0].key, Some(("local".into(), 1, 42)));
+        assert_eq!(replay.entries[0].readings, earlier);
+        assert_eq!(replay.entries[1].key, None);
+        assert_eq!(replay.entries[1].readings, earlier);
+        j.append(None, &[reading("c", 3.0, 3000)]);
+        j.commit().unwrap();
+        drop(j);
+        let (_, replay) = Journal::open(dir.path(), 7, 7).unwrap();
+        assert_eq!(replay.entries.len(), 3);
+        assert_eq!(replay.entries[2].readings, [reading("c", 3.0, 3000)]);
     }
 
     #[test]

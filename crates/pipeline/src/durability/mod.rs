@@ -39,6 +39,7 @@ pub mod checkpoint;
 pub mod committer;
 pub mod deliveries;
 pub mod journal;
+mod record_readings;
 
 use checkpoint::{Checkpoint, CheckpointError, Saved};
 use committer::{InFlight, Pending};
