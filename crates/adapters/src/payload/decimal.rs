@@ -26,17 +26,18 @@ fn plain(text: &str) -> Option<f64> {
         [b'-', rest @ ..] => (true, rest),
         all => (false, all),
     };
-    if digits.is_empty() {
+    // Up to 19 digits and a point: 19 digits cannot overflow a u64.
+    if digits.is_empty() || digits.len() > 20 {
         return None;
     }
     let mut mantissa = 0u64;
     let mut point = None;
     for (i, &b) in digits.iter().enumerate() {
         match b {
-            // Too many digits for a double to hold exactly: the general
-            // parser's.
+            // Wrapping only with 20 digits, refused below: no check per
+            // digit.
             b'0'..=b'9' => {
-                mantissa = mantissa.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
             }
             b'.' if point.is_none() => point = Some(i),
             _ => return None,
@@ -48,7 +49,7 @@ fn plain(text: &str) -> Option<f64> {
         Some(at) => digits.len() - at - 1,
         None => 0,
     };
-    if mantissa > EXACT_INTEGERS {
+    if digits.len() - usize::from(point.is_some()) > 19 || mantissa > EXACT_INTEGERS {
         return None;
     }
     let magnitude = mantissa as f64 / EXACT_POWERS_OF_TEN.get(decimals)?;

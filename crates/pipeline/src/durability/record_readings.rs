@@ -44,24 +44,30 @@ struct Slots<'r> {
 }
 
 impl<'r> Slots<'r> {
-    fn find(&self, text: &str) -> Option<u8> {
+    /// The slot of `text`, trying `guess` first: the device of the reading
+    /// before, the metric after the one before (a line's columns).
+    fn find(&self, text: &str, guess: usize) -> Option<usize> {
         let same = |k: &&str| std::ptr::eq(*k, text);
-        let at = (self.given.iter().position(same))
-            .or_else(|| self.given.iter().position(|k| *k == text))?;
-        u8::try_from(at).ok()
+        if self.given.get(guess).is_some_and(same) {
+            return Some(guess);
+        }
+        (self.given.iter().position(same)).or_else(|| self.given.iter().position(|k| *k == text))
     }
 
-    /// Writes `text` as a new name (`true`) or as its slot (`false`).
-    fn put(&mut self, out: &mut Vec<u8>, text: &'r str) -> bool {
-        if let Some(slot) = self.find(text) {
-            out.push(slot);
-            return false;
-        }
-        if self.given.len() < SLOTS {
-            self.given.push(text);
+    /// Writes `text` as its slot, or spelled out as a new name (`true`);
+    /// gives the slot it has, if any.
+    fn put(&mut self, out: &mut Vec<u8>, text: &'r str, guess: usize) -> (bool, Option<usize>) {
+        if let Some(slot) = self.find(text, guess) {
+            // There are fewer than 256 slots.
+            out.push(slot as u8);
+            return (false, Some(slot));
         }
         put_text(out, text);
-        true
+        if self.given.len() < SLOTS {
+            self.given.push(text);
+            return (true, Some(self.given.len() - 1));
+        }
+        (true, None)
     }
 }
 
@@ -69,6 +75,7 @@ impl<'r> Slots<'r> {
 pub(super) fn encode(readings: &[Reading], out: &mut Vec<u8>) {
     let mut slots = Slots::default();
     let mut last_time = None;
+    let (mut device_guess, mut metric_guess) = (0, 0);
     for r in readings {
         let flags_at = out.len();
         out.push(0);
@@ -76,12 +83,16 @@ pub(super) fn encode(readings: &[Reading], out: &mut Vec<u8>) {
         if r.time_source() == TimeSource::Event {
             flags |= EVENT_TIME;
         }
-        if slots.put(out, r.device().as_str()) {
+        let (new, slot) = slots.put(out, r.device().as_str(), device_guess);
+        if new {
             flags |= NEW_DEVICE;
         }
-        if slots.put(out, r.metric().as_str()) {
+        device_guess = slot.unwrap_or(SLOTS);
+        let (new, slot) = slots.put(out, r.metric().as_str(), metric_guess);
+        if new {
             flags |= NEW_METRIC;
         }
+        metric_guess = slot.map_or(SLOTS, |s| s + 1);
         let time = r.time().as_millis();
         if last_time == Some(time) {
             flags |= SAME_TIME;
