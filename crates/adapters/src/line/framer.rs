@@ -56,7 +56,9 @@ impl Framer {
         data: &mut &'d [u8],
         end: bool,
     ) -> Option<Frame<'x>> {
-        let Some(nl) = data.iter().position(|&b| b == b'\n') else {
+        // memchr: a byte-by-byte search was a twentieth of an
+        // acknowledged CSV line's instructions.
+        let Some(nl) = memchr::memchr(b'\n', data) else {
             self.keep(data);
             *data = &[];
             return if end { self.finish() } else { None };

@@ -46,6 +46,7 @@ struct Slots<'r> {
 impl<'r> Slots<'r> {
     /// The slot of `text`, trying `guess` first: the device of the reading
     /// before, the metric after the one before (a line's columns).
+    #[inline]
     fn find(&self, text: &str, guess: usize) -> Option<usize> {
         let same = |k: &&str| std::ptr::eq(*k, text);
         if self.given.get(guess).is_some_and(same) {
@@ -55,7 +56,9 @@ impl<'r> Slots<'r> {
     }
 
     /// Writes `text` as its slot, or spelled out as a new name (`true`);
-    /// gives the slot it has, if any.
+    /// gives the slot it has, if any. Inlined: called twice a reading,
+    /// the call itself was most of its cost.
+    #[inline]
     fn put(&mut self, out: &mut Vec<u8>, text: &'r str, guess: usize) -> (bool, Option<usize>) {
         if let Some(slot) = self.find(text, guess) {
             // There are fewer than 256 slots.
