@@ -56,9 +56,10 @@ impl<'r> Slots<'r> {
     }
 
     /// Writes `text` as its slot, or spelled out as a new name (`true`);
-    /// gives the slot it has, if any. Inlined: called twice a reading,
-    /// the call itself was most of its cost.
-    #[inline]
+    /// gives the slot it has, if any. Always inlined (two call sites):
+    /// called twice a reading, the call itself was most of its cost, and
+    /// `#[inline]` alone left it out of line.
+    #[inline(always)]
     fn put(&mut self, out: &mut Vec<u8>, text: &'r str, guess: usize) -> (bool, Option<usize>) {
         if let Some(slot) = self.find(text, guess) {
             // There are fewer than 256 slots.
