@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
 use super::acks::{write_err, write_ok, AckState};
-use super::decode::{DeviceCache, LineDecoder, Outcome};
+use super::decode::{DeviceCache, LineDecoder, Outcome, Tally};
 use super::framer::{Frame, Framer};
 
 /// Bytes read at once.
@@ -218,6 +218,7 @@ async fn take_lines(
     // value): growing it line by line was a tenth of ingest's CPU.
     let mut batch = Vec::with_capacity(data.len() / 8);
     let mut batch_first = None;
+    let mut tally = Tally::default();
     loop {
         let outcome = match framer.next_or_last(&mut data, end) {
             None => break,
@@ -239,6 +240,7 @@ async fn take_lines(
                 &shared.ctx.name,
                 &peer,
                 &mut batch,
+                &mut tally,
             ),
         };
         // The line's readings are on the batch already.
@@ -276,6 +278,7 @@ async fn take_lines(
             }
         }
     }
+    tally.flush(&shared.stats);
     match batch_first {
         Some(first) => durable(shared, batch, None, first, waiting).await?,
         None if !batch.is_empty() => send(shared, Ingress::Readings(batch)).await?,

@@ -40,6 +40,28 @@ pub enum Outcome {
     Readings { count: usize, digest: Option<u64> },
 }
 
+/// Lines and readings judged since the last [`Tally::flush`], added to the
+/// adapter's counters once per read rather than per line: those two
+/// shared atomic adds, contended by connections on different workers,
+/// were half the time of [`LineDecoder::judge`] (`perf annotate`).
+#[derive(Debug, Default)]
+pub struct Tally {
+    received: u64,
+    readings: u64,
+}
+
+impl Tally {
+    pub fn flush(&mut self, stats: &AdapterStats) {
+        if self.received > 0 {
+            stats.received.add(self.received);
+        }
+        if self.readings > 0 {
+            stats.readings.add(self.readings);
+        }
+        *self = Self::default();
+    }
+}
+
 /// The devices lines named lately, by their text, per connection or port:
 /// a node names the same device on every line, and its id is then neither
 /// checked nor allocated again (that was a sixth of the CPU of CSV ingest).
@@ -164,9 +186,10 @@ impl LineDecoder {
         Ok(decoded)
     }
 
-    /// Decodes a line onto the end of `batch` and counts what happened
-    /// under the adapter's stats, logging refusals (rate-limited) with
-    /// `origin` (peer or port).
+    /// Decodes a line onto the end of `batch` and counts what happened:
+    /// errors under the adapter's stats at once, lines and readings in
+    /// `tally` (flushed to them by the caller once per read); refusals are
+    /// logged (rate-limited) with `origin` (peer or port).
     #[allow(clippy::too_many_arguments)]
     pub fn judge(
         &self,
@@ -179,11 +202,12 @@ impl LineDecoder {
         adapter: &str,
         origin: &dyn fmt::Display,
         batch: &mut Vec<Reading>,
+        tally: &mut Tally,
     ) -> Outcome {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Outcome::Blank;
         }
-        stats.received.inc();
+        tally.received += 1;
         let reject = |kind: &str, detail: &str| {
             stats.error(kind);
             if let Some(suppressed) = throttle.allow(kind) {
@@ -206,7 +230,7 @@ impl LineDecoder {
                 if readings.is_empty() {
                     return Outcome::Refused(first.unwrap_or_else(|| "no_values".into()));
                 }
-                stats.readings.add(readings.len() as u64);
+                tally.readings += readings.len() as u64;
                 let stamped = readings
                     .iter()
                     .all(|r| r.time_source() == TimeSource::Event);
@@ -265,17 +289,21 @@ mod tests {
     fn judge(d: &LineDecoder, line: &[u8], fallback: Option<&str>, t: &Telemetry) -> Judged {
         let fallback = fallback.map(|f| DeviceId::new(f).unwrap());
         let mut batch = vec![before()];
+        let stats = AdapterStats::new(t, "lines");
+        let mut tally = Tally::default();
         let outcome = d.judge(
             line,
             fallback.as_ref(),
             &mut DeviceCache::default(),
             Timestamp::from_millis(NOW).unwrap(),
-            &AdapterStats::new(t, "lines"),
+            &stats,
             &LogThrottle::default(),
             "lines",
             &"test",
             &mut batch,
+            &mut tally,
         );
+        tally.flush(&stats);
         (outcome, batch)
     }
 
@@ -346,6 +374,7 @@ mod tests {
                 "lines",
                 &"test",
                 &mut batch,
+                &mut Tally::default(),
             );
             (outcome, batch)
         };

@@ -31,7 +31,7 @@ use tokio::io::AsyncReadExt;
 use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
 use tracing::{info, warn};
 
-use super::decode::{DeviceCache, Outcome};
+use super::decode::{DeviceCache, Outcome, Tally};
 use super::framer::{Frame, Framer};
 use super::serial_config::{Parity, SerialLineConfig};
 
@@ -169,6 +169,7 @@ async fn read_port(
         let now = ctx.clock.now();
         let mut data = &buf[..n];
         let mut batch = Vec::new();
+        let mut tally = Tally::default();
         while let Some(frame) = framer.next_or_last(&mut data, lost.is_some()) {
             let outcome = match frame {
                 Frame::TooLong => {
@@ -189,6 +190,7 @@ async fn read_port(
                     &ctx.name,
                     &origin,
                     &mut batch,
+                    &mut tally,
                 ),
             };
             match outcome {
@@ -220,6 +222,7 @@ async fn read_port(
                 Outcome::Readings { digest: None, .. } | Outcome::Refused(_) | Outcome::Blank => {}
             }
         }
+        tally.flush(&stats);
         send(ctx, Ingress::Readings(batch)).await?;
         if let Some(e) = lost {
             return Ok(Stopped::Lost(e));
