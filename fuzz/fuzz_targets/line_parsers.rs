@@ -46,14 +46,20 @@ fuzz_target!(|data: &[u8]| {
     // One cache across the input, as one connection keeps it: a device
     // named earlier must not change what a later line decodes to.
     let mut devices = DeviceCache::default();
+    // One batch across a read, as a connection fills it.
+    let mut batch = Vec::new();
     // Reads end where the input has a 0x00 byte (kept in the stream).
     for read in rest.split_inclusive(|&b| b == 0) {
         let mut data = read;
+        batch.clear();
         while let Some(frame) = framer.next(&mut data) {
             if let Frame::Line(line) = frame {
                 assert!(line.len() <= MAX_LINE);
-                if let Ok(decoded) = decoder.decode(line, fallback, now, &mut devices) {
-                    assert!(decoded.readings.iter().all(|r| r.value().is_finite()));
+                let before = batch.len();
+                match decoder.decode(line, fallback, now, &mut devices, &mut batch) {
+                    Ok(_) => assert!(batch[before..].iter().all(|r| r.value().is_finite())),
+                    // A refused line adds nothing to the batch.
+                    Err(_) => assert_eq!(batch.len(), before),
                 }
             }
         }
