@@ -25,6 +25,7 @@ pub mod config;
 pub mod csv;
 pub mod deadline;
 pub mod event;
+pub mod id_text;
 pub mod model;
 pub mod net;
 pub mod registry;

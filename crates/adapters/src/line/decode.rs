@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::{AdapterStats, DeviceId, Reading, TimeSource, Timestamp};
+use gateway_core::{AdapterStats, DeviceId, MetricName, Reading, TimeSource, Timestamp};
 use tracing::warn;
 
 use crate::payload::{self, Context, CsvLayout, DecodeError, Decoded, PayloadFormat};
@@ -94,7 +94,9 @@ impl DeviceCache {
         if let Some(d) = self.by_text.get(text) {
             return Some(d.clone());
         }
-        let id = DeviceId::new(text).ok()?;
+        // Interned: its readings' clones of it then cost no reference
+        // count, on this worker or where the pipeline drops them.
+        let id = DeviceId::new(text).ok()?.interned();
         if self.by_text.len() >= DEVICE_CACHE {
             self.by_text.clear();
         }
@@ -105,6 +107,14 @@ impl DeviceCache {
 
 impl LineDecoder {
     pub fn new(format: PayloadFormat) -> Self {
+        // Every value a line yields carries its column's name: interned,
+        // its clones cost no reference count.
+        let format = match format {
+            PayloadFormat::Csv { columns } => PayloadFormat::Csv {
+                columns: columns.iter().map(MetricName::interned).collect(),
+            },
+            other => other,
+        };
         let (names_device, csv) = match &format {
             PayloadFormat::Csv { columns } => (
                 columns
@@ -354,6 +364,40 @@ mod tests {
         let (refused, batch) = judge(&kv, b"t=1", None, &t);
         assert_eq!(refused, Outcome::Refused("no_device".into()));
         assert_eq!(batch, [before()], "nothing added");
+    }
+
+    #[test]
+    fn csv_readings_carry_ids_whose_clones_cost_no_count() {
+        // A column list as the config parses it: counted ids.
+        let relay = csv(&["device", "temperature", "humidity"]);
+        let t = Telemetry::default();
+        let mut cache = DeviceCache::default();
+        let mut batch = Vec::new();
+        for line in [
+            &b"hall,21.5,40"[..],
+            b"hall,21.6,41",
+            b"24:6F:28:AA:BB:01,3,4",
+        ] {
+            relay.judge(
+                line,
+                None,
+                &mut cache,
+                Timestamp::from_millis(NOW).unwrap(),
+                &AdapterStats::new(&t, "lines"),
+                &LogThrottle::default(),
+                "lines",
+                &"test",
+                &mut batch,
+                &mut Tally::default(),
+            );
+        }
+        assert_eq!(batch.len(), 6);
+        for r in &batch {
+            assert!(r.device().is_interned(), "{r:?}");
+            assert!(r.metric().is_interned(), "{r:?}");
+        }
+        assert_eq!(batch[5].device().as_str(), "24:6f:28:aa:bb:01");
+        assert!(batch[0].device().same_text(batch[2].device()));
     }
 
     #[test]

@@ -26,7 +26,9 @@ use std::time::Duration;
 use gateway_core::backoff::Backoff;
 use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::{Adapter, AdapterContext, AdapterError, DeliveryKey, Ingress, Receipt};
+use gateway_core::{
+    Adapter, AdapterContext, AdapterError, DeliveryKey, DeviceId, Ingress, Receipt,
+};
 use tokio::io::AsyncReadExt;
 use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
 use tracing::{info, warn};
@@ -150,6 +152,8 @@ async fn read_port(
     let source: Arc<str> = Arc::from(ctx.name.as_str());
     let mut buf = vec![0u8; READ_BUFFER];
     let mut devices = DeviceCache::default();
+    // Interned: every reading of the port may carry it.
+    let device = config.device.as_ref().map(DeviceId::interned);
     loop {
         let (n, lost) = tokio::select! {
             _ = ctx.shutdown.cancelled() => return Ok(Stopped::Shutdown),
@@ -182,7 +186,7 @@ async fn read_port(
                 }
                 Frame::Line(line) => config.decoder.judge(
                     line,
-                    config.device.as_ref(),
+                    device.as_ref(),
                     &mut devices,
                     now,
                     &stats,

@@ -91,7 +91,8 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
                 };
                 // Lines are small and answers must not wait for more.
                 let _ = stream.set_nodelay(true);
-                let fallback = config.fallback_device(peer.ip());
+                // Interned: every reading of the connection may carry it.
+                let fallback = config.fallback_device(peer.ip()).map(|d| d.interned());
                 let shared = shared.clone();
                 let open = open.clone();
                 let slots = slots.clone();
