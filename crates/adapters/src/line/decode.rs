@@ -371,25 +371,14 @@ mod tests {
         // A column list as the config parses it: counted ids.
         let relay = csv(&["device", "temperature", "humidity"]);
         let t = Telemetry::default();
-        let mut cache = DeviceCache::default();
         let mut batch = Vec::new();
         for line in [
             &b"hall,21.5,40"[..],
             b"hall,21.6,41",
             b"24:6F:28:AA:BB:01,3,4",
         ] {
-            relay.judge(
-                line,
-                None,
-                &mut cache,
-                Timestamp::from_millis(NOW).unwrap(),
-                &AdapterStats::new(&t, "lines"),
-                &LogThrottle::default(),
-                "lines",
-                &"test",
-                &mut batch,
-                &mut Tally::default(),
-            );
+            let (_, judged) = judge(&relay, line, None, &t);
+            batch.extend_from_slice(&judged[1..]);
         }
         assert_eq!(batch.len(), 6);
         for r in &batch {
