@@ -11,9 +11,16 @@
 //! 3. the same with `ack = true` (every line journaled, fdatasync per
 //!    batch, `ok N` once durable), the sender waiting for every `ok`.
 //!
-//! 4. each with the CPU per line of the gateway and of the raw receiver
-//!    (this process), user + system from `/proc/<pid>/stat`;
-//! 5. (1) and (3) again with a second process burning one core beside them.
+//! 4. each with the CPU per line of the gateway, of the raw receiver (this
+//!    process) and of the sender, user + system from `/proc/<pid>/stat`;
+//! 5. (1), (2) and (3) again with a second process burning one core beside
+//!    them.
+//!
+//! Beside the burner the sender and its receiver share about one core
+//! between them, so the ratio is close to (sender + raw receiver) /
+//! (sender + gateway), their CPU per line: printed for those passes, it
+//! tells a gateway that costs too much from one the scheduler treated
+//! badly in that run.
 //!
 //! The target is at least 50 % of the limit without `ack` and 70 % with
 //! it, unloaded and beside the burner. `EDGE_BENCH_LINES` (default 200 000)
@@ -31,7 +38,7 @@ use std::time::Instant;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{Broker, Burner, CpuMeter, Gateway, Run, IDLE};
+use support::{wait_with_cpu, Broker, Burner, CpuMeter, Gateway, Run, IDLE};
 
 const DEVICES: usize = 4;
 /// An ESP32 + BME680 node's line: temperature, pressure, humidity, gas.
@@ -55,9 +62,17 @@ fn simulate(port: u16, n: usize, ack: bool) -> Child {
     c.spawn().expect("edge-gateway simulate")
 }
 
+/// What one pass measured, besides its rate.
+struct Cpu {
+    /// The receiver's (the raw one or the gateway), µs per line.
+    receiver: f64,
+    /// The sender's, µs per line.
+    sender: f64,
+}
+
 /// (1): counts the newlines of `DEVICES` connections, first byte to last
 /// line.
-fn raw_tcp(n: usize, ack: bool) -> (Run, f64) {
+fn raw_tcp(n: usize, ack: bool) -> (Run, Cpu) {
     let cpu = CpuMeter::start(std::process::id());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -87,7 +102,7 @@ fn raw_tcp(n: usize, ack: bool) -> (Run, f64) {
             }
         }));
     }
-    let _ = sender.wait();
+    let sender_seconds = wait_with_cpu(&mut sender);
     for r in readers {
         let _ = r.join();
     }
@@ -96,8 +111,11 @@ fn raw_tcp(n: usize, ack: bool) -> (Run, f64) {
         received: lines.load(Ordering::Relaxed),
         seconds: first.map_or(0.0, |f| (last - f).as_secs_f64()),
     };
-    let per = cpu.micros_per(run.received);
-    (run, per)
+    let cpu = Cpu {
+        receiver: cpu.micros_per(run.received),
+        sender: 1e6 * sender_seconds / run.received.max(1) as f64,
+    };
+    (run, cpu)
 }
 
 fn main() {
@@ -149,17 +167,19 @@ fn main() {
     let runs = [
         (false, "plain", plain, false),
         (true, "acked", acked, false),
+        (false, "plain", plain, true),
         (true, "acked", acked, true),
     ];
     for (ack, name, port, loaded) in runs {
         let label = match (ack, loaded) {
-            (false, _) => "without ack",
+            (false, false) => "without ack",
             (true, false) => "with ack",
+            (false, true) => "without ack, a core busy beside it",
             (true, true) => "with ack, a core busy beside it",
         };
         let target = if ack { TARGET_ACK } else { TARGET };
         let _burner = loaded.then(Burner::start);
-        let (limit, raw_us) = raw_tcp(n, ack);
+        let (limit, raw) = raw_tcp(n, ack);
         row(
             &format!("raw TCP receive, {label} (the limit)"),
             &limit,
@@ -171,7 +191,7 @@ fn main() {
         let mut sender = simulate(port, n, ack);
         let got = gw.watch_from(&counter, before, n as f64 * READINGS_PER_LINE);
         let gw_us = meter.micros_per(got.received) * READINGS_PER_LINE;
-        let _ = sender.wait();
+        let sender_us = 1e6 * wait_with_cpu(&mut sender) / n.max(1) as f64;
         taken[usize::from(ack)] = before + got.received as f64;
         let got = Run {
             received: (got.received as f64 / READINGS_PER_LINE) as u64,
@@ -183,8 +203,18 @@ fn main() {
             Some((limit.rate(), target)),
         );
         println!(
-            "{:<62} gateway {gw_us:>5.2} µs, raw receiver {raw_us:>5.2} µs per line",
-            format!("tcp_line {label}: CPU")
+            "{:<62} gateway {gw_us:>5.2} µs, raw receiver {:>5.2} µs; sender {sender_us:>5.2} µs (raw pass {:>5.2} µs) per line",
+            format!("tcp_line {label}: CPU"),
+            raw.receiver,
+            raw.sender,
         );
+        if loaded {
+            let shared_core = (raw.sender + raw.receiver) / (sender_us + gw_us);
+            println!(
+                "{:<62} (sender + raw receiver) / (sender + gateway) = {:.1}%",
+                format!("tcp_line {label}: one core shared"),
+                100.0 * shared_core
+            );
+        }
     }
 }

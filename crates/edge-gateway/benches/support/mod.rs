@@ -58,6 +58,28 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// Waits for a child to end and gives the user + system CPU seconds it
+/// used in all: read while it is a zombie, before it is reaped (after,
+/// its `/proc` entry is gone). Polls, which a bench may.
+pub fn wait_with_cpu(child: &mut Child) -> f64 {
+    let pid = child.id();
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rfind(')')
+                    .and_then(|i| s[i + 1..].trim_start().chars().next())
+            });
+        match state {
+            Some('Z') | None => break,
+            Some(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    let used = cpu_seconds(pid);
+    let _ = child.wait();
+    used
+}
+
 /// The CPU one process spends from now on, per item of a burst.
 pub struct CpuMeter {
     pid: u32,
