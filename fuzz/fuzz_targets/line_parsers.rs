@@ -21,9 +21,13 @@ fn format(which: u8) -> PayloadFormat {
             .filter_map(|c| MetricName::new(*c).ok())
             .collect::<Vec<_>>()
     };
-    match which % 5 {
+    match which % 6 {
         0 => PayloadFormat::Csv {
             columns: columns(&["temperature", "pressure", "humidity", "gas"]),
+        },
+        // The shape read in one walk (`payload::csv`'s plain lines).
+        5 => PayloadFormat::Csv {
+            columns: columns(&["device", "temperature", "humidity"]),
         },
         1 => PayloadFormat::Csv {
             columns: columns(&["mac", "ts", "temperature"]),

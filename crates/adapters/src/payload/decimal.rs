@@ -22,7 +22,13 @@ pub(crate) fn parse(text: &str) -> Option<f64> {
 /// and the point's place, divided. With both exact, the one rounding of
 /// the division is the correctly rounded value (Clinger's fast path).
 fn plain(text: &str) -> Option<f64> {
-    let (negative, digits) = match text.as_bytes() {
+    plain_bytes(text.as_bytes())
+}
+
+/// [`plain`] of bytes, for a reader that has not made them a `str`: what
+/// it accepts is ASCII.
+pub(crate) fn plain_bytes(text: &[u8]) -> Option<f64> {
+    let (negative, digits) = match text {
         [b'-', rest @ ..] => (true, rest),
         all => (false, all),
     };
