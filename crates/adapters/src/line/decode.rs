@@ -80,12 +80,14 @@ pub struct DeviceCache {
 const DEVICE_CACHE: usize = 1024;
 
 impl DeviceCache {
-    /// The id for `text`, or `None` if it is not a valid device id.
-    fn get(&mut self, text: &str) -> Option<DeviceId> {
-        if let Some(last) = self.last.as_ref().filter(|d| d.as_str() == text) {
+    /// The id for `text`, or `None` if it is not a valid device id. Taken
+    /// as bytes: the previous line's device is recognised before any
+    /// UTF-8 check.
+    fn get(&mut self, text: &[u8]) -> Option<DeviceId> {
+        if let Some(last) = self.last.as_ref().filter(|d| d.as_str().as_bytes() == text) {
             return Some(last.clone());
         }
-        let id = self.lookup(text)?;
+        let id = self.lookup(std::str::from_utf8(text).ok()?)?;
         self.last = Some(id.clone());
         Some(id)
     }

@@ -349,7 +349,7 @@ pub(crate) fn decode_csv_into(
     columns: &[MetricName],
     layout: &CsvLayout,
     ctx: &Context,
-    known: &mut dyn FnMut(&str) -> Option<DeviceId>,
+    known: &mut dyn FnMut(&[u8]) -> Option<DeviceId>,
     readings: &mut Vec<Reading>,
 ) -> Result<Vec<FieldProblem>, DecodeError> {
     let start = readings.len();
