@@ -124,6 +124,20 @@ pub struct Aggregator {
     /// twice (checked before the journal, then taken), was a noticeable
     /// share of a reading's cost on the pipeline's task.
     last_start: i64,
+    /// The last reading found open: its time, the `now` and the watermark
+    /// it was judged at, and its window's start. The readings of a line,
+    /// and of most of a burst, share one time and are judged at one `now`
+    /// (before the journal, then when counted): the same question, whose
+    /// answer depends on nothing else, is then answered by three compares.
+    last_open: Option<OpenAt>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OpenAt {
+    time: i64,
+    now: i64,
+    watermark: i64,
+    start: i64,
 }
 
 impl Aggregator {
@@ -158,6 +172,7 @@ impl Aggregator {
             steps_back: 0,
             rerun_until: i64::MIN,
             last_start: i64::MIN,
+            last_open: None,
         })
     }
 
@@ -233,10 +248,20 @@ impl Aggregator {
 
     /// The start of the window `reading` goes in, if it still takes
     /// readings at `now`.
+    #[inline]
     fn window_open_at(&mut self, reading: &Reading, now: Timestamp) -> Result<i64, Rejected> {
         let time = reading.time();
+        let (t, now) = (time.as_millis(), now.as_millis());
+        match self.last_open {
+            Some(last) if last.time == t && last.now == now && last.watermark == self.watermark => {
+                Ok(last.start)
+            }
+            _ => self.judge_window(time, now),
+        }
+    }
+
+    fn judge_window(&mut self, time: Timestamp, now: i64) -> Result<i64, Rejected> {
         let t = time.as_millis();
-        let now = now.as_millis();
         if t > now.saturating_add(self.spec.max_future_ms) {
             return Err(Rejected::Future { time });
         }
@@ -246,6 +271,12 @@ impl Aggregator {
                 window_end: to_timestamp(end),
             });
         }
+        self.last_open = Some(OpenAt {
+            time: t,
+            now,
+            watermark: self.watermark,
+            start,
+        });
         Ok(start)
     }
 

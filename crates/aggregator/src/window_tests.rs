@@ -672,3 +672,29 @@ fn the_window_remembered_from_the_reading_before_is_the_one_division_gives() {
         }
     }
 }
+
+#[test]
+fn the_same_reading_at_the_same_instant_is_judged_again_once_windows_close() {
+    let mut a = agg(1000, 500, 60_000);
+    let r = reading("a", "m", 1.0, 1500);
+    // The remembered judgement: checked, then taken, at one instant.
+    a.check(&r, ts(1500)).unwrap();
+    a.ingest(&r, ts(1500)).unwrap();
+    a.ingest(&r, ts(1500)).unwrap();
+    // Its window closes: asked again at that same instant, it is late.
+    assert_eq!(a.close_all().len(), 1);
+    assert!(matches!(a.check(&r, ts(1500)), Err(Rejected::Late { .. })));
+    assert!(matches!(a.ingest(&r, ts(1500)), Err(Rejected::Late { .. })));
+    // A clock stepping back behind those windows opens the new ones;
+    // its readings are judged against the lowered watermark.
+    let back = reading("a", "m", 1.0, 200);
+    assert!(a.step_back(ts(200)).is_some());
+    a.check(&back, ts(200)).unwrap();
+    a.ingest(&back, ts(200)).unwrap();
+    // Too far ahead is refused whatever was remembered for another time.
+    let ahead = reading("a", "m", 1.0, 200 + 60_001);
+    assert!(matches!(
+        a.check(&ahead, ts(200)),
+        Err(Rejected::Future { .. })
+    ));
+}
