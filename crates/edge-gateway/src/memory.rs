@@ -14,6 +14,11 @@ use gateway_core::telemetry::{Counter, Telemetry};
 use memory_release::code::StartupCode;
 use tracing::{debug, info, warn};
 
+/// What the allocator's one arena keeps free at its top during a burst
+/// (`memory_release::heap::tune_for_bursts`): a few batches of readings
+/// in flight, given back by the timer once the burst has passed.
+pub const HOLD_DURING_BURSTS: usize = 4 << 20;
+
 /// How often the allocator is asked what it holds free.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 

@@ -11,7 +11,7 @@ use edge_gateway::settings::{self, LoadError};
 use edge_gateway::{logging, metrics, status};
 use gateway_core::state_file::dir_lock::{DirLock, DirLockError};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::validate::report_load_error;
 
@@ -25,11 +25,16 @@ pub fn main(config: &Path) -> ExitCode {
     // First, while the process is still only the executable and the
     // libraries linked into it: see `memory_release::code`.
     let startup_code = memory_release::code::StartupCode::record();
+    // Before any thread has allocated, or it would keep an arena of its own.
+    let tuned = memory_release::heap::tune_for_bursts(edge_gateway::memory::HOLD_DURING_BURSTS);
     let (cfg, layers) = match settings::load_layers(config, std::env::vars_os()) {
         Ok(loaded) => loaded,
         Err(e) => return report_load_error(&e),
     };
     logging::init(&cfg.log);
+    if !tuned {
+        debug!("The allocator is not glibc's or refused the burst settings: running with its defaults.");
+    }
     // Names only (files and variables), never values: which drop-ins
     // took part is the first question when a key "does not work".
     info!(sources = ?layers.sources(), "Config read.");
