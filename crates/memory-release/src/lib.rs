@@ -1,6 +1,7 @@
 //! Giving memory the gateway no longer needs back to the system.
 //!
-//! - [`heap`]: the C allocator's free pages, once a burst has passed.
+//! - [`heap`]: the C allocator's free pages: kept for the next batch
+//!   during a burst, given back once it has passed.
 //! - [`code`]: the pages of code only start-up ran (parsing the command
 //!   line and gateway.toml, building every component), once running.
 //!
