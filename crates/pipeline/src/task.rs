@@ -163,6 +163,9 @@ impl Pipeline {
                     Duration::from_millis(ms as u64).min(MAX_NAP)
                 })
                 .unwrap_or(MAX_NAP);
+            // A batch held back under a flood starts when its wait is over
+            // (at the end of the turn, like any other).
+            let sync_held = self.durability.sync_held_until();
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep(nap) => {
@@ -211,6 +214,7 @@ impl Pipeline {
                         return;
                     }
                 }
+                () = tokio::time::sleep_until(sync_held.unwrap_or_else(tokio::time::Instant::now)), if sync_held.is_some() => {}
                 msg = ingress.recv() => {
                 // A step seen only now must be followed before this message
                 // is judged by the stepped clock.

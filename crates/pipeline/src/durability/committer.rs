@@ -126,9 +126,26 @@ impl Durability {
     /// Whether to start a batch now: something waits and the disk is free.
     /// After a failed write, only once a new message comes or the caller
     /// retries on its timer: a full disk is not hammered in a loop.
+    /// Under a flood, the next batch also waits a moment to gather more
+    /// ([`pacing`](super::pacing)); [`Self::sync_held_until`] says until
+    /// when.
     pub fn should_commit(&self) -> bool {
+        self.could_commit() && self.sync_held_until().is_none()
+    }
+
+    /// Something waits and the disk is free.
+    fn could_commit(&self) -> bool {
         let waiting = !self.pending.is_empty() || !self.copies.is_empty();
         self.store.is_some() && self.in_flight.is_none() && !self.retry_held && waiting
+    }
+
+    /// When a batch held back to gather more may start: wake then.
+    pub fn sync_held_until(&self) -> Option<tokio::time::Instant> {
+        if !self.could_commit() {
+            return None;
+        }
+        let waiting = self.pending.len() + self.copies.len();
+        self.pacing.held_until(waiting, tokio::time::Instant::now())
     }
 
     /// Whether a batch is being written.
@@ -221,6 +238,7 @@ impl Durability {
             Ok(done) => done,
             Err(e) => {
                 self.put_back(batch);
+                self.pacing.clear();
                 self.journal_failures.inc();
                 self.holding.set(self.pending_readings as f64);
                 self.retry_held = true;
@@ -230,6 +248,8 @@ impl Durability {
                 return Vec::new();
             }
         };
+        self.pacing
+            .synced(done.bytes(), done.took(), tokio::time::Instant::now());
         s.journal.written(done);
         self.pending_readings -= batch.readings;
         self.holding.set(0.0);

@@ -426,10 +426,24 @@ pub struct PendingWrite {
     committed_len: u64,
 }
 
+impl Written {
+    /// Bytes appended.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// How long the write and its sync took.
+    pub fn took(&self) -> std::time::Duration {
+        self.took
+    }
+}
+
 /// What a successful [`PendingWrite`] put on disk.
 #[derive(Debug)]
 pub struct Written {
     bytes: u64,
+    /// How long the write and its sync took.
+    took: std::time::Duration,
     dir_synced: bool,
     /// The write's buffer, emptied, for the next one.
     spare: Vec<u8>,
@@ -446,10 +460,12 @@ impl PendingWrite {
         if self.bytes.is_empty() {
             return Ok(Written {
                 bytes: 0,
+                took: std::time::Duration::ZERO,
                 dir_synced: false,
                 spare: self.bytes,
             });
         }
+        let started = std::time::Instant::now();
         let mut file = &*self.file;
         let synced = file.write_all(&self.bytes).and_then(|()| file.sync_data());
         if let Err(e) = synced {
@@ -465,6 +481,7 @@ impl PendingWrite {
         spare.clear();
         Ok(Written {
             bytes,
+            took: started.elapsed(),
             dir_synced: self.dir.is_some(),
             spare,
         })

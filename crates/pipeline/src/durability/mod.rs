@@ -39,12 +39,14 @@ pub mod checkpoint;
 pub mod committer;
 pub mod deliveries;
 pub mod journal;
+pub mod pacing;
 mod record_readings;
 
 use checkpoint::{Checkpoint, CheckpointError, Saved};
 use committer::{InFlight, Pending};
 use deliveries::{Deliveries, Taken};
 use journal::Journal;
+use pacing::SyncPacing;
 
 struct Store {
     checkpoint: Checkpoint,
@@ -87,6 +89,8 @@ pub struct Durability {
     /// The last write failed: the next waits for a new message or an
     /// explicit retry.
     retry_held: bool,
+    /// Whether the next batch waits a little to gather more ([`pacing`]).
+    pacing: SyncPacing,
     /// Plain readings that came while a batch was in flight, counted after
     /// it ([`committer`]), each with the instant it is judged at.
     deferred: Vec<(Vec<Reading>, Timestamp)>,
@@ -149,6 +153,7 @@ impl Durability {
             pending_readings: 0,
             in_flight: None,
             retry_held: false,
+            pacing: SyncPacing::default(),
             deferred: Vec::new(),
             copies: Vec::new(),
             holding: telemetry.gauge(JOURNAL_HOLDING, &[]),

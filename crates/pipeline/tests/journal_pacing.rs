@@ -1,0 +1,116 @@
+//! When the journal's next sync starts, with a real journal on disk and
+//! tokio's paused clock: time moves only when a timer is due, so a
+//! receipt that completes at the same instant never waited for one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregator::{Aggregator, WindowSpec};
+use gateway_core::{
+    DeviceId, DeviceRegistry, Ingress, MetricName, Reading, Receipt, Telemetry, TimeSource,
+    Timestamp, TokioClock,
+};
+use pipeline::durability::pacing::{BUSY_BATCH_BYTES, MIN_INTERVAL};
+use pipeline::durability::Durability;
+use pipeline::Pipeline;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+mod in_process;
+
+const START: &str = "2026-11-25T10:00:00Z";
+
+struct Harness {
+    tx: mpsc::Sender<Ingress>,
+    _out: mpsc::Receiver<gateway_core::OutboundMessage>,
+    _state: tempfile::TempDir,
+}
+
+fn start() -> Harness {
+    let state = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::default();
+    let mut aggregator = Aggregator::new(WindowSpec {
+        window_ms: 60_000,
+        grace_ms: 5_000,
+        max_future_ms: 60_000,
+    })
+    .unwrap();
+    let durability = Durability::open(
+        state.path(),
+        Duration::from_secs(60),
+        &mut aggregator,
+        &telemetry,
+    );
+    let (out_tx, out) = mpsc::channel(1024);
+    let pipeline = Pipeline {
+        aggregator,
+        clock: Arc::new(TokioClock::starting_at(
+            Timestamp::parse_rfc3339(START).unwrap(),
+        )),
+        telemetry,
+        durability,
+        outbox_flush: None,
+        alerts: None,
+        outputs: in_process::upstream_into(DeviceRegistry::default(), out_tx),
+    };
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(pipeline.run(rx));
+    Harness {
+        tx,
+        _out: out,
+        _state: state,
+    }
+}
+
+/// `lines` BME680 lines of one node, as a `tcp_line` read hands them on.
+fn lines(lines: usize) -> Vec<Reading> {
+    let at = Timestamp::parse_rfc3339(START).unwrap();
+    let device = DeviceId::new("esp32-bme680").unwrap();
+    let metrics =
+        ["temperature", "pressure", "humidity", "gas"].map(|m| MetricName::new(m).unwrap());
+    (0..lines)
+        .flat_map(|i| {
+            let device = device.clone();
+            metrics.clone().into_iter().map(move |metric| {
+                Reading::new(device.clone(), metric, i as f64, at, TimeSource::Arrival).unwrap()
+            })
+        })
+        .collect()
+}
+
+/// Sends `readings` as one acknowledged message; resolves once durable.
+async fn durable(h: &Harness, readings: Vec<Reading>) {
+    let (receipt, waiter) = Receipt::new(None);
+    h.tx.send(Ingress::Durable { readings, receipt })
+        .await
+        .unwrap();
+    waiter.await.expect("the pipeline completes the receipt");
+}
+
+/// What the next message waits for after one of `first_lines` lines.
+async fn wait_after(first_lines: usize) -> Duration {
+    let h = start();
+    durable(&h, lines(first_lines)).await;
+    let synced = Instant::now();
+    durable(&h, lines(1)).await;
+    synced.elapsed()
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_flood_the_next_sync_waits_but_never_past_the_interval() {
+    // Over 11 bytes a reading: well past a busy batch.
+    let flood = usize::try_from(BUSY_BATCH_BYTES).unwrap() / 4;
+    let waited = wait_after(flood).await;
+    assert!(
+        waited > Duration::ZERO,
+        "the line after a flood was synced at once"
+    );
+    assert!(waited <= MIN_INTERVAL, "waited {waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_few_lines_the_next_sync_starts_at_once() {
+    assert_eq!(wait_after(4).await, Duration::ZERO);
+}
