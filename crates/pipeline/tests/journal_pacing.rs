@@ -100,14 +100,33 @@ async fn wait_after(first_lines: usize) -> Duration {
 
 #[tokio::test(start_paused = true)]
 async fn after_a_flood_the_next_sync_waits_but_never_past_the_interval() {
-    // Over 11 bytes a reading: well past a busy batch.
-    let flood = usize::try_from(BUSY_BATCH_BYTES).unwrap() / 4;
-    let waited = wait_after(flood).await;
+    let waited = wait_after(flood()).await;
     assert!(
         waited > Duration::ZERO,
         "the line after a flood was synced at once"
     );
     assert!(waited <= MIN_INTERVAL, "waited {waited:?}");
+}
+
+/// Over 11 bytes a reading: well past a busy batch.
+fn flood() -> usize {
+    usize::try_from(BUSY_BATCH_BYTES).unwrap() / 4
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_syncs_a_held_batch_without_waiting() {
+    let h = start();
+    durable(&h, lines(flood())).await;
+    let synced = Instant::now();
+    let (receipt, waiter) = Receipt::new(None);
+    let readings = lines(1);
+    h.tx.send(Ingress::Durable { readings, receipt })
+        .await
+        .unwrap();
+    let Harness { tx, _out, _state } = h;
+    drop(tx);
+    waiter.await.expect("synced before the pipeline stops");
+    assert_eq!(synced.elapsed(), Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
