@@ -426,6 +426,17 @@ pub struct PendingWrite {
     committed_len: u64,
 }
 
+/// What a successful [`PendingWrite`] put on disk.
+#[derive(Debug)]
+pub struct Written {
+    bytes: u64,
+    /// How long the write and its sync took.
+    took: std::time::Duration,
+    dir_synced: bool,
+    /// The write's buffer, emptied, for the next one.
+    spare: Vec<u8>,
+}
+
 impl Written {
     /// Bytes appended.
     pub fn bytes(&self) -> u64 {
@@ -436,17 +447,6 @@ impl Written {
     pub fn took(&self) -> std::time::Duration {
         self.took
     }
-}
-
-/// What a successful [`PendingWrite`] put on disk.
-#[derive(Debug)]
-pub struct Written {
-    bytes: u64,
-    /// How long the write and its sync took.
-    took: std::time::Duration,
-    dir_synced: bool,
-    /// The write's buffer, emptied, for the next one.
-    spare: Vec<u8>,
 }
 
 impl PendingWrite {
