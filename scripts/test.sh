@@ -35,6 +35,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
+# The Modbus and BACnet adapters' independent peers (pymodbus, bacpypes3),
+# in a virtual environment under target/.
+bash scripts/peers-venv.sh
 
 # The sensor nodes (firmware/): their no_std codec for both embedded
 # targets and their MicroPython library under CPython, end to end against

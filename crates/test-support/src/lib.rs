@@ -11,6 +11,7 @@ mod coap;
 mod influxdb;
 mod mosquitto;
 mod nats;
+mod python_peer;
 mod tls;
 
 pub use clients::{publish, publish_lines, publish_lines_as, Message, Subscriber};
@@ -18,6 +19,7 @@ pub use coap::{coap_client, coap_client_run, free_udp_port, CoapOutput, CoapServ
 pub use influxdb::{http, Influxd};
 pub use mosquitto::{Mosquitto, Options};
 pub use nats::NatsCluster;
+pub use python_peer::{peers_python, peers_venv, PythonPeer};
 pub use tls::Pki;
 
 /// A free TCP port on 127.0.0.1, never handed out twice in this process.
