@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The durability soak: the outage + kill -9 scenario of
-# crates/edge-gateway/tests/outage_restarts.rs, many times, with random kill
+# crates/edge-gateway/tests/durability/outage_restarts.rs, many times, with random kill
 # points (timed kills, kills while a checkpoint is held before its fsync,
 # while the outbox drains after the outage, and while closed windows wait
 # before their outbox append), plus, at random, a state directory that fills
@@ -27,4 +27,4 @@ if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/nu
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto mosquitto-clients
 fi
 EDGE_SOAK_RUNS="$runs" exec cargo test --release --locked -p edge-gateway \
-  --test outage_restarts soak -- --ignored --nocapture
+  --test durability soak -- --ignored --nocapture

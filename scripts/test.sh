@@ -16,7 +16,7 @@ command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
 command -v coap-client-notls >/dev/null 2>&1 || missing+=(libcoap3-bin)
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
-# tests/ble_radio.rs: a private bus and a mock bluetoothd (bluez5 template)
+# tests/protocols/ble_radio.rs: a private bus and a mock bluetoothd (bluez5 template)
 # for btleplug's real D-Bus path. Debian's python3, not a pyenv one.
 command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
 /usr/bin/python3 -c 'import dbusmock' 2>/dev/null || missing+=(python3-dbusmock)
@@ -24,7 +24,7 @@ command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
 # packaged unit's serial drop-in.
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
-# tests/fleet_cluster.rs: a three-node NATS cluster (JetStream, MQTT).
+# tests/outputs/fleet_cluster.rs: a three-node NATS cluster (JetStream, MQTT).
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 # The dashboard's browser test drives a real headless Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)

@@ -48,10 +48,17 @@ pub async fn coap_client_run(args: &[&str]) -> CoapOutput {
 
 /// A free UDP port on 127.0.0.1 (bound then released).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback UDP port")
+    loop {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback UDP port");
+        // The same registry as TCP ports: a number taken for either is not
+        // handed out again while its holder runs.
+        if crate::ports::reserve(port) {
+            return port;
+        }
+    }
 }
 
 /// libcoap's example `coap-server` on a loopback port; killed when dropped.

@@ -7,7 +7,7 @@
 //! when a value cannot be represented. The formats are the gateway's
 //! (`crates/adapters/src/lorawan/codecs/`), and the same encoders exist in
 //! MicroPython (`firmware/micropython/lib/wire.py`); the gateway's test
-//! `crates/edge-gateway/tests/firmware_codec.rs` proves the bytes match both
+//! `crates/edge-gateway/tests/protocols/firmware_codec.rs` proves the bytes match both
 //! ways.
 //!
 //! Layout:

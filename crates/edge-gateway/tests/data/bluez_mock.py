@@ -1,4 +1,4 @@
-"""A mock bluetoothd for tests/ble_radio.rs: python3-dbusmock's bluez5
+"""A mock bluetoothd for tests/protocols/ble_radio.rs: python3-dbusmock's bluez5
 template on the bus in DBUS_SYSTEM_BUS_ADDRESS, one adapter and one device.
 
 Protocol on stdin/stdout, one line each, so the test waits on events:

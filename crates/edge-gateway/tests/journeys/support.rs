@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use test_support::chromium::Page;
 use test_support::{Influxd, Message};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::common::GatewayProcess;
+pub use crate::common::{close, now_ms, try_get, unchunk};
 
 /// How long a journey waits for one thing its user expects to see.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -71,17 +70,6 @@ impl Checks {
     }
 }
 
-pub fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// The last whole window before now, and the grace that keeps it open
 /// until `margin` from now: readings a device stamped minutes ago (its own
 /// clock, `ts`) all land in it, and it closes while the test waits, so a
@@ -100,50 +88,6 @@ pub fn past_window(window_ms: i64, margin: Duration) -> PastWindow {
         start: end - window_ms,
         grace_s: (open_for + 999) / 1000,
     }
-}
-
-/// One `GET`, `None` while nothing answers (a gateway still starting, or
-/// one that refused its config and exited).
-pub async fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let code = text.split(' ').nth(1)?.parse().ok()?;
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        // hyper answers a body of unknown length in chunks.
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            unchunk(body)
-        } else {
-            body.to_string()
-        };
-        Some((code, body))
-    };
-    tokio::time::timeout(DEADLINE, exchange)
-        .await
-        .ok()
-        .flatten()
-}
-
-fn unchunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Polls `path` until `done` or the deadline; the last answer, if any. A
@@ -177,39 +121,9 @@ pub async fn get_until(
     }
 }
 
-/// The sum of every sample of `name` (all label sets) in `/metrics`.
-pub fn metric_sum(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// The sum of the samples of `name` whose labels include `label`
-/// (`rule="x"`), whatever other labels they carry.
-pub fn metric_sum_with(body: &str, name: &str, label: &str) -> Option<f64> {
-    let samples: Vec<f64> = body
-        .lines()
-        .filter_map(|l| {
-            let labels = l.strip_prefix(name)?.strip_prefix('{')?;
-            let (labels, value) = labels.split_once("} ")?;
-            labels
-                .split(',')
-                .any(|l| l == label)
-                .then(|| value.trim().parse().ok())?
-        })
-        .collect();
-    (!samples.is_empty()).then(|| samples.iter().sum())
-}
-
-/// One sample, by its name and labels as printed.
-pub fn metric_value(body: &str, name_and_labels: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-}
+pub use test_support::metrics::{
+    sample as metric_value, sum as metric_sum, sum_with as metric_sum_with,
+};
 
 /// Readings in the windows forwarded upstream, per (device, metric):
 /// each window counted once by its `id` (QoS 1 may deliver twice).

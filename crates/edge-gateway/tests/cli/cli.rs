@@ -1,0 +1,326 @@
+//! The command line as an operator uses it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use edge_gateway::settings;
+
+fn gateway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+}
+
+const SHIPPED: &str = include_str!("../../../../gateway.toml");
+
+/// `validate -c` on `config` written to a temporary file, with each
+/// variable set (`Some`) or removed (`None`).
+fn validate(config: &str, env: &[(&str, Option<&str>)]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = gateway();
+    cmd.arg("validate").arg("-c").arg(&path);
+    for (name, value) in env {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_shipped_gateway_toml_is_the_configfile_template() {
+    let out = gateway().arg("configfile").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        SHIPPED,
+        "gateway.toml is stale: regenerate it with `edge-gateway configfile > gateway.toml`"
+    );
+}
+
+#[test]
+fn the_template_parses_to_the_defaults() {
+    let c = settings::parse(SHIPPED).unwrap();
+    assert_eq!(c.gateway, Default::default());
+    assert_eq!(c.upstream, Default::default());
+    assert_eq!(c.aggregation, Default::default());
+    assert_eq!(c.log, Default::default());
+    assert_eq!(c.outbox, Default::default());
+    assert_eq!(c.adapters.len(), 1, "one local MQTT adapter by default");
+    assert!(c.devices.is_empty());
+    // Every key of every section appears in the template, commented or not.
+    for key in [
+        "id",
+        "site",
+        "state_dir",
+        "url",
+        "qos",
+        "topic_prefix",
+        "client_id",
+        "username",
+        "password_env",
+        "ca_file",
+        "client_cert",
+        "client_key",
+        "keep_alive",
+        "max_backoff",
+        "max_queued",
+        "max_inflight",
+        "window",
+        "grace",
+        "max_future",
+        "level",
+        "format",
+        "topics",
+        "status_topics",
+        "columns",
+        "max_payload_bytes",
+        "name",
+        "room",
+        "floor",
+        "tags",
+        "max_bytes",
+        "policy",
+        "max_age",
+        "drain_rate",
+        "checkpoint_interval",
+        "persistent_session",
+        "dedup_window",
+        "gateways",
+        "dev_addr",
+        "nwk_s_key",
+        "app_s_key",
+        "codec",
+        "fields",
+        "fcnt_reset",
+    ] {
+        assert!(
+            SHIPPED.lines().any(|l| l
+                .trim_start_matches(['#', ' '])
+                .starts_with(&format!("{key} ="))),
+            "key {key} is not documented in the template"
+        );
+    }
+}
+
+#[test]
+fn validate_accepts_the_shipped_file() {
+    let out = gateway()
+        .args([
+            "validate",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../gateway.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn validate_lists_every_problem_and_exits_78() {
+    let out = validate(
+        r#"
+[gateway]
+id = "gw-01"
+
+[upstream]
+url = "http://cloud"
+qos = 7
+
+[aggregation]
+window = "5 minutes please"
+grace = 30
+
+[[adapter]]
+type = "mqtt"
+name = "local"
+topics = ["sensors/{device}/{metric}/{metric}"]
+
+[[adapter]]
+type = "mqtt"
+name = "local"
+colour = "red"
+"#,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    for expected in [
+        "upstream.url: expected mqtt://host[:port] or mqtts://host[:port]",
+        "upstream.qos: expected 0, 1 or 2, got 7",
+        "aggregation.window: expected a duration",
+        "aggregation.grace: expected a duration string",
+        "adapter[0].topics[0]: {metric} appears more than once",
+        "adapter[1].colour: unknown key",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert_eq!(lines.len(), 6, "one line per problem:\n{stdout}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_config_error() {
+    let out = gateway()
+        .args(["validate", "-c", "/nonexistent/gateway.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gateway.toml"));
+}
+
+#[test]
+fn validate_refuses_an_unset_password_variable_and_unreadable_tls_files_in_every_broker_section() {
+    // Both sections share one validation: the adapter used to pass these
+    // and then run with the adapter stopped (or the service restarting).
+    let config = r#"
+[gateway]
+id = "gw-01"
+
+[upstream]
+url = "mqtts://cloud.example:8883"
+username = "gw"
+password_env = "EDGE_GATEWAY_TEST_UNSET_UPSTREAM"
+
+[[adapter]]
+type = "mqtt"
+name = "local"
+url = "mqtts://127.0.0.1:8883"
+topics = ["sensors/{device}/{metric}"]
+username = "u"
+password_env = "EDGE_GATEWAY_TEST_UNSET_LOCAL"
+ca_file = "/nonexistent/ca.pem"
+client_cert = "/nonexistent/client.pem"
+"#;
+    let out = validate(
+        config,
+        &[
+            ("EDGE_GATEWAY_TEST_UNSET_UPSTREAM", None),
+            ("EDGE_GATEWAY_TEST_UNSET_LOCAL", None),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "upstream.password_env: environment variable EDGE_GATEWAY_TEST_UNSET_UPSTREAM is not set",
+        "adapter[0].password_env: environment variable EDGE_GATEWAY_TEST_UNSET_LOCAL is not set",
+        "adapter[0].ca_file: cannot read \"/nonexistent/ca.pem\"",
+        "adapter[0].client_key: client_cert and client_key go together",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    // With the variables set, only the file problems remain.
+    let out = validate(
+        config,
+        &[
+            ("EDGE_GATEWAY_TEST_UNSET_UPSTREAM", Some("x")),
+            ("EDGE_GATEWAY_TEST_UNSET_LOCAL", Some("y")),
+        ],
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("password_env"), "{text}");
+    assert!(text.contains("adapter[0].ca_file"), "{text}");
+}
+
+#[test]
+fn an_empty_config_is_a_config_error_and_defaults_in_use_are_named() {
+    for empty in ["", "\n# only a comment\n"] {
+        let out = validate(empty, &[]);
+        assert_eq!(out.status.code(), Some(78), "{empty:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("the config is empty"), "{stdout}");
+    }
+    // Valid without [gateway] or adapters, as before, but said out loud
+    // (with an output: a config with none is refused).
+    let out = validate("[upstream]\n[aggregation]\nwindow = \"1m\"\n", &[]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("note: no [gateway] section: running as id \"gw-01\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("note: no [[adapter]]"), "{stderr}");
+    // The shipped file names its gateway and adapter: no notes.
+    let out = validate(SHIPPED, &[]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("note:"));
+}
+
+/// A building that writes InfluxDB only: a serial ESP-NOW relay in, no
+/// cloud broker.
+const INFLUX_ONLY: &str = r#"
+[gateway]
+id = "gw-serial"
+
+[[adapter]]
+type = "tcp_line"
+name = "relay"
+bind = "127.0.0.1:0"
+columns = ["temperature"]
+
+[[sink]]
+type = "influxdb"
+name = "influx"
+url = "http://127.0.0.1:8086"
+database = "sensors"
+"#;
+
+#[test]
+fn validate_accepts_a_config_without_upstream_and_says_nothing_goes_to_a_cloud_broker() {
+    for config in [
+        INFLUX_ONLY.to_string(),
+        format!("{INFLUX_ONLY}\n[upstream]\nenabled = false\nurl = \"mqtt://cloud:1883\"\n"),
+        "[gateway]\nid = \"gw-dash\"\n[dashboard]\nenabled = true\nbind = \"127.0.0.1:0\"\n".into(),
+    ] {
+        let out = validate(&config, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{config}\n{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("note: ") && l.contains("nothing goes to a cloud broker")),
+            "{config}\n{stderr}"
+        );
+    }
+    // With an upstream, no such note.
+    let out = validate(
+        &format!("{INFLUX_ONLY}\n[upstream]\nurl = \"mqtt://cloud:1883\"\n"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("cloud broker"));
+}
+
+#[test]
+fn a_config_without_any_output_is_refused_with_78() {
+    for config in [
+        "[gateway]\nid = \"gw-x\"\n[[adapter]]\ntype = \"tcp_line\"\nname = \"relay\"\nbind = \"127.0.0.1:0\"\ncolumns = [\"t\"]\n".to_string(),
+        "[gateway]\nid = \"gw-x\"\n[upstream]\nenabled = false\n".into(),
+    ] {
+        let out = validate(&config, &[]);
+        assert_eq!(out.status.code(), Some(78), "{config}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.lines().any(|l| l.contains("no output")
+                && l.contains("[upstream]")
+                && l.contains("[[sink]]")
+                && l.contains("[dashboard]")),
+            "{config}\n{stdout}"
+        );
+        // `run` refuses it the same way, before starting anything.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, &config).unwrap();
+        let run = gateway().arg("run").arg("-c").arg(&path).output().unwrap();
+        assert_eq!(run.status.code(), Some(78), "{config}");
+    }
+}

@@ -1,0 +1,19 @@
+//! What must survive: kill -9 at every step, damaged state files, a full disk, cloud outages with restarts, the outbox's policies, clean shutdown and the state directory's lock.
+//!
+//! One test binary per theme (not one per file): each binary links the
+//! whole gateway, and the tests of a theme share one pool of test threads.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod crash;
+mod damaged_state;
+mod full_disk;
+mod influxdb_crash;
+mod no_upstream;
+mod outage_restarts;
+mod outbox;
+mod shutdown;
+mod state_dir_lock;

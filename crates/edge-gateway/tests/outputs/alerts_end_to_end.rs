@@ -1,0 +1,388 @@
+//! Alerts through the real binary: readings published with mosquitto_pub
+//! on the local broker, alerts observed upstream by a real subscriber,
+//! actions observed on the local broker and on a real CoAP server, and the
+//! learned state surviving a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::common;
+
+use anomaly::synthetic::{series, Shape};
+use common::{config, GatewayProcess, WAIT};
+use edge_gateway::settings;
+use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
+use pipeline::fanout::alert_event;
+use rules::{AlertState, Engine};
+use sinks::mqtt_upstream::Renderer;
+use test_support::{
+    coap_client_run, free_udp_port, publish, publish_lines, CoapServer, Message, Mosquitto,
+    Subscriber,
+};
+
+use common::now_ms;
+
+async fn start(
+    gateway_id: &str,
+    local: &Mosquitto,
+    upstream: &Mosquitto,
+    rules: &str,
+) -> GatewayProcess {
+    let cfg = config(gateway_id, local.port(), upstream.port(), "1h", "5s") + rules;
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    gw
+}
+
+fn is_alert(m: &Message) -> bool {
+    m.topic.ends_with("/alerts")
+}
+
+#[tokio::test]
+async fn a_threshold_alert_goes_upstream_and_its_action_reaches_the_actuator() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut alerts = Subscriber::start(upstream.port(), "building/hq/+/alerts").await;
+    let mut actuator = Subscriber::start(local.port(), "actuators/#").await;
+    let rules = format!(
+        r#"
+[[device]]
+id = "fridge-2"
+name = "Fridge 2"
+
+[[rule]]
+name = "fridge-max"
+kind = "threshold"
+metric = "temperature"
+device = "fridge-2"
+max = 8.0
+action = {{ publish = "actuators/hvac_zone_1/command", payload = "increase_ventilation", clear_payload = "normal_ventilation", broker = "mqtt://127.0.0.1:{port}" }}
+"#,
+        port = local.port()
+    );
+    let mut gw = start("gw-alerts", &local, &upstream, &rules).await;
+
+    publish(
+        local.port(),
+        "sensors/fridge-2",
+        r#"{"temperature":9.4}"#,
+        1,
+        false,
+    )
+    .await;
+    let raised = alerts
+        .wait_for(WAIT, is_alert)
+        .await
+        .expect("alert upstream");
+    assert_eq!(raised.topic, "building/hq/fridge-2/alerts");
+    let j = raised.json();
+    assert_eq!(j["gateway"], "gw-alerts");
+    assert_eq!(j["device"], "fridge-2");
+    assert_eq!(j["name"], "Fridge 2");
+    assert_eq!(j["metric"], "temperature");
+    assert_eq!(j["kind"], "threshold");
+    assert_eq!(j["state"], "raised");
+    assert_eq!(j["value"], 9.4);
+    assert_eq!(j["limit"], 8.0);
+    assert_eq!(j["rule"], "fridge-max");
+    assert!(j["id"].as_str().is_some_and(|s| s.len() == 36));
+    assert!(Timestamp::parse_rfc3339(j["ts"].as_str().unwrap()).is_ok());
+
+    let cmd = actuator
+        .wait_for(WAIT, |m| m.topic == "actuators/hvac_zone_1/command")
+        .await
+        .expect("action published on the local broker");
+    assert_eq!(cmd.payload, "increase_ventilation");
+    gw.wait_for_log("Action done.").await;
+
+    publish(
+        local.port(),
+        "sensors/fridge-2",
+        r#"{"temperature":7.0}"#,
+        1,
+        false,
+    )
+    .await;
+    let cleared = alerts
+        .wait_for(WAIT, is_alert)
+        .await
+        .expect("clear upstream");
+    assert_eq!(cleared.json()["state"], "cleared");
+    assert_ne!(cleared.json()["id"], j["id"]);
+    let cmd = actuator
+        .wait_for(WAIT, |m| m.topic == "actuators/hvac_zone_1/command")
+        .await
+        .expect("clear action");
+    assert_eq!(cmd.payload, "normal_ventilation");
+}
+
+#[tokio::test]
+async fn a_coap_put_action_changes_the_actuator_resource() {
+    if test_support::coap_client().is_none() {
+        panic!("coap-client missing (apt install libcoap3-bin)");
+    }
+    let server = CoapServer::start(free_udp_port()).await;
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut alerts = Subscriber::start(upstream.port(), "building/hq/+/alerts").await;
+    let rules = format!(
+        r#"
+[[rule]]
+name = "co2-high"
+kind = "threshold"
+metric = "co2"
+max = 1000.0
+action = {{ coap_put = "coap://127.0.0.1:{port}/example_data", payload = "ventilation-on" }}
+"#,
+        port = server.port()
+    );
+    let mut gw = start("gw-coap-action", &local, &upstream, &rules).await;
+    publish(local.port(), "sensors/room-4", r#"{"co2":1350}"#, 1, false).await;
+    alerts
+        .wait_for(WAIT, is_alert)
+        .await
+        .expect("alert upstream");
+    gw.wait_for_log("Action done.").await;
+    let target = format!("coap://127.0.0.1:{}/example_data", server.port());
+    let got = coap_client_run(&["-m", "get", "-B", "2", &target]).await;
+    assert!(got.stdout.contains("ventilation-on"), "{got:?}");
+}
+
+const ANOMALY_RULES: &str = r#"
+[[rule]]
+name = "temp-anomaly"
+kind = "anomaly"
+metric = "temperature"
+
+[[rule]]
+name = "marker"
+kind = "threshold"
+metric = "marker"
+max = 0.0
+cooldown = "0s"
+"#;
+
+/// Readings one second apart ending now, with a level shift at 1 800.
+fn anomaly_series() -> Vec<(i64, f64)> {
+    let values = series(9, 2_200, 1_800, Shape::LevelShift(6.0));
+    let start = (now_ms() / 1000 - values.len() as i64) * 1000;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (start + i as i64 * 1000, v))
+        .collect()
+}
+
+/// Publishes readings, then a marker whose alert proves they were all
+/// processed (one publisher, one topic: the broker keeps their order).
+async fn feed(local: &Mosquitto, part: &[(i64, f64)], marker: i64) {
+    let lines: Vec<String> = part
+        .iter()
+        .map(|(t, v)| format!(r#"{{"temperature":{v},"ts":{t}}}"#))
+        .collect();
+    publish_lines(local.port(), "sensors/lab-1", &lines, 1).await;
+    let last = part.last().unwrap().0;
+    publish(
+        local.port(),
+        "sensors/lab-1",
+        &format!(r#"{{"marker":{marker},"ts":{last}}}"#),
+        1,
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_learned_state_survives_a_restart() {
+    let readings = anomaly_series();
+    // What one uninterrupted engine says about the same readings.
+    let cfg = settings::parse(ANOMALY_RULES).unwrap();
+    let renderer = Renderer {
+        gateway_id: "gw-restart".into(),
+        prefix: "building/hq".into(),
+        registry: DeviceRegistry::default(),
+    };
+    let mut engine = Engine::new(&cfg.rules, &cfg.devices);
+    let expected: Vec<String> = readings
+        .iter()
+        .flat_map(|(t, v)| {
+            let r = Reading::new(
+                DeviceId::new("lab-1").unwrap(),
+                MetricName::new("temperature").unwrap(),
+                *v,
+                Timestamp::from_millis(*t).unwrap(),
+                TimeSource::Event,
+            )
+            .unwrap();
+            engine.on_reading(&r)
+        })
+        // A raise held back by the cooldown is recorded, never sent.
+        .filter(|a| a.state != AlertState::Suppressed)
+        .map(|a| {
+            let msg = renderer.alert(&alert_event(&a, gateway_core::SourceId::UNKNOWN));
+            msg.topic + " " + &String::from_utf8(msg.payload).unwrap()
+        })
+        .collect();
+    assert!(
+        expected.iter().any(|m| m.contains("\"raised\"")),
+        "the shift must raise an alert: {expected:?}"
+    );
+
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut alerts = Subscriber::start(upstream.port(), "building/hq/+/alerts").await;
+    let mut gw = start("gw-restart", &local, &upstream, ANOMALY_RULES).await;
+    // Restart 100 readings before the shift: a detector that forgot what it
+    // learned would still be warming up when the shift comes.
+    let (first, second) = readings.split_at(1_700);
+    feed(&local, first, 1).await;
+    let mut got: Vec<Message> = alerts
+        .collect_until(WAIT, |m| {
+            m.iter()
+                .any(|m| m.payload.contains("\"rule\":\"marker\"") && m.payload.contains("raised"))
+        })
+        .await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+
+    let dir = std::mem::replace(&mut gw.dir, tempfile::tempdir().unwrap());
+    let cfg = std::fs::read_to_string(&gw.config_path).unwrap();
+    assert!(
+        dir.path().join("state/alerts.json").exists(),
+        "state saved at shutdown"
+    );
+    let mut gw = GatewayProcess::start_in(dir, &cfg);
+    gw.wait_for_log("Restored the alert rules' learned state.")
+        .await;
+    gw.wait_for_log("Subscribed").await;
+    feed(&local, second, -1).await;
+    got.extend(
+        alerts
+            .collect_until(WAIT, |m| {
+                // The marker's alert clears (it was raised before the restart).
+                m.iter().any(|m| {
+                    m.payload.contains("\"rule\":\"marker\"") && m.payload.contains("cleared")
+                })
+            })
+            .await,
+    );
+    let got: Vec<String> = got
+        .into_iter()
+        .filter(|m| m.payload.contains("temp-anomaly"))
+        .map(|m| m.topic + " " + &m.payload)
+        .collect();
+    let parse = |s: &String| -> serde_json::Value {
+        serde_json::from_str(s.split_once(' ').unwrap().1).unwrap()
+    };
+    // Upstream adds the outbox's `seq`, which an engine alone has not got.
+    let unsequenced = |s: &String| -> serde_json::Value {
+        let mut j = parse(s);
+        let seq = j.as_object_mut().and_then(|o| o.remove("seq"));
+        assert!(seq.is_some_and(|n| n.is_u64()), "seq in {s}");
+        j
+    };
+    assert_eq!(
+        got.iter().map(unsequenced).collect::<Vec<_>>(),
+        expected.iter().map(parse).collect::<Vec<_>>(),
+        "same alerts as one uninterrupted run"
+    );
+    // The raise states its numbers in °C and its score apart, keeping
+    // `limit` (the score, as before) for existing consumers.
+    let raised = got
+        .iter()
+        .map(parse)
+        .find(|j| j["state"] == "raised")
+        .unwrap();
+    assert_eq!(raised["unit"], "°C", "{raised}");
+    assert_eq!(raised["score"], raised["limit"], "{raised}");
+    let text = raised["text"].as_str().unwrap();
+    let (lo, hi) = (
+        raised["expected"]["low"].as_f64().unwrap(),
+        raised["expected"]["high"].as_f64().unwrap(),
+    );
+    assert!(
+        text.starts_with("temp-anomaly raised anomaly: temperature ")
+            && text.contains(&format!("expected {lo:.1}–{hi:.1} °C · score "))
+            && !text.contains("limit"),
+        "{text}"
+    );
+}
+
+/// `edge_gateway_outbox_messages` from `/metrics`.
+fn outbox_messages(body: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix("edge_gateway_outbox_messages "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn an_alert_overtakes_the_windows_waiting_for_the_upstream_broker() {
+    let local = Mosquitto::start();
+    let mut upstream = Mosquitto::start_persistent();
+    // A persistent session: the broker keeps what arrives while this
+    // subscriber reconnects after the broker's restart.
+    let mut seen =
+        Subscriber::start_persistent(upstream.port(), "building/hq/#", "overtake-watcher").await;
+    let metrics = test_support::free_port();
+    // drain_rate = 1: the windows stored while the broker was away go out
+    // one per second afterwards, so an alert behind them would wait ~10 s.
+    let cfg = config("gw-urgent", local.port(), upstream.port(), "1s", "0s")
+        + &format!(
+            r#"
+[outbox]
+drain_rate = 1
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[[rule]]
+name = "too-hot"
+kind = "threshold"
+metric = "temperature"
+max = 50.0
+"#
+        );
+    assert!(cfg.contains("drain_rate = 1"));
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    gw.wait_for_log("Connected upstream.").await;
+    upstream.stop();
+    gw.wait_for_log("Lost the upstream broker").await;
+
+    for i in 0..10 {
+        let topic = format!("sensors/dev-{i}");
+        publish(local.port(), &topic, r#"{"temperature":20.5}"#, 1, false).await;
+    }
+    let (_, body) =
+        common::http_until(metrics, "/metrics", |_, b| outbox_messages(b) >= 10.0).await;
+    let windows_waiting = outbox_messages(&body);
+    publish(
+        local.port(),
+        "sensors/oven",
+        r#"{"temperature":99.0}"#,
+        1,
+        false,
+    )
+    .await;
+    common::http_until(metrics, "/metrics", |_, b| {
+        outbox_messages(b) > windows_waiting
+    })
+    .await;
+
+    upstream.restart();
+    let mut windows_first = 0;
+    loop {
+        let m = seen.next(WAIT).await.expect("the alert upstream");
+        if m.topic == "building/hq/oven/alerts" {
+            assert_eq!(m.json()["state"], "raised");
+            break;
+        }
+        if m.topic.ends_with("/aggregated") {
+            windows_first += 1;
+        }
+    }
+    assert_eq!(
+        windows_first, 0,
+        "the alert waited behind {windows_first} of the {windows_waiting} stored messages"
+    );
+}

@@ -1,0 +1,19 @@
+//! Every output as its user sees it: alerts upstream, the dashboard (pages, API, abuse, a real Chromium), Home Assistant discovery, InfluxDB, /metrics and /health, TLS to the cloud broker, a NATS cluster as the cloud.
+//!
+//! One test binary per theme (not one per file): each binary links the
+//! whole gateway, and the tests of a theme share one pool of test threads.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod alerts_end_to_end;
+mod dashboard;
+mod dashboard_abuse;
+mod dashboard_browser;
+mod fleet_cluster;
+mod home_assistant;
+mod influxdb_end_to_end;
+mod metrics;
+mod upstream_tls;

@@ -1,0 +1,377 @@
+//! The real binary's CoAP server driven by libcoap's `coap-client` and by
+//! raw UDP datagrams, with aggregates checked at a real upstream Mosquitto.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::common;
+
+use std::collections::BTreeMap;
+
+use common::{close, config, GatewayProcess, WAIT};
+use test_support::{coap_client_run, free_udp_port, CoapServer, Message, Mosquitto, Subscriber};
+use tokio::net::UdpSocket;
+
+/// Brokers, an upstream subscriber, and a gateway whose CoAP server listens
+/// on a free loopback port, ready to serve.
+async fn setup(gateway_id: &str) -> (Mosquitto, Mosquitto, Subscriber, GatewayProcess, u16) {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let sub = Subscriber::start(upstream.port(), "building/hq/#").await;
+    let port = free_udp_port();
+    // Short windows, so aggregates arrive while the gateway runs; readings
+    // carry arrival time, or event times under a second old, so none is late.
+    let mut text = config(gateway_id, local.port(), upstream.port(), "1s", "1s");
+    text.push_str(&format!(
+        r#"
+[[adapter]]
+type = "coap"
+name = "coap-sensors"
+bind = "127.0.0.1:{port}"
+rate_limit = 0
+"#
+    ));
+    let mut gw = GatewayProcess::start(&text);
+    gw.wait_for_log("CoAP server listening").await;
+    (local, upstream, sub, gw, port)
+}
+
+/// Per device and metric: (count, sum, min, max) over all windows.
+type Totals = BTreeMap<(String, String), (u64, f64, f64, f64)>;
+
+fn add(totals: &mut Totals, messages: &[Message]) {
+    for m in messages.iter().filter(|m| m.topic.ends_with("/aggregated")) {
+        let j = m.json();
+        let device = j["device"].as_str().unwrap().to_string();
+        for (metric, s) in j["metrics"].as_object().unwrap() {
+            let e = totals.entry((device.clone(), metric.clone())).or_insert((
+                0,
+                0.0,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+            ));
+            let count = s["count"].as_u64().unwrap();
+            e.0 += count;
+            e.1 += count as f64 * s["avg"].as_f64().unwrap();
+            e.2 = e.2.min(s["min"].as_f64().unwrap());
+            e.3 = e.3.max(s["max"].as_f64().unwrap());
+        }
+    }
+}
+
+/// Sends a `barrier` reading to each device after everything else, and
+/// collects aggregates until every device's barrier came back. Windows close
+/// in order and a device's window is one message, so by then every earlier
+/// reading of those devices has been forwarded. The barriers are left out.
+async fn collect_through_barriers(port: u16, sub: &mut Subscriber, devices: &[&str]) -> Totals {
+    for d in devices {
+        let target = url(port, &format!("s/{d}/barrier"));
+        let out = coap_client_run(&["-m", "post", "-t", "0", "-e", "0", &target]).await;
+        assert!(out.success && out.stderr.is_empty(), "{out:?}");
+    }
+    let has_barrier = |m: &Message, d: &str| {
+        m.topic == format!("building/hq/{d}/aggregated")
+            && m.json()["metrics"].get("barrier").is_some()
+    };
+    let messages = sub
+        .collect_until(WAIT, |got| {
+            devices
+                .iter()
+                .all(|d| got.iter().any(|m| has_barrier(m, d)))
+        })
+        .await;
+    for d in devices {
+        assert!(
+            messages.iter().any(|m| has_barrier(m, d)),
+            "no barrier for {d}"
+        );
+    }
+    let mut totals = Totals::new();
+    add(&mut totals, &messages);
+    totals.retain(|(_, metric), _| metric != "barrier");
+    totals
+}
+
+fn expect(sent: &BTreeMap<(String, String), Vec<f64>>, got: &Totals) {
+    for (key, values) in sent {
+        let (count, sum, min, max) = got
+            .get(key)
+            .unwrap_or_else(|| panic!("no aggregate for {key:?}; got {got:?}"));
+        assert_eq!(*count as usize, values.len(), "{key:?}");
+        assert!(close(*sum, values.iter().sum()), "{key:?}: sum {sum}");
+        assert!(
+            close(*min, values.iter().cloned().fold(f64::INFINITY, f64::min)),
+            "{key:?}"
+        );
+        assert!(
+            close(
+                *max,
+                values.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+            ),
+            "{key:?}"
+        );
+    }
+    let extra: Vec<_> = got.keys().filter(|k| !sent.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "unexpected aggregates {extra:?}");
+}
+
+fn url(port: u16, path: &str) -> String {
+    format!("coap://127.0.0.1:{port}/{path}")
+}
+
+/// POSTs `payload` (from a file, so CBOR bytes pass unchanged).
+async fn post(
+    port: u16,
+    path: &str,
+    cf: &str,
+    payload: &[u8],
+    non: bool,
+    block: Option<&str>,
+) -> test_support::CoapOutput {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload");
+    std::fs::write(&file, payload).unwrap();
+    let file = file.display().to_string();
+    let target = url(port, path);
+    let mut args = vec!["-m", "post", "-t", cf, "-f", &file];
+    if non {
+        // No response comes to a successful NON: do not wait for one long.
+        args.extend(["-N", "-B", "1"]);
+    }
+    if let Some(size) = block {
+        args.extend(["-b", size]);
+    }
+    args.push(&target);
+    coap_client_run(&args).await
+}
+
+#[tokio::test]
+async fn every_content_format_con_and_non_reaches_upstream_exactly() {
+    let (_local, _up, mut sub, _gw, port) = setup("gw-coap").await;
+    let mut sent: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    let mut record =
+        |d: &str, m: &str, v: f64| sent.entry((d.into(), m.into())).or_default().push(v);
+
+    // text/plain (0), one value per request, CON then NON.
+    for (v, non) in [(21.5, false), (22.25, false), (24.5, true), (23.0, false)] {
+        let out = post(
+            port,
+            "s/coap-text/temperature",
+            "0",
+            v.to_string().as_bytes(),
+            non,
+            None,
+        )
+        .await;
+        assert!(out.success && out.stderr.is_empty(), "{out:?}");
+        record("coap-text", "temperature", v);
+    }
+    // JSON object (50).
+    for (t, h, non) in [(20.0, 41.5, false), (20.5, 42.5, true)] {
+        let body = format!(r#"{{"temperature":{t},"humidity":{h}}}"#);
+        let out = post(port, "s/coap-json", "50", body.as_bytes(), non, None).await;
+        assert!(out.success && out.stderr.is_empty(), "{out:?}");
+        record("coap-json", "temperature", t);
+        record("coap-json", "humidity", h);
+    }
+    // SenML JSON (110) with base name, base value and relative times.
+    for (base, non) in [(10.0, false), (11.0, true)] {
+        let body = format!(
+            r#"[{{"bn":"urn:ignored:","bv":{base},"n":"temperature","v":9.5,"t":-0.5}},{{"n":"humidity","v":40,"t":-0.25}}]"#
+        );
+        let out = post(port, "s/coap-senml", "110", body.as_bytes(), non, None).await;
+        assert!(out.success && out.stderr.is_empty(), "{out:?}");
+        record("coap-senml", "temperature", base + 9.5);
+        record("coap-senml", "humidity", base + 40.0);
+    }
+    // SenML CBOR (112): [{0: "temperature", 2: 18.5}, {0: "humidity", 2: 55}]
+    let cbor = b"\x82\xa2\x00\x6btemperature\x02\xf9\x4c\xa0\xa2\x00\x68humidity\x02\x18\x37";
+    for non in [false, true] {
+        let out = post(port, "s/coap-cbor", "112", cbor, non, None).await;
+        assert!(out.success && out.stderr.is_empty(), "{out:?}");
+        record("coap-cbor", "temperature", 18.5);
+        record("coap-cbor", "humidity", 55.0);
+    }
+    // A SenML batch far over one datagram, sent block-wise (Block1, 64-byte blocks).
+    let batch: Vec<String> = (0..300)
+        .map(|i| {
+            let (m, v) = (
+                ["co2", "voc", "pm25"][i % 3],
+                400.0 + (i * 7 % 101) as f64 / 4.0,
+            );
+            record("coap-block", m, v);
+            format!(r#"{{"n":"{m}","v":{v}}}"#)
+        })
+        .collect();
+    let batch = format!("[{}]", batch.join(","));
+    assert!(
+        batch.len() > 4 * 1024,
+        "several times the 1024-byte payload limit"
+    );
+    let out = post(
+        port,
+        "s/coap-block",
+        "110",
+        batch.as_bytes(),
+        false,
+        Some("64"),
+    )
+    .await;
+    assert!(out.success && out.stderr.is_empty(), "{out:?}");
+
+    // Errors come back with their codes and change nothing.
+    for (path, cf, payload, code) in [
+        ("s/coap-text/temperature", "0", &b"warm"[..], "4.00"),
+        ("s/coap-text/temperature", "42", &b"1"[..], "4.15"),
+        ("elsewhere", "0", &b"1"[..], "4.04"),
+    ] {
+        let out = post(port, path, cf, payload, false, None).await;
+        assert!(out.stderr.contains(code), "{path} {cf}: {out:?}");
+    }
+    let out = coap_client_run(&["-m", "delete", &url(port, "s/coap-text")]).await;
+    assert!(out.stderr.contains("4.05"), "{out:?}");
+
+    // The latest values of a device, after its NON update (processed in
+    // order before the CON requests that followed it).
+    let out = coap_client_run(&["-m", "get", &url(port, "s/coap-json")]).await;
+    let latest: serde_json::Value =
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(latest["device"], "coap-json");
+    assert_eq!(latest["metrics"]["temperature"]["v"], 20.5);
+    assert_eq!(latest["metrics"]["humidity"]["v"], 42.5);
+    let out = coap_client_run(&["-m", "get", &url(port, ".well-known/core")]).await;
+    assert!(out.stdout.starts_with("</s>;"), "{out:?}");
+    let devices = [
+        "coap-text",
+        "coap-json",
+        "coap-senml",
+        "coap-cbor",
+        "coap-block",
+    ];
+    for d in devices {
+        assert!(out.stdout.contains(&format!("</s/{d}>")), "{d}: {out:?}");
+    }
+
+    let got = collect_through_barriers(port, &mut sub, &devices).await;
+    expect(&sent, &got);
+}
+
+/// A CON POST /s/dup/level "5" with Message ID 0x1234 and token 0x42.
+const CON_POST: &[u8] = &[
+    0x41, 0x02, 0x12, 0x34, // ver 1, CON, TKL 1; 0.02 POST; MID 0x1234
+    0x42, // token
+    0xb1, b's', // Uri-Path (11) "s"
+    0x03, b'd', b'u', b'p', // Uri-Path "dup"
+    0x05, b'l', b'e', b'v', b'e', b'l', // Uri-Path "level"
+    0x10, // Content-Format (12), length 0: text/plain
+    0xff, b'5', // payload "5"
+];
+
+#[tokio::test]
+async fn a_resent_con_gets_the_same_ack_and_counts_once() {
+    let (_local, _up, mut sub, _gw, port) = setup("gw-coap-dup").await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 256];
+    let mut recv = async || {
+        let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
+            .await
+            .expect("a reply")
+            .unwrap();
+        buf[..n].to_vec()
+    };
+    // Malformed datagrams first: a CON with TKL 9 gets a Reset, an unknown
+    // version nothing; the server carries on.
+    socket
+        .send(&[0x49, 0x01, 0x7d, 0x34, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    assert_eq!(recv().await, [0x70, 0x00, 0x7d, 0x34]);
+    socket.send(&[0x80, 0x01, 0x7d, 0x35]).await.unwrap();
+
+    socket.send(CON_POST).await.unwrap();
+    let first = recv().await;
+    socket.send(CON_POST).await.unwrap();
+    let second = recv().await;
+    // ACK, 2.04 Changed, same MID and token.
+    assert_eq!(first, [0x61, 0x44, 0x12, 0x34, 0x42]);
+    assert_eq!(first, second);
+    // A datagram larger than the receive buffer (1024-byte payloads plus
+    // headroom) is truncated by the kernel: answered 4.13 with Size1 1024.
+    let mut big = CON_POST.to_vec();
+    big[2..4].copy_from_slice(&[0x12, 0x35]);
+    big.truncate(big.len() - 1);
+    big.extend(std::iter::repeat_n(b'9', 2000));
+    socket.send(&big).await.unwrap();
+    // ACK, 4.13, MID 0x1235, token 0x42, Size1 (60 = 13 + 47): 2 bytes 1024.
+    assert_eq!(
+        recv().await,
+        [0x61, 0x8d, 0x12, 0x35, 0x42, 0xd2, 47, 0x04, 0x00]
+    );
+    // A ping, as a barrier: answered only after everything before it.
+    socket.send(&[0x40, 0x00, 0x55, 0x66]).await.unwrap();
+    assert_eq!(recv().await, [0x70, 0x00, 0x55, 0x66]);
+
+    let got = collect_through_barriers(port, &mut sub, &["dup"]).await;
+    let sent = BTreeMap::from([(("dup".to_string(), "level".to_string()), vec![5.0])]);
+    expect(&sent, &got);
+}
+
+#[tokio::test]
+async fn observe_follows_a_libcoap_server_and_registers_again_after_its_restart() {
+    let id = "gw-coap-observe";
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/#").await;
+    let port = free_udp_port();
+    let device = CoapServer::start(port).await;
+    device.put("20").await;
+    // Short windows: each closes a second after its end, so the aggregates
+    // arrive while the gateway runs and the test waits for their counts.
+    let mut text = config(id, local.port(), upstream.port(), "1s", "1s");
+    text.push_str(&format!(
+        r#"
+[[adapter]]
+type = "coap_observe"
+name = "observed"
+resources = [{{ addr = "127.0.0.1:{port}", path = "/example_data", device = "obs-node", metric = "temperature" }}]
+silence = "2s"
+"#
+    ));
+    let mut gw = GatewayProcess::start(&text);
+    gw.wait_for_log("Observation established").await;
+    for v in ["21", "22.5", "23"] {
+        device.put(v).await;
+    }
+    // The device restarts and forgets its observer; the gateway hears
+    // nothing for `silence` and registers again.
+    drop(device);
+    let device = CoapServer::start(port).await;
+    device.put("30").await;
+    gw.seen.clear();
+    gw.wait_for_log("Observation established").await;
+    device.put("31").await;
+
+    let sent = [20.0, 21.0, 22.5, 23.0, 30.0, 31.0];
+    let topic = "building/hq/obs-node/aggregated";
+    let counted = |got: &[Message]| {
+        got.iter()
+            .filter(|m| m.topic == topic)
+            .map(|m| {
+                m.json()["metrics"]["temperature"]["count"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum::<u64>()
+    };
+    let messages = sub
+        .collect_until(WAIT, |got| counted(got) >= sent.len() as u64)
+        .await;
+    assert_eq!(counted(&messages), sent.len() as u64, "readings forwarded");
+    let mut all = Totals::new();
+    add(&mut all, &messages);
+    let expected = BTreeMap::from([(
+        ("obs-node".to_string(), "temperature".to_string()),
+        sent.to_vec(),
+    )]);
+    expect(&expected, &all);
+}
