@@ -19,7 +19,6 @@ fail() { echo "ci-check: FAILED: $*" >&2; exit 1; }
 ok() { echo "ci-check: ok: $*"; }
 
 need=()
-command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
 command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
@@ -33,6 +32,18 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
+if [ "${SKIP_ARM64:-0}" != 1 ]; then
+  installed=$(rustup target list --installed)
+  for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+    grep -qx "$t" <<<"$installed" || rustup target add "$t"
+  done
+fi
+# `--deps`: only what the packages need installed (apt, rustup), so CI can
+# do it before this script runs beside the tests, whose own apt-get and
+# rustup calls would otherwise race these for their locks.
+[ "${1:-}" = "--deps" ] && exit 0
+
+command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 # CI checks what the packages install and that their binaries run, not the

@@ -4,18 +4,34 @@
 # FCnt, decryption, codec), and the BLE decoders (recorded advertisement
 # line, BTHome plain and encrypted, Ruuvi, PVVX/ATC, the dispatcher), and
 # the line adapters' framer and CSV/JSON/influx/kv line decoders.
-# `bash scripts/fuzz.sh [seconds] [target]`.
+#
+#   bash scripts/fuzz.sh [seconds] [target]
+#   bash scripts/fuzz.sh --build     # only build every target (CI does it beside the tests)
+#
 # Needs a nightly toolchain; installs cargo-fuzz when missing. Crashes land
 # in fuzz/artifacts/; add each as a regression test once fixed (CoAP:
 # a line of crates/adapters/tests/data/coap_malformed.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds="${1:-60}"
-targets="${2:-coap_datagram lorawan_datagram ble_advert_line ble_bthome ble_ruuvi ble_xiaomi ble_dispatch line_parsers}"
+all="coap_datagram lorawan_datagram ble_advert_line ble_bthome ble_ruuvi ble_xiaomi ble_dispatch line_parsers"
+# libFuzzer's coverage guidance without AddressSanitizer: the code under
+# fuzz is Rust with `unsafe` forbidden in every crate of ours, where a
+# memory error cannot happen without a compiler or dependency bug, and ASan
+# made the build (every dependency instrumented) and each run about twice
+# as slow. What is fuzzed here is panics, overflows (debug assertions stay
+# on), hangs and unbounded allocation, which need no sanitizer.
+# FUZZ_SANITIZER=address brings it back for a long hunt.
+flags=(--sanitizer "${FUZZ_SANITIZER:-none}")
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 cd fuzz
+if [ "${1:-}" = "--build" ]; then
+  cargo +nightly fuzz build "${flags[@]}"
+  exit 0
+fi
+seconds="${1:-60}"
+targets="${2:-$all}"
 for target in $targets; do
   # New inputs go to artifacts/corpus-<target> (not kept); the seeds stay as they are.
   mkdir -p "artifacts/corpus-$target"
-  cargo +nightly fuzz run "$target" "artifacts/corpus-$target" "corpus/$target" -- -max_total_time="$seconds"
+  cargo +nightly fuzz run "${flags[@]}" "$target" "artifacts/corpus-$target" "corpus/$target" -- -max_total_time="$seconds"
 done

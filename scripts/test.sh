@@ -44,7 +44,11 @@ bash scripts/peers-venv.sh
 # the gateway. Run first, so cargo's summary of the workspace is what ends
 # the output. Skipped when arguments pick particular cargo tests.
 if [ "$#" -eq 0 ]; then
-  bash scripts/test-firmware.sh
+  # One build serves both: the firmware's end-to-end checks run the gateway
+  # binary the tests build (with the features the tests resolve), instead
+  # of a second build with other features that recompiles most of the tree.
+  cargo test --workspace --locked --no-run
+  EDGE_GATEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/edge-gateway" bash scripts/test-firmware.sh
   # Each protocol alone still builds (cargo check, no tests).
   bash scripts/check-features.sh
 fi
