@@ -51,14 +51,21 @@ fn with_open(
     stored
 }
 
-/// The open window so far: its slots merged into one.
-fn open_window(slots: &[Aggregate]) -> Option<Aggregate> {
-    let (first, rest) = slots.split_first()?;
-    let mut w = *first;
-    for s in rest {
+/// The oldest open window of `window_ms` so far: its slots merged into
+/// one, over the window's span.
+fn open_window(slots: &[Aggregate], window_ms: i64) -> Option<Aggregate> {
+    let first = slots.first()?;
+    let start = first.start.div_euclid(window_ms.max(1)) * window_ms.max(1);
+    let end = start.saturating_add(window_ms);
+    let mut w = Aggregate {
+        start,
+        end,
+        count: 0,
+        ..*first
+    };
+    for s in slots.iter().filter(|s| s.start < end) {
         merge(&mut w, s);
     }
-    w.end = slots.last().map_or(w.end, |s| s.end);
     Some(w)
 }
 
@@ -175,11 +182,15 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
                 .flatten()
         });
         // No window closed yet (the first hour of hourly windows): what
-        // the open one holds so far, said to be so.
+        // the oldest open one holds so far, said to be so.
         let (w, end) = match closed {
             Some(w) => (w, time(w.end).get(11..).unwrap_or_default().to_string()),
-            None => match open_window(&state.live.open_points(&id, m)) {
-                Some(w) => (w, "now (open)".to_string()),
+            None => match open_window(&state.live.open_points(&id, m), state.window_ms) {
+                Some(w) if w.end > now => (w, "now (open)".to_string()),
+                Some(w) => (
+                    w,
+                    format!("{} (open)", time(w.end).get(11..).unwrap_or_default()),
+                ),
                 None => continue,
             },
         };

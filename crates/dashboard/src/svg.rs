@@ -140,12 +140,36 @@ pub fn chart(
         LEFT - 6.0,
         H - 6.0
     );
+    // A point stands at its window's middle: an hour's average is not
+    // the value at its first second.
+    let mid = |p: &Aggregate| x(p.start.saturating_add(p.end) / 2).clamp(LEFT, W - RIGHT);
+    // Few points are long windows: the band spans each window, flat, so
+    // an hour that reached 12 °C is not drawn as a slope to the next one.
+    let few = points.len() <= DOTS_UP_TO;
+    let edges = |p: &Aggregate| {
+        if few {
+            (
+                x(p.start).clamp(LEFT, W - RIGHT),
+                x(p.end).clamp(LEFT, W - RIGHT),
+            )
+        } else {
+            (mid(p), mid(p))
+        }
+    };
     let mut band = String::new();
     for p in points {
-        let _ = write!(band, "{:.1},{:.1} ", x(p.start), y(p.max));
+        let (l, r) = edges(p);
+        let _ = write!(band, "{l:.1},{:.1} ", y(p.max));
+        if few {
+            let _ = write!(band, "{r:.1},{:.1} ", y(p.max));
+        }
     }
     for p in points.iter().rev() {
-        let _ = write!(band, "{:.1},{:.1} ", x(p.start), y(p.min));
+        let (l, r) = edges(p);
+        if few {
+            let _ = write!(band, "{r:.1},{:.1} ", y(p.min));
+        }
+        let _ = write!(band, "{l:.1},{:.1} ", y(p.min));
     }
     let _ = write!(
         out,
@@ -154,7 +178,7 @@ pub fn chart(
     );
     let mut line = String::new();
     for p in points {
-        let _ = write!(line, "{:.1},{:.1} ", x(p.start), y(p.avg));
+        let _ = write!(line, "{:.1},{:.1} ", mid(p), y(p.avg));
     }
     let _ = write!(
         out,
@@ -165,7 +189,7 @@ pub fn chart(
     // its min–max bar (its band has no width).
     if points.len() <= DOTS_UP_TO {
         for p in points {
-            let (px, py) = (x(p.start), y(p.avg));
+            let (px, py) = (mid(p), y(p.avg));
             if points.len() == 1 && p.max > p.min {
                 let _ = write!(
                     out,
