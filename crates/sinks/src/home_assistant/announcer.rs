@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::announced::{self, Announced, EntityKey};
 use super::discovery::{Component, Topics};
 use super::lifecycle::{Devices, Rediscovery};
-use super::{HaSetup, Net, HA_DROPPED, HA_PUBLISHED, HA_REFUSED, SAVE_EVERY, TICK};
+use super::{HaSetup, Net, HA_BIRTHS, HA_DROPPED, HA_PUBLISHED, HA_REFUSED, SAVE_EVERY, TICK};
 
 pub(super) struct Announcer {
     pub(super) topics: Topics,
@@ -58,6 +58,7 @@ pub(super) struct Announcer {
     pub(super) published: [Counter; 4],
     pub(super) dropped: Counter,
     refused: Counter,
+    births: Counter,
     rediscovery: Rediscovery,
     pub(super) devices: Devices,
     clock: Arc<dyn Clock>,
@@ -101,6 +102,7 @@ impl Announcer {
             ],
             dropped: t.counter(HA_DROPPED, &[]),
             refused: t.counter(HA_REFUSED, &[]),
+            births: t.counter(HA_BIRTHS, &[]),
             rediscovery: Rediscovery::new(setup.config.announce_interval),
             devices: Devices::new(setup.config.forget_after, setup.config.max_entities),
             clock: setup.clock,
@@ -410,6 +412,7 @@ impl Announcer {
             }
             Net::Disconnected => self.connected = false,
             Net::HaOnline(true) => {
+                self.births.inc();
                 if self.rediscovery.online(tokio::time::Instant::now()) {
                     info!("Home Assistant started: sending every config and last state again.");
                     self.announce_all();

@@ -73,6 +73,9 @@ pub const HA_PUBLISHED: &str = "edge_gateway_home_assistant_published_total";
 pub const HA_DROPPED: &str = "edge_gateway_home_assistant_dropped_total";
 /// `1` while connected to Home Assistant's broker.
 pub const HA_CONNECTED: &str = "edge_gateway_home_assistant_connected";
+/// Home Assistant's `online` messages received (its starts, or anyone
+/// publishing on its status topic).
+pub const HA_BIRTHS: &str = "edge_gateway_home_assistant_births_total";
 /// Entities not announced because `max_entities` was reached.
 pub const HA_REFUSED: &str = "edge_gateway_home_assistant_refused_total";
 
