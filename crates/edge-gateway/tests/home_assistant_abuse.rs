@@ -7,7 +7,7 @@
 //!   their own, the kitchen's keeps its id, and a restart changes none;
 //! - fifty `online`s on `homeassistant/status` make one announcement, and
 //!   three hundred made-up devices stop at `max_entities` without a state
-//!   dropped;
+//!   dropped; three thousand devices and five `online`s drop no state;
 //! - a stranger not heard for `forget_after`, a `[[device]]` removed from
 //!   the config, and a config left at an id of the release before leave
 //!   nothing retained behind.
@@ -336,6 +336,78 @@ async fn online_floods_and_made_up_devices_get_bounded_answers() {
     assert_eq!(
         metric(metrics, "edge_gateway_home_assistant_dropped_total", "").await,
         0
+    );
+    drop(gw);
+}
+
+/// The issue's numbers: 3 000 devices and 5 `online`s made 25 288
+/// publishes and dropped 917 states.
+#[tokio::test]
+async fn three_thousand_devices_and_five_onlines_drop_no_state() {
+    let broker = Mosquitto::start();
+    let metrics = free_port();
+    let gw_id = "gw-fleet";
+    let cfg = config(
+        gw_id,
+        broker.port(),
+        metrics,
+        "announce_interval = \"1h\"",
+        "",
+    );
+    let mut states = Subscriber::start(broker.port(), &format!("edge-gateway/{gw_id}/#")).await;
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    metric_until(metrics, "edge_gateway_home_assistant_connected", "", |v| {
+        v == 1
+    })
+    .await;
+    let config_total = "kind=\"config\"";
+    let published = "edge_gateway_home_assistant_published_total";
+
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!(r#"{{"id":"room-{i}","temperature":{}}}"#, 20 + i % 5))
+        .collect();
+    publish_lines(broker.port(), "sensors/batch", &lines, 1).await;
+    metric_until(metrics, published, config_total, |v| v == 3000).await;
+
+    let onlines: Vec<String> = (0..5).map(|_| "online".to_string()).collect();
+    publish_lines(broker.port(), "homeassistant/status", &onlines, 1).await;
+    metric_until(
+        metrics,
+        "edge_gateway_home_assistant_births_total",
+        "",
+        |v| v == 5,
+    )
+    .await;
+    // Readings go on while the configs go out again.
+    let more: Vec<String> = (0..3000)
+        .map(|i| format!(r#"{{"id":"room-{i}","temperature":{}.5}}"#, 20 + i % 5))
+        .collect();
+    publish_lines(broker.port(), "sensors/batch", &more, 1).await;
+    metric_until(metrics, published, config_total, |v| v == 6000).await;
+    publish(
+        broker.port(),
+        "sensors/data/room-0/temperature",
+        "19.5",
+        1,
+        false,
+    )
+    .await;
+    states
+        .wait_for(WAIT, |m| {
+            m.topic == format!("edge-gateway/{gw_id}/room-0/temperature") && m.payload == "19.5"
+        })
+        .await
+        .expect("a state after the announcement");
+    assert_eq!(
+        metric(metrics, "edge_gateway_home_assistant_dropped_total", "").await,
+        0,
+        "no state dropped"
+    );
+    assert_eq!(
+        metric(metrics, published, config_total).await,
+        6000,
+        "one announcement"
     );
     drop(gw);
 }

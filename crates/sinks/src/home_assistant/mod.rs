@@ -57,9 +57,10 @@ const CLIENT_QUEUE: usize = 2048;
 /// this tick: Home Assistant subscribes to an entity's state topic only
 /// after it has read its config.
 const TICK: Duration = Duration::from_secs(1);
-/// Most configs handed to the client per tick: a fleet's (or a flood's)
-/// configs must leave room in its queue for the states that arrive
-/// meanwhile, which are dropped when it is full.
+/// Most configs, clears and availabilities handed to the client per
+/// flush (once a tick, and on each word from the connection): a fleet's
+/// (or a flood's) announcement must leave room in its queue for the
+/// states that arrive meanwhile, which are dropped when it is full.
 const CONFIGS_PER_TICK: usize = CLIENT_QUEUE / 4;
 /// Longest wait before what was announced is written down.
 const SAVE_EVERY: Duration = Duration::from_secs(10);

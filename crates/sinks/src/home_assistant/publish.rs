@@ -106,10 +106,13 @@ impl Announcer {
             }
             self.due.remove(&key);
         }
+        // Availability shares the budget: a re-announcement marks every
+        // device's unsent at once.
         let unsent: Vec<(String, bool)> = self
             .availability
             .iter()
             .filter(|(_, (_, sent))| !sent)
+            .take(budget)
             .map(|(d, (online, _))| (d.clone(), *online))
             .collect();
         for (device, online) in unsent {
