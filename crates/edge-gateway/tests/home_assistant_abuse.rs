@@ -409,6 +409,12 @@ async fn three_thousand_devices_and_five_onlines_drop_no_state() {
         6000,
         "one announcement"
     );
+    let mut figures = String::new();
+    for kind in ["config", "clear", "state", "availability"] {
+        let n = metric(metrics, published, &format!("kind=\"{kind}\"")).await;
+        figures.push_str(&format!(" {kind}={n}"));
+    }
+    eprintln!("3000 devices, 6001 readings, 5 onlines: published{figures}");
     drop(gw);
 }
 
