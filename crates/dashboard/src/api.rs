@@ -201,13 +201,26 @@ pub fn csv(device: &str, metric: &str, points: &[Aggregate]) -> String {
             ts(p.start),
             ts(p.end),
             p.count,
-            p.avg,
-            p.min,
-            p.max,
-            p.std
+            csv_number(p.avg),
+            csv_number(p.min),
+            csv_number(p.max),
+            csv_number(p.std)
         );
     }
     out
+}
+
+/// A number as a CSV cell: at most 15 significant digits, the most an
+/// f64 carries for every decimal (`DBL_DIG`), then the shortest text that
+/// reads back as that. A reading of 10.21 stays 10.21, and the last-bit
+/// noise of averaging it (`10.209999999999999`) goes; a meter's
+/// 1 000 000 000 003 Wh keeps its last Wh.
+pub fn csv_number(v: f64) -> String {
+    if !v.is_finite() || v == 0.0 {
+        // `-0` is a zero to a spreadsheet; NaN and inf as Rust spells them.
+        return if v == 0.0 { "0".into() } else { v.to_string() };
+    }
+    format!("{v:.14e}").parse::<f64>().unwrap_or(v).to_string()
 }
 
 /// The columns of the alert history as CSV (`history export --alerts`,
@@ -230,8 +243,8 @@ pub fn alerts_csv<'a>(rows: impl IntoIterator<Item = &'a AlertRow>) -> String {
             csv_cell(&a.device),
             csv_cell(&a.metric),
             csv_cell(&a.state),
-            a.value,
-            a.limit,
+            csv_number(a.value),
+            csv_number(a.limit),
             csv_cell(a.reason.as_deref().unwrap_or_default()),
         );
     }
@@ -352,6 +365,30 @@ pub fn events(state: &AppState, stop: &CancellationToken) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_numbers_carry_the_source_precision_without_float_noise() {
+        let noisy = (10.21_f64 * 3.0) / 3.0 + f64::EPSILON * 8.0;
+        assert_ne!(noisy.to_string(), "10.21", "the case must be noisy");
+        assert_eq!(csv_number(noisy), "10.21");
+        assert_eq!(csv_number(10.209999999999999), "10.21");
+        assert_eq!(csv_number(0.1 + 0.2), "0.3");
+        assert_eq!(csv_number(1_000_000_000_003.0), "1000000000003");
+        assert_eq!(csv_number(-4.5), "-4.5");
+        assert_eq!(csv_number(2.0478911), "2.0478911");
+        assert_eq!(csv_number(-0.0), "0");
+        assert_eq!(csv_number(f64::NAN), "NaN");
+        let p = Aggregate {
+            start: 0,
+            end: 3_600_000,
+            count: 150,
+            avg: 10.209999999999999,
+            min: 8.0,
+            max: 12.1,
+            std: 2.048,
+        };
+        assert!(csv("d", "t", &[p]).ends_with(",150,10.21,8,12.1,2.048\n"));
+    }
 
     #[test]
     fn times_are_relative_absolute_or_epoch_ms() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use gateway_core::config::RuleConfig;
 
 use super::api::{read_alerts, state_of, Query};
-use super::history::{Aggregate, AlertRow};
+use super::history::{downsample, merge, Aggregate, AlertRow};
 use super::pages::{
     ago, alert_texts, esc, foot, head, info_of, protocol_html, tag_matches, tags_text, time,
     url_enc, value_span,
@@ -23,6 +23,50 @@ fn rule_applies(
 ) -> bool {
     r.device.as_ref().is_none_or(|d| d.as_str() == id)
         && r.tag.as_deref().is_none_or(|t| tag_matches(tags, t))
+}
+
+/// `stored` windows of a range followed by the `open` slots after them,
+/// merged into the range's `step` like the stored ones (0: as they are).
+fn with_open(
+    mut stored: Vec<Aggregate>,
+    open: Vec<Aggregate>,
+    from: i64,
+    to: i64,
+    step: i64,
+) -> Vec<Aggregate> {
+    // Stored as they are, the last window's end is where the open ones
+    // begin; merged, a bucket's end is only the step's, and the open slots
+    // (after the last closed window by construction) join their bucket.
+    let after = match stored.last() {
+        Some(w) if step == 0 => w.end.max(from),
+        _ => from,
+    };
+    stored.extend(
+        open.into_iter()
+            .filter(|p| p.start >= after && p.start < to),
+    );
+    if step > 0 {
+        stored = downsample(stored, from, to, step);
+    }
+    stored
+}
+
+/// The oldest open window of `window_ms` so far: its slots merged into
+/// one, over the window's span.
+fn open_window(slots: &[Aggregate], window_ms: i64) -> Option<Aggregate> {
+    let first = slots.first()?;
+    let start = first.start.div_euclid(window_ms.max(1)) * window_ms.max(1);
+    let end = start.saturating_add(window_ms);
+    let mut w = Aggregate {
+        start,
+        end,
+        count: 0,
+        ..*first
+    };
+    for s in slots.iter().filter(|s| s.start < end) {
+        merge(&mut w, s);
+    }
+    Some(w)
 }
 
 /// One device: its numbers, a chart per metric, its latest raw readings
@@ -67,7 +111,7 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
         .into_iter()
         .filter(|a| a.device == id)
         .collect();
-    let series = match state.store.clone() {
+    let stored = match state.store.clone() {
         Some(store) => {
             let (id, ms) = (id.clone(), metrics.clone());
             tokio::task::spawn_blocking(move || {
@@ -80,6 +124,21 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
         }
         None => Vec::new(),
     };
+    // Readings of windows not closed yet follow the stored windows: with
+    // hourly windows they are the chart's first hour, and its newest.
+    let series: Vec<Vec<Aggregate>> = metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            with_open(
+                stored.get(i).cloned().unwrap_or_default(),
+                state.live.open_points(&id, m),
+                from,
+                now,
+                step,
+            )
+        })
+        .collect();
     let mut out = head(&name, "");
     let proto = protocol_html(state, &d, true);
     let tags = tags_text(info.as_ref());
@@ -117,12 +176,24 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
     for (i, m) in metrics.iter().enumerate() {
         // The writer's present, else the newest window of this range in
         // history (after a restart).
-        let w: Option<Aggregate> = d.last_window.get(m).copied().or_else(|| {
+        let closed: Option<Aggregate> = d.last_window.get(m).copied().or_else(|| {
             (step == 0)
-                .then(|| series.get(i).and_then(|s| s.last().copied()))
+                .then(|| stored.get(i).and_then(|s| s.last().copied()))
                 .flatten()
         });
-        let Some(w) = w else { continue };
+        // No window closed yet (the first hour of hourly windows): what
+        // the oldest open one holds so far, said to be so.
+        let (w, end) = match closed {
+            Some(w) => (w, time(w.end).get(11..).unwrap_or_default().to_string()),
+            None => match open_window(&state.live.open_points(&id, m), state.window_ms) {
+                Some(w) if w.end > now => (w, "now (open)".to_string()),
+                Some(w) => (
+                    w,
+                    format!("{} (open)", time(w.end).get(11..).unwrap_or_default()),
+                ),
+                None => continue,
+            },
+        };
         let mi = state.view.info(info.as_ref(), d.source, m);
         let _ = write!(
             out,
@@ -130,7 +201,7 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
             esc(m),
             esc(m),
             time(w.start),
-            time(w.end).get(11..).unwrap_or_default(),
+            end,
             w.count,
             esc(&mi.format(w.avg)),
             esc(&mi.format(w.min)),
@@ -153,7 +224,7 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
                     raised: a.state == "raised",
                     label: a.rule.clone(),
                     title: format!(
-                        "{} {} at {}: {value} ({limit})",
+                        "{} {} at {} UTC: {value} ({limit})",
                         a.rule,
                         a.state,
                         time(a.at)
@@ -184,7 +255,7 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
     }
 
     if !alerts.is_empty() {
-        out.push_str(r#"<h2>Alerts in this range</h2><table id="device-alerts"><thead><tr><th>Time</th><th>Rule</th><th>State</th><th>Value</th><th>Limit or expected</th></tr></thead><tbody>"#);
+        out.push_str(r#"<h2>Alerts in this range</h2><table id="device-alerts"><thead><tr><th>Time (UTC)</th><th>Rule</th><th>State</th><th>Value</th><th>Limit or expected</th></tr></thead><tbody>"#);
         for a in &alerts {
             let (value, limit) = alert_texts(state, a);
             let _ = write!(

@@ -8,6 +8,7 @@
 //!
 //! - [`history`]: the store of windows and alert transitions (hourly logs of our own);
 //! - [`live`]: the in-memory present and the SSE broadcast;
+//! - [`open`]: readings of windows not closed yet, for the charts;
 //! - [`writer`]: the output task (batches, flush handshake, pruning);
 //! - [`server`]: the hyper accept loop, TLS and Basic auth;
 //! - [`api`]: `/api/devices`, `/api/series`, `/api/alerts`, `/events`;
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod device_page;
 pub mod history;
 pub mod live;
+pub mod open;
 pub mod pages;
 pub mod provenance;
 pub mod server;
@@ -242,7 +244,7 @@ pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
         units: setup.units,
         metric_order: setup.config.metric_order.clone(),
     };
-    let live = Live::default();
+    let live = Live::new(setup.window_ms);
     let provenance = store
         .is_some()
         .then(|| provenance::ProvenanceFile::in_dir(setup.state_dir));
@@ -270,7 +272,7 @@ pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
         },
         writer::WriterSettings {
             provenance: provenance.map(|p| (p, setup.sources.clone())),
-            describe: Some((view.clone(), setup.registry.clone())),
+            describe: Some((view.clone(), setup.registry.clone(), setup.rules.clone())),
             write_interval: setup.config.write_interval,
             retention: setup.config.retention,
             max_bytes: setup.config.max_bytes,

@@ -1,6 +1,8 @@
 (function(){
 var conn=document.getElementById('conn');
 function sel(a,v){return '['+a+'="'+(window.CSS&&CSS.escape?CSS.escape(v):v)+'"]';}
+// Times as the server writes them, under headers that say UTC.
+function utc(ms){return new Date(ms).toISOString().replace('T',' ').slice(0,19);}
 function fmt(v){return Math.abs(v)>=100||v%1===0?v.toFixed(0):v.toFixed(Math.abs(v)>=1?1:2);}
 // The server formats in the metric's precision: keep its decimals.
 function same(s,v){var t=s.textContent,d=t.indexOf('.');return s.parentNode.hasAttribute('data-a')?fmt(v):v.toFixed(d<0?0:t.length-d-1);}
@@ -24,7 +26,7 @@ es.addEventListener('reading',function(e){
   spans.forEach(function(s){var b=s.querySelector('b');b.textContent=same(b,r.value);s.classList.add('new');setTimeout(function(){s.classList.remove('new');},800);});
   if(row){var st=row.querySelector('.st');st.className='st receiving';st.textContent='receiving';row.cells[2].textContent='just now';}
   var recent=document.querySelector('#recent tbody');
-  if(recent&&document.querySelector('.metric')&&location.search.indexOf(encodeURIComponent(r.device))>=0){var tr=document.createElement('tr');tr.innerHTML='<td>'+new Date(r.at).toISOString().replace('T',' ').slice(0,19)+'</td><td></td><td></td>';tr.children[1].textContent=r.metric;tr.children[2].textContent=fmt(r.value);recent.insertBefore(tr,recent.firstChild);}
+  if(recent&&document.querySelector('.metric')&&location.search.indexOf(encodeURIComponent(r.device))>=0){var tr=document.createElement('tr');tr.innerHTML='<td>'+utc(r.at)+'</td><td></td><td></td>';tr.children[1].textContent=r.metric;tr.children[2].textContent=fmt(r.value);recent.insertBefore(tr,recent.firstChild);}
 });
 es.addEventListener('alert',function(e){
   var a=JSON.parse(e.data);
@@ -33,7 +35,9 @@ es.addEventListener('alert',function(e){
     if(a.state==='raised'){if(!b){b=document.createElement('span');b.className='badge';b.setAttribute('data-rule',a.rule);b.textContent=a.rule;al.appendChild(b);}row.classList.add('alert');}
     else if(a.state==='cleared'){if(b)b.remove();if(!al.querySelector('.badge'))row.classList.remove('alert');}}
   var act=document.querySelector('#active tbody');
-  if(act&&a.state==='raised'){var tr=document.createElement('tr');tr.className='alert';tr.innerHTML='<td></td><td></td><td></td><td></td><td></td><td></td>';tr.children[0].textContent=a.device;tr.children[1].textContent=a.rule+' ('+a.kind+')';tr.children[2].textContent=new Date(a.at).toISOString();tr.children[3].textContent=a.value_text||fmt(a.value);tr.children[4].textContent=a.limit_text||fmt(a.limit);tr.children[5].textContent=a.reason||'';act.insertBefore(tr,act.firstChild);}
+  if(act){var was=act.querySelector('tr'+sel('data-d',a.device)+sel('data-rule',a.rule));if(was&&a.state!=='suppressed')was.remove();var none=act.querySelector('tr.empty');
+    if(a.state==='raised'){if(none)none.remove();var tr=document.createElement('tr');tr.className='alert';tr.setAttribute('data-d',a.device);tr.setAttribute('data-rule',a.rule);tr.innerHTML='<td></td><td></td><td></td><td></td><td></td><td></td>';tr.children[0].textContent=a.device;tr.children[1].textContent=a.rule+' ('+a.kind+')';tr.children[2].textContent=utc(a.at);tr.children[3].textContent=a.value_text||fmt(a.value);tr.children[4].textContent=a.limit_text||fmt(a.limit);tr.children[5].textContent=a.reason||'';act.insertBefore(tr,act.firstChild);}
+    else if(!act.querySelector('tr')){act.innerHTML='<tr class="empty"><td colspan="6" class="muted">No active alerts</td></tr>';}}
 });
 es.addEventListener('status',function(e){
   var s=JSON.parse(e.data);var row=document.querySelector('#devices tr'+sel('data-d',s.device));

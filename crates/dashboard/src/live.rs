@@ -14,7 +14,8 @@ use gateway_core::{SourceId, Subject};
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::history::{AlertRow, KnownDevice, WindowRow};
+use super::history::{Aggregate, AlertRow, KnownDevice, WindowRow};
+use super::open::OpenWindows;
 
 /// Raw readings kept per device for the device page.
 const RECENT_READINGS: usize = 20;
@@ -42,9 +43,11 @@ pub struct DeviceNow {
     pub last_window: BTreeMap<String, super::history::Aggregate>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     devices: BTreeMap<String, DeviceNow>,
+    /// Readings of windows not closed yet, for the charts.
+    open: OpenWindows,
     /// (device, rule) → the raise.
     active: BTreeMap<(String, String), AlertRow>,
     /// A device's adapter changed (or was first heard) since the last
@@ -76,15 +79,26 @@ pub struct Live {
 }
 
 impl Default for Live {
+    /// Minute windows.
     fn default() -> Self {
-        Self {
-            state: Arc::default(),
-            events: broadcast::channel(BROADCAST_CAPACITY).0,
-        }
+        Self::new(60_000)
     }
 }
 
 impl Live {
+    /// The present of a gateway whose windows last `window_ms`.
+    pub fn new(window_ms: i64) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                devices: BTreeMap::new(),
+                open: OpenWindows::new(window_ms),
+                active: BTreeMap::new(),
+                sources_changed: false,
+            })),
+            events: broadcast::channel(BROADCAST_CAPACITY).0,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A handler that panicked mid-update leaves plain data behind.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -160,7 +174,11 @@ impl Live {
                         d.recent.pop_front();
                     }
                     d.recent.push_back((at, metric.clone(), r.value()));
+                    let infrastructure = d.infrastructure;
                     s.sources_changed |= moved;
+                    if !infrastructure {
+                        s.open.reading(r.device().as_str(), &metric, at, r.value());
+                    }
                     self.publish(
                         "reading",
                         json!({"device": r.device().as_str(), "metric": metric, "value": r.value(), "at": at}),
@@ -193,6 +211,9 @@ impl Live {
                 }
                 {
                     let mut s = self.lock();
+                    for (name, agg) in &closed {
+                        s.open.closed(w.device.as_str(), name, agg.end);
+                    }
                     let d = s.devices.entry(w.device.to_string()).or_default();
                     for (name, agg) in closed {
                         // A late window of an older period does not replace a newer one.
@@ -301,6 +322,11 @@ impl Live {
             .devices
             .get(id)
             .map_or(SourceId::UNKNOWN, |d| d.source)
+    }
+
+    /// A series' readings not in a closed window yet (see [`OpenWindows`]).
+    pub fn open_points(&self, device: &str, metric: &str) -> Vec<Aggregate> {
+        self.lock().open.points(device, metric)
     }
 
     pub fn device(&self, id: &str) -> Option<DeviceNow> {

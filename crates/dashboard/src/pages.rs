@@ -10,7 +10,7 @@ use gateway_core::units::MetricInfo;
 use gateway_core::{DeviceId, Timestamp};
 
 use super::api::{all_devices, read_alerts, state_of, Query};
-use super::history::AlertRow;
+use super::history::{downsample, Aggregate, AlertRow};
 use super::live::DeviceNow;
 use super::svg;
 use super::AppState;
@@ -204,29 +204,36 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
     }
     // One sparkline per device, of the metric that stands for it: the
     // page stays small with hundreds of devices.
-    let spark_keys: Vec<(String, String, MetricInfo)> = rows
+    // With each, the readings of its windows not closed yet: the hour a
+    // fridge of hourly windows is in counts for "24 h" too.
+    let spark_keys: Vec<(String, String, MetricInfo, Vec<Aggregate>)> = rows
         .iter()
         .filter_map(|(id, info, d)| {
             let m = state.view.primary(info.as_ref(), d.latest.keys())?;
             let mi = state.view.info(info.as_ref(), d.source, &m);
-            Some((id.clone(), m, mi))
+            let open = state.live.open_points(id, &m);
+            Some((id.clone(), m, mi, open))
         })
         .collect();
     let sparks = match state.store.clone() {
         Some(store) => tokio::task::spawn_blocking(move || {
             spark_keys
                 .into_iter()
-                .map(|(id, m, mi)| {
+                .map(|(id, m, mi, open)| {
                     let day = now - 86_400_000;
                     let mut pts = store
                         .series(&id, &m, day, now, SPARK_STEP)
                         .unwrap_or_default();
+                    pts.extend(open.iter().filter(|p| p.start >= day));
+                    pts = downsample(pts, day, now, SPARK_STEP);
                     // Younger than two buckets: its few windows as stored.
                     if pts.len() < 2 {
                         pts = store.series(&id, &m, day, now, 0).unwrap_or_default();
+                        let after = pts.last().map_or(day, |w| w.end);
+                        pts.extend(open.into_iter().filter(|p| p.start >= after));
                         pts.drain(..pts.len().saturating_sub(SPARK_POINTS));
                     }
-                    let cell = match svg::avg_range(&pts) {
+                    let cell = match svg::reading_range(&pts) {
                         Some((lo, hi)) => format!(
                             r#"{}<small>{} {}–{} {}</small>"#,
                             svg::sparkline(&pts, 96, 20, super::view::min_span(&mi)),
@@ -319,32 +326,61 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
 }
 
 /// An alert's value and what it was measured against, in the metric's
-/// unit: a threshold's bound, an anomaly's expected range (its score
-/// apart: a score is not in ppm), a silence's wait.
+/// unit: a threshold's bound, a rate's change over its rule's span, an
+/// anomaly's expected range (its score apart: a score is not in ppm), a
+/// silence's wait.
 pub(super) fn alert_texts(state: &AppState, a: &AlertRow) -> (String, String) {
     let info = state.view.info(
         info_of(state, &a.device).as_ref(),
         state.live.source_of(&a.device),
         &a.metric,
     );
-    gateway_core::units::alert_texts(
-        &info,
+    describe_alert(&info, a, &state.rules)
+}
+
+/// [`alert_texts`] from what the writer also has: a rate's span is its
+/// rule's, as configured now (a rule renamed or removed since leaves
+/// "per span").
+pub fn describe_alert(
+    info: &MetricInfo,
+    a: &AlertRow,
+    rules: &[gateway_core::config::RuleConfig],
+) -> (String, String) {
+    let span = rules
+        .iter()
+        .find(|r| r.name == a.rule)
+        .and_then(|r| r.rate.as_ref())
+        .map(|rate| rate.span);
+    gateway_core::units::alert_texts_over(
+        info,
         &a.kind,
         a.value,
         a.limit,
         a.expected.map(|[lo, hi]| (lo, hi)),
+        span,
     )
 }
+
+/// The Active table's one row when nothing is active (the live script
+/// puts it back when the last one clears).
+const NO_ACTIVE_ALERTS: &str =
+    r#"<tr class="empty"><td colspan="6" class="muted">No active alerts</td></tr>"#;
 
 /// Active alerts first, then the history of transitions.
 pub async fn alerts(state: &Arc<AppState>) -> String {
     let mut out = head("Alerts", "Alerts");
-    out.push_str(r#"<h1>Active</h1><table id="active"><thead><tr><th>Device</th><th>Rule</th><th>Raised</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
-    for a in state.live.active() {
+    out.push_str(r#"<h1>Active</h1><table id="active"><thead><tr><th>Device</th><th>Rule</th><th>Raised (UTC)</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
+    let active = state.live.active();
+    if active.is_empty() {
+        out.push_str(NO_ACTIVE_ALERTS);
+    }
+    for a in active {
         let (value, limit) = alert_texts(state, &a);
         let _ = write!(
             out,
-            r#"<tr class="alert"><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr class="alert" data-d="{}" data-rule="{}"><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            esc(&a.device),
+            esc(&a.rule),
             esc(&device_name(state, &a.device)),
             esc(&a.rule),
             esc(&a.kind),
@@ -354,8 +390,12 @@ pub async fn alerts(state: &Arc<AppState>) -> String {
             esc(a.reason.as_deref().unwrap_or(""))
         );
     }
-    out.push_str(r#"</tbody></table><h1>History</h1><table id="history"><thead><tr><th>Time</th><th>Device</th><th>Rule</th><th>State</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
-    for a in read_alerts(state, 0, i64::MAX).await {
+    out.push_str(r#"</tbody></table><h1>History</h1><table id="history"><thead><tr><th>Time (UTC)</th><th>Device</th><th>Rule</th><th>State</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
+    let history = read_alerts(state, 0, i64::MAX).await;
+    if history.is_empty() {
+        out.push_str(r#"<tr class="empty"><td colspan="7" class="muted">No alerts yet</td></tr>"#);
+    }
+    for a in history {
         let (value, limit) = alert_texts(state, &a);
         let _ = write!(
             out,

@@ -24,6 +24,11 @@ pub fn sparkline(points: &[Aggregate], width: u32, height: u32, min_span: f64) -
         let y = scale(p.avg, hi, lo, 1.0, f64::from(height) - 1.0);
         let _ = write!(d, "{x:.0},{y:.0} ");
     }
+    // One vertex draws nothing: a single point is a level across.
+    if let [p] = points {
+        let y = scale(p.avg, hi, lo, 1.0, f64::from(height) - 1.0);
+        d = format!("1,{y:.0} {},{y:.0}", width.saturating_sub(1));
+    }
     format!(
         // No viewBox: the stylesheet sizes `.s` at the width and height
         // drawn, so user units are pixels (20 bytes less on each of 500 rows).
@@ -32,15 +37,20 @@ pub fn sparkline(points: &[Aggregate], width: u32, height: u32, min_span: f64) -
     )
 }
 
-/// The lowest and highest average: what a sparkline's label says.
-pub fn avg_range(points: &[Aggregate]) -> Option<(f64, f64)> {
-    let lo = points.iter().map(|p| p.avg).fold(f64::INFINITY, f64::min);
+/// The lowest and highest reading: what a sparkline's label says. The
+/// windows' min and max, not their averages: a fridge that reached
+/// 12.1 °C inside an hour averaging 8.2 °C reached 12.1 °C.
+pub fn reading_range(points: &[Aggregate]) -> Option<(f64, f64)> {
+    let lo = points.iter().map(|p| p.min).fold(f64::INFINITY, f64::min);
     let hi = points
         .iter()
-        .map(|p| p.avg)
+        .map(|p| p.max)
         .fold(f64::NEG_INFINITY, f64::max);
     (lo.is_finite() && hi.is_finite()).then_some((lo, hi))
 }
+
+/// Charts of at most this many points mark each with a dot.
+const DOTS_UP_TO: usize = 60;
 
 /// An alert time to mark on a chart.
 pub struct Marker {
@@ -130,12 +140,36 @@ pub fn chart(
         LEFT - 6.0,
         H - 6.0
     );
+    // A point stands at its window's middle: an hour's average is not
+    // the value at its first second.
+    let mid = |p: &Aggregate| x(p.start.saturating_add(p.end) / 2).clamp(LEFT, W - RIGHT);
+    // Few points are long windows: the band spans each window, flat, so
+    // an hour that reached 12 °C is not drawn as a slope to the next one.
+    let few = points.len() <= DOTS_UP_TO;
+    let edges = |p: &Aggregate| {
+        if few {
+            (
+                x(p.start).clamp(LEFT, W - RIGHT),
+                x(p.end).clamp(LEFT, W - RIGHT),
+            )
+        } else {
+            (mid(p), mid(p))
+        }
+    };
     let mut band = String::new();
     for p in points {
-        let _ = write!(band, "{:.1},{:.1} ", x(p.start), y(p.max));
+        let (l, r) = edges(p);
+        let _ = write!(band, "{l:.1},{:.1} ", y(p.max));
+        if few {
+            let _ = write!(band, "{r:.1},{:.1} ", y(p.max));
+        }
     }
     for p in points.iter().rev() {
-        let _ = write!(band, "{:.1},{:.1} ", x(p.start), y(p.min));
+        let (l, r) = edges(p);
+        if few {
+            let _ = write!(band, "{r:.1},{:.1} ", y(p.min));
+        }
+        let _ = write!(band, "{l:.1},{:.1} ", y(p.min));
     }
     let _ = write!(
         out,
@@ -144,13 +178,32 @@ pub fn chart(
     );
     let mut line = String::new();
     for p in points {
-        let _ = write!(line, "{:.1},{:.1} ", x(p.start), y(p.avg));
+        let _ = write!(line, "{:.1},{:.1} ", mid(p), y(p.avg));
     }
     let _ = write!(
         out,
         r#"<polyline class="avg" fill="none" points="{}"/>"#,
         line.trim_end()
     );
+    // A line needs two points: few points get a dot each, and a lone one
+    // its min–max bar (its band has no width).
+    if points.len() <= DOTS_UP_TO {
+        for p in points {
+            let (px, py) = (mid(p), y(p.avg));
+            if points.len() == 1 && p.max > p.min {
+                let _ = write!(
+                    out,
+                    r#"<line class="whisker" x1="{px:.1}" x2="{px:.1}" y1="{:.1}" y2="{:.1}"/>"#,
+                    y(p.max),
+                    y(p.min)
+                );
+            }
+            let _ = write!(
+                out,
+                r#"<circle class="dot" cx="{px:.1}" cy="{py:.1}" r="3"/>"#
+            );
+        }
+    }
     // Labels that would overlap the previous one are left to the hover
     // title (and the alert list below the charts).
     let mut last_label = f64::NEG_INFINITY;
@@ -359,6 +412,34 @@ mod tests {
             s <= 5.0 && r >= 17.0,
             "steady moves {s} px, rising {r} px of 20"
         );
+    }
+
+    #[test]
+    fn a_lone_point_is_drawn_and_the_label_spans_the_readings() {
+        let one = [Aggregate {
+            start: 0,
+            end: 3_600_000,
+            count: 360,
+            avg: 8.2,
+            min: 8.0,
+            max: 12.1,
+            std: 0.4,
+        }];
+        let svg = chart(
+            &one,
+            &[],
+            &gateway_core::units::known("temperature"),
+            0,
+            3_700_000,
+        );
+        assert!(svg.contains(r#"<circle class="dot""#), "{svg}");
+        assert!(svg.contains(r#"<line class="whisker""#), "{svg}");
+        let spark = sparkline(&one, 96, 20, 2.0);
+        let pts = spark.split("points=\"").nth(1).unwrap();
+        let pts: Vec<&str> = pts.split('"').next().unwrap().split(' ').collect();
+        assert_eq!(pts.len(), 2, "a level across: {spark}");
+        assert_ne!(pts[0], pts[1]);
+        assert_eq!(reading_range(&one), Some((8.0, 12.1)));
     }
 
     #[test]

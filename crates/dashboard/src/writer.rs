@@ -43,9 +43,13 @@ pub struct WriterSettings {
     /// Where each device's adapter is kept across restarts, and the table
     /// its ids index.
     pub provenance: Option<(super::provenance::ProvenanceFile, gateway_core::Sources)>,
-    /// What states an alert's numbers in its metric's unit for the pages
-    /// open on `/events`.
-    pub describe: Option<(super::view::View, gateway_core::DeviceRegistry)>,
+    /// What states an alert's numbers in its metric's unit (and a rate's
+    /// over its rule's span) for the pages open on `/events`.
+    pub describe: Option<(
+        super::view::View,
+        gateway_core::DeviceRegistry,
+        Vec<gateway_core::config::RuleConfig>,
+    )>,
     pub retention: Duration,
     pub max_bytes: u64,
 }
@@ -100,20 +104,14 @@ pub async fn run(
                     let row = super::live::alert_row(&a);
                     batch.alerts.push(row.clone());
                     commit(&store, &mut batch, &mut seq, &c, &throttle).await;
-                    let texts = settings.describe.as_ref().map(|(view, registry)| {
+                    let texts = settings.describe.as_ref().map(|(view, registry, rules)| {
                         let device = gateway_core::DeviceId::new(row.device.as_str()).ok();
                         let info = view.info(
                             device.as_ref().and_then(|d| registry.get(d)),
                             live.source_of(&row.device),
                             &row.metric,
                         );
-                        gateway_core::units::alert_texts(
-                            &info,
-                            &row.kind,
-                            row.value,
-                            row.limit,
-                            row.expected.map(|[lo, hi]| (lo, hi)),
-                        )
+                        super::pages::describe_alert(&info, &row, rules)
                     });
                     live.show_alert(&row, texts);
                 }

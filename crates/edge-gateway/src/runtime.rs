@@ -324,6 +324,7 @@ impl Gateway {
                 sources: sources.clone(),
                 telemetry: telemetry.clone(),
                 sw_version: env!("CARGO_PKG_VERSION").to_string(),
+                clock: clock.clone(),
             })
             .context("home_assistant")?;
             outputs.push(StartedOutput {

@@ -61,6 +61,26 @@ pub fn alert_texts(
     limit: f64,
     expected: Option<(f64, f64)>,
 ) -> (String, String) {
+    alert_texts_over(info, kind, value, limit, expected, None)
+}
+
+/// [`alert_texts`] with a rate rule's span, where the caller knows it:
+/// `6.0 °C in 10 min` says what `6.0 °C change` does not.
+pub fn alert_texts_over(
+    info: &MetricInfo,
+    kind: &str,
+    value: f64,
+    limit: f64,
+    expected: Option<(f64, f64)>,
+    span: Option<std::time::Duration>,
+) -> (String, String) {
+    if let ("rate", Some(span)) = (kind, span) {
+        let span = span_text(span);
+        return (
+            format!("{} in {span}", info.format(value)),
+            format!("{} in {span}", info.format(limit)),
+        );
+    }
     match kind {
         "silence" => (
             format!("{} s silent", format_by_magnitude(value)),
@@ -83,6 +103,23 @@ pub fn alert_texts(
         ),
         _ => (info.format(value), info.format(limit)),
     }
+}
+
+/// A rule's span as people say it: `10 min`, `1 h`, `90 s`, `1 h 30 min`.
+pub fn span_text(span: std::time::Duration) -> String {
+    let s = span.as_secs();
+    let (h, m, sec) = (s / 3600, s % 3600 / 60, s % 60);
+    let mut parts = Vec::new();
+    if h > 0 {
+        parts.push(format!("{h} h"));
+    }
+    if m > 0 {
+        parts.push(format!("{m} min"));
+    }
+    if sec > 0 || parts.is_empty() {
+        parts.push(format!("{sec} s"));
+    }
+    parts.join(" ")
 }
 
 /// What one alert transition says, as every output receives it.
@@ -403,6 +440,25 @@ mod tests {
         // A unit the table has no precision for: by magnitude.
         let odd = BTreeMap::from([("gas".to_string(), "kΩ".to_string())]);
         assert_eq!(units.of(Some(&odd), none, "gas").format(12.34), "12.3 kΩ");
+    }
+
+    #[test]
+    fn a_rate_says_its_span() {
+        let t = known("temperature");
+        let span = Some(std::time::Duration::from_secs(600));
+        assert_eq!(
+            alert_texts_over(&t, "rate", 6.0, 6.0, None, span),
+            (
+                "6.0 °C in 10 min".to_string(),
+                "6.0 °C in 10 min".to_string()
+            )
+        );
+        assert_eq!(
+            span_text(std::time::Duration::from_secs(5400)),
+            "1 h 30 min"
+        );
+        assert_eq!(span_text(std::time::Duration::from_secs(90)), "1 min 30 s");
+        assert_eq!(span_text(std::time::Duration::from_secs(3600)), "1 h");
     }
 
     #[test]

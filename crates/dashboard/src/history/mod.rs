@@ -138,36 +138,67 @@ pub struct Pruned {
     pub bytes_written: u64,
 }
 
-/// Folds `a` into bucket `b`: count-weighted mean, outer min and max; the
-/// spread is the larger of the two (a bound, not a pooled deviation).
+/// Folds `a` into bucket `b` as if both had been one window: the count
+/// adds up, the mean is weighted by count, min and max are the outer ones,
+/// and the spread is the pooled population deviation of every reading
+/// (Chan, Golub and LeVeque's parallel combination of the squared
+/// deviations), not either window's own.
 pub(crate) fn merge(b: &mut Aggregate, a: &Aggregate) {
-    let n = b.count + a.count;
-    if n > 0 {
-        b.avg = (b.avg * b.count as f64 + a.avg * a.count as f64) / n as f64;
+    if a.count == 0 {
+        return;
     }
-    b.count = n;
+    if b.count == 0 {
+        *b = Aggregate {
+            start: b.start,
+            end: b.end,
+            ..*a
+        };
+        return;
+    }
+    let (nb, na) = (b.count as f64, a.count as f64);
+    let n = nb + na;
+    let delta = a.avg - b.avg;
+    let m2 = squared_deviations(b) + squared_deviations(a) + delta * delta * nb * na / n;
+    b.avg += delta * na / n;
+    b.count += a.count;
     b.min = b.min.min(a.min);
     b.max = b.max.max(a.max);
-    b.std = b.std.max(a.std);
+    b.std = (m2 / n).max(0.0).sqrt();
+}
+
+/// The sum of squared deviations from the mean a window's population
+/// deviation stands for; a window of one reading (or a spread that was
+/// never finite) adds none.
+fn squared_deviations(a: &Aggregate) -> f64 {
+    if a.std.is_finite() {
+        a.std * a.std * a.count as f64
+    } else {
+        0.0
+    }
 }
 
 /// `aggs` (sorted by start, in `[from, to)`) merged into buckets of `step`
-/// ms from `from` (0: as stored), at most [`MAX_POINTS`] of them (the
-/// newest, when stored windows are asked for).
+/// ms (0: as stored), at most [`MAX_POINTS`] of them (the newest, when
+/// stored windows are asked for). Buckets start on multiples of the step
+/// since the epoch (`1h` on the hour, `1d` at midnight UTC), whatever
+/// `from` is, so the same hour is the same bucket in every query; a step
+/// too fine for the range grows to a whole multiple of itself.
 pub(crate) fn downsample(aggs: Vec<Aggregate>, from: i64, to: i64, step: i64) -> Vec<Aggregate> {
-    let span = to.saturating_sub(from).max(1);
-    let min_step = span / MAX_POINTS as i64 + 1;
     if step <= 0 {
         let skip = aggs.len().saturating_sub(MAX_POINTS);
         return aggs.into_iter().skip(skip).collect();
     }
-    let step = step.max(min_step);
+    // `from`, `to` and `step` come from a query: in i128 none of them
+    // overflows.
+    let span = (i128::from(to) - i128::from(from)).max(1);
+    // A range not on the step's boundaries touches one bucket more.
+    let min_step = span / (MAX_POINTS as i128 - 1) + 1;
+    let step_w = i128::from(step);
+    let step_w = ((min_step + step_w - 1) / step_w).max(1) * step_w;
+    let step = i64::try_from(step_w).unwrap_or(i64::MAX);
     let mut out: Vec<Aggregate> = Vec::new();
     for a in aggs {
-        // `from`, `to` and `step` come from a query: in i128 no value of
-        // them overflows, and the slot lies between `from` and `a.start`.
-        let (from_w, step_w) = (i128::from(from), i128::from(step));
-        let slot = from_w + (i128::from(a.start) - from_w).div_euclid(step_w) * step_w;
+        let slot = i128::from(a.start).div_euclid(step_w) * step_w;
         let slot = i64::try_from(slot).unwrap_or(a.start);
         match out.last_mut() {
             Some(b) if b.start == slot => merge(b, &a),

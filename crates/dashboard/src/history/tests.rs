@@ -434,3 +434,58 @@ fn a_torn_series_list_never_gives_a_lost_series_id_to_a_new_device() {
             .unwrap();
     });
 }
+
+/// 150 readings in five windows of 30, as a 10 s sensor fills 5 min
+/// windows: one bucket of them must say what the 150 readings say, not
+/// what the widest window says.
+#[test]
+fn merged_buckets_pool_the_spread_of_every_reading() {
+    let mut x = 0x2545_F491_4F6C_DD1D_u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let start = T0 + 10 * MIN;
+    let mut all = Vec::new();
+    let mut aggs = Vec::new();
+    for wi in 0..5 {
+        // Windows of different levels and spreads.
+        let vals: Vec<f64> = (0..30)
+            .map(|_| 4.0 + wi as f64 * 1.3 + next() * (1.0 + wi as f64))
+            .collect();
+        let n = vals.len() as f64;
+        let mean = vals.iter().sum::<f64>() / n;
+        let std = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+        aggs.push(Aggregate {
+            start: start + wi * 5 * MIN,
+            end: start + (wi + 1) * 5 * MIN,
+            count: 30,
+            avg: mean,
+            min: vals.iter().cloned().fold(f64::INFINITY, f64::min),
+            max: vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            std,
+        });
+        all.extend(vals);
+    }
+    let n = all.len() as f64;
+    let mean = all.iter().sum::<f64>() / n;
+    let std = (all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    // Asked from the middle of an hour: the bucket still starts on it.
+    let from = T0 + 7 * MIN;
+    let out = downsample(aggs.clone(), from, from + 2 * HOUR_MS, HOUR_MS);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let b = out[0];
+    assert_eq!((b.start, b.end), (T0, T0 + HOUR_MS), "on the hour");
+    assert_eq!(b.count, 150);
+    assert!((b.avg - mean).abs() < 1e-12, "{} vs {mean}", b.avg);
+    assert!((b.std - std).abs() < 1e-12, "{} vs {std}", b.std);
+    assert_eq!(b.min, all.iter().cloned().fold(f64::INFINITY, f64::min));
+    assert_eq!(b.max, all.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+    // A step that would give too many points grows to a multiple of
+    // itself: buckets stay on the hour.
+    let year = downsample(aggs, T0 - 400 * 24 * HOUR_MS, T0 + HOUR_MS, HOUR_MS);
+    assert!(year.len() == 1 && year[0].start % HOUR_MS == 0, "{year:?}");
+    assert!((year[0].end - year[0].start) % HOUR_MS == 0);
+}

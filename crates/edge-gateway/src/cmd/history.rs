@@ -37,7 +37,7 @@ struct ExportArgs {
     /// then only narrow them down.
     #[arg(long)]
     alerts: bool,
-    /// Device id.
+    /// Device id, or its name from a [[device]] section ("House meter").
     #[arg(long, required_unless_present = "alerts")]
     device: Option<String>,
     #[arg(long, required_unless_present = "alerts")]
@@ -88,23 +88,91 @@ fn export(a: &ExportArgs) -> anyhow::Result<String> {
     })?;
     if a.alerts {
         let rows = h.alert_log(from, to)?;
-        // A MAC or EUI in any case, as the gateway stored it.
+        let mut ids: Vec<String> = h.devices()?.into_iter().map(|k| k.id).collect();
+        ids.extend(rows.iter().map(|r| r.device.clone()));
         let device = match &a.device {
-            Some(d) => Some(gateway_core::DeviceId::new(d.as_str()).context("--device")?),
+            Some(d) => Some(resolve_device(d, &cfg.devices, &ids)?),
             None => None,
         };
         let wanted = |want: Option<&str>, have: &str| want.is_none_or(|w| w == have);
         return Ok(alerts_csv(rows.iter().filter(|r| {
-            wanted(device.as_ref().map(|d| d.as_str()), &r.device)
-                && wanted(a.metric.as_deref(), &r.metric)
+            wanted(device.as_deref(), &r.device) && wanted(a.metric.as_deref(), &r.metric)
         })));
     }
     let (Some(device), Some(metric)) = (&a.device, &a.metric) else {
         anyhow::bail!("--device and --metric are required without --alerts");
     };
-    let device = gateway_core::DeviceId::new(device.as_str()).context("--device")?;
-    let points = h.series(device.as_str(), metric, from, to, step)?;
-    Ok(csv(device.as_str(), metric, &points))
+    let known = h.devices()?;
+    let ids: Vec<String> = known.iter().map(|k| k.id.clone()).collect();
+    let device = resolve_device(device, &cfg.devices, &ids)?;
+    let metrics = known
+        .iter()
+        .find(|k| k.id == device)
+        .map(|k| k.metrics.clone())
+        .unwrap_or_default();
+    if !metrics.iter().any(|m| m == metric) {
+        anyhow::bail!(
+            "device {device} has no metric \"{metric}\" in history; it has {}",
+            metrics.join(", ")
+        );
+    }
+    let points = h.series(&device, metric, from, to, step)?;
+    Ok(csv(&device, metric, &points))
+}
+
+/// The device id `--device` means among the ids history holds: an id as
+/// the gateway stores it (a MAC or EUI in any case), else a `[[device]]`
+/// name (exactly, then in any case). A name typed where an id was
+/// expected must not give an empty export that reads as "no data".
+fn resolve_device(
+    given: &str,
+    configured: &[gateway_core::config::DeviceConfig],
+    held: &[String],
+) -> anyhow::Result<String> {
+    if let Ok(id) = gateway_core::DeviceId::new(given) {
+        if held.iter().any(|h| h == id.as_str()) {
+            return Ok(id.to_string());
+        }
+    }
+    let named = |same: &dyn Fn(&str) -> bool| -> Vec<String> {
+        configured
+            .iter()
+            .filter(|d| same(&d.name))
+            .map(|d| d.id.to_string())
+            .collect()
+    };
+    let mut ids = named(&|n| n == given);
+    if ids.is_empty() {
+        ids = named(&|n| n.to_lowercase() == given.to_lowercase());
+    }
+    match ids.as_slice() {
+        [id] if held.contains(id) => Ok(id.clone()),
+        [id] => anyhow::bail!("device \"{given}\" ({id}) has nothing in history yet"),
+        [] => {
+            let mut list: Vec<String> = held
+                .iter()
+                .map(|h| match configured.iter().find(|d| d.id.as_str() == h) {
+                    Some(d) => format!("{h} ({})", d.name),
+                    None => h.clone(),
+                })
+                .collect();
+            list.sort();
+            list.dedup();
+            anyhow::bail!(
+                "no such device \"{given}\": expected a device id or a [[device]] name; history holds {}",
+                if list.is_empty() {
+                    "none".to_string()
+                } else {
+                    list.join(", ")
+                }
+            )
+        }
+        many => anyhow::bail!(
+            "\"{given}\" is the name of {} devices ({}): give the id",
+            many.len(),
+            many.join(", ")
+        ),
+    }
 }
 
 /// Reads a password (first line of stdin) and prints its argon2id hash.

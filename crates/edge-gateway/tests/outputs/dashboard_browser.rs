@@ -203,12 +203,20 @@ max = 8.0
         "the page reloaded"
     );
 
-    // The device page: one vertex per window in history.
-    let series = api(
-        port,
-        &format!("/api/series?device={LIVING}&metric=temperature&from=-24h"),
-    )
-    .await;
+    // The device page: one vertex per window in history, once the last
+    // reading's window is in it (until then the chart also draws the
+    // readings of the open window).
+    let path = format!("/api/series?device={LIVING}&metric=temperature&from=-24h");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let series = loop {
+        let series = api(port, &path).await;
+        let points = series["points"].as_array().unwrap();
+        if points.iter().any(|p| p["avg"] == json!(24.6)) {
+            break series;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{series}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let expected = series["points"].as_array().unwrap().len();
     assert!(expected >= points, "{series}");
     goto(&mut page, &format!("{base}/device?id={LIVING}")).await;

@@ -54,6 +54,24 @@ pub struct HomeAssistantConfig {
     pub expire_after: Duration,
     /// `reading` (every accepted reading) or `avg` (each window's average).
     pub state: HaState,
+    /// At most one full announcement (every config and last state) per
+    /// this interval when Home Assistant says it is `online`: anyone on its
+    /// broker can send that, and a burst of them is answered once, then
+    /// once more at the interval's end.
+    #[serde(with = "duration")]
+    pub announce_interval: Duration,
+    /// A device not in `[[device]]` and not heard for this long has its
+    /// retained configs, alert states and availability cleared from Home
+    /// Assistant's broker; `0s` keeps them forever. `[[device]]` devices
+    /// stay (a silent one shows as unavailable).
+    #[serde(with = "duration")]
+    pub forget_after: Duration,
+    /// Most entities announced for devices not in `[[device]]`: a flood of
+    /// made-up ids or metrics is refused beyond it (counted in
+    /// `edge_gateway_home_assistant_refused_total`, logged), as
+    /// `aggregation.max_series` bounds the windows. `[[device]]` devices
+    /// always appear; forgotten devices make room.
+    pub max_entities: usize,
 }
 
 impl Default for HomeAssistantConfig {
@@ -65,6 +83,9 @@ impl Default for HomeAssistantConfig {
             state_prefix: "edge-gateway/{gateway}".into(),
             expire_after: Duration::ZERO,
             state: HaState::Reading,
+            announce_interval: Duration::from_secs(60),
+            forget_after: Duration::from_secs(7 * 86_400),
+            max_entities: 5000,
         }
     }
 }
@@ -96,6 +117,15 @@ impl HomeAssistantConfig {
                     format!("\"{value}\" is not a topic prefix: expected levels without +, # or an empty level"),
                 );
             }
+        }
+        if self.announce_interval < Duration::from_secs(1) {
+            problems.push(
+                "home_assistant.announce_interval",
+                "expected at least 1s: it bounds what one `online` can make the gateway send",
+            );
+        }
+        if self.max_entities == 0 {
+            problems.push("home_assistant.max_entities", "expected at least 1");
         }
         if self.expire_after.subsec_nanos() != 0 {
             problems.push(
@@ -144,6 +174,18 @@ expire_after = "{expire_after}"
 # "reading": every accepted reading (Home Assistant keeps its own
 # statistics); "avg": each window's average, for chatty devices.
 state = "{state}"
+# Anyone on Home Assistant's broker can publish its "online": however many
+# arrive, every config and last state is sent again at most once per
+# interval (and once more at its end if more came).
+announce_interval = "{announce_interval}"
+# A device not in [[device]] and not heard for this long has its configs,
+# alert states and availability cleared from the broker, so made-up or
+# departed devices do not stay in Home Assistant; "0s" never forgets.
+forget_after = "{forget_after}"
+# Most entities (metrics and alert rules) announced for devices not in
+# [[device]]; more are refused and counted in
+# edge_gateway_home_assistant_refused_total.
+max_entities = {max_entities}
 "#,
         enabled = h.enabled,
         broker = h.broker.url,
@@ -151,6 +193,9 @@ state = "{state}"
         state_prefix = h.state_prefix,
         expire_after = humantime::format_duration(h.expire_after),
         state = h.state.as_str(),
+        announce_interval = humantime::format_duration(h.announce_interval),
+        forget_after = humantime::format_duration(h.forget_after),
+        max_entities = h.max_entities,
     );
     out
 }

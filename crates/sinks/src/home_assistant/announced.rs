@@ -46,6 +46,14 @@ pub struct Announced {
     pub manufacturer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The config topic its config was handed to; absent in files of
+    /// releases before ids were made injective (then it is the one
+    /// `Topics::legacy` names), so a restart can empty the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Wall-clock ms its device was last heard, for `forget_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -60,6 +68,16 @@ struct Entry {
 #[derive(Serialize, Deserialize)]
 pub struct OnDisk {
     entities: Vec<Entry>,
+    /// Retained topics still to be emptied when the gateway stopped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    clears: Vec<String>,
+}
+
+/// What the file holds.
+#[derive(Debug, Default, PartialEq)]
+pub struct Loaded {
+    pub entities: BTreeMap<EntityKey, Announced>,
+    pub clears: Vec<String>,
 }
 
 impl StateDocument for OnDisk {
@@ -74,27 +92,30 @@ pub fn file(state_dir: &Path) -> JsonStateFile<OnDisk> {
 /// Reads the file: a missing one is empty; a damaged one is moved aside
 /// and the error returned for the caller to log (Home Assistant then gets
 /// every config once more, which it takes as an update).
-pub fn load(file: &JsonStateFile<OnDisk>) -> (BTreeMap<EntityKey, Announced>, Option<String>) {
+pub fn load(file: &JsonStateFile<OnDisk>) -> (Loaded, Option<String>) {
     match file.load() {
         Ok(Some(on_disk)) => (
-            on_disk
-                .entities
-                .into_iter()
-                .filter_map(|e| {
-                    Some((
-                        EntityKey {
-                            component: Component::parse(&e.component)?,
-                            device: e.device,
-                            key: e.key,
-                        },
-                        e.announced,
-                    ))
-                })
-                .collect(),
+            Loaded {
+                entities: on_disk
+                    .entities
+                    .into_iter()
+                    .filter_map(|e| {
+                        Some((
+                            EntityKey {
+                                component: Component::parse(&e.component)?,
+                                device: e.device,
+                                key: e.key,
+                            },
+                            e.announced,
+                        ))
+                    })
+                    .collect(),
+                clears: on_disk.clears,
+            },
             None,
         ),
-        Ok(None) => (BTreeMap::new(), None),
-        Err(e) => (BTreeMap::new(), Some(e.to_string())),
+        Ok(None) => (Loaded::default(), None),
+        Err(e) => (Loaded::default(), Some(e.to_string())),
     }
 }
 
@@ -105,6 +126,7 @@ pub fn load(file: &JsonStateFile<OnDisk>) -> (BTreeMap<EntityKey, Announced>, Op
 pub fn save(
     file: &JsonStateFile<OnDisk>,
     entities: &BTreeMap<EntityKey, Announced>,
+    clears: &[String],
 ) -> Result<(), JsonStateError> {
     file.save(&OnDisk {
         entities: entities
@@ -116,6 +138,7 @@ pub fn save(
                 announced: a.clone(),
             })
             .collect(),
+        clears: clears.to_vec(),
     })
 }
 
@@ -140,16 +163,36 @@ mod tests {
                 adapter: Some("ble".into()),
                 manufacturer: Some("Ruuvi Innovations".into()),
                 model: Some("RuuviTag".into()),
+                topic: Some("homeassistant/sensor/gw_aa_bb_temperature/config".into()),
+                heard: Some(1_700_000_000_000),
             },
         );
-        save(&file(dir.path()), &m).unwrap();
+        let clears = vec!["edge-gateway/gw/x/availability".to_string()];
+        save(&file(dir.path()), &m, &clears).unwrap();
         let (back, err) = load(&file(dir.path()));
         assert!(err.is_none());
-        assert_eq!(back, m);
+        assert_eq!(back.entities, m);
+        assert_eq!(back.clears, clears);
+
+        // A file of the release before: no topic, no heard, no clears.
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            br#"{"version":1,"entities":[{"component":"sensor","device":"aa:bb","key":"t","digest":7,"registered":false}]}"#,
+        )
+        .unwrap();
+        let (back, err) = load(&file(dir.path()));
+        if let Some(e) = err {
+            panic!("{e}");
+        }
+        let a = back.entities.values().next().unwrap();
+        assert_eq!(
+            (a.digest, a.topic.as_deref(), a.heard),
+            (Some(7), None, None)
+        );
 
         std::fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
         let (back, err) = load(&file(dir.path()));
-        assert!(back.is_empty());
+        assert!(back.entities.is_empty());
         assert!(err.unwrap().contains("damaged"));
         assert!(!dir.path().join(FILE_NAME).exists());
     }

@@ -10,6 +10,8 @@
 use gateway_core::units::MetricInfo;
 use serde_json::{json, Map, Value};
 
+use super::ids::Ids;
+
 /// The two kinds of entity the gateway announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Component {
@@ -38,7 +40,8 @@ impl Component {
 
 /// A topic level and id part made of what Home Assistant accepts in a
 /// discovery `object_id` (`[a-z0-9_-]`): a MAC's colons and a topic's
-/// slashes become `_`.
+/// slashes become `_`. Lossy, so only for the gateway's own id (from the
+/// config) and the ids written before [`super::ids`].
 pub fn slug(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -126,6 +129,8 @@ pub struct Topics {
     pub state: String,
     /// The gateway's id, as a slug.
     pub gateway: String,
+    /// How device ids, metrics and rules are written in topics and ids.
+    pub ids: Ids,
 }
 
 impl Topics {
@@ -142,34 +147,65 @@ impl Topics {
     /// A device's retained `online`/`offline` (its silence rule, its own
     /// MQTT last will).
     pub fn device_availability(&self, device: &str) -> String {
-        format!("{}/{}/availability", self.state, slug(device))
+        format!(
+            "{}/{}/availability",
+            self.state,
+            self.ids.device_level(device)
+        )
+    }
+
+    /// The device's `identifiers` entry: one Home Assistant device per id.
+    pub fn device_identifier(&self, device: &str) -> String {
+        format!("{}_{}", self.gateway, self.ids.device_level(device))
     }
 
     pub fn object_id(&self, component: Component, device: &str, key: &str) -> String {
-        match component {
-            Component::Sensor => format!("{}_{}_{}", self.gateway, slug(device), slug(key)),
-            Component::BinarySensor => {
-                format!("{}_{}_alert_{}", self.gateway, slug(device), slug(key))
-            }
-        }
+        let sep = match component {
+            Component::Sensor => "_",
+            Component::BinarySensor => "_alert_",
+        };
+        format!("{}_{}", self.gateway, self.ids.object_id(device, sep, key))
     }
 
     pub fn config(&self, component: Component, device: &str, key: &str) -> String {
+        self.config_at(component, &self.object_id(component, device, key))
+    }
+
+    fn config_at(&self, component: Component, object_id: &str) -> String {
         format!(
-            "{}/{}/{}/config",
+            "{}/{}/{object_id}/config",
             self.discovery,
-            component.as_str(),
-            self.object_id(component, device, key)
+            component.as_str()
         )
     }
 
     pub fn state_of(&self, component: Component, device: &str, key: &str) -> String {
+        let (device, key) = (self.ids.device_level(device), Ids::key_level(key));
         match component {
-            Component::Sensor => format!("{}/{}/{}", self.state, slug(device), slug(key)),
-            Component::BinarySensor => {
-                format!("{}/{}/alert/{}", self.state, slug(device), slug(key))
-            }
+            Component::Sensor => format!("{}/{device}/{key}", self.state),
+            Component::BinarySensor => format!("{}/{device}/alert/{key}", self.state),
         }
+    }
+
+    /// The topics this gateway used for an entity before ids were made
+    /// injective: (config, state, device availability).
+    pub fn legacy(&self, component: Component, device: &str, key: &str) -> [String; 3] {
+        let (d, k) = (slug(device), slug(key));
+        let (object_id, state) = match component {
+            Component::Sensor => (
+                format!("{}_{d}_{k}", self.gateway),
+                format!("{}/{d}/{k}", self.state),
+            ),
+            Component::BinarySensor => (
+                format!("{}_{d}_alert_{k}", self.gateway),
+                format!("{}/{d}/alert/{k}", self.state),
+            ),
+        };
+        [
+            self.config_at(component, &object_id),
+            state,
+            format!("{}/{d}/availability", self.state),
+        ]
     }
 }
 
@@ -219,7 +255,7 @@ fn base(
     let mut dev = Map::new();
     dev.insert(
         "identifiers".into(),
-        json!([format!("{}_{}", t.gateway, slug(device.id))]),
+        json!([t.device_identifier(device.id)]),
     );
     dev.insert("name".into(), json!(device.name));
     if let Some(model) = device.model {
@@ -325,6 +361,7 @@ mod tests {
             discovery: "homeassistant".into(),
             state: "edge-gateway/gw-1".into(),
             gateway: slug("gw-1"),
+            ids: Ids::default(),
         }
     }
 
@@ -368,7 +405,8 @@ mod tests {
             sw_version: "0.1.0",
         };
         let dev = DeviceBlock {
-            id: "A4:C1:38:00:11:22",
+            // As the gateway stores a MAC: lower case.
+            id: "a4:c1:38:00:11:22",
             name: "Kitchen",
             model: Some("LYWSD03MMC (PVVX firmware)"),
             manufacturer: Some("Xiaomi"),

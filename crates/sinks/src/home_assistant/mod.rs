@@ -1,9 +1,15 @@
 //! `[home_assistant]`: Home Assistant's MQTT discovery.
 //!
-//! - `discovery`: topics, ids and the config of each entity (pure);
+//! - `discovery`: topics and the config of each entity (pure);
+//! - `ids`: how ids are written in topics and unique ids, so that no two
+//!   devices share one (pure);
 //! - `announced`: what was announced, on disk, so a restart sends no
 //!   unchanged config again and can clear a removed device's;
-//! - this file: the one task, fed [`SinkEvent`]s like a `[[sink]]`.
+//! - `lifecycle`: how often everything is sent again, which devices are
+//!   forgotten, how many entities are admitted (pure);
+//! - `announcer`: the task's state and what each event does to it;
+//!   `publish`: what it hands the broker;
+//! - this file: starting the task and driving its connection.
 //!
 //! Home Assistant is told, never waited for: nothing here can hold up the
 //! pipeline. Configs that do not fit the client's queue stay due and go
@@ -11,31 +17,36 @@
 //! next reading replaces them anyway). Configs are retained QoS 1;
 //! sensor states are QoS 0 and not retained (a restarted Home Assistant
 //! announces itself, and gets configs and last states again); alert
-//! states and availability are retained.
+//! states and availability are retained. Whatever anyone publishes on
+//! Home Assistant's broker, the gateway's answer is bounded: one full
+//! announcement per `announce_interval`, `max_entities` for devices not
+//! in `[[device]]`, and those not heard for `forget_after` are cleared.
 
 mod announced;
+mod announcer;
 pub mod discovery;
+pub mod ids;
+mod lifecycle;
+mod publish;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
 use gateway_core::component::Sources;
-use gateway_core::config::{HaState, HomeAssistantConfig};
-use gateway_core::registry::DeviceInfo;
-use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
+use gateway_core::config::HomeAssistantConfig;
+use gateway_core::event::SinkEvent;
+use gateway_core::telemetry::{Gauge, LogThrottle};
 use gateway_core::units::Units;
-use gateway_core::{DeviceId, DeviceModel, DeviceRegistry, Telemetry};
+use gateway_core::{DeviceRegistry, Telemetry};
 use mqtt_connect::{ConnectionSettings, SetupError};
 use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use announced::{Announced, EntityKey};
-use discovery::{Common, Component, DeviceBlock, Topics};
-use gateway_core::event::{AlertEvent, SinkEvent};
+use announcer::Announcer;
+use discovery::Topics;
 
 /// Events waiting for the task.
 pub const QUEUE: usize = 1024;
@@ -46,6 +57,11 @@ const CLIENT_QUEUE: usize = 2048;
 /// this tick: Home Assistant subscribes to an entity's state topic only
 /// after it has read its config.
 const TICK: Duration = Duration::from_secs(1);
+/// Most configs, clears and availabilities handed to the client per
+/// flush (once a tick, and on each word from the connection): a fleet's
+/// (or a flood's) announcement must leave room in its queue for the
+/// states that arrive meanwhile, which are dropped when it is full.
+const CONFIGS_PER_TICK: usize = CLIENT_QUEUE / 4;
 /// Longest wait before what was announced is written down.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
 /// How long a stop waits for `offline` to reach the broker.
@@ -58,6 +74,11 @@ pub const HA_PUBLISHED: &str = "edge_gateway_home_assistant_published_total";
 pub const HA_DROPPED: &str = "edge_gateway_home_assistant_dropped_total";
 /// `1` while connected to Home Assistant's broker.
 pub const HA_CONNECTED: &str = "edge_gateway_home_assistant_connected";
+/// Home Assistant's `online` messages received (its starts, or anyone
+/// publishing on its status topic).
+pub const HA_BIRTHS: &str = "edge_gateway_home_assistant_births_total";
+/// Entities not announced because `max_entities` was reached.
+pub const HA_REFUSED: &str = "edge_gateway_home_assistant_refused_total";
 
 /// What the task needs to know.
 pub struct HaSetup {
@@ -71,6 +92,8 @@ pub struct HaSetup {
     pub telemetry: Telemetry,
     /// The gateway's version, in each config's `origin`.
     pub sw_version: String,
+    /// Wall-clock time, for when devices were last heard.
+    pub clock: std::sync::Arc<dyn gateway_core::Clock>,
 }
 
 /// Starts the task; it ends once the sender is dropped, after telling the
@@ -83,6 +106,7 @@ pub fn start(setup: HaSetup) -> Result<(JoinHandle<()>, mpsc::Sender<SinkEvent>)
         discovery: setup.config.discovery_prefix.clone(),
         state: setup.config.state_prefix_for(&setup.gateway_id),
         gateway: discovery::slug(&setup.gateway_id),
+        ids: ids::Ids::new(setup.registry.ids().map(str::to_string)),
     };
     let settings = ConnectionSettings::new(
         &setup.config.broker,
@@ -161,512 +185,5 @@ async fn poll(
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
-    }
-}
-
-struct Announcer {
-    topics: Topics,
-    expire_after: u64,
-    state_mode: HaState,
-    sw_version: String,
-    registry: DeviceRegistry,
-    units: Units,
-    sources: Sources,
-    client: AsyncClient,
-    file: gateway_core::state_file::json::JsonStateFile<announced::OnDisk>,
-    /// Every entity known, with the digest of the config the broker holds.
-    entities: BTreeMap<EntityKey, Announced>,
-    /// The adapter kind each device was heard by.
-    adapters: HashMap<String, String>,
-    /// What the adapters told of each device's make.
-    models: HashMap<String, DeviceModel>,
-    /// The adapter each device was heard through in this run, for its
-    /// adapter's `units`.
-    source_of: HashMap<String, gateway_core::SourceId>,
-    /// Entities whose config may differ from what the broker holds.
-    due: BTreeSet<EntityKey>,
-    /// Configs to clear (devices removed from the registry).
-    clears: Vec<EntityKey>,
-    /// The last state of each entity, for Home Assistant's restarts.
-    latest: HashMap<EntityKey, String>,
-    /// States held until Home Assistant has read their entity's config.
-    held: BTreeSet<EntityKey>,
-    /// Device availability: online, and whether the broker has it.
-    availability: HashMap<String, (bool, bool)>,
-    connected: bool,
-    unsaved: bool,
-    last_save: tokio::time::Instant,
-    log: LogThrottle,
-    published: [Counter; 4],
-    dropped: Counter,
-}
-
-impl Announcer {
-    fn new(setup: HaSetup, topics: Topics, client: AsyncClient) -> Self {
-        let t = &setup.telemetry;
-        let kind = |k: &str| t.counter(HA_PUBLISHED, &[("kind", k)]);
-        Self {
-            topics,
-            expire_after: setup.config.expire_after.as_secs(),
-            state_mode: setup.config.state,
-            sw_version: setup.sw_version,
-            registry: setup.registry,
-            units: setup.units,
-            sources: setup.sources,
-            client,
-            file: announced::file(&setup.state_dir),
-            entities: BTreeMap::new(),
-            adapters: HashMap::new(),
-            models: HashMap::new(),
-            source_of: HashMap::new(),
-            due: BTreeSet::new(),
-            clears: Vec::new(),
-            latest: HashMap::new(),
-            held: BTreeSet::new(),
-            availability: HashMap::new(),
-            connected: false,
-            unsaved: false,
-            last_save: tokio::time::Instant::now(),
-            log: LogThrottle::default(),
-            published: [
-                kind("config"),
-                kind("clear"),
-                kind("state"),
-                kind("availability"),
-            ],
-            dropped: t.counter(HA_DROPPED, &[]),
-        }
-    }
-
-    fn info(&self, device: &str) -> Option<&DeviceInfo> {
-        DeviceId::new(device)
-            .ok()
-            .and_then(|id| self.registry.get(&id))
-    }
-
-    /// What was announced before, the registry's devices, and what to
-    /// clear: a registered device no longer in the registry.
-    fn load(&mut self) {
-        let (entities, problem) = announced::load(&self.file);
-        if let Some(p) = problem {
-            warn!(problem = %p, "Home Assistant: what was announced before is unknown; every config is sent again.");
-        }
-        for (key, mut a) in entities {
-            let registered = self.info(&key.device).is_some();
-            if a.registered && !registered {
-                self.clears.push(key.clone());
-                self.entities.insert(key, a);
-                continue;
-            }
-            a.registered = registered;
-            if let Some(kind) = &a.adapter {
-                self.adapters.insert(key.device.clone(), kind.clone());
-            }
-            if let Some(model) = &a.model {
-                self.models.insert(
-                    key.device.clone(),
-                    DeviceModel {
-                        manufacturer: a.manufacturer.clone(),
-                        model: model.clone(),
-                    },
-                );
-            }
-            self.due.insert(key.clone());
-            self.entities.insert(key, a);
-        }
-        // A registered device's metrics the config names (its primary
-        // metric, its units), so it appears before it first speaks.
-        let mut named = Vec::new();
-        for id in self.registry.ids() {
-            let Some(info) = self.info(id) else { continue };
-            for metric in info.primary.iter().chain(info.units.keys()) {
-                named.push((id.to_string(), metric.clone()));
-            }
-        }
-        for (device, metric) in named {
-            self.know(Component::Sensor, &device, &metric);
-        }
-        if !self.clears.is_empty() {
-            info!(
-                entities = self.clears.len(),
-                "Home Assistant: clearing the entities of devices removed from the registry."
-            );
-        }
-    }
-
-    /// Makes an entity known; a new one is due for announcing.
-    fn know(&mut self, component: Component, device: &str, key: &str) -> EntityKey {
-        let k = EntityKey {
-            component,
-            device: device.to_string(),
-            key: key.to_string(),
-        };
-        if !self.entities.contains_key(&k) {
-            let registered = self.info(device).is_some();
-            self.entities.insert(
-                k.clone(),
-                Announced {
-                    digest: None,
-                    registered,
-                    adapter: None,
-                    manufacturer: None,
-                    model: None,
-                },
-            );
-            self.due.insert(k.clone());
-            self.unsaved = true;
-        }
-        k
-    }
-
-    /// The first adapter a device is heard by gives its model, and the
-    /// make it tells of, if any: every entity of the device is due again.
-    fn heard_by(&mut self, device: &str, source: gateway_core::SourceId) {
-        let first_this_run = self.source_of.insert(device.to_string(), source).is_none();
-        let mut changed = false;
-        // Adapters tell a device's make before its first reading.
-        if let Some(model) = first_this_run
-            .then(|| self.sources.model_of(device))
-            .flatten()
-        {
-            if self.models.get(device) != Some(&model) {
-                self.models.insert(device.to_string(), model);
-                changed = true;
-            }
-        }
-        if !self.adapters.contains_key(device) || (first_this_run && self.units.by_adapter()) {
-            if let Some(kind) = self.sources.get(source).map(|s| s.kind) {
-                self.adapters.insert(device.to_string(), kind);
-                changed = true;
-            }
-        }
-        if !changed {
-            return;
-        }
-        let of_device: Vec<EntityKey> = self
-            .entities
-            .keys()
-            .filter(|k| k.device == device)
-            .cloned()
-            .collect();
-        self.due.extend(of_device);
-    }
-
-    async fn run(&mut self, mut events: mpsc::Receiver<SinkEvent>, mut net: mpsc::Receiver<Net>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Some(e) => self.event(e),
-                    None => break,
-                },
-                Some(n) = net.recv() => self.net(n),
-                _ = tick.tick() => self.tick(),
-            }
-        }
-        self.stop().await;
-    }
-
-    fn event(&mut self, event: SinkEvent) {
-        match event {
-            SinkEvent::Readings(readings) if self.state_mode == HaState::Reading => {
-                for r in readings {
-                    if r.subject() != gateway_core::model::Subject::Device {
-                        continue;
-                    }
-                    let device = r.device().as_str();
-                    self.heard_by(device, r.source());
-                    let key = self.know(Component::Sensor, device, r.metric().as_str());
-                    self.device_online(device, true);
-                    self.state(key, r.value().to_string());
-                }
-            }
-            SinkEvent::Window(w) if self.state_mode == HaState::Avg => {
-                let device = w.device.as_str().to_string();
-                for (metric, stats) in &w.metrics {
-                    let key = self.know(Component::Sensor, &device, metric);
-                    self.state(key, stats.avg.to_string());
-                }
-                self.device_online(&device, true);
-            }
-            SinkEvent::Alert(a) => self.alert(&a),
-            SinkEvent::Status(s) => self.device_online(s.device.as_str(), s.online),
-            SinkEvent::Readings(_) | SinkEvent::Window(_) | SinkEvent::JournalEpoch(_) => {}
-        }
-    }
-
-    fn alert(&mut self, a: &AlertEvent) {
-        let device = a.device.as_str().to_string();
-        let key = self.know(Component::BinarySensor, &device, &a.rule);
-        let raised = a.state == "raised";
-        self.state(key, if raised { "ON" } else { "OFF" }.to_string());
-        // A silent device is unavailable, not at its last value.
-        if a.kind == "silence" {
-            self.device_online(&device, !raised);
-        }
-    }
-
-    /// Publishes a state now, or once its entity's config is out.
-    fn state(&mut self, key: EntityKey, payload: String) {
-        let ready = self.connected && !self.due.contains(&key) && !self.held.contains(&key);
-        if ready {
-            self.publish_state(&key, payload.clone());
-        } else {
-            self.held.insert(key.clone());
-        }
-        self.latest.insert(key, payload);
-    }
-
-    fn publish_state(&self, key: &EntityKey, payload: String) {
-        let topic = self.topics.state_of(key.component, &key.device, &key.key);
-        // Alert states are states of affairs: retained, so a restarted
-        // Home Assistant reads them at once. Sensor values go stale.
-        let (qos, retain) = match key.component {
-            Component::Sensor => (QoS::AtMostOnce, false),
-            Component::BinarySensor => (QoS::AtLeastOnce, true),
-        };
-        match self.client.try_publish(topic, qos, retain, payload) {
-            Ok(()) => self.published[2].inc(),
-            Err(_) => self.dropped.inc(),
-        }
-    }
-
-    fn device_online(&mut self, device: &str, online: bool) {
-        match self.availability.get(device) {
-            Some(&(now, _)) if now == online => {}
-            _ => {
-                let sent = self.connected && self.publish_availability(device, online);
-                self.availability.insert(device.to_string(), (online, sent));
-            }
-        }
-    }
-
-    fn publish_availability(&self, device: &str, online: bool) -> bool {
-        let payload = if online { "online" } else { "offline" };
-        let sent = self
-            .client
-            .try_publish(
-                self.topics.device_availability(device),
-                QoS::AtLeastOnce,
-                true,
-                payload,
-            )
-            .is_ok();
-        if sent {
-            self.published[3].inc();
-        }
-        sent
-    }
-
-    fn net(&mut self, n: Net) {
-        match n {
-            Net::Connected => {
-                self.connected = true;
-                if self
-                    .client
-                    .try_subscribe(self.topics.ha_status(), QoS::AtLeastOnce)
-                    .is_err()
-                    || self
-                        .client
-                        .try_publish(self.topics.status(), QoS::AtLeastOnce, true, "online")
-                        .is_err()
-                {
-                    warn!("Home Assistant: the client's queue is full; birth not sent.");
-                }
-                self.flush();
-            }
-            Net::Disconnected => self.connected = false,
-            Net::HaOnline(true) => {
-                info!("Home Assistant started: sending every config and last state again.");
-                for a in self.entities.values_mut() {
-                    a.digest = None;
-                }
-                let keys: Vec<EntityKey> = self.entities.keys().cloned().collect();
-                self.due.extend(keys);
-                let latest: Vec<EntityKey> = self.latest.keys().cloned().collect();
-                self.held.extend(latest);
-                for v in self.availability.values_mut() {
-                    v.1 = false;
-                }
-                self.flush();
-            }
-            Net::HaOnline(false) => {}
-        }
-    }
-
-    fn tick(&mut self) {
-        // States held for configs sent on an earlier tick go now.
-        let ready: Vec<EntityKey> = if self.connected {
-            self.held
-                .iter()
-                .filter(|k| !self.due.contains(*k))
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
-        for key in ready {
-            self.held.remove(&key);
-            if let Some(p) = self.latest.get(&key) {
-                self.publish_state(&key, p.clone());
-            }
-        }
-        self.flush();
-        if self.unsaved && self.last_save.elapsed() >= SAVE_EVERY {
-            self.save();
-        }
-    }
-
-    /// Sends the due clears, configs and availabilities that fit in the
-    /// client's queue; the rest stay due for the next tick.
-    fn flush(&mut self) {
-        if !self.connected {
-            return;
-        }
-        while let Some(key) = self.clears.last() {
-            let topic = self.topics.config(key.component, &key.device, &key.key);
-            if self
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, true, Vec::<u8>::new())
-                .is_err()
-            {
-                return;
-            }
-            self.published[1].inc();
-            if let Some(k) = self.clears.pop() {
-                self.entities.remove(&k);
-                self.latest.remove(&k);
-                self.unsaved = true;
-            }
-        }
-        let due: Vec<EntityKey> = self.due.iter().cloned().collect();
-        for key in due {
-            let Some((topic, payload)) = self.config_of(&key) else {
-                self.due.remove(&key);
-                continue;
-            };
-            let digest = discovery::digest(payload.as_bytes());
-            let adapter = self.adapters.get(&key.device).cloned();
-            let made = self.models.get(&key.device).cloned();
-            let unchanged = self
-                .entities
-                .get(&key)
-                .is_some_and(|a| a.digest == Some(digest));
-            if !unchanged {
-                if self
-                    .client
-                    .try_publish(topic, QoS::AtLeastOnce, true, payload)
-                    .is_err()
-                {
-                    if let Some(suppressed) = self.log.allow("full") {
-                        warn!(
-                            waiting = self.due.len(),
-                            suppressed,
-                            "Home Assistant: configs wait for room in the client's queue."
-                        );
-                    }
-                    return;
-                }
-                self.published[0].inc();
-                self.unsaved = true;
-            }
-            if let Some(a) = self.entities.get_mut(&key) {
-                a.digest = Some(digest);
-                a.adapter = adapter;
-                a.manufacturer = made.as_ref().and_then(|m| m.manufacturer.clone());
-                a.model = made.map(|m| m.model);
-            }
-            self.due.remove(&key);
-        }
-        let unsent: Vec<(String, bool)> = self
-            .availability
-            .iter()
-            .filter(|(_, (_, sent))| !sent)
-            .map(|(d, (online, _))| (d.clone(), *online))
-            .collect();
-        for (device, online) in unsent {
-            if self.publish_availability(&device, online) {
-                self.availability.insert(device, (online, true));
-            }
-        }
-    }
-
-    fn config_of(&self, key: &EntityKey) -> Option<(String, String)> {
-        let info = self.info(&key.device);
-        let made = self.models.get(&key.device);
-        let device = DeviceBlock {
-            id: &key.device,
-            name: info.map_or(key.device.as_str(), |i| i.name.as_str()),
-            model: made.map(|m| m.model.as_str()).or_else(|| {
-                self.adapters
-                    .get(&key.device)
-                    .and_then(|k| discovery::model_of_adapter(k))
-            }),
-            manufacturer: made.and_then(|m| m.manufacturer.as_deref()),
-        };
-        let common = Common {
-            topics: &self.topics,
-            expire_after: self.expire_after,
-            sw_version: &self.sw_version,
-        };
-        let config = match key.component {
-            Component::Sensor => {
-                let source = self
-                    .source_of
-                    .get(&key.device)
-                    .copied()
-                    .unwrap_or(gateway_core::SourceId::UNKNOWN);
-                let metric = self.units.of(info.map(|i| &i.units), source, &key.key);
-                discovery::sensor_config(&common, &device, &key.key, &metric)
-            }
-            Component::BinarySensor => discovery::alert_config(&common, &device, &key.key),
-        };
-        let topic = self.topics.config(key.component, &key.device, &key.key);
-        Some((topic, config.to_string()))
-    }
-
-    fn save(&mut self) {
-        // Only what the broker holds is remembered as announced.
-        let mut on_disk = self.entities.clone();
-        for k in &self.clears {
-            on_disk.remove(k);
-        }
-        for (k, a) in &mut on_disk {
-            if a.adapter.is_none() {
-                a.adapter = self.adapters.get(&k.device).cloned();
-            }
-            if a.model.is_none() {
-                if let Some(m) = self.models.get(&k.device) {
-                    a.manufacturer = m.manufacturer.clone();
-                    a.model = Some(m.model.clone());
-                }
-            }
-        }
-        match announced::save(&self.file, &on_disk) {
-            Ok(()) => self.unsaved = false,
-            Err(e) => {
-                if let Some(suppressed) = self.log.allow("save") {
-                    warn!(error = %e, suppressed, "Home Assistant: cannot write what was announced; a restart will send the configs again.");
-                }
-            }
-        }
-        self.last_save = tokio::time::Instant::now();
-    }
-
-    /// Last configs that fit, the record of them, then `offline` (a clean
-    /// disconnect sends no last will) and the disconnect.
-    async fn stop(&mut self) {
-        self.flush();
-        if self.unsaved {
-            self.save();
-        }
-        if self.connected {
-            let _ = self
-                .client
-                .publish(self.topics.status(), QoS::AtLeastOnce, true, "offline")
-                .await;
-        }
-        let _ = self.client.disconnect().await;
     }
 }
