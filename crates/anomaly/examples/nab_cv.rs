@@ -26,6 +26,8 @@ mod alarms;
 mod cv;
 #[path = "../tests/support/nab.rs"]
 mod nab;
+#[path = "../tests/support/skab.rs"]
+mod skab;
 
 use anomaly::detector::Params;
 
@@ -78,6 +80,18 @@ fn main() -> Result<(), Box<dyn Error>> {
         report.in_fold,
         report.in_fold - report.out_of_fold
     );
+    let by_family = cv::run_folds(&corpus, &grid, true, &cv::family_folds(&corpus));
+    println!(
+        "each NAB family held out in turn: out-of-fold {:.1}  in-fold {:.1}  (folds {})",
+        by_family.out_of_fold,
+        by_family.in_fold,
+        by_family
+            .folds
+            .iter()
+            .map(|f| format!("{:.1}", f.out_of_fold))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
     println!(
         "default picked (median of the fold choices): {}",
         cv::show(&report.picked)
@@ -126,6 +140,20 @@ fn main() -> Result<(), Box<dyn Error>> {
             format!("NO: {mismatched:?}")
         }
     );
+    // The external check, a corpus no default is chosen on.
+    if let Some(skab_dir) = std::env::var_os("SKAB_DATA") {
+        let series = skab::load(std::path::Path::new(&skab_dir))?;
+        let scored = skab::score(&series, |s| {
+            cv::raises(
+                s.readings.iter().map(|r| (r.time().as_millis(), r.value())),
+                &Params::DEFAULT,
+            )
+        });
+        println!(
+            "SKAB (external, Params::DEFAULT): the rig {:.1}, every channel a series {:.1}",
+            scored.rig, scored.channels
+        );
+    }
     if report.picked != Params::DEFAULT {
         println!(
             "NOTE: Params::DEFAULT is {}, not the picked set",
