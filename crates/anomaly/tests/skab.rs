@@ -34,8 +34,7 @@ fn the_skab_score_of_the_defaults_holds() {
         return;
     };
     let dir = std::path::PathBuf::from(dir);
-    let series =
-        skab::load(&dir).unwrap_or_else(|e| panic!("SKAB data at {}: {e}", dir.display()));
+    let series = skab::load(&dir).unwrap_or_else(|e| panic!("SKAB data at {}: {e}", dir.display()));
     // Three days of the rig, eight channels each, 34 labelled faults.
     assert_eq!(series.len(), 24);
     let windows: usize = series
@@ -100,7 +99,12 @@ fn overlapping_cuts_of_a_day_merge_into_one_stream_with_the_faults_as_windows() 
     let keys: Vec<&str> = series.iter().map(|s| s.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["2020-02-08/A", "2020-02-08/B", "2020-03-09/A", "2020-03-09/B"]
+        [
+            "2020-02-08/A",
+            "2020-02-08/B",
+            "2020-03-09/A",
+            "2020-03-09/B"
+        ]
     );
     let day = &series[2];
     // Seconds 0-14 once each, in order.

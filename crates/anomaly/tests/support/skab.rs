@@ -11,9 +11,9 @@
 //! the first of them), and consecutive cuts overlap by the same rows. A
 //! gateway on that rig would have seen each day whole, so:
 //!
-//! - **Series.** The files are grouped by the day of their first row; a
-//!   day's rows are merged in time order, a timestamp seen in two files
-//!   kept once (the overlapping rows are identical). Each of the eight
+//! - **Series.** Every file's rows are grouped by their day and merged in
+//!   time order, a timestamp seen in two files kept once (the overlapping
+//!   rows are identical). Each of the eight
 //!   channels of a day is one series, as one `metric` anomaly rule sees it:
 //!   3 days × 8 channels = 24 series. A row is anomalous if any file that
 //!   holds it labels it so.
@@ -24,7 +24,10 @@
 //! - **Score.** NAB's standard profile as for the NAB files (probation of
 //!   the first 15% of rows, at most 750; the earliest detection in a window
 //!   counts; false alarms cost 0.11 each, less just after a window),
-//!   normalised over all 24 series together.
+//!   normalised. Two figures: *the rig*, each day one series whose alerts
+//!   are those of any channel (what one anomaly rule over the rig tells an
+//!   operator; the labels are the rig's, not a channel's), the figure a
+//!   change must not lower; and *every channel a series*, over all 24.
 //!
 //! The fault of 1 March's first file starts 557 rows into the day, before
 //! the detector's warm-up (1 000 readings at one a second) ends: no setting
