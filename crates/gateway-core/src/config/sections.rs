@@ -140,7 +140,12 @@ impl UpstreamConfig {
             .and_then(toml::Value::as_array)
             .is_some_and(Vec::is_empty);
         let mut broker = load::section::<BrokerSection>(broker, "upstream", problems);
-        let forwarding = load::section::<Forwarding>(rest, "upstream", problems);
+        let also: Vec<&str> = super::broker::BROKER_KEYS
+            .iter()
+            .copied()
+            .chain(["enabled"])
+            .collect();
+        let forwarding = load::section_accepting::<Forwarding>(rest, "upstream", &also, problems);
         if both {
             problems.push(
                 join("upstream", "urls"),
