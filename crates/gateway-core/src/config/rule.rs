@@ -210,9 +210,8 @@ impl RuleConfig {
     pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
         let mut bad = |key: &str, message: String| problems.push(format!("{path}.{key}"), message);
         let kind = self.kind.as_str();
-        if self.name.trim().is_empty() {
-            bad("name", "must not be empty".into());
-        }
+        // The name's characters are checked with the other names'
+        // (`config::names`).
         if self.device.is_some() && self.tag.is_some() {
             bad("tag", "give either device or tag, not both".into());
         }
