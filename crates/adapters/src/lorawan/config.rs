@@ -560,7 +560,9 @@ impl AdapterKind for SemtechUdpConfig {
             }
         }
         let levels = raw.downlink_topic.split('/');
-        if levels.filter(|l| *l == "{device}").count() != 1
+        if let Some(e) = gateway_core::config::values::topic_control_char(&raw.downlink_topic) {
+            problems.push(format!("{path}.downlink_topic"), e);
+        } else if levels.filter(|l| *l == "{device}").count() != 1
             || raw.downlink_topic.contains(['+', '#'])
         {
             problems.push(

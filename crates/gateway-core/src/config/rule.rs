@@ -332,7 +332,9 @@ impl RuleConfig {
                     bad("action", "give either publish or coap_put, not both".into())
                 }
                 (Some(t), None) => {
-                    if t.is_empty() || t.contains(['+', '#']) {
+                    if let Some(e) = super::values::topic_control_char(t) {
+                        bad("action.publish", e);
+                    } else if t.is_empty() || t.contains(['+', '#']) {
                         bad(
                             "action.publish",
                             format!("expected a topic without wildcards, got \"{t}\""),

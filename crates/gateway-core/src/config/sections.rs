@@ -182,7 +182,9 @@ impl UpstreamConfig {
     pub(crate) fn validate(&self, problems: &mut Problems) {
         let p = |k: &str| join("upstream", k);
         let prefix = &self.forwarding.topic_prefix;
-        if prefix.is_empty()
+        if let Some(e) = super::values::topic_control_char(prefix) {
+            problems.push(p("topic_prefix"), e);
+        } else if prefix.is_empty()
             || prefix.starts_with('/')
             || prefix.ends_with('/')
             || prefix.contains(['+', '#'])
@@ -266,6 +268,10 @@ impl Default for AggregationConfig {
     }
 }
 
+/// The shortest `checkpoint_interval` but `0s`: "1ns" was accepted and
+/// kept a core three quarters busy writing checkpoints back to back.
+pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
 impl AggregationConfig {
     pub(crate) fn validate(&self, problems: &mut Problems) {
         let w = self.window;
@@ -277,6 +283,17 @@ impl AggregationConfig {
         }
         if self.grace > Duration::from_secs(86_400) {
             problems.push("aggregation.grace", "expected at most 1day");
+        }
+        let c = self.checkpoint_interval;
+        if !c.is_zero() && c < MIN_CHECKPOINT_INTERVAL {
+            problems.push(
+                "aggregation.checkpoint_interval",
+                format!(
+                    "expected \"0s\" (off) or at least {}, got {}: each checkpoint writes and syncs every open window",
+                    duration::render(MIN_CHECKPOINT_INTERVAL),
+                    duration::render(c)
+                ),
+            );
         }
         if self.max_series == 0 {
             problems.push("aggregation.max_series", "expected at least 1");
