@@ -22,6 +22,32 @@ pub struct GatewayConfig {
     pub site: String,
     /// Where durable state lives (outbox, checkpoints, counters).
     pub state_dir: PathBuf,
+    /// `disk`: `run` refuses to start when `state_dir` cannot be created
+    /// and written (exit 73), and `validate` says so. `none`: it starts
+    /// anyway, keeping in memory whatever cannot be written there (the
+    /// journal, open windows, outboxes, history, counters): readings are
+    /// then lost on every restart.
+    pub durability: Durability,
+}
+
+/// Whether the gateway may run without a writable `state_dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// State on disk, or no start.
+    #[default]
+    Disk,
+    /// Start even without it; readings are lost on every restart.
+    None,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disk => "disk",
+            Self::None => "none",
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -30,12 +56,21 @@ impl Default for GatewayConfig {
             id: "gw-01".into(),
             site: "hq".into(),
             state_dir: "/var/lib/edge-gateway".into(),
+            durability: Durability::Disk,
         }
     }
 }
 
 impl GatewayConfig {
     pub(crate) fn validate(&self, problems: &mut Problems) {
+        // An empty path is the working directory: the journal and outbox
+        // would land wherever the process was started from.
+        if self.state_dir.as_os_str().is_empty() {
+            problems.push(
+                "gateway.state_dir",
+                "expected a directory (like \"/var/lib/edge-gateway\"), got an empty path",
+            );
+        }
         for (key, value) in [("id", &self.id), ("site", &self.site)] {
             if let Err(e) = DeviceId::new(value.as_str()) {
                 problems.push(
