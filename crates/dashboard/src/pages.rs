@@ -340,8 +340,9 @@ pub(super) fn alert_texts(state: &AppState, a: &AlertRow) -> (String, String) {
 pub async fn alerts(state: &Arc<AppState>) -> String {
     let mut out = head("Alerts", "Alerts");
     out.push_str(r#"<h1>Active</h1><table id="active"><thead><tr><th>Device</th><th>Rule</th><th>Raised</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
-    for a in state.live.active() {
-        let (value, limit) = alert_texts(state, &a);
+    let active = state.live.active();
+    for a in &active {
+        let (value, limit) = alert_texts(state, a);
         let _ = write!(
             out,
             r#"<tr class="alert"><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
@@ -354,7 +355,10 @@ pub async fn alerts(state: &Arc<AppState>) -> String {
             esc(a.reason.as_deref().unwrap_or(""))
         );
     }
-    out.push_str(r#"</tbody></table><h1>History</h1><table id="history"><thead><tr><th>Time</th><th>Device</th><th>Rule</th><th>State</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
+    out.push_str("</tbody></table>");
+    // Which alerts keep each actuator on (its clear waits for the last).
+    out.push_str(&super::actions_held::section(state, &active));
+    out.push_str(r#"<h1>History</h1><table id="history"><thead><tr><th>Time</th><th>Device</th><th>Rule</th><th>State</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
     for a in read_alerts(state, 0, i64::MAX).await {
         let (value, limit) = alert_texts(state, &a);
         let _ = write!(
