@@ -105,9 +105,7 @@ fn check_label_name(name: &str) -> Result<(), String> {
 }
 
 fn sample(line: &str) -> Result<Sample, String> {
-    let name_end = line
-        .find(['{', ' '])
-        .ok_or("no value")?;
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..name_end];
     check_metric_name(name)?;
     let mut rest = &line[name_end..];

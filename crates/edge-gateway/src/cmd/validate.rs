@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use edge_gateway::settings::{self, LoadError};
 use gateway_core::config::Durability;
-use gateway_core::state_file::usable::{self, StateDirError};
+use gateway_core::state_file::usable::{self, Space, StateDirError};
 
 /// EX_CONFIG from sysexits.h: systemd and scripts can tell a bad config
 /// from a crash.
@@ -40,13 +40,18 @@ pub fn main(config: &Path, print: bool) -> ExitCode {
             }
             // As the user running validate: the packaged service runs it
             // as its own user, in ExecStartPre, before `run`.
-            if let Err(e) = usable::check(&c.gateway.state_dir) {
-                if c.gateway.durability == Durability::Disk {
+            match usable::check(&c.gateway.state_dir) {
+                Ok(Space::Free) => {}
+                Ok(Space::Full) => eprintln!(
+                    "note: the disk holding the state directory {} is full: readings wait unacknowledged until there is room",
+                    c.gateway.state_dir.display()
+                ),
+                Err(e) if c.gateway.durability == Durability::Disk => {
                     println!("{}", state_dir_problem(&e));
                     eprintln!("{}: the state directory cannot be used", config.display());
                     return ExitCode::from(EX_CANTCREAT);
                 }
-                eprintln!("note: {e}; durability = \"none\": the gateway runs without it and loses readings on every restart");
+                Err(e) => eprintln!("note: {e}; durability = \"none\": the gateway runs without it and loses readings on every restart"),
             }
             if !print {
                 println!("{summary}");

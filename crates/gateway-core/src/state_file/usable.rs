@@ -9,8 +9,14 @@
 //! runs as its own user before `run`, says so first.
 //!
 //! The check writes, syncs and deletes a small file, as the user asking:
-//! permission bits alone do not answer it (a read-only mount, a full disk,
-//! an ACL, systemd's `ProtectSystem=` all refuse writes the bits allow).
+//! permission bits alone do not answer it (a read-only mount, an ACL,
+//! systemd's `ProtectSystem=` all refuse writes the bits allow).
+//!
+//! A full disk is not a directory the gateway cannot keep state in: it is
+//! one it can write again once space returns, and the journal holds
+//! acknowledgements back meanwhile (nothing is acknowledged that is not
+//! on disk). Refusing to start there would leave nothing draining the
+//! outbox that fills it, so it is told apart ([`Space::Full`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +47,15 @@ impl StateDirError {
     }
 }
 
+/// What the probe found in a usable directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// Written, synced and removed.
+    Free,
+    /// Writable, but the disk or the quota is full now.
+    Full,
+}
+
 /// The probe's name: hidden, and the process id keeps two checks apart.
 fn probe_name() -> String {
     format!(".edge-gateway-probe-{}", std::process::id())
@@ -50,8 +65,8 @@ fn probe_name() -> String {
 /// removes a probe file in it: what `run` needs before it starts.
 ///
 /// # Errors
-/// The step that failed, with the directory.
-pub fn ensure(dir: &Path) -> Result<(), StateDirError> {
+/// The step that failed, with the directory (a full disk is not one).
+pub fn ensure(dir: &Path) -> Result<Space, StateDirError> {
     std::fs::create_dir_all(dir).map_err(|source| StateDirError::Create {
         path: dir.to_path_buf(),
         source,
@@ -66,7 +81,7 @@ pub fn ensure(dir: &Path) -> Result<(), StateDirError> {
 ///
 /// # Errors
 /// As [`ensure`] would fail.
-pub fn check(dir: &Path) -> Result<(), StateDirError> {
+pub fn check(dir: &Path) -> Result<Space, StateDirError> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => return probe(dir),
         Ok(_) => {
@@ -98,8 +113,9 @@ pub fn check(dir: &Path) -> Result<(), StateDirError> {
     match std::fs::create_dir(&trial) {
         Ok(()) => {
             let _ = std::fs::remove_dir(&trial);
-            Ok(())
+            Ok(Space::Free)
         }
+        Err(e) if super::is_disk_full(&e) => Ok(Space::Full),
         Err(source) => Err(StateDirError::Create {
             path: dir.to_path_buf(),
             source,
@@ -107,17 +123,25 @@ pub fn check(dir: &Path) -> Result<(), StateDirError> {
     }
 }
 
-fn probe(dir: &Path) -> Result<(), StateDirError> {
+fn probe(dir: &Path) -> Result<Space, StateDirError> {
     let path = dir.join(probe_name());
     let written = std::fs::File::create(&path).and_then(|mut f| {
         f.write_all(b"edge-gateway state directory probe\n")?;
         f.sync_all()
     });
-    let removed = std::fs::remove_file(&path);
-    written.and(removed).map_err(|source| StateDirError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })
+    // A create that failed left nothing to remove.
+    let removed = match std::fs::remove_file(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    match written.and(removed) {
+        Ok(()) => Ok(Space::Free),
+        Err(e) if super::is_disk_full(&e) => Ok(Space::Full),
+        Err(source) => Err(StateDirError::Write {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]
