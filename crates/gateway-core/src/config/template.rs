@@ -255,6 +255,9 @@ pub fn rule_section() -> String {
 #             or {{ coap_put = "coap://host/path", payload = "..." }}; add
 #             clear_payload = "..." to act on the clear too, and
 #             cooldown = "1m" (the default) to bound how often it runs.
+#             Alerts whose actions drive the same actuator (same broker,
+#             topic and payloads: one HVAC zone for several rooms) share
+#             it: the clear is sent when the last of them clears.
 #
 # threshold: max and/or min; hysteresis = margin back inside before the
 # alert clears; for = how long the value must stay outside before raising.
