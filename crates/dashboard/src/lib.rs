@@ -18,6 +18,7 @@
 //! typed events and answers the checkpoint's flush, so what a checkpoint
 //! calls emitted is in history.
 
+pub mod actions_held;
 pub mod api;
 pub mod auth;
 pub mod device_page;

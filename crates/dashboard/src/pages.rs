@@ -374,8 +374,8 @@ pub async fn alerts(state: &Arc<AppState>) -> String {
     if active.is_empty() {
         out.push_str(NO_ACTIVE_ALERTS);
     }
-    for a in active {
-        let (value, limit) = alert_texts(state, &a);
+    for a in &active {
+        let (value, limit) = alert_texts(state, a);
         let _ = write!(
             out,
             r#"<tr class="alert" data-d="{}" data-rule="{}"><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
@@ -390,7 +390,10 @@ pub async fn alerts(state: &Arc<AppState>) -> String {
             esc(a.reason.as_deref().unwrap_or(""))
         );
     }
-    out.push_str(r#"</tbody></table><h1>History</h1><table id="history"><thead><tr><th>Time (UTC)</th><th>Device</th><th>Rule</th><th>State</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
+    out.push_str("</tbody></table>");
+    // Which alerts keep each actuator on (its clear waits for the last).
+    out.push_str(&super::actions_held::section(state, &active));
+    out.push_str(r#"<h1>History</h1><table id="history"><thead><tr><th>Time (UTC)</th><th>Device</th><th>Rule</th><th>State</th><th>Value</th><th>Limit or expected</th><th>Reason</th></tr></thead><tbody>"#);
     let history = read_alerts(state, 0, i64::MAX).await;
     if history.is_empty() {
         out.push_str(r#"<tr class="empty"><td colspan="7" class="muted">No alerts yet</td></tr>"#);

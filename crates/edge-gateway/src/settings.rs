@@ -56,7 +56,10 @@ fn read(
     // An empty merged config would run on every default with no input,
     // forwarding nothing as "gw-01": never a working gateway, and most
     // likely a file that was truncated or never filled in.
-    if layers.root().is_empty() && !allow_empty {
+    // A file that is not TOML merges as nothing: its syntax error is the
+    // problem to report, not "empty" (a `max_series` too large for TOML's
+    // integers was reported as an empty config).
+    if layers.root().is_empty() && layers.problems().is_empty() && !allow_empty {
         let mut problems = Problems::default();
         problems.push(
             "",

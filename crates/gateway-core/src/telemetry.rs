@@ -157,21 +157,50 @@ impl Telemetry {
             let raw = value.load(Ordering::Relaxed);
             let rendered = match kind {
                 Kind::Counter => raw.to_string(),
-                Kind::Gauge => f64::from_bits(raw).to_string(),
+                Kind::Gauge => sample_value(f64::from_bits(raw)),
             };
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {rendered}");
-            } else {
-                let l: Vec<String> = labels
-                    .iter()
-                    .map(|(k, v)| {
-                        format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
-                    })
-                    .collect();
-                let _ = writeln!(out, "{name}{{{}}} {rendered}", l.join(","));
+            out.push_str(name);
+            for (i, (k, v)) in labels.iter().enumerate() {
+                out.push(if i == 0 { '{' } else { ',' });
+                out.push_str(k);
+                out.push_str("=\"");
+                escape_label_value(&mut out, v);
+                out.push('"');
             }
+            if !labels.is_empty() {
+                out.push('}');
+            }
+            let _ = writeln!(out, " {rendered}");
         }
         out
+    }
+}
+
+/// A label value as the text exposition format writes it: `\`, `"` and a
+/// line feed escaped, whatever the value's source. Label values come from
+/// the config (adapter, rule and sink names) and from the network (a
+/// device's id, a payload's format name): one with a quote and a newline
+/// used to end its sample early and forge the next ones.
+pub fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A gauge's value as the format spells it (`NaN`, `+Inf`, `-Inf`: Rust's
+/// `inf` is not a number to a Prometheus parser).
+fn sample_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        v.to_string()
     }
 }
 
@@ -242,6 +271,29 @@ mod tests {
         let text = t.render_prometheus();
         assert!(text.contains("# TYPE x_total counter"));
         assert!(text.contains("x_total{adapter=\"a\"} 3"), "{text}");
+    }
+
+    #[test]
+    fn label_values_cannot_end_a_sample_or_forge_another() {
+        let t = Telemetry::default();
+        t.counter(
+            "edge_gateway_adapter_readings_total",
+            &[("adapter", "k\\\"v} 1\nedge_gateway_injected_total 43\n")],
+        )
+        .add(2);
+        t.gauge("g", &[]).set(f64::INFINITY);
+        t.gauge("h", &[]).set(f64::NAN);
+        let text = t.render_prometheus();
+        assert_eq!(
+            text,
+            "# TYPE edge_gateway_adapter_readings_total counter\n\
+             edge_gateway_adapter_readings_total{adapter=\"k\\\\\\\"v} 1\\nedge_gateway_injected_total 43\\n\"} 2\n\
+             # TYPE g gauge\ng +Inf\n\
+             # TYPE h gauge\nh NaN\n"
+        );
+        assert!(!text
+            .lines()
+            .any(|l| l.starts_with("edge_gateway_injected_total")));
     }
 
     #[test]

@@ -178,6 +178,23 @@ pub fn format_by_magnitude(v: f64) -> String {
 enum Match {
     Exact(&'static [&'static str]),
     Contains(&'static str),
+    /// The name is one of these, or ends in `_` and one of them: a unit
+    /// written at the end of a name (`daily_kwh`, `load_kw`, `flow_m3`).
+    Suffix(&'static [&'static str]),
+}
+
+impl Match {
+    fn matches(&self, metric: &str) -> bool {
+        match self {
+            Self::Exact(names) => names.contains(&metric),
+            Self::Contains(part) => metric.contains(part),
+            Self::Suffix(units) => units.iter().any(|u| {
+                metric
+                    .strip_suffix(u)
+                    .is_some_and(|head| head.is_empty() || head.ends_with('_'))
+            }),
+        }
+    }
 }
 
 struct Row {
@@ -227,7 +244,6 @@ const TABLE: &[Row] = &[
         2,
         RANK_UPKEEP,
     ),
-    row(Match::Contains("volt"), "voltage", "V", 2, 40),
     row(
         Match::Exact(&["battery_mv", "vbat_mv", "batt_mv"]),
         "battery",
@@ -235,6 +251,35 @@ const TABLE: &[Row] = &[
         0,
         RANK_UPKEEP,
     ),
+    // A unit at the end of a name says more than a quantity's word inside
+    // it (`voltage_mv` is millivolts, `power_kw` kilowatts): before them.
+    row(Match::Contains("kwh"), "energy", "kWh", 2, 36),
+    row(Match::Suffix(&["mwh"]), "energy", "MWh", 3, 36),
+    row(Match::Suffix(&["wh"]), "energy", "Wh", 0, 36),
+    row(Match::Suffix(&["kvarh"]), "reactive energy", "kvarh", 2, 36),
+    row(Match::Suffix(&["kva"]), "apparent power", "kVA", 2, 37),
+    row(Match::Suffix(&["kw"]), "power", "kW", 2, 37),
+    row(Match::Suffix(&["w", "watts"]), "power", "W", 1, 37),
+    row(Match::Suffix(&["mv"]), "voltage", "mV", 0, 40),
+    row(Match::Suffix(&["ma"]), "current", "mA", 0, 38),
+    row(Match::Suffix(&["hz"]), "frequency", "Hz", 2, 39),
+    row(Match::Suffix(&["litres", "liters"]), "volume", "L", 1, 39),
+    row(Match::Suffix(&["kpa"]), "pressure", "kPa", 2, 30),
+    row(
+        Match::Suffix(&["degf", "fahrenheit"]),
+        "temperature",
+        "°F",
+        1,
+        10,
+    ),
+    row(
+        Match::Exact(&["temp_f", "temperature_f"]),
+        "temperature",
+        "°F",
+        1,
+        10,
+    ),
+    row(Match::Contains("volt"), "voltage", "V", 2, 40),
     row(Match::Contains("batt"), "battery", "%", 0, RANK_UPKEEP),
     row(Match::Contains("co2"), "CO₂", "ppm", 0, 0),
     // Milesight v2 firmware set to µg/m³ sends this channel instead.
@@ -279,16 +324,34 @@ const TABLE: &[Row] = &[
         1,
         RANK_UPKEEP + 3,
     ),
+    // Units the quantity words above already imply: only for a name
+    // without one (`co2_ppm` stays CO₂, `battery_pct` a battery).
+    row(
+        Match::Suffix(&["degc", "celsius"]),
+        "temperature",
+        "°C",
+        1,
+        10,
+    ),
+    // After `tvoc_ug_m3` and the like, which are concentrations.
+    row(Match::Suffix(&["m3"]), "volume", "m³", 3, 39),
+    row(Match::Suffix(&["hpa", "mbar"]), "pressure", "hPa", 1, 30),
+    row(Match::Suffix(&["ppm"]), "concentration", "ppm", 0, 5),
+    row(Match::Suffix(&["ppb"]), "concentration", "ppb", 0, 5),
+    row(Match::Suffix(&["lux", "lx"]), "illuminance", "lx", 0, 35),
+    row(Match::Suffix(&["dbm"]), "signal", "dBm", 0, RANK_UPKEEP + 1),
+    row(Match::Suffix(&["pct", "percent"]), "", "%", 0, RANK_UNKNOWN),
 ];
 
 /// Decimals for a unit set in the config, where the table's row (if any)
 /// was for another unit.
 fn precision_of_unit(unit: &str) -> Option<u8> {
     Some(match unit {
-        "V" | "A" | "kWh" | "kPa" | "bar" => 2,
-        "°C" | "°F" | "K" | "hPa" | "W" | "dB" | "m/s" => 1,
+        "V" | "A" | "kWh" | "kW" | "kVA" | "kvarh" | "kPa" | "bar" | "Hz" => 2,
+        "MWh" | "m³" => 3,
+        "°C" | "°F" | "K" | "hPa" | "W" | "dB" | "m/s" | "L" => 1,
         "mg/m³" => 2,
-        "%" | "ppm" | "ppb" | "mV" | "mA" | "lx" | "dBm" | "Pa" | "µg/m³" | "s" => 0,
+        "%" | "ppm" | "ppb" | "mV" | "mA" | "lx" | "dBm" | "Pa" | "µg/m³" | "s" | "Wh" => 0,
         _ => return None,
     })
 }
@@ -296,10 +359,7 @@ fn precision_of_unit(unit: &str) -> Option<u8> {
 /// What the table alone says about `metric`.
 pub fn known(metric: &str) -> MetricInfo {
     let m = metric.to_ascii_lowercase();
-    let found = TABLE.iter().find(|r| match r.matches {
-        Match::Exact(names) => names.contains(&m.as_str()),
-        Match::Contains(part) => m.contains(part),
-    });
+    let found = TABLE.iter().find(|r| r.matches.matches(&m));
     match found {
         Some(r) => MetricInfo {
             quantity: r.quantity,
@@ -416,6 +476,26 @@ mod tests {
             ("barometric_pressure_10", "hPa", "4.0 hPa"),
             ("adc_voltage", "V", "4.00 V"),
             ("sound_avg", "dB", "4 dB"),
+            // An energy meter's counters and a unit at the end of a name.
+            ("total_kwh", "kWh", "4.00 kWh"),
+            ("kwh", "kWh", "4.00 kWh"),
+            ("kwh_today", "kWh", "4.00 kWh"),
+            ("import_wh", "Wh", "4 Wh"),
+            ("load_kw", "kW", "4.00 kW"),
+            ("power_w", "W", "4.0 W"),
+            ("power", "W", "4.0 W"),
+            ("voltage_mv", "mV", "4 mV"),
+            ("grid_hz", "Hz", "4.00 Hz"),
+            ("water_m3", "m³", "4.000 m³"),
+            ("temp_f", "°F", "4.0 °F"),
+            ("co_ppm", "ppm", "4 ppm"),
+            ("co2_ppm", "ppm", "4 ppm"),
+            ("battery_pct", "%", "4 %"),
+            ("current_ma", "mA", "4 mA"),
+            ("pressure_kpa", "kPa", "4.00 kPa"),
+            // Not units: a name merely ending in those letters.
+            ("show", "", "4"),
+            ("flow", "", "4"),
         ] {
             let info = known(metric);
             assert_eq!(info.unit, unit, "{metric}");
@@ -424,6 +504,9 @@ mod tests {
         assert!(known("co2").rank < known("temperature").rank);
         assert!(known("temperature").rank < known("battery").rank);
         assert!(known("gas").rank < known("rssi").rank);
+        assert_eq!(known("co2_ppm").quantity, "CO₂");
+        assert_eq!(known("battery_pct").quantity, "battery");
+        assert_eq!(known("daily_kwh").quantity, "energy");
     }
 
     #[test]

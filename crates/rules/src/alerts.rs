@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::{Alert, AlertState, Engine, EngineState};
 use anomaly::multivariate::Fitted;
-use gateway_core::config::{DeviceConfig, RuleConfig};
+use gateway_core::config::{ActionConfig, DeviceConfig, RuleConfig};
 use gateway_core::state_file::inventory;
 use gateway_core::state_file::json::{JsonStateError, JsonStateFile, StateDocument};
 use gateway_core::telemetry::{Counter, LogThrottle};
@@ -29,6 +29,10 @@ const TICK_MS: i64 = 1000;
 /// Raises a rule's `cooldown` held back, by `rule`: each one is also in
 /// the alert history (state `suppressed`), never upstream.
 pub const ALERTS_SUPPRESSED: &str = "edge_gateway_alerts_suppressed_total";
+
+/// Clears of an action not sent because another alert driving the same
+/// actuator (same broker, topic and payloads) is still raised.
+pub const ACTION_CLEARS_HELD: &str = "edge_gateway_action_clears_held_total";
 
 pub type StoreError = JsonStateError;
 
@@ -92,6 +96,8 @@ pub struct Alerts {
     /// [`ALERTS_SUPPRESSED`] per rule, by rule index.
     suppressed: Vec<Counter>,
     actions_dropped: Counter,
+    /// Clears not sent because another alert holds the actuator on.
+    clears_held: Counter,
     store_failures: Counter,
     throttle: LogThrottle,
     /// A device model's refit running on a blocking thread: a fit takes
@@ -144,6 +150,7 @@ impl Alerts {
                 .map(|r| telemetry.counter(ALERTS_SUPPRESSED, &[("rule", &r.name)]))
                 .collect(),
             actions_dropped: telemetry.counter("edge_gateway_actions_dropped_total", &[]),
+            clears_held: telemetry.counter(ACTION_CLEARS_HELD, &[]),
             store_failures,
             throttle: LogThrottle::default(),
             fit: None,
@@ -235,6 +242,16 @@ impl Alerts {
                 .rules()
                 .get(a.rule_index)
                 .and_then(|r| r.action.clone());
+            if let (Some(action), AlertState::Cleared) = (&action, a.state) {
+                let holders = self.holders(action);
+                if action.clear_payload.is_some() && !holders.is_empty() {
+                    // One device's clear told a shared actuator "normal"
+                    // while another device was still in alarm.
+                    self.clears_held.inc();
+                    info!(rule = %a.rule, device = %a.device, target = %action.target(), held_by = %holders.join(", "), "Action's clear held back: other alerts still hold it on.");
+                    continue;
+                }
+            }
             if let (Some(action), Some(tx)) = (action, &self.actions) {
                 if tx.try_send(ActionJob { action, alert: a }).is_err() {
                     self.actions_dropped.inc();
@@ -247,6 +264,28 @@ impl Alerts {
                 }
             }
         }
+    }
+
+    /// The alerts raised now whose rules drive the same actuator as
+    /// `action` (`device · rule`): while any is, the actuator stays on.
+    /// From the engine's state, which a restart restores, so a clear after
+    /// a restart still knows who holds the actuator.
+    fn holders(&self, action: &ActionConfig) -> Vec<String> {
+        let rules = self.engine.rules();
+        let mut held: Vec<String> = self
+            .engine
+            .raised()
+            .into_iter()
+            .filter_map(|(i, device, _)| {
+                let rule = rules.get(i)?;
+                let other = rule.action.as_ref()?;
+                other
+                    .same_actuator(action)
+                    .then(|| format!("{device} · {}", rule.name))
+            })
+            .collect();
+        held.sort();
+        held
     }
 
     /// Saves the learned state if anything changed since the last save.
@@ -292,6 +331,89 @@ mod tests {
             TimeSource::Event,
         )
         .ok()
+    }
+
+    fn co2_rule() -> Vec<RuleConfig> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            rule: Vec<RuleConfig>,
+        }
+        let text = r#"
+[[rule]]
+name = "co2-high"
+kind = "threshold"
+metric = "co2"
+max = 1000.0
+cooldown = "0s"
+action = { publish = "actuators/hvac_zone_1/command", payload = "increase_ventilation", clear_payload = "normal_ventilation", cooldown = "0s" }
+"#;
+        toml::from_str::<File>(text)
+            .map(|f| f.rule)
+            .unwrap_or_default()
+    }
+
+    fn co2(device: &str, minute: i64, value: f64) -> Reading {
+        Reading::new(
+            DeviceId::new(device).unwrap(),
+            MetricName::new("co2").unwrap(),
+            value,
+            Timestamp::from_millis(1_767_225_600_000 + minute * 60_000).unwrap(),
+            TimeSource::Event,
+        )
+        .unwrap()
+    }
+
+    /// The payloads sent, in order, as "device payload".
+    fn sent(jobs: &mut mpsc::Receiver<ActionJob>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(job) = jobs.try_recv() {
+            let payload = match job.alert.state {
+                AlertState::Raised => job.action.payload.clone(),
+                _ => job.action.clear_payload.clone().unwrap_or_default(),
+            };
+            out.push(format!("{} {payload}", job.alert.device));
+        }
+        out
+    }
+
+    #[test]
+    fn a_shared_actuator_is_switched_back_only_by_the_last_clear_even_after_a_restart() {
+        let rules = co2_rule();
+        assert_eq!(rules.len(), 1);
+        let telemetry = Telemetry::default();
+        let state = tempfile::tempdir().unwrap();
+        let (tx, mut jobs) = mpsc::channel(16);
+        let mut alerts = Alerts::new(&rules, &[], Some(state.path()), Some(tx), &telemetry);
+        let mut out = Vec::new();
+        alerts.on_reading(&co2("room-a", 0, 1200.0), &mut out);
+        alerts.on_reading(&co2("room-b", 1, 1250.0), &mut out);
+        alerts.on_reading(&co2("room-b", 2, 800.0), &mut out);
+        assert_eq!(
+            sent(&mut jobs),
+            ["room-a increase_ventilation", "room-b increase_ventilation"],
+            "room-b's clear is held back: room-a is still above 1000"
+        );
+        assert_eq!(
+            out.iter()
+                .filter(|t| t.alert.state == AlertState::Cleared)
+                .count(),
+            1,
+            "the clear itself is still recorded and sent to the outputs"
+        );
+        assert_eq!(telemetry.counter_value(ACTION_CLEARS_HELD, &[]), Some(1));
+        // A restart between: the engine's saved state says room-a holds it.
+        alerts.save();
+        drop(alerts);
+        let (tx, mut jobs) = mpsc::channel(16);
+        let mut alerts = Alerts::new(&rules, &[], Some(state.path()), Some(tx), &telemetry);
+        alerts.on_reading(&co2("room-b", 3, 1300.0), &mut out);
+        alerts.on_reading(&co2("room-b", 4, 700.0), &mut out);
+        alerts.on_reading(&co2("room-a", 5, 600.0), &mut out);
+        assert_eq!(
+            sent(&mut jobs),
+            ["room-b increase_ventilation", "room-a normal_ventilation"],
+            "the last device to clear switches the actuator back"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

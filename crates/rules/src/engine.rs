@@ -178,6 +178,22 @@ impl Engine {
         &self.rules
     }
 
+    /// The alerts raised now and not yet cleared: (rule index, device,
+    /// metric; empty for a silence rule).
+    pub fn raised(&self) -> Vec<(usize, &DeviceId, &str)> {
+        let series = self
+            .series
+            .iter()
+            .filter(|(_, s)| s.raised())
+            .map(|((i, d, m), _)| (*i, d, m.as_str()));
+        let silence = self
+            .silence
+            .iter()
+            .filter(|(_, s)| s.trigger.raised)
+            .map(|((i, d), _)| (*i, d, ""));
+        series.chain(silence).collect()
+    }
+
     /// Series (rule × device × metric) with state.
     pub fn series_count(&self) -> usize {
         self.series.len() + self.silence.len() + self.devices.len()

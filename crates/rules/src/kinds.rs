@@ -62,6 +62,15 @@ pub(crate) enum Series {
 }
 
 impl Series {
+    /// Raised and not yet cleared.
+    pub fn raised(&self) -> bool {
+        match self {
+            Self::Threshold { trigger, .. }
+            | Self::Rate { trigger, .. }
+            | Self::Anomaly { trigger, .. } => trigger.raised,
+        }
+    }
+
     /// Fresh state for a rule of `rule`'s kind (silence has its own,
     /// [`Silence`], per device).
     pub fn new(rule: &RuleConfig) -> Self {

@@ -8,6 +8,7 @@
 pub mod chromium;
 mod clients;
 mod coap;
+pub mod exposition;
 mod influxdb;
 pub mod metrics;
 mod mosquitto;

@@ -50,6 +50,9 @@ struct RawDevice {
     app_key: Option<secret::Secret>,
     codec: String,
     fields: Option<Vec<FieldSpec>>,
+    /// `struct` only: the payload's length when bytes after the last
+    /// field are padding.
+    frame_bytes: Option<usize>,
     name: Option<String>,
     id: Option<String>,
     #[serde(default)]
@@ -368,8 +371,14 @@ fn device(
 }
 
 fn codec(raw: &RawDevice, path: &str, problems: &mut Problems) -> Option<DeviceCodec> {
+    if raw.frame_bytes.is_some() && raw.codec != "struct" {
+        problems.push(
+            format!("{path}.frame_bytes"),
+            "only codec \"struct\" takes `frame_bytes`",
+        );
+    }
     match (raw.codec.as_str(), raw.fields.clone()) {
-        ("struct", Some(fields)) => StructLayout::new(fields)
+        ("struct", Some(fields)) => StructLayout::with_frame(fields, raw.frame_bytes)
             .map(DeviceCodec::Struct)
             .map_err(|e| problems.push(format!("{path}.fields"), e.to_string()))
             .ok(),
@@ -560,7 +569,9 @@ impl AdapterKind for SemtechUdpConfig {
             }
         }
         let levels = raw.downlink_topic.split('/');
-        if levels.filter(|l| *l == "{device}").count() != 1
+        if let Some(e) = gateway_core::config::values::topic_control_char(&raw.downlink_topic) {
+            problems.push(format!("{path}.downlink_topic"), e);
+        } else if levels.filter(|l| *l == "{device}").count() != 1
             || raw.downlink_topic.contains(['+', '#'])
         {
             problems.push(
@@ -658,8 +669,11 @@ pub fn template() -> String {
 # app_s_key = "env:LORA_260B1234_APP_S_KEY"
 # compact_i16, bitpacked, batch, cayenne_lpp; a vendor's own format:
 # milesight (AM307, AM319, AM10x), elsys (ERS family), dragino_lht65,
-# browan_tbhh100; or struct with
-# fields = [{{ name = "co2", type = "u16", endian = "be", scale = 1.0, offset = 0 }}]
+# browan_tbhh100; or struct with its fields, each at_byte its position in
+# the payload counted from 0 (default: after the previous field; fields may
+# not overlap), value = raw x scale, and the key frame_bytes (the payload's
+# length) when bytes after the last field are padding:
+# fields = [{{ name = "co2", type = "u16", endian = "be", scale = 1.0, at_byte = 0 }}]
 # codec = "compact_i16"
 # Optional: the name forwarded upstream, and the device id (default: the
 # DevAddr, "260B1234").

@@ -36,7 +36,7 @@ fn u32_layout() -> DeviceCodec {
             ty: FieldType::U32,
             endian: Default::default(),
             scale: 1.0,
-            offset: None,
+            at_byte: None,
         }])
         .unwrap(),
     )

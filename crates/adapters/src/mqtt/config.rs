@@ -146,7 +146,13 @@ impl AdapterKind for MqttAdapterConfig {
     fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let (broker, rest) = broker::split(table);
         let broker = load::section::<BrokerSection>(broker, path, problems);
-        let raw: Raw = load::section(rest, path, problems)?;
+        // `type` and `units` were taken out by the config's loader.
+        let also: Vec<&str> = broker::BROKER_KEYS
+            .iter()
+            .copied()
+            .chain(["type", "units"])
+            .collect();
+        let raw: Raw = load::section_accepting(rest, path, &also, problems)?;
         let broker = broker?;
         let before = problems.len();
         let mut routes = Vec::new();

@@ -39,6 +39,9 @@ impl TopicPattern {
                 "expected a topic pattern like \"sensors/{device}\", got an empty string".into(),
             );
         }
+        if let Some(e) = gateway_core::config::values::topic_control_char(raw) {
+            return Err(format!("{raw:?}: {e}"));
+        }
         let parts: Vec<&str> = raw.split('/').collect();
         let mut levels = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {

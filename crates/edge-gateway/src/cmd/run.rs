@@ -10,10 +10,11 @@ use edge_gateway::runtime::Gateway;
 use edge_gateway::settings::{self, LoadError};
 use edge_gateway::{logging, metrics, status};
 use gateway_core::state_file::dir_lock::{DirLock, DirLockError};
+use gateway_core::state_file::usable::Space;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
-use super::validate::report_load_error;
+use super::validate::{report_load_error, state_dir_problem, EX_CANTCREAT};
 
 /// EX_TEMPFAIL from sysexits.h: another gateway holds the state
 /// directory, which is temporary (a restart overlapping its predecessor),
@@ -42,6 +43,24 @@ pub fn main(config: &Path) -> ExitCode {
         warn!("{note}");
     }
     warn_deprecated_names();
+    // Before anything is accepted: without the directory the journal and
+    // the outboxes would be memory only, and every reading acknowledged
+    // would be lost at the next restart.
+    match gateway_core::state_file::usable::ensure(&cfg.gateway.state_dir) {
+        Ok(Space::Free) => {}
+        // The journal holds acknowledgements back until there is room.
+        Ok(Space::Full) => {
+            warn!(state_dir = %cfg.gateway.state_dir.display(), "The disk holding the state directory is full: readings wait unacknowledged until there is room.");
+        }
+        Err(e) if cfg.gateway.durability == gateway_core::config::Durability::Disk => {
+            error!(state_dir = %cfg.gateway.state_dir.display(), error = %e, "Not starting: the state directory cannot be used.");
+            eprintln!("edge-gateway: not starting: {}", state_dir_problem(&e));
+            return ExitCode::from(EX_CANTCREAT);
+        }
+        Err(e) => {
+            warn!(state_dir = %cfg.gateway.state_dir.display(), error = %e, "durability = \"none\": running without the state directory; readings are lost on every restart.");
+        }
+    }
     // Before anything starts: a second process on the same directory used
     // to run its adapters, then stall on the outbox lock and linger.
     let _state_lock = match DirLock::acquire(&cfg.gateway.state_dir) {

@@ -5,10 +5,23 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use edge_gateway::settings::{self, LoadError};
+use gateway_core::config::Durability;
+use gateway_core::state_file::usable::{self, Space, StateDirError};
 
 /// EX_CONFIG from sysexits.h: systemd and scripts can tell a bad config
 /// from a crash.
 const EX_CONFIG: u8 = 78;
+
+/// EX_CANTCREAT from sysexits.h: the state directory cannot be created or
+/// written. Not EX_CONFIG: the config may be right and the directory not
+/// there yet (a mount), so the service manager's retry is welcome.
+pub const EX_CANTCREAT: u8 = 73;
+
+/// The line `validate` prints and `run` logs for an unusable state
+/// directory: the key, what failed, and the fix.
+pub fn state_dir_problem(e: &StateDirError) -> String {
+    format!("gateway.state_dir: {e}; {}", e.fix())
+}
 
 pub fn main(config: &Path, print: bool) -> ExitCode {
     match settings::load_layers(config, std::env::vars_os()) {
@@ -24,6 +37,21 @@ pub fn main(config: &Path, print: bool) -> ExitCode {
             // line (or the TOML) for scripts.
             for note in settings::notes(&c, &layers) {
                 eprintln!("note: {note}");
+            }
+            // As the user running validate: the packaged service runs it
+            // as its own user, in ExecStartPre, before `run`.
+            match usable::check(&c.gateway.state_dir) {
+                Ok(Space::Free) => {}
+                Ok(Space::Full) => eprintln!(
+                    "note: the disk holding the state directory {} is full: readings wait unacknowledged until there is room",
+                    c.gateway.state_dir.display()
+                ),
+                Err(e) if c.gateway.durability == Durability::Disk => {
+                    println!("{}", state_dir_problem(&e));
+                    eprintln!("{}: the state directory cannot be used", config.display());
+                    return ExitCode::from(EX_CANTCREAT);
+                }
+                Err(e) => eprintln!("note: {e}; durability = \"none\": the gateway runs without it and loses readings on every restart"),
             }
             if !print {
                 println!("{summary}");

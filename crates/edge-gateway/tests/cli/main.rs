@@ -11,6 +11,7 @@ mod common;
 mod architecture;
 mod cli;
 mod config_layers;
+mod config_safety;
 mod demo;
 mod hot_first_link;
 mod log_throttle;

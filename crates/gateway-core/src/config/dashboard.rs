@@ -107,11 +107,9 @@ impl DashboardConfig {
             _ => {}
         }
         for (i, u) in self.user.iter().enumerate() {
-            if u.name.is_empty() || u.name.contains(':') {
-                problems.push(
-                    format!("dashboard.user[{i}].name"),
-                    "must be non-empty and without ':' (HTTP Basic)",
-                );
+            // The charset has no ':', which HTTP Basic could not carry.
+            if let Err(e) = super::names::check(&u.name, &['@']) {
+                problems.push(format!("dashboard.user[{i}].name"), e);
             }
             if !u.password_hash.expose().starts_with("$argon2") {
                 problems.push(

@@ -98,6 +98,7 @@ fn valid_prefix(p: &str) -> bool {
         && !p.starts_with('/')
         && !p.ends_with('/')
         && !p.contains("//")
+        && super::values::topic_control_char(p).is_none()
 }
 
 impl HomeAssistantConfig {
@@ -114,7 +115,7 @@ impl HomeAssistantConfig {
             if !valid_prefix(value) {
                 problems.push(
                     format!("home_assistant.{key}"),
-                    format!("\"{value}\" is not a topic prefix: expected levels without +, # or an empty level"),
+                    format!("{value:?} is not a topic prefix: expected levels without +, #, an empty level or a control character"),
                 );
             }
         }

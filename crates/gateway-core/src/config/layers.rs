@@ -134,10 +134,10 @@ impl Layers {
         match toml::from_str::<toml::Table>(text) {
             Ok(table) => self.merge(table, origin, name),
             Err(e) => {
-                let message = format!("not valid TOML: {}", e.to_string().trim());
+                let found = super::syntax::describe(text, &e);
                 match origin.label() {
-                    Some(source) => self.problems.push_from(source, "", message),
-                    None => self.problems.push("", message),
+                    Some(source) => self.problems.push_from(source, found.path, found.message),
+                    None => self.problems.push(found.path, found.message),
                 }
             }
         }

@@ -112,8 +112,22 @@ pub fn join(parent: &str, key: &str) -> String {
 /// retrying without the offending key. Returns `None` when it cannot be
 /// made to parse.
 pub fn section<T: DeserializeOwned>(
+    value: toml::Value,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    section_accepting(value, path, &[], problems)
+}
+
+/// Like [`section`], for a table whose other keys were taken out before
+/// (`[upstream]`'s broker keys and `enabled`, an adapter's `type`): `also`
+/// names them, so an unknown key's hint lists every key the table takes,
+/// not only `T`'s (a misspelt `passwd_env` must be pointed at
+/// `password_env`, which `T` never sees).
+pub fn section_accepting<T: DeserializeOwned>(
     mut value: toml::Value,
     path: &str,
+    also: &[&str],
     problems: &mut Problems,
 ) -> Option<T> {
     // Each round removes one key, so this bounds the work on hostile input.
@@ -147,10 +161,8 @@ pub fn section<T: DeserializeOwned>(
             if full.last() != Some(&field) {
                 full.push(field.clone());
             }
-            problems.push(
-                render(path, &full),
-                message.replace(&format!("unknown field `{field}`"), "unknown key"),
-            );
+            let accepted = accepted_keys(&message, &field, also);
+            problems.push(render(path, &full), unknown_key(&field, accepted));
             if !remove(&mut value, &full) {
                 return None;
             }
@@ -162,6 +174,12 @@ pub fn section<T: DeserializeOwned>(
             problems.push(render(path, &full), "missing required key");
             return None;
         }
+        // serde quotes the value it refused (`invalid type: string "…"`):
+        // not for a key that holds a secret.
+        let message = match segments.last() {
+            Some(key) if super::layers::is_secret_key(key) => without_quoted(&message),
+            _ => message,
+        };
         problems.push(render(path, &segments), message);
         // A bad array element: drop the whole array so its index numbering
         // in later messages stays that of the file.
@@ -174,6 +192,107 @@ pub fn section<T: DeserializeOwned>(
         }
     }
     None
+}
+
+/// The keys a table takes, from serde's "unknown field `x`, expected one
+/// of `a`, `b`" (or "expected `a` or `b`", or "there are no fields"), and
+/// `also`.
+fn accepted_keys(message: &str, field: &str, also: &[&str]) -> Vec<String> {
+    let after = message
+        .split_once(&format!("`{field}`"))
+        .map_or("", |(_, rest)| rest);
+    let mut keys: Vec<String> = after
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    for key in also {
+        if !keys.iter().any(|k| k == key) {
+            keys.push((*key).to_string());
+        }
+    }
+    keys
+}
+
+/// "unknown key, expected one of `password_env`, `username`, …": every key
+/// the table takes, the closest to `field` first, so the one meant is the
+/// first one read.
+pub fn unknown_key(field: &str, mut accepted: Vec<String>) -> String {
+    if accepted.is_empty() {
+        return "unknown key: this table takes no keys".to_string();
+    }
+    // Equally close keys: the longer shared start first (`passwd` is
+    // `password_env` more than `name`), then the struct's order (stable).
+    accepted.sort_by_key(|known| {
+        let shared = normalised(field)
+            .chars()
+            .zip(normalised(known).chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        (closeness(field, known), std::cmp::Reverse(shared))
+    });
+    let listed: Vec<String> = accepted.iter().map(|k| format!("`{k}`")).collect();
+    let mut out = format!("unknown key, expected one of {}", listed.join(", "));
+    let plain = normalised(field);
+    if plain.starts_with("pass")
+        && !plain.ends_with("env")
+        && accepted.iter().any(|k| k == "password_env")
+    {
+        out.push_str(
+            " (a password is never written in the file: password_env names the environment variable that holds it)",
+        );
+    }
+    out
+}
+
+/// How far `known` is from what was written: edits between the two, with
+/// `_`, `-` and case ignored (`keepalive` is `keep_alive`), and one key of
+/// four letters or more inside the other (`password` in `password_env`)
+/// counted as one edit.
+fn closeness(written: &str, known: &str) -> usize {
+    let (w, k) = (normalised(written), normalised(known));
+    let edits =
+        strsim::damerau_levenshtein(written, known).min(strsim::damerau_levenshtein(&w, &k));
+    let (short, long) = if w.len() <= k.len() {
+        (&w, &k)
+    } else {
+        (&k, &w)
+    };
+    if short.len() >= 4 && long.contains(short.as_str()) {
+        edits.min(1)
+    } else {
+        edits
+    }
+}
+
+fn normalised(key: &str) -> String {
+    key.chars()
+        .filter(|c| !matches!(c, '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// `message` without what it quotes (`…` and "…"), for a secret's key.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside: Option<char> = None;
+    for c in message.chars() {
+        match inside {
+            Some(close) if c == close => {
+                inside = None;
+                out.push_str("<redacted>");
+                out.push(c);
+            }
+            Some(_) => {}
+            None if c == '`' || c == '"' => {
+                inside = Some(c);
+                out.push(c);
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 fn backticked(message: &str, prefix: &str) -> Option<String> {
@@ -267,6 +386,40 @@ mod tests {
         assert!(problems
             .iter()
             .any(|p| p.starts_with("sec.inner.c: unknown key")));
+    }
+
+    #[test]
+    fn an_unknown_key_lists_every_accepted_key_the_closest_first() {
+        let v: toml::Value = toml::from_str("passwd_env = 'X'\nkeepalive = '1s'").unwrap();
+        let mut p = Problems::default();
+        let _ = section_accepting::<S>(v, "upstream", &["password_env", "keep_alive"], &mut p);
+        let got: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "upstream.keepalive: unknown key, expected one of `keep_alive`, `list`, `a`, `inner`, `password_env`",
+                "upstream.passwd_env: unknown key, expected one of `password_env`, `a`, `list`, `inner`, `keep_alive`",
+            ]
+        );
+        assert_eq!(
+            unknown_key("password", vec!["url".into(), "username".into(), "password_env".into()]),
+            "unknown key, expected one of `password_env`, `url`, `username` (a password is never written in the file: password_env names the environment variable that holds it)"
+        );
+    }
+
+    #[test]
+    fn a_refused_secret_is_not_quoted_back() {
+        #[derive(Debug, Deserialize)]
+        struct K {
+            #[allow(dead_code)]
+            app_key: u8,
+        }
+        let v: toml::Value = toml::from_str("app_key = 'A1B2C3'").unwrap();
+        let mut p = Problems::default();
+        assert!(section::<K>(v, "d", &mut p).is_none());
+        let got = p.to_string();
+        assert!(got.starts_with("d.app_key: invalid type"), "{got}");
+        assert!(!got.contains("A1B2C3"), "{got}");
     }
 
     #[test]

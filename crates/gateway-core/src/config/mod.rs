@@ -17,9 +17,11 @@ mod kinds;
 pub mod layers;
 pub mod load;
 pub mod metrics;
+pub mod names;
 pub mod rule;
 pub mod secret;
 mod sections;
+pub mod syntax;
 pub mod template;
 pub mod values;
 
@@ -158,7 +160,8 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
             Ok(t) => t,
             Err(e) => {
                 let mut problems = Problems::default();
-                problems.push("", format!("not valid TOML: {}", e.to_string().trim()));
+                let found = syntax::describe(text, &e);
+                problems.push(found.path, found.message);
                 return Err(problems);
             }
         };
@@ -298,6 +301,16 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
             "sink name",
             &mut problems,
         );
+        let named = adapters
+            .iter()
+            .map(|(i, a)| ("adapter", *i, a.name()))
+            .chain(sinks.iter().map(|(i, s)| ("sink", *i, s.name())))
+            .chain(rules.iter().map(|(i, r)| ("rule", *i, r.name.as_str())));
+        for (section, i, name) in named {
+            if let Err(e) = names::check(name, &[]) {
+                problems.push(format!("{section}[{i}].name"), e);
+            }
+        }
 
         match (
             gateway,

@@ -135,6 +135,30 @@ pub struct ActionConfig {
     pub cooldown: Duration,
 }
 
+impl ActionConfig {
+    /// Whether `other` drives the same actuator the same way: the same
+    /// broker and topic (or CoAP resource) and the same payloads. Alerts
+    /// of such actions share the actuator: one alert's clear must not
+    /// switch it back while another still holds it on.
+    pub fn same_actuator(&self, other: &Self) -> bool {
+        self.publish == other.publish
+            && self.coap_put == other.coap_put
+            && (self.publish.is_none() || self.broker.url == other.broker.url)
+            && self.payload == other.payload
+            && self.clear_payload == other.clear_payload
+    }
+
+    /// Where it goes, for people: `actuators/hvac/command on
+    /// mqtt://127.0.0.1:1883` or the CoAP URI.
+    pub fn target(&self) -> String {
+        match (&self.publish, &self.coap_put) {
+            (Some(topic), _) => format!("{topic} on {}", self.broker.url),
+            (None, Some(uri)) => super::secret::redact_url(uri).into_owned(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 fn default_action_cooldown() -> Duration {
     Duration::from_secs(60)
 }
@@ -210,9 +234,8 @@ impl RuleConfig {
     pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
         let mut bad = |key: &str, message: String| problems.push(format!("{path}.{key}"), message);
         let kind = self.kind.as_str();
-        if self.name.trim().is_empty() {
-            bad("name", "must not be empty".into());
-        }
+        // The name's characters are checked with the other names'
+        // (`config::names`).
         if self.device.is_some() && self.tag.is_some() {
             bad("tag", "give either device or tag, not both".into());
         }
@@ -333,7 +356,9 @@ impl RuleConfig {
                     bad("action", "give either publish or coap_put, not both".into())
                 }
                 (Some(t), None) => {
-                    if t.is_empty() || t.contains(['+', '#']) {
+                    if let Some(e) = super::values::topic_control_char(t) {
+                        bad("action.publish", e);
+                    } else if t.is_empty() || t.contains(['+', '#']) {
                         bad(
                             "action.publish",
                             format!("expected a topic without wildcards, got \"{t}\""),

@@ -22,6 +22,32 @@ pub struct GatewayConfig {
     pub site: String,
     /// Where durable state lives (outbox, checkpoints, counters).
     pub state_dir: PathBuf,
+    /// `disk`: `run` refuses to start when `state_dir` cannot be created
+    /// and written (exit 73), and `validate` says so. `none`: it starts
+    /// anyway, keeping in memory whatever cannot be written there (the
+    /// journal, open windows, outboxes, history, counters): readings are
+    /// then lost on every restart.
+    pub durability: Durability,
+}
+
+/// Whether the gateway may run without a writable `state_dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// State on disk, or no start.
+    #[default]
+    Disk,
+    /// Start even without it; readings are lost on every restart.
+    None,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disk => "disk",
+            Self::None => "none",
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -30,12 +56,21 @@ impl Default for GatewayConfig {
             id: "gw-01".into(),
             site: "hq".into(),
             state_dir: "/var/lib/edge-gateway".into(),
+            durability: Durability::Disk,
         }
     }
 }
 
 impl GatewayConfig {
     pub(crate) fn validate(&self, problems: &mut Problems) {
+        // An empty path is the working directory: the journal and outbox
+        // would land wherever the process was started from.
+        if self.state_dir.as_os_str().is_empty() {
+            problems.push(
+                "gateway.state_dir",
+                "expected a directory (like \"/var/lib/edge-gateway\"), got an empty path",
+            );
+        }
         for (key, value) in [("id", &self.id), ("site", &self.site)] {
             if let Err(e) = DeviceId::new(value.as_str()) {
                 problems.push(
@@ -140,7 +175,12 @@ impl UpstreamConfig {
             .and_then(toml::Value::as_array)
             .is_some_and(Vec::is_empty);
         let mut broker = load::section::<BrokerSection>(broker, "upstream", problems);
-        let forwarding = load::section::<Forwarding>(rest, "upstream", problems);
+        let also: Vec<&str> = super::broker::BROKER_KEYS
+            .iter()
+            .copied()
+            .chain(["enabled"])
+            .collect();
+        let forwarding = load::section_accepting::<Forwarding>(rest, "upstream", &also, problems);
         if both {
             problems.push(
                 join("upstream", "urls"),
@@ -177,7 +217,9 @@ impl UpstreamConfig {
     pub(crate) fn validate(&self, problems: &mut Problems) {
         let p = |k: &str| join("upstream", k);
         let prefix = &self.forwarding.topic_prefix;
-        if prefix.is_empty()
+        if let Some(e) = super::values::topic_control_char(prefix) {
+            problems.push(p("topic_prefix"), e);
+        } else if prefix.is_empty()
             || prefix.starts_with('/')
             || prefix.ends_with('/')
             || prefix.contains(['+', '#'])
@@ -261,6 +303,10 @@ impl Default for AggregationConfig {
     }
 }
 
+/// The shortest `checkpoint_interval` but `0s`: "1ns" was accepted and
+/// kept a core three quarters busy writing checkpoints back to back.
+pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
 impl AggregationConfig {
     pub(crate) fn validate(&self, problems: &mut Problems) {
         let w = self.window;
@@ -272,6 +318,17 @@ impl AggregationConfig {
         }
         if self.grace > Duration::from_secs(86_400) {
             problems.push("aggregation.grace", "expected at most 1day");
+        }
+        let c = self.checkpoint_interval;
+        if !c.is_zero() && c < MIN_CHECKPOINT_INTERVAL {
+            problems.push(
+                "aggregation.checkpoint_interval",
+                format!(
+                    "expected \"0s\" (off) or at least {}, got {}: each checkpoint writes and syncs every open window",
+                    duration::render(MIN_CHECKPOINT_INTERVAL),
+                    duration::render(c)
+                ),
+            );
         }
         if self.max_series == 0 {
             problems.push("aggregation.max_series", "expected at least 1");

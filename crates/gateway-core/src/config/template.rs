@@ -34,6 +34,9 @@ pub fn core_sections() -> String {
 # gateway.toml replaces that file without a question.
 # Check a file with:  edge-gateway validate -c /etc/edge-gateway/gateway.toml
 # Durations are written like "500ms", "30s", "5m", "1h".
+# Names of adapters, rules, sinks and dashboard users are 1 to 64 of
+# A-Z a-z 0-9 _ - . starting with a letter or a digit (a user's may also
+# hold @): they become metric labels, payload fields and file names.
 #
 # After this file, every *.toml in the conf.d/ directory beside it is read
 # in name order: tables merge key by key (the later file wins), and
@@ -48,8 +51,14 @@ pub fn core_sections() -> String {
 id = {id}
 # The building or site; the default topic prefix is building/{{site}}.
 site = {site}
-# Where durable state is kept.
+# Where durable state is kept: the ingress journal, open windows, outboxes,
+# history and counters. `run` refuses to start when it cannot create and
+# write it (exit 73), and `validate` checks it as the user running it.
 state_dir = {state_dir}
+# "disk": no start without a writable state_dir. "none": start anyway and
+# keep in memory whatever cannot be written there, so readings are LOST ON
+# EVERY RESTART. Only for trying things out.
+durability = {durability}
 
 [upstream]
 # The cloud broker, where aggregates and alerts go OUT. This section is
@@ -148,6 +157,7 @@ format = {format}
         id = q(&g.id),
         site = q(&g.site),
         state_dir = q(&g.state_dir.display().to_string()),
+        durability = q(g.durability.as_str()),
         url = q(&u.broker.url.to_string()),
         qos = u.forwarding.qos.as_u8(),
         persistent_session = u.forwarding.persistent_session,
@@ -245,6 +255,9 @@ pub fn rule_section() -> String {
 #             or {{ coap_put = "coap://host/path", payload = "..." }}; add
 #             clear_payload = "..." to act on the clear too, and
 #             cooldown = "1m" (the default) to bound how often it runs.
+#             Alerts whose actions drive the same actuator (same broker,
+#             topic and payloads: one HVAC zone for several rooms) share
+#             it: the clear is sent when the last of them clears.
 #
 # threshold: max and/or min; hysteresis = margin back inside before the
 # alert clears; for = how long the value must stay outside before raising.

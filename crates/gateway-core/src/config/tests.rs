@@ -129,9 +129,28 @@ fn each_kind_of_mistake_names_its_key_path() {
         ("[upstream]\nurls = [\"mqtt://a\", \"mqtt://a:1883\"]", "upstream.urls[1]: mqtt://a:1883 is listed twice"),
         ("[upstream]\nurls = [\"mqtt://a\", \"http://b\"]", "upstream.urls[1]: expected mqtt://"),
         ("this is = not toml =", "not valid TOML"),
+        // Values that were accepted and cost or misled (issue #52).
+        ("[aggregation]\ncheckpoint_interval = \"1ns\"", "aggregation.checkpoint_interval: expected \"0s\" (off) or at least 100ms"),
+        ("[gateway]\nstate_dir = \"\"", "gateway.state_dir: expected a directory"),
+        ("[gateway]\ndurability = \"maybe\"", "gateway.durability: unknown variant `maybe`, expected `disk` or `none`"),
+        ("[upstream]\ntopic_prefix = \"building/\\u0000/x\"", "upstream.topic_prefix: a control character (U+0000) at byte 9"),
+        ("[aggregation]\nmax_series = 18446744073709551616", "aggregation.max_series: not valid TOML (line 2, column 14)"),
+        // Names become label values, payload fields and file names.
+        ("[[adapter]]\ntype = \"fake\"\nname = \"k\\\"v} 1\\nedge_gateway_injected_total 43\\n\"", "adapter[0].name: expected 1 to 64 of A-Z a-z 0-9 _ - ."),
+        ("[[rule]]\nname = \"two words\"\nkind = \"silence\"\nafter = \"1m\"", "rule[0].name: expected 1 to 64 of"),
+        ("[[rule]]\nname = \"\"\nkind = \"silence\"\nafter = \"1m\"", "rule[0].name: expected 1 to 64 of A-Z a-z 0-9 _ - . starting with a letter or a digit, got an empty name"),
+        ("[dashboard]\n[[dashboard.user]]\nname = \"a:b\"\npassword_hash = \"$argon2id$x\"", "dashboard.user[0].name: expected 1 to 64 of"),
+        // Keys of the table that a split-off part parses are still hinted.
+        ("[upstream]\npasswd_env = \"X\"", "upstream.passwd_env: unknown key, expected one of `password_env`, "),
+        ("[upstream]\nkeepalive = \"10s\"", "upstream.keepalive: unknown key, expected one of `keep_alive`, "),
+        ("[upstream]\npassword = \"hunter2\"", "upstream.password: unknown key, expected one of `password_env`, "),
     ];
     for (text, expected) in cases {
         let got = problems(text);
+        assert!(
+            !got.iter().any(|p| p.contains("hunter2")),
+            "a value that may be a password is never echoed: {got:#?}"
+        );
         assert!(
             got.iter().any(|p| p.starts_with(expected)),
             "for {text:?} expected a problem starting with {expected:?}, got {got:#?}"

@@ -40,6 +40,19 @@ impl<'de> Deserialize<'de> for Qos {
 }
 
 /// `humantime` durations (`30s`, `5m`, `1h 30m`, `250ms`).
+/// Why `topic` cannot be an MQTT topic because of a control character
+/// (`None` when it has none). MQTT forbids U+0000 in a topic and the
+/// specification advises against the other control characters; a broker
+/// refuses the connection or the publish, and the gateway could only log
+/// "cannot reach the broker", so the config is refused instead.
+pub fn topic_control_char(topic: &str) -> Option<String> {
+    let (at, c) = topic.char_indices().find(|(_, c)| c.is_control())?;
+    Some(format!(
+        "a control character (U+{:04X}) at byte {at}: MQTT topics cannot hold it",
+        u32::from(c)
+    ))
+}
+
 pub mod duration {
     use super::*;
 

@@ -14,12 +14,15 @@
 //! - [`dir_lock`]: one gateway per state directory.
 //! - [`json`]: the small JSON documents' load-or-quarantine and atomic save.
 //! - [`inventory`]: every file under `state_dir`, named once.
+//! - [`usable`]: whether `state_dir` can be created and written, asked
+//!   before the gateway relies on it.
 
 pub mod dir_lock;
 pub mod fields;
 pub mod frame;
 pub mod inventory;
 pub mod json;
+pub mod usable;
 
 use std::fs::File;
 use std::io::Write;

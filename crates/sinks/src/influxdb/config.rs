@@ -281,6 +281,14 @@ impl InfluxConfig {
         ] {
             if v.is_empty() {
                 problems.push(key(k), "expected a measurement name");
+            } else if v.contains('\\') || v.chars().any(char::is_control) {
+                // InfluxDB reads a measurement's backslashes differently in
+                // its parser and its index (a name written `a\\,b` comes
+                // back as `a,b`): a name that cannot be written as it is.
+                problems.push(
+                    key(k),
+                    format!("{v:?}: a measurement name without backslashes or control characters"),
+                );
             }
         }
         if self.write.is_empty() {

@@ -1,11 +1,24 @@
 //! Line protocol, pure: events in, lines out.
 //!
-//! Escaping follows InfluxDB's rules exactly: measurements escape commas
-//! and spaces; tag keys, tag values and field keys also escape `=`; string
-//! field values escape `"` and `\`. Line protocol has no escape for a line
-//! break, so one in a name or tag becomes an (escaped) space rather than a
-//! broken line, and a backslash that ends a name or precedes an escaped
-//! character is doubled so it cannot swallow a separator. Numbers are written as floats (never with the `i` suffix),
+//! Escaping follows what InfluxDB 1.x's parser does, checked byte for byte
+//! against a real `influxd` (`tests/influxdb_escaping.rs`), not only what
+//! its documentation says:
+//! - measurements escape commas and spaces; tag keys, tag values and field
+//!   keys also escape `=`; string field values escape `"` and `\`;
+//! - a backslash is otherwise written as it is: InfluxDB keeps it
+//!   literally in names and tags (`x\,device=victim` is written
+//!   `x\\,device\=victim` and stored as sent, not with its backslash
+//!   doubled, which is what doubling it here did);
+//! - a tag's or measurement's separator preceded by a backslash is taken
+//!   as escaped, so a name or tag cannot end in one: trailing backslashes
+//!   are left out (a device `node\` is tagged `node`), as Telegraf does,
+//!   instead of every line of that device being refused as malformed;
+//! - a field key is read as backslash-and-next-byte pairs, so an odd run
+//!   of backslashes before an escaped character or at the key's end loses
+//!   one backslash (a metric `t\` is the field `t`); an even run is kept.
+//!
+//! Line protocol has no escape for a line break, so one in a name or tag
+//! becomes an (escaped) space rather than a broken line. Numbers are written as floats (never with the `i` suffix),
 //! so a metric that happens to be whole in one reading does not conflict
 //! with the float field type InfluxDB fixed at its first write.
 //! Non-finite values cannot be written and are left out; a point left
@@ -168,47 +181,97 @@ fn metric_hash(name: &str) -> u64 {
     h.finish()
 }
 
-fn escape(out: &mut String, s: &str, specials: &[char]) {
+/// Which part of a line a name is written in: they escape differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Measurement,
+    /// A tag key or value.
+    Tag,
+    FieldKey,
+}
+
+impl Part {
+    fn special(self, c: char) -> bool {
+        match self {
+            Self::Measurement => matches!(c, ',' | ' '),
+            Self::Tag | Self::FieldKey => matches!(c, ',' | '=' | ' '),
+        }
+    }
+}
+
+/// Writes `s` as `part`; see the module doc for the rules.
+fn escape(out: &mut String, s: &str, part: Part) {
     // Names and tags almost never need escaping, and escaping them char by
     // char was about 40 % of the encoder's instructions (callgrind, bench):
     // copied whole when nothing needs it.
+    // Bytes, not chars: every character looked for is ASCII.
     let plain = !s
         .bytes()
-        .any(|b| matches!(b, b'\\' | b'\n' | b'\r') || specials.contains(&char::from(b)));
+        .any(|b| matches!(b, b'\\' | b'\n' | b'\r') || part.special(char::from(b)));
     if plain {
         out.push_str(s);
         return;
     }
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\n' | '\r' => out.push_str("\\ "),
-            // InfluxDB's scanner takes `\` plus the next byte as a pair: a
-            // backslash last or before an escaped character would swallow
-            // the separator after it, so it is doubled there.
-            '\\' if chars
-                .peek()
-                .is_none_or(|n| specials.contains(n) || *n == '\n') =>
-            {
-                out.push_str("\\\\");
-            }
-            c if specials.contains(&c) => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
+    // Backslashes are held until what follows them is known.
+    let mut run = 0usize;
+    for c in s.chars() {
+        if c == '\\' {
+            run += 1;
+            continue;
         }
+        let c = if matches!(c, '\n' | '\r') { ' ' } else { c };
+        let special = part.special(c);
+        let keep = if part == Part::FieldKey && special && run % 2 == 1 {
+            run - 1
+        } else {
+            run
+        };
+        out.extend(std::iter::repeat_n('\\', keep));
+        run = 0;
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    // At the end a separator follows: only a field key's even run of
+    // backslashes is read back as written.
+    if part == Part::FieldKey {
+        out.extend(std::iter::repeat_n('\\', run - run % 2));
+    }
+}
+
+/// `s` without the trailing backslashes no name or tag can end in: empty
+/// when that is all it is, so the caller leaves the tag or field out.
+fn encodable(s: &str, part: Part) -> &str {
+    match part {
+        Part::FieldKey => s,
+        Part::Measurement | Part::Tag => s.trim_end_matches('\\'),
     }
 }
 
 /// A measurement name.
 pub fn measurement(out: &mut String, s: &str) {
-    escape(out, s, &[',', ' ']);
+    escape(out, encodable(s, Part::Measurement), Part::Measurement);
 }
 
-/// A tag key, tag value or field key.
+/// A tag key or tag value.
 pub fn key(out: &mut String, s: &str) {
-    escape(out, s, &[',', '=', ' ']);
+    escape(out, encodable(s, Part::Tag), Part::Tag);
+}
+
+/// A field key.
+pub fn field_key(out: &mut String, s: &str) {
+    escape(out, s, Part::FieldKey);
+}
+
+/// Whether `s` leaves anything to write as a tag key or value.
+fn tag_writable(s: &str) -> bool {
+    !encodable(s, Part::Tag).is_empty()
+}
+
+/// Whether `s` leaves anything to write as a field key.
+fn field_key_writable(s: &str) -> bool {
+    s.chars().any(|c| c != '\\') || s.len() >= 2
 }
 
 /// A string field value, quotes included.
@@ -243,7 +306,7 @@ impl<'a> Point<'a> {
         measurement(line, name);
         for (k, v) in tags {
             // InfluxDB refuses empty tag values: an absent tag says the same.
-            if v.is_empty() || k.is_empty() {
+            if !tag_writable(v) || !tag_writable(k) {
                 continue;
             }
             line.push(',');
@@ -264,18 +327,21 @@ impl<'a> Point<'a> {
     }
 
     fn float(&mut self, name: &str, v: f64) {
-        if !v.is_finite() || name.is_empty() {
+        if !v.is_finite() || !field_key_writable(name) {
             return;
         }
         self.sep();
-        key(self.line, name);
+        field_key(self.line, name);
         self.line.push('=');
         float(self.line, v);
     }
 
     fn string(&mut self, name: &str, v: &str) {
+        if !field_key_writable(name) {
+            return;
+        }
         self.sep();
-        key(self.line, name);
+        field_key(self.line, name);
         self.line.push('=');
         string_value(self.line, v);
     }

@@ -3,17 +3,23 @@
 //!
 //! ```toml
 //! fields = [
-//!   { name = "co2", type = "u16", endian = "be", scale = 1.0, offset = 0 },
+//!   { name = "co2", type = "u16", endian = "be", scale = 1.0, at_byte = 0 },
 //!   { name = "temperature", type = "i16", scale = 0.01 },
 //! ]
 //! ```
 //!
-//! `offset` is the field's byte position in the payload; without it a
-//! field starts where the previous one ended. `scale` multiplies the raw
-//! integer (default 1.0), `endian` is `be` (default) or `le`. The payload
-//! must be exactly as long as the layout: a longer or shorter frame is
-//! another firmware version, and reading it with this layout would shift
-//! values silently.
+//! `at_byte` is the field's position in the payload, counted in bytes from
+//! 0; without it a field starts where the previous one ended. It was called
+//! `offset`, which still works, but beside `scale` it read as a value
+//! offset: two fields at `offset = 0` passed, then every uplink was refused
+//! as the wrong length. So fields may not overlap. `scale` multiplies the
+//! raw integer (default 1.0), `endian` is `be` (default) or `le`.
+//!
+//! The payload must be exactly as long as the layout (or as the device's
+//! `frame_bytes`, when bytes after the last field are padding): a longer or
+//! shorter frame is another firmware version, and reading it with this
+//! layout would shift values silently. A layout that cannot fit in a
+//! LoRaWAN frame, or in the declared `frame_bytes`, is refused.
 
 use std::collections::HashSet;
 
@@ -76,8 +82,10 @@ pub struct FieldSpec {
     /// Value = raw × scale.
     #[serde(default = "one")]
     pub scale: f64,
-    /// Byte position; default: right after the previous field.
-    pub offset: Option<usize>,
+    /// Byte position in the payload, from 0; default: right after the
+    /// previous field. `offset` is its old name.
+    #[serde(default, alias = "offset")]
+    pub at_byte: Option<usize>,
 }
 
 /// A layout that failed validation.
@@ -91,13 +99,27 @@ pub enum LayoutError {
     DuplicateName { index: usize, name: String },
     #[error("field {index}: expected a finite, non-zero scale")]
     BadScale { index: usize },
-    #[error("field {index}: ends past byte 255, the largest LoRaWAN payload")]
-    TooLong { index: usize },
+    #[error("field {index}: ends at byte {end}, past the {MAX_PAYLOAD} bytes of the largest LoRaWAN payload")]
+    TooLong { index: usize, end: usize },
+    #[error("field {index} ({name}): bytes {start}..{end} overlap field {other} ({other_name}); at_byte is the field's byte position in the payload, not a value added to it")]
+    Overlap {
+        index: usize,
+        name: String,
+        start: usize,
+        end: usize,
+        other: usize,
+        other_name: String,
+    },
+    #[error("the fields take {layout} bytes, more than frame_bytes = {frame}")]
+    LongerThanFrame { layout: usize, frame: usize },
+    #[error("frame_bytes = {0}: expected 1 to {MAX_PAYLOAD}")]
+    BadFrame(usize),
 }
 
-/// Largest FRMPayload a layout can describe. 255 bytes (a PHYPayload's
-/// upper bound, so an upper bound for any region).
-const MAX_PAYLOAD: usize = 255;
+/// Largest FRMPayload a layout can describe: 242 bytes (the largest
+/// MACPayload of any region's fastest data rate, 250, less the 8 bytes of
+/// a frame header without options), so for any region.
+const MAX_PAYLOAD: usize = 242;
 
 /// A validated layout: field positions resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,12 +129,28 @@ pub struct StructLayout {
 }
 
 impl StructLayout {
-    /// Resolves offsets and checks the fields.
+    /// Resolves positions and checks the fields; the payload is as long as
+    /// the fields reach.
     ///
     /// # Errors
     /// The first [`LayoutError`]; config validation reports it with the
     /// device's path.
     pub fn new(specs: Vec<FieldSpec>) -> Result<Self, LayoutError> {
+        Self::with_frame(specs, None)
+    }
+
+    /// Like [`StructLayout::new`], for a device whose payload is
+    /// `frame_bytes` long (bytes after the last field are padding).
+    ///
+    /// # Errors
+    /// The first [`LayoutError`], and a layout longer than the frame.
+    pub fn with_frame(
+        specs: Vec<FieldSpec>,
+        frame_bytes: Option<usize>,
+    ) -> Result<Self, LayoutError> {
+        if let Some(frame) = frame_bytes.filter(|f| !(1..=MAX_PAYLOAD).contains(f)) {
+            return Err(LayoutError::BadFrame(frame));
+        }
         if specs.is_empty() {
             return Err(LayoutError::NoFields);
         }
@@ -137,13 +175,34 @@ impl StructLayout {
             if !spec.scale.is_finite() || spec.scale == 0.0 {
                 return Err(LayoutError::BadScale { index });
             }
-            let at = spec.offset.unwrap_or(next);
-            next = at
-                .checked_add(spec.ty.size())
-                .filter(|end| *end <= MAX_PAYLOAD)
-                .ok_or(LayoutError::TooLong { index })?;
-            len = len.max(next);
+            let at = spec.at_byte.unwrap_or(next);
+            let end = at.saturating_add(spec.ty.size());
+            if end > MAX_PAYLOAD {
+                return Err(LayoutError::TooLong { index, end });
+            }
+            let overlapped = fields.iter().enumerate().find(|(_, (start, other))| {
+                let other: &FieldSpec = other;
+                at < start + other.ty.size() && *start < end
+            });
+            if let Some((other, (_, other_spec))) = overlapped {
+                return Err(LayoutError::Overlap {
+                    index,
+                    name: spec.name,
+                    start: at,
+                    end,
+                    other,
+                    other_name: other_spec.name.clone(),
+                });
+            }
+            next = end;
+            len = len.max(end);
             fields.push((at, spec));
+        }
+        if let Some(frame) = frame_bytes {
+            if len > frame {
+                return Err(LayoutError::LongerThanFrame { layout: len, frame });
+            }
+            len = frame;
         }
         Ok(Self { fields, len })
     }
@@ -232,7 +291,7 @@ mod tests {
     fn the_issue_example_and_defaults() {
         let l = layout(
             r#"fields = [
-                { name = "co2", type = "u16", endian = "be", scale = 1.0, offset = 0 },
+                { name = "co2", type = "u16", endian = "be", scale = 1.0, at_byte = 0 },
                 { name = "temperature", type = "i16", scale = 0.01 },
                 { name = "pressure", type = "u24", endian = "le", scale = 0.01 },
                 { name = "flag", type = "u8", offset = 8 },
@@ -313,6 +372,43 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_longer_than_the_fields_is_padding_and_a_shorter_one_is_refused() {
+        #[derive(Deserialize)]
+        struct Doc {
+            fields: Vec<FieldSpec>,
+        }
+        let fields = || {
+            toml::from_str::<Doc>(
+                r#"fields = [{ name = "co2", type = "u16" }, { name = "t", type = "i16", scale = 0.1 }]"#,
+            )
+            .unwrap()
+            .fields
+        };
+        let l = StructLayout::with_frame(fields(), Some(6)).unwrap();
+        assert_eq!(l.len(), 6);
+        assert_eq!(
+            l.decode(&[0x01, 0x90, 0x00, 0xD2, 0xEE, 0xEE]),
+            Ok(vec![v("co2", 400.0), v("t", 21.0)])
+        );
+        assert_eq!(
+            StructLayout::with_frame(fields(), Some(3)),
+            Err(LayoutError::LongerThanFrame {
+                layout: 4,
+                frame: 3
+            })
+        );
+        assert_eq!(
+            StructLayout::with_frame(fields(), Some(0)),
+            Err(LayoutError::BadFrame(0))
+        );
+        // Adjacent fields do not overlap; gaps are allowed.
+        assert!(layout(
+            r#"fields = [{ name = "a", type = "u16", at_byte = 2 }, { name = "b", type = "u16", at_byte = 0 }, { name = "c", type = "u8", at_byte = 5 }]"#
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn nan_is_an_error_not_a_value() {
         let l = layout(r#"fields = [{ name = "t", type = "f32" }]"#).unwrap();
         assert_eq!(
@@ -330,8 +426,31 @@ mod tests {
                 "{name:?}"
             );
         }
-        let rows: [(&str, LayoutError); 4] = [
+        let rows: [(&str, LayoutError); 6] = [
             ("fields = []", LayoutError::NoFields),
+            (
+                // `offset` read as a value offset: both fields at byte 0.
+                r#"fields = [{ name = "co2", type = "u16", offset = 0 }, { name = "temperature", type = "i16", offset = 0 }]"#,
+                LayoutError::Overlap {
+                    index: 1,
+                    name: "temperature".into(),
+                    start: 0,
+                    end: 2,
+                    other: 0,
+                    other_name: "co2".into(),
+                },
+            ),
+            (
+                r#"fields = [{ name = "a", type = "u32" }, { name = "b", type = "u8", at_byte = 3 }]"#,
+                LayoutError::Overlap {
+                    index: 1,
+                    name: "b".into(),
+                    start: 3,
+                    end: 4,
+                    other: 0,
+                    other_name: "a".into(),
+                },
+            ),
             (
                 r#"fields = [{ name = "a", type = "u8" }, { name = "a", type = "u8" }]"#,
                 LayoutError::DuplicateName {
@@ -344,8 +463,8 @@ mod tests {
                 LayoutError::BadScale { index: 0 },
             ),
             (
-                r#"fields = [{ name = "a", type = "u16", offset = 254 }]"#,
-                LayoutError::TooLong { index: 0 },
+                r#"fields = [{ name = "a", type = "u16", at_byte = 241 }]"#,
+                LayoutError::TooLong { index: 0, end: 243 },
             ),
         ];
         for (text, want) in rows {
