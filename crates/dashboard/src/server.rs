@@ -16,8 +16,9 @@ use hyper::body::{Bytes, Frame, Incoming};
 use std::io::Write as _;
 
 use hyper::header::{
-    HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE,
-    RETRY_AFTER, VARY, WWW_AUTHENTICATE,
+    HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING,
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, RETRY_AFTER, VARY, WWW_AUTHENTICATE,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -229,7 +230,8 @@ where
         let conn = conn.clone();
         async move {
             conn.slot.busy();
-            let response = respond(req, &state, &stop, &conn).await;
+            let mut response = respond(req, &state, &stop, &conn).await;
+            harden(&mut response);
             conn.slot.idle();
             Ok::<_, Infallible>(response)
         }
@@ -326,6 +328,24 @@ async fn respond(
         "/gateway" => html(pages::gateway(state)),
         _ => full(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// Headers every answer carries. The pages show a building's live state
+/// (behind a password on any address but loopback): no other site may
+/// frame them (clickjacking), and no browser or proxy may keep a copy of
+/// them or of the API's answers on disk, where the next user of a shared
+/// kiosk or a proxy's cache would find them. The stylesheet, the same for
+/// everyone, keeps the cache time it set.
+fn harden(r: &mut Response<Body>) {
+    let h = r.headers_mut();
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
 }
 
 /// A page, gzipped when the client takes it: an overview of hundreds of

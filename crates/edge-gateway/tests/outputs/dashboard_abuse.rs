@@ -430,3 +430,82 @@ async fn half_a_request_head_is_closed_at_the_head_deadline_and_counted() {
     }
     until_metric(metrics, timed_out, 8.0).await;
 }
+
+/// A page framed by another site (clickjacking) or kept in a shared
+/// kiosk's or a proxy's cache shows the building to the wrong people:
+/// every answer forbids framing, and the authenticated pages and API
+/// answers are never stored; only the stylesheet, the same for everyone,
+/// may be cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_api_answers_forbid_framing_and_caching() {
+    let _serial = SERIAL.lock().await;
+    let hash = {
+        let mut p = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+            .arg("passwd")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        p.stdin
+            .take()
+            .unwrap()
+            .write_all(b"correct horse\n")
+            .await
+            .unwrap();
+        let out = p.wait_with_output().await.unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let (dash, metrics) = (free_port(), free_port());
+    let users = format!("[[dashboard.user]]\nname = \"ops\"\npassword_hash = \"{hash}\"\n");
+    let mut gw = GatewayProcess::start(&gateway_config(
+        "gw-headers",
+        local.port(),
+        upstream.port(),
+        dash,
+        metrics,
+        &users,
+    ));
+    gw.wait_for_log("Dashboard listening").await;
+    // "ops:correct horse", as a browser sends it after the login prompt.
+    let auth = "Basic b3BzOmNvcnJlY3QgaG9yc2U=";
+    let header = |head: &str, name: &str| -> Option<String> {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    for path in ["/", "/alerts", "/gateway", "/api/devices", "/api/alerts"] {
+        let (code, head) = get_head(dash, path, auth).await;
+        assert_eq!(code, 200, "{path}: {head}");
+        assert_eq!(
+            header(&head, "x-frame-options").as_deref(),
+            Some("DENY"),
+            "{path}"
+        );
+        assert!(
+            header(&head, "content-security-policy")
+                .is_some_and(|v| v.contains("frame-ancestors 'none'")),
+            "{path}: {head}"
+        );
+        assert_eq!(
+            header(&head, "cache-control").as_deref(),
+            Some("no-store"),
+            "{path}"
+        );
+    }
+    // The login prompt itself is not framed either.
+    let (code, head) = get_head(dash, "/", "Basic b3BzOndyb25n").await;
+    assert_eq!(code, 401);
+    assert_eq!(header(&head, "x-frame-options").as_deref(), Some("DENY"));
+    let (code, head) = get_head(dash, "/style.css", auth).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        header(&head, "cache-control").as_deref(),
+        Some("max-age=3600")
+    );
+}
