@@ -145,6 +145,9 @@ async fn run(
             "edge_gateway_adapter_reconnects_total",
             &[("adapter", &ctx.name)],
         ),
+        retained_ignored: ctx
+            .telemetry
+            .counter(super::session::RETAINED_IGNORED, &[("adapter", &ctx.name)]),
         throttle: LogThrottle::default(),
         source: Arc::from(ctx.name.as_str()),
         subscribed,

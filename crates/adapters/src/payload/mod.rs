@@ -27,6 +27,7 @@
 //! and every place that builds a reading turns that refusal into a
 //! [`FieldReason::NotFinite`] problem.
 
+mod bounds;
 mod csv;
 mod decimal;
 mod influx;
@@ -188,6 +189,22 @@ pub enum DecodeError {
     /// A `key=value` line with a token that is not a pair.
     #[error("expected key=value pairs, got {token:?}")]
     NotKeyValue { token: String },
+    /// More readings (or records, keys, fields that could each be one)
+    /// in one message than `max_readings_per_message`: refused whole, and
+    /// found before the message is parsed where the format allows it, so
+    /// a hostile pack costs no memory ([`bounds`]).
+    #[error("the message holds {found} readings or more, at most {max} are accepted (max_readings_per_message)")]
+    TooManyReadings { found: usize, max: usize },
+    /// More values at any depth (nested arrays and objects included) than
+    /// a message of `max_readings_per_message` readings can need: each
+    /// would be memory held while the message is decoded.
+    #[error("the message holds {found} values or more, at most {max} are read (max_readings_per_message)")]
+    TooManyValues { found: usize, max: usize },
+    /// A CSV line whose every value field is a word (`temperature,humidity`):
+    /// a header a logger prints when it starts, one refusal rather than a
+    /// `not_numeric` per column.
+    #[error("a CSV header line, not values")]
+    CsvHeader,
 }
 
 impl DecodeError {
@@ -211,6 +228,9 @@ impl DecodeError {
             Self::TooManyMetrics { .. } => "too_many_metrics",
             Self::InvalidLineProtocol { .. } => "invalid_line_protocol",
             Self::NotKeyValue { .. } => "not_key_value",
+            Self::TooManyReadings { .. } => "too_many_readings",
+            Self::TooManyValues { .. } => "too_many_values",
+            Self::CsvHeader => "csv_header",
         }
     }
 }
@@ -331,10 +351,47 @@ pub fn decode_naming_device(
     ctx: &Context,
     device_field: Option<&str>,
 ) -> Result<Decoded, DecodeError> {
+    decode_bounded(
+        format,
+        payload,
+        ctx,
+        device_field,
+        DEFAULT_MAX_READINGS_PER_MESSAGE,
+    )
+}
+
+/// [`decode_naming_device`] of a message that may yield at most
+/// `max_readings` readings (an adapter's `max_readings_per_message`).
+/// Beyond it the message is refused whole: where the format allows, from
+/// a count of its records, keys or fields before it is parsed, so the
+/// memory of one decode stays bounded whatever the payload ([`bounds`]).
+///
+/// # Errors
+/// As [`decode`], and [`DecodeError::TooManyReadings`] /
+/// [`DecodeError::TooManyValues`] beyond the bound.
+pub fn decode_bounded(
+    format: &PayloadFormat,
+    payload: &[u8],
+    ctx: &Context,
+    device_field: Option<&str>,
+    max_readings: usize,
+) -> Result<Decoded, DecodeError> {
+    bounds::check(format, payload, max_readings)?;
     let decoded = decode_format(format, payload, ctx, device_field)?;
     check_metric_count(&decoded.readings)?;
+    if decoded.readings.len() > max_readings {
+        return Err(DecodeError::TooManyReadings {
+            found: decoded.readings.len(),
+            max: max_readings,
+        });
+    }
     Ok(decoded)
 }
+
+/// Readings one message may yield unless an adapter says otherwise
+/// (`max_readings_per_message`): a day of minutely SenML records is 1 440,
+/// and ten thousand readings are about 0.6 MB held at once.
+pub const DEFAULT_MAX_READINGS_PER_MESSAGE: usize = 10_000;
 
 /// [`decode`] of a [`PayloadFormat::Csv`] line onto the end of
 /// `readings`, its columns' `layout` worked out before and its device
@@ -349,7 +406,7 @@ pub(crate) fn decode_csv_into(
     columns: &[MetricName],
     layout: &CsvLayout,
     ctx: &Context,
-    known: &mut dyn FnMut(&[u8]) -> Option<DeviceId>,
+    known: &mut dyn FnMut(&[u8], IdKind) -> Option<DeviceId>,
     readings: &mut Vec<Reading>,
 ) -> Result<Vec<FieldProblem>, DecodeError> {
     let start = readings.len();
@@ -574,7 +631,27 @@ fn text_time(s: &str) -> Option<Timestamp> {
 /// The device a payload names by `id`; an unusable id is refused with
 /// the id itself, clipped.
 fn named_device_id(id: &str) -> Result<DeviceId, DecodeError> {
-    DeviceId::new(id).map_err(|source| DecodeError::InvalidDevice {
+    device_id_of_kind(id, IdKind::Any)
+}
+
+/// What a column or key naming the device declares it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdKind {
+    /// Any usable device id (a `device` column or key).
+    Any,
+    /// A MAC address, in any notation (a `mac` column or key): anything
+    /// else there is noise (a boot banner glued to the line), not a device.
+    Mac,
+}
+
+/// The device `id` names as an id of `kind`; refused with the id itself,
+/// clipped, when it is not one.
+pub(crate) fn device_id_of_kind(id: &str, kind: IdKind) -> Result<DeviceId, DecodeError> {
+    let made = match kind {
+        IdKind::Any => DeviceId::new(id),
+        IdKind::Mac => DeviceId::mac(id),
+    };
+    made.map_err(|source| DecodeError::InvalidDevice {
         id: clip(id),
         source,
     })
