@@ -50,6 +50,8 @@ pub(crate) use csv::{Layout as CsvLayout, DEVICE_COLUMNS as CSV_DEVICE_COLUMNS};
 #[cfg(feature = "lorawan")]
 pub use lns::NetworkServer;
 
+pub use bounds::{max_values, VALUES_PER_READING};
+
 use gateway_core::{DeviceId, MetricName, ModelError, Reading, TimeSource, Timestamp};
 
 /// How a payload is laid out. Chosen per topic or resource in the config.
