@@ -16,6 +16,9 @@
 //!   allowed, plus [`VALUES_SLACK`] for the metadata of a network
 //!   server's event ([`DecodeError::TooManyValues`]).
 //!
+//! After the decode, one device may have at most [`MAX_METRICS_PER_DEVICE`]
+//! distinct metrics in one message (`too_many_metrics`).
+//!
 //! What a decode holds is then bounded by the limit, not by the payload:
 //! about `max_readings_per_message` × (a reading, 56 bytes, and one
 //! record's parse) plus the payload's own text. The number and CSV formats
@@ -27,7 +30,9 @@
 //! every entry two) are not walked at all: the bound costs nothing on the
 //! path every normal message takes.
 
-use super::{json_text, DecodeError, PayloadFormat, BOM};
+use gateway_core::Reading;
+
+use super::{clip, json_text, DecodeError, PayloadFormat, BOM};
 
 /// Values at any depth allowed per reading a message may yield: a SenML
 /// record is up to about ten (`bn`, `bt`, `bu`, `n`, `u`, `v`, `t`, …).
@@ -94,6 +99,40 @@ pub(super) fn check(
             found: shape.values,
             max: values_max,
         });
+    }
+    Ok(())
+}
+
+/// Distinct metrics one device may report in one message. The richest real
+/// sensors (a Zigbee2MQTT multi-sensor, a ChirpStack decoded object) report
+/// a few dozen; a 10 000-key object is an attack or a bug, and would be
+/// 10 000 windows and a 700 KB upstream message. Across messages a device
+/// is bounded by `aggregation.max_series`.
+pub const MAX_METRICS_PER_DEVICE: usize = 256;
+
+pub(super) fn check_metric_count(readings: &[Reading]) -> Result<(), DecodeError> {
+    // Cheap for every normal message: fewer readings than the cap cannot
+    // exceed it (SenML batches of one metric at many times are also fine).
+    if readings.len() <= MAX_METRICS_PER_DEVICE {
+        return Ok(());
+    }
+    let pairs: std::collections::BTreeSet<(&str, &str)> = readings
+        .iter()
+        .map(|r| (r.device().as_str(), r.metric().as_str()))
+        .collect();
+    let mut count = 0;
+    let mut last: Option<&str> = None;
+    for (device, _) in &pairs {
+        count = if last == Some(device) { count + 1 } else { 1 };
+        last = Some(device);
+        if count > MAX_METRICS_PER_DEVICE {
+            let found = pairs.iter().filter(|(d, _)| d == device).count();
+            return Err(DecodeError::TooManyMetrics {
+                device: clip(device),
+                found,
+                max: MAX_METRICS_PER_DEVICE,
+            });
+        }
     }
     Ok(())
 }

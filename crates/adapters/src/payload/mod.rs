@@ -30,6 +30,7 @@
 mod bounds;
 mod csv;
 mod decimal;
+mod device_id;
 mod influx;
 mod json;
 mod json_text;
@@ -50,7 +51,11 @@ pub(crate) use csv::{Layout as CsvLayout, DEVICE_COLUMNS as CSV_DEVICE_COLUMNS};
 #[cfg(feature = "lorawan")]
 pub use lns::NetworkServer;
 
-pub use bounds::{max_values, VALUES_PER_READING};
+use bounds::check_metric_count;
+pub use bounds::{max_values, MAX_METRICS_PER_DEVICE, VALUES_PER_READING};
+pub(crate) use device_id::device_id_of_kind;
+use device_id::named_device_id;
+pub use device_id::IdKind;
 
 use gateway_core::{DeviceId, MetricName, ModelError, Reading, TimeSource, Timestamp};
 
@@ -420,40 +425,6 @@ pub(crate) fn decode_csv_into(
     Ok(problems)
 }
 
-/// Distinct metrics one device may report in one message. The richest real
-/// sensors (a Zigbee2MQTT multi-sensor, a ChirpStack decoded object) report
-/// a few dozen; a 10 000-key object is an attack or a bug, and would be
-/// 10 000 windows and a 700 KB upstream message. Across messages a device
-/// is bounded by `aggregation.max_series`.
-pub const MAX_METRICS_PER_DEVICE: usize = 256;
-
-fn check_metric_count(readings: &[Reading]) -> Result<(), DecodeError> {
-    // Cheap for every normal message: fewer readings than the cap cannot
-    // exceed it (SenML batches of one metric at many times are also fine).
-    if readings.len() <= MAX_METRICS_PER_DEVICE {
-        return Ok(());
-    }
-    let pairs: std::collections::BTreeSet<(&str, &str)> = readings
-        .iter()
-        .map(|r| (r.device().as_str(), r.metric().as_str()))
-        .collect();
-    let mut count = 0;
-    let mut last: Option<&str> = None;
-    for (device, _) in &pairs {
-        count = if last == Some(device) { count + 1 } else { 1 };
-        last = Some(device);
-        if count > MAX_METRICS_PER_DEVICE {
-            let found = pairs.iter().filter(|(d, _)| d == device).count();
-            return Err(DecodeError::TooManyMetrics {
-                device: clip(device),
-                found,
-                max: MAX_METRICS_PER_DEVICE,
-            });
-        }
-    }
-    Ok(())
-}
-
 fn decode_format(
     format: &PayloadFormat,
     payload: &[u8],
@@ -628,35 +599,6 @@ fn text_time(s: &str) -> Option<Timestamp> {
     Timestamp::parse_rfc3339(s)
         .ok()
         .or_else(|| s.trim().parse::<f64>().ok().and_then(epoch_time))
-}
-
-/// The device a payload names by `id`; an unusable id is refused with
-/// the id itself, clipped.
-fn named_device_id(id: &str) -> Result<DeviceId, DecodeError> {
-    device_id_of_kind(id, IdKind::Any)
-}
-
-/// What a column or key naming the device declares it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IdKind {
-    /// Any usable device id (a `device` column or key).
-    Any,
-    /// A MAC address, in any notation (a `mac` column or key): anything
-    /// else there is noise (a boot banner glued to the line), not a device.
-    Mac,
-}
-
-/// The device `id` names as an id of `kind`; refused with the id itself,
-/// clipped, when it is not one.
-pub(crate) fn device_id_of_kind(id: &str, kind: IdKind) -> Result<DeviceId, DecodeError> {
-    let made = match kind {
-        IdKind::Any => DeviceId::new(id),
-        IdKind::Mac => DeviceId::mac(id),
-    };
-    made.map_err(|source| DecodeError::InvalidDevice {
-        id: clip(id),
-        source,
-    })
 }
 
 /// At most [`MAX_ECHO`] bytes of `s`, cut at a character boundary, so a
