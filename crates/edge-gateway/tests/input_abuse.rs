@@ -108,6 +108,7 @@ columns = ["temperature", "pressure", "humidity", "gas"]
         head("gw-reset", upstream.port(), metrics)
     );
     let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Metrics endpoint listening").await;
     gw.wait_for_log("Listening for lines.").await;
     http_until(metrics, "/health", |code, _| code == 200).await;
 
@@ -221,6 +222,7 @@ name = "Kitchen"
     );
     let relay = Relay::start(&port, &board).await;
     let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Metrics endpoint listening").await;
     gw.wait_for_log("Serial port open.").await;
     http_until(metrics, "/health", |code, _| code == 200).await;
 
@@ -318,6 +320,7 @@ max_backoff = "200ms"
     );
     let ignored = r#"edge_gateway_adapter_retained_ignored_total{adapter="meters"}"#;
     let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Metrics endpoint listening").await;
     gw.wait_for_log("Subscribed.").await;
     http_until(metrics, "/health", |code, _| code == 200).await;
     // The meter's reading, retained at QoS 1, and its retained status.
@@ -338,11 +341,13 @@ max_backoff = "200ms"
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
     let mut gw = GatewayProcess::start_in(gw.dir, &cfg);
+    gw.wait_for_log("Metrics endpoint listening").await;
     gw.wait_for_log("Subscribed.").await;
     metric_is(metrics, ignored, 1.0).await;
 
     // kill -9 and the same gateway again.
     let mut gw = gw.kill_and_restart(&cfg, &[]).await;
+    gw.wait_for_log("Metrics endpoint listening").await;
     metric_is(metrics, ignored, 1.0).await;
 
     // The local broker restarts with its persistence: session, retained
@@ -399,6 +404,7 @@ max_payload_bytes = 16777216
         local = local.port(),
     );
     let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Metrics endpoint listening").await;
     gw.wait_for_log("Subscribed.").await;
     http_until(metrics, "/health", |code, _| code == 200).await;
 
@@ -454,6 +460,7 @@ bind = "127.0.0.1:{udp}"
         head("gw-pull-flood", upstream.port(), metrics)
     );
     let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Metrics endpoint listening").await;
     gw.wait_for_log("Semtech UDP server listening").await;
     let pull = |eui: [u8; 8], token: u16| {
         let t = token.to_be_bytes();

@@ -1093,6 +1093,7 @@ async fn a_join_heard_without_a_downlink_path_cannot_be_replayed_later() {
     let cfg = config(upstream.port(), port, metrics, commands.port());
     let mut gw = start(tempfile::tempdir().unwrap(), &cfg);
     gw.wait_for_log("Semtech UDP server listening").await;
+    gw.wait_for_log("Metrics endpoint listening").await;
     let mut near = Forwarder::connect(port, GW_NEAR).await;
     let mut far = Forwarder::connect(port, GW_FAR).await;
     // A forwarder whose PULL_DATA never got through (a NAT, a firewall):
@@ -1126,6 +1127,7 @@ async fn a_join_heard_without_a_downlink_path_cannot_be_replayed_later() {
     gw.wait_exit().await;
     let mut gw = start(gw.dir, &cfg);
     gw.wait_for_log("Semtech UDP server listening").await;
+    gw.wait_for_log("Metrics endpoint listening").await;
     near.pull().await;
     far.pull().await;
     let (addr2, nwk2, app2) = join(&mut near, &mut far, 0x0A03).await;
