@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
                 max_body_bytes: 8192,
                 dedup_capacity: 4096,
                 max_devices: 64,
+                max_readings_per_message: adapters::payload::DEFAULT_MAX_READINGS_PER_MESSAGE,
             },
             1,
         )

@@ -58,6 +58,7 @@ fn config(bind: SocketAddr) -> CoapServerConfig {
             max_body_bytes: 65_536,
             dedup_capacity: 1 << 20,
             max_devices: 1024,
+            max_readings_per_message: adapters::payload::DEFAULT_MAX_READINGS_PER_MESSAGE,
         },
     }
 }

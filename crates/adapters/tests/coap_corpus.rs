@@ -20,6 +20,7 @@ fn handler() -> Handler {
             max_body_bytes: 8192,
             dedup_capacity: 1024,
             max_devices: 64,
+            max_readings_per_message: adapters::payload::DEFAULT_MAX_READINGS_PER_MESSAGE,
         },
         1,
     )

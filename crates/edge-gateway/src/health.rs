@@ -5,7 +5,7 @@
 //! takes in nothing. Anything else is a 503 with the reasons, so a load
 //! balancer or `curl -f` in a watchdog sees the difference.
 
-use gateway_core::component::ADAPTER_CONNECTED;
+use gateway_core::component::{ADAPTER_CONNECTED, ADAPTER_LINK, LINK_RADIO, LINK_SERIAL_PORT};
 use gateway_core::Telemetry;
 use serde_json::json;
 use sinks::mqtt_upstream::{UPSTREAM_CONNECTED, UPSTREAM_NODE};
@@ -38,6 +38,24 @@ pub struct Health {
     pub body: serde_json::Value,
 }
 
+/// Why a running adapter `name` takes nothing in, said of what it is
+/// linked to ([`ADAPTER_LINK`]): an unplugged serial port is no broker.
+fn not_linked(name: &str, links: &[(String, String)]) -> String {
+    let link = links
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, l)| l.as_str());
+    match link {
+        Some(LINK_SERIAL_PORT) => {
+            format!("adapter \"{name}\" cannot read its serial port (unplugged, or it cannot be opened)")
+        }
+        Some(LINK_RADIO) => {
+            format!("adapter \"{name}\" has no working Bluetooth radio (not scanning)")
+        }
+        _ => format!("adapter \"{name}\" is not connected and subscribed to its broker"),
+    }
+}
+
 /// Judges the gateway from its telemetry.
 pub fn check(t: &Telemetry) -> Health {
     let mut reasons = Vec::new();
@@ -52,6 +70,15 @@ pub fn check(t: &Telemetry) -> Health {
         .filter_map(|(labels, v)| {
             let (_, name) = labels.into_iter().find(|(k, _)| k == "adapter")?;
             Some((name, v > 0.5))
+        })
+        .collect();
+    let links: Vec<(String, String)> = t
+        .gauges(ADAPTER_LINK)
+        .into_iter()
+        .filter(|(_, v)| *v > 0.5)
+        .filter_map(|(labels, _)| {
+            let label = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            Some((label("adapter")?, label("link")?))
         })
         .collect();
     let mut adapters = serde_json::Map::new();
@@ -70,9 +97,7 @@ pub fn check(t: &Telemetry) -> Health {
                 "stopped"
             }
             (true, false) => {
-                reasons.push(format!(
-                    "adapter \"{name}\" is not connected and subscribed to its broker"
-                ));
+                reasons.push(not_linked(name, &links));
                 "connecting"
             }
             (true, true) => "running",
@@ -240,6 +265,27 @@ mod tests {
         );
         subscribed.set(1.0);
         assert!(check(&t).healthy, "a CoAP adapter needs no connection");
+    }
+
+    #[test]
+    fn an_unplugged_serial_port_is_said_to_be_one() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        for (name, link) in [("relay", LINK_SERIAL_PORT), ("ble", LINK_RADIO)] {
+            t.gauge(ADAPTER_UP, &[("adapter", name)]).set(1.0);
+            t.gauge(ADAPTER_CONNECTED, &[("adapter", name)]).set(0.0);
+            t.gauge(ADAPTER_LINK, &[("adapter", name), ("link", link)])
+                .set(1.0);
+        }
+        let h = check(&t);
+        assert_eq!(
+            h.body["reasons"],
+            json!([
+                "adapter \"ble\" has no working Bluetooth radio (not scanning)",
+                "adapter \"relay\" cannot read its serial port (unplugged, or it cannot be opened)"
+            ])
+        );
+        assert!(!h.body["reasons"].to_string().contains("broker"));
     }
 
     #[test]

@@ -126,6 +126,13 @@ pub fn notes(config: &GatewayConfig, layers: &Layers) -> Vec<String> {
     if config.adapters.is_empty() {
         notes.push("no [[adapter]]: the gateway reads no sensor".into());
     }
+    for (i, d) in config.devices.iter().enumerate() {
+        if let Some(problem) = gateway_core::hardware_address::registry_id_problem(d.id.as_str()) {
+            notes.push(format!(
+                "device[{i}].id: {problem}; this entry can never name a device"
+            ));
+        }
+    }
     notes
 }
 

@@ -294,6 +294,17 @@ pub trait Adapter: Send + 'static {
 /// connecting or after a refusal. Adapters without a connection (CoAP,
 /// UDP) do not set it. `/health` reads it.
 pub const ADAPTER_CONNECTED: &str = "edge_gateway_adapter_connected";
+/// Gauge `{adapter, link}`, 1, set beside [`ADAPTER_CONNECTED`]: what the
+/// connection is to ([`LINK_BROKER`], [`LINK_SERIAL_PORT`],
+/// [`LINK_RADIO`]), so `/health` says what is missing in the words of
+/// what is there (an unplugged serial port has no broker).
+pub const ADAPTER_LINK: &str = "edge_gateway_adapter_link_info";
+/// An MQTT broker: connected and subscribed.
+pub const LINK_BROKER: &str = "broker";
+/// A serial port: open.
+pub const LINK_SERIAL_PORT: &str = "serial_port";
+/// A Bluetooth radio: scanning.
+pub const LINK_RADIO: &str = "radio";
 /// Messages (or datagrams, lines) an adapter received, good or bad.
 pub const ADAPTER_RECEIVED: &str = "edge_gateway_adapter_received_messages_total";
 /// Readings an adapter decoded and handed to the pipeline.

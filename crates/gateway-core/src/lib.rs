@@ -15,6 +15,7 @@
 //! - [`net`]: accepting TCP connections alike in every HTTP endpoint;
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
 //! - [`registry`]: the device registry (id → human name and tags);
+//! - [`hardware_address`]: MACs and EUIs as one device id in any notation;
 //! - [`csv`]: text cells of the CSV files the gateway writes, safe to open
 //!   in a spreadsheet.
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod csv;
 pub mod deadline;
 pub mod event;
+pub mod hardware_address;
 pub mod id_text;
 pub mod model;
 pub mod net;

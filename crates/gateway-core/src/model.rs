@@ -34,6 +34,10 @@ pub enum ModelError {
     NotFinite,
     #[error("timestamp {0} is outside the representable range")]
     TimeOutOfRange(String),
+    #[error(
+        "expected a MAC address (aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff or aabbccddeeff), got {0:?}"
+    )]
+    NotMac(String),
 }
 
 fn check_topic_level(what: &'static str, s: &str, max: usize) -> Result<(), ModelError> {
@@ -151,10 +155,10 @@ topic_level_newtype!(
     /// A device's id as the sensor side knows it: a MAC, a DevEUI or a topic
     /// level. It is one MQTT topic level upstream (`{prefix}/{device}/...`).
     ///
-    /// A MAC or an EUI is one device whatever case it arrives in, so it is
-    /// kept in lower case ([`canonical_device_id`]): every adapter, the
-    /// `[[device]]` registry and the pages build ids here, and one device
-    /// is one series, one alert and one row everywhere.
+    /// A MAC or an EUI is one device whatever notation or case it arrives
+    /// in, so it is kept in one text ([`canonical_device_id`]): every
+    /// adapter, the `[[device]]` registry and the pages build ids here, and
+    /// one device is one series, one alert and one row everywhere.
     DeviceId,
     "device id",
     MAX_DEVICE_ID_LEN,
@@ -169,34 +173,34 @@ topic_level_newtype!(
     |_: &mut String| {}
 );
 
-/// Lower-cases `id` in place when it is a hardware address: a MAC-48 or
-/// EUI-64 as 6 or 8 hex pairs separated by `:` or `-`
-/// (`AA:BB:CC:DD:EE:FF`), or as 12 or 16 bare hex digits
-/// (`70B3D57ED0001234`). Radio stacks print these in either case; names
-/// and topic levels (`Living Room`) are left as they are. Lower case
-/// because BlueZ, ChirpStack and this gateway's own BLE and LoRaWAN
-/// adapters print them so.
+impl DeviceId {
+    /// The device id of a MAC (or EUI-64) read from a field that declares
+    /// one, such as a CSV column named `mac`: any notation
+    /// ([`crate::hardware_address::HardwareAddress::parse`]), even bare
+    /// decimal digits, which [`DeviceId::new`] would take for a serial
+    /// number.
+    ///
+    /// # Errors
+    /// [`ModelError::NotMac`] for anything else: boot noise glued to a
+    /// MAC (`rl~lxA2:B2:…`) names no device, and taking it would make one.
+    pub fn mac(text: &str) -> Result<Self, ModelError> {
+        let address = crate::hardware_address::HardwareAddress::parse(text).ok_or_else(|| {
+            let shown: String = text.chars().take(40).collect();
+            ModelError::NotMac(shown)
+        })?;
+        Self::new(address.canonical())
+    }
+}
+
+/// Rewrites `id` in place to the one text of its hardware address when
+/// it is plainly one: a MAC-48 or EUI-64 with `:` or `-` between its hex
+/// pairs, or bare hex digits with a letter among them, in any case
+/// (`crate::hardware_address`). A MAC becomes `aa:bb:cc:dd:ee:ff`, an EUI-64
+/// `70b3d57ed0001234`, as BlueZ, ChirpStack and this gateway's own BLE and
+/// LoRaWAN adapters print them; names and topic levels (`Living Room`)
+/// are left as they are.
 pub fn canonical_device_id(id: &mut String) {
-    // Cheap first: most ids are names, and this runs once per reading.
-    if !matches!(id.len(), 12 | 16 | 17 | 23) || !id.bytes().any(|b| b.is_ascii_uppercase()) {
-        return;
-    }
-    let b = id.as_bytes();
-    let hardware = match b.len() {
-        12 | 16 => b.iter().all(u8::is_ascii_hexdigit),
-        _ => {
-            let sep = b[2];
-            matches!(sep, b':' | b'-')
-                && b.chunks(3).all(|c| {
-                    c[0].is_ascii_hexdigit()
-                        && c[1].is_ascii_hexdigit()
-                        && c.get(2).is_none_or(|s| *s == sep)
-                })
-        }
-    };
-    if hardware {
-        id.make_ascii_lowercase();
-    }
+    crate::hardware_address::canonicalise(id);
 }
 
 /// A wall-clock instant in whole milliseconds since the Unix epoch, UTC.
@@ -485,10 +489,11 @@ mod tests {
         for (sent, id) in [
             ("AA:BB:CC:DD:EE:FF", "aa:bb:cc:dd:ee:ff"),
             ("Aa:bB:cc:DD:ee:FF", "aa:bb:cc:dd:ee:ff"),
-            ("AA-BB-CC-DD-EE-FF", "aa-bb-cc-dd-ee-ff"),
+            ("AA-BB-CC-DD-EE-FF", "aa:bb:cc:dd:ee:ff"),
             ("70B3D57ED0001234", "70b3d57ed0001234"),
-            ("70:B3:D5:7E:D0:00:12:34", "70:b3:d5:7e:d0:00:12:34"),
-            ("AABBCCDDEEFF", "aabbccddeeff"),
+            ("70:B3:D5:7E:D0:00:12:34", "70b3d57ed0001234"),
+            ("AABBCCDDEEFF", "aa:bb:cc:dd:ee:ff"),
+            ("202401150001", "202401150001"),
             // Not a hardware address: a name keeps its case.
             ("AA:BB:CC:DD:EE:FG", "AA:BB:CC:DD:EE:FG"),
             ("AA:BB-CC:DD:EE:FF", "AA:BB-CC:DD:EE:FF"),
@@ -500,6 +505,15 @@ mod tests {
             DeviceId::new("AA:BB:CC:DD:EE:FF").unwrap(),
             DeviceId::new("aa:bb:cc:dd:ee:ff").unwrap()
         );
+        assert_eq!(
+            DeviceId::mac("240128001502").unwrap().as_str(),
+            "24:01:28:00:15:02",
+            "a declared MAC, even in decimal digits"
+        );
+        assert!(matches!(
+            DeviceId::mac("rl~lxA2:B2:C2:D2:E2:F2"),
+            Err(ModelError::NotMac(_))
+        ));
         let t = Timestamp(0);
         let m = MetricName::new("m").unwrap();
         let r = Reading::new(DeviceId::new("d").unwrap(), m, 1.0, t, TimeSource::Event).unwrap();

@@ -21,8 +21,9 @@ pub struct DeviceInfo {
 
 /// Lookup from device id to [`DeviceInfo`].
 ///
-/// A MAC or EUI is one id in any case already ([`DeviceId`] keeps it in
-/// lower case); other ids match exactly first, then ignoring ASCII case.
+/// A MAC or EUI is one id in any notation and case already ([`DeviceId`]
+/// keeps one text for it, on the registry's side and the adapters'); other
+/// ids match exactly first, then ignoring ASCII case.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceRegistry {
     exact: HashMap<String, Arc<DeviceInfo>>,

@@ -22,7 +22,9 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use gateway_core::component::{AdapterFuture, AdapterStats, ADAPTER_CONNECTED};
+use gateway_core::component::{
+    AdapterFuture, AdapterStats, ADAPTER_CONNECTED, ADAPTER_LINK, LINK_RADIO,
+};
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress};
 use tokio::sync::mpsc;
@@ -143,6 +145,12 @@ fn spawn_source(
             let connected = ctx
                 .telemetry
                 .gauge(ADAPTER_CONNECTED, &[("adapter", &ctx.name)]);
+            ctx.telemetry
+                .gauge(
+                    ADAPTER_LINK,
+                    &[("adapter", &ctx.name), ("link", LINK_RADIO)],
+                )
+                .set(1.0);
             let mut radio = BluezRadio::new(adapter, ctx.clock.clone());
             let outcome = watchdog::supervise(
                 &mut radio,

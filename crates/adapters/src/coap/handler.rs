@@ -59,6 +59,9 @@ pub struct Limits {
     pub dedup_capacity: usize,
     /// Devices remembered for `GET /s/{device}`.
     pub max_devices: usize,
+    /// A body yielding more readings is refused whole (4.13), counted before
+    /// it is parsed where its format allows (`crate::payload::decode_bounded`).
+    pub max_readings_per_message: usize,
 }
 
 /// What one datagram produced.
@@ -453,7 +456,14 @@ impl Handler {
             metric: metric.as_ref(),
             now: arrival,
         };
-        let answer = match payload::decode(&format, &body, &ctx) {
+        let bounded = payload::decode_bounded(
+            &format,
+            &body,
+            &ctx,
+            None,
+            self.limits.max_readings_per_message,
+        );
+        let answer = match bounded {
             Ok(decoded) => {
                 for p in &decoded.problems {
                     out.error(format!("field_{}", p.reason.kind()), p.to_string());
@@ -472,7 +482,14 @@ impl Handler {
             }
             Err(e) => {
                 out.error(e.kind(), e.to_string());
-                Answer::error(ResponseType::BadRequest, &e.to_string())
+                let code = match e {
+                    payload::DecodeError::TooManyReadings { .. }
+                    | payload::DecodeError::TooManyValues { .. } => {
+                        ResponseType::RequestEntityTooLarge
+                    }
+                    _ => ResponseType::BadRequest,
+                };
+                Answer::error(code, &e.to_string())
             }
         };
         match echo {

@@ -14,6 +14,7 @@ fn limits() -> Limits {
         max_body_bytes: 4096,
         dedup_capacity: 64,
         max_devices: 16,
+        max_readings_per_message: crate::payload::DEFAULT_MAX_READINGS_PER_MESSAGE,
     }
 }
 

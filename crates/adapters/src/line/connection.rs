@@ -6,6 +6,11 @@
 //! stops reading from it (TCP flow control then slows the sender), and the
 //! others go on.
 //!
+//! A line is ended by its newline, or by the client's clean close (FIN):
+//! a node that sends and closes often leaves the newline out. A reset
+//! (RST: `SO_LINGER 0`, a Wi-Fi drop) ends nothing: the bytes after the
+//! last newline are dropped and counted `incomplete_line`.
+//!
 //! With `ack`, every line with readings goes to the pipeline as
 //! `Ingress::Durable` with a receipt, completed once the journal holding
 //! it is synced; `ok N` follows for every line up to N. Without `ack`, the
@@ -23,7 +28,6 @@ use gateway_core::{
     ReceiptWaiter,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
 
 use super::acks::{write_err, write_ok, AckState};
 use super::decode::{DeviceCache, LineDecoder, Outcome, Tally};
@@ -151,13 +155,13 @@ where
                     take_lines(&buf[..n], false, &mut conn, fallback.as_ref(), peer, &shared).await?;
                 }
                 Err(e) => {
-                    // A node that closes with answers unread resets the
-                    // connection instead of closing it: what it sent before
-                    // is still its last line. No answer can reach it now.
+                    // A reset (SO_LINGER 0, a Wi-Fi drop, a node that died)
+                    // cuts a line anywhere: `21.5,1013.2,45.1,12` may be
+                    // the first digits of 12048. Only a clean close (FIN)
+                    // says the bytes before it are a whole line.
                     if framer.has_partial() {
-                        debug!(adapter = %shared.ctx.name, %peer, error = %e, "Connection reset; taking its last line without a newline.");
-                        let mut conn = Conn { framer: &mut framer, devices: &mut devices, acks: &mut acks, waiting: &mut waiting, out: &mut out };
-                        take_lines(&[], true, &mut conn, fallback.as_ref(), peer, &shared).await?;
+                        framer.reset();
+                        incomplete(&shared, peer, &e.to_string());
                     }
                     break Closed::Broken;
                 }
@@ -168,11 +172,11 @@ where
     if matches!(closed, Closed::Idle | Closed::Shutdown) && framer.has_partial() {
         // The client is still there and may finish the line: it is not its
         // last one, and is not taken, but never dropped silently.
-        shared.stats.received.inc();
-        shared.stats.error("incomplete_line");
-        if let Some(suppressed) = shared.throttle.allow("incomplete_line") {
-            tracing::warn!(adapter = %shared.ctx.name, %peer, ?closed, suppressed, "Dropping a line without its newline: the connection was closed by the gateway.");
-        }
+        incomplete(
+            &shared,
+            peer,
+            &format!("closed by the gateway ({closed:?})"),
+        );
     }
     if closed != Closed::Broken && written < out.len() {
         // The answers already earned, without waiting on a stuck client.
@@ -180,6 +184,16 @@ where
             tokio::time::timeout(Duration::from_millis(200), wr.write_all(&out[written..])).await;
     }
     Ok(closed)
+}
+
+/// Counts and logs (throttled) a line without its newline that is
+/// dropped: the connection ended in a way that does not finish it.
+fn incomplete(shared: &Shared, peer: SocketAddr, how: &str) {
+    shared.stats.received.inc();
+    shared.stats.error("incomplete_line");
+    if let Some(suppressed) = shared.throttle.allow("incomplete_line") {
+        tracing::warn!(adapter = %shared.ctx.name, %peer, how, suppressed, "Dropping a line without its newline: the connection ended before it did.");
+    }
 }
 
 /// One connection's state that its lines change.

@@ -14,7 +14,7 @@ use gateway_core::telemetry::LogThrottle;
 use gateway_core::{AdapterStats, DeviceId, MetricName, Reading, TimeSource, Timestamp};
 use tracing::warn;
 
-use crate::payload::{self, Context, CsvLayout, DecodeError, Decoded, PayloadFormat};
+use crate::payload::{self, Context, CsvLayout, DecodeError, Decoded, IdKind, PayloadFormat};
 
 /// A line format and whether its lines can name their own device.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,8 +70,10 @@ impl Tally {
 /// node's connection names one device line after line.
 #[derive(Debug, Default)]
 pub struct DeviceCache {
-    by_text: HashMap<Box<str>, DeviceId>,
-    last: Option<DeviceId>,
+    /// By the kind of id the column declares ([`IdKind`]): a `mac`
+    /// column's text must be a MAC, a `device` column's any id.
+    by_text: [HashMap<Box<str>, DeviceId>; 2],
+    last: Option<(IdKind, DeviceId)>,
 }
 
 /// Devices one cache holds before it starts over (a relay board hears a
@@ -80,29 +82,34 @@ pub struct DeviceCache {
 const DEVICE_CACHE: usize = 1024;
 
 impl DeviceCache {
-    /// The id for `text`, or `None` if it is not a valid device id. Taken
-    /// as bytes: the previous line's device is recognised before any
+    /// The id for `text` as an id of `kind`, or `None` if it is not one.
+    /// Taken as bytes: the previous line's device is recognised before any
     /// UTF-8 check.
-    fn get(&mut self, text: &[u8]) -> Option<DeviceId> {
-        if let Some(last) = self.last.as_ref().filter(|d| d.as_str().as_bytes() == text) {
+    fn get(&mut self, text: &[u8], kind: IdKind) -> Option<DeviceId> {
+        if let Some((_, last)) = self
+            .last
+            .as_ref()
+            .filter(|(k, d)| *k == kind && d.as_str().as_bytes() == text)
+        {
             return Some(last.clone());
         }
-        let id = self.lookup(std::str::from_utf8(text).ok()?)?;
-        self.last = Some(id.clone());
+        let id = self.lookup(std::str::from_utf8(text).ok()?, kind)?;
+        self.last = Some((kind, id.clone()));
         Some(id)
     }
 
-    fn lookup(&mut self, text: &str) -> Option<DeviceId> {
-        if let Some(d) = self.by_text.get(text) {
+    fn lookup(&mut self, text: &str, kind: IdKind) -> Option<DeviceId> {
+        let by_text = &mut self.by_text[kind as usize];
+        if let Some(d) = by_text.get(text) {
             return Some(d.clone());
         }
         // Interned: its readings' clones of it then cost no reference
         // count, on this worker or where the pipeline drops them.
-        let id = DeviceId::new(text).ok()?.interned();
-        if self.by_text.len() >= DEVICE_CACHE {
-            self.by_text.clear();
+        let id = payload::device_id_of_kind(text, kind).ok()?.interned();
+        if by_text.len() >= DEVICE_CACHE {
+            by_text.clear();
         }
-        self.by_text.insert(text.into(), id.clone());
+        by_text.insert(text.into(), id.clone());
         Some(id)
     }
 }
@@ -163,7 +170,7 @@ impl LineDecoder {
                     columns,
                     layout,
                     &ctx(device),
-                    &mut |text| devices.get(text),
+                    &mut |text, kind| devices.get(text, kind),
                     readings,
                 )
             };
@@ -415,12 +422,15 @@ mod tests {
         };
         // (line, fallback, the device or the refusal)
         type Case<'a> = (&'a [u8], Option<&'a str>, Result<&'a str, &'a str>);
-        let cases: [Case; 11] = [
+        let cases: [Case; 13] = [
             (b"a,,21.5", None, Ok("a")),
             (b"a,,21.6", None, Ok("a")),
-            (b",m1,21.7", None, Ok("m1")),
-            (b"a,m1,21.8", None, Ok("a")),
+            (b",A2-B2-C2-D2-E2-01,21.7", None, Ok("a2:b2:c2:d2:e2:01")),
+            (b"a,A2-B2-C2-D2-E2-01,21.8", None, Ok("a")),
             (b"bad/id,,1", None, Err("invalid_device")),
+            // Not a MAC in the mac column: no device, the fallback or not.
+            (b",rl~lxA2:B2:C2:D2:E2:F2,1", None, Err("invalid_device")),
+            (b",a,1", Some("port"), Err("invalid_device")),
             (b",,1", Some("port"), Ok("port")),
             (b"a,,1,2", None, Err("csv_column_count")),
             // A MAC in capitals, twice: the id is the canonical one both
@@ -442,17 +452,20 @@ mod tests {
         }
         // The MAC in capitals is kept by its text; in small letters it was
         // the device of the line before, and never looked up.
-        assert_eq!(cache.by_text.len(), 3, "a, m1 and the MAC as sent");
+        let known: Vec<usize> = cache.by_text.iter().map(HashMap::len).collect();
+        assert_eq!(known, [1, 2], "a; the dashed MAC and the MAC as sent");
     }
 
     #[test]
     fn bad_lines_are_counted_by_type_and_blank_lines_not_at_all() {
         let t = Telemetry::default();
         let seed = csv(&["temperature", "pressure", "humidity", "gas"]);
-        let cases: [(&[u8], Option<&str>); 6] = [
+        let cases: [(&[u8], Option<&str>); 7] = [
             (b"21.3,1013.2,45.1", Some("csv_column_count")),
             (b"1,2,\xfe,4", Some("not_utf8")),
-            (b"x,y,z,w", Some("field_not_numeric")),
+            (b"err,err,err,err", Some("field_not_numeric")),
+            // A logger's header when it starts: one refusal, not four.
+            (b"temperature,pressure,humidity,gas", Some("csv_header")),
             (b" \r", None),
             (b"", None),
             (b"21.3,1013.2,45.1,12000", None),
@@ -470,13 +483,14 @@ mod tests {
         assert_eq!(errors(&t, "csv_column_count"), 1);
         assert_eq!(errors(&t, "not_utf8"), 1);
         assert_eq!(errors(&t, "field_not_numeric"), 4);
+        assert_eq!(errors(&t, "csv_header"), 1);
         let received = t
             .counter_value(
                 "edge_gateway_adapter_received_messages_total",
                 &[("adapter", "lines")],
             )
             .unwrap();
-        assert_eq!(received, 4, "blank lines are not messages");
+        assert_eq!(received, 5, "blank lines are not messages");
     }
 
     #[test]

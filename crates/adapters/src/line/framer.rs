@@ -5,13 +5,13 @@
 //! up to its newline and reported once as [`Frame::TooLong`], so a sender
 //! without newlines cannot make us buffer without bound.
 //!
-//! At the end of a stream (a client that closed its socket, a port that
-//! closed) [`Framer::finish`] hands over the partial line: the last line a
-//! device writes before it closes often has no newline (MicroPython's
-//! `s.send(line); s.close()`, `printf … | socat`), and it is a line like
-//! any other. [`Framer::reset`] forgets a partial line where the stream
-//! goes on (a port reopened), so it is never glued to the first line of the
-//! next stream.
+//! At the clean end of a stream (a TCP client's FIN) [`Framer::finish`]
+//! hands over the partial line: the last line a device writes before it
+//! closes often has no newline (MicroPython's `s.send(line); s.close()`,
+//! `printf … | socat`), and it is a line like any other. An end that is
+//! no close (a reset, a serial port unplugged) cuts a line anywhere: the
+//! caller [`Framer::reset`]s, forgetting the partial line, so it is never
+//! taken and never glued to the first line of the next stream.
 
 /// What the next newline closed.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Line ingress: one set of readings per text line, from TCP clients
-//! (`tcp_line`, an ESP32 + BME680) or a serial port (`serial_line`, seed
-//! 002's ESP-NOW relay board).
+//! (`tcp_line`, an ESP32 + BME680) or a serial port (`serial_line`, an
+//! ESP-NOW relay board).
 //!
 //! ```text
 //! socket / port ──► framer ──► decode ──► Ingress ──► pipeline

@@ -6,10 +6,11 @@
 //! `edge_gateway_adapter_connected{adapter}` to 0 (`/health` shows
 //! `connecting`, as for an MQTT adapter without its broker), retries with
 //! backoff without logging each attempt, and sets it back to 1 once the
-//! port is open. A partial line when the port closes is the last line of
-//! that stream: taken like any other (a relay that prints its last line
-//! without a newline and closes loses nothing), and never glued to the
-//! first line of the new stream.
+//! port is open. A partial line when the port goes is cut where the plug
+//! came out (`…,22.5,4` may have been `…,22.5,41.0`): a serial port has no
+//! clean close that would finish it, so it is dropped, counted
+//! `incomplete_line` and logged, and never glued to the first line of the
+//! new stream.
 //!
 //! The port has no acknowledgement to hold back, but what is behind it may
 //! resend: an ESP-NOW relay prints a client's frame again when the client
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
-use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
+use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED, ADAPTER_LINK, LINK_SERIAL_PORT};
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{
     Adapter, AdapterContext, AdapterError, DeliveryKey, DeviceId, Ingress, Receipt,
@@ -93,6 +94,12 @@ async fn run(config: SerialLineConfig, ctx: AdapterContext) -> Result<(), Adapte
         .telemetry
         .gauge(ADAPTER_CONNECTED, &[("adapter", &ctx.name)]);
     connected.set(0.0);
+    ctx.telemetry
+        .gauge(
+            ADAPTER_LINK,
+            &[("adapter", &ctx.name), ("link", LINK_SERIAL_PORT)],
+        )
+        .set(1.0);
     let reopens = ctx.telemetry.counter(
         "edge_gateway_adapter_reconnects_total",
         &[("adapter", &ctx.name)],
@@ -174,7 +181,7 @@ async fn read_port(
         let mut data = &buf[..n];
         let mut batch = Vec::new();
         let mut tally = Tally::default();
-        while let Some(frame) = framer.next_or_last(&mut data, lost.is_some()) {
+        while let Some(frame) = framer.next(&mut data) {
             let outcome = match frame {
                 Frame::TooLong => {
                     stats.received.inc();
@@ -229,6 +236,14 @@ async fn read_port(
         tally.flush(&stats);
         send(ctx, Ingress::Readings(batch)).await?;
         if let Some(e) = lost {
+            if framer.has_partial() {
+                framer.reset();
+                stats.received.inc();
+                stats.error("incomplete_line");
+                if let Some(suppressed) = throttle.allow("incomplete_line") {
+                    warn!(adapter = %ctx.name, origin = %origin, error = %e, suppressed, "Dropping a line cut by the port going away.");
+                }
+            }
             return Ok(Stopped::Lost(e));
         }
     }

@@ -55,7 +55,17 @@ pub struct Link {
 pub struct Links {
     by_gateway: HashMap<GatewayEui, Link>,
     rx2: HashMap<(GatewayEui, [u8; 2]), Fallback>,
+    /// While every tracked path is live, the moment the oldest of them may
+    /// go stale (a lower bound: paths only get younger): until then a
+    /// newcomer is refused without looking at them all.
+    full_until: Option<Instant>,
 }
+
+/// Forwarders whose downlink path is tracked at most. A site has a
+/// handful; PULL_DATA is unauthenticated, and 12 bytes from each of a
+/// million made-up EUIs kept 130 MB that were never given back. At this
+/// bound the paths take about 100 KB.
+pub const MAX_FORWARDERS: usize = 1024;
 
 /// The RX2 PULL_RESP of a downlink sent for RX1.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,16 +91,61 @@ pub fn retry_in_rx2(reason: &str) -> bool {
 }
 
 impl Links {
-    /// Records a PULL_DATA.
-    pub fn pulled(&mut self, gateway: GatewayEui, addr: SocketAddr, version: u8, now: Instant) {
-        self.by_gateway.insert(
-            gateway,
-            Link {
-                addr,
-                version,
-                last_pull: now,
-            },
-        );
+    /// Records a PULL_DATA; `false` when it is refused: [`MAX_FORWARDERS`]
+    /// are tracked and none has been silent for [`STALE_AFTER`]. A full
+    /// table makes room by forgetting the forwarder silent longest, only
+    /// once its path is stale: a flood of new EUIs never pushes out a live
+    /// forwarder's path.
+    pub fn pulled(
+        &mut self,
+        gateway: GatewayEui,
+        addr: SocketAddr,
+        version: u8,
+        now: Instant,
+    ) -> bool {
+        let link = Link {
+            addr,
+            version,
+            last_pull: now,
+        };
+        if let Some(known) = self.by_gateway.get_mut(&gateway) {
+            *known = link;
+            return true;
+        }
+        if self.by_gateway.len() >= MAX_FORWARDERS && !self.evict_stale(now) {
+            return false;
+        }
+        self.by_gateway.insert(gateway, link);
+        true
+    }
+
+    /// Forgets the forwarder silent longest if its path is stale.
+    fn evict_stale(&mut self, now: Instant) -> bool {
+        if self.full_until.is_some_and(|until| now < until) {
+            return false;
+        }
+        let oldest = self
+            .by_gateway
+            .iter()
+            .min_by_key(|(_, l)| l.last_pull)
+            .map(|(g, l)| (*g, l.last_pull));
+        match oldest {
+            Some((g, last)) if now.saturating_duration_since(last) >= STALE_AFTER => {
+                self.by_gateway.remove(&g);
+                self.full_until = None;
+                true
+            }
+            Some((_, last)) => {
+                self.full_until = Some(last + STALE_AFTER);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Forwarders whose paths are tracked.
+    pub fn tracked(&self) -> usize {
+        self.by_gateway.len()
     }
 
     /// Keeps `datagram` (the RX2 PULL_RESP) to send if the RX1 PULL_RESP
@@ -350,6 +405,38 @@ mod tests {
             best(&all, &links, now).unwrap().0.gateway,
             GatewayEui([3; 8])
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_new_forwarders_is_bounded_and_never_pushes_out_a_live_one() {
+        let mut links = Links::default();
+        let addr: SocketAddr = "127.0.0.1:1700".parse().unwrap();
+        let start = Instant::now();
+        let real = GatewayEui([0xAA; 8]);
+        assert!(links.pulled(real, addr, 2, start));
+        let eui = |i: u64| GatewayEui(i.to_be_bytes());
+        let mut refused = 0;
+        for i in 0..100_000u64 {
+            if !links.pulled(eui(i), addr, 2, start) {
+                refused += 1;
+            }
+        }
+        assert_eq!(links.tracked(), MAX_FORWARDERS);
+        assert_eq!(refused, 100_000 - (MAX_FORWARDERS - 1));
+        // The real forwarder keeps pulling; the flood's EUIs go stale.
+        tokio::time::advance(STALE_AFTER).await;
+        let later = Instant::now();
+        assert!(
+            links.pulled(real, addr, 2, later),
+            "a known one is never refused"
+        );
+        assert!(
+            links.pulled(GatewayEui([0xBB; 8]), addr, 2, later),
+            "room once one is stale"
+        );
+        assert_eq!(links.tracked(), MAX_FORWARDERS);
+        assert!(links.live(real, later).is_some(), "the live path is kept");
+        assert!(links.live(GatewayEui([0xBB; 8]), later).is_some());
     }
 
     #[test]

@@ -217,6 +217,35 @@ impl FcntStore {
             .is_some_and(|r| r.dev_nonces.contains(&dev_nonce))
     }
 
+    /// Records `dev_nonce` as used by `dev_eui`, on disk first, without
+    /// a session: a join-request whose MIC verified but that got no accept
+    /// (no downlink path, too late) has spent its nonce all the same. Left
+    /// usable, a recording of it replayed later through any forwarder
+    /// would be accepted and replace the device's real session.
+    ///
+    /// # Errors
+    /// The write failed; memory is unchanged.
+    pub fn spend_dev_nonce(&mut self, dev_eui: Eui, dev_nonce: u16) -> Result<(), StoreError> {
+        let key = dev_eui.to_string();
+        let existed = self.otaa.contains_key(&key);
+        let record = self.otaa.entry(key.clone()).or_default();
+        if !record.dev_nonces.insert(dev_nonce) {
+            return Ok(());
+        }
+        let result = self.flush();
+        if result.is_err() {
+            match self.otaa.get_mut(&key) {
+                Some(r) if existed => {
+                    r.dev_nonces.remove(&dev_nonce);
+                }
+                _ => {
+                    self.otaa.remove(&key);
+                }
+            }
+        }
+        result
+    }
+
     /// The current session of `dev_eui`, if it ever joined.
     pub fn session(&self, dev_eui: Eui) -> Option<&Session> {
         self.otaa.get(&dev_eui.to_string())?.session.as_ref()
@@ -405,6 +434,31 @@ mod tests {
         assert_eq!(s.take_fcnt_down(eui).unwrap(), 1, "persisted before use");
         let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert!(text.contains("0101010101"), "keys are in the private file");
+    }
+
+    #[test]
+    fn a_spent_nonce_survives_a_reopen_and_a_failed_spend_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let eui: Eui = "70B3D57ED0000001".parse().unwrap();
+        let (mut s, _) = FcntStore::open(&state);
+        s.spend_dev_nonce(eui, 7).unwrap();
+        assert!(
+            s.session(eui).is_none(),
+            "no session for an unanswered join"
+        );
+        let (mut s, err) = FcntStore::open(&state);
+        assert!(err.is_none(), "{err:?}");
+        assert!(s.dev_nonce_used(eui, 7), "durable");
+        assert!(s.session(eui).is_none());
+        std::fs::remove_dir_all(&state).unwrap();
+        assert!(s.spend_dev_nonce(eui, 8).is_err());
+        assert!(!s.dev_nonce_used(eui, 8));
+        assert!(s.dev_nonce_used(eui, 7));
+        let other: Eui = "70B3D57ED0000002".parse().unwrap();
+        assert!(s.spend_dev_nonce(other, 1).is_err());
+        assert!(!s.dev_nonce_used(other, 1));
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //!
 //! The order matters for safety: MIC first (nothing is learnt from a
 //! forgery, not even whether its DevNonce was used), then the DevNonce
-//! replay check, then the downlink path (no session is created for a
-//! device that cannot be answered), then the new session is written to
-//! disk *before* the accept exists for the caller to send. A refused join
-//! changes nothing: the device keeps its old session.
+//! replay check. From there the DevNonce is spent, answered or not: a
+//! join that is refused (wrong JoinEUI, no downlink path, too late) writes
+//! its nonce to disk before the refusal is reported, so a recording of it
+//! replayed later, through any forwarder and after any restart, is a
+//! replay. A join that can be answered writes its nonce and its new
+//! session to disk in one write *before* the accept exists for the caller
+//! to send. A refused join never touches the session: the device keeps
+//! its old one.
 
 use std::collections::HashMap;
 
@@ -127,22 +131,35 @@ pub fn handle(
         .ok_or(JoinRefused::UnknownDevEui(dev_eui))?;
     JoinRequest::verify(&up.phy, &device.app_key)
         .map_err(|_| JoinRefused::InvalidMic { dev_eui })?;
-    if request.join_eui != device.join_eui {
-        return Err(JoinRefused::JoinEuiMismatch {
-            dev_eui,
-            got: request.join_eui,
-            expected: device.join_eui,
-        });
-    }
     if store.dev_nonce_used(dev_eui, request.dev_nonce) {
         return Err(JoinRefused::DevNonceReplay {
             dev_eui,
             dev_nonce: request.dev_nonce,
         });
     }
+    // The MIC verified: from here every refusal spends the nonce first.
+    let nonce = request.dev_nonce;
+    if request.join_eui != device.join_eui {
+        return Err(spent(
+            store,
+            dev_eui,
+            nonce,
+            JoinRefused::JoinEuiMismatch {
+                dev_eui,
+                got: request.join_eui,
+                expected: device.join_eui,
+            },
+        ));
+    }
     let schedule_error = |source| JoinRefused::Schedule { dev_eui, source };
-    let (heard, link) =
-        downlink::best(&up.heard, links, now).ok_or(schedule_error(ScheduleError::NoPath))?;
+    let Some((heard, link)) = downlink::best(&up.heard, links, now) else {
+        return Err(spent(
+            store,
+            dev_eui,
+            nonce,
+            schedule_error(ScheduleError::NoPath),
+        ));
+    };
     let network = joins.network;
     let (join_nonce, nwk_addr) = store.next_join_numbers();
     let accept = JoinAccept {
@@ -155,8 +172,11 @@ pub fn handle(
     };
     let phy = accept.seal(&device.app_key);
     let elapsed = now.saturating_duration_since(up.first_heard);
-    let (txpk, slot) = downlink::schedule(network.region, heard, JOIN_ACCEPT_DELAY1, elapsed, &phy)
-        .map_err(schedule_error)?;
+    let (txpk, slot) =
+        match downlink::schedule(network.region, heard, JOIN_ACCEPT_DELAY1, elapsed, &phy) {
+            Ok(scheduled) => scheduled,
+            Err(e) => return Err(spent(store, dev_eui, nonce, schedule_error(e))),
+        };
     let (nwk_s_key, app_s_key) = join::session_keys(
         &device.app_key,
         join_nonce,
@@ -190,6 +210,19 @@ pub fn handle(
         rx2,
         gateway: heard.gateway,
     })
+}
+
+/// `refused`, once the DevNonce of its join-request is spent on disk; the
+/// store's error instead if that write failed (the refusal is then
+/// reported as `join_store`, and the nonce stays usable).
+fn spent(store: &mut FcntStore, dev_eui: Eui, dev_nonce: u16, refused: JoinRefused) -> JoinRefused {
+    match store.spend_dev_nonce(dev_eui, dev_nonce) {
+        Ok(()) => refused,
+        Err(e) => JoinRefused::Store {
+            dev_eui,
+            reason: format!("{e} (and then: {refused})"),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -252,21 +285,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_join_that_cannot_be_answered_stores_nothing() {
+    async fn a_join_that_cannot_be_answered_spends_its_nonce_and_no_session() {
         let (joins, device) = setup();
         let mut store = FcntStore::in_memory();
         let mut links = Links::default();
         let now = Instant::now();
-        let up = request(&device, 9, now);
-        let e = handle(&up, &joins, &mut store, &links, now).unwrap_err();
+        // Heard by a forwarder with no downlink path: refused, its nonce
+        // spent, no session.
+        let unanswered = request(&device, 9, now);
+        let e = handle(&unanswered, &joins, &mut store, &links, now).unwrap_err();
         assert_eq!(e.kind(), "downlink_no_path");
+        assert!(store.dev_nonce_used(device.dev_eui, 9));
+        assert!(store.session(device.dev_eui).is_none());
         links.pulled(GW, "127.0.0.1:1".parse().unwrap(), 2, now);
-        let late = request(&device, 9, now - Duration::from_millis(5_800));
+        let late = request(&device, 10, now - Duration::from_millis(5_800));
         let e = handle(&late, &joins, &mut store, &links, now).unwrap_err();
         assert_eq!(e.kind(), "downlink_too_late");
-        assert!(!store.dev_nonce_used(device.dev_eui, 9));
+        assert!(store.dev_nonce_used(device.dev_eui, 10));
         assert!(store.session(device.dev_eui).is_none());
 
+        // The device tries again with a new nonce, and joins.
+        let up = request(&device, 11, now);
         let joined = handle(&up, &joins, &mut store, &links, now).unwrap();
         assert_eq!(joined.slot, Slot::Rx1);
         assert_eq!(joined.txpk.tmst, 5_001_000);
@@ -276,20 +315,33 @@ mod tests {
             &device.app_key,
         )
         .unwrap();
-        let (nwk, app) = join::session_keys(&device.app_key, accept.join_nonce, 0x13, 9);
+        let (nwk, app) = join::session_keys(&device.app_key, accept.join_nonce, 0x13, 11);
         assert_eq!(
             (joined.device.nwk_s_key, joined.device.app_s_key),
             (nwk, app)
         );
-        assert_eq!(
-            store.session(device.dev_eui).unwrap().dev_addr,
-            accept.dev_addr
-        );
-        let e = handle(&up, &joins, &mut store, &links, now).unwrap_err();
-        assert_eq!(e.kind(), "join_dev_nonce_replay");
+        let session = store.session(device.dev_eui).unwrap().clone();
+        assert_eq!(session.dev_addr, accept.dev_addr);
+        // A recording of any of the three, replayed now that there is a
+        // path: a replay, and the session stays.
+        for (nonce, replayed) in [(9, &unanswered), (10, &late), (11, &up)] {
+            let replayed = Uplink {
+                first_heard: now,
+                ..(*replayed).clone()
+            };
+            let e = handle(&replayed, &joins, &mut store, &links, now).unwrap_err();
+            assert_eq!(e.kind(), "join_dev_nonce_replay", "nonce {nonce}");
+        }
+        assert_eq!(store.session(device.dev_eui), Some(&session));
         let mut other = device.clone();
         other.dev_eui = "0102030405060709".parse().unwrap();
         let e = handle(&request(&other, 1, now), &joins, &mut store, &links, now).unwrap_err();
         assert_eq!(e.kind(), "join_unknown_dev_eui");
+        // A forgery (another key) spends nothing.
+        let mut forged = device.clone();
+        forged.app_key = Key([0x24; 16]);
+        let e = handle(&request(&forged, 12, now), &joins, &mut store, &links, now).unwrap_err();
+        assert_eq!(e.kind(), "join_invalid_mic");
+        assert!(!store.dev_nonce_used(device.dev_eui, 12));
     }
 }

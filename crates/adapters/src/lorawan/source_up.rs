@@ -202,10 +202,11 @@ pub(super) async fn receive(
                 return report("truncated", &peer.to_string(), "datagram fills the buffer");
             }
             let (reply, push, event) = datagram(bytes, peer, &allowed, &report);
-            if let Some(event) = event {
-                downlink_event(event, peer, &socket, &ctx, &throttle);
-            }
-            if let Some(reply) = reply {
+            let taken =
+                event.is_none_or(|event| downlink_event(event, peer, &socket, &ctx, &throttle));
+            // A PULL_DATA refused gets no PULL_ACK: the forwarder's own
+            // log then says it has no downlink path here.
+            if let Some(reply) = reply.filter(|_| taken) {
                 replies.push(reply, peer);
             }
             if let Some((gateway, body)) = push {
@@ -335,20 +336,31 @@ pub(super) enum DownlinkEvent {
     },
 }
 
+/// Acts on what a datagram says about the downlink path; `false` when a
+/// PULL_DATA is refused (too many forwarders tracked, all of them live).
 fn downlink_event(
     event: DownlinkEvent,
     peer: SocketAddr,
     socket: &UdpSocket,
     ctx: &ReceiverContext,
     throttle: &LogThrottle,
-) {
+) -> bool {
     let adapter = ctx.name.as_str();
     match event {
-        DownlinkEvent::Pulled { gateway, version } => ctx
-            .links
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pulled(gateway, peer, version, Instant::now()),
+        DownlinkEvent::Pulled { gateway, version } => {
+            let taken = ctx
+                .links
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pulled(gateway, peer, version, Instant::now());
+            if !taken {
+                ctx.stats.error("too_many_forwarders");
+                if let Some(suppressed) = throttle.allow("too_many_forwarders") {
+                    warn!(adapter, gateway = %gateway, %peer, max = downlink::MAX_FORWARDERS, suppressed, "Refusing a forwarder's PULL_DATA: as many forwarders as tracked at most have pulled lately (set `gateways` to the site's own).");
+                }
+            }
+            return taken;
+        }
         DownlinkEvent::TxAck { error: None, .. } => ctx
             .telemetry
             .counter(
@@ -395,6 +407,7 @@ fn downlink_event(
             }
         }
     }
+    true
 }
 
 #[cfg(test)]

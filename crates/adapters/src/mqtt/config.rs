@@ -29,6 +29,36 @@ struct Raw {
     max_payload_bytes: usize,
     #[serde(default = "default_persistent_session")]
     persistent_session: bool,
+    #[serde(default = "default_max_readings")]
+    max_readings_per_message: usize,
+    #[serde(default)]
+    retained: Retained,
+}
+
+/// What a retained message on a data topic is to the adapter: the broker
+/// delivers it again on every subscription (each start, each reconnect),
+/// flagged retained, and it is then no new reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Retained {
+    /// Dropped and counted in `edge_gateway_adapter_retained_ignored_total`:
+    /// a reading the gateway was subscribed for reached it live (unflagged)
+    /// already, or queued in its session.
+    #[default]
+    Ignore,
+    /// Taken as a reading each time the broker delivers it (once per
+    /// subscription: at every start and reconnect), for a device that
+    /// publishes rarely and only retained.
+    Take,
+}
+
+impl Retained {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ignore => "ignore",
+            Self::Take => "take",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -100,6 +130,12 @@ fn default_max_payload() -> usize {
 fn default_persistent_session() -> bool {
     true
 }
+fn default_max_readings() -> usize {
+    crate::payload::DEFAULT_MAX_READINGS_PER_MESSAGE
+}
+/// `max_readings_per_message` may not exceed this: a million readings are
+/// 56 MB held at once.
+pub(crate) const MAX_MAX_READINGS: usize = 1_000_000;
 
 /// LoRaWAN events name their device in the payload (DevEUI, device id).
 fn is_lorawan_event(format: FormatName) -> bool {
@@ -138,6 +174,14 @@ pub struct MqttAdapterConfig {
     pub max_payload_bytes: usize,
     /// See the template: the broker queues QoS 1 readings while we are away.
     pub persistent_session: bool,
+    /// A message that yields more readings (or holds more records, keys,
+    /// pairs) is refused whole, before it is parsed where the format
+    /// allows: the memory of one decode is bounded by this, not by the
+    /// payload (`crate::payload::decode_bounded`).
+    pub max_readings_per_message: usize,
+    /// What a retained message on a data topic is (status topics keep
+    /// their retained meaning: a device's last known state).
+    pub retained: Retained,
 }
 
 impl AdapterKind for MqttAdapterConfig {
@@ -298,6 +342,15 @@ impl AdapterKind for MqttAdapterConfig {
                 format!("expected 16 to 16777216, got {}", raw.max_payload_bytes),
             );
         }
+        if !(1..=MAX_MAX_READINGS).contains(&raw.max_readings_per_message) {
+            problems.push(
+                format!("{path}.max_readings_per_message"),
+                format!(
+                    "expected 1 to {MAX_MAX_READINGS}, got {}",
+                    raw.max_readings_per_message
+                ),
+            );
+        }
         if problems.len() > before {
             return None;
         }
@@ -309,6 +362,8 @@ impl AdapterKind for MqttAdapterConfig {
             qos: raw.qos,
             max_payload_bytes: raw.max_payload_bytes,
             persistent_session: raw.persistent_session,
+            max_readings_per_message: raw.max_readings_per_message,
+            retained: raw.retained,
         })
     }
 
@@ -383,6 +438,18 @@ keep_alive = "{keep_alive}"
 max_backoff = "{max_backoff}"
 # Larger payloads are counted and dropped unread.
 max_payload_bytes = {max_payload}
+# A message yielding more readings than this (a SenML pack of more records,
+# a JSON object of more keys) is refused whole and counted
+# (error_type "too_many_readings", or "too_many_values" for nesting beyond
+# 16 values a reading): the memory one message can take is bounded by this,
+# not by max_payload_bytes. 1 to 1000000.
+max_readings_per_message = {max_readings}
+# A retained message on a data topic is delivered again at every
+# subscription (each start, each reconnect, a restarted broker): "ignore"
+# drops those copies (counted in edge_gateway_adapter_retained_ignored_total;
+# a reading that reached the gateway live is taken once); "take" counts each
+# delivery as a reading. Status topics always keep their retained meaning.
+retained = "{retained}"
 # Keep an MQTT session with the broker (clean session off, under the fixed
 # client id): it keeps the subscriptions and queues QoS 1 readings while the
 # gateway restarts, and across its own restart when its persistence is on.
@@ -396,5 +463,7 @@ persistent_session = true
         keep_alive = d(BrokerSection::default().keep_alive),
         max_backoff = d(BrokerSection::default().max_backoff),
         max_payload = DEFAULT_MAX_PAYLOAD,
+        max_readings = crate::payload::DEFAULT_MAX_READINGS_PER_MESSAGE,
+        retained = Retained::default().as_str(),
     )
 }

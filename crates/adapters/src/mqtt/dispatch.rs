@@ -99,7 +99,14 @@ pub(crate) fn dispatch_cached(
             metric: routed.metric.as_ref(),
             now,
         };
-        return decoded(route, payload, &context, stats, &reject);
+        return decoded(
+            route,
+            payload,
+            config.max_readings_per_message,
+            &context,
+            stats,
+            &reject,
+        );
     }
     for pattern in &config.status_topics {
         if let Some(caps) = pattern.matches(topic) {
@@ -160,7 +167,14 @@ pub(crate) fn dispatch_cached(
         metric: routed.metric.as_ref(),
         now,
     };
-    let out = decoded(route, payload, &context, stats, &reject);
+    let out = decoded(
+        route,
+        payload,
+        config.max_readings_per_message,
+        &context,
+        stats,
+        &reject,
+    );
     cache.insert(topic, routed);
     out
 }
@@ -169,15 +183,17 @@ pub(crate) fn dispatch_cached(
 fn decoded(
     route: &Route,
     payload: &[u8],
+    max_readings: usize,
     context: &Context,
     stats: &AdapterStats,
     reject: &dyn Fn(&str, &str),
 ) -> Option<Ingress> {
-    match payload::decode_naming_device(
+    match payload::decode_bounded(
         &route.format,
         payload,
         context,
         route.device_field.as_deref(),
+        max_readings,
     ) {
         Ok(decoded) => {
             for problem in &decoded.problems {
@@ -198,6 +214,15 @@ fn decoded(
             None
         }
     }
+}
+
+/// Whether `topic` is a status topic: a retained message there is a
+/// device's last known state, meaningful at every subscription.
+pub(crate) fn is_status_topic(config: &MqttAdapterConfig, topic: &str) -> bool {
+    config
+        .status_topics
+        .iter()
+        .any(|p| p.matches(topic).is_some())
 }
 
 /// Zigbee2MQTT's availability payload is `{"state":"online"}`.

@@ -17,4 +17,5 @@ pub mod source;
 pub mod topic;
 
 pub use config::MqttAdapterConfig;
+pub use session::RETAINED_IGNORED;
 pub use source::MqttSource;

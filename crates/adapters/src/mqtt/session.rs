@@ -13,9 +13,13 @@ use gateway_core::{
 use rumqttc::{AsyncClient, Event, Packet, PubAck, PubRec, Publish, QoS, SubscribeFilter};
 use tracing::{error, info, warn};
 
-use super::config::MqttAdapterConfig;
-use super::dispatch::{dispatch_cached, TopicCache};
+use super::config::{MqttAdapterConfig, Retained};
+use super::dispatch::{dispatch_cached, is_status_topic, TopicCache};
 use super::source::MAX_OVERSIZED_PACKET;
+
+/// Counter `{adapter}`: retained messages on data topics dropped as
+/// copies (`retained = "ignore"`).
+pub const RETAINED_IGNORED: &str = "edge_gateway_adapter_retained_ignored_total";
 
 /// The MQTT remaining length of a PUBLISH, which is what rumqttc compares
 /// with its packet size limit.
@@ -58,6 +62,8 @@ pub(super) struct Session<'a> {
     pub(super) max_packet_bytes: usize,
     pub(super) stats: AdapterStats,
     pub(super) reconnects: Counter,
+    /// Retained copies dropped ([`RETAINED_IGNORED`]).
+    pub(super) retained_ignored: Counter,
     pub(super) subscribed: Gauge,
     pub(super) throttle: LogThrottle,
     pub(super) source: Arc<str>,
@@ -188,6 +194,13 @@ impl Session<'_> {
             }
             return Ok(());
         }
+        if publish.retain
+            && self.config.retained == Retained::Ignore
+            && !is_status_topic(self.config, &publish.topic)
+        {
+            self.retained_copy(&publish);
+            return Ok(());
+        }
         let ingress = dispatch_cached(
             self.config,
             &publish.topic,
@@ -217,6 +230,20 @@ impl Session<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A retained message on a data topic, delivered because the gateway
+    /// subscribed: the broker sends it again at every subscription, and
+    /// counting it each time made one reading four after a restart, a
+    /// kill and a broker restart. Acknowledged in its turn and dropped.
+    fn retained_copy(&mut self, publish: &Publish) {
+        self.retained_ignored.inc();
+        if let Some(suppressed) = self.throttle.allow("retained") {
+            info!(adapter = %self.ctx.name, topic = %publish.topic, suppressed, "Ignoring a retained reading delivered on subscribing: it is no new reading (retained = \"take\" takes them).");
+        }
+        if publish.qos != QoS::AtMostOnce {
+            self.nothing_to_keep(Ack::of(publish));
+        }
     }
 
     /// A QoS 1/2 message that carries nothing to keep (bad input, status):

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
-use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
+use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED, ADAPTER_LINK, LINK_BROKER};
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError};
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
@@ -139,12 +139,21 @@ async fn run(
         .telemetry
         .gauge(ADAPTER_CONNECTED, &[("adapter", &ctx.name)]);
     subscribed.set(0.0);
+    ctx.telemetry
+        .gauge(
+            ADAPTER_LINK,
+            &[("adapter", &ctx.name), ("link", LINK_BROKER)],
+        )
+        .set(1.0);
     let mut s = Session {
         stats: ctx.stats(),
         reconnects: ctx.telemetry.counter(
             "edge_gateway_adapter_reconnects_total",
             &[("adapter", &ctx.name)],
         ),
+        retained_ignored: ctx
+            .telemetry
+            .counter(super::session::RETAINED_IGNORED, &[("adapter", &ctx.name)]),
         throttle: LogThrottle::default(),
         source: Arc::from(ctx.name.as_str()),
         subscribed,

@@ -7,16 +7,25 @@
 //!
 //! A column named `device` or `mac` names the device when the context does
 //! not (a relay board printing one line per client it hears); it is never a
-//! metric.
+//! metric. A `mac` column holds a MAC in any notation, and nothing else: a
+//! boot banner glued to the first line (`rl~lxA2:B2:…`) is refused
+//! `invalid_device`, never a new device.
+//!
+//! A line whose every value is a word (`mac,temperature,humidity`, printed
+//! by a logger when it starts) is a header: refused once as `csv_header`.
 
 use gateway_core::{DeviceId, MetricName, Reading, TimeSource};
 
 use super::{
-    text, text_time, Context, DecodeError, Decoded, FieldProblem, FieldReason, When, TIME_KEYS,
+    text, text_time, Context, DecodeError, Decoded, FieldProblem, FieldReason, IdKind, When,
+    TIME_KEYS,
 };
 
 /// Columns naming the device, in order of preference.
 pub(crate) const DEVICE_COLUMNS: [&str; 2] = ["device", "mac"];
+
+/// The kind of id each of [`DEVICE_COLUMNS`] holds.
+const DEVICE_KINDS: [IdKind; 2] = [IdKind::Any, IdKind::Mac];
 
 /// What a configured column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +110,7 @@ pub(super) fn decode(
         columns,
         &Layout::new(columns),
         ctx,
-        &mut |_| None,
+        &mut |_, _| None,
         &mut readings,
     )?;
     Ok(Decoded {
@@ -121,7 +130,7 @@ pub(crate) fn decode_into(
     columns: &[MetricName],
     layout: &Layout,
     ctx: &Context,
-    known: &mut dyn FnMut(&[u8]) -> Option<DeviceId>,
+    known: &mut dyn FnMut(&[u8], IdKind) -> Option<DeviceId>,
     readings: &mut Vec<Reading>,
 ) -> Result<Vec<FieldProblem>, DecodeError> {
     if decode_plain(payload, columns, layout, ctx, known, readings).is_some() {
@@ -137,7 +146,7 @@ fn decode_general(
     columns: &[MetricName],
     layout: &Layout,
     ctx: &Context,
-    known: &mut dyn FnMut(&[u8]) -> Option<DeviceId>,
+    known: &mut dyn FnMut(&[u8], IdKind) -> Option<DeviceId>,
     readings: &mut Vec<Reading>,
 ) -> Result<Vec<FieldProblem>, DecodeError> {
     let text = text(payload)?;
@@ -177,15 +186,21 @@ fn decode_general(
     let device = match ctx.device {
         Some(d) => d,
         None => {
-            let id = line
+            let found = line
                 .named
                 .iter()
-                .flatten()
-                .next()
-                .ok_or(DecodeError::NoDevice)?;
-            named = match known(id.as_bytes()) {
-                Some(d) => d,
-                None => super::named_device_id(id)?,
+                .zip(DEVICE_KINDS)
+                .find_map(|(id, kind)| Some(((*id)?, kind)))
+                .ok_or(DecodeError::NoDevice);
+            let id = found.and_then(|(id, kind)| match known(id.as_bytes(), kind) {
+                Some(d) => Ok(d),
+                None => super::device_id_of_kind(id, kind),
+            });
+            named = match id {
+                Ok(d) => d,
+                // A header's device column holds its name (`mac`).
+                Err(_) if is_header(text, layout) => return Err(DecodeError::CsvHeader),
+                Err(e) => return Err(e),
             };
             &named
         }
@@ -224,7 +239,29 @@ fn decode_general(
         readings.truncate(start);
         return Err(DecodeError::NoValues);
     }
+    if readings.len() == start && is_header(text, layout) {
+        return Err(DecodeError::CsvHeader);
+    }
     Ok(line.problems)
+}
+
+/// Whether a line is a header: every value field is a word (it has a
+/// letter and is no number), none empty, no two alike (a sensor printing
+/// `err` in every column is broken, not starting). Only asked of a line
+/// that yielded nothing, so it costs the good lines nothing.
+fn is_header(text: &str, layout: &Layout) -> bool {
+    let names: Vec<&str> = Fields(Some(text))
+        .zip(&layout.roles)
+        .filter(|(_, role)| **role == Role::Value)
+        .map(|(field, _)| field)
+        .collect();
+    let word =
+        |f: &&str| f.bytes().any(|b| b.is_ascii_alphabetic()) && super::decimal::parse(f).is_none();
+    let distinct = names
+        .iter()
+        .enumerate()
+        .all(|(i, a)| !names[..i].iter().any(|b| a.eq_ignore_ascii_case(b)));
+    !names.is_empty() && names.iter().all(word) && distinct
 }
 
 /// The line nearly every node prints, read in one walk of its bytes: a
@@ -241,7 +278,7 @@ fn decode_plain(
     columns: &[MetricName],
     layout: &Layout,
     ctx: &Context,
-    known: &mut dyn FnMut(&[u8]) -> Option<DeviceId>,
+    known: &mut dyn FnMut(&[u8], IdKind) -> Option<DeviceId>,
     readings: &mut Vec<Reading>,
 ) -> Option<()> {
     let shape = layout.plain?;
@@ -259,12 +296,19 @@ fn decode_plain(
                 Some(given) => given,
                 None if text.is_empty() => return None,
                 None => {
+                    let kind = match layout.roles.first() {
+                        Some(Role::Device(rank)) => DEVICE_KINDS.get(*rank).copied()?,
+                        _ => return None,
+                    };
                     // By its bytes: a node's device is found without the
                     // UTF-8 check, which was 80 of a line's instructions.
-                    named = match known(text) {
+                    // One that is not an id of its column's kind is left
+                    // to the general path, which says why.
+                    named = match known(text, kind) {
                         Some(d) => d,
-                        // Printable ASCII: always UTF-8, so never refused here.
-                        None => super::named_device_id(std::str::from_utf8(text).ok()?).ok()?,
+                        None => {
+                            super::device_id_of_kind(std::str::from_utf8(text).ok()?, kind).ok()?
+                        }
                     };
                     &named
                 }
@@ -365,7 +409,7 @@ impl<'a> Iterator for Fields<'a> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_support::*;
-    use super::super::{decode, DecodeError, FieldReason, PayloadFormat};
+    use super::super::{decode, DecodeError, FieldReason, IdKind, PayloadFormat};
     use gateway_core::TimeSource::{Arrival, Event};
 
     fn csv(columns: &[&str]) -> PayloadFormat {
@@ -581,6 +625,120 @@ mod tests {
         ));
     }
 
+    /// A `mac` column holds a MAC in any notation and nothing else: the
+    /// ESP32's boot noise glued to the first line makes no device, on the
+    /// one-walk path and the general one (a space, a CR) alike.
+    #[test]
+    fn a_mac_column_takes_only_macs() {
+        let relay = csv(&["mac", "temperature", "humidity"]);
+        let kitchen = |t| {
+            ok(
+                vec![
+                    r("a2:b2:c2:d2:e2:f2", "temperature", t, NOW, Arrival),
+                    r("a2:b2:c2:d2:e2:f2", "humidity", 40.0, NOW, Arrival),
+                ],
+                vec![],
+            )
+        };
+        for line in [
+            &b"A2:B2:C2:D2:E2:F2,21.5,40.0"[..],
+            b"a2-b2-c2-d2-e2-f2,21.5,40.0",
+            b"A2B2C2D2E2F2,21.5,40.0",
+            b" a2:b2:c2:d2:e2:f2 ,21.5, 40.0\r",
+        ] {
+            let label = String::from_utf8_lossy(line);
+            assert_decoded(
+                &label,
+                decode(&relay, line, &ctx(None, None)),
+                kitchen(21.5),
+            );
+        }
+        for noise in [
+            &b"rl~lxA2:B2:C2:D2:E2:F2,21.5,40.0"[..],
+            b"rl~lxA2:B2:C2:D2:E2:F2,21.5,40.0\r",
+            b"\x00A2:B2:C2:D2:E2:F2,21.5,40.0",
+            b"A2:B2:C2:D2:E2,21.5,40.0",
+        ] {
+            let got = decode(&relay, noise, &ctx(None, None));
+            assert!(
+                matches!(&got, Err(DecodeError::InvalidDevice { .. })),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(noise)
+            );
+        }
+        // A `device` column takes any id.
+        let named = csv(&["device", "temperature"]);
+        assert_decoded(
+            "device column",
+            decode(&named, b"hall-2,21.5", &ctx(None, None)),
+            ok(vec![r("hall-2", "temperature", 21.5, NOW, Arrival)], vec![]),
+        );
+    }
+
+    #[test]
+    fn a_header_line_is_refused_once_as_a_header() {
+        let d = dev("bme680");
+        let bme = csv(&["temperature", "pressure", "humidity", "gas"]);
+        let relay = csv(&["mac", "temperature", "humidity"]);
+        let stamped = csv(&["ts", "temperature", "humidity"]);
+        for (format, line, context) in [
+            (
+                &bme,
+                &b"temperature,pressure,humidity,gas"[..],
+                ctx(Some(&d), None),
+            ),
+            (
+                &bme,
+                b"Temp (C), Pressure (hPa), RH, Gas\r",
+                ctx(Some(&d), None),
+            ),
+            (&relay, b"mac,temperature,humidity", ctx(None, None)),
+            (&stamped, b"ts,temperature,humidity", ctx(Some(&d), None)),
+        ] {
+            let label = String::from_utf8_lossy(line);
+            assert_decoded(
+                &label,
+                decode(format, line, &context),
+                Err(DecodeError::CsvHeader),
+            );
+        }
+        // Not headers: a value among the words, an empty field, or values.
+        assert_decoded(
+            "one broken channel",
+            decode(&bme, b"21.3,err,45.1,12000", &ctx(Some(&d), None)),
+            ok(
+                vec![
+                    r("bme680", "temperature", 21.3, NOW, Arrival),
+                    r("bme680", "humidity", 45.1, NOW, Arrival),
+                    r("bme680", "gas", 12000.0, NOW, Arrival),
+                ],
+                vec![p("pressure", FieldReason::NotNumeric)],
+            ),
+        );
+        assert_decoded(
+            "every channel broken alike",
+            decode(&bme, b"err,err,err,err", &ctx(Some(&d), None)),
+            ok(
+                vec![],
+                ["temperature", "pressure", "humidity", "gas"]
+                    .map(|c| p(c, FieldReason::NotNumeric))
+                    .to_vec(),
+            ),
+        );
+        assert_decoded(
+            "every channel broken but one empty",
+            decode(&bme, b"err,err,,err", &ctx(Some(&d), None)),
+            ok(
+                vec![],
+                vec![
+                    p("temperature", FieldReason::NotNumeric),
+                    p("pressure", FieldReason::NotNumeric),
+                    p("gas", FieldReason::NotNumeric),
+                ],
+            ),
+        );
+    }
+
     /// Device and time columns after the values (the relay's own order)
     /// decode as they do in front: read before any value, `device`
     /// preferred to `mac`, a bad time reported first.
@@ -628,8 +786,8 @@ mod tests {
             ),
             (
                 &["mac", "t", "h", "device"],
-                b"m1,21.5,40,",
-                ok(readings("m1", Arrival), vec![]),
+                b"AA-BB-CC-DD-EE-01,21.5,40,",
+                ok(readings("aa:bb:cc:dd:ee:01", Arrival), vec![]),
             ),
             (
                 &["t", "h", "ts"],
@@ -713,8 +871,19 @@ mod tests {
     ];
 
     /// Fields as nodes print them, empty ones included.
-    const FIELDS: [&str; 10] = [
-        "21.30", "-4", "1013.2", "0", "12000.00", "-.5", "5.", "", "sensor-1", "AA:BB",
+    const FIELDS: [&str; 12] = [
+        "21.30",
+        "-4",
+        "1013.2",
+        "0",
+        "12000.00",
+        "-.5",
+        "5.",
+        "",
+        "sensor-1",
+        "AA:BB",
+        "A2:B2:C2:D2:E2:F2",
+        "a2-b2-c2-d2-e2-f2",
     ];
 
     /// The one-walk reader adds what the general path adds and returns
@@ -763,7 +932,11 @@ mod tests {
             }
             for device in [None, Some(&given)] {
                 let context = ctx(device, None);
-                let mut known = |t: &[u8]| (t == b"sensor-1").then(|| dev("sensor-1"));
+                // A connection's cache, which knows one id of each kind.
+                let mut known = |t: &[u8], kind| match kind {
+                    IdKind::Any => (t == b"sensor-1").then(|| dev("sensor-1")),
+                    IdKind::Mac => (t == b"A2:B2:C2:D2:E2:F2").then(|| dev("a2:b2:c2:d2:e2:f2")),
+                };
                 let (mut fast, mut general) = (vec![before.clone()], vec![before.clone()]);
                 let bytes = line.as_bytes();
                 let got =
@@ -812,7 +985,7 @@ mod tests {
                 &columns,
                 &layout,
                 &context,
-                &mut |_| None,
+                &mut |_, _| None,
                 &mut readings,
             );
             assert!(read.is_some(), "{:?}", String::from_utf8_lossy(line));

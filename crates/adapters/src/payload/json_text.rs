@@ -95,7 +95,7 @@ fn is_token_byte(b: u8) -> bool {
 
 /// The index just past the string starting at `start` (a `"`), or the end of
 /// the text when the string is unterminated.
-fn string_end(bytes: &[u8], start: usize) -> usize {
+pub(super) fn string_end(bytes: &[u8], start: usize) -> usize {
     let mut i = start + 1;
     while i < bytes.len() {
         match bytes[i] {

@@ -9,7 +9,7 @@
 //! as a JSON object with a duplicate key is: which one the device meant
 //! cannot be known, and counting both would invent a reading.
 
-use super::{text, text_time, Context, DecodeError, Decoded, FieldReason, When, TIME_KEYS};
+use super::{text, text_time, Context, DecodeError, Decoded, FieldReason, IdKind, When, TIME_KEYS};
 
 /// Keys naming the device, in order of preference.
 const DEVICE_KEYS: [&str; 3] = ["device", "mac", "id"];
@@ -40,12 +40,17 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
     let device = match ctx.device {
         Some(d) => d.clone(),
         None => {
-            let id = DEVICE_KEYS
+            let (key, id) = DEVICE_KEYS
                 .iter()
                 .find_map(|key| pairs.iter().find(|(k, v)| k == key && !v.is_empty()))
-                .map(|(_, v)| *v)
                 .ok_or(DecodeError::NoDevice)?;
-            super::named_device_id(id)?
+            // `mac=` declares a MAC: noise there names no device.
+            let kind = if *key == "mac" {
+                IdKind::Mac
+            } else {
+                IdKind::Any
+            };
+            super::device_id_of_kind(id, kind)?
         }
     };
     let mut out = Decoded::default();
@@ -103,6 +108,19 @@ mod tests {
                     vec![r("24:6f:28:aa:bb:01", "t", 1.0, T0, Event)],
                     vec![p("bad", FieldReason::NotNumeric)],
                 ),
+            ),
+            (
+                "a mac in another notation is the same device",
+                b"mac=24-6F-28-AA-BB-01 t=1",
+                ok(vec![r("24:6f:28:aa:bb:01", "t", 1.0, NOW, Arrival)], vec![]),
+            ),
+            (
+                "noise in a mac key names no device",
+                b"mac=rl~lx24:6f:28:aa:bb:01 t=1",
+                Err(DecodeError::InvalidDevice {
+                    id: "rl~lx24:6f:28:aa:bb:01".into(),
+                    source: gateway_core::ModelError::NotMac("rl~lx24:6f:28:aa:bb:01".into()),
+                }),
             ),
             ("no device", b"temperature=21.5", Err(DecodeError::NoDevice)),
             (

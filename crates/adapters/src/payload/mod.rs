@@ -27,8 +27,10 @@
 //! and every place that builds a reading turns that refusal into a
 //! [`FieldReason::NotFinite`] problem.
 
+mod bounds;
 mod csv;
 mod decimal;
+mod device_id;
 mod influx;
 mod json;
 mod json_text;
@@ -48,6 +50,12 @@ use std::fmt;
 pub(crate) use csv::{Layout as CsvLayout, DEVICE_COLUMNS as CSV_DEVICE_COLUMNS};
 #[cfg(feature = "lorawan")]
 pub use lns::NetworkServer;
+
+use bounds::check_metric_count;
+pub use bounds::{max_values, MAX_METRICS_PER_DEVICE, VALUES_PER_READING};
+pub(crate) use device_id::device_id_of_kind;
+use device_id::named_device_id;
+pub use device_id::IdKind;
 
 use gateway_core::{DeviceId, MetricName, ModelError, Reading, TimeSource, Timestamp};
 
@@ -188,6 +196,22 @@ pub enum DecodeError {
     /// A `key=value` line with a token that is not a pair.
     #[error("expected key=value pairs, got {token:?}")]
     NotKeyValue { token: String },
+    /// More readings (or records, keys, fields that could each be one)
+    /// in one message than `max_readings_per_message`: refused whole, and
+    /// found before the message is parsed where the format allows it, so
+    /// a hostile pack costs no memory ([`bounds`]).
+    #[error("the message holds {found} readings or more, at most {max} are accepted (max_readings_per_message)")]
+    TooManyReadings { found: usize, max: usize },
+    /// More values at any depth (nested arrays and objects included) than
+    /// a message of `max_readings_per_message` readings can need: each
+    /// would be memory held while the message is decoded.
+    #[error("the message holds {found} values or more, at most {max} are read (max_readings_per_message)")]
+    TooManyValues { found: usize, max: usize },
+    /// A CSV line whose every value field is a word (`temperature,humidity`):
+    /// a header a logger prints when it starts, one refusal rather than a
+    /// `not_numeric` per column.
+    #[error("a CSV header line, not values")]
+    CsvHeader,
 }
 
 impl DecodeError {
@@ -211,6 +235,9 @@ impl DecodeError {
             Self::TooManyMetrics { .. } => "too_many_metrics",
             Self::InvalidLineProtocol { .. } => "invalid_line_protocol",
             Self::NotKeyValue { .. } => "not_key_value",
+            Self::TooManyReadings { .. } => "too_many_readings",
+            Self::TooManyValues { .. } => "too_many_values",
+            Self::CsvHeader => "csv_header",
         }
     }
 }
@@ -331,10 +358,47 @@ pub fn decode_naming_device(
     ctx: &Context,
     device_field: Option<&str>,
 ) -> Result<Decoded, DecodeError> {
+    decode_bounded(
+        format,
+        payload,
+        ctx,
+        device_field,
+        DEFAULT_MAX_READINGS_PER_MESSAGE,
+    )
+}
+
+/// [`decode_naming_device`] of a message that may yield at most
+/// `max_readings` readings (an adapter's `max_readings_per_message`).
+/// Beyond it the message is refused whole: where the format allows, from
+/// a count of its records, keys or fields before it is parsed, so the
+/// memory of one decode stays bounded whatever the payload ([`bounds`]).
+///
+/// # Errors
+/// As [`decode`], and [`DecodeError::TooManyReadings`] /
+/// [`DecodeError::TooManyValues`] beyond the bound.
+pub fn decode_bounded(
+    format: &PayloadFormat,
+    payload: &[u8],
+    ctx: &Context,
+    device_field: Option<&str>,
+    max_readings: usize,
+) -> Result<Decoded, DecodeError> {
+    bounds::check(format, payload, max_readings)?;
     let decoded = decode_format(format, payload, ctx, device_field)?;
     check_metric_count(&decoded.readings)?;
+    if decoded.readings.len() > max_readings {
+        return Err(DecodeError::TooManyReadings {
+            found: decoded.readings.len(),
+            max: max_readings,
+        });
+    }
     Ok(decoded)
 }
+
+/// Readings one message may yield unless an adapter says otherwise
+/// (`max_readings_per_message`): a day of minutely SenML records is 1 440,
+/// and ten thousand readings are about 0.6 MB held at once.
+pub const DEFAULT_MAX_READINGS_PER_MESSAGE: usize = 10_000;
 
 /// [`decode`] of a [`PayloadFormat::Csv`] line onto the end of
 /// `readings`, its columns' `layout` worked out before and its device
@@ -349,7 +413,7 @@ pub(crate) fn decode_csv_into(
     columns: &[MetricName],
     layout: &CsvLayout,
     ctx: &Context,
-    known: &mut dyn FnMut(&[u8]) -> Option<DeviceId>,
+    known: &mut dyn FnMut(&[u8], IdKind) -> Option<DeviceId>,
     readings: &mut Vec<Reading>,
 ) -> Result<Vec<FieldProblem>, DecodeError> {
     let start = readings.len();
@@ -359,40 +423,6 @@ pub(crate) fn decode_csv_into(
         return Err(e);
     }
     Ok(problems)
-}
-
-/// Distinct metrics one device may report in one message. The richest real
-/// sensors (a Zigbee2MQTT multi-sensor, a ChirpStack decoded object) report
-/// a few dozen; a 10 000-key object is an attack or a bug, and would be
-/// 10 000 windows and a 700 KB upstream message. Across messages a device
-/// is bounded by `aggregation.max_series`.
-pub const MAX_METRICS_PER_DEVICE: usize = 256;
-
-fn check_metric_count(readings: &[Reading]) -> Result<(), DecodeError> {
-    // Cheap for every normal message: fewer readings than the cap cannot
-    // exceed it (SenML batches of one metric at many times are also fine).
-    if readings.len() <= MAX_METRICS_PER_DEVICE {
-        return Ok(());
-    }
-    let pairs: std::collections::BTreeSet<(&str, &str)> = readings
-        .iter()
-        .map(|r| (r.device().as_str(), r.metric().as_str()))
-        .collect();
-    let mut count = 0;
-    let mut last: Option<&str> = None;
-    for (device, _) in &pairs {
-        count = if last == Some(device) { count + 1 } else { 1 };
-        last = Some(device);
-        if count > MAX_METRICS_PER_DEVICE {
-            let found = pairs.iter().filter(|(d, _)| d == device).count();
-            return Err(DecodeError::TooManyMetrics {
-                device: clip(device),
-                found,
-                max: MAX_METRICS_PER_DEVICE,
-            });
-        }
-    }
-    Ok(())
 }
 
 fn decode_format(
@@ -569,15 +599,6 @@ fn text_time(s: &str) -> Option<Timestamp> {
     Timestamp::parse_rfc3339(s)
         .ok()
         .or_else(|| s.trim().parse::<f64>().ok().and_then(epoch_time))
-}
-
-/// The device a payload names by `id`; an unusable id is refused with
-/// the id itself, clipped.
-fn named_device_id(id: &str) -> Result<DeviceId, DecodeError> {
-    DeviceId::new(id).map_err(|source| DecodeError::InvalidDevice {
-        id: clip(id),
-        source,
-    })
 }
 
 /// At most [`MAX_ECHO`] bytes of `s`, cut at a character boundary, so a

@@ -1074,3 +1074,84 @@ async fn decode_verifies_join_frames() {
         assert!(text.contains(line), "{line} in {text}");
     }
 }
+
+/// A join-request heard only by a forwarder with no downlink path spends
+/// its DevNonce all the same, durably: an attacker who recorded it and
+/// replays it later through a forwarder that can answer, even after a
+/// kill -9, gets nothing, and the device's real session goes on.
+#[tokio::test]
+async fn a_join_heard_without_a_downlink_path_cannot_be_replayed_later() {
+    const GW_LONE: [u8; 8] = [0xAA, 0x55, 0x5A, 0, 0, 0, 0, 3];
+    let upstream = Mosquitto::start();
+    let commands = Mosquitto::start();
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/#").await;
+    let (port, metrics) = (free_udp_port(), free_port());
+    let cfg = config(upstream.port(), port, metrics, commands.port());
+    let mut gw = start(tempfile::tempdir().unwrap(), &cfg);
+    gw.wait_for_log("Semtech UDP server listening").await;
+    gw.wait_for_log("Metrics endpoint listening").await;
+    let mut near = Forwarder::connect(port, GW_NEAR).await;
+    let mut far = Forwarder::connect(port, GW_FAR).await;
+    // A forwarder whose PULL_DATA never got through (a NAT, a firewall):
+    // it hears and pushes, but nothing can be sent through it.
+    let mut lone = Forwarder::connect(port, GW_LONE).await;
+    near.pull().await;
+    far.pull().await;
+    let (addr, nwk, app) = join(&mut near, &mut far, 0x0A01).await;
+    near.push(&uplink(addr, 1, 2, &compact(20.5, 30), &nwk, &app), 6.0)
+        .await;
+    // The first uplink of a session gets a DevStatusReq in RX1.
+    near.pull_resp().await;
+    let first = sub
+        .collect_until(WAIT, |got| totals(got, "office-th", "humidity").1 >= 30.0)
+        .await;
+    assert_eq!(totals(&first, "office-th", "humidity").1, 30.0);
+
+    // The device's next join is heard by the lone forwarder only.
+    let unanswered = join_request(DEV_EUI, 0x0A02, &APP_KEY);
+    lone.push(&unanswered, 7.0).await;
+    let adapter_errors = |kind: &str| {
+        format!(r#"edge_gateway_adapter_errors_total{{adapter="lora",error_type="{kind}"}}"#)
+    };
+    assert_eq!(
+        metric_at_least(metrics, &adapter_errors("downlink_no_path"), 1.0).await,
+        1.0
+    );
+
+    // kill -9; the device, unanswered, joins again with a new DevNonce.
+    gw.signal("KILL");
+    gw.wait_exit().await;
+    let mut gw = start(gw.dir, &cfg);
+    gw.wait_for_log("Semtech UDP server listening").await;
+    gw.wait_for_log("Metrics endpoint listening").await;
+    near.pull().await;
+    far.pull().await;
+    let (addr2, nwk2, app2) = join(&mut near, &mut far, 0x0A03).await;
+    gw.wait_for_log("Device joined").await;
+
+    // The recording of the unanswered join, replayed through the forwarder
+    // with the best path: refused as a replay. Had it been accepted, its
+    // join-accept would come before the next PUSH_ACK on this socket.
+    near.push(&unanswered, 9.0).await;
+    assert_eq!(
+        metric_at_least(metrics, &adapter_errors("join_dev_nonce_replay"), 1.0).await,
+        1.0
+    );
+    near.push(&uplink(addr2, 1, 2, &compact(23.0, 44), &nwk2, &app2), 6.0)
+        .await;
+    let messages = sub
+        .collect_until(WAIT, |got| totals(got, "office-th", "humidity").1 >= 44.0)
+        .await;
+    assert_eq!(
+        totals(&messages, "office-th", "temperature").1,
+        23.0,
+        "the real second session's uplink is read"
+    );
+    let (_, body) = common::http_get(metrics, "/metrics").await;
+    let joins = r#"edge_gateway_lorawan_joins_total{adapter="lora"} 1"#;
+    assert!(body.contains(joins), "one join since the restart:\n{body}");
+    assert!(
+        !body.contains(&adapter_errors("unknown_dev_addr")),
+        "the session was never replaced:\n{body}"
+    );
+}
