@@ -17,6 +17,7 @@ mod decode_ble;
 mod end_to_end;
 mod firmware_codec;
 mod ingress_session;
+mod input_abuse;
 mod lorawan;
 mod lorawan_codecs;
 mod lorawan_otaa;
