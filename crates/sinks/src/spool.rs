@@ -161,18 +161,22 @@ impl Spool {
         let was_held = self.held.len();
         self.held.extend(batch);
         let pending: Vec<OutboundMessage> = self.held.drain(..).collect();
-        match self
-            .outbox
-            .append(pending.clone(), Timestamp::now().as_millis())
-        {
+        match self.outbox.append(pending, Timestamp::now().as_millis()) {
             Ok(a) => {
                 self.appended(&a);
                 if a.seqs.len() == was_held + n {
                     return a.seqs[was_held..].to_vec();
                 }
             }
-            Err(e) if e.is_disk_full() => self.store_on_full_disk(pending),
-            Err(e) => self.hold(pending, &e),
+            Err(f) => {
+                // Part of the batch may be stored: only the rest is retried.
+                self.appended(&f.done);
+                if f.error.is_disk_full() {
+                    self.store_on_full_disk(f.rest);
+                } else {
+                    self.hold(f.rest, &f.error);
+                }
+            }
         }
         Vec::new()
     }
@@ -237,30 +241,35 @@ impl Spool {
         let mut left = pending.into_iter();
         let mut failed = None;
         'messages: for msg in left.by_ref() {
+            let mut msg = vec![msg];
             loop {
-                match self.outbox.append(vec![msg.clone()], now_ms) {
+                match self.outbox.append(msg, now_ms) {
                     Ok(a) => {
                         self.appended(&a);
                         continue 'messages;
                     }
-                    Err(e)
-                        if e.is_disk_full()
-                            && self.settings.outbox.policy == FullPolicy::DropOldest =>
-                    {
+                    Err(f) => {
+                        self.appended(&f.done);
+                        msg = f.rest;
+                        if msg.is_empty() {
+                            continue 'messages;
+                        }
+                        if !(f.error.is_disk_full()
+                            && self.settings.outbox.policy == FullPolicy::DropOldest)
+                        {
+                            failed = Some((f.error, msg));
+                            break 'messages;
+                        }
                         match self.outbox.make_room() {
                             Ok(n) if n > 0 => {
                                 freed += n;
                                 self.m.evicted.add(n);
                             }
                             _ => {
-                                failed = Some((e, msg));
+                                failed = Some((f.error, msg));
                                 break 'messages;
                             }
                         }
-                    }
-                    Err(e) => {
-                        failed = Some((e, msg));
-                        break 'messages;
                     }
                 }
             }
@@ -273,8 +282,7 @@ impl Spool {
                 );
             }
         }
-        if let Some((e, msg)) = failed {
-            let mut rest = vec![msg];
+        if let Some((e, mut rest)) = failed {
             rest.extend(left);
             self.hold(rest, &e);
         }

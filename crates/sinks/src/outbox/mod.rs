@@ -15,7 +15,7 @@ pub mod record;
 mod store;
 
 pub use gateway_core::config::FullPolicy;
-pub use store::{Appended, Damage, Outbox, OutboxError, OutboxSettings, Recovery};
+pub use store::{AppendFailed, Appended, Damage, Outbox, OutboxError, OutboxSettings, Recovery};
 
 #[cfg(test)]
 mod tests;

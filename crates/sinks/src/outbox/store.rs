@@ -86,6 +86,26 @@ pub struct Appended {
     pub rejected: u64,
 }
 
+/// An append that stopped partway (see [`Outbox::append`]).
+#[derive(Debug)]
+pub struct AppendFailed {
+    pub error: OutboxError,
+    /// What was stored (and evicted or refused) before it stopped.
+    pub done: Appended,
+    /// The messages not stored, in their order.
+    pub rest: Vec<OutboundMessage>,
+}
+
+/// Messages numbered and encoded for one write, not yet on disk.
+#[derive(Default)]
+struct Run {
+    buf: Vec<u8>,
+    /// (seq, offset in the segment, record length) of each message in `buf`.
+    pending: Vec<(u64, u64, usize)>,
+    /// The messages themselves, to hand back if the write fails.
+    msgs: Vec<OutboundMessage>,
+}
+
 struct Segment {
     id: u64,
     path: PathBuf,
@@ -112,6 +132,9 @@ pub struct Outbox {
     segments: VecDeque<Segment>,
     index: BTreeMap<u64, Entry>,
     next_seq: u64,
+    /// The id the next segment file gets: kept apart from `segments`,
+    /// which an eviction on a disk with no room left can empty.
+    next_segment_id: u64,
     /// Bytes on disk (all segments), or of live messages in memory.
     bytes: u64,
 }
@@ -163,6 +186,7 @@ impl Outbox {
             segments: VecDeque::new(),
             index: BTreeMap::new(),
             next_seq: 1,
+            next_segment_id: 1,
             bytes: 0,
         };
         let mut recovery = Recovery::default();
@@ -188,6 +212,7 @@ impl Outbox {
             segments: VecDeque::new(),
             index: BTreeMap::new(),
             next_seq: 1,
+            next_segment_id: 1,
             bytes: 0,
         }
     }
@@ -313,19 +338,37 @@ impl Outbox {
             .truncate(true)
             .open(&path)
             .map_err(io("creating", &path))?;
-        sync_dir(&dir)?;
+        let mut bytes = 0;
+        if floor > 0 {
+            let mut buf = Vec::new();
+            let _ = record::encode(&Record::Floor { seq: floor }, &mut buf);
+            // Written before the segment is adopted: a segment without its
+            // floor (the disk refused it) must not become the active one,
+            // or a restart after the older ones are gone would number
+            // messages again from below what consumers already saw.
+            if let Err(e) = file
+                .write_all_at(&buf, 0)
+                .and_then(|()| file.sync_data())
+                .map_err(io("writing", &path))
+                .and_then(|()| sync_dir(&dir))
+            {
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            bytes = buf.len() as u64;
+        } else {
+            sync_dir(&dir)?;
+        }
+        self.bytes += bytes;
+        self.next_segment_id = self.next_segment_id.max(id + 1);
         self.segments.push_back(Segment {
             id,
             path,
             file,
-            bytes: 0,
+            bytes,
             live: 0,
         });
-        if floor > 0 {
-            let mut buf = Vec::new();
-            let _ = record::encode(&Record::Floor { seq: floor }, &mut buf);
-            self.write_active(&buf, true)?;
-        }
         Ok(())
     }
 
@@ -372,10 +415,28 @@ impl Outbox {
             return Ok(1);
         }
         if self.segments.len() == 1 {
-            let next = self.segments.back().map_or(1, |s| s.id + 1);
+            let next = self.next_segment_id;
             let floor = self.last_seq();
-            self.start_segment(next, floor)?;
+            match self.start_segment(next, floor) {
+                Ok(()) => {}
+                Err(e) if e.is_disk_full() => {
+                    // No room even for the next segment's first record:
+                    // the only segment goes first, then the next starts in
+                    // the room it left (or, if that fails too, at the next
+                    // append).
+                    let n = self.drop_front_segment()?;
+                    let _ = self.start_segment(next, floor);
+                    return Ok(n);
+                }
+                Err(e) => return Err(e),
+            }
         }
+        self.drop_front_segment()
+    }
+
+    /// Deletes the oldest segment file with the messages still in it;
+    /// returns how many live messages went.
+    fn drop_front_segment(&mut self) -> Result<u64, OutboxError> {
         let Some(oldest) = self.segments.pop_front() else {
             return Ok(0);
         };
@@ -395,7 +456,15 @@ impl Outbox {
 
     fn write_active(&mut self, buf: &[u8], sync: bool) -> Result<(), OutboxError> {
         let Some(seg) = self.segments.back_mut() else {
-            return Ok(());
+            return match &self.dir {
+                // Indexed as stored while nothing was written would lose it.
+                Some(dir) => Err(OutboxError::Io(FileError {
+                    action: "writing",
+                    path: dir.clone(),
+                    source: std::io::Error::other("no segment to write to"),
+                })),
+                None => Ok(()),
+            };
         };
         if let Err(source) = seg.file.write_all_at(buf, seg.bytes) {
             // Never leave a torn record where the next write would follow it.
@@ -421,109 +490,168 @@ impl Outbox {
         Ok(())
     }
 
-    /// Stores `msgs` durably (one fsync for the batch) and numbers them.
+    /// Stores `msgs` durably (one fsync per written run, usually the whole
+    /// batch) and numbers them.
     ///
     /// # Errors
-    /// A write or fsync that failed (disk full, I/O error); none of the
-    /// batch is then stored, and the caller decides what to do with it.
+    /// A write, fsync, segment rotation or eviction that failed (disk full,
+    /// I/O error). A batch that spans a segment rotation is written in two
+    /// runs, so the first may be on disk when the second fails:
+    /// [`AppendFailed`] says which messages were stored and hands back the
+    /// rest, in order, so no message is stored twice or lost unseen.
     pub fn append(
         &mut self,
         msgs: Vec<OutboundMessage>,
         now_ms: i64,
-    ) -> Result<Appended, OutboxError> {
+    ) -> Result<Appended, AppendFailed> {
         let mut out = Appended::default();
-        let segment_bytes = self.settings.segment_bytes();
-        let mut buf = Vec::new();
-        let mut pending: Vec<(u64, u64, usize)> = Vec::new();
-        for msg in msgs {
-            let seq = self.next_seq;
-            let rec = Record::Message {
-                seq,
-                created_ms: now_ms,
-                msg,
-            };
-            let mut one = Vec::new();
-            if record::encode(&rec, &mut one).is_none()
-                || one.len() as u64 > self.settings.max_bytes
-            {
-                out.rejected += 1;
-                continue;
+        let mut run = Run::default();
+        let mut msgs = msgs.into_iter();
+        if self.dir.is_some() && self.segments.is_empty() {
+            // A previous eviction freed the disk by deleting the only
+            // segment and could not start the next: start it now.
+            let next = self.next_segment_id;
+            if let Err(error) = self.start_segment(next, self.last_seq()) {
+                return Err(AppendFailed {
+                    error,
+                    done: out,
+                    rest: msgs.collect(),
+                });
             }
-            let Record::Message { msg, .. } = rec else {
-                continue;
-            };
-            let size = one.len() as u64;
-            while self.bytes + buf.len() as u64 + size > self.settings.max_bytes {
-                if self.settings.policy == FullPolicy::RejectNew {
-                    break;
-                }
-                // Earlier messages of this batch must be on disk before an
-                // eviction can rotate the segment under them.
-                self.flush_pending(&mut buf, &mut pending, &mut out, now_ms)?;
-                let before = self.bytes;
-                out.evicted += self.evict_oldest()?;
-                if self.bytes == before {
-                    break;
-                }
-            }
-            if self.bytes + buf.len() as u64 + size > self.settings.max_bytes {
-                out.rejected += 1;
-                continue;
-            }
-            self.next_seq += 1;
-            if self.dir.is_none() {
-                self.bytes += size;
-                self.index.insert(
-                    seq,
-                    Entry {
-                        loc: Loc::Memory(msg),
-                        created_ms: now_ms,
-                        bytes: size,
-                    },
-                );
-                out.seqs.push(seq);
-                continue;
-            }
-            let active = self.segments.back().map_or(0, |s| s.bytes);
-            if active + buf.len() as u64 > 0 && active + buf.len() as u64 + size > segment_bytes {
-                self.flush_pending(&mut buf, &mut pending, &mut out, now_ms)?;
-                let next = self.segments.back().map_or(1, |s| s.id + 1);
-                // `seq` itself is not stored yet.
-                self.start_segment(next, seq - 1)?;
-            }
-            let offset = self.segments.back().map_or(0, |s| s.bytes) + buf.len() as u64;
-            buf.extend_from_slice(&one);
-            pending.push((seq, offset, one.len()));
         }
-        self.flush_pending(&mut buf, &mut pending, &mut out, now_ms)?;
+        while let Some(msg) = msgs.next() {
+            if let Err((error, msg)) = self.place(msg, &mut run, &mut out, now_ms) {
+                // Nothing of the run reached the disk, nor did `msg`: their
+                // numbers are given out again.
+                let mut rest = std::mem::take(&mut run.msgs);
+                self.next_seq = run.pending.first().map_or(self.next_seq, |p| p.0);
+                run.pending.clear();
+                run.buf.clear();
+                rest.extend(msg);
+                rest.extend(msgs);
+                return Err(AppendFailed {
+                    error,
+                    done: out,
+                    rest,
+                });
+            }
+        }
+        if let Err(error) = self.flush_run(&mut run, &mut out, now_ms) {
+            return Err(AppendFailed {
+                error,
+                done: out,
+                rest: run.msgs,
+            });
+        }
         Ok(out)
     }
 
-    fn flush_pending(
+    /// Numbers one message and adds it to the run being written (or, in
+    /// memory, stores it). On an error the message comes back with it,
+    /// unless it was refused by the policy.
+    fn place(
         &mut self,
-        buf: &mut Vec<u8>,
-        pending: &mut Vec<(u64, u64, usize)>,
+        msg: OutboundMessage,
+        run: &mut Run,
+        out: &mut Appended,
+        now_ms: i64,
+    ) -> Result<(), (OutboxError, Option<OutboundMessage>)> {
+        let seq = self.next_seq;
+        let rec = Record::Message {
+            seq,
+            created_ms: now_ms,
+            msg,
+        };
+        let mut one = Vec::new();
+        let encoded = record::encode(&rec, &mut one).is_some();
+        let Record::Message { msg, .. } = rec else {
+            return Ok(());
+        };
+        if !encoded || one.len() as u64 > self.settings.max_bytes {
+            out.rejected += 1;
+            return Ok(());
+        }
+        let size = one.len() as u64;
+        while self.bytes + run.buf.len() as u64 + size > self.settings.max_bytes {
+            if self.settings.policy == FullPolicy::RejectNew {
+                break;
+            }
+            // Earlier messages of this batch must be on disk before an
+            // eviction can rotate the segment under them.
+            let flushed = self.flush_run(run, out, now_ms);
+            let evicted = flushed.and_then(|()| {
+                let before = self.bytes;
+                self.evict_oldest().map(|n| (n, self.bytes == before))
+            });
+            match evicted {
+                Ok((n, stuck)) => {
+                    out.evicted += n;
+                    if stuck {
+                        break;
+                    }
+                }
+                Err(e) => return Err((e, Some(msg))),
+            }
+        }
+        if self.bytes + run.buf.len() as u64 + size > self.settings.max_bytes {
+            out.rejected += 1;
+            return Ok(());
+        }
+        if self.dir.is_none() {
+            self.next_seq += 1;
+            self.bytes += size;
+            self.index.insert(
+                seq,
+                Entry {
+                    loc: Loc::Memory(msg),
+                    created_ms: now_ms,
+                    bytes: size,
+                },
+            );
+            out.seqs.push(seq);
+            return Ok(());
+        }
+        let active = self.segments.back().map_or(0, |s| s.bytes);
+        let segment_bytes = self.settings.segment_bytes();
+        if active + run.buf.len() as u64 > 0 && active + run.buf.len() as u64 + size > segment_bytes
+        {
+            let next = self.next_segment_id;
+            // `seq` itself is not stored yet.
+            if let Err(e) = self
+                .flush_run(run, out, now_ms)
+                .and_then(|()| self.start_segment(next, seq - 1))
+            {
+                return Err((e, Some(msg)));
+            }
+        }
+        let offset = self.segments.back().map_or(0, |s| s.bytes) + run.buf.len() as u64;
+        run.buf.extend_from_slice(&one);
+        run.pending.push((seq, offset, one.len()));
+        run.msgs.push(msg);
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Writes the run to the active segment; on success its messages are
+    /// stored and numbered, on failure it is left as it was (and its
+    /// numbers are not given out).
+    fn flush_run(
+        &mut self,
+        run: &mut Run,
         out: &mut Appended,
         created_ms: i64,
     ) -> Result<(), OutboxError> {
-        if buf.is_empty() {
+        if run.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.write_active(buf, true) {
-            // The batch is not stored: give its numbers back.
-            if let Some((first, ..)) = pending.first() {
-                self.next_seq = *first;
-            }
-            buf.clear();
-            pending.clear();
-            return Err(e);
-        }
+        self.write_active(&run.buf, true)?;
         let segment = self.segments.back().map_or(0, |s| s.id);
-        for (seq, offset, len) in pending.drain(..) {
+        for (seq, offset, len) in run.pending.drain(..) {
             self.index_on_disk(seq, segment, offset, len, created_ms);
             out.seqs.push(seq);
         }
-        buf.clear();
+        run.buf.clear();
+        run.msgs.clear();
         Ok(())
     }
 
