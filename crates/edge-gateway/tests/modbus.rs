@@ -506,7 +506,7 @@ registers = [{{ metric = "flow_temperature", address = 0, scale = 0.01 }}]
     let b = window_after(&mut sub, "boiler", "").await;
     assert_eq!(
         metrics_of(&b)["flow_temperature"]["avg"].as_f64(),
-        Some(42.0)
+        Some(4200.0 * 0.01)
     );
 
     // Room 2 stops answering, as a device pulled off the line: offline,
@@ -570,7 +570,7 @@ registers = [{{ metric = "flow_temperature", address = 0, scale = 0.01 }}]
     let b = window_after(&mut sub, "boiler", &restarted).await;
     assert_eq!(
         metrics_of(&b)["flow_temperature"]["avg"].as_f64(),
-        Some(42.0)
+        Some(4200.0 * 0.01)
     );
     let (status, _) = http_get(metrics, "/health").await;
     assert_eq!(status, 200);

@@ -206,13 +206,17 @@ impl Unit {
     }
 }
 
+/// Longest spread of a bus's first polls: a device read hourly must still
+/// give its first reading at start.
+const MAX_SPREAD: Duration = Duration::from_secs(1);
+
 /// The first slot of device `i` of `n` with `period`: spread over the
-/// first period, so a bus of a hundred meters does not queue a hundred
-/// requests at one instant.
+/// first period (a second at most), so a bus of a hundred meters does not
+/// queue a hundred requests at one instant.
 pub fn first_slot(start: Instant, period: Duration, i: usize, n: usize) -> Instant {
     let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
     let i = u32::try_from(i).unwrap_or(0).min(n);
-    start + period * i / n
+    start + period.min(MAX_SPREAD) * i / n
 }
 
 /// The device due first (lowest index on a tie).
@@ -358,6 +362,8 @@ mod tests {
             slots,
             [0, 250, 500, 750].map(Duration::from_millis).to_vec()
         );
+        let hourly = first_slot(start, Duration::from_secs(3600), 3, 4) - start;
+        assert_eq!(hourly, Duration::from_millis(750), "read at start");
         let mut units: Vec<Unit> = (0..3)
             .map(|i| {
                 let mut u = unit(period, period);

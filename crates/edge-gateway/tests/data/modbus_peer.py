@@ -61,8 +61,8 @@ def trace_pdu(sending, pdu):
 
 def trace_packet(sending, packet):
     # The answer's unit id: after the MBAP header on TCP, first on RTU.
-    unit = packet[6] if mode == "tcp" else packet[0]
-    if sending and unit in muted:
+    at = 6 if mode == "tcp" else 0
+    if sending and len(packet) > at and packet[at] in muted:
         return b""
     return packet
 
