@@ -405,6 +405,9 @@ async fn wait_links(links: &[&Path]) {
 /// already closed before a fault proves nothing about after it).
 async fn window_after(sub: &mut Subscriber, device: &str, after: &str) -> Message {
     sub.wait_for(WAIT, |m| {
+        if !m.topic.ends_with("/aggregated") {
+            return false;
+        }
         let j = m.json();
         j["device"] == device && j["window_start"].as_str().unwrap_or("") > after
     })
