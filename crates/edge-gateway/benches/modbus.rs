@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use adapters::modbus::config::{ModbusConfig, Transport};
 use adapters::modbus::devices::ModbusDevice;
 use adapters::modbus::link::Link;
-use adapters::modbus::plan::Plan;
 use adapters::modbus::poller::{Answer, Unit, Verdict};
 use adapters::modbus::registers::{Order, Register, Table, ValueType};
 use adapters::modbus::source::ModbusSource;
