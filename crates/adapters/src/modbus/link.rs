@@ -165,21 +165,30 @@ impl Link {
             }
             Transport::Rtu(settings) => {
                 let port = open_serial(settings).map_err(io::Error::from)?;
-                let shared = Arc::new(PortShared::default());
-                // Whatever a device sent before we opened is not an answer.
-                shared.flush_before_write.store(true, Ordering::Relaxed);
-                let port = RtuPort {
+                Ok(Self::over_serial(
                     port,
-                    shared: shared.clone(),
-                };
-                Ok(Self {
-                    ctx: tokio_modbus::client::rtu::attach_slave(port, Slave(1)),
-                    port: Some(shared),
-                    gap: settings.inter_frame_gap(),
-                    quiet_until: Instant::now(),
-                    timeout: answer_timeout,
-                })
+                    settings.inter_frame_gap(),
+                    answer_timeout,
+                ))
             }
+        }
+    }
+
+    /// An RTU link over a port already open.
+    pub fn over_serial(port: SerialStream, gap: Duration, answer_timeout: Duration) -> Self {
+        let shared = Arc::new(PortShared::default());
+        // Whatever a device sent before we opened is not an answer.
+        shared.flush_before_write.store(true, Ordering::Relaxed);
+        let port = RtuPort {
+            port,
+            shared: shared.clone(),
+        };
+        Self {
+            ctx: tokio_modbus::client::rtu::attach_slave(port, Slave(1)),
+            port: Some(shared),
+            gap,
+            quiet_until: Instant::now(),
+            timeout: answer_timeout,
         }
     }
 
@@ -247,6 +256,10 @@ impl Link {
         self.port.is_some()
     }
 }
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;
 
 /// Runs one request with the timeout, flattening tokio-modbus's nested
 /// results into an [`Answer`].
