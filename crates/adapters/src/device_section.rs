@@ -1,9 +1,12 @@
-//! The shape `[ble]` and `[lorawan]` share: a table whose `device` key is
+//! The shape `[ble]`, `[lorawan]` and `[modbus]` share: a table whose `device` key is
 //! an array of tables (`[[ble.device]]`), beside a family's own keys. Read
 //! here once, so both refuse a misshapen section with the same words, and
 //! their named devices join the `[[device]]` registry the same way.
 
-use gateway_core::config::{DeviceConfig, Problems, Tags};
+use gateway_core::config::Problems;
+#[cfg(any(feature = "ble", feature = "lorawan"))]
+use gateway_core::config::{DeviceConfig, Tags};
+#[cfg(any(feature = "ble", feature = "lorawan"))]
 use gateway_core::DeviceId;
 
 /// A family's `[name]` table, checked for shape.
@@ -73,6 +76,7 @@ fn accepted_keys(own_keys: &[&str]) -> String {
 
 /// The registry entry of a device a family's section names; one without a
 /// name has none, so `[[device]]` alone names it.
+#[cfg(any(feature = "ble", feature = "lorawan"))]
 pub(crate) fn registry_entry(
     id: DeviceId,
     name: Option<&str>,

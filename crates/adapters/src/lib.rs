@@ -26,9 +26,12 @@ pub mod ble;
 #[cfg(any(feature = "tcp_line", feature = "serial"))]
 pub mod line;
 
+#[cfg(feature = "modbus")]
+pub mod modbus;
+
 pub mod registry;
 
-#[cfg(any(feature = "ble", feature = "lorawan"))]
+#[cfg(any(feature = "ble", feature = "lorawan", feature = "modbus"))]
 mod device_section;
 
 #[cfg(any(feature = "coap", feature = "lorawan"))]
@@ -54,6 +57,8 @@ registry::adapter_registry! {
         TcpLine => line::TcpLineConfig,
         #[cfg(feature = "serial")]
         SerialLine => line::SerialLineConfig,
+        #[cfg(feature = "modbus")]
+        Modbus => modbus::ModbusConfig,
     }
     sections {
         #[cfg(feature = "coap")]
@@ -62,5 +67,7 @@ registry::adapter_registry! {
         lorawan => lorawan::config::LorawanSection,
         #[cfg(feature = "ble")]
         ble => ble::config::BleSection,
+        #[cfg(feature = "modbus")]
+        modbus => modbus::ModbusSection,
     }
 }

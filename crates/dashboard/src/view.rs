@@ -28,6 +28,7 @@ pub fn protocol_label(kind: &str) -> &str {
         "ble" => "BLE",
         "serial_line" => "serial",
         "tcp_line" => "TCP",
+        "modbus" => "Modbus",
         other => other,
     }
 }

@@ -13,6 +13,8 @@ use cmd::ble;
 use cmd::decode;
 #[cfg(feature = "demo")]
 use cmd::demo;
+#[cfg(feature = "modbus")]
+use cmd::modbus;
 use cmd::{history, replay, run, simulate, validate};
 
 #[derive(Parser)]
@@ -53,6 +55,10 @@ enum Command {
     /// as a capture for `source = "replay"`.
     #[cfg(feature = "ble")]
     Ble(ble::BleArgs),
+    /// Modbus tools: `modbus scan` reads a range of a device's registers
+    /// and prints each in every type and byte/word order.
+    #[cfg(feature = "modbus")]
+    Modbus(modbus::ModbusArgs),
     /// Run the config's alert rules over a CSV of past readings (event
     /// time): alerts as JSON lines on stdout, a summary on stderr.
     Replay(replay::ReplayArgs),
@@ -75,6 +81,8 @@ fn main() -> ExitCode {
         Command::Decode(args) => decode::run(&args),
         #[cfg(feature = "ble")]
         Command::Ble(args) => ble::main(&args),
+        #[cfg(feature = "modbus")]
+        Command::Modbus(args) => modbus::main(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Simulate(args) => {
             match run::runtime().and_then(|rt| rt.block_on(simulate::run(args))) {

@@ -6,6 +6,8 @@
 //!   or a BLE advertisement (with `ble`, in `decode_ble`);
 //! - [`ble`]: `ble record`, advertisements from the radio as a capture
 //!   (with `ble`);
+//! - [`modbus`]: `modbus scan`, a range of a device's registers in every
+//!   type and order (with `modbus`);
 //! - [`history`]: `history export` and `passwd` (the dashboard's);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
@@ -23,6 +25,8 @@ mod decode_join;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod history;
+#[cfg(feature = "modbus")]
+pub mod modbus;
 pub mod replay;
 pub mod run;
 pub mod simulate;

@@ -11,6 +11,8 @@
 
 #[cfg(feature = "lorawan")]
 mod lorawan;
+#[cfg(feature = "modbus")]
+mod modbus;
 #[cfg(feature = "lorawan")]
 mod otaa;
 mod tcp;
@@ -40,6 +42,11 @@ pub enum Protocol {
     Lorawan,
     /// CSV lines of ESP32 + BME680 nodes to a `tcp_line` adapter.
     Tcp,
+    /// A Modbus TCP server with --devices SDM120 energy meters (units 1,
+    /// 2, ...) for a `modbus` adapter to poll [--target default
+    /// 127.0.0.1:5020].
+    #[cfg(feature = "modbus")]
+    Modbus,
 }
 
 #[derive(clap::Args)]
@@ -211,6 +218,16 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             tcp::run(&args, fleet, target(tcp::DEFAULT_TARGET)?).await?,
             args.metrics.len(),
         ),
+        // Polled, not sending: it tells what it answered.
+        #[cfg(feature = "modbus")]
+        Protocol::Modbus => {
+            let served = modbus::run(&args, target(modbus::DEFAULT_TARGET)?).await?;
+            println!(
+                "simulate: answered {served} Modbus requests in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
     };
     let secs = started.elapsed().as_secs_f64();
     println!(

@@ -230,6 +230,7 @@ pub fn model_of_adapter(kind: &str) -> Option<&'static str> {
         "ble" => "Bluetooth LE sensor",
         "tcp_line" => "TCP line sensor",
         "serial_line" => "Serial line sensor",
+        "modbus" => "Modbus device",
         _ => return None,
     })
 }

@@ -1,0 +1,278 @@
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use gateway_core::config::Problems;
+
+use super::*;
+use crate::modbus::devices::section;
+use crate::modbus::registers::{Order, Table, ValueType};
+use crate::registry::{AdapterKind, OwnedSection};
+
+fn adapter(text: &str) -> (Option<ModbusConfig>, Problems) {
+    let mut p = Problems::default();
+    let c = ModbusConfig::from_table(toml::from_str(text).unwrap(), "adapter[0]", &mut p);
+    (c, p)
+}
+
+fn devices(text: &str) -> (crate::modbus::ModbusSection, Problems) {
+    let root: toml::Table = toml::from_str(text).unwrap();
+    let mut p = Problems::default();
+    (section(&root, &mut p), p)
+}
+
+#[test]
+fn tcp_and_rtu_buses_with_their_defaults() {
+    let (c, p) = adapter("name = \"m\"\nurl = \"tcp://192.168.1.20\"");
+    let c = c.unwrap_or_else(|| panic!("{p}"));
+    assert_eq!(
+        c.transport,
+        Transport::Tcp {
+            host: "192.168.1.20".into(),
+            port: 502
+        }
+    );
+    assert_eq!(
+        (c.poll, c.timeout),
+        (Duration::from_secs(10), Duration::from_secs(1))
+    );
+    let (c, _) = adapter("name = \"m\"\npath = \"/dev/ttyUSB0\"\nparity = \"even\"\npoll = \"2s\"");
+    let Transport::Rtu(s) = c.unwrap().transport else {
+        panic!("rtu")
+    };
+    assert_eq!(
+        (s.baud, s.data_bits, s.parity, s.stop_bits),
+        (9600, 8, Parity::Even, 1)
+    );
+    // 11 bits a character at 9600 baud: 3.5 characters are 4.01 ms.
+    assert_eq!(s.inter_frame_gap(), Duration::from_micros(4010));
+    let fast = SerialSettings { baud: 115_200, ..s };
+    assert_eq!(fast.inter_frame_gap(), Duration::from_micros(1750));
+    assert_eq!(
+        parse_tcp_url("tcp://[::1]:1502"),
+        Ok(("::1".to_string(), 1502))
+    );
+    assert_eq!(
+        parse_tcp_url("tcp://meter.local:15020/"),
+        Ok(("meter.local".into(), 15020))
+    );
+}
+
+#[test]
+fn a_bus_needs_exactly_one_place_and_sane_settings() {
+    let (c, p) = adapter("name = \"m\"");
+    assert!(c.is_none() && p.to_string().contains("either url"), "{p}");
+    let (c, p) = adapter("name = \"m\"\nurl = \"tcp://a\"\npath = \"/dev/x\"");
+    assert!(c.is_none() && p.to_string().contains("either url"), "{p}");
+    let (c, p) =
+        adapter("name = \"m\"\nurl = \"http://a\"\nbaud = 9600\ntimeout = \"0s\"\npoll = \"10ms\"");
+    assert!(c.is_none());
+    let text = p.to_string();
+    for key in [
+        "adapter[0].url",
+        "adapter[0].baud",
+        "adapter[0].timeout",
+        "adapter[0].poll",
+    ] {
+        assert!(text.contains(key), "{key}: {text}");
+    }
+    let (c, p) =
+        adapter("name = \"m\"\npath = \"/dev/x\"\ndata_bits = 9\nstop_bits = 3\nparity = \"mark\"");
+    assert!(c.is_none());
+    assert!(p.to_string().contains("parity"), "{p}");
+}
+
+const BUS: &str = "[[adapter]]\ntype = \"modbus\"\nname = \"meters\"\npath = \"/dev/ttyUSB0\"\n";
+
+#[test]
+fn a_device_with_a_profile_and_its_own_registers() {
+    let (s, p) = devices(&format!(
+        "{BUS}
+[[modbus.device]]
+id = \"meter-kitchen\"
+unit = 3
+name = \"Kitchen\"
+room = \"kitchen\"
+tags = {{ circuit = \"C4\" }}
+profile = \"eastron_sdm120\"
+poll = \"5s\"
+registers = [
+  {{ metric = \"voltage\", table = \"holding\", address = 100, type = \"i32\", order = \"cdab\", scale = 0.1, unit = \"V\" }},
+  {{ metric = \"relay\", table = \"coil\", address = 7 }},
+]
+"
+    ));
+    assert!(p.is_empty(), "{p}");
+    let d = &s.devices[0];
+    assert_eq!((d.unit, d.poll), (3, Some(Duration::from_secs(5))));
+    assert_eq!(d.adapter, None);
+    let voltage = d.registers.iter().find(|r| r.metric == "voltage").unwrap();
+    assert_eq!(
+        (
+            voltage.table,
+            voltage.address,
+            voltage.ty,
+            voltage.order,
+            voltage.scale
+        ),
+        (Table::Holding, 100, ValueType::I32, Order::Cdab, 0.1)
+    );
+    assert_eq!(
+        d.registers.iter().filter(|r| r.metric == "voltage").count(),
+        1
+    );
+    assert!(d
+        .registers
+        .iter()
+        .any(|r| r.metric == "energy" && r.address == 0x156));
+    assert!(d
+        .registers
+        .iter()
+        .any(|r| r.metric == "relay" && r.table == Table::Coil));
+    let reg = s.registry_devices();
+    assert_eq!(reg[0].name, "Kitchen");
+    assert_eq!(reg[0].units.get("energy").map(String::as_str), Some("kWh"));
+    assert_eq!(
+        reg[0].units.get("power_factor").map(String::as_str),
+        Some("")
+    );
+    assert_eq!(
+        reg[0].tag_map().get("circuit").map(String::as_str),
+        Some("C4")
+    );
+    assert_eq!(s.devices_of("meters").len(), 1);
+}
+
+#[test]
+fn every_mistake_in_a_device_is_reported_with_its_path() {
+    let (s, p) = devices(&format!(
+        "{BUS}
+[[modbus.device]]
+id = \"a\"
+unit = 0
+profile = \"eastron_sdm999\"
+
+[[modbus.device]]
+id = \"b\"
+unit = 1
+registers = [
+  {{ metric = \"t\", address = 65535, type = \"f32\" }},
+  {{ metric = \"c\", table = \"coil\", address = 1, type = \"f32\" }},
+  {{ metric = \"bad name/\", address = 1 }},
+  {{ metric = \"s\", address = 1, scale = nan }},
+  {{ metric = \"s\", address = 2, order = \"abdc\" }},
+]
+
+[[modbus.device]]
+id = \"c\"
+unit = 1
+
+[[modbus.device]]
+id = \"d\"
+unit = 1
+adapter = \"nope\"
+registers = [{{ metric = \"x\", address = 0 }}]
+
+[[modbus.device]]
+id = \"e\"
+unit = 0
+registers = [{{ metric = \"x\", address = 0 }}]
+"
+    ));
+    assert!(s.devices.is_empty(), "{:?}", s.devices);
+    let text = p.to_string();
+    for needle in [
+        "modbus.device[0].profile: expected one of \"eastron_sdm120\"",
+        "modbus.device[1].registers[0].address",
+        "modbus.device[1].registers[1].type",
+        "modbus.device[1].registers[2].metric",
+        "modbus.device[1].registers[3].scale",
+        "modbus.device[1].registers[4].order",
+        "modbus.device[2]: expected registers",
+        "modbus.device[3].adapter: no [[adapter]]",
+        "modbus.device[4].unit: expected 1 to 247",
+    ] {
+        assert!(text.contains(needle), "{needle}\n{text}");
+    }
+}
+
+#[test]
+fn devices_must_say_their_bus_when_there_are_several_and_never_repeat() {
+    let two = format!(
+        "{BUS}\n[[adapter]]\ntype = \"modbus\"\nname = \"plant\"\nurl = \"tcp://10.0.0.2\"\n"
+    );
+    let (_, p) = devices(&format!(
+        "{two}
+[[modbus.device]]
+id = \"a\"
+unit = 1
+profile = \"eastron_sdm630\"
+"
+    ));
+    assert!(p.to_string().contains("name the one"), "{p}");
+    let (s, p) = devices(&format!(
+        "{two}
+[[modbus.device]]
+adapter = \"plant\"
+id = \"a\"
+unit = 255
+profile = \"systemair_save\"
+
+[[modbus.device]]
+adapter = \"plant\"
+id = \"b\"
+unit = 255
+profile = \"systemair_save\"
+
+[[modbus.device]]
+adapter = \"meters\"
+id = \"a\"
+unit = 2
+profile = \"eastron_sdm120\"
+"
+    ));
+    let text = p.to_string();
+    assert!(
+        text.contains("modbus.device[1].unit: unit 255 on \"plant\" is already modbus.device[0]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("modbus.device[2].id: a is listed twice"),
+        "{text}"
+    );
+    assert_eq!(s.devices.len(), 1);
+    assert_eq!(s.devices_of("plant").len(), 1);
+    assert!(s.devices_of("meters").is_empty());
+    let (_, p) = devices("[[modbus.device]]\nid = \"a\"\nunit = 1\nprofile = \"eastron_sdm120\"\n");
+    assert!(
+        p.to_string()
+            .contains("no [[adapter]] type = \"modbus\" reads it"),
+        "{p}"
+    );
+}
+
+#[test]
+fn the_template_parses_once_uncommented() {
+    let text: String = template()
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .filter(|l| !l.starts_with(' ') && !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let doc: toml::Table = toml::from_str(&text).unwrap();
+    let mut table = doc["adapter"].as_array().unwrap()[0].clone();
+    let kind = table.as_table_mut().unwrap().remove("type").unwrap();
+    assert_eq!(kind.as_str(), Some(KIND));
+    let mut p = Problems::default();
+    assert!(
+        ModbusConfig::from_table(table, "a", &mut p).is_some(),
+        "{p}"
+    );
+    let (s, p) = devices(&text);
+    assert!(p.is_empty(), "{p}\n{text}");
+    assert_eq!(s.devices.len(), 1);
+    assert!(s.devices[0]
+        .registers
+        .iter()
+        .any(|r| r.metric == "total_energy"));
+}

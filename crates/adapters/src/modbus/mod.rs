@@ -1,0 +1,42 @@
+//! Modbus TCP and RTU: the energy meters, heat pumps and air handlers a
+//! building already has, polled by register map.
+//!
+//! ```text
+//!  [[modbus.device]]s ──► plan (grouped reads) ──► poller (schedule, verdicts)
+//!                                                     │ ▲
+//!                                         one task per bus: source
+//!                                                     ▼ │
+//!                         link (tokio-modbus + timeouts, RTU gap and flush)
+//!                                                     │
+//!                                TCP connection or RS-485 serial port
+//! ```
+//!
+//! - `config`: `[[adapter]] type = "modbus"`, one per bus (TCP `url` or
+//!   serial `path` with the line's settings), and the template;
+//! - `devices`: `[[modbus.device]]`, register maps and profiles merged,
+//!   checked against the adapters in the same file;
+//! - `registers`: a register's type, byte/word order, scale and offset;
+//!   decoding, and the encoding a write will use (pure);
+//! - `plan`: a device's registers grouped into reads, split on refusal
+//!   (pure);
+//! - `profiles`: the shipped maps (Eastron SDM120, SDM630, Systemair SAVE),
+//!   each with its vendor document;
+//! - `poller`: when each device is read, backoff, online/offline, what an
+//!   answer means (pure, time passed in);
+//! - `link`: one connection or port through tokio-modbus (I/O);
+//! - `source`: the bus task that owns the link and queues its units (I/O);
+//! - `scan`: every register of a range in every type and order, for
+//!   `edge-gateway modbus scan` (pure rendering).
+
+pub mod config;
+pub mod devices;
+pub mod link;
+pub mod plan;
+pub mod poller;
+pub mod profiles;
+pub mod registers;
+pub mod scan;
+pub mod source;
+
+pub use config::ModbusConfig;
+pub use devices::{ModbusDevice, ModbusSection};

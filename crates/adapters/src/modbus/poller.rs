@@ -1,0 +1,379 @@
+//! When each device on a bus is read, and what each answer means: the
+//! bus's logic without its socket or port (time is passed in).
+//!
+//! - Each device keeps its own period on a fixed grid (a slow answer does
+//!   not push its next poll later), devices of one bus start spread over
+//!   the first period so they do not all queue at once.
+//! - A device that fails (timeout, CRC, exception 4, 6, 10, 11) is retried
+//!   with backoff from its period up to `max_backoff`, so a dead meter
+//!   costs the bus one timeout per retry, not one per period; it is
+//!   reported offline after [`OFFLINE_AFTER`] failed polls in a row, and
+//!   online at its first answer.
+//! - Exceptions 1, 2 and 3 (illegal function, address, value) are the
+//!   map's fault, not the device's: a merged read is split and retried at
+//!   once, a register refused alone is disabled, and the device's other
+//!   registers go on.
+
+use std::time::Duration;
+
+use gateway_core::backoff::Backoff;
+use gateway_core::DeviceState;
+use tokio::time::Instant;
+
+use super::plan::{Plan, Read};
+use super::registers::Register;
+
+/// Failed polls in a row before a device is reported offline: one lost
+/// answer on a noisy line is not an outage.
+pub const OFFLINE_AFTER: u32 = 2;
+
+/// What one read request got.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Words(Vec<u16>),
+    Bits(Vec<bool>),
+    /// An exception response, by its code.
+    Exception(u8),
+    /// Nothing within the timeout.
+    Timeout,
+    /// Bytes came, but no frame with a valid CRC (RTU).
+    Crc,
+    /// An answer that is not to this request (another transaction, the
+    /// wrong count): a late answer to an earlier one.
+    Mismatch,
+    /// The connection or port failed.
+    Connection(String),
+}
+
+/// What went wrong, as counted (`error_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Timeout,
+    Crc,
+    Mismatch,
+    Exception(u8),
+    Connection,
+}
+
+impl Fault {
+    /// The `error_type` label of `edge_gateway_adapter_errors_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Crc => "crc",
+            Self::Mismatch => "protocol",
+            Self::Exception(_) => "exception",
+            Self::Connection => "connection",
+        }
+    }
+}
+
+/// What to do after an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Readings: (register index, value). A register whose value is not a
+    /// number (a float NaN) is left out.
+    Values(Vec<(usize, f64)>),
+    /// A merged read was refused: make these reads now instead.
+    Split { code: u8, reads: Vec<Read> },
+    /// A register was refused alone: disabled from now on.
+    Disabled { member: usize, code: u8 },
+    /// The device failed this poll; the others go on.
+    DeviceFault(Fault),
+    /// The link failed (or cannot be trusted): reconnect.
+    LinkFault(Fault),
+}
+
+/// One device of a bus and its schedule.
+#[derive(Debug)]
+pub struct Unit {
+    pub unit: u8,
+    pub registers: Vec<Register>,
+    pub plan: Plan,
+    period: Duration,
+    /// Its next poll on its grid.
+    slot: Instant,
+    /// Set while it is failing: when to try again.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    failures: u32,
+    state: Option<DeviceState>,
+}
+
+impl Unit {
+    pub fn new(
+        unit: u8,
+        registers: Vec<Register>,
+        max_gap: u16,
+        period: Duration,
+        first: Instant,
+        backoff: Backoff,
+    ) -> Self {
+        let plan = Plan::new(&registers, max_gap);
+        Self {
+            unit,
+            registers,
+            plan,
+            period,
+            slot: first,
+            retry_at: None,
+            backoff,
+            failures: 0,
+            state: None,
+        }
+    }
+
+    /// When it is to be read next.
+    pub fn due(&self) -> Instant {
+        self.retry_at.unwrap_or(self.slot)
+    }
+
+    /// Judges `answer` to `read`.
+    pub fn judge(&mut self, read: &Read, answer: Answer) -> Verdict {
+        match answer {
+            Answer::Words(words) if words.len() == usize::from(read.count) => {
+                let values = read
+                    .members
+                    .iter()
+                    .filter_map(|&m| {
+                        let r = &self.registers[m];
+                        let from = usize::from(r.address.checked_sub(read.start)?);
+                        Some((m, r.value_of_words(words.get(from..)?)?))
+                    })
+                    .collect();
+                Verdict::Values(values)
+            }
+            Answer::Bits(bits) if bits.len() == usize::from(read.count) => {
+                let values = read
+                    .members
+                    .iter()
+                    .filter_map(|&m| {
+                        let r = &self.registers[m];
+                        let bit = *bits.get(usize::from(r.address.checked_sub(read.start)?))?;
+                        Some((m, r.value_of_bit(bit)))
+                    })
+                    .collect();
+                Verdict::Values(values)
+            }
+            Answer::Words(_) | Answer::Bits(_) | Answer::Mismatch => {
+                Verdict::LinkFault(Fault::Mismatch)
+            }
+            Answer::Exception(code @ 1..=3) => {
+                if read.is_merged() {
+                    let reads = self.plan.isolate(&self.registers, &read.members);
+                    Verdict::Split { code, reads }
+                } else {
+                    let member = read.members[0];
+                    self.plan.disable(&self.registers, member);
+                    Verdict::Disabled { member, code }
+                }
+            }
+            Answer::Exception(code) => Verdict::DeviceFault(Fault::Exception(code)),
+            Answer::Timeout => Verdict::DeviceFault(Fault::Timeout),
+            Answer::Crc => Verdict::DeviceFault(Fault::Crc),
+            Answer::Connection(_) => Verdict::LinkFault(Fault::Connection),
+        }
+    }
+
+    /// Ends a poll at `now`: schedules the next one and returns the
+    /// device's new state when it changed.
+    pub fn finish(&mut self, now: Instant, answered: bool) -> Option<DeviceState> {
+        // The grid keeps its phase: the next slot after now, skipping
+        // those a slow bus missed rather than polling twice to catch up.
+        while self.slot <= now {
+            self.slot += self.period;
+        }
+        if answered {
+            self.failures = 0;
+            self.retry_at = None;
+            self.backoff.reset();
+            return self.set(DeviceState::Online);
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = Some(now + self.backoff.next_delay());
+        if self.failures >= OFFLINE_AFTER {
+            return self.set(DeviceState::Offline);
+        }
+        None
+    }
+
+    fn set(&mut self, state: DeviceState) -> Option<DeviceState> {
+        if self.state == Some(state) {
+            return None;
+        }
+        self.state = Some(state);
+        Some(state)
+    }
+}
+
+/// Longest spread of a bus's first polls: a device read hourly must still
+/// give its first reading at start.
+const MAX_SPREAD: Duration = Duration::from_secs(1);
+
+/// The first slot of device `i` of `n` with `period`: spread over the
+/// first period (a second at most), so a bus of a hundred meters does not
+/// queue a hundred requests at one instant.
+pub fn first_slot(start: Instant, period: Duration, i: usize, n: usize) -> Instant {
+    let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    let i = u32::try_from(i).unwrap_or(0).min(n);
+    start + period.min(MAX_SPREAD) * i / n
+}
+
+/// The device due first (lowest index on a tie).
+pub fn next_due(units: &[Unit]) -> Option<usize> {
+    units
+        .iter()
+        .enumerate()
+        .min_by_key(|(i, u)| (u.due(), *i))
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::modbus::registers::{Order, Table, ValueType};
+
+    fn reg(metric: &str, table: Table, address: u16, ty: ValueType) -> Register {
+        Register {
+            metric: metric.into(),
+            table,
+            address,
+            ty,
+            order: Order::Abcd,
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+        }
+    }
+
+    fn unit(period: Duration, max_backoff: Duration) -> Unit {
+        let regs = vec![
+            reg("a", Table::Holding, 0, ValueType::U16),
+            reg("b", Table::Holding, 2, ValueType::F32),
+            reg("c", Table::Holding, 6, ValueType::I16),
+        ];
+        Unit::new(
+            1,
+            regs,
+            4,
+            period,
+            Instant::now(),
+            Backoff::with_seed(period, max_backoff, 7),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_become_values_at_their_offsets() {
+        let mut u = unit(Duration::from_secs(1), Duration::from_secs(8));
+        let read = u.plan.reads()[0].clone();
+        assert_eq!((read.start, read.count), (0, 7));
+        let words = vec![7, 0xFFFF, 0x41C8, 0x0000, 0xFFFF, 0xFFFF, 0xFFFE];
+        assert_eq!(
+            u.judge(&read, Answer::Words(words)),
+            Verdict::Values(vec![(0, 7.0), (1, 25.0), (2, -2.0)])
+        );
+        // A late answer to another read, of another length: not trusted.
+        assert_eq!(
+            u.judge(&read, Answer::Words(vec![1, 2])),
+            Verdict::LinkFault(Fault::Mismatch)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_illegal_address_splits_then_disables_only_that_register() {
+        let mut u = unit(Duration::from_secs(1), Duration::from_secs(8));
+        let merged = u.plan.reads()[0].clone();
+        let Verdict::Split { code: 2, reads } = u.judge(&merged, Answer::Exception(2)) else {
+            panic!("a merged read refused is split");
+        };
+        assert_eq!(reads.len(), 3);
+        // The float at 2 is refused alone: disabled, the others read.
+        let Verdict::Disabled { member: 1, code: 2 } = u.judge(&reads[1], Answer::Exception(2))
+        else {
+            panic!("refused alone: disabled");
+        };
+        assert_eq!(u.plan.reads().len(), 2);
+        assert_eq!(
+            u.judge(&reads[2], Answer::Words(vec![5])),
+            Verdict::Values(vec![(2, 5.0)])
+        );
+        // Busy and device failure are the device's, not the map's.
+        assert_eq!(
+            u.judge(&reads[0], Answer::Exception(6)),
+            Verdict::DeviceFault(Fault::Exception(6))
+        );
+        assert_eq!(
+            u.judge(&reads[0], Answer::Exception(11)),
+            Verdict::DeviceFault(Fault::Exception(11))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_device_backs_off_goes_offline_and_comes_back_on_its_grid() {
+        let period = Duration::from_secs(1);
+        let start = Instant::now();
+        let mut u = unit(period, Duration::from_secs(8));
+        assert_eq!(u.due(), start);
+        // Answered: online once, next slot one period on.
+        assert_eq!(u.finish(start, true), Some(DeviceState::Online));
+        assert_eq!(u.due(), start + period);
+        assert_eq!(u.finish(start + period, true), None);
+        // Silent: retried later and later, offline at the second failure.
+        let mut now = start + 2 * period;
+        let mut waits = Vec::new();
+        for i in 0..6 {
+            let state = u.finish(now, false);
+            assert_eq!(state, (i == 1).then_some(DeviceState::Offline), "poll {i}");
+            let wait = u.due() - now;
+            waits.push(wait);
+            now = u.due();
+        }
+        assert!(waits[0] >= period / 2 && waits[0] <= period, "{waits:?}");
+        assert!(waits.windows(2).take(3).all(|w| w[1] > w[0]), "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(8)),
+            "{waits:?}"
+        );
+        // Back: online, and the next poll is on the original grid.
+        assert_eq!(u.finish(now, true), Some(DeviceState::Online));
+        let phase = (u.due() - start).as_nanos() % period.as_nanos();
+        assert_eq!(phase, 0);
+        assert!(u.due() > now && u.due() <= now + period);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_poll_skips_missed_slots_instead_of_bursting() {
+        let period = Duration::from_secs(1);
+        let start = Instant::now();
+        let mut u = unit(period, Duration::from_secs(8));
+        u.finish(start + Duration::from_millis(3500), true);
+        assert_eq!(u.due(), start + Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn devices_start_spread_and_the_earliest_is_next() {
+        let start = Instant::now();
+        let period = Duration::from_secs(1);
+        let slots: Vec<Duration> = (0..4)
+            .map(|i| first_slot(start, period, i, 4) - start)
+            .collect();
+        assert_eq!(
+            slots,
+            [0, 250, 500, 750].map(Duration::from_millis).to_vec()
+        );
+        let hourly = first_slot(start, Duration::from_secs(3600), 3, 4) - start;
+        assert_eq!(hourly, Duration::from_millis(750), "read at start");
+        let mut units: Vec<Unit> = (0..3)
+            .map(|i| {
+                let mut u = unit(period, period);
+                u.slot = first_slot(start, period, 2 - i, 3);
+                u
+            })
+            .collect();
+        assert_eq!(next_due(&units), Some(2));
+        units[2].finish(start, true);
+        assert_eq!(next_due(&units), Some(1));
+        assert_eq!(next_due(&[]), None);
+    }
+}

@@ -1,0 +1,376 @@
+//! What one configured register means: its table, its type, the order of
+//! its bytes and words, and the `raw × scale + offset` that makes it a
+//! reading. Pure: words in, a number out (and back, for writes).
+//!
+//! Modbus itself only moves 16-bit registers (big-endian on the wire) and
+//! single bits; everything wider is a vendor's convention, which is why
+//! `order` exists. The four orders are named by where the bytes of a
+//! 32-bit value `ABCD` (A most significant) land in the registers read:
+//! `abcd` = `[AB, CD]` (big-endian, most meters), `cdab` = `[CD, AB]`
+//! (word-swapped, many PLCs), `badc` = `[BA, DC]`, `dcba` = `[DC, BA]`
+//! (little-endian). 64-bit values extend the same rule to four words.
+
+use serde::Deserialize;
+
+/// The four Modbus data tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    /// Read/write bits, function 1.
+    Coil,
+    /// Read-only bits, function 2.
+    Discrete,
+    /// Read/write registers, function 3 (the "4xxxx" of vendor manuals).
+    Holding,
+    /// Read-only registers, function 4 (the "3xxxx").
+    Input,
+}
+
+/// Most registers one read may ask for (Modbus Application Protocol
+/// V1.1b3 §6.3: quantity 1 to 125).
+pub const MAX_REGISTERS_PER_READ: u16 = 125;
+/// Most bits one read may ask for (§6.1: 1 to 2000).
+pub const MAX_BITS_PER_READ: u16 = 2000;
+
+impl Table {
+    pub fn is_bits(self) -> bool {
+        matches!(self, Self::Coil | Self::Discrete)
+    }
+
+    /// The most items one read of this table may ask for.
+    pub fn max_per_read(self) -> u16 {
+        if self.is_bits() {
+            MAX_BITS_PER_READ
+        } else {
+            MAX_REGISTERS_PER_READ
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Coil => "coil",
+            Self::Discrete => "discrete",
+            Self::Holding => "holding",
+            Self::Input => "input",
+        }
+    }
+}
+
+/// How many registers a value spans and how they read as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+}
+
+impl ValueType {
+    pub const ALL: [Self; 8] = [
+        Self::U16,
+        Self::I16,
+        Self::U32,
+        Self::I32,
+        Self::U64,
+        Self::I64,
+        Self::F32,
+        Self::F64,
+    ];
+
+    /// Registers (16-bit words) the value spans.
+    pub fn words(self) -> u16 {
+        match self {
+            Self::U16 | Self::I16 => 1,
+            Self::U32 | Self::I32 | Self::F32 => 2,
+            Self::U64 | Self::I64 | Self::F64 => 4,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::U16 => "u16",
+            Self::I16 => "i16",
+            Self::U32 => "u32",
+            Self::I32 => "i32",
+            Self::U64 => "u64",
+            Self::I64 => "i64",
+            Self::F32 => "f32",
+            Self::F64 => "f64",
+        }
+    }
+}
+
+/// Byte and word order of a value, named by where `ABCD` lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Big-endian: the Modbus convention and most meters (Eastron, Carlo
+    /// Gavazzi).
+    #[default]
+    Abcd,
+    /// Little-endian.
+    Dcba,
+    /// Bytes swapped in each word, words in order.
+    Badc,
+    /// Words swapped, bytes in each word big-endian (many PLCs).
+    Cdab,
+}
+
+impl Order {
+    pub const ALL: [Self; 4] = [Self::Abcd, Self::Dcba, Self::Badc, Self::Cdab];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Abcd => "abcd",
+            Self::Dcba => "dcba",
+            Self::Badc => "badc",
+            Self::Cdab => "cdab",
+        }
+    }
+
+    fn reverses_words(self) -> bool {
+        matches!(self, Self::Dcba | Self::Cdab)
+    }
+
+    fn swaps_bytes(self) -> bool {
+        matches!(self, Self::Dcba | Self::Badc)
+    }
+}
+
+/// `words` (as read, at most 4) in big-endian byte order of the value.
+/// The same permutation turns a value's big-endian bytes back into words.
+fn to_big_endian(words: &[u16], order: Order) -> ([u8; 8], usize) {
+    let mut out = [0u8; 8];
+    let n = words.len().min(4);
+    for i in 0..n {
+        let w = if order.reverses_words() {
+            words[n - 1 - i]
+        } else {
+            words[i]
+        };
+        let w = if order.swaps_bytes() {
+            w.swap_bytes()
+        } else {
+            w
+        };
+        out[2 * i..2 * i + 2].copy_from_slice(&w.to_be_bytes());
+    }
+    (out, 2 * n)
+}
+
+/// The raw number in `words` (exactly `ty.words()` of them, as read from
+/// the device) read as `ty` in `order`; `None` when there are too few.
+pub fn decode_raw(words: &[u16], ty: ValueType, order: Order) -> Option<f64> {
+    let n = usize::from(ty.words());
+    let words = words.get(..n)?;
+    let (be, _) = to_big_endian(words, order);
+    let b2 = [be[0], be[1]];
+    let b4 = [be[0], be[1], be[2], be[3]];
+    Some(match ty {
+        ValueType::U16 => f64::from(u16::from_be_bytes(b2)),
+        ValueType::I16 => f64::from(i16::from_be_bytes(b2)),
+        ValueType::U32 => f64::from(u32::from_be_bytes(b4)),
+        ValueType::I32 => f64::from(i32::from_be_bytes(b4)),
+        ValueType::F32 => f64::from(f32::from_be_bytes(b4)),
+        // Above 2^53 an f64 rounds: an energy counter in Wh reaches that
+        // after a million years of a megawatt.
+        ValueType::U64 => u64::from_be_bytes(be) as f64,
+        ValueType::I64 => i64::from_be_bytes(be) as f64,
+        ValueType::F64 => f64::from_be_bytes(be),
+    })
+}
+
+/// One register of a device's map, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Register {
+    pub metric: String,
+    pub table: Table,
+    /// 0-based protocol address.
+    pub address: u16,
+    /// Ignored for coils and discrete inputs (a bit reads as 0 or 1).
+    pub ty: ValueType,
+    pub order: Order,
+    pub scale: f64,
+    pub offset: f64,
+    /// Shown after the value (dashboard, InfluxDB, Home Assistant).
+    pub unit: Option<String>,
+}
+
+impl Register {
+    /// Items (registers or bits) this register spans.
+    pub fn span(&self) -> u16 {
+        if self.table.is_bits() {
+            1
+        } else {
+            self.ty.words()
+        }
+    }
+
+    /// The address after the last item it spans (`u32`: a value may end
+    /// at 65 536).
+    pub fn end(&self) -> u32 {
+        u32::from(self.address) + u32::from(self.span())
+    }
+
+    /// The reading of registers `words` (this register's, first at its
+    /// address): `raw × scale + offset`; `None` when not finite (an f32
+    /// NaN a meter sends for "no value") or too few words.
+    pub fn value_of_words(&self, words: &[u16]) -> Option<f64> {
+        let raw = decode_raw(words, self.ty, self.order)?;
+        let v = raw * self.scale + self.offset;
+        v.is_finite().then_some(v)
+    }
+
+    /// The reading of a bit: 0 or 1, scaled like a register.
+    pub fn value_of_bit(&self, bit: bool) -> f64 {
+        f64::from(u8::from(bit)) * self.scale + self.offset
+    }
+}
+
+/// Why a value cannot be written to a register.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("{value} is not a finite number")]
+    NotFinite { value: f64 },
+    #[error("{value} is outside the allowed {min}..={max}")]
+    OutOfBounds { value: f64, min: f64, max: f64 },
+    #[error("{raw} does not fit a {ty}")]
+    OutOfRange { raw: f64, ty: &'static str },
+    #[error("a coil takes 0 or 1, not {value}")]
+    NotABit { value: f64 },
+    #[error("a discrete input or input register cannot be written")]
+    ReadOnly,
+    #[error("scale 0 cannot be inverted")]
+    ZeroScale,
+}
+
+/// What a write puts on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Encoded {
+    Coil(bool),
+    Registers(Vec<u16>),
+}
+
+/// A value in the reading's unit → what to write, the inverse of reading:
+/// `(value - offset) / scale`, rounded to the nearest integer for integer
+/// types, in the register's type and order. `bounds` (in the reading's
+/// unit) refuse a value outside them before anything is computed.
+///
+/// # Errors
+/// [`EncodeError`]: not finite, outside `bounds`, not representable in
+/// the type, not 0/1 for a coil, or a read-only table.
+pub fn encode(
+    register: &Register,
+    value: f64,
+    bounds: Option<(f64, f64)>,
+) -> Result<Encoded, EncodeError> {
+    if !value.is_finite() {
+        return Err(EncodeError::NotFinite { value });
+    }
+    if let Some((min, max)) = bounds {
+        if value < min || value > max {
+            return Err(EncodeError::OutOfBounds { value, min, max });
+        }
+    }
+    if register.scale == 0.0 {
+        return Err(EncodeError::ZeroScale);
+    }
+    let raw = (value - register.offset) / register.scale;
+    match register.table {
+        Table::Discrete | Table::Input => Err(EncodeError::ReadOnly),
+        Table::Coil => {
+            let r = raw.round();
+            if (raw - r).abs() > 1e-9 || !(r == 0.0 || r == 1.0) {
+                return Err(EncodeError::NotABit { value });
+            }
+            Ok(Encoded::Coil(r == 1.0))
+        }
+        Table::Holding => {
+            let be = raw_to_be(raw, register.ty)?;
+            let n = usize::from(register.ty.words());
+            // The permutations are their own inverses for the word count
+            // of one value: reading back what is written gives `be`.
+            let be_words: Vec<u16> = be[..2 * n]
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            let mut words = vec![0u16; n];
+            for (i, w) in be_words.iter().enumerate() {
+                let at = if register.order.reverses_words() {
+                    n - 1 - i
+                } else {
+                    i
+                };
+                words[at] = if register.order.swaps_bytes() {
+                    w.swap_bytes()
+                } else {
+                    *w
+                };
+            }
+            Ok(Encoded::Registers(words))
+        }
+    }
+}
+
+fn raw_to_be(raw: f64, ty: ValueType) -> Result<[u8; 8], EncodeError> {
+    let mut be = [0u8; 8];
+    let out_of_range = || EncodeError::OutOfRange {
+        raw,
+        ty: ty.as_str(),
+    };
+    let int = |lo: f64, hi: f64| {
+        let r = raw.round();
+        if r < lo || r > hi {
+            Err(out_of_range())
+        } else {
+            Ok(r)
+        }
+    };
+    match ty {
+        ValueType::U16 => {
+            be[..2].copy_from_slice(&(int(0.0, f64::from(u16::MAX))? as u16).to_be_bytes())
+        }
+        ValueType::I16 => be[..2].copy_from_slice(
+            &(int(f64::from(i16::MIN), f64::from(i16::MAX))? as i16).to_be_bytes(),
+        ),
+        ValueType::U32 => {
+            be[..4].copy_from_slice(&(int(0.0, f64::from(u32::MAX))? as u32).to_be_bytes())
+        }
+        ValueType::I32 => be[..4].copy_from_slice(
+            &(int(f64::from(i32::MIN), f64::from(i32::MAX))? as i32).to_be_bytes(),
+        ),
+        // 2^64 and 2^63 are exact in f64; the casts saturate below them.
+        ValueType::U64 => {
+            let r = raw.round();
+            if !(0.0..18_446_744_073_709_551_616.0).contains(&r) {
+                return Err(out_of_range());
+            }
+            be.copy_from_slice(&(r as u64).to_be_bytes());
+        }
+        ValueType::I64 => {
+            let r = raw.round();
+            if !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&r) {
+                return Err(out_of_range());
+            }
+            be.copy_from_slice(&(r as i64).to_be_bytes());
+        }
+        ValueType::F32 => {
+            let f = raw as f32;
+            if !f.is_finite() {
+                return Err(out_of_range());
+            }
+            be[..4].copy_from_slice(&f.to_be_bytes());
+        }
+        ValueType::F64 => be.copy_from_slice(&raw.to_be_bytes()),
+    }
+    Ok(be)
+}
+
+#[cfg(test)]
+#[path = "registers_tests.rs"]
+mod tests;

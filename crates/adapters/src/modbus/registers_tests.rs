@@ -1,0 +1,203 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn reg(table: Table, ty: ValueType, order: Order) -> Register {
+    Register {
+        metric: "m".into(),
+        table,
+        address: 0,
+        ty,
+        order,
+        scale: 1.0,
+        offset: 0.0,
+        unit: None,
+    }
+}
+
+/// The value `ABCD…` laid out in registers for each order, as a device
+/// sends it: big-endian words `[AB, CD]`, word-swapped `[CD, AB]`, …
+fn layout(be: &[u8], order: Order) -> Vec<u16> {
+    let words: Vec<u16> = be
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    let n = words.len();
+    (0..n)
+        .map(|i| {
+            let w = match order {
+                Order::Abcd | Order::Badc => words[i],
+                Order::Dcba | Order::Cdab => words[n - 1 - i],
+            };
+            match order {
+                Order::Badc | Order::Dcba => w.swap_bytes(),
+                _ => w,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn twenty_five_as_an_f32_in_every_order() {
+    // 0x41C80000 = 25.0 (IEEE 754 single).
+    for (order, words) in [
+        (Order::Abcd, [0x41C8, 0x0000]),
+        (Order::Cdab, [0x0000, 0x41C8]),
+        (Order::Badc, [0xC841, 0x0000]),
+        (Order::Dcba, [0x0000, 0xC841]),
+    ] {
+        assert_eq!(
+            decode_raw(&words, ValueType::F32, order),
+            Some(25.0),
+            "{order:?}"
+        );
+    }
+}
+
+#[test]
+fn every_type_in_every_order_against_known_vectors() {
+    let cases: [(ValueType, Vec<u8>, f64); 12] = [
+        (ValueType::U16, vec![0xFF, 0xFE], 65534.0),
+        (ValueType::I16, vec![0xFF, 0xFE], -2.0),
+        (ValueType::U32, vec![0x00, 0x01, 0x86, 0xA0], 100_000.0),
+        (ValueType::I32, vec![0xFF, 0xFE, 0x79, 0x60], -100_000.0),
+        (
+            ValueType::U32,
+            vec![0xDE, 0xAD, 0xBE, 0xEF],
+            3_735_928_559.0,
+        ),
+        (
+            ValueType::F32,
+            vec![0xC2, 0xF6, 0xE9, 0x79],
+            -123.456_001_281_738_28,
+        ),
+        (
+            ValueType::U64,
+            vec![0x00, 0x00, 0x00, 0x02, 0x54, 0x0B, 0xE4, 0x00],
+            10_000_000_000.0,
+        ),
+        (
+            ValueType::I64,
+            vec![0xFF, 0xFF, 0xFF, 0xFD, 0xAB, 0xF4, 0x1C, 0x00],
+            -10_000_000_000.0,
+        ),
+        (
+            ValueType::F64,
+            vec![0x40, 0x09, 0x21, 0xFB, 0x54, 0x44, 0x2D, 0x18],
+            std::f64::consts::PI,
+        ),
+        (
+            ValueType::F64,
+            vec![0xC0, 0x5E, 0xDD, 0x2F, 0x1A, 0x9F, 0xBE, 0x77],
+            -123.456,
+        ),
+        (ValueType::I16, vec![0x80, 0x00], -32768.0),
+        (ValueType::U16, vec![0x01, 0x02], 258.0),
+    ];
+    for (ty, be, want) in cases {
+        for order in Order::ALL {
+            let words = layout(&be, order);
+            assert_eq!(words.len(), usize::from(ty.words()));
+            assert_eq!(
+                decode_raw(&words, ty, order),
+                Some(want),
+                "{ty:?} {order:?} {words:04X?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn too_few_words_is_no_value_and_extra_words_are_ignored() {
+    assert_eq!(decode_raw(&[0x41C8], ValueType::F32, Order::Abcd), None);
+    assert_eq!(decode_raw(&[], ValueType::U16, Order::Abcd), None);
+    assert_eq!(
+        decode_raw(&[7, 0xFFFF, 0xFFFF], ValueType::U16, Order::Abcd),
+        Some(7.0)
+    );
+}
+
+#[test]
+fn scale_and_offset_make_the_reading_and_nan_is_no_reading() {
+    let mut r = reg(Table::Holding, ValueType::I16, Order::Abcd);
+    r.scale = 0.1;
+    r.offset = -40.0;
+    // 0x00FB = 251 → 25.1 - 40.
+    let v = r.value_of_words(&[0x00FB]).unwrap();
+    assert!((v - (-14.9)).abs() < 1e-9, "{v}");
+    let f = reg(Table::Input, ValueType::F32, Order::Abcd);
+    assert_eq!(f.value_of_words(&[0x7FC0, 0x0000]), None, "NaN");
+    assert_eq!(f.value_of_words(&[0x7F80, 0x0000]), None, "+inf");
+    let c = reg(Table::Coil, ValueType::U16, Order::Abcd);
+    assert_eq!((c.value_of_bit(true), c.value_of_bit(false)), (1.0, 0.0));
+    assert_eq!(c.span(), 1);
+    assert_eq!(reg(Table::Holding, ValueType::F64, Order::Abcd).span(), 4);
+}
+
+#[test]
+fn a_write_encodes_what_a_read_decodes_in_every_type_and_order() {
+    for ty in ValueType::ALL {
+        for order in Order::ALL {
+            let mut r = reg(Table::Holding, ty, order);
+            r.scale = 0.5;
+            r.offset = 10.0;
+            let value = 20.0; // raw 20
+            let Encoded::Registers(words) = encode(&r, value, None).unwrap() else {
+                panic!("registers expected");
+            };
+            assert_eq!(words.len(), usize::from(ty.words()));
+            assert_eq!(r.value_of_words(&words), Some(value), "{ty:?} {order:?}");
+        }
+    }
+    // The vector above, written: 25.0 as f32 word-swapped.
+    let r = reg(Table::Holding, ValueType::F32, Order::Cdab);
+    assert_eq!(
+        encode(&r, 25.0, None),
+        Ok(Encoded::Registers(vec![0x0000, 0x41C8]))
+    );
+    let r = reg(Table::Holding, ValueType::I16, Order::Abcd);
+    assert_eq!(encode(&r, -2.0, None), Ok(Encoded::Registers(vec![0xFFFE])));
+}
+
+#[test]
+fn a_write_refuses_what_the_register_cannot_hold() {
+    let mut r = reg(Table::Holding, ValueType::U16, Order::Abcd);
+    assert!(matches!(
+        encode(&r, -1.0, None),
+        Err(EncodeError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        encode(&r, 65536.0, None),
+        Err(EncodeError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        encode(&r, f64::NAN, None),
+        Err(EncodeError::NotFinite { .. })
+    ));
+    assert!(matches!(
+        encode(&r, 30.0, Some((5.0, 25.0))),
+        Err(EncodeError::OutOfBounds { .. })
+    ));
+    assert_eq!(
+        encode(&r, 21.4, Some((5.0, 25.0))),
+        Ok(Encoded::Registers(vec![21]))
+    );
+    r.scale = 0.0;
+    assert_eq!(encode(&r, 1.0, None), Err(EncodeError::ZeroScale));
+    let c = reg(Table::Coil, ValueType::U16, Order::Abcd);
+    assert_eq!(encode(&c, 1.0, None), Ok(Encoded::Coil(true)));
+    assert_eq!(encode(&c, 0.0, None), Ok(Encoded::Coil(false)));
+    assert!(matches!(
+        encode(&c, 0.5, None),
+        Err(EncodeError::NotABit { .. })
+    ));
+    for table in [Table::Input, Table::Discrete] {
+        let r = reg(table, ValueType::U16, Order::Abcd);
+        assert_eq!(encode(&r, 1.0, None), Err(EncodeError::ReadOnly));
+    }
+    let r = reg(Table::Holding, ValueType::F32, Order::Abcd);
+    assert!(matches!(
+        encode(&r, 1e300, None),
+        Err(EncodeError::OutOfRange { .. })
+    ));
+}
