@@ -21,6 +21,7 @@ mod input_abuse;
 mod lorawan;
 mod lorawan_codecs;
 mod lorawan_otaa;
+mod modbus;
 mod oversized;
 mod serial_dropin;
 mod serial_line;

@@ -14,7 +14,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ use common::{http_get, http_until, GatewayProcess, WAIT};
 use serde_json::{json, Value};
 use test_support::{free_port, have, Message, Mosquitto, PythonPeer, Subscriber};
 
-const PEER: &str = include_str!("data/modbus_peer.py");
+const PEER: &str = include_str!("../data/modbus_peer.py");
 
 /// The eight register types with a value each, as (type, big-endian
 /// bytes of the raw value, the reading it must give).
