@@ -185,24 +185,6 @@ action = {{ publish = "hvac/cmd", payload = "cool", broker = {{ url = "mqtt://12
     )
 }
 
-async fn hash_of(password: &str) -> String {
-    let mut p = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-        .arg("passwd")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    p.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .await
-        .unwrap();
-    let out = p.wait_with_output().await.unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 fn validate(dir: &std::path::Path, config: &str, print: bool) -> (Option<i32>, String) {
     let path = dir.join("gateway.toml");
     std::fs::write(
@@ -240,7 +222,7 @@ async fn get(port: u16, path: &str, auth: &str) -> String {
 
 #[tokio::test]
 async fn no_secret_in_validate_the_log_or_any_page() {
-    let hash = hash_of("correct horse").await;
+    let hash = common::password_hash("correct horse").await;
     let needles = needles(&hash);
     let dir = tempfile::tempdir().unwrap();
     let replay = dir.path().join("ble.jsonl");

@@ -425,3 +425,26 @@ pub async fn http_until(port: u16, path: &str, done: impl Fn(u16, &str) -> bool)
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The hash `edge-gateway passwd` prints for `password`, as a user puts it
+/// into `[[dashboard.user]] password_hash`.
+pub async fn password_hash(password: &str) -> String {
+    let mut p = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    p.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .await
+        .unwrap();
+    let out = p.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "edge-gateway passwd failed");
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}

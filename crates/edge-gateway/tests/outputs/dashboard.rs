@@ -259,24 +259,7 @@ async fn api_pages_and_live_events_over_a_history_that_survives_restart_and_kill
 
 #[tokio::test]
 async fn users_need_their_password() {
-    let mut passwd = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-        .arg("passwd")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    passwd
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse\n")
-        .await
-        .unwrap();
-    let out = passwd.wait_with_output().await.unwrap();
-    assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let hash = common::password_hash("correct horse").await;
 
     let local = Mosquitto::start();
     let upstream = Mosquitto::start();

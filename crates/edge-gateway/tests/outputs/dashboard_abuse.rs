@@ -191,23 +191,7 @@ async fn a_page_answers_while_another_address_churns_and_holds_silent_connection
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_flood_keeps_the_gateway_small_and_metrics_and_ingest_going() {
     let _serial = SERIAL.lock().await;
-    let hash = {
-        let mut p = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-            .arg("passwd")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        p.stdin
-            .take()
-            .unwrap()
-            .write_all(b"correct horse\n")
-            .await
-            .unwrap();
-        let out = p.wait_with_output().await.unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let hash = common::password_hash("correct horse").await;
     let local = Mosquitto::start();
     let upstream = Mosquitto::start();
     let (dash, metrics) = (free_port(), free_port());
@@ -439,23 +423,7 @@ async fn half_a_request_head_is_closed_at_the_head_deadline_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_and_api_answers_forbid_framing_and_caching() {
     let _serial = SERIAL.lock().await;
-    let hash = {
-        let mut p = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
-            .arg("passwd")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        p.stdin
-            .take()
-            .unwrap()
-            .write_all(b"correct horse\n")
-            .await
-            .unwrap();
-        let out = p.wait_with_output().await.unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let hash = common::password_hash("correct horse").await;
     let local = Mosquitto::start();
     let upstream = Mosquitto::start();
     let (dash, metrics) = (free_port(), free_port());
