@@ -22,10 +22,11 @@
     feature = "lorawan",
     feature = "ble",
     feature = "tcp_line",
-    feature = "serial"
+    feature = "serial",
+    feature = "modbus"
 )))]
 compile_error!(
-    "edge-gateway needs at least one adapter: --features mqtt (or coap, lorawan, ble, tcp_line, serial, all-protocols)"
+    "edge-gateway needs at least one adapter: --features mqtt (or coap, lorawan, ble, tcp_line, serial, modbus, all-protocols)"
 );
 
 #[cfg(feature = "demo")]
