@@ -17,9 +17,10 @@ all="coap_datagram lorawan_datagram ble_advert_line ble_bthome ble_ruuvi ble_xia
 # libFuzzer's coverage guidance without AddressSanitizer: the code under
 # fuzz is Rust with `unsafe` forbidden in every crate of ours, where a
 # memory error cannot happen without a compiler or dependency bug, and ASan
-# made the build (every dependency instrumented) and each run about twice
-# as slow. What is fuzzed here is panics, overflows (debug assertions stay
-# on), hangs and unbounded allocation, which need no sanitizer.
+# instruments every dependency (OpenSSL's Rust side included), which slows
+# the build and every execution. What is fuzzed here is panics, overflows
+# (debug assertions stay on), hangs and unbounded allocation, which need no
+# sanitizer.
 # FUZZ_SANITIZER=address brings it back for a long hunt.
 flags=(--sanitizer "${FUZZ_SANITIZER:-none}")
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
