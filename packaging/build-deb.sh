@@ -11,6 +11,9 @@
 # Packages never include the `demo` feature (its embedded broker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# CI and scripts/test.sh link Debian's libssl for speed; a package never
+# does (it would depend on the build machine's libssl-dev for its target).
+unset OPENSSL_NO_VENDOR
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 out="$target_dir/debian"
