@@ -47,6 +47,12 @@
 //! - **Future** readings, stamped more than `max_future_ms` after `now`, are
 //!   rejected with [`Rejected::Future`]: a device whose clock is years ahead
 //!   would otherwise hold a window, and its memory, open for years.
+//! - **By their own time**: [`Aggregator::ingest_own_time`] takes a reading
+//!   the two rules above refuse, for a caller that acknowledged it and must
+//!   not lose it for the gateway's clock: up to a horizon ahead it opens its
+//!   window, which waits for the clock; in a span already emitted it opens
+//!   a *late amendment* ([`DeviceWindow::amendment`]), due at once, which
+//!   adds to what was emitted for the span and replaces nothing.
 //!
 //! # Statistics
 //!

@@ -40,6 +40,8 @@ pub struct Snapshot {
     /// of that span emitted after a restart must still be a rerun.
     pub steps_back: u32,
     pub rerun_until: i64,
+    /// Late amendments emitted so far ([`Aggregator::amendments`]).
+    pub amendments: u32,
 }
 
 impl Aggregator {
@@ -51,6 +53,7 @@ impl Aggregator {
             open: self.open_accumulators(),
             steps_back,
             rerun_until,
+            amendments: self.amendments(),
         }
     }
 
@@ -74,6 +77,7 @@ impl Aggregator {
     pub fn restore(&mut self, snapshot: &Snapshot) {
         self.raise_watermark(snapshot.watermark_ms);
         self.restore_steps_back(snapshot.steps_back, snapshot.rerun_until);
+        self.restore_amendments(snapshot.amendments);
         for s in &snapshot.open {
             self.insert_accumulator(
                 &s.device,

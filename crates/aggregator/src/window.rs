@@ -92,6 +92,11 @@ pub struct DeviceWindow {
     /// same (device, window) may then have been emitted before with other
     /// readings, and this is a second window over that span, not a copy.
     pub rerun: u32,
+    /// 0, or this window's number among the late amendments: readings
+    /// placed by their own time in a span whose window had already been
+    /// emitted ([`Aggregator::ingest_own_time`]). Its statistics add to
+    /// whatever was sent for the span before; it replaces nothing.
+    pub amendment: u32,
 }
 
 /// Membership lists of emitted windows kept for reuse; a few cover the
@@ -119,6 +124,9 @@ pub struct Aggregator {
     /// Windows ending at or before this had been closed when the clock
     /// last stepped back; emitted again, they are reruns.
     rerun_until: i64,
+    /// Late amendments emitted so far: numbers them, across restarts
+    /// (checkpointed), so each has an id of its own.
+    amendments: u32,
     /// Start of the window the last reading fell in: the readings of a
     /// burst share it, and finding it by a 64-bit division for each one,
     /// twice (checked before the journal, then taken), was a noticeable
@@ -171,6 +179,7 @@ impl Aggregator {
             max_series: usize::MAX,
             steps_back: 0,
             rerun_until: i64::MIN,
+            amendments: 0,
             last_start: i64::MIN,
             last_open: None,
         })
@@ -233,6 +242,69 @@ impl Aggregator {
     /// As [`ingest`](Self::ingest).
     pub fn check(&mut self, reading: &Reading, now: Timestamp) -> Result<(), Rejected> {
         self.window_open_at(reading, now)?;
+        if self.series.len() >= self.max_series
+            && self
+                .series
+                .find(reading.device(), reading.metric())
+                .is_none()
+        {
+            return Err(Rejected::MaxSeries {
+                max_series: self.max_series,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a reading by its own time whatever the windows already sent:
+    /// for a reading that was acknowledged and must not be lost for the
+    /// gateway's clock. A reading whose window is due joins it; one whose
+    /// span was emitted already opens a late amendment, due at once
+    /// ([`DeviceWindow::amendment`]); one stamped up to `horizon_ms` ahead
+    /// of `now` opens (or joins) its window, which then waits for the
+    /// clock like any other.
+    ///
+    /// # Errors
+    /// [`Rejected::Future`] beyond `now + horizon_ms`;
+    /// [`Rejected::MaxSeries`] as [`ingest`](Self::ingest).
+    pub fn ingest_own_time(
+        &mut self,
+        reading: &Reading,
+        now: Timestamp,
+        horizon_ms: i64,
+    ) -> Result<(), Rejected> {
+        self.check_own_time(reading, now, horizon_ms)?;
+        let (start, _) = self.spec.bounds(reading.time().as_millis());
+        let id = self.series.intern(reading.device(), reading.metric());
+        if self
+            .series
+            .open_mut(id)
+            .is_some_and(|w| w.push(start, reading.value()))
+        {
+            let spare = &mut self.spare;
+            self.windows
+                .entry(start)
+                .or_insert_with(|| spare.pop().unwrap_or_default())
+                .push(id);
+            self.open += 1;
+        }
+        Ok(())
+    }
+
+    /// What [`ingest_own_time`](Self::ingest_own_time) would answer,
+    /// without taking the reading.
+    ///
+    /// # Errors
+    /// As [`ingest_own_time`](Self::ingest_own_time).
+    pub fn check_own_time(
+        &mut self,
+        reading: &Reading,
+        now: Timestamp,
+        horizon_ms: i64,
+    ) -> Result<(), Rejected> {
+        let time = reading.time();
+        if time.as_millis() > now.as_millis().saturating_add(horizon_ms) {
+            return Err(Rejected::Future { time });
+        }
         if self.series.len() >= self.max_series
             && self
                 .series
@@ -326,6 +398,15 @@ impl Aggregator {
         (self.steps_back, self.rerun_until)
     }
 
+    /// Late amendments emitted so far (for checkpoints).
+    pub fn amendments(&self) -> u32 {
+        self.amendments
+    }
+
+    pub(crate) fn restore_amendments(&mut self, n: u32) {
+        self.amendments = self.amendments.max(n);
+    }
+
     pub(crate) fn restore_steps_back(&mut self, steps: u32, rerun_until: i64) {
         if steps > self.steps_back {
             self.steps_back = steps;
@@ -356,8 +437,10 @@ impl Aggregator {
     pub fn close_all(&mut self) -> Vec<DeviceWindow> {
         let mut out = Vec::new();
         while let Some((start, members)) = self.windows.pop_first() {
-            self.watermark = self.watermark.max(self.spec.bounds(start).1);
+            // Emitted before the watermark passes it: a late amendment is
+            // told from a first window by the watermark it finds.
             self.emit(start, members, &mut out);
+            self.watermark = self.watermark.max(self.spec.bounds(start).1);
         }
         out
     }
@@ -446,6 +529,14 @@ impl Aggregator {
         } else {
             0
         };
+        // A window over a span already emitted (its end at or below the
+        // watermark) holds late readings only: an amendment, numbered.
+        let amendment = if end_ms <= self.watermark {
+            self.amendments = self.amendments.wrapping_add(1).max(1);
+            self.amendments
+        } else {
+            0
+        };
         self.series.sort_ids(&mut members);
         let mut current: Option<DeviceWindow> = None;
         for &id in &members {
@@ -477,6 +568,7 @@ impl Aggregator {
                         end: end_ts,
                         metrics: vec![(metric, stats)],
                         rerun,
+                        amendment,
                     });
                 }
             }

@@ -698,3 +698,44 @@ fn the_same_reading_at_the_same_instant_is_judged_again_once_windows_close() {
         Err(Rejected::Future { .. })
     ));
 }
+
+/// By its own time: a reading ahead beyond `max_future` (within the
+/// horizon) opens its window, which waits for the clock; one in a span
+/// already emitted goes out as a numbered late amendment at the next
+/// close, and the numbering survives a snapshot.
+#[test]
+fn own_time_readings_wait_for_the_clock_or_amend_a_sent_window() {
+    let mut a = agg(1_000, 0, 100);
+    a.ingest(&reading("d", "t", 1.0, 500), ts(500)).unwrap();
+    let first = a.close_due(ts(1_000));
+    assert_eq!((first.len(), first[0].amendment), (1, 0));
+    let late = reading("d", "t", 2.0, 700);
+    assert!(matches!(
+        a.ingest(&late, ts(1_200)),
+        Err(Rejected::Late { .. })
+    ));
+    let ahead = reading("d", "t", 3.0, 5_500);
+    assert!(matches!(
+        a.ingest(&ahead, ts(1_200)),
+        Err(Rejected::Future { .. })
+    ));
+    a.ingest_own_time(&late, ts(1_200), 10_000).unwrap();
+    a.ingest_own_time(&ahead, ts(1_200), 10_000).unwrap();
+    assert_eq!(
+        a.ingest_own_time(&reading("d", "t", 4.0, 20_000), ts(1_200), 10_000),
+        Err(Rejected::Future { time: ts(20_000) }),
+        "beyond the horizon"
+    );
+    let amended = a.close_due(ts(1_300));
+    assert_eq!(amended.len(), 1, "the window ahead waits: {amended:?}");
+    assert_eq!((amended[0].start, amended[0].amendment), (ts(0), 1));
+    assert_eq!(amended[0].metrics[0].1.count(), 1);
+    a.ingest_own_time(&late, ts(1_300), 10_000).unwrap();
+    let snapshot = a.snapshot();
+    let mut restored = agg(1_000, 0, 100);
+    restored.restore(&snapshot);
+    let again = restored.close_due(ts(1_400));
+    assert_eq!((again[0].start, again[0].amendment), (ts(0), 2));
+    let waited = restored.close_due(ts(6_000));
+    assert_eq!((waited[0].start, waited[0].amendment), (ts(5_000), 0));
+}

@@ -40,8 +40,9 @@ pub struct StatusEvent {
 pub struct WindowEvent {
     pub device: DeviceId,
     /// Where stores that keep one window per start put it: `window_start`,
-    /// a millisecond per backward clock step later for a rerun, so it does
-    /// not replace the window sent over the same span before the step.
+    /// a millisecond per backward clock step later for a rerun, and later
+    /// again for a late amendment, so neither replaces the window sent
+    /// over the same span before.
     pub start: Timestamp,
     pub end: Timestamp,
     /// Closed early at shutdown: the rest may follow after a restart.
@@ -52,6 +53,11 @@ pub struct WindowEvent {
     /// had been closed once already: a second window over that span, with
     /// other readings (`aggregator::DeviceWindow::rerun`).
     pub rerun: u32,
+    /// 0, or the number of a late amendment: readings placed by their own
+    /// time in a span whose window was sent already. Its statistics add to
+    /// what was sent for the span; it replaces nothing
+    /// (`aggregator::DeviceWindow::amendment`).
+    pub amendment: u32,
     /// When a `partial` window was cut short (the upstream's id holds it).
     pub partial_at: Option<Timestamp>,
     /// By metric name, sorted.

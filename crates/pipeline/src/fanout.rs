@@ -139,11 +139,12 @@ impl SinkFanout {
             // points) would let a rerun (see `DeviceWindow::rerun`) replace
             // the window sent over the same span before the clock stepped
             // back: it starts a millisecond per step later for them.
-            start: w.start.saturating_add_millis(i64::from(w.rerun)),
+            start: w.start.saturating_add_millis(store_offset(w)),
             end: w.end,
             partial: partial_at.is_some(),
             window_start: w.start,
             rerun: w.rerun,
+            amendment: w.amendment,
             partial_at,
             metrics,
         }))
@@ -267,4 +268,18 @@ pub async fn flush_all(
 /// A receiver whose sender is gone: an output that stopped answers "no".
 fn closed() -> oneshot::Receiver<bool> {
     oneshot::channel().1
+}
+
+/// How much later than its window's start a store that keeps one window
+/// per start files this one: a millisecond per backward step for a rerun;
+/// an amendment a millisecond per amendment more (cycling through 1 000,
+/// and never past its window's end), so that neither replaces what was
+/// stored for the span before.
+fn store_offset(w: &aggregator::DeviceWindow) -> i64 {
+    let rerun = i64::from(w.rerun);
+    if w.amendment == 0 {
+        return rerun;
+    }
+    let last = (w.end.as_millis() - w.start.as_millis() - 1).max(0);
+    (rerun + 1 + i64::from(w.amendment % 1000)).min(last)
 }

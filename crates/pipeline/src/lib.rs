@@ -24,9 +24,14 @@ mod task;
 
 pub use task::Pipeline;
 
-/// Readings refused as too late for their window.
+/// Readings too late for their window when they came: placed by their
+/// own time, in a late amendment when the window was sent already (none
+/// is dropped: `task/ingest.rs`, `place_own_time`).
 pub const LATE_READINGS: &str = "edge_gateway_aggregator_late_readings_total";
-/// Readings refused as stamped too far ahead of the gateway clock.
+/// Readings stamped further ahead of the gateway clock than `max_future`:
+/// placed by their own time up to a day ahead (the gateway clock may be
+/// the one that is wrong); beyond that they are refused, before the
+/// acknowledgement where the input acknowledges.
 pub const FUTURE_READINGS: &str = "edge_gateway_aggregator_future_readings_total";
 /// Window statistics forwarded (one per device and window).
 pub const WINDOWS_EMITTED: &str = "edge_gateway_aggregator_windows_emitted_total";

@@ -44,6 +44,8 @@ struct Counters {
     windows: Counter,
     status: Counter,
     max_series: Counter,
+    /// Own times more than a day ahead (`place_own_time`).
+    too_far_ahead: Counter,
     max_series_log: OncePerWindow,
     /// Steps back the clock guard did not see (shared with its count).
     clock_steps: Counter,
@@ -91,6 +93,10 @@ impl Pipeline {
             windows: t.counter(WINDOWS_EMITTED, &[]),
             status: t.counter("edge_gateway_device_status_changes_total", &[]),
             max_series: t.counter(DROPPED_READINGS, &[("reason", "max_series")]),
+            too_far_ahead: t.counter(
+                DROPPED_READINGS,
+                &[("reason", gateway_core::clock::TIME_TOO_FAR_AHEAD)],
+            ),
             max_series_log: OncePerWindow::default(),
             clock_steps: t.counter(CLOCK_STEPS, &[]),
         };

@@ -112,12 +112,15 @@ impl Harness {
     }
 
     /// (window start → (count, rerun)) of `device`, asserting that no id
-    /// came twice.
+    /// came twice; late amendments are left out ([`Self::amendments`]).
     fn windows(&self, device: &str) -> BTreeMap<(String, u64), u64> {
         let mut ids = std::collections::HashSet::new();
         let mut out = BTreeMap::new();
         for j in self.sent.iter().filter(|j| j["device"] == device) {
             assert!(ids.insert(j["id"].to_string()), "id sent twice: {j}");
+            if j.get("amendment").is_some() {
+                continue;
+            }
             let count = j["metrics"]["t"]["count"].as_u64().unwrap();
             let key = (
                 j["window_start"].as_str().unwrap().to_string(),
@@ -128,8 +131,35 @@ impl Harness {
         out
     }
 
+    /// The readings `device`'s late amendments carry, and how many there
+    /// were, asserting each has an id of its own.
+    fn amendments(&self, device: &str) -> (u64, usize) {
+        let mut ids = std::collections::HashSet::new();
+        let mut n = 0;
+        for j in self.sent.iter().filter(|j| j["device"] == device) {
+            if j.get("amendment").is_some() {
+                assert!(ids.insert(j["id"].to_string()), "id sent twice: {j}");
+                n += j["metrics"]["t"]["count"].as_u64().unwrap();
+            }
+        }
+        (n, ids.len())
+    }
+
+    /// Every reading of `device` sent upstream: in windows, reruns and
+    /// late amendments (which a consumer adds to their span).
     fn counted(&self, device: &str) -> u64 {
-        self.windows(device).values().sum()
+        self.windows(device).values().sum::<u64>() + self.amendments(device).0
+    }
+
+    /// `n` readings stamped with the sensor's own time, which is the true
+    /// time: the wall clock less the step the test gave it.
+    async fn own_time(&self, device: &str, n: usize) {
+        let step = self.clock.step_ms.load(Ordering::Relaxed);
+        let true_now = self.clock.now().saturating_add_millis(-step);
+        let readings = (0..n)
+            .map(|_| reading(device, true_now, TimeSource::Event))
+            .collect();
+        self.tx.send(Ingress::Readings(readings)).await.unwrap();
     }
 
     fn counter(&self, name: &str) -> u64 {
@@ -277,4 +307,86 @@ async fn readings_held_for_an_unset_clock_are_placed_by_their_own_time_or_age() 
         ]),
         "spread by their age"
     );
+}
+
+/// The cases of issue 51 where the gateway's clock is wrong and readings
+/// carry their own (right) time: 30 readings a second for 60 s, the clock
+/// wrong from second 10 to second 30 by `wrong_ms` (`None`: wrong from
+/// the start, then corrected at second 30). Every reading must reach
+/// upstream exactly once, in a window, a rerun or a late amendment.
+async fn own_time_readings_through(wrong_ms: i64, from_start: bool) -> Harness {
+    let mut h = start("2026-11-25T12:00:00Z", 5, 1);
+    if from_start {
+        h.step(wrong_ms);
+    }
+    for second in 0..60 {
+        if !from_start && second == 10 {
+            h.step(wrong_ms);
+        }
+        if second == 30 {
+            h.step(-wrong_ms);
+        }
+        h.own_time("own", 30).await;
+        h.advance(Duration::from_secs(1)).await;
+    }
+    h.advance(Duration::from_secs(30)).await;
+    assert_eq!(h.counted("own"), 1800, "sent: {:?}", h.sent);
+    assert_eq!(
+        h.telemetry
+            .counter_total("edge_gateway_aggregator_dropped_readings_total"),
+        0
+    );
+    h
+}
+
+/// The gateway clock a day ahead for 20 s, then back: the readings of
+/// those 20 s look a day late; none is dropped (they were 406 of 900).
+#[tokio::test(start_paused = true)]
+async fn own_time_readings_under_a_clock_a_day_ahead_for_20_s_all_arrive() {
+    let h = own_time_readings_through(86_400_000, false).await;
+    assert!(h.counter(LATE_READINGS) >= 600, "counted as late");
+}
+
+/// The gateway clock stepped back 10 minutes: the readings look 10
+/// minutes ahead, beyond `max_future`; placed by their own time, not
+/// refused after their acknowledgement.
+#[tokio::test(start_paused = true)]
+async fn own_time_readings_under_a_clock_stepped_back_10_min_all_arrive() {
+    let h = own_time_readings_through(-600_000, false).await;
+    assert!(h.counter(FUTURE_READINGS) >= 600, "counted as ahead");
+}
+
+/// The gateway clock 10 minutes ahead from the start, until NTP
+/// corrects it.
+#[tokio::test(start_paused = true)]
+async fn own_time_readings_under_a_clock_ahead_until_ntp_corrects_it_all_arrive() {
+    own_time_readings_through(600_000, true).await;
+}
+
+/// A reading with its own time whose window was sent already goes out as
+/// a late amendment: its own id and `"amendment": n`, the window sent
+/// before untouched.
+#[tokio::test(start_paused = true)]
+async fn a_reading_later_than_its_sent_window_goes_out_as_a_late_amendment() {
+    let mut h = start("2026-11-25T12:00:00Z", 5, 1);
+    let t0 = h.clock.now();
+    h.own_time("d", 3).await;
+    h.advance(Duration::from_secs(10)).await;
+    assert_eq!(h.windows("d").values().sum::<u64>(), 3);
+    for k in 0..2 {
+        let late = (0..2 + k)
+            .map(|_| reading("d", t0, TimeSource::Event))
+            .collect();
+        h.tx.send(Ingress::Readings(late)).await.unwrap();
+        h.advance(Duration::from_secs(2)).await;
+    }
+    assert_eq!(h.amendments("d"), (5, 2), "two amendments: {:?}", h.sent);
+    let amendment = h
+        .sent
+        .iter()
+        .find(|j| j.get("amendment").is_some())
+        .unwrap();
+    assert_eq!(amendment["window_start"], "2026-11-25T12:00:00Z");
+    assert_eq!(h.counted("d"), 8);
+    assert_eq!(h.counter(LATE_READINGS), 5);
 }

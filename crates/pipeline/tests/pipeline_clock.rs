@@ -129,7 +129,8 @@ async fn a_window_is_forwarded_once_its_end_plus_grace_has_passed() {
         "one message per device and window"
     );
 
-    // A reading for the forwarded window is late and dropped.
+    // A reading for the forwarded window is late: it goes out as a late
+    // amendment of that window, with an id of its own.
     h.tx.send(Ingress::Readings(vec![reading(
         "d1",
         "temperature",
@@ -139,11 +140,18 @@ async fn a_window_is_forwarded_once_its_end_plus_grace_has_passed() {
     .await
     .unwrap();
     settle().await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    settle().await;
     assert_eq!(
         h.telemetry
             .counter_total("edge_gateway_aggregator_late_readings_total"),
         1
     );
+    let amended = json(&h.out.try_recv().expect("a late amendment"));
+    assert_eq!(amended["window_start"], "2026-11-21T10:00:00Z");
+    assert_eq!(amended["amendment"], 1);
+    assert_eq!(amended["metrics"]["temperature"]["count"], 1);
+    assert_ne!(amended["id"], j["id"]);
 
     // At shutdown the open window (10:05) goes out early, marked partial.
     drop(h.tx);
@@ -235,7 +243,7 @@ async fn the_same_window_always_gets_the_same_id() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_gateway_stamp_made_stale_by_queueing_counts_now_a_sensor_time_does_not() {
+async fn a_gateway_stamp_made_stale_by_queueing_counts_now_a_sensor_time_keeps_its_window() {
     let mut h = start(60, 0);
     // 10:01:30: both readings claim 10:00:10, a window already past its end.
     tokio::time::advance(Duration::from_secs(90)).await;
@@ -251,12 +259,20 @@ async fn a_gateway_stamp_made_stale_by_queueing_counts_now_a_sensor_time_does_no
     settle().await;
     tokio::time::advance(Duration::from_secs(31)).await; // 10:02:01
     settle().await;
+    // The sensor's own time is kept: its window (10:00) was past its
+    // grace but nothing had been sent for it, so it goes out as that
+    // window, at once (had it been sent, as a late amendment of it).
+    let a = json(&h.out.try_recv().expect("the sensor's window"));
+    assert_eq!(a["window_start"], "2026-11-21T10:00:00Z");
+    assert!(a.get("amendment").is_none());
+    assert_eq!(a["metrics"]["humidity"]["count"], 1);
+    assert!(a["metrics"].get("temperature").is_none());
     let j = json(&h.out.try_recv().expect("the current window"));
     assert_eq!(j["window_start"], "2026-11-21T10:01:00Z");
     assert_eq!(j["metrics"]["temperature"]["count"], 1);
     assert!(
         j["metrics"].get("humidity").is_none(),
-        "a sensor's own late time is dropped"
+        "a sensor's own time stays its own"
     );
     assert_eq!(
         h.telemetry

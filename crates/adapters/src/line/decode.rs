@@ -249,6 +249,16 @@ impl LineDecoder {
                 if readings.is_empty() {
                     return Outcome::Refused(first.unwrap_or_else(|| "no_values".into()));
                 }
+                // A time no error of the gateway's clock explains refuses
+                // the line before its `ok`: once acknowledged, nothing is
+                // dropped for its time.
+                if let Some((kind, time)) = readings.iter().find_map(|r| {
+                    crate::payload::own_time_refusal_of(r, now).map(|k| (k, r.time()))
+                }) {
+                    batch.truncate(start);
+                    reject(kind, &time.to_string());
+                    return Outcome::Refused(kind.into());
+                }
                 tally.readings += readings.len() as u64;
                 let stamped = readings
                     .iter()
@@ -373,6 +383,40 @@ mod tests {
         let (refused, batch) = judge(&kv, b"t=1", None, &t);
         assert_eq!(refused, Outcome::Refused("no_device".into()));
         assert_eq!(batch, [before()], "nothing added");
+    }
+
+    /// A line whose own time no error of the gateway's clock explains is
+    /// refused before its `ok`, by reason; a time minutes or a day off is
+    /// taken (the pipeline places it by that time).
+    #[test]
+    fn own_times_before_this_release_or_days_ahead_refuse_the_line() {
+        let json = LineDecoder::new(PayloadFormat::Json);
+        let t = Telemetry::default();
+        let secs = NOW / 1000;
+        for (ts, want) in [
+            (1_000_000_000, Some("time_before_release")),
+            (secs + 3 * 86_400, Some("time_too_far_ahead")),
+            (secs + 600, None),
+            (secs - 86_400, None),
+        ] {
+            let line = format!(r#"{{"t":1,"h":2,"ts":{ts}}}"#);
+            let (outcome, batch) = judge(&json, line.as_bytes(), Some("f"), &t);
+            match want {
+                Some(kind) => {
+                    assert_eq!(outcome, Outcome::Refused(kind.into()), "{line}");
+                    assert_eq!(batch, [before()], "nothing added: {line}");
+                }
+                None => assert_eq!(devices(&(outcome, batch)), ["f", "f"], "{line}"),
+            }
+        }
+        let refused = |kind| {
+            t.counter_value(
+                "edge_gateway_adapter_errors_total",
+                &[("adapter", "lines"), ("error_type", kind)],
+            )
+        };
+        assert_eq!(refused("time_before_release"), Some(1));
+        assert_eq!(refused("time_too_far_ahead"), Some(1));
     }
 
     #[test]

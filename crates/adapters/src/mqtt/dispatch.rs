@@ -203,11 +203,22 @@ fn decoded(
             for (device, key) in &decoded.ignored {
                 stats.ignored_field(device.as_str(), key);
             }
-            if decoded.readings.is_empty() {
+            let mut readings = decoded.readings;
+            // Refused here, before the acknowledgement the session sends
+            // once the readings are safe: after it, nothing is dropped for
+            // its time (the pipeline places it by that time).
+            readings.retain(|r| match payload::own_time_refusal_of(r, context.now) {
+                Some(kind) => {
+                    reject(kind, &r.time().to_string());
+                    false
+                }
+                None => true,
+            });
+            if readings.is_empty() {
                 return None;
             }
-            stats.readings.add(decoded.readings.len() as u64);
-            Some(Ingress::Readings(decoded.readings))
+            stats.readings.add(readings.len() as u64);
+            Some(Ingress::Readings(readings))
         }
         Err(e) => {
             reject(e.kind(), &e.to_string());

@@ -455,6 +455,18 @@ fn decode_format(
     }
 }
 
+/// [`gateway_core::clock::own_time_refusal`] of a reading with its own
+/// time; a time the gateway stamped is never refused.
+pub fn own_time_refusal_of(
+    r: &gateway_core::Reading,
+    now: gateway_core::Timestamp,
+) -> Option<&'static str> {
+    match r.time_source() {
+        gateway_core::TimeSource::Event => gateway_core::clock::own_time_refusal(r.time(), now),
+        gateway_core::TimeSource::Arrival => None,
+    }
+}
+
 /// Metric of a bare value when the context names none.
 const DEFAULT_METRIC: &str = "value";
 

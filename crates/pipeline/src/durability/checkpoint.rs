@@ -12,7 +12,11 @@
 //!          shift:f64 mean:f64 m2:f64 min:f64 max:f64 scale_exp:i32
 //! session = journal_epoch:u64 k:u32 k × (source:text slot:u16 digest:u64)
 //! steps = steps_back:u32 rerun_until:i64     (aggregator::Aggregator::step_back)
+//!         [amendments:u32]                    (aggregator::DeviceWindow::amendment)
 //! ```
+//!
+//! The amendment count was added at the end of `EGWCK003` bodies: a file
+//! without it reads as none emitted yet.
 //!
 //! `EGWCK001` files (no session part) and `EGWCK002` (no steps) are still
 //! read. The session part
@@ -214,7 +218,7 @@ pub fn write_with<W: Write + Seek>(
     each_open: impl FnOnce(&mut dyn FnMut(&str, &str, i64, StatsState)),
     journal_epoch: u64,
     deliveries: &[Taken],
-    (steps_back, rerun_until): (u32, i64),
+    (steps_back, rerun_until, amendments): (u32, i64, u32),
 ) -> std::io::Result<()> {
     // Header, watermark and series count are known only at the end (the
     // count after the series are streamed): zeros now, patched in then.
@@ -255,6 +259,7 @@ pub fn write_with<W: Write + Seek>(
     }
     body.buf.extend_from_slice(&steps_back.to_le_bytes());
     body.buf.extend_from_slice(&rerun_until.to_le_bytes());
+    body.buf.extend_from_slice(&amendments.to_le_bytes());
     body.spill();
     if let Some(e) = body.error {
         return Err(e);
@@ -349,6 +354,9 @@ fn decode(bytes: &[u8]) -> Result<Saved, &'static str> {
         let bad = "malformed clock steps";
         snapshot.steps_back = r.u32().ok_or(bad)?;
         snapshot.rerun_until = r.i64().ok_or(bad)?;
+        if !r.is_empty() {
+            snapshot.amendments = r.u32().ok_or(bad)?;
+        }
     }
     Ok(Saved {
         snapshot,
@@ -378,7 +386,7 @@ mod tests {
             },
             saved.journal_epoch,
             &saved.deliveries,
-            (s.steps_back, s.rerun_until),
+            (s.steps_back, s.rerun_until, s.amendments),
         )
     }
 
@@ -425,6 +433,7 @@ mod tests {
                 .collect(),
             steps_back: 2,
             rerun_until: 1_795_255_800_000,
+            amendments: 7,
         }
     }
 
@@ -468,6 +477,7 @@ mod tests {
         let without_steps = Snapshot {
             steps_back: 0,
             rerun_until: 0,
+            amendments: 0,
             ..snapshot()
         };
         assert_eq!(read.snapshot, without_steps);

@@ -30,6 +30,7 @@ use std::time::Duration;
 use aggregator::Aggregator;
 use std::sync::Arc;
 
+use gateway_core::clock::OWN_TIME_HORIZON_MS;
 use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
 use gateway_core::{DeliveryKey, Reading, Receipt, Telemetry, Timestamp};
 use tokio::sync::oneshot;
@@ -233,7 +234,12 @@ impl Durability {
             for r in &entry.readings {
                 // Judged as when it arrived: it was accepted then, and its
                 // window may have ended while the gateway was down.
-                match aggregator.ingest(r, r.time()) {
+                // One whose window the restored checkpoint had sent goes
+                // in a late amendment, as it did (or would have) then.
+                let placed = aggregator
+                    .ingest(r, r.time())
+                    .or_else(|_| aggregator.ingest_own_time(r, r.time(), OWN_TIME_HORIZON_MS));
+                match placed {
                     Ok(()) => taken += 1,
                     Err(_) => late += 1,
                 }
@@ -498,6 +504,9 @@ fn write_checkpoint(
         |put| aggregator.for_each_open(put),
         next,
         deliveries,
-        aggregator.steps_back(),
+        {
+            let (steps, until) = aggregator.steps_back();
+            (steps, until, aggregator.amendments())
+        },
     )
 }

@@ -4,9 +4,10 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use aggregator::Rejected;
+use gateway_core::clock::{OWN_TIME_HORIZON_MS, TIME_TOO_FAR_AHEAD};
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Reading, TimeSource, Timestamp};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{Counters, Pipeline};
 use rules::alerts::Transition;
@@ -44,7 +45,9 @@ impl OncePerWindow {
 
 impl Pipeline {
     /// Adds readings to their windows; `Some(accepted)` when some were
-    /// refused (late or from the future), `None` when all were taken.
+    /// refused or re-stamped, `None` when all were taken as they came. A
+    /// reading is never refused for its time within a day ahead of the
+    /// gateway clock (see `place_own_time`).
     /// Readings also go to the alert rules, whose transitions land in
     /// `alerts`.
     pub(super) fn ingest(
@@ -94,12 +97,14 @@ impl Pipeline {
                             accepted.get_or_insert_with(|| readings[..i].to_vec());
                             self.refuse_max_series(&r, &rej, now, c);
                         }
-                        Err(rej) => {
-                            c.late.inc();
-                            self.outputs.reading(&r);
+                        // Behind every window (the clock is behind the
+                        // windows sent and not followed yet): by its time,
+                        // as an amendment, rather than lost.
+                        Err(_) => {
                             accepted.get_or_insert_with(|| readings[..i].to_vec());
-                            if let Some(suppressed) = throttle.allow("late") {
-                                warn!(device = %r.device(), metric = %r.metric(), reason = %rej, suppressed, "Dropping reading outside its window.");
+                            let placed = self.place_own_time(&r, now, c, throttle, alerts);
+                            if let Some(a) = accepted.as_mut() {
+                                a.extend(placed);
                             }
                         }
                     }
@@ -108,35 +113,73 @@ impl Pipeline {
                     accepted.get_or_insert_with(|| readings[..i].to_vec());
                     self.refuse_max_series(r, &rej, now, c);
                 }
-                Err(rej) => {
+                // The sensor's own time, outside the windows open now: it
+                // was (or will be) acknowledged, so it is placed by that
+                // time whatever the gateway's clock says (the clock may be
+                // the wrong one): in its window, or in a late amendment
+                // when that window was sent already.
+                Err(_) => {
                     accepted.get_or_insert_with(|| readings[..i].to_vec());
-                    // Too late for its window is not too late for an alert
-                    // (a device flushing its buffer); a clock far ahead is
-                    // garbage.
-                    if let (Rejected::Late { .. }, Some(rules)) = (&rej, &mut self.alerts) {
-                        rules.on_reading(r, alerts);
-                    }
-                    let kind = match rej {
-                        Rejected::Late { .. } => {
-                            c.late.inc();
-                            // Too late for a window, still a true sample.
-                            self.outputs.reading(r);
-                            "late"
-                        }
-                        Rejected::Future { .. } => {
-                            c.future.inc();
-                            "future"
-                        }
-                        Rejected::MaxSeries { .. } => "max_series",
-                    };
-                    if let Some(suppressed) = throttle.allow(kind) {
-                        warn!(device = %r.device(), metric = %r.metric(), time = %r.time(), reason = %rej, suppressed, "Dropping reading outside its window.");
+                    let placed = self.place_own_time(r, now, c, throttle, alerts);
+                    if let Some(a) = accepted.as_mut() {
+                        a.extend(placed);
                     }
                 }
             }
         }
         c.aggregated.add(taken);
         accepted
+    }
+
+    /// Places a reading the open windows refused by its own time
+    /// ([`aggregator::Aggregator::ingest_own_time`]), counted by why it
+    /// was outside them; returns it when taken. Only a time more than
+    /// [`OWN_TIME_HORIZON_MS`] ahead is refused, which the inputs that
+    /// acknowledge refuse before their acknowledgement
+    /// (`gateway_core::clock::own_time_refusal`).
+    fn place_own_time(
+        &mut self,
+        r: &Reading,
+        now: Timestamp,
+        c: &Counters,
+        throttle: &LogThrottle,
+        alerts: &mut Vec<Transition>,
+    ) -> Option<Reading> {
+        let late = r.time() <= now;
+        match self.aggregator.ingest_own_time(r, now, OWN_TIME_HORIZON_MS) {
+            Ok(()) => {
+                c.aggregated.inc();
+                let (kind, counter) = if late {
+                    ("late", &c.late)
+                } else {
+                    ("future", &c.future)
+                };
+                counter.inc();
+                if let Some(suppressed) = throttle.allow(kind) {
+                    if late {
+                        info!(device = %r.device(), metric = %r.metric(), time = %r.time(), now = %now, suppressed, "A reading too late for its window: placed by its own time, in a late amendment if its window was sent already.");
+                    } else {
+                        info!(device = %r.device(), metric = %r.metric(), time = %r.time(), now = %now, suppressed, "A reading stamped ahead of the gateway clock (beyond max_future): placed by its own time; its window waits for the clock.");
+                    }
+                }
+                self.outputs.reading(r);
+                if let Some(rules) = &mut self.alerts {
+                    rules.on_reading(r, alerts);
+                }
+                Some(r.clone())
+            }
+            Err(rej @ Rejected::MaxSeries { .. }) => {
+                self.refuse_max_series(r, &rej, now, c);
+                None
+            }
+            Err(rej) => {
+                c.too_far_ahead.inc();
+                if let Some(suppressed) = throttle.allow(TIME_TOO_FAR_AHEAD) {
+                    warn!(device = %r.device(), metric = %r.metric(), time = %r.time(), reason = %rej, suppressed, "Dropping a reading stamped more than a day ahead of the gateway clock (its sensor's clock is wrong).");
+                }
+                None
+            }
+        }
     }
 
     /// Counts a reading refused by `aggregation.max_series`, and logs the

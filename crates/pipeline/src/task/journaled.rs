@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use aggregator::{Aggregator, Rejected};
+use gateway_core::clock::OWN_TIME_HORIZON_MS;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Reading, TimeSource, Timestamp};
 
@@ -101,11 +102,25 @@ fn screen<'r>(
                 if r.time_source() == TimeSource::Arrival =>
             {
                 let r = r.restamped(now);
-                aggregator.check(&r, now).ok().map(|()| r)
+                match aggregator.check(&r, now) {
+                    Ok(()) => Some(r),
+                    Err(Rejected::MaxSeries { .. }) => None,
+                    Err(_) => placed_by_own_time(aggregator, r, now),
+                }
             }
-            Err(_) => None,
+            Err(Rejected::MaxSeries { .. }) => None,
+            Err(_) => placed_by_own_time(aggregator, r.clone(), now),
         })
         .collect()
+}
+
+/// `r` if ingest will place it by its own time (late, or ahead of the
+/// clock within a day): journaled, since it is counted and acknowledged.
+fn placed_by_own_time(aggregator: &mut Aggregator, r: Reading, now: Timestamp) -> Option<Reading> {
+    aggregator
+        .check_own_time(&r, now, OWN_TIME_HORIZON_MS)
+        .ok()
+        .map(|()| r)
 }
 
 #[cfg(test)]
@@ -122,7 +137,8 @@ mod tests {
 
     /// The journal holds what ingest will count: a gateway stamp from
     /// before a backward clock step is journaled at the corrected time, a
-    /// sensor's own time that far ahead is not journaled at all.
+    /// sensor's own time that far ahead by its own time (placed by it),
+    /// and only one more than a day ahead is left out.
     #[test]
     fn screening_after_a_backward_step_restamps_only_the_gateways_stamps() {
         let mut aggregator = Aggregator::new(WindowSpec {
@@ -138,8 +154,14 @@ mod tests {
             reading(before_step, TimeSource::Event),
         ];
         let screened = screen(&mut aggregator, &readings, now);
-        assert_eq!(screened.len(), 1);
+        assert_eq!(screened.len(), 2, "acknowledged, so journaled");
         assert_eq!(screened[0].time(), now);
         assert_eq!(screened[0].time_source(), TimeSource::Arrival);
+        assert_eq!(screened[1].time(), before_step, "placed by its own time");
+        let too_far = [reading(
+            now.saturating_add_millis(OWN_TIME_HORIZON_MS + 1),
+            TimeSource::Event,
+        )];
+        assert!(screen(&mut aggregator, &too_far, now).is_empty());
     }
 }

@@ -336,7 +336,10 @@ impl Announcer {
                     self.state(key, r.value().to_string());
                 }
             }
-            SinkEvent::Window(w) if self.state_mode == HaState::Avg => {
+            // A late amendment is an old span's afterthought: the state
+            // is the latest window's average, which it would overwrite
+            // with a partial one.
+            SinkEvent::Window(w) if self.state_mode == HaState::Avg && w.amendment == 0 => {
                 let device = w.device.as_str().to_string();
                 for (metric, stats) in &w.metrics {
                     if let Some(key) = self.know(Component::Sensor, &device, metric) {

@@ -64,6 +64,7 @@ fn aggregates_are_one_point_at_window_start_with_five_fields_per_metric() {
         partial: false,
         window_start: Timestamp::from_millis(60_000).unwrap(),
         rerun: 0,
+        amendment: 0,
         partial_at: None,
         metrics: vec![(
             "t".into(),
@@ -178,6 +179,7 @@ fn with_unit_tag_each_metric_is_a_point_tagged_with_its_unit() {
         partial: false,
         window_start: Timestamp::from_millis(0).unwrap(),
         rerun: 0,
+        amendment: 0,
         partial_at: None,
         metrics: vec![("battery".into(), stats), ("rssi".into(), stats)],
     };

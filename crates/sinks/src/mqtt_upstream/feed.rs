@@ -205,6 +205,7 @@ mod tests {
             partial: false,
             window_start: at(minute * 60_000),
             rerun: 0,
+            amendment: 0,
             partial_at: None,
             metrics: vec![(
                 "temperature".into(),

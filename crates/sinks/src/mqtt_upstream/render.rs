@@ -52,6 +52,8 @@ impl Renderer {
     /// window may still be forwarded after a restart, and so does a window
     /// over a span already sent before the wall clock stepped back
     /// (`"rerun": n`, the n-th backward step): it holds other readings.
+    /// A late amendment (`"amendment": n`) has its own id too: readings
+    /// that came after the span's window was sent, to be added to it.
     pub fn aggregated(&self, w: &WindowEvent) -> OutboundMessage {
         let mut key = format!(
             "{}\n{}\n{}\n{}",
@@ -68,6 +70,11 @@ impl Renderer {
         if w.rerun > 0 {
             key.push_str(&format!("\nrerun\n{}", w.rerun));
         }
+        // A late amendment holds only readings that came after its span's
+        // window was sent: its own id, so no consumer takes it for a copy.
+        if w.amendment > 0 {
+            key.push_str(&format!("\namendment\n{}", w.amendment));
+        }
         let mut obj = Map::new();
         obj.insert(
             "id".into(),
@@ -78,6 +85,9 @@ impl Renderer {
         obj.insert("window_end".into(), json!(w.end.to_rfc3339()));
         if w.rerun > 0 {
             obj.insert("rerun".into(), json!(w.rerun));
+        }
+        if w.amendment > 0 {
+            obj.insert("amendment".into(), json!(w.amendment));
         }
         let metrics: Map<String, Value> = w
             .metrics
@@ -253,6 +263,7 @@ units = { co2 = "ppb" }
             partial: partial_at.is_some(),
             window_start: t0(),
             rerun: 2,
+            amendment: 0,
             partial_at,
             metrics: vec![
                 (
