@@ -195,16 +195,7 @@ fn downlink(port: Option<&Value>, data: Option<&Value>) -> Result<CommandValue, 
 
 /// The value as the result payload repeats it.
 pub fn value_json(value: &CommandValue) -> Value {
-    match value {
-        CommandValue::Number(v) => serde_json::json!(v),
-        CommandValue::Bool(b) => Value::Bool(*b),
-        CommandValue::Text(s) => Value::String(s.clone()),
-        CommandValue::Null => Value::Null,
-        CommandValue::Downlink { port, data } => {
-            let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
-            serde_json::json!({ "port": port, "data": hex })
-        }
-    }
+    value.to_json()
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! devices accept (declared writable, type, bounds) and performs the write,
 //! answering only once the device confirmed it.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +28,21 @@ pub enum CommandValue {
 }
 
 impl CommandValue {
+    /// As JSON, the way a sender wrote it: a whole number stays an
+    /// integer (`120`, not `120.0`: a firmware's `/set` may want one).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Number(v) => number_json(*v),
+            Self::Bool(b) => serde_json::Value::Bool(*b),
+            Self::Text(s) => serde_json::Value::String(s.clone()),
+            Self::Null => serde_json::Value::Null,
+            Self::Downlink { port, data } => {
+                let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+                serde_json::json!({ "port": port, "data": hex })
+            }
+        }
+    }
+
     /// The value as a number where one is meant: a bool is 0 or 1.
     pub fn as_number(&self) -> Option<f64> {
         match self {
@@ -36,6 +50,16 @@ impl CommandValue {
             Self::Bool(b) => Some(f64::from(u8::from(*b))),
             _ => None,
         }
+    }
+}
+
+/// Whole numbers within ±2^53 as integers, the rest as floats.
+fn number_json(v: f64) -> serde_json::Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if v.fract() == 0.0 && v.abs() <= EXACT {
+        serde_json::json!(v as i64)
+    } else {
+        serde_json::json!(v)
     }
 }
 
@@ -162,6 +186,3 @@ impl CommandTargets {
             .unwrap_or_default()
     }
 }
-
-/// A per-device map some targets keep: point → bounds.
-pub type WritablePoints = HashMap<String, Option<(f64, f64)>>;

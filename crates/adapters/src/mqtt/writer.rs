@@ -79,9 +79,9 @@ impl MqttTarget {
             ));
         }
         let value = match &command.value {
-            CommandValue::Number(v) => serde_json::json!(v),
-            CommandValue::Bool(b) => serde_json::json!(b),
-            CommandValue::Text(t) => serde_json::json!(t),
+            CommandValue::Number(_) | CommandValue::Bool(_) | CommandValue::Text(_) => {
+                command.value.to_json()
+            }
             CommandValue::Null | CommandValue::Downlink { .. } => {
                 return Err(Refusal::new("type", "expected a number, true/false or a text"))
             }
