@@ -119,7 +119,10 @@ impl Executor {
             // No device to answer on: counted and logged only.
             self.count("refused", "malformed");
             if let Some(suppressed) = self.log.allow("topic") {
-                warn!(suppressed, "Refusing a command whose topic names no valid device id.");
+                warn!(
+                    suppressed,
+                    "Refusing a command whose topic names no valid device id."
+                );
             }
             return;
         };
@@ -130,7 +133,8 @@ impl Executor {
                     warn!(device = %device.as_str(), detail = %m.detail, suppressed, "Refusing a malformed command.");
                 }
                 let id = m.id.clone().unwrap_or_default();
-                let recorded = self.recorded(&device, "", serde_json::Value::Null, "refused", "malformed");
+                let recorded =
+                    self.recorded(&device, "", serde_json::Value::Null, "refused", "malformed");
                 self.count("refused", "malformed");
                 // Not journaled: an unreadable command cannot be repeated
                 // as the same command.
@@ -148,7 +152,8 @@ impl Executor {
                 return;
             }
             Some(Some(Known::Started(_))) => {
-                let recorded = self.recorded(&device, &parsed.metric, value, "failed", "interrupted");
+                let recorded =
+                    self.recorded(&device, &parsed.metric, value, "failed", "interrupted");
                 self.telemetry.counter(COMMANDS_REPEATED, &[]).inc();
                 self.count("failed", "interrupted");
                 self.finish(&parsed.id, recorded).await;
@@ -173,14 +178,23 @@ impl Executor {
         };
         let outcome = self.run(&command, &value, parsed.ts, arrived.at).await;
         if outcome.status != "done" {
-            if let Some(suppressed) = self.log.allow(&format!("{}:{}", outcome.status, outcome.reason)) {
+            if let Some(suppressed) = self
+                .log
+                .allow(&format!("{}:{}", outcome.status, outcome.reason))
+            {
                 warn!(id = %command.id, device = %device.as_str(), metric = %command.metric, status = outcome.status, reason = %outcome.reason, detail = %outcome.detail, suppressed, "Command not done.");
             }
         } else {
             info!(id = %command.id, device = %device.as_str(), metric = %command.metric, "Command done.");
         }
         self.count(outcome.status, &outcome.reason);
-        let recorded = self.recorded(&device, &command.metric, value, outcome.status, &outcome.reason);
+        let recorded = self.recorded(
+            &device,
+            &command.metric,
+            value,
+            outcome.status,
+            &outcome.reason,
+        );
         self.finish(&command.id, recorded).await;
     }
 
@@ -210,13 +224,23 @@ impl Executor {
             return Outcome::new("refused", r.reason, r.detail);
         }
         if !self.rate.allow(&command.device, Instant::now()) {
-            return Outcome::new("refused", "rate", "more commands than [commands] rate allows");
+            return Outcome::new(
+                "refused",
+                "rate",
+                "more commands than [commands] rate allows",
+            );
         }
         // Waiting behind other commands counts too.
         if arrived.elapsed() > max_age {
             return Outcome::new("expired", "max_age", "waited longer than max_age");
         }
-        let started = self.recorded(&command.device, &command.metric, value.clone(), "started", "");
+        let started = self.recorded(
+            &command.device,
+            &command.metric,
+            value.clone(),
+            "started",
+            "",
+        );
         if let Some(journal) = self.journal.as_mut() {
             if let Err(e) = journal.start(&command.id, started) {
                 return Outcome::new("refused", "journal", e.to_string());

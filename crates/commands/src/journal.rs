@@ -306,7 +306,10 @@ mod tests {
         assert_eq!(j.get("id-29"), None);
         assert!(j.get("id-30").is_some());
         drop(j);
-        let lines = fs::read_to_string(dir.path().join("journal")).unwrap().lines().count();
+        let lines = fs::read_to_string(dir.path().join("journal"))
+            .unwrap()
+            .lines()
+            .count();
         assert!(lines <= 40, "{lines} lines");
         let j = Journal::open_keeping(dir.path(), 20).unwrap();
         assert_eq!(j.get("id-5"), None);

@@ -128,7 +128,10 @@ async fn poll(
                 if p.qos == QoS::AtMostOnce {
                     if tx.try_send(p).is_err() {
                         if let Some(suppressed) = log.allow("full") {
-                            warn!(suppressed, "Dropping a QoS 0 command: too many are waiting.");
+                            warn!(
+                                suppressed,
+                                "Dropping a QoS 0 command: too many are waiting."
+                            );
                         }
                     }
                 } else if tx.send(p).await.is_err() {

@@ -74,7 +74,10 @@ pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
     if payload.len() > MAX_PAYLOAD {
         return Err(Malformed::new(
             None,
-            format!("payload of {} bytes, more than {MAX_PAYLOAD}", payload.len()),
+            format!(
+                "payload of {} bytes, more than {MAX_PAYLOAD}",
+                payload.len()
+            ),
         ));
     }
     let value: Value = serde_json::from_slice(payload)
@@ -106,7 +109,10 @@ pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
     let ts = match obj.get("ts") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(Timestamp::parse_rfc3339(s).map_err(|_| {
-            Malformed::new(id_ref, "ts: expected an RFC 3339 time (2026-11-25T20:00:00Z)")
+            Malformed::new(
+                id_ref,
+                "ts: expected an RFC 3339 time (2026-11-25T20:00:00Z)",
+            )
         })?),
         Some(_) => return Err(Malformed::new(id_ref, "ts: expected an RFC 3339 string")),
     };
@@ -117,7 +123,8 @@ pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
                 "a downlink has port and data, not metric or value",
             ));
         }
-        let value = downlink(obj.get("port"), obj.get("data")).map_err(|d| Malformed::new(id_ref, d))?;
+        let value =
+            downlink(obj.get("port"), obj.get("data")).map_err(|d| Malformed::new(id_ref, d))?;
         return Ok(Parsed {
             id,
             metric: String::new(),
@@ -143,7 +150,10 @@ pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
         Some(Value::Bool(b)) => CommandValue::Bool(*b),
         Some(Value::String(s)) if s.chars().count() <= MAX_METRIC => CommandValue::Text(s.clone()),
         Some(Value::String(_)) => {
-            return Err(Malformed::new(id_ref, format!("value: a text of more than {MAX_METRIC} characters")))
+            return Err(Malformed::new(
+                id_ref,
+                format!("value: a text of more than {MAX_METRIC} characters"),
+            ))
         }
         Some(Value::Null) => CommandValue::Null,
         Some(_) => {
@@ -169,8 +179,7 @@ fn is_id(s: &str) -> bool {
 
 fn is_metric(s: &str) -> bool {
     (1..=MAX_METRIC).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
@@ -183,7 +192,9 @@ fn downlink(port: Option<&Value>, data: Option<&Value>) -> Result<CommandValue, 
         return Err("data: expected the payload as a hex string".into());
     };
     if hex.len() % 2 != 0 || hex.len() > 2 * MAX_DOWNLINK {
-        return Err(format!("data: expected an even number of hex digits, at most {MAX_DOWNLINK} bytes"));
+        return Err(format!(
+            "data: expected an even number of hex digits, at most {MAX_DOWNLINK} bytes"
+        ));
     }
     let mut bytes = Vec::with_capacity(hex.len() / 2);
     for pair in hex.as_bytes().chunks(2) {
@@ -205,26 +216,54 @@ mod tests {
 
     #[test]
     fn a_set_point_with_its_time() {
-        let p = parse(br#"{"id":"c-1","metric":"setpoint","value":23.5,"ts":"2026-11-25T20:00:00Z"}"#)
-            .unwrap();
+        let p =
+            parse(br#"{"id":"c-1","metric":"setpoint","value":23.5,"ts":"2026-11-25T20:00:00Z"}"#)
+                .unwrap();
         assert_eq!(p.id, "c-1");
         assert_eq!(p.metric, "setpoint");
         assert_eq!(p.value, CommandValue::Number(23.5));
-        assert_eq!(p.ts, Some(Timestamp::parse_rfc3339("2026-11-25T20:00:00Z").unwrap()));
+        assert_eq!(
+            p.ts,
+            Some(Timestamp::parse_rfc3339("2026-11-25T20:00:00Z").unwrap())
+        );
     }
 
     #[test]
     fn switches_texts_and_relinquish() {
-        assert_eq!(parse(br#"{"id":"a","metric":"state","value":true}"#).unwrap().value, CommandValue::Bool(true));
-        assert_eq!(parse(br#"{"id":"a","metric":"state","value":"ON"}"#).unwrap().value, CommandValue::Text("ON".into()));
-        assert_eq!(parse(br#"{"id":"a","metric":"analog-value:3","value":null}"#).unwrap().value, CommandValue::Null);
+        assert_eq!(
+            parse(br#"{"id":"a","metric":"state","value":true}"#)
+                .unwrap()
+                .value,
+            CommandValue::Bool(true)
+        );
+        assert_eq!(
+            parse(br#"{"id":"a","metric":"state","value":"ON"}"#)
+                .unwrap()
+                .value,
+            CommandValue::Text("ON".into())
+        );
+        assert_eq!(
+            parse(br#"{"id":"a","metric":"analog-value:3","value":null}"#)
+                .unwrap()
+                .value,
+            CommandValue::Null
+        );
     }
 
     #[test]
     fn a_downlink() {
         let p = parse(br#"{"id":"d","port":10,"data":"01ff"}"#).unwrap();
-        assert_eq!(p.value, CommandValue::Downlink { port: 10, data: vec![1, 255] });
-        assert_eq!(value_json(&p.value), serde_json::json!({"port": 10, "data": "01ff"}));
+        assert_eq!(
+            p.value,
+            CommandValue::Downlink {
+                port: 10,
+                data: vec![1, 255]
+            }
+        );
+        assert_eq!(
+            value_json(&p.value),
+            serde_json::json!({"port": 10, "data": "01ff"})
+        );
     }
 
     #[test]
@@ -233,22 +272,51 @@ mod tests {
             (&b"not json"[..], None, "not JSON"),
             (b"[1]", None, "object"),
             (br#"{"metric":"x","value":1}"#, None, "id: missing"),
-            (br#"{"id":5,"metric":"x","value":1}"#, None, "id: expected a string"),
+            (
+                br#"{"id":5,"metric":"x","value":1}"#,
+                None,
+                "id: expected a string",
+            ),
             (br#"{"id":"","metric":"x","value":1}"#, None, "id: expected"),
             (br#"{"id":"a","value":1}"#, Some("a"), "metric: missing"),
             (br#"{"id":"a","metric":"x"}"#, Some("a"), "value: missing"),
-            (br#"{"id":"a","metric":"x","value":[1]}"#, Some("a"), "value: expected"),
-            (br#"{"id":"a","metric":"x/y","value":1}"#, Some("a"), "metric: expected"),
-            (br#"{"id":"a","metric":"x","value":1,"ts":"yesterday"}"#, Some("a"), "ts:"),
-            (br#"{"id":"a","metric":"x","value":1,"extra":2}"#, Some("a"), "unknown key"),
+            (
+                br#"{"id":"a","metric":"x","value":[1]}"#,
+                Some("a"),
+                "value: expected",
+            ),
+            (
+                br#"{"id":"a","metric":"x/y","value":1}"#,
+                Some("a"),
+                "metric: expected",
+            ),
+            (
+                br#"{"id":"a","metric":"x","value":1,"ts":"yesterday"}"#,
+                Some("a"),
+                "ts:",
+            ),
+            (
+                br#"{"id":"a","metric":"x","value":1,"extra":2}"#,
+                Some("a"),
+                "unknown key",
+            ),
             (br#"{"id":"a","port":0,"data":"00"}"#, Some("a"), "port:"),
             (br#"{"id":"a","port":1,"data":"0"}"#, Some("a"), "data:"),
             (br#"{"id":"a","port":1,"data":"zz"}"#, Some("a"), "not hex"),
-            (br#"{"id":"a","metric":"x","value":1e999}"#, None, "not JSON"),
+            (
+                br#"{"id":"a","metric":"x","value":1e999}"#,
+                None,
+                "not JSON",
+            ),
         ] {
             let e = parse(payload).unwrap_err();
             assert_eq!(e.id.as_deref(), id, "{}", String::from_utf8_lossy(payload));
-            assert!(e.detail.contains(says), "{} -> {}", String::from_utf8_lossy(payload), e.detail);
+            assert!(
+                e.detail.contains(says),
+                "{} -> {}",
+                String::from_utf8_lossy(payload),
+                e.detail
+            );
         }
         let big = vec![b' '; MAX_PAYLOAD + 1];
         assert!(parse(&big).unwrap_err().detail.contains("more than"));
@@ -257,7 +325,12 @@ mod tests {
     #[test]
     fn only_a_device_level_between_prefix_and_command() {
         let p = "building/hq";
-        assert_eq!(device_of_topic(p, "building/hq/ahu-1/command").unwrap().as_str(), "ahu-1");
+        assert_eq!(
+            device_of_topic(p, "building/hq/ahu-1/command")
+                .unwrap()
+                .as_str(),
+            "ahu-1"
+        );
         assert!(device_of_topic(p, "building/hq/ahu-1/command/result").is_none());
         assert!(device_of_topic(p, "building/hq/a/b/command").is_none());
         assert!(device_of_topic(p, "building/hqx/a/command").is_none());

@@ -28,10 +28,7 @@ impl RateLimit {
     /// the config, not by what a sender makes up.
     pub fn allow(&mut self, device: &DeviceId, now: Instant) -> bool {
         let burst = self.burst;
-        let (tokens, at) = self
-            .buckets
-            .entry(device.clone())
-            .or_insert((burst, now));
+        let (tokens, at) = self.buckets.entry(device.clone()).or_insert((burst, now));
         let refill = now.saturating_duration_since(*at).as_secs_f64() * self.rate;
         *tokens = (*tokens + refill).min(burst);
         *at = now;

@@ -24,7 +24,10 @@ pub enum CommandValue {
     Text(String),
     Null,
     /// A LoRaWAN downlink: application port and payload bytes.
-    Downlink { port: u8, data: Vec<u8> },
+    Downlink {
+        port: u8,
+        data: Vec<u8>,
+    },
 }
 
 impl CommandValue {

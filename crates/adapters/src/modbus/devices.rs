@@ -316,12 +316,18 @@ fn check_writable(raw: &RawRegister, path: &str, problems: &mut Problems) {
     if raw.writable && !matches!(raw.table, Table::Coil | Table::Holding) {
         problems.push(
             format!("{path}.writable"),
-            format!("a {} cannot be written: only coil and holding", raw.table.as_str()),
+            format!(
+                "a {} cannot be written: only coil and holding",
+                raw.table.as_str()
+            ),
         );
     }
     for (key, v) in [("min", raw.min), ("max", raw.max)] {
         if v.is_some() && !raw.writable {
-            problems.push(format!("{path}.{key}"), "bounds a write: set writable = true too");
+            problems.push(
+                format!("{path}.{key}"),
+                "bounds a write: set writable = true too",
+            );
         }
         if v.is_some_and(|v| !v.is_finite()) {
             problems.push(format!("{path}.{key}"), "expected a finite number");

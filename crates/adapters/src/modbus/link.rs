@@ -262,10 +262,19 @@ impl Link {
         let ctx = &mut self.ctx;
         let ok = |()| Answer::Words(Vec::new());
         let answer = match value {
-            Encoded::Coil(bit) => timed(self.timeout, ctx.write_single_coil(address, *bit), ok).await,
+            Encoded::Coil(bit) => {
+                timed(self.timeout, ctx.write_single_coil(address, *bit), ok).await
+            }
             Encoded::Registers(words) => match words.as_slice() {
                 [one] => timed(self.timeout, ctx.write_single_register(address, *one), ok).await,
-                many => timed(self.timeout, ctx.write_multiple_registers(address, many), ok).await,
+                many => {
+                    timed(
+                        self.timeout,
+                        ctx.write_multiple_registers(address, many),
+                        ok,
+                    )
+                    .await
+                }
             },
         };
         if let Some(port) = &self.port {

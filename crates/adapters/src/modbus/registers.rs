@@ -241,7 +241,10 @@ impl Register {
     pub fn bounds(&self) -> Option<(f64, f64)> {
         match (self.min, self.max) {
             (None, None) => None,
-            (min, max) => Some((min.unwrap_or(f64::NEG_INFINITY), max.unwrap_or(f64::INFINITY))),
+            (min, max) => Some((
+                min.unwrap_or(f64::NEG_INFINITY),
+                max.unwrap_or(f64::INFINITY),
+            )),
         }
     }
 }

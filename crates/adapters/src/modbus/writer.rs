@@ -84,9 +84,9 @@ impl ModbusTarget {
 fn refusal(e: EncodeError) -> Refusal {
     let reason = match e {
         EncodeError::NotFinite { .. } => "type",
-        EncodeError::OutOfBounds { .. } | EncodeError::OutOfRange { .. } | EncodeError::NotABit { .. } => {
-            "out_of_range"
-        }
+        EncodeError::OutOfBounds { .. }
+        | EncodeError::OutOfRange { .. }
+        | EncodeError::NotABit { .. } => "out_of_range",
         EncodeError::ReadOnly | EncodeError::ZeroScale => "not_writable",
     };
     Refusal::new(reason, e.to_string())
@@ -117,10 +117,16 @@ impl CommandTarget for ModbusTarget {
                 reply,
             };
             if jobs.send(job).await.is_err() {
-                return WriteOutcome::Failed(Refusal::new("stopped", "the modbus adapter has stopped"));
+                return WriteOutcome::Failed(Refusal::new(
+                    "stopped",
+                    "the modbus adapter has stopped",
+                ));
             }
             answer.await.unwrap_or_else(|_| {
-                WriteOutcome::Failed(Refusal::new("stopped", "the modbus adapter stopped during the write"))
+                WriteOutcome::Failed(Refusal::new(
+                    "stopped",
+                    "the modbus adapter stopped during the write",
+                ))
             })
         })
     }
@@ -136,7 +142,9 @@ pub struct Written {
 
 /// Writes `job` on `link` and reads the register back.
 pub async fn execute(link: &mut Link, job: &WriteJob) -> Written {
-    let answer = link.write(job.unit, job.register.address, &job.encoded).await;
+    let answer = link
+        .write(job.unit, job.register.address, &job.encoded)
+        .await;
     if let Some(w) = failed(answer, link, "write") {
         return w;
     }
@@ -182,7 +190,11 @@ fn failed(answer: Answer, link: &Link, step: &str) -> Option<Written> {
         Answer::Exception(code) => ("exception", format!("{step}: exception {code}"), false),
         Answer::Timeout => ("timeout", format!("{step}: no answer"), !link.is_serial()),
         Answer::Crc => ("crc", format!("{step}: garbled answer"), false),
-        Answer::Mismatch => ("protocol", format!("{step}: an answer to another request"), true),
+        Answer::Mismatch => (
+            "protocol",
+            format!("{step}: an answer to another request"),
+            true,
+        ),
         Answer::Connection(e) => ("connection", format!("{step}: {e}"), true),
     };
     Some(Written {

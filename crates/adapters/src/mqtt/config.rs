@@ -360,7 +360,9 @@ impl AdapterKind for MqttAdapterConfig {
             if t.is_empty() || t.contains(['+', '#']) || t.split('/').any(str::is_empty) {
                 problems.push(
                     format!("{path}.command_topic"),
-                    format!("expected a topic (levels without + or #, {{device}} filled in), got {t:?}"),
+                    format!(
+                        "expected a topic (levels without + or #, {{device}} filled in), got {t:?}"
+                    ),
                 );
             }
         }

@@ -83,7 +83,10 @@ impl MqttTarget {
                 command.value.to_json()
             }
             CommandValue::Null | CommandValue::Downlink { .. } => {
-                return Err(Refusal::new("type", "expected a number, true/false or a text"))
+                return Err(Refusal::new(
+                    "type",
+                    "expected a number, true/false or a text",
+                ))
             }
         };
         let mut obj = serde_json::Map::new();
@@ -111,18 +114,36 @@ impl CommandTarget for MqttTarget {
                 Err(r) => return WriteOutcome::Refused(r),
             };
             let (reply, answer) = oneshot::channel();
-            if jobs.send(SetJob { topic, payload, reply }).await.is_err() {
-                return WriteOutcome::Failed(Refusal::new("stopped", "the mqtt adapter has stopped"));
+            if jobs
+                .send(SetJob {
+                    topic,
+                    payload,
+                    reply,
+                })
+                .await
+                .is_err()
+            {
+                return WriteOutcome::Failed(Refusal::new(
+                    "stopped",
+                    "the mqtt adapter has stopped",
+                ));
             }
             answer.await.unwrap_or_else(|_| {
-                WriteOutcome::Failed(Refusal::new("stopped", "the mqtt adapter stopped during the write"))
+                WriteOutcome::Failed(Refusal::new(
+                    "stopped",
+                    "the mqtt adapter stopped during the write",
+                ))
             })
         })
     }
 }
 
 /// Publishes jobs one at a time, each answered on its PUBACK, until `stop`.
-pub async fn run(connection: ConnectionSettings, mut jobs: mpsc::Receiver<SetJob>, stop: CancellationToken) {
+pub async fn run(
+    connection: ConnectionSettings,
+    mut jobs: mpsc::Receiver<SetJob>,
+    stop: CancellationToken,
+) {
     let mut settings = connection;
     settings.broker.client_id = format!("{}-set", settings.broker.client_id);
     settings.persistent_session = false;
@@ -173,7 +194,10 @@ pub async fn run(connection: ConnectionSettings, mut jobs: mpsc::Receiver<SetJob
         // Events of an earlier, timed-out publish are not this one's.
         while events.try_recv().is_ok() {}
         if let Err(e) = client.try_publish(job.topic, QoS::AtLeastOnce, false, job.payload) {
-            let _ = job.reply.send(WriteOutcome::Failed(Refusal::new("connection", e.to_string())));
+            let _ = job.reply.send(WriteOutcome::Failed(Refusal::new(
+                "connection",
+                e.to_string(),
+            )));
             continue;
         }
         let acked = tokio::time::timeout(ACK_TIMEOUT, async {

@@ -39,7 +39,11 @@ fn read_back(port: u16, unit: u8, table: &str, address: u16, count: u16) -> Vec<
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(|v| v.parse().unwrap())
@@ -145,11 +149,18 @@ async fn modbus_and_mqtt_writes_refusals_repeats_expiry_and_the_building_broker(
     let mut results = Subscriber::start(cloud.port(), "building/hq/+/command/result").await;
     let mut sets = Subscriber::start(building.port(), "zigbee2mqtt/+/set").await;
     let mut gw = GatewayProcess::start(&config(cloud.port(), building.port(), metrics, modbus));
-    gw.wait_for_log("Subscribed to commands on the upstream broker.").await;
+    gw.wait_for_log("Subscribed to commands on the upstream broker.")
+        .await;
     gw.wait_for_log("Modbus bus open.").await;
 
     // A set point in the reading's unit: 23.5 °C is 235 at scale 0.1.
-    let r = command(cloud.port(), &mut results, "ahu-1", json!({"id": "c-1", "metric": "setpoint", "value": 23.5})).await;
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "ahu-1",
+        json!({"id": "c-1", "metric": "setpoint", "value": 23.5}),
+    )
+    .await;
     assert_eq!(r["status"], "done", "{r}");
     assert_eq!(r["reason"], "");
     assert_eq!(r["gateway"], "gw-cmd");
@@ -161,24 +172,60 @@ async fn modbus_and_mqtt_writes_refusals_repeats_expiry_and_the_building_broker(
     assert_eq!(read_back(modbus, 1, "holding", 0, 1), vec![235]);
 
     // An f32 in word-swapped order: 12.5 is 0x4148_0000, low word first.
-    let r = command(cloud.port(), &mut results, "ahu-1", json!({"id": "c-2", "metric": "flow", "value": 12.5})).await;
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "ahu-1",
+        json!({"id": "c-2", "metric": "flow", "value": 12.5}),
+    )
+    .await;
     assert_eq!(r["status"], "done", "{r}");
     assert_eq!(read_back(modbus, 1, "holding", 2, 2), vec![0x0000, 0x4148]);
 
     // A coil switched on.
-    let r = command(cloud.port(), &mut results, "ahu-1", json!({"id": "c-3", "metric": "fan", "value": true})).await;
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "ahu-1",
+        json!({"id": "c-3", "metric": "fan", "value": true}),
+    )
+    .await;
     assert_eq!(r["status"], "done", "{r}");
     assert_eq!(read_back(modbus, 1, "coil", 1, 1), vec![1]);
 
     // Refused, and nothing written: above max, a coil given 2, a point
     // not declared writable, a device nobody writes to, a malformed one.
     for (device, body, reason) in [
-        ("ahu-1", json!({"id": "r-1", "metric": "setpoint", "value": 35.0}), "out_of_range"),
-        ("ahu-1", json!({"id": "r-2", "metric": "fan", "value": 2}), "out_of_range"),
-        ("ahu-1", json!({"id": "r-3", "metric": "supply", "value": 20.0}), "not_writable"),
-        ("boiler-9", json!({"id": "r-4", "metric": "setpoint", "value": 20.0}), "not_writable"),
-        ("ahu-1", json!({"id": "r-5", "metric": "setpoint", "value": "warm"}), "type"),
-        ("ahu-1", json!({"id": "r-6", "metric": "setpoint"}), "malformed"),
+        (
+            "ahu-1",
+            json!({"id": "r-1", "metric": "setpoint", "value": 35.0}),
+            "out_of_range",
+        ),
+        (
+            "ahu-1",
+            json!({"id": "r-2", "metric": "fan", "value": 2}),
+            "out_of_range",
+        ),
+        (
+            "ahu-1",
+            json!({"id": "r-3", "metric": "supply", "value": 20.0}),
+            "not_writable",
+        ),
+        (
+            "boiler-9",
+            json!({"id": "r-4", "metric": "setpoint", "value": 20.0}),
+            "not_writable",
+        ),
+        (
+            "ahu-1",
+            json!({"id": "r-5", "metric": "setpoint", "value": "warm"}),
+            "type",
+        ),
+        (
+            "ahu-1",
+            json!({"id": "r-6", "metric": "setpoint"}),
+            "malformed",
+        ),
     ] {
         let r = command(cloud.port(), &mut results, device, body.clone()).await;
         assert_eq!(r["status"], "refused", "{body} -> {r}");
@@ -189,38 +236,96 @@ async fn modbus_and_mqtt_writes_refusals_repeats_expiry_and_the_building_broker(
 
     // The same id again, with another value: its first result again,
     // nothing written.
-    let r = command(cloud.port(), &mut results, "ahu-1", json!({"id": "c-1", "metric": "setpoint", "value": 18.0})).await;
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "ahu-1",
+        json!({"id": "c-1", "metric": "setpoint", "value": 18.0}),
+    )
+    .await;
     assert_eq!(r["status"], "done", "{r}");
     assert_eq!(r["value"], 23.5, "the first command's result: {r}");
     assert_eq!(read_back(modbus, 1, "holding", 0, 1), vec![235]);
 
     // Expired by its ts: not executed.
-    let r = command(cloud.port(), &mut results, "ahu-1", json!({"id": "e-1", "metric": "setpoint", "value": 16.0, "ts": "2020-01-01T00:00:00Z"})).await;
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "ahu-1",
+        json!({"id": "e-1", "metric": "setpoint", "value": 16.0, "ts": "2020-01-01T00:00:00Z"}),
+    )
+    .await;
     assert_eq!(r["status"], "expired", "{r}");
     assert_eq!(r["reason"], "max_age");
     assert_eq!(read_back(modbus, 1, "holding", 0, 1), vec![235]);
 
     // The same command topic on the building's broker: never executed.
-    publish(building.port(), "building/hq/ahu-1/command", &json!({"id": "b-1", "metric": "setpoint", "value": 17.0}).to_string(), 1, false).await;
-    publish(building.port(), "zigbee2mqtt/lamp-1/command", &json!({"id": "b-2", "metric": "state", "value": "ON"}).to_string(), 1, false).await;
+    publish(
+        building.port(),
+        "building/hq/ahu-1/command",
+        &json!({"id": "b-1", "metric": "setpoint", "value": 17.0}).to_string(),
+        1,
+        false,
+    )
+    .await;
+    publish(
+        building.port(),
+        "zigbee2mqtt/lamp-1/command",
+        &json!({"id": "b-2", "metric": "state", "value": "ON"}).to_string(),
+        1,
+        false,
+    )
+    .await;
 
     // MQTT: a Zigbee2MQTT-style /set on the building broker, done on its PUBACK.
-    let r = command(cloud.port(), &mut results, "lamp-1", json!({"id": "m-1", "metric": "brightness", "value": 120})).await;
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "lamp-1",
+        json!({"id": "m-1", "metric": "brightness", "value": 120}),
+    )
+    .await;
     assert_eq!(r["status"], "done", "{r}");
-    let set = sets.wait_for(WAIT, |m| m.topic == "zigbee2mqtt/lamp-1/set").await.expect("the /set publish");
+    let set = sets
+        .wait_for(WAIT, |m| m.topic == "zigbee2mqtt/lamp-1/set")
+        .await
+        .expect("the /set publish");
     assert_eq!(set.json(), json!({"brightness": 120}));
     assert_eq!(set.qos, 1);
-    let r = command(cloud.port(), &mut results, "lamp-1", json!({"id": "m-2", "metric": "color", "value": "red"})).await;
-    assert_eq!((r["status"].as_str(), r["reason"].as_str()), (Some("refused"), Some("not_writable")), "{r}");
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "lamp-1",
+        json!({"id": "m-2", "metric": "color", "value": "red"}),
+    )
+    .await;
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("refused"), Some("not_writable")),
+        "{r}"
+    );
 
     // By now the building broker's messages had every chance: no result,
     // no write, no /set from them.
     assert_eq!(read_back(modbus, 1, "holding", 0, 1), vec![235]);
-    assert!(sets.wait_for(std::time::Duration::from_millis(300), |m| m.payload.contains("ON")).await.is_none());
-    assert!(results.wait_for(std::time::Duration::from_millis(300), |m| m.json()["id"].as_str().is_some_and(|i| i.starts_with("b-"))).await.is_none());
+    assert!(sets
+        .wait_for(std::time::Duration::from_millis(300), |m| m
+            .payload
+            .contains("ON"))
+        .await
+        .is_none());
+    assert!(results
+        .wait_for(std::time::Duration::from_millis(300), |m| m.json()["id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("b-")))
+        .await
+        .is_none());
 
     let (_, body) = http_until(metrics, "/metrics", |_, b| {
-        metric(b, "edge_gateway_commands_total{status=\"done\",reason=\"none\"}") >= 4.0
+        metric(
+            b,
+            "edge_gateway_commands_total{status=\"done\",reason=\"none\"}",
+        ) >= 4.0
     })
     .await;
     for (labels, want) in [
@@ -229,7 +334,11 @@ async fn modbus_and_mqtt_writes_refusals_repeats_expiry_and_the_building_broker(
         ("{status=\"refused\",reason=\"malformed\"}", 1.0),
         ("{status=\"expired\",reason=\"max_age\"}", 1.0),
     ] {
-        assert_eq!(metric(&body, &format!("edge_gateway_commands_total{labels}")), want, "{labels}\n{body}");
+        assert_eq!(
+            metric(&body, &format!("edge_gateway_commands_total{labels}")),
+            want,
+            "{labels}\n{body}"
+        );
     }
     assert_eq!(metric(&body, "edge_gateway_commands_repeated_total"), 1.0);
 }
@@ -249,9 +358,18 @@ async fn a_kill_between_write_and_result_writes_once() {
         &config,
         &[("EDGE_GATEWAY_FAULT_HOLD_COMMAND_RESULT_MS", "60000")],
     );
-    gw.wait_for_log("Subscribed to commands on the upstream broker.").await;
-    publish(cloud.port(), "building/hq/ahu-1/command", &json!({"id": "k-1", "metric": "setpoint", "value": 21.0}).to_string(), 1, false).await;
-    gw.wait_for_log("Fault hook: holding a written command's result.").await;
+    gw.wait_for_log("Subscribed to commands on the upstream broker.")
+        .await;
+    publish(
+        cloud.port(),
+        "building/hq/ahu-1/command",
+        &json!({"id": "k-1", "metric": "setpoint", "value": 21.0}).to_string(),
+        1,
+        false,
+    )
+    .await;
+    gw.wait_for_log("Fault hook: holding a written command's result.")
+        .await;
     assert_eq!(read_back(modbus, 1, "holding", 0, 1), vec![210]);
 
     // Killed after the write, before its result: the broker still holds
@@ -259,7 +377,8 @@ async fn a_kill_between_write_and_result_writes_once() {
     gw.signal("KILL");
     gw.wait_exit().await;
     let mut gw = GatewayProcess::start_in_with(gw.dir, &config, &[]);
-    gw.wait_for_log("Subscribed to commands on the upstream broker.").await;
+    gw.wait_for_log("Subscribed to commands on the upstream broker.")
+        .await;
     let r = results
         .wait_for(WAIT, |m| m.json()["id"] == "k-1")
         .await

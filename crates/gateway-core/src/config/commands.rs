@@ -57,7 +57,10 @@ impl CommandsConfig {
             problems.push("commands.max_age", "must be more than 0s");
         }
         if !(self.rate.is_finite() && self.rate > 0.0) {
-            problems.push("commands.rate", "expected a number of commands per second above 0");
+            problems.push(
+                "commands.rate",
+                "expected a number of commands per second above 0",
+            );
         }
         if self.burst == 0 {
             problems.push("commands.burst", "expected at least 1");
