@@ -322,6 +322,39 @@ mod tests {
         assert!(parse(&big).unwrap_err().detail.contains("more than"));
     }
 
+    /// Until the fuzz target runs in CI: every truncation of the seeds, and
+    /// every byte of them replaced by each of a few troublesome bytes, is
+    /// a command or a reason, never a panic.
+    #[test]
+    fn mutated_seeds_never_panic() {
+        let seeds: [&[u8]; 3] = [
+            br#"{"id":"c-1","metric":"setpoint","value":23.5,"ts":"2026-11-25T20:00:00Z"}"#,
+            br#"{"id":"d","port":10,"data":"01ff"}"#,
+            br#"{"id":"a","metric":"x","value":null}"#,
+        ];
+        let mut tried = 0;
+        for seed in seeds {
+            for cut in 0..=seed.len() {
+                let _ = parse(&seed[..cut]);
+                tried += 1;
+            }
+            for at in 0..seed.len() {
+                for b in [0u8, b'"', b'\\', b'{', b'}', b'9', b'-', b'e', 0xff, 0xc3] {
+                    let mut m = seed.to_vec();
+                    m[at] = b;
+                    if let Ok(c) = parse(&m) {
+                        assert!(!c.id.is_empty());
+                        if let CommandValue::Number(v) = c.value {
+                            assert!(v.is_finite());
+                        }
+                    }
+                    tried += 1;
+                }
+            }
+        }
+        assert!(tried > 1000);
+    }
+
     #[test]
     fn only_a_device_level_between_prefix_and_command() {
         let p = "building/hq";

@@ -141,8 +141,11 @@ pub trait CommandTarget: Send + Sync {
 /// runner asks them in turn which one serves a device.
 #[derive(Clone, Default)]
 pub struct CommandTargets {
-    inner: Arc<Mutex<Vec<(String, Arc<dyn CommandTarget>)>>>,
+    inner: Arc<Mutex<Vec<NamedTarget>>>,
 }
+
+/// An adapter's name and its target.
+type NamedTarget = (String, Arc<dyn CommandTarget>);
 
 impl fmt::Debug for CommandTargets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
