@@ -89,7 +89,7 @@ pub fn start(setup: CommandsSetup, stop: CancellationToken) -> Result<JoinHandle
 }
 
 fn open_journal(state_dir: &Path) -> Option<journal::Journal> {
-    match journal::Journal::open(&state_dir.join("commands")) {
+    match journal::Journal::open(&state_dir.join(gateway_core::state_file::inventory::COMMANDS)) {
         Ok(j) => Some(j),
         Err(e) => {
             error!(error = %e, "Cannot open the command journal: every command will be refused.");
