@@ -90,6 +90,7 @@ pub(crate) fn registry_entry(
         tags: Tags::default(),
         primary: None,
         units: Default::default(),
+        writable: Vec::new(),
     })
 }
 

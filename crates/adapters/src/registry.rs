@@ -63,6 +63,9 @@ pub struct BuildContext {
     /// The ids of `[[device]]`: what `accept = "registered"` admits beside
     /// an adapter family's own device list.
     pub registered: Vec<String>,
+    /// `[[device]] writable`: device id → metrics a command may set
+    /// (through an adapter with a command topic).
+    pub writable: Vec<(String, Vec<String>)>,
 }
 
 /// Generates, from one list of kinds and one of owned sections: the

@@ -235,8 +235,9 @@ impl Live {
                 self.show_alert(&row, None);
                 alerts.push(row);
             }
-            // The dashboard keeps readings by their own time.
-            SinkEvent::JournalEpoch(_) => {}
+            // The dashboard keeps readings by their own time; command
+            // results are the cloud's (not shown on the pages yet).
+            SinkEvent::JournalEpoch(_) | SinkEvent::Command(_) => {}
             SinkEvent::Status(st) => {
                 self.lock()
                     .devices

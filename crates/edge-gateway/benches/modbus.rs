@@ -75,6 +75,9 @@ fn f32_registers() -> Vec<Register> {
             scale: 1.0,
             offset: 0.0,
             unit: None,
+            writable: false,
+            min: None,
+            max: None,
         })
         .collect()
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use adapters::{AdapterConfig, BuildContext};
 use aggregator::{Aggregator, WindowSpec};
 use anyhow::Context as _;
+use gateway_core::command::CommandTargets;
 use gateway_core::component::{Ingress, IngressSender, Sources};
 use gateway_core::config::AdapterSpec;
 use gateway_core::event::SinkEvent;
@@ -69,6 +70,10 @@ pub struct Gateway {
     outputs: Vec<RunningOutput>,
     /// `[dashboard]`, when enabled (its writer is one of the outputs).
     dashboard: Option<Dashboard>,
+    /// The adapters' write sides, by adapter name.
+    command_targets: CommandTargets,
+    /// `[commands]`' listener, when enabled: stopped before the adapters.
+    commands: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 /// An output's task, whatever it returns.
@@ -188,10 +193,15 @@ fn output_channels(urgent: bool) -> OutputChannels {
 
 /// The upstream (`[upstream]`): its feed renders the events for the
 /// forwarder, whose outbox is in `state_dir/outbox`.
-fn start_upstream(settings: UpstreamSettings, ctx: &SinkContext) -> StartedOutput {
+/// Also returns its urgent lane's sender, for the command results.
+fn start_upstream(
+    settings: UpstreamSettings,
+    ctx: &SinkContext,
+) -> (StartedOutput, Option<mpsc::Sender<SinkEvent>>) {
     let channels = output_channels(true);
+    let results = channels.urgent.clone();
     let task = mqtt_upstream::start(settings, ctx, channels.link);
-    StartedOutput {
+    let started = StartedOutput {
         output: Output::upstream(channels.events, channels.urgent),
         flush: Some(channels.flush),
         task: Some(Box::pin(async move {
@@ -199,7 +209,8 @@ fn start_upstream(settings: UpstreamSettings, ctx: &SinkContext) -> StartedOutpu
                 .context("upstream task")?
                 .context("upstream forwarder")
         })),
-    }
+    };
+    (started, results)
 }
 
 /// Starts every `[[sink]]`, each with its own outbox below `state_dir`.
@@ -233,6 +244,16 @@ impl Gateway {
         let telemetry = Telemetry::default();
         // Without an upstream nothing of it is built: no connection, no
         // outbox under state_dir.
+        let upstream_connection = config.upstream.enabled.then(|| {
+            UpstreamSettings::from_config(
+                &config.upstream,
+                &config.outbox,
+                &config.gateway.id,
+                &config.gateway.state_dir,
+                config.topic_prefix(),
+            )
+            .connection
+        });
         let settings = if config.upstream.enabled {
             let settings = UpstreamSettings::from_config(
                 &config.upstream,
@@ -280,10 +301,13 @@ impl Gateway {
             telemetry: telemetry.clone(),
         };
         // The upstream first: the flush handshake asks it before the rest.
-        let mut outputs: Vec<StartedOutput> = settings
-            .map(|settings| start_upstream(settings, &ctx))
-            .into_iter()
-            .collect();
+        let mut outputs: Vec<StartedOutput> = Vec::new();
+        let mut results = None;
+        if let Some(settings) = settings {
+            let (started, urgent) = start_upstream(settings, &ctx);
+            outputs.push(started);
+            results = urgent;
+        }
         outputs.extend(start_sinks(config, &ctx)?);
         let dashboard = if config.dashboard.enabled {
             let (d, events, flush) = dashboard::start(DashboardSetup {
@@ -364,7 +388,33 @@ impl Gateway {
         };
         let pipeline = tokio::spawn(pipeline.run(in_rx));
 
+        let command_targets = CommandTargets::default();
+        let commands = match (config.commands.enabled, upstream_connection, results) {
+            (true, Some(upstream), Some(results)) => {
+                let stop = CancellationToken::new();
+                let task = commands::start(
+                    commands::CommandsSetup {
+                        config: config.commands.clone(),
+                        upstream,
+                        max_backoff: config.upstream.broker.max_backoff,
+                        topic_prefix: config.topic_prefix(),
+                        state_dir: config.gateway.state_dir.clone(),
+                        targets: command_targets.clone(),
+                        clock: clock.clone(),
+                        telemetry: telemetry.clone(),
+                        results: vec![results],
+                    },
+                    stop.clone(),
+                )
+                .context("commands: upstream connection")?;
+                info!("Taking commands from the upstream broker.");
+                Some((stop, task))
+            }
+            _ => None,
+        };
         let mut gateway = Self {
+            command_targets,
+            commands,
             telemetry,
             adapters_stop: CancellationToken::new(),
             adapters: Vec::new(),
@@ -406,7 +456,7 @@ impl Gateway {
             telemetry: self.telemetry.clone(),
             clock: self.clock.clone(),
         };
-        let adapter = config.build(&BuildContext {
+        let mut adapter = config.build(&BuildContext {
             gateway_id: self.config.gateway.id.clone(),
             state_dir: self.config.gateway.state_dir.clone(),
             sections: self.config.sections.clone(),
@@ -416,7 +466,24 @@ impl Gateway {
                 .iter()
                 .map(|d| d.id.to_string())
                 .collect(),
+            writable: self
+                .config
+                .devices
+                .iter()
+                .filter(|d| !d.writable.is_empty())
+                .map(|d| {
+                    let metrics = d.writable.iter().map(|m| m.as_str().to_string());
+                    (d.id.to_string(), metrics.collect())
+                })
+                .collect(),
         });
+        // Only when commands are on: otherwise no adapter opens a write side.
+        if self.commands.is_some() {
+            match adapter.command_target() {
+                Some(target) => self.command_targets.register(&name, target),
+                None => self.command_targets.remove(&name),
+            }
+        }
         info!(adapter = %name, kind = config.kind(), "Starting adapter.");
         // `/health` reads this: an adapter whose task ended is down.
         let up = self.telemetry.gauge(ADAPTER_UP, &[("adapter", &name)]);
@@ -458,6 +525,7 @@ impl Gateway {
                 old.units != new.units || old.adapter_units != new.adapter_units,
             ),
             ("home_assistant", old.home_assistant != new.home_assistant),
+            ("commands", old.commands != new.commands),
         ] {
             if changed {
                 summary.need_restart.push(section);
@@ -474,6 +542,7 @@ impl Gateway {
                 }
                 None => {
                     stop_adapter(running).await;
+                    self.command_targets.remove(&name);
                     // A removed adapter must not keep `/health` at 503.
                     self.telemetry
                         .remove_gauge(ADAPTER_UP, &[("adapter", &name)]);
@@ -512,6 +581,14 @@ impl Gateway {
     /// # Errors
     /// A component that failed.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        // No command may start a write once the adapters are stopping; the
+        // one running ends first.
+        if let Some((stop, task)) = self.commands.take() {
+            stop.cancel();
+            if let Err(e) = task.await {
+                error!(error = %e, "Command listener failed.");
+            }
+        }
         self.adapters_stop.cancel();
         drop(self.ingress.take());
         for running in self.adapters {

@@ -143,6 +143,7 @@ pub fn template() -> String {
     out.push_str(&gateway_core::config::metrics::template());
     out.push_str(&gateway_core::config::dashboard::template());
     out.push_str(&gateway_core::config::home_assistant::template());
+    out.push_str(&gateway_core::config::commands::template());
     out.push_str(&adapters::template());
     out.push_str(&sinks::template());
     out.push_str(&template::device_section());

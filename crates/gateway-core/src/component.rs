@@ -287,6 +287,13 @@ pub type AdapterFuture = Pin<Box<dyn Future<Output = Result<(), AdapterError>> +
 pub trait Adapter: Send + 'static {
     /// Runs until `ctx.shutdown` is cancelled.
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture;
+
+    /// Its write side, for an adapter that can carry commands to its
+    /// devices: asked once, before [`Self::run`] (the target usually
+    /// queues writes for the task `run` starts).
+    fn command_target(&mut self) -> Option<std::sync::Arc<dyn crate::command::CommandTarget>> {
+        None
+    }
 }
 
 /// Gauge `{adapter}` of an adapter that holds a connection (MQTT): `1` once

@@ -25,6 +25,25 @@ pub enum SinkEvent {
     /// readings (InfluxDB's tie-break of equal times) number them per epoch,
     /// so a replay numbers them as the first run did. Others ignore it.
     JournalEpoch(u64),
+    /// A command from the cloud and its result (`commands` crate): the
+    /// upstream publishes it on `{prefix}/{device}/command/result`.
+    Command(CommandEvent),
+}
+
+/// One command's result, as the upstream's `command/result` payload says it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandEvent {
+    pub id: String,
+    pub device: DeviceId,
+    pub metric: String,
+    /// The value asked for, as JSON (`null` relinquishes).
+    pub value: serde_json::Value,
+    /// `done`, `refused`, `failed` or `expired`.
+    pub status: String,
+    /// Empty when `done`.
+    pub reason: String,
+    /// When the result was decided.
+    pub at: Timestamp,
 }
 
 /// A device's announced connectivity.

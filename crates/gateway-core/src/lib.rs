@@ -21,6 +21,7 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod command;
 pub mod component;
 pub mod config;
 pub mod csv;

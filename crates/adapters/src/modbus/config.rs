@@ -351,9 +351,14 @@ pub fn template() -> String {
 # address is the 0-based protocol address: vendor manuals often number
 # from 1 or write 30001/40001 for input/holding register 0 - subtract
 # accordingly (input register "30013" is table = "input", address = 12).
+# writable = true lets [commands] write a coil (0/1) or holding register
+# (the value in the reading's unit: scale, offset and order inverted), done
+# once the device answered and a read-back gives it; min/max (in the
+# reading's unit) refuse anything outside them before it is written.
 #registers = [
 #{{ metric = "temperature", table = "holding", address = 0, type = "i16", scale = 0.1, unit = "°C" }},
 #{{ metric = "total_energy", table = "input", address = 342, type = "f32", order = "abcd", unit = "kWh" }},
+#{{ metric = "setpoint", table = "holding", address = 10, type = "i16", scale = 0.1, writable = true, min = 15.0, max = 28.0 }},
 #]
 "##,
         port = DEFAULT_PORT,

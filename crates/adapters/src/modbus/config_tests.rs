@@ -276,3 +276,37 @@ fn the_template_parses_once_uncommented() {
         .iter()
         .any(|r| r.metric == "total_energy"));
 }
+
+#[test]
+fn writable_registers_and_their_bounds() {
+    let head = "[[adapter]]\ntype = \"modbus\"\nname = \"m\"\nurl = \"tcp://127.0.0.1\"\n[[modbus.device]]\nid = \"ahu\"\nunit = 1\n";
+    let (s, p) = devices(&format!(
+        "{head}registers = [{{ metric = \"sp\", address = 0, scale = 0.1, writable = true, min = 15.0, max = 30.0 }}, {{ metric = \"fan\", table = \"coil\", address = 1, writable = true }}]"
+    ));
+    assert!(p.is_empty(), "{p}");
+    let regs = &s.devices[0].registers;
+    assert!(regs[0].writable && regs[1].writable);
+    assert_eq!(regs[0].bounds(), Some((15.0, 30.0)));
+    assert_eq!(regs[1].bounds(), None);
+    for (register, key) in [
+        (
+            "{ metric = \"t\", table = \"input\", address = 0, writable = true }",
+            "writable",
+        ),
+        ("{ metric = \"t\", address = 0, min = 1.0 }", "min"),
+        (
+            "{ metric = \"t\", address = 0, writable = true, min = 5.0, max = 1.0 }",
+            "min",
+        ),
+        (
+            "{ metric = \"t\", address = 0, writable = true, scale = 0.0 }",
+            "scale",
+        ),
+    ] {
+        let (_, p) = devices(&format!("{head}registers = [{register}]"));
+        assert!(
+            p.to_string().contains(&format!("registers[0].{key}")),
+            "{register}: {p}"
+        );
+    }
+}

@@ -38,6 +38,10 @@ struct RawRegister {
     scale: Option<f64>,
     offset: Option<f64>,
     unit: Option<String>,
+    #[serde(default)]
+    writable: bool,
+    min: Option<f64>,
+    max: Option<f64>,
 }
 
 fn holding() -> Table {
@@ -135,6 +139,7 @@ impl OwnedSection for ModbusSection {
                 tags: d.tags.clone(),
                 primary: None,
                 units: d.units(),
+                writable: Vec::new(),
             })
             .collect()
     }
@@ -305,6 +310,39 @@ fn device(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Mod
     })
 }
 
+/// `writable`, `min` and `max` of a register: only coils and holding
+/// registers take writes, and bounds mean nothing without `writable`.
+fn check_writable(raw: &RawRegister, path: &str, problems: &mut Problems) {
+    if raw.writable && !matches!(raw.table, Table::Coil | Table::Holding) {
+        problems.push(
+            format!("{path}.writable"),
+            format!(
+                "a {} cannot be written: only coil and holding",
+                raw.table.as_str()
+            ),
+        );
+    }
+    for (key, v) in [("min", raw.min), ("max", raw.max)] {
+        if v.is_some() && !raw.writable {
+            problems.push(
+                format!("{path}.{key}"),
+                "bounds a write: set writable = true too",
+            );
+        }
+        if v.is_some_and(|v| !v.is_finite()) {
+            problems.push(format!("{path}.{key}"), "expected a finite number");
+        }
+    }
+    if let (Some(min), Some(max)) = (raw.min, raw.max) {
+        if min > max {
+            problems.push(format!("{path}.min"), format!("{min} is above max {max}"));
+        }
+    }
+    if raw.writable && raw.scale == Some(0.0) {
+        problems.push(format!("{path}.scale"), "0 cannot be inverted for a write");
+    }
+}
+
 fn register(item: toml::Value, path: &str, problems: &mut Problems) -> Option<Register> {
     let before = problems.len();
     let raw: RawRegister = load::section(item, path, problems)?;
@@ -326,6 +364,7 @@ fn register(item: toml::Value, path: &str, problems: &mut Problems) -> Option<Re
             problems.push(format!("{path}.{key}"), "expected a finite number");
         }
     }
+    check_writable(&raw, path, problems);
     let r = Register {
         metric: raw.metric,
         table: raw.table,
@@ -335,6 +374,9 @@ fn register(item: toml::Value, path: &str, problems: &mut Problems) -> Option<Re
         scale: raw.scale.unwrap_or(1.0),
         offset: raw.offset.unwrap_or(0.0),
         unit: raw.unit,
+        writable: raw.writable,
+        min: raw.min,
+        max: raw.max,
     };
     if r.end() > 65_536 {
         problems.push(

@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
-use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::Slave;
 use tokio_serial::{
@@ -37,7 +37,7 @@ use tokio_serial::{
 use super::config::{Parity, SerialSettings, Transport};
 use super::plan::Read;
 use super::poller::Answer;
-use super::registers::Table;
+use super::registers::{Encoded, Table};
 
 /// What an RTU port and the link share: a flush to make before the next
 /// request, and the bytes read since the last request was sent.
@@ -248,6 +248,45 @@ impl Link {
             }
             _ => now + self.gap,
         };
+        answer
+    }
+
+    /// Writes one coil (function 5) or register(s) (6 for one word, 16
+    /// for more) of unit `unit`, bounded by the timeout. The answer is
+    /// `Words(vec![])` when the device acknowledged it.
+    pub async fn write(&mut self, unit: u8, address: u16, value: &Encoded) -> Answer {
+        if self.port.is_some() {
+            tokio::time::sleep_until(self.quiet_until).await;
+        }
+        self.ctx.set_slave(Slave(unit));
+        let ctx = &mut self.ctx;
+        let ok = |()| Answer::Words(Vec::new());
+        let answer = match value {
+            Encoded::Coil(bit) => {
+                timed(self.timeout, ctx.write_single_coil(address, *bit), ok).await
+            }
+            Encoded::Registers(words) => match words.as_slice() {
+                [one] => timed(self.timeout, ctx.write_single_register(address, *one), ok).await,
+                many => {
+                    timed(
+                        self.timeout,
+                        ctx.write_multiple_registers(address, many),
+                        ok,
+                    )
+                    .await
+                }
+            },
+        };
+        if let Some(port) = &self.port {
+            let now = Instant::now();
+            self.quiet_until = match answer {
+                Answer::Timeout | Answer::Crc | Answer::Mismatch => {
+                    port.flush_before_write.store(true, Ordering::Relaxed);
+                    now + self.timeout
+                }
+                _ => now + self.gap,
+            };
+        }
         answer
     }
 

@@ -25,6 +25,8 @@
 //!   answer means (pure, time passed in);
 //! - `link`: one connection or port through tokio-modbus (I/O);
 //! - `source`: the bus task that owns the link and queues its units (I/O);
+//! - `writer`: commands for `writable = true` registers: checked, queued
+//!   to the bus task, written and read back;
 //! - `scan`: every register of a range in every type and order, for
 //!   `edge-gateway modbus scan` (pure rendering).
 
@@ -37,6 +39,7 @@ pub mod profiles;
 pub mod registers;
 pub mod scan;
 pub mod source;
+pub mod writer;
 
 pub use config::ModbusConfig;
 pub use devices::{ModbusDevice, ModbusSection};

@@ -244,6 +244,9 @@ mod tests {
             scale: 1.0,
             offset: 0.0,
             unit: None,
+            writable: false,
+            min: None,
+            max: None,
         }
     }
 

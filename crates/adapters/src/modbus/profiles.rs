@@ -183,6 +183,9 @@ impl Profile {
                 scale: e.scale,
                 offset: 0.0,
                 unit: Some(e.unit.to_string()),
+                writable: false,
+                min: None,
+                max: None,
             })
             .collect()
     }

@@ -199,6 +199,12 @@ pub struct Register {
     pub offset: f64,
     /// Shown after the value (dashboard, InfluxDB, Home Assistant).
     pub unit: Option<String>,
+    /// A command from the cloud may write it (`writable = true`; coils
+    /// and holding registers only).
+    pub writable: bool,
+    /// Bounds of a written value, in the reading's unit.
+    pub min: Option<f64>,
+    pub max: Option<f64>,
 }
 
 impl Register {
@@ -229,6 +235,17 @@ impl Register {
     /// The reading of a bit: 0 or 1, scaled like a register.
     pub fn value_of_bit(&self, bit: bool) -> f64 {
         f64::from(u8::from(bit)) * self.scale + self.offset
+    }
+
+    /// `(min, max)` of a written value: unbounded ends are infinite.
+    pub fn bounds(&self) -> Option<(f64, f64)> {
+        match (self.min, self.max) {
+            (None, None) => None,
+            (min, max) => Some((
+                min.unwrap_or(f64::NEG_INFINITY),
+                max.unwrap_or(f64::INFINITY),
+            )),
+        }
     }
 }
 

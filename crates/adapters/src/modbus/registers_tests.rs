@@ -12,6 +12,9 @@ fn reg(table: Table, ty: ValueType, order: Order) -> Register {
         scale: 1.0,
         offset: 0.0,
         unit: None,
+        writable: false,
+        min: None,
+        max: None,
     }
 }
 

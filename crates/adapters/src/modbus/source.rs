@@ -2,8 +2,8 @@
 //! serial port) and serves its units one request at a time, in the order
 //! the [`poller`](super::poller) schedules them. Everything that reaches a
 //! device goes through this task's queue, so on RS-485 no two requests
-//! ever overlap; writes (commands from the cloud, a later issue) join the
-//! same queue as another kind of [`Job`].
+//! ever overlap; writes (commands from the cloud, [`super::writer`]) join
+//! the same loop as another kind of [`Job`].
 //!
 //! Faults are counted in `edge_gateway_adapter_errors_total{error_type}`
 //! (`timeout`, `exception`, `connection`, `crc`, `protocol`), exceptions
@@ -14,15 +14,18 @@
 //! `edge_gateway_adapter_connected` says which state it is in.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
+use gateway_core::command::{CommandTarget, Refusal, WriteOutcome};
 use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
 use gateway_core::telemetry::{Gauge, LogThrottle};
 use gateway_core::{
     Adapter, AdapterContext, AdapterError, AdapterStats, DeviceId, DeviceState, Ingress,
     MetricName, Reading, StatusChange, TimeSource,
 };
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -30,6 +33,7 @@ use super::config::{ModbusConfig, Transport};
 use super::devices::ModbusDevice;
 use super::link::Link;
 use super::poller::{first_slot, next_due, Fault, Unit, Verdict};
+use super::writer::{execute, ModbusTarget, WriteJob};
 
 /// Requests a bus has sent, by adapter: with the answers received
 /// (`edge_gateway_adapter_received_messages_total`) it shows how well the
@@ -50,25 +54,39 @@ const FIRST_RECONNECT: Duration = Duration::from_millis(200);
 pub struct ModbusSource {
     config: ModbusConfig,
     devices: Vec<ModbusDevice>,
+    /// Writes from the command target, once it was asked for.
+    writes: Option<mpsc::Receiver<WriteJob>>,
 }
 
 impl ModbusSource {
     pub fn new(config: ModbusConfig, devices: Vec<ModbusDevice>) -> Self {
-        Self { config, devices }
+        Self {
+            config,
+            devices,
+            writes: None,
+        }
     }
 }
 
 impl Adapter for ModbusSource {
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
-        Box::pin(run(self.config, self.devices, ctx))
+        Box::pin(run(self.config, self.devices, self.writes, ctx))
+    }
+
+    fn command_target(&mut self) -> Option<Arc<dyn CommandTarget>> {
+        let (target, writes) = ModbusTarget::new(&self.devices)?;
+        self.writes = Some(writes);
+        Some(target)
     }
 }
 
 /// What the bus task does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Job {
     /// Read device `index` (into the bus's devices).
     Poll(usize),
+    /// A command's write, then its read-back.
+    Write(WriteJob),
 }
 
 /// A device as the task needs it beside its schedule.
@@ -93,6 +111,7 @@ struct Bus {
 async fn run(
     config: ModbusConfig,
     devices: Vec<ModbusDevice>,
+    mut writes: Option<mpsc::Receiver<WriteJob>>,
     ctx: AdapterContext,
 ) -> Result<(), AdapterError> {
     let connected = ctx
@@ -115,15 +134,51 @@ async fn run(
     // Said once per outage, not at every retry.
     let mut down_logged = false;
     loop {
-        let Some(job) = bus.next_job() else {
-            ctx.shutdown.cancelled().await;
-            break;
-        };
-        let Job::Poll(i) = job;
-        tokio::select! {
+        let due = bus.next_job();
+        // A write waits for no poll: it is taken as soon as the bus is free.
+        let job = tokio::select! {
+            biased;
             _ = ctx.shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until(bus.units[i].due()) => {}
-        }
+            w = async { writes.as_mut()?.recv().await }, if writes.is_some() => match w {
+                Some(w) => Job::Write(w),
+                None => {
+                    writes = None;
+                    continue;
+                }
+            },
+            i = wait_due(&bus, due) => Job::Poll(i),
+        };
+        let i = match job {
+            Job::Poll(i) => i,
+            Job::Write(w) => {
+                if link.is_none() {
+                    match Link::open(&config.transport, config.timeout).await {
+                        Ok(l) => {
+                            connected.set(1.0);
+                            link = Some(l);
+                        }
+                        Err(e) => {
+                            bus.stats.error(Fault::Connection.label());
+                            let _ = w.reply.send(WriteOutcome::Failed(Refusal::new(
+                                "connection",
+                                format!("cannot open the bus: {e}"),
+                            )));
+                            continue;
+                        }
+                    }
+                }
+                let Some(open) = link.as_mut() else { continue };
+                requests.inc();
+                let written = execute(open, &w).await;
+                if written.drop_link {
+                    link = None;
+                    connected.set(0.0);
+                    reconnects.inc();
+                }
+                let _ = w.reply.send(written.outcome);
+                continue;
+            }
+        };
         if link.is_none() {
             match Link::open(&config.transport, config.timeout).await {
                 Ok(l) => {
@@ -171,6 +226,17 @@ async fn run(
     connected.set(0.0);
     info!(adapter = %ctx.name, "Stopped.");
     Ok(())
+}
+
+/// Waits until device `due` (the next to poll) is due; never, with none.
+async fn wait_due(bus: &Bus, due: Option<usize>) -> usize {
+    match due {
+        Some(i) => {
+            tokio::time::sleep_until(bus.units[i].due()).await;
+            i
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// How one poll ended.
@@ -232,8 +298,8 @@ impl Bus {
         }
     }
 
-    fn next_job(&self) -> Option<Job> {
-        next_due(&self.units).map(Job::Poll)
+    fn next_job(&self) -> Option<usize> {
+        next_due(&self.units)
     }
 
     /// Reads every register of device `i` once.

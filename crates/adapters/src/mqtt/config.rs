@@ -33,6 +33,8 @@ struct Raw {
     max_readings_per_message: usize,
     #[serde(default)]
     retained: Retained,
+    #[serde(default)]
+    command_topic: Option<String>,
 }
 
 /// What a retained message on a data topic is to the adapter: the broker
@@ -182,6 +184,9 @@ pub struct MqttAdapterConfig {
     /// What a retained message on a data topic is (status topics keep
     /// their retained meaning: a device's last known state).
     pub retained: Retained,
+    /// Where a command for a `[[device]] writable` metric is published
+    /// (`{device}` filled in), as `{"<metric>": value}` at QoS 1.
+    pub command_topic: Option<String>,
 }
 
 impl AdapterKind for MqttAdapterConfig {
@@ -351,11 +356,22 @@ impl AdapterKind for MqttAdapterConfig {
                 ),
             );
         }
+        if let Some(t) = &raw.command_topic {
+            if t.is_empty() || t.contains(['+', '#']) || t.split('/').any(str::is_empty) {
+                problems.push(
+                    format!("{path}.command_topic"),
+                    format!(
+                        "expected a topic (levels without + or #, {{device}} filled in), got {t:?}"
+                    ),
+                );
+            }
+        }
         if problems.len() > before {
             return None;
         }
         Some(Self {
             name: raw.name,
+            command_topic: raw.command_topic,
             broker,
             routes,
             status_topics,
@@ -372,7 +388,10 @@ impl AdapterKind for MqttAdapterConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
-        Box::new(super::MqttSource::new(self.clone(), &ctx.gateway_id))
+        Box::new(
+            super::MqttSource::new(self.clone(), &ctx.gateway_id)
+                .with_writable(ctx.writable.clone()),
+        )
     }
 
     fn template() -> String {
@@ -455,6 +474,11 @@ retained = "{retained}"
 # gateway restarts, and across its own restart when its persistence is on.
 # Give every gateway its own client_id on a shared broker.
 persistent_session = true
+# Commands from the cloud ([commands]) for a [[device]]'s writable metrics
+# are published here as {{"<metric>": <value>}} at QoS 1 ({{device}} filled
+# in; Zigbee2MQTT's and most firmwares' /set convention), and done once
+# this broker acknowledged them. Without it, this adapter writes nothing.
+# command_topic = "zigbee2mqtt/{{device}}/set"
 "##,
         url = BrokerSection::default().url,
         t0 = DEFAULT_TOPICS[0],

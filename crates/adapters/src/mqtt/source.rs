@@ -27,6 +27,7 @@ use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED, ADAPTER_LINK, LI
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError};
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -39,6 +40,10 @@ use mqtt_connect::ConnectionSettings;
 pub struct MqttSource {
     config: MqttAdapterConfig,
     connection: ConnectionSettings,
+    /// `[[device]] writable`: what `command_topic` may carry.
+    writable: Vec<(String, Vec<String>)>,
+    /// The command target's queue, once it was asked for.
+    sets: Option<mpsc::Receiver<super::writer::SetJob>>,
 }
 
 impl MqttSource {
@@ -53,13 +58,50 @@ impl MqttSource {
                 format!("edge-gateway-{gateway_id}-{}", config.name),
             )
         };
-        Self { config, connection }
+        Self {
+            config,
+            connection,
+            writable: Vec::new(),
+            sets: None,
+        }
+    }
+
+    /// The `[[device]]`s' writable metrics, for `command_topic`.
+    pub fn with_writable(mut self, writable: Vec<(String, Vec<String>)>) -> Self {
+        self.writable = writable;
+        self
     }
 }
 
 impl Adapter for MqttSource {
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
-        Box::pin(run(self.config, self.connection, ctx))
+        let Self {
+            config,
+            connection,
+            sets,
+            ..
+        } = *self;
+        let writer = sets.map(|jobs| {
+            tokio::spawn(super::writer::run(
+                connection.clone(),
+                jobs,
+                ctx.shutdown.clone(),
+            ))
+        });
+        Box::pin(async move {
+            let ran = run(config, connection, ctx).await;
+            if let Some(w) = writer {
+                let _ = w.await;
+            }
+            ran
+        })
+    }
+
+    fn command_target(&mut self) -> Option<Arc<dyn gateway_core::command::CommandTarget>> {
+        let (target, jobs) =
+            super::writer::MqttTarget::new(self.config.command_topic.as_deref(), &self.writable)?;
+        self.sets = Some(jobs);
+        Some(target)
     }
 }
 

@@ -9,6 +9,7 @@
 mod common;
 
 mod alerts_end_to_end;
+mod commands;
 mod dashboard;
 mod dashboard_abuse;
 mod dashboard_browser;

@@ -11,6 +11,7 @@
 //! table and names the drop-in or variable of each problem.
 
 pub mod broker;
+pub mod commands;
 pub mod dashboard;
 pub mod home_assistant;
 mod kinds;
@@ -29,6 +30,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use broker::{BrokerSection, BROKER_KEYS};
+pub use commands::CommandsConfig;
 pub use dashboard::{DashboardConfig, DashboardUser};
 pub use home_assistant::{HaState, HomeAssistantConfig};
 pub use layers::{Layers, Origin};
@@ -118,6 +120,8 @@ pub struct Config<A: AdapterSpec, S: SinkSpec = NoSinks> {
     pub dashboard: DashboardConfig,
     /// `[home_assistant]`: MQTT discovery for Home Assistant.
     pub home_assistant: HomeAssistantConfig,
+    /// `[commands]`: writes from the cloud broker to declared points.
+    pub commands: CommandsConfig,
     pub adapters: Vec<A>,
     /// `[[sink]]`: outputs beside the MQTT upstream.
     pub sinks: Vec<S>,
@@ -143,6 +147,7 @@ const SECTIONS: &[&str] = &[
     "metrics",
     "dashboard",
     "home_assistant",
+    "commands",
     "adapter",
     "sink",
     "device",
@@ -230,6 +235,11 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
         }
         if let Some(o) = &outbox {
             o.validate(&mut problems);
+        }
+        let commands =
+            load::section::<CommandsConfig>(table("commands"), "commands", &mut problems);
+        if let (Some(c), Some(u)) = (&commands, &upstream) {
+            c.validate(u.enabled, &mut problems);
         }
         // `units` is the same key on every kind: taken out here, so no
         // adapter kind has to know it.
@@ -321,6 +331,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
             metrics,
             dashboard,
             home_assistant,
+            commands,
         ) {
             (
                 Some(gateway),
@@ -331,6 +342,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 Some(metrics),
                 Some(dashboard),
                 Some(home_assistant),
+                Some(commands),
             ) if problems.is_empty() => Ok(Self {
                 gateway,
                 upstream,
@@ -340,6 +352,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 metrics,
                 dashboard,
                 home_assistant,
+                commands,
                 sinks: sinks.into_iter().map(|(_, s)| s).collect(),
                 devices: devices.into_iter().map(|(_, d)| d).collect(),
                 sections,

@@ -402,6 +402,11 @@ pub struct DeviceConfig {
     /// (`{ battery = "V" }`), over `[units]`.
     #[serde(default)]
     pub units: BTreeMap<String, String>,
+    /// Metrics a command from the cloud may set on this device (an MQTT
+    /// device: published on the mqtt adapter's `command_topic`); none by
+    /// default.
+    #[serde(default)]
+    pub writable: Vec<MetricName>,
 }
 
 /// A tag value as written: `floor = 2` and `floor = "2"` mean the same.

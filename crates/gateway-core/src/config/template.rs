@@ -206,6 +206,7 @@ pub fn device_section() -> String {
 # tags = { zone = "north" }
 # primary = "co2"           # the metric the overview draws for it
 # units = { battery = "V" } # where the usual unit is wrong for this device
+# writable = ["state", "brightness"]  # what [commands] may set (MQTT devices)
 #
 # Units are known by metric name (temperature °C, humidity %, co2 ppm,
 # pressure hPa, battery %, battery_v and voltage V, rssi dBm, ...). Where a

@@ -25,6 +25,8 @@ pub const BLE_COUNTERS: &str = "ble-counters.json";
 pub const DEVICE_ADAPTERS: &str = "device-adapters.json";
 pub const HOME_ASSISTANT: &str = "home-assistant.json";
 pub const LORAWAN_FCNT: &str = "lorawan-fcnt.json";
+/// `[commands]`' directory; its `journal` holds command ids and results.
+pub const COMMANDS: &str = "commands";
 
 /// One row of the on-disk table: the name as `docs/architecture.md` writes
 /// it (patterns with `N` or `<name>`), and who writes it.
@@ -91,6 +93,10 @@ pub const IN_STATE_DIR: &[StateFile] = &[
     StateFile {
         name: "lorawan-fcnt.json",
         written_by: "LoRaWAN adapter",
+    },
+    StateFile {
+        name: "commands/journal",
+        written_by: "[commands]",
     },
     StateFile {
         name: "*.damaged",

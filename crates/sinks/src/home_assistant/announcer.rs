@@ -353,7 +353,11 @@ impl Announcer {
             }
             SinkEvent::Alert(a) => self.alert(&a),
             SinkEvent::Status(s) => self.device_online(s.device.as_str(), s.online),
-            SinkEvent::Readings(_) | SinkEvent::Window(_) | SinkEvent::JournalEpoch(_) => {}
+            // Command results go to the cloud broker that sent the command.
+            SinkEvent::Readings(_)
+            | SinkEvent::Window(_)
+            | SinkEvent::JournalEpoch(_)
+            | SinkEvent::Command(_) => {}
         }
     }
 

@@ -433,8 +433,9 @@ impl Encoder {
             SinkEvent::Readings(r) => self.readings(r, out),
             SinkEvent::Window(w) => self.window(w, out),
             SinkEvent::Alert(a) => self.alert(a, out),
-            // Device status is the upstream's and the dashboard's.
-            SinkEvent::Status(_) => {}
+            // Device status is the upstream's and the dashboard's, command
+            // results the upstream's.
+            SinkEvent::Status(_) | SinkEvent::Command(_) => {}
             SinkEvent::JournalEpoch(epoch) => self.samples.start_epoch(*epoch),
         }
     }

@@ -134,6 +134,10 @@ impl Feed {
     ) -> Result<(), Gone> {
         let msg = match event {
             SinkEvent::Alert(a) => return self.alert(&a, to).await,
+            SinkEvent::Command(c) => {
+                let msg = self.renderer.command_result(&c);
+                return to.urgent.send(msg).await.map_err(|_| Gone);
+            }
             SinkEvent::Window(w) => self.renderer.aggregated(&w),
             SinkEvent::Status(s) => self.renderer.device_status(&s),
             SinkEvent::Readings(_) | SinkEvent::JournalEpoch(_) => return Ok(()),
@@ -143,7 +147,11 @@ impl Feed {
                 biased;
                 event = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match event {
                     Some(SinkEvent::Alert(a)) => self.alert(&a, to).await?,
-                    // Only alerts take the urgent lane.
+                    Some(SinkEvent::Command(c)) => {
+                        let msg = self.renderer.command_result(&c);
+                        to.urgent.send(msg).await.map_err(|_| Gone)?;
+                    }
+                    // Only alerts and command results take the urgent lane.
                     Some(_) => {}
                     None => *urgent = None,
                 },

@@ -6,7 +6,7 @@ use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use gateway_core::event::{AlertEvent, StatusEvent, WindowEvent};
+use gateway_core::event::{AlertEvent, CommandEvent, StatusEvent, WindowEvent};
 
 /// Namespace of the deterministic message ids (UUID v5).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b9e_8d4a_4e57_9a0b_3c5d_7e1f_2a40);
@@ -138,6 +138,27 @@ impl Renderer {
             topic: format!("{}/{}/status", self.prefix, s.device),
             payload: Value::Object(obj).to_string().into_bytes(),
             retain: true,
+        }
+    }
+
+    /// A command's result on `{prefix}/{device}/command/result`:
+    /// `{"id", "gateway", "device", "metric", "value", "status", "reason",
+    /// "ts"}` (the forwarder adds `seq`). Not retained: each is one event.
+    pub fn command_result(&self, c: &CommandEvent) -> OutboundMessage {
+        let payload = json!({
+            "id": c.id,
+            "gateway": self.gateway_id,
+            "device": c.device.as_str(),
+            "metric": c.metric,
+            "value": c.value,
+            "status": c.status,
+            "reason": c.reason,
+            "ts": c.at.to_rfc3339(),
+        });
+        OutboundMessage {
+            topic: format!("{}/{}/command/result", self.prefix, c.device),
+            payload: payload.to_string().into_bytes(),
+            retain: false,
         }
     }
 

@@ -1,0 +1,319 @@
+//! What happens to one command, in this order: read it, look its id up in
+//! the journal (a repeated id gets its first result again), check its age,
+//! find the adapter that writes to its device and let it check the point
+//! and the value, take one of the device's allowance, journal the id, write,
+//! journal the result, hand the result to the upstream.
+
+use std::sync::Arc;
+
+use gateway_core::command::{Command, CommandTargets, WriteOutcome};
+use gateway_core::config::CommandsConfig;
+use gateway_core::event::{CommandEvent, SinkEvent};
+use gateway_core::telemetry::LogThrottle;
+use gateway_core::{Clock, DeviceId, Telemetry, Timestamp};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::journal::{Journal, Known, Recorded};
+use crate::parse::{self, value_json};
+use crate::rate::RateLimit;
+use crate::{COMMANDS, COMMANDS_REPEATED};
+
+/// A command as the listener hands it over.
+#[derive(Debug)]
+pub struct Arrived {
+    /// The device level of its topic (`None`: not a device id).
+    pub device: Option<DeviceId>,
+    pub payload: Vec<u8>,
+    /// When it arrived: `max_age` also counts from here.
+    pub at: Instant,
+}
+
+/// Runs commands one at a time.
+pub struct Executor {
+    pub config: CommandsConfig,
+    /// `None` when the state directory cannot hold it: then every command
+    /// is refused, since a repeat could not be told apart.
+    pub journal: Option<Journal>,
+    pub targets: CommandTargets,
+    pub clock: Arc<dyn Clock>,
+    pub telemetry: Telemetry,
+    /// Where results go (the upstream's urgent lane, the dashboard).
+    pub results: Vec<mpsc::Sender<SinkEvent>>,
+    rate: RateLimit,
+    log: LogThrottle,
+    /// Fault hook ([`HOLD_RESULT_ENV`]): a wait between a write and its
+    /// result, so a crash test can kill the gateway there.
+    hold_result: Option<std::time::Duration>,
+}
+
+/// Milliseconds to wait between a command's write and its result (crash
+/// tests only); unset, nothing waits.
+pub const HOLD_RESULT_ENV: &str = "EDGE_GATEWAY_FAULT_HOLD_COMMAND_RESULT_MS";
+
+/// A result before it is recorded and sent.
+struct Outcome {
+    status: &'static str,
+    reason: String,
+    detail: String,
+}
+
+impl Outcome {
+    fn new(status: &'static str, reason: &str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl Executor {
+    pub fn new(
+        config: CommandsConfig,
+        journal: Option<Journal>,
+        targets: CommandTargets,
+        clock: Arc<dyn Clock>,
+        telemetry: Telemetry,
+        results: Vec<mpsc::Sender<SinkEvent>>,
+    ) -> Self {
+        let rate = RateLimit::new(config.rate, config.burst);
+        Self {
+            config,
+            journal,
+            targets,
+            clock,
+            telemetry,
+            results,
+            rate,
+            log: LogThrottle::default(),
+            hold_result: std::env::var(HOLD_RESULT_ENV)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(std::time::Duration::from_millis),
+        }
+    }
+
+    /// Gives every command the gateway stopped during (kill -9, power
+    /// loss between write and result) its result: `failed`, since whether
+    /// the device took the value is unknown; it is never written again.
+    pub async fn settle_interrupted(&mut self) {
+        let Some(journal) = &self.journal else { return };
+        for (id, command) in journal.interrupted() {
+            warn!(id = %id, device = %command.device, metric = %command.metric, "A command was being written when the gateway stopped: not written again, reported as failed.");
+            let recorded = Recorded {
+                status: "failed".into(),
+                reason: "interrupted".into(),
+                ts: self.clock.now().to_rfc3339(),
+                ..command
+            };
+            self.count("failed", "interrupted");
+            self.finish(&id, recorded).await;
+        }
+    }
+
+    /// Runs one command to its result.
+    pub async fn handle(&mut self, arrived: Arrived) {
+        let Some(device) = arrived.device else {
+            // No device to answer on: counted and logged only.
+            self.count("refused", "malformed");
+            if let Some(suppressed) = self.log.allow("topic") {
+                warn!(
+                    suppressed,
+                    "Refusing a command whose topic names no valid device id."
+                );
+            }
+            return;
+        };
+        let parsed = match parse::parse(&arrived.payload) {
+            Ok(p) => p,
+            Err(m) => {
+                if let Some(suppressed) = self.log.allow("malformed") {
+                    warn!(device = %device.as_str(), detail = %m.detail, suppressed, "Refusing a malformed command.");
+                }
+                let id = m.id.clone().unwrap_or_default();
+                let recorded =
+                    self.recorded(&device, "", serde_json::Value::Null, "refused", "malformed");
+                self.count("refused", "malformed");
+                // Not journaled: an unreadable command cannot be repeated
+                // as the same command.
+                self.send(&id, &recorded).await;
+                return;
+            }
+        };
+        let value = value_json(&parsed.value);
+        match self.journal.as_ref().map(|j| j.get(&parsed.id)) {
+            Some(Some(Known::Finished(first))) => {
+                let first = first.clone();
+                info!(id = %parsed.id, status = %first.status, "A command id seen before: its result is sent again, nothing is written.");
+                self.telemetry.counter(COMMANDS_REPEATED, &[]).inc();
+                self.send(&parsed.id, &first).await;
+                return;
+            }
+            Some(Some(Known::Started(_))) => {
+                let recorded =
+                    self.recorded(&device, &parsed.metric, value, "failed", "interrupted");
+                self.telemetry.counter(COMMANDS_REPEATED, &[]).inc();
+                self.count("failed", "interrupted");
+                self.finish(&parsed.id, recorded).await;
+                return;
+            }
+            Some(None) => {}
+            None => {
+                let recorded = self.recorded(&device, &parsed.metric, value, "refused", "journal");
+                self.count("refused", "journal");
+                if let Some(suppressed) = self.log.allow("journal") {
+                    warn!(suppressed, "Refusing a command: the command journal is not available (see the state directory's error at start).");
+                }
+                self.send(&parsed.id, &recorded).await;
+                return;
+            }
+        }
+        let command = Command {
+            id: parsed.id.clone(),
+            device: device.clone(),
+            metric: parsed.metric.clone(),
+            value: parsed.value,
+        };
+        let outcome = self.run(&command, &value, parsed.ts, arrived.at).await;
+        if outcome.status != "done" {
+            if let Some(suppressed) = self
+                .log
+                .allow(&format!("{}:{}", outcome.status, outcome.reason))
+            {
+                warn!(id = %command.id, device = %device.as_str(), metric = %command.metric, status = outcome.status, reason = %outcome.reason, detail = %outcome.detail, suppressed, "Command not done.");
+            }
+        } else {
+            info!(id = %command.id, device = %device.as_str(), metric = %command.metric, "Command done.");
+        }
+        self.count(outcome.status, &outcome.reason);
+        let recorded = self.recorded(
+            &device,
+            &command.metric,
+            value,
+            outcome.status,
+            &outcome.reason,
+        );
+        self.finish(&command.id, recorded).await;
+    }
+
+    /// Checks and writes; the id is journaled just before the write.
+    async fn run(
+        &mut self,
+        command: &Command,
+        value: &serde_json::Value,
+        ts: Option<Timestamp>,
+        arrived: Instant,
+    ) -> Outcome {
+        let max_age = self.config.max_age;
+        if let Some(ts) = ts {
+            let age = self.clock.now().as_millis().saturating_sub(ts.as_millis());
+            if age > i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX) {
+                return Outcome::new("expired", "max_age", format!("made {age} ms ago"));
+            }
+        }
+        let Some(target) = self.targets.find(&command.device) else {
+            return Outcome::new(
+                "refused",
+                "not_writable",
+                "no adapter writes to this device: declare its writable points",
+            );
+        };
+        if let Err(r) = target.check(command) {
+            return Outcome::new("refused", r.reason, r.detail);
+        }
+        if !self.rate.allow(&command.device, Instant::now()) {
+            return Outcome::new(
+                "refused",
+                "rate",
+                "more commands than [commands] rate allows",
+            );
+        }
+        // Waiting behind other commands counts too.
+        if arrived.elapsed() > max_age {
+            return Outcome::new("expired", "max_age", "waited longer than max_age");
+        }
+        let started = self.recorded(
+            &command.device,
+            &command.metric,
+            value.clone(),
+            "started",
+            "",
+        );
+        if let Some(journal) = self.journal.as_mut() {
+            if let Err(e) = journal.start(&command.id, started) {
+                return Outcome::new("refused", "journal", e.to_string());
+            }
+        }
+        let written = target.write(command.clone()).await;
+        if let Some(hold) = self.hold_result {
+            warn!(id = %command.id, "Fault hook: holding a written command's result.");
+            tokio::time::sleep(hold).await;
+        }
+        match written {
+            WriteOutcome::Done { .. } => Outcome::new("done", "", ""),
+            WriteOutcome::Refused(r) => Outcome::new("refused", r.reason, r.detail),
+            WriteOutcome::Failed(r) => Outcome::new("failed", r.reason, r.detail),
+        }
+    }
+
+    fn recorded(
+        &self,
+        device: &DeviceId,
+        metric: &str,
+        value: serde_json::Value,
+        status: &str,
+        reason: &str,
+    ) -> Recorded {
+        Recorded {
+            device: device.as_str().to_string(),
+            metric: metric.to_string(),
+            value,
+            status: status.to_string(),
+            reason: reason.to_string(),
+            ts: self.clock.now().to_rfc3339(),
+        }
+    }
+
+    fn count(&self, status: &str, reason: &str) {
+        let reason = if reason.is_empty() { "none" } else { reason };
+        self.telemetry
+            .counter(COMMANDS, &[("status", status), ("reason", reason)])
+            .inc();
+    }
+
+    /// Journals the result, then sends it: a repeat after a crash between
+    /// the two sends the journaled result again.
+    async fn finish(&mut self, id: &str, recorded: Recorded) {
+        if let Some(journal) = self.journal.as_mut() {
+            if let Err(e) = journal.finish(id, recorded.clone()) {
+                if let Some(suppressed) = self.log.allow("journal-finish") {
+                    warn!(error = %e, suppressed, "Cannot journal a command's result; it is sent anyway.");
+                }
+            }
+        }
+        self.send(id, &recorded).await;
+    }
+
+    async fn send(&self, id: &str, r: &Recorded) {
+        let Ok(device) = DeviceId::new(r.device.as_str()) else {
+            // An interrupted id journaled before its device was known.
+            return;
+        };
+        let at = Timestamp::parse_rfc3339(&r.ts).unwrap_or_else(|_| self.clock.now());
+        let event = CommandEvent {
+            id: id.to_string(),
+            device,
+            metric: r.metric.clone(),
+            value: r.value.clone(),
+            status: r.status.clone(),
+            reason: r.reason.clone(),
+            at,
+        };
+        for results in &self.results {
+            // A stopped output takes nothing more; the result is journaled.
+            let _ = results.send(SinkEvent::Command(event.clone())).await;
+        }
+    }
+}

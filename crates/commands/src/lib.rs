@@ -1,0 +1,99 @@
+//! Commands from the cloud broker to the building's devices, safely.
+//!
+//! ```text
+//!  upstream broker {prefix}/+/command (QoS 1, own connection)
+//!        │ listener
+//!        ▼
+//!  exec: parse → journal (repeat?) → age → target.check → rate
+//!        → journal start → target.write → journal result
+//!        │                      │ (adapters: gateway_core::command::CommandTarget)
+//!        ▼
+//!  SinkEvent::Command → upstream outbox → {prefix}/{device}/command/result
+//! ```
+//!
+//! - `parse`: the payload and topics (pure, fuzzed);
+//! - `journal`: ids before their write, results after (durable);
+//! - `rate`: commands per device;
+//! - `exec`: one command to its one result;
+//! - `listener`: the broker connection (I/O).
+//!
+//! What is writable is declared in the config and known only to the
+//! adapters' targets; a device no target serves is `refused`
+//! (`not_writable`). Commands come from no other broker: nothing else
+//! subscribes to a command topic or calls a target.
+
+pub mod exec;
+pub mod journal;
+pub mod listener;
+pub mod parse;
+pub mod rate;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_core::command::CommandTargets;
+use gateway_core::config::CommandsConfig;
+use gateway_core::event::SinkEvent;
+use gateway_core::{Clock, Telemetry};
+use mqtt_connect::{ConnectionSettings, SetupError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+/// Commands by `status` (`done`, `refused`, `failed`, `expired`) and
+/// `reason` (`none` when done).
+pub const COMMANDS: &str = "edge_gateway_commands_total";
+/// Commands whose id had been seen: their first result was sent again.
+pub const COMMANDS_REPEATED: &str = "edge_gateway_commands_repeated_total";
+/// `1` while subscribed to the command topics on the upstream broker.
+pub const COMMANDS_SUBSCRIBED: &str = "edge_gateway_commands_subscribed";
+
+/// What the command listener needs.
+pub struct CommandsSetup {
+    pub config: CommandsConfig,
+    /// The upstream's connection (its client id gets `-commands`).
+    pub upstream: ConnectionSettings,
+    pub max_backoff: Duration,
+    pub topic_prefix: String,
+    pub state_dir: std::path::PathBuf,
+    pub targets: CommandTargets,
+    pub clock: Arc<dyn Clock>,
+    pub telemetry: Telemetry,
+    pub results: Vec<mpsc::Sender<SinkEvent>>,
+}
+
+/// Starts the listener; it stops with `stop`.
+///
+/// # Errors
+/// The connection cannot be configured (password variable, TLS files).
+pub fn start(setup: CommandsSetup, stop: CancellationToken) -> Result<JoinHandle<()>, SetupError> {
+    let opts = listener::options(&setup.upstream)?;
+    let journal = open_journal(&setup.state_dir);
+    let exec = exec::Executor::new(
+        setup.config,
+        journal,
+        setup.targets,
+        setup.clock,
+        setup.telemetry,
+        setup.results,
+    );
+    Ok(tokio::spawn(listener::run(
+        opts,
+        setup.topic_prefix,
+        exec,
+        setup.max_backoff,
+        stop,
+    )))
+}
+
+fn open_journal(state_dir: &Path) -> Option<journal::Journal> {
+    match journal::Journal::open(&state_dir.join(gateway_core::state_file::inventory::COMMANDS)) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            error!(error = %e, "Cannot open the command journal: every command will be refused.");
+            None
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The write side of the adapter contract: a command for one device, and
+//! what an adapter that can carry it out implements ([`CommandTarget`]).
+//!
+//! Commands reach an adapter only through the `commands` crate, which has
+//! already checked who sent them (the cloud broker), their age, their rate
+//! and that their id was never executed. A target then decides what its
+//! devices accept (declared writable, type, bounds) and performs the write,
+//! answering only once the device confirmed it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use crate::DeviceId;
+
+/// The value a command asks for. Numbers cover set points and 0/1
+/// switches; `Null` relinquishes (BACnet); `Text` and `Bool` are passed
+/// on as they are by targets that carry JSON (MQTT `/set`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandValue {
+    Number(f64),
+    Bool(bool),
+    Text(String),
+    Null,
+    /// A LoRaWAN downlink: application port and payload bytes.
+    Downlink {
+        port: u8,
+        data: Vec<u8>,
+    },
+}
+
+impl CommandValue {
+    /// As JSON, the way a sender wrote it: a whole number stays an
+    /// integer (`120`, not `120.0`: a firmware's `/set` may want one).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Number(v) => number_json(*v),
+            Self::Bool(b) => serde_json::Value::Bool(*b),
+            Self::Text(s) => serde_json::Value::String(s.clone()),
+            Self::Null => serde_json::Value::Null,
+            Self::Downlink { port, data } => {
+                let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+                serde_json::json!({ "port": port, "data": hex })
+            }
+        }
+    }
+
+    /// The value as a number where one is meant: a bool is 0 or 1.
+    pub fn as_number(&self) -> Option<f64> {
+        match self {
+            Self::Number(v) => Some(*v),
+            Self::Bool(b) => Some(f64::from(u8::from(*b))),
+            _ => None,
+        }
+    }
+}
+
+/// Whole numbers within ±2^53 as integers, the rest as floats.
+fn number_json(v: f64) -> serde_json::Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if v.fract() == 0.0 && v.abs() <= EXACT {
+        serde_json::json!(v as i64)
+    } else {
+        serde_json::json!(v)
+    }
+}
+
+/// One command, checked for form, age, rate and id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// The sender's id: executed at most once.
+    pub id: String,
+    pub device: DeviceId,
+    /// The point to write (a metric name, or a target's own point name
+    /// such as BACnet's `analog-value:3`); empty for a LoRaWAN downlink.
+    pub metric: String,
+    pub value: CommandValue,
+}
+
+/// Why a target will not write (checked before anything reaches a
+/// device). `reason` is a short label for metrics and results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `not_writable`, `out_of_range`, `type`, …
+    pub reason: &'static str,
+    /// For people: what was expected.
+    pub detail: String,
+}
+
+impl Refusal {
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+/// How a write ended once it was attempted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// The device confirmed (Modbus: the write's response and a read-back
+    /// giving the value; MQTT: the local broker's PUBACK). `value` is what
+    /// the device holds now, when it was read back.
+    Done { value: Option<f64> },
+    /// Checked just before the write (the device's own limits).
+    Refused(Refusal),
+    /// Attempted and not confirmed: the device may or may not have it.
+    Failed(Refusal),
+}
+
+/// A write in progress.
+pub type WriteFuture = Pin<Box<dyn Future<Output = WriteOutcome> + Send>>;
+
+/// An adapter's ability to write to its devices. Optional: an adapter
+/// that has one returns it from [`crate::Adapter::command_target`].
+pub trait CommandTarget: Send + Sync {
+    /// Whether it carries commands for `device` at all.
+    fn serves(&self, device: &DeviceId) -> bool;
+
+    /// Checks a command without writing: the point is declared writable
+    /// and the value has the right type and is within bounds.
+    ///
+    /// # Errors
+    /// A [`Refusal`] saying why nothing will be written.
+    fn check(&self, command: &Command) -> Result<(), Refusal>;
+
+    /// Writes, resolving once the device confirmed or the attempt failed.
+    /// Called only after [`Self::check`] accepted the command.
+    fn write(&self, command: Command) -> WriteFuture;
+}
+
+/// The targets of the running adapters, by adapter name: the command
+/// runner asks them in turn which one serves a device.
+#[derive(Clone, Default)]
+pub struct CommandTargets {
+    inner: Arc<Mutex<Vec<NamedTarget>>>,
+}
+
+/// An adapter's name and its target.
+type NamedTarget = (String, Arc<dyn CommandTarget>);
+
+impl fmt::Debug for CommandTargets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self
+            .inner
+            .lock()
+            .map(|t| t.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        f.debug_struct("CommandTargets")
+            .field("adapters", &names)
+            .finish()
+    }
+}
+
+impl CommandTargets {
+    /// Adds (or replaces, after a reload) the target of adapter `name`.
+    pub fn register(&self, name: &str, target: Arc<dyn CommandTarget>) {
+        if let Ok(mut t) = self.inner.lock() {
+            t.retain(|(n, _)| n != name);
+            t.push((name.to_string(), target));
+        }
+    }
+
+    /// Forgets the target of an adapter that stopped.
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut t) = self.inner.lock() {
+            t.retain(|(n, _)| n != name);
+        }
+    }
+
+    /// The target that serves `device`, if any.
+    pub fn find(&self, device: &DeviceId) -> Option<Arc<dyn CommandTarget>> {
+        let t = self.inner.lock().ok()?;
+        t.iter()
+            .find(|(_, target)| target.serves(device))
+            .map(|(_, target)| target.clone())
+    }
+
+    /// Adapter names with a target (for logs).
+    pub fn names(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .map(|t| t.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default()
+    }
+}
