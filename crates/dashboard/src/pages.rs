@@ -457,7 +457,7 @@ pub fn gateway(state: &Arc<AppState>) -> String {
             let proto = sources
                 .iter()
                 .find(|s| &s.name == name)
-                .map_or("", |s| super::view::protocol_label(&s.kind));
+                .map_or("", |s| state.view.sources.label(&s.kind));
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -38,7 +38,7 @@ pub mod units;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use component::{
     Adapter, AdapterContext, AdapterError, AdapterStats, DeliveryKey, DeviceModel, Ingress,
-    OutboundMessage, Receipt, ReceiptWaiter, SourceInfo, Sources,
+    KindInfo, OutboundMessage, Receipt, ReceiptWaiter, SourceInfo, Sources,
 };
 pub use model::{
     DeviceId, DeviceState, MetricName, ModelError, Reading, SourceId, StatusChange, Subject,

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod kind;
 mod session;
 pub mod source;
 pub mod topic;
