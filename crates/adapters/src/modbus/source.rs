@@ -316,9 +316,8 @@ impl Bus {
             }
         }
         if let Some(f) = fault {
-            self.stats.error(f.label());
             let key = format!("{}:{}", f.label(), self.members[i].id.as_str());
-            if let Some(suppressed) = self.throttle.allow(&key) {
+            if let Some(suppressed) = self.stats.refuse_per(&self.throttle, f.label(), &key) {
                 warn!(adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, fault = f.label(), suppressed, "Modbus device did not answer; retrying with backoff, the other devices go on.");
             }
         }
