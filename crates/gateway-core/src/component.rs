@@ -421,6 +421,27 @@ mod tests {
     use super::*;
     use crate::model::{DeviceId, MetricName, TimeSource, Timestamp};
 
+    #[test]
+    fn kinds_are_named_as_declared_and_unknown_ones_as_themselves() {
+        const KINDS: &[KindInfo] = &[KindInfo {
+            kind: "semtech_udp",
+            label: "LoRaWAN",
+            model: "LoRaWAN device",
+        }];
+        let sources = Sources::with_kinds(KINDS);
+        let lora = sources.register("lora-gw", "semtech_udp");
+        let kind = sources.get(lora).unwrap().kind;
+        assert_eq!(sources.label(&kind), "LoRaWAN");
+        assert_eq!(
+            sources.kind_info(&kind).map(|k| k.model),
+            Some("LoRaWAN device")
+        );
+        // A kind another build wrote into a state file: shown as it is.
+        assert_eq!(sources.label("bacnet"), "bacnet");
+        assert_eq!(sources.kind_info("bacnet"), None);
+        assert_eq!(Sources::default().label("semtech_udp"), "semtech_udp");
+    }
+
     #[tokio::test]
     async fn every_reading_leaves_an_adapter_stamped_with_it() {
         let sources = Sources::default();
