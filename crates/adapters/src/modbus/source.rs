@@ -200,7 +200,9 @@ impl Bus {
                 .collect::<Vec<_>>();
             let (manufacturer, model) = d
                 .profile
-                .map_or((None, "Modbus device"), |p| (Some(p.manufacturer), p.model));
+                .map_or((None, super::kind::MODBUS.info.model), |p| {
+                    (Some(p.manufacturer), p.model)
+                });
             ctx.ingress.describe(d.id.as_str(), manufacturer, model);
             let up = ctx.telemetry.gauge(MODBUS_DEVICE_UP, &labels);
             up.set(0.0);
