@@ -5,9 +5,11 @@
 //! [`gateway_core::Adapter`] interface. Payload formats shared by several
 //! protocols (JSON objects, SenML, CSV, plain numbers) live in [`payload`].
 //!
-//! Adding a protocol: a module with `config.rs` (its `[[adapter]]` table,
-//! implementing [`AdapterKind`]), a pure codec, and a source implementing
-//! `Adapter`; one line in the list below; a feature.
+//! Adding a protocol: a folder with `kind.rs` (its [`Declaration`]),
+//! `config.rs` (its `[[adapter]]` table, implementing [`AdapterKind`]),
+//! `template.toml`, `README.md`, a pure codec, and a source implementing
+//! `Adapter`; one line in the list below; a feature. docs/architecture.md
+//! ("Adding an adapter") has the whole recipe.
 
 pub mod payload;
 
@@ -37,7 +39,7 @@ mod device_section;
 #[cfg(any(feature = "coap", feature = "lorawan"))]
 mod udp;
 
-pub use registry::{AdapterKind, BuildContext, OwnedSection};
+pub use registry::{AdapterKind, BuildContext, Declaration, OwnedSection};
 
 // The one list of adapter kinds and of the top-level sections their
 // families own. A new adapter: its folder, a line here, a feature.

@@ -1,22 +1,44 @@
 //! What an adapter kind tells the rest of the gateway, once.
 //!
-//! Each adapter's config module implements [`AdapterKind`] (and, for a
-//! family that owns a top-level section such as `[lorawan]`,
+//! Each adapter's folder declares its kinds in `kind.rs` (a [`Declaration`]
+//! each: `type`, label, Home Assistant model, feature, fuzz targets); its
+//! config module implements [`AdapterKind`] with that declaration (and, for
+//! a family that owns a top-level section such as `[lorawan]`,
 //! [`OwnedSection`]); the one list in the crate root names them all and
 //! generates the `[[adapter]]` enum, the accepted `type`s, parsing,
-//! building and the config template from it. Adding an adapter is its
-//! folder, a line in that list and a feature.
+//! building, the config template and [`crate::DECLARATIONS`] from it.
+//! Adding an adapter is its folder, a line in that list and a feature
+//! (docs/architecture.md, "Adding an adapter").
 
 use std::fmt;
 use std::path::PathBuf;
 
 use gateway_core::config::{DeviceConfig, Problems};
-use gateway_core::Adapter;
+use gateway_core::{Adapter, KindInfo};
+
+/// Everything the rest of the gateway knows of one adapter kind, declared
+/// once in its folder's `kind.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Declaration {
+    /// `type`, label for people, Home Assistant's model.
+    pub info: KindInfo,
+    /// Its folder under `crates/adapters/src/`.
+    pub folder: &'static str,
+    /// The Cargo feature that builds it in, of the same name in `adapters`
+    /// and `edge-gateway`.
+    pub feature: &'static str,
+    /// Its decoders' cargo-fuzz targets (`fuzz/Cargo.toml`); none where
+    /// the decoding is a shared payload format fuzzed elsewhere.
+    pub fuzz_targets: &'static [&'static str],
+}
 
 /// One `[[adapter]] type = "…"`: its config, parsed from its table.
 pub trait AdapterKind: Sized + Clone + fmt::Debug + PartialEq {
+    /// What is said of it everywhere else: the folder's `kind.rs`.
+    const DECLARATION: Declaration;
+
     /// The `type` value that selects it.
-    const KIND: &'static str;
+    const KIND: &'static str = Self::DECLARATION.info.kind;
 
     /// Parses the table (with `type` already removed), recording problems
     /// under `path` with their full key paths.
@@ -33,6 +55,15 @@ pub trait AdapterKind: Sized + Clone + fmt::Debug + PartialEq {
     fn template() -> String {
         String::new()
     }
+}
+
+/// A folder's `template.toml` with each `${name}` replaced by its value.
+/// The text lives beside the code as a plain file people can read; the
+/// defaults it shows still come from the code, so they cannot go stale.
+pub(crate) fn render_template(text: &str, values: &[(&str, String)]) -> String {
+    values.iter().fold(text.to_string(), |out, (name, value)| {
+        out.replace(&format!("${{{name}}}"), value)
+    })
 }
 
 /// A top-level section owned by an adapter family (`[lorawan]` with its
@@ -68,8 +99,8 @@ pub struct BuildContext {
     pub writable: Vec<(String, Vec<String>)>,
 }
 
-/// Generates, from one list of kinds and one of owned sections: the
-/// `AdapterConfig` enum (a variant per kind), its `AdapterSpec`
+/// Generates, from one list of kinds and one of owned sections:
+/// `DECLARATIONS` and `KINDS`, the `AdapterConfig` enum (a variant per kind), its `AdapterSpec`
 /// implementation, `kind()`, `build()`, the `Sections` struct (a field per
 /// section) and `template()`. A `#[cfg(...)]` before an entry applies to
 /// everything generated for it.
@@ -93,6 +124,16 @@ macro_rules! adapter_registry {
                 out
             }
         }
+
+        /// Every kind built in, as declared in its folder, in list order.
+        pub const DECLARATIONS: &[$crate::registry::Declaration] = &[
+            $( $(#[$kmeta])* <$kty as $crate::registry::AdapterKind>::DECLARATION, )*
+        ];
+
+        /// What the pages and Home Assistant say of each kind built in.
+        pub const KINDS: &[gateway_core::KindInfo] = &[
+            $( $(#[$kmeta])* <$kty as $crate::registry::AdapterKind>::DECLARATION.info, )*
+        ];
 
         gateway_core::config_kinds! {
             kind_trait = $crate::registry::AdapterKind;
@@ -127,3 +168,7 @@ macro_rules! adapter_registry {
 }
 
 pub(crate) use adapter_registry;
+
+#[cfg(test)]
+#[path = "declaration_tests.rs"]
+mod declaration_tests;

@@ -119,7 +119,7 @@ pub fn devices(state: &AppState) -> Response<Body> {
                 })
                 .collect();
             let adapter = state.view.sources.get(d.source).map(|s| {
-                json!({"name": s.name, "type": s.kind, "protocol": super::view::protocol_label(&s.kind)})
+                json!({"name": s.name, "type": s.kind, "protocol": state.view.sources.label(&s.kind)})
             });
             json!({
                 "id": id,

@@ -38,9 +38,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gateway_core::config::{DashboardConfig, RuleConfig};
+use gateway_core::event::OutputLink;
 use gateway_core::event::SinkEvent;
 use gateway_core::{Clock, DeviceRegistry, Telemetry};
-use sinks::OutputLink;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};

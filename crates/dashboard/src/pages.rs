@@ -440,13 +440,17 @@ pub fn gateway(state: &Arc<AppState>) -> String {
         readings as f64 / uptime.max(1) as f64,
         if !health.upstream_configured {
             "none configured"
-        } else if t.gauge(sinks::mqtt_upstream::UPSTREAM_CONNECTED, &[]).get() > 0.5 {
+        } else if t
+            .gauge(gateway_core::event::metrics::UPSTREAM_CONNECTED, &[])
+            .get()
+            > 0.5
+        {
             "connected"
         } else {
             "not connected"
         },
-        sum_gauge(t, sinks::spool::OUTBOX_MESSAGES),
-        sum_gauge(t, sinks::spool::OUTBOX_BYTES),
+        sum_gauge(t, gateway_core::event::metrics::OUTBOX_MESSAGES),
+        sum_gauge(t, gateway_core::event::metrics::OUTBOX_BYTES),
         t.counter_total(super::writer::HISTORY_BYTES_WRITTEN),
         t.counter_total(super::writer::HISTORY_COMMITS),
     );
@@ -457,7 +461,7 @@ pub fn gateway(state: &Arc<AppState>) -> String {
             let proto = sources
                 .iter()
                 .find(|s| &s.name == name)
-                .map_or("", |s| super::view::protocol_label(&s.kind));
+                .map_or("", |s| state.view.sources.label(&s.kind));
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

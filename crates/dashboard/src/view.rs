@@ -19,20 +19,6 @@ pub struct View {
     pub metric_order: Vec<String>,
 }
 
-/// The protocol's name as people know it, from an adapter's `type`.
-pub fn protocol_label(kind: &str) -> &str {
-    match kind {
-        "mqtt" => "MQTT",
-        "coap" | "coap_observe" => "CoAP",
-        "semtech_udp" => "LoRaWAN",
-        "ble" => "BLE",
-        "serial_line" => "serial",
-        "tcp_line" => "TCP",
-        "modbus" => "Modbus",
-        other => other,
-    }
-}
-
 impl View {
     /// `metric` of a device with this registry entry, heard through the
     /// adapter of `source`.
@@ -79,7 +65,7 @@ impl View {
     /// (protocol, adapter name) of a source, when known.
     pub fn adapter(&self, source: SourceId) -> Option<(String, String)> {
         let s = self.sources.get(source)?;
-        Some((protocol_label(&s.kind).to_string(), s.name))
+        Some((self.sources.label(&s.kind).to_string(), s.name))
     }
 }
 

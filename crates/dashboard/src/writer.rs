@@ -12,10 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway_core::event::OutputLink;
 use gateway_core::event::SinkEvent;
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{Clock, Telemetry};
-use sinks::OutputLink;
 use tracing::warn;
 
 use super::history::{Batch, History};

@@ -292,7 +292,7 @@ impl Gateway {
         );
 
         // Before the outputs: they find a reading's adapter (its `units`) in it.
-        let sources = Sources::default();
+        let sources = Sources::with_kinds(adapters::KINDS);
         let ctx = SinkContext {
             gateway_id: config.gateway.id.clone(),
             state_dir: config.gateway.state_dir.clone(),

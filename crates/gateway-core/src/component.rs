@@ -161,6 +161,19 @@ pub struct SourceInfo {
     pub kind: String,
 }
 
+/// How people and neighbouring systems name one adapter kind. Declared
+/// once, in the adapter's folder; the pages and Home Assistant read it here
+/// so that neither keeps a table of adapters of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    /// `[[adapter]] type`.
+    pub kind: &'static str,
+    /// The protocol as people know it (`LoRaWAN`): the dashboard's label.
+    pub label: &'static str,
+    /// The model Home Assistant shows for a device heard through it.
+    pub model: &'static str,
+}
+
 /// The table a [`SourceId`] indexes. Ids are handed out once per adapter
 /// name and kind and never reused, so a reading stamped before a reload
 /// still names its adapter after it.
@@ -168,6 +181,7 @@ pub struct SourceInfo {
 pub struct Sources(
     Arc<std::sync::RwLock<Vec<SourceInfo>>>,
     Arc<std::sync::RwLock<HashMap<String, DeviceModel>>>,
+    &'static [KindInfo],
 );
 
 /// A device's make, as the adapter that hears it knows it.
@@ -182,6 +196,22 @@ pub struct DeviceModel {
 const MODELS_KEPT: usize = 10_000;
 
 impl Sources {
+    /// An empty table that names kinds by `kinds` (the adapters built in).
+    pub fn with_kinds(kinds: &'static [KindInfo]) -> Self {
+        Self(Arc::default(), Arc::default(), kinds)
+    }
+
+    /// What is declared of `kind`, if it is built in.
+    pub fn kind_info(&self, kind: &str) -> Option<&'static KindInfo> {
+        self.2.iter().find(|k| k.kind == kind)
+    }
+
+    /// The protocol's name as people know it; an unknown kind (from a
+    /// state file of another build) shows as itself.
+    pub fn label<'a>(&self, kind: &'a str) -> &'a str {
+        self.kind_info(kind).map_or(kind, |k| k.label)
+    }
+
     /// The id of `name` of `kind`, registering it on first sight.
     pub fn register(&self, name: &str, kind: &str) -> SourceId {
         let mut table = self.0.write().unwrap_or_else(|p| p.into_inner());
@@ -397,6 +427,27 @@ pub struct OutboundMessage {
 mod tests {
     use super::*;
     use crate::model::{DeviceId, MetricName, TimeSource, Timestamp};
+
+    #[test]
+    fn kinds_are_named_as_declared_and_unknown_ones_as_themselves() {
+        const KINDS: &[KindInfo] = &[KindInfo {
+            kind: "semtech_udp",
+            label: "LoRaWAN",
+            model: "LoRaWAN device",
+        }];
+        let sources = Sources::with_kinds(KINDS);
+        let lora = sources.register("lora-gw", "semtech_udp");
+        let kind = sources.get(lora).unwrap().kind;
+        assert_eq!(sources.label(&kind), "LoRaWAN");
+        assert_eq!(
+            sources.kind_info(&kind).map(|k| k.model),
+            Some("LoRaWAN device")
+        );
+        // A kind another build wrote into a state file: shown as it is.
+        assert_eq!(sources.label("bacnet"), "bacnet");
+        assert_eq!(sources.kind_info("bacnet"), None);
+        assert_eq!(Sources::default().label("semtech_udp"), "semtech_udp");
+    }
 
     #[tokio::test]
     async fn every_reading_leaves_an_adapter_stamped_with_it() {

@@ -1,9 +1,39 @@
 //! What the pipeline hands every output: typed events, one stream for all.
 //! Each output renders or stores them its own way (the upstream's topics
 //! and payloads, `sinks::mqtt_upstream::render`, stay its own contract), and none
-//! parses another's format.
+//! parses another's format. [`OutputLink`] is how an output is fed, and
+//! [`metrics`] the names its health is watched by: the contract every
+//! output (the upstream, `[[sink]]`s, the dashboard, Home Assistant) keeps,
+//! here so that none depends on another's crate to keep it.
 
-use crate::{DeviceId, Reading, SourceId, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{DeviceId, OutboundMessage, Reading, SourceId, Timestamp};
+
+/// Metrics every output's health is read from (the pages show them): the
+/// names are the outputs' contract with whoever watches them.
+pub mod metrics {
+    /// Messages waiting in an outbox (and in memory while the disk refuses).
+    pub const OUTBOX_MESSAGES: &str = "edge_gateway_outbox_messages";
+    /// Bytes an outbox holds.
+    pub const OUTBOX_BYTES: &str = "edge_gateway_outbox_bytes";
+    /// `1` while the upstream's forwarder holds a connection.
+    pub const UPSTREAM_CONNECTED: &str = "edge_gateway_upstream_connected";
+}
+
+/// What an output receives: [`SinkEvent`]s from the pipeline (the
+/// upstream's feed hands its forwarder rendered MQTT messages the same way).
+#[derive(Debug)]
+pub struct OutputLink<M = OutboundMessage> {
+    /// Messages in order; closed at shutdown, after which the output
+    /// delivers what it can within its drain time and stops.
+    pub messages: mpsc::Receiver<M>,
+    /// Alerts, to overtake `messages` (none for an output without them).
+    pub urgent: Option<mpsc::Receiver<M>>,
+    /// Before a checkpoint: answer `true` once everything sent on
+    /// `messages` and `urgent` before the request is stored durably.
+    pub flush: Option<mpsc::Receiver<oneshot::Sender<bool>>>,
+}
 
 /// One thing that happened, in pipeline order.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,6 +14,8 @@
 //!   pipeline knows no output by name;
 //! - [`net`]: accepting TCP connections alike in every HTTP endpoint;
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
+//! - [`refusal`]: refusing an adapter's input alike everywhere: counted by
+//!   reason, warned at most once per interval;
 //! - [`registry`]: the device registry (id → human name and tags);
 //! - [`hardware_address`]: MACs and EUIs as one device id in any notation;
 //! - [`csv`]: text cells of the CSV files the gateway writes, safe to open
@@ -31,6 +33,7 @@ pub mod hardware_address;
 pub mod id_text;
 pub mod model;
 pub mod net;
+pub mod refusal;
 pub mod registry;
 pub mod state_file;
 pub mod telemetry;
@@ -39,7 +42,7 @@ pub mod units;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use component::{
     Adapter, AdapterContext, AdapterError, AdapterStats, DeliveryKey, DeviceModel, Ingress,
-    OutboundMessage, Receipt, ReceiptWaiter, SourceInfo, Sources,
+    KindInfo, OutboundMessage, Receipt, ReceiptWaiter, SourceInfo, Sources,
 };
 pub use model::{
     DeviceId, DeviceState, MetricName, ModelError, Reading, SourceId, StatusChange, Subject,

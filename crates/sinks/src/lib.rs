@@ -26,26 +26,11 @@ pub mod outbox;
 pub mod registry;
 pub mod spool;
 
-use gateway_core::OutboundMessage;
-use tokio::sync::{mpsc, oneshot};
-
 registry::sink_registry! {
     Influxdb => influxdb::InfluxConfig,
 }
 
-/// What an output receives: [`gateway_core::event::SinkEvent`]s from the pipeline (the
-/// upstream's feed hands its forwarder rendered MQTT messages the same way).
-#[derive(Debug)]
-pub struct OutputLink<M = OutboundMessage> {
-    /// Messages in order; closed at shutdown, after which the output
-    /// delivers what it can within its drain time and stops.
-    pub messages: mpsc::Receiver<M>,
-    /// Alerts, to overtake `messages` (none for an output without them).
-    pub urgent: Option<mpsc::Receiver<M>>,
-    /// Before a checkpoint: answer `true` once everything sent on
-    /// `messages` and `urgent` before the request is stored durably.
-    pub flush: Option<mpsc::Receiver<oneshot::Sender<bool>>>,
-}
+pub use gateway_core::event::OutputLink;
 
 /// `[[device]]` tables as the config reads them, for tests.
 #[cfg(test)]

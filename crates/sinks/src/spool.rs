@@ -17,10 +17,7 @@ use crate::outbox::{Appended, Outbox, OutboxError, OutboxSettings};
 
 /// Outbox messages dropped, by `reason`.
 pub const OUTBOX_DROPPED: &str = "edge_gateway_outbox_dropped_messages_total";
-/// Messages waiting in the outbox (and in memory while the disk refuses).
-pub const OUTBOX_MESSAGES: &str = "edge_gateway_outbox_messages";
-/// Bytes the outbox holds.
-pub const OUTBOX_BYTES: &str = "edge_gateway_outbox_bytes";
+pub use gateway_core::event::metrics::{OUTBOX_BYTES, OUTBOX_MESSAGES};
 /// Age of the oldest waiting message.
 pub const OUTBOX_OLDEST_AGE: &str = "edge_gateway_outbox_oldest_age_seconds";
 /// Outbox reads and writes that failed.

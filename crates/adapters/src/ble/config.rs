@@ -32,7 +32,7 @@ use serde::Deserialize;
 use super::advert::Mac;
 use super::bthome_crypto::BindKey;
 use crate::device_section::{self, registry_entry};
-use crate::registry::{AdapterKind, BuildContext, OwnedSection};
+use crate::registry::{AdapterKind, BuildContext, Declaration, OwnedSection};
 
 /// Home Assistant's Bluetooth stack waits about this long before it calls
 /// a scanner stalled; sensors advertise every few seconds, so 90 s of
@@ -102,7 +102,7 @@ pub struct BleConfig {
 }
 
 impl AdapterKind for BleConfig {
-    const KIND: &'static str = "ble";
+    const DECLARATION: Declaration = super::kind::BLE;
 
     fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: RawBle = load::section(table, path, problems)?;
@@ -295,44 +295,9 @@ fn device(
 
 /// The BLE part of the `configfile` template.
 pub fn template() -> String {
-    format!(
-        r##"
-# The ble adapter: Bluetooth LE sensors through BlueZ (bluetoothd must run; the
-# package's D-Bus policy lets the service user scan). Understood: BTHome v2
-# (plain and encrypted), RuuviTag RAWv2, PVVX and ATC1441 firmware on Xiaomi
-# thermometers. A device's id is its MAC in lower case ("a4:c1:38:8d:18:b2"):
-# name it with [[device]]. Phones, headphones and beacons are counted and
-# dropped. Uncomment to use.
-# [[adapter]]
-# type = "ble"
-# name = "ble"
-# "radio", or "replay" to play a recording (edge-gateway ble record) once
-# at start-up, stamped with the time it is played.
-# source = "radio"
-# replay_file = "/var/lib/edge-gateway/capture.jsonl"
-# 1.0 keeps the recorded spacing, 0 plays as fast as possible.
-# replay_speed = 1.0
-# "any", or "registered": only the MACs of [[ble.device]] and [[device]].
-# accept = "any"
-# No advertisement at all for this long: restart the scan, then power-cycle
-# the Bluetooth adapter, then exit so systemd restarts the service.
-# silence = "{silence}"
-# BlueZ adapter (hci0, hci1, ...); default the first one.
-# bluetooth_adapter = "hci0"
-
-# BLE devices with a BTHome bindkey (32 hex digits, or "env:VAR"; never
-# logged), or listed for accept = "registered". A device with a key must send
-# encrypted frames: plaintext from it is refused as a downgrade. The last
-# encryption counter of each device is kept in {{state_dir}}/ble-counters.json
-# so a restart does not accept replays.
-# [[ble.device]]
-# mac = "54:48:E6:8F:80:A5"
-# bindkey = "env:BTHOME_KITCHEN_KEY"
-# Optional, like [[device]] (which wins for the same id).
-# name = "Kitchen"
-# room = "kitchen"
-"##,
-        silence = duration::render(DEFAULT_SILENCE),
+    crate::registry::render_template(
+        include_str!("template.toml"),
+        &[("silence", duration::render(DEFAULT_SILENCE).to_string())],
     )
 }
 

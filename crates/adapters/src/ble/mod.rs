@@ -49,6 +49,7 @@ pub mod counter_file;
 pub mod dedup;
 pub mod dispatch;
 pub mod error;
+pub mod kind;
 pub mod radio;
 pub mod replay;
 pub mod replay_source;

@@ -12,7 +12,7 @@ use gateway_core::{DeviceId, MetricName};
 use serde::Deserialize;
 
 use super::handler::Limits;
-use crate::registry::{AdapterKind, BuildContext};
+use crate::registry::{AdapterKind, BuildContext, Declaration};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,7 +135,7 @@ pub struct CoapServerConfig {
 }
 
 impl AdapterKind for CoapServerConfig {
-    const KIND: &'static str = "coap";
+    const DECLARATION: Declaration = super::kind::COAP;
 
     fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: RawServer = load::section(table, path, problems)?;
@@ -269,7 +269,7 @@ pub struct CoapObserveConfig {
 }
 
 impl AdapterKind for CoapObserveConfig {
-    const KIND: &'static str = "coap_observe";
+    const DECLARATION: Declaration = super::kind::COAP_OBSERVE;
 
     fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: RawObserve = load::section(table, path, problems)?;
@@ -331,80 +331,30 @@ impl AdapterKind for CoapObserveConfig {
 
 /// The CoAP parts of the `configfile` template.
 pub fn template() -> String {
-    format!(
-        r##"
-# type = "coap": a CoAP server (RFC 7252, UDP) for constrained sensors.
-# POST or PUT to /s/{{device}} (all metrics in the payload) or
-# /s/{{device}}/{{metric}} (one value). Content-Format: 0 text/plain number,
-# 50 JSON object, 110 SenML JSON, 112 SenML CBOR; none means "by its shape".
-# GET /s/{{device}} returns the latest values, GET /.well-known/core the
-# resources. Larger SenML batches use Block1 (RFC 7959). Uncomment to use;
-# it listens on every interface by default.
-# [[adapter]]
-# type = "coap"
-# name = "coap-sensors"
-# bind = "{bind}"
-# Largest payload of one request or block; larger ones get 4.13.
-# max_payload_bytes = {max_payload}
-# Largest body reassembled from Block1 transfers.
-# max_body_bytes = {max_body}
-# A body yielding more readings (a SenML pack of more records) is refused
-# whole with 4.13, counted "too_many_readings" before it is parsed.
-# max_readings_per_message = {max_readings}
-# Requests per second per peer address (0: unlimited), and the burst allowed.
-# rate_limit = {rate}
-# rate_burst = {burst}
-# Peers tracked by the rate limiter.
-# max_peers = {peers}
-# Remembered (peer, message id) pairs, to answer retransmissions (247 s).
-# dedup_capacity = {dedup}
-# Devices whose latest values GET /s/{{device}} can return.
-# max_devices = {devices}
-
-# The same server over DTLS 1.2 with pre-shared keys (coaps, RFC 7252 §9;
-# TLS_PSK_WITH_AES_128_CCM_8 and AES-128-GCM PSK suites): bind defaults to
-# "{dtls_bind}". Each [[coap.psk]] identity is one device: it may only POST,
-# PUT or GET its own /s/{{device}} resources (others get 4.03 Forbidden).
-# [[adapter]]
-# type = "coap"
-# name = "coaps-sensors"
-# dtls = "psk"
-# A session with no traffic for this long is dropped.
-# session_timeout = "{session_timeout}"
-# Handshakes per second per peer address, and the burst allowed.
-# handshake_rate = {handshake_rate}
-# handshake_burst = {handshake_burst}
-#
-# [[coap.psk]]
-# identity = "node-7"
-# The key's bytes as text, or "env:VAR" to read it from the environment
-# (at least 8 bytes; never logged); key_hex = "00112233..." for a binary key.
-# key = "env:COAP_NODE7_KEY"
-# The device this identity writes as (default: the identity).
-# device = "node-7"
-
-# type = "coap_observe": observe (RFC 7641) resources on CoAP devices; each
-# notification becomes a reading. Registrations are renewed after `silence`.
-# [[adapter]]
-# type = "coap_observe"
-# name = "observed"
-# resources = [{{ addr = "192.0.2.10:5683", path = "/temperature", device = "node-7", metric = "temperature" }}]
-# silence = "{silence}"
-"##,
-        bind = default_bind(),
-        max_payload = DEFAULT_MAX_PAYLOAD,
-        max_body = DEFAULT_MAX_BODY,
-        max_readings = crate::payload::DEFAULT_MAX_READINGS_PER_MESSAGE,
-        rate = DEFAULT_RATE_LIMIT,
-        burst = DEFAULT_RATE_BURST,
-        peers = DEFAULT_MAX_PEERS,
-        dedup = DEFAULT_DEDUP,
-        devices = DEFAULT_MAX_DEVICES,
-        dtls_bind = default_dtls_bind(),
-        session_timeout = duration::render(default_session_timeout()),
-        handshake_rate = DEFAULT_HANDSHAKE_RATE,
-        handshake_burst = DEFAULT_HANDSHAKE_BURST,
-        silence = duration::render(default_silence()),
+    crate::registry::render_template(
+        include_str!("template.toml"),
+        &[
+            ("bind", default_bind().to_string()),
+            ("max_payload", DEFAULT_MAX_PAYLOAD.to_string()),
+            ("max_body", DEFAULT_MAX_BODY.to_string()),
+            (
+                "max_readings",
+                crate::payload::DEFAULT_MAX_READINGS_PER_MESSAGE.to_string(),
+            ),
+            ("rate", DEFAULT_RATE_LIMIT.to_string()),
+            ("burst", DEFAULT_RATE_BURST.to_string()),
+            ("peers", DEFAULT_MAX_PEERS.to_string()),
+            ("dedup", DEFAULT_DEDUP.to_string()),
+            ("devices", DEFAULT_MAX_DEVICES.to_string()),
+            ("dtls_bind", default_dtls_bind().to_string()),
+            (
+                "session_timeout",
+                duration::render(default_session_timeout()).to_string(),
+            ),
+            ("handshake_rate", DEFAULT_HANDSHAKE_RATE.to_string()),
+            ("handshake_burst", DEFAULT_HANDSHAKE_BURST.to_string()),
+            ("silence", duration::render(default_silence()).to_string()),
+        ],
     )
 }
 

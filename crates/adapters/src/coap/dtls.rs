@@ -33,7 +33,7 @@ use openssl::ssl::{
 };
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::config::CoapServerConfig;
 use super::handler::Handler;
@@ -518,8 +518,5 @@ fn report(
     kind: &str,
     detail: &str,
 ) {
-    stats.error(kind);
-    if let Some(suppressed) = throttle.allow(kind) {
-        warn!(adapter, %peer, error_type = kind, detail, suppressed, "Dropping coaps datagram.");
-    }
+    gateway_core::refuse!(stats, throttle, kind; adapter, %peer, detail, "Dropping coaps datagram.");
 }

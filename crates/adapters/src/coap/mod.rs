@@ -15,6 +15,7 @@ pub mod config;
 pub mod dedup;
 pub mod dtls;
 pub mod handler;
+pub mod kind;
 pub mod message;
 pub mod observe;
 pub mod psk;

@@ -14,7 +14,7 @@ use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress, Reading, Timestamp};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::config::{CoapObserveConfig, ObservedResource};
 use super::handler::format_for;
@@ -341,17 +341,7 @@ fn report(
     kind: &str,
     detail: &str,
 ) {
-    stats.error(kind);
-    if let Some(suppressed) = throttle.allow(kind) {
-        warn!(
-            adapter,
-            resource,
-            error_type = kind,
-            detail,
-            suppressed,
-            "CoAP observe problem."
-        );
-    }
+    gateway_core::refuse!(stats, throttle, kind; adapter, resource, detail, "CoAP observe problem.");
 }
 
 #[cfg(test)]

@@ -155,8 +155,5 @@ fn report(
     kind: &str,
     detail: &str,
 ) {
-    stats.error(kind);
-    if let Some(suppressed) = throttle.allow(kind) {
-        warn!(adapter, %peer, error_type = kind, detail, suppressed, "Dropping CoAP request.");
-    }
+    gateway_core::refuse!(stats, throttle, kind; adapter, %peer, detail, "Dropping CoAP request.");
 }

@@ -190,10 +190,8 @@ where
 /// dropped: the connection ended in a way that does not finish it.
 fn incomplete(shared: &Shared, peer: SocketAddr, how: &str) {
     shared.stats.received.inc();
-    shared.stats.error("incomplete_line");
-    if let Some(suppressed) = shared.throttle.allow("incomplete_line") {
-        tracing::warn!(adapter = %shared.ctx.name, %peer, how, suppressed, "Dropping a line without its newline: the connection ended before it did.");
-    }
+    gateway_core::refuse!(shared.stats, shared.throttle, "incomplete_line";
+        adapter = %shared.ctx.name, %peer, how, "Dropping a line without its newline: the connection ended before it did.");
 }
 
 /// One connection's state that its lines change.
@@ -238,10 +236,8 @@ async fn take_lines(
             None => break,
             Some(Frame::TooLong) => {
                 shared.stats.received.inc();
-                shared.stats.error("payload_too_large");
-                if let Some(suppressed) = shared.throttle.allow("payload_too_large") {
-                    tracing::warn!(adapter = %shared.ctx.name, %peer, max_line_bytes = shared.max_line_bytes, suppressed, "Dropping a line longer than max_line_bytes.");
-                }
+                gateway_core::refuse!(shared.stats, shared.throttle, "payload_too_large";
+                    adapter = %shared.ctx.name, %peer, max_line_bytes = shared.max_line_bytes, "Dropping a line longer than max_line_bytes.");
                 Outcome::Refused("payload_too_large".into())
             }
             Some(Frame::Line(line)) => shared.decoder.judge(

@@ -12,7 +12,6 @@ use std::fmt;
 
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{AdapterStats, DeviceId, MetricName, Reading, TimeSource, Timestamp};
-use tracing::warn;
 
 use crate::payload::{self, Context, CsvLayout, DecodeError, Decoded, IdKind, PayloadFormat};
 
@@ -228,10 +227,8 @@ impl LineDecoder {
         }
         tally.received += 1;
         let reject = |kind: &str, detail: &str| {
-            stats.error(kind);
-            if let Some(suppressed) = throttle.allow(kind) {
-                warn!(adapter = %adapter, origin = %origin, error_type = kind, detail = %detail, suppressed, "Dropping a bad line.");
-            }
+            gateway_core::refuse!(stats, throttle, kind;
+                adapter = %adapter, origin = %origin, detail = %detail, "Dropping a bad line.");
         };
         let start = batch.len();
         match self.decode(line, fallback, now, devices, batch) {

@@ -22,6 +22,7 @@
 pub mod config;
 pub mod decode;
 pub mod framer;
+pub mod kind;
 
 #[cfg(feature = "tcp_line")]
 pub mod acks;

@@ -185,10 +185,8 @@ async fn read_port(
             let outcome = match frame {
                 Frame::TooLong => {
                     stats.received.inc();
-                    stats.error("payload_too_large");
-                    if let Some(suppressed) = throttle.allow("payload_too_large") {
-                        warn!(adapter = %ctx.name, origin = %origin, max_line_bytes = config.max_line_bytes, suppressed, "Dropping a line longer than max_line_bytes.");
-                    }
+                    gateway_core::refuse!(stats, throttle, "payload_too_large";
+                        adapter = %ctx.name, origin = %origin, max_line_bytes = config.max_line_bytes, "Dropping a line longer than max_line_bytes.");
                     continue;
                 }
                 Frame::Line(line) => config.decoder.judge(
@@ -239,10 +237,8 @@ async fn read_port(
             if framer.has_partial() {
                 framer.reset();
                 stats.received.inc();
-                stats.error("incomplete_line");
-                if let Some(suppressed) = throttle.allow("incomplete_line") {
-                    warn!(adapter = %ctx.name, origin = %origin, error = %e, suppressed, "Dropping a line cut by the port going away.");
-                }
+                gateway_core::refuse!(stats, throttle, "incomplete_line";
+                    adapter = %ctx.name, origin = %origin, error = %e, "Dropping a line cut by the port going away.");
             }
             return Ok(Stopped::Lost(e));
         }

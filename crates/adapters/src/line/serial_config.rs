@@ -82,7 +82,7 @@ pub struct SerialLineConfig {
 }
 
 impl crate::registry::AdapterKind for SerialLineConfig {
-    const KIND: &'static str = "serial_line";
+    const DECLARATION: crate::registry::Declaration = super::kind::SERIAL_LINE;
 
     fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: RawSerial = load::section(table, path, problems)?;
@@ -142,33 +142,16 @@ impl crate::registry::AdapterKind for SerialLineConfig {
 
 /// The `type = "serial_line"` part of the `configfile` template.
 pub fn serial_template() -> String {
-    format!(
-        r##"
-# type = "serial_line": lines from a serial port (an ESP-NOW relay
-# board prints "mac,temperature,humidity" for each client it hears). Name
-# each MAC in [[device]] to forward a room name. The packaged service needs
-# a drop-in to open the port: see /etc/edge-gateway/conf.d/README.
-#[[adapter]]
-#type = "serial_line"
-#name = "espnow-relay"
-# Best a stable /dev/serial/by-id/... name.
-#path = "/dev/ttyUSB0"
-#baud = {baud}
-#data_bits = 8
-# none, odd or even.
-#parity = "none"
-#stop_bits = 1
-# Formats and device rules as for tcp_line; `device` names lines that name
-# none (without it they are counted as no_device).
-#format = "csv"
-#columns = ["mac", "temperature", "humidity"]
-#max_line_bytes = {max_line}
-# A vanished port (unplugged, reset) is reopened with backoff up to this.
-#max_backoff = "{backoff}"
-"##,
-        baud = DEFAULT_BAUD,
-        max_line = DEFAULT_MAX_LINE,
-        backoff = duration::render(default_max_backoff()),
+    crate::registry::render_template(
+        include_str!("template_serial.toml"),
+        &[
+            ("baud", DEFAULT_BAUD.to_string()),
+            ("max_line", DEFAULT_MAX_LINE.to_string()),
+            (
+                "backoff",
+                duration::render(default_max_backoff()).to_string(),
+            ),
+        ],
     )
 }
 

@@ -82,10 +82,8 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
                     }
                 };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    shared.stats.error("too_many_connections");
-                    if let Some(suppressed) = shared.throttle.allow("too_many_connections") {
-                        warn!(adapter = %ctx.name, %peer, max_connections = config.max_connections, suppressed, "Refusing a connection: too many open.");
-                    }
+                    gateway_core::refuse!(shared.stats, shared.throttle, "too_many_connections";
+                        adapter = %ctx.name, %peer, max_connections = config.max_connections, "Refusing a connection: too many open.");
                     drop(stream);
                     continue;
                 };

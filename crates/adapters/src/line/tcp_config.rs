@@ -86,7 +86,7 @@ impl TcpLineConfig {
 }
 
 impl crate::registry::AdapterKind for TcpLineConfig {
-    const KIND: &'static str = "tcp_line";
+    const DECLARATION: crate::registry::Declaration = super::kind::TCP_LINE;
 
     fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: RawTcp = load::section(table, path, problems)?;
@@ -142,44 +142,15 @@ impl crate::registry::AdapterKind for TcpLineConfig {
 
 /// The `type = "tcp_line"` part of the `configfile` template.
 pub fn tcp_template() -> String {
-    format!(
-        r##"
-# type = "tcp_line": sensors that write one line per sample to a TCP port
-# (an ESP32 with a BME680 sends "21.3,1013.2,45.1,12000" to :8080).
-# Left commented out: uncomment to listen.
-#[[adapter]]
-#type = "tcp_line"
-#name = "bme680-tcp"
-#bind = "{bind}"
-# Line format: csv (with `columns`), json (an object, as MQTT reads it),
-# influx (InfluxDB line protocol; the `device` tag or the measurement names
-# the device, timestamps in ns) or kv ("temperature=21.5 humidity=40").
-# A CSV column or kv key named device or mac names the device, one named
-# ts, time or timestamp holds the sensor's time (RFC 3339, epoch s or ms).
-#format = "csv"
-#columns = {columns}
-# The device of lines that name none: `peers` by the client's address,
-# else `device`, else the client's address itself.
-#device = "bme680-lab"
-#peers = {{ "192.168.1.50" = "bme680-lab" }}
-# Longer lines are dropped up to their newline and counted.
-#max_line_bytes = {max_line}
-#max_connections = {max_conn}
-# A connection silent this long is closed ("0s": never).
-#idle_timeout = "{idle}"
-# Answer "ok N" once every line up to N is on disk (journaled like MQTT
-# QoS 1 readings) and "err N reason" for a refused line; lines are
-# numbered per connection from 1, empty ones included. A node that resends
-# what was not acknowledged loses nothing across a crash; lines that carry
-# their own time (a ts column) are recognised when resent and counted once.
-# Without ack, a crash loses at most checkpoint_interval of readings.
-#ack = false
-"##,
-        bind = default_bind(),
-        columns = seed_columns(),
-        max_line = DEFAULT_MAX_LINE,
-        max_conn = DEFAULT_MAX_CONNECTIONS,
-        idle = duration::render(default_idle_timeout()),
+    crate::registry::render_template(
+        include_str!("template.toml"),
+        &[
+            ("bind", default_bind().to_string()),
+            ("columns", seed_columns().to_string()),
+            ("max_line", DEFAULT_MAX_LINE.to_string()),
+            ("max_conn", DEFAULT_MAX_CONNECTIONS.to_string()),
+            ("idle", duration::render(default_idle_timeout()).to_string()),
+        ],
     )
 }
 

@@ -34,7 +34,7 @@ use super::join::Eui;
 use super::region::Region;
 use super::semtech::GatewayEui;
 use crate::device_section::{self, registry_entry};
-use crate::registry::{AdapterKind, BuildContext, OwnedSection};
+use crate::registry::{AdapterKind, BuildContext, Declaration, OwnedSection};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -547,7 +547,7 @@ pub struct SemtechUdpConfig {
 }
 
 impl AdapterKind for SemtechUdpConfig {
-    const KIND: &'static str = "semtech_udp";
+    const DECLARATION: Declaration = super::kind::SEMTECH_UDP;
 
     fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: RawSemtechUdp = load::section(table, path, problems)?;
@@ -627,98 +627,13 @@ impl AdapterKind for SemtechUdpConfig {
 
 /// The LoRaWAN part of the `configfile` template.
 pub fn template() -> String {
-    format!(
-        r##"
-# type = "semtech_udp": the server LoRa packet forwarders (Semtech UDP
-# protocol v2, lora_pkt_fwd) send their uplinks to. Frames are checked (MIC,
-# frame counter) and decrypted with the keys of [[lorawan.device]], then
-# decoded by the device's codec: its values plus rssi, snr and gateways
-# (forwarders that heard it) become readings. A forwarder's statistics are
-# readings of a device named by its gateway EUI. Uncomment to use; it
-# listens on every interface by default, and the protocol has no
-# authentication: bind it to a trusted network, or list the forwarders in
-# `gateways`.
-# [[adapter]]
-# type = "semtech_udp"
-# name = "lora"
-# bind = "{bind}"
-# Copies of one uplink heard by several forwarders within this window are
-# one uplink (best RSSI/SNR kept).
-# dedup_window = "{dedup}"
-# Gateway EUIs (16 hex digits) accepted; empty accepts every forwarder.
-# gateways = []
-# Application downlinks for LoRaWAN devices (OTAA and ABP): JSON {{"port": 10, "data": "<hex
-# or base64>", "confirmed": false}} published on this broker's topic, with
-# {{device}} the device's id, sent after the device's next uplink (confirmed
-# ones again after each uplink until the device acknowledges them).
-# Unset: no downlinks but the network's own answers. A URL (mqtt:// or
-# mqtts://), or a table as other brokers take, with credentials and TLS:
-#   {{ url = "mqtts://broker.lan:8883", username = "gateway",
-#   password_env = "LORA_DOWNLINK_PASSWORD", ca_file = "/etc/ssl/ca.pem" }}
-# downlink_broker = "mqtt://127.0.0.1:1883"
-# downlink_topic = "{downlink_topic}"
-
-# LoRaWAN devices activated by personalisation (ABP), one table each. Keys
-# are 32 hex digits, or "env:VAR" to read them from the environment; they
-# are never logged. The last frame counter of each device is kept in
-# {{state_dir}}/lorawan-fcnt.json so a restart does not accept replays.
-# [[lorawan.device]]
-# DevAddr, 8 hex digits MSB first, as network consoles print it.
-# dev_addr = "260B1234"
-# nwk_s_key = "env:LORA_260B1234_NWK_S_KEY"
-# app_s_key = "env:LORA_260B1234_APP_S_KEY"
-# compact_i16, bitpacked, batch, cayenne_lpp; a vendor's own format:
-# milesight (AM307, AM319, AM10x), elsys (ERS family), dragino_lht65,
-# browan_tbhh100; or struct with its fields, each at_byte its position in
-# the payload counted from 0 (default: after the previous field; fields may
-# not overlap), value = raw x scale, and the key frame_bytes (the payload's
-# length) when bytes after the last field are padding:
-# fields = [{{ name = "co2", type = "u16", endian = "be", scale = 1.0, at_byte = 0 }}]
-# codec = "compact_i16"
-# Optional: the name forwarded upstream, and the device id (default: the
-# DevAddr, "260B1234").
-# name = "Meeting room"
-# id = "meeting-room"
-# A counter below the last accepted one is a replay: "reject" (default), or
-# "accept" it as a device restart (insecure; logged and counted).
-# fcnt_reset = "reject"
-# When the device opens its first receive window after an uplink, whole
-# seconds as it is set (LoRaWAN's default is 1s): downlinks, MAC answers
-# and the ACKs of confirmed uplinks are sent then. Their frame counter is
-# kept in the same state file.
-# rx1_delay = "1s"
-
-# Devices activated over the air (OTAA, LoRaWAN 1.0.x), as most sensors
-# ship: the gateway answers their join-requests through the forwarder that
-# heard them best, derives their session keys and keeps the sessions, and
-# the DevNonces they used, in the same state file (a replayed join is
-# refused). They are answered in their receive windows too: LinkCheckReq,
-# DeviceTimeReq, and the ACK of confirmed uplinks. The forwarders must send
-# PULL_DATA (lora_pkt_fwd does) for the gateway to reach them.
-# [[lorawan.device]]
-# DevEUI and JoinEUI (AppEUI), 16 hex digits MSB first, as on the label.
-# dev_eui = "24E124136B324001"
-# join_eui = "24E124C0002A0001"
-# 32 hex digits, or "env:VAR"; never logged.
-# app_key = "env:LORA_24E124136B324001_APP_KEY"
-# codec = "compact_i16"
-# Optional: the id upstream (default: the DevEUI), name, fcnt_reset.
-# id = "office-th"
-#
-# The network side of OTAA, in the [lorawan] table:
-# [lorawan]
-# NetID, 6 hex digits, type 0: joined devices get DevAddrs with its 6 low
-# bits on top. 000000 is for private networks.
-# net_id = "000000"
-# Frequency plan of the receive windows and of ADR: EU868, US915, AS923
-# (AS923-1; AS923-2 to -4 are not supported), AU915, IN865 or KR920. In
-# US915 and AU915, ADR also keeps a device on the sub-band its uplinks were
-# heard on.
-# region = "EU868"
-"##,
-        bind = default_bind(),
-        dedup = duration::render(DEFAULT_DEDUP_WINDOW),
-        downlink_topic = default_downlink_topic(),
+    crate::registry::render_template(
+        include_str!("template.toml"),
+        &[
+            ("bind", default_bind().to_string()),
+            ("dedup", duration::render(DEFAULT_DEDUP_WINDOW).to_string()),
+            ("downlink_topic", default_downlink_topic().to_string()),
+        ],
     )
 }
 

@@ -23,6 +23,7 @@ pub mod downlink_feed;
 pub mod fcnt;
 pub mod frame;
 pub mod join;
+pub mod kind;
 pub mod mac;
 pub mod otaa;
 pub mod region;

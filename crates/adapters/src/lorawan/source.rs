@@ -517,10 +517,8 @@ impl Server {
     }
 
     fn report(&self, kind: &str, gateway: &str, detail: &str) {
-        self.stats.error(kind);
-        if let Some(suppressed) = self.throttle.allow(kind) {
-            warn!(adapter = %self.ctx.name, gateway, error_type = kind, detail, suppressed, "Dropping LoRaWAN input.");
-        }
+        gateway_core::refuse!(self.stats, self.throttle, kind;
+            adapter = %self.ctx.name, gateway, detail, "Dropping LoRaWAN input.");
     }
 }
 

@@ -168,10 +168,8 @@ pub(super) async fn receive(
 ) {
     let throttle = LogThrottle::default();
     let report = |kind: &str, gateway: &str, detail: &str| {
-        ctx.stats.error(kind);
-        if let Some(suppressed) = throttle.allow(kind) {
-            warn!(adapter = %ctx.name, gateway, error_type = kind, detail, suppressed, "Dropping LoRaWAN input.");
-        }
+        gateway_core::refuse!(ctx.stats, throttle, kind;
+            adapter = %ctx.name, gateway, detail, "Dropping LoRaWAN input.");
     };
     let mut batch = RecvBatch::new(BATCH, slot);
     let mut replies = Replies::default();
@@ -354,10 +352,8 @@ fn downlink_event(
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .pulled(gateway, peer, version, Instant::now());
             if !taken {
-                ctx.stats.error("too_many_forwarders");
-                if let Some(suppressed) = throttle.allow("too_many_forwarders") {
-                    warn!(adapter, gateway = %gateway, %peer, max = downlink::MAX_FORWARDERS, suppressed, "Refusing a forwarder's PULL_DATA: as many forwarders as tracked at most have pulled lately (set `gateways` to the site's own).");
-                }
+                gateway_core::refuse!(ctx.stats, throttle, "too_many_forwarders";
+                    adapter, gateway = %gateway, %peer, max = downlink::MAX_FORWARDERS, "Refusing a forwarder's PULL_DATA: as many forwarders as tracked at most have pulled lately (set `gateways` to the site's own).");
             }
             return taken;
         }

@@ -28,10 +28,10 @@ use gateway_core::config::{load, Problems};
 use gateway_core::Adapter;
 use serde::Deserialize;
 
-use crate::registry::{AdapterKind, BuildContext};
+use crate::registry::{AdapterKind, BuildContext, Declaration};
 
 /// The `type` of the adapter.
-pub const KIND: &str = "modbus";
+pub const KIND: &str = super::kind::MODBUS.info.kind;
 /// Modbus TCP's registered port.
 pub const DEFAULT_PORT: u16 = 502;
 const DEFAULT_POLL: Duration = Duration::from_secs(10);
@@ -181,7 +181,7 @@ pub fn parse_tcp_url(url: &str) -> Result<(String, u16), String> {
 }
 
 impl AdapterKind for ModbusConfig {
-    const KIND: &'static str = KIND;
+    const DECLARATION: Declaration = super::kind::MODBUS;
 
     fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let raw: RawModbus = load::section(table, path, problems)?;
@@ -295,78 +295,16 @@ pub(super) fn check_poll(poll: Duration, path: &str, problems: &mut Problems) {
 
 /// The modbus part of the `configfile` template.
 pub fn template() -> String {
-    format!(
-        r##"
-# type = "modbus": energy meters, heat pumps, air handlers and PLCs read
-# over Modbus, one adapter per bus. Modbus TCP (url) or RTU on an RS-485
-# serial line (path, with the line's settings); every device on the bus is
-# a [[modbus.device]] below. Devices on one line are polled one at a time
-# with the silence the standard requires between frames. A device that
-# stops answering is retried with backoff while the others go on; faults
-# are counted in /metrics by reason (timeout, exception, connection, crc).
-# Uncomment to use: an Eastron SDM120 meter on a USB RS-485 adapter.
-#[[adapter]]
-#type = "modbus"
-#name = "meters"
-# Modbus TCP instead of a serial line (and none of the line's settings):
-# url = "tcp://192.168.1.20:{port}"
-#path = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART-if00-port0"
-#baud = {baud}
-#data_bits = 8
-# none, even or odd (SDM meters ship with none; Modbus' default is even).
-#parity = "none"
-#stop_bits = 1
-# How often each device is read (a device may say otherwise), and how long
-# one answer may take.
-#poll = "{poll}"
-#timeout = "{timeout}"
-# A silent device is retried, and a lost connection or port reopened, with
-# backoff up to this.
-#max_backoff = "{backoff}"
-# Registers of one table read in one request when at most this many
-# unread registers lie between them; a device that refuses the hole
-# (exception 2) gets them read one by one from then on.
-#max_gap = {max_gap}
-
-# The devices on a modbus bus. `adapter` names the bus (optional with one
-# modbus adapter); `unit` is the device's address on it (1-247 on a serial
-# line); `id`, and optionally `name`, `room`, `floor` and `tags` as in
-# [[device]]. A `profile` brings a shipped register map: "eastron_sdm120"
-# and "eastron_sdm630" (voltage, current, power, energy, frequency,
-# power_factor), "systemair_save" (an air handling unit's temperatures,
-# humidity and user mode).
-#[[modbus.device]]
-#adapter = "meters"
-#id = "meter-kitchen"
-#unit = 1
-#name = "Kitchen sub-meter"
-#room = "kitchen"
-#profile = "eastron_sdm120"
-#poll = "{poll}"
-# Registers add to the profile's (or replace one of the same metric):
-# table is holding (default), input, coil or discrete; type u16 (default),
-# i16, u32, i32, u64, i64, f32 or f64 (coils and discrete inputs read as 0
-# or 1); order of a value's bytes and words: abcd (default, big-endian),
-# dcba, badc or cdab; the reading is raw x scale + offset, in `unit`.
-# address is the 0-based protocol address: vendor manuals often number
-# from 1 or write 30001/40001 for input/holding register 0 - subtract
-# accordingly (input register "30013" is table = "input", address = 12).
-# writable = true lets [commands] write a coil (0/1) or holding register
-# (the value in the reading's unit: scale, offset and order inverted), done
-# once the device answered and a read-back gives it; min/max (in the
-# reading's unit) refuse anything outside them before it is written.
-#registers = [
-#{{ metric = "temperature", table = "holding", address = 0, type = "i16", scale = 0.1, unit = "°C" }},
-#{{ metric = "total_energy", table = "input", address = 342, type = "f32", order = "abcd", unit = "kWh" }},
-#{{ metric = "setpoint", table = "holding", address = 10, type = "i16", scale = 0.1, writable = true, min = 15.0, max = 28.0 }},
-#]
-"##,
-        port = DEFAULT_PORT,
-        baud = DEFAULT_BAUD,
-        poll = duration::render(DEFAULT_POLL),
-        timeout = duration::render(DEFAULT_TIMEOUT),
-        backoff = duration::render(DEFAULT_MAX_BACKOFF),
-        max_gap = DEFAULT_MAX_GAP,
+    crate::registry::render_template(
+        include_str!("template.toml"),
+        &[
+            ("port", DEFAULT_PORT.to_string()),
+            ("baud", DEFAULT_BAUD.to_string()),
+            ("poll", duration::render(DEFAULT_POLL).to_string()),
+            ("timeout", duration::render(DEFAULT_TIMEOUT).to_string()),
+            ("backoff", duration::render(DEFAULT_MAX_BACKOFF).to_string()),
+            ("max_gap", DEFAULT_MAX_GAP.to_string()),
+        ],
     )
 }
 

@@ -32,6 +32,7 @@
 
 pub mod config;
 pub mod devices;
+pub mod kind;
 pub mod link;
 pub mod plan;
 pub mod poller;

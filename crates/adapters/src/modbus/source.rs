@@ -266,7 +266,9 @@ impl Bus {
                 .collect::<Vec<_>>();
             let (manufacturer, model) = d
                 .profile
-                .map_or((None, "Modbus device"), |p| (Some(p.manufacturer), p.model));
+                .map_or((None, super::kind::MODBUS.info.model), |p| {
+                    (Some(p.manufacturer), p.model)
+                });
             ctx.ingress.describe(d.id.as_str(), manufacturer, model);
             let up = ctx.telemetry.gauge(MODBUS_DEVICE_UP, &labels);
             up.set(0.0);
@@ -382,9 +384,8 @@ impl Bus {
             }
         }
         if let Some(f) = fault {
-            self.stats.error(f.label());
             let key = format!("{}:{}", f.label(), self.members[i].id.as_str());
-            if let Some(suppressed) = self.throttle.allow(&key) {
+            if let Some(suppressed) = self.stats.refuse_per(&self.throttle, f.label(), &key) {
                 warn!(adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, fault = f.label(), suppressed, "Modbus device did not answer; retrying with backoff, the other devices go on.");
             }
         }

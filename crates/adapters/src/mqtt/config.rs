@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::topic::TopicPattern;
 use crate::payload::PayloadFormat;
-use crate::registry::{AdapterKind, BuildContext};
+use crate::registry::{AdapterKind, BuildContext, Declaration};
 
 /// The config as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -190,7 +190,7 @@ pub struct MqttAdapterConfig {
 }
 
 impl AdapterKind for MqttAdapterConfig {
-    const KIND: &'static str = "mqtt";
+    const DECLARATION: Declaration = super::kind::MQTT;
 
     fn from_table(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Self> {
         let (broker, rest) = broker::split(table);
@@ -402,92 +402,27 @@ impl AdapterKind for MqttAdapterConfig {
 /// The `[[adapter]] type = "mqtt"` part of the `configfile` template.
 pub fn template() -> String {
     let d = |x: Duration| duration::render(x);
-    format!(
-        r##"
-# ---------------------------------------------------------------------------
-# Adapters: one [[adapter]] table per source of readings.
-#
-# type = "mqtt": subscribe to a local broker (Mosquitto, or the one your
-# ESP32 nodes and Zigbee2MQTT already publish to).
-[[adapter]]
-type = "mqtt"
-# Unique name, used in logs and metrics.
-name = "local-sensors"
-# The building's broker, where sensor readings come IN (not the cloud
-# broker of [upstream], where aggregates go out).
-url = "{url}"
-# Topic patterns. {{device}} and {{metric}} fill whole levels; + and # are
-# wildcards that are ignored. A plain string reads the payload by its shape:
-#   23.4                                  one number ({{metric}} from the topic,
-#                                         or "value" when the topic has none)
-#   {{"temperature":21.5,"ts":"..."}}       a JSON object of metrics; "ts" is
-#                                         optional (RFC 3339, epoch s or ms)
-#   [{{"bn":"dev1/","n":"temp","v":21}}]     SenML JSON (RFC 8428)
-#   21.3,1013.2,45.1,12000                CSV, when `columns` is set
-# A table picks the format explicitly:
-#   {{ pattern = "zigbee2mqtt/{{device}}", format = "zigbee2mqtt" }}
-#   (a plain "zigbee2mqtt/..." string reads as zigbee2mqtt too, and its
-#   {{device}}/availability topic as device status)
-#   {{ pattern = "esp32/{{device}}/csv", format = "csv", columns = ["temperature", "pressure", "humidity", "gas"] }}
-# In a JSON object, text that is not a number ("sensor_id": "meter-01",
-# "fw": "v1.2") is ignored, not an error (counted once per device and key in
-# edge_gateway_adapter_ignored_fields_total). Without {{device}} in the
-# topic, "device" or "id" names the device, or the key device_field names:
-#   {{ pattern = "meters/energy", format = "json", device_field = "sensor_id" }}
-# LoRaWAN network servers' uplink events (the server's decoded object, or
-# `codec` on the raw FRMPayload; a plain string with these bases works too):
-#   {{ pattern = "application/+/device/{{device}}/event/up", format = "chirpstack_v4", codec = "cayenne_lpp" }}
-#   {{ pattern = "v3/+/devices/{{device}}/up", format = "tts_v3" }}
-# Formats: auto, number, json, csv, senml, zigbee2mqtt, chirpstack_v4, tts_v3.
-topics = ["{t0}", "{t1}"]
-# Devices announce online/offline here (their MQTT Last Will).
-status_topics = ["{status}"]
-# Column names for CSV payloads on plain-string topics (empty: no CSV).
-columns = []
-# Subscription QoS: 0 or 1. 2 is taken as 1: QoS 1 readings are
-# acknowledged only once on disk and resent copies are recognised, which
-# counts each exactly once, while QoS 2 state would not survive a crash.
-qos = 1
-# MQTT client id; empty means "edge-gateway-<gateway.id>-<name>".
-client_id = ""
-# Credentials and TLS work as in [upstream].
-username = ""
-password_env = ""
-keep_alive = "{keep_alive}"
-max_backoff = "{max_backoff}"
-# Larger payloads are counted and dropped unread.
-max_payload_bytes = {max_payload}
-# A message yielding more readings than this (a SenML pack of more records,
-# a JSON object of more keys) is refused whole and counted
-# (error_type "too_many_readings", or "too_many_values" for nesting beyond
-# 16 values a reading): the memory one message can take is bounded by this,
-# not by max_payload_bytes. 1 to 1000000.
-max_readings_per_message = {max_readings}
-# A retained message on a data topic is delivered again at every
-# subscription (each start, each reconnect, a restarted broker): "ignore"
-# drops those copies (counted in edge_gateway_adapter_retained_ignored_total;
-# a reading that reached the gateway live is taken once); "take" counts each
-# delivery as a reading. Status topics always keep their retained meaning.
-retained = "{retained}"
-# Keep an MQTT session with the broker (clean session off, under the fixed
-# client id): it keeps the subscriptions and queues QoS 1 readings while the
-# gateway restarts, and across its own restart when its persistence is on.
-# Give every gateway its own client_id on a shared broker.
-persistent_session = true
-# Commands from the cloud ([commands]) for a [[device]]'s writable metrics
-# are published here as {{"<metric>": <value>}} at QoS 1 ({{device}} filled
-# in; Zigbee2MQTT's and most firmwares' /set convention), and done once
-# this broker acknowledged them. Without it, this adapter writes nothing.
-# command_topic = "zigbee2mqtt/{{device}}/set"
-"##,
-        url = BrokerSection::default().url,
-        t0 = DEFAULT_TOPICS[0],
-        t1 = DEFAULT_TOPICS[1],
-        status = DEFAULT_STATUS_TOPIC,
-        keep_alive = d(BrokerSection::default().keep_alive),
-        max_backoff = d(BrokerSection::default().max_backoff),
-        max_payload = DEFAULT_MAX_PAYLOAD,
-        max_readings = crate::payload::DEFAULT_MAX_READINGS_PER_MESSAGE,
-        retained = Retained::default().as_str(),
+    crate::registry::render_template(
+        include_str!("template.toml"),
+        &[
+            ("url", BrokerSection::default().url.to_string()),
+            ("t0", DEFAULT_TOPICS[0].to_string()),
+            ("t1", DEFAULT_TOPICS[1].to_string()),
+            ("status", DEFAULT_STATUS_TOPIC.to_string()),
+            (
+                "keep_alive",
+                d(BrokerSection::default().keep_alive).to_string(),
+            ),
+            (
+                "max_backoff",
+                d(BrokerSection::default().max_backoff).to_string(),
+            ),
+            ("max_payload", DEFAULT_MAX_PAYLOAD.to_string()),
+            (
+                "max_readings",
+                crate::payload::DEFAULT_MAX_READINGS_PER_MESSAGE.to_string(),
+            ),
+            ("retained", Retained::default().as_str().to_string()),
+        ],
     )
 }

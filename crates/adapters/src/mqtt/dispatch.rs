@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use gateway_core::component::AdapterStats;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{DeviceId, DeviceState, Ingress, MetricName, StatusChange, Timestamp};
-use tracing::warn;
 
 use super::config::{MqttAdapterConfig, Route};
 use crate::payload::{self, Context};
@@ -72,18 +71,8 @@ pub(crate) fn dispatch_cached(
     cache: &mut TopicCache,
 ) -> Option<Ingress> {
     let reject = |kind: &str, detail: &str| {
-        stats.error(kind);
-        if let Some(suppressed) = throttle.allow(kind) {
-            warn!(
-                adapter,
-                topic,
-                error_type = kind,
-                detail,
-                bytes = payload.len(),
-                suppressed,
-                "Dropping message."
-            );
-        }
+        gateway_core::refuse!(stats, throttle, kind;
+            adapter, topic, detail, bytes = payload.len(), "Dropping message.");
     };
     if payload.len() > config.max_payload_bytes {
         reject("payload_too_large", "payload larger than max_payload_bytes");

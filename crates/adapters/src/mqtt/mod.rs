@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod kind;
 mod session;
 pub mod source;
 pub mod topic;

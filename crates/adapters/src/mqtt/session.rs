@@ -258,9 +258,11 @@ impl Session<'_> {
     pub(super) fn lost(&mut self, error: &str, oversized: Option<usize>) {
         let (ctx, config) = (self.ctx, self.config);
         if let Some(bytes) = oversized {
-            self.stats.error("payload_too_large");
             self.oversized_resend = Some(bytes);
-            if let Some(suppressed) = self.throttle.allow("oversized") {
+            if let Some(suppressed) =
+                self.stats
+                    .refuse_per(&self.throttle, "payload_too_large", "oversized")
+            {
                 if bytes <= MAX_OVERSIZED_PACKET {
                     warn!(adapter = %ctx.name, broker = %config.broker.url, bytes, max_payload_bytes = config.max_payload_bytes, suppressed, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
                 } else {

@@ -27,7 +27,7 @@ pub(super) struct Announcer {
     pub(super) sw_version: String,
     registry: DeviceRegistry,
     pub(super) units: Units,
-    sources: Sources,
+    pub(super) sources: Sources,
     pub(super) client: AsyncClient,
     pub(super) file: gateway_core::state_file::json::JsonStateFile<announced::OnDisk>,
     /// Every entity known, with the digest of the config the broker holds.

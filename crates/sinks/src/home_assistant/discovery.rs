@@ -221,20 +221,6 @@ pub struct DeviceBlock<'a> {
     pub manufacturer: Option<&'a str>,
 }
 
-/// The model Home Assistant shows for a device heard by an adapter kind.
-pub fn model_of_adapter(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "mqtt" => "MQTT sensor",
-        "coap" => "CoAP sensor",
-        "lorawan" => "LoRaWAN device",
-        "ble" => "Bluetooth LE sensor",
-        "tcp_line" => "TCP line sensor",
-        "serial_line" => "Serial line sensor",
-        "modbus" => "Modbus device",
-        _ => return None,
-    })
-}
-
 /// Settings shared by every config.
 #[derive(Debug, Clone)]
 pub struct Common<'a> {
@@ -431,7 +417,7 @@ mod tests {
         assert_eq!(c["device"]["manufacturer"], "Xiaomi");
         assert_eq!(c["device"]["model"], "LYWSD03MMC (PVVX firmware)");
         let unknown_make = DeviceBlock {
-            model: model_of_adapter("mqtt"),
+            model: Some("MQTT sensor"),
             manufacturer: None,
             ..dev.clone()
         };

@@ -131,7 +131,8 @@ impl Announcer {
             model: made.map(|m| m.model.as_str()).or_else(|| {
                 self.adapters
                     .get(&key.device)
-                    .and_then(|k| discovery::model_of_adapter(k))
+                    .and_then(|k| self.sources.kind_info(k))
+                    .map(|k| k.model)
             }),
             manufacturer: made.and_then(|m| m.manufacturer.as_deref()),
         };

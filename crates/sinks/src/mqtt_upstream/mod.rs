@@ -64,8 +64,7 @@ pub const UPSTREAM_SENT: &str = "edge_gateway_upstream_sent_messages_total";
 pub const UPSTREAM_RECONNECTS: &str = "edge_gateway_upstream_reconnects_total";
 /// Connection attempts that failed (and established connections lost).
 pub const UPSTREAM_CONNECTION_FAILURES: &str = "edge_gateway_upstream_connection_failures_total";
-/// `1` while the forwarder holds a connection upstream.
-pub const UPSTREAM_CONNECTED: &str = "edge_gateway_upstream_connected";
+pub use gateway_core::event::metrics::UPSTREAM_CONNECTED;
 /// One series per broker node (`url` label): `1` for the node in use.
 pub const UPSTREAM_NODE: &str = "edge_gateway_upstream_node";
 /// Connections made to another node than the previous connection's.

@@ -1,0 +1,219 @@
+//! Every adapter folder declares itself completely, and what must live
+//! outside the folder (features, fuzz targets) agrees with its declaration:
+//! the tables that used to drift are now checked against one source.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::DECLARATIONS;
+
+/// Folders of `src/` that are not adapters: payload formats shared by
+/// several of them.
+const SHARED: &[&str] = &["payload"];
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn manifest(path: &Path) -> toml::Table {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn strings(value: Option<&toml::Value>) -> Vec<String> {
+    value
+        .and_then(toml::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn adapter_folders() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(crate_dir().join("src"))
+        .expect("src/ is readable")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !SHARED.contains(&name.as_str()))
+        .collect();
+    out.sort();
+    out
+}
+
+// Only with every adapter built in: a folder whose feature is off is
+// rightly absent from DECLARATIONS.
+#[cfg(all(
+    feature = "mqtt",
+    feature = "coap",
+    feature = "lorawan",
+    feature = "ble",
+    feature = "tcp_line",
+    feature = "serial",
+    feature = "modbus"
+))]
+#[test]
+fn every_adapter_folder_is_declared_and_documented() {
+    let folders = adapter_folders();
+    assert!(folders.len() >= 6, "found only {folders:?}");
+    for folder in &folders {
+        let dir = crate_dir().join("src").join(folder);
+        assert!(
+            DECLARATIONS.iter().any(|d| d.folder == folder),
+            "src/{folder}/: no Declaration of it in DECLARATIONS (declare it in its kind.rs and list its config in lib.rs)"
+        );
+        for file in ["kind.rs", "README.md", "template.toml"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            assert!(
+                !text.trim().is_empty(),
+                "src/{folder}/{file} is missing or empty"
+            );
+        }
+    }
+}
+
+#[test]
+fn declarations_are_whole_and_unique() {
+    let mut kinds = HashSet::new();
+    for d in DECLARATIONS {
+        assert!(kinds.insert(d.info.kind), "{}: declared twice", d.info.kind);
+        assert!(!d.info.label.is_empty(), "{}: no label", d.info.kind);
+        assert!(!d.info.model.is_empty(), "{}: no model", d.info.kind);
+        assert!(
+            crate_dir()
+                .join("src")
+                .join(d.folder)
+                .join("kind.rs")
+                .is_file(),
+            "{}: its folder src/{} has no kind.rs",
+            d.info.kind,
+            d.folder
+        );
+    }
+}
+
+#[test]
+fn each_feature_is_in_both_manifests_and_their_defaults() {
+    let ours = manifest(&crate_dir().join("Cargo.toml"));
+    let binary = manifest(&crate_dir().join("../edge-gateway/Cargo.toml"));
+    let ours = ours["features"].as_table().expect("adapters has features");
+    let theirs = binary["features"]
+        .as_table()
+        .expect("edge-gateway has features");
+    let defaults = strings(ours.get("default"));
+    let all_protocols = strings(theirs.get("all-protocols"));
+    for d in DECLARATIONS {
+        assert!(
+            ours.contains_key(d.feature),
+            "adapters: no feature {}",
+            d.feature
+        );
+        assert!(
+            defaults.iter().any(|f| f == d.feature),
+            "adapters: {} not in default",
+            d.feature
+        );
+        let forwarded = strings(theirs.get(d.feature));
+        assert!(
+            forwarded.contains(&format!("adapters/{}", d.feature)),
+            "edge-gateway: feature {} must enable adapters/{}",
+            d.feature,
+            d.feature
+        );
+        assert!(
+            all_protocols.iter().any(|f| f == d.feature),
+            "edge-gateway: {} not in all-protocols",
+            d.feature
+        );
+    }
+    // The other way round: a feature of ours is some adapter's.
+    for feature in ours.keys().filter(|f| *f != "default") {
+        assert!(
+            DECLARATIONS.iter().any(|d| d.feature == feature),
+            "adapters: feature {feature} is declared by no adapter"
+        );
+    }
+}
+
+#[test]
+fn fuzz_targets_exist_and_build_with_their_feature() {
+    let fuzz_dir = crate_dir().join("../../fuzz");
+    let fuzz = manifest(&fuzz_dir.join("Cargo.toml"));
+    let bins: Vec<(String, String)> = fuzz["bin"]
+        .as_array()
+        .expect("fuzz has [[bin]]s")
+        .iter()
+        .filter_map(|b| {
+            Some((
+                b.get("name")?.as_str()?.to_string(),
+                b.get("path")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let features = strings(fuzz["dependencies"]["adapters"].get("features"));
+    let script = std::fs::read_to_string(crate_dir().join("../../scripts/fuzz.sh"))
+        .expect("scripts/fuzz.sh");
+    // The script runs every [[bin]] of fuzz/Cargo.toml, not a list of its own.
+    assert!(
+        script.contains("Cargo.toml"),
+        "scripts/fuzz.sh must take its targets from fuzz/Cargo.toml"
+    );
+    for d in DECLARATIONS {
+        for target in d.fuzz_targets {
+            let bin = bins.iter().find(|(name, _)| name == target);
+            let Some((_, path)) = bin else {
+                panic!(
+                    "{}: fuzz target {target} is not a [[bin]] of fuzz/Cargo.toml",
+                    d.info.kind
+                )
+            };
+            assert!(fuzz_dir.join(path).is_file(), "fuzz/{path} is missing");
+            // A folder's kinds share its decoders (tcp_line and serial_line
+            // both parse lines): one of the folder's features builds them.
+            let folder_built = DECLARATIONS
+                .iter()
+                .filter(|other| other.folder == d.folder)
+                .any(|other| features.iter().any(|f| f == other.feature));
+            assert!(
+                folder_built,
+                "fuzz/Cargo.toml: adapters is built without {} (nor another feature of src/{}/), which {target} needs",
+                d.feature,
+                d.folder
+            );
+        }
+    }
+}
+
+#[test]
+fn the_names_that_once_drifted_are_declared() {
+    let info = |kind: &str| {
+        DECLARATIONS
+            .iter()
+            .find(|d| d.info.kind == kind)
+            .map(|d| d.info)
+    };
+    #[cfg(feature = "lorawan")]
+    assert_eq!(info("semtech_udp").map(|i| i.model), Some("LoRaWAN device"));
+    #[cfg(feature = "coap")]
+    assert_eq!(
+        info("coap_observe").map(|i| (i.label, i.model)),
+        Some(("CoAP", "CoAP sensor"))
+    );
+    let _ = info;
+}
+
+#[test]
+fn every_placeholder_of_the_templates_is_filled() {
+    let text = crate::template();
+    assert!(!text.contains("${"), "a template placeholder has no value");
+    for d in DECLARATIONS {
+        assert!(
+            text.contains(&format!("type = \"{}\"", d.info.kind)),
+            "the template does not show type = \"{}\"",
+            d.info.kind
+        );
+    }
+}
