@@ -27,8 +27,11 @@ fi
 build() {
   local arch="$1" triple="$2"
   echo "== building edge-gateway .deb for $arch ($triple)"
+  # BUILD_DEB_CARGO_ARGS: more arguments for cargo build (CI's lighter
+  # profile, packaging/ci-check.sh), split on spaces.
+  # shellcheck disable=SC2086
   cargo deb -p edge-gateway --locked --no-default-features --features all-protocols \
-    --target "$triple" --no-strip --output "$out"
+    --target "$triple" --no-strip --output "$out" ${BUILD_DEB_CARGO_ARGS:+-- $BUILD_DEB_CARGO_ARGS}
 }
 
 amd64() {
