@@ -3,7 +3,8 @@
 # handling, the LoRaWAN path (Semtech UDP datagram -> PHYPayload -> MIC,
 # FCnt, decryption, codec), and the BLE decoders (recorded advertisement
 # line, BTHome plain and encrypted, Ruuvi, PVVX/ATC, the dispatcher), and
-# the line adapters' framer and CSV/JSON/influx/kv line decoders.
+# the line adapters' framer and CSV/JSON/influx/kv line decoders, and a
+# BACnet/IP datagram (frame, service decoders, segment reassembly).
 #
 #   bash scripts/fuzz.sh [seconds] [target]
 #   bash scripts/fuzz.sh --build     # only build every target (CI does it beside the tests)
@@ -13,7 +14,7 @@
 # a line of crates/adapters/tests/data/coap_malformed.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all="coap_datagram lorawan_datagram ble_advert_line ble_bthome ble_ruuvi ble_xiaomi ble_dispatch line_parsers"
+all="coap_datagram lorawan_datagram ble_advert_line ble_bthome ble_ruuvi ble_xiaomi ble_dispatch line_parsers bacnet_datagram"
 # libFuzzer's coverage guidance without AddressSanitizer: the code under
 # fuzz is Rust with `unsafe` forbidden in every crate of ours, where a
 # memory error cannot happen without a compiler or dependency bug, and ASan
