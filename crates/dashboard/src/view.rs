@@ -29,6 +29,7 @@ pub fn protocol_label(kind: &str) -> &str {
         "serial_line" => "serial",
         "tcp_line" => "TCP",
         "modbus" => "Modbus",
+        "bacnet" => "BACnet",
         other => other,
     }
 }

@@ -23,10 +23,11 @@
     feature = "ble",
     feature = "tcp_line",
     feature = "serial",
-    feature = "modbus"
+    feature = "modbus",
+    feature = "bacnet"
 )))]
 compile_error!(
-    "edge-gateway needs at least one adapter: --features mqtt (or coap, lorawan, ble, tcp_line, serial, modbus, all-protocols)"
+    "edge-gateway needs at least one adapter: --features mqtt (or coap, lorawan, ble, tcp_line, serial, modbus, bacnet, all-protocols)"
 );
 
 #[cfg(feature = "demo")]

@@ -231,6 +231,7 @@ pub fn model_of_adapter(kind: &str) -> Option<&'static str> {
         "tcp_line" => "TCP line sensor",
         "serial_line" => "Serial line sensor",
         "modbus" => "Modbus device",
+        "bacnet" => "BACnet device",
         _ => return None,
     })
 }
