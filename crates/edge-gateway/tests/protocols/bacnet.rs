@@ -137,12 +137,12 @@ exclude = ["analog-value:10"]
 [[bacnet.device]]
 instance = 1002
 address = "127.0.0.1:{pb}"
-poll = "1h"
+poll = "700ms"
 
 [[bacnet.device]]
 instance = 1003
 address = "127.0.0.1:{pc}"
-poll = "1h"
+poll = "700ms"
 
 [[bacnet.device]]
 instance = 1004
