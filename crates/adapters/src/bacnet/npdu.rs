@@ -29,7 +29,7 @@ pub struct Npdu<'a> {
     pub apdu: Option<&'a [u8]>,
 }
 
-fn station<'a>(b: &'a [u8], at: &mut usize) -> Result<Station, CodecError> {
+fn station(b: &[u8], at: &mut usize) -> Result<Station, CodecError> {
     let h = b.get(*at..*at + 3).ok_or(CodecError::Truncated)?;
     let net = u16::from_be_bytes([h[0], h[1]]);
     let len = usize::from(h[2]);
