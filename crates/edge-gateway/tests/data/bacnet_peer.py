@@ -6,7 +6,7 @@ argv[1]: JSON {"devices": [{"instance": 1001, "port": 47901,
   "segmentation": "segmentedBoth" | "noSegmentation", "max_apdu": 1476,
   "objects": [{"type": "analogInput", "instance": 1, "name": "Zone Temp",
                "value": 21.5, "units": "degreesCelsius"}, ...]}]}
-Types: analogInput, analogValue, binaryInput, binaryValue,
+Types: analogInput, analogValue, analogOutput (commandable), binaryInput, binaryValue,
 multiStateInput, multiStateValue. "count": N adds N analogValue objects
 (instance 100.., named av-100..., value = index).
 
@@ -26,7 +26,7 @@ import sys
 from bacpypes3.pdu import Address
 from bacpypes3.ipv4.app import NormalApplication
 from bacpypes3.local.device import DeviceObject
-from bacpypes3.local.analog import AnalogInputObject, AnalogValueObject
+from bacpypes3.local.analog import AnalogInputObject, AnalogOutputObject, AnalogValueObject
 from bacpypes3.local.binary import BinaryInputObject, BinaryValueObject
 from bacpypes3.local.multistate import MultiStateInputObject, MultiStateValueObject
 
@@ -46,8 +46,8 @@ def make_object(o):
         outOfService=False,
     )
     v = o["value"]
-    if t in ("analogInput", "analogValue"):
-        cls = AnalogInputObject if t == "analogInput" else AnalogValueObject
+    if t in ("analogInput", "analogValue", "analogOutput"):
+        cls = {"analogInput": AnalogInputObject, "analogValue": AnalogValueObject, "analogOutput": AnalogOutputObject}[t]
         return cls(presentValue=float(v), units=o.get("units", "noUnits"),
                    covIncrement=float(o.get("cov_increment", 0.01)), **common)
     if t in ("binaryInput", "binaryValue"):

@@ -328,3 +328,57 @@ cov = true
     }
     assert!(seen, "no change reported after the device restarted");
 }
+
+/// The client's commands (for the cloud commands of issue #56): a write at
+/// a priority wins over the relinquish default, and relinquishing that
+/// priority gives the default back, read from bacpypes3's own priority
+/// array; a write to an object the device lacks is its error, not a panic.
+#[tokio::test]
+async fn write_property_at_a_priority_and_relinquish_against_bacpypes3() {
+    use adapters::bacnet::client::{Client, ClientError};
+    use adapters::bacnet::services::PropertyRef;
+    use adapters::bacnet::tags::{property, ObjectId, Value as BacValue};
+
+    let port = free_port();
+    let layout = json!({ "devices": [
+        { "instance": 3001, "port": port, "objects": [
+            { "type": "analogOutput", "instance": 1, "name": "Damper", "value": 20.0, "units": "percent" },
+        ]},
+    ]});
+    let _peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
+    let (tx, _events) = tokio::sync::mpsc::channel(16);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let client = Client::start(
+        "127.0.0.1:0".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+        1,
+        tx,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let peer: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ao = "analog-output:1".parse::<ObjectId>().unwrap();
+    let pv = || client.read_property(peer, ao, PropertyRef::whole(property::PRESENT_VALUE));
+
+    assert_eq!(pv().await.unwrap(), [BacValue::Real(20.0)]);
+    client
+        .write_property(peer, ao, &BacValue::Real(65.5), Some(8))
+        .await
+        .unwrap();
+    assert_eq!(pv().await.unwrap(), [BacValue::Real(65.5)]);
+    client.relinquish(peer, ao, 8).await.unwrap();
+    assert_eq!(
+        pv().await.unwrap(),
+        [BacValue::Real(20.0)],
+        "back to the relinquish default"
+    );
+
+    let missing = "analog-output:99".parse::<ObjectId>().unwrap();
+    let err = client
+        .write_property(peer, missing, &BacValue::Real(1.0), Some(8))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Error(_)), "{err:?}");
+    stop.cancel();
+}
