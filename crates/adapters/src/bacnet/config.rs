@@ -281,3 +281,7 @@ pub fn template() -> String {
         cov = duration::render(DEFAULT_COV_LIFETIME),
     )
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;
