@@ -31,9 +31,17 @@ pub mod line;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 
+#[cfg(feature = "bacnet")]
+pub mod bacnet;
+
 pub mod registry;
 
-#[cfg(any(feature = "ble", feature = "lorawan", feature = "modbus"))]
+#[cfg(any(
+    feature = "ble",
+    feature = "lorawan",
+    feature = "modbus",
+    feature = "bacnet"
+))]
 mod device_section;
 
 #[cfg(any(feature = "coap", feature = "lorawan"))]
@@ -61,6 +69,8 @@ registry::adapter_registry! {
         SerialLine => line::SerialLineConfig,
         #[cfg(feature = "modbus")]
         Modbus => modbus::ModbusConfig,
+        #[cfg(feature = "bacnet")]
+        Bacnet => bacnet::BacnetConfig,
     }
     sections {
         #[cfg(feature = "coap")]
@@ -71,5 +81,7 @@ registry::adapter_registry! {
         ble => ble::config::BleSection,
         #[cfg(feature = "modbus")]
         modbus => modbus::ModbusSection,
+        #[cfg(feature = "bacnet")]
+        bacnet => bacnet::BacnetSection,
     }
 }

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+#[cfg(feature = "bacnet")]
+use cmd::bacnet;
 #[cfg(feature = "ble")]
 use cmd::ble;
 #[cfg(any(feature = "lorawan", feature = "ble"))]
@@ -59,6 +61,10 @@ enum Command {
     /// and prints each in every type and byte/word order.
     #[cfg(feature = "modbus")]
     Modbus(modbus::ModbusArgs),
+    /// BACnet tools: `bacnet discover` lists the devices answering Who-Is
+    /// and their objects (name, type, instance, units, present value).
+    #[cfg(feature = "bacnet")]
+    Bacnet(bacnet::BacnetArgs),
     /// Run the config's alert rules over a CSV of past readings (event
     /// time): alerts as JSON lines on stdout, a summary on stderr.
     Replay(replay::ReplayArgs),
@@ -83,6 +89,8 @@ fn main() -> ExitCode {
         Command::Ble(args) => ble::main(&args),
         #[cfg(feature = "modbus")]
         Command::Modbus(args) => modbus::main(&args),
+        #[cfg(feature = "bacnet")]
+        Command::Bacnet(args) => bacnet::main(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Simulate(args) => {
             match run::runtime().and_then(|rt| rt.block_on(simulate::run(args))) {

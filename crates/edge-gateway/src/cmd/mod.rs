@@ -8,12 +8,16 @@
 //!   (with `ble`);
 //! - [`modbus`]: `modbus scan`, a range of a device's registers in every
 //!   type and order (with `modbus`);
+//! - [`bacnet`]: `bacnet discover`, the devices answering Who-Is and
+//!   their points (with `bacnet`);
 //! - [`history`]: `history export` and `passwd` (the dashboard's);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
 //! - [`demo`]: the embedded broker and simulated building of the library's
 //!   `edge_gateway::demo`, on built-in defaults.
 
+#[cfg(feature = "bacnet")]
+pub mod bacnet;
 #[cfg(feature = "ble")]
 pub mod ble;
 #[cfg(any(feature = "lorawan", feature = "ble"))]

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bacnet;
 mod ble;
 mod ble_radio;
 mod coap;

@@ -1,0 +1,461 @@
+//! The BACnet/IP client: one UDP socket, confirmed requests matched to
+//! their answers by peer and invoke id, retried on timeout, segmented
+//! answers reassembled ([`segment`](super::segment)) with their
+//! SegmentACKs sent; I-Am and COV notifications handed to whoever
+//! listens ([`Event`]). A confirmed COV notification is acknowledged here,
+//! at once, so a slow consumer never makes the device resend it.
+//!
+//! No request is segmented by the gateway: batching (see `reader`) keeps
+//! each within the device's max APDU.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::apdu::{self, confirmed, unconfirmed, Apdu};
+use super::frame::{self, Frame};
+use super::segment::{Reassembly, SegmentError};
+use super::services::{self, CovNotification, ErrorCode, IAm, PropertyRef, PropertyResult};
+use super::tags::{property, ObjectId, Value};
+use super::CodecError;
+
+/// Why a request got no usable answer. [`ClientError::label`] is the
+/// `error_type` it is counted under.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("no answer")]
+    Timeout,
+    #[error("rejected (reason {0})")]
+    Reject(u8),
+    #[error("aborted (reason {0})")]
+    Abort(u8),
+    #[error("error {}", .0.describe())]
+    Error(ErrorCode),
+    #[error("segmented answer: {0}")]
+    Segmentation(SegmentError),
+    #[error("malformed answer: {0}")]
+    Malformed(CodecError),
+    #[error("{0}")]
+    Io(String),
+    #[error("all 256 invoke ids are in use for this device")]
+    Busy,
+}
+
+impl ClientError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Reject(_) => "reject",
+            Self::Abort(_) => "abort",
+            Self::Error(_) => "error",
+            Self::Segmentation(_) => "segmentation",
+            Self::Malformed(_) => "malformed",
+            Self::Io(_) | Self::Busy => "io",
+        }
+    }
+}
+
+/// Something a device sent unasked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    IAm(SocketAddr, IAm),
+    Cov(SocketAddr, CovNotification),
+    /// A BBMD's answer to a foreign-device registration (0: accepted).
+    Registration(SocketAddr, u16),
+    /// A datagram that was not BACnet the gateway reads.
+    Malformed(CodecError),
+    /// An answer for no request waiting (late, after its timeout).
+    Stray,
+}
+
+/// The answer to a confirmed request.
+type Answer = Result<Option<Vec<u8>>, ClientError>;
+
+struct Pending {
+    tx: Option<oneshot::Sender<Answer>>,
+    reassembly: Option<Reassembly>,
+}
+
+#[derive(Default)]
+struct Table {
+    next: HashMap<SocketAddr, u8>,
+    pending: HashMap<(SocketAddr, u8), Pending>,
+}
+
+/// A BACnet/IP client on one socket. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    socket: Arc<UdpSocket>,
+    table: Arc<Mutex<Table>>,
+    timeout: Duration,
+    retries: u32,
+}
+
+/// Datagrams up to this are read; BACnet/IP's largest is 1497.
+const RECV_BUFFER: usize = 2048;
+
+impl Client {
+    /// Binds `bind` and starts the receive task, which runs until `stop`;
+    /// unasked messages go to `events` (dropped, not waited for, when it
+    /// is full: a flood of I-Am must not stall the answers).
+    pub async fn start(
+        bind: SocketAddr,
+        timeout: Duration,
+        retries: u32,
+        events: mpsc::Sender<Event>,
+        stop: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(bind).await?;
+        socket.set_broadcast(true)?;
+        let client = Self {
+            socket: Arc::new(socket),
+            table: Arc::default(),
+            timeout,
+            retries,
+        };
+        let rx = client.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; RECV_BUFFER];
+            loop {
+                let got = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    got = rx.socket.recv_from(&mut buf) => got,
+                };
+                // ICMP port unreachable and the like surface here on
+                // Linux; the request that caused it times out instead.
+                let Ok((n, from)) = got else { continue };
+                rx.dispatch(&buf[..n], from, &events).await;
+            }
+        });
+        Ok(client)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    async fn dispatch(&self, d: &[u8], from: SocketAddr, events: &mpsc::Sender<Event>) {
+        let event = match frame::decode(d) {
+            Err(e) => Some(Event::Malformed(e)),
+            Ok(Frame::Network) => None,
+            Ok(Frame::BvlcResult(code)) => Some(Event::Registration(from, code)),
+            Ok(Frame::Apdu { origin, apdu, .. }) => {
+                let from = origin.map_or(from, SocketAddr::V4);
+                self.on_apdu(apdu, from).await
+            }
+        };
+        if let Some(e) = event {
+            let _ = events.try_send(e);
+        }
+    }
+
+    async fn on_apdu(&self, apdu: Apdu<'_>, from: SocketAddr) -> Option<Event> {
+        match apdu {
+            Apdu::Unconfirmed { service, body } => match service {
+                unconfirmed::I_AM => Some(match services::decode_i_am(body) {
+                    Ok(i) => Event::IAm(from, i),
+                    Err(e) => Event::Malformed(e),
+                }),
+                unconfirmed::UNCONFIRMED_COV_NOTIFICATION => {
+                    Some(match services::decode_cov_notification(body) {
+                        Ok(n) => Event::Cov(from, n),
+                        Err(e) => Event::Malformed(e),
+                    })
+                }
+                _ => None,
+            },
+            Apdu::ConfirmedRequest {
+                invoke_id,
+                segmented,
+                service,
+                body,
+            } => {
+                if service != confirmed::CONFIRMED_COV_NOTIFICATION || segmented {
+                    // The gateway serves nothing else: reject as the
+                    // standard asks rather than let the device time out
+                    // (reason 9: unrecognized-service).
+                    self.send_to(&frame::unicast(&[0x60, invoke_id, 9], false, None), from)
+                        .await;
+                    return None;
+                }
+                let n = services::decode_cov_notification(body);
+                // Acknowledged even for an unknown subscription, which then
+                // lapses at the device (FAULTS.md: ACK, then ignore).
+                let ack = apdu::simple_ack(invoke_id, service);
+                self.send_to(&frame::unicast(&ack, false, None), from).await;
+                Some(match n {
+                    Ok(n) => Event::Cov(from, n),
+                    Err(e) => Event::Malformed(e),
+                })
+            }
+            other => {
+                let invoke_id = other.invoke_id()?;
+                self.on_answer(other, invoke_id, from).await
+            }
+        }
+    }
+
+    async fn on_answer(&self, apdu: Apdu<'_>, invoke_id: u8, from: SocketAddr) -> Option<Event> {
+        let key = (from, invoke_id);
+        let mut reply = None;
+        let result: Option<Answer> = {
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(pending) = table.pending.get_mut(&key) else {
+                return Some(Event::Stray);
+            };
+            match apdu {
+                Apdu::SimpleAck { .. } => Some(Ok(None)),
+                Apdu::ComplexAck {
+                    segment: None,
+                    body,
+                    ..
+                } => Some(Ok(Some(body.to_vec()))),
+                Apdu::ComplexAck {
+                    segment: Some((seq, window, more)),
+                    service,
+                    body,
+                    ..
+                } => {
+                    let r = pending
+                        .reassembly
+                        .get_or_insert_with(|| Reassembly::new(service));
+                    match r.push(seq, window, more, service, body) {
+                        Ok(p) => {
+                            if let Some((nak, s, w)) = p.ack {
+                                reply = Some(apdu::segment_ack(invoke_id, nak, s, w));
+                            }
+                            p.done.map(|d| Ok(Some(d)))
+                        }
+                        Err(e) => {
+                            // abort reason 7: segmentation... (buffer
+                            // overflow for an answer too large to take).
+                            reply =
+                                Some(apdu::client_abort(invoke_id, apdu::abort::BUFFER_OVERFLOW));
+                            Some(Err(ClientError::Segmentation(e)))
+                        }
+                    }
+                }
+                Apdu::Error { body, .. } => Some(Err(match services::decode_error(body) {
+                    Ok(code) => ClientError::Error(code),
+                    Err(e) => ClientError::Malformed(e),
+                })),
+                Apdu::Reject { reason, .. } => Some(Err(ClientError::Reject(reason))),
+                Apdu::Abort { reason, .. } => Some(Err(ClientError::Abort(reason))),
+                _ => None,
+            }
+        };
+        if let Some(r) = reply {
+            self.send_to(&frame::unicast(&r, false, None), from).await;
+        }
+        if let Some(answer) = result {
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(tx) = table.pending.get_mut(&key).and_then(|p| p.tx.take()) {
+                let _ = tx.send(answer);
+            }
+        }
+        None
+    }
+
+    async fn send_to(&self, d: &[u8], to: SocketAddr) {
+        // A send error is a missing route or a full buffer: the request
+        // then times out and is counted there.
+        let _ = self.socket.send_to(d, to).await;
+    }
+
+    /// Sends an unconfirmed request (Who-Is) to `to`, unicast or the
+    /// subnet's broadcast address, or as Distribute-Broadcast to a BBMD.
+    pub async fn unconfirmed(
+        &self,
+        to: SocketAddr,
+        service: u8,
+        body: &[u8],
+        broadcast: bool,
+        through_bbmd: bool,
+    ) {
+        let apdu = apdu::unconfirmed_request(service, body);
+        let d = if broadcast || through_bbmd {
+            frame::broadcast(&apdu, through_bbmd)
+        } else {
+            frame::unicast(&apdu, false, None)
+        };
+        self.send_to(&d, to).await;
+    }
+
+    pub async fn who_is(
+        &self,
+        to: SocketAddr,
+        range: Option<(u32, u32)>,
+        broadcast: bool,
+        through_bbmd: bool,
+    ) {
+        self.unconfirmed(
+            to,
+            unconfirmed::WHO_IS,
+            &services::who_is(range),
+            broadcast,
+            through_bbmd,
+        )
+        .await;
+    }
+
+    /// Register-Foreign-Device with the BBMD at `bbmd`; its answer comes
+    /// as [`Event::Registration`].
+    pub async fn register_foreign_device(&self, bbmd: SocketAddr, ttl: Duration) {
+        let ttl = u16::try_from(ttl.as_secs()).unwrap_or(u16::MAX);
+        self.send_to(&super::bvlc::register_foreign_device(ttl), bbmd)
+            .await;
+    }
+
+    fn reserve(&self, peer: SocketAddr) -> Result<(u8, oneshot::Receiver<Answer>), ClientError> {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let start = *table.next.get(&peer).unwrap_or(&0);
+        let id = (0..=255u8)
+            .map(|k| start.wrapping_add(k))
+            .find(|id| !table.pending.contains_key(&(peer, *id)))
+            .ok_or(ClientError::Busy)?;
+        table.next.insert(peer, id.wrapping_add(1));
+        let (tx, rx) = oneshot::channel();
+        table.pending.insert(
+            (peer, id),
+            Pending {
+                tx: Some(tx),
+                reassembly: None,
+            },
+        );
+        Ok((id, rx))
+    }
+
+    fn release(&self, peer: SocketAddr, id: u8) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        table.pending.remove(&(peer, id));
+        if table.next.len() > 10_000 && !table.pending.keys().any(|(p, _)| *p == peer) {
+            table.next.remove(&peer);
+        }
+    }
+
+    /// A confirmed request: its ComplexACK's service data (`None` for a
+    /// SimpleACK). Retried with the same invoke id on timeout, as §5.4.4
+    /// does.
+    pub async fn request(&self, peer: SocketAddr, service: u8, body: &[u8]) -> Answer {
+        let (id, mut rx) = self.reserve(peer)?;
+        let d = frame::unicast(&apdu::confirmed_request(id, service, body), true, None);
+        let mut result = Err(ClientError::Timeout);
+        for _ in 0..=self.retries {
+            if let Err(e) = self.socket.send_to(&d, peer).await {
+                result = Err(ClientError::Io(e.to_string()));
+                break;
+            }
+            match tokio::time::timeout(self.timeout, &mut rx).await {
+                Ok(Ok(answer)) => {
+                    result = answer;
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    // A reassembly under way restarts with the resend.
+                    let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(p) = table.pending.get_mut(&(peer, id)) {
+                        p.reassembly = None;
+                    }
+                }
+            }
+        }
+        self.release(peer, id);
+        result
+    }
+
+    /// ReadProperty: the property's values (one, or an array's elements).
+    pub async fn read_property(
+        &self,
+        peer: SocketAddr,
+        object: ObjectId,
+        p: PropertyRef,
+    ) -> Result<Vec<Value>, ClientError> {
+        let body = self
+            .request(
+                peer,
+                confirmed::READ_PROPERTY,
+                &services::read_property(object, p),
+            )
+            .await?
+            .ok_or(ClientError::Malformed(CodecError::Unexpected(
+                "a ComplexACK",
+            )))?;
+        let (_, _, values) =
+            services::decode_read_property_ack(&body).map_err(ClientError::Malformed)?;
+        Ok(values)
+    }
+
+    /// ReadPropertyMultiple: each object's properties, values or errors.
+    pub async fn read_property_multiple(
+        &self,
+        peer: SocketAddr,
+        items: &[(ObjectId, Vec<PropertyRef>)],
+    ) -> Result<Vec<(ObjectId, Vec<PropertyResult>)>, ClientError> {
+        let body = self
+            .request(
+                peer,
+                confirmed::READ_PROPERTY_MULTIPLE,
+                &services::read_property_multiple(items),
+            )
+            .await?
+            .ok_or(ClientError::Malformed(CodecError::Unexpected(
+                "a ComplexACK",
+            )))?;
+        services::decode_rpm_ack(&body).map_err(ClientError::Malformed)
+    }
+
+    /// SubscribeCOV for `lifetime` (never 0: BTL §7.6), or its
+    /// cancellation with `None`.
+    pub async fn subscribe_cov(
+        &self,
+        peer: SocketAddr,
+        process_id: u32,
+        object: ObjectId,
+        confirmed_notifications: bool,
+        lifetime: Option<Duration>,
+    ) -> Result<(), ClientError> {
+        let secs = lifetime.map(|l| u32::try_from(l.as_secs().max(1)).unwrap_or(u32::MAX));
+        let body = services::subscribe_cov(process_id, object, confirmed_notifications, secs);
+        self.request(peer, confirmed::SUBSCRIBE_COV, &body)
+            .await
+            .map(|_| ())
+    }
+
+    /// WriteProperty of an object's present-value at `priority` (1-16;
+    /// `None`: the device's default, 16 for commandable objects).
+    pub async fn write_property(
+        &self,
+        peer: SocketAddr,
+        object: ObjectId,
+        value: &Value,
+        priority: Option<u8>,
+    ) -> Result<(), ClientError> {
+        let body = services::write_property(
+            object,
+            PropertyRef::whole(property::PRESENT_VALUE),
+            value,
+            priority,
+        );
+        self.request(peer, confirmed::WRITE_PROPERTY, &body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Releases the command the gateway wrote at `priority` (writes NULL
+    /// there, §19.2): the next slot, or relinquish-default, wins again.
+    pub async fn relinquish(
+        &self,
+        peer: SocketAddr,
+        object: ObjectId,
+        priority: u8,
+    ) -> Result<(), ClientError> {
+        self.write_property(peer, object, &Value::Null, Some(priority))
+            .await
+    }
+}

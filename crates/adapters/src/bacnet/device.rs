@@ -1,0 +1,500 @@
+//! One device's task: find it (Who-Is, or its configured address), read
+//! its object list and each object's name and units, then poll its
+//! present values (and status flags) every period, with COV subscriptions
+//! when asked for, renewed at half their lifetime and made again whenever
+//! the device comes back. A device that stops answering goes offline and
+//! is looked for again with backoff; the adapter's other devices, each in
+//! its own task, go on.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gateway_core::backoff::Backoff;
+use gateway_core::telemetry::{Gauge, LogThrottle, Telemetry};
+use gateway_core::{
+    AdapterContext, AdapterError, AdapterStats, DeviceId, DeviceState, Ingress, MetricName,
+    Reading, StatusChange, TimeSource,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::client::{Client, ClientError};
+use super::config::BacnetConfig;
+use super::devices::BacnetDevice;
+use super::names;
+use super::reader::{self, flag_name, Capabilities, ObjectInfo, Sample};
+use super::services::{CovNotification, ErrorCode, IAm};
+use super::tags::{property, ObjectId};
+use super::units;
+
+/// 1 while a device answers, 0 once it stopped.
+pub const BACNET_DEVICE_UP: &str = "edge_gateway_bacnet_device_up";
+/// Objects read from a device.
+pub const BACNET_OBJECTS: &str = "edge_gateway_bacnet_objects";
+/// Values that came with a status flag set, by flag (`in_alarm`,
+/// `fault`, `overridden`, `out_of_service`). Values flagged `fault` or
+/// `out_of_service` are not readings: not live, they would be averaged
+/// into the windows as if they were.
+pub const BACNET_STATUS_FLAGS: &str = "edge_gateway_bacnet_status_flags_total";
+/// Objects with a status flag set at the last read, by device.
+pub const BACNET_FLAGGED: &str = "edge_gateway_bacnet_flagged_objects";
+/// Errors a device answered, by class and code (`object/unknown-object`).
+pub const BACNET_ERRORS: &str = "edge_gateway_bacnet_errors_total";
+/// COV notifications turned into readings.
+pub const BACNET_COV_NOTIFICATIONS: &str = "edge_gateway_bacnet_cov_notifications_total";
+/// Objects of a device followed by COV (the others are polled).
+pub const BACNET_COV_SUBSCRIBED: &str = "edge_gateway_bacnet_cov_subscriptions";
+
+/// Failed polls in a row before a device is offline and looked for again.
+const OFFLINE_AFTER: u32 = 2;
+
+/// What the adapter's receive side passes to a device's task.
+#[derive(Debug)]
+pub enum DeviceEvent {
+    IAm(SocketAddr, IAm),
+    Cov(CovNotification),
+}
+
+/// One object as the task reports it.
+struct Point {
+    id: ObjectId,
+    metric: MetricName,
+    cov: bool,
+    flagged: bool,
+}
+
+pub struct DeviceTask {
+    pub config: BacnetConfig,
+    pub device: BacnetDevice,
+    pub client: Client,
+    pub events: mpsc::Receiver<DeviceEvent>,
+    /// This device's COV process id (unique per device and gateway run).
+    pub process_id: u32,
+}
+
+struct State {
+    id: DeviceId,
+    label: String,
+    adapter: String,
+    stats: AdapterStats,
+    telemetry: Telemetry,
+    up: Gauge,
+    objects: Gauge,
+    flagged: Gauge,
+    cov_count: Gauge,
+    throttle: LogThrottle,
+    status: Option<DeviceState>,
+}
+
+impl DeviceTask {
+    pub async fn run(mut self, ctx: AdapterContext) -> Result<(), AdapterError> {
+        let labels = [
+            ("adapter", ctx.name.as_str()),
+            ("device", self.device.id.as_str()),
+        ];
+        let mut st = State {
+            id: self.device.id.interned(),
+            label: self.device.id.as_str().to_string(),
+            adapter: ctx.name.clone(),
+            stats: ctx.stats(),
+            telemetry: ctx.telemetry.clone(),
+            up: ctx.telemetry.gauge(BACNET_DEVICE_UP, &labels),
+            objects: ctx.telemetry.gauge(BACNET_OBJECTS, &labels),
+            flagged: ctx.telemetry.gauge(BACNET_FLAGGED, &labels),
+            cov_count: ctx.telemetry.gauge(BACNET_COV_SUBSCRIBED, &labels),
+            throttle: LogThrottle::default(),
+            status: None,
+        };
+        st.up.set(0.0);
+        ctx.ingress
+            .describe(self.device.id.as_str(), None, "BACnet device");
+        let period = self.device.poll.unwrap_or(self.config.poll);
+        let mut backoff = Backoff::new(
+            self.config.timeout.min(self.config.max_backoff),
+            self.config.max_backoff,
+        );
+        loop {
+            let outcome = tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                o = self.session(&mut st, &ctx, period) => o?,
+            };
+            // The session ended: the device went silent (or was never
+            // found). Look again after a backoff.
+            if outcome {
+                backoff.reset();
+            }
+            report(&mut st, &ctx, DeviceState::Offline).await?;
+            let wait = backoff.next_delay();
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Finds the device and reads it until it stops answering; `true`
+    /// when it answered at least once.
+    async fn session(
+        &mut self,
+        st: &mut State,
+        ctx: &AdapterContext,
+        period: Duration,
+    ) -> Result<bool, AdapterError> {
+        let Some((peer, caps)) = self.locate(st).await else {
+            return Ok(false);
+        };
+        let mut caps = caps;
+        let points = match self.prepare(st, ctx, peer, &mut caps).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.fault(st, &e, "reading its object list");
+                return Ok(false);
+            }
+        };
+        let mut points = points;
+        let index: HashMap<ObjectId, usize> =
+            points.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+        let lifetime = self.config.cov_lifetime;
+        let mut renew_at = Instant::now();
+        let mut next_poll = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            if self.device.cov && Instant::now() >= renew_at {
+                if let Err(e) = self.subscribe(st, peer, &mut points).await {
+                    // Silent at renewal: on a long poll, this is how a
+                    // vanished device is noticed.
+                    self.fault(st, &e, "renewing its COV subscriptions");
+                    return Ok(true);
+                }
+                renew_at = Instant::now() + lifetime / 2;
+            }
+            if Instant::now() >= next_poll {
+                let polled: Vec<ObjectId> =
+                    points.iter().filter(|p| !p.cov).map(|p| p.id).collect();
+                // A device whose every object is followed by COV is still
+                // read at each period: the values of a subscription that
+                // lapsed unseen are not lost, and silence is noticed.
+                let read: Vec<ObjectId> = if polled.is_empty() {
+                    points.iter().map(|p| p.id).collect()
+                } else {
+                    polled
+                };
+                match reader::poll(&self.client, peer, &read, &mut caps).await {
+                    Ok(samples) => {
+                        failures = 0;
+                        st.stats.received.inc();
+                        report(st, ctx, DeviceState::Online).await?;
+                        let mut readings = Vec::with_capacity(samples.len());
+                        for (id, s) in samples {
+                            let Some(&i) = index.get(&id) else { continue };
+                            match s {
+                                Ok(s) => push_sample(st, ctx, &mut points[i], &s, &mut readings),
+                                Err(code) => self.object_error(st, ctx, id, code),
+                            }
+                        }
+                        st.flagged
+                            .set(points.iter().filter(|p| p.flagged).count() as f64);
+                        send_readings(st, ctx, readings).await?;
+                    }
+                    Err(e) => {
+                        self.fault(st, &e, "polling");
+                        failures += 1;
+                        if failures >= OFFLINE_AFTER {
+                            return Ok(true);
+                        }
+                        if matches!(e, ClientError::Timeout) {
+                            // One retry at once before calling it offline.
+                            continue;
+                        }
+                    }
+                }
+                next_poll = Instant::now() + period;
+            }
+            let wake = if self.device.cov {
+                next_poll.min(renew_at)
+            } else {
+                next_poll
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                ev = self.events.recv() => match ev {
+                    None => return Ok(true),
+                    Some(DeviceEvent::Cov(n)) => {
+                        let Some(&i) = index.get(&n.object) else {
+                            st.stats.error("cov_unknown");
+                            continue;
+                        };
+                        let pv = n.values.iter().find(|(p, _)| p.property == property::PRESENT_VALUE);
+                        let flags = n.values.iter().find(|(p, _)| p.property == property::STATUS_FLAGS);
+                        if let Some(s) = pv.and_then(|(_, v)| Sample::from_values(v, flags.map(|f| f.1.as_slice()))) {
+                            ctx.telemetry.counter(BACNET_COV_NOTIFICATIONS, &[("adapter", ctx.name.as_str())]).inc();
+                            st.stats.received.inc();
+                            let mut readings = Vec::with_capacity(1);
+                            push_sample(st, ctx, &mut points[i], &s, &mut readings);
+                            send_readings(st, ctx, readings).await?;
+                        }
+                    }
+                    Some(DeviceEvent::IAm(from, _)) => {
+                        // A device announcing itself has (re)started:
+                        // its subscriptions are gone, renew them now.
+                        if from == peer && self.device.cov {
+                            renew_at = Instant::now();
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// The device's address and what it can do: from an I-Am answering a
+    /// Who-Is for its instance (sent to its address, the broadcast
+    /// addresses or the BBMD), or its configured address alone.
+    async fn locate(&mut self, st: &mut State) -> Option<(SocketAddr, Capabilities)> {
+        let instance = self.device.instance;
+        let range = Some((instance, instance));
+        match (self.device.address, self.config.bbmd) {
+            (Some(a), _) => self.client.who_is(a, range, false, false).await,
+            (None, Some(bbmd)) => self.client.who_is(bbmd, range, true, true).await,
+            (None, None) => {
+                let default = [SocketAddr::from((
+                    [255, 255, 255, 255],
+                    super::config::DEFAULT_PORT,
+                ))];
+                let targets = if self.config.broadcast.is_empty() {
+                    &default[..]
+                } else {
+                    &self.config.broadcast[..]
+                };
+                for t in targets {
+                    self.client.who_is(*t, range, true, false).await;
+                }
+            }
+        }
+        let deadline = Instant::now() + self.config.timeout;
+        loop {
+            let ev = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                ev = self.events.recv() => ev?,
+            };
+            if let DeviceEvent::IAm(from, i_am) = ev {
+                if i_am.device == instance {
+                    let addr = self.device.address.unwrap_or(from);
+                    return Some((addr, Capabilities::new(i_am.max_apdu)));
+                }
+            }
+        }
+        // A device at a configured address that ignores Who-Is is still
+        // read: what it can do is learnt from its answers.
+        if let Some(a) = self.device.address {
+            return Some((a, Capabilities::new(super::apdu::MAX_APDU_IP)));
+        }
+        st.stats.error("timeout");
+        if let Some(suppressed) = st.throttle.allow("locate") {
+            warn!(adapter = %st.adapter, device = %st.label, instance, suppressed, "BACnet device not found: no I-Am answered Who-Is; looking again with backoff.");
+        }
+        None
+    }
+
+    /// The objects to read, named.
+    async fn prepare(
+        &mut self,
+        st: &mut State,
+        ctx: &AdapterContext,
+        peer: SocketAddr,
+        caps: &mut Capabilities,
+    ) -> Result<Vec<Point>, ClientError> {
+        let wanted: Vec<ObjectId> = match &self.device.objects {
+            Some(list) => list.clone(),
+            None => reader::object_list(&self.client, peer, self.device.instance, caps)
+                .await?
+                .into_iter()
+                .filter(|o| reader::is_point(o.kind))
+                .collect(),
+        };
+        let wanted: Vec<ObjectId> = wanted
+            .into_iter()
+            .filter(|o| !self.device.exclude.contains(o))
+            .collect();
+        let infos = reader::describe(&self.client, peer, &wanted, caps).await?;
+        let (ok, bad): (Vec<ObjectInfo>, Vec<ObjectInfo>) =
+            infos.into_iter().partition(|i| i.error.is_none());
+        for b in &bad {
+            if let Some(code) = b.error {
+                self.object_error(st, ctx, b.id, code);
+            }
+        }
+        let named: Vec<(ObjectId, Option<String>)> =
+            ok.iter().map(|i| (i.id, i.name.clone())).collect();
+        let metrics = names::metric_names(&named);
+        let mut points = Vec::with_capacity(ok.len());
+        for (info, metric) in ok.iter().zip(metrics) {
+            let Ok(m) = MetricName::new(metric.as_str()) else {
+                continue;
+            };
+            let unit = info.units.map(units::name).unwrap_or_default();
+            tracing::debug!(adapter = %st.adapter, device = %st.label, object = %info.id, metric = %metric, unit = %unit, "BACnet object read as a metric.");
+            points.push(Point {
+                id: info.id,
+                metric: m.interned(),
+                cov: false,
+                flagged: false,
+            });
+        }
+        st.objects.set(points.len() as f64);
+        info!(adapter = %st.adapter, device = %st.label, instance = self.device.instance, address = %peer, objects = points.len(), rpm = caps.rpm, whole_list = caps.whole_list, "BACnet device found.");
+        Ok(points)
+    }
+
+    /// Subscribes every point; a refusal leaves the object polled, no
+    /// answer at all is the device gone.
+    async fn subscribe(
+        &mut self,
+        st: &mut State,
+        peer: SocketAddr,
+        points: &mut [Point],
+    ) -> Result<(), ClientError> {
+        let lifetime = Some(self.config.cov_lifetime);
+        for p in points.iter_mut() {
+            match self
+                .client
+                .subscribe_cov(peer, self.process_id, p.id, false, lifetime)
+                .await
+            {
+                Ok(()) => p.cov = true,
+                Err(e @ ClientError::Timeout) => return Err(e),
+                Err(e) => {
+                    st.stats.error("cov_refused");
+                    p.cov = false;
+                    if let Some(suppressed) = st.throttle.allow(&format!("cov:{}", p.id)) {
+                        warn!(adapter = %st.adapter, device = %st.label, object = %p.id, error = %e, suppressed, "COV subscription refused: the object is polled instead.");
+                    }
+                }
+            }
+        }
+        st.cov_count
+            .set(points.iter().filter(|p| p.cov).count() as f64);
+        Ok(())
+    }
+
+    fn fault(&self, st: &State, e: &ClientError, doing: &str) {
+        st.stats.error(e.label());
+        if let ClientError::Error(code) = e {
+            count_error(st, code);
+        }
+        if let Some(suppressed) = st.throttle.allow(&format!("fault:{}", e.label())) {
+            warn!(adapter = %st.adapter, device = %st.label, instance = self.device.instance, error = %e, suppressed, "BACnet device failed while {doing}; the other devices go on.");
+        }
+    }
+
+    fn object_error(&self, st: &State, _ctx: &AdapterContext, id: ObjectId, code: ErrorCode) {
+        st.stats.error("error");
+        count_error(st, &code);
+        if let Some(suppressed) = st.throttle.allow(&format!("object:{id}")) {
+            warn!(adapter = %st.adapter, device = %st.label, object = %id, error = %code.describe(), suppressed, "The device refuses this object: check `objects` in its [[bacnet.device]].");
+        }
+    }
+}
+
+fn count_error(st: &State, code: &ErrorCode) {
+    let d = code.describe();
+    let (class, code) = d.split_once('/').unwrap_or((d.as_str(), ""));
+    st.telemetry
+        .counter(
+            BACNET_ERRORS,
+            &[
+                ("adapter", st.adapter.as_str()),
+                ("device", st.label.as_str()),
+                ("class", class),
+                ("code", code),
+            ],
+        )
+        .inc();
+}
+
+/// A sample as a reading, unless a flag says it is not live.
+fn push_sample(
+    st: &State,
+    ctx: &AdapterContext,
+    p: &mut Point,
+    s: &Sample,
+    out: &mut Vec<Reading>,
+) {
+    p.flagged = s.flags.iter().any(|f| *f);
+    for (i, set) in s.flags.iter().enumerate() {
+        if *set {
+            ctx.telemetry
+                .counter(
+                    BACNET_STATUS_FLAGS,
+                    &[
+                        ("adapter", st.adapter.as_str()),
+                        ("device", st.label.as_str()),
+                        ("flag", flag_name(i)),
+                    ],
+                )
+                .inc();
+        }
+    }
+    // fault (1) and out-of-service (3): the value is not the process's.
+    if s.flags[1] || s.flags[3] {
+        return;
+    }
+    if let Ok(r) = Reading::new(
+        st.id.clone(),
+        p.metric.clone(),
+        s.value,
+        ctx.clock.now(),
+        TimeSource::Arrival,
+    ) {
+        out.push(r);
+    }
+}
+
+async fn send_readings(
+    st: &State,
+    ctx: &AdapterContext,
+    readings: Vec<Reading>,
+) -> Result<(), AdapterError> {
+    if readings.is_empty() {
+        return Ok(());
+    }
+    st.stats.readings.add(readings.len() as u64);
+    ctx.ingress
+        .send(Ingress::Readings(readings))
+        .await
+        .map_err(|_| AdapterError::PipelineClosed)
+}
+
+async fn report(
+    st: &mut State,
+    ctx: &AdapterContext,
+    state: DeviceState,
+) -> Result<(), AdapterError> {
+    let before = st.status.replace(state);
+    if before == Some(state) || (before.is_none() && state == DeviceState::Offline) {
+        // Never online yet: nothing to say offline about, but the gauge.
+        if before.is_none() {
+            st.status = None;
+        }
+        return Ok(());
+    }
+    st.up.set(if state == DeviceState::Online {
+        1.0
+    } else {
+        0.0
+    });
+    if state == DeviceState::Offline {
+        warn!(adapter = %st.adapter, device = %st.label, "BACnet device offline: it stopped answering.");
+    } else {
+        info!(adapter = %st.adapter, device = %st.label, "BACnet device answers.");
+    }
+    ctx.ingress
+        .send(Ingress::Status(StatusChange {
+            device: st.id.clone(),
+            state,
+            time: ctx.clock.now(),
+        }))
+        .await
+        .map_err(|_| AdapterError::PipelineClosed)
+}

@@ -1,0 +1,366 @@
+//! What the gateway reads from a device, over the [`Client`]: its object
+//! list (whole, or element by element when the device cannot send it in
+//! one answer), each object's name and units, and the present values and
+//! status flags of a poll, batched in ReadPropertyMultiple requests
+//! within the device's max APDU, halved when the device says an answer
+//! would not fit, and ReadProperty one at a time for a device without
+//! RPM. What worked is kept in [`Capabilities`] so the next poll starts
+//! there.
+
+use std::net::SocketAddr;
+
+use super::apdu::abort;
+use super::client::{Client, ClientError};
+use super::services::{ErrorCode, PropertyRef, PropertyResult};
+use super::tags::{object_type as ot, property, ObjectId, Value};
+
+/// Reject reasons and error codes that say "no RPM here".
+const REJECT_UNRECOGNIZED_SERVICE: u8 = 9;
+/// Error class services (5), code service-request-denied (29) or
+/// optional-functionality-not-supported (45).
+fn refuses_service(e: &ClientError) -> bool {
+    match e {
+        ClientError::Reject(r) => *r == REJECT_UNRECOGNIZED_SERVICE,
+        ClientError::Error(ErrorCode { class: 5, code }) => matches!(code, 29 | 45),
+        _ => false,
+    }
+}
+
+/// An answer too big for the device to send (or for it to segment).
+fn too_big(e: &ClientError) -> bool {
+    matches!(e, ClientError::Abort(r) if *r == abort::BUFFER_OVERFLOW || *r == abort::SEGMENTATION_NOT_SUPPORTED)
+        || matches!(e, ClientError::Segmentation(_))
+}
+
+/// What a device was found to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub max_apdu: usize,
+    pub rpm: bool,
+    /// Objects per RPM of a poll (shrinks when the device refuses more).
+    pub batch: usize,
+    /// The object list came whole (or must be read by index).
+    pub whole_list: bool,
+}
+
+/// Bytes one object's present value and status flags take in an answer:
+/// object id 5, open/close 2, two properties with tags ~6 each, a double
+/// 9 or a real 5, the bit string 4; rounded up for safety.
+const ANSWER_BYTES_PER_OBJECT: usize = 36;
+/// An object's name (up to about 64 characters) and units.
+const DESCRIBE_BYTES_PER_OBJECT: usize = 100;
+/// The APDU's header and the ComplexACK's own bytes.
+const ANSWER_OVERHEAD: usize = 16;
+
+impl Capabilities {
+    pub fn new(max_apdu: usize) -> Self {
+        Self {
+            max_apdu,
+            rpm: true,
+            batch: per_batch(max_apdu, ANSWER_BYTES_PER_OBJECT),
+            whole_list: true,
+        }
+    }
+}
+
+fn per_batch(max_apdu: usize, per_object: usize) -> usize {
+    (max_apdu.saturating_sub(ANSWER_OVERHEAD) / per_object).max(1)
+}
+
+/// Whether the gateway reads this object type's present value by default.
+pub fn is_point(kind: u16) -> bool {
+    matches!(
+        kind,
+        ot::ANALOG_INPUT
+            | ot::ANALOG_OUTPUT
+            | ot::ANALOG_VALUE
+            | ot::BINARY_INPUT
+            | ot::BINARY_OUTPUT
+            | ot::BINARY_VALUE
+            | ot::MULTI_STATE_INPUT
+            | ot::MULTI_STATE_OUTPUT
+            | ot::MULTI_STATE_VALUE
+    )
+}
+
+fn is_analog(kind: u16) -> bool {
+    matches!(
+        kind,
+        ot::ANALOG_INPUT | ot::ANALOG_OUTPUT | ot::ANALOG_VALUE
+    )
+}
+
+/// The device's object list.
+pub async fn object_list(
+    client: &Client,
+    peer: SocketAddr,
+    device: u32,
+    caps: &mut Capabilities,
+) -> Result<Vec<ObjectId>, ClientError> {
+    let dev = ObjectId::device(device);
+    if caps.whole_list {
+        match client
+            .read_property(peer, dev, PropertyRef::whole(property::OBJECT_LIST))
+            .await
+        {
+            Ok(values) => return Ok(objects_of(&values)),
+            Err(e) if too_big(&e) => caps.whole_list = false,
+            Err(e) => return Err(e),
+        }
+    }
+    let len = client
+        .read_property(
+            peer,
+            dev,
+            PropertyRef {
+                property: property::OBJECT_LIST,
+                index: Some(0),
+            },
+        )
+        .await?;
+    let n = len.first().and_then(Value::as_f64).unwrap_or(0.0) as u32;
+    let mut out = Vec::with_capacity(n as usize);
+    let indexes: Vec<u32> = (1..=n).collect();
+    // By index, many per RPM (an element is about 10 bytes of answer).
+    let per = per_batch(caps.max_apdu, 12);
+    for chunk in indexes.chunks(per) {
+        if caps.rpm {
+            let props = chunk
+                .iter()
+                .map(|i| PropertyRef {
+                    property: property::OBJECT_LIST,
+                    index: Some(*i),
+                })
+                .collect();
+            match client.read_property_multiple(peer, &[(dev, props)]).await {
+                Ok(r) => {
+                    for (_, results) in r {
+                        for p in results {
+                            if let Ok(v) = p.value {
+                                out.extend(objects_of(&v));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Err(e) if refuses_service(&e) => caps.rpm = false,
+                Err(e) => return Err(e),
+            }
+        }
+        for i in chunk {
+            let v = client
+                .read_property(
+                    peer,
+                    dev,
+                    PropertyRef {
+                        property: property::OBJECT_LIST,
+                        index: Some(*i),
+                    },
+                )
+                .await?;
+            out.extend(objects_of(&v));
+        }
+    }
+    Ok(out)
+}
+
+fn objects_of(values: &[Value]) -> Vec<ObjectId> {
+    values
+        .iter()
+        .filter_map(|v| match v {
+            Value::ObjectId(id) => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An object as the gateway names and reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectInfo {
+    pub id: ObjectId,
+    pub name: Option<String>,
+    /// BACnetEngineeringUnits (analog objects only).
+    pub units: Option<u32>,
+    /// Why it cannot be read (unknown object, ...): left out of polls.
+    pub error: Option<ErrorCode>,
+}
+
+/// Reads each object's object-name and (analog) units.
+pub async fn describe(
+    client: &Client,
+    peer: SocketAddr,
+    objects: &[ObjectId],
+    caps: &mut Capabilities,
+) -> Result<Vec<ObjectInfo>, ClientError> {
+    let props_of = |id: &ObjectId| {
+        let mut p = vec![PropertyRef::whole(property::OBJECT_NAME)];
+        if is_analog(id.kind) {
+            p.push(PropertyRef::whole(property::UNITS));
+        }
+        p
+    };
+    let mut out: Vec<ObjectInfo> = objects
+        .iter()
+        .map(|id| ObjectInfo {
+            id: *id,
+            name: None,
+            units: None,
+            error: None,
+        })
+        .collect();
+    let mut per = per_batch(caps.max_apdu, DESCRIBE_BYTES_PER_OBJECT);
+    let mut at = 0;
+    while at < objects.len() && caps.rpm {
+        let end = (at + per).min(objects.len());
+        let items: Vec<_> = objects[at..end]
+            .iter()
+            .map(|id| (*id, props_of(id)))
+            .collect();
+        match client.read_property_multiple(peer, &items).await {
+            Ok(r) => {
+                for (id, results) in r {
+                    if let Some(info) = out[at..end].iter_mut().find(|o| o.id == id) {
+                        apply_description(info, &results);
+                    }
+                }
+                at = end;
+            }
+            Err(e) if too_big(&e) && per > 1 => per = (per / 2).max(1),
+            Err(e) if refuses_service(&e) => caps.rpm = false,
+            Err(e) => return Err(e),
+        }
+    }
+    for info in out.iter_mut().skip(at) {
+        for p in props_of(&info.id) {
+            match client.read_property(peer, info.id, p).await {
+                Ok(v) => apply_description(
+                    info,
+                    &[PropertyResult {
+                        property: p,
+                        value: Ok(v),
+                    }],
+                ),
+                Err(ClientError::Error(code)) => {
+                    if p.property == property::OBJECT_NAME {
+                        info.error = Some(code);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn apply_description(info: &mut ObjectInfo, results: &[PropertyResult]) {
+    for r in results {
+        match (&r.value, r.property.property) {
+            (Ok(v), property::OBJECT_NAME) => {
+                if let Some(Value::CharacterString(s)) = v.first() {
+                    info.name = Some(s.clone());
+                }
+            }
+            (Ok(v), property::UNITS) => {
+                if let Some(Value::Enumerated(u)) = v.first() {
+                    info.units = Some(*u);
+                }
+            }
+            (Err(code), property::OBJECT_NAME) => info.error = Some(*code),
+            _ => {}
+        }
+    }
+}
+
+/// One object's state in a poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub value: f64,
+    /// in-alarm, fault, overridden, out-of-service (§12.x Status_Flags).
+    pub flags: [bool; 4],
+}
+
+impl Sample {
+    /// From a present value and (when read) status flags.
+    pub fn from_values(pv: &[Value], flags: Option<&[Value]>) -> Option<Self> {
+        let value = pv.first()?.as_f64()?;
+        let mut f = [false; 4];
+        if let Some(v) = flags.and_then(|f| f.first()) {
+            for (i, slot) in f.iter_mut().enumerate() {
+                *slot = v.bit(i).unwrap_or(false);
+            }
+        }
+        Some(Self { value, flags: f })
+    }
+}
+
+const STATUS_FLAG_NAMES: [&str; 4] = ["in_alarm", "fault", "overridden", "out_of_service"];
+
+/// The label a set status flag is counted under.
+pub fn flag_name(i: usize) -> &'static str {
+    STATUS_FLAG_NAMES.get(i).copied().unwrap_or("unknown")
+}
+
+/// Present value and status flags of `objects`: each object's sample or
+/// the error the device gave for it.
+pub async fn poll(
+    client: &Client,
+    peer: SocketAddr,
+    objects: &[ObjectId],
+    caps: &mut Capabilities,
+) -> Result<Vec<(ObjectId, Result<Sample, ErrorCode>)>, ClientError> {
+    let props = vec![
+        PropertyRef::whole(property::PRESENT_VALUE),
+        PropertyRef::whole(property::STATUS_FLAGS),
+    ];
+    let mut out = Vec::with_capacity(objects.len());
+    let mut at = 0;
+    while at < objects.len() && caps.rpm {
+        let end = (at + caps.batch).min(objects.len());
+        let items: Vec<_> = objects[at..end]
+            .iter()
+            .map(|id| (*id, props.clone()))
+            .collect();
+        match client.read_property_multiple(peer, &items).await {
+            Ok(r) => {
+                for (id, results) in r {
+                    out.push((id, sample_of(&results)));
+                }
+                at = end;
+            }
+            Err(e) if too_big(&e) && caps.batch > 1 => caps.batch = (caps.batch / 2).max(1),
+            Err(e) if refuses_service(&e) => caps.rpm = false,
+            Err(e) => return Err(e),
+        }
+    }
+    for id in &objects[at..] {
+        let pv = client.read_property(peer, *id, props[0]).await;
+        let sample = match pv {
+            Ok(pv) => {
+                let flags = client.read_property(peer, *id, props[1]).await.ok();
+                Sample::from_values(&pv, flags.as_deref()).ok_or(NOT_A_NUMBER)
+            }
+            Err(ClientError::Error(code)) => Err(code),
+            Err(e) => return Err(e),
+        };
+        out.push((*id, sample));
+    }
+    Ok(out)
+}
+
+/// A present value that is no number (a string, a date): counted as a
+/// property error (class property, code invalid-data-type).
+pub const NOT_A_NUMBER: ErrorCode = ErrorCode { class: 2, code: 9 };
+
+fn sample_of(results: &[PropertyResult]) -> Result<Sample, ErrorCode> {
+    let mut pv = None;
+    let mut flags = None;
+    for r in results {
+        match (r.property.property, &r.value) {
+            (property::PRESENT_VALUE, Ok(v)) => pv = Some(v.as_slice()),
+            (property::PRESENT_VALUE, Err(e)) => return Err(*e),
+            (property::STATUS_FLAGS, Ok(v)) => flags = Some(v.as_slice()),
+            _ => {}
+        }
+    }
+    Sample::from_values(pv.ok_or(NOT_A_NUMBER)?, flags).ok_or(NOT_A_NUMBER)
+}

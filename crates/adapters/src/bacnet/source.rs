@@ -1,0 +1,181 @@
+//! The `bacnet` adapter: one client socket, one task per device
+//! (`device`), and this loop between them, which routes what devices send
+//! unasked: an I-Am to the task of its instance, a COV notification to
+//! the task of its process id. I-Ams from instances no device is
+//! configured for are counted and dropped, whatever their number (the
+//! flood a global Who-Is draws on a large site keeps nothing in memory).
+//! Foreign-device registration with a BBMD is renewed here at half its
+//! time-to-live.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use gateway_core::component::AdapterFuture;
+use gateway_core::{Adapter, AdapterContext, AdapterError};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::client::{Client, Event};
+use super::config::BacnetConfig;
+use super::device::{DeviceEvent, DeviceTask};
+use super::devices::BacnetDevice;
+
+/// I-Ams from devices the adapter does not read.
+pub const BACNET_IAM_IGNORED: &str = "edge_gateway_bacnet_i_am_ignored_total";
+/// 1 while the BBMD accepts the gateway as a foreign device.
+pub const BACNET_FDR_REGISTERED: &str = "edge_gateway_bacnet_fdr_registered";
+
+/// Events waiting for the router; beyond, they are dropped (the client
+/// never waits on a flood).
+const EVENT_QUEUE: usize = 1024;
+/// Events waiting for one device task.
+const DEVICE_QUEUE: usize = 64;
+
+pub struct BacnetSource {
+    config: BacnetConfig,
+    devices: Vec<BacnetDevice>,
+}
+
+impl BacnetSource {
+    pub fn new(config: BacnetConfig, devices: Vec<BacnetDevice>) -> Self {
+        Self { config, devices }
+    }
+}
+
+impl Adapter for BacnetSource {
+    fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
+        Box::pin(run(self.config, self.devices, ctx))
+    }
+}
+
+/// A fresh range of COV process ids per gateway run, so notifications for
+/// a previous run's subscriptions are told apart (FAULTS.md: resubscribe
+/// everything with a fresh process-id range).
+fn process_id_base() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    ((secs & 0x7FFF) as u32 + 1) << 16
+}
+
+async fn run(
+    config: BacnetConfig,
+    devices: Vec<BacnetDevice>,
+    ctx: AdapterContext,
+) -> Result<(), AdapterError> {
+    let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let stop = ctx.shutdown.child_token();
+    let client = Client::start(
+        config.bind,
+        config.timeout,
+        config.retries,
+        tx,
+        stop.clone(),
+    )
+    .await
+    .map_err(|source| AdapterError::Bind {
+        addr: config.bind.to_string(),
+        source,
+    })?;
+    let local = client
+        .local_addr()
+        .map_or_else(|_| config.bind.to_string(), |a| a.to_string());
+    info!(adapter = %ctx.name, bind = %local, devices = devices.len(), "BACnet client listening.");
+    let stats = ctx.stats();
+    let ignored = ctx
+        .telemetry
+        .counter(BACNET_IAM_IGNORED, &[("adapter", ctx.name.as_str())]);
+    let fdr = ctx
+        .telemetry
+        .gauge(BACNET_FDR_REGISTERED, &[("adapter", ctx.name.as_str())]);
+    fdr.set(0.0);
+    let base = process_id_base();
+    let mut by_instance: HashMap<u32, mpsc::Sender<DeviceEvent>> = HashMap::new();
+    let mut by_process: HashMap<u32, mpsc::Sender<DeviceEvent>> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    for (i, device) in devices.into_iter().enumerate() {
+        let (dtx, drx) = mpsc::channel(DEVICE_QUEUE);
+        let process_id = base | (i as u32 & 0xFFFF);
+        by_instance.insert(device.instance, dtx.clone());
+        by_process.insert(process_id, dtx);
+        let task = DeviceTask {
+            config: config.clone(),
+            device,
+            client: client.clone(),
+            events: drx,
+            process_id,
+        };
+        tasks.spawn(task.run(ctx.clone()));
+    }
+    if by_instance.is_empty() {
+        warn!(adapter = %ctx.name, "No [[bacnet.device]] on this adapter: nothing to read.");
+    }
+    // Registered at once, then at half the TTL (FAULTS.md: bacpypes
+    // re-registers on a timer whatever the answer).
+    let mut fdr_timer = tokio::time::interval(config.ttl / 2);
+    let result = loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break Ok(()),
+            done = tasks.join_next(), if !tasks.is_empty() => {
+                if let Some(Ok(Err(e))) = done {
+                    break Err(e);
+                }
+            }
+            _ = fdr_timer.tick(), if config.bbmd.is_some() => {
+                if let Some(bbmd) = config.bbmd {
+                    client.register_foreign_device(bbmd, config.ttl).await;
+                }
+            }
+            ev = events.recv() => {
+                let Some(ev) = ev else { break Ok(()) };
+                route(ev, &by_instance, &by_process, &stats, &ignored, &fdr, &ctx.name);
+            }
+        }
+    };
+    stop.cancel();
+    tasks.shutdown().await;
+    info!(adapter = %ctx.name, "Stopped.");
+    result
+}
+
+fn route(
+    ev: Event,
+    by_instance: &HashMap<u32, mpsc::Sender<DeviceEvent>>,
+    by_process: &HashMap<u32, mpsc::Sender<DeviceEvent>>,
+    stats: &gateway_core::AdapterStats,
+    ignored: &gateway_core::telemetry::Counter,
+    fdr: &gateway_core::telemetry::Gauge,
+    adapter: &str,
+) {
+    match ev {
+        Event::IAm(from, i_am) => match by_instance.get(&i_am.device) {
+            Some(tx) => {
+                let _ = tx.try_send(DeviceEvent::IAm(from, i_am));
+            }
+            None => ignored.inc(),
+        },
+        Event::Cov(_, n) => match by_process.get(&n.process_id) {
+            Some(tx) => {
+                let _ = tx.try_send(DeviceEvent::Cov(n));
+            }
+            // A previous run's subscription, or none of ours: it lapses
+            // at the device.
+            None => stats.error("cov_unknown"),
+        },
+        Event::Registration(from, code) => {
+            if code == 0 {
+                fdr.set(1.0);
+            } else {
+                fdr.set(0.0);
+                stats.error("fdr_nak");
+                warn!(adapter, bbmd = %from, code, "The BBMD refused the foreign-device registration.");
+            }
+        }
+        Event::Malformed(_) => stats.error("malformed"),
+        Event::Stray => stats.error("late_answer"),
+    }
+}
+
+/// How long to wait for the first I-Ams of a discovery.
+pub const DISCOVER_WAIT: Duration = Duration::from_secs(3);

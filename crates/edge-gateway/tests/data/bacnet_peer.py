@@ -1,0 +1,139 @@
+"""BACnet/IP devices for the gateway's tests: bacpypes3, an implementation
+independent of the gateway's, one NormalApplication per device on its own
+loopback port.
+
+argv[1]: JSON {"devices": [{"instance": 1001, "port": 47901,
+  "segmentation": "segmentedBoth" | "noSegmentation", "max_apdu": 1476,
+  "objects": [{"type": "analogInput", "instance": 1, "name": "Zone Temp",
+               "value": 21.5, "units": "degreesCelsius"}, ...]}]}
+Types: analogInput, analogValue, analogOutput (commandable), binaryInput, binaryValue,
+multiStateInput, multiStateValue. "count": N adds N analogValue objects
+(instance 100.., named av-100..., value = index).
+
+Commands on stdin, each answered with "ok" (or "error ..."):
+  set INSTANCE TYPE:N VALUE      change a present value (COV subscribers
+                                 are notified by bacpypes3)
+  oos INSTANCE TYPE:N 0|1        out-of-service (sets status-flags)
+  stop INSTANCE                  the device vanishes (its socket closed)
+  start INSTANCE                 it comes back, restarted: same objects
+                                 and values, no COV subscriptions
+  subs INSTANCE                  prints "subs N": active COV subscriptions
+"""
+import asyncio
+import json
+import sys
+
+from bacpypes3.pdu import Address
+from bacpypes3.ipv4.app import NormalApplication
+from bacpypes3.local.device import DeviceObject
+from bacpypes3.local.analog import AnalogInputObject, AnalogOutputObject, AnalogValueObject
+from bacpypes3.local.binary import BinaryInputObject, BinaryValueObject
+from bacpypes3.local.multistate import MultiStateInputObject, MultiStateValueObject
+
+layout = json.loads(sys.argv[1])
+apps = {}
+objects = {}  # (instance, type, n) -> the live object
+values = {}  # (instance, type, n) -> current present value
+
+
+def make_object(o):
+    t, n = o["type"], o["instance"]
+    common = dict(
+        objectIdentifier=(t, n),
+        objectName=o["name"],
+        statusFlags=[0, 0, 0, 0],
+        eventState="normal",
+        outOfService=False,
+    )
+    v = o["value"]
+    if t in ("analogInput", "analogValue", "analogOutput"):
+        cls = {"analogInput": AnalogInputObject, "analogValue": AnalogValueObject, "analogOutput": AnalogOutputObject}[t]
+        return cls(presentValue=float(v), units=o.get("units", "noUnits"),
+                   covIncrement=float(o.get("cov_increment", 0.01)), **common)
+    if t in ("binaryInput", "binaryValue"):
+        cls = BinaryInputObject if t == "binaryInput" else BinaryValueObject
+        extra = {"polarity": "normal"} if t == "binaryInput" else {}
+        return cls(presentValue="active" if v else "inactive", **extra, **common)
+    if t in ("multiStateInput", "multiStateValue"):
+        cls = MultiStateInputObject if t == "multiStateInput" else MultiStateValueObject
+        return cls(presentValue=int(v), numberOfStates=max(int(v), 4), **common)
+    raise ValueError(t)
+
+
+def objects_of(d):
+    objs = list(d.get("objects", []))
+    for i in range(d.get("count", 0)):
+        objs.append({"type": "analogValue", "instance": 100 + i, "name": f"av-{100 + i}", "value": float(i)})
+    return objs
+
+
+def start(d):
+    inst = d["instance"]
+    dev = DeviceObject(
+        objectIdentifier=("device", inst),
+        objectName=f"dev-{inst}",
+        vendorIdentifier=999,
+        maxApduLengthAccepted=d.get("max_apdu", 1476),
+        segmentationSupported=d.get("segmentation", "segmentedBoth"),
+    )
+    app = NormalApplication(dev, Address(f"127.0.0.1:{d['port']}"))
+    for o in objects_of(d):
+        key = (inst, o["type"], o["instance"])
+        if key in values:
+            o = dict(o, value=values[key])
+        values[key] = o["value"]
+        obj = make_object(o)
+        objects[key] = obj
+        app.add_object(obj)
+    apps[inst] = app
+
+
+def find(inst, ref):
+    t, n = ref.split(":")
+    return objects[(inst, t, int(n))]
+
+
+async def commands():
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    by_instance = {d["instance"]: d for d in layout["devices"]}
+    while line := (await reader.readline()).decode().split():
+        try:
+            cmd, inst = line[0], int(line[1])
+            if cmd == "set":
+                obj = find(inst, line[2])
+                t, n = line[2].split(":")
+                raw = float(line[3])
+                if t.startswith("binary"):
+                    obj.presentValue = "active" if raw else "inactive"
+                elif t.startswith("multiState"):
+                    obj.presentValue = int(raw)
+                else:
+                    obj.presentValue = raw
+                values[(inst, t, int(n))] = raw
+            elif cmd == "oos":
+                obj = find(inst, line[2])
+                obj.outOfService = line[3] == "1"
+                obj.statusFlags = [0, 0, 0, 1 if line[3] == "1" else 0]
+            elif cmd == "stop":
+                apps.pop(inst).close()
+            elif cmd == "start":
+                start(by_instance[inst])
+            elif cmd == "subs":
+                app = apps[inst]
+                n = sum(len(list(d.cov_subscriptions)) for d in app._cov_detections.values()) if hasattr(app, "_cov_detections") else -1
+                print(f"subs {n}", flush=True)
+            print("ok", flush=True)
+        except Exception as e:  # a test's mistake, reported to it
+            print(f"error {e!r}", flush=True)
+
+
+async def main():
+    for d in layout["devices"]:
+        start(d)
+    print("ready", flush=True)
+    await commands()
+
+
+asyncio.run(main())
