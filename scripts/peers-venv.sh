@@ -3,7 +3,7 @@
 # environment of their own under target/ (Debian 12 refuses `pip install`
 # into its Python, PEP 668): pymodbus (Modbus TCP and RTU servers) and
 # bacpypes3 (BACnet/IP devices). Pinned: the tests rely on their behaviour
-# (../shared/CRATES.md lists what was measured with these versions).
+# (a newer pymodbus changed its server API and framing; bump with care).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
