@@ -3,7 +3,7 @@
 # environment of their own under target/ (Debian 12 refuses `pip install`
 # into its Python, PEP 668): pymodbus (Modbus TCP and RTU servers) and
 # bacpypes3 (BACnet/IP devices). Pinned: the tests rely on their behaviour
-# (a newer pymodbus changed its server API and framing; bump with care).
+# (the peer scripts in crates/edge-gateway/tests/data/ use these versions' APIs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
