@@ -18,7 +18,9 @@ use tracing::{debug, info, warn};
 use super::announced::{self, Announced, EntityKey};
 use super::discovery::{Component, Topics};
 use super::lifecycle::{Devices, Rediscovery};
-use super::{HaSetup, Net, HA_BIRTHS, HA_DROPPED, HA_PUBLISHED, HA_REFUSED, SAVE_EVERY, TICK};
+use super::{
+    HaSetup, Net, HA_BIRTHS, HA_DEFERRED, HA_DROPPED, HA_PUBLISHED, HA_REFUSED, SAVE_EVERY, TICK,
+};
 
 pub(super) struct Announcer {
     pub(super) topics: Topics,
@@ -56,7 +58,11 @@ pub(super) struct Announcer {
     pub(super) last_save: tokio::time::Instant,
     pub(super) log: LogThrottle,
     pub(super) published: [Counter; 4],
-    pub(super) dropped: Counter,
+    /// Registered so the series stays on `/metrics` (at 0) for the
+    /// dashboards that read it; no state is dropped any more.
+    _dropped: Counter,
+    /// States the client's queue had no room for, held for the next tick.
+    pub(super) deferred: Counter,
     refused: Counter,
     births: Counter,
     rediscovery: Rediscovery,
@@ -100,7 +106,8 @@ impl Announcer {
                 kind("state"),
                 kind("availability"),
             ],
-            dropped: t.counter(HA_DROPPED, &[]),
+            _dropped: t.counter(HA_DROPPED, &[]),
+            deferred: t.counter(HA_DEFERRED, &[]),
             refused: t.counter(HA_REFUSED, &[]),
             births: t.counter(HA_BIRTHS, &[]),
             rediscovery: Rediscovery::new(setup.config.announce_interval),
@@ -377,9 +384,7 @@ impl Announcer {
     /// Publishes a state now, or once its entity's config is out.
     fn state(&mut self, key: EntityKey, payload: String) {
         let ready = self.connected && !self.due.contains(&key) && !self.held.contains(&key);
-        if ready {
-            self.publish_state(&key, payload.clone());
-        } else {
+        if !ready || !self.publish_state(&key, payload.clone()) {
             self.held.insert(key.clone());
         }
         self.latest.insert(key, payload);
@@ -463,9 +468,12 @@ impl Announcer {
             Vec::new()
         };
         for key in ready {
-            self.held.remove(&key);
-            if let Some(p) = self.latest.get(&key) {
-                self.publish_state(&key, p.clone());
+            let sent = match self.latest.get(&key) {
+                Some(p) => self.publish_state(&key, p.clone()),
+                None => true,
+            };
+            if sent {
+                self.held.remove(&key);
             }
         }
         self.flush();

@@ -13,8 +13,9 @@
 //!
 //! Home Assistant is told, never waited for: nothing here can hold up the
 //! pipeline. Configs that do not fit the client's queue stay due and go
-//! on the next tick; states that do not fit are dropped and counted (the
-//! next reading replaces them anyway). Configs are retained QoS 1;
+//! on the next tick; so do states that do not fit (each entity's latest
+//! value, counted as deferred: a newer reading replaces an older one, and
+//! none is dropped). Configs are retained QoS 1;
 //! sensor states are QoS 0 and not retained (a restarted Home Assistant
 //! announces itself, and gets configs and last states again); alert
 //! states and availability are retained. Whatever anyone publishes on
@@ -70,8 +71,13 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Messages handed to the broker, by `kind` (`config`, `clear`, `state`,
 /// `availability`).
 pub const HA_PUBLISHED: &str = "edge_gateway_home_assistant_published_total";
-/// States dropped because the client's queue was full or the broker away.
+/// States dropped. Kept for dashboards that read it: since states that do
+/// not fit the client's queue are held for the next tick instead
+/// ([`HA_DEFERRED`]), nothing counts here any more.
 pub const HA_DROPPED: &str = "edge_gateway_home_assistant_dropped_total";
+/// States the client's queue had no room for, sent again (their entity's
+/// latest value) on the next tick.
+pub const HA_DEFERRED: &str = "edge_gateway_home_assistant_deferred_total";
 /// `1` while connected to Home Assistant's broker.
 pub const HA_CONNECTED: &str = "edge_gateway_home_assistant_connected";
 /// Home Assistant's `online` messages received (its starts, or anyone

@@ -10,7 +10,10 @@ use super::discovery::{self, Common, Component, DeviceBlock};
 use super::CONFIGS_PER_TICK;
 
 impl Announcer {
-    pub(super) fn publish_state(&self, key: &EntityKey, payload: String) {
+    /// Hands a state to the client; `false` when its queue is full (the
+    /// caller holds the state for the next tick: the latest value of an
+    /// entity is never dropped, only replaced by a newer one).
+    pub(super) fn publish_state(&self, key: &EntityKey, payload: String) -> bool {
         let topic = self.topics.state_of(key.component, &key.device, &key.key);
         // Alert states are states of affairs: retained, so a restarted
         // Home Assistant reads them at once. Sensor values go stale.
@@ -19,8 +22,14 @@ impl Announcer {
             Component::BinarySensor => (QoS::AtLeastOnce, true),
         };
         match self.client.try_publish(topic, qos, retain, payload) {
-            Ok(()) => self.published[2].inc(),
-            Err(_) => self.dropped.inc(),
+            Ok(()) => {
+                self.published[2].inc();
+                true
+            }
+            Err(_) => {
+                self.deferred.inc();
+                false
+            }
         }
     }
 
