@@ -13,7 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # CI and scripts/test.sh link Debian's libssl for speed; a package never
 # does (it would depend on the build machine's libssl-dev for its target).
-unset OPENSSL_NO_VENDOR
+# The one exception is CI's own amd64 package, which is installed, run and
+# purged on the CI machine and never published: BUILD_DEB_SYSTEM_OPENSSL=1
+# (packaging/ci-check.sh) spares it the 330 CPU-s of OpenSSL's C, which the
+# arm64 and armhf packages still compile and ship.
+if [ "${BUILD_DEB_SYSTEM_OPENSSL:-0}" = 1 ]; then
+  export OPENSSL_NO_VENDOR=1
+else
+  unset OPENSSL_NO_VENDOR
+fi
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 out="$target_dir/debian"
