@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use gateway_core::command::{Command, CommandTargets, WriteOutcome};
+use gateway_core::command::{Command, CommandRequest, CommandTargets, WriteOutcome};
 use gateway_core::config::CommandsConfig;
 use gateway_core::event::{CommandEvent, SinkEvent};
 use gateway_core::telemetry::LogThrottle;
@@ -142,6 +142,35 @@ impl Executor {
                 return;
             }
         };
+        self.execute(device, parsed, arrived.at, "cloud").await;
+    }
+
+    /// Runs a command another component made (Home Assistant's command
+    /// topics): the same journal, age, check, rate and result as a
+    /// command from the cloud.
+    pub async fn handle_request(&mut self, request: CommandRequest) {
+        let CommandRequest {
+            command,
+            at,
+            origin,
+        } = request;
+        let parsed = parse::Parsed {
+            id: command.id,
+            metric: command.metric,
+            value: command.value,
+            ts: None,
+        };
+        self.execute(command.device, parsed, at, origin).await;
+    }
+
+    /// A well-formed command, from its id's journal entry to its result.
+    async fn execute(
+        &mut self,
+        device: DeviceId,
+        parsed: parse::Parsed,
+        arrived: Instant,
+        origin: &'static str,
+    ) {
         let value = value_json(&parsed.value);
         match self.journal.as_ref().map(|j| j.get(&parsed.id)) {
             Some(Some(Known::Finished(first))) => {
@@ -176,16 +205,16 @@ impl Executor {
             metric: parsed.metric.clone(),
             value: parsed.value,
         };
-        let outcome = self.run(&command, &value, parsed.ts, arrived.at).await;
+        let outcome = self.run(&command, &value, parsed.ts, arrived).await;
         if outcome.status != "done" {
             if let Some(suppressed) = self
                 .log
                 .allow(&format!("{}:{}", outcome.status, outcome.reason))
             {
-                warn!(id = %command.id, device = %device.as_str(), metric = %command.metric, status = outcome.status, reason = %outcome.reason, detail = %outcome.detail, suppressed, "Command not done.");
+                warn!(id = %command.id, origin, device = %device.as_str(), metric = %command.metric, status = outcome.status, reason = %outcome.reason, detail = %outcome.detail, suppressed, "Command not done.");
             }
         } else {
-            info!(id = %command.id, device = %device.as_str(), metric = %command.metric, "Command done.");
+            info!(id = %command.id, origin, device = %device.as_str(), metric = %command.metric, "Command done.");
         }
         self.count(outcome.status, &outcome.reason);
         let recorded = self.recorded(

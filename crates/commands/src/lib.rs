@@ -1,9 +1,10 @@
 //! Commands from the cloud broker to the building's devices, safely.
 //!
 //! ```text
-//!  upstream broker {prefix}/+/command (QoS 1, own connection)
-//!        │ listener
-//!        ▼
+//!  upstream broker {prefix}/+/command      Home Assistant's command topics
+//!  (QoS 1, own connection)                 ([home_assistant] commands = true)
+//!        │ listener                              │ CommandRequest
+//!        ▼◀──────────────────────────────────────┘
 //!  exec: parse → journal (repeat?) → age → target.check → rate
 //!        → journal start → target.write → journal result
 //!        │                      │ (adapters: gateway_core::command::CommandTarget)
@@ -15,12 +16,15 @@
 //! - `journal`: ids before their write, results after (durable);
 //! - `rate`: commands per device;
 //! - `exec`: one command to its one result;
-//! - `listener`: the broker connection (I/O).
+//! - `listener`: the broker connection (I/O), and the one loop that runs
+//!   the cloud's commands and other components' requests in turn.
 //!
 //! What is writable is declared in the config and known only to the
 //! adapters' targets; a device no target serves is `refused`
-//! (`not_writable`). Commands come from no other broker: nothing else
-//! subscribes to a command topic or calls a target.
+//! (`not_writable`). Commands come from the cloud broker, and from Home
+//! Assistant's only where `[home_assistant] commands = true` (its sink
+//! makes a [`CommandRequest`] of a message on an entity's command topic):
+//! nothing else subscribes to a command topic or calls a target.
 
 pub mod exec;
 pub mod journal;
@@ -32,7 +36,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_core::command::CommandTargets;
+use gateway_core::command::{CommandRequest, CommandTargets};
 use gateway_core::config::CommandsConfig;
 use gateway_core::event::SinkEvent;
 use gateway_core::{Clock, Telemetry};
@@ -50,11 +54,18 @@ pub const COMMANDS_REPEATED: &str = "edge_gateway_commands_repeated_total";
 /// `1` while subscribed to the command topics on the upstream broker.
 pub const COMMANDS_SUBSCRIBED: &str = "edge_gateway_commands_subscribed";
 
+/// Requests from other components waiting to run: a person's clicks, not
+/// a flood; beyond this the sender drops them (and counts).
+pub const REQUEST_QUEUE: usize = 16;
+
 /// What the command listener needs.
 pub struct CommandsSetup {
     pub config: CommandsConfig,
-    /// The upstream's connection (its client id gets `-commands`).
-    pub upstream: ConnectionSettings,
+    /// The upstream's connection (its client id gets `-commands`); `None`
+    /// takes no command from the cloud (`[commands] enabled = false`).
+    pub upstream: Option<ConnectionSettings>,
+    /// Commands other components make (Home Assistant's).
+    pub requests: Option<mpsc::Receiver<CommandRequest>>,
     pub max_backoff: Duration,
     pub topic_prefix: String,
     pub state_dir: std::path::PathBuf,
@@ -69,7 +80,7 @@ pub struct CommandsSetup {
 /// # Errors
 /// The connection cannot be configured (password variable, TLS files).
 pub fn start(setup: CommandsSetup, stop: CancellationToken) -> Result<JoinHandle<()>, SetupError> {
-    let opts = listener::options(&setup.upstream)?;
+    let opts = setup.upstream.as_ref().map(listener::options).transpose()?;
     let journal = open_journal(&setup.state_dir);
     let exec = exec::Executor::new(
         setup.config,
@@ -83,6 +94,7 @@ pub fn start(setup: CommandsSetup, stop: CancellationToken) -> Result<JoinHandle
         opts,
         setup.topic_prefix,
         exec,
+        setup.requests,
         setup.max_backoff,
         stop,
     )))

@@ -1,4 +1,6 @@
-//! The subscription on the upstream (cloud) broker: its own connection
+//! The subscription on the upstream (cloud) broker, and the loop that runs
+//! its commands and other components' requests one at a time. The
+//! subscription has its own connection
 //! (client id `…-commands`, a persistent session so QoS 1 commands sent
 //! while the gateway restarts are delivered, and judged by their age,
 //! when it is back), apart from the forwarder's, so neither a command
@@ -11,6 +13,7 @@
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
+use gateway_core::command::CommandRequest;
 use gateway_core::telemetry::LogThrottle;
 use mqtt_connect::{ConnectionSettings, SetupError};
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
@@ -42,52 +45,76 @@ pub fn options(upstream: &ConnectionSettings) -> Result<rumqttc::MqttOptions, Se
     Ok(opts)
 }
 
-/// Subscribes, and runs every command through `exec`, until `stop`.
+/// Subscribes to the cloud's commands (when `cloud` is set), and runs
+/// them and the `requests` of other components (Home Assistant's) through
+/// `exec`, one at a time, until `stop`.
 pub async fn run(
-    opts: rumqttc::MqttOptions,
+    cloud: Option<rumqttc::MqttOptions>,
     prefix: String,
     mut exec: Executor,
+    mut requests: Option<mpsc::Receiver<CommandRequest>>,
     max_backoff: Duration,
     stop: CancellationToken,
 ) {
     exec.settle_interrupted().await;
-    let (client, eventloop) = AsyncClient::new(opts, 16);
-    let (tx, mut rx) = mpsc::channel(QUEUE);
-    let filter = command_filter(&prefix);
     let subscribed = exec.telemetry.gauge(COMMANDS_SUBSCRIBED, &[]);
     subscribed.set(0.0);
-    let poller = tokio::spawn(poll(
-        eventloop,
-        client.clone(),
-        filter.clone(),
-        tx,
-        subscribed,
-        Backoff::new(Duration::from_millis(200), max_backoff),
-        stop.clone(),
-    ));
+    let mut connection = None;
+    let mut published = None;
+    if let Some(opts) = cloud {
+        let (client, eventloop) = AsyncClient::new(opts, 16);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let poller = tokio::spawn(poll(
+            eventloop,
+            client.clone(),
+            command_filter(&prefix),
+            tx,
+            subscribed,
+            Backoff::new(Duration::from_millis(200), max_backoff),
+            stop.clone(),
+        ));
+        connection = Some((client, poller));
+        published = Some(rx);
+    }
     loop {
-        let publish: Publish = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => break,
-            p = rx.recv() => match p {
-                Some(p) => p,
-                None => break,
+            p = next(&mut published) => {
+                // The connection's task ended: the gateway is stopping.
+                let Some(publish) = p else { break };
+                let arrived = Arrived {
+                    device: device_of_topic(&prefix, &publish.topic),
+                    payload: publish.payload.to_vec(),
+                    at: Instant::now(),
+                };
+                exec.handle(arrived).await;
+                if let Some((client, _)) = &connection {
+                    if publish.qos != QoS::AtMostOnce {
+                        // After a reconnect the packet id may be stale; the
+                        // broker then delivers it again and the journal answers.
+                        let _ = client.try_ack(&publish);
+                    }
+                }
+            }
+            r = next(&mut requests) => match r {
+                Some(request) => exec.handle_request(request).await,
+                None => requests = None,
             },
-        };
-        let arrived = Arrived {
-            device: device_of_topic(&prefix, &publish.topic),
-            payload: publish.payload.to_vec(),
-            at: Instant::now(),
-        };
-        exec.handle(arrived).await;
-        if publish.qos != QoS::AtMostOnce {
-            // After a reconnect the packet id may be stale; the broker
-            // then delivers it again and the journal answers.
-            let _ = client.try_ack(&publish);
         }
     }
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
+    if let Some((client, poller)) = connection {
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
+    }
     info!("Command listener stopped.");
+}
+
+/// The next message of a receiver; never, without one.
+async fn next<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn poll(

@@ -1,6 +1,7 @@
 //! One device's page: what it is and where its data comes from, the
 //! numbers of its latest windows, a chart per metric with value and time
-//! axes and labelled alert markers, its last raw readings and its rules.
+//! axes and labelled alert markers, its last commands, its last raw
+//! readings and its rules.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -271,6 +272,8 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
         }
         out.push_str("</tbody></table>");
     }
+
+    out.push_str(&super::commands::table(&state.live.commands_of(&id)));
 
     out.push_str(r#"<h2>Latest readings</h2><table id="recent"><thead><tr><th>Time (UTC)</th><th>Metric</th><th>Value</th></tr></thead><tbody>"#);
     for (at, m, v) in d.recent.iter().rev() {

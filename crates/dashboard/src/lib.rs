@@ -12,6 +12,8 @@
 //! - [`writer`]: the output task (batches, flush handshake, pruning);
 //! - [`server`]: the hyper accept loop, TLS and Basic auth;
 //! - [`api`]: `/api/devices`, `/api/series`, `/api/alerts`, `/events`;
+//! - [`commands`]: the last command results per device (`/api/commands`,
+//!   the device page), from the command runner's results;
 //! - [`pages`] and [`svg`]: server-rendered HTML and charts.
 //!
 //! The dashboard is an output like a `[[sink]]`: it gets the pipeline's
@@ -21,6 +23,7 @@
 pub mod actions_held;
 pub mod api;
 pub mod auth;
+pub mod commands;
 pub mod device_page;
 pub mod history;
 pub mod live;

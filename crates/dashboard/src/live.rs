@@ -14,6 +14,7 @@ use gateway_core::{SourceId, Subject};
 use serde_json::json;
 use tokio::sync::broadcast;
 
+use super::commands::{CommandRow, RecentCommands};
 use super::history::{Aggregate, AlertRow, KnownDevice, WindowRow};
 use super::open::OpenWindows;
 
@@ -53,6 +54,8 @@ struct State {
     /// A device's adapter changed (or was first heard) since the last
     /// [`Live::changed_sources`].
     sources_changed: bool,
+    /// The last command results per device.
+    commands: RecentCommands,
 }
 
 /// An alert transition as history keeps it.
@@ -94,6 +97,7 @@ impl Live {
                 open: OpenWindows::new(window_ms),
                 active: BTreeMap::new(),
                 sources_changed: false,
+                commands: RecentCommands::default(),
             })),
             events: broadcast::channel(BROADCAST_CAPACITY).0,
         }
@@ -235,9 +239,17 @@ impl Live {
                 self.show_alert(&row, None);
                 alerts.push(row);
             }
-            // The dashboard keeps readings by their own time; command
-            // results are the cloud's (not shown on the pages yet).
-            SinkEvent::JournalEpoch(_) | SinkEvent::Command(_) => {}
+            // The dashboard keeps readings by their own time.
+            SinkEvent::JournalEpoch(_) => {}
+            SinkEvent::Command(c) => {
+                let row = CommandRow::of(c);
+                self.lock().commands.push(c.device.as_str(), row.clone());
+                let mut data = json!(row);
+                if let Some(obj) = data.as_object_mut() {
+                    obj.insert("device".into(), json!(c.device.as_str()));
+                }
+                self.publish("command", data);
+            }
             SinkEvent::Status(st) => {
                 self.lock()
                     .devices
@@ -328,6 +340,11 @@ impl Live {
     /// A series' readings not in a closed window yet (see [`OpenWindows`]).
     pub fn open_points(&self, device: &str, metric: &str) -> Vec<Aggregate> {
         self.lock().open.points(device, metric)
+    }
+
+    /// `device`'s last command results, newest first.
+    pub fn commands_of(&self, device: &str) -> Vec<CommandRow> {
+        self.lock().commands.of(device)
     }
 
     pub fn device(&self, id: &str) -> Option<DeviceNow> {

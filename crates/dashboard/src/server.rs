@@ -34,7 +34,7 @@ use tracing::debug;
 
 use super::auth::Verdict;
 use super::shed::{Connections, Limits, Slot};
-use super::{api, pages, AppState};
+use super::{api, commands, pages, AppState};
 
 /// A client must send its request head within this time (and finish a
 /// TLS handshake): a socket that says nothing holds its place no longer.
@@ -313,6 +313,7 @@ async fn respond(
         "/api/devices" => api::devices(state),
         "/api/series" => api::series(state, &query).await,
         "/api/alerts" => api::alerts(state, &query).await,
+        "/api/commands" => commands::api(state, &query),
         "/style.css" => {
             let mut r = full(StatusCode::OK, "text/css", pages::CSS);
             r.headers_mut()

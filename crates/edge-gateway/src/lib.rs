@@ -6,6 +6,7 @@
 //!   `pipeline` crate, with its journal and checkpoint), the alert rules'
 //!   actions (`rules`) and the outputs (the upstream and `[[sink]]`s in
 //!   `sinks`, the `dashboard` crate, Home Assistant);
+//! - [`command_runner`]: which ways commands come in, where results go;
 //! - [`fault_clock`]: the soak's clock-step fault hook;
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
 //! - [`metrics`], [`health`], [`process`]: the `/metrics` and `/health`
@@ -23,6 +24,7 @@ const _: () = assert!(
     "edge-gateway needs at least one adapter: --features all-protocols, or one adapter's feature (mqtt, coap, ...: see docs/architecture.md)"
 );
 
+pub mod command_runner;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod fault_clock;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use adapters::{AdapterConfig, BuildContext};
 use aggregator::{Aggregator, WindowSpec};
 use anyhow::Context as _;
-use gateway_core::command::CommandTargets;
+use gateway_core::command::{CommandTargets, WritablePoint};
 use gateway_core::component::{Ingress, IngressSender, Sources};
 use gateway_core::config::AdapterSpec;
 use gateway_core::event::SinkEvent;
@@ -23,7 +23,7 @@ use gateway_core::{AdapterContext, Clock, DeviceRegistry, Telemetry};
 use sinks::mqtt_upstream::{self, UpstreamSettings};
 use sinks::registry::SinkContext;
 use sinks::OutputLink;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -40,6 +40,7 @@ pub const ADAPTER_UP: &str = "edge_gateway_adapter_up";
 /// `1` when `[upstream]` is on, `0` when the gateway has no cloud broker
 /// (then `/health` does not wait for one).
 pub const UPSTREAM_CONFIGURED: &str = "edge_gateway_upstream_configured";
+use crate::command_runner;
 use crate::settings::GatewayConfig;
 
 /// Messages waiting for the pipeline: enough to ride out a window close
@@ -72,6 +73,9 @@ pub struct Gateway {
     dashboard: Option<Dashboard>,
     /// The adapters' write sides, by adapter name.
     command_targets: CommandTargets,
+    /// Their writable points, told to Home Assistant's controls once the
+    /// adapters are started and after each reload.
+    writable: watch::Sender<Option<Vec<WritablePoint>>>,
     /// `[commands]`' listener, when enabled: stopped before the adapters.
     commands: Option<(CancellationToken, JoinHandle<()>)>,
 }
@@ -244,16 +248,6 @@ impl Gateway {
         let telemetry = Telemetry::default();
         // Without an upstream nothing of it is built: no connection, no
         // outbox under state_dir.
-        let upstream_connection = config.upstream.enabled.then(|| {
-            UpstreamSettings::from_config(
-                &config.upstream,
-                &config.outbox,
-                &config.gateway.id,
-                &config.gateway.state_dir,
-                config.topic_prefix(),
-            )
-            .connection
-        });
         let settings = if config.upstream.enabled {
             let settings = UpstreamSettings::from_config(
                 &config.upstream,
@@ -275,6 +269,7 @@ impl Gateway {
         telemetry
             .gauge(UPSTREAM_CONFIGURED, &[])
             .set(if settings.is_some() { 1.0 } else { 0.0 });
+        let upstream_connection = settings.as_ref().map(|s| s.connection.clone());
 
         let agg = &config.aggregation;
         let aggregator = Aggregator::new(WindowSpec {
@@ -302,11 +297,12 @@ impl Gateway {
         };
         // The upstream first: the flush handshake asks it before the rest.
         let mut outputs: Vec<StartedOutput> = Vec::new();
-        let mut results = None;
+        // Where command results go: the upstream's urgent lane, the dashboard.
+        let mut results: Vec<mpsc::Sender<SinkEvent>> = Vec::new();
         if let Some(settings) = settings {
             let (started, urgent) = start_upstream(settings, &ctx);
             outputs.push(started);
-            results = urgent;
+            results.extend(urgent);
         }
         outputs.extend(start_sinks(config, &ctx)?);
         let dashboard = if config.dashboard.enabled {
@@ -329,6 +325,8 @@ impl Gateway {
                 queue: SINK_QUEUE,
             })
             .context("dashboard")?;
+            // Command results are shown on the device pages.
+            results.extend(config.commands_run().then(|| events.clone()));
             outputs.push(StartedOutput {
                 output: Output::sink("dashboard", events),
                 flush: Some(flush),
@@ -338,6 +336,9 @@ impl Gateway {
         } else {
             None
         };
+        let command_targets = CommandTargets::default();
+        let (writable, writable_rx) = watch::channel(None);
+        let (requests, requests_rx) = command_runner::requests(config);
         if config.home_assistant.enabled {
             let (task, events) = sinks::home_assistant::start(sinks::home_assistant::HaSetup {
                 config: config.home_assistant.clone(),
@@ -349,6 +350,10 @@ impl Gateway {
                 telemetry: telemetry.clone(),
                 sw_version: env!("CARGO_PKG_VERSION").to_string(),
                 clock: clock.clone(),
+                commands: requests.map(|requests| sinks::home_assistant::HaCommands {
+                    writable: writable_rx,
+                    requests,
+                }),
             })
             .context("home_assistant")?;
             outputs.push(StartedOutput {
@@ -388,32 +393,20 @@ impl Gateway {
         };
         let pipeline = tokio::spawn(pipeline.run(in_rx));
 
-        let command_targets = CommandTargets::default();
-        let commands = match (config.commands.enabled, upstream_connection, results) {
-            (true, Some(upstream), Some(results)) => {
-                let stop = CancellationToken::new();
-                let task = commands::start(
-                    commands::CommandsSetup {
-                        config: config.commands.clone(),
-                        upstream,
-                        max_backoff: config.upstream.broker.max_backoff,
-                        topic_prefix: config.topic_prefix(),
-                        state_dir: config.gateway.state_dir.clone(),
-                        targets: command_targets.clone(),
-                        clock: clock.clone(),
-                        telemetry: telemetry.clone(),
-                        results: vec![results],
-                    },
-                    stop.clone(),
-                )
-                .context("commands: upstream connection")?;
-                info!("Taking commands from the upstream broker.");
-                Some((stop, task))
-            }
-            _ => None,
-        };
+        let commands = command_runner::start(
+            config,
+            command_runner::Ways {
+                upstream: upstream_connection,
+                requests: requests_rx,
+                targets: command_targets.clone(),
+                results,
+            },
+            clock.clone(),
+            telemetry.clone(),
+        )?;
         let mut gateway = Self {
             command_targets,
+            writable,
             commands,
             telemetry,
             adapters_stop: CancellationToken::new(),
@@ -431,7 +424,16 @@ impl Gateway {
             let running = gateway.spawn_adapter(a);
             gateway.adapters.push(running);
         }
+        gateway.tell_writable();
         Ok(gateway)
+    }
+
+    /// Tells Home Assistant's controls what the running adapters write.
+    fn tell_writable(&self) {
+        if self.commands.is_some() {
+            self.writable
+                .send_replace(Some(self.command_targets.writable()));
+        }
     }
 
     /// Where the dashboard serves its pages, when it does.
@@ -572,6 +574,7 @@ impl Gateway {
                 .position(|a| a.name() == r.config.name())
         });
         self.config.adapters = new.adapters;
+        self.tell_writable();
         summary
     }
 

@@ -135,6 +135,47 @@ pub trait CommandTarget: Send + Sync {
     /// Writes, resolving once the device confirmed or the attempt failed.
     /// Called only after [`Self::check`] accepted the command.
     fn write(&self, command: Command) -> WriteFuture;
+
+    /// The points it writes, as declared, for a user interface to offer
+    /// them (Home Assistant's entities). Nothing by default: a target that
+    /// cannot say what its points take is still written to by commands.
+    fn writable(&self) -> Vec<WritablePoint> {
+        Vec::new()
+    }
+}
+
+/// A point a target writes, with what the config declares it takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WritablePoint {
+    pub device: DeviceId,
+    pub metric: String,
+    pub kind: WritableKind,
+    /// The reading's unit, where the declaration names one.
+    pub unit: Option<String>,
+}
+
+/// What a writable point takes, in the reading's unit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WritableKind {
+    /// A number from `min` to `max`, in steps of `step`.
+    Number { min: f64, max: f64, step: f64 },
+    /// One of two values (a coil, a register declared with two values).
+    Switch { off: f64, on: f64 },
+    /// Whatever the device accepts: no type or bounds are declared (an
+    /// MQTT device's `writable` metric).
+    Any,
+}
+
+/// A command a gateway component made from a message it received (Home
+/// Assistant's command topics), to run through the same checks, journal
+/// and results as one from the cloud.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    pub command: Command,
+    /// When it arrived: `max_age` counts from here.
+    pub at: tokio::time::Instant,
+    /// Who made it, for the logs (`home_assistant`).
+    pub origin: &'static str,
 }
 
 /// The targets of the running adapters, by adapter name: the command
@@ -182,6 +223,15 @@ impl CommandTargets {
         t.iter()
             .find(|(_, target)| target.serves(device))
             .map(|(_, target)| target.clone())
+    }
+
+    /// Every target's writable points.
+    pub fn writable(&self) -> Vec<WritablePoint> {
+        let targets: Vec<Arc<dyn CommandTarget>> = match self.inner.lock() {
+            Ok(t) => t.iter().map(|(_, target)| target.clone()).collect(),
+            Err(_) => return Vec::new(),
+        };
+        targets.iter().flat_map(|t| t.writable()).collect()
     }
 
     /// Adapter names with a target (for logs).

@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gateway_core::command::{Command, CommandTarget, Refusal, WriteFuture, WriteOutcome};
+use gateway_core::command::{
+    Command, CommandTarget, Refusal, WritableKind, WritablePoint, WriteFuture, WriteOutcome,
+};
 use gateway_core::DeviceId;
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,7 +19,7 @@ use super::devices::ModbusDevice;
 use super::link::Link;
 use super::plan::Read;
 use super::poller::Answer;
-use super::registers::{encode, EncodeError, Encoded, Register};
+use super::registers::{encode, EncodeError, Encoded, Register, Table, ValueType};
 
 /// Writes waiting for the bus: a handful, since each gets its answer
 /// before the next command is taken.
@@ -92,9 +94,83 @@ fn refusal(e: EncodeError) -> Refusal {
     Refusal::new(reason, e.to_string())
 }
 
+/// The raw values a register type holds.
+fn raw_range(ty: ValueType) -> (f64, f64) {
+    match ty {
+        ValueType::U16 => (0.0, f64::from(u16::MAX)),
+        ValueType::I16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
+        ValueType::U32 => (0.0, f64::from(u32::MAX)),
+        ValueType::I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        ValueType::U64 => (0.0, u64::MAX as f64),
+        ValueType::I64 => (i64::MIN as f64, i64::MAX as f64),
+        ValueType::F32 => (f64::from(f32::MIN), f64::from(f32::MAX)),
+        ValueType::F64 => (f64::MIN, f64::MAX),
+    }
+}
+
+/// Home Assistant's smallest `step`.
+const MIN_STEP: f64 = 0.001;
+
+/// What a writable register offers a user interface, in the reading's
+/// unit. A coil, or a register declared with exactly two values (`min` and
+/// `max` one raw step apart, e.g. 0 and 1), is a switch; any other register
+/// a number within its declared bounds, else within what its type holds.
+pub fn point(device: &DeviceId, r: &Register) -> WritablePoint {
+    let kind = if r.table == Table::Coil {
+        WritableKind::Switch {
+            off: r.value_of_bit(false),
+            on: r.value_of_bit(true),
+        }
+    } else {
+        let float = matches!(r.ty, ValueType::F32 | ValueType::F64);
+        let (lo, hi) = raw_range(r.ty);
+        let (a, b) = (lo * r.scale + r.offset, hi * r.scale + r.offset);
+        let finite = |v: f64, fallback: f64| if v.is_finite() { v } else { fallback };
+        let min = r.min.unwrap_or(finite(a.min(b), f64::MIN));
+        let max = r.max.unwrap_or(finite(a.max(b), f64::MAX));
+        // One raw unit of an integer register; an f32 takes fractions of
+        // its scale, and hundredths are finer than a set point needs.
+        let step = if float {
+            r.scale.abs() * 0.01
+        } else {
+            r.scale.abs()
+        };
+        let two_values = !float
+            && r.min.is_some()
+            && r.max.is_some()
+            && ((max - min) - r.scale.abs()).abs() <= 1e-9 * r.scale.abs();
+        if two_values {
+            WritableKind::Switch { off: min, on: max }
+        } else {
+            WritableKind::Number {
+                min,
+                max,
+                step: step.max(MIN_STEP),
+            }
+        }
+    };
+    WritablePoint {
+        device: device.clone(),
+        metric: r.metric.clone(),
+        kind,
+        unit: r.unit.clone(),
+    }
+}
+
 impl CommandTarget for ModbusTarget {
     fn serves(&self, device: &DeviceId) -> bool {
         self.devices.contains_key(device)
+    }
+
+    fn writable(&self) -> Vec<WritablePoint> {
+        let mut points: Vec<WritablePoint> = self
+            .devices
+            .iter()
+            .flat_map(|(id, (_, registers))| registers.iter().map(move |r| point(id, r)))
+            .collect();
+        // A stable order: the announcements are compared run to run.
+        points.sort_by(|a, b| (&a.device, &a.metric).cmp(&(&b.device, &b.metric)));
+        points
     }
 
     fn check(&self, command: &Command) -> Result<(), Refusal> {
@@ -201,4 +277,69 @@ fn failed(answer: Answer, link: &Link, step: &str) -> Option<Written> {
         outcome: WriteOutcome::Failed(Refusal::new(reason, detail)),
         drop_link,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::registers::Order;
+    use super::*;
+
+    fn register(table: Table, ty: ValueType, scale: f64, bounds: Option<(f64, f64)>) -> Register {
+        Register {
+            metric: "setpoint".into(),
+            table,
+            address: 0,
+            ty,
+            order: Order::Abcd,
+            scale,
+            offset: 0.0,
+            unit: Some("°C".into()),
+            writable: true,
+            min: bounds.map(|b| b.0),
+            max: bounds.map(|b| b.1),
+        }
+    }
+
+    #[test]
+    fn numbers_switches_and_their_bounds() {
+        let id = DeviceId::new("ahu-1").unwrap();
+        let p = point(
+            &id,
+            &register(Table::Holding, ValueType::I16, 0.1, Some((15.0, 28.0))),
+        );
+        assert_eq!(p.unit.as_deref(), Some("°C"));
+        let WritableKind::Number { min, max, step } = p.kind.clone() else {
+            panic!("{p:?}")
+        };
+        assert_eq!((min, max), (15.0, 28.0));
+        assert!((step - 0.1).abs() < 1e-12);
+
+        // Undeclared bounds: what the type holds, in the reading's unit.
+        let p = point(&id, &register(Table::Holding, ValueType::U16, 0.5, None));
+        assert_eq!(
+            p.kind,
+            WritableKind::Number {
+                min: 0.0,
+                max: 32767.5,
+                step: 0.5
+            }
+        );
+        let p = point(&id, &register(Table::Holding, ValueType::F32, 1.0, None));
+        assert!(matches!(p.kind, WritableKind::Number { step, .. } if (step - 0.01).abs() < 1e-12));
+
+        let coil = point(&id, &register(Table::Coil, ValueType::U16, 1.0, None));
+        assert_eq!(coil.kind, WritableKind::Switch { off: 0.0, on: 1.0 });
+        let declared = point(
+            &id,
+            &register(Table::Holding, ValueType::U16, 1.0, Some((0.0, 1.0))),
+        );
+        assert_eq!(declared.kind, WritableKind::Switch { off: 0.0, on: 1.0 });
+        // 0..1 in tenths is a number, not a switch.
+        let tenths = point(
+            &id,
+            &register(Table::Holding, ValueType::U16, 0.1, Some((0.0, 1.0))),
+        );
+        assert!(matches!(tenths.kind, WritableKind::Number { .. }));
+    }
 }

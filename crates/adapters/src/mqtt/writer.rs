@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::command::{
-    Command, CommandTarget, CommandValue, Refusal, WriteFuture, WriteOutcome,
+    Command, CommandTarget, CommandValue, Refusal, WritableKind, WritablePoint, WriteFuture,
+    WriteOutcome,
 };
 use gateway_core::DeviceId;
 use mqtt_connect::ConnectionSettings;
@@ -98,6 +99,25 @@ impl MqttTarget {
 impl CommandTarget for MqttTarget {
     fn serves(&self, device: &DeviceId) -> bool {
         self.devices.contains_key(device)
+    }
+
+    /// `writable = [...]` names metrics only: what each takes (`"ON"`, a
+    /// brightness of 0..254) is the firmware's, so they are `Any`.
+    fn writable(&self) -> Vec<WritablePoint> {
+        let mut points: Vec<WritablePoint> = self
+            .devices
+            .iter()
+            .flat_map(|(id, metrics)| {
+                metrics.iter().map(move |m| WritablePoint {
+                    device: id.clone(),
+                    metric: m.clone(),
+                    kind: WritableKind::Any,
+                    unit: None,
+                })
+            })
+            .collect();
+        points.sort_by(|a, b| (&a.device, &a.metric).cmp(&(&b.device, &b.metric)));
+        points
     }
 
     fn check(&self, command: &Command) -> Result<(), Refusal> {
@@ -224,4 +244,25 @@ pub async fn run(
     }
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writable_metrics_are_offered_without_a_type() {
+        let writable = vec![(
+            "lamp-1".to_string(),
+            vec!["state".to_string(), "brightness".to_string()],
+        )];
+        let (target, _jobs) = MqttTarget::new(Some("z2m/{device}/set"), &writable).unwrap();
+        let points = target.writable();
+        let names: Vec<&str> = points.iter().map(|p| p.metric.as_str()).collect();
+        assert_eq!(names, ["brightness", "state"]);
+        assert!(points.iter().all(|p| p.kind == WritableKind::Any
+            && p.device.as_str() == "lamp-1"
+            && p.unit.is_none()));
+    }
 }

@@ -24,7 +24,7 @@ const READ: &str = include_str!("../data/modbus_read.py");
 
 /// Reads `count` values of `table` at `address` from the peer with
 /// pymodbus's client.
-fn read_back(port: u16, unit: u8, table: &str, address: u16, count: u16) -> Vec<u16> {
+pub(crate) fn read_back(port: u16, unit: u8, table: &str, address: u16, count: u16) -> Vec<u16> {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("read.py");
     std::fs::write(&script, READ).unwrap();
@@ -131,7 +131,7 @@ async fn command(cloud: u16, results: &mut Subscriber, device: &str, body: Value
     m.json()
 }
 
-fn start_peer(port: u16) -> PythonPeer {
+pub(crate) fn start_peer(port: u16) -> PythonPeer {
     let layout = json!({ "units": { "1": {
         "holding": { "0": [200, 215, 0, 0] },
         "coil": { "0": [0, 0] },

@@ -17,6 +17,7 @@ mod dashboard_hourly;
 mod fleet_cluster;
 mod home_assistant;
 mod home_assistant_abuse;
+mod home_assistant_commands;
 mod influxdb_end_to_end;
 mod metrics;
 mod upstream_tls;

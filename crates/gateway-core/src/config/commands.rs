@@ -10,13 +10,15 @@ use super::values::duration;
 
 /// `[commands]`: whether the gateway takes commands from the upstream
 /// (cloud) broker on `{prefix}/{device}/command`, and how old and how
-/// frequent they may be. What may be written is declared per device
-/// (`writable`), nowhere else.
+/// frequent they may be (also for Home Assistant's, when
+/// `[home_assistant] commands = true`). What may be written is declared
+/// per device (`writable`), nowhere else.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommandsConfig {
-    /// Subscribe to the command topics at all; `false` (the default)
-    /// writes to no device whatever arrives.
+    /// Subscribe to the command topics on the cloud broker; `false` (the
+    /// default) writes to no device whatever arrives there. Home
+    /// Assistant's commands have their own switch.
     pub enabled: bool,
     /// A command older than this, by its `ts` or by when it arrived, is
     /// not executed (`expired`): after an outage nobody wants yesterday's
@@ -42,12 +44,13 @@ impl Default for CommandsConfig {
 }
 
 impl CommandsConfig {
-    /// Key checks, recorded under `commands`.
-    pub fn validate(&self, upstream_enabled: bool, problems: &mut Problems) {
-        if !self.enabled {
+    /// Key checks, recorded under `commands`. `home_assistant`: Home
+    /// Assistant's commands are on, and run under these limits too.
+    pub fn validate(&self, upstream_enabled: bool, home_assistant: bool, problems: &mut Problems) {
+        if !self.enabled && !home_assistant {
             return;
         }
-        if !upstream_enabled {
+        if self.enabled && !upstream_enabled {
             problems.push(
                 "commands.enabled",
                 "commands come from the upstream (cloud) broker: enable [upstream], or set enabled = false",
@@ -85,7 +88,8 @@ pub fn template() -> String {
 # (done, refused, failed or expired, with a reason) and runs at most once
 # per id (journaled in {{state_dir}}/commands). Whoever holds the upstream
 # broker's credentials can write to the declared points: see
-# docs/commands.md for the broker ACL.
+# docs/commands.md for the broker ACL. Home Assistant's commands have their
+# own switch ([home_assistant] commands) and the limits below.
 enabled = {enabled}
 # A command older than this (by its ts, or by when it arrived) is expired,
 # not executed.

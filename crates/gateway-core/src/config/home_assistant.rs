@@ -72,6 +72,11 @@ pub struct HomeAssistantConfig {
     /// `aggregation.max_series` bounds the windows. `[[device]]` devices
     /// always appear; forgotten devices make room.
     pub max_entities: usize,
+    /// Announce writable points as `number` and `switch` entities and
+    /// execute what Home Assistant publishes on their command topics
+    /// (under `[commands]`' `max_age`, `rate` and journal). `false` (the
+    /// default) subscribes to nothing and writes nothing from this broker.
+    pub commands: bool,
 }
 
 impl Default for HomeAssistantConfig {
@@ -86,6 +91,7 @@ impl Default for HomeAssistantConfig {
             announce_interval: Duration::from_secs(60),
             forget_after: Duration::from_secs(7 * 86_400),
             max_entities: 5000,
+            commands: false,
         }
     }
 }
@@ -187,6 +193,15 @@ forget_after = "{forget_after}"
 # [[device]]; more are refused and counted in
 # edge_gateway_home_assistant_refused_total.
 max_entities = {max_entities}
+# Let Home Assistant write: points declared writable (Modbus registers
+# with writable = true) appear as number entities (min/max/step/unit from
+# the declaration) and 0/1 points (coils, registers declared min = 0,
+# max = 1) as switches; what Home Assistant publishes on their command
+# topics ({{state_prefix}}/<device>/<metric>/set) is executed like a command
+# from the cloud ([commands] max_age, rate, journal; one result each).
+# Whoever may publish on this broker can then write those points: see
+# docs/commands.md for its ACL. false subscribes to nothing.
+commands = {commands}
 "#,
         enabled = h.enabled,
         broker = h.broker.url,
@@ -197,6 +212,7 @@ max_entities = {max_entities}
         announce_interval = humantime::format_duration(h.announce_interval),
         forget_after = humantime::format_duration(h.forget_after),
         max_entities = h.max_entities,
+        commands = h.commands,
     );
     out
 }

@@ -239,7 +239,10 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
         let commands =
             load::section::<CommandsConfig>(table("commands"), "commands", &mut problems);
         if let (Some(c), Some(u)) = (&commands, &upstream) {
-            c.validate(u.enabled, &mut problems);
+            let ha_commands = home_assistant
+                .as_ref()
+                .is_some_and(|h| h.enabled && h.commands);
+            c.validate(u.enabled, ha_commands, &mut problems);
         }
         // `units` is the same key on every kind: taken out here, so no
         // adapter kind has to know it.
@@ -375,6 +378,17 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
     pub fn units(&self, sources: crate::component::Sources) -> crate::units::Units {
         crate::units::Units::new(self.units.clone())
             .with_adapters(self.adapter_units.clone(), sources)
+    }
+
+    /// Home Assistant's controls are on: its command topics are taken.
+    pub fn home_assistant_commands(&self) -> bool {
+        self.home_assistant.enabled && self.home_assistant.commands
+    }
+
+    /// Commands run at all: from the cloud broker (which needs the
+    /// upstream) or from Home Assistant's.
+    pub fn commands_run(&self) -> bool {
+        (self.commands.enabled && self.upstream.enabled) || self.home_assistant_commands()
     }
 
     /// The upstream topic prefix with `{site}` and `{gateway}` filled in.

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::announced::{self, Announced, EntityKey};
+use super::commands::{next_writable, Controls};
 use super::discovery::{Component, Topics};
 use super::lifecycle::{Devices, Rediscovery};
 use super::{
@@ -67,7 +68,9 @@ pub(super) struct Announcer {
     births: Counter,
     rediscovery: Rediscovery,
     pub(super) devices: Devices,
-    clock: Arc<dyn Clock>,
+    pub(super) clock: Arc<dyn Clock>,
+    /// `commands = true`: the controls and where their commands go.
+    pub(super) controls: Option<Controls>,
     /// When this run began: devices with no time on record count from it.
     started_ms: i64,
 }
@@ -77,6 +80,7 @@ impl Announcer {
         let t = &setup.telemetry;
         let kind = |k: &str| t.counter(HA_PUBLISHED, &[("kind", k)]);
         let started_ms = setup.clock.now().as_millis();
+        let controls = setup.commands.map(|c| Controls::new(c, t));
         Self {
             topics,
             expire_after: setup.config.expire_after.as_secs(),
@@ -113,6 +117,7 @@ impl Announcer {
             rediscovery: Rediscovery::new(setup.config.announce_interval),
             devices: Devices::new(setup.config.forget_after, setup.config.max_entities),
             clock: setup.clock,
+            controls,
             started_ms,
         }
     }
@@ -138,7 +143,10 @@ impl Announcer {
         for (key, mut a) in loaded.entities {
             previous.extend(self.retained_before(&key, &a));
             let registered = self.info(&key.device).is_some();
-            if a.registered && !registered {
+            // Controls announced while `commands` was on: cleared below
+            // with what else is retained where no entity is now.
+            let unwanted = key.component.is_control() && self.controls.is_none();
+            if (a.registered && !registered) || unwanted {
                 removed += 1;
                 continue;
             }
@@ -230,7 +238,12 @@ impl Announcer {
 
     /// Makes an entity known; a new one is due for announcing. `None`: a
     /// device not in the registry, with `max_entities` reached.
-    fn know(&mut self, component: Component, device: &str, key: &str) -> Option<EntityKey> {
+    pub(super) fn know(
+        &mut self,
+        component: Component,
+        device: &str,
+        key: &str,
+    ) -> Option<EntityKey> {
         let k = EntityKey {
             component,
             device: device.to_string(),
@@ -312,6 +325,7 @@ impl Announcer {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut writable = self.controls.as_mut().and_then(|c| c.writable.take());
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -320,6 +334,10 @@ impl Announcer {
                 },
                 Some(n) = net.recv() => self.net(n),
                 _ = tick.tick() => self.tick(),
+                points = next_writable(&mut writable) => match points {
+                    Some(points) => self.set_writable(points),
+                    None => writable = None,
+                },
             }
         }
         self.stop().await;
@@ -360,7 +378,8 @@ impl Announcer {
             }
             SinkEvent::Alert(a) => self.alert(&a),
             SinkEvent::Status(s) => self.device_online(s.device.as_str(), s.online),
-            // Command results go to the cloud broker that sent the command.
+            // Command results go to the cloud broker and the dashboard; a
+            // control shows the point's next reading.
             SinkEvent::Readings(_)
             | SinkEvent::Window(_)
             | SinkEvent::JournalEpoch(_)
@@ -409,10 +428,17 @@ impl Announcer {
         match n {
             Net::Connected => {
                 self.connected = true;
-                if self
-                    .client
-                    .try_subscribe(self.topics.ha_status(), QoS::AtLeastOnce)
-                    .is_err()
+                // Subscribed on every connect: the session is not kept.
+                let commands = self.controls.is_some()
+                    && self
+                        .client
+                        .try_subscribe(self.topics.commands_filter(), QoS::AtLeastOnce)
+                        .is_err();
+                if commands
+                    || self
+                        .client
+                        .try_subscribe(self.topics.ha_status(), QoS::AtLeastOnce)
+                        .is_err()
                     || self
                         .client
                         .try_publish(self.topics.status(), QoS::AtLeastOnce, true, "online")
@@ -433,6 +459,7 @@ impl Announcer {
                 }
             }
             Net::HaOnline(false) => {}
+            Net::Set(p) => self.command(&p),
         }
     }
 

@@ -12,13 +12,17 @@ use serde_json::{json, Map, Value};
 
 use super::ids::Ids;
 
-/// The two kinds of entity the gateway announces.
+/// The kinds of entity the gateway announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Component {
     /// A device's metric.
     Sensor,
     /// An alert rule on a device (`device_class: problem`).
     BinarySensor,
+    /// A writable number (`[home_assistant] commands`).
+    Number,
+    /// A writable 0/1 point (`[home_assistant] commands`).
+    Switch,
 }
 
 impl Component {
@@ -26,6 +30,8 @@ impl Component {
         match self {
             Self::Sensor => "sensor",
             Self::BinarySensor => "binary_sensor",
+            Self::Number => "number",
+            Self::Switch => "switch",
         }
     }
 
@@ -33,8 +39,15 @@ impl Component {
         match s {
             "sensor" => Some(Self::Sensor),
             "binary_sensor" => Some(Self::BinarySensor),
+            "number" => Some(Self::Number),
+            "switch" => Some(Self::Switch),
             _ => None,
         }
+    }
+
+    /// A control Home Assistant writes through (a command topic).
+    pub fn is_control(self) -> bool {
+        matches!(self, Self::Number | Self::Switch)
     }
 }
 
@@ -111,7 +124,7 @@ pub fn classify(metric: &str, info: &MetricInfo) -> Class {
 }
 
 /// `battery_v` → `Battery v`: the entity's name beside the device's.
-fn title(metric: &str) -> String {
+pub(super) fn title(metric: &str) -> String {
     let spaced = metric.replace(['_', '-', '.'], " ");
     let mut chars = spaced.chars();
     match chars.next() {
@@ -160,8 +173,10 @@ impl Topics {
     }
 
     pub fn object_id(&self, component: Component, device: &str, key: &str) -> String {
+        // A control has its metric's object id: Home Assistant keys
+        // unique ids per platform, and its entity id differs by domain.
         let sep = match component {
-            Component::Sensor => "_",
+            Component::Sensor | Component::Number | Component::Switch => "_",
             Component::BinarySensor => "_alert_",
         };
         format!("{}_{}", self.gateway, self.ids.object_id(device, sep, key))
@@ -182,9 +197,27 @@ impl Topics {
     pub fn state_of(&self, component: Component, device: &str, key: &str) -> String {
         let (device, key) = (self.ids.device_level(device), Ids::key_level(key));
         match component {
-            Component::Sensor => format!("{}/{device}/{key}", self.state),
+            // A control shows its metric's state.
+            Component::Sensor | Component::Number | Component::Switch => {
+                format!("{}/{device}/{key}", self.state)
+            }
             Component::BinarySensor => format!("{}/{device}/alert/{key}", self.state),
         }
+    }
+
+    /// Where Home Assistant publishes what a control is set to.
+    pub fn command_of(&self, device: &str, key: &str) -> String {
+        format!(
+            "{}/{}/{}/set",
+            self.state,
+            self.ids.device_level(device),
+            Ids::key_level(key)
+        )
+    }
+
+    /// The subscription that takes every control's command topic.
+    pub fn commands_filter(&self) -> String {
+        format!("{}/+/+/set", self.state)
     }
 
     /// The topics this gateway used for an entity before ids were made
@@ -192,7 +225,7 @@ impl Topics {
     pub fn legacy(&self, component: Component, device: &str, key: &str) -> [String; 3] {
         let (d, k) = (slug(device), slug(key));
         let (object_id, state) = match component {
-            Component::Sensor => (
+            Component::Sensor | Component::Number | Component::Switch => (
                 format!("{}_{d}_{k}", self.gateway),
                 format!("{}/{d}/{k}", self.state),
             ),
@@ -230,7 +263,7 @@ pub struct Common<'a> {
     pub sw_version: &'a str,
 }
 
-fn base(
+pub(super) fn base(
     common: &Common<'_>,
     component: Component,
     device: &DeviceBlock<'_>,

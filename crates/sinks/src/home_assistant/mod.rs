@@ -7,8 +7,11 @@
 //!   unchanged config again and can clear a removed device's;
 //! - `lifecycle`: how often everything is sent again, which devices are
 //!   forgotten, how many entities are admitted (pure);
+//! - `controls`: the `number` and `switch` entities of writable points,
+//!   and what a message on their command topics becomes (pure);
 //! - `announcer`: the task's state and what each event does to it;
-//!   `publish`: what it hands the broker;
+//!   `publish`: what it hands the broker; `commands`: the writable points
+//!   and the messages on their command topics;
 //! - this file: starting the task and driving its connection.
 //!
 //! Home Assistant is told, never waited for: nothing here can hold up the
@@ -22,9 +25,16 @@
 //! Home Assistant's broker, the gateway's answer is bounded: one full
 //! announcement per `announce_interval`, `max_entities` for devices not
 //! in `[[device]]`, and those not heard for `forget_after` are cleared.
+//!
+//! With `commands = true` it also listens: a message on a control's
+//! command topic becomes a [`CommandRequest`] for the command runner
+//! (the `commands` crate), which checks, journals and writes it like a
+//! command from the cloud. Without it nothing is subscribed there.
 
 mod announced;
 mod announcer;
+mod commands;
+pub mod controls;
 pub mod discovery;
 pub mod ids;
 mod lifecycle;
@@ -34,15 +44,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
+use gateway_core::command::{CommandRequest, WritablePoint};
 use gateway_core::component::Sources;
 use gateway_core::config::HomeAssistantConfig;
 use gateway_core::event::SinkEvent;
-use gateway_core::telemetry::{Gauge, LogThrottle};
+use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
 use gateway_core::units::Units;
 use gateway_core::{DeviceRegistry, Telemetry};
 use mqtt_connect::{ConnectionSettings, SetupError};
 use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -85,6 +96,21 @@ pub const HA_CONNECTED: &str = "edge_gateway_home_assistant_connected";
 pub const HA_BIRTHS: &str = "edge_gateway_home_assistant_births_total";
 /// Entities not announced because `max_entities` was reached.
 pub const HA_REFUSED: &str = "edge_gateway_home_assistant_refused_total";
+/// Messages on the command topics, by `outcome`: `queued` (handed to the
+/// command runner, which counts its results in
+/// `edge_gateway_commands_total`), `dropped` (too many waiting),
+/// `unknown` (no control has that topic), `retained` (ignored: a
+/// retained command would run again at every reconnect).
+pub const HA_COMMANDS: &str = "edge_gateway_home_assistant_commands_total";
+
+/// What `commands = true` needs from the gateway.
+pub struct HaCommands {
+    /// The adapters' writable points: `None` until the adapters are
+    /// started, then again after each reload.
+    pub writable: watch::Receiver<Option<Vec<WritablePoint>>>,
+    /// Where a command Home Assistant sent goes to be run.
+    pub requests: mpsc::Sender<CommandRequest>,
+}
 
 /// What the task needs to know.
 pub struct HaSetup {
@@ -100,6 +126,9 @@ pub struct HaSetup {
     pub sw_version: String,
     /// Wall-clock time, for when devices were last heard.
     pub clock: std::sync::Arc<dyn gateway_core::Clock>,
+    /// `Some` with `commands = true`: controls are announced and their
+    /// command topics subscribed.
+    pub commands: Option<HaCommands>,
 }
 
 /// Starts the task; it ends once the sender is dropped, after telling the
@@ -122,9 +151,18 @@ pub fn start(setup: HaSetup) -> Result<(JoinHandle<()>, mpsc::Sender<SinkEvent>)
     let options = settings.mqtt_options(Some(will))?;
     let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
     let (net_tx, net_rx) = mpsc::channel(16);
+    let listen = Listen {
+        ha_status: topics.ha_status(),
+        commands: setup.commands.is_some().then(|| {
+            let dropped = setup
+                .telemetry
+                .counter(HA_COMMANDS, &[("outcome", "dropped")]);
+            (format!("{}/", topics.state), dropped)
+        }),
+    };
     let poller = tokio::spawn(poll(
         eventloop,
-        topics.ha_status(),
+        listen,
         setup.config.broker.max_backoff,
         net_tx,
         setup.telemetry.gauge(HA_CONNECTED, &[]),
@@ -150,12 +188,30 @@ enum Net {
     Disconnected,
     /// Home Assistant's birth (`true`) or last will on its status topic.
     HaOnline(bool),
+    /// A message on a command topic.
+    Set(rumqttc::Publish),
+}
+
+/// What the connection passes on to the task.
+struct Listen {
+    ha_status: String,
+    /// With `commands = true`: `{state_prefix}/` (its `…/set` topics are
+    /// commands), and the count of those dropped because the task is behind.
+    commands: Option<(String, Counter)>,
+}
+
+impl Listen {
+    /// The dropped count when `topic` is a command topic.
+    fn command(&self, topic: &str) -> Option<&Counter> {
+        let (prefix, dropped) = self.commands.as_ref()?;
+        (topic.starts_with(prefix.as_str()) && topic.ends_with("/set")).then_some(dropped)
+    }
 }
 
 /// Drives the MQTT connection (rumqttc sends nothing unless polled).
 async fn poll(
     mut eventloop: rumqttc::EventLoop,
-    ha_status: String,
+    listen: Listen,
     max_backoff: Duration,
     net: mpsc::Sender<Net>,
     connected: Gauge,
@@ -170,11 +226,28 @@ async fn poll(
                 info!("Home Assistant: connected to the broker.");
                 let _ = net.send(Net::Connected).await;
             }
-            // A retained birth is an old one, not Home Assistant starting
-            // now: answering it would resend every config at each connect.
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ha_status && !p.retain => {
-                let online = p.payload.as_ref() == b"online";
-                let _ = net.send(Net::HaOnline(online)).await;
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if p.topic == listen.ha_status {
+                    // A retained birth is an old one, not Home Assistant
+                    // starting now: answering it would resend every config
+                    // at each connect.
+                    if !p.retain {
+                        let online = p.payload.as_ref() == b"online";
+                        let _ = net.send(Net::HaOnline(online)).await;
+                    }
+                } else if let Some(dropped) = listen.command(&p.topic) {
+                    // Never waited for: a flood on Home Assistant's broker
+                    // must not stop this loop keeping the connection alive.
+                    if net.try_send(Net::Set(p)).is_err() {
+                        dropped.inc();
+                        if let Some(suppressed) = log.allow("commands") {
+                            warn!(
+                                suppressed,
+                                "Home Assistant: dropping a command, too many are waiting."
+                            );
+                        }
+                    }
+                }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 connected.set(0.0);

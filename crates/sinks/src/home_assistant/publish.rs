@@ -6,6 +6,7 @@ use tracing::warn;
 
 use super::announced::{self, EntityKey};
 use super::announcer::Announcer;
+use super::controls;
 use super::discovery::{self, Common, Component, DeviceBlock};
 use super::CONFIGS_PER_TICK;
 
@@ -18,7 +19,7 @@ impl Announcer {
         // Alert states are states of affairs: retained, so a restarted
         // Home Assistant reads them at once. Sensor values go stale.
         let (qos, retain) = match key.component {
-            Component::Sensor => (QoS::AtMostOnce, false),
+            Component::Sensor | Component::Number | Component::Switch => (QoS::AtMostOnce, false),
             Component::BinarySensor => (QoS::AtLeastOnce, true),
         };
         match self.client.try_publish(topic, qos, retain, payload) {
@@ -161,6 +162,17 @@ impl Announcer {
                 discovery::sensor_config(&common, &device, &key.key, &metric)
             }
             Component::BinarySensor => discovery::alert_config(&common, &device, &key.key),
+            // Known only once the adapters said what is writable.
+            Component::Number | Component::Switch => {
+                let point = self.controls.as_ref()?.points.get(key)?;
+                let source = self
+                    .source_of
+                    .get(&key.device)
+                    .copied()
+                    .unwrap_or(gateway_core::SourceId::UNKNOWN);
+                let metric = self.units.of(info.map(|i| &i.units), source, &key.key);
+                controls::control_config(&common, &device, point, &metric)?
+            }
         };
         let topic = self.topics.config(key.component, &key.device, &key.key);
         Some((topic, config.to_string()))

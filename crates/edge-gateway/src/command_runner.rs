@@ -1,0 +1,90 @@
+//! Starting the command runner (the `commands` crate): which ways in are
+//! open (the cloud broker with `[commands] enabled`, Home Assistant's with
+//! `[home_assistant] commands`) and where results go. Without either it
+//! is not started, and no adapter opens a write side.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gateway_core::command::{CommandRequest, CommandTargets};
+use gateway_core::event::SinkEvent;
+use gateway_core::{Clock, Telemetry};
+use mqtt_connect::ConnectionSettings;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::settings::GatewayConfig;
+
+/// The running command runner and its stop.
+pub type Runner = (CancellationToken, JoinHandle<()>);
+
+/// The channel Home Assistant's controls hand their commands to, when
+/// they are on.
+pub fn requests(
+    config: &GatewayConfig,
+) -> (
+    Option<mpsc::Sender<CommandRequest>>,
+    Option<mpsc::Receiver<CommandRequest>>,
+) {
+    if config.home_assistant_commands() {
+        let (tx, rx) = mpsc::channel(commands::REQUEST_QUEUE);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    }
+}
+
+/// What the runner is started with.
+pub struct Ways {
+    /// The upstream's connection, when there is one.
+    pub upstream: Option<ConnectionSettings>,
+    /// Home Assistant's requests, when its controls are on.
+    pub requests: Option<mpsc::Receiver<CommandRequest>>,
+    pub targets: CommandTargets,
+    /// The upstream's urgent lane and the dashboard's events.
+    pub results: Vec<mpsc::Sender<SinkEvent>>,
+}
+
+/// Starts the runner when a way in is open.
+///
+/// # Errors
+/// The upstream connection cannot be configured.
+pub fn start(
+    config: &GatewayConfig,
+    ways: Ways,
+    clock: Arc<dyn Clock>,
+    telemetry: Telemetry,
+) -> anyhow::Result<Option<Runner>> {
+    // The cloud's commands need the upstream (validation says so).
+    let cloud = ways.upstream.filter(|_| config.commands.enabled);
+    if cloud.is_none() && ways.requests.is_none() {
+        return Ok(None);
+    }
+    let from_cloud = cloud.is_some();
+    let stop = CancellationToken::new();
+    let task = commands::start(
+        commands::CommandsSetup {
+            config: config.commands.clone(),
+            upstream: cloud,
+            requests: ways.requests,
+            max_backoff: config.upstream.broker.max_backoff,
+            topic_prefix: config.topic_prefix(),
+            state_dir: config.gateway.state_dir.clone(),
+            targets: ways.targets,
+            clock,
+            telemetry,
+            results: ways.results,
+        },
+        stop.clone(),
+    )
+    .context("commands: upstream connection")?;
+    if from_cloud {
+        info!("Taking commands from the upstream broker.");
+    }
+    if config.home_assistant_commands() {
+        info!("Taking commands from Home Assistant's broker.");
+    }
+    Ok(Some((stop, task)))
+}
