@@ -30,6 +30,9 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 # The dashboard's browser test drives a real headless Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# tests/durability/clock_ahead_restart.rs: the gateway restarted with its
+# clock 40 days ahead, through libfaketime's LD_PRELOAD.
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing test peers: ${missing[*]}"
   sudo=""

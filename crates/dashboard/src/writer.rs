@@ -12,11 +12,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway_core::clock::retention::RETENTION_DEFERRED;
+use gateway_core::clock::RetentionClock;
 use gateway_core::event::OutputLink;
 use gateway_core::event::SinkEvent;
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{Clock, Telemetry};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::history::{Batch, History};
 use super::live::Live;
@@ -34,7 +36,8 @@ pub const HISTORY_ERRORS: &str = "edge_gateway_history_errors_total";
 /// Rows waiting in memory while the disk refuses; beyond this the oldest
 /// are dropped (and counted) rather than growing without bound.
 const MAX_PENDING_ROWS: usize = 200_000;
-/// How often retention and `max_bytes` are enforced.
+/// How often retention and `max_bytes` are enforced (the first time at
+/// start, by space only: see `gateway_core::clock::retention`).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The writer's settings.
@@ -62,6 +65,7 @@ struct Counters {
     write_errors: Counter,
     dropped: Counter,
     unsaved_at_checkpoint: Counter,
+    retention_deferred: Counter,
 }
 
 /// Runs until the link's messages close, then commits what is left.
@@ -82,6 +86,7 @@ pub async fn run(
         dropped: telemetry.counter(HISTORY_ERRORS, &[("error_type", "dropped_full")]),
         unsaved_at_checkpoint: telemetry
             .counter(HISTORY_ERRORS, &[("error_type", "unsaved_at_checkpoint")]),
+        retention_deferred: telemetry.counter(RETENTION_DEFERRED, &[("store", "history")]),
     };
     let throttle = LogThrottle::default();
     let mut seq = match &store {
@@ -92,6 +97,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(settings.write_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut retention = RetentionClock::default();
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flush = link.flush.take();
     loop {
@@ -150,16 +156,30 @@ pub async fn run(
             }
             _ = prune.tick() => {
                 if let Some(s) = store.clone() {
-                    let cutoff = clock.now().as_millis()
-                        - i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX / 2);
+                    // Deleting by age trusts only a clock that has been
+                    // stable; space is not time, so `max_bytes` applies
+                    // regardless.
+                    let cutoff = retention.cutoff(
+                        clock.now(),
+                        tokio::time::Instant::now(),
+                        s.newest_hour_ms(),
+                        settings.retention,
+                    );
                     let max = settings.max_bytes;
-                    match tokio::task::spawn_blocking(move || s.prune(cutoff, max)).await {
+                    let by_age = cutoff.unwrap_or(i64::MIN);
+                    match tokio::task::spawn_blocking(move || s.prune(by_age, max)).await {
                         Ok(Ok(p)) => {
                             c.pruned.add(p.windows);
                             c.bytes.add(p.bytes_written);
                         }
                         Ok(Err(e)) => warn!(error = %e, "Cannot prune the dashboard history."),
                         Err(e) => warn!(error = %e, "History prune task failed."),
+                    }
+                    if cutoff.is_none() {
+                        c.retention_deferred.inc();
+                        if let Some(suppressed) = throttle.allow("retention") {
+                            info!(suppressed, "History: the wall clock has not been stable for an hour in this run; pruned by space only, not by age.");
+                        }
                     }
                 }
             }
@@ -253,5 +273,118 @@ async fn commit(
             warn!(error = %e, "History write task failed.");
             false
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::history::{Aggregate, WindowRow, HOUR_MS};
+    use gateway_core::clock::EARLIEST_PLAUSIBLE_MS;
+    use gateway_core::{Timestamp, TokioClock};
+    use tokio::sync::mpsc;
+
+    const MIN: i64 = 60_000;
+    const DAY: i64 = 24 * HOUR_MS;
+
+    fn window(start: i64) -> WindowRow {
+        WindowRow {
+            device: "fridge".into(),
+            metric: "t".into(),
+            agg: Aggregate {
+                start,
+                end: start + 10 * MIN,
+                count: 1,
+                avg: 4.0,
+                min: 4.0,
+                max: 4.0,
+                std: 0.0,
+            },
+        }
+    }
+
+    fn starts(h: &History) -> Vec<i64> {
+        h.series("fridge", "t", 0, i64::MAX, 0)
+            .unwrap()
+            .iter()
+            .map(|a| a.start)
+            .collect()
+    }
+
+    /// Steps virtual time until `done` (the writer's blocking prune runs
+    /// meanwhile; tokio does not advance a paused clock past it).
+    async fn until(t: &Telemetry, done: impl Fn(&Telemetry) -> bool) {
+        for _ in 0..3 * 3600 {
+            if done(t) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        panic!("not within three hours");
+    }
+
+    /// A restart with the clock 40 days ahead (retention 30 days) keeps
+    /// every window of the last hour; once the clock has stayed there
+    /// longer than the settling time, what is truly old goes, and the
+    /// newest hour still stays.
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_forty_days_ahead_prunes_nothing_until_the_clock_has_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(History::open(dir.path()).unwrap());
+        let hour = (EARLIEST_PLAUSIBLE_MS / HOUR_MS + 24 * 10) * HOUR_MS;
+        let recent: Vec<i64> = (0..6).map(|i| hour + (5 + 10 * i) * MIN).collect();
+        let old = hour - 35 * DAY;
+        let mut rows: Vec<WindowRow> = recent.iter().map(|&s| window(s)).collect();
+        rows.push(window(old));
+        store
+            .write(
+                &Batch {
+                    windows: rows,
+                    alerts: vec![],
+                },
+                0,
+            )
+            .unwrap();
+        let mut all = vec![old];
+        all.extend(&recent);
+        assert_eq!(starts(&store), all);
+
+        let telemetry = Telemetry::default();
+        let clock =
+            TokioClock::starting_at(Timestamp::from_millis(hour + HOUR_MS + 40 * DAY).unwrap());
+        let (tx, rx) = mpsc::channel(8);
+        let writer = tokio::spawn(run(
+            Some(store.clone()),
+            Live::new(10 * MIN),
+            OutputLink {
+                messages: rx,
+                urgent: None,
+                flush: None,
+            },
+            WriterSettings {
+                write_interval: Duration::from_secs(1),
+                provenance: None,
+                describe: None,
+                retention: Duration::from_secs(30 * 24 * 3600),
+                max_bytes: u64::MAX,
+            },
+            Arc::new(clock),
+            telemetry.clone(),
+        ));
+        let deferred = |t: &Telemetry| {
+            t.counter_value(RETENTION_DEFERRED, &[("store", "history")])
+                .unwrap_or(0)
+        };
+        until(&telemetry, |t| deferred(t) == 1).await;
+        assert_eq!(starts(&store), all, "the prune at start deleted windows");
+        assert_eq!(telemetry.counter_total(HISTORY_PRUNED), 0);
+
+        until(&telemetry, |t| t.counter_total(HISTORY_PRUNED) > 0).await;
+        assert_eq!(deferred(&telemetry), 1, "believed after one interval");
+        assert_eq!(telemetry.counter_total(HISTORY_PRUNED), 1);
+        assert_eq!(starts(&store), recent, "the newest hour stays");
+        drop(tx);
+        writer.await.unwrap();
     }
 }

@@ -46,8 +46,9 @@ pub const CLOCK_STEPS: &str = "edge_gateway_clock_steps_total";
 pub const MAX_HELD_READINGS: usize = 10_000;
 
 /// A difference between wall and monotonic time beyond this, from one
-/// look to the next, is a step (NTP slews smaller errors).
-pub const STEP: Duration = Duration::from_secs(60);
+/// look to the next, is a step (NTP slews smaller errors); the same
+/// threshold retention judges the clock's stability by.
+pub const STEP: Duration = gateway_core::clock::retention::STEP;
 
 struct Held {
     at: Instant,

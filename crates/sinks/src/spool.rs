@@ -7,10 +7,13 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
 
+use gateway_core::clock::retention::{prune_now, RETENTION_DEFERRED};
+use gateway_core::clock::RetentionClock;
 use gateway_core::config::FullPolicy;
 use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
-use gateway_core::{OutboundMessage, Telemetry, Timestamp};
+use gateway_core::{Clock, OutboundMessage, SystemClock, Telemetry};
 use tracing::{debug, error, info, warn};
 
 use crate::outbox::{Appended, Outbox, OutboxError, OutboxSettings};
@@ -33,6 +36,7 @@ struct Metrics {
     waiting: Gauge,
     bytes: Gauge,
     oldest_age: Gauge,
+    retention_deferred: Counter,
 }
 
 impl Metrics {
@@ -52,6 +56,11 @@ impl Metrics {
             waiting: t.gauge(OUTBOX_MESSAGES, labels),
             bytes: t.gauge(OUTBOX_BYTES, labels),
             oldest_age: t.gauge(OUTBOX_OLDEST_AGE, labels),
+            retention_deferred: {
+                let mut l = labels.to_vec();
+                l.push(("store", "outbox"));
+                t.counter(RETENTION_DEFERRED, &l)
+            },
         }
     }
 }
@@ -71,6 +80,9 @@ pub struct Spool {
     settings: SpoolSettings,
     m: Metrics,
     log: LogThrottle,
+    /// Stamps stored messages and says when they are older than `max_age`.
+    clock: Arc<dyn Clock>,
+    retention: RetentionClock,
 }
 
 impl Spool {
@@ -112,7 +124,16 @@ impl Spool {
             settings,
             m,
             log: LogThrottle::default(),
+            clock: Arc::new(SystemClock),
+            retention: RetentionClock::default(),
         })
+    }
+
+    /// The wall clock to stamp and expire by (tests: tokio's paused one).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn outbox(&self) -> &Outbox {
@@ -158,7 +179,7 @@ impl Spool {
         let was_held = self.held.len();
         self.held.extend(batch);
         let pending: Vec<OutboundMessage> = self.held.drain(..).collect();
-        match self.outbox.append(pending, Timestamp::now().as_millis()) {
+        match self.outbox.append(pending, self.clock.now().as_millis()) {
             Ok(a) => {
                 self.appended(&a);
                 if a.seqs.len() == was_held + n {
@@ -184,13 +205,31 @@ impl Spool {
         if !self.held.is_empty() {
             self.store(Vec::new());
         }
-        let now_ms = Timestamp::now().as_millis();
-        if tick.is_multiple_of(10) {
-            match self.outbox.expire(now_ms) {
-                Ok(n) => self.m.expired.add(n),
-                Err(e) => {
-                    self.m.storage_errors.inc();
-                    warn!(error = %e, "Outbox: cannot expire old messages.");
+        let wall = self.clock.now();
+        let now_ms = wall.as_millis();
+        // Every tick, so that a step between two expiries is seen.
+        let stable = self.retention.observe(wall, tokio::time::Instant::now());
+        if let Some(max_age) = self
+            .settings
+            .outbox
+            .max_age
+            .filter(|_| tick.is_multiple_of(10))
+        {
+            // Expiring trusts only a clock that has been stable, and never
+            // more than `max_age` past the newest message.
+            match prune_now(stable, self.outbox.newest_created_ms(), max_age) {
+                Some(now) => match self.outbox.expire(now) {
+                    Ok(n) => self.m.expired.add(n),
+                    Err(e) => {
+                        self.m.storage_errors.inc();
+                        warn!(error = %e, "Outbox: cannot expire old messages.");
+                    }
+                },
+                None => {
+                    self.m.retention_deferred.inc();
+                    if let Some(suppressed) = self.log.allow("retention") {
+                        info!(suppressed, "Outbox: the wall clock has not been stable for an hour in this run; expiring nothing by max_age yet.");
+                    }
                 }
             }
         }
@@ -233,7 +272,7 @@ impl Spool {
     /// The disk filled before `max_bytes` did: store message by message, and
     /// with `drop_oldest` free room the way a full budget would.
     fn store_on_full_disk(&mut self, pending: Vec<OutboundMessage>) {
-        let now_ms = Timestamp::now().as_millis();
+        let now_ms = self.clock.now().as_millis();
         let mut freed = 0u64;
         let mut left = pending.into_iter();
         let mut failed = None;

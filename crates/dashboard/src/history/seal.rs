@@ -274,6 +274,16 @@ impl History {
         Ok(file_bytes.len() as u64)
     }
 
+    /// The start of the newest hour holding windows: no window in the
+    /// store is newer than an hour past it, and retention keeps that hour
+    /// whatever the clock says (see `gateway_core::clock::retention`).
+    pub fn newest_hour_ms(&self) -> Option<i64> {
+        let s = self.lock_state();
+        let open = s.open.keys().next_back().copied();
+        let sealed = s.sealed.iter().next_back().copied();
+        open.max(sealed).map(|h| h.saturating_mul(HOUR_MS))
+    }
+
     /// Seals the hours that are over, deletes hours that end before
     /// `cutoff_ms`, then, while the files take more than `max_bytes`, the
     /// oldest hours (never the newest) down to `PRUNE_TO` of it.

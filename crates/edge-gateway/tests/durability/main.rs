@@ -1,4 +1,4 @@
-//! What must survive: kill -9 at every step, damaged state files, a full disk, cloud outages with restarts, the outbox's policies, clean shutdown and the state directory's lock.
+//! What must survive: kill -9 at every step, a restart with the clock 40 days ahead, damaged state files, a full disk, cloud outages with restarts, the outbox's policies, clean shutdown and the state directory's lock.
 //!
 //! One test binary per theme (not one per file): each binary links the
 //! whole gateway, and the tests of a theme share one pool of test threads.
@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod clock_ahead_restart;
 mod crash;
 mod damaged_state;
 mod full_disk;
@@ -15,5 +16,6 @@ mod influxdb_crash;
 mod no_upstream;
 mod outage_restarts;
 mod outbox;
+mod own_time_soak;
 mod shutdown;
 mod state_dir_lock;

@@ -142,6 +142,9 @@ enabled = {enabled}
 # Anything but loopback needs at least one [[dashboard.user]]: `validate`
 # refuses an open dashboard on the network.
 bind = "{bind}"
+# Windows and alerts older than this are deleted, judged by a clock that has
+# gone an hour without a step and never by one more than this past the
+# newest window, so the newest hour always stays (docs/durability.md).
 retention = "{retention}"
 max_bytes = "{max_bytes}"
 # Longest wait before closed windows and alerts are written (one fsync per

@@ -142,7 +142,9 @@ max_bytes = {max_bytes}
 # When full: "drop_oldest" keeps the newest data, "reject_new" the oldest.
 # Either way every dropped message is counted and logged.
 policy = {policy}
-# Drop messages older than this ("0s": keep until max_bytes forces a choice).
+# Drop messages older than this ("0s": keep until max_bytes forces a choice),
+# judged by a clock that has gone an hour without a step and never by one
+# more than this past the newest message (docs/durability.md).
 max_age = {max_age}
 # Backlog messages sent per second once the broker is back; new messages
 # are sent at once.

@@ -767,4 +767,10 @@ impl Outbox {
     pub fn oldest_created_ms(&self) -> Option<i64> {
         self.index.values().next().map(|e| e.created_ms)
     }
+
+    /// When the newest live message was stored (retention never expires
+    /// it by a clock that runs ahead of it: `gateway_core::clock::retention`).
+    pub fn newest_created_ms(&self) -> Option<i64> {
+        self.index.values().next_back().map(|e| e.created_ms)
+    }
 }

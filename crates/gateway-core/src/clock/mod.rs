@@ -2,6 +2,12 @@
 //!
 //! Windows are aligned to UTC, so they need wall time; tests need that time
 //! to follow tokio's paused clock. Components take an `Arc<dyn Clock>`.
+//! [`retention`] says what time a store may prune against when the wall
+//! clock may be the wrong one.
+
+pub mod retention;
+
+pub use retention::RetentionClock;
 
 use crate::model::Timestamp;
 
