@@ -309,6 +309,8 @@ impl Gateway {
             results = urgent;
         }
         outputs.extend(start_sinks(config, &ctx)?);
+        // The dashboard keeps command results in its history too.
+        let mut dashboard_results = None;
         let dashboard = if config.dashboard.enabled {
             let (d, events, flush) = dashboard::start(DashboardSetup {
                 sources: sources.clone(),
@@ -329,6 +331,7 @@ impl Gateway {
                 queue: SINK_QUEUE,
             })
             .context("dashboard")?;
+            dashboard_results = Some(events.clone());
             outputs.push(StartedOutput {
                 output: Output::sink("dashboard", events),
                 flush: Some(flush),
@@ -402,7 +405,7 @@ impl Gateway {
                         targets: command_targets.clone(),
                         clock: clock.clone(),
                         telemetry: telemetry.clone(),
-                        results: vec![results],
+                        results: std::iter::once(results).chain(dashboard_results).collect(),
                     },
                     stop.clone(),
                 )
