@@ -191,8 +191,8 @@ pub fn encode(kind: u16, value: &CommandValue) -> Result<Value, Refusal> {
         ot::BINARY_INPUT | ot::BINARY_OUTPUT | ot::BINARY_VALUE => {
             let on = match (value, number) {
                 (CommandValue::Bool(b), _) => *b,
-                (_, Some(v)) if v == 0.0 => false,
-                (_, Some(v)) if v == 1.0 => true,
+                (_, Some(0.0)) => false,
+                (_, Some(1.0)) => true,
                 _ => {
                     return Err(Refusal::new(
                         "out_of_range",
