@@ -61,6 +61,7 @@ fn batch(devices: i64, t: i64, minute: i64) -> Batch {
             })
             .collect(),
         alerts: vec![],
+        commands: vec![],
     }
 }
 

@@ -133,8 +133,9 @@ impl Executor {
                     warn!(device = %device.as_str(), detail = %m.detail, suppressed, "Refusing a malformed command.");
                 }
                 let id = m.id.clone().unwrap_or_default();
-                let recorded =
+                let mut recorded =
                     self.recorded(&device, "", serde_json::Value::Null, "refused", "malformed");
+                recorded.detail = m.detail;
                 self.count("refused", "malformed");
                 // Not journaled: an unreadable command cannot be repeated
                 // as the same command.
@@ -217,13 +218,14 @@ impl Executor {
             info!(id = %command.id, origin, device = %device.as_str(), metric = %command.metric, "Command done.");
         }
         self.count(outcome.status, &outcome.reason);
-        let recorded = self.recorded(
+        let mut recorded = self.recorded(
             &device,
             &command.metric,
             value,
             outcome.status,
             &outcome.reason,
         );
+        recorded.detail = outcome.detail;
         self.finish(&command.id, recorded).await;
     }
 
@@ -301,6 +303,7 @@ impl Executor {
             value,
             status: status.to_string(),
             reason: reason.to_string(),
+            detail: String::new(),
             ts: self.clock.now().to_rfc3339(),
         }
     }
@@ -338,6 +341,7 @@ impl Executor {
             value: r.value.clone(),
             status: r.status.clone(),
             reason: r.reason.clone(),
+            detail: r.detail.clone(),
             at,
         };
         for results in &self.results {

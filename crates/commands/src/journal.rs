@@ -27,6 +27,10 @@ pub struct Recorded {
     pub value: serde_json::Value,
     pub status: String,
     pub reason: String,
+    /// What the reason means here, for people (absent in lines journaled
+    /// before it was kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
     /// RFC 3339, when the result was decided.
     pub ts: String,
 }
@@ -259,6 +263,7 @@ mod tests {
             value: serde_json::json!(21.5),
             status: "done".into(),
             reason: String::new(),
+            detail: String::new(),
             ts: "2026-11-25T20:00:00Z".into(),
         }
     }

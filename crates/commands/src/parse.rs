@@ -1,5 +1,6 @@
 //! The command payload, `{"id", "metric", "value", "ts"}` (or, for a
-//! LoRaWAN device, `{"id", "port", "data"}`), and the topic it came on.
+//! LoRaWAN device, `{"id", "port", "data"}` with data in hex or base64),
+//! and the topic it came on.
 //! Pure: bytes in, a command or the reason it is refused out. Whatever
 //! the bytes, this never panics (fuzzed: `fuzz/fuzz_targets/command_payload.rs`).
 
@@ -183,23 +184,37 @@ fn is_metric(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
+/// `data` as the LoRaWAN downlink topic reads it: hex when it is an even
+/// number of hex digits, else standard base64 (what network servers'
+/// APIs send).
 fn downlink(port: Option<&Value>, data: Option<&Value>) -> Result<CommandValue, String> {
+    use base64::Engine as _;
     let port = match port.and_then(Value::as_u64) {
         Some(p @ 1..=223) => p as u8,
         _ => return Err("port: expected an application port, 1 to 223".into()),
     };
-    let Some(Value::String(hex)) = data else {
-        return Err("data: expected the payload as a hex string".into());
+    let Some(Value::String(text)) = data else {
+        return Err("data: expected the payload as a hex or base64 string".into());
     };
-    if hex.len() % 2 != 0 || hex.len() > 2 * MAX_DOWNLINK {
-        return Err(format!(
-            "data: expected an even number of hex digits, at most {MAX_DOWNLINK} bytes"
-        ));
+    let text = text.trim();
+    // Base64 is 4 characters for 3 bytes: anything longer is too long either way.
+    if text.len() > 2 * MAX_DOWNLINK {
+        return Err(format!("data: more than {MAX_DOWNLINK} bytes"));
     }
-    let mut bytes = Vec::with_capacity(hex.len() / 2);
-    for pair in hex.as_bytes().chunks(2) {
-        let text = std::str::from_utf8(pair).map_err(|_| "data: not hex".to_string())?;
-        bytes.push(u8::from_str_radix(text, 16).map_err(|_| "data: not hex".to_string())?);
+    let bytes = if text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut bytes = Vec::with_capacity(text.len() / 2);
+        for pair in text.as_bytes().chunks(2) {
+            let digits = std::str::from_utf8(pair).map_err(|_| "data: not hex".to_string())?;
+            bytes.push(u8::from_str_radix(digits, 16).map_err(|_| "data: not hex".to_string())?);
+        }
+        bytes
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| "data: neither hex nor base64".to_string())?
+    };
+    if bytes.len() > MAX_DOWNLINK {
+        return Err(format!("data: more than {MAX_DOWNLINK} bytes"));
     }
     Ok(CommandValue::Downlink { port, data: bytes })
 }
@@ -264,6 +279,15 @@ mod tests {
             value_json(&p.value),
             serde_json::json!({"port": 10, "data": "01ff"})
         );
+        // Base64, as the downlink topic also takes it.
+        let p = parse(br#"{"id":"d","port":2,"data":"AQID"}"#).unwrap();
+        assert_eq!(
+            p.value,
+            CommandValue::Downlink {
+                port: 2,
+                data: vec![1, 2, 3]
+            }
+        );
     }
 
     #[test]
@@ -302,7 +326,11 @@ mod tests {
             ),
             (br#"{"id":"a","port":0,"data":"00"}"#, Some("a"), "port:"),
             (br#"{"id":"a","port":1,"data":"0"}"#, Some("a"), "data:"),
-            (br#"{"id":"a","port":1,"data":"zz"}"#, Some("a"), "not hex"),
+            (
+                br#"{"id":"a","port":1,"data":"zz"}"#,
+                Some("a"),
+                "neither hex nor base64",
+            ),
             (
                 br#"{"id":"a","metric":"x","value":1e999}"#,
                 None,

@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::history::{Aggregate, AlertRow};
+use super::history::{Aggregate, AlertRow, CommandRow};
 use super::live::DeviceNow;
 use super::server::{full, Body, EventStream};
 use super::AppState;
@@ -246,6 +246,39 @@ pub fn alerts_csv<'a>(rows: impl IntoIterator<Item = &'a AlertRow>) -> String {
             csv_number(a.value),
             csv_number(a.limit),
             csv_cell(a.reason.as_deref().unwrap_or_default()),
+        );
+    }
+    out
+}
+
+/// The columns of the command history as CSV (`history export
+/// --commands`).
+pub const COMMANDS_CSV_HEADER: &str = "time,id,device,metric,value,status,reason,detail";
+
+/// Commands and their results as CSV, in the order given. The value is a
+/// number as a number, `null` for a relinquish, and JSON text otherwise
+/// (a LoRaWAN downlink's `{"port", "data"}`), through [`csv_cell`].
+pub fn commands_csv<'a>(rows: impl IntoIterator<Item = &'a CommandRow>) -> String {
+    let mut out = String::from(COMMANDS_CSV_HEADER);
+    out.push('\n');
+    for c in rows {
+        let time = Timestamp::from_millis(c.at)
+            .map(Timestamp::to_rfc3339)
+            .unwrap_or_default();
+        let value = match &c.value {
+            serde_json::Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), csv_number),
+            serde_json::Value::String(s) => csv_cell(s).into_owned(),
+            other => csv_cell(&other.to_string()).into_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{time},{},{},{},{value},{},{},{}",
+            csv_cell(&c.id),
+            csv_cell(&c.device),
+            csv_cell(&c.metric),
+            csv_cell(&c.status),
+            csv_cell(&c.reason),
+            csv_cell(&c.detail),
         );
     }
     out

@@ -6,7 +6,7 @@
 //!                            └─batches─▶ history/ ◀── /api/*, pages, `history export`
 //! ```
 //!
-//! - [`history`]: the store of windows and alert transitions (hourly logs of our own);
+//! - [`history`]: the store of windows, alert transitions and command results (logs of our own);
 //! - [`live`]: the in-memory present and the SSE broadcast;
 //! - [`open`]: readings of windows not closed yet, for the charts;
 //! - [`writer`]: the output task (batches, flush handshake, pruning);

@@ -29,6 +29,8 @@ pub const HISTORY_BYTES_WRITTEN: &str = "edge_gateway_history_bytes_written_tota
 pub const HISTORY_COMMITS: &str = "edge_gateway_history_commits_total";
 /// Windows (per metric) written to history.
 pub const HISTORY_WINDOWS: &str = "edge_gateway_history_windows_written_total";
+/// Command results written to history.
+pub const HISTORY_COMMANDS: &str = "edge_gateway_history_commands_written_total";
 /// Windows deleted by `retention` or `max_bytes`.
 pub const HISTORY_PRUNED: &str = "edge_gateway_history_pruned_windows_total";
 /// History writes that failed, labelled `error_type`.
@@ -61,6 +63,7 @@ struct Counters {
     bytes: Counter,
     commits: Counter,
     windows: Counter,
+    commands: Counter,
     pruned: Counter,
     write_errors: Counter,
     dropped: Counter,
@@ -81,6 +84,7 @@ pub async fn run(
         bytes: telemetry.counter(HISTORY_BYTES_WRITTEN, &[]),
         commits: telemetry.counter(HISTORY_COMMITS, &[]),
         windows: telemetry.counter(HISTORY_WINDOWS, &[]),
+        commands: telemetry.counter(HISTORY_COMMANDS, &[]),
         pruned: telemetry.counter(HISTORY_PRUNED, &[]),
         write_errors: telemetry.counter(HISTORY_ERRORS, &[("error_type", "write")]),
         dropped: telemetry.counter(HISTORY_ERRORS, &[("error_type", "dropped_full")]),
@@ -121,6 +125,12 @@ pub async fn run(
                     });
                     live.show_alert(&row, texts);
                 }
+                // A command's result, on disk at once like an alert: rare,
+                // and `history export --commands` may be run right after.
+                Some(SinkEvent::Command(command)) => {
+                    batch.commands.push((&command).into());
+                    commit(&store, &mut batch, &mut seq, &c, &throttle).await;
+                }
                 Some(event) => {
                     live.apply(&event, &mut batch.windows, &mut batch.alerts);
                     bound(&mut batch, &c.dropped, &throttle);
@@ -132,7 +142,10 @@ pub async fn run(
                     // Everything handed before the request is in `batch`:
                     // the pipeline queued it on this channel first.
                     while let Ok(event) = link.messages.try_recv() {
-                        live.apply(&event, &mut batch.windows, &mut batch.alerts);
+                        match event {
+                            SinkEvent::Command(command) => batch.commands.push((&command).into()),
+                            event => live.apply(&event, &mut batch.windows, &mut batch.alerts),
+                        }
                     }
                     // A history that cannot be written does not hold the
                     // checkpoint back: the journals behind it would pile up
@@ -254,6 +267,7 @@ async fn commit(
             c.commits.inc();
             c.bytes.add(written);
             c.windows.add(taken.windows.len() as u64);
+            c.commands.add(taken.commands.len() as u64);
             true
         }
         Ok((Err(e), taken)) => {
@@ -265,6 +279,7 @@ async fn commit(
             let mut back = taken;
             back.windows.append(&mut batch.windows);
             back.alerts.append(&mut batch.alerts);
+            back.commands.append(&mut batch.commands);
             *batch = back;
             false
         }

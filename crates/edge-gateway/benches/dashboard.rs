@@ -64,6 +64,7 @@ fn main() {
         let batch = Batch {
             windows: fleet::window_rows(w, start, window),
             alerts: vec![],
+            commands: vec![],
         };
         rows += batch.windows.len() as u64;
         let t = Instant::now();

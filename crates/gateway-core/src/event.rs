@@ -72,6 +72,9 @@ pub struct CommandEvent {
     pub status: String,
     /// Empty when `done`.
     pub reason: String,
+    /// For people: what the reason means here (the bound crossed, the
+    /// device's exception or BACnet error class and code); may be empty.
+    pub detail: String,
     /// When the result was decided.
     pub at: Timestamp,
 }

@@ -428,7 +428,9 @@ impl Client {
     }
 
     /// WriteProperty of an object's present-value at `priority` (1-16;
-    /// `None`: the device's default, 16 for commandable objects).
+    /// `None`: the device's default, 16 for commandable objects). `Ok`
+    /// only on the device's SimpleACK, the one answer §15.9 gives a
+    /// successful write.
     pub async fn write_property(
         &self,
         peer: SocketAddr,
@@ -442,9 +444,12 @@ impl Client {
             value,
             priority,
         );
-        self.request(peer, confirmed::WRITE_PROPERTY, &body)
-            .await
-            .map(|_| ())
+        match self.request(peer, confirmed::WRITE_PROPERTY, &body).await? {
+            None => Ok(()),
+            Some(_) => Err(ClientError::Malformed(CodecError::Unexpected(
+                "a SimpleACK",
+            ))),
+        }
     }
 
     /// Releases the command the gateway wrote at `priority` (writes NULL

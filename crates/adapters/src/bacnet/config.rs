@@ -226,6 +226,7 @@ pub fn template() -> String {
             ("backoff", duration::render(DEFAULT_MAX_BACKOFF).to_string()),
             ("ttl", duration::render(DEFAULT_TTL).to_string()),
             ("cov", duration::render(DEFAULT_COV_LIFETIME).to_string()),
+            ("priority", super::devices::DEFAULT_PRIORITY.to_string()),
         ],
     )
 }

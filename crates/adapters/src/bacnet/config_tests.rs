@@ -129,3 +129,65 @@ id = "again"
     assert!(text.contains("bacnet.device[3].instance"), "{text}");
     assert_eq!(s.devices.len(), 1);
 }
+
+#[test]
+fn writable_objects_and_their_priority() {
+    let (s, p) = devices(
+        r#"
+[[adapter]]
+type = "bacnet"
+name = "bms"
+
+[[bacnet.device]]
+instance = 1001
+writable = ["analog-value:3", "binaryValue:1", "multi-state-value:2"]
+
+[[bacnet.device]]
+instance = 1002
+writable = ["analog-output:1"]
+priority = 8
+"#,
+    );
+    assert!(p.is_empty(), "{p}");
+    assert_eq!(
+        s.devices[0].writable,
+        [
+            ObjectId::new(2, 3),
+            ObjectId::new(5, 1),
+            ObjectId::new(19, 2)
+        ]
+    );
+    assert_eq!(s.devices[0].priority, 16, "the default");
+    assert_eq!(s.devices[1].priority, 8);
+
+    let (s, p) = devices(
+        r#"
+[[adapter]]
+type = "bacnet"
+name = "bms"
+
+[[bacnet.device]]
+instance = 1
+priority = 0
+
+[[bacnet.device]]
+instance = 2
+priority = 17
+
+[[bacnet.device]]
+instance = 3
+writable = ["device:3", "analog-value:1", "analog-value:1", "setpoint"]
+"#,
+    );
+    let text = p.to_string();
+    for key in [
+        "bacnet.device[0].priority",
+        "bacnet.device[1].priority",
+        "bacnet.device[2].writable[0]",
+        "bacnet.device[2].writable[2]",
+        "bacnet.device[2].writable[3]",
+    ] {
+        assert!(text.contains(key), "{key} in {text}");
+    }
+    assert!(s.devices.is_empty(), "{text}");
+}

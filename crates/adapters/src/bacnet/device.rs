@@ -67,6 +67,8 @@ struct Point {
 
 pub struct DeviceTask {
     pub config: BacnetConfig,
+    /// Where the device answers and its objects' metrics, for commands.
+    pub link: std::sync::Arc<super::writer::DeviceLink>,
     pub device: BacnetDevice,
     pub client: Client,
     pub events: mpsc::Receiver<DeviceEvent>,
@@ -120,6 +122,7 @@ impl DeviceTask {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 o = self.session(&mut st, &ctx, period) => o?,
             };
+            self.link.lost();
             // The session ended: the device went silent (or was never
             // found). Look again after a backoff.
             if outcome {
@@ -343,6 +346,11 @@ impl DeviceTask {
             });
         }
         st.objects.set(points.len() as f64);
+        // Before saying it is found: from then on it can be written to.
+        self.link.found(
+            peer,
+            points.iter().map(|p| (p.metric.as_str().to_string(), p.id)),
+        );
         info!(adapter = %st.adapter, device = %st.label, instance = self.device.instance, address = %peer, objects = points.len(), rpm = caps.rpm, whole_list = caps.whole_list, "BACnet device found.");
         Ok(points)
     }

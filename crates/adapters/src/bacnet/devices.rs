@@ -6,6 +6,8 @@
 //! address = "192.168.1.40:47808"   # optional: skips Who-Is
 //! objects = ["analog-input:1"]     # optional: default every point
 //! cov = true
+//! writable = ["analog-value:3"]    # optional: what [commands] may write
+//! priority = 16                    # the priority-array slot written
 //! ```
 
 use std::collections::HashSet;
@@ -40,6 +42,20 @@ struct RawDevice {
     poll: Option<Duration>,
     #[serde(default)]
     cov: bool,
+    #[serde(default)]
+    writable: Vec<String>,
+    #[serde(default = "default_priority")]
+    priority: u8,
+}
+
+/// §19.2: 16 is the lowest priority, the one operators' workstations and
+/// the relinquish default sit just above; a gateway's commands should
+/// lose to every local program and life-safety override unless a site
+/// decides otherwise.
+pub const DEFAULT_PRIORITY: u8 = 16;
+
+fn default_priority() -> u8 {
+    DEFAULT_PRIORITY
 }
 
 fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -62,6 +78,10 @@ pub struct BacnetDevice {
     pub exclude: Vec<ObjectId>,
     pub poll: Option<Duration>,
     pub cov: bool,
+    /// Objects `[commands]` may write (present-value); empty: none.
+    pub writable: Vec<ObjectId>,
+    /// The priority-array slot the gateway's writes take (1..=16).
+    pub priority: u8,
 }
 
 /// The `[bacnet]` section.
@@ -228,6 +248,21 @@ fn device(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Bac
         );
     }
     let exclude = object_list(&raw.exclude, &format!("{path}.exclude"), problems);
+    let writable = object_list(&raw.writable, &format!("{path}.writable"), problems);
+    for (j, w) in writable.iter().enumerate() {
+        if !super::writer::is_writable_kind(w.kind) {
+            problems.push(
+                format!("{path}.writable[{j}]"),
+                format!("{w}: expected an analog, binary or multi-state object"),
+            );
+        }
+    }
+    if !(1..=16).contains(&raw.priority) {
+        problems.push(
+            format!("{path}.priority"),
+            format!("expected 1 to 16, got {}", raw.priority),
+        );
+    }
     if problems.len() > before {
         return None;
     }
@@ -244,5 +279,7 @@ fn device(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Bac
         exclude,
         poll: raw.poll,
         cov: raw.cov,
+        writable,
+        priority: raw.priority,
     })
 }

@@ -20,7 +20,8 @@
 //! Around it: `units` (BACnet units onto the gateway's table), `names`
 //! (metric names from object names), `client` (the I/O), `config` and
 //! `devices` (`[[adapter]] type = "bacnet"`, `[[bacnet.device]]`),
-//! `source` (the adapter) and `discover` (`edge-gateway bacnet discover`).
+//! `source` (the adapter), `writer` (commands from the cloud: WriteProperty
+//! of declared objects) and `discover` (`edge-gateway bacnet discover`).
 
 pub mod apdu;
 pub mod bvlc;
@@ -39,6 +40,7 @@ pub mod services;
 pub mod source;
 pub mod tags;
 pub mod units;
+pub mod writer;
 
 pub use config::BacnetConfig;
 pub use devices::{BacnetDevice, BacnetSection};

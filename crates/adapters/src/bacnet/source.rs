@@ -5,13 +5,16 @@
 //! configured for are counted and dropped, whatever their number (the
 //! flood a global Who-Is draws on a large site keeps nothing in memory).
 //! Foreign-device registration with a BBMD is renewed here at half its
-//! time-to-live.
+//! time-to-live. Commands from the cloud ([`super::writer`]) use the same
+//! client, and what each device task learnt (its address, its names).
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use gateway_core::command::CommandTarget;
 use gateway_core::component::AdapterFuture;
-use gateway_core::{Adapter, AdapterContext, AdapterError};
+use gateway_core::{Adapter, AdapterContext, AdapterError, DeviceId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -20,6 +23,7 @@ use super::client::{Client, Event};
 use super::config::BacnetConfig;
 use super::device::{DeviceEvent, DeviceTask};
 use super::devices::BacnetDevice;
+use super::writer::{BacnetTarget, DeviceLink};
 
 /// I-Ams from devices the adapter does not read.
 pub const BACNET_IAM_IGNORED: &str = "edge_gateway_bacnet_i_am_ignored_total";
@@ -35,17 +39,35 @@ const DEVICE_QUEUE: usize = 64;
 pub struct BacnetSource {
     config: BacnetConfig,
     devices: Vec<BacnetDevice>,
+    /// Each device's address and names, as its task learns them.
+    links: HashMap<DeviceId, Arc<DeviceLink>>,
+    /// The client, for the command target, once `run` has bound it.
+    client: Arc<OnceLock<Client>>,
 }
 
 impl BacnetSource {
     pub fn new(config: BacnetConfig, devices: Vec<BacnetDevice>) -> Self {
-        Self { config, devices }
+        let links = devices
+            .iter()
+            .map(|d| (d.id.clone(), Arc::default()))
+            .collect();
+        Self {
+            config,
+            devices,
+            links,
+            client: Arc::default(),
+        }
     }
 }
 
 impl Adapter for BacnetSource {
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
-        Box::pin(run(self.config, self.devices, ctx))
+        Box::pin(run(*self, ctx))
+    }
+
+    fn command_target(&mut self) -> Option<Arc<dyn CommandTarget>> {
+        let target = BacnetTarget::new(&self.devices, &self.links, self.client.clone())?;
+        Some(target)
     }
 }
 
@@ -59,11 +81,13 @@ fn process_id_base() -> u32 {
     ((secs & 0x7FFF) as u32 + 1) << 16
 }
 
-async fn run(
-    config: BacnetConfig,
-    devices: Vec<BacnetDevice>,
-    ctx: AdapterContext,
-) -> Result<(), AdapterError> {
+async fn run(source: BacnetSource, ctx: AdapterContext) -> Result<(), AdapterError> {
+    let BacnetSource {
+        config,
+        devices,
+        links,
+        client: shared_client,
+    } = source;
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let stop = ctx.shutdown.child_token();
     let client = Client::start(
@@ -78,6 +102,8 @@ async fn run(
         addr: config.bind.to_string(),
         source,
     })?;
+    // Set once per run: a restarted adapter is a new BacnetSource.
+    let _ = shared_client.set(client.clone());
     let local = client
         .local_addr()
         .map_or_else(|_| config.bind.to_string(), |a| a.to_string());
@@ -99,8 +125,10 @@ async fn run(
         let process_id = base | (i as u32 & 0xFFFF);
         by_instance.insert(device.instance, dtx.clone());
         by_process.insert(process_id, dtx);
+        let link = links.get(&device.id).cloned().unwrap_or_default();
         let task = DeviceTask {
             config: config.clone(),
+            link,
             device,
             client: client.clone(),
             events: drx,

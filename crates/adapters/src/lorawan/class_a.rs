@@ -42,6 +42,9 @@ pub struct Queued {
     pub port: u8,
     pub data: Vec<u8>,
     pub confirmed: bool,
+    /// The cloud command this payload carries, whose result waits for it
+    /// to leave ([`super::command`]); `None` from the downlink topic.
+    pub ticket: Option<u64>,
 }
 
 /// Times a confirmed payload is sent before it is given up. A Class A
@@ -169,6 +172,14 @@ impl Queues {
 
     pub fn len(&self, device: &str) -> usize {
         self.by_device.get(device).map_or(0, VecDeque::len)
+    }
+
+    /// Keeps only the payloads of `device` for which `keep` holds (a
+    /// command's payload leaves once its command gave up waiting).
+    pub fn retain(&mut self, device: &str, keep: impl FnMut(&Queued) -> bool) {
+        if let Some(queue) = self.by_device.get_mut(device) {
+            queue.retain(keep);
+        }
     }
 }
 
@@ -419,6 +430,7 @@ mod tests {
             port,
             data: vec![1],
             confirmed,
+            ticket: None,
         };
         q.push("d", item(1, true)).unwrap();
         q.push("d", item(2, false)).unwrap();
@@ -445,6 +457,7 @@ mod tests {
             port,
             data: vec![1],
             confirmed,
+            ticket: None,
         };
         q.push("d", item(1, true)).unwrap();
         q.push("d", item(2, false)).unwrap();

@@ -510,6 +510,16 @@ struct RawSemtechUdp {
     downlink_broker: Option<BrokerSection>,
     #[serde(default = "default_downlink_topic")]
     downlink_topic: String,
+    #[serde(default = "default_command_wait", with = "duration")]
+    command_wait: Duration,
+}
+
+/// A sensor reporting every few minutes uplinks within this; meanwhile
+/// the commands behind it wait (they run one at a time), so it stays
+/// below `[commands] max_age`'s default.
+const DEFAULT_COMMAND_WAIT: Duration = Duration::from_secs(30);
+fn default_command_wait() -> Duration {
+    DEFAULT_COMMAND_WAIT
 }
 
 /// `downlink_broker`: a URL, as it first was, or a table with url,
@@ -544,6 +554,8 @@ pub struct SemtechUdpConfig {
     pub gateways: Vec<GatewayEui>,
     /// Where application downlinks for joined devices come from, if set.
     pub downlinks: Option<FeedConfig>,
+    /// How long a command from the cloud waits for its device's uplink.
+    pub command_wait: Duration,
 }
 
 impl AdapterKind for SemtechUdpConfig {
@@ -560,6 +572,9 @@ impl AdapterKind for SemtechUdpConfig {
                     duration::render(raw.dedup_window)
                 ),
             );
+        }
+        if raw.command_wait.is_zero() {
+            problems.push(format!("{path}.command_wait"), "expected more than 0s");
         }
         let mut gateways = Vec::new();
         for (i, text) in raw.gateways.iter().enumerate() {
@@ -599,6 +614,7 @@ impl AdapterKind for SemtechUdpConfig {
             dedup_window: raw.dedup_window,
             gateways,
             downlinks,
+            command_wait: raw.command_wait,
         })
     }
 
@@ -633,6 +649,7 @@ pub fn template() -> String {
             ("bind", default_bind().to_string()),
             ("dedup", duration::render(DEFAULT_DEDUP_WINDOW).to_string()),
             ("downlink_topic", default_downlink_topic().to_string()),
+            ("command_wait", duration::render(DEFAULT_COMMAND_WAIT)),
         ],
     )
 }

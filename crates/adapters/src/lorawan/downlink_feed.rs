@@ -70,6 +70,7 @@ pub fn parse(payload: &[u8]) -> Result<Queued, FeedError> {
         port: raw.port,
         data,
         confirmed: raw.confirmed,
+        ticket: None,
     })
 }
 

@@ -10,11 +10,14 @@
 //! `source` is the only module doing I/O besides `fcnt`'s file: the
 //! `semtech_udp` adapter's socket loop. Everything else is a pure codec or
 //! state machine: bytes in, typed values or a typed error out, never a
-//! panic. `config` holds `[[lorawan.device]]` and the adapter's table.
+//! panic. `config` holds `[[lorawan.device]]` and the adapter's table;
+//! `command` turns commands from the cloud into queued downlinks whose
+//! results wait for them to leave.
 
 pub mod adr;
 pub mod class_a;
 pub mod codecs;
+pub mod command;
 pub mod config;
 pub mod crypto;
 pub mod dedup;

@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use gateway_core::command::CommandTarget;
 use gateway_core::component::{AdapterFuture, AdapterStats};
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{
@@ -28,6 +29,7 @@ use tracing::{debug, error, info, warn};
 
 use super::adr::Adr;
 use super::class_a::{self, Queues};
+use super::command::{Commands, LorawanTarget, Waiting};
 use super::config::{LorawanDevice, Network, OtaaDevice, SemtechUdpConfig};
 use super::dedup::{Dedup, Offer, Reception, Uplink};
 use super::downlink::Links;
@@ -54,6 +56,9 @@ pub struct SemtechUdpSource {
     otaa: Vec<OtaaDevice>,
     network: Network,
     state_dir: PathBuf,
+    /// Commands' downlinks, once the command target was asked for.
+    commands: Option<mpsc::Receiver<FeedItem>>,
+    waiting: Arc<Waiting>,
 }
 
 impl SemtechUdpSource {
@@ -66,6 +71,8 @@ impl SemtechUdpSource {
             otaa: Vec::new(),
             network: Network::default(),
             state_dir: state_dir.to_path_buf(),
+            commands: None,
+            waiting: Arc::default(),
         }
     }
 
@@ -104,8 +111,22 @@ impl Adapter for SemtechUdpSource {
             for joined in joins.sessions(&store) {
                 devices.install(joined);
             }
-            serve(socket, self.config, devices, joins, store, ctx).await
+            let commands = Commands {
+                queue: self.commands,
+                waiting: self.waiting,
+            };
+            serve(socket, self.config, devices, joins, store, commands, ctx).await
         })
+    }
+
+    fn command_target(&mut self) -> Option<Arc<dyn CommandTarget>> {
+        let devices = (self.devices.iter().map(|d| d.id.clone()))
+            .chain(self.otaa.iter().map(|d| d.id.clone()))
+            .collect();
+        let (target, rx) =
+            LorawanTarget::new(devices, self.waiting.clone(), self.config.command_wait);
+        self.commands = Some(rx);
+        Some(target)
     }
 }
 
@@ -130,6 +151,7 @@ pub async fn serve(
     devices: Devices,
     joins: Joins,
     store: FcntStore,
+    commands: Commands,
     ctx: AdapterContext,
 ) -> Result<(), AdapterError> {
     if let Ok(addr) = socket.local_addr() {
@@ -148,6 +170,7 @@ pub async fn serve(
             stats: ctx.stats(),
             telemetry: ctx.telemetry.clone(),
             links: Arc::clone(&links),
+            waiting: Arc::clone(&commands.waiting),
             stop: stop.clone(),
         },
         tx,
@@ -172,6 +195,7 @@ pub async fn serve(
         links,
         token: 0,
         queues: Queues::default(),
+        waiting: commands.waiting,
         adr: Adr::default(),
         ctx,
     };
@@ -185,8 +209,13 @@ pub async fn serve(
         ));
         (rx, task)
     });
+    let mut command_queue = commands.queue;
     let result = server
-        .process(&mut rx, feed.as_mut().map(|(rx, _)| rx))
+        .process(
+            &mut rx,
+            feed.as_mut().map(|(rx, _)| rx),
+            command_queue.as_mut(),
+        )
         .await;
     stop.cancel();
     let _ = receiver.await;
@@ -220,6 +249,8 @@ struct Server {
     token: u16,
     /// Application downlinks waiting for each device's next uplink.
     queues: Queues,
+    /// Commands whose result waits for their downlink to leave.
+    waiting: Arc<Waiting>,
     adr: Adr,
     dedup: Dedup,
     names: MetricNames,
@@ -235,6 +266,7 @@ impl Server {
         &mut self,
         rx: &mut QueueRx,
         mut feed: Option<&mut mpsc::Receiver<FeedItem>>,
+        mut commands: Option<&mut mpsc::Receiver<FeedItem>>,
     ) -> Result<(), AdapterError> {
         // One timer, moved when the earliest deadline changes: a new one
         // per message re-registered it with the timer wheel every time.
@@ -276,6 +308,10 @@ impl Server {
                 item = next_feed_item(&mut feed) => match item {
                     Some(item) => self.queue_downlink(item),
                     None => feed = None,
+                },
+                item = next_feed_item(&mut commands) => match item {
+                    Some(item) => self.queue_downlink(item),
+                    None => commands = None,
                 },
                 batch = rx.recv() => match batch {
                     Some(batch) => {

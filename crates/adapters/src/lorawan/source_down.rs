@@ -1,10 +1,13 @@
 //! The `semtech_udp` adapter's downlink side: join-accepts, Class A
-//! replies (MAC answers, ACKs, queued payloads) and the MQTT feed's
-//! payloads into the queues. Methods of the socket loop's [`Server`],
+//! replies (MAC answers, ACKs, queued payloads) and the MQTT feed's and
+//! the cloud commands' payloads into the queues (a command's result is
+//! settled here once its payload left, or by the TX_ACK, see
+//! [`super::super::command`]). Methods of the socket loop's [`Server`],
 //! kept apart from its uplink path.
 
 use std::net::SocketAddr;
 
+use gateway_core::command::{Refusal, WriteOutcome};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -159,6 +162,10 @@ impl Server {
                 }
             }
         }
+        // Payloads of commands that gave up waiting are not sent.
+        let waiting = std::sync::Arc::clone(&self.waiting);
+        self.queues
+            .retain(id, |q| q.ticket.is_none_or(|t| waiting.is_open(t)));
         let wants_reply =
             !fopts.is_empty() || class_a::needs_answer(frame) || self.queues.len(id) > 0;
         if !wants_reply {
@@ -168,14 +175,21 @@ impl Server {
             let e = downlink::ScheduleError::NoPath;
             return self.report(e.kind(), &gateway_list(up), &format!("device {id}: {e}"));
         };
-        let queued = self.queues.next(id);
+        let queued = self
+            .queues
+            .next(id)
+            .filter(|q| q.ticket.is_none_or(|t| self.waiting.claim(t)));
+        let ticket = queued.as_ref().and_then(|q| q.ticket);
         let taken = match otaa {
             Some(dev_eui) => self.store.take_fcnt_down(dev_eui),
             None => self.store.take_abp_fcnt_down(id),
         };
         let fcnt = match taken {
             Ok(f) => f,
-            Err(e) => return self.report("downlink_fcnt_store", id, &e.to_string()),
+            Err(e) => {
+                self.fail_command(ticket, "fcnt_store", &e.to_string());
+                return self.report("downlink_fcnt_store", id, &e.to_string());
+            }
         };
         let phy = Downlink {
             dev_addr,
@@ -199,30 +213,76 @@ impl Server {
                         self.fallback(heard.gateway, token, fallback, link.addr);
                     }
                 }
-                self.send_down(&datagram, link.addr).await;
+                let sent = self.send_down(&datagram, link.addr).await;
+                if let Some(t) = ticket {
+                    match (sent, link.version) {
+                        (false, _) => {
+                            self.fail_command(ticket, "connection", "cannot send to the forwarder")
+                        }
+                        // Protocol v1 has no TX_ACK: handed over is all
+                        // the forwarder will say.
+                        (true, 1) => self.waiting.resolve(t, WriteOutcome::Done { value: None }),
+                        (true, _) => self.waiting.sent(t, heard.gateway, token),
+                    }
+                }
             }
-            Err(e) => self.report(e.kind(), &gateway_list(up), &format!("device {id}: {e}")),
+            Err(e) => {
+                self.fail_command(ticket, e.kind(), &e.to_string());
+                self.report(e.kind(), &gateway_list(up), &format!("device {id}: {e}"));
+            }
         }
     }
 
-    /// An application downlink from the feed, into its device's queue.
+    /// Fails the command whose payload was taken from the queue and then
+    /// could not be sent.
+    fn fail_command(&self, ticket: Option<u64>, reason: &'static str, detail: &str) {
+        if let Some(t) = ticket {
+            self.waiting.resolve(
+                t,
+                WriteOutcome::Failed(Refusal::new(reason, format!("not transmitted: {detail}"))),
+            );
+        }
+    }
+
+    /// An application downlink from the feed or a command, into its
+    /// device's queue.
     pub(super) fn queue_downlink(&mut self, (device, parsed): FeedItem) {
         let item = match parsed {
             Ok(item) => item,
             Err(e) => return self.report("downlink_invalid", &device, &e.to_string()),
         };
+        let refuse = |reason: &'static str, detail: String| {
+            if let Some(t) = item.ticket {
+                self.waiting
+                    .resolve(t, WriteOutcome::Refused(Refusal::new(reason, detail)));
+            }
+        };
         if self.joins.by_id(&device).is_none() && !self.devices.has_id(&device) {
+            refuse("not_writable", "not a device of [[lorawan.device]]".into());
             return self.report(
                 "downlink_unknown_device",
                 &device,
                 "downlinks go to devices of [[lorawan.device]], by id",
             );
         }
+        // Withdrawn commands' payloads make no room for a silent device.
+        let waiting = std::sync::Arc::clone(&self.waiting);
+        self.queues
+            .retain(&device, |q| q.ticket.is_none_or(|t| waiting.is_open(t)));
         match self.queues.push(&device, item.clone()) {
             Ok(()) => {
-                info!(adapter = %self.ctx.name, device, port = item.port, bytes = item.data.len(), confirmed = item.confirmed, "Downlink queued for the device's next uplink.")
+                info!(adapter = %self.ctx.name, device, port = item.port, bytes = item.data.len(), confirmed = item.confirmed, command = item.ticket.is_some(), "Downlink queued for the device's next uplink.")
             }
-            Err(e) => self.report("downlink_refused", &device, &e.to_string()),
+            Err(e) => {
+                let reason = match e {
+                    class_a::QueueError::Full(_) => "queue_full",
+                    class_a::QueueError::Port(_) | class_a::QueueError::TooLong(_) => {
+                        "out_of_range"
+                    }
+                };
+                refuse(reason, e.to_string());
+                self.report("downlink_refused", &device, &e.to_string());
+            }
         }
     }
 
@@ -239,17 +299,23 @@ impl Server {
             .fallback(gateway, token, datagram, addr, Instant::now());
     }
 
-    pub(super) async fn send_down(&self, datagram: &[u8], addr: SocketAddr) {
+    /// Whether the datagram left.
+    pub(super) async fn send_down(&self, datagram: &[u8], addr: SocketAddr) -> bool {
         match self.socket.send_to(datagram, addr).await {
-            Ok(_) => self
-                .ctx
-                .telemetry
-                .counter(
-                    "edge_gateway_lorawan_downlinks_total",
-                    &[("adapter", self.ctx.name.as_str())],
-                )
-                .inc(),
-            Err(e) => self.report("downlink_send", &addr.to_string(), &e.to_string()),
+            Ok(_) => {
+                self.ctx
+                    .telemetry
+                    .counter(
+                        "edge_gateway_lorawan_downlinks_total",
+                        &[("adapter", self.ctx.name.as_str())],
+                    )
+                    .inc();
+                true
+            }
+            Err(e) => {
+                self.report("downlink_send", &addr.to_string(), &e.to_string());
+                false
+            }
         }
     }
 }

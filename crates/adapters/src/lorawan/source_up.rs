@@ -48,6 +48,8 @@ pub(super) struct ReceiverContext {
     pub telemetry: gateway_core::telemetry::Telemetry,
     /// Written on PULL_DATA, read by the processor to send downlinks.
     pub links: Arc<Mutex<Links>>,
+    /// Commands whose downlink a TX_ACK settles.
+    pub waiting: Arc<super::super::command::Waiting>,
     pub stop: CancellationToken,
 }
 
@@ -357,13 +359,19 @@ fn downlink_event(
             }
             return taken;
         }
-        DownlinkEvent::TxAck { error: None, .. } => ctx
-            .telemetry
-            .counter(
-                "edge_gateway_lorawan_downlinks_acked_total",
-                &[("adapter", adapter)],
-            )
-            .inc(),
+        DownlinkEvent::TxAck {
+            gateway,
+            token,
+            error: None,
+        } => {
+            ctx.waiting.tx_ack(gateway, token, None, false);
+            ctx.telemetry
+                .counter(
+                    "edge_gateway_lorawan_downlinks_acked_total",
+                    &[("adapter", adapter)],
+                )
+                .inc();
+        }
         DownlinkEvent::TxAck {
             gateway,
             token,
@@ -378,19 +386,24 @@ fn downlink_event(
                         .take_fallback(gateway, token, Instant::now())
                 })
                 .flatten();
+            let mut retried = false;
             if let Some(f) = fallback {
                 // Non-blocking: the receive loop never waits on a send.
                 match socket.try_send_to(&f.datagram, f.addr) {
-                    Ok(_) => ctx
-                        .telemetry
-                        .counter(
-                            "edge_gateway_lorawan_downlink_rx2_retries_total",
-                            &[("adapter", adapter)],
-                        )
-                        .inc(),
+                    Ok(_) => {
+                        retried = true;
+                        ctx.telemetry
+                            .counter(
+                                "edge_gateway_lorawan_downlink_rx2_retries_total",
+                                &[("adapter", adapter)],
+                            )
+                            .inc();
+                    }
                     Err(e) => ctx.stats.error(&format!("downlink_send_{}", e.kind())),
                 }
             }
+            ctx.waiting
+                .tx_ack(gateway, token, Some(error.as_str()), retried);
             ctx.telemetry
                 .counter(
                     "edge_gateway_lorawan_tx_ack_errors_total",

@@ -143,6 +143,7 @@ async fn start(slot: usize) -> Running {
         stats: AdapterStats::new(&telemetry, "lora"),
         telemetry: telemetry.clone(),
         links: Arc::default(),
+        waiting: Arc::default(),
         stop: stop.clone(),
     };
     let (tx, rx) = queue();

@@ -7,6 +7,7 @@
 //! series.log   SERIES  = 1 id:u32 dev_len:u16 device metric_len:u16 metric
 //! h-<hour>.log WINDOWS = 2 (series:u32 start:i64 end:i64 count:u64 avg min max std:f64)*
 //! a-<day>.log  ALERT   = 3 seq:u64 json
+//! c-<day>.log  COMMAND = 6 json
 //! h-<hour>.dat INDEX   = 4 (series:u32 offset:u64 len:u32 last_end:i64)*   sorted by series
 //!              RUN     = 5 series:u32 (start:i64 end:i64 count:u64 avg min max std:f64)*
 //! ```
@@ -20,13 +21,14 @@
 use gateway_core::state_file::fields::{put_text, Reader};
 use gateway_core::state_file::frame::{self, Frame};
 
-use super::{Aggregate, AlertRow};
+use super::{Aggregate, AlertRow, CommandRow};
 
 const KIND_SERIES: u8 = 1;
 const KIND_WINDOWS: u8 = 2;
 const KIND_ALERT: u8 = 3;
 const KIND_INDEX: u8 = 4;
 const KIND_RUN: u8 = 5;
+const KIND_COMMAND: u8 = 6;
 
 /// Bytes of one aggregate in a RUN (the series is the run's).
 pub const AGG_LEN: usize = 56;
@@ -65,6 +67,7 @@ pub enum Record {
         row: Box<AlertRow>,
     },
     Index(Vec<IndexEntry>),
+    Command(Box<CommandRow>),
     Run {
         series: u32,
         aggs: Vec<Aggregate>,
@@ -108,6 +111,15 @@ pub fn alert(seq: u64, row: &AlertRow, out: &mut Vec<u8>) {
     out.push(KIND_ALERT);
     out.extend_from_slice(&seq.to_le_bytes());
     // An AlertRow of strings and numbers always serialises.
+    let _ = serde_json::to_writer(&mut *out, row);
+    frame::end(out, start);
+}
+
+pub fn command(row: &CommandRow, out: &mut Vec<u8>) {
+    let start = frame::begin(out);
+    out.push(KIND_COMMAND);
+    // Strings, numbers and the JSON value the command carried: always
+    // serialises.
     let _ = serde_json::to_writer(&mut *out, row);
     frame::end(out, start);
 }
@@ -209,6 +221,7 @@ fn parse(body: &[u8]) -> Option<Record> {
                 .collect::<Option<Vec<_>>>()?;
             Record::Windows(rows)
         }
+        KIND_COMMAND => Record::Command(Box::new(serde_json::from_slice(r.rest()).ok()?)),
         KIND_ALERT => Record::Alert {
             seq: r.u64()?,
             row: Box::new(serde_json::from_slice(r.rest()).ok()?),

@@ -9,6 +9,7 @@
 //! h-<hour>.log   windows starting in that UTC hour, appended one batch per fsync
 //! h-<hour>.dat   the same hour sealed once it is over: an index, then one run per series
 //! a-<day>.log    alert transitions of that UTC day
+//! c-<day>.log    command results of that UTC day (`commands`)
 //! ```
 //!
 //! - **Writes** append (one `write` and one `fdatasync` per file a batch
@@ -32,6 +33,7 @@
 //!   to or replaced by rename, so they can be read while the gateway runs.
 
 mod codec;
+mod commands;
 mod seal;
 mod store;
 
@@ -39,6 +41,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use commands::MAX_LAST_COMMANDS;
 pub use store::History;
 
 /// The unit of the window files, and of what pruning drops.
@@ -106,16 +109,35 @@ pub struct AlertRow {
     pub expected: Option<[f64; 2]>,
 }
 
+/// One command from the cloud and its result, as stored and exported.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CommandRow {
+    pub id: String,
+    pub device: String,
+    pub metric: String,
+    /// The value asked for (`null` relinquishes, a downlink is
+    /// `{"port", "data"}`).
+    pub value: serde_json::Value,
+    /// `done`, `refused`, `failed` or `expired`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// When the result was decided, milliseconds since the epoch.
+    pub at: i64,
+}
+
 /// What one batch holds.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub windows: Vec<WindowRow>,
     pub alerts: Vec<AlertRow>,
+    pub commands: Vec<CommandRow>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.windows.is_empty() && self.alerts.is_empty()
+        self.windows.is_empty() && self.alerts.is_empty() && self.commands.is_empty()
     }
 }
 

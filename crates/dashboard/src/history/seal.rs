@@ -361,6 +361,7 @@ impl History {
             }
             self.lock_state().alert_days.remove(&day);
         }
+        self.prune_commands(keep_from)?;
         Ok(Pruned {
             windows,
             bytes_written,

@@ -390,6 +390,7 @@ impl History {
             s.alert_days.insert(*day);
             s.next_alert_seq = s.next_alert_seq.max(first_seq + batch.alerts.len() as u64);
         }
+        written += self.append_commands(&batch.commands)?;
         Ok(written)
     }
 

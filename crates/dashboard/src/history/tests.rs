@@ -27,6 +27,7 @@ fn windows(rows: Vec<WindowRow>) -> Batch {
     Batch {
         windows: rows,
         alerts: vec![],
+        commands: vec![],
     }
 }
 
@@ -192,6 +193,7 @@ fn retention_drops_whole_hours_and_their_alerts() {
             alert("d", T0 + 5, "raised"),
             alert("d", T0 + 3 * day, "cleared"),
         ],
+        commands: vec![],
     };
     h.write(&batch, 7).unwrap();
     assert_eq!(h.next_alert_seq().unwrap(), 9);
@@ -309,6 +311,7 @@ fn the_alert_log_is_every_transition_oldest_first_suppressed_ones_too() {
         let batch = Batch {
             windows: vec![],
             alerts: chunk.to_vec(),
+            commands: vec![],
         };
         h.write(&batch, seq as u64 * 100).unwrap();
     }

@@ -71,6 +71,7 @@ pub fn fill_day(store: &History, now: i64, window: i64, per_commit: i64) {
                 .flat_map(|w| window_rows(w, t0 + w * window, window))
                 .collect(),
             alerts: vec![],
+            commands: vec![],
         };
         store.write(&batch, 0).unwrap();
         w += per_commit;

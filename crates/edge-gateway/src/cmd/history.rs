@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use dashboard::api::{alerts_csv, csv, parse_time};
+use dashboard::api::{alerts_csv, commands_csv, csv, parse_time};
 use dashboard::history::History;
 use dashboard::{auth, history_path};
 use edge_gateway::settings;
@@ -24,7 +24,9 @@ pub struct HistoryArgs {
 enum HistoryCommand {
     /// Write one series of window aggregates as CSV on stdout, or with
     /// --alerts the alert transitions (time, rule, device, metric, state,
-    /// value, limit, reason), oldest first.
+    /// value, limit, reason), or with --commands the commands from the
+    /// cloud and their results (time, id, device, metric, value, status,
+    /// reason, detail), oldest first.
     Export(ExportArgs),
 }
 
@@ -35,12 +37,17 @@ struct ExportArgs {
     /// Write the alert transitions (raised, cleared, and raises suppressed
     /// by a rule's cooldown) instead of windows; --device and --metric
     /// then only narrow them down.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "commands")]
     alerts: bool,
+    /// Write the commands from the cloud and their results (done,
+    /// refused, failed, expired) instead of windows; --device and
+    /// --metric then only narrow them down.
+    #[arg(long)]
+    commands: bool,
     /// Device id, or its name from a [[device]] section ("House meter").
-    #[arg(long, required_unless_present = "alerts")]
+    #[arg(long, required_unless_present_any = ["alerts", "commands"])]
     device: Option<String>,
-    #[arg(long, required_unless_present = "alerts")]
+    #[arg(long, required_unless_present_any = ["alerts", "commands"])]
     metric: Option<String>,
     /// `-24h`, `now`, milliseconds since the epoch or RFC 3339.
     #[arg(long, default_value = "-30d", allow_hyphen_values = true)]
@@ -88,19 +95,20 @@ fn export(a: &ExportArgs) -> anyhow::Result<String> {
     })?;
     if a.alerts {
         let rows = h.alert_log(from, to)?;
-        let mut ids: Vec<String> = h.devices()?.into_iter().map(|k| k.id).collect();
-        ids.extend(rows.iter().map(|r| r.device.clone()));
-        let device = match &a.device {
-            Some(d) => Some(resolve_device(d, &cfg.devices, &ids)?),
-            None => None,
-        };
-        let wanted = |want: Option<&str>, have: &str| want.is_none_or(|w| w == have);
-        return Ok(alerts_csv(rows.iter().filter(|r| {
-            wanted(device.as_deref(), &r.device) && wanted(a.metric.as_deref(), &r.metric)
-        })));
+        let keep = narrowing(a, &cfg.devices, &h, rows.iter().map(|r| r.device.as_str()))?;
+        return Ok(alerts_csv(
+            rows.iter().filter(|r| keep(&r.device, &r.metric)),
+        ));
+    }
+    if a.commands {
+        let rows = h.command_log(from, to)?;
+        let keep = narrowing(a, &cfg.devices, &h, rows.iter().map(|r| r.device.as_str()))?;
+        return Ok(commands_csv(
+            rows.iter().filter(|r| keep(&r.device, &r.metric)),
+        ));
     }
     let (Some(device), Some(metric)) = (&a.device, &a.metric) else {
-        anyhow::bail!("--device and --metric are required without --alerts");
+        anyhow::bail!("--device and --metric are required without --alerts or --commands");
     };
     let known = h.devices()?;
     let ids: Vec<String> = known.iter().map(|k| k.id.clone()).collect();
@@ -118,6 +126,27 @@ fn export(a: &ExportArgs) -> anyhow::Result<String> {
     }
     let points = h.series(&device, metric, from, to, step)?;
     Ok(csv(&device, metric, &points))
+}
+
+/// What `--device` (an id or a name, among the devices history holds and
+/// `more`) and `--metric` keep of a log's rows, by their device and metric.
+fn narrowing<'a, 'b>(
+    a: &'a ExportArgs,
+    configured: &[gateway_core::config::DeviceConfig],
+    h: &History,
+    more: impl Iterator<Item = &'b str>,
+) -> anyhow::Result<impl Fn(&str, &str) -> bool + 'a> {
+    let device = match &a.device {
+        Some(d) => {
+            let mut ids: Vec<String> = h.devices()?.into_iter().map(|k| k.id).collect();
+            ids.extend(more.map(str::to_string));
+            Some(resolve_device(d, configured, &ids)?)
+        }
+        None => None,
+    };
+    Ok(move |d: &str, m: &str| {
+        device.as_deref().is_none_or(|w| w == d) && a.metric.as_deref().is_none_or(|w| w == m)
+    })
 }
 
 /// The device id `--device` means among the ids history holds: an id as

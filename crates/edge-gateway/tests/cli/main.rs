@@ -13,6 +13,7 @@ mod cli;
 mod config_layers;
 mod config_safety;
 mod demo;
+mod history_commands;
 mod hot_first_link;
 mod log_throttle;
 mod logging;

@@ -7,8 +7,12 @@ argv[1]: JSON {"devices": [{"instance": 1001, "port": 47901,
   "objects": [{"type": "analogInput", "instance": 1, "name": "Zone Temp",
                "value": 21.5, "units": "degreesCelsius"}, ...]}]}
 Types: analogInput, analogValue, analogOutput (commandable), binaryInput, binaryValue,
-multiStateInput, multiStateValue. "count": N adds N analogValue objects
-(instance 100.., named av-100..., value = index).
+multiStateInput, multiStateValue. "commandable": true on an analogValue or
+binaryValue gives it a priority array (bacpypes3's own Commandable: a write
+at a priority fills that slot, NULL relinquishes it, and present-value is
+the highest slot set or the relinquish default, the initial value).
+"count": N adds N analogValue objects (instance 100.., named av-100...,
+value = index).
 
 Commands on stdin, each answered with "ok" (or "error ..."):
   set INSTANCE TYPE:N VALUE      change a present value (COV subscribers
@@ -18,6 +22,10 @@ Commands on stdin, each answered with "ok" (or "error ..."):
   start INSTANCE                 it comes back, restarted: same objects
                                  and values, no COV subscriptions
   subs INSTANCE                  prints "subs N": active COV subscriptions
+  get INSTANCE TYPE:N            prints one JSON line, the object as bacpypes3
+                                 holds it: {"value": present value (binary
+                                 1.0/0.0), "priority": the 16 slots (null when
+                                 empty), or null for an object without one}
 """
 import asyncio
 import json
@@ -26,8 +34,8 @@ import sys
 from bacpypes3.pdu import Address
 from bacpypes3.ipv4.app import NormalApplication
 from bacpypes3.local.device import DeviceObject
-from bacpypes3.local.analog import AnalogInputObject, AnalogOutputObject, AnalogValueObject
-from bacpypes3.local.binary import BinaryInputObject, BinaryValueObject
+from bacpypes3.local.analog import AnalogInputObject, AnalogOutputObject, AnalogValueObject, AnalogValueObjectCmd
+from bacpypes3.local.binary import BinaryInputObject, BinaryValueObject, BinaryValueObjectCmd
 from bacpypes3.local.multistate import MultiStateInputObject, MultiStateValueObject
 
 layout = json.loads(sys.argv[1])
@@ -46,12 +54,14 @@ def make_object(o):
         outOfService=False,
     )
     v = o["value"]
+    cmd = o.get("commandable", False)
     if t in ("analogInput", "analogValue", "analogOutput"):
-        cls = {"analogInput": AnalogInputObject, "analogValue": AnalogValueObject, "analogOutput": AnalogOutputObject}[t]
+        cls = {"analogInput": AnalogInputObject, "analogValue": AnalogValueObjectCmd if cmd else AnalogValueObject,
+               "analogOutput": AnalogOutputObject}[t]
         return cls(presentValue=float(v), units=o.get("units", "noUnits"),
                    covIncrement=float(o.get("cov_increment", 0.01)), **common)
     if t in ("binaryInput", "binaryValue"):
-        cls = BinaryInputObject if t == "binaryInput" else BinaryValueObject
+        cls = BinaryInputObject if t == "binaryInput" else (BinaryValueObjectCmd if cmd else BinaryValueObject)
         extra = {"polarity": "normal"} if t == "binaryInput" else {}
         return cls(presentValue="active" if v else "inactive", **extra, **common)
     if t in ("multiStateInput", "multiStateValue"):
@@ -93,6 +103,35 @@ def find(inst, ref):
     return objects[(inst, t, int(n))]
 
 
+def plain(v):
+    """A present value or priority slot as JSON: binary as 1/0."""
+    if v is None:
+        return None
+    text = str(v)
+    if text in ("active", "inactive"):
+        return 1.0 if text == "active" else 0.0
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return text
+
+
+def slot(pv):
+    """One BACnetPriorityValue: None when it holds NULL."""
+    choice = getattr(pv, "_choice", None)
+    if choice is None or choice == "null":
+        return None
+    return plain(getattr(pv, choice))
+
+
+def state(obj):
+    array = getattr(obj, "priorityArray", None)
+    return {
+        "value": plain(obj.presentValue),
+        "priority": None if array is None else [slot(array[i]) for i in range(16)],
+    }
+
+
 async def commands():
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -120,6 +159,8 @@ async def commands():
                 apps.pop(inst).close()
             elif cmd == "start":
                 start(by_instance[inst])
+            elif cmd == "get":
+                print(json.dumps(state(find(inst, line[2]))), flush=True)
             elif cmd == "subs":
                 app = apps[inst]
                 n = sum(len(list(d.cov_subscriptions)) for d in app._cov_detections.values()) if hasattr(app, "_cov_detections") else -1

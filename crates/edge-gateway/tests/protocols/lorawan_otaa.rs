@@ -9,7 +9,8 @@
 //! kill -9), an unknown DevEUI, a TX_ACK error: each counted by reason on
 //! `/metrics`, while another device's uplinks keep flowing. ABP devices
 //! get queued downlinks, MAC answers and ACKs too, and the downlink broker
-//! may be reached over TLS with a password.
+//! may be reached over TLS with a password. Commands from the cloud broker
+//! reach the same queue; their result waits for the forwarder's TX_ACK.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +20,7 @@ use aes::cipher::{BlockEncrypt, KeyInit};
 use aes::Aes128;
 use cmac::{Cmac, Mac};
 use common::{http_until, GatewayProcess, WAIT};
-use test_support::{free_port, free_udp_port, Message, Mosquitto, Subscriber};
+use test_support::{free_port, free_udp_port, publish, Message, Mosquitto, Subscriber};
 use tokio::net::UdpSocket;
 
 const APP_KEY: [u8; 16] = [
@@ -1154,4 +1155,178 @@ async fn a_join_heard_without_a_downlink_path_cannot_be_replayed_later() {
         !body.contains(&adapter_errors("unknown_dev_addr")),
         "the session was never replaced:\n{body}"
     );
+}
+
+/// `[commands]`: `{"id", "port", "data"}` on the cloud broker (the
+/// upstream) queues the same downlink as the downlink topic does; its
+/// result is `done` only once the forwarder's TX_ACK says it was sent,
+/// `failed` with the forwarder's error (after the RX2 retry), and a device
+/// that sends nothing within `command_wait` gets nothing: `refused`
+/// (`no_uplink`), the payload withdrawn.
+#[tokio::test]
+async fn cloud_commands_queue_downlinks_settled_by_the_forwarders_tx_ack() {
+    let cloud = Mosquitto::start();
+    let commands = Mosquitto::start();
+    let (port, metrics) = (free_udp_port(), free_port());
+    let cfg = config(cloud.port(), port, metrics, commands.port())
+        .replace(
+            "name = \"lora\"\n",
+            "name = \"lora\"\ndedup_window = \"50ms\"\ncommand_wait = \"5s\"\n",
+        )
+        .replace("qos = 1\n", "qos = 1\ntopic_prefix = \"building/hq\"\n")
+        + "\n[commands]\nenabled = true\n";
+    let (nwk, app) = (hex_key(ABP_NWK), hex_key(ABP_APP));
+    let mut results = Subscriber::start(cloud.port(), "building/hq/+/command/result").await;
+    let mut gw = start(tempfile::tempdir().unwrap(), &cfg);
+    gw.wait_for_log("Semtech UDP server listening").await;
+    gw.wait_for_log("Subscribed to commands on the upstream broker.")
+        .await;
+    let mut near = Forwarder::connect(port, GW_NEAR).await;
+    near.pull().await;
+    let send = |body: serde_json::Value, device: &'static str| {
+        let port = cloud.port();
+        async move {
+            publish(
+                port,
+                &format!("building/hq/{device}/command"),
+                &body.to_string(),
+                1,
+                false,
+            )
+            .await
+        }
+    };
+
+    // Hex data, as the downlink topic takes it.
+    send(
+        serde_json::json!({"id": "l-1", "port": 12, "data": "0a0b0c"}),
+        "abp-node",
+    )
+    .await;
+    gw.wait_for_log("Downlink queued").await;
+    near.push(&uplink(ABP_ADDR, 1, 2, &compact(20.0, 50), &nwk, &app), 6.0)
+        .await;
+    let (txpk, token) = near.pull_resp().await;
+    let phy = unbase64(txpk["data"].as_str().unwrap());
+    open_downlink(&phy, ABP_ADDR, 0, &nwk);
+    assert_eq!(phy[8], 12, "FPort");
+    assert_eq!(
+        decrypt_down(&phy[9..phy.len() - 4], ABP_ADDR, 0, &app),
+        [10, 11, 12]
+    );
+    assert!(
+        results
+            .wait_for(std::time::Duration::from_millis(300), |m| m.json()["id"]
+                == "l-1")
+            .await
+            .is_none(),
+        "no result before the TX_ACK"
+    );
+    near.tx_ack(token, "NONE").await;
+    let r = results
+        .wait_for(WAIT, |m| m.json()["id"] == "l-1")
+        .await
+        .expect("the result of l-1")
+        .json();
+    assert_eq!(r["status"], "done", "{r}");
+    assert_eq!(r["device"], "abp-node");
+    assert_eq!(
+        r["value"],
+        serde_json::json!({"port": 12, "data": "0a0b0c"})
+    );
+
+    // Base64; RX1 too late, the RX2 retry refused by the forwarder too.
+    send(
+        serde_json::json!({"id": "l-2", "port": 13, "data": "AQI="}),
+        "abp-node",
+    )
+    .await;
+    gw.wait_for_log_count("Downlink queued", 2).await;
+    near.push(&uplink(ABP_ADDR, 2, 2, &compact(20.5, 50), &nwk, &app), 6.0)
+        .await;
+    let (txpk, token) = near.pull_resp().await;
+    let phy = unbase64(txpk["data"].as_str().unwrap());
+    open_downlink(&phy, ABP_ADDR, 1, &nwk);
+    assert_eq!(
+        decrypt_down(&phy[9..phy.len() - 4], ABP_ADDR, 1, &app),
+        [1, 2]
+    );
+    near.tx_ack(token, "TOO_LATE").await;
+    let (_, retry) = near.pull_resp().await;
+    assert_eq!(retry, token, "the RX2 fallback of the same downlink");
+    near.tx_ack(token, "TX_FREQ").await;
+    let r = results
+        .wait_for(WAIT, |m| m.json()["id"] == "l-2")
+        .await
+        .expect("the result of l-2")
+        .json();
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("failed"), Some("tx_ack")),
+        "{r}"
+    );
+    assert!(r["detail"].as_str().unwrap().contains("TX_FREQ"), "{r}");
+
+    // Refused before anything is queued.
+    for (device, body, reason) in [
+        (
+            "abp-node",
+            serde_json::json!({"id": "r-1", "metric": "setpoint", "value": 1}),
+            "type",
+        ),
+        (
+            "abp-node",
+            serde_json::json!({"id": "r-2", "port": 12, "data": "00".repeat(52)}),
+            "out_of_range",
+        ),
+        (
+            "nobody",
+            serde_json::json!({"id": "r-3", "port": 12, "data": "00"}),
+            "not_writable",
+        ),
+    ] {
+        send(body.clone(), device).await;
+        let r = results
+            .wait_for(WAIT, |m| m.json()["id"] == body["id"])
+            .await
+            .unwrap_or_else(|| panic!("no result for {body}"))
+            .json();
+        assert_eq!(
+            (r["status"].as_str(), r["reason"].as_str()),
+            (Some("refused"), Some(reason)),
+            "{body} -> {r}"
+        );
+    }
+
+    // No uplink within command_wait: refused, and the payload withdrawn,
+    // so the next uplink (which needs no answer) gets no downlink.
+    send(
+        serde_json::json!({"id": "l-3", "port": 14, "data": "ff"}),
+        "abp-node",
+    )
+    .await;
+    let r = results
+        .wait_for(WAIT, |m| m.json()["id"] == "l-3")
+        .await
+        .expect("the result of l-3")
+        .json();
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("refused"), Some("no_uplink")),
+        "{r}"
+    );
+    near.push(&uplink(ABP_ADDR, 3, 2, &compact(21.0, 50), &nwk, &app), 6.0)
+        .await;
+    let mut buf = [0u8; 512];
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            near.socket.recv(&mut buf)
+        )
+        .await
+        .is_err(),
+        "a withdrawn payload is not sent"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
 }

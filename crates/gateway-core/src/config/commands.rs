@@ -84,7 +84,9 @@ pub fn template() -> String {
 # {{"id": "...", "metric": "setpoint", "value": 23.0, "ts": "<RFC 3339>"}}
 # to the device, if that point is declared writable ([[modbus.device]]
 # registers with writable = true, [[device]] writable = [...] for MQTT
-# devices). Each command gets one result on {{prefix}}/{{device}}/command/result
+# devices, [[bacnet.device]] writable = ["analog-value:3"], with "value":
+# null relinquishing); a LoRaWAN device takes {{"id", "port", "data"}}, a
+# downlink. Each command gets one result on {{prefix}}/{{device}}/command/result
 # (done, refused, failed or expired, with a reason) and runs at most once
 # per id (journaled in {{state_dir}}/commands). Whoever holds the upstream
 # broker's credentials can write to the declared points: see

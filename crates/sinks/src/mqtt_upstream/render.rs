@@ -143,7 +143,8 @@ impl Renderer {
 
     /// A command's result on `{prefix}/{device}/command/result`:
     /// `{"id", "gateway", "device", "metric", "value", "status", "reason",
-    /// "ts"}` (the forwarder adds `seq`). Not retained: each is one event.
+    /// "detail", "ts"}` (the forwarder adds `seq`). Not retained: each is
+    /// one event.
     pub fn command_result(&self, c: &CommandEvent) -> OutboundMessage {
         let payload = json!({
             "id": c.id,
@@ -153,6 +154,7 @@ impl Renderer {
             "value": c.value,
             "status": c.status,
             "reason": c.reason,
+            "detail": c.detail,
             "ts": c.at.to_rfc3339(),
         });
         OutboundMessage {

@@ -1,0 +1,407 @@
+//! Commands from the cloud to LoRaWAN devices: `{"id", "port", "data"}`
+//! becomes an entry of the device's downlink queue (the one the downlink
+//! topic fills), and its result waits for that payload to leave.
+//!
+//! A Class A device only listens right after it transmits, so the command
+//! waits for the device's next uplink, at most `command_wait`. Then:
+//!
+//! - `done`: the PULL_RESP carrying it went to the forwarder and, from a
+//!   protocol v2 forwarder, its TX_ACK reported no error (after the RX2
+//!   retry the adapter makes on a late RX1, if it made one). A v1
+//!   forwarder sends no TX_ACK: `done` once handed over. Unconfirmed, as
+//!   the queue sends it: `done` is "transmitted", not "received".
+//! - `failed`: the forwarder's TX_ACK reported an error (`tx_ack`, with
+//!   the error in the detail), or none came within [`TX_ACK_WAIT`]
+//!   (`timeout`), or the datagram could not be sent (`connection`).
+//! - `refused` (`no_uplink`): the device sent nothing within
+//!   `command_wait`; the payload is withdrawn from the queue, never sent.
+//!
+//! The socket loop owns the queues and the receive loop sees the TX_ACKs;
+//! [`Waiting`] is what they and the command's future share.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gateway_core::command::{
+    Command, CommandTarget, CommandValue, Refusal, WriteFuture, WriteOutcome,
+};
+use gateway_core::DeviceId;
+use tokio::sync::{mpsc, oneshot};
+
+use super::class_a::{Queued, MAX_PAYLOAD};
+use super::downlink_feed::FeedItem;
+use super::semtech::GatewayEui;
+
+/// How long a forwarder's TX_ACK may take: it answers a PULL_RESP at once
+/// (lora_pkt_fwd checks the packet against its schedule on receipt), and
+/// an RX2 retry comes at most a join-accept's RX2 window later.
+pub const TX_ACK_WAIT: Duration = Duration::from_secs(7);
+
+/// Commands queued at once for the socket loop.
+const QUEUE: usize = 8;
+
+#[derive(Debug)]
+struct Entry {
+    reply: Option<oneshot::Sender<WriteOutcome>>,
+    /// Taken from the queue to be sent: no longer withdrawn on timeout.
+    claimed: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next: u64,
+    entries: HashMap<u64, Entry>,
+    /// Sent to a v2 forwarder: its TX_ACK names it by gateway and token.
+    by_token: HashMap<(GatewayEui, [u8; 2]), u64>,
+}
+
+/// The commands waiting for their downlink to leave.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    state: Mutex<State>,
+}
+
+/// What a command that waited too long finds.
+#[derive(Debug, PartialEq, Eq)]
+enum Expired {
+    /// Still queued: withdrawn now, never sent.
+    Withdrawn,
+    /// Being sent or sent: its TX_ACK decides.
+    Claimed,
+    /// Resolved meanwhile: its outcome is in the channel.
+    Resolved,
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new command's ticket; `reply` gets its outcome.
+    fn open(&self, reply: oneshot::Sender<WriteOutcome>) -> u64 {
+        let mut s = self.lock();
+        s.next = s.next.wrapping_add(1);
+        let ticket = s.next;
+        s.entries.insert(
+            ticket,
+            Entry {
+                reply: Some(reply),
+                claimed: false,
+            },
+        );
+        ticket
+    }
+
+    /// Whether the command still waits for its payload to leave.
+    pub fn is_open(&self, ticket: u64) -> bool {
+        self.lock().entries.contains_key(&ticket)
+    }
+
+    /// The socket loop takes the payload to send it; `false` when its
+    /// command gave up meanwhile (then it is not sent).
+    pub fn claim(&self, ticket: u64) -> bool {
+        match self.lock().entries.get_mut(&ticket) {
+            Some(e) => {
+                e.claimed = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The payload went to a v2 forwarder as PULL_RESP `token`.
+    pub fn sent(&self, ticket: u64, gateway: GatewayEui, token: [u8; 2]) {
+        let mut s = self.lock();
+        if s.entries.contains_key(&ticket) {
+            s.by_token.insert((gateway, token), ticket);
+        }
+    }
+
+    /// Ends a command with `outcome`.
+    pub fn resolve(&self, ticket: u64, outcome: WriteOutcome) {
+        let entry = {
+            let mut s = self.lock();
+            s.by_token.retain(|_, t| *t != ticket);
+            s.entries.remove(&ticket)
+        };
+        if let Some(reply) = entry.and_then(|e| e.reply) {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// A forwarder's TX_ACK for PULL_RESP `token`: `error` as it said it
+    /// (`None`: sent), `retried` when the adapter sent the RX2 fallback of
+    /// the same token, whose own TX_ACK then decides.
+    pub fn tx_ack(&self, gateway: GatewayEui, token: [u8; 2], error: Option<&str>, retried: bool) {
+        let ticket = self.lock().by_token.get(&(gateway, token)).copied();
+        let Some(ticket) = ticket else { return };
+        match error {
+            None => self.resolve(ticket, WriteOutcome::Done { value: None }),
+            Some(_) if retried => {}
+            Some(e) => self.resolve(
+                ticket,
+                WriteOutcome::Failed(Refusal::new(
+                    "tx_ack",
+                    format!("the forwarder did not transmit it: {e}"),
+                )),
+            ),
+        }
+    }
+
+    fn expire(&self, ticket: u64) -> Expired {
+        let mut s = self.lock();
+        match s.entries.get(&ticket) {
+            None => Expired::Resolved,
+            Some(e) if e.claimed => Expired::Claimed,
+            Some(_) => {
+                s.entries.remove(&ticket);
+                Expired::Withdrawn
+            }
+        }
+    }
+
+    fn forget(&self, ticket: u64) {
+        let mut s = self.lock();
+        s.entries.remove(&ticket);
+        s.by_token.retain(|_, t| *t != ticket);
+    }
+}
+
+/// What the socket loop gets of the commands: their downlinks, and what
+/// waits for them.
+#[derive(Default)]
+pub struct Commands {
+    pub queue: Option<mpsc::Receiver<FeedItem>>,
+    pub waiting: Arc<Waiting>,
+}
+
+/// The write side of a `semtech_udp` adapter.
+pub struct LorawanTarget {
+    devices: HashSet<DeviceId>,
+    queue: mpsc::Sender<FeedItem>,
+    waiting: Arc<Waiting>,
+    wait: Duration,
+}
+
+impl LorawanTarget {
+    /// The target for `devices`, its commands' payloads handed to the
+    /// socket loop on the returned receiver.
+    pub fn new(
+        devices: HashSet<DeviceId>,
+        waiting: Arc<Waiting>,
+        wait: Duration,
+    ) -> (Arc<Self>, mpsc::Receiver<FeedItem>) {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let target = Self {
+            devices,
+            queue,
+            waiting,
+            wait,
+        };
+        (Arc::new(target), rx)
+    }
+}
+
+fn checked(command: &Command) -> Result<(u8, Vec<u8>), Refusal> {
+    let CommandValue::Downlink { port, data } = &command.value else {
+        return Err(Refusal::new(
+            "type",
+            "a LoRaWAN device takes {\"id\", \"port\", \"data\"} (a downlink)",
+        ));
+    };
+    if !(1..=223).contains(port) {
+        return Err(Refusal::new(
+            "out_of_range",
+            format!("FPort {port} is not an application port (1 to 223)"),
+        ));
+    }
+    if data.len() > MAX_PAYLOAD {
+        return Err(Refusal::new(
+            "out_of_range",
+            format!(
+                "{} bytes: at most {MAX_PAYLOAD} fit every data rate",
+                data.len()
+            ),
+        ));
+    }
+    Ok((*port, data.clone()))
+}
+
+impl CommandTarget for LorawanTarget {
+    fn serves(&self, device: &DeviceId) -> bool {
+        self.devices.contains(device)
+    }
+
+    fn check(&self, command: &Command) -> Result<(), Refusal> {
+        checked(command).map(|_| ())
+    }
+
+    fn write(&self, command: Command) -> WriteFuture {
+        let checked = checked(&command);
+        let queue = self.queue.clone();
+        let waiting = self.waiting.clone();
+        let wait = self.wait;
+        Box::pin(async move {
+            let (port, data) = match checked {
+                Ok(c) => c,
+                Err(r) => return WriteOutcome::Refused(r),
+            };
+            let (reply, mut outcome) = oneshot::channel();
+            let ticket = waiting.open(reply);
+            let item = Queued {
+                port,
+                data,
+                confirmed: false,
+                ticket: Some(ticket),
+            };
+            if queue
+                .send((command.device.as_str().to_string(), Ok(item)))
+                .await
+                .is_err()
+            {
+                waiting.forget(ticket);
+                return stopped();
+            }
+            if let Ok(answer) = tokio::time::timeout(wait, &mut outcome).await {
+                return answer.unwrap_or_else(|_| stopped());
+            }
+            match waiting.expire(ticket) {
+                Expired::Withdrawn => WriteOutcome::Refused(Refusal::new(
+                    "no_uplink",
+                    format!(
+                        "no uplink from the device within {} (command_wait): withdrawn, never sent",
+                        gateway_core::config::values::duration::render(wait)
+                    ),
+                )),
+                Expired::Resolved => outcome.try_recv().unwrap_or_else(|_| stopped()),
+                Expired::Claimed => match tokio::time::timeout(TX_ACK_WAIT, &mut outcome).await {
+                    Ok(answer) => answer.unwrap_or_else(|_| stopped()),
+                    Err(_) => {
+                        waiting.forget(ticket);
+                        WriteOutcome::Failed(Refusal::new(
+                            "timeout",
+                            "handed to the forwarder, which sent no TX_ACK",
+                        ))
+                    }
+                },
+            }
+        })
+    }
+}
+
+fn stopped() -> WriteOutcome {
+    WriteOutcome::Failed(Refusal::new("stopped", "the semtech_udp adapter stopped"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn command(value: CommandValue) -> Command {
+        Command {
+            id: "c".into(),
+            device: DeviceId::new("node-1").unwrap(),
+            metric: String::new(),
+            value,
+        }
+    }
+
+    fn target(wait: Duration) -> (Arc<LorawanTarget>, mpsc::Receiver<FeedItem>, Arc<Waiting>) {
+        let waiting = Arc::new(Waiting::default());
+        let devices = HashSet::from([DeviceId::new("node-1").unwrap()]);
+        let (t, rx) = LorawanTarget::new(devices, waiting.clone(), wait);
+        (t, rx, waiting)
+    }
+
+    #[test]
+    fn only_downlinks_that_fit_are_accepted() {
+        let (t, _rx, _) = target(Duration::from_secs(1));
+        assert!(t.serves(&DeviceId::new("node-1").unwrap()));
+        assert!(!t.serves(&DeviceId::new("node-2").unwrap()));
+        let down = |port, len| CommandValue::Downlink {
+            port,
+            data: vec![0; len],
+        };
+        assert!(t.check(&command(down(10, MAX_PAYLOAD))).is_ok());
+        for (value, reason) in [
+            (down(10, MAX_PAYLOAD + 1), "out_of_range"),
+            (down(224, 1), "out_of_range"),
+            (CommandValue::Number(1.0), "type"),
+        ] {
+            assert_eq!(t.check(&command(value)).unwrap_err().reason, reason);
+        }
+    }
+
+    const GW: GatewayEui = GatewayEui([1; 8]);
+
+    #[tokio::test(start_paused = true)]
+    async fn done_on_a_clean_tx_ack_failed_on_an_error_after_the_rx2_retry() {
+        let (t, mut rx, waiting) = target(Duration::from_secs(60));
+        let down = CommandValue::Downlink {
+            port: 3,
+            data: vec![1, 2],
+        };
+        let write = tokio::spawn(t.write(command(down.clone())));
+        let (device, item) = rx.recv().await.unwrap();
+        let item = item.unwrap();
+        assert_eq!(
+            (device.as_str(), item.port, item.data.as_slice()),
+            ("node-1", 3, &[1, 2][..])
+        );
+        let ticket = item.ticket.unwrap();
+        assert!(waiting.claim(ticket));
+        waiting.sent(ticket, GW, [0, 9]);
+        waiting.tx_ack(GW, [0, 8], None, false);
+        assert!(!write.is_finished(), "another token's TX_ACK");
+        waiting.tx_ack(GW, [0, 9], None, false);
+        assert_eq!(write.await.unwrap(), WriteOutcome::Done { value: None });
+
+        let write = tokio::spawn(t.write(command(down)));
+        let ticket = rx.recv().await.unwrap().1.unwrap().ticket.unwrap();
+        assert!(waiting.claim(ticket));
+        waiting.sent(ticket, GW, [0, 10]);
+        waiting.tx_ack(GW, [0, 10], Some("TOO_LATE"), true);
+        tokio::task::yield_now().await;
+        assert!(!write.is_finished(), "the RX2 retry decides");
+        waiting.tx_ack(GW, [0, 10], Some("TX_FREQ"), false);
+        let out = write.await.unwrap();
+        assert!(
+            matches!(&out, WriteOutcome::Failed(r) if r.reason == "tx_ack" && r.detail.contains("TX_FREQ")),
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_an_uplink_the_payload_is_withdrawn_and_never_sent() {
+        let (t, mut rx, waiting) = target(Duration::from_secs(30));
+        let write = tokio::spawn(t.write(command(CommandValue::Downlink {
+            port: 3,
+            data: vec![1],
+        })));
+        let ticket = rx.recv().await.unwrap().1.unwrap().ticket.unwrap();
+        let out = write.await.unwrap();
+        assert!(
+            matches!(&out, WriteOutcome::Refused(r) if r.reason == "no_uplink"),
+            "{out:?}"
+        );
+        assert!(!waiting.is_open(ticket));
+        assert!(!waiting.claim(ticket), "the socket loop then skips it");
+
+        // Claimed just before the wait ran out: its TX_ACK still decides,
+        // and no TX_ACK at all is a timeout.
+        let write = tokio::spawn(t.write(command(CommandValue::Downlink {
+            port: 3,
+            data: vec![1],
+        })));
+        let ticket = rx.recv().await.unwrap().1.unwrap().ticket.unwrap();
+        assert!(waiting.claim(ticket));
+        waiting.sent(ticket, GW, [0, 11]);
+        let out = write.await.unwrap();
+        assert!(
+            matches!(&out, WriteOutcome::Failed(r) if r.reason == "timeout"),
+            "{out:?}"
+        );
+    }
+}
