@@ -6,7 +6,7 @@
 //! is looked for again with backoff; the adapter's other devices, each in
 //! its own task, go on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -329,12 +329,16 @@ impl DeviceTask {
             ok.iter().map(|i| (i.id, i.name.clone())).collect();
         let metrics = names::metric_names(&named);
         let mut points = Vec::with_capacity(ok.len());
+        let mut stated = BTreeMap::new();
         for (info, metric) in ok.iter().zip(metrics) {
             let Ok(m) = MetricName::new(metric.as_str()) else {
                 continue;
             };
             let unit = info.units.map(units::name).unwrap_or_default();
             tracing::debug!(adapter = %st.adapter, device = %st.label, object = %info.id, metric = %metric, unit = %unit, "BACnet object read as a metric.");
+            if let Some(symbol) = info.units.and_then(units::symbol) {
+                stated.insert(metric.clone(), symbol.to_string());
+            }
             points.push(Point {
                 id: info.id,
                 metric: m.interned(),
@@ -342,6 +346,9 @@ impl DeviceTask {
                 flagged: false,
             });
         }
+        // Before the first reading: Home Assistant announces a sensor's
+        // unit when it first hears of it.
+        ctx.ingress.report_units(self.device.id.as_str(), stated);
         st.objects.set(points.len() as f64);
         info!(adapter = %st.adapter, device = %st.label, instance = self.device.instance, address = %peer, objects = points.len(), rpm = caps.rpm, whole_list = caps.whole_list, "BACnet device found.");
         Ok(points)
