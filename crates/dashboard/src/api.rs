@@ -263,7 +263,12 @@ pub async fn series(state: &AppState, q: &Query) -> Response<Body> {
             let info = super::pages::info_of(state, &device);
             let unit = state
                 .view
-                .info(&device, info.as_ref(), state.live.source_of(&device), &metric)
+                .info(
+                    &device,
+                    info.as_ref(),
+                    state.live.source_of(&device),
+                    &metric,
+                )
                 .unit;
             json_reply(&json!({
                 "device": device, "metric": metric, "unit": unit, "points": points,

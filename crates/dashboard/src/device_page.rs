@@ -290,10 +290,11 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
         .iter()
         .filter(|r| rule_applies(r, &id, &tag_map))
     {
-        let mi = r
-            .metric
-            .as_ref()
-            .map(|m| state.view.info(id.as_str(), info.as_ref(), d.source, m.as_str()));
+        let mi = r.metric.as_ref().map(|m| {
+            state
+                .view
+                .info(id.as_str(), info.as_ref(), d.source, m.as_str())
+        });
         let bound = |v: f64| mi.as_ref().map_or(v.to_string(), |mi| mi.format(v));
         let _ = write!(
             out,

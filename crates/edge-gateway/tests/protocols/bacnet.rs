@@ -381,7 +381,10 @@ cov = true
 
     // 10.5, 10.75, ... 20.25: exact in a BACnet REAL.
     let (start, step, n) = (10.5, 0.25, 40u32);
-    ok(&mut peer, &format!("ramp 2101 analogInput:1 {start} {step} {n}"));
+    ok(
+        &mut peer,
+        &format!("ramp 2101 analogInput:1 {start} {step} {n}"),
+    );
     let want = 2 + u64::from(n);
     http_until(metrics, "/metrics", |_, b| {
         sample(b, readings) == Some(want as f64)
@@ -399,7 +402,9 @@ cov = true
         if j["device"] != "duct" {
             continue;
         }
-        let Some(s) = j["metrics"].get("duct_pressure") else { continue };
+        let Some(s) = j["metrics"].get("duct_pressure") else {
+            continue;
+        };
         let count = s["count"].as_u64().unwrap();
         let sum = s["avg"].as_f64().unwrap() * count as f64;
         let max = s["max"].as_f64().unwrap();
@@ -410,15 +415,25 @@ cov = true
     let max = by_start.values().map(|w| w.2).fold(f64::MIN, f64::max);
     let ramp: f64 = (0..n).map(|i| start + f64::from(i) * step).sum();
     assert_eq!(count, want, "{by_start:?}");
-    assert!((sum - (20.0 + ramp)).abs() < 1e-6, "{sum} against {}", 20.0 + ramp);
+    assert!(
+        (sum - (20.0 + ramp)).abs() < 1e-6,
+        "{sum} against {}",
+        20.0 + ramp
+    );
     assert_eq!(max, start + f64::from(n - 1) * step);
     let (_, text) = http_until(metrics, "/metrics", |_, b| {
-        sample(b, "edge_gateway_bacnet_cov_notifications_total{adapter=\"bms\"}")
-            .is_some()
+        sample(
+            b,
+            "edge_gateway_bacnet_cov_notifications_total{adapter=\"bms\"}",
+        )
+        .is_some()
     })
     .await;
     assert_eq!(
-        sample(&text, "edge_gateway_bacnet_cov_notifications_total{adapter=\"bms\"}"),
+        sample(
+            &text,
+            "edge_gateway_bacnet_cov_notifications_total{adapter=\"bms\"}"
+        ),
         Some(f64::from(n) + 1.0),
         "one notification per change, and the first"
     );

@@ -68,7 +68,10 @@ id = "ahu-old"
         );
     }
     let (_, text) = http_until(metrics, "/metrics", |_, b| {
-        sample(b, "edge_gateway_bacnet_objects{adapter=\"bms\",device=\"ahu-old\"}") == Some(54.0)
+        sample(
+            b,
+            "edge_gateway_bacnet_objects{adapter=\"bms\",device=\"ahu-old\"}",
+        ) == Some(54.0)
     })
     .await;
     // The refusal is how RPM was found missing, not a fault of the device.
@@ -129,7 +132,10 @@ instance = 5001
     let w = window(&mut sub, "bacnet-5001", |w| w.contains_key("outside_air")).await;
     assert_eq!(avg(&w, "outside_air"), Some(4.25));
     ok(&mut peer, "set 5001 analogInput:1 5.5");
-    window(&mut sub, "bacnet-5001", |w| avg(w, "outside_air") == Some(5.5)).await;
+    window(&mut sub, "bacnet-5001", |w| {
+        avg(w, "outside_air") == Some(5.5)
+    })
+    .await;
 }
 
 /// A notification with the gateway's process id for an object it did not
@@ -182,7 +188,10 @@ cov = true
     .await;
 
     ok(&mut peer, "stray 6001 analogValue:2 99.5");
-    http_until(metrics, "/metrics", |_, b| sample(b, cov_unknown) == Some(1.0)).await;
+    http_until(metrics, "/metrics", |_, b| {
+        sample(b, cov_unknown) == Some(1.0)
+    })
+    .await;
     ok(&mut peer, "set 6001 analogValue:1 6.5");
     let w = window(&mut sub, "tank", |w| {
         w.get("level").and_then(|s| s["max"].as_f64()) == Some(6.5)

@@ -120,7 +120,11 @@ id = "ahu-7"
     for (metric, unit, class) in want {
         let c = &configs[metric];
         assert_eq!(c["unit_of_measurement"], unit, "{metric}: {c}");
-        assert_eq!(c.get("device_class").and_then(Value::as_str), class, "{metric}: {c}");
+        assert_eq!(
+            c.get("device_class").and_then(Value::as_str),
+            class,
+            "{metric}: {c}"
+        );
     }
 
     let (_, body) = http_until(dashboard, "/api/devices", |code, b| {
@@ -141,7 +145,9 @@ id = "ahu-7"
 
     // 95.5 is above 90 in the device's °F, and said so.
     let raised = alerts
-        .wait_for(WAIT, |m| m.json()["rule"] == "discharge-hot" && m.json()["state"] == "raised")
+        .wait_for(WAIT, |m| {
+            m.json()["rule"] == "discharge-hot" && m.json()["state"] == "raised"
+        })
         .await
         .expect("the alert upstream");
     let a = raised.json();
