@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
-use gateway_core::telemetry::{Gauge, LogThrottle, Telemetry};
+use gateway_core::telemetry::{Counter, Gauge, LogThrottle, Telemetry};
 use gateway_core::{
     AdapterContext, AdapterError, AdapterStats, DeviceId, DeviceState, Ingress, MetricName,
     Reading, StatusChange, TimeSource,
@@ -84,6 +84,8 @@ struct State {
     objects: Gauge,
     flagged: Gauge,
     cov_count: Gauge,
+    /// Looked up once: a busy device sends hundreds a second.
+    cov_notifications: Counter,
     throttle: LogThrottle,
     status: Option<DeviceState>,
 }
@@ -104,6 +106,9 @@ impl DeviceTask {
             objects: ctx.telemetry.gauge(BACNET_OBJECTS, &labels),
             flagged: ctx.telemetry.gauge(BACNET_FLAGGED, &labels),
             cov_count: ctx.telemetry.gauge(BACNET_COV_SUBSCRIBED, &labels),
+            cov_notifications: ctx
+                .telemetry
+                .counter(BACNET_COV_NOTIFICATIONS, &[("adapter", ctx.name.as_str())]),
             throttle: LogThrottle::default(),
             status: None,
         };
@@ -229,7 +234,7 @@ impl DeviceTask {
                         let pv = n.values.iter().find(|(p, _)| p.property == property::PRESENT_VALUE);
                         let flags = n.values.iter().find(|(p, _)| p.property == property::STATUS_FLAGS);
                         if let Some(s) = pv.and_then(|(_, v)| Sample::from_values(v, flags.map(|f| f.1.as_slice()))) {
-                            ctx.telemetry.counter(BACNET_COV_NOTIFICATIONS, &[("adapter", ctx.name.as_str())]).inc();
+                            st.cov_notifications.inc();
                             st.stats.received.inc();
                             let mut readings = Vec::with_capacity(1);
                             push_sample(st, ctx, &mut points[i], &s, &mut readings);
