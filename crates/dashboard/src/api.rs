@@ -114,7 +114,7 @@ pub fn devices(state: &AppState) -> Response<Body> {
                 .latest
                 .iter()
                 .map(|(m, (v, at))| {
-                    let unit = state.view.info(info.as_ref(), d.source, m).unit;
+                    let unit = state.view.info(&id, info.as_ref(), d.source, m).unit;
                     (m.clone(), json!({"value": v, "at": at, "unit": unit}))
                 })
                 .collect();
@@ -296,7 +296,12 @@ pub async fn series(state: &AppState, q: &Query) -> Response<Body> {
             let info = super::pages::info_of(state, &device);
             let unit = state
                 .view
-                .info(info.as_ref(), state.live.source_of(&device), &metric)
+                .info(
+                    &device,
+                    info.as_ref(),
+                    state.live.source_of(&device),
+                    &metric,
+                )
                 .unit;
             json_reply(&json!({
                 "device": device, "metric": metric, "unit": unit, "points": points,

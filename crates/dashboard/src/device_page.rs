@@ -195,7 +195,7 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
                 None => continue,
             },
         };
-        let mi = state.view.info(info.as_ref(), d.source, m);
+        let mi = state.view.info(id.as_str(), info.as_ref(), d.source, m);
         let _ = write!(
             out,
             r#"<tr data-metric="{}"><td>{}</td><td>{} – {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
@@ -214,7 +214,7 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
 
     for (i, m) in metrics.iter().enumerate() {
         let pts = series.get(i).map_or(&[][..], Vec::as_slice);
-        let mi = state.view.info(info.as_ref(), d.source, m);
+        let mi = state.view.info(id.as_str(), info.as_ref(), d.source, m);
         let markers: Vec<Marker> = alerts
             .iter()
             .filter(|a| a.metric.is_empty() || &a.metric == m)
@@ -277,7 +277,7 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
 
     out.push_str(r#"<h2>Latest readings</h2><table id="recent"><thead><tr><th>Time (UTC)</th><th>Metric</th><th>Value</th></tr></thead><tbody>"#);
     for (at, m, v) in d.recent.iter().rev() {
-        let mi = state.view.info(info.as_ref(), d.source, m);
+        let mi = state.view.info(id.as_str(), info.as_ref(), d.source, m);
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -293,10 +293,11 @@ pub async fn device(state: &Arc<AppState>, q: &Query) -> Option<String> {
         .iter()
         .filter(|r| rule_applies(r, &id, &tag_map))
     {
-        let mi = r
-            .metric
-            .as_ref()
-            .map(|m| state.view.info(info.as_ref(), d.source, m.as_str()));
+        let mi = r.metric.as_ref().map(|m| {
+            state
+                .view
+                .info(id.as_str(), info.as_ref(), d.source, m.as_str())
+        });
         let bound = |v: f64| mi.as_ref().map_or(v.to_string(), |mi| mi.format(v));
         let _ = write!(
             out,

@@ -210,7 +210,7 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
         .iter()
         .filter_map(|(id, info, d)| {
             let m = state.view.primary(info.as_ref(), d.latest.keys())?;
-            let mi = state.view.info(info.as_ref(), d.source, &m);
+            let mi = state.view.info(id, info.as_ref(), d.source, &m);
             let open = state.live.open_points(id, &m);
             Some((id.clone(), m, mi, open))
         })
@@ -300,7 +300,7 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
             if let Some((v, _)) = d.latest.get(m) {
                 out.push_str(&value_span(
                     m,
-                    &state.view.info(info.as_ref(), d.source, m),
+                    &state.view.info(id, info.as_ref(), d.source, m),
                     *v,
                     true,
                 ));
@@ -331,6 +331,7 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
 /// silence's wait.
 pub(super) fn alert_texts(state: &AppState, a: &AlertRow) -> (String, String) {
     let info = state.view.info(
+        &a.device,
         info_of(state, &a.device).as_ref(),
         state.live.source_of(&a.device),
         &a.metric,
@@ -518,7 +519,7 @@ fn infrastructure(state: &AppState, out: &mut String) {
         for (m, (v, _)) in &d.latest {
             out.push_str(&value_span(
                 m,
-                &state.view.info(None, d.source, m),
+                &state.view.info(id, None, d.source, m),
                 *v,
                 true,
             ));

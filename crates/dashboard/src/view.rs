@@ -20,10 +20,17 @@ pub struct View {
 }
 
 impl View {
-    /// `metric` of a device with this registry entry, heard through the
-    /// adapter of `source`.
-    pub fn info(&self, device: Option<&DeviceInfo>, source: SourceId, metric: &str) -> MetricInfo {
-        self.units.of(device.map(|d| &d.units), source, metric)
+    /// `metric` of the device `id` with this registry entry, heard through
+    /// the adapter of `source` (and with the units it states itself).
+    pub fn info(
+        &self,
+        id: &str,
+        device: Option<&DeviceInfo>,
+        source: SourceId,
+        metric: &str,
+    ) -> MetricInfo {
+        self.units
+            .of_device(id, device.map(|d| &d.units), source, metric)
     }
 
     /// Sort key: `metric_order` first, then the units table's order

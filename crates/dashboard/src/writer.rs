@@ -117,6 +117,7 @@ pub async fn run(
                     let texts = settings.describe.as_ref().map(|(view, registry, rules)| {
                         let device = gateway_core::DeviceId::new(row.device.as_str()).ok();
                         let info = view.info(
+                            &row.device,
                             device.as_ref().and_then(|d| registry.get(d)),
                             live.source_of(&row.device),
                             &row.metric,

@@ -345,7 +345,7 @@ impl Gateway {
                 gateway_id: config.gateway.id.clone(),
                 state_dir: config.gateway.state_dir.clone(),
                 registry: ctx.registry.clone(),
-                units: gateway_core::units::Units::new(config.units.clone()),
+                units: config.units(sources.clone()),
                 sources: sources.clone(),
                 telemetry: telemetry.clone(),
                 sw_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -127,6 +127,17 @@ impl IngressSender {
         }
     }
 
+    /// Records the unit `device` itself states for each of its metrics
+    /// (a BACnet object's `units`), read before its first reading is sent.
+    /// Every output shows it unless `[[device]] units` says otherwise: the
+    /// name table only guesses from a metric's name, and `supply_air` or
+    /// `flow` says nothing. Replaces what was recorded for `device`.
+    pub fn report_units(&self, device: &str, units: BTreeMap<String, String>) {
+        if let Some(sources) = &self.models {
+            sources.report_units(device, units);
+        }
+    }
+
     pub fn source(&self) -> SourceId {
         self.source
     }
@@ -182,6 +193,8 @@ pub struct Sources(
     Arc<std::sync::RwLock<Vec<SourceInfo>>>,
     Arc<std::sync::RwLock<HashMap<String, DeviceModel>>>,
     &'static [KindInfo],
+    /// Device → metric → unit, as the devices state them.
+    Arc<std::sync::RwLock<HashMap<String, BTreeMap<String, String>>>>,
 );
 
 /// A device's make, as the adapter that hears it knows it.
@@ -198,7 +211,7 @@ const MODELS_KEPT: usize = 10_000;
 impl Sources {
     /// An empty table that names kinds by `kinds` (the adapters built in).
     pub fn with_kinds(kinds: &'static [KindInfo]) -> Self {
-        Self(Arc::default(), Arc::default(), kinds)
+        Self(Arc::default(), Arc::default(), kinds, Arc::default())
     }
 
     /// What is declared of `kind`, if it is built in.
@@ -256,6 +269,34 @@ impl Sources {
                 },
             );
         }
+    }
+
+    /// See [`IngressSender::report_units`]. Kept for as many devices as
+    /// their makes are.
+    pub fn report_units(&self, device: &str, units: BTreeMap<String, String>) {
+        if self
+            .3
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device)
+            .is_some_and(|u| *u == units)
+        {
+            return;
+        }
+        let mut table = self.3.write().unwrap_or_else(|p| p.into_inner());
+        if table.len() < MODELS_KEPT || table.contains_key(device) {
+            table.insert(device.to_string(), units);
+        }
+    }
+
+    /// The unit `device` itself states for `metric`, if its adapter read one.
+    pub fn reported_unit(&self, device: &str, metric: &str) -> Option<String> {
+        self.3
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device)?
+            .get(metric)
+            .cloned()
     }
 
     /// What an adapter told of `device`'s make, if anything.

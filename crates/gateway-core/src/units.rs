@@ -1,8 +1,10 @@
 //! What a metric's numbers mean: its quantity, its unit and how many
 //! decimals a person needs, from one table of the names sensors use,
 //! overridden by `[units]` (per metric), `[[adapter]] units` (every device
-//! an adapter hears) and `[[device]] units` (per device), the most specific
-//! winning.
+//! an adapter hears), the unit a device states itself (a BACnet object's
+//! `units`, see [`Sources::report_units`]) and `[[device]] units` (per
+//! device), the most specific winning; a person's `[[device]] units`
+//! over what the device says.
 //!
 //! Decided by name, never by the value: a battery at 3.7 is volts on one
 //! node and a nearly empty percentage on another, and only the config can
@@ -356,6 +358,20 @@ fn precision_of_unit(unit: &str) -> Option<u8> {
     })
 }
 
+/// The quantity a unit can only be of (not `%` or `ppm`, which many are).
+fn quantity_of_unit(unit: &str) -> Option<&'static str> {
+    Some(match unit {
+        "°C" | "°F" | "K" => "temperature",
+        "Pa" | "hPa" | "kPa" | "bar" | "mbar" => "pressure",
+        "lx" => "illuminance",
+        "Wh" | "kWh" | "MWh" => "energy",
+        "W" | "kW" | "MW" => "power",
+        "A" | "mA" => "current",
+        "V" | "mV" | "kV" => "voltage",
+        _ => return None,
+    })
+}
+
 /// What the table alone says about `metric`.
 pub fn known(metric: &str) -> MetricInfo {
     let m = metric.to_ascii_lowercase();
@@ -422,10 +438,35 @@ impl Units {
         source: SourceId,
         metric: &str,
     ) -> MetricInfo {
+        self.resolve(None, device_units, source, metric)
+    }
+
+    /// [`Self::of`] for the device `device`, with the unit it states
+    /// itself (below its `[[device]] units`, above the rest): what every
+    /// output asks about a device's metric.
+    pub fn of_device(
+        &self,
+        device: &str,
+        device_units: Option<&BTreeMap<String, String>>,
+        source: SourceId,
+        metric: &str,
+    ) -> MetricInfo {
+        self.resolve(Some(device), device_units, source, metric)
+    }
+
+    fn resolve(
+        &self,
+        device: Option<&str>,
+        device_units: Option<&BTreeMap<String, String>>,
+        source: SourceId,
+        metric: &str,
+    ) -> MetricInfo {
         let mut info = known(metric);
+        let stated = device.and_then(|d| self.sources.reported_unit(d, metric));
         let set = device_units
             .and_then(|u| u.get(metric))
             .cloned()
+            .or_else(|| stated.clone())
             .or_else(|| self.adapter_unit(source, metric))
             .or_else(|| self.global.get(metric).cloned());
         if let Some(unit) = set {
@@ -433,6 +474,11 @@ impl Units {
                 info.precision = precision_of_unit(&unit);
                 info.unit = unit;
             }
+        }
+        // A device that states °C for `supply_air` says what it measures
+        // too, where the name does not (Home Assistant's device class).
+        if info.quantity.is_empty() && stated.as_deref() == Some(info.unit.as_str()) {
+            info.quantity = quantity_of_unit(&info.unit).unwrap_or("");
         }
         info
     }
@@ -602,5 +648,45 @@ mod tests {
         assert_eq!(units.of(Some(&device), lora, "battery").unit, "mV");
         // A metric nobody overrides: the table's.
         assert_eq!(units.of(None, lora, "temperature").unit, "°C");
+    }
+
+    #[test]
+    fn what_a_device_states_beats_the_adapter_and_the_table_not_its_config() {
+        let sources = Sources::default();
+        let bms = sources.register("bms", "bacnet");
+        let units = Units::new(BTreeMap::from([("flow".into(), "m³/h".into())])).with_adapters(
+            BTreeMap::from([(
+                "bms".to_string(),
+                BTreeMap::from([("supply_air".to_string(), "K".to_string())]),
+            )]),
+            sources.clone(),
+        );
+        sources.report_units(
+            "ahu-1",
+            BTreeMap::from([
+                ("supply_air".to_string(), "°C".to_string()),
+                ("flow".to_string(), "L/s".to_string()),
+                ("discharge_temp".to_string(), "°F".to_string()),
+            ]),
+        );
+        let of = |device_units: Option<&BTreeMap<String, String>>, metric: &str| {
+            units.of_device("ahu-1", device_units, bms, metric)
+        };
+        // Over the adapter's, [units] and the name table.
+        assert_eq!(of(None, "supply_air").format(21.44), "21.4 °C");
+        assert_eq!(of(None, "flow").unit, "L/s");
+        assert_eq!(of(None, "discharge_temp").unit, "°F");
+        // What it measures, from a unit that can only be of one thing.
+        assert_eq!(of(None, "supply_air").quantity, "temperature");
+        assert_eq!(of(None, "flow").quantity, "");
+        // A person's [[device]] units over what the device says.
+        let device = BTreeMap::from([("flow".to_string(), "L/min".to_string())]);
+        assert_eq!(of(Some(&device), "flow").unit, "L/min");
+        // Another device, or no device named: unchanged.
+        assert_eq!(units.of_device("ahu-2", None, bms, "flow").unit, "m³/h");
+        assert_eq!(units.of(None, bms, "discharge_temp").unit, "°C");
+        // A new report replaces the old one.
+        sources.report_units("ahu-1", BTreeMap::new());
+        assert_eq!(of(None, "supply_air").unit, "K");
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,6 +95,8 @@ pub struct Client {
     table: Arc<Mutex<Table>>,
     timeout: Duration,
     retries: u32,
+    /// Unasked messages dropped on a full `events` queue, not yet told.
+    dropped: Arc<AtomicU64>,
 }
 
 /// Datagrams up to this are read; BACnet/IP's largest is 1497.
@@ -117,6 +120,7 @@ impl Client {
             table: Arc::default(),
             timeout,
             retries,
+            dropped: Arc::default(),
         };
         let rx = client.clone();
         tokio::spawn(async move {
@@ -135,6 +139,12 @@ impl Client {
         Ok(client)
     }
 
+    /// Unasked messages dropped since the last call because `events` was
+    /// full (a flood of I-Am or notifications), for the caller to count.
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
     }
@@ -150,7 +160,9 @@ impl Client {
             }
         };
         if let Some(e) = event {
-            let _ = events.try_send(e);
+            if events.try_send(e).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -82,6 +82,48 @@ fn i_am_decodes_and_encodes_as_published() {
     );
 }
 
+/// What a BBMD sends a foreign device (Annex J.2): the published I-Am
+/// forwarded with the address of the device that sent it, which is the one
+/// to answer; and BVLC-Result, the answer to Register-Foreign-Device.
+#[test]
+fn a_bbmds_forwarded_npdu_and_result_decode_with_the_origin() {
+    let (i_am, _) = vector("i_am");
+    let mut d = vec![
+        0x81, 0x04, // BVLC: BACnet/IP, Forwarded-NPDU
+        0x00, 0x00, // length, set below
+        192, 168, 1, 40, 0xBA, 0xC0, // origin 192.168.1.40:47808
+        0x01, 0x00, // NPDU: version 1, no routing, no reply expected
+    ];
+    d.extend_from_slice(&i_am);
+    let len = u16::try_from(d.len()).unwrap().to_be_bytes();
+    d[2..4].copy_from_slice(&len);
+    let Ok(Frame::Apdu {
+        origin: Some(origin),
+        source: None,
+        apdu: Apdu::Unconfirmed { service, body },
+    }) = frame::decode(&d)
+    else {
+        panic!("a forwarded APDU: {:?}", frame::decode(&d));
+    };
+    assert_eq!(origin.to_string(), "192.168.1.40:47808");
+    assert_eq!(service, apdu::unconfirmed::I_AM);
+    assert_eq!(services::decode_i_am(body).map(|i| i.device), Ok(3));
+    // BVLC-Result: 0x0000 successful, 0x0030 Register-Foreign-Device NAK.
+    assert_eq!(
+        frame::decode(&[0x81, 0x00, 0x00, 0x06, 0x00, 0x00]),
+        Ok(Frame::BvlcResult(0))
+    );
+    assert_eq!(
+        frame::decode(&[0x81, 0x00, 0x00, 0x06, 0x00, 0x30]),
+        Ok(Frame::BvlcResult(0x30))
+    );
+    // The registration the gateway sends: TTL 600 s.
+    assert_eq!(
+        super::bvlc::register_foreign_device(600),
+        [0x81, 0x05, 0x00, 0x06, 0x02, 0x58]
+    );
+}
+
 #[test]
 fn read_property_request_body_and_ack_as_published() {
     let (req, v) = vector("read_property_request");

@@ -6,12 +6,12 @@
 //! is looked for again with backoff; the adapter's other devices, each in
 //! its own task, go on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
-use gateway_core::telemetry::{Gauge, LogThrottle, Telemetry};
+use gateway_core::telemetry::{Counter, Gauge, LogThrottle, Telemetry};
 use gateway_core::{
     AdapterContext, AdapterError, AdapterStats, DeviceId, DeviceState, Ingress, MetricName,
     Reading, StatusChange, TimeSource,
@@ -86,6 +86,8 @@ struct State {
     objects: Gauge,
     flagged: Gauge,
     cov_count: Gauge,
+    /// Looked up once: a busy device sends hundreds a second.
+    cov_notifications: Counter,
     throttle: LogThrottle,
     status: Option<DeviceState>,
 }
@@ -106,6 +108,9 @@ impl DeviceTask {
             objects: ctx.telemetry.gauge(BACNET_OBJECTS, &labels),
             flagged: ctx.telemetry.gauge(BACNET_FLAGGED, &labels),
             cov_count: ctx.telemetry.gauge(BACNET_COV_SUBSCRIBED, &labels),
+            cov_notifications: ctx
+                .telemetry
+                .counter(BACNET_COV_NOTIFICATIONS, &[("adapter", ctx.name.as_str())]),
             throttle: LogThrottle::default(),
             status: None,
         };
@@ -232,7 +237,7 @@ impl DeviceTask {
                         let pv = n.values.iter().find(|(p, _)| p.property == property::PRESENT_VALUE);
                         let flags = n.values.iter().find(|(p, _)| p.property == property::STATUS_FLAGS);
                         if let Some(s) = pv.and_then(|(_, v)| Sample::from_values(v, flags.map(|f| f.1.as_slice()))) {
-                            ctx.telemetry.counter(BACNET_COV_NOTIFICATIONS, &[("adapter", ctx.name.as_str())]).inc();
+                            st.cov_notifications.inc();
                             st.stats.received.inc();
                             let mut readings = Vec::with_capacity(1);
                             push_sample(st, ctx, &mut points[i], &s, &mut readings);
@@ -332,12 +337,16 @@ impl DeviceTask {
             ok.iter().map(|i| (i.id, i.name.clone())).collect();
         let metrics = names::metric_names(&named);
         let mut points = Vec::with_capacity(ok.len());
+        let mut stated = BTreeMap::new();
         for (info, metric) in ok.iter().zip(metrics) {
             let Ok(m) = MetricName::new(metric.as_str()) else {
                 continue;
             };
             let unit = info.units.map(units::name).unwrap_or_default();
             tracing::debug!(adapter = %st.adapter, device = %st.label, object = %info.id, metric = %metric, unit = %unit, "BACnet object read as a metric.");
+            if let Some(symbol) = info.units.and_then(units::symbol) {
+                stated.insert(metric.clone(), symbol.to_string());
+            }
             points.push(Point {
                 id: info.id,
                 metric: m.interned(),
@@ -345,6 +354,9 @@ impl DeviceTask {
                 flagged: false,
             });
         }
+        // Before the first reading: Home Assistant announces a sensor's
+        // unit when it first hears of it.
+        ctx.ingress.report_units(self.device.id.as_str(), stated);
         st.objects.set(points.len() as f64);
         // Before saying it is found: from then on it can be written to.
         self.link.found(

@@ -116,6 +116,12 @@ async fn run(source: BacnetSource, ctx: AdapterContext) -> Result<(), AdapterErr
         .telemetry
         .gauge(BACNET_FDR_REGISTERED, &[("adapter", ctx.name.as_str())]);
     fdr.set(0.0);
+    // What the client could not queue for this loop: told with the next
+    // event it could.
+    let overflow = ctx.telemetry.counter(
+        gateway_core::component::ADAPTER_ERRORS,
+        &[("adapter", ctx.name.as_str()), ("error_type", "overflow")],
+    );
     let base = process_id_base();
     let mut by_instance: HashMap<u32, mpsc::Sender<DeviceEvent>> = HashMap::new();
     let mut by_process: HashMap<u32, mpsc::Sender<DeviceEvent>> = HashMap::new();
@@ -158,6 +164,10 @@ async fn run(source: BacnetSource, ctx: AdapterContext) -> Result<(), AdapterErr
             ev = events.recv() => {
                 let Some(ev) = ev else { break Ok(()) };
                 route(ev, &by_instance, &by_process, &stats, &ignored, &fdr, &ctx.name);
+                let lost = client.take_dropped();
+                if lost > 0 {
+                    overflow.add(lost);
+                }
             }
         }
     };

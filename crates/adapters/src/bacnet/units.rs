@@ -1,9 +1,12 @@
 //! BACnet engineering units (ASHRAE 135-2020 §21, BACnetEngineeringUnits)
 //! onto the symbols of the gateway's units table
 //! (`gateway_core::units`), so a value read from an object shows and
-//! announces its unit as a configured one would. Units without an entry
-//! here keep their standard name ("units-NNN" when unnamed), shown by
-//! `bacnet discover` but set on no reading.
+//! announces its unit as a configured one would: the device task reports
+//! each object's symbol for its metric (`IngressSender::report_units`),
+//! and every output finds it there. Units without an entry here keep their
+//! standard name ("units-NNN" when unnamed), shown by `bacnet discover`
+//! but set on no reading (the name table then guesses, as for any
+//! adapter).
 
 /// The gateway's symbol for a BACnet unit, when it has one.
 pub fn symbol(units: u32) -> Option<&'static str> {

@@ -9,6 +9,8 @@
 //! LoRaWAN devices send compact_i16 frames instead (`lorawan.rs`), TCP
 //! nodes an ESP32 + BME680's CSV lines (`tcp.rs`).
 
+#[cfg(feature = "bacnet")]
+mod bacnet;
 #[cfg(feature = "lorawan")]
 mod lorawan;
 #[cfg(feature = "modbus")]
@@ -47,6 +49,11 @@ pub enum Protocol {
     /// 127.0.0.1:5020].
     #[cfg(feature = "modbus")]
     Modbus,
+    /// BACnet/IP controllers (instances 1001, 1002, ... on ports
+    /// --target, --target+1, ...) for a `bacnet` adapter to read
+    /// [--target default 127.0.0.1:47809].
+    #[cfg(feature = "bacnet")]
+    Bacnet,
 }
 
 #[derive(clap::Args)]
@@ -80,7 +87,8 @@ pub struct SimulateArgs {
     qos: u8,
     /// CoAP: the gateway's CoAP server [default: 127.0.0.1:5683]. LoRaWAN:
     /// its semtech_udp adapter [default: 127.0.0.1:1700]. TCP: its
-    /// tcp_line adapter [default: 127.0.0.1:8080].
+    /// tcp_line adapter [default: 127.0.0.1:8080]. Modbus and BACnet:
+    /// where the simulated devices listen.
     #[arg(long)]
     target: Option<SocketAddr>,
     /// Seed of the readings' noise and of the LoRaWAN devices' session keys,
@@ -224,6 +232,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             let served = modbus::run(&args, target(modbus::DEFAULT_TARGET)?).await?;
             println!(
                 "simulate: answered {served} Modbus requests in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        #[cfg(feature = "bacnet")]
+        Protocol::Bacnet => {
+            let served = bacnet::run(&args, target(bacnet::DEFAULT_TARGET)?).await?;
+            println!(
+                "simulate: answered {served} BACnet requests in {:.2} s",
                 started.elapsed().as_secs_f64()
             );
             return Ok(());

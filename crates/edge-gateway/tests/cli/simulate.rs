@@ -1,6 +1,7 @@
 //! `edge-gateway simulate` against the real gateway: every message it says
 //! it sent, over MQTT, CoAP and LoRaWAN (Semtech UDP), is taken in by the
-//! matching adapter.
+//! matching adapter; the simulated BACnet controllers are read by the
+//! `bacnet` adapter, each point named and in its unit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -216,4 +217,76 @@ async fn simulated_bme680_nodes_are_acknowledged_by_tcp_line() {
     );
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+/// Two simulated controllers (instances 1001 and 1002 on consecutive
+/// ports) read by the `bacnet` adapter: found by Who-Is at their address,
+/// their six points named by object-name, values in their drifting ranges.
+#[cfg(feature = "bacnet")]
+#[tokio::test]
+async fn simulated_bacnet_controllers_are_read_by_the_bacnet_adapter() {
+    use tokio::io::AsyncBufReadExt;
+
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let (port, metrics) = (free_udp_port(), free_port());
+    let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args([
+            "simulate",
+            "--protocol",
+            "bacnet",
+            "--devices",
+            "2",
+            "--duration",
+            "2m",
+        ])
+        .arg("--target")
+        .arg(format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(sim.stderr.take().unwrap()).lines();
+    for _ in 0..2 {
+        let line = tokio::time::timeout(common::WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(line.contains("BACnet device"), "{line}");
+    }
+    let next = port + 1;
+    let cfg = config("gw-sim-bacnet", local.port(), upstream.port(), "1s", "0s")
+        + &format!(
+            "\n[[adapter]]\ntype = \"bacnet\"\nname = \"bms\"\nbind = \"127.0.0.1:0\"\npoll = \"300ms\"\ntimeout = \"500ms\"\n\n[[bacnet.device]]\ninstance = 1001\naddress = \"127.0.0.1:{port}\"\n\n[[bacnet.device]]\ninstance = 1002\naddress = \"127.0.0.1:{next}\"\n\n[metrics]\nbind = \"127.0.0.1:{metrics}\"\n"
+        );
+    let mut sub =
+        test_support::Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let _gw = GatewayProcess::start(&cfg);
+    for device in ["bacnet-1001", "bacnet-1002"] {
+        let m = sub
+            .wait_for(common::WAIT, |m| {
+                m.json()["device"] == device
+                    && m.json()["metrics"]
+                        .as_object()
+                        .is_some_and(|o| o.len() == 6)
+            })
+            .await
+            .unwrap_or_else(|| panic!("no window of {device}"));
+        let j = m.json();
+        let avg = |k: &str| j["metrics"][k]["avg"].as_f64().unwrap_or(f64::NAN);
+        assert!((19.4..=22.6).contains(&avg("zone_temp")), "{j}");
+        assert!((39.9..=50.1).contains(&avg("zone_humidity")), "{j}");
+        assert!((499.0..=801.0).contains(&avg("zone_co2")), "{j}");
+        assert!((15.1..=16.9).contains(&avg("supply_air")), "{j}");
+        assert!((229.0..=271.0).contains(&avg("duct_pressure")), "{j}");
+        assert_eq!(avg("fan_status"), 1.0, "{j}");
+    }
+    http_until(metrics, "/metrics", |_, b| {
+        test_support::metrics::sample(
+            b,
+            "edge_gateway_bacnet_objects{adapter=\"bms\",device=\"bacnet-1002\"}",
+        ) == Some(6.0)
+    })
+    .await;
 }

@@ -13,6 +13,10 @@ at a priority fills that slot, NULL relinquishes it, and present-value is
 the highest slot set or the relinquish default, the initial value).
 "count": N adds N analogValue objects (instance 100.., named av-100...,
 value = index).
+"rpm": false makes a device without ReadPropertyMultiple (bacpypes3's own
+answer to a service it lacks: Reject unrecognized-service); "bbmd": true
+makes it a BBMD as well (bacpypes3's BBMDApplication), which foreign
+devices register with.
 
 Commands on stdin, each answered with "ok" (or "error ..."):
   set INSTANCE TYPE:N VALUE      change a present value (COV subscribers
@@ -26,13 +30,29 @@ Commands on stdin, each answered with "ok" (or "error ..."):
                                  holds it: {"value": present value (binary
                                  1.0/0.0), "priority": the 16 slots (null when
                                  empty), or null for an object without one}
+  ramp INSTANCE TYPE:N START STEP COUNT [PAUSE]
+                                 COUNT changes, START, START+STEP, ...,
+                                 PAUSE seconds apart (default 0.002: each
+                                 its own notification; bacpypes3 folds the
+                                 changes of one turn of its event loop)
+  stray INSTANCE TYPE:N VALUE    an UnconfirmedCOVNotification, as
+                                 bacpypes3 builds them, to the device's
+                                 first subscriber with its process id, for
+                                 an object it did not subscribe to
+  iams PORT FIRST COUNT          COUNT I-Am of instances FIRST.. (no such
+                                 devices) to 127.0.0.1:PORT
+  fdt INSTANCE                   prints "fdt ADDRESS TTL ..." of the BBMD
 """
 import asyncio
 import json
 import sys
 
 from bacpypes3.pdu import Address
-from bacpypes3.ipv4.app import NormalApplication
+from bacpypes3.apdu import IAmRequest, UnconfirmedCOVNotificationRequest
+from bacpypes3.basetypes import PropertyValue, StatusFlags
+from bacpypes3.constructeddata import Any
+from bacpypes3.primitivedata import Real
+from bacpypes3.ipv4.app import BBMDApplication, NormalApplication
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.analog import AnalogInputObject, AnalogOutputObject, AnalogValueObject, AnalogValueObjectCmd
 from bacpypes3.local.binary import BinaryInputObject, BinaryValueObject, BinaryValueObjectCmd
@@ -77,6 +97,13 @@ def objects_of(d):
     return objs
 
 
+class NoRpmApplication(NormalApplication):
+    """A controller without ReadPropertyMultiple: bacpypes3 answers a
+    service it has no handler for with Reject unrecognized-service."""
+
+    do_ReadPropertyMultipleRequest = None
+
+
 def start(d):
     inst = d["instance"]
     dev = DeviceObject(
@@ -86,7 +113,12 @@ def start(d):
         maxApduLengthAccepted=d.get("max_apdu", 1476),
         segmentationSupported=d.get("segmentation", "segmentedBoth"),
     )
-    app = NormalApplication(dev, Address(f"127.0.0.1:{d['port']}"))
+    cls = NormalApplication
+    if d.get("bbmd"):
+        cls = BBMDApplication
+    elif d.get("rpm", True) is False:
+        cls = NoRpmApplication
+    app = cls(dev, Address(f"127.0.0.1:{d['port']}"))
     for o in objects_of(d):
         key = (inst, o["type"], o["instance"])
         if key in values:
@@ -161,6 +193,47 @@ async def commands():
                 start(by_instance[inst])
             elif cmd == "get":
                 print(json.dumps(state(find(inst, line[2]))), flush=True)
+            elif cmd == "ramp":
+                obj = find(inst, line[2])
+                t, n = line[2].split(":")
+                start_v, step, count = float(line[3]), float(line[4]), int(line[5])
+                pause = float(line[6]) if len(line) > 6 else 0.002
+                for i in range(count):
+                    obj.presentValue = start_v + i * step
+                    values[(inst, t, int(n))] = obj.presentValue
+                    await asyncio.sleep(pause)
+            elif cmd == "stray":
+                app = apps[inst]
+                sub = next(s for det in app._cov_detections.values() for s in det.cov_subscriptions)
+                req = UnconfirmedCOVNotificationRequest(
+                    subscriberProcessIdentifier=sub.proc_id,
+                    initiatingDeviceIdentifier=("device", inst),
+                    monitoredObjectIdentifier=(line[2].split(":")[0], int(line[2].split(":")[1])),
+                    timeRemaining=60,
+                    listOfValues=[
+                        PropertyValue(propertyIdentifier="presentValue", value=Any(Real(float(line[3])))),
+                        PropertyValue(propertyIdentifier="statusFlags", value=Any(StatusFlags([0, 0, 0, 0]))),
+                    ],
+                )
+                req.pduDestination = sub.client_addr
+                app.request(req)
+            elif cmd == "iams":
+                app = next(iter(apps.values()))
+                to = Address(f"127.0.0.1:{inst}")
+                first, count = int(line[2]), int(line[3])
+                for n in range(first, first + count):
+                    app.request(IAmRequest(
+                        iAmDeviceIdentifier=("device", n),
+                        maxAPDULengthAccepted=1476,
+                        segmentationSupported="segmentedBoth",
+                        vendorID=999,
+                        destination=to,
+                    ))
+                    if n % 50 == 0:
+                        await asyncio.sleep(0.005)
+            elif cmd == "fdt":
+                entries = apps[inst].bbmd.bbmdFDT
+                print("fdt " + " ".join(f"{e.fdAddress} {e.fdTTL}" for e in entries), flush=True)
             elif cmd == "subs":
                 app = apps[inst]
                 n = sum(len(list(d.cov_subscriptions)) for d in app._cov_detections.values()) if hasattr(app, "_cov_detections") else -1

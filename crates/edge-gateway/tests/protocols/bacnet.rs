@@ -11,7 +11,10 @@
 //! an out-of-service value are counted, not averaged in; a device that
 //! vanishes goes offline while the others go on, and comes back; a device
 //! on `poll = "1h"` with `cov = true` reports every change, and again after
-//! it restarted (its subscriptions lost).
+//! it restarted (its subscriptions lost); forty changes of a fast-moving
+//! value are forty readings, none folded or lost. More sites in
+//! `bacnet_faults.rs` (no RPM, a BBMD, a stray notification, an I-Am
+//! flood) and the units at the outputs in `bacnet_outputs.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,9 +27,9 @@ use serde_json::{json, Value};
 use test_support::metrics::{sample, sum_with};
 use test_support::{free_port, Message, Mosquitto, PythonPeer, Subscriber};
 
-const PEER: &str = include_str!("../data/bacnet_peer.py");
+pub(crate) const PEER: &str = include_str!("../data/bacnet_peer.py");
 
-fn metrics_of(m: &Message) -> BTreeMap<String, Value> {
+pub(crate) fn metrics_of(m: &Message) -> BTreeMap<String, Value> {
     m.json()["metrics"]
         .as_object()
         .unwrap()
@@ -35,13 +38,13 @@ fn metrics_of(m: &Message) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn ok(peer: &mut PythonPeer, command: &str) {
+pub(crate) fn ok(peer: &mut PythonPeer, command: &str) {
     peer.send_line(command);
     let answer = peer.next_line(WAIT).expect("the peer answers");
     assert_eq!(answer, "ok", "{command}");
 }
 
-fn gateway_config(upstream: u16, metrics: u16, body: &str) -> String {
+pub(crate) fn gateway_config(upstream: u16, metrics: u16, body: &str) -> String {
     format!(
         r#"
 [gateway]
@@ -67,7 +70,7 @@ bind = "127.0.0.1:{metrics}"
 }
 
 /// A window of `device` in which `check` holds.
-async fn window(
+pub(crate) async fn window(
     sub: &mut Subscriber,
     device: &str,
     check: impl Fn(&BTreeMap<String, Value>) -> bool,
@@ -81,7 +84,7 @@ async fn window(
     metrics_of(&m)
 }
 
-fn avg(w: &BTreeMap<String, Value>, metric: &str) -> Option<f64> {
+pub(crate) fn avg(w: &BTreeMap<String, Value>, metric: &str) -> Option<f64> {
     w.get(metric)?["avg"].as_f64()
 }
 
@@ -327,6 +330,113 @@ cov = true
         }
     }
     assert!(seen, "no change reported after the device restarted");
+}
+
+/// A value that moves faster than any poll (forty changes of a duct
+/// pressure in a fraction of a second, the poll an hour): each change is a
+/// COV notification and each one a reading, none folded or lost; the
+/// windows upstream hold exactly the values the device took.
+#[tokio::test]
+async fn cov_reports_every_change_of_a_fast_moving_value_on_a_one_hour_poll() {
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let port = free_port();
+    let layout = json!({ "devices": [
+        { "instance": 2101, "port": port, "objects": [
+            { "type": "analogInput", "instance": 1, "name": "Duct Pressure", "value": 10.0, "units": "pascals", "cov_increment": 0.1 },
+        ]},
+    ]});
+    let mut peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
+    let body = format!(
+        r#"
+[[adapter]]
+type = "bacnet"
+name = "bms"
+bind = "127.0.0.1:0"
+poll = "1h"
+timeout = "400ms"
+retries = 0
+cov_lifetime = "1h"
+
+[[bacnet.device]]
+instance = 2101
+address = "127.0.0.1:{port}"
+id = "duct"
+cov = true
+"#
+    );
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
+    gw.wait_for_log("Metrics endpoint listening").await;
+    let readings = "edge_gateway_adapter_readings_total{adapter=\"bms\"}";
+    // The first poll and the notification a subscription starts with.
+    http_until(metrics, "/metrics", |_, b| {
+        sample(
+            b,
+            "edge_gateway_bacnet_cov_subscriptions{adapter=\"bms\",device=\"duct\"}",
+        ) == Some(1.0)
+            && sample(b, readings) == Some(2.0)
+    })
+    .await;
+
+    // 10.5, 10.75, ... 20.25: exact in a BACnet REAL.
+    let (start, step, n) = (10.5, 0.25, 40u32);
+    ok(
+        &mut peer,
+        &format!("ramp 2101 analogInput:1 {start} {step} {n}"),
+    );
+    let want = 2 + u64::from(n);
+    http_until(metrics, "/metrics", |_, b| {
+        sample(b, readings) == Some(want as f64)
+    })
+    .await;
+
+    // Every window of the device until all the readings are in one; a
+    // window sent again (amended) counts once.
+    let mut by_start: BTreeMap<String, (u64, f64, f64)> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while by_start.values().map(|w| w.0).sum::<u64>() < want {
+        assert!(tokio::time::Instant::now() < deadline, "{by_start:?}");
+        let Some(m) = sub.next(WAIT).await else { break };
+        let j = m.json();
+        if j["device"] != "duct" {
+            continue;
+        }
+        let Some(s) = j["metrics"].get("duct_pressure") else {
+            continue;
+        };
+        let count = s["count"].as_u64().unwrap();
+        let sum = s["avg"].as_f64().unwrap() * count as f64;
+        let max = s["max"].as_f64().unwrap();
+        by_start.insert(j["window_start"].to_string(), (count, sum, max));
+    }
+    let count: u64 = by_start.values().map(|w| w.0).sum();
+    let sum: f64 = by_start.values().map(|w| w.1).sum();
+    let max = by_start.values().map(|w| w.2).fold(f64::MIN, f64::max);
+    let ramp: f64 = (0..n).map(|i| start + f64::from(i) * step).sum();
+    assert_eq!(count, want, "{by_start:?}");
+    assert!(
+        (sum - (20.0 + ramp)).abs() < 1e-6,
+        "{sum} against {}",
+        20.0 + ramp
+    );
+    assert_eq!(max, start + f64::from(n - 1) * step);
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(
+            b,
+            "edge_gateway_bacnet_cov_notifications_total{adapter=\"bms\"}",
+        )
+        .is_some()
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &text,
+            "edge_gateway_bacnet_cov_notifications_total{adapter=\"bms\"}"
+        ),
+        Some(f64::from(n) + 1.0),
+        "one notification per change, and the first"
+    );
 }
 
 /// The client's commands (for the cloud commands of issue #56): a write at

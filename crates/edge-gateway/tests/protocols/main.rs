@@ -9,6 +9,8 @@
 mod common;
 
 mod bacnet;
+mod bacnet_faults;
+mod bacnet_outputs;
 mod ble;
 mod ble_radio;
 mod coap;

@@ -158,7 +158,9 @@ impl Announcer {
                     .get(&key.device)
                     .copied()
                     .unwrap_or(gateway_core::SourceId::UNKNOWN);
-                let metric = self.units.of(info.map(|i| &i.units), source, &key.key);
+                let metric =
+                    self.units
+                        .of_device(&key.device, info.map(|i| &i.units), source, &key.key);
                 discovery::sensor_config(&common, &device, &key.key, &metric)
             }
             Component::BinarySensor => discovery::alert_config(&common, &device, &key.key),

@@ -407,7 +407,8 @@ impl Encoder {
             source
         };
         let device_units = self.registry.get(device).map(|d| &d.units);
-        self.units.of(device_units, source, metric)
+        self.units
+            .of_device(device.as_str(), device_units, source, metric)
     }
 
     fn remember_adapters(&mut self, readings: &[Reading]) {

@@ -190,6 +190,38 @@ fn with_unit_tag_each_metric_is_a_point_tagged_with_its_unit() {
     );
 }
 
+/// The unit a device states itself (a BACnet object's `units`, reported
+/// by its adapter) tags its points, where the name alone says nothing
+/// (`supply_air`) or says wrong (`discharge_temp` in °F).
+#[test]
+fn with_unit_tag_a_unit_the_device_states_tags_its_points() {
+    let sources = gateway_core::Sources::default();
+    let bms = sources.register("bms", "bacnet");
+    sources.report_units(
+        "ahu-1",
+        BTreeMap::from([
+            ("supply_air".to_string(), "°C".to_string()),
+            ("discharge_temp".to_string(), "°F".to_string()),
+        ]),
+    );
+    let units = Units::new(Default::default()).with_adapters(BTreeMap::new(), sources);
+    let config = InfluxConfig {
+        write: vec![Series::Readings],
+        unit_tag: true,
+        ..InfluxConfig::default()
+    };
+    let mut e = Encoder::new(&config, DeviceRegistry::default()).with_units(units);
+    let mut a = reading("ahu-1", "supply_air", 16.5, 1);
+    let mut b = reading("ahu-1", "discharge_temp", 95.5, 1);
+    a.set_source(bms);
+    b.set_source(bms);
+    assert_eq!(
+        lines(&mut e, &SinkEvent::Readings(vec![a, b])),
+        "readings,device=ahu-1,name=ahu-1,unit=°C supply_air=16.5 1000000\n\
+         readings,device=ahu-1,name=ahu-1,unit=°F discharge_temp=95.5 1000000\n"
+    );
+}
+
 /// What each part writes, as InfluxDB 1.6 reads it back (each row was
 /// written to a real `influxd` and queried: `tests/influxdb_escaping.rs`
 /// keeps checking the ones a device can send).

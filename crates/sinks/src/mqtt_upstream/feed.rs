@@ -170,7 +170,8 @@ impl Feed {
         if a.state == "suppressed" {
             return Ok(());
         }
-        let info = self.units.of(
+        let info = self.units.of_device(
+            a.device.as_str(),
             self.renderer.registry.get(&a.device).map(|d| &d.units),
             a.source,
             &a.metric,
