@@ -358,6 +358,7 @@ mod tests {
                 &Batch {
                     windows: rows,
                     alerts: vec![],
+                    commands: vec![],
                 },
                 0,
             )
