@@ -128,9 +128,13 @@ pub async fn run(
                 }
                 // A command's result, on disk at once like an alert: rare,
                 // and `history export --commands` may be run right after.
-                Some(SinkEvent::Command(command)) => {
-                    batch.commands.push((&command).into());
+                // Shown on the device page too (the live state's list).
+                Some(event @ SinkEvent::Command(_)) => {
+                    if let SinkEvent::Command(command) = &event {
+                        batch.commands.push(command.into());
+                    }
                     commit(&store, &mut batch, &mut seq, &c, &throttle).await;
+                    live.apply(&event, &mut batch.windows, &mut batch.alerts);
                 }
                 Some(event) => {
                     live.apply(&event, &mut batch.windows, &mut batch.alerts);
@@ -143,10 +147,10 @@ pub async fn run(
                     // Everything handed before the request is in `batch`:
                     // the pipeline queued it on this channel first.
                     while let Ok(event) = link.messages.try_recv() {
-                        match event {
-                            SinkEvent::Command(command) => batch.commands.push((&command).into()),
-                            event => live.apply(&event, &mut batch.windows, &mut batch.alerts),
+                        if let SinkEvent::Command(command) = &event {
+                            batch.commands.push(command.into());
                         }
+                        live.apply(&event, &mut batch.windows, &mut batch.alerts);
                     }
                     // A history that cannot be written does not hold the
                     // checkpoint back: the journals behind it would pile up
