@@ -11,7 +11,10 @@
 # dashboard's history. Then the wrong-clock cases of issue 51: readings
 # with their own time over tcp_line (ack) and MQTT while the clock is a day
 # ahead, 10 minutes back, 10 minutes ahead until NTP, or unset, each
-# checked exact upstream (tests/durability/own_time_soak.rs); and restarts
+# checked exact upstream (tests/durability/own_time_soak.rs); the same
+# lines over tcp_line on a state directory full from the start, the clock
+# back 10 minutes and three kill -9 (tests/durability/own_time_full_disk.rs,
+# needs root for its tmpfs); and restarts
 # with the clock 31 days to a year ahead (libfaketime) and back, each
 # checked for every window in the dashboard's history
 # (tests/durability/clock_ahead_restart.rs).

@@ -57,6 +57,7 @@ bash scripts/peers-venv.sh
 # the gateway. Run first, so cargo's summary of the workspace is what ends
 # the output. Skipped when arguments pick particular cargo tests.
 features_pid=""
+firmware_rc=0
 binaries=$(mktemp)
 if [ "$#" -eq 0 ]; then
   # One build serves both: the firmware's end-to-end checks run the gateway
@@ -74,13 +75,15 @@ if [ "$#" -eq 0 ]; then
   CARGO_TARGET_DIR="${EDGE_FEATURES_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/features}" \
     nice -n 10 bash scripts/check-features.sh >"$features_log" 2>&1 &
   features_pid=$!
-  EDGE_GATEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/edge-gateway" bash scripts/test-firmware.sh
+  # A failure here is reported at the end: it must not hide the suite's.
+  EDGE_GATEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/edge-gateway" bash scripts/test-firmware.sh \
+    || firmware_rc=$?
 fi
 
 # Debian's mosquitto, influxdb and nats-server packages start system
 # services on 1883, 8086 and 4222; tests never use them (each starts its
 # own on free ports), so they are left alone.
-rc=0
+rc=$firmware_rc
 if [ "$#" -gt 0 ]; then
   cargo test --workspace --locked "$@" || rc=$?
 else
@@ -134,5 +137,8 @@ if [ -n "$features_pid" ]; then
     rc=1
   fi
   rm -f "$features_log"
+fi
+if [ "$firmware_rc" -ne 0 ]; then
+  echo "== the sensor nodes' checks (scripts/test-firmware.sh): FAILED, see their output above the suite's" >&2
 fi
 exit "$rc"

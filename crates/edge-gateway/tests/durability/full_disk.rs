@@ -14,54 +14,15 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use crate::tmpfs::Tmpfs;
 use common::{conflicting_ids, totals, GatewayProcess};
 use test_support::{publish_lines_as, Message, Mosquitto, Options, Subscriber};
 
 const READINGS: usize = 1000;
 const JOURNAL_FAILING: &str = "Cannot write the ingress journal";
-
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    at: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Self {
-            at: at.to_path_buf(),
-        })
-    }
-
-    /// Writes a filler file until the filesystem refuses.
-    fn fill(&self) {
-        let mut f = std::fs::File::create(self.at.join("filler")).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        while f.write_all(&block).is_ok() {}
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.at.join("filler")).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.at)
-            .status();
-    }
-}
 
 fn config(local: u16, upstream: u16) -> String {
     format!(

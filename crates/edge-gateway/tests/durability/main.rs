@@ -16,6 +16,8 @@ mod influxdb_crash;
 mod no_upstream;
 mod outage_restarts;
 mod outbox;
+mod own_time_full_disk;
 mod own_time_soak;
 mod shutdown;
 mod state_dir_lock;
+mod tmpfs;

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::tmpfs::Tmpfs;
 use common::{conflicting_ids, mark_in_log, rel_close, totals, GatewayProcess, WAIT};
 use edge_gateway::fault_clock;
 use test_support::{publish_lines_as, Message, Mosquitto, Options, Subscriber};
@@ -212,42 +213,6 @@ fn journals(state: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// A tmpfs for the state directory, unmounted when dropped; `None` without
-/// root (the disk fault is then left out, and said so).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path) -> Option<Self> {
-        std::fs::create_dir_all(at).unwrap();
-        std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success())
-            .then(|| Self(at.to_path_buf()))
-    }
-
-    fn fill(&self) {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
-        let block = vec![0u8; 256 * 1024];
-        while f.write_all(&block).is_ok() {}
-    }
-
-    fn free(&self) {
-        let _ = std::fs::remove_file(self.0.join("filler"));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 async fn run(plan: &Plan) -> Outcome {
     // As reported: persistence on both, the in-flight window left at
     // Mosquitto's default.
@@ -266,7 +231,7 @@ async fn run(plan: &Plan) -> Outcome {
     let state = dir.path().join("state");
     let disk = match plan.disk_full_at {
         Some(_) => {
-            let disk = Tmpfs::mount(&state);
+            let disk = Tmpfs::mount(&state, "32m");
             if disk.is_none() {
                 println!("(cannot mount a tmpfs without root: the full-disk fault is left out)");
             }
@@ -365,6 +330,7 @@ async fn run(plan: &Plan) -> Outcome {
     }
     gw.take_log();
     let t = totals(&got);
+    note_windows_in_log(&got);
     let mut out = Outcome {
         conflicts: conflicting_ids(&got).len(),
         ..Outcome::default()
@@ -399,6 +365,25 @@ async fn run(plan: &Plan) -> Outcome {
         }
     }
     out
+}
+
+/// Every distinct window upstream, in `EDGE_TEST_LOG_FILE` for a
+/// post-mortem: which spans an inexact run is missing.
+fn note_windows_in_log(got: &[Message]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for m in got.iter().filter(|m| m.topic.ends_with("/aggregated")) {
+        let j = m.json();
+        let count: u64 = j["metrics"]
+            .as_object()
+            .map_or(0, |ms| ms.values().filter_map(|s| s["count"].as_u64()).sum());
+        seen.insert(format!(
+            "upstream: {} {} count {count} id {} rerun {} amendment {}",
+            j["device"], j["window_start"], j["id"], j["rerun"], j["amendment"]
+        ));
+    }
+    for line in seen {
+        mark_in_log(&line);
+    }
 }
 
 /// Readings and their sum over every window `history export` reads for a
