@@ -169,7 +169,10 @@ impl Spool {
     }
 
     /// Puts a batch (after anything held) into the outbox. When the disk
-    /// refuses, the messages are held in memory, bounded by `max_queued`.
+    /// refuses, the messages are held in memory and retried every second;
+    /// beyond `max_queued` held, a full disk makes room by the policy
+    /// (`drop_oldest`: the oldest stored segment) and any other refusal
+    /// drops from memory by it.
     ///
     /// Returns the sequence numbers of `batch` itself when it went in whole
     /// and in one append (the common case), for urgent messages to be sent
@@ -189,7 +192,13 @@ impl Spool {
             Err(f) => {
                 // Part of the batch may be stored: only the rest is retried.
                 self.appended(&f.done);
-                if f.error.is_disk_full() {
+                // A full disk deletes stored messages only once memory
+                // cannot hold what waits: something else may have filled
+                // it, and the oldest stored messages are windows of
+                // acknowledged readings, most of them delivered a moment
+                // later. Deleting them at the first refusal lost a whole
+                // outage's backlog in the soak.
+                if f.error.is_disk_full() && f.rest.len() > self.settings.max_queued {
                     self.store_on_full_disk(f.rest);
                 } else {
                     self.hold(f.rest, &f.error);
@@ -269,8 +278,9 @@ impl Spool {
         );
     }
 
-    /// The disk filled before `max_bytes` did: store message by message, and
-    /// with `drop_oldest` free room the way a full budget would.
+    /// The disk filled before `max_bytes` did and memory holds `max_queued`
+    /// already: store message by message, and with `drop_oldest` free room
+    /// the way a full budget would.
     fn store_on_full_disk(&mut self, pending: Vec<OutboundMessage>) {
         let now_ms = self.clock.now().as_millis();
         let mut freed = 0u64;

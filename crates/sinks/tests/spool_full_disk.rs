@@ -1,6 +1,8 @@
 //! The outbox on a disk that fills up (a real tmpfs, as a Pi's SD card or
 //! a small /var partition does): every message handed over is stored once
-//! or counted as dropped, never both, and the oldest go first.
+//! or counted as dropped, never both, and the oldest go first, but only
+//! once memory holds `max_queued`: a disk something else filled deletes
+//! nothing stored before that.
 //!
 //! Mounting needs root (CI runs as root); elsewhere the test says it was
 //! skipped.
@@ -24,6 +26,20 @@ impl Tmpfs {
             .status()
             .is_ok_and(|s| s.success());
         ok.then(|| Self(at.to_path_buf()))
+    }
+}
+
+impl Tmpfs {
+    /// Fills what is left with a file of something else's.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
     }
 }
 
@@ -66,7 +82,8 @@ fn a_disk_that_fills_keeps_the_newest_once_and_counts_exactly_what_went() {
             policy: FullPolicy::DropOldest,
             max_age: None,
         },
-        max_queued: 100_000,
+        // Memory holds little, so the disk's room is made by the policy.
+        max_queued: 16,
     };
     let mut spool = Spool::open(Some(&at.join("outbox")), settings, &telemetry, &[]).unwrap();
     // 400 windows closing at once, handed over in the feed's batches of 64.
@@ -101,4 +118,63 @@ fn a_disk_that_fills_keeps_the_newest_once_and_counts_exactly_what_went() {
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "no number skipped among the stored: {seqs:?}"
     );
+}
+
+/// Found by the soak: the state directory filled (by something else) while
+/// an outage's backlog waited in the outbox, and the first window that
+/// could not be stored deleted the backlog's segment: 250 acknowledged
+/// readings of three devices never reached the cloud. Now what waits is
+/// held in memory, nothing stored is deleted, and all of it is stored once
+/// there is room again.
+#[test]
+fn a_disk_something_else_filled_deletes_nothing_stored_while_memory_holds_what_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = dir.path().join("state");
+    let Some(disk) = Tmpfs::mount(&at, "256k") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let telemetry = Telemetry::default();
+    let settings = SpoolSettings {
+        outbox: OutboxSettings {
+            max_bytes: 16 * 1024 * 1024,
+            policy: FullPolicy::DropOldest,
+            max_age: None,
+        },
+        max_queued: 100_000,
+    };
+    let mut spool = Spool::open(Some(&at.join("outbox")), settings, &telemetry, &[]).unwrap();
+    // The backlog of an outage, stored before the disk fills.
+    spool.store((0..100).map(aggregate).collect());
+    assert_eq!(spool.outbox().len(), 100);
+    disk.fill();
+    for batch in (100..160).collect::<Vec<u32>>().chunks(3) {
+        spool.store(batch.iter().map(|&i| aggregate(i)).collect());
+    }
+    let dropped = || telemetry.counter_total("edge_gateway_outbox_dropped_messages_total");
+    assert_eq!(dropped(), 0, "nothing dropped while memory holds it");
+    // The segment's last page may take a few more before the disk refuses.
+    let stored = spool.outbox().len();
+    assert!(
+        (100..160).contains(&stored),
+        "the stored backlog is all there, the rest waits: {stored} stored"
+    );
+    assert_eq!(spool.waiting(), 160);
+    assert!(!spool.is_durable(), "held messages are not on disk yet");
+
+    disk.free();
+    spool.housekeeping(1);
+    let outbox = spool.outbox();
+    let seqs = outbox.seqs_after(0, usize::MAX);
+    let stored: Vec<u32> = seqs
+        .iter()
+        .map(|&s| id_of(&outbox.read(s).unwrap().unwrap()))
+        .collect();
+    assert_eq!(
+        stored,
+        (0..160).collect::<Vec<u32>>(),
+        "every message once, in order"
+    );
+    assert!(spool.is_durable());
+    assert_eq!(dropped(), 0);
 }

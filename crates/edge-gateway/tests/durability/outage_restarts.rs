@@ -373,9 +373,9 @@ fn note_windows_in_log(got: &[Message]) {
     let mut seen = std::collections::BTreeSet::new();
     for m in got.iter().filter(|m| m.topic.ends_with("/aggregated")) {
         let j = m.json();
-        let count: u64 = j["metrics"]
-            .as_object()
-            .map_or(0, |ms| ms.values().filter_map(|s| s["count"].as_u64()).sum());
+        let count: u64 = j["metrics"].as_object().map_or(0, |ms| {
+            ms.values().filter_map(|s| s["count"].as_u64()).sum()
+        });
         seen.insert(format!(
             "upstream: {} {} count {count} id {} rerun {} amendment {}",
             j["device"], j["window_start"], j["id"], j["rerun"], j["amendment"]

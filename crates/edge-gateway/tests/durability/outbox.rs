@@ -294,11 +294,16 @@ async fn a_full_disk_applies_the_policy_and_recovers_when_space_returns() {
     let _serial = SERIAL.lock().await;
     let local = Mosquitto::start();
     let mut upstream = absent_upstream();
-    // The budget is far larger than the disk: the disk fills first.
+    // The budget is far larger than the disk: the disk fills first. Memory
+    // holds 64 messages before the policy makes room on the disk.
     let cfg = format!(
         "{}\n[outbox]\nmax_bytes = \"256KiB\"\n",
-        config("gw-diskfull", local.port(), upstream.port(), "1s", "0s")
+        config("gw-diskfull", local.port(), upstream.port(), "1s", "0s").replace(
+            "max_backoff = \"1s\"\n\n[aggregation]",
+            "max_backoff = \"1s\"\nmax_queued = 64\n\n[aggregation]"
+        )
     );
+    assert!(cfg.contains("max_queued = 64"));
     let dir = tempfile::tempdir().unwrap();
     let Some(disk) = Tmpfs::mount(&dir.path().join("state"), "96k") else {
         eprintln!(
