@@ -35,7 +35,7 @@ const PER_TICK: u64 = 10;
 const TICK: Duration = Duration::from_millis(100);
 const TEN_MIN_MS: i64 = 600_000;
 
-fn config(upstream: u16, port: u16) -> String {
+fn config(upstream: u16, port: u16, metrics: u16) -> String {
     format!(
         r#"
 [gateway]
@@ -53,6 +53,9 @@ max_backoff = "1s"
 window = "1s"
 grace = "1s"
 checkpoint_interval = "1s"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
 
 [[adapter]]
 type = "tcp_line"
@@ -217,9 +220,9 @@ async fn run() -> Option<(Sent, u64, f64, usize)> {
     set_clock(&clock, 0);
     let clock_path = clock.display().to_string();
     let env = [(CLOCK_ENV, clock_path.as_str())];
-    let cfg = config(upstream.port(), port);
+    let cfg = config(upstream.port(), port, free_port());
     let mut gw = GatewayProcess::start_in_with(dir, &cfg, &env);
-    gw.wait_for_log("Metrics endpoint listening").await;
+    gw.wait_for_log("Listening for lines").await;
     let node = tokio::spawn(
         Node {
             port,
