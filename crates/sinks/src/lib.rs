@@ -5,6 +5,9 @@
 //!   its undelivered messages in;
 //! - `spool`: the storage policy around it (store, hold in memory while
 //!   the disk refuses, make room when full, expire, report);
+//! - `outbox_loop`: the one loop around a spool (batch from the pipeline,
+//!   urgent lane, flush handshake, housekeeping, drain at stop), generic
+//!   over what an output sends and how a delivery settles (`Deliver`);
 //! - `mqtt_upstream`: the cloud MQTT broker (`[upstream]`, `[outbox]`),
 //!   which renders the events into its topics and JSON payloads;
 //! - `registry`: the one list of `[[sink]]` kinds (the crate root's
@@ -23,6 +26,7 @@ pub mod home_assistant;
 pub mod influxdb;
 pub mod mqtt_upstream;
 pub mod outbox;
+pub mod outbox_loop;
 pub mod registry;
 pub mod spool;
 
