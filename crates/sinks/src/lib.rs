@@ -36,6 +36,27 @@ registry::sink_registry! {
 
 pub use gateway_core::event::OutputLink;
 
+/// A `[[sink]]` starts like every other output.
+impl gateway_core::output::StartOutput for &SinkConfig {
+    fn lanes(&self) -> gateway_core::output::Lanes {
+        gateway_core::output::Lanes {
+            urgent: false,
+            flush: true,
+        }
+    }
+
+    fn start(
+        self,
+        link: OutputLink<gateway_core::event::SinkEvent>,
+        ctx: &registry::SinkContext,
+    ) -> Result<gateway_core::output::StartedOutput, gateway_core::output::OutputError> {
+        let task = SinkConfig::start(self, ctx, link)?;
+        Ok(gateway_core::output::StartedOutput {
+            task: Box::pin(async move { Ok(task.await?) }),
+        })
+    }
+}
+
 /// `[[device]]` tables as the config reads them, for tests.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -190,6 +190,28 @@ pub fn start(
     })
 }
 
+/// The upstream starts like every other output, with an urgent lane for
+/// alerts and command results.
+impl gateway_core::output::StartOutput for UpstreamSettings {
+    fn lanes(&self) -> gateway_core::output::Lanes {
+        gateway_core::output::Lanes {
+            urgent: true,
+            flush: true,
+        }
+    }
+
+    fn start(
+        self,
+        link: OutputLink<SinkEvent>,
+        ctx: &SinkContext,
+    ) -> Result<gateway_core::output::StartedOutput, gateway_core::output::OutputError> {
+        let task = start(self, ctx, link);
+        Ok(gateway_core::output::StartedOutput {
+            task: Box::pin(async move { Ok(task.await??) }),
+        })
+    }
+}
+
 /// Runs the forwarder until the link's messages close and everything is
 /// delivered (or `drain_timeout` has passed), then publishes the retained
 /// `offline` status and disconnects.
