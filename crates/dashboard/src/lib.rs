@@ -44,8 +44,6 @@ use gateway_core::config::{DashboardConfig, RuleConfig};
 use gateway_core::event::OutputLink;
 use gateway_core::event::SinkEvent;
 use gateway_core::{Clock, DeviceRegistry, Telemetry};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use history::{History, HistoryError};
@@ -89,10 +87,52 @@ pub struct HealthView {
 /// Judges the gateway from its telemetry; see [`HealthView`].
 pub type HealthCheck = Arc<dyn Fn(&Telemetry) -> HealthView + Send + Sync>;
 
-/// The running dashboard.
+/// The running dashboard's pages.
 pub struct Dashboard {
-    writer: JoinHandle<()>,
     server: Option<server::Server>,
+}
+
+/// The dashboard's output: the writer of its live view and history,
+/// started like every other output (it answers the checkpoint's flush, so
+/// what a checkpoint calls emitted is in history).
+pub struct HistoryWriter {
+    store: Option<Arc<History>>,
+    live: Live,
+    settings: writer::WriterSettings,
+    clock: Arc<dyn Clock>,
+    telemetry: Telemetry,
+    queue: usize,
+}
+
+impl gateway_core::output::StartOutput for HistoryWriter {
+    fn lanes(&self) -> gateway_core::output::Lanes {
+        gateway_core::output::Lanes {
+            urgent: false,
+            flush: true,
+        }
+    }
+
+    fn queue(&self) -> Option<usize> {
+        Some(self.queue)
+    }
+
+    fn start(
+        self,
+        link: OutputLink<SinkEvent>,
+        _ctx: &gateway_core::output::OutputContext,
+    ) -> Result<gateway_core::output::StartedOutput, gateway_core::output::OutputError> {
+        let writer = tokio::spawn(writer::run(
+            self.store,
+            self.live,
+            link,
+            self.settings,
+            self.clock,
+            self.telemetry,
+        ));
+        Ok(gateway_core::output::StartedOutput {
+            task: Box::pin(async move { Ok(writer.await?) }),
+        })
+    }
 }
 
 impl Dashboard {
@@ -102,12 +142,9 @@ impl Dashboard {
         self.server.as_ref().map(|s| s.addr)
     }
 
-    /// Waits for the writer (it ends once the pipeline is done and its last
-    /// batch is written), then closes the pages.
+    /// Closes the pages (once the runtime has waited for the writer, which
+    /// ends when the pipeline is done and its last batch is written).
     pub async fn stop(self) {
-        if let Err(e) = self.writer.await {
-            error!(error = %e, "Dashboard writer failed.");
-        }
         if let Some(s) = self.server {
             s.stop().await;
         }
@@ -223,15 +260,10 @@ fn listen(
     }
 }
 
-/// The running dashboard, with the pipeline's senders of events and of
-/// flush requests to it.
-pub type Started = (
-    Dashboard,
-    mpsc::Sender<SinkEvent>,
-    mpsc::Sender<oneshot::Sender<bool>>,
-);
+/// The running dashboard's pages, and its writer to start as an output.
+pub type Started = (Dashboard, HistoryWriter);
 
-/// Starts the writer and the server.
+/// Starts the server, and returns the writer to start as an output.
 ///
 /// # Errors
 /// TLS files that cannot be read.
@@ -264,26 +296,20 @@ pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
     }
     let tls = server::tls_acceptor(setup.config)?;
     let telemetry = setup.telemetry.clone();
-    let (tx, rx) = mpsc::channel(setup.queue);
-    let (flush_tx, flush_rx) = mpsc::channel(1);
-    let writer = tokio::spawn(writer::run(
-        store.clone(),
-        live.clone(),
-        OutputLink {
-            messages: rx,
-            urgent: None,
-            flush: Some(flush_rx),
-        },
-        writer::WriterSettings {
+    let writer = HistoryWriter {
+        store: store.clone(),
+        live: live.clone(),
+        settings: writer::WriterSettings {
             provenance: provenance.map(|p| (p, setup.sources.clone())),
             describe: Some((view.clone(), setup.registry.clone(), setup.rules.clone())),
             write_interval: setup.config.write_interval,
             retention: setup.config.retention,
             max_bytes: setup.config.max_bytes,
         },
-        setup.clock.clone(),
-        setup.telemetry.clone(),
-    ));
+        clock: setup.clock.clone(),
+        telemetry: setup.telemetry.clone(),
+        queue: setup.queue,
+    };
     let auth = auth::Auth::new(&setup.config.user, &setup.telemetry);
     let state = Arc::new(AppState {
         live,
@@ -303,5 +329,5 @@ pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
     if let Some(s) = &server {
         info!(url = %s.url(), "Dashboard listening.");
     }
-    Ok((Dashboard { writer, server }, tx, flush_tx))
+    Ok((Dashboard { server }, writer))
 }

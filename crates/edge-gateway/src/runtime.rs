@@ -7,8 +7,6 @@
 //! outputs' channels close and each delivers or stores what is queued (the
 //! forwarder then publishes `offline` and disconnects).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,19 +16,16 @@ use anyhow::Context as _;
 use gateway_core::command::{CommandTargets, WritablePoint};
 use gateway_core::component::{Ingress, IngressSender, Sources};
 use gateway_core::config::AdapterSpec;
-use gateway_core::event::SinkEvent;
-use gateway_core::{AdapterContext, Clock, DeviceRegistry, Telemetry};
-use sinks::mqtt_upstream::{self, UpstreamSettings};
-use sinks::registry::SinkContext;
-use sinks::OutputLink;
+use gateway_core::output::OutputTask;
+use gateway_core::{AdapterContext, Clock, Telemetry};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use dashboard::{Dashboard, DashboardSetup};
+use dashboard::Dashboard;
 use pipeline::durability::Durability;
-use pipeline::fanout::{flush_all, Output, SinkFanout, SINK_QUEUE};
+use pipeline::fanout::{flush_all, SinkFanout};
 use pipeline::Pipeline;
 use rules::actions::{run_actions, ACTION_QUEUE};
 use rules::alerts::Alerts;
@@ -42,6 +37,9 @@ pub const ADAPTER_UP: &str = "edge_gateway_adapter_up";
 pub const UPSTREAM_CONFIGURED: &str = "edge_gateway_upstream_configured";
 use crate::command_runner;
 use crate::settings::GatewayConfig;
+use outputs::{start_outputs, upstream_settings, Outputs, OutputsSetup};
+
+mod outputs;
 
 /// Messages waiting for the pipeline: enough to ride out a window close
 /// (milliseconds) at full rate. Not more: whatever waits here is held in
@@ -80,20 +78,6 @@ pub struct Gateway {
     commands: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
-/// An output's task, whatever it returns.
-type OutputTask = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-
-/// One output the pipeline feeds, as started.
-struct StartedOutput {
-    /// How the pipeline's fanout reaches it.
-    output: Output,
-    /// Its side of the flush handshake; `None` for one that keeps nothing
-    /// a checkpoint relies on (Home Assistant).
-    flush: Option<mpsc::Sender<oneshot::Sender<bool>>>,
-    /// `None` for the dashboard's writer, stopped with its server.
-    task: Option<OutputTask>,
-}
-
 struct RunningOutput {
     name: String,
     /// Its failure is the gateway's (the upstream's).
@@ -119,125 +103,6 @@ pub struct ReloadSummary {
     pub need_restart: Vec<&'static str>,
 }
 
-/// `[[device]]`, then devices named by protocol sections (`[[lorawan.device]]
-/// name`) that `[[device]]` does not describe.
-fn registry_devices(config: &GatewayConfig) -> Vec<gateway_core::config::DeviceConfig> {
-    let mut out = config.devices.clone();
-    for d in config.sections.registry_devices() {
-        if !out.iter().any(|o| o.id == d.id) {
-            out.push(d);
-        }
-    }
-    out
-}
-
-/// The alert rules and, when a rule has an action, the action runner.
-/// Their learned state lives in `state_dir`; without a usable one they
-/// still run, starting afresh at each start.
-fn start_alerts(
-    config: &GatewayConfig,
-    telemetry: &Telemetry,
-) -> (Option<Alerts>, Option<JoinHandle<()>>) {
-    if config.rules.is_empty() {
-        return (None, None);
-    }
-    let dir = &config.gateway.state_dir;
-    let state_dir = match std::fs::create_dir_all(dir) {
-        Ok(()) => Some(dir.as_path()),
-        Err(e) => {
-            error!(state_dir = %dir.display(), error = %e, "Cannot use the state directory: the anomaly detectors will relearn after a restart.");
-            None
-        }
-    };
-    let (tx, task) = if config.rules.iter().any(|r| r.action.is_some()) {
-        let (tx, rx) = mpsc::channel(ACTION_QUEUE);
-        let task = tokio::spawn(run_actions(
-            config.gateway.id.clone(),
-            rx,
-            telemetry.clone(),
-        ));
-        (Some(tx), Some(task))
-    } else {
-        (None, None)
-    };
-    info!(rules = config.rules.len(), "Alert rules loaded.");
-    let alerts = Alerts::new(&config.rules, &config.devices, state_dir, tx, telemetry);
-    (Some(alerts), task)
-}
-
-/// An output's channels: its side (`link`) and the pipeline's senders.
-struct OutputChannels {
-    link: OutputLink<SinkEvent>,
-    events: mpsc::Sender<SinkEvent>,
-    /// With an urgent lane: its sender.
-    urgent: Option<mpsc::Sender<SinkEvent>>,
-    flush: mpsc::Sender<oneshot::Sender<bool>>,
-}
-
-fn output_channels(urgent: bool) -> OutputChannels {
-    let (events, rx) = mpsc::channel(SINK_QUEUE);
-    let (urgent, urgent_rx) = if urgent {
-        let (tx, rx) = mpsc::channel(SINK_QUEUE);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
-    let (flush, flush_rx) = mpsc::channel(1);
-    OutputChannels {
-        link: OutputLink {
-            messages: rx,
-            urgent: urgent_rx,
-            flush: Some(flush_rx),
-        },
-        events,
-        urgent,
-        flush,
-    }
-}
-
-/// The upstream (`[upstream]`): its feed renders the events for the
-/// forwarder, whose outbox is in `state_dir/outbox`.
-/// Also returns its urgent lane's sender, for the command results.
-fn start_upstream(
-    settings: UpstreamSettings,
-    ctx: &SinkContext,
-) -> (StartedOutput, Option<mpsc::Sender<SinkEvent>>) {
-    let channels = output_channels(true);
-    let results = channels.urgent.clone();
-    let task = mqtt_upstream::start(settings, ctx, channels.link);
-    let started = StartedOutput {
-        output: Output::upstream(channels.events, channels.urgent),
-        flush: Some(channels.flush),
-        task: Some(Box::pin(async move {
-            task.await
-                .context("upstream task")?
-                .context("upstream forwarder")
-        })),
-    };
-    (started, results)
-}
-
-/// Starts every `[[sink]]`, each with its own outbox below `state_dir`.
-fn start_sinks(config: &GatewayConfig, ctx: &SinkContext) -> anyhow::Result<Vec<StartedOutput>> {
-    let mut started = Vec::new();
-    for sink in &config.sinks {
-        let name = gateway_core::config::SinkSpec::name(sink).to_string();
-        let channels = output_channels(false);
-        info!(output = %name, kind = sink.kind(), "Starting sink.");
-        let task = sink.start(ctx, channels.link)?;
-        started.push(StartedOutput {
-            output: Output::sink(name, channels.events),
-            flush: Some(channels.flush),
-            task: Some(Box::pin(async move { task.await.context("sink task") })),
-        });
-    }
-    Ok(started)
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 impl Gateway {
     /// Starts every component of `config`.
     ///
@@ -246,153 +111,46 @@ impl Gateway {
     /// variable); network faults are retried, not errors.
     pub fn start(config: &GatewayConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let telemetry = Telemetry::default();
-        // Without an upstream nothing of it is built: no connection, no
-        // outbox under state_dir.
-        let settings = if config.upstream.enabled {
-            let settings = UpstreamSettings::from_config(
-                &config.upstream,
-                &config.outbox,
-                &config.gateway.id,
-                &config.gateway.state_dir,
-                config.topic_prefix(),
-            );
-            // Fail at start, not in a background task, on a setup mistake.
-            settings
-                .connection
-                .mqtt_options(None)
-                .context("upstream connection")?;
-            Some(settings)
-        } else {
-            info!("No [upstream]: nothing is forwarded to a cloud broker.");
-            None
-        };
-        telemetry
-            .gauge(UPSTREAM_CONFIGURED, &[])
-            .set(if settings.is_some() { 1.0 } else { 0.0 });
-        let upstream_connection = settings.as_ref().map(|s| s.connection.clone());
-
-        let agg = &config.aggregation;
-        let aggregator = Aggregator::new(WindowSpec {
-            window_ms: ms(agg.window),
-            grace_ms: ms(agg.grace),
-            max_future_ms: ms(agg.max_future),
-        })
-        .context("aggregation settings")?;
-        let mut aggregator = aggregator.with_max_series(agg.max_series);
-        let durability = Durability::open(
-            &config.gateway.state_dir,
-            config.aggregation.checkpoint_interval,
-            &mut aggregator,
-            &telemetry,
-        );
-
+        // Readings flow adapters → pipeline → outputs; each part starts
+        // once what it feeds runs: outputs, then the pipeline, then the
+        // adapters.
+        let upstream = upstream_settings(config, &telemetry)?;
+        let upstream_connection = upstream.as_ref().map(|s| s.connection.clone());
+        let (aggregator, durability) = aggregation(config, &telemetry)?;
         // Before the outputs: they find a reading's adapter (its `units`) in it.
         let sources = Sources::with_kinds(adapters::KINDS);
-        let ctx = SinkContext {
-            gateway_id: config.gateway.id.clone(),
-            state_dir: config.gateway.state_dir.clone(),
-            registry: DeviceRegistry::from_config(&registry_devices(config)),
-            units: config.units(sources.clone()),
-            telemetry: telemetry.clone(),
-        };
-        // The upstream first: the flush handshake asks it before the rest.
-        let mut outputs: Vec<StartedOutput> = Vec::new();
-        // Where command results go: the upstream's urgent lane, the dashboard.
-        let mut results: Vec<mpsc::Sender<SinkEvent>> = Vec::new();
-        if let Some(settings) = settings {
-            let (started, urgent) = start_upstream(settings, &ctx);
-            outputs.push(started);
-            results.extend(urgent);
-        }
-        outputs.extend(start_sinks(config, &ctx)?);
-        let dashboard = if config.dashboard.enabled {
-            let (d, events, flush) = dashboard::start(DashboardSetup {
-                sources: sources.clone(),
-                units: config.units(sources.clone()),
-                config: &config.dashboard,
-                state_dir: &config.gateway.state_dir,
-                registry: ctx.registry.clone(),
-                rules: config.rules.clone(),
-                window_ms: ms(agg.window),
-                outputs: config
-                    .sinks
-                    .iter()
-                    .map(|s| gateway_core::config::SinkSpec::name(s).to_string())
-                    .collect(),
-                telemetry: telemetry.clone(),
-                clock: clock.clone(),
-                health: crate::health::for_dashboard(),
-                queue: SINK_QUEUE,
-            })
-            .context("dashboard")?;
-            // Command results are shown on the device pages.
-            results.extend(config.commands_run().then(|| events.clone()));
-            outputs.push(StartedOutput {
-                output: Output::sink("dashboard", events),
-                flush: Some(flush),
-                task: None,
-            });
-            Some(d)
-        } else {
-            None
-        };
         let command_targets = CommandTargets::default();
         let (writable, writable_rx) = watch::channel(None);
         let (requests, requests_rx) = command_runner::requests(config);
-        if config.home_assistant.enabled {
-            let (task, events) = sinks::home_assistant::start(sinks::home_assistant::HaSetup {
-                config: config.home_assistant.clone(),
-                gateway_id: config.gateway.id.clone(),
-                state_dir: config.gateway.state_dir.clone(),
-                registry: ctx.registry.clone(),
-                units: config.units(sources.clone()),
-                sources: sources.clone(),
-                telemetry: telemetry.clone(),
-                sw_version: env!("CARGO_PKG_VERSION").to_string(),
-                clock: clock.clone(),
-                commands: requests.map(|requests| sinks::home_assistant::HaCommands {
-                    writable: writable_rx,
-                    requests,
-                }),
-            })
-            .context("home_assistant")?;
-            outputs.push(StartedOutput {
-                output: Output::sink("home_assistant", events),
-                flush: None,
-                task: Some(Box::pin(async move { task.await.context("sink task") })),
-            });
-        }
-        // The pipeline asks once; every durable output must answer yes.
-        let (pipeline_flush, pipeline_flush_rx) = mpsc::channel(1);
-        let mut feeds = Vec::with_capacity(outputs.len());
-        let mut flushes = Vec::new();
-        let mut running = Vec::new();
-        for started in outputs {
-            if let Some(task) = started.task {
-                running.push(RunningOutput {
-                    name: started.output.name.clone(),
-                    required: started.output.required,
-                    task,
-                });
-            }
-            flushes.extend(started.flush);
-            feeds.push(started.output);
-        }
-        tokio::spawn(flush_all(pipeline_flush_rx, flushes));
-
-        let (alerts, actions) = start_alerts(config, &telemetry);
-        let (in_tx, in_rx) = mpsc::channel(INGRESS_CAPACITY);
-        let pipeline = Pipeline {
+        let outputs = start_outputs(
+            config,
+            upstream,
+            &OutputsSetup {
+                sources: &sources,
+                telemetry: &telemetry,
+                clock: &clock,
+            },
+            requests.map(|requests| sinks::home_assistant::HaCommands {
+                writable: writable_rx,
+                requests,
+            }),
+        )?;
+        let Outputs {
+            feeds,
+            flushes,
+            running,
+            results,
+            dashboard,
+        } = outputs;
+        let (pipeline, in_tx) = start_pipeline(
+            config,
             aggregator,
-            clock: clock.clone(),
-            telemetry: telemetry.clone(),
             durability,
-            outbox_flush: Some(pipeline_flush),
-            alerts,
-            outputs: SinkFanout::new(feeds),
-        };
-        let pipeline = tokio::spawn(pipeline.run(in_rx));
-
+            SinkFanout::new(feeds),
+            flushes,
+            &clock,
+            &telemetry,
+        );
         let commands = command_runner::start(
             config,
             command_runner::Ways {
@@ -415,8 +173,8 @@ impl Gateway {
             sources,
             clock,
             config: config.clone(),
-            pipeline,
-            actions,
+            pipeline: pipeline.task,
+            actions: pipeline.actions,
             outputs: running,
             dashboard,
         };
@@ -608,7 +366,13 @@ impl Gateway {
         }
         let mut failed = Ok(());
         for output in self.outputs {
-            match output.task.await {
+            let name = output.name.clone();
+            let done = output
+                .task
+                .await
+                .map_err(|e| anyhow::anyhow!(e))
+                .with_context(|| format!("{name} task"));
+            match done {
                 Ok(()) => {}
                 Err(e) if output.required => failed = failed.and(Err(e)),
                 Err(e) => {
@@ -631,4 +395,113 @@ async fn stop_adapter(running: RunningAdapter) {
     if let Err(e) = running.task.await {
         error!(adapter = %name, error = %e, "Adapter task failed.");
     }
+}
+
+// The pipeline: windows, alerts, the ingress journal and checkpoints.
+
+/// The running pipeline and its action runner.
+struct StartedPipeline {
+    task: JoinHandle<()>,
+    actions: Option<JoinHandle<()>>,
+}
+
+/// The aggregator, restored from the last checkpoint when there is one.
+fn aggregation(
+    config: &GatewayConfig,
+    telemetry: &Telemetry,
+) -> anyhow::Result<(Aggregator, Durability)> {
+    let agg = &config.aggregation;
+    let aggregator = Aggregator::new(WindowSpec {
+        window_ms: ms(agg.window),
+        grace_ms: ms(agg.grace),
+        max_future_ms: ms(agg.max_future),
+    })
+    .context("aggregation settings")?;
+    let mut aggregator = aggregator.with_max_series(agg.max_series);
+    let durability = Durability::open(
+        &config.gateway.state_dir,
+        config.aggregation.checkpoint_interval,
+        &mut aggregator,
+        telemetry,
+    );
+    Ok((aggregator, durability))
+}
+
+/// Starts the pipeline feeding `outputs`; returns it and the ingress the
+/// adapters send to.
+fn start_pipeline(
+    config: &GatewayConfig,
+    aggregator: Aggregator,
+    durability: Durability,
+    outputs: SinkFanout,
+    flushes: Vec<mpsc::Sender<oneshot::Sender<bool>>>,
+    clock: &Arc<dyn Clock>,
+    telemetry: &Telemetry,
+) -> (StartedPipeline, mpsc::Sender<Ingress>) {
+    // The pipeline asks once; every durable output must answer yes.
+    let (pipeline_flush, pipeline_flush_rx) = mpsc::channel(1);
+    tokio::spawn(flush_all(pipeline_flush_rx, flushes));
+    let (alerts, actions) = start_alerts(config, telemetry);
+    let (in_tx, in_rx) = mpsc::channel(INGRESS_CAPACITY);
+    let pipeline = Pipeline {
+        aggregator,
+        clock: clock.clone(),
+        telemetry: telemetry.clone(),
+        durability,
+        outbox_flush: Some(pipeline_flush),
+        alerts,
+        outputs,
+    };
+    let task = tokio::spawn(pipeline.run(in_rx));
+    (StartedPipeline { task, actions }, in_tx)
+}
+
+/// `[[device]]`, then devices named by protocol sections (`[[lorawan.device]]
+/// name`) that `[[device]]` does not describe.
+fn registry_devices(config: &GatewayConfig) -> Vec<gateway_core::config::DeviceConfig> {
+    let mut out = config.devices.clone();
+    for d in config.sections.registry_devices() {
+        if !out.iter().any(|o| o.id == d.id) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// The alert rules and, when a rule has an action, the action runner.
+/// Their learned state lives in `state_dir`; without a usable one they
+/// still run, starting afresh at each start.
+fn start_alerts(
+    config: &GatewayConfig,
+    telemetry: &Telemetry,
+) -> (Option<Alerts>, Option<JoinHandle<()>>) {
+    if config.rules.is_empty() {
+        return (None, None);
+    }
+    let dir = &config.gateway.state_dir;
+    let state_dir = match std::fs::create_dir_all(dir) {
+        Ok(()) => Some(dir.as_path()),
+        Err(e) => {
+            error!(state_dir = %dir.display(), error = %e, "Cannot use the state directory: the anomaly detectors will relearn after a restart.");
+            None
+        }
+    };
+    let (tx, task) = if config.rules.iter().any(|r| r.action.is_some()) {
+        let (tx, rx) = mpsc::channel(ACTION_QUEUE);
+        let task = tokio::spawn(run_actions(
+            config.gateway.id.clone(),
+            rx,
+            telemetry.clone(),
+        ));
+        (Some(tx), Some(task))
+    } else {
+        (None, None)
+    };
+    info!(rules = config.rules.len(), "Alert rules loaded.");
+    let alerts = Alerts::new(&config.rules, &config.devices, state_dir, tx, telemetry);
+    (Some(alerts), task)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

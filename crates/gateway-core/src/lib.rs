@@ -33,6 +33,7 @@ pub mod hardware_address;
 pub mod id_text;
 pub mod model;
 pub mod net;
+pub mod output;
 pub mod refusal;
 pub mod registry;
 pub mod state_file;

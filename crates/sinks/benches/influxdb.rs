@@ -90,7 +90,14 @@ fn main() {
     for chunk in lines.chunks(BATCH) {
         let mut body = chunk.join("\n");
         body.push('\n');
-        assert_eq!(db.write("baseline", "ms", body.as_bytes()), 204);
+        assert_eq!(
+            db.write(
+                "baseline",
+                sinks::influxdb::line::PRECISION,
+                body.as_bytes()
+            ),
+            204
+        );
     }
     let baseline = points as f64 / t0.elapsed().as_secs_f64();
 

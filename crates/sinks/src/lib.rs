@@ -5,6 +5,9 @@
 //!   its undelivered messages in;
 //! - `spool`: the storage policy around it (store, hold in memory while
 //!   the disk refuses, make room when full, expire, report);
+//! - `outbox_loop`: the one loop around a spool (batch from the pipeline,
+//!   urgent lane, flush handshake, housekeeping, drain at stop), generic
+//!   over what an output sends and how a delivery settles (`Deliver`);
 //! - `mqtt_upstream`: the cloud MQTT broker (`[upstream]`, `[outbox]`),
 //!   which renders the events into its topics and JSON payloads;
 //! - `registry`: the one list of `[[sink]]` kinds (the crate root's
@@ -23,6 +26,7 @@ pub mod home_assistant;
 pub mod influxdb;
 pub mod mqtt_upstream;
 pub mod outbox;
+pub mod outbox_loop;
 pub mod registry;
 pub mod spool;
 
@@ -31,6 +35,27 @@ registry::sink_registry! {
 }
 
 pub use gateway_core::event::OutputLink;
+
+/// A `[[sink]]` starts like every other output.
+impl gateway_core::output::StartOutput for &SinkConfig {
+    fn lanes(&self) -> gateway_core::output::Lanes {
+        gateway_core::output::Lanes {
+            urgent: false,
+            flush: true,
+        }
+    }
+
+    fn start(
+        self,
+        link: OutputLink<gateway_core::event::SinkEvent>,
+        ctx: &registry::SinkContext,
+    ) -> Result<gateway_core::output::StartedOutput, gateway_core::output::OutputError> {
+        let task = SinkConfig::start(self, ctx, link)?;
+        Ok(gateway_core::output::StartedOutput {
+            task: Box::pin(async move { Ok(task.await?) }),
+        })
+    }
+}
 
 /// `[[device]]` tables as the config reads them, for tests.
 #[cfg(test)]

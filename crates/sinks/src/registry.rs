@@ -7,29 +7,17 @@
 //! that list.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use gateway_core::config::Problems;
-use gateway_core::{DeviceRegistry, Telemetry};
 use tokio::task::JoinHandle;
 
 use crate::outbox::OutboxError;
 use crate::OutputLink;
 use gateway_core::event::SinkEvent;
 
-/// What sinks need to know about the gateway they run in.
-#[derive(Clone)]
-pub struct SinkContext {
-    /// `gateway.id`, the `gateway` tag of health points.
-    pub gateway_id: String,
-    /// `gateway.state_dir`: each durable sink keeps its outbox below it.
-    pub state_dir: PathBuf,
-    /// Device names and tags, written beside the data.
-    pub registry: DeviceRegistry,
-    /// Each metric's unit, with the config's overrides.
-    pub units: gateway_core::units::Units,
-    pub telemetry: Telemetry,
-}
+/// What sinks need to know about the gateway they run in (every output's
+/// context, under the name sinks have always used).
+pub use gateway_core::output::OutputContext as SinkContext;
 
 /// Why a sink could not start (the running service; `validate` reports
 /// the same mistakes earlier with their key paths).

@@ -131,12 +131,15 @@ pub struct HaSetup {
     pub commands: Option<HaCommands>,
 }
 
-/// Starts the task; it ends once the sender is dropped, after telling the
-/// broker the gateway is offline.
+/// Starts the task; it ends once the link's messages close, after telling
+/// the broker the gateway is offline.
 ///
 /// # Errors
 /// A password variable that is not set, unreadable TLS files.
-pub fn start(setup: HaSetup) -> Result<(JoinHandle<()>, mpsc::Sender<SinkEvent>), SetupError> {
+pub fn start(
+    setup: HaSetup,
+    link: crate::OutputLink<SinkEvent>,
+) -> Result<JoinHandle<()>, SetupError> {
     let topics = Topics {
         discovery: setup.config.discovery_prefix.clone(),
         state: setup.config.state_prefix_for(&setup.gateway_id),
@@ -167,7 +170,7 @@ pub fn start(setup: HaSetup) -> Result<(JoinHandle<()>, mpsc::Sender<SinkEvent>)
         net_tx,
         setup.telemetry.gauge(HA_CONNECTED, &[]),
     ));
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let rx = link.messages;
     let mut announcer = Announcer::new(setup, topics, client);
     announcer.load();
     let mut poller = poller;
@@ -178,7 +181,33 @@ pub fn start(setup: HaSetup) -> Result<(JoinHandle<()>, mpsc::Sender<SinkEvent>)
             warn!("Home Assistant: the broker did not take the disconnect in time.");
         }
     });
-    Ok((task, tx))
+    Ok(task)
+}
+
+/// Home Assistant starts like every other output; it mirrors state and
+/// keeps nothing a checkpoint relies on, so it takes no flush.
+impl gateway_core::output::StartOutput for HaSetup {
+    fn lanes(&self) -> gateway_core::output::Lanes {
+        gateway_core::output::Lanes {
+            urgent: false,
+            flush: false,
+        }
+    }
+
+    fn queue(&self) -> Option<usize> {
+        Some(QUEUE)
+    }
+
+    fn start(
+        self,
+        link: crate::OutputLink<SinkEvent>,
+        _ctx: &crate::registry::SinkContext,
+    ) -> Result<gateway_core::output::StartedOutput, gateway_core::output::OutputError> {
+        let task = start(self, link)?;
+        Ok(gateway_core::output::StartedOutput {
+            task: Box::pin(async move { Ok(task.await?) }),
+        })
+    }
 }
 
 /// What the connection tells the task.

@@ -2,13 +2,11 @@
 //! request takes (the oldest not already in one), and what a finished
 //! request does to them (acknowledged after a 2xx, put back otherwise).
 
-use gateway_core::backoff::Backoff;
 use gateway_core::deadline;
 use hyper::body::Bytes;
 use tokio::time::Instant;
 use tracing::error;
 
-use super::batch::Batcher;
 use super::deliver::Settled;
 use super::line;
 use super::Writer;
@@ -69,13 +67,7 @@ impl Writer {
 
     /// Acknowledges a delivered batch's records, or puts them back to be
     /// sent again after a wait.
-    pub(super) fn settle(
-        &mut self,
-        flight: Flight,
-        settled: Settled,
-        plan: &mut Batcher,
-        backoff: &mut Backoff,
-    ) {
+    pub(super) fn settle_flight(&mut self, flight: Flight, settled: Settled) {
         for seq in &flight.seqs {
             self.flying.remove(seq);
         }
@@ -84,7 +76,7 @@ impl Writer {
                 for seq in &flight.seqs {
                     self.spool.ack(*seq);
                 }
-                backoff.reset();
+                self.backoff.reset();
             }
             Settled::Retry {
                 wait,
@@ -95,13 +87,12 @@ impl Writer {
                 }
                 self.cursor = 0;
                 self.unsent += flight.points;
-                plan.stored(Instant::now());
+                self.plan.stored(Instant::now());
                 // The server's wait is capped where it is read; the backoff by its
                 // own cap. Both come from outside (a header, the config):
                 // the sum is checked.
-                plan.retry_at(deadline::from_now(
-                    wait.unwrap_or_else(|| backoff.next_delay()),
-                ));
+                let wait = wait.unwrap_or_else(|| self.backoff.next_delay());
+                self.plan.retry_at(deadline::from_now(wait));
             }
         }
     }

@@ -11,7 +11,8 @@
 //!   of a refused batch (dead-letter file);
 //! - `flight`: which outbox records are in a request, and what a finished
 //!   request does to them;
-//! - this module: the I/O loop. Events are encoded as they arrive and
+//! - this module: InfluxDB's side of the crate's `outbox_loop`. Events
+//!   are encoded as they arrive and
 //!   stored (one outbox record per batch taken from the channel, one
 //!   fsync); batches are read back from the outbox, sent by up to
 //!   `max_in_flight` deliveries at once (each its own task and
@@ -30,7 +31,7 @@ pub mod line;
 pub mod outcome;
 mod request;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,17 +40,19 @@ use gateway_core::config::secret::{redact_url, Secret};
 use gateway_core::deadline;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{OutboundMessage, Telemetry, Timestamp};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{self, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::info;
 
 use crate::outbox::OutboxSettings;
+use crate::outbox_loop::{self, blocking, Deliver, LoopSettings};
 use crate::registry::{SinkContext, SinkKind, StartError};
 use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
 use batch::Batcher;
 pub use config::InfluxConfig;
 use deliver::{Metrics, Settled, Target};
+use flight::Flight;
 use gateway_core::event::SinkEvent;
 use http::{Client, Tls};
 use line::Encoder;
@@ -136,6 +139,13 @@ struct Writer {
     /// Records up to this one were taken by a delivery; reset to 0 when
     /// one fails, so its records are taken again.
     cursor: u64,
+    /// When the next request goes.
+    plan: Batcher,
+    backoff: Backoff,
+    /// The requests in flight, each its own task and connection.
+    deliveries: JoinSet<(Client, Settled)>,
+    /// Which records each delivery carries, by task id.
+    flights: HashMap<task::Id, Flight>,
 }
 
 impl Writer {
@@ -204,6 +214,10 @@ impl Writer {
             unsent: 0,
             flying: HashSet::new(),
             cursor: 0,
+            plan: Batcher::new(config.batch_size, config.flush_interval),
+            backoff: Backoff::new(Duration::from_millis(200), config.max_backoff),
+            deliveries: JoinSet::new(),
+            flights: HashMap::new(),
             config: config.clone(),
         })
     }
@@ -219,144 +233,64 @@ impl Writer {
     }
 
     async fn run(mut self, link: OutputLink<SinkEvent>) {
-        let OutputLink {
-            messages: mut rx,
-            mut flush,
-            ..
-        } = link;
-        let mut plan = Batcher::new(self.config.batch_size, self.config.flush_interval);
-        let mut backoff = Backoff::new(Duration::from_millis(200), self.config.max_backoff);
         if self.spool.waiting() > 0 {
-            plan.stored(Instant::now());
+            self.plan.stored(Instant::now());
         }
         self.unsent = self.unsent_points();
-        let hold_store = std::env::var(HOLD_STORE_ENV)
-            .ok()
-            .and_then(|ms| ms.parse().ok())
-            .map(Duration::from_millis);
-        let mut rx_open = true;
-        let mut drain_deadline = Instant::now();
-        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
-        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks = 0u64;
-        let mut deliveries: JoinSet<(Client, Settled)> = JoinSet::new();
-        // Which records each delivery carries, by task id.
-        let mut flights = std::collections::HashMap::new();
         info!(output = %self.config.name, url = %self.target.url, version = self.config.version, backlog = self.spool.waiting(), "InfluxDB output started.");
-        loop {
-            if !rx_open && self.spool.waiting() == 0 {
-                break;
-            }
-            let room = deliveries.len() < self.config.max_in_flight;
-            let next = plan.next_send(self.unsent, !rx_open);
-            tokio::select! {
-                biased;
-                request = async { flush.as_mut()?.recv().await }, if flush.is_some() => match request {
-                    Some(reply) => {
-                        let mut events = Vec::new();
-                        while let Ok(e) = rx.try_recv() {
-                            events.push(e);
-                        }
-                        self.unsent += self.store(&events, &mut plan);
-                        let _ = reply.send(self.spool.is_durable());
-                    }
-                    None => flush = None,
-                },
-                done = deliveries.join_next_with_id(), if !deliveries.is_empty() => {
-                    let (id, settled) = match done {
-                        Some(Ok((id, (client, settled)))) => {
-                            self.idle.push(client);
-                            (id, settled)
-                        }
-                        // Cannot panic by design; if it did, its batch is
-                        // sent again.
-                        Some(Err(e)) => (e.id(), Settled::Retry { wait: None, missing_database: false }),
-                        None => continue,
-                    };
-                    if let Some(flight) = flights.remove(&id) {
-                        self.settle(flight, settled, &mut plan, &mut backoff);
-                    }
-                }
-                // Before the events: while they keep coming, a due batch
-                // would otherwise wait for the channel to run dry.
-                _ = sleep_until(next), if room => {
-                    if self.create_pending {
-                        let mut client = self.client();
-                        let created = deliver::create_database(&self.target, &mut client).await;
-                        self.idle.push(client);
-                        if !created {
-                            plan.retry_at(deadline::from_now(backoff.next_delay()));
-                            continue;
-                        }
-                        self.create_pending = false;
-                    }
-                    match self.take_batch() {
-                        Some((flight, body)) => {
-                            self.unsent = self.unsent.saturating_sub(flight.points);
-                            if self.unsent == 0 && !self.spool.outbox().seqs_after(self.cursor, 1).is_empty() {
-                                // The count was capped (a backlog): more waits.
-                                self.unsent = self.unsent_points();
-                            }
-                            plan.dispatched(self.unsent, Instant::now());
-                            let target = self.target.clone();
-                            let mut client = self.client();
-                            let points = flight.points;
-                            let task = deliveries.spawn(async move {
-                                let settled = deliver::deliver(&target, &mut client, body, points).await;
-                                (client, settled)
-                            });
-                            flights.insert(task.id(), flight);
-                        }
-                        // Every stored record is in a delivery already.
-                        None => {
-                            self.unsent = 0;
-                            plan.dispatched(0, Instant::now());
-                        }
-                    }
-                }
-                event = rx.recv(), if rx_open => match event {
-                    Some(e) => {
-                        let mut events = vec![e];
-                        while events.len() < STORE_BATCH {
-                            match rx.try_recv() {
-                                Ok(more) => events.push(more),
-                                Err(_) => break,
-                            }
-                        }
-                        if let Some(hold) = hold_store {
-                            tokio::time::sleep(hold).await;
-                        }
-                        self.unsent += self.store(&events, &mut plan);
-                    }
-                    None => {
-                        rx_open = false;
-                        drain_deadline = deadline::from_now(DRAIN_TIMEOUT);
-                    }
-                },
-                _ = housekeeping.tick() => {
-                    ticks += 1;
-                    self.spool.housekeeping(ticks);
-                    // Records the outbox evicted or lost are not counted
-                    // down by sends: recount now and then.
-                    if ticks.is_multiple_of(HEALTH_EVERY) {
-                        self.unsent = self.unsent_points();
-                    }
-                    if ticks % HEALTH_EVERY == 1 {
-                        self.unsent += self.store_health(&mut plan);
-                    }
-                }
-                _ = tokio::time::sleep_until(drain_deadline), if !rx_open => break,
-            }
-        }
+        let settings = LoopSettings {
+            batch: STORE_BATCH,
+            hold_env: HOLD_STORE_ENV,
+            drain_timeout: DRAIN_TIMEOUT,
+        };
+        outbox_loop::run(&mut self, link, &settings).await;
         // Deliveries still running are dropped: their records stay in the
         // outbox for the next start.
-        deliveries.shutdown().await;
+        self.deliveries.shutdown().await;
         self.spool.close();
         info!(output = %self.config.name, left = self.spool.waiting(), "InfluxDB output stopped.");
     }
 
+    /// Starts one delivery of the oldest stored batch not in one.
+    async fn dispatch(&mut self) {
+        if self.create_pending {
+            let mut client = self.client();
+            let created = deliver::create_database(&self.target, &mut client).await;
+            self.idle.push(client);
+            if !created {
+                self.plan
+                    .retry_at(deadline::from_now(self.backoff.next_delay()));
+                return;
+            }
+            self.create_pending = false;
+        }
+        match self.take_batch() {
+            Some((flight, body)) => {
+                self.unsent = self.unsent.saturating_sub(flight.points);
+                if self.unsent == 0 && !self.spool.outbox().seqs_after(self.cursor, 1).is_empty() {
+                    // The count was capped (a backlog): more waits.
+                    self.unsent = self.unsent_points();
+                }
+                self.plan.dispatched(self.unsent, Instant::now());
+                let target = self.target.clone();
+                let mut client = self.client();
+                let points = flight.points;
+                let task = self.deliveries.spawn(async move {
+                    let settled = deliver::deliver(&target, &mut client, body, points).await;
+                    (client, settled)
+                });
+                self.flights.insert(task.id(), flight);
+            }
+            // Every stored record is in a delivery already.
+            None => {
+                self.unsent = 0;
+                self.plan.dispatched(0, Instant::now());
+            }
+        }
+    }
+
     /// Encodes and stores events; returns the points stored.
-    fn store(&mut self, events: &[SinkEvent], plan: &mut Batcher) -> usize {
+    fn store_events(&mut self, events: &[SinkEvent]) -> usize {
         // One record for the lot: per-event records cost a read and an
         // acknowledgement each, which held the sink to 27 % of InfluxDB's
         // own ingest in the bench.
@@ -376,12 +310,12 @@ impl Writer {
                 retain: false,
             }])
         });
-        plan.stored(Instant::now());
+        self.plan.stored(Instant::now());
         points
     }
 
     /// Stores one health point; returns the points stored (0 or 1).
-    fn store_health(&mut self, plan: &mut Batcher) -> usize {
+    fn store_health(&mut self) -> usize {
         let t = &self.telemetry;
         let unlabelled = |name: &str| {
             t.gauges(name)
@@ -416,27 +350,77 @@ impl Writer {
             payload: lines.into_bytes(),
             retain: false,
         }]);
-        plan.stored(Instant::now());
+        self.plan.stored(Instant::now());
         1
     }
 }
 
-/// Runs an outbox write and its fsync. On a multi-threaded runtime (the
-/// gateway's) the other tasks leave this worker meanwhile, so deliveries in
-/// flight and the pipeline go on while the disk syncs: a sync costs
-/// milliseconds, and storing then sending in turn held the bench at about
-/// half of InfluxDB's own ingest.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
+/// A delivery that finished (or, by design never, panicked).
+type Finished = Result<(task::Id, (Client, Settled)), task::JoinError>;
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+impl Deliver for Writer {
+    type Item = SinkEvent;
+    type Event = Finished;
+
+    fn spool(&mut self) -> &mut Spool {
+        &mut self.spool
+    }
+
+    fn store(&mut self, events: Vec<SinkEvent>, _urgent: bool) {
+        self.unsent += self.store_events(&events);
+    }
+
+    async fn send(&mut self, draining: bool) {
+        while let Some(at) = self.wakeup(draining) {
+            if at > Instant::now() {
+                break;
+            }
+            self.dispatch().await;
+        }
+    }
+
+    fn wakeup(&self, draining: bool) -> Option<Instant> {
+        let room = self.deliveries.len() < self.config.max_in_flight;
+        room.then(|| self.plan.next_send(self.unsent, draining))
+            .flatten()
+    }
+
+    async fn event(&mut self) -> Option<Finished> {
+        match self.deliveries.join_next_with_id().await {
+            Some(done) => Some(done),
+            // None in flight: nothing to report until one is started.
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn settle(&mut self, done: Finished) {
+        let (id, settled) = match done {
+            Ok((id, (client, settled))) => {
+                self.idle.push(client);
+                (id, settled)
+            }
+            // Cannot panic by design; if it did, its batch is sent again.
+            Err(e) => (
+                e.id(),
+                Settled::Retry {
+                    wait: None,
+                    missing_database: false,
+                },
+            ),
+        };
+        if let Some(flight) = self.flights.remove(&id) {
+            self.settle_flight(flight, settled);
+        }
+    }
+
+    fn housekeeping(&mut self, ticks: u64) {
+        // Records the outbox evicted or lost are not counted down by
+        // sends: recount now and then.
+        if ticks.is_multiple_of(HEALTH_EVERY) {
+            self.unsent = self.unsent_points();
+        }
+        if ticks % HEALTH_EVERY == 1 {
+            self.unsent += self.store_health();
+        }
     }
 }

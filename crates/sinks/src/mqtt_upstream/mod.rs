@@ -15,9 +15,10 @@
 //! - `render`: the upstream topics and JSON payloads (the public
 //!   contract), and `feed`: the task that renders the pipeline's events
 //!   into the forwarder's queues, making the upstream one more output;
-//! - this module: the I/O loop around them, with `poller` polling the
-//!   client's event loop in its own task and moving to the next node of
-//!   `urls` when a connection is lost or refused.
+//! - this module: the upstream's side of the crate's `outbox_loop`
+//!   (what to publish, how a PUBACK or a lost connection settles), with
+//!   `poller` polling the client's event loop in its own task and moving
+//!   to the next node of `urls` when a connection is lost or refused.
 //!
 //! When the connection drops, the poller waits until the forwarder has
 //! forgotten its in-flight set, then empties the client's own queues, so
@@ -46,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::outbox::{Outbox, OutboxError};
+use crate::outbox_loop::{self, Deliver, End, LoopSettings};
 use crate::registry::SinkContext;
 use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
@@ -188,6 +190,28 @@ pub fn start(
     })
 }
 
+/// The upstream starts like every other output, with an urgent lane for
+/// alerts and command results.
+impl gateway_core::output::StartOutput for UpstreamSettings {
+    fn lanes(&self) -> gateway_core::output::Lanes {
+        gateway_core::output::Lanes {
+            urgent: true,
+            flush: true,
+        }
+    }
+
+    fn start(
+        self,
+        link: OutputLink<SinkEvent>,
+        ctx: &SinkContext,
+    ) -> Result<gateway_core::output::StartedOutput, gateway_core::output::OutputError> {
+        let task = start(self, ctx, link);
+        Ok(gateway_core::output::StartedOutput {
+            task: Box::pin(async move { Ok(task.await??) }),
+        })
+    }
+}
+
 /// Runs the forwarder until the link's messages close and everything is
 /// delivered (or `drain_timeout` has passed), then publishes the retained
 /// `offline` status and disconnects.
@@ -201,18 +225,13 @@ pub async fn run(
     link: OutputLink,
     telemetry: Telemetry,
 ) -> Result<(), UpstreamError> {
-    let OutputLink {
-        messages: mut rx,
-        mut urgent,
-        mut flush,
-    } = link;
     let node_names: Vec<String> = settings.nodes.iter().map(ToString::to_string).collect();
     let m = Metrics::new(&telemetry, &node_names);
     let spool_settings = SpoolSettings {
         outbox: settings.outbox.clone(),
         max_queued: settings.max_queued,
     };
-    let mut spool = Spool::open(
+    let spool = Spool::open(
         settings.outbox_dir.as_deref(),
         spool_settings,
         &telemetry,
@@ -233,7 +252,7 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(first, usize::from(settings.max_inflight) + 16);
     eventloop.network_options.set_connection_timeout(10);
 
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel();
     let (resume_tx, resume_rx) = mpsc::channel(1);
     let stop_poller = CancellationToken::new();
     let poller = tokio::spawn(poll_loop(
@@ -244,173 +263,39 @@ pub async fn run(
         Backoff::new(Duration::from_millis(200), settings.max_backoff),
         stop_poller.clone(),
     ));
-    let mut failover = Failover::default();
-    let client_id = settings.connection.broker.client_id.clone();
-
-    let data_qos = qos(settings.qos);
-    let mut plan = Scheduler::new(settings.max_inflight, settings.drain_rate, Instant::now());
-    let mut rx_open = true;
-    let mut drain_deadline = Instant::now();
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
-    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks: u64 = 0;
-    let log = LogThrottle::default();
-    let hold_outbox = std::env::var(HOLD_OUTBOX_ENV)
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map(Duration::from_millis);
-
-    loop {
-        while let Some(pick) = plan.next(spool.outbox(), Instant::now()) {
-            let (topic, payload, retain, q) = match pick {
-                Pick::Status => (
-                    settings.status_topic.clone(),
-                    b"online".to_vec(),
-                    true,
-                    QoS::AtLeastOnce,
-                ),
-                Pick::Message { seq, .. } => match spool.read(seq) {
-                    Ok(Some(msg)) => (msg.topic, with_seq(msg.payload, seq), msg.retain, data_qos),
-                    Ok(None) => {
-                        plan.skip(pick);
-                        continue;
-                    }
-                    Err(e) => {
-                        error!(seq, error = %e, "Outbox: cannot read a message; skipping it until the next connection.");
-                        plan.skip(pick);
-                        continue;
-                    }
-                },
-            };
-            if let Err(e) = client.try_publish(topic, q, retain, payload) {
-                debug!(error = %e, "Client queue full; will retry.");
-                plan.unpick(pick);
-                break;
-            }
-            plan.submitted(pick);
-        }
-        spool.update_waiting();
-        if !rx_open && spool.waiting() == 0 && plan.unacknowledged() == 0 {
-            break;
-        }
-        let backlog_wakeup = plan.backlog_wakeup();
-        tokio::select! {
-            biased;
-            event = events.recv() => {
-                let Some(event) = event else { break };
-                match event {
-                    PollEvent::Connected { node } => {
-                        plan.connected(spool.outbox());
-                        let url = node_name(&node_names, node);
-                        if failover.connected(node, Instant::now()) {
-                            m.failovers.inc();
-                            info!(broker = %url, backlog = spool.outbox().len(), "Failed over to another broker node; what the previous one did not acknowledge is sent again.");
-                        } else {
-                            info!(broker = %url, backlog = spool.outbox().len(), "Connected upstream.");
-                        }
-                        m.in_use(Some(node));
-                    }
-                    PollEvent::Sent(pkid) => {
-                        if let Some(done) = plan.sent(pkid) {
-                            delivered(done, &mut spool, &m);
-                        }
-                    }
-                    PollEvent::Acked(pkid) => {
-                        if let Some(done) = plan.acked(pkid) {
-                            delivered(done, &mut spool, &m);
-                        }
-                    }
-                    PollEvent::Lost { node, error, kind } => {
-                        let url = node_name(&node_names, node);
-                        let was_connected = plan.is_connected();
-                        let unacknowledged = plan.lost();
-                        if let Loss::LikelyConflict { short_sessions } = failover.lost(Instant::now()) {
-                            m.conflicts.inc();
-                            if let Some(suppressed) = log.allow("conflict") {
-                                error!(broker = %url, client_id = %client_id, short_sessions, suppressed, "The upstream broker keeps closing the connection right after accepting it: another client very likely uses the same client id. Check that gateway.id is unique in the fleet (or set a unique upstream.client_id).");
-                            }
-                        }
-                        if was_connected {
-                            m.reconnects.inc();
-                            if let Some(suppressed) = log.allow("lost") {
-                                warn!(broker = %url, %error, unacknowledged, suppressed, "Lost the upstream broker; what it did not acknowledge will be sent again.");
-                            }
-                        } else if let Some(suppressed) = log.allow("connect") {
-                            match kind {
-                                FaultKind::Refused => error!(broker = %url, %error, suppressed, "The upstream broker refused the connection: check username, password_env and client_id. Buffering and retrying."),
-                                FaultKind::Tls => error!(broker = %url, %error, suppressed, "TLS with the upstream broker failed: check ca_file, the certificate's name and dates, and the clock. Buffering and retrying."),
-                                FaultKind::Network => warn!(broker = %url, %error, suppressed, "Cannot reach the upstream broker; buffering."),
-                            }
-                        }
-                        m.connect_failures.inc();
-                        m.in_use(None);
-                        let _ = resume_tx.send(()).await;
-                    }
-                }
-            }
-            msg = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match msg {
-                Some(msg) => {
-                    let mut batch = vec![msg];
-                    if let Some(u) = urgent.as_mut() {
-                        while let Ok(more) = u.try_recv() {
-                            batch.push(more);
-                        }
-                    }
-                    plan.push_urgent(spool.store(batch));
-                }
-                None => urgent = None,
-            },
-            msg = rx.recv(), if rx_open => match msg {
-                Some(msg) => {
-                    let mut batch = vec![msg];
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(more) => batch.push(more),
-                            Err(_) => break,
-                        }
-                    }
-                    if let Some(hold) = hold_outbox {
-                        tokio::time::sleep(hold).await;
-                    }
-                    spool.store(batch);
-                }
-                None => {
-                    rx_open = false;
-                    drain_deadline = gateway_core::deadline::from_now(settings.drain_timeout);
-                }
-            },
-            request = async { flush.as_mut()?.recv().await }, if flush.is_some() => match request {
-                Some(reply) => {
-                    let mut batch = Vec::new();
-                    if let Some(u) = urgent.as_mut() {
-                        while let Ok(more) = u.try_recv() {
-                            batch.push(more);
-                        }
-                    }
-                    plan.push_urgent(spool.store(batch));
-                    let mut batch = Vec::new();
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
-                    }
-                    spool.store(batch);
-                    let _ = reply.send(spool.is_durable());
-                }
-                None => flush = None,
-            },
-            _ = sleep_until(backlog_wakeup), if backlog_wakeup.is_some() => {}
-            _ = housekeeping.tick() => {
-                ticks += 1;
-                spool.housekeeping(ticks);
-            }
-            _ = tokio::time::sleep_until(drain_deadline), if !rx_open => {
-                spool.close();
-                break;
-            }
-        }
+    let loop_settings = LoopSettings {
+        batch: BATCH,
+        hold_env: HOLD_OUTBOX_ENV,
+        drain_timeout: settings.drain_timeout,
+    };
+    let mut forwarder = Forwarder {
+        plan: Scheduler::new(settings.max_inflight, settings.drain_rate, Instant::now()),
+        data_qos: qos(settings.qos),
+        client_id: settings.connection.broker.client_id.clone(),
+        status_topic: settings.status_topic,
+        spool,
+        client,
+        events,
+        resume: resume_tx,
+        failover: Failover::default(),
+        node_names,
+        m,
+        log: LogThrottle::default(),
+    };
+    if outbox_loop::run(&mut forwarder, link, &loop_settings).await == End::Deadline {
+        forwarder.spool.close();
     }
+    let Forwarder {
+        client,
+        status_topic,
+        mut plan,
+        mut events,
+        m,
+        ..
+    } = forwarder;
 
     if plan.is_connected() {
-        say_offline(&client, &settings.status_topic, &mut plan, &mut events).await;
+        say_offline(&client, &status_topic, &mut plan, &mut events).await;
         let _ = client.try_disconnect();
     }
     m.in_use(None);
@@ -428,15 +313,154 @@ pub async fn run(
     Ok(())
 }
 
-fn node_name(names: &[String], node: usize) -> &str {
-    names.get(node).map_or("?", String::as_str)
+/// The upstream's side of the outbox loop: publishes what the scheduler
+/// picks and settles on the poller's reports (written, acknowledged,
+/// connected, lost).
+struct Forwarder {
+    spool: Spool,
+    plan: Scheduler,
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<PollEvent>,
+    /// Tells the poller it may reconnect once the in-flight set is forgotten.
+    resume: mpsc::Sender<()>,
+    failover: Failover,
+    node_names: Vec<String>,
+    client_id: String,
+    status_topic: String,
+    data_qos: QoS,
+    m: Metrics,
+    log: LogThrottle,
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+impl Deliver for Forwarder {
+    type Item = gateway_core::OutboundMessage;
+    type Event = PollEvent;
+
+    fn spool(&mut self) -> &mut Spool {
+        &mut self.spool
     }
+
+    fn store(&mut self, batch: Vec<Self::Item>, urgent: bool) {
+        let seqs = self.spool.store(batch);
+        if urgent {
+            self.plan.push_urgent(seqs);
+        }
+    }
+
+    async fn send(&mut self, _draining: bool) {
+        while let Some(pick) = self.plan.next(self.spool.outbox(), Instant::now()) {
+            let (topic, payload, retain, q) = match pick {
+                Pick::Status => (
+                    self.status_topic.clone(),
+                    b"online".to_vec(),
+                    true,
+                    QoS::AtLeastOnce,
+                ),
+                Pick::Message { seq, .. } => match self.spool.read(seq) {
+                    Ok(Some(msg)) => (
+                        msg.topic,
+                        with_seq(msg.payload, seq),
+                        msg.retain,
+                        self.data_qos,
+                    ),
+                    Ok(None) => {
+                        self.plan.skip(pick);
+                        continue;
+                    }
+                    Err(e) => {
+                        error!(seq, error = %e, "Outbox: cannot read a message; skipping it until the next connection.");
+                        self.plan.skip(pick);
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = self.client.try_publish(topic, q, retain, payload) {
+                debug!(error = %e, "Client queue full; will retry.");
+                self.plan.unpick(pick);
+                break;
+            }
+            self.plan.submitted(pick);
+        }
+        self.spool.update_waiting();
+    }
+
+    fn wakeup(&self, _draining: bool) -> Option<Instant> {
+        self.plan.backlog_wakeup()
+    }
+
+    async fn event(&mut self) -> Option<PollEvent> {
+        self.events.recv().await
+    }
+
+    async fn settle(&mut self, event: PollEvent) {
+        let m = &self.m;
+        match event {
+            PollEvent::Connected { node } => {
+                self.plan.connected(self.spool.outbox());
+                let url = node_name(&self.node_names, node);
+                let backlog = self.spool.outbox().len();
+                if self.failover.connected(node, Instant::now()) {
+                    m.failovers.inc();
+                    info!(broker = %url, backlog, "Failed over to another broker node; what the previous one did not acknowledge is sent again.");
+                } else {
+                    info!(broker = %url, backlog, "Connected upstream.");
+                }
+                m.in_use(Some(node));
+            }
+            PollEvent::Sent(pkid) => {
+                if let Some(done) = self.plan.sent(pkid) {
+                    delivered(done, &mut self.spool, m);
+                }
+            }
+            PollEvent::Acked(pkid) => {
+                if let Some(done) = self.plan.acked(pkid) {
+                    delivered(done, &mut self.spool, m);
+                }
+            }
+            PollEvent::Lost { node, error, kind } => {
+                let url = node_name(&self.node_names, node);
+                let was_connected = self.plan.is_connected();
+                let unacknowledged = self.plan.lost();
+                let log = &self.log;
+                if let Loss::LikelyConflict { short_sessions } = self.failover.lost(Instant::now())
+                {
+                    m.conflicts.inc();
+                    if let Some(suppressed) = log.allow("conflict") {
+                        error!(broker = %url, client_id = %self.client_id, short_sessions, suppressed, "The upstream broker keeps closing the connection right after accepting it: another client very likely uses the same client id. Check that gateway.id is unique in the fleet (or set a unique upstream.client_id).");
+                    }
+                }
+                if was_connected {
+                    m.reconnects.inc();
+                    if let Some(suppressed) = log.allow("lost") {
+                        warn!(broker = %url, %error, unacknowledged, suppressed, "Lost the upstream broker; what it did not acknowledge will be sent again.");
+                    }
+                } else if let Some(suppressed) = log.allow("connect") {
+                    match kind {
+                        FaultKind::Refused => {
+                            error!(broker = %url, %error, suppressed, "The upstream broker refused the connection: check username, password_env and client_id. Buffering and retrying.")
+                        }
+                        FaultKind::Tls => {
+                            error!(broker = %url, %error, suppressed, "TLS with the upstream broker failed: check ca_file, the certificate's name and dates, and the clock. Buffering and retrying.")
+                        }
+                        FaultKind::Network => {
+                            warn!(broker = %url, %error, suppressed, "Cannot reach the upstream broker; buffering.")
+                        }
+                    }
+                }
+                m.connect_failures.inc();
+                m.in_use(None);
+                let _ = self.resume.send(()).await;
+            }
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.plan.unacknowledged() == 0
+    }
+}
+
+fn node_name(names: &[String], node: usize) -> &str {
+    names.get(node).map_or("?", String::as_str)
 }
 
 fn delivered(done: Completed, spool: &mut Spool, m: &Metrics) {

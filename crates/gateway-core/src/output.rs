@@ -1,0 +1,70 @@
+//! How every output is started: the upstream, each `[[sink]]`, the
+//! dashboard's writer and Home Assistant all implement [`StartOutput`], so
+//! the runtime builds their links the same way, hands each its
+//! [`OutputLink`] and the [`OutputContext`], and waits for the
+//! [`StartedOutput`] it returns at stop. Which lanes an output takes
+//! ([`Lanes`]) is the only thing the runtime asks it beforehand.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use crate::event::{OutputLink, SinkEvent};
+use crate::{DeviceRegistry, Telemetry};
+
+/// What outputs need to know about the gateway they run in.
+#[derive(Clone)]
+pub struct OutputContext {
+    /// `gateway.id`, the `gateway` tag of health points.
+    pub gateway_id: String,
+    /// `gateway.state_dir`: each durable output keeps its outbox below it.
+    pub state_dir: PathBuf,
+    /// Device names and tags, written beside the data.
+    pub registry: DeviceRegistry,
+    /// Each metric's unit, with the config's overrides.
+    pub units: crate::units::Units,
+    pub telemetry: Telemetry,
+}
+
+/// Why an output could not start, or why its task failed.
+pub type OutputError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An output's task: it ends once its link has closed and it has
+/// delivered or stored what it was handed.
+pub type OutputTask = Pin<Box<dyn Future<Output = Result<(), OutputError>> + Send>>;
+
+/// An output as started.
+pub struct StartedOutput {
+    pub task: OutputTask,
+}
+
+/// The lanes of an output's link besides its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lanes {
+    /// Alerts and command results overtake the messages (the upstream).
+    pub urgent: bool,
+    /// It answers the checkpoint's flush: it keeps what a checkpoint
+    /// relies on (not Home Assistant, which only mirrors state).
+    pub flush: bool,
+}
+
+/// The one way an output is started.
+pub trait StartOutput {
+    /// The lanes its link must have.
+    fn lanes(&self) -> Lanes;
+    /// Its messages' channel capacity, when not the pipeline's default.
+    fn queue(&self) -> Option<usize> {
+        None
+    }
+    /// Starts it on `link`.
+    ///
+    /// # Errors
+    /// A setup mistake (unreadable TLS files, a missing password
+    /// variable, an outbox locked by another gateway); network faults are
+    /// retried by the output, not errors.
+    fn start(
+        self,
+        link: OutputLink<SinkEvent>,
+        ctx: &OutputContext,
+    ) -> Result<StartedOutput, OutputError>;
+}
