@@ -362,6 +362,46 @@ fn the_binary_crate_holds_wiring_and_the_tools_are_their_own_crate() {
     }
 }
 
+/// A package's `[features]`, from `cargo metadata`.
+fn features(package: &str) -> BTreeMap<String, Vec<String>> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--offline",
+            "--no-deps",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = meta["packages"].as_array().cloned().unwrap_or_default();
+    let Some(p) = packages.iter().find(|p| p["name"] == package) else {
+        panic!("no package {package}");
+    };
+    serde_json::from_value(p["features"].clone()).unwrap()
+}
+
+#[test]
+fn each_tool_feature_is_passed_on_by_the_binary_feature_of_its_name() {
+    // Otherwise `--features modbus` builds the adapter without its tools,
+    // and `edge-gateway modbus scan` silently disappears.
+    let tools = features("edge-gateway-tools");
+    let binary = features("edge-gateway");
+    assert!(tools.contains_key("modbus"), "{tools:?}");
+    for feature in tools
+        .keys()
+        .filter(|f| *f != "default" && *f != "all-protocols")
+    {
+        let passed = format!("edge-gateway-tools/{feature}");
+        assert!(
+            binary.get(feature).is_some_and(|f| f.contains(&passed)),
+            "edge-gateway: feature {feature} must enable {passed}"
+        );
+    }
+}
+
 /// A cycle among `edges` (crate to the crates it depends on), as the path
 /// that closes it, if there is one.
 fn find_cycle(edges: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
