@@ -113,7 +113,7 @@
 //! fixed folds of the 45 development files stratified by NAB family; each
 //! fold's parameters chosen (a grid of 288 sets) on the other four among the
 //! sets within the false-alarm limit, then scored on it (`NAB_DATA=… cargo
-//! run --release -p anomaly --example nab_cv`):
+//! run --release -p rules --example nab_cv`):
 //!
 //! | fold | in-fold | out-of-fold |
 //! |---|---|---|
@@ -147,7 +147,7 @@
 //! faults over three days (`tests/support/skab.rs` says how its files
 //! become series and windows), scored with the same NAB profile: **51.1**
 //! for the rig (the alerts of any of its 8 channels), 8.7 with every
-//! channel a series (`SKAB_DATA=… cargo run --release -p anomaly --example
+//! channel a series (`SKAB_DATA=… cargo run --release -p rules --example
 //! skab`; `tests/skab.rs` guards it). A change to the model is kept only if
 //! it does not lower this figure. None of the changes tried against it so
 //! far passed (shape tests after contextOSE, per-test tail probabilities
@@ -155,7 +155,7 @@
 //! `docs/anomaly-experiments.md`).
 //!
 //! **False alarms** per 10 000 readings at the default sensitivity, 5
-//! seeded series of 200 000 readings per family (`cargo bench -p anomaly
+//! seeded series of 200 000 readings per family (`cargo bench -p rules
 //! --bench false_alarms`; limit 0.2):
 //!
 //! | clean series | false alarms / 10 000 |
@@ -186,14 +186,14 @@
 //!
 //! Synthetic building faults through the engine (one metric-less anomaly
 //! rule; 10 seeded runs of 14 days, fault on day 10), from `cargo run -p
-//! anomaly --release --example multivariate`:
+//! rules --release --example multivariate`:
 //!
 //! | fault | multivariate | univariate |
 //! |---|---|---|
 //! | fridge warming 0.02 °C/min with the door shut | 10/10 within 6 h, median 116 min, 0.18 false alarms a day | 9/10, 67 min, 2.75 a day (the door contact's openings) |
 //! | CO₂ climbing 6 ppm/min, nothing moving | 10/10, median 74 min, 0.15 a day | 10/10, 94 min, 0.32 a day |
 //!
-//! Cost, from `cargo bench -p anomaly --bench detector` on the 2-core build
+//! Cost, from `cargo bench -p rules --bench detector` on the 2-core build
 //! machine:
 //!
 //! | component | time | state |

@@ -1,7 +1,8 @@
 //! The `edge-gateway` binary's library: wiring only.
 //!
 //! - [`settings`]: the whole `gateway.toml` (with its `conf.d/` drop-ins and
-//!   `EDGE_GATEWAY__` overrides) and the `configfile` template;
+//!   `EDGE_GATEWAY__` overrides) and the `configfile` template, from the
+//!   `gateway_settings` crate, which the tools read too;
 //! - [`runtime`]: starting and stopping adapters, the pipeline (the
 //!   `pipeline` crate, with its journal and checkpoint), the alert rules'
 //!   actions (`rules`) and the outputs (the upstream and `[[sink]]`s in
@@ -12,8 +13,11 @@
 //! - [`metrics`], [`health`], [`process`]: the `/metrics` and `/health`
 //!   endpoint; [`status`]: the periodic status log line;
 //! - [`memory`]: the allocator's free pages back to the system after a
-//!   burst;
-//! - `demo`: an embedded broker and a simulated building.
+//!   burst.
+//!
+//! The tool subcommands (demo, simulate, decode, replay, history, ble
+//! record, modbus scan, bacnet discover) are the `edge_gateway_tools`
+//! crate's; no crate depends on this one.
 
 // Without an adapter the gateway has no input at all: say so at build time
 // rather than build a binary that only warns about unreachable code. The
@@ -25,8 +29,6 @@ const _: () = assert!(
 );
 
 pub mod command_runner;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod fault_clock;
 pub mod health;
 pub mod logging;
@@ -34,5 +36,5 @@ pub mod memory;
 pub mod metrics;
 pub mod process;
 pub mod runtime;
-pub mod settings;
+pub use gateway_settings as settings;
 pub mod status;

@@ -1,4 +1,6 @@
-//! `edge-gateway`: parse the command line, load the config, run.
+//! `edge-gateway`: parse the command line, load the config, run. The
+//! tool subcommands (everything but `run`, `validate` and `configfile`)
+//! are the `edge_gateway_tools` crate's.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,17 +9,18 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+use cmd::{run, validate};
 #[cfg(feature = "bacnet")]
-use cmd::bacnet;
+use edge_gateway_tools::bacnet;
 #[cfg(feature = "ble")]
-use cmd::ble;
+use edge_gateway_tools::ble;
 #[cfg(any(feature = "lorawan", feature = "ble"))]
-use cmd::decode;
+use edge_gateway_tools::decode;
 #[cfg(feature = "demo")]
-use cmd::demo;
+use edge_gateway_tools::demo;
 #[cfg(feature = "modbus")]
-use cmd::modbus;
-use cmd::{history, replay, run, simulate, validate};
+use edge_gateway_tools::modbus;
+use edge_gateway_tools::{history, replay, simulate};
 
 #[derive(Parser)]
 #[command(
@@ -92,21 +95,13 @@ fn main() -> ExitCode {
         #[cfg(feature = "bacnet")]
         Command::Bacnet(args) => bacnet::main(&args),
         Command::Replay(args) => replay::run(&args),
-        Command::Simulate(args) => {
-            match run::runtime().and_then(|rt| rt.block_on(simulate::run(args))) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("edge-gateway simulate: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Simulate(args) => simulate::main(args),
         Command::Configfile => validate::configfile(),
         Command::Validate { config, print } => validate::main(&config, print),
         Command::Run { config } => run::main(&config),
         Command::History(args) => history::main(&args),
         Command::Passwd => history::passwd(),
         #[cfg(feature = "demo")]
-        Command::Demo(args) => demo::main(&args),
+        Command::Demo(args) => demo::main(&args, run::demo_gateway),
     }
 }

@@ -88,6 +88,16 @@ pub fn main(config: &Path) -> ExitCode {
     }
 }
 
+/// The gateway `edge-gateway demo` runs: this runtime on the demo's
+/// config, on the system clock.
+#[cfg(feature = "demo")]
+pub fn demo_gateway(
+    cfg: &settings::GatewayConfig,
+) -> anyhow::Result<edge_gateway_tools::demo::StopGateway> {
+    let gateway = Gateway::start(cfg, std::sync::Arc::new(gateway_core::SystemClock))?;
+    Ok(Box::new(move || Box::pin(gateway.stop())))
+}
+
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

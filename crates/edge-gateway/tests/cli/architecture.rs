@@ -2,6 +2,7 @@
 //! module, file and item it names must exist, and the layering it
 //! promises must hold, or a move would silently leave the map wrong.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,20 +14,74 @@ fn doc() -> String {
     std::fs::read_to_string(root().join("docs/architecture.md")).unwrap_or_default()
 }
 
-/// The workspace's crates by the name code uses (`gateway_core`), with
-/// their source folders.
-fn crates() -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(root().join("crates")) else {
-        return out;
+/// A workspace member as Cargo sees it.
+#[derive(Debug)]
+struct Member {
+    /// The package name (`edge-gateway-tools`), not its folder (`tools`).
+    package: String,
+    src: PathBuf,
+    /// Other members it depends on, each with its kind (`None` for a
+    /// normal dependency, `Some("dev")`, `Some("build")`).
+    deps: Vec<(String, Option<String>)>,
+}
+
+/// The workspace's members, from `cargo metadata` (no registry needed).
+fn members() -> Vec<Member> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--offline",
+            "--no-deps",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(root())
+        .output();
+    let out = match out {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => panic!("cargo metadata: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => panic!("cargo metadata: {e}"),
     };
-    for e in entries.flatten() {
-        let src = e.path().join("src");
-        if src.is_dir() {
-            out.push((e.file_name().to_string_lossy().replace('-', "_"), src));
-        }
-    }
-    out
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = meta["packages"].as_array().cloned().unwrap_or_default();
+    let names: Vec<String> = packages
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    packages
+        .iter()
+        .map(|p| {
+            let manifest = PathBuf::from(p["manifest_path"].as_str().unwrap_or_default());
+            let deps = p["dependencies"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| {
+                    let name = d["name"].as_str()?;
+                    names
+                        .iter()
+                        .any(|n| n == name)
+                        .then(|| (name.to_string(), d["kind"].as_str().map(str::to_string)))
+                })
+                .collect();
+            Member {
+                package: p["name"].as_str().unwrap_or_default().to_string(),
+                src: manifest.parent().unwrap_or(Path::new("")).join("src"),
+                deps,
+            }
+        })
+        .collect()
+}
+
+/// The workspace's crates by the name code uses (`gateway_core`,
+/// `edge_gateway_tools`), with their source folders.
+fn crates() -> Vec<(String, PathBuf)> {
+    members()
+        .into_iter()
+        .filter(|m| m.src.is_dir())
+        .map(|m| (m.package.replace('-', "_"), m.src))
+        .collect()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -213,15 +268,214 @@ fn the_crash_safety_core_builds_without_the_dashboard_or_the_command_line() {
 
 #[test]
 fn no_crate_depends_on_the_binary() {
-    for (name, _) in crates() {
-        let package = name.replace('_', "-");
-        if package == "edge-gateway" {
+    let members = members();
+    assert!(
+        members.iter().any(|m| m.package == "edge-gateway-tools"),
+        "{members:?}"
+    );
+    for m in &members {
+        if m.package == "edge-gateway" {
             continue;
         }
-        let deps = normal_dependencies(&package);
+        // Directly, of any kind: a tool, a bench or a test that needs the
+        // binary's code means that code belongs in a library crate.
+        assert!(
+            !m.deps.iter().any(|(d, _)| d == "edge-gateway"),
+            "{} depends on edge-gateway ({:?})",
+            m.package,
+            m.deps
+        );
+        // Nor through another crate.
+        let deps = normal_dependencies(&m.package);
         assert!(
             !deps.iter().any(|d| d == "edge-gateway"),
-            "{package} depends on edge-gateway"
+            "{} depends on edge-gateway",
+            m.package
         );
     }
+}
+
+/// The tool subcommands' modules: the tools crate's, never the binary's.
+const TOOL_MODULES: [&str; 10] = [
+    "demo",
+    "simulate",
+    "decode",
+    "decode_ble",
+    "decode_join",
+    "replay",
+    "history",
+    "ble",
+    "modbus",
+    "bacnet",
+];
+
+/// Module names (file stems and folders) anywhere under `dir`.
+fn module_names(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(dir, &mut files);
+    let mut names: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let stem = f.file_stem()?.to_string_lossy().to_string();
+            if stem == "mod" {
+                f.parent()?
+                    .file_name()
+                    .map(|d| d.to_string_lossy().to_string())
+            } else {
+                Some(stem)
+            }
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn the_binary_crate_holds_wiring_and_the_tools_are_their_own_crate() {
+    let binary = root().join("crates/edge-gateway/src");
+    let tools = root().join("crates/tools/src");
+    let in_binary = module_names(&binary);
+    let in_tools = module_names(&tools);
+    assert!(in_binary.iter().any(|m| m == "runtime"), "{in_binary:?}");
+    for tool in TOOL_MODULES {
+        assert!(
+            !in_binary.iter().any(|m| m == tool),
+            "crates/edge-gateway/src has the tool module `{tool}`: it belongs in crates/tools"
+        );
+        assert!(
+            in_tools.iter().any(|m| m == tool),
+            "crates/tools/src has no `{tool}`: {in_tools:?}"
+        );
+    }
+    // A new tool's arguments would be a clap `Args` of its own: only
+    // main.rs's subcommand list may name clap in the binary crate.
+    let mut files = Vec::new();
+    rust_files(&binary, &mut files);
+    for f in files.iter().filter(|f| !f.ends_with("main.rs")) {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        assert!(
+            !text.contains("clap::") && !text.contains("use clap"),
+            "{} defines command-line arguments: a tool belongs in crates/tools",
+            f.display()
+        );
+    }
+}
+
+/// A package's `[features]`, from `cargo metadata`.
+fn features(package: &str) -> BTreeMap<String, Vec<String>> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--offline",
+            "--no-deps",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = meta["packages"].as_array().cloned().unwrap_or_default();
+    let Some(p) = packages.iter().find(|p| p["name"] == package) else {
+        panic!("no package {package}");
+    };
+    serde_json::from_value(p["features"].clone()).unwrap()
+}
+
+#[test]
+fn each_tool_feature_is_passed_on_by_the_binary_feature_of_its_name() {
+    // Otherwise `--features modbus` builds the adapter without its tools,
+    // and `edge-gateway modbus scan` silently disappears.
+    let tools = features("edge-gateway-tools");
+    let binary = features("edge-gateway");
+    assert!(tools.contains_key("modbus"), "{tools:?}");
+    for feature in tools
+        .keys()
+        .filter(|f| *f != "default" && *f != "all-protocols")
+    {
+        let passed = format!("edge-gateway-tools/{feature}");
+        assert!(
+            binary.get(feature).is_some_and(|f| f.contains(&passed)),
+            "edge-gateway: feature {feature} must enable {passed}"
+        );
+    }
+}
+
+/// A cycle among `edges` (crate to the crates it depends on), as the path
+/// that closes it, if there is one.
+fn find_cycle(edges: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        edges: &BTreeMap<String, Vec<String>>,
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|n| n == node) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if done.iter().any(|n| n == node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in edges.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, edges, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.push(node.to_string());
+        None
+    }
+    let mut done = Vec::new();
+    edges
+        .keys()
+        .find_map(|n| visit(n, edges, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_dependency_cycle_between_workspace_crates_counting_dev_dependencies() {
+    // Cargo refuses a cycle of normal dependencies but links a
+    // dev-dependency cycle (a crate's tests through a crate that depends
+    // on it), with two copies of the crate under test whose types differ.
+    let edges: BTreeMap<String, Vec<String>> = members()
+        .into_iter()
+        .map(|m| (m.package, m.deps.into_iter().map(|(d, _)| d).collect()))
+        .collect();
+    assert!(
+        edges
+            .get("rules")
+            .is_some_and(|d| d.iter().any(|d| d == "anomaly")),
+        "{edges:?}"
+    );
+    assert_eq!(find_cycle(&edges), None, "a dependency cycle");
+}
+
+#[test]
+fn the_cycle_check_itself_finds_a_dev_dependency_cycle() {
+    let graph = |pairs: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(n, d)| (n.to_string(), d.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    };
+    let cyclic = graph(&[
+        ("pipeline", &["rules"]),
+        ("rules", &["anomaly"]),
+        ("anomaly", &["rules"]),
+    ]);
+    // Found from whichever of the two the walk reaches first.
+    let cycle = find_cycle(&cyclic).unwrap_or_default();
+    assert_eq!(cycle.first(), cycle.last(), "{cycle:?}");
+    let mut members = cycle[1..].to_vec();
+    members.sort();
+    assert_eq!(members, ["anomaly", "rules"], "{cycle:?}");
+    let acyclic = graph(&[
+        ("pipeline", &["rules", "anomaly"]),
+        ("rules", &["anomaly"]),
+        ("anomaly", &[]),
+    ]);
+    assert_eq!(find_cycle(&acyclic), None);
 }

@@ -15,8 +15,6 @@ use adapters::modbus::poller::Answer;
 use adapters::modbus::registers::Table;
 use adapters::modbus::scan::{render_bits, render_registers};
 
-use super::run;
-
 /// EX_USAGE from sysexits.h.
 const EX_USAGE: u8 = 64;
 /// EX_UNAVAILABLE: the bus could not be opened.
@@ -79,7 +77,7 @@ pub fn main(args: &ModbusArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    match run::runtime() {
+    match crate::runtime() {
         Ok(rt) => rt.block_on(scan(scan_args, &transport, table)),
         Err(e) => {
             eprintln!("edge-gateway modbus scan: {e:#}");

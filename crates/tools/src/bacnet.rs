@@ -7,8 +7,6 @@ use std::time::Duration;
 use adapters::bacnet::config::parse_address;
 use adapters::bacnet::discover::{discover, Discovery};
 
-use super::run;
-
 /// EX_USAGE from sysexits.h.
 const EX_USAGE: u8 = 64;
 /// EX_UNAVAILABLE: the socket could not be bound.
@@ -80,7 +78,7 @@ pub fn main(args: &BacnetArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let rt = match run::runtime() {
+    let rt = match crate::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("edge-gateway bacnet discover: {e:#}");

@@ -2,7 +2,7 @@
 //! development files: the figure that says whether a default generalises.
 //!
 //! ```text
-//! NAB_DATA=/work/shared/data/nab [SKAB_DATA=/work/shared/data/skab] cargo run --release -p anomaly --example nab_cv
+//! NAB_DATA=/work/shared/data/nab [SKAB_DATA=/work/shared/data/skab] cargo run --release -p rules --example nab_cv
 //! ```
 //!
 //! The 45 files are dealt into 5 fixed folds, stratified by NAB family (each

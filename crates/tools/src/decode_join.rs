@@ -7,7 +7,7 @@
 use adapters::lorawan::frame::Key;
 use adapters::lorawan::join::{self, JoinAccept, JoinRequest};
 
-use super::decode::{from_hex, secret, Failure};
+use crate::decode::{from_hex, secret, Failure};
 
 /// The lines for a join frame, `None` when `phy` is not one.
 pub(super) fn decode(

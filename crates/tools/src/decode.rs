@@ -22,7 +22,7 @@ const EX_DATAERR: u8 = 65;
 pub struct DecodeArgs {
     #[cfg(feature = "ble")]
     #[command(flatten)]
-    ble: super::decode_ble::BleArgs,
+    ble: crate::decode_ble::BleArgs,
     #[cfg(feature = "lorawan")]
     #[command(flatten)]
     lorawan: LorawanArgs,
@@ -108,7 +108,7 @@ fn decode(args: &DecodeArgs) -> Result<Vec<String>, Failure> {
                 "--ble/--ble-line and the LoRaWAN options do not go together".into(),
             ));
         }
-        return super::decode_ble::decode(&args.ble);
+        return crate::decode_ble::decode(&args.ble);
     }
     not_ble(args)
 }
@@ -122,7 +122,7 @@ fn not_ble(args: &DecodeArgs) -> Result<Vec<String>, Failure> {
 fn not_ble(_: &DecodeArgs) -> Result<Vec<String>, Failure> {
     Err(Failure::Usage(format!(
         "expected {}",
-        super::decode_ble::USAGE
+        crate::decode_ble::USAGE
     )))
 }
 
@@ -130,7 +130,7 @@ fn not_ble(_: &DecodeArgs) -> Result<Vec<String>, Failure> {
 fn usage() -> String {
     let lorawan = "--codec NAME HEX, or --phy HEX --nwk-s-key K --app-s-key K [--codec NAME]";
     #[cfg(feature = "ble")]
-    return format!("expected {lorawan}, or {}", super::decode_ble::USAGE);
+    return format!("expected {lorawan}, or {}", crate::decode_ble::USAGE);
     #[cfg(not(feature = "ble"))]
     return format!("expected {lorawan}");
 }
@@ -190,7 +190,7 @@ fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
 
 #[cfg(feature = "lorawan")]
 fn decode_phy(args: &LorawanArgs, phy: &str, codec: Option<Codec>) -> Result<Vec<String>, Failure> {
-    if let Some(lines) = super::decode_join::decode(phy, args.app_key.as_deref(), args.dev_nonce)? {
+    if let Some(lines) = crate::decode_join::decode(phy, args.app_key.as_deref(), args.dev_nonce)? {
         return Ok(lines);
     }
     let nwk = key("--nwk-s-key", args.nwk_s_key.as_deref())?;

@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use chrono::NaiveDateTime;
-use edge_gateway::settings;
 use gateway_core::config::RuleKind;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
+use gateway_settings as settings;
 use pipeline::fanout::alert_event;
 use rules::{Alert, AlertState, Engine};
 use sinks::mqtt_upstream::Renderer;

@@ -15,7 +15,7 @@
 //! Opt-in: set `NAB_DATA` to the NAB development data (`windows.json`,
 //! `published_scores.json` and NAB's folders); without it the test says so
 //! and passes. Run it optimised: each procedure takes about 25 s of two
-//! cores in release (`cargo test --release -p anomaly --test nab`), and
+//! cores in release (`cargo test --release -p rules --test nab`), and
 //! many minutes unoptimised.
 
 #[path = "support/alarms.rs"]

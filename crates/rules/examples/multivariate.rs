@@ -5,7 +5,7 @@
 //! before the fault.
 //!
 //! ```text
-//! cargo run -p anomaly --release --example multivariate [-- --runs N]
+//! cargo run -p rules --release --example multivariate [-- --runs N]
 //! ```
 
 use anomaly::synthetic::{building, Building, Rng};

@@ -4,7 +4,7 @@
 //! reference and gives the same figures).
 //!
 //! ```text
-//! cargo run -p anomaly --release --example nab_all -- DATA_DIR [--only SUBSTRING] [--sensitivity S] [--quiet]
+//! cargo run -p rules --release --example nab_all -- DATA_DIR [--only SUBSTRING] [--sensitivity S] [--quiet]
 //! ```
 //!
 //! DATA_DIR holds NAB's folders, `windows.json` and `published_scores.json`

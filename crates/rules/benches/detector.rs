@@ -4,7 +4,7 @@
 //! kind.
 //!
 //! ```text
-//! cargo bench -p anomaly --bench detector
+//! cargo bench -p rules --bench detector
 //! ```
 
 use std::hint::black_box;

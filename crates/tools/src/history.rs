@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use dashboard::api::{alerts_csv, commands_csv, csv, parse_time};
 use dashboard::history::History;
 use dashboard::{auth, history_path};
-use edge_gateway::settings;
+use gateway_settings as settings;
 
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {

@@ -1,4 +1,9 @@
 //! The whole `gateway.toml` for this build, and the `configfile` template.
+//!
+//! A crate of its own so that the binary (`run`, `validate`, a reload)
+//! and the tools (`replay`, `history`, the demo) read one config type
+//! without any crate depending on the binary. The binary re-exports it as
+//! `edge_gateway::settings`.
 
 use std::ffi::OsString;
 use std::path::Path;

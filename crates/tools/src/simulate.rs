@@ -21,6 +21,7 @@ mod tcp;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -176,6 +177,18 @@ impl Fleet {
         }
         json.push('}');
         (device, json)
+    }
+}
+
+/// `edge-gateway simulate`: the fleet until its duration or count is
+/// done; exit 1 with the reason when it could not run.
+pub fn main(args: SimulateArgs) -> ExitCode {
+    match crate::runtime().and_then(|rt| rt.block_on(run(args))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge-gateway simulate: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! a false alarm; any other alert is one).
 //!
 //! ```text
-//! cargo bench -p anomaly --bench false_alarms
+//! cargo bench -p rules --bench false_alarms
 //! ```
 
 #[path = "../tests/support/alarms.rs"]

@@ -19,8 +19,6 @@ use adapters::ble::watchdog::{Radio, RadioEvent};
 use anyhow::Context;
 use gateway_core::clock::SystemClock;
 
-use super::run;
-
 /// EX_UNAVAILABLE from sysexits.h: no bluetoothd, no adapter, no D-Bus.
 const EX_UNAVAILABLE: u8 = 69;
 
@@ -54,7 +52,7 @@ enum Failure {
 /// Runs the subcommand: the capture on stdout, a summary or the error on stderr.
 pub fn main(args: &BleArgs) -> ExitCode {
     let BleCommand::Record { duration, adapter } = &args.command;
-    let result = run::runtime()
+    let result = crate::runtime()
         .map_err(Failure::Other)
         .and_then(|rt| rt.block_on(record(*duration, adapter.clone())));
     match result {

@@ -15,7 +15,7 @@ use adapters::ble::{Advertisement, BindKey, BleDecoder, Mac, Outcome, ServiceUui
 use gateway_core::Timestamp;
 use serde_json::{json, Map, Value};
 
-use super::decode::{from_hex, secret, Failure};
+use crate::decode::{from_hex, secret, Failure};
 
 /// The BLE forms, for `decode`'s usage error.
 pub(super) const USAGE: &str =

@@ -4,7 +4,7 @@
 //! for how its files become series and windows).
 //!
 //! ```text
-//! SKAB_DATA=/work/shared/data/skab cargo run --release -p anomaly --example skab [-- --quiet]
+//! SKAB_DATA=/work/shared/data/skab cargo run --release -p rules --example skab [-- --quiet]
 //! ```
 //!
 //! Prints each series' score (the maximum is its number of windows), the

@@ -5,8 +5,10 @@
 //!   both the local broker the sensors publish to and the cloud broker;
 //! - [`simulator`]: a small building (three rooms and a failing fridge)
 //!   publishing once a second in the payload forms real nodes use;
-//! - the real gateway ([`Gateway`]) reading `sensors/…` and `esp32/…` and
-//!   forwarding window statistics to `building/demo/…`;
+//! - the real gateway reading `sensors/…` and `esp32/…` and forwarding
+//!   window statistics to `building/demo/…`, started by the binary through
+//!   [`StartGateway`] (the gateway's runtime is the binary's wiring, which
+//!   no other crate depends on);
 //! - [`printer`]: a subscriber to `building/demo/#` showing what the cloud
 //!   would receive, as it arrives.
 //!
@@ -18,12 +20,14 @@ pub mod broker;
 pub mod printer;
 pub mod simulator;
 
+use std::future::Future;
 use std::io::Write as _;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gateway_core::{SystemClock, Timestamp};
+use gateway_core::Timestamp;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
@@ -31,9 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use tracing_subscriber::EnvFilter;
 
-use crate::runtime::Gateway;
-use crate::settings::{self, GatewayConfig};
 use broker::EmbeddedBroker;
+use gateway_settings::{self as settings, GatewayConfig};
 use printer::Printer;
 use simulator::Simulator;
 
@@ -54,6 +57,33 @@ const PRINTER_DRAIN: Duration = Duration::from_secs(2);
 /// `error` level, which would bury the demo's output.
 const DEFAULT_LOG_FILTER: &str = "warn,rumqttd=off";
 
+/// Starts the real gateway on a config; the binary passes its runtime's
+/// start here.
+pub type StartGateway = fn(&GatewayConfig) -> anyhow::Result<StopGateway>;
+
+/// Stops a gateway [`StartGateway`] started: it forwards its open windows
+/// and publishes `offline`; `Err` when it failed on the way.
+pub type StopGateway =
+    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send>;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Window length of the demo's aggregates.
+    #[arg(long, default_value = "10s")]
+    window: String,
+}
+
+/// `edge-gateway demo`: the gateway's main job on built-in defaults.
+pub fn main(args: &DemoArgs, gateway: StartGateway) -> ExitCode {
+    match crate::runtime().and_then(|rt| rt.block_on(run(&args.window, gateway))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge-gateway demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the demo until SIGINT or SIGTERM, then stops it cleanly.
 ///
 /// `window` is the aggregation window (`"10s"`, `"1m"`); windows are
@@ -61,14 +91,14 @@ const DEFAULT_LOG_FILTER: &str = "warn,rumqttd=off";
 ///
 /// # Errors
 /// An invalid window, or a part of the demo that could not start.
-pub async fn run(window: &str) -> anyhow::Result<()> {
+pub async fn run(window: &str, gateway: StartGateway) -> anyhow::Result<()> {
     init_logging();
     // Installed before anything starts, so an early Ctrl-C also stops
     // cleanly instead of killing the process with its default action.
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let demo = start(window).await?;
+    let demo = start(window, gateway).await?;
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
@@ -87,7 +117,7 @@ pub async fn run(window: &str) -> anyhow::Result<()> {
 /// A running demo: broker, gateway, simulator and printer.
 pub struct DemoHandle {
     broker: EmbeddedBroker,
-    gateway: Gateway,
+    gateway: StopGateway,
     simulator: Simulator,
     printer: Printer,
 }
@@ -105,7 +135,7 @@ impl DemoHandle {
     /// The gateway failed or did not stop within its time limit.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.simulator.stop().await;
-        let stopped = tokio::time::timeout(STOP_TIMEOUT, self.gateway.stop()).await;
+        let stopped = tokio::time::timeout(STOP_TIMEOUT, (self.gateway)()).await;
         self.printer.finish(PRINTER_DRAIN).await;
         // rumqttd cannot be stopped; its threads end with the process.
         drop(self.broker);
@@ -123,7 +153,7 @@ impl DemoHandle {
 ///
 /// # Errors
 /// An invalid window, or a part of the demo that could not start.
-pub async fn start(window: &str) -> anyhow::Result<DemoHandle> {
+pub async fn start(window: &str, start_gateway: StartGateway) -> anyhow::Result<DemoHandle> {
     let broker = EmbeddedBroker::start().await?;
     let port = broker.port();
     let cfg = settings::parse(&config_text(port, window, dashboard_port()))
@@ -131,7 +161,7 @@ pub async fn start(window: &str) -> anyhow::Result<DemoHandle> {
     // Ignored: a closed stdout is noticed by the printer and stops the demo.
     let _ = print_banner(port, &cfg);
     let printer = Printer::start(port, &cfg.topic_prefix(), GATEWAY_ID).await?;
-    let gateway = match Gateway::start(&cfg, Arc::new(SystemClock)) {
+    let gateway = match start_gateway(&cfg) {
         Ok(g) => g,
         Err(e) => {
             printer.finish(Duration::ZERO).await;
