@@ -152,15 +152,17 @@ free_port() {
   done
 }
 mqtt_port=$(free_port)
-metrics_port=$(free_port)
+metrics_port=""
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$mqtt_port" >"$work/mosquitto.conf"
 mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 broker_pid=$!
 
-# The installed config, pointed at the test broker and a free metrics port;
+# The installed config, pointed at the test broker and a metrics port the
+# kernel picks (read back from the log: a port found free beforehand was
+# taken by a test running beside this in CI before the gateway bound it);
 # state in /var/lib/edge-gateway as systemd's StateDirectory= would make it.
 sed -e "s#127.0.0.1:1883#127.0.0.1:$mqtt_port#" \
-    -e "s#^bind = \"127.0.0.1:9898\"#bind = \"127.0.0.1:$metrics_port\"#" \
+    -e "s#^bind = \"127.0.0.1:9898\"#bind = \"127.0.0.1:0\"#" \
     /etc/edge-gateway/gateway.toml >"$work/gateway.toml"
 chmod 644 "$work/gateway.toml"
 chmod 755 "$work"
@@ -191,6 +193,14 @@ wait_for() { # description command...
   fail "timed out waiting for $what"
 }
 health_is() { [ "$(http_get "$metrics_port" /health | head -n 1)" = "$1" ]; }
+# Where the metrics endpoint listens, from the gateway's log.
+logged_metrics_port() {
+  local line
+  line=$(grep -o 'Metrics endpoint listening.*bind=127\.0\.0\.1:[0-9]*' "$work/gateway.log" | head -n 1) || return 1
+  metrics_port=${line##*:}
+  [ -n "$metrics_port" ]
+}
+wait_for "the metrics endpoint" logged_metrics_port
 wait_for "/health 200" health_is 200
 ok "/health: $(http_get "$metrics_port" /health | tail -n +2)"
 
@@ -285,21 +295,21 @@ cross_check() {
   ok "$arch binary runs under $qemu (--version, validate)"
 
   # A short run with the shipped config against a test broker: /health 200.
-  local port mport
+  local port
   port=$(free_port)
-  mport=$(free_port)
   printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$work/mosquitto-$arch.conf"
   mosquitto -c "$work/mosquitto-$arch.conf" >"$work/mosquitto-$arch.log" 2>&1 &
   broker_pid=$!
   sed -e "s#127.0.0.1:1883#127.0.0.1:$port#" \
-      -e "s#^bind = \"127.0.0.1:9898\"#bind = \"127.0.0.1:$mport\"#" \
+      -e "s#^bind = \"127.0.0.1:9898\"#bind = \"127.0.0.1:0\"#" \
       -e "s#^state_dir = .*#state_dir = \"$work/state-$arch\"#" \
       gateway.toml >"$work/gateway-$arch.toml"
   "$qemu" -L "$root" "$bin" run -c "$work/gateway-$arch.toml" >"$work/gateway.log" 2>&1 &
   gw_pid=$!
-  metrics_port=$mport
+  metrics_port=""
+  wait_for "$arch's metrics endpoint under $qemu" logged_metrics_port
   wait_for "$arch /health 200 under $qemu" health_is 200
-  ok "$arch under $qemu: /health $(http_get "$mport" /health | tail -n +2)"
+  ok "$arch under $qemu: /health $(http_get "$metrics_port" /health | tail -n +2)"
   kill -TERM "$gw_pid"
   local code=0
   wait "$gw_pid" || code=$?
