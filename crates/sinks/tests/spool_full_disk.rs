@@ -62,6 +62,17 @@ fn aggregate(i: u32) -> OutboundMessage {
     }
 }
 
+fn drop_oldest(max_bytes: u64, max_queued: usize) -> SpoolSettings {
+    SpoolSettings {
+        outbox: OutboxSettings {
+            max_bytes,
+            policy: FullPolicy::DropOldest,
+            max_age: None,
+        },
+        max_queued,
+    }
+}
+
 fn id_of(m: &OutboundMessage) -> u32 {
     let j: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
     j["id"].as_str().unwrap().parse().unwrap()
@@ -76,15 +87,8 @@ fn a_disk_that_fills_keeps_the_newest_once_and_counts_exactly_what_went() {
         return;
     };
     let telemetry = Telemetry::default();
-    let settings = SpoolSettings {
-        outbox: OutboxSettings {
-            max_bytes: 256 * 1024,
-            policy: FullPolicy::DropOldest,
-            max_age: None,
-        },
-        // Memory holds little, so the disk's room is made by the policy.
-        max_queued: 16,
-    };
+    // Memory holds little, so the disk's room is made by the policy.
+    let settings = drop_oldest(256 * 1024, 16);
     let mut spool = Spool::open(Some(&at.join("outbox")), settings, &telemetry, &[]).unwrap();
     // 400 windows closing at once, handed over in the feed's batches of 64.
     let all: Vec<u32> = (0..400).collect();
@@ -135,14 +139,7 @@ fn a_disk_something_else_filled_deletes_nothing_stored_while_memory_holds_what_w
         return;
     };
     let telemetry = Telemetry::default();
-    let settings = SpoolSettings {
-        outbox: OutboxSettings {
-            max_bytes: 16 * 1024 * 1024,
-            policy: FullPolicy::DropOldest,
-            max_age: None,
-        },
-        max_queued: 100_000,
-    };
+    let settings = drop_oldest(16 * 1024 * 1024, 100_000);
     let mut spool = Spool::open(Some(&at.join("outbox")), settings, &telemetry, &[]).unwrap();
     // The backlog of an outage, stored before the disk fills.
     spool.store((0..100).map(aggregate).collect());
