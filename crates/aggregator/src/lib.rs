@@ -50,7 +50,10 @@
 //! - **By their own time**: [`Aggregator::ingest_own_time`] takes a reading
 //!   the two rules above refuse, for a caller that acknowledged it and must
 //!   not lose it for the gateway's clock: up to a horizon ahead it opens its
-//!   window, which waits for the clock; in a span already emitted it opens
+//!   window, which closes on the reading's own timeline when the whole
+//!   window lies ahead of the gateway clock (a span sent that way is then
+//!   amended, never sent twice), or else waits for the clock; in a span
+//!   already emitted it opens
 //!   a *late amendment* ([`DeviceWindow::amendment`]), due at once, which
 //!   adds to what was emitted for the span and replaces nothing.
 //!
@@ -97,4 +100,4 @@ mod window;
 
 pub use snapshot::{OpenSeries, Snapshot, StatsState};
 pub use stats::Stats;
-pub use window::{Aggregator, DeviceWindow, Rejected, SpecError, WindowSpec};
+pub use window::{Aggregator, AheadState, DeviceWindow, Rejected, SpecError, WindowSpec};

@@ -5,7 +5,7 @@
 use gateway_core::{DeviceId, MetricName};
 
 use crate::stats::Stats;
-use crate::window::Aggregator;
+use crate::window::{Aggregator, AheadState};
 
 /// A [`Stats`] accumulator's exact internal state. Restoring it gives
 /// bit-identical results to never having stopped.
@@ -42,6 +42,10 @@ pub struct Snapshot {
     pub rerun_until: i64,
     /// Late amendments emitted so far ([`Aggregator::amendments`]).
     pub amendments: u32,
+    /// Windows ahead of the gateway clock that close on their readings'
+    /// own time, and the spans sent that way per device, which later
+    /// readings amend ([`Aggregator::ahead_state`]).
+    pub ahead: AheadState,
 }
 
 impl Aggregator {
@@ -54,6 +58,7 @@ impl Aggregator {
             steps_back,
             rerun_until,
             amendments: self.amendments(),
+            ahead: self.ahead_state(),
         }
     }
 
@@ -78,6 +83,7 @@ impl Aggregator {
         self.raise_watermark(snapshot.watermark_ms);
         self.restore_steps_back(snapshot.steps_back, snapshot.rerun_until);
         self.restore_amendments(snapshot.amendments);
+        self.restore_ahead(&snapshot.ahead);
         for s in &snapshot.open {
             self.insert_accumulator(
                 &s.device,

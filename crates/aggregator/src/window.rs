@@ -8,6 +8,11 @@ use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
 use crate::series::SeriesTable;
 use crate::Stats;
 
+#[path = "own_time.rs"]
+mod own_time;
+pub use own_time::AheadState;
+use own_time::AheadWindows;
+
 /// How readings are cut into windows and how long a window waits for
 /// stragglers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +143,9 @@ pub struct Aggregator {
     /// (before the journal, then when counted): the same question, whose
     /// answer depends on nothing else, is then answered by three compares.
     last_open: Option<OpenAt>,
+    /// Windows placed by their readings' own time ahead of the gateway
+    /// clock, which close on that time, and the spans they were sent for.
+    ahead: AheadWindows,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -182,6 +190,7 @@ impl Aggregator {
             amendments: 0,
             last_start: i64::MIN,
             last_open: None,
+            ahead: AheadWindows::default(),
         })
     }
 
@@ -242,69 +251,6 @@ impl Aggregator {
     /// As [`ingest`](Self::ingest).
     pub fn check(&mut self, reading: &Reading, now: Timestamp) -> Result<(), Rejected> {
         self.window_open_at(reading, now)?;
-        if self.series.len() >= self.max_series
-            && self
-                .series
-                .find(reading.device(), reading.metric())
-                .is_none()
-        {
-            return Err(Rejected::MaxSeries {
-                max_series: self.max_series,
-            });
-        }
-        Ok(())
-    }
-
-    /// Adds a reading by its own time whatever the windows already sent:
-    /// for a reading that was acknowledged and must not be lost for the
-    /// gateway's clock. A reading whose window is due joins it; one whose
-    /// span was emitted already opens a late amendment, due at once
-    /// ([`DeviceWindow::amendment`]); one stamped up to `horizon_ms` ahead
-    /// of `now` opens (or joins) its window, which then waits for the
-    /// clock like any other.
-    ///
-    /// # Errors
-    /// [`Rejected::Future`] beyond `now + horizon_ms`;
-    /// [`Rejected::MaxSeries`] as [`ingest`](Self::ingest).
-    pub fn ingest_own_time(
-        &mut self,
-        reading: &Reading,
-        now: Timestamp,
-        horizon_ms: i64,
-    ) -> Result<(), Rejected> {
-        self.check_own_time(reading, now, horizon_ms)?;
-        let (start, _) = self.spec.bounds(reading.time().as_millis());
-        let id = self.series.intern(reading.device(), reading.metric());
-        if self
-            .series
-            .open_mut(id)
-            .is_some_and(|w| w.push(start, reading.value()))
-        {
-            let spare = &mut self.spare;
-            self.windows
-                .entry(start)
-                .or_insert_with(|| spare.pop().unwrap_or_default())
-                .push(id);
-            self.open += 1;
-        }
-        Ok(())
-    }
-
-    /// What [`ingest_own_time`](Self::ingest_own_time) would answer,
-    /// without taking the reading.
-    ///
-    /// # Errors
-    /// As [`ingest_own_time`](Self::ingest_own_time).
-    pub fn check_own_time(
-        &mut self,
-        reading: &Reading,
-        now: Timestamp,
-        horizon_ms: i64,
-    ) -> Result<(), Rejected> {
-        let time = reading.time();
-        if time.as_millis() > now.as_millis().saturating_add(horizon_ms) {
-            return Err(Rejected::Future { time });
-        }
         if self.series.len() >= self.max_series
             && self
                 .series
@@ -425,9 +371,13 @@ impl Aggregator {
                 break;
             }
             let (start, members) = entry.remove_entry();
+            self.ahead.forget(start);
             self.emit(start, members, &mut out);
         }
+        self.close_ahead_due(now, &mut out);
         self.watermark = self.watermark.max(now.saturating_sub(self.spec.grace_ms));
+        self.ahead
+            .covered_up_to(self.watermark, self.spec.window_ms);
         out
     }
 
@@ -442,6 +392,9 @@ impl Aggregator {
             self.emit(start, members, &mut out);
             self.watermark = self.watermark.max(self.spec.bounds(start).1);
         }
+        self.ahead.clear_schedule();
+        self.ahead
+            .covered_up_to(self.watermark, self.spec.window_ms);
         out
     }
 
@@ -449,8 +402,16 @@ impl Aggregator {
     /// something; `None` when no window is open. Lets the caller sleep exactly
     /// until then instead of polling.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let (&start, _) = self.windows.first_key_value()?;
-        Some(to_timestamp(self.spec.deadline(start)))
+        let by_gateway_clock = self
+            .windows
+            .first_key_value()
+            .map(|(&start, _)| self.spec.deadline(start));
+        let ahead = self.ahead.next_close();
+        let at = match (by_gateway_clock, ahead) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(to_timestamp(at))
     }
 
     /// Open (device, metric, window) accumulators: the memory in use, for
@@ -530,13 +491,10 @@ impl Aggregator {
             0
         };
         // A window over a span already emitted (its end at or below the
-        // watermark) holds late readings only: an amendment, numbered.
-        let amendment = if end_ms <= self.watermark {
-            self.amendments = self.amendments.wrapping_add(1).max(1);
-            self.amendments
-        } else {
-            0
-        };
+        // watermark, or this device's window sent ahead of it) holds late
+        // readings only: an amendment, numbered once for this span.
+        let span_sent = end_ms <= self.watermark;
+        let mut amendment = 0;
         self.series.sort_ids(&mut members);
         let mut current: Option<DeviceWindow> = None;
         for &id in &members {
@@ -562,13 +520,18 @@ impl Aggregator {
                         continue;
                     };
                     out.extend(current.take());
+                    let late = span_sent || self.ahead.was_sent(start, device.as_str());
+                    if late && amendment == 0 {
+                        self.amendments = self.amendments.wrapping_add(1).max(1);
+                        amendment = self.amendments;
+                    }
                     current = Some(DeviceWindow {
                         device,
                         start: start_ts,
                         end: end_ts,
                         metrics: vec![(metric, stats)],
                         rerun,
-                        amendment,
+                        amendment: if late { amendment } else { 0 },
                     });
                 }
             }

@@ -700,7 +700,7 @@ fn the_same_reading_at_the_same_instant_is_judged_again_once_windows_close() {
 }
 
 /// By its own time: a reading ahead beyond `max_future` (within the
-/// horizon) opens its window, which waits for the clock; one in a span
+/// horizon) opens its window, which is not due by the gateway clock; one in a span
 /// already emitted goes out as a numbered late amendment at the next
 /// close, and the numbering survives a snapshot.
 #[test]
@@ -738,4 +738,89 @@ fn own_time_readings_wait_for_the_clock_or_amend_a_sent_window() {
     assert_eq!((again[0].start, again[0].amendment), (ts(0), 2));
     let waited = restored.close_due(ts(6_000));
     assert_eq!((waited[0].start, waited[0].amendment), (ts(5_000), 0));
+}
+
+/// The gateway clock stepped back 10 minutes and stays there: readings
+/// with their own (right) time close their windows on that time, not 10
+/// minutes later; a straggler for a span sent that way amends it, and the
+/// same span's first window from another device is a first window.
+#[test]
+fn windows_wholly_ahead_of_the_gateway_clock_close_on_their_own_time() {
+    let step = 600_000;
+    let mut a = agg(5_000, 1_000, 2_000);
+    // True time 1_000_000 + x; the gateway clock reads step less.
+    let own = |t: i64, v| reading("node", "t", v, 1_000_000 + t);
+    let wall = |t: i64| ts(1_000_000 - step + t);
+    for (t, v) in [(100, 1.0), (2_000, 2.0), (4_900, 3.0)] {
+        assert!(matches!(
+            a.ingest(&own(t, v), wall(t)),
+            Err(Rejected::Future { .. })
+        ));
+        a.ingest_own_time(&own(t, v), wall(t), 86_400_000).unwrap();
+    }
+    // Due when the node's clock passes 1_005_000 + grace: 6 s after its
+    // window opened, as seen on the gateway clock.
+    assert_eq!(a.next_deadline(), Some(wall(6_000)));
+    assert!(a.close_due(wall(5_999)).is_empty());
+    let sent = a.close_due(wall(6_000));
+    assert_eq!(
+        summary(&sent),
+        vec![(1_000_000, "node".into(), vec![("t".into(), 3, 2.0)])]
+    );
+    assert_eq!((sent[0].amendment, sent[0].rerun), (0, 0));
+    assert!(
+        a.watermark() < 1_000_000,
+        "the watermark waits for the gateway clock"
+    );
+
+    // A straggler of that span, even through a snapshot: an amendment.
+    let snapshot = a.snapshot();
+    let mut a = agg(5_000, 1_000, 2_000);
+    a.restore(&snapshot);
+    a.ingest_own_time(&own(4_950, 10.0), wall(6_100), 86_400_000)
+        .unwrap();
+    let amended = a.close_due(wall(12_000));
+    assert_eq!(
+        summary(&amended),
+        vec![(1_000_000, "node".into(), vec![("t".into(), 1, 10.0)])]
+    );
+    assert_eq!(amended[0].amendment, 1);
+
+    // Ten minutes on, the gateway clock reaches the span: another device's
+    // readings stamped on arrival make that device's first window there,
+    // while the node's own ones amend.
+    let later = |t: i64| ts(1_000_000 + t);
+    a.ingest(&reading("other", "t", 5.0, 1_000_000 + 1_000), later(1_000))
+        .unwrap();
+    a.ingest(&reading("node", "t", 7.0, 1_000_000 + 1_500), later(1_500))
+        .unwrap();
+    let both = a.close_due(later(6_000));
+    let by_device: Vec<_> = both
+        .iter()
+        .map(|w| (w.device.as_str(), w.amendment))
+        .collect();
+    assert_eq!(by_device, vec![("node", 2), ("other", 0)]);
+    assert!(
+        a.ahead_state().sent.is_empty(),
+        "forgotten once the watermark covers it"
+    );
+}
+
+/// A reading only a little ahead (less than a window and its grace) keeps
+/// its window on the gateway clock: closing early would cut short the
+/// readings the gateway stamps itself in the same window.
+#[test]
+fn a_window_the_gateway_clock_is_already_in_waits_for_it() {
+    let mut a = agg(5_000, 1_000, 2_000);
+    a.ingest(&reading("arrival", "t", 1.0, 1_000), ts(1_000))
+        .unwrap();
+    a.ingest_own_time(&reading("node", "t", 2.0, 4_000), ts(1_000), 86_400_000)
+        .unwrap();
+    assert_eq!(a.next_deadline(), Some(ts(6_000)));
+    assert!(a.close_due(ts(5_999)).is_empty());
+    let sent = a.close_due(ts(6_000));
+    assert_eq!(
+        sent.iter().map(|w| w.amendment).collect::<Vec<_>>(),
+        vec![0, 0]
+    );
 }

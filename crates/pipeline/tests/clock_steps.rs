@@ -356,6 +356,43 @@ async fn own_time_readings_under_a_clock_stepped_back_10_min_all_arrive() {
     assert!(h.counter(FUTURE_READINGS) >= 600, "counted as ahead");
 }
 
+/// The gateway clock stepped back 10 minutes and never corrected: the
+/// readings' windows close on their own time, each once, within a window
+/// and its grace, not when the gateway clock reaches them 10 minutes
+/// later.
+#[tokio::test(start_paused = true)]
+async fn own_time_windows_close_on_time_under_a_clock_stepped_back_for_good() {
+    let mut h = start("2026-11-25T12:00:00Z", 5, 1);
+    for second in 0..60 {
+        if second == 10 {
+            h.step(-600_000);
+        }
+        h.own_time("own", 30).await;
+        h.advance(Duration::from_secs(1)).await;
+    }
+    h.advance(Duration::from_secs(7)).await;
+    let windows = h.windows("own");
+    assert_eq!(windows.len(), 12, "{windows:?}");
+    assert!(windows.values().all(|&n| n == 150), "{windows:?}");
+    assert_eq!(h.amendments("own"), (0, 0));
+    // Ten minutes on, the gateway clock is in those spans: a straggler
+    // of the node's amends one, a device stamped on arrival starts its own.
+    h.advance(Duration::from_secs(600)).await;
+    let t = ts("2026-11-25T12:00:40.500Z");
+    h.tx.send(Ingress::Readings(vec![reading(
+        "own",
+        t,
+        TimeSource::Event,
+    )]))
+    .await
+    .unwrap();
+    h.arrive("arrival", 2).await;
+    h.advance(Duration::from_secs(7)).await;
+    assert_eq!(h.amendments("own"), (1, 1));
+    assert_eq!(h.windows("arrival").values().sum::<u64>(), 2);
+    assert_eq!(h.counted("own"), 1801);
+}
+
 /// The gateway clock 10 minutes ahead from the start, until NTP
 /// corrects it.
 #[tokio::test(start_paused = true)]

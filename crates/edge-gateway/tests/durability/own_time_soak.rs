@@ -2,7 +2,9 @@
 //! their own time, 30 a second for 40 s, over a `tcp_line` input with
 //! `ack = true` and over MQTT QoS 1, while the gateway's wall clock is
 //! wrong (the fault-hook clock, `EDGE_GATEWAY_FAULT_CLOCK_STEP_FILE`):
-//! a day ahead for 20 s, stepped back 10 minutes for 20 s, 10 minutes
+//! a day ahead for 20 s, stepped back 10 minutes for 20 s, stepped back
+//! 10 minutes for good (the readings' windows must close on their own
+//! time, not 10 minutes later), 10 minutes
 //! ahead from the start until NTP corrects it, and unset (2001) at the
 //! start until NTP sets it. Every acknowledged reading must be upstream
 //! exactly once, in windows, reruns or late amendments (counted by
@@ -32,14 +34,16 @@ const TEN_MIN_MS: i64 = 600_000;
 enum Fault {
     ADayAheadFor20s,
     BackTenMinutesFor20s,
+    BackTenMinutesForGood,
     AheadUntilNtpCorrectsIt,
     UnsetUntilNtpSetsIt,
 }
 
 impl Fault {
-    const ALL: [Fault; 4] = [
+    const ALL: [Fault; 5] = [
         Fault::ADayAheadFor20s,
         Fault::BackTenMinutesFor20s,
+        Fault::BackTenMinutesForGood,
         Fault::AheadUntilNtpCorrectsIt,
         Fault::UnsetUntilNtpSetsIt,
     ];
@@ -47,7 +51,9 @@ impl Fault {
     /// What the gateway's clock is off by from the start (ms).
     fn at_start(self) -> i64 {
         match self {
-            Fault::ADayAheadFor20s | Fault::BackTenMinutesFor20s => 0,
+            Fault::ADayAheadFor20s | Fault::BackTenMinutesFor20s | Fault::BackTenMinutesForGood => {
+                0
+            }
             Fault::AheadUntilNtpCorrectsIt => TEN_MIN_MS,
             // 2001-09-09: before this release, as a Pi without NTP boots.
             Fault::UnsetUntilNtpSetsIt => 1_000_000_000_000 - now_ms(),
@@ -58,7 +64,8 @@ impl Fault {
     fn at(self, second: u64) -> Option<i64> {
         match (self, second) {
             (Fault::ADayAheadFor20s, 10) => Some(DAY_MS),
-            (Fault::BackTenMinutesFor20s, 10) => Some(-TEN_MIN_MS),
+            (Fault::BackTenMinutesFor20s | Fault::BackTenMinutesForGood, 10) => Some(-TEN_MIN_MS),
+            (Fault::BackTenMinutesForGood, _) => None,
             (Fault::UnsetUntilNtpSetsIt, 10) => Some(0),
             (_, 30) => Some(0),
             _ => None,
@@ -264,7 +271,7 @@ async fn run(fault: Fault, input: Input) -> Run {
 }
 
 /// Every case, over both inputs, `EDGE_SOAK_RUNS / 25` rounds (at least
-/// one; each round is eight runs of about a minute).
+/// one; each round is ten runs of about a minute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: run by scripts/soak.sh"]
 async fn soak_own_time_readings_under_a_wrong_clock_all_arrive_once() {

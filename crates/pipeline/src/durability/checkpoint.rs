@@ -13,10 +13,15 @@
 //! session = journal_epoch:u64 k:u32 k × (source:text slot:u16 digest:u64)
 //! steps = steps_back:u32 rerun_until:i64     (aggregator::Aggregator::step_back)
 //!         [amendments:u32]                    (aggregator::DeviceWindow::amendment)
+//!         [ahead]
+//! ahead = k:u32 k × (start:i64 close_at:i64) m:u32 m × (start:i64 device:text)
+//!                                             (aggregator::Aggregator::ahead_state)
 //! ```
 //!
-//! The amendment count was added at the end of `EGWCK003` bodies: a file
-//! without it reads as none emitted yet.
+//! The amendment count, then the windows ahead of the gateway clock, were
+//! added at the end of `EGWCK003` bodies: a file without them reads as
+//! none emitted yet and none ahead, and a gateway that predates them reads
+//! the rest of a newer file and ignores the end.
 //!
 //! `EGWCK001` files (no session part) and `EGWCK002` (no steps) are still
 //! read. The session part
@@ -26,7 +31,7 @@
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use aggregator::{OpenSeries, Snapshot, StatsState};
+use aggregator::{AheadState, OpenSeries, Snapshot, StatsState};
 use gateway_core::state_file::{inventory, quarantine, read_if_exists, stage, FileError};
 use gateway_core::{DeviceId, MetricName};
 
@@ -219,6 +224,7 @@ pub fn write_with<W: Write + Seek>(
     journal_epoch: u64,
     deliveries: &[Taken],
     (steps_back, rerun_until, amendments): (u32, i64, u32),
+    ahead: &AheadState,
 ) -> std::io::Result<()> {
     // Header, watermark and series count are known only at the end (the
     // count after the series are streamed): zeros now, patched in then.
@@ -260,6 +266,21 @@ pub fn write_with<W: Write + Seek>(
     body.buf.extend_from_slice(&steps_back.to_le_bytes());
     body.buf.extend_from_slice(&rerun_until.to_le_bytes());
     body.buf.extend_from_slice(&amendments.to_le_bytes());
+    // Both lists exist only while a node's clock and the gateway's
+    // disagree by more than a window: a handful of entries.
+    let k = u32::try_from(ahead.close_at.len()).unwrap_or(u32::MAX);
+    body.buf.extend_from_slice(&k.to_le_bytes());
+    for (start, at) in ahead.close_at.iter().take(k as usize) {
+        body.buf.extend_from_slice(&start.to_le_bytes());
+        body.buf.extend_from_slice(&at.to_le_bytes());
+    }
+    let m = u32::try_from(ahead.sent.len()).unwrap_or(u32::MAX);
+    body.buf.extend_from_slice(&m.to_le_bytes());
+    for (start, device) in ahead.sent.iter().take(m as usize) {
+        body.buf.extend_from_slice(&start.to_le_bytes());
+        put_text(&mut body.buf, device.as_str());
+        body.spill_if_full();
+    }
     body.spill();
     if let Some(e) = body.error {
         return Err(e);
@@ -357,6 +378,21 @@ fn decode(bytes: &[u8]) -> Result<Saved, &'static str> {
         if !r.is_empty() {
             snapshot.amendments = r.u32().ok_or(bad)?;
         }
+        if !r.is_empty() {
+            let bad = "malformed windows ahead";
+            let k = r.u32().ok_or(bad)?;
+            for _ in 0..k {
+                let start = r.i64().ok_or(bad)?;
+                let at = r.i64().ok_or(bad)?;
+                snapshot.ahead.close_at.push((start, at));
+            }
+            let m = r.u32().ok_or(bad)?;
+            for _ in 0..m {
+                let start = r.i64().ok_or(bad)?;
+                let device = DeviceId::new(r.text().ok_or(bad)?).map_err(|_| bad)?;
+                snapshot.ahead.sent.push((start, device));
+            }
+        }
     }
     Ok(Saved {
         snapshot,
@@ -387,6 +423,7 @@ mod tests {
             saved.journal_epoch,
             &saved.deliveries,
             (s.steps_back, s.rerun_until, s.amendments),
+            &s.ahead,
         )
     }
 
@@ -434,6 +471,13 @@ mod tests {
             steps_back: 2,
             rerun_until: 1_795_255_800_000,
             amendments: 7,
+            ahead: AheadState {
+                close_at: vec![(1_795_256_400_000, 1_795_255_300_000)],
+                sent: vec![
+                    (1_795_256_100_000, DeviceId::new("own-time-node").unwrap()),
+                    (1_795_256_100_000, DeviceId::new("Node-2").unwrap()),
+                ],
+            },
         }
     }
 
@@ -478,6 +522,7 @@ mod tests {
             steps_back: 0,
             rerun_until: 0,
             amendments: 0,
+            ahead: AheadState::default(),
             ..snapshot()
         };
         assert_eq!(read.snapshot, without_steps);

@@ -508,5 +508,6 @@ fn write_checkpoint(
             let (steps, until) = aggregator.steps_back();
             (steps, until, aggregator.amendments())
         },
+        &aggregator.ahead_state(),
     )
 }
