@@ -148,12 +148,7 @@ impl Aggregator {
             .open_mut(id)
             .is_some_and(|w| w.push(start, reading.value()))
         {
-            let spare = &mut self.spare;
-            self.windows
-                .entry(start)
-                .or_insert_with(|| spare.pop().unwrap_or_default())
-                .push(id);
-            self.open += 1;
+            self.opened(start, id);
         }
         let now = now.as_millis();
         let ahead_by = t.saturating_sub(now);

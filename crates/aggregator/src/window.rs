@@ -232,12 +232,7 @@ impl Aggregator {
             .open_mut(id)
             .is_some_and(|w| w.push(start, reading.value()))
         {
-            let spare = &mut self.spare;
-            self.windows
-                .entry(start)
-                .or_insert_with(|| spare.pop().unwrap_or_default())
-                .push(id);
-            self.open += 1;
+            self.opened(start, id);
         }
         Ok(())
     }
@@ -473,13 +468,19 @@ impl Aggregator {
             .open_mut(id)
             .is_some_and(|w| w.insert(start, stats))
         {
-            let spare = &mut self.spare;
-            self.windows
-                .entry(start)
-                .or_insert_with(|| spare.pop().unwrap_or_default())
-                .push(id);
-            self.open += 1;
+            self.opened(start, id);
         }
+    }
+
+    /// Series `id` has a new accumulator in the window at `start`.
+    #[inline]
+    fn opened(&mut self, start: i64, id: u32) {
+        let spare = &mut self.spare;
+        self.windows
+            .entry(start)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(id);
+        self.open += 1;
     }
 
     fn emit(&mut self, start: i64, mut members: Vec<u32>, out: &mut Vec<DeviceWindow>) {
