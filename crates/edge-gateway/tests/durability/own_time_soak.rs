@@ -60,6 +60,15 @@ impl Fault {
         }
     }
 
+    /// What it is off by once the readings are sent, while the test
+    /// waits for them upstream: corrected, or still wrong for good.
+    fn after_sending(self) -> i64 {
+        match self {
+            Fault::BackTenMinutesForGood => -TEN_MIN_MS,
+            _ => 0,
+        }
+    }
+
     /// What it is off by from `second` on, when that changes then.
     fn at(self, second: u64) -> Option<i64> {
         match (self, second) {
@@ -183,7 +192,7 @@ async fn over_tcp(port: u16, clock: &Path, fault: Fault) -> (u64, Vec<String>) {
         }
         wr.write_all(wire.as_bytes()).await.unwrap();
     }
-    set_clock(clock, 0);
+    set_clock(clock, fault.after_sending());
     let got = answers.await.unwrap();
     drop(wr);
     got
@@ -206,7 +215,7 @@ async fn over_mqtt(port: u16, clock: &Path, fault: Fault) -> (u64, Vec<String>) 
             .collect();
         publish_lines(port, &format!("sensors/{DEVICE}"), &lines, 1).await;
     }
-    set_clock(clock, 0);
+    set_clock(clock, fault.after_sending());
     (SECONDS * PER_SECOND, Vec::new())
 }
 
