@@ -176,17 +176,7 @@ impl Aggregator {
         if time.as_millis() > now.as_millis().saturating_add(horizon_ms) {
             return Err(Rejected::Future { time });
         }
-        if self.series.len() >= self.max_series
-            && self
-                .series
-                .find(reading.device(), reading.metric())
-                .is_none()
-        {
-            return Err(Rejected::MaxSeries {
-                max_series: self.max_series,
-            });
-        }
-        Ok(())
+        self.check_series_cap(reading)
     }
 
     /// Emits the windows ahead of the gateway clock whose own timeline

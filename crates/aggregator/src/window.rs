@@ -246,6 +246,12 @@ impl Aggregator {
     /// As [`ingest`](Self::ingest).
     pub fn check(&mut self, reading: &Reading, now: Timestamp) -> Result<(), Rejected> {
         self.window_open_at(reading, now)?;
+        self.check_series_cap(reading)
+    }
+
+    /// [`Rejected::MaxSeries`] when `reading` would open a new series
+    /// beyond the cap.
+    fn check_series_cap(&mut self, reading: &Reading) -> Result<(), Rejected> {
         if self.series.len() >= self.max_series
             && self
                 .series
