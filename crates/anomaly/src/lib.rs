@@ -71,7 +71,11 @@
 //!    - *novelty* (`spike`, `noise`, `level_shift`, `seasonal`): a feature
 //!      beyond 4 deviations and beyond 1.3× the largest it showed before (a
 //!      peak that decays with a half-life of ~23 000 readings: a weekday's
-//!      morning rise is still known after the weekend);
+//!      morning rise is still known after the weekend); and the noise
+//!      collapsing (a sensor reading its default, an input gone slack):
+//!      below its usual level by 1.3× the deepest fall of its earlier
+//!      quiet episodes (taken as at least 4 deviations), in a series that
+//!      changes on 90% of its readings;
 //!    - *stuck* (`stuck`): the value has not changed for longer than twice
 //!      its longest remembered run (and at least 12 readings), in a series
 //!      that changes on 90% of its readings.

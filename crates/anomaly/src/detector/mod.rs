@@ -61,6 +61,9 @@ const AFTER_ALERT: f64 = 200.0;
 const SEASONAL: usize = 7;
 /// Index of the noise feature.
 const NOISE: usize = 8;
+/// The noise feature read the other way, a collapse (see
+/// [`Detector::quiet`]); not a feature of its own.
+const QUIET: usize = K;
 /// Span of the slow baseline the detrended features are measured from.
 const BASE: f64 = 500.0;
 /// Span, in readings, over which the raw evidence is averaged.
@@ -179,6 +182,13 @@ pub struct Detector {
     last_alert: u64,
     #[serde(default)]
     alert_peak: f64,
+    /// Deepest fall of the noise below its usual level (in its own
+    /// deviations) over past quiet episodes, decaying like the novelty
+    /// peaks, and the one under way.
+    #[serde(default)]
+    quiet_peak: f64,
+    #[serde(default)]
+    quiet_episode: f64,
     /// Last standardised features, for diagnostics.
     #[serde(skip)]
     pub zs: [f64; K],
@@ -222,6 +232,8 @@ impl Detector {
             episode_peak: 0.0,
             last_alert: 0,
             alert_peak: 0.0,
+            quiet_peak: 0.0,
+            quiet_episode: 0.0,
             zs: [0.0; K],
         }
     }
@@ -304,6 +316,7 @@ impl Detector {
         let mut strongest = 1;
         let mut novelty: f64 = 0.0;
         let mut novel_feature = 0;
+        let mut noise_fall = None;
         for (i, (norm, v)) in self.norms.iter_mut().zip(f).enumerate() {
             if gap && (i == 0 || i == NOISE) {
                 self.zs[i] = 0.0;
@@ -315,6 +328,9 @@ impl Detector {
                 continue;
             }
             let z = norm.z(v);
+            if i == NOISE {
+                noise_fall = Some(-z);
+            }
             let z = if i == NOISE { z.max(0.0) } else { z.abs() };
             let z = z.min(Z_CAP);
             self.zs[i] = z;
@@ -340,6 +356,13 @@ impl Detector {
             self.peaks[i] =
                 (self.peaks[i] * p.peak_decay).max(z.min(self.peaks[i].max(NOVEL_FLOOR) * 2.0));
             norm.learn(v, LONG);
+        }
+        if let Some(fall) = noise_fall {
+            let collapse = self.quiet(fall, p);
+            if collapse > novelty {
+                novelty = collapse;
+                novel_feature = QUIET;
+            }
         }
         self.raw += (score - self.raw) * (2.0 / (SMOOTH + 1.0));
         let score = self.raw_norm.z(self.raw);
@@ -469,7 +492,7 @@ impl Detector {
             },
             _ => match novel_feature {
                 0 => Reason::Spike,
-                NOISE => Reason::Noise,
+                NOISE | QUIET => Reason::Noise,
                 SEASONAL => Reason::Seasonal,
                 _ => Reason::LevelShift,
             },
@@ -512,6 +535,43 @@ impl Detector {
             active: self.n < self.quiet_until,
             reason: if fire { reason } else { None },
             expected: (lo, hi),
+        }
+    }
+}
+
+impl Detector {
+    /// The novelty of a fall of the noise `fall` deviations below its
+    /// usual level (0 when not novel), and what it teaches.
+    ///
+    /// A sensor that goes on reporting a value with the life gone out of
+    /// it (a default, a disconnected input reading its bias, a controller
+    /// holding its output) is anomalous without being stuck. The noise's
+    /// running average forgets the old steps one by one, so its fall is
+    /// gradual: judged against its own descent, as the other features'
+    /// peaks are, it would never be novel. It is judged against the
+    /// deepest fall of the series' past quiet episodes instead, by the same
+    /// factor as the other features, so a series that habitually goes
+    /// quiet (at night, between batches) has learned how quiet. A series
+    /// that often repeats its value (a count, a coarse quantiser) has no
+    /// fine noise to lose: as for `stuck`, only one that changes on 90% of
+    /// its readings is judged.
+    fn quiet(&mut self, fall: f64, p: &Params) -> f64 {
+        let fall = fall.clamp(0.0, Z_CAP);
+        let known = self.quiet_peak.max(NOVEL_FLOOR);
+        let novel = self.n > WARMUP && self.moving > STUCK_MOVING && fall > p.novelty * known;
+        if fall > 1.0 {
+            self.quiet_episode = self.quiet_episode.max(fall);
+        } else {
+            self.quiet_peak = self.quiet_peak.max(self.quiet_episode);
+            self.quiet_episode = 0.0;
+        }
+        self.quiet_peak *= p.peak_decay;
+        // Scaled so that it compares with the other features' novelty,
+        // which fires beyond `p.novelty`.
+        if novel {
+            fall / known
+        } else {
+            0.0
         }
     }
 }
@@ -709,6 +769,50 @@ mod tests {
         let stuck: Vec<_> = hits.iter().filter(|h| h.1 == Some(Reason::Stuck)).collect();
         assert_eq!(stuck.len(), 1, "{hits:?}");
         assert!((3_000..3_030).contains(&stuck[0].0), "{hits:?}");
+    }
+
+    #[test]
+    fn a_sensor_whose_noise_collapses_is_reported_noise() {
+        // Noise around 20 every minute; at 3 000 the value goes on moving,
+        // but with a tenth of the noise (a disconnected input reading its
+        // bias): not stuck, not off its level, and yet not the sensor.
+        let mut rng = crate::synthetic::Rng::new(8);
+        let mut d = Detector::new();
+        let mut hits = Vec::new();
+        for i in 0..3_300 {
+            let noise = if i < 3_000 { 1.0 } else { 0.1 };
+            let v = d.observe(i * 60_000, 20.0 + noise * rng.normal(), DEFAULT_SENSITIVITY);
+            if v.anomaly {
+                hits.push((i, v.reason));
+            }
+        }
+        assert!(
+            hits.iter()
+                .any(|&(i, r)| (3_000..3_060).contains(&i) && r == Some(Reason::Noise)),
+            "{hits:?}"
+        );
+        assert!(
+            hits.iter().all(|&(i, _)| i >= 3_000),
+            "false alarms: {hits:?}"
+        );
+    }
+
+    #[test]
+    fn a_count_that_often_repeats_may_go_quiet() {
+        // Whole numbers that repeat on a quarter of the readings (a count,
+        // a coarse quantiser) have no fine noise to lose: a quiet spell
+        // that mostly repeats one value is not reported as a collapse.
+        let mut rng = crate::synthetic::Rng::new(9);
+        let mut d = Detector::new();
+        for i in 0..4_000 {
+            let x = if (3_000..3_200).contains(&i) {
+                20.0 + (rng.uniform() * 1.1).floor()
+            } else {
+                (20.0 + 1.5 * rng.normal()).round()
+            };
+            let v = d.observe(i * 60_000, x, DEFAULT_SENSITIVITY);
+            assert_ne!(v.reason, Some(Reason::Noise), "reading {i}");
+        }
     }
 
     #[test]
