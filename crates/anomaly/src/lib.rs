@@ -19,6 +19,9 @@
 //!   device model's ring (most of the persisted state).
 //! - [`synthetic`]: seeded test series (level shift, spike, drift, noise
 //!   change, clean noise) and building faults over several metrics.
+//! - [`plant`]: seeded equipment series (a room, an office, a supply
+//!   temperature, a fridge's cycle, a meter's load) with one labelled
+//!   fault each, of nine generic classes: the fault-classes check.
 //!
 //! The examples, benches and integration tests that measure the detector
 //! as the gateway runs it drive the `rules` crate's `Engine` (a
@@ -215,6 +218,7 @@
 mod compact;
 pub mod detector;
 pub mod multivariate;
+pub mod plant;
 pub mod synthetic;
 
 pub use detector::{Detector, Reason, Verdict};

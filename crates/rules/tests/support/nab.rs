@@ -138,21 +138,24 @@ fn sigmoid(x: f64) -> f64 {
 
 /// NAB standard profile score of detections at these row indices.
 pub fn score(s: &Series, hits: &[usize]) -> Score {
-    let n = s.readings.len();
+    score_rows(s.readings.len(), &s.windows, hits)
+}
+
+/// [`score`] of a series of `n` rows with these label windows.
+pub fn score_rows(n: usize, windows: &[(usize, usize)], hits: &[usize]) -> Score {
     let probation = ((0.15 * n as f64).floor()).min(750.0) as usize;
     let max_tp = sigmoid(-1.0);
-    let mut best: Vec<f64> = vec![-1.0; s.windows.len()];
+    let mut best: Vec<f64> = vec![-1.0; windows.len()];
     let (mut fp_sum, mut fps) = (0.0, 0);
     for &i in hits.iter().filter(|&&i| i >= probation && i < n) {
-        if let Some(w) = s.windows.iter().position(|&(a, b)| i >= a && i <= b) {
-            let (a, b) = s.windows[w];
+        if let Some(w) = windows.iter().position(|&(a, b)| i >= a && i <= b) {
+            let (a, b) = windows[w];
             let width = (b - a + 1) as f64;
             let v = sigmoid(-((b - i + 1) as f64) / width) / max_tp;
             best[w] = best[w].max(v);
             continue;
         }
-        let prev = s
-            .windows
+        let prev = windows
             .iter()
             .filter(|&&(_, b)| b < i)
             .max_by_key(|&&(_, b)| b);
