@@ -37,14 +37,15 @@ fn a_collapse_of_the_noise_is_caught_wherever_the_noise_is_fine() {
 
 #[test]
 fn the_fault_classes_score_does_not_fall() {
-    // Measured 71.4 (157 of 195 faults); 63.8 before the noise-collapse
-    // test. A change to the detector that loses a class shows here.
+    // Measured 73.4 (164 of 195 faults): 63.8 before the noise-collapse
+    // test, 71.4 before the seasonal buckets averaged their first visits.
+    // A change to the detector that loses a class shows here.
     let mut total = Row::default();
     for (_, _, row) in fault_classes::score(5, &Params::DEFAULT, |_, _, _, _, _| {}) {
         total.add(&row);
     }
     assert!(
-        total.normalised() >= 70.0,
+        total.normalised() >= 72.0,
         "{:.1} ({} of {} caught)",
         total.normalised(),
         total.caught,

@@ -130,11 +130,23 @@ impl Seasonal {
                 *acc += (e - *acc) * a;
             }
         }
-        let per_visit = |bucket_ms: i64| {
+        // Until a bucket has had ten visits it learns each at 1/visits, an
+        // average of all of them, as `Norm` is exact until its memory
+        // fills: at RATE from the start, a bucket was still 90% its first
+        // reading after the first visit and 35% after ten, so its error
+        // kept a profile untrusted for weeks and a shifted schedule went
+        // unseen. Visits are counted by age: a gap only makes the rate
+        // reach RATE sooner.
+        let age = at_ms.saturating_sub(self.since_ms).max(0);
+        let per_visit = |bucket_ms: i64, period_ms: i64| {
             let readings = (bucket_ms as f64 / interval_ms.max(1.0)).max(1.0);
-            (RATE / readings) as f32
+            let visits = (age / period_ms + 1) as f64;
+            (RATE.max(1.0 / visits) / readings) as f32
         };
-        let (day_rate, week_rate) = (per_visit(HALF_HOUR_MS), per_visit(HOUR_MS));
+        let (day_rate, week_rate) = (
+            per_visit(HALF_HOUR_MS, 24 * HOUR_MS),
+            per_visit(HOUR_MS, 7 * 24 * HOUR_MS),
+        );
         let dev = dev as f32;
         if seen_d {
             self.day[d] += (dev - self.day[d]) * day_rate;
@@ -148,5 +160,31 @@ impl Seasonal {
             self.week[w] = dev;
             self.seen_week[w / 64] |= 1 << (w % 64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::Rng;
+
+    #[test]
+    fn a_young_profile_is_the_average_of_its_visits_not_its_first_reading() {
+        // Five days of a daily pattern every 5 minutes with noise of 1:
+        // each half hour has had 5 visits of 6 readings, so its estimate
+        // should be within a fraction of the noise of the pattern.
+        let pattern = |d: usize| 5.0 * (d as f64 * std::f64::consts::TAU / 48.0).sin();
+        let mut rng = Rng::new(4);
+        let mut s = Seasonal::default();
+        for i in 0..5 * 288 {
+            let at = i as i64 * 300_000;
+            let (d, _) = buckets(at);
+            s.learn(at, pattern(d) + rng.normal(), 300_000.0);
+        }
+        let err = (0..DAY)
+            .map(|d| (f64::from(s.day[d]) - pattern(d)).abs())
+            .sum::<f64>()
+            / DAY as f64;
+        assert!(err < 0.35, "mean error {err:.2} of the noise's 1.0");
     }
 }
