@@ -61,6 +61,8 @@ const AFTER_ALERT: f64 = 200.0;
 const SEASONAL: usize = 7;
 /// Index of the noise feature.
 const NOISE: usize = 8;
+/// Span, in readings, of the noise feature's running mean square step.
+const NOISE_SPAN: f64 = 16.0;
 /// The noise feature read the other way, a collapse (see
 /// [`Detector::quiet`]); not a feature of its own.
 const QUIET: usize = K;
@@ -293,7 +295,7 @@ impl Detector {
         let vol = if gap {
             self.vol
         } else {
-            self.vol + (r * r - self.vol) * (2.0 / 17.0)
+            self.vol + (r * r - self.vol) * (2.0 / (NOISE_SPAN + 1.0))
         };
         // The seasonal residual is learned from the first day on, so its
         // spread is known by the time the profile is trusted and counted.
@@ -319,6 +321,14 @@ impl Detector {
         let mut noise_fall = None;
         for (i, (norm, v)) in self.norms.iter_mut().zip(f).enumerate() {
             if gap && (i == 0 || i == NOISE) {
+                self.zs[i] = 0.0;
+                continue;
+            }
+            // The noise average starts from nothing, so its first readings
+            // are logs of almost zero: learned, they inflated its spread
+            // for thousands of readings, and a young series could not see
+            // its noise collapse. It counts once its span has filled.
+            if i == NOISE && self.n <= NOISE_SPAN as u64 {
                 self.zs[i] = 0.0;
                 continue;
             }
