@@ -9,8 +9,9 @@
 //! pattern stops, the level steps or drifts, the noise grows or collapses,
 //! a cycle runs short, spikes come often, the rhythm shifts in time). The
 //! fault starts after three weeks (day-scale series) or a week (minute
-//! series) and lasts a day or six hours, then the signal returns to
-//! normal; its label window is the fault's span, as SKAB labels faults.
+//! series), or after ten or three days for a [`History::Young`] series,
+//! and lasts a day or six hours, then the signal returns to normal; its
+//! label window is the fault's span, as SKAB labels faults.
 //! Nothing here was fitted to a score: sizes are stated in the
 //! background's own noise, once.
 
@@ -65,12 +66,37 @@ impl Background {
     }
 
     /// (readings, fault onset, fault length) of a series.
-    fn layout(self) -> (usize, usize, usize) {
+    fn layout(self, history: History) -> (usize, usize, usize) {
         let day = self.per_day();
-        if self.interval_ms() >= 300_000 {
-            (30 * day, 21 * day + day / 3, day)
-        } else {
-            (10 * day, 7 * day + day / 3, day / 4)
+        let slow = self.interval_ms() >= 300_000;
+        let (days, onset_day) = match (history, slow) {
+            (History::Settled, true) => (30, 21),
+            (History::Settled, false) => (10, 7),
+            (History::Young, true) => (14, 10),
+            (History::Young, false) => (4, 3),
+        };
+        let len = if slow { day } else { day / 4 };
+        (days * day, onset_day * day + day / 3, len)
+    }
+}
+
+/// How much of the series' normal life comes before its fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum History {
+    /// Three weeks (day-scale series) or a week (minute series).
+    Settled,
+    /// Ten days or three days: a newly installed sensor, or a short
+    /// recording such as most public benchmark files.
+    Young,
+}
+
+impl History {
+    pub const ALL: [Self; 2] = [Self::Settled, Self::Young];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Settled => "settled",
+            Self::Young => "young",
         }
     }
 }
@@ -149,9 +175,9 @@ pub struct Labelled {
     pub window: (usize, usize),
 }
 
-/// The seeded series of `background` with `fault`.
-pub fn labelled(seed: u64, background: Background, fault: Fault) -> Labelled {
-    let (n, onset, len) = background.layout();
+/// The seeded series of `background` with `fault` after `history`.
+pub fn labelled(seed: u64, background: Background, fault: Fault, history: History) -> Labelled {
+    let (n, onset, len) = background.layout(history);
     let end = onset + len;
     let clean = signal(seed, background, n, None);
     let faulty = signal(seed, background, n, Some((fault, onset, end)));
@@ -265,8 +291,8 @@ mod tests {
     fn the_fault_changes_only_its_span() {
         for background in Background::ALL {
             for fault in Fault::ALL.into_iter().filter(|f| f.applies_to(background)) {
-                let clean = signal(3, background, background.layout().0, None);
-                let s = labelled(3, background, fault);
+                let clean = signal(3, background, background.layout(History::Young).0, None);
+                let s = labelled(3, background, fault, History::Young);
                 let (a, b) = s.window;
                 let differs = |i: usize| (s.readings[i].1 - clean[i].0).abs() > 1e-12;
                 assert!(

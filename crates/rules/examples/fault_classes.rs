@@ -1,6 +1,7 @@
 //! The anomaly detector on a building's equipment with one labelled fault
 //! per series (`anomaly::plant`): every fault class on every background
-//! it applies to, several seeds each, scored with NAB's standard profile
+//! it applies to, settled and young, several seeds each, scored with
+//! NAB's standard profile
 //! (the scorer of `tests/support/nab.rs`). The third check beside NAB's
 //! cross-validation and SKAB: it names the kinds of fault the model
 //! misses, whatever corpus it was chosen on.
@@ -41,11 +42,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     let rows = fault_classes::score(
         seeds,
         &Params::DEFAULT,
-        |background, fault, seed, window, hits| {
+        |background, fault, history, seed, window, hits| {
             if show.as_deref() == Some(background.name()) {
                 println!(
-                    "  {} seed {seed}: window {window:?} alerts {hits:?}",
-                    fault.name()
+                    "  {} ({}) seed {seed}: window {window:?} alerts {hits:?}",
+                    fault.name(),
+                    history.name()
                 );
             }
         },

@@ -22,13 +22,13 @@ fn a_collapse_of_the_noise_is_caught_wherever_the_noise_is_fine() {
     fault_classes::score(
         5,
         &Params::DEFAULT,
-        |background, fault, seed, (a, b), hits| {
+        |background, fault, history, seed, (a, b), hits| {
             let fine = matches!(
                 background,
                 Background::Room | Background::Office | Background::Supply
             );
             if fault == Fault::NoiseDown && fine && !hits.iter().any(|&i| (a..=b).contains(&i)) {
-                missed.push((background, seed));
+                missed.push((background, history, seed));
             }
         },
     );
@@ -37,15 +37,15 @@ fn a_collapse_of_the_noise_is_caught_wherever_the_noise_is_fine() {
 
 #[test]
 fn the_fault_classes_score_does_not_fall() {
-    // Measured 73.4 (164 of 195 faults): 63.8 before the noise-collapse
-    // test, 71.4 before the seasonal buckets averaged their first visits.
+    // Measured 76.3 (327 of 390 faults, settled and young series); see
+    // docs/anomaly-experiments.md for the model before this check existed.
     // A change to the detector that loses a class shows here.
     let mut total = Row::default();
-    for (_, _, row) in fault_classes::score(5, &Params::DEFAULT, |_, _, _, _, _| {}) {
+    for (_, _, row) in fault_classes::score(5, &Params::DEFAULT, |_, _, _, _, _, _| {}) {
         total.add(&row);
     }
     assert!(
-        total.normalised() >= 72.0,
+        total.normalised() >= 75.0,
         "{:.1} ({} of {} caught)",
         total.normalised(),
         total.caught,

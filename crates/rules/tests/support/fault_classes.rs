@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use anomaly::detector::Params;
-use anomaly::plant::{labelled, Background, Fault};
+use anomaly::plant::{labelled, Background, Fault, History};
 
 /// One fault class on one background over its seeds: the raw NAB score,
 /// the number of series (one window each), the faults caught and the
@@ -32,21 +32,26 @@ impl Row {
     }
 }
 
-/// Every fault class on every background it applies to, seeds `1..=seeds`,
-/// scored with these parameters; `each` sees every series' alerts.
+/// Every fault class on every background it applies to, after each
+/// history, seeds `1..=seeds`, scored with these parameters (a row per
+/// background and fault, both histories together); `each` sees every
+/// series' alerts.
 pub fn score(
     seeds: u64,
     p: &Params,
-    mut each: impl FnMut(Background, Fault, u64, (usize, usize), &[usize]),
+    mut each: impl FnMut(Background, Fault, History, u64, (usize, usize), &[usize]),
 ) -> Vec<(Background, Fault, Row)> {
     let mut rows = Vec::new();
     for background in Background::ALL {
         for fault in Fault::ALL.into_iter().filter(|f| f.applies_to(background)) {
             let mut row = Row::default();
-            for seed in 1..=seeds {
-                let s = labelled(seed, background, fault);
+            for (history, seed) in History::ALL
+                .into_iter()
+                .flat_map(|h| (1..=seeds).map(move |seed| (h, seed)))
+            {
+                let s = labelled(seed, background, fault, history);
                 let hits = super::alarms::raises(s.readings.iter().copied(), p);
-                each(background, fault, seed, s.window, &hits);
+                each(background, fault, history, seed, s.window, &hits);
                 let r = super::nab::score_rows(s.readings.len(), &[s.window], &hits);
                 row.add(&Row {
                     raw: r.total,
