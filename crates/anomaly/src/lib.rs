@@ -51,10 +51,10 @@
 //!    (a CPU's spike every other day) becomes normal.
 //! 2. **Seasonality**, with no configuration: from the timestamps, the
 //!    typical deviation from the baseline per half hour of the day and per
-//!    hour of the week, learned per visit (about ten days, or weeks, of
-//!    memory). A profile is used only once it explains half of the
+//!    hour of the week, learned per visit (the average of the first ten
+//!    visits, then about ten days, or weeks, of memory). A profile is used only once it explains half of the
 //!    variance the baseline leaves (weekly only if also better than
-//!    daily), after three days (two weeks): 14:00 is judged against 14:00.
+//!    daily), after a week (two weeks): 14:00 is judged against 14:00.
 //! 3. **Four tests**, each with its reason:
 //!    - *new territory* (`spike`, or `level_shift` when the step is
 //!      ordinary): beyond the range covered over the last ~8 000 readings

@@ -835,6 +835,33 @@ mod tests {
     }
 
     #[test]
+    fn an_offices_first_weekend_is_not_an_anomaly() {
+        // Every 5 minutes from a Monday: 23 from 08:00 to 18:00 on
+        // weekdays, 18 otherwise, AR(1) noise. Nothing the first week has
+        // shown says that Saturday differs from Friday, but nothing says
+        // it does not either.
+        let mut rng = crate::synthetic::Rng::new(12);
+        let mut d = Detector::new();
+        let mut ar = 0.0;
+        let mut hits = Vec::new();
+        for i in 0..9 * 288 {
+            let (day, hour) = (i / 288, (i % 288) / 12);
+            let busy = day % 7 < 5 && (8..18).contains(&hour);
+            ar = 0.5 * ar + rng.normal();
+            let x = if busy { 23.0 } else { 18.0 } + ar;
+            let v = d.observe(
+                crate::synthetic::MONDAY_MS + i as i64 * 300_000,
+                x,
+                DEFAULT_SENSITIVITY,
+            );
+            if v.anomaly && day >= 5 {
+                hits.push((day, hour, v.reason));
+            }
+        }
+        assert!(hits.is_empty(), "{hits:?}");
+    }
+
+    #[test]
     fn a_day_that_misses_its_daily_rise_is_reported_seasonal() {
         // Every 5 minutes: 80 from 08:00 to 18:00, 20 otherwise, noise of 2;
         // on day 10 the rise does not come.

@@ -26,8 +26,10 @@ const ERR_MEMORY: f64 = 2000.0;
 /// A profile is trusted once its error is this fraction of the baseline's.
 const EXPLAINS: f64 = 0.5;
 /// Days of data before the daily profile may be used, and weeks before the
-/// weekly one.
-const MIN_DAYS: i64 = 3;
+/// weekly one. A week is the least that shows whether a week's days
+/// differ: trusted after three, an office's profile took its first
+/// weekend for a missed morning.
+const MIN_DAYS: i64 = 7;
 const MIN_WEEKS: i64 = 2;
 
 /// The learned profiles of one series.
