@@ -20,7 +20,7 @@ fn a_collapse_of_the_noise_is_caught_wherever_the_noise_is_fine() {
     // cycle and a meter's spikes dwarf their noise; there it is not seen).
     let mut missed = Vec::new();
     fault_classes::score(
-        5,
+        1..=5,
         &Params::DEFAULT,
         |background, fault, history, seed, (a, b), hits| {
             let fine = matches!(
@@ -41,7 +41,7 @@ fn the_fault_classes_score_does_not_fall() {
     // docs/anomaly-experiments.md for the model before this check existed.
     // A change to the detector that loses a class shows here.
     let mut total = Row::default();
-    for (_, _, row) in fault_classes::score(5, &Params::DEFAULT, |_, _, _, _, _, _| {}) {
+    for (_, _, row) in fault_classes::score(1..=5, &Params::DEFAULT, |_, _, _, _, _, _| {}) {
         total.add(&row);
     }
     assert!(

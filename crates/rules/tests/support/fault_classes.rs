@@ -33,11 +33,11 @@ impl Row {
 }
 
 /// Every fault class on every background it applies to, after each
-/// history, seeds `1..=seeds`, scored with these parameters (a row per
+/// history, over `seeds`, scored with these parameters (a row per
 /// background and fault, both histories together); `each` sees every
 /// series' alerts.
 pub fn score(
-    seeds: u64,
+    seeds: std::ops::RangeInclusive<u64>,
     p: &Params,
     mut each: impl FnMut(Background, Fault, History, u64, (usize, usize), &[usize]),
 ) -> Vec<(Background, Fault, Row)> {
@@ -47,7 +47,7 @@ pub fn score(
             let mut row = Row::default();
             for (history, seed) in History::ALL
                 .into_iter()
-                .flat_map(|h| (1..=seeds).map(move |seed| (h, seed)))
+                .flat_map(|h| seeds.clone().map(move |seed| (h, seed)))
             {
                 let s = labelled(seed, background, fault, history);
                 let hits = super::alarms::raises(s.readings.iter().copied(), p);
