@@ -126,10 +126,14 @@ pub enum Fault {
     /// The cycle runs twice as fast (a short-cycling compressor); on
     /// signals without a cycle, the spikes come ten times as often.
     FasterCycles,
+    /// The pattern's swing halves around its usual mean (a heating that no
+    /// longer reaches its day set-point, a compressor that cannot pull the
+    /// cabinet down).
+    Weaker,
 }
 
 impl Fault {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Stuck,
         Self::PatternStops,
         Self::StepUp,
@@ -139,6 +143,7 @@ impl Fault {
         Self::NoiseDown,
         Self::Shifted,
         Self::FasterCycles,
+        Self::Weaker,
     ];
 
     pub fn name(self) -> &'static str {
@@ -152,6 +157,7 @@ impl Fault {
             Self::NoiseDown => "noise down",
             Self::Shifted => "rhythm shifted",
             Self::FasterCycles => "faster cycles / spikes",
+            Self::Weaker => "weaker swing",
         }
     }
 
@@ -159,7 +165,7 @@ impl Fault {
     /// no pattern cannot lose it; a constant cannot cycle faster).
     pub fn applies_to(self, background: Background) -> bool {
         match self {
-            Self::PatternStops => background != Background::Supply,
+            Self::PatternStops | Self::Weaker => background != Background::Supply,
             // A cycle half a period late looks the same as one on time.
             Self::Shifted => !matches!(background, Background::Supply | Background::Fridge),
             Self::FasterCycles => matches!(background, Background::Fridge | Background::Meter),
@@ -236,6 +242,7 @@ fn signal(
                 1.0
             };
             let shifted = active(Fault::Shifted);
+            let swing = if active(Fault::Weaker) { 0.5 } else { 1.0 };
             let faster = active(Fault::FasterCycles);
             // The clock the pattern follows: 6 hours early while shifted.
             let j = if shifted { i + per_day / 4 } else { i };
@@ -244,11 +251,11 @@ fn signal(
             ar = 0.5 * ar + rng.normal() * noise_scale;
             let white = rng.normal() * noise_scale;
             match background {
-                Background::Room => (20.0 + 4.0 * daily + ar, 20.0),
+                Background::Room => (20.0 + 4.0 * swing * daily + ar, 20.0),
                 Background::Office => {
                     let weekday = (j / per_day) % 7 < 5;
                     let busy = weekday && (8.0..18.0).contains(&(day_frac * 24.0));
-                    (18.0 + if busy { 5.0 } else { 0.0 } + ar, 20.0)
+                    (18.0 + if busy { 5.0 * swing } else { 0.0 } + ar, 20.0)
                 }
                 Background::Supply => (18.0 + 0.3 * ar, 18.0),
                 Background::Fridge => {
@@ -258,10 +265,10 @@ fn signal(
                     let rate = if faster { 0.2 } else { 0.1 };
                     if cooling {
                         fridge -= rate;
-                        cooling = fridge > 3.0;
+                        cooling = fridge > 4.0 - swing;
                     } else {
                         fridge += rate;
-                        cooling = fridge >= 5.0;
+                        cooling = fridge >= 4.0 + swing;
                     }
                     (fridge + 0.05 * white, 4.0)
                 }
@@ -276,7 +283,7 @@ fn signal(
                     } else {
                         0.0
                     };
-                    (3.0 + 1.5 * daily + 0.5 * ar + spike, 3.0)
+                    (3.0 + 1.5 * swing * daily + 0.5 * ar + spike, 3.0)
                 }
             }
         })

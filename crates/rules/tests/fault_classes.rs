@@ -37,15 +37,16 @@ fn a_collapse_of_the_noise_is_caught_wherever_the_noise_is_fine() {
 
 #[test]
 fn the_fault_classes_score_does_not_fall() {
-    // Measured 76.3 (327 of 390 faults, settled and young series); see
-    // docs/anomaly-experiments.md for the model before this check existed.
-    // A change to the detector that loses a class shows here.
+    // Measured 70.4 (330 of 430 faults, settled and young series; a
+    // weaker swing is caught once in 40); see docs/anomaly-experiments.md
+    // for the model before this check existed. A change to the detector
+    // that loses a class shows here.
     let mut total = Row::default();
     for (_, _, row) in fault_classes::score(1..=5, &Params::DEFAULT, |_, _, _, _, _, _| {}) {
         total.add(&row);
     }
     assert!(
-        total.normalised() >= 75.0,
+        total.normalised() >= 69.0,
         "{:.1} ({} of {} caught)",
         total.normalised(),
         total.caught,
