@@ -569,6 +569,9 @@ impl Detector {
         let fall = fall.clamp(0.0, Z_CAP);
         let known = self.quiet_peak.max(NOVEL_FLOOR);
         let novel = self.n > WARMUP && self.moving > STUCK_MOVING && fall > p.novelty * known;
+        // An episode is a stretch with the noise a deviation or more below
+        // its usual level; its depth is learned when it ends, so the
+        // episode under way never raises its own bar.
         if fall > 1.0 {
             self.quiet_episode = self.quiet_episode.max(fall);
         } else {
