@@ -185,9 +185,10 @@ pub struct Labelled {
 pub fn labelled(seed: u64, background: Background, fault: Fault, history: History) -> Labelled {
     let (n, onset, len) = background.layout(history);
     let end = onset + len;
-    let clean = signal(seed, background, n, None);
     let faulty = signal(seed, background, n, Some((fault, onset, end)));
-    let spread = spread(&clean[..onset]);
+    // Before its onset the faulty signal is the clean one (the test below
+    // holds it to that), so the spread is taken there.
+    let spread = spread(&faulty[..onset]);
     let readings = faulty
         .iter()
         .enumerate()
