@@ -167,10 +167,16 @@ sed -e "s#127.0.0.1:1883#127.0.0.1:$mqtt_port#" \
 chmod 644 "$work/gateway.toml"
 chmod 755 "$work"
 install -d -o edge-gateway -g edge-gateway -m 750 /var/lib/edge-gateway
+# Each run logs to its own file, created before the run starts: `>` in a
+# background command truncates in the child, after this shell may already
+# have read the previous run's log and taken its (dead) metrics port, which
+# timed out arm64's /health wait once on CI.
+gw_log="$work/gateway-amd64.log"
+: >"$gw_log"
 # setpriv execs the gateway itself (runuser would stay in between and turn
 # our SIGTERM into its own session teardown).
 setpriv --reuid=edge-gateway --regid=edge-gateway --init-groups \
-  /usr/bin/edge-gateway run -c "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
+  /usr/bin/edge-gateway run -c "$work/gateway.toml" >"$gw_log" 2>&1 &
 gw_pid=$!
 
 http_get() { # port path -> "CODE\nBODY"
@@ -186,17 +192,17 @@ wait_for() { # description command...
   local what="$1"; shift
   for _ in $(seq 1 300); do
     if "$@" 2>/dev/null; then return 0; fi
-    kill -0 "$gw_pid" 2>/dev/null || { cat "$work/gateway.log"; fail "gateway exited while waiting for $what"; }
+    kill -0 "$gw_pid" 2>/dev/null || { cat "$gw_log"; fail "gateway exited while waiting for $what"; }
     sleep 0.1
   done
-  cat "$work/gateway.log"
+  cat "$gw_log"
   fail "timed out waiting for $what"
 }
 health_is() { [ "$(http_get "$metrics_port" /health | head -n 1)" = "$1" ]; }
 # Where the metrics endpoint listens, from the gateway's log.
 logged_metrics_port() {
   local line
-  line=$(grep -o 'Metrics endpoint listening.*bind=127\.0\.0\.1:[0-9]*' "$work/gateway.log" | head -n 1) || return 1
+  line=$(grep -o 'Metrics endpoint listening.*bind=127\.0\.0\.1:[0-9]*' "$gw_log" | head -n 1) || return 1
   metrics_port=${line##*:}
   [ -n "$metrics_port" ]
 }
@@ -205,7 +211,7 @@ wait_for "/health 200" health_is 200
 ok "/health: $(http_get "$metrics_port" /health | tail -n +2)"
 
 # /health 200 includes the MQTT adapter's subscription; the log says so too.
-grep -q "Subscribed." "$work/gateway.log" || fail "/health 200 before the adapter subscribed"
+grep -q "Subscribed." "$gw_log" || fail "/health 200 before the adapter subscribed"
 mosquitto_pub -p "$mqtt_port" -t sensors/data/ci-1/temperature -m 21.5 -q 1
 # Read whole, then grep: `grep -q` closing the pipe early fails under pipefail.
 metrics_has() { local m; m=$(http_get "$metrics_port" /metrics) && grep -qF "$1" <<<"$m"; }
@@ -224,7 +230,7 @@ kill -TERM "$gw_pid"
 code=0
 wait "$gw_pid" || code=$?
 gw_pid=""
-[ "$code" -eq 0 ] || { cat "$work/gateway.log"; fail "gateway exited with $code after SIGTERM"; }
+[ "$code" -eq 0 ] || { cat "$gw_log"; fail "gateway exited with $code after SIGTERM"; }
 ok "SIGTERM: clean exit"
 
 # -- reinstalling is idempotent and keeps a local config edit
@@ -304,7 +310,9 @@ cross_check() {
       -e "s#^bind = \"127.0.0.1:9898\"#bind = \"127.0.0.1:0\"#" \
       -e "s#^state_dir = .*#state_dir = \"$work/state-$arch\"#" \
       gateway.toml >"$work/gateway-$arch.toml"
-  "$qemu" -L "$root" "$bin" run -c "$work/gateway-$arch.toml" >"$work/gateway.log" 2>&1 &
+  gw_log="$work/gateway-$arch.log"
+  : >"$gw_log"
+  "$qemu" -L "$root" "$bin" run -c "$work/gateway-$arch.toml" >"$gw_log" 2>&1 &
   gw_pid=$!
   metrics_port=""
   wait_for "$arch's metrics endpoint under $qemu" logged_metrics_port
@@ -314,7 +322,7 @@ cross_check() {
   local code=0
   wait "$gw_pid" || code=$?
   gw_pid=""
-  [ "$code" -eq 0 ] || { cat "$work/gateway.log"; fail "$arch gateway exited with $code after SIGTERM"; }
+  [ "$code" -eq 0 ] || { cat "$gw_log"; fail "$arch gateway exited with $code after SIGTERM"; }
   kill "$broker_pid"; wait "$broker_pid" 2>/dev/null || true; broker_pid=""
   ok "$arch under $qemu: SIGTERM, clean exit"
 }
