@@ -24,6 +24,8 @@ use linfa_clustering::KMeans;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
+use crate::detector::When;
+
 /// Metrics per device model; further metrics are left to the univariate
 /// detectors.
 pub const MAX_METRICS: usize = 6;
@@ -189,6 +191,17 @@ pub struct DeviceModel {
 }
 
 impl DeviceModel {
+    /// Forgets the rows and the fit, whose hour-of-day columns were read on
+    /// another wall clock (the gateway's time zone changed); the metrics
+    /// stay.
+    pub fn forget_wall_clock(&mut self) {
+        self.ring.clear();
+        self.head = 0;
+        self.since_fit = 0;
+        self.fitted = None;
+        self.streak = 0;
+    }
+
     fn columns(&self) -> usize {
         self.metrics.len() + TIME_COLUMNS
     }
@@ -243,7 +256,9 @@ impl DeviceModel {
     }
 
     /// Scores the device's state after this reading, then keeps it.
-    pub fn observe(&mut self, at_ms: i64, metric: &str, value: f64) -> MultiVerdict {
+    pub fn observe(&mut self, at: impl Into<When>, metric: &str, value: f64) -> MultiVerdict {
+        let at = at.into();
+        let at_ms = at.utc_ms;
         if !self.consistent() {
             *self = Self::default();
         }
@@ -272,7 +287,8 @@ impl DeviceModel {
         if self.latest.iter().any(Option::is_none) || self.metrics.len() < 2 {
             return verdict;
         }
-        let angle = (at_ms.rem_euclid(DAY_MS as i64) as f64 / DAY_MS) * std::f64::consts::TAU;
+        // The hour of the day on the building's clocks, as the daily profiles.
+        let angle = (at.local_ms.rem_euclid(DAY_MS as i64) as f64 / DAY_MS) * std::f64::consts::TAU;
         let mut row: Vec<f64> = self.latest.iter().map(|v| v.unwrap_or(0.0)).collect();
         row.push(angle.cos());
         row.push(angle.sin());

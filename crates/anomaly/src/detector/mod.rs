@@ -15,6 +15,33 @@ pub use params::Params;
 use seasonal::Seasonal;
 use stats::{Envelope, Norm};
 
+/// When a reading was taken, twice over: UTC for gaps and ages, and the
+/// building's wall clock for the daily and weekly profiles. An office's
+/// schedule follows its clocks, so in UTC it moved an hour at each change
+/// of daylight saving time and its profiles raised `seasonal` alerts for
+/// days afterwards. An `i64` is a time whose wall clock is UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct When {
+    pub utc_ms: i64,
+    pub local_ms: i64,
+}
+
+impl When {
+    /// A time whose wall clock is UTC.
+    pub const fn utc(ms: i64) -> Self {
+        Self {
+            utc_ms: ms,
+            local_ms: ms,
+        }
+    }
+}
+
+impl From<i64> for When {
+    fn from(ms: i64) -> Self {
+        Self::utc(ms)
+    }
+}
+
 /// Long memory, in readings, of every learned distribution.
 const LONG: f64 = 5000.0;
 /// Readings seen before the detector may fire at all (about a week of
@@ -240,6 +267,14 @@ impl Detector {
         }
     }
 
+    /// Forgets the daily and weekly profiles, learned on another wall clock
+    /// (the gateway's time zone changed): read on this one they would be
+    /// hours off. They are learned again as in a new series.
+    pub fn forget_wall_clock(&mut self) {
+        self.seasonal = Seasonal::default();
+        self.seasonal_smooth = 0.0;
+    }
+
     /// Readings learned so far.
     pub fn seen(&self) -> u64 {
         self.n
@@ -247,13 +282,15 @@ impl Detector {
 
     /// Scores `x` against what was learned, then learns it. Non-finite
     /// values are ignored (scored 0, not learned).
-    pub fn observe(&mut self, at_ms: i64, x: f64, sensitivity: f64) -> Verdict {
-        self.observe_with(at_ms, x, &Params::DEFAULT.at_sensitivity(sensitivity))
+    pub fn observe(&mut self, at: impl Into<When>, x: f64, sensitivity: f64) -> Verdict {
+        self.observe_with(at, x, &Params::DEFAULT.at_sensitivity(sensitivity))
     }
 
     /// [`Self::observe`] with explicit parameters (the cross-validation
     /// harness searches them; the product uses the defaults).
-    pub fn observe_with(&mut self, at_ms: i64, x: f64, p: &Params) -> Verdict {
+    pub fn observe_with(&mut self, at: impl Into<When>, x: f64, p: &Params) -> Verdict {
+        let at = at.into();
+        let at_ms = at.utc_ms;
         let threshold = p.shift;
         let quiet_readings = p.quiet;
         let quiet = Verdict {
@@ -286,7 +323,7 @@ impl Detector {
         }
         self.last_ms = at_ms;
         let r = if gap { 0.0 } else { x - self.last };
-        let season = self.seasonal.expected(at_ms);
+        let season = self.seasonal.expected(at);
         let mut smooth = self.smooth;
         for (s, span) in smooth.iter_mut().zip(SCALES) {
             *s += (x - *s) * (2.0 / (span + 1.0));
@@ -299,7 +336,7 @@ impl Detector {
         };
         // The seasonal residual is learned from the first day on, so its
         // spread is known by the time the profile is trusted and counted.
-        let profile = season.unwrap_or_else(|| self.seasonal.daily(at_ms));
+        let profile = season.unwrap_or_else(|| self.seasonal.daily(at));
         let seasonal_smooth =
             self.seasonal_smooth + (x - base - profile - self.seasonal_smooth) * 0.4;
         let f: [f64; K] = [
@@ -401,7 +438,7 @@ impl Detector {
         let expected = (expected_mid - 2.0 * sd, expected_mid + 2.0 * sd);
         self.spread.learn(x - base, LONG);
         self.seasonal_smooth = seasonal_smooth;
-        self.seasonal.learn(at_ms, x - base, self.interval_ms);
+        self.seasonal.learn(at, x - base, self.interval_ms);
         self.base += (x - self.base) * (2.0 / (BASE.min(self.n as f64 + 1.0) + 1.0));
         self.smooth = smooth;
         self.vol = vol;
@@ -862,6 +899,51 @@ mod tests {
             }
         }
         assert!(hits.is_empty(), "{hits:?}");
+    }
+
+    /// Five weeks of an office every 5 minutes (23 from 08:00 to 18:00 on
+    /// weekdays, 18 otherwise, on its own clocks) whose clocks go forward
+    /// an hour, as in Europe at the end of March; the seasonal alerts in
+    /// the month after, for ten offices, read on the wall clock or in UTC.
+    fn alerts_after_a_change_of_the_clocks(on_the_wall_clock: bool) -> Vec<(u64, i64)> {
+        const HOUR: i64 = 3_600_000;
+        let change = crate::synthetic::MONDAY_MS + 34 * 24 * HOUR + 2 * HOUR;
+        let mut hits = Vec::new();
+        for seed in 1..=10 {
+            let mut rng = crate::synthetic::Rng::new(seed);
+            let mut d = Detector::new();
+            let mut ar = 0.0;
+            for i in 0..65 * 288 {
+                let utc_ms = crate::synthetic::MONDAY_MS + i * 300_000;
+                let local_ms = utc_ms + if utc_ms >= change { 2 * HOUR } else { HOUR };
+                let day = (local_ms - crate::synthetic::MONDAY_MS).div_euclid(24 * HOUR);
+                let hour = (local_ms - crate::synthetic::MONDAY_MS).rem_euclid(24 * HOUR) / HOUR;
+                let busy = day % 7 < 5 && (8..18).contains(&hour);
+                ar = 0.5 * ar + rng.normal();
+                let x = if busy { 23.0 } else { 18.0 } + ar;
+                let at = if on_the_wall_clock {
+                    When { utc_ms, local_ms }
+                } else {
+                    When::utc(utc_ms)
+                };
+                let v = d.observe(at, x, DEFAULT_SENSITIVITY);
+                if v.anomaly && utc_ms >= change && v.reason == Some(Reason::Seasonal) {
+                    hits.push((seed, day));
+                }
+            }
+        }
+        hits
+    }
+
+    #[test]
+    fn an_office_keeps_its_profile_when_the_clocks_change() {
+        let in_utc = alerts_after_a_change_of_the_clocks(false);
+        assert!(
+            in_utc.len() >= 5,
+            "the check sees the fault it guards against: {in_utc:?}"
+        );
+        let on_the_wall = alerts_after_a_change_of_the_clocks(true);
+        assert!(on_the_wall.is_empty(), "{on_the_wall:?}");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::When;
+
 /// Half hours in a day.
 const DAY: usize = 48;
 /// Hours in a week.
@@ -65,22 +67,23 @@ impl Default for Seasonal {
     }
 }
 
-fn buckets(at_ms: i64) -> (usize, usize) {
+/// The half hour of the day and the hour of the week on the wall clock.
+fn buckets(at: When) -> (usize, usize) {
     // rem_euclid keeps times before 1970 in range.
-    let d = (at_ms.div_euclid(HALF_HOUR_MS)).rem_euclid(DAY as i64) as usize;
-    let w = (at_ms.div_euclid(HOUR_MS)).rem_euclid(WEEK as i64) as usize;
+    let d = (at.local_ms.div_euclid(HALF_HOUR_MS)).rem_euclid(DAY as i64) as usize;
+    let w = (at.local_ms.div_euclid(HOUR_MS)).rem_euclid(WEEK as i64) as usize;
     (d, w)
 }
 
 impl Seasonal {
     /// The expected deviation from the baseline at this time, when a
     /// profile explains the series; `None` otherwise.
-    pub fn expected(&self, at_ms: i64) -> Option<f64> {
+    pub fn expected(&self, at: When) -> Option<f64> {
         if self.since_ms == i64::MIN || self.err_n < 100.0 {
             return None;
         }
-        let age = at_ms.saturating_sub(self.since_ms);
-        let (d, w) = buckets(at_ms);
+        let age = at.utc_ms.saturating_sub(self.since_ms);
+        let (d, w) = buckets(at);
         let week_ok = age >= MIN_WEEKS * 7 * 24 * HOUR_MS
             && self.seen_week[w / 64] & (1 << (w % 64)) != 0
             && self.err[2] < EXPLAINS * self.err[0]
@@ -96,8 +99,8 @@ impl Seasonal {
 
     /// The daily profile's value at this time, trusted or not (0 for a
     /// half hour not seen yet).
-    pub fn daily(&self, at_ms: i64) -> f64 {
-        let (d, _) = buckets(at_ms);
+    pub fn daily(&self, at: When) -> f64 {
+        let (d, _) = buckets(at);
         match self.day.get(d) {
             Some(v) if self.seen_day & (1 << d) != 0 => f64::from(*v),
             _ => 0.0,
@@ -105,11 +108,12 @@ impl Seasonal {
     }
 
     /// Learns that the deviation from the baseline was `dev` at `at_ms`.
-    pub fn learn(&mut self, at_ms: i64, dev: f64, interval_ms: f64) {
+    pub fn learn(&mut self, at: When, dev: f64, interval_ms: f64) {
+        let at_ms = at.utc_ms;
         if self.since_ms == i64::MIN {
             self.since_ms = at_ms;
         }
-        let (d, w) = buckets(at_ms);
+        let (d, w) = buckets(at);
         // Restored state of the wrong shape starts over rather than index
         // out of range.
         if self.day.len() != DAY || self.week.len() != WEEK {
@@ -179,7 +183,7 @@ mod tests {
         let mut rng = Rng::new(4);
         let mut s = Seasonal::default();
         for i in 0..5 * 288 {
-            let at = i as i64 * 300_000;
+            let at = When::utc(i as i64 * 300_000);
             let (d, _) = buckets(at);
             s.learn(at, pattern(d) + rng.normal(), 300_000.0);
         }
