@@ -55,6 +55,9 @@
 //!    visits, then about ten days, or weeks, of memory). A profile is used only once it explains half of the
 //!    variance the baseline leaves (weekly only if also better than
 //!    daily), after a week (two weeks): 14:00 is judged against 14:00.
+//!    The hours are the building's ([`When`]: `[gateway] timezone`), so an
+//!    office's 08:00 stays its 08:00 when daylight saving time changes;
+//!    warm-up, gaps and ages are counted in UTC.
 //! 3. **Four tests**, each with its reason:
 //!    - *new territory* (`spike`, or `level_shift` when the step is
 //!      ordinary): beyond the range covered over the last ~8 000 readings
@@ -236,5 +239,5 @@ pub mod multivariate;
 pub mod plant;
 pub mod synthetic;
 
-pub use detector::{Detector, Reason, Verdict};
+pub use detector::{Detector, Reason, Verdict, When};
 pub use gateway_core::config::DEFAULT_SENSITIVITY;
