@@ -6,8 +6,10 @@
 //! clock may be the wrong one.
 
 pub mod retention;
+pub mod zone;
 
 pub use retention::RetentionClock;
+pub use zone::{UnknownZone, WallClock, Zone};
 
 use crate::model::Timestamp;
 

@@ -28,6 +28,9 @@ pub struct GatewayConfig {
     /// journal, open windows, outboxes, history, counters): readings are
     /// then lost on every restart.
     pub durability: Durability,
+    /// The zone whose wall clock the anomaly rules' daily and weekly
+    /// profiles follow ([`crate::clock::Zone::named`]).
+    pub timezone: String,
 }
 
 /// Whether the gateway may run without a writable `state_dir`.
@@ -57,12 +60,21 @@ impl Default for GatewayConfig {
             site: "hq".into(),
             state_dir: "/var/lib/edge-gateway".into(),
             durability: Durability::Disk,
+            timezone: crate::clock::zone::LOCAL.into(),
         }
     }
 }
 
 impl GatewayConfig {
+    /// The zone `timezone` names, read from this machine's tzdata.
+    pub fn zone(&self) -> Result<crate::clock::Zone, crate::clock::UnknownZone> {
+        crate::clock::Zone::named(&self.timezone)
+    }
+
     pub(crate) fn validate(&self, problems: &mut Problems) {
+        if let Err(e) = self.zone() {
+            problems.push("gateway.timezone", e.to_string());
+        }
         // An empty path is the working directory: the journal and outbox
         // would land wherever the process was started from.
         if self.state_dir.as_os_str().is_empty() {

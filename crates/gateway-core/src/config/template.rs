@@ -59,6 +59,16 @@ state_dir = {state_dir}
 # keep in memory whatever cannot be written there, so readings are LOST ON
 # EVERY RESTART. Only for trying things out.
 durability = {durability}
+# The building's time zone, whose clocks its people and schedules follow:
+# the anomaly rules learn daily and weekly routines on these clocks, so an
+# office's mornings stay its mornings when daylight saving time begins or
+# ends. "local" is this machine's zone (the TZ variable, else
+# /etc/localtime; set it with `timedatectl set-timezone`); or an IANA name
+# like "Europe/Berlin" (from the tzdata package), "UTC", or a POSIX TZ rule.
+# `replay` reads a named zone too; "local" it reads as UTC, so that a CSV
+# replays alike on every machine. Timestamps in payloads, InfluxDB and the
+# windows stay UTC.
+timezone = {timezone}
 
 [upstream]
 # The cloud broker, where aggregates and alerts go OUT. This section is
@@ -160,6 +170,7 @@ format = {format}
         site = q(&g.site),
         state_dir = q(&g.state_dir.display().to_string()),
         durability = q(g.durability.as_str()),
+        timezone = q(&g.timezone),
         url = q(&u.broker.url.to_string()),
         qos = u.forwarding.qos.as_u8(),
         persistent_session = u.forwarding.persistent_session,
