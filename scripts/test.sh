@@ -33,6 +33,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # tests/durability/clock_ahead_restart.rs: the gateway restarted with its
 # clock 40 days ahead, through libfaketime's LD_PRELOAD.
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+# gateway.timezone: IANA zones come from the system's tzdata (Priority:
+# required in Debian, but a container may lack it).
+[ -e /usr/share/zoneinfo/Europe/Berlin ] || missing+=(tzdata)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing test peers: ${missing[*]}"
   sudo=""

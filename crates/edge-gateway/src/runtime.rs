@@ -21,7 +21,7 @@ use gateway_core::{AdapterContext, Clock, Telemetry};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use dashboard::Dashboard;
 use pipeline::durability::Durability;
@@ -497,8 +497,24 @@ fn start_alerts(
     } else {
         (None, None)
     };
-    info!(rules = config.rules.len(), "Alert rules loaded.");
-    let alerts = Alerts::new(&config.rules, &config.devices, state_dir, tx, telemetry);
+    // `validate` refused an unknown zone before the gateway started.
+    let zone = config.gateway.zone().unwrap_or_else(|e| {
+        warn!(error = %e, "Alert rules follow UTC's clocks.");
+        gateway_core::clock::Zone::utc()
+    });
+    info!(
+        rules = config.rules.len(),
+        timezone = zone.name(),
+        "Alert rules loaded."
+    );
+    let alerts = Alerts::new(
+        &config.rules,
+        &config.devices,
+        zone,
+        state_dir,
+        tx,
+        telemetry,
+    );
     (Some(alerts), task)
 }
 

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use crate::{Alert, AlertState, Engine, EngineState};
 use anomaly::multivariate::Fitted;
+use gateway_core::clock::Zone;
 use gateway_core::config::{ActionConfig, DeviceConfig, RuleConfig};
 use gateway_core::state_file::inventory;
 use gateway_core::state_file::json::{JsonStateError, JsonStateFile, StateDocument};
@@ -113,17 +114,26 @@ impl Alerts {
     pub fn new(
         rules: &[RuleConfig],
         devices: &[DeviceConfig],
+        zone: Zone,
         state_dir: Option<&Path>,
         actions: Option<mpsc::Sender<ActionJob>>,
         telemetry: &Telemetry,
     ) -> Self {
         let mut engine = Engine::new(rules, devices);
         engine.fit_elsewhere();
+        engine.set_zone(zone);
         let store_failures = telemetry.counter("edge_gateway_alert_state_failures_total", &[]);
         let store = state_dir.map(AlertStore::in_dir);
         if let Some(s) = &store {
             match s.load() {
                 Ok(Some(state)) => {
+                    if state.zone() != engine.zone().name() {
+                        info!(
+                            was = state.zone(),
+                            now = engine.zone().name(),
+                            "The time zone changed: the anomaly rules learn their daily and weekly routines again on the new clocks (a week)."
+                        );
+                    }
                     engine.restore(state);
                     info!(
                         series = engine.series_count(),
@@ -383,7 +393,14 @@ action = { publish = "actuators/hvac_zone_1/command", payload = "increase_ventil
         let telemetry = Telemetry::default();
         let state = tempfile::tempdir().unwrap();
         let (tx, mut jobs) = mpsc::channel(16);
-        let mut alerts = Alerts::new(&rules, &[], Some(state.path()), Some(tx), &telemetry);
+        let mut alerts = Alerts::new(
+            &rules,
+            &[],
+            Zone::utc(),
+            Some(state.path()),
+            Some(tx),
+            &telemetry,
+        );
         let mut out = Vec::new();
         alerts.on_reading(&co2("room-a", 0, 1200.0), &mut out);
         alerts.on_reading(&co2("room-b", 1, 1250.0), &mut out);
@@ -405,7 +422,14 @@ action = { publish = "actuators/hvac_zone_1/command", payload = "increase_ventil
         alerts.save();
         drop(alerts);
         let (tx, mut jobs) = mpsc::channel(16);
-        let mut alerts = Alerts::new(&rules, &[], Some(state.path()), Some(tx), &telemetry);
+        let mut alerts = Alerts::new(
+            &rules,
+            &[],
+            Zone::utc(),
+            Some(state.path()),
+            Some(tx),
+            &telemetry,
+        );
         alerts.on_reading(&co2("room-b", 3, 1300.0), &mut out);
         alerts.on_reading(&co2("room-b", 4, 700.0), &mut out);
         alerts.on_reading(&co2("room-a", 5, 600.0), &mut out);
@@ -421,7 +445,7 @@ action = { publish = "actuators/hvac_zone_1/command", payload = "increase_ventil
         let rules = device_rule();
         assert_eq!(rules.len(), 1);
         let telemetry = Telemetry::default();
-        let mut alerts = Alerts::new(&rules, &[], None, None, &telemetry);
+        let mut alerts = Alerts::new(&rules, &[], Zone::utc(), None, None, &telemetry);
         let mut out = Vec::new();
         let mut sent_out = false;
         // Five-minute rows of two metrics: a model is due after 256 rows.

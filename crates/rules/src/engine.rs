@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use anomaly::detector::Reason;
 use anomaly::multivariate::{DeviceModel, Fitted};
+use anomaly::When;
+use gateway_core::clock::{WallClock, Zone};
 
 use crate::kinds::{self, Outcome, Series, Silence};
 use crate::trigger::AlertState;
@@ -85,6 +87,25 @@ pub struct EngineState {
     /// in state saved before they existed).
     #[serde(default)]
     devices: Vec<(String, DeviceId, DeviceModel)>,
+    /// The time zone whose wall clock the daily and weekly profiles were
+    /// learned on (absent in state saved before there was a choice: UTC).
+    #[serde(default)]
+    zone: Option<String>,
+}
+
+impl EngineState {
+    /// The zone the profiles in this state were learned on.
+    pub fn zone(&self) -> &str {
+        self.zone.as_deref().unwrap_or("UTC")
+    }
+}
+
+/// A reading's instant with the wall clock `offset_ms` ahead of UTC.
+fn wall(utc_ms: i64, offset_ms: i64) -> When {
+    When {
+        utc_ms,
+        local_ms: utc_ms.saturating_add(offset_ms),
+    }
 }
 
 /// Runs every rule over every device × metric.
@@ -105,6 +126,9 @@ pub struct Engine {
     fit_inline: bool,
     /// The device model whose fit job is out, not to be handed out twice.
     fitting: Option<(usize, DeviceId)>,
+    /// The building's clocks, which the anomaly rules' daily and weekly
+    /// profiles follow.
+    wall: WallClock,
 }
 
 /// A device model's refit, to run away from the pipeline
@@ -132,7 +156,20 @@ impl Engine {
             started: false,
             fit_inline: true,
             fitting: None,
+            wall: WallClock::default(),
         }
+    }
+
+    /// Learns daily and weekly routines on this zone's clocks (UTC unless
+    /// set). Set before [`Self::restore`], which forgets profiles learned
+    /// on another zone's.
+    pub fn set_zone(&mut self, zone: Zone) {
+        self.wall = WallClock::new(zone);
+    }
+
+    /// The zone whose clocks the profiles follow.
+    pub fn zone(&self) -> &Zone {
+        self.wall.zone()
     }
 
     /// Leaves device-model refits to the caller ([`Engine::take_fit`]).
@@ -237,6 +274,7 @@ impl Engine {
         if !v.is_finite() {
             return out;
         }
+        let offset_ms = self.wall.local_ms(stamped) - stamped;
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
             if !self.selects(rule, r.device()) {
@@ -259,7 +297,7 @@ impl Engine {
             if rule.kind == RuleKind::Anomaly && rule.metric.is_none() {
                 let model = self.devices.entry((i, r.device().clone())).or_default();
                 if let Some((metric, raised)) =
-                    kinds::device_anomaly(model, stamped, r.metric().as_str(), v)
+                    kinds::device_anomaly(model, wall(stamped, offset_ms), r.metric().as_str(), v)
                 {
                     let mut a = alert(raised);
                     a.metric = metric;
@@ -274,7 +312,7 @@ impl Engine {
             }
             let key = (i, r.device().clone(), r.metric().to_string());
             let series = self.series.entry(key).or_insert_with(|| Series::new(rule));
-            out.extend(series.evaluate(rule, v, series_time).map(alert));
+            out.extend(series.evaluate(rule, v, series_time, offset_ms).map(alert));
         }
         out
     }
@@ -379,12 +417,14 @@ impl Engine {
             series,
             silence,
             devices,
+            zone: Some(self.wall.zone().name().to_string()),
         }
     }
 
     /// Restores what [`Engine::state`] saved. State of rules no longer in
     /// the config, or whose kind changed, is dropped.
     pub fn restore(&mut self, state: EngineState) {
+        let other_clock = state.zone() != self.wall.zone().name();
         let index: HashMap<&str, usize> = self
             .rules
             .iter()
@@ -418,6 +458,14 @@ impl Engine {
                 if self.rules[i].kind == RuleKind::Silence {
                     self.silence.insert((i, device), s);
                 }
+            }
+        }
+        if other_clock {
+            for series in self.series.values_mut() {
+                series.forget_wall_clock();
+            }
+            for model in self.devices.values_mut() {
+                model.forget_wall_clock();
             }
         }
     }

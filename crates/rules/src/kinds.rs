@@ -7,7 +7,7 @@
 //! turns one evaluation into at most one transition, with the value and
 //! limit its alert reports.
 
-use anomaly::detector::{Detector, Reason};
+use anomaly::detector::{Detector, Reason, When};
 use anomaly::multivariate::DeviceModel;
 use gateway_core::config::{Direction, RateSpec, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,13 @@ impl Series {
         }
     }
 
+    /// Forgets what an anomaly detector learned on another wall clock.
+    pub fn forget_wall_clock(&mut self) {
+        if let Self::Anomaly { detector, .. } = self {
+            detector.forget_wall_clock();
+        }
+    }
+
     /// Fresh state for a rule of `rule`'s kind (silence has its own,
     /// [`Silence`], per device).
     pub fn new(rule: &RuleConfig) -> Self {
@@ -94,12 +101,14 @@ impl Series {
 
     /// Evaluates reading `v` of this series under `rule`. `series_time`
     /// gives the reading's instant from the series' last one; a reading
-    /// before that is ignored.
+    /// before that is ignored. The building's clocks are `wall_offset_ms`
+    /// ahead of UTC.
     pub fn evaluate(
         &mut self,
         rule: &RuleConfig,
         v: f64,
         series_time: impl Fn(i64) -> i64,
+        wall_offset_ms: i64,
     ) -> Option<Outcome> {
         match self {
             Series::Threshold { trigger, last_ms } => {
@@ -121,7 +130,11 @@ impl Series {
                 detector,
             } => {
                 let now = advance(last_ms, &series_time)?;
-                anomaly(rule, trigger, detector, now, v)
+                let at = When {
+                    utc_ms: now,
+                    local_ms: now.saturating_add(wall_offset_ms),
+                };
+                anomaly(rule, trigger, detector, at, v)
             }
         }
     }
@@ -210,11 +223,12 @@ fn anomaly(
     rule: &RuleConfig,
     trigger: &mut Trigger,
     detector: &mut Detector,
-    now: i64,
+    at: When,
     v: f64,
 ) -> Option<Outcome> {
+    let now = at.utc_ms;
     let sensitivity = rule.sensitivity.unwrap_or(DEFAULT_SENSITIVITY);
-    let verdict = detector.observe(now, v, sensitivity);
+    let verdict = detector.observe(at, v, sensitivity);
     let evidence = verdict.reason.map(|reason| Evidence {
         reason,
         expected: verdict.expected,
@@ -248,11 +262,11 @@ fn anomaly(
 /// device leaves its usual states.
 pub(crate) fn device_anomaly(
     model: &mut DeviceModel,
-    at_ms: i64,
+    at: When,
     metric: &str,
     v: f64,
 ) -> Option<(String, Outcome)> {
-    let verdict = model.observe(at_ms, metric, v);
+    let verdict = model.observe(at, metric, v);
     if !verdict.anomaly {
         return None;
     }

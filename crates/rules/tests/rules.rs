@@ -1,8 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Each rule kind on fixed series, with the exact alerts expected.
 
+#[path = "support/config.rs"]
+mod config;
+
 use anomaly::synthetic::{series, Shape};
-use gateway_core::config::{Config, DeviceConfig, RuleConfig};
+use gateway_core::config::{DeviceConfig, RuleConfig};
 use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
 use rules::{AlertState, Engine, EngineState};
 
@@ -10,26 +13,7 @@ const MIN: i64 = 60_000;
 
 /// Rules and devices from a `gateway.toml` fragment.
 fn setup(toml: &str) -> (Vec<RuleConfig>, Vec<DeviceConfig>) {
-    #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-    struct NoAdapter;
-    impl gateway_core::config::AdapterSpec for NoAdapter {
-        const KINDS: &'static [&'static str] = &[];
-        const SECTIONS: &'static [&'static str] = &[];
-        type Sections = ();
-        fn sections(_: &toml::Table, _: &mut gateway_core::config::Problems) {}
-        fn from_table(
-            _: &str,
-            _: toml::Value,
-            _: &str,
-            _: &mut gateway_core::config::Problems,
-        ) -> Option<Self> {
-            None
-        }
-        fn name(&self) -> &str {
-            ""
-        }
-    }
-    let c = Config::<NoAdapter>::parse(toml).unwrap_or_else(|p| panic!("{p}"));
+    let c = config::parse(toml);
     (c.rules, c.devices)
 }
 

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use chrono::NaiveDateTime;
+use gateway_core::clock::zone::LOCAL;
 use gateway_core::config::RuleKind;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
 use gateway_settings as settings;
@@ -144,6 +145,16 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
     // replay comes through no adapter.
     let units = cfg.units(gateway_core::Sources::default());
     let mut engine = Engine::new(&rules, &cfg.devices);
+    // "local" would make the same CSV and config learn differently on
+    // another machine (a benchmark's series, read on New York's clocks,
+    // lost a labelled day at each change of daylight saving time): a zone
+    // is used only when named.
+    if cfg.gateway.timezone.trim() != LOCAL {
+        match cfg.gateway.zone() {
+            Ok(zone) => engine.set_zone(zone),
+            Err(e) => return fail(EX_CONFIG, format!("gateway.timezone: {e}")),
+        }
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let started = Instant::now();
@@ -225,6 +236,17 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
         "replayed {rows} reading(s) of {device}/{metric} ({span}) in {secs:.3} s ({:.0} readings/s); {bad} bad row(s) skipped",
         rows as f64 / secs.max(1e-9)
     );
+    if engine.rules().iter().any(|r| r.kind == RuleKind::Anomaly) {
+        let hint = if cfg.gateway.timezone.trim() == LOCAL {
+            ": replay reads \"local\" as UTC, so that it learns alike on every machine; name the zone to replay on its clocks"
+        } else {
+            ""
+        };
+        eprintln!(
+            "  daily and weekly routines read on the clocks of {} (gateway.timezone){hint}",
+            engine.zone().name()
+        );
+    }
     for rule in engine.rules() {
         let counts = per_rule.remove(&rule.name).unwrap_or_default();
         let reasons = if counts.reasons.is_empty() {

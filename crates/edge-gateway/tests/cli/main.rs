@@ -21,3 +21,4 @@ mod reload;
 mod replay;
 mod secrets;
 mod simulate;
+mod timezone;
