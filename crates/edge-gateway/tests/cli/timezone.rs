@@ -1,6 +1,7 @@
 //! `[gateway] timezone` through the real binary: `validate` refuses a zone
-//! this machine does not know, and `replay` learns an office's routine on
-//! the zone's clocks across the change to summer time.
+//! this machine does not know, `run` finds the machine's, and `replay`
+//! learns an office's routine on the zone's clocks across the change to
+//! summer time.
 
 use std::process::Command;
 
@@ -106,4 +107,43 @@ fn validate_refuses_a_zone_this_machine_does_not_know() {
         stdout.contains("gateway.timezone: unknown time zone \"Europe/Berln\""),
         "{stdout}"
     );
+}
+
+/// `run` with the default `timezone = "local"` reads the machine's zone as
+/// the C library does: the `TZ` variable, by name or by its file's path.
+#[tokio::test]
+async fn run_learns_on_the_machines_zone_by_default() {
+    for (tz, zone) in [
+        ("Europe/Berlin", "Europe/Berlin"),
+        (":/usr/share/zoneinfo/America/New_York", "America/New_York"),
+    ] {
+        let cfg = format!(
+            r#"
+[gateway]
+state_dir = "@STATE_DIR@"
+
+[metrics]
+bind = "127.0.0.1:0"
+
+[dashboard]
+enabled = true
+bind = "127.0.0.1:{}"
+
+[[rule]]
+name = "office-anomaly"
+kind = "anomaly"
+metric = "temperature"
+"#,
+            test_support::free_port()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut gw = crate::common::GatewayProcess::start_in_with(dir, &cfg, &[("TZ", tz)]);
+        gw.wait_for_log("Alert rules loaded.").await;
+        let loaded = gw
+            .seen
+            .iter()
+            .find(|l| l.contains("Alert rules loaded."))
+            .unwrap();
+        assert!(loaded.contains(&format!("timezone=\"{zone}\"")), "{loaded}");
+    }
 }

@@ -53,43 +53,50 @@ impl Zone {
         if setting == LOCAL {
             return Ok(Self::local());
         }
-        if matches!(setting, "UTC" | "utc" | "Etc/UTC" | "Z") {
-            return Ok(Self::utc());
-        }
         let unknown = || UnknownZone {
             name: setting.to_string(),
         };
         // A name is looked up as a path under /usr/share/zoneinfo: no
-        // climbing out of it.
-        if setting.is_empty() || setting.starts_with('/') || setting.contains("..") {
+        // climbing out of it, and no file named by its path.
+        let name = setting.strip_prefix(':').unwrap_or(setting);
+        if name.is_empty() || name.starts_with('/') || name.contains("..") {
             return Err(unknown());
         }
-        let rules = tz::TimeZone::from_posix_tz(setting).map_err(|_| unknown())?;
-        Ok(Self {
-            name: setting.trim_start_matches(':').to_string(),
-            rules: Some(Arc::new(rules)),
-        })
+        if is_utc(name) {
+            return Ok(Self::utc());
+        }
+        let rules = tz::TimeZone::from_posix_tz(name).map_err(|_| unknown())?;
+        Ok(Self::with_rules(name.to_string(), rules))
     }
 
     /// This machine's zone. A `TZ` that names nothing and a machine with
     /// no `/etc/localtime` are UTC, as they are to the C library.
     pub fn local() -> Self {
         if let Some(tz) = std::env::var("TZ").ok().filter(|v| !v.trim().is_empty()) {
-            return Self::named(&tz).unwrap_or_else(|_| Self::utc());
+            // The environment may name a file by its path, as glibc allows.
+            let tz = tz.trim();
+            let name = tz.trim_start_matches(':');
+            let name = name.rsplit_once("zoneinfo/").map_or(name, |(_, n)| n);
+            return match tz::TimeZone::from_posix_tz(tz) {
+                Ok(rules) => Self::with_rules(name.to_string(), rules),
+                Err(_) => Self::utc(),
+            };
         }
         let Ok(rules) = tz::TimeZone::local() else {
             return Self::utc();
         };
-        let rules = Some(Arc::new(rules));
-        match zone_name_of(Path::new(LOCALTIME)) {
-            Some(name) if matches!(name.as_str(), "UTC" | "Etc/UTC" | "Universal" | "Zulu") => {
-                Self::utc()
-            }
-            // A copied file has no name; its rules are all there is.
-            name => Self {
-                name: name.unwrap_or_else(|| LOCAL.into()),
-                rules,
-            },
+        // A copied file has no name; its rules are all there is.
+        let name = zone_name_of(Path::new(LOCALTIME)).unwrap_or_else(|| LOCAL.into());
+        Self::with_rules(name, rules)
+    }
+
+    fn with_rules(name: String, rules: tz::TimeZone) -> Self {
+        if is_utc(&name) {
+            return Self::utc();
+        }
+        Self {
+            name,
+            rules: Some(Arc::new(rules)),
         }
     }
 
@@ -106,6 +113,13 @@ impl Zone {
             .find_local_time_type(utc_ms.div_euclid(1000))
             .map_or(0, |t| i64::from(t.ut_offset()) * 1000)
     }
+}
+
+fn is_utc(name: &str) -> bool {
+    matches!(
+        name,
+        "UTC" | "utc" | "Etc/UTC" | "Universal" | "Etc/Universal" | "Zulu" | "Etc/Zulu" | "Z"
+    )
 }
 
 /// The IANA name `/etc/localtime` links to (`…/zoneinfo/Europe/Berlin`).
