@@ -61,7 +61,14 @@ struct Harness {
 fn start() -> Harness {
     let telemetry = Telemetry::default();
     let cfg: RulesAndDevices = toml::from_str(RULES).unwrap();
-    let alerts = Alerts::new(&cfg.rules, &cfg.devices, None, None, &telemetry);
+    let alerts = Alerts::new(
+        &cfg.rules,
+        &cfg.devices,
+        gateway_core::clock::Zone::utc(),
+        None,
+        None,
+        &telemetry,
+    );
     let (out_tx, out) = mpsc::channel(16);
     let outputs = in_process::upstream_into(DeviceRegistry::from_config(&cfg.devices), out_tx);
     let pipeline = Pipeline {
