@@ -213,6 +213,14 @@ impl Server {
                         self.fallback(heard.gateway, token, fallback, link.addr);
                     }
                 }
+                // The token is the command's before the datagram leaves:
+                // the forwarder's TX_ACK comes back on the receive loop, which
+                // can take it before this task runs again, and a TX_ACK for
+                // an unknown token was dropped (a command sent and
+                // acknowledged then failed as "sent no TX_ACK").
+                if let Some(t) = ticket.filter(|_| link.version != 1) {
+                    self.waiting.sent(t, heard.gateway, token);
+                }
                 let sent = self.send_down(&datagram, link.addr).await;
                 if let Some(t) = ticket {
                     match (sent, link.version) {
@@ -222,7 +230,7 @@ impl Server {
                         // Protocol v1 has no TX_ACK: handed over is all
                         // the forwarder will say.
                         (true, 1) => self.waiting.resolve(t, WriteOutcome::Done { value: None }),
-                        (true, _) => self.waiting.sent(t, heard.gateway, token),
+                        (true, _) => {}
                     }
                 }
             }
