@@ -55,12 +55,22 @@ impl MetricsServer {
     }
 }
 
-/// Starts the endpoint if `[metrics]` enables it.
+/// The endpoint's port, bound but not yet served.
+pub struct MetricsListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+/// Binds the endpoint if `[metrics]` enables it.
+///
+/// Bound before anything else starts, so that once the log says an
+/// adapter subscribed, `/health` answers: a probe that connects in between
+/// waits in the backlog rather than being refused.
 ///
 /// A port that cannot be bound is logged and the gateway runs on without
 /// the endpoint: losing observability must not stop the data path (and a
 /// crash loop under systemd would lose data as well).
-pub async fn serve(config: &MetricsConfig, telemetry: Telemetry) -> Option<MetricsServer> {
+pub async fn bind(config: &MetricsConfig) -> Option<MetricsListener> {
     if !config.enabled {
         return None;
     }
@@ -72,10 +82,21 @@ pub async fn serve(config: &MetricsConfig, telemetry: Telemetry) -> Option<Metri
         }
     };
     let addr = listener.local_addr().unwrap_or(config.bind);
-    info!(bind = %addr, "Metrics endpoint listening (/metrics, /health).");
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(accept_loop(listener, telemetry, stop.clone()));
-    Some(MetricsServer { addr, stop, task })
+    Some(MetricsListener { listener, addr })
+}
+
+impl MetricsListener {
+    /// Starts answering on the bound port.
+    pub fn serve(self, telemetry: Telemetry) -> MetricsServer {
+        info!(bind = %self.addr, "Metrics endpoint listening (/metrics, /health).");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(accept_loop(self.listener, telemetry, stop.clone()));
+        MetricsServer {
+            addr: self.addr,
+            stop,
+            task,
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, telemetry: Telemetry, stop: CancellationToken) {

@@ -122,8 +122,9 @@ async fn run(
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let metrics_port = metrics::bind(&cfg.metrics).await;
     let mut gateway = Gateway::start(&cfg, edge_gateway::fault_clock::wall_clock())?;
-    let metrics = metrics::serve(&cfg.metrics, gateway.telemetry.clone()).await;
+    let metrics = metrics_port.map(|port| port.serve(gateway.telemetry.clone()));
     tokio::spawn(edge_gateway::memory::release_startup_code_once_settled(
         startup_code,
     ));
