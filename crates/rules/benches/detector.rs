@@ -59,10 +59,10 @@ fn univariate_bench() {
         verdict(best <= NS_PER_READING_LIMIT)
     );
     println!(
-        "univariate detector: {json} bytes persisted (JSON) per series (limit {SERIES_BYTES_LIMIT}: {}); {} bytes inline in memory plus {} on the heap (profiles and range ring)",
+        "univariate detector: {json} bytes persisted (JSON) per series (limit {SERIES_BYTES_LIMIT}: {}); {} bytes inline in memory plus {} on the heap (profiles, the half hours' spreads and range ring)",
         verdict(json <= SERIES_BYTES_LIMIT),
         std::mem::size_of::<Detector>(),
-        (48 + 168) * 4 + 16 * 8
+        (48 + 168 + 48) * 4 + 16 * 8
     );
 }
 

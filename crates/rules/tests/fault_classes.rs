@@ -37,8 +37,9 @@ fn a_collapse_of_the_noise_is_caught_wherever_the_noise_is_fine() {
 
 #[test]
 fn the_fault_classes_score_does_not_fall() {
-    // Measured 70.4 (330 of 430 faults, settled and young series; a
-    // weaker swing is caught once in 40); see docs/anomaly-experiments.md
+    // Measured 71.6 (334 of 430 faults, settled and young series; a
+    // weaker swing is caught once in 40; 70.4 before each half hour had
+    // its own spread); see docs/anomaly-experiments.md
     // for the model before this check existed. A change to the detector
     // that loses a class shows here.
     let mut total = Row::default();
@@ -46,7 +47,7 @@ fn the_fault_classes_score_does_not_fall() {
         total.add(&row);
     }
     assert!(
-        total.normalised() >= 69.0,
+        total.normalised() >= 70.5,
         "{:.1} ({} of {} caught)",
         total.normalised(),
         total.caught,

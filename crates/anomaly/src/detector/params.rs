@@ -48,6 +48,13 @@ pub struct Params {
     /// Readings without any test holding after which a detection's alert
     /// clears and the detector may fire again.
     pub quiet: u64,
+    /// The seasonal test judges each half hour on how far the series
+    /// usually strays from its profile at that half hour, but at most this
+    /// many times as sensitively as on the day's spread: a quiet half
+    /// hour's spread is learned from a few readings a day, and a low
+    /// estimate by chance must not turn the day's ordinary residual into
+    /// alerts.
+    pub half_hour_gain: f64,
 }
 
 impl Params {
@@ -62,6 +69,7 @@ impl Params {
         jump: 5.0,
         peak_decay: 0.99997,
         quiet: 100,
+        half_hour_gain: 2.0,
     };
 
     /// These parameters moved to `sensitivity` in (0, 1] (higher alerts on

@@ -6,6 +6,11 @@
 //! error must be well below that of the baseline alone. A series with no
 //! daily rhythm (a CPU, a freezer) never uses it, so it adds no false
 //! alarms there.
+//!
+//! It also learns how far the series usually strays from the profile at
+//! each half hour: a schedule's switching hours stray far, its nights
+//! hardly at all, and one spread for the whole day hid a night that ran
+//! 15 degrees low behind the noise of the mornings.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +39,15 @@ const EXPLAINS: f64 = 0.5;
 const MIN_DAYS: i64 = 7;
 const MIN_WEEKS: i64 = 2;
 
+/// What a trusted profile expects at a time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expected {
+    /// The usual deviation from the baseline.
+    pub deviation: f64,
+    /// Whether the weekly profile says so (else the daily one).
+    pub weekly: bool,
+}
+
 /// The learned profiles of one series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seasonal {
@@ -45,6 +59,18 @@ pub struct Seasonal {
     /// Deviation from the baseline per hour of the week.
     #[serde(with = "crate::compact")]
     week: Vec<f32>,
+    /// Mean square of the smoothed residual from the trusted profile per
+    /// half hour of the day; negative where not yet visited. Empty in state
+    /// saved before it existed.
+    #[serde(with = "crate::compact", default)]
+    day_spread: Vec<f32>,
+    /// Epoch ms at which `day_spread` began to learn (the profile was first
+    /// trusted, or another profile came into use); `i64::MIN` before.
+    #[serde(default = "never")]
+    spread_since_ms: i64,
+    /// Whether `day_spread` is the residual from the weekly profile.
+    #[serde(default)]
+    spread_on_weekly: bool,
     /// Which buckets have been seen (bit i of word i / 64).
     seen_day: u64,
     seen_week: [u64; 3],
@@ -59,6 +85,9 @@ impl Default for Seasonal {
             since_ms: i64::MIN,
             day: vec![0.0; DAY],
             week: vec![0.0; WEEK],
+            day_spread: Vec::new(),
+            spread_since_ms: i64::MIN,
+            spread_on_weekly: false,
             seen_day: 0,
             seen_week: [0; 3],
             err: [0.0; 3],
@@ -78,7 +107,7 @@ fn buckets(at: When) -> (usize, usize) {
 impl Seasonal {
     /// The expected deviation from the baseline at this time, when a
     /// profile explains the series; `None` otherwise.
-    pub fn expected(&self, at: When) -> Option<f64> {
+    pub fn expected(&self, at: When) -> Option<Expected> {
         if self.since_ms == i64::MIN || self.err_n < 100.0 {
             return None;
         }
@@ -89,12 +118,18 @@ impl Seasonal {
             && self.err[2] < EXPLAINS * self.err[0]
             && self.err[2] < 0.8 * self.err[1];
         if week_ok {
-            return self.week.get(w).map(|v| f64::from(*v));
+            return self.week.get(w).map(|v| Expected {
+                deviation: f64::from(*v),
+                weekly: true,
+            });
         }
         let day_ok = age >= MIN_DAYS * 24 * HOUR_MS
             && self.seen_day & (1 << d) != 0
             && self.err[1] < EXPLAINS * self.err[0];
-        self.day.get(d).filter(|_| day_ok).map(|v| f64::from(*v))
+        self.day.get(d).filter(|_| day_ok).map(|v| Expected {
+            deviation: f64::from(*v),
+            weekly: false,
+        })
     }
 
     /// The daily profile's value at this time, trusted or not (0 for a
@@ -104,6 +139,55 @@ impl Seasonal {
         match self.day.get(d) {
             Some(v) if self.seen_day & (1 << d) != 0 => f64::from(*v),
             _ => 0.0,
+        }
+    }
+
+    /// How far the smoothed residual usually strays from the profile at
+    /// this half hour (its root mean square), once it has been learned for
+    /// `MIN_DAYS`: a week, so that every day of the week has taught it and
+    /// an office's weekend does not meet spreads learned on weekdays only.
+    pub fn residual_spread(&self, at: When) -> Option<f64> {
+        if self.spread_since_ms == i64::MIN
+            || at.utc_ms.saturating_sub(self.spread_since_ms) < MIN_DAYS * 24 * HOUR_MS
+        {
+            return None;
+        }
+        let (d, _) = buckets(at);
+        let mean_square = *self.day_spread.get(d)?;
+        (mean_square >= 0.0).then(|| f64::from(mean_square).sqrt())
+    }
+
+    /// Learns that the smoothed residual from the trusted profile (the
+    /// weekly one if `weekly`) was `residual` at `at`.
+    ///
+    /// Called only while a profile is trusted: before, the residual
+    /// measures the profile's own learning (the baseline settling in its
+    /// first days), which kept every half hour's spread inflated for
+    /// weeks. It starts over when the weekly profile takes over from the
+    /// daily one (or gives way to it): an office's weekends, far off the
+    /// daily profile, had made its working hours' spreads too wide to see
+    /// a missed morning for weeks after the weekly profile explained them.
+    pub fn learn_residual(&mut self, at: When, residual: f64, weekly: bool, interval_ms: f64) {
+        if self.day_spread.len() != DAY
+            || self.spread_since_ms == i64::MIN
+            || self.spread_on_weekly != weekly
+        {
+            self.day_spread = vec![-1.0; DAY];
+            self.spread_since_ms = at.utc_ms;
+            self.spread_on_weekly = weekly;
+        }
+        let (d, _) = buckets(at);
+        let age = at.utc_ms.saturating_sub(self.spread_since_ms).max(0);
+        let readings = (HALF_HOUR_MS as f64 / interval_ms.max(1.0)).max(1.0);
+        let visits = (age / (24 * HOUR_MS) + 1) as f64;
+        let rate = (RATE.max(1.0 / visits) / readings) as f32;
+        let square = (residual * residual) as f32;
+        if let Some(mean_square) = self.day_spread.get_mut(d) {
+            if *mean_square < 0.0 {
+                *mean_square = square;
+            } else {
+                *mean_square += (square - *mean_square) * rate;
+            }
         }
     }
 
@@ -169,6 +253,10 @@ impl Seasonal {
     }
 }
 
+fn never() -> i64 {
+    i64::MIN
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +280,32 @@ mod tests {
             .sum::<f64>()
             / DAY as f64;
         assert!(err < 0.35, "mean error {err:.2} of the noise's 1.0");
+    }
+
+    #[test]
+    fn state_saved_before_the_half_hours_spreads_learns_them_from_then_on() {
+        let mut s = Seasonal::default();
+        for i in 0..10 * 288 {
+            let at = When::utc(i as i64 * 300_000);
+            s.learn(at, 1.0, 300_000.0);
+        }
+        let mut old = serde_json::to_value(&s).unwrap();
+        for added in ["day_spread", "spread_since_ms", "spread_on_weekly"] {
+            old.as_object_mut().unwrap().remove(added);
+        }
+        let mut restored: Seasonal = serde_json::from_value(old).unwrap();
+        let start = 10 * 288;
+        assert_eq!(restored.residual_spread(When::utc(start * 300_000)), None);
+        for i in start..start + 8 * 288 {
+            restored.learn_residual(When::utc(i * 300_000), 0.5, false, 300_000.0);
+        }
+        let spread = restored.residual_spread(When::utc((start + 8 * 288) * 300_000));
+        assert!(spread.is_some_and(|s| (s - 0.5).abs() < 1e-6), "{spread:?}");
+        // The weekly profile taking over starts them again.
+        restored.learn_residual(When::utc((start + 8 * 288) * 300_000), 0.5, true, 300_000.0);
+        assert_eq!(
+            restored.residual_spread(When::utc((start + 8 * 288 + 1) * 300_000)),
+            None
+        );
     }
 }

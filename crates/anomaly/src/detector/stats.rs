@@ -19,13 +19,18 @@ impl Norm {
 
     /// Standardised deviation of `x` against what was learned so far.
     pub fn z(&self, x: f64) -> f64 {
+        self.z_against(x, self.sd())
+    }
+
+    /// [`Self::z`] against another spread than the one learned.
+    pub fn z_against(&self, x: f64, sd: f64) -> f64 {
         if self.n < 2.0 {
             return 0.0;
         }
         // A series that never moved (a contact at 0, a stuck counter) has
         // no spread; the floor makes its first move count as huge rather
         // than as nothing, and keeps z finite.
-        let sd = self.var.sqrt().max(1e-9 * (1.0 + self.mean.abs()));
+        let sd = sd.max(1e-9 * (1.0 + self.mean.abs()));
         ((x - self.mean) / sd).clamp(-1e6, 1e6)
     }
 

@@ -58,8 +58,8 @@ pub fn grid() -> Vec<Params> {
 
 pub fn show(p: &Params) -> String {
     format!(
-        "shift {} floor {} range {} range_sd {} range_block {} novelty {} peak_decay {} jump {} quiet {}",
-        p.shift, p.floor, p.range, p.range_sd, p.range_block, p.novelty, p.peak_decay, p.jump, p.quiet
+        "shift {} floor {} range {} range_sd {} range_block {} novelty {} peak_decay {} jump {} quiet {} half_hour_gain {}",
+        p.shift, p.floor, p.range, p.range_sd, p.range_block, p.novelty, p.peak_decay, p.jump, p.quiet, p.half_hour_gain
     )
 }
 
@@ -261,6 +261,7 @@ pub fn run_folds(
         range_block: median(|p| f64::from(p.range_block)) as u32,
         peak_decay: median(|p| p.peak_decay),
         quiet: median(|p| p.quiet as f64) as u64,
+        half_hour_gain: median(|p| p.half_hour_gain),
     };
     let picked_all = match grid.iter().position(|p| *p == picked) {
         Some(g) => normalised(&raw[g], &windows, &all),

@@ -1,0 +1,55 @@
+//! What the detector says about a reading, and why.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a detection fired, as in the alert's `reason` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Off what is normal at this time of day or week.
+    Seasonal,
+    /// The level moved, up or down, and stayed.
+    LevelShift,
+    /// The value stopped moving where the series normally moves.
+    Stuck,
+    /// One reading, or a short burst, far off.
+    Spike,
+    /// A slow move away from the usual level.
+    Drift,
+    /// The reading-to-reading noise changed.
+    Noise,
+    /// A combination of a device's metrics no single one shows.
+    Multivariate,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seasonal => "seasonal",
+            Self::LevelShift => "level_shift",
+            Self::Stuck => "stuck",
+            Self::Spike => "spike",
+            Self::Drift => "drift",
+            Self::Noise => "noise",
+            Self::Multivariate => "multivariate",
+        }
+    }
+}
+
+/// What the detector says about one reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    /// Strongest standardised evidence (0 while warming up).
+    pub score: f64,
+    /// The score the reading had to beat.
+    pub threshold: f64,
+    /// True when this reading is reported as an anomaly.
+    pub anomaly: bool,
+    /// True while a reported anomaly is still being held (its quiet
+    /// period): the alert clears when this turns false.
+    pub active: bool,
+    /// Why, when `anomaly`.
+    pub reason: Option<Reason>,
+    /// The range the reading was expected in (low, high).
+    pub expected: (f64, f64),
+}
