@@ -178,9 +178,7 @@ impl Seasonal {
         }
         let (d, _) = buckets(at);
         let age = at.utc_ms.saturating_sub(self.spread_since_ms).max(0);
-        let readings = (HALF_HOUR_MS as f64 / interval_ms.max(1.0)).max(1.0);
-        let visits = (age / (24 * HOUR_MS) + 1) as f64;
-        let rate = (RATE.max(1.0 / visits) / readings) as f32;
+        let rate = per_reading_rate(age, HALF_HOUR_MS, 24 * HOUR_MS, interval_ms);
         let square = (residual * residual) as f32;
         if let Some(mean_square) = self.day_spread.get_mut(d) {
             if *mean_square < 0.0 {
@@ -228,14 +226,9 @@ impl Seasonal {
         // unseen. Visits are counted by age: a gap only makes the rate
         // reach RATE sooner.
         let age = at_ms.saturating_sub(self.since_ms).max(0);
-        let per_visit = |bucket_ms: i64, period_ms: i64| {
-            let readings = (bucket_ms as f64 / interval_ms.max(1.0)).max(1.0);
-            let visits = (age / period_ms + 1) as f64;
-            (RATE.max(1.0 / visits) / readings) as f32
-        };
         let (day_rate, week_rate) = (
-            per_visit(HALF_HOUR_MS, 24 * HOUR_MS),
-            per_visit(HOUR_MS, 7 * 24 * HOUR_MS),
+            per_reading_rate(age, HALF_HOUR_MS, 24 * HOUR_MS, interval_ms),
+            per_reading_rate(age, HOUR_MS, 7 * 24 * HOUR_MS, interval_ms),
         );
         let dev = dev as f32;
         if seen_d {
@@ -251,6 +244,15 @@ impl Seasonal {
             self.seen_week[w / 64] |= 1 << (w % 64);
         }
     }
+}
+
+/// A bucket's learning rate per reading, `age` ms into its learning: the
+/// average of its visits until it has had ten, then `RATE` a visit, spread
+/// over the readings of a visit.
+fn per_reading_rate(age: i64, bucket_ms: i64, period_ms: i64, interval_ms: f64) -> f32 {
+    let readings = (bucket_ms as f64 / interval_ms.max(1.0)).max(1.0);
+    let visits = (age / period_ms + 1) as f64;
+    (RATE.max(1.0 / visits) / readings) as f32
 }
 
 fn never() -> i64 {
