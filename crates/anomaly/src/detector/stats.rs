@@ -17,6 +17,10 @@ impl Norm {
         self.var.sqrt()
     }
 
+    pub fn mean(&self) -> f64 {
+        self.mean
+    }
+
     /// Standardised deviation of `x` against what was learned so far.
     pub fn z(&self, x: f64) -> f64 {
         self.z_against(x, self.sd())

@@ -18,6 +18,8 @@ pub enum Reason {
     Drift,
     /// The reading-to-reading noise changed.
     Noise,
+    /// Spikes, or sudden steps, come far more often than they used to.
+    SpikeRate,
     /// A combination of a device's metrics no single one shows.
     Multivariate,
 }
@@ -31,6 +33,7 @@ impl Reason {
             Self::Spike => "spike",
             Self::Drift => "drift",
             Self::Noise => "noise",
+            Self::SpikeRate => "spike_rate",
             Self::Multivariate => "multivariate",
         }
     }

@@ -168,9 +168,9 @@ impl Renderer {
     /// device, name, metric, kind, state, value, limit, ts, rule`, `text`,
     /// and `unit` when known (see [`Self::alert_in`]); a raised anomaly
     /// alert adds why it fired: `reason` (`seasonal`, `level_shift`,
-    /// `stuck`, `spike`, `drift`, `noise`, `multivariate`), `expected`
-    /// (`{"low": …, "high": …}`, the range the reading was expected in) and
-    /// `observed` (the reading).
+    /// `stuck`, `spike`, `spike_rate`, `drift`, `noise`, `multivariate`),
+    /// `expected` (`{"low": …, "high": …}`, the range the reading was
+    /// expected in) and `observed` (the reading).
     ///
     /// The id is derived from the transition (gateway, rule, device, metric,
     /// state, time): unique per alert, yet the same alert re-sent after a
