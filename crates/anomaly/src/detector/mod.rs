@@ -6,8 +6,8 @@
 
 mod params;
 mod seasonal;
-mod spikes;
 mod stats;
+mod steps;
 mod verdict;
 mod when;
 
@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 pub use gateway_core::config::DEFAULT_SENSITIVITY;
 pub use params::Params;
 use seasonal::Seasonal;
-use spikes::SpikeRate;
 use stats::{Envelope, Norm};
+use steps::Steps;
 pub use verdict::{Reason, Verdict};
 pub use when::When;
 
@@ -72,7 +72,7 @@ const NOISE_SPAN: f64 = 16.0;
 /// The noise feature read the other way, a collapse (see
 /// [`Detector::quiet`]); not a feature of its own.
 const QUIET: usize = K;
-/// The rate of jumps (see [`SpikeRate`]), judged beside the features.
+/// The rate of jumps (see [`Steps`]), judged beside the features.
 const SPIKES: usize = K + 1;
 /// Span of the slow baseline the detrended features are measured from.
 const BASE: f64 = 500.0;
@@ -148,7 +148,7 @@ pub struct Detector {
     #[serde(default)]
     quiet_episode: f64,
     #[serde(default)]
-    spikes: SpikeRate,
+    steps: Steps,
     /// Last standardised features, for diagnostics.
     #[serde(skip)]
     pub zs: [f64; K],
@@ -194,7 +194,7 @@ impl Detector {
             alert_peak: 0.0,
             quiet_peak: 0.0,
             quiet_episode: 0.0,
-            spikes: SpikeRate::default(),
+            steps: Steps::default(),
             zs: [0.0; K],
         }
     }
@@ -351,10 +351,19 @@ impl Detector {
             norm.learn(v, LONG);
         }
         if !gap && self.n > 0 {
-            let rate = self.spikes.observe(r, x, p.peak_decay, self.n > WARMUP);
-            if rate > novelty {
-                novelty = rate;
+            let smaller_judged = self.moving > STUCK_MOVING;
+            let steps = self
+                .steps
+                .observe(r, x, p.peak_decay, self.n > WARMUP, smaller_judged);
+            if steps.jumps > novelty {
+                novelty = steps.jumps;
                 novel_feature = SPIKES;
+            }
+            // Steps that grow because the series jumps more often (a
+            // compressor short-cycling) are its jumps, not its noise.
+            if steps.size > novelty {
+                novelty = steps.size;
+                novel_feature = if steps.more_jumps { SPIKES } else { NOISE };
             }
         }
         if let Some(fall) = noise_fall {
@@ -516,7 +525,7 @@ impl Detector {
             // `ambient_temperature_system_failure` its second window.
             // (Cross-validated: out-of-fold 72.1 -> 74.4; forgetting every
             // feature, 73.8. See docs/anomaly-experiments.md.)
-            self.spikes.forget(AFTER_ALERT);
+            self.steps.forget(AFTER_ALERT);
             for (i, norm) in self.norms.iter_mut().enumerate() {
                 if !DETRENDED.contains(&i) {
                     norm.forget(AFTER_ALERT);
@@ -792,6 +801,54 @@ mod tests {
         }
     }
 
+    /// A fridge read every minute: ramps of `rate` °C a minute between 3
+    /// and 5 (a 40-minute cycle at 0.1), with a little sensor noise, and
+    /// twice as fast from `onset` on: the compressor short-cycles.
+    fn fridge(onset: usize, seed: u64) -> Vec<f64> {
+        let mut rng = crate::synthetic::Rng::new(seed);
+        let (mut t, mut cooling) = (4.0, true);
+        (0..onset + 600)
+            .map(|i| {
+                let rate = if i < onset { 0.1 } else { 0.2 };
+                if cooling {
+                    t -= rate;
+                    cooling = t > 3.0;
+                } else {
+                    t += rate;
+                    cooling = t >= 5.0;
+                }
+                t + 0.05 * rng.normal()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fridge_whose_cycle_runs_twice_as_fast_is_reported() {
+        for seed in 1..=3 {
+            let onset = 6_000;
+            let mut d = Detector::new();
+            let alerts: Vec<(usize, Option<Reason>)> = fridge(onset, seed)
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| (i, d.observe(i as i64 * 60_000, x, DEFAULT_SENSITIVITY)))
+                .filter(|(_, v)| v.anomaly)
+                .map(|(i, v)| (i, v.reason))
+                .collect();
+            // Every ramp stays between 3 and 5 and every step is ordinary:
+            // only their size over hours tells.
+            assert!(
+                alerts.iter().all(|&(i, _)| i >= onset),
+                "seed {seed}: alerts before the onset {alerts:?}"
+            );
+            assert!(
+                alerts
+                    .iter()
+                    .any(|&(i, r)| i < onset + 300 && r == Some(Reason::Noise)),
+                "seed {seed}: {alerts:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_state_saved_before_the_spike_rate_was_counted_still_loads() {
         let mut d = Detector::new();
@@ -803,7 +860,7 @@ mod tests {
             d.observe(i as i64 * 300_000, x, DEFAULT_SENSITIVITY);
         }
         let mut saved = serde_json::to_value(&d).unwrap();
-        saved.as_object_mut().unwrap().remove("spikes").unwrap();
+        saved.as_object_mut().unwrap().remove("steps").unwrap();
         let restored: Detector = serde_json::from_value(saved).unwrap();
         assert_eq!(restored.seen(), 1_000);
     }

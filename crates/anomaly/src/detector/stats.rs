@@ -21,6 +21,15 @@ impl Norm {
         self.mean
     }
 
+    /// The three numbers that are the whole state, for packing.
+    pub fn parts(&self) -> [f64; 3] {
+        [self.n, self.mean, self.var]
+    }
+
+    pub fn from_parts([n, mean, var]: [f64; 3]) -> Self {
+        Self { n, mean, var }
+    }
+
     /// Standardised deviation of `x` against what was learned so far.
     pub fn z(&self, x: f64) -> f64 {
         self.z_against(x, self.sd())
