@@ -311,11 +311,12 @@ pub fn rule_section() -> String {
 # anomaly: a detector learned per device and metric from the data itself,
 # online, needing no tuning: daily and weekly patterns, level shifts, stuck
 # sensors, spikes, and spikes that come more often than they used to (a
-# compressor short-cycling). It starts alerting after 200 readings and a day (or 1000
-# readings); each alert says why (reason, expected, observed). One anomaly
-# is one alert: it clears 100 readings after it was raised, or, if a later
-# reading still looked anomalous, 100 readings after the last such reading
-# (then the cooldown applies as for every rule). On clean series (noise,
+# compressor short-cycling). It starts alerting after 200 readings and a
+# day (or 1000 readings); each alert says why (reason, expected,
+# observed). One anomaly is one alert: it clears 100 readings after it was
+# raised, or, if a later reading still looked anomalous, 100 readings
+# after the last such reading (then the cooldown applies as for every
+# rule). On clean series (noise,
 # random walks, daily and weekly routines, set-point changes once settled)
 # the default raises under 0.2 false alarms per 10 000 readings.
 # sensitivity in (0, 1], default {sensitivity}: higher alerts on smaller
