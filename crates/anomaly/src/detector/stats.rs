@@ -21,6 +21,11 @@ impl Norm {
         self.mean
     }
 
+    /// Readings learned (capped by [`Self::forget`]).
+    pub fn seen(&self) -> f64 {
+        self.n
+    }
+
     /// The three numbers that are the whole state, for packing.
     pub fn parts(&self) -> [f64; 3] {
         [self.n, self.mean, self.var]
