@@ -20,9 +20,9 @@ mod skab;
 
 use anomaly::detector::Params;
 
-/// The rig's score with the defaults (SKAB_RIG measured), less a margin of
-/// about one window caught a little later.
-const SKAB_RIG_REACHED: f64 = 50.0;
+/// The rig's score with the defaults (54.0 measured on 2026-11-28), less a
+/// margin of about one window caught a little later.
+const SKAB_RIG_REACHED: f64 = 53.0;
 
 #[test]
 fn the_skab_score_of_the_defaults_holds() {
