@@ -774,29 +774,40 @@ mod tests {
             .collect()
     }
 
+    /// Asserts that a fresh detector fed `xs` (one every `interval_ms`)
+    /// raises nothing before `onset` and reports `reason` within 300
+    /// readings of it.
+    fn reported_after_onset(xs: Vec<f64>, interval_ms: i64, onset: usize, reason: Reason) {
+        let mut d = Detector::new();
+        let alerts: Vec<(usize, Option<Reason>)> = xs
+            .into_iter()
+            .enumerate()
+            .map(|(i, x)| (i, d.observe(i as i64 * interval_ms, x, DEFAULT_SENSITIVITY)))
+            .filter(|(_, v)| v.anomaly)
+            .map(|(i, v)| (i, v.reason))
+            .collect();
+        assert!(
+            alerts.iter().all(|&(i, _)| i >= onset),
+            "alerts before the onset {alerts:?}"
+        );
+        assert!(
+            alerts
+                .iter()
+                .any(|&(i, r)| i < onset + 300 && r == Some(reason)),
+            "{alerts:?}"
+        );
+    }
+
     #[test]
     fn a_compressor_that_starts_short_cycling_is_reported_spike_rate() {
+        // Each start looks like every start before it: only their rate
+        // changed, and nothing but that rate tells.
         for seed in 1..=3 {
-            let onset = 3_000;
-            let mut d = Detector::new();
-            let alerts: Vec<(usize, Option<Reason>)> = short_cycling(60, onset, seed)
-                .into_iter()
-                .enumerate()
-                .map(|(i, x)| (i, d.observe(i as i64 * 300_000, x, DEFAULT_SENSITIVITY)))
-                .filter(|(_, v)| v.anomaly)
-                .map(|(i, v)| (i, v.reason))
-                .collect();
-            // Each start looks like every start before it: only their rate
-            // changed, and nothing but that rate tells.
-            assert!(
-                alerts.iter().all(|&(i, _)| i >= onset),
-                "seed {seed}: alerts before the onset {alerts:?}"
-            );
-            assert!(
-                alerts
-                    .iter()
-                    .any(|&(i, r)| i < onset + 300 && r == Some(Reason::SpikeRate)),
-                "seed {seed}: {alerts:?}"
+            reported_after_onset(
+                short_cycling(60, 3_000, seed),
+                300_000,
+                3_000,
+                Reason::SpikeRate,
             );
         }
     }
@@ -824,28 +835,10 @@ mod tests {
 
     #[test]
     fn a_fridge_whose_cycle_runs_twice_as_fast_is_reported() {
+        // Every ramp stays between 3 and 5 and every step is ordinary:
+        // only their size over hours tells.
         for seed in 1..=3 {
-            let onset = 6_000;
-            let mut d = Detector::new();
-            let alerts: Vec<(usize, Option<Reason>)> = fridge(onset, seed)
-                .into_iter()
-                .enumerate()
-                .map(|(i, x)| (i, d.observe(i as i64 * 60_000, x, DEFAULT_SENSITIVITY)))
-                .filter(|(_, v)| v.anomaly)
-                .map(|(i, v)| (i, v.reason))
-                .collect();
-            // Every ramp stays between 3 and 5 and every step is ordinary:
-            // only their size over hours tells.
-            assert!(
-                alerts.iter().all(|&(i, _)| i >= onset),
-                "seed {seed}: alerts before the onset {alerts:?}"
-            );
-            assert!(
-                alerts
-                    .iter()
-                    .any(|&(i, r)| i < onset + 300 && r == Some(Reason::Noise)),
-                "seed {seed}: {alerts:?}"
-            );
+            reported_after_onset(fridge(6_000, seed), 60_000, 6_000, Reason::Noise);
         }
     }
 
