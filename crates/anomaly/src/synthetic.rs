@@ -163,6 +163,10 @@ pub enum Clean {
     /// An office: occupied 08:00–18:00 on weekdays only, AR(1) noise, one
     /// reading every 5 minutes.
     Weekly,
+    /// The same office read every minute, as most MQTT sensors report:
+    /// five times as many readings a week, so every memory counted in
+    /// readings spans a fifth of the time.
+    WeeklyEveryMinute,
     /// A controlled temperature whose set-point moves by 3–10 noise
     /// deviations every 2–5 days and settles there (10-reading time
     /// constant), one reading a minute.
@@ -170,11 +174,12 @@ pub enum Clean {
 }
 
 impl Clean {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::WhiteNoise,
         Self::RandomWalk,
         Self::Daily,
         Self::Weekly,
+        Self::WeeklyEveryMinute,
         Self::SetPoints,
     ];
 
@@ -184,6 +189,7 @@ impl Clean {
             Self::RandomWalk => "random walk",
             Self::Daily => "daily pattern + noise",
             Self::Weekly => "weekly pattern + noise",
+            Self::WeeklyEveryMinute => "weekly pattern, every minute",
             Self::SetPoints => "set-point steps that settle",
         }
     }
@@ -225,7 +231,7 @@ pub fn clean(seed: u64, n: usize, family: Clean) -> (Vec<f64>, Vec<usize>) {
                     walk
                 }
                 Clean::Daily => 20.0 + 4.0 * (std::f64::consts::TAU * (day_frac - 0.25)).sin() + ar,
-                Clean::Weekly => {
+                Clean::Weekly | Clean::WeeklyEveryMinute => {
                     let weekday = (i / per_day) % 7 < 5;
                     let hours = day_frac * 24.0;
                     let busy = weekday && (8.0..18.0).contains(&hours);

@@ -140,9 +140,22 @@ impl Seasonal {
                 weekly: true,
             });
         }
+        // Until the weekly profile may be judged, an hour of the week whose
+        // one visit disagreed with the daily profile by more than its usual
+        // error (an office's Saturday morning) is not judged by the daily
+        // profile: a week's days may differ, and one week cannot tell.
+        // Judged, every office's second Saturday was an alert, and the
+        // forgetting after it made the Monday after one too.
+        let week_young = age < MIN_WEEKS * 7 * 24 * HOUR_MS;
+        let week_seen = self.seen_week[w / 64] & (1 << (w % 64)) != 0;
+        let disagrees = match (self.week.get(w), self.day.get(d)) {
+            (Some(week), Some(day)) => f64::from((week - day).abs()) > self.err[1].sqrt(),
+            _ => false,
+        };
         let day_ok = age >= MIN_DAYS * 24 * HOUR_MS
             && self.seen_day & (1 << d) != 0
-            && self.err[1] < EXPLAINS * self.err[0];
+            && self.err[1] < EXPLAINS * self.err[0]
+            && !(week_young && week_seen && disagrees);
         self.day.get(d).filter(|_| day_ok).map(|v| Expected {
             deviation: f64::from(*v),
             weekly: false,
@@ -372,5 +385,34 @@ mod tests {
             base += (x - base) * (2.0 / 501.0);
         }
         assert_eq!(untrusted, 0, "minutes of the fourth week without a profile");
+    }
+
+    #[test]
+    fn in_its_second_week_an_office_saturday_is_not_judged_by_the_daily_profile() {
+        // Every 5 minutes from a Monday: +5 from 08:00 to 18:00 on
+        // weekdays. On day 12 (the second Saturday) the daily profile,
+        // trusted since day 7, expects people at 09:00; the first Saturday
+        // said otherwise, and the weekly profile cannot be judged before
+        // day 14. A Wednesday at 09:00, where both weeks agree, is judged.
+        let mut rng = Rng::new(9);
+        let mut s = Seasonal::default();
+        let at = |day: i64, minute: i64| {
+            When::utc(crate::synthetic::MONDAY_MS + (day * 1440 + minute) * 60_000)
+        };
+        for i in 0..12 * 288 {
+            let (day, minute) = (i / 288, i % 288 * 5);
+            let busy = day % 7 < 5 && (480..1080).contains(&minute);
+            let dev = if busy { 3.0 } else { -2.0 } + 0.3 * rng.normal();
+            s.learn(at(day, minute), dev, 300_000.0);
+        }
+        assert!(
+            s.expected(at(12, 540)).is_none(),
+            "Saturday 09:00 judged daily"
+        );
+        assert!(
+            s.expected(at(12, 180)).is_some(),
+            "Saturday 03:00, as every night"
+        );
+        assert!(s.expected(at(9, 540)).is_some(), "a Wednesday's 09:00");
     }
 }
