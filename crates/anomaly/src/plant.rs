@@ -3,14 +3,15 @@
 //! equipment does rather than from any corpus' files.
 //!
 //! Each [`Background`] is a kind of signal a gateway carries (a room's
-//! daily rhythm, an office's week, a controlled supply temperature, a
-//! fridge's compressor cycle, a meter's load with occasional appliance
-//! spikes); each [`Fault`] is a generic way such a signal goes wrong (the
-//! pattern stops, the level steps or drifts, the noise grows or collapses,
-//! a cycle runs short, spikes come often, the rhythm shifts in time). The
-//! fault starts after three weeks (day-scale series) or a week (minute
-//! series), or after ten or three days for a [`History::Young`] series,
-//! and lasts a day or six hours, then the signal returns to normal; its
+//! daily rhythm, an office's week read every 5 minutes or every minute, a
+//! controlled supply temperature, a fridge's compressor cycle, a meter's
+//! load with occasional appliance spikes); each [`Fault`] is a generic way
+//! such a signal goes wrong (the pattern stops, the level steps or
+//! drifts, the noise grows or collapses, a cycle runs short, spikes come
+//! often, the rhythm shifts in time). The fault starts after three weeks
+//! (a series of days and weeks) or a week (a minute-scale one), or after
+//! ten or three days for a [`History::Young`] series, and lasts a day or
+//! six hours, then the signal returns to normal; its
 //! label window is the fault's span, as SKAB labels faults.
 //! Nothing here was fitted to a score: sizes are stated in the
 //! background's own noise, once.

@@ -1,6 +1,7 @@
 //! False alarms per 10 000 readings of long clean series, at the default
 //! sensitivity, against the limit: white noise, a random walk, daily and
-//! weekly patterns with noise, and set-point changes that settle (the
+//! weekly patterns with noise (the office's week read every 5 minutes and
+//! every minute), and set-point changes that settle (the
 //! first alert within 500 readings of a change is a detection of it, not
 //! a false alarm; any other alert is one).
 //!
