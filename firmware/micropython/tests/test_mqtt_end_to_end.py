@@ -65,6 +65,13 @@ class MqttNodeAgainstTheGateway(unittest.TestCase):
         self.gw.wait_for_log("Subscribed")
         self.proxy = mqtt_proxy.Proxy(self.broker.port)
         self.addCleanup(self.proxy.close)
+        # The node's own status topic, straight from the broker: each cut
+        # waits for its Will before the node may reconnect (see Proxy).
+        self.wills = gateway.Subscriber(self.broker.port, "sensors/status/#")
+        self.addCleanup(self.wills.close)
+        self.proxy.before_reconnect = lambda: self.wills.collect(
+            lambda got: any(payload == "offline" for _, payload in got)
+        )
         self.main = load_node(self.proxy.port)
 
     def wake(self, reading):
