@@ -95,6 +95,9 @@ async fn window_starts(dashboard: u16, from: i64, to: i64) -> Vec<i64> {
 async fn started(gw: &mut GatewayProcess, metrics: u16) {
     gw.wait_for_log("Metrics endpoint listening").await;
     http_until(metrics, "/health", |c, _| c == 200).await;
+    // The line port answers once the adapter has bound it, which `/health`
+    // does not wait for.
+    gw.wait_for_log("Listening for lines.").await;
     // The history's first prune runs at start: once it is counted as
     // deferred, it is over.
     http_until(metrics, "/metrics", |c, body| {

@@ -59,6 +59,9 @@ async fn no_cloud_broker(upstream: &str) {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["upstream"], "not configured");
     assert_eq!(health["adapters"]["bme680-tcp"], "running");
+    // `/health` calls an adapter running once its task starts; the line
+    // port answers once it has bound (CI once connected in between).
+    gw.wait_for_log("Listening for lines.").await;
 
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

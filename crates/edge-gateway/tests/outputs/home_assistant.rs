@@ -210,6 +210,9 @@ async fn devices_from_mqtt_and_tcp_appear_with_valid_configs_and_survive_restart
     let mut gw = GatewayProcess::start(&config(broker.port(), line_port, metrics, true));
     gw.wait_for_log("Metrics endpoint listening").await;
     http_until(metrics, "/health", |code, _| code == 200).await;
+    // The line port answers once the adapter has bound it, which `/health`
+    // does not wait for.
+    gw.wait_for_log("Listening for lines.").await;
     states
         .wait_for(WAIT, |m| {
             m.topic == format!("edge-gateway/{GW}/status") && m.payload == "online"
