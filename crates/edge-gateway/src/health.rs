@@ -2,10 +2,13 @@
 //! gateway is healthy when its upstream broker (if it has one) is connected and every
 //! adapter task is running, and those that hold a connection (MQTT) are
 //! connected and subscribed: a running task that cannot reach its broker
-//! takes in nothing. Anything else is a 503 with the reasons, so a load
+//! takes in nothing. One that serves a port counts once the port is bound:
+//! until then a device that connects is refused. Anything else is a 503 with the reasons, so a load
 //! balancer or `curl -f` in a watchdog sees the difference.
 
-use gateway_core::component::{ADAPTER_CONNECTED, ADAPTER_LINK, LINK_RADIO, LINK_SERIAL_PORT};
+use gateway_core::component::{
+    ADAPTER_CONNECTED, ADAPTER_LINK, ADAPTER_LISTENING, LINK_RADIO, LINK_SERIAL_PORT,
+};
 use gateway_core::Telemetry;
 use serde_json::json;
 use sinks::mqtt_upstream::{UPSTREAM_CONNECTED, UPSTREAM_NODE};
@@ -81,6 +84,13 @@ pub fn check(t: &Telemetry) -> Health {
             Some((label("adapter")?, label("link")?))
         })
         .collect();
+    let unbound: Vec<String> = t
+        .gauges(ADAPTER_LISTENING)
+        .into_iter()
+        .filter(|(_, v)| *v < 0.5)
+        .filter_map(|(labels, _)| labels.into_iter().find(|(k, _)| k == "adapter"))
+        .map(|(_, name)| name)
+        .collect();
     let mut adapters = serde_json::Map::new();
     for (labels, value) in t.gauges(ADAPTER_UP) {
         let Some((_, name)) = labels.iter().find(|(k, _)| k == "adapter") else {
@@ -99,6 +109,10 @@ pub fn check(t: &Telemetry) -> Health {
             (true, false) => {
                 reasons.push(not_linked(name, &links));
                 "connecting"
+            }
+            (true, true) if unbound.contains(name) => {
+                reasons.push(format!("adapter \"{name}\" has not opened its port yet"));
+                "starting"
             }
             (true, true) => "running",
         };
@@ -265,6 +279,24 @@ mod tests {
         );
         subscribed.set(1.0);
         assert!(check(&t).healthy, "a CoAP adapter needs no connection");
+    }
+
+    #[test]
+    fn an_adapter_that_serves_a_port_counts_once_bound() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        t.gauge(ADAPTER_UP, &[("adapter", "lines")]).set(1.0);
+        let bound = t.gauge(ADAPTER_LISTENING, &[("adapter", "lines")]);
+        bound.set(0.0);
+        let h = check(&t);
+        assert!(!h.healthy);
+        assert_eq!(h.body["adapters"], json!({"lines": "starting"}));
+        assert_eq!(
+            h.body["reasons"],
+            json!(["adapter \"lines\" has not opened its port yet"])
+        );
+        bound.set(1.0);
+        assert!(check(&t).healthy);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use adapters::{AdapterConfig, BuildContext};
 use aggregator::{Aggregator, WindowSpec};
 use anyhow::Context as _;
 use gateway_core::command::{CommandTargets, WritablePoint};
-use gateway_core::component::{Ingress, IngressSender, Sources};
+use gateway_core::component::{Ingress, IngressSender, Sources, ADAPTER_LISTENING};
 use gateway_core::config::AdapterSpec;
 use gateway_core::output::OutputTask;
 use gateway_core::{AdapterContext, Clock, Telemetry};
@@ -247,6 +247,14 @@ impl Gateway {
         info!(adapter = %name, kind = config.kind(), "Starting adapter.");
         // `/health` reads this: an adapter whose task ended is down.
         let up = self.telemetry.gauge(ADAPTER_UP, &[("adapter", &name)]);
+        // Set before the task starts, so `/health` cannot see it running
+        // with its port not yet bound.
+        let listening = &[("adapter", name.as_str())];
+        if adapter.serves_a_port() {
+            self.telemetry.gauge(ADAPTER_LISTENING, listening).set(0.0);
+        } else {
+            self.telemetry.remove_gauge(ADAPTER_LISTENING, listening);
+        }
         up.set(1.0);
         let task = tokio::spawn(async move {
             if let Err(e) = adapter.run(ctx).await {
@@ -310,6 +318,8 @@ impl Gateway {
                         gateway_core::component::ADAPTER_CONNECTED,
                         &[("adapter", &name)],
                     );
+                    self.telemetry
+                        .remove_gauge(ADAPTER_LISTENING, &[("adapter", &name)]);
                     summary.stopped.push(name);
                 }
             }

@@ -335,6 +335,15 @@ impl AdapterContext {
     pub fn stats(&self) -> AdapterStats {
         AdapterStats::new(&self.telemetry, &self.name)
     }
+
+    /// Says the adapter's port is bound: from now on what devices send is
+    /// queued by the kernel, not refused. Called by adapters whose
+    /// [`Adapter::serves_a_port`] is true.
+    pub fn listening(&self) {
+        self.telemetry
+            .gauge(ADAPTER_LISTENING, &[("adapter", &self.name)])
+            .set(1.0);
+    }
 }
 
 /// A failure that stops an adapter.
@@ -359,6 +368,15 @@ pub trait Adapter: Send + 'static {
     /// Runs until `ctx.shutdown` is cancelled.
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture;
 
+    /// True for an adapter that devices connect or send to (a TCP line
+    /// port, a CoAP server, a packet forwarder's UDP port). Its task starts
+    /// before its port is bound, and in between a device is refused:
+    /// such an adapter calls [`AdapterContext::listening`] once bound, and
+    /// `/health` calls it "starting" until then.
+    fn serves_a_port(&self) -> bool {
+        false
+    }
+
     /// Its write side, for an adapter that can carry commands to its
     /// devices: asked once, before [`Self::run`] (the target usually
     /// queues writes for the task `run` starts).
@@ -372,6 +390,10 @@ pub trait Adapter: Send + 'static {
 /// connecting or after a refusal. Adapters without a connection (CoAP,
 /// UDP) do not set it. `/health` reads it.
 pub const ADAPTER_CONNECTED: &str = "edge_gateway_adapter_connected";
+/// Gauge `{adapter}` of an adapter that [serves a port](Adapter::serves_a_port):
+/// `0` from its start until the port is bound, then `1`. `/health` reads it:
+/// an orchestrator that sends once `/health` is 200 is never refused.
+pub const ADAPTER_LISTENING: &str = "edge_gateway_adapter_listening";
 /// Gauge `{adapter, link}`, 1, set beside [`ADAPTER_CONNECTED`]: what the
 /// connection is to ([`LINK_BROKER`], [`LINK_SERIAL_PORT`],
 /// [`LINK_RADIO`]), so `/health` says what is missing in the words of

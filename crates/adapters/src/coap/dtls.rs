@@ -218,8 +218,13 @@ impl Adapter for CoapsSource {
                 )));
             }
             let socket = crate::udp::bind(self.config.bind).await?;
+            ctx.listening();
             serve(socket, self.config, self.keys, ctx).await
         })
+    }
+
+    fn serves_a_port(&self) -> bool {
+        true
     }
 }
 

@@ -37,8 +37,13 @@ impl Adapter for CoapSource {
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
         Box::pin(async move {
             let socket = crate::udp::bind(self.config.bind).await?;
+            ctx.listening();
             serve(socket, self.config, ctx).await
         })
+    }
+
+    fn serves_a_port(&self) -> bool {
+        true
     }
 }
 

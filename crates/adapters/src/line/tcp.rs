@@ -33,6 +33,10 @@ impl Adapter for TcpLineSource {
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
         Box::pin(run(self.config, ctx))
     }
+
+    fn serves_a_port(&self) -> bool {
+        true
+    }
 }
 
 async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterError> {
@@ -43,6 +47,7 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
             source,
         })?;
     let local = listener.local_addr().map_or(config.bind, |a| a);
+    ctx.listening();
     info!(adapter = %ctx.name, bind = %local, ack = config.ack, "Listening for lines.");
     let open = ctx
         .telemetry

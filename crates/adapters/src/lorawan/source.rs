@@ -89,6 +89,8 @@ impl Adapter for SemtechUdpSource {
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
         Box::pin(async move {
             let socket = crate::udp::bind(self.config.bind).await?;
+            // Datagrams wait in the socket's buffer while the counters load.
+            ctx.listening();
             if let Err(e) = std::fs::create_dir_all(&self.state_dir) {
                 error!(adapter = %ctx.name, state_dir = %self.state_dir.display(), error = %e, "Cannot use the state directory: LoRaWAN uplinks will be refused, as their frame counters cannot be stored.");
             }
@@ -117,6 +119,10 @@ impl Adapter for SemtechUdpSource {
             };
             serve(socket, self.config, devices, joins, store, commands, ctx).await
         })
+    }
+
+    fn serves_a_port(&self) -> bool {
+        true
     }
 
     fn command_target(&mut self) -> Option<Arc<dyn CommandTarget>> {

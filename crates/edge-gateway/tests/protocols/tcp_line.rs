@@ -518,3 +518,73 @@ peers = {{ "127.0.0.1" = "esp32-plain" }}
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+/// An orchestrator that sends as soon as `/health` says ok is never refused:
+/// the adapter's task starts before its port is bound, and `/health` calls
+/// it "starting" until then. On one thread nothing has run between
+/// `Gateway::start` and the first check, so the window is always seen.
+#[tokio::test(flavor = "current_thread")]
+async fn health_is_ok_only_once_a_line_port_is_bound() {
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = gateway_settings::parse(&format!(
+        r#"
+[gateway]
+id = "gw-ready"
+state_dir = "{}"
+
+[[adapter]]
+type = "tcp_line"
+name = "lines"
+bind = "127.0.0.1:{port}"
+format = "csv"
+columns = ["device", "temperature"]
+"#,
+        state.path().display()
+    ))
+    .unwrap();
+    let gw =
+        edge_gateway::runtime::Gateway::start(&cfg, std::sync::Arc::new(gateway_core::SystemClock))
+            .unwrap();
+    let first = edge_gateway::health::check(&gw.telemetry);
+    assert!(!first.healthy, "{}", first.body);
+    assert_eq!(
+        first.body["adapters"]["lines"], "starting",
+        "{}",
+        first.body
+    );
+    assert!(
+        first.body["reasons"]
+            .to_string()
+            .contains("has not opened its port yet"),
+        "{}",
+        first.body
+    );
+    tokio::time::timeout(WAIT, async {
+        while !edge_gateway::health::check(&gw.telemetry).healthy {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the line port is bound and /health says ok");
+    // At once, as an orchestrator would: the port takes the line.
+    let mut node = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("a healthy gateway does not refuse its line port");
+    node.write_all(b"esp32-1,21.5\n").await.unwrap();
+    drop(node);
+    let readings = "edge_gateway_adapter_readings_total";
+    tokio::time::timeout(WAIT, async {
+        while gw
+            .telemetry
+            .counter(readings, &[("adapter", "lines")])
+            .get()
+            < 1
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the line was read");
+    gw.stop().await.unwrap();
+}
