@@ -84,10 +84,12 @@
 //!      leads, `seasonal` when the profile residual does): the strongest
 //!      deviation of the 4- and 16-reading levels (raw and detrended) and
 //!      of the seasonal residual, averaged over 12 readings, must be beyond
-//!      3.5 of its own spreads *and* beyond 2.5 spreads of how that average
+//!      3.5 of its own spreads *and* beyond 3 spreads of how that average
 //!      usually runs; a shift that has begun twice in the last few days (a
 //!      nightly job) is the series' habit and does not fire, unless its
-//!      evidence is 1.3× beyond the largest of those episodes; after a
+//!      evidence is 1.3× beyond the largest of those episodes (an episode
+//!      counts whether or not it was news: beyond 3.5 spreads and half the
+//!      threshold, as long as the test counts a shift as lingering); after a
 //!      detection (a refractory period) it fires only on evidence beyond
 //!      the peak the reported disturbance reached, a demand that fades
 //!      with the same half-life of ~1 400 readings as a habit's episodes;
@@ -153,16 +155,18 @@
 //!
 //! | fold | in-fold | out-of-fold |
 //! |---|---|---|
-//! | 1 | 74.4 | 83.7 |
-//! | 2 | 74.4 | 83.0 |
-//! | 3 | 75.6 | 79.7 |
-//! | 4 | 79.9 | 63.2 |
-//! | 5 | 77.0 | 73.3 |
-//! | **all** | **76.3** (mean) | **76.3** (pooled; gap 0.0) |
+//! | 1 | 76.1 | 83.7 |
+//! | 2 | 76.0 | 83.3 |
+//! | 3 | 77.1 | 80.5 |
+//! | 4 | 81.6 | 63.4 |
+//! | 5 | 77.3 | 78.6 |
+//! | **all** | **77.6** (mean) | **77.6** (pooled; gap 0.0) |
 //!
 //! Every fold chose the defaults, so the default (the median of the five
-//! choices) is that set. Its in-sample score on all 45 is 76.3 (ARTime:
-//! 72.8; 75.2 before the rate of jumps was judged): the refractory period lowered it from 75.5 (one window of
+//! choices) is that set. Its in-sample score on all 45 is 77.6 (ARTime:
+//! 72.8; 76.3 before a habit counted the returns of a shift that were no
+//! longer news, when every fold chose a shift threshold of 2.5 and now
+//! each chooses 3; 75.2 before the rate of jumps was judged): the refractory period lowered it from 75.5 (one window of
 //! `Twitter_volume_CRM` lost, 13 false alarms fewer elsewhere), and
 //! raised the out-of-fold score from 74.4 because the folds' choices
 //! steadied (its form was chosen among seven variants by their
@@ -170,11 +174,11 @@
 //! harness on every file (`nab_cv` checks it), so the NAB tools'
 //! `nab_eval.py` gives the binary the same figure. `tests/nab.rs` (with
 //! `NAB_DATA` set; about 25 s in release) runs the whole procedure and
-//! fails below 75.8 out-of-fold (76.3 measured), at a gap of 3 points, or
+//! fails below 77.1 out-of-fold (77.6 measured), at a gap of 3 points, or
 //! if the procedure no longer picks the defaults.
 //!
 //! With each NAB family held out in turn instead (6 folds), out-of-fold
-//! 76.0. Measured from outside on the 13 NAB files kept back, 65.5
+//! 76.2 (76.0 before the habit change). Measured from outside on the 13 NAB files kept back, 65.5
 //! (ARTime 82.2), before the step features were judged: the folds share
 //! the 45 files' quirks, and what those shaped is the model's structure,
 //! which no grid search shows.
@@ -182,7 +186,7 @@
 //! **External check**, a corpus no default is chosen on: SKAB, a test
 //! rig's pump, valves, pressure, temperatures and flow with 34 labelled
 //! faults over three days (`tests/support/skab.rs` says how its files
-//! become series and windows), scored with the same NAB profile: **54.0**
+//! become series and windows), scored with the same NAB profile: **54.1**
 //! for the rig (the alerts of any of its 8 channels; 51.1 before the size
 //! of the steps was judged), 9.1 with every
 //! channel a series (`SKAB_DATA=… cargo run --release -p rules --example
@@ -197,10 +201,11 @@
 //! drift, noise up or down, rhythm shifted, faster cycles or spikes, a
 //! weaker swing) on six backgrounds (a room, an office read every 5
 //! minutes and every minute, a supply, a fridge, a meter), after a settled
-//! and a young history, scored with the same NAB profile: **76.0** over
+//! and a young history, scored with the same NAB profile: **76.2** over
 //! 520 series (seeds 1-5), **75.9** over 2 080 fresh ones (seeds 6-25) and
-//! **74.6** over 2 080 more (seeds 26-45), with 541, 2 072 and 2 312
-//! false alarms (74.9, 74.5 and 73.5 with 683, 2 665 and 2 845 before a
+//! **74.8** over 2 080 more (seeds 26-45), with 523, 2 054 and 2 239
+//! false alarms (76.0, 75.9 and 74.6 with 541, 2 072 and 2 312 before the
+//! habit counted every return of a shift; 74.9, 74.5 and 73.5 with 683, 2 665 and 2 845 before a
 //! calendar series' memories were kept in time; on the five backgrounds
 //! before the minute office, 71.7, 70.1 and 68.0 before the rate and the
 //! size of the steps were judged), against
@@ -219,8 +224,10 @@
 //! outside its public set, laid over its public clean ones (a day flat,
 //! the highs lower, a day lower, denser spikes, a burst; `cargo run
 //! --release -p rules --example nab_style_faults -- ../shared/data/nab`):
-//! **79.0** over 105 files (seeds 1-5), **71.9** over 210 fresh ones
-//! (seeds 6-15); denser spikes on plain noise are its weakest class.
+//! **79.2** over 105 files (seeds 1-5), **72.2** over 210 fresh ones
+//! (seeds 6-15); denser spikes on a flat line or plain noise are its
+//! weakest class (the first denser spike may come 250 readings after the
+//! onset, and on noise the spikes lie within its range).
 //!
 //! **False alarms** per 10 000 readings at the default sensitivity, 5
 //! seeded series of 200 000 readings per family (`cargo bench -p rules
@@ -229,7 +236,7 @@
 //! | clean series | false alarms / 10 000 |
 //! |---|---|
 //! | white noise (1 a minute) | 0.09 |
-//! | Gaussian random walk | 0.11 |
+//! | Gaussian random walk | 0.09 |
 //! | daily pattern + AR(1) noise (5 min) | 0.03 |
 //! | weekday office pattern + AR(1) noise (5 min) | 0.05 |
 //! | the same office read every minute | 0.11 (0.57 with memories counted in readings) |

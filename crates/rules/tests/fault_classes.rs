@@ -40,7 +40,7 @@ fn a_collapse_of_the_noise_is_caught_wherever_the_noise_is_fine() {
 
 #[test]
 fn the_fault_classes_score_does_not_fall() {
-    // Measured 76.0 (426 of 520 faults, settled and young series, the
+    // Measured 76.2 (426 of 520 faults, settled and young series, the
     // office read every minute among them: 74.9 before its memories were
     // counted in time; a weaker swing is caught 4 times in 50); see
     // docs/anomaly-experiments.md

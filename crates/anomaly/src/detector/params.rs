@@ -60,7 +60,7 @@ pub struct Params {
 impl Params {
     /// The defaults, as chosen by cross-validation.
     pub const DEFAULT: Self = Self {
-        shift: 2.5,
+        shift: 3.0,
         floor: 3.5,
         range: 0.05,
         range_sd: 1.0,
