@@ -311,15 +311,7 @@ impl Gateway {
                 None => {
                     stop_adapter(running).await;
                     self.command_targets.remove(&name);
-                    // A removed adapter must not keep `/health` at 503.
-                    self.telemetry
-                        .remove_gauge(ADAPTER_UP, &[("adapter", &name)]);
-                    self.telemetry.remove_gauge(
-                        gateway_core::component::ADAPTER_CONNECTED,
-                        &[("adapter", &name)],
-                    );
-                    self.telemetry
-                        .remove_gauge(ADAPTER_LISTENING, &[("adapter", &name)]);
+                    forget_adapter_state(&self.telemetry, &name);
                     summary.stopped.push(name);
                 }
             }
@@ -394,6 +386,25 @@ impl Gateway {
             d.stop().await;
         }
         failed
+    }
+}
+
+/// Forgets the gauges `/health` reads of a removed adapter: left behind,
+/// they kept `/health` at 503 and `/metrics` said what its link was.
+fn forget_adapter_state(telemetry: &Telemetry, name: &str) {
+    let adapter = &[("adapter", name)];
+    telemetry.remove_gauge(ADAPTER_UP, adapter);
+    telemetry.remove_gauge(gateway_core::component::ADAPTER_CONNECTED, adapter);
+    telemetry.remove_gauge(ADAPTER_LISTENING, adapter);
+    let link = gateway_core::component::ADAPTER_LINK;
+    for (labels, _) in telemetry.gauges(link) {
+        if labels.iter().any(|(k, v)| k == "adapter" && v == name) {
+            let labels: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            telemetry.remove_gauge(link, &labels);
+        }
     }
 }
 

@@ -218,3 +218,50 @@ room = "kitchen"
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+/// A relay board removed from the config (SIGHUP) leaves nothing behind:
+/// not the "cannot read its serial port" of `/health`, nor its
+/// `edge_gateway_adapter_link_info` in `/metrics`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_serial_adapter_removed_by_a_reload_leaves_no_state_behind() {
+    let state = tempfile::tempdir().unwrap();
+    let unplugged = state.path().join("ttyUSB-unplugged");
+    let config = |adapter: bool| {
+        let section = format!(
+            "[[adapter]]\ntype = \"serial_line\"\nname = \"relay\"\npath = \"{}\"\nformat = \"csv\"\ncolumns = [\"mac\", \"temperature\"]\n",
+            unplugged.display()
+        );
+        gateway_settings::parse(&format!(
+            "[gateway]\nid = \"gw-removed\"\nstate_dir = \"{}\"\n{}",
+            state.path().display(),
+            if adapter { section.as_str() } else { "" }
+        ))
+        .unwrap()
+    };
+    let mut gw = edge_gateway::runtime::Gateway::start(
+        &config(true),
+        std::sync::Arc::new(gateway_core::SystemClock),
+    )
+    .unwrap();
+    let link = gateway_core::component::ADAPTER_LINK;
+    tokio::time::timeout(WAIT, async {
+        while gw.telemetry.gauges(link).is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the adapter says what it is linked to");
+    let unplugged_health = edge_gateway::health::check(&gw.telemetry);
+    assert!(!unplugged_health.healthy, "{}", unplugged_health.body);
+
+    let summary = gw.reload(config(false)).await;
+    assert_eq!(summary.stopped, ["relay"]);
+    assert!(
+        gw.telemetry.gauges(link).is_empty(),
+        "{:?}",
+        gw.telemetry.gauges(link)
+    );
+    let health = edge_gateway::health::check(&gw.telemetry);
+    assert!(health.healthy, "{}", health.body);
+    gw.stop().await.unwrap();
+}
