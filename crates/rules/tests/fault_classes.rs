@@ -17,7 +17,8 @@ use fault_classes::Row;
 fn a_collapse_of_the_noise_is_caught_wherever_the_noise_is_fine() {
     // A room's rhythm, an office's week, a controlled supply: the value
     // goes on following its pattern with a fifth of its noise (a fridge's
-    // cycle and a meter's spikes dwarf their noise; there it is not seen).
+    // ramps dwarf its noise, yet it is caught 9 times in 10, which the
+    // anomaly crate's own test holds; a meter's spikes dwarf theirs).
     let mut missed = Vec::new();
     fault_classes::score(
         1..=5,
@@ -40,7 +41,7 @@ fn a_collapse_of_the_noise_is_caught_wherever_the_noise_is_fine() {
 
 #[test]
 fn the_fault_classes_score_does_not_fall() {
-    // Measured 76.2 (426 of 520 faults, settled and young series, the
+    // Measured 77.9 (435 of 520 faults, settled and young series, the
     // office read every minute among them: 74.9 before its memories were
     // counted in time; a weaker swing is caught 4 times in 50); see
     // docs/anomaly-experiments.md
@@ -51,7 +52,7 @@ fn the_fault_classes_score_does_not_fall() {
         total.add(&row);
     }
     assert!(
-        total.normalised() >= 75.5,
+        total.normalised() >= 77.4,
         "{:.1} ({} of {} caught)",
         total.normalised(),
         total.caught,

@@ -71,7 +71,8 @@ const AFTER_ALERT: f64 = 200.0;
 const SEASONAL: usize = 7;
 /// Index of the noise feature.
 const NOISE: usize = 8;
-/// Span, in readings, of the noise feature's running mean square step.
+/// Span, in readings, of the noise feature's running mean square of the
+/// change of step.
 const NOISE_SPAN: f64 = 16.0;
 /// The noise feature read the other way, a collapse (see
 /// [`Detector::quiet`]); not a feature of its own.
@@ -154,6 +155,9 @@ pub struct Detector {
     quiet_episode: f64,
     #[serde(default)]
     steps: Steps,
+    /// The step before this one, for the noise feature.
+    #[serde(default)]
+    last_step: f64,
     /// Last standardised features, for diagnostics.
     #[serde(skip)]
     pub zs: [f64; K],
@@ -200,6 +204,7 @@ impl Detector {
             quiet_peak: 0.0,
             quiet_episode: 0.0,
             steps: Steps::default(),
+            last_step: 0.0,
             zs: [0.0; K],
         }
     }
@@ -285,11 +290,19 @@ impl Detector {
             *s += (x - *s) * (2.0 / (span + 1.0));
         }
         let base = self.base;
+        // The noise is read from the change of the step, not the step: a
+        // fridge's ramps (0.1 a minute) dwarfed its sensor's noise (0.05),
+        // so the noise falling to a fifth moved the mean square step by
+        // 7% and was never seen (0 of 10 in the fault classes; 9 of 10
+        // read this way). Half the squared second difference is the
+        // squared step of white noise, and a steady slope adds nothing.
+        let roughness = 0.5 * (r - self.last_step).powi(2);
         let vol = if gap {
             self.vol
         } else {
-            self.vol + (r * r - self.vol) * (2.0 / (NOISE_SPAN + 1.0))
+            self.vol + (roughness - self.vol) * (2.0 / (NOISE_SPAN + 1.0))
         };
+        self.last_step = r;
         // The seasonal residual is learned from the first day on, so its
         // spread is known by the time the profile is trusted and counted.
         let profile = season.unwrap_or_else(|| self.seasonal.daily(at));
@@ -710,6 +723,29 @@ mod tests {
             }
         }
         assert!(late.len() <= 3, "{late:?}");
+    }
+
+    #[test]
+    fn a_fridge_whose_sensor_noise_falls_to_a_fifth_is_reported_as_noise() {
+        // Its ramps of 0.1 a minute dwarf its noise of 0.05: read from
+        // the steps themselves, the noise falling to a fifth moved their
+        // mean square by 7% and was caught in 0 of these 10 series.
+        use crate::plant::{labelled, Background, Fault, History};
+        let mut caught = 0;
+        for seed in 1..=5 {
+            for history in [History::Settled, History::Young] {
+                let s = labelled(seed, Background::Fridge, Fault::NoiseDown, history);
+                let mut det = Detector::new();
+                let hit = s.readings.iter().enumerate().any(|(i, &(t, x))| {
+                    let v = det.observe(t, x, DEFAULT_SENSITIVITY);
+                    v.anomaly
+                        && v.reason == Some(Reason::Noise)
+                        && (s.window.0..=s.window.1).contains(&i)
+                });
+                caught += usize::from(hit);
+            }
+        }
+        assert!(caught >= 8, "{caught} of 10");
     }
 
     #[test]
