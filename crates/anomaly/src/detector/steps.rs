@@ -132,6 +132,8 @@ pub struct StepNovelty {
     pub jumps: f64,
     pub size: f64,
     pub more_jumps: bool,
+    /// Whether this step was a jump.
+    pub jump: bool,
 }
 
 impl Steps {
@@ -159,7 +161,10 @@ impl Steps {
         let jump = size > JUMP * self.mean_step.max(least);
         self.count = self.count * (1.0 - 1.0 / WINDOW) + if jump { 1.0 } else { 0.0 };
         if self.steps <= YOUNG * WINDOW {
-            return StepNovelty::default();
+            return StepNovelty {
+                jump,
+                ..StepNovelty::default()
+            };
         }
         let jumps = judge(&mut self.counts, self.count, ONE_JUMP);
         let log_size = (self.recent_step + least).ln();
@@ -168,7 +173,10 @@ impl Steps {
         let smaller = self.smaller.novelty(-size, decay);
         let jumps_novelty = self.jumps.novelty(jumps, decay);
         if !judged {
-            return StepNovelty::default();
+            return StepNovelty {
+                jump,
+                ..StepNovelty::default()
+            };
         }
         StepNovelty {
             jumps: jumps_novelty,
@@ -178,6 +186,7 @@ impl Steps {
                 larger
             },
             more_jumps: jumps > 1.0,
+            jump,
         }
     }
 
