@@ -237,7 +237,7 @@
 //! onset, and on noise the spikes lie within its range): over seeds
 //! 1-25, on the flat line they are caught inside the window 15 times in
 //! 25 since the waits between jumps are judged (once before), on noise
-//! never.
+//! never. `tests/nab.rs` guards both figures when `NAB_DATA` is set.
 //!
 //! **False alarms** per 10 000 readings at the default sensitivity, 5
 //! seeded series of 200 000 readings per family (`cargo bench -p rules
