@@ -11,8 +11,9 @@
 //!
 //! A wait is judged against the shortest the series has made, in units of
 //! how far its typical wait lies above that shortest (on a log scale).
-//! That scale is the series' own: a steady train's waits lie within a
-//! third of each other, so a wait of half the shortest is far beyond;
+//! That scale is the series' own: a steady train's typical wait lies
+//! about a third above its shortest (a spike every 150-250 readings), so
+//! a wait of half the shortest is far beyond;
 //! jumps that come at random (plain noise with a rare large step, a meter
 //! with appliances) have already made waits of a few readings, and
 //! nothing can be shorter by a margin of their scale.
@@ -41,7 +42,8 @@ const MEMORY: f64 = 100.0;
 const LEAST_SCALE: f64 = 0.2;
 /// A wait this many scales below the shortest is as novel as the other
 /// features' novelty bar takes (so at the default bar of 1.3, 2.6 scales:
-/// for a train whose waits vary by a third, under half its shortest).
+/// for a train whose typical wait is a third above its shortest, under
+/// half that shortest).
 const DEPTH: f64 = 2.0;
 
 /// Seven `f64`s, persisted as one base64 string (the detector is within
