@@ -408,3 +408,7 @@ impl Executor {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "exec_tests.rs"]
+mod tests;
