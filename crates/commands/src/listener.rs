@@ -9,11 +9,14 @@
 //! A command is acknowledged (PUBACK) only once its result is journaled
 //! and handed to the outbox: killed before that, the broker delivers it
 //! again and the journal answers with its result instead of writing twice.
-
-use std::time::Duration;
+//! The acknowledgement waits for room in the client's queue rather than
+//! being dropped: the poller never stops polling (its channel to the loop
+//! is unbounded, bounded in practice by the broker's in-flight window), so
+//! the room always comes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
 use gateway_core::command::CommandRequest;
@@ -31,7 +34,7 @@ use crate::parse::{command_filter, device_of_topic};
 use crate::COMMANDS_SUBSCRIBED;
 
 /// QoS 0 commands read from the broker and not yet run; beyond, they are
-/// dropped (counted in the log). QoS 1 ones are never dropped: the broker
+/// dropped (and logged). QoS 1 ones are never dropped: the broker
 /// sends no more of them than its in-flight window before they are
 /// acknowledged, which bounds them.
 const QOS0_QUEUE: usize = 64;
