@@ -11,8 +11,10 @@
 //! command. It is remembered for as long as a replay of it could still
 //! run: until its `ts` (when its sender made it; its arrival for a command
 //! without one) is older than `max_age` plus the clock tolerance, judged
-//! on the wall clock. Never by count: a flood of other commands cannot
-//! push an id out. The newest `ts` of a forgotten id is kept (the
+//! on the wall clock, and at least that long after its last line (the
+//! broker's re-delivery of a command whose result was journaled at a late
+//! restart gets that result). Never by count: a flood of other commands
+//! cannot push an id out; and never before its result is journaled. The newest `ts` of a forgotten id is kept (the
 //! *horizon*, the file's first line once rewritten): a command made no
 //! later than it may be the replay of one forgotten, and is refused
 //! whatever the clock says, so a clock stepped back cannot revive it.
@@ -93,6 +95,8 @@ struct Entry {
     known: Known,
     /// Wall ms the id's age counts from: its `ts`, else its result's time.
     made: i64,
+    /// Wall ms after which it may be forgotten.
+    until: i64,
     /// `made` is the sender's `ts`, so it can raise the horizon.
     timed: bool,
     made_text: Option<String>,
@@ -324,24 +328,28 @@ impl Journal {
             (None, Some(p)) => (p.made.max(decided), false, None),
             (None, None) => (decided, false, None),
         };
+        let until = made
+            .max(decided)
+            .saturating_add(self.keep_ms)
+            .max(previous.as_ref().map_or(i64::MIN, |p| p.until));
         if previous.is_none() {
             self.order.push_back(key.clone());
         }
-        self.expiry
-            .push(Reverse((made.saturating_add(self.keep_ms), key.clone())));
+        self.expiry.push(Reverse((until, key.clone())));
         self.known.insert(
             key,
             Entry {
                 known,
                 made,
+                until,
                 timed,
                 made_text,
             },
         );
     }
 
-    /// Forgets the ids no replay could run any more: made longer than
-    /// `keep` before `now`.
+    /// Forgets the ids no replay could run any more: made (and last
+    /// journaled) longer than `keep` before `now`.
     fn forget(&mut self, now: Timestamp) {
         let now = now.as_millis();
         while let Some(Reverse((at, _))) = self.expiry.peek() {
@@ -351,11 +359,14 @@ impl Journal {
             let Some(Reverse((at, key))) = self.expiry.pop() else {
                 break;
             };
-            // A row of an entry since remembered again is stale.
+            // A row of an entry since remembered again is stale. One
+            // started and never finished stays until its result is
+            // journaled (at the next start): the gateway stopped during its
+            // write, and it must be reported `interrupted`, not judged anew.
             let current = self
                 .known
                 .get(&key)
-                .is_some_and(|e| e.made.saturating_add(self.keep_ms) == at);
+                .is_some_and(|e| e.until == at && !matches!(e.known, Known::Started(_)));
             if current {
                 if let Some(entry) = self.known.remove(&key) {
                     if entry.timed {

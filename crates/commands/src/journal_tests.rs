@@ -181,3 +181,27 @@ fn one_damaged_line_of_an_executed_command_leaves_its_id_known() {
         "never written again"
     );
 }
+
+/// A kill -9 during a write, and the gateway down for longer than
+/// max_age: the id is still found started, so it is reported
+/// `interrupted` (and never written again), not judged as a new command.
+#[test]
+fn an_id_started_and_never_finished_outlives_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.start("k-1", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    drop(j);
+    let mut j = open(dir.path(), 3_600_000);
+    assert!(matches!(j.get("ahu-1", "k-1"), Some(Known::Started(_))));
+    assert_eq!(j.interrupted().len(), 1);
+    // Its result, journaled now, answers the broker's re-delivery for
+    // as long as any id is remembered; then it is forgotten.
+    let mut result = done("ahu-1");
+    result.ts = at(3_600_000).to_rfc3339();
+    j.finish("k-1", None, result, at(3_600_000)).unwrap();
+    j.finish("x", None, done("ahu-1"), at(3_660_000)).unwrap();
+    assert!(matches!(j.get("ahu-1", "k-1"), Some(Known::Finished(_))));
+    j.finish("y", None, done("ahu-1"), at(3_700_000)).unwrap();
+    assert_eq!(j.get("ahu-1", "k-1"), None);
+    assert_eq!(j.horizon(), Some(at(0)), "its ts, as it had one");
+}
