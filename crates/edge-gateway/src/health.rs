@@ -118,6 +118,17 @@ pub fn check(t: &Telemetry) -> Health {
         };
         adapters.insert(name.clone(), json!(state));
     }
+    // Commands taken from the cloud broker need their own subscription
+    // (their own connection): without it every command waits unanswered
+    // on the broker while the data flows.
+    let commands = t
+        .gauges(commands::COMMANDS_SUBSCRIBED)
+        .into_iter()
+        .find(|(labels, _)| labels.is_empty())
+        .map(|(_, v)| v > 0.5);
+    if commands == Some(false) {
+        reasons.push("commands are not subscribed on the upstream broker (connection lost, or the broker's ACL refused the subscription): no command arrives".to_string());
+    }
     // A full state directory: readings wait with their brokers, counted
     // nowhere, until the journal takes them.
     let holding = t.gauge(JOURNAL_HOLDING, &[]).get();
@@ -163,6 +174,9 @@ pub fn check(t: &Telemetry) -> Health {
         if let Some((_, url)) = labels.into_iter().find(|(k, _)| k == "url") {
             body["upstream_node"] = json!(url);
         }
+    }
+    if let Some(subscribed) = commands {
+        body["commands_subscribed"] = json!(subscribed);
     }
     if holding > 0.0 {
         body["journal"] = json!({ "writable": false, "holding_readings": holding });
@@ -258,6 +272,26 @@ mod tests {
             .is_some_and(|r| r.contains("ingress journal cannot be written")));
         holding.set(0.0);
         assert!(check(&t).healthy);
+    }
+
+    /// The attack: a command over 64 KiB broke the command connection for
+    /// good while `/health` said ok.
+    #[test]
+    fn commands_not_subscribed_are_unhealthy() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        assert_eq!(check(&t).body.get("commands_subscribed"), None);
+        let subscribed = t.gauge(commands::COMMANDS_SUBSCRIBED, &[]);
+        let h = check(&t);
+        assert!(!h.healthy);
+        assert_eq!(h.body["commands_subscribed"], json!(false));
+        assert!(h.body["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("commands are not subscribed")));
+        subscribed.set(1.0);
+        let h = check(&t);
+        assert!(h.healthy, "{}", h.body);
+        assert_eq!(h.body["commands_subscribed"], json!(true));
     }
 
     #[test]

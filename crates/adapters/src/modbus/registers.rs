@@ -254,7 +254,7 @@ impl Register {
 pub enum EncodeError {
     #[error("{value} is not a finite number")]
     NotFinite { value: f64 },
-    #[error("{value} is outside the allowed {min}..={max}")]
+    #[error("{value} is outside the allowed range: {}", range_in_words(*min, *max))]
     OutOfBounds { value: f64, min: f64, max: f64 },
     #[error("{raw} does not fit a {ty}")]
     OutOfRange { raw: f64, ty: &'static str },
@@ -264,6 +264,18 @@ pub enum EncodeError {
     ReadOnly,
     #[error("scale 0 cannot be inverted")]
     ZeroScale,
+}
+
+/// A write's bounds as people say them (a result's `detail` is read by
+/// operators, not Rust programmers): "15 to 28", "at least 15",
+/// "at most 28".
+fn range_in_words(min: f64, max: f64) -> String {
+    match (min.is_finite(), max.is_finite()) {
+        (true, true) => format!("{min} to {max}"),
+        (true, false) => format!("at least {min}"),
+        (false, true) => format!("at most {max}"),
+        (false, false) => "any number".to_string(),
+    }
 }
 
 /// What a write puts on the wire.
