@@ -30,7 +30,9 @@
 //!   after late or doubled answers (pure);
 //! - `link`: one connection (tokio-modbus) or serial line (I/O);
 //! - `rtu`: an RTU line: framing, silence, draining, probes (I/O);
-//! - `source`: the bus task that owns the link and queues its units (I/O);
+//! - `source`: the bus task that owns the link and queues its units (I/O),
+//!   and in `source_notices.rs` what it says of them (counters, logs,
+//!   device states);
 //! - `writer`: commands for `writable = true` registers: checked, queued
 //!   to the bus task, written and read back;
 //! - `scan`: every register of a range in every type and order, for
