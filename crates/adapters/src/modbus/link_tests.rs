@@ -50,6 +50,17 @@ fn honest(req: &[u8], value: u16) -> Vec<u8> {
     }
 }
 
+/// Answers every request honestly until the link is dropped.
+async fn serve_honestly(device: &mut SerialStream, value: u16) {
+    loop {
+        let mut buf = [0u8; 8];
+        if device.read_exact(&mut buf).await.is_err() {
+            return;
+        }
+        device.write_all(&honest(&buf, value)).await.unwrap();
+    }
+}
+
 fn holding(start: u16, count: u16) -> Read {
     Read {
         table: Table::Holding,
@@ -103,13 +114,7 @@ async fn a_late_answer_released_with_the_next_one_is_refused_and_the_unit_probed
         both.extend(honest(&next, 222));
         device.write_all(&both).await.unwrap();
         // In step again: every request answered at once.
-        loop {
-            let mut buf = [0u8; 8];
-            if device.read_exact(&mut buf).await.is_err() {
-                break;
-            }
-            device.write_all(&honest(&buf, 222)).await.unwrap();
-        }
+        serve_honestly(&mut device, 222).await;
     });
     assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Timeout);
     // Whatever frame comes first, the bytes after it betray it.
@@ -133,13 +138,7 @@ async fn a_doubled_answer_is_refused_and_counted_as_a_stray() {
         device.write_all(&honest(&first, 111)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         device.write_all(&honest(&first, 111)).await.unwrap();
-        loop {
-            let mut buf = [0u8; 8];
-            if device.read_exact(&mut buf).await.is_err() {
-                break;
-            }
-            device.write_all(&honest(&buf, 222)).await.unwrap();
-        }
+        serve_honestly(&mut device, 222).await;
     });
     let first = link.read(1, &holding(0, 1)).await;
     assert!(

@@ -174,7 +174,9 @@ impl RtuLine {
         match &result {
             Ok(_) => {
                 self.last = Some((unit, request.shape()));
-                self.quiet_until = Instant::now() + self.gap;
+                // The line was listened to for at least the inter-frame
+                // silence after the answer.
+                self.quiet_until = Instant::now();
             }
             Err(Fault::Connection(_)) => {}
             Err(_) => {
@@ -221,14 +223,15 @@ impl RtuLine {
                 }
             }
         };
-        // Anything after the answer, now or within the time the device
-        // takes to answer, means this frame may be a late one and its
-        // request's own answer is behind it.
+        // Anything after the answer, now or until the device's own answer
+        // would have started (its slowest lately, and a quarter more),
+        // means this frame may be a late one and its request's own answer
+        // is behind it. An answer in time has mostly used that wait up.
         if self.buf.len() > len {
             return Err(Fault::OutOfStep);
         }
         let listen_until =
-            (on_wire + self.turnaround * 2 + self.gap).max(Instant::now() + self.gap);
+            (on_wire + self.turnaround * 5 / 4 + self.gap).max(Instant::now() + self.gap);
         sleep_until(listen_until).await;
         if self.pending() > 0 {
             return Err(Fault::OutOfStep);
@@ -240,7 +243,7 @@ impl RtuLine {
         if let Some(at) = first_byte {
             let took = at.saturating_duration_since(on_wire);
             // Slowly forgets a slow answer, at once learns a slower one.
-            self.turnaround = took.max(self.turnaround * 7 / 8).max(MIN_TURNAROUND);
+            self.turnaround = took.max(self.turnaround * 31 / 32).max(MIN_TURNAROUND);
         }
         Ok(checked)
     }

@@ -204,7 +204,8 @@ profile = "eastron_sdm120"
     let mut gw = GatewayProcess::start(&config);
     gw.wait_for_log("Metrics endpoint listening").await;
     let (status, body) = http_until(metrics, "/health", |_, b| {
-        b.contains("Modbus TCP server") && b.contains("serial port")
+        b.contains("cannot reach its Modbus TCP server")
+            && b.contains("cannot open its serial port")
     })
     .await;
     assert_eq!(status, 503, "{body}");
