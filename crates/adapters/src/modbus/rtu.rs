@@ -15,10 +15,10 @@
 //! - **Out of step**: until a unit answers a request whose answer no late
 //!   one can look like, its answers are refused ([`Answer::OutOfStep`]).
 //!
-//! A converter that holds an answer back for longer than a whole exchange
-//! and releases it with nothing after it, on a request of the same shape
-//! to the same unit, cannot be told from the device; every other late or
-//! doubled answer is.
+//! What no master can tell apart: a stale answer of the same shape, from
+//! a unit in step, that arrives after the request was sent while the
+//! device's own answer comes later than a quarter past its slowest recent
+//! turnaround, or never. Every other late or doubled answer is caught.
 
 use std::collections::HashMap;
 use std::time::Duration;
