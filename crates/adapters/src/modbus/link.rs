@@ -251,6 +251,16 @@ impl Link {
         matches!(self.inner, Inner::Rtu(_))
     }
 
+    /// RTU: bytes waiting in the port (for tests that must know a
+    /// device's bytes arrived).
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> u32 {
+        match &self.inner {
+            Inner::Rtu(line) => line.pending(),
+            Inner::Tcp(_) => 0,
+        }
+    }
+
     /// RTU: units whose stray answers (late, or doubled) were dropped
     /// since the last call.
     pub fn take_strays(&mut self) -> Vec<u8> {

@@ -128,29 +128,63 @@ async fn a_late_answer_released_with_the_next_one_is_refused_and_the_unit_probed
 }
 
 #[tokio::test]
-async fn a_doubled_answer_is_refused_and_counted_as_a_stray() {
+async fn a_doubled_answer_never_passes_for_the_next_one() {
     let (host, mut device) = SerialStream::pair().unwrap();
     let mut link = link(host, Duration::from_millis(100));
     let device_task = tokio::spawn(async move {
-        // The answer, and a copy of it a little later (after the
-        // inter-frame silence): it must not pass for the next one's.
+        // The answer to h0, and a copy of it right behind.
         let first = request(&mut device).await;
         device.write_all(&honest(&first, 111)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
         device.write_all(&honest(&first, 111)).await.unwrap();
         serve_honestly(&mut device, 222).await;
     });
-    let first = link.read(1, &holding(0, 1)).await;
-    assert!(
-        matches!(first, Answer::OutOfStep | Answer::Words(_)),
-        "{first:?}"
-    );
-    // The copy never becomes h100's value.
-    let next = link.read(1, &holding(100, 1)).await;
-    assert_eq!(next, Answer::Words(vec![222]));
-    if first != Answer::OutOfStep {
-        assert_eq!(link.take_strays(), vec![1], "the copy was seen");
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::OutOfStep);
+    // The copy never becomes h100's value: refused until the unit is
+    // proven in step, then the device's own answer.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let a = link.read(1, &holding(100, 1)).await;
+        assert!(matches!(&a, Answer::OutOfStep | Answer::Words(_)), "{a:?}");
+        answers.push(a);
     }
+    assert!(!answers.contains(&Answer::Words(vec![111])), "{answers:?}");
+    assert_eq!(
+        answers.last(),
+        Some(&Answer::Words(vec![222])),
+        "{answers:?}"
+    );
+    drop(link);
+    device_task.abort();
+}
+
+#[tokio::test]
+async fn a_stray_answer_before_a_request_is_counted_against_its_unit() {
+    let (host, mut device) = SerialStream::pair().unwrap();
+    let mut link = link(host, Duration::from_millis(100));
+    let (sent, stray) = tokio::sync::oneshot::channel::<()>();
+    let device_task = tokio::spawn(async move {
+        let first = request(&mut device).await;
+        device.write_all(&honest(&first, 111)).await.unwrap();
+        // Long after the exchange: a copy, before the next request.
+        let _ = stray.await;
+        device.write_all(&honest(&first, 111)).await.unwrap();
+        serve_honestly(&mut device, 222).await;
+    });
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Words(vec![111]));
+    let _ = sent.send(());
+    // The copy reaches the port before the next request is sent.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while link.pending() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        link.read(1, &holding(100, 1)).await,
+        Answer::Words(vec![222])
+    );
+    assert_eq!(link.take_strays(), vec![1]);
     drop(link);
     device_task.abort();
 }

@@ -249,7 +249,7 @@ impl RtuLine {
     }
 
     /// Bytes waiting in the port's input buffer.
-    fn pending(&self) -> u32 {
+    pub(super) fn pending(&self) -> u32 {
         self.port.bytes_to_read().unwrap_or(0)
     }
 
