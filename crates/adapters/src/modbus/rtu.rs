@@ -89,8 +89,9 @@ pub struct RtuLine {
     /// The unit and answer shape of the last exchange: stray bytes found
     /// before the next request are its.
     last: Option<(u8, Shape)>,
-    /// How long devices lately took to start answering.
-    turnaround: Duration,
+    /// How long each unit lately took to start answering: a slow heat
+    /// pump controller must not slow the meters beside it.
+    turnaround: HashMap<u8, Duration>,
     buf: Vec<u8>,
 }
 
@@ -107,7 +108,7 @@ impl RtuLine {
             lost: HashMap::new(),
             strays: Vec::new(),
             last: None,
-            turnaround: FIRST_TURNAROUND,
+            turnaround: HashMap::new(),
             buf: Vec::with_capacity(256),
         }
     }
@@ -231,7 +232,7 @@ impl RtuLine {
             return Err(Fault::OutOfStep);
         }
         let listen_until =
-            (on_wire + self.turnaround * 5 / 4 + self.gap).max(Instant::now() + self.gap);
+            (on_wire + self.turnaround_of(unit) * 5 / 4 + self.gap).max(Instant::now() + self.gap);
         sleep_until(listen_until).await;
         if self.pending() > 0 {
             return Err(Fault::OutOfStep);
@@ -243,9 +244,19 @@ impl RtuLine {
         if let Some(at) = first_byte {
             let took = at.saturating_duration_since(on_wire);
             // Slowly forgets a slow answer, at once learns a slower one.
-            self.turnaround = took.max(self.turnaround * 31 / 32).max(MIN_TURNAROUND);
+            let learnt = took
+                .max(self.turnaround_of(unit) * 31 / 32)
+                .max(MIN_TURNAROUND);
+            self.turnaround.insert(unit, learnt);
         }
         Ok(checked)
+    }
+
+    fn turnaround_of(&self, unit: u8) -> Duration {
+        self.turnaround
+            .get(&unit)
+            .copied()
+            .unwrap_or(FIRST_TURNAROUND)
     }
 
     /// Bytes waiting in the port's input buffer.
