@@ -213,6 +213,15 @@ impl Journal {
         self.report = Some(self.report_of(tried.as_ref(), Status::RolledBack, reason, detail, ts));
     }
 
+    /// The applied layer can no longer be used (its file is damaged, or it
+    /// no longer validates over the local files): the local files alone
+    /// run, and the report says so.
+    pub fn drop_applied(&mut self, reason: &str, detail: &str, ts: &str) {
+        let dropped = self.applied.take();
+        self.report =
+            Some(self.report_of(dropped.as_ref(), Status::RolledBack, reason, detail, ts));
+    }
+
     fn report_of(
         &self,
         desired: Option<&Pushed>,
