@@ -198,6 +198,14 @@ impl Journal {
         }
     }
 
+    /// The gateway stops cleanly while judging the candidate: the next
+    /// start judges it again (a crash leaves `checking`, and rolls back).
+    pub fn restage(&mut self) {
+        if let Some(c) = &mut self.candidate {
+            c.step = Step::Staged;
+        }
+    }
+
     /// The candidate is healthy: it is the applied layer now.
     pub fn commit(&mut self, ts: &str) {
         if let Some(c) = self.candidate.take() {
@@ -360,6 +368,9 @@ mod tests {
         j.commit("t");
         let v2 = take(&j, &push(2, "v2"));
         j.stage(v2.clone(), "t");
+        assert_eq!(j.boot("t"), Boot::Check(v2.clone()));
+        // Stopped cleanly while checking: judged again at the next start.
+        j.restage();
         assert_eq!(j.boot("t"), Boot::Check(v2));
         // Killed while checking: the next start runs v1.
         assert_eq!(j.boot("t"), Boot::Run(Some(v1.clone())));

@@ -336,8 +336,16 @@ impl Worker {
                 self.report().await;
                 true
             }
-            // The journal still says `checking`: the next start rolls back.
-            Verdict::Stopped => false,
+            // A clean stop (SIGTERM, a reload of the service) before the
+            // verdict is no crash: the next start judges it again. Only a
+            // start that never got this far finds `checking` and rolls back.
+            Verdict::Stopped => {
+                self.journal.restage();
+                if let Err(e) = self.store.save(&self.journal) {
+                    error!(error = %e, "Cannot journal the stop; the next start rolls the pushed configuration back.");
+                }
+                false
+            }
         }
     }
 

@@ -6,6 +6,9 @@
 //! the gateway was offline arrives once it is back, and the same push
 //! again is recognised by the journal and changes nothing.
 //!
+//! On a cluster (`[upstream] urls`) a lost or refused connection moves on
+//! to the next node, as the forwarder does.
+//!
 //! Only the latest payload matters (a newer push supersedes an older one,
 //! whose serial would be refused anyway), so it is handed on through a
 //! `watch` that keeps the last one.
@@ -23,11 +26,17 @@ use tracing::{info, warn};
 
 use crate::settings::GatewayConfig;
 
-/// The connection's options: the upstream's broker and credentials.
+/// Packets up to this size are read, so a message over the journal's
+/// limit is refused by it (`format`, reported) rather than breaking the
+/// connection at every retained redelivery.
+const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
+
+/// The connection's options for each node of the upstream (one, or the
+/// cluster's `urls`): its broker and credentials.
 ///
 /// # Errors
 /// A missing password variable or unreadable TLS files.
-pub fn options(config: &GatewayConfig) -> Result<rumqttc::MqttOptions, SetupError> {
+pub fn options(config: &GatewayConfig) -> Result<Vec<rumqttc::MqttOptions>, SetupError> {
     let settings = UpstreamSettings::from_config(
         &config.upstream,
         &config.outbox,
@@ -38,21 +47,29 @@ pub fn options(config: &GatewayConfig) -> Result<rumqttc::MqttOptions, SetupErro
     let mut connection = settings.connection;
     connection.broker.client_id = format!("{}-config", connection.broker.client_id);
     connection.persistent_session = false;
-    // Room for the largest message the journal accepts, so a larger one
-    // is refused by its size rather than breaking every connection.
-    connection.max_packet_bytes = remote_config::message::MAX_MESSAGE_BYTES + 64 * 1024;
-    connection.mqtt_options(None)
+    connection.max_packet_bytes = MAX_PACKET_BYTES;
+    settings
+        .nodes
+        .iter()
+        .map(|node| {
+            let mut c = connection.clone();
+            c.broker.url = node.clone();
+            c.mqtt_options(None)
+        })
+        .collect()
 }
 
 /// Subscribes to `topic` and hands each payload to `latest` until `stop`.
 pub async fn run(
-    opts: rumqttc::MqttOptions,
+    nodes: Vec<rumqttc::MqttOptions>,
     topic: String,
     latest: watch::Sender<Option<Vec<u8>>>,
     max_backoff: Duration,
     stop: CancellationToken,
 ) {
-    let (client, mut eventloop) = AsyncClient::new(opts, 8);
+    let Some(first) = nodes.first() else { return };
+    let mut node = 0;
+    let (mut client, mut eventloop) = AsyncClient::new(first.clone(), 8);
     let mut backoff = Backoff::new(Duration::from_millis(200), max_backoff);
     let log = LogThrottle::default();
     loop {
@@ -89,6 +106,10 @@ pub async fn run(
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+                if nodes.len() > 1 {
+                    node = (node + 1) % nodes.len();
+                    (client, eventloop) = AsyncClient::new(nodes[node].clone(), 8);
                 }
             }
         }
