@@ -156,6 +156,10 @@ struct Worker {
     shown: Option<Vec<(String, String)>>,
 }
 
+/// After a refused message that moved nothing (unsigned, forged, stale,
+/// damaged), before the next one is looked at.
+const UNTRUSTED_PAUSE: Duration = Duration::from_secs(1);
+
 /// Why a trusted push is refused before it runs: the reported reason and
 /// the detail.
 type Refusal = (&'static str, String);
@@ -210,7 +214,15 @@ impl Worker {
                 warn!(version = ?pushed.as_ref().map(|p| &p.version), serial = ?pushed.as_ref().map(|p| p.serial), reason, %detail, "Configuration push refused; the running configuration stays.");
                 let ts = self.now();
                 self.journal.refuse(pushed, reason, &detail, signed, &ts);
-                self.save_and_report().await;
+                // Nothing of the gateway's changed: no journal write (a
+                // flood of forged messages must not wear the flash out),
+                // and a pause before the next message, so such a flood
+                // costs one report a second. The watch keeps the latest.
+                self.report().await;
+                tokio::select! {
+                    () = self.stop.cancelled() => {}
+                    () = tokio::time::sleep(UNTRUSTED_PAUSE) => {}
+                }
                 false
             }
             Judged::Take(message) => self.take(&message).await,

@@ -186,9 +186,11 @@ async fn a_push_that_cannot_bind_its_port_is_rolled_back_and_no_reading_is_lost(
     )
     .await;
     let s = states.wait(2, "rolled_back", VERDICT).await;
+    // The contract's bound (health_timeout + a few seconds), not a speed
+    // target: the port fails the gate at once, two restarts follow.
     assert!(
-        pushed_at.elapsed() < Duration::from_secs(3 + 5),
-        "within health_timeout + a few seconds"
+        pushed_at.elapsed() < Duration::from_secs(3 + 10),
+        "rolled back within health_timeout + a few seconds"
     );
     assert_eq!(s["reason"], "health");
     assert_eq!(s["applied"], "v1");
@@ -350,6 +352,23 @@ async fn a_push_made_while_the_gateway_was_stopped_is_applied_once_at_its_start(
     let h = healthy_on(site.metrics, Some("v7"), "applied").await;
     assert_eq!(adapters(&h), ["building", "lab-lines"]);
     assert_eq!(restarts(&mut gw), 1);
+    // `validate --print` shows what runs, the pushed layer named.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(["validate", "--print", "-c"])
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        merged.contains("#   pushed configuration v7 (serial 7)"),
+        "{merged}"
+    );
+    assert!(merged.contains("name = \"lab-lines\""), "{merged}");
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
     // Started again: the retained push is the one applied, nothing happens.
