@@ -336,7 +336,15 @@ async fn the_same_push_again_changes_nothing_and_an_older_one_replayed_is_stale(
 
 #[tokio::test]
 async fn a_push_made_while_the_gateway_was_stopped_is_applied_once_at_its_start() {
-    let site = Site::signed_by_fleet();
+    let mut site = Site::signed_by_fleet();
+    let dashboard = free_port();
+    site.config = base_config(
+        site.cloud.port(),
+        site.building.port(),
+        site.metrics,
+        &[public_key(FLEET_KEY)],
+        &format!("\n[dashboard]\nenabled = true\nbind = \"127.0.0.1:{dashboard}\"\n"),
+    );
     let mut states = States::start(site.cloud.port()).await;
     let mut gw = GatewayProcess::start(&site.config);
     common::remote::healthy(site.metrics).await;
@@ -369,6 +377,13 @@ async fn a_push_made_while_the_gateway_was_stopped_is_applied_once_at_its_start(
         "{merged}"
     );
     assert!(merged.contains("name = \"lab-lines\""), "{merged}");
+    // The dashboard's gateway page names the version that runs.
+    let (code, page) = common::http_get(dashboard, "/gateway").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains(r#"<td id="config-applied">v7 (serial 7) — last push v7 applied</td>"#),
+        "{page}"
+    );
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
     // Started again: the retained push is the one applied, nothing happens.
