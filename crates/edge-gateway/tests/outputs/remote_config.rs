@@ -131,8 +131,12 @@ async fn a_signed_push_starts_a_new_adapter_device_and_rule_without_losing_a_rea
 async fn a_schema_error_is_rejected_with_its_key_path_and_nothing_restarts() {
     let site = Site::signed_by_fleet();
     let mut states = States::start(site.cloud.port()).await;
+    let mut windows =
+        Subscriber::start(site.cloud.port(), &format!("{PREFIX}/flow-1/aggregated")).await;
     let mut gw = GatewayProcess::start(&site.config);
     common::remote::healthy(site.metrics).await;
+    let (topic, lines) = readings("flow-1", 0, 150);
+    publish_lines(site.building.port(), &topic, &lines, 1).await;
     let bad = "[aggregation]\nwindow = \"fast\"\n\n[[device]]\nid = \"d1\"\ncolour = \"red\"\n";
     push(site.cloud.port(), &signed(FLEET_KEY, 5, "v5-typo", bad)).await;
     let s = states.wait(5, "rejected", VERDICT).await;
@@ -148,6 +152,9 @@ async fn a_schema_error_is_rejected_with_its_key_path_and_nothing_restarts() {
     assert_eq!(s["highest_serial"], 5);
     assert_eq!(restarts(&mut gw), 0);
     healthy_on(site.metrics, None, "rejected").await;
+    let (topic, lines) = readings("flow-1", 1, 150);
+    publish_lines(site.building.port(), &topic, &lines, 1).await;
+    assert_counted_once(&mut windows, "flow-1", 300).await;
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
@@ -219,6 +226,8 @@ async fn a_push_that_cannot_bind_its_port_is_rolled_back_and_no_reading_is_lost(
 async fn a_dead_upstream_or_a_missing_serial_port_is_rolled_back_within_the_health_timeout() {
     let site = Site::signed_by_fleet();
     let mut states = States::start(site.cloud.port()).await;
+    let mut windows =
+        Subscriber::start(site.cloud.port(), &format!("{PREFIX}/flow-1/aggregated")).await;
     let mut gw = GatewayProcess::start(&site.config);
     common::remote::healthy(site.metrics).await;
     // A broker that does not answer: nothing listens there.
@@ -229,6 +238,11 @@ async fn a_dead_upstream_or_a_missing_serial_port_is_rolled_back_within_the_heal
         &signed(FLEET_KEY, 1, "dead-upstream", &dead),
     )
     .await;
+    // Readings taken while the gateway runs towards the dead broker wait in
+    // the outbox and reach the cloud after the rollback.
+    let (topic, lines) = readings("flow-1", 0, 300);
+    let mut published = lines.len();
+    publish_lines(site.building.port(), &topic, &lines, 1).await;
     // Reported once back on the old broker, from the outbox.
     let s = states.wait(1, "rolled_back", VERDICT).await;
     assert_eq!(s["reason"], "health");
@@ -251,6 +265,10 @@ async fn a_dead_upstream_or_a_missing_serial_port_is_rolled_back_within_the_heal
     );
     let h = healthy_on(site.metrics, None, "rolled_back").await;
     assert_eq!(adapters(&h), ["building"]);
+    let (topic, lines) = readings("flow-1", 1, 100);
+    published += lines.len();
+    publish_lines(site.building.port(), &topic, &lines, 1).await;
+    assert_counted_once(&mut windows, "flow-1", published).await;
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
