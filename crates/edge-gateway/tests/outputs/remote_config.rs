@@ -395,6 +395,21 @@ async fn a_push_made_while_the_gateway_was_stopped_is_applied_once_at_its_start(
         "{merged}"
     );
     assert!(merged.contains("name = \"lab-lines\""), "{merged}");
+    // A reload reads the local files and the applied layer again: its
+    // adapter stays.
+    gw.signal("HUP");
+    gw.wait_for_log("Reloaded.").await;
+    let reloaded = gw
+        .seen
+        .iter()
+        .rev()
+        .find(|l| l.contains("Reloaded."))
+        .unwrap();
+    assert!(reloaded.contains("stopped=[]"), "{reloaded}");
+    assert_eq!(
+        adapters(&healthy_on(site.metrics, Some("v7"), "applied").await),
+        ["building", "lab-lines"]
+    );
     // The dashboard's gateway page names the version that runs.
     let (code, page) = common::http_get(dashboard, "/gateway").await;
     assert_eq!(code, 200);
