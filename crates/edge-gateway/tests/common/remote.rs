@@ -18,7 +18,14 @@ pub const OTHER_KEY: &str = "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85c
 const SIGNER: &str = r#"
 import base64, hashlib, json, sys
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if sys.argv[2] == "verify":
+    m = json.loads(sys.stdin.read())
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(sys.argv[1]))
+    public.verify(base64.b64decode(m["signature"]), f"{m['serial']}\n{m['version']}\n{m['sha256']}".encode())
+    assert hashlib.sha256(m["config"].encode()).hexdigest() == m["sha256"]
+    print("verified")
+    sys.exit(0)
 key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(sys.argv[1]))
 if sys.argv[2] == "public":
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -62,6 +69,12 @@ pub fn public_key(seed: &str) -> String {
 /// The seed as a PKCS#8 PEM file's text (what `config push --key` reads).
 pub fn pem(seed: &str) -> String {
     python(&[seed, "pem"], "")
+}
+
+/// Python's verdict on a message and a base64 public key: "verified", or
+/// the signer script fails.
+pub fn verify(public: &str, message: &str) -> String {
+    python(&[public, "verify"], message)
 }
 
 /// The desired-state message for `config`, signed with `seed`.

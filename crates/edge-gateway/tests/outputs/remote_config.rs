@@ -538,3 +538,76 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+#[tokio::test]
+async fn config_keygen_and_sign_make_messages_an_independent_verifier_accepts() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("fleet.key");
+    let edge = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+            .arg("config")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = edge(&["keygen".as_ref(), "--key".as_ref(), key.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let public = line
+        .trim()
+        .strip_prefix("public_keys = [\"")
+        .and_then(|l| l.strip_suffix("\"]"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the signing key is private");
+    let again = edge(&["keygen".as_ref(), "--key".as_ref(), key.as_os_str()]);
+    assert!(
+        !again.status.success(),
+        "an existing key is never overwritten"
+    );
+    let layer = dir.path().join("site.toml");
+    std::fs::write(
+        &layer,
+        "[aggregation]\nwindow = \"30s\"\n# é, a non-ASCII comment\n",
+    )
+    .unwrap();
+    let out = edge(&[
+        "sign".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--serial".as_ref(),
+        "9".as_ref(),
+        "--version".as_ref(),
+        "v9 floor 3".as_ref(),
+        layer.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let message = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(common::remote::verify(&public, &message), "verified");
+    let not_toml = dir.path().join("broken.toml");
+    std::fs::write(&not_toml, "[aggregation\n").unwrap();
+    let out = edge(&[
+        "sign".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--serial".as_ref(),
+        "10".as_ref(),
+        "--version".as_ref(),
+        "v10".as_ref(),
+        not_toml.as_os_str(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "a file that is not TOML is not signed"
+    );
+}
