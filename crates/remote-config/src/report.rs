@@ -56,17 +56,6 @@ pub struct Report {
     pub highest_serial: u64,
 }
 
-impl Report {
-    /// The retained message's payload.
-    pub fn to_payload(&self, gateway_id: &str) -> Vec<u8> {
-        let mut value = serde_json::to_value(self).unwrap_or_default();
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("gateway".into(), serde_json::json!(gateway_id));
-        }
-        value.to_string().into_bytes()
-    }
-}
-
 /// The desired-state topic.
 pub fn config_topic(prefix: &str, gateway_id: &str) -> String {
     format!("{prefix}/gateway/{gateway_id}/config")
@@ -97,14 +86,14 @@ mod tests {
             applied_sha256: Some("cd".into()),
             highest_serial: 2,
         };
-        let v: serde_json::Value = serde_json::from_slice(&r.to_payload("gw-1")).unwrap();
+        // The upstream adds `gateway` (and the forwarder `seq`).
+        let v = serde_json::to_value(&r).unwrap();
         for key in [
             "desired", "serial", "applied", "status", "reason", "detail", "ts", "sha256",
         ] {
             assert!(v.get(key).is_some(), "{key}");
         }
         assert_eq!(v["status"], "rolled_back");
-        assert_eq!(v["gateway"], "gw-1");
         assert_eq!(
             state_topic("building/hq", "gw-1"),
             "building/hq/gateway/gw-1/config/state"
