@@ -319,6 +319,8 @@ async fn unsigned_foreign_and_forged_pushes_are_refused_and_move_no_mark() {
 async fn the_same_push_again_changes_nothing_and_an_older_one_replayed_is_stale() {
     let site = Site::signed_by_fleet();
     let mut states = States::start(site.cloud.port()).await;
+    let mut windows =
+        Subscriber::start(site.cloud.port(), &format!("{PREFIX}/flow-1/aggregated")).await;
     let mut gw = GatewayProcess::start(&site.config);
     common::remote::healthy(site.metrics).await;
     let v2 = signed(FLEET_KEY, 2, "v2", &lab_layer(free_port()));
@@ -331,9 +333,16 @@ async fn the_same_push_again_changes_nothing_and_an_older_one_replayed_is_stale(
     );
     assert_eq!(restarts(&mut gw), 1);
 
+    // v3 changes the window length: the open 1 s windows carry over the
+    // restart and every reading is still counted once.
+    let (topic, lines) = readings("flow-1", 0, 200);
+    publish_lines(site.building.port(), &topic, &lines, 1).await;
     let v3 = signed(FLEET_KEY, 3, "v3", "[aggregation]\nwindow = \"2s\"\n");
     push(site.cloud.port(), &v3).await;
     states.wait(3, "applied", VERDICT).await;
+    let (topic, lines) = readings("flow-1", 1, 200);
+    publish_lines(site.building.port(), &topic, &lines, 1).await;
+    assert_counted_once(&mut windows, "flow-1", 400).await;
     // Whoever can publish replays the validly signed v2.
     push(site.cloud.port(), &v2).await;
     let s = states.wait(2, "rejected", VERDICT).await;
