@@ -317,3 +317,119 @@ pub fn restart() -> std::process::ExitCode {
     tracing::error!(error = %error, "Cannot restart in place; exiting for the service manager to restart the gateway.");
     std::process::ExitCode::from(EX_TEMPFAIL)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use remote_config::message::sha256_hex;
+    use remote_config::Status;
+
+    use super::*;
+
+    const LOCAL: &str = r#"
+[gateway]
+id = "gw-t"
+state_dir = "@STATE@"
+[upstream]
+url = "mqtt://127.0.0.1:1883"
+[remote_config]
+enabled = true
+[[adapter]]
+type = "mqtt"
+name = "building"
+topics = ["s/{device}/{metric}"]
+"#;
+
+    fn site() -> (tempfile::TempDir, std::path::PathBuf, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(
+            &path,
+            LOCAL.replace("@STATE@", &state.display().to_string()),
+        )
+        .unwrap();
+        (dir, path, Store::new(&state))
+    }
+
+    fn layer(store: &Store, version: &str, serial: u64, text: &str) -> Pushed {
+        let p = Pushed {
+            version: version.into(),
+            serial,
+            sha256: sha256_hex(text),
+        };
+        store.write_layer(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_staged_candidate_that_no_longer_loads_is_rolled_back_before_it_runs() {
+        let (_dir, path, store) = site();
+        let good = layer(&store, "v1", 1, "[aggregation]\nwindow = \"2m\"\n");
+        let bad = layer(
+            &store,
+            "v2",
+            2,
+            "[[adapter]]\ntype = \"mqtt\"\nname = \"building\"\n",
+        );
+        let mut j = Journal::default();
+        j.stage(good.clone(), "t");
+        j.boot("t");
+        j.commit("t");
+        j.stage(bad, "t");
+        store.save(&j).unwrap();
+        let start = Start::prepare(&path, &Env::new()).unwrap();
+        assert_eq!(start.loaded.layer, Some(good.clone()));
+        assert_eq!(start.loaded.config.aggregation.window.as_secs(), 120);
+        let (_, booted) = start.settle(&path, &Env::new()).unwrap();
+        let booted = booted.unwrap();
+        assert_eq!(booted.checking, None);
+        let saved = store.load().unwrap();
+        assert_eq!(saved.candidate, None);
+        let report = saved.report.unwrap();
+        assert_eq!(
+            (report.status, report.reason.as_str()),
+            (Status::RolledBack, "schema")
+        );
+        assert!(
+            report.detail.contains("adapter[1].name"),
+            "{}",
+            report.detail
+        );
+        assert_eq!(report.applied.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn an_applied_layer_that_is_damaged_leaves_the_local_files_running_and_says_so() {
+        let (_dir, path, store) = site();
+        let v1 = layer(&store, "v1", 1, "[aggregation]\nwindow = \"2m\"\n");
+        let mut j = Journal::default();
+        j.stage(v1.clone(), "t");
+        j.boot("t");
+        j.commit("t");
+        store.save(&j).unwrap();
+        // validate and a reload read it too.
+        assert_eq!(load(&path, &Env::new()).unwrap().layer, Some(v1.clone()));
+        std::fs::write(
+            store.layer_file(&v1.sha256),
+            "[aggregation]\nwindow = \"3m\"\n",
+        )
+        .unwrap();
+        let loaded = load(&path, &Env::new()).unwrap();
+        assert_eq!(loaded.layer, None);
+        assert!(loaded.dropped.unwrap().contains("SHA-256"));
+        let (start, _) = Start::prepare(&path, &Env::new())
+            .unwrap()
+            .settle(&path, &Env::new())
+            .unwrap();
+        // The local files' default, not the pushed 2m nor the damaged 3m.
+        assert_eq!(start.loaded.config.aggregation.window.as_secs(), 300);
+        let saved = store.load().unwrap();
+        assert_eq!(saved.applied, None);
+        let report = saved.report.unwrap();
+        assert_eq!(
+            (report.status, report.reason.as_str()),
+            (Status::RolledBack, "layer")
+        );
+    }
+}

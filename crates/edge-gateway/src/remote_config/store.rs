@@ -74,7 +74,7 @@ impl Store {
         Ok(())
     }
 
-    fn layer_path(&self, sha256: &str) -> PathBuf {
+    pub(super) fn layer_file(&self, sha256: &str) -> PathBuf {
         self.dir().join(format!("{sha256}.toml"))
     }
 
@@ -87,7 +87,7 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(FileError::at("creating", &dir))?;
         // Not a JSON document: the TOML as pushed, byte for byte, so its
         // digest (its name) can be checked when it is read back.
-        replace_atomically_with(&self.layer_path(&pushed.sha256), |f| {
+        replace_atomically_with(&self.layer_file(&pushed.sha256), |f| {
             std::io::Write::write_all(f, text.as_bytes())
         })?;
         Ok(())
@@ -98,7 +98,7 @@ impl Store {
     /// # Errors
     /// Missing, unreadable, or not the content the journal names.
     pub fn read_layer(&self, pushed: &Pushed) -> Result<String, StoreError> {
-        let path = self.layer_path(&pushed.sha256);
+        let path = self.layer_file(&pushed.sha256);
         let text = std::fs::read_to_string(&path).map_err(|e| StoreError::Layer {
             path: path.clone(),
             reason: e.to_string(),
@@ -165,7 +165,7 @@ mod tests {
         store.save(&j).unwrap();
         assert_eq!(store.load().unwrap(), j);
         assert_eq!(store.read_layer(&p).unwrap(), text);
-        std::fs::write(store.layer_path(&p.sha256), "[aggregation]\n").unwrap();
+        std::fs::write(store.layer_file(&p.sha256), "[aggregation]\n").unwrap();
         assert!(store.read_layer(&p).is_err());
         let old = Pushed {
             sha256: "00".into(),
@@ -173,7 +173,7 @@ mod tests {
         };
         store.write_layer(&old, "").unwrap();
         store.forget_other_layers(&j);
-        assert!(!store.layer_path("00").exists());
-        assert!(store.layer_path(&p.sha256).exists());
+        assert!(!store.layer_file("00").exists());
+        assert!(store.layer_file(&p.sha256).exists());
     }
 }
