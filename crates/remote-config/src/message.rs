@@ -16,8 +16,9 @@ use sha2::{Digest as _, Sha256};
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// The message as the fleet tool publishes it.
+/// Other fields a fleet tool adds (`ts`, `author`) are ignored: they are
+/// not signed, so they can change nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DesiredMessage {
     /// A label for people (`"v2"`, `"2026-11-27 floor 3 sensors"`).
     pub version: String,
@@ -81,9 +82,7 @@ pub fn sha256_hex(text: &str) -> String {
 /// # Errors
 /// What is wrong with it, for the key path's problem.
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| format!("not base64 ({e})"))?;
+    let bytes = decode_base64(text).map_err(|e| format!("not base64 ({e})"))?;
     let raw: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
         format!(
             "{} bytes where an Ed25519 public key has 32 (base64 of the raw key, as `edge-gateway config keygen` prints it)",
@@ -91,6 +90,18 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
         )
     })?;
     VerifyingKey::from_bytes(&raw).map_err(|_| "not a valid Ed25519 public key".to_string())
+}
+
+/// Base64 as other tools write it: standard (RFC 4648 §4) with or without
+/// padding, or the URL-safe alphabet (§5).
+fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let text = text.trim();
+    STANDARD
+        .decode(text)
+        .or_else(|_| STANDARD_NO_PAD.decode(text))
+        .or_else(|_| URL_SAFE.decode(text))
+        .or_else(|_| URL_SAFE_NO_PAD.decode(text))
 }
 
 /// Base64 of a public key's 32 raw bytes.
@@ -148,8 +159,7 @@ impl DesiredMessage {
                     "unsigned, and [remote_config] public_keys are set: only a signed push is taken".into(),
                 ));
             };
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(signature.trim())
+            let bytes = decode_base64(signature)
                 .map_err(|e| Untrusted::Signature(format!("signature is not base64 ({e})")))?;
             let raw: [u8; 64] = bytes.as_slice().try_into().map_err(|_| {
                 Untrusted::Signature(format!(
@@ -263,6 +273,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("64"));
+    }
+
+    #[test]
+    fn other_tools_spellings_are_read() {
+        let k = key(5);
+        let m = DesiredMessage::signed(&k, 8, "v8", "# x\n");
+        let mut json: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+        json["ts"] = serde_json::json!("2026-11-27T10:00:00Z");
+        json["sha256"] = serde_json::json!(m.sha256.to_ascii_uppercase());
+        // Re-signed over the upper-case digest, as that tool writes it.
+        let upper = DesiredMessage {
+            sha256: m.sha256.to_ascii_uppercase(),
+            ..m.clone()
+        };
+        let sig = k.sign(signed_text(8, "v8", &upper.sha256).as_bytes());
+        json["signature"] = serde_json::json!(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig.to_bytes())
+        );
+        let parsed = DesiredMessage::parse(json.to_string().as_bytes()).unwrap();
+        parsed.verify(&[k.verifying_key()]).unwrap();
+        assert_eq!(parsed.digest(), m.sha256);
+        let unpadded =
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(k.verifying_key().as_bytes());
+        assert_eq!(parse_public_key(&unpadded).unwrap(), k.verifying_key());
     }
 
     #[test]
