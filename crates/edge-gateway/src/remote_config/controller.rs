@@ -17,6 +17,7 @@ use gateway_core::{Clock, Telemetry};
 use remote_config::{allow, DesiredMessage, Journal, Judged, Pushed};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -73,7 +74,7 @@ impl Controller {
     /// variable).
     pub fn start(booted: Booted, ctx: Context<'_>) -> anyhow::Result<Self> {
         let config = ctx.config;
-        let keys = config
+        let keys: Vec<VerifyingKey> = config
             .remote_config
             .public_keys
             .iter()
@@ -82,11 +83,16 @@ impl Controller {
         let opts = listener::options(config)?;
         let topic = remote_config::report::config_topic(&config.topic_prefix(), &config.gateway.id);
         let stop = CancellationToken::new();
-        let (latest, payloads) = watch::channel(None);
+        let (trusted, trusted_rx) = watch::channel(None);
+        let (other, other_rx) = watch::channel(None);
         tokio::spawn(listener::run(
             opts,
             topic,
-            latest,
+            listener::Lanes {
+                trusted,
+                other,
+                keys: keys.clone(),
+            },
             config.upstream.broker.max_backoff,
             stop.clone(),
         ));
@@ -106,7 +112,7 @@ impl Controller {
             stop: stop.clone(),
             shown: None,
         };
-        let task = tokio::spawn(worker.run(booted.checking, payloads, restart_tx));
+        let task = tokio::spawn(worker.run(booted.checking, (trusted_rx, other_rx), restart_tx));
         Ok(Self {
             stop,
             task,
@@ -160,15 +166,24 @@ struct Worker {
 /// damaged), before the next one is looked at.
 const UNTRUSTED_PAUSE: Duration = Duration::from_secs(1);
 
+/// The listener's two lanes: validly signed pushes (serial, payload), and
+/// the rest.
+type Lanes = (
+    watch::Receiver<Option<(u64, Vec<u8>)>>,
+    watch::Receiver<Option<Vec<u8>>>,
+);
+
 /// Why a trusted push is refused before it runs: the reported reason and
 /// the detail.
 type Refusal = (&'static str, String);
 
 impl Worker {
+    /// Judges the candidate a start runs, then takes messages: trusted
+    /// ones as they come, the others (which can only be refused) paced.
     async fn run(
         mut self,
         checking: Option<Pushed>,
-        mut payloads: watch::Receiver<Option<Vec<u8>>>,
+        (mut trusted, mut other): Lanes,
         restart: oneshot::Sender<()>,
     ) {
         self.report().await;
@@ -178,21 +193,42 @@ impl Worker {
                 return;
             }
         }
+        let mut refused: Option<Vec<u8>> = None;
+        let mut next_refusal = Instant::now();
         loop {
-            tokio::select! {
+            let restart_now = tokio::select! {
+                biased;
                 () = self.stop.cancelled() => return,
-                changed = payloads.changed() => {
+                changed = trusted.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    let payload = payloads.borrow_and_update().clone();
-                    if let Some(payload) = payload {
-                        if self.handle(&payload).await {
-                            let _ = restart.send(());
-                            return;
-                        }
+                    let payload = trusted.borrow_and_update().clone();
+                    match payload {
+                        Some((_, payload)) => self.handle(&payload).await,
+                        None => false,
                     }
                 }
+                changed = other.changed(), if refused.is_none() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    refused = other.borrow_and_update().clone();
+                    false
+                }
+                () = tokio::time::sleep_until(next_refusal), if refused.is_some() => {
+                    if let Some(payload) = refused.take() {
+                        self.handle(&payload).await;
+                    }
+                    // Such a flood costs one report a second; the lane
+                    // keeps the latest.
+                    next_refusal = Instant::now() + UNTRUSTED_PAUSE;
+                    false
+                }
+            };
+            if restart_now {
+                let _ = restart.send(());
+                return;
             }
         }
     }
@@ -215,14 +251,8 @@ impl Worker {
                 let ts = self.now();
                 self.journal.refuse(pushed, reason, &detail, signed, &ts);
                 // Nothing of the gateway's changed: no journal write (a
-                // flood of forged messages must not wear the flash out),
-                // and a pause before the next message, so such a flood
-                // costs one report a second. The watch keeps the latest.
+                // flood of forged messages must not wear the flash out).
                 self.report().await;
-                tokio::select! {
-                    () = self.stop.cancelled() => {}
-                    () = tokio::time::sleep(UNTRUSTED_PAUSE) => {}
-                }
                 false
             }
             Judged::Take(message) => self.take(&message).await,

@@ -9,15 +9,22 @@
 //! On a cluster (`[upstream] urls`) a lost or refused connection moves on
 //! to the next node, as the forwarder does.
 //!
-//! Only the latest payload matters (a newer push supersedes an older one,
-//! whose serial would be refused anyway), so it is handed on through a
-//! `watch` that keeps the last one.
+//! Messages are sorted into two lanes, each a `watch` that keeps only the
+//! last one (a newer push supersedes an older one, whose serial would be
+//! refused anyway): [`Lanes::trusted`], validly signed with the content
+//! they name, and only ever replaced by one with a serial at least as
+//! high; [`Lanes::other`], everything else (unsigned, forged, damaged, or
+//! signed but older), which the controller only reports on, paced. So a
+//! flood of forged or replayed messages cannot push a real push out of
+//! the way before the controller has taken it.
 
 use std::time::Duration;
 
+use ed25519_dalek::VerifyingKey;
 use gateway_core::backoff::Backoff;
 use gateway_core::telemetry::LogThrottle;
 use mqtt_connect::SetupError;
+use remote_config::DesiredMessage;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use sinks::mqtt_upstream::UpstreamSettings;
 use tokio::sync::watch;
@@ -59,11 +66,43 @@ pub fn options(config: &GatewayConfig) -> Result<Vec<rumqttc::MqttOptions>, Setu
         .collect()
 }
 
-/// Subscribes to `topic` and hands each payload to `latest` until `stop`.
+/// Where payloads go.
+pub struct Lanes {
+    /// Validly signed (by `keys`), with the content they name: serial and
+    /// payload.
+    pub trusted: watch::Sender<Option<(u64, Vec<u8>)>>,
+    pub other: watch::Sender<Option<Vec<u8>>>,
+    /// `[remote_config] public_keys` (none: the digest alone is checked).
+    pub keys: Vec<VerifyingKey>,
+}
+
+impl Lanes {
+    fn sort(&self, payload: Vec<u8>) {
+        // An empty retained message is a retained message being cleared.
+        if payload.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let serial = DesiredMessage::parse(&payload)
+            .ok()
+            .filter(|m| m.verify(&self.keys).is_ok())
+            .map(|m| m.serial);
+        let newest = self.trusted.borrow().as_ref().map(|(s, _)| *s);
+        match serial {
+            Some(serial) if newest.is_none_or(|n| serial >= n) => {
+                self.trusted.send_replace(Some((serial, payload)));
+            }
+            _ => {
+                self.other.send_replace(Some(payload));
+            }
+        }
+    }
+}
+
+/// Subscribes to `topic` and sorts each payload into `lanes` until `stop`.
 pub async fn run(
     nodes: Vec<rumqttc::MqttOptions>,
     topic: String,
-    latest: watch::Sender<Option<Vec<u8>>>,
+    lanes: Lanes,
     max_backoff: Duration,
     stop: CancellationToken,
 ) {
@@ -96,7 +135,7 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => {
-                latest.send_replace(Some(p.payload.to_vec()));
+                lanes.sort(p.payload.to_vec());
             }
             Ok(_) => {}
             Err(e) => {
@@ -115,4 +154,40 @@ pub async fn run(
         }
     }
     let _ = client.try_disconnect();
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+
+    #[test]
+    fn a_flood_of_forged_or_older_pushes_cannot_displace_a_newer_signed_one() {
+        let fleet = SigningKey::from_bytes(&[1; 32]);
+        let other = SigningKey::from_bytes(&[2; 32]);
+        let (trusted, trusted_rx) = watch::channel(None);
+        let (other_lane, other_rx) = watch::channel(None);
+        let lanes = Lanes {
+            trusted,
+            other: other_lane,
+            keys: vec![fleet.verifying_key()],
+        };
+        let push = |k: &SigningKey, serial| {
+            DesiredMessage::signed(k, serial, "v", "")
+                .to_json()
+                .into_bytes()
+        };
+        lanes.sort(push(&fleet, 5));
+        lanes.sort(push(&other, 1 << 63));
+        lanes.sort(push(&fleet, 3));
+        lanes.sort(b"not json".to_vec());
+        lanes.sort(Vec::new());
+        assert_eq!(trusted_rx.borrow().as_ref().map(|(s, _)| *s), Some(5));
+        assert_eq!(other_rx.borrow().as_deref(), Some(&b"not json"[..]));
+        lanes.sort(push(&fleet, 5));
+        lanes.sort(push(&fleet, 6));
+        assert_eq!(trusted_rx.borrow().as_ref().map(|(s, _)| *s), Some(6));
+    }
 }

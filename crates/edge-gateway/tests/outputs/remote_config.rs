@@ -620,3 +620,48 @@ async fn config_keygen_and_sign_make_messages_an_independent_verifier_accepts() 
         "a file that is not TOML is not signed"
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_forged_pushes_neither_hides_a_real_one_nor_floods_the_reports() {
+    let site = Site::signed_by_fleet();
+    let mut states = States::start(site.cloud.port()).await;
+    let mut gw = GatewayProcess::start(&site.config);
+    common::remote::healthy(site.metrics).await;
+    let layer = lab_layer(free_port());
+    // Forged: other key, serials far ahead; and the fleet's own v1 replayed.
+    let forged: Vec<String> = (0..4)
+        .map(|i| signed(OTHER_KEY, 1000 + i, "evil", &layer))
+        .chain([signed(FLEET_KEY, 1, "v1", "")])
+        .collect();
+    let flood: Vec<String> = forged.iter().cycle().take(400).cloned().collect();
+    let cloud = site.cloud.port();
+    let topic = common::remote::config_topic();
+    let started = tokio::time::Instant::now();
+    let before = {
+        let (flood, topic) = (flood.clone(), topic.clone());
+        tokio::spawn(async move { publish_lines(cloud, &topic, &flood, 1).await })
+    };
+    push(cloud, &signed(FLEET_KEY, 7, "v7", &layer)).await;
+    publish_lines(cloud, &topic, &flood, 1).await;
+    before.await.unwrap();
+    let mut reports = Vec::new();
+    let applied = states
+        .0
+        .wait_for(VERDICT, |m| {
+            reports.push(m.json());
+            m.json()["serial"] == 7 && m.json()["status"] == "applied"
+        })
+        .await;
+    assert!(applied.is_some(), "the real push was applied: {reports:?}");
+    healthy_on(site.metrics, Some("v7"), "applied").await;
+    // Refusals are paced: about one a second, not one per message.
+    while let Some(s) = states.any(Duration::from_millis(1500)).await {
+        reports.push(s);
+    }
+    let refused = reports.iter().filter(|r| r["status"] == "rejected").count();
+    let seconds = started.elapsed().as_secs() as usize;
+    assert!(refused <= seconds + 3, "{refused} refusals in {seconds} s");
+    assert_eq!(restarts(&mut gw), 1);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
