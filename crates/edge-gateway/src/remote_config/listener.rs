@@ -12,8 +12,8 @@
 //! Messages are sorted into two lanes, each a `watch` that keeps only the
 //! last one (a newer push supersedes an older one, whose serial would be
 //! refused anyway): [`Lanes::trusted`], validly signed with the content
-//! they name, and only ever replaced by one with a serial at least as
-//! high; [`Lanes::other`], everything else (unsigned, forged, damaged, or
+//! they name, and only ever replaced by one with a higher serial (the same
+//! message again is nothing new); [`Lanes::other`], everything else (unsigned, forged, damaged, or
 //! signed but older), which the controller only reports on, paced. So a
 //! flood of forged or replayed messages cannot push a real push out of
 //! the way before the controller has taken it.
@@ -86,9 +86,14 @@ impl Lanes {
             .ok()
             .filter(|m| m.verify(&self.keys).is_ok())
             .map(|m| m.serial);
-        let newest = self.trusted.borrow().as_ref().map(|(s, _)| *s);
+        let (newest, same) = match self.trusted.borrow().as_ref() {
+            Some((s, p)) => (Some(*s), *p == payload),
+            None => (None, false),
+        };
         match serial {
-            Some(serial) if newest.is_none_or(|n| serial >= n) => {
+            // The broker's retained copy again (every reconnect).
+            Some(_) if same => {}
+            Some(serial) if newest.is_none_or(|n| serial > n) => {
                 self.trusted.send_replace(Some((serial, payload)));
             }
             _ => {
@@ -186,7 +191,17 @@ mod tests {
         lanes.sort(Vec::new());
         assert_eq!(trusted_rx.borrow().as_ref().map(|(s, _)| *s), Some(5));
         assert_eq!(other_rx.borrow().as_deref(), Some(&b"not json"[..]));
+        // The same message again changes nothing; another with serial 5
+        // cannot be newer.
+        let mut trusted_rx = trusted_rx;
+        trusted_rx.borrow_and_update();
         lanes.sort(push(&fleet, 5));
+        assert!(!trusted_rx.has_changed().unwrap());
+        let other5 = DesiredMessage::signed(&fleet, 5, "v5b", "")
+            .to_json()
+            .into_bytes();
+        lanes.sort(other5.clone());
+        assert_eq!(other_rx.borrow().as_deref(), Some(&other5[..]));
         lanes.sort(push(&fleet, 6));
         assert_eq!(trusted_rx.borrow().as_ref().map(|(s, _)| *s), Some(6));
     }
