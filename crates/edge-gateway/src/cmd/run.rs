@@ -207,8 +207,16 @@ async fn run(
     }
     let telemetry = gateway.telemetry.clone();
     // Bounded: the forwarder gives up delivering after its drain timeout.
-    match tokio::time::timeout(Duration::from_secs(20), gateway.stop()).await {
+    // A restart in place waits less (see `RESTART_STOP`).
+    let budget = match exit {
+        Exit::Stopped => Duration::from_secs(20),
+        Exit::Restart => remote_config::RESTART_STOP,
+    };
+    match tokio::time::timeout(budget, gateway.stop()).await {
         Ok(result) => result?,
+        Err(_) if matches!(exit, Exit::Restart) => {
+            warn!("Stop took too long; restarting anyway (what is not in the outbox yet is in the journals).");
+        }
         Err(_) => error!("Stop took too long; exiting anyway."),
     }
     status::log_line(&telemetry);

@@ -68,6 +68,15 @@ pub fn health_view(t: &gateway_core::Telemetry) -> Option<serde_json::Value> {
     }))
 }
 
+/// How long a restart in place waits for the gateway to stop. A clean
+/// stop takes milliseconds; what takes longer is the forwarder trying to
+/// deliver to an upstream that does not answer (the very thing a rollback
+/// may be about), up to its drain timeout. By then the pipeline has saved
+/// its windows and the outboxes hold what it sent, so nothing is lost by
+/// not waiting; and should the stop be cut earlier, the start after it
+/// recovers from the journals exactly as after a kill -9.
+pub const RESTART_STOP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Fault hook for the crash tests: the step of an apply at which to stop
 /// and wait to be killed (`written`, `staged`, `stopped`, `checking`,
 /// `healthy`, `committed`, `rolled_back`). Unset, nothing waits.
