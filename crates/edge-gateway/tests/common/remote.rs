@@ -205,17 +205,28 @@ pub async fn healthy(metrics: u16) -> serde_json::Value {
 /// `/health` once healthy with this pushed version applied (`None`: the
 /// local files alone) and status.
 pub async fn healthy_on(metrics: u16, applied: Option<&str>, status: &str) -> serde_json::Value {
+    healthy_running(metrics, applied, Some(status)).await
+}
+
+/// `/health` once healthy with this pushed version applied, whatever the
+/// last push's status (`None`) or with that status.
+pub async fn healthy_running(
+    metrics: u16,
+    applied: Option<&str>,
+    status: Option<&str>,
+) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Some((200, body)) = super::try_get(metrics, "/health").await {
             let h: serde_json::Value = serde_json::from_str(&body).unwrap();
-            if h["config"]["applied"].as_str() == applied && h["config"]["status"] == status {
+            let status_ok = status.is_none_or(|s| h["config"]["status"] == s);
+            if h["config"]["applied"].as_str() == applied && status_ok {
                 return h;
             }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "/health never showed {applied:?} {status}: {:?}",
+            "/health never showed {applied:?} {status:?}: {:?}",
             super::try_get(metrics, "/health").await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
