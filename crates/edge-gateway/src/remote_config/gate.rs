@@ -83,8 +83,11 @@ fn reasons(body: &serde_json::Value, stopped: Option<&str>) -> String {
         .unwrap_or_default();
     if let Some(name) = stopped {
         let said = format!("adapter \"{name}\" is not running");
-        if let Some(r) = out.iter_mut().find(|r| **r == said) {
-            *r = format!("{said} (it stopped with an error: a port already taken, a path that does not exist; see the log)");
+        let why = format!("{said} (it stopped with an error: a port already taken, a path that does not exist; see the log)");
+        // The verdict may have been read a moment before the task ended.
+        match out.iter_mut().find(|r| **r == said) {
+            Some(r) => *r = why,
+            None => out.push(why),
         }
     }
     out.join("; ")
@@ -132,6 +135,14 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(1));
         assert!(
             why.contains("adapter \"lines\" is not running (it stopped"),
+            "{why}"
+        );
+        // A task that ended after the verdict was read is still named.
+        let body =
+            serde_json::json!({"reasons": ["adapter \"lines\" has not opened its port yet"]});
+        let why = reasons(&body, Some("lines"));
+        assert!(
+            why.ends_with("; adapter \"lines\" is not running (it stopped with an error: a port already taken, a path that does not exist; see the log)"),
             "{why}"
         );
     }
