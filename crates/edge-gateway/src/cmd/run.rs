@@ -213,6 +213,13 @@ async fn run(
         Exit::Restart => remote_config::RESTART_STOP,
     };
     match tokio::time::timeout(budget, gateway.stop()).await {
+        // The start after a restart in place sets its components up anew.
+        Ok(Err(e)) if matches!(exit, Exit::Restart) => {
+            error!(
+                error = format!("{e:#}"),
+                "A component failed while stopping; restarting anyway."
+            );
+        }
         Ok(result) => result?,
         Err(_) if matches!(exit, Exit::Restart) => {
             warn!("Stop took too long; restarting anyway (what is not in the outbox yet is in the journals).");
