@@ -20,6 +20,9 @@ use remote_config::DesiredMessage;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use tokio::time::Instant;
 
+/// The signing key file `config push` uses without `--key`.
+pub const SIGNING_KEY_ENV: &str = "EDGE_GATEWAY_SIGNING_KEY";
+
 #[derive(Args, Debug)]
 pub struct ConfigArgs {
     #[command(subcommand)]
@@ -63,8 +66,9 @@ pub struct PushArgs {
     /// Default: one above the highest serial the gateway reports.
     #[arg(long)]
     pub serial: Option<u64>,
-    /// The signing key; without it the push is unsigned (taken only by a
-    /// gateway without `public_keys`).
+    /// The signing key (default: the file EDGE_GATEWAY_SIGNING_KEY names);
+    /// without one the push is unsigned, which only a gateway without
+    /// `public_keys` takes.
     #[arg(long)]
     pub key: Option<PathBuf>,
     /// The gateway's topic prefix, as its `[upstream] topic_prefix` resolves.
@@ -165,7 +169,14 @@ fn sign(key: &Path, serial: u64, version: &str, config: &Path) -> anyhow::Result
 
 async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
     let text = read_config(&args.config)?;
-    let key = args.key.as_deref().map(read_key).transpose()?;
+    let key_file = args
+        .key
+        .clone()
+        .or_else(|| std::env::var_os(SIGNING_KEY_ENV).map(PathBuf::from));
+    let key = key_file.as_deref().map(read_key).transpose()?;
+    if key.is_none() {
+        eprintln!("No --key (nor {SIGNING_KEY_ENV}): the push is unsigned; a gateway with public_keys refuses it.");
+    }
     let url = BrokerUrl::parse(&args.url).map_err(|e| anyhow::anyhow!("--url: {e}"))?;
     let mut broker = BrokerSection::from_url(url);
     broker.username.clone_from(&args.username);
