@@ -513,8 +513,13 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
                     "--version",
                     version,
                 ])
-                .arg("--key")
-                .arg(&key)
+                // v1 names its key, v2 takes it from the environment.
+                .args(if version == "v1" {
+                    vec!["--key".into(), key.clone().into_os_string()]
+                } else {
+                    Vec::new()
+                })
+                .env("EDGE_GATEWAY_SIGNING_KEY", &key)
                 .args(["--wait", "--timeout", "20s"])
                 .arg(&file)
                 .output()
