@@ -51,6 +51,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Ok(());
     }
     let corpus = nab::Corpus::load(&dir, "")?;
+    if std::env::args().any(|a| a == "--resonance") {
+        return resonance(&corpus);
+    }
     let grid = cv::grid();
     println!(
         "{} files, {} parameter sets; false-alarm limit {} per 10 000 clean readings",
@@ -163,5 +166,70 @@ fn main() -> Result<(), Box<dyn Error>> {
             cv::show(&Params::DEFAULT)
         );
     }
+    Ok(())
+}
+
+/// The second family: each of its sets in-sample, alone (the first family
+/// off) and with the first; then the same procedure over its grid (the
+/// first family at its defaults), 5 folds and each family held out, and
+/// its false alarms.
+fn resonance(corpus: &nab::Corpus) -> Result<(), Box<dyn Error>> {
+    let grid = cv::resonance_grid();
+    let alone: Vec<Params> = grid
+        .iter()
+        .skip(1)
+        .map(|p| Params {
+            first_family: false,
+            ..*p
+        })
+        .collect();
+    let table = cv::run(corpus, &alone, false).table;
+    for (p, (score, _)) in alone.iter().zip(&table) {
+        println!("alone {score:5.1}  {}", cv::show(p));
+    }
+    let report = cv::run(corpus, &grid, true);
+    for (p, (score, fa)) in grid.iter().zip(&report.table) {
+        println!(
+            "with the first family {score:5.1}  max false alarms {}  {}",
+            fa.map_or("-".to_string(), |f| format!("{f:.2}")),
+            cv::show(p)
+        );
+    }
+    for (k, f) in report.folds.iter().enumerate() {
+        println!(
+            "fold {}: in-fold {:5.1}  out-of-fold {:5.1}  chose {}",
+            k + 1,
+            f.in_fold,
+            f.out_of_fold,
+            cv::show(&f.chosen)
+        );
+    }
+    println!(
+        "overall: out-of-fold {:.1}  in-fold {:.1}",
+        report.out_of_fold, report.in_fold
+    );
+    let by_family = cv::run_folds(corpus, &grid, true, &cv::family_folds(corpus));
+    println!(
+        "each NAB family held out in turn: out-of-fold {:.1}  in-fold {:.1}  (folds {}; chose {})",
+        by_family.out_of_fold,
+        by_family.in_fold,
+        by_family
+            .folds
+            .iter()
+            .map(|f| format!("{:.1}", f.out_of_fold))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        by_family
+            .folds
+            .iter()
+            .map(|f| cv::show(&f.chosen))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("default picked: {}", cv::show(&report.picked));
+    println!(
+        "  its false alarms per 10 000 clean readings: {}",
+        cv::show_rates(&cv::false_alarm_rates(&report.picked))
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! thousands of series; the whole learned state is one small serde struct.
 
 mod params;
+mod resonance;
 mod rhythm;
 mod seasonal;
 mod stats;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use gateway_core::config::DEFAULT_SENSITIVITY;
 pub use params::Params;
+use resonance::Resonance;
 use rhythm::Rhythm;
 use seasonal::Seasonal;
 use stats::{Envelope, Norm};
@@ -49,8 +51,9 @@ const STUCK_MIN: f64 = 12.0;
 /// ...and only if it normally changes on at least this fraction of
 /// readings (a tweet count at 0 all night, a door contact, is not stuck).
 const STUCK_MOVING: f64 = 0.9;
-/// The four tests, one bit each: stuck, range, shift, novelty.
-const ALL_TESTS: u8 = 0b1111;
+/// The five tests, one bit each: stuck, range, shift, novelty, and the
+/// second family's pattern.
+const ALL_TESTS: u8 = 0b11111;
 /// Smoothing spans, in readings, of the multi-scale level features.
 const SCALES: [f64; 3] = [4.0, 16.0, 64.0];
 /// Number of features.
@@ -165,6 +168,10 @@ pub struct Detector {
     /// The waits between jumps.
     #[serde(default)]
     rhythm: Rhythm,
+    /// The second family: the categories of the series' recent shapes.
+    /// Absent while it is off (the default), so its bytes are not spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resonance: Option<Box<Resonance>>,
     /// Last standardised features, for diagnostics.
     #[serde(skip)]
     pub zs: [f64; K],
@@ -213,6 +220,7 @@ impl Detector {
             steps: Steps::default(),
             last_step: 0.0,
             rhythm: Rhythm::default(),
+            resonance: None,
             zs: [0.0; K],
         }
     }
@@ -467,6 +475,23 @@ impl Detector {
 
         let warm = self.n > WARMUP
             && (at_ms.saturating_sub(self.first_ms) >= WARMUP_MS || self.n > WARMUP_MAX);
+        // The second family sees every reading, in the range the first
+        // family's new-territory test keeps (this reading included).
+        let shape = if p.resonance_tail.is_finite() {
+            self.resonance.get_or_insert_with(Box::default).observe(
+                x,
+                gap,
+                warm,
+                (self.envelope.lo, self.envelope.hi),
+                resonance::Settings {
+                    down: p.resonance_down,
+                    vigilance: p.resonance_vigilance,
+                    tail: p.resonance_tail,
+                },
+            )
+        } else {
+            resonance::Judgement::default()
+        };
         let novel = p.novelty;
         let range_margin = p.range;
         // Each test is armed on its own: after a detection, a test that
@@ -524,7 +549,14 @@ impl Detector {
         let jump = self.zs[0] > p.jump;
         let range = excess.abs() > range_margin && (jump || excess.abs() * width > p.range_sd * sd);
         let novel_hit = novelty > novel;
-        let holds = [stuck, range, shift, novel_hit];
+        let first = p.first_family;
+        let holds = [
+            first && stuck,
+            first && range,
+            first && shift,
+            first && novel_hit,
+            shape.fire.is_some(),
+        ];
         // The shift test re-arms only once its score has fallen to half the
         // threshold (a shifted level hovering around the threshold while it
         // is learned is still the same anomaly), the range test once no
@@ -533,7 +565,13 @@ impl Detector {
             self.last_record = self.n;
         }
         let recent_record = self.n.saturating_sub(self.last_record) < quiet_readings;
-        let lingers = [stuck, recent_record, score > 0.5 * threshold, novel_hit];
+        let lingers = [
+            stuck,
+            recent_record,
+            score > 0.5 * threshold,
+            novel_hit,
+            shape.novel,
+        ];
         // A detection's quiet period lasts until no test has held for
         // SUPPRESS readings. (Until none has *lingered* was tried: NAB 70.1
         // instead of 75.2, as the later stages of an anomaly went unseen.)
@@ -564,6 +602,7 @@ impl Detector {
                 3 | 6 => Reason::Drift,
                 _ => Reason::LevelShift,
             },
+            4 => Reason::Pattern,
             _ => match novel_feature {
                 0 => Reason::Spike,
                 NOISE | QUIET => Reason::Noise,
@@ -600,7 +639,10 @@ impl Detector {
         }
         // A reading beyond the recent range is shown against that range;
         // anything else against the baseline (or the profile) ± 2 spreads.
-        let (lo, hi) = if range {
+        let (lo, hi) = if reason == Some(Reason::Pattern) {
+            // Where the nearest learned shape held its latest sample.
+            shape.expected
+        } else if range {
             (territory.0.min(expected.0), territory.1.max(expected.1))
         } else {
             expected
