@@ -51,10 +51,32 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Ok(());
     }
     let corpus = nab::Corpus::load(&dir, "")?;
-    if std::env::args().any(|a| a == "--resonance") {
+    if std::env::args().any(|a| a == "--resonance-grid") {
         return resonance(&corpus);
     }
-    let grid = cv::grid();
+    // `--resonance TAIL,DOWN,VIGILANCE` runs the procedure with the second
+    // family on at these settings in every set of the grid.
+    // `--resonance-product` crosses the grid with the second family off
+    // and at the settings its own procedures picked, so that each fold
+    // chooses both families' settings without the files it is scored on.
+    let families = alarms::params_from_args()?;
+    let second: Vec<Params> = if std::env::args().any(|a| a == "--resonance-product") {
+        cv::resonance_picks()
+    } else {
+        vec![families]
+    };
+    let grid: Vec<Params> = second
+        .iter()
+        .flat_map(|families| {
+            cv::grid().into_iter().map(|p| Params {
+                first_family: families.first_family,
+                resonance_tail: families.resonance_tail,
+                resonance_down: families.resonance_down,
+                resonance_vigilance: families.resonance_vigilance,
+                ..p
+            })
+        })
+        .collect();
     println!(
         "{} files, {} parameter sets; false-alarm limit {} per 10 000 clean readings",
         corpus.series.len(),
@@ -175,61 +197,50 @@ fn main() -> Result<(), Box<dyn Error>> {
 /// its false alarms.
 fn resonance(corpus: &nab::Corpus) -> Result<(), Box<dyn Error>> {
     let grid = cv::resonance_grid();
-    let alone: Vec<Params> = grid
+    let on = &grid[1..];
+    let alone: Vec<Params> = on
         .iter()
-        .skip(1)
         .map(|p| Params {
             first_family: false,
             ..*p
         })
         .collect();
+    let summary = |name: &str, sets: &[Params]| {
+        let report = cv::run(corpus, sets, true);
+        let by_family = cv::run_folds(corpus, sets, true, &cv::family_folds(corpus));
+        println!(
+            "{name}: out-of-fold {:.1} (in-fold {:.1}), each family held out {:.1} (folds {}); picked {}",
+            report.out_of_fold,
+            report.in_fold,
+            by_family.out_of_fold,
+            by_family
+                .folds
+                .iter()
+                .map(|f| format!("{:.1}", f.out_of_fold))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            cv::show(&report.picked)
+        );
+        for (k, f) in report.folds.iter().enumerate() {
+            println!("  fold {} chose {}", k + 1, cv::show(&f.chosen));
+        }
+        println!(
+            "  picked: in-sample {:.1}, false alarms per 10 000 clean readings: {}",
+            report.picked_all,
+            cv::show_rates(&cv::false_alarm_rates(&report.picked))
+        );
+        report
+    };
     let table = cv::run(corpus, &alone, false).table;
     for (p, (score, _)) in alone.iter().zip(&table) {
         println!("alone {score:5.1}  {}", cv::show(p));
     }
-    let report = cv::run(corpus, &grid, true);
-    for (p, (score, fa)) in grid.iter().zip(&report.table) {
-        println!(
-            "with the first family {score:5.1}  max false alarms {}  {}",
-            fa.map_or("-".to_string(), |f| format!("{f:.2}")),
-            cv::show(p)
-        );
+    let table = cv::run(corpus, &grid, false).table;
+    for (p, (score, _)) in grid.iter().zip(&table) {
+        println!("with the first family {score:5.1}  {}", cv::show(p));
     }
-    for (k, f) in report.folds.iter().enumerate() {
-        println!(
-            "fold {}: in-fold {:5.1}  out-of-fold {:5.1}  chose {}",
-            k + 1,
-            f.in_fold,
-            f.out_of_fold,
-            cv::show(&f.chosen)
-        );
-    }
-    println!(
-        "overall: out-of-fold {:.1}  in-fold {:.1}",
-        report.out_of_fold, report.in_fold
-    );
-    let by_family = cv::run_folds(corpus, &grid, true, &cv::family_folds(corpus));
-    println!(
-        "each NAB family held out in turn: out-of-fold {:.1}  in-fold {:.1}  (folds {}; chose {})",
-        by_family.out_of_fold,
-        by_family.in_fold,
-        by_family
-            .folds
-            .iter()
-            .map(|f| format!("{:.1}", f.out_of_fold))
-            .collect::<Vec<_>>()
-            .join(" / "),
-        by_family
-            .folds
-            .iter()
-            .map(|f| cv::show(&f.chosen))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    );
-    println!("default picked: {}", cv::show(&report.picked));
-    println!(
-        "  its false alarms per 10 000 clean readings: {}",
-        cv::show_rates(&cv::false_alarm_rates(&report.picked))
-    );
+    summary("the second family alone", &alone);
+    summary("with the first family, the second on", on);
+    summary("with the first family, the second on or off", &grid);
     Ok(())
 }

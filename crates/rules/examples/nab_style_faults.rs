@@ -30,8 +30,6 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::PathBuf;
 
-use anomaly::detector::Params;
-
 #[derive(Default)]
 struct Row {
     raw: f64,
@@ -78,17 +76,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let seeds: u64 = opt("--seeds").map_or(Ok(5), |s| s.parse())?;
     let from: u64 = opt("--from").map_or(Ok(1), |s| s.parse())?;
     let show = args.iter().any(|a| a == "--show");
-    let mut p = Params::DEFAULT;
-    if let Some(settings) = opt("--resonance") {
-        let parts: Vec<&str> = settings.split(',').collect();
-        let [tail, down, vigilance] = parts[..] else {
-            return Err("--resonance TAIL,DOWN,VIGILANCE".into());
-        };
-        p.resonance_tail = tail.parse()?;
-        p.resonance_down = down.parse()?;
-        p.resonance_vigilance = vigilance.parse()?;
-    }
-    p.first_family = !args.iter().any(|a| a == "--alone");
+    let p = alarms::params_from_args()?;
     let mut by_fault: BTreeMap<&str, Row> = BTreeMap::new();
     let mut by_base: BTreeMap<&str, Row> = BTreeMap::new();
     let mut total = Row::default();

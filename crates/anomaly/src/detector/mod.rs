@@ -482,6 +482,7 @@ impl Detector {
                 x,
                 gap,
                 warm,
+                self.n <= self.quiet_until,
                 (self.envelope.lo, self.envelope.hi),
                 resonance::Settings {
                     down: p.resonance_down,
@@ -1090,6 +1091,80 @@ mod tests {
         let mut torn = serde_json::to_value(&d).unwrap();
         torn["norms"] = serde_json::json!("AAAA");
         assert!(serde_json::from_value::<Detector>(torn).is_err());
+    }
+
+    /// Twelve days of a daily square wave every 5 minutes (20 by night, 80
+    /// from 08:00 to 18:00, noise of 1), whose tenth day stays at 50: a
+    /// shape the series never made, inside its usual range.
+    fn a_day_of_a_new_shape() -> Vec<f64> {
+        let mut rng = crate::synthetic::Rng::new(4);
+        (0..12 * 288)
+            .map(|i| {
+                let (day, slot) = (i / 288, i % 288);
+                let level = match ((96..216).contains(&slot), day == 9) {
+                    (true, true) => 50.0,
+                    (true, false) => 80.0,
+                    (false, _) => 20.0,
+                };
+                level + rng.normal()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_second_family_reports_a_shape_never_made_as_pattern_and_persists() {
+        let p = Params {
+            first_family: false,
+            resonance_tail: 2.0,
+            resonance_down: 4,
+            resonance_vigilance: 0.9,
+            ..Params::DEFAULT
+        };
+        let xs = a_day_of_a_new_shape();
+        let mut d = Detector::new();
+        let mut restored = None;
+        let mut hits = Vec::new();
+        for (i, &x) in xs.iter().enumerate() {
+            let t = i as i64 * 300_000;
+            let v = d.observe_with(t, x, &p);
+            if let Some(r) = restored.as_mut() {
+                assert_eq!(Detector::observe_with(r, t, x, &p), v, "reading {i}");
+            }
+            if i == 8 * 288 {
+                // Half-way, saved and restored: it judges alike, and the
+                // categories are in the saved state.
+                let saved = serde_json::to_value(&d).unwrap();
+                assert!(saved["resonance"].is_string());
+                restored = Some(serde_json::from_value::<Detector>(saved).unwrap());
+            }
+            if v.anomaly {
+                hits.push((i, v.reason, v.expected, x));
+            }
+        }
+        let day = 9 * 288 + 96..9 * 288 + 216;
+        assert!(hits.iter().all(|h| h.0 >= day.start), "{hits:?}");
+        let (_, reason, (lo, hi), x) = hits
+            .iter()
+            .find(|h| day.contains(&h.0))
+            .copied()
+            .unwrap_or_else(|| panic!("not reported: {hits:?}"));
+        assert_eq!(reason, Some(Reason::Pattern));
+        // Expected where the nearest learned shape held its latest sample:
+        // a day's high or a night's low, not the 50 it saw.
+        assert!(
+            lo <= hi && !(lo..=hi).contains(&x),
+            "{lo}..{hi} against {x}"
+        );
+    }
+
+    #[test]
+    fn the_second_family_off_leaves_no_trace_in_the_saved_state() {
+        let mut d = Detector::new();
+        for (i, x) in a_day_of_a_new_shape().into_iter().enumerate().take(2_000) {
+            d.observe(i as i64 * 300_000, x, DEFAULT_SENSITIVITY);
+        }
+        let saved = serde_json::to_value(&d).unwrap();
+        assert!(saved.get("resonance").is_none());
     }
 
     /// Noise around 20 every minute, then the value freezes at `freeze_at`.

@@ -75,6 +75,23 @@ pub fn resonance_grid() -> Vec<Params> {
     out
 }
 
+/// The second family off, and at the settings `nab_cv --resonance-grid`
+/// picked for it (with the first family, then alone).
+pub fn resonance_picks() -> Vec<Params> {
+    let mut out = vec![Params::DEFAULT];
+    for (resonance_tail, resonance_down, resonance_vigilance) in
+        [(3.0, 4, 0.85), (3.0, 8, 0.9), (3.0, 2, 0.95)]
+    {
+        out.push(Params {
+            resonance_tail,
+            resonance_down,
+            resonance_vigilance,
+            ..Params::DEFAULT
+        });
+    }
+    out
+}
+
 pub fn show(p: &Params) -> String {
     let mut text = format!(
         "shift {} floor {} range {} range_sd {} range_block {} novelty {} peak_decay {} jump {} quiet {} half_hour_gain {}",
