@@ -7,6 +7,7 @@
 mod params;
 mod resonance;
 mod rhythm;
+mod saved;
 mod seasonal;
 mod stats;
 mod steps;
@@ -98,7 +99,10 @@ const NOVEL_FLOOR: f64 = 4.0;
 const RUN_DECAY: f64 = 0.9999;
 
 /// Online, causal anomaly detector for one series. See the crate docs.
+///
+/// Persisted as [`saved::Saved`]: its scalars packed into one string.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "saved::Saved", into = "saved::Saved")]
 pub struct Detector {
     n: u64,
     last: f64,
@@ -109,11 +113,9 @@ pub struct Detector {
     smooth: [f64; 3],
     base: f64,
     vol: f64,
-    #[serde(with = "stats::packed_norms")]
     norms: [Norm; K],
     raw: f64,
     raw_norm: Norm,
-    #[serde(with = "crate::compact::f64_array")]
     peaks: [f64; K],
     quiet_until: u64,
     /// False from a detection until a reading after the quiet period shows
@@ -134,46 +136,33 @@ pub struct Detector {
     moving: f64,
     /// Recent shift episodes (decaying), and whether one is under way
     /// (whether or not it was news).
-    #[serde(default)]
     episodes: f64,
-    #[serde(default)]
     shifted: bool,
     /// Largest averaged evidence of the recent past episodes (decaying
     /// with them) and of the one under way: a habit is a shift of the size
     /// the series has made before, not one several times larger.
-    #[serde(default)]
     habit_peak: f64,
-    #[serde(default)]
     episode_peak: f64,
     /// Reading count at the last detection (0 before any), and the
     /// largest averaged evidence seen from then to the end of its quiet
     /// period: the disturbance already reported, which a later shift must
     /// exceed while it is remembered.
-    #[serde(default)]
     last_alert: u64,
-    #[serde(default)]
     alert_peak: f64,
     /// Deepest fall of the noise below its usual level (in its own
     /// deviations) over past quiet episodes, decaying like the novelty
     /// peaks, and the one under way.
-    #[serde(default)]
     quiet_peak: f64,
-    #[serde(default)]
     quiet_episode: f64,
-    #[serde(default)]
     steps: Steps,
     /// The step before this one, for the noise feature.
-    #[serde(default)]
     last_step: f64,
     /// The waits between jumps.
-    #[serde(default)]
     rhythm: Rhythm,
     /// The second family: the categories of the series' recent shapes.
     /// Absent while it is off (the default), so its bytes are not spent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     resonance: Option<Box<Resonance>>,
-    /// Last standardised features, for diagnostics.
-    #[serde(skip)]
+    /// Last standardised features, for diagnostics (not persisted).
     pub zs: [f64; K],
 }
 
@@ -1046,7 +1035,7 @@ mod tests {
         {
             d.observe(i as i64 * 300_000, x, DEFAULT_SENSITIVITY);
         }
-        let mut saved = serde_json::to_value(&d).unwrap();
+        let mut saved = serde_json::to_value(saved::Saved::unpacked(&d)).unwrap();
         saved.as_object_mut().unwrap().remove("steps").unwrap();
         // Nor the step before, which the noise feature reads since.
         saved.as_object_mut().unwrap().remove("last_step").unwrap();
@@ -1058,16 +1047,20 @@ mod tests {
 
     #[test]
     fn a_state_saved_before_its_features_were_packed_still_loads() {
-        // The features' distributions, their peaks and the range ring's
-        // blocks were JSON numbers; they are base64 now (3 989 -> 3 441
-        // bytes), and the old form must still load to the same state.
+        // The scalars, the features' distributions, their peaks and the
+        // range ring's blocks were JSON numbers; they are base64 now
+        // (3 989 -> 3 065 bytes), and the old form must still load to the
+        // same state.
         let mut d = Detector::new();
         for (i, x) in series(3, 3_000, 0, Shape::Clean).into_iter().enumerate() {
             d.observe(i as i64 * 60_000, x, DEFAULT_SENSITIVITY);
         }
-        let mut saved = serde_json::to_value(&d).unwrap();
-        assert!(saved["norms"].is_string() && saved["peaks"].is_string());
-        assert!(saved["envelope"]["blocks"].is_string());
+        let packed = serde_json::to_value(&d).unwrap();
+        assert!(packed["scalars"].is_string() && packed.get("n").is_none());
+        assert!(packed["norms"].is_string() && packed["peaks"].is_string());
+        assert!(packed["envelope"]["blocks"].is_string());
+        let mut saved = serde_json::to_value(saved::Saved::unpacked(&d)).unwrap();
+        assert!(saved["n"].is_u64() && saved.get("scalars").is_none());
         let old = |v: serde_json::Value| serde_json::to_value(v).unwrap();
         saved["norms"] = old(serde_json::json!(d
             .norms
@@ -1088,9 +1081,14 @@ mod tests {
             serde_json::to_value(&restored).unwrap(),
             serde_json::to_value(&d).unwrap()
         );
-        let mut torn = serde_json::to_value(&d).unwrap();
-        torn["norms"] = serde_json::json!("AAAA");
-        assert!(serde_json::from_value::<Detector>(torn).is_err());
+        for (field, bad) in [("norms", "AAAA"), ("scalars", "AAAA"), ("scalars", "@@")] {
+            let mut torn = serde_json::to_value(&d).unwrap();
+            torn[field] = serde_json::json!(bad);
+            assert!(serde_json::from_value::<Detector>(torn).is_err(), "{field}");
+        }
+        let mut lacking = serde_json::to_value(saved::Saved::unpacked(&d)).unwrap();
+        lacking.as_object_mut().unwrap().remove("n").unwrap();
+        assert!(serde_json::from_value::<Detector>(lacking).is_err());
     }
 
     /// Twelve days of a daily square wave every 5 minutes (20 by night, 80
