@@ -100,7 +100,7 @@ const RUN_DECAY: f64 = 0.9999;
 
 /// Online, causal anomaly detector for one series. See the crate docs.
 ///
-/// Persisted as [`saved::Saved`]: its scalars packed into one string.
+/// Persisted in a packed form (see `saved`): its scalars as one string.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "saved::Saved", into = "saved::Saved")]
 pub struct Detector {
