@@ -565,6 +565,27 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_saved_state_judges_without_panicking() {
+        // A state file edited by hand or torn on a full disk: any bytes of
+        // a valid length load, and whatever they say (NaN ranges, counts
+        // beyond the window, a vigilance of nothing) judges on.
+        let mut rng = Rng::new(11);
+        for k in 0..200 {
+            let len = FIXED + (k % (CAPACITY + 1)) * PER_BOX;
+            let bytes: Vec<u8> = (0..len).map(|_| (rng.uniform() * 256.0) as u8).collect();
+            let mut r = Resonance::try_from(STANDARD.encode(bytes)).unwrap();
+            for i in 0..200 {
+                let x = match i % 7 {
+                    0 => f64::MAX,
+                    1 => -1e300,
+                    _ => rng.normal(),
+                };
+                r.observe(x, i % 50 == 0, true, false, (f64::MIN, f64::MAX), SETTINGS);
+            }
+        }
+    }
+
+    #[test]
     fn noise_lowers_the_vigilance_until_it_stops_being_novel() {
         let mut rng = Rng::new(3);
         let xs: Vec<f64> = (0..20_000).map(|_| rng.normal()).collect();
