@@ -192,7 +192,8 @@ impl Renderer {
     /// device, name, metric, kind, state, value, limit, ts, rule`, `text`,
     /// and `unit` when known (see [`Self::alert_in`]); a raised anomaly
     /// alert adds why it fired: `reason` (`seasonal`, `level_shift`,
-    /// `stuck`, `spike`, `spike_rate`, `drift`, `noise`, `multivariate`),
+    /// `stuck`, `spike`, `spike_rate`, `drift`, `noise`, `multivariate`,
+    /// `pattern`),
     /// `expected` (`{"low": …, "high": …}`, the range the reading was
     /// expected in) and `observed` (the reading).
     ///
