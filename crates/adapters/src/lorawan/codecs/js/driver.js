@@ -1,0 +1,123 @@
+// The gateway's side of a codec's context: evaluated once per context with
+// the codec's factory (its file wrapped in a function, compiled once) and
+// returns the calls the engine makes. Each call runs the factory anew, so
+// every uplink starts from the file's own top-level state, as under
+// ChirpStack's fresh context per call; globals a call creates by
+// assignment are deleted after it and the built-ins it replaced are put
+// back, so nothing one device's uplink leaves behind reaches the next.
+(function (factory, global, name) {
+  "use strict";
+  Object.defineProperty(global, name, {
+    value: { decode: decode, encode: encode, entries: entries },
+  });
+  var names = Object.getOwnPropertyNames(global);
+  var kept = Object.create(null);
+  for (var i = 0; i < names.length; i++) {
+    kept[names[i]] = global[names[i]];
+  }
+  function tidy() {
+    var now = Object.getOwnPropertyNames(global);
+    for (var i = 0; i < now.length; i++) {
+      var name = now[i];
+      if (!(name in kept)) {
+        try { delete global[name]; } catch (e) { /* non-configurable: stays */ }
+      }
+    }
+    for (var k in kept) {
+      if (!Object.is(global[k], kept[k])) {
+        try {
+          Object.defineProperty(global, k, { value: kept[k], writable: true, configurable: true, enumerable: false });
+        } catch (e) { /* frozen by the codec: stays */ }
+      }
+    }
+  }
+  function kind(v) {
+    if (v === null) return "null";
+    if (Array.isArray(v)) return "an array";
+    return "a " + typeof v;
+  }
+  function fail(message) {
+    var e = new Error(message);
+    e.gatewayResult = true;
+    throw e;
+  }
+  function list(v) {
+    if (v === undefined || v === null) return [];
+    if (!Array.isArray(v)) return [String(v)];
+    return v.map(String);
+  }
+  function decode(bytes, fPort, recvMs, variables) {
+    try {
+      var e = factory.call(global);
+      var out;
+      if (e.decodeUplink) {
+        var input = { bytes: bytes, fPort: fPort, recvTime: new Date(recvMs), variables: variables };
+        out = e.decodeUplink(input);
+        if (out === null || typeof out !== "object" || Array.isArray(out)) {
+          fail("decodeUplink returned " + kind(out) + ", expected an object with `data`");
+        }
+      } else if (e.Decode) {
+        out = { data: e.Decode(fPort, bytes, variables) };
+      } else if (e.Decoder) {
+        out = { data: e.Decoder(bytes, fPort) };
+      } else {
+        fail("the script defines no decodeUplink, Decode or Decoder function");
+      }
+      var result = { data: out.data, errors: list(out.errors), warnings: list(out.warnings) };
+      if (result.errors.length === 0 && (result.data === null || typeof result.data !== "object")) {
+        fail((e.decodeUplink ? "decodeUplink's `data` is " : "the decoder returned ") + kind(result.data) + ", expected an object");
+      }
+      if (e.normalizeUplink && result.errors.length === 0) {
+        try {
+          var n = e.normalizeUplink({ data: result.data });
+          if (n && typeof n === "object") result.normalized = n.data;
+        } catch (err) {
+          result.warnings.push("normalizeUplink: " + err);
+        }
+      }
+      return JSON.stringify(result);
+    } finally {
+      tidy();
+    }
+  }
+  function encode(data, fPort, variables) {
+    try {
+      var e = factory.call(global);
+      var out;
+      if (e.encodeDownlink) {
+        out = e.encodeDownlink({ data: data, variables: variables, fPort: fPort });
+        if (out === null || typeof out !== "object" || Array.isArray(out)) {
+          fail("encodeDownlink returned " + kind(out) + ", expected an object with `bytes`");
+        }
+      } else if (e.Encode) {
+        out = { bytes: e.Encode(fPort, data, variables) };
+      } else if (e.Encoder) {
+        out = { bytes: e.Encoder(data, fPort) };
+      } else {
+        fail("the script defines no encodeDownlink, Encode or Encoder function");
+      }
+      var errors = list(out.errors);
+      var bytes = out.bytes;
+      if (errors.length === 0 && (bytes === null || typeof bytes !== "object" || typeof bytes.length !== "number")) {
+        fail("the encoder's `bytes` is " + kind(bytes) + ", expected an array of numbers");
+      }
+      // Numbers, cast to bytes by the engine as ChirpStack does; a typed
+      // array or a Buffer reads the same way.
+      var plain = [];
+      if (errors.length === 0) {
+        for (var i = 0; i < bytes.length; i++) plain.push(Number(bytes[i]));
+      }
+      var port = out.fPort === undefined || out.fPort === null ? null : Number(out.fPort);
+      return JSON.stringify({ bytes: plain, fPort: port, errors: errors, warnings: list(out.warnings) });
+    } finally {
+      tidy();
+    }
+  }
+  function entries() {
+    var e = factory.call(global);
+    tidy();
+    var has = [];
+    for (var k in e) if (e[k]) has.push(k);
+    return has.join(",");
+  }
+})
