@@ -32,9 +32,17 @@ pub struct DecodeArgs {
 #[derive(clap::Args)]
 struct LorawanArgs {
     /// Payload codec: compact_i16, bitpacked, batch, cayenne_lpp, milesight,
-    /// elsys, dragino_lht65, browan_tbhh100.
+    /// elsys, dragino_lht65, browan_tbhh100; or js:FILE, a vendor's
+    /// JavaScript codec (its whole result as JSON, then the readings).
     #[arg(long)]
     codec: Option<String>,
+    /// The uplink's FPort, for a js: codec (default 1).
+    #[arg(long)]
+    fport: Option<u8>,
+    /// A js: codec's variable, KEY=VALUE (the device's codec_variables);
+    /// repeat for more.
+    #[arg(long = "var")]
+    vars: Vec<String>,
     /// A whole PHYPayload in hex: verify its MIC and decrypt it.
     #[arg(long)]
     phy: Option<String>,
@@ -65,7 +73,6 @@ pub(super) enum Failure {
     Data(String),
     /// Input that parsed but that no decoder took: the lines say why
     /// (stdout), then the reason (stderr) and EX_DATAERR.
-    #[cfg_attr(not(feature = "ble"), allow(dead_code))]
     Refused {
         lines: Vec<String>,
         reason: String,
@@ -139,6 +146,8 @@ fn usage() -> String {
 impl LorawanArgs {
     fn given(&self) -> bool {
         self.codec.is_some()
+            || self.fport.is_some()
+            || !self.vars.is_empty()
             || self.phy.is_some()
             || self.nwk_s_key.is_some()
             || self.app_s_key.is_some()
@@ -150,6 +159,18 @@ impl LorawanArgs {
 
 #[cfg(feature = "lorawan")]
 fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
+    if let Some(codec) = args
+        .codec
+        .as_deref()
+        .filter(|c| adapters::lorawan::codecs::js::script_path(c).is_some())
+    {
+        return decode_script(args, codec);
+    }
+    if args.fport.is_some() || !args.vars.is_empty() {
+        return Err(Failure::Usage(
+            "--fport and --var go with --codec js:FILE".into(),
+        ));
+    }
     let codec = args
         .codec
         .as_deref()
@@ -186,6 +207,20 @@ fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
         )),
         _ => Err(Failure::Usage(usage())),
     }
+}
+
+/// `--codec js:FILE HEX`: the payload through a vendor's codec.
+#[cfg(feature = "lorawan")]
+fn decode_script(args: &LorawanArgs, codec: &str) -> Result<Vec<String>, Failure> {
+    let (Some(hex), None) = (&args.hex, &args.phy) else {
+        return Err(Failure::Usage(
+            "--codec js:FILE takes a payload HEX (FRMPayload), not --phy".into(),
+        ));
+    };
+    let bytes = from_hex(hex)?;
+    let script = crate::script::load(codec, &args.vars).map_err(Failure::Usage)?;
+    crate::script::decode(&script, bytes, args.fport.unwrap_or(1))
+        .map_err(|(lines, reason)| Failure::Refused { lines, reason })
 }
 
 #[cfg(feature = "lorawan")]

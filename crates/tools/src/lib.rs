@@ -11,6 +11,8 @@
 //!   type and order (with `modbus`);
 //! - [`bacnet`]: `bacnet discover`, the devices answering Who-Is and
 //!   their points (with `bacnet`);
+//! - [`script`]: `encode` and `codec test`, vendors' JavaScript codecs
+//!   (with `lorawan`; `decode --codec js:FILE` too);
 //! - [`history`]: `history export` and `passwd` (the dashboard's);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
@@ -37,6 +39,8 @@ pub mod history;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod replay;
+#[cfg(feature = "lorawan")]
+pub mod script;
 pub mod simulate;
 
 use anyhow::Context as _;

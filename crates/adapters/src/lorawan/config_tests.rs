@@ -90,7 +90,7 @@ id = "meeting-co2"
     assert_eq!(devices[0].id.as_str(), "meeting-co2");
     assert_eq!(devices[0].name.as_deref(), Some("Meeting room"));
     assert_eq!(
-        devices[0].codec.decode(&[0x01, 0x90]).unwrap()[0].value,
+        devices[0].codec.decode(&[0x01, 0x90]).unwrap().unwrap()[0].value,
         400.0
     );
 }

@@ -194,6 +194,7 @@ pub async fn serve(
         throttle: LogThrottle::default(),
         dedup: Dedup::new(config.dedup_window, MAX_PENDING),
         names: MetricNames::default(),
+        scripts: Scripts::new(&ctx),
         devices,
         joins,
         store,
@@ -235,9 +236,12 @@ pub async fn serve(
 
 #[path = "source_down.rs"]
 mod down;
+#[path = "source_script.rs"]
+mod script;
 #[path = "source_up.rs"]
 mod up;
 
+use script::Scripts;
 use up::{receive, QueueRx, ReceiverContext};
 
 struct Server {
@@ -260,6 +264,8 @@ struct Server {
     adr: Adr,
     dedup: Dedup,
     names: MetricNames,
+    /// Uplinks a `js:` codec is decoding: their results come back here.
+    scripts: Scripts,
     stats: AdapterStats,
     throttle: LogThrottle,
     ctx: AdapterContext,
@@ -311,6 +317,7 @@ impl Server {
                     }
                     writing = self.begin(due).await?;
                 }
+                Some(done) = self.scripts.rx.recv() => self.script_done(done).await?,
                 item = next_feed_item(&mut feed) => match item {
                     Some(item) => self.queue_downlink(item),
                     None => feed = None,
@@ -342,7 +349,16 @@ impl Server {
                 .await?;
         }
         let waiting = self.dedup.drain();
-        self.finish(waiting).await
+        self.finish(waiting).await?;
+        // Uplinks already accepted whose codec is still running: their
+        // readings are not lost to the stop.
+        while self.scripts.in_flight > 0 {
+            match self.scripts.rx.recv().await {
+                Some(done) => self.script_done(done).await?,
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     /// `arrived`: the wall time and the instant the datagram was taken.
@@ -503,6 +519,9 @@ impl Server {
                         })
                         .collect::<Vec<_>>();
                     accepted.readings.extend(network);
+                    if let Some(job) = accepted.script.take() {
+                        self.scripts.start(job, &accepted.device, up);
+                    }
                     readings.append(&mut self.accepted(up, accepted));
                     if readings.len() >= MAX_READINGS_PER_MESSAGE {
                         self.send(std::mem::take(&mut readings)).await?;

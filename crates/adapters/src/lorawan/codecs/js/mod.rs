@@ -315,11 +315,12 @@ impl ScriptCodec {
         }))
     }
 
-    /// [`Self::decode`], waiting for the outcome: for tools, not for the
+    /// Decodes and waits for the whole result, `errors` included (not
+    /// turned into [`ScriptError::Reported`]): for tools, not for the
     /// async runtime's threads.
     ///
     /// # Errors
-    /// What the call gave.
+    /// What the script threw, or the limit it reached.
     pub fn decode_blocking(
         &self,
         bytes: Vec<u8>,
@@ -327,9 +328,19 @@ impl ScriptCodec {
         recv_ms: i64,
     ) -> Result<Decoded, ScriptError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.decode(bytes, fport, recv_ms, move |r| {
-            let _ = tx.send(r);
-        })?;
+        let variables = Arc::clone(&self.variables);
+        self.unit.submit(Box::new(move |engine: &mut Engine| {
+            let input = UplinkInput {
+                bytes: &bytes,
+                fport,
+                recv_ms,
+                variables: &variables,
+            };
+            let outcome = engine.decode(&input).map(|result| Decoded { result });
+            let hit_limit = outcome.as_ref().is_err_and(ScriptError::spoils);
+            let _ = tx.send(outcome);
+            hit_limit
+        }))?;
         rx.recv()
             .unwrap_or_else(|_| Err(ScriptError::Engine("the worker stopped".into())))
     }

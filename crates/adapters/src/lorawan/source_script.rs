@@ -1,0 +1,134 @@
+//! Uplinks of devices with a `js:` codec: the payload goes to the codec
+//! workers once the uplink is accepted (its counter on disk, its rssi,
+//! snr and gateways readings on their way); the decoded object comes back
+//! to the socket loop as readings. A codec that loops, throws or runs out
+//! of memory costs that uplink its values and a counted error, nothing
+//! else: the loop never waits for a script.
+
+use gateway_core::telemetry::{Counter, LogThrottle};
+use gateway_core::{AdapterContext, AdapterError, DeviceId, Reading, TimeSource, Timestamp};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::super::codecs::js::readings::{flatten, Leaf};
+use super::super::codecs::js::{Decoded, ScriptError};
+use super::super::dedup::Uplink;
+use super::super::uplink::ScriptJob;
+use super::{gateway_list, Server};
+
+/// A script's outcome for one uplink.
+pub(super) struct Done {
+    device: DeviceId,
+    received: Timestamp,
+    /// The forwarders that heard it, for the log.
+    gateways: String,
+    result: Result<Decoded, ScriptError>,
+}
+
+pub(super) struct Scripts {
+    tx: mpsc::UnboundedSender<Done>,
+    pub rx: mpsc::UnboundedReceiver<Done>,
+    /// Started and not yet come back.
+    pub in_flight: usize,
+    warnings: Counter,
+    throttle: LogThrottle,
+}
+
+impl Scripts {
+    pub fn new(ctx: &AdapterContext) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx,
+            in_flight: 0,
+            warnings: ctx.telemetry.counter(
+                "edge_gateway_lorawan_codec_warnings_total",
+                &[("adapter", ctx.name.as_str())],
+            ),
+            throttle: LogThrottle::default(),
+        }
+    }
+
+    /// Hands an accepted uplink's payload to its codec.
+    pub fn start(&mut self, job: ScriptJob, device: &DeviceId, up: &Uplink) {
+        let tx = self.tx.clone();
+        let device = device.clone();
+        let received = up.received;
+        let gateways = gateway_list(up);
+        let recv_ms = received.as_millis();
+        let queued = job.codec.decode(job.payload, job.fport, recv_ms, {
+            let (device, gateways) = (device.clone(), gateways.clone());
+            move |result| {
+                // Gone only when the adapter stopped without draining.
+                let _ = tx.send(Done {
+                    device,
+                    received,
+                    gateways,
+                    result,
+                });
+            }
+        });
+        match queued {
+            Ok(()) => self.in_flight += 1,
+            Err(e) => {
+                // Refused at once (the codec's queue is full): counted and
+                // logged as any failed decode.
+                let _ = self.tx.send(Done {
+                    device,
+                    received,
+                    gateways,
+                    result: Err(e),
+                });
+                self.in_flight += 1;
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Sends a decoded uplink's readings; counts and logs a failure.
+    pub(super) async fn script_done(&mut self, done: Done) -> Result<(), AdapterError> {
+        self.scripts.in_flight = self.scripts.in_flight.saturating_sub(1);
+        let decoded = match done.result {
+            Ok(d) => d,
+            Err(e) => {
+                self.report(
+                    &format!("codec_{}", e.kind()),
+                    &done.gateways,
+                    &format!("device {}: {e}", done.device),
+                );
+                return Ok(());
+            }
+        };
+        let warnings = decoded.warnings();
+        if !warnings.is_empty() {
+            self.scripts.warnings.add(warnings.len() as u64);
+            if let Some(suppressed) = self.scripts.throttle.allow(done.device.as_str()) {
+                warn!(adapter = %self.ctx.name, device = %done.device, warnings = ?warnings, suppressed, "The LoRaWAN codec warned about an uplink.");
+            }
+        }
+        let mut readings = Vec::new();
+        for (key, leaf) in flatten(decoded.data()) {
+            match leaf {
+                Leaf::Number(value) => {
+                    let Some(metric) = self.names.get(&key) else {
+                        continue;
+                    };
+                    readings.extend(
+                        Reading::new(
+                            done.device.clone(),
+                            metric,
+                            value,
+                            done.received,
+                            TimeSource::Arrival,
+                        )
+                        .ok(),
+                    );
+                }
+                Leaf::Text(_) => self.stats.ignored_field(done.device.as_str(), &key),
+            }
+        }
+        debug!(adapter = %self.ctx.name, device = %done.device, readings = readings.len(), "Uplink decoded by its JavaScript codec.");
+        self.send(readings).await
+    }
+}
