@@ -126,9 +126,16 @@ impl Adapter for SemtechUdpSource {
     }
 
     fn command_target(&mut self) -> Option<Arc<dyn CommandTarget>> {
-        let devices = (self.devices.iter().map(|d| d.id.clone()))
-            .chain(self.otaa.iter().map(|d| d.id.clone()))
-            .collect();
+        // A device whose codec encodes takes `{"id", "data": {…}}` too.
+        let encoder = |codec: &super::config::DeviceCodec| {
+            codec.script().filter(|s| s.entries().encode).cloned()
+        };
+        let devices = (self
+            .devices
+            .iter()
+            .map(|d| (d.id.clone(), encoder(&d.codec))))
+        .chain(self.otaa.iter().map(|d| (d.id.clone(), encoder(&d.codec))))
+        .collect();
         let (target, rx) =
             LorawanTarget::new(devices, self.waiting.clone(), self.config.command_wait);
         self.commands = Some(rx);
