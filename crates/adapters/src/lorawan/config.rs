@@ -610,7 +610,7 @@ pub fn section(
         return LorawanSection::default();
     };
     let table = section.table;
-    let limits = script_limits(&table, problems);
+    let limits = script_limits(table, problems);
     let (devices, otaa) =
         all_devices_with(section.devices, "lorawan.device", env, limits, problems);
     let mut network = Network::default();

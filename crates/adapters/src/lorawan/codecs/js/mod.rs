@@ -206,7 +206,8 @@ impl PartialEq for ScriptCodec {
 /// Files loaded in this process, by path and limits: a file named by many
 /// devices (or loaded again by a reload) is compiled once; a file whose
 /// text changed is compiled again and replaces the old one in place.
-static LOADED: Mutex<Option<HashMap<(PathBuf, Limits), Weak<Unit>>>> = Mutex::new(None);
+type Loaded = HashMap<(PathBuf, Limits), Weak<Unit>>;
+static LOADED: Mutex<Option<Loaded>> = Mutex::new(None);
 
 impl ScriptCodec {
     /// Loads `path` (named `name` in messages), compiling it unless this

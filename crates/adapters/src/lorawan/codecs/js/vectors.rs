@@ -347,8 +347,8 @@ fn difference(key: &str, want: &Value, have: &Value) -> String {
             .map(|k| {
                 format!(
                     " (first at {k:?}: expected {}, got {})",
-                    w.get(k).map_or("nothing".into(), |v| clip(v)),
-                    h.get(k).map_or("nothing".into(), |v| clip(v))
+                    w.get(k).map_or("nothing".into(), &clip),
+                    h.get(k).map_or("nothing".into(), &clip)
                 )
             })
             .unwrap_or_default(),
