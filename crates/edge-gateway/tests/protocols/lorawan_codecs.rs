@@ -602,3 +602,133 @@ async fn a_command_is_encoded_by_the_devices_codec_for_the_forwarder() {
         "{r}"
     );
 }
+
+fn edge_gateway(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// `codec test` runs every copied vendor codec's vectors (object
+/// literals with comments and hex numbers, Buffer-using codecs among
+/// them); a vector that does not match is one line naming it, and exit 1.
+#[test]
+fn codec_test_runs_the_vendors_vectors_and_names_a_failing_one() {
+    let all = vendor_file("");
+    let (code, stdout, stderr) = edge_gateway(&["codec", "test", all.to_str().unwrap()]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (
+            Some(0),
+            "decode: 33 of 33 passed; encode: 17 of 17 passed\n"
+        ),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        vendor_file("example-vendor/codecs/example.js"),
+        dir.path().join("example.js"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("test_decode_example.json"),
+        "[\n  // a wrong expectation\n  { name: 'off by one', input: { bytes: [0x15] }, expected: { data: { temp: 22 } } },\n  { name: 'right', input: { bytes: [0x15], fPort: 2 }, expected: { data: { temp: 21.0 } } },\n]\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = edge_gateway(&["codec", "test", dir.path().to_str().unwrap()]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("FAIL ") && lines[0].contains("\"off by one\""),
+        "{stdout}"
+    );
+    assert!(lines[0].contains("expected 22, got 21"), "{stdout}");
+    assert_eq!(lines[1], "decode: 1 of 2 passed; encode: 0 of 0 passed");
+}
+
+/// `decode --codec js:FILE --fport N HEX` prints the codec's whole result
+/// as JSON, then the readings; `encode` prints the bytes and FPort; both
+/// with vendors' codecs and their own vectors.
+#[test]
+fn decode_and_encode_run_a_vendors_script() {
+    let hotdrop = format!("js:{}", vendor_file("vutility/codecs/hotdrop.js").display());
+    let (code, stdout, stderr) = edge_gateway(&[
+        "decode",
+        "--codec",
+        &hotdrop,
+        "--fport",
+        "3",
+        "3200000000000000000000",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let end = stdout.find("\n}\n").expect("the result as JSON") + 2;
+    let result: serde_json::Value = serde_json::from_str(&stdout[..end]).unwrap();
+    assert_eq!(result["data"]["temperatureCelsius"], -40);
+    assert_eq!(result["errors"], serde_json::json!([]));
+    assert_eq!(
+        result["warnings"],
+        serde_json::json!(["Low capacitor voltage may reduce transmit interval."])
+    );
+    let readings: Vec<&str> = stdout[end..].lines().collect();
+    assert!(readings.contains(&"temperatureCelsius = -40"), "{stdout}");
+    assert!(readings.contains(&"ampHourAccumulation = 0"), "{stdout}");
+
+    // The codec's own errors: the result, then EX_DATAERR.
+    let (code, stdout, stderr) =
+        edge_gateway(&["decode", "--codec", &hotdrop, "--fport", "3", "32"]);
+    assert_eq!(code, Some(65), "{stdout}");
+    assert!(stdout.contains("\"errors\""), "{stdout}");
+    assert!(stderr.contains("decode failure"), "{stderr}");
+
+    let zn2 = format!("js:{}", vendor_file("decentlab/codecs/dl-zn2.js").display());
+    let (code, stdout, stderr) = edge_gateway(&[
+        "encode",
+        "--codec",
+        &zn2,
+        "--json",
+        r#"{"command": "set period + save", "parameter": 3600}"#,
+    ]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (Some(0), "{\"fPort\":1,\"bytes\":[0,2,14,16,72,164]}\n"),
+        "{stderr}"
+    );
+}
+
+/// `validate` compiles every script: a syntax error is a problem with its
+/// file and line, a missing file one with the path it looked for.
+#[test]
+fn validate_names_a_scripts_syntax_error_by_file_and_line() {
+    let dir = js_dir();
+    std::fs::write(
+        dir.path().join("codecs/throwing.js"),
+        "function decodeUplink(input) {\n  var x = ;\n}\n",
+    )
+    .unwrap();
+    std::fs::remove_file(dir.path().join("codecs/bomb.js")).unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        js_config(1883, 1700, 9100).replace("@STATE_DIR@", "/tmp"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = edge_gateway(&["validate", "-c", config.to_str().unwrap()]);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(code, Some(78), "{all}");
+    assert!(
+        all.contains("lorawan.device[2].codec: codecs/throwing.js:2: SyntaxError"),
+        "{all}"
+    );
+    assert!(
+        all.contains("lorawan.device[3].codec: cannot read codecs/bomb.js"),
+        "{all}"
+    );
+}
