@@ -16,7 +16,9 @@
     kept[names[i]] = global[names[i]];
   }
   function tidy() {
-    var now = Object.getOwnPropertyNames(global);
+    // A global made by assignment is enumerable; the built-ins are not,
+    // so this list is empty after a well-behaved call.
+    var now = Object.keys(global);
     for (var i = 0; i < now.length; i++) {
       var name = now[i];
       if (!(name in kept)) {
