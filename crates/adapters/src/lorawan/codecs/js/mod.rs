@@ -203,6 +203,8 @@ impl PartialEq for ScriptCodec {
     }
 }
 
+impl Eq for ScriptCodec {}
+
 /// Files loaded in this process, by path and limits: a file named by many
 /// devices (or loaded again by a reload) is compiled once; a file whose
 /// text changed is compiled again and replaces the old one in place.
