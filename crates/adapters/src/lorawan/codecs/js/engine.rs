@@ -38,6 +38,10 @@ const BUFFER_JS: &str = concat!(
     "\n});\nreturn mods.buffer.Buffer;\n})()"
 );
 
+/// Heap a file may take to load, beyond a call's limit: Buffer and a
+/// large vendor file compiled take a few MB.
+const LOAD_HEAP: usize = 32 << 20;
+
 /// Which entry points a file defines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entries {
@@ -89,6 +93,9 @@ impl Engine {
     pub fn new(source: Arc<str>, file: &str, limits: Limits) -> Result<Self, ScriptError> {
         let runtime = Runtime::new().map_err(|e| ScriptError::Engine(e.to_string()))?;
         runtime.set_max_stack_size(limits.stack);
+        // Loading (Buffer, the file, its top level once) is bounded too;
+        // the call's own limit is set once the loaded size is known.
+        runtime.set_memory_limit(limits.memory.saturating_add(LOAD_HEAP));
         let deadline = Arc::new(AtomicU64::new(0));
         let epoch = Instant::now();
         let watched = Arc::clone(&deadline);
