@@ -48,12 +48,13 @@
     if (!Array.isArray(v)) return [String(v)];
     return v.map(String);
   }
-  function decode(bytes, fPort, recvMs, variables) {
+  function decode(bytes, fPort, recv, variables) {
     try {
       var e = factory.call(global);
       var out;
       if (e.decodeUplink) {
-        var input = { bytes: bytes, fPort: fPort, recvTime: new Date(recvMs), variables: variables };
+        var recvTime = typeof recv === "number" ? new Date(recv) : recv;
+        var input = { bytes: bytes, fPort: fPort, recvTime: recvTime, variables: variables };
         out = e.decodeUplink(input);
         if (out === null || typeof out !== "object" || Array.isArray(out)) {
           fail("decodeUplink returned " + kind(out) + ", expected an object with `data`");

@@ -54,9 +54,14 @@ pub struct Entries {
 #[derive(Debug, Clone, Copy)]
 pub struct UplinkInput<'a> {
     pub bytes: &'a [u8],
-    pub fport: u8,
-    /// `recvTime`, in milliseconds since the Unix epoch.
+    /// `None` only for a test vector without one (`undefined`, as a
+    /// JavaScript runner passes it).
+    pub fport: Option<u8>,
+    /// `recvTime`, in milliseconds since the Unix epoch (a `Date`).
     pub recv_ms: i64,
+    /// `recvTime` as a test vector gives it (its text, not a `Date`), as
+    /// a JavaScript runner hands the vector's input over.
+    pub recv_text: Option<&'a str>,
     pub variables: &'a BTreeMap<String, String>,
 }
 
@@ -205,7 +210,11 @@ impl Engine {
         let text = self.call(|ctx, api| {
             let decode: Function = api.get("decode")?;
             let variables = variables(&ctx, input.variables)?;
-            decode.call::<_, String>((input.bytes, input.fport, input.recv_ms as f64, variables))
+            let recv = match input.recv_text {
+                Some(text) => rquickjs::String::from_str(ctx.clone(), text)?.into_value(),
+                None => rquickjs::Value::new_number(ctx.clone(), input.recv_ms as f64),
+            };
+            decode.call::<_, String>((input.bytes, input.fport, recv, variables))
         })??;
         parse(&text)
     }

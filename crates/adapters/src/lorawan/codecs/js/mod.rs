@@ -286,8 +286,9 @@ impl ScriptCodec {
         self.unit.submit(Box::new(move |engine: &mut Engine| {
             let input = UplinkInput {
                 bytes: &bytes,
-                fport,
+                fport: Some(fport),
                 recv_ms,
+                recv_text: None,
                 variables: &variables,
             };
             let outcome = engine.decode(&input).and_then(checked_decode);
@@ -335,8 +336,9 @@ impl ScriptCodec {
         self.unit.submit(Box::new(move |engine: &mut Engine| {
             let input = UplinkInput {
                 bytes: &bytes,
-                fport,
+                fport: Some(fport),
                 recv_ms,
+                recv_text: None,
                 variables: &variables,
             };
             let outcome = engine.decode(&input).map(|result| Decoded { result });

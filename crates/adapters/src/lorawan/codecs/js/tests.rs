@@ -306,3 +306,41 @@ fn vectors_of_a_folder() {
     }
     println!("{}", s.last_line());
 }
+
+/// A vector's input reaches the codec as a JavaScript runner hands it
+/// over: `recvTime` as its text, no `fPort` as `undefined`; the files are
+/// object literals (comments, hex numbers, single quotes).
+#[test]
+fn vectors_give_their_input_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.js"),
+        "function decodeUplink(input) { return { data: { t: typeof input.recvTime, p: String(input.fPort), b: input.bytes[0] } }; }\n\
+         function encodeDownlink(input) { return { bytes: [input.data.v] }; }",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("test_decode_c.json"),
+        "[ // two\n { name: 'as text', input: { bytes: [0x2A], recvTime: '2023-05-02T20:00:00Z' }, expected: { data: { t: 'string', p: 'undefined', b: 42 } } },\n \
+         { name: 'wrong', input: { bytes: [1], fPort: 3 }, expected: { data: { t: 'object', p: '3', b: 2 } } } ]",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("test_encode_c.json"),
+        "[{ name: 'port given', input: { data: { v: 0x10 }, fPort: 9 }, expected: { bytes: [16], fPort: 9 } }]",
+    )
+    .unwrap();
+    let s = vectors::run(dir.path(), Limits::default());
+    assert_eq!(
+        s.last_line(),
+        "decode: 1 of 2 passed; encode: 1 of 1 passed",
+        "{:?}",
+        s.failures
+    );
+    assert_eq!(s.failures.len(), 1);
+    assert!(
+        s.failures[0].contains("\"wrong\"") && s.failures[0].contains("expected 2, got 1"),
+        "{:?}",
+        s.failures
+    );
+}
