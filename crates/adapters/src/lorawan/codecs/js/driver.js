@@ -10,6 +10,63 @@
   Object.defineProperty(global, name, {
     value: { decode: decode, encode: encode, entries: entries },
   });
+  // What Node gives a script and vendors' test runs rely on, which QuickJS
+  // lacks: a silent console, TextEncoder/TextDecoder (UTF-8), atob/btoa.
+  function define(key, value) {
+    if (!(key in global)) {
+      Object.defineProperty(global, key, { value: value, writable: true, configurable: true });
+    }
+  }
+  var noop = function () {};
+  define("console", { log: noop, info: noop, warn: noop, error: noop, debug: noop, trace: noop });
+  function TextEncoder() {}
+  TextEncoder.prototype.encoding = "utf-8";
+  TextEncoder.prototype.encode = function (text) {
+    var s = unescape(encodeURIComponent(String(text === undefined ? "" : text)));
+    var out = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+    return out;
+  };
+  function TextDecoder() {}
+  TextDecoder.prototype.encoding = "utf-8";
+  TextDecoder.prototype.decode = function (bytes) {
+    if (bytes === undefined) return "";
+    var view = bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : bytes;
+    var s = "";
+    for (var i = 0; i < view.length; i++) s += String.fromCharCode(view[i] & 0xff);
+    try {
+      return decodeURIComponent(escape(s));
+    } catch (e) {
+      return s;
+    }
+  };
+  define("TextEncoder", TextEncoder);
+  define("TextDecoder", TextDecoder);
+  var B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  define("btoa", function (text) {
+    var s = String(text), out = "";
+    for (var i = 0; i < s.length; i += 3) {
+      var a = s.charCodeAt(i), b = s.charCodeAt(i + 1), c = s.charCodeAt(i + 2);
+      var n = (a << 16) | ((b || 0) << 8) | (c || 0);
+      out += B64[(n >> 18) & 63] + B64[(n >> 12) & 63] +
+        (i + 1 < s.length ? B64[(n >> 6) & 63] : "=") + (i + 2 < s.length ? B64[n & 63] : "=");
+    }
+    return out;
+  });
+  define("atob", function (text) {
+    var s = String(text).replace(/[\s=]/g, ""), out = "", bits = 0, n = 0;
+    for (var i = 0; i < s.length; i++) {
+      var v = B64.indexOf(s[i]);
+      if (v < 0) throw new Error("atob: not base64");
+      n = (n << 6) | v;
+      bits += 6;
+      if (bits >= 8) {
+        bits -= 8;
+        out += String.fromCharCode((n >> bits) & 0xff);
+      }
+    }
+    return out;
+  });
   var names = Object.getOwnPropertyNames(global);
   var kept = Object.create(null);
   for (var i = 0; i < names.length; i++) {

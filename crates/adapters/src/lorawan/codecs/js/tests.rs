@@ -344,3 +344,19 @@ fn vectors_give_their_input_as_written() {
         s.failures
     );
 }
+
+/// What Node gives scripts and some vendors' codecs use: console (silent),
+/// TextEncoder/TextDecoder, atob/btoa.
+#[test]
+fn node_globals_vendors_use_are_there() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) { console.log('decoding', input.bytes);\n\
+         var text = new TextDecoder().decode(new Uint8Array(input.bytes));\n\
+         return { data: { text: text, len: new TextEncoder().encode('é').length, b64: btoa('hi!'), back: atob('aGkh') } }; }",
+    );
+    let out = decode(&codec, &[0x68, 0xC3, 0xA9]).unwrap();
+    assert_eq!(
+        out.data(),
+        &json!({"text": "hé", "len": 2, "b64": "aGkh", "back": "hi!"})
+    );
+}
