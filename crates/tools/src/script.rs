@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use adapters::lorawan::codecs::js::readings::{flatten, Leaf};
+use adapters::lorawan::codecs::js::readings::{flatten, normalized_units, Leaf};
 use adapters::lorawan::codecs::js::{self, vectors, Limits, ScriptCodec};
 
 /// EX_USAGE from sysexits.h: the command line is wrong.
@@ -57,9 +57,17 @@ pub(crate) fn decode(
             ),
         ));
     }
+    let units = decoded
+        .result
+        .get("normalized")
+        .map(|n| normalized_units(decoded.data(), n))
+        .unwrap_or_default();
     for (name, leaf) in flatten(decoded.data()) {
         lines.push(match leaf {
-            Leaf::Number(v) => format!("{name} = {v}"),
+            Leaf::Number(v) => match units.get(&name) {
+                Some(unit) => format!("{name} = {v} {unit}"),
+                None => format!("{name} = {v}"),
+            },
             Leaf::Text(t) => format!("{name} = {t:?} (text field, not a reading)"),
         });
     }

@@ -10,7 +10,9 @@ use gateway_core::{AdapterContext, AdapterError, DeviceId, Reading, TimeSource, 
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::super::codecs::js::readings::{flatten, Leaf};
+use std::collections::{BTreeMap, HashMap};
+
+use super::super::codecs::js::readings::{flatten, normalized_units, Leaf};
 use super::super::codecs::js::{Decoded, ScriptError};
 use super::super::dedup::Uplink;
 use super::super::uplink::ScriptJob;
@@ -32,6 +34,9 @@ pub(super) struct Scripts {
     pub in_flight: usize,
     warnings: Counter,
     throttle: LogThrottle,
+    /// The units each device's `normalizeUplink` gave so far: reported
+    /// again only when they grow.
+    units: HashMap<DeviceId, BTreeMap<String, String>>,
 }
 
 impl Scripts {
@@ -46,6 +51,7 @@ impl Scripts {
                 &[("adapter", ctx.name.as_str())],
             ),
             throttle: LogThrottle::default(),
+            units: HashMap::new(),
         }
     }
 
@@ -128,7 +134,34 @@ impl Server {
                 Leaf::Text(_) => self.stats.ignored_field(done.device.as_str(), &key),
             }
         }
+        if let Some(normalized) = decoded.result.get("normalized") {
+            self.normalized_units(&done.device, decoded.data(), normalized);
+        }
         debug!(adapter = %self.ctx.name, device = %done.device, readings = readings.len(), "Uplink decoded by its JavaScript codec.");
         self.send(readings).await
+    }
+
+    /// Units from the codec's `normalizeUplink`, for every output, once
+    /// they are new for the device.
+    fn normalized_units(
+        &mut self,
+        device: &DeviceId,
+        data: &serde_json::Value,
+        normalized: &serde_json::Value,
+    ) {
+        let found = normalized_units(data, normalized);
+        if found.is_empty() {
+            return;
+        }
+        let known = self.scripts.units.entry(device.clone()).or_default();
+        let before = known.len();
+        for (metric, unit) in found {
+            known.entry(metric).or_insert(unit);
+        }
+        if known.len() > before {
+            self.ctx
+                .ingress
+                .report_units(device.as_str(), known.clone());
+        }
     }
 }

@@ -688,6 +688,22 @@ fn decode_and_encode_run_a_vendors_script() {
     assert!(stdout.contains("\"errors\""), "{stdout}");
     assert!(stderr.contains("decode failure"), "{stderr}");
 
+    // A codec with The Things Stack's normalizeUplink: its quantities give
+    // the metrics of equal value their units.
+    let dir = tempfile::tempdir().unwrap();
+    let normalizing = dir.path().join("n.js");
+    std::fs::write(
+        &normalizing,
+        "function decodeUplink(i) { return { data: { temp: i.bytes[0] / 2, rh: i.bytes[1] } }; }\n\
+         function normalizeUplink(i) { return { data: { air: { temperature: i.data.temp, relativeHumidity: i.data.rh } } }; }",
+    )
+    .unwrap();
+    let codec = format!("js:{}", normalizing.display());
+    let (code, stdout, stderr) = edge_gateway(&["decode", "--codec", &codec, "2B28"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("\"normalized\""), "{stdout}");
+    assert!(stdout.ends_with("rh = 40 %\ntemp = 21.5 °C\n"), "{stdout}");
+
     let zn2 = format!("js:{}", vendor_file("decentlab/codecs/dl-zn2.js").display());
     let (code, stdout, stderr) = edge_gateway(&[
         "encode",

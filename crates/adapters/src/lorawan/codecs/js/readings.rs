@@ -82,6 +82,68 @@ fn push_key(name: &mut String, key: &str) {
     }));
 }
 
+/// Units of The Things Stack's normalized payload (its schema's
+/// quantities, by path), as `normalizeUplink` names them.
+const NORMALIZED_UNITS: [(&str, &str); 24] = [
+    ("air.temperature", "°C"),
+    ("air.relativeHumidity", "%"),
+    ("air.pressure", "hPa"),
+    ("air.co2", "ppm"),
+    ("air.lightIntensity", "lx"),
+    ("air.pm1", "µg/m³"),
+    ("air.pm25", "µg/m³"),
+    ("air.pm10", "µg/m³"),
+    ("air.tvoc", "ppb"),
+    ("wind.speed", "m/s"),
+    ("wind.direction", "°"),
+    ("soil.temperature", "°C"),
+    ("soil.moisture", "%"),
+    ("soil.depth", "cm"),
+    ("soil.ec", "dS/m"),
+    ("water.temperature", "°C"),
+    ("battery", "V"),
+    ("position.latitude", "°"),
+    ("position.longitude", "°"),
+    ("position.altitude", "m"),
+    ("metering.water.total", "L"),
+    ("metering.electricity.energy", "kWh"),
+    ("metering.electricity.power", "W"),
+    ("metering.electricity.voltage", "V"),
+];
+
+/// The units `normalized` (what `normalizeUplink` returned for `data`: an
+/// object, or a list of them) gives the metrics of `data`: a quantity of
+/// the normalized schema whose value is that of exactly one number in
+/// `data` gives that metric its unit. The schema names quantities, the
+/// codec's own keys name metrics; equal values tie them.
+pub fn normalized_units(
+    data: &Value,
+    normalized: &Value,
+) -> std::collections::BTreeMap<String, String> {
+    let mut units = std::collections::BTreeMap::new();
+    let metrics = flatten(data);
+    let records: Vec<&Value> = match normalized {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    for record in records {
+        for (path, unit) in NORMALIZED_UNITS {
+            let value = path
+                .split('.')
+                .try_fold(record, |v, key| v.get(key))
+                .and_then(Value::as_f64);
+            let Some(value) = value else { continue };
+            let mut same = metrics
+                .iter()
+                .filter(|(_, leaf)| *leaf == Leaf::Number(value));
+            if let (Some((metric, _)), None) = (same.next(), same.next()) {
+                units.insert(metric.clone(), unit.to_string());
+            }
+        }
+    }
+    units
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -126,5 +188,24 @@ mod tests {
             deep = json!({ "d": deep });
         }
         assert!(names(deep).is_empty());
+    }
+
+    #[test]
+    fn normalized_quantities_give_their_units_to_the_metrics_of_equal_value() {
+        let data = json!({"temp": 21.5, "hum": 40, "bat_v": 3.1, "co2": 40, "label": "x"});
+        let normalized =
+            json!({"air": {"temperature": 21.5, "relativeHumidity": 40}, "battery": 3.1});
+        let units = normalized_units(&data, &normalized);
+        // 40 is both hum and co2: tied, so neither gets a unit.
+        assert_eq!(
+            units.into_iter().collect::<Vec<_>>(),
+            [
+                ("bat_v".to_string(), "V".to_string()),
+                ("temp".into(), "°C".into())
+            ]
+        );
+        let list = json!([{"air": {"temperature": 21.5}}, {"battery": 3.1}]);
+        assert_eq!(normalized_units(&data, &list).len(), 2);
+        assert!(normalized_units(&data, &json!(null)).is_empty());
     }
 }
