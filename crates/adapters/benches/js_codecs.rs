@@ -23,29 +23,13 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use adapters::lorawan::codecs::js::{Limits, ScriptCodec};
+use adapters::lorawan::codecs::js::{self, Limits, ScriptCodec};
 use rquickjs::{CatchResultExt, Context, Function, Object, Runtime};
 
 const GOAL_CPU_RATIO: f64 = 10.0;
 const GOAL_MB_PER_CODEC: f64 = 0.5;
 const CODECS_LOADED: usize = 50;
 const IN_FLIGHT: usize = 256;
-
-/// What ChirpStack loads for every call (feross/buffer with base64-js and
-/// ieee754), as one script.
-const BUFFER_JS: &str = concat!(
-    "(function () {\nvar mods = {};\n",
-    "function define(name, body) { var module = { exports: {} }; ",
-    "body(module.exports, function (n) { return mods[n]; }, module); ",
-    "mods[name] = module.exports; }\n",
-    "define('base64-js', function (exports, require, module) {\n",
-    include_str!("../src/lorawan/codecs/js/vendor/base64-js.js"),
-    "\n});\ndefine('ieee754', function (exports, require, module) {\n",
-    include_str!("../src/lorawan/codecs/js/vendor/ieee754.js"),
-    "\n});\ndefine('buffer', function (exports, require, module) {\n",
-    include_str!("../src/lorawan/codecs/js/vendor/buffer.js"),
-    "\n});\nreturn mods.buffer.Buffer;\n})()"
-);
 
 fn vendors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge-gateway/tests/data/lorawan-codecs/vendors")
@@ -94,7 +78,7 @@ fn fresh_context_per_call(source: &str, bytes: &[u8], fport: u8, buffer: bool) -
     let script = format!("{source}\n\ndecodeUplink(chirpstack_input)\n");
     ctx.with(|ctx| {
         let buffer: rquickjs::Value = if buffer {
-            ctx.eval(BUFFER_JS).catch(&ctx).unwrap()
+            ctx.eval(js::buffer_library()).catch(&ctx).unwrap()
         } else {
             rquickjs::Value::new_undefined(ctx.clone())
         };

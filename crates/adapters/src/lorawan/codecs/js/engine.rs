@@ -24,7 +24,7 @@ const DRIVER_JS: &str = include_str!("driver.js");
 
 /// feross/buffer 6.0.3 with base64-js 1.5.1 and ieee754 1.2.1, the
 /// libraries ChirpStack preloads, as one script that yields `Buffer`.
-const BUFFER_JS: &str = concat!(
+pub(super) const BUFFER_JS: &str = concat!(
     "(function () {\nvar mods = {};\n",
     "function define(name, body) { var module = { exports: {} }; ",
     "body(module.exports, function (n) { return mods[n]; }, module); ",

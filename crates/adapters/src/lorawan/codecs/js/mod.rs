@@ -416,6 +416,12 @@ fn checked_encode(result: serde_json::Value) -> Result<Encoded, ScriptError> {
     })
 }
 
+/// The Buffer library as a codec's context loads it (one script whose
+/// value is `Buffer`): for the benchmark's ChirpStack-way baseline.
+pub fn buffer_library() -> &'static str {
+    engine::BUFFER_JS
+}
+
 /// `js:FILE` → `FILE`, for any `codec` value.
 pub fn script_path(codec: &str) -> Option<&str> {
     codec.strip_prefix(PREFIX)
