@@ -160,6 +160,9 @@ fn test(path: &Path) -> ExitCode {
         return usage(&format!("{} does not exist", path.display()));
     }
     let summary = vectors::run(path, Limits::default());
+    for file in &summary.without_vectors {
+        eprintln!("note: {file} has no test_decode_/test_encode_ file beside it");
+    }
     for line in &summary.failures {
         println!("{line}");
     }

@@ -42,6 +42,10 @@ use super::semtech::GatewayEui;
 /// an RX2 retry comes at most a join-accept's RX2 window later.
 pub const TX_ACK_WAIT: Duration = Duration::from_secs(7);
 
+/// FPort of an encoded downlink when neither the codec nor the command
+/// names one.
+const DEFAULT_ENCODED_PORT: u8 = 1;
+
 /// Commands queued at once for the socket loop.
 const QUEUE: usize = 8;
 
@@ -275,12 +279,9 @@ async fn encode(
         .await
         .map_err(|_| Refusal::new("codec", "the codec worker stopped"))?
         .map_err(|e| Refusal::new("codec", format!("{}: {e}", codec.name())))?;
-    let port = encoded.fport.or(port).ok_or_else(|| {
-        Refusal::new(
-            "out_of_range",
-            "the codec gave no fPort and the command no port",
-        )
-    })?;
+    // As ChirpStack: the codec's fPort, else the command's; else 1, the
+    // port a queue item gets by default there.
+    let port = encoded.fport.or(port).unwrap_or(DEFAULT_ENCODED_PORT);
     fits(port, &encoded.bytes)?;
     Ok((port, encoded.bytes))
 }
