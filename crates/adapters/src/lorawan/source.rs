@@ -357,15 +357,7 @@ impl Server {
         }
         let waiting = self.dedup.drain();
         self.finish(waiting).await?;
-        // Uplinks already accepted whose codec is still running: their
-        // readings are not lost to the stop.
-        while self.scripts.in_flight > 0 {
-            match self.scripts.rx.recv().await {
-                Some(done) => self.script_done(done).await?,
-                None => break,
-            }
-        }
-        Ok(())
+        self.drain_scripts().await
     }
 
     /// `arrived`: the wall time and the instant the datagram was taken.

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use super::super::codecs::js::readings::{flatten, normalized_units, Leaf};
 use super::super::codecs::js::{Decoded, ScriptError};
@@ -164,4 +165,26 @@ impl Server {
                 .report_units(device.as_str(), known.clone());
         }
     }
+
+    /// At the stop: uplinks already accepted whose codec is still running
+    /// leave their readings first. A codec stuck behind its own loops
+    /// (each call up to its time limit) is not waited for past
+    /// [`DRAIN_WAIT`]: what it would give is lost, and said so.
+    pub(super) async fn drain_scripts(&mut self) -> Result<(), AdapterError> {
+        let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+        while self.scripts.in_flight > 0 {
+            match tokio::time::timeout_at(deadline, self.scripts.rx.recv()).await {
+                Ok(Some(done)) => self.script_done(done).await?,
+                Ok(None) => break,
+                Err(_) => {
+                    warn!(adapter = %self.ctx.name, uplinks = self.scripts.in_flight, "Stopping without the values of uplinks whose JavaScript codec had not finished.");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// How long a stop waits for codecs still decoding accepted uplinks.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
