@@ -360,3 +360,20 @@ fn node_globals_vendors_use_are_there() {
         &json!({"text": "hé", "len": 2, "b64": "aGkh", "back": "hi!"})
     );
 }
+
+/// Entry points however a file defines them: a declaration, a `var` with
+/// a function, an assignment to `this` at the top level, a strict file.
+#[test]
+fn entry_points_are_found_however_defined() {
+    for text in [
+        "var decodeUplink = function (input) { return { data: { v: input.bytes[0] } }; };",
+        "this.decodeUplink = function (input) { return { data: { v: input.bytes[0] } }; };",
+        "'use strict';\nconst decodeUplink = (input) => ({ data: { v: input.bytes[0] } });",
+        "decodeUplink = function (input) { bytes = input.bytes; return { data: { v: bytes[0] } }; };",
+    ] {
+        let (_f, codec) = script(text);
+        for b in [3u8, 4] {
+            assert_eq!(decode(&codec, &[b]).unwrap().data(), &json!({"v": b}), "{text}");
+        }
+    }
+}
