@@ -212,15 +212,38 @@ fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
 /// `--codec js:FILE HEX`: the payload through a vendor's codec.
 #[cfg(feature = "lorawan")]
 fn decode_script(args: &LorawanArgs, codec: &str) -> Result<Vec<String>, Failure> {
-    let (Some(hex), None) = (&args.hex, &args.phy) else {
-        return Err(Failure::Usage(
-            "--codec js:FILE takes a payload HEX (FRMPayload), not --phy".into(),
-        ));
-    };
-    let bytes = from_hex(hex)?;
     let script = crate::script::load(codec, &args.vars).map_err(Failure::Usage)?;
-    crate::script::decode(&script, bytes, args.fport.unwrap_or(1))
-        .map_err(|(lines, reason)| Failure::Refused { lines, reason })
+    match (&args.hex, &args.phy) {
+        (Some(hex), None) => {
+            let bytes = from_hex(hex)?;
+            crate::script::decode(&script, bytes, args.fport.unwrap_or(1))
+                .map_err(|(lines, reason)| Failure::Refused { lines, reason })
+        }
+        (None, Some(phy)) => {
+            if args.fport.is_some() {
+                return Err(Failure::Usage(
+                    "--fport goes with a payload HEX; a PHYPayload carries its own".into(),
+                ));
+            }
+            let (mut lines, payload) = open_phy(args, phy)?;
+            let Some((fport, payload)) = payload else {
+                return Err(Failure::Data(
+                    "no application payload (FPort 0 or none) for the codec".into(),
+                ));
+            };
+            match crate::script::decode(&script, payload, fport) {
+                Ok(more) => {
+                    lines.extend(more);
+                    Ok(lines)
+                }
+                Err((more, reason)) => {
+                    lines.extend(more);
+                    Err(Failure::Refused { lines, reason })
+                }
+            }
+        }
+        _ => Err(Failure::Usage(usage())),
+    }
 }
 
 #[cfg(feature = "lorawan")]
@@ -228,6 +251,26 @@ fn decode_phy(args: &LorawanArgs, phy: &str, codec: Option<Codec>) -> Result<Vec
     if let Some(lines) = crate::decode_join::decode(phy, args.app_key.as_deref(), args.dev_nonce)? {
         return Ok(lines);
     }
+    let (mut out, payload) = open_phy(args, phy)?;
+    if let Some(codec) = codec {
+        let (_, payload) = payload.ok_or_else(|| {
+            Failure::Data("no application payload (FPort 0 or none) for the codec".into())
+        })?;
+        let values = codec
+            .decode(&payload)
+            .map_err(|e| Failure::Data(e.to_string()))?;
+        out.extend(values.iter().map(line));
+    }
+    Ok(out)
+}
+
+/// A data frame's MIC checked and its payload decrypted: the lines that
+/// describe it, and its FPort and application payload when it has one.
+#[cfg(feature = "lorawan")]
+fn open_phy(
+    args: &LorawanArgs,
+    phy: &str,
+) -> Result<(Vec<String>, Option<(u8, Vec<u8>)>), Failure> {
     let nwk = key("--nwk-s-key", args.nwk_s_key.as_deref())?;
     let app = key("--app-s-key", args.app_s_key.as_deref())?;
     let bytes = from_hex(phy)?;
@@ -260,16 +303,11 @@ fn decode_phy(args: &LorawanArgs, phy: &str, codec: Option<Codec>) -> Result<Vec
         names.join(", ")
     ));
     out.push(format!("payload = {}", to_hex(&f.payload)));
-    if let Some(codec) = codec {
-        let payload = f.application_payload().ok_or_else(|| {
-            Failure::Data("no application payload (FPort 0 or none) for the codec".into())
-        })?;
-        let values = codec
-            .decode(payload)
-            .map_err(|e| Failure::Data(e.to_string()))?;
-        out.extend(values.iter().map(line));
-    }
-    Ok(out)
+    let payload = f
+        .application_payload()
+        .zip(f.fport)
+        .map(|(p, port)| (port, p.to_vec()));
+    Ok((out, payload))
 }
 
 #[cfg(feature = "lorawan")]

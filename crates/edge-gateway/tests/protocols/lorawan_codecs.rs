@@ -704,6 +704,29 @@ fn decode_and_encode_run_a_vendors_script() {
     assert!(stdout.contains("\"normalized\""), "{stdout}");
     assert!(stdout.ends_with("rh = 40 %\ntemp = 21.5 °C\n"), "{stdout}");
 
+    // A whole PHYPayload: verified, decrypted, then the script on its FPort.
+    let phy = sealed(TBHH_ADDR, 7, 103, &TBHH_2, &hex_key(NWK), &hex_key(APP));
+    let phy: String = phy.iter().map(|b| format!("{b:02x}")).collect();
+    let tbhh = format!(
+        "js:{}",
+        vendor_file("browan/codecs/tabs-tbhh100.js").display()
+    );
+    let (code, stdout, stderr) = edge_gateway(&[
+        "decode",
+        "--phy",
+        &phy,
+        "--nwk-s-key",
+        NWK,
+        "--app-s-key",
+        APP,
+        "--codec",
+        &tbhh,
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("dev_addr = 26011001\n"), "{stdout}");
+    assert!(stdout.contains("\nfport = 103\n"), "{stdout}");
+    assert!(stdout.contains("\ntemperature = -19\n"), "{stdout}");
+
     let zn2 = format!("js:{}", vendor_file("decentlab/codecs/dl-zn2.js").display());
     let (code, stdout, stderr) = edge_gateway(&[
         "encode",
