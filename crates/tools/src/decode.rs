@@ -264,13 +264,14 @@ fn decode_phy(args: &LorawanArgs, phy: &str, codec: Option<Codec>) -> Result<Vec
     Ok(out)
 }
 
-/// A data frame's MIC checked and its payload decrypted: the lines that
-/// describe it, and its FPort and application payload when it has one.
+/// The lines describing a frame, and its FPort and application payload
+/// when it has one.
 #[cfg(feature = "lorawan")]
-fn open_phy(
-    args: &LorawanArgs,
-    phy: &str,
-) -> Result<(Vec<String>, Option<(u8, Vec<u8>)>), Failure> {
+type Opened = (Vec<String>, Option<(u8, Vec<u8>)>);
+
+/// A data frame's MIC checked and its payload decrypted.
+#[cfg(feature = "lorawan")]
+fn open_phy(args: &LorawanArgs, phy: &str) -> Result<Opened, Failure> {
     let nwk = key("--nwk-s-key", args.nwk_s_key.as_deref())?;
     let app = key("--app-s-key", args.app_s_key.as_deref())?;
     let bytes = from_hex(phy)?;
