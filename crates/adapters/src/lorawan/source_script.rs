@@ -94,7 +94,23 @@ impl Scripts {
 
 impl Server {
     /// Sends a decoded uplink's readings; counts and logs a failure.
+    /// Those that came back meanwhile leave with it, as one message (at
+    /// most [`MAX_READINGS_PER_MESSAGE`](super::MAX_READINGS_PER_MESSAGE)).
     pub(super) async fn script_done(&mut self, done: Done) -> Result<(), AdapterError> {
+        let mut readings = Vec::new();
+        self.decoded(done, &mut readings);
+        while readings.len() < super::MAX_READINGS_PER_MESSAGE {
+            match self.scripts.rx.try_recv() {
+                Ok(more) => self.decoded(more, &mut readings),
+                Err(_) => break,
+            }
+        }
+        self.send(readings).await
+    }
+
+    /// One uplink's outcome: its readings onto `readings`, or its failure
+    /// counted and logged.
+    fn decoded(&mut self, done: Done, readings: &mut Vec<Reading>) {
         self.scripts.in_flight = self.scripts.in_flight.saturating_sub(1);
         let decoded = match done.result {
             Ok(d) => d,
@@ -104,7 +120,7 @@ impl Server {
                     &done.gateways,
                     &format!("device {}: {e}", done.device),
                 );
-                return Ok(());
+                return;
             }
         };
         let warnings = decoded.warnings();
@@ -114,7 +130,7 @@ impl Server {
                 warn!(adapter = %self.ctx.name, device = %done.device, warnings = ?warnings, suppressed, "The LoRaWAN codec warned about an uplink.");
             }
         }
-        let mut readings = Vec::new();
+        let before = readings.len();
         for (key, leaf) in flatten(decoded.data()) {
             match leaf {
                 Leaf::Number(value) => {
@@ -138,8 +154,7 @@ impl Server {
         if let Some(normalized) = decoded.result.get("normalized") {
             self.normalized_units(&done.device, decoded.data(), normalized);
         }
-        debug!(adapter = %self.ctx.name, device = %done.device, readings = readings.len(), "Uplink decoded by its JavaScript codec.");
-        self.send(readings).await
+        debug!(adapter = %self.ctx.name, device = %done.device, readings = readings.len() - before, "Uplink decoded by its JavaScript codec.");
     }
 
     /// Units from the codec's `normalizeUplink`, for every output, once
