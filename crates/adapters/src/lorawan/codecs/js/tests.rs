@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -191,13 +191,10 @@ fn every_limit_ends_a_call_and_the_next_one_works() {
         &[],
         limits(50),
     );
-    let started = Instant::now();
     assert_eq!(
         decode(&codec, &[0]).unwrap_err(),
         ScriptError::Timeout(Duration::from_millis(50))
     );
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "{took:?}");
     assert_eq!(decode(&codec, &[1]).unwrap_err(), ScriptError::OutOfMemory);
     assert_eq!(
         decode(&codec, &[2]).unwrap_err(),
