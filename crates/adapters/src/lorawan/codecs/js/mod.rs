@@ -245,11 +245,13 @@ impl ScriptCodec {
             None => {
                 let engine = compile(&source, name, limits)?;
                 let unit = Unit::new(engine, source, limits);
-                LOADED
+                let mut loaded = LOADED
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get_or_insert_with(HashMap::new)
-                    .insert(key, Arc::downgrade(&unit));
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let loaded = loaded.get_or_insert_with(HashMap::new);
+                // Files no device names any more (a reload dropped them).
+                loaded.retain(|_, unit| unit.strong_count() > 0);
+                loaded.insert(key, Arc::downgrade(&unit));
                 unit
             }
         };
