@@ -246,6 +246,9 @@ impl Engine {
     /// # Errors
     /// Its syntax error, or a value JSON cannot hold.
     pub fn literal(&mut self, text: &str, file: &str) -> Result<serde_json::Value, ScriptError> {
+        // A byte-order mark or a closing `;` would break the parentheses.
+        let text = text.trim_start_matches('\u{feff}').trim_end();
+        let text = text.strip_suffix(';').unwrap_or(text);
         let wrapped = format!("JSON.stringify(({text}\n))");
         let file = file.to_string();
         let limit = self.limits.time;

@@ -324,7 +324,7 @@ fn vectors_give_their_input_as_written() {
     .unwrap();
     std::fs::write(
         dir.path().join("test_encode_c.json"),
-        "[{ name: 'port given', input: { data: { v: 0x10 }, fPort: 9 }, expected: { bytes: [16], fPort: 9 } }]",
+        "\u{feff}[{ name: 'port given', input: { data: { v: 0x10 }, fPort: 9 }, expected: { bytes: [16], fPort: 9 } }];\n",
     )
     .unwrap();
     let s = vectors::run(dir.path(), Limits::default());
