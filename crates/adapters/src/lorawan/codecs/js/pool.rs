@@ -122,9 +122,14 @@ impl Unit {
                     state.engine = None;
                     fresh
                 }
+                // Neither only if a turn is already running elsewhere,
+                // which `scheduled` rules out; unscheduled, not stuck.
                 None => match state.engine.take() {
                     Some(e) => e,
-                    None => return false,
+                    None => {
+                        state.scheduled = false;
+                        return false;
+                    }
                 },
             }
         };
