@@ -12,7 +12,7 @@ use gateway_core::component::{AdapterFuture, AdapterStats};
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress};
 use tokio::net::UdpSocket;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::config::CoapServerConfig;
 use super::handler::{Handler, Outcome};
@@ -146,10 +146,7 @@ pub(crate) fn recv_failed(
     adapter: &str,
     e: &std::io::Error,
 ) {
-    stats.error("recv");
-    if let Some(suppressed) = throttle.allow("recv") {
-        warn!(adapter, error = %e, suppressed, "CoAP receive failed.");
-    }
+    gateway_core::refuse!(stats, throttle, "recv"; adapter, error = %e, "CoAP receive failed.");
 }
 
 fn report(
