@@ -5,7 +5,9 @@
 //! - `message`: strict message checks in front of coap-lite's codec (pure);
 //! - `handler`: requests in, replies and readings out, with the duplicate
 //!   cache, Block1 reassembly and latest values (pure, time passed in);
-//! - `dedup`, `ratelimit`: the bounded tables the server keeps;
+//! - `dedup`: the bounded duplicate table the server keeps (its per-peer
+//!   rate limit is `gateway_core::rate_limit`, keyed by IP address, not
+//!   port: a sender changes ports for free);
 //! - `server`: the UDP socket loop;
 //! - `psk`, `dtls`: `[[coap.psk]]` identities and the coaps (DTLS-PSK)
 //!   socket loop over OpenSSL;
@@ -19,7 +21,6 @@ pub mod kind;
 pub mod message;
 pub mod observe;
 pub mod psk;
-pub mod ratelimit;
 pub mod server;
 
 pub use config::{CoapObserveConfig, CoapServerConfig};
