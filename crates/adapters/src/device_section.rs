@@ -1,7 +1,18 @@
-//! The shape `[ble]`, `[lorawan]` and `[modbus]` share: a table whose `device` key is
-//! an array of tables (`[[ble.device]]`), beside a family's own keys. Read
-//! here once, so both refuse a misshapen section with the same words, and
-//! their named devices join the `[[device]]` registry the same way.
+//! The shape `[ble]`, `[lorawan]`, `[modbus]` and `[bacnet]` share: a
+//! table whose `device` key is an array of tables (`[[ble.device]]`),
+//! beside a family's own keys. Read here once, so all refuse a misshapen
+//! section with the same words, and their named devices join the
+//! `[[device]]` registry the same way. The families whose devices sit on
+//! one of their adapters (Modbus, BACnet) share the whole section:
+//! [`DeviceSection`].
+
+#[cfg(any(feature = "modbus", feature = "bacnet"))]
+#[path = "device_section_typed.rs"]
+mod typed;
+#[cfg(any(feature = "modbus", feature = "bacnet"))]
+pub use typed::{
+    check_poll, some_duration, DeviceCommon, DeviceSection, SectionDevice, COMMON_KEYS,
+};
 
 use gateway_core::config::Problems;
 #[cfg(any(feature = "ble", feature = "lorawan"))]
@@ -10,7 +21,7 @@ use gateway_core::config::{DeviceConfig, Tags};
 use gateway_core::DeviceId;
 
 /// A family's `[name]` table, checked for shape.
-pub(crate) struct DeviceSection<'a> {
+pub(crate) struct SectionTable<'a> {
     /// The whole table, for the family's own keys (`net_id`, ...). Only
     /// `[lorawan]` has any, so a build without it never reads this.
     #[cfg_attr(not(feature = "lorawan"), allow(dead_code))]
@@ -29,7 +40,7 @@ pub(crate) fn read<'a>(
     name: &str,
     own_keys: &[&str],
     problems: &mut Problems,
-) -> Option<DeviceSection<'a>> {
+) -> Option<SectionTable<'a>> {
     let Some(table) = root.get(name)?.as_table() else {
         problems.push(
             name,
@@ -57,7 +68,7 @@ pub(crate) fn read<'a>(
             Vec::new()
         }
     };
-    Some(DeviceSection { table, devices })
+    Some(SectionTable { table, devices })
 }
 
 /// "device", "device, net_id or region": the keys a section takes, as a
