@@ -72,8 +72,6 @@ pub struct DeviceTask {
     pub device: BacnetDevice,
     pub client: Client,
     pub events: mpsc::Receiver<DeviceEvent>,
-    /// This device's COV process id (unique per device and gateway run).
-    pub process_id: u32,
 }
 
 struct State {
@@ -379,7 +377,7 @@ impl DeviceTask {
         for p in points.iter_mut() {
             match self
                 .client
-                .subscribe_cov(peer, self.process_id, p.id, false, lifetime)
+                .subscribe_cov(peer, self.device.instance, p.id, false, lifetime)
                 .await
             {
                 Ok(()) => p.cov = true,
