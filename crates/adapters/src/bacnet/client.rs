@@ -443,8 +443,15 @@ impl Client {
             .ok_or(ClientError::Malformed(CodecError::Unexpected(
                 "a ComplexACK",
             )))?;
-        let (_, _, values) =
+        let (answered, property, values) =
             services::decode_read_property_ack(&body).map_err(ClientError::Malformed)?;
+        // An answer filed under another object or property is not this
+        // one's value, whatever it holds.
+        if answered != object || property.property != p.property {
+            return Err(ClientError::Malformed(CodecError::Unexpected(
+                "the object and property asked for",
+            )));
+        }
         Ok(values)
     }
 

@@ -14,7 +14,12 @@ the highest slot set or the relinquish default, the initial value).
 "count": N adds N analogValue objects (instance 100.., named av-100...,
 value = index).
 "rpm": false makes a device without ReadPropertyMultiple (bacpypes3's own
-answer to a service it lacks: Reject unrecognized-service); "bbmd": true
+answer to a service it lacks: Reject unrecognized-service);
+"rpm_answer": "twice" | "renamed" makes a device whose present-value
+answers to ReadPropertyMultiple are wrong, as bacpypes3 builds them:
+"twice" lists the first object asked a second time, its present value
+777; "renamed" files the last object's results under analog-value:99,
+which was not asked; "bbmd": true
 makes it a BBMD as well (bacpypes3's BBMDApplication), which foreign
 devices register with.
 
@@ -66,9 +71,17 @@ from bacpypes3.apdu import (
     ConfirmedCOVNotificationRequest,
     ErrorPDU,
     IAmRequest,
+    ReadPropertyMultipleACK,
     UnconfirmedCOVNotificationRequest,
 )
-from bacpypes3.basetypes import PropertyValue, StatusFlags
+from bacpypes3.basetypes import (
+    PropertyIdentifier,
+    PropertyValue,
+    ReadAccessResult,
+    ReadAccessResultElement,
+    ReadAccessResultElementChoice,
+    StatusFlags,
+)
 from bacpypes3.constructeddata import Any
 from bacpypes3.primitivedata import ObjectIdentifier, Real
 from bacpypes3.ipv4.app import BBMDApplication, NormalApplication
@@ -124,6 +137,30 @@ class NoRpmApplication(NormalApplication):
     do_ReadPropertyMultipleRequest = None
 
 
+class QuirkyRpmApplication(NormalApplication):
+    """A controller whose ReadPropertyMultiple answers of present values
+    do not match the request (see "rpm_answer")."""
+
+    quirk = None
+
+    async def response(self, apdu):
+        results = getattr(apdu, "listOfReadAccessResults", None)
+        if isinstance(apdu, ReadPropertyMultipleACK) and results and any(
+            e.propertyIdentifier == PropertyIdentifier("presentValue") for e in results[0].listOfResults
+        ):
+            if self.quirk == "twice":
+                results.append(ReadAccessResult(
+                    objectIdentifier=results[0].objectIdentifier,
+                    listOfResults=[ReadAccessResultElement(
+                        propertyIdentifier="presentValue",
+                        readResult=ReadAccessResultElementChoice(propertyValue=Any(Real(777.0))),
+                    )],
+                ))
+            elif self.quirk == "renamed":
+                results[-1].objectIdentifier = ObjectIdentifier(("analogValue", 99))
+        await super().response(apdu)
+
+
 def start(d):
     inst = d["instance"]
     dev = DeviceObject(
@@ -138,6 +175,8 @@ def start(d):
         cls = BBMDApplication
     elif d.get("rpm", True) is False:
         cls = NoRpmApplication
+    elif d.get("rpm_answer"):
+        cls = type("Quirky", (QuirkyRpmApplication,), {"quirk": d["rpm_answer"]})
     app = cls(dev, Address(f"127.0.0.1:{d['port']}"))
     for o in objects_of(d):
         key = (inst, o["type"], o["instance"])

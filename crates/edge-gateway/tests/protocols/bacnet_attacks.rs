@@ -155,3 +155,86 @@ cov = true
         "every forged one was told apart as foreign: {text}"
     );
 }
+
+/// bacpypes3 devices whose ReadPropertyMultiple answers do not match the
+/// request: one lists the first object asked twice (the second time with
+/// 777), one files the last object's results under an object not asked.
+/// Each poll gives one value per object asked, never the doubled one, and
+/// every discrepancy is counted.
+#[tokio::test]
+async fn read_property_multiple_answers_with_an_object_twice_or_under_ids_not_asked_are_counted() {
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let (twice, renamed) = (free_port(), free_port());
+    let objects = json!([
+        { "type": "analogValue", "instance": 1, "name": "Flow", "value": 21.5 },
+        { "type": "analogValue", "instance": 2, "name": "Head", "value": 3.0 },
+    ]);
+    let layout = json!({ "devices": [
+        { "instance": 7101, "port": twice, "rpm_answer": "twice", "objects": objects },
+        { "instance": 7102, "port": renamed, "rpm_answer": "renamed", "objects": objects },
+    ]});
+    let _peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
+    let body = format!(
+        r#"
+[[adapter]]
+type = "bacnet"
+name = "bms"
+bind = "127.0.0.1:0"
+poll = "200ms"
+timeout = "400ms"
+retries = 0
+
+[[bacnet.device]]
+instance = 7101
+address = "127.0.0.1:{twice}"
+id = "pump-1"
+
+[[bacnet.device]]
+instance = 7102
+address = "127.0.0.1:{renamed}"
+id = "pump-2"
+"#
+    );
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
+    gw.wait_for_log("Metrics endpoint listening").await;
+    // A whole window of polls of each (the first may start mid-poll).
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let mut windows = Vec::new();
+    sub.wait_for(WAIT, |m| {
+        let device = m.json()["device"].as_str().unwrap_or_default().to_string();
+        let n = seen.entry(device.clone()).or_default();
+        *n += 1;
+        if *n >= 2 {
+            windows.push((device, metrics_of(m)));
+        }
+        ["pump-1", "pump-2"]
+            .iter()
+            .all(|d| windows.iter().any(|(w, _)| w == d))
+    })
+    .await
+    .expect("windows of both devices");
+    for (device, w) in &windows {
+        let flow = &w["flow"];
+        assert_eq!(flow["max"].as_f64(), Some(21.5), "{device}: {w:?}");
+        assert_eq!(flow["min"].as_f64(), Some(21.5), "{device}: {w:?}");
+        if device == "pump-1" {
+            assert_eq!(
+                flow["count"], w["head"]["count"],
+                "one value per object per poll: {w:?}"
+            );
+        } else {
+            assert!(!w.contains_key("head"), "{w:?}");
+        }
+    }
+    let error = |t: &str| {
+        format!("edge_gateway_adapter_errors_total{{adapter=\"bms\",error_type=\"answer_{t}\"}}")
+    };
+    http_until(metrics, "/metrics", |_, b| {
+        ["duplicate", "unasked", "missing"]
+            .iter()
+            .all(|t| sample(b, &error(t)).unwrap_or(0.0) >= 2.0)
+    })
+    .await;
+}
