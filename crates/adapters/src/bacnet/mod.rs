@@ -32,6 +32,7 @@ pub mod cov;
 pub mod device;
 pub mod devices;
 pub mod discover;
+pub mod error_codes;
 pub mod frame;
 pub mod kind;
 pub mod names;
