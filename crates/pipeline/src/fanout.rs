@@ -47,8 +47,16 @@ impl Output {
         }
     }
 
+    /// Takes the readings too, or not (`Lanes::readings`).
+    #[must_use]
+    pub fn with_readings(mut self, readings: bool) -> Self {
+        self.readings = readings;
+        self
+    }
+
     /// The MQTT upstream: windows, statuses and alerts (on `urgent`, when
-    /// given); if it is gone, the pipeline stops.
+    /// given), readings only when [`Self::with_readings`] asks; if it is
+    /// gone, the pipeline stops.
     pub fn upstream(
         events: mpsc::Sender<SinkEvent>,
         urgent: Option<mpsc::Sender<SinkEvent>>,

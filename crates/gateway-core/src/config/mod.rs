@@ -19,6 +19,7 @@ pub mod layers;
 pub mod load;
 pub mod metrics;
 pub mod names;
+pub mod report;
 pub mod rule;
 pub mod secret;
 mod sections;
