@@ -31,6 +31,9 @@ pub struct ReportRules {
     exact: HashMap<(String, String), ReportMode>,
     /// `(device pattern, metric pattern, mode)`, most specific first.
     patterns: Vec<(String, String, ReportMode)>,
+    /// The metric parts of the `change` keys, each once, with whether it
+    /// is a pattern: what every reading is first checked against.
+    change_metrics: Vec<(String, bool)>,
 }
 
 /// Why a key is not `"device/metric"`.
@@ -65,6 +68,11 @@ impl ReportRules {
             let Ok((device, metric)) = check_key(key) else {
                 continue;
             };
+            if *mode == ReportMode::Change && !rules.change_metrics.iter().any(|m| m.0 == metric) {
+                rules
+                    .change_metrics
+                    .push((metric.to_string(), metric.contains('*')));
+            }
             if device.contains('*') || metric.contains('*') {
                 rules
                     .patterns
@@ -88,11 +96,21 @@ impl ReportRules {
 
     /// No metric is reported on change.
     pub fn is_empty(&self) -> bool {
-        !self
-            .exact
-            .values()
-            .chain(self.patterns.iter().map(|p| &p.2))
-            .any(|m| *m == ReportMode::Change)
+        self.change_metrics.is_empty()
+    }
+
+    /// Whether some device's `metric` may be reported on change: the
+    /// cheap test every reading takes first (a length and a few bytes for
+    /// most), before its device is looked at.
+    #[inline]
+    pub fn may_report(&self, metric: &str) -> bool {
+        self.change_metrics.iter().any(|(m, pattern)| {
+            if *pattern {
+                glob(m, metric)
+            } else {
+                m == metric
+            }
+        })
     }
 
     /// How `metric` of `device` goes upstream.
@@ -148,6 +166,8 @@ mod tests {
             ("fridge-2/door", Change),
             ("*/*_state", Change),
         ]);
+        assert!(r.may_report("mode") && r.may_report("run_state") && r.may_report("door"));
+        assert!(!r.may_report("temperature"));
         assert!(!r.is_empty());
         assert_eq!(r.mode("ahu-1", "mode"), Change);
         assert_eq!(r.mode("ahu-3", "mode"), Window);

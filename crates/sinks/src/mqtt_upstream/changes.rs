@@ -60,6 +60,10 @@ impl Changes {
 
     /// The change `r` makes, if it is one.
     pub fn observe(&mut self, r: &Reading) -> Option<Change> {
+        // Most readings are of metrics no key names: out at a few compares.
+        if !self.rules.may_report(r.metric().as_str()) {
+            return None;
+        }
         let key = (r.device().clone(), r.metric().clone());
         let series = match self.series.get_mut(&key) {
             Some(s) => s,
