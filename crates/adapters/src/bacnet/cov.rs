@@ -216,4 +216,20 @@ mod tests {
         assert_eq!(cov.check(moved, &ok), Verdict::Ours(1001));
         assert_eq!(cov.check(device, &ok), Verdict::Foreign(Foreign::Address));
     }
+
+    #[test]
+    fn a_forwarded_origin_is_believed_only_from_the_configured_bbmd() {
+        let cov = CovRegistry::with_base(0);
+        let device: SocketAddr = "10.0.0.5:47808".parse().unwrap();
+        let stranger: SocketAddr = "10.0.0.66:47808".parse().unwrap();
+        let bbmd: SocketAddr = "10.0.0.1:47808".parse().unwrap();
+        // A stranger writing the device's address as the origin of a
+        // Forwarded-NPDU is still the stranger.
+        assert_eq!(cov.sender(stranger, Some(device)), stranger);
+        assert_eq!(cov.sender(bbmd, Some(device)), bbmd, "no BBMD configured");
+        cov.trust_forwarder(bbmd);
+        assert_eq!(cov.sender(bbmd, Some(device)), device);
+        assert_eq!(cov.sender(stranger, Some(device)), stranger);
+        assert_eq!(cov.sender(device, None), device);
+    }
 }
