@@ -92,7 +92,10 @@ fn upstream(readings: bool, report: bool) -> (SinkFanout, tokio::task::JoinHandl
     if report {
         let rules: BTreeMap<String, ReportMode> =
             [("ahu-*/fan".to_string(), ReportMode::Change)].into();
-        feed = feed.with_changes(ReportRules::new(&rules));
+        feed = feed.with_changes(
+            ReportRules::new(&rules),
+            &gateway_core::Telemetry::default(),
+        );
     }
     tokio::spawn(feed.run(
         OutputLink {

@@ -188,4 +188,8 @@ id = "ahu-7"
         next["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
         "{next}"
     );
+    http_until(metrics, "/metrics", |_, b| {
+        test_support::metrics::sample(b, "edge_gateway_upstream_changes_total") == Some(2.0)
+    })
+    .await;
 }

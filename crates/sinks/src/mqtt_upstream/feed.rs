@@ -11,8 +11,9 @@
 use std::collections::HashMap;
 
 use gateway_core::config::report::ReportRules;
+use gateway_core::telemetry::Counter;
 use gateway_core::units::Units;
-use gateway_core::{DeviceId, OutboundMessage, Reading, SourceId};
+use gateway_core::{DeviceId, OutboundMessage, Reading, SourceId, Telemetry};
 use tokio::sync::{mpsc, oneshot};
 
 use super::changes::{Change, Changes};
@@ -37,12 +38,17 @@ pub struct Feed {
     /// Each metric's unit with the config's overrides: a window's and an
     /// alert's `unit` and `text`.
     units: Units,
-    /// The metrics reported on change; `None`: none is.
-    changes: Option<Changes>,
+    /// The metrics reported on change, and the count of changes sent;
+    /// `None`: none is.
+    changes: Option<(Changes, Counter)>,
     /// Each device's adapter, learnt from its readings, where a unit is
     /// set per adapter (a window does not say which adapter it came from).
     adapters: HashMap<DeviceId, SourceId>,
 }
+
+/// Changes of the metrics of `[upstream] report` sent upstream: how many
+/// messages `report = "change"` adds.
+pub const UPSTREAM_CHANGES: &str = "edge_gateway_upstream_changes_total";
 
 /// Devices whose adapter is remembered; beyond, the memory starts again.
 const MAX_TRACKED_DEVICES: usize = 100_000;
@@ -60,12 +66,12 @@ impl Feed {
         }
     }
 
-    /// Reports the metrics `rules` name at once when they change; the
-    /// upstream's link must then carry the readings
-    /// (`UpstreamSettings::takes_readings`).
+    /// Reports the metrics `rules` name at once when they change, counted
+    /// in [`UPSTREAM_CHANGES`]; the upstream's link must then carry the
+    /// readings (`UpstreamSettings::takes_readings`).
     #[must_use]
-    pub fn with_changes(mut self, rules: ReportRules) -> Self {
-        self.changes = Changes::new(rules);
+    pub fn with_changes(mut self, rules: ReportRules, telemetry: &Telemetry) -> Self {
+        self.changes = Changes::new(rules).map(|c| (c, telemetry.counter(UPSTREAM_CHANGES, &[])));
         self
     }
 
@@ -215,10 +221,11 @@ impl Feed {
                 self.adapters.insert(r.device().clone(), r.source());
             }
         }
-        let Some(changes) = self.changes.as_mut() else {
+        let Some((changes, sent)) = self.changes.as_mut() else {
             return Ok(());
         };
         let found: Vec<Change> = readings.iter().filter_map(|r| changes.observe(r)).collect();
+        sent.add(found.len() as u64);
         for c in found {
             let unit = self
                 .units
@@ -463,7 +470,7 @@ mod tests {
         let (_urgent, urgent_rx) = mpsc::channel(64);
         let (messages_tx, mut messages) = mpsc::channel(64);
         let (urgent_tx, _forwarder_urgent) = mpsc::channel(64);
-        tokio::spawn(feed().with_changes(rules).run(
+        tokio::spawn(feed().with_changes(rules, &Telemetry::default()).run(
             OutputLink {
                 messages: events_rx,
                 urgent: Some(urgent_rx),

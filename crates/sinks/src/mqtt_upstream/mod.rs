@@ -55,7 +55,7 @@ use crate::registry::SinkContext;
 use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
 use failover::{Failover, Loss};
-pub use feed::{Feed, ForwarderQueues};
+pub use feed::{Feed, ForwarderQueues, UPSTREAM_CHANGES};
 use gateway_core::event::SinkEvent;
 use poller::{poll_loop, FaultKind, PollEvent};
 pub use render::Renderer;
@@ -170,7 +170,7 @@ pub fn start(
         },
         ctx.units.clone(),
     )
-    .with_changes(settings.report.clone());
+    .with_changes(settings.report.clone(), &ctx.telemetry);
     let (messages, messages_rx) = mpsc::channel(FORWARDER_QUEUE);
     let (urgent, urgent_rx) = mpsc::channel(FORWARDER_QUEUE);
     let (flush, flush_rx) = mpsc::channel(1);
