@@ -181,4 +181,55 @@ fn main() {
         "  added by report = change              {:>8.1} ns per reading",
         on - off
     );
+
+    // Issue 68 (9): a window's units are looked up when it is rendered,
+    // once per metric and window, never per reading.
+    let renderer = Renderer {
+        gateway_id: "gw-bench".into(),
+        prefix: "building/hq".into(),
+        registry: DeviceRegistry::default(),
+    };
+    let units = Units::default();
+    let stats = gateway_core::event::MetricStats {
+        count: 12,
+        avg: 21.5,
+        min: 20.0,
+        max: 23.0,
+        std: 0.5,
+    };
+    let window = gateway_core::event::WindowEvent {
+        device: DeviceId::new("ahu-1").unwrap(),
+        start: now,
+        end: now,
+        partial: false,
+        window_start: now,
+        rerun: 0,
+        amendment: 0,
+        partial_at: None,
+        metrics: METRICS.iter().map(|m| ((*m).to_string(), stats)).collect(),
+    };
+    const WINDOWS: usize = 20_000;
+    let time = |with_units: bool| {
+        let start = thread_cpu_ns();
+        for _ in 0..WINDOWS {
+            let m = renderer.aggregated_in(&window, |metric| {
+                if with_units {
+                    units
+                        .of_device("ahu-1", None, gateway_core::SourceId::UNKNOWN, metric)
+                        .unit
+                } else {
+                    String::new()
+                }
+            });
+            black_box(m);
+        }
+        (thread_cpu_ns() - start) as f64 / WINDOWS as f64 / 1000.0
+    };
+    let bare = time(false);
+    let with_units = time(true);
+    println!(
+        "a window of {} metrics rendered: {bare:.2} µs without units, {with_units:.2} µs with them ({:+.2} µs per metric, once per window)",
+        METRICS.len(),
+        (with_units - bare) / METRICS.len() as f64
+    );
 }
