@@ -504,7 +504,10 @@ mod tests {
         events.send(window(0)).await.unwrap();
         let mut got = Vec::new();
         for _ in 0..3 {
-            let m = messages.recv().await.unwrap();
+            let m = tokio::time::timeout(std::time::Duration::from_secs(5), messages.recv())
+                .await
+                .expect("a change or the window")
+                .unwrap();
             got.push((
                 m.topic.clone(),
                 serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap(),
