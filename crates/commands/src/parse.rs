@@ -33,6 +33,8 @@ pub struct Parsed {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Malformed {
     pub id: Option<String>,
+    /// The result's reason: `malformed`, or `too_large`.
+    pub reason: &'static str,
     pub detail: String,
 }
 
@@ -40,6 +42,7 @@ impl Malformed {
     fn new(id: Option<&str>, detail: impl Into<String>) -> Self {
         Self {
             id: id.map(str::to_string),
+            reason: "malformed",
             detail: detail.into(),
         }
     }
@@ -73,16 +76,33 @@ pub fn result_topic(prefix: &str, device: &str) -> String {
 /// unknown key, or a value out of its range.
 pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
     if payload.len() > MAX_PAYLOAD {
-        return Err(Malformed::new(
-            None,
-            format!(
-                "payload of {} bytes, more than {MAX_PAYLOAD}",
-                payload.len()
-            ),
-        ));
+        return Err(Malformed {
+            reason: "too_large",
+            ..Malformed::new(
+                readable_id(payload).as_deref(),
+                format!(
+                    "payload of {} bytes, more than {MAX_PAYLOAD}",
+                    payload.len()
+                ),
+            )
+        });
     }
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| Malformed::new(None, format!("not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(payload).map_err(|e| {
+        let id = readable_id(payload);
+        let text = e.to_string();
+        let not_finite = text.contains("number out of range")
+            || [&b"NaN"[..], b"Infinity"]
+                .iter()
+                .any(|w| payload.windows(w.len()).any(|p| p == *w));
+        if not_finite {
+            Malformed::new(
+                id.as_deref(),
+                format!("value: not a finite number (NaN, Infinity and numbers beyond 1.8e308 are no JSON numbers): {text}"),
+            )
+        } else {
+            Malformed::new(id.as_deref(), format!("not JSON: {text}"))
+        }
+    })?;
     let Value::Object(obj) = value else {
         return Err(Malformed::new(None, "expected a JSON object"));
     };
@@ -171,6 +191,77 @@ pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
         value,
         ts,
     })
+}
+
+/// The top-level `"id"` of a payload that is no command (a `NaN`, a
+/// `1e309`, too large), so that its refusal still names it. A scan, not
+/// a parse: strings are skipped with their escapes, nesting is counted,
+/// and only a key of the outermost object is taken.
+pub fn readable_id(payload: &[u8]) -> Option<String> {
+    let mut at = skip_space(payload, 0);
+    if payload.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    let mut depth = 1usize;
+    let mut key_next = true;
+    while let Some(&b) = payload.get(at) {
+        match b {
+            b'"' => {
+                let end = string_end(payload, at)?;
+                if depth == 1 && key_next {
+                    let colon = skip_space(payload, end);
+                    if payload.get(colon) != Some(&b':') {
+                        return None;
+                    }
+                    let value = skip_space(payload, colon + 1);
+                    if &payload[at..end] == b"\"id\"" {
+                        if payload.get(value) != Some(&b'"') {
+                            return None;
+                        }
+                        let value_end = string_end(payload, value)?;
+                        let id: String = serde_json::from_slice(&payload[value..value_end]).ok()?;
+                        return is_id(&id).then_some(id);
+                    }
+                    key_next = false;
+                    at = value;
+                    continue;
+                }
+                at = end;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return None;
+                }
+            }
+            b',' if depth == 1 => key_next = true,
+            _ => {}
+        }
+        at += 1;
+    }
+    None
+}
+
+fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+    while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
+        at += 1;
+    }
+    at
+}
+
+/// The index after the closing quote of the string opening at `start`.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        match bytes.get(at)? {
+            b'\\' => at += 2,
+            b'"' => return Some(at + 1),
+            _ => at += 1,
+        }
+    }
 }
 
 fn is_id(s: &str) -> bool {
@@ -331,9 +422,30 @@ mod tests {
                 Some("a"),
                 "neither hex nor base64",
             ),
+            // Not JSON numbers, but the id is readable: the refusal names it.
             (
                 br#"{"id":"a","metric":"x","value":1e999}"#,
+                Some("a"),
+                "value: not a finite number",
+            ),
+            (
+                br#"{"metric":"x","value":NaN,"id":"n-1"}"#,
+                Some("n-1"),
+                "value: not a finite number",
+            ),
+            (
+                br#"{"id":"i\"2","metric":"x","value":-Infinity}"#,
+                Some("i\"2"),
+                "value: not a finite number",
+            ),
+            (
+                br#"{"x":{"id":"inner"},"value":NaN}"#,
                 None,
+                "value: not a finite number",
+            ),
+            (
+                br#"{"id":"a","metric":"x","value":1,}"#,
+                Some("a"),
                 "not JSON",
             ),
         ] {
@@ -348,6 +460,16 @@ mod tests {
         }
         let big = vec![b' '; MAX_PAYLOAD + 1];
         assert!(parse(&big).unwrap_err().detail.contains("more than"));
+        let mut big = br#"{"id":"big-1","metric":"x","value":""#.to_vec();
+        big.extend(std::iter::repeat_n(b'a', 70_000));
+        big.extend(br#""}"#);
+        let e = parse(&big).unwrap_err();
+        assert_eq!(
+            (e.id.as_deref(), e.reason),
+            (Some("big-1"), "too_large"),
+            "{}",
+            e.detail
+        );
     }
 
     /// Until the fuzz target runs in CI: every truncation of the seeds, and
@@ -370,6 +492,9 @@ mod tests {
                 for b in [0u8, b'"', b'\\', b'{', b'}', b'9', b'-', b'e', 0xff, 0xc3] {
                     let mut m = seed.to_vec();
                     m[at] = b;
+                    if let Some(id) = readable_id(&m) {
+                        assert!(is_id(&id));
+                    }
                     if let Ok(c) = parse(&m) {
                         assert!(!c.id.is_empty());
                         if let CommandValue::Number(v) = c.value {

@@ -138,7 +138,22 @@ pub fn notes(config: &GatewayConfig, layers: &Layers) -> Vec<String> {
             ));
         }
     }
+    notes.extend(config.sections.notes());
     notes
+}
+
+/// The devices the gateway knows of: `[[device]]`, and those of the
+/// protocol sections (`[[modbus.device]]`, `[[bacnet.device]]`, …) that
+/// `[[device]]` does not describe, for `validate`'s summary and the start
+/// log.
+pub fn device_count(config: &GatewayConfig) -> usize {
+    let mut ids: std::collections::HashSet<&str> =
+        config.devices.iter().map(|d| d.id.as_str()).collect();
+    let named = config.sections.registry_devices();
+    for d in &named {
+        ids.insert(d.id.as_str());
+    }
+    ids.len()
 }
 
 /// The fully commented template of every key with its default: the output

@@ -115,7 +115,7 @@ async fn run(
     } else {
         "none".into()
     };
-    info!(gateway = %cfg.gateway.id, upstream = %upstream, adapters = cfg.adapters.len(), devices = cfg.devices.len(), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
+    info!(gateway = %cfg.gateway.id, upstream = %upstream, adapters = cfg.adapters.len(), devices = settings::device_count(&cfg), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
     // Before anything starts: a signal that arrived while the adapters
     // were coming up (a test's SIGTERM right after "Subscribed", systemd's
     // reload) took the default action and killed the process outright.

@@ -30,7 +30,7 @@ pub fn main(config: &Path, print: bool) -> ExitCode {
                 "{}: ok ({} adapter(s), {} device(s), {} rule(s))",
                 config.display(),
                 c.adapters.len(),
-                c.devices.len(),
+                settings::device_count(&c),
                 c.rules.len()
             );
             // On stderr, like the summary of --print: stdout stays one

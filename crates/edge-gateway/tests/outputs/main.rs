@@ -10,6 +10,7 @@ mod common;
 
 mod alerts_end_to_end;
 mod commands;
+mod commands_attacks;
 mod commands_bacnet;
 mod dashboard;
 mod dashboard_abuse;

@@ -1189,7 +1189,7 @@ async fn cloud_commands_queue_downlinks_settled_by_the_forwarders_tx_ack() {
             publish(
                 port,
                 &format!("building/hq/{device}/command"),
-                &body.to_string(),
+                &crate::common::with_ts(body).to_string(),
                 1,
                 false,
             )

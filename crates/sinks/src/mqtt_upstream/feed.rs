@@ -91,7 +91,16 @@ impl Feed {
             let handed = tokio::select! {
                 biased;
                 event = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match event {
-                    Some(event) => self.hand(event, &to, &mut urgent).await,
+                    Some(event) => match self.hand(event, &to, &mut urgent).await {
+                        // A lane that never runs dry (a command flood, each
+                        // with its result) must not keep the windows out:
+                        // one of them after each.
+                        Ok(()) => match events.try_recv() {
+                            Ok(event) => self.hand(event, &to, &mut urgent).await,
+                            Err(_) => Ok(()),
+                        },
+                        gone => gone,
+                    },
                     None => {
                         urgent = None;
                         Ok(())

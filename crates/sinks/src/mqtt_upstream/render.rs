@@ -19,6 +19,15 @@ pub fn status_topic(prefix: &str, gateway_id: &str) -> String {
     format!("{prefix}/gateway/{gateway_id}/status")
 }
 
+/// What a command result's topic ends with, after `{prefix}/{device}`.
+const RESULT_SUFFIX: &str = "/command/result";
+
+/// Whether `topic` is a command result's: a device id has no `/`, so no
+/// other upstream topic ends so.
+pub fn is_command_result(topic: &str) -> bool {
+    topic.ends_with(RESULT_SUFFIX)
+}
+
 /// Renders upstream messages for one gateway.
 #[derive(Debug, Clone)]
 pub struct Renderer {
@@ -213,7 +222,7 @@ impl Renderer {
             "ts": c.at.to_rfc3339(),
         });
         OutboundMessage {
-            topic: format!("{}/{}/command/result", self.prefix, c.device),
+            topic: format!("{}/{}{RESULT_SUFFIX}", self.prefix, c.device),
             payload: payload.to_string().into_bytes(),
             retain: false,
         }
