@@ -27,7 +27,8 @@ pub struct Output {
     /// Alert transitions go here rather than on `events`, so they overtake
     /// the windows queued there (the upstream's urgent lane).
     pub urgent: Option<mpsc::Sender<SinkEvent>>,
-    /// Takes readings and journal epochs (the upstream does not).
+    /// Takes readings and journal epochs (the upstream only when it asks:
+    /// `Lanes::readings`).
     pub readings: bool,
     /// Without it the pipeline cannot go on: the upstream, whose outbox a
     /// checkpoint relies on. Any other output that stops is only logged.
