@@ -22,4 +22,5 @@ mod home_assistant_abuse;
 mod home_assistant_commands;
 mod influxdb_end_to_end;
 mod metrics;
+mod upstream_report;
 mod upstream_tls;
