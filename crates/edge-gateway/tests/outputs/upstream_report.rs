@@ -4,13 +4,14 @@
 //! (`[[device]] units`, `[[adapter]] units`, `[units]`, the name table;
 //! none when not known), and a metric of `[upstream] report` is sent at
 //! once when it changes, with its time and the value before, and only
-//! then.
+//! then; one that flaps costs at most a message a second and ends on its
+//! last state.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
 
-use common::{GatewayProcess, WAIT};
+use common::{http_until, GatewayProcess, WAIT};
 use test_support::{free_port, publish, Mosquitto, Subscriber};
 
 #[tokio::test]
@@ -143,4 +144,31 @@ units = {{ temperature = "°F" }}
             .is_none(),
         "only changes are sent"
     );
+
+    // A state flapping 41 times as fast as it can be published: at most
+    // a message a second, and the last state is the one the cloud ends
+    // with.
+    let flaps: Vec<String> = (0..41).map(|i| (i % 2).to_string()).collect();
+    let started = std::time::Instant::now();
+    test_support::publish_lines(local.port(), "sensors/data/fan-1/state", &flaps, 1).await;
+    let burst = started.elapsed();
+    let got = changes
+        .collect_until(burst + std::time::Duration::from_millis(1500), |_| false)
+        .await;
+    let values: Vec<f64> = got
+        .iter()
+        .filter_map(|m| m.json()["value"].as_f64())
+        .collect();
+    assert_eq!(values.last(), Some(&0.0), "the last state: {values:?}");
+    let most = burst.as_secs() as usize + 3;
+    assert!(
+        values.len() <= most,
+        "{} in {burst:?}: {values:?}",
+        values.len()
+    );
+    http_until(metrics, "/metrics", |_, b| {
+        test_support::metrics::sample(b, "edge_gateway_upstream_changes_coalesced_total")
+            .is_some_and(|n| n > 0.0)
+    })
+    .await;
 }

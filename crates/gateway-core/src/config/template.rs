@@ -124,7 +124,8 @@ max_inflight = {max_inflight}
 # each part an id or a pattern with * ("ahu-*/mode", "*/setpoint");
 # "change" sends each new value to {{prefix}}/{{device}}/change through the
 # outbox, "window" (the default) exempts one a broader pattern takes. For
-# states that change rarely: every change of a noisy value is a message.
+# states that change rarely: changes less than a second apart are
+# coalesced (the latest goes when the second has passed).
 # report = {{ "ahu-1/fan_status" = "change", "*/setpoint" = "change" }}
 
 [aggregation]

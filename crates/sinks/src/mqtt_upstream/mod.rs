@@ -55,7 +55,7 @@ use crate::registry::SinkContext;
 use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
 use failover::{Failover, Loss};
-pub use feed::{Feed, ForwarderQueues, UPSTREAM_CHANGES};
+pub use feed::{Feed, ForwarderQueues, UPSTREAM_CHANGES, UPSTREAM_CHANGES_COALESCED};
 use gateway_core::event::SinkEvent;
 use poller::{poll_loop, FaultKind, PollEvent};
 pub use render::Renderer;
