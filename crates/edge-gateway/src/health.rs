@@ -199,6 +199,10 @@ pub fn check(t: &Telemetry) -> Health {
     if let Some(d) = dashboard {
         body["dashboard"] = d;
     }
+    // Which pushed configuration runs ([remote_config]); not a reason.
+    if let Some(config) = crate::remote_config::health_view(t) {
+        body["config"] = config;
+    }
     if !healthy {
         body["reasons"] = json!(reasons);
     }

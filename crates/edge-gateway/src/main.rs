@@ -20,7 +20,7 @@ use edge_gateway_tools::decode;
 use edge_gateway_tools::demo;
 #[cfg(feature = "modbus")]
 use edge_gateway_tools::modbus;
-use edge_gateway_tools::{history, replay, simulate};
+use edge_gateway_tools::{fleet, history, replay, simulate};
 
 #[derive(Parser)]
 #[command(
@@ -75,6 +75,10 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// The dashboard's history: `history export` writes a series as CSV.
     History(history::HistoryArgs),
+    /// Configurations pushed from the cloud ([remote_config]): `config
+    /// keygen` makes a signing key, `config sign` prints a signed message,
+    /// `config push` publishes one to a gateway.
+    Config(fleet::ConfigArgs),
     /// Read a password on stdin and print its argon2id hash for
     /// `[[dashboard.user]] password_hash`.
     Passwd,
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run::main(&config),
         Command::History(args) => history::main(&args),
         Command::Passwd => history::passwd(),
+        Command::Config(args) => fleet::main(&args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::main(&args, run::demo_gateway),
     }

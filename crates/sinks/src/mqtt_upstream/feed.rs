@@ -206,6 +206,10 @@ impl Feed {
                 let msg = self.renderer.command_result(&c);
                 return to.urgent.send(msg).await.map_err(|_| Gone);
             }
+            SinkEvent::ConfigState(s) => {
+                let msg = self.renderer.config_state(&s);
+                return to.urgent.send(msg).await.map_err(|_| Gone);
+            }
             SinkEvent::Window(w) => self.window(&w),
             SinkEvent::Status(s) => self.renderer.device_status(&s),
             SinkEvent::Readings(readings) => return self.readings(&readings, to, urgent).await,
@@ -319,7 +323,12 @@ impl Feed {
                         let msg = self.renderer.command_result(&c);
                         to.urgent.send(msg).await.map_err(|_| Gone)?;
                     }
-                    // Only alerts and command results take the urgent lane.
+                    Some(SinkEvent::ConfigState(s)) => {
+                        let msg = self.renderer.config_state(&s);
+                        to.urgent.send(msg).await.map_err(|_| Gone)?;
+                    }
+                    // Only alerts, command results and configuration
+                    // states take the urgent lane.
                     Some(_) => {}
                     None => *urgent = None,
                 },

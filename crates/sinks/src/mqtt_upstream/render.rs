@@ -6,7 +6,7 @@ use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use gateway_core::event::{AlertEvent, CommandEvent, StatusEvent, WindowEvent};
+use gateway_core::event::{AlertEvent, CommandEvent, ConfigStateEvent, StatusEvent, WindowEvent};
 
 use super::changes::Change;
 
@@ -228,11 +228,27 @@ impl Renderer {
         }
     }
 
+    /// `{prefix}/gateway/{gateway_id}/config/state`, retained: where the
+    /// configuration pushed from the cloud stands (`docs/fleet.md`), with
+    /// `gateway` added.
+    pub fn config_state(&self, s: &ConfigStateEvent) -> OutboundMessage {
+        let mut payload = s.payload.clone();
+        if let Some(obj) = payload.as_object_mut() {
+            obj.insert("gateway".into(), json!(self.gateway_id));
+        }
+        OutboundMessage {
+            topic: format!("{}/gateway/{}/config/state", self.prefix, self.gateway_id),
+            payload: payload.to_string().into_bytes(),
+            retain: true,
+        }
+    }
+
     /// `{prefix}/{device}/alerts`: one alert transition: `id, gateway,
     /// device, name, metric, kind, state, value, limit, ts, rule`, `text`,
     /// and `unit` when known (see [`Self::alert_in`]); a raised anomaly
     /// alert adds why it fired: `reason` (`seasonal`, `level_shift`,
-    /// `stuck`, `spike`, `spike_rate`, `drift`, `noise`, `multivariate`),
+    /// `stuck`, `spike`, `spike_rate`, `drift`, `noise`, `multivariate`,
+    /// `pattern`),
     /// `expected` (`{"low": …, "high": …}`, the range the reading was
     /// expected in) and `observed` (the reading).
     ///
@@ -431,6 +447,19 @@ units = { co2 = "ppb" }
         assert_eq!(
             text(&m),
             r#"{"device":"fridge-2","gateway":"gw-01","id":"a4e4c6a9-fc68-51fd-a0f8-30a886940474","metric":"setpoint","name":"Fridge 2","tags":{"room":"kitchen","zone":"north"},"ts":"2026-01-01T00:00:00.123Z","unit":"°C","value":4.5}"#
+        );
+    }
+
+    #[test]
+    fn a_configuration_state_is_retained_under_the_gateway() {
+        let m = renderer().config_state(&ConfigStateEvent {
+            payload: serde_json::json!({"desired": "v2", "status": "applied"}),
+        });
+        assert_eq!(m.topic, "building/hq/gateway/gw-01/config/state");
+        assert!(m.retain);
+        assert_eq!(
+            text(&m),
+            r#"{"desired":"v2","gateway":"gw-01","status":"applied"}"#
         );
     }
 
