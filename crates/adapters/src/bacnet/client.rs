@@ -48,6 +48,9 @@ pub enum ClientError {
     Io(String),
     #[error("all 256 invoke ids are in use for this device")]
     Busy,
+    /// A ReadProperty answer for another object or property than asked.
+    #[error("answered for {0}, which was not asked")]
+    Mismatch(ObjectId),
 }
 
 impl ClientError {
@@ -60,6 +63,7 @@ impl ClientError {
             Self::Segmentation(_) => "segmentation",
             Self::Malformed(_) => "malformed",
             Self::Io(_) | Self::Busy => "io",
+            Self::Mismatch(_) => "answer_unasked",
         }
     }
 }
@@ -448,9 +452,7 @@ impl Client {
         // An answer filed under another object or property is not this
         // one's value, whatever it holds.
         if answered != object || property.property != p.property {
-            return Err(ClientError::Malformed(CodecError::Unexpected(
-                "the object and property asked for",
-            )));
+            return Err(ClientError::Mismatch(answered));
         }
         Ok(values)
     }

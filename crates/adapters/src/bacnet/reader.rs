@@ -248,6 +248,8 @@ pub async fn describe(
                         info.error = Some(code);
                     }
                 }
+                // Another object's name or units: not this one's.
+                Err(ClientError::Mismatch(_)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -400,10 +402,24 @@ pub async fn poll(
         let pv = client.read_property(peer, *id, props[0]).await;
         let sample = match pv {
             Ok(pv) => {
-                let flags = client.read_property(peer, *id, props[1]).await.ok();
+                let flags = match client.read_property(peer, *id, props[1]).await {
+                    Ok(flags) => Some(flags),
+                    Err(ClientError::Mismatch(_)) => {
+                        discrepancies.unasked += 1;
+                        None
+                    }
+                    Err(_) => None,
+                };
                 Sample::from_values(&pv, flags.as_deref()).ok_or(NOT_A_NUMBER)
             }
             Err(ClientError::Error(code)) => Err(code),
+            // Another object's value is no value of this one: left out of
+            // this poll, counted, and the other objects still read.
+            Err(ClientError::Mismatch(_)) => {
+                discrepancies.unasked += 1;
+                discrepancies.missing += 1;
+                continue;
+            }
             Err(e) => return Err(e),
         };
         out.push((*id, sample));

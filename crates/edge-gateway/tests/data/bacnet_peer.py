@@ -19,7 +19,9 @@ answer to a service it lacks: Reject unrecognized-service);
 answers to ReadPropertyMultiple are wrong, as bacpypes3 builds them:
 "twice" lists the first object asked a second time, its present value
 777; "renamed" files the last object's results under analog-value:99,
-which was not asked; "bbmd": true
+which was not asked; "rp_answer": "renamed" (with "rpm": false) files
+the ReadProperty answer of analog-value:2's present value under
+analog-value:99; "bbmd": true
 makes it a BBMD as well (bacpypes3's BBMDApplication), which foreign
 devices register with.
 
@@ -71,6 +73,7 @@ from bacpypes3.apdu import (
     ConfirmedCOVNotificationRequest,
     ErrorPDU,
     IAmRequest,
+    ReadPropertyACK,
     ReadPropertyMultipleACK,
     UnconfirmedCOVNotificationRequest,
 )
@@ -161,6 +164,18 @@ class QuirkyRpmApplication(NormalApplication):
         await super().response(apdu)
 
 
+class QuirkyRpApplication(NoRpmApplication):
+    """A controller without ReadPropertyMultiple whose ReadProperty answer
+    of one present value names another object (see "rp_answer")."""
+
+    async def response(self, apdu):
+        if (isinstance(apdu, ReadPropertyACK)
+                and apdu.objectIdentifier == ObjectIdentifier(("analogValue", 2))
+                and apdu.propertyIdentifier == PropertyIdentifier("presentValue")):
+            apdu.objectIdentifier = ObjectIdentifier(("analogValue", 99))
+        await super().response(apdu)
+
+
 def start(d):
     inst = d["instance"]
     dev = DeviceObject(
@@ -174,7 +189,7 @@ def start(d):
     if d.get("bbmd"):
         cls = BBMDApplication
     elif d.get("rpm", True) is False:
-        cls = NoRpmApplication
+        cls = QuirkyRpApplication if d.get("rp_answer") else NoRpmApplication
     elif d.get("rpm_answer"):
         cls = type("Quirky", (QuirkyRpmApplication,), {"quirk": d["rpm_answer"]})
     app = cls(dev, Address(f"127.0.0.1:{d['port']}"))

@@ -156,9 +156,11 @@ cov = true
     );
 }
 
-/// bacpypes3 devices whose ReadPropertyMultiple answers do not match the
-/// request: one lists the first object asked twice (the second time with
-/// 777), one files the last object's results under an object not asked.
+/// bacpypes3 devices whose answers do not match the request: one lists
+/// the first object asked twice in its ReadPropertyMultiple answer (the
+/// second time with 777), one files the last object's results under an
+/// object not asked, and one without ReadPropertyMultiple answers a
+/// ReadProperty of one present value under another object.
 /// Each poll gives one value per object asked, never the doubled one, and
 /// every discrepancy is counted.
 #[tokio::test]
@@ -170,9 +172,12 @@ async fn read_property_multiple_answers_with_an_object_twice_or_under_ids_not_as
         { "type": "analogValue", "instance": 1, "name": "Flow", "value": 21.5 },
         { "type": "analogValue", "instance": 2, "name": "Head", "value": 3.0 },
     ]);
+    let rp = free_port();
     let layout = json!({ "devices": [
         { "instance": 7101, "port": twice, "rpm_answer": "twice", "objects": objects },
         { "instance": 7102, "port": renamed, "rpm_answer": "renamed", "objects": objects },
+        // Without ReadPropertyMultiple: the ReadProperty answer is renamed.
+        { "instance": 7103, "port": rp, "rpm": false, "rp_answer": "renamed", "objects": objects },
     ]});
     let _peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
     let body = format!(
@@ -194,6 +199,11 @@ id = "pump-1"
 instance = 7102
 address = "127.0.0.1:{renamed}"
 id = "pump-2"
+
+[[bacnet.device]]
+instance = 7103
+address = "127.0.0.1:{rp}"
+id = "pump-3"
 "#
     );
     let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
@@ -209,12 +219,12 @@ id = "pump-2"
         if *n >= 2 {
             windows.push((device, metrics_of(m)));
         }
-        ["pump-1", "pump-2"]
+        ["pump-1", "pump-2", "pump-3"]
             .iter()
             .all(|d| windows.iter().any(|(w, _)| w == d))
     })
     .await
-    .expect("windows of both devices");
+    .expect("windows of every device");
     for (device, w) in &windows {
         let flow = &w["flow"];
         assert_eq!(flow["max"].as_f64(), Some(21.5), "{device}: {w:?}");
@@ -231,10 +241,19 @@ id = "pump-2"
     let error = |t: &str| {
         format!("edge_gateway_adapter_errors_total{{adapter=\"bms\",error_type=\"answer_{t}\"}}")
     };
-    http_until(metrics, "/metrics", |_, b| {
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
         ["duplicate", "unasked", "missing"]
             .iter()
             .all(|t| sample(b, &error(t)).unwrap_or(0.0) >= 2.0)
     })
     .await;
+    // A device answering one object wrongly is still read, not offline.
+    assert_eq!(
+        sample(
+            &text,
+            "edge_gateway_bacnet_device_up{adapter=\"bms\",device=\"pump-3\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
 }
