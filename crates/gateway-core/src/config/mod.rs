@@ -10,6 +10,7 @@
 //! variables merged over it ([`layers`]); the typed parse runs on the merged
 //! table and names the drop-in or variable of each problem.
 
+pub mod base_dir;
 pub mod broker;
 pub mod commands;
 pub mod dashboard;
