@@ -10,7 +10,7 @@
 use crate::common;
 
 use adapters::lorawan::frame::{seal, Key};
-use common::{GatewayProcess, WAIT};
+use common::{with_ts, GatewayProcess, WAIT};
 use test_support::{free_udp_port, Message, Mosquitto, Subscriber};
 use tokio::net::UdpSocket;
 
@@ -541,7 +541,7 @@ async fn a_command_is_encoded_by_the_devices_codec_for_the_forwarder() {
             publish(
                 port,
                 "building/hq/zn2-soil/command",
-                &body.to_string(),
+                &with_ts(body).to_string(),
                 1,
                 false,
             )
@@ -586,7 +586,7 @@ async fn a_command_is_encoded_by_the_devices_codec_for_the_forwarder() {
     publish(
         cloud.port(),
         "building/hq/looping/command",
-        &serde_json::json!({"id": "z-3", "data": {"x": 1}}).to_string(),
+        &with_ts(serde_json::json!({"id": "z-3", "data": {"x": 1}})).to_string(),
         1,
         false,
     )
