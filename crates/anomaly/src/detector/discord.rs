@@ -24,13 +24,20 @@
 //! match). The raw score is the mean absolute difference per sample to
 //! the nearest neighbour, in 1/255 of the range.
 //!
+//! Two windows are compared by their shapes: each less its own mean
+//! level, so that a level the series has not held before (a random walk's
+//! every new one, a drift) is not news by itself; the first family's
+//! level, range and novelty tests keep the levels.
+//!
 //! The raw score means nothing across series (a noisy series' nearest
-//! neighbours are far apart), so it is turned into a tail against its own
-//! history on that series, as HTM's anomaly likelihood turns its raw
-//! score (Ahmad et al. 2017): its short average against the mean and
-//! spread of that average over a long memory. A window fires when that
-//! tail is beyond `Params::discord_tail` deviations, after a probation
-//! that fills a quarter of the ring.
+//! neighbours are far apart), so it is judged against its own history on
+//! that series: its short average against the largest that average has
+//! been, decaying (the first family's novelty test does the same with its
+//! features). A window fires when the short average is beyond
+//! `Params::discord_tail` times that peak, after a probation that fills a
+//! quarter of the ring. (A tail in deviations of the average's long
+//! distribution, as HTM's anomaly likelihood turns its raw score, Ahmad et
+//! al. 2017, was tried first: see `docs/anomaly-experiments.md`.)
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -40,6 +47,8 @@ use super::stats::Norm;
 
 /// Samples of history.
 pub const RING: usize = 512;
+/// Most readings in one sample.
+pub const MOST_DOWN: u32 = 4096;
 /// Longest window, in samples.
 pub const LONGEST: usize = 64;
 /// Samples seen before any window is judged.
@@ -52,8 +61,8 @@ const LONG: f64 = 1000.0;
 /// spreads above its mean: a long discord must not widen the spread it is
 /// judged by while it lasts.
 const CLIP: f64 = 3.0;
-/// The raw score's spread is taken as at least this (in 1/255 of the
-/// range): a series that repeats itself exactly has no spread, and a
+/// The raw score's spread and peak are taken as at least this (in 1/255 of
+/// the range): a series that repeats itself exactly has neither, and a
 /// difference of one quantisation step would score in the hundreds.
 const LEAST_SPREAD: f64 = 0.5;
 /// The history is re-quantised when the range has moved by more than this
@@ -61,13 +70,15 @@ const LEAST_SPREAD: f64 = 0.5;
 const RESCALE: f64 = 1.0 / 64.0;
 /// The top of the quantised scale.
 const TOP: f64 = 255.0;
+/// Per-sample decay of the remembered peak of the short average.
+const PEAK_DECAY: f32 = 0.999;
 
 /// What the discord says about one reading.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Judgement {
     /// A window ended on this reading and its distance to its nearest
-    /// neighbour is in the tail of the series' own: how far, in
-    /// deviations.
+    /// neighbour is beyond the bar: how far, in multiples of the series'
+    /// remembered peak.
     pub fire: Option<f64>,
     /// The last window's tail is still beyond half the bar: an anomaly
     /// that lasts is one alert.
@@ -80,11 +91,13 @@ pub struct Judgement {
 /// The settings of one series' discord (see `Params`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Settings {
-    /// Readings averaged into one sample.
+    /// Readings averaged into one sample (already scaled to the series'
+    /// rate: see `Detector`).
     pub down: u32,
     /// Samples per window.
     pub length: usize,
-    /// Deviations of the raw score beyond which a window fires.
+    /// Multiple of the remembered peak of the raw score's short average
+    /// beyond which a window fires.
     pub tail: f64,
 }
 
@@ -94,7 +107,7 @@ pub struct Settings {
 pub struct Discord {
     /// Sum and count of the readings of the sample under way.
     sum: f64,
-    taken: u8,
+    taken: u16,
     /// The range the history is quantised on.
     lo: f64,
     hi: f64,
@@ -104,6 +117,8 @@ pub struct Discord {
     /// average.
     short: f32,
     history: Norm,
+    /// The largest short average seen since the probation, decaying.
+    peak: f32,
     lingers: bool,
     /// The quantised samples, oldest first.
     ring: Vec<u8>,
@@ -119,6 +134,7 @@ impl Default for Discord {
             samples: 0,
             short: 0.0,
             history: Norm::default(),
+            peak: 0.0,
             lingers: false,
             ring: Vec::new(),
         }
@@ -149,7 +165,7 @@ impl Discord {
             lingers: self.lingers,
             expected: (x, x),
         };
-        if u32::from(self.taken) < settings.down.clamp(1, 255) {
+        if u32::from(self.taken) < settings.down.clamp(1, MOST_DOWN) {
             return out;
         }
         let sample = self.sum / f64::from(self.taken);
@@ -172,13 +188,7 @@ impl Discord {
         self.short = short as f32;
         let short = f64::from(self.short);
         let spread = self.history.sd().max(LEAST_SPREAD);
-        let known = self.history.seen() >= 2.0;
-        let z = if known {
-            (short - self.history.mean()) / spread
-        } else {
-            0.0
-        };
-        let learned = if known {
+        let learned = if self.history.seen() >= 2.0 {
             short.min(self.history.mean() + CLIP * spread)
         } else {
             short
@@ -189,10 +199,17 @@ impl Discord {
         let usual = self.history.mean() / TOP * width;
         out.expected = (at - usual, at + usual);
         let ready = self.samples > PROBATION;
-        self.lingers = ready && z > 0.5 * settings.tail;
+        let ratio = short / f64::from(self.peak).max(LEAST_SPREAD);
+        // The peak is learned from half-way through the probation: the
+        // windows judged first need a yardstick, and the very first ones,
+        // with hardly any neighbours, would set one far too high.
+        if self.samples > PROBATION / 2 {
+            self.peak = (self.peak * PEAK_DECAY).max(short as f32);
+        }
+        self.lingers = ready && ratio > 0.5 * settings.tail;
         out.lingers = self.lingers;
-        if judged && ready && z > settings.tail {
-            out.fire = Some(z);
+        if judged && ready && ratio > settings.tail {
+            out.fire = Some(ratio);
         }
         out
     }
@@ -207,9 +224,18 @@ impl Discord {
             return None;
         }
         let newest = &self.ring[len - m..];
+        let total = |w: &[u8]| w.iter().map(|&v| i32::from(v)).sum::<i32>();
+        let own = total(newest);
+        let mut other = total(&self.ring[..m]);
         let mut best = (u32::MAX, 0);
         for start in 0..=len - 2 * m {
-            let d = l1(newest, &self.ring[start..start + m]);
+            if start > 0 {
+                other += i32::from(self.ring[start + m - 1]) - i32::from(self.ring[start - 1]);
+            }
+            // Each window less its own level: the shape alone (see the
+            // module documentation).
+            let offset = (own - other) / m as i32;
+            let d = l1_shifted(newest, &self.ring[start..start + m], offset as i16);
             if d < best.0 {
                 best = (d, start + m - 1);
             }
@@ -247,20 +273,30 @@ impl Discord {
             let v = old_lo + f64::from(*q) / TOP * old;
             *q = ((v - new_lo) / width * TOP).round().clamp(0.0, TOP) as u8;
         }
+        // The distances are measured on the new scale now: their history
+        // too, or a range that narrowed (its old extremes forgotten) would
+        // make every window look far from its neighbours.
+        let k = old / width;
+        let [n, mean, var] = self.history.parts();
+        self.history = Norm::from_parts([n, mean * k, var * k * k]);
+        self.short = (f64::from(self.short) * k) as f32;
+        self.peak = (f64::from(self.peak) * k) as f32;
     }
 }
 
-/// Sum of absolute differences, in a form the compiler vectorises.
-fn l1(a: &[u8], b: &[u8]) -> u32 {
+/// Sum of absolute differences of `a` and `b` raised by `offset`, in a
+/// form the compiler vectorises.
+fn l1_shifted(a: &[u8], b: &[u8], offset: i16) -> u32 {
     a.iter()
         .zip(b)
-        .map(|(&x, &y)| u32::from(x.abs_diff(y)))
+        .map(|(&x, &y)| u32::from((i16::from(x) - i16::from(y) - offset).unsigned_abs()))
         .sum()
 }
 
-/// Bytes of the fixed part of the persisted form: five `f64`s, one `f32`,
-/// the sample count and two bytes.
-const FIXED: usize = 5 * 8 + 4 + 4 + 2;
+/// Bytes of the fixed part of the persisted form (the variance, an `f64`,
+/// comes after it): five `f64`s, two `f32`s, the sample count, the
+/// readings taken and a flag.
+const FIXED: usize = 5 * 8 + 2 * 4 + 4 + 3;
 
 impl From<Discord> for String {
     fn from(d: Discord) -> Self {
@@ -271,8 +307,10 @@ impl From<Discord> for String {
         }
         // The variance as f64 too, but after the scalars that fit in f32.
         bytes.extend_from_slice(&d.short.to_le_bytes());
+        bytes.extend_from_slice(&d.peak.to_le_bytes());
         bytes.extend_from_slice(&d.samples.to_le_bytes());
-        bytes.extend_from_slice(&[d.taken, u8::from(d.lingers)]);
+        bytes.extend_from_slice(&d.taken.to_le_bytes());
+        bytes.push(u8::from(d.lingers));
         bytes.extend_from_slice(&var.to_le_bytes());
         bytes.extend_from_slice(&d.ring);
         STANDARD.encode(bytes)
@@ -300,9 +338,10 @@ impl TryFrom<String> for Discord {
         let f = |b: &[u8]| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
         let (sum, lo, hi, n, mean) = (f(take(8)), f(take(8)), f(take(8)), f(take(8)), f(take(8)));
         let short = f32::from_le_bytes(take(4).try_into().unwrap_or([0; 4]));
+        let peak = f32::from_le_bytes(take(4).try_into().unwrap_or([0; 4]));
         let samples = u32::from_le_bytes(take(4).try_into().unwrap_or([0; 4]));
-        let flags = take(2);
-        let (taken, lingers) = (flags[0], flags[1] != 0);
+        let taken = u16::from_le_bytes(take(2).try_into().unwrap_or([0; 2]));
+        let lingers = take(1)[0] != 0;
         let var = f(take(8));
         let ring = take(bytes.len() - whole).to_vec();
         Ok(Self {
@@ -313,6 +352,7 @@ impl TryFrom<String> for Discord {
             samples,
             short,
             history: Norm::from_parts([n, mean, var]),
+            peak,
             lingers,
             ring,
         })
@@ -327,7 +367,7 @@ mod tests {
     const SETTINGS: Settings = Settings {
         down: 8,
         length: 16,
-        tail: 3.0,
+        tail: 1.5,
     };
 
     /// A daily square wave read every 5 minutes (20 by night, 80 from

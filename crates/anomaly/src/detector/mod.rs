@@ -496,7 +496,14 @@ impl Detector {
                 warm,
                 (self.envelope.lo, self.envelope.hi),
                 discord::Settings {
-                    down: p.discord_down,
+                    // A series that follows the calendar keeps as many days
+                    // of samples at any rate faster than the 5-minute one
+                    // the settings were chosen at (as its memories do):
+                    // read every minute, a week's shapes still fit in the
+                    // history.
+                    down: (f64::from(p.discord_down) * memory / LONG)
+                        .round()
+                        .min(f64::from(discord::MOST_DOWN)) as u32,
                     length: p.discord_length,
                     tail: p.discord_tail,
                 },
@@ -1153,7 +1160,7 @@ mod tests {
     fn the_discord_reports_a_shape_never_made_as_pattern_and_persists() {
         let p = Params {
             first_family: false,
-            discord_tail: 3.0,
+            discord_tail: 1.5,
             discord_down: 8,
             discord_length: 16,
             ..Params::DEFAULT

@@ -68,8 +68,9 @@ pub struct Params {
     /// ...and its starting (upper) vigilance.
     pub resonance_vigilance: f64,
     /// The other second family, the discord (see `discord`): a window
-    /// fires when its distance to its nearest earlier neighbour is beyond
-    /// this many deviations of the series' own; infinite leaves it off...
+    /// fires when its distance to its nearest earlier neighbour (averaged
+    /// over two windows) is beyond this multiple of the largest that
+    /// distance has lately been on the series; infinite leaves it off...
     pub discord_tail: f64,
     /// ...its readings per sample...
     pub discord_down: u32,

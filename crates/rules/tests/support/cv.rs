@@ -80,7 +80,7 @@ pub fn resonance_grid() -> Vec<Params> {
 /// covers: 16 to 128 readings).
 pub fn discord_grid() -> Vec<Params> {
     let mut out = vec![Params::DEFAULT];
-    for discord_tail in [2.0, 3.0, 4.0, 6.0] {
+    for discord_tail in [1.2, 1.3, 1.5, 2.0] {
         for (discord_down, discord_length) in [(2, 8), (4, 8), (8, 8), (4, 16), (8, 16)] {
             out.push(Params {
                 discord_tail,
