@@ -20,6 +20,8 @@ use edge_gateway_tools::decode;
 use edge_gateway_tools::demo;
 #[cfg(feature = "modbus")]
 use edge_gateway_tools::modbus;
+#[cfg(feature = "lorawan")]
+use edge_gateway_tools::script;
 use edge_gateway_tools::{fleet, history, replay, simulate};
 
 #[derive(Parser)]
@@ -56,6 +58,14 @@ enum Command {
     /// PHYPayload, or decode a BLE advertisement (--ble, --ble-line).
     #[cfg(any(feature = "lorawan", feature = "ble"))]
     Decode(decode::DecodeArgs),
+    /// Encode a downlink with a vendor's JavaScript codec (encodeDownlink):
+    /// prints {"fPort":…,"bytes":[…]}.
+    #[cfg(feature = "lorawan")]
+    Encode(script::EncodeArgs),
+    /// JavaScript codec tools: `codec test PATH` runs ChirpStack's test
+    /// vectors beside each codec.
+    #[cfg(feature = "lorawan")]
+    Codec(script::CodecArgs),
     /// Bluetooth LE tools: `ble record` writes the radio's advertisements
     /// as a capture for `source = "replay"`.
     #[cfg(feature = "ble")]
@@ -92,6 +102,10 @@ fn main() -> ExitCode {
     match cli.command {
         #[cfg(any(feature = "lorawan", feature = "ble"))]
         Command::Decode(args) => decode::run(&args),
+        #[cfg(feature = "lorawan")]
+        Command::Encode(args) => script::encode(&args),
+        #[cfg(feature = "lorawan")]
+        Command::Codec(args) => script::codec(&args),
         #[cfg(feature = "ble")]
         Command::Ble(args) => ble::main(&args),
         #[cfg(feature = "modbus")]

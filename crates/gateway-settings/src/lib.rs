@@ -90,7 +90,10 @@ fn read(
             problems,
         });
     }
-    match GatewayConfig::from_layers(&layers) {
+    // Files the config names (`js:` codecs) are relative to its directory.
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let parsed = gateway_core::config::base_dir::with(dir, || GatewayConfig::from_layers(&layers));
+    match parsed {
         Ok(config) if !allow_empty && !has_output(&config) => {
             let mut problems = Problems::default();
             problems.push(

@@ -13,6 +13,8 @@
 //!   their points (with `bacnet`);
 //! - [`fleet`]: `config keygen|sign|push`, configurations pushed to
 //!   gateways (`[remote_config]`);
+//! - [`script`]: `encode` and `codec test`, vendors' JavaScript codecs
+//!   (with `lorawan`; `decode --codec js:FILE` too);
 //! - [`history`]: `history export` and `passwd` (the dashboard's);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
@@ -40,6 +42,8 @@ pub mod history;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod replay;
+#[cfg(feature = "lorawan")]
+pub mod script;
 pub mod simulate;
 
 use anyhow::Context as _;

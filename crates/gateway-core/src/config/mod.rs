@@ -10,6 +10,7 @@
 //! variables merged over it ([`layers`]); the typed parse runs on the merged
 //! table and names the drop-in or variable of each problem.
 
+pub mod base_dir;
 pub mod broker;
 pub mod commands;
 pub mod dashboard;
@@ -20,6 +21,7 @@ pub mod load;
 pub mod metrics;
 pub mod names;
 pub mod remote;
+pub mod report;
 pub mod rule;
 pub mod secret;
 mod sections;
