@@ -1,0 +1,264 @@
+//! ETS's group-address export (ETS: Group Addresses, Export, CSV), read
+//! into groups by one rule:
+//!
+//! - the **device** is the middle group's name (the main group's, in a
+//!   2-level project), folded to lower case with `-` between words
+//!   ("Living Room" → `living-room`, "Küche" → `kueche`);
+//! - the **metric** is the address's own name, folded with `_`
+//!   ("Temperature Actual" → `temperature_actual`); a name that two
+//!   addresses of one device share takes the address
+//!   (`temperature_1_2_3`);
+//! - the **DPT** is the `DatapointType` column (`DPST-9-1` or `DPT-9`);
+//!   an address without one, or with a type the gateway does not read,
+//!   is left out (listed in the log at start);
+//! - a `[[knx.group]]` with the same address replaces the row entirely
+//!   (another device, metric, unit, `read_on_start`, `poll`, `writable`).
+//!
+//! Both of ETS's layouts are read: "1/1" (`Group name`, `Address`, …) and
+//! "3/1" (`Main`, `Middle`, `Sub`, `Address`, …), separated by tabs,
+//! semicolons or commas, every field quoted, in UTF-8 (with or without
+//! BOM), UTF-16 (ETS's "Unicode") or Latin-1.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use gateway_core::{DeviceId, MetricName};
+
+use super::address::GroupAddress;
+use super::dpt::Dpt;
+use super::groups::KnxGroup;
+
+/// The export, read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EtsExport {
+    pub groups: Vec<KnxGroup>,
+    /// "1/2/3 Ceiling light: no DPT", one per address left out.
+    pub skipped: Vec<String>,
+}
+
+/// Reads the export at `path` for adapter `adapter`.
+///
+/// # Errors
+/// A message for people: the file cannot be read, or is no ETS export.
+pub fn read_file(path: &Path, adapter: &str) -> Result<EtsExport, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the ETS export {}: {e}", path.display()))?;
+    parse(&text(&bytes), adapter).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The file's text, whichever encoding ETS wrote it in.
+fn text(bytes: &[u8]) -> String {
+    if let Some(rest) = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
+        return String::from_utf8_lossy(rest).into_owned();
+    }
+    let utf16 = |rest: &[u8], le: bool| -> String {
+        let units: Vec<u16> = rest
+            .chunks_exact(2)
+            .map(|p| {
+                if le {
+                    u16::from_le_bytes([p[0], p[1]])
+                } else {
+                    u16::from_be_bytes([p[0], p[1]])
+                }
+            })
+            .collect();
+        String::from_utf16_lossy(&units)
+    };
+    if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
+        return utf16(rest, true);
+    }
+    if let Some(rest) = bytes.strip_prefix(&[0xFE, 0xFF]) {
+        return utf16(rest, false);
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        // ETS's "ANSI": Windows-1252, whose letters are Latin-1's.
+        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
+}
+
+/// One line's fields: quoted (`""` inside is a quote) or bare.
+fn fields(line: &str, sep: char) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => out.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    out.push(field);
+    out.into_iter().map(|f| f.trim().to_string()).collect()
+}
+
+/// What an `Address` cell names: a main group, a middle group, or an address.
+enum Row {
+    Main(u16),
+    Middle(u16, u16),
+    Address(GroupAddress),
+}
+
+fn row(address: &str) -> Option<Row> {
+    let parts: Vec<&str> = address.split('/').collect();
+    match parts.as_slice() {
+        [main, "-", "-"] | [main, "-"] => main.parse().ok().map(Row::Main),
+        [main, middle, "-"] => Some(Row::Middle(main.parse().ok()?, middle.parse().ok()?)),
+        _ => address.parse().ok().map(Row::Address),
+    }
+}
+
+/// `name` folded for an id: ASCII letters and digits in lower case,
+/// German letters spelt out, every other run one `sep`.
+pub fn fold(name: &str, sep: char) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            'ä' | 'Ä' => out.push_str("ae"),
+            'ö' | 'Ö' => out.push_str("oe"),
+            'ü' | 'Ü' => out.push_str("ue"),
+            'ß' => out.push_str("ss"),
+            c if c.is_ascii_alphanumeric() => out.push(c.to_ascii_lowercase()),
+            _ if !out.is_empty() && !out.ends_with(sep) => out.push(sep),
+            _ => {}
+        }
+    }
+    while out.ends_with(sep) {
+        out.pop();
+    }
+    out.truncate(64);
+    while out.ends_with(sep) {
+        out.pop();
+    }
+    out
+}
+
+/// Reads the export's text.
+///
+/// # Errors
+/// A message for people when it has no `Address` column.
+pub fn parse(text: &str, adapter: &str) -> Result<EtsExport, String> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().ok_or("the file is empty")?;
+    let sep = ['\t', ';', ',']
+        .into_iter()
+        .find(|s| header.contains(*s))
+        .unwrap_or('\t');
+    let columns: Vec<String> = fields(header, sep)
+        .into_iter()
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let col = |name: &str| columns.iter().position(|c| c == name);
+    let address_col = col("address").ok_or(
+        "expected ETS's group address export (a header with \"Address\" and \"DatapointType\"): \
+         no Address column",
+    )?;
+    let dpt_col = col("datapointtype");
+    // "1/1": one name column; "3/1": the name in Main, Middle or Sub.
+    let name_cols: Vec<usize> = match col("group name") {
+        Some(c) => vec![c],
+        None => ["sub", "middle", "main"]
+            .iter()
+            .filter_map(|n| col(n))
+            .collect(),
+    };
+    let mut mains: HashMap<u16, String> = HashMap::new();
+    let mut middles: HashMap<(u16, u16), String> = HashMap::new();
+    let mut rows = Vec::new();
+    for line in lines {
+        let f = fields(line, sep);
+        let cell = |i: Option<usize>| i.and_then(|i| f.get(i)).map(String::as_str).unwrap_or("");
+        let name = name_cols
+            .iter()
+            .map(|&i| cell(Some(i)))
+            .find(|n| !n.is_empty())
+            .unwrap_or("")
+            .to_string();
+        match row(cell(Some(address_col))) {
+            Some(Row::Main(m)) => {
+                mains.insert(m, name);
+            }
+            Some(Row::Middle(m, s)) => {
+                middles.insert((m, s), name);
+            }
+            Some(Row::Address(a)) => rows.push((a, name, cell(dpt_col).to_string())),
+            None => {}
+        }
+    }
+    let mut out = EtsExport::default();
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    let mut made = Vec::new();
+    for (address, name, dpt_text) in rows {
+        let (main, middle) = (address.0 >> 11, (address.0 >> 8) & 0x7);
+        let three_level = middles.keys().any(|(m, _)| *m == main) || mains.is_empty();
+        let group_name = if three_level {
+            middles.get(&(main, middle)).or_else(|| mains.get(&main))
+        } else {
+            mains.get(&main)
+        };
+        let mut device = group_name.map(|n| fold(n, '-')).unwrap_or_default();
+        if device.is_empty() {
+            device = format!("knx-{main}-{middle}");
+        }
+        let dpt = match dpt_text.parse::<Dpt>() {
+            Ok(d) => d,
+            Err(_) if dpt_text.is_empty() => {
+                out.skipped.push(format!("{address} {name}: no DPT"));
+                continue;
+            }
+            Err(_) => {
+                out.skipped
+                    .push(format!("{address} {name}: DPT {dpt_text} is not read"));
+                continue;
+            }
+        };
+        let mut metric = fold(&name, '_');
+        if metric.is_empty() || metric.starts_with(|c: char| c.is_ascii_digit()) {
+            metric = format!("ga_{}", address.to_string().replace('/', "_"));
+        }
+        *seen.entry((device.clone(), metric.clone())).or_default() += 1;
+        made.push((address, device, metric, dpt));
+    }
+    for (address, device, metric, dpt) in made {
+        let metric = if seen
+            .get(&(device.clone(), metric.clone()))
+            .copied()
+            .unwrap_or(0)
+            > 1
+        {
+            format!("{metric}_{}", address.to_string().replace('/', "_"))
+        } else {
+            metric
+        };
+        let (Ok(device), Ok(metric)) = (DeviceId::new(device), MetricName::new(metric)) else {
+            out.skipped
+                .push(format!("{address}: no usable device or metric name"));
+            continue;
+        };
+        out.groups.push(KnxGroup {
+            adapter: Some(adapter.to_string()),
+            address,
+            state_address: None,
+            dpt,
+            device,
+            metric,
+            unit: dpt.unit().map(str::to_string),
+            read_on_start: false,
+            poll: None,
+            writable: false,
+            min: None,
+            max: None,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "ets_tests.rs"]
+mod tests;
