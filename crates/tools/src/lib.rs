@@ -11,6 +11,9 @@
 //!   type and order (with `modbus`);
 //! - [`bacnet`]: `bacnet discover`, the devices answering Who-Is and
 //!   their points (with `bacnet`);
+//! - [`knx`]: `knx discover`, the KNXnet/IP interfaces and routers
+//!   answering a search, and `knx monitor`, every group telegram (with
+//!   `knx`);
 //! - [`history`]: `history export` and `passwd` (the dashboard's);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
@@ -34,6 +37,8 @@ mod decode_join;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod history;
+#[cfg(feature = "knx")]
+pub mod knx;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod replay;

@@ -28,6 +28,7 @@
 pub mod address;
 pub mod cemi;
 pub mod config;
+pub mod discover;
 pub mod dpt;
 pub mod ets;
 pub mod frame;

@@ -15,7 +15,8 @@
 //! connections" in the log and `/metrics`, then connected once one is
 //! free; a command written as a GroupValueWrite that xknx receives with
 //! the bytes its own encoder gives, `done` on knxd's L_Data.con, and an
-//! out-of-range one refused. Routing on loopback multicast: knxd routes
+//! out-of-range one refused. `knx discover` finds knxd; `knx monitor`
+//! prints xknx's telegram decoded. Routing on loopback multicast: knxd routes
 //! xknx's telegrams to the gateway and the gateway's write to xknx.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -491,6 +492,71 @@ metric = "display"
     assert_eq!(
         sample(&text, "edge_gateway_adapter_connected{adapter=\"rooms\"}"),
         Some(1.0)
+    );
+
+    // The installer's tools against the same knxd: discover (a unicast
+    // search: knxd answers no multicast search from its own address) and
+    // the group monitor, decoding by --dpt.
+    let bin = env!("CARGO_BIN_EXE_edge-gateway");
+    let out = tokio::process::Command::new(bin)
+        .args([
+            "knx",
+            "discover",
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--wait",
+            "1s",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("\"edge-test\"")
+            && text.contains("tunnelling_v1")
+            && text.contains("routing_v1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("url = \"udp://127.0.0.1:{port}\"")),
+        "{text}"
+    );
+    let mut monitor = tokio::process::Command::new(bin)
+        .args([
+            "knx",
+            "monitor",
+            "--url",
+            &format!("udp://127.0.0.1:{port}"),
+            "--dpt",
+            "1/0/7=9.001",
+            "--count",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut err = tokio::io::BufReader::new(monitor.stderr.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncBufReadExt::read_line(&mut err, &mut line),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(line.starts_with("Connected to"), "{line}");
+    ok(&mut peer, "write 1/0/7 9.001 21.5");
+    let out = tokio::time::timeout(WAIT, monitor.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("-> 1/0/7 write 0c33 21.5 °C [9.001]"),
+        "{text}"
     );
 }
 
