@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use gateway_core::command::CommandTarget;
 use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
-use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress, Reading, TimeSource};
+use gateway_core::telemetry::Counter;
+use gateway_core::{
+    Adapter, AdapterContext, AdapterError, Ingress, Reading, TimeSource, Timestamp,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -80,9 +83,12 @@ struct Groups {
 }
 
 impl Groups {
-    fn new(list: Vec<KnxGroup>) -> Self {
+    fn new(mut list: Vec<KnxGroup>) -> Self {
         let mut by_address = HashMap::with_capacity(list.len() * 2);
-        for (i, g) in list.iter().enumerate() {
+        for (i, g) in list.iter_mut().enumerate() {
+            // Stamped on every reading: a clone then costs no reference count.
+            g.device = g.device.interned();
+            g.metric = g.metric.interned();
             by_address.insert(g.address, i);
             if let Some(s) = g.state_address {
                 by_address.insert(s, i);
@@ -169,6 +175,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
         ctx.ingress.report_units(device, units);
     }
     let groups = Groups::new(groups);
+    let services = Services::new(&ctx);
     info!(adapter = %ctx.name, groups = groups.list.len(), "KNX adapter started.");
     let connected = ctx
         .telemetry
@@ -189,7 +196,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
                 let mut taken = 0;
                 loop {
                     match ev {
-                        LinkEvent::Telegram(t) => telegram(&t, &groups, &ctx, &faults, &mut batch),
+                        LinkEvent::Telegram(t) => telegram(&t, &groups, &services, &ctx, &faults, &mut batch),
                         LinkEvent::Connected(address) => {
                             is_connected = true;
                             connected.set(1.0);
@@ -256,24 +263,48 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
     result
 }
 
+/// The counters of each group service, looked up once.
+struct Services([Counter; 3]);
+
+impl Services {
+    fn new(ctx: &AdapterContext) -> Self {
+        let c = |service: GroupService| {
+            ctx.telemetry.counter(
+                KNX_TELEGRAMS,
+                &[
+                    ("adapter", ctx.name.as_str()),
+                    ("service", service.as_str()),
+                ],
+            )
+        };
+        Self([
+            c(GroupService::Read),
+            c(GroupService::Response),
+            c(GroupService::Write),
+        ])
+    }
+
+    fn count(&self, service: GroupService) {
+        let i = match service {
+            GroupService::Read => 0,
+            GroupService::Response => 1,
+            GroupService::Write => 2,
+        };
+        self.0[i].inc();
+    }
+}
+
 /// One group telegram: a reading of its group, or a count of why not.
 fn telegram(
     t: &GroupTelegram,
     groups: &Groups,
+    services: &Services,
     ctx: &AdapterContext,
     faults: &Faults,
     batch: &mut Vec<Reading>,
 ) {
     faults.stats.received.inc();
-    ctx.telemetry
-        .counter(
-            KNX_TELEGRAMS,
-            &[
-                ("adapter", ctx.name.as_str()),
-                ("service", t.service.as_str()),
-            ],
-        )
-        .inc();
+    services.count(t.service);
     if t.service == GroupService::Read {
         return;
     }
@@ -291,7 +322,7 @@ fn telegram(
                 g.device.clone(),
                 g.metric.clone(),
                 v,
-                ctx.clock.now(),
+                now(ctx, batch),
                 TimeSource::Arrival,
             ) {
                 batch.push(r);
@@ -323,4 +354,10 @@ fn telegram(
             );
         }
     }
+}
+
+/// The arrival time of a telegram: the batch's, read once per batch of
+/// telegrams that were waiting together.
+fn now(ctx: &AdapterContext, batch: &[Reading]) -> Timestamp {
+    batch.last().map_or_else(|| ctx.clock.now(), Reading::time)
 }

@@ -547,3 +547,7 @@ fn confirm(unconfirmed: &mut VecDeque<(GroupAddress, Instant, Outgoing)>, f: &ce
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tunnel_tests.rs"]
+mod tests;
