@@ -1,8 +1,8 @@
 """The KNX devices of the knx tests: xknx (an implementation independent
 of the gateway's) as a tunnelling client of knxd, driven line by line on
 stdin. Prints `ready` once connected, then one JSON line per group
-telegram it receives (`{"src", "dst", "service", "data"}`, data as hex or
-a small int), and `ok` after each command once xknx has sent it.
+telegram it receives (`{"src", "dst", "service", "data", "t"}`, data as
+hex or a small int, t when it arrived in seconds of the monotonic clock), and `ok` after each command once xknx has sent it.
 
 Commands (values are JSON):
   write GA DPT VALUE    GroupValueWrite of VALUE encoded by xknx as DPT
@@ -19,6 +19,7 @@ knxd restart.
 import asyncio
 import json
 import sys
+import time
 
 from xknx import XKNX
 from xknx.dpt import DPTArray, DPTBase, DPTBinary
@@ -61,7 +62,7 @@ async def main():
         if service is None:
             return
         dst = str(telegram.destination_address)
-        line = {"src": str(telegram.source_address), "dst": dst, "service": service}
+        line = {"src": str(telegram.source_address), "dst": dst, "service": service, "t": time.monotonic()}
         if service != "read":
             line["data"] = data_of(p)
         print(json.dumps(line), flush=True)

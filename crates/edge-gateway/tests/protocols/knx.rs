@@ -580,6 +580,7 @@ url = "udp://127.0.0.1:{port}"
 heartbeat = "1s"
 timeout = "500ms"
 max_backoff = "1s"
+pace = 20
 
 [[knx.group]]
 address = "4/0/1"
@@ -587,7 +588,17 @@ dpt = "9.001"
 device = "room-4"
 metric = "temperature"
 read_on_start = true
-"#
+
+[[knx.group]]
+address = "4/0/2"
+dpt = "9.007"
+device = "room-4"
+metric = "humidity"
+poll = "1s"
+{more}"#,
+        more = (0..10)
+            .map(|i| format!("\n[[knx.group]]\naddress = \"4/1/{i}\"\ndpt = \"1.001\"\ndevice = \"room-4\"\nmetric = \"window_{i}\"\nread_on_start = true\n"))
+            .collect::<String>()
     );
     let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
     let mut gw = GatewayProcess::start(&config(upstream.port(), metrics, &body));
@@ -600,6 +611,25 @@ read_on_start = true
         })
         .await;
     assert!(w.is_some(), "the response to the read is a reading");
+
+    // Eleven reads on start at a pace of 20 a second: spread over half a
+    // second at least, never a burst; the polled address read again.
+    let mut reads = Vec::new();
+    while reads.len() < 10 {
+        let l = peer
+            .wait_for_line(|l| l.contains("\"4/1/") && l.contains("\"read\""), WAIT)
+            .unwrap_or_else(|| panic!("only {} reads on start: {reads:?}", reads.len()));
+        let seen: Value = serde_json::from_str(&l).unwrap();
+        reads.push(seen["t"].as_f64().unwrap());
+    }
+    // The peer's own clock: when each read reached it.
+    let span = reads[9] - reads[0];
+    assert!(span >= 0.4, "ten reads in {span} s: not paced");
+    for _ in 0..2 {
+        let polled =
+            peer.wait_for_line(|l| l.contains("\"4/0/2\"") && l.contains("\"read\""), WAIT);
+        assert!(polled.is_some(), "the poll address is read every second");
+    }
 
     // knxd goes away and comes back, its tunnels forgotten.
     knxd.kill();
@@ -651,11 +681,13 @@ async fn command(cloud: u16, results: &mut Subscriber, device: &str, body: Value
 
 #[tokio::test]
 async fn knx_no_more_connections_is_named_then_writes_reach_xknx_with_its_own_bytes() {
-    // Two slots, both taken by xknx clients before the gateway starts.
+    // knxd's single tunnel slot, taken by an xknx client before the
+    // gateway starts; the xknx that watches the bus is on knxd's routing
+    // multicast, which takes no slot.
     let port = free_port();
-    let _knxd = Knxd::start(port, 2);
-    let mut watcher = PythonPeer::start_with_args(PEER, &[&port.to_string()]);
+    let _knxd = Knxd::start(port, 1);
     let mut squatter = PythonPeer::start_with_args(PEER, &[&port.to_string()]);
+    let mut watcher = PythonPeer::start_with_args(PEER, &[&port.to_string(), "routing"]);
     let cloud = Mosquitto::start();
     let metrics = free_port();
     let body = format!(
@@ -769,9 +801,12 @@ writable = true
             "{r}"
         );
     }
-    watcher.send_line("write 2/0/9 9.001 1");
+    watcher.send_line("write 2/1/9 9.001 1");
     let next = watcher
-        .wait_for_line(|l| l == "ok" || l.contains("\"write\""), WAIT)
+        .wait_for_line(
+            |l| l == "ok" || (l.contains("\"write\"") && l.contains("\"2/0/")),
+            WAIT,
+        )
         .unwrap();
     assert_eq!(next, "ok", "a refused command reached the bus: {next}");
 }
