@@ -168,7 +168,18 @@ fn damaged_copies_of_real_frames_never_panic() {
         hex("06100202004c08017f00000135683601020000010000010203040506e000170c02fc000000017465737431000000000000000000000000000000000000000000000000000802020104010501"),
         hex("06100532000c060000640000"),
     ];
-    let dpts = [(1, 1), (5, 1), (7, 3), (8, 10), (9, 1), (13, 13), (14, 56), (16, 0), (18, 1), (20, 102)];
+    let dpts = [
+        (1, 1),
+        (5, 1),
+        (7, 3),
+        (8, 10),
+        (9, 1),
+        (13, 13),
+        (14, 56),
+        (16, 0),
+        (18, 1),
+        (20, 102),
+    ];
     let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {
         rng ^= rng << 13;
@@ -196,7 +207,9 @@ fn damaged_copies_of_real_frames_never_panic() {
             }
         }
         let body = match decode(&f) {
-            Ok(Frame::TunnellingRequest { cemi, .. }) | Ok(Frame::RoutingIndication { cemi }) => cemi,
+            Ok(Frame::TunnellingRequest { cemi, .. }) | Ok(Frame::RoutingIndication { cemi }) => {
+                cemi
+            }
             _ => &f[..],
         };
         if let Ok(Cemi::LData(l)) = cemi::decode(body) {

@@ -28,6 +28,9 @@ use super::cemi::{self, Cemi};
 use super::frame::{self, Frame};
 use super::link::{Faults, GroupTelegram, LinkEvent, Outgoing, Pacer};
 
+/// Bytes the kernel may hold for the socket before it drops datagrams.
+pub const RECEIVE_BUFFER: usize = 1 << 20;
+
 /// How to join the multicast.
 #[derive(Debug, Clone)]
 pub struct RoutingSettings {
@@ -76,6 +79,10 @@ pub fn bind(group: SocketAddrV4, interface: Ipv4Addr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
+    // A router forwards a whole line's burst at once (a central "all
+    // off"): room for it while the gateway is busy elsewhere. The kernel
+    // caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
     // Bound to the group itself where the system allows it (Linux): a
     // socket bound to the wildcard on the shared port would also take
     // the unicast datagrams meant for a KNXnet/IP server on the host

@@ -176,6 +176,8 @@ async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectError> {
     } else {
         let bind = s.local_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let socket = UdpSocket::bind((bind, 0)).await?;
+        let _ =
+            socket2::SockRef::from(&socket).set_recv_buffer_size(super::routing::RECEIVE_BUFFER);
         let port = socket.local_addr()?.port();
         let control = if s.nat {
             Hpai::NAT
