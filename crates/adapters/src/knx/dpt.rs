@@ -4,7 +4,8 @@
 //! Decoding is exact: 5.001 is `raw × 100 / 255` (raw 128 is 50.196…%,
 //! where xknx and Home Assistant round to 50), 9.x the mantissa and
 //! exponent divided by 100 (21.5, never 21.500000000000004), 14.x the
-//! IEEE 754 single as a double. Encoding follows xknx (ties to even, the
+//! IEEE 754 single to the 7 significant digits it carries (as ETS and
+//! xknx show it: 0.1, not 0.10000000149011612). Encoding follows xknx (ties to even, the
 //! same search for the 9.x exponent), so a value both write gives the
 //! same bytes on the bus.
 
@@ -313,7 +314,7 @@ impl Dpt {
                         "DPT {self}: not a finite number ({v})"
                     )));
                 }
-                shortest_decimal(v)
+                seven_digits(v)
             }
             _ => return Err(self.length_error(data)),
         };
@@ -470,15 +471,15 @@ fn float16(h: u8, l: u8) -> Option<f64> {
     Some(f64::from(mantissa << exponent) / 100.0)
 }
 
-/// A single as the shortest decimal that reads back as it (0.1, not
-/// 0.10000000149011612): the number the sender wrote, as 9.x's division
-/// gives it.
-fn shortest_decimal(v: f32) -> f64 {
-    let mut text = [0u8; 48];
+/// A single to 7 significant digits, the precision it carries: the
+/// value ETS's group monitor and xknx show (0.1, not 0.10000000149011612;
+/// 1234.568 for the single nearest 1234.5678).
+fn seven_digits(v: f32) -> f64 {
+    let mut text = [0u8; 32];
     let mut cursor = std::io::Cursor::new(&mut text[..]);
-    // `{:e}` of an f32 is its shortest round-trip form; 48 bytes hold any.
-    if std::io::Write::write_fmt(&mut cursor, format_args!("{v:e}")).is_ok() {
-        let len = cursor.position() as usize;
+    // `{:.6e}` is correctly rounded; 32 bytes hold any such text.
+    if std::io::Write::write_fmt(&mut cursor, format_args!("{:.6e}", f64::from(v))).is_ok() {
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
         if let Some(parsed) = std::str::from_utf8(&text[..len])
             .ok()
             .and_then(|s| s.parse().ok())

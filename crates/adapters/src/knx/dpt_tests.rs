@@ -67,7 +67,7 @@ fn exact_values_where_xknx_rounds_and_the_senders_decimal_for_floats() {
         percent.decode(Data::Bytes(&[255])).unwrap(),
         Value::Number(100.0)
     );
-    // 14.x: the decimal the float stands for, not its binary expansion.
+    // 14.x: the 7 digits a single carries, not its binary expansion.
     let power = Dpt::new(14, 56);
     assert_eq!(
         power.decode(Data::Bytes(&0.1f32.to_be_bytes())).unwrap(),
@@ -75,7 +75,7 @@ fn exact_values_where_xknx_rounds_and_the_senders_decimal_for_floats() {
     );
     assert_eq!(
         power.decode(Data::Bytes(&f32::MAX.to_be_bytes())).unwrap(),
-        Value::Number(3.4028235e38)
+        Value::Number(3.402823e38)
     );
     assert_eq!(
         Dpt::new(9, 1).decode(Data::Bytes(&[0x0C, 0x33])).unwrap(),

@@ -276,8 +276,9 @@ fn dpt_cases() -> Vec<DptCase> {
             "14.056",
             "1/0/14",
             "power",
-            vec![json!(1234.5), json!(0.1)],
-            vec![1234.5, 0.1],
+            vec![json!(1234.5678), json!(0.1)],
+            // The 7 digits a single carries, as ETS and xknx show them.
+            vec![1234.568, 0.1],
         ),
         (
             "14.019",
