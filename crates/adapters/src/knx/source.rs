@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::command::CommandTarget;
-use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
+use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED, ADAPTER_LINK, LINK_KNX_INTERFACE};
 use gateway_core::telemetry::Counter;
 use gateway_core::{
     Adapter, AdapterContext, AdapterError, Ingress, Reading, TimeSource, Timestamp,
@@ -181,6 +181,13 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
         .telemetry
         .gauge(ADAPTER_CONNECTED, &[("adapter", ctx.name.as_str())]);
     connected.set(0.0);
+    // /health then names what is missing: the interface, not a broker.
+    ctx.telemetry
+        .gauge(
+            ADAPTER_LINK,
+            &[("adapter", ctx.name.as_str()), ("link", LINK_KNX_INTERFACE)],
+        )
+        .set(1.0);
     let mut reads: VecDeque<GroupAddress> = VecDeque::new();
     let mut polls: Vec<(usize, Duration, Instant)> = Vec::new();
     let mut poll_tick = tokio::time::interval(Duration::from_secs(1));

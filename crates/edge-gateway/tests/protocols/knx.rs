@@ -748,12 +748,18 @@ writable = true
         "{text}"
     );
 
+    http_until(metrics, "/health", |code, b| {
+        code == 503 && b.contains("no tunnel to its KNXnet/IP interface")
+    })
+    .await;
+
     // A slot frees: the gateway takes it.
     squatter.send_line("quit");
     assert!(squatter.wait_for_line(|l| l == "bye", WAIT).is_some());
     gw.wait_for_log("KNX tunnel connected.").await;
     gw.wait_for_log("Subscribed to commands on the upstream broker.")
         .await;
+    http_until(metrics, "/health", |code, _| code == 200).await;
 
     // Each value on the bus with the bytes xknx's own encoder gives it
     // (the values of crates/adapters/src/knx/vectors.json): 21.5 °C is
