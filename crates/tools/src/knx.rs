@@ -135,7 +135,7 @@ fn discover_main(a: &DiscoverArgs) -> ExitCode {
 fn types(a: &MonitorArgs) -> Result<HashMap<GroupAddress, (Dpt, String)>, String> {
     let mut out = HashMap::new();
     if let Some(path) = &a.group_addresses {
-        let export = adapters::knx::ets::read_file(path, "monitor")?;
+        let export = adapters::knx::ets::read_file(path, "monitor", Default::default())?;
         for g in export.groups {
             out.insert(g.address, (g.dpt, format!("{} {}", g.device, g.metric)));
         }

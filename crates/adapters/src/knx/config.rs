@@ -59,6 +59,8 @@ struct RawKnx {
     #[serde(default = "default_max_backoff", with = "duration")]
     max_backoff: Duration,
     group_addresses: Option<PathBuf>,
+    #[serde(default)]
+    ets_device: super::ets::DeviceRule,
 }
 
 fn default_pace() -> f64 {
@@ -223,7 +225,7 @@ impl AdapterKind for KnxConfig {
             );
         }
         let (ets_groups, ets_skipped) = match &raw.group_addresses {
-            Some(file) => match super::ets::read_file(file, &raw.name) {
+            Some(file) => match super::ets::read_file(file, &raw.name, raw.ets_device) {
                 Ok(read) => (read.groups, read.skipped),
                 Err(e) => {
                     problems.push(format!("{path}.group_addresses"), e);

@@ -3,7 +3,10 @@
 //!
 //! - the **device** is the middle group's name (the main group's, in a
 //!   2-level project), folded to lower case with `-` between words
-//!   ("Living Room" → `living-room`, "Küche" → `kueche`);
+//!   ("Living Room" → `living-room`, "Küche" → `kueche`); a project whose
+//!   main groups are the rooms sets `ets_device = "main"`, one whose
+//!   middle names repeat under each floor `ets_device = "main_middle"`
+//!   (`ground-floor-kitchen`);
 //! - the **metric** is the address's own name, folded with `_`
 //!   ("Temperature Actual" → `temperature_actual`); a name that two
 //!   addresses of one device share takes the address
@@ -36,14 +39,27 @@ pub struct EtsExport {
     pub skipped: Vec<String>,
 }
 
+/// Which group names an address's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceRule {
+    /// The middle group (the main group's in a 2-level project).
+    #[default]
+    Middle,
+    /// The main group.
+    Main,
+    /// Both, main first.
+    MainMiddle,
+}
+
 /// Reads the export at `path` for adapter `adapter`.
 ///
 /// # Errors
 /// A message for people: the file cannot be read, or is no ETS export.
-pub fn read_file(path: &Path, adapter: &str) -> Result<EtsExport, String> {
+pub fn read_file(path: &Path, adapter: &str, rule: DeviceRule) -> Result<EtsExport, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("cannot read the ETS export {}: {e}", path.display()))?;
-    parse(&text(&bytes), adapter).map_err(|e| format!("{}: {e}", path.display()))
+    parse_with(&text(&bytes), adapter, rule).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The file's text, whichever encoding ETS wrote it in.
@@ -139,11 +155,20 @@ pub fn fold(name: &str, sep: char) -> String {
     out
 }
 
-/// Reads the export's text.
+/// Reads the export's text by the default rule (the middle group names
+/// the device).
 ///
 /// # Errors
 /// A message for people when it has no `Address` column.
 pub fn parse(text: &str, adapter: &str) -> Result<EtsExport, String> {
+    parse_with(text, adapter, DeviceRule::Middle)
+}
+
+/// Reads the export's text, devices named by `rule`.
+///
+/// # Errors
+/// A message for people when it has no `Address` column.
+pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExport, String> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header = lines.next().ok_or("the file is empty")?;
     let sep = ['\t', ';', ',']
@@ -197,12 +222,25 @@ pub fn parse(text: &str, adapter: &str) -> Result<EtsExport, String> {
     for (address, name, dpt_text) in rows {
         let (main, middle) = (address.0 >> 11, (address.0 >> 8) & 0x7);
         let three_level = middles.keys().any(|(m, _)| *m == main) || mains.is_empty();
-        let group_name = if three_level {
-            middles.get(&(main, middle)).or_else(|| mains.get(&main))
+        let main_name = mains.get(&main).map(|n| fold(n, '-')).unwrap_or_default();
+        let middle_name = if three_level {
+            middles
+                .get(&(main, middle))
+                .map(|n| fold(n, '-'))
+                .unwrap_or_default()
         } else {
-            mains.get(&main)
+            String::new()
         };
-        let mut device = group_name.map(|n| fold(n, '-')).unwrap_or_default();
+        let mut device = match rule {
+            DeviceRule::Middle if middle_name.is_empty() => main_name,
+            DeviceRule::Middle => middle_name,
+            DeviceRule::Main => main_name,
+            DeviceRule::MainMiddle => [main_name, middle_name]
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect::<Vec<_>>()
+                .join("-"),
+        };
         if device.is_empty() {
             device = format!("knx-{main}-{middle}");
         }

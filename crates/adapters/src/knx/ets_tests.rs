@@ -82,3 +82,18 @@ fn the_three_column_layout_semicolons_and_other_encodings_read_alike() {
     assert!(parse("\"Name\"\t\"Other\"\n", "rooms").is_err());
     assert!(parse("", "rooms").is_err());
 }
+
+#[test]
+fn the_main_group_or_both_name_the_device_when_the_project_is_built_so() {
+    let by = |rule| {
+        parse_with(ONE_ONE, "rooms", rule)
+            .unwrap()
+            .groups
+            .iter()
+            .map(|g| g.device.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(by(DeviceRule::Main).iter().all(|d| d == "erdgeschoss"));
+    assert_eq!(by(DeviceRule::MainMiddle)[0], "erdgeschoss-kueche");
+    assert_eq!(by(DeviceRule::MainMiddle)[4], "erdgeschoss-living-room");
+}
