@@ -22,7 +22,9 @@
 //!   its `read_on_start` addresses once connected again. At stop, the
 //!   tunnel is disconnected, so its slot is free at once for the next.
 //! - NAT (`nat = true`): the endpoints sent are 0.0.0.0:0, and the
-//!   interface answers wherever the requests come from.
+//!   interface answers wherever the requests come from; the data endpoint
+//!   it names is taken for its port only, at the address it was reached
+//!   at (its own is a private one behind the router).
 
 use std::collections::VecDeque;
 use std::io;
@@ -221,7 +223,12 @@ async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectError> {
         match (status, address) {
             (E_NO_ERROR, Some(address)) => {
                 if let (Wire::Udp { data: to, .. }, Some(d)) = (&mut wire, data) {
-                    if !d.is_unspecified() && !s.nat {
+                    if s.nat && d.addr.port() != 0 {
+                        // Behind a router, the address the interface
+                        // gives is its own private one: its port, at the
+                        // address it was reached at.
+                        *to = SocketAddr::V4(SocketAddrV4::new(*s.remote.ip(), d.addr.port()));
+                    } else if !d.is_unspecified() {
                         *to = SocketAddr::V4(d.addr);
                     }
                 }
@@ -423,7 +430,20 @@ async fn session(
                         rx_seq = seq.wrapping_add(1);
                         match cemi::decode(body) {
                             Ok(Cemi::LData(f)) if f.code == cemi::L_DATA_CON => {
-                                confirm(&mut unconfirmed, &f);
+                                if !confirm(&mut unconfirmed, &f) {
+                                    // Some interfaces confirm before they
+                                    // acknowledge: the confirmation says
+                                    // the request arrived.
+                                    let dest = match f.telegram {
+                                        cemi::Telegram::Group { destination, .. } => Some(destination),
+                                        cemi::Telegram::Other => None,
+                                    };
+                                    if let Some(u) = unacked.take_if(|u| Some(u.outgoing.destination) == dest) {
+                                        tx_seq = tx_seq.wrapping_add(1);
+                                        unconfirmed.push_back((u.outgoing.destination, Instant::now(), u.outgoing));
+                                        confirm(&mut unconfirmed, &f);
+                                    }
+                                }
                             }
                             Ok(Cemi::LData(f)) if f.code == cemi::L_DATA_IND => {
                                 if let Some(t) = GroupTelegram::from_ldata(&f) {
@@ -533,13 +553,17 @@ async fn session(
     end
 }
 
-/// Settles the oldest telegram to the L_Data.con's destination.
-fn confirm(unconfirmed: &mut VecDeque<(GroupAddress, Instant, Outgoing)>, f: &cemi::LData<'_>) {
+/// Settles the oldest telegram to the L_Data.con's destination; false
+/// when none waits for it.
+fn confirm(
+    unconfirmed: &mut VecDeque<(GroupAddress, Instant, Outgoing)>,
+    f: &cemi::LData<'_>,
+) -> bool {
     let cemi::Telegram::Group { destination, .. } = f.telegram else {
-        return;
+        return false;
     };
     let Some(i) = unconfirmed.iter().position(|(ga, _, _)| *ga == destination) else {
-        return;
+        return false;
     };
     if let Some((_, _, o)) = unconfirmed.remove(i) {
         if f.is_negative_confirmation() {
@@ -548,6 +572,7 @@ fn confirm(unconfirmed: &mut VecDeque<(GroupAddress, Instant, Outgoing)>, f: &ce
             o.succeed();
         }
     }
+    true
 }
 
 #[cfg(test)]

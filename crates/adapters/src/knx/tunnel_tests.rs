@@ -257,6 +257,33 @@ async fn repeats_are_acked_not_read_twice_a_lost_ack_is_resent_once_then_the_tun
         c.event().await,
         LinkEvent::Connected("1.1.9".parse().unwrap())
     );
+
+    // An interface that confirms before it acknowledges: done at once,
+    // its late ack ignored, the next telegram on the next sequence number.
+    let done = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x35])).await;
+    let req = knx
+        .expect("a write on the new tunnel", frame::TUNNELLING_REQUEST)
+        .await;
+    assert_eq!((req[7], req[8]), (8, 0));
+    knx.tunnel(8, 0, &ldata(0x2E, "1/2/4", [0x0C, 0x35])).await;
+    knx.expect("ack of the confirmation", frame::TUNNELLING_ACK)
+        .await;
+    assert_eq!(timeout(WAIT, done).await.unwrap().unwrap(), Ok(()));
+    let mut late = Vec::new();
+    frame::tunnelling_ack(8, 0, &mut late);
+    knx.send(&late).await;
+    let done = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x36])).await;
+    let req = knx
+        .expect("the next write", frame::TUNNELLING_REQUEST)
+        .await;
+    assert_eq!(req[8], 1);
+    let mut ack = Vec::new();
+    frame::tunnelling_ack(8, 1, &mut ack);
+    knx.send(&ack).await;
+    knx.tunnel(8, 1, &ldata(0x2E, "1/2/4", [0x0C, 0x36])).await;
+    knx.expect("ack of the second confirmation", frame::TUNNELLING_ACK)
+        .await;
+    assert_eq!(timeout(WAIT, done).await.unwrap().unwrap(), Ok(()));
     c.stop.cancel();
     let bye = knx
         .expect("DISCONNECT_REQUEST at stop", frame::DISCONNECT_REQUEST)
@@ -358,5 +385,49 @@ async fn over_tcp_frames_are_cut_by_their_length_and_nothing_is_acknowledged() {
     frame::tunnelling_request(1, 3, &cemi, &mut con);
     stream.write_all(&con).await.unwrap();
     assert_eq!(timeout(WAIT, done).await.unwrap().unwrap(), Ok(()));
+    c.stop.cancel();
+}
+
+#[tokio::test]
+async fn behind_nat_the_endpoints_are_unspecified_and_data_goes_to_the_address_reached() {
+    let mut knx = Interface::bind().await;
+    let data = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut s = settings(knx.addr(), false);
+    s.nat = true;
+    let mut c = Client::start(s);
+    let req = knx.expect("CONNECT_REQUEST", frame::CONNECT_REQUEST).await;
+    assert_eq!(
+        &req[6..14],
+        &[8, 1, 0, 0, 0, 0, 0, 0],
+        "control endpoint 0.0.0.0:0"
+    );
+    assert_eq!(
+        &req[14..22],
+        &[8, 1, 0, 0, 0, 0, 0, 0],
+        "data endpoint 0.0.0.0:0"
+    );
+    // The interface names its private address and another port for data.
+    let port = data.local_addr().unwrap().port();
+    knx.send(&connect_response(
+        2,
+        SocketAddr::from(([10, 1, 2, 3], port)),
+    ))
+    .await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    let _done = c.write("1/2/4", Payload::Small(1)).await;
+    let mut buf = [0u8; 64];
+    let (n, _) = timeout(WAIT, data.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &buf[2..4],
+        &[0x04, 0x20],
+        "the telegram on the data port: {:02x?}",
+        &buf[..n]
+    );
     c.stop.cancel();
 }
