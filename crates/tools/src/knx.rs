@@ -12,7 +12,7 @@ use adapters::knx::address::GroupAddress;
 use adapters::knx::config::Transport;
 use adapters::knx::discover::{discover, render, Discovery};
 use adapters::knx::dpt::{Dpt, Value};
-use adapters::knx::link::{Faults, LinkEvent, OUTGOING_QUEUE};
+use adapters::knx::link::{Faults, LinkEvent, Outbox};
 use adapters::knx::{routing, tunnel};
 use gateway_core::telemetry::Telemetry;
 use gateway_core::AdapterStats;
@@ -178,7 +178,8 @@ async fn monitor(
 ) -> ExitCode {
     let telemetry = Telemetry::default();
     let faults = Faults::new("monitor", AdapterStats::new(&telemetry, "monitor"));
-    let (_link_tx, link_rx) = mpsc::channel(OUTGOING_QUEUE);
+    // Sends nothing: its queues are kept open, and empty.
+    let (_writes, _reads, outbox) = Outbox::new();
     let (events_tx, mut events) = mpsc::channel(1024);
     let stop = CancellationToken::new();
     let link = match transport {
@@ -195,7 +196,7 @@ async fn monitor(
             };
             tokio::spawn(tunnel::run(
                 settings,
-                link_rx,
+                outbox,
                 events_tx,
                 faults,
                 stop.clone(),
@@ -220,7 +221,7 @@ async fn monitor(
             };
             tokio::spawn(routing::run(
                 settings,
-                link_rx,
+                outbox,
                 events_tx,
                 faults,
                 stop.clone(),

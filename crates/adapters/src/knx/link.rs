@@ -157,9 +157,39 @@ impl Outgoing {
     }
 }
 
-/// Telegrams waiting for the link: beyond, a write is refused at once
-/// (the bus is far behind) and reads wait their turn in the source.
+/// Writes waiting for the link: beyond, a write is refused at once (the
+/// bus is far behind).
 pub const OUTGOING_QUEUE: usize = 256;
+
+/// What the link sends: writes first, then reads. Reads come through a
+/// one-place queue, so the source holds the rest and a write waits
+/// behind one read at most, not behind a whole export's reads on start.
+#[derive(Debug)]
+pub struct Outbox {
+    pub writes: mpsc::Receiver<Outgoing>,
+    pub reads: mpsc::Receiver<Outgoing>,
+}
+
+impl Outbox {
+    /// The two queues: writes (for the command target) and reads (the
+    /// source's), and the link's side of them.
+    pub fn new() -> (mpsc::Sender<Outgoing>, mpsc::Sender<Outgoing>, Self) {
+        let (writes_tx, writes) = mpsc::channel(OUTGOING_QUEUE);
+        let (reads_tx, reads) = mpsc::channel(1);
+        (writes_tx, reads_tx, Self { writes, reads })
+    }
+
+    /// The next telegram, a write if one waits; `None` once both queues
+    /// are closed. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        tokio::select! {
+            biased;
+            Some(w) = self.writes.recv() => Some(w),
+            Some(r) = self.reads.recv() => Some(r),
+            else => None,
+        }
+    }
+}
 
 /// The gateway's side of a link.
 #[derive(Debug, Clone)]
@@ -248,6 +278,26 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         p.sent();
         assert_eq!(p.ready_at(), start + Duration::from_millis(5100));
+    }
+
+    #[tokio::test]
+    async fn a_write_goes_before_the_reads_waiting() {
+        let (writes, reads, mut outbox) = Outbox::new();
+        reads
+            .send(Outgoing::read("1/1/1".parse().unwrap()))
+            .await
+            .unwrap();
+        // The one-place read queue is full: the source holds the rest.
+        assert!(reads
+            .try_send(Outgoing::read("1/1/2".parse().unwrap()))
+            .is_err());
+        let mut w = Outgoing::read("2/2/2".parse().unwrap());
+        w.service = GroupService::Write;
+        writes.send(w).await.unwrap();
+        assert_eq!(outbox.recv().await.unwrap().service, GroupService::Write);
+        assert_eq!(outbox.recv().await.unwrap().service, GroupService::Read);
+        drop((writes, reads));
+        assert!(outbox.recv().await.is_none());
     }
 
     #[test]

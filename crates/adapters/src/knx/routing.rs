@@ -26,7 +26,7 @@ use tracing::info;
 use super::address::IndividualAddress;
 use super::cemi::{self, Cemi};
 use super::frame::{self, Frame};
-use super::link::{Faults, GroupTelegram, LinkEvent, Outgoing, Pacer};
+use super::link::{Faults, GroupTelegram, LinkEvent, Outbox, Pacer};
 
 /// Bytes the kernel may hold for the socket before it drops datagrams.
 pub const RECEIVE_BUFFER: usize = 1 << 20;
@@ -107,7 +107,7 @@ pub fn bind(group: SocketAddrV4, interface: Ipv4Addr) -> io::Result<UdpSocket> {
 /// Runs routing until `stop`.
 pub async fn run(
     s: RoutingSettings,
-    mut outgoing: mpsc::Receiver<Outgoing>,
+    mut outgoing: Outbox,
     events: mpsc::Sender<LinkEvent>,
     faults: Faults,
     stop: CancellationToken,

@@ -30,7 +30,7 @@ use super::cemi::GroupService;
 use super::config::{KnxConfig, Transport};
 use super::dpt::Value;
 use super::groups::KnxGroup;
-use super::link::{Faults, GroupTelegram, LinkEvent, Outgoing, OUTGOING_QUEUE};
+use super::link::{Faults, GroupTelegram, LinkEvent, Outbox, Outgoing};
 use super::routing::{self, RoutingSettings};
 use super::tunnel::{self, TunnelSettings};
 use super::writer::KnxTarget;
@@ -48,18 +48,22 @@ const BATCH: usize = 256;
 pub struct KnxSource {
     config: KnxConfig,
     groups: Vec<KnxGroup>,
-    link_tx: mpsc::Sender<Outgoing>,
-    link_rx: mpsc::Receiver<Outgoing>,
+    /// Writes, for the command target.
+    writes: mpsc::Sender<Outgoing>,
+    /// Reads, one at a time.
+    reads: mpsc::Sender<Outgoing>,
+    outbox: Outbox,
 }
 
 impl KnxSource {
     pub fn new(config: KnxConfig, groups: Vec<KnxGroup>) -> Self {
-        let (link_tx, link_rx) = mpsc::channel(OUTGOING_QUEUE);
+        let (writes, reads, outbox) = Outbox::new();
         Self {
             config,
             groups,
-            link_tx,
-            link_rx,
+            writes,
+            reads,
+            outbox,
         }
     }
 }
@@ -70,7 +74,7 @@ impl Adapter for KnxSource {
     }
 
     fn command_target(&mut self) -> Option<Arc<dyn CommandTarget>> {
-        let target = KnxTarget::new(&self.groups, self.link_tx.clone())?;
+        let target = KnxTarget::new(&self.groups, self.writes.clone())?;
         Some(target)
     }
 }
@@ -102,9 +106,13 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
     let KnxSource {
         config,
         groups,
-        link_tx,
-        link_rx,
+        writes,
+        reads: link_reads,
+        outbox,
     } = source;
+    // The command target holds its own clone; this one would keep the
+    // link's queue open after the target is gone.
+    drop(writes);
     let faults = Faults::new(&ctx.name, ctx.stats());
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let stop = ctx.shutdown.child_token();
@@ -122,7 +130,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
             };
             tokio::spawn(tunnel::run(
                 settings,
-                link_rx,
+                outbox,
                 events_tx,
                 faults.clone(),
                 stop.clone(),
@@ -143,7 +151,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
             };
             tokio::spawn(routing::run(
                 settings,
-                link_rx,
+                outbox,
                 events_tx,
                 faults.clone(),
                 stop.clone(),
@@ -255,7 +263,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
                     }
                 }
             }
-            permit = link_tx.reserve(), if is_connected && !reads.is_empty() => {
+            permit = link_reads.reserve(), if is_connected && !reads.is_empty() => {
                 let Ok(permit) = permit else { break Ok(()) };
                 if let Some(address) = reads.pop_front() {
                     permit.send(Outgoing::read(address));

@@ -42,7 +42,7 @@ use tracing::{info, warn};
 use super::address::{GroupAddress, IndividualAddress};
 use super::cemi::{self, Cemi};
 use super::frame::{self, Frame, Hpai, E_NO_ERROR, E_NO_MORE_CONNECTIONS};
-use super::link::{Faults, GroupTelegram, LinkEvent, Outgoing, Pacer, SendFailure};
+use super::link::{Faults, GroupTelegram, LinkEvent, Outbox, Outgoing, Pacer, SendFailure};
 
 /// KNX 3.8.4 §2.6: TUNNELLING_REQUEST_TIMEOUT.
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -274,7 +274,7 @@ struct Unacked {
 /// `outgoing` while connected (failing it at once while not).
 pub async fn run(
     s: TunnelSettings,
-    mut outgoing: mpsc::Receiver<Outgoing>,
+    mut outgoing: Outbox,
     events: mpsc::Sender<LinkEvent>,
     faults: Faults,
     stop: CancellationToken,
@@ -371,7 +371,7 @@ async fn disconnect(c: &mut Connected) {
 async fn session(
     s: &TunnelSettings,
     c: &mut Connected,
-    outgoing: &mut mpsc::Receiver<Outgoing>,
+    outgoing: &mut Outbox,
     events: &mpsc::Sender<LinkEvent>,
     faults: &Faults,
     pacer: &mut Pacer,

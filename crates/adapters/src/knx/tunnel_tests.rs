@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::knx::cemi::{GroupService, Payload};
-use crate::knx::link::{Faults, LinkEvent, Outgoing, SendFailure};
+use crate::knx::link::{Faults, LinkEvent, Outbox, Outgoing, SendFailure};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -50,10 +50,10 @@ impl Client {
     fn start(s: TunnelSettings) -> Self {
         let telemetry = Telemetry::default();
         let faults = Faults::new("t", AdapterStats::new(&telemetry, "t"));
-        let (out, out_rx) = mpsc::channel(8);
+        let (out, _reads, outbox) = Outbox::new();
         let (ev_tx, events) = mpsc::channel(64);
         let stop = CancellationToken::new();
-        tokio::spawn(run(s, out_rx, ev_tx, faults, stop.clone()));
+        tokio::spawn(run(s, outbox, ev_tx, faults, stop.clone()));
         Self {
             out,
             events,
