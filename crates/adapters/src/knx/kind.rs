@@ -12,7 +12,7 @@ pub const KNX: Declaration = Declaration {
     info: KindInfo {
         kind: "knx",
         label: "KNX",
-        model: "KNX group address",
+        model: "KNX device",
     },
     folder: "knx",
     feature: "knx",
