@@ -175,9 +175,22 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
         .into_iter()
         .find(|s| header.contains(*s))
         .unwrap_or('\t');
+    // ETS writes its column names in the language it runs in: the German
+    // ones are read as their English twins.
     let columns: Vec<String> = fields(header, sep)
         .into_iter()
-        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            let c = c.to_lowercase();
+            match c.as_str() {
+                "adresse" => "address".to_string(),
+                "datenpunkttyp" => "datapointtype".to_string(),
+                "gruppenname" => "group name".to_string(),
+                "hauptgruppe" => "main".to_string(),
+                "mittelgruppe" => "middle".to_string(),
+                "untergruppe" => "sub".to_string(),
+                _ => c,
+            }
+        })
         .collect();
     let col = |name: &str| columns.iter().position(|c| c == name);
     let address_col = col("address").ok_or(

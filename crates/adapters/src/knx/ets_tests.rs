@@ -97,3 +97,15 @@ fn the_main_group_or_both_name_the_device_when_the_project_is_built_so() {
     assert_eq!(by(DeviceRule::MainMiddle)[0], "erdgeschoss-kueche");
     assert_eq!(by(DeviceRule::MainMiddle)[4], "erdgeschoss-living-room");
 }
+
+#[test]
+fn a_german_ets_names_its_columns_in_german() {
+    let de = ONE_ONE
+        .replacen("\"Group name\"", "\"Gruppenname\"", 1)
+        .replacen("\"Address\"", "\"Adresse\"", 1)
+        .replacen("\"DatapointType\"", "\"DatenpunktTyp\"", 1);
+    assert_eq!(
+        parse(&de, "rooms").unwrap(),
+        parse(ONE_ONE, "rooms").unwrap()
+    );
+}
