@@ -10,8 +10,8 @@
 //! maps its addresses by the documented rule, a `[[knx.group]]` replacing
 //! a row; a telegram to an unknown address and one its DPT cannot read
 //! are counted, not stored; a 16.000 text is a text field. knxd restarted:
-//! the tunnel comes back and the `read_on_start` address is read again
-//! (xknx answers the GroupValueRead). Every tunnel slot taken: "no more
+//! the tunnel (in NAT mode) comes back and the `read_on_start` address is
+//! read again (xknx answers the GroupValueRead). Every tunnel slot taken: "no more
 //! connections" in the log and `/metrics`, then connected once one is
 //! free; a command written as a GroupValueWrite that xknx receives with
 //! the bytes its own encoder gives, `done` on knxd's L_Data.con, and an
@@ -582,6 +582,8 @@ heartbeat = "1s"
 timeout = "500ms"
 max_backoff = "1s"
 pace = 20
+# As through a NAT router: knxd answers where the requests came from.
+nat = true
 
 [[knx.group]]
 address = "4/0/1"
