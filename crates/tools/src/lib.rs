@@ -14,6 +14,10 @@
 //! - [`knx`]: `knx discover`, the KNXnet/IP interfaces and routers
 //!   answering a search, and `knx monitor`, every group telegram (with
 //!   `knx`);
+//! - [`fleet`]: `config keygen|sign|push`, configurations pushed to
+//!   gateways (`[remote_config]`);
+//! - [`script`]: `encode` and `codec test`, vendors' JavaScript codecs
+//!   (with `lorawan`; `decode --codec js:FILE` too);
 //! - [`history`]: `history export` and `passwd` (the dashboard's);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
@@ -36,12 +40,15 @@ mod decode_ble;
 mod decode_join;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod fleet;
 pub mod history;
 #[cfg(feature = "knx")]
 pub mod knx;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod replay;
+#[cfg(feature = "lorawan")]
+pub mod script;
 pub mod simulate;
 
 use anyhow::Context as _;
