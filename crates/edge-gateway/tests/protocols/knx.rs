@@ -28,7 +28,7 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http_until, GatewayProcess, WAIT};
+use common::{http_until, with_ts, GatewayProcess, WAIT};
 use serde_json::{json, Value};
 use test_support::metrics::sample;
 use test_support::{free_port, publish, Mosquitto, PythonPeer, Subscriber};
@@ -670,7 +670,7 @@ async fn command(cloud: u16, results: &mut Subscriber, device: &str, body: Value
     publish(
         cloud,
         &format!("building/hq/{device}/command"),
-        &body.to_string(),
+        &with_ts(body.clone()).to_string(),
         1,
         false,
     )
@@ -698,6 +698,8 @@ async fn knx_no_more_connections_is_named_then_writes_reach_xknx_with_its_own_by
 [commands]
 enabled = true
 max_age = "60s"
+# Eight commands to one device in a row: more than the default burst.
+burst = 20
 
 [[adapter]]
 type = "knx"
