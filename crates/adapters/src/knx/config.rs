@@ -224,7 +224,8 @@ impl AdapterKind for KnxConfig {
                 "nat and local_ip are for tunnelling (udp://); routing uses interface",
             );
         }
-        let (ets_groups, ets_skipped) = match &raw.group_addresses {
+        let group_addresses = raw.group_addresses.map(beside_config);
+        let (ets_groups, ets_skipped) = match &group_addresses {
             Some(file) => match super::ets::read_file(file, &raw.name, raw.ets_device) {
                 Ok(read) => (read.groups, read.skipped),
                 Err(e) => {
@@ -248,7 +249,7 @@ impl AdapterKind for KnxConfig {
             heartbeat: raw.heartbeat,
             timeout: raw.timeout,
             max_backoff: raw.max_backoff,
-            group_addresses: raw.group_addresses,
+            group_addresses,
             ets_groups,
             ets_skipped,
         })
@@ -266,6 +267,16 @@ impl AdapterKind for KnxConfig {
 
     fn template() -> String {
         template()
+    }
+}
+
+/// A relative `group_addresses` is the config file's neighbour
+/// (`/etc/edge-gateway/knx-ga.csv` for `"knx-ga.csv"`), as a `js:` codec's
+/// script is: the packaged service runs in `/`, where nobody would look.
+fn beside_config(file: PathBuf) -> PathBuf {
+    match gateway_core::config::base_dir::get() {
+        Some(dir) if file.is_relative() => dir.join(file),
+        _ => file,
     }
 }
 

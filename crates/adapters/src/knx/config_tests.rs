@@ -81,3 +81,19 @@ group_addresses = "/nonexistent/knx-ga.csv"
         assert!(text.contains(key), "{key} in {text}");
     }
 }
+
+#[test]
+fn a_relative_export_is_read_beside_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("knx-ga.csv"),
+        "\"Group name\"\t\"Address\"\t\"DatapointType\"\n\"Hall\"\t\"1/1/-\"\t\"\"\n\"Temperature\"\t\"1/1/0\"\t\"DPST-9-1\"\n",
+    )
+    .unwrap();
+    let body = "name = \"rooms\"\nurl = \"udp://127.0.0.1\"\ngroup_addresses = \"knx-ga.csv\"";
+    let (c, p) = gateway_core::config::base_dir::with(dir.path(), || parse(body));
+    assert!(p.is_empty(), "{p}");
+    let c = c.unwrap();
+    assert_eq!(c.group_addresses, Some(dir.path().join("knx-ga.csv")));
+    assert_eq!(c.ets_groups.len(), 1);
+}
