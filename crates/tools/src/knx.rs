@@ -238,7 +238,7 @@ async fn monitor(
         let Some(ev) = ev else { break };
         match ev {
             LinkEvent::Connected(address) => eprintln!("Connected to {} as {address}.", a.url),
-            LinkEvent::Disconnected => eprintln!("Disconnected; reconnecting."),
+            LinkEvent::Down(problem) => eprintln!("Not connected: {problem}."),
             LinkEvent::Telegram(t) => {
                 let data = t.data.as_data();
                 let mut line = format!(

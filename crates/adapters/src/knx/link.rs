@@ -88,7 +88,11 @@ pub enum LinkEvent {
     /// Connected (again): the tunnel's own individual address, or the
     /// router's configured one.
     Connected(IndividualAddress),
-    Disconnected,
+    /// Not connected (any more), and why: a clause that follows the
+    /// adapter's name in `/health` ("has no tunnel to its KNXnet/IP
+    /// interface 192.168.1.30:3671: the interface has no more
+    /// connections…").
+    Down(String),
     Telegram(GroupTelegram),
 }
 

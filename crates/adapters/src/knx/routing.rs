@@ -194,5 +194,7 @@ pub async fn run(
             }
         }
     }
-    let _ = events.send(LinkEvent::Disconnected).await;
+    let _ = events
+        .send(LinkEvent::Down("has left the routing multicast".into()))
+        .await;
 }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::command::CommandTarget;
-use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED, ADAPTER_LINK, LINK_KNX_INTERFACE};
+use gateway_core::component::{AdapterFuture, LINK_KNX_INTERFACE};
+use gateway_core::link_status::LinkStatus;
 use gateway_core::telemetry::Counter;
 use gateway_core::{
     Adapter, AdapterContext, AdapterError, Ingress, Reading, TimeSource, Timestamp,
@@ -185,17 +186,9 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
     let groups = Groups::new(groups);
     let services = Services::new(&ctx);
     info!(adapter = %ctx.name, groups = groups.list.len(), "KNX adapter started.");
-    let connected = ctx
-        .telemetry
-        .gauge(ADAPTER_CONNECTED, &[("adapter", ctx.name.as_str())]);
-    connected.set(0.0);
-    // /health then names what is missing: the interface, not a broker.
-    ctx.telemetry
-        .gauge(
-            ADAPTER_LINK,
-            &[("adapter", ctx.name.as_str()), ("link", LINK_KNX_INTERFACE)],
-        )
-        .set(1.0);
+    // /health names what is missing in the link's words: the interface,
+    // and why there is no tunnel to it (no slot free, no answer, …).
+    let mut status = LinkStatus::new(&ctx, LINK_KNX_INTERFACE);
     let mut reads: VecDeque<GroupAddress> = VecDeque::new();
     let mut polls: Vec<(usize, Duration, Instant)> = Vec::new();
     let mut poll_tick = tokio::time::interval(Duration::from_secs(1));
@@ -214,7 +207,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
                         LinkEvent::Telegram(t) => telegram(&t, &groups, &services, &ctx, &faults, &mut batch),
                         LinkEvent::Connected(address) => {
                             is_connected = true;
-                            connected.set(1.0);
+                            status.up();
                             let now = Instant::now();
                             reads.clear();
                             let mut queued = HashSet::new();
@@ -228,9 +221,9 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
                                 .collect();
                             info!(adapter = %ctx.name, address = %address, reads = reads.len(), "KNX bus reachable; reading the read_on_start addresses.");
                         }
-                        LinkEvent::Disconnected => {
+                        LinkEvent::Down(problem) => {
                             is_connected = false;
-                            connected.set(0.0);
+                            status.down(&problem);
                             reads.clear();
                         }
                     }
@@ -273,7 +266,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
     };
     stop.cancel();
     let _ = link.await;
-    connected.set(0.0);
+    status.stopped();
     info!(adapter = %ctx.name, "Stopped.");
     result
 }

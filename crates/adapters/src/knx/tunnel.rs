@@ -304,13 +304,15 @@ pub async fn run(
                     &stop,
                 )
                 .await;
-                let _ = events.send(LinkEvent::Disconnected).await;
                 match end {
                     End::Stop => {
+                        let _ = events.send(LinkEvent::Down("is stopping".into())).await;
                         disconnect(&mut c).await;
                         return;
                     }
                     End::Lost(reason, message) => {
+                        let problem = format!("lost its tunnel to the KNXnet/IP interface {} ({transport}): {message}; reconnecting", s.remote);
+                        let _ = events.send(LinkEvent::Down(problem)).await;
                         faults.count(reason, format!("KNX tunnel lost: {message}; reconnecting."));
                         // Frees the slot if the interface still holds it.
                         let mut out = Vec::with_capacity(16);
@@ -319,10 +321,19 @@ pub async fn run(
                     }
                 }
             }
-            Err(e) => faults.count(
-                e.reason(),
-                format!("KNX tunnel to {} not connected: {e}", s.remote),
-            ),
+            Err(e) => {
+                let problem = format!(
+                    "has no tunnel to its KNXnet/IP interface {} ({transport}): {e}",
+                    s.remote
+                );
+                if events.send(LinkEvent::Down(problem)).await.is_err() {
+                    return;
+                }
+                faults.count(
+                    e.reason(),
+                    format!("KNX tunnel to {} not connected: {e}", s.remote),
+                );
+            }
         }
         let wait = backoff.next_delay();
         let until = Instant::now() + wait;

@@ -69,6 +69,14 @@ impl Client {
             .expect("the link runs")
     }
 
+    /// The next event, which must be the link going down: its problem.
+    async fn down(&mut self) -> String {
+        match self.event().await {
+            LinkEvent::Down(problem) => problem,
+            other => panic!("expected the link down, got {other:?}"),
+        }
+    }
+
     fn errors(&self, reason: &str) -> u64 {
         self.telemetry
             .counter_value(ADAPTER_ERRORS, &[("adapter", "t"), ("error_type", reason)])
@@ -250,7 +258,12 @@ async fn repeats_are_acked_not_read_twice_a_lost_ack_is_resent_once_then_the_tun
         timeout(WAIT, done).await.unwrap().unwrap(),
         Err(SendFailure::AckMissing)
     );
-    assert_eq!(c.event().await, LinkEvent::Disconnected);
+    let problem = c.down().await;
+    assert!(
+        problem.starts_with("lost its tunnel to the KNXnet/IP interface 127.0.0.1:"),
+        "{problem}"
+    );
+    assert!(problem.contains("TUNNELLING_ACK missing"), "{problem}");
     assert_eq!(c.errors("ack_missing"), 1);
     knx.connect(8).await;
     assert_eq!(
@@ -302,6 +315,8 @@ async fn no_slot_is_named_and_retried_and_a_silent_interface_loses_the_tunnel_af
     knx.expect("CONNECT_REQUEST", frame::CONNECT_REQUEST).await;
     knx.send(&[0x06, 0x10, 0x02, 0x06, 0x00, 0x08, 0x00, 0x24])
         .await;
+    let problem = c.down().await;
+    assert!(problem.contains("has no more connections"), "{problem}");
     knx.connect(3).await;
     assert_eq!(c.errors("no_more_connections"), 1);
     assert_eq!(
@@ -324,7 +339,11 @@ async fn no_slot_is_named_and_retried_and_a_silent_interface_loses_the_tunnel_af
     }
     knx.expect("DISCONNECT_REQUEST", frame::DISCONNECT_REQUEST)
         .await;
-    assert_eq!(c.event().await, LinkEvent::Disconnected);
+    let problem = c.down().await;
+    assert!(
+        problem.contains("none of 3 CONNECTIONSTATE_REQUESTs"),
+        "{problem}"
+    );
     assert_eq!(c.errors("heartbeat_lost"), 1);
     knx.expect("CONNECT_REQUEST again", frame::CONNECT_REQUEST)
         .await;

@@ -753,7 +753,9 @@ writable = true
     );
 
     http_until(metrics, "/health", |code, b| {
-        code == 503 && b.contains("no tunnel to its KNXnet/IP interface")
+        code == 503
+            && b.contains("no tunnel to its KNXnet/IP interface")
+            && b.contains("has no more connections")
     })
     .await;
 
