@@ -8,6 +8,8 @@ Commands (values are JSON):
   write GA DPT VALUE    GroupValueWrite of VALUE encoded by xknx as DPT
   state GA DPT VALUE    answer GroupValueRead of GA with VALUE from now on
   raw GA HEX            GroupValueWrite of these bytes (no DPT)
+  busy MS               a KNX router's ROUTING_BUSY (wait MS), encoded by
+                        xknx, on the routing multicast; prints {"busy": t}
   quit                  disconnect (frees the tunnel slot) and exit
 
 argv: knxd's UDP port, and `routing` to be a KNX IP device on knxd's
@@ -18,6 +20,7 @@ knxd restart.
 
 import asyncio
 import json
+import socket
 import sys
 import time
 
@@ -97,6 +100,17 @@ async def main():
             continue
         if parts[0] == "quit":
             break
+        if parts[0] == "busy":
+            from xknx.knxip import KNXIPFrame, RoutingBusy
+
+            frame = KNXIPFrame.init_from_body(RoutingBusy(wait_time=int(parts[1])))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+                out.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+                out.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+                out.sendto(bytes(frame.to_knx()), ("224.0.23.12", port))
+                print(json.dumps({"busy": time.monotonic()}), flush=True)
+            print("ok", flush=True)
+            continue
         ga = GroupAddress(parts[1])
         if parts[0] == "write":
             payload = encode(parts[2], json.loads(parts[3]))

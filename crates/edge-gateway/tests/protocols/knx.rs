@@ -12,12 +12,13 @@
 //! are counted, not stored; a 16.000 text is a text field. knxd restarted:
 //! the tunnel (in NAT mode) comes back and the `read_on_start` address is
 //! read again (xknx answers the GroupValueRead). Every tunnel slot taken: "no more
-//! connections" in the log and `/metrics`, then connected once one is
+//! connections" in the log, `/metrics` and `/health`, then connected once one is
 //! free; a command written as a GroupValueWrite that xknx receives with
 //! the bytes its own encoder gives, `done` on knxd's L_Data.con, and an
 //! out-of-range one refused. `knx discover` finds knxd; `knx monitor`
 //! prints xknx's telegram decoded. Routing on loopback multicast: knxd routes
-//! xknx's telegrams to the gateway and the gateway's write to xknx.
+//! xknx's telegrams to the gateway and the gateway's write to xknx; a
+//! ROUTING_BUSY xknx encodes holds the next write for its wait time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -893,4 +894,38 @@ writable = true
         (Some("1.1.250"), Some("ff")),
         "{line}"
     );
+
+    // A router asks for quiet (ROUTING_BUSY, 2 s, as xknx encodes it):
+    // counted, and the next write waits it out.
+    peer.send_line("busy 2000");
+    let busy = peer
+        .wait_for_line(|l| l.starts_with("{\"busy\""), WAIT)
+        .expect("xknx sent ROUTING_BUSY");
+    let busy_at = serde_json::from_str::<Value>(&busy).unwrap()["busy"]
+        .as_f64()
+        .unwrap();
+    http_until(metrics, "/metrics", |_, b| {
+        sample(
+            b,
+            "edge_gateway_adapter_errors_total{adapter=\"router\",error_type=\"bus_busy\"}",
+        ) == Some(1.0)
+    })
+    .await;
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "hall",
+        json!({"id": "m-2", "metric": "blind", "value": 50}),
+    )
+    .await;
+    assert_eq!(r["status"], "done", "{r}");
+    let line = peer
+        .wait_for_line(
+            |l| l.contains("\"dst\": \"5/0/2\"") && l.contains("\"write\""),
+            WAIT,
+        )
+        .expect("xknx receives the write after the busy spell");
+    let seen: Value = serde_json::from_str(&line).unwrap();
+    let waited = seen["t"].as_f64().unwrap() - busy_at;
+    assert!(waited >= 2.0, "written {waited} s after a 2 s ROUTING_BUSY");
 }
