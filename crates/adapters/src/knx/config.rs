@@ -21,7 +21,6 @@ use serde::Deserialize;
 
 use super::address::IndividualAddress;
 use super::frame::{DEFAULT_PORT, ROUTING_GROUP};
-use super::groups::KnxGroup;
 use crate::registry::{AdapterKind, BuildContext, Declaration};
 
 pub const KIND: &str = super::kind::KNX.info.kind;
@@ -152,12 +151,10 @@ pub struct KnxConfig {
     pub heartbeat: Duration,
     pub timeout: Duration,
     pub max_backoff: Duration,
+    /// The ETS export (beside the config file when relative), read into
+    /// `[knx]`'s groups.
     pub group_addresses: Option<PathBuf>,
-    /// The groups of the ETS export, as the mapping rule names them.
-    pub ets_groups: Vec<KnxGroup>,
-    /// Rows of the export left out (no or an unsupported DPT), for the
-    /// log at start.
-    pub ets_skipped: Vec<String>,
+    pub ets_device: super::ets::DeviceRule,
 }
 
 impl AdapterKind for KnxConfig {
@@ -224,17 +221,9 @@ impl AdapterKind for KnxConfig {
                 "nat and local_ip are for tunnelling (udp://); routing uses interface",
             );
         }
-        let group_addresses = raw.group_addresses.map(beside_config);
-        let (ets_groups, ets_skipped) = match &group_addresses {
-            Some(file) => match super::ets::read_file(file, &raw.name, raw.ets_device) {
-                Ok(read) => (read.groups, read.skipped),
-                Err(e) => {
-                    problems.push(format!("{path}.group_addresses"), e);
-                    (Vec::new(), Vec::new())
-                }
-            },
-            None => (Vec::new(), Vec::new()),
-        };
+        // The export itself is read with `[knx]` (`ets::of_adapters`),
+        // where validate's notes and the device registry see it too.
+        let group_addresses = raw.group_addresses.map(super::ets::beside_config);
         if problems.len() > before {
             return None;
         }
@@ -250,8 +239,7 @@ impl AdapterKind for KnxConfig {
             timeout: raw.timeout,
             max_backoff: raw.max_backoff,
             group_addresses,
-            ets_groups,
-            ets_skipped,
+            ets_device: raw.ets_device,
         })
     }
 
@@ -260,23 +248,12 @@ impl AdapterKind for KnxConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
-        let groups =
-            super::groups::merge(&self.ets_groups, &ctx.sections.knx.groups_of(&self.name));
+        let groups = ctx.sections.knx.groups_of(&self.name);
         Box::new(super::source::KnxSource::new(self.clone(), groups))
     }
 
     fn template() -> String {
         template()
-    }
-}
-
-/// A relative `group_addresses` is the config file's neighbour
-/// (`/etc/edge-gateway/knx-ga.csv` for `"knx-ga.csv"`), as a `js:` codec's
-/// script is: the packaged service runs in `/`, where nobody would look.
-fn beside_config(file: PathBuf) -> PathBuf {
-    match gateway_core::config::base_dir::get() {
-        Some(dir) if file.is_relative() => dir.join(file),
-        _ => file,
     }
 }
 

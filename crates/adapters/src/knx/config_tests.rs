@@ -50,7 +50,6 @@ heartbeat = "5m"
 local_ip = "here"
 interface = "eth0"
 individual_address = "1/2/3"
-group_addresses = "/nonexistent/knx-ga.csv"
 colour = "red"
 "#,
     );
@@ -66,7 +65,6 @@ heartbeat = "5m"
 local_ip = "here"
 interface = "eth0"
 individual_address = "1/2/3"
-group_addresses = "/nonexistent/knx-ga.csv"
 "#,
     );
     let text = p.to_string();
@@ -76,24 +74,7 @@ group_addresses = "/nonexistent/knx-ga.csv"
         "adapter[0].local_ip",
         "adapter[0].interface",
         "adapter[0].individual_address",
-        "adapter[0].group_addresses",
     ] {
         assert!(text.contains(key), "{key} in {text}");
     }
-}
-
-#[test]
-fn a_relative_export_is_read_beside_the_config_file() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("knx-ga.csv"),
-        "\"Group name\"\t\"Address\"\t\"DatapointType\"\n\"Hall\"\t\"1/1/-\"\t\"\"\n\"Temperature\"\t\"1/1/0\"\t\"DPST-9-1\"\n",
-    )
-    .unwrap();
-    let body = "name = \"rooms\"\nurl = \"udp://127.0.0.1\"\ngroup_addresses = \"knx-ga.csv\"";
-    let (c, p) = gateway_core::config::base_dir::with(dir.path(), || parse(body));
-    assert!(p.is_empty(), "{p}");
-    let c = c.unwrap();
-    assert_eq!(c.group_addresses, Some(dir.path().join("knx-ga.csv")));
-    assert_eq!(c.ets_groups.len(), 1);
 }

@@ -13,7 +13,7 @@
 //!   (`temperature_1_2_3`);
 //! - the **DPT** is the `DatapointType` column (`DPST-9-1` or `DPT-9`);
 //!   an address without one, or with a type the gateway does not read,
-//!   is left out (listed in the log at start);
+//!   is left out (listed by `validate` and in the log at start);
 //! - a `[[knx.group]]` with the same address replaces the row entirely
 //!   (another device, metric, unit, `read_on_start`, `poll`, `writable`).
 //!
@@ -23,8 +23,9 @@
 //! BOM), UTF-16 (ETS's "Unicode") or Latin-1.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use gateway_core::config::Problems;
 use gateway_core::{DeviceId, MetricName};
 
 use super::address::GroupAddress;
@@ -50,6 +51,64 @@ pub enum DeviceRule {
     Main,
     /// Both, main first.
     MainMiddle,
+}
+
+/// The export of one knx adapter, read with the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterExport {
+    /// The adapter's place in `[[adapter]]`, for the key paths of notes.
+    pub index: usize,
+    pub adapter: String,
+    pub file: PathBuf,
+    pub export: EtsExport,
+}
+
+/// Reads the export of each `type = "knx"` adapter of `root` that names
+/// one (`group_addresses`); a file that cannot be read is a problem of
+/// `adapter[i].group_addresses`. The adapter's other keys are checked
+/// where the adapter is read.
+pub fn of_adapters(root: &toml::Table, problems: &mut Problems) -> Vec<AdapterExport> {
+    let Some(toml::Value::Array(list)) = root.get("adapter") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (index, a) in list.iter().enumerate() {
+        let Some(a) = a.as_table() else { continue };
+        if a.get("type").and_then(toml::Value::as_str) != Some(super::config::KIND) {
+            continue;
+        }
+        let (Some(adapter), Some(file)) = (
+            a.get("name").and_then(toml::Value::as_str),
+            a.get("group_addresses").and_then(toml::Value::as_str),
+        ) else {
+            continue;
+        };
+        let rule = a
+            .get("ets_device")
+            .and_then(|v| v.clone().try_into::<DeviceRule>().ok())
+            .unwrap_or_default();
+        let file = beside_config(PathBuf::from(file));
+        match read_file(&file, adapter, rule) {
+            Ok(export) => out.push(AdapterExport {
+                index,
+                adapter: adapter.to_string(),
+                file,
+                export,
+            }),
+            Err(e) => problems.push(format!("adapter[{index}].group_addresses"), e),
+        }
+    }
+    out
+}
+
+/// A relative `group_addresses` is the config file's neighbour
+/// (`/etc/edge-gateway/knx-ga.csv` for `"knx-ga.csv"`), as a `js:` codec's
+/// script is: the packaged service runs in `/`, where nobody would look.
+pub fn beside_config(file: PathBuf) -> PathBuf {
+    match gateway_core::config::base_dir::get() {
+        Some(dir) if file.is_relative() => dir.join(file),
+        _ => file,
+    }
 }
 
 /// Reads the export at `path` for adapter `adapter`.

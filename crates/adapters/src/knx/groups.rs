@@ -27,6 +27,7 @@ use serde::Deserialize;
 use super::address::GroupAddress;
 use super::config::{check_poll, KIND};
 use super::dpt::Dpt;
+use super::ets::AdapterExport;
 use crate::device_section;
 use crate::registry::OwnedSection;
 
@@ -82,19 +83,40 @@ impl KnxGroup {
     }
 }
 
-/// The `[knx]` section.
+/// The `[knx]` section, and the ETS exports its adapters name.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct KnxSection {
+    /// `[[knx.group]]`.
     pub groups: Vec<KnxGroup>,
+    pub exports: Vec<AdapterExport>,
+    notes: Vec<String>,
 }
 
 impl KnxSection {
+    /// Every group `adapter` reads: its export's, with its
+    /// `[[knx.group]]`s taking the place of the rows they replace.
     pub fn groups_of(&self, adapter: &str) -> Vec<KnxGroup> {
-        self.groups
+        let configured: Vec<KnxGroup> = self
+            .groups
             .iter()
             .filter(|g| g.adapter.as_deref() == Some(adapter))
             .cloned()
-            .collect()
+            .collect();
+        match self.exports.iter().find(|e| e.adapter == adapter) {
+            Some(e) => merge(&e.export.groups, &configured),
+            None => configured,
+        }
+    }
+
+    /// The adapters any group is on.
+    fn adapters(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.exports.iter().map(|e| e.adapter.as_str()).collect();
+        for g in &self.groups {
+            if let Some(a) = g.adapter.as_deref().filter(|a| !names.contains(a)) {
+                names.push(a);
+            }
+        }
+        names
     }
 }
 
@@ -105,9 +127,18 @@ impl OwnedSection for KnxSection {
         section(root, problems)
     }
 
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
     fn registry_devices(&self) -> Vec<DeviceConfig> {
         let mut devices: Vec<DeviceConfig> = Vec::new();
-        for g in &self.groups {
+        let groups: Vec<KnxGroup> = self
+            .adapters()
+            .into_iter()
+            .flat_map(|a| self.groups_of(a))
+            .collect();
+        for g in &groups {
             let at = match devices.iter().position(|d| d.id == g.device) {
                 Some(i) => i,
                 None => {
@@ -137,15 +168,48 @@ impl OwnedSection for KnxSection {
     }
 }
 
-/// Reads `[knx]` from the file's root table.
+/// Reads `[knx]` from the file's root table, and the ETS exports of its
+/// adapters.
 pub fn section(root: &toml::Table, problems: &mut Problems) -> KnxSection {
-    let Some(section) = device_section::read_list(root, KIND, "group", &[], problems) else {
-        return KnxSection::default();
+    let exports = super::ets::of_adapters(root, problems);
+    let notes = exports.iter().filter_map(skipped_note).collect();
+    let groups = match device_section::read_list(root, KIND, "group", &[], problems) {
+        Some(section) => configured_groups(root, section.devices, problems),
+        None => Vec::new(),
     };
+    KnxSection {
+        groups,
+        exports,
+        notes,
+    }
+}
+
+/// What `validate` says of an export's rows left out.
+fn skipped_note(e: &AdapterExport) -> Option<String> {
+    const SHOWN: usize = 5;
+    let skipped = &e.export.skipped;
+    if skipped.is_empty() {
+        return None;
+    }
+    let more = if skipped.len() > SHOWN { "; …" } else { "" };
+    Some(format!(
+        "adapter[{}].group_addresses: {} of the group addresses in {} left out, without a DPT the gateway reads (add it in ETS, or a [[knx.group]] with a dpt): {}{more}",
+        e.index,
+        skipped.len(),
+        e.file.display(),
+        skipped[..skipped.len().min(SHOWN)].join("; ")
+    ))
+}
+
+fn configured_groups(
+    root: &toml::Table,
+    items: Vec<toml::Value>,
+    problems: &mut Problems,
+) -> Vec<KnxGroup> {
     let mut groups = Vec::new();
     let mut addresses: HashMap<(String, GroupAddress), usize> = HashMap::new();
     let mut metrics = HashSet::new();
-    for (i, item) in section.devices.into_iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         let path = format!("knx.group[{i}]");
         let Some(mut group) = group(item, &path, problems) else {
             continue;
@@ -187,7 +251,7 @@ pub fn section(root: &toml::Table, problems: &mut Problems) -> KnxSection {
         group.adapter = Some(adapter);
         groups.push(group);
     }
-    KnxSection { groups }
+    groups
 }
 
 fn group(table: toml::Value, path: &str, problems: &mut Problems) -> Option<KnxGroup> {

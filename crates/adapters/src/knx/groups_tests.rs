@@ -122,14 +122,15 @@ metric = \"blind\"
 }
 
 #[test]
-fn a_configured_group_replaces_the_exports_row_of_its_address() {
-    let export = super::super::ets::parse(
-        "\"Group name\"\t\"Address\"\t\"DatapointType\"\n\"Room\"\t\"1/-/-\"\t\"\"\n\"Living\"\t\"1/2/-\"\t\"\"\n\"Temp\"\t\"1/2/3\"\t\"DPST-9-1\"\n\"Hum\"\t\"1/2/4\"\t\"DPST-9-7\"\n",
-        "rooms",
+fn an_export_beside_the_config_with_a_configured_group_replacing_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("knx-ga.csv"),
+        "\"Group name\"\t\"Address\"\t\"DatapointType\"\n\"Room\"\t\"1/-/-\"\t\"\"\n\"Living\"\t\"1/2/-\"\t\"\"\n\"Temp\"\t\"1/2/3\"\t\"DPST-9-1\"\n\"Hum\"\t\"1/2/4\"\t\"DPST-9-7\"\n\"Date\"\t\"1/2/5\"\t\"DPST-11-1\"\n",
     )
     .unwrap();
-    let (s, p) = parse(&format!(
-        "{ADAPTER}
+    let text = format!(
+        "{ADAPTER}group_addresses = \"knx-ga.csv\"
 [[knx.group]]
 address = \"1/2/3\"
 dpt = \"9.001\"
@@ -137,9 +138,10 @@ device = \"room-101\"
 metric = \"temperature\"
 read_on_start = true
 "
-    ));
+    );
+    let (s, p) = gateway_core::config::base_dir::with(dir.path(), || parse(&text));
     assert!(p.is_empty(), "{p}");
-    let merged = merge(&export.groups, &s.groups);
+    let merged = s.groups_of("rooms");
     assert_eq!(merged.len(), 2);
     assert!(merged
         .iter()
@@ -147,4 +149,25 @@ read_on_start = true
     assert!(merged
         .iter()
         .any(|g| g.metric.as_str() == "temperature" && g.read_on_start));
+    // validate's count and the dashboard know the export's devices; the
+    // replaced row's device is not one.
+    let mut devices: Vec<String> = s
+        .registry_devices()
+        .iter()
+        .map(|d| d.id.as_str().to_string())
+        .collect();
+    devices.sort();
+    assert_eq!(devices, ["living", "room-101"]);
+    let notes = s.notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("adapter[0].group_addresses: 1 of the group addresses in ")
+            && notes[0].contains("1/2/5"),
+        "{notes:?}"
+    );
+
+    let (_, p) = parse(&format!(
+        "{ADAPTER}group_addresses = \"/nonexistent/knx-ga.csv\"\n"
+    ));
+    assert!(p.to_string().contains("adapter[0].group_addresses"), "{p}");
 }

@@ -160,14 +160,8 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
             ))
         }
     };
-    if !config.ets_skipped.is_empty() {
-        info!(
-            adapter = %ctx.name,
-            skipped = config.ets_skipped.len(),
-            first = %config.ets_skipped.iter().take(5).cloned().collect::<Vec<_>>().join("; "),
-            "ETS export: group addresses left out (no DPT, or one the gateway does not read)."
-        );
-    }
+    // The export's rows left out are among the config's notes, which
+    // `run` logs at start.
     if groups.is_empty() {
         warn!(adapter = %ctx.name, "No [[knx.group]] and no group_addresses on this adapter: every telegram will count as an unknown address.");
     }

@@ -331,9 +331,9 @@ async fn knx_every_dpt_from_xknx_exact_upstream_with_units_an_ets_export_and_fau
     let mut peer = PythonPeer::start_with_args(PEER, &[&port.to_string()]);
     let upstream = Mosquitto::start();
     let (metrics, dashboard) = (free_port(), free_port());
+    // The export beside gateway.toml, named by a relative path.
     let dir = tempfile::tempdir().unwrap();
-    let export = dir.path().join("knx-ga.csv");
-    std::fs::write(&export, ETS_EXPORT).unwrap();
+    std::fs::write(dir.path().join("knx-ga.csv"), ETS_EXPORT).unwrap();
     let mut body = format!(
         r#"
 [dashboard]
@@ -347,7 +347,7 @@ name = "rooms"
 url = "udp://127.0.0.1:{port}"
 heartbeat = "2s"
 timeout = "1s"
-group_addresses = "{export}"
+group_addresses = "knx-ga.csv"
 
 [[knx.group]]
 address = "3/2/2"
@@ -360,8 +360,7 @@ address = "1/0/19"
 dpt = "16.000"
 device = "room-1"
 metric = "display"
-"#,
-        export = export.display()
+"#
     );
     for (dpt, address, metric, _, _) in dpt_cases() {
         body.push_str(&format!(
@@ -369,7 +368,7 @@ metric = "display"
         ));
     }
     let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
-    let mut gw = GatewayProcess::start(&config(upstream.port(), metrics, &body));
+    let mut gw = GatewayProcess::start_in(dir, &config(upstream.port(), metrics, &body));
     gw.wait_for_log("KNX bus reachable").await;
 
     for (dpt, address, _, values, _) in dpt_cases() {
@@ -428,7 +427,7 @@ metric = "display"
             .any(|(d, m)| m == "replaced" || m == "date" || d == "room-1" && m == "display"),
         "{merged:?}"
     );
-    gw.wait_for_log("ETS export: group addresses left out")
+    gw.wait_for_log("adapter[0].group_addresses: 1 of the group addresses")
         .await;
 
     // Units from the DPTs, as the dashboard shows them.
