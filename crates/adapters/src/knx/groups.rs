@@ -172,16 +172,36 @@ impl OwnedSection for KnxSection {
 /// adapters.
 pub fn section(root: &toml::Table, problems: &mut Problems) -> KnxSection {
     let exports = super::ets::of_adapters(root, problems);
-    let notes = exports.iter().filter_map(skipped_note).collect();
+    let mut notes: Vec<String> = exports.iter().filter_map(skipped_note).collect();
     let groups = match device_section::read_list(root, KIND, "group", &[], problems) {
         Some(section) => configured_groups(root, section.devices, problems),
         None => Vec::new(),
     };
-    KnxSection {
+    let section = KnxSection {
         groups,
         exports,
-        notes,
+        notes: Vec::new(),
+    };
+    for (i, name) in knx_adapters(root) {
+        if section.groups_of(name).is_empty() {
+            notes.push(format!("adapter[{i}]: no [[knx.group]] and no group_addresses: every telegram counts as an unknown address and none is stored (`edge-gateway knx monitor` shows what the bus carries)"));
+        }
     }
+    KnxSection { notes, ..section }
+}
+
+/// The knx adapters of `root`'s `[[adapter]]` list: place and name.
+fn knx_adapters(root: &toml::Table) -> Vec<(usize, &str)> {
+    let Some(toml::Value::Array(list)) = root.get("adapter") else {
+        return Vec::new();
+    };
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let a = a.as_table()?;
+            (a.get("type")?.as_str()? == KIND).then_some((i, a.get("name")?.as_str()?))
+        })
+        .collect()
 }
 
 /// What `validate` says of an export's rows left out.

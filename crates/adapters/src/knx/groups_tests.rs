@@ -166,6 +166,13 @@ read_on_start = true
         "{notes:?}"
     );
 
+    let (s, p) = parse(ADAPTER);
+    assert!(p.is_empty(), "{p}");
+    assert!(
+        s.notes()[0].starts_with("adapter[0]: no [[knx.group]] and no group_addresses"),
+        "{:?}",
+        s.notes()
+    );
     let (_, p) = parse(&format!(
         "{ADAPTER}group_addresses = \"/nonexistent/knx-ga.csv\"\n"
     ));
