@@ -17,8 +17,10 @@
 //! - a `[[knx.group]]` with the same address replaces the row entirely
 //!   (another device, metric, unit, `read_on_start`, `poll`, `writable`).
 //!
-//! Both of ETS's layouts are read: "1/1" (`Group name`, `Address`, …) and
-//! "3/1" (`Main`, `Middle`, `Sub`, `Address`, …), separated by tabs,
+//! ETS's three layouts are read: "1/1" (`Group name`, `Address`, …),
+//! "3/1" (`Main`, `Middle`, `Sub`, `Address`, …) and "3/3" (three name
+//! columns, then the address in three), with or without their header
+//! line, separated by tabs,
 //! semicolons or commas, every field quoted, in UTF-8 (with or without
 //! BOM), UTF-16 (ETS's "Unicode") or Latin-1.
 
@@ -173,6 +175,43 @@ fn fields(line: &str, sep: char) -> Vec<String> {
     out.into_iter().map(|f| f.trim().to_string()).collect()
 }
 
+/// The columns of an export written without its header line (ETS's
+/// "Export header line" unticked), told by where the first row (a main
+/// group's) has its address; `None` when `first` is no such row.
+fn headerless_columns(first: &[String]) -> Option<Vec<String>> {
+    const TAIL: [&str; 5] = [
+        "central",
+        "unfiltered",
+        "description",
+        "datapointtype",
+        "security",
+    ];
+    let is_address = |i: usize| first.get(i).is_some_and(|c| row(c).is_some());
+    let head: &[&str] = if is_address(1) {
+        &["group name", "address"]
+    } else if is_address(3) && first.get(3).is_some_and(|c| c.contains('/')) {
+        &["main", "middle", "sub", "address"]
+    } else if first.len() == 11 && first.get(3).is_some_and(|c| c.parse::<u16>().is_ok()) {
+        &["main", "middle", "sub", "main", "middle", "sub"]
+    } else {
+        return None;
+    };
+    Some(
+        head.iter()
+            .chain(TAIL.iter())
+            .map(|c| c.to_string())
+            .collect(),
+    )
+}
+
+/// Where a row's address is: the `Address` column ("1/1", "3/1"), or
+/// the second Main, Middle and Sub columns ("3/3").
+#[derive(Clone, Copy)]
+enum AddressColumns {
+    One(usize),
+    Three(usize, Option<usize>, Option<usize>),
+}
+
 /// What an `Address` cell names: a main group, a middle group, or an address.
 enum Row {
     Main(u16),
@@ -228,15 +267,15 @@ pub fn parse(text: &str, adapter: &str) -> Result<EtsExport, String> {
 /// # Errors
 /// A message for people when it has no `Address` column.
 pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExport, String> {
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header = lines.next().ok_or("the file is empty")?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
+    let first = *lines.peek().ok_or("the file is empty")?;
     let sep = ['\t', ';', ',']
         .into_iter()
-        .find(|s| header.contains(*s))
+        .find(|s| first.contains(*s))
         .unwrap_or('\t');
     // ETS writes its column names in the language it runs in: the German
     // ones are read as their English twins.
-    let columns: Vec<String> = fields(header, sep)
+    let named: Vec<String> = fields(first, sep)
         .into_iter()
         .map(|c| {
             let c = c.to_lowercase();
@@ -251,11 +290,31 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
             }
         })
         .collect();
+    let columns = match headerless_columns(&fields(first, sep)) {
+        Some(columns) if !named.iter().any(|c| c == "address" || c == "main") => columns,
+        _ => {
+            lines.next();
+            named
+        }
+    };
     let col = |name: &str| columns.iter().position(|c| c == name);
-    let address_col = col("address").ok_or(
-        "expected ETS's group address export (a header with \"Address\" and \"DatapointType\"): \
-         no Address column",
-    )?;
+    // "3/3" has no Address column: its second Main, Middle and Sub
+    // columns hold the address's numbers.
+    let second = |name: &str| {
+        let first = col(name)?;
+        Some(first + 1 + columns[first + 1..].iter().position(|c| c == name)?)
+    };
+    let address_cols = match (col("address"), second("main")) {
+        (Some(c), _) => AddressColumns::One(c),
+        (None, Some(main)) => AddressColumns::Three(main, second("middle"), second("sub")),
+        (None, None) => {
+            return Err(
+                "expected ETS's group address export (a header with \"Address\" and \"DatapointType\"): \
+                 no Address column"
+                    .into(),
+            )
+        }
+    };
     let dpt_col = col("datapointtype");
     // "1/1": one name column; "3/1": the name in Main, Middle or Sub.
     let name_cols: Vec<usize> = match col("group name") {
@@ -277,7 +336,20 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
             .find(|n| !n.is_empty())
             .unwrap_or("")
             .to_string();
-        match row(cell(Some(address_col))) {
+        let address = match address_cols {
+            AddressColumns::One(c) => cell(Some(c)).to_string(),
+            AddressColumns::Three(main, middle, sub) => {
+                let (middle, sub) = (cell(middle), cell(sub));
+                match (middle.is_empty(), sub.is_empty()) {
+                    (true, true) => format!("{}/-/-", cell(Some(main))),
+                    (false, true) => format!("{}/{middle}/-", cell(Some(main))),
+                    // A 2-level project: main and sub.
+                    (true, false) => format!("{}/{sub}", cell(Some(main))),
+                    (false, false) => format!("{}/{middle}/{sub}", cell(Some(main))),
+                }
+            }
+        };
+        match row(&address) {
             Some(Row::Main(m)) => {
                 mains.insert(m, name);
             }

@@ -109,3 +109,44 @@ fn a_german_ets_names_its_columns_in_german() {
         parse(ONE_ONE, "rooms").unwrap()
     );
 }
+
+#[test]
+fn the_three_by_three_layout_spells_the_address_in_three_columns() {
+    // ETS's "3/3": no Address column; the second Main, Middle and Sub
+    // hold its numbers. The same project as a "3/1" export.
+    let three_three = "\"Main\"\t\"Middle\"\t\"Sub\"\t\"Main\"\t\"Middle\"\t\"Sub\"\t\"Central\"\t\"Unfiltered\"\t\"Description\"\t\"DatapointType\"\t\"Security\"
+\"Floor 1\"\t\"\"\t\"\"\t\"1\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"\"\t\"Office\"\t\"\"\t\"1\"\t\"2\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"\"\t\"\"\t\"CO2\"\t\"1\"\t\"2\"\t\"3\"\t\"\"\t\"\"\t\"\"\t\"DPST-9-8\"\t\"Auto\"
+\"\"\t\"\"\t\"Lights\"\t\"1\"\t\"2\"\t\"4\"\t\"\"\t\"\"\t\"\"\t\"DPST-1-1\"\t\"Auto\"
+";
+    let three_one = "\"Main\"\t\"Middle\"\t\"Sub\"\t\"Address\"\t\"Central\"\t\"Unfiltered\"\t\"Description\"\t\"DatapointType\"\t\"Security\"
+\"Floor 1\"\t\"\"\t\"\"\t\"1/-/-\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"\"\t\"Office\"\t\"\"\t\"1/2/-\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"\"\t\"\"\t\"CO2\"\t\"1/2/3\"\t\"\"\t\"\"\t\"\"\t\"DPST-9-8\"\t\"Auto\"
+\"\"\t\"\"\t\"Lights\"\t\"1/2/4\"\t\"\"\t\"\"\t\"\"\t\"DPST-1-1\"\t\"Auto\"
+";
+    let e = parse(three_three, "rooms").unwrap();
+    assert_eq!(e, parse(three_one, "rooms").unwrap());
+    // Exported without the header line, each layout reads the same.
+    let headless = |text: &str| text.split_once('\n').unwrap().1.to_string();
+    for text in [three_three, three_one] {
+        assert_eq!(parse(&headless(text), "rooms").unwrap(), e, "{text}");
+    }
+    assert_eq!(
+        parse(&headless(ONE_ONE), "rooms").unwrap(),
+        parse(ONE_ONE, "rooms").unwrap()
+    );
+    let got: Vec<(String, &str, &str)> = e
+        .groups
+        .iter()
+        .map(|g| (g.address.to_string(), g.device.as_str(), g.metric.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("1/2/3".to_string(), "office", "co2"),
+            ("1/2/4".to_string(), "office", "lights")
+        ]
+    );
+}
