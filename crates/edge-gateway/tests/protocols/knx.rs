@@ -413,6 +413,27 @@ metric = "display"
             "{dpt} {metric}: {sum} vs {want_sum}"
         );
     }
+    // Upstream, each metric's unit from its DPT beside its statistics.
+    let upstream_unit = |device: &str, metric: &str| {
+        windows
+            .iter()
+            .map(|m| m.json())
+            .find(|j| j["device"] == device && j["metrics"][metric].is_object())
+            .map(|j| j["metrics"][metric]["unit"].clone())
+    };
+    for (device, metric, unit) in [
+        ("room-1", "temperature", "°C"),
+        ("room-1", "illuminance", "lx"),
+        ("room-1", "energy_kwh", "kWh"),
+        ("room-1", "current", "A"),
+        ("kueche", "co2", "ppm"),
+    ] {
+        assert_eq!(
+            upstream_unit(device, metric),
+            Some(json!(unit)),
+            "{device} {metric}"
+        );
+    }
     // The export's rule: the middle group names the device, the address
     // the metric; the [[knx.group]] of 3/2/2 replaced its row; the
     // address without a DPT the gateway reads (11.001) is left out.
