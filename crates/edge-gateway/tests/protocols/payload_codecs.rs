@@ -86,11 +86,11 @@ async fn post(port: u16, path: &str, cf: Option<&str>, body: &[u8]) -> test_supp
     coap_client_run(&args).await
 }
 
-/// Per metric of `device`: (count, sum, min, max) over every window.
-fn stats(
-    messages: &[Message],
-    device: &str,
-) -> std::collections::BTreeMap<String, (u64, f64, f64, f64)> {
+/// (count, sum, min, max) over every window.
+type Stats = (u64, f64, f64, f64);
+
+/// Per metric of `device`: its [`Stats`].
+fn stats(messages: &[Message], device: &str) -> std::collections::BTreeMap<String, Stats> {
     let mut all = std::collections::BTreeMap::new();
     for m in messages
         .iter()
@@ -177,7 +177,7 @@ async fn coap_and_mqtt_bodies_go_through_vendors_codecs() {
         ("temperature", (2, -16.0, -19.0, 3.0)),
         ("thh_type", (2, 0.0, 0.0, 0.0)),
     ];
-    let got: Vec<(&str, (u64, f64, f64, f64))> = tbhh
+    let got: Vec<(&str, Stats)> = tbhh
         .iter()
         .map(|(k, v)| (k.as_str(), (v.0, (v.1 * 1e6).round() / 1e6, v.2, v.3)))
         .collect();
