@@ -5,6 +5,7 @@
 //! - `message`: strict message checks in front of coap-lite's codec (pure);
 //! - `handler`: requests in, replies and readings out, with the duplicate
 //!   cache, Block1 reassembly and latest values (pure, time passed in);
+//! - `codec`: binary bodies through a LoRaWAN or vendor `js:` codec;
 //! - `dedup`: the bounded duplicate table the server keeps (its per-peer
 //!   rate limit is `gateway_core::rate_limit`, keyed by IP address, not
 //!   port: a sender changes ports for free);
@@ -13,6 +14,8 @@
 //!   socket loop over OpenSSL;
 //! - `observe`: the Observe client.
 
+#[cfg(feature = "lorawan")]
+mod codec;
 pub mod config;
 pub mod dedup;
 pub mod dtls;
