@@ -5,8 +5,7 @@
 use gateway_core::units::Units;
 use gateway_core::{DeviceRegistry, OutboundMessage};
 use pipeline::fanout::{Output, SinkFanout, SINK_QUEUE};
-use sinks::mqtt_upstream::{Feed, ForwarderQueues, Renderer};
-use sinks::OutputLink;
+use sinks::mqtt_upstream::{Feed, Render, Renderer};
 use tokio::sync::mpsc;
 
 /// Outputs of one upstream, gateway `gw-01` under `building/hq`, whose
@@ -21,17 +20,16 @@ pub fn upstream_into(registry: DeviceRegistry, out: mpsc::Sender<OutboundMessage
         },
         units: Units::default(),
     };
-    tokio::spawn(feed.run(
-        OutputLink {
-            messages: rx,
-            urgent: None,
-            flush: None,
-        },
-        ForwarderQueues {
-            messages: out.clone(),
-            urgent: out,
-            flush: None,
-        },
-    ));
+    // The upstream's rendering, every lane into the one queue.
+    tokio::spawn(async move {
+        let mut rx = rx;
+        while let Some(event) = rx.recv().await {
+            if let Some((msg, _)) = feed.render(event, false) {
+                if out.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
     SinkFanout::new(vec![Output::upstream(events, None)])
 }

@@ -1,27 +1,35 @@
 //! The upstream as one more output: it takes the pipeline's
-//! [`SinkEvent`]s like every other and hands the forwarder their rendered
-//! messages (`render`). Windows and device statuses go to the forwarder's
-//! queue in order; raised and cleared alerts to its urgent lane, ahead of
-//! them. A raise held back by a rule's cooldown never leaves the gateway,
-//! and readings are not the upstream's business.
+//! [`SinkEvent`]s like every other, and the forwarder renders each
+//! (`render`) as it stores it. Windows and device statuses go in order;
+//! raised and cleared alerts, command results and configuration states
+//! take the urgent lanes, ahead of them. A raise held back by a rule's
+//! cooldown never leaves the gateway, and readings are not the upstream's
+//! business.
 
 use gateway_core::units::Units;
 use gateway_core::OutboundMessage;
-use tokio::sync::{mpsc, oneshot};
 
-use super::render::Renderer;
-use crate::OutputLink;
+use super::render::{is_command_result, Renderer};
 use gateway_core::event::{AlertEvent, SinkEvent};
 
-/// The forwarder's side: where rendered messages go.
-pub struct ForwarderQueues {
+/// Where a rendered message waits for its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
     /// Windows and statuses, in the order they happened.
-    pub messages: mpsc::Sender<OutboundMessage>,
-    /// Alerts, stored and sent before whatever waits in `messages`.
-    pub urgent: mpsc::Sender<OutboundMessage>,
-    /// The forwarder's flush handshake; `None` answers every flush with
-    /// `true` (nothing durable behind the queues).
-    pub flush: Option<mpsc::Sender<oneshot::Sender<bool>>>,
+    Messages,
+    /// Alerts and configuration states: before everything waiting.
+    Alerts,
+    /// Command results: their own lane, before the backlog.
+    Results,
+}
+
+/// How what the upstream is handed becomes its messages.
+pub trait Render: Send + 'static {
+    /// What it is handed.
+    type Item: Send + 'static;
+    /// The message for `item` and its lane (`urgent`: it came on the
+    /// urgent lane); `None`: nothing for the upstream.
+    fn render(&self, item: Self::Item, urgent: bool) -> Option<(OutboundMessage, Lane)>;
 }
 
 /// Renders events for one gateway's upstream.
@@ -32,161 +40,11 @@ pub struct Feed {
     pub units: Units,
 }
 
-/// The forwarder is gone: nothing more can be handed to it.
-struct Gone;
-
 impl Feed {
-    /// Runs until the pipeline closes `link`'s events (or the forwarder
-    /// stops taking them), then drops the queues, so the forwarder
-    /// delivers what it holds and stops.
-    ///
-    /// A flush request is answered only after everything received before
-    /// it is in the forwarder's queues, with the forwarder's own answer.
-    pub async fn run(self, link: OutputLink<SinkEvent>, to: ForwarderQueues) {
-        let OutputLink {
-            messages: mut events,
-            mut urgent,
-            mut flush,
-        } = link;
-        loop {
-            let handed = tokio::select! {
-                biased;
-                event = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match event {
-                    Some(event) => match self.hand(event, &to, &mut urgent).await {
-                        // A lane that never runs dry (a command flood, each
-                        // with its result) must not keep the windows out:
-                        // one of them after each.
-                        Ok(()) => match events.try_recv() {
-                            Ok(event) => self.hand(event, &to, &mut urgent).await,
-                            Err(_) => Ok(()),
-                        },
-                        gone => gone,
-                    },
-                    None => {
-                        urgent = None;
-                        Ok(())
-                    }
-                },
-                event = events.recv() => match event {
-                    Some(event) => self.hand(event, &to, &mut urgent).await,
-                    None => {
-                        // The pipeline is done; alerts it sent last may
-                        // still wait on their lane.
-                        let _ = self.drain(&mut urgent, None, &to).await;
-                        return;
-                    }
-                },
-                request = async { flush.as_mut()?.recv().await }, if flush.is_some() => match request {
-                    Some(reply) => self.flush(reply, &mut events, &mut urgent, &to).await,
-                    None => {
-                        flush = None;
-                        Ok(())
-                    }
-                },
-            };
-            if handed.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Hands over what waits on the urgent lane, then on `events`.
-    async fn drain(
-        &self,
-        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
-        events: Option<&mut mpsc::Receiver<SinkEvent>>,
-        to: &ForwarderQueues,
-    ) -> Result<(), Gone> {
-        if let Some(lane) = urgent.as_mut() {
-            while let Ok(event) = lane.try_recv() {
-                self.hand(event, to, &mut None).await?;
-            }
-        }
-        if let Some(events) = events {
-            while let Ok(event) = events.try_recv() {
-                self.hand(event, to, urgent).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Everything received before the request goes to the forwarder
-    /// first (the pipeline queued it before asking), then the forwarder
-    /// answers whether it is all on disk.
-    async fn flush(
-        &self,
-        reply: oneshot::Sender<bool>,
-        events: &mut mpsc::Receiver<SinkEvent>,
-        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
-        to: &ForwarderQueues,
-    ) -> Result<(), Gone> {
-        let drained = self.drain(urgent, Some(events), to).await;
-        let stored = match (&drained, &to.flush) {
-            (Err(Gone), _) => false,
-            (Ok(()), None) => true,
-            (Ok(()), Some(flush)) => {
-                let (tx, rx) = oneshot::channel();
-                flush.send(tx).await.is_ok() && matches!(rx.await, Ok(true))
-            }
-        };
-        let _ = reply.send(stored);
-        drained
-    }
-
-    /// Renders one event onto its queue. A window or status waiting for
-    /// room in the forwarder's queue lets the alerts of `urgent` pass.
-    async fn hand(
-        &self,
-        event: SinkEvent,
-        to: &ForwarderQueues,
-        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
-    ) -> Result<(), Gone> {
-        let msg = match event {
-            SinkEvent::Alert(a) => return self.alert(&a, to).await,
-            SinkEvent::Command(c) => {
-                let msg = self.renderer.command_result(&c);
-                return to.urgent.send(msg).await.map_err(|_| Gone);
-            }
-            SinkEvent::ConfigState(s) => {
-                let msg = self.renderer.config_state(&s);
-                return to.urgent.send(msg).await.map_err(|_| Gone);
-            }
-            SinkEvent::Window(w) => self.renderer.aggregated(&w),
-            SinkEvent::Status(s) => self.renderer.device_status(&s),
-            SinkEvent::Readings(_) | SinkEvent::JournalEpoch(_) => return Ok(()),
-        };
-        loop {
-            tokio::select! {
-                biased;
-                event = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match event {
-                    Some(SinkEvent::Alert(a)) => self.alert(&a, to).await?,
-                    Some(SinkEvent::Command(c)) => {
-                        let msg = self.renderer.command_result(&c);
-                        to.urgent.send(msg).await.map_err(|_| Gone)?;
-                    }
-                    Some(SinkEvent::ConfigState(s)) => {
-                        let msg = self.renderer.config_state(&s);
-                        to.urgent.send(msg).await.map_err(|_| Gone)?;
-                    }
-                    // Only alerts, command results and configuration
-                    // states take the urgent lane.
-                    Some(_) => {}
-                    None => *urgent = None,
-                },
-                permit = to.messages.reserve() => {
-                    let Ok(permit) = permit else { return Err(Gone) };
-                    permit.send(msg);
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    /// A raised or cleared alert, to the urgent lane; a suppressed one
-    /// stays here.
-    async fn alert(&self, a: &AlertEvent, to: &ForwarderQueues) -> Result<(), Gone> {
+    /// A raised or cleared alert; a suppressed one stays here.
+    fn alert(&self, a: &AlertEvent) -> Option<OutboundMessage> {
         if a.state == "suppressed" {
-            return Ok(());
+            return None;
         }
         let info = self.units.of_device(
             a.device.as_str(),
@@ -194,8 +52,39 @@ impl Feed {
             a.source,
             &a.metric,
         );
-        let msg = self.renderer.alert_in(a, &info);
-        to.urgent.send(msg).await.map_err(|_| Gone)
+        Some(self.renderer.alert_in(a, &info))
+    }
+}
+
+impl Render for Feed {
+    type Item = SinkEvent;
+
+    fn render(&self, event: SinkEvent, _urgent: bool) -> Option<(OutboundMessage, Lane)> {
+        match event {
+            SinkEvent::Alert(a) => self.alert(&a).map(|m| (m, Lane::Alerts)),
+            SinkEvent::Command(c) => Some((self.renderer.command_result(&c), Lane::Results)),
+            SinkEvent::ConfigState(s) => Some((self.renderer.config_state(&s), Lane::Alerts)),
+            SinkEvent::Window(w) => Some((self.renderer.aggregated(&w), Lane::Messages)),
+            SinkEvent::Status(s) => Some((self.renderer.device_status(&s), Lane::Messages)),
+            SinkEvent::Readings(_) | SinkEvent::JournalEpoch(_) => None,
+        }
+    }
+}
+
+/// Messages rendered elsewhere (a test, a tool): those handed on the
+/// urgent lane overtake the rest, command results told by their topic.
+pub struct Rendered;
+
+impl Render for Rendered {
+    type Item = OutboundMessage;
+
+    fn render(&self, msg: OutboundMessage, urgent: bool) -> Option<(OutboundMessage, Lane)> {
+        let lane = match (urgent, is_command_result(&msg.topic)) {
+            (false, _) => Lane::Messages,
+            (true, true) => Lane::Results,
+            (true, false) => Lane::Alerts,
+        };
+        Some((msg, lane))
     }
 }
 
@@ -272,107 +161,56 @@ mod tests {
         })
     }
 
-    struct Forwarder {
-        messages: mpsc::Receiver<OutboundMessage>,
-        urgent: mpsc::Receiver<OutboundMessage>,
-        flush: mpsc::Receiver<oneshot::Sender<bool>>,
+    fn rendered(event: SinkEvent, urgent: bool) -> Option<(String, Lane)> {
+        feed().render(event, urgent).map(|(m, lane)| (m.topic, lane))
     }
 
-    /// The feed running between the pipeline's senders and a forwarder
-    /// the test plays.
-    fn start() -> (
-        mpsc::Sender<SinkEvent>,
-        mpsc::Sender<SinkEvent>,
-        mpsc::Sender<oneshot::Sender<bool>>,
-        Forwarder,
-    ) {
-        let (events, events_rx) = mpsc::channel(64);
-        let (urgent, urgent_rx) = mpsc::channel(64);
-        let (flush, flush_rx) = mpsc::channel(1);
-        let (messages_tx, messages) = mpsc::channel(64);
-        let (urgent_tx, forwarder_urgent) = mpsc::channel(64);
-        let (forwarder_flush_tx, forwarder_flush) = mpsc::channel(1);
-        tokio::spawn(feed().run(
-            OutputLink {
-                messages: events_rx,
-                urgent: Some(urgent_rx),
-                flush: Some(flush_rx),
-            },
-            ForwarderQueues {
-                messages: messages_tx,
-                urgent: urgent_tx,
-                flush: Some(forwarder_flush_tx),
-            },
-        ));
-        let forwarder = Forwarder {
-            messages,
-            urgent: forwarder_urgent,
-            flush: forwarder_flush,
-        };
-        (events, urgent, flush, forwarder)
-    }
-
-    fn topics(rx: &mut mpsc::Receiver<OutboundMessage>) -> Vec<String> {
-        let mut got = Vec::new();
-        while let Ok(m) = rx.try_recv() {
-            got.push(m.topic);
-        }
-        got
-    }
-
-    #[tokio::test]
-    async fn everything_before_a_flush_is_with_the_forwarder_before_it_is_asked() {
-        let (events, urgent, flush, mut fwd) = start();
-        for minute in 0..40 {
-            events.send(window(minute)).await.unwrap();
-        }
-        events.send(status(false)).await.unwrap();
-        events.send(alert("cleared", 2)).await.unwrap();
-        urgent.send(alert("raised", 1)).await.unwrap();
-        for answer in [false, true] {
-            let (reply, answered) = oneshot::channel();
-            flush.send(reply).await.unwrap();
-            let asked = fwd.flush.recv().await.expect("the forwarder is asked");
-            let sent = topics(&mut fwd.messages);
-            let alerts = topics(&mut fwd.urgent);
-            if answer {
-                assert!(sent.is_empty() && alerts.is_empty(), "nothing new");
-            } else {
-                let mut want = vec!["building/hq/fridge-2/aggregated".to_string(); 40];
-                want.push("building/hq/fridge-2/status".into());
-                assert_eq!(sent, want);
-                assert_eq!(alerts, vec!["building/hq/fridge-2/alerts"; 2]);
+    #[test]
+    fn windows_and_statuses_wait_in_order_and_alerts_overtake_them_from_either_lane() {
+        for urgent in [false, true] {
+            assert_eq!(
+                rendered(window(0), urgent),
+                Some(("building/hq/fridge-2/aggregated".into(), Lane::Messages))
+            );
+            assert_eq!(
+                rendered(status(false), urgent),
+                Some(("building/hq/fridge-2/status".into(), Lane::Messages))
+            );
+            for state in ["raised", "cleared"] {
+                assert_eq!(
+                    rendered(alert(state, 1), urgent),
+                    Some(("building/hq/fridge-2/alerts".into(), Lane::Alerts))
+                );
             }
-            asked.send(answer).unwrap();
-            assert_eq!(answered.await, Ok(answer), "the forwarder's answer");
         }
     }
 
-    #[tokio::test]
-    async fn a_suppressed_alert_never_goes_upstream() {
-        let (events, urgent, flush, mut fwd) = start();
-        urgent.send(alert("suppressed", 1)).await.unwrap();
-        events.send(alert("suppressed", 2)).await.unwrap();
-        urgent.send(alert("raised", 3)).await.unwrap();
-        drop((events, urgent, flush));
-        let mut sent = Vec::new();
-        while let Some(m) = fwd.urgent.recv().await {
-            sent.push(serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap());
-        }
-        assert_eq!(sent.len(), 1, "{sent:?}");
-        assert_eq!(sent[0]["state"], "raised");
-        assert!(fwd.messages.recv().await.is_none(), "nor as a message");
+    #[test]
+    fn a_suppressed_alert_never_goes_upstream() {
+        assert_eq!(rendered(alert("suppressed", 1), true), None);
+        assert_eq!(rendered(alert("suppressed", 2), false), None);
+        let (m, lane) = feed().render(alert("raised", 3), true).unwrap();
+        let sent = serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap();
+        assert_eq!(sent["state"], "raised");
+        assert_eq!(lane, Lane::Alerts);
     }
 
-    #[tokio::test]
-    async fn a_gone_forwarder_stops_the_feed() {
-        let (events, _urgent, _flush, fwd) = start();
-        drop(fwd);
-        // The feed's channel closes once it has found the forwarder gone.
-        let mut minute = 0;
-        while events.send(window(minute)).await.is_ok() {
-            minute += 1;
-            assert!(minute < 1000, "the feed kept taking events");
-        }
+    #[test]
+    fn readings_are_not_the_upstreams_business() {
+        assert_eq!(rendered(SinkEvent::Readings(Vec::new()), false), None);
+    }
+
+    #[test]
+    fn messages_rendered_elsewhere_keep_their_lanes() {
+        let msg = |topic: &str| OutboundMessage {
+            topic: topic.into(),
+            payload: b"{}".to_vec(),
+            retain: false,
+        };
+        let lane = |topic: &str, urgent| Rendered.render(msg(topic), urgent).map(|(_, l)| l);
+        assert_eq!(lane("p/d/aggregated", false), Some(Lane::Messages));
+        assert_eq!(lane("p/d/alerts", true), Some(Lane::Alerts));
+        assert_eq!(lane("p/d/command/result", true), Some(Lane::Results));
+        assert_eq!(lane("p/d/command/result", false), Some(Lane::Messages));
     }
 }
