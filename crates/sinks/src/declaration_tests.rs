@@ -89,7 +89,10 @@ fn each_declared_feature_is_in_the_manifest_and_its_default() {
     let (features, defaults) = manifest_features();
     for d in DECLARATIONS {
         if let Some(feature) = d.feature {
-            assert!(features.contains_key(feature), "sinks: no feature {feature}");
+            assert!(
+                features.contains_key(feature),
+                "sinks: no feature {feature}"
+            );
             assert!(
                 defaults.iter().any(|f| f == feature),
                 "sinks: {feature} not in default"
@@ -100,7 +103,9 @@ fn each_declared_feature_is_in_the_manifest_and_its_default() {
     #[cfg(all(feature = "influxdb", feature = "jsonl"))]
     for feature in features.keys().filter(|f| *f != "default") {
         assert!(
-            DECLARATIONS.iter().any(|d| d.feature == Some(feature.as_str())),
+            DECLARATIONS
+                .iter()
+                .any(|d| d.feature == Some(feature.as_str())),
             "sinks: feature {feature} is declared by no output"
         );
     }

@@ -59,6 +59,7 @@ impl gateway_core::output::StartOutput for &SinkConfig {
         gateway_core::output::Lanes {
             urgent: false,
             flush: true,
+            readings: true,
         }
     }
 

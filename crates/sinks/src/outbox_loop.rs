@@ -300,7 +300,11 @@ mod tests {
         assert_eq!(got.len(), 41, "{got:?}");
         assert!(got.contains(&(1000, true)), "the alert, on its lane");
         let order: Vec<u32> = got.iter().filter(|(_, u)| !u).map(|(i, _)| *i).collect();
-        assert_eq!(order, (0..40).collect::<Vec<_>>(), "in the order handed over");
+        assert_eq!(
+            order,
+            (0..40).collect::<Vec<_>>(),
+            "in the order handed over"
+        );
         drop((messages, urgent, flush));
         assert_eq!(task.await.unwrap(), End::Delivered);
     }

@@ -106,7 +106,8 @@ fn seen(lines: &[serde_json::Value]) -> (BTreeSet<String>, u64, usize) {
 }
 
 #[tokio::test]
-async fn lines_wait_in_the_outbox_through_a_missing_directory_and_a_kill_then_reach_the_rotated_file() {
+async fn lines_wait_in_the_outbox_through_a_missing_directory_and_a_kill_then_reach_the_rotated_file(
+) {
     let local = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("export");

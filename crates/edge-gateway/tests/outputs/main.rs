@@ -24,4 +24,5 @@ mod influxdb_end_to_end;
 mod jsonl_file;
 mod metrics;
 mod remote_config;
+mod upstream_report;
 mod upstream_tls;

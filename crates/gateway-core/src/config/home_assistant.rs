@@ -152,7 +152,6 @@ impl HomeAssistantConfig {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,19 +12,21 @@ use tokio::sync::mpsc;
 /// messages land in `out`.
 pub fn upstream_into(registry: DeviceRegistry, out: mpsc::Sender<OutboundMessage>) -> SinkFanout {
     let (events, rx) = mpsc::channel(SINK_QUEUE);
-    let feed = Feed {
-        renderer: Renderer {
+    let feed = Feed::new(
+        Renderer {
             gateway_id: "gw-01".into(),
             prefix: "building/hq".into(),
             registry,
         },
-        units: Units::default(),
-    };
+        Units::default(),
+    );
     // The upstream's rendering, every lane into the one queue.
     tokio::spawn(async move {
-        let mut rx = rx;
+        let (mut feed, mut rx) = (feed, rx);
+        let mut rendered = Vec::new();
         while let Some(event) = rx.recv().await {
-            if let Some((msg, _)) = feed.render(event, false) {
+            feed.render(event, false, &mut rendered);
+            for (msg, _) in rendered.drain(..) {
                 if out.send(msg).await.is_err() {
                     return;
                 }

@@ -35,9 +35,9 @@ mod announced;
 mod announcer;
 mod commands;
 pub mod controls;
-pub mod kind;
 pub mod discovery;
 pub mod ids;
+pub mod kind;
 mod lifecycle;
 mod publish;
 
@@ -214,6 +214,7 @@ impl gateway_core::output::StartOutput for HaSetup {
         gateway_core::output::Lanes {
             urgent: false,
             flush: false,
+            readings: true,
         }
     }
 

@@ -45,8 +45,8 @@ use tokio::task::{self, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::outbox::OutboxSettings;
 use crate::durable;
+use crate::outbox::OutboxSettings;
 use crate::outbox_loop::{self, blocking, Deliver, LoopSettings};
 use crate::registry::{SinkContext, SinkKind, StartError};
 use crate::spool::{Spool, SpoolSettings};

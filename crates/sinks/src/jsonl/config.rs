@@ -61,11 +61,7 @@ impl Default for JsonlConfig {
         Self {
             name: String::new(),
             path: PathBuf::new(),
-            write: vec![
-                Series::Aggregates,
-                Series::Alerts,
-                Series::Statuses,
-            ],
+            write: vec![Series::Aggregates, Series::Alerts, Series::Statuses],
             rotate_bytes: 64 * 1024 * 1024,
             keep: 5,
             max_bytes: 64 * 1024 * 1024,
@@ -107,7 +103,10 @@ impl JsonlConfig {
             problems.push(key("path"), "expected a file, not a directory");
         }
         if self.write.is_empty() {
-            problems.push(key("write"), "writes nothing: name at least one of readings, aggregates, alerts, statuses");
+            problems.push(
+                key("write"),
+                "writes nothing: name at least one of readings, aggregates, alerts, statuses",
+            );
         }
         if self.rotate_bytes < MIN_ROTATE_BYTES {
             problems.push(
@@ -142,7 +141,9 @@ mod tests {
         let p = problems("name = \"f\"\npath = \"/x.jsonl\"\nsize = 3\n");
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("sink[0].size"), "{p:?}");
-        let p = problems("name = \"f\"\npath = \"x.jsonl\"\nrotate_bytes = \"1KiB\"\nkeep = 5000\nwrite = []\n");
+        let p = problems(
+            "name = \"f\"\npath = \"x.jsonl\"\nrotate_bytes = \"1KiB\"\nkeep = 5000\nwrite = []\n",
+        );
         for key in ["path", "rotate_bytes", "keep", "write"] {
             assert!(
                 p.iter().any(|p| p.contains(&format!("sink[0].{key}"))),

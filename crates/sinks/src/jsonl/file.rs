@@ -169,7 +169,11 @@ mod tests {
         f.append(&lines(25, 9)).unwrap();
         f.append(&lines(20, 9)).unwrap();
         let read = |p: &Path| fs::read_to_string(p).unwrap();
-        let all = [path.with_extension("jsonl.2"), path.with_extension("jsonl.1"), path.clone()];
+        let all = [
+            path.with_extension("jsonl.2"),
+            path.with_extension("jsonl.1"),
+            path.clone(),
+        ];
         for p in &all {
             let text = read(p);
             assert!(text.len() <= 100, "{}", p.display());

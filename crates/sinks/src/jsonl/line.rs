@@ -32,7 +32,7 @@ impl Lines {
     }
 
     /// Appends `event`'s lines to `out`; returns how many.
-    pub fn encode(&self, event: SinkEvent, out: &mut String) -> usize {
+    pub fn encode(&mut self, event: SinkEvent, out: &mut String) -> usize {
         let series = match &event {
             SinkEvent::Readings(readings) => {
                 if !self.writes(Series::Readings) {
@@ -55,15 +55,16 @@ impl Lines {
             return 0;
         }
         // A suppressed alert is not rendered, as upstream.
-        let Some((msg, _)) = self.feed.render(event, false) else {
-            return 0;
-        };
-        typed(series.line_type(), &msg.payload, out);
-        1
+        let mut rendered = Vec::new();
+        self.feed.render(event, false, &mut rendered);
+        for (msg, _) in &rendered {
+            typed(series.line_type(), &msg.payload, out);
+        }
+        rendered.len()
     }
 
     fn reading(&self, r: &Reading, out: &mut String) {
-        let renderer = &self.feed.renderer;
+        let renderer = self.feed.renderer();
         let line = json!({
             "type": Series::Readings.line_type(),
             "gateway": renderer.gateway_id,
@@ -114,14 +115,14 @@ mod tests {
             ..JsonlConfig::default()
         };
         Lines::new(
-            Feed {
-                renderer: Renderer {
+            Feed::new(
+                Renderer {
                     gateway_id: "gw-01".into(),
                     prefix: "building/hq".into(),
                     registry: DeviceRegistry::default(),
                 },
-                units: Units::default(),
-            },
+                Units::default(),
+            ),
             &config,
         )
     }
@@ -171,12 +172,14 @@ mod tests {
     }
 
     fn parsed(out: &str) -> Vec<serde_json::Value> {
-        out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     #[test]
     fn each_line_is_the_upstream_payload_with_its_type_first() {
-        let l = lines(&[Series::Aggregates, Series::Alerts]);
+        let mut l = lines(&[Series::Aggregates, Series::Alerts]);
         let mut out = String::new();
         assert_eq!(l.encode(window(), &mut out), 1);
         assert_eq!(l.encode(alert("raised"), &mut out), 1);
@@ -184,8 +187,9 @@ mod tests {
         assert!(out.starts_with("{\"type\":\"aggregate\","), "{out}");
         let got = parsed(&out);
         assert_eq!(got.len(), 2);
-        let upstream = l.feed.render(window(), false).unwrap().0;
-        let mut want: serde_json::Value = serde_json::from_slice(&upstream.payload).unwrap();
+        let mut upstream = Vec::new();
+        l.feed.render(window(), false, &mut upstream);
+        let mut want: serde_json::Value = serde_json::from_slice(&upstream[0].0.payload).unwrap();
         want["type"] = "aggregate".into();
         assert_eq!(got[0], want, "the upstream's fields, id included");
         assert_eq!(got[0]["device"], "fridge-\"2\"", "escaped as JSON");

@@ -152,14 +152,14 @@ impl FileSink {
     fn new(config: &JsonlConfig, ctx: &SinkContext, spool: Spool) -> Self {
         let t = &ctx.telemetry;
         let labels = [("output", config.name.as_str())];
-        let feed = Feed {
-            renderer: Renderer {
+        let feed = Feed::new(
+            Renderer {
                 gateway_id: ctx.gateway_id.clone(),
                 prefix: String::new(),
                 registry: ctx.registry.clone(),
             },
-            units: ctx.units.clone(),
-        };
+            ctx.units.clone(),
+        );
         info!(output = %config.name, path = %config.path.display(), backlog = spool.waiting(), "JSON-lines output started.");
         Self {
             name: config.name.clone(),

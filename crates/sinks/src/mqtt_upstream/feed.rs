@@ -1,21 +1,29 @@
 //! The upstream as one more output: it takes the pipeline's
 //! [`SinkEvent`]s like every other, and the forwarder renders each
-//! (`render`) as it stores it. Windows and device statuses go in order;
-//! raised and cleared alerts, command results and configuration states
-//! take the urgent lanes, ahead of them. A raise held back by a rule's
-//! cooldown never leaves the gateway, and readings are not the upstream's
-//! business.
+//! (`render`) as it stores it, with no relay task in between. Windows and
+//! device statuses go in order; raised and cleared alerts, command results
+//! and configuration states take the urgent lanes, ahead of them. A raise
+//! held back by a rule's cooldown never leaves the gateway. Readings come
+//! only when the upstream needs them: for the metrics reported on change
+//! (`changes`), rendered in order with the windows, and to learn each
+//! device's adapter where a unit is set per adapter.
 
+use std::collections::HashMap;
+
+use gateway_core::config::report::ReportRules;
+use gateway_core::telemetry::Counter;
 use gateway_core::units::Units;
-use gateway_core::OutboundMessage;
+use gateway_core::{DeviceId, OutboundMessage, Reading, SourceId, Telemetry};
+use tokio::time::Instant;
 
+use super::changes::{Change, Changes};
 use super::render::{is_command_result, Renderer};
 use gateway_core::event::{AlertEvent, SinkEvent};
 
 /// Where a rendered message waits for its turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
-    /// Windows and statuses, in the order they happened.
+    /// Windows, statuses and changes, in the order they happened.
     Messages,
     /// Alerts and configuration states: before everything waiting.
     Alerts,
@@ -23,24 +31,145 @@ pub enum Lane {
     Results,
 }
 
+/// Messages rendered, each with its lane.
+pub type Rendered = Vec<(OutboundMessage, Lane)>;
+
 /// How what the upstream is handed becomes its messages.
 pub trait Render: Send + 'static {
     /// What it is handed.
     type Item: Send + 'static;
-    /// The message for `item` and its lane (`urgent`: it came on the
-    /// urgent lane); `None`: nothing for the upstream.
-    fn render(&self, item: Self::Item, urgent: bool) -> Option<(OutboundMessage, Lane)>;
+    /// Appends the messages of `item` to `out` (`urgent`: it came on the
+    /// urgent lane).
+    fn render(&mut self, item: Self::Item, urgent: bool, out: &mut Rendered);
+    /// When messages held back are due (changes coalesced within a
+    /// second).
+    fn due(&self) -> Option<Instant> {
+        None
+    }
+    /// Appends the messages held back that are due at `now` (`None`:
+    /// every one, at stop).
+    fn held(&mut self, _now: Option<Instant>, _out: &mut Rendered) {}
 }
 
 /// Renders events for one gateway's upstream.
 pub struct Feed {
-    pub renderer: Renderer,
-    /// Each metric's unit with the config's overrides: an alert's `unit`
-    /// and `text`.
-    pub units: Units,
+    renderer: Renderer,
+    /// Each metric's unit with the config's overrides: a window's and an
+    /// alert's `unit` and `text`.
+    units: Units,
+    /// The metrics reported on change; `None`: none is.
+    changes: Option<Reporting>,
+    /// Each device's adapter, learnt from its readings, where a unit is
+    /// set per adapter (a window does not say which adapter it came from).
+    adapters: HashMap<DeviceId, SourceId>,
 }
 
+/// Changes of the metrics of `[upstream] report` sent upstream: how many
+/// messages `report = "change"` adds.
+pub const UPSTREAM_CHANGES: &str = "edge_gateway_upstream_changes_total";
+/// Changes not sent because a later one of the same metric came within a
+/// second (`changes::MIN_INTERVAL`): a metric that flaps or is noisy.
+pub const UPSTREAM_CHANGES_COALESCED: &str = "edge_gateway_upstream_changes_coalesced_total";
+
+/// `[upstream] report` at work, and its counts.
+struct Reporting {
+    changes: Changes,
+    sent: Counter,
+    coalesced: Counter,
+}
+
+/// Devices whose adapter is remembered; beyond, the memory starts again.
+const MAX_TRACKED_DEVICES: usize = 100_000;
+
 impl Feed {
+    pub fn new(renderer: Renderer, units: Units) -> Self {
+        Self {
+            renderer,
+            units,
+            changes: None,
+            adapters: HashMap::new(),
+        }
+    }
+
+    /// Reports the metrics `rules` name at once when they change, counted
+    /// in [`UPSTREAM_CHANGES`]; the upstream's link must then carry the
+    /// readings (`UpstreamSettings::takes_readings`).
+    #[must_use]
+    pub fn with_changes(mut self, rules: ReportRules, telemetry: &Telemetry) -> Self {
+        self.changes = Changes::new(rules).map(|changes| Reporting {
+            changes,
+            sent: telemetry.counter(UPSTREAM_CHANGES, &[]),
+            coalesced: telemetry.counter(UPSTREAM_CHANGES_COALESCED, &[]),
+        });
+        self
+    }
+
+    /// What renders the payloads (for outputs that write the same ones).
+    pub fn renderer(&self) -> &Renderer {
+        &self.renderer
+    }
+
+    /// A window with each metric's unit, as every output shows it.
+    fn window(&self, w: &gateway_core::event::WindowEvent) -> OutboundMessage {
+        let device_units = self.renderer.registry.get(&w.device).map(|d| &d.units);
+        let source = self
+            .adapters
+            .get(&w.device)
+            .copied()
+            .unwrap_or(SourceId::UNKNOWN);
+        self.renderer.aggregated_in(w, |metric| {
+            self.units
+                .of_device(w.device.as_str(), device_units, source, metric)
+                .unit
+        })
+    }
+
+    /// Learns each device's adapter (where units are set per adapter) and
+    /// renders the changes of the metrics reported on change.
+    fn readings(&mut self, readings: &[Reading], out: &mut Rendered) {
+        if self.units.by_adapter() {
+            for r in readings {
+                if r.source() == SourceId::UNKNOWN
+                    || self.adapters.get(r.device()) == Some(&r.source())
+                {
+                    continue;
+                }
+                if self.adapters.len() >= MAX_TRACKED_DEVICES {
+                    self.adapters.clear();
+                }
+                self.adapters.insert(r.device().clone(), r.source());
+            }
+        }
+        let Some(reporting) = self.changes.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let found: Vec<Change> = readings
+            .iter()
+            .filter_map(|r| reporting.changes.observe(r, now))
+            .collect();
+        self.changes_into(found, out);
+    }
+
+    fn changes_into(&mut self, found: Vec<Change>, out: &mut Rendered) {
+        if let Some(r) = self.changes.as_mut() {
+            r.sent.add(found.len() as u64);
+            r.coalesced.add(r.changes.take_coalesced());
+        }
+        for c in found {
+            let unit = self
+                .units
+                .of_device(
+                    c.device.as_str(),
+                    self.renderer.registry.get(&c.device).map(|d| &d.units),
+                    c.source,
+                    &c.metric,
+                )
+                .unit;
+            out.push((self.renderer.change(&c, &unit), Lane::Messages));
+        }
+    }
+
     /// A raised or cleared alert; a suppressed one stays here.
     fn alert(&self, a: &AlertEvent) -> Option<OutboundMessage> {
         if a.state == "suppressed" {
@@ -59,32 +188,49 @@ impl Feed {
 impl Render for Feed {
     type Item = SinkEvent;
 
-    fn render(&self, event: SinkEvent, _urgent: bool) -> Option<(OutboundMessage, Lane)> {
-        match event {
+    fn render(&mut self, event: SinkEvent, _urgent: bool, out: &mut Rendered) {
+        let rendered = match event {
             SinkEvent::Alert(a) => self.alert(&a).map(|m| (m, Lane::Alerts)),
             SinkEvent::Command(c) => Some((self.renderer.command_result(&c), Lane::Results)),
             SinkEvent::ConfigState(s) => Some((self.renderer.config_state(&s), Lane::Alerts)),
-            SinkEvent::Window(w) => Some((self.renderer.aggregated(&w), Lane::Messages)),
+            SinkEvent::Window(w) => Some((self.window(&w), Lane::Messages)),
             SinkEvent::Status(s) => Some((self.renderer.device_status(&s), Lane::Messages)),
-            SinkEvent::Readings(_) | SinkEvent::JournalEpoch(_) => None,
-        }
+            SinkEvent::Readings(readings) => {
+                self.readings(&readings, out);
+                None
+            }
+            SinkEvent::JournalEpoch(_) => None,
+        };
+        out.extend(rendered);
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.changes.as_ref().and_then(|r| r.changes.due())
+    }
+
+    fn held(&mut self, now: Option<Instant>, out: &mut Rendered) {
+        let Some(reporting) = self.changes.as_mut() else {
+            return;
+        };
+        let due = reporting.changes.take_due(now);
+        self.changes_into(due, out);
     }
 }
 
 /// Messages rendered elsewhere (a test, a tool): those handed on the
 /// urgent lane overtake the rest, command results told by their topic.
-pub struct Rendered;
+pub struct Passthrough;
 
-impl Render for Rendered {
+impl Render for Passthrough {
     type Item = OutboundMessage;
 
-    fn render(&self, msg: OutboundMessage, urgent: bool) -> Option<(OutboundMessage, Lane)> {
+    fn render(&mut self, msg: OutboundMessage, urgent: bool, out: &mut Rendered) {
         let lane = match (urgent, is_command_result(&msg.topic)) {
             (false, _) => Lane::Messages,
             (true, true) => Lane::Results,
             (true, false) => Lane::Alerts,
         };
-        Some((msg, lane))
+        out.push((msg, lane));
     }
 }
 
@@ -99,14 +245,14 @@ mod tests {
     const T0: i64 = 1_767_225_600_000;
 
     fn feed() -> Feed {
-        Feed {
-            renderer: Renderer {
+        Feed::new(
+            Renderer {
                 gateway_id: "gw-01".into(),
                 prefix: "building/hq".into(),
                 registry: DeviceRegistry::default(),
             },
-            units: Units::default(),
-        }
+            Units::default(),
+        )
     }
 
     fn at(ms: i64) -> Timestamp {
@@ -161,8 +307,16 @@ mod tests {
         })
     }
 
+    fn render(feed: &mut Feed, event: SinkEvent, urgent: bool) -> Rendered {
+        let mut out = Vec::new();
+        feed.render(event, urgent, &mut out);
+        out
+    }
+
     fn rendered(event: SinkEvent, urgent: bool) -> Option<(String, Lane)> {
-        feed().render(event, urgent).map(|(m, lane)| (m.topic, lane))
+        let mut out = render(&mut feed(), event, urgent);
+        assert!(out.len() <= 1, "one message at most");
+        out.pop().map(|(m, lane)| (m.topic, lane))
     }
 
     #[test]
@@ -189,7 +343,7 @@ mod tests {
     fn a_suppressed_alert_never_goes_upstream() {
         assert_eq!(rendered(alert("suppressed", 1), true), None);
         assert_eq!(rendered(alert("suppressed", 2), false), None);
-        let (m, lane) = feed().render(alert("raised", 3), true).unwrap();
+        let (m, lane) = render(&mut feed(), alert("raised", 3), true).pop().unwrap();
         let sent = serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap();
         assert_eq!(sent["state"], "raised");
         assert_eq!(lane, Lane::Alerts);
@@ -207,10 +361,76 @@ mod tests {
             payload: b"{}".to_vec(),
             retain: false,
         };
-        let lane = |topic: &str, urgent| Rendered.render(msg(topic), urgent).map(|(_, l)| l);
+        let lane = |topic: &str, urgent| {
+            let mut out = Vec::new();
+            Passthrough.render(msg(topic), urgent, &mut out);
+            out.pop().map(|(_, l)| l)
+        };
         assert_eq!(lane("p/d/aggregated", false), Some(Lane::Messages));
         assert_eq!(lane("p/d/alerts", true), Some(Lane::Alerts));
         assert_eq!(lane("p/d/command/result", true), Some(Lane::Results));
         assert_eq!(lane("p/d/command/result", false), Some(Lane::Messages));
+    }
+
+    /// Issue 68 (9, 11): a window carries each metric's unit; a metric of
+    /// `[upstream] report` goes out at once when it changes, in order with
+    /// the windows, the others only in their windows.
+    #[tokio::test(start_paused = true)]
+    async fn a_window_carries_its_units_and_a_reported_metric_goes_out_when_it_changes() {
+        use gateway_core::config::report::{ReportMode, ReportRules};
+        use gateway_core::{MetricName, Reading, TimeSource};
+        let rules = ReportRules::new(
+            &[("fridge-*/door".to_string(), ReportMode::Change)]
+                .into_iter()
+                .collect(),
+        );
+        let mut feed = feed().with_changes(rules, &gateway_core::Telemetry::default());
+        let reading = |metric: &str, value: f64, ms: i64| {
+            Reading::new(
+                DeviceId::new("fridge-2").unwrap(),
+                MetricName::new(metric).unwrap(),
+                value,
+                at(ms),
+                TimeSource::Event,
+            )
+            .unwrap()
+        };
+        let mut out = render(
+            &mut feed,
+            SinkEvent::Readings(vec![
+                reading("door", 0.0, 0),
+                reading("temperature", 4.0, 0),
+                reading("door", 0.0, 500),
+                reading("door", 1.0, 1_000),
+            ]),
+            false,
+        );
+        out.extend(render(&mut feed, window(0), false));
+        let due = feed.due().expect("a change held back");
+        tokio::time::sleep_until(due).await;
+        feed.held(Some(Instant::now()), &mut out);
+        let got: Vec<(String, serde_json::Value, Lane)> = out
+            .into_iter()
+            .map(|(m, lane)| {
+                (
+                    m.topic.clone(),
+                    serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap(),
+                    lane,
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got.iter().all(|(_, _, lane)| *lane == Lane::Messages));
+        // The second change came within a second of the first: held
+        // until its second has passed, behind the window.
+        assert_eq!(got[0].0, "building/hq/fridge-2/change");
+        assert_eq!(got[0].1["value"], 0.0);
+        assert_eq!(got[1].0, "building/hq/fridge-2/aggregated");
+        assert_eq!(got[1].1["metrics"]["temperature"]["unit"], "°C");
+        assert_eq!(got[2].0, "building/hq/fridge-2/change");
+        assert_eq!(got[2].1["value"], 1.0);
+        assert_eq!(got[2].1["previous"], 0.0);
+        assert_eq!(got[2].1["ts"], "2026-01-01T00:00:01Z");
+        assert_eq!(feed.due(), None, "nothing else");
     }
 }

@@ -14,7 +14,8 @@
 //! - `seq`: the per-gateway sequence number added to each payload;
 //! - `render`: the upstream topics and JSON payloads (the public
 //!   contract), and `feed`: which event becomes which message on which
-//!   lane (alerts and command results before the backlog);
+//!   lane (alerts and command results before the backlog), with `changes`
+//!   (the metrics of `[upstream] report` sent when they change);
 //! - this module: the upstream's `Deliver` side, run by the crate's
 //!   `durable` framework (which opens its spool): it renders what it is
 //!   handed as it stores it, publishes what the scheduler picks and
@@ -29,9 +30,10 @@
 //! nothing stale is sent on the next connection and the id mapping stays
 //! exact. Consumers deduplicate on the payload's `id`.
 
+mod changes;
 mod failover;
-pub mod kind;
 mod feed;
+pub mod kind;
 mod poller;
 pub mod render;
 pub mod scheduler;
@@ -58,7 +60,9 @@ use crate::registry::SinkContext;
 use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
 use failover::{Failover, Loss};
-pub use feed::{Feed, Lane, Render, Rendered};
+pub use feed::{
+    Feed, Lane, Passthrough, Render, Rendered, UPSTREAM_CHANGES, UPSTREAM_CHANGES_COALESCED,
+};
 use gateway_core::event::SinkEvent;
 use poller::{poll_loop, FaultKind, PollEvent};
 pub use render::Renderer;
@@ -166,14 +170,15 @@ pub fn start(
     ctx: &SinkContext,
     link: OutputLink<SinkEvent>,
 ) -> tokio::task::JoinHandle<Result<(), UpstreamError>> {
-    let feed = Feed {
-        renderer: Renderer {
+    let feed = Feed::new(
+        Renderer {
             gateway_id: ctx.gateway_id.clone(),
             prefix: settings.topic_prefix.clone(),
             registry: ctx.registry.clone(),
         },
-        units: ctx.units.clone(),
-    };
+        ctx.units.clone(),
+    )
+    .with_changes(settings.report.clone(), &ctx.telemetry);
     tokio::spawn(forward(settings, feed, link, ctx.telemetry.clone()))
 }
 
@@ -184,6 +189,7 @@ impl gateway_core::output::StartOutput for UpstreamSettings {
         gateway_core::output::Lanes {
             urgent: true,
             flush: true,
+            readings: self.takes_readings(),
         }
     }
 
@@ -217,7 +223,7 @@ pub async fn run(
     link: OutputLink,
     telemetry: Telemetry,
 ) -> Result<(), UpstreamError> {
-    forward(settings, Rendered, link, telemetry).await
+    forward(settings, Passthrough, link, telemetry).await
 }
 
 /// [`run`] with what it is handed rendered by `render`.
@@ -315,31 +321,19 @@ struct Forwarder<R> {
     stop_poller: CancellationToken,
 }
 
-impl<R: Render> Deliver for Forwarder<R> {
-    type Item = R::Item;
-    type Event = PollEvent;
-
-    fn spool(&mut self) -> &mut Spool {
-        &mut self.spool
-    }
-
-    fn store(&mut self, batch: Vec<Self::Item>, urgent: bool) {
-        if batch.is_empty() {
-            // A flush: what the disk refused before is tried again.
-            self.spool.store(Vec::new());
-            return;
-        }
-        let mut messages = Vec::with_capacity(batch.len());
+impl<R: Render> Forwarder<R> {
+    /// Stores rendered messages: alerts and results first, on their lanes
+    /// (to be sent before the backlog), then the rest in order.
+    fn store_rendered(&mut self, rendered: Rendered) {
+        let mut messages = Vec::with_capacity(rendered.len());
         let mut first = Vec::new();
         let mut lanes = Vec::new();
-        for item in batch {
-            match self.render.render(item, urgent) {
-                Some((msg, Lane::Messages)) => messages.push(msg),
-                Some((msg, lane)) => {
-                    first.push(msg);
-                    lanes.push(lane);
-                }
-                None => {}
+        for (msg, lane) in rendered {
+            if lane == Lane::Messages {
+                messages.push(msg);
+            } else {
+                first.push(msg);
+                lanes.push(lane);
             }
         }
         if !first.is_empty() {
@@ -360,7 +354,9 @@ impl<R: Render> Deliver for Forwarder<R> {
         }
     }
 
-    async fn send(&mut self, _draining: bool) {
+    /// Publishes what the scheduler picks, until it picks nothing or the
+    /// client's queue is full.
+    fn publish(&mut self) {
         while let Some(pick) = self.plan.next(self.spool.outbox(), Instant::now()) {
             let (topic, payload, retain, q) = match pick {
                 Pick::Status => (
@@ -396,9 +392,47 @@ impl<R: Render> Deliver for Forwarder<R> {
         }
         self.spool.update_waiting();
     }
+}
+
+impl<R: Render> Deliver for Forwarder<R> {
+    type Item = R::Item;
+    type Event = PollEvent;
+
+    fn spool(&mut self) -> &mut Spool {
+        &mut self.spool
+    }
+
+    fn store(&mut self, batch: Vec<Self::Item>, urgent: bool) {
+        if batch.is_empty() {
+            // A flush: what the disk refused before is tried again.
+            self.spool.store(Vec::new());
+            return;
+        }
+        let mut rendered = Vec::with_capacity(batch.len());
+        for item in batch {
+            self.render.render(item, urgent, &mut rendered);
+        }
+        self.store_rendered(rendered);
+    }
+
+    async fn send(&mut self, draining: bool) {
+        // Changes held back within their second; all of them at stop.
+        if let Some(due) = self.render.due() {
+            if draining || due <= Instant::now() {
+                let mut rendered = Vec::new();
+                self.render
+                    .held((!draining).then(Instant::now), &mut rendered);
+                self.store_rendered(rendered);
+            }
+        }
+        self.publish();
+    }
 
     fn wakeup(&self, _draining: bool) -> Option<Instant> {
-        self.plan.backlog_wakeup()
+        match (self.plan.backlog_wakeup(), self.render.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     async fn event(&mut self) -> Option<PollEvent> {
