@@ -266,7 +266,7 @@ impl Deliver for FileSink {
     }
 
     fn wakeup(&self, _draining: bool) -> Option<Instant> {
-        if self.spool.outbox().len() == 0 {
+        if self.spool.outbox().is_empty() {
             return None;
         }
         Some(self.retry_at.unwrap_or_else(Instant::now))
