@@ -110,6 +110,8 @@ macro_rules! sink_registry {
             ///
             /// # Errors
             /// See [`registry::SinkKind::start`].
+            // A build without any `[[sink]]` kind has nothing to start.
+            #[allow(unused_variables)]
             pub fn start(
                 &self,
                 ctx: &$crate::registry::SinkContext,
