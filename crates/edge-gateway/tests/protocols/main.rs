@@ -22,6 +22,7 @@ mod end_to_end;
 mod firmware_codec;
 mod ingress_session;
 mod input_abuse;
+mod knx;
 mod lorawan;
 mod lorawan_codecs;
 mod lorawan_otaa;
