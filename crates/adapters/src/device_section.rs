@@ -4,7 +4,16 @@
 //! here once, so all refuse a misshapen section with the same words, and
 //! their named devices join the `[[device]]` registry the same way; the
 //! families whose entries name their `[[adapter]]` resolve it here too
-//! ([`adapter_of`]).
+//! ([`adapter_of`]). The families whose devices sit on one of their
+//! adapters (Modbus, BACnet) share the whole section: [`DeviceSection`].
+
+#[cfg(any(feature = "modbus", feature = "bacnet"))]
+#[path = "device_section_typed.rs"]
+mod typed;
+#[cfg(any(feature = "modbus", feature = "bacnet"))]
+pub use typed::{
+    check_poll, some_duration, DeviceCommon, DeviceSection, SectionDevice, COMMON_KEYS,
+};
 
 use gateway_core::config::Problems;
 #[cfg(any(feature = "ble", feature = "lorawan"))]
@@ -13,7 +22,7 @@ use gateway_core::config::{DeviceConfig, Tags};
 use gateway_core::DeviceId;
 
 /// A family's `[name]` table, checked for shape.
-pub(crate) struct DeviceSection<'a> {
+pub(crate) struct SectionTable<'a> {
     /// The whole table, for the family's own keys (`net_id`, ...). Only
     /// `[lorawan]` has any, so a build without it never reads this.
     #[cfg_attr(not(feature = "lorawan"), allow(dead_code))]
@@ -38,7 +47,7 @@ pub(crate) fn read<'a>(
     name: &str,
     own_keys: &[&str],
     problems: &mut Problems,
-) -> Option<DeviceSection<'a>> {
+) -> Option<SectionTable<'a>> {
     read_list(root, name, "device", own_keys, problems)
 }
 
@@ -50,7 +59,7 @@ pub(crate) fn read_list<'a>(
     list: &str,
     own_keys: &[&str],
     problems: &mut Problems,
-) -> Option<DeviceSection<'a>> {
+) -> Option<SectionTable<'a>> {
     let Some(table) = root.get(name)?.as_table() else {
         problems.push(
             name,
@@ -78,7 +87,7 @@ pub(crate) fn read_list<'a>(
             Vec::new()
         }
     };
-    Some(DeviceSection { table, devices })
+    Some(SectionTable { table, devices })
 }
 
 /// The `[[adapter]]` of `kind` an entry at `path` is on: the one it names

@@ -47,6 +47,8 @@ pub mod registry;
     feature = "knx"
 ))]
 mod device_section;
+#[cfg(any(feature = "modbus", feature = "bacnet"))]
+pub use device_section::{DeviceCommon, DeviceSection, SectionDevice};
 
 #[cfg(any(feature = "coap", feature = "lorawan"))]
 mod udp;

@@ -6,7 +6,9 @@
 //! - `handler`: requests in, replies and readings out, with the duplicate
 //!   cache, Block1 reassembly and latest values (pure, time passed in);
 //! - `codec`: binary bodies through a LoRaWAN or vendor `js:` codec;
-//! - `dedup`, `ratelimit`: the bounded tables the server keeps;
+//! - `dedup`: the bounded duplicate table the server keeps (its per-peer
+//!   rate limit is `gateway_core::rate_limit`, keyed by IP address, not
+//!   port: a sender changes ports for free);
 //! - `server`: the UDP socket loop;
 //! - `psk`, `dtls`: `[[coap.psk]]` identities and the coaps (DTLS-PSK)
 //!   socket loop over OpenSSL;
@@ -22,7 +24,6 @@ pub mod kind;
 pub mod message;
 pub mod observe;
 pub mod psk;
-pub mod ratelimit;
 pub mod server;
 
 pub use config::{CoapObserveConfig, CoapServerConfig};

@@ -6,9 +6,10 @@
 //! of losing readings that were already acknowledged.
 
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use gateway_core::component::{AdapterFuture, AdapterStats};
+use gateway_core::rate_limit::RateLimiter;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress};
 use tokio::net::UdpSocket;
@@ -16,7 +17,6 @@ use tracing::{info, warn};
 
 use super::config::CoapServerConfig;
 use super::handler::{Handler, Outcome};
-use super::ratelimit::RateLimiter;
 
 /// Room for the header, token and options around the largest payload.
 const HEADROOM: usize = 512;
@@ -68,7 +68,7 @@ pub async fn serve(
     }
     let stats = ctx.stats();
     let throttle = LogThrottle::default();
-    let mut limiter = RateLimiter::new(config.rate_limit, config.rate_burst, config.max_peers);
+    let mut limiter = peer_limiter(config.rate_limit, config.rate_burst, config.max_peers);
     let mut handler = Handler::for_server(&config, random_u16());
     // One byte more than the largest message we accept: a datagram that
     // fills the buffer was truncated by the kernel (§4.6).
@@ -138,6 +138,13 @@ async fn deliver(
     Ok(())
 }
 
+/// Per-peer token buckets (RFC 7252 §4.7: servers "SHOULD implement some
+/// rate limiting"), keyed by IP address: a sender changes ports for free.
+/// `rate == 0` allows everything.
+pub(crate) fn peer_limiter(rate: u32, burst: u32, max_peers: usize) -> RateLimiter<IpAddr> {
+    RateLimiter::new(f64::from(rate), burst).with_max_keys(max_peers)
+}
+
 /// A codec's warnings (logged, counted as LoRaWAN counts them) and the
 /// units its `normalizeUplink` named, for every output.
 pub(crate) fn codec_notes(outcome: &Outcome, ctx: &AdapterContext, throttle: &LogThrottle) {
@@ -166,10 +173,7 @@ pub(crate) fn recv_failed(
     adapter: &str,
     e: &std::io::Error,
 ) {
-    stats.error("recv");
-    if let Some(suppressed) = throttle.allow("recv") {
-        warn!(adapter, error = %e, suppressed, "CoAP receive failed.");
-    }
+    gateway_core::refuse!(stats, throttle, "recv"; adapter, error = %e, "CoAP receive failed.");
 }
 
 fn report(

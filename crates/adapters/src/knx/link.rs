@@ -223,10 +223,8 @@ impl Faults {
     /// Counts one fault of `reason`, logging `message` if none of its kind
     /// was logged in the last minute.
     pub fn count(&self, reason: &'static str, message: impl std::fmt::Display) {
-        self.stats.error(reason);
-        if let Some(suppressed) = self.throttle.allow(reason) {
-            tracing::warn!(adapter = %self.adapter, reason, suppressed, "{message}");
-        }
+        gateway_core::refuse!(self.stats, self.throttle, reason;
+            adapter = %self.adapter, reason, "{message}");
     }
 }
 
