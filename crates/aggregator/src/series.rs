@@ -19,9 +19,9 @@ use gateway_core::{DeviceId, MetricName};
 use hashbrown::HashTable;
 
 use crate::chunked::Chunked;
-use crate::hash::SeededState;
 use crate::keys::KeyArena;
 use crate::Stats;
+use gateway_core::hash::SeededState;
 
 /// Separates device and metric in a packed key. Control characters are
 /// refused in both, so it cannot occur inside either; and it sorts before

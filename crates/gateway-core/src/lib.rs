@@ -30,6 +30,7 @@ pub mod csv;
 pub mod deadline;
 pub mod event;
 pub mod hardware_address;
+pub mod hash;
 pub mod id_text;
 pub mod model;
 pub mod net;
