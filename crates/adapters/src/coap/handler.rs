@@ -6,11 +6,13 @@
 //! latest value of every metric. Time comes in as an argument, so tests drive
 //! expiry without waiting.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
+use gateway_core::hash::SeededState;
 use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
 
 use super::dedup::Dedup;
@@ -23,6 +25,11 @@ const CF_LINK_FORMAT: u32 = 40;
 const CF_JSON: u32 = 50;
 const CF_SENML_JSON: u32 = 110;
 const CF_SENML_CBOR: u32 = 112;
+
+/// Option numbers read by number (RFC 7252 §12.2, RFC 7959 §2.1).
+const URI_PATH: u16 = 11;
+const CONTENT_FORMAT: u16 = 12;
+const BLOCK1: u16 = 27;
 
 /// Option numbers the server understands. Any other critical (odd) option
 /// in a request is answered 4.02 Bad Option (§5.4.1).
@@ -100,7 +107,7 @@ pub struct Handler {
     limits: Limits,
     dedup: Dedup,
     transfers: HashMap<(SocketAddr, String), Transfer>,
-    latest: HashMap<DeviceId, Latest>,
+    latest: HashMap<DeviceId, Latest, SeededState>,
     next_mid: u16,
 }
 
@@ -169,7 +176,7 @@ impl Handler {
             dedup: Dedup::new(limits.dedup_capacity),
             limits,
             transfers: HashMap::new(),
-            latest: HashMap::new(),
+            latest: HashMap::default(),
             next_mid: first_mid,
         }
     }
@@ -248,8 +255,8 @@ impl Handler {
             out.reply = cached;
             return out;
         }
-        let request = match message::parse(datagram) {
-            Ok(p) => p,
+        let request = match message::Request::read(datagram) {
+            Ok(r) => r,
             Err(e) => {
                 out.error(e.kind(), e.to_string());
                 if head.kind == CON {
@@ -258,7 +265,7 @@ impl Handler {
                 return out;
             }
         };
-        let answer = self.request(peer, &request, now, arrival, only, &mut out);
+        let answer = self.request(peer, request, now, arrival, only, &mut out);
         let confirmable = head.kind == CON;
         // A successful NON update gets no response; errors and GETs do.
         let respond = confirmable || answer.code.is_error() || answer.code == ResponseType::Content;
@@ -321,7 +328,7 @@ impl Handler {
     fn request(
         &mut self,
         peer: SocketAddr,
-        request: &Packet,
+        request: message::Request<'_>,
         now: Instant,
         arrival: Timestamp,
         only: Option<&DeviceId>,
@@ -335,11 +342,7 @@ impl Handler {
             return Answer::error(ResponseType::BadOption, "unsupported critical option");
         }
         let mut path = Vec::new();
-        for segment in request
-            .get_option(CoapOption::UriPath)
-            .into_iter()
-            .flatten()
-        {
+        for segment in request.option(URI_PATH) {
             match std::str::from_utf8(segment) {
                 Ok(s) => path.push(s),
                 Err(_) => {
@@ -348,7 +351,7 @@ impl Handler {
                 }
             }
         }
-        let method = match request.header.code {
+        let method = match request.class() {
             MessageClass::Request(m) => m,
             _ => RequestType::UnKnown,
         };
@@ -388,7 +391,7 @@ impl Handler {
     fn ingest(
         &mut self,
         peer: SocketAddr,
-        request: &Packet,
+        request: message::Request<'_>,
         device: &str,
         metric: Option<&str>,
         now: Instant,
@@ -410,7 +413,7 @@ impl Handler {
             }
         };
         let cf = request
-            .get_first_option(CoapOption::ContentFormat)
+            .first(CONTENT_FORMAT)
             .map(|v| message::read_uint(v).unwrap_or(u32::MAX));
         let format = match format_for(cf) {
             Some(f) => f,
@@ -435,17 +438,17 @@ impl Handler {
                 .with(CoapOption::Size1, message::uint(self.size1()));
         }
         let mut echo = None;
-        let body = match request.get_first_option(CoapOption::Block1) {
-            None => request.payload.clone(),
+        let body = match request.first(BLOCK1) {
+            None => Cow::Borrowed(request.payload),
             Some(value) => {
                 let key = (
                     peer,
                     format!("{device}/{}", metric.as_ref().map_or("", |m| m.as_str())),
                 );
-                match self.block1(key, value, &request.payload, now, out) {
+                match self.block1(key, value, request.payload, now, out) {
                     Ok((body, option)) => {
                         echo = Some(option);
-                        body
+                        Cow::Owned(body)
                     }
                     Err(answer) => return answer,
                 }
@@ -581,13 +584,22 @@ impl Handler {
 
     fn remember(&mut self, readings: &[Reading]) {
         for r in readings {
-            let known = self.latest.contains_key(r.device());
-            if !known && self.latest.len() >= self.limits.max_devices {
-                continue;
+            // A known device's known metric, the case of every datagram
+            // after a device's first, is updated in place: no key is
+            // copied (two allocations a reading otherwise).
+            if !self.latest.contains_key(r.device()) {
+                if self.latest.len() >= self.limits.max_devices {
+                    continue;
+                }
+                self.latest.insert(r.device().clone(), Latest::default());
             }
-            let metrics = self.latest.entry(r.device().clone()).or_default();
+            let Some(metrics) = self.latest.get_mut(r.device()) else {
+                continue;
+            };
             let key = r.metric().as_str();
-            if metrics.len() < MAX_METRICS_PER_DEVICE || metrics.contains_key(key) {
+            if let Some(latest) = metrics.get_mut(key) {
+                *latest = (r.value(), r.time());
+            } else if metrics.len() < MAX_METRICS_PER_DEVICE {
                 metrics.insert(key.to_string(), (r.value(), r.time()));
             }
         }
