@@ -330,3 +330,36 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     s.read_to_string(&mut text).ok()?;
     text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
+
+/// Which side of its limit a figure must stay on.
+#[derive(Clone, Copy)]
+pub enum Bound {
+    AtLeast,
+    AtMost,
+}
+// Not every bench judges both ways.
+#[allow(unused_imports)]
+pub use Bound::{AtLeast, AtMost};
+
+/// Prints one judged figure as a `goal:` line, the form
+/// `scripts/bench-ratios.sh` collects from every bench into one table:
+/// `goal: <what> | <measured> <unit> | <≥ or ≤> <limit> <unit> | met or NOT MET`.
+/// A verdict only: a bench never fails on a number.
+pub fn goal(what: &str, measured: f64, limit: f64, bound: Bound, unit: &str) {
+    let (sign, met) = match bound {
+        Bound::AtLeast => ("≥", measured >= limit),
+        Bound::AtMost => ("≤", measured <= limit),
+    };
+    let verdict = if met { "met" } else { "NOT MET" };
+    let places = if unit == "%" { 1 } else { 2 };
+    println!(
+        "goal: {what} | {measured:.places$} {unit} | {sign} {limit:.places$} {unit} | {verdict}"
+    );
+}
+
+/// A figure with no goal of its own, in the same table as the goals: the
+/// trend the next regression shows in.
+pub fn figure(what: &str, measured: f64, unit: &str) {
+    let places = if unit == "%" { 1 } else { 2 };
+    println!("goal: {what} | {measured:.places$} {unit} | - | figure");
+}
