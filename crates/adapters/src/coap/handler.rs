@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -108,7 +109,51 @@ pub struct Handler {
     dedup: Dedup,
     transfers: HashMap<(SocketAddr, String), Transfer>,
     latest: HashMap<DeviceId, Latest, SeededState>,
+    ids: Ids,
     next_mid: u16,
+}
+
+/// The ids of the devices heard lately, by the text of their Uri-Path:
+/// a device's datagrams name it alike every time, and its id is then
+/// neither checked nor allocated again, and is one text whose address the
+/// windows' cache of recent series knows. Starts over when full, so a
+/// flood of names costs at most `max_devices` entries.
+struct Ids {
+    table: hashbrown::HashTable<DeviceId>,
+    hasher: SeededState,
+    max: usize,
+}
+
+impl Ids {
+    fn new(max: usize) -> Self {
+        Self {
+            table: hashbrown::HashTable::new(),
+            hasher: SeededState::default(),
+            max,
+        }
+    }
+
+    /// The id `text` names, as `DeviceId::new` makes it.
+    fn get(&mut self, text: &str) -> Result<DeviceId, gateway_core::ModelError> {
+        let hash = self.hasher.hash_one(text);
+        if let Some(id) = self.table.find(hash, |id| id.as_str() == text) {
+            return Ok(id.clone());
+        }
+        let id = DeviceId::new(text)?;
+        // Only an id spelled as kept is kept: a MAC written another way
+        // is looked up by its own text, which the kept one is not.
+        if id.as_str() == text {
+            if self.table.len() >= self.max {
+                self.table.clear();
+            }
+            let id = id.interned();
+            let hasher = &self.hasher;
+            self.table
+                .insert_unique(hash, id.clone(), |id| hasher.hash_one(id.as_str()));
+            return Ok(id);
+        }
+        Ok(id)
+    }
 }
 
 /// The payload decoder for a Content-Format; `None` for one we do not read.
@@ -174,6 +219,7 @@ impl Handler {
     pub fn new(limits: Limits, first_mid: u16) -> Self {
         Self {
             dedup: Dedup::new(limits.dedup_capacity),
+            ids: Ids::new(limits.max_devices),
             limits,
             transfers: HashMap::new(),
             latest: HashMap::default(),
@@ -398,7 +444,7 @@ impl Handler {
         arrival: Timestamp,
         out: &mut Outcome,
     ) -> Answer {
-        let device = match DeviceId::new(device) {
+        let device = match self.ids.get(device) {
             Ok(d) => d,
             Err(e) => {
                 out.error("invalid_device_id", e.to_string());
