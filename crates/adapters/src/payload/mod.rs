@@ -33,6 +33,7 @@ mod decimal;
 mod device_id;
 mod influx;
 mod json;
+mod json_plain;
 mod json_text;
 mod kv;
 #[cfg(feature = "lorawan")]
