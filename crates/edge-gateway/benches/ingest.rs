@@ -208,10 +208,15 @@ fn gateway_ingest(broker: &Broker, qos: u8, file: &Path, n: usize, pinned: bool)
     }
     let (gw_cpu, broker_cpu) = (CpuMeter::start(gw.pid()), CpuMeter::start(broker.pid()));
     let mut publisher = publish_burst(broker.port, qos, file, n);
-    let run = gw.watch("edge_gateway_aggregator_readings_total", n as f64);
+    let (run, used) = gw.watch_costed(
+        "edge_gateway_aggregator_readings_total",
+        0.0,
+        n as f64,
+        &[gw.pid(), broker.pid()],
+    );
     let costed = Costed {
-        gateway_us: gw_cpu.micros_per(run.received),
-        broker_us: broker_cpu.micros_per(run.received),
+        gateway_us: gw_cpu.micros_per_until(used[0], run.received),
+        broker_us: broker_cpu.micros_per_until(used[1], run.received),
         run,
     };
     let _ = publisher.wait();

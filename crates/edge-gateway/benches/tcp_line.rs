@@ -202,8 +202,9 @@ fn main() {
             let before = taken[usize::from(ack)];
             let meter = CpuMeter::start(gw.pid());
             let mut sender = simulate(port, n, ack);
-            let got = gw.watch_from(&counter, before, n as f64 * READINGS_PER_LINE);
-            let gw_us = meter.micros_per(got.received) * READINGS_PER_LINE;
+            let (got, used) =
+                gw.watch_costed(&counter, before, n as f64 * READINGS_PER_LINE, &[gw.pid()]);
+            let gw_us = meter.micros_per_until(used[0], got.received) * READINGS_PER_LINE;
             let sender_us = 1e6 * wait_with_cpu(&mut sender) / n.max(1) as f64;
             taken[usize::from(ack)] = before + got.received as f64;
             let got = Run {

@@ -194,11 +194,13 @@ fn main() {
         }
         let meter = CpuMeter::start(gw.gw.pid());
         let mut sender = simulate("coap", gw.coap, n);
-        let coap = gw.gw.watch(
+        let (coap, used) = gw.gw.watch_costed(
             "edge_gateway_adapter_readings_total{adapter=\"coap\"}",
+            0.0,
             n as f64,
+            &[gw.gw.pid()],
         );
-        let coap_us = meter.micros_per(coap.received);
+        let coap_us = meter.micros_per_until(used[0], coap.received);
         let _ = sender.wait();
         row(
             &format!("CoAP: gateway ingest{how}, % of limit"),
@@ -225,16 +227,18 @@ fn main() {
 
         let meter = CpuMeter::start(gw.gw.pid());
         let mut sender = simulate("lorawan", gw.lora, n);
-        let readings = gw.gw.watch(
+        let (readings, used) = gw.gw.watch_costed(
             "edge_gateway_adapter_readings_total{adapter=\"lora\"}",
+            0.0,
             n as f64 * READINGS_PER_UPLINK,
+            &[gw.gw.pid()],
         );
         let _ = sender.wait();
         let uplinks = Run {
             received: (readings.received as f64 / READINGS_PER_UPLINK) as u64,
             seconds: readings.seconds,
         };
-        let lora_us = meter.micros_per(uplinks.received);
+        let lora_us = meter.micros_per_until(used[0], uplinks.received);
         row(
             &format!("Semtech UDP: LoRaWAN uplinks{how}, % of limit"),
             &uplinks,

@@ -96,7 +96,13 @@ impl CpuMeter {
 
     /// Microseconds of CPU per item since [`Self::start`].
     pub fn micros_per(&self, items: u64) -> f64 {
-        1e6 * (cpu_seconds(self.pid) - self.start) / (items.max(1) as f64)
+        self.micros_per_until(cpu_seconds(self.pid), items)
+    }
+
+    /// Microseconds of CPU per item from [`Self::start`] to when the
+    /// process had used `cpu_seconds` (read by [`Gateway::watch_costed`]).
+    pub fn micros_per_until(&self, cpu_seconds: f64, items: u64) -> f64 {
+        1e6 * (cpu_seconds - self.start) / (items.max(1) as f64)
     }
 }
 
@@ -286,9 +292,19 @@ impl Gateway {
     /// [`Self::watch`] for a counter that stood at `from` before this
     /// burst: waits for `n` more, and counts only those.
     pub fn watch_from(&self, name: &str, from: f64, n: f64) -> Run {
+        self.watch_costed(name, from, n, &[]).0
+    }
+
+    /// [`Self::watch_from`], and the CPU seconds each of `pids` had used
+    /// when the counter last rose: what a burst cost, without the idle
+    /// wait that tells its end (3 s of timers and of this watch's own
+    /// `/metrics` scrapes, a microsecond a datagram when a short burst
+    /// lost most of its datagrams).
+    pub fn watch_costed(&self, name: &str, from: f64, n: f64, pids: &[u32]) -> (Run, Vec<f64>) {
         let n = from + n;
         let (mut first, mut last, mut value) = (None, Instant::now(), from);
         let mut changed = Instant::now();
+        let mut cpu: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
         loop {
             let v = self.counter(name);
             let now = Instant::now();
@@ -297,16 +313,18 @@ impl Gateway {
                 value = v;
                 last = now;
                 changed = now;
+                cpu = pids.iter().map(|&p| cpu_seconds(p)).collect();
             }
             if value >= n || now - changed > IDLE {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Run {
+        let run = Run {
             received: (value - from) as u64,
             seconds: first.map_or(0.0, |f| (last - f).as_secs_f64()),
-        }
+        };
+        (run, cpu)
     }
 }
 
