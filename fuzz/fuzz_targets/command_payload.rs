@@ -4,13 +4,16 @@
 //! says why.
 #![no_main]
 
-use commands::parse::{device_of_topic, parse, MAX_ID};
+use commands::parse::{device_of_topic, parse, readable_id, MAX_ID};
 use gateway_core::command::CommandValue;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let topic = String::from_utf8_lossy(data);
     let _ = device_of_topic("building/hq", &topic);
+    if let Some(id) = readable_id(data) {
+        assert!(!id.is_empty() && id.chars().count() <= MAX_ID);
+    }
     match parse(data) {
         Ok(c) => {
             assert!(!c.id.is_empty() && c.id.chars().count() <= MAX_ID);

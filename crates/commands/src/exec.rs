@@ -1,12 +1,20 @@
 //! What happens to one command, in this order: read it, look its id up in
-//! the journal (a repeated id gets its first result again), check its age,
-//! find the adapter that writes to its device and let it check the point
-//! and the value, take one of the device's allowance, journal the id, write,
-//! journal the result, hand the result to the upstream.
+//! the journal (a repeated id of the same device gets its first result
+//! again), judge its age (`age`), take one of its device's allowance (a
+//! device no adapter writes to shares one allowance with all the others
+//! nobody writes to), find the adapter that writes to its device and let
+//! it check the point and the value, journal the id, write before the
+//! deadline, journal the result, hand the result to the upstream.
+//!
+//! A command refused before it took an allowance (unreadable, too large,
+//! expired, ahead of the clock, over the rate) costs no journal line: it
+//! wrote nothing and its id stays unused, so a flood of them is answered
+//! at the speed it arrives and the journal grows only with what the rate
+//! allows.
 
 use std::sync::Arc;
 
-use gateway_core::command::{Command, CommandRequest, CommandTargets, WriteOutcome};
+use gateway_core::command::{Command, CommandRequest, CommandTarget, CommandTargets, WriteOutcome};
 use gateway_core::config::CommandsConfig;
 use gateway_core::event::{CommandEvent, SinkEvent};
 use gateway_core::telemetry::LogThrottle;
@@ -15,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::age::{self, Made};
 use crate::journal::{Journal, Known, Recorded};
 use crate::parse::{self, value_json};
 use crate::rate::RateLimit;
@@ -26,8 +35,12 @@ pub struct Arrived {
     /// The device level of its topic (`None`: not a device id).
     pub device: Option<DeviceId>,
     pub payload: Vec<u8>,
-    /// When it arrived: `max_age` also counts from here.
+    /// When it arrived: its wait in the gateway counts against `max_age`.
     pub at: Instant,
+    /// The wall clock when it arrived: its age by its `ts` is judged on it.
+    pub wall: Timestamp,
+    /// The broker kept it (a retained message).
+    pub retained: bool,
 }
 
 /// Runs commands one at a time.
@@ -39,7 +52,7 @@ pub struct Executor {
     pub targets: CommandTargets,
     pub clock: Arc<dyn Clock>,
     pub telemetry: Telemetry,
-    /// Where results go (the upstream's urgent lane, the dashboard).
+    /// Where results go (the upstream's results lane, the dashboard).
     pub results: Vec<mpsc::Sender<SinkEvent>>,
     rate: RateLimit,
     log: LogThrottle,
@@ -109,7 +122,7 @@ impl Executor {
                 ..command
             };
             self.count("failed", "interrupted");
-            self.finish(&id, recorded).await;
+            self.finish(&id, None, recorded).await;
         }
     }
 
@@ -129,26 +142,36 @@ impl Executor {
         let parsed = match parse::parse(&arrived.payload) {
             Ok(p) => p,
             Err(m) => {
-                if let Some(suppressed) = self.log.allow("malformed") {
-                    warn!(device = %device.as_str(), detail = %m.detail, suppressed, "Refusing a malformed command.");
+                if let Some(suppressed) = self.log.allow(m.reason) {
+                    warn!(device = %device.as_str(), id = m.id.as_deref().unwrap_or(""), bytes = arrived.payload.len(), reason = m.reason, detail = %m.detail, suppressed, "Refusing a command that cannot be read.");
                 }
                 let id = m.id.clone().unwrap_or_default();
                 let mut recorded =
-                    self.recorded(&device, "", serde_json::Value::Null, "refused", "malformed");
+                    self.recorded(&device, "", serde_json::Value::Null, "refused", m.reason);
                 recorded.detail = m.detail;
-                self.count("refused", "malformed");
+                self.count("refused", m.reason);
                 // Not journaled: an unreadable command cannot be repeated
                 // as the same command.
                 self.send(&id, &recorded).await;
                 return;
             }
         };
-        self.execute(device, parsed, arrived.at, "cloud").await;
+        let made = match parsed.ts {
+            Some(ts) => Made::At {
+                ts,
+                arrived: arrived.wall,
+            },
+            None => Made::Unstamped {
+                retained: arrived.retained,
+            },
+        };
+        self.execute(device, parsed, made, arrived.at, "cloud")
+            .await;
     }
 
     /// Runs a command another component made (Home Assistant's command
     /// topics): the same journal, age, check, rate and result as a
-    /// command from the cloud.
+    /// command from the cloud; its age counts from its arrival.
     pub async fn handle_request(&mut self, request: CommandRequest) {
         let CommandRequest {
             command,
@@ -161,7 +184,8 @@ impl Executor {
             value: command.value,
             ts: None,
         };
-        self.execute(command.device, parsed, at, origin).await;
+        self.execute(command.device, parsed, Made::OnArrival, at, origin)
+            .await;
     }
 
     /// A well-formed command, from its id's journal entry to its result.
@@ -169,82 +193,117 @@ impl Executor {
         &mut self,
         device: DeviceId,
         parsed: parse::Parsed,
+        made: Made,
         arrived: Instant,
         origin: &'static str,
     ) {
         let value = value_json(&parsed.value);
-        match self.journal.as_ref().map(|j| j.get(&parsed.id)) {
-            Some(Some(Known::Finished(first))) => {
+        let Some(journal) = self.journal.as_ref() else {
+            let recorded = self.recorded(&device, &parsed.metric, value, "refused", "journal");
+            self.count("refused", "journal");
+            if let Some(suppressed) = self.log.allow("journal") {
+                warn!(suppressed, "Refusing a command: the command journal is not available (see the state directory's error at start).");
+            }
+            self.send(&parsed.id, &recorded).await;
+            return;
+        };
+        match journal.get(device.as_str(), &parsed.id) {
+            Some(Known::Finished(first)) => {
                 let first = first.clone();
-                info!(id = %parsed.id, status = %first.status, "A command id seen before: its result is sent again, nothing is written.");
+                info!(id = %parsed.id, device = %device.as_str(), status = %first.status, "A command id seen before: its result is sent again, nothing is written.");
                 self.telemetry.counter(COMMANDS_REPEATED, &[]).inc();
                 self.send(&parsed.id, &first).await;
                 return;
             }
-            Some(Some(Known::Started(_))) => {
+            Some(Known::Started(_)) => {
                 let recorded =
                     self.recorded(&device, &parsed.metric, value, "failed", "interrupted");
                 self.telemetry.counter(COMMANDS_REPEATED, &[]).inc();
                 self.count("failed", "interrupted");
-                self.finish(&parsed.id, recorded).await;
+                self.finish(&parsed.id, made.ts(), recorded).await;
                 return;
             }
-            Some(None) => {}
-            None => {
-                let recorded = self.recorded(&device, &parsed.metric, value, "refused", "journal");
-                self.count("refused", "journal");
-                if let Some(suppressed) = self.log.allow("journal") {
-                    warn!(suppressed, "Refusing a command: the command journal is not available (see the state directory's error at start).");
-                }
-                self.send(&parsed.id, &recorded).await;
-                return;
-            }
+            None => {}
         }
+        let horizon = journal.horizon();
         let command = Command {
-            id: parsed.id.clone(),
-            device: device.clone(),
-            metric: parsed.metric.clone(),
+            id: parsed.id,
+            device,
+            metric: parsed.metric,
             value: parsed.value,
         };
-        let outcome = self.run(&command, &value, parsed.ts, arrived).await;
-        if outcome.status != "done" {
-            if let Some(suppressed) = self
-                .log
-                .allow(&format!("{}:{}", outcome.status, outcome.reason))
-            {
-                warn!(id = %command.id, origin, device = %device.as_str(), metric = %command.metric, status = outcome.status, reason = %outcome.reason, detail = %outcome.detail, suppressed, "Command not done.");
+        let deadline = match age::deadline(made, arrived, horizon, &self.config) {
+            Ok(deadline) => deadline,
+            Err(stale) => {
+                let outcome = Outcome::new(stale.status, stale.reason, stale.detail);
+                self.conclude(&command, value, made, outcome, origin, false)
+                    .await;
+                return;
             }
-        } else {
-            info!(id = %command.id, origin, device = %device.as_str(), metric = %command.metric, "Command done.");
+        };
+        let target = self.targets.find(&command.device);
+        let bucket = target.as_ref().map(|_| &command.device);
+        if !self.rate.allow(bucket, Instant::now()) {
+            let detail = if target.is_some() {
+                "more commands for this device than [commands] rate allows"
+            } else {
+                "more commands for devices nobody writes to than [commands] rate allows"
+            };
+            let outcome = Outcome::new("refused", "rate", detail);
+            self.conclude(&command, value, made, outcome, origin, false)
+                .await;
+            return;
+        }
+        let outcome = self.run(&command, target, &value, made, deadline).await;
+        self.conclude(&command, value, made, outcome, origin, true)
+            .await;
+    }
+
+    /// Logs, counts and sends a command's result, journaled unless it
+    /// was refused before it took an allowance.
+    async fn conclude(
+        &mut self,
+        command: &Command,
+        value: serde_json::Value,
+        made: Made,
+        outcome: Outcome,
+        origin: &'static str,
+        journaled: bool,
+    ) {
+        if outcome.status == "done" {
+            info!(id = %command.id, origin, device = %command.device.as_str(), metric = %command.metric, "Command done.");
+        } else if let Some(suppressed) = self
+            .log
+            .allow(&format!("{}:{}", outcome.status, outcome.reason))
+        {
+            warn!(id = %command.id, origin, device = %command.device.as_str(), metric = %command.metric, status = outcome.status, reason = %outcome.reason, detail = %outcome.detail, suppressed, "Command not done.");
         }
         self.count(outcome.status, &outcome.reason);
         let mut recorded = self.recorded(
-            &device,
+            &command.device,
             &command.metric,
             value,
             outcome.status,
             &outcome.reason,
         );
         recorded.detail = outcome.detail;
-        self.finish(&command.id, recorded).await;
+        if journaled {
+            self.finish(&command.id, made.ts(), recorded).await;
+        } else {
+            self.send(&command.id, &recorded).await;
+        }
     }
 
     /// Checks and writes; the id is journaled just before the write.
     async fn run(
         &mut self,
         command: &Command,
+        target: Option<Arc<dyn CommandTarget>>,
         value: &serde_json::Value,
-        ts: Option<Timestamp>,
-        arrived: Instant,
+        made: Made,
+        deadline: Instant,
     ) -> Outcome {
-        let max_age = self.config.max_age;
-        if let Some(ts) = ts {
-            let age = self.clock.now().as_millis().saturating_sub(ts.as_millis());
-            if age > i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX) {
-                return Outcome::new("expired", "max_age", format!("made {age} ms ago"));
-            }
-        }
-        let Some(target) = self.targets.find(&command.device) else {
+        let Some(target) = target else {
             return Outcome::new(
                 "refused",
                 "not_writable",
@@ -254,16 +313,13 @@ impl Executor {
         if let Err(r) = target.check(command) {
             return Outcome::new("refused", r.reason, r.detail);
         }
-        if !self.rate.allow(&command.device, Instant::now()) {
+        // Its wait behind other commands counts too, on the monotonic clock.
+        if Instant::now() > deadline {
             return Outcome::new(
-                "refused",
-                "rate",
-                "more commands than [commands] rate allows",
+                "expired",
+                "max_age",
+                "waited in the gateway (behind other commands) past its max_age",
             );
-        }
-        // Waiting behind other commands counts too.
-        if arrived.elapsed() > max_age {
-            return Outcome::new("expired", "max_age", "waited longer than max_age");
         }
         let started = self.recorded(
             &command.device,
@@ -272,8 +328,9 @@ impl Executor {
             "started",
             "",
         );
+        let now = self.clock.now();
         if let Some(journal) = self.journal.as_mut() {
-            if let Err(e) = journal.start(&command.id, started) {
+            if let Err(e) = journal.start(&command.id, made.ts(), started, now) {
                 return Outcome::new("refused", "journal", e.to_string());
             }
         }
@@ -317,9 +374,10 @@ impl Executor {
 
     /// Journals the result, then sends it: a repeat after a crash between
     /// the two sends the journaled result again.
-    async fn finish(&mut self, id: &str, recorded: Recorded) {
+    async fn finish(&mut self, id: &str, made: Option<Timestamp>, recorded: Recorded) {
+        let now = self.clock.now();
         if let Some(journal) = self.journal.as_mut() {
-            if let Err(e) = journal.finish(id, recorded.clone()) {
+            if let Err(e) = journal.finish(id, made, recorded.clone(), now) {
                 if let Some(suppressed) = self.log.allow("journal-finish") {
                     warn!(error = %e, suppressed, "Cannot journal a command's result; it is sent anyway.");
                 }
@@ -350,3 +408,7 @@ impl Executor {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "exec_tests.rs"]
+mod tests;

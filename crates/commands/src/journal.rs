@@ -6,18 +6,41 @@
 //! a restart or a kill -9 an id found `started` without a result is never
 //! written again: its outcome is unknown, so it gets `failed`
 //! (`interrupted`); an id found with a result gets that result again.
-//! A torn last line (power cut mid-write) is skipped.
+//!
+//! An id is a device's: the same id on another device's topic is another
+//! command. It is remembered for as long as a replay of it could still
+//! run: until its `ts` (when its sender made it; its arrival for a command
+//! without one) is older than `max_age` plus the clock tolerance, judged
+//! on the wall clock, and at least that long after its last line (the
+//! broker's re-delivery of a command whose result was journaled at a late
+//! restart gets that result). Never by count: a flood of other commands
+//! cannot push an id out; and never before its result is journaled. The newest `ts` of a forgotten id is kept (the
+//! *horizon*, the file's first line once rewritten): a command made no
+//! later than it may be the replay of one forgotten, and is refused
+//! whatever the clock says, so a clock stepped back cannot revive it.
+//!
+//! A line that cannot be read (a torn last line after a power cut, a
+//! damaged byte) costs that line only: it is logged and counted, the lines
+//! after it are read, and the journal is rewritten clean, so the next
+//! append does not land on the damage. A command executed has two lines,
+//! so one damaged line still leaves its id known.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use gateway_core::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// Ids remembered: far more than any sender re-delivers within
-/// `max_age`, and a journal of about a megabyte at most.
-pub const KEEP: usize = 10_000;
+/// Lines beyond twice the ids remembered (plus this) trigger a rewrite,
+/// so the file stays the size of what is remembered.
+#[cfg(not(test))]
+const REWRITE_SLACK: usize = 1024;
+#[cfg(test)]
+const REWRITE_SLACK: usize = 16;
 
 /// A result as journaled (and sent again for a repeated id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +73,33 @@ const STARTED: &str = "started";
 #[derive(Debug, Serialize, Deserialize)]
 struct Line {
     id: String,
+    /// The command's own `ts` (RFC 3339), when it had one: how long the
+    /// id is remembered, and the horizon once it is forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    made: Option<String>,
     #[serde(flatten)]
     record: Recorded,
+}
+
+/// The first line of a rewritten journal.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HorizonLine {
+    horizon: String,
+}
+
+/// An id is its device's.
+type Key = (String, String);
+
+struct Entry {
+    known: Known,
+    /// Wall ms the id's age counts from: its `ts`, else its result's time.
+    made: i64,
+    /// Wall ms after which it may be forgotten.
+    until: i64,
+    /// `made` is the sender's `ts`, so it can raise the horizon.
+    timed: bool,
+    made_text: Option<String>,
 }
 
 /// Why the journal cannot be used.
@@ -69,48 +117,38 @@ pub enum JournalError {
 pub struct Journal {
     path: PathBuf,
     file: File,
-    known: HashMap<String, Known>,
-    /// Ids in the order first seen, to forget the oldest.
-    order: VecDeque<String>,
+    known: HashMap<Key, Entry>,
+    /// Ids in the order first seen (forgotten ones are dropped at rewrite).
+    order: VecDeque<Key>,
+    /// Ids by when they may be forgotten (stale rows are skipped).
+    expiry: BinaryHeap<Reverse<(i64, Key)>>,
+    /// How long after its `made` an id is remembered.
+    keep_ms: i64,
+    /// The newest `ts` forgotten (ms); `i64::MIN` when none.
+    horizon: i64,
     lines: usize,
-    /// Ids remembered ([`KEEP`]; fewer in tests).
-    keep: usize,
+    damaged: usize,
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir`.
+    /// Opens (or creates) the journal in `dir`, remembering each id for
+    /// `keep` (`max_age` plus the clock tolerance) after it was made;
+    /// `now` is the wall clock's time.
     ///
     /// # Errors
     /// The directory or the file cannot be created, read or written.
-    pub fn open(dir: &Path) -> Result<Self, JournalError> {
-        Self::open_keeping(dir, KEEP)
-    }
-
-    fn open_keeping(dir: &Path, keep: usize) -> Result<Self, JournalError> {
+    pub fn open(dir: &Path, keep: Duration, now: Timestamp) -> Result<Self, JournalError> {
         let path = dir.join("journal");
         let io_err = |source| JournalError::Io {
             path: path.clone(),
             source,
         };
         fs::create_dir_all(dir).map_err(io_err)?;
-        let mut known = HashMap::new();
-        let mut order = VecDeque::new();
-        let mut lines = 0;
-        match File::open(&path) {
-            Ok(f) => {
-                for line in BufReader::new(f).lines() {
-                    let Ok(line) = line else { break };
-                    let Ok(parsed) = serde_json::from_str::<Line>(&line) else {
-                        tracing::warn!(path = %path.display(), "Skipping a damaged line of the command journal (cut by a power loss?).");
-                        continue;
-                    };
-                    lines += 1;
-                    remember(&mut known, &mut order, parsed);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        let text = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_err(e)),
-        }
+        };
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -119,21 +157,75 @@ impl Journal {
         let mut journal = Self {
             path,
             file,
-            known,
-            order,
-            lines,
-            keep,
+            known: HashMap::new(),
+            order: VecDeque::new(),
+            expiry: BinaryHeap::new(),
+            keep_ms: i64::try_from(keep.as_millis()).unwrap_or(i64::MAX),
+            horizon: i64::MIN,
+            lines: 0,
+            damaged: 0,
         };
-        journal.forget_oldest();
-        if journal.lines > 2 * journal.keep {
+        journal.read(&text);
+        journal.forget(now);
+        if journal.damaged > 0 || journal.lines > journal.rewrite_at() {
             journal.rewrite()?;
         }
         Ok(journal)
     }
 
-    /// What is known of `id`.
-    pub fn get(&self, id: &str) -> Option<&Known> {
-        self.known.get(id)
+    /// Reads every line it can; the others are logged and counted.
+    fn read(&mut self, text: &[u8]) {
+        let mut lines = text.split(|b| *b == b'\n').enumerate().peekable();
+        while let Some((n, raw)) = lines.next() {
+            let last = lines.peek().is_none();
+            if raw.is_empty() {
+                continue;
+            }
+            match parse_line(raw) {
+                Ok(Parsed::Horizon(ms)) => self.horizon = self.horizon.max(ms),
+                Ok(Parsed::Line(line)) => {
+                    self.lines += 1;
+                    self.remember(*line);
+                }
+                Err(why) => {
+                    self.damaged += 1;
+                    if last {
+                        tracing::warn!(path = %self.path.display(), line = n + 1, "Skipping the command journal's last line, cut short (a power loss mid-write?); the journal is rewritten without it.");
+                    } else {
+                        tracing::error!(path = %self.path.display(), line = n + 1, error = %why, "Skipping a damaged line of the command journal (the disk?); the lines after it are kept and the journal is rewritten without it. The command of that line, if it has no other line, is forgotten.");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lines skipped when it was opened (torn or damaged).
+    pub fn damaged(&self) -> usize {
+        self.damaged
+    }
+
+    /// Ids remembered now.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    /// The newest `ts` of an id forgotten: a command made then or before
+    /// may be a replay of it.
+    pub fn horizon(&self) -> Option<Timestamp> {
+        (self.horizon != i64::MIN)
+            .then(|| Timestamp::from_millis(self.horizon).ok())
+            .flatten()
+    }
+
+    /// What is known of `device`'s `id`.
+    pub fn get(&self, device: &str, id: &str) -> Option<&Known> {
+        self.known
+            .get(&(device.to_string(), id.to_string()))
+            .map(|e| &e.known)
     }
 
     /// Ids started and never finished (the gateway stopped during their
@@ -141,37 +233,55 @@ impl Journal {
     pub fn interrupted(&self) -> Vec<(String, Recorded)> {
         self.order
             .iter()
-            .filter_map(|id| match self.known.get(id) {
-                Some(Known::Started(r)) => Some((id.clone(), r.clone())),
+            .filter_map(|key| match self.known.get(key).map(|e| &e.known) {
+                Some(Known::Started(r)) => Some((key.1.clone(), r.clone())),
                 _ => None,
             })
             .collect()
     }
 
     /// Records that `id` is about to be written; on disk before it returns.
+    /// `made`: the command's `ts`, when it had one.
     ///
     /// # Errors
     /// The line could not be written and synced: the write must not happen.
-    pub fn start(&mut self, id: &str, mut command: Recorded) -> Result<(), JournalError> {
+    pub fn start(
+        &mut self,
+        id: &str,
+        made: Option<Timestamp>,
+        mut command: Recorded,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
         command.status = STARTED.to_string();
-        self.append(Line {
-            id: id.to_string(),
-            record: command,
-        })
+        self.append(id, made, command, now)
     }
 
     /// Records `id`'s result.
     ///
     /// # Errors
     /// The line could not be written and synced.
-    pub fn finish(&mut self, id: &str, result: Recorded) -> Result<(), JournalError> {
-        self.append(Line {
-            id: id.to_string(),
-            record: result,
-        })
+    pub fn finish(
+        &mut self,
+        id: &str,
+        made: Option<Timestamp>,
+        result: Recorded,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
+        self.append(id, made, result, now)
     }
 
-    fn append(&mut self, line: Line) -> Result<(), JournalError> {
+    fn append(
+        &mut self,
+        id: &str,
+        made: Option<Timestamp>,
+        record: Recorded,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
+        let line = Line {
+            id: id.to_string(),
+            made: made.map(Timestamp::to_rfc3339),
+            record,
+        };
         let mut text = serde_json::to_string(&line).map_err(|e| JournalError::Io {
             path: self.path.clone(),
             source: io::Error::other(e),
@@ -186,40 +296,116 @@ impl Journal {
             source,
         })?;
         self.lines += 1;
-        remember(&mut self.known, &mut self.order, line);
-        self.forget_oldest();
-        if self.lines > 2 * self.keep {
+        self.remember(line);
+        self.forget(now);
+        if self.lines > self.rewrite_at() {
             self.rewrite()?;
         }
         Ok(())
     }
 
-    fn forget_oldest(&mut self) {
-        while self.order.len() > self.keep {
-            if let Some(old) = self.order.pop_front() {
-                self.known.remove(&old);
+    fn rewrite_at(&self) -> usize {
+        2 * self.known.len() + REWRITE_SLACK
+    }
+
+    fn remember(&mut self, line: Line) {
+        let key = (line.record.device.clone(), line.id);
+        let sent_ts = line
+            .made
+            .as_deref()
+            .and_then(|t| Timestamp::parse_rfc3339(t).ok());
+        let decided = Timestamp::parse_rfc3339(&line.record.ts).map_or(0, Timestamp::as_millis);
+        let known = if line.record.status == STARTED {
+            Known::Started(line.record)
+        } else {
+            Known::Finished(line.record)
+        };
+        let previous = self.known.remove(&key);
+        let (made, timed, made_text) = match (sent_ts, &previous) {
+            (Some(ts), _) => (ts.as_millis(), true, line.made),
+            (None, Some(p)) if p.timed => (p.made, true, p.made_text.clone()),
+            // Without a ts the id's age counts from its latest line.
+            (None, Some(p)) => (p.made.max(decided), false, None),
+            (None, None) => (decided, false, None),
+        };
+        let until = made
+            .max(decided)
+            .saturating_add(self.keep_ms)
+            .max(previous.as_ref().map_or(i64::MIN, |p| p.until));
+        if previous.is_none() {
+            self.order.push_back(key.clone());
+        }
+        self.expiry.push(Reverse((until, key.clone())));
+        self.known.insert(
+            key,
+            Entry {
+                known,
+                made,
+                until,
+                timed,
+                made_text,
+            },
+        );
+    }
+
+    /// Forgets the ids no replay could run any more: made (and last
+    /// journaled) longer than `keep` before `now`.
+    fn forget(&mut self, now: Timestamp) {
+        let now = now.as_millis();
+        while let Some(Reverse((at, _))) = self.expiry.peek() {
+            if *at >= now {
+                break;
+            }
+            let Some(Reverse((at, key))) = self.expiry.pop() else {
+                break;
+            };
+            // A row of an entry since remembered again is stale. One
+            // started and never finished stays until its result is
+            // journaled (at the next start): the gateway stopped during its
+            // write, and it must be reported `interrupted`, not judged anew.
+            let current = self
+                .known
+                .get(&key)
+                .is_some_and(|e| e.until == at && !matches!(e.known, Known::Started(_)));
+            if current {
+                if let Some(entry) = self.known.remove(&key) {
+                    if entry.timed {
+                        self.horizon = self.horizon.max(entry.made);
+                    }
+                }
             }
         }
     }
 
-    /// Writes what is remembered to a new file and puts it in place, so
-    /// the journal does not grow without end.
+    /// Writes what is remembered (after the horizon) to a new file and
+    /// puts it in place: the journal keeps the size of what is remembered,
+    /// and damage read past is gone.
     fn rewrite(&mut self) -> Result<(), JournalError> {
         let tmp = self.path.with_extension("new");
         let io_err = |source| JournalError::Io {
             path: tmp.clone(),
             source,
         };
+        let known = &self.known;
+        self.order.retain(|key| known.contains_key(key));
         let mut out = io::BufWriter::new(File::create(&tmp).map_err(io_err)?);
-        let mut lines = 0;
-        for id in &self.order {
-            let record = match self.known.get(id) {
-                Some(Known::Finished(r) | Known::Started(r)) => r.clone(),
-                None => continue,
+        if let Some(horizon) = self.horizon() {
+            let line = HorizonLine {
+                horizon: horizon.to_rfc3339(),
             };
+            let text = serde_json::to_string(&line).map_err(|e| io_err(io::Error::other(e)))?;
+            writeln!(out, "{text}").map_err(io_err)?;
+        }
+        let mut lines = 0;
+        for key in &self.order {
+            let Some(entry) = self.known.get(key) else {
+                continue;
+            };
+            let (Known::Finished(record) | Known::Started(record)) = &entry.known;
             let line = Line {
-                id: id.clone(),
-                record,
+                id: key.1.clone(),
+                made: entry.made_text.clone(),
+                record: record.clone(),
             };
             let text = serde_json::to_string(&line).map_err(|e| io_err(io::Error::other(e)))?;
             writeln!(out, "{text}").map_err(io_err)?;
@@ -228,6 +414,10 @@ impl Journal {
         let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
         file.sync_all().map_err(io_err)?;
         fs::rename(&tmp, &self.path).map_err(io_err)?;
+        if let Some(dir) = self.path.parent() {
+            // The rename itself must survive a power cut.
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
         self.file = OpenOptions::new()
             .append(true)
             .open(&self.path)
@@ -240,84 +430,22 @@ impl Journal {
     }
 }
 
-fn remember(known: &mut HashMap<String, Known>, order: &mut VecDeque<String>, line: Line) {
-    let state = if line.record.status == STARTED {
-        Known::Started(line.record)
-    } else {
-        Known::Finished(line.record)
-    };
-    if known.insert(line.id.clone(), state).is_none() {
-        order.push_back(line.id);
+enum Parsed {
+    Line(Box<Line>),
+    Horizon(i64),
+}
+
+fn parse_line(raw: &[u8]) -> Result<Parsed, String> {
+    let text = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8: {e}"))?;
+    if let Ok(h) = serde_json::from_str::<HorizonLine>(text) {
+        let at = Timestamp::parse_rfc3339(&h.horizon).map_err(|e| e.to_string())?;
+        return Ok(Parsed::Horizon(at.as_millis()));
     }
+    serde_json::from_str::<Line>(text)
+        .map(|line| Parsed::Line(Box::new(line)))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn done() -> Recorded {
-        Recorded {
-            device: "ahu-1".into(),
-            metric: "setpoint".into(),
-            value: serde_json::json!(21.5),
-            status: "done".into(),
-            reason: String::new(),
-            detail: String::new(),
-            ts: "2026-11-25T20:00:00Z".into(),
-        }
-    }
-
-    #[test]
-    fn a_reopened_journal_knows_started_and_finished_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path()).unwrap();
-        j.start("a", done()).unwrap();
-        j.finish("a", done()).unwrap();
-        j.start("b", done()).unwrap();
-        drop(j);
-        let j = Journal::open(dir.path()).unwrap();
-        assert_eq!(j.get("a"), Some(&Known::Finished(done())));
-        let started = Recorded {
-            status: STARTED.into(),
-            ..done()
-        };
-        assert_eq!(j.get("b"), Some(&Known::Started(started.clone())));
-        assert_eq!(j.interrupted(), vec![("b".to_string(), started)]);
-        assert_eq!(j.get("c"), None);
-    }
-
-    #[test]
-    fn a_torn_last_line_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path()).unwrap();
-        j.start("a", done()).unwrap();
-        drop(j);
-        let path = dir.path().join("journal");
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(br#"{"id":"b","res"#).unwrap();
-        let j = Journal::open(dir.path()).unwrap();
-        assert!(matches!(j.get("a"), Some(Known::Started(_))));
-        assert_eq!(j.get("b"), None);
-    }
-
-    #[test]
-    fn the_oldest_ids_are_forgotten_and_the_file_stays_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open_keeping(dir.path(), 20).unwrap();
-        for i in 0..50 {
-            j.finish(&format!("id-{i}"), done()).unwrap();
-        }
-        assert_eq!(j.get("id-29"), None);
-        assert!(j.get("id-30").is_some());
-        drop(j);
-        let lines = fs::read_to_string(dir.path().join("journal"))
-            .unwrap()
-            .lines()
-            .count();
-        assert!(lines <= 40, "{lines} lines");
-        let j = Journal::open_keeping(dir.path(), 20).unwrap();
-        assert_eq!(j.get("id-5"), None);
-        assert!(j.get("id-49").is_some());
-    }
-}
+#[path = "journal_tests.rs"]
+mod tests;

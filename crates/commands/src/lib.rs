@@ -13,7 +13,9 @@
 //! ```
 //!
 //! - `parse`: the payload and topics (pure, fuzzed);
-//! - `journal`: ids before their write, results after (durable);
+//! - `journal`: ids before their write, results after (durable), each
+//!   remembered while a replay of it could run;
+//! - `age`: whether a command is fresh, and its deadline (pure);
 //! - `rate`: commands per device;
 //! - `exec`: one command to its one result;
 //! - `listener`: the broker connection (I/O), and the one loop that runs
@@ -26,6 +28,7 @@
 //! makes a [`CommandRequest`] of a message on an entity's command topic):
 //! nothing else subscribes to a command topic or calls a target.
 
+pub mod age;
 pub mod exec;
 pub mod journal;
 pub mod listener;
@@ -51,8 +54,12 @@ use tracing::error;
 pub const COMMANDS: &str = "edge_gateway_commands_total";
 /// Commands whose id had been seen: their first result was sent again.
 pub const COMMANDS_REPEATED: &str = "edge_gateway_commands_repeated_total";
-/// `1` while subscribed to the command topics on the upstream broker.
+/// `1` while subscribed to the command topics on the upstream broker;
+/// absent when commands do not come from it (`/health` reads it).
 pub const COMMANDS_SUBSCRIBED: &str = "edge_gateway_commands_subscribed";
+/// Lines of the command journal that could not be read at start (torn by
+/// a power cut, damaged): each skipped, the journal rewritten clean.
+pub const COMMANDS_JOURNAL_DAMAGED: &str = "edge_gateway_commands_journal_damaged_lines_total";
 
 /// Requests from other components waiting to run: a person's clicks, not
 /// a flood; beyond this the sender drops them (and counts).
@@ -81,7 +88,14 @@ pub struct CommandsSetup {
 /// The connection cannot be configured (password variable, TLS files).
 pub fn start(setup: CommandsSetup, stop: CancellationToken) -> Result<JoinHandle<()>, SetupError> {
     let opts = setup.upstream.as_ref().map(listener::options).transpose()?;
-    let journal = open_journal(&setup.state_dir);
+    let journal = open_journal(&setup.state_dir, &setup.config, &*setup.clock);
+    if let Some(j) = &journal {
+        let damaged = u64::try_from(j.damaged()).unwrap_or(u64::MAX);
+        setup
+            .telemetry
+            .counter(COMMANDS_JOURNAL_DAMAGED, &[])
+            .add(damaged);
+    }
     let exec = exec::Executor::new(
         setup.config,
         journal,
@@ -100,8 +114,16 @@ pub fn start(setup: CommandsSetup, stop: CancellationToken) -> Result<JoinHandle
     )))
 }
 
-fn open_journal(state_dir: &Path) -> Option<journal::Journal> {
-    match journal::Journal::open(&state_dir.join(gateway_core::state_file::inventory::COMMANDS)) {
+/// The journal, remembering each id while a replay of it could still run:
+/// `max_age` after it was made, and the clocks' tolerance.
+fn open_journal(
+    state_dir: &Path,
+    config: &CommandsConfig,
+    clock: &dyn Clock,
+) -> Option<journal::Journal> {
+    let keep = config.max_age.saturating_add(config.clock_tolerance);
+    let dir = state_dir.join(gateway_core::state_file::inventory::COMMANDS);
+    match journal::Journal::open(&dir, keep, clock.now()) {
         Ok(j) => Some(j),
         Err(e) => {
             error!(error = %e, "Cannot open the command journal: every command will be refused.");

@@ -9,12 +9,19 @@
 //! A command is acknowledged (PUBACK) only once its result is journaled
 //! and handed to the outbox: killed before that, the broker delivers it
 //! again and the journal answers with its result instead of writing twice.
+//! The acknowledgement waits for room in the client's queue rather than
+//! being dropped: the poller never stops polling (its channel to the loop
+//! is unbounded, bounded in practice by the broker's in-flight window), so
+//! the room always comes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
 use gateway_core::command::CommandRequest;
 use gateway_core::telemetry::LogThrottle;
+use gateway_core::{Clock, Timestamp};
 use mqtt_connect::{ConnectionSettings, SetupError};
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
 use tokio::sync::mpsc;
@@ -26,10 +33,18 @@ use crate::exec::{Arrived, Executor};
 use crate::parse::{command_filter, device_of_topic};
 use crate::COMMANDS_SUBSCRIBED;
 
-/// Commands read from the broker and not yet run. The broker sends no
-/// more QoS 1 messages than its in-flight window before they are
-/// acknowledged, so only QoS 0 floods can fill it; those are dropped.
-const QUEUE: usize = 64;
+/// QoS 0 commands read from the broker and not yet run; beyond, they are
+/// dropped (and logged). QoS 1 ones are never dropped: the broker
+/// sends no more of them than its in-flight window before they are
+/// acknowledged, which bounds them.
+const QOS0_QUEUE: usize = 64;
+
+/// The largest packet MQTT has (its remaining length's limit): a command
+/// the broker delivers is read whatever its size, so one too large for
+/// the gateway is refused (`too_large`) and acknowledged instead of
+/// breaking the connection, and being delivered again, forever. The
+/// broker's own limit (Mosquitto's `message_size_limit`) bounds it.
+const MAX_PACKET: usize = 268_435_455;
 
 /// Builds the connection's options.
 ///
@@ -39,7 +54,7 @@ pub fn options(upstream: &ConnectionSettings) -> Result<rumqttc::MqttOptions, Se
     let mut settings = upstream.clone();
     settings.broker.client_id = format!("{}-commands", settings.broker.client_id);
     settings.persistent_session = true;
-    settings.max_packet_bytes = 64 * 1024;
+    settings.max_packet_bytes = MAX_PACKET;
     let mut opts = settings.mqtt_options(None)?;
     opts.set_manual_acks(true);
     Ok(opts)
@@ -57,19 +72,26 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     exec.settle_interrupted().await;
-    let subscribed = exec.telemetry.gauge(COMMANDS_SUBSCRIBED, &[]);
-    subscribed.set(0.0);
+    let qos0_waiting = Arc::new(AtomicUsize::new(0));
     let mut connection = None;
     let mut published = None;
     if let Some(opts) = cloud {
+        let subscribed = exec.telemetry.gauge(COMMANDS_SUBSCRIBED, &[]);
+        subscribed.set(0.0);
         let (client, eventloop) = AsyncClient::new(opts, 16);
-        let (tx, rx) = mpsc::channel(QUEUE);
+        // Unbounded, so the poller never stops polling while a PUBACK
+        // waits for room in the client's queue (see `poll`).
+        let (tx, rx) = mpsc::unbounded_channel();
         let poller = tokio::spawn(poll(
             eventloop,
-            client.clone(),
-            command_filter(&prefix),
-            tx,
-            subscribed,
+            Poller {
+                client: client.clone(),
+                filter: command_filter(&prefix),
+                tx,
+                qos0_waiting: qos0_waiting.clone(),
+                clock: exec.clock.clone(),
+                subscribed,
+            },
             Backoff::new(Duration::from_millis(200), max_backoff),
             stop.clone(),
         ));
@@ -79,20 +101,33 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            p = next(&mut published) => {
+            p = next_delivered(&mut published) => {
                 // The connection's task ended: the gateway is stopping.
-                let Some(publish) = p else { break };
+                let Some(Delivered { publish, at, wall }) = p else { break };
+                if publish.qos == QoS::AtMostOnce {
+                    qos0_waiting.fetch_sub(1, Ordering::Relaxed);
+                }
                 let arrived = Arrived {
                     device: device_of_topic(&prefix, &publish.topic),
                     payload: publish.payload.to_vec(),
-                    at: Instant::now(),
+                    at,
+                    wall,
+                    retained: publish.retain,
                 };
                 exec.handle(arrived).await;
                 if let Some((client, _)) = &connection {
                     if publish.qos != QoS::AtMostOnce {
-                        // After a reconnect the packet id may be stale; the
-                        // broker then delivers it again and the journal answers.
-                        let _ = client.try_ack(&publish);
+                        // Waits for room in the client's queue: a PUBACK
+                        // dropped there left its message in the broker's
+                        // in-flight window for good, and once the window
+                        // was full the broker delivered nothing more (a
+                        // flood of 10 010 stopped at 8 013). After a
+                        // reconnect the packet id may be stale; the broker
+                        // then delivers it again and the journal answers.
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = client.ack(&publish) => {}
+                        }
                     }
                 }
             }
@@ -109,6 +144,22 @@ pub async fn run(
     info!("Command listener stopped.");
 }
 
+/// A command as the poller read it.
+struct Delivered {
+    publish: Publish,
+    /// When it arrived: its wait in the gateway counts from here.
+    at: Instant,
+    /// The wall clock then: its age by its `ts` is judged on it.
+    wall: Timestamp,
+}
+
+async fn next_delivered(rx: &mut Option<mpsc::UnboundedReceiver<Delivered>>) -> Option<Delivered> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next message of a receiver; never, without one.
 async fn next<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
@@ -117,15 +168,25 @@ async fn next<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
-async fn poll(
-    mut eventloop: EventLoop,
+/// What the poller needs besides its event loop.
+struct Poller {
     client: AsyncClient,
     filter: String,
-    tx: mpsc::Sender<Publish>,
+    tx: mpsc::UnboundedSender<Delivered>,
+    qos0_waiting: Arc<AtomicUsize>,
+    clock: Arc<dyn Clock>,
     subscribed: gateway_core::telemetry::Gauge,
-    mut backoff: Backoff,
-    stop: CancellationToken,
-) {
+}
+
+async fn poll(mut eventloop: EventLoop, p: Poller, mut backoff: Backoff, stop: CancellationToken) {
+    let Poller {
+        client,
+        filter,
+        tx,
+        qos0_waiting,
+        clock,
+        subscribed,
+    } = p;
     let log = LogThrottle::default();
     loop {
         let polled = tokio::select! {
@@ -151,17 +212,25 @@ async fn poll(
                     warn!(topic = %filter, "The upstream broker refused the command subscription (its ACL?): no command will arrive.");
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                if p.qos == QoS::AtMostOnce {
-                    if tx.try_send(p).is_err() {
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if publish.qos == QoS::AtMostOnce {
+                    if qos0_waiting.load(Ordering::Relaxed) >= QOS0_QUEUE {
                         if let Some(suppressed) = log.allow("full") {
                             warn!(
                                 suppressed,
                                 "Dropping a QoS 0 command: too many are waiting."
                             );
                         }
+                        continue;
                     }
-                } else if tx.send(p).await.is_err() {
+                    qos0_waiting.fetch_add(1, Ordering::Relaxed);
+                }
+                let delivered = Delivered {
+                    publish,
+                    at: Instant::now(),
+                    wall: clock.now(),
+                };
+                if tx.send(delivered).is_err() {
                     return;
                 }
             }

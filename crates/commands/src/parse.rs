@@ -33,6 +33,8 @@ pub struct Parsed {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Malformed {
     pub id: Option<String>,
+    /// The result's reason: `malformed`, or `too_large`.
+    pub reason: &'static str,
     pub detail: String,
 }
 
@@ -40,6 +42,7 @@ impl Malformed {
     fn new(id: Option<&str>, detail: impl Into<String>) -> Self {
         Self {
             id: id.map(str::to_string),
+            reason: "malformed",
             detail: detail.into(),
         }
     }
@@ -73,16 +76,33 @@ pub fn result_topic(prefix: &str, device: &str) -> String {
 /// unknown key, or a value out of its range.
 pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
     if payload.len() > MAX_PAYLOAD {
-        return Err(Malformed::new(
-            None,
-            format!(
-                "payload of {} bytes, more than {MAX_PAYLOAD}",
-                payload.len()
-            ),
-        ));
+        return Err(Malformed {
+            reason: "too_large",
+            ..Malformed::new(
+                readable_id(payload).as_deref(),
+                format!(
+                    "payload of {} bytes, more than {MAX_PAYLOAD}",
+                    payload.len()
+                ),
+            )
+        });
     }
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| Malformed::new(None, format!("not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(payload).map_err(|e| {
+        let id = readable_id(payload);
+        let text = e.to_string();
+        let not_finite = text.contains("number out of range")
+            || [&b"NaN"[..], b"Infinity"]
+                .iter()
+                .any(|w| payload.windows(w.len()).any(|p| p == *w));
+        if not_finite {
+            Malformed::new(
+                id.as_deref(),
+                format!("value: not a finite number (NaN, Infinity and numbers beyond 1.8e308 are no JSON numbers): {text}"),
+            )
+        } else {
+            Malformed::new(id.as_deref(), format!("not JSON: {text}"))
+        }
+    })?;
     let Value::Object(obj) = value else {
         return Err(Malformed::new(None, "expected a JSON object"));
     };
@@ -173,6 +193,77 @@ pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
     })
 }
 
+/// The top-level `"id"` of a payload that is no command (a `NaN`, a
+/// `1e309`, too large), so that its refusal still names it. A scan, not
+/// a parse: strings are skipped with their escapes, nesting is counted,
+/// and only a key of the outermost object is taken.
+pub fn readable_id(payload: &[u8]) -> Option<String> {
+    let mut at = skip_space(payload, 0);
+    if payload.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    let mut depth = 1usize;
+    let mut key_next = true;
+    while let Some(&b) = payload.get(at) {
+        match b {
+            b'"' => {
+                let end = string_end(payload, at)?;
+                if depth == 1 && key_next {
+                    let colon = skip_space(payload, end);
+                    if payload.get(colon) != Some(&b':') {
+                        return None;
+                    }
+                    let value = skip_space(payload, colon + 1);
+                    if &payload[at..end] == b"\"id\"" {
+                        if payload.get(value) != Some(&b'"') {
+                            return None;
+                        }
+                        let value_end = string_end(payload, value)?;
+                        let id: String = serde_json::from_slice(&payload[value..value_end]).ok()?;
+                        return is_id(&id).then_some(id);
+                    }
+                    key_next = false;
+                    at = value;
+                    continue;
+                }
+                at = end;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return None;
+                }
+            }
+            b',' if depth == 1 => key_next = true,
+            _ => {}
+        }
+        at += 1;
+    }
+    None
+}
+
+fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+    while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
+        at += 1;
+    }
+    at
+}
+
+/// The index after the closing quote of the string opening at `start`.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        match bytes.get(at)? {
+            b'\\' => at += 2,
+            b'"' => return Some(at + 1),
+            _ => at += 1,
+        }
+    }
+}
+
 fn is_id(s: &str) -> bool {
     let n = s.chars().count();
     (1..=MAX_ID).contains(&n) && s.chars().all(|c| !c.is_control())
@@ -187,14 +278,27 @@ fn is_metric(s: &str) -> bool {
 /// `data` as the LoRaWAN downlink topic reads it: hex when it is an even
 /// number of hex digits, else standard base64 (what network servers'
 /// APIs send).
+///
+/// `data` as an object is for the device's payload codec to encode
+/// (`encodeDownlink`); `port` is then optional.
 fn downlink(port: Option<&Value>, data: Option<&Value>) -> Result<CommandValue, String> {
     use base64::Engine as _;
-    let port = match port.and_then(Value::as_u64) {
-        Some(p @ 1..=223) => p as u8,
-        _ => return Err("port: expected an application port, 1 to 223".into()),
+    let port_number = |p: &Value| match p.as_u64() {
+        Some(p @ 1..=223) => Ok(p as u8),
+        _ => Err("port: expected an application port, 1 to 223".to_string()),
     };
+    if let Some(Value::Object(data)) = data {
+        return Ok(CommandValue::Encode {
+            port: port.map(port_number).transpose()?,
+            data: data.clone(),
+        });
+    }
+    let port = port_number(port.unwrap_or(&Value::Null))?;
     let Some(Value::String(text)) = data else {
-        return Err("data: expected the payload as a hex or base64 string".into());
+        return Err(
+            "data: expected the payload as a hex or base64 string, or an object for the device's codec"
+                .into(),
+        );
     };
     let text = text.trim();
     // Base64 is 4 characters for 3 bytes: anything longer is too long either way.
@@ -266,6 +370,27 @@ mod tests {
     }
 
     #[test]
+    fn a_downlink_for_the_codec_to_encode() {
+        let p = parse(br#"{"id":"e","data":{"interval":600}}"#).unwrap();
+        let data = serde_json::json!({"interval": 600});
+        assert_eq!(
+            p.value,
+            CommandValue::Encode {
+                port: None,
+                data: data.as_object().unwrap().clone()
+            }
+        );
+        assert_eq!(value_json(&p.value), serde_json::json!({"data": data}));
+        let p = parse(br#"{"id":"e","port":3,"data":{"on":true}}"#).unwrap();
+        assert!(matches!(
+            p.value,
+            CommandValue::Encode { port: Some(3), .. }
+        ));
+        assert!(parse(br#"{"id":"e","port":0,"data":{"on":true}}"#).is_err());
+        assert!(parse(br#"{"id":"e","data":[1,2]}"#).is_err());
+    }
+
+    #[test]
     fn a_downlink() {
         let p = parse(br#"{"id":"d","port":10,"data":"01ff"}"#).unwrap();
         assert_eq!(
@@ -331,9 +456,30 @@ mod tests {
                 Some("a"),
                 "neither hex nor base64",
             ),
+            // Not JSON numbers, but the id is readable: the refusal names it.
             (
                 br#"{"id":"a","metric":"x","value":1e999}"#,
+                Some("a"),
+                "value: not a finite number",
+            ),
+            (
+                br#"{"metric":"x","value":NaN,"id":"n-1"}"#,
+                Some("n-1"),
+                "value: not a finite number",
+            ),
+            (
+                br#"{"id":"i\"2","metric":"x","value":-Infinity}"#,
+                Some("i\"2"),
+                "value: not a finite number",
+            ),
+            (
+                br#"{"x":{"id":"inner"},"value":NaN}"#,
                 None,
+                "value: not a finite number",
+            ),
+            (
+                br#"{"id":"a","metric":"x","value":1,}"#,
+                Some("a"),
                 "not JSON",
             ),
         ] {
@@ -348,6 +494,16 @@ mod tests {
         }
         let big = vec![b' '; MAX_PAYLOAD + 1];
         assert!(parse(&big).unwrap_err().detail.contains("more than"));
+        let mut big = br#"{"id":"big-1","metric":"x","value":""#.to_vec();
+        big.extend(std::iter::repeat_n(b'a', 70_000));
+        big.extend(br#""}"#);
+        let e = parse(&big).unwrap_err();
+        assert_eq!(
+            (e.id.as_deref(), e.reason),
+            (Some("big-1"), "too_large"),
+            "{}",
+            e.detail
+        );
     }
 
     /// Until the fuzz target runs in CI: every truncation of the seeds, and
@@ -370,6 +526,9 @@ mod tests {
                 for b in [0u8, b'"', b'\\', b'{', b'}', b'9', b'-', b'e', 0xff, 0xc3] {
                     let mut m = seed.to_vec();
                     m[at] = b;
+                    if let Some(id) = readable_id(&m) {
+                        assert!(is_id(&id));
+                    }
                     if let Ok(c) = parse(&m) {
                         assert!(!c.id.is_empty());
                         if let CommandValue::Number(v) = c.value {

@@ -1,5 +1,7 @@
 //! Commands per device: a token bucket each, so one device's flood is
-//! refused without touching another's commands.
+//! refused without touching another's commands. Devices no adapter writes
+//! to share one bucket: a sender can make up any number of them, and each
+//! refusal still costs a journal line and a result.
 
 use std::collections::HashMap;
 
@@ -12,6 +14,7 @@ pub struct RateLimit {
     rate: f64,
     burst: f64,
     buckets: HashMap<DeviceId, (f64, Instant)>,
+    unserved: (f64, Instant),
 }
 
 impl RateLimit {
@@ -20,15 +23,20 @@ impl RateLimit {
             rate,
             burst: f64::from(burst.max(1)),
             buckets: HashMap::new(),
+            unserved: (f64::from(burst.max(1)), Instant::now()),
         }
     }
 
-    /// Takes one command of `device`'s allowance; `false` when it has none.
-    /// Only called for devices a target serves, so the map is bounded by
-    /// the config, not by what a sender makes up.
-    pub fn allow(&mut self, device: &DeviceId, now: Instant) -> bool {
+    /// Takes one command of `device`'s allowance (`None`: a device no
+    /// target serves); `false` when it has none. The map holds only
+    /// devices a target serves: it is bounded by the config, not by what a
+    /// sender makes up.
+    pub fn allow(&mut self, device: Option<&DeviceId>, now: Instant) -> bool {
         let burst = self.burst;
-        let (tokens, at) = self.buckets.entry(device.clone()).or_insert((burst, now));
+        let (tokens, at) = match device {
+            Some(device) => self.buckets.entry(device.clone()).or_insert((burst, now)),
+            None => &mut self.unserved,
+        };
         let refill = now.saturating_duration_since(*at).as_secs_f64() * self.rate;
         *tokens = (*tokens + refill).min(burst);
         *at = now;
@@ -54,10 +62,17 @@ mod tests {
         let a = DeviceId::new("a").unwrap();
         let b = DeviceId::new("b").unwrap();
         let t = Instant::now();
-        assert!((0..3).all(|_| r.allow(&a, t)));
-        assert!(!r.allow(&a, t));
-        assert!(r.allow(&b, t), "another device keeps its own allowance");
-        assert!(!r.allow(&a, t + Duration::from_millis(400)));
-        assert!(r.allow(&a, t + Duration::from_millis(1000)));
+        assert!((0..3).all(|_| r.allow(Some(&a), t)));
+        assert!(!r.allow(Some(&a), t));
+        assert!(
+            r.allow(Some(&b), t),
+            "another device keeps its own allowance"
+        );
+        assert!(!r.allow(Some(&a), t + Duration::from_millis(400)));
+        assert!(r.allow(Some(&a), t + Duration::from_millis(1000)));
+        // Devices nobody writes to share one allowance, apart from the rest.
+        assert!((0..3).all(|_| r.allow(None, t)));
+        assert!(!r.allow(None, t));
+        assert!(r.allow(Some(&b), t));
     }
 }

@@ -9,6 +9,7 @@
 use gateway_core::component::{
     ADAPTER_CONNECTED, ADAPTER_LINK, ADAPTER_LISTENING, LINK_RADIO, LINK_SERIAL_PORT,
 };
+use gateway_core::link_status::LINK_TCP_SERVER;
 use gateway_core::Telemetry;
 use serde_json::json;
 use sinks::mqtt_upstream::{UPSTREAM_CONNECTED, UPSTREAM_NODE};
@@ -41,20 +42,30 @@ pub struct Health {
     pub body: serde_json::Value,
 }
 
-/// Why a running adapter `name` takes nothing in, said of what it is
+/// What [`ADAPTER_LINK`] says of one adapter: the kind of link, and the
+/// problem the adapter stated in its own words, if it did.
+struct LinkInfo {
+    adapter: String,
+    link: String,
+    problem: Option<String>,
+}
+
+/// Why a running adapter `name` takes nothing in: what the adapter said
+/// ([`gateway_core::link_status::LinkStatus`]), else said of what it is
 /// linked to ([`ADAPTER_LINK`]): an unplugged serial port is no broker.
-fn not_linked(name: &str, links: &[(String, String)]) -> String {
-    let link = links
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, l)| l.as_str());
-    match link {
+fn not_linked(name: &str, links: &[LinkInfo]) -> String {
+    let info = links.iter().find(|l| l.adapter == name);
+    if let Some(problem) = info.and_then(|l| l.problem.as_deref()) {
+        return format!("adapter \"{name}\" {problem}");
+    }
+    match info.map(|l| l.link.as_str()) {
         Some(LINK_SERIAL_PORT) => {
             format!("adapter \"{name}\" cannot read its serial port (unplugged, or it cannot be opened)")
         }
         Some(LINK_RADIO) => {
             format!("adapter \"{name}\" has no working Bluetooth radio (not scanning)")
         }
+        Some(LINK_TCP_SERVER) => format!("adapter \"{name}\" cannot reach its TCP server"),
         _ => format!("adapter \"{name}\" is not connected and subscribed to its broker"),
     }
 }
@@ -75,13 +86,17 @@ pub fn check(t: &Telemetry) -> Health {
             Some((name, v > 0.5))
         })
         .collect();
-    let links: Vec<(String, String)> = t
+    let links: Vec<LinkInfo> = t
         .gauges(ADAPTER_LINK)
         .into_iter()
         .filter(|(_, v)| *v > 0.5)
         .filter_map(|(labels, _)| {
             let label = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            Some((label("adapter")?, label("link")?))
+            Some(LinkInfo {
+                adapter: label("adapter")?,
+                link: label("link")?,
+                problem: label("problem").filter(|p| !p.is_empty()),
+            })
         })
         .collect();
     let unbound: Vec<String> = t
@@ -117,6 +132,17 @@ pub fn check(t: &Telemetry) -> Health {
             (true, true) => "running",
         };
         adapters.insert(name.clone(), json!(state));
+    }
+    // Commands taken from the cloud broker need their own subscription
+    // (their own connection): without it every command waits unanswered
+    // on the broker while the data flows.
+    let commands = t
+        .gauges(commands::COMMANDS_SUBSCRIBED)
+        .into_iter()
+        .find(|(labels, _)| labels.is_empty())
+        .map(|(_, v)| v > 0.5);
+    if commands == Some(false) {
+        reasons.push("commands are not subscribed on the upstream broker (connection lost, or the broker's ACL refused the subscription): no command arrives".to_string());
     }
     // A full state directory: readings wait with their brokers, counted
     // nowhere, until the journal takes them.
@@ -164,11 +190,18 @@ pub fn check(t: &Telemetry) -> Health {
             body["upstream_node"] = json!(url);
         }
     }
+    if let Some(subscribed) = commands {
+        body["commands_subscribed"] = json!(subscribed);
+    }
     if holding > 0.0 {
         body["journal"] = json!({ "writable": false, "holding_readings": holding });
     }
     if let Some(d) = dashboard {
         body["dashboard"] = d;
+    }
+    // Which pushed configuration runs ([remote_config]); not a reason.
+    if let Some(config) = crate::remote_config::health_view(t) {
+        body["config"] = config;
     }
     if !healthy {
         body["reasons"] = json!(reasons);
@@ -260,6 +293,26 @@ mod tests {
         assert!(check(&t).healthy);
     }
 
+    /// The attack: a command over 64 KiB broke the command connection for
+    /// good while `/health` said ok.
+    #[test]
+    fn commands_not_subscribed_are_unhealthy() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        assert_eq!(check(&t).body.get("commands_subscribed"), None);
+        let subscribed = t.gauge(commands::COMMANDS_SUBSCRIBED, &[]);
+        let h = check(&t);
+        assert!(!h.healthy);
+        assert_eq!(h.body["commands_subscribed"], json!(false));
+        assert!(h.body["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("commands are not subscribed")));
+        subscribed.set(1.0);
+        let h = check(&t);
+        assert!(h.healthy, "{}", h.body);
+        assert_eq!(h.body["commands_subscribed"], json!(true));
+    }
+
     #[test]
     fn an_mqtt_adapter_counts_only_once_subscribed() {
         let t = Telemetry::default();
@@ -318,6 +371,39 @@ mod tests {
             ])
         );
         assert!(!h.body["reasons"].to_string().contains("broker"));
+    }
+
+    #[test]
+    fn an_adapter_says_what_is_wrong_with_its_link_in_its_own_words() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        for name in ["boiler-gw", "rs485"] {
+            t.gauge(ADAPTER_UP, &[("adapter", name)]).set(1.0);
+        }
+        let mut tcp = gateway_core::link_status::LinkStatus::of(&t, "boiler-gw", LINK_TCP_SERVER);
+        let mut rtu = gateway_core::link_status::LinkStatus::of(&t, "rs485", LINK_SERIAL_PORT);
+        // Down before it said why: the kind of link speaks.
+        assert_eq!(
+            check(&t).body["reasons"],
+            json!([
+                "adapter \"boiler-gw\" cannot reach its TCP server",
+                "adapter \"rs485\" cannot read its serial port (unplugged, or it cannot be opened)"
+            ])
+        );
+        tcp.down("cannot reach its Modbus TCP server tcp://10.0.0.5:502 (connection refused)");
+        rtu.down("cannot open its serial port /dev/ttyUSB0 (No such file or directory)");
+        let h = check(&t);
+        assert_eq!(
+            h.body["reasons"],
+            json!([
+                "adapter \"boiler-gw\" cannot reach its Modbus TCP server tcp://10.0.0.5:502 (connection refused)",
+                "adapter \"rs485\" cannot open its serial port /dev/ttyUSB0 (No such file or directory)"
+            ])
+        );
+        assert!(!h.body.to_string().contains("broker"));
+        tcp.up();
+        rtu.up();
+        assert!(check(&t).healthy);
     }
 
     #[test]

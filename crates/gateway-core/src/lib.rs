@@ -32,6 +32,7 @@ pub mod event;
 pub mod hardware_address;
 pub mod hash;
 pub mod id_text;
+pub mod link_status;
 pub mod model;
 pub mod net;
 pub mod output;

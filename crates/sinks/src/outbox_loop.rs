@@ -136,6 +136,21 @@ pub async fn run<D: Deliver>(d: &mut D, link: OutputLink<D::Item>, settings: &Lo
                         }
                     }
                     d.store(batch, true);
+                    // A lane that never runs dry (a command flood, each
+                    // with its result) must not keep the messages out.
+                    let mut batch = Vec::new();
+                    while batch.len() < settings.batch {
+                        match rx.try_recv() {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    if !batch.is_empty() {
+                        if let Some(hold) = hold {
+                            tokio::time::sleep(hold).await;
+                        }
+                        d.store(batch, false);
+                    }
                 }
                 None => urgent = None,
             },

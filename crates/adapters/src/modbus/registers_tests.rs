@@ -15,6 +15,8 @@ fn reg(table: Table, ty: ValueType, order: Order) -> Register {
         writable: false,
         min: None,
         max: None,
+        bit: None,
+        length: 0,
     }
 }
 
@@ -177,10 +179,22 @@ fn a_write_refuses_what_the_register_cannot_hold() {
         encode(&r, f64::NAN, None),
         Err(EncodeError::NotFinite { .. })
     ));
-    assert!(matches!(
-        encode(&r, 30.0, Some((5.0, 25.0))),
-        Err(EncodeError::OutOfBounds { .. })
-    ));
+    // The detail goes to operators: the range in words, not Rust's `5..=25`.
+    for (bounds, says) in [
+        ((5.0, 25.0), "30 is outside the allowed range: 5 to 25"),
+        (
+            (f64::NEG_INFINITY, 25.0),
+            "30 is outside the allowed range: at most 25",
+        ),
+        (
+            (31.0, f64::INFINITY),
+            "30 is outside the allowed range: at least 31",
+        ),
+    ] {
+        let e = encode(&r, 30.0, Some(bounds)).unwrap_err();
+        assert!(matches!(e, EncodeError::OutOfBounds { .. }));
+        assert_eq!(e.to_string(), says);
+    }
     assert_eq!(
         encode(&r, 21.4, Some((5.0, 25.0))),
         Ok(Encoded::Registers(vec![21]))

@@ -36,6 +36,8 @@ pub(super) struct Outputs {
     pub results: Vec<mpsc::Sender<SinkEvent>>,
     /// `[dashboard]`'s pages, when enabled (its writer is one of the outputs).
     pub dashboard: Option<Dashboard>,
+    /// The upstream's urgent lane, for the configuration's reported state.
+    pub upstream_urgent: Option<mpsc::Sender<SinkEvent>>,
 }
 
 /// How the pipeline's fanout treats an output.
@@ -152,6 +154,7 @@ pub(super) fn start_outputs(
     let mut outputs = Outputs::default();
     if let Some(settings) = upstream {
         let senders = outputs.start(Feed::Upstream, settings, &ctx)?;
+        outputs.upstream_urgent.clone_from(&senders.urgent);
         outputs.results.extend(senders.urgent);
     }
     for sink in &config.sinks {

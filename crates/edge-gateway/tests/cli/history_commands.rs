@@ -108,7 +108,7 @@ async fn command_results_are_kept_in_history_and_exported_as_csv() {
         publish(
             cloud.port(),
             &format!("building/hq/{device}/command"),
-            &body.to_string(),
+            &common::with_ts(body.clone()).to_string(),
             1,
             false,
         )

@@ -7,6 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use test_support::Message;
+
+pub mod remote;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -447,4 +449,17 @@ pub async fn password_hash(password: &str) -> String {
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     hash
+}
+
+/// A cloud command stamped now (`"ts"`, which the gateway requires),
+/// unless it says its own time.
+pub fn with_ts(mut body: serde_json::Value) -> serde_json::Value {
+    if let Some(obj) = body.as_object_mut() {
+        obj.entry("ts").or_insert_with(|| {
+            serde_json::Value::String(
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )
+        });
+    }
+    body
 }

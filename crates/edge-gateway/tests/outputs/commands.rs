@@ -50,13 +50,13 @@ pub(crate) fn read_back(port: u16, unit: u8, table: &str, address: u16, count: u
         .collect()
 }
 
-fn metric(body: &str, name_and_labels: &str) -> f64 {
+pub(crate) fn metric(body: &str, name_and_labels: &str) -> f64 {
     body.lines()
         .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
 
-fn config(cloud: u16, building: u16, metrics: u16, modbus: u16) -> String {
+pub(crate) fn config(cloud: u16, building: u16, metrics: u16, modbus: u16) -> String {
     format!(
         r#"
 [gateway]
@@ -112,13 +112,19 @@ writable = ["state", "brightness"]
     )
 }
 
-/// Sends a command on the cloud broker and waits for its result there.
-async fn command(cloud: u16, results: &mut Subscriber, device: &str, body: Value) -> Value {
+/// Sends a command on the cloud broker (stamped now, unless it has its
+/// `ts`) and waits for its result there.
+pub(crate) async fn command(
+    cloud: u16,
+    results: &mut Subscriber,
+    device: &str,
+    body: Value,
+) -> Value {
     let id = body["id"].as_str().unwrap_or_default().to_string();
     publish(
         cloud,
         &format!("building/hq/{device}/command"),
-        &body.to_string(),
+        &common::with_ts(body.clone()).to_string(),
         1,
         false,
     )
@@ -363,7 +369,7 @@ async fn a_kill_between_write_and_result_writes_once() {
     publish(
         cloud.port(),
         "building/hq/ahu-1/command",
-        &json!({"id": "k-1", "metric": "setpoint", "value": 21.0}).to_string(),
+        &common::with_ts(json!({"id": "k-1", "metric": "setpoint", "value": 21.0})).to_string(),
         1,
         false,
     )

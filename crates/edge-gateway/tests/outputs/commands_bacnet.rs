@@ -90,7 +90,7 @@ async fn command(cloud: u16, results: &mut Subscriber, body: Value) -> Value {
     publish(
         cloud,
         "building/hq/ahu-7/command",
-        &body.to_string(),
+        &common::with_ts(body.clone()).to_string(),
         1,
         false,
     )

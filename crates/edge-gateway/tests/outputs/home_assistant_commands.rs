@@ -307,7 +307,7 @@ async fn without_commands_nothing_is_announced_or_written_from_home_assistant() 
     publish(
         cloud.port(),
         "building/hq/ahu-1/command",
-        &json!({"id": "c-1", "metric": "setpoint", "value": 21.0}).to_string(),
+        &common::with_ts(json!({"id": "c-1", "metric": "setpoint", "value": 21.0})).to_string(),
         1,
         false,
     )

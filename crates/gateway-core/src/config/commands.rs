@@ -30,6 +30,15 @@ pub struct CommandsConfig {
     pub rate: f64,
     /// Commands a device may receive at once before `rate` applies.
     pub burst: u32,
+    /// A cloud command must say when it was made (`ts`); one without is
+    /// refused (`malformed`). `false` accepts it with its age counted
+    /// from its arrival, which cannot tell a replay days later from the
+    /// original: see docs/commands.md.
+    pub require_ts: bool,
+    /// How far a command's `ts` may be ahead of the gateway's clock (the
+    /// two clocks' disagreement); further ahead is refused (`clock`).
+    #[serde(with = "duration")]
+    pub clock_tolerance: Duration,
 }
 
 impl Default for CommandsConfig {
@@ -39,6 +48,8 @@ impl Default for CommandsConfig {
             max_age: Duration::from_secs(60),
             rate: 2.0,
             burst: 5,
+            require_ts: true,
+            clock_tolerance: Duration::from_secs(5),
         }
     }
 }
@@ -93,9 +104,15 @@ pub fn template() -> String {
 # docs/commands.md for the broker ACL. Home Assistant's commands have their
 # own switch ([home_assistant] commands) and the limits below.
 enabled = {enabled}
-# A command older than this (by its ts, or by when it arrived) is expired,
-# not executed.
+# A command older than this (by its ts, plus its wait in the gateway) is
+# expired, not executed.
 max_age = "{max_age}"
+# A command must say when it was made ("ts"); without, it is refused. false
+# accepts it with its age counted from its arrival only: a replay of it
+# once its id is forgotten (max_age after it ran) would run again.
+require_ts = {require_ts}
+# A ts further ahead of the gateway's clock than this is refused ("clock").
+clock_tolerance = "{clock_tolerance}"
 # Commands per second per device, after a burst of `burst`; the rest are
 # refused with reason "rate".
 rate = {rate:?}
@@ -105,6 +122,8 @@ burst = {burst}
         max_age = duration::render(c.max_age),
         rate = c.rate,
         burst = c.burst,
+        require_ts = c.require_ts,
+        clock_tolerance = duration::render(c.clock_tolerance),
     );
     out
 }

@@ -10,6 +10,7 @@
 //! variables merged over it ([`layers`]); the typed parse runs on the merged
 //! table and names the drop-in or variable of each problem.
 
+pub mod base_dir;
 pub mod broker;
 pub mod commands;
 pub mod dashboard;
@@ -19,6 +20,7 @@ pub mod layers;
 pub mod load;
 pub mod metrics;
 pub mod names;
+pub mod remote;
 pub mod rule;
 pub mod secret;
 mod sections;
@@ -36,6 +38,7 @@ pub use home_assistant::{HaState, HomeAssistantConfig};
 pub use layers::{Layers, Origin};
 pub use load::{Problem, Problems};
 pub use metrics::MetricsConfig;
+pub use remote::RemoteConfig;
 pub use rule::{ActionConfig, Direction, RateSpec, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
 pub use sections::*;
 pub use values::{BrokerScheme, BrokerUrl, Qos};
@@ -122,6 +125,8 @@ pub struct Config<A: AdapterSpec, S: SinkSpec = NoSinks> {
     pub home_assistant: HomeAssistantConfig,
     /// `[commands]`: writes from the cloud broker to declared points.
     pub commands: CommandsConfig,
+    /// `[remote_config]`: configuration pushed from the cloud broker.
+    pub remote_config: RemoteConfig,
     pub adapters: Vec<A>,
     /// `[[sink]]`: outputs beside the MQTT upstream.
     pub sinks: Vec<S>,
@@ -148,6 +153,7 @@ const SECTIONS: &[&str] = &[
     "dashboard",
     "home_assistant",
     "commands",
+    "remote_config",
     "adapter",
     "sink",
     "device",
@@ -244,6 +250,12 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 .is_some_and(|h| h.enabled && h.commands);
             c.validate(u.enabled, ha_commands, &mut problems);
         }
+        let remote_config =
+            load::section::<RemoteConfig>(table("remote_config"), "remote_config", &mut problems);
+        if let (Some(r), Some(u)) = (&remote_config, &upstream) {
+            let sections: Vec<&str> = SECTIONS.iter().chain(A::SECTIONS).copied().collect();
+            r.validate(u.enabled, &sections, &mut problems);
+        }
         // `units` is the same key on every kind: taken out here, so no
         // adapter kind has to know it.
         let (adapter_tables, units_by_index) =
@@ -335,6 +347,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
             dashboard,
             home_assistant,
             commands,
+            remote_config,
         ) {
             (
                 Some(gateway),
@@ -346,6 +359,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 Some(dashboard),
                 Some(home_assistant),
                 Some(commands),
+                Some(remote_config),
             ) if problems.is_empty() => Ok(Self {
                 gateway,
                 upstream,
@@ -356,6 +370,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 dashboard,
                 home_assistant,
                 commands,
+                remote_config,
                 sinks: sinks.into_iter().map(|(_, s)| s).collect(),
                 devices: devices.into_iter().map(|(_, d)| d).collect(),
                 sections,

@@ -52,7 +52,16 @@ impl Feed {
             let handed = tokio::select! {
                 biased;
                 event = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match event {
-                    Some(event) => self.hand(event, &to, &mut urgent).await,
+                    Some(event) => match self.hand(event, &to, &mut urgent).await {
+                        // A lane that never runs dry (a command flood, each
+                        // with its result) must not keep the windows out:
+                        // one of them after each.
+                        Ok(()) => match events.try_recv() {
+                            Ok(event) => self.hand(event, &to, &mut urgent).await,
+                            Err(_) => Ok(()),
+                        },
+                        gone => gone,
+                    },
                     None => {
                         urgent = None;
                         Ok(())
@@ -138,6 +147,10 @@ impl Feed {
                 let msg = self.renderer.command_result(&c);
                 return to.urgent.send(msg).await.map_err(|_| Gone);
             }
+            SinkEvent::ConfigState(s) => {
+                let msg = self.renderer.config_state(&s);
+                return to.urgent.send(msg).await.map_err(|_| Gone);
+            }
             SinkEvent::Window(w) => self.renderer.aggregated(&w),
             SinkEvent::Status(s) => self.renderer.device_status(&s),
             SinkEvent::Readings(_) | SinkEvent::JournalEpoch(_) => return Ok(()),
@@ -151,7 +164,12 @@ impl Feed {
                         let msg = self.renderer.command_result(&c);
                         to.urgent.send(msg).await.map_err(|_| Gone)?;
                     }
-                    // Only alerts and command results take the urgent lane.
+                    Some(SinkEvent::ConfigState(s)) => {
+                        let msg = self.renderer.config_state(&s);
+                        to.urgent.send(msg).await.map_err(|_| Gone)?;
+                    }
+                    // Only alerts, command results and configuration
+                    // states take the urgent lane.
                     Some(_) => {}
                     None => *urgent = None,
                 },

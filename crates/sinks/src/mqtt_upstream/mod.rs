@@ -341,9 +341,22 @@ impl Deliver for Forwarder {
     }
 
     fn store(&mut self, batch: Vec<Self::Item>, urgent: bool) {
+        let results: Vec<bool> = batch
+            .iter()
+            .map(|m| urgent && render::is_command_result(&m.topic))
+            .collect();
         let seqs = self.spool.store(batch);
         if urgent {
-            self.plan.push_urgent(seqs);
+            // Stored whole (the common case): alerts overtake everything,
+            // results take their own lane; else they go in order.
+            let (results, alerts): (Vec<_>, Vec<_>) = seqs
+                .into_iter()
+                .zip(results)
+                .partition(|(_, result)| *result);
+            self.plan
+                .push_urgent(alerts.into_iter().map(|(seq, _)| seq));
+            self.plan
+                .push_results(results.into_iter().map(|(seq, _)| seq));
         }
     }
 
@@ -356,7 +369,7 @@ impl Deliver for Forwarder {
                     true,
                     QoS::AtLeastOnce,
                 ),
-                Pick::Message { seq, .. } => match self.spool.read(seq) {
+                Pick::Message { seq, .. } | Pick::Result { seq } => match self.spool.read(seq) {
                     Ok(Some(msg)) => (
                         msg.topic,
                         with_seq(msg.payload, seq),

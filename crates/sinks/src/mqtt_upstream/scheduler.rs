@@ -7,6 +7,11 @@
 //!   arrives after at once, so a long outage does not delay new data.
 //! - Urgent messages (alerts) overtake both; one sent ahead of the
 //!   in-order cursor is remembered so the cursor skips it.
+//! - Command results have a lane of their own: after new data, before the
+//!   backlog, and never more than half the in-flight window, so a flood of
+//!   commands (each with its result) never holds up a window, and the
+//!   results still leave as fast as the broker takes them. The in-order
+//!   cursors skip them as they skip alerts sent ahead.
 //! - Packet ids are paired with messages by the order of the client's
 //!   `Outgoing::Publish` events, which follow submission order.
 //! - A lost connection forgets every pairing (the client's queues are
@@ -37,6 +42,8 @@ pub enum Pick {
     Status,
     /// An outbox message; `urgent` when it overtook the cursor.
     Message { seq: u64, urgent: bool },
+    /// A command result, from its own lane.
+    Result { seq: u64 },
 }
 
 /// What a `Sent` or `Acked` event completed.
@@ -63,6 +70,13 @@ pub struct Scheduler {
     urgent: VecDeque<u64>,
     /// Urgent messages submitted ahead of the cursor, not yet acknowledged.
     ahead: HashSet<u64>,
+    /// Command results stored and not yet submitted, oldest first.
+    results: VecDeque<u64>,
+    /// Results waiting or submitted and not yet acknowledged: the
+    /// in-order cursors leave them to their lane.
+    in_lane: HashSet<u64>,
+    /// Results submitted and not yet acknowledged.
+    results_out: HashSet<u64>,
     backlog_end: u64,
     backlog_cursor: u64,
     live_cursor: u64,
@@ -86,6 +100,9 @@ impl Scheduler {
             inflight: HashMap::new(),
             urgent: VecDeque::new(),
             ahead: HashSet::new(),
+            results: VecDeque::new(),
+            in_lane: HashSet::new(),
+            results_out: HashSet::new(),
             backlog_end: 0,
             backlog_cursor: 0,
             live_cursor: 0,
@@ -128,12 +145,45 @@ impl Scheduler {
         for seq in again.into_iter().rev() {
             self.urgent.push_front(seq);
         }
+        let mut again: Vec<u64> = self.results_out.drain().collect();
+        again.sort_unstable();
+        for seq in again.into_iter().rev() {
+            self.results.push_front(seq);
+        }
         lost
     }
 
     /// Urgent messages just stored, to overtake the rest.
     pub fn push_urgent(&mut self, seqs: impl IntoIterator<Item = u64>) {
         self.urgent.extend(seqs);
+    }
+
+    /// Command results just stored, for their lane.
+    pub fn push_results(&mut self, seqs: impl IntoIterator<Item = u64>) {
+        for seq in seqs {
+            self.in_lane.insert(seq);
+            self.results.push_back(seq);
+        }
+    }
+
+    /// Results that may be in flight at once: half the window, so new
+    /// data always finds room.
+    fn results_cap(&self) -> usize {
+        (self.cap / 2).max(1)
+    }
+
+    /// Sent by another lane than the in-order cursors'.
+    fn elsewhere(&self, seq: u64) -> bool {
+        self.ahead.contains(&seq) || self.in_lane.contains(&seq)
+    }
+
+    fn next_result(&mut self) -> Option<Pick> {
+        if self.results_out.len() >= self.results_cap() {
+            return None;
+        }
+        let seq = self.results.pop_front()?;
+        self.results_out.insert(seq);
+        Some(Pick::Result { seq })
     }
 
     /// The next message to submit, if the window and the drain rate allow
@@ -156,6 +206,8 @@ impl Scheduler {
             let seq = if let Some(seq) = store.first_after(self.live_cursor.max(self.backlog_end)) {
                 self.live_cursor = seq;
                 seq
+            } else if let Some(pick) = self.next_result() {
+                return Some(pick);
             } else if self.backlog_cursor < self.backlog_end && self.tokens >= 1.0 {
                 match store
                     .first_after(self.backlog_cursor)
@@ -163,6 +215,12 @@ impl Scheduler {
                 {
                     Some(seq) => {
                         self.backlog_cursor = seq;
+                        // Passing over what another lane sends is free:
+                        // thousands of results must not cost the
+                        // backlog's windows their drain rate.
+                        if self.elsewhere(seq) {
+                            continue;
+                        }
                         self.tokens -= 1.0;
                         seq
                     }
@@ -174,7 +232,7 @@ impl Scheduler {
             } else {
                 return None;
             };
-            if !self.ahead.contains(&seq) {
+            if !self.elsewhere(seq) {
                 return Some(Pick::Message { seq, urgent: false });
             }
         }
@@ -188,6 +246,10 @@ impl Scheduler {
             Pick::Message { seq, urgent: true } => {
                 self.ahead.remove(&seq);
                 self.urgent.push_front(seq);
+            }
+            Pick::Result { seq } => {
+                self.results_out.remove(&seq);
+                self.results.push_front(seq);
             }
             Pick::Message { seq, urgent: false } => {
                 if seq <= self.backlog_end {
@@ -203,9 +265,18 @@ impl Scheduler {
     /// `pick` could not be read from the store: it is not sent on this
     /// connection.
     pub fn skip(&mut self, pick: Pick) {
-        if let Pick::Message { seq, .. } = pick {
-            self.ahead.remove(&seq);
+        match pick {
+            Pick::Message { seq, .. } => {
+                self.ahead.remove(&seq);
+            }
+            Pick::Result { seq } => self.settle_result(seq),
+            Pick::Status => {}
         }
+    }
+
+    fn settle_result(&mut self, seq: u64) {
+        self.results_out.remove(&seq);
+        self.in_lane.remove(&seq);
     }
 
     /// `pick` went to the client.
@@ -236,6 +307,10 @@ impl Scheduler {
             Pick::Status => Completed::Status,
             Pick::Message { seq, .. } => {
                 self.ahead.remove(&seq);
+                Completed::Message(seq)
+            }
+            Pick::Result { seq } => {
+                self.settle_result(seq);
                 Completed::Message(seq)
             }
         }

@@ -196,3 +196,52 @@ async fn qos0_completes_on_write() {
     assert_eq!(s.sent(0), Some(Completed::Message(1)));
     assert_eq!(s.unacknowledged(), 1);
 }
+
+/// The attack: a flood of commands gave thousands of results, all urgent,
+/// and the windows waited behind every one of them.
+#[tokio::test(start_paused = true)]
+async fn windows_never_wait_behind_a_flood_of_command_results() {
+    let mut store = Seqs::default();
+    let mut s = Scheduler::new(10, 1000, Instant::now());
+    s.connected(&store);
+    let mut pkid = 1;
+    assert_eq!(drain(&mut s, &store, &mut pkid), vec![Pick::Status]);
+    for seq in 1..=1000 {
+        store.add(seq);
+    }
+    s.push_results(1..=1000);
+    let first = drain(&mut s, &store, &mut pkid);
+    assert_eq!(
+        first,
+        (1..=5).map(|seq| Pick::Result { seq }).collect::<Vec<_>>(),
+        "results take half the window at most"
+    );
+    // A window closes in the middle of the flood: it goes at once.
+    store.add(1001);
+    assert_eq!(drain(&mut s, &store, &mut pkid), vec![msg(1001)]);
+    // Each acknowledged result lets the next one go, as fast as the
+    // broker takes them; nothing is sent twice by the in-order cursor.
+    assert_eq!(s.acked(2), Some(Completed::Message(1)));
+    store.ack(1);
+    assert_eq!(
+        drain(&mut s, &store, &mut pkid),
+        vec![Pick::Result { seq: 6 }]
+    );
+    // A lost connection: the results in flight go first again, after the
+    // status; the backlog leaves the lane's results to it.
+    s.lost();
+    s.connected(&store);
+    let again = drain(&mut s, &store, &mut pkid);
+    assert_eq!(
+        again,
+        vec![
+            Pick::Status,
+            Pick::Result { seq: 2 },
+            Pick::Result { seq: 3 },
+            Pick::Result { seq: 4 },
+            Pick::Result { seq: 5 },
+            Pick::Result { seq: 6 },
+            msg(1001),
+        ]
+    );
+}

@@ -1,0 +1,175 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use gateway_core::command::{Refusal, WriteFuture};
+use gateway_core::TokioClock;
+
+use super::*;
+
+const T0: i64 = 1_795_000_000_000;
+
+/// Writes to `ahu-1` and `lamp-1`, counting them; each takes `takes`.
+struct Device {
+    writes: Arc<AtomicUsize>,
+    takes: Duration,
+}
+
+impl CommandTarget for Device {
+    fn serves(&self, device: &DeviceId) -> bool {
+        ["ahu-1", "lamp-1"].contains(&device.as_str())
+    }
+    fn check(&self, command: &Command) -> Result<(), Refusal> {
+        if command.metric == "setpoint" {
+            Ok(())
+        } else {
+            Err(Refusal::new("not_writable", "not declared"))
+        }
+    }
+    fn write(&self, _: Command) -> WriteFuture {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        let takes = self.takes;
+        Box::pin(async move {
+            tokio::time::sleep(takes).await;
+            WriteOutcome::Done { value: None }
+        })
+    }
+}
+
+struct Bench {
+    exec: Executor,
+    results: mpsc::Receiver<SinkEvent>,
+    writes: Arc<AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+fn bench(max_age: Duration, takes: Duration) -> Bench {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CommandsConfig {
+        enabled: true,
+        max_age,
+        ..CommandsConfig::default()
+    };
+    let clock: Arc<dyn Clock> =
+        Arc::new(TokioClock::starting_at(Timestamp::from_millis(T0).unwrap()));
+    let keep = config.max_age + config.clock_tolerance;
+    let journal = Journal::open(dir.path(), keep, clock.now()).unwrap();
+    let targets = CommandTargets::default();
+    let writes = Arc::new(AtomicUsize::new(0));
+    targets.register(
+        "plant",
+        Arc::new(Device {
+            writes: writes.clone(),
+            takes,
+        }),
+    );
+    let (tx, results) = mpsc::channel(100_000);
+    let exec = Executor::new(
+        config,
+        Some(journal),
+        targets,
+        clock,
+        Telemetry::default(),
+        vec![tx],
+    );
+    Bench {
+        exec,
+        results,
+        writes,
+        _dir: dir,
+    }
+}
+
+impl Bench {
+    fn arrived(&self, device: &str, body: &serde_json::Value) -> Arrived {
+        Arrived {
+            device: DeviceId::new(device).ok(),
+            payload: body.to_string().into_bytes(),
+            at: Instant::now(),
+            wall: self.exec.clock.now(),
+            retained: false,
+        }
+    }
+
+    async fn run(&mut self, device: &str, body: serde_json::Value) -> CommandEvent {
+        let arrived = self.arrived(device, &body);
+        self.exec.handle(arrived).await;
+        match self.results.try_recv() {
+            Ok(SinkEvent::Command(c)) => c,
+            other => panic!("one result for {body}, got {other:?}"),
+        }
+    }
+}
+
+fn stamped(id: &str, metric: &str) -> serde_json::Value {
+    let ts = Timestamp::from_millis(T0).unwrap().to_rfc3339();
+    serde_json::json!({"id": id, "metric": metric, "value": 21.0, "ts": ts})
+}
+
+/// The attack: 10 010 commands refused for a device that does not exist
+/// pushed a real command's id out of the journal, and its replay wrote
+/// again. Now the refused ones beyond the shared allowance are not even
+/// journaled, and the real id stays whatever their number.
+#[tokio::test(start_paused = true)]
+async fn a_flood_for_a_device_nobody_writes_to_evicts_nothing() {
+    let mut b = bench(Duration::from_secs(600), Duration::ZERO);
+    let r = b.run("ahu-1", stamped("real-1", "setpoint")).await;
+    assert_eq!(r.status, "done");
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..20_010 {
+        let r = b.run("ghost", stamped(&format!("f-{i}"), "setpoint")).await;
+        assert_eq!(r.status, "refused");
+        *reasons.entry(r.reason).or_default() += 1;
+    }
+    let burst = CommandsConfig::default().burst as usize;
+    assert_eq!(reasons.get("not_writable"), Some(&burst), "{reasons:?}");
+    assert_eq!(reasons.get("rate"), Some(&(20_010 - burst)));
+    let journal = b.exec.journal.as_ref().unwrap();
+    assert_eq!(journal.len(), 1 + burst, "the rate's refusals cost no line");
+    // The replay, word for word: its first result, nothing written.
+    let r = b.run("ahu-1", stamped("real-1", "setpoint")).await;
+    assert_eq!(
+        (r.status.as_str(), r.value.clone()),
+        ("done", serde_json::json!(21))
+    );
+    assert_eq!(b.writes.load(Ordering::Relaxed), 1);
+}
+
+/// The attack: a command waited 8 s behind a Modbus write with no answer
+/// and then ran; its wait now counts against max_age.
+#[tokio::test(start_paused = true)]
+async fn a_command_waiting_behind_a_slow_write_expires() {
+    let mut b = bench(Duration::from_secs(5), Duration::from_secs(8));
+    let first = b.arrived("ahu-1", &stamped("w-1", "setpoint"));
+    let second = b.arrived("ahu-1", &stamped("w-2", "setpoint"));
+    b.exec.handle(first).await;
+    b.exec.handle(second).await;
+    let mut got = Vec::new();
+    while let Ok(SinkEvent::Command(c)) = b.results.try_recv() {
+        got.push((c.id, c.status, c.reason));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("w-1".into(), "done".into(), String::new()),
+            ("w-2".into(), "expired".into(), "max_age".into()),
+        ]
+    );
+    assert_eq!(b.writes.load(Ordering::Relaxed), 1);
+}
+
+/// The same id on two devices is two commands, each answered as its own.
+#[tokio::test(start_paused = true)]
+async fn an_id_is_its_devices() {
+    let mut b = bench(Duration::from_secs(60), Duration::ZERO);
+    let r = b.run("ahu-1", stamped("same", "setpoint")).await;
+    assert_eq!((r.device.as_str(), r.status.as_str()), ("ahu-1", "done"));
+    let r = b.run("lamp-1", stamped("same", "setpoint")).await;
+    assert_eq!((r.device.as_str(), r.status.as_str()), ("lamp-1", "done"));
+    assert_eq!(b.writes.load(Ordering::Relaxed), 2);
+    // A repeat on either is answered from the journal, without a write.
+    let r = b.run("lamp-1", stamped("same", "setpoint")).await;
+    assert_eq!((r.device.as_str(), r.status.as_str()), ("lamp-1", "done"));
+    assert_eq!(b.writes.load(Ordering::Relaxed), 2);
+}

@@ -1,0 +1,207 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+const KEEP: Duration = Duration::from_secs(65);
+const T0: i64 = 1_795_000_000_000;
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millis(T0 + ms).unwrap()
+}
+
+fn done(device: &str) -> Recorded {
+    Recorded {
+        device: device.into(),
+        metric: "setpoint".into(),
+        value: serde_json::json!(21.5),
+        status: "done".into(),
+        reason: String::new(),
+        detail: String::new(),
+        ts: at(0).to_rfc3339(),
+    }
+}
+
+fn open(dir: &Path, now: i64) -> Journal {
+    Journal::open(dir, KEEP, at(now)).unwrap()
+}
+
+#[test]
+fn a_reopened_journal_knows_started_and_finished_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.start("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.finish("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.start("b", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    drop(j);
+    let j = open(dir.path(), 10);
+    assert_eq!(j.get("ahu-1", "a"), Some(&Known::Finished(done("ahu-1"))));
+    let started = Recorded {
+        status: STARTED.into(),
+        ..done("ahu-1")
+    };
+    assert_eq!(j.get("ahu-1", "b"), Some(&Known::Started(started.clone())));
+    assert_eq!(j.interrupted(), vec![("b".to_string(), started)]);
+    assert_eq!(j.get("ahu-1", "c"), None);
+    assert_eq!(j.damaged(), 0);
+}
+
+#[test]
+fn an_id_is_its_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.finish("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    assert!(j.get("ahu-1", "a").is_some());
+    assert_eq!(j.get("ahu-2", "a"), None, "another device's command");
+}
+
+/// The attack: thousands of refused commands used to push a real id out
+/// of a memory of 10 000, and its replay ran again.
+#[test]
+fn no_number_of_other_ids_pushes_an_id_out_before_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.finish("real", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    for i in 0..500 {
+        j.finish(&format!("junk-{i}"), Some(at(1)), done("nobody"), at(1))
+            .unwrap();
+    }
+    assert!(j.get("ahu-1", "real").is_some());
+    drop(j);
+    let mut j = open(dir.path(), 64_000);
+    assert!(j.get("ahu-1", "real").is_some(), "kept across a restart");
+    // Once a replay of it would be expired (made + max_age + tolerance),
+    // it is forgotten, and its ts becomes the horizon.
+    j.finish("later", Some(at(65_500)), done("ahu-1"), at(65_500))
+        .unwrap();
+    assert_eq!(j.get("ahu-1", "real"), None);
+    assert_eq!(j.horizon(), Some(at(1)));
+    assert_eq!(j.len(), 1);
+    drop(j);
+    let lines = fs::read_to_string(dir.path().join("journal"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 2, "the horizon and the one id left: {lines} lines");
+    // The horizon outlives the rewrite and the ids it dropped, even with
+    // the clock stepped back to before them.
+    let j = open(dir.path(), 0);
+    assert_eq!(j.horizon(), Some(at(1)));
+    assert!(j.get("ahu-1", "later").is_some());
+}
+
+#[test]
+fn a_command_without_ts_is_remembered_from_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    let mut r = done("ahu-1");
+    r.ts = at(30_000).to_rfc3339();
+    j.finish("ha-1", None, r, at(30_000)).unwrap();
+    j.finish("x", None, done("ahu-1"), at(94_000)).unwrap();
+    assert!(j.get("ahu-1", "ha-1").is_some());
+    j.finish("y", None, done("ahu-1"), at(95_500)).unwrap();
+    assert_eq!(j.get("ahu-1", "ha-1"), None);
+    assert_eq!(j.horizon(), None, "only a sender's ts makes the horizon");
+}
+
+#[test]
+fn a_torn_last_line_is_skipped_and_the_next_append_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.start("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    drop(j);
+    let path = dir.path().join("journal");
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(br#"{"id":"b","res"#).unwrap();
+    let mut j = open(dir.path(), 0);
+    assert!(matches!(j.get("ahu-1", "a"), Some(Known::Started(_))));
+    assert_eq!(j.get("ahu-1", "b"), None);
+    assert_eq!(j.damaged(), 1);
+    // Before, this line was glued to the torn one and lost at the next start.
+    j.finish("c", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    drop(j);
+    let j = open(dir.path(), 0);
+    assert!(j.get("ahu-1", "c").is_some());
+    assert_eq!(j.damaged(), 0);
+}
+
+/// The attack: one 0xFF in one line stopped the replay there, so that id
+/// and every later one ran again, and ids journaled after the restart
+/// were lost at the next.
+#[test]
+fn a_damaged_byte_costs_its_line_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    for id in ["a", "b", "c", "d", "e", "f"] {
+        j.finish(id, Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    }
+    drop(j);
+    let path = dir.path().join("journal");
+    let mut bytes = fs::read(&path).unwrap();
+    let second = bytes.iter().position(|b| *b == b'\n').unwrap() + 5;
+    bytes[second] = 0xFF;
+    fs::write(&path, &bytes).unwrap();
+
+    let mut j = open(dir.path(), 0);
+    assert_eq!(j.damaged(), 1);
+    assert_eq!(j.get("ahu-1", "b"), None, "the damaged line's command");
+    for id in ["a", "c", "d", "e", "f"] {
+        assert!(j.get("ahu-1", id).is_some(), "{id} is kept");
+    }
+    // Rewritten clean: every line reads, and what is journaled now is
+    // still there after the next start.
+    let text = fs::read_to_string(&path).expect("UTF-8 again");
+    assert!(text
+        .lines()
+        .all(|l| serde_json::from_str::<Line>(l).is_ok()));
+    j.finish("g", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    drop(j);
+    let j = open(dir.path(), 0);
+    assert_eq!(j.damaged(), 0);
+    for id in ["a", "c", "d", "e", "f", "g"] {
+        assert!(j.get("ahu-1", id).is_some(), "{id} is kept");
+    }
+}
+
+#[test]
+fn one_damaged_line_of_an_executed_command_leaves_its_id_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.start("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.finish("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    drop(j);
+    let path = dir.path().join("journal");
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] = 0xFF;
+    fs::write(&path, &bytes).unwrap();
+    let j = open(dir.path(), 0);
+    assert_eq!(j.damaged(), 1);
+    assert!(
+        matches!(j.get("ahu-1", "a"), Some(Known::Started(_))),
+        "never written again"
+    );
+}
+
+/// A kill -9 during a write, and the gateway down for longer than
+/// max_age: the id is still found started, so it is reported
+/// `interrupted` (and never written again), not judged as a new command.
+#[test]
+fn an_id_started_and_never_finished_outlives_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.start("k-1", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    drop(j);
+    let mut j = open(dir.path(), 3_600_000);
+    assert!(matches!(j.get("ahu-1", "k-1"), Some(Known::Started(_))));
+    assert_eq!(j.interrupted().len(), 1);
+    // Its result, journaled now, answers the broker's re-delivery for
+    // as long as any id is remembered; then it is forgotten.
+    let mut result = done("ahu-1");
+    result.ts = at(3_600_000).to_rfc3339();
+    j.finish("k-1", None, result, at(3_600_000)).unwrap();
+    j.finish("x", None, done("ahu-1"), at(3_660_000)).unwrap();
+    assert!(matches!(j.get("ahu-1", "k-1"), Some(Known::Finished(_))));
+    j.finish("y", None, done("ahu-1"), at(3_700_000)).unwrap();
+    assert_eq!(j.get("ahu-1", "k-1"), None);
+    assert_eq!(j.horizon(), Some(at(0)), "its ts, as it had one");
+}
