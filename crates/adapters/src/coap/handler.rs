@@ -103,6 +103,15 @@ struct Transfer {
 
 type Latest = BTreeMap<String, (f64, Timestamp)>;
 
+fn remember_in(metrics: &mut Latest, r: &Reading) {
+    let key = r.metric().as_str();
+    if let Some(latest) = metrics.get_mut(key) {
+        *latest = (r.value(), r.time());
+    } else if metrics.len() < MAX_METRICS_PER_DEVICE {
+        metrics.insert(key.to_string(), (r.value(), r.time()));
+    }
+}
+
 /// The server's state between datagrams.
 pub struct Handler {
     limits: Limits,
@@ -630,23 +639,14 @@ impl Handler {
 
     fn remember(&mut self, readings: &[Reading]) {
         for r in readings {
-            // A known device's known metric, the case of every datagram
-            // after a device's first, is updated in place: no key is
-            // copied (two allocations a reading otherwise).
-            if !self.latest.contains_key(r.device()) {
-                if self.latest.len() >= self.limits.max_devices {
-                    continue;
-                }
-                self.latest.insert(r.device().clone(), Latest::default());
-            }
-            let Some(metrics) = self.latest.get_mut(r.device()) else {
-                continue;
-            };
-            let key = r.metric().as_str();
-            if let Some(latest) = metrics.get_mut(key) {
-                *latest = (r.value(), r.time());
-            } else if metrics.len() < MAX_METRICS_PER_DEVICE {
-                metrics.insert(key.to_string(), (r.value(), r.time()));
+            // A known device, the case of every datagram after its first,
+            // is found with one hash and its known metric updated in
+            // place: no key is copied (two allocations a reading
+            // otherwise), no second lookup.
+            if let Some(metrics) = self.latest.get_mut(r.device()) {
+                remember_in(metrics, r);
+            } else if self.latest.len() < self.limits.max_devices {
+                remember_in(self.latest.entry(r.device().clone()).or_default(), r);
             }
         }
     }
