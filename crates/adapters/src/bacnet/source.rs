@@ -195,7 +195,12 @@ fn route(
         },
         Event::Cov(_, n) => match by_process.get(&n.process_id) {
             Some(tx) => {
-                let _ = tx.try_send(DeviceEvent::Cov(n));
+                // A device task that fell this far behind loses the
+                // notification: counted, as the client's own overflow is
+                // (the value comes back with the next change or poll).
+                if tx.try_send(DeviceEvent::Cov(n)).is_err() {
+                    stats.error("overflow");
+                }
             }
             // A previous run's subscription, or none of ours: it lapses
             // at the device.
