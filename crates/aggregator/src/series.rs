@@ -116,6 +116,16 @@ impl OpenWindows {
         if self.head_start == NO_WINDOW {
             self.head_start = start;
             self.head = stats;
+        } else if start > self.head_start {
+            // The newest window takes the inline slot and the one waiting
+            // out its grace moves to the spill list: readings come in time
+            // order, so the next ones are the new window's. Otherwise every
+            // reading of the grace period took the slow path (with a grace
+            // as long as the window, every reading: issue 69).
+            let older = (self.head_start, self.head);
+            self.rest.get_or_insert_default().push(older);
+            self.head_start = start;
+            self.head = stats;
         } else {
             self.rest.get_or_insert_default().push((start, stats));
         }
