@@ -27,7 +27,7 @@ export CARGO_TARGET_DIR="$PWD/target/ratios"
 export CARGO_INCREMENTAL=0
 export CARGO_PROFILE_BENCH_LTO=off
 export CARGO_PROFILE_BENCH_CODEGEN_UNITS=16
-benches=(ingest udp_ingest tcp_line)
+benches=(ingest udp_ingest tcp_line modbus)
 cargo_args=(-p edge-gateway --no-default-features --features all-protocols --locked)
 for b in "${benches[@]}"; do cargo_args+=(--bench "$b"); done
 
@@ -64,6 +64,7 @@ for entry in "${executables[@]}"; do
     EDGE_BENCH_MESSAGES=300000 EDGE_BENCH_QOS=0 EDGE_BENCH_PINNED=0 EDGE_BENCH_PYTHON=0 \
       EDGE_BENCH_DATAGRAMS=300000 \
       EDGE_BENCH_LINES=300000 EDGE_BENCH_ROUNDS=3 EDGE_BENCH_BUSY=0 \
+      EDGE_BENCH_SECONDS=4 EDGE_BENCH_JITTER=0 \
       timeout 300 "$exe" --bench) >"$logs/$name.log" 2>&1
   rc=$?
   [ "$rc" -eq 0 ] || echo "bench-ratios: $name exited with $rc" >>"$logs/$name.log"
