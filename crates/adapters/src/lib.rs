@@ -34,13 +34,17 @@ pub mod modbus;
 #[cfg(feature = "bacnet")]
 pub mod bacnet;
 
+#[cfg(feature = "knx")]
+pub mod knx;
+
 pub mod registry;
 
 #[cfg(any(
     feature = "ble",
     feature = "lorawan",
     feature = "modbus",
-    feature = "bacnet"
+    feature = "bacnet",
+    feature = "knx"
 ))]
 mod device_section;
 
@@ -71,6 +75,8 @@ registry::adapter_registry! {
         Modbus => modbus::ModbusConfig,
         #[cfg(feature = "bacnet")]
         Bacnet => bacnet::BacnetConfig,
+        #[cfg(feature = "knx")]
+        Knx => knx::KnxConfig,
     }
     sections {
         #[cfg(feature = "coap")]
@@ -83,5 +89,7 @@ registry::adapter_registry! {
         modbus => modbus::ModbusSection,
         #[cfg(feature = "bacnet")]
         bacnet => bacnet::BacnetSection,
+        #[cfg(feature = "knx")]
+        knx => knx::KnxSection,
     }
 }

@@ -9,6 +9,7 @@
 mod common;
 
 mod bacnet;
+mod bacnet_attacks;
 mod bacnet_faults;
 mod bacnet_outputs;
 mod ble;
@@ -21,6 +22,7 @@ mod end_to_end;
 mod firmware_codec;
 mod ingress_session;
 mod input_abuse;
+mod knx;
 mod lorawan;
 mod lorawan_codecs;
 mod lorawan_otaa;
