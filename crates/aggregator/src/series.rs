@@ -589,4 +589,25 @@ mod tests {
         assert!(w.is_empty());
         assert!(w.take(20).is_none());
     }
+
+    /// Readings come in time order: once the next window opens, its
+    /// readings take the inline slot's fast path while the older window
+    /// waits out its grace in the spill list.
+    #[test]
+    fn the_newest_window_takes_the_inline_slot() {
+        let mut w = OpenWindows::EMPTY;
+        assert!(w.push(0, 1.0));
+        assert!(w.push(60, 2.0));
+        assert_eq!(w.head_start, 60);
+        assert!(!w.push(60, 4.0));
+        assert!(!w.push(0, 3.0), "a late reading still finds its window");
+        assert_eq!(w.take(0).map(|s| (s.count(), s.avg())), Some((2, 2.0)));
+        assert_eq!(w.head_start, 60);
+        assert!(
+            w.rest.is_none(),
+            "back to one window, the spill list is given back"
+        );
+        assert_eq!(w.take(60).map(|s| (s.count(), s.avg())), Some((2, 3.0)));
+        assert!(w.is_empty());
+    }
 }
