@@ -254,7 +254,7 @@ pub async fn serve(
     let mut requests = RateLimiter::new(config.rate_limit, config.rate_burst, config.max_peers);
     let mut handshakes =
         RateLimiter::new(dtls.handshake_rate, dtls.handshake_burst, config.max_peers);
-    let mut handler = Handler::new(config.limits.clone(), super::server::random_u16());
+    let mut handler = Handler::for_server(&config, super::server::random_u16());
     let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
     let mut buf = vec![0u8; config.limits.max_payload_bytes + 512 + 256];
     let mut plain = vec![0u8; config.limits.max_payload_bytes + 512 + 1];
@@ -485,6 +485,7 @@ async fn serve_records(
         for (kind, detail) in &outcome.errors {
             report(stats, throttle, &ctx.name, peer, kind, detail);
         }
+        super::server::codec_notes(&outcome, ctx, throttle);
         if !outcome.readings.is_empty() {
             stats.readings.add(outcome.readings.len() as u64);
             ctx.ingress

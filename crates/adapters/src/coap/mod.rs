@@ -5,12 +5,15 @@
 //! - `message`: strict message checks in front of coap-lite's codec (pure);
 //! - `handler`: requests in, replies and readings out, with the duplicate
 //!   cache, Block1 reassembly and latest values (pure, time passed in);
+//! - `codec`: binary bodies through a LoRaWAN or vendor `js:` codec;
 //! - `dedup`, `ratelimit`: the bounded tables the server keeps;
 //! - `server`: the UDP socket loop;
 //! - `psk`, `dtls`: `[[coap.psk]]` identities and the coaps (DTLS-PSK)
 //!   socket loop over OpenSSL;
 //! - `observe`: the Observe client.
 
+#[cfg(feature = "lorawan")]
+mod codec;
 pub mod config;
 pub mod dedup;
 pub mod dtls;

@@ -70,7 +70,7 @@ pub async fn serve(
     let stats = ctx.stats();
     let throttle = LogThrottle::default();
     let mut limiter = RateLimiter::new(config.rate_limit, config.rate_burst, config.max_peers);
-    let mut handler = Handler::new(config.limits.clone(), random_u16());
+    let mut handler = Handler::for_server(&config, random_u16());
     // One byte more than the largest message we accept: a datagram that
     // fills its slot was truncated by the kernel (§4.6).
     let slot = config.limits.max_payload_bytes + HEADROOM + 1;
@@ -165,6 +165,7 @@ fn settle(
     for (device, key) in &outcome.ignored {
         stats.ignored_field(device.as_str(), key);
     }
+    codec_notes(&outcome, ctx, throttle);
     if readings.is_empty() {
         *readings = outcome.readings;
     } else {
@@ -199,6 +200,25 @@ async fn deliver(
         }
     }
     Ok(())
+}
+
+/// A codec's warnings (logged, counted as LoRaWAN counts them) and the
+/// units its `normalizeUplink` named, for every output.
+pub(crate) fn codec_notes(outcome: &Outcome, ctx: &AdapterContext, throttle: &LogThrottle) {
+    if let Some((device, warnings)) = &outcome.codec_warnings {
+        ctx.telemetry
+            .counter(
+                "edge_gateway_lorawan_codec_warnings_total",
+                &[("adapter", ctx.name.as_str())],
+            )
+            .add(warnings.len() as u64);
+        if let Some(suppressed) = throttle.allow("codec_warning") {
+            warn!(adapter = %ctx.name, %device, ?warnings, suppressed, "The payload codec warned about a CoAP body.");
+        }
+    }
+    if let Some((device, units)) = &outcome.units {
+        ctx.ingress.report_units(device.as_str(), units.clone());
+    }
 }
 
 /// A datagram that could not be received is counted and logged; the

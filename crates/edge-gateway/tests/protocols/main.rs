@@ -29,6 +29,7 @@ mod lorawan_otaa;
 mod modbus;
 mod modbus_faults;
 mod oversized;
+mod payload_codecs;
 mod serial_dropin;
 mod serial_line;
 mod tcp_line;
