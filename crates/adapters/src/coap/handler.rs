@@ -30,6 +30,7 @@ const CF_SENML_CBOR: u32 = 112;
 /// Option numbers read by number (RFC 7252 §12.2, RFC 7959 §2.1).
 const URI_PATH: u16 = 11;
 const CONTENT_FORMAT: u16 = 12;
+const URI_QUERY: u16 = 15;
 const BLOCK1: u16 = 27;
 
 /// Option numbers the server understands. Any other critical (odd) option
@@ -494,7 +495,7 @@ impl Handler {
         #[cfg(feature = "lorawan")]
         let codec = match self.codec.clone().filter(|_| super::codec::takes(cf)) {
             None => None,
-            Some(c) => match super::codec::fport(request, c.fport) {
+            Some(c) => match super::codec::fport(request.option(URI_QUERY), c.fport) {
                 Ok(fport) => Some((c, fport)),
                 Err(e) => {
                     out.error("invalid_fport", e.clone());
@@ -548,8 +549,15 @@ impl Handler {
         #[cfg(feature = "lorawan")]
         if let Some((codec, fport)) = codec {
             let max = self.limits.max_readings_per_message;
-            let answer = match super::codec::decode(&codec, fport, body, &device, arrival, max, out)
-            {
+            let answer = match super::codec::decode(
+                &codec,
+                fport,
+                body.into_owned(),
+                &device,
+                arrival,
+                max,
+                out,
+            ) {
                 Ok(()) => Answer::new(ResponseType::Changed),
                 Err((code, detail)) => Answer::error(code, &detail),
             };
