@@ -40,6 +40,11 @@ use super::writer::KnxTarget;
 pub const KNX_UNDECODABLE: &str = "edge_gateway_knx_undecodable_total";
 /// Group telegrams seen, by `service` (`read`, `response`, `write`).
 pub const KNX_TELEGRAMS: &str = "edge_gateway_knx_telegrams_total";
+/// A 16.000/16.001 string's text, as a label (`{adapter, device, metric,
+/// text}` = 1, replaced when the text changes), as Modbus shows its
+/// string registers: readings are numbers, and a display's text is for an
+/// operator to see, not to aggregate.
+pub const KNX_TEXT: &str = "edge_gateway_knx_text_info";
 
 /// Events waiting for this loop; the link waits beyond.
 const EVENT_QUEUE: usize = 1024;
@@ -189,6 +194,8 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
     poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut is_connected = false;
     let mut batch: Vec<Reading> = Vec::new();
+    // The text last shown per group, so that a changed one replaces it.
+    let mut texts: HashMap<usize, String> = HashMap::new();
     let result = loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break Ok(()),
@@ -198,7 +205,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
                 let mut taken = 0;
                 loop {
                     match ev {
-                        LinkEvent::Telegram(t) => telegram(&t, &groups, &services, &ctx, &faults, &mut batch),
+                        LinkEvent::Telegram(t) => telegram(&t, &groups, &services, &ctx, &faults, &mut texts, &mut batch),
                         LinkEvent::Connected(address) => {
                             is_connected = true;
                             status.up();
@@ -297,12 +304,57 @@ impl Services {
 }
 
 /// One group telegram: a reading of its group, or a count of why not.
+/// A text is no reading: like the text fields of other adapters it is
+/// counted once per device and key, and shown in [`KNX_TEXT`]. One label
+/// set per group at most, whatever the bus sends.
+fn show_text(
+    i: usize,
+    g: &KnxGroup,
+    text: String,
+    texts: &mut HashMap<usize, String>,
+    ctx: &AdapterContext,
+    faults: &Faults,
+) {
+    let old = texts.insert(i, text.clone());
+    if old.as_deref() == Some(text.as_str()) {
+        return;
+    }
+    debug!(adapter = %ctx.name, device = %g.device, metric = %g.metric, text, "KNX text value.");
+    faults
+        .stats
+        .ignored_field(g.device.as_str(), g.metric.as_str());
+    let (adapter, device, metric) = (ctx.name.as_str(), g.device.as_str(), g.metric.as_str());
+    if let Some(old) = &old {
+        ctx.telemetry.remove_gauge(
+            KNX_TEXT,
+            &[
+                ("adapter", adapter),
+                ("device", device),
+                ("metric", metric),
+                ("text", old),
+            ],
+        );
+    }
+    ctx.telemetry
+        .gauge(
+            KNX_TEXT,
+            &[
+                ("adapter", adapter),
+                ("device", device),
+                ("metric", metric),
+                ("text", &text),
+            ],
+        )
+        .set(1.0);
+}
+
 fn telegram(
     t: &GroupTelegram,
     groups: &Groups,
     services: &Services,
     ctx: &AdapterContext,
     faults: &Faults,
+    texts: &mut HashMap<usize, String>,
     batch: &mut Vec<Reading>,
 ) {
     faults.stats.received.inc();
@@ -330,12 +382,7 @@ fn telegram(
                 batch.push(r);
             }
         }
-        Ok(Value::Text(text)) => {
-            debug!(adapter = %ctx.name, device = %g.device, metric = %g.metric, text, "KNX text value.");
-            faults
-                .stats
-                .ignored_field(g.device.as_str(), g.metric.as_str());
-        }
+        Ok(Value::Text(text)) => show_text(i, g, text, texts, ctx, faults),
         Err(e) => {
             let dpt = g.dpt.to_string();
             ctx.telemetry

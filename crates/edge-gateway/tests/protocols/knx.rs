@@ -512,6 +512,14 @@ metric = "display"
         Some(1.0)
     );
     assert_eq!(
+        sample(
+            &text,
+            "edge_gateway_knx_text_info{adapter=\"rooms\",device=\"room-1\",metric=\"display\",text=\"hello\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
         sample(&text, "edge_gateway_adapter_connected{adapter=\"rooms\"}"),
         Some(1.0)
     );
