@@ -9,7 +9,9 @@
 //! - `server`: the UDP socket loop;
 //! - `psk`, `dtls`: `[[coap.psk]]` identities and the coaps (DTLS-PSK)
 //!   socket loop over OpenSSL;
-//! - `observe`: the Observe client.
+//! - `observe`: the Observe client;
+//! - `writer`: a command PUT to an actuator's resource (a rule's
+//!   `coap_put` action), confirmable and retransmitted.
 
 pub mod config;
 pub mod dedup;
@@ -21,6 +23,7 @@ pub mod observe;
 pub mod psk;
 pub mod ratelimit;
 pub mod server;
+pub mod writer;
 
 pub use config::{CoapObserveConfig, CoapServerConfig};
 pub use observe::CoapObserver;
