@@ -81,6 +81,12 @@ pub trait OwnedSection: Sized + Clone + fmt::Debug + PartialEq + Default {
     fn registry_devices(&self) -> Vec<DeviceConfig> {
         Vec::new()
     }
+
+    /// What a valid section probably gets wrong, one line each with its
+    /// key path: `validate` prints them, `run` logs them.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What adapters need to know about the gateway they run in.
@@ -121,6 +127,14 @@ macro_rules! adapter_registry {
                 #[allow(unused_mut)]
                 let mut out = Vec::new();
                 $( $(#[$smeta])* out.extend($crate::registry::OwnedSection::registry_devices(&self.$field)); )*
+                out
+            }
+
+            /// What these sections probably get wrong, for `validate`.
+            pub fn notes(&self) -> Vec<String> {
+                #[allow(unused_mut)]
+                let mut out = Vec::new();
+                $( $(#[$smeta])* out.extend($crate::registry::OwnedSection::notes(&self.$field)); )*
                 out
             }
         }

@@ -278,14 +278,27 @@ fn is_metric(s: &str) -> bool {
 /// `data` as the LoRaWAN downlink topic reads it: hex when it is an even
 /// number of hex digits, else standard base64 (what network servers'
 /// APIs send).
+///
+/// `data` as an object is for the device's payload codec to encode
+/// (`encodeDownlink`); `port` is then optional.
 fn downlink(port: Option<&Value>, data: Option<&Value>) -> Result<CommandValue, String> {
     use base64::Engine as _;
-    let port = match port.and_then(Value::as_u64) {
-        Some(p @ 1..=223) => p as u8,
-        _ => return Err("port: expected an application port, 1 to 223".into()),
+    let port_number = |p: &Value| match p.as_u64() {
+        Some(p @ 1..=223) => Ok(p as u8),
+        _ => Err("port: expected an application port, 1 to 223".to_string()),
     };
+    if let Some(Value::Object(data)) = data {
+        return Ok(CommandValue::Encode {
+            port: port.map(port_number).transpose()?,
+            data: data.clone(),
+        });
+    }
+    let port = port_number(port.unwrap_or(&Value::Null))?;
     let Some(Value::String(text)) = data else {
-        return Err("data: expected the payload as a hex or base64 string".into());
+        return Err(
+            "data: expected the payload as a hex or base64 string, or an object for the device's codec"
+                .into(),
+        );
     };
     let text = text.trim();
     // Base64 is 4 characters for 3 bytes: anything longer is too long either way.
@@ -354,6 +367,27 @@ mod tests {
                 .value,
             CommandValue::Null
         );
+    }
+
+    #[test]
+    fn a_downlink_for_the_codec_to_encode() {
+        let p = parse(br#"{"id":"e","data":{"interval":600}}"#).unwrap();
+        let data = serde_json::json!({"interval": 600});
+        assert_eq!(
+            p.value,
+            CommandValue::Encode {
+                port: None,
+                data: data.as_object().unwrap().clone()
+            }
+        );
+        assert_eq!(value_json(&p.value), serde_json::json!({"data": data}));
+        let p = parse(br#"{"id":"e","port":3,"data":{"on":true}}"#).unwrap();
+        assert!(matches!(
+            p.value,
+            CommandValue::Encode { port: Some(3), .. }
+        ));
+        assert!(parse(br#"{"id":"e","port":0,"data":{"on":true}}"#).is_err());
+        assert!(parse(br#"{"id":"e","data":[1,2]}"#).is_err());
     }
 
     #[test]

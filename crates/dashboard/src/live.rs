@@ -240,7 +240,8 @@ impl Live {
                 alerts.push(row);
             }
             // The dashboard keeps readings by their own time.
-            SinkEvent::JournalEpoch(_) => {}
+            // The gateway page reads the configuration's state from /health.
+            SinkEvent::JournalEpoch(_) | SinkEvent::ConfigState(_) => {}
             SinkEvent::Command(c) => {
                 let row = CommandRow::of(c);
                 self.lock().commands.push(c.device.as_str(), row.clone());

@@ -455,6 +455,25 @@ pub fn gateway(state: &Arc<AppState>) -> String {
         t.counter_total(super::writer::HISTORY_BYTES_WRITTEN),
         t.counter_total(super::writer::HISTORY_COMMITS),
     );
+    // The configuration pushed from the cloud, when `[remote_config]` said.
+    if let Some(config) = health.body["config"].as_object() {
+        let text = |k: &str| config.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let applied = match (
+            text("applied"),
+            config.get("serial").and_then(serde_json::Value::as_u64),
+        ) {
+            ("", _) => "local files only".to_string(),
+            (v, Some(s)) => format!("{v} (serial {s})"),
+            (v, None) => v.to_string(),
+        };
+        let _ = write!(
+            out,
+            r#"<table class="kv"><tr><th>Configuration</th><td id="config-applied">{} — last push {} {}</td></tr></table>"#,
+            esc(&applied),
+            esc(text("desired")),
+            esc(text("status")),
+        );
+    }
     out.push_str("<h2>Adapters</h2><table id=\"adapters\"><thead><tr><th>Name</th><th>Protocol</th><th>State</th><th>Readings</th><th>Errors</th></tr></thead><tbody>");
     let sources = state.view.sources.all();
     if let Some(adapters) = health.body["adapters"].as_object() {

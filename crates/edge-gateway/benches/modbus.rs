@@ -78,6 +78,8 @@ fn f32_registers() -> Vec<Register> {
             writable: false,
             min: None,
             max: None,
+            bit: None,
+            length: 0,
         })
         .collect()
 }
@@ -107,8 +109,8 @@ async fn gateway_rate(port: u16, seconds: f64) -> (f64, f64) {
     while t0.elapsed().as_secs_f64() < seconds {
         let answer = link.read(1, &read).await;
         assert!(matches!(answer, Answer::Words(_)), "{answer:?}");
-        match unit.judge(&read, answer) {
-            Verdict::Values(v) => assert_eq!(v.len(), usize::from(VALUES)),
+        match unit.judge(&read, answer, tokio::time::Instant::now()) {
+            Verdict::Values { values, .. } => assert_eq!(values.len(), usize::from(VALUES)),
             other => panic!("{other:?}"),
         }
         n += 1;

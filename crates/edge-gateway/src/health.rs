@@ -9,6 +9,7 @@
 use gateway_core::component::{
     ADAPTER_CONNECTED, ADAPTER_LINK, ADAPTER_LISTENING, LINK_RADIO, LINK_SERIAL_PORT,
 };
+use gateway_core::link_status::LINK_TCP_SERVER;
 use gateway_core::Telemetry;
 use serde_json::json;
 use sinks::mqtt_upstream::{UPSTREAM_CONNECTED, UPSTREAM_NODE};
@@ -41,20 +42,30 @@ pub struct Health {
     pub body: serde_json::Value,
 }
 
-/// Why a running adapter `name` takes nothing in, said of what it is
+/// What [`ADAPTER_LINK`] says of one adapter: the kind of link, and the
+/// problem the adapter stated in its own words, if it did.
+struct LinkInfo {
+    adapter: String,
+    link: String,
+    problem: Option<String>,
+}
+
+/// Why a running adapter `name` takes nothing in: what the adapter said
+/// ([`gateway_core::link_status::LinkStatus`]), else said of what it is
 /// linked to ([`ADAPTER_LINK`]): an unplugged serial port is no broker.
-fn not_linked(name: &str, links: &[(String, String)]) -> String {
-    let link = links
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, l)| l.as_str());
-    match link {
+fn not_linked(name: &str, links: &[LinkInfo]) -> String {
+    let info = links.iter().find(|l| l.adapter == name);
+    if let Some(problem) = info.and_then(|l| l.problem.as_deref()) {
+        return format!("adapter \"{name}\" {problem}");
+    }
+    match info.map(|l| l.link.as_str()) {
         Some(LINK_SERIAL_PORT) => {
             format!("adapter \"{name}\" cannot read its serial port (unplugged, or it cannot be opened)")
         }
         Some(LINK_RADIO) => {
             format!("adapter \"{name}\" has no working Bluetooth radio (not scanning)")
         }
+        Some(LINK_TCP_SERVER) => format!("adapter \"{name}\" cannot reach its TCP server"),
         _ => format!("adapter \"{name}\" is not connected and subscribed to its broker"),
     }
 }
@@ -75,13 +86,17 @@ pub fn check(t: &Telemetry) -> Health {
             Some((name, v > 0.5))
         })
         .collect();
-    let links: Vec<(String, String)> = t
+    let links: Vec<LinkInfo> = t
         .gauges(ADAPTER_LINK)
         .into_iter()
         .filter(|(_, v)| *v > 0.5)
         .filter_map(|(labels, _)| {
             let label = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            Some((label("adapter")?, label("link")?))
+            Some(LinkInfo {
+                adapter: label("adapter")?,
+                link: label("link")?,
+                problem: label("problem").filter(|p| !p.is_empty()),
+            })
         })
         .collect();
     let unbound: Vec<String> = t
@@ -183,6 +198,10 @@ pub fn check(t: &Telemetry) -> Health {
     }
     if let Some(d) = dashboard {
         body["dashboard"] = d;
+    }
+    // Which pushed configuration runs ([remote_config]); not a reason.
+    if let Some(config) = crate::remote_config::health_view(t) {
+        body["config"] = config;
     }
     if !healthy {
         body["reasons"] = json!(reasons);
@@ -352,6 +371,39 @@ mod tests {
             ])
         );
         assert!(!h.body["reasons"].to_string().contains("broker"));
+    }
+
+    #[test]
+    fn an_adapter_says_what_is_wrong_with_its_link_in_its_own_words() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        for name in ["boiler-gw", "rs485"] {
+            t.gauge(ADAPTER_UP, &[("adapter", name)]).set(1.0);
+        }
+        let mut tcp = gateway_core::link_status::LinkStatus::of(&t, "boiler-gw", LINK_TCP_SERVER);
+        let mut rtu = gateway_core::link_status::LinkStatus::of(&t, "rs485", LINK_SERIAL_PORT);
+        // Down before it said why: the kind of link speaks.
+        assert_eq!(
+            check(&t).body["reasons"],
+            json!([
+                "adapter \"boiler-gw\" cannot reach its TCP server",
+                "adapter \"rs485\" cannot read its serial port (unplugged, or it cannot be opened)"
+            ])
+        );
+        tcp.down("cannot reach its Modbus TCP server tcp://10.0.0.5:502 (connection refused)");
+        rtu.down("cannot open its serial port /dev/ttyUSB0 (No such file or directory)");
+        let h = check(&t);
+        assert_eq!(
+            h.body["reasons"],
+            json!([
+                "adapter \"boiler-gw\" cannot reach its Modbus TCP server tcp://10.0.0.5:502 (connection refused)",
+                "adapter \"rs485\" cannot open its serial port /dev/ttyUSB0 (No such file or directory)"
+            ])
+        );
+        assert!(!h.body.to_string().contains("broker"));
+        tcp.up();
+        rtu.up();
+        assert!(check(&t).healthy);
     }
 
     #[test]

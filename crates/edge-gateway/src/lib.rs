@@ -12,6 +12,8 @@
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
 //! - [`metrics`], [`health`], [`process`]: the `/metrics` and `/health`
 //!   endpoint; [`status`]: the periodic status log line;
+//! - [`remote_config`]: configuration pushed from the cloud (applied by a
+//!   restart in place, health-gated, rolled back, reported);
 //! - [`memory`]: the allocator's free pages back to the system after a
 //!   burst.
 //!
@@ -35,6 +37,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod process;
+pub mod remote_config;
 pub mod runtime;
 pub use gateway_settings as settings;
 pub mod status;

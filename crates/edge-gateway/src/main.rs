@@ -20,7 +20,9 @@ use edge_gateway_tools::decode;
 use edge_gateway_tools::demo;
 #[cfg(feature = "modbus")]
 use edge_gateway_tools::modbus;
-use edge_gateway_tools::{history, replay, simulate};
+#[cfg(feature = "lorawan")]
+use edge_gateway_tools::script;
+use edge_gateway_tools::{fleet, history, replay, simulate};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +58,14 @@ enum Command {
     /// PHYPayload, or decode a BLE advertisement (--ble, --ble-line).
     #[cfg(any(feature = "lorawan", feature = "ble"))]
     Decode(decode::DecodeArgs),
+    /// Encode a downlink with a vendor's JavaScript codec (encodeDownlink):
+    /// prints {"fPort":…,"bytes":[…]}.
+    #[cfg(feature = "lorawan")]
+    Encode(script::EncodeArgs),
+    /// JavaScript codec tools: `codec test PATH` runs ChirpStack's test
+    /// vectors beside each codec.
+    #[cfg(feature = "lorawan")]
+    Codec(script::CodecArgs),
     /// Bluetooth LE tools: `ble record` writes the radio's advertisements
     /// as a capture for `source = "replay"`.
     #[cfg(feature = "ble")]
@@ -75,6 +85,10 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// The dashboard's history: `history export` writes a series as CSV.
     History(history::HistoryArgs),
+    /// Configurations pushed from the cloud ([remote_config]): `config
+    /// keygen` makes a signing key, `config sign` prints a signed message,
+    /// `config push` publishes one to a gateway.
+    Config(fleet::ConfigArgs),
     /// Read a password on stdin and print its argon2id hash for
     /// `[[dashboard.user]] password_hash`.
     Passwd,
@@ -88,6 +102,10 @@ fn main() -> ExitCode {
     match cli.command {
         #[cfg(any(feature = "lorawan", feature = "ble"))]
         Command::Decode(args) => decode::run(&args),
+        #[cfg(feature = "lorawan")]
+        Command::Encode(args) => script::encode(&args),
+        #[cfg(feature = "lorawan")]
+        Command::Codec(args) => script::codec(&args),
         #[cfg(feature = "ble")]
         Command::Ble(args) => ble::main(&args),
         #[cfg(feature = "modbus")]
@@ -101,6 +119,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run::main(&config),
         Command::History(args) => history::main(&args),
         Command::Passwd => history::passwd(),
+        Command::Config(args) => fleet::main(&args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::main(&args, run::demo_gateway),
     }

@@ -78,6 +78,8 @@ pub struct Gateway {
     writable: watch::Sender<Option<Vec<WritablePoint>>>,
     /// `[commands]`' listener, when enabled: stopped before the adapters.
     commands: Option<(CancellationToken, JoinHandle<()>)>,
+    /// The upstream's urgent lane (`[remote_config]` reports through it).
+    upstream_urgent: Option<mpsc::Sender<gateway_core::event::SinkEvent>>,
 }
 
 struct RunningOutput {
@@ -158,6 +160,7 @@ impl Gateway {
             results,
             dashboard,
             actions,
+            upstream_urgent,
         } = outputs;
         let pipeline = start_pipeline(
             config,
@@ -206,6 +209,7 @@ impl Gateway {
             actuators: (actuators_stop, actuators.tasks),
             outputs: running,
             dashboard,
+            upstream_urgent,
         };
         for a in &config.adapters {
             let running = gateway.spawn_adapter(a);
@@ -221,6 +225,12 @@ impl Gateway {
             self.writable
                 .send_replace(Some(self.command_targets.writable()));
         }
+    }
+
+    /// Where messages for the upstream's outbox go ahead of the windows
+    /// (the configuration's reported state); `None` without an upstream.
+    pub fn upstream_urgent(&self) -> Option<mpsc::Sender<gateway_core::event::SinkEvent>> {
+        self.upstream_urgent.clone()
     }
 
     /// Where the dashboard serves its pages, when it does.

@@ -28,6 +28,13 @@ pub enum CommandValue {
         port: u8,
         data: Vec<u8>,
     },
+    /// A LoRaWAN downlink for the device's payload codec to encode
+    /// (`encodeDownlink`): the command's `data` object, and its `port`
+    /// when it gave one (the codec may choose its own).
+    Encode {
+        port: Option<u8>,
+        data: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 impl CommandValue {
@@ -43,6 +50,11 @@ impl CommandValue {
                 let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
                 serde_json::json!({ "port": port, "data": hex })
             }
+            Self::Encode {
+                port: Some(port),
+                data,
+            } => serde_json::json!({ "port": port, "data": data }),
+            Self::Encode { port: None, data } => serde_json::json!({ "data": data }),
         }
     }
 
@@ -222,10 +234,9 @@ impl RawPoint {
             CommandValue::Number(_) | CommandValue::Bool(_) => {
                 Ok(command.value.to_json().to_string().into_bytes())
             }
-            CommandValue::Null | CommandValue::Downlink { .. } => Err(Refusal::new(
-                "type",
-                "expected a text, a number or true/false",
-            )),
+            CommandValue::Null | CommandValue::Downlink { .. } | CommandValue::Encode { .. } => {
+                Err(Refusal::new("type", "expected a text, a number or true/false"))
+            }
         }
     }
 

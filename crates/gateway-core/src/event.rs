@@ -58,6 +58,17 @@ pub enum SinkEvent {
     /// A command from the cloud and its result (`commands` crate): the
     /// upstream publishes it on `{prefix}/{device}/command/result`.
     Command(CommandEvent),
+    /// The state of the configuration pushed from the cloud
+    /// (`[remote_config]`): the upstream publishes it, retained, on
+    /// `{prefix}/gateway/{gateway}/config/state`; other outputs ignore it.
+    ConfigState(ConfigStateEvent),
+}
+
+/// A reported configuration state: the JSON object the upstream publishes
+/// (built by the `remote_config` crate's `Report`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigStateEvent {
+    pub payload: serde_json::Value,
 }
 
 /// One command's result, as the upstream's `command/result` payload says it.

@@ -31,6 +31,7 @@ pub mod deadline;
 pub mod event;
 pub mod hardware_address;
 pub mod id_text;
+pub mod link_status;
 pub mod model;
 pub mod net;
 pub mod output;

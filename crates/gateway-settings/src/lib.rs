@@ -35,7 +35,7 @@ pub enum LoadError {
 /// # Errors
 /// An unreadable file, or every problem in the merged config.
 pub fn load(path: &Path) -> Result<GatewayConfig, LoadError> {
-    read(path, std::env::vars_os(), true).map(|(config, _)| config)
+    read(path, None, std::env::vars_os(), true).map(|(config, _)| config)
 }
 
 /// Like [`load`] with the environment given, also returning the merged
@@ -49,15 +49,30 @@ pub fn load_layers(
     path: &Path,
     env: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<(GatewayConfig, Layers), LoadError> {
-    read(path, env, false)
+    read(path, None, env, false)
+}
+
+/// Like [`load_layers`], with the layer pushed from the cloud merged after
+/// the drop-ins (`[remote_config]`; the gateway's `remote_config` module
+/// finds it in `state_dir`).
+///
+/// # Errors
+/// An unreadable file, or every problem in the merged config.
+pub fn load_layers_pushed(
+    path: &Path,
+    pushed: Option<layers::PushedLayer<'_>>,
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<(GatewayConfig, Layers), LoadError> {
+    read(path, pushed, env, false)
 }
 
 fn read(
     path: &Path,
+    pushed: Option<layers::PushedLayer<'_>>,
     env: impl IntoIterator<Item = (OsString, OsString)>,
     allow_empty: bool,
 ) -> Result<(GatewayConfig, Layers), LoadError> {
-    let layers = layers::read(path, env)?;
+    let layers = layers::read_with_pushed(path, pushed, env)?;
     // An empty merged config would run on every default with no input,
     // forwarding nothing as "gw-01": never a working gateway, and most
     // likely a file that was truncated or never filled in.
@@ -75,7 +90,10 @@ fn read(
             problems,
         });
     }
-    match GatewayConfig::from_layers(&layers) {
+    // Files the config names (`js:` codecs) are relative to its directory.
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let parsed = gateway_core::config::base_dir::with(dir, || GatewayConfig::from_layers(&layers));
+    match parsed {
         Ok(config) if !allow_empty && !has_output(&config) => {
             let mut problems = Problems::default();
             problems.push(
@@ -87,12 +105,32 @@ fn read(
                 problems,
             })
         }
-        Ok(config) => Ok((config, layers)),
+        Ok(config) => match key_problems(&config, &layers) {
+            None => Ok((config, layers)),
+            Some(problems) => Err(LoadError::Invalid {
+                path: path.display().to_string(),
+                problems,
+            }),
+        },
         Err(problems) => Err(LoadError::Invalid {
             path: path.display().to_string(),
             problems,
         }),
     }
+}
+
+/// `[remote_config] public_keys` that are not Ed25519 public keys: a
+/// typo there would refuse every push, or (all keys dropped) accept
+/// unsigned ones.
+fn key_problems(config: &GatewayConfig, layers: &Layers) -> Option<Problems> {
+    let mut problems = Problems::default();
+    for (i, key) in config.remote_config.public_keys.iter().enumerate() {
+        if let Err(e) = remote_config::message::parse_public_key(key) {
+            problems.push(format!("remote_config.public_keys[{i}]"), e);
+        }
+    }
+    problems.attribute(|path| layers.source_of(path));
+    (!problems.is_empty()).then_some(problems)
 }
 
 /// Whether anything takes the gateway's data: the cloud broker, a sink or
@@ -128,6 +166,9 @@ pub fn notes(config: &GatewayConfig, layers: &Layers) -> Vec<String> {
             "{how}: nothing goes to a cloud broker (the data goes only to the [[sink]] outputs and the dashboard)"
         ));
     }
+    if config.remote_config.enabled && config.remote_config.public_keys.is_empty() {
+        notes.push("[remote_config] has no public_keys: any client that can publish on the cloud broker's config topic can reconfigure this gateway; set public_keys (`edge-gateway config keygen`)".into());
+    }
     if config.adapters.is_empty() {
         notes.push("no [[adapter]]: the gateway reads no sensor".into());
     }
@@ -138,7 +179,22 @@ pub fn notes(config: &GatewayConfig, layers: &Layers) -> Vec<String> {
             ));
         }
     }
+    notes.extend(config.sections.notes());
     notes
+}
+
+/// The devices the gateway knows of: `[[device]]`, and those of the
+/// protocol sections (`[[modbus.device]]`, `[[bacnet.device]]`, …) that
+/// `[[device]]` does not describe, for `validate`'s summary and the start
+/// log.
+pub fn device_count(config: &GatewayConfig) -> usize {
+    let mut ids: std::collections::HashSet<&str> =
+        config.devices.iter().map(|d| d.id.as_str()).collect();
+    let named = config.sections.registry_devices();
+    for d in &named {
+        ids.insert(d.id.as_str());
+    }
+    ids.len()
 }
 
 /// The fully commented template of every key with its default: the output
@@ -149,6 +205,7 @@ pub fn template() -> String {
     out.push_str(&gateway_core::config::dashboard::template());
     out.push_str(&gateway_core::config::home_assistant::template());
     out.push_str(&gateway_core::config::commands::template());
+    out.push_str(&gateway_core::config::remote::template());
     out.push_str(&adapters::template());
     out.push_str(&sinks::template());
     out.push_str(&template::device_section());

@@ -6,14 +6,15 @@
 //! a false alarm; any other alert is one).
 //!
 //! ```text
-//! cargo bench -p rules --bench false_alarms
+//! cargo bench -p rules --bench false_alarms [-- --resonance TAIL,DOWN,VIGILANCE] [--alone]
 //! ```
+//!
+//! `--resonance` turns the second family on, `--alone` the first off.
 
 #[path = "../tests/support/alarms.rs"]
 mod alarms;
 
 use alarms::false_alarm_rate;
-use anomaly::detector::Params;
 use anomaly::synthetic::Clean;
 use anomaly::DEFAULT_SENSITIVITY;
 
@@ -25,7 +26,13 @@ const RUNS: u64 = 5;
 const READINGS: usize = 200_000;
 
 fn main() {
-    let p = Params::DEFAULT.at_sensitivity(DEFAULT_SENSITIVITY);
+    let p = match alarms::params_from_args() {
+        Ok(p) => p.at_sensitivity(DEFAULT_SENSITIVITY),
+        Err(e) => {
+            eprintln!("{e}");
+            return;
+        }
+    };
     let mut worst: f64 = 0.0;
     for family in Clean::ALL {
         let rate = false_alarm_rate(family, &p, RUNS, READINGS);

@@ -7,13 +7,14 @@
 //! misses, whatever corpus it was chosen on.
 //!
 //! ```text
-//! cargo run --release -p rules --example fault_classes [-- --seeds N] [--from SEED] [--quiet] [--show BACKGROUND]
+//! cargo run --release -p rules --example fault_classes [-- --seeds N] [--from SEED] [--quiet] [--show BACKGROUND] [--resonance TAIL,DOWN,VIGILANCE] [--alone]
 //! ```
 //!
 //! Prints, per fault class and per background, the normalised score, the
 //! faults caught and the alerts outside the fault's window, then the score
 //! over every series. `--show` lists one background's alerts, series by
-//! series.
+//! series. `--resonance` turns the second family on, `--alone` the first
+//! off.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -25,7 +26,6 @@ mod fault_classes;
 #[path = "../tests/support/nab.rs"]
 mod nab;
 
-use anomaly::detector::Params;
 use fault_classes::Row;
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -42,9 +42,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let from: u64 = opt("--from").map_or(Ok(1), |s| s.parse())?;
     let quiet = args.iter().any(|a| a == "--quiet");
     let show = opt("--show");
+    let p = alarms::params_from_args()?;
     let rows = fault_classes::score(
         from..=from + seeds.saturating_sub(1),
-        &Params::DEFAULT,
+        &p,
         |background, fault, history, seed, window, hits| {
             if show.as_deref() == Some(background.name()) {
                 println!(

@@ -51,7 +51,32 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Ok(());
     }
     let corpus = nab::Corpus::load(&dir, "")?;
-    let grid = cv::grid();
+    if std::env::args().any(|a| a == "--resonance-grid") {
+        return resonance(&corpus);
+    }
+    // `--resonance TAIL,DOWN,VIGILANCE` runs the procedure with the second
+    // family on at these settings in every set of the grid.
+    // `--resonance-product` crosses the grid with the second family off
+    // and at the settings its own procedures picked, so that each fold
+    // chooses both families' settings without the files it is scored on.
+    let families = alarms::params_from_args()?;
+    let second: Vec<Params> = if std::env::args().any(|a| a == "--resonance-product") {
+        cv::resonance_picks()
+    } else {
+        vec![families]
+    };
+    let grid: Vec<Params> = second
+        .iter()
+        .flat_map(|families| {
+            cv::grid().into_iter().map(|p| Params {
+                first_family: families.first_family,
+                resonance_tail: families.resonance_tail,
+                resonance_down: families.resonance_down,
+                resonance_vigilance: families.resonance_vigilance,
+                ..p
+            })
+        })
+        .collect();
     println!(
         "{} files, {} parameter sets; false-alarm limit {} per 10 000 clean readings",
         corpus.series.len(),
@@ -163,5 +188,59 @@ fn main() -> Result<(), Box<dyn Error>> {
             cv::show(&Params::DEFAULT)
         );
     }
+    Ok(())
+}
+
+/// The second family: each of its sets in-sample, alone (the first family
+/// off) and with the first; then the same procedure over its grid (the
+/// first family at its defaults), 5 folds and each family held out, and
+/// its false alarms.
+fn resonance(corpus: &nab::Corpus) -> Result<(), Box<dyn Error>> {
+    let grid = cv::resonance_grid();
+    let on = &grid[1..];
+    let alone: Vec<Params> = on
+        .iter()
+        .map(|p| Params {
+            first_family: false,
+            ..*p
+        })
+        .collect();
+    let summary = |name: &str, sets: &[Params]| {
+        let report = cv::run(corpus, sets, true);
+        let by_family = cv::run_folds(corpus, sets, true, &cv::family_folds(corpus));
+        println!(
+            "{name}: out-of-fold {:.1} (in-fold {:.1}), each family held out {:.1} (folds {}); picked {}",
+            report.out_of_fold,
+            report.in_fold,
+            by_family.out_of_fold,
+            by_family
+                .folds
+                .iter()
+                .map(|f| format!("{:.1}", f.out_of_fold))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            cv::show(&report.picked)
+        );
+        for (k, f) in report.folds.iter().enumerate() {
+            println!("  fold {} chose {}", k + 1, cv::show(&f.chosen));
+        }
+        println!(
+            "  picked: in-sample {:.1}, false alarms per 10 000 clean readings: {}",
+            report.picked_all,
+            cv::show_rates(&cv::false_alarm_rates(&report.picked))
+        );
+        report
+    };
+    let table = cv::run(corpus, &alone, false).table;
+    for (p, (score, _)) in alone.iter().zip(&table) {
+        println!("alone {score:5.1}  {}", cv::show(p));
+    }
+    let table = cv::run(corpus, &grid, false).table;
+    for (p, (score, _)) in grid.iter().zip(&table) {
+        println!("with the first family {score:5.1}  {}", cv::show(p));
+    }
+    summary("the second family alone", &alone);
+    summary("with the first family, the second on", on);
+    summary("with the first family, the second on or off", &grid);
     Ok(())
 }

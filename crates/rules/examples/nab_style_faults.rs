@@ -10,8 +10,12 @@
 //! dense, a burst of tall spikes.
 //!
 //! ```text
-//! cargo run --release -p rules --example nab_style_faults -- ../shared/data/nab [--seeds N] [--from SEED] [--show]
+//! cargo run --release -p rules --example nab_style_faults -- ../shared/data/nab [--seeds N] [--from SEED] [--show] [--resonance TAIL,DOWN,VIGILANCE] [--alone]
 //! ```
+//!
+//! `--resonance` turns the second family (the adaptive-resonance
+//! categoriser) on with these settings; `--alone` turns the first family
+//! off, to measure the second alone.
 //!
 //! Seeds 1-5 are the development set; later seeds are fresh draws.
 
@@ -25,8 +29,6 @@ mod nab_style;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::PathBuf;
-
-use anomaly::detector::Params;
 
 #[derive(Default)]
 struct Row {
@@ -74,7 +76,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let seeds: u64 = opt("--seeds").map_or(Ok(5), |s| s.parse())?;
     let from: u64 = opt("--from").map_or(Ok(1), |s| s.parse())?;
     let show = args.iter().any(|a| a == "--show");
-    let p = Params::DEFAULT;
+    let p = alarms::params_from_args()?;
     let mut by_fault: BTreeMap<&str, Row> = BTreeMap::new();
     let mut by_base: BTreeMap<&str, Row> = BTreeMap::new();
     let mut total = Row::default();

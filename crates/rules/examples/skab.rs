@@ -4,8 +4,10 @@
 //! for how its files become series and windows).
 //!
 //! ```text
-//! SKAB_DATA=/work/shared/data/skab cargo run --release -p rules --example skab [-- --quiet]
+//! SKAB_DATA=/work/shared/data/skab cargo run --release -p rules --example skab [-- --quiet] [--resonance TAIL,DOWN,VIGILANCE] [--alone]
 //! ```
+//!
+//! `--resonance` turns the second family on, `--alone` the first off.
 //!
 //! Prints each series' score (the maximum is its number of windows), the
 //! normalised score per channel and over every series, and the score of
@@ -22,8 +24,6 @@ mod nab;
 #[path = "../tests/support/skab.rs"]
 mod skab;
 
-use anomaly::detector::Params;
-
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = std::env::var_os("SKAB_DATA")
         .map(PathBuf::from)
@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         )?;
     let quiet = std::env::args().any(|a| a == "--quiet");
     let series = skab::load(&dir)?;
-    let p = Params::DEFAULT;
+    let p = alarms::params_from_args()?;
     let scored = skab::score(&series, |s| {
         alarms::raises(
             s.readings.iter().map(|r| (r.time().as_millis(), r.value())),

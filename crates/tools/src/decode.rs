@@ -32,9 +32,17 @@ pub struct DecodeArgs {
 #[derive(clap::Args)]
 struct LorawanArgs {
     /// Payload codec: compact_i16, bitpacked, batch, cayenne_lpp, milesight,
-    /// elsys, dragino_lht65, browan_tbhh100.
+    /// elsys, dragino_lht65, browan_tbhh100; or js:FILE, a vendor's
+    /// JavaScript codec (its whole result as JSON, then the readings).
     #[arg(long)]
     codec: Option<String>,
+    /// The uplink's FPort, for a js: codec (default 1).
+    #[arg(long)]
+    fport: Option<u8>,
+    /// A js: codec's variable, KEY=VALUE (the device's codec_variables);
+    /// repeat for more.
+    #[arg(long = "var")]
+    vars: Vec<String>,
     /// A whole PHYPayload in hex: verify its MIC and decrypt it.
     #[arg(long)]
     phy: Option<String>,
@@ -65,7 +73,6 @@ pub(super) enum Failure {
     Data(String),
     /// Input that parsed but that no decoder took: the lines say why
     /// (stdout), then the reason (stderr) and EX_DATAERR.
-    #[cfg_attr(not(feature = "ble"), allow(dead_code))]
     Refused {
         lines: Vec<String>,
         reason: String,
@@ -139,6 +146,8 @@ fn usage() -> String {
 impl LorawanArgs {
     fn given(&self) -> bool {
         self.codec.is_some()
+            || self.fport.is_some()
+            || !self.vars.is_empty()
             || self.phy.is_some()
             || self.nwk_s_key.is_some()
             || self.app_s_key.is_some()
@@ -150,6 +159,18 @@ impl LorawanArgs {
 
 #[cfg(feature = "lorawan")]
 fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
+    if let Some(codec) = args
+        .codec
+        .as_deref()
+        .filter(|c| adapters::lorawan::codecs::js::script_path(c).is_some())
+    {
+        return decode_script(args, codec);
+    }
+    if args.fport.is_some() || !args.vars.is_empty() {
+        return Err(Failure::Usage(
+            "--fport and --var go with --codec js:FILE".into(),
+        ));
+    }
     let codec = args
         .codec
         .as_deref()
@@ -188,11 +209,69 @@ fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
     }
 }
 
+/// `--codec js:FILE HEX`: the payload through a vendor's codec.
+#[cfg(feature = "lorawan")]
+fn decode_script(args: &LorawanArgs, codec: &str) -> Result<Vec<String>, Failure> {
+    let script = crate::script::load(codec, &args.vars).map_err(Failure::Usage)?;
+    match (&args.hex, &args.phy) {
+        (Some(hex), None) => {
+            let bytes = from_hex(hex)?;
+            crate::script::decode(&script, bytes, args.fport.unwrap_or(1))
+                .map_err(|(lines, reason)| Failure::Refused { lines, reason })
+        }
+        (None, Some(phy)) => {
+            if args.fport.is_some() {
+                return Err(Failure::Usage(
+                    "--fport goes with a payload HEX; a PHYPayload carries its own".into(),
+                ));
+            }
+            let (mut lines, payload) = open_phy(args, phy)?;
+            let Some((fport, payload)) = payload else {
+                return Err(Failure::Data(
+                    "no application payload (FPort 0 or none) for the codec".into(),
+                ));
+            };
+            match crate::script::decode(&script, payload, fport) {
+                Ok(more) => {
+                    lines.extend(more);
+                    Ok(lines)
+                }
+                Err((more, reason)) => {
+                    lines.extend(more);
+                    Err(Failure::Refused { lines, reason })
+                }
+            }
+        }
+        _ => Err(Failure::Usage(usage())),
+    }
+}
+
 #[cfg(feature = "lorawan")]
 fn decode_phy(args: &LorawanArgs, phy: &str, codec: Option<Codec>) -> Result<Vec<String>, Failure> {
     if let Some(lines) = crate::decode_join::decode(phy, args.app_key.as_deref(), args.dev_nonce)? {
         return Ok(lines);
     }
+    let (mut out, payload) = open_phy(args, phy)?;
+    if let Some(codec) = codec {
+        let (_, payload) = payload.ok_or_else(|| {
+            Failure::Data("no application payload (FPort 0 or none) for the codec".into())
+        })?;
+        let values = codec
+            .decode(&payload)
+            .map_err(|e| Failure::Data(e.to_string()))?;
+        out.extend(values.iter().map(line));
+    }
+    Ok(out)
+}
+
+/// The lines describing a frame, and its FPort and application payload
+/// when it has one.
+#[cfg(feature = "lorawan")]
+type Opened = (Vec<String>, Option<(u8, Vec<u8>)>);
+
+/// A data frame's MIC checked and its payload decrypted.
+#[cfg(feature = "lorawan")]
+fn open_phy(args: &LorawanArgs, phy: &str) -> Result<Opened, Failure> {
     let nwk = key("--nwk-s-key", args.nwk_s_key.as_deref())?;
     let app = key("--app-s-key", args.app_s_key.as_deref())?;
     let bytes = from_hex(phy)?;
@@ -225,16 +304,11 @@ fn decode_phy(args: &LorawanArgs, phy: &str, codec: Option<Codec>) -> Result<Vec
         names.join(", ")
     ));
     out.push(format!("payload = {}", to_hex(&f.payload)));
-    if let Some(codec) = codec {
-        let payload = f.application_payload().ok_or_else(|| {
-            Failure::Data("no application payload (FPort 0 or none) for the codec".into())
-        })?;
-        let values = codec
-            .decode(payload)
-            .map_err(|e| Failure::Data(e.to_string()))?;
-        out.extend(values.iter().map(line));
-    }
-    Ok(out)
+    let payload = f
+        .application_payload()
+        .zip(f.fport)
+        .map(|(p, port)| (port, p.to_vec()));
+    Ok((out, payload))
 }
 
 #[cfg(feature = "lorawan")]

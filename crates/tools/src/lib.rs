@@ -11,6 +11,10 @@
 //!   type and order (with `modbus`);
 //! - [`bacnet`]: `bacnet discover`, the devices answering Who-Is and
 //!   their points (with `bacnet`);
+//! - [`fleet`]: `config keygen|sign|push`, configurations pushed to
+//!   gateways (`[remote_config]`);
+//! - [`script`]: `encode` and `codec test`, vendors' JavaScript codecs
+//!   (with `lorawan`; `decode --codec js:FILE` too);
 //! - [`history`]: `history export` and `passwd` (the dashboard's);
 //! - [`replay`]: alert rules over a CSV of past readings;
 //! - [`simulate`]: a fleet of sensors against a running gateway;
@@ -33,10 +37,13 @@ mod decode_ble;
 mod decode_join;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod fleet;
 pub mod history;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod replay;
+#[cfg(feature = "lorawan")]
+pub mod script;
 pub mod simulate;
 
 use anyhow::Context as _;

@@ -223,6 +223,9 @@ fn failure_text(answer: &Answer) -> String {
         Answer::Timeout => "no answer within --timeout (wrong unit, baud rate or wiring?)".into(),
         Answer::Crc => "a garbled answer (CRC): check baud rate, parity, termination".into(),
         Answer::Mismatch => "an answer to another request".into(),
+        Answer::OutOfStep => {
+            "answers out of step (late or doubled answers: a buffering converter?); dropped".into()
+        }
         Answer::Connection(e) => format!("the connection failed: {e}"),
         _ => "unexpected answer".into(),
     }

@@ -169,7 +169,7 @@ pub fn encode(kind: u16, value: &CommandValue) -> Result<Value, Refusal> {
         CommandValue::Null => return Ok(Value::Null),
         CommandValue::Number(v) => Some(*v),
         CommandValue::Bool(_) => None,
-        CommandValue::Text(_) | CommandValue::Downlink { .. } => {
+        CommandValue::Text(_) | CommandValue::Downlink { .. } | CommandValue::Encode { .. } => {
             return Err(Refusal::new(
                 "type",
                 "expected a number, true/false (binary objects) or null (relinquish)",

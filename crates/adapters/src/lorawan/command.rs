@@ -1,6 +1,9 @@
 //! Commands from the cloud to LoRaWAN devices: `{"id", "port", "data"}`
 //! becomes an entry of the device's downlink queue (the one the downlink
-//! topic fills), and its result waits for that payload to leave.
+//! topic fills), and its result waits for that payload to leave. For a
+//! device with a `js:` codec, `{"id", "data": {…}}` is encoded by the
+//! codec's `encodeDownlink` (on the codec workers) into its bytes and
+//! FPort first; its errors refuse the command (`codec`).
 //!
 //! A Class A device only listens right after it transmits, so the command
 //! waits for the device's next uplink, at most `command_wait`. Then:
@@ -19,7 +22,7 @@
 //! The socket loop owns the queues and the receive loop sees the TX_ACKs;
 //! [`Waiting`] is what they and the command's future share.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +33,7 @@ use gateway_core::DeviceId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::class_a::{Queued, MAX_PAYLOAD};
+use super::codecs::js::ScriptCodec;
 use super::downlink_feed::FeedItem;
 use super::semtech::GatewayEui;
 
@@ -37,6 +41,10 @@ use super::semtech::GatewayEui;
 /// (lora_pkt_fwd checks the packet against its schedule on receipt), and
 /// an RX2 retry comes at most a join-accept's RX2 window later.
 pub const TX_ACK_WAIT: Duration = Duration::from_secs(7);
+
+/// FPort of an encoded downlink when neither the codec nor the command
+/// names one.
+const DEFAULT_ENCODED_PORT: u8 = 1;
 
 /// Commands queued at once for the socket loop.
 const QUEUE: usize = 8;
@@ -178,7 +186,8 @@ pub struct Commands {
 
 /// The write side of a `semtech_udp` adapter.
 pub struct LorawanTarget {
-    devices: HashSet<DeviceId>,
+    /// Each device, with its `js:` codec when it has one that encodes.
+    devices: HashMap<DeviceId, Option<ScriptCodec>>,
     queue: mpsc::Sender<FeedItem>,
     waiting: Arc<Waiting>,
     wait: Duration,
@@ -188,7 +197,7 @@ impl LorawanTarget {
     /// The target for `devices`, its commands' payloads handed to the
     /// socket loop on the returned receiver.
     pub fn new(
-        devices: HashSet<DeviceId>,
+        devices: HashMap<DeviceId, Option<ScriptCodec>>,
         waiting: Arc<Waiting>,
         wait: Duration,
     ) -> (Arc<Self>, mpsc::Receiver<FeedItem>) {
@@ -203,14 +212,39 @@ impl LorawanTarget {
     }
 }
 
-fn checked(command: &Command) -> Result<(u8, Vec<u8>), Refusal> {
-    let CommandValue::Downlink { port, data } = &command.value else {
-        return Err(Refusal::new(
+/// What a command asks to send.
+enum Payload {
+    Bytes(u8, Vec<u8>),
+    /// For the device's codec to encode.
+    Encode(ScriptCodec, Option<u8>, serde_json::Value),
+}
+
+fn checked(command: &Command, codec: Option<&ScriptCodec>) -> Result<Payload, Refusal> {
+    match &command.value {
+        CommandValue::Downlink { port, data } => {
+            fits(*port, data)?;
+            Ok(Payload::Bytes(*port, data.clone()))
+        }
+        CommandValue::Encode { port, data } => match codec {
+            Some(codec) => Ok(Payload::Encode(
+                codec.clone(),
+                *port,
+                serde_json::Value::Object(data.clone()),
+            )),
+            None => Err(Refusal::new(
+                "type",
+                "this device's codec has no encodeDownlink: send {\"id\", \"port\", \"data\": \"hex\"}",
+            )),
+        },
+        _ => Err(Refusal::new(
             "type",
             "a LoRaWAN device takes {\"id\", \"port\", \"data\"} (a downlink)",
-        ));
-    };
-    if !(1..=223).contains(port) {
+        )),
+    }
+}
+
+fn fits(port: u8, data: &[u8]) -> Result<(), Refusal> {
+    if !(1..=223).contains(&port) {
         return Err(Refusal::new(
             "out_of_range",
             format!("FPort {port} is not an application port (1 to 223)"),
@@ -225,27 +259,64 @@ fn checked(command: &Command) -> Result<(u8, Vec<u8>), Refusal> {
             ),
         ));
     }
-    Ok((*port, data.clone()))
+    Ok(())
+}
+
+/// The codec's bytes and FPort for `data` (its own FPort first, else the
+/// command's), from the codec workers.
+async fn encode(
+    codec: ScriptCodec,
+    port: Option<u8>,
+    data: serde_json::Value,
+) -> Result<(u8, Vec<u8>), Refusal> {
+    let (tx, rx) = oneshot::channel();
+    codec
+        .encode(data, port, move |r| {
+            let _ = tx.send(r);
+        })
+        .map_err(|e| Refusal::new("codec", e.to_string()))?;
+    let encoded = rx
+        .await
+        .map_err(|_| Refusal::new("codec", "the codec worker stopped"))?
+        .map_err(|e| Refusal::new("codec", format!("{}: {e}", codec.name())))?;
+    // As ChirpStack: the codec's fPort, else the command's; else 1, the
+    // port a queue item gets by default there.
+    let port = encoded.fport.or(port).unwrap_or(DEFAULT_ENCODED_PORT);
+    fits(port, &encoded.bytes)?;
+    Ok((port, encoded.bytes))
+}
+
+impl LorawanTarget {
+    fn codec(&self, device: &DeviceId) -> Option<&ScriptCodec> {
+        self.devices.get(device).and_then(Option::as_ref)
+    }
 }
 
 impl CommandTarget for LorawanTarget {
     fn serves(&self, device: &DeviceId) -> bool {
-        self.devices.contains(device)
+        self.devices.contains_key(device)
     }
 
     fn check(&self, command: &Command) -> Result<(), Refusal> {
-        checked(command).map(|_| ())
+        checked(command, self.codec(&command.device)).map(|_| ())
     }
 
     fn write(&self, command: Command) -> WriteFuture {
-        let checked = checked(&command);
+        let checked = checked(&command, self.codec(&command.device));
         let queue = self.queue.clone();
         let waiting = self.waiting.clone();
         let wait = self.wait;
         Box::pin(async move {
-            let (port, data) = match checked {
+            let payload = match checked {
                 Ok(c) => c,
                 Err(r) => return WriteOutcome::Refused(r),
+            };
+            let (port, data) = match payload {
+                Payload::Bytes(port, data) => (port, data),
+                Payload::Encode(codec, port, data) => match encode(codec, port, data).await {
+                    Ok(encoded) => encoded,
+                    Err(r) => return WriteOutcome::Refused(r),
+                },
             };
             let (reply, mut outcome) = oneshot::channel();
             let ticket = waiting.open(reply);
@@ -310,7 +381,7 @@ mod tests {
 
     fn target(wait: Duration) -> (Arc<LorawanTarget>, mpsc::Receiver<FeedItem>, Arc<Waiting>) {
         let waiting = Arc::new(Waiting::default());
-        let devices = HashSet::from([DeviceId::new("node-1").unwrap()]);
+        let devices = HashMap::from([(DeviceId::new("node-1").unwrap(), None)]);
         let (t, rx) = LorawanTarget::new(devices, waiting.clone(), wait);
         (t, rx, waiting)
     }

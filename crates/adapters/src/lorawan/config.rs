@@ -15,7 +15,7 @@
 //! `[[adapter]] type = "semtech_udp"`. Problems name the TOML path and never
 //! repeat a key: a key with a typo is still mostly a key.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use gateway_core::Adapter;
 use gateway_core::DeviceId;
 use serde::Deserialize;
 
+use super::codecs::js::{self, Limits, ScriptCodec};
 use super::codecs::{Codec, CodecError, DecodedValue, FieldSpec, StructLayout};
 use super::downlink_feed::FeedConfig;
 use super::fcnt::Session;
@@ -49,6 +50,8 @@ struct RawDevice {
     join_eui: Option<String>,
     app_key: Option<secret::Secret>,
     codec: String,
+    /// `js:` codecs only: the script's `input.variables`.
+    codec_variables: Option<BTreeMap<String, String>>,
     fields: Option<Vec<FieldSpec>>,
     /// `struct` only: the payload's length when bytes after the last
     /// field are padding.
@@ -92,17 +95,30 @@ pub enum DeviceCodec {
     Named(Codec),
     /// `codec = "struct"` with its `fields`.
     Struct(StructLayout),
+    /// `codec = "js:FILE"`: a vendor's JavaScript codec, run on the codec
+    /// workers (so not decoded here: see [`DeviceCodec::decode`]).
+    Script(ScriptCodec),
 }
 
 impl DeviceCodec {
-    /// Decodes one application payload.
+    /// Decodes one application payload with a built-in codec; `None` for
+    /// a script, which runs on its workers instead.
     ///
     /// # Errors
     /// The codec's [`CodecError`].
-    pub fn decode(&self, bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError> {
+    pub fn decode(&self, bytes: &[u8]) -> Option<Result<Vec<DecodedValue>, CodecError>> {
         match self {
-            Self::Named(c) => c.decode(bytes),
-            Self::Struct(l) => l.decode(bytes),
+            Self::Named(c) => Some(c.decode(bytes)),
+            Self::Struct(l) => Some(l.decode(bytes)),
+            Self::Script(_) => None,
+        }
+    }
+
+    /// The script, for a `js:` codec.
+    pub fn script(&self) -> Option<&ScriptCodec> {
+        match self {
+            Self::Script(s) => Some(s),
+            _ => None,
         }
     }
 }
@@ -190,6 +206,17 @@ pub fn all_devices(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> (Vec<LorawanDevice>, Vec<OtaaDevice>) {
+    all_devices_with(tables, path, env, Limits::default(), problems)
+}
+
+/// [`all_devices`], with the limits of `js:` codecs' calls.
+pub fn all_devices_with(
+    tables: Vec<toml::Value>,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    limits: Limits,
+    problems: &mut Problems,
+) -> (Vec<LorawanDevice>, Vec<OtaaDevice>) {
     let mut out: Vec<LorawanDevice> = Vec::new();
     let mut otaa: Vec<OtaaDevice> = Vec::new();
     let mut ids = HashSet::new();
@@ -197,7 +224,7 @@ pub fn all_devices(
     let mut euis = HashSet::new();
     for (i, table) in tables.into_iter().enumerate() {
         let path = format!("{path}[{i}]");
-        let Some(checked) = device(table, &path, env, problems) else {
+        let Some(checked) = device(table, &path, env, limits, problems) else {
             continue;
         };
         if !ids.insert(checked.id().clone()) {
@@ -242,6 +269,7 @@ fn device(
     table: toml::Value,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    limits: Limits,
     problems: &mut Problems,
 ) -> Option<Checked> {
     // Counted before parsing: `section` drops an unknown key and carries
@@ -250,7 +278,7 @@ fn device(
     let raw: RawDevice = load::section(table, path, problems)?;
     // After the keys, so problems come in the order of a device's table.
     let codec_and_name = |problems: &mut Problems| {
-        let codec = codec(&raw, path, problems);
+        let codec = codec(&raw, path, limits, problems);
         if raw.name.as_deref() == Some("") {
             problems.push(format!("{path}.name"), "expected a non-empty name");
         }
@@ -370,12 +398,33 @@ fn device(
     }))
 }
 
-fn codec(raw: &RawDevice, path: &str, problems: &mut Problems) -> Option<DeviceCodec> {
+fn codec(
+    raw: &RawDevice,
+    path: &str,
+    limits: Limits,
+    problems: &mut Problems,
+) -> Option<DeviceCodec> {
     if raw.frame_bytes.is_some() && raw.codec != "struct" {
         problems.push(
             format!("{path}.frame_bytes"),
             "only codec \"struct\" takes `frame_bytes`",
         );
+    }
+    let script = js::script_path(&raw.codec);
+    if raw.codec_variables.is_some() && script.is_none() {
+        problems.push(
+            format!("{path}.codec_variables"),
+            "only a JavaScript codec (codec = \"js:FILE\") takes `codec_variables`",
+        );
+    }
+    if let Some(file) = script {
+        if raw.fields.is_some() {
+            problems.push(
+                format!("{path}.fields"),
+                "only codec \"struct\" takes `fields`",
+            );
+        }
+        return script_codec(file, raw.codec_variables.clone(), limits, path, problems);
     }
     match (raw.codec.as_str(), raw.fields.clone()) {
         ("struct", Some(fields)) => StructLayout::with_frame(fields, raw.frame_bytes)
@@ -395,11 +444,25 @@ fn codec(raw: &RawDevice, path: &str, problems: &mut Problems) -> Option<DeviceC
             }
             name.parse()
                 .map(DeviceCodec::Named)
-                .map_err(|e| problems.push(format!("{path}.codec"), format!("{e}, or struct")))
+                .map_err(|e| {
+                    problems.push(
+                        format!("{path}.codec"),
+                        format!("{e}, or struct, or js:FILE (a JavaScript codec)"),
+                    )
+                })
                 .ok()
         }
     }
 }
+
+/// `[lorawan]`'s own keys.
+const SECTION_KEYS: [&str; 5] = [
+    "net_id",
+    "region",
+    "js_time_limit",
+    "js_memory_limit",
+    "js_stack_limit",
+];
 
 fn parse_dev_addr(text: &str) -> Option<u32> {
     (text.len() == 8 && text.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -451,12 +514,13 @@ pub fn section(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> LorawanSection {
-    let Some(section) = device_section::read(root, "lorawan", &["net_id", "region"], problems)
-    else {
+    let Some(section) = device_section::read(root, "lorawan", &SECTION_KEYS, problems) else {
         return LorawanSection::default();
     };
-    let (devices, otaa) = all_devices(section.devices, "lorawan.device", env, problems);
     let table = section.table;
+    let limits = script_limits(table, problems);
+    let (devices, otaa) =
+        all_devices_with(section.devices, "lorawan.device", env, limits, problems);
     let mut network = Network::default();
     match table.get("net_id") {
         None => {}
@@ -653,6 +717,10 @@ pub fn template() -> String {
         ],
     )
 }
+
+#[path = "config_script.rs"]
+mod script;
+use script::{script_codec, script_limits};
 
 #[cfg(test)]
 #[path = "config_tests.rs"]

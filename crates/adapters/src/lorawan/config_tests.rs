@@ -90,7 +90,7 @@ id = "meeting-co2"
     assert_eq!(devices[0].id.as_str(), "meeting-co2");
     assert_eq!(devices[0].name.as_deref(), Some("Meeting room"));
     assert_eq!(
-        devices[0].codec.decode(&[0x01, 0x90]).unwrap()[0].value,
+        devices[0].codec.decode(&[0x01, 0x90]).unwrap().unwrap()[0].value,
         400.0
     );
 }
@@ -240,7 +240,7 @@ fn the_section_rejects_unknown_keys_and_wrong_shapes() {
     assert_eq!(
         lines,
         [
-            "lorawan.devices: unknown key, expected device, net_id or region",
+            "lorawan.devices: unknown key, expected device, net_id, region, js_time_limit, js_memory_limit or js_stack_limit",
             "lorawan.device: expected an array of tables, write it as [[lorawan.device]]",
         ]
     );
@@ -403,5 +403,96 @@ fn the_downlink_broker_is_a_url_or_a_broker_table() {
         // Any problem refuses the whole config: the problem is the point.
         let (_, p) = semtech(&format!("downlink_broker = {wrong}"));
         assert!(p.iter().any(|l| l.contains(expected)), "{wrong}: {p:?}");
+    }
+}
+
+/// `codec = "js:FILE"`: relative to the config's directory, with its
+/// variables and `[lorawan]`'s limits; a file without decodeUplink, a
+/// missing one and variables on a built-in codec are problems.
+#[test]
+fn javascript_codecs_their_variables_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("codecs")).unwrap();
+    std::fs::write(
+        dir.path().join("codecs/ok.js"),
+        "function decodeUplink(i) { return { data: { v: i.variables.k } }; }",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("codecs/encode-only.js"),
+        "function encodeDownlink(i) { return { bytes: [] }; }",
+    )
+    .unwrap();
+    let text = format!(
+        r#"[lorawan]
+js_time_limit = "40ms"
+js_memory_limit = "2MiB"
+js_stack_limit = 131072
+
+[[lorawan.device]]
+dev_addr = "01000001"
+nwk_s_key = "{NWK}"
+app_s_key = "{APP}"
+codec = "js:codecs/ok.js"
+codec_variables = {{ k = "v" }}
+
+[[lorawan.device]]
+dev_addr = "01000002"
+nwk_s_key = "{NWK}"
+app_s_key = "{APP}"
+codec = "js:codecs/encode-only.js"
+
+[[lorawan.device]]
+dev_addr = "01000003"
+nwk_s_key = "{NWK}"
+app_s_key = "{APP}"
+codec = "js:codecs/none.js"
+
+[[lorawan.device]]
+dev_addr = "01000004"
+nwk_s_key = "{NWK}"
+app_s_key = "{APP}"
+codec = "compact_i16"
+codec_variables = {{ k = "v" }}
+"#
+    );
+    let root: toml::Table = toml::from_str(&text).unwrap();
+    let mut problems = Problems::default();
+    let s =
+        gateway_core::config::base_dir::with(dir.path(), || section(&root, &env, &mut problems));
+    let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(
+        problems[0]
+            .starts_with("lorawan.device[1].codec: codecs/encode-only.js defines no decodeUplink"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[1].starts_with("lorawan.device[2].codec: cannot read codecs/none.js"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[2].starts_with("lorawan.device[3].codec_variables: only a JavaScript codec"),
+        "{problems:#?}"
+    );
+    let script = s.devices[0].codec.script().unwrap();
+    let out = script.decode_blocking(vec![1], 1, 0).unwrap();
+    assert_eq!(out.data(), &serde_json::json!({"v": "v"}));
+
+    for (key, value) in [
+        ("js_time_limit", "\"0s\""),
+        ("js_memory_limit", "\"1KB\""),
+        ("js_stack_limit", "\"64MiB\""),
+    ] {
+        let root: toml::Table = toml::from_str(&format!("[lorawan]\n{key} = {value}\n")).unwrap();
+        let mut problems = Problems::default();
+        section(&root, &env, &mut problems);
+        assert_eq!(problems.len(), 1, "{key}");
+        assert!(problems
+            .iter()
+            .next()
+            .unwrap()
+            .to_string()
+            .starts_with(&format!("lorawan.{key}: expected")));
     }
 }

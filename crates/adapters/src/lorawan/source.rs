@@ -126,9 +126,16 @@ impl Adapter for SemtechUdpSource {
     }
 
     fn command_target(&mut self) -> Option<Arc<dyn CommandTarget>> {
-        let devices = (self.devices.iter().map(|d| d.id.clone()))
-            .chain(self.otaa.iter().map(|d| d.id.clone()))
-            .collect();
+        // A device whose codec encodes takes `{"id", "data": {…}}` too.
+        let encoder = |codec: &super::config::DeviceCodec| {
+            codec.script().filter(|s| s.entries().encode).cloned()
+        };
+        let devices = (self
+            .devices
+            .iter()
+            .map(|d| (d.id.clone(), encoder(&d.codec))))
+        .chain(self.otaa.iter().map(|d| (d.id.clone(), encoder(&d.codec))))
+        .collect();
         let (target, rx) =
             LorawanTarget::new(devices, self.waiting.clone(), self.config.command_wait);
         self.commands = Some(rx);
@@ -194,6 +201,7 @@ pub async fn serve(
         throttle: LogThrottle::default(),
         dedup: Dedup::new(config.dedup_window, MAX_PENDING),
         names: MetricNames::default(),
+        scripts: Scripts::new(&ctx),
         devices,
         joins,
         store,
@@ -235,9 +243,12 @@ pub async fn serve(
 
 #[path = "source_down.rs"]
 mod down;
+#[path = "source_script.rs"]
+mod script;
 #[path = "source_up.rs"]
 mod up;
 
+use script::Scripts;
 use up::{receive, QueueRx, ReceiverContext};
 
 struct Server {
@@ -260,6 +271,8 @@ struct Server {
     adr: Adr,
     dedup: Dedup,
     names: MetricNames,
+    /// Uplinks a `js:` codec is decoding: their results come back here.
+    scripts: Scripts,
     stats: AdapterStats,
     throttle: LogThrottle,
     ctx: AdapterContext,
@@ -311,6 +324,7 @@ impl Server {
                     }
                     writing = self.begin(due).await?;
                 }
+                Some(done) = self.scripts.rx.recv() => self.script_done(done).await?,
                 item = next_feed_item(&mut feed) => match item {
                     Some(item) => self.queue_downlink(item),
                     None => feed = None,
@@ -342,7 +356,8 @@ impl Server {
                 .await?;
         }
         let waiting = self.dedup.drain();
-        self.finish(waiting).await
+        self.finish(waiting).await?;
+        self.drain_scripts().await
     }
 
     /// `arrived`: the wall time and the instant the datagram was taken.
@@ -503,6 +518,9 @@ impl Server {
                         })
                         .collect::<Vec<_>>();
                     accepted.readings.extend(network);
+                    if let Some(job) = accepted.script.take() {
+                        self.scripts.start(job, &accepted.device, up);
+                    }
                     readings.append(&mut self.accepted(up, accepted));
                     if readings.len() >= MAX_READINGS_PER_MESSAGE {
                         self.send(std::mem::take(&mut readings)).await?;

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
 
+use super::codecs::js::ScriptCodec;
 use super::codecs::CodecError;
 use super::config::{FcntReset, LorawanDevice};
 use super::dedup::Uplink;
@@ -111,6 +112,17 @@ pub struct Accepted {
     pub readings: Vec<Reading>,
     /// Why the application payload gave no values, when it did not.
     pub codec_error: Option<CodecError>,
+    /// The application payload, for a `js:` codec to decode on its
+    /// workers: its values follow the others.
+    pub script: Option<ScriptJob>,
+}
+
+/// An application payload waiting for a device's `js:` codec.
+#[derive(Debug)]
+pub struct ScriptJob {
+    pub codec: ScriptCodec,
+    pub payload: Vec<u8>,
+    pub fport: u8,
 }
 
 /// Why an uplink was refused. Count it by [`Rejected::kind`].
@@ -347,6 +359,13 @@ fn finish(staged: Staged<'_>, uplink: &Uplink, names: &mut MetricNames) -> Accep
         ..
     } = staged;
     let (mut readings, codec_error) = decode(device, &frame, uplink.received, names);
+    let script = device.codec.script().and_then(|codec| {
+        Some(ScriptJob {
+            codec: codec.clone(),
+            payload: frame.application_payload()?.to_vec(),
+            fport: frame.fport?,
+        })
+    });
     let mut arrival = |metric: &str, value: f64| {
         let metric = names.get(metric)?;
         Reading::new(
@@ -368,6 +387,7 @@ fn finish(staged: Staged<'_>, uplink: &Uplink, names: &mut MetricNames) -> Accep
         frame,
         readings,
         codec_error,
+        script,
     }
 }
 
@@ -383,7 +403,8 @@ fn decode(
         return (Vec::new(), None);
     };
     match device.codec.decode(payload) {
-        Ok(values) => {
+        None => (Vec::with_capacity(3), None),
+        Some(Ok(values)) => {
             // Room for the rssi, snr and gateways that follow.
             let mut readings = Vec::with_capacity(values.len() + 3);
             readings.extend(values.into_iter().filter_map(|v| {
@@ -396,7 +417,7 @@ fn decode(
             }));
             (readings, None)
         }
-        Err(e) => (Vec::new(), Some(e)),
+        Some(Err(e)) => (Vec::new(), Some(e)),
     }
 }
 

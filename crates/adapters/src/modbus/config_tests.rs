@@ -310,3 +310,122 @@ fn writable_registers_and_their_bounds() {
         );
     }
 }
+
+#[test]
+fn a_unit_out_of_range_is_one_problem_in_words() {
+    let (s, p) = devices(&format!(
+        "{BUS}
+[[modbus.device]]
+id = \"a\"
+unit = 300
+profile = \"eastron_sdm120\"
+"
+    ));
+    assert!(s.devices.is_empty());
+    let got: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        got,
+        ["modbus.device[0].unit: expected a whole number from 0 to 255, got 300"],
+        "one problem, no Rust type name, no false \"missing required key\""
+    );
+}
+
+#[test]
+fn a_manuals_register_number_is_noted_with_the_address_it_probably_means() {
+    let (s, p) = devices(&format!(
+        "{BUS}
+[[modbus.device]]
+id = \"a\"
+unit = 1
+registers = [
+  {{ metric = \"voltage\", table = \"input\", address = 30001, type = \"f32\" }},
+  {{ metric = \"setpoint\", table = \"holding\", address = 40013 }},
+  {{ metric = \"fine\", table = \"input\", address = 30000 }},
+  {{ metric = \"coil\", table = \"coil\", address = 40001 }},
+]
+"
+    ));
+    assert!(p.is_empty(), "valid, so no problem: {p}");
+    assert_eq!(s.devices.len(), 1);
+    use crate::registry::OwnedSection;
+    assert_eq!(
+        s.notes(),
+        [
+            "modbus.device[0].registers[0].address: 30001 looks like a manual's register number (30001 is the first input register, counted from 1); addresses here are 0-based protocol addresses, so it is probably address = 0",
+            "modbus.device[0].registers[1].address: 40013 looks like a manual's register number (40001 is the first holding register, counted from 1); addresses here are 0-based protocol addresses, so it is probably address = 12",
+        ]
+    );
+}
+
+#[test]
+fn bits_and_strings_expand_into_registers_and_their_mistakes_are_named() {
+    let (s, p) = devices(&format!(
+        "{BUS}
+[[modbus.device]]
+id = \"heat-pump\"
+unit = 1
+registers = [
+  {{ table = \"holding\", address = 30, bits = {{ compressor_on = 0, defrost = 1, alarm = 15 }} }},
+  {{ metric = \"status\", address = 31, type = \"u32\", bits = {{ fault = 31 }} }},
+  {{ metric = \"serial_number\", address = 40, type = \"string\", length = 5 }},
+]
+"
+    ));
+    assert!(p.is_empty(), "{p}");
+    let regs = &s.devices[0].registers;
+    let bit = |m: &str| {
+        regs.iter()
+            .find(|r| r.metric == m)
+            .map(|r| (r.address, r.bit))
+    };
+    assert_eq!(bit("compressor_on"), Some((30, Some(0))));
+    assert_eq!(bit("alarm"), Some((30, Some(15))));
+    assert_eq!(bit("status"), Some((31, None)), "the whole word too");
+    assert_eq!(bit("fault"), Some((31, Some(31))));
+    let serial = regs.iter().find(|r| r.metric == "serial_number").unwrap();
+    assert_eq!((serial.span(), serial.is_text()), (5, true));
+    // A status word 0x8001: compressor on, no defrost, alarm.
+    let alarm = regs.iter().find(|r| r.metric == "alarm").unwrap();
+    let defrost = regs.iter().find(|r| r.metric == "defrost").unwrap();
+    assert_eq!(alarm.value_of_words(&[0x8001]), Some(1.0));
+    assert_eq!(defrost.value_of_words(&[0x8001]), Some(0.0));
+    assert_eq!(
+        serial.text_of_words(&[0x534E, 0x2D30, 0x3034, 0x3200, 0x0000]),
+        Some("SN-0042".to_string())
+    );
+
+    let (s, p) = devices(&format!(
+        "{BUS}
+[[modbus.device]]
+id = \"b\"
+unit = 1
+registers = [
+  {{ address = 1 }},
+  {{ address = 2, type = \"i16\", bits = {{ a = 0 }} }},
+  {{ address = 3, bits = {{ b = 16 }} }},
+  {{ address = 4, bits = {{ c = 0 }}, scale = 0.1 }},
+  {{ metric = \"s\", address = 5, type = \"string\" }},
+  {{ metric = \"t\", address = 6, type = \"string\", length = 2, order = \"cdab\" }},
+  {{ metric = \"u\", address = 7, length = 2 }},
+  {{ metric = \"v\", address = 8, type = \"string\", length = 2, writable = true }},
+  {{ address = 9, bits = {{ d = 0, e = 0 }} }},
+  {{ address = 10, bits = {{ d = 1 }} }},
+]
+"
+    ));
+    assert!(s.devices.is_empty());
+    let text = p.to_string();
+    for needle in [
+        "modbus.device[0].registers[0].metric: missing required key (or bits",
+        "modbus.device[0].registers[1].type: bits are read from an unsigned register",
+        "modbus.device[0].registers[2].bits.b: a u16 has bits 0 to 15, got 16",
+        "modbus.device[0].registers[3].scale: bits take no scale",
+        "modbus.device[0].registers[4].length: a string takes length",
+        "modbus.device[0].registers[5].order: a string's characters are in order abcd",
+        "modbus.device[0].registers[6].length: only type = \"string\" takes it",
+        "modbus.device[0].registers[7].writable",
+        "modbus.device[0].registers[9].bits: \"d\" is read twice",
+    ] {
+        assert!(text.contains(needle), "{needle}\n{text}");
+    }
+}

@@ -27,7 +27,8 @@ use crate::registry::OwnedSection;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRegister {
-    metric: String,
+    /// Optional with `bits` (each bit is then a metric of its own).
+    metric: Option<String>,
     #[serde(default = "holding")]
     table: Table,
     address: u16,
@@ -42,6 +43,10 @@ struct RawRegister {
     writable: bool,
     min: Option<f64>,
     max: Option<f64>,
+    /// `type = "string"`: how many registers the text spans.
+    length: Option<u16>,
+    /// One metric per named bit (0 the least significant), read as 0/1.
+    bits: Option<BTreeMap<String, u8>>,
 }
 
 fn holding() -> Table {
@@ -105,6 +110,9 @@ impl ModbusDevice {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModbusSection {
     pub devices: Vec<ModbusDevice>,
+    /// What a valid map probably gets wrong (a manual's 30001/40001 as an
+    /// address): `validate` prints them, `run` logs them.
+    pub notes: Vec<String>,
 }
 
 impl ModbusSection {
@@ -124,6 +132,10 @@ impl OwnedSection for ModbusSection {
 
     fn parse(root: &toml::Table, problems: &mut Problems) -> Self {
         section(root, problems)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 
     /// Every device, named or not: its units must reach the outputs, and
@@ -167,12 +179,13 @@ pub fn section(root: &toml::Table, problems: &mut Problems) -> ModbusSection {
         return ModbusSection::default();
     };
     let adapters = modbus_adapters(root);
+    let mut notes = Vec::new();
     let mut devices = Vec::new();
     let mut ids = HashSet::new();
     let mut units: HashMap<(String, u8), usize> = HashMap::new();
     for (i, item) in section.devices.into_iter().enumerate() {
         let path = format!("modbus.device[{i}]");
-        let Some(device) = device(item, &path, problems) else {
+        let Some(device) = device(item, &path, problems, &mut notes) else {
             continue;
         };
         let bus = match (&device.adapter, adapters.as_slice()) {
@@ -231,10 +244,15 @@ pub fn section(root: &toml::Table, problems: &mut Problems) -> ModbusSection {
         }
         devices.push(device);
     }
-    ModbusSection { devices }
+    ModbusSection { devices, notes }
 }
 
-fn device(table: toml::Value, path: &str, problems: &mut Problems) -> Option<ModbusDevice> {
+fn device(
+    table: toml::Value,
+    path: &str,
+    problems: &mut Problems,
+    notes: &mut Vec<String>,
+) -> Option<ModbusDevice> {
     let before = problems.len();
     let raw: RawDevice = load::section(table, path, problems)?;
     let id = DeviceId::new(raw.id.as_str())
@@ -265,10 +283,11 @@ fn device(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Mod
     let mut metrics = HashSet::new();
     for (j, item) in raw.registers.into_iter().enumerate() {
         let rpath = format!("{path}.registers[{j}]");
-        if let Some(r) = register(item, &rpath, problems) {
+        for r in register(item, &rpath, problems, notes) {
             if !metrics.insert(r.metric.clone()) {
+                let key = if r.bit.is_some() { "bits" } else { "metric" };
                 problems.push(
-                    format!("{rpath}.metric"),
+                    format!("{rpath}.{key}"),
                     format!("\"{}\" is read twice", r.metric),
                 );
                 continue;
@@ -343,10 +362,107 @@ fn check_writable(raw: &RawRegister, path: &str, problems: &mut Problems) {
     }
 }
 
-fn register(item: toml::Value, path: &str, problems: &mut Problems) -> Option<Register> {
+/// A manual's register number (`30001`, `40001`: counted from 1, the
+/// table in the first digit) where a 0-based protocol address belongs:
+/// valid, but probably wrong. The address it probably means.
+fn manual_number(table: Table, address: u16) -> Option<(u16, u16)> {
+    let first = match table {
+        Table::Input => 30_001,
+        Table::Holding => 40_001,
+        Table::Coil | Table::Discrete => return None,
+    };
+    (address >= first).then(|| (first, address - first))
+}
+
+/// `bits`, `length` and `type = "string"` of a register: a string is text
+/// of `length` registers; named bits are 0/1 of an unsigned register.
+fn check_shape(raw: &RawRegister, ty: ValueType, path: &str, problems: &mut Problems) {
+    let text = ty == ValueType::String;
+    if text {
+        match raw.length {
+            None => problems.push(
+                format!("{path}.length"),
+                "a string takes length = its registers (two characters each)",
+            ),
+            Some(n) if !(1..=125).contains(&n) => problems.push(
+                format!("{path}.length"),
+                format!("expected 1 to 125 registers (one read), got {n}"),
+            ),
+            Some(_) => {}
+        }
+        if !matches!(raw.order, Order::Abcd | Order::Badc) {
+            problems.push(
+                format!("{path}.order"),
+                "a string's characters are in order abcd (first in the high byte, the default) or badc (first in the low byte)",
+            );
+        }
+    } else if raw.length.is_some() {
+        problems.push(format!("{path}.length"), "only type = \"string\" takes it");
+    }
+    if let Some(bits) = &raw.bits {
+        if !matches!(ty, ValueType::U16 | ValueType::U32 | ValueType::U64) {
+            problems.push(
+                format!("{path}.type"),
+                "bits are read from an unsigned register: u16 (the default), u32 or u64",
+            );
+        }
+        if bits.is_empty() {
+            problems.push(
+                format!("{path}.bits"),
+                "expected at least one name = bit, e.g. bits = { running = 0, alarm = 15 }",
+            );
+        }
+        let width = 16 * u32::from(ty.words());
+        for (name, bit) in bits {
+            if u32::from(*bit) >= width {
+                problems.push(
+                    format!("{path}.bits.{name}"),
+                    format!("a {} has bits 0 to {}, got {bit}", ty.as_str(), width - 1),
+                );
+            }
+            if let Err(e) = MetricName::new(name.as_str()) {
+                problems.push(format!("{path}.bits.{name}"), e.to_string());
+            }
+        }
+    }
+    if text || raw.bits.is_some() {
+        let what = if text { "a string" } else { "bits" };
+        for (key, set) in [
+            ("scale", raw.scale.is_some()),
+            ("offset", raw.offset.is_some()),
+            ("writable", raw.writable),
+        ] {
+            if set {
+                problems.push(format!("{path}.{key}"), format!("{what} take no {key}"));
+            }
+        }
+        if raw.table.is_bits() {
+            problems.push(
+                format!("{path}.table"),
+                format!("{what} are read from holding or input registers"),
+            );
+        }
+    }
+}
+
+/// One `registers` entry: a register, or one register per named bit.
+fn register(
+    item: toml::Value,
+    path: &str,
+    problems: &mut Problems,
+    notes: &mut Vec<String>,
+) -> Vec<Register> {
     let before = problems.len();
-    let raw: RawRegister = load::section(item, path, problems)?;
-    if let Err(e) = MetricName::new(raw.metric.as_str()) {
+    let Some(raw) = load::section::<RawRegister>(item, path, problems) else {
+        return Vec::new();
+    };
+    if raw.metric.is_none() && raw.bits.is_none() {
+        problems.push(
+            format!("{path}.metric"),
+            "missing required key (or bits = { name = bit, … })",
+        );
+    }
+    if let Some(Err(e)) = raw.metric.as_deref().map(MetricName::new) {
         problems.push(format!("{path}.metric"), e.to_string());
     }
     let ty = match (raw.table.is_bits(), raw.ty) {
@@ -365,28 +481,60 @@ fn register(item: toml::Value, path: &str, problems: &mut Problems) -> Option<Re
         }
     }
     check_writable(&raw, path, problems);
-    let r = Register {
-        metric: raw.metric,
+    check_shape(&raw, ty, path, problems);
+    let whole = Register {
+        metric: raw.metric.clone().unwrap_or_default(),
         table: raw.table,
         address: raw.address,
         ty,
         order: raw.order,
         scale: raw.scale.unwrap_or(1.0),
         offset: raw.offset.unwrap_or(0.0),
-        unit: raw.unit,
+        unit: raw.unit.clone(),
         writable: raw.writable,
         min: raw.min,
         max: raw.max,
+        bit: None,
+        length: if ty == ValueType::String {
+            raw.length.unwrap_or(1)
+        } else {
+            0
+        },
     };
-    if r.end() > 65_536 {
+    if whole.end() > 65_536 {
         problems.push(
             format!("{path}.address"),
             format!(
                 "a {} at {} ends past the last address, 65535",
-                r.ty.as_str(),
-                r.address
+                whole.ty.as_str(),
+                whole.address
             ),
         );
     }
-    (problems.len() == before).then_some(r)
+    if problems.len() > before {
+        return Vec::new();
+    }
+    if let Some((first, meant)) = manual_number(whole.table, whole.address) {
+        notes.push(format!(
+            "{path}.address: {} looks like a manual's register number ({first} is the first {} register, counted from 1); addresses here are 0-based protocol addresses, so it is probably address = {meant}",
+            whole.address,
+            whole.table.as_str()
+        ));
+    }
+    let bits: Vec<Register> = raw
+        .bits
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, bit)| Register {
+            metric: name,
+            bit: Some(bit),
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            ..whole.clone()
+        })
+        .collect();
+    let mut out: Vec<Register> = raw.metric.is_some().then_some(whole).into_iter().collect();
+    out.extend(bits);
+    out
 }

@@ -1,117 +1,104 @@
-//! The one connection (TCP) or port (RTU) of a bus, through tokio-modbus,
-//! with what that library leaves to its user (`shared/CRATES.md`):
+//! The one connection (TCP) or port (RTU) of a bus, with what a Modbus
+//! client library leaves to its user (`shared/CRATES.md`):
 //!
 //! - **Timeouts**: every request is bounded by the adapter's `timeout`.
-//! - **Late answers**: the client clears only its own buffer before a
-//!   request, so an answer arriving after its timeout is read as the next
-//!   request's (TCP: a transaction-id mismatch, tokio-modbus #324; RTU:
-//!   *silently*, only unit and function code are checked). Over TCP the
-//!   caller drops the link after a timeout; over RTU the link waits a
-//!   guard time as long as the timeout, then flushes the port's input
-//!   before the next request ([`RtuPort`]).
-//! - **Inter-frame silence** (RTU): 3.5 characters between frames
-//!   (tokio-modbus #180), kept before every request.
-//! - **CRC errors** (RTU): the codec drops bytes until a frame checks, so a
-//!   corrupted answer surfaces as a timeout; bytes received during a
-//!   request that timed out tell it apart from silence.
+//! - **Late answers**: over TCP tokio-modbus checks the transaction id (a
+//!   late answer is a mismatch) and the caller drops the connection after
+//!   a timeout, so a late answer has nowhere to land; over RTU there is
+//!   no id, and the line is ours ([`super::rtu`]): answers framed, checked
+//!   against their request, the line drained, units out of step probed.
+//! - **Every answer checked**: tokio-modbus's typed calls only
+//!   `debug_assert` a read's count or a write's echo (a stale answer would
+//!   panic a debug build and pass in a release one); the raw `call` is
+//!   used and its answer checked here.
+//! - **A closed connection**: tokio-modbus 0.17 reports a peer's EOF as
+//!   `io::Error::last_os_error()`, whatever errno was left behind
+//!   ("Operation now in progress"); [`TcpPort`] notices the EOF itself.
 //! - **Reconnects**: after a transport error the `Context` is useless
 //!   (#219, #309); the caller drops the link and connects again.
 
+use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant};
-use tokio_modbus::client::{Context, Reader, Writer};
+use tokio::time::timeout;
+use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::Slave;
-use tokio_serial::{
-    ClearBuffer, DataBits, SerialPort, SerialPortBuilderExt, SerialStream, StopBits,
-};
+use tokio_modbus::{Response, Slave};
+use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
 
 use super::config::{Parity, SerialSettings, Transport};
+use super::frame::Request;
 use super::plan::Read;
 use super::poller::Answer;
 use super::registers::{Encoded, Table};
+use super::rtu::RtuLine;
 
-/// What an RTU port and the link share: a flush to make before the next
-/// request, and the bytes read since the last request was sent.
-#[derive(Debug, Default)]
-struct PortShared {
-    flush_before_write: AtomicBool,
-    bytes_since_write: AtomicUsize,
-}
+/// What [`TcpPort`] tells the link.
+const CLOSED_BY_SERVER: &str = "the server closed the connection";
 
-/// A serial port that can drop stale input before a request: the
-/// `Context` owns the port, so the link asks for it through `shared`.
+/// A TCP stream that remembers whether the server closed it.
 #[derive(Debug)]
-pub struct RtuPort {
-    port: SerialStream,
-    shared: Arc<PortShared>,
+struct TcpPort {
+    stream: TcpStream,
+    closed: Arc<AtomicBool>,
 }
 
-impl AsyncRead for RtuPort {
+impl AsyncRead for TcpPort {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.port).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        self.shared
-            .bytes_since_write
-            .fetch_add(n, Ordering::Relaxed);
+        let room = buf.remaining() > 0;
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && room && buf.filled().len() == before {
+            self.closed.store(true, Ordering::Relaxed);
+        }
         polled
     }
 }
 
-impl AsyncWrite for RtuPort {
+impl AsyncWrite for TcpPort {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self
-            .shared
-            .flush_before_write
-            .swap(false, Ordering::Relaxed)
-        {
-            // An answer that came after its timeout is still in the
-            // driver's buffer: read now, it would pass for this request's.
-            self.port
-                .clear(ClearBuffer::Input)
-                .map_err(io::Error::from)?;
-        }
-        self.shared.bytes_since_write.store(0, Ordering::Relaxed);
-        Pin::new(&mut self.port).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.port).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.port).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
+}
+
+struct TcpLink {
+    ctx: Context,
+    closed: Arc<AtomicBool>,
+    timeout: Duration,
+}
+
+enum Inner {
+    Tcp(TcpLink),
+    // Boxed: a line keeps its read buffer and per-unit state inline.
+    Rtu(Box<RtuLine>),
 }
 
 /// An open link of a bus.
 pub struct Link {
-    ctx: Context,
-    /// RTU only.
-    port: Option<Arc<PortShared>>,
-    /// RTU: the silence kept between frames.
-    gap: Duration,
-    /// When the last frame ended (RTU: the next may not start before
-    /// `gap` after it; after a timeout, not before the guard time).
-    quiet_until: Instant,
-    timeout: Duration,
+    inner: Inner,
 }
 
 /// Opens the serial port as `serial_line` does.
@@ -139,6 +126,42 @@ pub fn open_serial(s: &SerialSettings) -> Result<SerialStream, tokio_serial::Err
         .open_native_async()
 }
 
+/// What is wrong with a bus that cannot be opened, in its own terms, as
+/// a clause after the adapter's name (`/health`, the log): "cannot reach
+/// its Modbus TCP server tcp://…: connection refused".
+pub fn open_problem(transport: &Transport, e: &io::Error) -> String {
+    match transport {
+        Transport::Tcp { .. } => {
+            let why = match e.kind() {
+                io::ErrorKind::ConnectionRefused => {
+                    "connection refused: the server is down or listens on another port".to_string()
+                }
+                io::ErrorKind::TimedOut => "no answer to connect".to_string(),
+                _ => e.to_string(),
+            };
+            format!(
+                "cannot reach its Modbus TCP server {} ({why})",
+                transport.describe()
+            )
+        }
+        Transport::Rtu(_) => format!("cannot open its serial port {} ({e})", transport.describe()),
+    }
+}
+
+/// What is wrong with a bus that was open and failed, in its own terms.
+pub fn lost_problem(transport: &Transport, detail: &str) -> String {
+    match transport {
+        Transport::Tcp { .. } => format!(
+            "lost its Modbus TCP server {} ({detail})",
+            transport.describe()
+        ),
+        Transport::Rtu(_) => format!(
+            "cannot read its serial port {} ({detail})",
+            transport.describe()
+        ),
+    }
+}
+
 impl Link {
     /// Connects (TCP, bounded by `timeout` per attempt) or opens the port.
     ///
@@ -155,12 +178,17 @@ impl Link {
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
                 stream.set_nodelay(true)?;
+                let closed = Arc::new(AtomicBool::new(false));
+                let port = TcpPort {
+                    stream,
+                    closed: closed.clone(),
+                };
                 Ok(Self {
-                    ctx: tokio_modbus::client::tcp::attach_slave(stream, Slave(1)),
-                    port: None,
-                    gap: Duration::ZERO,
-                    quiet_until: Instant::now(),
-                    timeout: answer_timeout,
+                    inner: Inner::Tcp(TcpLink {
+                        ctx: tokio_modbus::client::tcp::attach_slave(port, Slave(1)),
+                        closed,
+                        timeout: answer_timeout,
+                    }),
                 })
             }
             Transport::Rtu(settings) => {
@@ -176,142 +204,149 @@ impl Link {
 
     /// An RTU link over a port already open.
     pub fn over_serial(port: SerialStream, gap: Duration, answer_timeout: Duration) -> Self {
-        let shared = Arc::new(PortShared::default());
-        // Whatever a device sent before we opened is not an answer.
-        shared.flush_before_write.store(true, Ordering::Relaxed);
-        let port = RtuPort {
-            port,
-            shared: shared.clone(),
-        };
         Self {
-            ctx: tokio_modbus::client::rtu::attach_slave(port, Slave(1)),
-            port: Some(shared),
-            gap,
-            quiet_until: Instant::now(),
-            timeout: answer_timeout,
+            inner: Inner::Rtu(Box::new(RtuLine::new(port, gap, answer_timeout))),
         }
     }
 
     /// Makes one read of unit `unit`, bounded by the timeout.
     pub async fn read(&mut self, unit: u8, read: &Read) -> Answer {
-        if self.port.is_some() {
-            tokio::time::sleep_until(self.quiet_until).await;
-        }
-        self.ctx.set_slave(Slave(unit));
-        let (start, count) = (read.start, read.count);
-        let ctx = &mut self.ctx;
-        let answer = match read.table {
-            Table::Holding => {
-                timed(
-                    self.timeout,
-                    ctx.read_holding_registers(start, count),
-                    Answer::Words,
-                )
-                .await
-            }
-            Table::Input => {
-                timed(
-                    self.timeout,
-                    ctx.read_input_registers(start, count),
-                    Answer::Words,
-                )
-                .await
-            }
-            Table::Coil => timed(self.timeout, ctx.read_coils(start, count), Answer::Bits).await,
-            Table::Discrete => {
-                timed(
-                    self.timeout,
-                    ctx.read_discrete_inputs(start, count),
-                    Answer::Bits,
-                )
-                .await
-            }
+        let request = Request::Read {
+            table: read.table,
+            start: read.start,
+            count: read.count,
         };
-        let Some(port) = &self.port else {
-            return answer;
-        };
-        let now = Instant::now();
-        let heard = port.bytes_since_write.load(Ordering::Relaxed) > 0;
-        let answer = match answer {
-            // A garbled frame: the codec kept dropping bytes until the
-            // timeout (or gave up after 20 tries).
-            Answer::Timeout if heard => Answer::Crc,
-            Answer::Connection(e) if e.contains("Too many retries") => Answer::Crc,
-            other => other,
-        };
-        self.quiet_until = match answer {
-            // The device may still answer the request that timed out:
-            // wait as long again, then drop whatever came.
-            Answer::Timeout | Answer::Crc | Answer::Mismatch => {
-                port.flush_before_write.store(true, Ordering::Relaxed);
-                now + self.timeout
-            }
-            _ => now + self.gap,
-        };
-        answer
+        self.call(unit, &request).await
     }
 
     /// Writes one coil (function 5) or register(s) (6 for one word, 16
     /// for more) of unit `unit`, bounded by the timeout. The answer is
-    /// `Words(vec![])` when the device acknowledged it.
+    /// `Words(vec![])` when the device acknowledged it with its echo.
     pub async fn write(&mut self, unit: u8, address: u16, value: &Encoded) -> Answer {
-        if self.port.is_some() {
-            tokio::time::sleep_until(self.quiet_until).await;
-        }
-        self.ctx.set_slave(Slave(unit));
-        let ctx = &mut self.ctx;
-        let ok = |()| Answer::Words(Vec::new());
-        let answer = match value {
-            Encoded::Coil(bit) => {
-                timed(self.timeout, ctx.write_single_coil(address, *bit), ok).await
-            }
+        let request = match value {
+            Encoded::Coil(on) => Request::WriteCoil { address, on: *on },
             Encoded::Registers(words) => match words.as_slice() {
-                [one] => timed(self.timeout, ctx.write_single_register(address, *one), ok).await,
-                many => {
-                    timed(
-                        self.timeout,
-                        ctx.write_multiple_registers(address, many),
-                        ok,
-                    )
-                    .await
-                }
+                [one] => Request::WriteRegister {
+                    address,
+                    value: *one,
+                },
+                many => Request::WriteRegisters {
+                    address,
+                    words: many.to_vec(),
+                },
             },
         };
-        if let Some(port) = &self.port {
-            let now = Instant::now();
-            self.quiet_until = match answer {
-                Answer::Timeout | Answer::Crc | Answer::Mismatch => {
-                    port.flush_before_write.store(true, Ordering::Relaxed);
-                    now + self.timeout
-                }
-                _ => now + self.gap,
-            };
+        self.call(unit, &request).await
+    }
+
+    async fn call(&mut self, unit: u8, request: &Request) -> Answer {
+        match &mut self.inner {
+            Inner::Rtu(line) => line.call(unit, request).await,
+            Inner::Tcp(tcp) => tcp.call(unit, request).await,
         }
-        answer
     }
 
     /// Whether this is a serial line (no reconnect on a timeout there).
     pub fn is_serial(&self) -> bool {
-        self.port.is_some()
+        matches!(self.inner, Inner::Rtu(_))
+    }
+
+    /// RTU: bytes waiting in the port (for tests that must know a
+    /// device's bytes arrived).
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> u32 {
+        match &self.inner {
+            Inner::Rtu(line) => line.pending(),
+            Inner::Tcp(_) => 0,
+        }
+    }
+
+    /// RTU: units whose stray answers (late, or doubled) were dropped
+    /// since the last call.
+    pub fn take_strays(&mut self) -> Vec<u8> {
+        match &mut self.inner {
+            Inner::Rtu(line) => line.take_strays(),
+            Inner::Tcp(_) => Vec::new(),
+        }
+    }
+}
+
+impl TcpLink {
+    async fn call(&mut self, unit: u8, request: &Request) -> Answer {
+        self.ctx.set_slave(Slave(unit));
+        let wire = match request {
+            Request::Read {
+                table,
+                start,
+                count,
+            } => match table {
+                Table::Coil => tokio_modbus::Request::ReadCoils(*start, *count),
+                Table::Discrete => tokio_modbus::Request::ReadDiscreteInputs(*start, *count),
+                Table::Holding => tokio_modbus::Request::ReadHoldingRegisters(*start, *count),
+                Table::Input => tokio_modbus::Request::ReadInputRegisters(*start, *count),
+            },
+            Request::WriteCoil { address, on } => {
+                tokio_modbus::Request::WriteSingleCoil(*address, *on)
+            }
+            Request::WriteRegister { address, value } => {
+                tokio_modbus::Request::WriteSingleRegister(*address, *value)
+            }
+            Request::WriteRegisters { address, words } => {
+                tokio_modbus::Request::WriteMultipleRegisters(*address, Cow::Borrowed(words))
+            }
+        };
+        match timeout(self.timeout, self.ctx.call(wire)).await {
+            Err(_) => Answer::Timeout,
+            Ok(Ok(Ok(response))) => checked(response, request),
+            Ok(Ok(Err(exception))) => Answer::Exception(u8::from(exception)),
+            Ok(Err(tokio_modbus::Error::Protocol(_))) => Answer::Mismatch,
+            Ok(Err(tokio_modbus::Error::Transport(e))) => {
+                if self.closed.load(Ordering::Relaxed) {
+                    Answer::Connection(CLOSED_BY_SERVER.into())
+                } else {
+                    Answer::Connection(e.to_string())
+                }
+            }
+        }
+    }
+}
+
+/// A TCP answer checked against its request: the count read, the echo of
+/// a write.
+fn checked(response: Response, request: &Request) -> Answer {
+    match (response, request) {
+        (
+            Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words),
+            Request::Read { count, .. },
+        ) if words.len() == usize::from(*count) => Answer::Words(words),
+        (
+            Response::ReadCoils(mut bits) | Response::ReadDiscreteInputs(mut bits),
+            Request::Read { count, .. },
+        ) if bits.len() >= usize::from(*count)
+            && bits.len() == usize::from(*count).div_ceil(8) * 8 =>
+        {
+            bits.truncate(usize::from(*count));
+            Answer::Bits(bits)
+        }
+        (Response::WriteSingleCoil(a, on), Request::WriteCoil { address, on: want })
+            if a == *address && on == *want =>
+        {
+            Answer::Words(Vec::new())
+        }
+        (Response::WriteSingleRegister(a, v), Request::WriteRegister { address, value })
+            if a == *address && v == *value =>
+        {
+            Answer::Words(Vec::new())
+        }
+        (Response::WriteMultipleRegisters(a, n), Request::WriteRegisters { address, words })
+            if a == *address && usize::from(n) == words.len() =>
+        {
+            Answer::Words(Vec::new())
+        }
+        _ => Answer::Mismatch,
     }
 }
 
 #[cfg(test)]
 #[path = "link_tests.rs"]
 mod tests;
-
-/// Runs one request with the timeout, flattening tokio-modbus's nested
-/// results into an [`Answer`].
-async fn timed<T>(
-    limit: Duration,
-    request: impl std::future::Future<Output = tokio_modbus::Result<T>>,
-    ok: impl FnOnce(T) -> Answer,
-) -> Answer {
-    match timeout(limit, request).await {
-        Err(_) => Answer::Timeout,
-        Ok(Ok(Ok(value))) => ok(value),
-        Ok(Ok(Err(exception))) => Answer::Exception(u8::from(exception)),
-        Ok(Err(tokio_modbus::Error::Protocol(_))) => Answer::Mismatch,
-        Ok(Err(tokio_modbus::Error::Transport(e))) => Answer::Connection(e.to_string()),
-    }
-}

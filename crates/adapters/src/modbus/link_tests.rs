@@ -1,31 +1,22 @@
 #![allow(clippy::unwrap_used)]
 
 //! The RTU link against a device on the other end of a pseudo-terminal
-//! pair that answers the way faulty devices do: late, or garbled. The
-//! device side is raw bytes built here (frames per Modbus over Serial
-//! Line V1.02 §2.5.1), so what is tested is the link's handling, not a
-//! second Modbus implementation.
+//! pair that answers the way faulty devices and converters do: late,
+//! twice, garbled. The device side is raw bytes built here (frames per
+//! Modbus over Serial Line V1.02 §2.5.1), so what is tested is the link's
+//! handling, not a second Modbus implementation; the end-to-end tests play
+//! the same faults with pymodbus behind a pyserial converter.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::SerialStream;
 
+use super::super::frame::crc16;
 use super::*;
 
-/// CRC-16/MODBUS, low byte first on the wire.
 fn with_crc(mut frame: Vec<u8>) -> Vec<u8> {
-    let mut crc: u16 = 0xFFFF;
-    for b in &frame {
-        crc ^= u16::from(*b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
+    let crc = crc16(&frame);
     frame.extend(crc.to_le_bytes());
     frame
 }
@@ -33,64 +24,243 @@ fn with_crc(mut frame: Vec<u8>) -> Vec<u8> {
 /// The answer of unit 1 to a read of one holding register: `value`.
 fn answer(value: u16) -> Vec<u8> {
     let [hi, lo] = value.to_be_bytes();
-    // unit, function 3, byte count 2, the register.
     with_crc(vec![0x01, 0x03, 0x02, hi, lo])
 }
 
-/// Reads one request frame (8 bytes for a read) from the device side.
+/// Reads one request frame (8 bytes: a read or a single write).
 async fn request(device: &mut SerialStream) -> Vec<u8> {
     let mut buf = [0u8; 8];
     device.read_exact(&mut buf).await.unwrap();
     buf.to_vec()
 }
 
-fn one_register() -> Read {
+/// Answers a request as a device with one holding register of `value` at
+/// every address and no input registers would: function 3 with the
+/// value, anything else with exception 2.
+fn honest(req: &[u8], value: u16) -> Vec<u8> {
+    if req[1] == 3 {
+        let n = u16::from_be_bytes([req[4], req[5]]);
+        let mut out = vec![req[0], 3, u8::try_from(2 * n).unwrap()];
+        for _ in 0..n {
+            out.extend(value.to_be_bytes());
+        }
+        with_crc(out)
+    } else {
+        with_crc(vec![req[0], req[1] | 0x80, 2])
+    }
+}
+
+/// Answers every request honestly until the link is dropped.
+async fn serve_honestly(device: &mut SerialStream, value: u16) {
+    loop {
+        let mut buf = [0u8; 8];
+        if device.read_exact(&mut buf).await.is_err() {
+            return;
+        }
+        device.write_all(&honest(&buf, value)).await.unwrap();
+    }
+}
+
+fn holding(start: u16, count: u16) -> Read {
     Read {
         table: Table::Holding,
-        start: 0,
-        count: 1,
+        start,
+        count,
         members: vec![0],
     }
+}
+
+fn link(host: SerialStream, timeout: Duration) -> Link {
+    Link::over_serial(host, Duration::from_millis(2), timeout)
 }
 
 #[tokio::test]
 async fn a_late_answer_is_never_taken_for_the_next_requests() {
     let (host, mut device) = SerialStream::pair().unwrap();
-    let timeout = Duration::from_millis(150);
-    let mut link = Link::over_serial(host, Duration::from_millis(2), timeout);
-    let read = one_register();
+    let mut link = link(host, Duration::from_millis(150));
     let device_task = tokio::spawn(async move {
         // First request: answered after the timeout (value 111).
         request(&mut device).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         device.write_all(&answer(111)).await.unwrap();
-        // Second request: answered at once (value 222).
-        request(&mut device).await;
-        device.write_all(&answer(222)).await.unwrap();
+        // Then a probe the late answer cannot look like (input register
+        // 0: exception 2), then the request itself.
+        let probe = request(&mut device).await;
+        assert_eq!(probe[1], 4, "{probe:?}");
+        device.write_all(&honest(&probe, 222)).await.unwrap();
+        let again = request(&mut device).await;
+        device.write_all(&honest(&again, 222)).await.unwrap();
         device
     });
-    assert_eq!(link.read(1, &read).await, Answer::Timeout);
-    // tokio-modbus alone returns 111 here (shared/CRATES.md): the guard
-    // time and the flush drop it.
-    assert_eq!(link.read(1, &read).await, Answer::Words(vec![222]));
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Timeout);
+    // tokio-modbus alone returns 111 here (shared/CRATES.md).
+    assert_eq!(
+        link.read(1, &holding(100, 1)).await,
+        Answer::Words(vec![222])
+    );
+    drop(device_task.await.unwrap());
+}
+
+#[tokio::test]
+async fn a_late_answer_released_with_the_next_one_is_refused_and_the_unit_probed() {
+    let (host, mut device) = SerialStream::pair().unwrap();
+    let mut link = link(host, Duration::from_millis(100));
+    let device_task = tokio::spawn(async move {
+        // A buffering converter: the answer to h0 (111) held back, sent
+        // with the answer to the next request (h100: 222).
+        request(&mut device).await;
+        let next = request(&mut device).await;
+        let mut both = answer(111);
+        both.extend(honest(&next, 222));
+        device.write_all(&both).await.unwrap();
+        // In step again: every request answered at once.
+        serve_honestly(&mut device, 222).await;
+    });
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Timeout);
+    // Whatever frame comes first, the bytes after it betray it.
+    assert_eq!(link.read(1, &holding(100, 1)).await, Answer::OutOfStep);
+    assert_eq!(
+        link.read(1, &holding(100, 1)).await,
+        Answer::Words(vec![222])
+    );
+    drop(link);
+    device_task.abort();
+}
+
+#[tokio::test]
+async fn a_doubled_answer_never_passes_for_the_next_one() {
+    let (host, mut device) = SerialStream::pair().unwrap();
+    let mut link = link(host, Duration::from_millis(100));
+    let device_task = tokio::spawn(async move {
+        // The answer to h0, and a copy of it right behind.
+        let first = request(&mut device).await;
+        device.write_all(&honest(&first, 111)).await.unwrap();
+        device.write_all(&honest(&first, 111)).await.unwrap();
+        serve_honestly(&mut device, 222).await;
+    });
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::OutOfStep);
+    // The copy never becomes h100's value: refused until the unit is
+    // proven in step, then the device's own answer.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let a = link.read(1, &holding(100, 1)).await;
+        assert!(matches!(&a, Answer::OutOfStep | Answer::Words(_)), "{a:?}");
+        answers.push(a);
+    }
+    assert!(!answers.contains(&Answer::Words(vec![111])), "{answers:?}");
+    assert_eq!(
+        answers.last(),
+        Some(&Answer::Words(vec![222])),
+        "{answers:?}"
+    );
+    drop(link);
+    device_task.abort();
+}
+
+#[tokio::test]
+async fn a_stray_answer_before_a_request_is_counted_against_its_unit() {
+    let (host, mut device) = SerialStream::pair().unwrap();
+    let mut link = link(host, Duration::from_millis(100));
+    let (sent, stray) = tokio::sync::oneshot::channel::<()>();
+    let device_task = tokio::spawn(async move {
+        let first = request(&mut device).await;
+        device.write_all(&honest(&first, 111)).await.unwrap();
+        // Long after the exchange: a copy, before the next request.
+        let _ = stray.await;
+        device.write_all(&honest(&first, 111)).await.unwrap();
+        serve_honestly(&mut device, 222).await;
+    });
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Words(vec![111]));
+    let _ = sent.send(());
+    // The copy reaches the port before the next request is sent.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while link.pending() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        link.read(1, &holding(100, 1)).await,
+        Answer::Words(vec![222])
+    );
+    assert_eq!(link.take_strays(), vec![1]);
+    drop(link);
+    device_task.abort();
+}
+
+#[tokio::test]
+async fn a_write_is_done_only_on_its_own_echo() {
+    let (host, mut device) = SerialStream::pair().unwrap();
+    let mut link = link(host, Duration::from_millis(100));
+    let device_task = tokio::spawn(async move {
+        // An echo of another value (a stale answer to an earlier write).
+        let write = request(&mut device).await;
+        let mut wrong = write[..6].to_vec();
+        wrong[5] ^= 1;
+        device.write_all(&with_crc(wrong)).await.unwrap();
+        device
+    });
+    let answer = link.write(1, 10, &Encoded::Registers(vec![215])).await;
+    assert_eq!(answer, Answer::OutOfStep);
     drop(device_task.await.unwrap());
 }
 
 #[tokio::test]
 async fn a_garbled_answer_counts_as_crc_not_as_silence() {
     let (host, mut device) = SerialStream::pair().unwrap();
-    let mut link = Link::over_serial(host, Duration::from_millis(2), Duration::from_millis(150));
-    let read = one_register();
+    let mut link = link(host, Duration::from_millis(150));
     let device_task = tokio::spawn(async move {
         request(&mut device).await;
         let mut bad = answer(7);
         bad[4] ^= 0x40; // a bit flipped on the line
         device.write_all(&bad).await.unwrap();
-        request(&mut device).await;
-        device.write_all(&answer(7)).await.unwrap();
+        // Out of step after it: the probe, then the read.
+        let probe = request(&mut device).await;
+        device.write_all(&honest(&probe, 7)).await.unwrap();
+        let again = request(&mut device).await;
+        device.write_all(&honest(&again, 7)).await.unwrap();
         device
     });
-    assert_eq!(link.read(1, &read).await, Answer::Crc);
-    assert_eq!(link.read(1, &read).await, Answer::Words(vec![7]));
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Crc);
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Words(vec![7]));
     drop(device_task.await.unwrap());
+}
+
+#[tokio::test]
+async fn a_tcp_server_that_closes_the_connection_is_said_to_have_done_so() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 12];
+        // The request, then the connection closed without an answer.
+        let _ = s.read_exact(&mut buf).await;
+        drop(s);
+    });
+    let transport = Transport::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let mut link = Link::open(&transport, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let answer = link.read(1, &holding(0, 1)).await;
+    // tokio-modbus 0.17 alone: "Operation now in progress (os error 115)".
+    assert_eq!(
+        answer,
+        Answer::Connection("the server closed the connection".into())
+    );
+    server.await.unwrap();
+    let refused = Link::open(&transport, Duration::from_secs(1))
+        .await
+        .err()
+        .unwrap();
+    let problem = open_problem(&transport, &refused);
+    assert!(
+        problem.starts_with(&format!(
+            "cannot reach its Modbus TCP server tcp://127.0.0.1:{port} (connection refused"
+        )),
+        "{problem}"
+    );
 }

@@ -6,7 +6,8 @@
 //!                                                     │ ▲
 //!                                         one task per bus: source
 //!                                                     ▼ │
-//!                         link (tokio-modbus + timeouts, RTU gap and flush)
+//!              link (tokio-modbus over TCP; our RTU line: frames checked,
+//!                    silence, draining, units kept in step)
 //!                                                     │
 //!                                TCP connection or RS-485 serial port
 //! ```
@@ -23,8 +24,15 @@
 //!   each with its vendor document;
 //! - `poller`: when each device is read, backoff, online/offline, what an
 //!   answer means (pure, time passed in);
-//! - `link`: one connection or port through tokio-modbus (I/O);
-//! - `source`: the bus task that owns the link and queues its units (I/O);
+//! - `frame`: requests, RTU frames and answers checked against their
+//!   request (pure);
+//! - `step`: keeping an RTU unit's answers in step with its requests
+//!   after late or doubled answers (pure);
+//! - `link`: one connection (tokio-modbus) or serial line (I/O);
+//! - `rtu`: an RTU line: framing, silence, draining, probes (I/O);
+//! - `source`: the bus task that owns the link and queues its units (I/O),
+//!   and in `source_notices.rs` what it says of them (counters, logs,
+//!   device states);
 //! - `writer`: commands for `writable = true` registers: checked, queued
 //!   to the bus task, written and read back;
 //! - `scan`: every register of a range in every type and order, for
@@ -32,14 +40,17 @@
 
 pub mod config;
 pub mod devices;
+pub mod frame;
 pub mod kind;
 pub mod link;
 pub mod plan;
 pub mod poller;
 pub mod profiles;
 pub mod registers;
+pub mod rtu;
 pub mod scan;
 pub mod source;
+pub mod step;
 pub mod writer;
 
 pub use config::ModbusConfig;

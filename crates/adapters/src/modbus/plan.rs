@@ -10,7 +10,8 @@
 //! (exception 2 for an address in the hole: many devices have holes in
 //! their maps) gets the registers of that read asked alone from then on
 //! ([`Plan::isolate`]); one that refuses a register alone has that register
-//! disabled ([`Plan::disable`]) and its other registers go on.
+//! disabled ([`Plan::disable`]) and its other registers go on, until the
+//! poller finds it answered again ([`Plan::enable`]).
 //!
 //! Pure: registers in, reads out.
 
@@ -45,7 +46,7 @@ pub struct Plan {
     max_gap: u16,
     /// Registers read alone since a merged read with them was refused.
     isolated: BTreeSet<usize>,
-    /// Registers the device refused alone: never asked again.
+    /// Registers the device refused alone: not read in a poll.
     disabled: BTreeSet<usize>,
     reads: Vec<Read>,
 }
@@ -82,9 +83,16 @@ impl Plan {
             .collect()
     }
 
-    /// Never reads `member` again.
+    /// Stops reading `member` (the poller asks it again, alone, now and
+    /// then).
     pub fn disable(&mut self, registers: &[Register], member: usize) {
         self.disabled.insert(member);
+        self.reads = self.group(registers);
+    }
+
+    /// Reads `member` again: the device answered it.
+    pub fn enable(&mut self, registers: &[Register], member: usize) {
+        self.disabled.remove(&member);
         self.reads = self.group(registers);
     }
 
@@ -146,6 +154,8 @@ mod tests {
             writable: false,
             min: None,
             max: None,
+            bit: None,
+            length: 0,
         }
     }
 

@@ -68,9 +68,13 @@ pub enum ValueType {
     I64,
     F32,
     F64,
+    /// Text, two characters per register (`length` registers): a serial
+    /// number, a model name, a status word spelt out.
+    String,
 }
 
 impl ValueType {
+    /// The numeric types (a string is not read as a number).
     pub const ALL: [Self; 8] = [
         Self::U16,
         Self::I16,
@@ -82,10 +86,11 @@ impl ValueType {
         Self::F64,
     ];
 
-    /// Registers (16-bit words) the value spans.
+    /// Registers (16-bit words) the value spans (a string: per
+    /// register, its own `length`).
     pub fn words(self) -> u16 {
         match self {
-            Self::U16 | Self::I16 => 1,
+            Self::U16 | Self::I16 | Self::String => 1,
             Self::U32 | Self::I32 | Self::F32 => 2,
             Self::U64 | Self::I64 | Self::F64 => 4,
         }
@@ -101,6 +106,7 @@ impl ValueType {
             Self::I64 => "i64",
             Self::F32 => "f32",
             Self::F64 => "f64",
+            Self::String => "string",
         }
     }
 }
@@ -182,7 +188,34 @@ pub fn decode_raw(words: &[u16], ty: ValueType, order: Order) -> Option<f64> {
         ValueType::U64 => u64::from_be_bytes(be) as f64,
         ValueType::I64 => i64::from_be_bytes(be) as f64,
         ValueType::F64 => f64::from_be_bytes(be),
+        ValueType::String => return None,
     })
+}
+
+/// The text in `words`: two characters per register, the first in the
+/// high byte (`abcd`) or, for devices that store them the other way
+/// round, in the low byte (`badc`); it ends at the first NUL, trailing
+/// spaces (a fixed-width field's padding) dropped, bytes that are not
+/// UTF-8 or are control characters shown as U+FFFD.
+pub fn decode_text(words: &[u16], order: Order) -> String {
+    let bytes: Vec<u8> = words
+        .iter()
+        .flat_map(|w| {
+            let w = if order.swaps_bytes() {
+                w.swap_bytes()
+            } else {
+                *w
+            };
+            w.to_be_bytes()
+        })
+        .take_while(|b| *b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect::<String>()
+        .trim_end()
+        .to_string()
 }
 
 /// One register of a device's map, checked.
@@ -205,6 +238,11 @@ pub struct Register {
     /// Bounds of a written value, in the reading's unit.
     pub min: Option<f64>,
     pub max: Option<f64>,
+    /// `bits`: the reading is this bit of the value (0 the least
+    /// significant), 0 or 1.
+    pub bit: Option<u8>,
+    /// A string's registers (0 for anything else).
+    pub length: u16,
 }
 
 impl Register {
@@ -212,9 +250,23 @@ impl Register {
     pub fn span(&self) -> u16 {
         if self.table.is_bits() {
             1
+        } else if self.ty == ValueType::String {
+            self.length.max(1)
         } else {
             self.ty.words()
         }
+    }
+
+    /// Whether it is read as text, not as a number.
+    pub fn is_text(&self) -> bool {
+        self.ty == ValueType::String && !self.table.is_bits()
+    }
+
+    /// The text of registers `words` (this register's, first at its
+    /// address); `None` when there are too few.
+    pub fn text_of_words(&self, words: &[u16]) -> Option<String> {
+        let mine = words.get(..usize::from(self.span()))?;
+        Some(decode_text(mine, self.order))
     }
 
     /// The address after the last item it spans (`u32`: a value may end
@@ -228,6 +280,10 @@ impl Register {
     /// NaN a meter sends for "no value") or too few words.
     pub fn value_of_words(&self, words: &[u16]) -> Option<f64> {
         let raw = decode_raw(words, self.ty, self.order)?;
+        if let Some(bit) = self.bit {
+            // An integer type of at most 64 bits, checked with the map.
+            return Some(f64::from(u8::from(((raw as u64) >> bit) & 1 == 1)));
+        }
         let v = raw * self.scale + self.offset;
         v.is_finite().then_some(v)
     }
@@ -396,6 +452,7 @@ fn raw_to_be(raw: f64, ty: ValueType) -> Result<[u8; 8], EncodeError> {
             be[..4].copy_from_slice(&f.to_be_bytes());
         }
         ValueType::F64 => be.copy_from_slice(&raw.to_be_bytes()),
+        ValueType::String => return Err(out_of_range()),
     }
     Ok(be)
 }

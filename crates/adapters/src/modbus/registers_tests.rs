@@ -15,6 +15,8 @@ fn reg(table: Table, ty: ValueType, order: Order) -> Register {
         writable: false,
         min: None,
         max: None,
+        bit: None,
+        length: 0,
     }
 }
 

@@ -6,24 +6,28 @@
 //! the same loop as another kind of [`Job`].
 //!
 //! Faults are counted in `edge_gateway_adapter_errors_total{error_type}`
-//! (`timeout`, `exception`, `connection`, `crc`, `protocol`), exceptions
+//! (`timeout`, `exception`, `connection`, `crc`, `protocol`,
+//! `out_of_step`, and `not_finite` for a NaN or infinite value), exceptions
 //! also by device and code in `edge_gateway_modbus_exceptions_total`, and
 //! logged at most once per interval per device and reason. None stops the
-//! adapter: a silent device is retried with backoff while the others go
+//! adapter: a silent device is asked again cheaply while the others go
 //! on, a lost connection or port is reopened with backoff, and the bus's
-//! `edge_gateway_adapter_connected` says which state it is in.
+//! `edge_gateway_adapter_connected` (with what is wrong, for `/health`)
+//! says which state it is in.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
 use gateway_core::command::{CommandTarget, Refusal, WriteOutcome};
-use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED};
+use gateway_core::component::{AdapterFuture, LINK_SERIAL_PORT};
+use gateway_core::config::values::duration;
+use gateway_core::link_status::{LinkStatus, LINK_TCP_SERVER};
 use gateway_core::telemetry::{Gauge, LogThrottle};
 use gateway_core::{
     Adapter, AdapterContext, AdapterError, AdapterStats, DeviceId, DeviceState, Ingress,
-    MetricName, Reading, StatusChange, TimeSource,
+    MetricName, Reading, TimeSource,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -31,8 +35,9 @@ use tracing::{info, warn};
 
 use super::config::{ModbusConfig, Transport};
 use super::devices::ModbusDevice;
-use super::link::Link;
-use super::poller::{first_slot, next_due, Fault, Unit, Verdict};
+use super::link::{lost_problem, open_problem, Link};
+use super::plan::Read;
+use super::poller::{first_slot, next_due, Fault, Unit, Verdict, REPROBE_FIRST};
 use super::writer::{execute, ModbusTarget, WriteJob};
 
 /// Requests a bus has sent, by adapter: with the answers received
@@ -43,6 +48,10 @@ pub const MODBUS_REQUESTS: &str = "edge_gateway_modbus_requests_total";
 pub const MODBUS_EXCEPTIONS: &str = "edge_gateway_modbus_exceptions_total";
 /// Registers a device refused alone (exception 1, 2 or 3), now skipped.
 pub const MODBUS_DISABLED: &str = "edge_gateway_modbus_disabled_registers";
+/// A string register's text, as a label (`{adapter, device, metric,
+/// text}` = 1, replaced when the text changes): readings are numbers, and
+/// a serial number or a status spelt out is still worth seeing.
+pub const MODBUS_TEXT: &str = "edge_gateway_modbus_text_info";
 /// 1 while a device answers its polls, 0 once it failed
 /// [`OFFLINE_AFTER`](super::poller::OFFLINE_AFTER) in a row.
 pub const MODBUS_DEVICE_UP: &str = "edge_gateway_modbus_device_up";
@@ -97,6 +106,8 @@ struct Member {
     disabled: Gauge,
     /// The state last reported.
     state: Option<DeviceState>,
+    /// The text last read from each string register, by index.
+    texts: HashMap<usize, String>,
 }
 
 struct Bus {
@@ -106,6 +117,12 @@ struct Bus {
     members: Vec<Member>,
     stats: AdapterStats,
     throttle: LogThrottle,
+    /// What is wrong with the bus while it is down.
+    problem: Option<String>,
+    /// The bus was open at least once since the start.
+    opened_once: bool,
+    /// The shortest poll period of its devices.
+    shortest_period: Duration,
 }
 
 async fn run(
@@ -114,10 +131,13 @@ async fn run(
     mut writes: Option<mpsc::Receiver<WriteJob>>,
     ctx: AdapterContext,
 ) -> Result<(), AdapterError> {
-    let connected = ctx
-        .telemetry
-        .gauge(ADAPTER_CONNECTED, &[("adapter", &ctx.name)]);
-    connected.set(0.0);
+    let mut status = LinkStatus::new(
+        &ctx,
+        match config.transport {
+            Transport::Tcp { .. } => LINK_TCP_SERVER,
+            Transport::Rtu(_) => LINK_SERIAL_PORT,
+        },
+    );
     let reconnects = ctx.telemetry.counter(
         "edge_gateway_adapter_reconnects_total",
         &[("adapter", &ctx.name)],
@@ -154,14 +174,16 @@ async fn run(
                 if link.is_none() {
                     match Link::open(&config.transport, config.timeout).await {
                         Ok(l) => {
-                            connected.set(1.0);
+                            status.up();
                             link = Some(l);
                         }
                         Err(e) => {
                             bus.stats.error(Fault::Connection.label());
+                            let problem = open_problem(&config.transport, &e);
+                            status.down(&problem);
                             let _ = w.reply.send(WriteOutcome::Failed(Refusal::new(
                                 "connection",
-                                format!("cannot open the bus: {e}"),
+                                format!("the bus {problem}"),
                             )));
                             continue;
                         }
@@ -170,9 +192,9 @@ async fn run(
                 let Some(open) = link.as_mut() else { continue };
                 requests.inc();
                 let written = execute(open, &w).await;
+                bus.count_strays(open);
                 if written.drop_link {
                     link = None;
-                    connected.set(0.0);
                     reconnects.inc();
                 }
                 let _ = w.reply.send(written.outcome);
@@ -183,20 +205,25 @@ async fn run(
             match Link::open(&config.transport, config.timeout).await {
                 Ok(l) => {
                     info!(adapter = %ctx.name, bus = %config.transport.describe(), "Modbus bus open.");
-                    connected.set(1.0);
+                    status.up();
+                    bus.problem = None;
+                    bus.opened_once = true;
                     down_logged = false;
                     link = Some(l);
                 }
                 Err(e) => {
                     bus.stats.error(Fault::Connection.label());
+                    let problem = open_problem(&config.transport, &e);
+                    status.down(&problem);
                     if !down_logged {
-                        warn!(adapter = %ctx.name, bus = %config.transport.describe(), error = %e, "Cannot open the Modbus bus; retrying with backoff.");
+                        warn!(adapter = %ctx.name, problem = %problem, "The Modbus bus cannot be opened; retrying with backoff.");
                         down_logged = true;
                     }
+                    bus.problem = Some(problem);
                     bus.link_down(&ctx).await?;
                     tokio::select! {
                         _ = ctx.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                        _ = tokio::time::sleep(bus.reconnect_delay(&mut backoff)) => continue,
                     }
                 }
             }
@@ -208,22 +235,24 @@ async fn run(
         }
         if outcome.drop_link {
             link = None;
-            connected.set(0.0);
             reconnects.inc();
-            if outcome.link_failed {
+            if let Some(detail) = outcome.link_failed {
+                let problem = lost_problem(&config.transport, &detail);
+                status.down(&problem);
                 if !down_logged {
-                    warn!(adapter = %ctx.name, bus = %config.transport.describe(), "Modbus bus lost; reconnecting with backoff.");
+                    warn!(adapter = %ctx.name, problem = %problem, "Modbus bus lost; reconnecting with backoff.");
                     down_logged = true;
                 }
+                bus.problem = Some(problem);
                 bus.link_down(&ctx).await?;
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = tokio::time::sleep(bus.reconnect_delay(&mut backoff)) => {}
                 }
             }
         }
     }
-    connected.set(0.0);
+    status.stopped();
     info!(adapter = %ctx.name, "Stopped.");
     Ok(())
 }
@@ -245,9 +274,12 @@ struct PollOutcome {
     answered: bool,
     /// The link must be dropped (and opened again before the next read).
     drop_link: bool,
-    /// ... because it failed, not only because it cannot be trusted.
-    link_failed: bool,
+    /// ... because it failed (how), not only because it cannot be trusted.
+    link_failed: Option<String>,
 }
+
+#[path = "source_notices.rs"]
+mod notices;
 
 impl Bus {
     fn new(config: &ModbusConfig, devices: Vec<ModbusDevice>, ctx: &AdapterContext) -> Self {
@@ -280,6 +312,7 @@ impl Bus {
                 up,
                 disabled,
                 state: None,
+                texts: HashMap::new(),
             });
             units.push(Unit::new(
                 d.unit,
@@ -290,6 +323,7 @@ impl Bus {
                 Backoff::new(period.min(config.max_backoff), config.max_backoff),
             ));
         }
+        let shortest_period = units.iter().map(Unit::period).min().unwrap_or(config.poll);
         Self {
             name: ctx.name.clone(),
             transport: config.transport.clone(),
@@ -297,6 +331,21 @@ impl Bus {
             members,
             stats: ctx.stats(),
             throttle: LogThrottle::default(),
+            problem: None,
+            opened_once: false,
+            shortest_period,
+        }
+    }
+
+    /// How long to wait before opening the bus again: the backoff, but
+    /// no longer than a poll period once the bus has worked (a server
+    /// restarted is read again at the next period, as Telegraf would).
+    fn reconnect_delay(&self, backoff: &mut Backoff) -> Duration {
+        let delay = backoff.next_delay();
+        if self.opened_once {
+            delay.min(self.shortest_period)
+        } else {
+            delay
         }
     }
 
@@ -304,7 +353,9 @@ impl Bus {
         next_due(&self.units)
     }
 
-    /// Reads every register of device `i` once.
+    /// Reads every register of device `i` once (while it fails: one
+    /// cheap read first, the rest once that is answered), then asks the
+    /// registers it refused again when their time has come.
     async fn poll(
         &mut self,
         i: usize,
@@ -312,38 +363,48 @@ impl Bus {
         ctx: &AdapterContext,
         requests: &gateway_core::telemetry::Counter,
     ) -> Result<PollOutcome, AdapterError> {
-        let mut queue: VecDeque<_> = self.units[i].plan.reads().iter().cloned().collect();
+        let mut queue: VecDeque<Read> = self.units[i].reads_for_poll().into();
+        let mut cheap = self.units[i].is_failing();
+        let mut reprobes_asked = false;
         let mut readings = Vec::new();
         let mut outcome = PollOutcome {
             answered: false,
             drop_link: false,
-            link_failed: false,
+            link_failed: None,
         };
         let mut fault = None;
         while let Some(read) = queue.pop_front() {
             requests.inc();
             let answer = link.read(self.units[i].unit, &read).await;
+            self.count_strays(link);
+            let connection = match &answer {
+                super::poller::Answer::Connection(e) => Some(e.clone()),
+                _ => None,
+            };
             let now = ctx.clock.now();
-            let verdict = self.units[i].judge(&read, answer);
+            let verdict = self.units[i].judge(&read, answer, Instant::now());
             match verdict {
-                Verdict::Values(values) => {
+                Verdict::Values {
+                    values,
+                    not_finite,
+                    texts,
+                } => {
                     self.stats.received.inc();
                     outcome.answered = true;
-                    let member = &self.members[i];
-                    for (m, value) in values {
-                        let Some(metric) = member.metrics.get(m) else {
-                            continue;
-                        };
-                        if let Ok(r) = Reading::new(
-                            member.id.clone(),
-                            metric.clone(),
-                            value,
-                            now,
-                            TimeSource::Arrival,
-                        ) {
-                            readings.push(r);
-                        }
-                    }
+                    self.readings(i, &values, now, &mut readings);
+                    self.not_finite(i, &not_finite);
+                    self.texts(i, texts, ctx);
+                }
+                Verdict::Restored { member, values } => {
+                    self.stats.received.inc();
+                    outcome.answered = true;
+                    self.readings(i, &values, now, &mut readings);
+                    let unit = &self.units[i];
+                    let r = &unit.registers[member];
+                    info!(adapter = %self.name, device = %self.members[i].id.as_str(), unit = unit.unit, metric = %r.metric, table = r.table.as_str(), address = r.address, "The device answers a register it refused before: it is read again.");
+                    self.members[i]
+                        .disabled
+                        .set(unit.plan.disabled().len() as f64);
                 }
                 Verdict::Split { code, reads } => {
                     self.stats.received.inc();
@@ -351,13 +412,22 @@ impl Bus {
                     self.exception(i, code, ctx);
                     queue.extend(reads);
                 }
-                Verdict::Disabled { member, code } => {
+                Verdict::Disabled {
+                    member,
+                    code,
+                    retry,
+                } => {
                     self.stats.received.inc();
                     outcome.answered = true;
                     self.exception(i, code, ctx);
                     let unit = &self.units[i];
                     let r = &unit.registers[member];
-                    warn!(adapter = %self.name, device = %self.members[i].id.as_str(), unit = unit.unit, metric = %r.metric, table = r.table.as_str(), address = r.address, code, "The device refuses this register: it is no longer read. Check its address and table in the register map.");
+                    let retry_in = duration::render(retry);
+                    if retry == REPROBE_FIRST {
+                        warn!(adapter = %self.name, device = %self.members[i].id.as_str(), unit = unit.unit, metric = %r.metric, table = r.table.as_str(), address = r.address, code, retry_in = %retry_in, "The device refuses this register: it is not read for now, and asked again later. Check its table and address in the register map: addresses are 0-based protocol addresses (a manual's input register 30001 or holding register 40001 is address 0).");
+                    } else {
+                        info!(adapter = %self.name, device = %self.members[i].id.as_str(), unit = unit.unit, metric = %r.metric, table = r.table.as_str(), address = r.address, code, retry_in = %retry_in, "The device still refuses this register; asked again later.");
+                    }
                     self.members[i]
                         .disabled
                         .set(unit.plan.disabled().len() as f64);
@@ -378,15 +448,36 @@ impl Bus {
                 Verdict::LinkFault(f) => {
                     fault = Some(f);
                     outcome.drop_link = true;
-                    outcome.link_failed = f == Fault::Connection;
+                    if f == Fault::Connection {
+                        outcome.link_failed =
+                            Some(connection.unwrap_or_else(|| "connection lost".into()));
+                    }
                     break;
                 }
             }
+            // It answered the cheap read: the rest of its map, now.
+            if cheap && outcome.answered {
+                cheap = false;
+                let rest: Vec<Read> = self.units[i]
+                    .rest_of_poll(&read)
+                    .into_iter()
+                    .filter(|r| !queue.contains(r))
+                    .collect();
+                queue.extend(rest);
+            }
+            if queue.is_empty() && !reprobes_asked {
+                reprobes_asked = true;
+                queue.extend(self.units[i].reprobes_due(Instant::now()));
+            }
         }
         if let Some(f) = fault {
-            let key = format!("{}:{}", f.label(), self.members[i].id.as_str());
-            if let Some(suppressed) = self.stats.refuse_per(&self.throttle, f.label(), &key) {
-                warn!(adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, fault = f.label(), suppressed, "Modbus device did not answer; retrying with backoff, the other devices go on.");
+            if f == Fault::OutOfStep {
+                self.out_of_step(i);
+            } else {
+                let key = format!("{}:{}", f.label(), self.members[i].id.as_str());
+                if let Some(suppressed) = self.stats.refuse_per(&self.throttle, f.label(), &key) {
+                    warn!(adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, fault = f.label(), suppressed, "Modbus device did not answer; asked again at its next poll, the other devices go on.");
+                }
             }
         }
         let n = readings.len();
@@ -401,18 +492,28 @@ impl Bus {
         Ok(outcome)
     }
 
-    fn exception(&self, i: usize, code: u8, ctx: &AdapterContext) {
-        self.stats.error(Fault::Exception(code).label());
-        ctx.telemetry
-            .counter(
-                MODBUS_EXCEPTIONS,
-                &[
-                    ("adapter", self.name.as_str()),
-                    ("device", self.members[i].id.as_str()),
-                    ("code", &code.to_string()),
-                ],
-            )
-            .inc();
+    fn readings(
+        &self,
+        i: usize,
+        values: &[(usize, f64)],
+        now: gateway_core::Timestamp,
+        out: &mut Vec<Reading>,
+    ) {
+        let member = &self.members[i];
+        for &(m, value) in values {
+            let Some(metric) = member.metrics.get(m) else {
+                continue;
+            };
+            if let Ok(r) = Reading::new(
+                member.id.clone(),
+                metric.clone(),
+                value,
+                now,
+                TimeSource::Arrival,
+            ) {
+                out.push(r);
+            }
+        }
     }
 
     /// Every device fails this poll when the link does.
@@ -425,38 +526,6 @@ impl Bus {
             }
         }
         Ok(())
-    }
-
-    async fn report(
-        &mut self,
-        i: usize,
-        state: Option<DeviceState>,
-        ctx: &AdapterContext,
-    ) -> Result<(), AdapterError> {
-        let Some(state) = state else { return Ok(()) };
-        let member = &mut self.members[i];
-        let before = member.state.replace(state);
-        member.up.set(if state == DeviceState::Online {
-            1.0
-        } else {
-            0.0
-        });
-        if state == DeviceState::Offline {
-            warn!(adapter = %self.name, device = %member.id.as_str(), unit = self.units[i].unit, "Modbus device offline: it stopped answering.");
-        } else if before == Some(DeviceState::Offline) {
-            info!(adapter = %self.name, device = %member.id.as_str(), "Modbus device answers again.");
-        } else {
-            info!(adapter = %self.name, device = %member.id.as_str(), unit = self.units[i].unit, "Modbus device answers.");
-        }
-        send(
-            ctx,
-            Ingress::Status(StatusChange {
-                device: member.id.clone(),
-                state,
-                time: ctx.clock.now(),
-            }),
-        )
-        .await
     }
 }
 

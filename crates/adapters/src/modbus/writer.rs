@@ -105,6 +105,8 @@ fn raw_range(ty: ValueType) -> (f64, f64) {
         ValueType::I64 => (i64::MIN as f64, i64::MAX as f64),
         ValueType::F32 => (f64::from(f32::MIN), f64::from(f32::MAX)),
         ValueType::F64 => (f64::MIN, f64::MAX),
+        // Never writable: refused when the map is read.
+        ValueType::String => (0.0, 0.0),
     }
 }
 
@@ -271,6 +273,13 @@ fn failed(answer: Answer, link: &Link, step: &str) -> Option<Written> {
             format!("{step}: an answer to another request"),
             true,
         ),
+        // The line was drained and the unit is probed before its next
+        // request: nothing to drop.
+        Answer::OutOfStep => (
+            "out_of_step",
+            format!("{step}: the device answers out of step (late or doubled answers): nothing it says is trusted yet"),
+            false,
+        ),
         Answer::Connection(e) => ("connection", format!("{step}: {e}"), true),
     };
     Some(Written {
@@ -298,6 +307,8 @@ mod tests {
             writable: true,
             min: bounds.map(|b| b.0),
             max: bounds.map(|b| b.1),
+            bit: None,
+            length: 0,
         }
     }
 

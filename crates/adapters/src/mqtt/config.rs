@@ -247,10 +247,10 @@ impl AdapterKind for MqttAdapterConfig {
             let codec = match (&t.codec, t.format) {
                 (None, _) => None,
                 (Some(name), FormatName::ChirpstackV4 | FormatName::TtsV3) => {
-                    match name.parse::<crate::lorawan::codecs::Codec>() {
+                    match route_codec(name) {
                         Ok(c) => Some(c),
                         Err(e) => {
-                            problems.push(format!("{at}.codec"), e.to_string());
+                            problems.push(format!("{at}.codec"), e);
                             continue;
                         }
                     }
@@ -425,4 +425,25 @@ pub fn template() -> String {
             ("retained", Retained::default().as_str().to_string()),
         ],
     )
+}
+
+/// A route's `codec`: a built-in codec's name, or `js:FILE` (relative to
+/// the config's directory), compiled now.
+#[cfg(feature = "lorawan")]
+fn route_codec(name: &str) -> Result<crate::payload::RouteCodec, String> {
+    use crate::lorawan::codecs::js::{self, Limits, ScriptCodec};
+    if let Some(file) = js::script_path(name) {
+        let path = js::resolve(file);
+        let script = ScriptCodec::load(file, &path, Default::default(), Limits::default())
+            .map_err(|e| e.to_string())?;
+        if !script.entries().decode {
+            return Err(format!(
+                "{file} defines no decodeUplink (nor Decode, Decoder) function"
+            ));
+        }
+        return Ok(crate::payload::RouteCodec::Script(script));
+    }
+    name.parse::<crate::lorawan::codecs::Codec>()
+        .map(crate::payload::RouteCodec::Named)
+        .map_err(|e| format!("{e}, or js:FILE (a JavaScript codec)"))
 }

@@ -87,7 +87,7 @@ impl MqttTarget {
             CommandValue::Number(_) | CommandValue::Bool(_) | CommandValue::Text(_) => {
                 command.value.to_json()
             }
-            CommandValue::Null | CommandValue::Downlink { .. } => {
+            CommandValue::Null | CommandValue::Downlink { .. } | CommandValue::Encode { .. } => {
                 return Err(Refusal::new(
                     "type",
                     "expected a number, true/false or a text",

@@ -21,8 +21,28 @@ use serde_json::{Map, Value};
 
 use super::json_text;
 use super::{text, Context, DecodeError, Decoded, FieldReason, When};
+use crate::lorawan::codecs::js::readings::{self, Leaf};
+use crate::lorawan::codecs::js::ScriptCodec;
 use crate::lorawan::codecs::Codec;
 use crate::lorawan::semtech::base64_decode;
+
+/// A route's codec for FRMPayloads the network server did not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteCodec {
+    Named(Codec),
+    /// `js:FILE`: run on the codec workers; this message's task waits for
+    /// it (off the async runtime's worker, `block_in_place`).
+    Script(ScriptCodec),
+}
+
+impl std::fmt::Display for RouteCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Named(c) => c.fmt(f),
+            Self::Script(s) => write!(f, "js:{}", s.name()),
+        }
+    }
+}
 
 /// Which network server wrote the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +76,7 @@ const MAX_DEPTH: usize = 3;
 
 pub(super) fn decode(
     server: NetworkServer,
-    codec: Option<Codec>,
+    codec: Option<&RouteCodec>,
     payload: &[u8],
     ctx: &Context,
 ) -> Result<Decoded, DecodeError> {
@@ -165,7 +185,7 @@ fn flatten(obj: &Map<String, Value>, prefix: &str, depth: usize, push: &mut dyn 
 fn frm_payload(
     uplink: &Map<String, Value>,
     keys: &Keys,
-    codec: Option<Codec>,
+    codec: Option<&RouteCodec>,
     device: &gateway_core::DeviceId,
     when: When,
     out: &mut Decoded,
@@ -184,6 +204,14 @@ fn frm_payload(
         out.problem(keys.data, FieldReason::Undecodable("not base64".into()));
         return;
     };
+    let fport = uplink.get(keys.fport).and_then(Value::as_u64).unwrap_or(0);
+    let codec = match codec {
+        RouteCodec::Named(c) => *c,
+        RouteCodec::Script(script) => {
+            let fport = u8::try_from(fport).unwrap_or(0);
+            return script_payload(script, bytes, fport, device, when, keys, out);
+        }
+    };
     match codec.decode(&bytes) {
         Ok(values) => {
             for v in values {
@@ -195,6 +223,44 @@ fn frm_payload(
             }
         }
         Err(e) => out.problem(keys.data, FieldReason::Undecodable(format!("{codec}: {e}"))),
+    }
+}
+
+/// The FRMPayload through a `js:` codec, waiting for its worker.
+fn script_payload(
+    script: &ScriptCodec,
+    bytes: Vec<u8>,
+    fport: u8,
+    device: &gateway_core::DeviceId,
+    when: When,
+    keys: &Keys,
+    out: &mut Decoded,
+) {
+    let recv_ms = when.time.as_millis();
+    let wait = || script.decode_blocking(bytes, fport, recv_ms);
+    // The MQTT session's task waits: outside a runtime's worker thread
+    // (block_in_place), so the runtime's other tasks go on meanwhile.
+    let result = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    };
+    let undecodable = |e: String| FieldReason::Undecodable(format!("js:{}: {e}", script.name()));
+    match result {
+        Ok(decoded) => {
+            let errors = decoded.errors();
+            if !errors.is_empty() {
+                return out.problem(keys.data, undecodable(errors.join("; ")));
+            }
+            for (name, leaf) in readings::flatten(decoded.data()) {
+                match leaf {
+                    Leaf::Number(v) => out.push(device, &name, &name, v, when),
+                    Leaf::Text(_) => out.ignore(device, &name),
+                }
+            }
+        }
+        Err(e) => out.problem(keys.data, undecodable(e.to_string())),
     }
 }
 
@@ -214,7 +280,8 @@ mod tests {
             metric: None,
             now: Timestamp::from_millis(1_000).unwrap(),
         };
-        let d = decode(server, codec, json.as_bytes(), &ctx).unwrap();
+        let codec = codec.map(RouteCodec::Named);
+        let d = decode(server, codec.as_ref(), json.as_bytes(), &ctx).unwrap();
         (
             d.readings
                 .iter()
@@ -279,7 +346,7 @@ mod tests {
         };
         let d = decode(
             NetworkServer::TtsV3,
-            Some(Codec::CompactI16),
+            Some(&RouteCodec::Named(Codec::CompactI16)),
             up.as_bytes(),
             &ctx,
         )
@@ -345,19 +412,87 @@ mod tests {
             ),
             (NetworkServer::ChirpstackV4, "{", "invalid_json"),
         ] {
-            let e = decode(server, Some(Codec::CompactI16), text.as_bytes(), &ctx).unwrap_err();
+            let codec = RouteCodec::Named(Codec::CompactI16);
+            let e = decode(server, Some(&codec), text.as_bytes(), &ctx).unwrap_err();
             assert_eq!(e.kind(), kind, "{text}");
         }
         let bad =
             r#"{"deviceInfo":{"devEui":"d"},"fPort":2,"data":"!!","time":"soon","rxInfo":[]}"#;
         let d = decode(
             NetworkServer::ChirpstackV4,
-            Some(Codec::CompactI16),
+            Some(&RouteCodec::Named(Codec::CompactI16)),
             bad.as_bytes(),
             &ctx,
         )
         .unwrap();
         let kinds: Vec<&str> = d.problems.iter().map(|p| p.reason.kind()).collect();
         assert_eq!(kinds, ["bad_timestamp", "undecodable"]);
+    }
+
+    /// A `js:` codec on a route decodes what the server left encoded,
+    /// from a plain thread as from a runtime's worker.
+    #[test]
+    fn a_javascript_codec_decodes_the_frm_payload() {
+        use std::io::Write as _;
+        let mut f = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
+        f.write_all(
+            b"function decodeUplink(i) { if (i.bytes[0] === 0) return { errors: ['zero'] }; \
+              return { data: { t: i.bytes[0] / 2, port: i.fPort, ok: true, label: 'x' } }; }",
+        )
+        .unwrap();
+        let script = ScriptCodec::load(
+            "r.js",
+            f.path(),
+            Default::default(),
+            crate::lorawan::codecs::js::Limits::default(),
+        )
+        .unwrap();
+        let codec = RouteCodec::Script(script);
+        let ctx = Context {
+            device: None,
+            metric: None,
+            now: Timestamp::from_millis(1_000).unwrap(),
+        };
+        let event = |b64: &str| {
+            format!(r#"{{"deviceInfo":{{"devEui":"d1"}},"fPort":5,"data":"{b64}","rxInfo":[]}}"#)
+        };
+        let d = decode(
+            NetworkServer::ChirpstackV4,
+            Some(&codec),
+            event("KQ==").as_bytes(),
+            &ctx,
+        )
+        .unwrap();
+        let got: Vec<(String, f64)> = d
+            .readings
+            .iter()
+            .map(|r| (r.metric().to_string(), r.value()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ok".to_string(), 1.0),
+                ("port".into(), 5.0),
+                ("t".into(), 20.5),
+                ("gateways".into(), 0.0)
+            ]
+        );
+        assert_eq!(d.ignored.len(), 1);
+        let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+        let d = rt.block_on(async {
+            decode(
+                NetworkServer::ChirpstackV4,
+                Some(&codec),
+                event("AA==").as_bytes(),
+                &ctx,
+            )
+            .unwrap()
+        });
+        assert_eq!(d.problems[0].reason.kind(), "undecodable");
+        assert!(
+            d.problems[0].reason.to_string().contains("zero"),
+            "{:?}",
+            d.problems
+        );
     }
 }

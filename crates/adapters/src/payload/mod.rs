@@ -49,7 +49,7 @@ use std::fmt;
 #[cfg(any(feature = "tcp_line", feature = "serial"))]
 pub(crate) use csv::{Layout as CsvLayout, DEVICE_COLUMNS as CSV_DEVICE_COLUMNS};
 #[cfg(feature = "lorawan")]
-pub use lns::NetworkServer;
+pub use lns::{NetworkServer, RouteCodec};
 
 use bounds::check_metric_count;
 pub use bounds::{max_values, MAX_METRICS_PER_DEVICE, VALUES_PER_READING};
@@ -95,7 +95,7 @@ pub enum PayloadFormat {
     #[cfg(feature = "lorawan")]
     LorawanEvent {
         server: NetworkServer,
-        codec: Option<crate::lorawan::codecs::Codec>,
+        codec: Option<lns::RouteCodec>,
     },
 }
 
@@ -451,7 +451,9 @@ fn decode_format(
         PayloadFormat::Influx => influx::decode(payload, ctx),
         PayloadFormat::Kv => kv::decode(payload, ctx),
         #[cfg(feature = "lorawan")]
-        PayloadFormat::LorawanEvent { server, codec } => lns::decode(*server, *codec, payload, ctx),
+        PayloadFormat::LorawanEvent { server, codec } => {
+            lns::decode(*server, codec.as_ref(), payload, ctx)
+        }
     }
 }
 

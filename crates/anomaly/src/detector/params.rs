@@ -55,6 +55,18 @@ pub struct Params {
     /// estimate by chance must not turn the day's ordinary residual into
     /// alerts.
     pub half_hour_gain: f64,
+    /// Whether the first family's tests (stuck, range, shift, novelty)
+    /// may fire: off only to measure the second family alone.
+    pub first_family: bool,
+    /// The second family, the adaptive-resonance categoriser of the
+    /// series' recent shape (see `resonance`): a novel window fires when
+    /// its mismatch is beyond this many deviations of the series' own
+    /// mismatches; infinite (the default) leaves it off.
+    pub resonance_tail: f64,
+    /// ...its readings per sample of the window...
+    pub resonance_down: u32,
+    /// ...and its starting (upper) vigilance.
+    pub resonance_vigilance: f64,
 }
 
 impl Params {
@@ -70,6 +82,10 @@ impl Params {
         peak_decay: 0.99997,
         quiet: 100,
         half_hour_gain: 2.0,
+        first_family: true,
+        resonance_tail: f64::INFINITY,
+        resonance_down: 4,
+        resonance_vigilance: 0.9,
     };
 
     /// These parameters moved to `sensitivity` in (0, 1] (higher alerts on

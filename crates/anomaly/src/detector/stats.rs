@@ -71,6 +71,42 @@ impl Norm {
     }
 }
 
+/// `[Norm; N]` as one base64 string of their 3N numbers (the detector's
+/// features: 610 bytes as JSON objects, 292 packed); reads the JSON
+/// objects of a state saved before too. Use with `#[serde(with =
+/// "stats::packed_norms")]`.
+pub mod packed_norms {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    use super::Norm;
+    use crate::compact::{f64s_to_string, PackedOr};
+
+    pub fn serialize<S: Serializer, const N: usize>(
+        norms: &[Norm; N],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let flat: Vec<f64> = norms.iter().flat_map(Norm::parts).collect();
+        s.serialize_str(&f64s_to_string(&flat))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[Norm; N], D::Error> {
+        let norms: Vec<Norm> = match PackedOr::<Vec<Norm>>::deserialize(d)? {
+            PackedOr::Plain(v) => v,
+            PackedOr::Packed(text) => crate::compact::f64s_from_vec(&text)
+                .map_err(de::Error::custom)?
+                .chunks_exact(3)
+                .map(|c| Norm::from_parts([c[0], c[1], c[2]]))
+                .collect(),
+        };
+        let len = norms.len();
+        norms
+            .try_into()
+            .map_err(|_| de::Error::custom(format!("expected {N} distributions, got {len}")))
+    }
+}
+
 /// Buckets of the range ring.
 const RING: usize = 16;
 
@@ -84,6 +120,7 @@ const RING: usize = 16;
 pub struct Envelope {
     pub hi: f64,
     pub lo: f64,
+    #[serde(with = "crate::compact::pairs")]
     blocks: Vec<(f32, f32)>,
     count: u32,
 }
@@ -106,6 +143,11 @@ impl Envelope {
     /// a tiny width rather than none.
     pub fn width(&self) -> f64 {
         (self.hi - self.lo).max(1e-9 * (1.0 + self.hi.abs()))
+    }
+
+    #[cfg(test)]
+    pub fn blocks_for_test(&self) -> &[(f32, f32)] {
+        &self.blocks
     }
 
     /// Widens the range to `x`; every `block` readings the oldest block

@@ -22,6 +22,9 @@ pub enum Reason {
     SpikeRate,
     /// A combination of a device's metrics no single one shows.
     Multivariate,
+    /// The shape of the last hours is unlike any the series has made
+    /// (the second family, the adaptive-resonance categoriser).
+    Pattern,
 }
 
 impl Reason {
@@ -35,6 +38,7 @@ impl Reason {
             Self::Noise => "noise",
             Self::SpikeRate => "spike_rate",
             Self::Multivariate => "multivariate",
+            Self::Pattern => "pattern",
         }
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use edge_gateway::remote_config::{self, Booted, Controller};
 use edge_gateway::runtime::Gateway;
 use edge_gateway::settings::{self, LoadError};
 use edge_gateway::{logging, metrics, status};
@@ -28,10 +29,14 @@ pub fn main(config: &Path) -> ExitCode {
     let startup_code = memory_release::code::StartupCode::record();
     // Before any thread has allocated, or it would keep an arena of its own.
     let tuned = memory_release::heap::tune_for_bursts(edge_gateway::memory::HOLD_DURING_BURSTS);
-    let (cfg, layers) = match settings::load_layers(config, std::env::vars_os()) {
-        Ok(loaded) => loaded,
+    // With the pushed layer the journal names ([remote_config]), decided
+    // now and journaled once the state directory is locked.
+    let env: remote_config::Env = std::env::vars_os().collect();
+    let start = match remote_config::Start::prepare(config, &env) {
+        Ok(start) => start,
         Err(e) => return report_load_error(&e),
     };
+    let (cfg, layers) = (&start.loaded.config, &start.loaded.layers);
     logging::init(&cfg.log);
     if !tuned {
         debug!("The allocator is not glibc's or refused the burst settings: running with its defaults.");
@@ -39,7 +44,10 @@ pub fn main(config: &Path) -> ExitCode {
     // Names only (files and variables), never values: which drop-ins
     // took part is the first question when a key "does not work".
     info!(sources = ?layers.sources(), "Config read.");
-    for note in settings::notes(&cfg, &layers) {
+    if let Some(why) = &start.loaded.dropped {
+        warn!(%why, "The pushed configuration is left out: running the local files.");
+    }
+    for note in settings::notes(cfg, layers) {
         warn!("{note}");
     }
     warn_deprecated_names();
@@ -78,8 +86,17 @@ pub fn main(config: &Path) -> ExitCode {
             None
         }
     };
-    match runtime().and_then(|rt| rt.block_on(run(cfg, config, startup_code))) {
-        Ok(()) => ExitCode::SUCCESS,
+    let (start, booted) = match start.settle(config, &env) {
+        Ok(settled) => settled,
+        Err(e) => return report_load_error(&e),
+    };
+    let cfg = start.loaded.config;
+    match runtime().and_then(|rt| rt.block_on(run(cfg, config, booted, startup_code))) {
+        Ok(Exit::Stopped) => ExitCode::SUCCESS,
+        Ok(Exit::Restart) => {
+            drop(_state_lock);
+            remote_config::restart()
+        }
         Err(e) => {
             error!(error = format!("{e:#}"), "Gateway failed.");
             eprintln!("edge-gateway: {e:#}");
@@ -105,17 +122,25 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// How `run` ended.
+enum Exit {
+    Stopped,
+    /// On the configuration the remote-config journal names now.
+    Restart,
+}
+
 async fn run(
     cfg: settings::GatewayConfig,
     path: &Path,
+    booted: Option<Booted>,
     startup_code: memory_release::code::StartupCode,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Exit> {
     let upstream = if cfg.upstream.enabled {
         cfg.upstream.broker.url.to_string()
     } else {
         "none".into()
     };
-    info!(gateway = %cfg.gateway.id, upstream = %upstream, adapters = cfg.adapters.len(), devices = cfg.devices.len(), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
+    info!(gateway = %cfg.gateway.id, upstream = %upstream, adapters = cfg.adapters.len(), devices = settings::device_count(&cfg), "Starting edge-gateway {}.", env!("CARGO_PKG_VERSION"));
     // Before anything starts: a signal that arrived while the adapters
     // were coming up (a test's SIGTERM right after "Subscribed", systemd's
     // reload) took the default action and killed the process outright.
@@ -123,8 +148,38 @@ async fn run(
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let metrics_port = metrics::bind(&cfg.metrics).await;
-    let mut gateway = Gateway::start(&cfg, edge_gateway::fault_clock::wall_clock())?;
+    let clock = edge_gateway::fault_clock::wall_clock();
+    let mut gateway = match Gateway::start(&cfg, clock.clone()) {
+        Ok(gateway) => gateway,
+        // A pushed configuration that cannot even start is rolled back.
+        Err(e) => match booted.filter(|b| b.checking.is_some()) {
+            Some(b) => {
+                error!(
+                    error = format!("{e:#}"),
+                    "The pushed configuration cannot start: rolling back."
+                );
+                b.roll_back_unstarted(&e);
+                return Ok(Exit::Restart);
+            }
+            None => return Err(e),
+        },
+    };
     let metrics = metrics_port.map(|port| port.serve(gateway.telemetry.clone()));
+    let mut remote = match booted {
+        Some(b) => Some(Controller::start(
+            b,
+            remote_config::Context {
+                config: &cfg,
+                config_path: path,
+                env: std::env::vars_os().collect(),
+                telemetry: gateway.telemetry.clone(),
+                reports: gateway.upstream_urgent(),
+                clock,
+            },
+        )?),
+        None => None,
+    };
+    let mut exit = Exit::Stopped;
     tokio::spawn(edge_gateway::memory::release_startup_code_once_settled(
         startup_code,
     ));
@@ -140,12 +195,35 @@ async fn run(
             _ = hup.recv() => reload(&mut gateway, path).await,
             _ = status_tick.tick() => status::log_line(&gateway.telemetry),
             _ = heap_tick.tick() => heap.check().await,
+            () = restart_requested(&mut remote) => {
+                info!("Restarting on the configuration the remote-config journal names.");
+                exit = Exit::Restart;
+                break;
+            }
         }
+    }
+    if let Some(r) = remote.take() {
+        r.stop().await;
     }
     let telemetry = gateway.telemetry.clone();
     // Bounded: the forwarder gives up delivering after its drain timeout.
-    match tokio::time::timeout(Duration::from_secs(20), gateway.stop()).await {
+    // A restart in place waits less (see `RESTART_STOP`).
+    let budget = match exit {
+        Exit::Stopped => Duration::from_secs(20),
+        Exit::Restart => remote_config::RESTART_STOP,
+    };
+    match tokio::time::timeout(budget, gateway.stop()).await {
+        // The start after a restart in place sets its components up anew.
+        Ok(Err(e)) if matches!(exit, Exit::Restart) => {
+            error!(
+                error = format!("{e:#}"),
+                "A component failed while stopping; restarting anyway."
+            );
+        }
         Ok(result) => result?,
+        Err(_) if matches!(exit, Exit::Restart) => {
+            warn!("Stop took too long; restarting anyway (what is not in the outbox yet is in the journals).");
+        }
         Err(_) => error!("Stop took too long; exiting anyway."),
     }
     status::log_line(&telemetry);
@@ -153,7 +231,18 @@ async fn run(
         m.stop().await;
     }
     info!("Stopped.");
-    Ok(())
+    if matches!(exit, Exit::Restart) {
+        remote_config::hold("stopped").await;
+    }
+    Ok(exit)
+}
+
+/// Resolves when the remote-config controller asks for a restart.
+async fn restart_requested(remote: &mut Option<Controller>) {
+    match remote {
+        Some(r) => r.restart_requested().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// SIGHUP: re-reads the config file, its drop-ins and the environment (as
@@ -168,11 +257,15 @@ fn warn_deprecated_names() {
 
 async fn reload(gateway: &mut Gateway, path: &Path) {
     info!(config = %path.display(), "SIGHUP: reloading the config.");
-    let new = match settings::load_layers(path, std::env::vars_os()) {
-        Ok((c, layers)) => {
-            info!(sources = ?layers.sources(), "Config read.");
+    let env: remote_config::Env = std::env::vars_os().collect();
+    let new = match remote_config::load(path, &env) {
+        Ok(loaded) => {
+            info!(sources = ?loaded.layers.sources(), "Config read.");
+            if let Some(why) = &loaded.dropped {
+                warn!(%why, "The pushed configuration is left out.");
+            }
             warn_deprecated_names();
-            c
+            loaded.config
         }
         Err(LoadError::Invalid { problems, .. }) => {
             for p in problems.iter() {

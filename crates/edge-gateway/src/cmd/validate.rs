@@ -24,13 +24,19 @@ pub fn state_dir_problem(e: &StateDirError) -> String {
 }
 
 pub fn main(config: &Path, print: bool) -> ExitCode {
-    match settings::load_layers(config, std::env::vars_os()) {
-        Ok((c, layers)) => {
+    // With the configuration pushed from the cloud, as `run` merges it.
+    let env: edge_gateway::remote_config::Env = std::env::vars_os().collect();
+    match edge_gateway::remote_config::load(config, &env) {
+        Ok(loaded) => {
+            let (c, layers) = (loaded.config, loaded.layers);
+            if let Some(why) = &loaded.dropped {
+                eprintln!("note: {why}; the gateway runs the local files without it");
+            }
             let summary = format!(
                 "{}: ok ({} adapter(s), {} device(s), {} rule(s))",
                 config.display(),
                 c.adapters.len(),
-                c.devices.len(),
+                settings::device_count(&c),
                 c.rules.len()
             );
             // On stderr, like the summary of --print: stdout stays one

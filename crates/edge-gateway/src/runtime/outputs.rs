@@ -41,6 +41,8 @@ pub(super) struct Outputs {
     pub dashboard: Option<Dashboard>,
     /// The actions output's link, for the rules (not in the fan-out).
     pub actions: Option<mpsc::Sender<SinkEvent>>,
+    /// The upstream's urgent lane, for the configuration's reported state.
+    pub upstream_urgent: Option<mpsc::Sender<SinkEvent>>,
 }
 
 /// How the pipeline's fanout treats an output.
@@ -170,6 +172,7 @@ pub(super) fn start_outputs(
     let mut outputs = Outputs::default();
     if let Some(settings) = upstream {
         let senders = outputs.start(Feed::Upstream, settings, &ctx)?;
+        outputs.upstream_urgent.clone_from(&senders.urgent);
         outputs.results.extend(senders.urgent);
     }
     for sink in &config.sinks {

@@ -7,6 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use test_support::Message;
+
+pub mod remote;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};

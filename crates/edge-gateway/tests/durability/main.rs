@@ -1,4 +1,4 @@
-//! What must survive: kill -9 at every step, a restart with the clock 40 days ahead, damaged state files, a full disk, cloud outages with restarts, the outbox's policies, clean shutdown and the state directory's lock.
+//! What must survive: kill -9 at every step (of the pipeline, and of applying a pushed configuration), a restart with the clock 40 days ahead, damaged state files, a full disk, cloud outages with restarts, the outbox's policies, clean shutdown and the state directory's lock.
 //!
 //! One test binary per theme (not one per file): each binary links the
 //! whole gateway, and the tests of a theme share one pool of test threads.
@@ -18,6 +18,7 @@ mod outage_restarts;
 mod outbox;
 mod own_time_full_disk;
 mod own_time_soak;
+mod remote_config_crash;
 mod shutdown;
 mod state_dir_lock;
 mod tmpfs;

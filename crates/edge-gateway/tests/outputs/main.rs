@@ -1,4 +1,4 @@
-//! Every output as its user sees it: alerts upstream, the dashboard (pages, API, abuse, a real Chromium), Home Assistant discovery, InfluxDB, /metrics and /health, TLS to the cloud broker, a NATS cluster as the cloud.
+//! Every output as its user sees it: alerts upstream, the dashboard (pages, API, abuse, a real Chromium), Home Assistant discovery, InfluxDB, /metrics and /health, TLS to the cloud broker, a NATS cluster as the cloud, configurations pushed from the cloud.
 //!
 //! One test binary per theme (not one per file): each binary links the
 //! whole gateway, and the tests of a theme share one pool of test threads.
@@ -22,4 +22,5 @@ mod home_assistant_abuse;
 mod home_assistant_commands;
 mod influxdb_end_to_end;
 mod metrics;
+mod remote_config;
 mod upstream_tls;

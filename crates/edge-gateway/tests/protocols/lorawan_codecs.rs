@@ -10,7 +10,7 @@
 use crate::common;
 
 use adapters::lorawan::frame::{seal, Key};
-use common::{GatewayProcess, WAIT};
+use common::{with_ts, GatewayProcess, WAIT};
 use test_support::{free_udp_port, Message, Mosquitto, Subscriber};
 use tokio::net::UdpSocket;
 
@@ -277,4 +277,497 @@ fn decode_subcommand_gives_every_vendor_vector() {
         );
         assert!(out.stdout.is_empty(), "{bad}");
     }
+}
+
+// ---- JavaScript codecs (`codec = "js:FILE"`) ----
+
+use super::lorawan_otaa::{
+    decrypt_down, hex_key, metric_at_least, open_downlink, totals, unbase64, uplink as sealed,
+    Forwarder,
+};
+use test_support::{free_port, publish};
+
+/// The vendors' codecs and vectors copied from ChirpStack's device-profile
+/// repository (MIT, tests/data/lorawan-codecs/LICENSE).
+fn vendor_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/lorawan-codecs/vendors")
+        .join(path)
+}
+
+const JS_GW: [u8; 8] = [0xAA, 0x55, 0x5A, 0, 0, 0, 0, 0x15];
+const TBHH_ADDR: u32 = 0x2601_1001;
+const LOOP_ADDR: u32 = 0x2601_1002;
+const THROW_ADDR: u32 = 0x2601_1003;
+const BOMB_ADDR: u32 = 0x2601_1004;
+const ZN2_ADDR: u32 = 0x2601_1005;
+
+/// Codecs that go wrong in each way a published one can.
+const LOOPING: &str = "function decodeUplink(input) { while (true) {} }\n";
+const THROWING: &str =
+    "function decodeUplink(input) { throw new Error('unsupported frame ' + input.bytes[0]); }\n";
+/// Grows without end: the memory limit ends it, not the clock.
+const BOMB: &str = "function decodeUplink(input) {\n  var keep = [];\n  for (;;) { keep.push(new Array(100000).fill(input.bytes[0])); }\n}\n";
+
+fn js_config(upstream: u16, port: u16, metrics: u16) -> String {
+    let keys = format!("nwk_s_key = \"{NWK}\"\napp_s_key = \"{APP}\"");
+    format!(
+        r#"
+[gateway]
+id = "gw-js"
+site = "hq"
+state_dir = "@STATE_DIR@"
+
+[upstream]
+url = "mqtt://127.0.0.1:{upstream}"
+qos = 1
+max_backoff = "1s"
+topic_prefix = "building/hq"
+
+[aggregation]
+window = "1s"
+grace = "1s"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[[adapter]]
+type = "semtech_udp"
+name = "lora"
+bind = "127.0.0.1:{port}"
+dedup_window = "50ms"
+command_wait = "10s"
+
+[lorawan]
+js_time_limit = "50ms"
+js_memory_limit = "2MiB"
+
+[[lorawan.device]]
+dev_addr = "{TBHH_ADDR:08X}"
+{keys}
+codec = "js:codecs/tabs-tbhh100.js"
+id = "tbhh-office"
+
+[[lorawan.device]]
+dev_addr = "{LOOP_ADDR:08X}"
+{keys}
+codec = "js:codecs/looping.js"
+id = "looping"
+
+[[lorawan.device]]
+dev_addr = "{THROW_ADDR:08X}"
+{keys}
+codec = "js:codecs/throwing.js"
+id = "throwing"
+
+[[lorawan.device]]
+dev_addr = "{BOMB_ADDR:08X}"
+{keys}
+codec = "js:codecs/bomb.js"
+id = "bomb"
+
+[[lorawan.device]]
+dev_addr = "{ZN2_ADDR:08X}"
+{keys}
+codec = "js:codecs/dl-zn2.js"
+codec_variables = {{ unused = "1" }}
+id = "zn2-soil"
+
+[commands]
+enabled = true
+"#
+    )
+}
+
+/// A config directory with its `codecs/` beside the file, as a user lays
+/// it out (the `js:` paths are relative to the config's directory).
+fn js_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = dir.path().join("codecs");
+    std::fs::create_dir(&codecs).unwrap();
+    for (name, text) in [
+        ("looping.js", LOOPING.to_string()),
+        ("throwing.js", THROWING.to_string()),
+        ("bomb.js", BOMB.to_string()),
+        (
+            "tabs-tbhh100.js",
+            std::fs::read_to_string(vendor_file("browan/codecs/tabs-tbhh100.js")).unwrap(),
+        ),
+        (
+            "dl-zn2.js",
+            std::fs::read_to_string(vendor_file("decentlab/codecs/dl-zn2.js")).unwrap(),
+        ),
+    ] {
+        std::fs::write(codecs.join(name), text).unwrap();
+    }
+    dir
+}
+
+/// The Tabs TBHH100 vectors' frames (test_decode_tabs-tbhh100.json):
+/// temperature 3 °C, humidity 47 %; then −19 °C, 58 %; on FPort 103.
+const TBHH_1: [u8; 8] = [0x08, 0x0b, 0x23, 0x2f, 0xff, 0xff, 0xff, 0xff];
+const TBHH_2: [u8; 8] = [0x08, 0x0a, 0x0d, 0x3a, 0xff, 0xff, 0xff, 0xff];
+
+/// Uplinks through a vendor's codec reach the upstream as exact window
+/// statistics while three other devices' codecs loop, throw and exhaust
+/// their memory on every uplink: each of those is counted by reason and
+/// only costs its own values (their rssi still flows). A script changed
+/// on disk is taken at SIGHUP; one with a syntax error is refused with
+/// its file and line, and the running one goes on.
+#[tokio::test]
+async fn js_codecs_decode_uplinks_while_broken_codecs_cost_only_their_own() {
+    let upstream = Mosquitto::start();
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let (port, metrics) = (free_udp_port(), free_port());
+    let dir = js_dir();
+    let codecs = dir.path().join("codecs");
+    let mut gw = GatewayProcess::start_in(dir, &js_config(upstream.port(), port, metrics));
+    gw.wait_for_log("Semtech UDP server listening").await;
+    let (nwk, app) = (hex_key(NWK), hex_key(APP));
+    let mut fwd = Forwarder::connect(port, JS_GW).await;
+
+    for round in 0..3u16 {
+        let fcnt = round + 1;
+        let good = if round % 2 == 0 { TBHH_1 } else { TBHH_2 };
+        fwd.push(&sealed(LOOP_ADDR, fcnt, 1, &[round as u8], &nwk, &app), 5.0)
+            .await;
+        fwd.push(&sealed(TBHH_ADDR, fcnt, 103, &good, &nwk, &app), 5.0)
+            .await;
+        fwd.push(&sealed(BOMB_ADDR, fcnt, 1, &[7], &nwk, &app), 5.0)
+            .await;
+        fwd.push(&sealed(THROW_ADDR, fcnt, 1, &[9], &nwk, &app), 5.0)
+            .await;
+    }
+    fwd.push(&sealed(TBHH_ADDR, 4, 103, &TBHH_2, &nwk, &app), 5.0)
+        .await;
+
+    let errors = |kind: &str| {
+        format!(
+            "edge_gateway_adapter_errors_total{{adapter=\"lora\",error_type=\"codec_js_{kind}\"}}"
+        )
+    };
+    for kind in ["timeout", "exception", "out_of_memory"] {
+        assert_eq!(
+            metric_at_least(metrics, &errors(kind), 3.0).await,
+            3.0,
+            "{kind}"
+        );
+    }
+    let messages = sub
+        .collect_until(WAIT, |got| {
+            totals(got, "tbhh-office", "temperature").0 >= 4
+                && totals(got, "looping", "rssi").0 >= 3
+                && totals(got, "bomb", "rssi").0 >= 3
+                && totals(got, "throwing", "rssi").0 >= 3
+        })
+        .await;
+    let stats = |metric: &str| {
+        let mut all = (0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+        for m in messages
+            .iter()
+            .filter(|m| m.topic == "building/hq/tbhh-office/aggregated")
+        {
+            if let Some(s) = m.json()["metrics"].get(metric) {
+                let n = s["count"].as_u64().unwrap();
+                all.0 += n;
+                all.1 += s["avg"].as_f64().unwrap() * n as f64;
+                all.2 = all.2.min(s["min"].as_f64().unwrap());
+                all.3 = all.3.max(s["max"].as_f64().unwrap());
+            }
+        }
+        all
+    };
+    // 3, −19, 3, −19 °C; 47, 58, 47, 58 %: every one, nothing else.
+    assert_eq!(stats("temperature"), (4, -32.0, -19.0, 3.0));
+    assert_eq!(stats("humidity"), (4, 210.0, 47.0, 58.0));
+    assert_eq!(stats("battery_volt").0, 4);
+    for device in ["looping", "bomb", "throwing"] {
+        assert_eq!(totals(&messages, device, "rssi").0, 3, "{device}");
+    }
+    gw.wait_for_log("unsupported frame 9").await;
+
+    // A syntax error at SIGHUP: refused with its file and line; the
+    // running codec goes on.
+    let good = std::fs::read_to_string(codecs.join("tabs-tbhh100.js")).unwrap();
+    std::fs::write(
+        codecs.join("tabs-tbhh100.js"),
+        "function decodeUplink(input) {\n  return { data: { t: input.bytes[0] } ;\n}\n",
+    )
+    .unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("Reload rejected").await;
+    gw.wait_for_log("tabs-tbhh100.js:2").await;
+    fwd.push(&sealed(TBHH_ADDR, 5, 103, &TBHH_1, &nwk, &app), 5.0)
+        .await;
+    // A changed script at SIGHUP: the next uplink is decoded by it.
+    std::fs::write(
+        codecs.join("tabs-tbhh100.js"),
+        good.replace("function decodeUplink(input) {", "function decodeUplink(input) {\n  if (input.fPort === 104) return { data: { reloaded: input.bytes.length } };"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("Reloaded.").await;
+    fwd.push(&sealed(TBHH_ADDR, 6, 104, &[1, 2, 3], &nwk, &app), 5.0)
+        .await;
+    let messages = sub
+        .collect_until(WAIT, |got| {
+            totals(got, "tbhh-office", "reloaded").0 >= 1
+                && totals(got, "tbhh-office", "temperature").0 >= 1
+        })
+        .await;
+    assert_eq!(totals(&messages, "tbhh-office", "temperature"), (1, 3.0));
+    assert_eq!(totals(&messages, "tbhh-office", "reloaded"), (1, 3.0));
+}
+
+/// `{"id", "data": {…}}` for a device whose codec has `encodeDownlink`:
+/// the codec's bytes and FPort (those of the vendor's own encode vector)
+/// reach the forwarder, and the result is `done` on its TX_ACK. A command
+/// the codec refuses is `refused` (`codec`) and nothing is queued.
+#[tokio::test]
+async fn a_command_is_encoded_by_the_devices_codec_for_the_forwarder() {
+    let cloud = Mosquitto::start();
+    let (port, metrics) = (free_udp_port(), free_port());
+    let mut results = Subscriber::start(cloud.port(), "building/hq/+/command/result").await;
+    let mut gw = GatewayProcess::start_in(js_dir(), &js_config(cloud.port(), port, metrics));
+    gw.wait_for_log("Semtech UDP server listening").await;
+    gw.wait_for_log("Subscribed to commands on the upstream broker.")
+        .await;
+    let (nwk, app) = (hex_key(NWK), hex_key(APP));
+    let mut fwd = Forwarder::connect(port, JS_GW).await;
+    fwd.pull().await;
+    let send = |body: serde_json::Value| {
+        let port = cloud.port();
+        async move {
+            publish(
+                port,
+                "building/hq/zn2-soil/command",
+                &with_ts(body).to_string(),
+                1,
+                false,
+            )
+            .await
+        }
+    };
+    // test_encode_dl-zn2.json, "Set period 3600 seconds and save".
+    send(serde_json::json!({"id": "z-1", "data": {"command": "set period + save", "parameter": 3600}}))
+        .await;
+    gw.wait_for_log("Downlink queued").await;
+    fwd.push(&sealed(ZN2_ADDR, 1, 1, &[2, 0, 0], &nwk, &app), 5.0)
+        .await;
+    let (txpk, token) = fwd.pull_resp().await;
+    let phy = unbase64(txpk["data"].as_str().unwrap());
+    open_downlink(&phy, ZN2_ADDR, 0, &nwk);
+    assert_eq!(phy[8], 1, "the codec's FPort");
+    assert_eq!(
+        decrypt_down(&phy[9..phy.len() - 4], ZN2_ADDR, 0, &app),
+        [0, 2, 14, 16, 72, 164]
+    );
+    fwd.tx_ack(token, "NONE").await;
+    let r = results
+        .wait_for(WAIT, |m| m.json()["id"] == "z-1")
+        .await
+        .expect("the result of z-1")
+        .json();
+    assert_eq!(r["status"], "done", "{r}");
+
+    // The codec reports an error for a command it does not know: refused.
+    send(serde_json::json!({"id": "z-2", "data": {"command": "self destruct"}})).await;
+    let r = results
+        .wait_for(WAIT, |m| m.json()["id"] == "z-2")
+        .await
+        .expect("the result of z-2")
+        .json();
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("refused"), Some("codec")),
+        "{r}"
+    );
+    // A device whose codec has no encodeDownlink takes only bytes.
+    publish(
+        cloud.port(),
+        "building/hq/looping/command",
+        &with_ts(serde_json::json!({"id": "z-3", "data": {"x": 1}})).to_string(),
+        1,
+        false,
+    )
+    .await;
+    let r = results
+        .wait_for(WAIT, |m| m.json()["id"] == "z-3")
+        .await
+        .expect("the result of z-3")
+        .json();
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("refused"), Some("type")),
+        "{r}"
+    );
+}
+
+fn edge_gateway(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// `codec test` runs every copied vendor codec's vectors (object
+/// literals with comments and hex numbers, Buffer-using codecs among
+/// them); a vector that does not match is one line naming it, and exit 1.
+#[test]
+fn codec_test_runs_the_vendors_vectors_and_names_a_failing_one() {
+    let all = vendor_file("");
+    let (code, stdout, stderr) = edge_gateway(&["codec", "test", all.to_str().unwrap()]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (
+            Some(0),
+            "decode: 33 of 33 passed; encode: 17 of 17 passed\n"
+        ),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        vendor_file("example-vendor/codecs/example.js"),
+        dir.path().join("example.js"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("test_decode_example.json"),
+        "[\n  // a wrong expectation\n  { name: 'off by one', input: { bytes: [0x15] }, expected: { data: { temp: 22 } } },\n  { name: 'right', input: { bytes: [0x15], fPort: 2 }, expected: { data: { temp: 21.0 } } },\n]\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = edge_gateway(&["codec", "test", dir.path().to_str().unwrap()]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("FAIL ") && lines[0].contains("\"off by one\""),
+        "{stdout}"
+    );
+    assert!(lines[0].contains("expected 22, got 21"), "{stdout}");
+    assert_eq!(lines[1], "decode: 1 of 2 passed; encode: 0 of 0 passed");
+}
+
+/// `decode --codec js:FILE --fport N HEX` prints the codec's whole result
+/// as JSON, then the readings; `encode` prints the bytes and FPort; both
+/// with vendors' codecs and their own vectors.
+#[test]
+fn decode_and_encode_run_a_vendors_script() {
+    let hotdrop = format!("js:{}", vendor_file("vutility/codecs/hotdrop.js").display());
+    let (code, stdout, stderr) = edge_gateway(&[
+        "decode",
+        "--codec",
+        &hotdrop,
+        "--fport",
+        "3",
+        "3200000000000000000000",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let end = stdout.find("\n}\n").expect("the result as JSON") + 2;
+    let result: serde_json::Value = serde_json::from_str(&stdout[..end]).unwrap();
+    assert_eq!(result["data"]["temperatureCelsius"], -40);
+    assert_eq!(result["errors"], serde_json::json!([]));
+    assert_eq!(
+        result["warnings"],
+        serde_json::json!(["Low capacitor voltage may reduce transmit interval."])
+    );
+    let readings: Vec<&str> = stdout[end..].lines().collect();
+    assert!(readings.contains(&"temperatureCelsius = -40"), "{stdout}");
+    assert!(readings.contains(&"ampHourAccumulation = 0"), "{stdout}");
+
+    // The codec's own errors: the result, then EX_DATAERR.
+    let (code, stdout, stderr) =
+        edge_gateway(&["decode", "--codec", &hotdrop, "--fport", "3", "32"]);
+    assert_eq!(code, Some(65), "{stdout}");
+    assert!(stdout.contains("\"errors\""), "{stdout}");
+    assert!(stderr.contains("decode failure"), "{stderr}");
+
+    // A codec with The Things Stack's normalizeUplink: its quantities give
+    // the metrics of equal value their units.
+    let dir = tempfile::tempdir().unwrap();
+    let normalizing = dir.path().join("n.js");
+    std::fs::write(
+        &normalizing,
+        "function decodeUplink(i) { return { data: { temp: i.bytes[0] / 2, rh: i.bytes[1] } }; }\n\
+         function normalizeUplink(i) { return { data: { air: { temperature: i.data.temp, relativeHumidity: i.data.rh } } }; }",
+    )
+    .unwrap();
+    let codec = format!("js:{}", normalizing.display());
+    let (code, stdout, stderr) = edge_gateway(&["decode", "--codec", &codec, "2B28"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("\"normalized\""), "{stdout}");
+    assert!(stdout.ends_with("rh = 40 %\ntemp = 21.5 °C\n"), "{stdout}");
+
+    // A whole PHYPayload: verified, decrypted, then the script on its FPort.
+    let phy = sealed(TBHH_ADDR, 7, 103, &TBHH_2, &hex_key(NWK), &hex_key(APP));
+    let phy: String = phy.iter().map(|b| format!("{b:02x}")).collect();
+    let tbhh = format!(
+        "js:{}",
+        vendor_file("browan/codecs/tabs-tbhh100.js").display()
+    );
+    let (code, stdout, stderr) = edge_gateway(&[
+        "decode",
+        "--phy",
+        &phy,
+        "--nwk-s-key",
+        NWK,
+        "--app-s-key",
+        APP,
+        "--codec",
+        &tbhh,
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("dev_addr = 26011001\n"), "{stdout}");
+    assert!(stdout.contains("\nfport = 103\n"), "{stdout}");
+    assert!(stdout.contains("\ntemperature = -19\n"), "{stdout}");
+
+    let zn2 = format!("js:{}", vendor_file("decentlab/codecs/dl-zn2.js").display());
+    let (code, stdout, stderr) = edge_gateway(&[
+        "encode",
+        "--codec",
+        &zn2,
+        "--json",
+        r#"{"command": "set period + save", "parameter": 3600}"#,
+    ]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (Some(0), "{\"fPort\":1,\"bytes\":[0,2,14,16,72,164]}\n"),
+        "{stderr}"
+    );
+}
+
+/// `validate` compiles every script: a syntax error is a problem with its
+/// file and line, a missing file one with the path it looked for.
+#[test]
+fn validate_names_a_scripts_syntax_error_by_file_and_line() {
+    let dir = js_dir();
+    std::fs::write(
+        dir.path().join("codecs/throwing.js"),
+        "function decodeUplink(input) {\n  var x = ;\n}\n",
+    )
+    .unwrap();
+    std::fs::remove_file(dir.path().join("codecs/bomb.js")).unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        js_config(1883, 1700, 9100).replace("@STATE_DIR@", "/tmp"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = edge_gateway(&["validate", "-c", config.to_str().unwrap()]);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(code, Some(78), "{all}");
+    assert!(
+        all.contains("lorawan.device[2].codec: codecs/throwing.js:2: SyntaxError"),
+        "{all}"
+    );
+    assert!(
+        all.contains("lorawan.device[3].codec: cannot read codecs/bomb.js"),
+        "{all}"
+    );
 }

@@ -40,14 +40,14 @@ const TMST: u32 = 4_000_000_000;
 
 // ---- The test's own LoRaWAN 1.0.x crypto (spec §6.2.4, §6.2.5, §4.4) ----
 
-fn cmac4(key: &[u8; 16], msg: &[u8]) -> [u8; 4] {
+pub(crate) fn cmac4(key: &[u8; 16], msg: &[u8]) -> [u8; 4] {
     let mut mac = <Cmac<Aes128> as KeyInit>::new_from_slice(key).unwrap();
     mac.update(msg);
     let t = mac.finalize().into_bytes();
     [t[0], t[1], t[2], t[3]]
 }
 
-fn aes_encrypt(key: &[u8; 16], block: &[u8]) -> [u8; 16] {
+pub(crate) fn aes_encrypt(key: &[u8; 16], block: &[u8]) -> [u8; 16] {
     let cipher = Aes128::new_from_slice(key).unwrap();
     let mut b = aes::Block::clone_from_slice(block);
     cipher.encrypt_block(&mut b);
@@ -96,7 +96,7 @@ fn open_accept(phy: &[u8]) -> Accept {
 
 /// A data downlink's FOpts, after checking its MIC (direction 1) with the
 /// NwkSKey and the expected FCntDown.
-fn open_downlink(phy: &[u8], dev_addr: u32, fcnt_down: u32, nwk: &[u8; 16]) -> Vec<u8> {
+pub(crate) fn open_downlink(phy: &[u8], dev_addr: u32, fcnt_down: u32, nwk: &[u8; 16]) -> Vec<u8> {
     assert_eq!(
         u32::from_le_bytes([phy[1], phy[2], phy[3], phy[4]]),
         dev_addr
@@ -117,7 +117,7 @@ fn open_downlink(phy: &[u8], dev_addr: u32, fcnt_down: u32, nwk: &[u8; 16]) -> V
 }
 
 /// FRMPayload of a downlink, decrypted (spec §4.3.3, direction 1).
-fn decrypt_down(data: &[u8], dev_addr: u32, fcnt_down: u32, app: &[u8; 16]) -> Vec<u8> {
+pub(crate) fn decrypt_down(data: &[u8], dev_addr: u32, fcnt_down: u32, app: &[u8; 16]) -> Vec<u8> {
     let mut a = [0u8; 16];
     a[0] = 0x01;
     a[5] = 1;
@@ -156,7 +156,7 @@ fn derive(prefix: u8, a: &Accept, dev_nonce: u16) -> [u8; 16] {
 }
 
 /// An unconfirmed uplink (spec §4.3.3 encryption, §4.4 MIC).
-fn uplink(
+pub(crate) fn uplink(
     dev_addr: u32,
     fcnt: u16,
     fport: u8,
@@ -192,7 +192,7 @@ fn uplink_acking(
 }
 
 /// The same with MAC commands in FOpts.
-fn uplink_with(
+pub(crate) fn uplink_with(
     dev_addr: u32,
     fcnt: u16,
     fopts: &[u8],
@@ -239,7 +239,7 @@ fn compact(temperature: f64, humidity: u8) -> Vec<u8> {
     p
 }
 
-fn hex_key(s: &str) -> [u8; 16] {
+pub(crate) fn hex_key(s: &str) -> [u8; 16] {
     let mut k = [0u8; 16];
     for (i, b) in k.iter_mut().enumerate() {
         *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
@@ -256,7 +256,7 @@ fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn unbase64(text: &str) -> Vec<u8> {
+pub(crate) fn unbase64(text: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(text)
@@ -265,14 +265,14 @@ fn unbase64(text: &str) -> Vec<u8> {
 
 // ---- The forwarder ----
 
-struct Forwarder {
+pub(crate) struct Forwarder {
     socket: UdpSocket,
     eui: [u8; 8],
     token: u16,
 }
 
 impl Forwarder {
-    async fn connect(port: u16, eui: [u8; 8]) -> Self {
+    pub(crate) async fn connect(port: u16, eui: [u8; 8]) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         socket.connect(("127.0.0.1", port)).await.unwrap();
         Self {
@@ -297,7 +297,7 @@ impl Forwarder {
     }
 
     /// PULL_DATA, and its PULL_ACK.
-    async fn pull(&mut self) {
+    pub(crate) async fn pull(&mut self) {
         let token = self.next_token();
         let mut d = vec![2, token[0], token[1], 0x02];
         d.extend_from_slice(&self.eui);
@@ -306,7 +306,7 @@ impl Forwarder {
     }
 
     /// PUSH_DATA of `phy` heard at `snr`, and its PUSH_ACK.
-    async fn push(&mut self, phy: &[u8], snr: f64) {
+    pub(crate) async fn push(&mut self, phy: &[u8], snr: f64) {
         let token = self.next_token();
         let mut d = vec![2, token[0], token[1], 0x00];
         d.extend_from_slice(&self.eui);
@@ -321,14 +321,14 @@ impl Forwarder {
     }
 
     /// The next PULL_RESP's `txpk`.
-    async fn pull_resp(&self) -> (serde_json::Value, [u8; 2]) {
+    pub(crate) async fn pull_resp(&self) -> (serde_json::Value, [u8; 2]) {
         let d = self.recv().await;
         assert_eq!((d[0], d[3]), (2, 0x03), "a PULL_RESP: {d:?}");
         let json: serde_json::Value = serde_json::from_slice(&d[4..]).unwrap();
         (json["txpk"].clone(), [d[1], d[2]])
     }
 
-    async fn tx_ack(&self, token: [u8; 2], error: &str) {
+    pub(crate) async fn tx_ack(&self, token: [u8; 2], error: &str) {
         let mut d = vec![2, token[0], token[1], 0x05];
         d.extend_from_slice(&self.eui);
         d.extend_from_slice(format!(r#"{{"txpk_ack":{{"error":"{error}"}}}}"#).as_bytes());
@@ -390,7 +390,7 @@ fn start(dir: tempfile::TempDir, cfg: &str) -> GatewayProcess {
     GatewayProcess::start_in_with(dir, cfg, &[("TEST_OTAA_APP_KEY", &hex(&APP_KEY))])
 }
 
-fn totals(messages: &[Message], device: &str, metric: &str) -> (u64, f64) {
+pub(crate) fn totals(messages: &[Message], device: &str, metric: &str) -> (u64, f64) {
     let (mut count, mut max) = (0, f64::NEG_INFINITY);
     for m in messages
         .iter()
@@ -405,7 +405,7 @@ fn totals(messages: &[Message], device: &str, metric: &str) -> (u64, f64) {
 }
 
 /// The value of `edge_gateway_…{labels}` on `/metrics`, once it reaches `min`.
-async fn metric_at_least(port: u16, series: &str, min: f64) -> f64 {
+pub(crate) async fn metric_at_least(port: u16, series: &str, min: f64) -> f64 {
     let value = |body: &str| test_support::metrics::sample(body, series);
     let (_, body) = http_until(port, "/metrics", |_, b| value(b).is_some_and(|v| v >= min)).await;
     value(&body).unwrap_or_else(|| panic!("{series} never reached {min}:\n{body}"))

@@ -25,6 +25,7 @@ mod lorawan;
 mod lorawan_codecs;
 mod lorawan_otaa;
 mod modbus;
+mod modbus_faults;
 mod oversized;
 mod serial_dropin;
 mod serial_line;

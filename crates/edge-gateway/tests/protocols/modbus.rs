@@ -25,7 +25,7 @@ use common::{http_get, http_until, GatewayProcess, WAIT};
 use serde_json::{json, Value};
 use test_support::{free_port, have, Message, Mosquitto, PythonPeer, Subscriber};
 
-const PEER: &str = include_str!("../data/modbus_peer.py");
+pub(crate) const PEER: &str = include_str!("../data/modbus_peer.py");
 
 /// The eight register types with a value each, as (type, big-endian
 /// bytes of the raw value, the reading it must give).
@@ -76,7 +76,7 @@ fn words_in(be: &[u8], order: &str) -> Vec<u16> {
         .collect()
 }
 
-fn f32_words(v: f32) -> Vec<u16> {
+pub(crate) fn f32_words(v: f32) -> Vec<u16> {
     let b = v.to_be_bytes();
     vec![
         u16::from_be_bytes([b[0], b[1]]),
@@ -85,7 +85,7 @@ fn f32_words(v: f32) -> Vec<u16> {
 }
 
 /// The statistics of each metric of a window upstream, by metric.
-fn metrics_of(m: &Message) -> BTreeMap<String, Value> {
+pub(crate) fn metrics_of(m: &Message) -> BTreeMap<String, Value> {
     m.json()["metrics"]
         .as_object()
         .unwrap()
@@ -94,7 +94,7 @@ fn metrics_of(m: &Message) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn metric(body: &str, name_and_labels: &str) -> f64 {
+pub(crate) fn metric(body: &str, name_and_labels: &str) -> f64 {
     body.lines()
         .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
         .unwrap_or(-1.0)
@@ -121,7 +121,7 @@ fn peer_counts(peer: &mut PythonPeer) -> BTreeMap<(u8, u8), u64> {
     }
 }
 
-fn gateway_config(upstream: u16, metrics: u16, body: &str) -> String {
+pub(crate) fn gateway_config(upstream: u16, metrics: u16, body: &str) -> String {
     format!(
         r#"
 [gateway]
@@ -175,6 +175,32 @@ async fn every_type_and_order_the_sdm120_profile_grouped_reads_and_an_illegal_ad
         "{{ metric = \"supply_temperature\", address = {scaled_at}, type = \"i16\", scale = 0.1, offset = -40.0, unit = \"°C\" }}"
     ));
     expected.insert("supply_temperature".into(), 251.0 * 0.1 + -40.0);
+    // A meter's "no value": NaN and infinity, counted and logged, never
+    // a reading.
+    let not_finite_at = holding.len();
+    holding.extend([0x7FC0, 0x0000, 0x7F80, 0x0000]);
+    registers.push(format!(
+        "{{ metric = \"nan\", address = {not_finite_at}, type = \"f32\" }}"
+    ));
+    registers.push(format!(
+        "{{ metric = \"infinite\", address = {}, type = \"f32\" }}",
+        not_finite_at + 2
+    ));
+    // A heat pump's status word, one metric per named bit, and its
+    // serial number as text.
+    let status_at = holding.len();
+    holding.push(0x8001);
+    registers.push(format!(
+        "{{ address = {status_at}, bits = {{ compressor_on = 0, defrost = 1, fault = 15 }} }}"
+    ));
+    expected.insert("compressor_on".into(), 1.0);
+    expected.insert("defrost".into(), 0.0);
+    expected.insert("fault".into(), 1.0);
+    let serial_at = holding.len();
+    holding.extend([0x534E, 0x2D30, 0x3034, 0x3200]);
+    registers.push(format!(
+        "{{ metric = \"serial_number\", address = {serial_at}, type = \"string\", length = 4 }}"
+    ));
     registers.push("{ metric = \"pump\", table = \"coil\", address = 3 }".into());
     registers.push("{ metric = \"alarm\", table = \"discrete\", address = 1 }".into());
     expected.insert("pump".into(), 1.0);
@@ -309,6 +335,8 @@ registers = [
     assert_eq!(got["last"]["avg"].as_f64(), Some(13.0));
     assert!(!got.contains_key("missing"));
     gw.wait_for_log("The device refuses this register").await;
+    // The 30001/40001 trap is named where it bites.
+    gw.wait_for_log("addresses are 0-based").await;
     let (_, body) = http_until(metrics, "/metrics", |_, b| {
         metric(
             b,
@@ -328,6 +356,23 @@ registers = [
             &body,
             "edge_gateway_adapter_errors_total{adapter=\"plant\",error_type=\"exception\"}"
         ) >= 2.0
+    );
+    assert!(
+        metric(
+            &body,
+            "edge_gateway_adapter_errors_total{adapter=\"plant\",error_type=\"not_finite\"}"
+        ) >= 2.0,
+        "NaN and infinity counted: {body}"
+    );
+    gw.wait_for_log("not a finite number").await;
+    // The serial number: text, shown as read.
+    assert_eq!(
+        metric(
+            &body,
+            "edge_gateway_modbus_text_info{adapter=\"plant\",device=\"ahu-1\",metric=\"serial_number\",text=\"SN-0042\"}"
+        ),
+        1.0,
+        "{body}"
     );
     // Later polls of odd-map ask only what it has: two requests each.
     let before = peer_counts(&mut peer)[&(3, 3)];
@@ -364,12 +409,12 @@ registers = [
 }
 
 /// `socat` linking two pseudo-terminals.
-struct PtyPair {
+pub(crate) struct PtyPair {
     child: Child,
 }
 
 impl PtyPair {
-    fn start(a: &Path, b: &Path) -> Self {
+    pub(crate) fn start(a: &Path, b: &Path) -> Self {
         let child = Command::new("socat")
             .arg(format!("pty,raw,echo=0,link={}", a.display()))
             .arg(format!("pty,raw,echo=0,link={}", b.display()))
@@ -390,7 +435,7 @@ impl Drop for PtyPair {
 }
 
 /// Waits until socat has made both links (they appear once it runs).
-async fn wait_links(links: &[&Path]) {
+pub(crate) async fn wait_links(links: &[&Path]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !links.iter().all(|l| l.exists()) {
         assert!(
@@ -403,7 +448,7 @@ async fn wait_links(links: &[&Path]) {
 
 /// Waits for a window of `device` that starts after `after` (a window
 /// already closed before a fault proves nothing about after it).
-async fn window_after(sub: &mut Subscriber, device: &str, after: &str) -> Message {
+pub(crate) async fn window_after(sub: &mut Subscriber, device: &str, after: &str) -> Message {
     sub.wait_for(WAIT, |m| {
         if !m.topic.ends_with("/aggregated") {
             return false;
@@ -417,7 +462,7 @@ async fn window_after(sub: &mut Subscriber, device: &str, after: &str) -> Messag
 
 /// The wall clock as the upstream writes `window_start` (RFC 3339, UTC,
 /// milliseconds), so windows can be compared as text.
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -468,7 +513,9 @@ name = "boiler-gw"
 url = "tcp://127.0.0.1:{tcp_port}"
 poll = "200ms"
 timeout = "300ms"
-max_backoff = "600ms"
+# Long: a server that worked is tried again at least once a poll period,
+# whatever the backoff has grown to.
+max_backoff = "60s"
 
 [[modbus.device]]
 adapter = "rs485"
@@ -557,15 +604,19 @@ registers = [{{ metric = "flow_temperature", address = 0, scale = 0.01 }}]
     // The TCP server goes away: the line keeps reporting meanwhile.
     tcp_peer.kill();
     let killed = now_rfc3339();
+    window_after(&mut sub, "room-1", &killed).await;
+    window_after(&mut sub, "room-2", &killed).await;
+    // Refused again and again: with a doubling backoff eight refusals
+    // take 50 s and the ninth try comes 50 s later; tried at the poll
+    // period, they take a couple of seconds and the server is read again
+    // at the next period after it is back.
     http_until(metrics, "/metrics", |_, b| {
         metric(
             b,
             "edge_gateway_adapter_errors_total{adapter=\"boiler-gw\",error_type=\"connection\"}",
-        ) >= 1.0
+        ) >= 8.0
     })
     .await;
-    window_after(&mut sub, "room-1", &killed).await;
-    window_after(&mut sub, "room-2", &killed).await;
 
     // And comes back on the same port: so does the boiler.
     let _tcp_peer = PythonPeer::start_with_args(PEER, &tcp_args);

@@ -1,5 +1,7 @@
-//! One config from three layers: the file given with `-c`, then every
-//! `conf.d/*.toml` beside it in name order, then `EDGE_GATEWAY__SECTION__KEY`
+//! One config from layers: the file given with `-c`, then every
+//! `conf.d/*.toml` beside it in name order, then the configuration pushed
+//! from the cloud when `[remote_config]` is on ([`read_with_pushed`],
+//! read like one more drop-in), then `EDGE_GATEWAY__SECTION__KEY`
 //! environment variables.
 //!
 //! Debian packages and operators add an adapter by dropping a file into
@@ -58,6 +60,9 @@ pub enum Origin {
     /// A drop-in, named relative to the main file's directory
     /// (`conf.d/20-site.toml`): the name an operator recognises.
     DropIn(String),
+    /// The layer pushed from the cloud (`[remote_config]`), by how logs
+    /// name it (`pushed configuration v2 (serial 2)`).
+    Pushed(String),
     /// An environment variable, by name.
     Env(String),
 }
@@ -67,7 +72,7 @@ impl Origin {
     fn label(&self) -> Option<String> {
         match self {
             Self::Main => None,
-            Self::DropIn(name) | Self::Env(name) => Some(name.clone()),
+            Self::DropIn(name) | Self::Pushed(name) | Self::Env(name) => Some(name.clone()),
         }
     }
 }
@@ -278,6 +283,28 @@ pub fn read(
     main: &Path,
     env: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<Layers, ReadError> {
+    read_with_pushed(main, None, env)
+}
+
+/// A layer pushed from the cloud: its TOML and how problems name it.
+#[derive(Debug, Clone, Copy)]
+pub struct PushedLayer<'a> {
+    pub label: &'a str,
+    pub text: &'a str,
+}
+
+/// Like [`read`], with the pushed layer (`[remote_config]`) merged after
+/// the drop-ins and before the variables: the cloud's configuration
+/// overrides the local files the way a last drop-in would, and the
+/// process's environment (the service's secrets and overrides) stays last.
+///
+/// # Errors
+/// As [`read`].
+pub fn read_with_pushed(
+    main: &Path,
+    pushed: Option<PushedLayer<'_>>,
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Layers, ReadError> {
     let mut layers = Layers::default();
     layers.merge_text(&read_text(main)?, Origin::Main, &main.display().to_string());
     for file in drop_in_files(&drop_in_dir(main))? {
@@ -286,6 +313,9 @@ pub fn read(
             file.file_name().unwrap_or_default().to_string_lossy()
         );
         layers.merge_text(&read_text(&file)?, Origin::DropIn(label.clone()), &label);
+    }
+    if let Some(p) = pushed {
+        layers.merge_text(p.text, Origin::Pushed(p.label.to_string()), p.label);
     }
     layers.apply_env(env);
     Ok(layers)

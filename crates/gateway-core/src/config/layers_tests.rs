@@ -449,3 +449,60 @@ fn every_field_of_a_secret_type_has_a_name_the_printer_redacts() {
         );
     }
 }
+
+#[test]
+fn the_pushed_layer_comes_after_the_drop_ins_and_before_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("gateway.toml");
+    std::fs::write(
+        &main,
+        "[aggregation]\nwindow = \"5m\"\ngrace = \"1s\"\n[[adapter]]\nname = \"local\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/10-site.toml"),
+        "[aggregation]\nwindow = \"2m\"\n",
+    )
+    .unwrap();
+    let pushed = PushedLayer {
+        label: "pushed configuration v2 (serial 2)",
+        text: "[aggregation]\nwindow = \"1m\"\ngrace = \"2s\"\n[[adapter]]\nname = \"pushed\"\n[log]\nlevel = [",
+    };
+    let l = read_with_pushed(
+        &main,
+        Some(pushed),
+        env(&[("EDGE_GATEWAY__AGGREGATION__GRACE", "3s")]),
+    )
+    .unwrap();
+    // Not TOML: the whole layer is left out and the problem names it.
+    assert_eq!(
+        l.problems().iter().next().unwrap().source.as_deref(),
+        Some("pushed configuration v2 (serial 2)")
+    );
+    let pushed = PushedLayer {
+        text: "[aggregation]\nwindow = \"1m\"\ngrace = \"2s\"\n[[adapter]]\nname = \"pushed\"\n",
+        ..pushed
+    };
+    let l = read_with_pushed(
+        &main,
+        Some(pushed),
+        env(&[("EDGE_GATEWAY__AGGREGATION__GRACE", "3s")]),
+    )
+    .unwrap();
+    assert!(l.problems().is_empty());
+    assert_eq!(l.root()["aggregation"]["window"].as_str(), Some("1m"));
+    assert_eq!(l.root()["aggregation"]["grace"].as_str(), Some("3s"));
+    assert_eq!(names(&l, "adapter"), ["local", "pushed"]);
+    assert_eq!(
+        l.source_of("adapter[1].name").as_deref(),
+        Some("pushed configuration v2 (serial 2)")
+    );
+    assert_eq!(
+        l.sources()[1..3],
+        [
+            "conf.d/10-site.toml".to_string(),
+            "pushed configuration v2 (serial 2)".to_string()
+        ]
+    );
+}

@@ -130,6 +130,9 @@ pub fn section_accepting<T: DeserializeOwned>(
     also: &[&str],
     problems: &mut Problems,
 ) -> Option<T> {
+    // Keys removed for a bad value: serde then finds them missing, which
+    // is not a second problem.
+    let mut refused: Vec<Vec<String>> = Vec::new();
     // Each round removes one key, so this bounds the work on hostile input.
     for _ in 0..64 {
         let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
@@ -171,14 +174,16 @@ pub fn section_accepting<T: DeserializeOwned>(
         if let Some(field) = backticked(&message, "missing field `") {
             let mut full = segments.clone();
             full.push(field);
-            problems.push(render(path, &full), "missing required key");
+            if !refused.contains(&full) {
+                problems.push(render(path, &full), "missing required key");
+            }
             return None;
         }
         // serde quotes the value it refused (`invalid type: string "…"`):
         // not for a key that holds a secret.
         let message = match segments.last() {
             Some(key) if super::layers::is_secret_key(key) => without_quoted(&message),
-            _ => message,
+            _ => in_words(&message),
         };
         problems.push(render(path, &segments), message);
         // A bad array element: drop the whole array so its index numbering
@@ -190,8 +195,43 @@ pub fn section_accepting<T: DeserializeOwned>(
         if target.is_empty() || !remove(&mut value, &target) {
             return None;
         }
+        refused.push(target);
     }
     None
+}
+
+/// serde's message with Rust's type names in words: "expected u8" means
+/// nothing to whoever edits gateway.toml.
+fn in_words(message: &str) -> String {
+    let words = |ty: &str| -> Option<&'static str> {
+        Some(match ty {
+            "u8" => "a whole number from 0 to 255",
+            "u16" => "a whole number from 0 to 65535",
+            "u32" => "a whole number from 0 to 4294967295",
+            "u64" | "usize" => "a whole number, 0 or more",
+            "i8" => "a whole number from -128 to 127",
+            "i16" => "a whole number from -32768 to 32767",
+            "i32" => "a whole number from -2147483648 to 2147483647",
+            "i64" | "isize" => "a whole number",
+            "f32" | "f64" => "a number",
+            _ => return None,
+        })
+    };
+    if let Some((number, ty)) = message
+        .strip_prefix("invalid value: integer `")
+        .and_then(|rest| rest.split_once("`, expected "))
+    {
+        if let Some(w) = words(ty.trim()) {
+            return format!("expected {w}, got {number}");
+        }
+    }
+    match message.rsplit_once("expected ") {
+        Some((head, ty)) => match words(ty.trim()) {
+            Some(w) => format!("{head}expected {w}"),
+            None => message.to_string(),
+        },
+        None => message.to_string(),
+    }
 }
 
 /// The keys a table takes, from serde's "unknown field `x`, expected one
@@ -420,6 +460,30 @@ mod tests {
         let got = p.to_string();
         assert!(got.starts_with("d.app_key: invalid type"), "{got}");
         assert!(!got.contains("A1B2C3"), "{got}");
+    }
+
+    #[test]
+    fn a_number_out_of_range_is_one_problem_in_words() {
+        #[derive(Debug, Deserialize)]
+        struct D {
+            #[allow(dead_code)]
+            unit: u8,
+            #[allow(dead_code)]
+            #[serde(default)]
+            port: u16,
+        }
+        let v: toml::Value = toml::from_str("unit = 300\nport = 'x'").unwrap();
+        let mut p = Problems::default();
+        assert!(section::<D>(v, "modbus.device[0]", &mut p).is_none());
+        let got: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "modbus.device[0].port: invalid type: string \"x\", expected a whole number from 0 to 65535",
+                "modbus.device[0].unit: expected a whole number from 0 to 255, got 300",
+            ],
+            "no \"missing required key\" for the key just refused, and no Rust type names"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! table and names the drop-in or variable of each problem.
 
 pub mod action;
+pub mod base_dir;
 pub mod broker;
 pub mod commands;
 pub mod dashboard;
@@ -20,6 +21,7 @@ pub mod layers;
 pub mod load;
 pub mod metrics;
 pub mod names;
+pub mod remote;
 pub mod rule;
 pub mod secret;
 mod sections;
@@ -38,6 +40,7 @@ pub use home_assistant::{HaState, HomeAssistantConfig};
 pub use layers::{Layers, Origin};
 pub use load::{Problem, Problems};
 pub use metrics::MetricsConfig;
+pub use remote::RemoteConfig;
 pub use rule::{Direction, RateSpec, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
 pub use sections::*;
 pub use values::{BrokerScheme, BrokerUrl, Qos};
@@ -124,6 +127,8 @@ pub struct Config<A: AdapterSpec, S: SinkSpec = NoSinks> {
     pub home_assistant: HomeAssistantConfig,
     /// `[commands]`: writes from the cloud broker to declared points.
     pub commands: CommandsConfig,
+    /// `[remote_config]`: configuration pushed from the cloud broker.
+    pub remote_config: RemoteConfig,
     pub adapters: Vec<A>,
     /// `[[sink]]`: outputs beside the MQTT upstream.
     pub sinks: Vec<S>,
@@ -150,6 +155,7 @@ const SECTIONS: &[&str] = &[
     "dashboard",
     "home_assistant",
     "commands",
+    "remote_config",
     "adapter",
     "sink",
     "device",
@@ -251,6 +257,12 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 .is_some_and(|rules| rules.iter().any(|r| r.get("action").is_some()));
             c.validate(u.enabled, ha_commands || actions, &mut problems);
         }
+        let remote_config =
+            load::section::<RemoteConfig>(table("remote_config"), "remote_config", &mut problems);
+        if let (Some(r), Some(u)) = (&remote_config, &upstream) {
+            let sections: Vec<&str> = SECTIONS.iter().chain(A::SECTIONS).copied().collect();
+            r.validate(u.enabled, &sections, &mut problems);
+        }
         // `units` is the same key on every kind: taken out here, so no
         // adapter kind has to know it.
         let (adapter_tables, units_by_index) =
@@ -342,6 +354,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
             dashboard,
             home_assistant,
             commands,
+            remote_config,
         ) {
             (
                 Some(gateway),
@@ -353,6 +366,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 Some(dashboard),
                 Some(home_assistant),
                 Some(commands),
+                Some(remote_config),
             ) if problems.is_empty() => Ok(Self {
                 gateway,
                 upstream,
@@ -363,6 +377,7 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 dashboard,
                 home_assistant,
                 commands,
+                remote_config,
                 sinks: sinks.into_iter().map(|(_, s)| s).collect(),
                 devices: devices.into_iter().map(|(_, d)| d).collect(),
                 sections,

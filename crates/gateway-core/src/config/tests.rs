@@ -340,8 +340,8 @@ kind = "sometimes"
         [
             "rule[2].rate: expected a change per span like \"+2.0 per 10m\", got \"fast\"",
             "rule[5].kind: unknown variant `sometimes`, expected one of `threshold`, `rate`, `silence`, `anomaly`",
-            // The loader drops a bad value and tries again without it.
-            "rule[5].kind: missing required key",
+            // The loader drops a bad value and tries again without it,
+            // without calling the key it just refused missing.
             "rule[1].after: not used by kind \"threshold\" (only by silence)",
             "rule[1].min: expected min below max, got min 5 and max 3",
             "rule[2].metric: missing required key for kind \"rate\"",

@@ -27,6 +27,9 @@ pub const HOME_ASSISTANT: &str = "home-assistant.json";
 pub const LORAWAN_FCNT: &str = "lorawan-fcnt.json";
 /// `[commands]`' directory; its `journal` holds command ids and results.
 pub const COMMANDS: &str = "commands";
+/// `[remote_config]`'s directory: the apply journal and the pushed layers.
+pub const REMOTE_CONFIG: &str = "remote-config";
+pub const REMOTE_CONFIG_JOURNAL: &str = "remote-config/journal.json";
 
 /// One row of the on-disk table: the name as `docs/architecture.md` writes
 /// it (patterns with `N` or `<name>`), and who writes it.
@@ -97,6 +100,14 @@ pub const IN_STATE_DIR: &[StateFile] = &[
     StateFile {
         name: "commands/journal",
         written_by: "[commands]",
+    },
+    StateFile {
+        name: "remote-config/journal.json",
+        written_by: "[remote_config]",
+    },
+    StateFile {
+        name: "remote-config/<sha256>.toml",
+        written_by: "[remote_config]",
     },
     StateFile {
         name: "*.damaged",

@@ -10,6 +10,30 @@ use anomaly::detector::{Detector, Params};
 use anomaly::synthetic::{clean, false_alarms, Clean, MONDAY_MS};
 use rules::trigger::{AlertState, Trigger};
 
+/// The defaults, or the families the command line asks for: `--resonance
+/// TAIL,DOWN,VIGILANCE` turns the second family (the adaptive-resonance
+/// categoriser) on with these settings, `--alone` turns the first off.
+pub fn params_from_args() -> Result<Params, String> {
+    let args: Vec<String> = std::env::args().collect();
+    let mut p = Params::DEFAULT;
+    if let Some(settings) = args
+        .iter()
+        .position(|a| a == "--resonance")
+        .and_then(|i| args.get(i + 1))
+    {
+        let parts: Vec<&str> = settings.split(',').collect();
+        let bad = || format!("--resonance TAIL,DOWN,VIGILANCE, not {settings}");
+        let [tail, down, vigilance] = parts[..] else {
+            return Err(bad());
+        };
+        p.resonance_tail = tail.parse().map_err(|_| bad())?;
+        p.resonance_down = down.parse().map_err(|_| bad())?;
+        p.resonance_vigilance = vigilance.parse().map_err(|_| bad())?;
+    }
+    p.first_family = !args.iter().any(|a| a == "--alone");
+    Ok(p)
+}
+
 /// Indices of the readings `(epoch ms, value)` at which one anomaly rule
 /// with these parameters raises an alert, exactly as the engine raises
 /// them (the detector, then the shared trigger with the default cooldown).

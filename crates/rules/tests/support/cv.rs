@@ -56,11 +56,57 @@ pub fn grid() -> Vec<Params> {
     out
 }
 
+/// The second family's sets (the first family at its defaults): off,
+/// and each tail bar, sample size and starting vigilance.
+pub fn resonance_grid() -> Vec<Params> {
+    let mut out = vec![Params::DEFAULT];
+    for resonance_tail in [2.0, 3.0, 4.0, 6.0] {
+        for resonance_down in [2, 4, 8] {
+            for resonance_vigilance in [0.85, 0.9, 0.95] {
+                out.push(Params {
+                    resonance_tail,
+                    resonance_down,
+                    resonance_vigilance,
+                    ..Params::DEFAULT
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The second family off, and at the settings `nab_cv --resonance-grid`
+/// picked for it (with the first family, then alone).
+pub fn resonance_picks() -> Vec<Params> {
+    let mut out = vec![Params::DEFAULT];
+    for (resonance_tail, resonance_down, resonance_vigilance) in
+        [(3.0, 4, 0.85), (3.0, 8, 0.9), (3.0, 2, 0.95)]
+    {
+        out.push(Params {
+            resonance_tail,
+            resonance_down,
+            resonance_vigilance,
+            ..Params::DEFAULT
+        });
+    }
+    out
+}
+
 pub fn show(p: &Params) -> String {
-    format!(
+    let mut text = format!(
         "shift {} floor {} range {} range_sd {} range_block {} novelty {} peak_decay {} jump {} quiet {} half_hour_gain {}",
         p.shift, p.floor, p.range, p.range_sd, p.range_block, p.novelty, p.peak_decay, p.jump, p.quiet, p.half_hour_gain
-    )
+    );
+    if !p.first_family {
+        text.push_str(" first family off");
+    }
+    if p.resonance_tail.is_finite() {
+        text.push_str(&format!(
+            " resonance: tail {} down {} vigilance {}",
+            p.resonance_tail, p.resonance_down, p.resonance_vigilance
+        ));
+    }
+    text
 }
 
 pub fn show_rates(rates: &[f64]) -> String {
@@ -262,6 +308,10 @@ pub fn run_folds(
         peak_decay: median(|p| p.peak_decay),
         quiet: median(|p| p.quiet as f64) as u64,
         half_hour_gain: median(|p| p.half_hour_gain),
+        first_family: folds.first().is_none_or(|f| f.chosen.first_family),
+        resonance_tail: median(|p| p.resonance_tail),
+        resonance_down: median(|p| f64::from(p.resonance_down)) as u32,
+        resonance_vigilance: median(|p| p.resonance_vigilance),
     };
     let picked_all = match grid.iter().position(|p| *p == picked) {
         Some(g) => normalised(&raw[g], &windows, &all),

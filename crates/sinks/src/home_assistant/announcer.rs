@@ -383,7 +383,8 @@ impl Announcer {
             SinkEvent::Readings(_)
             | SinkEvent::Window(_)
             | SinkEvent::JournalEpoch(_)
-            | SinkEvent::Command(_) => {}
+            | SinkEvent::Command(_)
+            | SinkEvent::ConfigState(_) => {}
         }
     }
 

@@ -436,7 +436,7 @@ impl Encoder {
             SinkEvent::Alert(a) => self.alert(a, out),
             // Device status is the upstream's and the dashboard's, command
             // results the upstream's.
-            SinkEvent::Status(_) | SinkEvent::Command(_) => {}
+            SinkEvent::Status(_) | SinkEvent::Command(_) | SinkEvent::ConfigState(_) => {}
             SinkEvent::JournalEpoch(epoch) => self.samples.start_epoch(*epoch),
         }
     }

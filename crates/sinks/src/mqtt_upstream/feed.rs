@@ -147,6 +147,10 @@ impl Feed {
                 let msg = self.renderer.command_result(&c);
                 return to.urgent.send(msg).await.map_err(|_| Gone);
             }
+            SinkEvent::ConfigState(s) => {
+                let msg = self.renderer.config_state(&s);
+                return to.urgent.send(msg).await.map_err(|_| Gone);
+            }
             SinkEvent::Window(w) => self.renderer.aggregated(&w),
             SinkEvent::Status(s) => self.renderer.device_status(&s),
             SinkEvent::Readings(_) | SinkEvent::JournalEpoch(_) => return Ok(()),
@@ -160,7 +164,12 @@ impl Feed {
                         let msg = self.renderer.command_result(&c);
                         to.urgent.send(msg).await.map_err(|_| Gone)?;
                     }
-                    // Only alerts and command results take the urgent lane.
+                    Some(SinkEvent::ConfigState(s)) => {
+                        let msg = self.renderer.config_state(&s);
+                        to.urgent.send(msg).await.map_err(|_| Gone)?;
+                    }
+                    // Only alerts, command results and configuration
+                    // states take the urgent lane.
                     Some(_) => {}
                     None => *urgent = None,
                 },

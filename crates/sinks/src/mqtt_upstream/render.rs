@@ -6,7 +6,7 @@ use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use gateway_core::event::{AlertEvent, CommandEvent, StatusEvent, WindowEvent};
+use gateway_core::event::{AlertEvent, CommandEvent, ConfigStateEvent, StatusEvent, WindowEvent};
 
 /// Namespace of the deterministic message ids (UUID v5).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b9e_8d4a_4e57_9a0b_3c5d_7e1f_2a40);
@@ -173,11 +173,27 @@ impl Renderer {
         }
     }
 
+    /// `{prefix}/gateway/{gateway_id}/config/state`, retained: where the
+    /// configuration pushed from the cloud stands (`docs/fleet.md`), with
+    /// `gateway` added.
+    pub fn config_state(&self, s: &ConfigStateEvent) -> OutboundMessage {
+        let mut payload = s.payload.clone();
+        if let Some(obj) = payload.as_object_mut() {
+            obj.insert("gateway".into(), json!(self.gateway_id));
+        }
+        OutboundMessage {
+            topic: format!("{}/gateway/{}/config/state", self.prefix, self.gateway_id),
+            payload: payload.to_string().into_bytes(),
+            retain: true,
+        }
+    }
+
     /// `{prefix}/{device}/alerts`: one alert transition: `id, gateway,
     /// device, name, metric, kind, state, value, limit, ts, rule`, `text`,
     /// and `unit` when known (see [`Self::alert_in`]); a raised anomaly
     /// alert adds why it fired: `reason` (`seasonal`, `level_shift`,
-    /// `stuck`, `spike`, `spike_rate`, `drift`, `noise`, `multivariate`),
+    /// `stuck`, `spike`, `spike_rate`, `drift`, `noise`, `multivariate`,
+    /// `pattern`),
     /// `expected` (`{"low": …, "high": …}`, the range the reading was
     /// expected in) and `observed` (the reading).
     ///
@@ -340,6 +356,19 @@ units = { co2 = "ppb" }
         assert_eq!(
             text(&cut),
             r#"{"device":"fridge-2","gateway":"gw-01","id":"1d1a1a65-8392-5cfd-8b97-3e49c8503e81","metrics":{"co2":{"avg":267.26666666666665,"count":3,"max":401.5,"min":0.30000000000000004,"std":188.77493359965874},"temperature":{"avg":21.3,"count":1,"max":21.3,"min":21.3,"std":0.0}},"name":"Fridge 2","partial":true,"rerun":2,"tags":{"room":"kitchen","zone":"north"},"window_end":"2026-01-01T00:01:00.123Z","window_start":"2026-01-01T00:00:00.123Z"}"#
+        );
+    }
+
+    #[test]
+    fn a_configuration_state_is_retained_under_the_gateway() {
+        let m = renderer().config_state(&ConfigStateEvent {
+            payload: serde_json::json!({"desired": "v2", "status": "applied"}),
+        });
+        assert_eq!(m.topic, "building/hq/gateway/gw-01/config/state");
+        assert!(m.retain);
+        assert_eq!(
+            text(&m),
+            r#"{"desired":"v2","gateway":"gw-01","status":"applied"}"#
         );
     }
 

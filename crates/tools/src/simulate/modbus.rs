@@ -49,7 +49,7 @@ impl Meters {
             "power_factor" => pf,
             "frequency" => 50.0 + 0.02 * (t / 10.0).sin(),
             // About 1.1 kW on average since start, over a base reading.
-            "energy" | "import_energy" => 1000.0 * phase + 1.1 * t / 3600.0,
+            "total_energy" | "import_energy" => 1000.0 * phase + 1.1 * t / 3600.0,
             _ => 0.0,
         };
         v as f32

@@ -24,6 +24,7 @@ mod browan;
 mod cayenne;
 mod dragino;
 mod elsys;
+pub mod js;
 mod layout;
 mod milesight;
 mod seed;

@@ -1,0 +1,376 @@
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+fn script_with(
+    text: &str,
+    variables: &[(&str, &str)],
+    limits: Limits,
+) -> (tempfile::NamedTempFile, ScriptCodec) {
+    let mut f = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    let vars = variables
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let codec = ScriptCodec::load("test.js", f.path(), vars, limits).unwrap();
+    (f, codec)
+}
+
+fn script(text: &str) -> (tempfile::NamedTempFile, ScriptCodec) {
+    script_with(text, &[], Limits::default())
+}
+
+fn decode(codec: &ScriptCodec, bytes: &[u8]) -> Result<Decoded, ScriptError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    codec
+        .decode(bytes.to_vec(), 2, 1_700_000_000_000, move |r| {
+            tx.send(r).unwrap();
+        })
+        .unwrap();
+    rx.recv().unwrap()
+}
+
+#[test]
+fn decode_uplink_gets_bytes_port_time_and_variables() {
+    let (_f, codec) = script_with(
+        "function decodeUplink(input) { return { data: { first: input.bytes[0], port: input.fPort, \
+         year: input.recvTime.getUTCFullYear(), v: input.variables.k, isArray: Array.isArray(input.bytes) } }; }",
+        &[("k", "v1")],
+        Limits::default(),
+    );
+    let out = codec
+        .decode_blocking(vec![7, 8], 3, 1_700_000_000_000)
+        .unwrap();
+    assert_eq!(
+        out.data(),
+        &json!({"first": 7, "port": 3, "year": 2023, "v": "v1", "isArray": true})
+    );
+    assert!(codec.entries().decode && !codec.entries().encode);
+}
+
+#[test]
+fn the_older_entry_points_work_too() {
+    let (_f, v3) =
+        script("function Decode(fPort, bytes, variables) { return { t: bytes[0] + fPort }; }");
+    assert_eq!(decode(&v3, &[5]).unwrap().data(), &json!({"t": 7}));
+    let (_f, ttn) = script("function Decoder(bytes, port) { return { t: bytes[0] * port }; }");
+    assert_eq!(decode(&ttn, &[5]).unwrap().data(), &json!({"t": 10}));
+    let (_f, enc) = script(
+        "function Decode(p, b) { return {}; }\nfunction Encode(fPort, obj, variables) { return [obj.a, fPort]; }",
+    );
+    let out = enc.encode_blocking(json!({"a": 4}), Some(9)).unwrap();
+    assert_eq!((out.bytes, out.fport), (vec![4, 9], None));
+}
+
+#[test]
+fn buffer_is_there_as_chirpstack_preloads_it() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) { var b = Buffer.from(input.bytes); \
+         return { data: { hex: b.toString('hex'), t: b.readInt16BE(0) / 10, f: b.readFloatLE(2) } }; }\n\
+         function encodeDownlink(input) { var b = Buffer.alloc(3); b.writeUInt16BE(input.data.v, 1); return { bytes: b, fPort: 4 }; }",
+    );
+    let out = decode(&codec, &[0xff, 0x38, 0, 0, 0x80, 0x3f]).unwrap();
+    assert_eq!(
+        out.data(),
+        &json!({"hex": "ff380000803f", "t": -20, "f": 1})
+    );
+    let enc = codec.encode_blocking(json!({"v": 513}), None).unwrap();
+    assert_eq!((enc.bytes, enc.fport), (vec![0, 2, 1], Some(4)));
+}
+
+/// Each call starts from the file's own top level: a counter kept in a
+/// top-level `var`, a global made by assignment or a replaced built-in
+/// never reaches the next uplink (of this device or another).
+#[test]
+fn no_state_passes_from_one_call_to_the_next() {
+    let (_f, codec) = script(
+        "var seen = 0; var cache = {};\n\
+         function decodeUplink(input) {\n\
+           seen++; cache[input.bytes[0]] = true; leaked = (typeof leaked === 'undefined' ? 0 : leaked) + 1;\n\
+           var before = typeof Math.stolen; Math.max = function () { return -1; }; Math.stolen = 1;\n\
+           return { data: { seen: seen, keys: Object.keys(cache).length, leaked: leaked, max: Math.max(1, 2) } };\n\
+         }",
+    );
+    for b in 0..3u8 {
+        let out = decode(&codec, &[b]).unwrap();
+        assert_eq!(
+            out.data(),
+            &json!({"seen": 1, "keys": 1, "leaked": 1, "max": -1}),
+            "call {b}"
+        );
+    }
+    let (_f, probe) =
+        script("function decodeUplink(i) { return { data: { max: Math.max(1, 2) } }; }");
+    assert_eq!(decode(&probe, &[0]).unwrap().data(), &json!({"max": 2}));
+}
+
+#[test]
+fn errors_warnings_and_wrong_results_are_told_apart() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) {\n\
+           switch (input.bytes[0]) {\n\
+             case 0: return { errors: ['bad length'] };\n\
+             case 1: return { data: { a: 1 }, warnings: ['low battery'] };\n\
+             case 2: return 42;\n\
+             case 3: return { data: 'text' };\n\
+             case 4: return { data: { a: 1 }, errors: [] };\n\
+             default: return input.nope.deeper;\n\
+           }\n\
+         }",
+    );
+    assert_eq!(
+        decode(&codec, &[0]).unwrap_err(),
+        ScriptError::Reported(vec!["bad length".into()])
+    );
+    assert_eq!(decode(&codec, &[1]).unwrap().warnings(), ["low battery"]);
+    for b in [2, 3] {
+        let e = decode(&codec, &[b]).unwrap_err();
+        assert_eq!(e.kind(), "js_result", "{e}");
+    }
+    assert!(decode(&codec, &[4]).is_ok());
+    let e = decode(&codec, &[5]).unwrap_err();
+    assert_eq!(e.kind(), "js_exception");
+    assert!(e.to_string().contains("TypeError"), "{e}");
+    assert!(e.to_string().contains("test.js:"), "{e}");
+}
+
+#[test]
+fn a_syntax_error_names_its_file_and_line() {
+    let mut f = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
+    f.write_all(b"// a codec\nfunction decodeUplink(input) {\n  return { data: { a: 1 } ;\n}\n")
+        .unwrap();
+    let e =
+        ScriptCodec::load("codecs/x.js", f.path(), BTreeMap::new(), Limits::default()).unwrap_err();
+    match &e {
+        ScriptError::Syntax { file, line, .. } => {
+            assert_eq!((file.as_str(), *line), ("codecs/x.js", Some(3)), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        e.to_string().starts_with("codecs/x.js:3: SyntaxError"),
+        "{e}"
+    );
+    let top = "throw new Error('no');\nfunction decodeUplink(i) { return { data: {} }; }";
+    let mut f = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
+    f.write_all(top.as_bytes()).unwrap();
+    let e = ScriptCodec::load("t.js", f.path(), BTreeMap::new(), Limits::default()).unwrap_err();
+    assert_eq!(e.kind(), "js_top_level", "{e}");
+}
+
+fn limits(ms: u64) -> Limits {
+    Limits {
+        time: Duration::from_millis(ms),
+        memory: 1 << 20,
+        stack: 128 << 10,
+    }
+}
+
+/// A loop, an allocation bomb, deep recursion and a long native call each
+/// end at their limit, and the codec works again on the next call.
+#[test]
+fn every_limit_ends_a_call_and_the_next_one_works() {
+    let (_f, codec) = script_with(
+        "function r(n) { return r(n + 1) + 1; }\n\
+         function decodeUplink(input) {\n\
+           switch (input.bytes[0]) {\n\
+             case 0: for (;;) {}\n\
+             case 1: var keep = []; for (;;) keep.push(new Array(10000).fill(1));\n\
+             case 2: return r(0);\n\
+             case 3: return { data: { s: new Array(5e6).join('x').length } };\n\
+             default: return { data: { ok: 1 } };\n\
+           }\n\
+         }",
+        &[],
+        limits(50),
+    );
+    assert_eq!(
+        decode(&codec, &[0]).unwrap_err(),
+        ScriptError::Timeout(Duration::from_millis(50))
+    );
+    assert_eq!(decode(&codec, &[1]).unwrap_err(), ScriptError::OutOfMemory);
+    assert_eq!(
+        decode(&codec, &[2]).unwrap_err(),
+        ScriptError::StackOverflow
+    );
+    // One native call the interrupt cannot stop: the heap limit does.
+    assert_eq!(decode(&codec, &[3]).unwrap_err(), ScriptError::OutOfMemory);
+    for _ in 0..3 {
+        assert_eq!(decode(&codec, &[9]).unwrap().data(), &json!({"ok": 1}));
+    }
+}
+
+/// While two files' calls loop until their limit, a third file's calls
+/// are not held up behind them: looping codecs never hold every worker,
+/// so the good calls all finish while the loops are still queued.
+#[test]
+fn looping_codecs_do_not_hold_up_another() {
+    let (_f1, loop_a) = script_with("function decodeUplink(i) { for (;;) {} }", &[], limits(100));
+    let (_f2, loop_b) = script_with("function decodeUplink(i) { for (;;) {} }", &[], limits(100));
+    // Two good files, called in turn: each call finds its file idle, so
+    // it needs a free worker (one file's calls in a row stay on theirs).
+    let (_f3, good) = script("function decodeUplink(i) { return { data: { v: i.bytes[0] } }; }");
+    let (_f4, other) = script("function decodeUplink(i) { return { data: { v: i.bytes[0] } }; }");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // One loop each first, so both files are known to hit their limit.
+    for codec in [&loop_a, &loop_b] {
+        let tx = tx.clone();
+        codec
+            .decode(vec![0], 1, 0, move |r| tx.send(r.is_ok()).unwrap())
+            .unwrap();
+    }
+    assert_eq!((rx.recv().unwrap(), rx.recv().unwrap()), (false, false));
+    for codec in [&loop_a, &loop_b] {
+        for _ in 0..3 {
+            let tx = tx.clone();
+            codec
+                .decode(vec![0], 1, 0, move |r| tx.send(r.is_ok()).unwrap())
+                .unwrap();
+        }
+    }
+    for b in 0..40u8 {
+        let codec = if b % 2 == 0 { &good } else { &other };
+        assert_eq!(decode(codec, &[b]).unwrap().data(), &json!({"v": b}));
+    }
+    // Taking turns with the loops instead, they would have waited for
+    // every one of them.
+    let finished = rx.try_iter().count();
+    assert!(
+        finished <= 2,
+        "the good calls waited for {finished} of 6 loops"
+    );
+    drop(tx);
+    assert!(rx.iter().all(|ok| !ok));
+}
+
+#[test]
+fn encode_downlink_bytes_are_cast_as_chirpstack_casts_them() {
+    let (_f, codec) = script(
+        "function decodeUplink(i) { return { data: {} }; }\n\
+         function encodeDownlink(input) {\n\
+           if (input.data.fail) return { errors: ['unknown command'] };\n\
+           return { bytes: [1.7, 300, -5, input.data.v], fPort: input.data.port };\n\
+         }",
+    );
+    let out = codec
+        .encode_blocking(json!({"v": 7, "port": 12}), None)
+        .unwrap();
+    assert_eq!((out.bytes, out.fport), (vec![1, 255, 0, 7], Some(12)));
+    assert_eq!(
+        codec
+            .encode_blocking(json!({"fail": true}), Some(1))
+            .unwrap_err(),
+        ScriptError::Reported(vec!["unknown command".into()])
+    );
+}
+
+#[test]
+fn a_changed_file_loaded_again_replaces_the_running_one() {
+    let mut f = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
+    f.write_all(b"function decodeUplink(i) { return { data: { v: 1 } }; }")
+        .unwrap();
+    let first = ScriptCodec::load("r.js", f.path(), BTreeMap::new(), Limits::default()).unwrap();
+    assert_eq!(decode(&first, &[0]).unwrap().data(), &json!({"v": 1}));
+    std::fs::write(
+        f.path(),
+        "function decodeUplink(i) { return { data: { v: 2 } }; }",
+    )
+    .unwrap();
+    let second = ScriptCodec::load("r.js", f.path(), BTreeMap::new(), Limits::default()).unwrap();
+    assert_eq!(first, second);
+    // The codec a running adapter holds decodes with the new text.
+    assert_eq!(decode(&first, &[0]).unwrap().data(), &json!({"v": 2}));
+    // A broken text is refused and the running one stays.
+    std::fs::write(f.path(), "function decodeUplink(i) {").unwrap();
+    assert!(ScriptCodec::load("r.js", f.path(), BTreeMap::new(), Limits::default()).is_err());
+    assert_eq!(decode(&first, &[0]).unwrap().data(), &json!({"v": 2}));
+}
+
+#[test]
+#[ignore = "a manual run over a folder of vectors: JS_VECTORS=DIR"]
+fn vectors_of_a_folder() {
+    let dir = std::env::var("JS_VECTORS").unwrap();
+    let s = vectors::run(std::path::Path::new(&dir), Limits::default());
+    for f in &s.failures {
+        println!("{f}");
+    }
+    println!("{}", s.last_line());
+}
+
+/// A vector's input reaches the codec as a JavaScript runner hands it
+/// over: `recvTime` as its text, no `fPort` as `undefined`; the files are
+/// object literals (comments, hex numbers, single quotes).
+#[test]
+fn vectors_give_their_input_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.js"),
+        "function decodeUplink(input) { return { data: { t: typeof input.recvTime, p: String(input.fPort), b: input.bytes[0] } }; }\n\
+         function encodeDownlink(input) { return { bytes: [input.data.v] }; }",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("test_decode_c.json"),
+        "[ // two\n { name: 'as text', input: { bytes: [0x2A], recvTime: '2023-05-02T20:00:00Z' }, expected: { data: { t: 'string', p: 'undefined', b: 42 } } },\n \
+         { name: 'wrong', input: { bytes: [1], fPort: 3 }, expected: { data: { t: 'object', p: '3', b: 2 } } } ]",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("test_encode_c.json"),
+        "\u{feff}[{ name: 'port given', input: { data: { v: 0x10 }, fPort: 9 }, expected: { bytes: [16], fPort: 9 } }];\n",
+    )
+    .unwrap();
+    let s = vectors::run(dir.path(), Limits::default());
+    assert_eq!(
+        s.last_line(),
+        "decode: 1 of 2 passed; encode: 1 of 1 passed",
+        "{:?}",
+        s.failures
+    );
+    assert_eq!(s.failures.len(), 1);
+    assert!(
+        s.failures[0].contains("\"wrong\"") && s.failures[0].contains("expected 2, got 1"),
+        "{:?}",
+        s.failures
+    );
+}
+
+/// What Node gives scripts and some vendors' codecs use: console (silent),
+/// TextEncoder/TextDecoder, atob/btoa.
+#[test]
+fn node_globals_vendors_use_are_there() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) { console.log('decoding', input.bytes);\n\
+         var text = new TextDecoder().decode(new Uint8Array(input.bytes));\n\
+         return { data: { text: text, len: new TextEncoder().encode('é').length, b64: btoa('hi!'), back: atob('aGkh') } }; }",
+    );
+    let out = decode(&codec, &[0x68, 0xC3, 0xA9]).unwrap();
+    assert_eq!(
+        out.data(),
+        &json!({"text": "hé", "len": 2, "b64": "aGkh", "back": "hi!"})
+    );
+}
+
+/// Entry points however a file defines them: a declaration, a `var` with
+/// a function, an assignment to `this` at the top level, a strict file.
+#[test]
+fn entry_points_are_found_however_defined() {
+    for text in [
+        "var decodeUplink = function (input) { return { data: { v: input.bytes[0] } }; };",
+        "this.decodeUplink = function (input) { return { data: { v: input.bytes[0] } }; };",
+        "'use strict';\nconst decodeUplink = (input) => ({ data: { v: input.bytes[0] } });",
+        "decodeUplink = function (input) { bytes = input.bytes; return { data: { v: bytes[0] } }; };",
+    ] {
+        let (_f, codec) = script(text);
+        for b in [3u8, 4] {
+            assert_eq!(decode(&codec, &[b]).unwrap().data(), &json!({"v": b}), "{text}");
+        }
+    }
+}

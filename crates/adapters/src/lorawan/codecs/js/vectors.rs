@@ -1,0 +1,363 @@
+//! ChirpStack's device-profile test vectors: beside each codec `X.js`,
+//! `test_decode_X.json` and `test_encode_X.json`, arrays of `{name,
+//! input, expected}`. The files are JavaScript object literals (comments,
+//! hex numbers, unquoted keys), so QuickJS reads them, not a JSON parser.
+//!
+//! A decode vector passes when `data` is equal (and `errors`/`warnings`
+//! too, where the vector gives them); an encode vector when `bytes` are
+//! (and `fPort`, where given). Numbers compare as numbers (`1` is `1.0`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::engine::{Engine, UplinkInput};
+use super::{Limits, ScriptError};
+
+/// The outcome of a run: counts and one line per failure.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub decode_passed: usize,
+    pub decode_total: usize,
+    pub encode_passed: usize,
+    pub encode_total: usize,
+    /// One line per failing vector (or unreadable file).
+    pub failures: Vec<String>,
+    /// Codec files run (those with at least one vector file).
+    pub codecs: usize,
+    /// Codec files without vectors: not failures, said once each.
+    pub without_vectors: Vec<String>,
+}
+
+impl Summary {
+    /// `decode: P of N passed; encode: P of M passed`.
+    pub fn last_line(&self) -> String {
+        format!(
+            "decode: {} of {} passed; encode: {} of {} passed",
+            self.decode_passed, self.decode_total, self.encode_passed, self.encode_total
+        )
+    }
+
+    pub fn all_passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Runs the vectors of `path` (a codec file, or a directory searched
+/// recursively for codec files) on a thread of its own.
+pub fn run(path: &Path, limits: Limits) -> Summary {
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("js-codec-test".into())
+        .stack_size(super::pool::WORKER_STACK)
+        .spawn(move || run_here(&path, limits))
+        .ok()
+        .and_then(|t| t.join().ok())
+        .unwrap_or_else(|| Summary {
+            failures: vec!["the test thread failed".into()],
+            ..Summary::default()
+        })
+}
+
+fn run_here(path: &Path, limits: Limits) -> Summary {
+    let mut summary = Summary::default();
+    let mut files = Vec::new();
+    if path.is_dir() {
+        collect(path, &mut files);
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    for file in files {
+        run_file(&file, limits, &mut summary);
+    }
+    summary
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else if path.extension().is_some_and(|e| e == "js") {
+            out.push(path);
+        }
+    }
+}
+
+fn run_file(file: &Path, limits: Limits, summary: &mut Summary) {
+    let shown = file.display().to_string();
+    let (Some(dir), Some(stem)) = (file.parent(), file.file_stem().and_then(|s| s.to_str())) else {
+        return;
+    };
+    let decode_file = dir.join(format!("test_decode_{stem}.json"));
+    let encode_file = dir.join(format!("test_encode_{stem}.json"));
+    if !decode_file.exists() && !encode_file.exists() {
+        summary.without_vectors.push(shown);
+        return;
+    }
+    summary.codecs += 1;
+    let source: Arc<str> = match std::fs::read_to_string(file) {
+        Ok(s) => s.into(),
+        Err(e) => {
+            summary.failures.push(format!("{shown}: {e}"));
+            return;
+        }
+    };
+    let mut reader = match Engine::new(Arc::from(""), "vectors", limits) {
+        Ok(e) => e,
+        Err(e) => {
+            summary.failures.push(format!("{shown}: {e}"));
+            return;
+        }
+    };
+    let decodes = vectors(&mut reader, &decode_file, summary, true);
+    let encodes = vectors(&mut reader, &encode_file, summary, false);
+    let mut engine = match Engine::new(source, &shown, limits) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            summary.failures.push(format!("{shown}: {e}"));
+            None
+        }
+    };
+    for v in &decodes {
+        summary.decode_total += 1;
+        let verdict = match engine.as_mut() {
+            Some(engine) => decode_vector(engine, v),
+            None => Err("the codec did not load".into()),
+        };
+        match verdict {
+            Ok(()) => summary.decode_passed += 1,
+            Err(why) => summary
+                .failures
+                .push(format!("FAIL {shown} decode {:?}: {why}", name(v))),
+        }
+    }
+    for v in &encodes {
+        summary.encode_total += 1;
+        let verdict = match engine.as_mut() {
+            Some(engine) => encode_vector(engine, v),
+            None => Err("the codec did not load".into()),
+        };
+        match verdict {
+            Ok(()) => summary.encode_passed += 1,
+            Err(why) => summary
+                .failures
+                .push(format!("FAIL {shown} encode {:?}: {why}", name(v))),
+        }
+    }
+}
+
+/// The vectors of one file; an unreadable file counts as one failed
+/// vector, so it cannot pass unnoticed.
+fn vectors(reader: &mut Engine, file: &Path, summary: &mut Summary, decode: bool) -> Vec<Value> {
+    if !file.exists() {
+        return Vec::new();
+    }
+    let shown = file.display().to_string();
+    let parsed = std::fs::read_to_string(file)
+        .map_err(|e| e.to_string())
+        .and_then(|text| reader.literal(&text, &shown).map_err(|e| e.to_string()));
+    let failed = |summary: &mut Summary, why: String| {
+        if decode {
+            summary.decode_total += 1;
+        } else {
+            summary.encode_total += 1;
+        }
+        summary.failures.push(format!("FAIL {shown}: {why}"));
+    };
+    match parsed {
+        Ok(Value::Array(items)) => items,
+        Ok(other) => {
+            failed(
+                summary,
+                format!("expected an array of vectors, got {}", kind(&other)),
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            failed(summary, e);
+            Vec::new()
+        }
+    }
+}
+
+fn name(v: &Value) -> String {
+    v.get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("(no name)")
+        .to_string()
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn variables(input: &Value) -> BTreeMap<String, String> {
+    match input.get("variables") {
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn decode_vector(engine: &mut Engine, v: &Value) -> Result<(), String> {
+    let input = v.get("input").ok_or("no `input`")?;
+    let bytes: Vec<u8> = match input.get("bytes") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|b| b.as_f64().map(|f| f as u8))
+            .collect::<Option<_>>()
+            .ok_or("`input.bytes` is not an array of numbers")?,
+        _ => return Err("no `input.bytes`".into()),
+    };
+    let fport = input.get("fPort").and_then(Value::as_f64).map(|p| p as u8);
+    // recvTime as the vector gives it; a Date of now without one.
+    let recv_text = input.get("recvTime").and_then(Value::as_str);
+    let recv_ms = now_ms();
+    let vars = variables(input);
+    let got = engine
+        .decode(&UplinkInput {
+            bytes: &bytes,
+            fport,
+            recv_ms,
+            recv_text,
+            variables: &vars,
+        })
+        .map_err(|e| describe(&e))?;
+    let expected = v.get("expected").ok_or("no `expected`")?;
+    let null = Value::Null;
+    let want = expected.get("data").unwrap_or(&null);
+    let have = got.get("data").unwrap_or(&null);
+    if !same(want, have) {
+        return Err(difference("data", want, have));
+    }
+    for key in ["errors", "warnings"] {
+        if let Some(want) = expected.get(key) {
+            let have = got.get(key).unwrap_or(&null);
+            if !same_list(want, have) {
+                return Err(difference(key, want, have));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn encode_vector(engine: &mut Engine, v: &Value) -> Result<(), String> {
+    let input = v.get("input").ok_or("no `input`")?;
+    let data = input.get("data").cloned().unwrap_or(Value::Null);
+    let fport = input.get("fPort").and_then(Value::as_f64).map(|p| p as u8);
+    let got = engine
+        .encode(&data, fport, &variables(input))
+        .map_err(|e| describe(&e))?;
+    let expected = v.get("expected").ok_or("no `expected`")?;
+    let null = Value::Null;
+    if let Some(want) = expected.get("errors") {
+        let have = got.get("errors").unwrap_or(&null);
+        if !same_list(want, have) {
+            return Err(difference("errors", want, have));
+        }
+    }
+    if let Some(want) = expected.get("bytes") {
+        let have = got.get("bytes").unwrap_or(&null);
+        if !same(want, have) {
+            return Err(difference("bytes", want, have));
+        }
+    }
+    if let Some(want) = expected.get("fPort") {
+        // Without a codec's own, ChirpStack sends on the given port.
+        let given = input.get("fPort").unwrap_or(&null);
+        let have = got.get("fPort").filter(|p| !p.is_null()).unwrap_or(given);
+        if !same(want, have) {
+            return Err(difference("fPort", want, have));
+        }
+    }
+    Ok(())
+}
+
+fn describe(e: &ScriptError) -> String {
+    format!("the codec failed: {e}")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Equal as JavaScript test runners see decoded objects: numbers by
+/// value, objects by keys and values, arrays item by item.
+pub fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// `errors`/`warnings`: an absent list is an empty one.
+fn same_list(want: &Value, have: &Value) -> bool {
+    let empty = |v: &Value| v.is_null() || v.as_array().is_some_and(Vec::is_empty);
+    (empty(want) && empty(have)) || same(want, have)
+}
+
+fn difference(key: &str, want: &Value, have: &Value) -> String {
+    let clip = |v: &Value| {
+        let text = v.to_string();
+        if text.len() > 300 {
+            let cut: String = text.chars().take(300).collect();
+            format!("{cut}…")
+        } else {
+            text
+        }
+    };
+    // The first differing key, for objects, says more than two long lines.
+    let first = match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w
+            .keys()
+            .chain(h.keys())
+            .find(|k| match (w.get(*k), h.get(*k)) {
+                (Some(a), Some(b)) => !same(a, b),
+                _ => true,
+            })
+            .map(|k| {
+                format!(
+                    " (first at {k:?}: expected {}, got {})",
+                    w.get(k).map_or("nothing".into(), &clip),
+                    h.get(k).map_or("nothing".into(), &clip)
+                )
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    format!(
+        "{key} differs{first}: expected {}, got {}",
+        clip(want),
+        clip(have)
+    )
+}

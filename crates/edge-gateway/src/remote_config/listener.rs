@@ -1,0 +1,208 @@
+//! The subscription to `{prefix}/gateway/{gateway_id}/config` on the
+//! upstream (cloud) broker, and only there: the same trust boundary as
+//! commands, never the building's broker. Its own connection (client id
+//! `…-config`, clean session): the desired state is a retained message,
+//! which the broker hands over at every (re)connect, so a push made while
+//! the gateway was offline arrives once it is back, and the same push
+//! again is recognised by the journal and changes nothing.
+//!
+//! On a cluster (`[upstream] urls`) a lost or refused connection moves on
+//! to the next node, as the forwarder does.
+//!
+//! Messages are sorted into two lanes, each a `watch` that keeps only the
+//! last one (a newer push supersedes an older one, whose serial would be
+//! refused anyway): [`Lanes::trusted`], validly signed with the content
+//! they name, and only ever replaced by one with a higher serial (the same
+//! message again is nothing new); [`Lanes::other`], everything else (unsigned, forged, damaged, or
+//! signed but older), which the controller only reports on, paced. So a
+//! flood of forged or replayed messages cannot push a real push out of
+//! the way before the controller has taken it.
+
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use gateway_core::backoff::Backoff;
+use gateway_core::telemetry::LogThrottle;
+use mqtt_connect::SetupError;
+use remote_config::DesiredMessage;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use sinks::mqtt_upstream::UpstreamSettings;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::settings::GatewayConfig;
+
+/// Packets up to this size are read, so a message over the journal's
+/// limit is refused by it (`format`, reported) rather than breaking the
+/// connection at every retained redelivery.
+const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
+
+/// The connection's options for each node of the upstream (one, or the
+/// cluster's `urls`): its broker and credentials.
+///
+/// # Errors
+/// A missing password variable or unreadable TLS files.
+pub fn options(config: &GatewayConfig) -> Result<Vec<rumqttc::MqttOptions>, SetupError> {
+    let settings = UpstreamSettings::from_config(
+        &config.upstream,
+        &config.outbox,
+        &config.gateway.id,
+        &config.gateway.state_dir,
+        config.topic_prefix(),
+    );
+    let mut connection = settings.connection;
+    connection.broker.client_id = format!("{}-config", connection.broker.client_id);
+    connection.persistent_session = false;
+    connection.max_packet_bytes = MAX_PACKET_BYTES;
+    settings
+        .nodes
+        .iter()
+        .map(|node| {
+            let mut c = connection.clone();
+            c.broker.url = node.clone();
+            c.mqtt_options(None)
+        })
+        .collect()
+}
+
+/// Where payloads go.
+pub struct Lanes {
+    /// Validly signed (by `keys`), with the content they name: serial and
+    /// payload.
+    pub trusted: watch::Sender<Option<(u64, Vec<u8>)>>,
+    pub other: watch::Sender<Option<Vec<u8>>>,
+    /// `[remote_config] public_keys` (none: the digest alone is checked).
+    pub keys: Vec<VerifyingKey>,
+}
+
+impl Lanes {
+    fn sort(&self, payload: Vec<u8>) {
+        // An empty retained message is a retained message being cleared.
+        if payload.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let serial = DesiredMessage::parse(&payload)
+            .ok()
+            .filter(|m| m.verify(&self.keys).is_ok())
+            .map(|m| m.serial);
+        let (newest, same) = match self.trusted.borrow().as_ref() {
+            Some((s, p)) => (Some(*s), *p == payload),
+            None => (None, false),
+        };
+        match serial {
+            // The broker's retained copy again (every reconnect).
+            Some(_) if same => {}
+            Some(serial) if newest.is_none_or(|n| serial > n) => {
+                self.trusted.send_replace(Some((serial, payload)));
+            }
+            _ => {
+                self.other.send_replace(Some(payload));
+            }
+        }
+    }
+}
+
+/// Subscribes to `topic` and sorts each payload into `lanes` until `stop`.
+pub async fn run(
+    nodes: Vec<rumqttc::MqttOptions>,
+    topic: String,
+    lanes: Lanes,
+    max_backoff: Duration,
+    stop: CancellationToken,
+) {
+    let Some(first) = nodes.first() else { return };
+    let mut node = 0;
+    let (mut client, mut eventloop) = AsyncClient::new(first.clone(), 8);
+    let mut backoff = Backoff::new(Duration::from_millis(200), max_backoff);
+    let log = LogThrottle::default();
+    loop {
+        let polled = tokio::select! {
+            () = stop.cancelled() => break,
+            e = eventloop.poll() => e,
+        };
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                if let Err(e) = client.try_subscribe(topic.as_str(), QoS::AtLeastOnce) {
+                    warn!(error = %e, "Cannot subscribe to the configuration topic.");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let ok = ack
+                    .return_codes
+                    .iter()
+                    .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
+                if ok {
+                    info!(%topic, "Subscribed to the configuration topic on the upstream broker.");
+                } else {
+                    warn!(%topic, "The upstream broker refused the configuration subscription (its ACL?): no push will arrive.");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => {
+                lanes.sort(p.payload.to_vec());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if let Some(suppressed) = log.allow("lost") {
+                    warn!(error = %e, suppressed, "Configuration connection to the upstream broker lost; retrying.");
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+                if nodes.len() > 1 {
+                    node = (node + 1) % nodes.len();
+                    (client, eventloop) = AsyncClient::new(nodes[node].clone(), 8);
+                }
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+
+    #[test]
+    fn a_flood_of_forged_or_older_pushes_cannot_displace_a_newer_signed_one() {
+        let fleet = SigningKey::from_bytes(&[1; 32]);
+        let other = SigningKey::from_bytes(&[2; 32]);
+        let (trusted, trusted_rx) = watch::channel(None);
+        let (other_lane, other_rx) = watch::channel(None);
+        let lanes = Lanes {
+            trusted,
+            other: other_lane,
+            keys: vec![fleet.verifying_key()],
+        };
+        let push = |k: &SigningKey, serial| {
+            DesiredMessage::signed(k, serial, "v", "")
+                .to_json()
+                .into_bytes()
+        };
+        lanes.sort(push(&fleet, 5));
+        lanes.sort(push(&other, 1 << 63));
+        lanes.sort(push(&fleet, 3));
+        lanes.sort(b"not json".to_vec());
+        lanes.sort(Vec::new());
+        assert_eq!(trusted_rx.borrow().as_ref().map(|(s, _)| *s), Some(5));
+        assert_eq!(other_rx.borrow().as_deref(), Some(&b"not json"[..]));
+        // The same message again changes nothing; another with serial 5
+        // cannot be newer.
+        let mut trusted_rx = trusted_rx;
+        trusted_rx.borrow_and_update();
+        lanes.sort(push(&fleet, 5));
+        assert!(!trusted_rx.has_changed().unwrap());
+        let other5 = DesiredMessage::signed(&fleet, 5, "v5b", "")
+            .to_json()
+            .into_bytes();
+        lanes.sort(other5.clone());
+        assert_eq!(other_rx.borrow().as_deref(), Some(&other5[..]));
+        lanes.sort(push(&fleet, 6));
+        assert_eq!(trusted_rx.borrow().as_ref().map(|(s, _)| *s), Some(6));
+    }
+}

@@ -1,0 +1,266 @@
+//! `type = "modbus"` when the line or the bus misbehaves, against the real
+//! binary: a buffering RS-485 converter (a pyserial script) between the
+//! gateway and a pymodbus RTU device that answers late, twice, or always
+//! one request behind; a TCP server that is not there and a serial port
+//! that does not exist at start.
+//!
+//! Proven: no window ever carries another register's value, whatever the
+//! converter does; a device answering out of step is counted, logged and
+//! withheld, and read again once it answers in step; `/health` and the log
+//! say what is wrong with a bus in its own terms; `validate` counts the
+//! Modbus devices.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{http_get, http_until, GatewayProcess, WAIT};
+use crate::modbus::{
+    gateway_config, metric, metrics_of, now_rfc3339, wait_links, window_after, PtyPair, PEER,
+};
+use serde_json::json;
+use test_support::{free_port, have, Message, Mosquitto, PythonPeer, Subscriber};
+
+const CONVERTER: &str = include_str!("../data/modbus_converter.py");
+
+/// Requests the converter forwarded so far.
+fn forwarded(converter: &mut PythonPeer) -> u64 {
+    converter.send_line("count");
+    let mut n = 0;
+    loop {
+        let line = converter.next_line(WAIT).expect("the converter answers");
+        if line == "end" {
+            return n;
+        }
+        if let Some(v) = line.strip_prefix("count ") {
+            n = v.parse().unwrap();
+        }
+    }
+}
+
+fn tell(peer: &mut PythonPeer, command: &str) {
+    peer.send_line(command);
+    assert_eq!(peer.next_line(WAIT).as_deref(), Some("end"), "{command}");
+}
+
+#[tokio::test]
+async fn late_doubled_and_out_of_step_rtu_answers_never_give_another_registers_value() {
+    assert!(have("socat"), "socat is required (apt-get install socat)");
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| -> PathBuf { dir.path().join(n) };
+    let (line, conv_gw, conv_dev, device_end) = (
+        path("ttyGW"),
+        path("ttyCONV-GW"),
+        path("ttyCONV-DEV"),
+        path("ttyDEV"),
+    );
+    let _gw_side = PtyPair::start(&line, &conv_gw);
+    let _dev_side = PtyPair::start(&conv_dev, &device_end);
+    wait_links(&[&line, &conv_gw, &conv_dev, &device_end]).await;
+    // Two registers read in two requests of the same shape (one register,
+    // function 3): only the order of the answers tells them apart.
+    let layout = json!({ "units": { "1": { "holding": { "0": [1000], "100": [2000] } } } });
+    let _device = PythonPeer::start_with_args(
+        PEER,
+        &["rtu", device_end.to_str().unwrap(), &layout.to_string()],
+    );
+    let mut converter = PythonPeer::start_with_args(
+        CONVERTER,
+        &[conv_gw.to_str().unwrap(), conv_dev.to_str().unwrap()],
+    );
+    let body = format!(
+        r#"
+[[adapter]]
+type = "modbus"
+name = "rs485"
+path = "{line}"
+baud = 19200
+poll = "200ms"
+timeout = "150ms"
+max_backoff = "600ms"
+
+[[modbus.device]]
+id = "meter"
+unit = 1
+registers = [{{ metric = "h0", address = 0 }}, {{ metric = "h100", address = 100 }}]
+"#,
+        line = line.display()
+    );
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
+    let mut windows: Vec<Message> = Vec::new();
+    windows.push(window_after(&mut sub, "meter", "").await);
+
+    for mode in ["double", "late", "behind"] {
+        tell(&mut converter, mode);
+        let from = forwarded(&mut converter);
+        while forwarded(&mut converter) < from + 6 {
+            windows.extend(
+                sub.collect_until(Duration::from_millis(100), |_| false)
+                    .await,
+            );
+        }
+        tell(&mut converter, "normal");
+    }
+    // In step again: both registers come back, with their own values.
+    let back = now_rfc3339();
+    let again = window_after(&mut sub, "meter", &back).await;
+    let got = metrics_of(&again);
+    assert!(
+        got.contains_key("h0") && got.contains_key("h100"),
+        "{got:?}"
+    );
+    windows.push(again);
+    windows.extend(
+        sub.collect_until(Duration::from_millis(100), |_| false)
+            .await,
+    );
+
+    // Not one window with another register's value, in any mode.
+    let mut seen = 0;
+    for w in windows.iter().filter(|m| m.json()["device"] == "meter") {
+        for (name, want) in [("h0", 1000.0), ("h100", 2000.0)] {
+            if let Some(s) = metrics_of(w).get(name) {
+                seen += 1;
+                for stat in ["min", "max"] {
+                    assert_eq!(s[stat].as_f64(), Some(want), "{name} {stat}: {}", w.json());
+                }
+            }
+        }
+    }
+    assert!(seen >= 4, "{seen} windows checked");
+
+    // Counted and said.
+    http_until(metrics, "/metrics", |_, b| {
+        metric(
+            b,
+            "edge_gateway_adapter_errors_total{adapter=\"rs485\",error_type=\"out_of_step\"}",
+        ) >= 1.0
+    })
+    .await;
+    gw.wait_for_log("answers out of step").await;
+    drop(gw);
+}
+
+/// A TCP server that is not there and a serial port that does not exist,
+/// at start: `/health` and the log say so in the bus's own terms, and
+/// `validate` counts the Modbus devices.
+#[tokio::test]
+async fn buses_that_cannot_be_opened_at_start_are_said_to_be_so() {
+    let metrics = free_port();
+    let dashboard = free_port();
+    let closed = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("ttyUSB-missing");
+    let config = format!(
+        r#"
+[gateway]
+id = "gw-modbus-down"
+state_dir = "@STATE_DIR@"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+# The readings' one output: no broker, so /health judges the buses alone.
+[dashboard]
+enabled = true
+bind = "127.0.0.1:{dashboard}"
+
+[[adapter]]
+type = "modbus"
+name = "boiler-gw"
+url = "tcp://127.0.0.1:{closed}"
+poll = "200ms"
+timeout = "300ms"
+max_backoff = "600ms"
+
+[[adapter]]
+type = "modbus"
+name = "rs485"
+path = "{missing}"
+poll = "200ms"
+timeout = "300ms"
+max_backoff = "600ms"
+
+[[modbus.device]]
+adapter = "boiler-gw"
+id = "boiler"
+unit = 1
+# A manual's "30001": the 30001/40001 trap, noted by validate.
+registers = [{{ metric = "flow_temperature", table = "input", address = 30001 }}]
+
+[[modbus.device]]
+adapter = "rs485"
+id = "meter"
+unit = 1
+profile = "eastron_sdm120"
+"#,
+        missing = missing.display()
+    );
+    let mut gw = GatewayProcess::start(&config);
+    gw.wait_for_log("Metrics endpoint listening").await;
+    let (status, body) = http_until(metrics, "/health", |_, b| {
+        b.contains("cannot reach its Modbus TCP server")
+            && b.contains("cannot open its serial port")
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(&format!(
+            "adapter \\\"boiler-gw\\\" cannot reach its Modbus TCP server tcp://127.0.0.1:{closed}"
+        )),
+        "{body}"
+    );
+    assert!(body.contains("refused"), "{body}");
+    assert!(
+        body.contains("adapter \\\"rs485\\\" cannot open its serial port"),
+        "{body}"
+    );
+    assert!(!body.contains("broker"), "{body}");
+
+    // Offline, for a reason that is not "stopped answering": they never did.
+    gw.wait_for_log_count("Modbus device offline", 2).await;
+    let offline: Vec<&String> = gw
+        .seen
+        .iter()
+        .filter(|l| l.contains("Modbus device offline"))
+        .collect();
+    for l in &offline {
+        assert!(!l.contains("stopped answering"), "{l}");
+        assert!(l.contains("has not answered since the start"), "{l}");
+    }
+    let (_, text) = http_get(metrics, "/metrics").await;
+    assert!(
+        metric(
+            &text,
+            "edge_gateway_adapter_errors_total{adapter=\"boiler-gw\",error_type=\"connection\"}"
+        ) >= 1.0
+    );
+
+    // validate counts the devices of [[modbus.device]].
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .arg("validate")
+        .arg("-c")
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("2 adapter(s), 2 device(s)"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("modbus.device[0].registers[0].address") && stderr.contains("address = 0"),
+        "{stderr}"
+    );
+    gw.wait_for_log("Starting edge-gateway").await;
+    assert_eq!(
+        gw.last_logged("devices"),
+        Some(2.0),
+        "the start log counts them"
+    );
+    drop(gw);
+}

@@ -1,0 +1,395 @@
+//! The apply journal: one small document, replaced atomically at every
+//! step, that says which pushed layer runs, which one is being tried, the
+//! highest serial processed, and the state last reported. Whatever step a
+//! kill -9 lands on, the next start reads one of these and runs either
+//! the old layer or the new one, whole:
+//!
+//! | journal says                  | the next start                          |
+//! |-------------------------------|-----------------------------------------|
+//! | no candidate                  | runs `applied`                          |
+//! | candidate `staged`            | marks it `checking`, runs it, health gate |
+//! | candidate `checking`          | it was being judged when the process died: rolls back, runs `applied` |
+//!
+//! A candidate gets one start: a configuration that kills the gateway
+//! while it is being judged is rolled back, never retried in a loop.
+//! Judging a message ([`Journal::judge`]) is pure; the gateway validates
+//! a trusted one against its files, then stages, commits or rolls back.
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::message::{DesiredMessage, Untrusted};
+use crate::report::{Report, Status};
+
+/// A pushed configuration, as the journal names it; its layer is the file
+/// `<sha256>.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pushed {
+    pub version: String,
+    pub serial: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+}
+
+impl Pushed {
+    pub fn of(message: &DesiredMessage) -> Self {
+        Self {
+            version: message.version.clone(),
+            serial: message.serial,
+            sha256: message.digest(),
+        }
+    }
+}
+
+/// How far a candidate got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Its layer is written and the journal names it; the running gateway
+    /// is about to stop and start again on it.
+    Staged,
+    /// A gateway started on it and is judging its health.
+    Checking,
+}
+
+/// The configuration being tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    #[serde(flatten)]
+    pub pushed: Pushed,
+    pub step: Step,
+}
+
+/// The journal document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// The last validly signed push processed (applied, rejected or rolled
+    /// back): its serial is the mark a new push must exceed.
+    #[serde(default)]
+    pub processed: Option<Pushed>,
+    /// The pushed layer the gateway runs; `None`: the local files alone.
+    #[serde(default)]
+    pub applied: Option<Pushed>,
+    #[serde(default)]
+    pub candidate: Option<Candidate>,
+    /// The state last reported (re-published at every start).
+    #[serde(default)]
+    pub report: Option<Report>,
+}
+
+/// What to do with a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judged {
+    /// Empty (a retained message being cleared), or the message processed
+    /// last once more (the broker's retained copy at every reconnect):
+    /// nothing changes and nothing is reported.
+    Same,
+    /// Refused: report it. `signed`: validly signed, so its serial is
+    /// processed (a stale one is not: the mark is already above it).
+    Refuse {
+        pushed: Option<Pushed>,
+        reason: &'static str,
+        detail: String,
+        signed: bool,
+    },
+    /// Trusted and newer than anything processed: validate it against the
+    /// local files, then stage it.
+    Take(DesiredMessage),
+}
+
+/// How the gateway starts, as the journal says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// Run this layer (none: the local files alone).
+    Run(Option<Pushed>),
+    /// Run the candidate and judge its health; `applied` is what a
+    /// rollback goes back to.
+    Check(Pushed),
+}
+
+impl Journal {
+    /// The serial a new push must exceed.
+    pub fn mark(&self) -> u64 {
+        self.processed.as_ref().map_or(0, |p| p.serial)
+    }
+
+    /// Judges a message received on the config topic.
+    pub fn judge(&self, payload: &[u8], keys: &[VerifyingKey]) -> Judged {
+        if payload.iter().all(u8::is_ascii_whitespace) {
+            return Judged::Same;
+        }
+        let message = match DesiredMessage::parse(payload) {
+            Ok(m) => m,
+            Err(e) => return untrusted(None, &e),
+        };
+        let pushed = Pushed::of(&message);
+        if let Err(e) = message.verify(keys) {
+            return untrusted(Some(pushed), &e);
+        }
+        if self.processed.as_ref() == Some(&pushed) {
+            return Judged::Same;
+        }
+        if pushed.serial <= self.mark() {
+            return Judged::Refuse {
+                detail: format!(
+                    "serial {} is not above {}, the highest this gateway has processed: an old push replayed is not applied again; to go back, sign the old configuration again with a new serial",
+                    pushed.serial,
+                    self.mark()
+                ),
+                pushed: Some(pushed),
+                reason: "stale",
+                signed: false,
+            };
+        }
+        Judged::Take(message)
+    }
+
+    /// Records a refusal and the report that says so.
+    pub fn refuse(
+        &mut self,
+        pushed: Option<Pushed>,
+        reason: &str,
+        detail: &str,
+        signed: bool,
+        ts: &str,
+    ) {
+        if signed {
+            self.processed.clone_from(&pushed);
+        }
+        self.report = Some(self.report_of(pushed.as_ref(), Status::Rejected, reason, detail, ts));
+    }
+
+    /// The candidate's layer is on disk: name it, and report `applying`.
+    pub fn stage(&mut self, pushed: Pushed, ts: &str) {
+        self.processed = Some(pushed.clone());
+        self.report = Some(self.report_of(Some(&pushed), Status::Applying, "", "", ts));
+        self.candidate = Some(Candidate {
+            pushed,
+            step: Step::Staged,
+        });
+    }
+
+    /// At start: what to run. A `staged` candidate becomes `checking` (the
+    /// caller saves that before starting on it); one already `checking`
+    /// is rolled back.
+    pub fn boot(&mut self, ts: &str) -> Boot {
+        match self.candidate.clone() {
+            None => Boot::Run(self.applied.clone()),
+            Some(Candidate {
+                pushed,
+                step: Step::Staged,
+            }) => {
+                if let Some(c) = &mut self.candidate {
+                    c.step = Step::Checking;
+                }
+                Boot::Check(pushed)
+            }
+            Some(Candidate {
+                step: Step::Checking,
+                ..
+            }) => {
+                self.roll_back(
+                    "interrupted",
+                    "the gateway stopped while the configuration's health was being judged",
+                    ts,
+                );
+                Boot::Run(self.applied.clone())
+            }
+        }
+    }
+
+    /// The gateway stops cleanly while judging the candidate: the next
+    /// start judges it again (a crash leaves `checking`, and rolls back).
+    pub fn restage(&mut self) {
+        if let Some(c) = &mut self.candidate {
+            c.step = Step::Staged;
+        }
+    }
+
+    /// The candidate is healthy: it is the applied layer now.
+    pub fn commit(&mut self, ts: &str) {
+        if let Some(c) = self.candidate.take() {
+            self.applied = Some(c.pushed);
+        }
+        let applied = self.applied.clone();
+        self.report = Some(self.report_of(applied.as_ref(), Status::Applied, "", "", ts));
+    }
+
+    /// The candidate failed `reason`: the applied layer stays.
+    pub fn roll_back(&mut self, reason: &str, detail: &str, ts: &str) {
+        let tried = self.candidate.take().map(|c| c.pushed);
+        self.report = Some(self.report_of(tried.as_ref(), Status::RolledBack, reason, detail, ts));
+    }
+
+    /// The applied layer can no longer be used (its file is damaged, or it
+    /// no longer validates over the local files): the local files alone
+    /// run, and the report says so.
+    pub fn drop_applied(&mut self, reason: &str, detail: &str, ts: &str) {
+        let dropped = self.applied.take();
+        self.report =
+            Some(self.report_of(dropped.as_ref(), Status::RolledBack, reason, detail, ts));
+    }
+
+    fn report_of(
+        &self,
+        desired: Option<&Pushed>,
+        status: Status,
+        reason: &str,
+        detail: &str,
+        ts: &str,
+    ) -> Report {
+        Report {
+            desired: desired.map(|p| p.version.clone()),
+            serial: desired.map(|p| p.serial),
+            sha256: desired.map(|p| p.sha256.clone()),
+            applied: self.applied.as_ref().map(|p| p.version.clone()),
+            applied_serial: self.applied.as_ref().map(|p| p.serial),
+            applied_sha256: self.applied.as_ref().map(|p| p.sha256.clone()),
+            status,
+            reason: reason.to_string(),
+            detail: detail.to_string(),
+            ts: ts.to_string(),
+            highest_serial: self.mark(),
+        }
+    }
+}
+
+fn untrusted(pushed: Option<Pushed>, e: &Untrusted) -> Judged {
+    Judged::Refuse {
+        pushed,
+        reason: e.reason(),
+        detail: e.to_string(),
+        signed: false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[9; 32])
+    }
+
+    fn push(serial: u64, version: &str) -> Vec<u8> {
+        DesiredMessage::signed(&key(), serial, version, &format!("# {version}\n"))
+            .to_json()
+            .into_bytes()
+    }
+
+    fn take(j: &Journal, payload: &[u8]) -> Pushed {
+        match j.judge(payload, &[key().verifying_key()]) {
+            Judged::Take(m) => Pushed::of(&m),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_apply_commits_and_the_same_message_again_is_nothing() {
+        let keys = [key().verifying_key()];
+        let mut j = Journal::default();
+        let v1 = take(&j, &push(1, "v1"));
+        j.stage(v1.clone(), "t1");
+        assert_eq!(j.report.as_ref().unwrap().status, Status::Applying);
+        assert_eq!(j.boot("t2"), Boot::Check(v1.clone()));
+        assert_eq!(j.candidate.as_ref().unwrap().step, Step::Checking);
+        j.commit("t3");
+        let r = j.report.clone().unwrap();
+        assert_eq!(
+            (r.status, r.applied.as_deref()),
+            (Status::Applied, Some("v1"))
+        );
+        assert_eq!(j.judge(&push(1, "v1"), &keys), Judged::Same);
+        assert_eq!(j.boot("t4"), Boot::Run(Some(v1)));
+    }
+
+    #[test]
+    fn a_replayed_older_push_is_stale_and_a_forged_one_moves_no_mark() {
+        let keys = [key().verifying_key()];
+        let mut j = Journal::default();
+        let v2 = take(&j, &push(2, "v2"));
+        j.stage(v2, "t");
+        j.boot("t");
+        j.commit("t");
+        match j.judge(&push(1, "v1"), &keys) {
+            Judged::Refuse {
+                reason: "stale",
+                signed: false,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        // Same serial, other content: not above the mark either.
+        assert!(matches!(
+            j.judge(&push(2, "v2b"), &keys),
+            Judged::Refuse {
+                reason: "stale",
+                ..
+            }
+        ));
+        let forged = DesiredMessage::signed(&SigningKey::from_bytes(&[1; 32]), 1 << 63, "evil", "");
+        let Judged::Refuse {
+            pushed,
+            reason,
+            detail,
+            signed,
+        } = j.judge(forged.to_json().as_bytes(), &keys)
+        else {
+            panic!()
+        };
+        assert_eq!((reason, signed), ("signature", false));
+        j.refuse(pushed, reason, &detail, signed, "t");
+        assert_eq!(j.mark(), 2, "a forged serial moves nothing");
+        assert_eq!(j.report.as_ref().unwrap().highest_serial, 2);
+        assert_eq!(j.report.as_ref().unwrap().applied.as_deref(), Some("v2"));
+        take(&j, &push(3, "v3"));
+    }
+
+    #[test]
+    fn a_rejected_signed_push_is_processed_and_not_retried() {
+        let keys = [key().verifying_key()];
+        let mut j = Journal::default();
+        let v1 = take(&j, &push(1, "v1"));
+        j.refuse(Some(v1), "schema", "adapter[0].port: bad", true, "t");
+        assert_eq!(j.judge(&push(1, "v1"), &keys), Judged::Same);
+        assert_eq!(j.report.as_ref().unwrap().status, Status::Rejected);
+        assert_eq!(j.report.as_ref().unwrap().applied, None);
+    }
+
+    #[test]
+    fn a_kill_while_checking_rolls_back_once_and_never_loops() {
+        let mut j = Journal::default();
+        let v1 = take(&j, &push(1, "v1"));
+        j.stage(v1.clone(), "t");
+        j.boot("t");
+        j.commit("t");
+        let v2 = take(&j, &push(2, "v2"));
+        j.stage(v2.clone(), "t");
+        assert_eq!(j.boot("t"), Boot::Check(v2.clone()));
+        // Stopped cleanly while checking: judged again at the next start.
+        j.restage();
+        assert_eq!(j.boot("t"), Boot::Check(v2));
+        // Killed while checking: the next start runs v1.
+        assert_eq!(j.boot("t"), Boot::Run(Some(v1.clone())));
+        let r = j.report.clone().unwrap();
+        assert_eq!(r.status, Status::RolledBack);
+        assert_eq!(r.reason, "interrupted");
+        assert_eq!(
+            (r.desired.as_deref(), r.applied.as_deref()),
+            (Some("v2"), Some("v1"))
+        );
+        assert_eq!(j.boot("t"), Boot::Run(Some(v1)));
+    }
+
+    #[test]
+    fn the_journal_reads_back_what_it_wrote() {
+        let mut j = Journal::default();
+        let v1 = take(&j, &push(1, "v1"));
+        j.stage(v1, "2026-11-27T10:00:00Z");
+        let text = serde_json::to_string(&j).unwrap();
+        assert_eq!(serde_json::from_str::<Journal>(&text).unwrap(), j);
+    }
+}

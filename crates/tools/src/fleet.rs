@@ -1,0 +1,307 @@
+//! `edge-gateway config keygen|sign|push`: the fleet side of
+//! `[remote_config]` (`docs/fleet.md`). `keygen` makes an Ed25519 signing
+//! key; `sign` prints the desired-state message for a TOML file; `push`
+//! builds, signs and publishes it, retained, on
+//! `{prefix}/gateway/{id}/config`, numbering it one above the serial the
+//! gateway reports unless told, and with `--wait` prints the state the
+//! gateway reports for it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use gateway_core::config::{BrokerSection, BrokerUrl};
+use mqtt_connect::ConnectionSettings;
+use remote_config::keys;
+use remote_config::report::{config_topic, state_topic};
+use remote_config::DesiredMessage;
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
+use tokio::time::Instant;
+
+/// The signing key file `config push` uses without `--key`.
+pub const SIGNING_KEY_ENV: &str = "EDGE_GATEWAY_SIGNING_KEY";
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Make a signing key: writes it to --key (mode 600) and prints the
+    /// public key for `[remote_config] public_keys`.
+    Keygen {
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Print the signed desired-state message for CONFIG (JSON, to publish
+    /// retained on {prefix}/gateway/{id}/config).
+    Sign {
+        /// The signing key (`config keygen`'s file, or a PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        serial: u64,
+        #[arg(long)]
+        version: String,
+        config: PathBuf,
+    },
+    /// Build, sign and publish CONFIG for one gateway.
+    Push(PushArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The cloud broker, mqtt://host[:port] or mqtts://host[:port].
+    #[arg(long)]
+    pub url: String,
+    /// The gateway's id (`[gateway] id`).
+    #[arg(long)]
+    pub gateway: String,
+    #[arg(long)]
+    pub version: String,
+    /// Default: one above the highest serial the gateway reports.
+    #[arg(long)]
+    pub serial: Option<u64>,
+    /// The signing key (default: the file EDGE_GATEWAY_SIGNING_KEY names);
+    /// without one the push is unsigned, which only a gateway without
+    /// `public_keys` takes.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// The gateway's topic prefix, as its `[upstream] topic_prefix` resolves.
+    #[arg(long, default_value = "building/hq")]
+    pub prefix: String,
+    #[arg(long, default_value = "")]
+    pub username: String,
+    /// The environment variable holding the broker password.
+    #[arg(long, default_value = "")]
+    pub password_env: String,
+    /// PEM CA file for mqtts (default: the system's roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Wait for the gateway's verdict on this push and print its state;
+    /// exit 0 only if it was applied.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (and how long the reported serial is looked
+    /// for without --serial).
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    pub config: PathBuf,
+}
+
+pub fn main(args: &ConfigArgs) -> ExitCode {
+    let done = match &args.command {
+        ConfigCommand::Keygen { key } => keygen(key),
+        ConfigCommand::Sign {
+            key,
+            serial,
+            version,
+            config,
+        } => sign(key, *serial, version, config),
+        ConfigCommand::Push(push_args) => {
+            crate::runtime().and_then(|rt| rt.block_on(push(push_args)))
+        }
+    };
+    match done {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("edge-gateway config: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(path: &Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = keys::generate()?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "creating {} (an existing key is never overwritten)",
+                path.display()
+            )
+        })?;
+    file.write_all(keys::key_file_text(&key).as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    let public = remote_config::message::public_key_text(&key.verifying_key());
+    eprintln!(
+        "Signing key written to {}; keep it secret. For the gateways' gateway.toml:",
+        path.display()
+    );
+    println!("public_keys = [\"{public}\"]");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    keys::parse_signing_key(&text).with_context(|| path.display().to_string())
+}
+
+fn read_config(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // The gateway refuses a layer that is not TOML; say so before pushing.
+    toml::from_str::<toml::Table>(&text)
+        .with_context(|| format!("{} is not TOML", path.display()))?;
+    Ok(text)
+}
+
+fn sign(key: &Path, serial: u64, version: &str, config: &Path) -> anyhow::Result<ExitCode> {
+    let key = read_key(key)?;
+    let text = read_config(config)?;
+    println!(
+        "{}",
+        DesiredMessage::signed(&key, serial, version, &text).to_json()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
+    let text = read_config(&args.config)?;
+    let key_file = args
+        .key
+        .clone()
+        .or_else(|| std::env::var_os(SIGNING_KEY_ENV).map(PathBuf::from));
+    let key = key_file.as_deref().map(read_key).transpose()?;
+    if key.is_none() {
+        eprintln!("No --key (nor {SIGNING_KEY_ENV}): the push is unsigned; a gateway with public_keys refuses it.");
+    }
+    let url = BrokerUrl::parse(&args.url).map_err(|e| anyhow::anyhow!("--url: {e}"))?;
+    let mut broker = BrokerSection::from_url(url);
+    broker.username.clone_from(&args.username);
+    broker.password_env.clone_from(&args.password_env);
+    broker.ca_file.clone_from(&args.ca_file);
+    let settings = ConnectionSettings::new(
+        &broker,
+        format!("edge-gateway-config-push-{}", std::process::id()),
+    );
+    let options = settings.mqtt_options(None).context("--url")?;
+    let (client, mut events) = AsyncClient::new(options, 16);
+    let state = state_topic(&args.prefix, &args.gateway);
+    client.subscribe(&state, QoS::AtLeastOnce).await?;
+    let serial = match args.serial {
+        Some(s) => s,
+        None => {
+            next_serial(
+                &mut events,
+                &state,
+                args.timeout.min(Duration::from_secs(5)),
+            )
+            .await?
+        }
+    };
+    let message = match &key {
+        Some(k) => DesiredMessage::signed(k, serial, &args.version, &text),
+        None => DesiredMessage {
+            version: args.version.clone(),
+            serial,
+            sha256: remote_config::message::sha256_hex(&text),
+            config: text.clone(),
+            signature: None,
+        },
+    };
+    let topic = config_topic(&args.prefix, &args.gateway);
+    client
+        .publish(&topic, QoS::AtLeastOnce, true, message.to_json())
+        .await?;
+    wait_for_puback(&mut events, args.timeout).await?;
+    eprintln!(
+        "Published {} (serial {serial}) on {topic}, retained.",
+        args.version
+    );
+    if !args.wait {
+        let _ = client.disconnect().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verdict = wait_for_verdict(&mut events, &state, serial, args.timeout).await?;
+    println!("{verdict}");
+    let _ = client.disconnect().await;
+    let applied =
+        serde_json::from_str::<serde_json::Value>(&verdict).is_ok_and(|v| v["status"] == "applied");
+    Ok(if applied {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One above what the gateway reports (its retained state), 1 when it has
+/// reported nothing within `wait`.
+async fn next_serial(events: &mut EventLoop, state: &str, wait: Duration) -> anyhow::Result<u64> {
+    let mut deadline = Instant::now() + wait;
+    loop {
+        let event = match tokio::time::timeout_at(deadline, events.poll()).await {
+            Ok(e) => e.context("the broker")?,
+            Err(_) => return Ok(1),
+        };
+        match event {
+            // The retained state comes right after the SUBACK, if there is
+            // one: a moment's grace, not the whole wait.
+            Event::Incoming(Packet::SubAck(_)) => {
+                deadline = deadline.min(Instant::now() + Duration::from_secs(1));
+            }
+            Event::Incoming(Packet::Publish(p)) if p.topic == state => {
+                let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                let highest = v["highest_serial"]
+                    .as_u64()
+                    .max(v["serial"].as_u64())
+                    .unwrap_or(0);
+                return Ok(highest.saturating_add(1));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn wait_for_puback(events: &mut EventLoop, wait: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.poll())
+            .await
+            .map_err(|_| anyhow::anyhow!("the broker did not acknowledge the push"))?
+            .context("the broker")?;
+        if matches!(event, Event::Incoming(Packet::PubAck(_))) {
+            return Ok(());
+        }
+    }
+}
+
+/// The first state the gateway reports for `serial` that is a verdict.
+async fn wait_for_verdict(
+    events: &mut EventLoop,
+    state: &str,
+    serial: u64,
+    wait: Duration,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let event = match tokio::time::timeout_at(deadline, events.poll()).await {
+            Ok(e) => e.context("the broker")?,
+            Err(_) => bail!(
+                "no verdict from the gateway on serial {serial} within {}",
+                humantime::format_duration(wait)
+            ),
+        };
+        if let Event::Incoming(Packet::Publish(p)) = event {
+            if p.topic != state {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&p.payload).to_string();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if v["serial"].as_u64() == Some(serial) && v["status"] != "applying" {
+                return Ok(text);
+            }
+        }
+    }
+}

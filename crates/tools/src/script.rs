@@ -1,0 +1,183 @@
+//! The JavaScript codec tools: `decode --codec js:FILE` (in `decode`),
+//! `encode --codec js:FILE --json '{…}'` and `codec test PATH`, on the
+//! same engine and workers as the running gateway.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use adapters::lorawan::codecs::js::readings::{flatten, normalized_units, Leaf};
+use adapters::lorawan::codecs::js::{self, vectors, Limits, ScriptCodec};
+
+/// EX_USAGE from sysexits.h: the command line is wrong.
+const EX_USAGE: u8 = 64;
+/// EX_DATAERR from sysexits.h: the codec refused the input.
+const EX_DATAERR: u8 = 65;
+
+/// Loads `js:FILE` (or a bare path) with `--var KEY=VALUE` variables.
+pub(crate) fn load(codec: &str, vars: &[String]) -> Result<ScriptCodec, String> {
+    let file = js::script_path(codec).unwrap_or(codec);
+    let variables = variables(vars)?;
+    ScriptCodec::load(file, Path::new(file), variables, Limits::default())
+        .map_err(|e| e.to_string())
+}
+
+fn variables(vars: &[String]) -> Result<BTreeMap<String, String>, String> {
+    vars.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--var expects KEY=VALUE, got {kv:?}"))
+        })
+        .collect()
+}
+
+/// `decode --codec js:FILE --fport N HEX`: the whole result as JSON, then
+/// the readings the gateway derives from it. `Err((lines, reason))` when
+/// the codec threw (no lines) or reported errors (the result's lines).
+pub(crate) fn decode(
+    codec: &ScriptCodec,
+    bytes: Vec<u8>,
+    fport: u8,
+) -> Result<Vec<String>, (Vec<String>, String)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let decoded = codec
+        .decode_blocking(bytes, fport, now)
+        .map_err(|e| (Vec::new(), e.to_string()))?;
+    let mut lines = vec![pretty(&decoded.result)];
+    let errors = decoded.errors();
+    if !errors.is_empty() {
+        return Err((
+            lines,
+            format!(
+                "the codec reported errors: {} (the gateway counts the uplink as a decode failure)",
+                errors.join("; ")
+            ),
+        ));
+    }
+    let units = decoded
+        .result
+        .get("normalized")
+        .map(|n| normalized_units(decoded.data(), n))
+        .unwrap_or_default();
+    for (name, leaf) in flatten(decoded.data()) {
+        lines.push(match leaf {
+            Leaf::Number(v) => match units.get(&name) {
+                Some(unit) => format!("{name} = {v} {unit}"),
+                None => format!("{name} = {v}"),
+            },
+            Leaf::Text(t) => format!("{name} = {t:?} (text field, not a reading)"),
+        });
+    }
+    Ok(lines)
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+#[derive(clap::Args)]
+pub struct EncodeArgs {
+    /// The codec: js:FILE (a vendor's JavaScript codec with encodeDownlink).
+    #[arg(long)]
+    codec: String,
+    /// The command's data, a JSON object: `{"interval": 600}`.
+    #[arg(long)]
+    json: String,
+    /// The FPort to give the codec (and to use when it names none).
+    #[arg(long)]
+    fport: Option<u8>,
+    /// A codec variable, KEY=VALUE (the device's codec_variables); repeat.
+    #[arg(long = "var")]
+    vars: Vec<String>,
+}
+
+/// `edge-gateway encode`: prints `{"fPort":…,"bytes":[…]}`.
+pub fn encode(args: &EncodeArgs) -> ExitCode {
+    let data: serde_json::Value = match serde_json::from_str(&args.json) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => return usage("--json must be a JSON object"),
+        Err(e) => return usage(&format!("--json is not JSON: {e}")),
+    };
+    let codec = match load(&args.codec, &args.vars) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    if !codec.entries().encode {
+        return usage(&format!(
+            "{} defines no encodeDownlink (nor Encode, Encoder) function",
+            args.codec
+        ));
+    }
+    match codec.encode_blocking(data, args.fport) {
+        Ok(out) => {
+            let fport = out.fport.or(args.fport);
+            // fPort first, as the tool's help shows it.
+            let fport = fport.map_or("null".to_string(), |p| p.to_string());
+            let bytes: Vec<String> = out.bytes.iter().map(u8::to_string).collect();
+            println!("{{\"fPort\":{fport},\"bytes\":[{}]}}", bytes.join(","));
+            for w in out.warnings {
+                eprintln!("warning: {w}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edge-gateway encode: {e}");
+            ExitCode::from(EX_DATAERR)
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct CodecArgs {
+    #[command(subcommand)]
+    command: CodecCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum CodecCommand {
+    /// Run ChirpStack's device-profile test vectors (test_decode_X.json,
+    /// test_encode_X.json beside each X.js): a line per failing vector,
+    /// then `decode: P of N passed; encode: P of M passed`; exit 1 if any
+    /// fails.
+    Test {
+        /// A codec file, or a directory searched recursively.
+        path: PathBuf,
+    },
+}
+
+/// `edge-gateway codec …`.
+pub fn codec(args: &CodecArgs) -> ExitCode {
+    match &args.command {
+        CodecCommand::Test { path } => test(path),
+    }
+}
+
+fn test(path: &Path) -> ExitCode {
+    if !path.exists() {
+        return usage(&format!("{} does not exist", path.display()));
+    }
+    let summary = vectors::run(path, Limits::default());
+    for file in &summary.without_vectors {
+        eprintln!("note: {file} has no test_decode_/test_encode_ file beside it");
+    }
+    for line in &summary.failures {
+        println!("{line}");
+    }
+    if summary.codecs == 0 {
+        println!("no codec with test vectors under {}", path.display());
+    }
+    println!("{}", summary.last_line());
+    if summary.all_passed() && summary.codecs > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn usage(e: &str) -> ExitCode {
+    eprintln!("edge-gateway: {e}");
+    ExitCode::from(EX_USAGE)
+}
