@@ -220,7 +220,15 @@ pub fn csv_number(v: f64) -> String {
         // `-0` is a zero to a spreadsheet; NaN and inf as Rust spells them.
         return if v == 0.0 { "0".into() } else { v.to_string() };
     }
-    format!("{v:.14e}").parse::<f64>().unwrap_or(v).to_string()
+    let rounded = format!("{v:.14e}").parse::<f64>().unwrap_or(v);
+    if rounded.is_finite() {
+        rounded.to_string()
+    } else {
+        // Within 15 digits of ±f64::MAX the rounding overflows to ±inf:
+        // the value itself, in the shortest text that reads back as it
+        // (`1.7976931348623157e308`; in full it would take 309 digits).
+        format!("{v:e}")
+    }
 }
 
 /// The columns of the alert history as CSV (`history export --alerts`,
@@ -416,6 +424,14 @@ mod tests {
         assert_eq!(csv_number(2.0478911), "2.0478911");
         assert_eq!(csv_number(-0.0), "0");
         assert_eq!(csv_number(f64::NAN), "NaN");
+        // Issue 68 (I): ±f64::MAX was printed as ±inf.
+        for v in [f64::MAX, -f64::MAX, 1.797_693_134_862_315_5e308] {
+            let text = csv_number(v);
+            assert_eq!(text.parse::<f64>().unwrap(), v, "{text}");
+        }
+        assert_eq!(csv_number(f64::MAX), "1.7976931348623157e308");
+        assert_eq!(csv_number(-f64::MAX), "-1.7976931348623157e308");
+        assert_eq!(csv_number(f64::INFINITY), "inf");
         let p = Aggregate {
             start: 0,
             end: 3_600_000,

@@ -109,6 +109,7 @@ impl gateway_core::output::StartOutput for HistoryWriter {
         gateway_core::output::Lanes {
             urgent: false,
             flush: true,
+            readings: true,
         }
     }
 

@@ -46,6 +46,11 @@ pub struct Lanes {
     /// It answers the checkpoint's flush: it keeps what a checkpoint
     /// relies on (not Home Assistant, which only mirrors state).
     pub flush: bool,
+    /// It takes the readings (`SinkEvent::Readings`): every `[[sink]]`,
+    /// the dashboard and Home Assistant; the upstream only when it needs
+    /// them (a metric reported on change, a unit set per adapter), so
+    /// that otherwise no reading is copied for it.
+    pub readings: bool,
 }
 
 /// The one way an output is started.

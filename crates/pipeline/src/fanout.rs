@@ -26,7 +26,8 @@ pub struct Output {
     /// Alert transitions go here rather than on `events`, so they overtake
     /// the windows queued there (the upstream's urgent lane).
     pub urgent: Option<mpsc::Sender<SinkEvent>>,
-    /// Takes readings and journal epochs (the upstream does not).
+    /// Takes readings and journal epochs (the upstream only when it asks:
+    /// `Lanes::readings`).
     pub readings: bool,
     /// Without it the pipeline cannot go on: the upstream, whose outbox a
     /// checkpoint relies on. Any other output that stops is only logged.
@@ -46,8 +47,16 @@ impl Output {
         }
     }
 
+    /// Takes the readings too, or not (`Lanes::readings`).
+    #[must_use]
+    pub fn with_readings(mut self, readings: bool) -> Self {
+        self.readings = readings;
+        self
+    }
+
     /// The MQTT upstream: windows, statuses and alerts (on `urgent`, when
-    /// given); if it is gone, the pipeline stops.
+    /// given), readings only when [`Self::with_readings`] asks; if it is
+    /// gone, the pipeline stops.
     pub fn upstream(
         events: mpsc::Sender<SinkEvent>,
         urgent: Option<mpsc::Sender<SinkEvent>>,

@@ -42,6 +42,7 @@ impl gateway_core::output::StartOutput for &SinkConfig {
         gateway_core::output::Lanes {
             urgent: false,
             flush: true,
+            readings: true,
         }
     }
 

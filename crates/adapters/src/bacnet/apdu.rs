@@ -218,6 +218,15 @@ pub fn simple_ack(invoke_id: u8, service: u8) -> Vec<u8> {
     vec![0x20, invoke_id, service]
 }
 
+/// An Error PDU answering a confirmed request: its class and code
+/// (§20.1.7, both application-tagged enumerations).
+pub fn error(invoke_id: u8, service: u8, class: u32, code: u32) -> Vec<u8> {
+    let mut out = vec![0x50, invoke_id, service];
+    super::tags::put_value(&mut out, &super::tags::Value::Enumerated(class));
+    super::tags::put_value(&mut out, &super::tags::Value::Enumerated(code));
+    out
+}
+
 /// An Abort the gateway sends as a client (a segmented request it will
 /// not take, a reassembly it gives up).
 pub fn client_abort(invoke_id: u8, reason: u8) -> Vec<u8> {

@@ -2,8 +2,10 @@
 //! their answers by peer and invoke id, retried on timeout, segmented
 //! answers reassembled ([`segment`](super::segment)) with their
 //! SegmentACKs sent; I-Am and COV notifications handed to whoever
-//! listens ([`Event`]). A confirmed COV notification is acknowledged here,
-//! at once, so a slow consumer never makes the device resend it.
+//! listens ([`Event`]). A COV notification is judged here against the
+//! subscriptions ([`CovRegistry`]) and a confirmed one answered at once,
+//! so a slow consumer never makes the device resend it: acknowledged when
+//! it is ours (or a lapsed subscription's), refused when it is foreign.
 //!
 //! No request is segmented by the gateway: batching (see `reader`) keeps
 //! each within the device's max APDU.
@@ -19,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::apdu::{self, confirmed, unconfirmed, Apdu};
+use super::cov::{CovRegistry, Foreign, Verdict};
 use super::frame::{self, Frame};
 use super::segment::{Reassembly, SegmentError};
 use super::services::{self, CovNotification, ErrorCode, IAm, PropertyRef, PropertyResult};
@@ -45,6 +48,9 @@ pub enum ClientError {
     Io(String),
     #[error("all 256 invoke ids are in use for this device")]
     Busy,
+    /// A ReadProperty answer for another object or property than asked.
+    #[error("answered for {0}, which was not asked")]
+    Mismatch(ObjectId),
 }
 
 impl ClientError {
@@ -57,6 +63,7 @@ impl ClientError {
             Self::Segmentation(_) => "segmentation",
             Self::Malformed(_) => "malformed",
             Self::Io(_) | Self::Busy => "io",
+            Self::Mismatch(_) => "answer_unasked",
         }
     }
 }
@@ -65,7 +72,14 @@ impl ClientError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     IAm(SocketAddr, IAm),
-    Cov(SocketAddr, CovNotification),
+    /// A notification for one of our subscriptions, from its device (the
+    /// instance) at its address.
+    Cov(u32, CovNotification),
+    /// A notification under a process id no subscription of ours holds.
+    CovUnknown(SocketAddr),
+    /// A notification under one of our process ids that is not the
+    /// subscription's: dropped, and counted by why.
+    CovForeign(SocketAddr, Foreign, CovNotification),
     /// A BBMD's answer to a foreign-device registration (0: accepted).
     Registration(SocketAddr, u16),
     /// A datagram that was not BACnet the gateway reads.
@@ -97,6 +111,7 @@ pub struct Client {
     retries: u32,
     /// Unasked messages dropped on a full `events` queue, not yet told.
     dropped: Arc<AtomicU64>,
+    cov: Arc<CovRegistry>,
 }
 
 /// Datagrams up to this are read; BACnet/IP's largest is 1497.
@@ -121,6 +136,7 @@ impl Client {
             timeout,
             retries,
             dropped: Arc::default(),
+            cov: Arc::default(),
         };
         let rx = client.clone();
         tokio::spawn(async move {
@@ -149,14 +165,20 @@ impl Client {
         self.socket.local_addr()
     }
 
+    /// The subscriptions notifications are judged against.
+    pub fn cov(&self) -> &CovRegistry {
+        &self.cov
+    }
+
     async fn dispatch(&self, d: &[u8], from: SocketAddr, events: &mpsc::Sender<Event>) {
         let event = match frame::decode(d) {
             Err(e) => Some(Event::Malformed(e)),
             Ok(Frame::Network) => None,
             Ok(Frame::BvlcResult(code)) => Some(Event::Registration(from, code)),
             Ok(Frame::Apdu { origin, apdu, .. }) => {
-                let from = origin.map_or(from, SocketAddr::V4);
-                self.on_apdu(apdu, from).await
+                let origin = origin.map(SocketAddr::V4);
+                let sender = self.cov.sender(from, origin);
+                self.on_apdu(apdu, origin.unwrap_or(from), sender).await
             }
         };
         if let Some(e) = event {
@@ -166,7 +188,10 @@ impl Client {
         }
     }
 
-    async fn on_apdu(&self, apdu: Apdu<'_>, from: SocketAddr) -> Option<Event> {
+    /// `from`: where the datagram says it comes from (a forwarded one's
+    /// origin), which answers and I-Ams use; `sender`: who sent it as far
+    /// as the gateway can tell, which a notification is judged by.
+    async fn on_apdu(&self, apdu: Apdu<'_>, from: SocketAddr, sender: SocketAddr) -> Option<Event> {
         match apdu {
             Apdu::Unconfirmed { service, body } => match service {
                 unconfirmed::I_AM => Some(match services::decode_i_am(body) {
@@ -175,7 +200,7 @@ impl Client {
                 }),
                 unconfirmed::UNCONFIRMED_COV_NOTIFICATION => {
                     Some(match services::decode_cov_notification(body) {
-                        Ok(n) => Event::Cov(from, n),
+                        Ok(n) => self.judge(sender, n).1,
                         Err(e) => Event::Malformed(e),
                     })
                 }
@@ -195,20 +220,44 @@ impl Client {
                         .await;
                     return None;
                 }
-                let n = services::decode_cov_notification(body);
-                // Acknowledged even for an unknown subscription, which then
-                // lapses at the device (FAULTS.md: ACK, then ignore).
-                let ack = apdu::simple_ack(invoke_id, service);
-                self.send_to(&frame::unicast(&ack, false, None), from).await;
-                Some(match n {
-                    Ok(n) => Event::Cov(from, n),
-                    Err(e) => Event::Malformed(e),
-                })
+                let (answer, event) = match services::decode_cov_notification(body) {
+                    Ok(n) => {
+                        let (taken, event) = self.judge(sender, n);
+                        let answer = if taken {
+                            // Also for an unknown subscription, which
+                            // then lapses at the device (FAULTS.md: ACK,
+                            // then ignore).
+                            apdu::simple_ack(invoke_id, service)
+                        } else {
+                            // Services / unknown-subscription: the sender
+                            // learns the gateway holds no such subscription
+                            // with it, never that its values were taken.
+                            apdu::error(invoke_id, service, 5, 79)
+                        };
+                        (answer, event)
+                    }
+                    // Reject reason 4, invalid-tag: what the standard
+                    // answers a request it cannot parse.
+                    Err(e) => (vec![0x60, invoke_id, 4], Event::Malformed(e)),
+                };
+                self.send_to(&frame::unicast(&answer, false, None), from)
+                    .await;
+                Some(event)
             }
             other => {
                 let invoke_id = other.invoke_id()?;
                 self.on_answer(other, invoke_id, from).await
             }
+        }
+    }
+
+    /// A notification's event, and whether a confirmed one is
+    /// acknowledged (a foreign one is refused).
+    fn judge(&self, sender: SocketAddr, n: CovNotification) -> (bool, Event) {
+        match self.cov.check(sender, &n) {
+            Verdict::Ours(instance) => (true, Event::Cov(instance, n)),
+            Verdict::Unknown => (true, Event::CovUnknown(sender)),
+            Verdict::Foreign(why) => (false, Event::CovForeign(sender, why, n)),
         }
     }
 
@@ -398,8 +447,13 @@ impl Client {
             .ok_or(ClientError::Malformed(CodecError::Unexpected(
                 "a ComplexACK",
             )))?;
-        let (_, _, values) =
+        let (answered, property, values) =
             services::decode_read_property_ack(&body).map_err(ClientError::Malformed)?;
+        // An answer filed under another object or property is not this
+        // one's value, whatever it holds.
+        if answered != object || property.property != p.property {
+            return Err(ClientError::Mismatch(answered));
+        }
         Ok(values)
     }
 
@@ -422,16 +476,19 @@ impl Client {
         services::decode_rpm_ack(&body).map_err(ClientError::Malformed)
     }
 
-    /// SubscribeCOV for `lifetime` (never 0: BTL §7.6), or its
-    /// cancellation with `None`.
+    /// SubscribeCOV of `object` of device `instance` at `peer` for
+    /// `lifetime` (never 0: BTL §7.6), or its cancellation with `None`,
+    /// under the subscription's own process id ([`CovRegistry`]), which
+    /// from then on only `peer` may notify under.
     pub async fn subscribe_cov(
         &self,
         peer: SocketAddr,
-        process_id: u32,
+        instance: u32,
         object: ObjectId,
         confirmed_notifications: bool,
         lifetime: Option<Duration>,
     ) -> Result<(), ClientError> {
+        let process_id = self.cov.subscribe(instance, object, peer);
         let secs = lifetime.map(|l| u32::try_from(l.as_secs().max(1)).unwrap_or(u32::MAX));
         let body = services::subscribe_cov(process_id, object, confirmed_notifications, secs);
         self.request(peer, confirmed::SUBSCRIBE_COV, &body)

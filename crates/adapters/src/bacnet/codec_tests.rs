@@ -202,6 +202,20 @@ fn rpm_ack_with_an_error_for_one_object_keeps_the_others() {
     assert_eq!(err.describe(), "object/unknown-object");
 }
 
+/// Issue 68 (5): a COV refusal was logged as "error device/25"; every
+/// standard code is named, a proprietary one stays a number.
+#[test]
+fn error_codes_are_named_as_the_standard_names_them() {
+    let named = |class, code| services::ErrorCode { class, code }.describe();
+    assert_eq!(named(0, 25), "device/operational-problem");
+    assert_eq!(named(5, 79), "services/unknown-subscription");
+    assert_eq!(named(2, 47), "property/datatype-not-supported");
+    assert_eq!(named(64, 300), "64/300");
+    // The Error PDU the gateway answers a foreign notification with.
+    let pdu = apdu::error(3, 1, 5, 79);
+    assert_eq!(pdu, [0x50, 3, 1, 0x91, 5, 0x91, 79]);
+}
+
 #[test]
 fn unconfirmed_cov_notification_as_published() {
     let (bytes, v) = vector("unconfirmed_cov_notification");

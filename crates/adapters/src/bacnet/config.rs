@@ -117,7 +117,10 @@ pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
         .ok()
         .and_then(|mut a| a.find(SocketAddr::is_ipv4))
         .ok_or_else(|| {
-            format!("expected an IPv4 \"host:port\" such as \"192.168.1.20:47808\", got \"{s}\"")
+            format!(
+                "expected an IPv4 \"host:port\" or \"host\" (port {DEFAULT_PORT}) such as \
+                 \"192.168.1.20:47808\", got \"{s}\""
+            )
         })
 }
 

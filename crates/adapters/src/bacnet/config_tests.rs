@@ -191,3 +191,55 @@ writable = ["device:3", "analog-value:1", "analog-value:1", "setpoint"]
     }
     assert!(s.devices.is_empty(), "{text}");
 }
+
+/// Issue 68 (5, 6): an input is not commandable; a misspelt type lists
+/// the names accepted; an address without a port takes BACnet/IP's.
+#[test]
+fn an_input_is_not_writable_a_misspelt_type_lists_the_names_and_a_bare_host_takes_47808() {
+    let (s, p) = devices(
+        r#"
+[[adapter]]
+type = "bacnet"
+name = "bms"
+
+[[bacnet.device]]
+instance = 1
+writable = ["analog-input:1", "binary-input:2", "multi-state-input:3"]
+
+[[bacnet.device]]
+instance = 2
+objects = ["analog-inptu:1"]
+
+[[bacnet.device]]
+instance = 3
+address = "127.0.0.1"
+"#,
+    );
+    let text = p.to_string();
+    for j in 0..3 {
+        assert!(
+            text.contains(&format!("bacnet.device[0].writable[{j}]")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("is an input"), "{text}");
+    assert!(text.contains("not commandable"), "{text}");
+    assert!(text.contains("bacnet.device[1].objects[0]"), "{text}");
+    for name in [
+        "analog-input (ai)",
+        "multi-state-value (msv)",
+        "binary-output (bo)",
+    ] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+    assert_eq!(s.devices.len(), 1, "{text}");
+    assert_eq!(
+        s.devices[0].address,
+        Some("127.0.0.1:47808".parse().unwrap())
+    );
+    let template = super::template();
+    assert!(
+        template.contains("\"host\" for BACnet/IP's port 47808"),
+        "the default port is documented"
+    );
+}

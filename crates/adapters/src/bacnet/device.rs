@@ -72,8 +72,6 @@ pub struct DeviceTask {
     pub device: BacnetDevice,
     pub client: Client,
     pub events: mpsc::Receiver<DeviceEvent>,
-    /// This device's COV process id (unique per device and gateway run).
-    pub process_id: u32,
 }
 
 struct State {
@@ -190,12 +188,13 @@ impl DeviceTask {
                     polled
                 };
                 match reader::poll(&self.client, peer, &read, &mut caps).await {
-                    Ok(samples) => {
+                    Ok(polled) => {
                         failures = 0;
                         st.stats.received.inc();
                         report(st, ctx, DeviceState::Online).await?;
-                        let mut readings = Vec::with_capacity(samples.len());
-                        for (id, s) in samples {
+                        self.discrepancies(st, &polled.discrepancies);
+                        let mut readings = Vec::with_capacity(polled.samples.len());
+                        for (id, s) in polled.samples {
                             let Some(&i) = index.get(&id) else { continue };
                             match s {
                                 Ok(s) => push_sample(st, ctx, &mut points[i], &s, &mut readings),
@@ -379,7 +378,7 @@ impl DeviceTask {
         for p in points.iter_mut() {
             match self
                 .client
-                .subscribe_cov(peer, self.process_id, p.id, false, lifetime)
+                .subscribe_cov(peer, self.device.instance, p.id, false, lifetime)
                 .await
             {
                 Ok(()) => p.cov = true,
@@ -405,6 +404,22 @@ impl DeviceTask {
         }
         if let Some(suppressed) = st.throttle.allow(&format!("fault:{}", e.label())) {
             warn!(adapter = %st.adapter, device = %st.label, instance = self.device.instance, error = %e, suppressed, "BACnet device failed while {doing}; the other devices go on.");
+        }
+    }
+
+    /// Counts and logs what the poll's answers held that was not asked
+    /// for, or lacked (`reader::Discrepancies`).
+    fn discrepancies(&self, st: &State, d: &reader::Discrepancies) {
+        if d.is_empty() {
+            return;
+        }
+        for (label, n) in d.counts() {
+            for _ in 0..n {
+                st.stats.error(label);
+            }
+        }
+        if let Some(suppressed) = st.throttle.allow("discrepancies") {
+            warn!(adapter = %st.adapter, device = %st.label, instance = self.device.instance, duplicate = d.duplicate, unasked = d.unasked, missing = d.missing, suppressed, "The device's ReadPropertyMultiple answer does not match the request (an object twice, objects not asked, or objects left out): only the first result of each object asked is used.");
         }
     }
 

@@ -3,7 +3,7 @@
 //! ```toml
 //! [[bacnet.device]]
 //! instance = 1001
-//! address = "192.168.1.40:47808"   # optional: skips Who-Is
+//! address = "192.168.1.40:47808"   # optional: skips Who-Is (port 47808 if left out)
 //! objects = ["analog-input:1"]     # optional: default every point
 //! cov = true
 //! writable = ["analog-value:3"]    # optional: what [commands] may write
@@ -250,10 +250,18 @@ fn device(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Bac
     let exclude = object_list(&raw.exclude, &format!("{path}.exclude"), problems);
     let writable = object_list(&raw.writable, &format!("{path}.writable"), problems);
     for (j, w) in writable.iter().enumerate() {
-        if !super::writer::is_writable_kind(w.kind) {
+        if super::writer::is_input(w.kind) {
             problems.push(
                 format!("{path}.writable[{j}]"),
-                format!("{w}: expected an analog, binary or multi-state object"),
+                format!(
+                    "{w} is an input: its present value is what its sensor measures and \
+                     is not commandable; write the output or value object that drives it"
+                ),
+            );
+        } else if !super::writer::is_writable_kind(w.kind) {
+            problems.push(
+                format!("{path}.writable[{j}]"),
+                format!("{w}: expected an analog, binary or multi-state output or value object"),
             );
         }
     }

@@ -99,7 +99,7 @@ pub async fn discover(d: &Discovery) -> std::io::Result<String> {
                     "object", "name", "units"
                 );
                 for info in infos {
-                    let value = samples.iter().find(|s| s.0 == info.id).map_or_else(
+                    let value = samples.samples.iter().find(|s| s.0 == info.id).map_or_else(
                         String::new,
                         |(_, s)| match s {
                             Ok(s) => format!("{}", s.value),

@@ -18,7 +18,8 @@
 //! `segment` (segmented ComplexACK reassembly) and `frame` (a whole
 //! datagram, the fuzzed boundary), all pure.
 //! Around it: `units` (BACnet units onto the gateway's table), `names`
-//! (metric names from object names), `client` (the I/O), `config` and
+//! (metric names from object names), `cov` (which notifications are
+//! ours), `client` (the I/O), `config` and
 //! `devices` (`[[adapter]] type = "bacnet"`, `[[bacnet.device]]`),
 //! `source` (the adapter), `writer` (commands from the cloud: WriteProperty
 //! of declared objects) and `discover` (`edge-gateway bacnet discover`).
@@ -27,9 +28,11 @@ pub mod apdu;
 pub mod bvlc;
 pub mod client;
 pub mod config;
+pub mod cov;
 pub mod device;
 pub mod devices;
 pub mod discover;
+pub mod error_codes;
 pub mod frame;
 pub mod kind;
 pub mod names;

@@ -218,7 +218,10 @@ pub async fn describe(
             .collect();
         match client.read_property_multiple(peer, &items).await {
             Ok(r) => {
-                for (id, results) in r {
+                // Names are read once: what does not fit the request is
+                // left out here and shows in the polls' counts.
+                let mut ignored = Discrepancies::default();
+                for (id, results) in match_answer(&objects[at..end], r, &mut ignored) {
                     if let Some(info) = out[at..end].iter_mut().find(|o| o.id == id) {
                         apply_description(info, &results);
                     }
@@ -245,6 +248,8 @@ pub async fn describe(
                         info.error = Some(code);
                     }
                 }
+                // Another object's name or units: not this one's.
+                Err(ClientError::Mismatch(_)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -300,6 +305,66 @@ pub fn flag_name(i: usize) -> &'static str {
     STATUS_FLAG_NAMES.get(i).copied().unwrap_or("unknown")
 }
 
+/// What ReadPropertyMultiple answers held that the requests did not ask
+/// for, or lacked: each dropped (an object's second result, a result under
+/// an object id not asked) or absent from the poll (an object asked and
+/// not answered), and counted, so one poll is one value per object, never
+/// two and never one filed under another object.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Discrepancies {
+    /// Results for an object already answered in the same answer.
+    pub duplicate: u64,
+    /// Results under an object id the request did not ask for.
+    pub unasked: u64,
+    /// Objects asked for that the answer left out.
+    pub missing: u64,
+}
+
+impl Discrepancies {
+    /// Each kind with its count and the `error_type` it is counted as.
+    pub fn counts(&self) -> [(&'static str, u64); 3] {
+        [
+            ("answer_duplicate", self.duplicate),
+            ("answer_unasked", self.unasked),
+            ("answer_missing", self.missing),
+        ]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts().iter().all(|(_, n)| *n == 0)
+    }
+}
+
+/// A poll's samples, each for an object asked for, at most once.
+#[derive(Debug, Default)]
+pub struct Polled {
+    pub samples: Vec<(ObjectId, Result<Sample, ErrorCode>)>,
+    pub discrepancies: Discrepancies,
+}
+
+/// Keeps from one RPM answer the first result of each object `asked`,
+/// counting what does not fit.
+fn match_answer<T>(
+    asked: &[ObjectId],
+    answer: Vec<(ObjectId, T)>,
+    d: &mut Discrepancies,
+) -> Vec<(ObjectId, T)> {
+    let mut seen = vec![false; asked.len()];
+    let mut out = Vec::with_capacity(asked.len());
+    for (id, results) in answer {
+        match asked.iter().position(|a| *a == id) {
+            Some(k) if !seen[k] => {
+                seen[k] = true;
+                out.push((id, results));
+            }
+            Some(_) => d.duplicate += 1,
+            None => d.unasked += 1,
+        }
+    }
+    d.missing += seen.iter().filter(|s| !**s).count() as u64;
+    out
+}
+
 /// Present value and status flags of `objects`: each object's sample or
 /// the error the device gave for it.
 pub async fn poll(
@@ -307,12 +372,13 @@ pub async fn poll(
     peer: SocketAddr,
     objects: &[ObjectId],
     caps: &mut Capabilities,
-) -> Result<Vec<(ObjectId, Result<Sample, ErrorCode>)>, ClientError> {
+) -> Result<Polled, ClientError> {
     let props = vec![
         PropertyRef::whole(property::PRESENT_VALUE),
         PropertyRef::whole(property::STATUS_FLAGS),
     ];
     let mut out = Vec::with_capacity(objects.len());
+    let mut discrepancies = Discrepancies::default();
     let mut at = 0;
     while at < objects.len() && caps.rpm {
         let end = (at + caps.batch).min(objects.len());
@@ -322,7 +388,7 @@ pub async fn poll(
             .collect();
         match client.read_property_multiple(peer, &items).await {
             Ok(r) => {
-                for (id, results) in r {
+                for (id, results) in match_answer(&objects[at..end], r, &mut discrepancies) {
                     out.push((id, sample_of(&results)));
                 }
                 at = end;
@@ -336,15 +402,32 @@ pub async fn poll(
         let pv = client.read_property(peer, *id, props[0]).await;
         let sample = match pv {
             Ok(pv) => {
-                let flags = client.read_property(peer, *id, props[1]).await.ok();
+                let flags = match client.read_property(peer, *id, props[1]).await {
+                    Ok(flags) => Some(flags),
+                    Err(ClientError::Mismatch(_)) => {
+                        discrepancies.unasked += 1;
+                        None
+                    }
+                    Err(_) => None,
+                };
                 Sample::from_values(&pv, flags.as_deref()).ok_or(NOT_A_NUMBER)
             }
             Err(ClientError::Error(code)) => Err(code),
+            // Another object's value is no value of this one: left out of
+            // this poll, counted, and the other objects still read.
+            Err(ClientError::Mismatch(_)) => {
+                discrepancies.unasked += 1;
+                discrepancies.missing += 1;
+                continue;
+            }
             Err(e) => return Err(e),
         };
         out.push((*id, sample));
     }
-    Ok(out)
+    Ok(Polled {
+        samples: out,
+        discrepancies,
+    })
 }
 
 /// A present value that is no number (a string, a date): counted as a
@@ -363,4 +446,34 @@ fn sample_of(results: &[PropertyResult]) -> Result<Sample, ErrorCode> {
         }
     }
     Sample::from_values(pv.ok_or(NOT_A_NUMBER)?, flags).ok_or(NOT_A_NUMBER)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_keeps_one_result_per_object_asked_and_counts_the_rest() {
+        let id = |s: &str| s.parse::<ObjectId>().unwrap();
+        let asked = [id("av:1"), id("av:2"), id("av:3")];
+        let answer = vec![
+            (id("av:1"), 1),
+            (id("av:1"), 777),
+            (id("av:9"), 2),
+            (id("av:3"), 3),
+            (id("av:3"), 4),
+        ];
+        let mut d = Discrepancies::default();
+        let kept = match_answer(&asked, answer, &mut d);
+        assert_eq!(kept, vec![(id("av:1"), 1), (id("av:3"), 3)]);
+        assert_eq!(
+            d,
+            Discrepancies {
+                duplicate: 2,
+                unasked: 1,
+                missing: 1
+            }
+        );
+    }
 }

@@ -142,8 +142,8 @@ pub struct ErrorCode {
 }
 
 impl ErrorCode {
-    /// "object/unknown-object" for the codes a site meets; numbers
-    /// otherwise.
+    /// "object/unknown-object" as the standard names them; numbers for
+    /// a proprietary class or code.
     pub fn describe(&self) -> String {
         let class = match self.class {
             0 => "device",
@@ -156,21 +156,7 @@ impl ErrorCode {
             7 => "communication",
             _ => "",
         };
-        let code = match self.code {
-            0 => "other",
-            9 => "invalid-data-type",
-            27 => "read-access-denied",
-            31 => "unknown-object",
-            32 => "unknown-property",
-            37 => "value-out-of-range",
-            40 => "write-access-denied",
-            42 => "invalid-array-index",
-            43 => "cov-subscription-failed",
-            44 => "not-cov-property",
-            45 => "optional-functionality-not-supported",
-            50 => "property-is-not-an-array",
-            _ => "",
-        };
+        let code = super::error_codes::name(self.code).unwrap_or("");
         let class = if class.is_empty() {
             self.class.to_string()
         } else {

@@ -1,7 +1,8 @@
 //! The `bacnet` adapter: one client socket, one task per device
 //! (`device`), and this loop between them, which routes what devices send
-//! unasked: an I-Am to the task of its instance, a COV notification to
-//! the task of its process id. I-Ams from instances no device is
+//! unasked: an I-Am to the task of its instance, a COV notification the
+//! client found ours (`cov`) to the task of its device, and a foreign one
+//! counted by why (`cov_foreign`). I-Ams from instances no device is
 //! configured for are counted and dropped, whatever their number (the
 //! flood a global Who-Is draws on a large site keeps nothing in memory).
 //! Foreign-device registration with a BBMD is renewed here at half its
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 
 use super::client::{Client, Event};
 use super::config::BacnetConfig;
+use super::cov;
 use super::device::{DeviceEvent, DeviceTask};
 use super::devices::BacnetDevice;
 use super::writer::{BacnetTarget, DeviceLink};
@@ -29,6 +31,11 @@ use super::writer::{BacnetTarget, DeviceLink};
 pub const BACNET_IAM_IGNORED: &str = "edge_gateway_bacnet_i_am_ignored_total";
 /// 1 while the BBMD accepts the gateway as a foreign device.
 pub const BACNET_FDR_REGISTERED: &str = "edge_gateway_bacnet_fdr_registered";
+/// COV notifications under one of our process ids that were not the
+/// subscription's, by `reason`: `address` (not from the subscribed
+/// device's address), `device` (another device instance), `object`
+/// (another object). Each is also an adapter error `cov_foreign`.
+pub const BACNET_COV_FOREIGN: &str = "edge_gateway_bacnet_cov_foreign_total";
 
 /// Events waiting for the router; beyond, they are dropped (the client
 /// never waits on a flood).
@@ -71,16 +78,6 @@ impl Adapter for BacnetSource {
     }
 }
 
-/// A fresh range of COV process ids per gateway run, so notifications for
-/// a previous run's subscriptions are told apart (FAULTS.md: resubscribe
-/// everything with a fresh process-id range).
-fn process_id_base() -> u32 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    ((secs & 0x7FFF) as u32 + 1) << 16
-}
-
 async fn run(source: BacnetSource, ctx: AdapterContext) -> Result<(), AdapterError> {
     let BacnetSource {
         config,
@@ -104,6 +101,9 @@ async fn run(source: BacnetSource, ctx: AdapterContext) -> Result<(), AdapterErr
     })?;
     // Set once per run: a restarted adapter is a new BacnetSource.
     let _ = shared_client.set(client.clone());
+    if let Some(bbmd) = config.bbmd {
+        client.cov().trust_forwarder(bbmd);
+    }
     let local = client
         .local_addr()
         .map_or_else(|_| config.bind.to_string(), |a| a.to_string());
@@ -122,15 +122,12 @@ async fn run(source: BacnetSource, ctx: AdapterContext) -> Result<(), AdapterErr
         gateway_core::component::ADAPTER_ERRORS,
         &[("adapter", ctx.name.as_str()), ("error_type", "overflow")],
     );
-    let base = process_id_base();
+    let foreign = Foreign::new(&ctx);
     let mut by_instance: HashMap<u32, mpsc::Sender<DeviceEvent>> = HashMap::new();
-    let mut by_process: HashMap<u32, mpsc::Sender<DeviceEvent>> = HashMap::new();
     let mut tasks = JoinSet::new();
-    for (i, device) in devices.into_iter().enumerate() {
+    for device in devices {
         let (dtx, drx) = mpsc::channel(DEVICE_QUEUE);
-        let process_id = base | (i as u32 & 0xFFFF);
-        by_instance.insert(device.instance, dtx.clone());
-        by_process.insert(process_id, dtx);
+        by_instance.insert(device.instance, dtx);
         let link = links.get(&device.id).cloned().unwrap_or_default();
         let task = DeviceTask {
             config: config.clone(),
@@ -138,7 +135,6 @@ async fn run(source: BacnetSource, ctx: AdapterContext) -> Result<(), AdapterErr
             device,
             client: client.clone(),
             events: drx,
-            process_id,
         };
         tasks.spawn(task.run(ctx.clone()));
     }
@@ -163,7 +159,7 @@ async fn run(source: BacnetSource, ctx: AdapterContext) -> Result<(), AdapterErr
             }
             ev = events.recv() => {
                 let Some(ev) = ev else { break Ok(()) };
-                route(ev, &by_instance, &by_process, &stats, &ignored, &fdr, &ctx.name);
+                route(ev, &by_instance, &foreign, &stats, &ignored, &fdr, &ctx.name);
                 let lost = client.take_dropped();
                 if lost > 0 {
                     overflow.add(lost);
@@ -177,10 +173,51 @@ async fn run(source: BacnetSource, ctx: AdapterContext) -> Result<(), AdapterErr
     result
 }
 
+/// Foreign notifications' counters, by reason, and their log line.
+struct Foreign {
+    counters: [gateway_core::telemetry::Counter; 3],
+    throttle: gateway_core::telemetry::LogThrottle,
+}
+
+impl Foreign {
+    fn new(ctx: &AdapterContext) -> Self {
+        let of = |why: cov::Foreign| {
+            ctx.telemetry.counter(
+                BACNET_COV_FOREIGN,
+                &[("adapter", ctx.name.as_str()), ("reason", why.label())],
+            )
+        };
+        Self {
+            counters: [
+                of(cov::Foreign::Address),
+                of(cov::Foreign::Device),
+                of(cov::Foreign::Object),
+            ],
+            throttle: Default::default(),
+        }
+    }
+
+    fn count(
+        &self,
+        from: std::net::SocketAddr,
+        why: cov::Foreign,
+        n: &super::services::CovNotification,
+        stats: &gateway_core::AdapterStats,
+        adapter: &str,
+    ) {
+        stats.error("cov_foreign");
+        self.counters[why as usize].inc();
+        if let Some(suppressed) = self.throttle.allow(why.label()) {
+            let device = n.device.instance;
+            warn!(adapter, from = %from, reason = why.label(), device, object = %n.object, suppressed, "A COV notification under one of the gateway's process ids that is not its subscription's (another address, device or object): dropped, not acknowledged.");
+        }
+    }
+}
+
 fn route(
     ev: Event,
     by_instance: &HashMap<u32, mpsc::Sender<DeviceEvent>>,
-    by_process: &HashMap<u32, mpsc::Sender<DeviceEvent>>,
+    foreign: &Foreign,
     stats: &gateway_core::AdapterStats,
     ignored: &gateway_core::telemetry::Counter,
     fdr: &gateway_core::telemetry::Gauge,
@@ -193,14 +230,15 @@ fn route(
             }
             None => ignored.inc(),
         },
-        Event::Cov(_, n) => match by_process.get(&n.process_id) {
-            Some(tx) => {
+        Event::Cov(instance, n) => {
+            if let Some(tx) = by_instance.get(&instance) {
                 let _ = tx.try_send(DeviceEvent::Cov(n));
             }
-            // A previous run's subscription, or none of ours: it lapses
-            // at the device.
-            None => stats.error("cov_unknown"),
-        },
+        }
+        // A previous run's subscription, or none of ours: it lapses at
+        // the device.
+        Event::CovUnknown(_) => stats.error("cov_unknown"),
+        Event::CovForeign(from, why, n) => foreign.count(from, why, &n, stats, adapter),
         Event::Registration(from, code) => {
             if code == 0 {
                 fdr.set(1.0);

@@ -132,7 +132,16 @@ impl std::str::FromStr for ObjectId {
             .find(|t| t.1.replace('-', "") == folded || t.2 == folded)
             .map(|t| t.0)
             .or_else(|| kind.parse::<u16>().ok().filter(|k| *k < 1024))
-            .ok_or_else(|| format!("unknown object type \"{kind}\" in \"{s}\""))?;
+            .ok_or_else(|| {
+                let names: Vec<String> = TYPE_NAMES
+                    .iter()
+                    .map(|t| format!("{} ({})", t.1, t.2))
+                    .collect();
+                format!(
+                    "unknown object type \"{kind}\" in \"{s}\": expected one of {}, or a type number below 1024",
+                    names.join(", ")
+                )
+            })?;
         let instance = instance
             .parse::<u32>()
             .ok()

@@ -30,10 +30,20 @@ use super::devices::BacnetDevice;
 use super::tags::{object_type as ot, ObjectId, Value};
 
 /// Whether present-value of objects of this type can be written from a
-/// command: the analog, binary and multi-state inputs, outputs and values
-/// (an input only takes a write while out of service; the device says so).
+/// command: the analog, binary and multi-state outputs and values. Not an
+/// input: its present value is its sensor's, not commandable (§12: no
+/// priority array; a device takes a write only while it is out of
+/// service, which would hide the sensor from every reader).
 pub fn is_writable_kind(kind: u16) -> bool {
-    super::reader::is_point(kind)
+    super::reader::is_point(kind) && !is_input(kind)
+}
+
+/// The analog, binary and multi-state inputs.
+pub fn is_input(kind: u16) -> bool {
+    matches!(
+        kind,
+        ot::ANALOG_INPUT | ot::BINARY_INPUT | ot::MULTI_STATE_INPUT
+    )
 }
 
 /// What a device's task learnt and the writes need: the address it
@@ -228,7 +238,7 @@ fn failure(e: &ClientError) -> Refusal {
         ClientError::Error(code) => Refusal::new("error", code.describe()),
         ClientError::Reject(r) => Refusal::new("reject", format!("reject reason {r}")),
         ClientError::Abort(r) => Refusal::new("abort", format!("abort reason {r}")),
-        ClientError::Segmentation(_) | ClientError::Malformed(_) => {
+        ClientError::Segmentation(_) | ClientError::Malformed(_) | ClientError::Mismatch(_) => {
             Refusal::new("protocol", e.to_string())
         }
         ClientError::Io(_) | ClientError::Busy => Refusal::new("connection", e.to_string()),

@@ -99,7 +99,9 @@ impl Outputs {
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| name.clone())?;
         let output = match feed {
-            Feed::Upstream => Output::upstream(events.clone(), urgent.clone()),
+            Feed::Upstream => {
+                Output::upstream(events.clone(), urgent.clone()).with_readings(lanes.readings)
+            }
             Feed::Sink(name) => Output::sink(name, events.clone()),
             Feed::Actions => {
                 self.running.push(RunningOutput {
@@ -136,7 +138,8 @@ pub(super) fn upstream_settings(
             &config.gateway.id,
             &config.gateway.state_dir,
             config.topic_prefix(),
-        );
+        )
+        .with_adapter_units(!config.adapter_units.is_empty());
         settings
             .connection
             .mqtt_options(None)

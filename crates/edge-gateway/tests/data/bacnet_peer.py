@@ -14,7 +14,14 @@ the highest slot set or the relinquish default, the initial value).
 "count": N adds N analogValue objects (instance 100.., named av-100...,
 value = index).
 "rpm": false makes a device without ReadPropertyMultiple (bacpypes3's own
-answer to a service it lacks: Reject unrecognized-service); "bbmd": true
+answer to a service it lacks: Reject unrecognized-service);
+"rpm_answer": "twice" | "renamed" makes a device whose present-value
+answers to ReadPropertyMultiple are wrong, as bacpypes3 builds them:
+"twice" lists the first object asked a second time, its present value
+777; "renamed" files the last object's results under analog-value:99,
+which was not asked; "rp_answer": "renamed" (with "rpm": false) files
+the ReadProperty answer of analog-value:2's present value under
+analog-value:99; "bbmd": true
 makes it a BBMD as well (bacpypes3's BBMDApplication), which foreign
 devices register with.
 
@@ -39,6 +46,20 @@ Commands on stdin, each answered with "ok" (or "error ..."):
                                  bacpypes3 builds them, to the device's
                                  first subscriber with its process id, for
                                  an object it did not subscribe to
+  forge INSTANCE FROM SUBSCRIBED OBJECT DEVICE VALUE MODE COUNT
+                                 COUNT COV notifications (MODE confirmed or
+                                 unconfirmed) built by bacpypes3 with the
+                                 process id and subscriber address of the
+                                 device INSTANCE's subscription to
+                                 SUBSCRIBED (TYPE:N), claiming object OBJECT
+                                 of device DEVICE with present value VALUE,
+                                 sent by FROM: "self" (the device's own
+                                 application) or a port, where a stranger
+                                 (its own bacpypes3 application, device
+                                 4194302) sends from; a confirmed one
+                                 prints "answer ack", "answer error CLASS
+                                 CODE", "answer reject|abort ..." or
+                                 "answer none" first
   iams PORT FIRST COUNT          COUNT I-Am of instances FIRST.. (no such
                                  devices) to 127.0.0.1:PORT
   fdt INSTANCE                   prints "fdt ADDRESS TTL ..." of the BBMD
@@ -48,10 +69,24 @@ import json
 import sys
 
 from bacpypes3.pdu import Address
-from bacpypes3.apdu import IAmRequest, UnconfirmedCOVNotificationRequest
-from bacpypes3.basetypes import PropertyValue, StatusFlags
+from bacpypes3.apdu import (
+    ConfirmedCOVNotificationRequest,
+    ErrorPDU,
+    IAmRequest,
+    ReadPropertyACK,
+    ReadPropertyMultipleACK,
+    UnconfirmedCOVNotificationRequest,
+)
+from bacpypes3.basetypes import (
+    PropertyIdentifier,
+    PropertyValue,
+    ReadAccessResult,
+    ReadAccessResultElement,
+    ReadAccessResultElementChoice,
+    StatusFlags,
+)
 from bacpypes3.constructeddata import Any
-from bacpypes3.primitivedata import Real
+from bacpypes3.primitivedata import ObjectIdentifier, Real
 from bacpypes3.ipv4.app import BBMDApplication, NormalApplication
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.analog import AnalogInputObject, AnalogOutputObject, AnalogValueObject, AnalogValueObjectCmd
@@ -60,6 +95,7 @@ from bacpypes3.local.multistate import MultiStateInputObject, MultiStateValueObj
 
 layout = json.loads(sys.argv[1])
 apps = {}
+strangers = {}  # port -> a bacpypes3 application that is no configured device
 objects = {}  # (instance, type, n) -> the live object
 values = {}  # (instance, type, n) -> current present value
 
@@ -104,6 +140,42 @@ class NoRpmApplication(NormalApplication):
     do_ReadPropertyMultipleRequest = None
 
 
+class QuirkyRpmApplication(NormalApplication):
+    """A controller whose ReadPropertyMultiple answers of present values
+    do not match the request (see "rpm_answer")."""
+
+    quirk = None
+
+    async def response(self, apdu):
+        results = getattr(apdu, "listOfReadAccessResults", None)
+        if isinstance(apdu, ReadPropertyMultipleACK) and results and any(
+            e.propertyIdentifier == PropertyIdentifier("presentValue") for e in results[0].listOfResults
+        ):
+            if self.quirk == "twice":
+                results.append(ReadAccessResult(
+                    objectIdentifier=results[0].objectIdentifier,
+                    listOfResults=[ReadAccessResultElement(
+                        propertyIdentifier="presentValue",
+                        readResult=ReadAccessResultElementChoice(propertyValue=Any(Real(777.0))),
+                    )],
+                ))
+            elif self.quirk == "renamed":
+                results[-1].objectIdentifier = ObjectIdentifier(("analogValue", 99))
+        await super().response(apdu)
+
+
+class QuirkyRpApplication(NoRpmApplication):
+    """A controller without ReadPropertyMultiple whose ReadProperty answer
+    of one present value names another object (see "rp_answer")."""
+
+    async def response(self, apdu):
+        if (isinstance(apdu, ReadPropertyACK)
+                and apdu.objectIdentifier == ObjectIdentifier(("analogValue", 2))
+                and apdu.propertyIdentifier == PropertyIdentifier("presentValue")):
+            apdu.objectIdentifier = ObjectIdentifier(("analogValue", 99))
+        await super().response(apdu)
+
+
 def start(d):
     inst = d["instance"]
     dev = DeviceObject(
@@ -117,7 +189,9 @@ def start(d):
     if d.get("bbmd"):
         cls = BBMDApplication
     elif d.get("rpm", True) is False:
-        cls = NoRpmApplication
+        cls = QuirkyRpApplication if d.get("rp_answer") else NoRpmApplication
+    elif d.get("rpm_answer"):
+        cls = type("Quirky", (QuirkyRpmApplication,), {"quirk": d["rpm_answer"]})
     app = cls(dev, Address(f"127.0.0.1:{d['port']}"))
     for o in objects_of(d):
         key = (inst, o["type"], o["instance"])
@@ -128,6 +202,54 @@ def start(d):
         objects[key] = obj
         app.add_object(obj)
     apps[inst] = app
+
+
+def stranger(port):
+    if port not in strangers:
+        dev = DeviceObject(objectIdentifier=("device", 4194302), objectName="stranger",
+                           vendorIdentifier=999)
+        strangers[port] = NormalApplication(dev, Address(f"127.0.0.1:{port}"))
+    return strangers[port]
+
+
+def ref_of(text):
+    t, n = text.split(":")
+    return (t, int(n))
+
+
+async def forge(line):
+    inst, sender, subscribed, obj, device, value, mode, count = line[1:9]
+    inst = int(inst)
+    sub = next(s for det in apps[inst]._cov_detections.values() for s in det.cov_subscriptions
+               if s.obj_id == ObjectIdentifier(ref_of(subscribed)))
+    app = apps[inst] if sender == "self" else stranger(int(sender))
+    cls = ConfirmedCOVNotificationRequest if mode == "confirmed" else UnconfirmedCOVNotificationRequest
+    for i in range(int(count)):
+        req = cls(
+            subscriberProcessIdentifier=sub.proc_id,
+            initiatingDeviceIdentifier=("device", int(device)),
+            monitoredObjectIdentifier=ref_of(obj),
+            timeRemaining=60,
+            listOfValues=[
+                PropertyValue(propertyIdentifier="presentValue", value=Any(Real(float(value)))),
+                PropertyValue(propertyIdentifier="statusFlags", value=Any(StatusFlags([0, 0, 0, 0]))),
+            ],
+        )
+        req.pduDestination = sub.client_addr
+        future = app.request(req)
+        if mode != "confirmed":
+            if i % 50 == 49:
+                await asyncio.sleep(0.005)
+            continue
+        try:
+            await asyncio.wait_for(future, 5)
+            print("answer ack", flush=True)
+        except ErrorPDU as e:
+            print(f"answer error {e.errorClass} {e.errorCode}", flush=True)
+        except asyncio.TimeoutError:
+            print("answer none", flush=True)
+        except BaseException as e:  # Reject and Abort are BaseExceptions
+            print(f"answer {type(e).__name__} {e!r}", flush=True)
 
 
 def find(inst, ref):
@@ -217,6 +339,8 @@ async def commands():
                 )
                 req.pduDestination = sub.client_addr
                 app.request(req)
+            elif cmd == "forge":
+                await forge(line)
             elif cmd == "iams":
                 app = next(iter(apps.values()))
                 to = Address(f"127.0.0.1:{inst}")

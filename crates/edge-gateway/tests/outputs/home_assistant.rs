@@ -443,6 +443,9 @@ topics = ["sensors/data/{{device}}/{{metric}}"]
     let mut gw = GatewayProcess::start(&config);
     gw.wait_for_log("Metrics endpoint listening").await;
     http_until(metrics, "/health", |code, _| code == 200).await;
+    // `/health` does not wait for the MQTT adapter's subscription, and a
+    // reading published before it is not for the gateway to hear.
+    gw.wait_for_log("Subscribed.").await;
     publish(broker.port(), "sensors/data/node-7/co2", "612", 1, false).await;
     upstream
         .wait_for(WAIT, |m| m.topic.ends_with("/aggregated"))
@@ -500,6 +503,7 @@ after = "2s"
     let mut gw = GatewayProcess::start(&config);
     gw.wait_for_log("Metrics endpoint listening").await;
     http_until(metrics, "/health", |code, _| code == 200).await;
+    gw.wait_for_log("Subscribed.").await;
     let availability = format!("edge-gateway/{GW}/fridge-2/availability");
     let alert = format!("edge-gateway/{GW}/fridge-2/alert/sensor-silent");
 

@@ -23,4 +23,5 @@ mod home_assistant_commands;
 mod influxdb_end_to_end;
 mod metrics;
 mod remote_config;
+mod upstream_report;
 mod upstream_tls;

@@ -140,7 +140,7 @@ instance = 5001
 
 /// A notification with the gateway's process id for an object it did not
 /// subscribe to (bacpypes3 builds it, the device's own subscriber's
-/// address and process id) is dropped and counted; then three thousand
+/// address and process id) is dropped and counted as foreign; then three thousand
 /// I-Am from instances no device is configured for are counted and
 /// dropped, and the configured device goes on reporting.
 #[tokio::test]
@@ -177,8 +177,8 @@ cov = true
     let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
     let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
     gw.wait_for_log("Metrics endpoint listening").await;
-    let cov_unknown =
-        "edge_gateway_adapter_errors_total{adapter=\"bms\",error_type=\"cov_unknown\"}";
+    let cov_foreign =
+        "edge_gateway_adapter_errors_total{adapter=\"bms\",error_type=\"cov_foreign\"}";
     http_until(metrics, "/metrics", |_, b| {
         sample(
             b,
@@ -189,7 +189,7 @@ cov = true
 
     ok(&mut peer, "stray 6001 analogValue:2 99.5");
     http_until(metrics, "/metrics", |_, b| {
-        sample(b, cov_unknown) == Some(1.0)
+        sample(b, cov_foreign) == Some(1.0)
     })
     .await;
     ok(&mut peer, "set 6001 analogValue:1 6.5");
@@ -215,5 +215,5 @@ cov = true
     .await;
     assert!(!w.contains_key("other"), "{w:?}");
     let (_, text) = http_until(metrics, "/metrics", |_, _| true).await;
-    assert_eq!(sample(&text, cov_unknown), Some(1.0), "{text}");
+    assert_eq!(sample(&text, cov_foreign), Some(1.0), "{text}");
 }

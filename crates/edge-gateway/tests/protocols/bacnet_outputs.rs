@@ -1,9 +1,10 @@
 //! The units a BACnet object states (its `units` property, read from
 //! bacpypes3) travel with its readings to the outputs, as a configured
 //! unit does: Home Assistant's discovery (read back from Mosquitto as Home
-//! Assistant reads it), the dashboard's API and an alert upstream (its
-//! `unit` and text; the windows upstream carry no unit, for any adapter).
-//! The name table alone would
+//! Assistant reads it), the dashboard's API, an alert upstream (its
+//! `unit` and text), each metric of the windows upstream (`unit`), and a
+//! metric of `[upstream] report` sent at once when it changes (`change`,
+//! with its unit; only when it changes). The name table alone would
 //! say nothing of `supply_air` or `flow`, and would say °C for a
 //! `discharge_temp` the device reports in °F and hPa for a duct pressure in
 //! Pa. (InfluxDB's `unit` tag takes the same path: `crates/sinks`
@@ -11,7 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::bacnet::PEER;
+use crate::bacnet::{ok, PEER};
 use crate::common;
 
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ use test_support::{free_port, Mosquitto, PythonPeer, Subscriber};
 const GW: &str = "gw-bacnet-units";
 
 #[tokio::test]
-async fn a_bacnet_objects_units_reach_home_assistant_the_dashboard_and_alerts() {
+async fn a_bacnet_objects_units_reach_home_assistant_the_dashboard_alerts_windows_and_changes() {
     let broker = Mosquitto::start();
     let (metrics, dashboard, port) = (free_port(), free_port(), free_port());
     let layout = json!({ "devices": [
@@ -35,7 +36,7 @@ async fn a_bacnet_objects_units_reach_home_assistant_the_dashboard_and_alerts() 
             { "type": "analogInput", "instance": 5, "name": "Zone CO2", "value": 640.0, "units": "partsPerMillion" },
         ]},
     ]});
-    let _peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
+    let mut peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
     let cfg = format!(
         r#"
 [gateway]
@@ -48,6 +49,7 @@ url = "mqtt://127.0.0.1:{broker}"
 qos = 1
 topic_prefix = "building/{{site}}"
 max_backoff = "1s"
+report = {{ "ahu-*/flow" = "change" }}
 
 [aggregation]
 window = "1s"
@@ -88,6 +90,8 @@ id = "ahu-7"
     );
     let mut discovery = Subscriber::start(broker.port(), "homeassistant/sensor/+/config").await;
     let mut alerts = Subscriber::start(broker.port(), "building/hq/+/alerts").await;
+    let mut windows = Subscriber::start(broker.port(), "building/hq/+/aggregated").await;
+    let mut changes = Subscriber::start(broker.port(), "building/hq/+/change").await;
     let _gw = GatewayProcess::start(&cfg);
 
     let want = [
@@ -153,4 +157,39 @@ id = "ahu-7"
     let a = raised.json();
     assert_eq!(a["unit"], "°F", "{a}");
     assert!(a["text"].as_str().unwrap().contains("°F"), "{a}");
+
+    // Each metric of a window upstream with the unit the device states.
+    let w = windows
+        .wait_for(WAIT, |m| {
+            m.json()["metrics"]
+                .as_object()
+                .is_some_and(|o| want.iter().all(|(metric, _, _)| o.contains_key(*metric)))
+        })
+        .await
+        .expect("a window of every object")
+        .json();
+    for (metric, unit, _) in want {
+        assert_eq!(w["metrics"][metric]["unit"], unit, "{metric}: {w}");
+    }
+
+    // Flow is reported on change: its first value, then only a new one,
+    // however many polls read the same value in between.
+    let first = changes.next(WAIT).await.expect("the first value").json();
+    assert_eq!(first["metric"], "flow", "{first}");
+    assert_eq!(first["value"], 12.5, "{first}");
+    assert_eq!(first["unit"], "L/s", "{first}");
+    assert!(first.get("previous").is_none(), "{first}");
+    ok(&mut peer, "set 7001 analogValue:4 13.25");
+    let next = changes.next(WAIT).await.expect("the change").json();
+    assert_eq!(next["value"], 13.25, "{next}");
+    assert_eq!(next["previous"], 12.5, "{next}");
+    assert_eq!(next["device"], "ahu-7", "{next}");
+    assert!(
+        next["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{next}"
+    );
+    http_until(metrics, "/metrics", |_, b| {
+        test_support::metrics::sample(b, "edge_gateway_upstream_changes_total") == Some(2.0)
+    })
+    .await;
 }

@@ -9,6 +9,7 @@
 mod common;
 
 mod bacnet;
+mod bacnet_attacks;
 mod bacnet_faults;
 mod bacnet_outputs;
 mod ble;

@@ -22,6 +22,7 @@ pub mod load;
 pub mod metrics;
 pub mod names;
 pub mod remote;
+pub mod report;
 pub mod rule;
 pub mod secret;
 mod sections;

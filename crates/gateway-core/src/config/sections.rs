@@ -139,6 +139,10 @@ pub struct Forwarding {
     /// QoS 2 a resumed session could mistake a resent message's new packet
     /// id for one it already holds, so QoS 2 always starts clean.
     pub persistent_session: bool,
+    /// `"device/metric"` (or a pattern with `*`) → `change`: sent upstream
+    /// at once when it changes, besides its windows (see
+    /// [`super::report`]).
+    pub report: std::collections::BTreeMap<String, super::report::ReportMode>,
 }
 
 impl Default for Forwarding {
@@ -150,6 +154,7 @@ impl Default for Forwarding {
             max_inflight: 100,
             urls: Vec::new(),
             persistent_session: true,
+            report: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -264,6 +269,11 @@ impl UpstreamConfig {
         }
         if self.forwarding.max_queued == 0 {
             problems.push(p("max_queued"), "expected at least 1");
+        }
+        for key in self.forwarding.report.keys() {
+            if let Err(e) = super::report::check_key(key) {
+                problems.push(format!("upstream.report.\"{key}\""), e);
+            }
         }
         if self.forwarding.max_inflight == 0 || self.forwarding.max_inflight > 1000 {
             problems.push(

@@ -119,6 +119,14 @@ max_backoff = {max_backoff}
 max_queued = {max_queued}
 # Messages sent and not yet acknowledged by the broker at any time.
 max_inflight = {max_inflight}
+# Metrics sent at once when their value changes, besides their windows: a
+# fan's on/off, an operating mode, a set point. Keys are "device/metric",
+# each part an id or a pattern with * ("ahu-*/mode", "*/setpoint");
+# "change" sends each new value to {{prefix}}/{{device}}/change through the
+# outbox, "window" (the default) exempts one a broader pattern takes. For
+# states that change rarely: changes less than a second apart are
+# coalesced (the latest goes when the second has passed).
+# report = {{ "ahu-1/fan_status" = "change", "*/setpoint" = "change" }}
 
 [aggregation]
 # Tumbling window length. Windows are aligned to multiples of it (UTC), one

@@ -13,14 +13,14 @@ use tokio::sync::mpsc;
 /// messages land in `out`.
 pub fn upstream_into(registry: DeviceRegistry, out: mpsc::Sender<OutboundMessage>) -> SinkFanout {
     let (events, rx) = mpsc::channel(SINK_QUEUE);
-    let feed = Feed {
-        renderer: Renderer {
+    let feed = Feed::new(
+        Renderer {
             gateway_id: "gw-01".into(),
             prefix: "building/hq".into(),
             registry,
         },
-        units: Units::default(),
-    };
+        Units::default(),
+    );
     tokio::spawn(feed.run(
         OutputLink {
             messages: rx,

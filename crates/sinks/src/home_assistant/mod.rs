@@ -191,6 +191,7 @@ impl gateway_core::output::StartOutput for HaSetup {
         gateway_core::output::Lanes {
             urgent: false,
             flush: false,
+            readings: true,
         }
     }
 

@@ -2,13 +2,22 @@
 //! [`SinkEvent`]s like every other and hands the forwarder their rendered
 //! messages (`render`). Windows and device statuses go to the forwarder's
 //! queue in order; raised and cleared alerts to its urgent lane, ahead of
-//! them. A raise held back by a rule's cooldown never leaves the gateway,
-//! and readings are not the upstream's business.
+//! them. A raise held back by a rule's cooldown never leaves the gateway.
+//! Readings come only when the upstream needs them: for the metrics
+//! reported on change (`changes`), rendered onto the windows' queue at
+//! once, and to learn each device's adapter where a unit is set per
+//! adapter.
 
+use std::collections::HashMap;
+
+use gateway_core::config::report::ReportRules;
+use gateway_core::telemetry::Counter;
 use gateway_core::units::Units;
-use gateway_core::OutboundMessage;
+use gateway_core::{DeviceId, OutboundMessage, Reading, SourceId, Telemetry};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
+use super::changes::{Change, Changes};
 use super::render::Renderer;
 use crate::OutputLink;
 use gateway_core::event::{AlertEvent, SinkEvent};
@@ -26,29 +35,74 @@ pub struct ForwarderQueues {
 
 /// Renders events for one gateway's upstream.
 pub struct Feed {
-    pub renderer: Renderer,
-    /// Each metric's unit with the config's overrides: an alert's `unit`
-    /// and `text`.
-    pub units: Units,
+    renderer: Renderer,
+    /// Each metric's unit with the config's overrides: a window's and an
+    /// alert's `unit` and `text`.
+    units: Units,
+    /// The metrics reported on change; `None`: none is.
+    changes: Option<Reporting>,
+    /// Each device's adapter, learnt from its readings, where a unit is
+    /// set per adapter (a window does not say which adapter it came from).
+    adapters: HashMap<DeviceId, SourceId>,
 }
+
+/// Changes of the metrics of `[upstream] report` sent upstream: how many
+/// messages `report = "change"` adds.
+pub const UPSTREAM_CHANGES: &str = "edge_gateway_upstream_changes_total";
+/// Changes not sent because a later one of the same metric came within a
+/// second (`changes::MIN_INTERVAL`): a metric that flaps or is noisy.
+pub const UPSTREAM_CHANGES_COALESCED: &str = "edge_gateway_upstream_changes_coalesced_total";
+
+/// `[upstream] report` at work, and its counts.
+struct Reporting {
+    changes: Changes,
+    sent: Counter,
+    coalesced: Counter,
+}
+
+/// Devices whose adapter is remembered; beyond, the memory starts again.
+const MAX_TRACKED_DEVICES: usize = 100_000;
 
 /// The forwarder is gone: nothing more can be handed to it.
 struct Gone;
 
 impl Feed {
+    pub fn new(renderer: Renderer, units: Units) -> Self {
+        Self {
+            renderer,
+            units,
+            changes: None,
+            adapters: HashMap::new(),
+        }
+    }
+
+    /// Reports the metrics `rules` name at once when they change, counted
+    /// in [`UPSTREAM_CHANGES`]; the upstream's link must then carry the
+    /// readings (`UpstreamSettings::takes_readings`).
+    #[must_use]
+    pub fn with_changes(mut self, rules: ReportRules, telemetry: &Telemetry) -> Self {
+        self.changes = Changes::new(rules).map(|changes| Reporting {
+            changes,
+            sent: telemetry.counter(UPSTREAM_CHANGES, &[]),
+            coalesced: telemetry.counter(UPSTREAM_CHANGES_COALESCED, &[]),
+        });
+        self
+    }
+
     /// Runs until the pipeline closes `link`'s events (or the forwarder
     /// stops taking them), then drops the queues, so the forwarder
     /// delivers what it holds and stops.
     ///
     /// A flush request is answered only after everything received before
     /// it is in the forwarder's queues, with the forwarder's own answer.
-    pub async fn run(self, link: OutputLink<SinkEvent>, to: ForwarderQueues) {
+    pub async fn run(mut self, link: OutputLink<SinkEvent>, to: ForwarderQueues) {
         let OutputLink {
             messages: mut events,
             mut urgent,
             mut flush,
         } = link;
         loop {
+            let due = self.changes.as_ref().and_then(|r| r.changes.due());
             let handed = tokio::select! {
                 biased;
                 event = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match event {
@@ -71,11 +125,16 @@ impl Feed {
                     Some(event) => self.hand(event, &to, &mut urgent).await,
                     None => {
                         // The pipeline is done; alerts it sent last may
-                        // still wait on their lane.
+                        // still wait on their lane, and states held back
+                        // go up as they are.
                         let _ = self.drain(&mut urgent, None, &to).await;
+                        let _ = self.send_held(None, &to, &mut urgent).await;
                         return;
                     }
                 },
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    self.send_held(Some(Instant::now()), &to, &mut urgent).await
+                }
                 request = async { flush.as_mut()?.recv().await }, if flush.is_some() => match request {
                     Some(reply) => self.flush(reply, &mut events, &mut urgent, &to).await,
                     None => {
@@ -92,7 +151,7 @@ impl Feed {
 
     /// Hands over what waits on the urgent lane, then on `events`.
     async fn drain(
-        &self,
+        &mut self,
         urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
         events: Option<&mut mpsc::Receiver<SinkEvent>>,
         to: &ForwarderQueues,
@@ -114,7 +173,7 @@ impl Feed {
     /// first (the pipeline queued it before asking), then the forwarder
     /// answers whether it is all on disk.
     async fn flush(
-        &self,
+        &mut self,
         reply: oneshot::Sender<bool>,
         events: &mut mpsc::Receiver<SinkEvent>,
         urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
@@ -136,7 +195,7 @@ impl Feed {
     /// Renders one event onto its queue. A window or status waiting for
     /// room in the forwarder's queue lets the alerts of `urgent` pass.
     async fn hand(
-        &self,
+        &mut self,
         event: SinkEvent,
         to: &ForwarderQueues,
         urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
@@ -151,10 +210,110 @@ impl Feed {
                 let msg = self.renderer.config_state(&s);
                 return to.urgent.send(msg).await.map_err(|_| Gone);
             }
-            SinkEvent::Window(w) => self.renderer.aggregated(&w),
+            SinkEvent::Window(w) => self.window(&w),
             SinkEvent::Status(s) => self.renderer.device_status(&s),
-            SinkEvent::Readings(_) | SinkEvent::JournalEpoch(_) => return Ok(()),
+            SinkEvent::Readings(readings) => return self.readings(&readings, to, urgent).await,
+            SinkEvent::JournalEpoch(_) => return Ok(()),
         };
+        self.send(msg, to, urgent).await
+    }
+
+    /// A window with each metric's unit, as every output shows it.
+    fn window(&self, w: &gateway_core::event::WindowEvent) -> OutboundMessage {
+        let device_units = self.renderer.registry.get(&w.device).map(|d| &d.units);
+        let source = self
+            .adapters
+            .get(&w.device)
+            .copied()
+            .unwrap_or(SourceId::UNKNOWN);
+        self.renderer.aggregated_in(w, |metric| {
+            self.units
+                .of_device(w.device.as_str(), device_units, source, metric)
+                .unit
+        })
+    }
+
+    /// Learns each device's adapter (where units are set per adapter) and
+    /// sends the changes of the metrics reported on change.
+    async fn readings(
+        &mut self,
+        readings: &[Reading],
+        to: &ForwarderQueues,
+        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
+    ) -> Result<(), Gone> {
+        if self.units.by_adapter() {
+            for r in readings {
+                if r.source() == SourceId::UNKNOWN
+                    || self.adapters.get(r.device()) == Some(&r.source())
+                {
+                    continue;
+                }
+                if self.adapters.len() >= MAX_TRACKED_DEVICES {
+                    self.adapters.clear();
+                }
+                self.adapters.insert(r.device().clone(), r.source());
+            }
+        }
+        let Some(reporting) = self.changes.as_mut() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let found: Vec<Change> = readings
+            .iter()
+            .filter_map(|r| reporting.changes.observe(r, now))
+            .collect();
+        self.send_changes(found, to, urgent).await
+    }
+
+    /// The changes held back whose second has passed (`None`: every one,
+    /// at shutdown).
+    async fn send_held(
+        &mut self,
+        now: Option<Instant>,
+        to: &ForwarderQueues,
+        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
+    ) -> Result<(), Gone> {
+        let Some(reporting) = self.changes.as_mut() else {
+            return Ok(());
+        };
+        let due = reporting.changes.take_due(now);
+        self.send_changes(due, to, urgent).await
+    }
+
+    async fn send_changes(
+        &mut self,
+        found: Vec<Change>,
+        to: &ForwarderQueues,
+        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
+    ) -> Result<(), Gone> {
+        if let Some(r) = self.changes.as_mut() {
+            r.sent.add(found.len() as u64);
+            r.coalesced.add(r.changes.take_coalesced());
+        }
+        for c in found {
+            let unit = self
+                .units
+                .of_device(
+                    c.device.as_str(),
+                    self.renderer.registry.get(&c.device).map(|d| &d.units),
+                    c.source,
+                    &c.metric,
+                )
+                .unit;
+            let msg = self.renderer.change(&c, &unit);
+            self.send(msg, to, urgent).await?;
+        }
+        Ok(())
+    }
+
+    /// Onto the forwarder's queue, in order; while it waits for room the
+    /// alerts and results of `urgent` pass.
+    async fn send(
+        &self,
+        msg: OutboundMessage,
+        to: &ForwarderQueues,
+        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
+    ) -> Result<(), Gone> {
         loop {
             tokio::select! {
                 biased;
@@ -210,14 +369,14 @@ mod tests {
     const T0: i64 = 1_767_225_600_000;
 
     fn feed() -> Feed {
-        Feed {
-            renderer: Renderer {
+        Feed::new(
+            Renderer {
                 gateway_id: "gw-01".into(),
                 prefix: "building/hq".into(),
                 registry: DeviceRegistry::default(),
             },
-            units: Units::default(),
-        }
+            Units::default(),
+        )
     }
 
     fn at(ms: i64) -> Timestamp {
@@ -362,6 +521,78 @@ mod tests {
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert_eq!(sent[0]["state"], "raised");
         assert!(fwd.messages.recv().await.is_none(), "nor as a message");
+    }
+
+    /// Issue 68 (9, 11): a window carries each metric's unit; a metric of
+    /// `[upstream] report` goes out at once when it changes, in order with
+    /// the windows, the others only in their windows.
+    #[tokio::test(start_paused = true)]
+    async fn a_window_carries_its_units_and_a_reported_metric_goes_out_when_it_changes() {
+        use gateway_core::config::report::ReportMode;
+        use gateway_core::{MetricName, Reading, TimeSource};
+        let rules = ReportRules::new(
+            &[("fridge-*/door".to_string(), ReportMode::Change)]
+                .into_iter()
+                .collect(),
+        );
+        let (events, events_rx) = mpsc::channel(64);
+        let (_urgent, urgent_rx) = mpsc::channel(64);
+        let (messages_tx, mut messages) = mpsc::channel(64);
+        let (urgent_tx, _forwarder_urgent) = mpsc::channel(64);
+        tokio::spawn(feed().with_changes(rules, &Telemetry::default()).run(
+            OutputLink {
+                messages: events_rx,
+                urgent: Some(urgent_rx),
+                flush: None,
+            },
+            ForwarderQueues {
+                messages: messages_tx,
+                urgent: urgent_tx,
+                flush: None,
+            },
+        ));
+        let reading = |metric: &str, value: f64, ms: i64| {
+            Reading::new(
+                DeviceId::new("fridge-2").unwrap(),
+                MetricName::new(metric).unwrap(),
+                value,
+                at(ms),
+                TimeSource::Event,
+            )
+            .unwrap()
+        };
+        events
+            .send(SinkEvent::Readings(vec![
+                reading("door", 0.0, 0),
+                reading("temperature", 4.0, 0),
+                reading("door", 0.0, 500),
+                reading("door", 1.0, 1_000),
+            ]))
+            .await
+            .unwrap();
+        events.send(window(0)).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(5), messages.recv())
+                .await
+                .expect("a change or the window")
+                .unwrap();
+            got.push((
+                m.topic.clone(),
+                serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap(),
+            ));
+        }
+        // The second change came within a second of the first: held
+        // until its second has passed, behind the window.
+        assert_eq!(got[0].0, "building/hq/fridge-2/change");
+        assert_eq!(got[0].1["value"], 0.0);
+        assert_eq!(got[1].0, "building/hq/fridge-2/aggregated");
+        assert_eq!(got[1].1["metrics"]["temperature"]["unit"], "°C");
+        assert_eq!(got[2].0, "building/hq/fridge-2/change");
+        assert_eq!(got[2].1["value"], 1.0);
+        assert_eq!(got[2].1["previous"], 0.0);
+        assert_eq!(got[2].1["ts"], "2026-01-01T00:00:01Z");
+        assert!(messages.try_recv().is_err(), "nothing else");
     }
 
     #[tokio::test]

@@ -14,7 +14,9 @@
 //! - `seq`: the per-gateway sequence number added to each payload;
 //! - `render`: the upstream topics and JSON payloads (the public
 //!   contract), and `feed`: the task that renders the pipeline's events
-//!   into the forwarder's queues, making the upstream one more output;
+//!   into the forwarder's queues, making the upstream one more output,
+//!   with `changes` (the metrics of `[upstream] report` sent when they
+//!   change);
 //! - this module: the upstream's side of the crate's `outbox_loop`
 //!   (what to publish, how a PUBACK or a lost connection settles), with
 //!   `poller` polling the client's event loop in its own task and moving
@@ -25,6 +27,7 @@
 //! nothing stale is sent on the next connection and the id mapping stays
 //! exact. Consumers deduplicate on the payload's `id`.
 
+mod changes;
 mod failover;
 mod feed;
 mod poller;
@@ -52,7 +55,7 @@ use crate::registry::SinkContext;
 use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
 use failover::{Failover, Loss};
-pub use feed::{Feed, ForwarderQueues};
+pub use feed::{Feed, ForwarderQueues, UPSTREAM_CHANGES, UPSTREAM_CHANGES_COALESCED};
 use gateway_core::event::SinkEvent;
 use poller::{poll_loop, FaultKind, PollEvent};
 pub use render::Renderer;
@@ -159,14 +162,15 @@ pub fn start(
     ctx: &SinkContext,
     link: OutputLink<SinkEvent>,
 ) -> tokio::task::JoinHandle<Result<(), UpstreamError>> {
-    let feed = Feed {
-        renderer: Renderer {
+    let feed = Feed::new(
+        Renderer {
             gateway_id: ctx.gateway_id.clone(),
             prefix: settings.topic_prefix.clone(),
             registry: ctx.registry.clone(),
         },
-        units: ctx.units.clone(),
-    };
+        ctx.units.clone(),
+    )
+    .with_changes(settings.report.clone(), &ctx.telemetry);
     let (messages, messages_rx) = mpsc::channel(FORWARDER_QUEUE);
     let (urgent, urgent_rx) = mpsc::channel(FORWARDER_QUEUE);
     let (flush, flush_rx) = mpsc::channel(1);
@@ -197,6 +201,7 @@ impl gateway_core::output::StartOutput for UpstreamSettings {
         gateway_core::output::Lanes {
             urgent: true,
             flush: true,
+            readings: self.takes_readings(),
         }
     }
 

@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 use gateway_core::event::{AlertEvent, CommandEvent, ConfigStateEvent, StatusEvent, WindowEvent};
 
+use super::changes::Change;
+
 /// Namespace of the deterministic message ids (UUID v5).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b9e_8d4a_4e57_9a0b_3c5d_7e1f_2a40);
 
@@ -63,7 +65,20 @@ impl Renderer {
     /// (`"rerun": n`, the n-th backward step): it holds other readings.
     /// A late amendment (`"amendment": n`) has its own id too: readings
     /// that came after the span's window was sent, to be added to it.
+    ///
+    /// Each metric carries its `unit` as the name table says it (see
+    /// [`Self::aggregated_in`] for the config's and the devices' own).
     pub fn aggregated(&self, w: &WindowEvent) -> OutboundMessage {
+        self.aggregated_in(w, |metric| gateway_core::units::known(metric).unit)
+    }
+
+    /// [`Self::aggregated`] with each metric's unit from `unit_of` (empty:
+    /// not known, and left out), as every output shows it.
+    pub fn aggregated_in(
+        &self,
+        w: &WindowEvent,
+        mut unit_of: impl FnMut(&str) -> String,
+    ) -> OutboundMessage {
         let mut key = format!(
             "{}\n{}\n{}\n{}",
             self.gateway_id,
@@ -102,16 +117,18 @@ impl Renderer {
             .metrics
             .iter()
             .map(|(name, s)| {
-                (
-                    name.clone(),
-                    json!({
-                        "count": s.count,
-                        "avg": s.avg,
-                        "min": s.min,
-                        "max": s.max,
-                        "std": s.std,
-                    }),
-                )
+                let mut stats = json!({
+                    "count": s.count,
+                    "avg": s.avg,
+                    "min": s.min,
+                    "max": s.max,
+                    "std": s.std,
+                });
+                let unit = unit_of(name);
+                if let (false, Some(o)) = (unit.is_empty(), stats.as_object_mut()) {
+                    o.insert("unit".into(), json!(unit));
+                }
+                (name.clone(), stats)
             })
             .collect();
         obj.insert("metrics".into(), Value::Object(metrics));
@@ -120,6 +137,44 @@ impl Renderer {
         }
         OutboundMessage {
             topic: format!("{}/{}/aggregated", self.prefix, w.device),
+            payload: Value::Object(obj).to_string().into_bytes(),
+            retain: false,
+        }
+    }
+
+    /// `{prefix}/{device}/change`: a metric of `[upstream] report` took a
+    /// new value: `{"id", "gateway", "device", "name", "tags"?, "metric",
+    /// "value", "previous"?, "unit"?, "ts"}`, `ts` the reading's time,
+    /// `previous` the value reported before it (absent for the first since
+    /// the gateway started). Not retained: each is one event. The id is
+    /// derived from device, metric, time and value, so the same reading
+    /// re-sent (after a reconnect, or replayed after a crash) keeps it.
+    pub fn change(&self, c: &Change, unit: &str) -> OutboundMessage {
+        let key = format!(
+            "{}\n{}\nchange\n{}\n{}\n{}",
+            self.gateway_id,
+            c.device,
+            c.metric,
+            c.at.as_millis(),
+            c.value.to_bits()
+        );
+        let mut obj = Map::new();
+        obj.insert(
+            "id".into(),
+            json!(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string()),
+        );
+        self.describe(&mut obj, &c.device);
+        obj.insert("metric".into(), json!(c.metric));
+        obj.insert("value".into(), json!(c.value));
+        if let Some(p) = c.previous {
+            obj.insert("previous".into(), json!(p));
+        }
+        if !unit.is_empty() {
+            obj.insert("unit".into(), json!(unit));
+        }
+        obj.insert("ts".into(), json!(c.at.to_rfc3339()));
+        OutboundMessage {
+            topic: format!("{}/{}/change", self.prefix, c.device),
             payload: Value::Object(obj).to_string().into_bytes(),
             retain: false,
         }
@@ -345,17 +400,53 @@ units = { co2 = "ppb" }
     #[test]
     fn a_rerun_window_keeps_its_own_start_and_a_partial_one_its_cut_in_the_id() {
         let r = renderer();
-        let whole = r.aggregated(&window(None));
+        // Each metric's unit as the outputs show it: the device's own
+        // `units = { co2 = "ppb" }` over the table's ppm (issue 68, 9).
+        let units = Units::default();
+        let device_units = r.registry.get(&fridge()).map(|d| &d.units);
+        let unit_of = |m: &str| units.of(device_units, SourceId::UNKNOWN, m).unit;
+        let whole = r.aggregated_in(&window(None), unit_of);
         assert_eq!(whole.topic, "building/hq/fridge-2/aggregated");
         assert!(!whole.retain);
         assert_eq!(
             text(&whole),
-            r#"{"device":"fridge-2","gateway":"gw-01","id":"3c03a5af-7a65-54ef-b715-0da5edb1e1d0","metrics":{"co2":{"avg":267.26666666666665,"count":3,"max":401.5,"min":0.30000000000000004,"std":188.77493359965874},"temperature":{"avg":21.3,"count":1,"max":21.3,"min":21.3,"std":0.0}},"name":"Fridge 2","rerun":2,"tags":{"room":"kitchen","zone":"north"},"window_end":"2026-01-01T00:01:00.123Z","window_start":"2026-01-01T00:00:00.123Z"}"#
+            r#"{"device":"fridge-2","gateway":"gw-01","id":"3c03a5af-7a65-54ef-b715-0da5edb1e1d0","metrics":{"co2":{"avg":267.26666666666665,"count":3,"max":401.5,"min":0.30000000000000004,"std":188.77493359965874,"unit":"ppb"},"temperature":{"avg":21.3,"count":1,"max":21.3,"min":21.3,"std":0.0,"unit":"°C"}},"name":"Fridge 2","rerun":2,"tags":{"room":"kitchen","zone":"north"},"window_end":"2026-01-01T00:01:00.123Z","window_start":"2026-01-01T00:00:00.123Z"}"#
         );
-        let cut = r.aggregated(&window(Some(t0().saturating_add_millis(30_000))));
+        // A unit not known is left out, nothing else changes.
+        let cut = r.aggregated_in(&window(Some(t0().saturating_add_millis(30_000))), |_| {
+            String::new()
+        });
         assert_eq!(
             text(&cut),
             r#"{"device":"fridge-2","gateway":"gw-01","id":"1d1a1a65-8392-5cfd-8b97-3e49c8503e81","metrics":{"co2":{"avg":267.26666666666665,"count":3,"max":401.5,"min":0.30000000000000004,"std":188.77493359965874},"temperature":{"avg":21.3,"count":1,"max":21.3,"min":21.3,"std":0.0}},"name":"Fridge 2","partial":true,"rerun":2,"tags":{"room":"kitchen","zone":"north"},"window_end":"2026-01-01T00:01:00.123Z","window_start":"2026-01-01T00:00:00.123Z"}"#
+        );
+    }
+
+    #[test]
+    fn a_change_carries_its_value_time_unit_and_the_value_before() {
+        let r = renderer();
+        let mut c = Change {
+            device: fridge(),
+            metric: "door".into(),
+            value: 1.0,
+            previous: Some(0.0),
+            at: t0(),
+            source: SourceId::UNKNOWN,
+        };
+        let m = r.change(&c, "");
+        assert_eq!(m.topic, "building/hq/fridge-2/change");
+        assert!(!m.retain);
+        assert_eq!(
+            text(&m),
+            r#"{"device":"fridge-2","gateway":"gw-01","id":"326abe2e-a23c-5921-8a1c-f7ccc9185c3c","metric":"door","name":"Fridge 2","previous":0.0,"tags":{"room":"kitchen","zone":"north"},"ts":"2026-01-01T00:00:00.123Z","value":1.0}"#
+        );
+        c.previous = None;
+        c.metric = "setpoint".into();
+        c.value = 4.5;
+        let m = r.change(&c, "°C");
+        assert_eq!(
+            text(&m),
+            r#"{"device":"fridge-2","gateway":"gw-01","id":"a4e4c6a9-fc68-51fd-a0f8-30a886940474","metric":"setpoint","name":"Fridge 2","tags":{"room":"kitchen","zone":"north"},"ts":"2026-01-01T00:00:00.123Z","unit":"°C","value":4.5}"#
         );
     }
 

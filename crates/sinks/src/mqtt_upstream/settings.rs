@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gateway_core::config::report::ReportRules;
 use gateway_core::config::{BrokerUrl, OutboxConfig, Qos, UpstreamConfig};
 use mqtt_connect::ConnectionSettings;
 
@@ -33,6 +34,27 @@ pub struct UpstreamSettings {
     /// How long to keep delivering once the pipeline has closed (shutdown);
     /// what is left stays in the outbox for the next start.
     pub drain_timeout: Duration,
+    /// `[upstream] report`: the metrics sent at once when they change.
+    pub report: ReportRules,
+    /// Some `[[adapter]]` sets a unit: the windows' units then need to
+    /// know each device's adapter, which only its readings tell.
+    pub adapter_units: bool,
+}
+
+impl UpstreamSettings {
+    /// Whether the upstream needs the readings: for the metrics reported
+    /// on change, and to learn each device's adapter for its units. Else
+    /// no reading is copied for it.
+    pub fn takes_readings(&self) -> bool {
+        !self.report.is_empty() || self.adapter_units
+    }
+
+    /// Units set per adapter exist (`Config::adapter_units` is not empty).
+    #[must_use]
+    pub fn with_adapter_units(mut self, any: bool) -> Self {
+        self.adapter_units = any;
+        self
+    }
 }
 
 impl UpstreamSettings {
@@ -70,6 +92,8 @@ impl UpstreamSettings {
             max_inflight: up.forwarding.max_inflight,
             max_backoff: up.broker.max_backoff,
             drain_timeout: Duration::from_secs(5),
+            report: ReportRules::new(&up.forwarding.report),
+            adapter_units: false,
         }
     }
 }
