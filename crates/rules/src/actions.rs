@@ -51,6 +51,8 @@ impl StartOutput for ActionsOutput {
         Lanes {
             urgent: false,
             flush: false,
+            // Only the alerts the rules hand it: no fan-out, no readings.
+            readings: false,
         }
     }
 
