@@ -12,8 +12,8 @@
 //! - [`detector`]: the learned, online anomaly detector, one per device ×
 //!   metric, whose whole state is a small serde struct (`stats`: running
 //!   distributions and the range ring; `seasonal`: daily and weekly
-//!   profiles; `resonance`: the second family, off by default; `saved`:
-//!   the packed form it persists as).
+//!   profiles; `resonance` and `discord`: second families, off by
+//!   default; `saved`: the packed form it persists as).
 //! - [`multivariate`]: one model per device over its metrics together
 //!   (linfa KMeans, refitted periodically off the per-reading path).
 //! - `compact`: the base64 form of the persisted seasonal profiles and the
@@ -159,6 +159,16 @@
 //! building checks it catches faults of shape inside the usual range
 //! (fault classes 77.4 → 79.5 on fresh seeds). Its figures, alone and
 //! with the first family, are in `docs/anomaly-experiments.md`.
+//!
+//! A third family, also off (`Params::discord_tail` infinite), is the
+//! matrix profile's discord (Yeh et al. 2016; Zhu et al. 2016's streaming
+//! form): the distance of the newest window's shape to its nearest
+//! neighbour among the last 512 down-sampled readings' windows, judged
+//! against its own decayed peak on the series, a sixth test with the same
+//! sharing. Alone it is the stronger second family (18.9 out of fold, 17.9
+//! with each NAB family held out, against 8.2 and 6.4), but with the first
+//! family at its cross-validated setting it adds no alert on NAB's 45
+//! files, and it costs about 1.5 µs a reading: off.
 //!
 //! # The multivariate model
 //!
@@ -310,6 +320,7 @@
 //! |---|---|---|
 //! | univariate detector | 172–270 ns per reading (268 ns with the step features; budget 2 µs) | 3.0 KB (3 078 B; 3 989 B before its scalars, distributions and range ring were packed) persisted as JSON per series (budget 4 KB); 1 016 B inline + ~1.2 KB heap |
 //! | with the second family on | 14% more instructions per reading (callgrind: 3 899 against 3 413) | 3.6 KB (3 609 B; its 16 categories at most 531 B more than off) |
+//! | with the discord on instead | about 7 times the CPU per reading on NAB (1.8 µs against 0.24, user time) | 3.8 KB (3 859 B; 4 390 B, over the budget, with the categoriser on too) |
 //! | device model, 3 metrics | 235–254 ns per reading scored; a fit 6–11 ms every 256 kept rows (~21 h) | 14.7 KB persisted (budget 32 KB); ~23.5 KB at its 6-metric maximum |
 //! | whole engine, one rule of each kind, 1 000 devices | 0.8–2.1 µs per reading | 3.6 KB persisted per device (3 607 B) |
 //!

@@ -40,8 +40,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         .or_else(|| std::env::args_os().nth(1).map(PathBuf::from))
         .ok_or("set NAB_DATA to the NAB development data (windows.json and the folders)")?;
     if std::env::args().any(|a| a == "--false-alarms") {
-        // The clean synthetic families alone, for every parameter set.
-        for p in cv::grid() {
+        // The clean synthetic families alone, for every parameter set (or
+        // for the families the other flags select, if any).
+        let asked = alarms::params_from_args()?;
+        let sets = if asked == Params::DEFAULT {
+            cv::grid()
+        } else {
+            vec![asked]
+        };
+        for p in sets {
             println!(
                 "{}: {}",
                 cv::show(&p),
@@ -52,10 +59,16 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let corpus = nab::Corpus::load(&dir, "")?;
     if std::env::args().any(|a| a == "--resonance-grid") {
-        return resonance(&corpus);
+        return second_family(&corpus, &cv::resonance_grid());
+    }
+    if std::env::args().any(|a| a == "--discord-grid") {
+        return second_family(&corpus, &cv::discord_grid());
     }
     // `--resonance TAIL,DOWN,VIGILANCE` runs the procedure with the second
     // family on at these settings in every set of the grid.
+    // `--discord TAIL,DOWN,LENGTH` does the same with the discord.
+    // `--resonance-grid` and `--discord-grid` run the procedure over a
+    // second family's own grid instead (the first at its defaults).
     // `--resonance-product` crosses the grid with the second family off
     // and at the settings its own procedures picked, so that each fold
     // chooses both families' settings without the files it is scored on.
@@ -73,6 +86,9 @@ fn main() -> Result<(), Box<dyn Error>> {
                 resonance_tail: families.resonance_tail,
                 resonance_down: families.resonance_down,
                 resonance_vigilance: families.resonance_vigilance,
+                discord_tail: families.discord_tail,
+                discord_down: families.discord_down,
+                discord_length: families.discord_length,
                 ..p
             })
         })
@@ -191,12 +207,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// The second family: each of its sets in-sample, alone (the first family
-/// off) and with the first; then the same procedure over its grid (the
-/// first family at its defaults), 5 folds and each family held out, and
-/// its false alarms.
-fn resonance(corpus: &nab::Corpus) -> Result<(), Box<dyn Error>> {
-    let grid = cv::resonance_grid();
+/// A second family (`grid`: the defaults, then its sets): each of its
+/// sets in-sample, alone (the first family off) and with the first; then
+/// the same procedure over its grid (the first family at its defaults),
+/// 5 folds and each family held out, and its false alarms.
+fn second_family(corpus: &nab::Corpus, grid: &[Params]) -> Result<(), Box<dyn Error>> {
     let on = &grid[1..];
     let alone: Vec<Params> = on
         .iter()
@@ -235,12 +250,12 @@ fn resonance(corpus: &nab::Corpus) -> Result<(), Box<dyn Error>> {
     for (p, (score, _)) in alone.iter().zip(&table) {
         println!("alone {score:5.1}  {}", cv::show(p));
     }
-    let table = cv::run(corpus, &grid, false).table;
+    let table = cv::run(corpus, grid, false).table;
     for (p, (score, _)) in grid.iter().zip(&table) {
         println!("with the first family {score:5.1}  {}", cv::show(p));
     }
     summary("the second family alone", &alone);
     summary("with the first family, the second on", on);
-    summary("with the first family, the second on or off", &grid);
+    summary("with the first family, the second on or off", grid);
     Ok(())
 }

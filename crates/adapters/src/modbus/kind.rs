@@ -16,5 +16,5 @@ pub const MODBUS: Declaration = Declaration {
     },
     folder: "modbus",
     feature: "modbus",
-    fuzz_targets: &[],
+    fuzz_targets: &["modbus_rtu_frame"],
 };

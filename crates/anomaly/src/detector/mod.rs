@@ -4,6 +4,7 @@
 //! arithmetic on `f64` with no allocation per reading, so a gateway can keep
 //! thousands of series; the whole learned state is one small serde struct.
 
+mod discord;
 mod params;
 mod resonance;
 mod rhythm;
@@ -16,6 +17,7 @@ mod when;
 
 use serde::{Deserialize, Serialize};
 
+use discord::Discord;
 pub use gateway_core::config::DEFAULT_SENSITIVITY;
 pub use params::Params;
 use resonance::Resonance;
@@ -52,9 +54,9 @@ const STUCK_MIN: f64 = 12.0;
 /// ...and only if it normally changes on at least this fraction of
 /// readings (a tweet count at 0 all night, a door contact, is not stuck).
 const STUCK_MOVING: f64 = 0.9;
-/// The five tests, one bit each: stuck, range, shift, novelty, and the
-/// second family's pattern.
-const ALL_TESTS: u8 = 0b11111;
+/// The six tests, one bit each: stuck, range, shift, novelty, and the
+/// second families' pattern (the categoriser's, the discord's).
+const ALL_TESTS: u8 = 0b111111;
 /// Smoothing spans, in readings, of the multi-scale level features.
 const SCALES: [f64; 3] = [4.0, 16.0, 64.0];
 /// Number of features.
@@ -162,6 +164,10 @@ pub struct Detector {
     /// The second family: the categories of the series' recent shapes.
     /// Absent while it is off (the default), so its bytes are not spent.
     resonance: Option<Box<Resonance>>,
+    /// The other second family: the series' recent history, for the
+    /// distance of its newest window to the nearest earlier one. Absent
+    /// while it is off.
+    discord: Option<Box<Discord>>,
     /// Last standardised features, for diagnostics (not persisted).
     pub zs: [f64; K],
 }
@@ -210,6 +216,7 @@ impl Detector {
             last_step: 0.0,
             rhythm: Rhythm::default(),
             resonance: None,
+            discord: None,
             zs: [0.0; K],
         }
     }
@@ -482,6 +489,28 @@ impl Detector {
         } else {
             resonance::Judgement::default()
         };
+        let discord = if p.discord_tail.is_finite() {
+            self.discord.get_or_insert_with(Box::default).observe(
+                x,
+                gap,
+                warm,
+                (self.envelope.lo, self.envelope.hi),
+                discord::Settings {
+                    // A series that follows the calendar keeps as many days
+                    // of samples at any rate faster than the 5-minute one
+                    // the settings were chosen at (as its memories do):
+                    // read every minute, a week's shapes still fit in the
+                    // history.
+                    down: (f64::from(p.discord_down) * memory / LONG)
+                        .round()
+                        .min(f64::from(discord::MOST_DOWN)) as u32,
+                    length: p.discord_length,
+                    tail: p.discord_tail,
+                },
+            )
+        } else {
+            discord::Judgement::default()
+        };
         let novel = p.novelty;
         let range_margin = p.range;
         // Each test is armed on its own: after a detection, a test that
@@ -546,6 +575,7 @@ impl Detector {
             first && shift,
             first && novel_hit,
             shape.fire.is_some(),
+            discord.fire.is_some(),
         ];
         // The shift test re-arms only once its score has fallen to half the
         // threshold (a shifted level hovering around the threshold while it
@@ -561,6 +591,7 @@ impl Detector {
             score > 0.5 * threshold,
             novel_hit,
             shape.novel,
+            discord.lingers,
         ];
         // A detection's quiet period lasts until no test has held for
         // SUPPRESS readings. (Until none has *lingered* was tried: NAB 70.1
@@ -592,7 +623,7 @@ impl Detector {
                 3 | 6 => Reason::Drift,
                 _ => Reason::LevelShift,
             },
-            4 => Reason::Pattern,
+            4 | 5 => Reason::Pattern,
             _ => match novel_feature {
                 0 => Reason::Spike,
                 NOISE | QUIET => Reason::Noise,
@@ -629,7 +660,11 @@ impl Detector {
         }
         // A reading beyond the recent range is shown against that range;
         // anything else against the baseline (or the profile) ± 2 spreads.
-        let (lo, hi) = if reason == Some(Reason::Pattern) {
+        let (lo, hi) = if firing == Some(5) && !frozen {
+            // Where the nearest earlier window was, give or take its usual
+            // distance.
+            discord.expected
+        } else if reason == Some(Reason::Pattern) {
             // Where the nearest learned shape held its latest sample.
             shape.expected
         } else if range {
@@ -1118,6 +1153,25 @@ mod tests {
             resonance_vigilance: 0.9,
             ..Params::DEFAULT
         };
+        reports_a_new_shape_as_pattern_and_persists(&p, "resonance");
+    }
+
+    #[test]
+    fn the_discord_reports_a_shape_never_made_as_pattern_and_persists() {
+        let p = Params {
+            first_family: false,
+            discord_tail: 1.5,
+            discord_down: 8,
+            discord_length: 16,
+            ..Params::DEFAULT
+        };
+        reports_a_new_shape_as_pattern_and_persists(&p, "discord");
+    }
+
+    /// Alone, the second family `field` under `p` reports the day of a new
+    /// shape, and nothing before it, and judges alike once restored.
+    fn reports_a_new_shape_as_pattern_and_persists(p: &Params, field: &str) {
+        let p = *p;
         let xs = a_day_of_a_new_shape();
         let mut d = Detector::new();
         let mut restored = None;
@@ -1132,7 +1186,7 @@ mod tests {
                 // Half-way, saved and restored: it judges alike, and the
                 // categories are in the saved state.
                 let saved = serde_json::to_value(&d).unwrap();
-                assert!(saved["resonance"].is_string());
+                assert!(saved[field].is_string());
                 restored = Some(serde_json::from_value::<Detector>(saved).unwrap());
             }
             if v.anomaly {
@@ -1163,6 +1217,7 @@ mod tests {
         }
         let saved = serde_json::to_value(&d).unwrap();
         assert!(saved.get("resonance").is_none());
+        assert!(saved.get("discord").is_none());
     }
 
     /// Noise around 20 every minute, then the value freezes at `freeze_at`.

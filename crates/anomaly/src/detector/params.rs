@@ -67,6 +67,15 @@ pub struct Params {
     pub resonance_down: u32,
     /// ...and its starting (upper) vigilance.
     pub resonance_vigilance: f64,
+    /// The other second family, the discord (see `discord`): a window
+    /// fires when its distance to its nearest earlier neighbour (averaged
+    /// over two windows) is beyond this multiple of the largest that
+    /// distance has lately been on the series; infinite leaves it off...
+    pub discord_tail: f64,
+    /// ...its readings per sample...
+    pub discord_down: u32,
+    /// ...and its samples per window.
+    pub discord_length: usize,
 }
 
 impl Params {
@@ -86,6 +95,9 @@ impl Params {
         resonance_tail: f64::INFINITY,
         resonance_down: 4,
         resonance_vigilance: 0.9,
+        discord_tail: f64::INFINITY,
+        discord_down: 8,
+        discord_length: 16,
     };
 
     /// These parameters moved to `sensitivity` in (0, 1] (higher alerts on

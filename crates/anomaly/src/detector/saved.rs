@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::discord::Discord;
 use super::resonance::Resonance;
 use super::rhythm::Rhythm;
 use super::seasonal::Seasonal;
@@ -90,6 +91,8 @@ macro_rules! saved {
             rhythm: Rhythm,
             #[serde(default, skip_serializing_if = "Option::is_none")]
             resonance: Option<Box<Resonance>>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            discord: Option<Box<Discord>>,
         }
 
         impl From<Detector> for Saved {
@@ -110,6 +113,7 @@ macro_rules! saved {
                     steps: d.steps,
                     rhythm: d.rhythm,
                     resonance: d.resonance,
+                    discord: d.discord,
                 }
             }
         }
@@ -146,6 +150,7 @@ macro_rules! saved {
                 d.steps = s.steps;
                 d.rhythm = s.rhythm;
                 d.resonance = s.resonance;
+                d.discord = s.discord;
                 Ok(d)
             }
         }

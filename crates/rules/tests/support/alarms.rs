@@ -12,7 +12,8 @@ use rules::trigger::{AlertState, Trigger};
 
 /// The defaults, or the families the command line asks for: `--resonance
 /// TAIL,DOWN,VIGILANCE` turns the second family (the adaptive-resonance
-/// categoriser) on with these settings, `--alone` turns the first off.
+/// categoriser) on with these settings, `--discord TAIL,DOWN,LENGTH` the
+/// discord, `--alone` turns the first off.
 pub fn params_from_args() -> Result<Params, String> {
     let args: Vec<String> = std::env::args().collect();
     let mut p = Params::DEFAULT;
@@ -29,6 +30,20 @@ pub fn params_from_args() -> Result<Params, String> {
         p.resonance_tail = tail.parse().map_err(|_| bad())?;
         p.resonance_down = down.parse().map_err(|_| bad())?;
         p.resonance_vigilance = vigilance.parse().map_err(|_| bad())?;
+    }
+    if let Some(settings) = args
+        .iter()
+        .position(|a| a == "--discord")
+        .and_then(|i| args.get(i + 1))
+    {
+        let parts: Vec<&str> = settings.split(',').collect();
+        let bad = || format!("--discord TAIL,DOWN,LENGTH, not {settings}");
+        let [tail, down, length] = parts[..] else {
+            return Err(bad());
+        };
+        p.discord_tail = tail.parse().map_err(|_| bad())?;
+        p.discord_down = down.parse().map_err(|_| bad())?;
+        p.discord_length = length.parse().map_err(|_| bad())?;
     }
     p.first_family = !args.iter().any(|a| a == "--alone");
     Ok(p)

@@ -75,6 +75,24 @@ pub fn resonance_grid() -> Vec<Params> {
     out
 }
 
+/// The discord's sets (the first family at its defaults): off, and each
+/// tail bar, and sample size with window length (the span a window
+/// covers: 16 to 128 readings).
+pub fn discord_grid() -> Vec<Params> {
+    let mut out = vec![Params::DEFAULT];
+    for discord_tail in [1.2, 1.3, 1.5, 2.0] {
+        for (discord_down, discord_length) in [(2, 8), (4, 8), (8, 8), (4, 16), (8, 16)] {
+            out.push(Params {
+                discord_tail,
+                discord_down,
+                discord_length,
+                ..Params::DEFAULT
+            });
+        }
+    }
+    out
+}
+
 /// The second family off, and at the settings `nab_cv --resonance-grid`
 /// picked for it (with the first family, then alone).
 pub fn resonance_picks() -> Vec<Params> {
@@ -104,6 +122,12 @@ pub fn show(p: &Params) -> String {
         text.push_str(&format!(
             " resonance: tail {} down {} vigilance {}",
             p.resonance_tail, p.resonance_down, p.resonance_vigilance
+        ));
+    }
+    if p.discord_tail.is_finite() {
+        text.push_str(&format!(
+            " discord: tail {} down {} length {}",
+            p.discord_tail, p.discord_down, p.discord_length
         ));
     }
     text
@@ -312,6 +336,9 @@ pub fn run_folds(
         resonance_tail: median(|p| p.resonance_tail),
         resonance_down: median(|p| f64::from(p.resonance_down)) as u32,
         resonance_vigilance: median(|p| p.resonance_vigilance),
+        discord_tail: median(|p| p.discord_tail),
+        discord_down: median(|p| f64::from(p.discord_down)) as u32,
+        discord_length: median(|p| p.discord_length as f64) as usize,
     };
     let picked_all = match grid.iter().position(|p| *p == picked) {
         Some(g) => normalised(&raw[g], &windows, &all),
