@@ -323,7 +323,6 @@ impl Gateway {
             ("metrics", old.metrics != new.metrics),
             ("device", old.devices != new.devices),
             ("rule", old.rules != new.rules),
-            ("lorawan", old.sections != new.sections),
             ("sink", old.sinks != new.sinks),
             ("dashboard", old.dashboard != new.dashboard),
             // The pages, sinks and alerts were given their units at start.
@@ -338,6 +337,11 @@ impl Gateway {
                 summary.need_restart.push(section);
             }
         }
+        // The adapter families' own sections (`[lorawan]`, `[ble]`, …),
+        // each by its name.
+        summary
+            .need_restart
+            .extend(old.sections.changed(&new.sections));
         let mut keep = Vec::new();
         for running in std::mem::take(&mut self.adapters) {
             let name = running.config.name().to_string();
