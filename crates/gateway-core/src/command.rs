@@ -235,7 +235,10 @@ impl RawPoint {
                 Ok(command.value.to_json().to_string().into_bytes())
             }
             CommandValue::Null | CommandValue::Downlink { .. } | CommandValue::Encode { .. } => {
-                Err(Refusal::new("type", "expected a text, a number or true/false"))
+                Err(Refusal::new(
+                    "type",
+                    "expected a text, a number or true/false",
+                ))
             }
         }
     }

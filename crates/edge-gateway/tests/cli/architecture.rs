@@ -222,9 +222,14 @@ fn every_fuzz_target_the_architecture_doc_names_exists() {
         .map(|t| t.trim().trim_matches('"'))
         .filter(|t| !t.is_empty())
         .collect();
-    assert!(!named.is_empty(), "the doc's example declares no fuzz target");
+    assert!(
+        !named.is_empty(),
+        "the doc's example declares no fuzz target"
+    );
     for target in named {
-        let file = root().join("fuzz/fuzz_targets").join(format!("{target}.rs"));
+        let file = root()
+            .join("fuzz/fuzz_targets")
+            .join(format!("{target}.rs"));
         assert!(
             file.is_file(),
             "docs/architecture.md names fuzz target {target}: no fuzz/fuzz_targets/{target}.rs"
