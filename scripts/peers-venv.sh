@@ -2,14 +2,15 @@
 # The independent protocol peers the tests talk to, in a virtual
 # environment of their own under target/ (Debian 12 refuses `pip install`
 # into its Python, PEP 668): pymodbus (Modbus TCP and RTU servers),
-# bacpypes3 (BACnet/IP devices) and cryptography (an Ed25519 signer
-# independent of ours, for pushed configurations). Pinned: the tests rely on their behaviour
+# bacpypes3 (BACnet/IP devices), xknx (KNX devices, a tunnelling client
+# of knxd) and cryptography (an Ed25519 signer independent of ours, for
+# pushed configurations). Pinned: the tests rely on their behaviour
 # (the peer scripts in crates/edge-gateway/tests/data/ use these versions' APIs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${EDGE_TEST_PEERS_VENV:-target/peers-venv}
-want="pymodbus==3.16.1 pyserial==3.5 bacpypes3==0.0.110 cryptography==46.0.3"
+want="pymodbus==3.16.1 pyserial==3.5 bacpypes3==0.0.110 xknx==4.0.0 cryptography==46.0.3"
 stamp="$venv/.installed"
 if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0

@@ -33,6 +33,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # tests/durability/clock_ahead_restart.rs: the gateway restarted with its
 # clock 40 days ahead, through libfaketime's LD_PRELOAD.
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+# tests/protocols/knx.rs: knxd, the KNXnet/IP tunnelling server and router
+# the KNX tests run on loopback (xknx, in the peers' venv, is the devices).
+command -v knxd >/dev/null 2>&1 || missing+=(knxd)
 # gateway.timezone: IANA zones come from the system's tzdata (Priority:
 # required in Debian, but a container may lack it).
 [ -e /usr/share/zoneinfo/Europe/Berlin ] || missing+=(tzdata)
@@ -51,8 +54,8 @@ fi
 # and start with the vendored one they ship.
 export OPENSSL_NO_VENDOR=1
 
-# The Modbus and BACnet adapters' independent peers (pymodbus, bacpypes3),
-# in a virtual environment under target/.
+# The Modbus, BACnet and KNX adapters' independent peers (pymodbus,
+# bacpypes3, xknx), in a virtual environment under target/.
 bash scripts/peers-venv.sh
 
 # The sensor nodes (firmware/): their no_std codec for both embedded

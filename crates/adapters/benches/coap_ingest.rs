@@ -60,6 +60,8 @@ fn config(bind: SocketAddr) -> CoapServerConfig {
             max_devices: 1024,
             max_readings_per_message: adapters::payload::DEFAULT_MAX_READINGS_PER_MESSAGE,
         },
+        #[cfg(feature = "lorawan")]
+        codec: None,
     }
 }
 

@@ -35,15 +35,21 @@ pub mod modbus;
 #[cfg(feature = "bacnet")]
 pub mod bacnet;
 
+#[cfg(feature = "knx")]
+pub mod knx;
+
 pub mod registry;
 
 #[cfg(any(
     feature = "ble",
     feature = "lorawan",
     feature = "modbus",
-    feature = "bacnet"
+    feature = "bacnet",
+    feature = "knx"
 ))]
 mod device_section;
+#[cfg(any(feature = "modbus", feature = "bacnet"))]
+pub use device_section::{DeviceCommon, DeviceSection, SectionDevice};
 
 #[cfg(any(feature = "coap", feature = "lorawan"))]
 mod udp;
@@ -72,6 +78,8 @@ registry::adapter_registry! {
         Modbus => modbus::ModbusConfig,
         #[cfg(feature = "bacnet")]
         Bacnet => bacnet::BacnetConfig,
+        #[cfg(feature = "knx")]
+        Knx => knx::KnxConfig,
     }
     sections {
         #[cfg(feature = "coap")]
@@ -84,5 +92,7 @@ registry::adapter_registry! {
         modbus => modbus::ModbusSection,
         #[cfg(feature = "bacnet")]
         bacnet => bacnet::BacnetSection,
+        #[cfg(feature = "knx")]
+        knx => knx::KnxSection,
     }
 }

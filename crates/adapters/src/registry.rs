@@ -61,9 +61,7 @@ pub trait AdapterKind: Sized + Clone + fmt::Debug + PartialEq {
 /// The text lives beside the code as a plain file people can read; the
 /// defaults it shows still come from the code, so they cannot go stale.
 pub(crate) fn render_template(text: &str, values: &[(&str, String)]) -> String {
-    values.iter().fold(text.to_string(), |out, (name, value)| {
-        out.replace(&format!("${{{name}}}"), value)
-    })
+    gateway_core::config::template::fill(text, values)
 }
 
 /// A top-level section owned by an adapter family (`[lorawan]` with its

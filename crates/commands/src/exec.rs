@@ -19,6 +19,7 @@ use gateway_core::command::{
 };
 use gateway_core::config::CommandsConfig;
 use gateway_core::event::{CommandEvent, SinkEvent};
+use gateway_core::rate_limit::RateLimiter;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Clock, DeviceId, Telemetry, Timestamp};
 use tokio::sync::{mpsc, oneshot};
@@ -28,7 +29,6 @@ use tracing::{info, warn};
 use crate::age::{self, Made};
 use crate::journal::{Journal, Known, Recorded};
 use crate::parse::{self, value_json};
-use crate::rate::RateLimit;
 use crate::{COMMANDS, COMMANDS_REPEATED};
 
 /// A command as the listener hands it over.
@@ -62,7 +62,12 @@ pub struct Executor {
     pub actuators: CommandTargets,
     /// The running request's maker, waiting for its result.
     reply: std::sync::Mutex<Option<oneshot::Sender<CommandEvent>>>,
-    rate: RateLimit,
+    /// Commands per device: one device's flood is refused without
+    /// touching another's commands. Devices no adapter writes to share
+    /// one key (`None`): a sender can make up any number of them, and each
+    /// refusal still costs a journal line and a result. So the table holds
+    /// only devices a target serves: bounded by the config.
+    rate: RateLimiter<Option<DeviceId>>,
     log: LogThrottle,
     /// Fault hook ([`HOLD_RESULT_ENV`]): a wait between a write and its
     /// result, so a crash test can kill the gateway there.
@@ -99,7 +104,7 @@ impl Executor {
         telemetry: Telemetry,
         results: Vec<mpsc::Sender<SinkEvent>>,
     ) -> Self {
-        let rate = RateLimit::new(config.rate, config.burst);
+        let rate = RateLimiter::new(config.rate, config.burst);
         Self {
             config,
             journal,
@@ -274,8 +279,8 @@ impl Executor {
             _ => None,
         }
         .or_else(|| self.targets.find(&command.device));
-        let bucket = target.as_ref().map(|_| &command.device);
-        if !self.rate.allow(bucket, Instant::now()) {
+        let bucket = target.as_ref().map(|_| command.device.clone());
+        if !self.rate.allow(bucket, Instant::now().into_std()) {
             let detail = if target.is_some() {
                 "more commands for this device than [commands] rate allows"
             } else {

@@ -17,7 +17,7 @@
 //! - `journal`: ids before their write, results after (durable), each
 //!   remembered while a replay of it could run;
 //! - `age`: whether a command is fresh, and its deadline (pure);
-//! - `rate`: commands per device;
+//! - the rate of commands per device: `gateway_core::rate_limit`;
 //! - `exec`: one command to its one result;
 //! - `listener`: the broker connection (I/O), and the one loop that runs
 //!   the cloud's commands and other components' requests in turn.
@@ -35,7 +35,6 @@ pub mod exec;
 pub mod journal;
 pub mod listener;
 pub mod parse;
-pub mod rate;
 
 use std::path::Path;
 use std::sync::Arc;

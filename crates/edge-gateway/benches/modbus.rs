@@ -151,13 +151,9 @@ async fn jitter(seconds: u64) {
     };
     let devices = (1..=DEVICES)
         .map(|u| ModbusDevice {
-            adapter: None,
+            common: Default::default(),
             id: DeviceId::new(format!("meter-{u:03}")).unwrap(),
             unit: u,
-            name: None,
-            room: None,
-            floor: None,
-            tags: Default::default(),
             profile: None,
             registers: f32_registers().into_iter().take(2).collect(),
             poll: None,

@@ -7,7 +7,8 @@
 //! balancer or `curl -f` in a watchdog sees the difference.
 
 use gateway_core::component::{
-    ADAPTER_CONNECTED, ADAPTER_LINK, ADAPTER_LISTENING, LINK_RADIO, LINK_SERIAL_PORT,
+    ADAPTER_CONNECTED, ADAPTER_LINK, ADAPTER_LISTENING, LINK_KNX_INTERFACE, LINK_RADIO,
+    LINK_SERIAL_PORT,
 };
 use gateway_core::link_status::LINK_TCP_SERVER;
 use gateway_core::Telemetry;
@@ -64,6 +65,9 @@ fn not_linked(name: &str, links: &[LinkInfo]) -> String {
         }
         Some(LINK_RADIO) => {
             format!("adapter \"{name}\" has no working Bluetooth radio (not scanning)")
+        }
+        Some(LINK_KNX_INTERFACE) => {
+            format!("adapter \"{name}\" has no tunnel to its KNXnet/IP interface (or has not joined the routing multicast)")
         }
         Some(LINK_TCP_SERVER) => format!("adapter \"{name}\" cannot reach its TCP server"),
         _ => format!("adapter \"{name}\" is not connected and subscribed to its broker"),
@@ -356,7 +360,11 @@ mod tests {
     fn an_unplugged_serial_port_is_said_to_be_one() {
         let t = Telemetry::default();
         t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
-        for (name, link) in [("relay", LINK_SERIAL_PORT), ("ble", LINK_RADIO)] {
+        for (name, link) in [
+            ("relay", LINK_SERIAL_PORT),
+            ("ble", LINK_RADIO),
+            ("rooms", LINK_KNX_INTERFACE),
+        ] {
             t.gauge(ADAPTER_UP, &[("adapter", name)]).set(1.0);
             t.gauge(ADAPTER_CONNECTED, &[("adapter", name)]).set(0.0);
             t.gauge(ADAPTER_LINK, &[("adapter", name), ("link", link)])
@@ -367,7 +375,8 @@ mod tests {
             h.body["reasons"],
             json!([
                 "adapter \"ble\" has no working Bluetooth radio (not scanning)",
-                "adapter \"relay\" cannot read its serial port (unplugged, or it cannot be opened)"
+                "adapter \"relay\" cannot read its serial port (unplugged, or it cannot be opened)",
+                "adapter \"rooms\" has no tunnel to its KNXnet/IP interface (or has not joined the routing multicast)"
             ])
         );
         assert!(!h.body["reasons"].to_string().contains("broker"));

@@ -18,6 +18,8 @@ use edge_gateway_tools::ble;
 use edge_gateway_tools::decode;
 #[cfg(feature = "demo")]
 use edge_gateway_tools::demo;
+#[cfg(feature = "knx")]
+use edge_gateway_tools::knx;
 #[cfg(feature = "modbus")]
 use edge_gateway_tools::modbus;
 #[cfg(feature = "lorawan")]
@@ -78,6 +80,11 @@ enum Command {
     /// and their objects (name, type, instance, units, present value).
     #[cfg(feature = "bacnet")]
     Bacnet(bacnet::BacnetArgs),
+    /// KNX tools: `knx discover` lists the KNXnet/IP interfaces and
+    /// routers answering a search; `knx monitor` prints every group
+    /// telegram on the bus.
+    #[cfg(feature = "knx")]
+    Knx(knx::KnxArgs),
     /// Run the config's alert rules over a CSV of past readings (event
     /// time): alerts as JSON lines on stdout, a summary on stderr.
     Replay(replay::ReplayArgs),
@@ -112,6 +119,8 @@ fn main() -> ExitCode {
         Command::Modbus(args) => modbus::main(&args),
         #[cfg(feature = "bacnet")]
         Command::Bacnet(args) => bacnet::main(&args),
+        #[cfg(feature = "knx")]
+        Command::Knx(args) => knx::main(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Simulate(args) => simulate::main(args),
         Command::Configfile => validate::configfile(),

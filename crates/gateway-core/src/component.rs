@@ -396,7 +396,7 @@ pub const ADAPTER_CONNECTED: &str = "edge_gateway_adapter_connected";
 pub const ADAPTER_LISTENING: &str = "edge_gateway_adapter_listening";
 /// Gauge `{adapter, link}`, 1, set beside [`ADAPTER_CONNECTED`]: what the
 /// connection is to ([`LINK_BROKER`], [`LINK_SERIAL_PORT`],
-/// [`LINK_RADIO`]), so `/health` says what is missing in the words of
+/// [`LINK_RADIO`], [`LINK_KNX_INTERFACE`]), so `/health` says what is missing in the words of
 /// what is there (an unplugged serial port has no broker).
 pub const ADAPTER_LINK: &str = "edge_gateway_adapter_link_info";
 /// An MQTT broker: connected and subscribed.
@@ -405,6 +405,8 @@ pub const LINK_BROKER: &str = "broker";
 pub const LINK_SERIAL_PORT: &str = "serial_port";
 /// A Bluetooth radio: scanning.
 pub const LINK_RADIO: &str = "radio";
+/// A KNXnet/IP interface: tunnel connected (or routing multicast joined).
+pub const LINK_KNX_INTERFACE: &str = "knx_interface";
 /// Messages (or datagrams, lines) an adapter received, good or bad.
 pub const ADAPTER_RECEIVED: &str = "edge_gateway_adapter_received_messages_total";
 /// Readings an adapter decoded and handed to the pipeline.

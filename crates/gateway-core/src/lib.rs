@@ -16,6 +16,7 @@
 //! - [`telemetry`]: counters with explicit handles, rendered as Prometheus text;
 //! - [`refusal`]: refusing an adapter's input alike everywhere: counted by
 //!   reason, warned at most once per interval;
+//! - [`rate_limit`]: token buckets per key (CoAP peers, commands per device);
 //! - [`registry`]: the device registry (id → human name and tags);
 //! - [`hardware_address`]: MACs and EUIs as one device id in any notation;
 //! - [`csv`]: text cells of the CSV files the gateway writes, safe to open
@@ -35,6 +36,7 @@ pub mod link_status;
 pub mod model;
 pub mod net;
 pub mod output;
+pub mod rate_limit;
 pub mod refusal;
 pub mod registry;
 pub mod state_file;

@@ -4,6 +4,11 @@
 //! [`OutputLink`] and the [`OutputContext`], and waits for the
 //! [`StartedOutput`] it returns at stop. Which lanes an output takes
 //! ([`Lanes`]) is the only thing the runtime asks it beforehand.
+//!
+//! What the rest of the gateway says about an output (its section, its
+//! label, what it delivers, its feature, its folder) is its
+//! [`OutputDeclaration`], declared once in the folder's `kind.rs`, as an
+//! adapter's is.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -11,6 +16,60 @@ use std::pin::Pin;
 
 use crate::event::{OutputLink, SinkEvent};
 use crate::{DeviceRegistry, Telemetry};
+
+/// What an output takes from the pipeline's events and delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivers {
+    /// Readings as accepted, late ones too.
+    Readings,
+    /// Closed windows' statistics.
+    Windows,
+    /// Devices' online/offline.
+    Statuses,
+    /// Alert transitions.
+    Alerts,
+    /// Results of commands to devices.
+    CommandResults,
+    /// Where a configuration pushed from the cloud stands.
+    ConfigStates,
+}
+
+impl Delivers {
+    /// As the folder READMEs and the architecture page name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Readings => "readings",
+            Self::Windows => "windows",
+            Self::Statuses => "statuses",
+            Self::Alerts => "alerts",
+            Self::CommandResults => "command results",
+            Self::ConfigStates => "configuration states",
+        }
+    }
+}
+
+/// Everything the rest of the gateway knows of one output, declared once
+/// in its folder's `kind.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputDeclaration {
+    /// Its name in `gateway.toml`: the section (`upstream`,
+    /// `home_assistant`, `dashboard`) or the `[[sink]] type`.
+    pub kind: &'static str,
+    /// How it is configured, as an operator writes it.
+    pub section: &'static str,
+    /// What people are told it is.
+    pub label: &'static str,
+    /// The events it takes and delivers.
+    pub delivers: &'static [Delivers],
+    /// The Cargo feature of its crate that builds it in; `None` where it is
+    /// always built.
+    pub feature: Option<&'static str>,
+    /// Its folder, from the workspace's `crates/`: its `kind.rs`,
+    /// `README.md` and `template.toml` are there.
+    pub folder: &'static str,
+    /// It keeps a durable outbox and answers the checkpoint's flush.
+    pub durable: bool,
+}
 
 /// What outputs need to know about the gateway they run in.
 #[derive(Clone)]

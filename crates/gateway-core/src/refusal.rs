@@ -6,13 +6,16 @@
 //! ```ignore
 //! gateway_core::refuse!(stats, throttle, "payload_too_large";
 //!     adapter, %peer, "Dropping CoAP request.");
+//! // Throttled per device: one silent meter does not hide another.
+//! gateway_core::refuse!(stats, throttle, "timeout", per format!("timeout:{device}");
+//!     adapter, device, "Modbus device did not answer.");
 //! ```
 
 use crate::component::AdapterStats;
 use crate::telemetry::LogThrottle;
 
 #[doc(hidden)]
-pub use tracing::warn as __warn;
+pub use tracing::{event as __event, Level as __Level};
 
 impl AdapterStats {
     /// Counts an input refused for `reason`; `Some(suppressed since the
@@ -31,17 +34,39 @@ impl AdapterStats {
 }
 
 /// Counts an input refused for a reason and warns at most once per
-/// interval per reason: `refuse!(stats, throttle, reason; fields…,
-/// "message")`. The warning carries `error_type` (the reason) and
-/// `suppressed` beside the caller's fields.
+/// interval: `refuse!(stats, throttle, reason; fields…, "message")`
+/// throttles the log per reason; `refuse!(stats, throttle, reason, per
+/// key; …)` per `key` instead (a reason of one device, say, so one broken
+/// device does not hide another). A leading `error:` logs at error level.
+/// The line carries `error_type` (the reason) and `suppressed` (how many
+/// were not logged since the last one) beside the caller's fields.
 #[macro_export]
 macro_rules! refuse {
-    ($stats:expr, $throttle:expr, $reason:expr; $($log:tt)+) => {{
-        let reason: &str = $reason;
-        if let Some(suppressed) = ($stats).refuse(&$throttle, reason) {
-            $crate::refusal::__warn!(error_type = reason, suppressed, $($log)+);
+    (@log $level:ident, $reason:ident, $allowed:expr; $($log:tt)+) => {
+        if let Some(suppressed) = $allowed {
+            $crate::refusal::__event!(
+                $crate::refusal::__Level::$level,
+                error_type = $reason,
+                suppressed,
+                $($log)+
+            );
         }
+    };
+    (@at $level:ident, $stats:expr, $throttle:expr, $reason:expr, per $key:expr; $($log:tt)+) => {{
+        let reason: &str = $reason;
+        let key: &str = &$key;
+        $crate::refuse!(@log $level, reason, ($stats).refuse_per(&$throttle, reason, key); $($log)+)
     }};
+    (@at $level:ident, $stats:expr, $throttle:expr, $reason:expr; $($log:tt)+) => {{
+        let reason: &str = $reason;
+        $crate::refuse!(@log $level, reason, ($stats).refuse(&$throttle, reason); $($log)+)
+    }};
+    (error: $($rest:tt)+) => {
+        $crate::refuse!(@at ERROR, $($rest)+)
+    };
+    ($($rest:tt)+) => {
+        $crate::refuse!(@at WARN, $($rest)+)
+    };
 }
 
 #[cfg(test)]
@@ -76,5 +101,22 @@ mod tests {
             Some(0)
         );
         assert_eq!(count("timeout"), Some(2));
+        crate::refuse!(stats, throttle, "timeout", per format!("timeout:{}", "meter-3");
+            adapter = "a", "Dropping.");
+        crate::refuse!(error: stats, throttle, "timeout", per "timeout:meter-3";
+            adapter = "a", "Dropping.");
+        crate::refuse!(error: stats, throttle, "store"; adapter = "a", "Dropping.");
+        assert_eq!(count("timeout"), Some(4));
+        assert_eq!(count("store"), Some(1));
+        assert_eq!(
+            stats.refuse_per(&throttle, "timeout", "timeout:meter-3"),
+            None,
+            "the macro's per-key form throttles by its key"
+        );
+        assert_eq!(
+            stats.refuse(&throttle, "timeout"),
+            Some(0),
+            "and not by its reason"
+        );
     }
 }

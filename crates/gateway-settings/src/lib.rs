@@ -200,10 +200,12 @@ pub fn device_count(config: &GatewayConfig) -> usize {
 /// The fully commented template of every key with its default: the output
 /// of `edge-gateway configfile` and the shipped `gateway.toml`.
 pub fn template() -> String {
-    let mut out = template::core_sections();
+    let mut out = template::head_sections();
+    out.push_str(&sinks::mqtt_upstream::template());
+    out.push_str(&template::pipeline_sections());
     out.push_str(&gateway_core::config::metrics::template());
-    out.push_str(&gateway_core::config::dashboard::template());
-    out.push_str(&gateway_core::config::home_assistant::template());
+    out.push_str(&dashboard::history::template());
+    out.push_str(&sinks::home_assistant::template());
     out.push_str(&gateway_core::config::commands::template());
     out.push_str(&gateway_core::config::remote::template());
     out.push_str(&adapters::template());

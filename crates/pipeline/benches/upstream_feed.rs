@@ -27,8 +27,7 @@ use gateway_core::config::report::{ReportMode, ReportRules};
 use gateway_core::units::Units;
 use gateway_core::{DeviceId, DeviceRegistry, MetricName, Reading, TimeSource, Timestamp};
 use pipeline::fanout::{Output, SinkFanout};
-use sinks::mqtt_upstream::{Feed, ForwarderQueues, Renderer};
-use sinks::OutputLink;
+use sinks::mqtt_upstream::{Feed, Render, Renderer};
 use tokio::sync::mpsc;
 
 const DEVICES: usize = 1_000;
@@ -97,18 +96,24 @@ fn upstream(readings: bool, report: bool) -> (SinkFanout, tokio::task::JoinHandl
             &gateway_core::Telemetry::default(),
         );
     }
-    tokio::spawn(feed.run(
-        OutputLink {
-            messages: rx,
-            urgent: None,
-            flush: None,
-        },
-        ForwarderQueues {
-            messages: out.clone(),
-            urgent: out,
-            flush: None,
-        },
-    ));
+    // The upstream's rendering as its forwarder does it, each message
+    // queued; the changes still held at the end go too.
+    tokio::spawn(async move {
+        let (mut feed, mut rx) = (feed, rx);
+        let mut rendered = Vec::new();
+        while let Some(event) = rx.recv().await {
+            feed.render(event, false, &mut rendered);
+            for (msg, _) in rendered.drain(..) {
+                if out.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        }
+        feed.held(None, &mut rendered);
+        for (msg, _) in rendered.drain(..) {
+            let _ = out.send(msg).await;
+        }
+    });
     let counter = tokio::spawn(async move {
         let mut n = 0u64;
         while sent.recv().await.is_some() {

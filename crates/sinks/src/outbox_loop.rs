@@ -50,6 +50,11 @@ pub trait Deliver {
     fn idle(&self) -> bool {
         true
     }
+    /// After the loop (`sinks::durable::run`): what the output does at
+    /// stop (close the spool, say goodbye to its peer).
+    fn finish(&mut self, _end: End) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// How one output runs the loop.
@@ -200,5 +205,107 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use gateway_core::Telemetry;
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+    use crate::outbox::OutboxSettings;
+    use crate::spool::SpoolSettings;
+
+    /// Records what it is asked to store, and in which lane.
+    struct Recorder {
+        spool: Spool,
+        stored: Arc<Mutex<Vec<(u32, bool)>>>,
+    }
+
+    impl Deliver for Recorder {
+        type Item = u32;
+        type Event = ();
+
+        fn spool(&mut self) -> &mut Spool {
+            &mut self.spool
+        }
+        fn store(&mut self, batch: Vec<u32>, urgent: bool) {
+            let mut stored = self.stored.lock().unwrap();
+            stored.extend(batch.into_iter().map(|i| (i, urgent)));
+        }
+        async fn send(&mut self, _draining: bool) {}
+        fn wakeup(&self, _draining: bool) -> Option<Instant> {
+            None
+        }
+        async fn event(&mut self) -> Option<()> {
+            std::future::pending().await
+        }
+        async fn settle(&mut self, _event: ()) {}
+    }
+
+    #[tokio::test]
+    async fn everything_handed_over_before_a_flush_is_stored_before_it_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(
+            Some(dir.path()),
+            SpoolSettings {
+                outbox: OutboxSettings {
+                    max_bytes: 1 << 20,
+                    policy: gateway_core::config::FullPolicy::DropOldest,
+                    max_age: None,
+                },
+                max_queued: 16,
+            },
+            &Telemetry::default(),
+            &[],
+        )
+        .unwrap();
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Recorder {
+            spool,
+            stored: stored.clone(),
+        };
+        let (messages, messages_rx) = mpsc::channel(64);
+        let (urgent, urgent_rx) = mpsc::channel(64);
+        let (flush, flush_rx) = mpsc::channel(1);
+        let settings = LoopSettings {
+            batch: 8,
+            hold_env: "EDGE_GATEWAY_TEST_UNSET_HOLD",
+            drain_timeout: Duration::from_secs(1),
+        };
+        let task = tokio::spawn(async move {
+            crate::durable::run(
+                recorder,
+                OutputLink {
+                    messages: messages_rx,
+                    urgent: Some(urgent_rx),
+                    flush: Some(flush_rx),
+                },
+                &settings,
+            )
+            .await
+        });
+        for i in 0..40 {
+            messages.send(i).await.unwrap();
+        }
+        urgent.send(1000).await.unwrap();
+        let (reply, answered) = oneshot::channel();
+        flush.send(reply).await.unwrap();
+        assert_eq!(answered.await, Ok(true), "stored on disk");
+        let got = stored.lock().unwrap().clone();
+        assert_eq!(got.len(), 41, "{got:?}");
+        assert!(got.contains(&(1000, true)), "the alert, on its lane");
+        let order: Vec<u32> = got.iter().filter(|(_, u)| !u).map(|(i, _)| *i).collect();
+        assert_eq!(
+            order,
+            (0..40).collect::<Vec<_>>(),
+            "in the order handed over"
+        );
+        drop((messages, urgent, flush));
+        assert_eq!(task.await.unwrap(), End::Delivered);
     }
 }

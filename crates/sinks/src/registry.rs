@@ -3,17 +3,24 @@
 //! Each sink's config implements [`SinkKind`]; the one list in the crate
 //! root (`sink_registry!`) generates the `SinkConfig` enum, its
 //! `SinkSpec` implementation (parsing with key paths), `kind()`, `start()`
-//! and the config template. Adding an output is its folder and a line in
-//! that list.
+//! and the config template, and the list of every output's declaration.
+//! Adding an output is its folder, a line in that list and a feature
+//! (docs/architecture.md, "Adding an output").
 
 use std::fmt;
 
 use gateway_core::config::Problems;
+use gateway_core::output::OutputDeclaration;
 use tokio::task::JoinHandle;
 
 use crate::outbox::OutboxError;
 use crate::OutputLink;
 use gateway_core::event::SinkEvent;
+
+/// Writes that failed, per output and `reason`.
+pub const SINK_BATCHES_FAILED: &str = "edge_gateway_sink_batches_failed_total";
+/// `1` while the last write to the output succeeded, per output.
+pub const SINK_UP: &str = "edge_gateway_sink_up";
 
 /// What sinks need to know about the gateway they run in (every output's
 /// context, under the name sinks have always used).
@@ -47,8 +54,11 @@ pub enum StartError {
 
 /// One `[[sink]] type = "…"`: its config, parsed from its table.
 pub trait SinkKind: Sized + Clone + fmt::Debug + PartialEq {
+    /// What is said of it everywhere else: the folder's `kind.rs`.
+    const DECLARATION: OutputDeclaration;
+
     /// The `type` value that selects it.
-    const KIND: &'static str;
+    const KIND: &'static str = Self::DECLARATION.kind;
 
     /// Parses and validates the table (with `type` already removed),
     /// recording problems under `path` with their full key paths.
@@ -72,10 +82,22 @@ pub trait SinkKind: Sized + Clone + fmt::Debug + PartialEq {
     fn template() -> String;
 }
 
-/// Generates, from the list of kinds: `SinkConfig` (a variant per kind),
-/// its `SinkSpec` implementation, `kind()`, `start()` and `template()`.
+/// Generates, from the outputs with a section of their own and the list
+/// of `[[sink]]` kinds: [`crate::DECLARATIONS`], `SinkConfig` (a variant
+/// per kind), its `SinkSpec` implementation, `kind()`, `start()` and
+/// `template()`. A `#[cfg(...)]` before a kind applies to everything
+/// generated for it.
 macro_rules! sink_registry {
-    ( $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? ) => {
+    (
+        sections { $( $section:expr ),* $(,)? }
+        sinks { $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? }
+    ) => {
+        /// Every output of this crate built in, as declared in its folder.
+        pub const DECLARATIONS: &[gateway_core::output::OutputDeclaration] = &[
+            $( $section, )*
+            $( $(#[$kmeta])* <$kty as $crate::registry::SinkKind>::DECLARATION, )*
+        ];
+
         gateway_core::config_kinds! {
             kind_trait = $crate::registry::SinkKind;
             spec_trait = gateway_core::config::SinkSpec {}
@@ -88,6 +110,8 @@ macro_rules! sink_registry {
             ///
             /// # Errors
             /// See [`registry::SinkKind::start`].
+            // A build without any `[[sink]]` kind has nothing to start.
+            #[allow(unused_variables)]
             pub fn start(
                 &self,
                 ctx: &$crate::registry::SinkContext,

@@ -1,5 +1,6 @@
 //! The InfluxDB output against a real InfluxDB 1.x (Debian's `influxd`,
 //! started by each test on its own loopback port, data in a temp dir).
+#![cfg(feature = "influxdb")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //! influxdb is 1.6, no registry has a 2.x server). The fake records each
 //! request and answers what the test scripts; bodies are read back with
 //! influxdata's own line-protocol parser.
+#![cfg(feature = "influxdb")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read as _;

@@ -9,12 +9,15 @@ pub mod chromium;
 mod clients;
 mod coap;
 pub mod exposition;
+pub mod gateway;
 mod influxdb;
 pub mod metrics;
 mod mosquitto;
 mod nats;
 mod python_peer;
+pub mod remote_config;
 mod tls;
+pub mod web;
 
 pub use clients::{publish, publish_lines, publish_lines_as, Message, Subscriber};
 pub use coap::{coap_client, coap_client_run, free_udp_port, CoapOutput, CoapServer};

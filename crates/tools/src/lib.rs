@@ -11,6 +11,9 @@
 //!   type and order (with `modbus`);
 //! - [`bacnet`]: `bacnet discover`, the devices answering Who-Is and
 //!   their points (with `bacnet`);
+//! - [`knx`]: `knx discover`, the KNXnet/IP interfaces and routers
+//!   answering a search, and `knx monitor`, every group telegram (with
+//!   `knx`);
 //! - [`fleet`]: `config keygen|sign|push`, configurations pushed to
 //!   gateways (`[remote_config]`);
 //! - [`script`]: `encode` and `codec test`, vendors' JavaScript codecs
@@ -39,6 +42,8 @@ mod decode_join;
 pub mod demo;
 pub mod fleet;
 pub mod history;
+#[cfg(feature = "knx")]
+pub mod knx;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod replay;

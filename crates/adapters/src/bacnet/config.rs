@@ -20,6 +20,7 @@ use gateway_core::config::{load, Problems};
 use gateway_core::Adapter;
 use serde::Deserialize;
 
+use crate::device_section::check_poll;
 use crate::registry::{AdapterKind, BuildContext, Declaration};
 
 pub const KIND: &str = super::kind::BACNET.info.kind;
@@ -35,8 +36,6 @@ const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// BTL §7.6: a finite lifetime, renewed at half (FAULTS.md).
 const DEFAULT_COV_LIFETIME: Duration = Duration::from_secs(300);
 const DEFAULT_TTL: Duration = Duration::from_secs(600);
-/// Below this, a poll of a large device cannot finish before the next.
-const MIN_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,19 +121,6 @@ pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
                  \"192.168.1.20:47808\", got \"{s}\""
             )
         })
-}
-
-pub(super) fn check_poll(poll: Duration, path: &str, problems: &mut Problems) {
-    if poll < MIN_POLL {
-        problems.push(
-            path,
-            format!(
-                "expected at least {}, got {}",
-                duration::render(MIN_POLL),
-                duration::render(poll)
-            ),
-        );
-    }
 }
 
 impl AdapterKind for BacnetConfig {

@@ -300,10 +300,8 @@ impl DeviceTask {
         if let Some(a) = self.device.address {
             return Some((a, Capabilities::new(super::apdu::MAX_APDU_IP)));
         }
-        st.stats.error("timeout");
-        if let Some(suppressed) = st.throttle.allow("locate") {
-            warn!(adapter = %st.adapter, device = %st.label, instance, suppressed, "BACnet device not found: no I-Am answered Who-Is; looking again with backoff.");
-        }
+        gateway_core::refuse!(st.stats, st.throttle, "timeout", per "locate";
+            adapter = %st.adapter, device = %st.label, instance, "BACnet device not found: no I-Am answered Who-Is; looking again with backoff.");
         None
     }
 
@@ -387,11 +385,9 @@ impl DeviceTask {
                 Ok(()) => p.cov = true,
                 Err(e @ ClientError::Timeout) => return Err(e),
                 Err(e) => {
-                    st.stats.error("cov_refused");
                     p.cov = false;
-                    if let Some(suppressed) = st.throttle.allow(&format!("cov:{}", p.id)) {
-                        warn!(adapter = %st.adapter, device = %st.label, object = %p.id, error = %e, suppressed, "COV subscription refused: the object is polled instead.");
-                    }
+                    gateway_core::refuse!(st.stats, st.throttle, "cov_refused", per format!("cov:{}", p.id);
+                        adapter = %st.adapter, device = %st.label, object = %p.id, error = %e, "COV subscription refused: the object is polled instead.");
                 }
             }
         }
@@ -401,13 +397,11 @@ impl DeviceTask {
     }
 
     fn fault(&self, st: &State, e: &ClientError, doing: &str) {
-        st.stats.error(e.label());
         if let ClientError::Error(code) = e {
             count_error(st, code);
         }
-        if let Some(suppressed) = st.throttle.allow(&format!("fault:{}", e.label())) {
-            warn!(adapter = %st.adapter, device = %st.label, instance = self.device.instance, error = %e, suppressed, "BACnet device failed while {doing}; the other devices go on.");
-        }
+        gateway_core::refuse!(st.stats, st.throttle, e.label(), per format!("fault:{}", e.label());
+            adapter = %st.adapter, device = %st.label, instance = self.device.instance, error = %e, "BACnet device failed while {doing}; the other devices go on.");
     }
 
     /// Counts and logs what the poll's answers held that was not asked
@@ -427,11 +421,9 @@ impl DeviceTask {
     }
 
     fn object_error(&self, st: &State, _ctx: &AdapterContext, id: ObjectId, code: ErrorCode) {
-        st.stats.error("error");
         count_error(st, &code);
-        if let Some(suppressed) = st.throttle.allow(&format!("object:{id}")) {
-            warn!(adapter = %st.adapter, device = %st.label, object = %id, error = %code.describe(), suppressed, "The device refuses this object: check `objects` in its [[bacnet.device]].");
-        }
+        gateway_core::refuse!(st.stats, st.throttle, "error", per format!("object:{id}");
+            adapter = %st.adapter, device = %st.label, object = %id, error = %code.describe(), "The device refuses this object: check `objects` in its [[bacnet.device]].");
     }
 }
 

@@ -10,31 +10,25 @@
 //! priority = 16                    # the priority-array slot written
 //! ```
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gateway_core::config::values::duration;
-use gateway_core::config::{load, DeviceConfig, Problems, TagValue, Tags};
+use gateway_core::config::{load, Problems};
 use gateway_core::DeviceId;
 use serde::Deserialize;
 
-use super::config::{check_poll, parse_address, KIND};
+use super::config::{parse_address, KIND};
 use super::tags::{ObjectId, MAX_INSTANCE};
-use crate::device_section;
-use crate::registry::OwnedSection;
+use crate::device_section::{
+    check_poll, some_duration, DeviceCommon, DeviceSection, SectionDevice, COMMON_KEYS,
+};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDevice {
-    adapter: Option<String>,
     instance: u32,
     address: Option<String>,
     id: Option<String>,
-    name: Option<String>,
-    room: Option<String>,
-    floor: Option<TagValue>,
-    tags: Option<Tags>,
     objects: Option<Vec<String>>,
     #[serde(default)]
     exclude: Vec<String>,
@@ -58,21 +52,14 @@ fn default_priority() -> u8 {
     DEFAULT_PRIORITY
 }
 
-fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration::deserialize(d).map(Some)
-}
-
 /// A checked `[[bacnet.device]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BacnetDevice {
-    pub adapter: Option<String>,
+    /// The client it is behind (`adapter`), its name, room and tags.
+    pub common: DeviceCommon,
     pub instance: u32,
     pub address: Option<SocketAddr>,
     pub id: DeviceId,
-    pub name: Option<String>,
-    pub room: Option<String>,
-    pub floor: Option<TagValue>,
-    pub tags: Tags,
     /// `None`: every point in the object list.
     pub objects: Option<Vec<ObjectId>>,
     pub exclude: Vec<ObjectId>,
@@ -85,113 +72,44 @@ pub struct BacnetDevice {
 }
 
 /// The `[bacnet]` section.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct BacnetSection {
-    pub devices: Vec<BacnetDevice>,
-}
-
-impl BacnetSection {
-    pub fn devices_of(&self, adapter: &str) -> Vec<BacnetDevice> {
-        self.devices
-            .iter()
-            .filter(|d| d.adapter.as_deref().is_none_or(|a| a == adapter))
-            .cloned()
-            .collect()
-    }
-}
-
-impl OwnedSection for BacnetSection {
-    const NAME: &'static str = "bacnet";
-
-    fn parse(root: &toml::Table, problems: &mut Problems) -> Self {
-        section(root, problems)
-    }
-
-    fn registry_devices(&self) -> Vec<DeviceConfig> {
-        self.devices
-            .iter()
-            .map(|d| DeviceConfig {
-                id: d.id.clone(),
-                name: d.name.clone().unwrap_or_else(|| d.id.as_str().to_string()),
-                room: d.room.clone(),
-                floor: d.floor.clone(),
-                tags: d.tags.clone(),
-                primary: None,
-                units: Default::default(),
-                writable: Vec::new(),
-            })
-            .collect()
-    }
-}
-
-fn adapters(root: &toml::Table) -> Vec<String> {
-    let Some(toml::Value::Array(list)) = root.get("adapter") else {
-        return Vec::new();
-    };
-    list.iter()
-        .filter_map(|a| a.as_table())
-        .filter(|a| a.get("type").and_then(toml::Value::as_str) == Some(KIND))
-        .filter_map(|a| Some(a.get("name")?.as_str()?.to_string()))
-        .collect()
-}
+pub type BacnetSection = DeviceSection<BacnetDevice>;
 
 /// Reads `[bacnet]` from the file's root table.
 pub fn section(root: &toml::Table, problems: &mut Problems) -> BacnetSection {
-    let Some(section) = device_section::read(root, "bacnet", &[], problems) else {
-        return BacnetSection::default();
-    };
-    let names = adapters(root);
-    let mut devices = Vec::new();
-    let mut ids = HashSet::new();
-    let mut instances = HashSet::new();
-    for (i, item) in section.devices.into_iter().enumerate() {
-        let path = format!("bacnet.device[{i}]");
-        let Some(mut device) = device(item, &path, problems) else {
-            continue;
-        };
-        let adapter = match (&device.adapter, names.as_slice()) {
-            (Some(name), _) if names.contains(name) => name.clone(),
-            (Some(name), _) => {
-                problems.push(
-                    format!("{path}.adapter"),
-                    format!("no [[adapter]] type = \"bacnet\" is named \"{name}\""),
-                );
-                continue;
-            }
-            (None, [only]) => only.clone(),
-            (None, []) => {
-                problems.push(&path, "no [[adapter]] type = \"bacnet\" reads it: add one");
-                continue;
-            }
-            (None, _) => {
-                problems.push(
-                    format!("{path}.adapter"),
-                    "there are several bacnet adapters: name the one this device is on",
-                );
-                continue;
-            }
-        };
-        if !ids.insert(device.id.clone()) {
-            problems.push(
-                format!("{path}.id"),
-                format!("{} is listed twice", device.id.as_str()),
-            );
-            continue;
-        }
-        if !instances.insert((adapter.clone(), device.instance)) {
-            problems.push(
-                format!("{path}.instance"),
-                format!(
-                    "device {} is already listed on \"{adapter}\"",
-                    device.instance
-                ),
-            );
-            continue;
-        }
-        device.adapter = Some(adapter);
-        devices.push(device);
+    BacnetSection::read(root, problems)
+}
+
+impl SectionDevice for BacnetDevice {
+    const FAMILY: &'static str = KIND;
+    type Address = u32;
+
+    fn parse(
+        item: toml::Value,
+        path: &str,
+        common: DeviceCommon,
+        _notes: &mut Vec<String>,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        device(item, path, common, problems)
     }
-    BacnetSection { devices }
+
+    fn id(&self) -> &DeviceId {
+        &self.id
+    }
+
+    fn common(&self) -> &DeviceCommon {
+        &self.common
+    }
+
+    fn address(&self) -> u32 {
+        self.instance
+    }
+
+    fn address_taken(&self, adapter: &str, _first: usize) -> (&'static str, String) {
+        let instance = self.instance;
+        let taken = format!("device {instance} is already listed on \"{adapter}\"");
+        ("instance", taken)
+    }
 }
 
 fn object_list(list: &[String], path: &str, problems: &mut Problems) -> Vec<ObjectId> {
@@ -208,9 +126,14 @@ fn object_list(list: &[String], path: &str, problems: &mut Problems) -> Vec<Obje
     out
 }
 
-fn device(table: toml::Value, path: &str, problems: &mut Problems) -> Option<BacnetDevice> {
+fn device(
+    table: toml::Value,
+    path: &str,
+    common: DeviceCommon,
+    problems: &mut Problems,
+) -> Option<BacnetDevice> {
     let before = problems.len();
-    let raw: RawDevice = load::section(table, path, problems)?;
+    let raw: RawDevice = load::section_accepting(table, path, &COMMON_KEYS, problems)?;
     if raw.instance >= MAX_INSTANCE {
         problems.push(
             format!("{path}.instance"),
@@ -224,11 +147,6 @@ fn device(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Bac
     let id = DeviceId::new(id_text.as_str())
         .map_err(|e| problems.push(format!("{path}.id"), e.to_string()))
         .ok();
-    for (key, value) in [("name", &raw.name), ("room", &raw.room)] {
-        if value.as_deref() == Some("") {
-            problems.push(format!("{path}.{key}"), "expected a non-empty text");
-        }
-    }
     let address = raw.address.as_deref().and_then(|a| {
         parse_address(a)
             .map_err(|e| problems.push(format!("{path}.address"), e))
@@ -275,14 +193,10 @@ fn device(table: toml::Value, path: &str, problems: &mut Problems) -> Option<Bac
         return None;
     }
     Some(BacnetDevice {
-        adapter: raw.adapter,
+        common,
         instance: raw.instance,
         address,
         id: id?,
-        name: raw.name,
-        room: raw.room,
-        floor: raw.floor,
-        tags: raw.tags.unwrap_or_default(),
         objects,
         exclude,
         poll: raw.poll,

@@ -205,12 +205,10 @@ impl Foreign {
         stats: &gateway_core::AdapterStats,
         adapter: &str,
     ) {
-        stats.error("cov_foreign");
         self.counters[why as usize].inc();
-        if let Some(suppressed) = self.throttle.allow(why.label()) {
-            let device = n.device.instance;
-            warn!(adapter, from = %from, reason = why.label(), device, object = %n.object, suppressed, "A COV notification under one of the gateway's process ids that is not its subscription's (another address, device or object): dropped, not acknowledged.");
-        }
+        let device = n.device.instance;
+        gateway_core::refuse!(stats, self.throttle, "cov_foreign", per why.label();
+            adapter, from = %from, reason = why.label(), device, object = %n.object, "A COV notification under one of the gateway's process ids that is not its subscription's (another address, device or object): dropped, not acknowledged.");
     }
 }
 

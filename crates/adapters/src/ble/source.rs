@@ -232,10 +232,8 @@ impl Decoding {
                         Err(e) => Some(e.to_string()),
                     };
                     if let Some(e) = failure {
-                        self.stats.error("counter_store");
-                        if let Some(suppressed) = self.throttle.allow("counter_store") {
-                            error!(adapter, error = %e, suppressed, "Cannot store the BTHome counters; dropping the frame's readings.");
-                        }
+                        gateway_core::refuse!(error: self.stats, self.throttle, "counter_store";
+                            adapter, error = %e, "Cannot store the BTHome counters; dropping the frame's readings.");
                         return Ok(());
                     }
                 }
@@ -270,7 +268,6 @@ impl Decoding {
             }
             Outcome::Refused { mac, format, error } => {
                 let reason = error.kind();
-                self.stats.error(reason);
                 self.ctx
                     .telemetry
                     .counter(
@@ -282,9 +279,8 @@ impl Decoding {
                         ],
                     )
                     .inc();
-                if let Some(suppressed) = self.throttle.allow(reason) {
-                    warn!(adapter, mac = %mac.device_id().as_str(), format = format.name(), error_type = reason, error = %error, suppressed, "Refusing a BLE advertisement.");
-                }
+                gateway_core::refuse!(self.stats, self.throttle, reason;
+                    adapter, mac = %mac.device_id().as_str(), format = format.name(), error = %error, "Refusing a BLE advertisement.");
             }
             Outcome::NotUnderstood(ids) => self.unrecognised(&adapter, &ids),
         }

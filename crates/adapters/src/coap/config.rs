@@ -44,6 +44,27 @@ struct RawServer {
     max_devices: usize,
     #[serde(default = "default_max_readings")]
     max_readings_per_message: usize,
+    /// A codec for binary bodies (Content-Format 42 or none): a built-in
+    /// LoRaWAN codec's name or `js:FILE`.
+    #[cfg(feature = "lorawan")]
+    #[serde(default)]
+    codec: Option<String>,
+    #[cfg(feature = "lorawan")]
+    #[serde(default)]
+    codec_variables: Option<std::collections::BTreeMap<String, String>>,
+    /// The `fPort` a codec is given unless the request says `?fport=N`.
+    #[cfg(feature = "lorawan")]
+    #[serde(default = "default_codec_fport")]
+    codec_fport: u8,
+}
+
+/// Application payloads are on FPorts 1 to 223 (0 is MAC commands, which a
+/// vendor's decoder never sees); 1 is what a codec that ignores the port
+/// and most single-frame devices use.
+pub(crate) const DEFAULT_CODEC_FPORT: u8 = 1;
+#[cfg(feature = "lorawan")]
+fn default_codec_fport() -> u8 {
+    DEFAULT_CODEC_FPORT
 }
 
 pub(crate) fn default_bind() -> SocketAddr {
@@ -132,6 +153,42 @@ pub struct CoapServerConfig {
     /// Peers tracked by the rate limiter.
     pub max_peers: usize,
     pub limits: Limits,
+    /// Decodes binary bodies (Content-Format 42, or none) into readings of
+    /// the device the path names.
+    #[cfg(feature = "lorawan")]
+    pub codec: Option<BodyCodec>,
+}
+
+/// `codec` of a CoAP server, with the FPort its calls are given.
+#[cfg(feature = "lorawan")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyCodec {
+    pub codec: crate::payload::RouteCodec,
+    /// Unless the request names one (`?fport=N`).
+    pub fport: u8,
+}
+
+#[cfg(feature = "lorawan")]
+fn body_codec(raw: &RawServer, path: &str, problems: &mut Problems) -> Option<BodyCodec> {
+    let Some(name) = &raw.codec else {
+        if raw.codec_variables.is_some() {
+            problems.push(
+                format!("{path}.codec_variables"),
+                "only a JavaScript codec (codec = \"js:FILE\") takes `codec_variables`",
+            );
+        }
+        return None;
+    };
+    match crate::payload::binary::route_codec(name, raw.codec_variables.clone()) {
+        Ok(codec) => Some(BodyCodec {
+            codec,
+            fport: raw.codec_fport,
+        }),
+        Err(e) => {
+            problems.push(format!("{path}.{}", e.key()), e.to_string());
+            None
+        }
+    }
 }
 
 impl AdapterKind for CoapServerConfig {
@@ -174,6 +231,8 @@ impl AdapterKind for CoapServerConfig {
                 "expected handshake_rate and handshake_burst of at least 1",
             );
         }
+        #[cfg(feature = "lorawan")]
+        let codec = body_codec(&raw, path, problems);
         if problems.len() > before {
             return None;
         }
@@ -202,6 +261,8 @@ impl AdapterKind for CoapServerConfig {
                 max_devices: raw.max_devices,
                 max_readings_per_message: raw.max_readings_per_message,
             },
+            #[cfg(feature = "lorawan")]
+            codec,
         })
     }
 
@@ -354,6 +415,7 @@ pub fn template() -> String {
             ("handshake_rate", DEFAULT_HANDSHAKE_RATE.to_string()),
             ("handshake_burst", DEFAULT_HANDSHAKE_BURST.to_string()),
             ("silence", duration::render(default_silence()).to_string()),
+            ("codec_fport", DEFAULT_CODEC_FPORT.to_string()),
         ],
     )
 }
@@ -425,6 +487,54 @@ mod tests {
         let o = o.unwrap();
         assert_eq!(o.resources[0].path, ["temperature"]);
         assert_eq!(o.silence, default_silence());
+    }
+
+    /// `codec` is compiled when the config is read: a syntax error names
+    /// its file and line; `codec_variables` need a `js:` codec.
+    #[cfg(feature = "lorawan")]
+    #[test]
+    fn a_codec_is_checked_when_the_config_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("bad.js"),
+            "function decodeUplink(input) {\n  return { data: ;\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("ok.js"),
+            "function decodeUplink(input) { return { data: { v: input.bytes[0] } }; }",
+        )
+        .unwrap();
+        let parse = |text: &str| {
+            let mut p = Problems::default();
+            let c = gateway_core::config::base_dir::with(dir.path(), || {
+                CoapServerConfig::from_table(toml::from_str(text).unwrap(), "adapter[0]", &mut p)
+            });
+            (c, p.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let (_, p) = parse("name = \"c\"\ncodec = \"js:bad.js\"");
+        assert!(
+            p[0].starts_with("adapter[0].codec: bad.js:2: SyntaxError"),
+            "{p:?}"
+        );
+        let (_, p) = parse("name = \"c\"\ncodec_variables = { k = \"v\" }");
+        assert!(
+            p[0].starts_with("adapter[0].codec_variables: only a JavaScript codec"),
+            "{p:?}"
+        );
+        let (_, p) =
+            parse("name = \"c\"\ncodec = \"cayenne_lpp\"\ncodec_variables = { k = \"v\" }");
+        assert!(
+            p[0].starts_with("adapter[0].codec_variables: only a JavaScript codec"),
+            "{p:?}"
+        );
+        let (c, p) = parse(
+            "name = \"c\"\ncodec = \"js:ok.js\"\ncodec_fport = 9\ncodec_variables = { k = \"v\" }",
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.unwrap().codec.unwrap().fport, 9);
+        let (c, _) = parse("name = \"c\"");
+        assert!(c.unwrap().codec.is_none());
     }
 
     #[test]

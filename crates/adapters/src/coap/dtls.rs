@@ -16,11 +16,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::component::{AdapterFuture, AdapterStats};
+use gateway_core::rate_limit::RateLimiter;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError, DeviceId, Ingress};
 use openssl::error::ErrorStack;
@@ -38,7 +39,7 @@ use tracing::{debug, info};
 use super::config::CoapServerConfig;
 use super::handler::Handler;
 use super::psk::CoapSection;
-use super::ratelimit::RateLimiter;
+use super::server::peer_limiter;
 
 /// Handshakes in progress at once, over all peers.
 pub const MAX_HANDSHAKES: usize = 256;
@@ -251,10 +252,9 @@ pub async fn serve(
         .telemetry
         .counter(DTLS_SESSIONS, &[("adapter", ctx.name.as_str())]);
     let throttle = LogThrottle::default();
-    let mut requests = RateLimiter::new(config.rate_limit, config.rate_burst, config.max_peers);
-    let mut handshakes =
-        RateLimiter::new(dtls.handshake_rate, dtls.handshake_burst, config.max_peers);
-    let mut handler = Handler::new(config.limits.clone(), super::server::random_u16());
+    let mut requests = peer_limiter(config.rate_limit, config.rate_burst, config.max_peers);
+    let mut handshakes = peer_limiter(dtls.handshake_rate, dtls.handshake_burst, config.max_peers);
+    let mut handler = Handler::for_server(&config, super::server::random_u16());
     let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
     let mut buf = vec![0u8; config.limits.max_payload_bytes + 512 + 256];
     let mut plain = vec![0u8; config.limits.max_payload_bytes + 512 + 1];
@@ -443,7 +443,7 @@ async fn serve_records(
     peer: SocketAddr,
     plain: &mut [u8],
     handler: &mut Handler,
-    limiter: &mut RateLimiter,
+    limiter: &mut RateLimiter<IpAddr>,
     ctx: &AdapterContext,
     stats: &AdapterStats,
     throttle: &LogThrottle,
@@ -485,6 +485,7 @@ async fn serve_records(
         for (kind, detail) in &outcome.errors {
             report(stats, throttle, &ctx.name, peer, kind, detail);
         }
+        super::server::codec_notes(&outcome, ctx, throttle);
         if !outcome.readings.is_empty() {
             stats.readings.add(outcome.readings.len() as u64);
             ctx.ingress

@@ -78,6 +78,11 @@ pub struct Outcome {
     /// Text fields beside the numbers (`"sensor_id": "meter-01"`), by device
     /// and key: not errors, counted once each at debug level.
     pub ignored: Vec<(DeviceId, String)>,
+    /// A `js:` codec's `warnings` about this body: logged and counted, the
+    /// readings still flow.
+    pub codec_warnings: Option<(DeviceId, Vec<String>)>,
+    /// Units a codec's `normalizeUplink` gave, by metric.
+    pub units: Option<(DeviceId, BTreeMap<String, String>)>,
 }
 
 impl Outcome {
@@ -102,6 +107,8 @@ pub struct Handler {
     transfers: HashMap<(SocketAddr, String), Transfer>,
     latest: HashMap<DeviceId, Latest>,
     next_mid: u16,
+    #[cfg(feature = "lorawan")]
+    codec: Option<super::config::BodyCodec>,
 }
 
 /// The payload decoder for a Content-Format; `None` for one we do not read.
@@ -171,7 +178,21 @@ impl Handler {
             transfers: HashMap::new(),
             latest: HashMap::new(),
             next_mid: first_mid,
+            #[cfg(feature = "lorawan")]
+            codec: None,
         }
+    }
+
+    /// The handler of a configured server: its limits, and its `codec`
+    /// for binary bodies.
+    pub fn for_server(config: &super::config::CoapServerConfig, first_mid: u16) -> Self {
+        let handler = Self::new(config.limits.clone(), first_mid);
+        #[cfg(feature = "lorawan")]
+        let handler = Self {
+            codec: config.codec.clone(),
+            ..handler
+        };
+        handler
     }
 
     /// Handles one datagram from `peer`, received at `now` (monotonic) and
@@ -412,8 +433,23 @@ impl Handler {
         let cf = request
             .get_first_option(CoapOption::ContentFormat)
             .map(|v| message::read_uint(v).unwrap_or(u32::MAX));
+        #[cfg(feature = "lorawan")]
+        let codec = match self.codec.clone().filter(|_| super::codec::takes(cf)) {
+            None => None,
+            Some(c) => match super::codec::fport(request, c.fport) {
+                Ok(fport) => Some((c, fport)),
+                Err(e) => {
+                    out.error("invalid_fport", e.clone());
+                    return Answer::error(ResponseType::BadRequest, &e);
+                }
+            },
+        };
+        #[cfg(not(feature = "lorawan"))]
+        let codec: Option<((), u8)> = None;
         let format = match format_for(cf) {
             Some(f) => f,
+            // Not read: the codec reads the body.
+            None if codec.is_some() => PayloadFormat::Auto { columns: None },
             None => {
                 let other = cf.unwrap_or_default();
                 out.error(
@@ -451,6 +487,19 @@ impl Handler {
                 }
             }
         };
+        #[cfg(feature = "lorawan")]
+        if let Some((codec, fport)) = codec {
+            let max = self.limits.max_readings_per_message;
+            let answer = match super::codec::decode(&codec, fport, body, &device, arrival, max, out)
+            {
+                Ok(()) => Answer::new(ResponseType::Changed),
+                Err((code, detail)) => Answer::error(code, &detail),
+            };
+            return match echo {
+                Some(option) => answer.with(CoapOption::Block1, option),
+                None => answer,
+            };
+        }
         let ctx = Context {
             device: Some(&device),
             metric: metric.as_ref(),

@@ -5,7 +5,10 @@
 //! - `message`: strict message checks in front of coap-lite's codec (pure);
 //! - `handler`: requests in, replies and readings out, with the duplicate
 //!   cache, Block1 reassembly and latest values (pure, time passed in);
-//! - `dedup`, `ratelimit`: the bounded tables the server keeps;
+//! - `codec`: binary bodies through a LoRaWAN or vendor `js:` codec;
+//! - `dedup`: the bounded duplicate table the server keeps (its per-peer
+//!   rate limit is `gateway_core::rate_limit`, keyed by IP address, not
+//!   port: a sender changes ports for free);
 //! - `server`: the UDP socket loop;
 //! - `psk`, `dtls`: `[[coap.psk]]` identities and the coaps (DTLS-PSK)
 //!   socket loop over OpenSSL;
@@ -13,6 +16,8 @@
 //! - `writer`: a command PUT to an actuator's resource (a rule's
 //!   `coap_put` action), confirmable and retransmitted.
 
+#[cfg(feature = "lorawan")]
+mod codec;
 pub mod config;
 pub mod dedup;
 pub mod dtls;
@@ -21,7 +26,6 @@ pub mod kind;
 pub mod message;
 pub mod observe;
 pub mod psk;
-pub mod ratelimit;
 pub mod server;
 pub mod writer;
 

@@ -6,9 +6,10 @@
 //! of losing readings that were already acknowledged.
 
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use gateway_core::component::{AdapterFuture, AdapterStats};
+use gateway_core::rate_limit::RateLimiter;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress};
 use tokio::net::UdpSocket;
@@ -16,7 +17,6 @@ use tracing::{info, warn};
 
 use super::config::CoapServerConfig;
 use super::handler::{Handler, Outcome};
-use super::ratelimit::RateLimiter;
 
 /// Room for the header, token and options around the largest payload.
 const HEADROOM: usize = 512;
@@ -68,8 +68,8 @@ pub async fn serve(
     }
     let stats = ctx.stats();
     let throttle = LogThrottle::default();
-    let mut limiter = RateLimiter::new(config.rate_limit, config.rate_burst, config.max_peers);
-    let mut handler = Handler::new(config.limits.clone(), random_u16());
+    let mut limiter = peer_limiter(config.rate_limit, config.rate_burst, config.max_peers);
+    let mut handler = Handler::for_server(&config, random_u16());
     // One byte more than the largest message we accept: a datagram that
     // fills the buffer was truncated by the kernel (§4.6).
     let mut buf = vec![0u8; config.limits.max_payload_bytes + HEADROOM + 1];
@@ -122,6 +122,7 @@ async fn deliver(
     for (device, key) in &outcome.ignored {
         stats.ignored_field(device.as_str(), key);
     }
+    codec_notes(&outcome, ctx, throttle);
     if !outcome.readings.is_empty() {
         stats.readings.add(outcome.readings.len() as u64);
         ctx.ingress
@@ -137,6 +138,32 @@ async fn deliver(
     Ok(())
 }
 
+/// Per-peer token buckets (RFC 7252 §4.7: servers "SHOULD implement some
+/// rate limiting"), keyed by IP address: a sender changes ports for free.
+/// `rate == 0` allows everything.
+pub(crate) fn peer_limiter(rate: u32, burst: u32, max_peers: usize) -> RateLimiter<IpAddr> {
+    RateLimiter::new(f64::from(rate), burst).with_max_keys(max_peers)
+}
+
+/// A codec's warnings (logged, counted as LoRaWAN counts them) and the
+/// units its `normalizeUplink` named, for every output.
+pub(crate) fn codec_notes(outcome: &Outcome, ctx: &AdapterContext, throttle: &LogThrottle) {
+    if let Some((device, warnings)) = &outcome.codec_warnings {
+        ctx.telemetry
+            .counter(
+                "edge_gateway_lorawan_codec_warnings_total",
+                &[("adapter", ctx.name.as_str())],
+            )
+            .add(warnings.len() as u64);
+        if let Some(suppressed) = throttle.allow("codec_warning") {
+            warn!(adapter = %ctx.name, %device, ?warnings, suppressed, "The payload codec warned about a CoAP body.");
+        }
+    }
+    if let Some((device, units)) = &outcome.units {
+        ctx.ingress.report_units(device.as_str(), units.clone());
+    }
+}
+
 /// A datagram that could not be received is counted and logged; the
 /// socket itself is fine: ICMP port unreachable from an earlier reply
 /// surfaces here on some systems.
@@ -146,10 +173,7 @@ pub(crate) fn recv_failed(
     adapter: &str,
     e: &std::io::Error,
 ) {
-    stats.error("recv");
-    if let Some(suppressed) = throttle.allow("recv") {
-        warn!(adapter, error = %e, suppressed, "CoAP receive failed.");
-    }
+    gateway_core::refuse!(stats, throttle, "recv"; adapter, error = %e, "CoAP receive failed.");
 }
 
 fn report(

@@ -410,10 +410,8 @@ fn downlink_event(
                     &[("adapter", adapter), ("reason", reason)],
                 )
                 .inc();
-            ctx.stats.error(&format!("tx_ack_{reason}"));
-            if let Some(suppressed) = throttle.allow(reason) {
-                warn!(adapter, gateway = %gateway, error = %error, suppressed, "The forwarder did not send a downlink.");
-            }
+            gateway_core::refuse!(ctx.stats, throttle, &format!("tx_ack_{reason}"), per reason;
+                adapter, gateway = %gateway, error = %error, "The forwarder did not send a downlink.");
         }
     }
     true

@@ -28,6 +28,7 @@ use gateway_core::config::{load, Problems};
 use gateway_core::Adapter;
 use serde::Deserialize;
 
+use crate::device_section::check_poll;
 use crate::registry::{AdapterKind, BuildContext, Declaration};
 
 /// The `type` of the adapter.
@@ -44,8 +45,6 @@ const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// split and remembered, see `plan`).
 const DEFAULT_MAX_GAP: u16 = 8;
 const DEFAULT_BAUD: u32 = 9600;
-/// Below this a poll of a few registers at 9600 baud cannot finish.
-const MIN_POLL: Duration = Duration::from_millis(100);
 
 /// Parity of a serial line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -277,19 +276,6 @@ impl AdapterKind for ModbusConfig {
 
     fn template() -> String {
         template()
-    }
-}
-
-pub(super) fn check_poll(poll: Duration, path: &str, problems: &mut Problems) {
-    if poll < MIN_POLL {
-        problems.push(
-            path,
-            format!(
-                "expected at least {}, got {}",
-                duration::render(MIN_POLL),
-                duration::render(poll)
-            ),
-        );
     }
 }
 

@@ -105,7 +105,7 @@ registers = [
     assert!(p.is_empty(), "{p}");
     let d = &s.devices[0];
     assert_eq!((d.unit, d.poll), (3, Some(Duration::from_secs(5))));
-    assert_eq!(d.adapter, None);
+    assert_eq!(d.common.adapter, None);
     let voltage = d.registers.iter().find(|r| r.metric == "voltage").unwrap();
     assert_eq!(
         (

@@ -10,19 +10,19 @@
 //! registers = [{ metric = "temperature", address = 0, type = "i16", scale = 0.1, unit = "°C" }]
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use gateway_core::config::values::duration;
-use gateway_core::config::{load, DeviceConfig, Problems, TagValue, Tags};
+use gateway_core::config::{load, Problems};
 use gateway_core::{DeviceId, MetricName};
 use serde::Deserialize;
 
-use super::config::{check_poll, KIND};
+use super::config::KIND;
 use super::profiles::{self, Profile};
 use super::registers::{Order, Register, Table, ValueType};
-use crate::device_section;
-use crate::registry::OwnedSection;
+use crate::device_section::{
+    check_poll, some_duration, DeviceCommon, DeviceSection, SectionDevice, COMMON_KEYS,
+};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,13 +56,8 @@ fn holding() -> Table {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDevice {
-    adapter: Option<String>,
     id: String,
     unit: u8,
-    name: Option<String>,
-    room: Option<String>,
-    floor: Option<TagValue>,
-    tags: Option<Tags>,
     profile: Option<String>,
     #[serde(default)]
     registers: Vec<toml::Value>,
@@ -71,22 +66,14 @@ struct RawDevice {
     max_gap: Option<u16>,
 }
 
-fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration::deserialize(d).map(Some)
-}
-
 /// A checked `[[modbus.device]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModbusDevice {
-    /// The adapter (bus) it is on; `None`: the only one.
-    pub adapter: Option<String>,
+    /// The bus it is on (`adapter`), its name, room and tags.
+    pub common: DeviceCommon,
     pub id: DeviceId,
     /// Its unit id (slave address) on the bus.
     pub unit: u8,
-    pub name: Option<String>,
-    pub room: Option<String>,
-    pub floor: Option<TagValue>,
-    pub tags: Tags,
     pub profile: Option<&'static Profile>,
     /// Its profile's registers with its own added or replacing them, in
     /// that order.
@@ -96,9 +83,64 @@ pub struct ModbusDevice {
     pub max_gap: Option<u16>,
 }
 
-impl ModbusDevice {
+/// The `[modbus]` section.
+pub type ModbusSection = DeviceSection<ModbusDevice>;
+
+/// Reads `[modbus]` from the file's root table.
+pub fn section(root: &toml::Table, problems: &mut Problems) -> ModbusSection {
+    ModbusSection::read(root, problems)
+}
+
+impl SectionDevice for ModbusDevice {
+    const FAMILY: &'static str = KIND;
+    const ADD_ADAPTER_HINT: &'static str = " (url or path)";
+    type Address = u8;
+
+    fn parse(
+        item: toml::Value,
+        path: &str,
+        common: DeviceCommon,
+        notes: &mut Vec<String>,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        device(item, path, common, problems, notes)
+    }
+
+    fn id(&self) -> &DeviceId {
+        &self.id
+    }
+
+    fn common(&self) -> &DeviceCommon {
+        &self.common
+    }
+
+    fn address(&self) -> u8 {
+        self.unit
+    }
+
+    fn address_taken(&self, adapter: &str, first: usize) -> (&'static str, String) {
+        let unit = self.unit;
+        let taken = format!("unit {unit} on \"{adapter}\" is already modbus.device[{first}]");
+        ("unit", taken)
+    }
+
+    fn suits(&self, adapter: &toml::Table, path: &str, problems: &mut Problems) -> bool {
+        let serial = adapter.contains_key("path");
+        if serial && !(1..=247).contains(&self.unit) {
+            problems.push(
+                format!("{path}.unit"),
+                format!(
+                    "expected 1 to 247 on a serial line (0 is broadcast, which no device answers), got {}",
+                    self.unit
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
     /// Metric → unit of its registers that say one.
-    pub fn units(&self) -> BTreeMap<String, String> {
+    fn units(&self) -> BTreeMap<String, String> {
         self.registers
             .iter()
             .filter_map(|r| Some((r.metric.clone(), r.unit.clone()?)))
@@ -106,163 +148,18 @@ impl ModbusDevice {
     }
 }
 
-/// The `[modbus]` section.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ModbusSection {
-    pub devices: Vec<ModbusDevice>,
-    /// What a valid map probably gets wrong (a manual's 30001/40001 as an
-    /// address): `validate` prints them, `run` logs them.
-    pub notes: Vec<String>,
-}
-
-impl ModbusSection {
-    /// The devices on the adapter called `adapter`: those naming it, and
-    /// those naming none (parsing allowed that only with one adapter).
-    pub fn devices_of(&self, adapter: &str) -> Vec<ModbusDevice> {
-        self.devices
-            .iter()
-            .filter(|d| d.adapter.as_deref().is_none_or(|a| a == adapter))
-            .cloned()
-            .collect()
-    }
-}
-
-impl OwnedSection for ModbusSection {
-    const NAME: &'static str = "modbus";
-
-    fn parse(root: &toml::Table, problems: &mut Problems) -> Self {
-        section(root, problems)
-    }
-
-    fn notes(&self) -> Vec<String> {
-        self.notes.clone()
-    }
-
-    /// Every device, named or not: its units must reach the outputs, and
-    /// a configured meter belongs on the dashboard before it first answers.
-    fn registry_devices(&self) -> Vec<DeviceConfig> {
-        self.devices
-            .iter()
-            .map(|d| DeviceConfig {
-                id: d.id.clone(),
-                name: d.name.clone().unwrap_or_else(|| d.id.as_str().to_string()),
-                room: d.room.clone(),
-                floor: d.floor.clone(),
-                tags: d.tags.clone(),
-                primary: None,
-                units: d.units(),
-                writable: Vec::new(),
-            })
-            .collect()
-    }
-}
-
-/// The names of the `type = "modbus"` adapters, and whether each is a
-/// serial line, from the root's `[[adapter]]` list.
-fn modbus_adapters(root: &toml::Table) -> Vec<(String, bool)> {
-    let Some(toml::Value::Array(list)) = root.get("adapter") else {
-        return Vec::new();
-    };
-    list.iter()
-        .filter_map(|a| a.as_table())
-        .filter(|a| a.get("type").and_then(toml::Value::as_str) == Some(KIND))
-        .filter_map(|a| {
-            let name = a.get("name")?.as_str()?.to_string();
-            Some((name, a.contains_key("path")))
-        })
-        .collect()
-}
-
-/// Reads `[modbus]` from the file's root table.
-pub fn section(root: &toml::Table, problems: &mut Problems) -> ModbusSection {
-    let Some(section) = device_section::read(root, "modbus", &[], problems) else {
-        return ModbusSection::default();
-    };
-    let adapters = modbus_adapters(root);
-    let mut notes = Vec::new();
-    let mut devices = Vec::new();
-    let mut ids = HashSet::new();
-    let mut units: HashMap<(String, u8), usize> = HashMap::new();
-    for (i, item) in section.devices.into_iter().enumerate() {
-        let path = format!("modbus.device[{i}]");
-        let Some(device) = device(item, &path, problems, &mut notes) else {
-            continue;
-        };
-        let bus = match (&device.adapter, adapters.as_slice()) {
-            (Some(name), _) => match adapters.iter().find(|(n, _)| n == name) {
-                Some(found) => found.clone(),
-                None => {
-                    problems.push(
-                        format!("{path}.adapter"),
-                        format!("no [[adapter]] type = \"modbus\" is named \"{name}\""),
-                    );
-                    continue;
-                }
-            },
-            (None, [only]) => only.clone(),
-            (None, []) => {
-                problems.push(
-                    &path,
-                    "no [[adapter]] type = \"modbus\" reads it: add one (url or path)",
-                );
-                continue;
-            }
-            (None, _) => {
-                problems.push(
-                    format!("{path}.adapter"),
-                    "there are several modbus adapters: name the one this device is on",
-                );
-                continue;
-            }
-        };
-        if bus.1 && !(1..=247).contains(&device.unit) {
-            problems.push(
-                format!("{path}.unit"),
-                format!(
-                    "expected 1 to 247 on a serial line (0 is broadcast, which no device answers), got {}",
-                    device.unit
-                ),
-            );
-            continue;
-        }
-        if !ids.insert(device.id.clone()) {
-            problems.push(
-                format!("{path}.id"),
-                format!("{} is listed twice", device.id.as_str()),
-            );
-            continue;
-        }
-        if let Some(first) = units.insert((bus.0.clone(), device.unit), i) {
-            problems.push(
-                format!("{path}.unit"),
-                format!(
-                    "unit {} on \"{}\" is already modbus.device[{first}]",
-                    device.unit, bus.0
-                ),
-            );
-            continue;
-        }
-        devices.push(device);
-    }
-    ModbusSection { devices, notes }
-}
-
 fn device(
     table: toml::Value,
     path: &str,
+    common: DeviceCommon,
     problems: &mut Problems,
     notes: &mut Vec<String>,
 ) -> Option<ModbusDevice> {
     let before = problems.len();
-    let raw: RawDevice = load::section(table, path, problems)?;
+    let raw: RawDevice = load::section_accepting(table, path, &COMMON_KEYS, problems)?;
     let id = DeviceId::new(raw.id.as_str())
         .map_err(|e| problems.push(format!("{path}.id"), e.to_string()))
         .ok();
-    for (key, value) in [("name", &raw.name), ("room", &raw.room)] {
-        if value.as_deref() == Some("") {
-            problems.push(format!("{path}.{key}"), "expected a non-empty text");
-        }
-    }
     if let Some(poll) = raw.poll {
         check_poll(poll, &format!("{path}.poll"), problems);
     }
@@ -315,13 +212,9 @@ fn device(
         return None;
     }
     Some(ModbusDevice {
-        adapter: raw.adapter,
+        common,
         id: id?,
         unit: raw.unit,
-        name: raw.name,
-        room: raw.room,
-        floor: raw.floor,
-        tags: raw.tags.unwrap_or_default(),
         profile,
         registers,
         poll: raw.poll,

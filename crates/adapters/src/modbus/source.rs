@@ -475,9 +475,8 @@ impl Bus {
                 self.out_of_step(i);
             } else {
                 let key = format!("{}:{}", f.label(), self.members[i].id.as_str());
-                if let Some(suppressed) = self.stats.refuse_per(&self.throttle, f.label(), &key) {
-                    warn!(adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, fault = f.label(), suppressed, "Modbus device did not answer; asked again at its next poll, the other devices go on.");
-                }
+                gateway_core::refuse!(self.stats, self.throttle, f.label(), per key;
+                    adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, fault = f.label(), "Modbus device did not answer; asked again at its next poll, the other devices go on.");
             }
         }
         let n = readings.len();

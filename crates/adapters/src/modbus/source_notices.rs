@@ -25,9 +25,8 @@ impl Bus {
     pub(super) fn out_of_step(&self, i: usize) {
         let f = Fault::OutOfStep;
         let key = format!("{}:{}", f.label(), self.members[i].id.as_str());
-        if let Some(suppressed) = self.stats.refuse_per(&self.throttle, f.label(), &key) {
-            warn!(adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, suppressed, "Modbus device answers out of step (a late or doubled answer, as a buffering converter gives): its answers are dropped and its readings withheld until it answers in step.");
-        }
+        gateway_core::refuse!(self.stats, self.throttle, f.label(), per key;
+            adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, "Modbus device answers out of step (a late or doubled answer, as a buffering converter gives): its answers are dropped and its readings withheld until it answers in step.");
     }
 
     /// A string register's text is no reading: like the text fields of
@@ -66,10 +65,9 @@ impl Bus {
     pub(super) fn not_finite(&self, i: usize, registers: &[usize]) {
         for &m in registers {
             let key = format!("not_finite:{}", self.members[i].id.as_str());
-            if let Some(suppressed) = self.stats.refuse_per(&self.throttle, "not_finite", &key) {
-                let r = &self.units[i].registers[m];
-                warn!(adapter = %self.name, device = %self.members[i].id.as_str(), unit = self.units[i].unit, metric = %r.metric, table = r.table.as_str(), address = r.address, error_type = "not_finite", suppressed, "A register's value is not a finite number (NaN or infinity: a meter's \"no value\", or the wrong type or order): no reading.");
-            }
+            let r = &self.units[i].registers[m];
+            gateway_core::refuse!(self.stats, self.throttle, "not_finite", per key;
+                adapter = %self.name, device = %self.members[i].id.as_str(), unit = self.units[i].unit, metric = %r.metric, table = r.table.as_str(), address = r.address, "A register's value is not a finite number (NaN or infinity: a meter's \"no value\", or the wrong type or order): no reading.");
         }
     }
 

@@ -78,6 +78,10 @@ struct RawTopic {
     #[cfg(feature = "lorawan")]
     #[serde(default)]
     codec: Option<String>,
+    /// `js:` codecs only: the script's `input.variables`.
+    #[cfg(feature = "lorawan")]
+    #[serde(default)]
+    codec_variables: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -216,6 +220,8 @@ impl AdapterKind for MqttAdapterConfig {
                     device_field: None,
                     #[cfg(feature = "lorawan")]
                     codec: None,
+                    #[cfg(feature = "lorawan")]
+                    codec_variables: None,
                 },
                 other => match load::section::<RawTopic>(other.clone(), &at, problems) {
                     Some(t) => t,
@@ -245,12 +251,21 @@ impl AdapterKind for MqttAdapterConfig {
             let t = RawTopic { format, ..t };
             #[cfg(feature = "lorawan")]
             let codec = match (&t.codec, t.format) {
-                (None, _) => None,
+                (None, _) => {
+                    if t.codec_variables.is_some() {
+                        problems.push(
+                            format!("{at}.codec_variables"),
+                            "only a JavaScript codec (codec = \"js:FILE\") takes `codec_variables`",
+                        );
+                        continue;
+                    }
+                    None
+                }
                 (Some(name), FormatName::ChirpstackV4 | FormatName::TtsV3) => {
-                    match route_codec(name) {
+                    match crate::payload::binary::route_codec(name, t.codec_variables.clone()) {
                         Ok(c) => Some(c),
                         Err(e) => {
-                            problems.push(format!("{at}.codec"), e);
+                            problems.push(format!("{at}.{}", e.key()), e.to_string());
                             continue;
                         }
                     }
@@ -425,25 +440,4 @@ pub fn template() -> String {
             ("retained", Retained::default().as_str().to_string()),
         ],
     )
-}
-
-/// A route's `codec`: a built-in codec's name, or `js:FILE` (relative to
-/// the config's directory), compiled now.
-#[cfg(feature = "lorawan")]
-fn route_codec(name: &str) -> Result<crate::payload::RouteCodec, String> {
-    use crate::lorawan::codecs::js::{self, Limits, ScriptCodec};
-    if let Some(file) = js::script_path(name) {
-        let path = js::resolve(file);
-        let script = ScriptCodec::load(file, &path, Default::default(), Limits::default())
-            .map_err(|e| e.to_string())?;
-        if !script.entries().decode {
-            return Err(format!(
-                "{file} defines no decodeUplink (nor Decode, Decoder) function"
-            ));
-        }
-        return Ok(crate::payload::RouteCodec::Script(script));
-    }
-    name.parse::<crate::lorawan::codecs::Codec>()
-        .map(crate::payload::RouteCodec::Named)
-        .map_err(|e| format!("{e}, or js:FILE (a JavaScript codec)"))
 }

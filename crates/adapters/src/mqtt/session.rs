@@ -11,7 +11,7 @@ use gateway_core::{
     AdapterContext, AdapterError, DeliveryKey, Ingress, Reading, Receipt, ReceiptWaiter,
 };
 use rumqttc::{AsyncClient, Event, Packet, PubAck, PubRec, Publish, QoS, SubscribeFilter};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::config::{MqttAdapterConfig, Retained};
 use super::dispatch::{dispatch_cached, is_status_topic, TopicCache};
@@ -167,11 +167,9 @@ impl Session<'_> {
     fn on_subscribed(&mut self, refused: usize) {
         let name = &self.ctx.name;
         if refused > 0 {
-            self.stats.error("subscription_refused");
             self.subscribed.set(0.0);
-            if let Some(suppressed) = self.throttle.allow("refused") {
-                warn!(adapter = %name, refused, suppressed, "The broker refused some subscriptions.");
-            }
+            gateway_core::refuse!(self.stats, self.throttle, "subscription_refused", per "refused";
+                adapter = %name, refused, "The broker refused some subscriptions.");
         } else {
             info!(adapter = %name, filters = self.filters.len(), "Subscribed.");
             self.subscribed.set(1.0);
@@ -259,15 +257,12 @@ impl Session<'_> {
         let (ctx, config) = (self.ctx, self.config);
         if let Some(bytes) = oversized {
             self.oversized_resend = Some(bytes);
-            if let Some(suppressed) =
-                self.stats
-                    .refuse_per(&self.throttle, "payload_too_large", "oversized")
-            {
-                if bytes <= MAX_OVERSIZED_PACKET {
-                    warn!(adapter = %ctx.name, broker = %config.broker.url, bytes, max_payload_bytes = config.max_payload_bytes, suppressed, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
-                } else {
-                    error!(adapter = %ctx.name, broker = %config.broker.url, bytes, limit = MAX_OVERSIZED_PACKET, suppressed, "A message too large to read even once blocks this adapter's session: set message_size_limit on the broker below that, or clear the gateway's session there.");
-                }
+            if bytes <= MAX_OVERSIZED_PACKET {
+                gateway_core::refuse!(self.stats, self.throttle, "payload_too_large", per "oversized";
+                    adapter = %ctx.name, broker = %config.broker.url, bytes, max_payload_bytes = config.max_payload_bytes, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
+            } else {
+                gateway_core::refuse!(error: self.stats, self.throttle, "payload_too_large", per "oversized";
+                    adapter = %ctx.name, broker = %config.broker.url, bytes, limit = MAX_OVERSIZED_PACKET, "A message too large to read even once blocks this adapter's session: set message_size_limit on the broker below that, or clear the gateway's session there.");
             }
         }
         if self.connected {

@@ -236,16 +236,7 @@ fn script_payload(
     keys: &Keys,
     out: &mut Decoded,
 ) {
-    let recv_ms = when.time.as_millis();
-    let wait = || script.decode_blocking(bytes, fport, recv_ms);
-    // The MQTT session's task waits: outside a runtime's worker thread
-    // (block_in_place), so the runtime's other tasks go on meanwhile.
-    let result = match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
-    };
+    let result = script.decode_waiting(bytes, fport, when.time.as_millis());
     let undecodable = |e: String| FieldReason::Undecodable(format!("js:{}: {e}", script.name()));
     match result {
         Ok(decoded) => {

@@ -27,6 +27,8 @@
 //! and every place that builds a reading turns that refusal into a
 //! [`FieldReason::NotFinite`] problem.
 
+#[cfg(feature = "lorawan")]
+pub mod binary;
 mod bounds;
 mod csv;
 mod decimal;

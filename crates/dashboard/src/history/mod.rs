@@ -34,10 +34,43 @@
 
 mod codec;
 mod commands;
+pub mod kind;
 mod seal;
 mod store;
 
 use std::path::PathBuf;
+
+/// `[dashboard]` of the `configfile` template (the section that keeps
+/// this history and serves the pages over it): this folder's
+/// `template.toml` with the defaults filled in.
+pub fn template() -> String {
+    let d = gateway_core::config::DashboardConfig::default();
+    let dur = |t| humantime::format_duration(t).to_string();
+    gateway_core::config::template::fill(
+        include_str!("template.toml"),
+        &[
+            ("enabled", d.enabled.to_string()),
+            ("bind", d.bind.to_string()),
+            ("retention", dur(d.retention)),
+            (
+                "max_bytes",
+                gateway_core::config::values::byte_size::render(d.max_bytes),
+            ),
+            ("write_interval", dur(d.write_interval)),
+            (
+                "metric_order",
+                format!(
+                    "[{}]",
+                    d.metric_order
+                        .iter()
+                        .map(|m| gateway_core::config::template::quoted(m))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        ],
+    )
+}
 
 use serde::Serialize;
 

@@ -507,3 +507,82 @@ fn the_cycle_check_itself_finds_a_dev_dependency_cycle() {
     ]);
     assert_eq!(find_cycle(&acyclic), None);
 }
+
+/// Where a test file writes its own HTTP GET or reads `/metrics` by hand,
+/// as `file:line: what`: those live once in `test-support` (`web`,
+/// `metrics`), so a fix to either (a chunked body, a label with a space)
+/// reaches every test.
+fn own_http_or_metrics_helpers(file: &str, text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let metric_parse = |window: &str| {
+        let by_name = ["strip_prefix(", "starts_with("].iter().any(|call| {
+            window.split(call).skip(1).any(|arg| {
+                let arg = arg.trim_start_matches("r#").trim_start_matches('"');
+                [
+                    "edge_gateway_",
+                    "process_",
+                    "name)",
+                    "name_and_labels)",
+                    "series)",
+                ]
+                .iter()
+                .any(|p| arg.starts_with(p))
+            })
+        });
+        by_name || window.contains("rsplit(' ')")
+    };
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains("\"GET {") {
+            found.push(format!(
+                "{file}:{}: a GET request of its own (use test_support::web)",
+                i + 1
+            ));
+        }
+        let window = lines[i..lines.len().min(i + 5)].join("\n");
+        if line.contains(".lines()") && metric_parse(&window) {
+            found.push(format!(
+                "{file}:{}: a /metrics parser of its own (use test_support::metrics)",
+                i + 1
+            ));
+        }
+    }
+    found
+}
+
+#[test]
+fn no_test_file_writes_its_own_http_get_or_metrics_parser() {
+    let mut found = Vec::new();
+    for (_, src) in crates() {
+        let mut files = Vec::new();
+        rust_files(&src.with_file_name("tests"), &mut files);
+        for path in files {
+            let shown = path
+                .strip_prefix(root())
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            // Test data, and this file, which spells the patterns out.
+            if shown.contains("/tests/data/") || path.ends_with("cli/architecture.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            found.extend(own_http_or_metrics_helpers(&shown, &text));
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn the_helper_check_itself_finds_a_get_and_a_metrics_parser() {
+    let get = "let req = format!(\"GET {path} HTTP/1.1\\r\\n\\r\\n\");";
+    let parser =
+        "body.lines()\n    .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())";
+    let summed =
+        "body\n    .lines()\n    .filter(|l| l.starts_with(\"edge_gateway_x{a=\\\"1\\\"\"))";
+    for text in [get, parser, summed] {
+        assert_eq!(own_http_or_metrics_helpers("t.rs", text).len(), 1, "{text}");
+    }
+    let other = "csv.lines().skip(1)\nhead.lines().find_map(|l| l.strip_prefix(\"retry-after: \"))";
+    assert!(own_http_or_metrics_helpers("t.rs", other).is_empty());
+}

@@ -60,15 +60,8 @@ async fn wait_for_line(
 
 /// One GET of the demo's dashboard: the whole response.
 async fn get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    let r = test_support::web::get_with(port, path, &[]).await;
+    r.expect("the demo's dashboard answers").raw
 }
 
 fn interrupt(child: &Child) {

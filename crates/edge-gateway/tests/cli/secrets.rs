@@ -9,10 +9,8 @@
 
 use crate::common;
 
-use common::{GatewayProcess, WAIT};
+use common::GatewayProcess;
 use test_support::free_port;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The text marker: passwords, the token, a PSK.
 const MARKER: &str = "Mk7q-secret-marker";
@@ -207,17 +205,8 @@ fn validate(dir: &std::path::Path, config: &str, print: bool) -> (Option<i32>, S
 }
 
 async fn get(port: u16, path: &str, auth: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    String::from_utf8_lossy(&raw).to_string()
+    let r = test_support::web::get_with(port, path, &[("Authorization", auth)]).await;
+    r.expect("an answer in time").raw
 }
 
 #[tokio::test]

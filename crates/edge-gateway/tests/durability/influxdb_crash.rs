@@ -129,9 +129,8 @@ fn readings_only(cfg: String) -> String {
 }
 
 fn points_written(body: &str) -> Option<u64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix("edge_gateway_sink_points_written_total{output=\"influx\"} "))
-        .and_then(|v| v.parse().ok())
+    let points = "edge_gateway_sink_points_written_total{output=\"influx\"}";
+    test_support::metrics::sample(body, points).map(|v| v as u64)
 }
 
 /// Two ESP32 nodes whose own `ts` has whole seconds, four samples a

@@ -560,10 +560,7 @@ async fn the_learned_state_survives_a_restart() {
 
 /// `edge_gateway_outbox_messages` from `/metrics`.
 fn outbox_messages(body: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix("edge_gateway_outbox_messages "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    test_support::metrics::sample(body, "edge_gateway_outbox_messages").unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -51,9 +51,7 @@ pub(crate) fn read_back(port: u16, unit: u8, table: &str, address: u16, count: u
 }
 
 pub(crate) fn metric(body: &str, name_and_labels: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    test_support::metrics::sample(body, name_and_labels).unwrap_or(0.0)
 }
 
 pub(crate) fn config(cloud: u16, building: u16, metrics: u16, modbus: u16) -> String {

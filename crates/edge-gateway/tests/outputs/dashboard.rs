@@ -35,19 +35,11 @@ max = 30.0
 
 /// One GET with an optional `Authorization` header: (status, head, body).
 async fn get(port: u16, path: &str, auth: Option<&str>) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    let r = test_support::web::get_with(port, path, &headers)
         .await
-        .expect("response in time")
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let code = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (code, head.to_string(), body.to_string())
+        .expect("response in time");
+    (r.code, r.head, r.body)
 }
 
 /// Polls until `done(body)`: windows close and are written on the
@@ -188,12 +180,9 @@ async fn api_pages_and_live_events_over_a_history_that_survives_restart_and_kill
     }
     assert_eq!(get(port, "/api/series?device=x", None).await.0, 400);
     let (_, _, text) = get(metrics, "/metrics", None).await;
-    let written: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("edge_gateway_history_bytes_written_total "))
-        .unwrap_or_else(|| panic!("no history bytes in:\n{text}"))
-        .parse()
-        .unwrap();
+    let written = test_support::metrics::sample(&text, "edge_gateway_history_bytes_written_total")
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no history bytes in:\n{text}"));
     assert!(written > 0);
 
     // Stopped and started: the committed history is read back.
@@ -357,26 +346,13 @@ async fn get_tls(port: u16, path: &str, ca: &std::path::Path) -> Result<(u16, St
     .with_no_client_auth();
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
         .map_err(|e| e.to_string())?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    tls.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    // A peer may end TLS without close_notify after Connection: close.
-    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut raw)).await;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((code, body))
+    let answer = tokio::time::timeout(WAIT, test_support::web::exchange(tls, path, &[])).await;
+    let r = answer.ok().flatten().unwrap_or_default();
+    Ok((r.code, r.body))
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{config, GatewayProcess, WAIT};
-use test_support::{free_port, publish, Mosquitto};
+use test_support::{free_port, publish, web, Mosquitto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -54,47 +54,19 @@ async fn connect_from(from: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
 
 /// One GET from 127.0.0.1 on a fresh connection: (status, body).
 async fn get(port: u16, path: &str, auth: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    if let Err(e) = s.read_to_end(&mut raw).await {
-        println!("GET {path}: {e}");
-        return (0, String::new());
-    }
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (code, body.to_string())
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    let r = web::get_with(port, path, &headers)
+        .await
+        .unwrap_or_default();
+    (r.code, r.body)
 }
 
 /// One GET from 127.0.0.1 with credentials: (status, head).
 async fn get_head(port: u16, path: &str, auth: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
-        return (0, String::new());
-    };
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
-    );
-    let mut raw = Vec::new();
-    if s.write_all(req.as_bytes()).await.is_err() || s.read_to_end(&mut raw).await.is_err() {
-        return (0, String::new());
-    }
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let head = text
-        .split_once("\r\n\r\n")
-        .map_or(text.as_str(), |(h, _)| h);
-    (code, head.to_string())
+    let r = web::get_with(port, path, &[("Authorization", auth)])
+        .await
+        .unwrap_or_default();
+    (r.code, r.head)
 }
 
 /// The value of one sample line of `/metrics` (0 when absent).

@@ -19,8 +19,6 @@ use common::{config, http_until, GatewayProcess, WAIT};
 use serde_json::{json, Value};
 use test_support::chromium::{Browser, Page};
 use test_support::{free_port, publish, Mosquitto};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const LIVING: &str = "a2:b2:c2:d2:e2:f2";
 const FRIDGE: &str = "fridge-7";
@@ -56,12 +54,8 @@ async fn screenshot(page: &mut Page, name: &str) {
 }
 
 async fn api(port: u16, path: &str) -> Value {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+    let (_, body) = test_support::web::http_get(port, path).await;
+    serde_json::from_str(&body).unwrap()
 }
 
 /// Publishes `value` and waits until its window is in history, so each

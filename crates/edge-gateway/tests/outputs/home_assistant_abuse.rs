@@ -59,10 +59,12 @@ max_backoff = "1s"
 /// where `label` is empty.
 async fn metric(port: u16, name: &str, label: &str) -> u64 {
     let (_, body) = http_get(port, "/metrics").await;
-    body.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    let total = if label.is_empty() {
+        test_support::metrics::sum(&body, name)
+    } else {
+        test_support::metrics::sum_with(&body, name, label).unwrap_or(0.0)
+    };
+    total as u64
 }
 
 async fn metric_until(port: u16, name: &str, label: &str, done: impl Fn(u64) -> bool) -> u64 {

@@ -21,6 +21,7 @@ mod home_assistant;
 mod home_assistant_abuse;
 mod home_assistant_commands;
 mod influxdb_end_to_end;
+mod jsonl_file;
 mod metrics;
 mod remote_config;
 mod upstream_report;

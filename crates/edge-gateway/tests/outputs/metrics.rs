@@ -56,12 +56,7 @@ async fn metrics_are_scraped_and_health_follows_the_upstream_broker() {
     ] {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }
-    let rss: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rss = test_support::metrics::sample(&text, "process_resident_memory_bytes").unwrap();
     assert!(rss > 1e6, "RSS {rss}");
     assert_eq!(get(port, "/nope").await.0, 404);
 

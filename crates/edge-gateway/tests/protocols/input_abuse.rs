@@ -29,9 +29,7 @@ use tokio::net::{TcpStream, UdpSocket};
 /// The value of the sample `name_and_labels` on a `/metrics` body, 0 when
 /// it is absent (a counter never incremented is not rendered).
 fn metric(body: &str, name_and_labels: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    test_support::metrics::sample(body, name_and_labels).unwrap_or(0.0)
 }
 
 fn errors(adapter: &str, kind: &str) -> String {

@@ -95,9 +95,7 @@ pub(crate) fn metrics_of(m: &Message) -> BTreeMap<String, Value> {
 }
 
 pub(crate) fn metric(body: &str, name_and_labels: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or(-1.0)
+    test_support::metrics::sample(body, name_and_labels).unwrap_or(-1.0)
 }
 
 /// Asks the peer how many requests of each (unit, function) it received.

@@ -149,11 +149,9 @@ room = "kitchen"
     write_board(&board, wire.as_bytes());
     http_until(metrics, "/metrics", |_, b| metric(b, READINGS) == 40.0).await;
     let (_, body) = http_get(metrics, "/metrics").await;
-    let bad: f64 = body
-        .lines()
-        .filter(|l| l.starts_with("edge_gateway_adapter_errors_total{adapter=\"espnow-relay\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let errors = "edge_gateway_adapter_errors_total";
+    let bad =
+        test_support::metrics::sum_with(&body, errors, "adapter=\"espnow-relay\"").unwrap_or(0.0);
     assert!(bad >= 1.0, "boot noise counted as bad lines: {body}");
 
     // The board's last line has no newline when the port goes: cut where

@@ -1,6 +1,5 @@
 //! `[dashboard]`: the local web pages and the on-device history behind them.
 
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -125,55 +124,4 @@ impl DashboardConfig {
             problems.push("dashboard.write_interval", "must be more than 0s");
         }
     }
-}
-
-/// The `[dashboard]` part of the `configfile` template.
-pub fn template() -> String {
-    let d = DashboardConfig::default();
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"
-[dashboard]
-# Local web pages (overview, device, alerts, gateway), a JSON/CSV API under
-# /api/ and live updates at /events, with a history of closed windows and
-# alert transitions in {{state_dir}}/history/.
-enabled = {enabled}
-# Anything but loopback needs at least one [[dashboard.user]]: `validate`
-# refuses an open dashboard on the network.
-bind = "{bind}"
-# Windows and alerts older than this are deleted, judged by a clock that has
-# gone an hour without a step and never by one more than this past the
-# newest window, so the newest hour always stays (docs/durability.md).
-retention = "{retention}"
-max_bytes = "{max_bytes}"
-# Longest wait before closed windows and alerts are written (one fsync per
-# batch); a checkpoint writes them sooner.
-write_interval = "{write_interval}"
-# The metric drawn for each device on the overview: its [[device]] primary,
-# else the first of these it sends, else by kind (CO2, temperature,
-# humidity, ... before battery and signal strength).
-metric_order = {metric_order}
-# HTTPS: both or neither (PEM files). Or keep the loopback bind and put a
-# reverse proxy in front (see README).
-# cert_file = "/etc/edge-gateway/dashboard.crt"
-# key_file = "/etc/edge-gateway/dashboard.key"
-
-# [[dashboard.user]]
-# name = "facilities"
-# password_hash = "$argon2id$v=19$..."   # from `edge-gateway passwd`
-"#,
-        enabled = d.enabled,
-        bind = d.bind,
-        retention = humantime::format_duration(d.retention),
-        max_bytes = byte_size::render(d.max_bytes),
-        write_interval = humantime::format_duration(d.write_interval),
-        metric_order = toml::Value::Array(
-            d.metric_order
-                .iter()
-                .map(|m| toml::Value::String(m.clone()))
-                .collect()
-        ),
-    );
-    out
 }

@@ -1,7 +1,6 @@
 //! `[home_assistant]`: MQTT discovery, so every device the gateway knows
 //! appears in Home Assistant with its name, units and availability.
 
-use std::fmt::Write;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -151,70 +150,6 @@ impl HomeAssistantConfig {
     pub fn state_prefix_for(&self, gateway_id: &str) -> String {
         self.state_prefix.replace("{gateway}", gateway_id)
     }
-}
-
-/// The `[home_assistant]` part of the `configfile` template.
-pub fn template() -> String {
-    let h = HomeAssistantConfig::default();
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"
-[home_assistant]
-# MQTT discovery: every device and metric the gateway knows appears in Home
-# Assistant by itself (registered devices at start, others when first
-# seen), with its name, unit, device class and availability; alert rules
-# appear as problem sensors. Configs are retained and sent again when Home
-# Assistant announces itself on {{discovery_prefix}}/status.
-enabled = {enabled}
-# The broker Home Assistant listens to: a URL, or a table with url,
-# username, password_env, ca_file, ... as in [upstream].
-broker = "{broker}"
-discovery_prefix = "{discovery_prefix}"
-# States go to {{state_prefix}}/<device>/<metric>, the gateway's
-# online/offline (retained, with an MQTT last will) to {{state_prefix}}/status.
-state_prefix = "{state_prefix}"
-# Home Assistant marks a sensor unavailable after this long without a
-# state; "0s" keeps its last value. About 3 times the slowest sensor's
-# interval is a good start (e.g. "45m" for LoRaWAN nodes every 15 min).
-expire_after = "{expire_after}"
-# "reading": every accepted reading (Home Assistant keeps its own
-# statistics); "avg": each window's average, for chatty devices.
-state = "{state}"
-# Anyone on Home Assistant's broker can publish its "online": however many
-# arrive, every config and last state is sent again at most once per
-# interval (and once more at its end if more came).
-announce_interval = "{announce_interval}"
-# A device not in [[device]] and not heard for this long has its configs,
-# alert states and availability cleared from the broker, so made-up or
-# departed devices do not stay in Home Assistant; "0s" never forgets.
-forget_after = "{forget_after}"
-# Most entities (metrics and alert rules) announced for devices not in
-# [[device]]; more are refused and counted in
-# edge_gateway_home_assistant_refused_total.
-max_entities = {max_entities}
-# Let Home Assistant write: points declared writable (Modbus registers
-# with writable = true) appear as number entities (min/max/step/unit from
-# the declaration) and 0/1 points (coils, registers declared min = 0,
-# max = 1) as switches; what Home Assistant publishes on their command
-# topics ({{state_prefix}}/<device>/<metric>/set) is executed like a command
-# from the cloud ([commands] max_age, rate, journal; one result each).
-# Whoever may publish on this broker can then write those points: see
-# docs/commands.md for its ACL. false subscribes to nothing.
-commands = {commands}
-"#,
-        enabled = h.enabled,
-        broker = h.broker.url,
-        discovery_prefix = h.discovery_prefix,
-        state_prefix = h.state_prefix,
-        expire_after = humantime::format_duration(h.expire_after),
-        state = h.state.as_str(),
-        announce_interval = humantime::format_duration(h.announce_interval),
-        forget_after = humantime::format_duration(h.forget_after),
-        max_entities = h.max_entities,
-        commands = h.commands,
-    );
-    out
 }
 
 #[cfg(test)]

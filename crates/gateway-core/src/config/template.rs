@@ -6,9 +6,7 @@
 
 use std::fmt::Write;
 
-use super::sections::FullPolicy;
-use super::sections::{AggregationConfig, GatewayConfig, LogConfig, OutboxConfig, UpstreamConfig};
-use super::values::byte_size;
+use super::sections::{AggregationConfig, GatewayConfig, LogConfig};
 use super::values::duration::render as dur;
 
 fn q(s: &str) -> String {
@@ -16,13 +14,9 @@ fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
 }
 
-/// `[gateway]`, `[upstream]`, `[aggregation]` and `[log]` with their defaults.
-pub fn core_sections() -> String {
+/// The file's head and `[gateway]`, with its defaults.
+pub fn head_sections() -> String {
     let g = GatewayConfig::default();
-    let u = UpstreamConfig::default();
-    let a = AggregationConfig::default();
-    let l = LogConfig::default();
-    let o = OutboxConfig::default();
     let mut out = String::new();
     let _ = write!(
         out,
@@ -70,65 +64,24 @@ durability = {durability}
 # windows stay UTC.
 timezone = {timezone}
 
-[upstream]
-# The cloud broker, where aggregates and alerts go OUT. This section is
-# optional: without it, or with enabled = false, nothing goes to a cloud
-# broker, no upstream outbox is kept and /health does not wait for one
-# (for a building that only writes InfluxDB and shows the dashboard). A
-# config must have at least one output: [upstream], a [[sink]] or the
-# [dashboard].
-enabled = true
-# mqtt://host:port, or mqtts://host:port for TLS. The default
-# (127.0.0.1:1883) is only a placeholder for trying things on one machine:
-# put your cloud broker here. It is not the building's broker, which the
-# [[adapter]] type = "mqtt" below reads sensors IN from (both default to
-# 127.0.0.1:1883).
-url = {url}
-# Or the nodes of a clustered broker instead of url (not both). The first
-# that answers is used and the next on loss or refusal; they share every
-# other key of this section. See docs/fleet.md.
-# urls = ["mqtts://node-a:8883", "mqtts://node-b:8883", "mqtts://node-c:8883"]
-# QoS of everything forwarded: 0, 1 or 2.
-qos = {qos}
-# Keep the MQTT session on the broker between connections (clean session
-# off, with the fixed client_id). QoS 2 always starts a clean session.
-persistent_session = {persistent_session}
-# Prefix of every upstream topic. {{site}} and {{gateway}} are filled in.
-# Aggregates go to {{prefix}}/{{device}}/aggregated.
-topic_prefix = {prefix}
-# MQTT client id; empty means "edge-gateway-" followed by gateway.id. Two
-# gateways with one id take the connection from each other in a loop.
-client_id = {client_id}
-# Username for the broker; empty for none.
-username = {username}
-# Name of the environment variable that holds the password. The password
-# itself never goes in this file and is never logged; `validate` refuses a
-# name that is not set (for the service: /etc/default/edge-gateway).
-password_env = {password_env}
-# TLS (mqtts:// only). Without ca_file the system's trusted roots are used.
-# ca_file = "/etc/edge-gateway/ca.pem"
-# Mutual TLS: a client certificate and its key, both PEM.
-# client_cert = "/etc/edge-gateway/client.pem"
-# client_key = "/etc/edge-gateway/client.key"
-# MQTT keep-alive.
-keep_alive = {keep_alive}
-# Reconnects back off exponentially (with jitter) up to this cap, forever.
-max_backoff = {max_backoff}
-# Messages kept in memory while the broker is unreachable; beyond this the
-# oldest are dropped and counted.
-max_queued = {max_queued}
-# Messages sent and not yet acknowledged by the broker at any time.
-max_inflight = {max_inflight}
-# Metrics sent at once when their value changes, besides their windows: a
-# fan's on/off, an operating mode, a set point. Keys are "device/metric",
-# each part an id or a pattern with * ("ahu-*/mode", "*/setpoint");
-# "change" sends each new value to {{prefix}}/{{device}}/change through the
-# outbox, "window" (the default) exempts one a broader pattern takes. For
-# states that change rarely: changes less than a second apart are
-# coalesced (the latest goes when the second has passed).
-# report = {{ "ahu-1/fan_status" = "change", "*/setpoint" = "change" }}
+"##,
+        id = q(&g.id),
+        site = q(&g.site),
+        state_dir = q(&g.state_dir.display().to_string()),
+        durability = q(g.durability.as_str()),
+        timezone = q(&g.timezone),
+    );
+    out
+}
 
-[aggregation]
+/// `[aggregation]` and `[log]` with their defaults.
+pub fn pipeline_sections() -> String {
+    let a = AggregationConfig::default();
+    let l = LogConfig::default();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r##"[aggregation]
 # Tumbling window length. Windows are aligned to multiples of it (UTC), one
 # per device and metric: count, avg, min, max and population std.
 window = {window}
@@ -150,58 +103,17 @@ checkpoint_interval = {checkpoint_interval}
 # series, checkpoint included).
 max_series = {max_series}
 
-[outbox]
-# Every upstream message is written here ({{state_dir}}/outbox) before it is
-# sent, and removed when the broker acknowledges it: a lost uplink or a power
-# cut costs no message. A damaged file is reported and skipped at start.
-# Without an [upstream] there is no outbox and these keys are unused.
-# Disk the outbox may use ("256MiB", "1GB", or bytes).
-max_bytes = {max_bytes}
-# When full: "drop_oldest" keeps the newest data, "reject_new" the oldest.
-# Either way every dropped message is counted and logged.
-policy = {policy}
-# Drop messages older than this ("0s": keep until max_bytes forces a choice),
-# judged by a clock that has gone an hour without a step and never by one
-# more than this past the newest message (docs/durability.md).
-max_age = {max_age}
-# Backlog messages sent per second once the broker is back; new messages
-# are sent at once.
-drain_rate = {drain_rate}
-
 [log]
 # trace, debug, info, warn or error.
 level = {level}
 # text (people, journald) or json (log shippers).
 format = {format}
 "##,
-        id = q(&g.id),
-        site = q(&g.site),
-        state_dir = q(&g.state_dir.display().to_string()),
-        durability = q(g.durability.as_str()),
-        timezone = q(&g.timezone),
-        url = q(&u.broker.url.to_string()),
-        qos = u.forwarding.qos.as_u8(),
-        persistent_session = u.forwarding.persistent_session,
-        prefix = q(&u.forwarding.topic_prefix),
-        client_id = q(&u.broker.client_id),
-        username = q(&u.broker.username),
-        password_env = q(&u.broker.password_env),
-        keep_alive = q(&dur(u.broker.keep_alive)),
-        max_backoff = q(&dur(u.broker.max_backoff)),
-        max_queued = u.forwarding.max_queued,
-        max_inflight = u.forwarding.max_inflight,
         window = q(&dur(a.window)),
         grace = q(&dur(a.grace)),
         max_future = q(&dur(a.max_future)),
         checkpoint_interval = q(&dur(a.checkpoint_interval)),
         max_series = a.max_series,
-        max_bytes = q(&byte_size::render(o.max_bytes)),
-        policy = q(match o.policy {
-            FullPolicy::DropOldest => "drop_oldest",
-            FullPolicy::RejectNew => "reject_new",
-        }),
-        max_age = q(&dur(o.max_age)),
-        drain_rate = o.drain_rate,
         level = q(l.level.as_str()),
         format = q(match l.format {
             super::LogFormat::Text => "text",
@@ -209,6 +121,21 @@ format = {format}
         }),
     );
     out
+}
+
+/// A folder's `template.toml` (an adapter's, an output's) with each
+/// `${name}` replaced by its value: the text lives beside the code as a
+/// plain file people can read, the defaults it shows come from the code,
+/// so they cannot go stale.
+pub fn fill(text: &str, values: &[(&str, String)]) -> String {
+    values.iter().fold(text.to_string(), |out, (name, value)| {
+        out.replace(&format!("${{{name}}}"), value)
+    })
+}
+
+/// A string as a TOML basic string.
+pub fn quoted(s: &str) -> String {
+    q(s)
 }
 
 /// The `[[device]]` registry, documented with a commented example.

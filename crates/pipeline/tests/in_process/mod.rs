@@ -5,8 +5,7 @@
 use gateway_core::units::Units;
 use gateway_core::{DeviceRegistry, OutboundMessage};
 use pipeline::fanout::{Output, SinkFanout, SINK_QUEUE};
-use sinks::mqtt_upstream::{Feed, ForwarderQueues, Renderer};
-use sinks::OutputLink;
+use sinks::mqtt_upstream::{Feed, Render, Renderer};
 use tokio::sync::mpsc;
 
 /// Outputs of one upstream, gateway `gw-01` under `building/hq`, whose
@@ -21,17 +20,18 @@ pub fn upstream_into(registry: DeviceRegistry, out: mpsc::Sender<OutboundMessage
         },
         Units::default(),
     );
-    tokio::spawn(feed.run(
-        OutputLink {
-            messages: rx,
-            urgent: None,
-            flush: None,
-        },
-        ForwarderQueues {
-            messages: out.clone(),
-            urgent: out,
-            flush: None,
-        },
-    ));
+    // The upstream's rendering, every lane into the one queue.
+    tokio::spawn(async move {
+        let (mut feed, mut rx) = (feed, rx);
+        let mut rendered = Vec::new();
+        while let Some(event) = rx.recv().await {
+            feed.render(event, false, &mut rendered);
+            for (msg, _) in rendered.drain(..) {
+                if out.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
     SinkFanout::new(vec![Output::upstream(events, None)])
 }

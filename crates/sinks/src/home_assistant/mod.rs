@@ -37,6 +37,7 @@ mod commands;
 pub mod controls;
 pub mod discovery;
 pub mod ids;
+pub mod kind;
 mod lifecycle;
 mod publish;
 
@@ -59,6 +60,28 @@ use tracing::{info, warn};
 
 use announcer::Announcer;
 use discovery::Topics;
+
+/// `[home_assistant]` of the `configfile` template: this folder's
+/// `template.toml` with the defaults filled in.
+pub fn template() -> String {
+    let h = HomeAssistantConfig::default();
+    let d = |t: Duration| humantime::format_duration(t).to_string();
+    gateway_core::config::template::fill(
+        include_str!("template.toml"),
+        &[
+            ("enabled", h.enabled.to_string()),
+            ("broker", h.broker.url.to_string()),
+            ("discovery_prefix", h.discovery_prefix.clone()),
+            ("state_prefix", h.state_prefix.clone()),
+            ("expire_after", d(h.expire_after)),
+            ("state", h.state.as_str().to_string()),
+            ("announce_interval", d(h.announce_interval)),
+            ("forget_after", d(h.forget_after)),
+            ("max_entities", h.max_entities.to_string()),
+            ("commands", h.commands.to_string()),
+        ],
+    )
+}
 
 /// Events waiting for the task.
 pub const QUEUE: usize = 1024;

@@ -327,128 +327,31 @@ impl InfluxConfig {
     }
 }
 
-/// The commented `[[sink]]` example of the `configfile` template.
+/// The commented `[[sink]]` example of the `configfile` template: this
+/// folder's `template.toml` with the defaults filled in.
 pub fn template() -> String {
     let d = InfluxConfig::default();
     let q = |s: &str| format!("\"{s}\"");
-    let rows: [(&str, String, &str); 27] = [
-        ("type", q("influxdb"), ""),
-        (
-            "name",
-            q("influx"),
-            "unique; metrics label it output=\"influx\"",
-        ),
-        ("url", q(&d.url), "or https://host:8086"),
-        // Commented twice: a file that must exist, for https:// only.
-        (
-            "# ca_file",
-            q("/etc/edge-gateway/influx-ca.pem"),
-            "https only; default: system roots",
-        ),
-        (
-            "version",
-            d.version.to_string(),
-            "1: /write (InfluxDB 1.x), 2: /api/v2/write",
-        ),
-        ("database", q("bme680_db"), "v1"),
-        (
-            "retention_policy",
-            q(""),
-            "v1; empty: the database's default",
-        ),
-        ("username", q(""), "v1 basic auth"),
-        (
-            "password_env",
-            q(""),
-            "v1: the variable holding the password",
-        ),
-        (
-            "create_database",
-            d.create_database.to_string(),
-            "v1: CREATE DATABASE when missing",
-        ),
-        ("org", q(""), "v2"),
-        ("bucket", q(""), "v2"),
-        (
-            "token",
-            q(""),
-            "v2: \"env:VAR\", the variable holding the token",
-        ),
-        (
-            "write",
-            "[\"readings\", \"aggregates\", \"alerts\", \"health\"]".into(),
-            "",
-        ),
-        (
-            "measurement",
-            q(&d.measurement),
-            "raw readings: a point per device and time",
-        ),
-        (
-            "aggregates_measurement",
-            q(&d.aggregates_measurement),
-            "a point per device and window",
-        ),
-        (
-            "alerts_measurement",
-            q(&d.alerts_measurement),
-            "a point per alert transition",
-        ),
-        (
-            "health_measurement",
-            q(&d.health_measurement),
-            "the gateway's own health, every 10s",
-        ),
-        (
-            "unit_tag",
-            d.unit_tag.to_string(),
-            "tag points unit=\"°C\"; a point per metric then",
-        ),
-        ("gzip", d.gzip.to_string(), "compress request bodies"),
-        ("batch_size", d.batch_size.to_string(), "points per request"),
-        (
-            "flush_interval",
-            q(&duration::render(d.flush_interval)),
-            "longest wait of a smaller batch",
-        ),
-        ("timeout", q(&duration::render(d.timeout)), "per request"),
-        (
-            "max_in_flight",
-            d.max_in_flight.to_string(),
-            "requests at once",
-        ),
-        (
-            "max_backoff",
-            q(&duration::render(d.max_backoff)),
-            "cap of the retry backoff",
-        ),
-        (
-            "max_bytes",
-            q(&byte_size::render(d.max_bytes)),
-            "its own outbox, as [outbox]",
-        ),
-        ("policy", q("drop_oldest"), "or \"reject_new\", as [outbox]"),
-    ];
-    let mut out = String::from(
-        r##"
-# InfluxDB outputs, beside the MQTT upstream: raw readings, window
-# aggregates and alert transitions as line protocol, each output with its
-# own durable outbox in state_dir/sink-<name>/ (nothing is lost while the
-# database is down), retried with backoff; points InfluxDB refuses go to
-# state_dir/sink-<name>/dead-letter.lp (counted).
-#
-# [[sink]]
-"##,
-    );
-    for (k, v, comment) in rows {
-        let kv = format!("{k} = {v}");
-        if comment.is_empty() {
-            out.push_str(&format!("# {kv}\n"));
-        } else {
-            out.push_str(&format!("# {kv:<34} # {comment}\n"));
-        }
-    }
-    out
+    gateway_core::config::template::fill(
+        include_str!("template.toml"),
+        &[
+            ("url", q(&d.url)),
+            ("version", d.version.to_string()),
+            ("create_database", d.create_database.to_string()),
+            ("measurement", q(&d.measurement)),
+            ("aggregates_measurement", q(&d.aggregates_measurement)),
+            ("alerts_measurement", q(&d.alerts_measurement)),
+            ("health_measurement", q(&d.health_measurement)),
+            ("unit_tag", d.unit_tag.to_string()),
+            ("gzip", d.gzip.to_string()),
+            ("batch_size", d.batch_size.to_string()),
+            ("flush_interval", q(&duration::render(d.flush_interval))),
+            ("timeout", q(&duration::render(d.timeout))),
+            ("max_in_flight", d.max_in_flight.to_string()),
+            ("max_backoff", q(&duration::render(d.max_backoff))),
+            ("max_bytes", q(&byte_size::render(d.max_bytes))),
+        ],
+    )
 }
 
 #[cfg(test)]

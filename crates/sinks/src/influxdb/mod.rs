@@ -27,6 +27,7 @@ pub mod config;
 mod deliver;
 mod flight;
 mod http;
+pub mod kind;
 pub mod line;
 pub mod outcome;
 mod request;
@@ -44,6 +45,7 @@ use tokio::task::{self, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::durable;
 use crate::outbox::OutboxSettings;
 use crate::outbox_loop::{self, blocking, Deliver, LoopSettings};
 use crate::registry::{SinkContext, SinkKind, StartError};
@@ -59,12 +61,9 @@ use line::Encoder;
 
 /// Points InfluxDB accepted, per output.
 pub const SINK_POINTS_WRITTEN: &str = "edge_gateway_sink_points_written_total";
-/// Writes that failed, per output and `reason`.
-pub const SINK_BATCHES_FAILED: &str = "edge_gateway_sink_batches_failed_total";
+pub use crate::registry::{SINK_BATCHES_FAILED, SINK_UP};
 /// Points InfluxDB refused (400/413) and set aside in `dead-letter.lp`.
 pub const SINK_DEAD_LETTER: &str = "edge_gateway_sink_dead_letter_points_total";
-/// `1` while the last write to the output succeeded.
-pub const SINK_UP: &str = "edge_gateway_sink_up";
 /// `Retry-After` answers longer than the sink's `max_backoff`, obeyed only
 /// up to it.
 pub const SINK_RETRY_AFTER_CAPPED: &str = "edge_gateway_sink_retry_after_capped_total";
@@ -89,7 +88,7 @@ const STORE_BATCH: usize = 4096;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl SinkKind for InfluxConfig {
-    const KIND: &'static str = "influxdb";
+    const DECLARATION: gateway_core::output::OutputDeclaration = kind::INFLUXDB;
 
     fn from_table(
         table: toml::Value,
@@ -108,8 +107,22 @@ impl SinkKind for InfluxConfig {
         ctx: &SinkContext,
         link: OutputLink<SinkEvent>,
     ) -> Result<JoinHandle<()>, StartError> {
-        let writer = Writer::new(self, ctx)?;
-        Ok(tokio::spawn(writer.run(link)))
+        let spool = SpoolSettings {
+            outbox: OutboxSettings {
+                max_bytes: self.max_bytes,
+                policy: self.policy,
+                max_age: None,
+            },
+            max_queued: 100_000,
+        };
+        let settings = LoopSettings {
+            batch: STORE_BATCH,
+            hold_env: HOLD_STORE_ENV,
+            drain_timeout: DRAIN_TIMEOUT,
+        };
+        durable::spawn_sink(&self.name, spool, settings, ctx, link, |spool| {
+            Writer::new(self, ctx, spool)
+        })
     }
 
     fn template() -> String {
@@ -149,35 +162,15 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(config: &InfluxConfig, ctx: &SinkContext) -> Result<Self, StartError> {
+    fn new(config: &InfluxConfig, ctx: &SinkContext, spool: Spool) -> Result<Self, StartError> {
         let name = config.name.clone();
         // `validate` checked the url; a config built in code gets the default.
         let endpoint = config.endpoint().unwrap_or_default();
         let (write_path, auth) = request::write_target(config, &endpoint)?;
         let tls = request::tls(config, &endpoint)?;
 
-        let dir = ctx.state_dir.join(format!(
-            "{}{name}",
-            gateway_core::state_file::inventory::SINK_DIR_PREFIX
-        ));
+        let dir = durable::sink_dir(&ctx.state_dir, &name);
         let labels = [("output", name.as_str())];
-        let spool = Spool::open(
-            Some(&dir.join("outbox")),
-            SpoolSettings {
-                outbox: OutboxSettings {
-                    max_bytes: config.max_bytes,
-                    policy: config.policy,
-                    max_age: None,
-                },
-                max_queued: 100_000,
-            },
-            &ctx.telemetry,
-            &labels,
-        )
-        .map_err(|source| StartError::Outbox {
-            sink: name.clone(),
-            source,
-        })?;
         let t = &ctx.telemetry;
         let target = Target {
             url: redact_url(&config.url).into_owned(),
@@ -201,7 +194,7 @@ impl Writer {
             max_wait: config.max_backoff,
             name,
         };
-        Ok(Self {
+        let mut writer = Self {
             encoder: Encoder::new(config, ctx.registry.clone()).with_units(ctx.units.clone()),
             spool,
             target: Arc::new(target),
@@ -219,7 +212,13 @@ impl Writer {
             deliveries: JoinSet::new(),
             flights: HashMap::new(),
             config: config.clone(),
-        })
+        };
+        if writer.spool.waiting() > 0 {
+            writer.plan.stored(Instant::now());
+        }
+        writer.unsent = writer.unsent_points();
+        info!(output = %writer.config.name, url = %writer.target.url, version = writer.config.version, backlog = writer.spool.waiting(), "InfluxDB output started.");
+        Ok(writer)
     }
 
     fn client(&mut self) -> Client {
@@ -230,25 +229,6 @@ impl Writer {
                 self.tls.clone(),
             )
         })
-    }
-
-    async fn run(mut self, link: OutputLink<SinkEvent>) {
-        if self.spool.waiting() > 0 {
-            self.plan.stored(Instant::now());
-        }
-        self.unsent = self.unsent_points();
-        info!(output = %self.config.name, url = %self.target.url, version = self.config.version, backlog = self.spool.waiting(), "InfluxDB output started.");
-        let settings = LoopSettings {
-            batch: STORE_BATCH,
-            hold_env: HOLD_STORE_ENV,
-            drain_timeout: DRAIN_TIMEOUT,
-        };
-        outbox_loop::run(&mut self, link, &settings).await;
-        // Deliveries still running are dropped: their records stay in the
-        // outbox for the next start.
-        self.deliveries.shutdown().await;
-        self.spool.close();
-        info!(output = %self.config.name, left = self.spool.waiting(), "InfluxDB output stopped.");
     }
 
     /// Starts one delivery of the oldest stored batch not in one.
@@ -411,6 +391,14 @@ impl Deliver for Writer {
         if let Some(flight) = self.flights.remove(&id) {
             self.settle_flight(flight, settled);
         }
+    }
+
+    async fn finish(&mut self, _end: outbox_loop::End) {
+        // Deliveries still running are dropped: their records stay in the
+        // outbox for the next start.
+        self.deliveries.shutdown().await;
+        self.spool.close();
+        info!(output = %self.config.name, left = self.spool.waiting(), "InfluxDB output stopped.");
     }
 
     fn housekeeping(&mut self, ticks: u64) {

@@ -1,12 +1,12 @@
 //! The upstream as one more output: it takes the pipeline's
-//! [`SinkEvent`]s like every other and hands the forwarder their rendered
-//! messages (`render`). Windows and device statuses go to the forwarder's
-//! queue in order; raised and cleared alerts to its urgent lane, ahead of
-//! them. A raise held back by a rule's cooldown never leaves the gateway.
-//! Readings come only when the upstream needs them: for the metrics
-//! reported on change (`changes`), rendered onto the windows' queue at
-//! once, and to learn each device's adapter where a unit is set per
-//! adapter.
+//! [`SinkEvent`]s like every other, and the forwarder renders each
+//! (`render`) as it stores it, with no relay task in between. Windows and
+//! device statuses go in order; raised and cleared alerts, command results
+//! and configuration states take the urgent lanes, ahead of them. A raise
+//! held back by a rule's cooldown never leaves the gateway. Readings come
+//! only when the upstream needs them: for the metrics reported on change
+//! (`changes`), rendered in order with the windows, and to learn each
+//! device's adapter where a unit is set per adapter.
 
 use std::collections::HashMap;
 
@@ -14,23 +14,41 @@ use gateway_core::config::report::ReportRules;
 use gateway_core::telemetry::Counter;
 use gateway_core::units::Units;
 use gateway_core::{DeviceId, OutboundMessage, Reading, SourceId, Telemetry};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::changes::{Change, Changes};
-use super::render::Renderer;
-use crate::OutputLink;
+use super::render::{is_command_result, Renderer};
 use gateway_core::event::{AlertEvent, SinkEvent};
 
-/// The forwarder's side: where rendered messages go.
-pub struct ForwarderQueues {
-    /// Windows and statuses, in the order they happened.
-    pub messages: mpsc::Sender<OutboundMessage>,
-    /// Alerts, stored and sent before whatever waits in `messages`.
-    pub urgent: mpsc::Sender<OutboundMessage>,
-    /// The forwarder's flush handshake; `None` answers every flush with
-    /// `true` (nothing durable behind the queues).
-    pub flush: Option<mpsc::Sender<oneshot::Sender<bool>>>,
+/// Where a rendered message waits for its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Windows, statuses and changes, in the order they happened.
+    Messages,
+    /// Alerts and configuration states: before everything waiting.
+    Alerts,
+    /// Command results: their own lane, before the backlog.
+    Results,
+}
+
+/// Messages rendered, each with its lane.
+pub type Rendered = Vec<(OutboundMessage, Lane)>;
+
+/// How what the upstream is handed becomes its messages.
+pub trait Render: Send + 'static {
+    /// What it is handed.
+    type Item: Send + 'static;
+    /// Appends the messages of `item` to `out` (`urgent`: it came on the
+    /// urgent lane).
+    fn render(&mut self, item: Self::Item, urgent: bool, out: &mut Rendered);
+    /// When messages held back are due (changes coalesced within a
+    /// second).
+    fn due(&self) -> Option<Instant> {
+        None
+    }
+    /// Appends the messages held back that are due at `now` (`None`:
+    /// every one, at stop).
+    fn held(&mut self, _now: Option<Instant>, _out: &mut Rendered) {}
 }
 
 /// Renders events for one gateway's upstream.
@@ -63,9 +81,6 @@ struct Reporting {
 /// Devices whose adapter is remembered; beyond, the memory starts again.
 const MAX_TRACKED_DEVICES: usize = 100_000;
 
-/// The forwarder is gone: nothing more can be handed to it.
-struct Gone;
-
 impl Feed {
     pub fn new(renderer: Renderer, units: Units) -> Self {
         Self {
@@ -89,133 +104,9 @@ impl Feed {
         self
     }
 
-    /// Runs until the pipeline closes `link`'s events (or the forwarder
-    /// stops taking them), then drops the queues, so the forwarder
-    /// delivers what it holds and stops.
-    ///
-    /// A flush request is answered only after everything received before
-    /// it is in the forwarder's queues, with the forwarder's own answer.
-    pub async fn run(mut self, link: OutputLink<SinkEvent>, to: ForwarderQueues) {
-        let OutputLink {
-            messages: mut events,
-            mut urgent,
-            mut flush,
-        } = link;
-        loop {
-            let due = self.changes.as_ref().and_then(|r| r.changes.due());
-            let handed = tokio::select! {
-                biased;
-                event = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match event {
-                    Some(event) => match self.hand(event, &to, &mut urgent).await {
-                        // A lane that never runs dry (a command flood, each
-                        // with its result) must not keep the windows out:
-                        // one of them after each.
-                        Ok(()) => match events.try_recv() {
-                            Ok(event) => self.hand(event, &to, &mut urgent).await,
-                            Err(_) => Ok(()),
-                        },
-                        gone => gone,
-                    },
-                    None => {
-                        urgent = None;
-                        Ok(())
-                    }
-                },
-                event = events.recv() => match event {
-                    Some(event) => self.hand(event, &to, &mut urgent).await,
-                    None => {
-                        // The pipeline is done; alerts it sent last may
-                        // still wait on their lane, and states held back
-                        // go up as they are.
-                        let _ = self.drain(&mut urgent, None, &to).await;
-                        let _ = self.send_held(None, &to, &mut urgent).await;
-                        return;
-                    }
-                },
-                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                    self.send_held(Some(Instant::now()), &to, &mut urgent).await
-                }
-                request = async { flush.as_mut()?.recv().await }, if flush.is_some() => match request {
-                    Some(reply) => self.flush(reply, &mut events, &mut urgent, &to).await,
-                    None => {
-                        flush = None;
-                        Ok(())
-                    }
-                },
-            };
-            if handed.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Hands over what waits on the urgent lane, then on `events`.
-    async fn drain(
-        &mut self,
-        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
-        events: Option<&mut mpsc::Receiver<SinkEvent>>,
-        to: &ForwarderQueues,
-    ) -> Result<(), Gone> {
-        if let Some(lane) = urgent.as_mut() {
-            while let Ok(event) = lane.try_recv() {
-                self.hand(event, to, &mut None).await?;
-            }
-        }
-        if let Some(events) = events {
-            while let Ok(event) = events.try_recv() {
-                self.hand(event, to, urgent).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Everything received before the request goes to the forwarder
-    /// first (the pipeline queued it before asking), then the forwarder
-    /// answers whether it is all on disk.
-    async fn flush(
-        &mut self,
-        reply: oneshot::Sender<bool>,
-        events: &mut mpsc::Receiver<SinkEvent>,
-        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
-        to: &ForwarderQueues,
-    ) -> Result<(), Gone> {
-        let drained = self.drain(urgent, Some(events), to).await;
-        let stored = match (&drained, &to.flush) {
-            (Err(Gone), _) => false,
-            (Ok(()), None) => true,
-            (Ok(()), Some(flush)) => {
-                let (tx, rx) = oneshot::channel();
-                flush.send(tx).await.is_ok() && matches!(rx.await, Ok(true))
-            }
-        };
-        let _ = reply.send(stored);
-        drained
-    }
-
-    /// Renders one event onto its queue. A window or status waiting for
-    /// room in the forwarder's queue lets the alerts of `urgent` pass.
-    async fn hand(
-        &mut self,
-        event: SinkEvent,
-        to: &ForwarderQueues,
-        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
-    ) -> Result<(), Gone> {
-        let msg = match event {
-            SinkEvent::Alert(a) => return self.alert(&a, to).await,
-            SinkEvent::Command(c) => {
-                let msg = self.renderer.command_result(&c);
-                return to.urgent.send(msg).await.map_err(|_| Gone);
-            }
-            SinkEvent::ConfigState(s) => {
-                let msg = self.renderer.config_state(&s);
-                return to.urgent.send(msg).await.map_err(|_| Gone);
-            }
-            SinkEvent::Window(w) => self.window(&w),
-            SinkEvent::Status(s) => self.renderer.device_status(&s),
-            SinkEvent::Readings(readings) => return self.readings(&readings, to, urgent).await,
-            SinkEvent::JournalEpoch(_) => return Ok(()),
-        };
-        self.send(msg, to, urgent).await
+    /// What renders the payloads (for outputs that write the same ones).
+    pub fn renderer(&self) -> &Renderer {
+        &self.renderer
     }
 
     /// A window with each metric's unit, as every output shows it.
@@ -234,13 +125,8 @@ impl Feed {
     }
 
     /// Learns each device's adapter (where units are set per adapter) and
-    /// sends the changes of the metrics reported on change.
-    async fn readings(
-        &mut self,
-        readings: &[Reading],
-        to: &ForwarderQueues,
-        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
-    ) -> Result<(), Gone> {
+    /// renders the changes of the metrics reported on change.
+    fn readings(&mut self, readings: &[Reading], out: &mut Rendered) {
         if self.units.by_adapter() {
             for r in readings {
                 if r.source() == SourceId::UNKNOWN
@@ -255,37 +141,17 @@ impl Feed {
             }
         }
         let Some(reporting) = self.changes.as_mut() else {
-            return Ok(());
+            return;
         };
         let now = Instant::now();
         let found: Vec<Change> = readings
             .iter()
             .filter_map(|r| reporting.changes.observe(r, now))
             .collect();
-        self.send_changes(found, to, urgent).await
+        self.changes_into(found, out);
     }
 
-    /// The changes held back whose second has passed (`None`: every one,
-    /// at shutdown).
-    async fn send_held(
-        &mut self,
-        now: Option<Instant>,
-        to: &ForwarderQueues,
-        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
-    ) -> Result<(), Gone> {
-        let Some(reporting) = self.changes.as_mut() else {
-            return Ok(());
-        };
-        let due = reporting.changes.take_due(now);
-        self.send_changes(due, to, urgent).await
-    }
-
-    async fn send_changes(
-        &mut self,
-        found: Vec<Change>,
-        to: &ForwarderQueues,
-        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
-    ) -> Result<(), Gone> {
+    fn changes_into(&mut self, found: Vec<Change>, out: &mut Rendered) {
         if let Some(r) = self.changes.as_mut() {
             r.sent.add(found.len() as u64);
             r.coalesced.add(r.changes.take_coalesced());
@@ -300,52 +166,14 @@ impl Feed {
                     &c.metric,
                 )
                 .unit;
-            let msg = self.renderer.change(&c, &unit);
-            self.send(msg, to, urgent).await?;
-        }
-        Ok(())
-    }
-
-    /// Onto the forwarder's queue, in order; while it waits for room the
-    /// alerts and results of `urgent` pass.
-    async fn send(
-        &self,
-        msg: OutboundMessage,
-        to: &ForwarderQueues,
-        urgent: &mut Option<mpsc::Receiver<SinkEvent>>,
-    ) -> Result<(), Gone> {
-        loop {
-            tokio::select! {
-                biased;
-                event = async { urgent.as_mut()?.recv().await }, if urgent.is_some() => match event {
-                    Some(SinkEvent::Alert(a)) => self.alert(&a, to).await?,
-                    Some(SinkEvent::Command(c)) => {
-                        let msg = self.renderer.command_result(&c);
-                        to.urgent.send(msg).await.map_err(|_| Gone)?;
-                    }
-                    Some(SinkEvent::ConfigState(s)) => {
-                        let msg = self.renderer.config_state(&s);
-                        to.urgent.send(msg).await.map_err(|_| Gone)?;
-                    }
-                    // Only alerts, command results and configuration
-                    // states take the urgent lane.
-                    Some(_) => {}
-                    None => *urgent = None,
-                },
-                permit = to.messages.reserve() => {
-                    let Ok(permit) = permit else { return Err(Gone) };
-                    permit.send(msg);
-                    return Ok(());
-                }
-            }
+            out.push((self.renderer.change(&c, &unit), Lane::Messages));
         }
     }
 
-    /// A raised or cleared alert, to the urgent lane; a suppressed one
-    /// stays here.
-    async fn alert(&self, a: &AlertEvent, to: &ForwarderQueues) -> Result<(), Gone> {
+    /// A raised or cleared alert; a suppressed one stays here.
+    fn alert(&self, a: &AlertEvent) -> Option<OutboundMessage> {
         if a.state == "suppressed" {
-            return Ok(());
+            return None;
         }
         let info = self.units.of_device(
             a.device.as_str(),
@@ -353,8 +181,56 @@ impl Feed {
             a.source,
             &a.metric,
         );
-        let msg = self.renderer.alert_in(a, &info);
-        to.urgent.send(msg).await.map_err(|_| Gone)
+        Some(self.renderer.alert_in(a, &info))
+    }
+}
+
+impl Render for Feed {
+    type Item = SinkEvent;
+
+    fn render(&mut self, event: SinkEvent, _urgent: bool, out: &mut Rendered) {
+        let rendered = match event {
+            SinkEvent::Alert(a) => self.alert(&a).map(|m| (m, Lane::Alerts)),
+            SinkEvent::Command(c) => Some((self.renderer.command_result(&c), Lane::Results)),
+            SinkEvent::ConfigState(s) => Some((self.renderer.config_state(&s), Lane::Alerts)),
+            SinkEvent::Window(w) => Some((self.window(&w), Lane::Messages)),
+            SinkEvent::Status(s) => Some((self.renderer.device_status(&s), Lane::Messages)),
+            SinkEvent::Readings(readings) => {
+                self.readings(&readings, out);
+                None
+            }
+            SinkEvent::JournalEpoch(_) => None,
+        };
+        out.extend(rendered);
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.changes.as_ref().and_then(|r| r.changes.due())
+    }
+
+    fn held(&mut self, now: Option<Instant>, out: &mut Rendered) {
+        let Some(reporting) = self.changes.as_mut() else {
+            return;
+        };
+        let due = reporting.changes.take_due(now);
+        self.changes_into(due, out);
+    }
+}
+
+/// Messages rendered elsewhere (a test, a tool): those handed on the
+/// urgent lane overtake the rest, command results told by their topic.
+pub struct Passthrough;
+
+impl Render for Passthrough {
+    type Item = OutboundMessage;
+
+    fn render(&mut self, msg: OutboundMessage, urgent: bool, out: &mut Rendered) {
+        let lane = match (urgent, is_command_result(&msg.topic)) {
+            (false, _) => Lane::Messages,
+            (true, true) => Lane::Results,
+            (true, false) => Lane::Alerts,
+        };
+        out.push((msg, lane));
     }
 }
 
@@ -431,96 +307,69 @@ mod tests {
         })
     }
 
-    struct Forwarder {
-        messages: mpsc::Receiver<OutboundMessage>,
-        urgent: mpsc::Receiver<OutboundMessage>,
-        flush: mpsc::Receiver<oneshot::Sender<bool>>,
+    fn render(feed: &mut Feed, event: SinkEvent, urgent: bool) -> Rendered {
+        let mut out = Vec::new();
+        feed.render(event, urgent, &mut out);
+        out
     }
 
-    /// The feed running between the pipeline's senders and a forwarder
-    /// the test plays.
-    fn start() -> (
-        mpsc::Sender<SinkEvent>,
-        mpsc::Sender<SinkEvent>,
-        mpsc::Sender<oneshot::Sender<bool>>,
-        Forwarder,
-    ) {
-        let (events, events_rx) = mpsc::channel(64);
-        let (urgent, urgent_rx) = mpsc::channel(64);
-        let (flush, flush_rx) = mpsc::channel(1);
-        let (messages_tx, messages) = mpsc::channel(64);
-        let (urgent_tx, forwarder_urgent) = mpsc::channel(64);
-        let (forwarder_flush_tx, forwarder_flush) = mpsc::channel(1);
-        tokio::spawn(feed().run(
-            OutputLink {
-                messages: events_rx,
-                urgent: Some(urgent_rx),
-                flush: Some(flush_rx),
-            },
-            ForwarderQueues {
-                messages: messages_tx,
-                urgent: urgent_tx,
-                flush: Some(forwarder_flush_tx),
-            },
-        ));
-        let forwarder = Forwarder {
-            messages,
-            urgent: forwarder_urgent,
-            flush: forwarder_flush,
-        };
-        (events, urgent, flush, forwarder)
+    fn rendered(event: SinkEvent, urgent: bool) -> Option<(String, Lane)> {
+        let mut out = render(&mut feed(), event, urgent);
+        assert!(out.len() <= 1, "one message at most");
+        out.pop().map(|(m, lane)| (m.topic, lane))
     }
 
-    fn topics(rx: &mut mpsc::Receiver<OutboundMessage>) -> Vec<String> {
-        let mut got = Vec::new();
-        while let Ok(m) = rx.try_recv() {
-            got.push(m.topic);
-        }
-        got
-    }
-
-    #[tokio::test]
-    async fn everything_before_a_flush_is_with_the_forwarder_before_it_is_asked() {
-        let (events, urgent, flush, mut fwd) = start();
-        for minute in 0..40 {
-            events.send(window(minute)).await.unwrap();
-        }
-        events.send(status(false)).await.unwrap();
-        events.send(alert("cleared", 2)).await.unwrap();
-        urgent.send(alert("raised", 1)).await.unwrap();
-        for answer in [false, true] {
-            let (reply, answered) = oneshot::channel();
-            flush.send(reply).await.unwrap();
-            let asked = fwd.flush.recv().await.expect("the forwarder is asked");
-            let sent = topics(&mut fwd.messages);
-            let alerts = topics(&mut fwd.urgent);
-            if answer {
-                assert!(sent.is_empty() && alerts.is_empty(), "nothing new");
-            } else {
-                let mut want = vec!["building/hq/fridge-2/aggregated".to_string(); 40];
-                want.push("building/hq/fridge-2/status".into());
-                assert_eq!(sent, want);
-                assert_eq!(alerts, vec!["building/hq/fridge-2/alerts"; 2]);
+    #[test]
+    fn windows_and_statuses_wait_in_order_and_alerts_overtake_them_from_either_lane() {
+        for urgent in [false, true] {
+            assert_eq!(
+                rendered(window(0), urgent),
+                Some(("building/hq/fridge-2/aggregated".into(), Lane::Messages))
+            );
+            assert_eq!(
+                rendered(status(false), urgent),
+                Some(("building/hq/fridge-2/status".into(), Lane::Messages))
+            );
+            for state in ["raised", "cleared"] {
+                assert_eq!(
+                    rendered(alert(state, 1), urgent),
+                    Some(("building/hq/fridge-2/alerts".into(), Lane::Alerts))
+                );
             }
-            asked.send(answer).unwrap();
-            assert_eq!(answered.await, Ok(answer), "the forwarder's answer");
         }
     }
 
-    #[tokio::test]
-    async fn a_suppressed_alert_never_goes_upstream() {
-        let (events, urgent, flush, mut fwd) = start();
-        urgent.send(alert("suppressed", 1)).await.unwrap();
-        events.send(alert("suppressed", 2)).await.unwrap();
-        urgent.send(alert("raised", 3)).await.unwrap();
-        drop((events, urgent, flush));
-        let mut sent = Vec::new();
-        while let Some(m) = fwd.urgent.recv().await {
-            sent.push(serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap());
-        }
-        assert_eq!(sent.len(), 1, "{sent:?}");
-        assert_eq!(sent[0]["state"], "raised");
-        assert!(fwd.messages.recv().await.is_none(), "nor as a message");
+    #[test]
+    fn a_suppressed_alert_never_goes_upstream() {
+        assert_eq!(rendered(alert("suppressed", 1), true), None);
+        assert_eq!(rendered(alert("suppressed", 2), false), None);
+        let (m, lane) = render(&mut feed(), alert("raised", 3), true).pop().unwrap();
+        let sent = serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap();
+        assert_eq!(sent["state"], "raised");
+        assert_eq!(lane, Lane::Alerts);
+    }
+
+    #[test]
+    fn readings_are_not_the_upstreams_business() {
+        assert_eq!(rendered(SinkEvent::Readings(Vec::new()), false), None);
+    }
+
+    #[test]
+    fn messages_rendered_elsewhere_keep_their_lanes() {
+        let msg = |topic: &str| OutboundMessage {
+            topic: topic.into(),
+            payload: b"{}".to_vec(),
+            retain: false,
+        };
+        let lane = |topic: &str, urgent| {
+            let mut out = Vec::new();
+            Passthrough.render(msg(topic), urgent, &mut out);
+            out.pop().map(|(_, l)| l)
+        };
+        assert_eq!(lane("p/d/aggregated", false), Some(Lane::Messages));
+        assert_eq!(lane("p/d/alerts", true), Some(Lane::Alerts));
+        assert_eq!(lane("p/d/command/result", true), Some(Lane::Results));
+        assert_eq!(lane("p/d/command/result", false), Some(Lane::Messages));
     }
 
     /// Issue 68 (9, 11): a window carries each metric's unit; a metric of
@@ -528,29 +377,14 @@ mod tests {
     /// the windows, the others only in their windows.
     #[tokio::test(start_paused = true)]
     async fn a_window_carries_its_units_and_a_reported_metric_goes_out_when_it_changes() {
-        use gateway_core::config::report::ReportMode;
+        use gateway_core::config::report::{ReportMode, ReportRules};
         use gateway_core::{MetricName, Reading, TimeSource};
         let rules = ReportRules::new(
             &[("fridge-*/door".to_string(), ReportMode::Change)]
                 .into_iter()
                 .collect(),
         );
-        let (events, events_rx) = mpsc::channel(64);
-        let (_urgent, urgent_rx) = mpsc::channel(64);
-        let (messages_tx, mut messages) = mpsc::channel(64);
-        let (urgent_tx, _forwarder_urgent) = mpsc::channel(64);
-        tokio::spawn(feed().with_changes(rules, &Telemetry::default()).run(
-            OutputLink {
-                messages: events_rx,
-                urgent: Some(urgent_rx),
-                flush: None,
-            },
-            ForwarderQueues {
-                messages: messages_tx,
-                urgent: urgent_tx,
-                flush: None,
-            },
-        ));
+        let mut feed = feed().with_changes(rules, &gateway_core::Telemetry::default());
         let reading = |metric: &str, value: f64, ms: i64| {
             Reading::new(
                 DeviceId::new("fridge-2").unwrap(),
@@ -561,27 +395,32 @@ mod tests {
             )
             .unwrap()
         };
-        events
-            .send(SinkEvent::Readings(vec![
+        let mut out = render(
+            &mut feed,
+            SinkEvent::Readings(vec![
                 reading("door", 0.0, 0),
                 reading("temperature", 4.0, 0),
                 reading("door", 0.0, 500),
                 reading("door", 1.0, 1_000),
-            ]))
-            .await
-            .unwrap();
-        events.send(window(0)).await.unwrap();
-        let mut got = Vec::new();
-        for _ in 0..3 {
-            let m = tokio::time::timeout(std::time::Duration::from_secs(5), messages.recv())
-                .await
-                .expect("a change or the window")
-                .unwrap();
-            got.push((
-                m.topic.clone(),
-                serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap(),
-            ));
-        }
+            ]),
+            false,
+        );
+        out.extend(render(&mut feed, window(0), false));
+        let due = feed.due().expect("a change held back");
+        tokio::time::sleep_until(due).await;
+        feed.held(Some(Instant::now()), &mut out);
+        let got: Vec<(String, serde_json::Value, Lane)> = out
+            .into_iter()
+            .map(|(m, lane)| {
+                (
+                    m.topic.clone(),
+                    serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap(),
+                    lane,
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got.iter().all(|(_, _, lane)| *lane == Lane::Messages));
         // The second change came within a second of the first: held
         // until its second has passed, behind the window.
         assert_eq!(got[0].0, "building/hq/fridge-2/change");
@@ -592,18 +431,6 @@ mod tests {
         assert_eq!(got[2].1["value"], 1.0);
         assert_eq!(got[2].1["previous"], 0.0);
         assert_eq!(got[2].1["ts"], "2026-01-01T00:00:01Z");
-        assert!(messages.try_recv().is_err(), "nothing else");
-    }
-
-    #[tokio::test]
-    async fn a_gone_forwarder_stops_the_feed() {
-        let (events, _urgent, _flush, fwd) = start();
-        drop(fwd);
-        // The feed's channel closes once it has found the forwarder gone.
-        let mut minute = 0;
-        while events.send(window(minute)).await.is_ok() {
-            minute += 1;
-            assert!(minute < 1000, "the feed kept taking events");
-        }
+        assert_eq!(feed.due(), None, "nothing else");
     }
 }

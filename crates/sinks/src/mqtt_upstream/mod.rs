@@ -13,14 +13,17 @@
 //!   and connections taken away by a client with the same id (pure);
 //! - `seq`: the per-gateway sequence number added to each payload;
 //! - `render`: the upstream topics and JSON payloads (the public
-//!   contract), and `feed`: the task that renders the pipeline's events
-//!   into the forwarder's queues, making the upstream one more output,
-//!   with `changes` (the metrics of `[upstream] report` sent when they
-//!   change);
-//! - this module: the upstream's side of the crate's `outbox_loop`
-//!   (what to publish, how a PUBACK or a lost connection settles), with
-//!   `poller` polling the client's event loop in its own task and moving
-//!   to the next node of `urls` when a connection is lost or refused.
+//!   contract), and `feed`: which event becomes which message on which
+//!   lane (alerts and command results before the backlog), with `changes`
+//!   (the metrics of `[upstream] report` sent when they change);
+//! - this module: the upstream's `Deliver` side, run by the crate's
+//!   `durable` framework (which opens its spool): it renders what it is
+//!   handed as it stores it, publishes what the scheduler picks and
+//!   settles on a PUBACK or a lost connection, with `poller` polling the
+//!   client's event loop in its own task and moving to the next node of
+//!   `urls` when a connection is lost or refused. A reading's window goes
+//!   from the pipeline's channel straight into the outbox: no relay task
+//!   and no second queue in between.
 //!
 //! When the connection drops, the poller waits until the forwarder has
 //! forgotten its in-flight set, then empties the client's own queues, so
@@ -30,6 +33,7 @@
 mod changes;
 mod failover;
 mod feed;
+pub mod kind;
 mod poller;
 pub mod render;
 pub mod scheduler;
@@ -49,19 +53,22 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::durable::{self, OutboxPlace};
 use crate::outbox::{Outbox, OutboxError};
-use crate::outbox_loop::{self, Deliver, End, LoopSettings};
+use crate::outbox_loop::{Deliver, End, LoopSettings};
 use crate::registry::SinkContext;
 use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
 use failover::{Failover, Loss};
-pub use feed::{Feed, ForwarderQueues, UPSTREAM_CHANGES, UPSTREAM_CHANGES_COALESCED};
+pub use feed::{
+    Feed, Lane, Passthrough, Render, Rendered, UPSTREAM_CHANGES, UPSTREAM_CHANGES_COALESCED,
+};
 use gateway_core::event::SinkEvent;
 use poller::{poll_loop, FaultKind, PollEvent};
 pub use render::Renderer;
 use scheduler::{Completed, Pick, Scheduler, Sequence};
 use seq::with_seq;
-pub use settings::UpstreamSettings;
+pub use settings::{template, UpstreamSettings};
 
 /// Messages the upstream broker acknowledged.
 pub const UPSTREAM_SENT: &str = "edge_gateway_upstream_sent_messages_total";
@@ -148,15 +155,16 @@ impl Sequence for Outbox {
 /// window's emission and its storage. Unset (the default), nothing waits.
 const HOLD_OUTBOX_ENV: &str = "EDGE_GATEWAY_FAULT_HOLD_OUTBOX_MS";
 
-/// Most messages taken from the pipeline into one append (one fsync).
+/// Most events taken from the pipeline into one append (one fsync).
 const BATCH: usize = 256;
-/// Rendered messages waiting for the forwarder, on each of its queues.
-const FORWARDER_QUEUE: usize = 1024;
+/// Events waiting for the upstream: the pipeline's queue and the
+/// forwarder's behind it, as deep together as they were when a relay task
+/// rendered between them.
+const QUEUE: usize = 2048;
 
-/// Starts the upstream output: the forwarder, and in front of it the
-/// [`Feed`] that renders the pipeline's events (`link`) for it. The task
-/// ends with the forwarder, once `link` has closed and it has delivered
-/// what it can; if the forwarder fails, the feed stops taking events.
+/// Starts the upstream output: the forwarder renders the pipeline's
+/// events (`link`) as it stores them. The task ends once `link` has
+/// closed and it has delivered what it can.
 pub fn start(
     settings: UpstreamSettings,
     ctx: &SinkContext,
@@ -171,27 +179,7 @@ pub fn start(
         ctx.units.clone(),
     )
     .with_changes(settings.report.clone(), &ctx.telemetry);
-    let (messages, messages_rx) = mpsc::channel(FORWARDER_QUEUE);
-    let (urgent, urgent_rx) = mpsc::channel(FORWARDER_QUEUE);
-    let (flush, flush_rx) = mpsc::channel(1);
-    let forwarder = tokio::spawn(run(
-        settings,
-        OutputLink {
-            messages: messages_rx,
-            urgent: Some(urgent_rx),
-            flush: Some(flush_rx),
-        },
-        ctx.telemetry.clone(),
-    ));
-    let queues = ForwarderQueues {
-        messages,
-        urgent,
-        flush: Some(flush),
-    };
-    tokio::spawn(async move {
-        feed.run(link, queues).await;
-        forwarder.await?
-    })
+    tokio::spawn(forward(settings, feed, link, ctx.telemetry.clone()))
 }
 
 /// The upstream starts like every other output, with an urgent lane for
@@ -203,6 +191,10 @@ impl gateway_core::output::StartOutput for UpstreamSettings {
             flush: true,
             readings: self.takes_readings(),
         }
+    }
+
+    fn queue(&self) -> Option<usize> {
+        Some(QUEUE)
     }
 
     fn start(
@@ -217,9 +209,10 @@ impl gateway_core::output::StartOutput for UpstreamSettings {
     }
 }
 
-/// Runs the forwarder until the link's messages close and everything is
-/// delivered (or `drain_timeout` has passed), then publishes the retained
-/// `offline` status and disconnects.
+/// Runs the forwarder on messages rendered elsewhere (alerts and command
+/// results told by their lane and topic) until the link's messages close
+/// and everything is delivered (or `drain_timeout` has passed), then
+/// publishes the retained `offline` status and disconnects.
 ///
 /// # Errors
 /// Only a connection or outbox that cannot be set up (missing password
@@ -230,18 +223,28 @@ pub async fn run(
     link: OutputLink,
     telemetry: Telemetry,
 ) -> Result<(), UpstreamError> {
+    forward(settings, Passthrough, link, telemetry).await
+}
+
+/// [`run`] with what it is handed rendered by `render`.
+async fn forward<R: Render>(
+    settings: UpstreamSettings,
+    render: R,
+    link: OutputLink<R::Item>,
+    telemetry: Telemetry,
+) -> Result<(), UpstreamError> {
     let node_names: Vec<String> = settings.nodes.iter().map(ToString::to_string).collect();
     let m = Metrics::new(&telemetry, &node_names);
-    let spool_settings = SpoolSettings {
-        outbox: settings.outbox.clone(),
-        max_queued: settings.max_queued,
+    let place = OutboxPlace {
+        dir: settings.outbox_dir.clone(),
+        settings: SpoolSettings {
+            outbox: settings.outbox.clone(),
+            max_queued: settings.max_queued,
+        },
+        // The unlabelled `edge_gateway_outbox_*` series it always had.
+        labels: Vec::new(),
     };
-    let spool = Spool::open(
-        settings.outbox_dir.as_deref(),
-        spool_settings,
-        &telemetry,
-        &[],
-    )?;
+    let spool = place.open(&telemetry)?;
     let will = LastWill::new(&settings.status_topic, "offline", QoS::AtLeastOnce, true);
     let mut nodes = Vec::with_capacity(settings.nodes.len());
     for url in &settings.nodes {
@@ -273,7 +276,8 @@ pub async fn run(
         hold_env: HOLD_OUTBOX_ENV,
         drain_timeout: settings.drain_timeout,
     };
-    let mut forwarder = Forwarder {
+    let forwarder = Forwarder {
+        render,
         plan: Scheduler::new(settings.max_inflight, settings.drain_rate, Instant::now()),
         data_qos: qos(settings.qos),
         client_id: settings.connection.broker.client_id.clone(),
@@ -286,42 +290,19 @@ pub async fn run(
         node_names,
         m,
         log: LogThrottle::default(),
+        poller: Some(poller),
+        stop_poller,
     };
-    if outbox_loop::run(&mut forwarder, link, &loop_settings).await == End::Deadline {
-        forwarder.spool.close();
-    }
-    let Forwarder {
-        client,
-        status_topic,
-        mut plan,
-        mut events,
-        m,
-        ..
-    } = forwarder;
-
-    if plan.is_connected() {
-        say_offline(&client, &status_topic, &mut plan, &mut events).await;
-        let _ = client.try_disconnect();
-    }
-    m.in_use(None);
-    // The poller ends on the Disconnect; never wait on a dead network for it.
-    if tokio::time::timeout(Duration::from_secs(2), async {
-        while events.recv().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        stop_poller.cancel();
-    }
-    let _ = poller.await;
-    info!("Upstream forwarder stopped.");
+    durable::run(forwarder, link, &loop_settings).await;
     Ok(())
 }
 
 /// The upstream's side of the outbox loop: publishes what the scheduler
 /// picks and settles on the poller's reports (written, acknowledged,
 /// connected, lost).
-struct Forwarder {
+struct Forwarder<R> {
+    /// What the pipeline hands over becomes messages here, as it is stored.
+    render: R,
     spool: Spool,
     plan: Scheduler,
     client: AsyncClient,
@@ -335,37 +316,47 @@ struct Forwarder {
     data_qos: QoS,
     m: Metrics,
     log: LogThrottle,
+    /// Polls the client's event loop; awaited at stop.
+    poller: Option<tokio::task::JoinHandle<()>>,
+    stop_poller: CancellationToken,
 }
 
-impl Deliver for Forwarder {
-    type Item = gateway_core::OutboundMessage;
-    type Event = PollEvent;
-
-    fn spool(&mut self) -> &mut Spool {
-        &mut self.spool
-    }
-
-    fn store(&mut self, batch: Vec<Self::Item>, urgent: bool) {
-        let results: Vec<bool> = batch
-            .iter()
-            .map(|m| urgent && render::is_command_result(&m.topic))
-            .collect();
-        let seqs = self.spool.store(batch);
-        if urgent {
+impl<R: Render> Forwarder<R> {
+    /// Stores rendered messages: alerts and results first, on their lanes
+    /// (to be sent before the backlog), then the rest in order.
+    fn store_rendered(&mut self, rendered: Rendered) {
+        let mut messages = Vec::with_capacity(rendered.len());
+        let mut first = Vec::new();
+        let mut lanes = Vec::new();
+        for (msg, lane) in rendered {
+            if lane == Lane::Messages {
+                messages.push(msg);
+            } else {
+                first.push(msg);
+                lanes.push(lane);
+            }
+        }
+        if !first.is_empty() {
+            let seqs = self.spool.store(first);
             // Stored whole (the common case): alerts overtake everything,
             // results take their own lane; else they go in order.
             let (results, alerts): (Vec<_>, Vec<_>) = seqs
                 .into_iter()
-                .zip(results)
-                .partition(|(_, result)| *result);
+                .zip(lanes)
+                .partition(|(_, lane)| *lane == Lane::Results);
             self.plan
                 .push_urgent(alerts.into_iter().map(|(seq, _)| seq));
             self.plan
                 .push_results(results.into_iter().map(|(seq, _)| seq));
         }
+        if !messages.is_empty() {
+            self.spool.store(messages);
+        }
     }
 
-    async fn send(&mut self, _draining: bool) {
+    /// Publishes what the scheduler picks, until it picks nothing or the
+    /// client's queue is full.
+    fn publish(&mut self) {
         while let Some(pick) = self.plan.next(self.spool.outbox(), Instant::now()) {
             let (topic, payload, retain, q) = match pick {
                 Pick::Status => (
@@ -401,9 +392,47 @@ impl Deliver for Forwarder {
         }
         self.spool.update_waiting();
     }
+}
+
+impl<R: Render> Deliver for Forwarder<R> {
+    type Item = R::Item;
+    type Event = PollEvent;
+
+    fn spool(&mut self) -> &mut Spool {
+        &mut self.spool
+    }
+
+    fn store(&mut self, batch: Vec<Self::Item>, urgent: bool) {
+        if batch.is_empty() {
+            // A flush: what the disk refused before is tried again.
+            self.spool.store(Vec::new());
+            return;
+        }
+        let mut rendered = Vec::with_capacity(batch.len());
+        for item in batch {
+            self.render.render(item, urgent, &mut rendered);
+        }
+        self.store_rendered(rendered);
+    }
+
+    async fn send(&mut self, draining: bool) {
+        // Changes held back within their second; all of them at stop.
+        if let Some(due) = self.render.due() {
+            if draining || due <= Instant::now() {
+                let mut rendered = Vec::new();
+                self.render
+                    .held((!draining).then(Instant::now), &mut rendered);
+                self.store_rendered(rendered);
+            }
+        }
+        self.publish();
+    }
 
     fn wakeup(&self, _draining: bool) -> Option<Instant> {
-        self.plan.backlog_wakeup()
+        match (self.plan.backlog_wakeup(), self.render.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     async fn event(&mut self) -> Option<PollEvent> {
@@ -474,6 +503,37 @@ impl Deliver for Forwarder {
 
     fn idle(&self) -> bool {
         self.plan.unacknowledged() == 0
+    }
+
+    async fn finish(&mut self, end: End) {
+        if end == End::Deadline {
+            self.spool.close();
+        }
+        if self.plan.is_connected() {
+            say_offline(
+                &self.client,
+                &self.status_topic,
+                &mut self.plan,
+                &mut self.events,
+            )
+            .await;
+            let _ = self.client.try_disconnect();
+        }
+        self.m.in_use(None);
+        // The poller ends on the Disconnect; never wait on a dead network for it.
+        let events = &mut self.events;
+        if tokio::time::timeout(Duration::from_secs(2), async {
+            while events.recv().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            self.stop_poller.cancel();
+        }
+        if let Some(poller) = self.poller.take() {
+            let _ = poller.await;
+        }
+        info!("Upstream forwarder stopped.");
     }
 }
 

@@ -97,3 +97,43 @@ impl UpstreamSettings {
         }
     }
 }
+
+/// `[upstream]` and `[outbox]` of the `configfile` template: this
+/// folder's `template.toml` with the defaults filled in.
+pub fn template() -> String {
+    use gateway_core::config::template::{fill, quoted as q};
+    use gateway_core::config::values::{byte_size, duration::render as dur};
+    use gateway_core::config::FullPolicy;
+
+    let u = UpstreamConfig::default();
+    let o = OutboxConfig::default();
+    fill(
+        include_str!("template.toml"),
+        &[
+            ("url", q(&u.broker.url.to_string())),
+            ("qos", u.forwarding.qos.as_u8().to_string()),
+            (
+                "persistent_session",
+                u.forwarding.persistent_session.to_string(),
+            ),
+            ("prefix", q(&u.forwarding.topic_prefix)),
+            ("client_id", q(&u.broker.client_id)),
+            ("username", q(&u.broker.username)),
+            ("password_env", q(&u.broker.password_env)),
+            ("keep_alive", q(&dur(u.broker.keep_alive))),
+            ("max_backoff", q(&dur(u.broker.max_backoff))),
+            ("max_queued", u.forwarding.max_queued.to_string()),
+            ("max_inflight", u.forwarding.max_inflight.to_string()),
+            ("max_bytes", q(&byte_size::render(o.max_bytes))),
+            (
+                "policy",
+                q(match o.policy {
+                    FullPolicy::DropOldest => "drop_oldest",
+                    FullPolicy::RejectNew => "reject_new",
+                }),
+            ),
+            ("max_age", q(&dur(o.max_age))),
+            ("drain_rate", o.drain_rate.to_string()),
+        ],
+    )
+}

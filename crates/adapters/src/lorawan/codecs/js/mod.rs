@@ -352,6 +352,29 @@ impl ScriptCodec {
             .unwrap_or_else(|_| Err(ScriptError::Engine("the worker stopped".into())))
     }
 
+    /// [`Self::decode_blocking`] from a task of the async runtime: the
+    /// script runs on a codec worker while this thread waits outside the
+    /// runtime's workers (`block_in_place`), so the runtime's other tasks
+    /// go on meanwhile. On a current-thread runtime (or none) it waits
+    /// where it is.
+    ///
+    /// # Errors
+    /// What the script threw, or the limit it reached.
+    pub fn decode_waiting(
+        &self,
+        bytes: Vec<u8>,
+        fport: u8,
+        recv_ms: i64,
+    ) -> Result<Decoded, ScriptError> {
+        let wait = || self.decode_blocking(bytes, fport, recv_ms);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+    }
+
     /// [`Self::encode`], waiting for the outcome.
     ///
     /// # Errors

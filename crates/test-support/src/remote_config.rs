@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use test_support::{publish, Message, Subscriber};
+use crate::{publish, Message, Subscriber};
 
-use super::{http_get, GatewayProcess, WAIT};
+use crate::gateway::{GatewayProcess, WAIT};
+use crate::web::{http_get, try_get};
 
 pub const GATEWAY: &str = "gw-rc";
 pub const PREFIX: &str = "building/hq";
@@ -42,7 +43,7 @@ else:
 
 fn python(args: &[&str], stdin: &str) -> String {
     use std::io::Write;
-    let mut child = std::process::Command::new(test_support::peers_python())
+    let mut child = std::process::Command::new(crate::peers_python())
         .arg("-c")
         .arg(SIGNER)
         .args(args)
@@ -194,7 +195,7 @@ max = 30.0
 pub async fn healthy(metrics: u16) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if let Some((200, body)) = super::try_get(metrics, "/health").await {
+        if let Some((200, body)) = try_get(metrics, "/health").await {
             return serde_json::from_str(&body).unwrap();
         }
         assert!(tokio::time::Instant::now() < deadline, "/health never 200");
@@ -217,7 +218,7 @@ pub async fn healthy_running(
 ) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if let Some((200, body)) = super::try_get(metrics, "/health").await {
+        if let Some((200, body)) = try_get(metrics, "/health").await {
             let h: serde_json::Value = serde_json::from_str(&body).unwrap();
             let status_ok = status.is_none_or(|s| h["config"]["status"] == s);
             if h["config"]["applied"].as_str() == applied && status_ok {
@@ -227,7 +228,7 @@ pub async fn healthy_running(
         assert!(
             tokio::time::Instant::now() < deadline,
             "/health never showed {applied:?} {status:?}: {:?}",
-            super::try_get(metrics, "/health").await
+            try_get(metrics, "/health").await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

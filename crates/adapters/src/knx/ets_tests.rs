@@ -1,0 +1,152 @@
+//! ETS group-address exports as ETS writes them ("1/1" and "3/1" layouts).
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+/// ETS 6's "1/1" export, tab-separated, every field quoted.
+const ONE_ONE: &str = "\"Group name\"\t\"Address\"\t\"Central\"\t\"Unfiltered\"\t\"Description\"\t\"DatapointType\"\t\"Security\"
+\"Erdgeschoss\"\t\"1/-/-\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"Küche\"\t\"1/1/-\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"Temperatur Ist\"\t\"1/1/0\"\t\"\"\t\"\"\t\"\"\t\"DPST-9-1\"\t\"Auto\"
+\"Licht \"\"Decke\"\"\"\t\"1/1/1\"\t\"\"\t\"\"\t\"\"\t\"DPST-1-1\"\t\"Auto\"
+\"Energie\"\t\"1/1/2\"\t\"\"\t\"\"\t\"\"\t\"DPST-13-13\"\t\"Auto\"
+\"Living Room\"\t\"1/2/-\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"Temperature\"\t\"1/2/0\"\t\"\"\t\"\"\t\"\"\t\"DPT-9\"\t\"Auto\"
+\"Temperature\"\t\"1/2/1\"\t\"\"\t\"\"\t\"\"\t\"DPST-9-1\"\t\"Auto\"
+\"No type\"\t\"1/2/2\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"Date\"\t\"1/2/3\"\t\"\"\t\"\"\t\"\"\t\"DPST-11-1\"\t\"Auto\"
+";
+
+#[test]
+fn the_middle_group_names_the_device_and_the_address_the_metric() {
+    let e = parse(ONE_ONE, "rooms").unwrap();
+    let got: Vec<(String, String, String, Option<String>)> = e
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.address.to_string(),
+                g.device.to_string(),
+                g.metric.to_string(),
+                g.unit.clone(),
+            )
+        })
+        .collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        got,
+        [
+            (s("1/1/0"), s("kueche"), s("temperatur_ist"), Some(s("°C"))),
+            (s("1/1/1"), s("kueche"), s("licht_decke"), None),
+            (s("1/1/2"), s("kueche"), s("energie"), Some(s("kWh"))),
+            // Two addresses of one name in one group: each takes its address.
+            (s("1/2/0"), s("living-room"), s("temperature_1_2_0"), None),
+            (
+                s("1/2/1"),
+                s("living-room"),
+                s("temperature_1_2_1"),
+                Some(s("°C"))
+            ),
+        ]
+    );
+    assert_eq!(e.skipped.len(), 2, "{:?}", e.skipped);
+    assert!(e.skipped[0].contains("no DPT"));
+    assert!(e.skipped[1].contains("DPST-11-1"));
+}
+
+#[test]
+fn the_three_column_layout_semicolons_and_other_encodings_read_alike() {
+    let three = "\"Main\";\"Middle\";\"Sub\";\"Address\";\"Central\";\"Unfiltered\";\"Description\";\"DatapointType\";\"Security\"
+\"Floor 1\";\"\";\"\";\"1/-/-\";\"\";\"\";\"\";\"\";\"Auto\"
+\"\";\"Office\";\"\";\"1/2/-\";\"\";\"\";\"\";\"\";\"Auto\"
+\"\";\"\";\"CO2\";\"1/2/3\";\"\";\"\";\"\";\"DPST-9-8\";\"Auto\"
+";
+    let e = parse(three, "rooms").unwrap();
+    assert_eq!(e.groups.len(), 1);
+    assert_eq!(
+        (e.groups[0].device.as_str(), e.groups[0].metric.as_str()),
+        ("office", "co2")
+    );
+    // UTF-16 with its BOM (ETS's "Unicode") and Latin-1.
+    let mut utf16 = vec![0xFF, 0xFE];
+    for u in three.encode_utf16() {
+        utf16.extend_from_slice(&u.to_le_bytes());
+    }
+    assert_eq!(parse(&text(&utf16), "rooms").unwrap(), e);
+    let latin1: Vec<u8> = ONE_ONE.chars().map(|c| c as u32 as u8).collect();
+    assert_eq!(
+        parse(&text(&latin1), "rooms").unwrap(),
+        parse(ONE_ONE, "rooms").unwrap()
+    );
+    assert!(parse("\"Name\"\t\"Other\"\n", "rooms").is_err());
+    assert!(parse("", "rooms").is_err());
+}
+
+#[test]
+fn the_main_group_or_both_name_the_device_when_the_project_is_built_so() {
+    let by = |rule| {
+        parse_with(ONE_ONE, "rooms", rule)
+            .unwrap()
+            .groups
+            .iter()
+            .map(|g| g.device.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(by(DeviceRule::Main).iter().all(|d| d == "erdgeschoss"));
+    assert_eq!(by(DeviceRule::MainMiddle)[0], "erdgeschoss-kueche");
+    assert_eq!(by(DeviceRule::MainMiddle)[4], "erdgeschoss-living-room");
+}
+
+#[test]
+fn a_german_ets_names_its_columns_in_german() {
+    let de = ONE_ONE
+        .replacen("\"Group name\"", "\"Gruppenname\"", 1)
+        .replacen("\"Address\"", "\"Adresse\"", 1)
+        .replacen("\"DatapointType\"", "\"DatenpunktTyp\"", 1);
+    assert_eq!(
+        parse(&de, "rooms").unwrap(),
+        parse(ONE_ONE, "rooms").unwrap()
+    );
+}
+
+#[test]
+fn the_three_by_three_layout_spells_the_address_in_three_columns() {
+    // ETS's "3/3": no Address column; the second Main, Middle and Sub
+    // hold its numbers. The same project as a "3/1" export.
+    let three_three = "\"Main\"\t\"Middle\"\t\"Sub\"\t\"Main\"\t\"Middle\"\t\"Sub\"\t\"Central\"\t\"Unfiltered\"\t\"Description\"\t\"DatapointType\"\t\"Security\"
+\"Floor 1\"\t\"\"\t\"\"\t\"1\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"\"\t\"Office\"\t\"\"\t\"1\"\t\"2\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"\"\t\"\"\t\"CO2\"\t\"1\"\t\"2\"\t\"3\"\t\"\"\t\"\"\t\"\"\t\"DPST-9-8\"\t\"Auto\"
+\"\"\t\"\"\t\"Lights\"\t\"1\"\t\"2\"\t\"4\"\t\"\"\t\"\"\t\"\"\t\"DPST-1-1\"\t\"Auto\"
+";
+    let three_one = "\"Main\"\t\"Middle\"\t\"Sub\"\t\"Address\"\t\"Central\"\t\"Unfiltered\"\t\"Description\"\t\"DatapointType\"\t\"Security\"
+\"Floor 1\"\t\"\"\t\"\"\t\"1/-/-\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"\"\t\"Office\"\t\"\"\t\"1/2/-\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"Auto\"
+\"\"\t\"\"\t\"CO2\"\t\"1/2/3\"\t\"\"\t\"\"\t\"\"\t\"DPST-9-8\"\t\"Auto\"
+\"\"\t\"\"\t\"Lights\"\t\"1/2/4\"\t\"\"\t\"\"\t\"\"\t\"DPST-1-1\"\t\"Auto\"
+";
+    let e = parse(three_three, "rooms").unwrap();
+    assert_eq!(e, parse(three_one, "rooms").unwrap());
+    // Exported without the header line, each layout reads the same.
+    let headless = |text: &str| text.split_once('\n').unwrap().1.to_string();
+    for text in [three_three, three_one] {
+        assert_eq!(parse(&headless(text), "rooms").unwrap(), e, "{text}");
+    }
+    assert_eq!(
+        parse(&headless(ONE_ONE), "rooms").unwrap(),
+        parse(ONE_ONE, "rooms").unwrap()
+    );
+    let got: Vec<(String, &str, &str)> = e
+        .groups
+        .iter()
+        .map(|g| (g.address.to_string(), g.device.as_str(), g.metric.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("1/2/3".to_string(), "office", "co2"),
+            ("1/2/4".to_string(), "office", "lights")
+        ]
+    );
+}

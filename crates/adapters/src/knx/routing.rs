@@ -1,0 +1,200 @@
+//! KNXnet/IP routing (KNX 3.8.5): the multicast group a KNX IP router
+//! (and every other KNX IP device of the installation) sends each bus
+//! telegram to as a ROUTING_INDICATION. The gateway joins it on
+//! `interface`, hears every group telegram, and sends its own reads and
+//! writes there from `individual_address`.
+//!
+//! Routing has no connection, acknowledgement or confirmation: a write
+//! is `done` once it left on the multicast. When a router's queue fills
+//! it sends ROUTING_BUSY with a wait time: the gateway then sends
+//! nothing for that long plus a random share of 50 ms per BUSY in the
+//! last quarter second (§2.3.5), and counts `bus_busy`. ROUTING_LOST_MESSAGE
+//! (telegrams a router dropped) is counted as `lost_messages`. The
+//! gateway's own telegrams come back through the loop-back of the
+//! multicast and are recognised by their source address.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::address::IndividualAddress;
+use super::cemi::{self, Cemi};
+use super::frame::{self, Frame};
+use super::link::{Faults, GroupTelegram, LinkEvent, Outbox, Pacer};
+
+/// Bytes the kernel may hold for the socket before it drops datagrams.
+pub const RECEIVE_BUFFER: usize = 1 << 20;
+
+/// How to join the multicast.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    pub group: SocketAddrV4,
+    /// A name (`eth0`) or an IPv4 address; none: the system's choice.
+    pub interface: Option<String>,
+    pub address: IndividualAddress,
+    pub pace: f64,
+}
+
+/// The IPv4 address of `interface` (a name or an address).
+///
+/// # Errors
+/// No such interface, or it has no IPv4 address.
+pub fn interface_address(interface: Option<&str>) -> io::Result<Ipv4Addr> {
+    let Some(name) = interface else {
+        return Ok(Ipv4Addr::UNSPECIFIED);
+    };
+    if let Ok(ip) = name.parse::<Ipv4Addr>() {
+        return Ok(ip);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let addresses = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+        for a in addresses {
+            if a.interface_name != name {
+                continue;
+            }
+            if let Some(v4) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
+                return Ok(v4.ip());
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no network interface \"{name}\" with an IPv4 address"),
+    ))
+}
+
+/// The multicast socket: the routing port shared with other KNX software
+/// on the host (knxd, a second gateway), the group joined on the interface.
+///
+/// # Errors
+/// The port cannot be bound or the group joined.
+pub fn bind(group: SocketAddrV4, interface: Ipv4Addr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    // A router forwards a whole line's burst at once (a central "all
+    // off"): room for it while the gateway is busy elsewhere. The kernel
+    // caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+    // Bound to the group itself where the system allows it (Linux): a
+    // socket bound to the wildcard on the shared port would also take
+    // the unicast datagrams meant for a KNXnet/IP server on the host
+    // (knxd tunnels on that very port).
+    if socket.bind(&SocketAddr::V4(group).into()).is_err() {
+        socket
+            .bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port())).into())?;
+    }
+    socket.join_multicast_v4(group.ip(), &interface)?;
+    if !interface.is_unspecified() {
+        socket.set_multicast_if_v4(&interface)?;
+    }
+    // Other KNX software on this host hears it too; our own copies are
+    // told apart by their source address.
+    socket.set_multicast_loop_v4(true)?;
+    // KNX 3.8.5 §2.2: TTL 16 by default.
+    socket.set_multicast_ttl_v4(16)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Runs routing until `stop`.
+pub async fn run(
+    s: RoutingSettings,
+    mut outgoing: Outbox,
+    events: mpsc::Sender<LinkEvent>,
+    faults: Faults,
+    stop: CancellationToken,
+    socket: UdpSocket,
+) {
+    info!(adapter = %faults.adapter, group = %s.group, interface = s.interface.as_deref().unwrap_or("default"), address = %s.address, "KNX routing joined.");
+    if events.send(LinkEvent::Connected(s.address)).await.is_err() {
+        return;
+    }
+    let mut pacer = Pacer::new(s.pace);
+    // ROUTING_BUSYs of the last quarter second: each adds to the wait.
+    let mut busy: Vec<Instant> = Vec::new();
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    let mut buf = vec![0u8; 1024];
+    let mut out = Vec::with_capacity(64);
+    let mut cemi_out = Vec::with_capacity(32);
+    loop {
+        let now = Instant::now();
+        let paced = pacer.ready_at() > now;
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            r = socket.recv_from(&mut buf) => {
+                let n = match r {
+                    Ok((n, _)) => n,
+                    Err(e) => {
+                        faults.count("connection_lost", format!("The routing socket failed: {e}."));
+                        continue;
+                    }
+                };
+                match frame::decode(&buf[..n]) {
+                    Ok(Frame::RoutingIndication { cemi: body }) => match cemi::decode(body) {
+                        Ok(Cemi::LData(f)) if f.source != s.address => {
+                            if let Some(t) = GroupTelegram::from_ldata(&f) {
+                                if events.send(LinkEvent::Telegram(t)).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => faults.count("malformed", format!("A routed cEMI frame did not read: {e}.")),
+                    },
+                    Ok(Frame::RoutingBusy { wait_ms, .. }) => {
+                        let now = Instant::now();
+                        busy.retain(|at| now.duration_since(*at) < Duration::from_millis(250));
+                        busy.push(now);
+                        // xorshift: the random share spreads the senders
+                        // that all heard the same BUSY.
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let spread = rng % (busy.len() as u64 * 50 + 1);
+                        pacer.hold_until(now + Duration::from_millis(u64::from(wait_ms) + spread));
+                        faults.count("bus_busy", format!("A KNX router is busy (ROUTING_BUSY, wait {wait_ms} ms): sending paused."));
+                    }
+                    Ok(Frame::RoutingLostMessage { lost }) => {
+                        for _ in 0..lost.max(1) {
+                            faults.stats.error("lost_messages");
+                        }
+                        faults.count("lost_message_reports", format!("A KNX router lost {lost} telegrams (ROUTING_LOST_MESSAGE)."));
+                    }
+                    Ok(_) => {}
+                    Err(e) => faults.count("malformed", format!("A KNXnet/IP datagram on the routing multicast did not read: {e}.")),
+                }
+            }
+            _ = sleep_until(pacer.ready_at()), if paced => {}
+            o = outgoing.recv(), if !paced => {
+                let Some(o) = o else { break };
+                pacer.sent();
+                cemi_out.clear();
+                cemi::encode_group(cemi::L_DATA_IND, s.address, o.destination, o.service, o.payload.as_ref(), &mut cemi_out);
+                out.clear();
+                frame::routing_indication(&cemi_out, &mut out);
+                match socket.send_to(&out, SocketAddr::V4(s.group)).await {
+                    Ok(_) => o.succeed(),
+                    Err(e) => {
+                        faults.count("send_failed", format!("Cannot send on the routing multicast: {e}."));
+                        o.fail(super::link::SendFailure::NotConnected);
+                    }
+                }
+            }
+        }
+    }
+    let _ = events
+        .send(LinkEvent::Down("has left the routing multicast".into()))
+        .await;
+}

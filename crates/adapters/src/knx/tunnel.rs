@@ -1,0 +1,591 @@
+//! KNXnet/IP tunnelling (KNX 3.8.4), over UDP or TCP: one tunnel
+//! connection to the interface, kept up for the adapter's life.
+//!
+//! - CONNECT_REQUEST for a link-layer tunnel; the interface answers with
+//!   a channel and the individual address the gateway has on the bus. A
+//!   refusal is named by its status: E_NO_MORE_CONNECTIONS (every tunnel
+//!   slot taken, counted as `no_more_connections`) apart from the rest
+//!   (`connect_refused`); silence is `no_answer`.
+//! - CONNECTIONSTATE_REQUEST every `heartbeat` (60 s), three tries of
+//!   `timeout` each; no answer (`heartbeat_lost`) or an error status ends
+//!   the tunnel.
+//! - Telegrams each way carry a sequence counter. Over UDP each is
+//!   acknowledged (TUNNELLING_ACK): ours are sent again once after 1 s
+//!   without one, then the tunnel is given up (`ack_missing`); theirs
+//!   are acknowledged, a repeat of the last one acknowledged again and
+//!   not passed on twice, and one out of order dropped (`sequence`).
+//!   TCP carries no acknowledgements (the stream is reliable).
+//! - A telegram sent is `done` on the interface's L_Data.con, failed on a
+//!   negative one or none within 3 s.
+//! - A lost tunnel (or a DISCONNECT_REQUEST from the interface) is
+//!   reconnected with backoff up to `max_backoff`; the source re-reads
+//!   its `read_on_start` addresses once connected again. At stop, the
+//!   tunnel is disconnected, so its slot is free at once for the next.
+//! - NAT (`nat = true`): the endpoints sent are 0.0.0.0:0, and the
+//!   interface answers wherever the requests come from; the data endpoint
+//!   it names is taken for its port only, at the address it was reached
+//!   at (its own is a private one behind the router).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use gateway_core::backoff::Backoff;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::address::{GroupAddress, IndividualAddress};
+use super::cemi::{self, Cemi};
+use super::frame::{self, Frame, Hpai, E_NO_ERROR, E_NO_MORE_CONNECTIONS};
+use super::link::{Faults, GroupTelegram, LinkEvent, Outbox, Outgoing, Pacer, SendFailure};
+
+/// KNX 3.8.4 §2.6: TUNNELLING_REQUEST_TIMEOUT.
+const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an L_Data.con may take (xknx waits as long).
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Tries of a CONNECTIONSTATE_REQUEST before the tunnel is given up.
+const HEARTBEAT_TRIES: u8 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// How to reach the interface.
+#[derive(Debug, Clone)]
+pub struct TunnelSettings {
+    pub remote: SocketAddrV4,
+    pub tcp: bool,
+    pub local_ip: Option<Ipv4Addr>,
+    pub nat: bool,
+    pub heartbeat: Duration,
+    pub timeout: Duration,
+    pub max_backoff: Duration,
+    pub pace: f64,
+}
+
+/// Why a connect failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the interface has no more connections: every tunnel slot is taken (E_NO_MORE_CONNECTIONS); free one, or give the interface more")]
+    NoMoreConnections,
+    #[error("the interface refused the tunnel: {text} (status 0x{status:02x})", text = frame::status_text(*.0), status = .0)]
+    Refused(u8),
+    #[error("the interface did not answer the CONNECT_REQUEST within {0:?}")]
+    NoAnswer(Duration),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl ConnectError {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::NoMoreConnections => "no_more_connections",
+            Self::Refused(_) => "connect_refused",
+            Self::NoAnswer(_) => "no_answer",
+            Self::Io(_) => "connect_failed",
+        }
+    }
+}
+
+/// The socket a tunnel runs on.
+enum Wire {
+    Udp {
+        socket: UdpSocket,
+        control: SocketAddr,
+        data: SocketAddr,
+    },
+    Tcp {
+        stream: TcpStream,
+        buf: Vec<u8>,
+    },
+}
+
+impl Wire {
+    fn reliable(&self) -> bool {
+        matches!(self, Self::Tcp { .. })
+    }
+
+    async fn send_control(&mut self, frame: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Udp {
+                socket, control, ..
+            } => socket.send_to(frame, *control).await.map(|_| ()),
+            Self::Tcp { stream, .. } => stream.write_all(frame).await,
+        }
+    }
+
+    async fn send_data(&mut self, frame: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Udp { socket, data, .. } => socket.send_to(frame, *data).await.map(|_| ()),
+            Self::Tcp { stream, .. } => stream.write_all(frame).await,
+        }
+    }
+
+    /// The next frame into `out` (cancel-safe: a part of a TCP frame
+    /// stays in the buffer). Datagrams from other hosts are skipped.
+    async fn recv(&mut self, remote: Ipv4Addr, out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            Self::Udp { socket, .. } => loop {
+                out.resize(1024, 0);
+                let (n, from) = socket.recv_from(out).await?;
+                if from.ip() == remote {
+                    out.truncate(n);
+                    return Ok(());
+                }
+            },
+            Self::Tcp { stream, buf } => loop {
+                if buf.len() >= 6 {
+                    let total = frame::total_length(buf)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    if buf.len() >= total {
+                        out.clear();
+                        out.extend(buf.drain(..total));
+                        return Ok(());
+                    }
+                }
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            },
+        }
+    }
+}
+
+/// A tunnel that connected: its channel and the control endpoint sent.
+struct Connected {
+    wire: Wire,
+    channel: u8,
+    control: Hpai,
+    address: IndividualAddress,
+}
+
+async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectError> {
+    let remote = SocketAddr::V4(s.remote);
+    let (mut wire, control) = if s.tcp {
+        let stream = timeout(s.timeout, TcpStream::connect(remote))
+            .await
+            .map_err(|_| ConnectError::NoAnswer(s.timeout))??;
+        let _ = stream.set_nodelay(true);
+        (
+            Wire::Tcp {
+                stream,
+                buf: Vec::with_capacity(512),
+            },
+            Hpai::TCP,
+        )
+    } else {
+        let bind = s.local_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let socket = UdpSocket::bind((bind, 0)).await?;
+        let _ =
+            socket2::SockRef::from(&socket).set_recv_buffer_size(super::routing::RECEIVE_BUFFER);
+        let port = socket.local_addr()?.port();
+        let control = if s.nat {
+            Hpai::NAT
+        } else {
+            let ip = match s.local_ip {
+                Some(ip) => ip,
+                None => route_to(s.remote)?,
+            };
+            Hpai::udp(SocketAddrV4::new(ip, port))
+        };
+        (
+            Wire::Udp {
+                socket,
+                control: remote,
+                data: remote,
+            },
+            control,
+        )
+    };
+    let mut out = Vec::with_capacity(32);
+    frame::connect_request(control, control, &mut out);
+    wire.send_control(&out).await?;
+    let deadline = Instant::now() + s.timeout;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, wire.recv(*s.remote.ip(), &mut buf)).await {
+            Err(_) => return Err(ConnectError::NoAnswer(s.timeout)),
+            Ok(Err(e)) => return Err(ConnectError::Io(e)),
+            Ok(Ok(())) => {}
+        }
+        let Ok(Frame::ConnectResponse {
+            channel,
+            status,
+            data,
+            address,
+        }) = frame::decode(&buf)
+        else {
+            continue;
+        };
+        match (status, address) {
+            (E_NO_ERROR, Some(address)) => {
+                if let (Wire::Udp { data: to, .. }, Some(d)) = (&mut wire, data) {
+                    if s.nat && d.addr.port() != 0 {
+                        // Behind a router, the address the interface
+                        // gives is its own private one: its port, at the
+                        // address it was reached at.
+                        *to = SocketAddr::V4(SocketAddrV4::new(*s.remote.ip(), d.addr.port()));
+                    } else if !d.is_unspecified() {
+                        *to = SocketAddr::V4(d.addr);
+                    }
+                }
+                return Ok(Connected {
+                    wire,
+                    channel,
+                    control,
+                    address,
+                });
+            }
+            (E_NO_MORE_CONNECTIONS, _) => return Err(ConnectError::NoMoreConnections),
+            (status, _) => return Err(ConnectError::Refused(status)),
+        }
+    }
+}
+
+/// The local address the system routes to `remote` through.
+fn route_to(remote: SocketAddrV4) -> io::Result<Ipv4Addr> {
+    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    probe.connect(remote)?;
+    match probe.local_addr()? {
+        SocketAddr::V4(a) => Ok(*a.ip()),
+        SocketAddr::V6(_) => Err(io::Error::other("no IPv4 route to the interface")),
+    }
+}
+
+/// How a tunnel ended.
+enum End {
+    Stop,
+    /// Lost: the fault's reason label and what to log.
+    Lost(&'static str, String),
+}
+
+/// A telegram sent and not yet acknowledged.
+struct Unacked {
+    frame: Vec<u8>,
+    outgoing: Outgoing,
+    deadline: Instant,
+    resent: bool,
+}
+
+/// Runs the tunnel until `stop`: connects, reconnects, and serves
+/// `outgoing` while connected (failing it at once while not).
+pub async fn run(
+    s: TunnelSettings,
+    mut outgoing: Outbox,
+    events: mpsc::Sender<LinkEvent>,
+    faults: Faults,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(FIRST_BACKOFF, s.max_backoff);
+    let mut pacer = Pacer::new(s.pace);
+    let transport = if s.tcp { "TCP" } else { "UDP" };
+    loop {
+        let attempt = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = connect(&s) => c,
+        };
+        match attempt {
+            Ok(mut c) => {
+                backoff.reset();
+                info!(adapter = %faults.adapter, interface = %s.remote, transport, channel = c.channel, address = %c.address, "KNX tunnel connected.");
+                if events.send(LinkEvent::Connected(c.address)).await.is_err() {
+                    return;
+                }
+                let end = session(
+                    &s,
+                    &mut c,
+                    &mut outgoing,
+                    &events,
+                    &faults,
+                    &mut pacer,
+                    &stop,
+                )
+                .await;
+                match end {
+                    End::Stop => {
+                        let _ = events.send(LinkEvent::Down("is stopping".into())).await;
+                        disconnect(&mut c).await;
+                        return;
+                    }
+                    End::Lost(reason, message) => {
+                        let problem = format!("lost its tunnel to the KNXnet/IP interface {} ({transport}): {message}; reconnecting", s.remote);
+                        let _ = events.send(LinkEvent::Down(problem)).await;
+                        faults.count(reason, format!("KNX tunnel lost: {message}; reconnecting."));
+                        // Frees the slot if the interface still holds it.
+                        let mut out = Vec::with_capacity(16);
+                        frame::disconnect_request(c.channel, c.control, &mut out);
+                        let _ = c.wire.send_control(&out).await;
+                    }
+                }
+            }
+            Err(e) => {
+                let problem = format!(
+                    "has no tunnel to its KNXnet/IP interface {} ({transport}): {e}",
+                    s.remote
+                );
+                if events.send(LinkEvent::Down(problem)).await.is_err() {
+                    return;
+                }
+                faults.count(
+                    e.reason(),
+                    format!("KNX tunnel to {} not connected: {e}", s.remote),
+                );
+            }
+        }
+        let wait = backoff.next_delay();
+        let until = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = sleep_until(until) => break,
+                o = outgoing.recv() => match o {
+                    Some(o) => o.fail(SendFailure::NotConnected),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+/// DISCONNECT_REQUEST, and a short wait for its answer.
+async fn disconnect(c: &mut Connected) {
+    let mut out = Vec::with_capacity(16);
+    frame::disconnect_request(c.channel, c.control, &mut out);
+    if c.wire.send_control(&out).await.is_err() {
+        return;
+    }
+    let remote = match &c.wire {
+        Wire::Udp { control, .. } => match control {
+            SocketAddr::V4(a) => *a.ip(),
+            SocketAddr::V6(_) => return,
+        },
+        Wire::Tcp { stream, .. } => match stream.peer_addr() {
+            Ok(SocketAddr::V4(a)) => *a.ip(),
+            _ => return,
+        },
+    };
+    let mut buf = Vec::with_capacity(64);
+    let _ = timeout(Duration::from_secs(1), async {
+        while c.wire.recv(remote, &mut buf).await.is_ok() {
+            if matches!(frame::decode(&buf), Ok(Frame::DisconnectResponse { .. })) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[allow(clippy::too_many_lines)]
+async fn session(
+    s: &TunnelSettings,
+    c: &mut Connected,
+    outgoing: &mut Outbox,
+    events: &mpsc::Sender<LinkEvent>,
+    faults: &Faults,
+    pacer: &mut Pacer,
+    stop: &CancellationToken,
+) -> End {
+    let remote = *s.remote.ip();
+    let reliable = c.wire.reliable();
+    let channel = c.channel;
+    let mut tx_seq: u8 = 0;
+    let mut rx_seq: u8 = 0;
+    let mut unacked: Option<Unacked> = None;
+    let mut unconfirmed: VecDeque<(GroupAddress, Instant, Outgoing)> = VecDeque::new();
+    let mut heartbeat_at = Instant::now() + s.heartbeat;
+    // (answer due by, tries so far) while a CONNECTIONSTATE_REQUEST is out.
+    let mut state_due: Option<(Instant, u8)> = None;
+    let mut buf = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(64);
+    let mut cemi_out = Vec::with_capacity(32);
+    let end = loop {
+        let ack_deadline = unacked.as_ref().map(|u| u.deadline);
+        let confirm_deadline = unconfirmed.front().map(|(_, at, _)| *at + CONFIRM_TIMEOUT);
+        let state_deadline = state_due.map(|(at, _)| at);
+        let paced = pacer.ready_at() > Instant::now();
+        let can_send = unacked.is_none() && !paced;
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break End::Stop,
+            r = c.wire.recv(remote, &mut buf) => {
+                if let Err(e) = r {
+                    break End::Lost("connection_lost", format!("the connection failed: {e}"));
+                }
+                let f = match frame::decode(&buf) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        faults.count("malformed", format!("A KNXnet/IP frame from the interface did not read: {e}."));
+                        continue;
+                    }
+                };
+                match f {
+                    Frame::TunnellingRequest { channel: ch, seq, cemi: body } if ch == channel => {
+                        let fresh = reliable || seq == rx_seq;
+                        if !reliable {
+                            if fresh || seq == rx_seq.wrapping_sub(1) {
+                                out.clear();
+                                frame::tunnelling_ack(channel, seq, &mut out);
+                                if let Err(e) = c.wire.send_data(&out).await {
+                                    break End::Lost("connection_lost", format!("cannot send: {e}"));
+                                }
+                            } else {
+                                faults.count("sequence", format!("A tunnelled telegram came out of order (sequence {seq}, expected {rx_seq}); dropped."));
+                            }
+                        }
+                        if !fresh {
+                            continue;
+                        }
+                        rx_seq = seq.wrapping_add(1);
+                        match cemi::decode(body) {
+                            Ok(Cemi::LData(f)) if f.code == cemi::L_DATA_CON => {
+                                if !confirm(&mut unconfirmed, &f) {
+                                    // Some interfaces confirm before they
+                                    // acknowledge: the confirmation says
+                                    // the request arrived.
+                                    let dest = match f.telegram {
+                                        cemi::Telegram::Group { destination, .. } => Some(destination),
+                                        cemi::Telegram::Other => None,
+                                    };
+                                    if let Some(u) = unacked.take_if(|u| Some(u.outgoing.destination) == dest) {
+                                        tx_seq = tx_seq.wrapping_add(1);
+                                        unconfirmed.push_back((u.outgoing.destination, Instant::now(), u.outgoing));
+                                        confirm(&mut unconfirmed, &f);
+                                    }
+                                }
+                            }
+                            Ok(Cemi::LData(f)) if f.code == cemi::L_DATA_IND => {
+                                if let Some(t) = GroupTelegram::from_ldata(&f) {
+                                    if events.send(LinkEvent::Telegram(t)).await.is_err() {
+                                        break End::Stop;
+                                    }
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => faults.count("malformed", format!("A cEMI frame from the interface did not read: {e}.")),
+                        }
+                    }
+                    Frame::TunnellingAck { channel: ch, seq, status } if ch == channel => {
+                        let Some(u) = unacked.take_if(|_| seq == tx_seq) else { continue };
+                        tx_seq = tx_seq.wrapping_add(1);
+                        if status == E_NO_ERROR {
+                            unconfirmed.push_back((u.outgoing.destination, Instant::now(), u.outgoing));
+                        } else {
+                            // The interface took it and will not send it.
+                            u.outgoing.fail(SendFailure::NotConfirmed);
+                        }
+                    }
+                    Frame::ConnectionStateResponse { channel: ch, status } if ch == channel => {
+                        if status != E_NO_ERROR {
+                            break End::Lost("heartbeat_lost", format!("the interface no longer knows the tunnel: {}", frame::status_text(status)));
+                        }
+                        state_due = None;
+                        heartbeat_at = Instant::now() + s.heartbeat;
+                    }
+                    Frame::DisconnectRequest { channel: ch } if ch == channel => {
+                        out.clear();
+                        frame::disconnect_response(channel, &mut out);
+                        let _ = c.wire.send_control(&out).await;
+                        break End::Lost("connection_lost", "the interface closed the tunnel (DISCONNECT_REQUEST)".to_string());
+                    }
+                    _ => {}
+                }
+            }
+            _ = sleep_until(ack_deadline.unwrap_or_else(Instant::now)), if ack_deadline.is_some() => {
+                let Some(u) = unacked.as_mut() else { continue };
+                if u.resent {
+                    if let Some(u) = unacked.take() {
+                        u.outgoing.fail(SendFailure::AckMissing);
+                    }
+                    break End::Lost("ack_missing", "the interface acknowledged no telegram, sent twice (TUNNELLING_ACK missing)".to_string());
+                }
+                u.resent = true;
+                u.deadline = Instant::now() + ACK_TIMEOUT;
+                if let Err(e) = c.wire.send_data(&u.frame).await {
+                    break End::Lost("connection_lost", format!("cannot send: {e}"));
+                }
+            }
+            _ = sleep_until(confirm_deadline.unwrap_or_else(Instant::now)), if confirm_deadline.is_some() => {
+                if let Some((ga, _, o)) = unconfirmed.pop_front() {
+                    if o.done.is_some() {
+                        faults.count("not_confirmed", format!("The interface did not confirm the telegram to {ga} (no L_Data.con)."));
+                    }
+                    o.fail(SendFailure::NoConfirmation(CONFIRM_TIMEOUT));
+                }
+            }
+            _ = sleep_until(state_deadline.unwrap_or(heartbeat_at)) => {
+                let tries = state_due.map_or(0, |(_, t)| t);
+                if tries >= HEARTBEAT_TRIES {
+                    break End::Lost("heartbeat_lost", format!("the interface answered none of {HEARTBEAT_TRIES} CONNECTIONSTATE_REQUESTs"));
+                }
+                out.clear();
+                frame::connectionstate_request(channel, c.control, &mut out);
+                if let Err(e) = c.wire.send_control(&out).await {
+                    break End::Lost("connection_lost", format!("cannot send: {e}"));
+                }
+                state_due = Some((Instant::now() + s.timeout.min(s.heartbeat), tries + 1));
+            }
+            _ = sleep_until(pacer.ready_at()), if paced && unacked.is_none() => {}
+            o = outgoing.recv(), if can_send => {
+                let Some(o) = o else { break End::Stop };
+                pacer.sent();
+                cemi_out.clear();
+                cemi::encode_group(cemi::L_DATA_REQ, IndividualAddress(0), o.destination, o.service, o.payload.as_ref(), &mut cemi_out);
+                let mut f = Vec::with_capacity(cemi_out.len() + 10);
+                frame::tunnelling_request(channel, tx_seq, &cemi_out, &mut f);
+                if let Err(e) = c.wire.send_data(&f).await {
+                    o.fail(SendFailure::ConnectionLost);
+                    break End::Lost("connection_lost", format!("cannot send: {e}"));
+                }
+                if reliable {
+                    tx_seq = tx_seq.wrapping_add(1);
+                    unconfirmed.push_back((o.destination, Instant::now(), o));
+                } else {
+                    unacked = Some(Unacked { frame: f, outgoing: o, deadline: Instant::now() + ACK_TIMEOUT, resent: false });
+                }
+            }
+        }
+    };
+    if let Some(u) = unacked.take() {
+        u.outgoing.fail(SendFailure::ConnectionLost);
+    }
+    for (_, _, o) in unconfirmed.drain(..) {
+        o.fail(if matches!(end, End::Stop) {
+            SendFailure::Stopping
+        } else {
+            SendFailure::ConnectionLost
+        });
+    }
+    if let End::Lost(..) = end {
+        warn!(adapter = %faults.adapter, "KNX tunnel down.");
+    }
+    end
+}
+
+/// Settles the oldest telegram to the L_Data.con's destination; false
+/// when none waits for it.
+fn confirm(
+    unconfirmed: &mut VecDeque<(GroupAddress, Instant, Outgoing)>,
+    f: &cemi::LData<'_>,
+) -> bool {
+    let cemi::Telegram::Group { destination, .. } = f.telegram else {
+        return false;
+    };
+    let Some(i) = unconfirmed.iter().position(|(ga, _, _)| *ga == destination) else {
+        return false;
+    };
+    if let Some((_, _, o)) = unconfirmed.remove(i) {
+        if f.is_negative_confirmation() {
+            o.fail(SendFailure::NotConfirmed);
+        } else {
+            o.succeed();
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+#[path = "tunnel_tests.rs"]
+mod tests;

@@ -1,0 +1,452 @@
+//! The tunnel's protocol rules against a scripted interface on loopback:
+//! what knxd does not let a test provoke (a lost acknowledgement, a
+//! repeated or out-of-order telegram, an interface gone silent) and
+//! tunnelling over TCP, which knxd 0.14 does not serve (docs/knx.md).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gateway_core::component::ADAPTER_ERRORS;
+use gateway_core::telemetry::Telemetry;
+use gateway_core::AdapterStats;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::knx::cemi::{GroupService, Payload};
+use crate::knx::link::{Faults, LinkEvent, Outbox, Outgoing, SendFailure};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn settings(remote: SocketAddr, tcp: bool) -> TunnelSettings {
+    let SocketAddr::V4(remote) = remote else {
+        panic!()
+    };
+    TunnelSettings {
+        remote,
+        tcp,
+        local_ip: Some("127.0.0.1".parse().unwrap()),
+        nat: false,
+        heartbeat: Duration::from_secs(30),
+        timeout: Duration::from_millis(300),
+        max_backoff: Duration::from_millis(300),
+        pace: 50.0,
+    }
+}
+
+struct Client {
+    out: mpsc::Sender<Outgoing>,
+    events: mpsc::Receiver<LinkEvent>,
+    telemetry: Telemetry,
+    stop: CancellationToken,
+}
+
+impl Client {
+    fn start(s: TunnelSettings) -> Self {
+        let telemetry = Telemetry::default();
+        let faults = Faults::new("t", AdapterStats::new(&telemetry, "t"));
+        let (out, _reads, outbox) = Outbox::new();
+        let (ev_tx, events) = mpsc::channel(64);
+        let stop = CancellationToken::new();
+        tokio::spawn(run(s, outbox, ev_tx, faults, stop.clone()));
+        Self {
+            out,
+            events,
+            telemetry,
+            stop,
+        }
+    }
+
+    async fn event(&mut self) -> LinkEvent {
+        timeout(WAIT, self.events.recv())
+            .await
+            .expect("an event")
+            .expect("the link runs")
+    }
+
+    /// The next event, which must be the link going down: its problem.
+    async fn down(&mut self) -> String {
+        match self.event().await {
+            LinkEvent::Down(problem) => problem,
+            other => panic!("expected the link down, got {other:?}"),
+        }
+    }
+
+    fn errors(&self, reason: &str) -> u64 {
+        self.telemetry
+            .counter_value(ADAPTER_ERRORS, &[("adapter", "t"), ("error_type", reason)])
+            .unwrap_or(0)
+    }
+
+    async fn write(
+        &self,
+        ga: &str,
+        payload: Payload,
+    ) -> oneshot::Receiver<Result<(), SendFailure>> {
+        let (done, rx) = oneshot::channel();
+        let o = Outgoing {
+            destination: ga.parse().unwrap(),
+            service: GroupService::Write,
+            payload: Some(payload),
+            done: Some(done),
+        };
+        self.out.send(o).await.unwrap();
+        rx
+    }
+}
+
+/// An L_Data frame from the bus (`code` 0x29) or a confirmation (0x2E)
+/// of a 2-byte write to `ga`.
+fn ldata(code: u8, ga: &str, data: [u8; 2]) -> Vec<u8> {
+    let ga: crate::knx::address::GroupAddress = ga.parse().unwrap();
+    let mut c = vec![code, 0, 0xBC, 0xE0, 0x11, 0x05];
+    c.extend_from_slice(&ga.0.to_be_bytes());
+    c.extend_from_slice(&[3, 0, 0x80, data[0], data[1]]);
+    c
+}
+
+fn connect_response(channel: u8, data: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(d) = data else { panic!() };
+    let mut f = vec![0x06, 0x10, 0x02, 0x06, 0x00, 0x14, channel, 0, 8, 1];
+    f.extend_from_slice(&d.ip().octets());
+    f.extend_from_slice(&d.port().to_be_bytes());
+    f.extend_from_slice(&[4, 4, 0x11, 0x09]);
+    f
+}
+
+/// The scripted interface's side of UDP.
+struct Interface {
+    socket: UdpSocket,
+    client: Option<SocketAddr>,
+}
+
+impl Interface {
+    async fn bind() -> Self {
+        Self {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            client: None,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    async fn recv(&mut self, within: Duration) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 512];
+        let (n, from) = timeout(within, self.socket.recv_from(&mut buf))
+            .await
+            .ok()?
+            .unwrap();
+        self.client = Some(from);
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    async fn expect(&mut self, what: &str, service: u16) -> Vec<u8> {
+        let f = self.recv(WAIT).await.unwrap_or_else(|| panic!("no {what}"));
+        assert_eq!(
+            u16::from_be_bytes([f[2], f[3]]),
+            service,
+            "{what}: {f:02x?}"
+        );
+        f
+    }
+
+    async fn send(&self, frame: &[u8]) {
+        self.socket
+            .send_to(frame, self.client.unwrap())
+            .await
+            .unwrap();
+    }
+
+    async fn tunnel(&self, channel: u8, seq: u8, cemi: &[u8]) {
+        let mut f = Vec::new();
+        frame::tunnelling_request(channel, seq, cemi, &mut f);
+        self.send(&f).await;
+    }
+
+    async fn connect(&mut self, channel: u8) {
+        let req = self.expect("CONNECT_REQUEST", frame::CONNECT_REQUEST).await;
+        // The control endpoint told is the client's own address.
+        assert_eq!(&req[6..8], &[8, 1]);
+        assert_eq!(&req[8..12], &[127, 0, 0, 1]);
+        self.send(&connect_response(channel, self.addr())).await;
+    }
+}
+
+#[tokio::test]
+async fn repeats_are_acked_not_read_twice_a_lost_ack_is_resent_once_then_the_tunnel_is_rebuilt() {
+    let mut knx = Interface::bind().await;
+    let mut c = Client::start(settings(knx.addr(), false));
+    knx.connect(7).await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+
+    // Sequence 0, then 0 again (our ack was lost), then 5 (out of order),
+    // then 1: three acks, two telegrams read.
+    knx.tunnel(7, 0, &ldata(0x29, "1/2/3", [0x0C, 0x33])).await;
+    let ack = knx.expect("ack of 0", frame::TUNNELLING_ACK).await;
+    assert_eq!((ack[7], ack[8], ack[9]), (7, 0, 0));
+    knx.tunnel(7, 0, &ldata(0x29, "1/2/3", [0x0C, 0x33])).await;
+    assert_eq!(
+        knx.expect("ack of the repeat", frame::TUNNELLING_ACK).await[8],
+        0
+    );
+    knx.tunnel(7, 5, &ldata(0x29, "1/2/3", [0x0C, 0x34])).await;
+    assert!(
+        knx.recv(Duration::from_millis(200)).await.is_none(),
+        "an out-of-order telegram is not acknowledged"
+    );
+    knx.tunnel(7, 1, &ldata(0x29, "1/2/3", [0x0C, 0x35])).await;
+    assert_eq!(knx.expect("ack of 1", frame::TUNNELLING_ACK).await[8], 1);
+    let LinkEvent::Telegram(first) = c.event().await else {
+        panic!()
+    };
+    let LinkEvent::Telegram(second) = c.event().await else {
+        panic!()
+    };
+    assert_eq!(
+        first.data.as_data(),
+        crate::knx::cemi::Data::Bytes(&[0x0C, 0x33])
+    );
+    assert_eq!(
+        second.data.as_data(),
+        crate::knx::cemi::Data::Bytes(&[0x0C, 0x35])
+    );
+    assert_eq!(c.errors("sequence"), 1);
+
+    // Our telegram, unacknowledged: sent again once with the same
+    // sequence; acknowledged then, and done on its L_Data.con.
+    let done = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x33])).await;
+    let first = knx.expect("the write", frame::TUNNELLING_REQUEST).await;
+    let again = knx
+        .expect("the write again", frame::TUNNELLING_REQUEST)
+        .await;
+    assert_eq!(first, again);
+    assert_eq!(first[8], 0, "our first sequence number");
+    let mut ack = Vec::new();
+    frame::tunnelling_ack(7, 0, &mut ack);
+    knx.send(&ack).await;
+    knx.tunnel(7, 2, &ldata(0x2E, "1/2/4", [0x0C, 0x33])).await;
+    assert_eq!(
+        knx.expect("ack of the confirmation", frame::TUNNELLING_ACK)
+            .await[8],
+        2
+    );
+    assert_eq!(timeout(WAIT, done).await.unwrap().unwrap(), Ok(()));
+
+    // Never acknowledged: sent twice, then the tunnel is given up
+    // (disconnected) and built again.
+    let done = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x34])).await;
+    let first = knx
+        .expect("the second write", frame::TUNNELLING_REQUEST)
+        .await;
+    assert_eq!(first[8], 1);
+    knx.expect("the second write again", frame::TUNNELLING_REQUEST)
+        .await;
+    knx.expect("DISCONNECT_REQUEST", frame::DISCONNECT_REQUEST)
+        .await;
+    assert_eq!(
+        timeout(WAIT, done).await.unwrap().unwrap(),
+        Err(SendFailure::AckMissing)
+    );
+    let problem = c.down().await;
+    assert!(
+        problem.starts_with("lost its tunnel to the KNXnet/IP interface 127.0.0.1:"),
+        "{problem}"
+    );
+    assert!(problem.contains("TUNNELLING_ACK missing"), "{problem}");
+    assert_eq!(c.errors("ack_missing"), 1);
+    knx.connect(8).await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+
+    // An interface that confirms before it acknowledges: done at once,
+    // its late ack ignored, the next telegram on the next sequence number.
+    let done = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x35])).await;
+    let req = knx
+        .expect("a write on the new tunnel", frame::TUNNELLING_REQUEST)
+        .await;
+    assert_eq!((req[7], req[8]), (8, 0));
+    knx.tunnel(8, 0, &ldata(0x2E, "1/2/4", [0x0C, 0x35])).await;
+    knx.expect("ack of the confirmation", frame::TUNNELLING_ACK)
+        .await;
+    assert_eq!(timeout(WAIT, done).await.unwrap().unwrap(), Ok(()));
+    let mut late = Vec::new();
+    frame::tunnelling_ack(8, 0, &mut late);
+    knx.send(&late).await;
+    let done = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x36])).await;
+    let req = knx
+        .expect("the next write", frame::TUNNELLING_REQUEST)
+        .await;
+    assert_eq!(req[8], 1);
+    let mut ack = Vec::new();
+    frame::tunnelling_ack(8, 1, &mut ack);
+    knx.send(&ack).await;
+    knx.tunnel(8, 1, &ldata(0x2E, "1/2/4", [0x0C, 0x36])).await;
+    knx.expect("ack of the second confirmation", frame::TUNNELLING_ACK)
+        .await;
+    assert_eq!(timeout(WAIT, done).await.unwrap().unwrap(), Ok(()));
+    c.stop.cancel();
+    let bye = knx
+        .expect("DISCONNECT_REQUEST at stop", frame::DISCONNECT_REQUEST)
+        .await;
+    assert_eq!(bye[6], 8);
+}
+
+#[tokio::test]
+async fn no_slot_is_named_and_retried_and_a_silent_interface_loses_the_tunnel_after_three_heartbeats(
+) {
+    let mut knx = Interface::bind().await;
+    let mut s = settings(knx.addr(), false);
+    s.heartbeat = Duration::from_millis(200);
+    s.timeout = Duration::from_millis(100);
+    let mut c = Client::start(s);
+    knx.expect("CONNECT_REQUEST", frame::CONNECT_REQUEST).await;
+    knx.send(&[0x06, 0x10, 0x02, 0x06, 0x00, 0x08, 0x00, 0x24])
+        .await;
+    let problem = c.down().await;
+    assert!(problem.contains("has no more connections"), "{problem}");
+    knx.connect(3).await;
+    assert_eq!(c.errors("no_more_connections"), 1);
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    // Answered: the tunnel stays.
+    let state = knx
+        .expect("CONNECTIONSTATE_REQUEST", frame::CONNECTIONSTATE_REQUEST)
+        .await;
+    assert_eq!(state[6], 3);
+    knx.send(&[0x06, 0x10, 0x02, 0x08, 0x00, 0x08, 3, 0]).await;
+    // Unanswered three times: lost.
+    for i in 0..3 {
+        knx.expect(
+            &format!("heartbeat try {i}"),
+            frame::CONNECTIONSTATE_REQUEST,
+        )
+        .await;
+    }
+    knx.expect("DISCONNECT_REQUEST", frame::DISCONNECT_REQUEST)
+        .await;
+    let problem = c.down().await;
+    assert!(
+        problem.contains("none of 3 CONNECTIONSTATE_REQUESTs"),
+        "{problem}"
+    );
+    assert_eq!(c.errors("heartbeat_lost"), 1);
+    knx.expect("CONNECT_REQUEST again", frame::CONNECT_REQUEST)
+        .await;
+    c.stop.cancel();
+}
+
+#[tokio::test]
+async fn over_tcp_frames_are_cut_by_their_length_and_nothing_is_acknowledged() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = Client::start(settings(listener.local_addr().unwrap(), true));
+    let (mut stream, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    let mut head = [0u8; 26];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head[2..4], &[0x02, 0x05], "CONNECT_REQUEST");
+    // KNXnet/IP 2.0: TCP endpoints, 0.0.0.0:0.
+    assert_eq!(&head[6..14], &[8, 2, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&head[22..26], &[4, 4, 2, 0]);
+    let mut resp = connect_response(1, "0.0.0.0:0".parse().unwrap());
+    resp[9] = 2;
+    stream.write_all(&resp).await.unwrap();
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    // One telegram in two pieces, then two in one piece.
+    let mut f = Vec::new();
+    frame::tunnelling_request(1, 0, &ldata(0x29, "1/2/3", [0x0C, 0x33]), &mut f);
+    stream.write_all(&f[..5]).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(&f[5..]).await.unwrap();
+    let mut two = Vec::new();
+    frame::tunnelling_request(1, 1, &ldata(0x29, "1/2/5", [0x00, 0x01]), &mut two);
+    frame::tunnelling_request(1, 2, &ldata(0x29, "1/2/6", [0x00, 0x02]), &mut two);
+    stream.write_all(&two).await.unwrap();
+    for ga in ["1/2/3", "1/2/5", "1/2/6"] {
+        let LinkEvent::Telegram(t) = c.event().await else {
+            panic!()
+        };
+        assert_eq!(t.destination.to_string(), ga);
+    }
+    // A write: no TUNNELLING_ACK either way; done on the confirmation.
+    let done = c.write("1/2/4", Payload::Small(1)).await;
+    let mut req = [0u8; 21];
+    timeout(WAIT, stream.read_exact(&mut req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &req[2..4],
+        &[0x04, 0x20],
+        "TUNNELLING_REQUEST, not an ack: {req:02x?}"
+    );
+    let mut con = Vec::new();
+    let mut cemi = ldata(0x2E, "1/2/4", [0, 0]);
+    cemi.truncate(10);
+    cemi.extend_from_slice(&[1, 0, 0x81]);
+    frame::tunnelling_request(1, 3, &cemi, &mut con);
+    stream.write_all(&con).await.unwrap();
+    assert_eq!(timeout(WAIT, done).await.unwrap().unwrap(), Ok(()));
+    c.stop.cancel();
+}
+
+#[tokio::test]
+async fn behind_nat_the_endpoints_are_unspecified_and_data_goes_to_the_address_reached() {
+    let mut knx = Interface::bind().await;
+    let data = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut s = settings(knx.addr(), false);
+    s.nat = true;
+    let mut c = Client::start(s);
+    let req = knx.expect("CONNECT_REQUEST", frame::CONNECT_REQUEST).await;
+    assert_eq!(
+        &req[6..14],
+        &[8, 1, 0, 0, 0, 0, 0, 0],
+        "control endpoint 0.0.0.0:0"
+    );
+    assert_eq!(
+        &req[14..22],
+        &[8, 1, 0, 0, 0, 0, 0, 0],
+        "data endpoint 0.0.0.0:0"
+    );
+    // The interface names its private address and another port for data.
+    let port = data.local_addr().unwrap().port();
+    knx.send(&connect_response(
+        2,
+        SocketAddr::from(([10, 1, 2, 3], port)),
+    ))
+    .await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    let _done = c.write("1/2/4", Payload::Small(1)).await;
+    let mut buf = [0u8; 64];
+    let (n, _) = timeout(WAIT, data.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &buf[2..4],
+        &[0x04, 0x20],
+        "the telegram on the data port: {:02x?}",
+        &buf[..n]
+    );
+    c.stop.cancel();
+}
