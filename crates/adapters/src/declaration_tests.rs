@@ -54,7 +54,8 @@ fn adapter_folders() -> Vec<String> {
     feature = "tcp_line",
     feature = "serial",
     feature = "modbus",
-    feature = "bacnet"
+    feature = "bacnet",
+    feature = "knx"
 ))]
 #[test]
 fn every_adapter_folder_is_declared_and_documented() {
