@@ -1,6 +1,7 @@
 //! The UDP socket a datagram adapter (CoAP, coaps, Semtech UDP) listens
 //! on, bound the one way, so a port that cannot be had is reported alike;
-//! and, for Semtech UDP, datagrams read and answered many per system call.
+//! datagrams read many per system call (CoAP, Semtech UDP), and for
+//! Semtech UDP answered many per system call.
 
 use std::net::SocketAddr;
 
@@ -18,7 +19,9 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<UdpSocket, AdapterError> {
 }
 
 #[cfg(feature = "lorawan")]
-pub(crate) use batch::{Read, RecvBatch, Replies};
+pub(crate) use batch::Replies;
+#[cfg(any(feature = "lorawan", feature = "coap"))]
+pub(crate) use batch::{Read, RecvBatch};
 
 /// `recvmmsg`/`sendmmsg` on Linux: a forwarder's burst costs one system
 /// call per batch each way instead of one per datagram (`recvfrom` and the
@@ -26,7 +29,7 @@ pub(crate) use batch::{Read, RecvBatch, Replies};
 /// per datagram stays: an ACK's trip through the UDP/IP stack is most of
 /// what a send costs. Elsewhere the same interface reads and sends one
 /// datagram per call.
-#[cfg(feature = "lorawan")]
+#[cfg(any(feature = "lorawan", feature = "coap"))]
 mod batch {
     use std::io;
     use std::net::SocketAddr;
@@ -189,6 +192,7 @@ mod batch {
     }
 
     /// Small replies (4-byte ACKs) waiting to be sent, in order.
+    #[cfg(feature = "lorawan")]
     #[derive(Debug)]
     pub(crate) struct Replies {
         queue: Vec<([u8; 4], SocketAddr)>,
@@ -198,6 +202,7 @@ mod batch {
         gso: bool,
     }
 
+    #[cfg(feature = "lorawan")]
     impl Default for Replies {
         fn default() -> Self {
             Self {
@@ -207,6 +212,7 @@ mod batch {
         }
     }
 
+    #[cfg(feature = "lorawan")]
     impl Replies {
         pub(crate) fn push(&mut self, reply: [u8; 4], to: SocketAddr) {
             self.queue.push((reply, to));
@@ -260,6 +266,7 @@ mod batch {
         }
     }
 
+    #[cfg(feature = "lorawan")]
     fn gso_refused(e: &io::Error) -> bool {
         #[cfg(target_os = "linux")]
         {
@@ -286,7 +293,7 @@ mod batch {
     /// (`UDP_SEGMENT`): a burst's ACKs to a forwarder cross the UDP/IP
     /// stack once per 64, not once each, and still arrive one datagram
     /// per ACK, as on the wire.
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", feature = "lorawan"))]
     fn send_now(
         socket: &UdpSocket,
         replies: &[([u8; 4], SocketAddr)],
@@ -347,7 +354,7 @@ mod batch {
         Ok(runs.iter().take(sent).map(|&(_, n)| n).sum())
     }
 
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(all(not(target_os = "linux"), feature = "lorawan"))]
     fn send_now(
         socket: &UdpSocket,
         replies: &[([u8; 4], SocketAddr)],

@@ -87,11 +87,11 @@
 //!   start to the ids of the series open in it makes the due windows a prefix
 //!   and closing proportional to what is emitted, not to what is open.
 //! - `snapshot.rs`: the open state as plain data for checkpoints.
-//! - `hash.rs`: a per-process seeded folded-multiply hasher for the intern
-//!   map, about a quarter faster per ingest than SipHash on short ids.
+//! - the intern map hashes with `gateway_core::hash` (a per-process seeded
+//!   folded-multiply hasher), about a quarter faster per ingest than
+//!   SipHash on short ids.
 
 mod chunked;
-mod hash;
 mod keys;
 mod series;
 mod snapshot;

@@ -16,8 +16,20 @@
 //!    are shares of two cores with the sender and whatever else runs.
 //!
 //! Gateway rates are read from its `/metrics` counters, as the `ingest`
-//! bench does. `EDGE_BENCH_DATAGRAMS` (default 300 000) sets the burst.
+//! bench does. `EDGE_BENCH_DATAGRAMS` (default 300 000) sets the burst;
+//! `EDGE_BENCH_ROUNDS` (default 3) sets how many rounds of limit and
+//! gateway the free pass runs, each with a fresh gateway; the goals are
+//! judged on their medians. `EDGE_BENCH_PINNED=0` leaves out the pass
+//! pinned to one core.
 //! UDP has no flow control: what a receiver missed is printed, not hidden.
+//!
+//! The goals (issue 69) are judged on both figures of the free passes, each
+//! printed as a `goal:` line (`scripts/bench-ratios.sh` collects them):
+//! the rate at least 90 % of the raw receiver's, and the gateway's CPU per
+//! unit of work at most [`COAP_CPU_GOAL_US`] per CoAP datagram and
+//! [`LORAWAN_CPU_GOAL_US`] per LoRaWAN uplink. A rate ratio on two cores
+//! shared with the sender swings by tens of percent from run to run; the
+//! CPU per unit, beside the raw receiver's in the same run, does not.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,6 +46,13 @@ use support::{pin_to_one_core, Broker, CpuMeter, Gateway, Run, IDLE};
 const LORA_DEVICES: &str = "100";
 /// Readings per uplink: compact_i16's three values plus rssi, snr, gateways.
 const READINGS_PER_UPLINK: f64 = 6.0;
+/// Each path's rate against its raw receiver's, at least.
+const RATE_GOAL: f64 = 0.9;
+/// Gateway CPU per CoAP datagram (parse, decode, windows), at most.
+const COAP_CPU_GOAL_US: f64 = 3.0;
+/// Gateway CPU per LoRaWAN uplink (JSON, base64, MIC, decryption, codec,
+/// six readings), at most, on this machine class.
+const LORAWAN_CPU_GOAL_US: f64 = 5.0;
 
 fn simulate(protocol: &str, port: u16, n: usize) -> Child {
     Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
@@ -132,95 +151,215 @@ bind = "127.0.0.1:{lora}"
     }
 }
 
+/// What one pass of the gateway measured, beside the raw receiver's
+/// figures of the same round.
+struct Pass {
+    coap_pct: f64,
+    coap_us: f64,
+    lora_pct: f64,
+    lora_us: f64,
+}
+
+/// The raw receiver's rate and CPU per datagram for each protocol, measured
+/// just before a gateway pass.
+struct Limits {
+    coap: Run,
+    coap_us: f64,
+    lora: Run,
+    lora_us: f64,
+}
+
 fn main() {
     let n: usize = std::env::var("EDGE_BENCH_DATAGRAMS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
-    println!("burst: {n} datagrams from one `edge-gateway simulate --rate 0`, loopback\n");
+    // The issue's rate goals are judged on the median of three rounds: a
+    // single rate ratio on two cores shared with the sender swings widely.
+    let rounds: usize = std::env::var("EDGE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    println!(
+        "burst: {n} datagrams from one `edge-gateway simulate --rate 0`, loopback; {rounds} round(s), judged on the median\n"
+    );
     // The rates are shares of two cores with the sender: what else ran
     // then says how far two runs compare.
     println!("load average at start: {}", load_average());
-    let row = |what: &str, r: &Run, base: Option<f64>| {
-        let ratio = base.map_or(String::new(), |b| format!("{:>7.1}%", 100.0 * r.rate() / b));
-        println!(
-            "{what:<62} {:>10.0}/s {:>9} of {n} in {:>6.2} s {ratio}",
-            r.rate(),
-            r.received,
-            r.seconds
-        );
-    };
     let broker = Broker::start("");
-    let cpu = |what: &str, gateway_us: f64, raw_us: f64| {
-        println!(
-            "{what:<62} gateway {gateway_us:>5.2} µs, raw receiver {raw_us:>5.2} µs per datagram"
-        );
+    let mut free = Vec::with_capacity(rounds);
+    let mut raw = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let tag = if rounds > 1 {
+            format!(", round {round}")
+        } else {
+            String::new()
+        };
+        let limits = measure_limits(n, &tag);
+        free.push(gateway_pass(&broker, n, false, &limits, &tag));
+        raw.push((limits.coap_us, limits.lora_us));
+    }
+    let med = |f: &dyn Fn(&Pass) -> f64| median(free.iter().map(f).collect());
+    let (coap_raw_us, lora_raw_us) = (
+        median(raw.iter().map(|r| r.0).collect()),
+        median(raw.iter().map(|r| r.1).collect()),
+    );
+    let of = if rounds > 1 {
+        format!(" (median of {rounds})")
+    } else {
+        String::new()
     };
-    let (coap_limit, coap_raw_us) = raw_udp("coap", n);
-    row("CoAP: raw UDP receive (the limit)", &coap_limit, None);
-    let (lora_limit, lora_raw_us) = raw_udp("lorawan", n);
+    support::goal(
+        &format!("CoAP rate, % of raw UDP{of}"),
+        med(&|p| p.coap_pct),
+        100.0 * RATE_GOAL,
+        support::AtLeast,
+        "%",
+    );
+    support::goal(
+        &format!("CoAP CPU per datagram{of} (raw receiver {coap_raw_us:.2} µs)"),
+        med(&|p| p.coap_us),
+        COAP_CPU_GOAL_US,
+        support::AtMost,
+        "µs",
+    );
+    support::goal(
+        &format!("Semtech UDP rate, % of raw UDP{of}"),
+        med(&|p| p.lora_pct),
+        100.0 * RATE_GOAL,
+        support::AtLeast,
+        "%",
+    );
+    support::goal(
+        &format!("LoRaWAN CPU per uplink{of} (raw receiver {lora_raw_us:.2} µs)"),
+        med(&|p| p.lora_us),
+        LORAWAN_CPU_GOAL_US,
+        support::AtMost,
+        "µs",
+    );
+    if std::env::var("EDGE_BENCH_PINNED").map_or(true, |v| v != "0") {
+        let limits = measure_limits(n, ", before the pinned pass");
+        gateway_pass(&broker, n, true, &limits, "");
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn row(what: &str, n: usize, r: &Run, base: Option<f64>) {
+    let ratio = base.map_or(String::new(), |b| format!("{:>7.1}%", 100.0 * r.rate() / b));
+    println!(
+        "{what:<62} {:>10.0}/s {:>9} of {n} in {:>6.2} s {ratio}",
+        r.rate(),
+        r.received,
+        r.seconds
+    );
+}
+
+fn cpu(what: &str, gateway_us: f64, raw_us: f64) {
+    println!("{what:<62} gateway {gateway_us:>5.2} µs, raw receiver {raw_us:>5.2} µs per datagram");
+}
+
+fn measure_limits(n: usize, tag: &str) -> Limits {
+    let (coap, coap_us) = raw_udp("coap", n);
     row(
-        "Semtech UDP: raw UDP receive (the limit)",
-        &lora_limit,
+        &format!("CoAP: raw UDP receive (the limit){tag}"),
+        n,
+        &coap,
         None,
     );
-    for pinned in [false, true] {
-        let gw = UdpGateway::start(&broker);
-        let how = if pinned { ", gateway on CPU 0" } else { "" };
-        if pinned {
-            pin_to_one_core(gw.gw.pid());
-        }
-        let meter = CpuMeter::start(gw.gw.pid());
-        let mut sender = simulate("coap", gw.coap, n);
-        let coap = gw.gw.watch(
-            "edge_gateway_adapter_readings_total{adapter=\"coap\"}",
-            n as f64,
-        );
-        let coap_us = meter.micros_per(coap.received);
-        let _ = sender.wait();
-        row(
-            &format!("CoAP: gateway ingest{how}, % of limit"),
-            &coap,
-            Some(coap_limit.rate()),
-        );
-        cpu(&format!("CoAP: CPU{how}"), coap_us, coap_raw_us);
+    let (lora, lora_us) = raw_udp("lorawan", n);
+    row(
+        &format!("Semtech UDP: raw UDP receive (the limit){tag}"),
+        n,
+        &lora,
+        None,
+    );
+    Limits {
+        coap,
+        coap_us,
+        lora,
+        lora_us,
+    }
+}
 
-        let meter = CpuMeter::start(gw.gw.pid());
-        let mut sender = simulate("lorawan", gw.lora, n);
-        let readings = gw.gw.watch(
-            "edge_gateway_adapter_readings_total{adapter=\"lora\"}",
-            n as f64 * READINGS_PER_UPLINK,
-        );
-        let _ = sender.wait();
-        let uplinks = Run {
-            received: (readings.received as f64 / READINGS_PER_UPLINK) as u64,
-            seconds: readings.seconds,
-        };
-        let lora_us = meter.micros_per(uplinks.received);
-        row(
-            &format!("Semtech UDP: LoRaWAN uplinks{how}, % of limit"),
-            &uplinks,
-            Some(lora_limit.rate()),
-        );
-        cpu(
-            &format!("Semtech UDP: CPU per uplink{how}"),
-            lora_us,
-            lora_raw_us,
-        );
-        // Where the datagrams went: read (and ACKed), refused for want of
-        // room between the receive loop and the processor, never read.
-        let read = gw
-            .gw
-            .counter("edge_gateway_adapter_received_messages_total{adapter=\"lora\"}");
-        let overloaded = gw.gw.counter(
-            "edge_gateway_adapter_errors_total{adapter=\"lora\",error_type=\"overloaded\"}",
-        );
-        println!(
-            "{:<62} read {read:.0}, refused `overloaded` {overloaded:.0}, never read {:.0}",
-            format!("Semtech UDP: datagrams{how}"),
-            (n as f64 - read).max(0.0),
-        );
-        println!("{:<62} {}", "load average", load_average());
+/// (2)-(5) with a fresh gateway (fresh frame counters: the simulator
+/// starts its devices' counters over each time).
+fn gateway_pass(broker: &Broker, n: usize, pinned: bool, limits: &Limits, tag: &str) -> Pass {
+    let gw = UdpGateway::start(broker);
+    let how = if pinned {
+        format!(", gateway on CPU 0{tag}")
+    } else {
+        tag.to_string()
+    };
+    if pinned {
+        pin_to_one_core(gw.gw.pid());
+    }
+    let meter = CpuMeter::start(gw.gw.pid());
+    let mut sender = simulate("coap", gw.coap, n);
+    let (coap, used) = gw.gw.watch_costed(
+        "edge_gateway_adapter_readings_total{adapter=\"coap\"}",
+        0.0,
+        n as f64,
+        &[gw.gw.pid()],
+    );
+    let coap_us = meter.micros_per_until(used[0], coap.received);
+    let _ = sender.wait();
+    row(
+        &format!("CoAP: gateway ingest{how}, % of limit"),
+        n,
+        &coap,
+        Some(limits.coap.rate()),
+    );
+    cpu(&format!("CoAP: CPU{how}"), coap_us, limits.coap_us);
+
+    let meter = CpuMeter::start(gw.gw.pid());
+    let mut sender = simulate("lorawan", gw.lora, n);
+    let (readings, used) = gw.gw.watch_costed(
+        "edge_gateway_adapter_readings_total{adapter=\"lora\"}",
+        0.0,
+        n as f64 * READINGS_PER_UPLINK,
+        &[gw.gw.pid()],
+    );
+    let _ = sender.wait();
+    let uplinks = Run {
+        received: (readings.received as f64 / READINGS_PER_UPLINK) as u64,
+        seconds: readings.seconds,
+    };
+    let lora_us = meter.micros_per_until(used[0], uplinks.received);
+    row(
+        &format!("Semtech UDP: LoRaWAN uplinks{how}, % of limit"),
+        n,
+        &uplinks,
+        Some(limits.lora.rate()),
+    );
+    cpu(
+        &format!("Semtech UDP: CPU per uplink{how}"),
+        lora_us,
+        limits.lora_us,
+    );
+    // Where the datagrams went: read (and ACKed), refused for want of
+    // room between the receive loop and the processor, never read.
+    let read = gw
+        .gw
+        .counter("edge_gateway_adapter_received_messages_total{adapter=\"lora\"}");
+    let overloaded = gw
+        .gw
+        .counter("edge_gateway_adapter_errors_total{adapter=\"lora\",error_type=\"overloaded\"}");
+    println!(
+        "{:<62} read {read:.0}, refused `overloaded` {overloaded:.0}, never read {:.0}",
+        format!("Semtech UDP: datagrams{how}"),
+        (n as f64 - read).max(0.0),
+    );
+    println!("{:<62} {}", "load average", load_average());
+    Pass {
+        coap_pct: 100.0 * coap.rate() / limits.coap.rate().max(1e-9),
+        coap_us,
+        lora_pct: 100.0 * uplinks.rate() / limits.lora.rate().max(1e-9),
+        lora_us,
     }
 }
 

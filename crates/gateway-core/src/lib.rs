@@ -31,6 +31,7 @@ pub mod csv;
 pub mod deadline;
 pub mod event;
 pub mod hardware_address;
+pub mod hash;
 pub mod id_text;
 pub mod link_status;
 pub mod model;

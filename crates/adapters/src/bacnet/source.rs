@@ -229,8 +229,13 @@ fn route(
             None => ignored.inc(),
         },
         Event::Cov(instance, n) => {
+            // A device task that fell this far behind loses the
+            // notification: counted, as the client's own overflow is (the
+            // value comes back with the next change or poll).
             if let Some(tx) = by_instance.get(&instance) {
-                let _ = tx.try_send(DeviceEvent::Cov(n));
+                if tx.try_send(DeviceEvent::Cov(n)).is_err() {
+                    stats.error("overflow");
+                }
             }
         }
         // A previous run's subscription, or none of ours: it lapses at

@@ -4,7 +4,7 @@
 //! names. The FPort a codec sees is the server's `codec_fport`, or the
 //! request's `?fport=N`.
 
-use coap_lite::{CoapOption, Packet, ResponseType};
+use coap_lite::ResponseType;
 use gateway_core::{DeviceId, Timestamp};
 
 use super::config::BodyCodec;
@@ -20,15 +20,15 @@ pub(super) fn takes(cf: Option<u32>) -> bool {
     matches!(cf, None | Some(CF_OCTET_STREAM))
 }
 
-/// The FPort for this request: `?fport=N` (0 to 255), else the server's.
+/// The FPort for a request with these Uri-Query values: `?fport=N` (0 to
+/// 255), else the server's.
 ///
 /// # Errors
 /// A `fport` query that is not a number from 0 to 255.
-pub(super) fn fport(request: &Packet, default: u8) -> Result<u8, String> {
-    let queries = request
-        .get_option(CoapOption::UriQuery)
-        .into_iter()
-        .flatten();
+pub(super) fn fport<'a>(
+    queries: impl IntoIterator<Item = &'a [u8]>,
+    default: u8,
+) -> Result<u8, String> {
     for q in queries {
         if let Some(v) = q.strip_prefix(b"fport=") {
             return std::str::from_utf8(v)

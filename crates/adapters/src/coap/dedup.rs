@@ -9,6 +9,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use gateway_core::hash::SeededState;
+
 /// EXCHANGE_LIFETIME (§4.8.2): how long a CON's Message ID stays in use. 247 s.
 pub const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
 /// NON_LIFETIME (§4.8.2): the same for a NON. 145 s.
@@ -20,7 +22,9 @@ type Key = (SocketAddr, u16);
 pub struct Dedup {
     capacity: usize,
     /// The reply sent (none for an unanswered NON) and when the entry expires.
-    entries: HashMap<Key, (Option<Vec<u8>>, Instant)>,
+    /// Every datagram is looked up and inserted: SipHash was a tenth of a
+    /// datagram's cost. Keys are the sender's, so seeded per process.
+    entries: HashMap<Key, (Option<Vec<u8>>, Instant), SeededState>,
     /// Keys in insertion order, for eviction.
     order: VecDeque<Key>,
 }
@@ -30,7 +34,7 @@ impl Dedup {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
         }
     }

@@ -6,11 +6,14 @@
 //! latest value of every metric. Time comes in as an argument, so tests drive
 //! expiry without waiting.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
+use gateway_core::hash::SeededState;
 use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
 
 use super::dedup::Dedup;
@@ -23,6 +26,12 @@ const CF_LINK_FORMAT: u32 = 40;
 const CF_JSON: u32 = 50;
 const CF_SENML_JSON: u32 = 110;
 const CF_SENML_CBOR: u32 = 112;
+
+/// Option numbers read by number (RFC 7252 §12.2, RFC 7959 §2.1).
+const URI_PATH: u16 = 11;
+const CONTENT_FORMAT: u16 = 12;
+const URI_QUERY: u16 = 15;
+const BLOCK1: u16 = 27;
 
 /// Option numbers the server understands. Any other critical (odd) option
 /// in a request is answered 4.02 Bad Option (§5.4.1).
@@ -100,15 +109,68 @@ struct Transfer {
 
 type Latest = BTreeMap<String, (f64, Timestamp)>;
 
+fn remember_in(metrics: &mut Latest, r: &Reading) {
+    let key = r.metric().as_str();
+    if let Some(latest) = metrics.get_mut(key) {
+        *latest = (r.value(), r.time());
+    } else if metrics.len() < MAX_METRICS_PER_DEVICE {
+        metrics.insert(key.to_string(), (r.value(), r.time()));
+    }
+}
+
 /// The server's state between datagrams.
 pub struct Handler {
     limits: Limits,
     dedup: Dedup,
     transfers: HashMap<(SocketAddr, String), Transfer>,
-    latest: HashMap<DeviceId, Latest>,
+    latest: HashMap<DeviceId, Latest, SeededState>,
+    ids: Ids,
     next_mid: u16,
     #[cfg(feature = "lorawan")]
     codec: Option<super::config::BodyCodec>,
+}
+
+/// The ids of the devices heard lately, by the text of their Uri-Path:
+/// a device's datagrams name it alike every time, and its id is then
+/// neither checked nor allocated again, and is one text whose address the
+/// windows' cache of recent series knows. Starts over when full, so a
+/// flood of names costs at most `max_devices` entries.
+struct Ids {
+    table: hashbrown::HashTable<DeviceId>,
+    hasher: SeededState,
+    max: usize,
+}
+
+impl Ids {
+    fn new(max: usize) -> Self {
+        Self {
+            table: hashbrown::HashTable::new(),
+            hasher: SeededState::default(),
+            max,
+        }
+    }
+
+    /// The id `text` names, as `DeviceId::new` makes it.
+    fn get(&mut self, text: &str) -> Result<DeviceId, gateway_core::ModelError> {
+        let hash = self.hasher.hash_one(text);
+        if let Some(id) = self.table.find(hash, |id| id.as_str() == text) {
+            return Ok(id.clone());
+        }
+        let id = DeviceId::new(text)?;
+        // Only an id spelled as kept is kept: a MAC written another way
+        // is looked up by its own text, which the kept one is not.
+        if id.as_str() == text {
+            if self.table.len() >= self.max {
+                self.table.clear();
+            }
+            let id = id.interned();
+            let hasher = &self.hasher;
+            self.table
+                .insert_unique(hash, id.clone(), |id| hasher.hash_one(id.as_str()));
+            return Ok(id);
+        }
+        Ok(id)
+    }
 }
 
 /// The payload decoder for a Content-Format; `None` for one we do not read.
@@ -174,9 +236,10 @@ impl Handler {
     pub fn new(limits: Limits, first_mid: u16) -> Self {
         Self {
             dedup: Dedup::new(limits.dedup_capacity),
+            ids: Ids::new(limits.max_devices),
             limits,
             transfers: HashMap::new(),
-            latest: HashMap::new(),
+            latest: HashMap::default(),
             next_mid: first_mid,
             #[cfg(feature = "lorawan")]
             codec: None,
@@ -269,8 +332,8 @@ impl Handler {
             out.reply = cached;
             return out;
         }
-        let request = match message::parse(datagram) {
-            Ok(p) => p,
+        let request = match message::Request::read(datagram) {
+            Ok(r) => r,
             Err(e) => {
                 out.error(e.kind(), e.to_string());
                 if head.kind == CON {
@@ -279,7 +342,7 @@ impl Handler {
                 return out;
             }
         };
-        let answer = self.request(peer, &request, now, arrival, only, &mut out);
+        let answer = self.request(peer, request, now, arrival, only, &mut out);
         let confirmable = head.kind == CON;
         // A successful NON update gets no response; errors and GETs do.
         let respond = confirmable || answer.code.is_error() || answer.code == ResponseType::Content;
@@ -342,7 +405,7 @@ impl Handler {
     fn request(
         &mut self,
         peer: SocketAddr,
-        request: &Packet,
+        request: message::Request<'_>,
         now: Instant,
         arrival: Timestamp,
         only: Option<&DeviceId>,
@@ -356,11 +419,7 @@ impl Handler {
             return Answer::error(ResponseType::BadOption, "unsupported critical option");
         }
         let mut path = Vec::new();
-        for segment in request
-            .get_option(CoapOption::UriPath)
-            .into_iter()
-            .flatten()
-        {
+        for segment in request.option(URI_PATH) {
             match std::str::from_utf8(segment) {
                 Ok(s) => path.push(s),
                 Err(_) => {
@@ -369,7 +428,7 @@ impl Handler {
                 }
             }
         }
-        let method = match request.header.code {
+        let method = match request.class() {
             MessageClass::Request(m) => m,
             _ => RequestType::UnKnown,
         };
@@ -409,14 +468,14 @@ impl Handler {
     fn ingest(
         &mut self,
         peer: SocketAddr,
-        request: &Packet,
+        request: message::Request<'_>,
         device: &str,
         metric: Option<&str>,
         now: Instant,
         arrival: Timestamp,
         out: &mut Outcome,
     ) -> Answer {
-        let device = match DeviceId::new(device) {
+        let device = match self.ids.get(device) {
             Ok(d) => d,
             Err(e) => {
                 out.error("invalid_device_id", e.to_string());
@@ -431,12 +490,12 @@ impl Handler {
             }
         };
         let cf = request
-            .get_first_option(CoapOption::ContentFormat)
+            .first(CONTENT_FORMAT)
             .map(|v| message::read_uint(v).unwrap_or(u32::MAX));
         #[cfg(feature = "lorawan")]
         let codec = match self.codec.clone().filter(|_| super::codec::takes(cf)) {
             None => None,
-            Some(c) => match super::codec::fport(request, c.fport) {
+            Some(c) => match super::codec::fport(request.option(URI_QUERY), c.fport) {
                 Ok(fport) => Some((c, fport)),
                 Err(e) => {
                     out.error("invalid_fport", e.clone());
@@ -471,17 +530,17 @@ impl Handler {
                 .with(CoapOption::Size1, message::uint(self.size1()));
         }
         let mut echo = None;
-        let body = match request.get_first_option(CoapOption::Block1) {
-            None => request.payload.clone(),
+        let body = match request.first(BLOCK1) {
+            None => Cow::Borrowed(request.payload),
             Some(value) => {
                 let key = (
                     peer,
                     format!("{device}/{}", metric.as_ref().map_or("", |m| m.as_str())),
                 );
-                match self.block1(key, value, &request.payload, now, out) {
+                match self.block1(key, value, request.payload, now, out) {
                     Ok((body, option)) => {
                         echo = Some(option);
-                        body
+                        Cow::Owned(body)
                     }
                     Err(answer) => return answer,
                 }
@@ -490,8 +549,15 @@ impl Handler {
         #[cfg(feature = "lorawan")]
         if let Some((codec, fport)) = codec {
             let max = self.limits.max_readings_per_message;
-            let answer = match super::codec::decode(&codec, fport, body, &device, arrival, max, out)
-            {
+            let answer = match super::codec::decode(
+                &codec,
+                fport,
+                body.into_owned(),
+                &device,
+                arrival,
+                max,
+                out,
+            ) {
                 Ok(()) => Answer::new(ResponseType::Changed),
                 Err((code, detail)) => Answer::error(code, &detail),
             };
@@ -630,14 +696,14 @@ impl Handler {
 
     fn remember(&mut self, readings: &[Reading]) {
         for r in readings {
-            let known = self.latest.contains_key(r.device());
-            if !known && self.latest.len() >= self.limits.max_devices {
-                continue;
-            }
-            let metrics = self.latest.entry(r.device().clone()).or_default();
-            let key = r.metric().as_str();
-            if metrics.len() < MAX_METRICS_PER_DEVICE || metrics.contains_key(key) {
-                metrics.insert(key.to_string(), (r.value(), r.time()));
+            // A known device, the case of every datagram after its first,
+            // is found with one hash and its known metric updated in
+            // place: no key is copied (two allocations a reading
+            // otherwise), no second lookup.
+            if let Some(metrics) = self.latest.get_mut(r.device()) {
+                remember_in(metrics, r);
+            } else if self.latest.len() < self.limits.max_devices {
+                remember_in(self.latest.entry(r.device().clone()).or_default(), r);
             }
         }
     }

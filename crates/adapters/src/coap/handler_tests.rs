@@ -564,3 +564,50 @@ fn a_text_field_beside_the_numbers_is_noted_not_an_error() {
         .collect();
     assert_eq!(ignored, vec![("meter", "sensor_id")]);
 }
+
+/// A device's later datagrams reuse its id (one interned text: what the
+/// windows' cache of recent series recognises), a MAC in another notation
+/// still names the same device, and a flood of names never grows the
+/// table past `max_devices`.
+#[test]
+fn a_device_named_again_is_the_same_id_whatever_its_notation() {
+    let mut h = Handler::new(limits(), 1);
+    let now = Instant::now();
+    let post = |h: &mut Handler, mid: u16, path: &str| {
+        let o = h.handle(
+            peer(),
+            &request(false, POST, mid, path, Some(CF_JSON), None, b"{\"t\": 1}"),
+            now,
+            arrival(),
+        );
+        assert!(o.errors.is_empty(), "{:?}", o.errors);
+        o.readings[0].device().clone()
+    };
+    let first = post(&mut h, 1, "/s/fridge-1");
+    let again = post(&mut h, 2, "/s/fridge-1");
+    assert!(again.same_text(&first), "the kept id, not a new one");
+    assert!(again.is_interned());
+    let mac = post(&mut h, 3, "/s/AA-BB-CC-DD-EE-FF");
+    assert_eq!(post(&mut h, 4, "/s/aa:bb:cc:dd:ee:ff"), mac);
+    assert_eq!(post(&mut h, 5, "/s/AA-BB-CC-DD-EE-FF"), mac);
+    for i in 0..100 {
+        post(&mut h, 100 + i, &format!("/s/flood-{i}"));
+    }
+    assert!(h.ids.table.len() <= limits().max_devices);
+    assert_eq!(post(&mut h, 300, "/s/fridge-1"), first);
+    let bad = h.handle(
+        peer(),
+        &request(
+            false,
+            POST,
+            301,
+            "/s/a+b",
+            Some(CF_JSON),
+            None,
+            b"{\"t\": 1}",
+        ),
+        now,
+        arrival(),
+    );
+    assert_eq!(kinds(&bad), ["invalid_device_id"]);
+}

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::config::CoapServerConfig;
 use super::handler::{Handler, Outcome};
+use crate::udp::{Read, RecvBatch};
 
 /// Room for the header, token and options around the largest payload.
 const HEADROOM: usize = 512;
@@ -71,51 +72,93 @@ pub async fn serve(
     let mut limiter = peer_limiter(config.rate_limit, config.rate_burst, config.max_peers);
     let mut handler = Handler::for_server(&config, random_u16());
     // One byte more than the largest message we accept: a datagram that
-    // fills the buffer was truncated by the kernel (§4.6).
-    let mut buf = vec![0u8; config.limits.max_payload_bytes + HEADROOM + 1];
+    // fills its slot was truncated by the kernel (§4.6).
+    let slot = config.limits.max_payload_bytes + HEADROOM + 1;
+    let mut batch = RecvBatch::new(BATCH, slot);
+    let mut readings = Vec::new();
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
     loop {
-        let (n, peer) = tokio::select! {
+        tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    recv_failed(&stats, &throttle, &ctx.name, &e);
-                    continue;
-                }
+            r = socket.readable() => if let Err(e) = r {
+                recv_failed(&stats, &throttle, &ctx.name, &e);
+                continue;
             },
-        };
-        stats.received.inc();
+        }
+        // One arrival time for what one wake-up reads: its datagrams were
+        // queued within moments of each other.
         let now = tokio::time::Instant::now().into_std();
-        if !limiter.allow(peer.ip(), now) {
-            report(
+        let arrival = ctx.clock.now();
+        let read = batch.try_recv_many(&socket, BATCH, |read| {
+            let (bytes, peer) = match read {
+                Read::Datagram(bytes, got) => match got.peer {
+                    Some(peer) => (bytes, peer),
+                    None => return,
+                },
+                Read::Error(e) => return recv_failed(&stats, &throttle, &ctx.name, &e),
+            };
+            stats.received.inc();
+            if !limiter.allow(peer.ip(), now) {
+                report(
+                    &stats,
+                    &throttle,
+                    &ctx.name,
+                    peer,
+                    "rate_limited",
+                    "over the per-peer rate",
+                );
+                return;
+            }
+            let outcome = if bytes.len() >= slot {
+                handler.oversize(bytes)
+            } else {
+                handler.handle(peer, bytes, now, arrival)
+            };
+            settle(
+                outcome,
+                peer,
+                &mut readings,
+                &mut replies,
+                &ctx,
                 &stats,
                 &throttle,
-                &ctx.name,
-                peer,
-                "rate_limited",
-                "over the per-peer rate",
             );
-            continue;
+        });
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => recv_failed(&stats, &throttle, &ctx.name, &e),
         }
-        let outcome = if n == buf.len() {
-            handler.oversize(&buf[..n])
-        } else {
-            handler.handle(peer, &buf[..n], now, ctx.clock.now())
-        };
-        deliver(&socket, peer, outcome, &ctx, &stats, &throttle).await?;
+        deliver(
+            &socket,
+            &mut readings,
+            &mut replies,
+            &ctx,
+            &stats,
+            &throttle,
+        )
+        .await?;
     }
     info!(adapter = %ctx.name, "Stopped.");
     Ok(())
 }
 
-async fn deliver(
-    socket: &UdpSocket,
-    peer: SocketAddr,
+/// Datagrams read per wake-up (one `recvmmsg`), whose readings go to the
+/// pipeline as one message: one message and one pipeline turn per
+/// datagram cost more than the datagram itself under a flood.
+const BATCH: usize = 32;
+
+/// Counts what one datagram's outcome refused and keeps its readings and
+/// reply for [`deliver`].
+fn settle(
     outcome: Outcome,
+    peer: SocketAddr,
+    readings: &mut Vec<gateway_core::Reading>,
+    replies: &mut Vec<(Vec<u8>, SocketAddr)>,
     ctx: &AdapterContext,
     stats: &AdapterStats,
     throttle: &LogThrottle,
-) -> Result<(), AdapterError> {
+) {
     for (kind, detail) in &outcome.errors {
         report(stats, throttle, &ctx.name, peer, kind, detail);
     }
@@ -123,14 +166,35 @@ async fn deliver(
         stats.ignored_field(device.as_str(), key);
     }
     codec_notes(&outcome, ctx, throttle);
-    if !outcome.readings.is_empty() {
-        stats.readings.add(outcome.readings.len() as u64);
+    if readings.is_empty() {
+        *readings = outcome.readings;
+    } else {
+        readings.extend(outcome.readings);
+    }
+    if let Some(reply) = outcome.reply {
+        replies.push((reply, peer));
+    }
+}
+
+/// Hands a wake-up's readings to the pipeline, then sends the replies: an
+/// update is acknowledged only once the pipeline took its readings.
+async fn deliver(
+    socket: &UdpSocket,
+    readings: &mut Vec<gateway_core::Reading>,
+    replies: &mut Vec<(Vec<u8>, SocketAddr)>,
+    ctx: &AdapterContext,
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+) -> Result<(), AdapterError> {
+    if !readings.is_empty() {
+        let batch = std::mem::take(readings);
+        stats.readings.add(batch.len() as u64);
         ctx.ingress
-            .send(Ingress::Readings(outcome.readings))
+            .send(Ingress::Readings(batch))
             .await
             .map_err(|_| AdapterError::PipelineClosed)?;
     }
-    if let Some(reply) = outcome.reply {
+    for (reply, peer) in replies.drain(..) {
         if let Err(e) = socket.send_to(&reply, peer).await {
             report(stats, throttle, &ctx.name, peer, "send", &e.to_string());
         }

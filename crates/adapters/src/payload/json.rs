@@ -8,10 +8,10 @@
 use gateway_core::DeviceId;
 use serde_json::Value;
 
-use super::json_text;
 use super::{
     epoch_time, text, text_time, Context, DecodeError, Decoded, FieldReason, When, TIME_KEYS,
 };
+use super::{json_plain, json_text};
 
 /// Keys naming the device when the topic does not, in order of preference.
 const DEVICE_KEYS: [&str; 2] = ["device", "id"];
@@ -39,7 +39,11 @@ pub(super) fn decode(
     ctx: &Context,
     device_field: Option<&str>,
 ) -> Result<Decoded, DecodeError> {
-    let fields = json_text::object(text(payload)?)?;
+    let text = text(payload)?;
+    if let Some(decoded) = plain(text, ctx, device_field) {
+        return Ok(decoded);
+    }
+    let fields = json_text::object(text)?;
     let device = match ctx.device {
         Some(d) => d.clone(),
         None => payload_device(&fields, device_field)?,
@@ -77,6 +81,26 @@ pub(super) fn decode(
         return Err(DecodeError::NoValues);
     }
     Ok(out)
+}
+
+/// [`decode`] of an object [`json_plain`] reads, when the context names
+/// the device and no key is a time or device key: each field a reading at
+/// arrival time. `None` for anything else, which serde then reads.
+fn plain(text: &str, ctx: &Context, device_field: Option<&str>) -> Option<Decoded> {
+    let device = ctx.device?;
+    let fields = json_plain::fields(text)?;
+    let special = |key: &str| {
+        TIME_KEYS.contains(&key) || DEVICE_KEYS.contains(&key) || device_field == Some(key)
+    };
+    if fields.iter().any(|(key, _)| special(key)) {
+        return None;
+    }
+    let mut out = Decoded::default();
+    let when = When::arrival(ctx.now);
+    for (key, value) in fields.iter() {
+        out.push(device, key, key, value, when);
+    }
+    Some(out)
 }
 
 /// The device named by the payload: the first of `device_field` and

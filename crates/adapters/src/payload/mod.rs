@@ -35,6 +35,7 @@ mod decimal;
 mod device_id;
 mod influx;
 mod json;
+mod json_plain;
 mod json_text;
 mod kv;
 #[cfg(feature = "lorawan")]
@@ -59,6 +60,7 @@ pub(crate) use device_id::device_id_of_kind;
 use device_id::named_device_id;
 pub use device_id::IdKind;
 
+use gateway_core::hash::SeededState;
 use gateway_core::{DeviceId, MetricName, ModelError, Reading, TimeSource, Timestamp};
 
 /// How a payload is laid out. Chosen per topic or resource in the config.
@@ -548,8 +550,11 @@ thread_local! {
     /// The metric names payloads named lately on this thread: a sensor
     /// names the same few keys in every message, and checking and
     /// allocating each name again was a twentieth of the gateway's CPU per
-    /// QoS 1 JSON reading. Bounded; only valid names are kept.
-    static METRICS: RefCell<HashMap<Box<str>, MetricName>> = RefCell::new(HashMap::new());
+    /// QoS 1 JSON reading. Bounded; only valid names are kept. The seeded
+    /// hasher, not SipHash: its hash of the key was most of a lookup
+    /// (issue 69).
+    static METRICS: RefCell<HashMap<Box<str>, MetricName, SeededState>> =
+        RefCell::new(HashMap::default());
 }
 
 /// Names [`METRICS`] holds before it starts over.

@@ -96,7 +96,13 @@ impl CpuMeter {
 
     /// Microseconds of CPU per item since [`Self::start`].
     pub fn micros_per(&self, items: u64) -> f64 {
-        1e6 * (cpu_seconds(self.pid) - self.start) / (items.max(1) as f64)
+        self.micros_per_until(cpu_seconds(self.pid), items)
+    }
+
+    /// Microseconds of CPU per item from [`Self::start`] to when the
+    /// process had used `cpu_seconds` (read by [`Gateway::watch_costed`]).
+    pub fn micros_per_until(&self, cpu_seconds: f64, items: u64) -> f64 {
+        1e6 * (cpu_seconds - self.start) / (items.max(1) as f64)
     }
 }
 
@@ -286,9 +292,19 @@ impl Gateway {
     /// [`Self::watch`] for a counter that stood at `from` before this
     /// burst: waits for `n` more, and counts only those.
     pub fn watch_from(&self, name: &str, from: f64, n: f64) -> Run {
+        self.watch_costed(name, from, n, &[]).0
+    }
+
+    /// [`Self::watch_from`], and the CPU seconds each of `pids` had used
+    /// when the counter last rose: what a burst cost, without the idle
+    /// wait that tells its end (3 s of timers and of this watch's own
+    /// `/metrics` scrapes, a microsecond a datagram when a short burst
+    /// lost most of its datagrams).
+    pub fn watch_costed(&self, name: &str, from: f64, n: f64, pids: &[u32]) -> (Run, Vec<f64>) {
         let n = from + n;
         let (mut first, mut last, mut value) = (None, Instant::now(), from);
         let mut changed = Instant::now();
+        let mut cpu: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
         loop {
             let v = self.counter(name);
             let now = Instant::now();
@@ -297,16 +313,18 @@ impl Gateway {
                 value = v;
                 last = now;
                 changed = now;
+                cpu = pids.iter().map(|&p| cpu_seconds(p)).collect();
             }
             if value >= n || now - changed > IDLE {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Run {
+        let run = Run {
             received: (value - from) as u64,
             seconds: first.map_or(0.0, |f| (last - f).as_secs_f64()),
-        }
+        };
+        (run, cpu)
     }
 }
 
@@ -329,4 +347,37 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// Which side of its limit a figure must stay on.
+#[derive(Clone, Copy)]
+pub enum Bound {
+    AtLeast,
+    AtMost,
+}
+// Not every bench judges both ways.
+#[allow(unused_imports)]
+pub use Bound::{AtLeast, AtMost};
+
+/// Prints one judged figure as a `goal:` line, the form
+/// `scripts/bench-ratios.sh` collects from every bench into one table:
+/// `goal: <what> | <measured> <unit> | <≥ or ≤> <limit> <unit> | met or NOT MET`.
+/// A verdict only: a bench never fails on a number.
+pub fn goal(what: &str, measured: f64, limit: f64, bound: Bound, unit: &str) {
+    let (sign, met) = match bound {
+        Bound::AtLeast => ("≥", measured >= limit),
+        Bound::AtMost => ("≤", measured <= limit),
+    };
+    let verdict = if met { "met" } else { "NOT MET" };
+    let places = if unit == "%" { 1 } else { 2 };
+    println!(
+        "goal: {what} | {measured:.places$} {unit} | {sign} {limit:.places$} {unit} | {verdict}"
+    );
+}
+
+/// A figure with no goal of its own, in the same table as the goals: the
+/// trend the next regression shows in.
+pub fn figure(what: &str, measured: f64, unit: &str) {
+    let places = if unit == "%" { 1 } else { 2 };
+    println!("goal: {what} | {measured:.places$} {unit} | - | figure");
 }

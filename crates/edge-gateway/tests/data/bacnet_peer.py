@@ -46,6 +46,11 @@ Commands on stdin, each answered with "ok" (or "error ..."):
                                  bacpypes3 builds them, to the device's
                                  first subscriber with its process id, for
                                  an object it did not subscribe to
+  flood INSTANCE TYPE:N START COUNT
+                                 COUNT UnconfirmedCOVNotifications of the
+                                 object (START, START+1, ...) to the
+                                 device's first subscriber, as fast as
+                                 bacpypes3 builds them (the COV cost bench)
   forge INSTANCE FROM SUBSCRIBED OBJECT DEVICE VALUE MODE COUNT
                                  COUNT COV notifications (MODE confirmed or
                                  unconfirmed) built by bacpypes3 with the
@@ -339,6 +344,26 @@ async def commands():
                 )
                 req.pduDestination = sub.client_addr
                 app.request(req)
+            elif cmd == "flood":
+                app = apps[inst]
+                sub = next(s for det in app._cov_detections.values() for s in det.cov_subscriptions)
+                kind, number = line[2].split(":")
+                start_v, count = float(line[3]), int(line[4])
+                for i in range(count):
+                    req = UnconfirmedCOVNotificationRequest(
+                        subscriberProcessIdentifier=sub.proc_id,
+                        initiatingDeviceIdentifier=("device", inst),
+                        monitoredObjectIdentifier=(kind, int(number)),
+                        timeRemaining=60,
+                        listOfValues=[
+                            PropertyValue(propertyIdentifier="presentValue", value=Any(Real(start_v + i))),
+                            PropertyValue(propertyIdentifier="statusFlags", value=Any(StatusFlags([0, 0, 0, 0]))),
+                        ],
+                    )
+                    req.pduDestination = sub.client_addr
+                    app.request(req)
+                    if i % 64 == 63:
+                        await asyncio.sleep(0)
             elif cmd == "forge":
                 await forge(line)
             elif cmd == "iams":

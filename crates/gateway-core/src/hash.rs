@@ -1,23 +1,25 @@
-//! A fast, per-process seeded hasher for the intern map.
+//! A fast, per-process seeded hasher for the maps every reading or datagram
+//! passes through: the aggregator's intern map, the CoAP duplicate cache.
 //!
 //! The intern map hashes every reading's device and metric, so the std default
-//! (SipHash-1-3) was the largest single cost of an in-cache ingest. This is
+//! (SipHash-1-3) was the largest single cost of an in-cache ingest (and a
+//! tenth of a CoAP datagram's, in its duplicate cache). This is
 //! the folded-multiply construction of foldhash (hashbrown's default hasher):
 //! 8 bytes per 64×64→128-bit multiply, high and low halves xored.
 //!
 //! Device ids come from the network, so the keys are attacker-chosen. The seed
 //! and multiplier are drawn from std's `RandomState` (the OS random source) at
 //! construction, so collisions cannot be precomputed offline; like foldhash it
-//! is not a keyed PRF, which is acceptable here because the map holds only
-//! series with an open window and so is bounded by the traffic of one window
-//! plus grace.
+//! is not a keyed PRF, which is acceptable for a map whose size is bounded
+//! otherwise: the intern map holds only series with an open window (the
+//! traffic of one window plus grace), the duplicate cache its capacity.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
 /// Builds [`SeededHasher`]s that share one random seed.
 #[derive(Debug, Clone)]
-pub(crate) struct SeededState {
+pub struct SeededState {
     seed: u64,
     /// Odd, so the multiply never discards the low bit entirely.
     mul: u64,
@@ -45,7 +47,7 @@ impl BuildHasher for SeededState {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct SeededHasher {
+pub struct SeededHasher {
     state: u64,
     mul: u64,
 }
