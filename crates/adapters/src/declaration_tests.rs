@@ -53,7 +53,9 @@ fn adapter_folders() -> Vec<String> {
     feature = "ble",
     feature = "tcp_line",
     feature = "serial",
-    feature = "modbus"
+    feature = "modbus",
+    feature = "bacnet",
+    feature = "knx"
 ))]
 #[test]
 fn every_adapter_folder_is_declared_and_documented() {
@@ -73,6 +75,33 @@ fn every_adapter_folder_is_declared_and_documented() {
             );
         }
     }
+}
+
+/// The folders test above runs only with every adapter built in: its
+/// `cfg` must name every default feature, or a new adapter's folder goes
+/// unchecked (it once missed `bacnet`).
+#[test]
+fn the_folders_test_runs_with_every_default_feature() {
+    let source = std::fs::read_to_string(crate_dir().join("src/declaration_tests.rs"))
+        .expect("src/declaration_tests.rs");
+    let gate = source
+        .split("#[cfg(all(")
+        .nth(1)
+        .and_then(|rest| rest.split("))]").next())
+        .expect("the folders test's cfg(all(...))");
+    let mut gated: Vec<String> = gate
+        .split("feature = \"")
+        .skip(1)
+        .filter_map(|f| f.split('"').next().map(str::to_string))
+        .collect();
+    let ours = manifest(&crate_dir().join("Cargo.toml"));
+    let mut defaults = strings(ours["features"].get("default"));
+    gated.sort();
+    defaults.sort();
+    assert_eq!(
+        gated, defaults,
+        "every_adapter_folder_is_declared_and_documented's cfg must list the default features"
+    );
 }
 
 #[test]
@@ -216,4 +245,28 @@ fn every_placeholder_of_the_templates_is_filled() {
             d.info.kind
         );
     }
+}
+
+/// A reload names each changed family section by its own name: a change
+/// to `[[ble.device]]` once read as "lorawan".
+#[cfg(all(feature = "ble", feature = "coap"))]
+#[test]
+fn a_changed_family_section_is_named_by_its_own_name() {
+    use gateway_core::config::{AdapterSpec, Problems};
+
+    let parse = |text: &str| {
+        let root: toml::Table = text.parse().expect("toml");
+        // Without its [[adapter]] a section is noted as a problem, and
+        // still parsed: what is compared here.
+        <crate::AdapterConfig as AdapterSpec>::sections(&root, &mut Problems::default())
+    };
+    let old = parse("");
+    let ble = parse("[[ble.device]]\nmac = \"54:48:E6:8F:80:A5\"\nname = \"Kitchen\"\n");
+    let both = parse(
+        "[[ble.device]]\nmac = \"54:48:E6:8F:80:A5\"\nname = \"Kitchen\"\n\
+         [[coap.psk]]\nidentity = \"node-7\"\nkey = \"a-long-enough-key\"\n",
+    );
+    assert_eq!(old.changed(&old), Vec::<&str>::new());
+    assert_eq!(old.changed(&ble), ["ble"]);
+    assert_eq!(ble.changed(&both), ["coap"]);
 }

@@ -11,6 +11,7 @@
 //! `Adapter`; one line in the list below; a feature. docs/architecture.md
 //! ("Adding an adapter") has the whole recipe.
 
+pub mod actuators;
 pub mod payload;
 
 #[cfg(feature = "mqtt")]

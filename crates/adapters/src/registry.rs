@@ -128,6 +128,17 @@ macro_rules! adapter_registry {
                 out
             }
 
+            /// The sections that differ from `other`'s, each by its own
+            /// name (a reload reports them).
+            pub fn changed(&self, other: &Self) -> Vec<&'static str> {
+                #[allow(unused_mut)]
+                let mut out = Vec::new();
+                $( $(#[$smeta])* if self.$field != other.$field {
+                    out.push(<$sty as $crate::registry::OwnedSection>::NAME);
+                } )*
+                out
+            }
+
             /// What these sections probably get wrong, for `validate`.
             pub fn notes(&self) -> Vec<String> {
                 #[allow(unused_mut)]

@@ -14,13 +14,15 @@
 
 use std::sync::Arc;
 
-use gateway_core::command::{Command, CommandRequest, CommandTarget, CommandTargets, WriteOutcome};
+use gateway_core::command::{
+    Command, CommandRequest, CommandTarget, CommandTargets, WriteOutcome, ORIGIN_RULE,
+};
 use gateway_core::config::CommandsConfig;
 use gateway_core::event::{CommandEvent, SinkEvent};
 use gateway_core::rate_limit::RateLimiter;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Clock, DeviceId, Telemetry, Timestamp};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -54,6 +56,12 @@ pub struct Executor {
     pub telemetry: Telemetry,
     /// Where results go (the upstream's results lane, the dashboard).
     pub results: Vec<mpsc::Sender<SinkEvent>>,
+    /// The actuators only rule actions write to (the older forms'
+    /// `publish` and `coap_put`): looked up before the adapters' targets
+    /// for [`ORIGIN_RULE`], never for anyone else.
+    pub actuators: CommandTargets,
+    /// The running request's maker, waiting for its result.
+    reply: std::sync::Mutex<Option<oneshot::Sender<CommandEvent>>>,
     /// Commands per device: one device's flood is refused without
     /// touching another's commands. Devices no adapter writes to share
     /// one key (`None`): a sender can make up any number of them, and each
@@ -104,6 +112,8 @@ impl Executor {
             clock,
             telemetry,
             results,
+            actuators: CommandTargets::default(),
+            reply: std::sync::Mutex::new(None),
             rate,
             log: LogThrottle::default(),
             hold_result: std::env::var(HOLD_RESULT_ENV)
@@ -111,6 +121,13 @@ impl Executor {
                 .and_then(|ms| ms.parse().ok())
                 .map(std::time::Duration::from_millis),
         }
+    }
+
+    /// With the actuators of rule actions.
+    #[must_use]
+    pub fn with_actuators(mut self, actuators: CommandTargets) -> Self {
+        self.actuators = actuators;
+        self
     }
 
     /// Gives every command the gateway stopped during (kill -9, power
@@ -175,14 +192,17 @@ impl Executor {
     }
 
     /// Runs a command another component made (Home Assistant's command
-    /// topics): the same journal, age, check, rate and result as a
-    /// command from the cloud; its age counts from its arrival.
+    /// topics, a rule's action): the same journal, age, check, rate and
+    /// result as a command from the cloud; its age counts from its
+    /// arrival. Its result also goes to its `reply`.
     pub async fn handle_request(&mut self, request: CommandRequest) {
         let CommandRequest {
             command,
             at,
             origin,
+            reply,
         } = request;
+        self.set_reply(reply);
         let parsed = parse::Parsed {
             id: command.id,
             metric: command.metric,
@@ -191,6 +211,14 @@ impl Executor {
         };
         self.execute(command.device, parsed, Made::OnArrival, at, origin)
             .await;
+        // Every way through `execute` sends one result; none is left.
+        self.set_reply(None);
+    }
+
+    fn set_reply(&self, reply: Option<oneshot::Sender<CommandEvent>>) {
+        if let Ok(mut r) = self.reply.lock() {
+            *r = reply;
+        }
     }
 
     /// A well-formed command, from its id's journal entry to its result.
@@ -246,7 +274,11 @@ impl Executor {
                 return;
             }
         };
-        let target = self.targets.find(&command.device);
+        let target = match origin {
+            ORIGIN_RULE => self.actuators.find(&command.device),
+            _ => None,
+        }
+        .or_else(|| self.targets.find(&command.device));
         let bucket = target.as_ref().map(|_| command.device.clone());
         if !self.rate.allow(bucket, Instant::now().into_std()) {
             let detail = if target.is_some() {
@@ -407,6 +439,11 @@ impl Executor {
             detail: r.detail.clone(),
             at,
         };
+        let reply = self.reply.lock().ok().and_then(|mut r| r.take());
+        if let Some(reply) = reply {
+            // A maker that stopped waiting needs no answer.
+            let _ = reply.send(event.clone());
+        }
         for results in &self.results {
             // A stopped output takes nothing more; the result is journaled.
             let _ = results.send(SinkEvent::Command(event.clone())).await;

@@ -173,3 +173,76 @@ async fn an_id_is_its_devices() {
     assert_eq!((r.device.as_str(), r.status.as_str()), ("lamp-1", "done"));
     assert_eq!(b.writes.load(Ordering::Relaxed), 2);
 }
+
+/// A rule action's actuator is written only for a rule, through the same
+/// journal and rate, and its maker gets the result too; the cloud cannot
+/// reach it.
+#[tokio::test(start_paused = true)]
+async fn an_actuator_only_rules_reach_answers_its_rule() {
+    struct Vent(Arc<AtomicUsize>);
+    impl CommandTarget for Vent {
+        fn serves(&self, device: &DeviceId) -> bool {
+            device.as_str() == "vent"
+        }
+        fn check(&self, _: &Command) -> Result<(), Refusal> {
+            Ok(())
+        }
+        fn write(&self, _: Command) -> WriteFuture {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async { WriteOutcome::Done { value: None } })
+        }
+    }
+    let b = bench(Duration::from_secs(60), Duration::ZERO);
+    let vent_writes = Arc::new(AtomicUsize::new(0));
+    let actuators = CommandTargets::default();
+    actuators.register("vent", Arc::new(Vent(vent_writes.clone())));
+    let mut b = Bench {
+        exec: b.exec.with_actuators(actuators),
+        ..b
+    };
+    let request = |id: &str, origin| {
+        let (reply, answer) = oneshot::channel();
+        let command = Command {
+            id: id.into(),
+            device: DeviceId::new("vent").unwrap(),
+            metric: "put".into(),
+            value: gateway_core::command::CommandValue::Text("on".into()),
+        };
+        let request = CommandRequest {
+            command,
+            at: Instant::now(),
+            origin,
+            reply: Some(reply),
+        };
+        (request, answer)
+    };
+    let (r, answer) = request("rule-1", ORIGIN_RULE);
+    b.exec.handle_request(r).await;
+    let answer = answer.await.unwrap();
+    assert_eq!(
+        (answer.id.as_str(), answer.status.as_str()),
+        ("rule-1", "done")
+    );
+    assert!(matches!(b.results.try_recv(), Ok(SinkEvent::Command(c)) if c.id == "rule-1"));
+    assert!(b
+        .exec
+        .journal
+        .as_ref()
+        .unwrap()
+        .get("vent", "rule-1")
+        .is_some());
+    // The same alert's command again: answered from the journal.
+    let (r, answer) = request("rule-1", ORIGIN_RULE);
+    b.exec.handle_request(r).await;
+    assert_eq!(answer.await.unwrap().status, "done");
+    assert_eq!(vent_writes.load(Ordering::Relaxed), 1);
+    // Home Assistant (or the cloud) finds no target for it.
+    let (r, answer) = request("ha-1", "home_assistant");
+    b.exec.handle_request(r).await;
+    let answer = answer.await.unwrap();
+    assert_eq!(
+        (answer.status.as_str(), answer.reason.as_str()),
+        ("refused", "not_writable")
+    );
+    assert_eq!(vent_writes.load(Ordering::Relaxed), 1);
+}

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  upstream broker {prefix}/+/command      Home Assistant's command topics
-//!  (QoS 1, own connection)                 ([home_assistant] commands = true)
+//!  (QoS 1, own connection)                 ([home_assistant] commands = true),
+//!        │                                 rules' local actions
 //!        │ listener                              │ CommandRequest
 //!        ▼◀──────────────────────────────────────┘
 //!  exec: parse → journal (repeat?) → age → target.check → rate
@@ -23,10 +24,11 @@
 //!
 //! What is writable is declared in the config and known only to the
 //! adapters' targets; a device no target serves is `refused`
-//! (`not_writable`). Commands come from the cloud broker, and from Home
+//! (`not_writable`). Commands come from the cloud broker, from Home
 //! Assistant's only where `[home_assistant] commands = true` (its sink
-//! makes a [`CommandRequest`] of a message on an entity's command topic):
-//! nothing else subscribes to a command topic or calls a target.
+//! makes a [`CommandRequest`] of a message on an entity's command topic),
+//! and from the rules' local actions (`rules::actions` makes one of an
+//! alert): nothing else subscribes to a command topic or calls a target.
 
 pub mod age;
 pub mod exec;
@@ -79,6 +81,8 @@ pub struct CommandsSetup {
     pub clock: Arc<dyn Clock>,
     pub telemetry: Telemetry,
     pub results: Vec<mpsc::Sender<SinkEvent>>,
+    /// The actuators only rule actions write to (`exec::Executor::actuators`).
+    pub actuators: CommandTargets,
 }
 
 /// Starts the listener; it stops with `stop`.
@@ -102,7 +106,8 @@ pub fn start(setup: CommandsSetup, stop: CancellationToken) -> Result<JoinHandle
         setup.clock,
         setup.telemetry,
         setup.results,
-    );
+    )
+    .with_actuators(setup.actuators);
     Ok(tokio::spawn(listener::run(
         opts,
         setup.topic_prefix,

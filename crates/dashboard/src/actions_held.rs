@@ -65,7 +65,7 @@ pub fn section(state: &AppState, active: &[AlertRow]) -> String {
             out,
             r#"<tr{class}><td>{}</td><td>{}</td><td>{by}</td></tr>"#,
             esc(&h.action.target()),
-            esc(&h.action.payload),
+            esc(&h.action.payload.to_string()),
         );
     }
     out.push_str("</tbody></table>");

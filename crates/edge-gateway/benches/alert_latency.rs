@@ -10,6 +10,14 @@
 //! alert is matched to the moment it was handed to the publisher's socket
 //! queue: latency = alert received upstream − reading sent, both clocks in
 //! this process. Reported: p50, p99, max, and how many alerts arrived.
+//!
+//! `EDGE_BENCH_ALERT_ACTION=1` gives the rule a local action (a publish
+//! on the local broker, `actions/bench`) and measures it too: reading
+//! published -> action received on the local broker. The action's payload
+//! is fixed, so the n-th action is matched to the n-th crossing reading:
+//! the figure holds only when every one arrives (printed as `n of m`).
+//! `[commands]` allows them all (its default rate is per actuator, for
+//! people's commands, not for a thousand alerts a second).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,6 +43,8 @@ const BASE: f64 = 1000.0;
 /// as for the gateway (fresh connections, first allocations), which is not
 /// what a running gateway's alerts see.
 const WARM_UP: f64 = 1.0;
+/// Where the local action publishes (`EDGE_BENCH_ALERT_ACTION=1`).
+const ACTION_TOPIC: &str = "actions/bench";
 
 /// The gateway: an MQTT adapter on `local`, one threshold rule, upstream
 /// to `upstream`. `state_in`: where the state directory (journal, outbox)
@@ -45,6 +55,7 @@ fn start_gateway(
     upstream: &Broker,
     window: &str,
     state_in: Option<&str>,
+    action: bool,
 ) -> (Gateway, tempfile::TempDir) {
     let dir = state_in
         .map_or_else(tempfile::tempdir, tempfile::tempdir_in)
@@ -76,7 +87,19 @@ kind = "threshold"
 metric = "temperature"
 max = {MAX}
 cooldown = "0s"
+{action}
 "#,
+        action = if action {
+            format!(
+                r#"action = {{ publish = "{ACTION_TOPIC}", payload = "on", cooldown = "0s", broker = "mqtt://127.0.0.1:{}" }}
+[commands]
+rate = 1000000.0
+burst = 1000000"#,
+                local.port
+            )
+        } else {
+            String::new()
+        },
         state = dir.path().join("state").display(),
         // EDGE_BENCH_CHECKPOINT=0s takes checkpoints out.
         checkpoint = std::env::var("EDGE_BENCH_CHECKPOINT")
@@ -118,29 +141,41 @@ async fn main() {
     let state_in = std::env::var("EDGE_BENCH_STATE_IN")
         .ok()
         .filter(|d| !d.is_empty());
+    let action = std::env::var("EDGE_BENCH_ALERT_ACTION").is_ok_and(|v| v == "1");
     let limit = Phase::run(
         &local,
         &local,
         "sensors/+",
-        |j| j["temperature"].as_f64().filter(|v| *v >= BASE),
+        Marker::Value(|j| j["temperature"].as_f64().filter(|v| *v >= BASE)),
         rate,
         seconds,
     )
     .await;
-    let _gw = start_gateway(&local, &upstream, &window, state_in.as_deref());
+    let gw = start_gateway(&local, &upstream, &window, state_in.as_deref(), false);
+    let cpu = support::CpuMeter::start(gw.0.pid());
     let gateway = Phase::run(
         &local,
         &upstream,
         "bench/+/alerts",
-        |j| {
+        Marker::Value(|j| {
             (j["state"] == "raised")
                 .then(|| j["value"].as_f64())
                 .flatten()
-        },
+        }),
         rate,
         seconds,
     )
     .await;
+    let alert_cpu = cpu.micros_per(gateway.readings);
+    drop(gw);
+    let actions = if action {
+        let gw = start_gateway(&local, &upstream, &window, state_in.as_deref(), true);
+        let cpu = support::CpuMeter::start(gw.0.pid());
+        let phase = Phase::run(&local, &local, ACTION_TOPIC, Marker::Arrival, rate, seconds).await;
+        Some((cpu.micros_per(phase.readings), phase))
+    } else {
+        None
+    };
     println!(
         "windows: {window}; broker set_tcp_nodelay: {nodelay}; state dir in {}; readings: {} in {:.2} s ({:.0}/s), {} crossing the threshold",
         state_in.as_deref().unwrap_or("the default temp dir"),
@@ -153,6 +188,20 @@ async fn main() {
         "the limit: reading published -> same reading received from the broker (no gateway)",
     );
     gateway.print("alert latency: reading published -> alert received upstream");
+    println!("  gateway CPU: {alert_cpu:.2} µs per reading");
+    if let Some((action_cpu, actions)) = actions {
+        actions.print("local action latency: reading published -> action received on the local broker (n-th action matched to n-th crossing)");
+        println!("  gateway CPU: {action_cpu:.2} µs per reading");
+    }
+}
+
+/// How a received message is matched to the reading that caused it.
+#[derive(Clone, Copy)]
+enum Marker {
+    /// By the marked value in its JSON payload (`BASE` + its number).
+    Value(fn(&serde_json::Value) -> Option<f64>),
+    /// By its place: the n-th message answers the n-th marked reading.
+    Arrival,
 }
 
 /// One flood of readings and the latencies of the marked ones.
@@ -172,7 +221,7 @@ impl Phase {
         to: &Broker,
         from: &Broker,
         filter: &str,
-        marked: fn(&serde_json::Value) -> Option<f64>,
+        marked: Marker,
         rate: f64,
         seconds: f64,
     ) -> Self {
@@ -188,14 +237,23 @@ impl Phase {
         let receiver = {
             let (sent, latencies) = (Arc::clone(&sent), Arc::clone(&latencies));
             tokio::spawn(async move {
+                let mut arrived = 0u64;
                 while let Ok(e) = sub_loop.poll().await {
                     let Event::Incoming(Packet::Publish(p)) = e else {
                         continue;
                     };
                     let at = Instant::now();
-                    let j: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-                    let Some(v) = marked(&j) else { continue };
-                    let k = (v - BASE) as u64;
+                    let k = match marked {
+                        Marker::Value(marked) => {
+                            let j: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                            let Some(v) = marked(&j) else { continue };
+                            (v - BASE) as u64
+                        }
+                        Marker::Arrival => {
+                            arrived += 1;
+                            arrived
+                        }
+                    };
                     if let Some(t) = sent.lock().unwrap().get(&k) {
                         latencies.lock().unwrap().push((at - *t, *t));
                     }

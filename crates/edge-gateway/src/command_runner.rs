@@ -1,7 +1,10 @@
 //! Starting the command runner (the `commands` crate): which ways in are
 //! open (the cloud broker with `[commands] enabled`, Home Assistant's with
-//! `[home_assistant] commands`) and where results go. Without either it
-//! is not started, and no adapter opens a write side.
+//! `[home_assistant] commands`, the rules' local actions) and where
+//! results go. Without any it is not started, and no adapter opens a
+//! write side. A rule's action needs neither the cloud nor `[commands]`:
+//! its results go to the log, the metrics and the dashboard (and
+//! upstream, when there is one).
 
 use std::sync::Arc;
 
@@ -20,15 +23,15 @@ use crate::settings::GatewayConfig;
 /// The running command runner and its stop.
 pub type Runner = (CancellationToken, JoinHandle<()>);
 
-/// The channel Home Assistant's controls hand their commands to, when
-/// they are on.
+/// The channel the components that make commands (Home Assistant's
+/// controls, the rules' actions) hand them to, when any does.
 pub fn requests(
     config: &GatewayConfig,
 ) -> (
     Option<mpsc::Sender<CommandRequest>>,
     Option<mpsc::Receiver<CommandRequest>>,
 ) {
-    if config.home_assistant_commands() {
+    if config.home_assistant_commands() || config.rule_actions() {
         let (tx, rx) = mpsc::channel(commands::REQUEST_QUEUE);
         (Some(tx), Some(rx))
     } else {
@@ -36,13 +39,23 @@ pub fn requests(
     }
 }
 
+/// The outputs that make commands, each with its end of [`requests`].
+pub struct Makers {
+    /// Home Assistant's controls, when `[home_assistant] commands` is on.
+    pub home_assistant: Option<sinks::home_assistant::HaCommands>,
+    /// The rules' actions, when a rule has one.
+    pub actions: Option<rules::actions::ActionsOutput>,
+}
+
 /// What the runner is started with.
 pub struct Ways {
     /// The upstream's connection, when there is one.
     pub upstream: Option<ConnectionSettings>,
-    /// Home Assistant's requests, when its controls are on.
+    /// The requests of Home Assistant's controls and the rules' actions.
     pub requests: Option<mpsc::Receiver<CommandRequest>>,
     pub targets: CommandTargets,
+    /// The actuators only rule actions write to.
+    pub actuators: CommandTargets,
     /// The upstream's urgent lane and the dashboard's events.
     pub results: Vec<mpsc::Sender<SinkEvent>>,
 }
@@ -76,6 +89,7 @@ pub fn start(
             clock,
             telemetry,
             results: ways.results,
+            actuators: ways.actuators,
         },
         stop.clone(),
     )
@@ -85,6 +99,9 @@ pub fn start(
     }
     if config.home_assistant_commands() {
         info!("Taking commands from Home Assistant's broker.");
+    }
+    if config.rule_actions() {
+        info!("The rules' local actions run as commands (journal, rate, results).");
     }
     Ok(Some((stop, task)))
 }

@@ -15,6 +15,7 @@ use aggregator::{Aggregator, WindowSpec};
 use anyhow::Context as _;
 use gateway_core::command::{CommandTargets, WritablePoint};
 use gateway_core::component::{Ingress, IngressSender, Sources, ADAPTER_LISTENING};
+use gateway_core::config::action::action_points;
 use gateway_core::config::AdapterSpec;
 use gateway_core::output::OutputTask;
 use gateway_core::{AdapterContext, Clock, Telemetry};
@@ -27,7 +28,6 @@ use dashboard::Dashboard;
 use pipeline::durability::Durability;
 use pipeline::fanout::{flush_all, SinkFanout};
 use pipeline::Pipeline;
-use rules::actions::{run_actions, ACTION_QUEUE};
 use rules::alerts::Alerts;
 
 /// `1` while an adapter's task runs, `0` once it has stopped.
@@ -63,7 +63,9 @@ pub struct Gateway {
     /// The config running now: adapters as reloaded, other sections as started.
     config: GatewayConfig,
     pipeline: JoinHandle<()>,
-    actions: Option<JoinHandle<()>>,
+    /// The writers of the actuators rule actions name by topic or URI:
+    /// stopped once the command runner is.
+    actuators: (CancellationToken, Vec<JoinHandle<()>>),
     /// The outputs' tasks (the upstream first): they end once the pipeline
     /// is done and they have written (or stored) what it gave them.
     outputs: Vec<RunningOutput>,
@@ -124,6 +126,8 @@ impl Gateway {
         let command_targets = CommandTargets::default();
         let (writable, writable_rx) = watch::channel(None);
         let (requests, requests_rx) = command_runner::requests(config);
+        let declared: Vec<_> = config.devices.iter().map(|d| d.id.clone()).collect();
+        let points = action_points(&config.rules, &declared);
         let outputs = start_outputs(
             config,
             upstream,
@@ -132,10 +136,22 @@ impl Gateway {
                 telemetry: &telemetry,
                 clock: &clock,
             },
-            requests.map(|requests| sinks::home_assistant::HaCommands {
-                writable: writable_rx,
-                requests,
-            }),
+            command_runner::Makers {
+                home_assistant: requests
+                    .clone()
+                    .filter(|_| config.home_assistant_commands())
+                    .map(|requests| sinks::home_assistant::HaCommands {
+                        writable: writable_rx,
+                        requests,
+                    }),
+                actions: requests.filter(|_| config.rule_actions()).map(|requests| {
+                    rules::actions::ActionsOutput {
+                        rules: config.rules.clone(),
+                        points: points.clone(),
+                        requests,
+                    }
+                }),
+            },
         )?;
         let Outputs {
             feeds,
@@ -143,23 +159,36 @@ impl Gateway {
             running,
             results,
             dashboard,
+            actions,
             upstream_urgent,
         } = outputs;
-        let (pipeline, in_tx) = start_pipeline(
+        let pipeline = start_pipeline(
             config,
             aggregator,
             durability,
             SinkFanout::new(feeds),
             flushes,
+            actions,
             &clock,
             &telemetry,
         );
+        let actuators_stop = CancellationToken::new();
+        let actuators = if requests_rx.is_some() {
+            adapters::actuators::Actuators::start(
+                &points.implicit,
+                &config.gateway.id,
+                &actuators_stop,
+            )
+        } else {
+            adapters::actuators::Actuators::default()
+        };
         let commands = command_runner::start(
             config,
             command_runner::Ways {
                 upstream: upstream_connection,
                 requests: requests_rx,
                 targets: command_targets.clone(),
+                actuators: actuators.targets,
                 results,
             },
             clock.clone(),
@@ -172,12 +201,12 @@ impl Gateway {
             telemetry,
             adapters_stop: CancellationToken::new(),
             adapters: Vec::new(),
-            ingress: Some(in_tx),
+            ingress: Some(pipeline.ingress),
             sources,
             clock,
             config: config.clone(),
             pipeline: pipeline.task,
-            actions: pipeline.actions,
+            actuators: (actuators_stop, actuators.tasks),
             outputs: running,
             dashboard,
             upstream_urgent,
@@ -294,7 +323,6 @@ impl Gateway {
             ("metrics", old.metrics != new.metrics),
             ("device", old.devices != new.devices),
             ("rule", old.rules != new.rules),
-            ("lorawan", old.sections != new.sections),
             ("sink", old.sinks != new.sinks),
             ("dashboard", old.dashboard != new.dashboard),
             // The pages, sinks and alerts were given their units at start.
@@ -309,6 +337,11 @@ impl Gateway {
                 summary.need_restart.push(section);
             }
         }
+        // The adapter families' own sections (`[lorawan]`, `[ble]`, …),
+        // each by its name.
+        summary
+            .need_restart
+            .extend(old.sections.changed(&new.sections));
         let mut keep = Vec::new();
         for running in std::mem::take(&mut self.adapters) {
             let name = running.config.name().to_string();
@@ -362,6 +395,13 @@ impl Gateway {
                 error!(error = %e, "Command listener failed.");
             }
         }
+        let (actuators_stop, actuators) = self.actuators;
+        actuators_stop.cancel();
+        for writer in actuators {
+            if let Err(e) = writer.await {
+                error!(error = %e, "An actuator's writer failed.");
+            }
+        }
         self.adapters_stop.cancel();
         drop(self.ingress.take());
         for running in self.adapters {
@@ -371,11 +411,6 @@ impl Gateway {
             }
         }
         self.pipeline.await.context("pipeline task")?;
-        // The pipeline held the only sender: the runner finishes what is
-        // queued and ends.
-        if let Some(actions) = self.actions {
-            actions.await.context("actions task")?;
-        }
         let mut failed = Ok(());
         for output in self.outputs {
             let name = output.name.clone();
@@ -430,10 +465,10 @@ async fn stop_adapter(running: RunningAdapter) {
 
 // The pipeline: windows, alerts, the ingress journal and checkpoints.
 
-/// The running pipeline and its action runner.
+/// The running pipeline and the ingress the adapters send to.
 struct StartedPipeline {
     task: JoinHandle<()>,
-    actions: Option<JoinHandle<()>>,
+    ingress: mpsc::Sender<Ingress>,
 }
 
 /// The aggregator, restored from the last checkpoint when there is one.
@@ -458,21 +493,23 @@ fn aggregation(
     Ok((aggregator, durability))
 }
 
-/// Starts the pipeline feeding `outputs`; returns it and the ingress the
-/// adapters send to.
+/// Starts the pipeline feeding `outputs`, and the alerts whose actions
+/// are to run to `actions` (the actions output's link).
+#[allow(clippy::too_many_arguments)]
 fn start_pipeline(
     config: &GatewayConfig,
     aggregator: Aggregator,
     durability: Durability,
     outputs: SinkFanout,
     flushes: Vec<mpsc::Sender<oneshot::Sender<bool>>>,
+    actions: Option<mpsc::Sender<gateway_core::event::SinkEvent>>,
     clock: &Arc<dyn Clock>,
     telemetry: &Telemetry,
-) -> (StartedPipeline, mpsc::Sender<Ingress>) {
+) -> StartedPipeline {
     // The pipeline asks once; every durable output must answer yes.
     let (pipeline_flush, pipeline_flush_rx) = mpsc::channel(1);
     tokio::spawn(flush_all(pipeline_flush_rx, flushes));
-    let (alerts, actions) = start_alerts(config, telemetry);
+    let alerts = start_alerts(config, actions, telemetry);
     let (in_tx, in_rx) = mpsc::channel(INGRESS_CAPACITY);
     let pipeline = Pipeline {
         aggregator,
@@ -484,7 +521,10 @@ fn start_pipeline(
         outputs,
     };
     let task = tokio::spawn(pipeline.run(in_rx));
-    (StartedPipeline { task, actions }, in_tx)
+    StartedPipeline {
+        task,
+        ingress: in_tx,
+    }
 }
 
 /// `[[device]]`, then devices named by protocol sections (`[[lorawan.device]]
@@ -499,15 +539,16 @@ fn registry_devices(config: &GatewayConfig) -> Vec<gateway_core::config::DeviceC
     out
 }
 
-/// The alert rules and, when a rule has an action, the action runner.
-/// Their learned state lives in `state_dir`; without a usable one they
-/// still run, starting afresh at each start.
+/// The alert rules, handing the alerts whose actions are to run to
+/// `actions`. Their learned state lives in `state_dir`; without a usable
+/// one they still run, starting afresh at each start.
 fn start_alerts(
     config: &GatewayConfig,
+    actions: Option<mpsc::Sender<gateway_core::event::SinkEvent>>,
     telemetry: &Telemetry,
-) -> (Option<Alerts>, Option<JoinHandle<()>>) {
+) -> Option<Alerts> {
     if config.rules.is_empty() {
-        return (None, None);
+        return None;
     }
     let dir = &config.gateway.state_dir;
     let state_dir = match std::fs::create_dir_all(dir) {
@@ -516,17 +557,6 @@ fn start_alerts(
             error!(state_dir = %dir.display(), error = %e, "Cannot use the state directory: the anomaly detectors will relearn after a restart.");
             None
         }
-    };
-    let (tx, task) = if config.rules.iter().any(|r| r.action.is_some()) {
-        let (tx, rx) = mpsc::channel(ACTION_QUEUE);
-        let task = tokio::spawn(run_actions(
-            config.gateway.id.clone(),
-            rx,
-            telemetry.clone(),
-        ));
-        (Some(tx), Some(task))
-    } else {
-        (None, None)
     };
     // `validate` refused an unknown zone before the gateway started.
     let zone = config.gateway.zone().unwrap_or_else(|e| {
@@ -543,10 +573,10 @@ fn start_alerts(
         &config.devices,
         zone,
         state_dir,
-        tx,
+        actions,
         telemetry,
     );
-    (Some(alerts), task)
+    Some(alerts)
 }
 
 fn ms(d: Duration) -> i64 {

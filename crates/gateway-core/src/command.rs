@@ -178,16 +178,80 @@ pub enum WritableKind {
     Any,
 }
 
-/// A command a gateway component made from a message it received (Home
-/// Assistant's command topics), to run through the same checks, journal
-/// and results as one from the cloud.
-#[derive(Debug, Clone)]
+/// A command a gateway component made (from a message on Home
+/// Assistant's command topics, from a rule's alert), to run through the
+/// same checks, journal and results as one from the cloud.
+#[derive(Debug)]
 pub struct CommandRequest {
     pub command: Command,
     /// When it arrived: `max_age` counts from here.
     pub at: tokio::time::Instant,
-    /// Who made it, for the logs (`home_assistant`).
+    /// Who made it, for the logs (`home_assistant`, [`ORIGIN_RULE`]).
     pub origin: &'static str,
+    /// Where its result goes too, for a maker that waits for it.
+    pub reply: Option<tokio::sync::oneshot::Sender<crate::event::CommandEvent>>,
+}
+
+/// [`CommandRequest::origin`] of a rule's local action: besides the
+/// adapters' targets, it may write to the actuators the older forms of
+/// `[[rule]] action` name (which no other origin reaches).
+pub const ORIGIN_RULE: &str = "rule";
+
+/// FNV-1a: the same bytes give the same number in every build (std's
+/// hasher promises no such thing), for ids that must outlive a restart.
+pub fn stable_digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// An actuator with one point that takes its payload as it is (a rule
+/// action's MQTT topic or CoAP resource): what its targets share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPoint {
+    pub device: DeviceId,
+    pub point: String,
+}
+
+impl RawPoint {
+    /// The bytes to send for `command`: a text as it is, a number or
+    /// true/false as JSON.
+    ///
+    /// # Errors
+    /// Not this point, or a value with no such form.
+    pub fn payload(&self, command: &Command) -> Result<Vec<u8>, Refusal> {
+        if command.device != self.device || command.metric != self.point {
+            return Err(Refusal::new(
+                "not_writable",
+                format!(
+                    "{} is not this actuator's point ({})",
+                    command.metric, self.point
+                ),
+            ));
+        }
+        match &command.value {
+            CommandValue::Text(s) => Ok(s.as_bytes().to_vec()),
+            CommandValue::Number(_) | CommandValue::Bool(_) => {
+                Ok(command.value.to_json().to_string().into_bytes())
+            }
+            CommandValue::Null | CommandValue::Downlink { .. } | CommandValue::Encode { .. } => {
+                Err(Refusal::new(
+                    "type",
+                    "expected a text, a number or true/false",
+                ))
+            }
+        }
+    }
+
+    /// Its one point, taking anything.
+    pub fn writable(&self) -> Vec<WritablePoint> {
+        vec![WritablePoint {
+            device: self.device.clone(),
+            metric: self.point.clone(),
+            kind: WritableKind::Any,
+            unit: None,
+        }]
+    }
 }
 
 /// The targets of the running adapters, by adapter name: the command

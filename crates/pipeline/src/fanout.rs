@@ -8,10 +8,9 @@
 //! from every output covers everything emitted before the checkpoint.
 
 use aggregator::DeviceWindow;
-use gateway_core::event::{AlertEvent, MetricStats, SinkEvent, StatusEvent, WindowEvent};
+use gateway_core::event::{MetricStats, SinkEvent, StatusEvent, WindowEvent};
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::{DeviceState, Reading, SourceId, StatusChange, Timestamp};
-use rules::Alert;
+use gateway_core::{DeviceState, Reading, StatusChange, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -230,24 +229,7 @@ impl SinkFanout {
     }
 }
 
-/// An alert transition as the outputs receive it; `source`: the adapter
-/// of the reading that decided it.
-pub fn alert_event(a: &Alert, source: SourceId) -> AlertEvent {
-    AlertEvent {
-        device: a.device.clone(),
-        rule: a.rule.clone(),
-        metric: a.metric.clone(),
-        kind: a.kind.as_str().to_string(),
-        state: a.state.as_str().to_string(),
-        value: a.value,
-        limit: a.limit,
-        at: a.at,
-        reason: a.evidence.as_ref().map(|e| e.reason.as_str().to_string()),
-        expected: a.evidence.as_ref().map(|e| e.expected),
-        observed: a.evidence.as_ref().map(|e| e.observed),
-        source,
-    }
-}
+pub use rules::alerts::alert_event;
 
 /// Answers the pipeline's flush requests by asking every durable output
 /// (upstream first, then each sink): `true` only when all of them say

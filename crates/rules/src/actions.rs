@@ -1,247 +1,306 @@
-//! Local actions of alert rules: an MQTT publish on a local broker (an
-//! actuator topic) or a CoAP PUT to an actuator, run on the gateway without
-//! waiting for the cloud. Each runs at most once per its `cooldown` per
-//! rule, device and state; the outcome is logged and counted.
+//! Local actions of alert rules, started like every other output: the
+//! alerts whose actions are to run (`alerts` holds back a clear another
+//! alert still holds on) arrive on its link, and each becomes a command
+//! for the command runner, which checks, rate-limits, journals and writes
+//! it like a command from the cloud, to a point declared writable on an
+//! adapter's device (the older forms' actuators are devices of their own:
+//! `gateway_core::config::action`). It holds no connection: the writing
+//! is the adapters'.
 //!
-//! The runner is its own task so a slow actuator never stalls the
-//! pipeline; it ends when the pipeline (the only sender) is gone.
+//! Each action runs at most once per its `cooldown` per rule, device and
+//! state; the outcome is logged and counted
+//! (`edge_gateway_actions_total{outcome}`, beside the command's own
+//! `edge_gateway_commands_total{status,reason}`). One runs at a time, in
+//! the alerts' order, so a raise and its clear reach the actuator in turn.
+//!
+//! A command's id is made from the alert it acts on (rule, device, state
+//! and the alert's time), so the same alert decided again after a crash
+//! (its readings replayed from the ingress journal) is recognised by the
+//! command journal and not written twice.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::Duration;
 
-use crate::{Alert, AlertState};
-use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use gateway_core::backoff::Backoff;
-use gateway_core::config::ActionConfig;
-use gateway_core::telemetry::Counter;
-use gateway_core::telemetry::LogThrottle;
-use gateway_core::Telemetry;
-use mqtt_connect::{ConnectionSettings, SetupError};
-use rumqttc::{AsyncClient, Event, QoS};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use gateway_core::command::{stable_digest, Command, CommandRequest, ORIGIN_RULE};
+use gateway_core::config::action::ActionPoints;
+use gateway_core::config::RuleConfig;
+use gateway_core::event::{AlertEvent, OutputLink, SinkEvent};
+use gateway_core::output::{Lanes, OutputContext, OutputError, StartOutput, StartedOutput};
+use gateway_core::telemetry::{Counter, LogThrottle};
+use gateway_core::{DeviceId, Telemetry, Timestamp};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-/// Actions waiting for the runner; beyond this they are dropped and counted.
+/// Alerts waiting for their actions; beyond this they are dropped and
+/// counted (`edge_gateway_actions_dropped_total`).
 pub const ACTION_QUEUE: usize = 256;
-/// CoAP: first wait for the ACK, doubled on each of the retries (RFC 7252
-/// ACK_TIMEOUT 2 s, MAX_RETRANSMIT 4; fewer here so a dead actuator is
-/// reported within about 15 s).
-const COAP_ACK_TIMEOUT: Duration = Duration::from_secs(1);
-const COAP_TRIES: u32 = 4;
 
-/// One action to run for one alert.
-#[derive(Debug)]
-pub struct ActionJob {
-    pub action: ActionConfig,
-    pub alert: Alert,
+/// Actions by `outcome` (`ok`, `failed`).
+pub const ACTIONS: &str = "edge_gateway_actions_total";
+
+/// The actions output: the rules, the point each one's action sets, and
+/// the command runner's queue.
+pub struct ActionsOutput {
+    pub rules: Vec<RuleConfig>,
+    pub points: ActionPoints,
+    pub requests: mpsc::Sender<CommandRequest>,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ActionError {
-    #[error("MQTT publish: {0}")]
-    Mqtt(#[from] rumqttc::ClientError),
-    #[error("MQTT broker: {0}")]
-    Setup(#[from] SetupError),
-    #[error("CoAP: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("CoAP: bad URI {0}")]
-    Uri(String),
-    #[error("CoAP: no answer after {0} tries")]
-    NoAnswer(u32),
-    #[error("CoAP: actuator answered {0}")]
-    Refused(String),
+impl StartOutput for ActionsOutput {
+    fn lanes(&self) -> Lanes {
+        Lanes {
+            urgent: false,
+            flush: false,
+            // Only the alerts the rules hand it: no fan-out, no readings.
+            readings: false,
+        }
+    }
+
+    fn queue(&self) -> Option<usize> {
+        Some(ACTION_QUEUE)
+    }
+
+    fn start(
+        self,
+        link: OutputLink<SinkEvent>,
+        ctx: &OutputContext,
+    ) -> Result<StartedOutput, OutputError> {
+        let runner = Runner::new(self, &ctx.telemetry);
+        let task = tokio::spawn(runner.run(link.messages));
+        Ok(StartedOutput {
+            task: Box::pin(async move { Ok(task.await?) }),
+        })
+    }
+}
+
+/// The states an action acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Edge {
+    Raised,
+    Cleared,
 }
 
 struct Runner {
-    gateway_id: String,
-    clients: HashMap<String, (AsyncClient, JoinHandle<()>)>,
-    last_run: HashMap<(String, String, AlertState), Instant>,
+    setup: ActionsOutput,
+    last_run: HashMap<(usize, DeviceId, Edge), Instant>,
     ok: Counter,
     failed: Counter,
-    mid: u16,
-}
-
-/// Runs actions until `jobs` closes.
-pub async fn run_actions(
-    gateway_id: String,
-    mut jobs: mpsc::Receiver<ActionJob>,
-    telemetry: Telemetry,
-) {
-    let mut r = Runner {
-        gateway_id,
-        clients: HashMap::new(),
-        last_run: HashMap::new(),
-        ok: telemetry.counter("edge_gateway_actions_total", &[("outcome", "ok")]),
-        failed: telemetry.counter("edge_gateway_actions_total", &[("outcome", "failed")]),
-        mid: (std::process::id() & 0xffff) as u16,
-    };
-    while let Some(job) = jobs.recv().await {
-        r.run(job).await;
-    }
-    for (_, (client, task)) in r.clients.drain() {
-        let _ = client.disconnect().await;
-        task.abort();
-    }
+    log: LogThrottle,
 }
 
 impl Runner {
-    async fn run(&mut self, job: ActionJob) {
-        let ActionJob { action, alert } = job;
-        let payload = match alert.state {
-            AlertState::Raised => action.payload.clone(),
-            AlertState::Cleared => match &action.clear_payload {
-                Some(p) => p.clone(),
-                None => return,
-            },
-            // The cooldown held the raise back: nothing to act on.
-            AlertState::Suppressed => return,
+    fn new(setup: ActionsOutput, telemetry: &Telemetry) -> Self {
+        Self {
+            setup,
+            last_run: HashMap::new(),
+            ok: telemetry.counter(ACTIONS, &[("outcome", "ok")]),
+            failed: telemetry.counter(ACTIONS, &[("outcome", "failed")]),
+            log: LogThrottle::default(),
+        }
+    }
+
+    /// Runs the actions of the alerts on `alerts` until it closes.
+    async fn run(mut self, mut alerts: mpsc::Receiver<SinkEvent>) {
+        while let Some(event) = alerts.recv().await {
+            if let SinkEvent::Alert(alert) = event {
+                self.act(&alert).await;
+            }
+        }
+    }
+
+    async fn act(&mut self, alert: &AlertEvent) {
+        let Some(command) = self.command(alert) else {
+            return;
         };
-        let key = (alert.rule.clone(), alert.device.to_string(), alert.state);
+        let target = self.setup.rules.iter().find(|r| r.name == alert.rule);
+        let target = target
+            .and_then(|r| r.action.as_ref())
+            .map(gateway_core::config::ActionConfig::target)
+            .unwrap_or_default();
+        let (reply, result) = oneshot::channel();
+        let request = CommandRequest {
+            command,
+            at: Instant::now(),
+            origin: ORIGIN_RULE,
+            reply: Some(reply),
+        };
+        let result = match self.setup.requests.send(request).await {
+            Ok(()) => result.await.ok(),
+            Err(_) => None,
+        };
+        match result {
+            Some(r) if r.status == "done" => {
+                self.ok.inc();
+                info!(rule = %alert.rule, device = %alert.device, state = %alert.state, target = %target, id = %r.id, "Action done.");
+            }
+            Some(r) => {
+                self.failed.inc();
+                if let Some(suppressed) = self.log.allow(&format!("{}:{}", r.status, r.reason)) {
+                    warn!(rule = %alert.rule, device = %alert.device, state = %alert.state, target = %target, id = %r.id, status = %r.status, reason = %r.reason, detail = %r.detail, suppressed, "Action failed.");
+                }
+            }
+            None => {
+                self.failed.inc();
+                if let Some(suppressed) = self.log.allow("stopped") {
+                    warn!(rule = %alert.rule, device = %alert.device, state = %alert.state, target = %target, suppressed, "Action not run: the command runner has stopped (the gateway is stopping).");
+                }
+            }
+        }
+    }
+
+    /// The command an alert's action makes, if it makes one now.
+    fn command(&mut self, alert: &AlertEvent) -> Option<Command> {
+        let index = self.setup.rules.iter().position(|r| r.name == alert.rule)?;
+        let action = self.setup.rules.get(index)?.action.as_ref()?;
+        let (device, point) = self.setup.points.by_rule.get(index)?.clone()?;
+        let (edge, value) = match alert.state.as_str() {
+            "raised" => (Edge::Raised, &action.payload),
+            "cleared" => (Edge::Cleared, action.clear_payload.as_ref()?),
+            // A raise the rule's cooldown held back: nothing to act on.
+            _ => return None,
+        };
+        let key = (index, alert.device.clone(), edge);
         let now = Instant::now();
         if let Some(at) = self.last_run.get(&key) {
             if now.duration_since(*at) < action.cooldown {
-                info!(rule = %alert.rule, device = %alert.device, state = alert.state.as_str(), "Action skipped: within its cooldown.");
-                return;
+                info!(rule = %alert.rule, device = %alert.device, state = %alert.state, "Action skipped: within its cooldown.");
+                return None;
             }
         }
         self.last_run.insert(key, now);
-        let (target, outcome) = match (&action.publish, &action.coap_put) {
-            (Some(topic), _) => (topic.clone(), self.publish(&action, topic, payload).await),
-            (None, Some(uri)) => (uri.clone(), self.coap_put(uri, payload).await),
-            (None, None) => return,
-        };
-        match outcome {
-            Ok(detail) => {
-                self.ok.inc();
-                info!(rule = %alert.rule, device = %alert.device, state = alert.state.as_str(), target = %target, outcome = %detail, "Action done.");
-            }
-            Err(e) => {
-                self.failed.inc();
-                warn!(rule = %alert.rule, device = %alert.device, state = alert.state.as_str(), target = %target, error = %e, "Action failed.");
-            }
+        Some(Command {
+            id: command_id(&alert.rule, &alert.device, &alert.state, alert.at),
+            device,
+            metric: point,
+            value: value.to_command(),
+        })
+    }
+}
+
+/// `rule-` and a digest of the alert acted on: the same alert gets the
+/// same id in every run of the gateway.
+fn command_id(rule: &str, device: &DeviceId, state: &str, at: Timestamp) -> String {
+    let keyed = format!("{rule}\0{device}\0{state}\0{}", at.as_millis());
+    format!("rule-{:016x}", stable_digest(keyed.as_bytes()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gateway_core::command::CommandValue;
+    use gateway_core::config::action::action_points;
+    use gateway_core::event::CommandEvent;
+    use gateway_core::SourceId;
+
+    /// A command's result as the runner answers it.
+    fn result_of(status: &str) -> CommandEvent {
+        CommandEvent {
+            id: "x".into(),
+            device: DeviceId::new("d").unwrap_or_else(|_| unreachable!()),
+            metric: String::new(),
+            value: serde_json::Value::Null,
+            status: status.into(),
+            reason: String::new(),
+            detail: String::new(),
+            at: Timestamp::from_millis(0).unwrap_or_else(|_| unreachable!()),
         }
     }
 
-    async fn publish(
-        &mut self,
-        action: &ActionConfig,
-        topic: &str,
-        payload: String,
-    ) -> Result<String, ActionError> {
-        let broker = action.broker.url.to_string();
-        let client = match self.clients.get(&broker) {
-            Some((c, _)) => c.clone(),
-            None => {
-                let settings = ConnectionSettings::new(
-                    &action.broker,
-                    format!("edge-gateway-{}-actions", self.gateway_id),
-                );
-                let (client, mut events) = AsyncClient::new(settings.mqtt_options(None)?, 64);
-                let label = broker.clone();
-                let mut backoff =
-                    Backoff::new(Duration::from_millis(200), action.broker.max_backoff);
-                // Poll all the time (rumqttc sends nothing otherwise), backing
-                // off after an error since poll() itself never does.
-                let task = tokio::spawn(async move {
-                    let log = LogThrottle::default();
-                    loop {
-                        match events.poll().await {
-                            Ok(Event::Incoming(rumqttc::Packet::ConnAck(_))) => backoff.reset(),
-                            Ok(_) => {}
-                            Err(e) => {
-                                if let Some(suppressed) = log.allow("connect") {
-                                    warn!(broker = %label, error = %e, suppressed, "Action broker connection failed; retrying.");
-                                }
-                                tokio::time::sleep(backoff.next_delay()).await;
-                            }
-                        }
-                    }
-                });
-                self.clients.insert(broker.clone(), (client.clone(), task));
-                client
-            }
-        };
-        client
-            .publish(topic, QoS::AtLeastOnce, false, payload.into_bytes())
-            .await?;
-        Ok(format!("published to {broker}"))
+    fn rules() -> Vec<RuleConfig> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            rule: Vec<RuleConfig>,
+        }
+        let text = r#"
+[[rule]]
+name = "co2-high"
+kind = "threshold"
+metric = "co2"
+max = 1000.0
+action = { device = "vent-1", point = "speed", payload = 3, clear_payload = 1, cooldown = "1m" }
+"#;
+        toml::from_str::<File>(text).unwrap().rule
     }
 
-    async fn coap_put(&mut self, uri: &str, payload: String) -> Result<String, ActionError> {
-        let url = url::Url::parse(uri).map_err(|_| ActionError::Uri(uri.to_string()))?;
-        let host = url
-            .host_str()
-            .ok_or_else(|| ActionError::Uri(uri.to_string()))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = url.port().unwrap_or(5683);
-        let target: SocketAddr = tokio::net::lookup_host((host, port))
-            .await?
-            .next()
-            .ok_or_else(|| ActionError::Uri(uri.to_string()))?;
-        let local: SocketAddr = if target.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
+    fn alert(state: &str, at: i64) -> SinkEvent {
+        SinkEvent::Alert(AlertEvent {
+            device: DeviceId::new("room-1").unwrap(),
+            rule: "co2-high".into(),
+            metric: "co2".into(),
+            kind: "threshold".into(),
+            state: state.into(),
+            value: 1200.0,
+            limit: 1000.0,
+            at: Timestamp::from_millis(at).unwrap(),
+            reason: None,
+            expected: None,
+            observed: None,
+            source: SourceId::UNKNOWN,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_alert_becomes_a_command_for_the_declared_point_once_per_cooldown() {
+        let rules = rules();
+        let points = action_points(&rules, &[]);
+        let (requests, mut runner) = mpsc::channel(4);
+        let telemetry = Telemetry::default();
+        let output = ActionsOutput {
+            rules,
+            points,
+            requests,
         };
-        let socket = UdpSocket::bind(local).await?;
-        socket.connect(target).await?;
-
-        self.mid = self.mid.wrapping_add(1);
-        let mid = self.mid;
-        let token = mid.to_be_bytes().to_vec();
-        let mut p = Packet::new();
-        p.header.set_version(1);
-        p.header.set_type(MessageType::Confirmable);
-        p.header.code = MessageClass::Request(RequestType::Put);
-        p.header.message_id = mid;
-        p.set_token(token.clone());
-        for segment in url
-            .path_segments()
-            .into_iter()
-            .flatten()
-            .filter(|s| !s.is_empty())
-        {
-            p.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
-        }
-        p.payload = payload.into_bytes();
-        let bytes = p
-            .to_bytes()
-            .map_err(|e| ActionError::Uri(format!("{uri}: {e}")))?;
-
-        let mut wait = COAP_ACK_TIMEOUT;
-        let mut buf = [0u8; 1500];
-        for _ in 0..COAP_TRIES {
-            socket.send(&bytes).await?;
-            let deadline = gateway_core::deadline::from_now(wait);
-            loop {
-                let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
-                    Ok(r) => r?,
-                    Err(_) => break,
-                };
-                let Ok(reply) = Packet::from_bytes(&buf[..n]) else {
-                    continue;
-                };
-                if reply.header.message_id != mid && reply.get_token() != token.as_slice() {
-                    continue;
+        let (alerts, link) = mpsc::channel(8);
+        let task = tokio::spawn(Runner::new(output, &telemetry).run(link));
+        let answer = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(r) = runner.recv().await {
+                let status = if seen.is_empty() { "done" } else { "refused" };
+                seen.push((r.origin, r.command.clone()));
+                if let Some(reply) = r.reply {
+                    let _ = reply.send(result_of(status));
                 }
-                let class = u8::from(reply.header.code) >> 5;
-                return match reply.header.code {
-                    MessageClass::Response(code) if class == 2 => Ok(format!("{code:?}")),
-                    MessageClass::Empty
-                        if reply.header.get_type() == MessageType::Acknowledgement =>
-                    {
-                        // A separate response follows; the actuator has the request.
-                        Ok("accepted".into())
-                    }
-                    other => Err(ActionError::Refused(format!("{other:?}"))),
-                };
             }
-            wait *= 2;
-        }
-        Err(ActionError::NoAnswer(COAP_TRIES))
+            seen
+        });
+        alerts.send(alert("raised", 1_000)).await.unwrap();
+        // Within the action's cooldown: skipped.
+        alerts.send(alert("raised", 2_000)).await.unwrap();
+        alerts.send(alert("suppressed", 2_500)).await.unwrap();
+        alerts.send(alert("cleared", 3_000)).await.unwrap();
+        drop(alerts);
+        task.await.unwrap();
+        let seen = answer.await.unwrap();
+        let got: Vec<(&str, &str, &str, CommandValue)> = seen
+            .iter()
+            .map(|(o, c)| (*o, c.device.as_str(), c.metric.as_str(), c.value.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("rule", "vent-1", "speed", CommandValue::Number(3.0)),
+                ("rule", "vent-1", "speed", CommandValue::Number(1.0)),
+            ]
+        );
+        assert_ne!(seen[0].1.id, seen[1].1.id);
+        assert_eq!(
+            seen[0].1.id,
+            command_id(
+                "co2-high",
+                &DeviceId::new("room-1").unwrap(),
+                "raised",
+                Timestamp::from_millis(1_000).unwrap()
+            ),
+            "the same alert makes the same id"
+        );
+        assert_eq!(
+            telemetry.counter_value(ACTIONS, &[("outcome", "ok")]),
+            Some(1)
+        );
+        assert_eq!(
+            telemetry.counter_value(ACTIONS, &[("outcome", "failed")]),
+            Some(1)
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Alerts in the running gateway: the rule engine fed by the pipeline, its
 //! transitions handed back at once (they bypass the windows; the fanout
-//! sends them to every output), local actions handed to the action runner,
+//! sends them to every output), those whose actions are to run handed to
+//! the actions output (`actions`),
 //! and the engine's learned state kept in `{state_dir}/alerts.json` across
 //! restarts.
 //!
@@ -15,14 +16,13 @@ use crate::{Alert, AlertState, Engine, EngineState};
 use anomaly::multivariate::Fitted;
 use gateway_core::clock::Zone;
 use gateway_core::config::{ActionConfig, DeviceConfig, RuleConfig};
+use gateway_core::event::{AlertEvent, SinkEvent};
 use gateway_core::state_file::inventory;
 use gateway_core::state_file::json::{JsonStateError, JsonStateFile, StateDocument};
 use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{DeviceState, Reading, SourceId, StatusChange, Telemetry, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
-
-use crate::actions::ActionJob;
 
 /// Silence rules are checked at most this often (ms).
 const TICK_MS: i64 = 1000;
@@ -36,6 +36,25 @@ pub const ALERTS_SUPPRESSED: &str = "edge_gateway_alerts_suppressed_total";
 pub const ACTION_CLEARS_HELD: &str = "edge_gateway_action_clears_held_total";
 
 pub type StoreError = JsonStateError;
+
+/// An alert transition as the outputs receive it; `source`: the adapter
+/// of the reading that decided it.
+pub fn alert_event(a: &Alert, source: SourceId) -> AlertEvent {
+    AlertEvent {
+        device: a.device.clone(),
+        rule: a.rule.clone(),
+        metric: a.metric.clone(),
+        kind: a.kind.as_str().to_string(),
+        state: a.state.as_str().to_string(),
+        value: a.value,
+        limit: a.limit,
+        at: a.at,
+        reason: a.evidence.as_ref().map(|e| e.reason.as_str().to_string()),
+        expected: a.evidence.as_ref().map(|e| e.expected),
+        observed: a.evidence.as_ref().map(|e| e.observed),
+        source,
+    }
+}
 
 /// One transition of an alert rule (suppressed ones too: the outputs
 /// record them, the upstream drops them), and the adapter of the reading
@@ -89,7 +108,8 @@ impl AlertStore {
 pub struct Alerts {
     engine: Engine,
     store: Option<AlertStore>,
-    actions: Option<mpsc::Sender<ActionJob>>,
+    /// The actions output's link: the alerts whose actions are to run.
+    actions: Option<mpsc::Sender<SinkEvent>>,
     next_tick_ms: i64,
     dirty: bool,
     raised: Counter,
@@ -116,7 +136,7 @@ impl Alerts {
         devices: &[DeviceConfig],
         zone: Zone,
         state_dir: Option<&Path>,
-        actions: Option<mpsc::Sender<ActionJob>>,
+        actions: Option<mpsc::Sender<SinkEvent>>,
         telemetry: &Telemetry,
     ) -> Self {
         let mut engine = Engine::new(rules, devices);
@@ -262,8 +282,11 @@ impl Alerts {
                     continue;
                 }
             }
-            if let (Some(action), Some(tx)) = (action, &self.actions) {
-                if tx.try_send(ActionJob { action, alert: a }).is_err() {
+            if let (Some(_), Some(tx)) = (action, &self.actions) {
+                if tx
+                    .try_send(SinkEvent::Alert(alert_event(&a, source)))
+                    .is_err()
+                {
                     self.actions_dropped.inc();
                     if let Some(suppressed) = self.throttle.allow("actions") {
                         warn!(
@@ -373,15 +396,23 @@ action = { publish = "actuators/hvac_zone_1/command", payload = "increase_ventil
         .unwrap()
     }
 
-    /// The payloads sent, in order, as "device payload".
-    fn sent(jobs: &mut mpsc::Receiver<ActionJob>) -> Vec<String> {
+    /// The payloads sent, in order, as "device payload" (the one rule's).
+    fn sent(jobs: &mut mpsc::Receiver<SinkEvent>) -> Vec<String> {
+        let rules = co2_rule();
+        let Some(action) = rules.first().and_then(|r| r.action.as_ref()) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
-        while let Ok(job) = jobs.try_recv() {
-            let payload = match job.alert.state {
-                AlertState::Raised => job.action.payload.clone(),
-                _ => job.action.clear_payload.clone().unwrap_or_default(),
+        while let Ok(SinkEvent::Alert(alert)) = jobs.try_recv() {
+            let payload = match alert.state.as_str() {
+                "raised" => action.payload.to_string(),
+                _ => action
+                    .clear_payload
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
             };
-            out.push(format!("{} {payload}", job.alert.device));
+            out.push(format!("{} {payload}", alert.device));
         }
         out
     }

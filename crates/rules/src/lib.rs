@@ -26,9 +26,10 @@
 //! - [`alerts`]: the engine as the pipeline runs it: its learned state kept
 //!   in `{state_dir}/alerts.json`, the device models refitted on a blocking
 //!   thread, transitions counted, logged and handed to their actions.
-//! - [`actions`]: the local actions' runner (an MQTT publish or a CoAP PUT
-//!   to an actuator), its own task so a slow actuator never stalls the
-//!   pipeline.
+//! - [`actions`]: the local actions, an output of their own: each alert
+//!   acted on becomes a command for the command runner (journal, rate,
+//!   result), written by an adapter, so a slow actuator never stalls the
+//!   pipeline and the rules hold no connection.
 
 pub mod actions;
 pub mod alerts;

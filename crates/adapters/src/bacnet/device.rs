@@ -113,8 +113,11 @@ impl DeviceTask {
             status: None,
         };
         st.up.set(0.0);
-        ctx.ingress
-            .describe(self.device.id.as_str(), None, "BACnet device");
+        ctx.ingress.describe(
+            self.device.id.as_str(),
+            None,
+            super::kind::BACNET.info.model,
+        );
         let period = self.device.poll.unwrap_or(self.config.poll);
         let mut backoff = Backoff::new(
             self.config.timeout.min(self.config.max_backoff),

@@ -12,7 +12,9 @@
 //! - `server`: the UDP socket loop;
 //! - `psk`, `dtls`: `[[coap.psk]]` identities and the coaps (DTLS-PSK)
 //!   socket loop over OpenSSL;
-//! - `observe`: the Observe client.
+//! - `observe`: the Observe client;
+//! - `writer`: a command PUT to an actuator's resource (a rule's
+//!   `coap_put` action), confirmable and retransmitted.
 
 #[cfg(feature = "lorawan")]
 mod codec;
@@ -25,6 +27,7 @@ pub mod message;
 pub mod observe;
 pub mod psk;
 pub mod server;
+pub mod writer;
 
 pub use config::{CoapObserveConfig, CoapServerConfig};
 pub use observe::CoapObserver;

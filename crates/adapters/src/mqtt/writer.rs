@@ -5,14 +5,18 @@
 //!
 //! It has its own connection (client id `…-set`): the ingress session
 //! acknowledges readings by hand and must not wait behind a write.
+//!
+//! The same writer publishes for the actuators a rule's `publish` action
+//! names ([`TopicTarget`], started by `crate::actuators`): their payload
+//! as it is, on their own topic.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::command::{
-    Command, CommandTarget, CommandValue, Refusal, WritableKind, WritablePoint, WriteFuture,
-    WriteOutcome,
+    Command, CommandTarget, CommandValue, RawPoint, Refusal, WritableKind, WritablePoint,
+    WriteFuture, WriteOutcome,
 };
 use gateway_core::DeviceId;
 use mqtt_connect::ConnectionSettings;
@@ -22,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 /// Publishes waiting for the connection.
-const QUEUE: usize = 8;
+pub const QUEUE: usize = 8;
 /// Longest wait for the broker's PUBACK before the command is `failed`.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -127,35 +131,84 @@ impl CommandTarget for MqttTarget {
     fn write(&self, command: Command) -> WriteFuture {
         let payload = self.payload(&command);
         let topic = self.topic.replace("{device}", command.device.as_str());
-        let jobs = self.jobs.clone();
-        Box::pin(async move {
-            let payload = match payload {
-                Ok(p) => p,
-                Err(r) => return WriteOutcome::Refused(r),
-            };
-            let (reply, answer) = oneshot::channel();
-            if jobs
-                .send(SetJob {
-                    topic,
-                    payload,
-                    reply,
-                })
-                .await
-                .is_err()
-            {
-                return WriteOutcome::Failed(Refusal::new(
-                    "stopped",
-                    "the mqtt adapter has stopped",
-                ));
-            }
-            answer.await.unwrap_or_else(|_| {
-                WriteOutcome::Failed(Refusal::new(
-                    "stopped",
-                    "the mqtt adapter stopped during the write",
-                ))
-            })
+        Box::pin(publish(self.jobs.clone(), topic, payload, "mqtt adapter"))
+    }
+}
+
+/// An actuator a rule's `publish` action names: one device whose one
+/// point (`publish`) takes the payload as it is, published at QoS 1 on
+/// `topic` by its broker's writer, and done on the PUBACK.
+pub struct TopicTarget {
+    point: RawPoint,
+    topic: String,
+    jobs: mpsc::Sender<SetJob>,
+}
+
+impl TopicTarget {
+    /// A target whose publishes go to the writer of `jobs` (see [`run`]).
+    pub fn new(point: RawPoint, topic: &str, jobs: mpsc::Sender<SetJob>) -> Arc<Self> {
+        Arc::new(Self {
+            point,
+            topic: topic.to_string(),
+            jobs,
         })
     }
+}
+
+impl CommandTarget for TopicTarget {
+    fn serves(&self, device: &DeviceId) -> bool {
+        *device == self.point.device
+    }
+
+    fn check(&self, command: &Command) -> Result<(), Refusal> {
+        self.point.payload(command).map(|_| ())
+    }
+
+    fn write(&self, command: Command) -> WriteFuture {
+        let payload = self.point.payload(&command);
+        Box::pin(publish(
+            self.jobs.clone(),
+            self.topic.clone(),
+            payload,
+            "mqtt writer",
+        ))
+    }
+
+    fn writable(&self) -> Vec<WritablePoint> {
+        self.point.writable()
+    }
+}
+
+/// Hands one publish to the writer and waits for its outcome; `who`
+/// names the writer in a failure.
+async fn publish(
+    jobs: mpsc::Sender<SetJob>,
+    topic: String,
+    payload: Result<Vec<u8>, Refusal>,
+    who: &str,
+) -> WriteOutcome {
+    let payload = match payload {
+        Ok(p) => p,
+        Err(r) => return WriteOutcome::Refused(r),
+    };
+    let (reply, answer) = oneshot::channel();
+    if jobs
+        .send(SetJob {
+            topic,
+            payload,
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return WriteOutcome::Failed(Refusal::new("stopped", format!("the {who} has stopped")));
+    }
+    answer.await.unwrap_or_else(|_| {
+        WriteOutcome::Failed(Refusal::new(
+            "stopped",
+            format!("the {who} stopped during the write"),
+        ))
+    })
 }
 
 /// Publishes jobs one at a time, each answered on its PUBACK, until `stop`.

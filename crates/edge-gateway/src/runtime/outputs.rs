@@ -1,6 +1,8 @@
-//! The outputs: the upstream, `[[sink]]`s, the dashboard's writer and Home
-//! Assistant, each started through `gateway_core::output::StartOutput` on
-//! a link built the same way, and added to the pipeline's fan-out.
+//! The outputs: the upstream, `[[sink]]`s, the dashboard's writer, Home
+//! Assistant and the rules' actions, each started through
+//! `gateway_core::output::StartOutput` on a link built the same way, and
+//! added to the pipeline's fan-out (the actions take only the alerts the
+//! rules hand them).
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use super::{ms, registry_devices, RunningOutput, UPSTREAM_CONFIGURED};
+use crate::command_runner;
 use crate::settings::GatewayConfig;
 
 /// What the dashboard and Home Assistant are built from, besides config.
@@ -36,6 +39,8 @@ pub(super) struct Outputs {
     pub results: Vec<mpsc::Sender<SinkEvent>>,
     /// `[dashboard]`'s pages, when enabled (its writer is one of the outputs).
     pub dashboard: Option<Dashboard>,
+    /// The actions output's link, for the rules (not in the fan-out).
+    pub actions: Option<mpsc::Sender<SinkEvent>>,
     /// The upstream's urgent lane, for the configuration's reported state.
     pub upstream_urgent: Option<mpsc::Sender<SinkEvent>>,
 }
@@ -46,6 +51,9 @@ enum Feed {
     Upstream,
     /// Every event, in order, under this name.
     Sink(String),
+    /// The alerts whose actions are to run, from the rules: not in the
+    /// fan-out.
+    Actions,
 }
 
 /// The pipeline's senders to one started output.
@@ -79,6 +87,7 @@ impl Outputs {
         let name = match &feed {
             Feed::Upstream => "upstream".to_string(),
             Feed::Sink(name) => name.clone(),
+            Feed::Actions => "actions".to_string(),
         };
         let link = OutputLink {
             messages,
@@ -94,6 +103,14 @@ impl Outputs {
                 Output::upstream(events.clone(), urgent.clone()).with_readings(lanes.readings)
             }
             Feed::Sink(name) => Output::sink(name, events.clone()),
+            Feed::Actions => {
+                self.running.push(RunningOutput {
+                    name,
+                    required: false,
+                    task: started.task,
+                });
+                return Ok(Senders { events, urgent });
+            }
         };
         self.running.push(RunningOutput {
             name: output.name.clone(),
@@ -140,12 +157,13 @@ pub(super) fn upstream_settings(
 
 /// Starts every output: the upstream first (the flush handshake asks it
 /// before the rest), each `[[sink]]` with its own outbox below
-/// `state_dir`, the dashboard's writer, Home Assistant.
+/// `state_dir`, the dashboard's writer, Home Assistant, the rules'
+/// actions.
 pub(super) fn start_outputs(
     config: &GatewayConfig,
     upstream: Option<UpstreamSettings>,
     setup: &OutputsSetup<'_>,
-    ha_commands: Option<sinks::home_assistant::HaCommands>,
+    makers: command_runner::Makers,
 ) -> anyhow::Result<Outputs> {
     let ctx = OutputContext {
         gateway_id: config.gateway.id.clone(),
@@ -203,9 +221,13 @@ pub(super) fn start_outputs(
             telemetry: setup.telemetry.clone(),
             sw_version: env!("CARGO_PKG_VERSION").to_string(),
             clock: setup.clock.clone(),
-            commands: ha_commands,
+            commands: makers.home_assistant,
         };
         outputs.start(Feed::Sink("home_assistant".into()), ha, &ctx)?;
+    }
+    if let Some(actions) = makers.actions {
+        let senders = outputs.start(Feed::Actions, actions, &ctx)?;
+        outputs.actions = Some(senders.events);
     }
     Ok(outputs)
 }

@@ -209,6 +209,34 @@ fn every_module_and_item_the_architecture_doc_names_exists() {
     assert!(wrong.is_empty(), "docs/architecture.md: {wrong:#?}");
 }
 
+/// A fuzz target the doc's example declares is one a newcomer copies: it
+/// must be a real one (the doc once named a `bacnet_apdu` that never was).
+#[test]
+fn every_fuzz_target_the_architecture_doc_names_exists() {
+    let doc = doc();
+    let named: Vec<&str> = doc
+        .split("fuzz_targets: &[")
+        .skip(1)
+        .filter_map(|rest| rest.split(']').next())
+        .flat_map(|list| list.split(','))
+        .map(|t| t.trim().trim_matches('"'))
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert!(
+        !named.is_empty(),
+        "the doc's example declares no fuzz target"
+    );
+    for target in named {
+        let file = root()
+            .join("fuzz/fuzz_targets")
+            .join(format!("{target}.rs"));
+        assert!(
+            file.is_file(),
+            "docs/architecture.md names fuzz target {target}: no fuzz/fuzz_targets/{target}.rs"
+        );
+    }
+}
+
 #[test]
 fn the_path_check_itself_fails_on_a_missing_module() {
     let crates = crates();

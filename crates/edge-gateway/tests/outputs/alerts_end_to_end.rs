@@ -15,8 +15,8 @@ use pipeline::fanout::alert_event;
 use rules::{AlertState, Engine};
 use sinks::mqtt_upstream::Renderer;
 use test_support::{
-    coap_client_run, free_udp_port, publish, publish_lines, CoapServer, Message, Mosquitto,
-    Subscriber,
+    coap_client_run, free_udp_port, metrics, publish, publish_lines, CoapServer, Message,
+    Mosquitto, Subscriber,
 };
 
 use common::now_ms;
@@ -145,6 +145,257 @@ action = {{ coap_put = "coap://127.0.0.1:{port}/example_data", payload = "ventil
     let target = format!("coap://127.0.0.1:{}/example_data", server.port());
     let got = coap_client_run(&["-m", "get", "-B", "2", &target]).await;
     assert!(got.stdout.contains("ventilation-on"), "{got:?}");
+}
+
+/// Rules whose actions reach an MQTT and a CoAP actuator, on a gateway
+/// with no cloud broker at all (no `[upstream]`, no `[commands]`): its
+/// only output is the dashboard.
+fn local_actions_config(local: u16, coap: u16, metrics: u16, dashboard: u16) -> String {
+    format!(
+        r#"
+[gateway]
+id = "gw-local-actions"
+state_dir = "@STATE_DIR@"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[dashboard]
+enabled = true
+bind = "127.0.0.1:{dashboard}"
+
+[[adapter]]
+type = "mqtt"
+name = "building"
+url = "mqtt://127.0.0.1:{local}"
+topics = ["sensors/{{device}}"]
+
+[[rule]]
+name = "fridge-max"
+kind = "threshold"
+metric = "temperature"
+max = 8.0
+action = {{ publish = "actuators/fridge_2/alarm", payload = "on", broker = "mqtt://127.0.0.1:{local}" }}
+
+[[rule]]
+name = "co2-high"
+kind = "threshold"
+metric = "co2"
+max = 1000.0
+action = {{ coap_put = "coap://127.0.0.1:{coap}/example_data", payload = "ventilation-on" }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn local_actions_reach_mqtt_and_coap_actuators_through_the_command_path_with_no_cloud_broker()
+{
+    if test_support::coap_client().is_none() {
+        panic!("coap-client missing (apt install libcoap3-bin)");
+    }
+    // libcoap's coap-server is the CoAP actuator: it keeps what is PUT.
+    let server = CoapServer::start(free_udp_port()).await;
+    let local = Mosquitto::start();
+    let metrics = test_support::free_port();
+    let dashboard = test_support::free_port();
+    let mut actuator = Subscriber::start(local.port(), "actuators/#").await;
+    let mut gw = GatewayProcess::start(&local_actions_config(
+        local.port(),
+        server.port(),
+        metrics,
+        dashboard,
+    ));
+    gw.wait_for_log("Subscribed").await;
+
+    publish(
+        local.port(),
+        "sensors/fridge-2",
+        r#"{"temperature":9.4}"#,
+        1,
+        false,
+    )
+    .await;
+    publish(local.port(), "sensors/room-4", r#"{"co2":1350}"#, 1, false).await;
+    let cmd = actuator
+        .wait_for(WAIT, |m| m.topic == "actuators/fridge_2/alarm")
+        .await
+        .expect("the MQTT action reached the actuator");
+    assert_eq!(cmd.payload, "on");
+    gw.wait_for_log_count("Action done.", 2).await;
+    let target = format!("coap://127.0.0.1:{}/example_data", server.port());
+    let got = coap_client_run(&["-m", "get", "-B", "2", &target]).await;
+    assert!(got.stdout.contains("ventilation-on"), "{got:?}");
+
+    // Both went through the command path: counted as commands done, and
+    // journaled (started, then done) under the actuators' device ids.
+    let (_, body) = common::http_until(metrics, "/metrics", |_, b| {
+        metrics::sample(
+            b,
+            r#"edge_gateway_commands_total{status="done",reason="none"}"#,
+        ) == Some(2.0)
+    })
+    .await;
+    assert_eq!(
+        metrics::sample(&body, r#"edge_gateway_actions_total{outcome="ok"}"#),
+        Some(2.0),
+        "{body}"
+    );
+    let journal = std::fs::read_to_string(gw.dir.path().join("state/commands/journal")).unwrap();
+    for (device, point, value) in [
+        ("actuators.fridge_2.alarm", "publish", "on"),
+        ("127.0.0.1:PORT.example_data", "put", "ventilation-on"),
+    ] {
+        let device = device.replace("PORT", &server.port().to_string());
+        let done = journal.lines().any(|l| {
+            let j: serde_json::Value = serde_json::from_str(l).unwrap();
+            j["id"].as_str().is_some_and(|i| i.starts_with("rule-"))
+                && j["device"] == device.as_str()
+                && j["metric"] == point
+                && j["value"] == value
+                && j["status"] == "done"
+        });
+        assert!(done, "{device} done in the journal:\n{journal}");
+    }
+    // The results are on the dashboard, as a cloud command's would be.
+    let (_, api) = common::http_until(
+        dashboard,
+        "/api/commands?device=actuators.fridge_2.alarm",
+        |c, b| c == 200 && b.contains("\"done\""),
+    )
+    .await;
+    let api: serde_json::Value = serde_json::from_str(&api).unwrap();
+    let row = &api["commands"][0];
+    assert_eq!(
+        (row["metric"].as_str(), row["value"].as_str()),
+        (Some("publish"), Some("on")),
+        "{api}"
+    );
+}
+
+/// A lamp the cloud and a rule both switch: one allowance a device.
+fn shared_actuator_config(cloud: u16, building: u16, metrics: u16) -> String {
+    format!(
+        r#"
+[gateway]
+id = "gw-shared"
+site = "hq"
+state_dir = "@STATE_DIR@"
+
+[upstream]
+url = "mqtt://127.0.0.1:{cloud}"
+topic_prefix = "building/{{site}}"
+max_backoff = "1s"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[commands]
+enabled = true
+rate = 0.001
+burst = 1
+
+[[adapter]]
+type = "mqtt"
+name = "zigbee"
+url = "mqtt://127.0.0.1:{building}"
+topics = ["zigbee2mqtt/{{device}}"]
+command_topic = "zigbee2mqtt/{{device}}/set"
+
+[[device]]
+id = "lamp-1"
+name = "Lamp"
+writable = ["state"]
+
+[[rule]]
+name = "daylight"
+kind = "threshold"
+metric = "lux"
+max = 500.0
+action = {{ device = "lamp-1", point = "state", payload = "OFF" }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn the_same_actuator_commanded_by_a_rule_and_by_the_cloud_has_one_rate_limit() {
+    let cloud = Mosquitto::start();
+    let building = Mosquitto::start();
+    let metrics = test_support::free_port();
+    let mut results = Subscriber::start(cloud.port(), "building/hq/+/command/result").await;
+    let mut sets = Subscriber::start(building.port(), "zigbee2mqtt/+/set").await;
+    let mut gw = GatewayProcess::start(&shared_actuator_config(
+        cloud.port(),
+        building.port(),
+        metrics,
+    ));
+    gw.wait_for_log("Subscribed to commands on the upstream broker.")
+        .await;
+
+    // The rule's action takes the lamp's one command (burst = 1)…
+    publish(
+        building.port(),
+        "zigbee2mqtt/motion-1",
+        r#"{"lux":900}"#,
+        1,
+        false,
+    )
+    .await;
+    let set = sets
+        .wait_for(WAIT, |m| m.topic == "zigbee2mqtt/lamp-1/set")
+        .await
+        .expect("the rule's action set the lamp's declared point");
+    assert_eq!(set.json(), serde_json::json!({"state": "OFF"}));
+    let r = results
+        .wait_for(WAIT, |m| m.json()["status"] == "done")
+        .await
+        .expect("the action's result");
+    let r = r.json();
+    assert!(
+        r["id"].as_str().is_some_and(|i| i.starts_with("rule-")),
+        "{r}"
+    );
+    assert_eq!(
+        (r["device"].as_str(), r["metric"].as_str()),
+        (Some("lamp-1"), Some("state"))
+    );
+    gw.wait_for_log("Action done.").await;
+
+    // …so the cloud's command to the same lamp is over the rate.
+    let r = crate::commands::command(
+        cloud.port(),
+        &mut results,
+        "lamp-1",
+        serde_json::json!({"id": "c-1", "metric": "state", "value": "ON"}),
+    )
+    .await;
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("refused"), Some("rate")),
+        "{r}"
+    );
+    let (_, body) = common::http_until(metrics, "/metrics", |_, b| {
+        metrics::sample(
+            b,
+            r#"edge_gateway_commands_total{status="refused",reason="rate"}"#,
+        ) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        metrics::sample(
+            &body,
+            r#"edge_gateway_commands_total{status="done",reason="none"}"#
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(
+        sets.wait_for(std::time::Duration::from_millis(300), |m| m
+            .payload
+            .contains("ON"))
+            .await
+            .is_none(),
+        "the refused command wrote nothing"
+    );
 }
 
 const ANOMALY_RULES: &str = r#"

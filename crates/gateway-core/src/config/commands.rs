@@ -55,10 +55,11 @@ impl Default for CommandsConfig {
 }
 
 impl CommandsConfig {
-    /// Key checks, recorded under `commands`. `home_assistant`: Home
-    /// Assistant's commands are on, and run under these limits too.
-    pub fn validate(&self, upstream_enabled: bool, home_assistant: bool, problems: &mut Problems) {
-        if !self.enabled && !home_assistant {
+    /// Key checks, recorded under `commands`. `local`: commands made in
+    /// the gateway (Home Assistant's, the rules' actions) run under these
+    /// limits too.
+    pub fn validate(&self, upstream_enabled: bool, local: bool, problems: &mut Problems) {
+        if !self.enabled && !local {
             return;
         }
         if self.enabled && !upstream_enabled {

@@ -10,6 +10,7 @@
 //! variables merged over it ([`layers`]); the typed parse runs on the merged
 //! table and names the drop-in or variable of each problem.
 
+pub mod action;
 pub mod base_dir;
 pub mod broker;
 pub mod commands;
@@ -32,6 +33,7 @@ pub mod values;
 use std::collections::HashMap;
 use std::fmt;
 
+pub use action::{ActionConfig, ActionValue};
 pub use broker::{BrokerSection, BROKER_KEYS};
 pub use commands::CommandsConfig;
 pub use dashboard::{DashboardConfig, DashboardUser};
@@ -40,7 +42,7 @@ pub use layers::{Layers, Origin};
 pub use load::{Problem, Problems};
 pub use metrics::MetricsConfig;
 pub use remote::RemoteConfig;
-pub use rule::{ActionConfig, Direction, RateSpec, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
+pub use rule::{Direction, RateSpec, RuleConfig, RuleKind, DEFAULT_SENSITIVITY};
 pub use sections::*;
 pub use values::{BrokerScheme, BrokerUrl, Qos};
 
@@ -249,7 +251,12 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
             let ha_commands = home_assistant
                 .as_ref()
                 .is_some_and(|h| h.enabled && h.commands);
-            c.validate(u.enabled, ha_commands, &mut problems);
+            // Rule actions run under its limits too.
+            let actions = root
+                .get("rule")
+                .and_then(toml::Value::as_array)
+                .is_some_and(|rules| rules.iter().any(|r| r.get("action").is_some()));
+            c.validate(u.enabled, ha_commands || actions, &mut problems);
         }
         let remote_config =
             load::section::<RemoteConfig>(table("remote_config"), "remote_config", &mut problems);
@@ -401,10 +408,17 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
         self.home_assistant.enabled && self.home_assistant.commands
     }
 
+    /// A rule has a local action (each runs as a command).
+    pub fn rule_actions(&self) -> bool {
+        self.rules.iter().any(|r| r.action.is_some())
+    }
+
     /// Commands run at all: from the cloud broker (which needs the
-    /// upstream) or from Home Assistant's.
+    /// upstream), from Home Assistant's or from the rules' actions.
     pub fn commands_run(&self) -> bool {
-        (self.commands.enabled && self.upstream.enabled) || self.home_assistant_commands()
+        (self.commands.enabled && self.upstream.enabled)
+            || self.home_assistant_commands()
+            || self.rule_actions()
     }
 
     /// The upstream topic prefix with `{site}` and `{gateway}` filled in.

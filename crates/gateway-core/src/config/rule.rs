@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::broker::BrokerSection;
+use super::action::ActionConfig;
 use super::load::Problems;
 use super::values::duration;
 use crate::model::{DeviceId, MetricName};
@@ -108,59 +108,6 @@ impl<'de> Deserialize<'de> for RateSpec {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
-}
-
-/// A local action run when a rule's alert is raised (and optionally when
-/// it clears): an MQTT publish on a local broker or a CoAP PUT.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionConfig {
-    /// MQTT topic to publish to on `broker`.
-    #[serde(default)]
-    pub publish: Option<String>,
-    /// The local broker of `publish`: a URL, or a table with `url` and the
-    /// credentials, TLS and backoff keys of `[upstream]`.
-    #[serde(default, deserialize_with = "super::broker::url_or_table")]
-    pub broker: BrokerSection,
-    /// `coap://host:port/path` to PUT to.
-    #[serde(default)]
-    pub coap_put: Option<String>,
-    /// Sent when the alert is raised.
-    pub payload: String,
-    /// Sent when the alert clears; nothing is sent when absent.
-    #[serde(default)]
-    pub clear_payload: Option<String>,
-    /// The action runs at most once per this interval per device.
-    #[serde(default = "default_action_cooldown", with = "duration")]
-    pub cooldown: Duration,
-}
-
-impl ActionConfig {
-    /// Whether `other` drives the same actuator the same way: the same
-    /// broker and topic (or CoAP resource) and the same payloads. Alerts
-    /// of such actions share the actuator: one alert's clear must not
-    /// switch it back while another still holds it on.
-    pub fn same_actuator(&self, other: &Self) -> bool {
-        self.publish == other.publish
-            && self.coap_put == other.coap_put
-            && (self.publish.is_none() || self.broker.url == other.broker.url)
-            && self.payload == other.payload
-            && self.clear_payload == other.clear_payload
-    }
-
-    /// Where it goes, for people: `actuators/hvac/command on
-    /// mqtt://127.0.0.1:1883` or the CoAP URI.
-    pub fn target(&self) -> String {
-        match (&self.publish, &self.coap_put) {
-            (Some(topic), _) => format!("{topic} on {}", self.broker.url),
-            (None, Some(uri)) => super::secret::redact_url(uri).into_owned(),
-            (None, None) => String::new(),
-        }
-    }
-}
-
-fn default_action_cooldown() -> Duration {
-    Duration::from_secs(60)
 }
 
 /// `[[rule]]`: one alert rule.
@@ -347,48 +294,7 @@ impl RuleConfig {
             }
         }
         if let Some(a) = &self.action {
-            match (&a.publish, &a.coap_put) {
-                (None, None) => bad(
-                    "action",
-                    "expected publish = \"topic\" or coap_put = \"coap://...\"".into(),
-                ),
-                (Some(_), Some(_)) => {
-                    bad("action", "give either publish or coap_put, not both".into())
-                }
-                (Some(t), None) => {
-                    if let Some(e) = super::values::topic_control_char(t) {
-                        bad("action.publish", e);
-                    } else if t.is_empty() || t.contains(['+', '#']) {
-                        bad(
-                            "action.publish",
-                            format!("expected a topic without wildcards, got \"{t}\""),
-                        );
-                    }
-                }
-                (None, Some(u)) => match url::Url::parse(u) {
-                    Ok(_) if super::secret::url_has_credentials(u) => {
-                        bad(
-                            "action.coap_put",
-                            "credentials in the url are not used (CoAP has none): write coap://host[:port]/path".into(),
-                        )
-                    }
-                    Ok(url) if url.scheme() == "coap" && url.host().is_some() => {}
-                    _ => bad(
-                        "action.coap_put",
-                        format!(
-                            "expected coap://host[:port]/path, got \"{}\"",
-                            super::secret::redact_url(u)
-                        ),
-                    ),
-                },
-            }
-            if a.publish.is_some() {
-                a.broker.validate(
-                    &format!("{path}.action.broker"),
-                    &super::broker::env_is_set,
-                    problems,
-                );
-            }
+            a.validate(path, problems);
         }
     }
 }

@@ -195,7 +195,16 @@ pub fn rule_section() -> String {
 #             (edge_gateway_alerts_suppressed_total{{rule}}) and kept in the
 #             dashboard's alert history with state "suppressed"
 #             (edge-gateway history export --alerts writes that history)
-#   action    optional local action, run when the alert is raised:
+#   action    optional local action, run when the alert is raised: a
+#             command setting a point declared writable on an adapter's
+#             device, {{ device = "lamp-1", point = "state", payload = "OFF" }}
+#             (payload: a text, a number or true/false), through the same
+#             journal, per-device rate ([commands] rate and burst, shared
+#             with the cloud's commands), checks and results as a command
+#             from the cloud, with or without [commands] and [upstream].
+#             The older forms stay, as aliases, each actuator a device of
+#             its own (id: the topic, or CoAP host and path, with "/" as
+#             "."; point "publish" or "put") that only rules write to:
 #             {{ publish = "topic", payload = "...", broker = "mqtt://127.0.0.1:1883" }}
 #             (broker may be a table: {{ url = "mqtts://...", username = "...",
 #             password_env = "...", ca_file = "...", client_cert = "...",

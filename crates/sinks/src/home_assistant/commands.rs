@@ -147,6 +147,7 @@ impl Announcer {
             command,
             at: tokio::time::Instant::now(),
             origin: "home_assistant",
+            reply: None,
         };
         if c.requests.try_send(request).is_ok() {
             c.queued.inc();

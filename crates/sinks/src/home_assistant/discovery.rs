@@ -366,9 +366,7 @@ pub fn alert_config(common: &Common<'_>, device: &DeviceBlock<'_>, rule: &str) -
 /// every build (std's hasher promises no such thing), so a restart can
 /// tell an unchanged config from one it must send again.
 pub fn digest(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    gateway_core::command::stable_digest(bytes)
 }
 
 #[cfg(test)]
