@@ -330,6 +330,9 @@ async fn the_same_actuator_commanded_by_a_rule_and_by_the_cloud_has_one_rate_lim
     ));
     gw.wait_for_log("Subscribed to commands on the upstream broker.")
         .await;
+    // The building's adapter too: a reading published before it subscribed
+    // is not for the gateway to hear.
+    gw.wait_for_log("Subscribed.").await;
 
     // The rule's action takes the lamp's one command (burst = 1)…
     publish(
