@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use gateway_core::command::{CommandTarget, CommandTargets, RawPoint};
-use gateway_core::config::action::{ImplicitActuator, Reach};
+use gateway_core::config::action::ImplicitActuator;
+#[cfg(any(feature = "mqtt", feature = "coap"))]
+use gateway_core::config::action::Reach;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -22,6 +24,9 @@ pub struct Actuators {
 
 impl Actuators {
     /// Starts the writers of `implicit`; they stop with `stop`.
+    // Only the MQTT writer has a connection (named after the gateway) and a
+    // task to stop: a build without it leaves both unused.
+    #[cfg_attr(not(feature = "mqtt"), allow(unused_variables, unused_mut))]
     pub fn start(
         implicit: &[ImplicitActuator],
         gateway_id: &str,

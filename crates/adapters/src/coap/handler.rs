@@ -30,6 +30,8 @@ const CF_SENML_CBOR: u32 = 112;
 /// Option numbers read by number (RFC 7252 §12.2, RFC 7959 §2.1).
 const URI_PATH: u16 = 11;
 const CONTENT_FORMAT: u16 = 12;
+/// Read only for a codec's `?fport=`, which needs the LoRaWAN codecs.
+#[cfg(feature = "lorawan")]
 const URI_QUERY: u16 = 15;
 const BLOCK1: u16 = 27;
 
