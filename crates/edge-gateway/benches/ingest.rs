@@ -49,7 +49,7 @@ fn publish_burst(port: u16, qos: u8, file: &Path, n: usize) -> Child {
             .spawn()
             .expect("mosquitto_pub");
     }
-    Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+    Command::new(support::gateway_exe())
         .args(["simulate", "--broker", &format!("mqtt://127.0.0.1:{port}")])
         .args([
             "--devices",
@@ -319,7 +319,7 @@ impl std::fmt::Display for Resident {
 fn rss_10k(broker: &Broker) -> (Resident, Resident, Resident, f64) {
     let gw = start_gateway_after(broker, 1, "1h", &["Subscribed", "start-up used"]);
     let before = Resident::of(&gw);
-    let status = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+    let status = Command::new(support::gateway_exe())
         .args([
             "simulate",
             "--broker",

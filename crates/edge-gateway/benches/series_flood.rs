@@ -56,7 +56,7 @@ topics = ["sensors/{{device}}"]
 }
 
 fn flood(broker: &Broker, round: usize, n: usize) {
-    let status = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+    let status = Command::new(support::gateway_exe())
         .args([
             "simulate",
             "--broker",

@@ -59,7 +59,7 @@ const TARGET: f64 = 0.5;
 const TARGET_ACK: f64 = 0.9;
 
 fn simulate(port: u16, n: usize, ack: bool) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
+    let mut c = Command::new(support::gateway_exe());
     c.args(["simulate", "--protocol", "tcp", "--rate", "0"])
         .args(["--target", &format!("127.0.0.1:{port}")])
         .args(["--count", &n.to_string(), "--metrics", METRICS])

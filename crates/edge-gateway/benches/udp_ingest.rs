@@ -55,7 +55,7 @@ const COAP_CPU_GOAL_US: f64 = 3.0;
 const LORAWAN_CPU_GOAL_US: f64 = 5.0;
 
 fn simulate(protocol: &str, port: u16, n: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+    Command::new(support::gateway_exe())
         .args(["simulate", "--protocol", protocol, "--rate", "0"])
         .args(["--target", &format!("127.0.0.1:{port}")])
         .args(["--count", &n.to_string(), "--metrics", "value"])
@@ -106,7 +106,7 @@ impl UdpGateway {
         let metrics = test_support::free_port();
         let coap = test_support::free_udp_port();
         let lora = test_support::free_udp_port();
-        let tables = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        let tables = Command::new(support::gateway_exe())
             .args([
                 "simulate",
                 "--protocol",

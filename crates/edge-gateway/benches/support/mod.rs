@@ -241,7 +241,7 @@ impl Gateway {
         );
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        let mut child = Command::new(gateway_exe())
             .args(["run", "-c"])
             .arg(&path)
             .env("RUST_LOG", "info")
@@ -380,4 +380,16 @@ pub fn goal(what: &str, measured: f64, limit: f64, bound: Bound, unit: &str) {
 pub fn figure(what: &str, measured: f64, unit: &str) {
     let places = if unit == "%" { 1 } else { 2 };
     println!("goal: {what} | {measured:.places$} {unit} | - | figure");
+}
+
+/// The gateway binary a bench measures: `EDGE_BENCH_GATEWAY` when set (an
+/// older build, to measure before and after a change with the same
+/// harness and sender), else the one cargo built beside the bench.
+pub fn gateway_exe() -> std::path::PathBuf {
+    std::env::var_os("EDGE_BENCH_GATEWAY")
+        .filter(|p| !p.is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from(env!("CARGO_BIN_EXE_edge-gateway")),
+            std::path::PathBuf::from,
+        )
 }
