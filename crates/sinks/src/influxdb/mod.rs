@@ -46,10 +46,9 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::durable;
-use crate::outbox::OutboxSettings;
-use crate::outbox_loop::{self, blocking, Deliver, LoopSettings};
+use crate::outbox_loop::{self, blocking, Deliver};
 use crate::registry::{SinkContext, SinkKind, StartError};
-use crate::spool::{Spool, SpoolSettings};
+use crate::spool::Spool;
 use crate::OutputLink;
 use batch::Batcher;
 pub use config::InfluxConfig;
@@ -68,24 +67,10 @@ pub const SINK_DEAD_LETTER: &str = "edge_gateway_sink_dead_letter_points_total";
 /// up to it.
 pub const SINK_RETRY_AFTER_CAPPED: &str = "edge_gateway_sink_retry_after_capped_total";
 
-/// Fault hook for the crash tests: milliseconds to hold each batch of
-/// events before it is stored, so a kill can land after the readings were
-/// journaled and acknowledged but before this sink kept them. Unset (the
-/// default), nothing waits.
-const HOLD_STORE_ENV: &str = "EDGE_GATEWAY_FAULT_HOLD_SINK_MS";
-
 /// Housekeeping ticks (seconds) between health points.
 const HEALTH_EVERY: u64 = 10;
 /// What the gateway counts as readings taken (the pipeline's counter).
 const READINGS_TOTAL: &str = "edge_gateway_aggregator_readings_total";
-
-/// Most events taken from the pipeline into one append (one fsync). Each
-/// fsync costs milliseconds here: with 256 the bench was bound by them
-/// (34 % of InfluxDB's own ingest); a full channel is taken in one.
-const STORE_BATCH: usize = 4096;
-/// How long the sink keeps writing once the pipeline has stopped; what is
-/// left stays in its outbox for the next start.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl SinkKind for InfluxConfig {
     const DECLARATION: gateway_core::output::OutputDeclaration = kind::INFLUXDB;
@@ -107,20 +92,11 @@ impl SinkKind for InfluxConfig {
         ctx: &SinkContext,
         link: OutputLink<SinkEvent>,
     ) -> Result<JoinHandle<()>, StartError> {
-        let spool = SpoolSettings {
-            outbox: OutboxSettings {
-                max_bytes: self.max_bytes,
-                policy: self.policy,
-                max_age: None,
-            },
-            max_queued: 100_000,
+        let outbox = durable::SinkOutbox {
+            max_bytes: self.max_bytes,
+            policy: self.policy,
         };
-        let settings = LoopSettings {
-            batch: STORE_BATCH,
-            hold_env: HOLD_STORE_ENV,
-            drain_timeout: DRAIN_TIMEOUT,
-        };
-        durable::spawn_sink(&self.name, spool, settings, ctx, link, |spool| {
+        durable::spawn_sink(&self.name, outbox, ctx, link, |spool| {
             Writer::new(self, ctx, spool)
         })
     }

@@ -34,10 +34,9 @@ use tracing::{error, info, warn};
 
 use crate::durable;
 use crate::mqtt_upstream::{Feed, Renderer};
-use crate::outbox::OutboxSettings;
-use crate::outbox_loop::{blocking, Deliver, End, LoopSettings};
+use crate::outbox_loop::{blocking, Deliver, End};
 use crate::registry::{SinkContext, SinkKind, StartError, SINK_BATCHES_FAILED, SINK_UP};
-use crate::spool::{Spool, SpoolSettings};
+use crate::spool::Spool;
 use crate::OutputLink;
 pub use config::{JsonlConfig, Series};
 use file::RotatingFile;
@@ -46,16 +45,9 @@ use line::Lines;
 /// Lines appended to the file and synced, per output.
 pub const SINK_LINES_WRITTEN: &str = "edge_gateway_sink_lines_written_total";
 
-/// Fault hook for the crash tests, as InfluxDB's: milliseconds to hold
-/// each batch before it is stored.
-const HOLD_STORE_ENV: &str = "EDGE_GATEWAY_FAULT_HOLD_SINK_MS";
-/// Most events taken from the pipeline into one record (one fsync).
-const STORE_BATCH: usize = 4096;
 /// Outbox records appended to the file per turn of the loop, so the
 /// pipeline's events are taken between the turns of a long backlog.
 const RECORDS_PER_SEND: usize = 64;
-/// How long the sink keeps writing once the pipeline has stopped.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The outbox records' topic (a record holds lines, not an MQTT message).
 const RECORD: &str = "jsonl";
 
@@ -79,20 +71,11 @@ impl SinkKind for JsonlConfig {
         ctx: &SinkContext,
         link: OutputLink<SinkEvent>,
     ) -> Result<JoinHandle<()>, StartError> {
-        let spool = SpoolSettings {
-            outbox: OutboxSettings {
-                max_bytes: self.max_bytes,
-                policy: self.policy,
-                max_age: None,
-            },
-            max_queued: 100_000,
+        let outbox = durable::SinkOutbox {
+            max_bytes: self.max_bytes,
+            policy: self.policy,
         };
-        let settings = LoopSettings {
-            batch: STORE_BATCH,
-            hold_env: HOLD_STORE_ENV,
-            drain_timeout: DRAIN_TIMEOUT,
-        };
-        durable::spawn_sink(&self.name, spool, settings, ctx, link, |spool| {
+        durable::spawn_sink(&self.name, outbox, ctx, link, |spool| {
             Ok(FileSink::new(self, ctx, spool))
         })
     }
