@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::registry::OwnedSection;
 
 const KEY: &str = "231d39c1d7cc1ab1aee224cd096db932";
 

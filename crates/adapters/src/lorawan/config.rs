@@ -15,7 +15,7 @@
 //! `[[adapter]] type = "semtech_udp"`. Problems name the TOML path and never
 //! repeat a key: a key with a typo is still mostly a key.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -34,7 +34,9 @@ use super::frame::Key;
 use super::join::Eui;
 use super::region::Region;
 use super::semtech::GatewayEui;
-use crate::device_section::{self, registry_entry};
+use crate::device_section::{
+    some_duration, Context, DeviceCommon, DeviceSection, SectionDevice, DESCRIPTION_KEYS,
+};
 use crate::registry::{AdapterKind, BuildContext, Declaration, OwnedSection};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -56,17 +58,12 @@ struct RawDevice {
     /// `struct` only: the payload's length when bytes after the last
     /// field are padding.
     frame_bytes: Option<usize>,
-    name: Option<String>,
     id: Option<String>,
     #[serde(default)]
     fcnt_reset: FcntReset,
     /// ABP only: OTAA devices are told theirs in the join-accept.
     #[serde(default, deserialize_with = "some_duration")]
     rx1_delay: Option<Duration>,
-}
-
-fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration::deserialize(d).map(Some)
 }
 
 /// RX1 delay of an ABP device unless configured: the spec's default
@@ -172,18 +169,90 @@ impl OtaaDevice {
     }
 }
 
-/// A checked `[[lorawan.device]]`.
-enum Checked {
+/// A checked `[[lorawan.device]]`: how it is activated, and its name,
+/// room, floor and tags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LorawanEntry {
+    common: DeviceCommon,
+    activation: Activation,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Activation {
     Abp(LorawanDevice),
     Otaa(OtaaDevice),
 }
 
-impl Checked {
+/// Where a device is told apart from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// An OTAA device's DevEUI.
+    DevEui(Eui),
+    /// An ABP device's DevAddr with its NwkSKey: two devices may share a
+    /// DevAddr (the MIC tells them apart), but not both, as then nothing
+    /// can.
+    Session(u32, [u8; 16]),
+}
+
+impl SectionDevice for LorawanEntry {
+    const FAMILY: &'static str = "lorawan";
+    const OWN_KEYS: &'static [&'static str] = &SECTION_KEYS;
+    const COMMON: &'static [&'static str] = &DESCRIPTION_KEYS;
+    const EMPTY_NAME: &'static str = "expected a non-empty name";
+    /// The limits of `js:` codecs' calls.
+    type Shared = Limits;
+    type Address = Address;
+
+    fn shared(section: &toml::Table, problems: &mut Problems) -> Limits {
+        script_limits(section, problems)
+    }
+
+    fn parse(
+        item: toml::Value,
+        path: &str,
+        common: DeviceCommon,
+        context: &Context<'_, Limits>,
+        _notes: &mut Vec<String>,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        let activation = device(item, path, &common, context, problems)?;
+        Some(Self { common, activation })
+    }
+
+    fn adapter(&self) -> Option<&str> {
+        None
+    }
+
     fn id(&self) -> &DeviceId {
-        match self {
-            Self::Abp(d) => &d.id,
-            Self::Otaa(d) => &d.id,
+        match &self.activation {
+            Activation::Abp(d) => &d.id,
+            Activation::Otaa(d) => &d.id,
         }
+    }
+
+    fn key_taken(&self) -> (&'static str, String) {
+        let id = self.id().as_str();
+        ("id", format!("id {id:?} is used by another device"))
+    }
+
+    fn addresses(&self) -> Vec<(&'static str, Address)> {
+        match &self.activation {
+            Activation::Abp(d) => vec![("nwk_s_key", Address::Session(d.dev_addr, d.nwk_s_key.0))],
+            Activation::Otaa(d) => vec![("dev_eui", Address::DevEui(d.dev_eui))],
+        }
+    }
+
+    fn address_taken(&self, address: &Address, _: Option<&str>, _: usize) -> String {
+        match address {
+            Address::DevEui(eui) => format!("DevEUI {eui} is used by another device"),
+            Address::Session(dev_addr, _) => {
+                format!("another device has DevAddr {dev_addr:08X} with the same NwkSKey")
+            }
+        }
+    }
+
+    fn registry_entry(&self) -> Option<DeviceConfig> {
+        self.common.described_entry(self.id())
     }
 }
 
@@ -192,98 +261,30 @@ impl Checked {
 /// map in tests). Returns the ABP devices that passed.
 pub fn devices(
     tables: Vec<toml::Value>,
-    path: &str,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> Vec<LorawanDevice> {
-    all_devices(tables, path, env, problems).0
-}
-
-/// [`devices`], with the OTAA devices too.
-pub fn all_devices(
-    tables: Vec<toml::Value>,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Problems,
-) -> (Vec<LorawanDevice>, Vec<OtaaDevice>) {
-    all_devices_with(tables, path, env, Limits::default(), problems)
-}
-
-/// [`all_devices`], with the limits of `js:` codecs' calls.
-pub fn all_devices_with(
-    tables: Vec<toml::Value>,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    limits: Limits,
-    problems: &mut Problems,
-) -> (Vec<LorawanDevice>, Vec<OtaaDevice>) {
-    let mut out: Vec<LorawanDevice> = Vec::new();
-    let mut otaa: Vec<OtaaDevice> = Vec::new();
-    let mut ids = HashSet::new();
-    let mut sessions = HashSet::new();
-    let mut euis = HashSet::new();
-    for (i, table) in tables.into_iter().enumerate() {
-        let path = format!("{path}[{i}]");
-        let Some(checked) = device(table, &path, env, limits, problems) else {
-            continue;
-        };
-        if !ids.insert(checked.id().clone()) {
-            problems.push(
-                format!("{path}.id"),
-                format!("id {:?} is used by another device", checked.id().as_str()),
-            );
-            continue;
-        }
-        let device = match checked {
-            Checked::Abp(d) => d,
-            Checked::Otaa(d) => {
-                if euis.insert(d.dev_eui) {
-                    otaa.push(d);
-                } else {
-                    problems.push(
-                        format!("{path}.dev_eui"),
-                        format!("DevEUI {} is used by another device", d.dev_eui),
-                    );
-                }
-                continue;
-            }
-        };
-        // Two devices may share a DevAddr (the MIC tells them apart), but
-        // not a DevAddr and a NwkSKey: then nothing can.
-        if !sessions.insert((device.dev_addr, device.nwk_s_key.0)) {
-            problems.push(
-                format!("{path}.nwk_s_key"),
-                format!(
-                    "another device has DevAddr {:08X} with the same NwkSKey",
-                    device.dev_addr
-                ),
-            );
-            continue;
-        }
-        out.push(device);
-    }
-    (out, otaa)
+    let context = Context {
+        env,
+        shared: Limits::default(),
+    };
+    let entries = DeviceSection::<LorawanEntry>::from_items(&[], tables, &context, problems);
+    LorawanSection::from(entries).devices
 }
 
 fn device(
     table: toml::Value,
     path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    limits: Limits,
+    common: &DeviceCommon,
+    context: &Context<'_, Limits>,
     problems: &mut Problems,
-) -> Option<Checked> {
+) -> Option<Activation> {
     // Counted before parsing: `section` drops an unknown key and carries
     // on, and a device with any problem is refused whole.
     let before = problems.len();
-    let raw: RawDevice = load::section(table, path, problems)?;
-    // After the keys, so problems come in the order of a device's table.
-    let codec_and_name = |problems: &mut Problems| {
-        let codec = codec(&raw, path, limits, problems);
-        if raw.name.as_deref() == Some("") {
-            problems.push(format!("{path}.name"), "expected a non-empty name");
-        }
-        codec
-    };
+    let env = context.env;
+    let raw: RawDevice = load::section_accepting(table, path, &DESCRIPTION_KEYS, problems)?;
+    let codec_of = |problems: &mut Problems| codec(&raw, path, context.shared, problems);
     let id = |default: Option<String>, problems: &mut Problems| {
         raw.id.clone().or(default).and_then(|text| {
             DeviceId::new(text)
@@ -324,17 +325,17 @@ fn device(
                 None
             }
         };
-        let codec = codec_and_name(problems);
+        let codec = codec_of(problems);
         let id = id(dev_eui.map(|e| e.to_string()), problems);
         if problems.len() > before {
             return None;
         }
-        return Some(Checked::Otaa(OtaaDevice {
+        return Some(Activation::Otaa(OtaaDevice {
             dev_eui: dev_eui?,
             join_eui: join_eui?,
             app_key: app_key?,
             codec: codec?,
-            name: raw.name,
+            name: common.name.clone(),
             id: id?,
             fcnt_reset: raw.fcnt_reset,
         }));
@@ -381,17 +382,17 @@ fn device(
     }
     let nwk_s_key = session_key(&raw.nwk_s_key, "nwk_s_key", problems);
     let app_s_key = session_key(&raw.app_s_key, "app_s_key", problems);
-    let codec = codec_and_name(problems);
+    let codec = codec_of(problems);
     let id = id(dev_addr.map(|addr| format!("{addr:08X}")), problems);
     if problems.len() > before {
         return None;
     }
-    Some(Checked::Abp(LorawanDevice {
+    Some(Activation::Abp(LorawanDevice {
         dev_addr: dev_addr?,
         nwk_s_key: nwk_s_key?,
         app_s_key: app_s_key?,
         codec: codec?,
-        name: raw.name,
+        name: common.name.clone(),
         id: id?,
         fcnt_reset: raw.fcnt_reset,
         rx1_delay,
@@ -479,6 +480,8 @@ pub struct LorawanSection {
     pub otaa: Vec<OtaaDevice>,
     /// What the network server side needs: NetID, region.
     pub network: Network,
+    /// The devices' `[[device]]` entries.
+    registry: Vec<DeviceConfig>,
 }
 
 /// `[lorawan]`'s own keys: what OTAA joins and downlinks need.
@@ -491,6 +494,22 @@ pub struct Network {
     pub region: Region,
 }
 
+impl From<DeviceSection<LorawanEntry>> for LorawanSection {
+    fn from(entries: DeviceSection<LorawanEntry>) -> Self {
+        let mut section = Self {
+            registry: entries.registry_devices(),
+            ..Self::default()
+        };
+        for entry in entries.devices {
+            match entry.activation {
+                Activation::Abp(d) => section.devices.push(d),
+                Activation::Otaa(d) => section.otaa.push(d),
+            }
+        }
+        section
+    }
+}
+
 impl OwnedSection for LorawanSection {
     const NAME: &'static str = "lorawan";
 
@@ -499,12 +518,7 @@ impl OwnedSection for LorawanSection {
     }
 
     fn registry_devices(&self) -> Vec<DeviceConfig> {
-        self.devices
-            .iter()
-            .map(|d| (&d.id, &d.name))
-            .chain(self.otaa.iter().map(|d| (&d.id, &d.name)))
-            .filter_map(|(id, name)| registry_entry(id.clone(), name.as_deref(), None))
-            .collect()
+        self.registry.clone()
     }
 }
 
@@ -514,13 +528,19 @@ pub fn section(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> LorawanSection {
-    let Some(section) = device_section::read(root, "lorawan", &SECTION_KEYS, problems) else {
-        return LorawanSection::default();
+    let entries = DeviceSection::<LorawanEntry>::read_with_env(root, env, problems);
+    let network = match root.get("lorawan").and_then(toml::Value::as_table) {
+        Some(table) => network(table, problems),
+        None => Network::default(),
     };
-    let table = section.table;
-    let limits = script_limits(table, problems);
-    let (devices, otaa) =
-        all_devices_with(section.devices, "lorawan.device", env, limits, problems);
+    LorawanSection {
+        network,
+        ..entries.into()
+    }
+}
+
+/// `net_id` and `region`.
+fn network(table: &toml::Table, problems: &mut Problems) -> Network {
     let mut network = Network::default();
     match table.get("net_id") {
         None => {}
@@ -553,11 +573,7 @@ pub fn section(
             "expected a string: EU868, US915, AS923, AU915, IN865 or KR920",
         ),
     }
-    LorawanSection {
-        devices,
-        otaa,
-        network,
-    }
+    network
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -18,7 +18,7 @@ fn check(text: &str) -> (Vec<LorawanDevice>, Vec<String>) {
     }
     let doc: Doc = toml::from_str(text).unwrap();
     let mut problems = Problems::default();
-    let devices = devices(doc.lorawan.device, "lorawan.device", &env, &mut problems);
+    let devices = devices(doc.lorawan.device, &env, &mut problems);
     (devices, problems.iter().map(|p| p.to_string()).collect())
 }
 
