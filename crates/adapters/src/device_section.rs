@@ -9,7 +9,7 @@
 //! registry entries and the notes `validate` prints; so that a family
 //! writes only what its devices have of their own ([`SectionDevice`]).
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::time::Duration;
@@ -127,6 +127,16 @@ pub struct Context<'a, S> {
     pub shared: S,
 }
 
+/// One entry being read: where it is, its common keys, what it is read
+/// with, and where its notes and problems go.
+pub struct Entry<'a, S> {
+    pub path: &'a str,
+    pub common: DeviceCommon,
+    pub context: &'a Context<'a, S>,
+    pub notes: &'a mut Vec<String>,
+    pub problems: &'a mut Problems,
+}
+
 /// One `[[x.device]]` of a family: what it has of its own.
 pub trait SectionDevice: Sized + Clone + std::fmt::Debug + PartialEq {
     /// The section's name (`[modbus]`), also the `type` of the family's
@@ -158,16 +168,9 @@ pub trait SectionDevice: Sized + Clone + std::fmt::Debug + PartialEq {
     }
 
     /// Reads the family's own keys from `item` (the common ones already
-    /// taken out: [`Self::COMMON`]), recording problems under `path`;
-    /// `notes` takes what a valid device probably gets wrong.
-    fn parse(
-        item: toml::Value,
-        path: &str,
-        common: DeviceCommon,
-        context: &Context<'_, Self::Shared>,
-        notes: &mut Vec<String>,
-        problems: &mut Problems,
-    ) -> Option<Self>;
+    /// taken out: [`Self::COMMON`]), recording problems under the entry's
+    /// path; its notes take what a valid device probably gets wrong.
+    fn parse(item: toml::Value, entry: Entry<'_, Self::Shared>) -> Option<Self>;
 
     /// The adapter it names, if any.
     fn adapter(&self) -> Option<&str>;
@@ -286,7 +289,14 @@ impl<D: SectionDevice> DeviceSection<D> {
             let before = problems.len();
             let common = DeviceCommon::take(&mut item, D::COMMON, &path, problems);
             let texts = common.clone();
-            let device = D::parse(item, &path, common, context, &mut out.notes, problems);
+            let entry = Entry {
+                path: &path,
+                common,
+                context,
+                notes: &mut out.notes,
+                problems: &mut *problems,
+            };
+            let device = D::parse(item, entry);
             texts.check_texts(D::EMPTY_NAME, &path, problems);
             let Some(mut device) = device.filter(|_| problems.len() == before) else {
                 continue;
@@ -311,13 +321,13 @@ impl<D: SectionDevice> DeviceSection<D> {
             let mut clash = false;
             for (key, address) in device.addresses() {
                 match addresses.entry((adapter, address)) {
-                    Entry::Occupied(first) if *first.get() != i => {
+                    Slot::Occupied(first) if *first.get() != i => {
                         let problem = device.address_taken(&first.key().1, adapter, *first.get());
                         problems.push(format!("{path}.{key}"), problem);
                         clash = true;
                     }
-                    Entry::Occupied(_) => {}
-                    Entry::Vacant(slot) => {
+                    Slot::Occupied(_) => {}
+                    Slot::Vacant(slot) => {
                         slot.insert(i);
                     }
                 }

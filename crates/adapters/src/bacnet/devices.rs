@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::config::{parse_address, KIND};
 use super::tags::{ObjectId, MAX_INSTANCE};
 use crate::device_section::{
-    check_poll, some_duration, Context, DeviceCommon, DeviceSection, SectionDevice, COMMON_KEYS,
+    check_poll, some_duration, DeviceCommon, DeviceSection, Entry, SectionDevice, COMMON_KEYS,
 };
 use gateway_core::config::DeviceConfig;
 
@@ -85,15 +85,8 @@ impl SectionDevice for BacnetDevice {
     type Shared = ();
     type Address = u32;
 
-    fn parse(
-        item: toml::Value,
-        path: &str,
-        common: DeviceCommon,
-        _context: &Context<'_, ()>,
-        _notes: &mut Vec<String>,
-        problems: &mut Problems,
-    ) -> Option<Self> {
-        device(item, path, common, problems)
+    fn parse(item: toml::Value, e: Entry<'_, ()>) -> Option<Self> {
+        device(item, e.path, e.common, e.problems)
     }
 
     fn adapter(&self) -> Option<&str> {

@@ -30,9 +30,7 @@ use serde::Deserialize;
 
 use super::advert::Mac;
 use super::bthome_crypto::BindKey;
-use crate::device_section::{
-    Context, DeviceCommon, DeviceSection, SectionDevice, DESCRIPTION_KEYS,
-};
+use crate::device_section::{DeviceCommon, DeviceSection, Entry, SectionDevice, DESCRIPTION_KEYS};
 use crate::registry::{AdapterKind, BuildContext, Declaration};
 
 /// Home Assistant's Bluetooth stack waits about this long before it calls
@@ -231,14 +229,8 @@ impl SectionDevice for BleDevice {
     /// The MAC is its id: [`SectionDevice::key`] keeps it unique.
     type Address = ();
 
-    fn parse(
-        item: toml::Value,
-        path: &str,
-        common: DeviceCommon,
-        context: &Context<'_, ()>,
-        _notes: &mut Vec<String>,
-        problems: &mut Problems,
-    ) -> Option<Self> {
+    fn parse(item: toml::Value, e: Entry<'_, ()>) -> Option<Self> {
+        let (path, problems) = (e.path, e.problems);
         let before = problems.len();
         let raw: RawDevice = load::section_accepting(item, path, Self::COMMON, problems)?;
         let mac = raw
@@ -250,7 +242,7 @@ impl SectionDevice for BleDevice {
             secret::parse(
                 text.expose(),
                 &format!("{path}.bindkey"),
-                context.env,
+                e.context.env,
                 problems,
             )
         });
@@ -262,7 +254,7 @@ impl SectionDevice for BleDevice {
             mac,
             id: mac.device_id(),
             bindkey: bindkey.flatten(),
-            common,
+            common: e.common,
         })
     }
 

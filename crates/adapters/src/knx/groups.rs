@@ -27,7 +27,7 @@ use super::address::GroupAddress;
 use super::config::{check_poll, KIND};
 use super::dpt::Dpt;
 use super::ets::AdapterExport;
-use crate::device_section::{some_duration, Context, DeviceCommon, DeviceSection, SectionDevice};
+use crate::device_section::{some_duration, DeviceSection, Entry, SectionDevice};
 use crate::registry::OwnedSection;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -220,17 +220,10 @@ impl SectionDevice for KnxGroup {
     type Shared = ();
     type Address = GroupAddress;
 
-    fn parse(
-        item: toml::Value,
-        path: &str,
-        common: DeviceCommon,
-        _context: &Context<'_, ()>,
-        _notes: &mut Vec<String>,
-        problems: &mut Problems,
-    ) -> Option<Self> {
-        let group = group(item, path, problems)?;
+    fn parse(item: toml::Value, e: Entry<'_, ()>) -> Option<Self> {
+        let group = group(item, e.path, e.problems)?;
         Some(Self {
-            adapter: common.adapter,
+            adapter: e.common.adapter,
             ..group
         })
     }

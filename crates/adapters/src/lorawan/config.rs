@@ -35,7 +35,7 @@ use super::join::Eui;
 use super::region::Region;
 use super::semtech::GatewayEui;
 use crate::device_section::{
-    some_duration, Context, DeviceCommon, DeviceSection, SectionDevice, DESCRIPTION_KEYS,
+    some_duration, Context, DeviceCommon, DeviceSection, Entry, SectionDevice, DESCRIPTION_KEYS,
 };
 use crate::registry::{AdapterKind, BuildContext, Declaration, OwnedSection};
 
@@ -207,16 +207,12 @@ impl SectionDevice for LorawanEntry {
         script_limits(section, problems)
     }
 
-    fn parse(
-        item: toml::Value,
-        path: &str,
-        common: DeviceCommon,
-        context: &Context<'_, Limits>,
-        _notes: &mut Vec<String>,
-        problems: &mut Problems,
-    ) -> Option<Self> {
-        let activation = device(item, path, &common, context, problems)?;
-        Some(Self { common, activation })
+    fn parse(item: toml::Value, e: Entry<'_, Limits>) -> Option<Self> {
+        let activation = device(item, e.path, &e.common, e.context, e.problems)?;
+        Some(Self {
+            common: e.common,
+            activation,
+        })
     }
 
     fn adapter(&self) -> Option<&str> {

@@ -21,7 +21,7 @@ use super::config::KIND;
 use super::profiles::{self, Profile};
 use super::registers::{Order, Register, Table, ValueType};
 use crate::device_section::{
-    check_poll, some_duration, Context, DeviceCommon, DeviceSection, SectionDevice, COMMON_KEYS,
+    check_poll, some_duration, DeviceCommon, DeviceSection, Entry, SectionDevice, COMMON_KEYS,
 };
 use gateway_core::config::DeviceConfig;
 
@@ -98,15 +98,8 @@ impl SectionDevice for ModbusDevice {
     type Shared = ();
     type Address = u8;
 
-    fn parse(
-        item: toml::Value,
-        path: &str,
-        common: DeviceCommon,
-        _context: &Context<'_, ()>,
-        notes: &mut Vec<String>,
-        problems: &mut Problems,
-    ) -> Option<Self> {
-        device(item, path, common, problems, notes)
+    fn parse(item: toml::Value, e: Entry<'_, ()>) -> Option<Self> {
+        device(item, e.path, e.common, e.problems, e.notes)
     }
 
     fn adapter(&self) -> Option<&str> {
