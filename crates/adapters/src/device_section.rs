@@ -12,8 +12,20 @@
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
+#[cfg(any(
+    feature = "lorawan",
+    feature = "modbus",
+    feature = "bacnet",
+    feature = "knx"
+))]
 use std::time::Duration;
 
+#[cfg(any(
+    feature = "lorawan",
+    feature = "modbus",
+    feature = "bacnet",
+    feature = "knx"
+))]
 use gateway_core::config::values::duration;
 use gateway_core::config::{load, DeviceConfig, Problems, TagValue, Tags};
 use gateway_core::DeviceId;
@@ -50,6 +62,7 @@ pub const COMMON_KEYS: [&str; 5] = ["adapter", "name", "room", "floor", "tags"];
 
 /// The common keys of a family whose devices name no adapter: every
 /// LoRaWAN forwarder hears every device, every BLE radio every advertiser.
+#[cfg(any(feature = "ble", feature = "lorawan"))]
 pub const DESCRIPTION_KEYS: [&str; 4] = ["name", "room", "floor", "tags"];
 
 impl DeviceCommon {

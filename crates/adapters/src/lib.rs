@@ -48,7 +48,13 @@ pub mod registry;
     feature = "knx"
 ))]
 mod device_section;
-#[cfg(any(feature = "modbus", feature = "bacnet"))]
+#[cfg(any(
+    feature = "ble",
+    feature = "lorawan",
+    feature = "modbus",
+    feature = "bacnet",
+    feature = "knx"
+))]
 pub use device_section::{DeviceCommon, DeviceSection, SectionDevice};
 
 #[cfg(any(feature = "coap", feature = "lorawan"))]

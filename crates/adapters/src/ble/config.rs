@@ -17,8 +17,9 @@
 //!
 //! Names and rooms of BLE devices usually come from the shared
 //! `[[device]] id = "a4:c1:38:8d:18:b2"` registry (the device id is the MAC
-//! in lower case); `[[ble.device]]` is where keys live, and a name given
-//! there is a registry entry too (`[[device]]` wins for the same id).
+//! in lower case); `[[ble.device]]` is where keys live, and a name, room,
+//! floor or tags given there make a registry entry too (`[[device]]` wins
+//! for the same id).
 
 use std::path::PathBuf;
 use std::time::Duration;
