@@ -9,27 +9,12 @@
 //! registry entries and the notes `validate` prints; so that a family
 //! writes only what its devices have of their own ([`SectionDevice`]).
 
-use std::collections::hash_map::Entry as Slot;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::Hash;
-#[cfg(any(
-    feature = "lorawan",
-    feature = "modbus",
-    feature = "bacnet",
-    feature = "knx"
-))]
-use std::time::Duration;
-
-#[cfg(any(
-    feature = "lorawan",
-    feature = "modbus",
-    feature = "bacnet",
-    feature = "knx"
-))]
-use gateway_core::config::values::duration;
 use gateway_core::config::{load, DeviceConfig, Problems, TagValue, Tags};
 use gateway_core::DeviceId;
 use serde::Deserialize;
+use std::collections::hash_map::Entry as Slot;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
 
 use crate::registry::OwnedSection;
 
@@ -208,10 +193,9 @@ pub trait SectionDevice: Sized + Clone + std::fmt::Debug + PartialEq {
     /// Its addresses, each with its key.
     fn addresses(&self) -> Vec<(&'static str, Self::Address)>;
 
-    /// The problem of a device whose `address` (on `adapter`, if its
-    /// family has adapters) is already `[[x.device]]` number `first`'s.
-    fn address_taken(&self, address: &Self::Address, adapter: Option<&str>, first: usize)
-        -> String;
+    /// The problem of a device whose `address` (on `adapter`; empty where
+    /// its family names none) is already `[[x.device]]` number `first`'s.
+    fn address_taken(&self, address: &Self::Address, adapter: &str, first: usize) -> String;
 
     /// Whether the device suits the adapter's table (a serial line takes
     /// fewer Modbus units than TCP); problems under `path`.
@@ -335,7 +319,11 @@ impl<D: SectionDevice> DeviceSection<D> {
             for (key, address) in device.addresses() {
                 match addresses.entry((adapter, address)) {
                     Slot::Occupied(first) if *first.get() != i => {
-                        let problem = device.address_taken(&first.key().1, adapter, *first.get());
+                        let problem = device.address_taken(
+                            &first.key().1,
+                            adapter.unwrap_or_default(),
+                            *first.get(),
+                        );
                         problems.push(format!("{path}.{key}"), problem);
                         clash = true;
                     }
@@ -492,11 +480,12 @@ fn find_adapter<'a, D: SectionDevice>(
 /// Below this a poll cannot finish before the next: a few Modbus
 /// registers at 9600 baud, a large BACnet device's objects.
 #[cfg(any(feature = "modbus", feature = "bacnet"))]
-const MIN_POLL: Duration = Duration::from_millis(100);
+const MIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// An adapter's or a device's `poll`: at least [`MIN_POLL`].
 #[cfg(any(feature = "modbus", feature = "bacnet"))]
-pub fn check_poll(poll: Duration, path: &str, problems: &mut Problems) {
+pub fn check_poll(poll: std::time::Duration, path: &str, problems: &mut Problems) {
+    use gateway_core::config::values::duration;
     if poll < MIN_POLL {
         problems.push(
             path,
@@ -517,8 +506,10 @@ pub fn check_poll(poll: Duration, path: &str, problems: &mut Problems) {
     feature = "bacnet",
     feature = "knx"
 ))]
-pub fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration::deserialize(d).map(Some)
+pub fn some_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    gateway_core::config::values::duration::deserialize(d).map(Some)
 }
 
 #[cfg(test)]

@@ -101,8 +101,7 @@ impl SectionDevice for BacnetDevice {
         vec![("instance", self.instance)]
     }
 
-    fn address_taken(&self, instance: &u32, adapter: Option<&str>, _first: usize) -> String {
-        let adapter = adapter.unwrap_or_default();
+    fn address_taken(&self, instance: &u32, adapter: &str, _first: usize) -> String {
         format!("device {instance} is already listed on \"{adapter}\"")
     }
 

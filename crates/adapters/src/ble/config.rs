@@ -276,7 +276,7 @@ impl SectionDevice for BleDevice {
         Vec::new()
     }
 
-    fn address_taken(&self, _: &(), _: Option<&str>, _: usize) -> String {
+    fn address_taken(&self, _: &(), _: &str, _: usize) -> String {
         String::new()
     }
 

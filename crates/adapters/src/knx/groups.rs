@@ -261,8 +261,7 @@ impl SectionDevice for KnxGroup {
             .collect()
     }
 
-    fn address_taken(&self, address: &GroupAddress, adapter: Option<&str>, first: usize) -> String {
-        let adapter = adapter.unwrap_or_default();
+    fn address_taken(&self, address: &GroupAddress, adapter: &str, first: usize) -> String {
         format!("{address} on \"{adapter}\" is already knx.group[{first}]")
     }
 

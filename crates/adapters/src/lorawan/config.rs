@@ -238,7 +238,7 @@ impl SectionDevice for LorawanEntry {
         }
     }
 
-    fn address_taken(&self, address: &Address, _: Option<&str>, _: usize) -> String {
+    fn address_taken(&self, address: &Address, _: &str, _: usize) -> String {
         match address {
             Address::DevEui(eui) => format!("DevEUI {eui} is used by another device"),
             Address::Session(dev_addr, _) => {

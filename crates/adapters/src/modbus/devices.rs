@@ -114,8 +114,7 @@ impl SectionDevice for ModbusDevice {
         vec![("unit", self.unit)]
     }
 
-    fn address_taken(&self, unit: &u8, adapter: Option<&str>, first: usize) -> String {
-        let adapter = adapter.unwrap_or_default();
+    fn address_taken(&self, unit: &u8, adapter: &str, first: usize) -> String {
         format!("unit {unit} on \"{adapter}\" is already modbus.device[{first}]")
     }
 
