@@ -47,15 +47,7 @@ pub mod registry;
     feature = "bacnet",
     feature = "knx"
 ))]
-mod device_section;
-#[cfg(any(
-    feature = "ble",
-    feature = "lorawan",
-    feature = "modbus",
-    feature = "bacnet",
-    feature = "knx"
-))]
-pub use device_section::{DeviceCommon, DeviceSection, SectionDevice};
+pub mod device_section;
 
 #[cfg(any(feature = "coap", feature = "lorawan"))]
 mod udp;
