@@ -179,9 +179,10 @@ pub trait SectionDevice: Sized + Clone + std::fmt::Debug + PartialEq {
     /// The device it reads (a KNX group's device has other groups).
     fn id(&self) -> &DeviceId;
 
-    /// What no two entries of the section share: their id.
-    fn key(&self) -> String {
-        self.id().as_str().to_string()
+    /// What no two entries of the section share: their id (and what
+    /// else tells entries of one device apart, a KNX group's metric).
+    fn key(&self) -> (String, String) {
+        (self.id().as_str().to_string(), String::new())
     }
 
     /// The problem of an entry whose key another has: its key (under the

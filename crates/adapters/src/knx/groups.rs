@@ -242,8 +242,9 @@ impl SectionDevice for KnxGroup {
     }
 
     /// A device has many groups, each its own metric.
-    fn key(&self) -> String {
-        format!("{} {}", self.device.as_str(), self.metric.as_str())
+    fn key(&self) -> (String, String) {
+        let (device, metric) = (self.device.as_str(), self.metric.as_str());
+        (device.to_string(), metric.to_string())
     }
 
     fn key_taken(&self) -> (&'static str, String) {
