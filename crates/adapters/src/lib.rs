@@ -47,9 +47,7 @@ pub mod registry;
     feature = "bacnet",
     feature = "knx"
 ))]
-mod device_section;
-#[cfg(any(feature = "modbus", feature = "bacnet"))]
-pub use device_section::{DeviceCommon, DeviceSection, SectionDevice};
+pub mod device_section;
 
 #[cfg(any(feature = "coap", feature = "lorawan"))]
 mod udp;

@@ -20,8 +20,9 @@ use serde::Deserialize;
 use super::config::{parse_address, KIND};
 use super::tags::{ObjectId, MAX_INSTANCE};
 use crate::device_section::{
-    check_poll, some_duration, DeviceCommon, DeviceSection, SectionDevice, COMMON_KEYS,
+    check_poll, some_duration, DeviceCommon, DeviceSection, Entry, SectionDevice, COMMON_KEYS,
 };
+use gateway_core::config::DeviceConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,34 +82,31 @@ pub fn section(root: &toml::Table, problems: &mut Problems) -> BacnetSection {
 
 impl SectionDevice for BacnetDevice {
     const FAMILY: &'static str = KIND;
+    type Shared = ();
     type Address = u32;
 
-    fn parse(
-        item: toml::Value,
-        path: &str,
-        common: DeviceCommon,
-        _notes: &mut Vec<String>,
-        problems: &mut Problems,
-    ) -> Option<Self> {
-        device(item, path, common, problems)
+    fn parse(item: toml::Value, e: Entry<'_, ()>) -> Option<Self> {
+        device(item, e.path, e.common, e.problems)
+    }
+
+    fn adapter(&self) -> Option<&str> {
+        self.common.adapter.as_deref()
     }
 
     fn id(&self) -> &DeviceId {
         &self.id
     }
 
-    fn common(&self) -> &DeviceCommon {
-        &self.common
+    fn addresses(&self) -> Vec<(&'static str, u32)> {
+        vec![("instance", self.instance)]
     }
 
-    fn address(&self) -> u32 {
-        self.instance
+    fn address_taken(&self, instance: &u32, adapter: &str, _first: usize) -> String {
+        format!("device {instance} is already listed on \"{adapter}\"")
     }
 
-    fn address_taken(&self, adapter: &str, _first: usize) -> (&'static str, String) {
-        let instance = self.instance;
-        let taken = format!("device {instance} is already listed on \"{adapter}\"");
-        ("instance", taken)
+    fn registry_entry(&self) -> Option<DeviceConfig> {
+        Some(self.common.registry_entry(&self.id, Default::default()))
     }
 }
 

@@ -17,22 +17,22 @@
 //!
 //! Names and rooms of BLE devices usually come from the shared
 //! `[[device]] id = "a4:c1:38:8d:18:b2"` registry (the device id is the MAC
-//! in lower case); `[[ble.device]]` is where keys live, and a name given
-//! there is a registry entry too (`[[device]]` wins for the same id).
+//! in lower case); `[[ble.device]]` is where keys live, and a name, room,
+//! floor or tags given there make a registry entry too (`[[device]]` wins
+//! for the same id).
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use gateway_core::config::values::duration;
 use gateway_core::config::{load, secret, DeviceConfig, Problems};
-use gateway_core::Adapter;
+use gateway_core::{Adapter, DeviceId};
 use serde::Deserialize;
 
 use super::advert::Mac;
 use super::bthome_crypto::BindKey;
-use crate::device_section::{self, registry_entry};
-use crate::registry::{AdapterKind, BuildContext, Declaration, OwnedSection};
+use crate::device_section::{DeviceCommon, DeviceSection, Entry, SectionDevice, DESCRIPTION_KEYS};
+use crate::registry::{AdapterKind, BuildContext, Declaration};
 
 /// Home Assistant's Bluetooth stack waits about this long before it calls
 /// a scanner stalled; sensors advertise every few seconds, so 90 s of
@@ -188,24 +188,21 @@ impl AdapterKind for BleConfig {
 struct RawDevice {
     mac: String,
     bindkey: Option<secret::Secret>,
-    name: Option<String>,
-    room: Option<String>,
 }
 
 /// A checked `[[ble.device]]`. `Debug` never shows the key ([`BindKey`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BleDevice {
     pub mac: Mac,
+    /// The MAC in lower case, its id in readings and in `[[device]]`.
+    pub id: DeviceId,
     pub bindkey: Option<BindKey>,
-    pub name: Option<String>,
-    pub room: Option<String>,
+    /// Its name, room, floor and tags: a registry entry when given.
+    pub common: DeviceCommon,
 }
 
 /// The `[ble]` section.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct BleSection {
-    pub devices: Vec<BleDevice>,
-}
+pub type BleSection = DeviceSection<BleDevice>;
 
 impl BleSection {
     /// The key configured for `mac`, if any.
@@ -217,80 +214,75 @@ impl BleSection {
     }
 }
 
-impl OwnedSection for BleSection {
-    const NAME: &'static str = "ble";
-
-    fn parse(root: &toml::Table, problems: &mut Problems) -> Self {
-        section(root, &|var| std::env::var(var).ok(), problems)
-    }
-
-    fn registry_devices(&self) -> Vec<DeviceConfig> {
-        self.devices
-            .iter()
-            .filter_map(|d| registry_entry(d.mac.device_id(), d.name.as_deref(), d.room.as_deref()))
-            .collect()
-    }
-}
-
 /// Reads `[ble]` from the file's root table; `env` resolves `env:VAR`.
 pub fn section(
     root: &toml::Table,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> BleSection {
-    let Some(section) = device_section::read(root, "ble", &[], problems) else {
-        return BleSection::default();
-    };
-    let mut devices = Vec::new();
-    let mut macs = HashSet::new();
-    for (i, item) in section.devices.into_iter().enumerate() {
-        let path = format!("ble.device[{i}]");
-        let Some(device) = device(item, &path, env, problems) else {
-            continue;
-        };
-        if !macs.insert(device.mac) {
-            problems.push(
-                format!("{path}.mac"),
-                format!("{} is listed twice", device.mac.device_id().as_str()),
-            );
-            continue;
-        }
-        devices.push(device);
-    }
-    BleSection { devices }
+    BleSection::read_with_env(root, env, problems)
 }
 
-fn device(
-    table: toml::Value,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Problems,
-) -> Option<BleDevice> {
-    let before = problems.len();
-    let raw: RawDevice = load::section(table, path, problems)?;
-    let mac = raw
-        .mac
-        .parse::<Mac>()
-        .map_err(|e| problems.push(format!("{path}.mac"), e.to_string()))
-        .ok();
-    let bindkey = raw
-        .bindkey
-        .as_ref()
-        .map(|text| secret::parse(text.expose(), &format!("{path}.bindkey"), env, problems));
-    for (key, value) in [("name", &raw.name), ("room", &raw.room)] {
-        if value.as_deref() == Some("") {
-            problems.push(format!("{path}.{key}"), "expected a non-empty text");
+impl SectionDevice for BleDevice {
+    const FAMILY: &'static str = "ble";
+    const COMMON: &'static [&'static str] = &DESCRIPTION_KEYS;
+    type Shared = ();
+    /// The MAC is its id: [`SectionDevice::key`] keeps it unique.
+    type Address = ();
+
+    fn parse(item: toml::Value, e: Entry<'_, ()>) -> Option<Self> {
+        let (path, problems) = (e.path, e.problems);
+        let before = problems.len();
+        let raw: RawDevice = load::section_accepting(item, path, Self::COMMON, problems)?;
+        let mac = raw
+            .mac
+            .parse::<Mac>()
+            .map_err(|e| problems.push(format!("{path}.mac"), e.to_string()))
+            .ok();
+        let bindkey = raw.bindkey.as_ref().map(|text| {
+            secret::parse(
+                text.expose(),
+                &format!("{path}.bindkey"),
+                e.context.env,
+                problems,
+            )
+        });
+        if problems.len() > before {
+            return None;
         }
+        let mac = mac?;
+        Some(BleDevice {
+            mac,
+            id: mac.device_id(),
+            bindkey: bindkey.flatten(),
+            common: e.common,
+        })
     }
-    if problems.len() > before {
-        return None;
+
+    fn adapter(&self) -> Option<&str> {
+        None
     }
-    Some(BleDevice {
-        mac: mac?,
-        bindkey: bindkey.flatten(),
-        name: raw.name,
-        room: raw.room,
-    })
+
+    fn id(&self) -> &DeviceId {
+        &self.id
+    }
+
+    /// Under `mac`, as written: mixed-case MACs are one device.
+    fn key_taken(&self) -> (&'static str, String) {
+        ("mac", format!("{} is listed twice", self.id.as_str()))
+    }
+
+    fn addresses(&self) -> Vec<(&'static str, ())> {
+        Vec::new()
+    }
+
+    fn address_taken(&self, _: &(), _: &str, _: usize) -> String {
+        String::new()
+    }
+
+    fn registry_entry(&self) -> Option<DeviceConfig> {
+        self.common.described_entry(&self.id)
+    }
 }
 
 /// The BLE part of the `configfile` template.

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::registry::OwnedSection;
 
 const KEY: &str = "231d39c1d7cc1ab1aee224cd096db932";
 
@@ -168,4 +169,34 @@ fn the_template_parses_when_uncommented() {
     let s = section(&root, &|_| Some(KEY.into()), &mut problems);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(s.devices.len(), 1);
+}
+
+#[test]
+fn a_device_placed_but_unnamed_is_registered_under_its_mac_and_names_no_adapter() {
+    let text = r#"[[ble.device]]
+mac = "A4:C1:38:8D:18:B2"
+room = "living"
+floor = 1
+tags = { zone = "north" }
+[[ble.device]]
+mac = "A4:C1:38:00:00:02"
+adapter = "ble"
+[[ble.device]]
+mac = "A4:C1:38:00:00:03"
+name = ""
+"#;
+    let (s, p) = ble(text, &[]);
+    assert_eq!(s.devices.len(), 1, "{p:?}");
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].starts_with("ble.device[1].adapter: unknown key"),
+        "{p:?}"
+    );
+    assert_eq!(p[1], "ble.device[2].name: expected a non-empty text");
+    let reg = s.registry_devices();
+    assert_eq!(reg.len(), 1);
+    assert_eq!(reg[0].id.as_str(), "a4:c1:38:8d:18:b2");
+    assert_eq!(reg[0].name, "a4:c1:38:8d:18:b2");
+    assert_eq!(reg[0].room.as_deref(), Some("living"));
+    assert!(reg[0].floor.is_some());
 }

@@ -67,7 +67,10 @@ impl BleAdapter {
     pub fn new(config: BleConfig, devices: Vec<BleDevice>, state_dir: &Path) -> Self {
         Self {
             config,
-            devices: BleSection { devices },
+            devices: BleSection {
+                devices,
+                notes: Vec::new(),
+            },
             registered: HashSet::new(),
             state_dir: state_dir.to_path_buf(),
         }

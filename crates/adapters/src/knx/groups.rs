@@ -16,10 +16,9 @@
 //! state_address = "1/2/4"    # optional: where the actuator reports it
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
-use gateway_core::config::values::duration;
 use gateway_core::config::{load, DeviceConfig, Problems};
 use gateway_core::{DeviceId, MetricName};
 use serde::Deserialize;
@@ -28,13 +27,12 @@ use super::address::GroupAddress;
 use super::config::{check_poll, KIND};
 use super::dpt::Dpt;
 use super::ets::AdapterExport;
-use crate::device_section;
+use crate::device_section::{some_duration, DeviceSection, Entry, SectionDevice};
 use crate::registry::OwnedSection;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGroup {
-    adapter: Option<String>,
     address: String,
     state_address: Option<String>,
     dpt: String,
@@ -49,10 +47,6 @@ struct RawGroup {
     writable: bool,
     min: Option<f64>,
     max: Option<f64>,
-}
-
-fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration::deserialize(d).map(Some)
 }
 
 /// One group address and what it is.
@@ -173,10 +167,7 @@ impl OwnedSection for KnxSection {
 pub fn section(root: &toml::Table, problems: &mut Problems) -> KnxSection {
     let exports = super::ets::of_adapters(root, problems);
     let mut notes: Vec<String> = exports.iter().filter_map(skipped_note).collect();
-    let groups = match device_section::read_list(root, KIND, "group", &[], problems) {
-        Some(section) => configured_groups(root, section.devices, problems),
-        None => Vec::new(),
-    };
+    let groups = DeviceSection::<KnxGroup>::read(root, problems).devices;
     let section = KnxSection {
         groups,
         exports,
@@ -221,62 +212,69 @@ fn skipped_note(e: &AdapterExport) -> Option<String> {
     ))
 }
 
-fn configured_groups(
-    root: &toml::Table,
-    items: Vec<toml::Value>,
-    problems: &mut Problems,
-) -> Vec<KnxGroup> {
-    let mut groups = Vec::new();
-    let mut addresses: HashMap<(String, GroupAddress), usize> = HashMap::new();
-    let mut metrics = HashSet::new();
-    for (i, item) in items.into_iter().enumerate() {
-        let path = format!("knx.group[{i}]");
-        let Some(mut group) = group(item, &path, problems) else {
-            continue;
-        };
-        let Some(adapter) =
-            device_section::adapter_of(root, KIND, group.adapter.as_deref(), &path, problems)
-        else {
-            continue;
-        };
-        let mut clash = false;
-        for (key, address) in [
-            ("address", Some(group.address)),
-            ("state_address", group.state_address),
-        ] {
-            let Some(address) = address else { continue };
-            if let Some(first) = addresses.insert((adapter.clone(), address), i) {
-                if first != i {
-                    problems.push(
-                        format!("{path}.{key}"),
-                        format!("{address} on \"{adapter}\" is already knx.group[{first}]"),
-                    );
-                    clash = true;
-                }
-            }
-        }
-        if !metrics.insert((group.device.clone(), group.metric.clone())) {
-            problems.push(
-                format!("{path}.metric"),
-                format!(
-                    "{} of {} is already another group's: give each its own metric",
-                    group.metric, group.device
-                ),
-            );
-            clash = true;
-        }
-        if clash {
-            continue;
-        }
-        group.adapter = Some(adapter);
-        groups.push(group);
+impl SectionDevice for KnxGroup {
+    const FAMILY: &'static str = KIND;
+    const LIST: &'static str = "group";
+    const COMMON: &'static [&'static str] = &["adapter"];
+    const THIS: &'static str = "this";
+    type Shared = ();
+    type Address = GroupAddress;
+
+    fn parse(item: toml::Value, e: Entry<'_, ()>) -> Option<Self> {
+        let group = group(item, e.path, e.problems)?;
+        Some(Self {
+            adapter: e.common.adapter,
+            ..group
+        })
     }
-    groups
+
+    fn adapter(&self) -> Option<&str> {
+        self.adapter.as_deref()
+    }
+
+    /// Always set once the section is read.
+    fn placed(&mut self, adapter: &str) {
+        self.adapter = Some(adapter.to_string());
+    }
+
+    fn id(&self) -> &DeviceId {
+        &self.device
+    }
+
+    /// A device has many groups, each its own metric.
+    fn key(&self) -> (String, String) {
+        let (device, metric) = (self.device.as_str(), self.metric.as_str());
+        (device.to_string(), metric.to_string())
+    }
+
+    fn key_taken(&self) -> (&'static str, String) {
+        let problem = format!(
+            "{} of {} is already another group's: give each its own metric",
+            self.metric, self.device
+        );
+        ("metric", problem)
+    }
+
+    fn addresses(&self) -> Vec<(&'static str, GroupAddress)> {
+        let state = self.state_address.map(|a| ("state_address", a));
+        std::iter::once(("address", self.address))
+            .chain(state)
+            .collect()
+    }
+
+    fn address_taken(&self, address: &GroupAddress, adapter: &str, first: usize) -> String {
+        format!("{address} on \"{adapter}\" is already knx.group[{first}]")
+    }
+
+    /// [`KnxSection`]'s, with its export's groups.
+    fn registry_entry(&self) -> Option<DeviceConfig> {
+        None
+    }
 }
 
 fn group(table: toml::Value, path: &str, problems: &mut Problems) -> Option<KnxGroup> {
     let before = problems.len();
-    let raw: RawGroup = load::section(table, path, problems)?;
+    let raw: RawGroup = load::section_accepting(table, path, &["adapter"], problems)?;
     let address = raw
         .address
         .parse::<GroupAddress>()
@@ -315,7 +313,7 @@ fn group(table: toml::Value, path: &str, problems: &mut Problems) -> Option<KnxG
     }
     let dpt = dpt?;
     Some(KnxGroup {
-        adapter: raw.adapter,
+        adapter: None,
         address: address?,
         state_address,
         dpt,

@@ -178,3 +178,46 @@ read_on_start = true
     ));
     assert!(p.to_string().contains("adapter[0].group_addresses"), "{p}");
 }
+
+#[test]
+fn addresses_are_unique_on_their_adapter_and_several_adapters_need_a_name() {
+    let second = "[[adapter]]\ntype = \"knx\"\nname = \"hall\"\nurl = \"udp://127.0.0.2\"\n";
+    let group = |adapter: &str, address: &str, state: &str, metric: &str| {
+        format!(
+            "[[knx.group]]\n{adapter}address = \"{address}\"\n{state}dpt = \"9.001\"\ndevice = \"room-101\"\nmetric = \"{metric}\"\n"
+        )
+    };
+    let text = [
+        ADAPTER.to_string(),
+        second.to_string(),
+        group(
+            "adapter = \"rooms\"\n",
+            "1/2/3",
+            "state_address = \"1/2/3\"\n",
+            "a",
+        ),
+        group("adapter = \"hall\"\n", "1/2/3", "", "b"),
+        group(
+            "adapter = \"rooms\"\n",
+            "1/2/4",
+            "state_address = \"1/2/3\"\n",
+            "c",
+        ),
+        group("", "1/2/5", "", "d"),
+    ]
+    .concat();
+    let (s, p) = parse(&text);
+    let lines: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "knx.group[2].state_address: 1/2/3 on \"rooms\" is already knx.group[0]",
+            "knx.group[3].adapter: there are several knx adapters: name the one this is on",
+        ]
+    );
+    // One group may read where it writes; the same address on two
+    // interfaces is two groups.
+    assert_eq!(s.groups.len(), 2);
+    assert_eq!(s.groups_of("hall").len(), 1);
+    assert_eq!(s.groups_of("rooms")[0].adapter.as_deref(), Some("rooms"));
+}

@@ -11,63 +11,32 @@
 //! ```
 //!
 //! The `[lorawan]` section is owned by the adapters crate through
-//! `AdapterSpec::sections`, so gateway-core stays protocol-free. Also here:
+//! `AdapterSpec::sections`, so gateway-core stays protocol-free; its
+//! devices are read by the shared `DeviceSection` (one device:
+//! `config_device.rs`, `js:` codecs: `config_script.rs`). Also here:
 //! `[[adapter]] type = "semtech_udp"`. Problems name the TOML path and never
 //! repeat a key: a key with a typo is still mostly a key.
 
-use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use gateway_core::config::broker::{self, BrokerSection};
 use gateway_core::config::values::duration;
-use gateway_core::config::{load, secret, DeviceConfig, Problems};
+use gateway_core::config::{load, DeviceConfig, Problems};
 use gateway_core::Adapter;
 use gateway_core::DeviceId;
 use serde::Deserialize;
 
-use super::codecs::js::{self, Limits, ScriptCodec};
-use super::codecs::{Codec, CodecError, DecodedValue, FieldSpec, StructLayout};
+use super::codecs::js::ScriptCodec;
+use super::codecs::{Codec, CodecError, DecodedValue, StructLayout};
 use super::downlink_feed::FeedConfig;
 use super::fcnt::Session;
 use super::frame::Key;
 use super::join::Eui;
 use super::region::Region;
 use super::semtech::GatewayEui;
-use crate::device_section::{self, registry_entry};
+use crate::device_section::DeviceSection;
 use crate::registry::{AdapterKind, BuildContext, Declaration, OwnedSection};
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDevice {
-    // ABP: a fixed session.
-    dev_addr: Option<String>,
-    nwk_s_key: Option<secret::Secret>,
-    app_s_key: Option<secret::Secret>,
-    // OTAA: the root key; sessions come from joins.
-    dev_eui: Option<String>,
-    #[serde(alias = "app_eui")]
-    join_eui: Option<String>,
-    app_key: Option<secret::Secret>,
-    codec: String,
-    /// `js:` codecs only: the script's `input.variables`.
-    codec_variables: Option<BTreeMap<String, String>>,
-    fields: Option<Vec<FieldSpec>>,
-    /// `struct` only: the payload's length when bytes after the last
-    /// field are padding.
-    frame_bytes: Option<usize>,
-    name: Option<String>,
-    id: Option<String>,
-    #[serde(default)]
-    fcnt_reset: FcntReset,
-    /// ABP only: OTAA devices are told theirs in the join-accept.
-    #[serde(default, deserialize_with = "some_duration")]
-    rx1_delay: Option<Duration>,
-}
-
-fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration::deserialize(d).map(Some)
-}
 
 /// RX1 delay of an ABP device unless configured: the spec's default
 /// (RECEIVE_DELAY1), what a device that was never told otherwise uses.
@@ -172,289 +141,6 @@ impl OtaaDevice {
     }
 }
 
-/// A checked `[[lorawan.device]]`.
-enum Checked {
-    Abp(LorawanDevice),
-    Otaa(OtaaDevice),
-}
-
-impl Checked {
-    fn id(&self) -> &DeviceId {
-        match self {
-            Self::Abp(d) => &d.id,
-            Self::Otaa(d) => &d.id,
-        }
-    }
-}
-
-/// Checks every `[[lorawan.device]]` table, collecting all problems.
-/// `env` reads `env:VAR` keys (the process environment in production, a
-/// map in tests). Returns the ABP devices that passed.
-pub fn devices(
-    tables: Vec<toml::Value>,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Problems,
-) -> Vec<LorawanDevice> {
-    all_devices(tables, path, env, problems).0
-}
-
-/// [`devices`], with the OTAA devices too.
-pub fn all_devices(
-    tables: Vec<toml::Value>,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Problems,
-) -> (Vec<LorawanDevice>, Vec<OtaaDevice>) {
-    all_devices_with(tables, path, env, Limits::default(), problems)
-}
-
-/// [`all_devices`], with the limits of `js:` codecs' calls.
-pub fn all_devices_with(
-    tables: Vec<toml::Value>,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    limits: Limits,
-    problems: &mut Problems,
-) -> (Vec<LorawanDevice>, Vec<OtaaDevice>) {
-    let mut out: Vec<LorawanDevice> = Vec::new();
-    let mut otaa: Vec<OtaaDevice> = Vec::new();
-    let mut ids = HashSet::new();
-    let mut sessions = HashSet::new();
-    let mut euis = HashSet::new();
-    for (i, table) in tables.into_iter().enumerate() {
-        let path = format!("{path}[{i}]");
-        let Some(checked) = device(table, &path, env, limits, problems) else {
-            continue;
-        };
-        if !ids.insert(checked.id().clone()) {
-            problems.push(
-                format!("{path}.id"),
-                format!("id {:?} is used by another device", checked.id().as_str()),
-            );
-            continue;
-        }
-        let device = match checked {
-            Checked::Abp(d) => d,
-            Checked::Otaa(d) => {
-                if euis.insert(d.dev_eui) {
-                    otaa.push(d);
-                } else {
-                    problems.push(
-                        format!("{path}.dev_eui"),
-                        format!("DevEUI {} is used by another device", d.dev_eui),
-                    );
-                }
-                continue;
-            }
-        };
-        // Two devices may share a DevAddr (the MIC tells them apart), but
-        // not a DevAddr and a NwkSKey: then nothing can.
-        if !sessions.insert((device.dev_addr, device.nwk_s_key.0)) {
-            problems.push(
-                format!("{path}.nwk_s_key"),
-                format!(
-                    "another device has DevAddr {:08X} with the same NwkSKey",
-                    device.dev_addr
-                ),
-            );
-            continue;
-        }
-        out.push(device);
-    }
-    (out, otaa)
-}
-
-fn device(
-    table: toml::Value,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    limits: Limits,
-    problems: &mut Problems,
-) -> Option<Checked> {
-    // Counted before parsing: `section` drops an unknown key and carries
-    // on, and a device with any problem is refused whole.
-    let before = problems.len();
-    let raw: RawDevice = load::section(table, path, problems)?;
-    // After the keys, so problems come in the order of a device's table.
-    let codec_and_name = |problems: &mut Problems| {
-        let codec = codec(&raw, path, limits, problems);
-        if raw.name.as_deref() == Some("") {
-            problems.push(format!("{path}.name"), "expected a non-empty name");
-        }
-        codec
-    };
-    let id = |default: Option<String>, problems: &mut Problems| {
-        raw.id.clone().or(default).and_then(|text| {
-            DeviceId::new(text)
-                .map_err(|e| problems.push(format!("{path}.id"), e.to_string()))
-                .ok()
-        })
-    };
-    if let Some(dev_eui_text) = &raw.dev_eui {
-        for (key, given) in [
-            ("dev_addr", raw.dev_addr.is_some()),
-            ("nwk_s_key", raw.nwk_s_key.is_some()),
-            ("app_s_key", raw.app_s_key.is_some()),
-            ("rx1_delay", raw.rx1_delay.is_some()),
-        ] {
-            if given {
-                problems.push(
-                    format!("{path}.{key}"),
-                    "an OTAA device (dev_eui) gets its session from its join: remove it",
-                );
-            }
-        }
-        let eui = |text: Option<&String>, key: &str, problems: &mut Problems| match text {
-            None => {
-                problems.push(format!("{path}.{key}"), "an OTAA device needs it");
-                None
-            }
-            Some(t) => t
-                .parse::<Eui>()
-                .map_err(|e| problems.push(format!("{path}.{key}"), e.to_string()))
-                .ok(),
-        };
-        let dev_eui = eui(Some(dev_eui_text), "dev_eui", problems);
-        let join_eui = eui(raw.join_eui.as_ref(), "join_eui", problems);
-        let app_key = match &raw.app_key {
-            Some(k) => secret::parse(k.expose(), &format!("{path}.app_key"), env, problems),
-            None => {
-                problems.push(format!("{path}.app_key"), "an OTAA device needs it");
-                None
-            }
-        };
-        let codec = codec_and_name(problems);
-        let id = id(dev_eui.map(|e| e.to_string()), problems);
-        if problems.len() > before {
-            return None;
-        }
-        return Some(Checked::Otaa(OtaaDevice {
-            dev_eui: dev_eui?,
-            join_eui: join_eui?,
-            app_key: app_key?,
-            codec: codec?,
-            name: raw.name,
-            id: id?,
-            fcnt_reset: raw.fcnt_reset,
-        }));
-    }
-    for (key, given) in [
-        ("join_eui", raw.join_eui.is_some()),
-        ("app_key", raw.app_key.is_some()),
-    ] {
-        if given {
-            problems.push(
-                format!("{path}.{key}"),
-                "only an OTAA device (with dev_eui) takes it",
-            );
-        }
-    }
-    let dev_addr_text = raw.dev_addr.clone().unwrap_or_default();
-    let dev_addr = parse_dev_addr(&dev_addr_text);
-    if dev_addr.is_none() {
-        problems.push(
-            format!("{path}.dev_addr"),
-            format!(
-                "expected 8 hex digits, MSB first (\"260B1234\"), got {:?}; or dev_eui, join_eui and app_key for OTAA",
-                dev_addr_text
-            ),
-        );
-    }
-    let session_key = |k: &Option<secret::Secret>, name: &str, problems: &mut Problems| match k {
-        Some(k) => secret::parse(k.expose(), &format!("{path}.{name}"), env, problems),
-        None => {
-            problems.push(format!("{path}.{name}"), "an ABP device needs it");
-            None
-        }
-    };
-    // RxDelay (spec §5.7) counts whole seconds, 1 to 15.
-    let rx1_delay = raw.rx1_delay.unwrap_or(ABP_RX1_DELAY);
-    if rx1_delay.subsec_nanos() != 0 || !(1..=15).contains(&rx1_delay.as_secs()) {
-        problems.push(
-            format!("{path}.rx1_delay"),
-            format!(
-                "expected whole seconds from 1s to 15s, as the device is set, got {}",
-                duration::render(rx1_delay)
-            ),
-        );
-    }
-    let nwk_s_key = session_key(&raw.nwk_s_key, "nwk_s_key", problems);
-    let app_s_key = session_key(&raw.app_s_key, "app_s_key", problems);
-    let codec = codec_and_name(problems);
-    let id = id(dev_addr.map(|addr| format!("{addr:08X}")), problems);
-    if problems.len() > before {
-        return None;
-    }
-    Some(Checked::Abp(LorawanDevice {
-        dev_addr: dev_addr?,
-        nwk_s_key: nwk_s_key?,
-        app_s_key: app_s_key?,
-        codec: codec?,
-        name: raw.name,
-        id: id?,
-        fcnt_reset: raw.fcnt_reset,
-        rx1_delay,
-    }))
-}
-
-fn codec(
-    raw: &RawDevice,
-    path: &str,
-    limits: Limits,
-    problems: &mut Problems,
-) -> Option<DeviceCodec> {
-    if raw.frame_bytes.is_some() && raw.codec != "struct" {
-        problems.push(
-            format!("{path}.frame_bytes"),
-            "only codec \"struct\" takes `frame_bytes`",
-        );
-    }
-    let script = js::script_path(&raw.codec);
-    if raw.codec_variables.is_some() && script.is_none() {
-        problems.push(
-            format!("{path}.codec_variables"),
-            "only a JavaScript codec (codec = \"js:FILE\") takes `codec_variables`",
-        );
-    }
-    if let Some(file) = script {
-        if raw.fields.is_some() {
-            problems.push(
-                format!("{path}.fields"),
-                "only codec \"struct\" takes `fields`",
-            );
-        }
-        return script_codec(file, raw.codec_variables.clone(), limits, path, problems);
-    }
-    match (raw.codec.as_str(), raw.fields.clone()) {
-        ("struct", Some(fields)) => StructLayout::with_frame(fields, raw.frame_bytes)
-            .map(DeviceCodec::Struct)
-            .map_err(|e| problems.push(format!("{path}.fields"), e.to_string()))
-            .ok(),
-        ("struct", None) => {
-            problems.push(format!("{path}.fields"), "codec \"struct\" needs `fields`");
-            None
-        }
-        (name, fields) => {
-            if fields.is_some() {
-                problems.push(
-                    format!("{path}.fields"),
-                    "only codec \"struct\" takes `fields`",
-                );
-            }
-            name.parse()
-                .map(DeviceCodec::Named)
-                .map_err(|e| {
-                    problems.push(
-                        format!("{path}.codec"),
-                        format!("{e}, or struct, or js:FILE (a JavaScript codec)"),
-                    )
-                })
-                .ok()
-        }
-    }
-}
-
 /// `[lorawan]`'s own keys.
 const SECTION_KEYS: [&str; 5] = [
     "net_id",
@@ -463,12 +149,6 @@ const SECTION_KEYS: [&str; 5] = [
     "js_memory_limit",
     "js_stack_limit",
 ];
-
-fn parse_dev_addr(text: &str) -> Option<u32> {
-    (text.len() == 8 && text.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u32::from_str_radix(text, 16).ok())
-        .flatten()
-}
 
 /// The `[lorawan]` section.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -479,6 +159,8 @@ pub struct LorawanSection {
     pub otaa: Vec<OtaaDevice>,
     /// What the network server side needs: NetID, region.
     pub network: Network,
+    /// The devices' `[[device]]` entries.
+    registry: Vec<DeviceConfig>,
 }
 
 /// `[lorawan]`'s own keys: what OTAA joins and downlinks need.
@@ -491,6 +173,22 @@ pub struct Network {
     pub region: Region,
 }
 
+impl From<DeviceSection<LorawanEntry>> for LorawanSection {
+    fn from(entries: DeviceSection<LorawanEntry>) -> Self {
+        let mut section = Self {
+            registry: entries.registry_devices(),
+            ..Self::default()
+        };
+        for entry in entries.devices {
+            match entry.activation {
+                Activation::Abp(d) => section.devices.push(d),
+                Activation::Otaa(d) => section.otaa.push(d),
+            }
+        }
+        section
+    }
+}
+
 impl OwnedSection for LorawanSection {
     const NAME: &'static str = "lorawan";
 
@@ -499,12 +197,7 @@ impl OwnedSection for LorawanSection {
     }
 
     fn registry_devices(&self) -> Vec<DeviceConfig> {
-        self.devices
-            .iter()
-            .map(|d| (&d.id, &d.name))
-            .chain(self.otaa.iter().map(|d| (&d.id, &d.name)))
-            .filter_map(|(id, name)| registry_entry(id.clone(), name.as_deref(), None))
-            .collect()
+        self.registry.clone()
     }
 }
 
@@ -514,13 +207,19 @@ pub fn section(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> LorawanSection {
-    let Some(section) = device_section::read(root, "lorawan", &SECTION_KEYS, problems) else {
-        return LorawanSection::default();
+    let entries = DeviceSection::<LorawanEntry>::read_with_env(root, env, problems);
+    let network = match root.get("lorawan").and_then(toml::Value::as_table) {
+        Some(table) => network(table, problems),
+        None => Network::default(),
     };
-    let table = section.table;
-    let limits = script_limits(table, problems);
-    let (devices, otaa) =
-        all_devices_with(section.devices, "lorawan.device", env, limits, problems);
+    LorawanSection {
+        network,
+        ..entries.into()
+    }
+}
+
+/// `net_id` and `region`.
+fn network(table: &toml::Table, problems: &mut Problems) -> Network {
     let mut network = Network::default();
     match table.get("net_id") {
         None => {}
@@ -553,11 +252,7 @@ pub fn section(
             "expected a string: EU868, US915, AS923, AU915, IN865 or KR920",
         ),
     }
-    LorawanSection {
-        devices,
-        otaa,
-        network,
-    }
+    network
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -721,6 +416,11 @@ pub fn template() -> String {
 #[path = "config_script.rs"]
 mod script;
 use script::{script_codec, script_limits};
+
+#[path = "config_device.rs"]
+mod device;
+use device::Activation;
+pub use device::{devices, Address, LorawanEntry};
 
 #[cfg(test)]
 #[path = "config_tests.rs"]

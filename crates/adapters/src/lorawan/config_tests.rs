@@ -18,7 +18,7 @@ fn check(text: &str) -> (Vec<LorawanDevice>, Vec<String>) {
     }
     let doc: Doc = toml::from_str(text).unwrap();
     let mut problems = Problems::default();
-    let devices = devices(doc.lorawan.device, "lorawan.device", &env, &mut problems);
+    let devices = devices(doc.lorawan.device, &env, &mut problems);
     (devices, problems.iter().map(|p| p.to_string()).collect())
 }
 
@@ -495,4 +495,59 @@ codec_variables = {{ k = "v" }}
             .to_string()
             .starts_with(&format!("lorawan.{key}: expected")));
     }
+}
+
+#[test]
+fn a_devices_place_reaches_the_registry_and_a_deveui_is_listed_once() {
+    let root: toml::Table = toml::from_str(&format!(
+        r#"[[lorawan.device]]
+dev_eui = "24E124136B324001"
+join_eui = "24E124C0002A0001"
+app_key = "{NWK}"
+codec = "compact_i16"
+room = "office"
+floor = 2
+tags = ["co2"]
+
+[[lorawan.device]]
+dev_eui = "24e124136b324001"
+join_eui = "24E124C0002A0001"
+app_key = "{NWK}"
+codec = "compact_i16"
+id = "other"
+
+[[lorawan.device]]
+dev_addr = "260B1234"
+nwk_s_key = "{NWK}"
+app_s_key = "{APP}"
+codec = "compact_i16"
+adapter = "lora"
+
+[[lorawan.device]]
+dev_addr = "260B1235"
+nwk_s_key = "{NWK}"
+app_s_key = "{APP}"
+codec = "compact_i16"
+"#
+    ))
+    .unwrap();
+    let mut p = Problems::default();
+    let s = section(&root, &env, &mut p);
+    let lines: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(
+        lines[0],
+        "lorawan.device[1].dev_eui: DevEUI 24E124136B324001 is used by another device"
+    );
+    assert!(lines[1].starts_with("lorawan.device[2].adapter: unknown key"));
+    assert_eq!((s.otaa.len(), s.devices.len()), (1, 1));
+    // Described devices only: the unnamed, unplaced ABP device is left
+    // to `[[device]]`.
+    let reg = s.registry_devices();
+    assert_eq!(reg.len(), 1, "{reg:?}");
+    assert_eq!(reg[0].id.as_str(), "24e124136b324001");
+    assert_eq!(reg[0].name, "24e124136b324001");
+    assert_eq!(reg[0].room.as_deref(), Some("office"));
+    assert!(reg[0].floor.is_some());
+    assert_eq!(reg[0].labels(), ["co2"]);
 }

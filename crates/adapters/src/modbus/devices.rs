@@ -21,8 +21,9 @@ use super::config::KIND;
 use super::profiles::{self, Profile};
 use super::registers::{Order, Register, Table, ValueType};
 use crate::device_section::{
-    check_poll, some_duration, DeviceCommon, DeviceSection, SectionDevice, COMMON_KEYS,
+    check_poll, some_duration, DeviceCommon, DeviceSection, Entry, SectionDevice, COMMON_KEYS,
 };
+use gateway_core::config::DeviceConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,34 +95,27 @@ pub fn section(root: &toml::Table, problems: &mut Problems) -> ModbusSection {
 impl SectionDevice for ModbusDevice {
     const FAMILY: &'static str = KIND;
     const ADD_ADAPTER_HINT: &'static str = " (url or path)";
+    type Shared = ();
     type Address = u8;
 
-    fn parse(
-        item: toml::Value,
-        path: &str,
-        common: DeviceCommon,
-        notes: &mut Vec<String>,
-        problems: &mut Problems,
-    ) -> Option<Self> {
-        device(item, path, common, problems, notes)
+    fn parse(item: toml::Value, e: Entry<'_, ()>) -> Option<Self> {
+        device(item, e.path, e.common, e.problems, e.notes)
+    }
+
+    fn adapter(&self) -> Option<&str> {
+        self.common.adapter.as_deref()
     }
 
     fn id(&self) -> &DeviceId {
         &self.id
     }
 
-    fn common(&self) -> &DeviceCommon {
-        &self.common
+    fn addresses(&self) -> Vec<(&'static str, u8)> {
+        vec![("unit", self.unit)]
     }
 
-    fn address(&self) -> u8 {
-        self.unit
-    }
-
-    fn address_taken(&self, adapter: &str, first: usize) -> (&'static str, String) {
-        let unit = self.unit;
-        let taken = format!("unit {unit} on \"{adapter}\" is already modbus.device[{first}]");
-        ("unit", taken)
+    fn address_taken(&self, unit: &u8, adapter: &str, first: usize) -> String {
+        format!("unit {unit} on \"{adapter}\" is already modbus.device[{first}]")
     }
 
     fn suits(&self, adapter: &toml::Table, path: &str, problems: &mut Problems) -> bool {
@@ -139,12 +133,14 @@ impl SectionDevice for ModbusDevice {
         true
     }
 
-    /// Metric → unit of its registers that say one.
-    fn units(&self) -> BTreeMap<String, String> {
-        self.registers
+    /// With the unit of each register that says one.
+    fn registry_entry(&self) -> Option<DeviceConfig> {
+        let units = self
+            .registers
             .iter()
             .filter_map(|r| Some((r.metric.clone(), r.unit.clone()?)))
-            .collect()
+            .collect();
+        Some(self.common.registry_entry(&self.id, units))
     }
 }
 
