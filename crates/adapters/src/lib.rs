@@ -20,7 +20,7 @@ pub mod registry;
 // enable (adapters/Cargo.toml), so this file names none of them.
 #[cfg(feature = "device-section")]
 mod device_section;
-#[cfg(any(feature = "modbus", feature = "bacnet"))]
+#[cfg(feature = "device-section")]
 pub use device_section::{DeviceCommon, DeviceSection, SectionDevice};
 
 #[cfg(feature = "udp")]

@@ -14,8 +14,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use gateway_core::config::{DeviceConfig, Problems};
 use gateway_core::component::LinkKind;
+use gateway_core::config::{DeviceConfig, Problems};
 use gateway_core::{Adapter, KindInfo};
 
 /// Everything the rest of the gateway knows of one adapter kind, declared
