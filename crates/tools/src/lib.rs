@@ -70,6 +70,9 @@ macro_rules! protocol_tools {
         /// The protocols' tool subcommands, each built with its protocol's
         /// feature. The binary flattens them into its own subcommands, so
         /// it names no protocol.
+        // Parsed once per process and moved once: its size costs nothing
+        // (the binary's own subcommands are as unequal).
+        #[allow(clippy::large_enum_variant)]
         #[derive(clap::Subcommand)]
         pub enum ProtocolTool {
             $( #[cfg($cfg)] $(#[doc = $doc])* $variant($args), )*
