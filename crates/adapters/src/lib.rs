@@ -20,7 +20,7 @@ pub mod registry;
 // enable (adapters/Cargo.toml), so this file names none of them.
 #[cfg(feature = "device-section")]
 mod device_section;
-#[cfg(feature = "device-section")]
+#[cfg(any(feature = "modbus", feature = "bacnet"))]
 pub use device_section::{DeviceCommon, DeviceSection, SectionDevice};
 
 #[cfg(feature = "udp")]

@@ -70,8 +70,8 @@ macro_rules! protocol_tools {
         /// The protocols' tool subcommands, each built with its protocol's
         /// feature. The binary flattens them into its own subcommands, so
         /// it names no protocol.
-        // Parsed once per process and moved once: its size costs nothing
-        // (the binary's own subcommands are as unequal).
+        // Parsed once per process and moved once: the size of its biggest
+        // variant costs nothing.
         #[allow(clippy::large_enum_variant)]
         #[derive(clap::Subcommand)]
         pub enum ProtocolTool {
