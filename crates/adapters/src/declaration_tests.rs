@@ -187,6 +187,7 @@ fn no_adapter_is_named_outside_its_folder_and_the_lists() {
         ("../edge-gateway/src/main.rs", None),
         ("../edge-gateway/src/health.rs", Some("#[cfg(test)]")),
         ("../edge-gateway/src/runtime.rs", Some("#[cfg(test)]")),
+        ("../edge-gateway/src/cmd/run.rs", Some("#[cfg(test)]")),
         ("../gateway-core/src/component.rs", Some("#[cfg(test)]")),
         ("src/lib.rs", Some("registry::adapter_registry!")),
     ];

@@ -30,7 +30,8 @@ pub use registry::{AdapterKind, BuildContext, Declaration, OwnedSection};
 
 // The one list of adapter families: each one's folder (its module), the
 // feature that builds it in, its `[[adapter]]` kinds and the top-level
-// section it owns. A new adapter: its folder, an entry here, its feature.
+// section it owns (and the function that tells the deprecated names its
+// config accepts, if any). A new adapter: its folder, an entry here, its feature.
 registry::adapter_registry! {
     #[cfg(feature = "mqtt")]
     mqtt { Mqtt => mqtt::MqttAdapterConfig }
@@ -41,7 +42,11 @@ registry::adapter_registry! {
         section coap::psk::CoapSection
     }
     #[cfg(feature = "lorawan")]
-    lorawan { SemtechUdp => lorawan::config::SemtechUdpConfig; section lorawan::config::LorawanSection }
+    lorawan {
+        SemtechUdp => lorawan::config::SemtechUdpConfig;
+        section lorawan::config::LorawanSection;
+        deprecated lorawan::codecs::deprecated_names_in_use
+    }
     #[cfg(feature = "ble")]
     ble { Ble => ble::config::BleConfig; section ble::config::BleSection }
     #[cfg(any(feature = "tcp_line", feature = "serial"))]

@@ -116,9 +116,11 @@ pub struct BuildContext {
 /// any): the family's `pub mod`, `DECLARATIONS` and `KINDS`, the
 /// `AdapterConfig` enum (a variant per kind), its `AdapterSpec`
 /// implementation, `kind()`, `build()`, the `Sections` struct (a field per
-/// section, named after its family's module) and `template()`. The
-/// family's `cfg` applies to everything generated for it; a `#[cfg(...)]`
-/// before a kind narrows it (`tcp_line` and `serial_line` share `line/`).
+/// section, named after its family's module), `template()` and
+/// `deprecated_names_in_use()` (from the families that keep old names,
+/// `deprecated`). The family's `cfg` applies to everything generated for
+/// it; a `#[cfg(...)]` before a kind narrows it (`tcp_line` and
+/// `serial_line` share `line/`).
 macro_rules! adapter_registry {
     (
         $(
@@ -126,6 +128,7 @@ macro_rules! adapter_registry {
             $module:ident {
                 $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),+
                 $( ; section $sty:ty )?
+                $( ; deprecated $deprecated:path )?
             }
         )*
     ) => {
@@ -166,6 +169,18 @@ macro_rules! adapter_registry {
                 $( $( #[cfg($fcfg)] out.extend(<$sty as $crate::registry::OwnedSection>::notes(&self.$module)); )? )*
                 out
             }
+        }
+
+        /// One sentence per deprecated name (a LoRaWAN codec's old name)
+        /// the config parsed since the process started and not yet
+        /// returned, from every family built in that keeps such names:
+        /// each is told once per process, however often the config is
+        /// reloaded.
+        pub fn deprecated_names_in_use() -> Vec<String> {
+            #[allow(unused_mut)]
+            let mut out = Vec::new();
+            $( $( #[cfg($fcfg)] out.extend($deprecated()); )? )*
+            out
         }
 
         /// Every kind built in, as declared in its folder, in list order.
