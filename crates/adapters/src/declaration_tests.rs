@@ -158,13 +158,145 @@ fn each_feature_is_in_both_manifests_and_their_defaults() {
             d.feature
         );
     }
-    // The other way round: a feature of ours is some adapter's.
+    // The other way round: a feature of ours is some adapter's, or code
+    // some adapters share (`device-section`), which only their features
+    // turn on.
     for feature in ours.keys().filter(|f| *f != "default") {
+        let declared = DECLARATIONS.iter().any(|d| d.feature == feature);
+        let shared = DECLARATIONS
+            .iter()
+            .any(|d| strings(ours.get(d.feature)).contains(feature))
+            && !defaults.contains(feature)
+            && !all_protocols.contains(feature);
         assert!(
-            DECLARATIONS.iter().any(|d| d.feature == feature),
-            "adapters: feature {feature} is declared by no adapter"
+            declared || shared,
+            "adapters: feature {feature} is declared by no adapter, nor shared code some adapter's feature enables"
         );
     }
+}
+
+/// The places an adapter once had to be named in (a tool's `Command`
+/// variant and match arm in the binary, a `/health` sentence, a link
+/// constant, a `pub mod` and a `cfg` list in the crate root) name none:
+/// each is generated from the lists or declared in the adapter's folder.
+/// The part of a file after its marker (its tests, the crate root's list)
+/// may.
+#[test]
+fn no_adapter_is_named_outside_its_folder_and_the_lists() {
+    let files = [
+        ("../edge-gateway/src/main.rs", None),
+        ("../edge-gateway/src/health.rs", Some("#[cfg(test)]")),
+        ("../edge-gateway/src/runtime.rs", Some("#[cfg(test)]")),
+        ("../edge-gateway/src/cmd/run.rs", Some("#[cfg(test)]")),
+        ("../gateway-core/src/component.rs", Some("#[cfg(test)]")),
+        ("src/lib.rs", Some("registry::adapter_registry!")),
+    ];
+    let names: HashSet<&str> = DECLARATIONS
+        .iter()
+        .flat_map(|d| [d.info.kind, d.feature])
+        .collect();
+    for (file, marker) in files {
+        let text = std::fs::read_to_string(crate_dir().join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let text = match marker {
+            Some(m) => text.split(m).next().unwrap_or_default(),
+            None => text.as_str(),
+        };
+        for feature in text.split("feature = \"").skip(1) {
+            let feature = feature.split('"').next().unwrap_or_default();
+            assert!(
+                !names.contains(feature),
+                "{file} names the adapter feature \"{feature}\": generate it from the crate root's list, or declare it in the adapter's folder"
+            );
+        }
+        for word in code_words(&text) {
+            if SHARED_WORDS.contains(&word.as_str()) {
+                continue;
+            }
+            let named = std::iter::once(word.to_ascii_lowercase())
+                .chain(word_parts(&word))
+                .any(|w| names.contains(w.as_str()));
+            assert!(
+                !named,
+                "{file} names an adapter in \"{word}\": generate it from the crate root's list, or declare it in the adapter's folder"
+            );
+        }
+    }
+}
+
+/// Identifiers that contain an adapter's name but are not its: the
+/// upstream output's module, and the serial port that Modbus RTU holds as
+/// well as `serial_line`.
+const SHARED_WORDS: &[&str] = &["mqtt_upstream", "LINK_SERIAL_PORT"];
+
+/// The words of an identifier, lower-cased: `LINK_KNX_INTERFACE` is
+/// `link`, `knx`, `interface`; `KnxArgs` is `knx`, `args`.
+fn word_parts(ident: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    for piece in ident.split('_') {
+        let mut part = String::new();
+        let mut after_lower = false;
+        for c in piece.chars() {
+            if c.is_ascii_uppercase() && after_lower && !part.is_empty() {
+                parts.push(std::mem::take(&mut part));
+            }
+            after_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            part.push(c.to_ascii_lowercase());
+        }
+        if !part.is_empty() {
+            parts.push(part);
+        }
+    }
+    parts
+}
+
+/// The identifiers of Rust source, its comments and string literals left
+/// out (a comment may say "MQTT"; a sentence may say "serial port").
+fn code_words(source: &str) -> Vec<String> {
+    let mut code = String::with_capacity(source.len());
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                code.push('\n');
+            }
+            '"' => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+                code.push(' ');
+            }
+            _ => code.push(c),
+        }
+    }
+    code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn code_words_leave_out_comments_and_strings() {
+    let words =
+        code_words("// the MQTT adapter\nlet knx = \"ble \\\" radio\"; Modbus(x) /// BACnet\n");
+    assert_eq!(words, ["let", "knx", "Modbus", "x"]);
+    assert_eq!(
+        word_parts("LINK_KNX_INTERFACE"),
+        ["link", "knx", "interface"]
+    );
+    assert_eq!(word_parts("KnxArgs"), ["knx", "args"]);
+    assert_eq!(word_parts("BACnetArgs"), ["bacnet", "args"]);
 }
 
 #[test]

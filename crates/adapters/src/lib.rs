@@ -8,89 +8,56 @@
 //! Adding a protocol: a folder with `kind.rs` (its [`Declaration`]),
 //! `config.rs` (its `[[adapter]]` table, implementing [`AdapterKind`]),
 //! `template.toml`, `README.md`, a pure codec, and a source implementing
-//! `Adapter`; one line in the list below; a feature. docs/architecture.md
+//! `Adapter`; one entry in the list below; a feature. docs/architecture.md
 //! ("Adding an adapter") has the whole recipe.
 
 pub mod actuators;
 pub mod payload;
 
-#[cfg(feature = "mqtt")]
-pub mod mqtt;
-
-#[cfg(feature = "coap")]
-pub mod coap;
-
-#[cfg(feature = "lorawan")]
-pub mod lorawan;
-
-#[cfg(feature = "ble")]
-pub mod ble;
-
-#[cfg(any(feature = "tcp_line", feature = "serial"))]
-pub mod line;
-
-#[cfg(feature = "modbus")]
-pub mod modbus;
-
-#[cfg(feature = "bacnet")]
-pub mod bacnet;
-
-#[cfg(feature = "knx")]
-pub mod knx;
-
 pub mod registry;
 
-#[cfg(any(
-    feature = "ble",
-    feature = "lorawan",
-    feature = "modbus",
-    feature = "bacnet",
-    feature = "knx"
-))]
+// Code some families share, behind a feature those families' features
+// enable (adapters/Cargo.toml), so this file names none of them.
+#[cfg(feature = "device-section")]
 pub mod device_section;
 
-#[cfg(any(feature = "coap", feature = "lorawan"))]
+#[cfg(feature = "udp")]
 mod udp;
 
 pub use registry::{AdapterKind, BuildContext, Declaration, OwnedSection};
 
-// The one list of adapter kinds and of the top-level sections their
-// families own. A new adapter: its folder, a line here, a feature.
+// The one list of adapter families: each one's folder (its module), the
+// feature that builds it in, its `[[adapter]]` kinds and the top-level
+// section it owns (and the function that tells the deprecated names its
+// config accepts, if any). A new adapter: its folder, an entry here, its feature.
 registry::adapter_registry! {
-    kinds {
-        #[cfg(feature = "mqtt")]
-        Mqtt => mqtt::MqttAdapterConfig,
-        #[cfg(feature = "coap")]
+    #[cfg(feature = "mqtt")]
+    mqtt { Mqtt => mqtt::MqttAdapterConfig }
+    #[cfg(feature = "coap")]
+    coap {
         Coap => coap::CoapServerConfig,
-        #[cfg(feature = "coap")]
-        CoapObserve => coap::CoapObserveConfig,
-        #[cfg(feature = "lorawan")]
-        SemtechUdp => lorawan::config::SemtechUdpConfig,
-        #[cfg(feature = "ble")]
-        Ble => ble::config::BleConfig,
+        CoapObserve => coap::CoapObserveConfig;
+        section coap::psk::CoapSection
+    }
+    #[cfg(feature = "lorawan")]
+    lorawan {
+        SemtechUdp => lorawan::config::SemtechUdpConfig;
+        section lorawan::config::LorawanSection;
+        deprecated lorawan::codecs::deprecated_names_in_use
+    }
+    #[cfg(feature = "ble")]
+    ble { Ble => ble::config::BleConfig; section ble::config::BleSection }
+    #[cfg(any(feature = "tcp_line", feature = "serial"))]
+    line {
         #[cfg(feature = "tcp_line")]
         TcpLine => line::TcpLineConfig,
         #[cfg(feature = "serial")]
-        SerialLine => line::SerialLineConfig,
-        #[cfg(feature = "modbus")]
-        Modbus => modbus::ModbusConfig,
-        #[cfg(feature = "bacnet")]
-        Bacnet => bacnet::BacnetConfig,
-        #[cfg(feature = "knx")]
-        Knx => knx::KnxConfig,
+        SerialLine => line::SerialLineConfig
     }
-    sections {
-        #[cfg(feature = "coap")]
-        coap => coap::psk::CoapSection,
-        #[cfg(feature = "lorawan")]
-        lorawan => lorawan::config::LorawanSection,
-        #[cfg(feature = "ble")]
-        ble => ble::config::BleSection,
-        #[cfg(feature = "modbus")]
-        modbus => modbus::ModbusSection,
-        #[cfg(feature = "bacnet")]
-        bacnet => bacnet::BacnetSection,
-        #[cfg(feature = "knx")]
-        knx => knx::KnxSection,
-    }
+    #[cfg(feature = "modbus")]
+    modbus { Modbus => modbus::ModbusConfig; section modbus::ModbusSection }
+    #[cfg(feature = "bacnet")]
+    bacnet { Bacnet => bacnet::BacnetConfig; section bacnet::BacnetSection }
+    #[cfg(feature = "knx")]
+    knx { Knx => knx::KnxConfig; section knx::KnxSection }
 }

@@ -5,14 +5,16 @@
 //! config module implements [`AdapterKind`] with that declaration (and, for
 //! a family that owns a top-level section such as `[lorawan]`,
 //! [`OwnedSection`]); the one list in the crate root names them all and
-//! generates the `[[adapter]]` enum, the accepted `type`s, parsing,
-//! building, the config template and [`crate::DECLARATIONS`] from it.
-//! Adding an adapter is its folder, a line in that list and a feature
-//! (docs/architecture.md, "Adding an adapter").
+//! generates the family's module, the `[[adapter]]` enum, the accepted
+//! `type`s, parsing, building, the owned sections, the config template and
+//! [`crate::DECLARATIONS`] from it. Adding an adapter is its folder, an
+//! entry in that list and a feature (docs/architecture.md, "Adding an
+//! adapter").
 
 use std::fmt;
 use std::path::PathBuf;
 
+use gateway_core::component::LinkKind;
 use gateway_core::config::{DeviceConfig, Problems};
 use gateway_core::{Adapter, KindInfo};
 
@@ -30,6 +32,12 @@ pub struct Declaration {
     /// Its decoders' cargo-fuzz targets (`fuzz/Cargo.toml`); none where
     /// the decoding is a shared payload format fuzzed elsewhere.
     pub fuzz_targets: &'static [&'static str],
+    /// The kinds of link of its own it reports ([`ADAPTER_LINK`]), with
+    /// what `/health` says while one is down; none where it holds only
+    /// links several protocols share ([`gateway_core::component::LINKS`]).
+    ///
+    /// [`ADAPTER_LINK`]: gateway_core::component::ADAPTER_LINK
+    pub links: &'static [LinkKind],
 }
 
 /// One `[[adapter]] type = "…"`: its config, parsed from its table.
@@ -103,20 +111,33 @@ pub struct BuildContext {
     pub writable: Vec<(String, Vec<String>)>,
 }
 
-/// Generates, from one list of kinds and one of owned sections:
-/// `DECLARATIONS` and `KINDS`, the `AdapterConfig` enum (a variant per kind), its `AdapterSpec`
+/// Generates, from one list of adapter families (a folder each, behind its
+/// `#[cfg(...)]`, with its kinds and the top-level section it owns, if
+/// any): the family's `pub mod`, `DECLARATIONS` and `KINDS`, the
+/// `AdapterConfig` enum (a variant per kind), its `AdapterSpec`
 /// implementation, `kind()`, `build()`, the `Sections` struct (a field per
-/// section) and `template()`. A `#[cfg(...)]` before an entry applies to
-/// everything generated for it.
+/// section, named after its family's module), `template()` and
+/// `deprecated_names_in_use()` (from the families that keep old names,
+/// `deprecated`). The family's `cfg` applies to everything generated for
+/// it; a `#[cfg(...)]` before a kind narrows it (`tcp_line` and
+/// `serial_line` share `line/`).
 macro_rules! adapter_registry {
     (
-        kinds { $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),* $(,)? }
-        sections { $( $(#[$smeta:meta])* $field:ident => $sty:ty ),* $(,)? }
+        $(
+            #[cfg($fcfg:meta)]
+            $module:ident {
+                $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),+
+                $( ; section $sty:ty )?
+                $( ; deprecated $deprecated:path )?
+            }
+        )*
     ) => {
+        $( #[cfg($fcfg)] pub mod $module; )*
+
         /// The top-level sections owned by adapter families.
         #[derive(Debug, Clone, PartialEq, Default)]
         pub struct Sections {
-            $( $(#[$smeta])* pub $field: $sty, )*
+            $( $( #[cfg($fcfg)] pub $module: $sty, )? )*
         }
 
         impl Sections {
@@ -124,7 +145,7 @@ macro_rules! adapter_registry {
             pub fn registry_devices(&self) -> Vec<gateway_core::config::DeviceConfig> {
                 #[allow(unused_mut)]
                 let mut out = Vec::new();
-                $( $(#[$smeta])* out.extend($crate::registry::OwnedSection::registry_devices(&self.$field)); )*
+                $( $( #[cfg($fcfg)] out.extend(<$sty as $crate::registry::OwnedSection>::registry_devices(&self.$module)); )? )*
                 out
             }
 
@@ -135,9 +156,9 @@ macro_rules! adapter_registry {
             pub fn changed(&self, other: &Self) -> Vec<&'static str> {
                 #[allow(unused_mut)]
                 let mut out = Vec::new();
-                $( $(#[$smeta])* if self.$field != other.$field {
+                $( $( #[cfg($fcfg)] if self.$module != other.$module {
                     out.push(<$sty as $crate::registry::OwnedSection>::NAME);
-                } )*
+                } )? )*
                 out
             }
 
@@ -145,26 +166,38 @@ macro_rules! adapter_registry {
             pub fn notes(&self) -> Vec<String> {
                 #[allow(unused_mut)]
                 let mut out = Vec::new();
-                $( $(#[$smeta])* out.extend($crate::registry::OwnedSection::notes(&self.$field)); )*
+                $( $( #[cfg($fcfg)] out.extend(<$sty as $crate::registry::OwnedSection>::notes(&self.$module)); )? )*
                 out
             }
         }
 
+        /// One sentence per deprecated name (a LoRaWAN codec's old name)
+        /// the config parsed since the process started and not yet
+        /// returned, from every family built in that keeps such names:
+        /// each is told once per process, however often the config is
+        /// reloaded.
+        pub fn deprecated_names_in_use() -> Vec<String> {
+            #[allow(unused_mut)]
+            let mut out = Vec::new();
+            $( $( #[cfg($fcfg)] out.extend($deprecated()); )? )*
+            out
+        }
+
         /// Every kind built in, as declared in its folder, in list order.
         pub const DECLARATIONS: &[$crate::registry::Declaration] = &[
-            $( $(#[$kmeta])* <$kty as $crate::registry::AdapterKind>::DECLARATION, )*
+            $( $( #[cfg($fcfg)] $(#[$kmeta])* <$kty as $crate::registry::AdapterKind>::DECLARATION, )+ )*
         ];
 
         /// What the pages and Home Assistant say of each kind built in.
         pub const KINDS: &[gateway_core::KindInfo] = &[
-            $( $(#[$kmeta])* <$kty as $crate::registry::AdapterKind>::DECLARATION.info, )*
+            $( $( #[cfg($fcfg)] $(#[$kmeta])* <$kty as $crate::registry::AdapterKind>::DECLARATION.info, )+ )*
         ];
 
         gateway_core::config_kinds! {
             kind_trait = $crate::registry::AdapterKind;
             spec_trait = gateway_core::config::AdapterSpec {
                 const SECTIONS: &'static [&'static str] = &[
-                    $( $(#[$smeta])* <$sty as $crate::registry::OwnedSection>::NAME, )*
+                    $( $( #[cfg($fcfg)] <$sty as $crate::registry::OwnedSection>::NAME, )? )*
                 ];
 
                 type Sections = Sections;
@@ -172,12 +205,12 @@ macro_rules! adapter_registry {
                 #[allow(unused_variables)]
                 fn sections(root: &toml::Table, problems: &mut gateway_core::config::Problems) -> Sections {
                     Sections {
-                        $( $(#[$smeta])* $field: $crate::registry::OwnedSection::parse(root, problems), )*
+                        $( $( #[cfg($fcfg)] $module: <$sty as $crate::registry::OwnedSection>::parse(root, problems), )? )*
                     }
                 }
             }
             /// One `[[adapter]]` table, by its `type`.
-            pub enum AdapterConfig { $( $(#[$kmeta])* $variant => $kty ),* }
+            pub enum AdapterConfig { $( $( #[cfg($fcfg)] $(#[$kmeta])* $variant => $kty, )+ )* }
         }
 
         impl AdapterConfig {
@@ -185,7 +218,7 @@ macro_rules! adapter_registry {
             #[allow(unused_variables)]
             pub fn build(&self, ctx: &$crate::registry::BuildContext) -> Box<dyn gateway_core::Adapter> {
                 match *self {
-                    $( $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::AdapterKind::build(c, ctx), )*
+                    $( $( #[cfg($fcfg)] $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::AdapterKind::build(c, ctx), )+ )*
                 }
             }
         }

@@ -7,10 +7,8 @@
 //! balancer or `curl -f` in a watchdog sees the difference.
 
 use gateway_core::component::{
-    ADAPTER_CONNECTED, ADAPTER_LINK, ADAPTER_LISTENING, LINK_KNX_INTERFACE, LINK_RADIO,
-    LINK_SERIAL_PORT,
+    LinkKind, ADAPTER_CONNECTED, ADAPTER_LINK, ADAPTER_LISTENING, BROKER_LINK, LINKS,
 };
-use gateway_core::link_status::LINK_TCP_SERVER;
 use gateway_core::Telemetry;
 use serde_json::json;
 use sinks::mqtt_upstream::{UPSTREAM_CONNECTED, UPSTREAM_NODE};
@@ -59,19 +57,19 @@ fn not_linked(name: &str, links: &[LinkInfo]) -> String {
     if let Some(problem) = info.and_then(|l| l.problem.as_deref()) {
         return format!("adapter \"{name}\" {problem}");
     }
-    match info.map(|l| l.link.as_str()) {
-        Some(LINK_SERIAL_PORT) => {
-            format!("adapter \"{name}\" cannot read its serial port (unplugged, or it cannot be opened)")
-        }
-        Some(LINK_RADIO) => {
-            format!("adapter \"{name}\" has no working Bluetooth radio (not scanning)")
-        }
-        Some(LINK_KNX_INTERFACE) => {
-            format!("adapter \"{name}\" has no tunnel to its KNXnet/IP interface (or has not joined the routing multicast)")
-        }
-        Some(LINK_TCP_SERVER) => format!("adapter \"{name}\" cannot reach its TCP server"),
-        _ => format!("adapter \"{name}\" is not connected and subscribed to its broker"),
-    }
+    let down = info
+        .and_then(|l| link_kind(&l.link))
+        .map_or(BROKER_LINK.down, |k| k.down);
+    format!("adapter \"{name}\" {down}")
+}
+
+/// The kind of link of this name: one several protocols hold, or one an
+/// adapter built in declares as its own.
+fn link_kind(name: &str) -> Option<&'static LinkKind> {
+    LINKS
+        .iter()
+        .chain(adapters::DECLARATIONS.iter().flat_map(|d| d.links))
+        .find(|k| k.name == name)
 }
 
 /// Judges the gateway from its telemetry.
@@ -216,6 +214,8 @@ pub fn check(t: &Telemetry) -> Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gateway_core::component::LINK_SERIAL_PORT;
+    use gateway_core::link_status::LINK_TCP_SERVER;
 
     #[test]
     fn healthy_only_with_upstream_and_every_adapter() {
@@ -356,14 +356,17 @@ mod tests {
         assert!(check(&t).healthy);
     }
 
+    // The radio and the KNXnet/IP interface are the ble and knx
+    // adapters' own links, declared in their folders.
+    #[cfg(all(feature = "ble", feature = "knx"))]
     #[test]
     fn an_unplugged_serial_port_is_said_to_be_one() {
         let t = Telemetry::default();
         t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
         for (name, link) in [
             ("relay", LINK_SERIAL_PORT),
-            ("ble", LINK_RADIO),
-            ("rooms", LINK_KNX_INTERFACE),
+            ("ble", adapters::ble::kind::RADIO.name),
+            ("rooms", adapters::knx::kind::INTERFACE.name),
         ] {
             t.gauge(ADAPTER_UP, &[("adapter", name)]).set(1.0);
             t.gauge(ADAPTER_CONNECTED, &[("adapter", name)]).set(0.0);

@@ -10,21 +10,9 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 use cmd::{run, validate};
-#[cfg(feature = "bacnet")]
-use edge_gateway_tools::bacnet;
-#[cfg(feature = "ble")]
-use edge_gateway_tools::ble;
-#[cfg(any(feature = "lorawan", feature = "ble"))]
-use edge_gateway_tools::decode;
 #[cfg(feature = "demo")]
 use edge_gateway_tools::demo;
-#[cfg(feature = "knx")]
-use edge_gateway_tools::knx;
-#[cfg(feature = "modbus")]
-use edge_gateway_tools::modbus;
-#[cfg(feature = "lorawan")]
-use edge_gateway_tools::script;
-use edge_gateway_tools::{fleet, history, replay, simulate};
+use edge_gateway_tools::{fleet, history, replay, simulate, ProtocolTool};
 
 #[derive(Parser)]
 #[command(
@@ -56,35 +44,10 @@ enum Command {
     },
     /// Print a commented template of every key with its default.
     Configfile,
-    /// Decode a LoRaWAN payload with a codec, verify and decrypt a
-    /// PHYPayload, or decode a BLE advertisement (--ble, --ble-line).
-    #[cfg(any(feature = "lorawan", feature = "ble"))]
-    Decode(decode::DecodeArgs),
-    /// Encode a downlink with a vendor's JavaScript codec (encodeDownlink):
-    /// prints {"fPort":…,"bytes":[…]}.
-    #[cfg(feature = "lorawan")]
-    Encode(script::EncodeArgs),
-    /// JavaScript codec tools: `codec test PATH` runs ChirpStack's test
-    /// vectors beside each codec.
-    #[cfg(feature = "lorawan")]
-    Codec(script::CodecArgs),
-    /// Bluetooth LE tools: `ble record` writes the radio's advertisements
-    /// as a capture for `source = "replay"`.
-    #[cfg(feature = "ble")]
-    Ble(ble::BleArgs),
-    /// Modbus tools: `modbus scan` reads a range of a device's registers
-    /// and prints each in every type and byte/word order.
-    #[cfg(feature = "modbus")]
-    Modbus(modbus::ModbusArgs),
-    /// BACnet tools: `bacnet discover` lists the devices answering Who-Is
-    /// and their objects (name, type, instance, units, present value).
-    #[cfg(feature = "bacnet")]
-    Bacnet(bacnet::BacnetArgs),
-    /// KNX tools: `knx discover` lists the KNXnet/IP interfaces and
-    /// routers answering a search; `knx monitor` prints every group
-    /// telegram on the bus.
-    #[cfg(feature = "knx")]
-    Knx(knx::KnxArgs),
+    // The protocols' tools (decode, ble record, modbus scan, …), each
+    // with its protocol's feature, listed in edge_gateway_tools.
+    #[command(flatten)]
+    Protocol(ProtocolTool),
     /// Run the config's alert rules over a CSV of past readings (event
     /// time): alerts as JSON lines on stdout, a summary on stderr.
     Replay(replay::ReplayArgs),
@@ -107,20 +70,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        #[cfg(any(feature = "lorawan", feature = "ble"))]
-        Command::Decode(args) => decode::run(&args),
-        #[cfg(feature = "lorawan")]
-        Command::Encode(args) => script::encode(&args),
-        #[cfg(feature = "lorawan")]
-        Command::Codec(args) => script::codec(&args),
-        #[cfg(feature = "ble")]
-        Command::Ble(args) => ble::main(&args),
-        #[cfg(feature = "modbus")]
-        Command::Modbus(args) => modbus::main(&args),
-        #[cfg(feature = "bacnet")]
-        Command::Bacnet(args) => bacnet::main(&args),
-        #[cfg(feature = "knx")]
-        Command::Knx(args) => knx::main(&args),
+        Command::Protocol(tool) => tool.run(),
         Command::Replay(args) => replay::run(&args),
         Command::Simulate(args) => simulate::main(args),
         Command::Configfile => validate::configfile(),

@@ -395,18 +395,48 @@ pub const ADAPTER_CONNECTED: &str = "edge_gateway_adapter_connected";
 /// an orchestrator that sends once `/health` is 200 is never refused.
 pub const ADAPTER_LISTENING: &str = "edge_gateway_adapter_listening";
 /// Gauge `{adapter, link}`, 1, set beside [`ADAPTER_CONNECTED`]: what the
-/// connection is to ([`LINK_BROKER`], [`LINK_SERIAL_PORT`],
-/// [`LINK_RADIO`], [`LINK_KNX_INTERFACE`]), so `/health` says what is missing in the words of
-/// what is there (an unplugged serial port has no broker).
+/// connection is to (a [`LinkKind`]'s name: [`LINK_BROKER`],
+/// [`LINK_SERIAL_PORT`], a protocol's own), so `/health` says what is
+/// missing in the words of what is there (an unplugged serial port has no
+/// broker).
 pub const ADAPTER_LINK: &str = "edge_gateway_adapter_link_info";
 /// An MQTT broker: connected and subscribed.
 pub const LINK_BROKER: &str = "broker";
 /// A serial port: open.
 pub const LINK_SERIAL_PORT: &str = "serial_port";
-/// A Bluetooth radio: scanning.
-pub const LINK_RADIO: &str = "radio";
-/// A KNXnet/IP interface: tunnel connected (or routing multicast joined).
-pub const LINK_KNX_INTERFACE: &str = "knx_interface";
+
+/// A kind of link an adapter holds ([`ADAPTER_LINK`]'s `link`), and what
+/// `/health` says of an adapter whose link of this kind is down, after
+/// `adapter "NAME" `. The links no one protocol owns are [`LINKS`]; a
+/// protocol's own (a Bluetooth radio, a KNXnet/IP interface) is declared
+/// in its adapter's folder, so `/health` names no protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkKind {
+    /// The `link` label's value.
+    pub name: &'static str,
+    /// What is missing while it is down, in the words of what is there.
+    pub down: &'static str,
+}
+
+/// An MQTT broker, and what is said of an adapter whose link is of no
+/// known kind.
+pub const BROKER_LINK: LinkKind = LinkKind {
+    name: LINK_BROKER,
+    down: "is not connected and subscribed to its broker",
+};
+
+/// The links several protocols hold.
+pub const LINKS: &[LinkKind] = &[
+    LinkKind {
+        name: LINK_SERIAL_PORT,
+        down: "cannot read its serial port (unplugged, or it cannot be opened)",
+    },
+    LinkKind {
+        name: crate::link_status::LINK_TCP_SERVER,
+        down: "cannot reach its TCP server",
+    },
+    BROKER_LINK,
+];
 /// Messages (or datagrams, lines) an adapter received, good or bad.
 pub const ADAPTER_RECEIVED: &str = "edge_gateway_adapter_received_messages_total";
 /// Readings an adapter decoded and handed to the pipeline.

@@ -17,4 +17,5 @@ pub const BACNET: Declaration = Declaration {
     folder: "bacnet",
     feature: "bacnet",
     fuzz_targets: &["bacnet_datagram"],
+    links: &[],
 };

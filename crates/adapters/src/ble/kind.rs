@@ -3,6 +3,7 @@
 //! fuzz targets. The dashboard, Home Assistant, the build's feature check
 //! and the folder test (`registry::declaration_tests`) read it from here.
 
+use gateway_core::component::LinkKind;
 use gateway_core::KindInfo;
 
 use crate::registry::Declaration;
@@ -23,4 +24,11 @@ pub const BLE: Declaration = Declaration {
         "ble_xiaomi",
         "ble_dispatch",
     ],
+    links: &[RADIO],
+};
+
+/// A Bluetooth radio: scanning.
+pub const RADIO: LinkKind = LinkKind {
+    name: "radio",
+    down: "has no working Bluetooth radio (not scanning)",
 };

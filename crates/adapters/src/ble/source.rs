@@ -22,9 +22,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use gateway_core::component::{
-    AdapterFuture, AdapterStats, ADAPTER_CONNECTED, ADAPTER_LINK, LINK_RADIO,
-};
+use gateway_core::component::{AdapterFuture, AdapterStats, ADAPTER_CONNECTED, ADAPTER_LINK};
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress};
 use tokio::sync::mpsc;
@@ -151,7 +149,7 @@ fn spawn_source(
             ctx.telemetry
                 .gauge(
                     ADAPTER_LINK,
-                    &[("adapter", &ctx.name), ("link", LINK_RADIO)],
+                    &[("adapter", &ctx.name), ("link", super::kind::RADIO.name)],
                 )
                 .set(1.0);
             let mut radio = BluezRadio::new(adapter, ctx.clock.clone());

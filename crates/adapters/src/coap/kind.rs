@@ -17,6 +17,7 @@ pub const COAP: Declaration = Declaration {
     folder: "coap",
     feature: "coap",
     fuzz_targets: &["coap_datagram"],
+    links: &[],
 };
 
 /// `type = "coap_observe"`.
@@ -29,4 +30,5 @@ pub const COAP_OBSERVE: Declaration = Declaration {
     folder: "coap",
     feature: "coap",
     fuzz_targets: &["coap_datagram"],
+    links: &[],
 };

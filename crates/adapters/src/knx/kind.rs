@@ -3,6 +3,7 @@
 //! fuzz targets. The dashboard, Home Assistant, the build's feature check
 //! and the folder test (`registry::declaration_tests`) read it from here.
 
+use gateway_core::component::LinkKind;
 use gateway_core::KindInfo;
 
 use crate::registry::Declaration;
@@ -17,4 +18,11 @@ pub const KNX: Declaration = Declaration {
     folder: "knx",
     feature: "knx",
     fuzz_targets: &["knx_frame"],
+    links: &[INTERFACE],
+};
+
+/// A KNXnet/IP interface: tunnel connected (or routing multicast joined).
+pub const INTERFACE: LinkKind = LinkKind {
+    name: "knx_interface",
+    down: "has no tunnel to its KNXnet/IP interface (or has not joined the routing multicast)",
 };

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::command::CommandTarget;
-use gateway_core::component::{AdapterFuture, LINK_KNX_INTERFACE};
+use gateway_core::component::AdapterFuture;
 use gateway_core::link_status::LinkStatus;
 use gateway_core::telemetry::Counter;
 use gateway_core::{
@@ -187,7 +187,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
     info!(adapter = %ctx.name, groups = groups.list.len(), "KNX adapter started.");
     // /health names what is missing in the link's words: the interface,
     // and why there is no tunnel to it (no slot free, no answer, …).
-    let mut status = LinkStatus::new(&ctx, LINK_KNX_INTERFACE);
+    let mut status = LinkStatus::new(&ctx, super::kind::INTERFACE.name);
     let mut reads: VecDeque<GroupAddress> = VecDeque::new();
     let mut polls: Vec<(usize, Duration, Instant)> = Vec::new();
     let mut poll_tick = tokio::time::interval(Duration::from_secs(1));

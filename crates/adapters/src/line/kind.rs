@@ -17,6 +17,7 @@ pub const TCP_LINE: Declaration = Declaration {
     folder: "line",
     feature: "tcp_line",
     fuzz_targets: &["line_parsers"],
+    links: &[],
 };
 
 /// `type = "serial_line"`.
@@ -29,4 +30,5 @@ pub const SERIAL_LINE: Declaration = Declaration {
     folder: "line",
     feature: "serial",
     fuzz_targets: &["line_parsers"],
+    links: &[],
 };

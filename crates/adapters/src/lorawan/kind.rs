@@ -17,4 +17,5 @@ pub const SEMTECH_UDP: Declaration = Declaration {
     folder: "lorawan",
     feature: "lorawan",
     fuzz_targets: &["lorawan_datagram"],
+    links: &[],
 };

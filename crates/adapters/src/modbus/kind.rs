@@ -17,4 +17,5 @@ pub const MODBUS: Declaration = Declaration {
     folder: "modbus",
     feature: "modbus",
     fuzz_targets: &["modbus_rtu_frame"],
+    links: &[],
 };

@@ -17,4 +17,5 @@ pub const MQTT: Declaration = Declaration {
     folder: "mqtt",
     feature: "mqtt",
     fuzz_targets: &[],
+    links: &[],
 };

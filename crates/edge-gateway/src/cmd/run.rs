@@ -249,8 +249,7 @@ async fn restart_requested(remote: &mut Option<Controller>) {
 /// the process started with it). An invalid result changes nothing.
 /// Names the config still accepts but that have changed, once each.
 fn warn_deprecated_names() {
-    #[cfg(feature = "lorawan")]
-    for note in adapters::lorawan::codecs::deprecated_names_in_use() {
+    for note in adapters::deprecated_names_in_use() {
         warn!("{note}");
     }
 }
