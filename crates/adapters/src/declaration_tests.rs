@@ -209,7 +209,7 @@ fn no_adapter_is_named_outside_its_folder_and_the_lists() {
                 "{file} names the adapter feature \"{feature}\": generate it from the crate root's list, or declare it in the adapter's folder"
             );
         }
-        for word in code_words(&text) {
+        for word in code_words(text) {
             if SHARED_WORDS.contains(&word.as_str()) {
                 continue;
             }
