@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::age::{self, Made};
-use crate::journal::{Journal, Known, Recorded};
+use crate::journal::{Journal, Known, Recorded, Sync};
 use crate::parse::{self, value_json};
 use crate::{COMMANDS, COMMANDS_REPEATED};
 
@@ -144,7 +144,7 @@ impl Executor {
                 ..command
             };
             self.count("failed", "interrupted");
-            self.finish(&id, None, recorded).await;
+            self.finish(&id, None, recorded, Sync::Now).await;
         }
     }
 
@@ -253,7 +253,8 @@ impl Executor {
                     self.recorded(&device, &parsed.metric, value, "failed", "interrupted");
                 self.telemetry.counter(COMMANDS_REPEATED, &[]).inc();
                 self.count("failed", "interrupted");
-                self.finish(&parsed.id, made.ts(), recorded).await;
+                self.finish(&parsed.id, made.ts(), recorded, sync_for(origin))
+                    .await;
                 return;
             }
             None => {}
@@ -291,7 +292,9 @@ impl Executor {
                 .await;
             return;
         }
-        let outcome = self.run(&command, target, &value, made, deadline).await;
+        let outcome = self
+            .run(&command, target, &value, made, deadline, origin)
+            .await;
         self.conclude(&command, value, made, outcome, origin, true)
             .await;
     }
@@ -325,7 +328,8 @@ impl Executor {
         );
         recorded.detail = outcome.detail;
         if journaled {
-            self.finish(&command.id, made.ts(), recorded).await;
+            self.finish(&command.id, made.ts(), recorded, sync_for(origin))
+                .await;
         } else {
             self.send(&command.id, &recorded).await;
         }
@@ -339,6 +343,7 @@ impl Executor {
         value: &serde_json::Value,
         made: Made,
         deadline: Instant,
+        origin: &'static str,
     ) -> Outcome {
         let Some(target) = target else {
             return Outcome::new(
@@ -367,7 +372,7 @@ impl Executor {
         );
         let now = self.clock.now();
         if let Some(journal) = self.journal.as_mut() {
-            if let Err(e) = journal.start(&command.id, made.ts(), started, now) {
+            if let Err(e) = journal.start(&command.id, made.ts(), started, now, sync_for(origin)) {
                 return Outcome::new("refused", "journal", e.to_string());
             }
         }
@@ -411,10 +416,10 @@ impl Executor {
 
     /// Journals the result, then sends it: a repeat after a crash between
     /// the two sends the journaled result again.
-    async fn finish(&mut self, id: &str, made: Option<Timestamp>, recorded: Recorded) {
+    async fn finish(&mut self, id: &str, made: Option<Timestamp>, recorded: Recorded, sync: Sync) {
         let now = self.clock.now();
         if let Some(journal) = self.journal.as_mut() {
-            if let Err(e) = journal.finish(id, made, recorded.clone(), now) {
+            if let Err(e) = journal.finish(id, made, recorded.clone(), now, sync) {
                 if let Some(suppressed) = self.log.allow("journal-finish") {
                     warn!(error = %e, suppressed, "Cannot journal a command's result; it is sent anyway.");
                 }
@@ -448,6 +453,17 @@ impl Executor {
             // A stopped output takes nothing more; the result is journaled.
             let _ = results.send(SinkEvent::Command(event.clone())).await;
         }
+    }
+}
+
+/// How a command's journal lines reach the disk: a rule's action's with
+/// the next synced line ([`Sync::WithTheNext`] says why), anyone else's
+/// before the step they record.
+fn sync_for(origin: &str) -> Sync {
+    if origin == ORIGIN_RULE {
+        Sync::WithTheNext
+    } else {
+        Sync::Now
     }
 }
 

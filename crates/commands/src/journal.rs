@@ -130,6 +130,21 @@ pub struct Journal {
     damaged: usize,
 }
 
+/// When a journal line reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// Before the call returns: a cloud command is never written twice,
+    /// even across a power cut.
+    Now,
+    /// With the next line synced (any command from the cloud) or by the
+    /// kernel's own write-back within seconds: a process killed at any
+    /// point loses nothing (the kernel holds the line), a power cut can. For a rule's action: it
+    /// sets an actuator to a value, so a repeat after a power cut sets
+    /// the same value again, while a sync per action capped actions at a
+    /// few hundred a second behind two fsyncs each (docs/commands.md).
+    WithTheNext,
+}
+
 impl Journal {
     /// Opens (or creates) the journal in `dir`, remembering each id for
     /// `keep` (`max_age` plus the clock tolerance) after it was made;
@@ -240,7 +255,8 @@ impl Journal {
             .collect()
     }
 
-    /// Records that `id` is about to be written; on disk before it returns.
+    /// Records that `id` is about to be written; on disk before it returns
+    /// when `sync` is [`Sync::Now`].
     /// `made`: the command's `ts`, when it had one.
     ///
     /// # Errors
@@ -251,9 +267,10 @@ impl Journal {
         made: Option<Timestamp>,
         mut command: Recorded,
         now: Timestamp,
+        sync: Sync,
     ) -> Result<(), JournalError> {
         command.status = STARTED.to_string();
-        self.append(id, made, command, now)
+        self.append(id, made, command, now, sync)
     }
 
     /// Records `id`'s result.
@@ -266,8 +283,9 @@ impl Journal {
         made: Option<Timestamp>,
         result: Recorded,
         now: Timestamp,
+        sync: Sync,
     ) -> Result<(), JournalError> {
-        self.append(id, made, result, now)
+        self.append(id, made, result, now, sync)
     }
 
     fn append(
@@ -276,6 +294,7 @@ impl Journal {
         made: Option<Timestamp>,
         record: Recorded,
         now: Timestamp,
+        sync: Sync,
     ) -> Result<(), JournalError> {
         let line = Line {
             id: id.to_string(),
@@ -290,7 +309,10 @@ impl Journal {
         let written = self
             .file
             .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data());
+            .and_then(|()| match sync {
+                Sync::Now => self.file.sync_data(),
+                Sync::WithTheNext => Ok(()),
+            });
         written.map_err(|source| JournalError::Io {
             path: self.path.clone(),
             source,

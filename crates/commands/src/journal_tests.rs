@@ -25,13 +25,37 @@ fn open(dir: &Path, now: i64) -> Journal {
     Journal::open(dir, KEEP, at(now)).unwrap()
 }
 
+/// A rule's action is journaled without a sync of its own: the line is
+/// still written at once, so a gateway killed right after knows the id.
+#[test]
+fn an_unsynced_line_is_known_to_the_next_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.start("rule-1", None, done("fan-1"), at(0), Sync::WithTheNext)
+        .unwrap();
+    j.finish("rule-1", None, done("fan-1"), at(0), Sync::WithTheNext)
+        .unwrap();
+    j.start("rule-2", None, done("fan-1"), at(0), Sync::WithTheNext)
+        .unwrap();
+    drop(j);
+    let j = open(dir.path(), 10);
+    assert_eq!(
+        j.get("fan-1", "rule-1"),
+        Some(&Known::Finished(done("fan-1")))
+    );
+    assert!(matches!(j.get("fan-1", "rule-2"), Some(Known::Started(_))));
+}
+
 #[test]
 fn a_reopened_journal_knows_started_and_finished_ids() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = open(dir.path(), 0);
-    j.start("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
-    j.finish("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
-    j.start("b", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.start("a", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
+    j.finish("a", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
+    j.start("b", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
     drop(j);
     let j = open(dir.path(), 10);
     assert_eq!(j.get("ahu-1", "a"), Some(&Known::Finished(done("ahu-1"))));
@@ -49,7 +73,8 @@ fn a_reopened_journal_knows_started_and_finished_ids() {
 fn an_id_is_its_devices() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = open(dir.path(), 0);
-    j.finish("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.finish("a", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
     assert!(j.get("ahu-1", "a").is_some());
     assert_eq!(j.get("ahu-2", "a"), None, "another device's command");
 }
@@ -60,10 +85,17 @@ fn an_id_is_its_devices() {
 fn no_number_of_other_ids_pushes_an_id_out_before_its_time() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = open(dir.path(), 0);
-    j.finish("real", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.finish("real", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
     for i in 0..500 {
-        j.finish(&format!("junk-{i}"), Some(at(1)), done("nobody"), at(1))
-            .unwrap();
+        j.finish(
+            &format!("junk-{i}"),
+            Some(at(1)),
+            done("nobody"),
+            at(1),
+            Sync::Now,
+        )
+        .unwrap();
     }
     assert!(j.get("ahu-1", "real").is_some());
     drop(j);
@@ -71,8 +103,14 @@ fn no_number_of_other_ids_pushes_an_id_out_before_its_time() {
     assert!(j.get("ahu-1", "real").is_some(), "kept across a restart");
     // Once a replay of it would be expired (made + max_age + tolerance),
     // it is forgotten, and its ts becomes the horizon.
-    j.finish("later", Some(at(65_500)), done("ahu-1"), at(65_500))
-        .unwrap();
+    j.finish(
+        "later",
+        Some(at(65_500)),
+        done("ahu-1"),
+        at(65_500),
+        Sync::Now,
+    )
+    .unwrap();
     assert_eq!(j.get("ahu-1", "real"), None);
     assert_eq!(j.horizon(), Some(at(1)));
     assert_eq!(j.len(), 1);
@@ -95,10 +133,12 @@ fn a_command_without_ts_is_remembered_from_its_result() {
     let mut j = open(dir.path(), 0);
     let mut r = done("ahu-1");
     r.ts = at(30_000).to_rfc3339();
-    j.finish("ha-1", None, r, at(30_000)).unwrap();
-    j.finish("x", None, done("ahu-1"), at(94_000)).unwrap();
+    j.finish("ha-1", None, r, at(30_000), Sync::Now).unwrap();
+    j.finish("x", None, done("ahu-1"), at(94_000), Sync::Now)
+        .unwrap();
     assert!(j.get("ahu-1", "ha-1").is_some());
-    j.finish("y", None, done("ahu-1"), at(95_500)).unwrap();
+    j.finish("y", None, done("ahu-1"), at(95_500), Sync::Now)
+        .unwrap();
     assert_eq!(j.get("ahu-1", "ha-1"), None);
     assert_eq!(j.horizon(), None, "only a sender's ts makes the horizon");
 }
@@ -107,7 +147,8 @@ fn a_command_without_ts_is_remembered_from_its_result() {
 fn a_torn_last_line_is_skipped_and_the_next_append_is_whole() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = open(dir.path(), 0);
-    j.start("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.start("a", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
     drop(j);
     let path = dir.path().join("journal");
     let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -117,7 +158,8 @@ fn a_torn_last_line_is_skipped_and_the_next_append_is_whole() {
     assert_eq!(j.get("ahu-1", "b"), None);
     assert_eq!(j.damaged(), 1);
     // Before, this line was glued to the torn one and lost at the next start.
-    j.finish("c", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.finish("c", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
     drop(j);
     let j = open(dir.path(), 0);
     assert!(j.get("ahu-1", "c").is_some());
@@ -132,7 +174,8 @@ fn a_damaged_byte_costs_its_line_only() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = open(dir.path(), 0);
     for id in ["a", "b", "c", "d", "e", "f"] {
-        j.finish(id, Some(at(0)), done("ahu-1"), at(0)).unwrap();
+        j.finish(id, Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+            .unwrap();
     }
     drop(j);
     let path = dir.path().join("journal");
@@ -153,7 +196,8 @@ fn a_damaged_byte_costs_its_line_only() {
     assert!(text
         .lines()
         .all(|l| serde_json::from_str::<Line>(l).is_ok()));
-    j.finish("g", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.finish("g", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
     drop(j);
     let j = open(dir.path(), 0);
     assert_eq!(j.damaged(), 0);
@@ -166,8 +210,10 @@ fn a_damaged_byte_costs_its_line_only() {
 fn one_damaged_line_of_an_executed_command_leaves_its_id_known() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = open(dir.path(), 0);
-    j.start("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
-    j.finish("a", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.start("a", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
+    j.finish("a", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
     drop(j);
     let path = dir.path().join("journal");
     let mut bytes = fs::read(&path).unwrap();
@@ -189,7 +235,8 @@ fn one_damaged_line_of_an_executed_command_leaves_its_id_known() {
 fn an_id_started_and_never_finished_outlives_its_time() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = open(dir.path(), 0);
-    j.start("k-1", Some(at(0)), done("ahu-1"), at(0)).unwrap();
+    j.start("k-1", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
     drop(j);
     let mut j = open(dir.path(), 3_600_000);
     assert!(matches!(j.get("ahu-1", "k-1"), Some(Known::Started(_))));
@@ -198,10 +245,13 @@ fn an_id_started_and_never_finished_outlives_its_time() {
     // as long as any id is remembered; then it is forgotten.
     let mut result = done("ahu-1");
     result.ts = at(3_600_000).to_rfc3339();
-    j.finish("k-1", None, result, at(3_600_000)).unwrap();
-    j.finish("x", None, done("ahu-1"), at(3_660_000)).unwrap();
+    j.finish("k-1", None, result, at(3_600_000), Sync::Now)
+        .unwrap();
+    j.finish("x", None, done("ahu-1"), at(3_660_000), Sync::Now)
+        .unwrap();
     assert!(matches!(j.get("ahu-1", "k-1"), Some(Known::Finished(_))));
-    j.finish("y", None, done("ahu-1"), at(3_700_000)).unwrap();
+    j.finish("y", None, done("ahu-1"), at(3_700_000), Sync::Now)
+        .unwrap();
     assert_eq!(j.get("ahu-1", "k-1"), None);
     assert_eq!(j.horizon(), Some(at(0)), "its ts, as it had one");
 }
