@@ -408,6 +408,7 @@ pub fn decode_bounded(
 ///
 /// # Errors
 /// As [`decode_bounded`].
+#[cfg(any(feature = "coap", feature = "mqtt"))]
 pub(crate) fn decode_bounded_into(
     format: &PayloadFormat,
     payload: &[u8],
@@ -446,6 +447,7 @@ pub(crate) fn decode_bounded_into(
 /// [`decode_format`] onto the end of `out.readings`; the two shapes read
 /// without serde push there directly, every other format decodes as
 /// before and its readings are moved over.
+#[cfg(any(feature = "coap", feature = "mqtt"))]
 fn decode_format_into(
     format: &PayloadFormat,
     payload: &[u8],
