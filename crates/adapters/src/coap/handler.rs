@@ -305,8 +305,9 @@ impl Handler {
     /// [`handle_as`](Self::handle_as) with the readings added to the end
     /// of `readings` (the outcome holds none): the server gathers a
     /// wake-up's readings there for the pipeline, and a datagram's own
-    /// vector, allocated, copied into the batch and freed, was a tenth of
-    /// its instructions with the rest of its allocations.
+    /// vector was allocated, copied into the batch and freed (the
+    /// allocator was about a tenth of a datagram's instructions, this
+    /// vector and the path's most of it).
     pub fn handle_into(
         &mut self,
         peer: SocketAddr,

@@ -93,9 +93,9 @@ pub(crate) fn dispatch_cached(
 
 /// [`dispatch_cached`] with a data message's readings added to the end of
 /// `batch` instead of returned: QoS 0 readings are gathered for the
-/// pipeline there, and a vector per message, allocated, copied into the
-/// batch and freed, was about a tenth of a reading's instructions with the
-/// rest of its allocations (issue 69). What else a message brings (a
+/// pipeline there, and a vector per message was allocated, copied into the
+/// batch and freed (with the decimal fast path for the value, 4 590 →
+/// 4 040 instructions a reading, issue 69). What else a message brings (a
 /// status) is returned as before.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dispatch_into(
