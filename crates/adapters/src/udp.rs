@@ -60,7 +60,17 @@ mod batch {
         slab: Vec<u8>,
         slot: usize,
         got: Vec<Received>,
+        /// Slots offered to the next `recvmmsg`. A header is prepared for
+        /// every slot offered, and a wake-up under a steady flow brings a
+        /// few datagrams: offering fewer took 1.5 % off a CoAP datagram's
+        /// instructions at about six a wake-up (issue 69). So twice as
+        /// many as the last read filled, all of them again as soon as one
+        /// read fills its offer.
+        offer: usize,
     }
+
+    /// Slots offered at least.
+    const MIN_OFFER: usize = 4;
 
     impl RecvBatch {
         /// The slab is zeroed lazily by the allocator (one large `calloc`),
@@ -71,6 +81,7 @@ mod batch {
                 slab: vec![0; slots * slot],
                 slot,
                 got: Vec::with_capacity(slots),
+                offer: slots,
             }
         }
 
@@ -100,17 +111,24 @@ mod batch {
             use nix::errno::Errno;
             use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
-            let slots = self.got.capacity();
+            let all = self.got.capacity();
             // Built per wake-up, not kept: the headers hold raw pointers (not
             // `Send`), and the receive loop is a task that may move between
-            // threads.
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slots, None);
+            // threads. As many as offered: each is prepared here.
+            let mut prepared = self.offer.clamp(1, all);
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(prepared, None);
             let mut reads = 0;
             while reads < max {
                 self.got.clear();
+                let slots = self.offer.clamp(1, all);
+                if prepared < slots {
+                    headers = MultiHeaders::preallocate(slots, None);
+                    prepared = slots;
+                }
                 let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
                     .slab
                     .chunks_mut(self.slot)
+                    .take(slots)
                     .map(|c| [IoSliceMut::new(c)])
                     .collect();
                 let flags = MsgFlags::MSG_DONTWAIT;
@@ -146,7 +164,13 @@ mod batch {
                     each(Read::Datagram(bytes.unwrap_or_default(), *got));
                 }
                 reads += self.got.len();
-                if self.got.len() < slots {
+                let drained = self.got.len() < slots;
+                self.offer = if drained {
+                    (self.got.len() * 2).clamp(MIN_OFFER.min(all), all)
+                } else {
+                    all
+                };
+                if drained {
                     // The queue is drained; the next read would only say so.
                     break;
                 }
@@ -475,5 +499,39 @@ mod tests {
         assert_eq!(got, want);
         let nothing = batch.try_recv_many(&server, 5, |_| panic!("nothing is queued"));
         assert_eq!(nothing.unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    }
+
+    #[tokio::test]
+    async fn a_burst_after_a_trickle_is_read_whole_and_in_order() {
+        let (server, server_addr) = socket().await;
+        let (client, _) = socket().await;
+        client.connect(server_addr).await.unwrap();
+        let mut batch = RecvBatch::new(32, 8);
+        let mut got: Vec<u8> = Vec::new();
+        // One datagram: the next read offers few slots.
+        client.send(&[0]).await.unwrap();
+        read_until(&server, &mut batch, 1, &mut got).await;
+        // Then more than that offer and than one full read.
+        for i in 1..=40u8 {
+            client.send(&[i]).await.unwrap();
+        }
+        read_until(&server, &mut batch, 41, &mut got).await;
+        assert_eq!(got, (0..=40u8).collect::<Vec<_>>());
+    }
+
+    /// Reads datagrams' first bytes into `got` until it holds `want`.
+    async fn read_until(server: &UdpSocket, batch: &mut RecvBatch, want: usize, got: &mut Vec<u8>) {
+        while got.len() < want {
+            server.readable().await.unwrap();
+            let each = |r: Read<'_>| match r {
+                Read::Datagram(bytes, _) => got.push(bytes[0]),
+                Read::Error(e) => panic!("{e}"),
+            };
+            match batch.try_recv_many(server, 64, each) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 }

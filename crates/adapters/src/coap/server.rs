@@ -112,17 +112,9 @@ pub async fn serve(
             let outcome = if bytes.len() >= slot {
                 handler.oversize(bytes)
             } else {
-                handler.handle(peer, bytes, now, arrival)
+                handler.handle_into(peer, bytes, now, arrival, None, &mut readings)
             };
-            settle(
-                outcome,
-                peer,
-                &mut readings,
-                &mut replies,
-                &ctx,
-                &stats,
-                &throttle,
-            );
+            settle(outcome, peer, &mut replies, &ctx, &stats, &throttle);
         });
         match read {
             Ok(_) => {}
@@ -148,12 +140,15 @@ pub async fn serve(
 /// datagram cost more than the datagram itself under a flood.
 const BATCH: usize = 32;
 
-/// Counts what one datagram's outcome refused and keeps its readings and
-/// reply for [`deliver`].
+/// Readings a new batch has room for at most: a wake-up's datagrams
+/// bring a few dozen, and little is held while the server idles.
+const BATCH_ROOM: usize = 256;
+
+/// Counts what one datagram's outcome refused and keeps its reply for
+/// [`deliver`] (its readings are in the wake-up's batch already).
 fn settle(
     outcome: Outcome,
     peer: SocketAddr,
-    readings: &mut Vec<gateway_core::Reading>,
     replies: &mut Vec<(Vec<u8>, SocketAddr)>,
     ctx: &AdapterContext,
     stats: &AdapterStats,
@@ -166,11 +161,6 @@ fn settle(
         stats.ignored_field(device.as_str(), key);
     }
     codec_notes(&outcome, ctx, throttle);
-    if readings.is_empty() {
-        *readings = outcome.readings;
-    } else {
-        readings.extend(outcome.readings);
-    }
     if let Some(reply) = outcome.reply {
         replies.push((reply, peer));
     }
@@ -187,7 +177,10 @@ async fn deliver(
     throttle: &LogThrottle,
 ) -> Result<(), AdapterError> {
     if !readings.is_empty() {
-        let batch = std::mem::take(readings);
+        // The next wake-up's batch sized like this one's, grown once rather
+        // than datagram by datagram.
+        let room = readings.len().min(BATCH_ROOM);
+        let batch = std::mem::replace(readings, Vec::with_capacity(room));
         stats.readings.add(batch.len() as u64);
         ctx.ingress
             .send(Ingress::Readings(batch))

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use gateway_core::component::AdapterStats;
 use gateway_core::hash::SeededState;
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::{DeviceId, DeviceState, Ingress, MetricName, StatusChange, Timestamp};
+use gateway_core::{DeviceId, DeviceState, Ingress, MetricName, Reading, StatusChange, Timestamp};
 
 use super::config::{MqttAdapterConfig, Route};
 use crate::payload::{self, Context};
@@ -73,6 +73,42 @@ pub(crate) fn dispatch_cached(
     adapter: &str,
     cache: &mut TopicCache,
 ) -> Option<Ingress> {
+    let mut readings = Vec::new();
+    let mut ingress = dispatch_into(
+        config,
+        topic,
+        payload,
+        now,
+        stats,
+        throttle,
+        adapter,
+        cache,
+        &mut readings,
+    );
+    if !readings.is_empty() {
+        ingress = Some(Ingress::Readings(readings));
+    }
+    ingress
+}
+
+/// [`dispatch_cached`] with a data message's readings added to the end of
+/// `batch` instead of returned: QoS 0 readings are gathered for the
+/// pipeline there, and a vector per message was allocated, copied into the
+/// batch and freed (with the decimal fast path for the value, 4 590 →
+/// 4 040 instructions a reading, issue 69). What else a message brings (a
+/// status) is returned as before.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dispatch_into(
+    config: &MqttAdapterConfig,
+    topic: &str,
+    payload: &[u8],
+    now: Timestamp,
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+    adapter: &str,
+    cache: &mut TopicCache,
+    batch: &mut Vec<Reading>,
+) -> Option<Ingress> {
     let reject = |kind: &str, detail: &str| {
         gateway_core::refuse!(stats, throttle, kind;
             adapter, topic, detail, bytes = payload.len(), "Dropping message.");
@@ -91,14 +127,16 @@ pub(crate) fn dispatch_cached(
             metric: routed.metric.as_ref(),
             now,
         };
-        return decoded(
+        decoded(
             route,
             payload,
             config.max_readings_per_message,
             &context,
             stats,
             &reject,
+            batch,
         );
+        return None;
     }
     for pattern in &config.status_topics {
         if let Some(caps) = pattern.matches(topic) {
@@ -159,19 +197,21 @@ pub(crate) fn dispatch_cached(
         metric: routed.metric.as_ref(),
         now,
     };
-    let out = decoded(
+    decoded(
         route,
         payload,
         config.max_readings_per_message,
         &context,
         stats,
         &reject,
+        batch,
     );
     cache.insert(topic, routed);
-    out
+    None
 }
 
-/// The payload of a message routed by `route`, decoded in `context`.
+/// The payload of a message routed by `route`, decoded in `context`, its
+/// readings added to the end of `batch`.
 fn decoded(
     route: &Route,
     payload: &[u8],
@@ -179,13 +219,16 @@ fn decoded(
     context: &Context,
     stats: &AdapterStats,
     reject: &dyn Fn(&str, &str),
-) -> Option<Ingress> {
-    match payload::decode_bounded(
+    batch: &mut Vec<Reading>,
+) {
+    let start = batch.len();
+    match payload::decode_bounded_into(
         &route.format,
         payload,
         context,
         route.device_field.as_deref(),
         max_readings,
+        batch,
     ) {
         Ok(decoded) => {
             for problem in &decoded.problems {
@@ -195,28 +238,35 @@ fn decoded(
             for (device, key) in &decoded.ignored {
                 stats.ignored_field(device.as_str(), key);
             }
-            let mut readings = decoded.readings;
             // Refused here, before the acknowledgement the session sends
             // once the readings are safe: after it, nothing is dropped for
             // its time (the pipeline places it by that time).
-            readings.retain(|r| match payload::own_time_refusal_of(r, context.now) {
-                Some(kind) => {
-                    reject(kind, &r.time().to_string());
-                    false
+            retain_from(batch, start, |r| {
+                match payload::own_time_refusal_of(r, context.now) {
+                    Some(kind) => {
+                        reject(kind, &r.time().to_string());
+                        false
+                    }
+                    None => true,
                 }
-                None => true,
             });
-            if readings.is_empty() {
-                return None;
-            }
-            stats.readings.add(readings.len() as u64);
-            Some(Ingress::Readings(readings))
+            stats.readings.add((batch.len() - start) as u64);
         }
-        Err(e) => {
-            reject(e.kind(), &e.to_string());
-            None
+        Err(e) => reject(e.kind(), &e.to_string()),
+    }
+}
+
+/// `Vec::retain` of the readings from `start` on, in order; those before
+/// it are another message's.
+fn retain_from(batch: &mut Vec<Reading>, start: usize, mut keep: impl FnMut(&Reading) -> bool) {
+    let mut kept = start;
+    for i in start..batch.len() {
+        if keep(&batch[i]) {
+            batch.swap(kept, i);
+            kept += 1;
         }
     }
+    batch.truncate(kept);
 }
 
 /// Whether `topic` is a status topic: a retained message there is a

@@ -14,12 +14,16 @@ use rumqttc::{AsyncClient, Event, Packet, PubAck, PubRec, Publish, QoS, Subscrib
 use tracing::{info, warn};
 
 use super::config::{MqttAdapterConfig, Retained};
-use super::dispatch::{dispatch_cached, is_status_topic, TopicCache};
+use super::dispatch::{dispatch_cached, dispatch_into, is_status_topic, TopicCache};
 use super::source::MAX_OVERSIZED_PACKET;
 
 /// Counter `{adapter}`: retained messages on data topics dropped as
 /// copies (`retained = "ignore"`).
 pub const RETAINED_IGNORED: &str = "edge_gateway_adapter_retained_ignored_total";
+
+/// Readings a new QoS 0 batch has room for at most: enough for what one
+/// read of a burst brings, little held while the adapter idles.
+const BATCH_ROOM: usize = 256;
 
 /// The MQTT remaining length of a PUBLISH, which is what rumqttc compares
 /// with its packet size limit.
@@ -108,7 +112,10 @@ impl Session<'_> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let readings = std::mem::take(&mut self.batch);
+        // The next read's batch sized like this one's (up to a bound), so
+        // a burst's batch is not grown message by message again.
+        let room = self.batch.len().min(BATCH_ROOM);
+        let readings = std::mem::replace(&mut self.batch, Vec::with_capacity(room));
         self.ctx
             .ingress
             .send(Ingress::Readings(readings))
@@ -199,16 +206,34 @@ impl Session<'_> {
             self.retained_copy(&publish);
             return Ok(());
         }
-        let ingress = dispatch_cached(
-            self.config,
-            &publish.topic,
-            &publish.payload,
-            self.ctx.clock.now(),
-            &self.stats,
-            &self.throttle,
-            &self.ctx.name,
-            &mut self.topics,
-        );
+        let (topic, payload, now) = (&publish.topic, &publish.payload, self.ctx.clock.now());
+        let (stats, throttle, name) = (&self.stats, &self.throttle, &self.ctx.name);
+        let ingress = if publish.qos == QoS::AtMostOnce {
+            // Straight into the batch the pipeline gets after this read.
+            let batch = &mut self.batch;
+            dispatch_into(
+                self.config,
+                topic,
+                payload,
+                now,
+                stats,
+                throttle,
+                name,
+                &mut self.topics,
+                batch,
+            )
+        } else {
+            dispatch_cached(
+                self.config,
+                topic,
+                payload,
+                now,
+                stats,
+                throttle,
+                name,
+                &mut self.topics,
+            )
+        };
         match (publish.qos, ingress) {
             (QoS::AtMostOnce, Some(Ingress::Readings(mut readings))) => {
                 self.batch.append(&mut readings);

@@ -39,10 +39,31 @@ pub(super) fn decode(
     ctx: &Context,
     device_field: Option<&str>,
 ) -> Result<Decoded, DecodeError> {
+    let mut out = Decoded::default();
+    decode_into(payload, ctx, device_field, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode`] onto the end of `out`; on an error nothing is added.
+pub(super) fn decode_into(
+    payload: &[u8],
+    ctx: &Context,
+    device_field: Option<&str>,
+    out: &mut Decoded,
+) -> Result<(), DecodeError> {
     let text = text(payload)?;
-    if let Some(decoded) = plain(text, ctx, device_field) {
-        return Ok(decoded);
+    if !plain_into(text, ctx, device_field, out) {
+        out.absorb(not_plain(text, ctx, device_field)?);
     }
+    Ok(())
+}
+
+/// [`decode`] of what [`plain_into`] declines, through serde.
+fn not_plain(
+    text: &str,
+    ctx: &Context,
+    device_field: Option<&str>,
+) -> Result<Decoded, DecodeError> {
     let fields = json_text::object(text)?;
     let device = match ctx.device {
         Some(d) => d.clone(),
@@ -85,22 +106,26 @@ pub(super) fn decode(
 
 /// [`decode`] of an object [`json_plain`] reads, when the context names
 /// the device and no key is a time or device key: each field a reading at
-/// arrival time. `None` for anything else, which serde then reads.
-fn plain(text: &str, ctx: &Context, device_field: Option<&str>) -> Option<Decoded> {
-    let device = ctx.device?;
-    let fields = json_plain::fields(text)?;
+/// arrival time, added to the end of `out`. False (nothing added) for
+/// anything else, which serde then reads.
+fn plain_into(text: &str, ctx: &Context, device_field: Option<&str>, out: &mut Decoded) -> bool {
+    let Some(device) = ctx.device else {
+        return false;
+    };
+    let Some(fields) = json_plain::fields(text) else {
+        return false;
+    };
     let special = |key: &str| {
         TIME_KEYS.contains(&key) || DEVICE_KEYS.contains(&key) || device_field == Some(key)
     };
     if fields.iter().any(|(key, _)| special(key)) {
-        return None;
+        return false;
     }
-    let mut out = Decoded::default();
     let when = When::arrival(ctx.now);
     for (key, value) in fields.iter() {
         out.push(device, key, key, value, when);
     }
-    Some(out)
+    true
 }
 
 /// The device named by the payload: the first of `device_field` and

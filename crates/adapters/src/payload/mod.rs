@@ -399,6 +399,86 @@ pub fn decode_bounded(
     Ok(decoded)
 }
 
+/// [`decode_bounded`] with the readings added to the end of `readings`
+/// (the returned [`Decoded`] holds none): an adapter gathering a batch of
+/// messages for the pipeline decodes the common payloads (a number, a flat
+/// JSON object) straight into the batch, with no vector of their own to
+/// allocate, copy and free per message (CoAP, issue 69). On an error
+/// nothing is added.
+///
+/// # Errors
+/// As [`decode_bounded`].
+#[cfg(any(feature = "coap", feature = "mqtt"))]
+pub(crate) fn decode_bounded_into(
+    format: &PayloadFormat,
+    payload: &[u8],
+    ctx: &Context,
+    device_field: Option<&str>,
+    max_readings: usize,
+    readings: &mut Vec<Reading>,
+) -> Result<Decoded, DecodeError> {
+    bounds::check(format, payload, max_readings)?;
+    let start = readings.len();
+    let mut decoded = Decoded {
+        readings: std::mem::take(readings),
+        ..Decoded::default()
+    };
+    let result = decode_format_into(format, payload, ctx, device_field, &mut decoded);
+    *readings = std::mem::take(&mut decoded.readings);
+    let added = readings.len() - start;
+    let checked = result
+        .and_then(|()| check_metric_count(&readings[start..]))
+        .and_then(|()| {
+            if added > max_readings {
+                return Err(DecodeError::TooManyReadings {
+                    found: added,
+                    max: max_readings,
+                });
+            }
+            Ok(())
+        });
+    if let Err(e) = checked {
+        readings.truncate(start);
+        return Err(e);
+    }
+    Ok(decoded)
+}
+
+/// [`decode_format`] onto the end of `out.readings`; the two shapes read
+/// without serde push there directly, every other format decodes as
+/// before and its readings are moved over.
+#[cfg(any(feature = "coap", feature = "mqtt"))]
+fn decode_format_into(
+    format: &PayloadFormat,
+    payload: &[u8],
+    ctx: &Context,
+    device_field: Option<&str>,
+    out: &mut Decoded,
+) -> Result<(), DecodeError> {
+    let first = || {
+        let body = payload.strip_prefix(BOM).unwrap_or(payload);
+        body.iter().find(|b| !b.is_ascii_whitespace()).copied()
+    };
+    match format {
+        PayloadFormat::Number | PayloadFormat::Auto { columns: None }
+            if !matches!(format, PayloadFormat::Auto { .. })
+                || !matches!(first(), Some(b'[' | b'{')) =>
+        {
+            number::decode_into(payload, ctx, out)
+        }
+        PayloadFormat::Json | PayloadFormat::Auto { .. }
+            if matches!(format, PayloadFormat::Json) || first() == Some(b'{') =>
+        {
+            json::decode_into(payload, ctx, device_field, out)
+        }
+        _ => {
+            let decoded = decode_format(format, payload, ctx, device_field)?;
+            out.absorb(decoded);
+            Ok(())
+        }
+    }
+}
+
 /// Readings one message may yield unless an adapter says otherwise
 /// (`max_readings_per_message`): a day of minutely SenML records is 1 440,
 /// and ten thousand readings are about 0.6 MB held at once.
@@ -510,6 +590,13 @@ impl When {
 }
 
 impl Decoded {
+    /// Takes `other`'s readings, problems and text fields after its own.
+    fn absorb(&mut self, mut other: Decoded) {
+        self.readings.append(&mut other.readings);
+        self.problems.append(&mut other.problems);
+        self.ignored.append(&mut other.ignored);
+    }
+
     /// Adds a reading, or the problem that prevents it.
     fn push(&mut self, device: &DeviceId, field: &str, metric: &str, value: f64, when: When) {
         let metric = match metric_name(metric) {

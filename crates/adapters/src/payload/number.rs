@@ -8,6 +8,17 @@ use super::{text, Context, DecodeError, Decoded, When, DEFAULT_METRIC};
 /// Decodes a plain number. `true`/`false` (any case) count as 1 and 0,
 /// because switches and contacts publish them on the same topics as values.
 pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeError> {
+    let mut out = Decoded::default();
+    decode_into(payload, ctx, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode`] onto the end of `out`; on an error nothing is added.
+pub(super) fn decode_into(
+    payload: &[u8],
+    ctx: &Context,
+    out: &mut Decoded,
+) -> Result<(), DecodeError> {
     let text = text(payload)?;
     // Some senders JSON-encode everything, so the value arrives quoted.
     let inner = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
@@ -19,7 +30,8 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
     } else if inner.eq_ignore_ascii_case("false") {
         0.0
     } else {
-        inner.parse::<f64>().map_err(|_| DecodeError::NotANumber {
+        // `str::parse`'s value, by Clinger's fast path for plain decimals.
+        super::decimal::parse(inner).ok_or_else(|| DecodeError::NotANumber {
             text: super::clip(inner),
         })?
     };
@@ -30,7 +42,6 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
         });
     }
     let device = ctx.device.ok_or(DecodeError::NoDevice)?;
-    let mut out = Decoded::default();
     match ctx.metric {
         // Already checked: no validation, no allocation.
         Some(m) => out.push_metric(device, m.as_str(), m.clone(), value, When::arrival(ctx.now)),
@@ -42,7 +53,7 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
             When::arrival(ctx.now),
         ),
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
