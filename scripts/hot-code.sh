@@ -14,12 +14,7 @@ cd "$(dirname "$0")/.."
 for tool in valgrind callgrind_control mosquitto mosquitto_pub c++filt curl; do
   command -v "$tool" >/dev/null || { echo "hot-code: needs $tool" >&2; exit 1; }
 done
-# The link's objects are kept (packaging/link-hot-first, HOT_FIRST_KEEP),
-# so the traced binary is linked again with the list it gave, at the end,
-# without a second fat-LTO build.
-keep="$PWD/target/hot-first-keep"
-rm -rf "$keep"
-HOT_FIRST_KEEP="$keep" cargo build --profile bench -p edge-gateway --no-default-features --features all-protocols --bin edge-gateway
+cargo build --profile bench -p edge-gateway --no-default-features --features all-protocols --bin edge-gateway
 # Resolved: callgrind names the object by its real path, and the list is
 # made of the functions in that object.
 bin=$(readlink -f "$PWD/target/release/edge-gateway")
@@ -125,12 +120,3 @@ sleep 1
     sh packaging/link-hot-first --canonical | LC_ALL=C sort -u
 } >packaging/hot-code.txt
 echo "hot-code: $(grep -vc '^#' packaging/hot-code.txt) functions in packaging/hot-code.txt"
-
-# The bench binary laid out with the new list: what `ingest` measures next.
-if [ -x "$keep/relink" ]; then
-  "$keep/relink" "$PWD/target/release/edge-gateway.hot"
-  mv "$PWD/target/release/edge-gateway.hot" "$PWD/target/release/edge-gateway"
-  echo "hot-code: target/release/edge-gateway linked again with the new list"
-else
-  echo "hot-code: the binary was up to date, so its link was not kept; build it again to lay it out with the new list" >&2
-fi
