@@ -114,31 +114,8 @@ impl<'a> Reader<'a> {
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?`: no exponent.
     fn number(&mut self) -> Option<Number<'a>> {
         let start = self.at;
-        let digits = |r: &mut Self| {
-            let from = r.at;
-            while let Some(b'0'..=b'9') = r.s.get(r.at) {
-                r.at += 1;
-            }
-            r.at - from
-        };
-        if self.s.get(self.at) == Some(&b'-') {
-            self.at += 1;
-        }
-        let first = *self.s.get(self.at)?;
-        let int_digits = digits(self);
-        if int_digits == 0 || (first == b'0' && int_digits > 1) {
-            return None;
-        }
-        let fraction = self.s.get(self.at) == Some(&b'.');
-        if fraction {
-            self.at += 1;
-            if digits(self) == 0 {
-                return None;
-            }
-        }
-        if let Some(b'e' | b'E') = self.s.get(self.at) {
-            return None;
-        }
+        let (end, fraction) = crate::payload::decimal::json_number_end(self.s, start)?;
+        self.at = end;
         let text = self.s.get(start..self.at)?;
         Some(Number {
             text,

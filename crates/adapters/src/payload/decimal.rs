@@ -62,6 +62,41 @@ pub(crate) fn plain_bytes(text: &[u8]) -> Option<f64> {
     Some(if negative { -magnitude } else { magnitude })
 }
 
+/// The end of a JSON number `-?(0|[1-9][0-9]*)(\.[0-9]+)?` (no exponent)
+/// starting at `at` in `s`, and whether it has a fraction; `None` for
+/// anything else. The hand-written JSON readers on the hot paths (a flat
+/// object, a PUSH_DATA) share it, so they agree on what a plain number is
+/// and decline the rest to serde.
+#[inline]
+pub(crate) fn json_number_end(s: &[u8], mut at: usize) -> Option<(usize, bool)> {
+    let digits = |at: &mut usize| {
+        let from = *at;
+        while let Some(b'0'..=b'9') = s.get(*at) {
+            *at += 1;
+        }
+        *at - from
+    };
+    if s.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    let first = *s.get(at)?;
+    let int_digits = digits(&mut at);
+    if int_digits == 0 || (first == b'0' && int_digits > 1) {
+        return None;
+    }
+    let fraction = s.get(at) == Some(&b'.');
+    if fraction {
+        at += 1;
+        if digits(&mut at) == 0 {
+            return None;
+        }
+    }
+    if let Some(b'e' | b'E') = s.get(at) {
+        return None;
+    }
+    Some((at, fraction))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,30 +116,7 @@ impl<'a> Reader<'a> {
     /// f64, so the value is serde's.
     fn number(&mut self) -> Option<f64> {
         let start = self.at;
-        let digits = |r: &mut Self| {
-            let from = r.at;
-            while let Some(b'0'..=b'9') = r.s.get(r.at) {
-                r.at += 1;
-            }
-            r.at - from
-        };
-        if self.s.get(self.at) == Some(&b'-') {
-            self.at += 1;
-        }
-        let first = *self.s.get(self.at)?;
-        let int_digits = digits(self);
-        if int_digits == 0 || (first == b'0' && int_digits > 1) {
-            return None;
-        }
-        if self.s.get(self.at) == Some(&b'.') {
-            self.at += 1;
-            if digits(self) == 0 {
-                return None;
-            }
-        }
-        if let Some(b'e' | b'E') = self.s.get(self.at) {
-            return None;
-        }
+        self.at = super::decimal::json_number_end(self.s, start)?.0;
         let text = self.text.get(start..self.at)?;
         super::decimal::parse(text).filter(|v| v.is_finite())
     }

@@ -31,7 +31,7 @@
 pub mod binary;
 mod bounds;
 mod csv;
-mod decimal;
+pub(crate) mod decimal;
 mod device_id;
 mod influx;
 mod json;
