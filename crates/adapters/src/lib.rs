@@ -7,8 +7,9 @@
 //!
 //! Adding a protocol: a folder with `kind.rs` (its [`Declaration`]),
 //! `config.rs` (its `[[adapter]]` table, implementing [`AdapterKind`]),
-//! `template.toml`, `README.md`, a pure codec, and a source implementing
-//! `Adapter`; one entry in the list below; a feature. docs/architecture.md
+//! `template.toml`, `README.md`, a pure codec, a source implementing
+//! `Adapter`, and its tool subcommand in `tool.rs` if it has one; one entry
+//! in the list below; a feature. docs/architecture.md
 //! ("Adding an adapter") has the whole recipe.
 
 pub mod actuators;
@@ -29,7 +30,9 @@ pub use registry::{AdapterKind, BuildContext, Declaration, OwnedSection};
 // The one list of adapter families: each one's folder (its module), the
 // feature that builds it in, its `[[adapter]]` kinds and the top-level
 // section it owns (and the function that tells the deprecated names its
-// config accepts, if any). A new adapter: its folder, an entry here, its feature.
+// config accepts, if any, and its tool subcommand, in its folder's
+// `tool.rs`, if it has one). A new adapter: its folder, an entry here, its
+// feature.
 registry::adapter_registry! {
     #[cfg(feature = "mqtt")]
     mqtt { Mqtt => mqtt::MqttAdapterConfig }
@@ -46,7 +49,14 @@ registry::adapter_registry! {
         deprecated lorawan::codecs::deprecated_names_in_use
     }
     #[cfg(feature = "ble")]
-    ble { Ble => ble::config::BleConfig; section ble::config::BleSection }
+    ble {
+        Ble => ble::config::BleConfig;
+        section ble::config::BleSection;
+        tool
+        /// Bluetooth LE tools: `ble record` writes the radio's advertisements
+        /// as a capture for `source = "replay"`.
+        Ble(ble::tool::BleArgs) => ble::tool::main
+    }
     #[cfg(any(feature = "tcp_line", feature = "serial"))]
     line {
         #[cfg(feature = "tcp_line")]
@@ -55,9 +65,31 @@ registry::adapter_registry! {
         SerialLine => line::SerialLineConfig
     }
     #[cfg(feature = "modbus")]
-    modbus { Modbus => modbus::ModbusConfig; section modbus::ModbusSection }
+    modbus {
+        Modbus => modbus::ModbusConfig;
+        section modbus::ModbusSection;
+        tool
+        /// Modbus tools: `modbus scan` reads a range of a device's registers
+        /// and prints each in every type and byte/word order.
+        Modbus(modbus::tool::ModbusArgs) => modbus::tool::main
+    }
     #[cfg(feature = "bacnet")]
-    bacnet { Bacnet => bacnet::BacnetConfig; section bacnet::BacnetSection }
+    bacnet {
+        Bacnet => bacnet::BacnetConfig;
+        section bacnet::BacnetSection;
+        tool
+        /// BACnet tools: `bacnet discover` lists the devices answering Who-Is
+        /// and their objects (name, type, instance, units, present value).
+        Bacnet(bacnet::tool::BacnetArgs) => bacnet::tool::main
+    }
     #[cfg(feature = "knx")]
-    knx { Knx => knx::KnxConfig; section knx::KnxSection }
+    knx {
+        Knx => knx::KnxConfig;
+        section knx::KnxSection;
+        tool
+        /// KNX tools: `knx discover` lists the KNXnet/IP interfaces and
+        /// routers answering a search; `knx monitor` prints every group
+        /// telegram on the bus.
+        Knx(knx::tool::KnxArgs) => knx::tool::main
+    }
 }

@@ -129,6 +129,7 @@ macro_rules! adapter_registry {
                 $( $(#[$kmeta:meta])* $variant:ident => $kty:ty ),+
                 $( ; section $sty:ty )?
                 $( ; deprecated $deprecated:path )?
+                $( ; tool $(#[doc = $tdoc:literal])* $tool:ident($targs:ty) => $trun:path )?
             }
         )*
     ) => {
@@ -213,6 +214,29 @@ macro_rules! adapter_registry {
             pub enum AdapterConfig { $( $( #[cfg($fcfg)] $(#[$kmeta])* $variant => $kty, )+ )* }
         }
 
+        /// The adapters' own tool subcommands (`knx discover`, `modbus
+        /// scan`…), each in its folder's `tool.rs`, built with its family's
+        /// feature. The binary flattens them into its subcommands.
+        // Parsed once per process and moved once: the size of its biggest
+        // variant costs nothing.
+        #[cfg(feature = "tools")]
+        #[allow(clippy::large_enum_variant)]
+        #[derive(clap::Subcommand)]
+        pub enum AdapterTool {
+            $( $( #[cfg($fcfg)] $(#[doc = $tdoc])* $tool($targs), )? )*
+        }
+
+        #[cfg(feature = "tools")]
+        impl AdapterTool {
+            /// Runs the tool: the process's exit code.
+            #[must_use]
+            pub fn run(self) -> std::process::ExitCode {
+                match self {
+                    $( $( #[cfg($fcfg)] Self::$tool(args) => $trun(&args), )? )*
+                }
+            }
+        }
+
         impl AdapterConfig {
             /// A runnable adapter for this config.
             #[allow(unused_variables)]
@@ -226,6 +250,19 @@ macro_rules! adapter_registry {
 }
 
 pub(crate) use adapter_registry;
+
+/// The multi-threaded runtime a tool that talks to the network runs on, as
+/// the gateway's own.
+///
+/// # Errors
+/// The runtime could not start (no threads or no epoll), as a sentence.
+#[cfg(feature = "tools")]
+pub fn tool_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))
+}
 
 #[cfg(test)]
 #[path = "declaration_tests.rs"]

@@ -5,15 +5,6 @@
 //! - [`decode`]: a LoRaWAN payload or PHYPayload, decoded (with
 //!   `lorawan`, the join messages in `decode_join`), or a BLE advertisement
 //!   (with `ble`, in `decode_ble`);
-//! - [`ble`]: `ble record`, advertisements from the radio as a capture
-//!   (with `ble`);
-//! - [`modbus`]: `modbus scan`, a range of a device's registers in every
-//!   type and order (with `modbus`);
-//! - [`bacnet`]: `bacnet discover`, the devices answering Who-Is and
-//!   their points (with `bacnet`);
-//! - [`knx`]: `knx discover`, the KNXnet/IP interfaces and routers
-//!   answering a search, and `knx monitor`, every group telegram (with
-//!   `knx`);
 //! - [`fleet`]: `config keygen|sign|push`, configurations pushed to
 //!   gateways (`[remote_config]`);
 //! - [`script`]: `encode` and `codec test`, vendors' JavaScript codecs
@@ -25,14 +16,17 @@
 //!   gateway, which the binary starts for it (the tools never depend on
 //!   the binary crate: [`demo::StartGateway`]).
 //!
-//! The protocols' tools are one list, [`ProtocolTool`], which the binary
-//! flattens into its subcommands. The config a tool reads (`replay`,
-//! `history`) is the binary's own, from `gateway_settings`.
+//! An adapter family's own subcommand (`ble record`, `modbus scan`,
+//! `bacnet discover`, `knx discover|monitor`) lives in its folder
+//! (`adapters/src/<family>/tool.rs`) and is listed with the family in
+//! `adapters`' registry: [`adapters::AdapterTool`]. The tools here that
+//! span protocols or are not an adapter's (`decode`, `encode`, `codec`)
+//! are [`ProtocolTool`], which flattens the adapters' list into itself;
+//! the binary flattens [`ProtocolTool`] into its subcommands.
+//!
+//! The config a tool reads (`replay`, `history`) is the binary's own, from
+//! `gateway_settings`.
 
-#[cfg(feature = "bacnet")]
-pub mod bacnet;
-#[cfg(feature = "ble")]
-pub mod ble;
 #[cfg(any(feature = "lorawan", feature = "ble"))]
 pub mod decode;
 #[cfg(feature = "ble")]
@@ -43,10 +37,6 @@ mod decode_join;
 pub mod demo;
 pub mod fleet;
 pub mod history;
-#[cfg(feature = "knx")]
-pub mod knx;
-#[cfg(feature = "modbus")]
-pub mod modbus;
 pub mod replay;
 #[cfg(feature = "lorawan")]
 pub mod script;
@@ -56,71 +46,46 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-/// Generates [`ProtocolTool`] and its dispatch from one list: each tool's
-/// `cfg`, its help (the variant's doc comment), its arguments and the
-/// function that runs it.
-macro_rules! protocol_tools {
-    (
-        $(
-            #[cfg($cfg:meta)]
-            $(#[doc = $doc:literal])*
-            $variant:ident($args:ty) => $run:path
-        ),* $(,)?
-    ) => {
-        /// The protocols' tool subcommands, each built with its protocol's
-        /// feature. The binary flattens them into its own subcommands, so
-        /// it names no protocol.
-        // Parsed once per process and moved once: the size of its biggest
-        // variant costs nothing.
-        #[allow(clippy::large_enum_variant)]
-        #[derive(clap::Subcommand)]
-        pub enum ProtocolTool {
-            $( #[cfg($cfg)] $(#[doc = $doc])* $variant($args), )*
-        }
-
-        impl ProtocolTool {
-            /// Runs the tool: its exit code.
-            #[must_use]
-            pub fn run(self) -> ExitCode {
-                match self {
-                    $( #[cfg($cfg)] Self::$variant(args) => $run(&args), )*
-                }
-            }
-        }
-    };
-}
-
-// The one list of the protocols' tool subcommands, in `--help`'s order.
-protocol_tools! {
+/// The tool subcommands the binary flattens into its own, so that it
+/// names no protocol: this crate's, each built with its protocol's
+/// feature, then the adapter families' own, in `--help`'s order.
+// Parsed once per process and moved once: the size of its biggest variant
+// costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(clap::Subcommand)]
+pub enum ProtocolTool {
     #[cfg(any(feature = "lorawan", feature = "ble"))]
     /// Decode a LoRaWAN payload with a codec, verify and decrypt a
     /// PHYPayload, or decode a BLE advertisement (--ble, --ble-line).
-    Decode(decode::DecodeArgs) => decode::run,
+    Decode(decode::DecodeArgs),
     #[cfg(feature = "lorawan")]
     /// Encode a downlink with a vendor's JavaScript codec (encodeDownlink):
     /// prints {"fPort":…,"bytes":[…]}.
-    Encode(script::EncodeArgs) => script::encode,
+    Encode(script::EncodeArgs),
     #[cfg(feature = "lorawan")]
     /// JavaScript codec tools: `codec test PATH` runs ChirpStack's test
     /// vectors beside each codec.
-    Codec(script::CodecArgs) => script::codec,
-    #[cfg(feature = "ble")]
-    /// Bluetooth LE tools: `ble record` writes the radio's advertisements
-    /// as a capture for `source = "replay"`.
-    Ble(ble::BleArgs) => ble::main,
-    #[cfg(feature = "modbus")]
-    /// Modbus tools: `modbus scan` reads a range of a device's registers
-    /// and prints each in every type and byte/word order.
-    Modbus(modbus::ModbusArgs) => modbus::main,
-    #[cfg(feature = "bacnet")]
-    /// BACnet tools: `bacnet discover` lists the devices answering Who-Is
-    /// and their objects (name, type, instance, units, present value).
-    Bacnet(bacnet::BacnetArgs) => bacnet::main,
-    #[cfg(feature = "knx")]
-    /// KNX tools: `knx discover` lists the KNXnet/IP interfaces and
-    /// routers answering a search; `knx monitor` prints every group
-    /// telegram on the bus.
-    Knx(knx::KnxArgs) => knx::main,
+    Codec(script::CodecArgs),
+    // `ble record`, `modbus scan`, `bacnet discover`, `knx discover|monitor`:
+    // each in its family's folder, listed with the family.
+    #[command(flatten)]
+    Adapter(adapters::AdapterTool),
+}
+
+impl ProtocolTool {
+    /// Runs the tool: its exit code.
+    #[must_use]
+    pub fn run(self) -> ExitCode {
+        match self {
+            #[cfg(any(feature = "lorawan", feature = "ble"))]
+            Self::Decode(args) => decode::run(&args),
+            #[cfg(feature = "lorawan")]
+            Self::Encode(args) => script::encode(&args),
+            #[cfg(feature = "lorawan")]
+            Self::Codec(args) => script::codec(&args),
+            Self::Adapter(tool) => tool.run(),
+        }
+    }
 }
 
 /// The multi-threaded runtime a tool that talks to the network runs on,

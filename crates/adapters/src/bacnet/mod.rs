@@ -42,6 +42,9 @@ pub mod segment;
 pub mod services;
 pub mod source;
 pub mod tags;
+// The `edge-gateway bacnet …` subcommand, built into the binary's tools.
+#[cfg(feature = "tools")]
+pub mod tool;
 pub mod units;
 pub mod writer;
 

@@ -55,6 +55,9 @@ pub mod replay;
 pub mod replay_source;
 pub mod ruuvi;
 pub mod source;
+// The `edge-gateway ble …` subcommand, built into the binary's tools.
+#[cfg(feature = "tools")]
+pub mod tool;
 pub mod values;
 pub mod watchdog;
 pub mod xiaomi;

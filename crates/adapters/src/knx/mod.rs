@@ -37,6 +37,9 @@ pub mod kind;
 pub mod link;
 pub mod routing;
 pub mod source;
+// The `edge-gateway knx …` subcommand, built into the binary's tools.
+#[cfg(feature = "tools")]
+pub mod tool;
 pub mod tunnel;
 pub mod writer;
 

@@ -51,6 +51,9 @@ pub mod rtu;
 pub mod scan;
 pub mod source;
 pub mod step;
+// The `edge-gateway modbus …` subcommand, built into the binary's tools.
+#[cfg(feature = "tools")]
+pub mod tool;
 pub mod writer;
 
 pub use config::ModbusConfig;

@@ -324,7 +324,7 @@ fn no_crate_depends_on_the_binary() {
 }
 
 /// The tool subcommands' modules: the tools crate's, never the binary's.
-const TOOL_MODULES: [&str; 10] = [
+const TOOL_MODULES: [&str; 7] = [
     "demo",
     "simulate",
     "decode",
@@ -332,10 +332,11 @@ const TOOL_MODULES: [&str; 10] = [
     "decode_join",
     "replay",
     "history",
-    "ble",
-    "modbus",
-    "bacnet",
 ];
+
+/// Families whose own subcommand (`ble record`, `modbus scan`, `bacnet
+/// discover`, `knx discover`) is their folder's `tool.rs`.
+const ADAPTER_TOOLS: [&str; 4] = ["ble", "modbus", "bacnet", "knx"];
 
 /// Module names (file stems and folders) anywhere under `dir`.
 fn module_names(dir: &Path) -> Vec<String> {
@@ -374,6 +375,20 @@ fn the_binary_crate_holds_wiring_and_the_tools_are_their_own_crate() {
         assert!(
             in_tools.iter().any(|m| m == tool),
             "crates/tools/src has no `{tool}`: {in_tools:?}"
+        );
+    }
+    for family in ADAPTER_TOOLS {
+        assert!(
+            !binary.join(format!("{family}.rs")).exists()
+                && !tools.join(format!("{family}.rs")).exists()
+                && !tools.join(family).exists(),
+            "the `{family}` tool is outside its folder: it belongs in crates/adapters/src/{family}/tool.rs"
+        );
+        assert!(
+            root()
+                .join(format!("crates/adapters/src/{family}/tool.rs"))
+                .is_file(),
+            "crates/adapters/src/{family}/tool.rs is missing"
         );
     }
     // A new tool's arguments would be a clap `Args` of its own: only

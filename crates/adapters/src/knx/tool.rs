@@ -1,19 +1,19 @@
 //! `edge-gateway knx discover` (the KNXnet/IP interfaces and routers that
 //! answer a search) and `edge-gateway knx monitor` (every group telegram
 //! as it passes, the way ETS's group monitor shows it), through the
-//! adapter's own codec and links (`adapters::knx`).
+//! adapter's own codec and links.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use adapters::knx::address::GroupAddress;
-use adapters::knx::config::Transport;
-use adapters::knx::discover::{discover, render, Discovery};
-use adapters::knx::dpt::{Dpt, Value};
-use adapters::knx::link::{Faults, LinkEvent, Outbox};
-use adapters::knx::{routing, tunnel};
+use crate::knx::address::GroupAddress;
+use crate::knx::config::Transport;
+use crate::knx::discover::{discover, render, Discovery};
+use crate::knx::dpt::{Dpt, Value};
+use crate::knx::link::{Faults, LinkEvent, Outbox};
+use crate::knx::{routing, tunnel};
 use gateway_core::telemetry::Telemetry;
 use gateway_core::AdapterStats;
 use tokio::sync::mpsc;
@@ -79,8 +79,8 @@ struct MonitorArgs {
 }
 
 fn runtime_or_fail(tool: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
-    crate::runtime().map_err(|e| {
-        eprintln!("edge-gateway knx {tool}: {e:#}");
+    crate::registry::tool_runtime().map_err(|e| {
+        eprintln!("edge-gateway knx {tool}: {e}");
         ExitCode::FAILURE
     })
 }
@@ -135,7 +135,7 @@ fn discover_main(a: &DiscoverArgs) -> ExitCode {
 fn types(a: &MonitorArgs) -> Result<HashMap<GroupAddress, (Dpt, String)>, String> {
     let mut out = HashMap::new();
     if let Some(path) = &a.group_addresses {
-        let export = adapters::knx::ets::read_file(path, "monitor", Default::default())?;
+        let export = crate::knx::ets::read_file(path, "monitor", Default::default())?;
         for g in export.groups {
             out.insert(g.address, (g.dpt, format!("{} {}", g.device, g.metric)));
         }
@@ -216,7 +216,7 @@ async fn monitor(
                 group,
                 interface: a.interface.clone(),
                 // Sends nothing: any address will do.
-                address: adapters::knx::address::IndividualAddress(0xFFFF),
+                address: crate::knx::address::IndividualAddress(0xFFFF),
                 pace: 10.0,
             };
             tokio::spawn(routing::run(
@@ -250,7 +250,7 @@ async fn monitor(
                     data.hex()
                 );
                 if let Some((dpt, name)) = types.get(&t.destination) {
-                    if t.service != adapters::knx::cemi::GroupService::Read {
+                    if t.service != crate::knx::cemi::GroupService::Read {
                         let value = match dpt.decode(data) {
                             Ok(Value::Number(v)) => format!(
                                 "{v}{}",

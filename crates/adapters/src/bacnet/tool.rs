@@ -1,11 +1,11 @@
 //! `edge-gateway bacnet discover`: the devices on the network and their
-//! points, through the adapter's own client (`adapters::bacnet::discover`).
+//! points, through the adapter's own client (`crate::bacnet::discover`).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use adapters::bacnet::config::parse_address;
-use adapters::bacnet::discover::{discover, Discovery};
+use crate::bacnet::config::parse_address;
+use crate::bacnet::discover::{discover, Discovery};
 
 /// EX_USAGE from sysexits.h.
 const EX_USAGE: u8 = 64;
@@ -78,10 +78,10 @@ pub fn main(args: &BacnetArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let rt = match crate::runtime() {
+    let rt = match crate::registry::tool_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("edge-gateway bacnet discover: {e:#}");
+            eprintln!("edge-gateway bacnet discover: {e}");
             return ExitCode::FAILURE;
         }
     };

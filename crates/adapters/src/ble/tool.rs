@@ -14,9 +14,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapters::ble::radio::BluezRadio;
-use adapters::ble::watchdog::{Radio, RadioEvent};
-use anyhow::Context;
+use crate::ble::radio::BluezRadio;
+use crate::ble::watchdog::{Radio, RadioEvent};
 use gateway_core::clock::SystemClock;
 
 /// EX_UNAVAILABLE from sysexits.h: no bluetoothd, no adapter, no D-Bus.
@@ -46,13 +45,13 @@ enum BleCommand {
 enum Failure {
     /// The radio could not be reached: the message names the fix.
     Radio(String),
-    Other(anyhow::Error),
+    Other(String),
 }
 
 /// Runs the subcommand: the capture on stdout, a summary or the error on stderr.
 pub fn main(args: &BleArgs) -> ExitCode {
     let BleCommand::Record { duration, adapter } = &args.command;
-    let result = crate::runtime()
+    let result = crate::registry::tool_runtime()
         .map_err(Failure::Other)
         .and_then(|rt| rt.block_on(record(*duration, adapter.clone())));
     match result {
@@ -65,7 +64,7 @@ pub fn main(args: &BleArgs) -> ExitCode {
             ExitCode::from(EX_UNAVAILABLE)
         }
         Err(Failure::Other(e)) => {
-            eprintln!("edge-gateway ble record: {e:#}");
+            eprintln!("edge-gateway ble record: {e}");
             ExitCode::FAILURE
         }
     }
@@ -99,8 +98,9 @@ async fn record(duration: Duration, adapter: Option<String>) -> Result<String, F
                     // Ctrl-C or a full disk still ends on a whole line.
                     writeln!(out, "{}", adv.to_line())
                         .and_then(|()| out.flush())
-                        .context("writing the capture to stdout")
-                        .map_err(Failure::Other)?;
+                        .map_err(|e| {
+                            Failure::Other(format!("writing the capture to stdout: {e}"))
+                        })?;
                     written += 1;
                     devices.insert(adv.mac);
                 }

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use adapters::modbus::config::{parse_tcp_url, Parity, SerialSettings, Transport};
-use adapters::modbus::link::Link;
-use adapters::modbus::plan::Read;
-use adapters::modbus::poller::Answer;
-use adapters::modbus::registers::Table;
-use adapters::modbus::scan::{render_bits, render_registers};
+use crate::modbus::config::{parse_tcp_url, Parity, SerialSettings, Transport};
+use crate::modbus::link::Link;
+use crate::modbus::plan::Read;
+use crate::modbus::poller::Answer;
+use crate::modbus::registers::Table;
+use crate::modbus::scan::{render_bits, render_registers};
 
 /// EX_USAGE from sysexits.h.
 const EX_USAGE: u8 = 64;
@@ -77,10 +77,10 @@ pub fn main(args: &ModbusArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    match crate::runtime() {
+    match crate::registry::tool_runtime() {
         Ok(rt) => rt.block_on(scan(scan_args, &transport, table)),
         Err(e) => {
-            eprintln!("edge-gateway modbus scan: {e:#}");
+            eprintln!("edge-gateway modbus scan: {e}");
             ExitCode::FAILURE
         }
     }
