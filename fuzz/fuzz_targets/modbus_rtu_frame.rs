@@ -1,11 +1,12 @@
-//! Bytes on a Modbus RTU line as the master reads them: every frame found
-//! in the stream, checked against requests of every shape (the check is
-//! what keeps a stale answer from passing for a fresh one), and the words
-//! of each answer decoded as every type and byte order. None may panic,
-//! and an answer is only ever taken for a request of its own shape.
+//! Bytes on a Modbus RTU line as the master reads them, and the same bytes
+//! as a Modbus TCP connection's (MBAP frames): every frame found in the
+//! stream, checked against requests of every shape (the check is what
+//! keeps a stale answer from passing for a fresh one), and the words of
+//! each answer decoded as every type and byte order. None may panic, and
+//! an answer is only ever taken for a request of its own shape.
 #![no_main]
 
-use adapters::modbus::frame::{self, Checked, Parsed, Request};
+use adapters::modbus::frame::{self, Checked, Parsed, Reply, Request, TcpParsed};
 use adapters::modbus::registers::{decode_raw, decode_text, Order, Table, ValueType};
 use libfuzzer_sys::fuzz_target;
 
@@ -55,33 +56,45 @@ fuzz_target!(|data: &[u8]| {
             Parsed::Garbage => 1,
             Parsed::BadCrc { len } => len,
             Parsed::Frame { len, reply } => {
-                for request in &requests {
-                    match frame::check(&reply, seed, request) {
-                        Checked::Words(words) => {
-                            let Request::Read { count, .. } = request else {
-                                panic!("words answered a write");
-                            };
-                            assert_eq!(words.len(), usize::from(*count));
-                            for ty in ValueType::ALL {
-                                for order in Order::ALL {
-                                    let _ = decode_raw(&words, ty, order);
-                                }
-                            }
-                            let _ = decode_text(&words, Order::Abcd);
-                        }
-                        Checked::Bits(bits) => {
-                            let Request::Read { count, .. } = request else {
-                                panic!("bits answered a write");
-                            };
-                            assert_eq!(bits.len(), usize::from(*count));
-                        }
-                        Checked::Written | Checked::Exception(_) | Checked::NotOurs => {}
-                    }
-                }
+                check_all(&reply, seed, &requests);
                 len
             }
         };
         assert!(skip > 0 && skip <= rest.len());
         rest = &rest[skip..];
     }
+    let mut tcp = &data[1..];
+    while let TcpParsed::Frame { len, reply, .. } = frame::parse_tcp(tcp) {
+        if let Some(reply) = reply {
+            check_all(&reply, seed, &requests);
+        }
+        assert!(len > 0 && len <= tcp.len());
+        tcp = &tcp[len..];
+    }
 });
+
+fn check_all(reply: &Reply, unit: u8, requests: &[Request]) {
+    for request in requests {
+        match frame::check(reply, unit, request) {
+            Checked::Words(words) => {
+                let Request::Read { count, .. } = request else {
+                    panic!("words answered a write");
+                };
+                assert_eq!(words.len(), usize::from(*count));
+                for ty in ValueType::ALL {
+                    for order in Order::ALL {
+                        let _ = decode_raw(&words, ty, order);
+                    }
+                }
+                let _ = decode_text(&words, Order::Abcd);
+            }
+            Checked::Bits(bits) => {
+                let Request::Read { count, .. } = request else {
+                    panic!("bits answered a write");
+                };
+                assert_eq!(bits.len(), usize::from(*count));
+            }
+            Checked::Written | Checked::Exception(_) | Checked::NotOurs => {}
+        }
+    }
+}

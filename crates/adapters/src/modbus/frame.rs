@@ -230,26 +230,91 @@ pub fn parse(buf: &[u8]) -> Parsed {
     if crc16(body) != u16::from_le_bytes([crc[0], crc[1]]) {
         return Parsed::BadCrc { len };
     }
-    let be = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
-    let reply = match function {
-        f if f & 0x80 != 0 => Reply::Exception {
+    // The length came from the function code, so the PDU always reads.
+    match reply_of_pdu(unit, &body[1..]) {
+        Some(reply) => Parsed::Frame { len, reply },
+        None => Parsed::Garbage,
+    }
+}
+
+/// The answer a PDU (function code and data) of `unit` holds; `None` when
+/// its length does not fit its function code.
+fn reply_of_pdu(unit: u8, pdu: &[u8]) -> Option<Reply> {
+    let (&function, rest) = pdu.split_first()?;
+    match (function, rest) {
+        (f, &[code]) if f & 0x80 != 0 => Some(Reply::Exception {
             unit,
             function: f & 0x7F,
-            code: body[2],
-        },
-        1..=4 => Reply::Data {
+            code,
+        }),
+        (1..=4, [n, data @ ..]) if data.len() == usize::from(*n) => Some(Reply::Data {
             unit,
             function,
-            data: body[3..].to_vec(),
-        },
-        _ => Reply::Echo {
+            data: data.to_vec(),
+        }),
+        (5 | 6 | 15 | 16, &[a0, a1, v0, v1]) => Some(Reply::Echo {
             unit,
             function,
-            address: be(2),
-            value: be(4),
-        },
+            address: u16::from_be_bytes([a0, a1]),
+            value: u16::from_be_bytes([v0, v1]),
+        }),
+        _ => None,
+    }
+}
+
+/// The MBAP header (Modbus Messaging on TCP/IP V1.0b §3.1.3): transaction
+/// id, protocol id (0), the length of what follows, the unit id.
+const MBAP: usize = 7;
+
+/// A request as Modbus TCP sends it, its MBAP header first, into `out`.
+pub fn tcp_frame(transaction: u16, unit: u8, request: &Request, out: &mut Vec<u8>) {
+    let pdu = request.pdu();
+    out.clear();
+    out.extend(transaction.to_be_bytes());
+    out.extend([0, 0]);
+    out.extend(u16::try_from(pdu.len() + 1).unwrap_or(u16::MAX).to_be_bytes());
+    out.push(unit);
+    out.extend(pdu);
+}
+
+/// What the bytes received over TCP so far hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpParsed {
+    /// Not a whole frame yet.
+    Incomplete,
+    /// A frame of `len` bytes for `transaction`; `reply` is `None` when
+    /// its PDU is not an answer's (a length that does not fit its
+    /// function code, a function no request of ours uses).
+    Frame {
+        len: usize,
+        transaction: u16,
+        reply: Option<Reply>,
+    },
+    /// A header no Modbus TCP server sends (another protocol id, a length
+    /// out of the 2..=254 a PDU and its unit take): nothing after it can
+    /// be framed.
+    Garbage,
+}
+
+/// The first frame in `buf`, framed by its MBAP header's length.
+pub fn parse_tcp(buf: &[u8]) -> TcpParsed {
+    let Some(header) = buf.get(..MBAP) else {
+        return TcpParsed::Incomplete;
     };
-    Parsed::Frame { len, reply }
+    let be = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
+    let length = usize::from(be(4));
+    if be(2) != 0 || !(2..=254).contains(&length) {
+        return TcpParsed::Garbage;
+    }
+    let len = MBAP - 1 + length;
+    let Some(pdu) = buf.get(MBAP..len) else {
+        return TcpParsed::Incomplete;
+    };
+    TcpParsed::Frame {
+        len,
+        transaction: be(0),
+        reply: reply_of_pdu(header[6], pdu),
+    }
 }
 
 /// What an answer is to the request it came for.

@@ -193,3 +193,79 @@ fn any_bytes_parse_and_check_without_panicking() {
         assert!(!text.chars().any(char::is_control));
     }
 }
+
+#[test]
+fn tcp_requests_carry_the_mbap_header_and_answers_are_framed_by_its_length() {
+    // Modbus Messaging on TCP/IP V1.0b: transaction 1, protocol 0, 6 bytes
+    // follow, unit 1, then the same PDU as RTU's.
+    let mut out = Vec::new();
+    tcp_frame(1, 1, &read(Table::Holding, 0, 10), &mut out);
+    assert_eq!(out, [0, 1, 0, 0, 0, 6, 1, 0x03, 0, 0, 0, 0x0A]);
+    // Two registers answered (7, 0x1234), then the next answer's first byte.
+    let answer = [0, 1, 0, 0, 0, 7, 1, 0x03, 4, 0, 7, 0x12, 0x34, 0];
+    for cut in 0..answer.len() - 1 {
+        assert_eq!(parse_tcp(&answer[..cut]), TcpParsed::Incomplete, "{cut}");
+    }
+    let TcpParsed::Frame {
+        len,
+        transaction,
+        reply: Some(reply),
+    } = parse_tcp(&answer)
+    else {
+        panic!("{:?}", parse_tcp(&answer));
+    };
+    assert_eq!((len, transaction), (13, 1));
+    assert_eq!(
+        check(&reply, 1, &read(Table::Holding, 0, 2)),
+        Checked::Words(vec![7, 0x1234])
+    );
+    // Another unit's, or a byte count that is not the request's: not ours.
+    assert_eq!(check(&reply, 2, &read(Table::Holding, 0, 2)), Checked::NotOurs);
+    assert_eq!(check(&reply, 1, &read(Table::Holding, 0, 3)), Checked::NotOurs);
+    // An exception, and a write's echo.
+    let TcpParsed::Frame { reply: Some(e), .. } = parse_tcp(&[0, 9, 0, 0, 0, 3, 1, 0x83, 2])
+    else {
+        panic!()
+    };
+    assert_eq!(check(&e, 1, &read(Table::Holding, 0, 2)), Checked::Exception(2));
+    let write = Request::WriteRegister {
+        address: 4,
+        value: 99,
+    };
+    let echo = [0, 2, 0, 0, 0, 6, 1, 0x06, 0, 4, 0, 99];
+    let TcpParsed::Frame { reply: Some(w), .. } = parse_tcp(&echo) else {
+        panic!()
+    };
+    assert_eq!(check(&w, 1, &write), Checked::Written);
+}
+
+#[test]
+fn tcp_frames_no_server_sends_are_refused_not_misread() {
+    // Another protocol id, a length of 0, 1 or over 254: garbage.
+    for header in [
+        [0, 1, 0, 1, 0, 6, 1],
+        [0, 1, 0, 0, 0, 0, 1],
+        [0, 1, 0, 0, 0, 1, 1],
+        [0, 1, 0, 0, 1, 0, 1],
+    ] {
+        assert_eq!(parse_tcp(&header), TcpParsed::Garbage, "{header:?}");
+    }
+    // A byte count that disagrees with the header's length, and a function
+    // no request of ours uses: framed (the next frame stays in step), no
+    // answer in it.
+    for frame in [
+        &[0, 1, 0, 0, 0, 5, 1, 0x03, 4, 0, 7][..],
+        &[0, 1, 0, 0, 0, 3, 1, 0x2B, 0][..],
+        &[0, 1, 0, 0, 0, 4, 1, 0x83, 2, 2][..],
+    ] {
+        assert_eq!(
+            parse_tcp(frame),
+            TcpParsed::Frame {
+                len: frame.len(),
+                transaction: 1,
+                reply: None
+            },
+            "{frame:?}"
+        );
+    }
+}

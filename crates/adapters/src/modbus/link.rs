@@ -2,93 +2,34 @@
 //! client library leaves to its user (`shared/CRATES.md`):
 //!
 //! - **Timeouts**: every request is bounded by the adapter's `timeout`.
-//! - **Late answers**: over TCP tokio-modbus checks the transaction id (a
-//!   late answer is a mismatch) and the caller drops the connection after
-//!   a timeout, so a late answer has nowhere to land; over RTU there is
-//!   no id, and the line is ours ([`super::rtu`]): answers framed, checked
-//!   against their request, the line drained, units out of step probed.
-//! - **Every answer checked**: tokio-modbus's typed calls only
-//!   `debug_assert` a read's count or a write's echo (a stale answer would
-//!   panic a debug build and pass in a release one); the raw `call` is
-//!   used and its answer checked here.
-//! - **A closed connection**: tokio-modbus 0.17 reports a peer's EOF as
-//!   `io::Error::last_os_error()`, whatever errno was left behind
-//!   ("Operation now in progress"); [`TcpPort`] notices the EOF itself.
-//! - **Reconnects**: after a transport error the `Context` is useless
-//!   (#219, #309); the caller drops the link and connects again.
+//! - **Late answers**: over TCP the transaction id tells them (a late
+//!   answer is a mismatch: [`super::tcp`]) and the caller drops the
+//!   connection after a timeout, so a late answer has nowhere to land;
+//!   over RTU there is no id, and the line is ours ([`super::rtu`]):
+//!   answers framed, checked against their request, the line drained,
+//!   units out of step probed.
+//! - **Every answer checked**: against its request, both ways
+//!   ([`super::frame::check`]): the unit, the function, a read's count, a
+//!   write's echo.
+//! - **A closed connection** is said to be one, not an errno left behind
+//!   (what tokio-modbus 0.17 reported).
+//! - **Reconnects**: after a transport error the caller drops the link and
+//!   connects again.
 
-use std::borrow::Cow;
 use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_modbus::client::{Client, Context};
-use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::{Response, Slave};
 use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
 
 use super::config::{Parity, SerialSettings, Transport};
 use super::frame::Request;
 use super::plan::Read;
 use super::poller::Answer;
-use super::registers::{Encoded, Table};
+use super::registers::Encoded;
 use super::rtu::RtuLine;
-
-/// What [`TcpPort`] tells the link.
-const CLOSED_BY_SERVER: &str = "the server closed the connection";
-
-/// A TCP stream that remembers whether the server closed it.
-#[derive(Debug)]
-struct TcpPort {
-    stream: TcpStream,
-    closed: Arc<AtomicBool>,
-}
-
-impl AsyncRead for TcpPort {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let room = buf.remaining() > 0;
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && room && buf.filled().len() == before {
-            self.closed.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for TcpPort {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-struct TcpLink {
-    ctx: Context,
-    closed: Arc<AtomicBool>,
-    timeout: Duration,
-}
+use super::tcp::TcpLink;
 
 enum Inner {
     Tcp(TcpLink),
@@ -178,17 +119,8 @@ impl Link {
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
                 stream.set_nodelay(true)?;
-                let closed = Arc::new(AtomicBool::new(false));
-                let port = TcpPort {
-                    stream,
-                    closed: closed.clone(),
-                };
                 Ok(Self {
-                    inner: Inner::Tcp(TcpLink {
-                        ctx: tokio_modbus::client::tcp::attach_slave(port, Slave(1)),
-                        closed,
-                        timeout: answer_timeout,
-                    }),
+                    inner: Inner::Tcp(TcpLink::new(stream, answer_timeout)),
                 })
             }
             Transport::Rtu(settings) => {
@@ -268,82 +200,6 @@ impl Link {
             Inner::Rtu(line) => line.take_strays(),
             Inner::Tcp(_) => Vec::new(),
         }
-    }
-}
-
-impl TcpLink {
-    async fn call(&mut self, unit: u8, request: &Request) -> Answer {
-        self.ctx.set_slave(Slave(unit));
-        let wire = match request {
-            Request::Read {
-                table,
-                start,
-                count,
-            } => match table {
-                Table::Coil => tokio_modbus::Request::ReadCoils(*start, *count),
-                Table::Discrete => tokio_modbus::Request::ReadDiscreteInputs(*start, *count),
-                Table::Holding => tokio_modbus::Request::ReadHoldingRegisters(*start, *count),
-                Table::Input => tokio_modbus::Request::ReadInputRegisters(*start, *count),
-            },
-            Request::WriteCoil { address, on } => {
-                tokio_modbus::Request::WriteSingleCoil(*address, *on)
-            }
-            Request::WriteRegister { address, value } => {
-                tokio_modbus::Request::WriteSingleRegister(*address, *value)
-            }
-            Request::WriteRegisters { address, words } => {
-                tokio_modbus::Request::WriteMultipleRegisters(*address, Cow::Borrowed(words))
-            }
-        };
-        match timeout(self.timeout, self.ctx.call(wire)).await {
-            Err(_) => Answer::Timeout,
-            Ok(Ok(Ok(response))) => checked(response, request),
-            Ok(Ok(Err(exception))) => Answer::Exception(u8::from(exception)),
-            Ok(Err(tokio_modbus::Error::Protocol(_))) => Answer::Mismatch,
-            Ok(Err(tokio_modbus::Error::Transport(e))) => {
-                if self.closed.load(Ordering::Relaxed) {
-                    Answer::Connection(CLOSED_BY_SERVER.into())
-                } else {
-                    Answer::Connection(e.to_string())
-                }
-            }
-        }
-    }
-}
-
-/// A TCP answer checked against its request: the count read, the echo of
-/// a write.
-fn checked(response: Response, request: &Request) -> Answer {
-    match (response, request) {
-        (
-            Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words),
-            Request::Read { count, .. },
-        ) if words.len() == usize::from(*count) => Answer::Words(words),
-        (
-            Response::ReadCoils(mut bits) | Response::ReadDiscreteInputs(mut bits),
-            Request::Read { count, .. },
-        ) if bits.len() >= usize::from(*count)
-            && bits.len() == usize::from(*count).div_ceil(8) * 8 =>
-        {
-            bits.truncate(usize::from(*count));
-            Answer::Bits(bits)
-        }
-        (Response::WriteSingleCoil(a, on), Request::WriteCoil { address, on: want })
-            if a == *address && on == *want =>
-        {
-            Answer::Words(Vec::new())
-        }
-        (Response::WriteSingleRegister(a, v), Request::WriteRegister { address, value })
-            if a == *address && v == *value =>
-        {
-            Answer::Words(Vec::new())
-        }
-        (Response::WriteMultipleRegisters(a, n), Request::WriteRegisters { address, words })
-            if a == *address && usize::from(n) == words.len() =>
-        {
-            Answer::Words(Vec::new())
-        }
-        _ => Answer::Mismatch,
     }
 }
 

@@ -264,3 +264,76 @@ async fn a_tcp_server_that_closes_the_connection_is_said_to_have_done_so() {
         "{problem}"
     );
 }
+
+/// A Modbus TCP server that answers each request (read of holding
+/// registers from 0) with `answers(request's transaction id)`: raw MBAP
+/// bytes, written one byte at a time so that the link must reassemble
+/// them.
+async fn tcp_server(
+    answers: impl Fn(u16) -> Vec<u8> + Send + 'static,
+) -> (Transport, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 12];
+        while s.read_exact(&mut request).await.is_ok() {
+            for byte in answers(u16::from_be_bytes([request[0], request[1]])) {
+                if s.write_all(&[byte]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let transport = Transport::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    (transport, task)
+}
+
+fn mbap_words(transaction: u16, words: &[u16]) -> Vec<u8> {
+    let mut out = transaction.to_be_bytes().to_vec();
+    out.extend([0, 0]);
+    out.extend(u16::try_from(3 + 2 * words.len()).unwrap().to_be_bytes());
+    out.extend([1, 0x03, u8::try_from(2 * words.len()).unwrap()]);
+    for w in words {
+        out.extend(w.to_be_bytes());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_tcp_answer_is_taken_only_for_its_own_transaction() {
+    // Each answer sent twice: the second copy is found by the next
+    // request, whose transaction it is not, and refused.
+    let (transport, server) = tcp_server(|t| {
+        let once = mbap_words(t, &[t]);
+        [once.clone(), once].concat()
+    })
+    .await;
+    let mut link = Link::open(&transport, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Words(vec![1]));
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Mismatch);
+    drop(link);
+    server.await.unwrap();
+
+    // A server that answers with another transaction's id, or with
+    // another count than asked, is never believed.
+    let (transport, server) = tcp_server(|t| mbap_words(t.wrapping_add(7), &[5])).await;
+    let mut link = Link::open(&transport, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Mismatch);
+    drop(link);
+    server.await.unwrap();
+    let (transport, server) = tcp_server(|t| mbap_words(t, &[5, 6])).await;
+    let mut link = Link::open(&transport, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Mismatch);
+    drop(link);
+    server.await.unwrap();
+}

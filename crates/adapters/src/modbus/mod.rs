@@ -6,7 +6,7 @@
 //!                                                     │ ▲
 //!                                         one task per bus: source
 //!                                                     ▼ │
-//!              link (tokio-modbus over TCP; our RTU line: frames checked,
+//!              link (our MBAP framing over TCP; our RTU line: frames checked,
 //!                    silence, draining, units kept in step)
 //!                                                     │
 //!                                TCP connection or RS-485 serial port
@@ -28,7 +28,8 @@
 //!   request (pure);
 //! - `step`: keeping an RTU unit's answers in step with its requests
 //!   after late or doubled answers (pure);
-//! - `link`: one connection (tokio-modbus) or serial line (I/O);
+//! - `link`: one connection or serial line (I/O);
+//! - `tcp`: a Modbus TCP connection: MBAP framing, transaction ids (I/O);
 //! - `rtu`: an RTU line: framing, silence, draining, probes (I/O);
 //! - `source`: the bus task that owns the link and queues its units (I/O),
 //!   and in `source_notices.rs` what it says of them (counters, logs,
@@ -51,6 +52,7 @@ pub mod rtu;
 pub mod scan;
 pub mod source;
 pub mod step;
+mod tcp;
 // The `edge-gateway modbus …` subcommand, built into the binary's tools.
 #[cfg(feature = "tools")]
 pub mod tool;
