@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::SerialStream;
 
 use super::super::frame::crc16;
+use super::super::registers::Table;
 use super::*;
 
 fn with_crc(mut frame: Vec<u8>) -> Vec<u8> {
@@ -322,18 +323,17 @@ async fn a_tcp_answer_is_taken_only_for_its_own_transaction() {
 
     // A server that answers with another transaction's id, or with
     // another count than asked, is never believed.
-    let (transport, server) = tcp_server(|t| mbap_words(t.wrapping_add(7), &[5])).await;
-    let mut link = Link::open(&transport, Duration::from_secs(2))
-        .await
-        .unwrap();
-    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Mismatch);
-    drop(link);
-    server.await.unwrap();
-    let (transport, server) = tcp_server(|t| mbap_words(t, &[5, 6])).await;
-    let mut link = Link::open(&transport, Duration::from_secs(2))
-        .await
-        .unwrap();
-    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Mismatch);
-    drop(link);
-    server.await.unwrap();
+    let wrong: [fn(u16) -> Vec<u8>; 2] = [
+        |t| mbap_words(t.wrapping_add(7), &[5]),
+        |t| mbap_words(t, &[5, 6]),
+    ];
+    for answers in wrong {
+        let (transport, server) = tcp_server(answers).await;
+        let mut link = Link::open(&transport, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Mismatch);
+        drop(link);
+        server.await.unwrap();
+    }
 }
