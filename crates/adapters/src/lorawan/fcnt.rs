@@ -54,7 +54,10 @@ pub enum StoreError {
 /// The maps are shared with the store (copy on write): a batch's write
 /// takes the store as it stands without copying it. Cloning the counter
 /// map (a `String` per device) and freeing the copy was 4 % of an
-/// uplink's instructions with 100 devices, more with more devices.
+/// uplink's instructions with 100 devices, more with more devices. A
+/// change while a write still holds them (the adapter stages nothing
+/// while its write is in flight) copies them then, so a write always
+/// carries the moment [`FcntStore::write`] was called.
 #[derive(Serialize, Deserialize)]
 struct OnDisk {
     /// Device id → last accepted 32-bit FCnt.
