@@ -13,6 +13,7 @@
 //! costs at most `capacity` pending entries; beyond that new frames are
 //! refused (and counted by the caller) rather than older ones lost.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
@@ -108,13 +109,16 @@ impl Dedup {
         arrival: Timestamp,
         now: Instant,
     ) -> Offer {
-        if let Some(up) = self.pending.get_mut(phy.as_ref()) {
-            up.add(rx);
-            return Offer::Duplicate;
-        }
-        if self.pending.len() >= self.capacity {
-            return Offer::Full;
-        }
+        // One hash of the frame for the lookup and the insert.
+        let full = self.pending.len() >= self.capacity;
+        let slot = match self.pending.entry(phy.into()) {
+            Entry::Occupied(mut waiting) => {
+                waiting.get_mut().add(rx);
+                return Offer::Duplicate;
+            }
+            Entry::Vacant(_) if full => return Offer::Full,
+            Entry::Vacant(slot) => slot,
+        };
         let mut up = Uplink {
             phy: Vec::new(),
             gateways: Vec::with_capacity(1),
@@ -125,10 +129,9 @@ impl Dedup {
             first_heard: now,
         };
         up.add(rx);
-        let phy = phy.into();
-        self.deadlines
-            .push_back((gateway_core::deadline::after(now, self.window), phy.clone()));
-        self.pending.insert(phy, up);
+        let deadline = gateway_core::deadline::after(now, self.window);
+        self.deadlines.push_back((deadline, slot.key().clone()));
+        slot.insert(up);
         Offer::New
     }
 

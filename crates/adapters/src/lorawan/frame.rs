@@ -218,7 +218,20 @@ pub fn open(
     let head = peek(phy)?;
     let nwk = AES128(nwk_s_key.0);
     let app = AES128(app_s_key.0);
-    let encrypted = match parser::parse(phy.to_vec()) {
+    // The crate checks and decrypts in place: a copy on the stack for a
+    // frame of a LoRa radio's size (255 bytes at most), instead of a
+    // vector allocated and freed for every key tried.
+    let mut stack = [0u8; 256];
+    let mut heap;
+    let copy: &mut [u8] = match stack.get_mut(..phy.len()) {
+        Some(copy) => copy,
+        None => {
+            heap = phy.to_vec();
+            &mut heap
+        }
+    };
+    copy.copy_from_slice(phy);
+    let encrypted = match parser::parse(copy) {
         Ok(PhyPayload::Data(DataPayload::Encrypted(p))) => p,
         // peek() admitted only data frames of a sound length, so the crate
         // should agree; if it does not, the frame is refused, not trusted.

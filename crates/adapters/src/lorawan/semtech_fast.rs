@@ -17,7 +17,7 @@ use super::{rxpk, DataRate, PushData, RawRxpk};
 pub(super) fn push_data(body: &[u8]) -> Option<PushData> {
     let mut r = Reader { s: body, at: 0 };
     r.byte(b'{')?;
-    if r.raw_string()? != b"rxpk" {
+    if r.key()? != *b"rxpk" {
         return None;
     }
     r.byte(b':')?;
@@ -91,19 +91,32 @@ impl<'a> Reader<'a> {
     }
 
     /// A string's bytes, without escapes or control characters, in one
-    /// pass. Field names are matched as bytes: only values need UTF-8.
+    /// pass. Only values need UTF-8.
     fn raw_string(&mut self) -> Option<&'a [u8]> {
         self.byte(b'"')?;
         let start = self.at;
         let rest = self.s.get(start..)?;
         let len = rest
             .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            .position(|&b| crate::payload::decimal::ENDS_PLAIN_STRING[usize::from(b)])?;
         if rest[len] != b'"' {
             return None;
         }
         self.at = start + len + 1;
         rest.get(..len)
+    }
+
+    /// A field name of four plain characters, as every field this reader
+    /// knows has (`"tmst"`), as one word: a longer or shorter name, or one
+    /// with an escape, is not one of them, and the body goes to serde.
+    fn key(&mut self) -> Option<[u8; 4]> {
+        self.byte(b'"')?;
+        let at = self.at;
+        let [a, b, c, d, b'"'] = *self.s.get(at..at + 5)? else {
+            return None;
+        };
+        self.at = at + 5;
+        Some([a, b, c, d])
     }
 
     /// A string value: [`Self::raw_string`], valid UTF-8.
@@ -144,7 +157,7 @@ impl<'a> Reader<'a> {
             self.at += 1;
         } else {
             loop {
-                let key = self.raw_string()?;
+                let key = self.key()?;
                 self.byte(b':')?;
                 let value = self.value()?;
                 e.set(key, value)?;
@@ -231,10 +244,10 @@ fn opt_int<T: TryFrom<i64>>(v: &Value<'_>) -> Option<Option<T>> {
 fn opt_float(v: &Value<'_>) -> Option<Option<f64>> {
     match v {
         Value::Null => Some(None),
-        Value::Num(n) => std::str::from_utf8(n.text)
-            .ok()?
-            .parse::<f64>()
-            .ok()
+        // `str::parse`'s value, by Clinger's fast path for the short
+        // decimals forwarders write (`868.5`, `9.5`).
+        Value::Num(n) => crate::payload::decimal::plain_bytes(n.text)
+            .or_else(|| std::str::from_utf8(n.text).ok()?.parse::<f64>().ok())
             .filter(|f| f.is_finite())
             .map(Some),
         Value::Str(_) => None,
@@ -242,8 +255,8 @@ fn opt_float(v: &Value<'_>) -> Option<Option<f64>> {
 }
 
 impl<'a> Fields<'a> {
-    fn set(&mut self, key: &[u8], v: Value<'a>) -> Option<()> {
-        match key {
+    fn set(&mut self, key: [u8; 4], v: Value<'a>) -> Option<()> {
+        match &key {
             b"time" => once(&mut self.time, opt_str(v)?),
             b"tmst" => once(&mut self.tmst, opt_int(&v)?),
             b"chan" => once(&mut self.chan, opt_int(&v)?),

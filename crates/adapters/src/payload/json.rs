@@ -112,9 +112,10 @@ fn plain_into(text: &str, ctx: &Context, device_field: Option<&str>, out: &mut D
     let Some(device) = ctx.device else {
         return false;
     };
-    let Some(fields) = json_plain::fields(text) else {
+    let mut fields = json_plain::Fields::default();
+    if !json_plain::fields_into(text, &mut fields) {
         return false;
-    };
+    }
     let special = |key: &str| {
         TIME_KEYS.contains(&key) || DEVICE_KEYS.contains(&key) || device_field == Some(key)
     };
