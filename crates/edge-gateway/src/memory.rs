@@ -38,17 +38,27 @@ impl HeapTrimmer {
         }
     }
 
-    /// One check, on a blocking thread: the release locks each arena in
-    /// turn and must not stall a runtime worker while it does.
+    /// One check. The question (`mallinfo2`, a walk of the arena's bins)
+    /// is asked here; only a release goes to a blocking thread, since it
+    /// locks the arena while it walks every free chunk and must not stall
+    /// a runtime worker. Asked on a blocking thread every 2 s, the question
+    /// alone kept one alive for good (its keep-alive is 10 s): a thread's
+    /// stack and bookkeeping resident for nothing.
     pub async fn check(&self) {
-        match tokio::task::spawn_blocking(|| release_if_holding(RELEASE_ABOVE)).await {
-            Ok(Some(held)) => {
+        let Some(held) = memory_release::heap::free_bytes_held() else {
+            return;
+        };
+        if held < RELEASE_ABOVE {
+            return;
+        }
+        match tokio::task::spawn_blocking(memory_release::heap::release_free_pages).await {
+            Ok(true) => {
                 self.releases.inc();
                 ask_for_stacks_after_a_burst();
                 debug!(free_bytes = held, "Gave the allocator's free pages back.");
             }
-            Ok(None) => {}
-            Err(e) => debug!(error = %e, "Heap check did not run."),
+            Ok(false) => {}
+            Err(e) => debug!(error = %e, "Heap release did not run."),
         }
     }
 }
