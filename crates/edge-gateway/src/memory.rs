@@ -38,27 +38,16 @@ impl HeapTrimmer {
         }
     }
 
-    /// One check. The question (`mallinfo2`, a walk of the arena's bins)
-    /// is asked here; only a release goes to a blocking thread, since it
-    /// locks the arena while it walks every free chunk and must not stall
-    /// a runtime worker. Asked on a blocking thread every 2 s, the question
-    /// alone kept one alive for good (its keep-alive is 10 s): a thread's
-    /// stack and bookkeeping resident for nothing.
+    /// One check, on a blocking thread: the release locks each arena in
+    /// turn and must not stall a runtime worker while it does.
     pub async fn check(&self) {
-        let Some(held) = memory_release::heap::free_bytes_held() else {
-            return;
-        };
-        if held < RELEASE_ABOVE {
-            return;
-        }
-        match tokio::task::spawn_blocking(memory_release::heap::release_free_pages).await {
-            Ok(true) => {
+        match tokio::task::spawn_blocking(|| release_if_holding(RELEASE_ABOVE)).await {
+            Ok(Some(held)) => {
                 self.releases.inc();
-                ask_for_stacks_after_a_burst();
                 debug!(free_bytes = held, "Gave the allocator's free pages back.");
             }
-            Ok(false) => {}
-            Err(e) => debug!(error = %e, "Heap release did not run."),
+            Ok(None) => {}
+            Err(e) => debug!(error = %e, "Heap check did not run."),
         }
     }
 }
@@ -86,28 +75,13 @@ pub async fn release_startup_code_once_settled(code: StartupCode) {
 }
 
 /// Unmaps the code only start-up ran, once every component has started
-/// (`memory_release::code` says why that is safe and what it gives), and
-/// the stack pages start-up left resident (`memory_release::stack`): the
-/// runtime's workers' on their next park, or at once when one runs the
-/// tasks spawned here, and the calling thread's. Awaited on the main
-/// thread (the run loop), whose stack start-up went deepest on. The code
-/// release runs on a blocking thread: the kernel walks megabytes of page
-/// tables.
+/// (`memory_release::code` says why that is safe and what it gives). On a
+/// blocking thread: the kernel walks megabytes of page tables.
 pub async fn release_startup_code(code: StartupCode) {
-    // Only where the process checked that /proc/self describes its own
-    // address space (not under qemu-user: see `StartupCode::from_listings`).
-    if code.mapped_bytes() > 0 {
-        memory_release::stack::enable();
-        memory_release::stack::ask();
-        ask_workers_for_their_stacks().await;
-    }
-    let released = tokio::task::spawn_blocking(move || code.release()).await;
-    let stack = memory_release::stack::release_if_asked();
-    match released {
+    match tokio::task::spawn_blocking(move || code.release()).await {
         Ok(Ok(0)) => {}
         Ok(Ok(advised)) => info!(
             code_mapped_kib = advised / 1024,
-            stack_mapped_kib = stack / 1024,
             "Running; released the memory of code only start-up used (code in use faults back in)."
         ),
         Ok(Err(e)) => {
@@ -115,27 +89,6 @@ pub async fn release_startup_code(code: StartupCode) {
         }
         Err(e) => debug!(error = %e, "Start-up code release did not run."),
     }
-}
-
-/// Wakes the runtime's workers with one small task each: a parked worker
-/// acts on a stack release when it runs a task or parks again
-/// (`on_thread_park` in the runtime's builder), and an idle one may sleep
-/// until the next reading. Which worker runs which task is the
-/// scheduler's choice, so a worker may be left to its next park.
-async fn ask_workers_for_their_stacks() {
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| tokio::spawn(async { memory_release::stack::release_if_asked() }))
-        .collect();
-    for task in tasks {
-        let _ = task.await;
-    }
-}
-
-/// After a burst: each worker gives back the stack it went deep on, the
-/// next time it parks.
-pub fn ask_for_stacks_after_a_burst() {
-    memory_release::stack::ask();
 }
 
 #[cfg(test)]

@@ -4,8 +4,6 @@
 //!   during a burst, given back once it has passed.
 //! - [`code`]: the pages of code only start-up ran (parsing the command
 //!   line and gateway.toml, building every component), once running.
-//! - [`stack`]: the stack pages threads touched going deep once (start-up
-//!   on the main thread, a burst on the runtime's workers).
 //!
 //! Both need a C call that Rust has no safe wrapper for, so both live here,
 //! in the one crate of the gateway's that allows `unsafe`, and only on the
@@ -13,4 +11,3 @@
 
 pub mod code;
 pub mod heap;
-pub mod stack;

@@ -91,12 +91,7 @@ pub fn main(config: &Path) -> ExitCode {
         Err(e) => return report_load_error(&e),
     };
     let cfg = start.loaded.config;
-    // Boxed: the run loop's state is tens of KiB, and `block_on` moves
-    // its future down the main thread's stack more than once before
-    // pinning it; each copy stayed resident for the life of the process.
-    let running =
-        |rt: tokio::runtime::Runtime| rt.block_on(Box::pin(run(cfg, config, booted, startup_code)));
-    match runtime().and_then(running) {
+    match runtime().and_then(|rt| rt.block_on(run(cfg, config, booted, startup_code))) {
         Ok(Exit::Stopped) => ExitCode::SUCCESS,
         Ok(Exit::Restart) => {
             drop(_state_lock);
@@ -123,11 +118,6 @@ pub fn demo_gateway(
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // A worker gives back the stack a burst or start-up left resident
-        // when asked (`edge_gateway::memory`); one atomic load otherwise.
-        .on_thread_park(|| {
-            memory_release::stack::release_if_asked();
-        })
         .build()
         .context("starting the async runtime")
 }
@@ -190,11 +180,9 @@ async fn run(
         None => None,
     };
     let mut exit = Exit::Stopped;
-    // Polled here, on the main thread, whose stack start-up went deepest
-    // on and which only this loop runs on (`memory_release::stack`).
-    let release = edge_gateway::memory::release_startup_code_once_settled(startup_code);
-    tokio::pin!(release);
-    let mut releasing = true;
+    tokio::spawn(edge_gateway::memory::release_startup_code_once_settled(
+        startup_code,
+    ));
     let mut status_tick = tokio::time::interval(Duration::from_secs(60));
     status_tick.tick().await;
     let heap = edge_gateway::memory::HeapTrimmer::new(&gateway.telemetry);
@@ -207,7 +195,6 @@ async fn run(
             _ = hup.recv() => reload(&mut gateway, path).await,
             _ = status_tick.tick() => status::log_line(&gateway.telemetry),
             _ = heap_tick.tick() => heap.check().await,
-            () = &mut release, if releasing => releasing = false,
             () = restart_requested(&mut remote) => {
                 info!("Restarting on the configuration the remote-config journal names.");
                 exit = Exit::Restart;
