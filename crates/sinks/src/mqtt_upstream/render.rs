@@ -1,14 +1,22 @@
 //! The upstream topics and JSON payloads: a public contract with cloud
 //! consumers. Fields may be added, never renamed or removed.
 
+use std::collections::BTreeMap;
+
+use gateway_core::registry::DeviceInfo;
 use gateway_core::units::MetricInfo;
 use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use gateway_core::event::{AlertEvent, CommandEvent, ConfigStateEvent, StatusEvent, WindowEvent};
+use gateway_core::event::{
+    AlertEvent, CommandEvent, ConfigStateEvent, MetricStats, StatusEvent, WindowEvent,
+};
 
 use super::changes::Change;
+use super::text::{IdText, TimeText};
 
 /// Namespace of the deterministic message ids (UUID v5).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b9e_8d4a_4e57_9a0b_3c5d_7e1f_2a40);
@@ -77,67 +85,41 @@ impl Renderer {
     pub fn aggregated_in(
         &self,
         w: &WindowEvent,
+        unit_of: impl FnMut(&str) -> String,
+    ) -> OutboundMessage {
+        self.aggregated_of(w, self.registry.get(&w.device), unit_of)
+    }
+
+    /// [`Self::aggregated_in`] with the device's entry in the registry
+    /// looked up already (a miss costs a lower-cased copy of the id).
+    ///
+    /// Written straight from the window (`WindowPayload`), with no
+    /// `serde_json::Value` tree in between: the same bytes, keys in the
+    /// order the tree's sorted map put them (issue 69).
+    pub(crate) fn aggregated_of(
+        &self,
+        w: &WindowEvent,
+        info: Option<&DeviceInfo>,
         mut unit_of: impl FnMut(&str) -> String,
     ) -> OutboundMessage {
-        let mut key = format!(
-            "{}\n{}\n{}\n{}",
-            self.gateway_id,
-            w.device,
-            w.window_start.as_millis(),
-            w.end.as_millis()
-        );
-        if let Some(at) = w.partial_at {
-            key.push_str(&format!("\npartial\n{}", at.as_millis()));
-        }
-        // A second window over a span sent before the clock stepped back
-        // holds other readings: it must not pass for a copy of the first.
-        if w.rerun > 0 {
-            key.push_str(&format!("\nrerun\n{}", w.rerun));
-        }
-        // A late amendment holds only readings that came after its span's
-        // window was sent: its own id, so no consumer takes it for a copy.
-        if w.amendment > 0 {
-            key.push_str(&format!("\namendment\n{}", w.amendment));
-        }
-        let mut obj = Map::new();
-        obj.insert(
-            "id".into(),
-            json!(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string()),
-        );
-        self.describe(&mut obj, &w.device);
-        obj.insert("window_start".into(), json!(w.window_start.to_rfc3339()));
-        obj.insert("window_end".into(), json!(w.end.to_rfc3339()));
-        if w.rerun > 0 {
-            obj.insert("rerun".into(), json!(w.rerun));
-        }
-        if w.amendment > 0 {
-            obj.insert("amendment".into(), json!(w.amendment));
-        }
-        let metrics: Map<String, Value> = w
-            .metrics
-            .iter()
-            .map(|(name, s)| {
-                let mut stats = json!({
-                    "count": s.count,
-                    "avg": s.avg,
-                    "min": s.min,
-                    "max": s.max,
-                    "std": s.std,
-                });
-                let unit = unit_of(name);
-                if let (false, Some(o)) = (unit.is_empty(), stats.as_object_mut()) {
-                    o.insert("unit".into(), json!(unit));
-                }
-                (name.clone(), stats)
-            })
-            .collect();
-        obj.insert("metrics".into(), Value::Object(metrics));
-        if w.partial_at.is_some() {
-            obj.insert("partial".into(), json!(true));
-        }
+        let id = window_id(&self.gateway_id, w);
+        let metrics = WindowMetrics::new(&w.metrics, &mut unit_of);
+        let payload = WindowPayload {
+            amendment: w.amendment,
+            device: w.device.as_str(),
+            gateway: &self.gateway_id,
+            id: IdText::new(id),
+            metrics,
+            name: info.map_or(w.device.as_str(), |d| d.name.as_str()),
+            partial: w.partial_at.is_some(),
+            rerun: w.rerun,
+            tags: info.map(|d| &d.tags).filter(|t| !t.is_empty()),
+            window_end: TimeText::new(w.end),
+            window_start: TimeText::new(w.window_start),
+        };
         OutboundMessage {
-            topic: format!("{}/{}/aggregated", self.prefix, w.device),
-            payload: Value::Object(obj).to_string().into_bytes(),
+            topic: device_topic(&self.prefix, w.device.as_str(), "/aggregated"),
+            payload: to_json(&payload),
             retain: false,
         }
     }
@@ -318,6 +300,145 @@ impl Renderer {
             retain: false,
         }
     }
+}
+
+/// `{prefix}/{device}{suffix}`.
+fn device_topic(prefix: &str, device: &str, suffix: &str) -> String {
+    let mut topic = String::with_capacity(prefix.len() + 1 + device.len() + suffix.len());
+    topic.push_str(prefix);
+    topic.push('/');
+    topic.push_str(device);
+    topic.push_str(suffix);
+    topic
+}
+
+/// A window's id: see [`Renderer::aggregated`]. The key's text is part of
+/// the contract (consumers de-duplicate on the id), so it never changes.
+fn window_id(gateway_id: &str, w: &WindowEvent) -> Uuid {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(gateway_id.len() + w.device.as_str().len() + 64);
+    // Writing to a `String` cannot fail.
+    let _ = write!(
+        key,
+        "{}\n{}\n{}\n{}",
+        gateway_id,
+        w.device,
+        w.window_start.as_millis(),
+        w.end.as_millis()
+    );
+    if let Some(at) = w.partial_at {
+        let _ = write!(key, "\npartial\n{}", at.as_millis());
+    }
+    // A second window over a span sent before the clock stepped back
+    // holds other readings: it must not pass for a copy of the first.
+    if w.rerun > 0 {
+        let _ = write!(key, "\nrerun\n{}", w.rerun);
+    }
+    // A late amendment holds only readings that came after its span's
+    // window was sent: its own id, so no consumer takes it for a copy.
+    if w.amendment > 0 {
+        let _ = write!(key, "\namendment\n{}", w.amendment);
+    }
+    Uuid::new_v5(&ID_NAMESPACE, key.as_bytes())
+}
+
+/// A payload's JSON, compact, as `Value::to_string` wrote it.
+fn to_json(payload: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    // Only strings, numbers and maps with text keys, written to memory:
+    // nothing here can fail.
+    let _ = serde_json::to_writer(&mut out, payload);
+    out
+}
+
+/// The `aggregated` payload. Its fields are declared in the order of
+/// their names, the order the `Value` map it replaces sorted them in.
+#[derive(Serialize)]
+struct WindowPayload<'a> {
+    #[serde(skip_serializing_if = "is_zero")]
+    amendment: u32,
+    device: &'a str,
+    gateway: &'a str,
+    id: IdText,
+    metrics: WindowMetrics<'a>,
+    name: &'a str,
+    #[serde(skip_serializing_if = "is_false")]
+    partial: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    rerun: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a BTreeMap<String, String>>,
+    window_end: TimeText,
+    window_start: TimeText,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A window's metrics by name, each with its unit: an object in the order
+/// of the names, a name given twice written once with its last statistics,
+/// as the sorted map they were collected into before.
+struct WindowMetrics<'a>(Vec<(&'a str, MetricJson)>);
+
+impl<'a> WindowMetrics<'a> {
+    fn new(metrics: &'a [(String, MetricStats)], unit_of: &mut impl FnMut(&str) -> String) -> Self {
+        let sorted = metrics.windows(2).all(|p| p[0].0 < p[1].0);
+        let entries: Vec<(&str, &MetricStats)> = if sorted {
+            metrics.iter().map(|(n, s)| (n.as_str(), s)).collect()
+        } else {
+            // Rare (the aggregator hands them sorted): sort, the last of
+            // a name kept, as the map did.
+            let by_name: BTreeMap<&str, &MetricStats> =
+                metrics.iter().map(|(n, s)| (n.as_str(), s)).collect();
+            by_name.into_iter().collect()
+        };
+        Self(
+            entries
+                .into_iter()
+                .map(|(name, s)| {
+                    let stats = MetricJson {
+                        avg: s.avg,
+                        count: s.count,
+                        max: s.max,
+                        min: s.min,
+                        std: s.std,
+                        unit: unit_of(name),
+                    };
+                    (name, stats)
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for WindowMetrics<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, stats) in &self.0 {
+            map.serialize_entry(name, stats)?;
+        }
+        map.end()
+    }
+}
+
+/// One metric's statistics in a window; a number that is not finite is
+/// written `null`, as the `Value` it replaces held it.
+#[derive(Serialize)]
+struct MetricJson {
+    avg: f64,
+    count: u64,
+    max: f64,
+    min: f64,
+    std: f64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    unit: String,
 }
 
 #[cfg(test)]
@@ -509,3 +630,8 @@ units = { co2 = "ppb" }
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "render_equivalence_tests.rs"]
+mod equivalence_tests;
