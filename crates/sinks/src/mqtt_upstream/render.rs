@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 
 use gateway_core::registry::DeviceInfo;
 use gateway_core::units::MetricInfo;
-use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage};
-use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage, Timestamp};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -16,7 +14,7 @@ use gateway_core::event::{
 };
 
 use super::changes::Change;
-use super::text::{IdText, TimeText};
+use super::text::{decimal, IdText, JsonOut, TimeText};
 
 /// Namespace of the deterministic message ids (UUID v5).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b9e_8d4a_4e57_9a0b_3c5d_7e1f_2a40);
@@ -93,33 +91,91 @@ impl Renderer {
     /// [`Self::aggregated_in`] with the device's entry in the registry
     /// looked up already (a miss costs a lower-cased copy of the id).
     ///
-    /// Written straight from the window (`WindowPayload`), with no
-    /// `serde_json::Value` tree in between: the same bytes, keys in the
-    /// order the tree's sorted map put them (issue 69).
+    /// Written straight from the window, with no `serde_json::Value` tree
+    /// in between: the same bytes, keys in the order the tree's sorted map
+    /// put them (issue 69).
     pub(crate) fn aggregated_of(
         &self,
         w: &WindowEvent,
         info: Option<&DeviceInfo>,
         mut unit_of: impl FnMut(&str) -> String,
     ) -> OutboundMessage {
-        let id = window_id(&self.gateway_id, w);
-        let metrics = WindowMetrics::new(&w.metrics, &mut unit_of);
-        let payload = WindowPayload {
-            amendment: w.amendment,
-            device: w.device.as_str(),
-            gateway: &self.gateway_id,
-            id: IdText::new(id),
-            metrics,
-            name: info.map_or(w.device.as_str(), |d| d.name.as_str()),
-            partial: w.partial_at.is_some(),
-            rerun: w.rerun,
-            tags: info.map(|d| &d.tags).filter(|t| !t.is_empty()),
-            window_end: TimeText::new(w.end),
-            window_start: TimeText::new(w.window_start),
+        let id = IdText::new(window_id(&self.gateway_id, w));
+        let mut j = JsonOut::with_capacity(320 + 112 * w.metrics.len());
+        j.open();
+        if w.amendment > 0 {
+            j.key("amendment");
+            j.u64(w.amendment.into());
+        }
+        j.key("device");
+        j.str(w.device.as_str());
+        j.key("gateway");
+        j.str(&self.gateway_id);
+        j.key("id");
+        j.plain_str(id.as_str());
+        j.key("metrics");
+        j.open();
+        let mut metric = |name: &str, s: &MetricStats| {
+            j.key_text(name);
+            j.open();
+            j.key("avg");
+            j.f64(s.avg);
+            j.key("count");
+            j.u64(s.count);
+            j.key("max");
+            j.f64(s.max);
+            j.key("min");
+            j.f64(s.min);
+            j.key("std");
+            j.f64(s.std);
+            let unit = unit_of(name);
+            if !unit.is_empty() {
+                j.key("unit");
+                j.str(&unit);
+            }
+            j.close();
         };
+        if w.metrics.windows(2).all(|p| p[0].0 < p[1].0) {
+            for (name, s) in &w.metrics {
+                metric(name, s);
+            }
+        } else {
+            // Rare (the aggregator hands them sorted): in order, the last
+            // of a name kept, as the map they were collected into did.
+            let by_name: BTreeMap<&str, &MetricStats> =
+                w.metrics.iter().map(|(n, s)| (n.as_str(), s)).collect();
+            for (name, s) in by_name {
+                metric(name, s);
+            }
+        }
+        j.close();
+        j.key("name");
+        j.str(info.map_or(w.device.as_str(), |d| d.name.as_str()));
+        if w.partial_at.is_some() {
+            j.key("partial");
+            j.bool(true);
+        }
+        if w.rerun > 0 {
+            j.key("rerun");
+            j.u64(w.rerun.into());
+        }
+        if let Some(tags) = info.map(|d| &d.tags).filter(|t| !t.is_empty()) {
+            j.key("tags");
+            j.open();
+            for (k, v) in tags {
+                j.key_text(k);
+                j.str(v);
+            }
+            j.close();
+        }
+        j.key("window_end");
+        j.plain_str(TimeText::new(w.end).as_str());
+        j.key("window_start");
+        j.plain_str(TimeText::new(w.window_start).as_str());
+        j.close();
         OutboundMessage {
             topic: device_topic(&self.prefix, w.device.as_str(), "/aggregated"),
-            payload: to_json(&payload),
+            payload: j.into_bytes(),
             retain: false,
         }
     }
@@ -313,132 +369,41 @@ fn device_topic(prefix: &str, device: &str, suffix: &str) -> String {
 }
 
 /// A window's id: see [`Renderer::aggregated`]. The key's text is part of
-/// the contract (consumers de-duplicate on the id), so it never changes.
+/// the contract (consumers de-duplicate on the id), so it never changes:
+/// `gateway\ndevice\nstart\nend`, then `\npartial\n{cut}`,
+/// `\nrerun\n{n}` and `\namendment\n{n}` where they apply, numbers in
+/// decimal (milliseconds for times).
 fn window_id(gateway_id: &str, w: &WindowEvent) -> Uuid {
-    use std::fmt::Write;
-    let mut key = String::with_capacity(gateway_id.len() + w.device.as_str().len() + 64);
-    // Writing to a `String` cannot fail.
-    let _ = write!(
-        key,
-        "{}\n{}\n{}\n{}",
-        gateway_id,
-        w.device,
-        w.window_start.as_millis(),
-        w.end.as_millis()
-    );
+    let mut key = String::with_capacity(gateway_id.len() + w.device.as_str().len() + 96);
+    let mut digits = [0; 20];
+    // A `Timestamp` is never before 1970.
+    let mut millis = |key: &mut String, t: Timestamp| {
+        key.push_str(decimal(t.as_millis().unsigned_abs(), &mut digits));
+    };
+    key.push_str(gateway_id);
+    key.push('\n');
+    key.push_str(w.device.as_str());
+    key.push('\n');
+    millis(&mut key, w.window_start);
+    key.push('\n');
+    millis(&mut key, w.end);
     if let Some(at) = w.partial_at {
-        let _ = write!(key, "\npartial\n{}", at.as_millis());
+        key.push_str("\npartial\n");
+        millis(&mut key, at);
     }
     // A second window over a span sent before the clock stepped back
     // holds other readings: it must not pass for a copy of the first.
     if w.rerun > 0 {
-        let _ = write!(key, "\nrerun\n{}", w.rerun);
+        key.push_str("\nrerun\n");
+        key.push_str(decimal(w.rerun.into(), &mut digits));
     }
     // A late amendment holds only readings that came after its span's
     // window was sent: its own id, so no consumer takes it for a copy.
     if w.amendment > 0 {
-        let _ = write!(key, "\namendment\n{}", w.amendment);
+        key.push_str("\namendment\n");
+        key.push_str(decimal(w.amendment.into(), &mut digits));
     }
     Uuid::new_v5(&ID_NAMESPACE, key.as_bytes())
-}
-
-/// A payload's JSON, compact, as `Value::to_string` wrote it.
-fn to_json(payload: &impl Serialize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    // Only strings, numbers and maps with text keys, written to memory:
-    // nothing here can fail.
-    let _ = serde_json::to_writer(&mut out, payload);
-    out
-}
-
-/// The `aggregated` payload. Its fields are declared in the order of
-/// their names, the order the `Value` map it replaces sorted them in.
-#[derive(Serialize)]
-struct WindowPayload<'a> {
-    #[serde(skip_serializing_if = "is_zero")]
-    amendment: u32,
-    device: &'a str,
-    gateway: &'a str,
-    id: IdText,
-    metrics: WindowMetrics<'a>,
-    name: &'a str,
-    #[serde(skip_serializing_if = "is_false")]
-    partial: bool,
-    #[serde(skip_serializing_if = "is_zero")]
-    rerun: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tags: Option<&'a BTreeMap<String, String>>,
-    window_end: TimeText,
-    window_start: TimeText,
-}
-
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-/// A window's metrics by name, each with its unit: an object in the order
-/// of the names, a name given twice written once with its last statistics,
-/// as the sorted map they were collected into before.
-struct WindowMetrics<'a>(Vec<(&'a str, MetricJson)>);
-
-impl<'a> WindowMetrics<'a> {
-    fn new(metrics: &'a [(String, MetricStats)], unit_of: &mut impl FnMut(&str) -> String) -> Self {
-        let sorted = metrics.windows(2).all(|p| p[0].0 < p[1].0);
-        let entries: Vec<(&str, &MetricStats)> = if sorted {
-            metrics.iter().map(|(n, s)| (n.as_str(), s)).collect()
-        } else {
-            // Rare (the aggregator hands them sorted): sort, the last of
-            // a name kept, as the map did.
-            let by_name: BTreeMap<&str, &MetricStats> =
-                metrics.iter().map(|(n, s)| (n.as_str(), s)).collect();
-            by_name.into_iter().collect()
-        };
-        Self(
-            entries
-                .into_iter()
-                .map(|(name, s)| {
-                    let stats = MetricJson {
-                        avg: s.avg,
-                        count: s.count,
-                        max: s.max,
-                        min: s.min,
-                        std: s.std,
-                        unit: unit_of(name),
-                    };
-                    (name, stats)
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Serialize for WindowMetrics<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (name, stats) in &self.0 {
-            map.serialize_entry(name, stats)?;
-        }
-        map.end()
-    }
-}
-
-/// One metric's statistics in a window; a number that is not finite is
-/// written `null`, as the `Value` it replaces held it.
-#[derive(Serialize)]
-struct MetricJson {
-    avg: f64,
-    count: u64,
-    max: f64,
-    min: f64,
-    std: f64,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    unit: String,
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! The pieces of the upstream payloads written without a detour: the
-//! RFC 3339 time and the message id, each into a buffer on the stack.
-//! They are written once per window (and per change), so what
-//! `chrono`'s formatter and `Uuid::to_string` allocate and dispatch was a
-//! good part of a window's cost (issue 69). The text is the same, byte for
-//! byte, as [`Timestamp::to_rfc3339`] and the hyphenated id; the tests
-//! hold each against those.
+//! RFC 3339 time and the message id, each into a buffer on the stack, and
+//! a JSON object written field by field. They are written once per window,
+//! so what `chrono`'s formatter, `Uuid::to_string` and a `serde_json::Value`
+//! tree allocate and dispatch was most of a window's cost (issue 69). The
+//! text is the same, byte for byte, as [`Timestamp::to_rfc3339`], the
+//! hyphenated id and `Value::to_string`: numbers and any string that needs
+//! escaping still go through serde_json's own serializer.
 
 use gateway_core::Timestamp;
-use serde::{Serialize, Serializer};
+use serde::Serializer;
 use uuid::Uuid;
 
 /// The last millisecond of year 9999: the last time written as
@@ -66,12 +67,6 @@ impl TimeText {
     }
 }
 
-impl Serialize for TimeText {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
 /// `n` in decimal, zero-padded to fill `out` (`n` is never negative and
 /// always fits).
 fn put_digits(out: &mut [u8], mut n: i64) {
@@ -96,6 +91,22 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// `n` in decimal, as `{}` writes it, in `buf`.
+pub(crate) fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
+}
+
 /// A message id as its hyphenated lower-case text, on the stack.
 pub(crate) struct IdText([u8; uuid::fmt::Hyphenated::LENGTH]);
 
@@ -112,9 +123,103 @@ impl IdText {
     }
 }
 
-impl Serialize for IdText {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
+/// Compact JSON written in place: the caller gives the keys in the
+/// order a sorted map would (the order `Value` objects print in).
+pub(crate) struct JsonOut {
+    buf: Vec<u8>,
+    /// No key written yet in the innermost object.
+    first: bool,
+}
+
+impl JsonOut {
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            first: true,
+        }
+    }
+
+    pub(crate) fn open(&mut self) {
+        self.buf.push(b'{');
+        self.first = true;
+    }
+
+    /// Ends the innermost object, itself the value of a key in the one
+    /// around it (if any).
+    pub(crate) fn close(&mut self) {
+        self.buf.push(b'}');
+        self.first = false;
+    }
+
+    /// A key of the contract's own: letters and `_`, nothing to escape.
+    pub(crate) fn key(&mut self, key: &'static str) {
+        debug_assert!(key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        self.comma();
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+
+    /// A key from the data (a metric's name, a tag's).
+    pub(crate) fn key_text(&mut self, key: &str) {
+        self.comma();
+        self.str(key);
+        self.buf.push(b':');
+    }
+
+    fn comma(&mut self) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+    }
+
+    /// A text known to need no escaping: an id, a time.
+    pub(crate) fn plain_str(&mut self, s: &str) {
+        debug_assert!(s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.push(b'"');
+    }
+
+    pub(crate) fn str(&mut self, s: &str) {
+        // What JSON escapes (and serde_json with it): control characters,
+        // the quote and the backslash. Most texts have none.
+        let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        if plain {
+            self.buf.reserve(s.len() + 2);
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(s.as_bytes());
+            self.buf.push(b'"');
+        } else {
+            self.serde(|j| j.serialize_str(s));
+        }
+    }
+
+    /// A number as serde_json writes it: `null` when it is not finite.
+    pub(crate) fn f64(&mut self, v: f64) {
+        self.serde(|j| j.serialize_f64(v));
+    }
+
+    pub(crate) fn u64(&mut self, v: u64) {
+        self.serde(|j| j.serialize_u64(v));
+    }
+
+    pub(crate) fn bool(&mut self, v: bool) {
+        self.buf
+            .extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
+    fn serde(
+        &mut self,
+        write: impl FnOnce(&mut serde_json::Serializer<&mut Vec<u8>>) -> serde_json::Result<()>,
+    ) {
+        // Writing to memory cannot fail, nor can a string or a number.
+        let _ = write(&mut serde_json::Serializer::new(&mut self.buf));
+    }
+
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.buf
     }
 }
 
@@ -158,6 +263,39 @@ mod tests {
         while ms <= LAST_SHORT_MILLIS {
             same_as_chrono(ms);
             ms += 3_000_000_007;
+        }
+    }
+
+    #[test]
+    fn texts_and_numbers_read_as_serde_json_writes_them() {
+        let mut texts: Vec<String> = (0u8..0x80).map(|b| format!("a{}b", b as char)).collect();
+        texts.extend(["", "é€😀", "\u{7f}\u{80}\u{2028}", "plain text"].map(String::from));
+        for t in texts {
+            let mut j = JsonOut::with_capacity(8);
+            j.str(&t);
+            assert_eq!(j.into_bytes(), serde_json::to_vec(&t).unwrap(), "{t:?}");
+        }
+        for v in [f64::NAN, f64::INFINITY, -0.0, 1e-7, 1e21, 0.1 + 0.2, 5e-324] {
+            let mut j = JsonOut::with_capacity(8);
+            j.f64(v);
+            assert_eq!(j.into_bytes(), serde_json::to_vec(&v).unwrap(), "{v}");
+        }
+    }
+
+    #[test]
+    fn decimals_read_as_display_writes_them() {
+        let mut buf = [0; 20];
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            1_767_225_600_123,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            assert_eq!(decimal(n, &mut buf), n.to_string());
         }
     }
 
