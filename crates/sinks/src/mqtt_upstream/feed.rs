@@ -111,13 +111,18 @@ impl Feed {
 
     /// A window with each metric's unit, as every output shows it.
     fn window(&self, w: &gateway_core::event::WindowEvent) -> OutboundMessage {
-        let device_units = self.renderer.registry.get(&w.device).map(|d| &d.units);
-        let source = self
-            .adapters
-            .get(&w.device)
-            .copied()
-            .unwrap_or(SourceId::UNKNOWN);
-        self.renderer.aggregated_in(w, |metric| {
+        // One lookup for the units, the name and the tags.
+        let info = self.renderer.registry.get(&w.device);
+        let device_units = info.map(|d| &d.units);
+        let source = if self.adapters.is_empty() {
+            SourceId::UNKNOWN
+        } else {
+            self.adapters
+                .get(&w.device)
+                .copied()
+                .unwrap_or(SourceId::UNKNOWN)
+        };
+        self.renderer.aggregated_of(w, info, |metric| {
             self.units
                 .of_device(w.device.as_str(), device_units, source, metric)
                 .unit

@@ -39,6 +39,7 @@ pub mod render;
 pub mod scheduler;
 mod seq;
 mod settings;
+mod text;
 
 use std::time::Duration;
 

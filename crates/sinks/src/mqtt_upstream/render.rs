@@ -1,14 +1,20 @@
 //! The upstream topics and JSON payloads: a public contract with cloud
 //! consumers. Fields may be added, never renamed or removed.
 
+use std::collections::BTreeMap;
+
+use gateway_core::registry::DeviceInfo;
 use gateway_core::units::MetricInfo;
-use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage};
+use gateway_core::{DeviceId, DeviceRegistry, OutboundMessage, Timestamp};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use gateway_core::event::{AlertEvent, CommandEvent, ConfigStateEvent, StatusEvent, WindowEvent};
+use gateway_core::event::{
+    AlertEvent, CommandEvent, ConfigStateEvent, MetricStats, StatusEvent, WindowEvent,
+};
 
 use super::changes::Change;
+use super::text::{decimal, IdText, JsonOut, TimeText};
 
 /// Namespace of the deterministic message ids (UUID v5).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b9e_8d4a_4e57_9a0b_3c5d_7e1f_2a40);
@@ -77,67 +83,99 @@ impl Renderer {
     pub fn aggregated_in(
         &self,
         w: &WindowEvent,
+        unit_of: impl FnMut(&str) -> String,
+    ) -> OutboundMessage {
+        self.aggregated_of(w, self.registry.get(&w.device), unit_of)
+    }
+
+    /// [`Self::aggregated_in`] with the device's entry in the registry
+    /// looked up already (a miss costs a lower-cased copy of the id).
+    ///
+    /// Written straight from the window, with no `serde_json::Value` tree
+    /// in between: the same bytes, keys in the order the tree's sorted map
+    /// put them (issue 69).
+    pub(crate) fn aggregated_of(
+        &self,
+        w: &WindowEvent,
+        info: Option<&DeviceInfo>,
         mut unit_of: impl FnMut(&str) -> String,
     ) -> OutboundMessage {
-        let mut key = format!(
-            "{}\n{}\n{}\n{}",
-            self.gateway_id,
-            w.device,
-            w.window_start.as_millis(),
-            w.end.as_millis()
-        );
-        if let Some(at) = w.partial_at {
-            key.push_str(&format!("\npartial\n{}", at.as_millis()));
-        }
-        // A second window over a span sent before the clock stepped back
-        // holds other readings: it must not pass for a copy of the first.
-        if w.rerun > 0 {
-            key.push_str(&format!("\nrerun\n{}", w.rerun));
-        }
-        // A late amendment holds only readings that came after its span's
-        // window was sent: its own id, so no consumer takes it for a copy.
+        let id = IdText::new(window_id(&self.gateway_id, w));
+        let mut j = JsonOut::with_capacity(320 + 112 * w.metrics.len());
+        j.open();
         if w.amendment > 0 {
-            key.push_str(&format!("\namendment\n{}", w.amendment));
+            j.key("amendment");
+            j.u64(w.amendment.into());
         }
-        let mut obj = Map::new();
-        obj.insert(
-            "id".into(),
-            json!(Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()).to_string()),
-        );
-        self.describe(&mut obj, &w.device);
-        obj.insert("window_start".into(), json!(w.window_start.to_rfc3339()));
-        obj.insert("window_end".into(), json!(w.end.to_rfc3339()));
-        if w.rerun > 0 {
-            obj.insert("rerun".into(), json!(w.rerun));
+        j.key("device");
+        j.str(w.device.as_str());
+        j.key("gateway");
+        j.str(&self.gateway_id);
+        j.key("id");
+        j.plain_str(id.as_str());
+        j.key("metrics");
+        j.open();
+        let mut metric = |name: &str, s: &MetricStats| {
+            j.key_text(name);
+            j.open();
+            j.key("avg");
+            j.f64(s.avg);
+            j.key("count");
+            j.u64(s.count);
+            j.key("max");
+            j.f64(s.max);
+            j.key("min");
+            j.f64(s.min);
+            j.key("std");
+            j.f64(s.std);
+            let unit = unit_of(name);
+            if !unit.is_empty() {
+                j.key("unit");
+                j.str(&unit);
+            }
+            j.close();
+        };
+        if w.metrics.windows(2).all(|p| p[0].0 < p[1].0) {
+            for (name, s) in &w.metrics {
+                metric(name, s);
+            }
+        } else {
+            // Rare (the aggregator hands them sorted): in order, the last
+            // of a name kept, as the map they were collected into did.
+            let by_name: BTreeMap<&str, &MetricStats> =
+                w.metrics.iter().map(|(n, s)| (n.as_str(), s)).collect();
+            for (name, s) in by_name {
+                metric(name, s);
+            }
         }
-        if w.amendment > 0 {
-            obj.insert("amendment".into(), json!(w.amendment));
-        }
-        let metrics: Map<String, Value> = w
-            .metrics
-            .iter()
-            .map(|(name, s)| {
-                let mut stats = json!({
-                    "count": s.count,
-                    "avg": s.avg,
-                    "min": s.min,
-                    "max": s.max,
-                    "std": s.std,
-                });
-                let unit = unit_of(name);
-                if let (false, Some(o)) = (unit.is_empty(), stats.as_object_mut()) {
-                    o.insert("unit".into(), json!(unit));
-                }
-                (name.clone(), stats)
-            })
-            .collect();
-        obj.insert("metrics".into(), Value::Object(metrics));
+        j.close();
+        j.key("name");
+        j.str(info.map_or(w.device.as_str(), |d| d.name.as_str()));
         if w.partial_at.is_some() {
-            obj.insert("partial".into(), json!(true));
+            j.key("partial");
+            j.bool(true);
         }
+        if w.rerun > 0 {
+            j.key("rerun");
+            j.u64(w.rerun.into());
+        }
+        if let Some(tags) = info.map(|d| &d.tags).filter(|t| !t.is_empty()) {
+            j.key("tags");
+            j.open();
+            for (k, v) in tags {
+                j.key_text(k);
+                j.str(v);
+            }
+            j.close();
+        }
+        j.key("window_end");
+        j.plain_str(TimeText::new(w.end).as_str());
+        j.key("window_start");
+        j.plain_str(TimeText::new(w.window_start).as_str());
+        j.close();
         OutboundMessage {
-            topic: format!("{}/{}/aggregated", self.prefix, w.device),
-            payload: Value::Object(obj).to_string().into_bytes(),
+            topic: device_topic(&self.prefix, w.device.as_str(), "/aggregated"),
+            payload: j.into_bytes(),
             retain: false,
         }
     }
@@ -318,6 +356,54 @@ impl Renderer {
             retain: false,
         }
     }
+}
+
+/// `{prefix}/{device}{suffix}`.
+fn device_topic(prefix: &str, device: &str, suffix: &str) -> String {
+    let mut topic = String::with_capacity(prefix.len() + 1 + device.len() + suffix.len());
+    topic.push_str(prefix);
+    topic.push('/');
+    topic.push_str(device);
+    topic.push_str(suffix);
+    topic
+}
+
+/// A window's id: see [`Renderer::aggregated`]. The key's text is part of
+/// the contract (consumers de-duplicate on the id), so it never changes:
+/// `gateway\ndevice\nstart\nend`, then `\npartial\n{cut}`,
+/// `\nrerun\n{n}` and `\namendment\n{n}` where they apply, numbers in
+/// decimal (milliseconds for times).
+fn window_id(gateway_id: &str, w: &WindowEvent) -> Uuid {
+    let mut key = String::with_capacity(gateway_id.len() + w.device.as_str().len() + 96);
+    let mut digits = [0; 20];
+    // A `Timestamp` is never before 1970.
+    let mut millis = |key: &mut String, t: Timestamp| {
+        key.push_str(decimal(t.as_millis().unsigned_abs(), &mut digits));
+    };
+    key.push_str(gateway_id);
+    key.push('\n');
+    key.push_str(w.device.as_str());
+    key.push('\n');
+    millis(&mut key, w.window_start);
+    key.push('\n');
+    millis(&mut key, w.end);
+    if let Some(at) = w.partial_at {
+        key.push_str("\npartial\n");
+        millis(&mut key, at);
+    }
+    // A second window over a span sent before the clock stepped back
+    // holds other readings: it must not pass for a copy of the first.
+    if w.rerun > 0 {
+        key.push_str("\nrerun\n");
+        key.push_str(decimal(w.rerun.into(), &mut digits));
+    }
+    // A late amendment holds only readings that came after its span's
+    // window was sent: its own id, so no consumer takes it for a copy.
+    if w.amendment > 0 {
+        key.push_str("\namendment\n");
+        key.push_str(decimal(w.amendment.into(), &mut digits));
+    }
+    Uuid::new_v5(&ID_NAMESPACE, key.as_bytes())
 }
 
 #[cfg(test)]
@@ -509,3 +595,8 @@ units = { co2 = "ppb" }
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "render_equivalence_tests.rs"]
+mod equivalence_tests;

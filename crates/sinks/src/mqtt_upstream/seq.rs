@@ -29,9 +29,13 @@ pub fn with_seq(mut payload: Vec<u8>, seq: u64) -> Vec<u8> {
     let Some(end) = payload[..last].iter().rposition(|b| !is_space(b)) else {
         return payload;
     };
-    let field = format!("{}\"seq\":{seq}}}", if end == first { "" } else { "," });
     payload.truncate(end + 1);
-    payload.extend_from_slice(field.as_bytes());
+    if end != first {
+        payload.push(b',');
+    }
+    payload.extend_from_slice(b"\"seq\":");
+    payload.extend_from_slice(super::text::decimal(seq, &mut [0; 20]).as_bytes());
+    payload.push(b'}');
     payload
 }
 
