@@ -68,26 +68,26 @@ pub fn release_if_holding(threshold: usize) -> Option<usize> {
 /// until it connects, which should stay.
 pub const STARTUP_SETTLES: Duration = Duration::from_secs(5);
 
-/// [`release_startup_code`], [`STARTUP_SETTLES`] from now.
-pub async fn release_startup_code_once_settled(code: StartupCode) {
-    tokio::time::sleep(STARTUP_SETTLES).await;
-    release_startup_code(code).await;
-}
-
 /// Unmaps the code only start-up ran, once every component has started
-/// (`memory_release::code` says why that is safe and what it gives). On a
-/// blocking thread: the kernel walks megabytes of page tables.
-pub async fn release_startup_code(code: StartupCode) {
-    match tokio::task::spawn_blocking(move || code.release()).await {
-        Ok(Ok(0)) => {}
-        Ok(Ok(advised)) => info!(
+/// (`memory_release::code` says why that is safe and what it gives).
+///
+/// Called by the run loop on its own thread, not on a task of its own: what
+/// runs after the `madvise` faults its code back in, 64 KB around each page,
+/// and a task's tail (its future's last poll, its completion, dropping it,
+/// a blocking thread's hand-back) is code nothing else runs, so it stayed
+/// resident for good, about 300 KB of it. The run loop's code runs at every
+/// tick anyway. The kernel's walk of the page tables took under a
+/// millisecond, which the run loop's thread (signals, status line) can spare.
+pub fn release_startup_code(code: &StartupCode) {
+    match code.release() {
+        Ok(0) => {}
+        Ok(advised) => info!(
             code_mapped_kib = advised / 1024,
             "Running; released the memory of code only start-up used (code in use faults back in)."
         ),
-        Ok(Err(e)) => {
+        Err(e) => {
             warn!(error = %e, "Could not release the start-up code's pages; running with them resident.")
         }
-        Err(e) => debug!(error = %e, "Start-up code release did not run."),
     }
 }
 

@@ -135,6 +135,107 @@ fn the_listed_functions_lead_the_code_in_list_order() {
     assert!(Command::new(&by_gnu_ld).status().unwrap().success());
 }
 
+/// The standard library's compiler_builtins objects carry LLVM bitcode
+/// (`.llvmbc`) beside their code; binutils' nm hands such an object to its
+/// LTO plugin, which fails on it and lists nothing, so their functions (one
+/// of them runs after every batch of tasks) were never ordered.
+#[test]
+fn functions_of_an_object_carrying_bitcode_are_ordered_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("program.c");
+    std::fs::write(&source, PROGRAM).unwrap();
+    let plain = dir.path().join("plain.o");
+    let compiled = Command::new("cc")
+        .args(["-O1", "-ffunction-sections", "-c"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&plain)
+        .status()
+        .unwrap();
+    assert!(compiled.success());
+    // The bitcode wrapper's magic and nothing after it, as the plugin
+    // refuses it.
+    let bitcode = dir.path().join("bitcode");
+    std::fs::write(&bitcode, b"BC\xc0\xde\x35\x14\x00\x00").unwrap();
+    let object = dir.path().join("program.o");
+    let added = Command::new("objcopy")
+        .arg(format!("--add-section=.llvmbc={}", bitcode.display()))
+        .arg(&plain)
+        .arg(&object)
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let list = dir.path().join("hot-code.txt");
+    std::fs::write(&list, "hot_first\n").unwrap();
+    let deps = dir.path().join("target/release/deps");
+    std::fs::create_dir_all(&deps).unwrap();
+    let ordered = deps.join("edge_gateway-0123456789abcdef");
+    link(dir.path(), &object, &ordered, &list, true);
+    let at = addresses(&ordered);
+    for other in ["cold_a", "cold_b", "cold_c", "hot_late", "main"] {
+        assert!(
+            at["hot_first"] < at[other],
+            "hot_first should open the code: {at:?}"
+        );
+    }
+}
+
+/// Two monomorphisations of one generic and a function whose hash has
+/// changed since the list was traced, by their Rust (legacy) symbol names.
+const MONOMORPHISED: &str = r#"
+int poll_u8(int x) __asm__("_ZN3gen4poll17h1111111111111111E");
+int poll_u8(int x) { return x + 1; }
+int poll_u16(int x) __asm__("_ZN3gen4poll17h2222222222222222E");
+int poll_u16(int x) { return x + 2; }
+int tick(int x) __asm__("_ZN3old4tick17h3333333333333333E");
+int tick(int x) { return x + 3; }
+int cold(int x) { return x * 7; }
+int main(int argc, char **argv) { (void)argv; return poll_u8(argc) + poll_u16(argc) + tick(argc) + cold(argc) == 0; }
+"#;
+
+/// An entry with its hash places that function only, not every
+/// monomorphisation of its name; one no function has exactly falls back
+/// to its name without the hash.
+#[test]
+fn an_exact_entry_places_only_its_monomorphisation() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("program.c");
+    std::fs::write(&source, MONOMORPHISED).unwrap();
+    let object = dir.path().join("program.o");
+    let compiled = Command::new("cc")
+        .args(["-O0", "-ffunction-sections", "-c"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&object)
+        .status()
+        .unwrap();
+    assert!(compiled.success());
+    let list = dir.path().join("hot-code.txt");
+    std::fs::write(
+        &list,
+        "gen::poll::h2222222222222222\nold::tick::h9999999999999999\n",
+    )
+    .unwrap();
+    let deps = dir.path().join("target/release/deps");
+    std::fs::create_dir_all(&deps).unwrap();
+    let ordered = deps.join("edge_gateway-0123456789abcdef");
+    link(dir.path(), &object, &ordered, &list, true);
+    let at = addresses(&ordered);
+    let (u8_, u16_, tick) = (
+        at["_ZN3gen4poll17h1111111111111111E"],
+        at["_ZN3gen4poll17h2222222222222222E"],
+        at["_ZN3old4tick17h3333333333333333E"],
+    );
+    assert!(u16_ < tick, "the exact entry first, in list order: {at:?}");
+    assert!(tick < u8_, "the stale entry by its name: {at:?}");
+    assert!(tick < at["cold"] && tick < at["main"], "{at:?}");
+    assert!(
+        u8_ > u16_ && u8_ > tick,
+        "the other monomorphisation is not placed: {at:?}"
+    );
+    assert!(Command::new(&ordered).status().unwrap().success());
+}
+
 #[test]
 fn the_list_and_the_link_name_functions_alike() {
     use std::io::Write;
