@@ -10,11 +10,12 @@ use std::collections::VecDeque;
 
 use gateway_core::OutboundMessage;
 
-/// Messages kept: more than a send takes at once in a steady flow, few
-/// enough that an outage's backlog stays on disk only.
-const MAX_MESSAGES: usize = 64;
-/// Bytes of payload and topic kept.
-const MAX_BYTES: usize = 64 * 1024;
+/// Messages kept: the windows of a few hundred devices closing at once
+/// (64 let a third of 100 devices' windows be read back), few enough that
+/// an outage's backlog stays on disk only.
+const MAX_MESSAGES: usize = 256;
+/// Bytes of payload and topic kept: at most this is held during an outage.
+const MAX_BYTES: usize = 128 * 1024;
 
 #[derive(Default)]
 pub(super) struct Fresh {

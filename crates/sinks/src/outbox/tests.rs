@@ -239,30 +239,31 @@ fn memory_mode_applies_the_same_policy() {
 fn a_message_just_written_is_taken_from_memory_once_and_stays_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let (mut o, _) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
-    let a = o.append((0..100).map(msg).collect(), 1000).unwrap();
-    assert_eq!(a.seqs.len(), 100);
+    let n = 400;
+    let a = o.append((0..n).map(msg).collect(), 1000).unwrap();
+    assert_eq!(a.seqs.len(), 400);
     let kept = o.fresh_len();
-    assert!(kept > 0 && kept < 100, "bounded: {kept}");
+    assert!(kept > 0 && kept < 400, "bounded: {kept}");
     // The oldest were let go (read back from disk), the newest are kept.
     assert_eq!(o.take(1).unwrap(), Some(msg(0)));
     assert_eq!(o.fresh_len(), kept);
-    assert_eq!(o.take(100).unwrap(), Some(msg(99)));
+    assert_eq!(o.take(n).unwrap(), Some(msg(n - 1)));
     assert_eq!(o.fresh_len(), kept - 1);
     // Taken once: again, it is read back, the same.
-    assert_eq!(o.take(100).unwrap(), Some(msg(99)));
-    assert!(o.ack(99).unwrap());
-    assert_eq!(o.take(99).unwrap(), None, "acknowledged");
+    assert_eq!(o.take(n).unwrap(), Some(msg(n - 1)));
+    assert!(o.ack(n - 1).unwrap());
+    assert_eq!(o.take(n - 1).unwrap(), None, "acknowledged");
     assert_eq!(o.fresh_len(), kept - 2);
-    for seq in 2..=98 {
+    for seq in 2..=n - 2 {
         assert_eq!(o.take(seq).unwrap(), Some(msg(seq - 1)), "{seq}");
     }
     assert_eq!(o.fresh_len(), 0);
     // A crash now: everything not acknowledged is on disk.
     drop(o);
     let (mut o, r) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
-    assert_eq!(r.messages, 99);
+    assert_eq!(r.messages, 399);
     assert_eq!(o.fresh_len(), 0);
-    assert_eq!(o.take(100).unwrap(), Some(msg(99)));
+    assert_eq!(o.take(n).unwrap(), Some(msg(n - 1)));
     drop(o);
     // Evicted while kept: gone from both.
     let small = tempfile::tempdir().unwrap();
