@@ -597,10 +597,21 @@ mod tests {
 
     #[test]
     fn a_remembered_row_is_the_one_the_scan_finds_even_past_the_bound() {
-        let names = ["temperature", "Temperature", "CO2_PPM", "battery_v", "gas", "x"];
+        let names = [
+            "temperature",
+            "Temperature",
+            "CO2_PPM",
+            "battery_v",
+            "gas",
+            "x",
+        ];
         for _ in 0..2 {
             for name in names {
-                assert_eq!(row_of(name).map(|r| r.unit), scan(name).map(|i| TABLE[usize::from(i)].unit), "{name}");
+                assert_eq!(
+                    row_of(name).map(|r| r.unit),
+                    scan(name).map(|i| TABLE[usize::from(i)].unit),
+                    "{name}"
+                );
             }
         }
         assert_eq!(known("Temperature").unit, "°C");
