@@ -65,18 +65,17 @@ impl SeededHasher {
     }
 }
 
+// Loads by `first_chunk`, not `copy_from_slice`: without LTO the latter
+// stayed a call per word (`copy_from_slice_impl`), most of a short key's
+// hash (issue 69). Callers pass at least the word's length.
 #[inline]
 fn read_u64(bytes: &[u8]) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[..8]);
-    u64::from_le_bytes(word)
+    bytes.first_chunk().map_or(0, |w| u64::from_le_bytes(*w))
 }
 
 #[inline]
 fn read_u32(bytes: &[u8]) -> u32 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[..4]);
-    u32::from_le_bytes(word)
+    bytes.first_chunk().map_or(0, |w| u32::from_le_bytes(*w))
 }
 
 impl Hasher for SeededHasher {

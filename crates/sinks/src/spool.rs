@@ -150,13 +150,14 @@ impl Spool {
         self.held.is_empty() && self.outbox.is_durable()
     }
 
-    /// Reads one stored message; a failure is counted.
+    /// Reads one stored message to send it (see [`Outbox::take`]: one just
+    /// stored comes from memory); a failure is counted.
     ///
     /// # Errors
     /// The outbox could not read it.
-    pub fn read(&self, seq: u64) -> Result<Option<OutboundMessage>, OutboxError> {
+    pub fn read(&mut self, seq: u64) -> Result<Option<OutboundMessage>, OutboxError> {
         self.outbox
-            .read(seq)
+            .take(seq)
             .inspect_err(|_| self.m.storage_errors.inc())
     }
 

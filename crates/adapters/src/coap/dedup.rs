@@ -47,8 +47,10 @@ pub struct Dedup {
     /// Every datagram is looked up and inserted: SipHash was a tenth of a
     /// datagram's cost. Keys are the sender's, so seeded per process.
     entries: HashMap<Key, (Option<Vec<u8>>, Instant), SeededState>,
-    /// Keys in insertion order, for eviction.
-    order: VecDeque<Key>,
+    /// Keys in insertion order, for eviction, with the expiry they were
+    /// inserted with: the front is let be without a look-up while that is
+    /// ahead and the cache has room (a renewal only comes after it).
+    order: VecDeque<(Key, Instant)>,
 }
 
 impl Dedup {
@@ -82,25 +84,22 @@ impl Dedup {
     ) {
         // Expired entries at the front go first; entries are nearly in
         // expiry order (two lifetimes), so this finds almost all of them.
-        while let Some(key) = self.order.front() {
-            let expired = self.entries.get(key).is_none_or(|(_, e)| *e <= now);
-            if !expired && self.order.len() < self.capacity {
+        while let Some((key, inserted_expiry)) = self.order.front() {
+            let room = self.order.len() < self.capacity;
+            if room
+                && (*inserted_expiry > now
+                    || self.entries.get(key).is_some_and(|(_, e)| *e > now))
+            {
                 break;
             }
-            if let Some(key) = self.order.pop_front() {
+            if let Some((key, _)) = self.order.pop_front() {
                 self.entries.remove(&key);
             }
         }
         let key = Key(peer, mid);
-        if self
-            .entries
-            .insert(
-                key,
-                (reply, gateway_core::deadline::after_std(now, lifetime)),
-            )
-            .is_none()
-        {
-            self.order.push_back(key);
+        let expires = gateway_core::deadline::after_std(now, lifetime);
+        if self.entries.insert(key, (reply, expires)).is_none() {
+            self.order.push_back((key, expires));
         }
     }
 
@@ -135,5 +134,31 @@ mod tests {
         assert_eq!(d.len(), 3);
         assert_eq!(d.get(peer, 9, t0), Some(None));
         assert_eq!(d.get(peer, 2, t0), None, "the oldest left first");
+    }
+
+    /// Expired entries leave when the next insert comes, without the cache
+    /// being full; an exchange renewed after its expiry stays for its new
+    /// lifetime.
+    #[test]
+    fn the_expired_leave_and_a_renewed_exchange_stays() {
+        let peer: SocketAddr = "[::1]:5683".parse().unwrap();
+        let t0 = Instant::now();
+        let mut d = Dedup::new(100);
+        for mid in 0..10 {
+            d.insert(peer, mid, None, t0, NON_LIFETIME);
+        }
+        let later = t0 + NON_LIFETIME;
+        d.insert(peer, 0, Some(vec![7]), later, EXCHANGE_LIFETIME);
+        assert_eq!(d.get(peer, 0, later), Some(Some(vec![7])));
+        d.insert(peer, 50, None, later, NON_LIFETIME);
+        // 0 renewed stays at the front and holds the expired behind it
+        // until it expires itself; both answers are right meanwhile.
+        assert_eq!(d.get(peer, 1, later), None);
+        assert_eq!(d.get(peer, 0, later), Some(Some(vec![7])));
+        let end = later + EXCHANGE_LIFETIME;
+        d.insert(peer, 51, None, end, NON_LIFETIME);
+        assert_eq!(d.len(), 1, "everything expired left");
+        assert_eq!(d.get(peer, 51, end), Some(None));
+        assert_eq!(d.get(peer, 0, end), None);
     }
 }

@@ -11,6 +11,7 @@
 //! every later commit. Measured against both in `docs/outbox.md`
 //! (`bench/outbox-compare/`).
 
+mod fresh;
 pub mod record;
 mod store;
 

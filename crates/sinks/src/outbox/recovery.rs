@@ -63,6 +63,7 @@ impl Outbox {
             next_seq: 1,
             next_segment_id: 1,
             bytes: 0,
+            fresh: Default::default(),
         };
         let mut recovery = Recovery::default();
         for id in &ids {

@@ -20,6 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::fresh::Fresh;
 use super::record::{self, Decoded, Record};
 use gateway_core::config::FullPolicy;
 use gateway_core::state_file::FileError;
@@ -126,6 +127,8 @@ pub struct Outbox {
     next_segment_id: u64,
     /// Bytes on disk (all segments), or of live messages in memory.
     bytes: u64,
+    /// What was just written, for its first read.
+    fresh: Fresh,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -152,6 +155,7 @@ impl Outbox {
             next_seq: 1,
             next_segment_id: 1,
             bytes: 0,
+            fresh: Fresh::default(),
         }
     }
 
@@ -519,8 +523,9 @@ impl Outbox {
         }
         self.write_active(&run.buf, true)?;
         let segment = self.segments.back().map_or(0, |s| s.id);
-        for (seq, offset, len) in run.pending.drain(..) {
+        for ((seq, offset, len), msg) in run.pending.drain(..).zip(run.msgs.drain(..)) {
             self.index_on_disk(seq, segment, offset, len, created_ms);
+            self.fresh.keep(seq, msg);
             out.seqs.push(seq);
         }
         run.buf.clear();
@@ -615,6 +620,28 @@ impl Outbox {
             Decoded::Record(Record::Message { msg, .. }, _) => Some(msg),
             _ => None,
         })
+    }
+
+    /// [`Self::read`] for sending: a message just written comes from
+    /// memory, once (the same bytes: it is kept only once on disk and
+    /// synced); any other, or the same again, from its segment.
+    ///
+    /// # Errors
+    /// The segment could not be read.
+    pub fn take(&mut self, seq: u64) -> Result<Option<OutboundMessage>, OutboxError> {
+        let kept = self.fresh.take(seq);
+        if !self.index.contains_key(&seq) {
+            return Ok(None);
+        }
+        match kept {
+            Some(msg) => Ok(Some(msg)),
+            None => self.read(seq),
+        }
+    }
+
+    /// Messages kept in memory after their write, not yet taken.
+    pub fn fresh_len(&self) -> usize {
+        self.fresh.len()
     }
 
     /// Live messages.

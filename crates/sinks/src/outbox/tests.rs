@@ -231,3 +231,46 @@ fn memory_mode_applies_the_same_policy() {
     assert_eq!(*ids(&o).last().unwrap(), 499);
     assert!(!o.is_durable());
 }
+
+/// Issue 69: a message read for sending right after its write comes from
+/// memory, the same message, once; the disk still holds every one of
+/// them for a crash, and one acknowledged, expired or evicted is gone.
+#[test]
+fn a_message_just_written_is_taken_from_memory_once_and_stays_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut o, _) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    let n = 400;
+    let a = o.append((0..n).map(msg).collect(), 1000).unwrap();
+    assert_eq!(a.seqs.len(), 400);
+    let kept = o.fresh_len();
+    assert!(kept > 0 && kept < 400, "bounded: {kept}");
+    // The oldest were let go (read back from disk), the newest are kept.
+    assert_eq!(o.take(1).unwrap(), Some(msg(0)));
+    assert_eq!(o.fresh_len(), kept);
+    assert_eq!(o.take(n).unwrap(), Some(msg(n - 1)));
+    assert_eq!(o.fresh_len(), kept - 1);
+    // Taken once: again, it is read back, the same.
+    assert_eq!(o.take(n).unwrap(), Some(msg(n - 1)));
+    assert!(o.ack(n - 1).unwrap());
+    assert_eq!(o.take(n - 1).unwrap(), None, "acknowledged");
+    assert_eq!(o.fresh_len(), kept - 2);
+    for seq in 2..=n - 2 {
+        assert_eq!(o.take(seq).unwrap(), Some(msg(seq - 1)), "{seq}");
+    }
+    assert_eq!(o.fresh_len(), 0);
+    // A crash now: everything not acknowledged is on disk.
+    drop(o);
+    let (mut o, r) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    assert_eq!(r.messages, 399);
+    assert_eq!(o.fresh_len(), 0);
+    assert_eq!(o.take(n).unwrap(), Some(msg(n - 1)));
+    drop(o);
+    // Evicted while kept: gone from both.
+    let small = tempfile::tempdir().unwrap();
+    let (mut o2, _) = open(small.path(), settings(4 * 1024, FullPolicy::DropOldest));
+    let a = o2.append((0..200).map(msg).collect(), 0).unwrap();
+    assert!(a.evicted > 0);
+    let first = *a.seqs.first().unwrap();
+    assert!(o2.seqs_after(0, 1)[0] > first, "the oldest were evicted");
+    assert_eq!(o2.take(first).unwrap(), None);
+}
