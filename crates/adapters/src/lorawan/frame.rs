@@ -1,5 +1,7 @@
 //! LoRaWAN 1.0.x data frames: PHYPayload in, a verified and decrypted frame
-//! out, using the `lorawan` crate for parsing and the AES-CMAC/AES-CTR work.
+//! out. The AES-CMAC/AES-CTR work is ours ([`super::crypto`]), on keys
+//! expanded once per session; the `lorawan` crate builds frames for
+//! tests and is the reference our reading is compared with.
 //!
 //! Two steps, because the keys depend on the frame: [`peek`] reads the
 //! header without keys (the caller finds the device by DevAddr and
@@ -12,9 +14,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use lorawan::keys::AES128;
-use lorawan::parser::{self, DataHeader, DataPayload, PhyPayload};
+use lorawan::parser;
 
+use super::crypto::{data_mic_with, frm_cipher_in_place, Direction, SessionKeys};
 use super::mac::{self, MacCommand};
 
 /// MHDR (1) + FHDR without FOpts (7) + MIC (4): the shortest data frame.
@@ -205,7 +207,8 @@ pub fn peek(phy: &[u8]) -> Result<Peek, FrameError> {
 }
 
 /// Verifies the MIC with `nwk_s_key` and the full counter `fcnt`, then
-/// decrypts FRMPayload.
+/// decrypts FRMPayload. Expands both keys for this one frame: the uplink
+/// path keeps a session's [`SessionKeys`] and calls [`open_with`].
 ///
 /// # Errors
 /// What [`peek`] refuses, and [`FrameError::InvalidMic`].
@@ -215,60 +218,56 @@ pub fn open(
     app_s_key: &Key,
     fcnt: u32,
 ) -> Result<DataFrame, FrameError> {
+    open_with(phy, &SessionKeys::new(nwk_s_key, app_s_key), fcnt)
+}
+
+/// [`open`] with a session's keys expanded beforehand. Byte for byte what
+/// the `lorawan` crate's `validate_mic` and `decrypt` compute (a test
+/// compares the two on random frames and keys), without expanding the
+/// AES key schedule for each call or copying the frame.
+///
+/// # Errors
+/// What [`peek`] refuses, and [`FrameError::InvalidMic`].
+pub fn open_with(phy: &[u8], keys: &SessionKeys, fcnt: u32) -> Result<DataFrame, FrameError> {
     let head = peek(phy)?;
-    let nwk = AES128(nwk_s_key.0);
-    let app = AES128(app_s_key.0);
-    // The crate checks and decrypts in place: a copy on the stack for a
-    // frame of a LoRa radio's size (255 bytes at most), instead of a
-    // vector allocated and freed for every key tried.
-    let mut stack = [0u8; 256];
-    let mut heap;
-    let copy: &mut [u8] = match stack.get_mut(..phy.len()) {
-        Some(copy) => copy,
-        None => {
-            heap = phy.to_vec();
-            &mut heap
-        }
+    // peek(): len ≥ 12 and the FHDR with its FOpts fits before the MIC.
+    let mic_at = phy.len() - MIC_LEN;
+    // The direction bit of B0 and A_i is the MHDR's bit 5, as the crate
+    // reads it (set for the downlink MTypes).
+    let dir = if phy[0] & 0x20 == 0 {
+        Direction::Up
+    } else {
+        Direction::Down
     };
-    copy.copy_from_slice(phy);
-    let encrypted = match parser::parse(copy) {
-        Ok(PhyPayload::Data(DataPayload::Encrypted(p))) => p,
-        // peek() admitted only data frames of a sound length, so the crate
-        // should agree; if it does not, the frame is refused, not trusted.
-        _ => return Err(FrameError::Malformed),
-    };
-    if !encrypted.validate_mic(&nwk, fcnt) {
+    let mut mic = [0u8; MIC_LEN];
+    mic.copy_from_slice(&phy[mic_at..]);
+    if data_mic_with(&keys.nwk, dir, head.dev_addr, fcnt, &phy[..mic_at]) != mic {
         return Err(FrameError::InvalidMic);
     }
-    let fhdr = encrypted.fhdr();
-    let fctrl = fhdr.fctrl().raw_value();
-    let fopts = fhdr.data().to_vec();
+    let fctrl = phy[5];
+    let fport_at = MHDR_LEN + FHDR_MIN_LEN + usize::from(fctrl & 0x0F);
+    let fopts = &phy[MHDR_LEN + FHDR_MIN_LEN..fport_at];
     // Our own FPort: lorawan 0.9's `f_port()` says `None` when FPort is
     // present with an empty FRMPayload, which the spec allows
     // (lora-packet-empty-frmpayload). Decryption is unaffected: with no
     // FRMPayload bytes there is nothing to decrypt with either key.
-    let fport_at = MHDR_LEN + FHDR_MIN_LEN + fopts.len();
-    let fport = (phy.len() > fport_at + MIC_LEN)
-        .then(|| phy.get(fport_at).copied())
-        .flatten();
-    let decrypted = encrypted
-        .decrypt(Some(&nwk), Some(&app), fcnt)
-        .map_err(|_| FrameError::Malformed)?;
-    let bytes = decrypted.to_inner();
-    // FRMPayload sits between FPort and the MIC; peek() checked the bounds.
-    let start = fport_at + 1;
+    let fport = (mic_at > fport_at).then(|| phy[fport_at]);
     let payload = match fport {
-        Some(_) => bytes
-            .get(start..bytes.len() - MIC_LEN)
-            .ok_or(FrameError::Malformed)?
-            .to_vec(),
+        Some(port) => {
+            let mut payload = phy[fport_at + 1..mic_at].to_vec();
+            let key = if port == 0 { &keys.nwk } else { &keys.app };
+            // The crate's counter for the key stream: the high half of
+            // `fcnt` with the 16 bits on air (the same as `fcnt` for every
+            // counter [`full_fcnt`] gives).
+            let ctr = ((fcnt >> 16) << 16) ^ u32::from(head.fcnt16);
+            frm_cipher_in_place(key, dir, head.dev_addr, ctr, &mut payload);
+            payload
+        }
         None => Vec::new(),
     };
     // FPort 0 carries MAC commands in FRMPayload (then FOpts must be empty).
-    let mac_area = if fport == Some(0) { &payload } else { &fopts };
+    let mac_area = if fport == Some(0) { &payload[..] } else { fopts };
     let (mac_commands, rest) = mac::parse(mac_area, head.mtype.is_uplink());
-    let mut mic = [0u8; MIC_LEN];
-    mic.copy_from_slice(&phy[phy.len() - MIC_LEN..]); // peek(): len ≥ 12
     Ok(DataFrame {
         mtype: head.mtype,
         dev_addr: head.dev_addr,

@@ -15,6 +15,7 @@ use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
 use super::codecs::js::ScriptCodec;
 use super::codecs::CodecError;
 use super::config::{FcntReset, LorawanDevice};
+use super::crypto::SessionKeys;
 use super::dedup::Uplink;
 use super::fcnt::{FcntStore, StoreError};
 use super::frame::{self, DataFrame, FrameError};
@@ -22,14 +23,31 @@ use super::frame::{self, DataFrame, FrameError};
 /// The configured devices, by DevAddr.
 #[derive(Debug, Default)]
 pub struct Devices {
-    by_addr: HashMap<u32, Vec<LorawanDevice>>,
+    by_addr: HashMap<u32, Vec<Session>>,
+}
+
+/// A device with its session keys expanded. Both are made together, from
+/// the device, only in [`Devices::new`] and [`Devices::install`], and
+/// neither can be changed in place: a join replaces the whole entry, so
+/// the keys that verify a frame are always the current session's.
+#[derive(Debug)]
+struct Session {
+    device: LorawanDevice,
+    keys: SessionKeys,
+}
+
+impl Session {
+    fn new(device: LorawanDevice) -> Self {
+        let keys = SessionKeys::new(&device.nwk_s_key, &device.app_s_key);
+        Self { device, keys }
+    }
 }
 
 impl Devices {
     pub fn new(devices: Vec<LorawanDevice>) -> Self {
-        let mut by_addr: HashMap<u32, Vec<LorawanDevice>> = HashMap::new();
+        let mut by_addr: HashMap<u32, Vec<Session>> = HashMap::new();
         for d in devices {
-            by_addr.entry(d.dev_addr).or_default().push(d);
+            by_addr.entry(d.dev_addr).or_default().push(Session::new(d));
         }
         Self { by_addr }
     }
@@ -38,13 +56,13 @@ impl Devices {
     /// replaces the old one, whose DevAddr and keys stop verifying.
     pub fn install(&mut self, device: LorawanDevice) {
         for list in self.by_addr.values_mut() {
-            list.retain(|d| d.id != device.id);
+            list.retain(|s| s.device.id != device.id);
         }
         self.by_addr.retain(|_, list| !list.is_empty());
         self.by_addr
             .entry(device.dev_addr)
             .or_default()
-            .push(device);
+            .push(Session::new(device));
     }
 
     /// The device `id` whose uplink came from `dev_addr`.
@@ -52,13 +70,17 @@ impl Devices {
         self.by_addr
             .get(&dev_addr)?
             .iter()
+            .map(|s| &s.device)
             .find(|d| d.id.as_str() == id)
     }
 
     /// Whether a device has the id `id` (a scan: for downlink commands,
     /// not for uplinks).
     pub fn has_id(&self, id: &str) -> bool {
-        self.by_addr.values().flatten().any(|d| d.id.as_str() == id)
+        self.by_addr
+            .values()
+            .flatten()
+            .any(|s| s.device.id.as_str() == id)
     }
 }
 
@@ -171,10 +193,11 @@ enum Verdict {
     Reject(Rejected),
 }
 
-fn verify(device: &LorawanDevice, phy: &[u8], fcnt16: u16, last: Option<u32>) -> Option<Verdict> {
+fn verify(session: &Session, phy: &[u8], fcnt16: u16, last: Option<u32>) -> Option<Verdict> {
+    let device = &session.device;
     let next = last.map_or(0, |l| l.wrapping_add(1));
     let full = frame::full_fcnt(next, fcnt16);
-    let open = |fcnt| frame::open(phy, &device.nwk_s_key, &device.app_s_key, fcnt);
+    let open = |fcnt| frame::open_with(phy, &session.keys, fcnt);
     match (open(full), last) {
         (Ok(_), Some(last)) if full <= last => {
             return Some(Verdict::Reject(Rejected::Retransmission {
@@ -334,8 +357,9 @@ fn stage<'a>(
         .ok_or(Rejected::UnknownDevAddr(head.dev_addr))?;
     let (device, frame, reset) = candidates
         .iter()
-        .find_map(|d| {
-            verify(d, &uplink.phy, head.fcnt16, store.last(d.id.as_str())).map(|v| (d, v))
+        .find_map(|s| {
+            let last = store.last(s.device.id.as_str());
+            verify(s, &uplink.phy, head.fcnt16, last).map(|v| (&s.device, v))
         })
         .map(|(d, verdict)| match verdict {
             Verdict::Accept { frame, reset } => Ok((d, frame, reset)),

@@ -324,3 +324,24 @@ fn a_prepared_batch_is_judged_on_staged_counters_and_settled_by_its_write() {
     let prepared = prepare_batch(&[frame(2)], &devices, &mut store, &mut names);
     assert!(!prepared.needs_write());
 }
+
+/// A re-join that keeps the DevAddr but changes the keys: the expanded
+/// keys follow the session, so a frame under the old keys no longer
+/// verifies and the new session's does (a stale key schedule would
+/// accept the old session's frames).
+#[test]
+fn a_new_session_on_the_same_dev_addr_verifies_with_its_own_keys_only() {
+    const OTHER_NWK: &str = "000102030405060708090a0b0c0d0e0f";
+    let (old_nwk, new_nwk, app) = (key(LP_NWK), key(OTHER_NWK), key(LP_APP));
+    let codec = || DeviceCodec::Named(Codec::CompactI16);
+    let mut devices = Devices::new(vec![device("d", 7, LP_NWK, codec())]);
+    let mut store = FcntStore::in_memory();
+    let frame = |fcnt, nwk| uplink(seal(7, fcnt, 2, &hex("00d72d0172"), nwk, &app).unwrap());
+    assert_eq!(process(&frame(1, &old_nwk), &devices, &mut store).unwrap().fcnt, 1);
+
+    devices.install(device("d", 7, OTHER_NWK, codec()));
+    let stale = process(&frame(2, &old_nwk), &devices, &mut store).unwrap_err();
+    assert_eq!(stale.kind(), "invalid_mic", "{stale}");
+    assert_eq!(process(&frame(2, &new_nwk), &devices, &mut store).unwrap().fcnt, 2);
+    assert_eq!(devices.get(7, "d").map(|d| d.nwk_s_key), Some(new_nwk));
+}
