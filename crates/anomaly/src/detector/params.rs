@@ -61,7 +61,9 @@ pub struct Params {
     /// The second family, the adaptive-resonance categoriser of the
     /// series' recent shape (see `resonance`): a novel window fires when
     /// its mismatch is beyond this many deviations of the series' own
-    /// mismatches; infinite (the default) leaves it off.
+    /// mismatches; infinite leaves it off (on by default since it catches
+    /// faults of shape the first family misses on the building checks,
+    /// NAB and SKAB unmoved: `docs/anomaly-experiments.md`).
     pub resonance_tail: f64,
     /// ...its readings per sample of the window...
     pub resonance_down: u32,
@@ -92,8 +94,8 @@ impl Params {
         quiet: 100,
         half_hour_gain: 2.0,
         first_family: true,
-        resonance_tail: f64::INFINITY,
-        resonance_down: 4,
+        resonance_tail: 3.0,
+        resonance_down: 8,
         resonance_vigilance: 0.9,
         discord_tail: f64::INFINITY,
         discord_down: 8,
