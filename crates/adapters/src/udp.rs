@@ -67,6 +67,9 @@ mod batch {
         /// many as the last read filled, all of them again as soon as one
         /// read fills its offer.
         offer: usize,
+        /// Datagrams read by a call that then found the queue drained
+        /// (and answered `WouldBlock` to clear readiness).
+        drained_after: usize,
     }
 
     /// Slots offered at least.
@@ -82,6 +85,7 @@ mod batch {
                 slot,
                 got: Vec::with_capacity(slots),
                 offer: slots,
+                drained_after: 0,
             }
         }
 
@@ -89,13 +93,27 @@ mod batch {
         /// without waiting, and passes each to `each` in arrival order.
         /// Returns how many reads there were; `WouldBlock` (readiness
         /// cleared) when nothing was queued.
+        ///
+        /// A read that drains the queue clears the socket's readiness as
+        /// an empty one would: the next wait then sleeps until a datagram
+        /// comes, where it used to return at once for a `recvmmsg` that
+        /// only said `EAGAIN`, one wasted system call a wake-up (a third
+        /// of the Semtech adapter's `recvmmsg` calls, issue 69). tokio
+        /// clears only if no readiness event came since the read began, so
+        /// a datagram that arrives after it still wakes the next wait.
         pub(crate) fn try_recv_many(
             &mut self,
             socket: &UdpSocket,
             max: usize,
             each: impl FnMut(Read<'_>),
         ) -> io::Result<usize> {
-            socket.try_io(Interest::READABLE, || self.recv_now(socket, max, each))
+            self.drained_after = 0;
+            match socket.try_io(Interest::READABLE, || self.recv_now(socket, max, each)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.drained_after > 0 => {
+                    Ok(self.drained_after)
+                }
+                read => read,
+            }
         }
 
         #[cfg(target_os = "linux")]
@@ -148,10 +166,10 @@ mod batch {
                             });
                         }
                     }
-                    Err(Errno::EAGAIN) if reads == 0 => {
-                        return Err(io::ErrorKind::WouldBlock.into())
+                    Err(Errno::EAGAIN) => {
+                        self.drained_after = reads;
+                        return Err(io::ErrorKind::WouldBlock.into());
                     }
-                    Err(Errno::EAGAIN) => break,
                     Err(e) => {
                         each(Read::Error(e.into()));
                         reads += 1;
@@ -171,8 +189,10 @@ mod batch {
                     all
                 };
                 if drained {
-                    // The queue is drained; the next read would only say so.
-                    break;
+                    // The queue is drained; the next read would only say
+                    // so. Said here instead, readiness is cleared.
+                    self.drained_after = reads;
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
             }
             Ok(reads)
@@ -517,6 +537,35 @@ mod tests {
         }
         read_until(&server, &mut batch, 41, &mut got).await;
         assert_eq!(got, (0..=40u8).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_read_that_drains_the_queue_leaves_the_next_wait_for_a_new_datagram() {
+        use std::future::Future;
+        use std::task::Poll;
+        let (server, server_addr) = socket().await;
+        let (client, _) = socket().await;
+        client.connect(server_addr).await.unwrap();
+        let mut batch = RecvBatch::new(32, 8);
+        let mut got: Vec<u8> = Vec::new();
+        client.send(&[1]).await.unwrap();
+        client.send(&[2]).await.unwrap();
+        read_until(&server, &mut batch, 2, &mut got).await;
+        // The read found fewer than it offered room for: the queue is
+        // empty, so waiting again must not return at once for a read that
+        // would only say so.
+        let mut wait = std::pin::pin!(server.readable());
+        let ready_now =
+            std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx).is_ready())).await;
+        assert!(!ready_now, "readiness is cleared by a draining read");
+        // A datagram that comes later wakes the wait.
+        client.send(&[3]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .expect("the new datagram wakes the wait")
+            .unwrap();
+        read_until(&server, &mut batch, 3, &mut got).await;
+        assert_eq!(got, [1, 2, 3]);
     }
 
     /// Reads datagrams' first bytes into `got` until it holds `want`.
