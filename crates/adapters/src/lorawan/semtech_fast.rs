@@ -267,7 +267,7 @@ impl<'a> Fields<'a> {
             b"datr" => {
                 let datr = match v {
                     Value::Null => None,
-                    Value::Str(s) => Some(DataRate::Lora(s.to_string())),
+                    Value::Str(s) => Some(DataRate::Lora(super::text(s))),
                     Value::Num(_) => Some(DataRate::Fsk(int(&v)?)),
                 };
                 once(&mut self.datr, datr)
