@@ -67,6 +67,34 @@ mod batch {
         /// many as the last read filled, all of them again as soon as one
         /// read fills its offer.
         offer: usize,
+        /// Datagrams read by a call that then found the queue drained
+        /// (and answered `WouldBlock` to clear readiness).
+        drained_after: usize,
+        /// The socket's address family, looked up at its first read.
+        #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+        ipv6: Option<bool>,
+    }
+
+    #[cfg(target_os = "linux")]
+    type Headers = (
+        usize,
+        nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    );
+
+    #[cfg(target_os = "linux")]
+    thread_local! {
+        /// Each thread's `recvmmsg` headers, with how many slots they have,
+        /// kept between reads: made per wake-up they were about 4 300
+        /// instructions (three allocations, each header filled), several
+        /// datagrams' worth under a steady flow (issue 69). Not kept in the
+        /// [`RecvBatch`]: they hold raw pointers (not `Send`) and a receive
+        /// loop is a task that moves between threads. One set per address
+        /// family: the kernel writes back each address's length, which the
+        /// next read takes as the room for one, and every peer of a socket
+        /// of one family has an address of the same length (IPv4 peers of an
+        /// IPv6 socket are IPv4-mapped IPv6 addresses).
+        static HEADERS_V4: std::cell::RefCell<Option<Headers>> = const { std::cell::RefCell::new(None) };
+        static HEADERS_V6: std::cell::RefCell<Option<Headers>> = const { std::cell::RefCell::new(None) };
     }
 
     /// Slots offered at least.
@@ -82,6 +110,8 @@ mod batch {
                 slot,
                 got: Vec::with_capacity(slots),
                 offer: slots,
+                drained_after: 0,
+                ipv6: None,
             }
         }
 
@@ -89,18 +119,62 @@ mod batch {
         /// without waiting, and passes each to `each` in arrival order.
         /// Returns how many reads there were; `WouldBlock` (readiness
         /// cleared) when nothing was queued.
+        ///
+        /// A read that drains the queue clears the socket's readiness as
+        /// an empty one would: the next wait then sleeps until a datagram
+        /// comes, where it used to return at once for a `recvmmsg` that
+        /// only said `EAGAIN`, one wasted system call a wake-up (a third
+        /// of the Semtech adapter's `recvmmsg` calls, issue 69). tokio
+        /// clears only if no readiness event came since the read began, so
+        /// a datagram that arrives after it still wakes the next wait.
         pub(crate) fn try_recv_many(
             &mut self,
             socket: &UdpSocket,
             max: usize,
             each: impl FnMut(Read<'_>),
         ) -> io::Result<usize> {
-            socket.try_io(Interest::READABLE, || self.recv_now(socket, max, each))
+            self.drained_after = 0;
+            match socket.try_io(Interest::READABLE, || self.recv_now(socket, max, each)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.drained_after > 0 => {
+                    Ok(self.drained_after)
+                }
+                read => read,
+            }
         }
 
         #[cfg(target_os = "linux")]
         fn recv_now(
             &mut self,
+            socket: &UdpSocket,
+            max: usize,
+            each: impl FnMut(Read<'_>),
+        ) -> io::Result<usize> {
+            use nix::sys::socket::MultiHeaders;
+
+            let all = self.got.capacity();
+            let family = *self
+                .ipv6
+                .get_or_insert_with(|| socket.local_addr().is_ok_and(|a| a.is_ipv6()));
+            let cache = if family { &HEADERS_V6 } else { &HEADERS_V4 };
+            // Taken out of the cache, not borrowed: `each` runs meanwhile.
+            let kept = cache.with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.take()));
+            let mut headers = match kept {
+                Some((slots, headers)) if slots >= all => (slots, headers),
+                _ => (all, MultiHeaders::preallocate(all, None)),
+            };
+            let result = self.recv_with(&mut headers.1, socket, max, each);
+            cache.with(|c| {
+                if let Ok(mut c) = c.try_borrow_mut() {
+                    *c = Some(headers);
+                }
+            });
+            result
+        }
+
+        #[cfg(target_os = "linux")]
+        fn recv_with(
+            &mut self,
+            headers: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
             socket: &UdpSocket,
             max: usize,
             mut each: impl FnMut(Read<'_>),
@@ -109,22 +183,13 @@ mod batch {
             use std::os::fd::AsRawFd;
 
             use nix::errno::Errno;
-            use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+            use nix::sys::socket::{recvmmsg, MsgFlags};
 
             let all = self.got.capacity();
-            // Built per wake-up, not kept: the headers hold raw pointers (not
-            // `Send`), and the receive loop is a task that may move between
-            // threads. As many as offered: each is prepared here.
-            let mut prepared = self.offer.clamp(1, all);
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(prepared, None);
             let mut reads = 0;
             while reads < max {
                 self.got.clear();
                 let slots = self.offer.clamp(1, all);
-                if prepared < slots {
-                    headers = MultiHeaders::preallocate(slots, None);
-                    prepared = slots;
-                }
                 let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
                     .slab
                     .chunks_mut(self.slot)
@@ -134,7 +199,7 @@ mod batch {
                 let flags = MsgFlags::MSG_DONTWAIT;
                 match recvmmsg(
                     socket.as_raw_fd(),
-                    &mut headers,
+                    &mut *headers,
                     iovs.iter_mut(),
                     flags,
                     None,
@@ -148,10 +213,10 @@ mod batch {
                             });
                         }
                     }
-                    Err(Errno::EAGAIN) if reads == 0 => {
-                        return Err(io::ErrorKind::WouldBlock.into())
+                    Err(Errno::EAGAIN) => {
+                        self.drained_after = reads;
+                        return Err(io::ErrorKind::WouldBlock.into());
                     }
-                    Err(Errno::EAGAIN) => break,
                     Err(e) => {
                         each(Read::Error(e.into()));
                         reads += 1;
@@ -171,8 +236,10 @@ mod batch {
                     all
                 };
                 if drained {
-                    // The queue is drained; the next read would only say so.
-                    break;
+                    // The queue is drained; the next read would only say
+                    // so. Said here instead, readiness is cleared.
+                    self.drained_after = reads;
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
             }
             Ok(reads)
@@ -517,6 +584,72 @@ mod tests {
         }
         read_until(&server, &mut batch, 41, &mut got).await;
         assert_eq!(got, (0..=40u8).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_read_that_drains_the_queue_leaves_the_next_wait_for_a_new_datagram() {
+        use std::future::Future;
+        use std::task::Poll;
+        let (server, server_addr) = socket().await;
+        let (client, _) = socket().await;
+        client.connect(server_addr).await.unwrap();
+        let mut batch = RecvBatch::new(32, 8);
+        let mut got: Vec<u8> = Vec::new();
+        client.send(&[1]).await.unwrap();
+        client.send(&[2]).await.unwrap();
+        read_until(&server, &mut batch, 2, &mut got).await;
+        // The read found fewer than it offered room for: the queue is
+        // empty, so waiting again must not return at once for a read that
+        // would only say so.
+        let mut wait = std::pin::pin!(server.readable());
+        let ready_now =
+            std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx).is_ready())).await;
+        assert!(!ready_now, "readiness is cleared by a draining read");
+        // A datagram that comes later wakes the wait.
+        client.send(&[3]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .expect("the new datagram wakes the wait")
+            .unwrap();
+        read_until(&server, &mut batch, 3, &mut got).await;
+        assert_eq!(got, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn ipv4_and_ipv6_sockets_read_on_one_thread_give_whole_peer_addresses() {
+        let (v4, v4_addr) = socket().await;
+        let Ok(v6) = UdpSocket::bind("[::1]:0").await else {
+            return; // no IPv6 loopback here
+        };
+        let v6_addr = v6.local_addr().unwrap();
+        let (c4, c4_addr) = socket().await;
+        let c6 = UdpSocket::bind("[::1]:0").await.unwrap();
+        let c6_addr = c6.local_addr().unwrap();
+        let (mut b4, mut b6) = (RecvBatch::new(4, 8), RecvBatch::new(4, 8));
+        // Alternately, so each read follows one of the other family's.
+        for round in 0..3u8 {
+            c4.send_to(&[round], v4_addr).await.unwrap();
+            assert_eq!(peers(&v4, &mut b4).await, [c4_addr]);
+            c6.send_to(&[round], v6_addr).await.unwrap();
+            assert_eq!(peers(&v6, &mut b6).await, [c6_addr], "round {round}");
+        }
+    }
+
+    /// The peers of what one wake-up of `server` reads.
+    async fn peers(server: &UdpSocket, batch: &mut RecvBatch) -> Vec<SocketAddr> {
+        loop {
+            server.readable().await.unwrap();
+            let mut got = Vec::new();
+            let each = |r: Read<'_>| match r {
+                Read::Datagram(_, how) => got.push(how.peer.expect("a whole address")),
+                Read::Error(e) => panic!("{e}"),
+            };
+            match batch.try_recv_many(server, 8, each) {
+                Ok(_) => return got,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     /// Reads datagrams' first bytes into `got` until it holds `want`.

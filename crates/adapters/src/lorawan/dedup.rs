@@ -13,8 +13,9 @@
 //! costs at most `capacity` pending entries; beyond that new frames are
 //! refused (and counted by the caller) rather than older ones lost.
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use gateway_core::Timestamp;
@@ -80,13 +81,72 @@ pub enum Offer {
 }
 
 /// Frames waiting for their window to close.
+///
+/// Each frame's bytes are held once, in its [`Uplink`], in a queue in
+/// arrival order (hence deadline order); an index maps a keyed hash of the
+/// bytes to the frames' places in the queue. A table keyed by the bytes
+/// needed a second copy of them in the queue of deadlines (an allocation
+/// and a copy an uplink) and hashed them twice (issue 69).
 #[derive(Debug)]
 pub struct Dedup {
     window: Duration,
     capacity: usize,
-    pending: HashMap<Vec<u8>, Uplink>,
-    /// Window ends in arrival order, hence in deadline order.
-    deadlines: VecDeque<(Instant, Vec<u8>)>,
+    /// Keyed (SipHash, a random key): a flood of frames made to collide
+    /// in the index cannot be computed without it.
+    hasher: RandomState,
+    /// Frames waiting, oldest first.
+    waiting: VecDeque<Waiting>,
+    /// The sequence number of `waiting`'s front; each frame gets the next.
+    front: u64,
+    /// Frames by the hash of their bytes: their sequence numbers.
+    index: HashMap<u64, Places, BuildHasherDefault<Prehashed>>,
+    /// Tests only: hash every frame by its length, so frames collide.
+    #[cfg(test)]
+    collide: bool,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    deadline: Instant,
+    hash: u64,
+    up: Uplink,
+}
+
+/// The sequence numbers of the waiting frames with one hash, oldest
+/// first: almost always one, and then no allocation.
+#[derive(Debug)]
+enum Places {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Places {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Self::One(seq) => std::slice::from_ref(seq),
+            Self::Many(seqs) => seqs,
+        }
+    }
+}
+
+/// The index's keys are hashes already: used as they are.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl Dedup {
@@ -94,14 +154,26 @@ impl Dedup {
         Self {
             window,
             capacity: capacity.max(1),
-            pending: HashMap::new(),
-            deadlines: VecDeque::new(),
+            hasher: RandomState::new(),
+            waiting: VecDeque::new(),
+            front: 0,
+            index: HashMap::default(),
+            #[cfg(test)]
+            collide: false,
         }
     }
 
+    fn hash(&self, phy: &[u8]) -> u64 {
+        #[cfg(test)]
+        if self.collide {
+            return phy.len() as u64;
+        }
+        self.hasher.hash_one(phy)
+    }
+
     /// Adds one reception of `phy`, heard at `now` (wall time `arrival`).
-    /// `phy` is taken as is (a `Vec` costs no copy) and kept as the key;
-    /// the [`Uplink`]'s own `phy` is filled from it when the window closes.
+    /// `phy` is taken as is (a `Vec` costs no copy) and kept in the
+    /// [`Uplink`].
     pub fn offer(
         &mut self,
         phy: impl Into<Vec<u8>> + AsRef<[u8]>,
@@ -109,18 +181,33 @@ impl Dedup {
         arrival: Timestamp,
         now: Instant,
     ) -> Offer {
-        // One hash of the frame for the lookup and the insert.
-        let full = self.pending.len() >= self.capacity;
-        let slot = match self.pending.entry(phy.into()) {
-            Entry::Occupied(mut waiting) => {
-                waiting.get_mut().add(rx);
-                return Offer::Duplicate;
+        let hash = self.hash(phy.as_ref());
+        if let Some(places) = self.index.get(&hash) {
+            for seq in places.as_slice() {
+                let at = seq.checked_sub(self.front).map(usize::try_from);
+                if let Some(w) = at.and_then(Result::ok).and_then(|at| self.waiting.get_mut(at)) {
+                    if w.up.phy == phy.as_ref() {
+                        w.up.add(rx);
+                        return Offer::Duplicate;
+                    }
+                }
             }
-            Entry::Vacant(_) if full => return Offer::Full,
-            Entry::Vacant(slot) => slot,
-        };
+        }
+        if self.waiting.len() >= self.capacity {
+            return Offer::Full;
+        }
+        let seq = self.front + self.waiting.len() as u64;
+        match self.index.get_mut(&hash) {
+            None => {
+                self.index.insert(hash, Places::One(seq));
+            }
+            Some(places) => match places {
+                Places::One(first) => *places = Places::Many(vec![*first, seq]),
+                Places::Many(seqs) => seqs.push(seq),
+            },
+        }
         let mut up = Uplink {
-            phy: Vec::new(),
+            phy: phy.into(),
             gateways: Vec::with_capacity(1),
             rssi: None,
             snr: None,
@@ -129,50 +216,65 @@ impl Dedup {
             first_heard: now,
         };
         up.add(rx);
-        let deadline = gateway_core::deadline::after(now, self.window);
-        self.deadlines.push_back((deadline, slot.key().clone()));
-        slot.insert(up);
+        self.waiting.push_back(Waiting {
+            deadline: gateway_core::deadline::after(now, self.window),
+            hash,
+            up,
+        });
         Offer::New
     }
 
-    /// The pending uplink of `phy`, out of the table, with its frame.
-    fn take(&mut self, phy: &[u8]) -> Option<Uplink> {
-        let (phy, mut up) = self.pending.remove_entry(phy)?;
-        up.phy = phy;
-        Some(up)
+    /// The oldest waiting frame, out of the queue and the index.
+    fn pop_front(&mut self) -> Option<Uplink> {
+        let w = self.waiting.pop_front()?;
+        let seq = self.front;
+        self.front += 1;
+        if let Some(places) = self.index.get_mut(&w.hash) {
+            match places {
+                Places::One(_) => {
+                    self.index.remove(&w.hash);
+                }
+                Places::Many(seqs) => {
+                    // The oldest of the queue is the oldest of its hash.
+                    seqs.retain(|s| *s != seq);
+                    if let [only] = seqs[..] {
+                        *places = Places::One(only);
+                    }
+                }
+            }
+        }
+        Some(w.up)
     }
 
     /// When the oldest window closes.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.front().map(|(at, _)| *at)
+        self.waiting.front().map(|w| w.deadline)
     }
 
     /// The oldest frame whose window has closed by `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Uplink> {
-        let (at, _) = self.deadlines.front()?;
-        if *at > now {
+        if self.waiting.front()?.deadline > now {
             return None;
         }
-        let (_, phy) = self.deadlines.pop_front()?;
-        self.take(&phy)
+        self.pop_front()
     }
 
     /// Every waiting frame, oldest first, windows closed or not (shutdown).
     pub fn drain(&mut self) -> Vec<Uplink> {
-        let mut out = Vec::new();
-        while let Some((_, phy)) = self.deadlines.pop_front() {
-            out.extend(self.take(&phy));
+        let mut out = Vec::with_capacity(self.waiting.len());
+        while let Some(up) = self.pop_front() {
+            out.push(up);
         }
         out
     }
 
     /// Frames waiting.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.waiting.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.waiting.is_empty()
     }
 }
 
@@ -261,5 +363,99 @@ mod tests {
         let all: Vec<Vec<u8>> = d.drain().into_iter().map(|u| u.phy).collect();
         assert_eq!(all, [b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(d.len(), 0);
+    }
+
+    /// The table keyed by the frame's bytes this queue and index replaced,
+    /// kept as the reference: the same offers and pops must give the same
+    /// answers and uplinks.
+    struct Reference {
+        window: Duration,
+        capacity: usize,
+        pending: HashMap<Vec<u8>, Uplink>,
+        deadlines: VecDeque<(Instant, Vec<u8>)>,
+    }
+
+    impl Reference {
+        fn offer(&mut self, phy: &[u8], rx: Reception, arrival: Timestamp, now: Instant) -> Offer {
+            if let Some(up) = self.pending.get_mut(phy) {
+                up.add(rx);
+                return Offer::Duplicate;
+            }
+            if self.pending.len() >= self.capacity {
+                return Offer::Full;
+            }
+            let mut up = Uplink {
+                phy: phy.to_vec(),
+                gateways: Vec::new(),
+                rssi: None,
+                snr: None,
+                received: arrival,
+                heard: Vec::new(),
+                first_heard: now,
+            };
+            up.add(rx);
+            self.pending.insert(phy.to_vec(), up);
+            self.deadlines
+                .push_back((gateway_core::deadline::after(now, self.window), phy.to_vec()));
+            Offer::New
+        }
+
+        fn pop_due(&mut self, now: Instant) -> Option<Uplink> {
+            if self.deadlines.front()?.0 > now {
+                return None;
+            }
+            let (_, phy) = self.deadlines.pop_front()?;
+            self.pending.remove(&phy)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_and_index_answer_as_the_table_keyed_by_bytes() {
+        for collide in [false, true] {
+            let mut state = 0x6969_u64 + u64::from(collide);
+            let mut next = |below: u64| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % below
+            };
+            let window = Duration::from_millis(200);
+            let mut d = Dedup::new(window, 12);
+            d.collide = collide;
+            let mut r = Reference {
+                window,
+                capacity: 12,
+                pending: HashMap::new(),
+                deadlines: VecDeque::new(),
+            };
+            let (mut offers, mut pops) = (0, 0);
+            for _ in 0..20_000 {
+                if next(10) < 6 {
+                    // Few distinct frames of few lengths: copies, frames
+                    // of one length (one hash when colliding), a full queue.
+                    let len = next(4);
+                    let phy: Vec<u8> = (0..len).map(|_| next(3) as u8).collect();
+                    let (gw, rssi, snr) = (next(4) as u8, next(80) as i16 - 120, next(30) as f64 - 20.0);
+                    let reception = rx(gw, rssi, snr);
+                    let now = Instant::now();
+                    let want = r.offer(&phy, reception.clone(), t(), now);
+                    assert_eq!(d.offer(phy.clone(), reception, t(), now), want, "{phy:?}");
+                    offers += 1;
+                } else if next(2) == 0 {
+                    let now = Instant::now();
+                    assert_eq!(d.pop_due(now), r.pop_due(now));
+                    pops += 1;
+                } else {
+                    advance(Duration::from_millis(next(60))).await;
+                }
+                assert_eq!(d.len(), r.pending.len());
+                assert_eq!(d.next_deadline(), r.deadlines.front().map(|(at, _)| *at));
+            }
+            assert!(offers > 10_000 && pops > 3_000);
+            let rest: Vec<Vec<u8>> = d.drain().into_iter().map(|u| u.phy).collect();
+            let want: Vec<Vec<u8>> = r.deadlines.iter().map(|(_, p)| p.clone()).collect();
+            assert_eq!(rest, want);
+            assert!(d.index.is_empty(), "nothing left in the index");
+        }
     }
 }

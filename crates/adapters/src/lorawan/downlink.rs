@@ -206,7 +206,7 @@ pub struct Heard {
     /// Concentrator counter at the end of the uplink, µs.
     pub tmst: Option<u32>,
     pub freq: Option<f64>,
-    pub datr: Option<String>,
+    pub datr: Option<super::semtech::Text>,
     pub rfch: Option<u8>,
 }
 

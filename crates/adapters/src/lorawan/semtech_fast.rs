@@ -22,12 +22,15 @@ pub(super) fn push_data(body: &[u8]) -> Option<PushData> {
     }
     r.byte(b':')?;
     r.byte(b'[')?;
-    let mut entries = Vec::new();
+    // Each entry converted as it is read, into a list sized for the one
+    // most PUSH_DATA carry: a list of raw entries converted afterwards was
+    // a second allocation and a copy of each entry.
+    let mut entries = Vec::with_capacity(1);
     if r.peek()? == b']' {
         r.at += 1;
     } else {
         loop {
-            entries.push(r.entry()?);
+            entries.push(rxpk(r.entry()?));
             match r.next()? {
                 b',' => continue,
                 b']' => break,
@@ -41,7 +44,7 @@ pub(super) fn push_data(body: &[u8]) -> Option<PushData> {
         return None;
     }
     Some(PushData {
-        rxpk: entries.into_iter().map(rxpk).collect(),
+        rxpk: entries,
         stat: None,
     })
 }
@@ -267,7 +270,7 @@ impl<'a> Fields<'a> {
             b"datr" => {
                 let datr = match v {
                     Value::Null => None,
-                    Value::Str(s) => Some(DataRate::Lora(s.to_string())),
+                    Value::Str(s) => Some(DataRate::Lora(super::text(s))),
                     Value::Num(_) => Some(DataRate::Fsk(int(&v)?)),
                 };
                 once(&mut self.datr, datr)

@@ -592,3 +592,25 @@ fn the_table_decoder_reads_base64_as_the_crate_does() {
     }
     assert!(checked > 20_000, "{checked}");
 }
+
+#[test]
+fn known_rxpk_texts_are_static_and_others_kept_as_sent() {
+    use std::borrow::Cow;
+    for known in KNOWN_TEXTS {
+        assert!(matches!(text(*known), Cow::Borrowed(b) if b == *known), "{known}");
+        assert!(matches!(text(known.to_string()), Cow::Borrowed(b) if b == *known));
+    }
+    for other in ["sf7bw125", "LoRa", "4/5 ", "", "SF7BW12", "SF7BW1250", "é"] {
+        let t = text(other);
+        assert!(matches!(t, Cow::Owned(_)), "{other}");
+        assert_eq!(t, other);
+    }
+    // Both readers keep an unknown spelling as sent.
+    let body = br#"{"rxpk":[{"tmst":1,"stat":1,"modu":"LoRa","datr":"sf7bw125","codr":"4/5","size":1,"data":"AA=="}]}"#;
+    let read = super::push_data(body).unwrap();
+    let rx = only_rxpk(&read).clone();
+    assert_eq!(rx.modu.as_deref(), Some("LoRa"));
+    assert_eq!(rx.codr.as_deref(), Some("4/5"));
+    assert_eq!(rx.datr, Some(DataRate::Lora("sf7bw125".into())));
+    assert_eq!(push_data_serde(body).unwrap(), read);
+}

@@ -371,6 +371,7 @@ impl Server {
                                 Err(e) => self.report(e.kind(), &pushed.peer.to_string(), &e.to_string()),
                             }
                         }
+                        rx.recycle(batch);
                     }
                     None => break,
                 },

@@ -123,6 +123,29 @@ async fn the_queue_holds_datagrams_not_batches_and_gives_back_what_does_not_fit(
     assert!(tx.send(batch_of(1)).is_err(), "the processor is gone");
 }
 
+#[tokio::test]
+async fn a_recycled_batch_comes_back_empty_and_holds_only_what_is_added_again() {
+    let (tx, mut rx) = queue();
+    let peer: SocketAddr = "127.0.0.1:1700".parse().unwrap();
+    assert!(tx.send(batch_of(3)).unwrap().is_empty());
+    let read = rx.recv().await.unwrap();
+    let bodies_at = read.bodies.as_ptr();
+    rx.recycle(read);
+    let mut again = tx.empty_batch();
+    assert_eq!(again.bodies.as_ptr(), bodies_at, "the same buffer, not a new one");
+    assert_eq!(again.len(), 0, "nothing of the last read is left");
+    again.add(GatewayEui(EUI), peer, b"{\"rxpk\":[]}");
+    assert!(tx.send(again).unwrap().is_empty());
+    let got = rx.recv().await.unwrap();
+    let bodies: Vec<&[u8]> = got.iter().map(|(_, b)| b).collect();
+    assert_eq!(bodies, [&b"{\"rxpk\":[]}"[..]]);
+    // A batch grown past the bound is freed, not kept.
+    let mut big = tx.empty_batch();
+    big.add(GatewayEui(EUI), peer, &vec![b' '; 100_000]);
+    rx.recycle(big);
+    assert!(tx.empty_batch().bodies.capacity() < 100_000);
+}
+
 struct Running {
     adapter: SocketAddr,
     telemetry: Telemetry,

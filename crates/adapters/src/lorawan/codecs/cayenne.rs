@@ -165,7 +165,7 @@ mod tests {
     fn values(pairs: &[(&str, f64)]) -> Vec<DecodedValue> {
         pairs
             .iter()
-            .map(|(m, v)| DecodedValue::new(*m, *v))
+            .map(|(m, v)| DecodedValue::new(m.to_string(), *v))
             .collect()
     }
 

@@ -46,7 +46,7 @@ pub(super) fn decode_lht65(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError
     let ext_type = ext & 0x0F;
     let disconnected = ext & 0x80 != 0;
     let mut out = Vec::new();
-    let mut push = |metric: &str, value: f64| out.push(DecodedValue::new(metric, value));
+    let mut push = |metric: &'static str, value: f64| out.push(DecodedValue::new(metric, value));
     let probe = |at: usize| {
         let raw = be16(bytes, at) as i16;
         (raw != PROBE_ABSENT).then(|| scaled(f64::from(raw), 0.01))

@@ -106,7 +106,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError> {
                 len: bytes.len(),
             })?;
         at += size;
-        let mut push = |metric: &str, v: f64| {
+        let mut push = |metric: &'static str, v: f64| {
             let metric = unique_metric(&out, metric);
             out.push(DecodedValue::new(metric, v));
         };

@@ -284,7 +284,7 @@ mod tests {
     }
 
     fn v(metric: &str, value: f64) -> DecodedValue {
-        DecodedValue::new(metric, value)
+        DecodedValue::new(metric.to_string(), value)
     }
 
     #[test]

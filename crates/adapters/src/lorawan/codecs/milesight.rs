@@ -78,7 +78,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError> {
             offset: at,
         })?;
         at += 2;
-        let mut push = |metric: &str, v: f64| {
+        let mut push = |metric: &'static str, v: f64| {
             let metric = unique_metric(&out, metric);
             out.push(DecodedValue::new(metric, v));
         };

@@ -31,6 +31,7 @@ mod seed;
 
 pub use layout::{Endian, FieldSpec, FieldType, LayoutError, StructLayout};
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,8 +39,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// One value a codec found in a payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedValue {
-    /// Metric name, snake_case (`temperature`, `temperature_3`).
-    pub metric: String,
+    /// Metric name, snake_case (`temperature`, `temperature_3`): the
+    /// codecs' own names are static, not a `String` made for each value
+    /// (three allocations an uplink of a typical sensor, issue 69).
+    pub metric: Cow<'static, str>,
     /// Always finite: every codec scales integers, so there is no NaN path.
     pub value: f64,
     /// Event time in milliseconds since the Unix epoch, when the payload
@@ -48,7 +51,7 @@ pub struct DecodedValue {
 }
 
 impl DecodedValue {
-    fn new(metric: impl Into<String>, value: f64) -> Self {
+    fn new(metric: impl Into<Cow<'static, str>>, value: f64) -> Self {
         Self {
             metric: metric.into(),
             value,
@@ -265,14 +268,14 @@ pub fn deprecated_names_in_use() -> Vec<String> {
 /// `base`, or `base_2`, `base_3`... when the payload already gave a value
 /// of that name: a sensor may repeat a type (two external probes), and a
 /// second value under the same name would overwrite the first downstream.
-fn unique_metric(out: &[DecodedValue], base: &str) -> String {
+fn unique_metric(out: &[DecodedValue], base: &'static str) -> Cow<'static, str> {
     if !out.iter().any(|v| v.metric == base) {
-        return base.to_string();
+        return Cow::Borrowed(base);
     }
     (2..)
         .map(|n| format!("{base}_{n}"))
         .find(|name| !out.iter().any(|v| v.metric == *name))
-        .unwrap_or_else(|| base.to_string())
+        .map_or(Cow::Borrowed(base), Cow::Owned)
 }
 
 /// `raw × scale` rounded to the scale's decimals (0.5 → 1, 0.01 → 2):
@@ -390,7 +393,7 @@ mod tests {
     pub(super) fn values(pairs: &[(&str, f64)]) -> Vec<DecodedValue> {
         pairs
             .iter()
-            .map(|(m, v)| DecodedValue::new(*m, *v))
+            .map(|(m, v)| DecodedValue::new(m.to_string(), *v))
             .collect()
     }
 

@@ -74,7 +74,7 @@ pub(super) fn decode_batch(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError
             // u32 + u16 seconds, in ms, fits an i64 with room to spare.
             let seconds = i64::from(base) + i64::from(delta);
             Ok(DecodedValue {
-                metric: "value".to_string(),
+                metric: "value".into(),
                 value: f64::from(value) / 10.0,
                 time_ms: Some(seconds * 1000),
             })
@@ -88,12 +88,12 @@ mod tests {
     use super::*;
 
     fn v(metric: &str, value: f64) -> DecodedValue {
-        DecodedValue::new(metric, value)
+        DecodedValue::new(metric.to_string(), value)
     }
 
     fn at(value: f64, seconds: i64) -> DecodedValue {
         DecodedValue {
-            metric: "value".to_string(),
+            metric: "value".into(),
             value,
             time_ms: Some(seconds * 1000),
         }
