@@ -26,6 +26,10 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// gateway holds a few hundred KB free, which its next readings reuse.
 pub const RELEASE_ABOVE: usize = 1 << 20;
 
+/// How long the caches are given to empty themselves (on their owners'
+/// tasks, woken by the ask) before the free pages are released.
+pub const LET_GO_BEFORE_TRIM: Duration = Duration::from_millis(50);
+
 /// Counts releases as `edge_gateway_heap_releases_total`.
 pub struct HeapTrimmer {
     releases: Counter,
@@ -38,25 +42,33 @@ impl HeapTrimmer {
         }
     }
 
-    /// One check, on a blocking thread: the release locks each arena in
-    /// turn and must not stall a runtime worker while it does.
+    /// One check. When the allocator holds [`RELEASE_ABOVE`] free (a burst
+    /// has passed), the caches of recent things are asked to let go first
+    /// (`gateway_core::cache_release`): what they kept from the burst's end
+    /// splits the free memory into holes no page of which is whole, which
+    /// the release cannot give back. The allocator's calls run on a
+    /// blocking thread: the release locks each arena in turn and must not
+    /// stall a runtime worker while it does.
     pub async fn check(&self) {
-        match tokio::task::spawn_blocking(|| release_if_holding(RELEASE_ABOVE)).await {
-            Ok(Some(held)) => {
+        let held = match tokio::task::spawn_blocking(memory_release::heap::free_bytes_held).await {
+            Ok(Some(held)) if held >= RELEASE_ABOVE => held,
+            Ok(_) => return,
+            Err(e) => {
+                debug!(error = %e, "Heap check did not run.");
+                return;
+            }
+        };
+        gateway_core::cache_release::ask();
+        tokio::time::sleep(LET_GO_BEFORE_TRIM).await;
+        match tokio::task::spawn_blocking(memory_release::heap::release_free_pages).await {
+            Ok(true) => {
                 self.releases.inc();
                 debug!(free_bytes = held, "Gave the allocator's free pages back.");
             }
-            Ok(None) => {}
-            Err(e) => debug!(error = %e, "Heap check did not run."),
+            Ok(false) => {}
+            Err(e) => debug!(error = %e, "Heap release did not run."),
         }
     }
-}
-
-/// Releases the free pages when at least `threshold` bytes are held free;
-/// the bytes that were held, when it did.
-pub fn release_if_holding(threshold: usize) -> Option<usize> {
-    let held = memory_release::heap::free_bytes_held()?;
-    (held >= threshold && memory_release::heap::release_free_pages()).then_some(held)
 }
 
 /// How long after `Gateway::start` returns the start-up code is released.
@@ -88,15 +100,5 @@ pub fn release_startup_code(code: &StartupCode) {
         Err(e) => {
             warn!(error = %e, "Could not release the start-up code's pages; running with them resident.")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nothing_is_released_below_the_threshold() {
-        assert_eq!(release_if_holding(usize::MAX), None);
     }
 }
