@@ -419,7 +419,7 @@ mod tests {
         let throttle = LogThrottle::default();
         let now = Timestamp::from_millis(1_763_719_200_000).unwrap();
         let mut cache = TopicCache::default();
-        let mut run = |cache: &mut TopicCache, topic: &str| {
+        let run = |cache: &mut TopicCache, topic: &str| {
             readings(dispatch_cached(
                 &c,
                 topic,
