@@ -275,6 +275,12 @@ impl Recent {
     fn forget(&mut self) {
         self.sets.clear();
     }
+
+    /// The ids' texts this holds clones of.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.sets.iter().flat_map(|s| &s.held).flatten().count()
+    }
 }
 
 impl SeriesTable {
@@ -362,6 +368,15 @@ impl SeriesTable {
         for (slot, (_, id)) in ids.iter_mut().zip(keyed) {
             *slot = id;
         }
+    }
+
+    /// Drops the clones of recently looked-up ids once a burst has passed
+    /// ([`gateway_core::cache_release`]): the texts of the burst's last
+    /// devices, which would pin the heap's free memory around them. Ids are
+    /// unchanged; the next lookups find them by their keys.
+    pub fn let_go_of_recent(&mut self) {
+        self.recent.forget();
+        self.scratch = String::new();
     }
 
     /// Forgets a series that has no open window left.
@@ -501,6 +516,26 @@ mod tests {
         assert_eq!(id_c, id_a, "lowest free id reused");
         assert_ne!(t.intern(&a, &m), id_c);
         assert_eq!(t.key(id_c).unwrap(), ("c", "m"));
+    }
+
+    #[test]
+    fn letting_go_of_the_recent_ids_keeps_every_id() {
+        let mut t = SeriesTable::default();
+        let pairs: Vec<_> = (0..300)
+            .map(|i| dm(&format!("dev-{i}"), "temperature"))
+            .collect();
+        let ids: Vec<_> = pairs.iter().map(|(d, m)| t.intern(d, m)).collect();
+        assert!(t.recent.held() > 0);
+        t.let_go_of_recent();
+        assert_eq!(t.recent.held(), 0, "no id text held after letting go");
+        // The same answers, from the index, then from the memo again.
+        for _ in 0..2 {
+            for ((d, m), id) in pairs.iter().zip(&ids) {
+                assert_eq!(t.find(d, m), Some(*id));
+                assert_eq!(t.intern(d, m), *id);
+            }
+        }
+        assert_eq!(t.len(), 300);
     }
 
     #[test]

@@ -194,6 +194,15 @@ impl Aggregator {
         })
     }
 
+    /// Lets go of what is kept only to spare later work, once a burst has
+    /// passed ([`gateway_core::cache_release`]): the recently looked-up ids'
+    /// texts, and the emitted windows' member lists kept for reuse (each as
+    /// long as the series a window held). Nothing open changes.
+    pub fn let_go_of_caches(&mut self) {
+        self.series.let_go_of_recent();
+        self.spare = Vec::new();
+    }
+
     /// Caps the series (device × metric) that can be open at once. A reading
     /// of a new series beyond it is refused with [`Rejected::MaxSeries`];
     /// series already open keep taking readings, and a closed series frees

@@ -824,3 +824,34 @@ fn a_window_the_gateway_clock_is_already_in_waits_for_it() {
         vec![0, 0]
     );
 }
+
+/// Issue 69: letting go of the caches after a burst (the recent ids, the
+/// spare member lists) changes no window: the same readings, let go of
+/// between and within windows, close into the same statistics.
+#[test]
+fn letting_go_of_the_caches_changes_no_window() {
+    let run = |let_go: bool| {
+        let mut a = agg(1000, 0, 0);
+        let mut closed = Vec::new();
+        for window in 0..3 {
+            let t = 1_000 * window;
+            for i in 0..200 {
+                let device = format!("dev-{}", i % 40);
+                let metric = ["temperature", "humidity"][i % 2];
+                a.ingest(&reading(&device, metric, i as f64, t + 10), ts(t + 10))
+                    .unwrap();
+                if let_go && i == 100 {
+                    a.let_go_of_caches();
+                }
+            }
+            closed.extend(a.close_due(ts(t + 1_000)));
+            if let_go {
+                a.let_go_of_caches();
+            }
+        }
+        summary(&closed)
+    };
+    let kept = run(false);
+    assert_eq!(kept.len(), 3 * 40);
+    assert_eq!(run(true), kept);
+}

@@ -23,6 +23,7 @@
 //!   in a spreadsheet.
 
 pub mod backoff;
+pub mod cache_release;
 pub mod clock;
 pub mod command;
 pub mod component;

@@ -380,9 +380,18 @@ fn quantity_of_unit(unit: &str) -> Option<&'static str> {
 /// starts over, so names sent by the network cannot grow it without bound.
 const ROWS_REMEMBERED: usize = 1024;
 
+/// The table's row (its index) for each name asked about lately, emptied
+/// when the gateway asks its caches to let go after a burst
+/// ([`crate::cache_release`]): a name kept from the burst's end pins the
+/// heap's free memory around it.
+#[derive(Default)]
+struct Remembered {
+    rows: HashMap<Box<str>, Option<u8>>,
+    seen: crate::cache_release::Seen,
+}
+
 thread_local! {
-    /// The table's row (its index) for each name asked about lately.
-    static ROW_OF: RefCell<HashMap<Box<str>, Option<u8>>> = RefCell::new(HashMap::new());
+    static ROW_OF: RefCell<Remembered> = RefCell::new(Remembered::default());
 }
 
 /// The table's first row matching `metric`, by its lower-cased name.
@@ -397,16 +406,19 @@ fn scan(metric: &str) -> Option<u8> {
 /// 3 900 instructions a time (issue 69), a lookup here about a tenth.
 fn row_of(metric: &str) -> Option<&'static Row> {
     let i = ROW_OF
-        .try_with(|rows| {
-            if let Some(&i) = rows.borrow().get(metric) {
+        .try_with(|memo| {
+            let mut memo = memo.borrow_mut();
+            if memo.seen.asked() {
+                memo.rows = HashMap::new();
+            }
+            if let Some(&i) = memo.rows.get(metric) {
                 return i;
             }
             let i = scan(metric);
-            let mut rows = rows.borrow_mut();
-            if rows.len() >= ROWS_REMEMBERED {
-                rows.clear();
+            if memo.rows.len() >= ROWS_REMEMBERED {
+                memo.rows.clear();
             }
-            rows.insert(metric.into(), i);
+            memo.rows.insert(metric.into(), i);
             i
         })
         // A thread being torn down: no memory, the scan still answers.
@@ -620,10 +632,30 @@ mod tests {
         for i in 0..(2 * ROWS_REMEMBERED + 3) {
             let name = format!("zone{i}_temp");
             assert_eq!(known(&name).unit, "°C");
-            assert!(ROW_OF.with(|r| r.borrow().len()) <= ROWS_REMEMBERED);
+            assert!(ROW_OF.with(|r| r.borrow().rows.len()) <= ROWS_REMEMBERED);
         }
         assert_eq!(known("battery_v").unit, "V");
         assert_eq!(known("gas").unit, "");
+    }
+
+    #[test]
+    fn the_memory_let_go_after_a_burst_gives_the_same_answers() {
+        let names = ["temperature", "CO2_PPM", "battery_v", "gas", "zone7_temp"];
+        let before: Vec<_> = names.iter().map(|n| known(n)).collect();
+        for i in 0..20 {
+            known(&format!("burst{i}_temp"));
+        }
+        assert!(ROW_OF.with(|r| r.borrow().rows.len()) >= names.len() + 20);
+        crate::cache_release::ask();
+        // Emptied at the next look, then filled again by the same answers.
+        let after: Vec<_> = names.iter().map(|n| known(n)).collect();
+        assert_eq!(ROW_OF.with(|r| r.borrow().rows.len()), names.len());
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(
+                (b.quantity, &b.unit, b.precision, b.rank),
+                (a.quantity, &a.unit, a.precision, a.rank)
+            );
+        }
     }
 
     #[test]

@@ -132,6 +132,8 @@ impl Pipeline {
         let mut saving: Option<oneshot::Receiver<Result<(), CheckpointError>>> = None;
         let mut closed_since_save = false;
         let mut guard = ClockGuard::new(t);
+        // Woken when the gateway's heap check finds a burst has passed.
+        let mut caches = gateway_core::cache_release::Listener::default();
         loop {
             let now = self.clock.now();
             let mono = tokio::time::Instant::now();
@@ -272,6 +274,10 @@ impl Pipeline {
                         dirty = saving.is_none();
                         closed_since_save = false;
                     }
+                }
+                () = caches.asked() => {
+                    self.aggregator.let_go_of_caches();
+                    self.durability.let_go_of_buffers();
                 }
                 _ = checkpoint_tick.tick(), if checkpoints => {
                     if let Some(a) = &mut self.alerts {

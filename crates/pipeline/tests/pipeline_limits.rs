@@ -266,3 +266,34 @@ async fn a_wall_clock_step_is_counted_and_loses_no_open_window() {
     assert_eq!(j["window_start"], "2026-11-21T10:00:00Z");
     assert_eq!(j["metrics"]["temperature"]["count"], 3);
 }
+
+/// Issue 69: the caches asked to let go (as the heap check does once a
+/// burst has passed) while readings flow: every reading is counted once,
+/// in its own series' window.
+#[tokio::test(start_paused = true)]
+async fn caches_let_go_of_mid_stream_lose_and_double_no_reading() {
+    let clock = Arc::new(TokioClock::starting_at(ts(START)));
+    let mut h = start(Aggregator::new(spec()).unwrap(), clock.clone());
+    for round in 0..6 {
+        let readings: Vec<Reading> = (0..150)
+            .map(|i| reading(&format!("dev-{i}"), f64::from(round), clock.now()))
+            .collect();
+        h.tx.send(Ingress::Readings(readings)).await.unwrap();
+        if round % 2 == 1 {
+            gateway_core::cache_release::ask();
+        }
+        settle().await;
+    }
+    tokio::time::advance(Duration::from_secs(65)).await;
+    settle().await;
+    let mut windows = Vec::new();
+    while let Ok(m) = h.out.try_recv() {
+        windows.push(json(&m));
+    }
+    assert_eq!(windows.len(), 150, "one window per device");
+    for w in &windows {
+        let t = &w["metrics"]["temperature"];
+        assert_eq!(t["count"], 6, "{w}");
+        assert_eq!(t["avg"], 2.5, "{w}");
+    }
+}

@@ -98,6 +98,8 @@ pub async fn run<D: Deliver>(d: &mut D, link: OutputLink<D::Item>, settings: &Lo
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
+    // Woken when the gateway's heap check finds a burst has passed.
+    let mut caches = gateway_core::cache_release::Listener::default();
     loop {
         d.send(!rx_open).await;
         if !rx_open && d.spool().waiting() == 0 && d.idle() {
@@ -178,6 +180,7 @@ pub async fn run<D: Deliver>(d: &mut D, link: OutputLink<D::Item>, settings: &Lo
                     drain_deadline = gateway_core::deadline::from_now(settings.drain_timeout);
                 }
             },
+            () = caches.asked() => d.spool().let_go_of_caches(),
             _ = housekeeping.tick() => {
                 ticks += 1;
                 d.spool().housekeeping(ticks);

@@ -252,6 +252,15 @@ impl Spool {
         self.update_waiting();
     }
 
+    /// Lets go of what the outbox keeps in memory only to spare a read
+    /// (`gateway_core::cache_release`).
+    pub fn let_go_of_caches(&mut self) {
+        self.outbox.let_go_of_fresh();
+        if self.held.is_empty() {
+            self.held = VecDeque::new();
+        }
+    }
+
     pub fn update_waiting(&self) {
         self.m.waiting.set(self.waiting() as f64);
     }

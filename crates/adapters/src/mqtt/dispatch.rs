@@ -35,6 +35,12 @@ struct Routed {
 const TOPIC_CACHE: usize = 1024;
 
 impl TopicCache {
+    /// Forgets every topic and frees the table; the next message of each
+    /// is routed by the patterns again, to the same answer.
+    pub(crate) fn let_go(&mut self) {
+        self.0 = HashMap::default();
+    }
+
     fn insert(&mut self, topic: &str, routed: Routed) {
         if self.0.len() >= TOPIC_CACHE {
             self.0.clear();
@@ -403,6 +409,41 @@ mod tests {
             ));
         }
         assert_eq!(cache.0.len(), 1, "only the data topic is kept");
+    }
+
+    #[test]
+    fn a_topic_cache_let_go_of_routes_the_same() {
+        let c = adapter("");
+        let t = Telemetry::default();
+        let stats = AdapterStats::new(&t, "local");
+        let throttle = LogThrottle::default();
+        let now = Timestamp::from_millis(1_763_719_200_000).unwrap();
+        let mut cache = TopicCache::default();
+        let run = |cache: &mut TopicCache, topic: &str| {
+            readings(dispatch_cached(
+                &c,
+                topic,
+                b"21.5",
+                now,
+                &stats,
+                &throttle,
+                "local",
+                cache,
+            ))
+        };
+        let topics: Vec<_> = (0..50)
+            .map(|i| format!("sensors/data/dev-{i}/temperature"))
+            .collect();
+        let first: Vec<_> = topics.iter().map(|tp| run(&mut cache, tp)).collect();
+        assert_eq!(cache.0.len(), 50);
+        cache.let_go();
+        assert!(cache.0.is_empty() && cache.0.capacity() == 0, "table freed");
+        for _ in 0..2 {
+            let again: Vec<_> = topics.iter().map(|tp| run(&mut cache, tp)).collect();
+            assert_eq!(again, first);
+        }
+        assert_eq!(first[7], [("dev-7".into(), "temperature".into(), 21.5)]);
+        assert_eq!(t.counter_total("edge_gateway_adapter_errors_total"), 0);
     }
 
     #[test]

@@ -86,6 +86,29 @@ pub(super) struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// Lets go of what the last burst left in the adapter's caches and
+    /// buffers, once it has passed ([`gateway_core::cache_release`]): the
+    /// topics it routed (each with its device's id), the batch sized for
+    /// it, and rumqttc's queue of events (empty between reads). Their small
+    /// chunks, allocated among the burst's freed buffers, kept the heap's
+    /// free memory in holes too small to give back. Nothing waiting is
+    /// dropped: only empty buffers are replaced.
+    pub(super) fn let_go_of_caches(&mut self, events: &mut VecDeque<Event>) {
+        self.topics.let_go();
+        if self.batch.is_empty() {
+            self.batch = Vec::new();
+        }
+        if self.ready.is_empty() {
+            self.ready = Vec::new();
+        }
+        if self.unacked.is_empty() {
+            self.unacked = VecDeque::new();
+        }
+        if events.is_empty() {
+            *events = VecDeque::new();
+        }
+    }
+
     /// Moves the receipts already complete at the front to `ready`.
     pub(super) fn take_safe(&mut self) {
         while let Some((_, next)) = self.unacked.front_mut() {

@@ -219,6 +219,8 @@ async fn run(
     let nap = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(nap);
     let mut napping = false;
+    // Woken when the gateway's heap check finds a burst has passed.
+    let mut caches = gateway_core::cache_release::Listener::default();
     let flood = if config.qos == gateway_core::config::Qos::AtMostOnce {
         FLOOD
     } else {
@@ -277,6 +279,7 @@ async fn run(
                 s.take_safe();
             }
             _ = &mut nap, if napping => napping = false,
+            () = caches.asked() => s.let_go_of_caches(&mut eventloop.state.events),
             polled = eventloop.poll(), if !napping => {
                 let mut polled = polled;
                 let mut turns = 0;

@@ -358,6 +358,18 @@ impl Journal {
         }
     }
 
+    /// Gives back the record buffer a burst grew (up to [`KEEP_BUFFER`]),
+    /// once the burst has passed ([`gateway_core::cache_release`]); only
+    /// when it holds nothing: records not yet on disk stay.
+    pub fn let_go_of_buffers(&mut self) {
+        if self.buffer.is_empty() {
+            self.buffer = Vec::new();
+        }
+        if self.waiting.is_empty() {
+            self.waiting = Vec::new();
+        }
+    }
+
     /// Starts the journal of `epoch` once a checkpoint naming it is saved.
     /// That checkpoint holds everything appended so far, committed or not,
     /// so waiting receipts complete and unwritten records are dropped.

@@ -263,6 +263,24 @@ impl Durability {
     /// are given them again (InfluxDB keeps one point per series and time,
     /// so a point written twice is written once).
     /// Each group comes with the journal epoch it was appended in.
+    /// Gives back the buffers a burst grew, once it has passed
+    /// ([`gateway_core::cache_release`]): only empty ones, nothing waiting
+    /// for the journal is touched.
+    pub fn let_go_of_buffers(&mut self) {
+        if let Some(store) = &mut self.store {
+            store.journal.let_go_of_buffers();
+        }
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
+        if self.deferred.is_empty() {
+            self.deferred = Vec::new();
+        }
+        if self.copies.is_empty() {
+            self.copies = Vec::new();
+        }
+    }
+
     pub fn take_replayed(&mut self) -> Vec<(u64, Vec<Reading>)> {
         std::mem::take(&mut self.replayed)
     }

@@ -639,6 +639,13 @@ impl Outbox {
         }
     }
 
+    /// Lets go of the messages kept in memory after their write, once a
+    /// burst has passed (`gateway_core::cache_release`): each is on disk,
+    /// and [`Self::take`] reads it back from there, the same message.
+    pub fn let_go_of_fresh(&mut self) {
+        self.fresh = Fresh::default();
+    }
+
     /// Messages kept in memory after their write, not yet taken.
     pub fn fresh_len(&self) -> usize {
         self.fresh.len()

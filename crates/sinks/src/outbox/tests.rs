@@ -232,6 +232,22 @@ fn memory_mode_applies_the_same_policy() {
     assert!(!o.is_durable());
 }
 
+/// Issue 69: the messages kept in memory, let go after a burst, are read
+/// back from the disk, each once and the same.
+#[test]
+fn messages_let_go_of_are_taken_from_disk_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut o, _) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    let a = o.append((0..50).map(msg).collect(), 1000).unwrap();
+    assert_eq!(o.fresh_len(), 50);
+    o.let_go_of_fresh();
+    assert_eq!(o.fresh_len(), 0);
+    for (i, seq) in a.seqs.iter().enumerate() {
+        assert_eq!(o.take(*seq).unwrap(), Some(msg(i as u64)), "{seq}");
+    }
+    assert_eq!(o.len(), 50, "nothing acknowledged by letting go");
+}
+
 /// Issue 69: a message read for sending right after its write comes from
 /// memory, the same message, once; the disk still holds every one of
 /// them for a crash, and one acknowledged, expired or evicted is gone.
