@@ -129,6 +129,51 @@ fn plain_into(text: &str, ctx: &Context, device_field: Option<&str>, out: &mut D
     true
 }
 
+/// [`plain_into`] of bytes not yet known to be text, for a device named
+/// by its resource (CoAP's `/s/{device}`) and no `device_field`: an
+/// object [`json_plain::ascii_fields_into`] reads, without a time or
+/// device key, each field a reading at `now` whose metric `metric` names
+/// by the key's bytes. False, with nothing added, for anything else and
+/// for a key `metric` does not name, which [`decode_into`] then reads.
+#[cfg(feature = "coap")]
+pub(super) fn ascii_plain_into(
+    payload: &[u8],
+    device: &DeviceId,
+    now: gateway_core::Timestamp,
+    max_readings: usize,
+    metric: &mut dyn FnMut(&[u8]) -> Option<gateway_core::MetricName>,
+    readings: &mut Vec<gateway_core::Reading>,
+) -> bool {
+    let mut fields = json_plain::Fields::default();
+    if !json_plain::ascii_fields_into(payload, &mut fields) || fields.len() > max_readings {
+        return false;
+    }
+    let special = |key: &[u8]| {
+        TIME_KEYS
+            .iter()
+            .chain(DEVICE_KEYS.iter())
+            .any(|special| special.as_bytes() == key)
+    };
+    if fields.iter().any(|(key, _)| special(key)) {
+        return false;
+    }
+    let start = readings.len();
+    for (key, value) in fields.iter() {
+        let reading = metric(key).and_then(|metric| {
+            let source = gateway_core::TimeSource::Arrival;
+            gateway_core::Reading::new(device.clone(), metric, value, now, source).ok()
+        });
+        match reading {
+            Some(r) => readings.push(r),
+            None => {
+                readings.truncate(start);
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// The device named by the payload: the first of `device_field` and
 /// [`DEVICE_KEYS`] holding a string or an integer (some firmwares number
 /// their nodes).

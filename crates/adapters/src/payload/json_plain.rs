@@ -17,7 +17,7 @@ pub(super) const MAX_FIELDS: usize = 16;
 /// The object's fields in order, keys borrowed from `text`; `None` when
 /// it is not of the plain shape above.
 #[cfg(test)]
-pub(super) fn fields(text: &str) -> Option<Fields<'_>> {
+pub(super) fn fields(text: &str) -> Option<Fields<&str>> {
     let mut out = Fields::default();
     fields_into(text, &mut out).then_some(out)
 }
@@ -25,19 +25,58 @@ pub(super) fn fields(text: &str) -> Option<Fields<'_>> {
 /// [`fields`] into the caller's `out` (empty), `false` when declined: the
 /// 400 bytes of a [`Fields`] were copied out of the call and into its
 /// `Option` (a memcpy a datagram, 128 of a CoAP datagram's instructions).
-pub(super) fn fields_into<'a>(text: &'a str, out: &mut Fields<'a>) -> bool {
-    read_fields(text, out).is_some()
+pub(super) fn fields_into<'a>(text: &'a str, out: &mut Fields<&'a str>) -> bool {
+    // The text is UTF-8 already and a key ends at an ASCII quote, so its
+    // slice is text too: the pieces are sliced, not checked again (a
+    // check per key and number was a twentieth of a CoAP datagram's
+    // instructions).
+    let key = |start: usize, end: usize| text.get(start..end);
+    read_fields(
+        text.as_bytes(),
+        &super::decimal::ENDS_PLAIN_STRING,
+        key,
+        out,
+    )
+    .is_some()
 }
 
-fn read_fields<'a>(text: &'a str, out: &mut Fields<'a>) -> Option<()> {
-    let mut r = Reader {
-        text,
-        s: text.as_bytes(),
-        at: 0,
-    };
+/// [`fields_into`] of bytes not known to be text, for a caller that has
+/// not checked them: only an object whose keys are ASCII is read, so what
+/// is read is ASCII throughout (its punctuation, whitespace and numbers
+/// are), hence UTF-8, and reads as [`fields_into`] reads its text. The
+/// UTF-8 check of the whole payload, one call into `core` of about 70
+/// instructions for a few bytes, is not needed for it (issue 69).
+pub(super) fn ascii_fields_into<'a>(bytes: &'a [u8], out: &mut Fields<&'a [u8]>) -> bool {
+    let key = |start: usize, end: usize| bytes.get(start..end);
+    read_fields(bytes, &ENDS_ASCII_STRING, key, out).is_some()
+}
+
+/// [`super::decimal::ENDS_PLAIN_STRING`], also ending at any byte that is
+/// not ASCII: [`ascii_fields_into`] declines such a key.
+const ENDS_ASCII_STRING: [bool; 256] = {
+    let mut table = super::decimal::ENDS_PLAIN_STRING;
+    let mut b = 0x80;
+    while b < 0x100 {
+        table[b] = true;
+        b += 1;
+    }
+    table
+};
+
+/// Reads `s` into `out`: a key's scan stops at the first byte `ends`
+/// marks, which must be its closing quote; `key` makes the key of its
+/// bytes `start..end`.
+fn read_fields<'a, K: Copy + PartialEq>(
+    s: &'a [u8],
+    ends: &[bool; 256],
+    key: impl Fn(usize, usize) -> Option<K>,
+    out: &mut Fields<K>,
+) -> Option<()> {
+    let mut r = Reader { s, at: 0 };
     r.byte(b'{')?;
     loop {
-        let key = r.key()?;
+        let (start, end) = r.key(ends)?;
+        let key = key(start, end)?;
         r.byte(b':')?;
         r.skip_ws();
         let value = r.number()?;
@@ -58,41 +97,42 @@ fn read_fields<'a>(text: &'a str, out: &mut Fields<'a>) -> Option<()> {
 }
 
 /// What [`fields_into`] read: at least one field when it said `true`.
-pub(super) struct Fields<'a> {
-    keys: [&'a str; MAX_FIELDS],
+/// Keys are text, or ASCII bytes ([`ascii_fields_into`]).
+pub(crate) struct Fields<K> {
+    keys: [K; MAX_FIELDS],
     values: [f64; MAX_FIELDS],
     len: usize,
 }
 
-impl Default for Fields<'_> {
+impl<K: Copy + Default> Default for Fields<K> {
     fn default() -> Self {
         Self {
-            keys: [""; MAX_FIELDS],
+            keys: [K::default(); MAX_FIELDS],
             values: [0.0; MAX_FIELDS],
             len: 0,
         }
     }
 }
 
-impl<'a> Fields<'a> {
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&'a str, f64)> + '_ {
+impl<K: Copy> Fields<K> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (K, f64)> + '_ {
         self.keys[..self.len]
             .iter()
             .copied()
             .zip(self.values[..self.len].iter().copied())
     }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
 }
 
 struct Reader<'a> {
-    /// UTF-8 already: its pieces between ASCII bytes are sliced, not
-    /// checked again (a check per key and number was a twentieth of a
-    /// CoAP datagram's instructions).
-    text: &'a str,
     s: &'a [u8],
     at: usize,
 }
 
-impl<'a> Reader<'a> {
+impl Reader<'_> {
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.at) {
             self.at += 1;
@@ -111,32 +151,32 @@ impl<'a> Reader<'a> {
         (self.next()? == want).then_some(())
     }
 
-    /// A key without escapes or control characters. The text is UTF-8
-    /// already and a key ends at an ASCII quote, so the slice is too.
-    fn key(&mut self) -> Option<&'a str> {
+    /// Where a key without escapes or control characters (nor any byte
+    /// `ends` marks) starts and ends.
+    fn key(&mut self, ends: &[bool; 256]) -> Option<(usize, usize)> {
         self.byte(b'"')?;
         let start = self.at;
         let rest = self.s.get(start..)?;
-        let len = rest
-            .iter()
-            .position(|&b| super::decimal::ENDS_PLAIN_STRING[usize::from(b)])?;
+        let len = rest.iter().position(|&b| ends[usize::from(b)])?;
         if rest[len] != b'"' {
             return None;
         }
         self.at = start + len + 1;
-        self.text.get(start..start + len)
+        Some((start, start + len))
     }
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, finite. Rust's parse (which
     /// `decimal::parse` gives, faster for these) and
     /// serde_json's (`float_roundtrip`) both round correctly, and an
     /// integer serde reads as `u64`/`i64` converts to the same nearest
-    /// f64, so the value is serde's.
+    /// f64, so the value is serde's. The number's bytes are ASCII.
     fn number(&mut self) -> Option<f64> {
         let start = self.at;
         self.at = super::decimal::json_number_end(self.s, start)?.0;
-        let text = self.text.get(start..self.at)?;
-        super::decimal::parse(text).filter(|v| v.is_finite())
+        let digits = self.s.get(start..self.at)?;
+        super::decimal::plain_bytes(digits)
+            .or_else(|| std::str::from_utf8(digits).ok()?.parse().ok())
+            .filter(|v: &f64| v.is_finite())
     }
 }
 
