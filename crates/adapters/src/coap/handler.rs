@@ -109,14 +109,17 @@ struct Transfer {
     touched: Instant,
 }
 
-type Latest = BTreeMap<String, (f64, Timestamp)>;
+/// A device's latest value and time per metric, in the order first
+/// heard: a scan of its few metrics, each name told first by where its
+/// text lies (the same name is one text datagram after datagram), was a
+/// B-tree's search by string and a `String` per metric (issue 69).
+type Latest = Vec<(MetricName, f64, Timestamp)>;
 
 fn remember_in(metrics: &mut Latest, r: &Reading) {
-    let key = r.metric().as_str();
-    if let Some(latest) = metrics.get_mut(key) {
-        *latest = (r.value(), r.time());
+    if let Some(latest) = metrics.iter_mut().find(|(m, ..)| m == r.metric()) {
+        (latest.1, latest.2) = (r.value(), r.time());
     } else if metrics.len() < MAX_METRICS_PER_DEVICE {
-        metrics.insert(key.to_string(), (r.value(), r.time()));
+        metrics.push((r.metric().clone(), r.value(), r.time()));
     }
 }
 
@@ -805,9 +808,12 @@ impl Handler {
             return Answer::new(ResponseType::NotFound);
         };
         let mut body = serde_json::Map::new();
-        for (name, (value, time)) in metrics {
+        // By name, as the map keeps them whatever serde_json's features.
+        let mut sorted: Vec<_> = metrics.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        for (name, value, time) in sorted {
             body.insert(
-                name.clone(),
+                name.to_string(),
                 serde_json::json!({ "v": value, "t": time.to_rfc3339() }),
             );
         }

@@ -722,3 +722,51 @@ fn the_fast_paths_answer_as_the_general_path() {
     }
     }
 }
+
+/// `GET /s/{device}` keeps the first metrics heard (at most
+/// `MAX_METRICS_PER_DEVICE`), each with its latest value, listed by name.
+#[test]
+fn the_latest_values_are_the_first_metrics_heard_by_name() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let mut mid = 0;
+    let mut post = |h: &mut Handler, path: &str, body: String| {
+        mid += 1;
+        let d = request(false, POST, mid, path, Some(CF_JSON), None, body.as_bytes());
+        assert!(h.handle(peer(), &d, t, arrival()).errors.is_empty());
+    };
+    for i in (0..30).rev() {
+        post(&mut h, "s/d1", format!("{{\"m{i}\": {i}}}"));
+        post(&mut h, "s/d2", format!("{{\"m{}\": {i}}}", i % 5));
+    }
+    post(&mut h, "s/d1", r#"{"m29": 99, "m5": 5}"#.to_string());
+    post(&mut h, "s/d2", r#"{"m3": -1.5}"#.to_string());
+    let d1 = DeviceId::new("d1").unwrap();
+    let kept: Vec<(&str, f64)> = h.latest[&d1]
+        .iter()
+        .map(|(m, v, _)| (m.as_str(), *v))
+        .collect();
+    let mut want: Vec<(String, f64)> = (30 - MAX_METRICS_PER_DEVICE..30)
+        .rev()
+        .map(|i| (format!("m{i}"), i as f64))
+        .collect();
+    want[0].1 = 99.0;
+    let want: Vec<(&str, f64)> = want.iter().map(|(m, v)| (m.as_str(), *v)).collect();
+    assert_eq!(kept, want);
+    let o = h.handle(
+        peer(),
+        &request(true, GET, 1000, "s/d2", None, None, b""),
+        t,
+        arrival(),
+    );
+    let body = String::from_utf8(reply(&o).payload).unwrap();
+    let time = arrival().to_rfc3339();
+    let metrics: Vec<String> = [("m0", "0.0"), ("m1", "1.0"), ("m2", "2.0"), ("m3", "-1.5"), ("m4", "4.0")]
+        .iter()
+        .map(|(n, v)| format!("\"{n}\":{{\"t\":\"{time}\",\"v\":{v}}}"))
+        .collect();
+    assert_eq!(
+        body,
+        format!("{{\"device\":\"d2\",\"metrics\":{{{}}}}}", metrics.join(","))
+    );
+}
