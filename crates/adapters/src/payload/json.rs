@@ -148,13 +148,7 @@ pub(super) fn ascii_plain_into(
     if !json_plain::ascii_fields_into(payload, &mut fields) || fields.len() > max_readings {
         return false;
     }
-    let special = |key: &[u8]| {
-        TIME_KEYS
-            .iter()
-            .chain(DEVICE_KEYS.iter())
-            .any(|special| special.as_bytes() == key)
-    };
-    if fields.iter().any(|(key, _)| special(key)) {
+    if fields.iter().any(|(key, _)| special_key(key)) {
         return false;
     }
     let start = readings.len();
@@ -172,6 +166,14 @@ pub(super) fn ascii_plain_into(
         }
     }
     true
+}
+
+/// Whether `key` is one of [`TIME_KEYS`] or [`DEVICE_KEYS`], told by its
+/// length first: the lists' scan by comparison was a tenth of the fast
+/// path's instructions. A test keeps the two in step.
+#[cfg(feature = "coap")]
+fn special_key(key: &[u8]) -> bool {
+    matches!(key, b"ts" | b"time" | b"timestamp" | b"device" | b"id")
 }
 
 /// The device named by the payload: the first of `device_field` and
@@ -219,6 +221,26 @@ fn event_time(fields: &[(String, Value)], ctx: &Context, out: &mut Decoded) -> W
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[cfg(feature = "coap")]
+    #[test]
+    fn the_special_keys_are_the_lists() {
+        let listed: Vec<&str> = super::TIME_KEYS
+            .iter()
+            .chain(&super::DEVICE_KEYS)
+            .copied()
+            .collect();
+        for key in listed
+            .iter()
+            .chain(&["t", "tss", "Id", "devices", "", "times"])
+        {
+            assert_eq!(
+                super::special_key(key.as_bytes()),
+                listed.contains(key),
+                "{key}"
+            );
+        }
+    }
+
     use super::super::test_support::*;
     use super::super::{decode, DecodeError, Decoded, FieldReason, PayloadFormat};
     use gateway_core::ModelError;
