@@ -143,6 +143,62 @@ pub struct Handler {
 /// resource path, so a longer path still matches none.
 const MAX_SEGMENTS: usize = 4;
 
+/// What the server reads of a request's options, from the one walk over
+/// them.
+struct OptionsRead<'a> {
+    /// The resources served have at most three segments: a longer path
+    /// is only ever answered 4.04, and its message reads it again. No
+    /// vector per datagram; the segments stay bytes until a path needs
+    /// them as text.
+    raw: [&'a [u8]; MAX_SEGMENTS],
+    /// Uri-Path segments in all.
+    depth: usize,
+    /// Whether the segments past those kept are text: only that decides
+    /// their answer (4.00 or 4.04).
+    path_utf8: bool,
+    cf: Option<&'a [u8]>,
+    block1: Option<&'a [u8]>,
+    /// The first critical option not understood.
+    unsupported: Option<u16>,
+}
+
+impl Default for OptionsRead<'_> {
+    fn default() -> Self {
+        Self {
+            raw: [&[]; MAX_SEGMENTS],
+            depth: 0,
+            path_utf8: true,
+            cf: None,
+            block1: None,
+            unsupported: None,
+        }
+    }
+}
+
+impl<'a> OptionsRead<'a> {
+    fn add(&mut self, number: u16, value: &'a [u8]) {
+        match number {
+            URI_PATH => {
+                match self.raw.get_mut(self.depth) {
+                    Some(slot) => *slot = value,
+                    None => self.path_utf8 &= std::str::from_utf8(value).is_ok(),
+                }
+                self.depth += 1;
+            }
+            CONTENT_FORMAT => {
+                self.cf.get_or_insert(value);
+            }
+            BLOCK1 => {
+                self.block1.get_or_insert(value);
+            }
+            n if n % 2 == 1 && !UNDERSTOOD_CRITICAL.contains(&n) => {
+                self.unsupported.get_or_insert(n);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The first values of the options an update reads, from the one walk
 /// over a request's options.
 #[derive(Clone, Copy)]
@@ -294,7 +350,10 @@ impl Handler {
     ) -> Outcome {
         let mut out = Outcome::default();
         // Read once: the checks of `message::check` are the same walk.
-        let request = match message::Request::read(datagram) {
+        // What the server reads of the options, gathered in the walk
+        // that checks them.
+        let mut options = OptionsRead::default();
+        let request = match message::Request::read_visiting(datagram, |n, v| options.add(n, v)) {
             Ok(request) => request,
             Err(e) => {
                 out.error(e.kind(), e.to_string());
@@ -345,7 +404,9 @@ impl Handler {
             return out;
         }
         let start = readings.len();
-        let answer = self.request(peer, request, now, arrival, only, &mut out, readings);
+        let answer = self.request(
+            peer, request, options, now, arrival, only, &mut out, readings,
+        );
         let confirmable = head.kind == CON;
         // A successful NON update gets no response; errors and GETs do.
         let respond = confirmable || answer.code.is_error() || answer.code == ResponseType::Content;
@@ -410,46 +471,21 @@ impl Handler {
         &mut self,
         peer: SocketAddr,
         request: message::Request<'_>,
+        options: OptionsRead<'_>,
         now: Instant,
         arrival: Timestamp,
         only: Option<&DeviceId>,
         out: &mut Outcome,
         readings: &mut Vec<Reading>,
     ) -> Answer {
-        // One walk over the options for all the server reads of them: a
-        // walk per option asked for was 4 % of a datagram's instructions.
-        let mut unsupported = None;
-        // The resources served have at most three segments: a longer path
-        // is only ever answered 4.04, and its message reads it again. No
-        // vector per datagram; the segments stay bytes until a path needs
-        // them as text.
-        let mut raw: [&[u8]; MAX_SEGMENTS] = [&[]; MAX_SEGMENTS];
-        let mut depth = 0;
-        let mut path_utf8 = true;
-        let (mut cf, mut block1) = (None, None);
-        for (number, value) in request.options() {
-            match number {
-                URI_PATH => {
-                    match raw.get_mut(depth) {
-                        Some(slot) => *slot = value,
-                        // Past the segments kept, only whether it is text
-                        // decides the answer (4.00 or 4.04).
-                        None => path_utf8 &= std::str::from_utf8(value).is_ok(),
-                    }
-                    depth += 1;
-                }
-                CONTENT_FORMAT => {
-                    cf.get_or_insert(value);
-                }
-                BLOCK1 => {
-                    block1.get_or_insert(value);
-                }
-                n if n % 2 == 1 && !UNDERSTOOD_CRITICAL.contains(&n) => {
-                    unsupported.get_or_insert(n);
-                }
-                _ => {}
-            }
-        }
+        let OptionsRead {
+            raw,
+            depth,
+            mut path_utf8,
+            cf,
+            block1,
+            unsupported,
+        } = options;
         if let Some(number) = unsupported {
             out.error("bad_option", format!("critical option {number}"));
             return Answer::error(ResponseType::BadOption, "unsupported critical option");
