@@ -80,11 +80,10 @@ fn read_fields<'a, K: Copy + PartialEq>(
         r.byte(b':')?;
         r.skip_ws();
         let value = r.number()?;
-        if out.len == MAX_FIELDS || out.keys[..out.len].contains(&key) {
+        if out.len == MAX_FIELDS || out.pairs[..out.len].iter().any(|(k, _)| *k == key) {
             return None;
         }
-        out.keys[out.len] = key;
-        out.values[out.len] = value;
+        out.pairs[out.len] = (key, value);
         out.len += 1;
         match r.next()? {
             b',' => continue,
@@ -98,17 +97,17 @@ fn read_fields<'a, K: Copy + PartialEq>(
 
 /// What [`fields_into`] read: at least one field when it said `true`.
 /// Keys are text, or ASCII bytes ([`ascii_fields_into`]).
+/// Keys beside their values: one slice to walk (two zipped were a
+/// tenth of the CoAP fast path's instructions, issue 69).
 pub(crate) struct Fields<K> {
-    keys: [K; MAX_FIELDS],
-    values: [f64; MAX_FIELDS],
+    pairs: [(K, f64); MAX_FIELDS],
     len: usize,
 }
 
 impl<K: Copy + Default> Default for Fields<K> {
     fn default() -> Self {
         Self {
-            keys: [K::default(); MAX_FIELDS],
-            values: [0.0; MAX_FIELDS],
+            pairs: [(K::default(), 0.0); MAX_FIELDS],
             len: 0,
         }
     }
@@ -116,10 +115,7 @@ impl<K: Copy + Default> Default for Fields<K> {
 
 impl<K: Copy> Fields<K> {
     pub(super) fn iter(&self) -> impl Iterator<Item = (K, f64)> + '_ {
-        self.keys[..self.len]
-            .iter()
-            .copied()
-            .zip(self.values[..self.len].iter().copied())
+        self.pairs[..self.len].iter().copied()
     }
 
     pub(super) fn len(&self) -> usize {
