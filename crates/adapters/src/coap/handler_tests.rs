@@ -700,15 +700,15 @@ fn the_fast_paths_answer_as_the_general_path() {
             for (i, body) in bodies.iter().enumerate() {
                 for code in [POST, PUT, GET, DELETE] {
                     mid = mid.wrapping_add(1);
-                    let con = (mid + round) % 3 == 0;
+                    let con = (mid + round).is_multiple_of(3);
                     let cf = [None, Some(CF_JSON), Some(CF_TEXT), Some(60)][(i + usize::from(code)) % 4];
                     let d = raw_request(con, code, mid, path, cf, body);
-                    let only = (mid % 5 == 0).then_some(&own);
+                    let only = mid.is_multiple_of(5).then_some(&own);
                     let f = fast.handle_as(peer(), &d, now, arrival(), only);
                     let g = general.handle_as(peer(), &d, now, arrival(), only);
                     assert_eq!(f, g, "{path:?} {cf:?} {:?}", String::from_utf8_lossy(body));
                     // A retransmission: the cached reply, again alike.
-                    if mid % 7 == 0 {
+                    if mid.is_multiple_of(7) {
                         let f = fast.handle_as(peer(), &d, now, arrival(), only);
                         let g = general.handle_as(peer(), &d, now, arrival(), only);
                         assert_eq!(f, g);

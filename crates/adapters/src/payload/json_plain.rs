@@ -66,8 +66,8 @@ const ENDS_ASCII_STRING: [bool; 256] = {
 /// Reads `s` into `out`: a key's scan stops at the first byte `ends`
 /// marks, which must be its closing quote; `key` makes the key of its
 /// bytes `start..end`.
-fn read_fields<'a, K: Copy + PartialEq>(
-    s: &'a [u8],
+fn read_fields<K: Copy + PartialEq>(
+    s: &[u8],
     ends: &[bool; 256],
     key: impl Fn(usize, usize) -> Option<K>,
     out: &mut Fields<K>,
