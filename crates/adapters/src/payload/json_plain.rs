@@ -166,12 +166,44 @@ impl Reader<'_> {
     /// serde_json's (`float_roundtrip`) both round correctly, and an
     /// integer serde reads as `u64`/`i64` converts to the same nearest
     /// f64, so the value is serde's. The number's bytes are ASCII.
+    ///
+    /// Read in one scan, the digits gathered as they are checked: a scan
+    /// for the end and another for the value were half the reader's
+    /// instructions (issue 69). The value is `decimal::plain_bytes`'s.
     fn number(&mut self) -> Option<f64> {
+        let s = self.s;
         let start = self.at;
-        self.at = super::decimal::json_number_end(self.s, start)?.0;
-        let digits = self.s.get(start..self.at)?;
-        super::decimal::plain_bytes(digits)
-            .or_else(|| std::str::from_utf8(digits).ok()?.parse().ok())
+        let negative = s.get(start) == Some(&b'-');
+        let mut at = start + usize::from(negative);
+        // Wrapping past 19 digits, which `exact` then refuses.
+        let mut mantissa = 0u64;
+        let mut digits = |at: &mut usize| {
+            let from = *at;
+            while let Some(&b @ b'0'..=b'9') = s.get(*at) {
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+                *at += 1;
+            }
+            *at - from
+        };
+        let first = *s.get(at)?;
+        let int_digits = digits(&mut at);
+        if int_digits == 0 || (first == b'0' && int_digits > 1) {
+            return None;
+        }
+        let mut decimals = 0;
+        if s.get(at) == Some(&b'.') {
+            at += 1;
+            decimals = digits(&mut at);
+            if decimals == 0 {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = s.get(at) {
+            return None;
+        }
+        self.at = at;
+        super::decimal::exact(negative, mantissa, int_digits + decimals, decimals)
+            .or_else(|| std::str::from_utf8(s.get(start..at)?).ok()?.parse().ok())
             .filter(|v: &f64| v.is_finite())
     }
 }
@@ -203,6 +235,95 @@ mod tests {
                 assert_eq!(v.to_bits(), tv.to_bits(), "{text}: {k} {v} {tv}");
             }
         }
+    }
+
+    /// The one-scan number reader against the two scans it replaced (the
+    /// end by `json_number_end`, the value by `plain_bytes` or
+    /// `str::parse`): the same end and the same bits, or both refuse.
+    #[test]
+    fn a_number_reads_as_its_end_and_value_scanned_apart() {
+        let before = |b: &[u8]| {
+            let (end, _) = super::super::decimal::json_number_end(b, 0)?;
+            let digits = &b[..end];
+            let v = super::super::decimal::plain_bytes(digits)
+                .or_else(|| std::str::from_utf8(digits).ok()?.parse().ok())
+                .filter(|v: &f64| v.is_finite())?;
+            Some((end, v.to_bits()))
+        };
+        let now = |b: &[u8]| {
+            let mut r = Reader { s: b, at: 0 };
+            let v = r.number()?;
+            Some((r.at, v.to_bits()))
+        };
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "21.53",
+            "-4.25",
+            "0.000001",
+            "01",
+            "-",
+            "-.5",
+            ".5",
+            "1.",
+            "1e3",
+            "1.5E-3",
+            "+1",
+            "9007199254740992",
+            "9007199254740993",
+            "-9007199254740993",
+            "1234567890123456789",
+            "12345678901234567890",
+            "1234567890.123456789",
+            "0.0000000000000000000001",
+            "0.00000000000000000000001",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "1.7976931348623157",
+            "4.9406564584124654",
+            "1,",
+            "2}",
+            "3 ",
+            "7.5x",
+            "",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        texts.push(format!("1{}", "0".repeat(400)));
+        texts.push(format!("0.{}1", "0".repeat(30)));
+        // 20 digits that wrap a u64 to 0 and 1: refused by their count.
+        texts.push("1844674407370955161.6".to_string());
+        texts.push("-184467440737095516.17".to_string());
+        let alphabet = b"-0123456789.eE+ ,}";
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = 1 + (seed % 24) as usize;
+            let text: String = (0..len)
+                .map(|i| {
+                    let pick = (seed >> (i * 2 % 60)) as usize + i * 7;
+                    // Mostly digits, so that long numbers come up.
+                    if pick % 4 == 0 {
+                        alphabet[pick / 4 % alphabet.len()] as char
+                    } else {
+                        (b'0' + (pick % 10) as u8) as char
+                    }
+                })
+                .collect();
+            texts.push(text);
+        }
+        let mut read = 0;
+        for t in &texts {
+            let (b, n) = (before(t.as_bytes()), now(t.as_bytes()));
+            assert_eq!(n, b, "{t:?}");
+            read += usize::from(n.is_some());
+        }
+        assert!(read > 5_000, "{read}");
     }
 
     #[test]
