@@ -308,7 +308,7 @@ mod tests {
                 .map(|i| {
                     let pick = (seed >> (i * 2 % 60)) as usize + i * 7;
                     // Mostly digits, so that long numbers come up.
-                    if pick % 4 == 0 {
+                    if pick.is_multiple_of(4) {
                         alphabet[pick / 4 % alphabet.len()] as char
                     } else {
                         (b'0' + (pick % 10) as u8) as char
