@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
 
 use super::dedup::Dedup;
 use super::message::{self, FormatError, Head, CON, NON};
+use super::names::{Ids, Metrics};
 use crate::payload::{self, Context, PayloadFormat};
 
 /// Content-Format ids (RFC 7252 §12.3, RFC 8428 §12.3).
@@ -109,14 +109,17 @@ struct Transfer {
     touched: Instant,
 }
 
-type Latest = BTreeMap<String, (f64, Timestamp)>;
+/// A device's latest value and time per metric, in the order first
+/// heard: a scan of its few metrics, each name told first by where its
+/// text lies (the same name is one text datagram after datagram), was a
+/// B-tree's search by string and a `String` per metric (issue 69).
+type Latest = Vec<(MetricName, f64, Timestamp)>;
 
 fn remember_in(metrics: &mut Latest, r: &Reading) {
-    let key = r.metric().as_str();
-    if let Some(latest) = metrics.get_mut(key) {
-        *latest = (r.value(), r.time());
+    if let Some(latest) = metrics.iter_mut().find(|(m, ..)| m == r.metric()) {
+        (latest.1, latest.2) = (r.value(), r.time());
     } else if metrics.len() < MAX_METRICS_PER_DEVICE {
-        metrics.insert(key.to_string(), (r.value(), r.time()));
+        metrics.push((r.metric().clone(), r.value(), r.time()));
     }
 }
 
@@ -127,57 +130,74 @@ pub struct Handler {
     transfers: HashMap<(SocketAddr, String), Transfer>,
     latest: HashMap<DeviceId, Latest, SeededState>,
     ids: Ids,
+    metrics: Metrics,
     next_mid: u16,
+    /// Tests turn the fast paths off to compare them with the general one.
+    #[cfg(test)]
+    fast: bool,
     #[cfg(feature = "lorawan")]
     codec: Option<super::config::BodyCodec>,
-}
-
-/// The ids of the devices heard lately, by the text of their Uri-Path:
-/// a device's datagrams name it alike every time, and its id is then
-/// neither checked nor allocated again, and is one text whose address the
-/// windows' cache of recent series knows. Starts over when full, so a
-/// flood of names costs at most `max_devices` entries.
-struct Ids {
-    table: hashbrown::HashTable<DeviceId>,
-    hasher: SeededState,
-    max: usize,
-}
-
-impl Ids {
-    fn new(max: usize) -> Self {
-        Self {
-            table: hashbrown::HashTable::new(),
-            hasher: SeededState::default(),
-            max,
-        }
-    }
-
-    /// The id `text` names, as `DeviceId::new` makes it.
-    fn get(&mut self, text: &str) -> Result<DeviceId, gateway_core::ModelError> {
-        let hash = self.hasher.hash_one(text);
-        if let Some(id) = self.table.find(hash, |id| id.as_str() == text) {
-            return Ok(id.clone());
-        }
-        let id = DeviceId::new(text)?;
-        // Only an id spelled as kept is kept: a MAC written another way
-        // is looked up by its own text, which the kept one is not.
-        if id.as_str() == text {
-            if self.table.len() >= self.max {
-                self.table.clear();
-            }
-            let id = id.interned();
-            let hasher = &self.hasher;
-            self.table
-                .insert_unique(hash, id.clone(), |id| hasher.hash_one(id.as_str()));
-            return Ok(id);
-        }
-        Ok(id)
-    }
 }
 
 /// Uri-Path segments read without allocating: one more than the longest
 /// resource path, so a longer path still matches none.
 const MAX_SEGMENTS: usize = 4;
+
+/// What the server reads of a request's options, from the one walk over
+/// them.
+struct OptionsRead<'a> {
+    /// The resources served have at most three segments: a longer path
+    /// is only ever answered 4.04, and its message reads it again. No
+    /// vector per datagram; the segments stay bytes until a path needs
+    /// them as text.
+    raw: [&'a [u8]; MAX_SEGMENTS],
+    /// Uri-Path segments in all.
+    depth: usize,
+    /// Whether the segments past those kept are text: only that decides
+    /// their answer (4.00 or 4.04).
+    path_utf8: bool,
+    cf: Option<&'a [u8]>,
+    block1: Option<&'a [u8]>,
+    /// The first critical option not understood.
+    unsupported: Option<u16>,
+}
+
+impl Default for OptionsRead<'_> {
+    fn default() -> Self {
+        Self {
+            raw: [&[]; MAX_SEGMENTS],
+            depth: 0,
+            path_utf8: true,
+            cf: None,
+            block1: None,
+            unsupported: None,
+        }
+    }
+}
+
+impl<'a> OptionsRead<'a> {
+    fn add(&mut self, number: u16, value: &'a [u8]) {
+        match number {
+            URI_PATH => {
+                match self.raw.get_mut(self.depth) {
+                    Some(slot) => *slot = value,
+                    None => self.path_utf8 &= std::str::from_utf8(value).is_ok(),
+                }
+                self.depth += 1;
+            }
+            CONTENT_FORMAT => {
+                self.cf.get_or_insert(value);
+            }
+            BLOCK1 => {
+                self.block1.get_or_insert(value);
+            }
+            n if n % 2 == 1 && !UNDERSTOOD_CRITICAL.contains(&n) => {
+                self.unsupported.get_or_insert(n);
+            }
+            _ => {}
+        }
+    }
+}
 
 /// The first values of the options an update reads, from the one walk
 /// over a request's options.
@@ -251,13 +271,24 @@ impl Handler {
         Self {
             dedup: Dedup::new(limits.dedup_capacity),
             ids: Ids::new(limits.max_devices),
+            metrics: Metrics::default(),
             limits,
             transfers: HashMap::new(),
             latest: HashMap::default(),
             next_mid: first_mid,
+            #[cfg(test)]
+            fast: true,
             #[cfg(feature = "lorawan")]
             codec: None,
         }
+    }
+
+    /// Whether the fast paths may answer (always, outside tests).
+    fn fast(&self) -> bool {
+        #[cfg(test)]
+        return self.fast;
+        #[cfg(not(test))]
+        true
     }
 
     /// The handler of a configured server: its limits, and its `codec`
@@ -319,7 +350,10 @@ impl Handler {
     ) -> Outcome {
         let mut out = Outcome::default();
         // Read once: the checks of `message::check` are the same walk.
-        let request = match message::Request::read(datagram) {
+        // What the server reads of the options, gathered in the walk
+        // that checks them.
+        let mut options = OptionsRead::default();
+        let request = match message::Request::read_visiting(datagram, |n, v| options.add(n, v)) {
             Ok(request) => request,
             Err(e) => {
                 out.error(e.kind(), e.to_string());
@@ -370,7 +404,9 @@ impl Handler {
             return out;
         }
         let start = readings.len();
-        let answer = self.request(peer, request, now, arrival, only, &mut out, readings);
+        let answer = self.request(
+            peer, request, options, now, arrival, only, &mut out, readings,
+        );
         let confirmable = head.kind == CON;
         // A successful NON update gets no response; errors and GETs do.
         let respond = confirmable || answer.code.is_error() || answer.code == ResponseType::Content;
@@ -435,65 +471,58 @@ impl Handler {
         &mut self,
         peer: SocketAddr,
         request: message::Request<'_>,
+        options: OptionsRead<'_>,
         now: Instant,
         arrival: Timestamp,
         only: Option<&DeviceId>,
         out: &mut Outcome,
         readings: &mut Vec<Reading>,
     ) -> Answer {
-        // One walk over the options for all the server reads of them: a
-        // walk per option asked for was 4 % of a datagram's instructions.
-        let mut unsupported = None;
-        // The resources served have at most three segments: a longer path
-        // is only ever answered 4.04, and its message reads it again. No
-        // vector per datagram.
-        let mut segments = [""; MAX_SEGMENTS];
-        let mut depth = 0;
-        let mut path_utf8 = true;
-        let (mut cf, mut block1) = (None, None);
-        for (number, value) in request.options() {
-            match number {
-                URI_PATH => match std::str::from_utf8(value) {
-                    Ok(s) => {
-                        if let Some(slot) = segments.get_mut(depth) {
-                            *slot = s;
-                        }
-                        depth += 1;
-                    }
-                    Err(_) => path_utf8 = false,
-                },
-                CONTENT_FORMAT => {
-                    cf.get_or_insert(value);
-                }
-                BLOCK1 => {
-                    block1.get_or_insert(value);
-                }
-                n if n % 2 == 1 && !UNDERSTOOD_CRITICAL.contains(&n) => {
-                    unsupported.get_or_insert(n);
-                }
-                _ => {}
-            }
-        }
+        let OptionsRead {
+            raw,
+            depth,
+            mut path_utf8,
+            cf,
+            block1,
+            unsupported,
+        } = options;
         if let Some(number) = unsupported {
             out.error("bad_option", format!("critical option {number}"));
             return Answer::error(ResponseType::BadOption, "unsupported critical option");
+        }
+        let options = FirstOptions { cf, block1 };
+        let method = match request.class() {
+            MessageClass::Request(m) => m,
+            _ => RequestType::UnKnown,
+        };
+        let updating = matches!(method, RequestType::Post | RequestType::Put);
+        let at = (now, arrival);
+        if updating && self.fast() {
+            if let Some((device, metric)) = self.known_update(&raw[..depth.min(MAX_SEGMENTS)]) {
+                if let Some(own) = only.filter(|own| own.as_str() != device.as_str()) {
+                    out.error("forbidden", format!("{own} on /s/{device}"));
+                    return Answer::error(ResponseType::Forbidden, "not this identity's device");
+                }
+                return self.ingest(peer, request, options, device, metric, at, out, readings);
+            }
+        }
+        let mut segments = [""; MAX_SEGMENTS];
+        for (text, bytes) in segments.iter_mut().zip(&raw[..depth.min(MAX_SEGMENTS)]) {
+            match std::str::from_utf8(bytes) {
+                Ok(s) => *text = s,
+                Err(_) => path_utf8 = false,
+            }
         }
         if !path_utf8 {
             out.error("invalid_path", "Uri-Path is not UTF-8");
             return Answer::error(ResponseType::BadRequest, "Uri-Path is not UTF-8");
         }
-        let options = FirstOptions { cf, block1 };
         let path = &segments[..depth.min(MAX_SEGMENTS)];
         let whole_path = || {
             let segments = request.option(URI_PATH);
             let segments: Vec<_> = segments.map(String::from_utf8_lossy).collect();
             segments.join("/")
         };
-        let method = match request.class() {
-            MessageClass::Request(m) => m,
-            _ => RequestType::UnKnown,
-        };
-        let updating = matches!(method, RequestType::Post | RequestType::Put);
         if let (Some(own), ["s", device, ..]) = (only, path) {
             if own.as_str() != *device {
                 out.error("forbidden", format!("{own} on /s/{device}"));
@@ -505,14 +534,17 @@ impl Handler {
                 Answer::content(CF_LINK_FORMAT, self.link_format().into_bytes())
             }
             (["s", device], RequestType::Get) => self.latest_json(device, out),
-            (["s", device], _) if updating => {
-                let at = (now, arrival);
-                self.ingest(peer, request, options, device, None, at, out, readings)
-            }
-            (["s", device, metric], _) if updating => {
-                let (at, metric) = ((now, arrival), Some(*metric));
-                self.ingest(peer, request, options, device, metric, at, out, readings)
-            }
+            (["s", device], _) if updating => match self.device(device, out) {
+                Ok(device) => self.ingest(peer, request, options, device, None, at, out, readings),
+                Err(answer) => answer,
+            },
+            (["s", device, metric], _) if updating => match self.device(device, out) {
+                Ok(device) => {
+                    let metric = Some(*metric);
+                    self.ingest(peer, request, options, device, metric, at, out, readings)
+                }
+                Err(answer) => answer,
+            },
             ([".well-known", "core"] | ["s", _] | ["s", _, _], _) => {
                 out.error("method_not_allowed", format!("{method:?} {}", whole_path()));
                 Answer::new(ResponseType::MethodNotAllowed)
@@ -524,25 +556,40 @@ impl Handler {
         }
     }
 
+    /// The device and metric of an update of `/s/{device}[/{metric}]`
+    /// whose device was heard lately, read from the segments' bytes: the
+    /// path of nearly every datagram. Its segments are text without a
+    /// check (a literal, a kept id's text), and the id is at hand. `None`
+    /// for any other path, which the general match reads.
+    fn known_update<'p>(&self, path: &[&'p [u8]]) -> Option<(DeviceId, Option<&'p str>)> {
+        let (device, metric) = match *path {
+            [b"s", device] => (device, None),
+            [b"s", device, metric] => (device, Some(std::str::from_utf8(metric).ok()?)),
+            _ => return None,
+        };
+        Some((self.ids.known(device)?.clone(), metric))
+    }
+
+    /// The id of a `/s/{device}` segment, or the 4.00 that refuses it.
+    fn device(&mut self, text: &str, out: &mut Outcome) -> Result<DeviceId, Answer> {
+        self.ids.get(text).map_err(|e| {
+            out.error("invalid_device_id", e.to_string());
+            Answer::error(ResponseType::BadRequest, &format!("device: {e}"))
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn ingest(
         &mut self,
         peer: SocketAddr,
         request: message::Request<'_>,
         options: FirstOptions<'_>,
-        device: &str,
+        device: DeviceId,
         metric: Option<&str>,
         (now, arrival): (Instant, Timestamp),
         out: &mut Outcome,
         readings: &mut Vec<Reading>,
     ) -> Answer {
-        let device = match self.ids.get(device) {
-            Ok(d) => d,
-            Err(e) => {
-                out.error("invalid_device_id", e.to_string());
-                return Answer::error(ResponseType::BadRequest, &format!("device: {e}"));
-            }
-        };
         let metric = match metric.map(MetricName::new).transpose() {
             Ok(m) => m,
             Err(e) => {
@@ -628,6 +675,26 @@ impl Handler {
                 None => answer,
             };
         }
+        let max = self.limits.max_readings_per_message;
+        if self.fast() {
+            let names = &mut self.metrics;
+            let mut metric = |key: &[u8]| names.get(key);
+            if payload::decode_plain_json_into(
+                &format,
+                &body,
+                &device,
+                arrival,
+                max,
+                &mut metric,
+                readings,
+            ) {
+                let answer = Answer::new(ResponseType::Changed);
+                return match echo {
+                    Some(option) => answer.with(CoapOption::Block1, option),
+                    None => answer,
+                };
+            }
+        }
         let ctx = Context {
             device: Some(&device),
             metric: metric.as_ref(),
@@ -639,7 +706,7 @@ impl Handler {
             &body,
             &ctx,
             None,
-            self.limits.max_readings_per_message,
+            max,
             readings,
         );
         let answer = match bounded {
@@ -777,9 +844,12 @@ impl Handler {
             return Answer::new(ResponseType::NotFound);
         };
         let mut body = serde_json::Map::new();
-        for (name, (value, time)) in metrics {
+        // By name, as the map keeps them whatever serde_json's features.
+        let mut sorted: Vec<_> = metrics.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        for (name, value, time) in sorted {
             body.insert(
-                name.clone(),
+                name.to_string(),
                 serde_json::json!({ "v": value, "t": time.to_rfc3339() }),
             );
         }

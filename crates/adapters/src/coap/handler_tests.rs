@@ -593,7 +593,7 @@ fn a_device_named_again_is_the_same_id_whatever_its_notation() {
     for i in 0..100 {
         post(&mut h, 100 + i, &format!("/s/flood-{i}"));
     }
-    assert!(h.ids.table.len() <= limits().max_devices);
+    assert!(h.ids.len() <= limits().max_devices);
     assert_eq!(post(&mut h, 300, "/s/fridge-1"), first);
     let bad = h.handle(
         peer(),
@@ -610,4 +610,163 @@ fn a_device_named_again_is_the_same_id_whatever_its_notation() {
         arrival(),
     );
     assert_eq!(kinds(&bad), ["invalid_device_id"]);
+}
+
+/// A request with Uri-Path segments of any bytes (not only text).
+fn raw_request(con: bool, code: u8, mid: u16, path: &[&[u8]], cf: Option<u32>, body: &[u8]) -> Vec<u8> {
+    let mut p = Packet::new();
+    p.header.set_version(1);
+    p.header.set_type(if con {
+        coap_lite::MessageType::Confirmable
+    } else {
+        coap_lite::MessageType::NonConfirmable
+    });
+    p.header.code = MessageClass::from(code);
+    p.header.message_id = mid;
+    p.set_token(vec![0xAB, 0xCD]);
+    for s in path {
+        p.add_option(CoapOption::UriPath, s.to_vec());
+    }
+    if let Some(cf) = cf {
+        p.add_option(CoapOption::ContentFormat, message::uint(cf));
+    }
+    p.payload = body.to_vec();
+    p.to_bytes_unlimited().unwrap()
+}
+
+/// The fast paths (a device heard lately found by its segment's bytes,
+/// the plain JSON body read from its bytes) answer every datagram as the
+/// general path does: the same reply bytes, readings, errors and text
+/// fields, datagram after datagram, for paths and bodies that are and
+/// are not text, names that are and are not valid, with and without an
+/// authenticated identity. And they do answer: the metric names they
+/// found are kept.
+#[test]
+fn the_fast_paths_answer_as_the_general_path() {
+    let devices: [&[u8]; 10] = [
+        b"dev-1",
+        b"dev-2",
+        b"AA-BB-CC-DD-EE-FF",
+        b"aa:bb:cc:dd:ee:ff",
+        b"bad+id",
+        b"",
+        b"\xff",
+        b"\xc0\xaf",
+        "é".as_bytes(),
+        b"dev-1\x00",
+    ];
+    let paths: Vec<Vec<&[u8]>> = devices
+        .iter()
+        .flat_map(|d| {
+            [
+                vec![&b"s"[..], d],
+                vec![b"s", d, b"temp"],
+                vec![b"s", d, b"\xfe"],
+                vec![b"s", d, b"a+b"],
+                vec![b"s", d, b"x", b"y"],
+                vec![b"s", d, b"x", b"y", b"\xff"],
+                vec![b"S", d],
+            ]
+        })
+        .chain([vec![], vec![&b".well-known"[..], b"core"], vec![b"s"]])
+        .collect();
+    let bodies: [&[u8]; 12] = [
+        br#"{"value":21.53}"#,
+        br#"{"t":-4,"h":40.25}"#,
+        br#"{"t":1,"h":2,"p":3,"q":4}"#,
+        br#"{"ts":1795255200,"t":1}"#,
+        br#"{"a/b":1}"#,
+        br#"{"t":"21.5","id":"x"}"#,
+        br#"{"t":1e3}"#,
+        "{\"é\":1}".as_bytes(),
+        b"{\"\xff\":1}",
+        b"21.5",
+        b"",
+        br#"[{"n":"t","v":1}]"#,
+    ];
+    let own = DeviceId::new("dev-1").unwrap();
+    let now = Instant::now();
+    for max in [crate::payload::DEFAULT_MAX_READINGS_PER_MESSAGE, 3] {
+    let mut limits = limits();
+    limits.max_devices = 6;
+    limits.max_readings_per_message = max;
+    let mut fast = Handler::new(limits.clone(), 77);
+    let mut general = Handler::new(limits, 77);
+    general.fast = false;
+    let mut mid = 0u16;
+    // Twice over, so the second round finds what the first kept.
+    for round in 0..2 {
+        for path in &paths {
+            for (i, body) in bodies.iter().enumerate() {
+                for code in [POST, PUT, GET, DELETE] {
+                    mid = mid.wrapping_add(1);
+                    let con = (mid + round).is_multiple_of(3);
+                    let cf = [None, Some(CF_JSON), Some(CF_TEXT), Some(60)][(i + usize::from(code)) % 4];
+                    let d = raw_request(con, code, mid, path, cf, body);
+                    let only = mid.is_multiple_of(5).then_some(&own);
+                    let f = fast.handle_as(peer(), &d, now, arrival(), only);
+                    let g = general.handle_as(peer(), &d, now, arrival(), only);
+                    assert_eq!(f, g, "{path:?} {cf:?} {:?}", String::from_utf8_lossy(body));
+                    // A retransmission: the cached reply, again alike.
+                    if mid.is_multiple_of(7) {
+                        let f = fast.handle_as(peer(), &d, now, arrival(), only);
+                        let g = general.handle_as(peer(), &d, now, arrival(), only);
+                        assert_eq!(f, g);
+                    }
+                }
+            }
+        }
+    }
+    if max > 3 {
+        assert!(fast.metrics.len() >= 3, "the fast JSON path read bodies");
+    }
+    }
+}
+
+/// `GET /s/{device}` keeps the first metrics heard (at most
+/// `MAX_METRICS_PER_DEVICE`), each with its latest value, listed by name.
+#[test]
+fn the_latest_values_are_the_first_metrics_heard_by_name() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let mut mid = 0;
+    let mut post = |h: &mut Handler, path: &str, body: String| {
+        mid += 1;
+        let d = request(false, POST, mid, path, Some(CF_JSON), None, body.as_bytes());
+        assert!(h.handle(peer(), &d, t, arrival()).errors.is_empty());
+    };
+    for i in (0..30).rev() {
+        post(&mut h, "s/d1", format!("{{\"m{i}\": {i}}}"));
+        post(&mut h, "s/d2", format!("{{\"m{}\": {i}}}", i % 5));
+    }
+    post(&mut h, "s/d1", r#"{"m29": 99, "m5": 5}"#.to_string());
+    post(&mut h, "s/d2", r#"{"m3": -1.5}"#.to_string());
+    let d1 = DeviceId::new("d1").unwrap();
+    let kept: Vec<(&str, f64)> = h.latest[&d1]
+        .iter()
+        .map(|(m, v, _)| (m.as_str(), *v))
+        .collect();
+    let mut want: Vec<(String, f64)> = (30 - MAX_METRICS_PER_DEVICE..30)
+        .rev()
+        .map(|i| (format!("m{i}"), i as f64))
+        .collect();
+    want[0].1 = 99.0;
+    let want: Vec<(&str, f64)> = want.iter().map(|(m, v)| (m.as_str(), *v)).collect();
+    assert_eq!(kept, want);
+    let o = h.handle(
+        peer(),
+        &request(true, GET, 1000, "s/d2", None, None, b""),
+        t,
+        arrival(),
+    );
+    let body = String::from_utf8(reply(&o).payload).unwrap();
+    let time = arrival().to_rfc3339();
+    let metrics: Vec<String> = [("m0", "0.0"), ("m1", "1.0"), ("m2", "2.0"), ("m3", "-1.5"), ("m4", "4.0")]
+        .iter()
+        .map(|(n, v)| format!("\"{n}\":{{\"t\":\"{time}\",\"v\":{v}}}"))
+        .collect();
+    assert_eq!(
+        body,
+        format!("{{\"device\":\"d2\",\"metrics\":{{{}}}}}", metrics.join(","))
+    );
 }

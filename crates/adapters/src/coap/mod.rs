@@ -6,6 +6,8 @@
 //! - `handler`: requests in, replies and readings out, with the duplicate
 //!   cache, Block1 reassembly and latest values (pure, time passed in);
 //! - `codec`: binary bodies through a LoRaWAN or vendor `js:` codec;
+//! - `names`: the device ids and metric names heard lately, found by
+//!   their bytes;
 //! - `dedup`: the bounded duplicate table the server keeps (its per-peer
 //!   rate limit is `gateway_core::rate_limit`, keyed by IP address, not
 //!   port: a sender changes ports for free);
@@ -24,6 +26,7 @@ pub mod dtls;
 pub mod handler;
 pub mod kind;
 pub mod message;
+mod names;
 pub mod observe;
 pub mod psk;
 pub mod server;

@@ -64,7 +64,7 @@ pub(super) fn check(
     max_readings: usize,
 ) -> Result<(), DecodeError> {
     let values_max = max_values(max_readings);
-    if payload.len() < max_readings.saturating_mul(2) && payload.len() < values_max {
+    if too_short_to_exceed(payload.len(), max_readings) {
         return Ok(());
     }
     let shape = match format {
@@ -101,6 +101,13 @@ pub(super) fn check(
         });
     }
     Ok(())
+}
+
+/// Whether a message of `len` bytes is too short to hold more entries or
+/// values than `max_readings` allow (every value takes a byte, every
+/// entry two), so that [`check`] has nothing to walk.
+pub(super) fn too_short_to_exceed(len: usize, max_readings: usize) -> bool {
+    len < max_readings.saturating_mul(2) && len < max_values(max_readings)
 }
 
 /// Distinct metrics one device may report in one message. The richest real

@@ -55,7 +55,22 @@ pub(crate) fn plain_bytes(text: &[u8]) -> Option<f64> {
         Some(at) => digits.len() - at - 1,
         None => 0,
     };
-    if digits.len() - usize::from(point.is_some()) > 19 || mantissa > EXACT_INTEGERS {
+    exact(
+        negative,
+        mantissa,
+        digits.len() - usize::from(point.is_some()),
+        decimals,
+    )
+}
+
+/// The value of `digits` decimal digits read as the integer `mantissa`
+/// (wrapped if they overflowed), `decimals` of them after the point,
+/// when the one division gives it correctly rounded: up to 19 digits, an
+/// integer a double holds exactly and an exact power of ten. `None`
+/// otherwise, for `str::parse` to read.
+#[inline]
+pub(crate) fn exact(negative: bool, mantissa: u64, digits: usize, decimals: usize) -> Option<f64> {
+    if digits > 19 || mantissa > EXACT_INTEGERS {
         return None;
     }
     let magnitude = mantissa as f64 / EXACT_POWERS_OF_TEN.get(decimals)?;

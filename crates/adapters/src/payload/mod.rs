@@ -444,6 +444,32 @@ pub(crate) fn decode_bounded_into(
     Ok(decoded)
 }
 
+/// [`decode_bounded_into`] of the body nearly every CoAP datagram
+/// carries, read from its bytes: a flat JSON object of ASCII keys and
+/// plain numbers (`{"value":21.53}`) in a [`PayloadFormat::Json`] or
+/// [`PayloadFormat::Auto`] body short enough that the bound needs no walk,
+/// for `device` (named by the resource). Its metrics are named by `metric`
+/// from the keys' bytes (the server's memory of the names it heard).
+/// `true` when read: its readings added, as [`decode_bounded_into`] adds
+/// them, with no problem and no text field to report. `false`, nothing
+/// added, for anything else, which [`decode_bounded_into`] then decodes:
+/// the UTF-8 check of the payload, its trim and the metric names' checks
+/// are not needed for this one (issue 69).
+#[cfg(feature = "coap")]
+pub(crate) fn decode_plain_json_into(
+    format: &PayloadFormat,
+    payload: &[u8],
+    device: &DeviceId,
+    now: Timestamp,
+    max_readings: usize,
+    metric: &mut dyn FnMut(&[u8]) -> Option<MetricName>,
+    readings: &mut Vec<Reading>,
+) -> bool {
+    matches!(format, PayloadFormat::Json | PayloadFormat::Auto { .. })
+        && bounds::too_short_to_exceed(payload.len(), max_readings)
+        && json::ascii_plain_into(payload, device, now, max_readings, metric, readings)
+}
+
 /// [`decode_format`] onto the end of `out.readings`; the two shapes read
 /// without serde push there directly, every other format decodes as
 /// before and its readings are moved over.

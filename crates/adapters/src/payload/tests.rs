@@ -414,3 +414,159 @@ fn remembered_metric_names_are_the_checked_ones() {
     }
     assert!(super::METRICS.with(|c| c.borrow().len()) <= super::METRIC_CACHE);
 }
+
+/// The CoAP fast path (`decode_plain_json_into`) against the general
+/// decode it stands in for: on every body, crafted and random, either it
+/// declines and adds nothing, or the general decode gives exactly its
+/// readings with nothing to report. And it does read the bodies sensors
+/// send, or it would be no path at all.
+#[cfg(feature = "coap")]
+#[test]
+fn the_plain_json_fast_path_reads_as_the_general_decode() {
+    let d = dev("d1");
+    let now = Timestamp::from_millis(NOW).unwrap();
+    let formats = [
+        PayloadFormat::Json,
+        PayloadFormat::Auto { columns: None },
+        PayloadFormat::Number,
+        PayloadFormat::Senml,
+    ];
+    let crafted: Vec<Vec<u8>> = [
+        &br#"{"value":21.53}"#[..],
+        br#"{"temperature":21.5,"humidity":40}"#,
+        b" {\n\t\"a\" : -0 , \"b\":0.000001 ,\"c\":18446744073709551617}\r\n",
+        br#"{"big": 9007199254740993, "neg": -9223372036854775809, "z": -0.0}"#,
+        br#"{"a": 123456789012345678901234567890.5, "b": 0.30000000000000004}"#,
+        br#"{"a": 1e3}"#,
+        br#"{"a": 1E-3}"#,
+        br#"{"a": +1}"#,
+        br#"{"a": 01}"#,
+        br#"{"a": 1.}"#,
+        br#"{"a": .5}"#,
+        br#"{"a": -}"#,
+        br#"{"a": NaN}"#,
+        br#"{"a": "21.5"}"#,
+        br#"{"a": true}"#,
+        br#"{"a": null}"#,
+        br#"{"a": [1]}"#,
+        br#"{"a\u0062": 1}"#,
+        br#"{"a\"b": 1}"#,
+        br#"{"a": 1, "a": 2}"#,
+        br#"{"ts": 1795255200, "a": 1}"#,
+        br#"{"time": "2026-11-21T10:00:00Z", "a": 1}"#,
+        br#"{"timestamp": 1, "a": 1}"#,
+        br#"{"device": "x", "a": 1}"#,
+        br#"{"id": 7, "a": 1}"#,
+        br#"{"a/b": 1}"#,
+        br#"{"a+b": 1}"#,
+        br##"{"#": 1}"##,
+        br#"{"": 1}"#,
+        "{\"a\x01\": 1}".as_bytes(),
+        "{\"é\": 1}".as_bytes(),
+        b"{\"\xff\": 1}",
+        b"{\"\xc0\xaf\": 1}",
+        b"{\"\xed\xa0\x80\": 1}",
+        b"{\"a\": 1}\xff",
+        b"\xef\xbb\xbf{\"a\": 1}",
+        b"{\"a\": 1}\x0b",
+        b"{\"a\": 1}\x0c",
+        b"\x0c{\"a\": 1}",
+        b"{\"a\": 1} x",
+        b"{\"a\": 1,}",
+        b"{\"a\": 1",
+        b"{}",
+        b"",
+        b"   ",
+        b"21.5",
+        br#"[{"n":"t","v":1}]"#,
+        br#"{"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa": 1}"#,
+    ]
+    .iter()
+    .map(|b| b.to_vec())
+    .chain((15..=17).map(|n| {
+        let fields: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}.5")).collect();
+        format!("{{{}}}", fields.join(",")).into_bytes()
+    }))
+    .collect();
+    // Random bodies: the crafted ones with bytes replaced, dropped or
+    // doubled, from an alphabet of JSON's own bytes and of bytes that are
+    // not ASCII (a lead byte, a continuation, an overlong, 0xff).
+    let alphabet = b"{}[]\":,. \t\r\n-+0123456789eEabtv\\/\x00\x0b\x80\xbf\xc0\xc3\xe2\xef\xff";
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut bodies = crafted.clone();
+    for _ in 0..4000 {
+        let mut b = crafted[(next() % crafted.len() as u64) as usize].clone();
+        for _ in 0..1 + next() % 3 {
+            if b.is_empty() {
+                break;
+            }
+            let at = (next() % b.len() as u64) as usize;
+            let byte = alphabet[(next() % alphabet.len() as u64) as usize];
+            match next() % 3 {
+                0 => b[at] = byte,
+                1 => {
+                    b.remove(at);
+                }
+                _ => b.insert(at, byte),
+            }
+        }
+        bodies.push(b);
+    }
+    let name = |key: &[u8]| MetricName::new(std::str::from_utf8(key).ok()?).ok();
+    let (mut read, mut declined) = (0, 0);
+    for body in &bodies {
+        for format in &formats {
+            for max in [DEFAULT_MAX_READINGS_PER_MESSAGE, 64, 3, 1, 0] {
+                let mut fast = vec![r("d0", "m", 1.0, NOW, Arrival)];
+                let took =
+                    decode_plain_json_into(format, body, &d, now, max, &mut |k| name(k), &mut fast);
+                let mut general = vec![r("d0", "m", 1.0, NOW, Arrival)];
+                let c = ctx(Some(&d), None);
+                let decoded = decode_bounded_into(format, body, &c, None, max, &mut general);
+                let label = format!("{format:?} max {max}: {:?}", String::from_utf8_lossy(body));
+                if !took {
+                    declined += 1;
+                    assert_eq!(fast.len(), 1, "declined yet added: {label}");
+                    continue;
+                }
+                read += 1;
+                let decoded = decoded.unwrap_or_else(|e| panic!("{label}: general {e}"));
+                assert!(
+                    decoded.problems.is_empty(),
+                    "{label}: {:?}",
+                    decoded.problems
+                );
+                assert!(decoded.ignored.is_empty(), "{label}: {:?}", decoded.ignored);
+                assert_eq!(fast, general, "{label}");
+                for (f, g) in fast.iter().zip(&general) {
+                    assert_eq!(f.value().to_bits(), g.value().to_bits(), "{label}");
+                    assert_eq!(f.time_source(), g.time_source(), "{label}");
+                }
+            }
+        }
+    }
+    // The sensors' bodies are read; many random ones are declined.
+    let mut common = vec![];
+    for body in [&br#"{"value":21.53}"#[..], br#"{"t":-4,"h":40.25}"#] {
+        assert!(decode_plain_json_into(
+            &PayloadFormat::Json,
+            body,
+            &d,
+            now,
+            DEFAULT_MAX_READINGS_PER_MESSAGE,
+            &mut |k| name(k),
+            &mut common
+        ));
+    }
+    assert_eq!(common.len(), 3);
+    assert!(
+        read > 400 && declined > 20_000,
+        "{read} read, {declined} declined"
+    );
+}
