@@ -98,6 +98,7 @@ pub(crate) const ENDS_PLAIN_STRING: [bool; 256] = {
 /// anything else. The hand-written JSON readers on the hot paths (a flat
 /// object, a PUSH_DATA) share it, so they agree on what a plain number is
 /// and decline the rest to serde.
+#[cfg(any(test, feature = "lorawan"))]
 #[inline]
 pub(crate) fn json_number_end(s: &[u8], mut at: usize) -> Option<(usize, bool)> {
     let digits = |at: &mut usize| {

@@ -46,6 +46,7 @@ pub(super) fn fields_into<'a>(text: &'a str, out: &mut Fields<&'a str>) -> bool 
 /// are), hence UTF-8, and reads as [`fields_into`] reads its text. The
 /// UTF-8 check of the whole payload, one call into `core` of about 70
 /// instructions for a few bytes, is not needed for it (issue 69).
+#[cfg(feature = "coap")]
 pub(super) fn ascii_fields_into<'a>(bytes: &'a [u8], out: &mut Fields<&'a [u8]>) -> bool {
     let key = |start: usize, end: usize| bytes.get(start..end);
     read_fields(bytes, &ENDS_ASCII_STRING, key, out).is_some()
@@ -53,6 +54,7 @@ pub(super) fn ascii_fields_into<'a>(bytes: &'a [u8], out: &mut Fields<&'a [u8]>)
 
 /// [`super::decimal::ENDS_PLAIN_STRING`], also ending at any byte that is
 /// not ASCII: [`ascii_fields_into`] declines such a key.
+#[cfg(feature = "coap")]
 const ENDS_ASCII_STRING: [bool; 256] = {
     let mut table = super::decimal::ENDS_PLAIN_STRING;
     let mut b = 0x80;
@@ -118,6 +120,7 @@ impl<K: Copy> Fields<K> {
         self.pairs[..self.len].iter().copied()
     }
 
+    #[cfg(feature = "coap")]
     pub(super) fn len(&self) -> usize {
         self.len
     }
