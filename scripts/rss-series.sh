@@ -4,6 +4,11 @@
 # after it, as `ingest` measures them, then glibc malloc_info of the main
 # arena (free chunks: count / KiB) through gdb -p (docs/PERFORMANCE.md, issue 69).
 #   bash scripts/rss-series.sh GATEWAY [SENDER]
+# DEVICES (default 10000) devices send one message of 5 metrics each per
+# round until 10 000 messages are sent: DEVICES=10000 leaves 50 000 series
+# open, DEVICES=1 sends 10 000 readings into each of 5 series. WINDOW
+# (default 1h) is the aggregation window; a short one (5s) also reports the
+# RSS once every window has closed and its series were let go.
 # Needs mosquitto, curl, python3 and gdb.
 BIN=$1; SIM=${2:-$1}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -17,7 +22,7 @@ state_dir = "$D/state"
 [upstream]
 url = "mqtt://127.0.0.1:$P"
 [aggregation]
-window = "1h"
+window = "${WINDOW:-1h}"
 grace = "1s"
 [metrics]
 bind = "127.0.0.1:$M"
@@ -35,10 +40,16 @@ for i in $(seq 1 150); do grep -q "start-up used" $D/log && break; sleep 0.2; do
 sleep 1
 metric() { curl -s 127.0.0.1:$M/metrics | awk -v n="$1" '$1==n{print $2}'; }
 echo "idle: $(grep -E '^(Rss|Anonymous)' /proc/$GP/smaps_rollup | tr -s ' ' | tr '\n' ' ')"
-$SIM simulate --broker mqtt://127.0.0.1:$P --devices 10000 --count 10000 --rate 0 --qos 1 --metrics temperature,humidity,pressure,co2,battery >/dev/null 2>&1
+$SIM simulate --broker mqtt://127.0.0.1:$P --devices ${DEVICES:-10000} --count 10000 --rate 0 --qos 1 --metrics temperature,humidity,pressure,co2,battery >/dev/null 2>&1
 for i in $(seq 1 300); do r=$(metric edge_gateway_aggregator_readings_total); [ "${r%.*}" = 50000 ] && break; sleep 0.1; done
 rel=$(metric edge_gateway_heap_releases_total)
-echo "last reading: readings=$r releases=$rel $(grep -E '^(Rss|Anonymous)' /proc/$GP/smaps_rollup | tr -s ' ' | tr '\n' ' ')"
+if [ "${WINDOW:-1h}" != 1h ]; then
+  echo "last reading: $(grep -E '^(Rss|Anonymous)' /proc/$GP/smaps_rollup | tr -s ' ' | tr '\n' ' ')"
+  for i in $(seq 1 600); do w=$(metric edge_gateway_aggregator_windows_emitted_total); [ "${w%.*}" = "${DEVICES:-10000}" ] && break; sleep 0.1; done
+  rel=$(metric edge_gateway_heap_releases_total)
+  at="every window closed (windows=$w)"
+fi
+echo "${at:-last reading}: readings=$r releases=$rel $(grep -E '^(Rss|Anonymous)' /proc/$GP/smaps_rollup | tr -s ' ' | tr '\n' ' ')"
 for i in $(seq 1 100); do r2=$(metric edge_gateway_heap_releases_total); [ "$r2" != "$rel" ] && break; sleep 0.05; done
 echo "settled: releases=$r2 $(grep -E '^(Rss|Anonymous)' /proc/$GP/smaps_rollup | tr -s ' ' | tr '\n' ' ')"
 gdb -p $GP -batch -ex 'call (int) malloc_info(0, (void*) stderr)' >/dev/null 2>&1
