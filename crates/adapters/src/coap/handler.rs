@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use gateway_core::hash::SeededState;
@@ -20,44 +20,16 @@ use super::message::{self, FormatError, Head, CON, NON};
 use super::names::{Ids, Metrics};
 use crate::payload::{self, Context, PayloadFormat};
 
-/// Content-Format ids (RFC 7252 §12.3, RFC 8428 §12.3).
-const CF_TEXT: u32 = 0;
-const CF_LINK_FORMAT: u32 = 40;
-const CF_JSON: u32 = 50;
-const CF_SENML_JSON: u32 = 110;
-const CF_SENML_CBOR: u32 = 112;
+mod answer;
+mod block1;
+mod latest;
+mod options;
 
-/// Option numbers read by number (RFC 7252 §12.2, RFC 7959 §2.1).
-const URI_PATH: u16 = 11;
-const CONTENT_FORMAT: u16 = 12;
-/// Read only for a codec's `?fport=`, which needs the LoRaWAN codecs.
-#[cfg(feature = "lorawan")]
-const URI_QUERY: u16 = 15;
-const BLOCK1: u16 = 27;
-
-/// Option numbers the server understands. Any other critical (odd) option
-/// in a request is answered 4.02 Bad Option (§5.4.1).
-const UNDERSTOOD_CRITICAL: [u16; 7] = [
-    3,  // Uri-Host
-    7,  // Uri-Port
-    11, // Uri-Path
-    15, // Uri-Query (ignored)
-    17, // Accept (ignored: each resource has one representation)
-    23, // Block2 (ignored: responses fit one datagram)
-    27, // Block1
-];
-
-/// Longest diagnostic payload of an error response: small on purpose, since
-/// requests are unauthenticated (§11.3, amplification).
-const MAX_DIAGNOSTIC: usize = 96;
-/// Largest `/.well-known/core` and `GET /s/{device}` body: the §4.6 payload
-/// bound, so a response never needs Block2.
-const MAX_RESPONSE_PAYLOAD: usize = 1024;
-/// Metrics remembered per device for `GET /s/{device}`.
-const MAX_METRICS_PER_DEVICE: usize = 24;
-/// Concurrent Block1 transfers, and how long an idle one is kept.
-const MAX_TRANSFERS: usize = 64;
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+use answer::Answer;
+use block1::Transfer;
+use latest::Latest;
+pub(crate) use options::format_for;
+use options::*;
 
 /// Limits of the handler, from the adapter config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,27 +74,6 @@ impl Outcome {
     }
 }
 
-struct Transfer {
-    next: u32,
-    szx: u8,
-    body: Vec<u8>,
-    touched: Instant,
-}
-
-/// A device's latest value and time per metric, in the order first
-/// heard: a scan of its few metrics, each name told first by where its
-/// text lies (the same name is one text datagram after datagram), was a
-/// B-tree's search by string and a `String` per metric (issue 69).
-type Latest = Vec<(MetricName, f64, Timestamp)>;
-
-fn remember_in(metrics: &mut Latest, r: &Reading) {
-    if let Some(latest) = metrics.iter_mut().find(|(m, ..)| m == r.metric()) {
-        (latest.1, latest.2) = (r.value(), r.time());
-    } else if metrics.len() < MAX_METRICS_PER_DEVICE {
-        metrics.push((r.metric().clone(), r.value(), r.time()));
-    }
-}
-
 /// The server's state between datagrams.
 pub struct Handler {
     limits: Limits,
@@ -137,131 +88,6 @@ pub struct Handler {
     fast: bool,
     #[cfg(feature = "lorawan")]
     codec: Option<super::config::BodyCodec>,
-}
-
-/// Uri-Path segments read without allocating: one more than the longest
-/// resource path, so a longer path still matches none.
-const MAX_SEGMENTS: usize = 4;
-
-/// What the server reads of a request's options, from the one walk over
-/// them.
-struct OptionsRead<'a> {
-    /// The resources served have at most three segments: a longer path
-    /// is only ever answered 4.04, and its message reads it again. No
-    /// vector per datagram; the segments stay bytes until a path needs
-    /// them as text.
-    raw: [&'a [u8]; MAX_SEGMENTS],
-    /// Uri-Path segments in all.
-    depth: usize,
-    /// Whether the segments past those kept are text: only that decides
-    /// their answer (4.00 or 4.04).
-    path_utf8: bool,
-    cf: Option<&'a [u8]>,
-    block1: Option<&'a [u8]>,
-    /// The first critical option not understood.
-    unsupported: Option<u16>,
-}
-
-impl Default for OptionsRead<'_> {
-    fn default() -> Self {
-        Self {
-            raw: [&[]; MAX_SEGMENTS],
-            depth: 0,
-            path_utf8: true,
-            cf: None,
-            block1: None,
-            unsupported: None,
-        }
-    }
-}
-
-impl<'a> OptionsRead<'a> {
-    fn add(&mut self, number: u16, value: &'a [u8]) {
-        match number {
-            URI_PATH => {
-                match self.raw.get_mut(self.depth) {
-                    Some(slot) => *slot = value,
-                    None => self.path_utf8 &= std::str::from_utf8(value).is_ok(),
-                }
-                self.depth += 1;
-            }
-            CONTENT_FORMAT => {
-                self.cf.get_or_insert(value);
-            }
-            BLOCK1 => {
-                self.block1.get_or_insert(value);
-            }
-            n if n % 2 == 1 && !UNDERSTOOD_CRITICAL.contains(&n) => {
-                self.unsupported.get_or_insert(n);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The first values of the options an update reads, from the one walk
-/// over a request's options.
-#[derive(Clone, Copy)]
-struct FirstOptions<'a> {
-    cf: Option<&'a [u8]>,
-    block1: Option<&'a [u8]>,
-}
-
-/// The payload decoder for a Content-Format; `None` for one we do not read.
-/// A message without Content-Format is read by its shape.
-pub(crate) fn format_for(cf: Option<u32>) -> Option<PayloadFormat> {
-    Some(match cf {
-        None => PayloadFormat::Auto { columns: None },
-        Some(CF_TEXT) => PayloadFormat::Number,
-        Some(CF_JSON) => PayloadFormat::Json,
-        Some(CF_SENML_JSON) => PayloadFormat::Senml,
-        Some(CF_SENML_CBOR) => PayloadFormat::SenmlCbor,
-        Some(_) => return None,
-    })
-}
-
-/// A response under construction: code, payload, and options to add.
-struct Answer {
-    code: ResponseType,
-    content_format: Option<u32>,
-    payload: Vec<u8>,
-    options: Vec<(CoapOption, Vec<u8>)>,
-}
-
-impl Answer {
-    fn new(code: ResponseType) -> Self {
-        Self {
-            code,
-            content_format: None,
-            payload: Vec::new(),
-            options: Vec::new(),
-        }
-    }
-
-    fn content(format: u32, payload: Vec<u8>) -> Self {
-        Self {
-            content_format: Some(format),
-            payload,
-            ..Self::new(ResponseType::Content)
-        }
-    }
-
-    /// An error with a short diagnostic payload (§5.5.2).
-    fn error(code: ResponseType, diagnostic: &str) -> Self {
-        let mut end = diagnostic.len().min(MAX_DIAGNOSTIC);
-        while !diagnostic.is_char_boundary(end) {
-            end -= 1;
-        }
-        Self {
-            payload: diagnostic.as_bytes()[..end].to_vec(),
-            ..Self::new(code)
-        }
-    }
-
-    fn with(mut self, option: CoapOption, value: Vec<u8>) -> Self {
-        self.options.push((option, value));
-        self
-    }
 }
 
 impl Handler {
@@ -743,144 +569,8 @@ impl Handler {
         }
     }
 
-    /// One Block1 block (RFC 7959 §2.5). `Ok` with the whole body and the
-    /// Block1 value to echo once the last block is in; `Err` with the answer
-    /// to send otherwise (2.31 Continue, or an error).
-    fn block1(
-        &mut self,
-        key: (SocketAddr, String),
-        value: &[u8],
-        payload: &[u8],
-        now: Instant,
-        out: &mut Outcome,
-    ) -> Result<(Vec<u8>, Vec<u8>), Answer> {
-        let Some(v) = message::read_uint(value).filter(|v| v & 0x7 != 7) else {
-            out.error("invalid_block1", "Block1 value");
-            return Err(Answer::error(ResponseType::BadRequest, "invalid Block1"));
-        };
-        let (num, more, szx) = (v >> 4, v & 0x8 != 0, (v & 0x7) as u8);
-        let size = 16usize << szx;
-        if more && payload.len() != size {
-            out.error("invalid_block1", "block shorter than its size");
-            return Err(Answer::error(
-                ResponseType::BadRequest,
-                "block size mismatch",
-            ));
-        }
-        self.transfers
-            .retain(|_, t| now.saturating_duration_since(t.touched) < TRANSFER_TIMEOUT);
-        if num == 0 {
-            if self.transfers.len() >= MAX_TRANSFERS && !self.transfers.contains_key(&key) {
-                out.error("too_many_transfers", "Block1 transfer table full");
-                return Err(Answer::error(ResponseType::ServiceUnavailable, "busy"));
-            }
-            self.transfers.insert(
-                key.clone(),
-                Transfer {
-                    next: 0,
-                    szx,
-                    body: Vec::new(),
-                    touched: now,
-                },
-            );
-        }
-        let incomplete =
-            || Answer::error(ResponseType::RequestEntityIncomplete, "block out of order");
-        let Some(t) = self.transfers.get_mut(&key) else {
-            out.error("block1_incomplete", format!("block {num} without block 0"));
-            return Err(incomplete());
-        };
-        // The client may lower the block size mid-transfer (§2.5); the
-        // position in bytes must still match.
-        if t.body.len() != (num as usize).saturating_mul(size) || szx > t.szx {
-            out.error("block1_incomplete", format!("block {num} out of order"));
-            self.transfers.remove(&key);
-            return Err(incomplete());
-        }
-        if t.body.len() + payload.len() > self.limits.max_body_bytes {
-            out.error(
-                "body_too_large",
-                format!("over {} bytes", self.limits.max_body_bytes),
-            );
-            self.transfers.remove(&key);
-            let max = u32::try_from(self.limits.max_body_bytes).unwrap_or(u32::MAX);
-            return Err(Answer::new(ResponseType::RequestEntityTooLarge)
-                .with(CoapOption::Size1, message::uint(max)));
-        }
-        t.body.extend_from_slice(payload);
-        t.next = num + 1;
-        t.szx = szx;
-        t.touched = now;
-        if more {
-            return Err(
-                Answer::new(ResponseType::Continue).with(CoapOption::Block1, message::uint(v))
-            );
-        }
-        let body = self
-            .transfers
-            .remove(&key)
-            .map(|t| t.body)
-            .unwrap_or_default();
-        Ok((body, message::uint(v)))
-    }
-
-    fn remember(&mut self, readings: &[Reading]) {
-        for r in readings {
-            // A known device, the case of every datagram after its first,
-            // is found with one hash and its known metric updated in
-            // place: no key is copied (two allocations a reading
-            // otherwise), no second lookup.
-            if let Some(metrics) = self.latest.get_mut(r.device()) {
-                remember_in(metrics, r);
-            } else if self.latest.len() < self.limits.max_devices {
-                remember_in(self.latest.entry(r.device().clone()).or_default(), r);
-            }
-        }
-    }
-
-    fn latest_json(&self, device: &str, out: &mut Outcome) -> Answer {
-        let Some(metrics) = DeviceId::new(device).ok().and_then(|d| self.latest.get(&d)) else {
-            out.error("not_found", format!("no readings from {device}"));
-            return Answer::new(ResponseType::NotFound);
-        };
-        let mut body = serde_json::Map::new();
-        // By name, as the map keeps them whatever serde_json's features.
-        let mut sorted: Vec<_> = metrics.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        for (name, value, time) in sorted {
-            body.insert(
-                name.to_string(),
-                serde_json::json!({ "v": value, "t": time.to_rfc3339() }),
-            );
-        }
-        let doc = serde_json::json!({ "device": device, "metrics": body });
-        let mut bytes = doc.to_string().into_bytes();
-        if bytes.len() > MAX_RESPONSE_PAYLOAD {
-            bytes = serde_json::json!({ "device": device, "metrics": {}, "truncated": true })
-                .to_string()
-                .into_bytes();
-        }
-        Answer::content(CF_JSON, bytes)
-    }
-
-    /// RFC 6690 link format: the ingest collection, then one link per known
-    /// device while the body stays under [`MAX_RESPONSE_PAYLOAD`].
-    fn link_format(&self) -> String {
-        let mut out = format!(
-            "</s>;rt=\"edge-gateway.ingest\";ct=\"{CF_TEXT} {CF_JSON} {CF_SENML_JSON} {CF_SENML_CBOR}\";title=\"POST or PUT /s/{{device}}[/{{metric}}]\""
-        );
-        let mut devices: Vec<&str> = self.latest.keys().map(DeviceId::as_str).collect();
-        devices.sort_unstable();
-        for d in devices {
-            let link = format!(",</s/{d}>;rt=\"edge-gateway.latest\";ct={CF_JSON}");
-            if out.len() + link.len() > MAX_RESPONSE_PAYLOAD {
-                break;
-            }
-            out.push_str(&link);
-        }
-        out
-    }
 }
+
 
 #[cfg(test)]
 #[path = "handler_tests.rs"]

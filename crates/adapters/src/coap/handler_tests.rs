@@ -1,4 +1,7 @@
+use super::answer::MAX_DIAGNOSTIC;
+use super::latest::MAX_METRICS_PER_DEVICE;
 use super::*;
+use std::time::Duration;
 
 fn peer() -> SocketAddr {
     "[2001:db8::1]:40000".parse().unwrap()

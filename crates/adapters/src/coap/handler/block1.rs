@@ -1,0 +1,105 @@
+//! Block1 reassembly (RFC 7959 §2.5): a body sent in blocks, kept per peer
+//! and path until its last block or its timeout.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, ResponseType};
+
+use super::super::message;
+use super::answer::Answer;
+use super::{Handler, Outcome};
+
+/// Concurrent Block1 transfers, and how long an idle one is kept.
+pub(super) const MAX_TRANSFERS: usize = 64;
+pub(super) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(super) struct Transfer {
+    pub(super) next: u32,
+    pub(super) szx: u8,
+    pub(super) body: Vec<u8>,
+    pub(super) touched: Instant,
+}
+
+impl Handler {
+    /// One Block1 block (RFC 7959 §2.5). `Ok` with the whole body and the
+    /// Block1 value to echo once the last block is in; `Err` with the answer
+    /// to send otherwise (2.31 Continue, or an error).
+    pub(super) fn block1(
+        &mut self,
+        key: (SocketAddr, String),
+        value: &[u8],
+        payload: &[u8],
+        now: Instant,
+        out: &mut Outcome,
+    ) -> Result<(Vec<u8>, Vec<u8>), Answer> {
+        let Some(v) = message::read_uint(value).filter(|v| v & 0x7 != 7) else {
+            out.error("invalid_block1", "Block1 value");
+            return Err(Answer::error(ResponseType::BadRequest, "invalid Block1"));
+        };
+        let (num, more, szx) = (v >> 4, v & 0x8 != 0, (v & 0x7) as u8);
+        let size = 16usize << szx;
+        if more && payload.len() != size {
+            out.error("invalid_block1", "block shorter than its size");
+            return Err(Answer::error(
+                ResponseType::BadRequest,
+                "block size mismatch",
+            ));
+        }
+        self.transfers
+            .retain(|_, t| now.saturating_duration_since(t.touched) < TRANSFER_TIMEOUT);
+        if num == 0 {
+            if self.transfers.len() >= MAX_TRANSFERS && !self.transfers.contains_key(&key) {
+                out.error("too_many_transfers", "Block1 transfer table full");
+                return Err(Answer::error(ResponseType::ServiceUnavailable, "busy"));
+            }
+            self.transfers.insert(
+                key.clone(),
+                Transfer {
+                    next: 0,
+                    szx,
+                    body: Vec::new(),
+                    touched: now,
+                },
+            );
+        }
+        let incomplete =
+            || Answer::error(ResponseType::RequestEntityIncomplete, "block out of order");
+        let Some(t) = self.transfers.get_mut(&key) else {
+            out.error("block1_incomplete", format!("block {num} without block 0"));
+            return Err(incomplete());
+        };
+        // The client may lower the block size mid-transfer (§2.5); the
+        // position in bytes must still match.
+        if t.body.len() != (num as usize).saturating_mul(size) || szx > t.szx {
+            out.error("block1_incomplete", format!("block {num} out of order"));
+            self.transfers.remove(&key);
+            return Err(incomplete());
+        }
+        if t.body.len() + payload.len() > self.limits.max_body_bytes {
+            out.error(
+                "body_too_large",
+                format!("over {} bytes", self.limits.max_body_bytes),
+            );
+            self.transfers.remove(&key);
+            let max = u32::try_from(self.limits.max_body_bytes).unwrap_or(u32::MAX);
+            return Err(Answer::new(ResponseType::RequestEntityTooLarge)
+                .with(CoapOption::Size1, message::uint(max)));
+        }
+        t.body.extend_from_slice(payload);
+        t.next = num + 1;
+        t.szx = szx;
+        t.touched = now;
+        if more {
+            return Err(
+                Answer::new(ResponseType::Continue).with(CoapOption::Block1, message::uint(v))
+            );
+        }
+        let body = self
+            .transfers
+            .remove(&key)
+            .map(|t| t.body)
+            .unwrap_or_default();
+        Ok((body, message::uint(v)))
+    }
+}
