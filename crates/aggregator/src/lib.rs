@@ -93,6 +93,8 @@
 
 mod chunked;
 mod keys;
+mod names;
+mod open;
 mod series;
 mod snapshot;
 mod stats;
