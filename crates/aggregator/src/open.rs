@@ -7,9 +7,10 @@
 //! map shared by all series, rather than a pointer in every slot that is
 //! null nearly always (8 bytes a series, 0.4 MB for 10 000 × 5: issue 69).
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use gateway_core::hash::SeededState;
+use hashbrown::HashTable;
 
 use crate::chunked::Chunked;
 use crate::Stats;
@@ -35,7 +36,16 @@ impl Head {
 pub(crate) struct OpenTable {
     heads: Chunked<Head>,
     /// The other open windows of the few series with more than one.
-    spill: HashMap<u32, Vec<(i64, Stats)>, SeededState>,
+    spill: HashTable<Spilled>,
+    hasher: SeededState,
+}
+
+#[derive(Debug)]
+struct Spilled {
+    id: u32,
+    /// Made with room for one: a series waiting out one window's grace
+    /// holds 56 bytes here, not the 224 a first push reserves.
+    rest: Vec<(i64, Stats)>,
 }
 
 impl OpenTable {
@@ -47,7 +57,7 @@ impl OpenTable {
     /// Drops the last id's slot.
     pub fn pop_slot(&mut self) {
         if let Some(id) = self.heads.len().checked_sub(1) {
-            self.spill.remove(&(id as u32));
+            self.remove_spilled(id as u32);
         }
         self.heads.pop();
     }
@@ -57,9 +67,33 @@ impl OpenTable {
         if let Some(head) = self.heads.get_mut(id as usize) {
             *head = Head::EMPTY;
         }
-        if self.spill.remove(&id).is_some() {
+        self.remove_spilled(id);
+    }
+
+    fn remove_spilled(&mut self, id: u32) {
+        let hash = self.hasher.hash_one(id);
+        if let Ok(entry) = self.spill.find_entry(hash, |s| s.id == id) {
+            entry.remove();
             self.give_back_empty_spill();
         }
+    }
+
+    fn rest(&self, id: u32) -> Option<&[(i64, Stats)]> {
+        let hash = self.hasher.hash_one(id);
+        let spilled = self.spill.find(hash, |s| s.id == id)?;
+        Some(&spilled.rest)
+    }
+
+    fn spill_push(&mut self, id: u32, window: (i64, Stats)) {
+        let hash = self.hasher.hash_one(id);
+        if let Some(spilled) = self.spill.find_mut(hash, |s| s.id == id) {
+            spilled.rest.push(window);
+            return;
+        }
+        let hasher = &self.hasher;
+        let rest = vec![window];
+        self.spill
+            .insert_unique(hash, Spilled { id, rest }, |s| hasher.hash_one(s.id));
     }
 
     /// Adds `value` to `id`'s window starting at `start`; true if that
@@ -89,8 +123,10 @@ impl OpenTable {
     }
 
     fn spilled_mut(&mut self, id: u32, start: i64) -> Option<&mut Stats> {
+        let hash = self.hasher.hash_one(id);
         self.spill
-            .get_mut(&id)?
+            .find_mut(hash, |s| s.id == id)?
+            .rest
             .iter_mut()
             .find(|(s, _)| *s == start)
             .map(|(_, st)| st)
@@ -110,9 +146,9 @@ impl OpenTable {
             // as long as the window, every reading: issue 69).
             let older = (head.start, head.stats);
             *head = Head { start, stats };
-            self.spill.entry(id).or_default().push(older);
+            self.spill_push(id, older);
         } else {
-            self.spill.entry(id).or_default().push((start, stats));
+            self.spill_push(id, (start, stats));
         }
     }
 
@@ -141,44 +177,57 @@ impl OpenTable {
         if head.start == start {
             return Some(head.stats);
         }
-        let rest = self.spill.get(&id)?;
-        rest.iter().find(|(s, _)| *s == start).map(|(_, st)| *st)
+        self.rest(id)?
+            .iter()
+            .find(|(s, _)| *s == start)
+            .map(|(_, st)| *st)
     }
 
     /// Removes and returns the accumulator of `id`'s window starting at
-    /// `start`.
+    /// `start`. One probe of the spill: at a steady state's close, every
+    /// series' closing window is there.
     pub fn take(&mut self, id: u32, start: i64) -> Option<Stats> {
         let head = self.heads.get_mut(id as usize)?;
-        if head.start == start {
+        let in_head = head.start == start;
+        if in_head && self.spill.is_empty() {
             let taken = head.stats;
-            let next = self.spill.get_mut(&id).and_then(Vec::pop);
-            *head = match next {
+            *head = Head::EMPTY;
+            return Some(taken);
+        }
+        let hash = self.hasher.hash_one(id);
+        let Ok(mut entry) = self.spill.find_entry(hash, |s| s.id == id) else {
+            if !in_head {
+                return None;
+            }
+            let taken = head.stats;
+            *head = Head::EMPTY;
+            return Some(taken);
+        };
+        let rest = &mut entry.get_mut().rest;
+        let taken = if in_head {
+            let taken = head.stats;
+            *head = match rest.pop() {
                 Some((start, stats)) => Head { start, stats },
                 None => Head::EMPTY,
             };
-            self.drop_empty_spill(id);
-            return Some(taken);
+            taken
+        } else {
+            let pos = rest.iter().position(|(s, _)| *s == start)?;
+            rest.swap_remove(pos).1
+        };
+        // A series back to one window gives its spill list back.
+        if rest.is_empty() {
+            entry.remove();
+            self.give_back_empty_spill();
         }
-        let rest = self.spill.get_mut(&id)?;
-        let pos = rest.iter().position(|(s, _)| *s == start)?;
-        let taken = rest.swap_remove(pos).1;
-        self.drop_empty_spill(id);
         Some(taken)
     }
 
-    /// A series back to one window gives its spill list back.
-    fn drop_empty_spill(&mut self, id: u32) {
-        if self.spill.get(&id).is_some_and(Vec::is_empty) {
-            self.spill.remove(&id);
-            self.give_back_empty_spill();
-        }
-    }
-
-    /// Once the last grace period is over the spill map is empty; its
+    /// Once the last grace period is over the spill is empty; its
     /// capacity, sized by every series of a window, goes back too.
     fn give_back_empty_spill(&mut self) {
         if self.spill.is_empty() && self.spill.capacity() > 0 {
-            self.spill = HashMap::default();
+            self.spill = HashTable::new();
         }
     }
 
