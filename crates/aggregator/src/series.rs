@@ -276,18 +276,38 @@ impl SeriesTable {
         ))
     }
 
+    fn metric_of(&self, id: u32) -> Option<&str> {
+        self.metrics.get(self.pairs.get(id as usize)?.metric)
+    }
+
     /// Orders ids by (device, metric). Sorting compares 16-byte key prefixes
     /// gathered once, not keys behind a pointer each time; they are gathered
-    /// only here, at window close, rather than stored per series.
+    /// only here, at window close, rather than stored per series. Where
+    /// prefixes tie (a device id of 16 bytes or more fills the prefix, so
+    /// all its metrics tie), the same device id means the same device, and
+    /// only the metric names are compared.
     pub fn sort_ids(&self, ids: &mut [u32]) {
-        let mut keyed: Vec<(u128, u32)> = ids
+        let mut keyed: Vec<(u128, u32, u32)> = ids
             .iter()
-            .map(|&id| (self.key(id).map_or(0, |(d, m)| key_prefix(d, m)), id))
+            .map(|&id| {
+                let device = self.pairs.get(id as usize).map_or(u32::MAX, |p| p.device);
+                (
+                    self.key(id).map_or(0, |(d, m)| key_prefix(d, m)),
+                    device,
+                    id,
+                )
+            })
             .collect();
-        keyed.sort_unstable_by(|&(pa, a), &(pb, b)| {
-            pa.cmp(&pb).then_with(|| self.key(a).cmp(&self.key(b)))
+        keyed.sort_unstable_by(|&(pa, da, a), &(pb, db, b)| {
+            pa.cmp(&pb).then_with(|| {
+                if da == db {
+                    self.metric_of(a).cmp(&self.metric_of(b))
+                } else {
+                    self.key(a).cmp(&self.key(b))
+                }
+            })
         });
-        for (slot, (_, id)) in ids.iter_mut().zip(keyed) {
+        for (slot, (_, _, id)) in ids.iter_mut().zip(keyed) {
             *slot = id;
         }
     }
