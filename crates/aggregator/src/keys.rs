@@ -1,11 +1,11 @@
-//! The packed series keys, back to back in one buffer and addressed by
-//! series id.
+//! The interned texts (device ids, metric names: `names.rs`), back to back
+//! in one buffer and addressed by id.
 //!
-//! One small allocation per series would cost a malloc header and rounding
-//! on each (a 22-byte key takes 32 bytes), and, worse, would scatter
+//! One small allocation per text would cost a malloc header and rounding
+//! on each (a 16-byte id takes 32 bytes), and, worse, would scatter
 //! long-lived chunks among the short-lived ones of every reading, so the
 //! allocator could not hand the memory of a burst back. One buffer costs
-//! the key bytes and a 16-byte span.
+//! the text's bytes and an 8-byte span.
 
 use crate::chunked::Chunked;
 

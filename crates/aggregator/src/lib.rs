@@ -72,16 +72,22 @@
 //!
 //! # Layout
 //!
-//! - `stats.rs`: [`Stats`], one 56-byte accumulator.
-//! - `series.rs`: the intern table. Each (device, metric) is hashed once per
-//!   reading to a dense `u32` series id; per id, the accumulators of that
-//!   series' open windows, the first stored inline because almost always there
-//!   is only one. A series is forgotten when its last window closes, so
+//! - `stats.rs`: [`Stats`], one 48-byte accumulator.
+//! - `series.rs`: the intern table. Each (device, metric) is hashed to a
+//!   dense `u32` series id (a pair looked up lately is found by its texts'
+//!   addresses instead); a series' key is the ids of its device and its
+//!   metric name. A series is forgotten when its last window closes, so
 //!   devices that come and go do not grow the tables.
+//! - `names.rs`: device ids and metric names, each interned once with a
+//!   reference count, whatever the number of series naming it.
+//! - `open.rs`: per series id, its open windows' accumulators: the first
+//!   inline (56 bytes with its window start), because almost always there
+//!   is only one; the others in one map shared by the few series that
+//!   have more.
 //! - `chunked.rs`: vectors in fixed chunks for the per-series tables, so
 //!   growing them never leaves a freed copy behind in the allocator.
-//! - `keys.rs`: the series keys, packed back to back in one buffer (no
-//!   allocation per series, nothing long-lived scattered among the
+//! - `keys.rs`: the interned texts, packed back to back in one buffer (no
+//!   allocation per text, nothing long-lived scattered among the
 //!   short-lived allocations of each reading).
 //! - `window.rs`: [`WindowSpec`], [`Aggregator`]. A `BTreeMap` from window
 //!   start to the ids of the series open in it makes the due windows a prefix
@@ -93,6 +99,8 @@
 
 mod chunked;
 mod keys;
+mod names;
+mod open;
 mod series;
 mod snapshot;
 mod stats;

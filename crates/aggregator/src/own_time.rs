@@ -143,11 +143,7 @@ impl Aggregator {
         let (start, _) = self.spec.bounds(t);
         let opened_here = !self.windows.contains_key(&start);
         let id = self.series.intern(reading.device(), reading.metric());
-        if self
-            .series
-            .open_mut(id)
-            .is_some_and(|w| w.push(start, reading.value()))
-        {
+        if self.series.push(id, start, reading.value()) {
             self.opened(start, id);
         }
         let now = now.as_millis();

@@ -1,207 +1,83 @@
 //! The intern table: (device, metric) → dense `u32` series id, and per id the
 //! accumulators of that series' open windows.
 //!
-//! Strings are hashed once per reading, here; everything downstream (window
-//! membership lists, accumulators) is addressed by id. Ids of series without
-//! an open window are released, and the lowest free id is reused first, so the
-//! tables shrink back after a burst of devices that then went silent.
+//! Strings are hashed here, on a reading whose pair was not looked up
+//! lately; everything downstream (window membership lists, accumulators) is
+//! addressed by id. Ids of series without an open window are released, and
+//! the lowest free id is reused first, so the tables shrink back after a
+//! burst of devices that then went silent.
 //!
 //! Memory per live series is what bounds a gateway with many sensors (the
-//! target is 10 000 devices × 5 metrics in well under 15 MB), so each series
-//! costs its accumulator, its key's bytes in one shared buffer
-//! ([`KeyArena`]) and a 4-byte id in the index; keys are not duplicated in
-//! a map and a separate list.
+//! goal is 10 000 devices × 5 metrics in 6 MB of RSS, issue 69), so a series
+//! costs its inline accumulator ([`OpenTable`], 56 bytes), its key as two
+//! ids (8 bytes: the device's id and the metric's name are interned once in
+//! [`Names`], whatever the number of series naming them) and a 4-byte id in
+//! the index.
 
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 
+use gateway_core::hash::SeededState;
 use gateway_core::{DeviceId, MetricName};
 use hashbrown::HashTable;
 
 use crate::chunked::Chunked;
-use crate::keys::KeyArena;
+use crate::names::Names;
+use crate::open::OpenTable;
 use crate::Stats;
-use gateway_core::hash::SeededState;
 
-/// Separates device and metric in a packed key. Control characters are
-/// refused in both, so it cannot occur inside either; and it sorts before
-/// every byte they can hold, so packed keys in byte order are in (device,
-/// metric) order, the output order.
-const SEPARATOR: char = '\0';
-
-fn pack_key(buf: &mut String, device: &str, metric: &str) {
-    buf.clear();
-    buf.push_str(device);
-    buf.push(SEPARATOR);
-    buf.push_str(metric);
+/// A series' key: the ids of its device and its metric name. A free
+/// series id holds [`Pair::FREE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pair {
+    device: u32,
+    metric: u32,
 }
 
-/// (device, metric) of a packed key.
-pub(crate) fn unpack_key(key: &str) -> (&str, &str) {
-    key.split_once(SEPARATOR).unwrap_or((key, ""))
-}
-
-/// The first 16 bytes of a packed key as a big-endian integer, zero-padded.
-///
-/// Where two prefixes differ they order exactly as the full keys do: at the
-/// first differing byte either both keys have a byte, or the shorter one has
-/// ended and its padding 0 sorts first, as the shorter string does. Equal
-/// prefixes decide nothing and fall back to comparing the full keys.
-fn key_prefix(key: &str) -> u128 {
-    let bytes = key.as_bytes();
-    let mut buf = [0; 16];
-    let n = bytes.len().min(16);
-    buf[..n].copy_from_slice(&bytes[..n]);
-    u128::from_be_bytes(buf)
-}
-
-/// Marks an unused inline slot. Window starts are never negative because
-/// timestamps start at the epoch.
-const NO_WINDOW: i64 = i64::MIN;
-
-/// The open windows of one series. Nearly always there is exactly one, so it
-/// is stored inline and the hot path touches no second allocation; more appear
-/// only while an older window waits out its grace period or when a device
-/// reports ahead. The spill list is boxed so the common case pays 8 bytes
-/// for it, not 24.
-#[derive(Debug)]
-pub(crate) struct OpenWindows {
-    head_start: i64,
-    head: Stats,
-    // The extra allocation is the point: it is made only for the rare
-    // spilled series, and every other series saves 16 bytes.
-    #[allow(clippy::box_collection)]
-    rest: Option<Box<Vec<(i64, Stats)>>>,
-}
-
-impl OpenWindows {
-    const EMPTY: Self = Self {
-        head_start: NO_WINDOW,
-        head: Stats::new(),
-        rest: None,
+impl Pair {
+    const FREE: Self = Self {
+        device: u32::MAX,
+        metric: u32::MAX,
     };
 
-    fn rest_mut(&mut self, start: i64) -> Option<&mut Stats> {
-        self.rest
-            .as_deref_mut()?
-            .iter_mut()
-            .find(|(s, _)| *s == start)
-            .map(|(_, st)| st)
+    fn word(self) -> u64 {
+        (u64::from(self.device) << 32) | u64::from(self.metric)
     }
+}
 
-    /// Adds `value` to the window starting at `start`; true if that window
-    /// was newly opened. Only the common case (the inline window) is
-    /// inlined into the ingest loop: with the rest in the same body the
-    /// compiler stopped inlining it at all (issue 69: 3 % of a CSV line).
-    #[inline(always)]
-    pub fn push(&mut self, start: i64, value: f64) -> bool {
-        if self.head_start == start {
-            self.head.push(value);
-            return false;
-        }
-        self.push_elsewhere(start, value)
+/// The first 16 bytes of "device\0metric" as a big-endian integer,
+/// zero-padded.
+///
+/// The separator sorts before every byte an id or a name can hold (control
+/// characters are refused in both), so these strings order as the (device,
+/// metric) pairs do. Where two prefixes differ they order exactly as the
+/// full strings: at the first differing byte either both have a byte, or
+/// the shorter one has ended and its padding 0 sorts first, as the shorter
+/// string does. Equal prefixes decide nothing and fall back to comparing
+/// the pairs.
+fn key_prefix(device: &str, metric: &str) -> u128 {
+    let mut buf = [0; 16];
+    let d = device.len().min(16);
+    buf[..d].copy_from_slice(&device.as_bytes()[..d]);
+    if d + 1 < 16 {
+        let m = metric.len().min(16 - d - 1);
+        buf[d + 1..d + 1 + m].copy_from_slice(&metric.as_bytes()[..m]);
     }
-
-    #[inline(never)]
-    fn push_elsewhere(&mut self, start: i64, value: f64) -> bool {
-        if let Some(s) = self.rest_mut(start) {
-            s.push(value);
-            return false;
-        }
-        self.open(start, Stats::from_values(&[value]));
-        true
-    }
-
-    fn open(&mut self, start: i64, stats: Stats) {
-        if self.head_start == NO_WINDOW {
-            self.head_start = start;
-            self.head = stats;
-        } else if start > self.head_start {
-            // The newest window takes the inline slot and the one waiting
-            // out its grace moves to the spill list: readings come in time
-            // order, so the next ones are the new window's. Otherwise every
-            // reading of the grace period took the slow path (with a grace
-            // as long as the window, every reading: issue 69).
-            let older = (self.head_start, self.head);
-            self.rest.get_or_insert_default().push(older);
-            self.head_start = start;
-            self.head = stats;
-        } else {
-            self.rest.get_or_insert_default().push((start, stats));
-        }
-    }
-
-    /// Every open window of this series: (start, accumulator).
-    pub fn iter(&self) -> impl Iterator<Item = (i64, &Stats)> {
-        let head = (self.head_start != NO_WINDOW).then_some((self.head_start, &self.head));
-        head.into_iter().chain(
-            self.rest
-                .iter()
-                .flat_map(|r| r.iter().map(|(s, st)| (*s, st))),
-        )
-    }
-
-    /// Puts a restored accumulator in place (replacing one already open for
-    /// that window); true if the window was newly opened.
-    pub fn insert(&mut self, start: i64, stats: Stats) -> bool {
-        if self.head_start == start {
-            self.head = stats;
-            return false;
-        }
-        if let Some(s) = self.rest_mut(start) {
-            *s = stats;
-            return false;
-        }
-        self.open(start, stats);
-        true
-    }
-
-    /// Removes and returns the accumulator of the window starting at `start`.
-    pub fn take(&mut self, start: i64) -> Option<Stats> {
-        if self.head_start == start {
-            let taken = self.head;
-            match self.rest.as_deref_mut().and_then(Vec::pop) {
-                Some((s, stats)) => {
-                    self.head_start = s;
-                    self.head = stats;
-                }
-                None => self.head_start = NO_WINDOW,
-            }
-            self.drop_empty_spill();
-            return Some(taken);
-        }
-        let rest = self.rest.as_deref_mut()?;
-        let pos = rest.iter().position(|(s, _)| *s == start)?;
-        let taken = rest.swap_remove(pos).1;
-        self.drop_empty_spill();
-        Some(taken)
-    }
-
-    /// A series back to one window gives its spill list back.
-    fn drop_empty_spill(&mut self) {
-        if self.rest.as_ref().is_some_and(|r| r.is_empty()) {
-            self.rest = None;
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.head_start == NO_WINDOW
-    }
+    u128::from_be_bytes(buf)
 }
 
 /// Interned series and their open windows, indexed by series id.
 #[derive(Debug, Default)]
 pub(crate) struct SeriesTable {
-    /// Ids, found by the hash of their packed key in `keys`: the key is
-    /// stored once, not again as a map key.
+    /// Series ids, found by the hash of their [`Pair`] in `pairs`.
     index: HashTable<u32>,
     hasher: SeededState,
-    /// Reused for packing lookup keys, so a hit allocates nothing.
-    scratch: String,
-    /// Packed keys ([`pack_key`]) by id. Kept apart from `open` so the
-    /// per-reading path does not drag keys through the cache.
-    keys: KeyArena,
-    open: Chunked<OpenWindows>,
+    devices: Names,
+    metrics: Names,
+    /// Kept apart from `open` so the per-reading path does not drag keys
+    /// through the cache.
+    pairs: Chunked<Pair>,
+    open: OpenTable,
     free: BTreeSet<u32>,
     recent: Recent,
 }
@@ -289,9 +165,25 @@ impl SeriesTable {
         if let Some(id) = self.recent.get(device, metric) {
             return id;
         }
-        let id = match self.lookup(device, metric) {
-            Ok(id) => id,
-            Err(hash) => self.insert_scratch(hash),
+        let (device_id, metric_id) = (
+            self.devices.find(&self.hasher, device.as_str()),
+            self.metrics.find(&self.hasher, metric.as_str()),
+        );
+        let found = match (device_id, metric_id) {
+            (Ok(device), Ok(metric)) => self.find_pair(Pair { device, metric }),
+            _ => None,
+        };
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let device = device_id.unwrap_or_else(|hash| {
+                    self.devices.insert(&self.hasher, device.as_str(), hash)
+                });
+                let metric = metric_id.unwrap_or_else(|hash| {
+                    self.metrics.insert(&self.hasher, metric.as_str(), hash)
+                });
+                self.insert_pair(Pair { device, metric })
+            }
         };
         self.recent.put(device, metric, id);
         id
@@ -303,69 +195,119 @@ impl SeriesTable {
         if let Some(id) = self.recent.get(device, metric) {
             return Some(id);
         }
-        self.lookup(device, metric).ok()
-    }
-
-    /// `Ok(id)`, or `Err(hash)` of the key now packed in `scratch`.
-    fn lookup(&mut self, device: &DeviceId, metric: &MetricName) -> Result<u32, u64> {
-        pack_key(&mut self.scratch, device.as_str(), metric.as_str());
-        let hash = self.hasher.hash_one(self.scratch.as_bytes());
-        let keys = &self.keys;
-        let is_scratch = |&id: &u32| keys.get(id) == Some(self.scratch.as_str());
-        self.index.find(hash, is_scratch).copied().ok_or(hash)
-    }
-
-    /// Interns the key packed in `scratch`, whose hash is `hash`.
-    fn insert_scratch(&mut self, hash: u64) -> u32 {
-        let id = match self.free.pop_first() {
-            Some(id) => id,
-            None => {
-                // Cannot truncate: 2^32 series would need several hundred GB
-                // of keys and accumulators before the id space ran out.
-                let id = self.keys.slots() as u32;
-                self.open.push(OpenWindows::EMPTY);
-                id
-            }
-        };
-        self.keys.put(id, &self.scratch);
-        let (keys, hasher) = (&self.keys, &self.hasher);
-        self.index.insert_unique(hash, id, |&id| {
-            hasher.hash_one(keys.get(id).unwrap_or_default().as_bytes())
-        });
-        id
+        let device = self.devices.find(&self.hasher, device.as_str()).ok()?;
+        let metric = self.metrics.find(&self.hasher, metric.as_str()).ok()?;
+        self.find_pair(Pair { device, metric })
     }
 
     #[inline]
-    pub fn open(&self, id: u32) -> Option<&OpenWindows> {
-        self.open.get(id as usize)
+    fn find_pair(&self, pair: Pair) -> Option<u32> {
+        let pairs = &self.pairs;
+        self.index
+            .find(self.hasher.hash_one(pair.word()), |&id| {
+                pairs.get(id as usize) == Some(&pair)
+            })
+            .copied()
     }
 
-    pub fn open_mut(&mut self, id: u32) -> Option<&mut OpenWindows> {
-        self.open.get_mut(id as usize)
+    /// Interns `pair`, not interned yet, whose texts are.
+    fn insert_pair(&mut self, pair: Pair) -> u32 {
+        self.devices.acquire(pair.device);
+        self.metrics.acquire(pair.metric);
+        let id = match self.free.pop_first() {
+            Some(id) => {
+                if let Some(slot) = self.pairs.get_mut(id as usize) {
+                    *slot = pair;
+                }
+                id
+            }
+            None => {
+                // Cannot truncate: 2^32 series would need several hundred GB
+                // of accumulators before the id space ran out.
+                let id = self.pairs.len() as u32;
+                self.pairs.push(pair);
+                self.open.push_slot();
+                id
+            }
+        };
+        let (pairs, hasher) = (&self.pairs, &self.hasher);
+        self.index
+            .insert_unique(hasher.hash_one(pair.word()), id, |&id| {
+                hasher.hash_one(pairs.get(id as usize).map_or(0, |p| p.word()))
+            });
+        id
+    }
+
+    /// Adds `value` to series `id`'s window starting at `start`; true if
+    /// that window was newly opened.
+    #[inline(always)]
+    pub fn push(&mut self, id: u32, start: i64, value: f64) -> bool {
+        self.open.push(id, start, value)
+    }
+
+    /// Puts a restored accumulator in place; true if the window was newly
+    /// opened.
+    pub fn insert(&mut self, id: u32, start: i64, stats: Stats) -> bool {
+        self.open.insert(id, start, stats)
+    }
+
+    /// The accumulator of series `id` in the window starting at `start`.
+    pub fn stats(&self, id: u32, start: i64) -> Option<Stats> {
+        self.open.get(id, start)
+    }
+
+    /// Removes and returns series `id`'s accumulator of the window starting
+    /// at `start`.
+    pub fn take(&mut self, id: u32, start: i64) -> Option<Stats> {
+        self.open.take(id, start)
+    }
+
+    /// Whether series `id` has no open window left.
+    pub fn is_closed(&self, id: u32) -> bool {
+        self.open.is_empty(id)
     }
 
     /// (device, metric) of a live id.
     pub fn key(&self, id: u32) -> Option<(&str, &str)> {
-        self.packed(id).map(unpack_key)
+        let pair = self.pairs.get(id as usize)?;
+        Some((
+            self.devices.get(pair.device)?,
+            self.metrics.get(pair.metric)?,
+        ))
     }
 
-    fn packed(&self, id: u32) -> Option<&str> {
-        self.keys.get(id)
+    fn metric_of(&self, id: u32) -> Option<&str> {
+        self.metrics.get(self.pairs.get(id as usize)?.metric)
     }
 
     /// Orders ids by (device, metric). Sorting compares 16-byte key prefixes
     /// gathered once, not keys behind a pointer each time; they are gathered
-    /// only here, at window close, rather than stored per series.
+    /// only here, at window close, rather than stored per series. Where
+    /// prefixes tie (a device id of 16 bytes or more fills the prefix, so
+    /// all its metrics tie), the same device id means the same device, and
+    /// only the metric names are compared.
     pub fn sort_ids(&self, ids: &mut [u32]) {
-        let mut keyed: Vec<(u128, u32)> = ids
+        let mut keyed: Vec<(u128, u32, u32)> = ids
             .iter()
-            .map(|&id| (self.packed(id).map_or(0, key_prefix), id))
+            .map(|&id| {
+                let device = self.pairs.get(id as usize).map_or(u32::MAX, |p| p.device);
+                (
+                    self.key(id).map_or(0, |(d, m)| key_prefix(d, m)),
+                    device,
+                    id,
+                )
+            })
             .collect();
-        keyed.sort_unstable_by(|&(pa, a), &(pb, b)| {
-            pa.cmp(&pb)
-                .then_with(|| self.packed(a).cmp(&self.packed(b)))
+        keyed.sort_unstable_by(|&(pa, da, a), &(pb, db, b)| {
+            pa.cmp(&pb).then_with(|| {
+                if da == db {
+                    self.metric_of(a).cmp(&self.metric_of(b))
+                } else {
+                    self.key(a).cmp(&self.key(b))
+                }
+            })
         });
-        for (slot, (_, id)) in ids.iter_mut().zip(keyed) {
+        for (slot, (_, _, id)) in ids.iter_mut().zip(keyed) {
             *slot = id;
         }
     }
@@ -376,41 +318,44 @@ impl SeriesTable {
     /// unchanged; the next lookups find them by their keys.
     pub fn let_go_of_recent(&mut self) {
         self.recent.forget();
-        self.scratch = String::new();
     }
 
     /// Forgets a series that has no open window left.
     pub fn release(&mut self, id: u32) {
         self.recent.forget();
-        let idx = id as usize;
-        let Some(key) = self.keys.get(id) else {
+        let Some(&pair) = self.pairs.get(id as usize) else {
             return;
         };
-        let hash = self.hasher.hash_one(key.as_bytes());
+        if pair == Pair::FREE {
+            return;
+        }
+        let hash = self.hasher.hash_one(pair.word());
         if let Ok(entry) = self.index.find_entry(hash, |&other| other == id) {
             entry.remove();
         }
-        self.keys.remove(id);
+        self.devices.release(&self.hasher, pair.device);
+        self.metrics.release(&self.hasher, pair.metric);
+        if let Some(slot) = self.pairs.get_mut(id as usize) {
+            *slot = Pair::FREE;
+        }
         // Drop a spilled window list too: a series that went quiet should not
         // pin memory sized for its busiest moment.
-        if let Some(w) = self.open.get_mut(idx) {
-            *w = OpenWindows::EMPTY;
-        }
+        self.open.reset(id);
         self.free.insert(id);
         while let Some(&last) = self.free.last() {
-            if last as usize + 1 != self.keys.slots() {
+            if last as usize + 1 != self.pairs.len() {
                 break;
             }
             self.free.pop_last();
-            self.keys.truncate(last as usize);
-            self.open.pop();
+            self.pairs.pop();
+            self.open.pop_slot();
         }
         // Tables never shrink by themselves; after a burst of one-off devices
         // give the memory back once they are mostly empty.
         if self.index.capacity() > 1024 && self.index.len() < self.index.capacity() / 4 {
-            let (keys, hasher) = (&self.keys, &self.hasher);
+            let (pairs, hasher) = (&self.pairs, &self.hasher);
             self.index.shrink_to(self.index.len() * 2, |&id| {
-                hasher.hash_one(keys.get(id).unwrap_or_default().as_bytes())
+                hasher.hash_one(pairs.get(id as usize).map_or(0, |p| p.word()))
             });
         }
     }
@@ -423,7 +368,7 @@ impl SeriesTable {
     /// Slots allocated, live or free; for tests of the shrinking.
     #[cfg(test)]
     pub fn slots(&self) -> usize {
-        self.keys.slots()
+        self.pairs.len()
     }
 }
 
@@ -594,55 +539,45 @@ mod tests {
     }
 
     #[test]
-    fn a_series_costs_what_the_memory_budget_assumes() {
-        // 10 000 devices × 5 metrics are 50 000 of these: 64 bytes of
-        // accumulator per series (one cache line), plus its key bytes.
-        assert!(std::mem::size_of::<OpenWindows>() <= 64);
-    }
-
-    #[test]
-    fn open_windows_spill_and_refill_the_inline_slot() {
-        let mut w = OpenWindows::EMPTY;
-        // (start, value, expect newly opened)
-        let pushes = [
-            (0, 1.0, true),
-            (0, 3.0, false),
-            (10, 5.0, true),
-            (20, 7.0, true),
-            (10, 6.0, false),
-        ];
-        for (start, v, new) in pushes {
-            assert_eq!(w.push(start, v), new, "push {start} {v}");
+    fn a_series_key_is_two_ids_and_each_text_is_stored_once() {
+        assert_eq!(std::mem::size_of::<Pair>(), 8);
+        let mut t = SeriesTable::default();
+        let metrics = ["temperature", "humidity", "co2"];
+        let mut ids = Vec::new();
+        for d in 0..4 {
+            for m in metrics {
+                let (d, m) = dm(&format!("room-{d}"), m);
+                ids.push(t.intern(&d, &m));
+            }
         }
-        let s = w.take(0).unwrap();
-        assert_eq!((s.count(), s.avg()), (2, 2.0));
-        assert!(w.take(0).is_none());
-        let s = w.take(10).unwrap();
-        assert_eq!((s.count(), s.avg()), (2, 5.5));
-        assert!(!w.is_empty());
-        assert_eq!(w.take(20).unwrap().count(), 1);
-        assert!(w.is_empty());
-        assert!(w.take(20).is_none());
-    }
-
-    /// Readings come in time order: once the next window opens, its
-    /// readings take the inline slot's fast path while the older window
-    /// waits out its grace in the spill list.
-    #[test]
-    fn the_newest_window_takes_the_inline_slot() {
-        let mut w = OpenWindows::EMPTY;
-        assert!(w.push(0, 1.0));
-        assert!(w.push(60, 2.0));
-        assert_eq!(w.head_start, 60);
-        assert!(!w.push(60, 4.0));
-        assert!(!w.push(0, 3.0), "a late reading still finds its window");
-        assert_eq!(w.take(0).map(|s| (s.count(), s.avg())), Some((2, 2.0)));
-        assert_eq!(w.head_start, 60);
-        assert!(
-            w.rest.is_none(),
-            "back to one window, the spill list is given back"
+        assert_eq!((t.len(), t.devices.len(), t.metrics.len()), (12, 4, 3));
+        // Every series of room-1 released: its id goes, the metric names
+        // stay for the other rooms.
+        for &id in &ids[3..6] {
+            t.release(id);
+        }
+        assert_eq!((t.len(), t.devices.len(), t.metrics.len()), (9, 3, 3));
+        let (d, m) = dm("room-1", "humidity");
+        assert_eq!(t.find(&d, &m), None);
+        for (i, &id) in ids.iter().enumerate() {
+            let want = (!(3..6).contains(&i))
+                .then(|| (format!("room-{}", i / 3), metrics[i % 3].to_string()));
+            let got = t.key(id).map(|(d, m)| (d.to_string(), m.to_string()));
+            assert_eq!(got, want, "id {id}");
+        }
+        // A new device takes the freed device id and series ids, under its
+        // own name.
+        let (d, m) = dm("hall", "co2");
+        let id = t.intern(&d, &m);
+        assert_eq!(t.key(id), Some(("hall", "co2")));
+        assert!((3..6).contains(&id));
+        // All released: nothing is left of any table.
+        for id in (0..12).filter(|i| !(3..6).contains(i)).chain([id]) {
+            t.release(id);
+        }
+        assert_eq!(
+            (t.len(), t.slots(), t.devices.slots(), t.metrics.slots()),
+            (0, 0, 0, 0)
         );
-        assert_eq!(w.take(60).map(|s| (s.count(), s.avg())), Some((2, 3.0)));
-        assert!(w.is_empty());
     }
 }

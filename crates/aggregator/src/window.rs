@@ -236,11 +236,7 @@ impl Aggregator {
                     max_series: self.max_series,
                 })?
         };
-        if self
-            .series
-            .open_mut(id)
-            .is_some_and(|w| w.push(start, reading.value()))
-        {
+        if self.series.push(id, start, reading.value()) {
             self.opened(start, id);
         }
         Ok(())
@@ -459,11 +455,7 @@ impl Aggregator {
                 let Some((device, metric)) = self.series.key(id) else {
                     continue;
                 };
-                let stats = self
-                    .series
-                    .open(id)
-                    .and_then(|w| w.iter().find(|(s, _)| *s == start).map(|(_, st)| *st));
-                if let Some(stats) = stats {
+                if let Some(stats) = self.series.stats(id, start) {
                     f(device, metric, start, stats.state());
                 }
             }
@@ -478,11 +470,7 @@ impl Aggregator {
         stats: Stats,
     ) {
         let id = self.series.intern(device, metric);
-        if self
-            .series
-            .open_mut(id)
-            .is_some_and(|w| w.insert(start, stats))
-        {
+        if self.series.insert(id, start, stats) {
             self.opened(start, id);
         }
     }
@@ -514,7 +502,7 @@ impl Aggregator {
         self.series.sort_ids(&mut members);
         let mut current: Option<DeviceWindow> = None;
         for &id in &members {
-            let Some(stats) = self.series.open_mut(id).and_then(|w| w.take(start)) else {
+            let Some(stats) = self.series.take(id, start) else {
                 continue;
             };
             self.open -= 1;
@@ -551,7 +539,7 @@ impl Aggregator {
                     });
                 }
             }
-            if self.series.open_mut(id).is_some_and(|w| w.is_empty()) {
+            if self.series.is_closed(id) {
                 self.series.release(id);
             }
         }

@@ -855,3 +855,93 @@ fn letting_go_of_the_caches_changes_no_window() {
     assert_eq!(kept.len(), 3 * 40);
     assert_eq!(run(true), kept);
 }
+
+/// Issue 69: series keyed by interned device and metric ids, their extra
+/// windows in a shared spill. Against a plain model (every accepted value
+/// by window, device and metric), a random stream over devices that share
+/// names and long prefixes, come and go (so ids and names are released and
+/// reused), report into the grace period of the window before (so series
+/// spill), and a restart from a snapshot half-way: every emitted window
+/// holds exactly the statistics of the values the model holds for it, fed
+/// in the same order (bit for bit), under its own device and metric, and
+/// nothing due is left open.
+#[test]
+fn windows_match_a_plain_model_through_reused_ids_spills_and_a_restart() {
+    use std::collections::BTreeMap;
+    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let devices: Vec<String> = (0..30)
+        .map(|i| match i % 3 {
+            0 => format!("d{i}"),
+            1 => format!("sensor-with-a-long-common-prefix-{i}"),
+            _ => format!("70B3D57ED000{i:04X}"),
+        })
+        .collect();
+    let metrics = ["t", "temperature", "humidity", "co2", "a b"];
+    let spec = spec(1_000, 700, 10_000);
+    let mut a = Aggregator::new(spec).unwrap();
+    // (window start, device, metric) -> values in arrival order.
+    let mut model: BTreeMap<(i64, String, String), Vec<f64>> = BTreeMap::new();
+    let mut emitted = 0;
+    for step in 0..600_i64 {
+        let now = step * 37;
+        // A third of the devices at a time, the set moving on: devices go
+        // quiet long enough for every series of theirs to be released.
+        let base = (step / 100) as u64 * 10;
+        for _ in 0..8 {
+            let device = &devices[((base + next(12)) % 30) as usize];
+            let metric = metrics[next(5) as usize];
+            let t = (now - next(1_200) as i64).max(0);
+            let value = next(10_000) as f64 / 7.0 - 500.0;
+            let r = reading(device, metric, value, t);
+            if a.ingest(&r, ts(now)).is_ok() {
+                let start = t - t.rem_euclid(1_000);
+                // As the device id keeps it (lowercased).
+                let key = (start, r.device().to_string(), metric.to_string());
+                model.entry(key).or_default().push(value);
+            }
+        }
+        if step == 300 {
+            let snapshot = a.snapshot();
+            a = Aggregator::new(spec).unwrap();
+            a.restore(&snapshot);
+            assert_eq!(a.snapshot(), snapshot);
+        }
+        for w in a.close_due(ts(now)) {
+            let start = w.start.as_millis();
+            let mut metrics_seen = Vec::new();
+            for (metric, stats) in &w.metrics {
+                let key = (start, w.device.to_string(), metric.to_string());
+                let values = model.remove(&key).unwrap_or_else(|| {
+                    panic!("{key:?} emitted, but the model holds no value for it")
+                });
+                assert_eq!(*stats, Stats::from_values(&values), "{key:?}");
+                metrics_seen.push(metric.to_string());
+            }
+            let mut sorted = metrics_seen.clone();
+            sorted.sort();
+            assert_eq!(metrics_seen, sorted, "metrics in name order");
+            emitted += 1;
+        }
+        let due = |start: i64| start + 1_000 + 700 <= now;
+        assert!(
+            !model.keys().any(|(start, _, _)| due(*start)),
+            "a due window left open at {now}"
+        );
+        let open: std::collections::BTreeSet<_> = model
+            .keys()
+            .map(|(_, d, m)| (d.clone(), m.clone()))
+            .collect();
+        assert_eq!(a.interned_series(), open.len(), "series interned at {now}");
+    }
+    assert!(emitted > 200, "{emitted} device windows");
+    let rest = a.close_all();
+    let left: usize = rest.iter().map(|w| w.metrics.len()).sum();
+    assert_eq!(left, model.len());
+    assert_eq!(a.interned_series(), 0);
+}
