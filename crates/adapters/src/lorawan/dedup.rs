@@ -33,15 +33,15 @@ pub type Reception = Heard;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Uplink {
     pub phy: Vec<u8>,
-    /// Forwarders that heard it, in arrival order, each once.
-    pub gateways: Vec<GatewayEui>,
     /// Best RSSI over the receptions, dBm.
     pub rssi: Option<i16>,
     /// Best SNR over the receptions, dB.
     pub snr: Option<f64>,
     /// Wall time of the first reception: the readings' time.
     pub received: Timestamp,
-    /// Each forwarder's best reception, for choosing the downlink path.
+    /// Each forwarder's best reception, in the order they first heard it:
+    /// the path of a reply is chosen among them, and they are the
+    /// forwarders of [`Uplink::gateways`].
     pub heard: Vec<Heard>,
     /// When the first copy arrived here: how much of the receive delay
     /// is left for a reply.
@@ -49,22 +49,27 @@ pub struct Uplink {
 }
 
 impl Uplink {
+    /// Forwarders that heard it, in arrival order, each once. Read from
+    /// [`Uplink::heard`]: a list of their own was an allocation and a free
+    /// an uplink (callgrind, issue 69).
+    pub fn gateways(&self) -> impl ExactSizeIterator<Item = GatewayEui> + '_ {
+        self.heard.iter().map(|h| h.gateway)
+    }
+
     fn add(&mut self, rx: Reception) {
         self.rssi = self.rssi.max(rx.rssi);
         self.snr = match (self.snr, rx.snr) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        if self.gateways.contains(&rx.gateway) {
+        match self.heard.iter_mut().find(|h| h.gateway == rx.gateway) {
             // The same forwarder twice (its retransmission): keep one.
-            if let Some(h) = self.heard.iter_mut().find(|h| h.gateway == rx.gateway) {
+            Some(h) => {
                 if rx.snr > h.snr {
                     *h = rx;
                 }
             }
-        } else {
-            self.gateways.push(rx.gateway);
-            self.heard.push(rx);
+            None => self.heard.push(rx),
         }
     }
 }
@@ -208,7 +213,6 @@ impl Dedup {
         }
         let mut up = Uplink {
             phy: phy.into(),
-            gateways: Vec::with_capacity(1),
             rssi: None,
             snr: None,
             received: arrival,
@@ -325,7 +329,10 @@ mod tests {
         advance(Duration::from_millis(1)).await;
         let up = d.pop_due(Instant::now()).unwrap();
         assert_eq!(up.phy, b"frame");
-        assert_eq!(up.gateways, [GatewayEui([1; 8]), GatewayEui([2; 8])]);
+        assert_eq!(
+            up.gateways().collect::<Vec<_>>(),
+            [GatewayEui([1; 8]), GatewayEui([2; 8])]
+        );
         assert_eq!((up.rssi, up.snr), (Some(-80), Some(9.0)));
         assert_eq!(up.heard.len(), 2, "one entry per forwarder");
         assert_eq!(up.heard[0].snr, Some(9.0), "its best copy");
@@ -346,7 +353,7 @@ mod tests {
         advance(Duration::from_millis(200)).await;
         assert_eq!(d.pop_due(Instant::now()).unwrap().phy, b"other");
         assert_eq!(
-            d.pop_due(Instant::now()).unwrap().gateways,
+            d.pop_due(Instant::now()).unwrap().gateways().collect::<Vec<_>>(),
             [GatewayEui([3; 8])]
         );
         assert!(d.is_empty());
@@ -386,7 +393,6 @@ mod tests {
             }
             let mut up = Uplink {
                 phy: phy.to_vec(),
-                gateways: Vec::new(),
                 rssi: None,
                 snr: None,
                 received: arrival,

@@ -641,9 +641,8 @@ async fn next_feed_item(feed: &mut Option<&mut mpsc::Receiver<FeedItem>>) -> Opt
 /// The forwarders that heard an uplink, for logs: built only when one is
 /// written, not for every uplink.
 fn gateway_list(up: &Uplink) -> String {
-    up.gateways
-        .iter()
-        .map(ToString::to_string)
+    up.gateways()
+        .map(|g| g.to_string())
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -140,7 +140,7 @@ impl Server {
             region,
             datr,
             up.snr,
-            up.gateways.len(),
+            up.gateways().len(),
             up.received,
         );
         for cmd in frame.mac_commands.iter().filter(|c| c.cid == adr::LINK_ADR) {

@@ -450,7 +450,7 @@ fn finish(staged: Staged<'_>, uplink: &Uplink, names: &mut MetricNames) -> Accep
     };
     readings.extend(uplink.rssi.and_then(|r| arrival("rssi", f64::from(r))));
     readings.extend(uplink.snr.and_then(|s| arrival("snr", s)));
-    readings.extend(arrival("gateways", uplink.gateways.len() as f64));
+    readings.extend(arrival("gateways", uplink.gateways().len() as f64));
     Accepted {
         device: device.id.clone(),
         fcnt: frame.fcnt,

@@ -45,11 +45,20 @@ fn u32_layout() -> DeviceCodec {
 fn uplink(phy: Vec<u8>) -> Uplink {
     Uplink {
         phy,
-        gateways: vec![GatewayEui([1; 8]), GatewayEui([2; 8])],
         rssi: Some(-57),
         snr: Some(7.5),
         received: Timestamp::from_millis(1_763_719_200_000).unwrap(),
-        heard: Vec::new(),
+        heard: [1, 2]
+            .map(|g| crate::lorawan::dedup::Reception {
+                gateway: GatewayEui([g; 8]),
+                rssi: Some(-57),
+                snr: Some(7.5),
+                tmst: Some(1),
+                freq: Some(868.1),
+                datr: None,
+                rfch: Some(0),
+            })
+            .into(),
         first_heard: tokio::time::Instant::now(),
     }
 }
