@@ -341,10 +341,7 @@ impl Server {
                     // came due during the last write) does not queue behind
                     // one disk write each.
                     armed = None;
-                    let mut due = Vec::new();
-                    while let Some(up) = self.dedup.pop_due(Instant::now()) {
-                        due.push(up);
-                    }
+                    let due = self.dedup.pop_all_due(Instant::now());
                     writing = self.begin(due).await?;
                     if writing.is_some() {
                         last_write = Some(Instant::now());
