@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use adapters::lorawan::codecs::Codec;
 use adapters::lorawan::config::{DeviceCodec, FcntReset, LorawanDevice};
-use adapters::lorawan::dedup::Uplink;
+use adapters::lorawan::dedup::{Reception, Uplink};
 use adapters::lorawan::fcnt::FcntStore;
 use adapters::lorawan::frame::{self, Key};
-use adapters::lorawan::semtech::{self, Datagram};
+use adapters::lorawan::semtech::{self, Datagram, GatewayEui};
 use adapters::lorawan::uplink::{self, Devices};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -143,11 +143,10 @@ fn main() {
             let rx = data.rxpk.into_iter().next().unwrap().unwrap();
             Uplink {
                 phy: rx.data,
-                gateways: vec![gateway],
                 rssi: rx.rssi,
                 snr: rx.lsnr,
                 received: Timestamp::from_millis(1_763_719_200_000).unwrap(),
-                heard: Vec::new(),
+                heard: vec![heard(gateway)],
                 first_heard: tokio::time::Instant::now(),
             }
         })
@@ -176,11 +175,10 @@ fn main() {
         for rx in data.rxpk.into_iter().flatten() {
             let up = Uplink {
                 phy: rx.data,
-                gateways: vec![gateway],
                 rssi: rx.rssi,
                 snr: rx.lsnr,
                 received: Timestamp::from_millis(1_763_719_200_000).unwrap(),
-                heard: Vec::new(),
+                heard: vec![heard(gateway)],
                 first_heard: tokio::time::Instant::now(),
             };
             black_box(uplink::process(&up, &table, &mut store).unwrap());
@@ -211,4 +209,17 @@ fn main() {
         n,
         t,
     );
+}
+
+/// The one forwarder that heard an uplink.
+fn heard(gateway: GatewayEui) -> Reception {
+    Reception {
+        gateway,
+        rssi: None,
+        snr: None,
+        tmst: None,
+        freq: None,
+        datr: None,
+        rfch: None,
+    }
 }

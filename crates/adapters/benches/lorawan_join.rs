@@ -64,7 +64,6 @@ fn push_data(phy: &[u8]) -> Vec<u8> {
 fn uplink_of(phy: Vec<u8>) -> Uplink {
     Uplink {
         phy,
-        gateways: vec![GW],
         rssi: Some(-70),
         snr: Some(7.5),
         received: Timestamp::from_millis(1_763_719_200_000).unwrap(),

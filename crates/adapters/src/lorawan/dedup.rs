@@ -13,11 +13,11 @@
 //! costs at most `capacity` pending entries; beyond that new frames are
 //! refused (and counted by the caller) rather than older ones lost.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::Duration;
 
+use gateway_core::hash::SeededState;
 use gateway_core::Timestamp;
 /// Re-exported so callers building an [`Uplink`] need no tokio of their own.
 pub use tokio::time::Instant;
@@ -33,15 +33,15 @@ pub type Reception = Heard;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Uplink {
     pub phy: Vec<u8>,
-    /// Forwarders that heard it, in arrival order, each once.
-    pub gateways: Vec<GatewayEui>,
     /// Best RSSI over the receptions, dBm.
     pub rssi: Option<i16>,
     /// Best SNR over the receptions, dB.
     pub snr: Option<f64>,
     /// Wall time of the first reception: the readings' time.
     pub received: Timestamp,
-    /// Each forwarder's best reception, for choosing the downlink path.
+    /// Each forwarder's best reception, in the order they first heard it:
+    /// the path of a reply is chosen among them, and they are the
+    /// forwarders of [`Uplink::gateways`].
     pub heard: Vec<Heard>,
     /// When the first copy arrived here: how much of the receive delay
     /// is left for a reply.
@@ -49,22 +49,27 @@ pub struct Uplink {
 }
 
 impl Uplink {
+    /// Forwarders that heard it, in arrival order, each once. Read from
+    /// [`Uplink::heard`]: a list of their own was an allocation and a free
+    /// an uplink (callgrind, issue 69).
+    pub fn gateways(&self) -> impl ExactSizeIterator<Item = GatewayEui> + '_ {
+        self.heard.iter().map(|h| h.gateway)
+    }
+
     fn add(&mut self, rx: Reception) {
         self.rssi = self.rssi.max(rx.rssi);
         self.snr = match (self.snr, rx.snr) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        if self.gateways.contains(&rx.gateway) {
+        match self.heard.iter_mut().find(|h| h.gateway == rx.gateway) {
             // The same forwarder twice (its retransmission): keep one.
-            if let Some(h) = self.heard.iter_mut().find(|h| h.gateway == rx.gateway) {
+            Some(h) => {
                 if rx.snr > h.snr {
                     *h = rx;
                 }
             }
-        } else {
-            self.gateways.push(rx.gateway);
-            self.heard.push(rx);
+            None => self.heard.push(rx),
         }
     }
 }
@@ -91,9 +96,12 @@ pub enum Offer {
 pub struct Dedup {
     window: Duration,
     capacity: usize,
-    /// Keyed (SipHash, a random key): a flood of frames made to collide
-    /// in the index cannot be computed without it.
-    hasher: RandomState,
+    /// Seeded at random per process (`gateway_core::hash`, as the CoAP
+    /// duplicate cache's): frames made to collide in the index cannot be
+    /// computed offline, and a collision costs a comparison of bytes,
+    /// never a wrong answer, in a table of bounded size. SipHash was about
+    /// 230 instructions a frame, a fifth of the de-duplication (issue 69).
+    hasher: SeededState,
     /// Frames waiting, oldest first.
     waiting: VecDeque<Waiting>,
     /// The sequence number of `waiting`'s front; each frame gets the next.
@@ -154,7 +162,7 @@ impl Dedup {
         Self {
             window,
             capacity: capacity.max(1),
-            hasher: RandomState::new(),
+            hasher: SeededState::default(),
             waiting: VecDeque::new(),
             front: 0,
             index: HashMap::default(),
@@ -208,7 +216,6 @@ impl Dedup {
         }
         let mut up = Uplink {
             phy: phy.into(),
-            gateways: Vec::with_capacity(1),
             rssi: None,
             snr: None,
             received: arrival,
@@ -257,6 +264,20 @@ impl Dedup {
             return None;
         }
         self.pop_front()
+    }
+
+    /// Every frame whose window has closed by `now`, oldest first: the
+    /// list sized once, where one grown by a push at a time was copied
+    /// over and over in a burst (about 400 instructions an uplink,
+    /// callgrind, issue 69). Frames wait in arrival order, so their
+    /// deadlines are in order too and the closed ones are a prefix.
+    pub fn pop_all_due(&mut self, now: Instant) -> Vec<Uplink> {
+        let due = self.waiting.partition_point(|w| w.deadline <= now);
+        let mut out = Vec::with_capacity(due);
+        while let Some(up) = self.pop_due(now) {
+            out.push(up);
+        }
+        out
     }
 
     /// Every waiting frame, oldest first, windows closed or not (shutdown).
@@ -325,7 +346,10 @@ mod tests {
         advance(Duration::from_millis(1)).await;
         let up = d.pop_due(Instant::now()).unwrap();
         assert_eq!(up.phy, b"frame");
-        assert_eq!(up.gateways, [GatewayEui([1; 8]), GatewayEui([2; 8])]);
+        assert_eq!(
+            up.gateways().collect::<Vec<_>>(),
+            [GatewayEui([1; 8]), GatewayEui([2; 8])]
+        );
         assert_eq!((up.rssi, up.snr), (Some(-80), Some(9.0)));
         assert_eq!(up.heard.len(), 2, "one entry per forwarder");
         assert_eq!(up.heard[0].snr, Some(9.0), "its best copy");
@@ -346,10 +370,39 @@ mod tests {
         advance(Duration::from_millis(200)).await;
         assert_eq!(d.pop_due(Instant::now()).unwrap().phy, b"other");
         assert_eq!(
-            d.pop_due(Instant::now()).unwrap().gateways,
+            d.pop_due(Instant::now()).unwrap().gateways().collect::<Vec<_>>(),
             [GatewayEui([3; 8])]
         );
         assert!(d.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_due_frames_are_taken_together_and_only_they() {
+        let (mut one, mut each) = (
+            Dedup::new(Duration::from_millis(200), 64),
+            Dedup::new(Duration::from_millis(200), 64),
+        );
+        for i in 0..40u8 {
+            for d in [&mut one, &mut each] {
+                d.offer(vec![i], rx(i % 3, -100, 1.0), t(), Instant::now());
+                d.offer(vec![i], rx(7, -90, 2.0), t(), Instant::now());
+            }
+            advance(Duration::from_millis(10)).await;
+        }
+        for step in [0, 5, 1, 190, 3, 100, 400] {
+            advance(Duration::from_millis(step)).await;
+            let now = Instant::now();
+            let mut popped = Vec::new();
+            while let Some(up) = each.pop_due(now) {
+                popped.push(up);
+            }
+            let taken = one.pop_all_due(now);
+            assert_eq!(taken, popped, "after {step} ms");
+            assert!(taken.capacity() <= taken.len().max(1) * 2);
+            assert_eq!(one.len(), each.len());
+            assert_eq!(one.next_deadline(), each.next_deadline());
+        }
+        assert!(one.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -386,7 +439,6 @@ mod tests {
             }
             let mut up = Uplink {
                 phy: phy.to_vec(),
-                gateways: Vec::new(),
                 rssi: None,
                 snr: None,
                 received: arrival,

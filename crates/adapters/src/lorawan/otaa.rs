@@ -267,7 +267,6 @@ mod tests {
         .seal(&device.app_key);
         Uplink {
             phy,
-            gateways: vec![GW],
             rssi: Some(-80),
             snr: Some(5.0),
             received: Timestamp::from_millis(1_763_719_200_000).unwrap(),

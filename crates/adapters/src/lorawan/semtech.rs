@@ -203,6 +203,15 @@ const KNOWN_TEXTS: &[&str] = &[
     "SF8BW500", "SF9BW500", "SF10BW500", "SF11BW500", "SF12BW500",
 ];
 
+/// UTF-8 bytes as a [`Text`], as [`text`] makes it; `None` when they are
+/// not UTF-8.
+fn text_of_bytes(b: &[u8]) -> Option<Text> {
+    match KNOWN_TEXTS.iter().find(|k| k.as_bytes() == b) {
+        Some(k) => Some(Text::Borrowed(k)),
+        None => std::str::from_utf8(b).ok().map(|s| Text::Owned(s.to_owned())),
+    }
+}
+
 /// `s` as a [`Text`]: borrowed from [`KNOWN_TEXTS`] when it is one of them.
 pub fn text<S: AsRef<str> + Into<String>>(s: S) -> Text {
     let known = KNOWN_TEXTS.iter().find(|k| **k == s.as_ref());
@@ -573,6 +582,11 @@ pub fn tx_ack_error(body: &[u8]) -> Result<Option<String>, DatagramError> {
 /// forwarders omit it. `-` and `_` (the URL-safe alphabet) are refused, as
 /// PROTOCOL.TXT promises the standard one.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    base64_decode_bytes(text.as_bytes())
+}
+
+/// [`base64_decode`] of a string's bytes.
+fn base64_decode_bytes(text: &[u8]) -> Option<Vec<u8>> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use base64::Engine as _;
     const PADDING_OPTIONAL: GeneralPurpose = GeneralPurpose::new(
@@ -581,10 +595,10 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     );
     // Padding is optional, but when present it must be whole ("Zg=" is
     // neither padded nor unpadded), which the crate's lenient mode allows.
-    if text.ends_with('=') && !text.len().is_multiple_of(4) {
+    if text.ends_with(b"=") && !text.len().is_multiple_of(4) {
         return None;
     }
-    plain_base64(text.as_bytes()).or_else(|| PADDING_OPTIONAL.decode(text).ok())
+    plain_base64(text).or_else(|| PADDING_OPTIONAL.decode(text).ok())
 }
 
 /// The values of the standard alphabet's characters; 0xFF for the rest.

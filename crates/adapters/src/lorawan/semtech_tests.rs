@@ -442,7 +442,7 @@ fn datr_is_a_lora_string_or_an_fsk_rate_that_fits_a_u32() {
 
 /// Bodies of the plain shape: the simulator's, the lorawan_ingest
 /// bench's, Helium's vector, PROTOCOL.TXT's layout, some edges.
-const PLAIN: [&str; 7] = [
+const PLAIN: [&str; 8] = [
     r#"{"rxpk":[{"tmst":1000,"chan":2,"rfch":0,"freq":868.5,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-61,"lsnr":7.5,"size":18,"data":"QAAAACaAAQAC4n6PcFjOBzvo"}]}"#,
     r#"{"rxpk":[{"time":"2026-11-21T10:00:00.000000Z","tmst":3512348611,"chan":2,"rfch":0,"freq":868.500000,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":-57,"lsnr":-0.5,"size":4,"data":"3q2+7w=="}]}"#,
     r#"{"rxpk":[{"tmst":1472242252,"chan":8,"rfch":0,"freq":912.600000,"stat":1,"modu":"LORA","datr":"SF8BW500","codr":"4/5","lsnr":10.8,"rssi":-58,"size":23,"data":"ALQAAAABAAAASGVsaXVtICA0LDYCNrA="}]}"#,
@@ -450,6 +450,8 @@ const PLAIN: [&str; 7] = [
     r#"{"rxpk":[{"stat":1,"size":5,"data":"3q2+7w=="},{"stat":1,"size":4,"data":"3q2_7w==","freq":null,"datr":null,"lsnr":-0}]}"#,
     r#"{"rxpk":[]}"#,
     r#" { "rxpk" : [ { "stat" : 0 , "size" : 0 , "data" : "" } ] } "#,
+    // Text that is not ASCII, which the reader checks as UTF-8.
+    r#"{"rxpk":[{"time":"2026-11-21T10:00:00Z é","stat":1,"modu":"LÖRA","codr":"4/5","datr":"SF7BW125€","size":4,"data":"3q2+7w=="}]}"#,
 ];
 
 #[test]
@@ -505,7 +507,8 @@ fn mutated_bodies_read_here_read_as_serde_reads_them() {
         state ^= state << 17;
         state
     };
-    let alphabet = br#"{}[]":,0123456789-.eE nul"\tx"#;
+    // With bytes of UTF-8 sequences and bytes that begin none.
+    let alphabet = [&br#"{}[]":,0123456789-.eE nul"\tx"#[..], &[0xC3, 0xA9, 0x80, 0xFF]].concat();
     let mut taken = 0;
     for round in 0..30_000 {
         let mut body = PLAIN[round % PLAIN.len()].as_bytes().to_vec();

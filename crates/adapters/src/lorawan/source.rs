@@ -341,10 +341,7 @@ impl Server {
                     // came due during the last write) does not queue behind
                     // one disk write each.
                     armed = None;
-                    let mut due = Vec::new();
-                    while let Some(up) = self.dedup.pop_due(Instant::now()) {
-                        due.push(up);
-                    }
+                    let due = self.dedup.pop_all_due(Instant::now());
                     writing = self.begin(due).await?;
                     if writing.is_some() {
                         last_write = Some(Instant::now());
@@ -528,8 +525,9 @@ impl Server {
     ) -> Result<(), AdapterError> {
         // The batch's readings leave together, after its counters are on
         // disk: one pipeline message per batch rather than per uplink.
-        let mut readings = Vec::with_capacity(MAX_READINGS_PER_MESSAGE.min(8 * due.len()));
-        for (up, result) in due.iter().zip(results) {
+        let room = |uplinks: usize| MAX_READINGS_PER_MESSAGE.min(8 * uplinks);
+        let mut readings = Vec::with_capacity(room(due.len()));
+        for (i, (up, result)) in due.iter().zip(results).enumerate() {
             match result {
                 Ok(mut accepted) => {
                     let settled = self.answer(up, &accepted).await;
@@ -538,7 +536,7 @@ impl Server {
                         .into_iter()
                         .chain(settled.map(|c| (c.reading(), 1.0)))
                         .filter_map(|(metric, value)| {
-                            let metric = self.names.get(metric)?;
+                            let metric = self.names.get_static(metric)?;
                             let device = accepted.device.clone();
                             Reading::new(device, metric, value, up.received, TimeSource::Arrival)
                                 .ok()
@@ -550,7 +548,10 @@ impl Server {
                     }
                     readings.append(&mut self.accepted(up, accepted));
                     if readings.len() >= MAX_READINGS_PER_MESSAGE {
-                        self.send(std::mem::take(&mut readings)).await?;
+                        // The next message sized for what is left: an empty
+                        // one grew by doubling, a copy each time.
+                        let rest = Vec::with_capacity(room(due.len() - i - 1));
+                        self.send(std::mem::replace(&mut readings, rest)).await?;
                     }
                 }
                 Err(e) => self.report(e.kind(), &gateway_list(up), &e.to_string()),
@@ -637,9 +638,8 @@ async fn next_feed_item(feed: &mut Option<&mut mpsc::Receiver<FeedItem>>) -> Opt
 /// The forwarders that heard an uplink, for logs: built only when one is
 /// written, not for every uplink.
 fn gateway_list(up: &Uplink) -> String {
-    up.gateways
-        .iter()
-        .map(ToString::to_string)
+    up.gateways()
+        .map(|g| g.to_string())
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -105,6 +105,10 @@ impl Server {
     pub(super) async fn reply(&mut self, up: &Uplink, accepted: &Accepted) {
         let id = accepted.device.as_str();
         let frame = &accepted.frame;
+        // Nothing below would be sent, nor anything changed.
+        if class_a::stays_silent(frame, self.queues.len(id)) {
+            return;
+        }
         // The keys the uplink verified with: an ABP device's fixed ones, or
         // a joined device's current session.
         let Some(device) = self.devices.get(frame.dev_addr, id) else {
@@ -136,7 +140,7 @@ impl Server {
             region,
             datr,
             up.snr,
-            up.gateways.len(),
+            up.gateways().len(),
             up.received,
         );
         for cmd in frame.mac_commands.iter().filter(|c| c.cid == adr::LINK_ADR) {

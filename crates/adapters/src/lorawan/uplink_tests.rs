@@ -45,11 +45,20 @@ fn u32_layout() -> DeviceCodec {
 fn uplink(phy: Vec<u8>) -> Uplink {
     Uplink {
         phy,
-        gateways: vec![GatewayEui([1; 8]), GatewayEui([2; 8])],
         rssi: Some(-57),
         snr: Some(7.5),
         received: Timestamp::from_millis(1_763_719_200_000).unwrap(),
-        heard: Vec::new(),
+        heard: [1, 2]
+            .map(|g| crate::lorawan::dedup::Reception {
+                gateway: GatewayEui([g; 8]),
+                rssi: Some(-57),
+                snr: Some(7.5),
+                tmst: Some(1),
+                freq: Some(868.1),
+                datr: None,
+                rfch: Some(0),
+            })
+            .into(),
         first_heard: tokio::time::Instant::now(),
     }
 }
@@ -279,6 +288,31 @@ fn a_metric_name_is_made_once_and_shared() {
 }
 
 #[test]
+fn a_static_name_found_by_its_address_is_the_name_of_its_text() {
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    let mut names = MetricNames::default();
+    let by_text = names.get("temperature").unwrap();
+    let by_address = names.get_static("temperature").unwrap();
+    assert!(std::ptr::eq(by_text.as_str(), by_address.as_str()), "one name");
+    // The same text elsewhere, and other texts of the same length.
+    let copy = names.get_static(leak("temperature")).unwrap();
+    assert!(std::ptr::eq(copy.as_str(), by_text.as_str()));
+    for text in ["humidity", "pressure", "humidity", "co2_ppm_", "pressure"] {
+        assert_eq!(names.get_static(leak(text)).unwrap().as_str(), text);
+        assert_eq!(names.get_static(text).unwrap().as_str(), text);
+    }
+    assert!(names.get_static("a/b").is_none(), "still checked");
+    assert!(names.get_cow(Cow::Owned("a/b".into())).is_none());
+    assert_eq!(names.get_cow(Cow::Owned("lux".into())).unwrap().as_str(), "lux");
+    for i in 0..4 * MetricNames::FIRST {
+        let text = leak(&format!("s{i}"));
+        assert_eq!(names.get_static(text).unwrap().as_str(), text);
+        assert_eq!(names.get_cow(Cow::Borrowed(text)).unwrap().as_str(), text);
+    }
+    assert!(names.statics.len() <= MetricNames::FIRST, "bounded");
+}
+
+#[test]
 fn a_prepared_batch_is_judged_on_staged_counters_and_settled_by_its_write() {
     let nwk = key(LP_NWK);
     let app = key(LP_APP);
@@ -344,4 +378,75 @@ fn a_new_session_on_the_same_dev_addr_verifies_with_its_own_keys_only() {
     assert_eq!(stale.kind(), "invalid_mic", "{stale}");
     assert_eq!(process(&frame(2, &new_nwk), &devices, &mut store).unwrap().fcnt, 2);
     assert_eq!(devices.get(7, "d").map(|d| d.nwk_s_key), Some(new_nwk));
+}
+
+/// An uplink of a known device is judged and staged through one lookup
+/// of its counter; with the counters shared (a write in flight holds
+/// them) through two. Both give the same verdicts, counters, restores and
+/// readings over random traffic: next counters, jumps across 16 bits,
+/// retransmissions, replays, restarts (either `fcnt_reset` policy),
+/// forged MICs, a DevAddr shared by two devices, writes that fail.
+#[test]
+fn one_counter_lookup_judges_and_stages_as_two_do() {
+    const OTHER_NWK: &str = "000102030405060708090a0b0c0d0e0f";
+    let (nwk, other, app) = (key(LP_NWK), key(OTHER_NWK), key(LP_APP));
+    let codec = || DeviceCodec::Named(Codec::CompactI16);
+    let mut accepting = device("a", 7, LP_NWK, codec());
+    accepting.fcnt_reset = FcntReset::Accept;
+    let devices = Devices::new(vec![
+        accepting,
+        device("b", 8, LP_NWK, codec()),
+        device("c", 9, LP_NWK, codec()),
+        device("c2", 9, OTHER_NWK, codec()),
+    ]);
+    let (mut fast, mut slow) = (FcntStore::in_memory(), FcntStore::in_memory());
+    let (mut names_fast, mut names_slow) = (MetricNames::default(), MetricNames::default());
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut sent = [0u32; 4];
+    let outcome = |r: &Result<Accepted, Rejected>| match r {
+        Ok(a) => format!("{} {} {} {:?}", a.device, a.fcnt, a.reset, values(a)),
+        Err(e) => format!("{}: {e}", e.kind()),
+    };
+    let mut accepted = 0;
+    for _ in 0..3_000 {
+        let r = next();
+        let which = (r % 4) as usize;
+        let dev_addr = [7, 8, 9, 9][which];
+        let fcnt = match (r >> 8) % 8 {
+            0 => sent[which],
+            1 => sent[which].saturating_sub((r >> 16) as u32 % 40),
+            2 => sent[which].wrapping_add((r >> 16) as u32 % 60_000),
+            3 => (r >> 16) as u32 % 5,
+            _ => sent[which].wrapping_add(1),
+        };
+        sent[which] = sent[which].max(fcnt);
+        let key = if which == 3 || (r >> 40) % 16 == 0 { &other } else { &nwk };
+        let up = uplink(seal(dev_addr, fcnt, 2, &hex("00d72d0172"), key, &app).unwrap());
+        let batch = [up];
+        let held = slow.write();
+        let one = prepare_batch(&batch, &devices, &mut fast, &mut names_fast);
+        let two = prepare_batch(&batch, &devices, &mut slow, &mut names_slow);
+        drop(held);
+        let written = || {
+            if (r >> 48) % 7 == 0 {
+                Err(StoreError::WriteAborted)
+            } else {
+                Ok(())
+            }
+        };
+        let one: Vec<String> = one.settle(&mut fast, written()).iter().map(outcome).collect();
+        let two: Vec<String> = two.settle(&mut slow, written()).iter().map(outcome).collect();
+        assert_eq!(one, two);
+        accepted += usize::from(!one[0].contains(':'));
+        for id in ["a", "b", "c", "c2"] {
+            assert_eq!(fast.last(id), slow.last(id), "{id} after {one:?}");
+        }
+    }
+    assert!(accepted > 300, "{accepted}");
 }
