@@ -27,10 +27,6 @@ pub fn status_topic(prefix: &str, gateway_id: &str) -> String {
 
 /// What a command result's topic ends with, after `{prefix}/{device}`.
 const RESULT_SUFFIX: &str = "/command/result";
-/// A metric's text in a window beside its name and unit: the keys and
-/// punctuation (about 50 bytes), four numbers of at most 24 bytes and a
-/// count of at most 20.
-const METRIC_TEXT: usize = 176;
 
 /// Whether `topic` is a command result's: a device id has no `/`, so no
 /// other upstream topic ends so.
@@ -106,26 +102,26 @@ impl Renderer {
     ) -> OutboundMessage {
         let id = IdText::new(window_id(&self.gateway_id, w));
         let mut j = JsonOut::with_capacity(320 + 112 * w.metrics.len());
-        j.open();
+        // The keys are fixed and in this order, so the text between the
+        // values is written in one piece each, as `open` and `key` would
+        // write it (`render_equivalence_tests`): a sixth of a window's
+        // cost less.
         if w.amendment > 0 {
-            j.key("amendment");
+            j.raw(b"{\"amendment\":");
             j.u64(w.amendment.into());
+            j.raw(b",\"device\":");
+        } else {
+            j.raw(b"{\"device\":");
         }
-        j.key("device");
         j.str(w.device.as_str());
-        j.key("gateway");
+        j.raw(b",\"gateway\":");
         j.str(&self.gateway_id);
-        j.key("id");
+        j.raw(b",\"id\":");
         j.plain_str(id.as_str());
-        j.key("metrics");
+        j.raw(b",\"metrics\":");
         j.open();
-        // Each metric's keys are fixed and in this order, so the text
-        // between its numbers is written in one piece each: as `key` and
-        // `open` would write it (`render_equivalence_tests`), a sixth of
-        // a window's cost less.
         let mut metric = |name: &str, s: &MetricStats| {
             let unit = unit_of(name);
-            j.reserve(METRIC_TEXT + name.len() + unit.len());
             j.key_text(name);
             j.raw(b"{\"avg\":");
             j.f64(s.avg);
@@ -157,7 +153,7 @@ impl Renderer {
             }
         }
         j.close();
-        j.key("name");
+        j.raw(b",\"name\":");
         j.str(info.map_or(w.device.as_str(), |d| d.name.as_str()));
         if w.partial_at.is_some() {
             j.key("partial");
@@ -176,9 +172,9 @@ impl Renderer {
             }
             j.close();
         }
-        j.key("window_end");
+        j.raw(b",\"window_end\":");
         j.plain_str(TimeText::new(w.end).as_str());
-        j.key("window_start");
+        j.raw(b",\"window_start\":");
         j.plain_str(TimeText::new(w.window_start).as_str());
         j.close();
         OutboundMessage {

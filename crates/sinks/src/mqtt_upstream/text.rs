@@ -161,18 +161,13 @@ impl JsonOut {
     }
 
     /// Bytes of the contract's own, written as they are (a run of keys
-    /// and punctuation whose text is fixed, such as `,"count":`); the
-    /// innermost object has a key after them. Inlined so that each piece's
+    /// and punctuation whose text is fixed, such as `,"count":`), after
+    /// which the innermost object has a key. Inlined so that each piece's
     /// length is a constant: a few stores instead of a call per key.
     #[inline(always)]
     pub(crate) fn raw(&mut self, bytes: &'static [u8]) {
         self.buf.extend_from_slice(bytes);
         self.first = false;
-    }
-
-    /// Room for `bytes` more without growing on the way.
-    pub(crate) fn reserve(&mut self, bytes: usize) {
-        self.buf.reserve(bytes);
     }
 
     /// A key from the data (a metric's name, a tag's).
