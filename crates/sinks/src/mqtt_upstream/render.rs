@@ -94,11 +94,11 @@ impl Renderer {
     /// Written straight from the window, with no `serde_json::Value` tree
     /// in between: the same bytes, keys in the order the tree's sorted map
     /// put them (issue 69).
-    pub(crate) fn aggregated_of(
+    pub(crate) fn aggregated_of<U: AsRef<str>>(
         &self,
         w: &WindowEvent,
         info: Option<&DeviceInfo>,
-        mut unit_of: impl FnMut(&str) -> String,
+        mut unit_of: impl FnMut(&str) -> U,
     ) -> OutboundMessage {
         let id = IdText::new(window_id(&self.gateway_id, w));
         let mut j = JsonOut::with_capacity(320 + 112 * w.metrics.len());
@@ -122,6 +122,7 @@ impl Renderer {
         j.open();
         let mut metric = |name: &str, s: &MetricStats| {
             let unit = unit_of(name);
+            let unit = unit.as_ref();
             j.key_text(name);
             j.raw(b"{\"avg\":");
             j.f64(s.avg);
@@ -135,7 +136,7 @@ impl Renderer {
             j.f64(s.std);
             if !unit.is_empty() {
                 j.raw(b",\"unit\":");
-                j.str(&unit);
+                j.str(unit);
             }
             j.close();
         };
