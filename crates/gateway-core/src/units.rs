@@ -11,6 +11,7 @@
 //! tell them apart (`battery_v` and `voltage` are volts, `battery` is a
 //! percentage unless `units = { battery = "V" }` says otherwise).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
@@ -386,7 +387,9 @@ const ROWS_REMEMBERED: usize = 1024;
 /// heap's free memory around it.
 #[derive(Default)]
 struct Remembered {
-    rows: HashMap<Box<str>, Option<u8>>,
+    /// Seeded like the other maps of names from the network (SipHash was
+    /// half of a look-up here).
+    rows: HashMap<Box<str>, Option<u8>, crate::hash::SeededState>,
     seen: crate::cache_release::Seen,
 }
 
@@ -409,7 +412,7 @@ fn row_of(metric: &str) -> Option<&'static Row> {
         .try_with(|memo| {
             let mut memo = memo.borrow_mut();
             if memo.seen.asked() {
-                memo.rows = HashMap::new();
+                memo.rows = HashMap::default();
             }
             if let Some(&i) = memo.rows.get(metric) {
                 return i;
@@ -504,6 +507,32 @@ impl Units {
         metric: &str,
     ) -> MetricInfo {
         self.resolve(Some(device), device_units, source, metric)
+    }
+
+    /// [`Self::of_device`]'s unit alone, without a copy where it is the
+    /// table's or the config's: asked for each metric of each window.
+    pub fn unit_of_device<'a>(
+        &'a self,
+        device: &str,
+        device_units: Option<&'a BTreeMap<String, String>>,
+        source: SourceId,
+        metric: &str,
+    ) -> Cow<'a, str> {
+        // The order `resolve` sets a unit in; the table's unit when none
+        // is set (a set one equal to it reads the same).
+        if let Some(unit) = device_units.and_then(|u| u.get(metric)) {
+            return Cow::Borrowed(unit);
+        }
+        if let Some(unit) = self.sources.reported_unit(device, metric) {
+            return Cow::Owned(unit);
+        }
+        if let Some(unit) = self.adapter_unit(source, metric) {
+            return Cow::Owned(unit);
+        }
+        if let Some(unit) = self.global.get(metric) {
+            return Cow::Borrowed(unit);
+        }
+        Cow::Borrowed(row_of(metric).map_or("", |r| r.unit))
     }
 
     fn resolve(
@@ -791,5 +820,66 @@ mod tests {
         // A new report replaces the old one.
         sources.report_units("ahu-1", BTreeMap::new());
         assert_eq!(of(None, "supply_air").unit, "K");
+    }
+
+    /// The unit alone (what the upstream's windows show) is the unit of
+    /// the whole answer, through every layer that can set it.
+    #[test]
+    fn the_unit_alone_is_the_whole_answers_unit() {
+        let sources = Sources::default();
+        let bms = sources.register("bms", "bacnet");
+        let other = sources.register("other", "mqtt");
+        let units = Units::new(BTreeMap::from([
+            ("flow".into(), "m³/h".into()),
+            ("temperature".into(), "°C".into()),
+            ("odd".into(), String::new()),
+        ]))
+        .with_adapters(
+            BTreeMap::from([(
+                "bms".to_string(),
+                BTreeMap::from([
+                    ("supply_air".to_string(), "K".to_string()),
+                    ("battery".to_string(), "V".to_string()),
+                ]),
+            )]),
+            sources.clone(),
+        );
+        sources.report_units(
+            "ahu-1",
+            BTreeMap::from([
+                ("supply_air".to_string(), "°C".to_string()),
+                ("flow".to_string(), "L/s".to_string()),
+            ]),
+        );
+        let configured = BTreeMap::from([
+            ("flow".to_string(), "L/min".to_string()),
+            ("co2".to_string(), "ppm".to_string()),
+            ("humidity".to_string(), String::new()),
+        ]);
+        let metrics = [
+            "supply_air",
+            "flow",
+            "battery",
+            "temperature",
+            "Temperature_2",
+            "co2",
+            "humidity",
+            "odd",
+            "no_such_metric",
+            "",
+        ];
+        for device in ["ahu-1", "ahu-2"] {
+            for device_units in [None, Some(&configured)] {
+                for source in [bms, other, SourceId::UNKNOWN] {
+                    for metric in metrics {
+                        assert_eq!(
+                            units.unit_of_device(device, device_units, source, metric),
+                            units.of_device(device, device_units, source, metric).unit,
+                            "{device} {device_units:?} {source:?} {metric}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -124,8 +124,7 @@ impl Feed {
         };
         self.renderer.aggregated_of(w, info, |metric| {
             self.units
-                .of_device(w.device.as_str(), device_units, source, metric)
-                .unit
+                .unit_of_device(w.device.as_str(), device_units, source, metric)
         })
     }
 

@@ -144,7 +144,7 @@ fn qos(q: Qos) -> QoS {
 
 impl Sequence for Outbox {
     fn first_after(&self, seq: u64) -> Option<u64> {
-        self.seqs_after(seq, 1).first().copied()
+        Outbox::first_after(self, seq)
     }
     fn last(&self) -> u64 {
         self.last_seq()

@@ -58,8 +58,33 @@ pub enum Decoded {
     Damaged,
 }
 
+/// The length of `record`'s encoding, frame included; `None` when
+/// [`encode`] refuses it (a topic over 64 KiB, a body over [`MAX_BODY`]).
+pub fn encoded_len(record: &Record) -> Option<usize> {
+    match record {
+        Record::Message { msg, .. } => message_len(msg),
+        Record::Ack { .. } | Record::Drop { .. } | Record::Floor { .. } => Some(HEADER + MARK_BODY),
+    }
+}
+
+/// [`encoded_len`] of a MESSAGE record of `msg`.
+pub fn message_len(msg: &OutboundMessage) -> Option<usize> {
+    u16::try_from(msg.topic.len()).ok()?;
+    let body = MESSAGE_FIXED + msg.topic.len() + msg.payload.len();
+    (body <= MAX_BODY).then_some(HEADER + body)
+}
+
+/// A MESSAGE body's bytes beside its topic and payload: kind, seq,
+/// created_ms, retain, topic_len.
+const MESSAGE_FIXED: usize = 1 + 8 + 8 + 1 + 2;
+/// An ACK, DROP or FLOOR body: kind and seq.
+pub const MARK_BODY: usize = 1 + 8;
+
 /// Appends the encoding of `record` to `out`; `None` if it is too large.
+/// Room for it is made once, before (written record by record into a run
+/// of a hundred, the buffer grew a few times a record).
 pub fn encode(record: &Record, out: &mut Vec<u8>) -> Option<()> {
+    out.reserve(encoded_len(record)?);
     let frame_start = frame::begin(out);
     let start = out.len();
     match record {
@@ -165,6 +190,39 @@ mod tests {
             let mut buf = Vec::new();
             encode(&r, &mut buf).unwrap();
             assert_eq!(decode(&buf), Decoded::Record(r, buf.len()));
+        }
+    }
+
+    /// `encoded_len` is what `encode` writes (the outbox sizes its runs
+    /// and its limits by it), and `None` exactly where `encode` refuses.
+    #[test]
+    fn the_encoded_length_is_known_before_encoding() {
+        let long = |topic: usize, payload: usize| Record::Message {
+            seq: u64::MAX,
+            created_ms: -1,
+            msg: OutboundMessage {
+                topic: "t".repeat(topic),
+                payload: vec![b'x'; payload],
+                retain: true,
+            },
+        };
+        for r in [
+            message(1),
+            Record::Ack { seq: 7 },
+            Record::Drop { seq: 0 },
+            Record::Floor { seq: u64::MAX },
+            long(0, 0),
+            long(usize::from(u16::MAX), 3),
+            long(usize::from(u16::MAX) + 1, 0),
+            long(10, MAX_BODY - MESSAGE_FIXED - 10),
+            long(10, MAX_BODY - MESSAGE_FIXED - 9),
+        ] {
+            let mut buf = vec![0xa5; 3];
+            let encoded = encode(&r, &mut buf).map(|()| buf.len() - 3);
+            assert_eq!(encoded_len(&r), encoded);
+            if encoded.is_none() {
+                assert_eq!(buf, [0xa5; 3], "a refused record leaves nothing");
+            }
         }
     }
 

@@ -434,21 +434,14 @@ impl Outbox {
         now_ms: i64,
     ) -> Result<(), (OutboxError, Option<OutboundMessage>)> {
         let seq = self.next_seq;
-        let rec = Record::Message {
-            seq,
-            created_ms: now_ms,
-            msg,
-        };
-        let mut one = Vec::new();
-        let encoded = record::encode(&rec, &mut one).is_some();
-        let Record::Message { msg, .. } = rec else {
-            return Ok(());
-        };
-        if !encoded || one.len() as u64 > self.settings.max_bytes {
+        // Sized first and encoded straight into the run once it has room
+        // (was encoded into a buffer of its own, then copied into the run).
+        let len = record::message_len(&msg);
+        let Some(len) = len.filter(|l| *l as u64 <= self.settings.max_bytes) else {
             out.rejected += 1;
             return Ok(());
-        }
-        let size = one.len() as u64;
+        };
+        let size = len as u64;
         while self.bytes + run.buf.len() as u64 + size > self.settings.max_bytes {
             if self.settings.policy == FullPolicy::RejectNew {
                 break;
@@ -502,8 +495,16 @@ impl Outbox {
             }
         }
         let offset = self.segments.back().map_or(0, |s| s.bytes) + run.buf.len() as u64;
-        run.buf.extend_from_slice(&one);
-        run.pending.push((seq, offset, one.len()));
+        let rec = Record::Message {
+            seq,
+            created_ms: now_ms,
+            msg,
+        };
+        let _ = record::encode(&rec, &mut run.buf);
+        let Record::Message { msg, .. } = rec else {
+            return Ok(());
+        };
+        run.pending.push((seq, offset, len));
         run.msgs.push(msg);
         self.next_seq += 1;
         Ok(())
@@ -582,6 +583,15 @@ impl Outbox {
             }
         }
         Ok(n)
+    }
+
+    /// The first live sequence number after `after`: [`Self::seqs_after`]
+    /// with a limit of one, without a vector (asked a few times a window).
+    pub fn first_after(&self, after: u64) -> Option<u64> {
+        self.index
+            .range(after.saturating_add(1)..)
+            .next()
+            .map(|(s, _)| *s)
     }
 
     /// Live sequence numbers after `after`, oldest first, at most `limit`.

@@ -290,3 +290,44 @@ fn a_message_just_written_is_taken_from_memory_once_and_stays_on_disk() {
     assert!(o2.seqs_after(0, 1)[0] > first, "the oldest were evicted");
     assert_eq!(o2.take(first).unwrap(), None);
 }
+
+/// A run of messages lands on disk as the records `record::encode`
+/// writes, one after the other (the first segment has no floor to
+/// carry): what a release before the run was encoded in place wrote,
+/// byte for byte.
+#[test]
+fn a_run_on_disk_is_its_records_back_to_back() {
+    use record::Record;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut o, _) = open(dir.path(), settings(1 << 20, FullPolicy::DropOldest));
+    let msgs: Vec<_> = (0..40).map(msg).collect();
+    assert_eq!(o.append(msgs[..25].to_vec(), 1000).unwrap().seqs.len(), 25);
+    assert_eq!(o.append(msgs[25..].to_vec(), 2000).unwrap().seqs.len(), 15);
+    let mut want = Vec::new();
+    for (i, m) in msgs.into_iter().enumerate() {
+        let rec = Record::Message {
+            seq: i as u64 + 1,
+            created_ms: if i < 25 { 1000 } else { 2000 },
+            msg: m,
+        };
+        record::encode(&rec, &mut want).unwrap();
+    }
+    let files = segments(dir.path());
+    assert_eq!(files.len(), 1);
+    assert!(std::fs::read(&files[0]).unwrap() == want, "the bytes moved");
+    assert_eq!(o.first_after(0), Some(1));
+    assert!(o.ack(2).unwrap() && o.ack(3).unwrap());
+    for after in 0..=41 {
+        assert_eq!(
+            o.first_after(after),
+            o.seqs_after(after, 1).first().copied(),
+            "after {after}"
+        );
+    }
+    assert_eq!(
+        o.first_after(1),
+        Some(4),
+        "acknowledged ones are passed over"
+    );
+    assert_eq!(o.first_after(u64::MAX), None);
+}
