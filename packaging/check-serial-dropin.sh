@@ -39,11 +39,11 @@ security() {
   SYSTEMD_UNIT_PATH="$1:" systemd-analyze security --offline=yes "$1/edge-gateway.service" 2>&1
 }
 with=$(security "$work")
-echo "$with" | grep -q '✗ PrivateDevices=' || fail "the drop-in did not apply: $with"
-echo "$with" | grep -q '✗ SupplementaryGroups=' || fail "no supplementary group with the drop-in"
+grep -q '✗ PrivateDevices=' <<<"$with" || fail "the drop-in did not apply: $with"
+grep -q '✗ SupplementaryGroups=' <<<"$with" || fail "no supplementary group with the drop-in"
 ok "the drop-in opens devices: $(echo "$with" | grep 'Overall exposure')"
 
 rm -r "$work/edge-gateway.service.d"
 without=$(security "$work")
-echo "$without" | grep -q '✓ PrivateDevices=' || fail "the unit alone gives access to devices: $without"
+grep -q '✓ PrivateDevices=' <<<"$without" || fail "the unit alone gives access to devices: $without"
 ok "the unit alone keeps PrivateDevices: $(echo "$without" | grep 'Overall exposure')"
