@@ -92,7 +92,6 @@ fn state() -> State {
 fn uplink(state: &mut State, phy: &[u8]) {
     let up = Uplink {
         phy: phy.to_vec(),
-        gateways: Vec::new(),
         rssi: Some(-60),
         snr: Some(7.0),
         received: Timestamp::from_millis(1_763_719_200_000).unwrap_or_else(|_| unreachable!()),
