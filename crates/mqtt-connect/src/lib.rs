@@ -71,24 +71,48 @@ impl ConnectionSettings {
         opts.set_keep_alive(b.keep_alive);
         opts.set_clean_session(!self.persistent_session);
         opts.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
-        if !b.username.is_empty() {
-            let password = if b.password_env.is_empty() {
-                String::new()
-            } else {
-                std::env::var(&b.password_env)
-                    .map_err(|_| SetupError::MissingPassword(b.password_env.clone()))?
-            };
-            opts.set_credentials(&b.username, password);
+        if let Some((user, password)) = self.credentials()? {
+            opts.set_credentials(user, password);
         }
         if let Some(will) = last_will {
             opts.set_last_will(will);
         }
-        if b.url.scheme == BrokerScheme::Mqtts {
+        if let Some(tls) = self.tls()? {
             opts.set_transport(Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(Arc::new(self.tls_config()?)),
+                rumqttc::TlsConfiguration::Rustls(tls),
             ));
         }
         Ok(opts)
+    }
+
+    /// The user name and password to log in with, if any (the password
+    /// read from the variable `password_env` names).
+    ///
+    /// # Errors
+    /// The variable is not set.
+    pub fn credentials(&self) -> Result<Option<(String, String)>, SetupError> {
+        let b = &self.broker;
+        if b.username.is_empty() {
+            return Ok(None);
+        }
+        let password = if b.password_env.is_empty() {
+            String::new()
+        } else {
+            std::env::var(&b.password_env)
+                .map_err(|_| SetupError::MissingPassword(b.password_env.clone()))?
+        };
+        Ok(Some((b.username.clone(), password)))
+    }
+
+    /// The TLS client config of an `mqtts://` broker; `None` for `mqtt://`.
+    ///
+    /// # Errors
+    /// Unreadable TLS material.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>, SetupError> {
+        if self.broker.url.scheme != BrokerScheme::Mqtts {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(self.tls_config()?)))
     }
 
     fn tls_config(&self) -> Result<rustls::ClientConfig, SetupError> {

@@ -197,6 +197,26 @@ impl Mosquitto {
         }
     }
 
+    /// Freezes the broker (SIGSTOP): its sockets stay open and nothing
+    /// answers, as a wedged broker or a path that drops every packet.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a frozen broker run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        if let Some(c) = &self.child {
+            let sent = Command::new("kill")
+                .args([&format!("-{name}"), &c.id().to_string()])
+                .status();
+            assert!(sent.is_ok_and(|s| s.success()), "kill -{name} mosquitto");
+        }
+    }
+
     /// Stops it gracefully and starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop();

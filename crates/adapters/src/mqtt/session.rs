@@ -9,13 +9,13 @@ use gateway_core::component::AdapterStats;
 use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
 use gateway_core::{
     AdapterContext, AdapterError, DeliveryKey, Ingress, Reading, Receipt, ReceiptWaiter,
+    Timestamp,
 };
-use rumqttc::{AsyncClient, Event, Packet, PubAck, PubRec, Publish, QoS, SubscribeFilter};
 use tracing::{info, warn};
 
 use super::config::{MqttAdapterConfig, Retained};
 use super::dispatch::{dispatch_cached, dispatch_into, is_status_topic, TopicCache};
-use super::source::MAX_OVERSIZED_PACKET;
+use super::wire::{Ack, Publish};
 
 /// Counter `{adapter}`: retained messages on data topics dropped as
 /// copies (`retained = "ignore"`).
@@ -25,35 +25,13 @@ pub const RETAINED_IGNORED: &str = "edge_gateway_adapter_retained_ignored_total"
 /// read of a burst brings, little held while the adapter idles.
 const BATCH_ROOM: usize = 256;
 
-/// The MQTT remaining length of a PUBLISH, which is what rumqttc compares
-/// with its packet size limit.
-fn packet_bytes(p: &Publish) -> usize {
-    let packet_id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
-    2 + p.topic.len() + packet_id + p.payload.len()
-}
-
-/// An acknowledgement owed to the broker.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Ack {
-    pkid: u16,
-    qos: QoS,
-}
-
-impl Ack {
-    fn of(p: &Publish) -> Self {
-        Self {
-            pkid: p.pkid,
-            qos: p.qos,
-        }
-    }
-
-    /// What `AsyncClient::ack` would queue (the broker should send no QoS 2,
-    /// it is subscribed as 1; rumqttc's state answers a PUBREL either way).
-    pub(super) fn packet(self) -> Packet {
-        match self.qos {
-            QoS::ExactlyOnce => Packet::PubRec(PubRec::new(self.pkid)),
-            _ => Packet::PubAck(PubAck::new(self.pkid)),
-        }
+/// The acknowledgement a QoS 1/2 message is owed (the broker should send
+/// no QoS 2, it is subscribed as 1; its PUBREL is answered either way).
+fn ack_of(p: &Publish<'_>) -> Ack {
+    if p.qos == 2 {
+        Ack::PubRec(p.pkid)
+    } else {
+        Ack::PubAck(p.pkid)
     }
 }
 
@@ -61,9 +39,8 @@ impl Ack {
 pub(super) struct Session<'a> {
     pub(super) config: &'a MqttAdapterConfig,
     pub(super) ctx: &'a AdapterContext,
-    pub(super) client: &'a AsyncClient,
-    pub(super) filters: Vec<SubscribeFilter>,
-    pub(super) max_packet_bytes: usize,
+    /// The subscriptions, each with its QoS, renewed on every connection.
+    pub(super) filters: Vec<(String, u8)>,
     pub(super) stats: AdapterStats,
     pub(super) reconnects: Counter,
     /// Retained copies dropped ([`RETAINED_IGNORED`]).
@@ -77,9 +54,6 @@ pub(super) struct Session<'a> {
     /// Safe to acknowledge, to be written.
     pub(super) ready: Vec<Ack>,
     pub(super) connected: bool,
-    /// The size of the message that broke the last connection: its resend
-    /// is already counted.
-    pub(super) oversized_resend: Option<usize>,
     /// QoS 0 readings of the messages taken this turn, sent together.
     pub(super) batch: Vec<Reading>,
     pub(super) topics: TopicCache,
@@ -88,12 +62,12 @@ pub(super) struct Session<'a> {
 impl Session<'_> {
     /// Lets go of what the last burst left in the adapter's caches and
     /// buffers, once it has passed ([`gateway_core::cache_release`]): the
-    /// topics it routed (each with its device's id), the batch sized for
-    /// it, and rumqttc's queue of events (empty between reads). Their small
+    /// topics it routed (each with its device's id) and the batch sized for
+    /// it (the receive buffer is the link's to let go of). Their small
     /// chunks, allocated among the burst's freed buffers, kept the heap's
     /// free memory in holes too small to give back. Nothing waiting is
     /// dropped: only empty buffers are replaced.
-    pub(super) fn let_go_of_caches(&mut self, events: &mut VecDeque<Event>) {
+    pub(super) fn let_go_of_caches(&mut self) {
         self.topics.let_go();
         if self.batch.is_empty() {
             self.batch = Vec::new();
@@ -103,9 +77,6 @@ impl Session<'_> {
         }
         if self.unacked.is_empty() {
             self.unacked = VecDeque::new();
-        }
-        if events.is_empty() {
-            *events = VecDeque::new();
         }
     }
 
@@ -146,32 +117,10 @@ impl Session<'_> {
             .map_err(|_| AdapterError::PipelineClosed)
     }
 
-    /// Handles one event; 1 if it was a message, else 0.
-    pub(super) async fn on_event(&mut self, event: Event) -> Result<usize, AdapterError> {
-        match event {
-            Event::Incoming(Packet::ConnAck(ack)) => {
-                self.connected(ack.session_present).await?;
-            }
-            Event::Incoming(Packet::SubAck(ack)) => {
-                let refused = ack
-                    .return_codes
-                    .iter()
-                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    .count();
-                self.on_subscribed(refused);
-            }
-            Event::Incoming(Packet::Publish(publish)) => {
-                self.message(publish).await?;
-                return Ok(1);
-            }
-            _ => {}
-        }
-        Ok(0)
-    }
-
     /// A connection; `resumed` when the broker kept our session (MQTT
     /// session present): only then can it resend what came before.
-    async fn connected(&mut self, resumed: bool) -> Result<(), AdapterError> {
+    /// The subscriptions are the caller's to send.
+    pub(super) async fn connected(&mut self, resumed: bool) -> Result<(), AdapterError> {
         let (ctx, config) = (self.ctx, self.config);
         // The INFO lines of a (re)connection stay one per connection: they
         // mark recovery, and tests and operators wait for them. The
@@ -186,15 +135,12 @@ impl Session<'_> {
             let source = self.source.clone();
             self.send(Ingress::NewSession { source }).await?;
         }
-        if let Err(e) = self.client.try_subscribe_many(self.filters.clone()) {
-            if let Some(suppressed) = self.throttle.allow("subscribe") {
-                warn!(adapter = %ctx.name, error = %e, suppressed, "Could not queue the subscriptions.");
-            }
-        }
         Ok(())
     }
 
-    fn on_subscribed(&mut self, refused: usize) {
+    /// The SUBACK's return codes, one per filter.
+    pub(super) fn on_subscribed(&mut self, codes: &[u8]) {
+        let refused = codes.iter().filter(|&&c| c == 0x80).count();
         let name = &self.ctx.name;
         if refused > 0 {
             self.subscribed.set(0.0);
@@ -206,32 +152,27 @@ impl Session<'_> {
         }
     }
 
-    async fn message(&mut self, publish: Publish) -> Result<(), AdapterError> {
+    /// A message the broker delivered, which arrived at `now`.
+    pub(super) async fn message(
+        &mut self,
+        publish: Publish<'_>,
+        now: Timestamp,
+    ) -> Result<(), AdapterError> {
         self.stats.received.inc();
-        if packet_bytes(&publish) > self.max_packet_bytes {
-            // Read only thanks to the raised limit: acknowledged in its
-            // turn and dropped. The resend of the message that broke the
-            // last connection was counted then.
-            if self.oversized_resend == Some(packet_bytes(&publish)) {
-                self.oversized_resend = None;
-            } else {
-                self.stats.error("payload_too_large");
+        if publish.retain && self.config.retained == Retained::Ignore {
+            let topic = String::from_utf8_lossy(publish.topic);
+            if !is_status_topic(self.config, &topic) {
+                self.retained_copy(&topic, &publish);
+                return Ok(());
             }
-            if publish.qos != QoS::AtMostOnce {
-                self.nothing_to_keep(Ack::of(&publish));
-            }
-            return Ok(());
         }
-        if publish.retain
-            && self.config.retained == Retained::Ignore
-            && !is_status_topic(self.config, &publish.topic)
-        {
-            self.retained_copy(&publish);
-            return Ok(());
-        }
-        let (topic, payload, now) = (&publish.topic, &publish.payload, self.ctx.clock.now());
+        // The topic is checked as UTF-8 by the dispatch, only when it is
+        // not one it has routed before (a check per message was a tenth of
+        // a QoS 0 reading's instructions).
+        let topic = publish.topic;
+        let payload = publish.payload;
         let (stats, throttle, name) = (&self.stats, &self.throttle, &self.ctx.name);
-        let ingress = if publish.qos == QoS::AtMostOnce {
+        let ingress = if publish.qos == 0 {
             // Straight into the batch the pipeline gets after this read.
             let batch = &mut self.batch;
             dispatch_into(
@@ -258,37 +199,51 @@ impl Session<'_> {
             )
         };
         match (publish.qos, ingress) {
-            (QoS::AtMostOnce, Some(Ingress::Readings(mut readings))) => {
+            (0, Some(Ingress::Readings(mut readings))) => {
                 self.batch.append(&mut readings);
             }
-            (QoS::AtMostOnce, Some(other)) => self.send(other).await?,
-            (QoS::AtMostOnce, None) => {}
+            (0, Some(other)) => self.send(other).await?,
+            (0, None) => {}
             (_, Some(Ingress::Readings(readings))) => {
                 let (receipt, waiter) = Receipt::new(Some(delivery_key(&self.source, &publish)));
                 self.send(Ingress::Durable { readings, receipt }).await?;
-                self.unacked.push_back((Ack::of(&publish), waiter));
+                self.unacked.push_back((ack_of(&publish), waiter));
             }
             (_, other) => {
                 if let Some(other) = other {
                     self.send(other).await?;
                 }
-                self.nothing_to_keep(Ack::of(&publish));
+                self.nothing_to_keep(ack_of(&publish));
             }
         }
         Ok(())
+    }
+
+    /// A message over the size limit, skipped unread: counted, and
+    /// acknowledged in its turn so the broker does not send it again.
+    pub(super) fn oversized(&mut self, qos: u8, pkid: u16, bytes: usize) {
+        self.stats.received.inc();
+        let (ctx, config) = (self.ctx, self.config);
+        gateway_core::refuse!(self.stats, self.throttle, "payload_too_large", per "oversized";
+            adapter = %ctx.name, broker = %config.broker.url, bytes, max_payload_bytes = config.max_payload_bytes, "Dropping a message larger than max_payload_bytes unread.");
+        match qos {
+            0 => {}
+            2 => self.nothing_to_keep(Ack::PubRec(pkid)),
+            _ => self.nothing_to_keep(Ack::PubAck(pkid)),
+        }
     }
 
     /// A retained message on a data topic, delivered because the gateway
     /// subscribed: the broker sends it again at every subscription, and
     /// counting it each time made one reading four after a restart, a
     /// kill and a broker restart. Acknowledged in its turn and dropped.
-    fn retained_copy(&mut self, publish: &Publish) {
+    fn retained_copy(&mut self, topic: &str, publish: &Publish<'_>) {
         self.retained_ignored.inc();
         if let Some(suppressed) = self.throttle.allow("retained") {
-            info!(adapter = %self.ctx.name, topic = %publish.topic, suppressed, "Ignoring a retained reading delivered on subscribing: it is no new reading (retained = \"take\" takes them).");
+            info!(adapter = %self.ctx.name, topic, suppressed, "Ignoring a retained reading delivered on subscribing: it is no new reading (retained = \"take\" takes them).");
         }
-        if publish.qos != QoS::AtMostOnce {
-            self.nothing_to_keep(Ack::of(publish));
+        if publish.qos != 0 {
+            self.nothing_to_keep(ack_of(publish));
         }
     }
 
@@ -301,18 +256,8 @@ impl Session<'_> {
     }
 
     /// The connection failed: forget what it owed.
-    pub(super) fn lost(&mut self, error: &str, oversized: Option<usize>) {
+    pub(super) fn lost(&mut self, error: &str) {
         let (ctx, config) = (self.ctx, self.config);
-        if let Some(bytes) = oversized {
-            self.oversized_resend = Some(bytes);
-            if bytes <= MAX_OVERSIZED_PACKET {
-                gateway_core::refuse!(self.stats, self.throttle, "payload_too_large", per "oversized";
-                    adapter = %ctx.name, broker = %config.broker.url, bytes, max_payload_bytes = config.max_payload_bytes, "A message larger than max_payload_bytes broke the connection; reading it once more to acknowledge and drop it.");
-            } else {
-                gateway_core::refuse!(error: self.stats, self.throttle, "payload_too_large", per "oversized";
-                    adapter = %ctx.name, broker = %config.broker.url, bytes, limit = MAX_OVERSIZED_PACKET, "A message too large to read even once blocks this adapter's session: set message_size_limit on the broker below that, or clear the gateway's session there.");
-            }
-        }
         if self.connected {
             self.reconnects.inc();
             if let Some(suppressed) = self.throttle.allow("lost") {
@@ -331,9 +276,9 @@ impl Session<'_> {
 }
 
 /// Identifies a message within the broker's session for this adapter.
-fn delivery_key(source: &Arc<str>, publish: &Publish) -> DeliveryKey {
-    let topic = crc32fast::hash(publish.topic.as_bytes());
-    let payload = crc32fast::hash(&publish.payload);
+fn delivery_key(source: &Arc<str>, publish: &Publish<'_>) -> DeliveryKey {
+    let topic = crc32fast::hash(publish.topic);
+    let payload = crc32fast::hash(publish.payload);
     DeliveryKey {
         source: source.clone(),
         slot: publish.pkid,

@@ -6,11 +6,11 @@
 //! redelivers exactly what was not yet safe. Messages that carry nothing to
 //! keep (bad input, status) are acknowledged in their turn.
 //!
-//! The adapter's task polls the event loop itself, beside the receipts it
-//! waits for, and writes the acknowledgements that became due together
-//! (one flush, not one request and one write each). When the connection
-//! drops, the adapter forgets its pending acknowledgements before the
-//! event loop reconnects: the broker resends those messages (DUP) and the
+//! The adapter's task reads its connection itself ([`Link`]), beside the
+//! receipts it waits for, and writes the acknowledgements that became due
+//! together (one flush, not one request and one write each). When the
+//! connection drops, the adapter forgets its pending acknowledgements
+//! before it reconnects: the broker resends those messages (DUP) and the
 //! pipeline recognises copies it already took by their [`DeliveryKey`](gateway_core::component::DeliveryKey).
 //! Subscriptions are renewed on every ConnAck: a broker restarted without
 //! persistence has forgotten them.
@@ -25,15 +25,15 @@ use std::time::Duration;
 use gateway_core::backoff::Backoff;
 use gateway_core::component::{AdapterFuture, ADAPTER_CONNECTED, ADAPTER_LINK, LINK_BROKER};
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::{Adapter, AdapterContext, AdapterError};
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
+use gateway_core::{Adapter, AdapterContext, AdapterError, Timestamp};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::config::MqttAdapterConfig;
 use super::dispatch::TopicCache;
-use super::session::{Ack, Session};
+use super::link::{Dial, Link, LinkError, Next};
+use super::session::Session;
+use super::wire::{Ack, Frame};
 use mqtt_connect::ConnectionSettings;
 
 /// A runnable MQTT ingress adapter.
@@ -105,40 +105,21 @@ impl Adapter for MqttSource {
     }
 }
 
-/// QoS 2 is subscribed as 1: a broker that resends a PUBREL after a
-/// crash finds rumqttc without the packet's state and the connection fails
-/// on every retry, while QoS 1 with the journal and DUP-aware dedup is
-/// already exactly-once.
-fn subscription_qos(q: gateway_core::config::Qos) -> QoS {
+/// QoS 2 is subscribed as 1: exactly-once is already had from QoS 1 with
+/// the journal and the DUP-aware de-duplication, and a broker resending a
+/// PUBREL after a crash has nothing for it to refer to.
+fn subscription_qos(q: gateway_core::config::Qos) -> u8 {
     match q.as_u8() {
-        0 => QoS::AtMostOnce,
-        _ => QoS::AtLeastOnce,
+        0 => 0,
+        _ => 1,
     }
 }
 
-/// The largest packet read after one failed as oversized, so the broker's
-/// resend can be read, counted and acknowledged instead of failing every
-/// connection (rumqttc cannot skip a packet it will not buffer). Beyond
-/// this only the broker's `message_size_limit` protects the gateway.
-pub(super) const MAX_OVERSIZED_PACKET: usize = 64 * 1024 * 1024;
+/// How long connecting, TLS and the CONNACK may take together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The size of the packet a connection failed on, when that is why.
-fn oversized_packet(e: &rumqttc::ConnectionError) -> Option<usize> {
-    match e {
-        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
-        )) => Some(*n),
-        _ => None,
-    }
-}
-
-/// Requests queued for the event loop: only the subscriptions and the
-/// final disconnect go this way (acknowledgements are written directly).
-const REQUEST_QUEUE: usize = 16;
-
-/// How long writing acknowledgements may take before the connection
-/// counts as lost (rumqttc's own flushes wait as long).
-const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The SUBSCRIBE's packet id (the only packet id the adapter chooses).
+const SUBSCRIBE_ID: u16 = 1;
 
 /// How long the socket is left to gather messages once a burst has been
 /// read to its end.
@@ -159,22 +140,51 @@ const FLOOD: usize = 64;
 /// looked at again.
 const MAX_TURNS: usize = 64;
 
+/// Why the connection's loop stopped reading.
+enum Failure {
+    Link(LinkError),
+    Adapter(AdapterError),
+}
+
+impl From<LinkError> for Failure {
+    fn from(e: LinkError) -> Self {
+        Self::Link(e)
+    }
+}
+
+impl From<AdapterError> for Failure {
+    fn from(e: AdapterError) -> Self {
+        Self::Adapter(e)
+    }
+}
+
+fn dial(config: &MqttAdapterConfig, connection: &ConnectionSettings) -> Result<Dial, AdapterError> {
+    let setup = |e: mqtt_connect::SetupError| AdapterError::Setup(format!("adapter {}: {e}", config.name));
+    let b = &connection.broker;
+    Ok(Dial {
+        host: b.url.host.clone(),
+        port: b.url.port,
+        tls: connection.tls().map_err(setup)?,
+        client_id: b.client_id.clone(),
+        credentials: connection.credentials().map_err(setup)?,
+        keep_alive: b.keep_alive,
+        clean_session: !connection.persistent_session,
+        max_packet_bytes: connection.max_packet_bytes,
+        timeout: CONNECT_TIMEOUT,
+    })
+}
+
 async fn run(
     config: MqttAdapterConfig,
     connection: ConnectionSettings,
     ctx: AdapterContext,
 ) -> Result<(), AdapterError> {
-    let mut options = connection
-        .mqtt_options(None)
-        .map_err(|e| AdapterError::Setup(format!("adapter {}: {e}", config.name)))?;
-    options.set_manual_acks(true);
-    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
-    eventloop.network_options.set_connection_timeout(10);
-    let filters: Vec<SubscribeFilter> = config
+    let dial = dial(&config, &connection)?;
+    let filters: Vec<(String, u8)> = config
         .status_topics
         .iter()
         .chain(config.routes.iter().map(|r| &r.pattern))
-        .map(|p| SubscribeFilter::new(p.filter(), subscription_qos(config.qos)))
+        .map(|p| (p.filter(), subscription_qos(config.qos)))
         .collect();
     // Readings flow only once subscribed: until then `/health` says so.
     let subscribed = ctx
@@ -200,14 +210,11 @@ async fn run(
         source: Arc::from(ctx.name.as_str()),
         subscribed,
         config: &config,
-        max_packet_bytes: connection.max_packet_bytes,
         ctx: &ctx,
-        client: &client,
         filters,
         unacked: VecDeque::new(),
         ready: Vec::new(),
         connected: false,
-        oversized_resend: None,
         batch: Vec::new(),
         topics: TopicCache::default(),
     };
@@ -219,6 +226,8 @@ async fn run(
     let nap = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(nap);
     let mut napping = false;
+    let keep_alive = tokio::time::sleep(dial.keep_alive);
+    tokio::pin!(keep_alive);
     // Woken when the gateway's heap check finds a burst has passed.
     let mut caches = gateway_core::cache_release::Listener::default();
     let flood = if config.qos == gateway_core::config::Qos::AtMostOnce {
@@ -226,136 +235,147 @@ async fn run(
     } else {
         1
     };
+    let mut link: Option<Link> = None;
     'run: loop {
-        if !s.ready.is_empty() {
-            let written = tokio::select! {
+        let Some(conn) = link.as_mut() else {
+            let dialed = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                w = write_acks(&mut eventloop, &mut s.ready) => w,
+                d = Link::connect(&dial) => d,
             };
-            if let Err(error) = written {
-                s.lost(&error, None);
-                if !reconnect(
-                    &mut eventloop,
-                    None,
-                    &mut backoff,
-                    s.max_packet_bytes,
-                    &ctx.shutdown,
-                )
-                .await
-                {
-                    break;
-                }
-                continue;
-            }
-        }
-        // The event loop is polled here, beside the receipts, rather than
-        // in a task of its own: one task less to wake per message, and the
-        // acknowledgements can be written in one go. Dropping `poll()` when
-        // a receipt completes first is safe for this use: its waits are
-        // the socket read (buffered), the flush of what was already
-        // written, the keep-alive timer and the request channel, which
-        // carries only the subscriptions (taken and written without an
-        // await) and the final disconnect.
-        tokio::select! {
-            biased;
-            _ = &mut stop => break,
-            done = async {
-                match s.unacked.front_mut() {
-                    Some((_, waiter)) => waiter.await,
-                    None => std::future::pending().await,
-                }
-            }, if !s.unacked.is_empty() => {
-                if done.is_err() {
-                    // The pipeline stopped before the readings were safe;
-                    // the broker keeps them for the next start.
-                    s.unacked.clear();
-                    continue;
-                }
-                // The front is safe, and so may be those right behind it.
-                if let Some((ack, _)) = s.unacked.pop_front() {
-                    s.ready.push(ack);
-                }
-                s.take_safe();
-            }
-            _ = &mut nap, if napping => napping = false,
-            () = caches.asked() => s.let_go_of_caches(&mut eventloop.state.events),
-            polled = eventloop.poll(), if !napping => {
-                let mut polled = polled;
-                let mut turns = 0;
-                let mut taken = 0;
-                loop {
-                    let took = match polled {
-                        Ok(event) => {
-                            if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
-                                backoff.reset();
-                            }
-                            let mut took = s.on_event(event).await?;
-                            // The rest of what one read brought is buffered
-                            // already: taken now, its readings go to the
-                            // pipeline together.
-                            while let Some(event) = eventloop.state.events.pop_front() {
-                                took += s.on_event(event).await?;
-                            }
-                            s.flush_batch().await?;
-                            took
+            match dialed {
+                Ok((mut conn, resumed)) => {
+                    backoff.reset();
+                    s.connected(resumed).await?;
+                    match conn.subscribe(SUBSCRIBE_ID, &s.filters).await {
+                        Ok(()) => {
+                            keep_alive
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + dial.keep_alive);
+                            link = Some(conn);
                         }
                         Err(e) => {
-                            let oversized = oversized_packet(&e);
-                            s.lost(&e.to_string(), oversized);
-                            if !reconnect(&mut eventloop, oversized, &mut backoff, s.max_packet_bytes, &ctx.shutdown).await {
-                                break 'run;
+                            s.lost(&e.to_string());
+                            if !pause(&mut backoff, &mut stop).await {
+                                break;
                             }
-                            0
                         }
-                    };
-                    turns += 1;
-                    taken += took;
-                    if took == 0 || turns == MAX_TURNS {
+                    }
+                }
+                Err(e) => {
+                    s.lost(&e.to_string());
+                    if !pause(&mut backoff, &mut stop).await {
                         break;
                     }
-                    // Messages are coming: take what else has arrived, and
-                    // once the socket is drained in a flood ([`FLOOD`] at
-                    // QoS 0, any burst at QoS 1), let
-                    // more gather for a moment before reading it again
-                    // (receipts are still answered meanwhile). Woken for
-                    // each message as it came, the gateway spent a third
-                    // of its CPU per reading in epoll_wait and recv on a
-                    // burst; in a flood, readings already wait their turn
-                    // for longer than the millisecond.
-                    let next = tokio::select! {
-                        biased;
-                        next = eventloop.poll() => Some(next),
-                        () = std::future::ready(()) => None,
-                    };
-                    match next {
-                        Some(next) => polled = next,
-                        None => {
-                            if taken >= flood {
-                                nap.as_mut().reset(tokio::time::Instant::now() + COALESCE);
-                                napping = true;
-                            }
+                }
+            }
+            continue;
+        };
+        let served: Result<(), Failure> = async {
+            if !s.ready.is_empty() {
+                conn.acknowledge(&mut s.ready).await?;
+            }
+            // The socket is read here, beside the receipts, rather than
+            // in a task of its own: one task less to wake per message, and
+            // the acknowledgements can be written in one go. Dropping a
+            // read when something else is ready first loses nothing.
+            tokio::select! {
+                biased;
+                _ = &mut stop => return Ok(()),
+                done = async {
+                    match s.unacked.front_mut() {
+                        Some((_, waiter)) => waiter.await,
+                        None => std::future::pending().await,
+                    }
+                }, if !s.unacked.is_empty() => {
+                    if done.is_err() {
+                        // The pipeline stopped before the readings were
+                        // safe; the broker keeps them for the next start.
+                        s.unacked.clear();
+                        return Ok(());
+                    }
+                    // The front is safe, and so may be those right behind it.
+                    if let Some((ack, _)) = s.unacked.pop_front() {
+                        s.ready.push(ack);
+                    }
+                    s.take_safe();
+                }
+                _ = &mut nap, if napping => napping = false,
+                () = caches.asked() => {
+                    s.let_go_of_caches();
+                    conn.let_go();
+                }
+                () = &mut keep_alive => {
+                    keep_alive
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + dial.keep_alive);
+                    conn.ping().await?;
+                }
+                read = conn.fill(), if !napping => {
+                    read?;
+                    let mut turns = 0;
+                    let mut taken = 0;
+                    loop {
+                        // One arrival time for what one read brought.
+                        let took = take(&mut s, conn, ctx.clock.now()).await?;
+                        s.flush_batch().await?;
+                        turns += 1;
+                        taken += took;
+                        if took == 0 || turns == MAX_TURNS {
                             break;
                         }
+                        // Messages are coming: take what else has arrived,
+                        // and once the socket is drained in a flood
+                        // ([`FLOOD`] at QoS 0, any burst at QoS 1), let
+                        // more gather for a moment before reading it again
+                        // (receipts are still answered meanwhile). Woken
+                        // for each message as it came, the gateway spent a
+                        // third of its CPU per reading in epoll_wait and
+                        // recv on a burst; in a flood, readings already
+                        // wait their turn for longer than the millisecond.
+                        let more = tokio::select! {
+                            biased;
+                            more = conn.fill() => Some(more),
+                            () = std::future::ready(()) => None,
+                        };
+                        match more {
+                            Some(more) => more?,
+                            None => {
+                                if taken >= flood {
+                                    nap.as_mut().reset(tokio::time::Instant::now() + COALESCE);
+                                    napping = true;
+                                }
+                                break;
+                            }
+                        }
                     }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match served {
+            Ok(()) if ctx.shutdown.is_cancelled() => break,
+            Ok(()) => {}
+            Err(Failure::Adapter(e)) => return Err(e),
+            Err(Failure::Link(e)) => {
+                s.lost(&e.to_string());
+                link = None;
+                napping = false;
+                if !pause(&mut backoff, &mut stop).await {
+                    break 'run;
                 }
             }
         }
     }
-    if s.connected {
+    if let Some(conn) = link.as_mut().filter(|_| s.connected) {
         // Acknowledge what is already safe, then leave; the rest is
-        // resent by the broker at the next start.
+        // resent by the broker at the next start. Never wait on a dead
+        // network.
         s.take_safe();
-        let _ = write_acks(&mut eventloop, &mut s.ready).await;
-        let _ = client.try_disconnect();
-        // The event loop sends the Disconnect; never wait on a dead network.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
+            conn.acknowledge(&mut s.ready).await?;
+            conn.disconnect().await
         })
         .await;
     }
@@ -363,60 +383,38 @@ async fn run(
     Ok(())
 }
 
-/// Writes the acknowledgements owed, in order, with one flush.
-async fn write_acks(eventloop: &mut EventLoop, ready: &mut Vec<Ack>) -> Result<(), String> {
-    let Some(network) = eventloop.network.as_mut() else {
-        // No connection: the broker resends them anyway.
-        ready.clear();
-        return Ok(());
-    };
-    for ack in ready.drain(..) {
-        network
-            .write(ack.packet())
-            .await
-            .map_err(|e| e.to_string())?;
+/// Takes every whole packet the buffer holds; how many were messages.
+async fn take(s: &mut Session<'_>, link: &mut Link, now: Timestamp) -> Result<usize, Failure> {
+    let mut took = 0;
+    while let Some(next) = link.next()? {
+        match next {
+            Next::Frame(Frame::Publish(publish)) => {
+                s.message(publish, now).await?;
+                took += 1;
+            }
+            Next::Oversized { qos, pkid, bytes } => {
+                s.oversized(qos, pkid, bytes);
+                took += 1;
+            }
+            Next::Frame(Frame::SubAck { codes }) => s.on_subscribed(codes),
+            // Answered at once: the message was taken at its PUBLISH.
+            Next::Frame(Frame::PubRel { pkid }) => s.ready.push(Ack::PubComp(pkid)),
+            Next::Frame(Frame::ConnAck { .. }) => return Err(LinkError::NoConnAck.into()),
+            Next::Frame(Frame::PingResp | Frame::Ignored) => {}
+        }
     }
-    match tokio::time::timeout(ACK_WRITE_TIMEOUT, network.flush()).await {
-        Ok(flushed) => flushed.map_err(|e| e.to_string()),
-        Err(_) => Err("timed out writing acknowledgements".into()),
-    }
+    Ok(took)
 }
 
-/// Gets the event loop ready to connect again after a failure; false when
-/// the adapter is stopping.
-async fn reconnect(
-    eventloop: &mut EventLoop,
-    oversized: Option<usize>,
+/// Waits before connecting again; false when the adapter is stopping.
+async fn pause(
     backoff: &mut Backoff,
-    max_packet_bytes: usize,
-    shutdown: &CancellationToken,
+    stop: &mut std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
 ) -> bool {
-    eventloop.clean();
-    // Packets read in the same batch as the failure are still buffered as
-    // events; yielded on the next connection they would be acknowledged by
-    // packet ids that now belong to other messages. The broker resends
-    // them anyway.
-    eventloop.state.events.clear();
-    // The oversized packet comes first again: read it this time (bounded),
-    // so it can be acknowledged and dropped; the next connection goes back
-    // to the configured limit.
-    let limit = match oversized {
-        Some(n) if n <= MAX_OVERSIZED_PACKET => n.saturating_add(1024),
-        _ => max_packet_bytes,
-    };
-    eventloop
-        .mqtt_options
-        .set_max_packet_size(limit, max_packet_bytes);
-    let delay = match oversized {
-        Some(n) if n <= MAX_OVERSIZED_PACKET => Duration::ZERO,
-        // Nothing we can do but wait for someone to clear it; the ConnAck
-        // resets the backoff, so do not hammer.
-        Some(_) => backoff.max(),
-        None => backoff.next_delay(),
-    };
+    let delay = backoff.next_delay();
     debug!(?delay, "Local broker reconnect backoff.");
     tokio::select! {
-        _ = shutdown.cancelled() => false,
+        _ = stop.as_mut() => false,
         _ = tokio::time::sleep(delay) => true,
     }
 }

@@ -75,3 +75,38 @@ async fn readings_published_while_the_gateway_restarts_are_not_lost() {
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+/// A broker that stops answering without closing its sockets (a wedged
+/// process, a path that drops every packet) is noticed by the keep-alive:
+/// a PINGREQ unanswered for a keep-alive period ends the connection, and
+/// the adapter connects again once the broker answers. Without it the
+/// adapter would wait on a dead socket until TCP gave up, many minutes.
+#[tokio::test]
+async fn a_frozen_local_broker_is_noticed_by_the_keep_alive_and_left() {
+    let local = Mosquitto::start_persistent();
+    let upstream = Mosquitto::start();
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/#").await;
+    let cfg = config("gw-frozen", local.port(), upstream.port(), "1s", "0s").replacen(
+        "name = \"local-sensors\"",
+        "name = \"local-sensors\"\nkeep_alive = \"1s\"\nqos = 1",
+        1,
+    );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    local.freeze();
+    gw.wait_for_log("no PINGRESP within the keep-alive").await;
+    local.thaw();
+    gw.wait_for_log_count("Subscribed", 2).await;
+    publish(
+        local.port(),
+        "sensors/data/frozen/temperature",
+        "5",
+        1,
+        false,
+    )
+    .await;
+    let got = sub.collect_until(WAIT, |m| count(m, "frozen") >= 1).await;
+    assert_eq!(count(&got, "frozen"), 1, "{}", gw.seen.join("\n"));
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}

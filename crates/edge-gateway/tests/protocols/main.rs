@@ -28,6 +28,7 @@ mod lorawan_codecs;
 mod lorawan_otaa;
 mod modbus;
 mod modbus_faults;
+mod mqtt_tls;
 mod oversized;
 mod payload_codecs;
 mod serial_dropin;
