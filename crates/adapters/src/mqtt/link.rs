@@ -229,22 +229,15 @@ impl Link {
     }
 
     /// The next packet in the buffer, or `None` when the socket must be
-    /// read for more. A PINGRESP is taken here.
+    /// read for more. A PINGRESP answers the ping here (and is returned,
+    /// for nothing more to be done).
     pub(crate) fn next(&mut self) -> Result<Option<Next<'_>>, LinkError> {
-        loop {
-            let unread = &self.buf[self.start..];
+        if self.skip > 0 {
+            let dropped = self.skip.min(self.buf.len() - self.start);
+            self.start += dropped;
+            self.skip -= dropped;
             if self.skip > 0 {
-                let dropped = self.skip.min(unread.len());
-                self.start += dropped;
-                self.skip -= dropped;
-                if self.skip > 0 {
-                    return Ok(None);
-                }
-            } else if unread.starts_with(&[0xd0, 0]) {
-                self.start += 2;
-                self.pinged = false;
-            } else {
-                break;
+                return Ok(None);
             }
         }
         let unread = self.buf.len() - self.start;

@@ -147,6 +147,10 @@ pub(crate) fn parse(buf: &[u8], limit: usize) -> Result<Parsed<'_>, WireError> {
 /// The remaining length and how many bytes encoded it; `None` when they
 /// are not all in `buf` yet.
 fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, WireError> {
+    // A sensor's message fits in one length byte.
+    if let Some(&byte) = buf.first().filter(|&&b| b < 0x80) {
+        return Ok(Some((usize::from(byte), 1)));
+    }
     let mut value = 0usize;
     for (i, byte) in buf.iter().enumerate().take(4) {
         value |= usize::from(byte & 0x7f) << (7 * i);
