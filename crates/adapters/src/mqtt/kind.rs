@@ -16,6 +16,6 @@ pub const MQTT: Declaration = Declaration {
     },
     folder: "mqtt",
     feature: "mqtt",
-    fuzz_targets: &[],
+    fuzz_targets: &["mqtt_packets"],
     links: &[],
 };

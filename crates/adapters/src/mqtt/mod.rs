@@ -23,7 +23,7 @@ mod link;
 mod session;
 pub mod source;
 pub mod topic;
-mod wire;
+pub mod wire;
 pub mod writer;
 
 pub use config::MqttAdapterConfig;

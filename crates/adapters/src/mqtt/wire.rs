@@ -14,7 +14,7 @@ use thiserror::Error;
 /// A broker sent what MQTT 3.1.1 does not allow (or not to a subscriber):
 /// the connection cannot go on.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub(crate) enum WireError {
+pub enum WireError {
     #[error("malformed remaining length")]
     RemainingLength,
     #[error("malformed {0} packet")]
@@ -27,16 +27,16 @@ pub(crate) enum WireError {
 
 /// A message the broker delivered, borrowed from the receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Publish<'a> {
+pub struct Publish<'a> {
     /// Not checked as UTF-8 yet: the session counts a bad topic as bad
     /// input, it does not break the connection.
-    pub(crate) topic: &'a [u8],
-    pub(crate) payload: &'a [u8],
-    pub(crate) qos: u8,
-    pub(crate) retain: bool,
-    pub(crate) dup: bool,
+    pub topic: &'a [u8],
+    pub payload: &'a [u8],
+    pub qos: u8,
+    pub retain: bool,
+    pub dup: bool,
     /// 0 at QoS 0.
-    pub(crate) pkid: u16,
+    pub pkid: u16,
 }
 
 #[cfg(test)]
@@ -49,7 +49,7 @@ impl Publish<'_> {
 
 /// One packet from the broker.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Frame<'a> {
+pub enum Frame<'a> {
     ConnAck { session_present: bool, code: u8 },
     SubAck { codes: &'a [u8] },
     Publish(Publish<'a>),
@@ -63,7 +63,7 @@ pub(crate) enum Frame<'a> {
 
 /// What the start of the receive buffer holds.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Parsed<'a> {
+pub enum Parsed<'a> {
     /// A whole packet of `len` bytes.
     Frame { frame: Frame<'a>, len: usize },
     /// Not all of it yet: `need` bytes are needed in all.
@@ -93,7 +93,7 @@ const MAX_REMAINING: usize = 268_435_455;
 
 /// Reads the packet at the start of `buf`; PUBLISH packets whose remaining
 /// length is over `limit` come back as [`Parsed::Oversized`].
-pub(crate) fn parse(buf: &[u8], limit: usize) -> Result<Parsed<'_>, WireError> {
+pub fn parse(buf: &[u8], limit: usize) -> Result<Parsed<'_>, WireError> {
     let Some(&first) = buf.first() else {
         return Ok(Parsed::Incomplete { need: 2 });
     };
