@@ -110,9 +110,11 @@ for _ in $(seq 100); do [ -s "$work/trace.2" ] && break; sleep 0.2; done
 sleep 1
 
 # The functions of the gateway's own executable with any cost in a trace,
-# demangled with their hashes: link-hot-first places exactly these, and
-# falls back to every function of the same name without its hash when the
-# code has changed since (callgrind's recursion marks, '2, dropped).
+# by their canonical names (link-hot-first --canonical: demangled, without
+# the crate disambiguators and callgrind's recursion marks, '2). Every
+# crate is v0-mangled (.cargo/config.toml), so a name still says which
+# monomorphisation of a generic it is, and is the same in every profile and
+# target the list is linked with.
 functions() {
   awk -v exe="$bin" '
     FNR == 1 { delete obs; delete fns; ob = ""; fn = "" }
@@ -122,13 +124,13 @@ functions() {
     /^cfn=\(/ { id = $1; sub(/^cfn=/, "", id); if (NF > 1) { fns[id] = $2 }; next }
     /^[0-9+*-]/ { if (ob == exe && fn != "") hot[fn] = 1 }
     END { for (f in hot) print f }
-  ' "$@" | c++filt | sed -e "s/'[0-9]*\$//" | LC_ALL=C sort -u
+  ' "$@" | c++filt | packaging/link-hot-first --canonical | LC_ALL=C sort -u
 }
 # What runs as start-up's code is released, before tracing can start: the
 # release itself and the log line that follows it.
 released() {
   printf '%s\n' edge_gateway::memory::release_startup_code \
-    memory_release::code::StartupCode::release memory_release::code::imp::drop_pages
+    "<memory_release::code::StartupCode>::release" memory_release::code::imp::drop_pages
 }
 { functions "$work/trace.1"; released; } | LC_ALL=C sort -u >"$work/idle"
 functions "$work/trace.2" | LC_ALL=C comm -23 - "$work/idle" >"$work/busy"

@@ -236,6 +236,54 @@ fn an_exact_entry_places_only_its_monomorphisation() {
     assert!(Command::new(&ordered).status().unwrap().success());
 }
 
+/// `gen::poll::<u8>` and `gen::poll::<u16>` of one crate, v0-mangled as
+/// rustc names them in a build whose crate disambiguator differs from the
+/// one the list was traced on (another profile or target), and a function
+/// before them.
+const MONOMORPHISED_V0: &str = r#"
+int cold(int x) { return x * 7; }
+int poll_u8(int x) __asm__("_RINvCsbFAPq0AFM3k_3gen4pollhEB2_");
+int poll_u8(int x) { return x + 1; }
+int poll_u16(int x) __asm__("_RINvCsbFAPq0AFM3k_3gen4polltEB2_");
+int poll_u16(int x) { return x + 2; }
+int main(int argc, char **argv) { (void)argv; return poll_u8(argc) + poll_u16(argc) + cold(argc) == 0; }
+"#;
+
+/// A v0 entry, as scripts/hot-code.sh writes it (no disambiguator), places
+/// the monomorphisation it names in a build other than the one traced, and
+/// not its sibling: the release and `.deb` builds get the traced layout.
+#[test]
+fn a_v0_entry_places_its_monomorphisation_in_any_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("program.c");
+    std::fs::write(&source, MONOMORPHISED_V0).unwrap();
+    let object = dir.path().join("program.o");
+    let compiled = Command::new("cc")
+        .args(["-O0", "-ffunction-sections", "-c"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&object)
+        .status()
+        .unwrap();
+    assert!(compiled.success());
+    let list = dir.path().join("hot-code.txt");
+    std::fs::write(&list, "gen::poll::<u16>\n").unwrap();
+    let deps = dir
+        .path()
+        .join("target/x86_64-unknown-linux-gnu/release/deps");
+    std::fs::create_dir_all(&deps).unwrap();
+    let ordered = deps.join("edge_gateway-0123456789abcdef");
+    link(dir.path(), &object, &ordered, &list, true);
+    let at = addresses(&ordered);
+    let (u8_, u16_) = (
+        at["_RINvCsbFAPq0AFM3k_3gen4pollhEB2_"],
+        at["_RINvCsbFAPq0AFM3k_3gen4polltEB2_"],
+    );
+    assert!(u16_ < at["cold"], "the listed one leads: {at:?}");
+    assert!(at["cold"] < u8_, "its sibling stays where it was: {at:?}");
+    assert!(Command::new(&ordered).status().unwrap().success());
+}
+
 #[test]
 fn the_list_and_the_link_name_functions_alike() {
     use std::io::Write;
@@ -250,12 +298,12 @@ fn the_list_and_the_link_name_functions_alike() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"pipeline::task::Pipeline::run::h0123456789abcdef\n<core[9f3a1b2c]::option::Option<T>>::map'2\n")
+        .write_all(b"pipeline::task::Pipeline::run::h0123456789abcdef\n<core[9f3a1b2c]::option::Option<T>>::map'2\n<alloc[1a2b3c4d5e6f7a8b]::vec::Vec<u8> as core[9f3a1b2c]::ops::drop::Drop>::drop\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "pipeline::task::Pipeline::run\n<core::option::Option<T>>::map\n"
+        "pipeline::task::Pipeline::run\n<core::option::Option<T>>::map\n<alloc::vec::Vec<u8> as core::ops::drop::Drop>::drop\n"
     );
 }
