@@ -62,6 +62,23 @@ fn link(dir: &Path, object: &Path, output: &Path, list: &Path, with_lld: bool) {
     assert!(status.success(), "link of {} failed", output.display());
 }
 
+/// `program` compiled by cc at `opt`, one section a function (as rustc
+/// emits them), into `object` in `dir`.
+fn compile(dir: &Path, program: &str, opt: &str, object: &str) -> PathBuf {
+    let source = dir.join("program.c");
+    std::fs::write(&source, program).unwrap();
+    let object = dir.join(object);
+    let compiled = Command::new("cc")
+        .args([opt, "-ffunction-sections", "-c"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&object)
+        .status()
+        .unwrap();
+    assert!(compiled.success());
+    object
+}
+
 const PROGRAM: &str = r#"
 int cold_a(int x) { return x * 3 + 1; }
 int hot_late(int x) { return x ^ 0x5a5a; }
@@ -74,17 +91,7 @@ int main(int argc, char **argv) { (void)argv; return cold_a(argc) + cold_b(argc)
 #[test]
 fn the_listed_functions_lead_the_code_in_list_order() {
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("program.c");
-    std::fs::write(&source, PROGRAM).unwrap();
-    let object = dir.path().join("program.o");
-    let compiled = Command::new("cc")
-        .args(["-O1", "-ffunction-sections", "-c"])
-        .arg(&source)
-        .arg("-o")
-        .arg(&object)
-        .status()
-        .unwrap();
-    assert!(compiled.success());
+    let object = compile(dir.path(), PROGRAM, "-O1", "program.o");
     let list = dir.path().join("hot-code.txt");
     // Comments are skipped; a name no object defines is ignored.
     std::fs::write(&list, "# hot\nhot_first\nnot_in_this_link\nhot_late\n").unwrap();
@@ -142,17 +149,7 @@ fn the_listed_functions_lead_the_code_in_list_order() {
 #[test]
 fn functions_of_an_object_carrying_bitcode_are_ordered_too() {
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("program.c");
-    std::fs::write(&source, PROGRAM).unwrap();
-    let plain = dir.path().join("plain.o");
-    let compiled = Command::new("cc")
-        .args(["-O1", "-ffunction-sections", "-c"])
-        .arg(&source)
-        .arg("-o")
-        .arg(&plain)
-        .status()
-        .unwrap();
-    assert!(compiled.success());
+    let plain = compile(dir.path(), PROGRAM, "-O1", "plain.o");
     // The bitcode wrapper's magic and nothing after it, as the plugin
     // refuses it.
     let bitcode = dir.path().join("bitcode");
@@ -199,17 +196,7 @@ int main(int argc, char **argv) { (void)argv; return poll_u8(argc) + poll_u16(ar
 #[test]
 fn an_exact_entry_places_only_its_monomorphisation() {
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("program.c");
-    std::fs::write(&source, MONOMORPHISED).unwrap();
-    let object = dir.path().join("program.o");
-    let compiled = Command::new("cc")
-        .args(["-O0", "-ffunction-sections", "-c"])
-        .arg(&source)
-        .arg("-o")
-        .arg(&object)
-        .status()
-        .unwrap();
-    assert!(compiled.success());
+    let object = compile(dir.path(), MONOMORPHISED, "-O0", "program.o");
     let list = dir.path().join("hot-code.txt");
     std::fs::write(
         &list,
@@ -255,17 +242,7 @@ int main(int argc, char **argv) { (void)argv; return poll_u8(argc) + poll_u16(ar
 #[test]
 fn a_v0_entry_places_its_monomorphisation_in_any_build() {
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("program.c");
-    std::fs::write(&source, MONOMORPHISED_V0).unwrap();
-    let object = dir.path().join("program.o");
-    let compiled = Command::new("cc")
-        .args(["-O0", "-ffunction-sections", "-c"])
-        .arg(&source)
-        .arg("-o")
-        .arg(&object)
-        .status()
-        .unwrap();
-    assert!(compiled.success());
+    let object = compile(dir.path(), MONOMORPHISED_V0, "-O0", "program.o");
     let list = dir.path().join("hot-code.txt");
     std::fs::write(&list, "gen::poll::<u16>\n").unwrap();
     let deps = dir
