@@ -146,7 +146,7 @@ fn main() {
                 rssi: rx.rssi,
                 snr: rx.lsnr,
                 received: Timestamp::from_millis(1_763_719_200_000).unwrap(),
-                heard: vec![heard(gateway)],
+                heard: vec![heard(gateway)].into(),
                 first_heard: tokio::time::Instant::now(),
             }
         })
@@ -178,7 +178,7 @@ fn main() {
                 rssi: rx.rssi,
                 snr: rx.lsnr,
                 received: Timestamp::from_millis(1_763_719_200_000).unwrap(),
-                heard: vec![heard(gateway)],
+                heard: vec![heard(gateway)].into(),
                 first_heard: tokio::time::Instant::now(),
             };
             black_box(uplink::process(&up, &table, &mut store).unwrap());

@@ -75,7 +75,8 @@ fn uplink_of(phy: Vec<u8>) -> Uplink {
             freq: Some(868.5),
             datr: Some("SF7BW125".into()),
             rfch: Some(0),
-        }],
+        }]
+        .into(),
         first_heard: tokio::time::Instant::now(),
     }
 }

@@ -278,7 +278,8 @@ mod tests {
                 freq: Some(868.3),
                 datr: Some("SF12BW125".into()),
                 rfch: Some(0),
-            }],
+            }]
+            .into(),
             first_heard,
         }
     }

@@ -388,19 +388,22 @@ impl Server {
     async fn push_data(
         &mut self,
         gateway: GatewayEui,
-        data: PushData,
+        mut data: PushData,
         arrived: (Timestamp, Instant),
     ) -> Result<(), AdapterError> {
         // The EUI's text only when something is reported: formatting it
         // for every datagram was 3 % of the adapter's CPU.
         let eui = || gateway.to_string();
-        match data.stat {
-            Some(Ok(stat)) => self.gateway_stats(gateway, &stat).await?,
+        match &data.stat {
+            Some(Ok(stat)) => self.gateway_stats(gateway, stat).await?,
             Some(Err(e)) => self.report(&format!("stat_{}", e.kind()), &eui(), &e.to_string()),
             None => {}
         }
         let (now, arrived) = arrived;
-        for rx in data.rxpk {
+        // Entries read in place, only their payload and data rate taken:
+        // moved out of the list, an entry (about 170 bytes) was copied
+        // twice an uplink.
+        for rx in &mut data.rxpk {
             let rx = match rx {
                 Ok(rx) => rx,
                 Err(e) => {
@@ -419,13 +422,13 @@ impl Server {
                 snr: rx.best_snr(),
                 tmst: rx.tmst,
                 freq: rx.freq,
-                datr: match rx.datr {
+                datr: match rx.datr.take() {
                     Some(semtech::DataRate::Lora(d)) => Some(d),
                     _ => None,
                 },
                 rfch: rx.rfch,
             };
-            match self.dedup.offer(rx.data, reception, now, arrived) {
+            match self.dedup.offer(std::mem::take(&mut rx.data), reception, now, arrived) {
                 Offer::New => {}
                 Offer::Duplicate => self.duplicates.inc(),
                 Offer::Full => self.report("dedup_full", &eui(), "too many frames pending"),
@@ -521,16 +524,19 @@ impl Server {
     async fn release(
         &mut self,
         due: &[Uplink],
-        results: Vec<Result<Accepted, uplink::Rejected>>,
+        mut results: Vec<Result<Accepted, uplink::Rejected>>,
     ) -> Result<(), AdapterError> {
         // The batch's readings leave together, after its counters are on
         // disk: one pipeline message per batch rather than per uplink.
         let room = |uplinks: usize| MAX_READINGS_PER_MESSAGE.min(8 * uplinks);
         let mut readings = Vec::with_capacity(room(due.len()));
-        for (i, (up, result)) in due.iter().zip(results).enumerate() {
+        // Each result worked on in place: taken by value, an `Accepted`
+        // (a few hundred bytes) was copied out of the list, into this
+        // future's state across the await, and into `accepted`'s argument.
+        for (i, (up, result)) in due.iter().zip(results.iter_mut()).enumerate() {
             match result {
-                Ok(mut accepted) => {
-                    let settled = self.answer(up, &accepted).await;
+                Ok(accepted) => {
+                    let settled = self.answer(up, accepted).await;
                     // Reported upstream as readings of the device.
                     let network = class_a::dev_status_readings(&accepted.frame)
                         .into_iter()
@@ -546,7 +552,8 @@ impl Server {
                     if let Some(job) = accepted.script.take() {
                         self.scripts.start(job, &accepted.device, up);
                     }
-                    readings.append(&mut self.accepted(up, accepted));
+                    self.accepted(up, accepted);
+                    readings.append(&mut accepted.readings);
                     if readings.len() >= MAX_READINGS_PER_MESSAGE {
                         // The next message sized for what is left: an empty
                         // one grew by doubling, a copy each time.
@@ -560,9 +567,9 @@ impl Server {
         self.send(readings).await
     }
 
-    /// Counts and logs an accepted uplink; its readings, for the caller to
-    /// send.
-    fn accepted(&self, up: &Uplink, accepted: Accepted) -> Vec<Reading> {
+    /// Counts and logs an accepted uplink (its readings are the caller's
+    /// to send).
+    fn accepted(&self, up: &Uplink, accepted: &Accepted) {
         let t = &self.ctx.telemetry;
         let adapter = self.ctx.name.as_str();
         self.uplinks.inc();
@@ -589,7 +596,6 @@ impl Server {
             );
         }
         debug!(adapter, device = %accepted.device, fcnt = accepted.fcnt, gateway = %gateway_list(up), rssi = ?up.rssi, snr = ?up.snr, readings = accepted.readings.len(), "Uplink accepted.");
-        accepted.readings
     }
 
     async fn send(&self, readings: Vec<Reading>) -> Result<(), AdapterError> {

@@ -58,7 +58,8 @@ fn uplink(phy: Vec<u8>) -> Uplink {
                 datr: None,
                 rfch: Some(0),
             })
-            .into(),
+            .into_iter()
+            .collect(),
         first_heard: tokio::time::Instant::now(),
     }
 }
@@ -86,6 +87,21 @@ fn a_published_frame_becomes_readings_with_signal() {
         ]
     );
     assert_eq!(store.last("lp"), Some(2));
+}
+
+#[test]
+fn an_uplinks_readings_carry_interned_ids() {
+    // A counted id took an atomic increment per reading on the adapter's
+    // core and a decrement on the pipeline's; an interned one is copied.
+    let devices = Devices::new(vec![device("lp", 0x49BE_7DF1, LP_NWK, u32_layout())]);
+    let mut store = FcntStore::in_memory();
+    let a = process(&uplink(hex(README)), &devices, &mut store).unwrap();
+    assert_eq!(a.readings.len(), 4);
+    for r in &a.readings {
+        assert!(r.device().is_interned(), "{}", r.device());
+        assert!(r.metric().is_interned(), "{}", r.metric());
+    }
+    assert!(a.device.is_interned());
 }
 
 #[test]
