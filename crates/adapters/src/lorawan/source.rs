@@ -26,19 +26,19 @@ use gateway_core::{
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info};
 
 use super::adr::Adr;
-use super::class_a::{self, Queues};
+use super::class_a::Queues;
 use super::command::{Commands, LorawanTarget, Waiting};
 use super::config::{LorawanDevice, Network, OtaaDevice, SemtechUdpConfig};
 use super::dedup::{Dedup, Offer, Reception, Uplink};
 use super::downlink::Links;
 use super::downlink_feed::{self, FeedItem};
 use super::fcnt::{FcntStore, StoreError};
-use super::otaa::{self, Joins};
+use super::otaa::Joins;
 use super::semtech::{self, GatewayEui, PushData, Stat};
-use super::uplink::{self, Accepted, Devices, MetricNames};
+use super::uplink::{Devices, MetricNames};
 
 /// Readings of uplinks due together sent as one pipeline message at
 /// most: a burst's batch is bounded, not one message of every reading.
@@ -265,11 +265,14 @@ pub async fn serve(
 
 #[path = "source_down.rs"]
 mod down;
+#[path = "source_batch.rs"]
+mod batch;
 #[path = "source_script.rs"]
 mod script;
 #[path = "source_up.rs"]
 mod up;
 
+use batch::{written, InFlight};
 use script::Scripts;
 use up::{receive, QueueRx, ReceiverContext};
 
@@ -478,126 +481,6 @@ impl Server {
         Ok(())
     }
 
-    /// Starts on uplinks whose de-duplication windows closed: joins are
-    /// answered; data frames are verified, decoded and their counters
-    /// staged, then written on a blocking thread. The write took the
-    /// socket loop's thread for milliseconds (up to hundreds here) while
-    /// datagrams piled up behind it; now they are read and de-duplicated
-    /// meanwhile. `None` when there is nothing to write.
-    async fn begin(&mut self, due: Vec<Uplink>) -> Result<Option<InFlight>, AdapterError> {
-        let (joins, due): (Vec<Uplink>, Vec<Uplink>) = due
-            .into_iter()
-            .partition(|up| otaa::is_join_request(&up.phy));
-        for up in &joins {
-            self.join(up).await;
-        }
-        if due.is_empty() {
-            return Ok(None);
-        }
-        let prepared = uplink::prepare_batch(&due, &self.devices, &mut self.store, &mut self.names);
-        if !prepared.needs_write() {
-            let results = prepared.settle(&mut self.store, Ok(()));
-            self.release(&due, results).await?;
-            return Ok(None);
-        }
-        let write = self.store.write();
-        let write = tokio::task::spawn_blocking(move || write.run());
-        Ok(Some(InFlight {
-            due,
-            prepared,
-            write,
-        }))
-    }
-
-    /// Ends a batch once its write is over: its readings leave, or (the
-    /// write failed) its uplinks are refused and their counters restored.
-    async fn settle(
-        &mut self,
-        batch: InFlight,
-        written: Result<(), StoreError>,
-    ) -> Result<(), AdapterError> {
-        let results = batch.prepared.settle(&mut self.store, written);
-        self.release(&batch.due, results).await
-    }
-
-    /// Answers, counts and sends the readings of a settled batch.
-    async fn release(
-        &mut self,
-        due: &[Uplink],
-        mut results: Vec<Result<Accepted, uplink::Rejected>>,
-    ) -> Result<(), AdapterError> {
-        // The batch's readings leave together, after its counters are on
-        // disk: one pipeline message per batch rather than per uplink.
-        let room = |uplinks: usize| MAX_READINGS_PER_MESSAGE.min(8 * uplinks);
-        let mut readings = Vec::with_capacity(room(due.len()));
-        // Each result worked on in place: taken by value, an `Accepted`
-        // (a few hundred bytes) was copied out of the list, into this
-        // future's state across the await, and into `accepted`'s argument.
-        for (i, (up, result)) in due.iter().zip(results.iter_mut()).enumerate() {
-            match result {
-                Ok(accepted) => {
-                    let settled = self.answer(up, accepted).await;
-                    // Reported upstream as readings of the device.
-                    let network = class_a::dev_status_readings(&accepted.frame)
-                        .into_iter()
-                        .chain(settled.map(|c| (c.reading(), 1.0)))
-                        .filter_map(|(metric, value)| {
-                            let metric = self.names.get_static(metric)?;
-                            let device = accepted.device.clone();
-                            Reading::new(device, metric, value, up.received, TimeSource::Arrival)
-                                .ok()
-                        })
-                        .collect::<Vec<_>>();
-                    accepted.readings.extend(network);
-                    if let Some(job) = accepted.script.take() {
-                        self.scripts.start(job, &accepted.device, up);
-                    }
-                    self.accepted(up, accepted);
-                    readings.append(&mut accepted.readings);
-                    if readings.len() >= MAX_READINGS_PER_MESSAGE {
-                        // The next message sized for what is left: an empty
-                        // one grew by doubling, a copy each time.
-                        let rest = Vec::with_capacity(room(due.len() - i - 1));
-                        self.send(std::mem::replace(&mut readings, rest)).await?;
-                    }
-                }
-                Err(e) => self.report(e.kind(), &gateway_list(up), &e.to_string()),
-            }
-        }
-        self.send(readings).await
-    }
-
-    /// Counts and logs an accepted uplink (its readings are the caller's
-    /// to send).
-    fn accepted(&self, up: &Uplink, accepted: &Accepted) {
-        let t = &self.ctx.telemetry;
-        let adapter = self.ctx.name.as_str();
-        self.uplinks.inc();
-        for cmd in &accepted.frame.mac_commands {
-            t.counter(
-                "edge_gateway_lorawan_mac_commands_total",
-                &[("adapter", adapter), ("command", cmd.name)],
-            )
-            .inc();
-        }
-        if accepted.reset {
-            t.counter(
-                "edge_gateway_lorawan_fcnt_resets_total",
-                &[("adapter", adapter)],
-            )
-            .inc();
-            warn!(adapter, device = %accepted.device, fcnt = accepted.fcnt, gateway = %gateway_list(up), "Frame counter went back: accepted as a device restart (fcnt_reset = \"accept\").");
-        }
-        if let Some(e) = &accepted.codec_error {
-            self.report(
-                &format!("codec_{}", e.kind()),
-                &gateway_list(up),
-                &format!("device {}: {e}", accepted.device),
-            );
-        }
-        debug!(adapter, device = %accepted.device, fcnt = accepted.fcnt, gateway = %gateway_list(up), rssi = ?up.rssi, snr = ?up.snr, readings = accepted.readings.len(), "Uplink accepted.");
-    }
-
     async fn send(&self, readings: Vec<Reading>) -> Result<(), AdapterError> {
         if readings.is_empty() {
             return Ok(());
@@ -613,23 +496,6 @@ impl Server {
     fn report(&self, kind: &str, gateway: &str, detail: &str) {
         gateway_core::refuse!(self.stats, self.throttle, kind;
             adapter = %self.ctx.name, gateway, detail, "Dropping LoRaWAN input.");
-    }
-}
-
-/// A batch of uplinks waiting for its counters to be on disk.
-struct InFlight {
-    due: Vec<Uplink>,
-    prepared: uplink::Prepared,
-    write: tokio::task::JoinHandle<Result<(), StoreError>>,
-}
-
-/// How the write in flight went; never, without one.
-async fn written(writing: &mut Option<InFlight>) -> Result<(), StoreError> {
-    match writing {
-        Some(batch) => (&mut batch.write)
-            .await
-            .unwrap_or(Err(StoreError::WriteAborted)),
-        None => std::future::pending().await,
     }
 }
 
