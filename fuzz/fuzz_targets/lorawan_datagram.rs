@@ -95,7 +95,7 @@ fn uplink(state: &mut State, phy: &[u8]) {
         rssi: Some(-60),
         snr: Some(7.0),
         received: Timestamp::from_millis(1_763_719_200_000).unwrap_or_else(|_| unreachable!()),
-        heard: Vec::new(),
+        heard: Default::default(),
         first_heard: adapters::lorawan::dedup::Instant::now(),
     };
     if let Ok(accepted) = uplink::process(&up, &state.devices, &mut state.store) {
