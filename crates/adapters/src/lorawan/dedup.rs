@@ -67,6 +67,7 @@ impl Uplink {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        let full = self.heard.len() >= MAX_HEARD;
         match self.heard.iter_mut().find(|h| h.gateway == rx.gateway) {
             // The same forwarder twice (its retransmission): keep one.
             Some(h) => {
@@ -74,10 +75,25 @@ impl Uplink {
                     *h = rx;
                 }
             }
-            None => self.heard.push(rx),
+            None if !full => self.heard.push(rx),
+            // Full: the weakest gives way to a better one, so a reply still
+            // takes one of the best paths.
+            None => {
+                if let Some(weakest) = self.heard.iter_mut().min_by_key(|h| h.score()) {
+                    if rx.score() > weakest.score() {
+                        *weakest = rx;
+                    }
+                }
+            }
         }
     }
 }
+
+/// Forwarders kept for one frame. A real frame reaches a handful; with
+/// `gateways` unset any EUI may forward, and copies of one frame under
+/// ever new EUIs grew its list for the whole window, each entry kept and
+/// scanned for every later copy.
+pub const MAX_HEARD: usize = 32;
 
 /// What [`Dedup::offer`] did with a reception.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,6 +353,25 @@ mod tests {
 
     fn t() -> Timestamp {
         Timestamp::default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn copies_under_ever_new_forwarders_keep_the_best_few() {
+        let mut d = Dedup::new(Duration::from_millis(200), 16);
+        let now = Instant::now();
+        // 200 forged forwarders, each hearing the frame better than the last.
+        for gw in 0..200u8 {
+            let offer = d.offer(vec![1, 2, 3], rx(gw, -120 + i16::from(gw / 2), f64::from(gw) / 10.0), t(), now);
+            assert_eq!(offer, if gw == 0 { Offer::New } else { Offer::Duplicate });
+        }
+        advance(Duration::from_millis(200)).await;
+        let up = d.pop_due(Instant::now()).unwrap();
+        assert_eq!(up.heard.len(), MAX_HEARD);
+        let mut kept: Vec<u8> = up.gateways().map(|g| g.0[0]).collect();
+        kept.sort_unstable();
+        let best: Vec<u8> = (200 - MAX_HEARD as u8..200).collect();
+        assert_eq!(kept, best, "the best receptions stay");
+        assert_eq!(up.snr, Some(19.9));
     }
 
     #[tokio::test(start_paused = true)]

@@ -212,7 +212,7 @@ pub struct Heard {
 
 impl Heard {
     /// Better reception first: SNR, then RSSI (ChirpStack's order).
-    fn score(&self) -> (i64, i64) {
+    pub(super) fn score(&self) -> (i64, i64) {
         (
             self.snr.map_or(i64::MIN, |s| (s * 10.0) as i64),
             self.rssi.map_or(i64::MIN, i64::from),
