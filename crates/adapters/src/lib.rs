@@ -22,6 +22,8 @@ pub mod registry;
 #[cfg(feature = "device-section")]
 pub mod device_section;
 
+#[cfg(test)]
+mod test_rng;
 #[cfg(feature = "udp")]
 mod udp;
 

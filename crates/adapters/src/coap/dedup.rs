@@ -232,13 +232,7 @@ mod tests {
         let mut d = Dedup::new(50);
         d.front = u32::MAX - 300;
         let mut model: Vec<(SocketAddr, u16, Option<Vec<u8>>, Instant)> = Vec::new();
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng::xorshift(0x9E37_79B9_7F4A_7C15);
         for step in 0..20_000u32 {
             let now = t0 + Duration::from_millis(u64::from(step) * 50);
             let r = next();

@@ -393,13 +393,7 @@ mod tests {
     fn an_uplink_let_go_silent_has_nothing_the_general_path_would_send() {
         let t = Timestamp::from_millis(1_767_225_600_500).unwrap();
         let cids = [LINK_CHECK, DEVICE_TIME, DEV_STATUS, adr_cid(), 0x04];
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_F491_4F6C_DD1D);
         let (mut silent, mut spoken) = (0, 0);
         for _ in 0..20_000 {
             let r = next();

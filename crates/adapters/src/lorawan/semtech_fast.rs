@@ -464,13 +464,7 @@ mod tests {
 
     #[test]
     fn a_string_is_measured_eight_bytes_a_step_as_a_byte_at_a_time() {
-        let mut seed = 0x0DDB_1A5E_5BAD_5EEDu64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng::xorshift(0x0DDB_1A5E_5BAD_5EED);
         // Mostly plain text, with everything that can end or spoil it.
         let odd = [b'"', b'\\', 0x00, 0x1F, 0x20, 0x7F, 0x80, 0xC3, 0xA9, 0xFF, 0xE2, 0x82, 0xAC];
         let mut ended = 0;
@@ -479,7 +473,7 @@ mod tests {
             let rest: Vec<u8> = (0..len)
                 .map(|_| {
                     let r = next();
-                    if r % 9 == 0 {
+                    if r.is_multiple_of(9) {
                         odd[(r >> 8) as usize % odd.len()]
                     } else {
                         b' ' + (r >> 8) as u8 % 95

@@ -417,13 +417,7 @@ fn one_counter_lookup_judges_and_stages_as_two_do() {
     ]);
     let (mut fast, mut slow) = (FcntStore::in_memory(), FcntStore::in_memory());
     let (mut names_fast, mut names_slow) = (MetricNames::default(), MetricNames::default());
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = crate::test_rng::xorshift(0x9E37_79B9_7F4A_7C15);
     let mut sent = [0u32; 4];
     let outcome = |r: &Result<Accepted, Rejected>| match r {
         Ok(a) => format!("{} {} {} {:?}", a.device, a.fcnt, a.reset, values(a)),
@@ -442,7 +436,7 @@ fn one_counter_lookup_judges_and_stages_as_two_do() {
             _ => sent[which].wrapping_add(1),
         };
         sent[which] = sent[which].max(fcnt);
-        let key = if which == 3 || (r >> 40) % 16 == 0 { &other } else { &nwk };
+        let key = if which == 3 || (r >> 40).is_multiple_of(16) { &other } else { &nwk };
         let up = uplink(seal(dev_addr, fcnt, 2, &hex("00d72d0172"), key, &app).unwrap());
         let batch = [up];
         let held = slow.write();
@@ -450,7 +444,7 @@ fn one_counter_lookup_judges_and_stages_as_two_do() {
         let two = prepare_batch(&batch, &devices, &mut slow, &mut names_slow);
         drop(held);
         let written = || {
-            if (r >> 48) % 7 == 0 {
+            if (r >> 48).is_multiple_of(7) {
                 Err(StoreError::WriteAborted)
             } else {
                 Ok(())

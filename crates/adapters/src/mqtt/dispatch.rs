@@ -803,13 +803,7 @@ mod tests {
             b"0", b"7", b"9", b"-", b".", b"+", b"e", b"1", b" ", b"\"", b"\n", b"t", b"00",
             b"12345678901234567", b"\xff", b"true",
         ];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
         let device = DeviceId::new("room-1").unwrap();
         let metric = MetricName::new("temperature").unwrap();
         let now = Timestamp::from_millis(1_763_719_200_000).unwrap();

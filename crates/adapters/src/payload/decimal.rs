@@ -196,23 +196,17 @@ mod tests {
     #[test]
     fn random_decimals_read_as_the_general_parser_reads_them() {
         // A fixed generator: digits, a point anywhere, a sign sometimes.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..200_000 {
             let len = 1 + (next() % 20) as usize;
             let mut text: String = (0..len)
                 .map(|_| char::from(b'0' + (next() % 10) as u8))
                 .collect();
-            if next() % 4 != 0 {
+            if !next().is_multiple_of(4) {
                 let at = (next() as usize) % (len + 1);
                 text.insert(at, '.');
             }
-            if next() % 3 == 0 {
+            if next().is_multiple_of(3) {
                 text.insert(0, '-');
             }
             same(&text);

@@ -492,13 +492,7 @@ fn the_plain_json_fast_path_reads_as_the_general_decode() {
     // doubled, from an alphabet of JSON's own bytes and of bytes that are
     // not ASCII (a lead byte, a continuation, an overlong, 0xff).
     let alphabet = b"{}[]\":,. \t\r\n-+0123456789eEabtv\\/\x00\x0b\x80\xbf\xc0\xc3\xe2\xef\xff";
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
     let mut bodies = crafted.clone();
     for _ in 0..4000 {
         let mut b = crafted[(next() % crafted.len() as u64) as usize].clone();
