@@ -197,6 +197,7 @@ impl Detector {
             }
             self.disarmed = ALL_TESTS;
             self.rhythm.disturbed();
+            self.spike_rhythm.disturbed();
             self.quiet_until = self.n + quiet_readings;
             self.last_alert = self.n;
             self.alert_peak = self.raw;

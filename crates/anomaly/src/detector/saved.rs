@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::discord::Discord;
 use super::resonance::Resonance;
-use super::rhythm::Rhythm;
+use super::rhythm::{Rhythm, SpikeRhythm};
 use super::seasonal::Seasonal;
 use super::stats::{self, Envelope, Norm};
 use super::steps::Steps;
@@ -89,6 +89,8 @@ macro_rules! saved {
             steps: Steps,
             #[serde(default)]
             rhythm: Rhythm,
+            #[serde(default)]
+            spike_rhythm: SpikeRhythm,
             #[serde(default, skip_serializing_if = "Option::is_none")]
             resonance: Option<Box<Resonance>>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,6 +114,7 @@ macro_rules! saved {
                     seasonal: d.seasonal,
                     steps: d.steps,
                     rhythm: d.rhythm,
+                    spike_rhythm: d.spike_rhythm,
                     resonance: d.resonance,
                     discord: d.discord,
                 }
@@ -149,6 +152,7 @@ macro_rules! saved {
                 d.seasonal = s.seasonal;
                 d.steps = s.steps;
                 d.rhythm = s.rhythm;
+                d.spike_rhythm = s.spike_rhythm;
                 d.resonance = s.resonance;
                 d.discord = s.discord;
                 Ok(d)
