@@ -65,16 +65,7 @@ pub struct Rhythm {
 
 impl From<Rhythm> for String {
     fn from(r: Rhythm) -> Self {
-        crate::compact::f64s_to_string(&[
-            r.since_jump,
-            r.since_event,
-            r.waits,
-            r.typical,
-            r.shortest,
-            r.last_wait,
-            r.last_depth,
-            r.calm_start,
-        ])
+        crate::compact::f64s_to_string(&r.parts())
     }
 }
 
@@ -82,9 +73,29 @@ impl TryFrom<String> for Rhythm {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, String> {
-        let [since_jump, since_event, waits, typical, shortest, last_wait, last_depth, calm_start] =
-            crate::compact::f64s_from_str::<8>(&text)?;
-        Ok(Self {
+        crate::compact::f64s_from_str::<8>(&text).map(Rhythm::from_parts)
+    }
+}
+
+impl Rhythm {
+    /// Its eight numbers in the persisted order.
+    fn parts(&self) -> [f64; 8] {
+        [
+            self.since_jump,
+            self.since_event,
+            self.waits,
+            self.typical,
+            self.shortest,
+            self.last_wait,
+            self.last_depth,
+            self.calm_start,
+        ]
+    }
+
+    fn from_parts(
+        [since_jump, since_event, waits, typical, shortest, last_wait, last_depth, calm_start]: [f64; 8],
+    ) -> Self {
+        Self {
             since_jump,
             since_event,
             waits,
@@ -93,11 +104,9 @@ impl TryFrom<String> for Rhythm {
             last_wait,
             last_depth,
             calm_start,
-        })
+        }
     }
-}
 
-impl Rhythm {
     /// A detection at this reading: the waits that begin with the
     /// disturbance just reported (a sensor stuck for a day jumps several
     /// times as it recovers) are its own, not a new rhythm.
@@ -172,18 +181,8 @@ pub struct SpikeRhythm {
 
 impl From<SpikeRhythm> for String {
     fn from(s: SpikeRhythm) -> Self {
-        let r = s.waits;
-        crate::compact::f64s_to_string(&[
-            r.since_jump,
-            r.since_event,
-            r.waits,
-            r.typical,
-            r.shortest,
-            r.last_wait,
-            r.last_depth,
-            r.calm_start,
-            s.open,
-        ])
+        let [a, b, c, d, e, f, g, h] = s.waits.parts();
+        crate::compact::f64s_to_string(&[a, b, c, d, e, f, g, h, s.open])
     }
 }
 
@@ -191,19 +190,9 @@ impl TryFrom<String> for SpikeRhythm {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, String> {
-        let [since_jump, since_event, waits, typical, shortest, last_wait, last_depth, calm_start, open] =
-            crate::compact::f64s_from_str::<9>(&text)?;
+        let [a, b, c, d, e, f, g, h, open] = crate::compact::f64s_from_str::<9>(&text)?;
         Ok(Self {
-            waits: Rhythm {
-                since_jump,
-                since_event,
-                waits,
-                typical,
-                shortest,
-                last_wait,
-                last_depth,
-                calm_start,
-            },
+            waits: Rhythm::from_parts([a, b, c, d, e, f, g, h]),
             open,
         })
     }
