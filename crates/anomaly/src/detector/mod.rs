@@ -713,7 +713,7 @@ mod tests {
         // The same train laid on a day that steps up at 8:00 and down at
         // 20:00 (a schedule): the wave's own steps fall between the
         // spikes, and the waits over every jump look random. Judged on
-        // the spikes' own waits, 8 of these 10 series are reported within
+        // the spikes' own waits, all 10 of these series are reported within
         // 150 readings of the onset; judged on every jump's, none was.
         let mut soon = 0;
         for seed in 1..=10 {
@@ -743,7 +743,7 @@ mod tests {
                 soon += 1;
             }
         }
-        assert!(soon >= 7, "{soon} of 10");
+        assert!(soon >= 9, "{soon} of 10");
     }
 
     #[test]

@@ -120,6 +120,18 @@ impl Rhythm {
     /// towards the typical one by `decay` per reading, as the other
     /// features' peaks are.
     pub fn observe(&mut self, jump: bool, decay: f64, judged: bool, calm: bool) -> f64 {
+        self.observe_waits(false, jump, decay, judged, calm)
+    }
+
+    /// [`Self::observe`]; `single`: one short wait is enough.
+    fn observe_waits(
+        &mut self,
+        single: bool,
+        jump: bool,
+        decay: f64,
+        judged: bool,
+        calm: bool,
+    ) -> f64 {
         self.since_jump += 1.0;
         self.since_event += 1.0;
         self.shortest += (1.0 - decay) * (self.typical - self.shortest);
@@ -153,7 +165,11 @@ impl Rhythm {
         } else {
             self.shortest.min(self.last_wait)
         };
-        let both = depth.min(self.last_depth);
+        let both = if single {
+            depth
+        } else {
+            depth.min(self.last_depth)
+        };
         self.last_wait = wait;
         self.last_depth = depth;
         if judged && self.waits > YOUNG + 1.0 {
@@ -170,6 +186,14 @@ impl Rhythm {
 /// (a steady spike train laid on NAB's daily waves, quickening four times,
 /// was caught in a third of the draws where the flat line's was caught in
 /// all); the spikes' own waits keep their rhythm.
+///
+/// One short wait is enough here, where [`Rhythm`] wants two: the chance
+/// jump that made a single short wait among regular ones (a weekly
+/// pattern's noise between its steps) is no spike train's, and a series
+/// whose spikes come at random (a meter's appliances) has made short
+/// waits already, so its scale is wide. Reported a spike sooner, the
+/// NAB-style trains are caught inside their window more often (see
+/// `docs/anomaly-experiments.md`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct SpikeRhythm {
@@ -205,7 +229,7 @@ impl SpikeRhythm {
     }
 
     /// Learns one step (`step`, and whether it was a jump) and returns the
-    /// novelty of the two waits between spikes that end at it, as
+    /// novelty of the wait between spikes that ends at it, judged as
     /// [`Rhythm::observe`] judges waits.
     pub fn observe(&mut self, step: f64, jump: bool, decay: f64, judged: bool, calm: bool) -> f64 {
         let answered = jump && self.open != 0.0 && self.open.signum() != step.signum();
@@ -219,7 +243,8 @@ impl SpikeRhythm {
                 self.open = 0.0;
             }
         }
-        self.waits.observe(answered, decay, judged, calm)
+        self.waits
+            .observe_waits(true, answered, decay, judged, calm)
     }
 }
 
