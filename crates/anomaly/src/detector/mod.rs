@@ -410,25 +410,18 @@ impl Detector {
                 novelty = steps.jumps;
                 novel_feature = SPIKES;
             }
-            let sooner = self.rhythm.observe(
-                steps.jump,
-                p.peak_decay,
-                self.n > WARMUP,
-                self.n > self.quiet_until,
-            );
+            // The waits between jumps, and between spikes alone: both learn
+            // every step, the sooner of the two reports.
+            let (judged, calm) = (self.n > WARMUP, self.n > self.quiet_until);
+            let sooner = self
+                .rhythm
+                .observe(steps.jump, p.peak_decay, judged, calm)
+                .max(
+                    self.spike_rhythm
+                        .observe(r, steps.jump, p.peak_decay, judged, calm),
+                );
             if sooner > novelty {
                 novelty = sooner;
-                novel_feature = SPIKES;
-            }
-            let spikes_sooner = self.spike_rhythm.observe(
-                r,
-                steps.jump,
-                p.peak_decay,
-                self.n > WARMUP,
-                self.n > self.quiet_until,
-            );
-            if spikes_sooner > novelty {
-                novelty = spikes_sooner;
                 novel_feature = SPIKES;
             }
             // Steps that grow because the series jumps more often (a
