@@ -46,6 +46,13 @@ fi
 command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+# In CI each target's build goes once its package is checked: the three
+# builds hold about 2 GB, and a run ran out of disk with them all kept.
+drop_build() { # Rust triple
+  [ "${CI:-}" = true ] || return 0
+  rm -rf "${target_dir:?}/$1"
+  echo "ci-check: dropped the $1 build (CI), its package kept"
+}
 # CI checks what the packages install and that their binaries run, not the
 # code generation: opt-level 0 without LTO over 16 units instead of the
 # release profile's "s" with fat LTO over one unit. Measured for the amd64
@@ -88,6 +95,8 @@ trap cleanup EXIT
 # A leftover from an aborted run would hide what this install does.
 dpkg --purge edge-gateway >/dev/null 2>&1 || true
 dpkg -i "$deb"
+# What follows runs the installed binary, not the build.
+drop_build x86_64-unknown-linux-gnu
 
 # -- installed files, modes, owners, user
 check_stat() {
@@ -325,6 +334,7 @@ cross_check() {
   [ "$code" -eq 0 ] || { cat "$gw_log"; fail "$arch gateway exited with $code after SIGTERM"; }
   kill "$broker_pid"; wait "$broker_pid" 2>/dev/null || true; broker_pid=""
   ok "$arch under $qemu: SIGTERM, clean exit"
+  drop_build "$triple"
 }
 # One after the other: each is a full build on CI's 2 cores.
 cross_check arm64 aarch64-unknown-linux-gnu qemu-aarch64 /usr/aarch64-linux-gnu
