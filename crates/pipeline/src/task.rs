@@ -30,9 +30,11 @@ use crate::durability::Durability;
 use crate::fanout::SinkFanout;
 use crate::{DROPPED_READINGS, FUTURE_READINGS, LATE_READINGS, WINDOWS_EMITTED};
 
+mod checkpointing;
 mod ingest;
 mod journaled;
 
+use checkpointing::warn_checkpoint;
 use ingest::OncePerWindow;
 
 /// The counters the pipeline keeps.
@@ -76,8 +78,6 @@ const MAX_NAP: Duration = Duration::from_secs(1);
 /// Queued messages taken in one turn of the loop; bounded so that window
 /// deadlines and journal completions are still looked at promptly.
 const DRAIN: usize = 256;
-/// How long a checkpoint waits for the outbox to confirm.
-const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 impl Pipeline {
     /// Runs until `ingress` closes, then forwards the windows that are due
@@ -507,69 +507,6 @@ impl Pipeline {
         }
     }
 
-    /// Starts a checkpoint ([`Durability::begin_save`]); the receiver
-    /// reports when it is on disk. `None` when it is already done, or
-    /// failed (counted and logged).
-    async fn start_checkpoint(
-        &mut self,
-        failures: &Counter,
-        throttle: &LogThrottle,
-    ) -> Option<oneshot::Receiver<Result<(), CheckpointError>>> {
-        // Asked before the snapshot: the answer covers every window emitted
-        // so far, which the snapshot no longer holds.
-        let reply = match &self.outbox_flush {
-            Some(flush) => {
-                let (tx, rx) = oneshot::channel();
-                if flush.send(tx).await.is_err() {
-                    warn_checkpoint(&CheckpointError::NotStored, failures, throttle);
-                    return None;
-                }
-                Some(rx)
-            }
-            None => None,
-        };
-        let stored = async move {
-            match reply {
-                Some(rx) => matches!(tokio::time::timeout(FLUSH_WAIT, rx).await, Ok(Ok(true))),
-                None => true,
-            }
-        };
-        let started = match self.durability.begin_save(&self.aggregator, stored) {
-            Ok(rx) => rx,
-            Err(e) => {
-                warn_checkpoint(&e, failures, throttle);
-                None
-            }
-        };
-        self.tell_sinks_the_journal_epoch().await;
-        started
-    }
-
-    /// Every reading handed to the sinks from here on is journaled in the
-    /// current epoch (a checkpoint may just have started the next one).
-    async fn tell_sinks_the_journal_epoch(&mut self) {
-        if let Some(epoch) = self.durability.journal_epoch() {
-            self.outputs.journal_epoch(epoch).await;
-        }
-    }
-
-    async fn save_checkpoint(&mut self) -> Result<(), String> {
-        if let Some(flush) = &self.outbox_flush {
-            let (tx, rx) = oneshot::channel();
-            let stored = flush.send(tx).await.is_ok()
-                && matches!(tokio::time::timeout(FLUSH_WAIT, rx).await, Ok(Ok(true)));
-            if !stored {
-                return Err("the outbox has not stored the closed windows yet".into());
-            }
-        }
-        let saved = self
-            .durability
-            .save(&self.aggregator)
-            .map_err(|e| e.to_string());
-        self.tell_sinks_the_journal_epoch().await;
-        saved
-    }
-
     /// Sends closed windows to every output. With `cut_at`, windows that had
     /// not yet ended at that instant are marked partial. False when
     /// upstream is gone.
@@ -596,11 +533,4 @@ impl Pipeline {
 fn upstream_gone() -> bool {
     warn!("Upstream forwarder is gone; stopping the pipeline.");
     false
-}
-
-fn warn_checkpoint(e: &CheckpointError, failures: &Counter, throttle: &LogThrottle) {
-    failures.inc();
-    if let Some(suppressed) = throttle.allow("checkpoint") {
-        warn!(error = %e, suppressed, "Cannot save the open windows; will retry.");
-    }
 }
