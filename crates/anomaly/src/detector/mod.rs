@@ -50,6 +50,10 @@ const WARMUP_MAX: u64 = 1000;
 /// move that recurs (a square wave's edges) is learned as normal after a
 /// few occurrences instead of never.
 const Z_CAP: f64 = 60.0;
+/// The largest magnitude learned (see `observe_with`): its square and its
+/// steps' squares stay finite in `f64`, and the categoriser's `f32`
+/// samples hold it.
+const LARGEST: f64 = 1e30;
 /// A series is stuck when its value has not changed for longer than twice
 /// its longest remembered run, and at least this many readings...
 const STUCK_MIN: f64 = 12.0;
@@ -261,6 +265,12 @@ impl Detector {
         if !x.is_finite() {
             return quiet;
         }
+        // Learned as at most LARGEST across: the squares of the spreads
+        // and steps of a series that reads ±1e308 (finite, so accepted
+        // from a device) overflowed to infinities, then NaNs, and a
+        // clip's NaN bounds panicked (issue 69's attacker, round 5). Far
+        // beyond any quantity a building reports, still an anomaly.
+        let x = x.clamp(-LARGEST, LARGEST);
         if self.n == 0 {
             self.first_ms = at_ms;
             self.last = x;
@@ -272,7 +282,7 @@ impl Detector {
         }
         // After a gap the step from the last reading is not a one-step
         // change: it says nothing about the process, only about the link.
-        let dt = (at_ms - self.last_ms).max(0) as f64;
+        let dt = at_ms.saturating_sub(self.last_ms).max(0) as f64;
         let gap = self.n > 1 && dt > GAP * self.interval_ms;
         if self.n >= 1 && !gap {
             let a = 1.0 / (self.n as f64).min(100.0);

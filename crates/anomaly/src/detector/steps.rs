@@ -213,7 +213,9 @@ fn judge(history: &mut Norm, v: f64, least: f64) -> f64 {
     let learned = if history.seen() < 2.0 {
         v
     } else {
-        v.clamp(mean - CLIP * spread, mean + CLIP * spread)
+        // Not `clamp`: it panics on NaN bounds, which a history damaged on
+        // disk can hold.
+        v.max(mean - CLIP * spread).min(mean + CLIP * spread)
     };
     history.learn(learned, LONG);
     z

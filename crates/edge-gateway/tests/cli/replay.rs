@@ -175,12 +175,16 @@ fn anomaly_csv() -> String {
 }
 
 fn replay_anomaly(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    replay_anomaly_of(dir, &anomaly_csv(), extra)
+}
+
+fn replay_anomaly_of(dir: &std::path::Path, csv: &str, extra: &[&str]) -> std::process::Output {
     std::fs::write(
         dir.join("anomaly.toml"),
         "[[rule]]\nname = \"room-anomaly\"\nkind = \"anomaly\"\nmetric = \"temperature\"\n",
     )
     .unwrap();
-    std::fs::write(dir.join("room.csv"), anomaly_csv()).unwrap();
+    std::fs::write(dir.join("room.csv"), csv).unwrap();
     Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
         .current_dir(dir)
         .args(["replay", "-c", "anomaly.toml", "--csv", "room.csv"])
@@ -219,6 +223,42 @@ fn an_anomaly_alert_says_why_and_what_was_expected() {
     // The summary counts alerts per rule and per reason.
     assert!(stderr.contains("rule room-anomaly"), "{stderr}");
     assert!(stderr.contains("spike 1"), "{stderr}");
+}
+
+/// A sensor that starts reporting the ends of `f64` (finite, so accepted):
+/// once, the detector's spreads overflowed and a clip with NaN bounds
+/// panicked, which the gateway's `panic = "abort"` made a crash on every
+/// start (the journal replays what was accepted).
+#[test]
+fn readings_at_the_ends_of_f64_are_an_anomaly_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv: String = anomaly_csv()
+        .lines()
+        .enumerate()
+        .map(|(row, line)| match line.split_once(',') {
+            Some((at, _)) if row > 900 => {
+                let v = ["1e308", "-1e308", "1.7976931348623157e308"][row % 3];
+                format!("{at},{v}\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    let out = replay_anomaly_of(dir.path(), &csv, &[]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("replayed 1152 reading(s)"), "{stderr}");
+    let first: Value = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|a| a["state"] == "raised")
+        .unwrap_or_else(|| panic!("nothing raised: {stderr}"));
+    assert_eq!(first["reason"], "spike", "{first}");
+    assert_eq!(
+        first["observed"].as_f64().map(f64::abs),
+        Some(1e308),
+        "{first}"
+    );
 }
 
 #[test]
