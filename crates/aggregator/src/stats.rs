@@ -293,7 +293,11 @@ impl Stats {
             return f64::NAN;
         }
         let mean = (self.shift + self.mean) * pow2(self.scale_exp());
-        mean.clamp(self.min, self.max)
+        // Not `clamp`, which panics when min > max or either is NaN: a
+        // checkpoint can hold such a pair (`from_state` takes it as read),
+        // and a panic at every window close of a restored state is a
+        // crash on every start.
+        mean.max(self.min).min(self.max)
     }
 
     /// Population standard deviation (divides by `n`); NaN when empty, 0 for
@@ -599,6 +603,23 @@ mod tests {
             assert!(v.is_nan());
         }
         assert_eq!(Stats::default(), Stats::from_values(&[]));
+    }
+
+    #[test]
+    fn a_restored_state_with_an_impossible_range_reports_without_a_panic() {
+        let good = Stats::from_values(&[1.0, 2.0, 3.0]).state();
+        for (min, max) in [
+            (5.0, 1.0),
+            (f64::NAN, 3.0),
+            (1.0, f64::NAN),
+            (f64::NAN, f64::NAN),
+        ] {
+            let s = Stats::from_state(crate::StatsState { min, max, ..good });
+            assert_eq!(s.count(), 3);
+            let _ = (s.avg(), s.std(), s.min(), s.max());
+        }
+        // A sound range still bounds the mean.
+        assert_eq!(Stats::from_state(good).avg(), 2.0);
     }
 
     #[test]
