@@ -42,10 +42,11 @@ const OUT_OF_FOLD_REACHED: f64 = 77.1;
 const FAMILY_OUT_OF_FOLD_REACHED: f64 = 75.7;
 /// NAB-style faults on NAB's clean artificial files (`examples/
 /// nab_style_faults.rs`), the nearest measure of the artificial files NAB
-/// keeps back: seeds 1-5 (81.7) and fresh seeds 6-15 (78.6), since the
-/// waits between spikes are judged apart, less the same margin.
-const NAB_STYLE_REACHED: f64 = 81.2;
-const NAB_STYLE_FRESH_REACHED: f64 = 78.1;
+/// keeps back: seeds 1-5 (81.9) and fresh seeds 6-15 (78.8), since a
+/// frozen value's steps in a detection's quiet period are not learned,
+/// less the same margin.
+const NAB_STYLE_REACHED: f64 = 81.4;
+const NAB_STYLE_FRESH_REACHED: f64 = 78.3;
 /// The largest in-fold/out-of-fold gap allowed.
 const GAP_LIMIT: f64 = 3.0;
 
