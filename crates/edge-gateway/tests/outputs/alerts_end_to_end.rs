@@ -561,6 +561,45 @@ async fn the_learned_state_survives_a_restart() {
     );
 }
 
+#[tokio::test]
+async fn readings_at_the_ends_of_f64_raise_an_anomaly_and_the_gateway_goes_on() {
+    // A sensor gone wrong, or an attacker, publishing ±1e308: finite, so
+    // JSON and the gateway accept them. The detector once panicked on
+    // them, which the release build's abort made a crash on every start
+    // (the journal replays what was accepted).
+    let calm = anomaly_series();
+    let (calm, _) = calm.split_at(1_500);
+    let last = calm.last().unwrap().0;
+    let wild: Vec<(i64, f64)> = (1..=100)
+        .map(|i| (last + i * 1000, if i % 2 == 0 { -1e308 } else { 1e308 }))
+        .collect();
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut alerts = Subscriber::start(upstream.port(), "building/hq/+/alerts").await;
+    let mut gw = start("gw-wild", &local, &upstream, ANOMALY_RULES).await;
+    feed(&local, &[calm, &wild].concat(), 1).await;
+    let got = alerts
+        .collect_until(WAIT, |m| {
+            m.iter()
+                .any(|m| m.payload.contains("\"rule\":\"marker\"") && m.payload.contains("raised"))
+        })
+        .await;
+    let raised: Vec<serde_json::Value> = got
+        .iter()
+        .filter(|m| m.payload.contains("temp-anomaly"))
+        .map(|m| serde_json::from_str(&m.payload).unwrap())
+        .filter(|j: &serde_json::Value| j["state"] == "raised")
+        .collect();
+    assert!(
+        raised
+            .iter()
+            .any(|j| j["observed"].as_f64().map(f64::abs) == Some(1e308)),
+        "{raised:?}"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
 /// `edge_gateway_outbox_messages` from `/metrics`.
 fn outbox_messages(body: &str) -> f64 {
     test_support::metrics::sample(body, "edge_gateway_outbox_messages").unwrap_or(0.0)
