@@ -152,19 +152,46 @@ grep -q '^conf.d/20-site.toml: aggregation.windoww: unknown key' <<<"$out" \
   || fail "the drop-in's problem does not name its file and key: $out"
 ok "conf.d drop-in read, its unknown key named"
 
-# A port nothing answers on (pure bash: a fresh Debian has no python3).
+# A port nothing answers on (pure bash: a fresh Debian has no python3),
+# below the kernel's ephemeral range: the tests beside this in CI bind
+# port 0 and open client connections, both of which take ports from that
+# range, where a port nothing listens on may still be bound.
+read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral_low=32768
+[ "${ephemeral_low:-0}" -gt 21000 ] || ephemeral_low=60000
 free_port() {
   local p
   while :; do
-    p=$(( 20000 + RANDOM % 40000 ))
+    p=$(( 20000 + RANDOM % (ephemeral_low - 20000) ))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
-mqtt_port=$(free_port)
+# A test broker on a free port, listening before anything connects: a
+# port found free was once taken by a test running beside this in CI
+# before Mosquitto bound it, and the gateway under qemu-arm waited 30 s
+# on "connection refused". Sets broker_port and broker_pid.
+start_broker() { # name (of its config and log)
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    broker_port=$(free_port)
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$broker_port" >"$work/$1.conf"
+    mosquitto -c "$work/$1.conf" >"$work/$1.log" 2>&1 &
+    broker_pid=$!
+    for _ in $(seq 1 50); do
+      # Ours, not another listener that took the port: still running.
+      (exec 3<>"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null && kill -0 "$broker_pid" 2>/dev/null && return 0
+      kill -0 "$broker_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$broker_pid" 2>/dev/null || true
+    wait "$broker_pid" 2>/dev/null || true
+    echo "ci-check: test broker attempt $attempt on port $broker_port failed: $(tail -n 3 "$work/$1.log")"
+  done
+  broker_pid=""
+  fail "no test broker started in 5 attempts"
+}
+start_broker mosquitto
+mqtt_port=$broker_port
 metrics_port=""
-printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$mqtt_port" >"$work/mosquitto.conf"
-mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-broker_pid=$!
 
 # The installed config, pointed at the test broker and a metrics port the
 # kernel picks (read back from the log: a port found free beforehand was
@@ -310,12 +337,8 @@ cross_check() {
   ok "$arch binary runs under $qemu (--version, validate)"
 
   # A short run with the shipped config against a test broker: /health 200.
-  local port
-  port=$(free_port)
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$work/mosquitto-$arch.conf"
-  mosquitto -c "$work/mosquitto-$arch.conf" >"$work/mosquitto-$arch.log" 2>&1 &
-  broker_pid=$!
-  sed -e "s#127.0.0.1:1883#127.0.0.1:$port#" \
+  start_broker "mosquitto-$arch"
+  sed -e "s#127.0.0.1:1883#127.0.0.1:$broker_port#" \
       -e "s#^bind = \"127.0.0.1:9898\"#bind = \"127.0.0.1:0\"#" \
       -e "s#^state_dir = .*#state_dir = \"$work/state-$arch\"#" \
       gateway.toml >"$work/gateway-$arch.toml"
