@@ -267,11 +267,9 @@ impl Detector {
         if !x.is_finite() {
             return quiet;
         }
-        // Learned as at most LARGEST across: the squares of the spreads
-        // and steps of a series that reads ±1e308 (finite, so accepted
-        // from a device) overflowed to infinities, then NaNs, and a
-        // clip's NaN bounds panicked (issue 69's attacker, round 5). Far
-        // beyond any quantity a building reports, still an anomaly.
+        // A series reading ±1e308 (finite, so accepted) overflowed its
+        // spreads to NaN, and a clip with NaN bounds panicked. Clipped
+        // far beyond any building's quantity, it is still an anomaly.
         let x = x.clamp(-LARGEST, LARGEST);
         if self.n == 0 {
             self.first_ms = at_ms;
@@ -353,14 +351,10 @@ impl Detector {
         let mut novel_feature = 0;
         let mut noise_fall = None;
         let half_hour_spread = self.seasonal.residual_spread(at);
-        // A value frozen inside a detection's quiet period (a sensor stuck
-        // for a day) teaches the step's spread, forgotten at the detection,
-        // steps of nothing; the first full edge of the series' own day
-        // after the quiet period was then news (NAB-style flat days on a
-        // daily wave: a false alarm a day later in half the draws). Its
-        // steps are not learned. Learned everywhere in the quiet period
-        // (the whole anomaly's steps held back), the traffic family's new
-        // regimes went unseen: each family held out 76.2 -> 73.8.
+        // A value frozen in a detection's quiet period (a sensor stuck for
+        // a day) would teach the step's spread, forgotten at the detection,
+        // steps of nothing, and the series' own next edge would be news.
+        // (Held back in the whole quiet period, new regimes went unseen.)
         let frozen_in_quiet = self.n <= self.quiet_until && f64::from(self.run) >= STUCK_MIN;
         for (i, (norm, v)) in self.norms.iter_mut().zip(f).enumerate() {
             if gap && (i == STEP || i == NOISE) {
