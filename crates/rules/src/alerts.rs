@@ -123,7 +123,7 @@ pub struct Alerts {
     throttle: LogThrottle,
     /// A device model's refit running on a blocking thread: a fit takes
     /// 6-11 ms, which the pipeline task must not spend between readings.
-    fit: Option<(FitKey, oneshot::Receiver<Option<Fitted>>)>,
+    fit: Option<(FitKey, oneshot::Receiver<Result<Fitted, String>>)>,
 }
 
 type FitKey = (usize, gateway_core::DeviceId);
@@ -195,16 +195,17 @@ impl Alerts {
                 Ok(fitted) => fitted,
                 Err(oneshot::error::TryRecvError::Empty) => return,
                 // The thread died: keep the old model, retry later.
-                Err(oneshot::error::TryRecvError::Closed) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Err("the fit's thread ended".into()),
             };
-            self.engine.install_fit(key, fitted);
+            let key = key.clone();
+            self.install_fit(&key, fitted);
             self.fit = None;
-            self.dirty = true;
         }
         let Some(job) = self.engine.take_fit() else {
             return;
         };
-        let fit = move || anomaly::multivariate::fit(&job.rows, job.columns).ok();
+        let fit =
+            move || anomaly::multivariate::fit(&job.rows, job.columns).map_err(|e| e.to_string());
         if tokio::runtime::Handle::try_current().is_ok() {
             let (tx, rx) = oneshot::channel();
             tokio::task::spawn_blocking(move || {
@@ -213,8 +214,28 @@ impl Alerts {
             self.fit = Some((job.key, rx));
         } else {
             let key = job.key.clone();
-            self.engine.install_fit(&key, fit());
+            self.install_fit(&key, fit());
         }
+    }
+
+    fn install_fit(&mut self, key: &FitKey, fitted: Result<Fitted, String>) {
+        // Once a device a day or so: how a user (and a test) knows the
+        // multivariate alerts have a model to compare with.
+        let rule = self
+            .engine
+            .rules()
+            .get(key.0)
+            .map_or("", |r| r.name.as_str());
+        match &fitted {
+            Ok(_) => {
+                info!(rule, device = %key.1, "Anomaly rule learned how the device's metrics move together.")
+            }
+            Err(error) => {
+                info!(rule, device = %key.1, %error, "Anomaly rule could not learn how the device's metrics move together; its last model stays.")
+            }
+        }
+        self.engine.install_fit(key, fitted.ok());
+        self.dirty = true;
     }
 
     /// One accepted reading; its transitions land in `out`.
@@ -501,9 +522,9 @@ action = { publish = "actuators/hvac_zone_1/command", payload = "increase_ventil
         assert!(sent_out, "a refit went to a blocking thread");
         // The thread finishes on its own; the next tick installs it.
         let (key, rx) = alerts.fit.take().unwrap_or_else(|| unreachable!());
-        let fitted = rx.await.unwrap_or(None);
-        assert!(fitted.is_some(), "the job fitted");
-        alerts.engine.install_fit(&key, fitted);
+        let fitted = rx.await.unwrap_or_else(|e| Err(e.to_string()));
+        assert!(fitted.is_ok(), "the job fitted: {fitted:?}");
+        alerts.install_fit(&key, fitted);
         assert!(alerts.engine.take_fit().is_none(), "nothing else is due");
     }
 }

@@ -676,3 +676,80 @@ max = 50.0
         "the alert waited behind {windows_first} of the {windows_waiting} stored messages"
     );
 }
+
+#[tokio::test]
+async fn an_anomaly_rule_without_a_metric_catches_a_fridge_warming_with_its_door_shut() {
+    // The template's device model: one rule without `metric` learns how a
+    // device's metrics move together. `validate` once refused the rule it
+    // documents, so no user could turn it on.
+    use anomaly::synthetic::{building, Building};
+    const RULES: &str = r#"
+[[rule]]
+name = "fridge-model"
+kind = "anomaly"
+device = "fridge-1"
+
+[[rule]]
+name = "marker"
+kind = "threshold"
+metric = "marker"
+max = 0.0
+cooldown = "0s"
+"#;
+    let fault = 10 * 1440 + 180;
+    let minutes = fault + 6 * 60;
+    let first_ms = (now_ms() / 60_000 - minutes as i64) * 60_000;
+    let mut by_minute: Vec<serde_json::Map<String, serde_json::Value>> =
+        vec![serde_json::Map::new(); minutes];
+    for (minute, metric, value) in building(3, minutes, Some(fault), Building::FridgeWarmsDoorShut)
+    {
+        by_minute[minute].insert(metric.into(), value.into());
+    }
+    let lines: Vec<String> = by_minute
+        .into_iter()
+        .enumerate()
+        .map(|(minute, mut fields)| {
+            fields.insert("ts".into(), (first_ms + minute as i64 * 60_000).into());
+            serde_json::Value::Object(fields).to_string()
+        })
+        .collect();
+    let (before, after) = lines.split_at(fault);
+
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut alerts = Subscriber::start(upstream.port(), "building/hq/+/alerts").await;
+    let mut gw = start("gw-fridge", &local, &upstream, RULES).await;
+    publish_lines(local.port(), "sensors/fridge-1", before, 1).await;
+    // Ten normal days make a model (fitted beside the pipeline); the fault
+    // waits for it, as the fridge's would for its first day.
+    gw.wait_for_log("Anomaly rule learned how the device's metrics move together.")
+        .await;
+    publish_lines(local.port(), "sensors/fridge-1", after, 1).await;
+    let marker = format!(
+        r#"{{"marker":1,"ts":{}}}"#,
+        first_ms + (minutes as i64 - 1) * 60_000
+    );
+    publish(local.port(), "sensors/fridge-1", &marker, 1, false).await;
+    let got = alerts
+        .collect_until(WAIT, |m| {
+            m.iter()
+                .any(|m| m.payload.contains("\"rule\":\"marker\"") && m.payload.contains("raised"))
+        })
+        .await;
+    let raised: Vec<serde_json::Value> = got
+        .iter()
+        .map(|m| serde_json::from_str(&m.payload).unwrap())
+        .filter(|j: &serde_json::Value| j["rule"] == "fridge-model" && j["state"] == "raised")
+        .collect();
+    let fault_ms = first_ms + fault as i64 * 60_000;
+    let caught = raised.iter().find(|j| {
+        j["reason"] == "multivariate"
+            && j["metric"] == "temperature"
+            && j["device"] == "fridge-1"
+            && Timestamp::parse_rfc3339(j["ts"].as_str().unwrap_or(""))
+                .is_ok_and(|t| t.as_millis() >= fault_ms)
+    });
+    assert!(caught.is_some(), "{raised:#?}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}

@@ -194,7 +194,9 @@ impl RuleConfig {
                 );
             }
         }
-        if self.metric.is_none() && self.kind != RuleKind::Silence {
+        // A silence rule hears any metric, and an anomaly rule without one
+        // learns each device's metrics together (the multivariate model).
+        if self.metric.is_none() && matches!(self.kind, RuleKind::Threshold | RuleKind::Rate) {
             bad(
                 "metric",
                 format!("missing required key for kind \"{kind}\""),

@@ -293,6 +293,30 @@ metric = "value"        # sensitivity = ... optional, with a good default
 }
 
 #[test]
+fn an_anomaly_rule_without_a_metric_is_the_device_model_and_valid() {
+    // The template offers it ("Without `metric`, the rule also learns each
+    // device's metrics together"); threshold and rate still need a metric.
+    let got = problems(
+        r#"
+[[rule]]
+name = "devices"
+kind = "anomaly"
+tag = "fridge"
+
+[[rule]]
+name = "too-warm"
+kind = "threshold"
+max = 8.0
+"#,
+    );
+    assert_eq!(
+        got,
+        ["rule[1].metric: missing required key for kind \"threshold\""],
+        "{got:#?}"
+    );
+}
+
+#[test]
 fn bad_rules_are_reported_with_their_index_and_key() {
     let got = problems(
         r#"
