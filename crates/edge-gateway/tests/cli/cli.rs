@@ -122,6 +122,62 @@ fn validate_accepts_the_shipped_file() {
     );
 }
 
+/// The template's "uncomment to use" examples: each `#[[table]]` line and
+/// the `#key = value` lines after it (no space after `#`; `# key` lines
+/// are alternatives and prose), up to the next blank line.
+fn uncommented_examples(template: &str) -> Vec<String> {
+    let mut examples = Vec::new();
+    let mut current: Option<String> = None;
+    for line in template.lines() {
+        if line.starts_with("#[") {
+            examples.extend(current.take());
+            current = Some(format!("{}\n", &line[1..]));
+        } else if let Some(example) = current.as_mut() {
+            if line.trim().is_empty() {
+                examples.extend(current.take());
+            } else if line.starts_with('#')
+                && line[1..].starts_with(|c: char| c.is_ascii_lowercase() || c == '{' || c == ']')
+            {
+                example.push_str(&line[1..]);
+                example.push('\n');
+            }
+        }
+    }
+    examples.extend(current);
+    examples
+}
+
+#[test]
+fn the_templates_examples_validate_when_uncommented() {
+    // What a user does with them. The KNX example once named a routing-only
+    // key beside a tunnel url, a file that is not there, and bounds on a
+    // group that is not writable: three problems before a first try.
+    let examples = uncommented_examples(SHIPPED);
+    let tables: Vec<&str> = examples.iter().filter_map(|e| e.lines().next()).collect();
+    for table in [
+        "[[adapter]]",
+        "[[modbus.device]]",
+        "[[bacnet.device]]",
+        "[[knx.group]]",
+    ] {
+        assert!(tables.contains(&table), "{table} in {tables:?}");
+    }
+    assert!(
+        examples.iter().any(|e| e.contains("type = \"knx\"")),
+        "{examples:#?}"
+    );
+    let config = format!("{SHIPPED}\n{}", examples.join("\n"));
+    let out = validate(&config, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}\n{}",
+        examples.join("\n"),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn validate_lists_every_problem_and_exits_78() {
     let out = validate(
