@@ -539,3 +539,27 @@ units = { battery = 3 }
         "{p:?}"
     );
 }
+
+#[test]
+fn a_dashboard_write_interval_under_100ms_is_refused() {
+    // 1ns was accepted, and the writer's timer then kept a core busy.
+    for (value, refused) in [
+        ("1ns", true),
+        ("99ms", true),
+        ("100ms", false),
+        ("30s", false),
+    ] {
+        let got = problems(&format!(
+            "[dashboard]\nenabled = true\nwrite_interval = \"{value}\"\n"
+        ));
+        assert_eq!(
+            got,
+            if refused {
+                vec!["dashboard.write_interval: expected at least 100ms".to_string()]
+            } else {
+                vec![]
+            },
+            "{value}"
+        );
+    }
+}
