@@ -332,12 +332,12 @@ fn parse(text: &str) -> Result<serde_json::Value, ScriptError> {
 fn classify(e: CaughtError<'_>, took: Duration, limit: Duration) -> ScriptError {
     let (message, stack) = match &e {
         CaughtError::Exception(x) => (x.message().unwrap_or_default(), x.stack()),
-        CaughtError::Value(v) => (
-            v.as_string()
-                .and_then(|s| s.to_string().ok())
-                .unwrap_or_else(|| format!("{v:?}")),
-            None,
-        ),
+        // QuickJS throws null when it cannot even allocate the error of an
+        // out-of-memory (quickjs.c: "throw JS_NULL to avoid recursing"). A
+        // codec that throws null itself is taken for one too: its engine
+        // is rebuilt, which costs it nothing.
+        CaughtError::Value(v) if v.is_null() => return ScriptError::OutOfMemory,
+        CaughtError::Value(v) => (thrown_value(v), None),
         CaughtError::Error(rquickjs::Error::Allocation) => ("out of memory".into(), None),
         CaughtError::Error(other) => (other.to_string(), None),
     };
@@ -373,6 +373,25 @@ fn classify(e: CaughtError<'_>, took: Duration, limit: Duration) -> ScriptError 
         .map(|l| format!(" ({})", l.trim()))
         .unwrap_or_default();
     ScriptError::Thrown(format!("{name}: {message}{at}"))
+}
+
+/// A thrown value that is not an `Error`, as a person reads it: a string
+/// as it is, a number or boolean as written, anything else by its type
+/// (converting an object to text would run its code again, after the call).
+fn thrown_value(v: &rquickjs::Value<'_>) -> String {
+    if let Some(text) = v.as_string().and_then(|s| s.to_string().ok()) {
+        return text;
+    }
+    if let Some(n) = v.as_number() {
+        return n.to_string();
+    }
+    if let Some(b) = v.as_bool() {
+        return b.to_string();
+    }
+    if v.is_undefined() {
+        return "undefined".into();
+    }
+    format!("{} (not an Error)", v.type_name())
 }
 
 /// A compile error as `file:line: message`.

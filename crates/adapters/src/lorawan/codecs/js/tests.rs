@@ -185,6 +185,7 @@ fn every_limit_ends_a_call_and_the_next_one_works() {
              case 1: var keep = []; for (;;) keep.push(new Array(10000).fill(1));\n\
              case 2: return r(0);\n\
              case 3: return { data: { s: new Array(5e6).join('x').length } };\n\
+             case 4: var o = {}; for (var i = 0; i < 1e6; i++) o['k' + i] = i; return { data: o };\n\
              default: return { data: { ok: 1 } };\n\
            }\n\
          }",
@@ -202,6 +203,9 @@ fn every_limit_ends_a_call_and_the_next_one_works() {
     );
     // One native call the interrupt cannot stop: the heap limit does.
     assert_eq!(decode(&codec, &[3]).unwrap_err(), ScriptError::OutOfMemory);
+    // Out of memory where QuickJS cannot allocate its error either: it
+    // throws null, once reported as an exception "thrown: Null\"null\"".
+    assert_eq!(decode(&codec, &[4]).unwrap_err(), ScriptError::OutOfMemory);
     for _ in 0..3 {
         assert_eq!(decode(&codec, &[9]).unwrap().data(), &json!({"ok": 1}));
     }
@@ -373,4 +377,31 @@ fn entry_points_are_found_however_defined() {
             assert_eq!(decode(&codec, &[b]).unwrap().data(), &json!({"v": b}), "{text}");
         }
     }
+}
+
+/// A codec that throws something other than an `Error` is reported by
+/// what it threw, never by an engine's debug dump with an address in it.
+#[test]
+fn a_thrown_value_that_is_not_an_error_reads_as_written() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) {\n\
+           switch (input.bytes[0]) {\n\
+             case 0: throw 42;\n\
+             case 1: throw 'short payload';\n\
+             case 2: throw false;\n\
+             case 3: throw undefined;\n\
+             default: throw { toString: function () { for (;;) {} } };\n\
+           }\n\
+         }",
+    );
+    let thrown = |b: u8| match decode(&codec, &[b]) {
+        Err(ScriptError::Thrown(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(thrown(0), "thrown: 42");
+    assert_eq!(thrown(1), "thrown: short payload");
+    assert_eq!(thrown(2), "thrown: false");
+    assert_eq!(thrown(3), "thrown: undefined");
+    // Its toString is not run: it would loop after the call's time is up.
+    assert_eq!(thrown(4), "thrown: object (not an Error)");
 }
