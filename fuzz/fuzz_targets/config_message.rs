@@ -21,11 +21,12 @@ fuzz_target!(|data: &[u8]| {
         ..Journal::default()
     };
     for keys in [&[key][..], &[][..]] {
-        match journal.judge(data, keys) {
+        match journal.judge(data, keys, "gw-fuzz") {
             Judged::Take(m) => {
                 assert!(m.serial > 5);
                 assert_eq!(sha256_hex(&m.config), m.digest());
-                assert!(m.verify(keys).is_ok());
+                assert!(m.verify(keys, "gw-fuzz").is_ok());
+                assert!(m.gateway.as_deref().is_none_or(|g| g == "gw-fuzz"));
             }
             Judged::Refuse {
                 reason,

@@ -113,8 +113,8 @@ impl Journal {
         self.processed.as_ref().map_or(0, |p| p.serial)
     }
 
-    /// Judges a message received on the config topic.
-    pub fn judge(&self, payload: &[u8], keys: &[VerifyingKey]) -> Judged {
+    /// Judges a message received on the config topic of `gateway_id`.
+    pub fn judge(&self, payload: &[u8], keys: &[VerifyingKey], gateway_id: &str) -> Judged {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return Judged::Same;
         }
@@ -123,7 +123,7 @@ impl Journal {
             Err(e) => return untrusted(None, &e),
         };
         let pushed = Pushed::of(&message);
-        if let Err(e) = message.verify(keys) {
+        if let Err(e) = message.verify(keys, gateway_id) {
             return untrusted(Some(pushed), &e);
         }
         if self.processed.as_ref() == Some(&pushed) {
@@ -275,13 +275,13 @@ mod tests {
     }
 
     fn push(serial: u64, version: &str) -> Vec<u8> {
-        DesiredMessage::signed(&key(), serial, version, &format!("# {version}\n"))
+        DesiredMessage::signed(&key(), serial, version, &format!("# {version}\n"), None)
             .to_json()
             .into_bytes()
     }
 
     fn take(j: &Journal, payload: &[u8]) -> Pushed {
-        match j.judge(payload, &[key().verifying_key()]) {
+        match j.judge(payload, &[key().verifying_key()], "gw-1") {
             Judged::Take(m) => Pushed::of(&m),
             other => panic!("{other:?}"),
         }
@@ -302,7 +302,7 @@ mod tests {
             (r.status, r.applied.as_deref()),
             (Status::Applied, Some("v1"))
         );
-        assert_eq!(j.judge(&push(1, "v1"), &keys), Judged::Same);
+        assert_eq!(j.judge(&push(1, "v1"), &keys, "gw-1"), Judged::Same);
         assert_eq!(j.boot("t4"), Boot::Run(Some(v1)));
     }
 
@@ -314,7 +314,7 @@ mod tests {
         j.stage(v2, "t");
         j.boot("t");
         j.commit("t");
-        match j.judge(&push(1, "v1"), &keys) {
+        match j.judge(&push(1, "v1"), &keys, "gw-1") {
             Judged::Refuse {
                 reason: "stale",
                 signed: false,
@@ -324,19 +324,20 @@ mod tests {
         }
         // Same serial, other content: not above the mark either.
         assert!(matches!(
-            j.judge(&push(2, "v2b"), &keys),
+            j.judge(&push(2, "v2b"), &keys, "gw-1"),
             Judged::Refuse {
                 reason: "stale",
                 ..
             }
         ));
-        let forged = DesiredMessage::signed(&SigningKey::from_bytes(&[1; 32]), 1 << 63, "evil", "");
+        let forged =
+            DesiredMessage::signed(&SigningKey::from_bytes(&[1; 32]), 1 << 63, "evil", "", None);
         let Judged::Refuse {
             pushed,
             reason,
             detail,
             signed,
-        } = j.judge(forged.to_json().as_bytes(), &keys)
+        } = j.judge(forged.to_json().as_bytes(), &keys, "gw-1")
         else {
             panic!()
         };
@@ -354,7 +355,7 @@ mod tests {
         let mut j = Journal::default();
         let v1 = take(&j, &push(1, "v1"));
         j.refuse(Some(v1), "schema", "adapter[0].port: bad", true, "t");
-        assert_eq!(j.judge(&push(1, "v1"), &keys), Judged::Same);
+        assert_eq!(j.judge(&push(1, "v1"), &keys, "gw-1"), Judged::Same);
         assert_eq!(j.report.as_ref().unwrap().status, Status::Rejected);
         assert_eq!(j.report.as_ref().unwrap().applied, None);
     }

@@ -4,7 +4,12 @@
 //! `sha256`, and `signature` is an Ed25519 signature (checked with
 //! `verify_strict`, which refuses malleable encodings) by one of the
 //! configured keys over `"{serial}\n{version}\n{sha256}"`, so neither the
-//! label, the serial nor the content can change without the key.
+//! label, the serial nor the content can change without the key. A push
+//! for one gateway also names it (`gateway`), signed as a fourth line
+//! (`"…\n{sha256}\n{gateway}"`): another gateway refuses it, so whoever
+//! may publish on the broker cannot copy one gateway's signed push onto
+//! another's topic. A push without `gateway` is for any gateway that
+//! trusts the key (one signature for a fleet).
 
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
@@ -29,6 +34,10 @@ pub struct DesiredMessage {
     pub sha256: String,
     /// The pushed layer: TOML read like a `conf.d/` drop-in.
     pub config: String,
+    /// The one gateway (`[gateway] id`) this push is for, signed with the
+    /// rest; absent: any gateway trusting the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     /// Base64 of the 64-byte Ed25519 signature over [`signed_text`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
@@ -47,6 +56,9 @@ pub enum Untrusted {
     /// Signed, but the config is not the content that was signed.
     #[error("{0}")]
     Hash(String),
+    /// Signed for another gateway.
+    #[error("{0}")]
+    Gateway(String),
 }
 
 impl Untrusted {
@@ -56,14 +68,18 @@ impl Untrusted {
             Self::Format(_) => "format",
             Self::Signature(_) => "signature",
             Self::Hash(_) => "sha256",
+            Self::Gateway(_) => "gateway",
         }
     }
 }
 
 /// The bytes a signature covers: serial, newline, version, newline, sha256
-/// (as the message writes it).
-pub fn signed_text(serial: u64, version: &str, sha256: &str) -> String {
-    format!("{serial}\n{version}\n{sha256}")
+/// (as the message writes it), and newline, gateway when it names one.
+pub fn signed_text(serial: u64, version: &str, sha256: &str, gateway: Option<&str>) -> String {
+    match gateway {
+        Some(gateway) => format!("{serial}\n{version}\n{sha256}\n{gateway}"),
+        None => format!("{serial}\n{version}\n{sha256}"),
+    }
 }
 
 /// Lower-case hex SHA-256 of `text`'s UTF-8 bytes.
@@ -129,15 +145,22 @@ impl DesiredMessage {
     }
 
     /// A signed message for `config` (what `config sign` and `config
-    /// push` publish).
-    pub fn signed(key: &SigningKey, serial: u64, version: &str, config: &str) -> Self {
+    /// push` publish), for `gateway` alone when given.
+    pub fn signed(
+        key: &SigningKey,
+        serial: u64,
+        version: &str,
+        config: &str,
+        gateway: Option<&str>,
+    ) -> Self {
         let sha256 = sha256_hex(config);
-        let signature = key.sign(signed_text(serial, version, &sha256).as_bytes());
+        let signature = key.sign(signed_text(serial, version, &sha256, gateway).as_bytes());
         Self {
             version: version.to_string(),
             serial,
             sha256,
             config: config.to_string(),
+            gateway: gateway.map(str::to_string),
             signature: Some(base64::engine::general_purpose::STANDARD.encode(signature.to_bytes())),
         }
     }
@@ -148,11 +171,12 @@ impl DesiredMessage {
     }
 
     /// Checks the signature (when `keys` is not empty: then one of them
-    /// must have signed it) and that `config` is the content signed.
+    /// must have signed it), that the push is for `gateway_id` when it
+    /// names a gateway, and that `config` is the content signed.
     ///
     /// # Errors
     /// Which check failed, and why.
-    pub fn verify(&self, keys: &[VerifyingKey]) -> Result<(), Untrusted> {
+    pub fn verify(&self, keys: &[VerifyingKey], gateway_id: &str) -> Result<(), Untrusted> {
         if !keys.is_empty() {
             let Some(signature) = &self.signature else {
                 return Err(Untrusted::Signature(
@@ -168,15 +192,25 @@ impl DesiredMessage {
                 ))
             })?;
             let signature = Signature::from_bytes(&raw);
-            let text = signed_text(self.serial, &self.version, &self.sha256);
+            let text = signed_text(
+                self.serial,
+                &self.version,
+                &self.sha256,
+                self.gateway.as_deref(),
+            );
             if !keys
                 .iter()
                 .any(|k| k.verify_strict(text.as_bytes(), &signature).is_ok())
             {
                 return Err(Untrusted::Signature(
-                    "not signed by any key of [remote_config] public_keys (or the version, serial or sha256 was changed after signing)".into(),
+                    "not signed by any key of [remote_config] public_keys (or the version, serial, sha256 or gateway was changed after signing)".into(),
                 ));
             }
+        }
+        if let Some(gateway) = self.gateway.as_deref().filter(|g| *g != gateway_id) {
+            return Err(Untrusted::Gateway(format!(
+                "the push is for gateway \"{gateway}\", not this one (\"{gateway_id}\"): a push signed for one gateway is not taken from another's topic"
+            )));
         }
         let actual = sha256_hex(&self.config);
         if !actual.eq_ignore_ascii_case(self.sha256.trim()) {
@@ -206,37 +240,92 @@ mod tests {
     #[test]
     fn a_signed_message_verifies_and_any_change_breaks_it() {
         let k = key(7);
-        let m = DesiredMessage::signed(&k, 3, "v3", "[aggregation]\nwindow = \"1m\"\n");
+        let m = DesiredMessage::signed(&k, 3, "v3", "[aggregation]\nwindow = \"1m\"\n", None);
         let keys = [key(1).verifying_key(), k.verifying_key()];
-        m.verify(&keys).unwrap();
+        m.verify(&keys, "gw-1").unwrap();
         let parsed = DesiredMessage::parse(m.to_json().as_bytes()).unwrap();
         assert_eq!(parsed, m);
 
         let mut serial = m.clone();
         serial.serial = 1 << 63;
-        assert_eq!(serial.verify(&keys).unwrap_err().reason(), "signature");
+        assert_eq!(
+            serial.verify(&keys, "gw-1").unwrap_err().reason(),
+            "signature"
+        );
         let mut version = m.clone();
         version.version = "v4".into();
-        assert_eq!(version.verify(&keys).unwrap_err().reason(), "signature");
+        assert_eq!(
+            version.verify(&keys, "gw-1").unwrap_err().reason(),
+            "signature"
+        );
         let mut content = m.clone();
         content.config.push('\n');
-        assert_eq!(content.verify(&keys).unwrap_err().reason(), "sha256");
+        assert_eq!(
+            content.verify(&keys, "gw-1").unwrap_err().reason(),
+            "sha256"
+        );
         let mut unsigned = m.clone();
         unsigned.signature = None;
-        assert_eq!(unsigned.verify(&keys).unwrap_err().reason(), "signature");
         assert_eq!(
-            m.verify(&[key(2).verifying_key()]).unwrap_err().reason(),
+            unsigned.verify(&keys, "gw-1").unwrap_err().reason(),
+            "signature"
+        );
+        assert_eq!(
+            m.verify(&[key(2).verifying_key()], "gw-1")
+                .unwrap_err()
+                .reason(),
             "signature"
         );
         // Without keys the broker's credentials are the only gate, but
         // the content must still be what the digest says.
-        unsigned.verify(&[]).unwrap();
-        assert_eq!(content.verify(&[]).unwrap_err().reason(), "sha256");
+        unsigned.verify(&[], "gw-1").unwrap();
+        assert_eq!(content.verify(&[], "gw-1").unwrap_err().reason(), "sha256");
+    }
+
+    #[test]
+    fn a_push_signed_for_one_gateway_is_refused_by_another_and_cannot_be_unbound() {
+        let k = key(7);
+        let keys = [k.verifying_key()];
+        let m = DesiredMessage::signed(&k, 3, "v3", "# lab\n", Some("gw-017"));
+        m.verify(&keys, "gw-017").unwrap();
+        let parsed = DesiredMessage::parse(m.to_json().as_bytes()).unwrap();
+        assert_eq!(parsed.gateway.as_deref(), Some("gw-017"));
+        // Copied onto another gateway's topic.
+        let copied = m.verify(&keys, "gw-018").unwrap_err();
+        assert_eq!(copied.reason(), "gateway");
+        assert!(copied.to_string().contains("gw-017"), "{copied}");
+        // Its gateway dropped or renamed, to pass elsewhere: the signature
+        // no longer covers it.
+        for gateway in [None, Some("gw-018".to_string())] {
+            let forged = DesiredMessage {
+                gateway,
+                ..m.clone()
+            };
+            assert_eq!(
+                forged.verify(&keys, "gw-018").unwrap_err().reason(),
+                "signature"
+            );
+        }
+        // Unsigned (a gateway without keys): the name still decides.
+        let unsigned = DesiredMessage {
+            signature: None,
+            ..m.clone()
+        };
+        assert_eq!(
+            unsigned.verify(&[], "gw-018").unwrap_err().reason(),
+            "gateway"
+        );
+        // A push for the whole fleet names none and is taken by any.
+        let fleet = DesiredMessage::signed(&k, 4, "v4", "# all\n", None);
+        fleet.verify(&keys, "gw-017").unwrap();
+        fleet.verify(&keys, "gw-018").unwrap();
+        assert!(!fleet.to_json().contains("gateway"), "{}", fleet.to_json());
     }
 
     #[test]
     fn the_signed_text_is_serial_version_sha256_on_lines() {
-        assert_eq!(signed_text(2, "v2", "ab"), "2\nv2\nab");
+        assert_eq!(signed_text(2, "v2", "ab", None), "2\nv2\nab");
+        assert_eq!(signed_text(2, "v2", "ab", Some("gw-1")), "2\nv2\nab\ngw-1");
         // RFC 8032's empty-message vector: the key bytes and signature
         // are the raw encodings other implementations use.
         let sk: [u8; 32] = [
@@ -266,10 +355,10 @@ mod tests {
         assert!(parse_public_key("AAAA").unwrap_err().contains("32"));
         let m = DesiredMessage {
             signature: Some("AAAA".into()),
-            ..DesiredMessage::signed(&key(3), 1, "v", "")
+            ..DesiredMessage::signed(&key(3), 1, "v", "", None)
         };
         assert!(m
-            .verify(&[key(3).verifying_key()])
+            .verify(&[key(3).verifying_key()], "gw-1")
             .unwrap_err()
             .to_string()
             .contains("64"));
@@ -278,7 +367,7 @@ mod tests {
     #[test]
     fn other_tools_spellings_are_read() {
         let k = key(5);
-        let m = DesiredMessage::signed(&k, 8, "v8", "# x\n");
+        let m = DesiredMessage::signed(&k, 8, "v8", "# x\n", None);
         let mut json: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
         json["ts"] = serde_json::json!("2026-11-27T10:00:00Z");
         json["sha256"] = serde_json::json!(m.sha256.to_ascii_uppercase());
@@ -287,12 +376,12 @@ mod tests {
             sha256: m.sha256.to_ascii_uppercase(),
             ..m.clone()
         };
-        let sig = k.sign(signed_text(8, "v8", &upper.sha256).as_bytes());
+        let sig = k.sign(signed_text(8, "v8", &upper.sha256, None).as_bytes());
         json["signature"] = serde_json::json!(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig.to_bytes())
         );
         let parsed = DesiredMessage::parse(json.to_string().as_bytes()).unwrap();
-        parsed.verify(&[k.verifying_key()]).unwrap();
+        parsed.verify(&[k.verifying_key()], "gw-1").unwrap();
         assert_eq!(parsed.digest(), m.sha256);
         let unpadded =
             base64::engine::general_purpose::STANDARD_NO_PAD.encode(k.verifying_key().as_bytes());

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 if sys.argv[2] == "verify":
     m = json.loads(sys.stdin.read())
     public = Ed25519PublicKey.from_public_bytes(base64.b64decode(sys.argv[1]))
-    public.verify(base64.b64decode(m["signature"]), f"{m['serial']}\n{m['version']}\n{m['sha256']}".encode())
+    text = f"{m['serial']}\n{m['version']}\n{m['sha256']}" + (f"\n{m['gateway']}" if "gateway" in m else "")
+    public.verify(base64.b64decode(m["signature"]), text.encode())
     assert hashlib.sha256(m["config"].encode()).hexdigest() == m["sha256"]
     print("verified")
     sys.exit(0)
@@ -35,10 +36,15 @@ elif sys.argv[2] == "pem":
     print(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
 else:
     serial, version, config = int(sys.argv[2]), sys.argv[3], sys.stdin.read()
+    gateway = sys.argv[4] if len(sys.argv) > 4 else None
     sha = hashlib.sha256(config.encode()).hexdigest()
-    signature = key.sign(f"{serial}\n{version}\n{sha}".encode())
-    print(json.dumps({"version": version, "serial": serial, "sha256": sha, "config": config,
-                      "signature": base64.b64encode(signature).decode()}))
+    text = f"{serial}\n{version}\n{sha}" + (f"\n{gateway}" if gateway else "")
+    signature = key.sign(text.encode())
+    message = {"version": version, "serial": serial, "sha256": sha, "config": config,
+               "signature": base64.b64encode(signature).decode()}
+    if gateway:
+        message["gateway"] = gateway
+    print(json.dumps(message))
 "#;
 
 fn python(args: &[&str], stdin: &str) -> String {
@@ -81,6 +87,11 @@ pub fn verify(public: &str, message: &str) -> String {
 /// The desired-state message for `config`, signed with `seed`.
 pub fn signed(seed: &str, serial: u64, version: &str, config: &str) -> String {
     python(&[seed, &serial.to_string(), version], config)
+}
+
+/// The same, for `gateway` alone (its id signed as a fourth line).
+pub fn signed_for(seed: &str, serial: u64, version: &str, config: &str, gateway: &str) -> String {
+    python(&[seed, &serial.to_string(), version, gateway], config)
 }
 
 /// The desired-state topic of the test gateway.

@@ -47,6 +47,11 @@ pub enum ConfigCommand {
         serial: u64,
         #[arg(long)]
         version: String,
+        /// The one gateway (`[gateway] id`) the push is for, signed with
+        /// it: another gateway refuses it. Without it, any gateway that
+        /// trusts the key takes it (one message for a whole fleet).
+        #[arg(long)]
+        gateway: Option<String>,
         config: PathBuf,
     },
     /// Build, sign and publish CONFIG for one gateway.
@@ -100,8 +105,9 @@ pub fn main(args: &ConfigArgs) -> ExitCode {
             key,
             serial,
             version,
+            gateway,
             config,
-        } => sign(key, *serial, version, config),
+        } => sign(key, *serial, version, gateway.as_deref(), config),
         ConfigCommand::Push(push_args) => {
             crate::runtime().and_then(|rt| rt.block_on(push(push_args)))
         }
@@ -157,12 +163,18 @@ fn read_config(path: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
-fn sign(key: &Path, serial: u64, version: &str, config: &Path) -> anyhow::Result<ExitCode> {
+fn sign(
+    key: &Path,
+    serial: u64,
+    version: &str,
+    gateway: Option<&str>,
+    config: &Path,
+) -> anyhow::Result<ExitCode> {
     let key = read_key(key)?;
     let text = read_config(config)?;
     println!(
         "{}",
-        DesiredMessage::signed(&key, serial, version, &text).to_json()
+        DesiredMessage::signed(&key, serial, version, &text, gateway).to_json()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -201,13 +213,16 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
             .await?
         }
     };
+    // Signed for this gateway alone: copied onto another's topic by
+    // whoever may publish there, it is refused.
     let message = match &key {
-        Some(k) => DesiredMessage::signed(k, serial, &args.version, &text),
+        Some(k) => DesiredMessage::signed(k, serial, &args.version, &text, Some(&args.gateway)),
         None => DesiredMessage {
             version: args.version.clone(),
             serial,
             sha256: remote_config::message::sha256_hex(&text),
             config: text.clone(),
+            gateway: Some(args.gateway.clone()),
             signature: None,
         },
     };

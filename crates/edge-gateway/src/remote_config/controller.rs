@@ -92,6 +92,7 @@ impl Controller {
                 trusted,
                 other,
                 keys: keys.clone(),
+                gateway_id: config.gateway.id.clone(),
             },
             config.upstream.broker.max_backoff,
             stop.clone(),
@@ -103,6 +104,7 @@ impl Controller {
             store: booted.store,
             journal: booted.journal,
             keys,
+            gateway_id: config.gateway.id.clone(),
             allow: config.remote_config.allow.clone(),
             health_timeout: config.remote_config.health_timeout,
             topic: config_topic(config),
@@ -150,6 +152,8 @@ struct Worker {
     store: Store,
     journal: Journal,
     keys: Vec<VerifyingKey>,
+    /// Pushes signed for another gateway are refused (`gateway`).
+    gateway_id: String,
     allow: Option<Vec<String>>,
     health_timeout: Duration,
     /// The topic pushes come from: no push may move it.
@@ -239,7 +243,7 @@ impl Worker {
 
     /// Handles one message; true when the gateway must restart on it.
     async fn handle(&mut self, payload: &[u8]) -> bool {
-        match self.journal.judge(payload, &self.keys) {
+        match self.journal.judge(payload, &self.keys, &self.gateway_id) {
             Judged::Same => false,
             Judged::Refuse {
                 pushed,

@@ -74,6 +74,8 @@ pub struct Lanes {
     pub other: watch::Sender<Option<Vec<u8>>>,
     /// `[remote_config] public_keys` (none: the digest alone is checked).
     pub keys: Vec<VerifyingKey>,
+    /// This gateway's id: a push signed for another is not trusted here.
+    pub gateway_id: String,
 }
 
 impl Lanes {
@@ -84,7 +86,7 @@ impl Lanes {
         }
         let serial = DesiredMessage::parse(&payload)
             .ok()
-            .filter(|m| m.verify(&self.keys).is_ok())
+            .filter(|m| m.verify(&self.keys, &self.gateway_id).is_ok())
             .map(|m| m.serial);
         let (newest, same) = match self.trusted.borrow().as_ref() {
             Some((s, p)) => (Some(*s), *p == payload),
@@ -178,15 +180,22 @@ mod tests {
             trusted,
             other: other_lane,
             keys: vec![fleet.verifying_key()],
+            gateway_id: "gw-1".into(),
         };
         let push = |k: &SigningKey, serial| {
-            DesiredMessage::signed(k, serial, "v", "")
+            DesiredMessage::signed(k, serial, "v", "", None)
                 .to_json()
                 .into_bytes()
         };
         lanes.sort(push(&fleet, 5));
         lanes.sort(push(&other, 1 << 63));
         lanes.sort(push(&fleet, 3));
+        // Signed by the fleet for another gateway, copied here.
+        let elsewhere = DesiredMessage::signed(&fleet, 1 << 62, "v", "", Some("gw-2"))
+            .to_json()
+            .into_bytes();
+        lanes.sort(elsewhere.clone());
+        assert_eq!(other_rx.borrow().as_deref(), Some(&elsewhere[..]));
         lanes.sort(b"not json".to_vec());
         lanes.sort(Vec::new());
         assert_eq!(trusted_rx.borrow().as_ref().map(|(s, _)| *s), Some(5));
@@ -197,7 +206,7 @@ mod tests {
         trusted_rx.borrow_and_update();
         lanes.sort(push(&fleet, 5));
         assert!(!trusted_rx.has_changed().unwrap());
-        let other5 = DesiredMessage::signed(&fleet, 5, "v5b", "")
+        let other5 = DesiredMessage::signed(&fleet, 5, "v5b", "", None)
             .to_json()
             .into_bytes();
         lanes.sort(other5.clone());

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::common;
 use common::remote::{
     adapters, base_config, healthy_on, lab_layer, public_key, push, restarts, send_line, signed,
-    States, FLEET_KEY, OTHER_KEY, PREFIX,
+    signed_for, States, FLEET_KEY, GATEWAY, OTHER_KEY, PREFIX,
 };
 use common::{totals, GatewayProcess};
 use test_support::{free_port, publish_lines, Message, Mosquitto, Subscriber};
@@ -316,6 +316,43 @@ async fn unsigned_foreign_and_forged_pushes_are_refused_and_move_no_mark() {
 }
 
 #[tokio::test]
+async fn a_push_signed_for_another_gateway_is_refused_and_one_for_this_gateway_applies() {
+    // Whoever may publish on the broker copies another gateway's signed
+    // push (a higher serial, the fleet's key) onto this gateway's topic.
+    let site = Site::signed_by_fleet();
+    let mut states = States::start(site.cloud.port()).await;
+    let mut gw = GatewayProcess::start(&site.config);
+    common::remote::healthy(site.metrics).await;
+    let layer = lab_layer(free_port());
+    push(
+        site.cloud.port(),
+        &signed_for(FLEET_KEY, 7, "v7 for gw-other", &layer, "gw-other"),
+    )
+    .await;
+    let s = states.wait(7, "rejected", VERDICT).await;
+    assert_eq!(s["reason"], "gateway", "{s}");
+    assert_eq!(s["highest_serial"], 0, "a refused push moves no mark: {s}");
+    // Its gateway renamed to this one's: the signature no longer holds.
+    let mut renamed: serde_json::Value =
+        serde_json::from_str(&signed_for(FLEET_KEY, 8, "v8", &layer, "gw-other")).unwrap();
+    renamed["gateway"] = serde_json::json!(GATEWAY);
+    push(site.cloud.port(), &renamed.to_string()).await;
+    assert_eq!(
+        states.wait(8, "rejected", VERDICT).await["reason"],
+        "signature"
+    );
+    push(
+        site.cloud.port(),
+        &signed_for(FLEET_KEY, 2, "v2", &layer, GATEWAY),
+    )
+    .await;
+    states.wait(2, "applied", VERDICT).await;
+    assert_eq!(restarts(&mut gw), 1);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+#[tokio::test]
 async fn the_same_push_again_changes_nothing_and_an_older_one_replayed_is_stale() {
     let site = Site::signed_by_fleet();
     let mut states = States::start(site.cloud.port()).await;
@@ -608,6 +645,23 @@ async fn config_keygen_and_sign_make_messages_an_independent_verifier_accepts() 
     );
     let message = String::from_utf8(out.stdout).unwrap();
     assert_eq!(common::remote::verify(&public, &message), "verified");
+    // For one gateway: its id is signed too, as the other side checks.
+    let out = edge(&[
+        "sign".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--serial".as_ref(),
+        "9".as_ref(),
+        "--version".as_ref(),
+        "v9".as_ref(),
+        "--gateway".as_ref(),
+        "gw-017".as_ref(),
+        layer.as_os_str(),
+    ]);
+    let bound = String::from_utf8(out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&bound).unwrap();
+    assert_eq!(json["gateway"], "gw-017", "{bound}");
+    assert_eq!(common::remote::verify(&public, &bound), "verified");
     let not_toml = dir.path().join("broken.toml");
     std::fs::write(&not_toml, "[aggregation\n").unwrap();
     let out = edge(&[
