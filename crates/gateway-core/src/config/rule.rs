@@ -75,7 +75,9 @@ impl FromStr for RateSpec {
         if !(delta.is_finite() && delta > 0.0) {
             return Err(format!("the change must be a number above 0, got \"{s}\""));
         }
-        let span = humantime::parse_duration(span.trim()).map_err(|_| expected())?;
+        let span_text = span.trim();
+        let span = humantime::parse_duration(span_text).map_err(|_| expected())?;
+        let span = super::values::duration::within_longest(span, span_text)?;
         if span.is_zero() {
             return Err(format!("the span must be longer than 0, got \"{s}\""));
         }

@@ -27,7 +27,7 @@ pub fn head_sections() -> String {
 # (configfile > my-gateway.toml), since redirecting it over an existing
 # gateway.toml replaces that file without a question.
 # Check a file with:  edge-gateway validate -c /etc/edge-gateway/gateway.toml
-# Durations are written like "500ms", "30s", "5m", "1h".
+# Durations are written like "500ms", "30s", "5m", "1h" (at most 100 years).
 # Names of adapters, rules, sinks and dashboard users are 1 to 64 of
 # A-Z a-z 0-9 _ - . starting with a letter or a digit (a user's may also
 # hold @): they become metric labels, payload fields and file names.

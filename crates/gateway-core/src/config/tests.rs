@@ -563,3 +563,31 @@ fn a_dashboard_write_interval_under_100ms_is_refused() {
         );
     }
 }
+
+#[test]
+fn durations_above_100_years_are_refused_in_every_key() {
+    // u64::MAX seconds parsed, and a BACnet request's deadline then
+    // overflowed `Instant + Duration`: a panic at every start.
+    let got = problems(
+        r#"
+[aggregation]
+window = "18446744073709551615s"
+grace = "1h"
+
+[[rule]]
+name = "r"
+kind = "rate"
+metric = "t"
+rate = "+1 per 101years"
+"#,
+    );
+    assert_eq!(
+        got,
+        [
+            "aggregation.window: expected at most 100 years, got \"18446744073709551615s\"",
+            "rule[0].rate: expected at most 100 years, got \"101years\"",
+            "rule[0].rate: missing required key, like \"+2.0 per 10m\"",
+        ],
+        "{got:#?}"
+    );
+}

@@ -63,11 +63,28 @@ pub mod duration {
                 "expected a duration string like \"30s\" or \"5m\", got {raw}"
             ))
         })?;
-        humantime::parse_duration(text).map_err(|e| {
+        let d = humantime::parse_duration(text).map_err(|e| {
             serde::de::Error::custom(format!(
                 "expected a duration like \"30s\" or \"5m\", got \"{text}\" ({e})"
             ))
-        })
+        })?;
+        within_longest(d, text).map_err(serde::de::Error::custom)
+    }
+
+    /// The longest duration a key takes: 100 years. Far more than any
+    /// period of a building's, and far from where `Instant + Duration` and
+    /// `Duration * n` overflow and panic (a BACnet `timeout` of u64::MAX
+    /// seconds once aborted the gateway at its first request, at every
+    /// start).
+    pub const LONGEST: Duration = Duration::from_secs(3_155_760_000);
+
+    /// # Errors
+    /// A duration above [`LONGEST`], named as the user wrote it (`text`).
+    pub fn within_longest(d: Duration, text: &str) -> Result<Duration, String> {
+        if d > LONGEST {
+            return Err(format!("expected at most 100 years, got \"{text}\""));
+        }
+        Ok(d)
     }
 
     /// Renders a duration the way a user would write it in the file.
