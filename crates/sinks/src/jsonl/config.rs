@@ -117,8 +117,10 @@ impl JsonlConfig {
         if self.keep > MAX_KEEP {
             problems.push(key("keep"), format!("expected at most {MAX_KEEP}"));
         }
-        if self.max_bytes == 0 {
-            problems.push(key("max_bytes"), "expected more than 0 bytes");
+        // As [outbox] and the InfluxDB sink's: under one segment of the
+        // outbox store, every event was dropped and the file stayed empty.
+        if self.max_bytes < 64 * 1024 {
+            problems.push(key("max_bytes"), "expected at least 64KiB");
         }
     }
 }
@@ -142,9 +144,10 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("sink[0].size"), "{p:?}");
         let p = problems(
-            "name = \"f\"\npath = \"x.jsonl\"\nrotate_bytes = \"1KiB\"\nkeep = 5000\nwrite = []\n",
+            "name = \"f\"\npath = \"x.jsonl\"\nrotate_bytes = \"1KiB\"\nkeep = 5000\nwrite = []\nmax_bytes = \"1KiB\"\n",
         );
-        for key in ["path", "rotate_bytes", "keep", "write"] {
+        // max_bytes under one outbox segment: every event was dropped.
+        for key in ["path", "rotate_bytes", "keep", "write", "max_bytes"] {
             assert!(
                 p.iter().any(|p| p.contains(&format!("sink[0].{key}"))),
                 "{key}: {p:?}"
