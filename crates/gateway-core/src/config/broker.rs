@@ -21,6 +21,9 @@ use super::load::Problems;
 use super::values::{duration, BrokerScheme, BrokerUrl};
 
 /// A broker to connect to.
+/// The longest keep-alive MQTT's CONNECT can say: 65535 seconds.
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(u16::MAX as u64);
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerSection {
@@ -117,6 +120,15 @@ impl BrokerSection {
         if self.keep_alive < Duration::from_secs(1) {
             problems.push(key("keep_alive"), "expected at least 1s");
         }
+        // CONNECT carries it in 16 bits and the MQTT client truncates: "1day"
+        // told the broker 5h47m while the client pinged daily, so the broker
+        // cut the connection every 8.7 hours.
+        if self.keep_alive > MAX_KEEP_ALIVE {
+            problems.push(
+                key("keep_alive"),
+                "expected at most 18h 12m 15s (65535s, MQTT's limit)",
+            );
+        }
         if self.max_backoff < Duration::from_millis(100) {
             problems.push(key("max_backoff"), "expected at least 100ms");
         }
@@ -207,6 +219,19 @@ mod tests {
             max_backoff: Duration::from_millis(10),
             ..BrokerSection::from_url(url("mqtt://h"))
         };
+        let day = BrokerSection {
+            keep_alive: Duration::from_secs(86_400),
+            ..BrokerSection::from_url(url("mqtt://h"))
+        };
+        assert_eq!(
+            problems(&day, &[]),
+            ["upstream.keep_alive: expected at most 18h 12m 15s (65535s, MQTT's limit)"]
+        );
+        let longest = BrokerSection {
+            keep_alive: MAX_KEEP_ALIVE,
+            ..BrokerSection::from_url(url("mqtt://h"))
+        };
+        assert!(problems(&longest, &[]).is_empty());
         let got = problems(&c, &[]);
         for want in [
             "upstream.ca_file: only used with an mqtts:// url",
