@@ -266,7 +266,9 @@ pub fn rule_section() -> String {
 # sensitivity in (0, 1], default {sensitivity}: higher alerts on smaller
 # deviations. Without `metric`, the rule also learns each device's metrics
 # together (reason "multivariate": a fridge warming with its door shut),
-# alerting after about a day of readings. What every rule has learned (and
+# alerting after about a day of readings: a device's first 6 metrics, two
+# days of 5-minute rows (up to 16 KB a device), so on a large site give
+# such a rule a `device` or `tag`. What every rule has learned (and
 # which alerts are raised) is kept in {{state_dir}}/alerts.json, saved with
 # the window checkpoints and at shutdown, and restored at start.
 # [[rule]]
