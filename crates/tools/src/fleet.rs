@@ -87,6 +87,11 @@ pub struct PushArgs {
     /// PEM CA file for mqtts (default: the system's roots).
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// Sign without naming the gateway: any gateway trusting the key then
+    /// takes the message, and one whose version predates `gateway` in
+    /// the message (which it refuses as `signature`) too.
+    #[arg(long)]
+    pub any_gateway: bool,
     /// Wait for the gateway's verdict on this push and print its state;
     /// exit 0 only if it was applied.
     #[arg(long)]
@@ -215,14 +220,15 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
     };
     // Signed for this gateway alone: copied onto another's topic by
     // whoever may publish there, it is refused.
+    let gateway = (!args.any_gateway).then_some(args.gateway.as_str());
     let message = match &key {
-        Some(k) => DesiredMessage::signed(k, serial, &args.version, &text, Some(&args.gateway)),
+        Some(k) => DesiredMessage::signed(k, serial, &args.version, &text, gateway),
         None => DesiredMessage {
             version: args.version.clone(),
             serial,
             sha256: remote_config::message::sha256_hex(&text),
             config: text.clone(),
-            gateway: Some(args.gateway.clone()),
+            gateway: gateway.map(str::to_string),
             signature: None,
         },
     };

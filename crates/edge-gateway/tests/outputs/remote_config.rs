@@ -535,7 +535,7 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
         std::fs::write(&p, text).unwrap();
         p
     };
-    let run = |file: std::path::PathBuf, version: &'static str| {
+    let run = |file: std::path::PathBuf, version: &'static str, extra: &'static [&'static str]| {
         let url = format!("mqtt://127.0.0.1:{}", site.cloud.port());
         let key = key.clone();
         async move {
@@ -557,6 +557,7 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
                     Vec::new()
                 })
                 .env("EDGE_GATEWAY_SIGNING_KEY", &key)
+                .args(extra)
                 .args(["--wait", "--timeout", "20s"])
                 .arg(&file)
                 .output()
@@ -564,7 +565,7 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
                 .unwrap()
         }
     };
-    let out = run(push_file("v1.toml", &lab_layer(free_port())), "v1").await;
+    let out = run(push_file("v1.toml", &lab_layer(free_port())), "v1", &[]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -575,10 +576,21 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
         (verdict["serial"].as_u64(), verdict["status"].as_str()),
         (Some(1), Some("applied"))
     );
+    // The retained push names its gateway, and an independent verifier
+    // accepts the signature over it.
+    let mut retained = Subscriber::start(site.cloud.port(), &common::remote::config_topic()).await;
+    let pushed = retained.next(VERDICT).await.unwrap();
+    let message: serde_json::Value = serde_json::from_str(&pushed.payload).unwrap();
+    assert_eq!(message["gateway"], "gw-rc", "{message}");
+    assert_eq!(
+        common::remote::verify(&public_key(FLEET_KEY), &pushed.payload),
+        "verified"
+    );
     // The next serial comes from the reported one.
     let out = run(
         push_file("v2.toml", "[aggregation]\nwindow = \"nope\"\n"),
         "v2",
+        &[],
     )
     .await;
     assert!(!out.status.success(), "a rejected push exits non-zero");
@@ -586,6 +598,25 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
     assert_eq!(verdict["serial"], 2);
     assert_eq!(verdict["reason"], "schema");
     healthy_on(site.metrics, Some("v1"), "rejected").await;
+    // For gateways that predate `gateway` in the message: unbound.
+    let out = run(
+        push_file("v3.toml", &lab_layer(free_port())),
+        "v3",
+        &["--any-gateway"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut retained = Subscriber::start(site.cloud.port(), &common::remote::config_topic()).await;
+    let message: serde_json::Value =
+        serde_json::from_str(&retained.next(VERDICT).await.unwrap().payload).unwrap();
+    assert_eq!(
+        (message["serial"].as_u64(), message.get("gateway")),
+        (Some(3), None)
+    );
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
