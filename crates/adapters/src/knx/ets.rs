@@ -38,7 +38,8 @@ use super::groups::KnxGroup;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EtsExport {
     pub groups: Vec<KnxGroup>,
-    /// "1/2/3 Ceiling light: no DPT", one per address left out.
+    /// "1/2/3 Ceiling light: no DPT", one per address left out (and per
+    /// row whose address is not a group address).
     pub skipped: Vec<String>,
 }
 
@@ -327,6 +328,7 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
     let mut mains: HashMap<u16, String> = HashMap::new();
     let mut middles: HashMap<(u16, u16), String> = HashMap::new();
     let mut rows = Vec::new();
+    let mut unreadable = Vec::new();
     for line in lines {
         let f = fields(line, sep);
         let cell = |i: Option<usize>| i.and_then(|i| f.get(i)).map(String::as_str).unwrap_or("");
@@ -357,10 +359,18 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
                 middles.insert((m, s), name);
             }
             Some(Row::Address(a)) => rows.push((a, name, cell(dpt_col).to_string())),
+            // A cell with digits that names no group ("99999/1/1",
+            // "1/2/3/4") is a typo worth a line; an empty one is not.
+            None if address.bytes().any(|b| b.is_ascii_digit()) => {
+                unreadable.push(format!("{address} {name}: not a group address"));
+            }
             None => {}
         }
     }
-    let mut out = EtsExport::default();
+    let mut out = EtsExport {
+        skipped: unreadable,
+        ..EtsExport::default()
+    };
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut made = Vec::new();
     for (address, name, dpt_text) in rows {

@@ -56,6 +56,28 @@ fn the_middle_group_names_the_device_and_the_address_the_metric() {
 }
 
 #[test]
+fn a_row_whose_address_is_no_group_address_is_listed_not_dropped_silently() {
+    let text = format!(
+        "{ONE_ONE}\"Typo\"\t\"99999/1/1\"\t\"\"\t\"\"\t\"\"\t\"DPST-9-1\"\t\"Auto\"\n\
+         \"Four levels\"\t\"1/2/3/4\"\t\"\"\t\"\"\t\"\"\t\"DPST-9-1\"\t\"Auto\"\n\
+         \"\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"\"\n"
+    );
+    let e = parse(&text, "rooms").unwrap();
+    assert_eq!(e.groups.len(), 5, "the readable rows as before");
+    let unreadable: Vec<&String> = e
+        .skipped
+        .iter()
+        .filter(|s| s.ends_with("not a group address"))
+        .collect();
+    assert_eq!(
+        unreadable,
+        ["99999/1/1 Typo: not a group address", "1/2/3/4 Four levels: not a group address"],
+        "an empty row is not listed: {:?}",
+        e.skipped
+    );
+}
+
+#[test]
 fn the_three_column_layout_semicolons_and_other_encodings_read_alike() {
     let three = "\"Main\";\"Middle\";\"Sub\";\"Address\";\"Central\";\"Unfiltered\";\"Description\";\"DatapointType\";\"Security\"
 \"Floor 1\";\"\";\"\";\"1/-/-\";\"\";\"\";\"\";\"\";\"Auto\"

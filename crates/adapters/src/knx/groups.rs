@@ -204,7 +204,7 @@ fn skipped_note(e: &AdapterExport) -> Option<String> {
     }
     let more = if skipped.len() > SHOWN { "; …" } else { "" };
     Some(format!(
-        "adapter[{}].group_addresses: {} of the group addresses in {} left out, without a DPT the gateway reads (add it in ETS, or a [[knx.group]] with a dpt): {}{more}",
+        "adapter[{}].group_addresses: {} of the group addresses in {} left out, without a DPT the gateway reads or a valid address (fix it in ETS, or add a [[knx.group]] with a dpt): {}{more}",
         e.index,
         skipped.len(),
         e.file.display(),
