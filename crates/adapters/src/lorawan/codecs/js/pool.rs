@@ -134,7 +134,16 @@ impl Unit {
             }
         };
         loop {
-            let job = self.lock().jobs.pop_front();
+            // A text loaded while this turn runs serves the calls queued
+            // after it, not only the next turn's: a call made right after
+            // a reload once ran on the old text (seen under load in CI).
+            let job = {
+                let mut state = self.lock();
+                if let Some(fresh) = state.replacement.take() {
+                    engine = fresh;
+                }
+                state.jobs.pop_front()
+            };
             let Some(job) = job else { break };
             let hit_limit = job(&mut engine);
             self.suspect.store(hit_limit, Ordering::Relaxed);

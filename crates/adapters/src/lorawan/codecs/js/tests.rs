@@ -275,6 +275,41 @@ fn encode_downlink_bytes_are_cast_as_chirpstack_casts_them() {
     );
 }
 
+/// A reload while a call runs: the calls queued after it use the new
+/// text, though the worker's turn that ran the old one is not over (a
+/// call made right after a reload once ran the old text; CI saw it when
+/// the worker was slow to finish its turn).
+#[test]
+fn a_call_queued_after_a_reload_mid_turn_runs_the_new_text() {
+    let mut f = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
+    let text = |v: u8| format!("function decodeUplink(i) {{ return {{ data: {{ v: {v} }} }}; }}");
+    f.write_all(text(1).as_bytes()).unwrap();
+    let codec = ScriptCodec::load("mid.js", f.path(), BTreeMap::new(), Limits::default()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (path, again) = (f.path().to_path_buf(), codec.clone());
+    codec
+        .decode(vec![0], 2, 1_700_000_000_000, move |first| {
+            // On the worker, inside the turn that holds the old engine:
+            // reload, then queue the next call.
+            std::fs::write(&path, text(2)).unwrap();
+            ScriptCodec::load("mid.js", &path, BTreeMap::new(), Limits::default()).unwrap();
+            let tx2 = tx.clone();
+            again
+                .decode(vec![0], 2, 1_700_000_000_000, move |second| {
+                    tx2.send(second).unwrap();
+                })
+                .unwrap();
+            tx.send(first).unwrap();
+        })
+        .unwrap();
+    let first = rx.recv().unwrap().unwrap();
+    let second = rx.recv().unwrap().unwrap();
+    assert_eq!(
+        (first.data(), second.data()),
+        (&json!({"v": 1}), &json!({"v": 2}))
+    );
+}
+
 #[test]
 fn a_changed_file_loaded_again_replaces_the_running_one() {
     let mut f = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
