@@ -286,7 +286,9 @@ impl Pace {
         let target = if self.rate == 0.0 {
             sent + 1000
         } else {
-            (elapsed.as_secs_f64() * self.rate) as u64 + 1
+            // Saturating: --rate 1e308 made the product u64::MAX, and the
+            // + 1 overflowed (a panic in the debug build).
+            ((elapsed.as_secs_f64() * self.rate) as u64).saturating_add(1)
         };
         let target = self.count.map_or(target, |c| target.min(c));
         Some(target.saturating_sub(sent))
@@ -462,6 +464,14 @@ mod tests {
         assert!(j["t"].is_f64() && j["h"].is_f64(), "{j}");
         let mut again = Fleet::new(&a);
         assert_eq!(again.next(), first[0]);
+    }
+
+    #[test]
+    fn an_enormous_rate_is_as_fast_as_the_count_allows() {
+        // --rate 1e308 once overflowed the pace's arithmetic and panicked.
+        let pace = pace(&args(&["--rate", "1e308", "--count", "3"]));
+        assert_eq!(pace.due(0), Some(3));
+        assert_eq!(pace.due(3), None);
     }
 
     #[test]
