@@ -23,6 +23,7 @@ command -v adduser >/dev/null 2>&1 || need+=(adduser)
 command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+/usr/bin/python3 -c 'import seccomp' >/dev/null 2>&1 || need+=(python3-seccomp)
 if [ "${SKIP_ARM64:-0}" != 1 ]; then
   command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
   command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
@@ -210,8 +211,13 @@ install -d -o edge-gateway -g edge-gateway -m 750 /var/lib/edge-gateway
 gw_log="$work/gateway-amd64.log"
 : >"$gw_log"
 # setpriv execs the gateway itself (runuser would stay in between and turn
-# our SIGTERM into its own session teardown).
+# our SIGTERM into its own session teardown). unit-sandbox.py applies the
+# installed unit's SystemCallFilter= and MemoryDenyWriteExecute= as systemd
+# would, then execs the gateway too: without it no test would meet a
+# dependency calling something the unit denies, which fails only on a Pi.
+install -m 755 packaging/unit-sandbox.py "$work/unit-sandbox.py"
 setpriv --reuid=edge-gateway --regid=edge-gateway --init-groups \
+  /usr/bin/python3 "$work/unit-sandbox.py" "$unit" \
   /usr/bin/edge-gateway run -c "$work/gateway.toml" >"$gw_log" 2>&1 &
 gw_pid=$!
 
@@ -268,6 +274,7 @@ wait "$gw_pid" || code=$?
 gw_pid=""
 [ "$code" -eq 0 ] || { cat "$gw_log"; fail "gateway exited with $code after SIGTERM"; }
 ok "SIGTERM: clean exit"
+ok "that run was under the unit's SystemCallFilter= and MemoryDenyWriteExecute= (unit-sandbox.py)"
 
 # -- reinstalling is idempotent and keeps a local config edit
 echo "# local edit by ci-check" >>/etc/edge-gateway/gateway.toml
