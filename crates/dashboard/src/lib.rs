@@ -26,6 +26,7 @@ pub mod auth;
 pub mod commands;
 pub mod device_page;
 pub mod history;
+pub mod latest_file;
 pub mod live;
 pub mod open;
 pub mod pages;
@@ -295,6 +296,12 @@ pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
     if let Some(p) = &provenance {
         live.restore_sources(&p.load(&setup.sources));
     }
+    let latest = store
+        .is_some()
+        .then(|| latest_file::LatestFile::in_dir(setup.state_dir));
+    if let Some(l) = &latest {
+        live.restore_latest(l.load());
+    }
     let tls = server::tls_acceptor(setup.config)?;
     let telemetry = setup.telemetry.clone();
     let writer = HistoryWriter {
@@ -302,6 +309,7 @@ pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
         live: live.clone(),
         settings: writer::WriterSettings {
             provenance: provenance.map(|p| (p, setup.sources.clone())),
+            latest,
             describe: Some((view.clone(), setup.registry.clone(), setup.rules.clone())),
             write_interval: setup.config.write_interval,
             retention: setup.config.retention,

@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 
 use super::commands::{CommandRow, RecentCommands};
 use super::history::{Aggregate, AlertRow, KnownDevice, WindowRow};
+use super::latest_file::Kept;
 use super::open::OpenWindows;
 
 /// Raw readings kept per device for the device page.
@@ -54,6 +55,9 @@ struct State {
     /// A device's adapter changed (or was first heard) since the last
     /// [`Live::changed_sources`].
     sources_changed: bool,
+    /// A reading or a device's status came since the last
+    /// [`Live::changed_latest`].
+    latest_changed: bool,
     /// The last command results per device.
     commands: RecentCommands,
 }
@@ -97,6 +101,7 @@ impl Live {
                 open: OpenWindows::new(window_ms),
                 active: BTreeMap::new(),
                 sources_changed: false,
+                latest_changed: false,
                 commands: RecentCommands::default(),
             })),
             events: broadcast::channel(BROADCAST_CAPACITY).0,
@@ -157,6 +162,7 @@ impl Live {
         match event {
             SinkEvent::Readings(readings) => {
                 let mut s = self.lock();
+                s.latest_changed |= !readings.is_empty();
                 for r in readings {
                     let at = r.time().as_millis();
                     let d = s.devices.entry(r.device().to_string()).or_default();
@@ -252,11 +258,10 @@ impl Live {
                 self.publish("command", data);
             }
             SinkEvent::Status(st) => {
-                self.lock()
-                    .devices
-                    .entry(st.device.to_string())
-                    .or_default()
-                    .online = Some(st.online);
+                let mut s = self.lock();
+                s.latest_changed = true;
+                s.devices.entry(st.device.to_string()).or_default().online = Some(st.online);
+                drop(s);
                 self.publish(
                     "status",
                     json!({"device": st.device.as_str(), "online": st.online, "at": st.at.as_millis()}),
@@ -323,6 +328,54 @@ impl Live {
                 .map(|(id, d)| (id.clone(), d.source))
                 .collect(),
         )
+    }
+
+    /// Every device's latest values, when a reading or a status came
+    /// since the last call (see [`super::latest_file`]).
+    pub fn changed_latest(&self) -> Option<BTreeMap<String, Kept>> {
+        let mut s = self.lock();
+        if !std::mem::take(&mut s.latest_changed) {
+            return None;
+        }
+        Some(
+            s.devices
+                .iter()
+                .filter(|(_, d)| d.last_seen.is_some() || d.online.is_some())
+                .map(|(id, d)| {
+                    let kept = Kept {
+                        last_seen: d.last_seen,
+                        online: d.online,
+                        infrastructure: d.infrastructure,
+                        latest: d.latest.clone(),
+                    };
+                    (id.clone(), kept)
+                })
+                .collect(),
+        )
+    }
+
+    /// A save of [`Self::changed_latest`] failed: offer them again.
+    pub fn latest_unsaved(&self) {
+        self.lock().latest_changed = true;
+    }
+
+    /// Each device's latest values as kept before a restart. A reading
+    /// that came since is newer and stays.
+    pub fn restore_latest(&self, kept: BTreeMap<String, Kept>) {
+        let mut s = self.lock();
+        for (id, k) in kept {
+            let d = s.devices.entry(id).or_default();
+            if d.last_seen.is_none() {
+                d.last_seen = k.last_seen;
+            }
+            if d.online.is_none() {
+                d.online = k.online;
+            }
+            d.infrastructure |= k.infrastructure;
+            for (metric, (value, at)) in k.latest {
+                d.latest.entry(metric).or_insert((value, at));
+            }
+        }
     }
 
     /// A save of [`Self::changed_sources`] failed: offer them again.
@@ -393,5 +446,49 @@ mod tests {
             ["aa:bb:cc:dd:ee:ff"]
         );
         assert_eq!(live.active()[0].device, "aa:bb:cc:dd:ee:ff");
+    }
+
+    #[test]
+    fn kept_values_come_back_and_a_newer_reading_wins() {
+        use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+        let reading = |device: &str, metric: &str, value: f64, at: i64| {
+            Reading::new(
+                DeviceId::new(device).unwrap(),
+                MetricName::new(metric).unwrap(),
+                value,
+                Timestamp::from_millis(at).unwrap(),
+                TimeSource::Event,
+            )
+            .unwrap()
+        };
+        let before = Live::default();
+        assert!(before.changed_latest().is_none(), "nothing came yet");
+        let (mut windows, mut alerts) = (Vec::new(), Vec::new());
+        before.apply(
+            &SinkEvent::Readings(vec![
+                reading("kitchen", "temperature", 21.5, 1_000),
+                reading("kitchen", "humidity", 40.0, 1_000),
+                reading("office", "temperature", 19.0, 2_000),
+            ]),
+            &mut windows,
+            &mut alerts,
+        );
+        let kept = before.changed_latest().unwrap();
+        assert!(before.changed_latest().is_none(), "taken once");
+
+        // After the restart the office reported first.
+        let after = Live::default();
+        after.apply(
+            &SinkEvent::Readings(vec![reading("office", "temperature", 20.5, 9_000)]),
+            &mut windows,
+            &mut alerts,
+        );
+        after.restore_latest(kept);
+        let devices = after.devices();
+        assert_eq!(devices["kitchen"].latest["temperature"], (21.5, 1_000));
+        assert_eq!(devices["kitchen"].latest["humidity"], (40.0, 1_000));
+        assert_eq!(devices["kitchen"].last_seen, Some(1_000));
+        assert_eq!(devices["office"].latest["temperature"], (20.5, 9_000));
+        assert_eq!(devices["office"].last_seen, Some(9_000));
     }
 }

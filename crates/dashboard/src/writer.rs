@@ -41,6 +41,10 @@ const MAX_PENDING_ROWS: usize = 200_000;
 /// How often retention and `max_bytes` are enforced (the first time at
 /// start, by space only: see `gateway_core::clock::retention`).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// The latest values are saved at most this often while readings come
+/// (whatever `write_interval`): the file is rewritten whole, and it is
+/// display state, not readings.
+const LATEST_EVERY: Duration = Duration::from_secs(60);
 
 /// The writer's settings.
 pub struct WriterSettings {
@@ -48,6 +52,8 @@ pub struct WriterSettings {
     /// Where each device's adapter is kept across restarts, and the table
     /// its ids index.
     pub provenance: Option<(super::provenance::ProvenanceFile, gateway_core::Sources)>,
+    /// Where each device's latest values are kept across restarts.
+    pub latest: Option<super::latest_file::LatestFile>,
     /// What states an alert's numbers in its metric's unit (and a rate's
     /// over its rule's span) for the pages open on `/events`.
     pub describe: Option<(
@@ -101,6 +107,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(settings.write_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut latest_saved: Option<tokio::time::Instant> = None;
     let mut retention = RetentionClock::default();
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flush = link.flush.take();
@@ -171,6 +178,10 @@ pub async fn run(
             _ = tick.tick() => {
                 commit(&store, &mut batch, &mut seq, &c, &throttle).await;
                 save_provenance(&settings, &live, &throttle).await;
+                if latest_saved.is_none_or(|at| at.elapsed() >= LATEST_EVERY) {
+                    save_latest(&settings, &live, &throttle).await;
+                    latest_saved = Some(tokio::time::Instant::now());
+                }
             }
             _ = prune.tick() => {
                 if let Some(s) = store.clone() {
@@ -205,6 +216,27 @@ pub async fn run(
     }
     commit(&store, &mut batch, &mut seq, &c, &throttle).await;
     save_provenance(&settings, &live, &throttle).await;
+    save_latest(&settings, &live, &throttle).await;
+}
+
+/// Saves each device's latest values when a reading or status came since.
+async fn save_latest(settings: &WriterSettings, live: &Live, throttle: &LogThrottle) {
+    let Some(file) = settings.latest.clone() else {
+        return;
+    };
+    let Some(devices) = live.changed_latest() else {
+        return;
+    };
+    let saved = tokio::task::spawn_blocking(move || file.save(devices)).await;
+    let error = match saved {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    live.latest_unsaved();
+    if let Some(suppressed) = throttle.allow("latest") {
+        warn!(error = %error, suppressed, "Cannot keep the devices' latest values for the next start; trying again later.");
+    }
 }
 
 /// Saves each device's adapter when one changed (rarely: a device's first
@@ -386,6 +418,7 @@ mod tests {
             WriterSettings {
                 write_interval: Duration::from_secs(1),
                 provenance: None,
+                latest: None,
                 describe: None,
                 retention: Duration::from_secs(30 * 24 * 3600),
                 max_bytes: u64::MAX,

@@ -16,6 +16,7 @@ mod dashboard;
 mod dashboard_abuse;
 mod dashboard_browser;
 mod dashboard_hourly;
+mod dashboard_latest;
 mod fleet_cluster;
 mod home_assistant;
 mod home_assistant_abuse;

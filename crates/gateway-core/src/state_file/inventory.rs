@@ -23,6 +23,7 @@ pub const HISTORY: &str = "history";
 pub const ALERTS: &str = "alerts.json";
 pub const BLE_COUNTERS: &str = "ble-counters.json";
 pub const DEVICE_ADAPTERS: &str = "device-adapters.json";
+pub const DASHBOARD_LATEST: &str = "dashboard-latest.json";
 pub const HOME_ASSISTANT: &str = "home-assistant.json";
 pub const LORAWAN_FCNT: &str = "lorawan-fcnt.json";
 /// `[commands]`' directory; its `journal` holds command ids and results.
@@ -87,6 +88,10 @@ pub const IN_STATE_DIR: &[StateFile] = &[
     },
     StateFile {
         name: "device-adapters.json",
+        written_by: "dashboard writer",
+    },
+    StateFile {
+        name: "dashboard-latest.json",
         written_by: "dashboard writer",
     },
     StateFile {
