@@ -8,7 +8,7 @@ use std::time::Duration;
 use gateway_core::config::values::duration;
 use gateway_core::config::Problems;
 
-use super::super::codecs::js::{self, Limits, ScriptCodec};
+use super::super::codecs::js::{Limits, ScriptCodec};
 use super::DeviceCodec;
 
 /// `js_time_limit`, `js_memory_limit`, `js_stack_limit`: what one call of
@@ -74,22 +74,13 @@ pub(super) fn script_codec(
     if file.is_empty() {
         problems.push(
             format!("{path}.codec"),
-            "expected a file after js: (\"js:codecs/em300-th.js\")",
+            "expected a file or a [js_codecs] name after js: (\"js:codecs/em300-th.js\", \"js:em300-th\")",
         );
         return None;
     }
-    let resolved = js::resolve(file);
-    ScriptCodec::load(file, &resolved, variables.unwrap_or_default(), limits)
+    ScriptCodec::configured(file, variables.unwrap_or_default(), limits)
         .map(DeviceCodec::Script)
-        .map_err(|e| {
-            let detail = match &e {
-                js::ScriptError::Io { .. } => {
-                    format!("{e} (looked for {})", resolved.display())
-                }
-                _ => e.to_string(),
-            };
-            problems.push(format!("{path}.codec"), detail);
-        })
+        .map_err(|detail| problems.push(format!("{path}.codec"), detail))
         .ok()
         .filter(|codec| {
             let decodes = codec.script().is_some_and(|s| s.entries().decode);

@@ -115,22 +115,11 @@ pub fn route_codec(
     };
     if file.is_empty() {
         return Err(RouteCodecError::Codec(
-            "expected a file after js: (\"js:codecs/em300-th.js\")".into(),
+            "expected a file or a [js_codecs] name after js: (\"js:codecs/em300-th.js\", \"js:em300-th\")".into(),
         ));
     }
-    let path = js::resolve(file);
-    let script = ScriptCodec::load(
-        file,
-        &path,
-        variables.unwrap_or_default(),
-        Limits::default(),
-    )
-    .map_err(|e| {
-        RouteCodecError::Codec(match &e {
-            js::ScriptError::Io { .. } => format!("{e} (looked for {})", path.display()),
-            _ => e.to_string(),
-        })
-    })?;
+    let script = ScriptCodec::configured(file, variables.unwrap_or_default(), Limits::default())
+        .map_err(RouteCodecError::Codec)?;
     if !script.entries().decode {
         return Err(RouteCodecError::Codec(format!(
             "{file} defines no decodeUplink (nor Decode, Decoder) function"

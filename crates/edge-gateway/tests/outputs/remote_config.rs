@@ -127,6 +127,61 @@ async fn a_signed_push_starts_a_new_adapter_device_and_rule_without_losing_a_rea
     assert_eq!(gw.wait_exit().await, Some(0));
 }
 
+/// A vendor's JavaScript codec for a new kind of sensor, pushed to the
+/// gateway with the adapter that uses it: `[js_codecs]` carries the
+/// vendor's own file (Tabs TBHH100, ChirpStack's device repository) in the
+/// signed push, so nothing is copied to the Pi by hand.
+#[tokio::test]
+async fn a_push_carries_a_vendors_codec_and_a_sensor_using_it_is_decoded() {
+    let site = Site::signed_by_fleet();
+    let mut states = States::start(site.cloud.port()).await;
+    let mut windows =
+        Subscriber::start(site.cloud.port(), &format!("{PREFIX}/tbhh-7/aggregated")).await;
+    let mut gw = GatewayProcess::start(&site.config);
+    common::remote::healthy(site.metrics).await;
+    let codec = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/lorawan-codecs/vendors/browan/codecs/tabs-tbhh100.js"
+    ))
+    .unwrap();
+    assert!(
+        !codec.contains("'''"),
+        "the codec fits a TOML literal string"
+    );
+    let coap = test_support::free_udp_port();
+    let layer = format!(
+        "[js_codecs]\ntabs-tbhh100 = '''\n{codec}'''\n\n\
+         [[adapter]]\ntype = \"coap\"\nname = \"lab-coap\"\nbind = \"127.0.0.1:{coap}\"\n\
+         rate_limit = 0\ncodec = \"js:tabs-tbhh100\"\ncodec_fport = 103\n"
+    );
+    push(site.cloud.port(), &signed(FLEET_KEY, 2, "v2", &layer)).await;
+    let applied = states.wait(2, "applied", VERDICT).await;
+    assert_eq!(applied["reason"], "", "{applied}");
+    healthy_on(site.metrics, Some("v2"), "applied").await;
+
+    // The vector's first frame: 3.6 V, 3 °C, 47 %RH.
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("frame");
+    std::fs::write(&body, [0x08, 0x0b, 0x23, 0x2f, 0xff, 0xff, 0xff, 0xff]).unwrap();
+    let (body, url) = (
+        body.display().to_string(),
+        format!("coap://127.0.0.1:{coap}/s/tbhh-7"),
+    );
+    let out = test_support::coap_client_run(&["-m", "post", "-f", &body, "-t", "42", &url]).await;
+    assert!(out.success && out.stderr.is_empty(), "{out:?}");
+    let window = windows
+        .wait_for(Duration::from_secs(15), |_| true)
+        .await
+        .expect("the sensor's window upstream")
+        .json();
+    let metrics = &window["metrics"];
+    assert_eq!(metrics["temperature"]["avg"], 3.0, "{window}");
+    assert_eq!(metrics["humidity"]["avg"], 47.0, "{window}");
+    assert_eq!(metrics["battery_volt"]["avg"], 3.6, "{window}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
 #[tokio::test]
 async fn a_schema_error_is_rejected_with_its_key_path_and_nothing_restarts() {
     let site = Site::signed_by_fleet();

@@ -16,6 +16,7 @@ pub mod broker;
 pub mod commands;
 pub mod dashboard;
 pub mod home_assistant;
+pub mod js_codecs;
 mod kinds;
 pub mod layers;
 pub mod load;
@@ -162,6 +163,7 @@ const SECTIONS: &[&str] = &[
     "device",
     "rule",
     "units",
+    "js_codecs",
 ];
 
 impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
@@ -222,6 +224,9 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
                 .cloned()
                 .unwrap_or_else(|| toml::Value::Table(toml::Table::new()))
         };
+        // Known to every section that names a codec by `js:` while they
+        // are parsed (compiled there, so `validate` names their errors).
+        let _codecs = js_codecs::scope(js_codecs::parse(root.get("js_codecs"), &mut problems));
         let gateway = load::section::<GatewayConfig>(table("gateway"), "gateway", &mut problems);
         let upstream = UpstreamConfig::load(root.get("upstream").cloned(), &mut problems);
         let aggregation =

@@ -166,6 +166,17 @@ pub fn device_section() -> String {
 # or for every device one adapter hears, in its [[adapter]] section:
 #   units = { battery = "V" }
 # The device's units win over its adapter's, and those over [units].
+#
+# Vendors' JavaScript payload codecs can live in the config itself, by name,
+# where a codec file would have to be copied to the Pi: a configuration
+# pushed from the cloud ([remote_config]) carries them. Any `codec` that takes
+# "js:FILE" takes "js:NAME" of one of these (a name is letters, digits, - and
+# _; it is looked up here first, then as a file):
+#
+# [js_codecs]
+# em300-th = '''
+# function decodeUplink(input) { ...the vendor's file, unchanged... }
+# '''
 "#
     .to_string()
 }

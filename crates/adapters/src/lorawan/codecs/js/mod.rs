@@ -229,6 +229,46 @@ impl ScriptCodec {
                 error: e.to_string(),
             })?
             .into();
+        Self::from_text(name, path, source, variables, limits)
+    }
+
+    /// A `js:` codec as the config names it: a `[js_codecs]` entry of that
+    /// name, else a file (relative to the config's directory).
+    ///
+    /// # Errors
+    /// The problem to report for the `codec` key.
+    pub fn configured(
+        name: &str,
+        variables: BTreeMap<String, String>,
+        limits: Limits,
+    ) -> Result<Self, String> {
+        if let Some(text) = gateway_core::config::js_codecs::get(name) {
+            // Keyed apart from every file (those are resolved to absolute
+            // paths): the same entry is compiled once, and a changed one
+            // replaces the running text at a reload, as a changed file does.
+            let key = PathBuf::from(format!("[js_codecs].{name}"));
+            return Self::from_text(name, &key, text, variables, limits).map_err(|e| e.to_string());
+        }
+        let path = resolve(name);
+        Self::load(name, &path, variables, limits).map_err(|e| match &e {
+            ScriptError::Io { .. } if !name.contains(['/', '.']) => format!(
+                "{e} (looked for {}, and [js_codecs] has no codec of that name)",
+                path.display()
+            ),
+            ScriptError::Io { .. } => format!("{e} (looked for {})", path.display()),
+            _ => e.to_string(),
+        })
+    }
+
+    /// Compiles `source` (named `name` in messages), known by `path`,
+    /// unless this process already has this text under that key.
+    fn from_text(
+        name: &str,
+        path: &Path,
+        source: Arc<str>,
+        variables: BTreeMap<String, String>,
+        limits: Limits,
+    ) -> Result<Self, ScriptError> {
         let key = (path.to_path_buf(), limits);
         let existing = LOADED
             .lock()
