@@ -4,8 +4,9 @@
 # FCnt, decryption, codec), and the BLE decoders (recorded advertisement
 # line, BTHome plain and encrypted, Ruuvi, PVVX/ATC, the dispatcher), and
 # the line adapters' framer and CSV/JSON/influx/kv line decoders, and the
-# command parser (commands from the cloud broker), and the pushed
-# configuration's message and allow-list ([remote_config]).
+# command parser (commands from the cloud broker), the pushed
+# configuration's message and allow-list ([remote_config]), and the typed
+# parse of any text as gateway.toml (`config_toml`: every section and kind).
 #
 #   bash scripts/fuzz.sh [seconds] [target]
 #   bash scripts/fuzz.sh --build     # only build every target (CI does it beside the tests)
