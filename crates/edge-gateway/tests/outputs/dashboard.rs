@@ -34,7 +34,7 @@ max = 30.0
 }
 
 /// One GET with an optional `Authorization` header: (status, head, body).
-async fn get(port: u16, path: &str, auth: Option<&str>) -> (u16, String, String) {
+pub(crate) async fn get(port: u16, path: &str, auth: Option<&str>) -> (u16, String, String) {
     let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
     let r = test_support::web::get_with(port, path, &headers)
         .await
@@ -44,7 +44,7 @@ async fn get(port: u16, path: &str, auth: Option<&str>) -> (u16, String, String)
 
 /// Polls until `done(body)`: windows close and are written on the
 /// gateway's own schedule, and the API is the only way to see them.
-async fn until(port: u16, path: &str, done: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn until(port: u16, path: &str, done: impl Fn(&str) -> bool) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (code, _, body) = get(port, path, None).await;

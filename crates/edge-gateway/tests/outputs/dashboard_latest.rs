@@ -6,6 +6,7 @@
 
 use crate::common;
 
+use super::dashboard::{get, until};
 use common::{config, GatewayProcess};
 use test_support::{free_port, publish, Mosquitto};
 
@@ -20,24 +21,11 @@ fn room(body: &str, id: &str) -> serde_json::Value {
         .clone()
 }
 
+/// `/api/devices` now.
 async fn devices(port: u16) -> String {
-    let r = test_support::web::get_with(port, "/api/devices", &[])
-        .await
-        .expect("response in time");
-    assert_eq!(r.code, 200, "{}", r.body);
-    r.body
-}
-
-async fn devices_until(port: u16, done: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    loop {
-        let body = devices(port).await;
-        if done(&body) {
-            return body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (code, _, body) = get(port, "/api/devices", None).await;
+    assert_eq!(code, 200, "{body}");
+    body
 }
 
 #[tokio::test]
@@ -78,7 +66,7 @@ async fn each_rooms_latest_value_is_shown_right_after_a_restart() {
         false,
     )
     .await;
-    let before = devices_until(port, |b| {
+    let before = until(port, "/api/devices", |b| {
         b.contains("22.25") && b.contains("48.5") && b.contains("19.75")
     })
     .await;
@@ -113,10 +101,7 @@ async fn each_rooms_latest_value_is_shown_right_after_a_restart() {
         19.75,
         "{after}"
     );
-    let page = test_support::web::get_with(port, "/", &[])
-        .await
-        .unwrap()
-        .body;
+    let (_, _, page) = get(port, "/", None).await;
     assert!(
         page.contains("<b>22.2</b>") && page.contains("<b>48.5</b>"),
         "{page}"
@@ -132,7 +117,7 @@ async fn each_rooms_latest_value_is_shown_right_after_a_restart() {
         false,
     )
     .await;
-    let newer = devices_until(port, |b| b.contains("20.5")).await;
+    let newer = until(port, "/api/devices", |b| b.contains("20.5")).await;
     assert_eq!(
         room(&newer, "bedroom")["latest"]["temperature"]["value"],
         20.5,
