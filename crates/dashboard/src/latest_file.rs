@@ -69,6 +69,25 @@ impl Kept {
     }
 }
 
+/// The devices heard within `retention` of the newest reading kept: the
+/// others are gone from the pages, as their windows are gone from history.
+/// Measured from that reading, not from the clock: a Pi without a
+/// real-time clock can start years ahead until NTP answers, and would
+/// drop every device for good.
+pub fn within_retention(
+    mut kept: BTreeMap<String, Kept>,
+    retention: std::time::Duration,
+) -> BTreeMap<String, Kept> {
+    let newest = kept.values().filter_map(|k| k.last_seen).max();
+    let retention = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    kept.retain(|_, k| {
+        k.last_seen
+            .zip(newest)
+            .is_some_and(|(t, n)| t >= n.saturating_sub(retention))
+    });
+    kept
+}
+
 #[derive(Serialize, Deserialize)]
 struct LatestValues {
     devices: BTreeMap<String, Kept>,
@@ -203,6 +222,28 @@ mod tests {
         let wide = &back["wide"].latest;
         assert_eq!(wide.len(), MAX_KEPT_METRICS);
         assert!(!wide.contains_key("m000") && wide.contains_key("m068"));
+    }
+
+    #[test]
+    fn devices_older_than_retention_before_the_newest_are_left_out() {
+        let day = 86_400_000;
+        let kept = BTreeMap::from([
+            (
+                "fresh".to_string(),
+                kept(100 * day, &[("t", 1.0, 100 * day)]),
+            ),
+            ("month".to_string(), kept(71 * day, &[("t", 1.0, 71 * day)])),
+            ("gone".to_string(), kept(69 * day, &[("t", 1.0, 69 * day)])),
+            (
+                "status-only".to_string(),
+                Kept {
+                    online: Some(false),
+                    ..Kept::default()
+                },
+            ),
+        ]);
+        let back = within_retention(kept, std::time::Duration::from_secs(30 * 86_400));
+        assert_eq!(back.keys().collect::<Vec<_>>(), ["fresh", "month"]);
     }
 
     #[test]

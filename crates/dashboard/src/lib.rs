@@ -286,10 +286,9 @@ pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
     let provenance = store
         .is_some()
         .then(|| provenance::ProvenanceFile::in_dir(setup.state_dir));
-    // What history keeps, the present's restore keeps too.
-    let since = setup.clock.now().as_millis()
-        - i64::try_from(setup.config.retention.as_millis()).unwrap_or(i64::MAX / 2);
     if let Some(s) = &store {
+        let since = setup.clock.now().as_millis()
+            - i64::try_from(setup.config.retention.as_millis()).unwrap_or(i64::MAX / 2);
         let devices = s.devices().unwrap_or_default();
         let alerts = s.alerts(since, i64::MAX).unwrap_or_default();
         live.restore(&devices, &alerts);
@@ -301,10 +300,7 @@ pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
         .is_some()
         .then(|| latest_file::LatestFile::in_dir(setup.state_dir));
     if let Some(l) = &latest {
-        // A device not heard within `retention` is gone from the pages,
-        // as its windows are gone from history.
-        let mut kept = l.load();
-        kept.retain(|_, k| k.last_seen.is_some_and(|t| t >= since));
+        let kept = latest_file::within_retention(l.load(), setup.config.retention);
         live.restore_latest(kept);
     }
     let tls = server::tls_acceptor(setup.config)?;
