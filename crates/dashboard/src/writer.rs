@@ -227,11 +227,8 @@ async fn save_latest(settings: &WriterSettings, live: &Live, throttle: &LogThrot
     let Some(devices) = live.changed_latest() else {
         return;
     };
-    let saved = tokio::task::spawn_blocking(move || file.save(devices)).await;
-    let error = match saved {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e.to_string(),
-        Err(e) => e.to_string(),
+    let Some(error) = failure(tokio::task::spawn_blocking(move || file.save(devices)).await) else {
+        return;
     };
     live.latest_unsaved();
     if let Some(suppressed) = throttle.allow("latest") {
@@ -248,15 +245,28 @@ async fn save_provenance(settings: &WriterSettings, live: &Live, throttle: &LogT
     let Some(devices) = live.changed_sources() else {
         return;
     };
-    let saved = tokio::task::spawn_blocking(move || file.save(&devices, &sources)).await;
-    let error = match saved {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e.to_string(),
-        Err(e) => e.to_string(),
+    let Some(error) =
+        failure(tokio::task::spawn_blocking(move || file.save(&devices, &sources)).await)
+    else {
+        return;
     };
     live.sources_unsaved();
     if let Some(suppressed) = throttle.allow("provenance") {
         warn!(error = %error, suppressed, "Cannot keep which adapter each device came through; trying again at the next write.");
+    }
+}
+
+/// Why a state file's save on the blocking pool failed, if it did.
+fn failure(
+    saved: Result<
+        Result<(), gateway_core::state_file::json::JsonStateError>,
+        tokio::task::JoinError,
+    >,
+) -> Option<String> {
+    match saved {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
     }
 }
 
