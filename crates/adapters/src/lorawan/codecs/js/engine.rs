@@ -63,6 +63,10 @@ pub struct UplinkInput<'a> {
     /// a JavaScript runner hands the vector's input over.
     pub recv_text: Option<&'a str>,
     pub variables: &'a BTreeMap<String, String>,
+    /// The instant, in milliseconds since the Unix epoch, that `new
+    /// Date()` and `Date.now()` read during the call (a test's fixed
+    /// clock); `None`: the machine's clock, as every uplink gets.
+    pub clock_ms: Option<i64>,
 }
 
 pub struct Engine {
@@ -214,7 +218,11 @@ impl Engine {
                 Some(text) => rquickjs::String::from_str(ctx.clone(), text)?.into_value(),
                 None => rquickjs::Value::new_number(ctx.clone(), input.recv_ms as f64),
             };
-            decode.call::<_, String>((input.bytes, input.fport, recv, variables))
+            let clock = match input.clock_ms {
+                Some(ms) => rquickjs::Value::new_number(ctx.clone(), ms as f64),
+                None => rquickjs::Value::new_undefined(ctx.clone()),
+            };
+            decode.call::<_, String>((input.bytes, input.fport, recv, variables, clock))
         })??;
         parse(&text)
     }

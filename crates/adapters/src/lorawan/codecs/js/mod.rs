@@ -332,6 +332,7 @@ impl ScriptCodec {
                 recv_ms,
                 recv_text: None,
                 variables: &variables,
+                clock_ms: None,
             };
             let outcome = engine.decode(&input).and_then(checked_decode);
             let hit_limit = outcome.as_ref().is_err_and(ScriptError::spoils);
@@ -382,6 +383,7 @@ impl ScriptCodec {
                 recv_ms,
                 recv_text: None,
                 variables: &variables,
+                clock_ms: None,
             };
             let outcome = engine.decode(&input).map(|result| Decoded { result });
             let hit_limit = outcome.as_ref().is_err_and(ScriptError::spoils);

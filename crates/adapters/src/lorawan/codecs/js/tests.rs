@@ -336,7 +336,7 @@ fn a_changed_file_loaded_again_replaces_the_running_one() {
 #[ignore = "a manual run over a folder of vectors: JS_VECTORS=DIR"]
 fn vectors_of_a_folder() {
     let dir = std::env::var("JS_VECTORS").unwrap();
-    let s = vectors::run(std::path::Path::new(&dir), Limits::default());
+    let s = vectors::run(std::path::Path::new(&dir), Limits::default(), None);
     for f in &s.failures {
         println!("{f}");
     }
@@ -366,7 +366,7 @@ fn vectors_give_their_input_as_written() {
         "\u{feff}[{ name: 'port given', input: { data: { v: 0x10 }, fPort: 9 }, expected: { bytes: [16], fPort: 9 } }];\n",
     )
     .unwrap();
-    let s = vectors::run(dir.path(), Limits::default());
+    let s = vectors::run(dir.path(), Limits::default(), None);
     assert_eq!(
         s.last_line(),
         "decode: 1 of 2 passed; encode: 1 of 1 passed",
@@ -379,6 +379,66 @@ fn vectors_give_their_input_as_written() {
         "{:?}",
         s.failures
     );
+}
+
+/// A codec dating its output from the machine's clock (`new Date()`):
+/// its vector, written on another day, matches but for that field and is
+/// counted apart with a note naming it; a wrong value beside it still
+/// fails; a run given the day the vector was written judges it whole. The
+/// real Date is back after each call.
+#[test]
+fn fields_following_the_machines_clock_are_named_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.js"),
+        "function decodeUplink(input) { var at = new Date(); return { data: { v: input.bytes[0], day: at.toISOString().slice(0, 10), day_now: new Date(Date.now()).toISOString().slice(0, 10), sub: new Date(0).getTime(), kind: at instanceof Date } }; }",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("test_decode_c.json"),
+        "[{ name: 'written on its day', input: { bytes: [7] }, expected: { data: { v: 7, day: '2026-01-02', day_now: '2026-01-02', sub: 0, kind: true } } },
+          { name: 'wrong too', input: { bytes: [7] }, expected: { data: { v: 8, day: '2026-01-02', day_now: '2026-01-02', sub: 0, kind: true } } }]",
+    )
+    .unwrap();
+    let s = vectors::run(dir.path(), Limits::default(), None);
+    assert_eq!(
+        s.last_line(),
+        "decode: 0 of 2 passed (1 more but for fields that follow the machine's clock); encode: 0 of 0 passed",
+        "{:?} {:?}",
+        s.failures,
+        s.clock_notes
+    );
+    assert_eq!(s.clock_notes.len(), 1, "{:?}", s.clock_notes);
+    assert!(
+        s.clock_notes[0].contains("\"written on its day\"") && s.clock_notes[0].contains("/day"),
+        "{:?}",
+        s.clock_notes
+    );
+    assert!(s.clock_notes[0].contains("/day_now"), "{:?}", s.clock_notes);
+    assert!(
+        !s.clock_notes[0].contains("/sub") && !s.clock_notes[0].contains("/kind"),
+        "{:?}",
+        s.clock_notes
+    );
+    assert_eq!(s.failures.len(), 1, "{:?}", s.failures);
+    assert!(s.failures[0].contains("\"wrong too\""), "{:?}", s.failures);
+
+    let jan_2 = 1_767_355_200_000; // 2026-01-02T12:00:00Z
+    let s = vectors::run(dir.path(), Limits::default(), Some(jan_2));
+    assert_eq!(
+        s.last_line(),
+        "decode: 1 of 2 passed; encode: 0 of 0 passed",
+        "{:?}",
+        s.failures
+    );
+    assert!(s.clock_notes.is_empty());
+
+    // Without a test's clock, a codec reads the machine's.
+    let (_f, codec) = script(
+        "function decodeUplink(input) { return { data: { y: new Date().getUTCFullYear(), f: typeof Date.now } }; }",
+    );
+    let out = decode(&codec, &[0]).unwrap();
+    assert!(out.data()["y"].as_f64().unwrap() >= 2026.0, "{:?}", out.data());
 }
 
 /// What Node gives scripts and some vendors' codecs use: console (silent),
