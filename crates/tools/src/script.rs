@@ -141,9 +141,9 @@ enum CodecCommand {
     /// Run ChirpStack's device-profile test vectors (test_decode_X.json,
     /// test_encode_X.json beside each X.js): a line per failing vector,
     /// then `decode: P of N passed; encode: P of M passed`; exit 1 if any
-    /// fails. A decode vector that matches but for fields the codec dates
-    /// from the machine's clock (`new Date()`) is counted apart, with a
-    /// note, not failed.
+    /// fails. A vector that matches but for fields (or downlink bytes)
+    /// the codec dates from the machine's clock (`new Date()`) is counted
+    /// apart, with a note, not failed.
     Test {
         /// A codec file, or a directory searched recursively.
         path: PathBuf,

@@ -121,12 +121,15 @@
     Stopped.parse = Real.parse;
     return Stopped;
   }
+  function stopClock(clock) {
+    if (typeof clock === "number") {
+      // Put back by tidy(), as any replaced built-in is.
+      Object.defineProperty(global, "Date", { value: stopped(kept.Date, clock), writable: true, configurable: true });
+    }
+  }
   function decode(bytes, fPort, recv, variables, clock) {
     try {
-      if (typeof clock === "number") {
-        // Put back by tidy(), as any replaced built-in is.
-        Object.defineProperty(global, "Date", { value: stopped(kept.Date, clock), writable: true, configurable: true });
-      }
+      stopClock(clock);
       var e = factory.call(global);
       var out;
       if (e.decodeUplink) {
@@ -160,8 +163,9 @@
       tidy();
     }
   }
-  function encode(data, fPort, variables) {
+  function encode(data, fPort, variables, clock) {
     try {
+      stopClock(clock);
       var e = factory.call(global);
       var out;
       if (e.encodeDownlink) {

@@ -218,10 +218,7 @@ impl Engine {
                 Some(text) => rquickjs::String::from_str(ctx.clone(), text)?.into_value(),
                 None => rquickjs::Value::new_number(ctx.clone(), input.recv_ms as f64),
             };
-            let clock = match input.clock_ms {
-                Some(ms) => rquickjs::Value::new_number(ctx.clone(), ms as f64),
-                None => rquickjs::Value::new_undefined(ctx.clone()),
-            };
+            let clock = clock_value(&ctx, input.clock_ms);
             decode.call::<_, String>((input.bytes, input.fport, recv, variables, clock))
         })??;
         parse(&text)
@@ -232,18 +229,21 @@ impl Engine {
     ///
     /// # Errors
     /// What the script threw, or the limit it reached.
+    /// `clock_ms` as [`UplinkInput::clock_ms`].
     pub fn encode(
         &mut self,
         data: &serde_json::Value,
         fport: Option<u8>,
         variables: &BTreeMap<String, String>,
+        clock_ms: Option<i64>,
     ) -> Result<serde_json::Value, ScriptError> {
         let json = data.to_string();
         let text = self.call(|ctx, api| {
             let encode: Function = api.get("encode")?;
             let data = ctx.json_parse(json)?;
             let variables = self::variables(&ctx, variables)?;
-            encode.call::<_, String>((data, fport, variables))
+            let clock = clock_value(&ctx, clock_ms);
+            encode.call::<_, String>((data, fport, variables, clock))
         })??;
         parse(&text)
     }
@@ -330,6 +330,15 @@ fn variables<'js>(
         obj.set(k.as_str(), v.as_str())?;
     }
     Ok(obj)
+}
+
+/// A test's fixed clock for the driver: a number, or `undefined` for the
+/// machine's clock.
+fn clock_value<'js>(ctx: &Ctx<'js>, clock_ms: Option<i64>) -> rquickjs::Value<'js> {
+    match clock_ms {
+        Some(ms) => rquickjs::Value::new_number(ctx.clone(), ms as f64),
+        None => rquickjs::Value::new_undefined(ctx.clone()),
+    }
 }
 
 fn parse(text: &str) -> Result<serde_json::Value, ScriptError> {

@@ -354,7 +354,7 @@ impl ScriptCodec {
         let variables = Arc::clone(&self.variables);
         self.unit.submit(Box::new(move |engine: &mut Engine| {
             let outcome = engine
-                .encode(&data, fport, &variables)
+                .encode(&data, fport, &variables, None)
                 .and_then(checked_encode);
             let hit_limit = outcome.as_ref().is_err_and(ScriptError::spoils);
             reply(outcome);

@@ -391,7 +391,16 @@ fn fields_following_the_machines_clock_are_named_not_failed() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("c.js"),
-        "function decodeUplink(input) { var at = new Date(); return { data: { v: input.bytes[0], day: at.toISOString().slice(0, 10), day_now: new Date(Date.now()).toISOString().slice(0, 10), sub: new Date(0).getTime(), kind: at instanceof Date } }; }",
+        "function decodeUplink(input) { var at = new Date(); return { data: { v: input.bytes[0], day: at.toISOString().slice(0, 10), day_now: new Date(Date.now()).toISOString().slice(0, 10), sub: new Date(0).getTime(), kind: at instanceof Date } }; }\n\
+         // A clock sync: the command byte, then the Unix time in seconds, big-endian.\n\
+         function encodeDownlink(input) { var t = Math.floor(Date.now() / 1000); return { bytes: [input.data.cmd, (t >>> 24) & 255, (t >>> 16) & 255, (t >>> 8) & 255, t & 255] }; }",
+    )
+    .unwrap();
+    // 2026-01-02T12:00:00Z is 1767355200 s: 0x69 0x57 0xB3 0x40.
+    std::fs::write(
+        dir.path().join("test_encode_c.json"),
+        "[{ name: 'sync', input: { data: { cmd: 0x10 } }, expected: { bytes: [0x10, 0x69, 0x57, 0xB3, 0x40] } },\n \
+         { name: 'sync, wrong command', input: { data: { cmd: 0x11 } }, expected: { bytes: [0x10, 0x69, 0x57, 0xB3, 0x40] } }]",
     )
     .unwrap();
     std::fs::write(
@@ -403,12 +412,17 @@ fn fields_following_the_machines_clock_are_named_not_failed() {
     let s = vectors::run(dir.path(), Limits::default(), None);
     assert_eq!(
         s.last_line(),
-        "decode: 0 of 2 passed (1 more but for fields that follow the machine's clock); encode: 0 of 0 passed",
+        "decode: 0 of 2 passed (1 more but for fields that follow the machine's clock); encode: 0 of 2 passed (1 more but for fields that follow the machine's clock)",
         "{:?} {:?}",
         s.failures,
         s.clock_notes
     );
-    assert_eq!(s.clock_notes.len(), 1, "{:?}", s.clock_notes);
+    assert_eq!(s.clock_notes.len(), 2, "{:?}", s.clock_notes);
+    assert!(
+        s.clock_notes[1].contains("encode \"sync\"") && s.clock_notes[1].contains("/3, /4;"),
+        "{:?}",
+        s.clock_notes
+    );
     assert!(
         s.clock_notes[0].contains("\"written on its day\"") && s.clock_notes[0].contains("/day"),
         "{:?}",
@@ -420,14 +434,15 @@ fn fields_following_the_machines_clock_are_named_not_failed() {
         "{:?}",
         s.clock_notes
     );
-    assert_eq!(s.failures.len(), 1, "{:?}", s.failures);
+    assert_eq!(s.failures.len(), 2, "{:?}", s.failures);
     assert!(s.failures[0].contains("\"wrong too\""), "{:?}", s.failures);
+    assert!(s.failures[1].contains("\"sync, wrong command\""), "{:?}", s.failures);
 
     let jan_2 = 1_767_355_200_000; // 2026-01-02T12:00:00Z
     let s = vectors::run(dir.path(), Limits::default(), Some(jan_2));
     assert_eq!(
         s.last_line(),
-        "decode: 1 of 2 passed; encode: 0 of 0 passed",
+        "decode: 1 of 2 passed; encode: 1 of 2 passed",
         "{:?}",
         s.failures
     );

@@ -8,9 +8,10 @@
 //! (and `fPort`, where given). Numbers compare as numbers (`1` is `1.0`).
 //!
 //! Some codecs date what they decode from the machine's clock (`new
-//! Date()`, not `input.recvTime`), so their vectors hold the day they were
-//! written on and fail on any other, under any engine. A decode vector
-//! that does not match is decoded again at two fixed clocks a day apart:
+//! Date()`, not `input.recvTime`), or put the time in a downlink (a clock
+//! sync), so their vectors hold the day they were written on and fail on
+//! any other, under any engine. A vector that does not match is run again
+//! at fixed clocks a day and three years apart:
 //! the fields that differ between those follow the clock, and when
 //! everything else matches the vector is counted apart, not failed, with
 //! a note naming them. A run given a clock (`codec test --now`) judges
@@ -40,6 +41,8 @@ pub struct Summary {
     pub without_vectors: Vec<String>,
     /// Decode vectors that matched but for fields following the clock.
     pub decode_clock_bound: usize,
+    /// Encode vectors that matched but for bytes following the clock.
+    pub encode_clock_bound: usize,
     /// One line per such vector, naming the fields.
     pub clock_notes: Vec<String>,
 }
@@ -47,13 +50,18 @@ pub struct Summary {
 impl Summary {
     /// `decode: P of N passed; encode: P of M passed`.
     pub fn last_line(&self) -> String {
-        let clock_bound = match self.decode_clock_bound {
+        let clock_bound = |n: usize| match n {
             0 => String::new(),
             n => format!(" ({n} more but for fields that follow the machine's clock)"),
         };
         format!(
-            "decode: {} of {} passed{clock_bound}; encode: {} of {} passed",
-            self.decode_passed, self.decode_total, self.encode_passed, self.encode_total
+            "decode: {} of {} passed{}; encode: {} of {} passed{}",
+            self.decode_passed,
+            self.decode_total,
+            clock_bound(self.decode_clock_bound),
+            self.encode_passed,
+            self.encode_total,
+            clock_bound(self.encode_clock_bound)
         )
     }
 
@@ -153,11 +161,7 @@ fn run_file(file: &Path, limits: Limits, clock_ms: Option<i64>, summary: &mut Su
             Ok(Matched::Fully) => summary.decode_passed += 1,
             Ok(Matched::ButForTheClock(fields)) => {
                 summary.decode_clock_bound += 1;
-                summary.clock_notes.push(format!(
-                    "note: {shown} decode {:?}: not compared, as the codec dates them from the machine's clock (`new Date()`): {}; `--now` judges them at a given instant",
-                    name(v),
-                    fields.join(", ")
-                ));
+                summary.clock_notes.push(clock_note(&shown, "decode", v, &fields));
             }
             Err(why) => summary
                 .failures
@@ -167,16 +171,28 @@ fn run_file(file: &Path, limits: Limits, clock_ms: Option<i64>, summary: &mut Su
     for v in &encodes {
         summary.encode_total += 1;
         let verdict = match engine.as_mut() {
-            Some(engine) => encode_vector(engine, v),
+            Some(engine) => encode_vector(engine, v, clock_ms),
             None => Err("the codec did not load".into()),
         };
         match verdict {
-            Ok(()) => summary.encode_passed += 1,
+            Ok(Matched::Fully) => summary.encode_passed += 1,
+            Ok(Matched::ButForTheClock(fields)) => {
+                summary.encode_clock_bound += 1;
+                summary.clock_notes.push(clock_note(&shown, "encode", v, &fields));
+            }
             Err(why) => summary
                 .failures
                 .push(format!("FAIL {shown} encode {:?}: {why}", name(v))),
         }
     }
+}
+
+fn clock_note(codec: &str, which: &str, v: &Value, fields: &[String]) -> String {
+    format!(
+        "note: {codec} {which} {:?}: not compared, as the codec dates them from the machine's clock (`new Date()`): {}; `--now` judges them at a given instant",
+        name(v),
+        fields.join(", ")
+    )
 }
 
 /// The vectors of one file; an unreadable file counts as one failed
@@ -247,18 +263,20 @@ fn variables(input: &Value) -> BTreeMap<String, String> {
     }
 }
 
-/// How a decode vector that passed matched.
+/// How a vector that passed matched.
 enum Matched {
     Fully,
-    /// All but these fields (JSON pointers into `data`), which follow the
-    /// clock the codec reads.
+    /// All but these fields (JSON pointers into `data`, or `bytes`),
+    /// which follow the clock the codec reads.
     ButForTheClock(Vec<String>),
 }
 
-/// Two clocks this far apart move any field dated from the clock: a day
-/// and an hour and a minute and a second and a bit, a multiple of no
-/// period a codec is likely to wrap a time in.
-const CLOCK_SHIFT_MS: i64 = 90_061_001;
+/// The clocks a vector is run again at, from now: this far apart they
+/// move any part of a time a codec writes, a date's text or each byte of
+/// a count of seconds (its highest only every half year or so): a day and
+/// an hour and a minute and a second and a bit, and three years less as
+/// much, multiples of no period a codec is likely to wrap a time in.
+const CLOCK_SHIFTS_MS: [i64; 3] = [0, 90_061_001, -94_608_000_000 - 90_061_001];
 
 fn decode_vector(engine: &mut Engine, v: &Value, clock_ms: Option<i64>) -> Result<Matched, String> {
     let input = v.get("input").ok_or("no `input`")?;
@@ -305,23 +323,38 @@ fn decode_vector(engine: &mut Engine, v: &Value, clock_ms: Option<i64>) -> Resul
         return Err(difference("data", want, have));
     }
     let now = now_ms();
-    let early = decode_at(Some(now))?;
-    let late = decode_at(Some(now.saturating_add(CLOCK_SHIFT_MS)))?;
+    let runs = CLOCK_SHIFTS_MS
+        .iter()
+        .map(|shift| decode_at(Some(now.saturating_add(*shift))))
+        .collect::<Result<Vec<_>, _>>()?;
+    but_for_the_clock("data", want, have, &runs)
+}
+
+/// Judges `have` (the result's `key`, at the machine's clock), which is
+/// not `want`, by the results `runs` at the clocks of [`CLOCK_SHIFTS_MS`]:
+/// a match but for what differs between those, or the difference.
+fn but_for_the_clock(key: &str, want: &Value, have: &Value, runs: &[Value]) -> Result<Matched, String> {
     let mut moving = Vec::new();
-    differing(
-        early.get("data").unwrap_or(&Value::Null),
-        late.get("data").unwrap_or(&Value::Null),
-        &mut String::new(),
-        &mut moving,
-    );
+    if let Some((first, rest)) = runs.split_first() {
+        for other in rest {
+            differing(
+                first.get(key).unwrap_or(&Value::Null),
+                other.get(key).unwrap_or(&Value::Null),
+                &mut String::new(),
+                &mut moving,
+            );
+        }
+    }
+    moving.sort();
+    moving.dedup();
     if moving.is_empty() {
-        return Err(difference("data", want, have));
+        return Err(difference(key, want, have));
     }
     let (want, have) = (without(want, &moving), without(have, &moving));
     if same(&want, &have) {
         Ok(Matched::ButForTheClock(moving))
     } else {
-        Err(difference("data", &want, &have))
+        Err(difference(key, &want, &have))
     }
 }
 
@@ -370,25 +403,23 @@ fn without(data: &Value, pointers: &[String]) -> Value {
     data
 }
 
-fn encode_vector(engine: &mut Engine, v: &Value) -> Result<(), String> {
+fn encode_vector(engine: &mut Engine, v: &Value, clock_ms: Option<i64>) -> Result<Matched, String> {
     let input = v.get("input").ok_or("no `input`")?;
     let data = input.get("data").cloned().unwrap_or(Value::Null);
     let fport = input.get("fPort").and_then(Value::as_f64).map(|p| p as u8);
-    let got = engine
-        .encode(&data, fport, &variables(input))
-        .map_err(|e| describe(&e))?;
+    let vars = variables(input);
+    let mut encode_at = |clock_ms: Option<i64>| {
+        engine
+            .encode(&data, fport, &vars, clock_ms)
+            .map_err(|e| describe(&e))
+    };
+    let got = encode_at(clock_ms)?;
     let expected = v.get("expected").ok_or("no `expected`")?;
     let null = Value::Null;
     if let Some(want) = expected.get("errors") {
         let have = got.get("errors").unwrap_or(&null);
         if !same_list(want, have) {
             return Err(difference("errors", want, have));
-        }
-    }
-    if let Some(want) = expected.get("bytes") {
-        let have = got.get("bytes").unwrap_or(&null);
-        if !same(want, have) {
-            return Err(difference("bytes", want, have));
         }
     }
     if let Some(want) = expected.get("fPort") {
@@ -399,7 +430,22 @@ fn encode_vector(engine: &mut Engine, v: &Value) -> Result<(), String> {
             return Err(difference("fPort", want, have));
         }
     }
-    Ok(())
+    let Some(want) = expected.get("bytes") else {
+        return Ok(Matched::Fully);
+    };
+    let have = got.get("bytes").unwrap_or(&null);
+    if same(want, have) {
+        return Ok(Matched::Fully);
+    }
+    if clock_ms.is_some() {
+        return Err(difference("bytes", want, have));
+    }
+    let now = now_ms();
+    let runs = CLOCK_SHIFTS_MS
+        .iter()
+        .map(|shift| encode_at(Some(now.saturating_add(*shift))))
+        .collect::<Result<Vec<_>, _>>()?;
+    but_for_the_clock("bytes", want, have, &runs)
 }
 
 fn describe(e: &ScriptError) -> String {
