@@ -43,6 +43,11 @@ struct LorawanArgs {
     /// repeat for more.
     #[arg(long = "var")]
     vars: Vec<String>,
+    /// When the uplink was received (RFC 3339), for a js: codec: its
+    /// `recvTime`, and the instant its `new Date()` reads (default: now),
+    /// for a payload captured earlier by a codec that dates it so.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
     /// A whole PHYPayload in hex: verify its MIC and decrypt it.
     #[arg(long)]
     phy: Option<String>,
@@ -148,6 +153,7 @@ impl LorawanArgs {
         self.codec.is_some()
             || self.fport.is_some()
             || !self.vars.is_empty()
+            || self.now.is_some()
             || self.phy.is_some()
             || self.nwk_s_key.is_some()
             || self.app_s_key.is_some()
@@ -166,9 +172,9 @@ fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
     {
         return decode_script(args, codec);
     }
-    if args.fport.is_some() || !args.vars.is_empty() {
+    if args.fport.is_some() || !args.vars.is_empty() || args.now.is_some() {
         return Err(Failure::Usage(
-            "--fport and --var go with --codec js:FILE".into(),
+            "--fport, --var and --now go with --codec js:FILE".into(),
         ));
     }
     let codec = args
@@ -213,10 +219,16 @@ fn decode_lorawan(args: &LorawanArgs) -> Result<Vec<String>, Failure> {
 #[cfg(feature = "lorawan")]
 fn decode_script(args: &LorawanArgs, codec: &str) -> Result<Vec<String>, Failure> {
     let script = crate::script::load(codec, &args.vars).map_err(Failure::Usage)?;
+    let received = args
+        .now
+        .as_deref()
+        .map(crate::script::instant)
+        .transpose()
+        .map_err(Failure::Usage)?;
     match (&args.hex, &args.phy) {
         (Some(hex), None) => {
             let bytes = from_hex(hex)?;
-            crate::script::decode(&script, bytes, args.fport.unwrap_or(1))
+            crate::script::decode(&script, bytes, args.fport.unwrap_or(1), received)
                 .map_err(|(lines, reason)| Failure::Refused { lines, reason })
         }
         (None, Some(phy)) => {
@@ -231,7 +243,7 @@ fn decode_script(args: &LorawanArgs, codec: &str) -> Result<Vec<String>, Failure
                     "no application payload (FPort 0 or none) for the codec".into(),
                 ));
             };
-            match crate::script::decode(&script, payload, fport) {
+            match crate::script::decode(&script, payload, fport, received) {
                 Ok(more) => {
                     lines.extend(more);
                     Ok(lines)

@@ -35,17 +35,19 @@ fn variables(vars: &[String]) -> Result<BTreeMap<String, String>, String> {
 /// `decode --codec js:FILE --fport N HEX`: the whole result as JSON, then
 /// the readings the gateway derives from it. `Err((lines, reason))` when
 /// the codec threw (no lines) or reported errors (the result's lines).
+/// `received` (ms since the epoch): the uplink's `recvTime` and the
+/// codec's clock; `None`: now, on the machine's clock.
 pub(crate) fn decode(
     codec: &ScriptCodec,
     bytes: Vec<u8>,
     fport: u8,
+    received: Option<i64>,
 ) -> Result<Vec<String>, (Vec<String>, String)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let decoded = codec
-        .decode_blocking(bytes, fport, now)
-        .map_err(|e| (Vec::new(), e.to_string()))?;
+    let decoded = match received {
+        Some(ms) => codec.decode_blocking_at(bytes, fport, ms, Some(ms)),
+        None => codec.decode_blocking(bytes, fport, now_ms()),
+    }
+    .map_err(|e| (Vec::new(), e.to_string()))?;
     let mut lines = vec![pretty(&decoded.result)];
     let errors = decoded.errors();
     if !errors.is_empty() {
@@ -72,6 +74,19 @@ pub(crate) fn decode(
         });
     }
     Ok(lines)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `--now`'s RFC 3339 instant, in milliseconds since the epoch.
+pub(crate) fn instant(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("--now {text:?}: {e} (expected RFC 3339, e.g. 2026-01-02T12:00:00Z)"))
 }
 
 fn pretty(v: &serde_json::Value) -> String {
@@ -166,14 +181,9 @@ fn test(path: &Path, now: Option<&str>) -> ExitCode {
     if !path.exists() {
         return usage(&format!("{} does not exist", path.display()));
     }
-    let clock_ms = match now.map(chrono::DateTime::parse_from_rfc3339) {
-        None => None,
-        Some(Ok(t)) => Some(t.timestamp_millis()),
-        Some(Err(e)) => {
-            return usage(&format!(
-                "--now: {e} (expected RFC 3339, e.g. 2026-01-02T12:00:00Z)"
-            ))
-        }
+    let clock_ms = match now.map(instant).transpose() {
+        Ok(clock_ms) => clock_ms,
+        Err(e) => return usage(&e),
     };
     let summary = vectors::run(path, Limits::default(), clock_ms);
     for file in &summary.without_vectors {

@@ -669,6 +669,23 @@ fn codec_test_runs_the_vendors_vectors_and_names_a_failing_one() {
         stdout.contains("FAIL ") && stdout.contains("\"time\""),
         "{stdout}"
     );
+    // `decode --now`: a payload captured on the vector's day reads as then.
+    let codec = format!("js:{}", g62.display());
+    let (code, stdout, stderr) = edge_gateway(&[
+        "decode",
+        "--codec",
+        &codec,
+        "--fport",
+        "1",
+        "--now",
+        "2026-01-02T15:00:00Z",
+        "A026F5EC16A108450A12CAC9330000171C2318",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("time = \"2026-01-02T11:40:59.000Z\" (text field, not a reading)"),
+        "{stdout}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(

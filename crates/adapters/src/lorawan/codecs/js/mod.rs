@@ -374,6 +374,22 @@ impl ScriptCodec {
         fport: u8,
         recv_ms: i64,
     ) -> Result<Decoded, ScriptError> {
+        self.decode_blocking_at(bytes, fport, recv_ms, None)
+    }
+
+    /// [`Self::decode_blocking`] with the codec's clock stopped at
+    /// `clock_ms` (`new Date()` reads it; `None`: the machine's clock),
+    /// for a payload decoded after the fact.
+    ///
+    /// # Errors
+    /// What the script threw, or the limit it reached.
+    pub fn decode_blocking_at(
+        &self,
+        bytes: Vec<u8>,
+        fport: u8,
+        recv_ms: i64,
+        clock_ms: Option<i64>,
+    ) -> Result<Decoded, ScriptError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let variables = Arc::clone(&self.variables);
         self.unit.submit(Box::new(move |engine: &mut Engine| {
@@ -383,7 +399,7 @@ impl ScriptCodec {
                 recv_ms,
                 recv_text: None,
                 variables: &variables,
-                clock_ms: None,
+                clock_ms,
             };
             let outcome = engine.decode(&input).map(|result| Decoded { result });
             let hit_limit = outcome.as_ref().is_err_and(ScriptError::spoils);
