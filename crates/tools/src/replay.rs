@@ -34,8 +34,10 @@ pub struct ReplayArgs {
     /// The config file whose [[rule]] tables are run.
     #[arg(short, long)]
     config: PathBuf,
-    /// `timestamp,value` rows; a header line is skipped. Timestamps are
-    /// `2013-12-10 06:25:00` (UTC) or RFC 3339.
+    /// `timestamp,value` rows (or `timestamp;value` with a decimal comma,
+    /// as a spreadsheet in a European locale saves them, or tab-separated;
+    /// further columns are ignored); a header line is skipped. Timestamps
+    /// are `2013-12-10 06:25:00` (UTC) or RFC 3339.
     #[arg(long)]
     csv: PathBuf,
     /// The device the readings are from.
@@ -84,6 +86,30 @@ fn parse_time(s: &str) -> Option<Timestamp> {
         .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f"))
         .ok()?;
     Timestamp::from_millis(naive.and_utc().timestamp_millis()).ok()
+}
+
+/// One row's time and value: `timestamp,value`, or as a spreadsheet set
+/// to a European locale saves it (`;` between the fields, a decimal
+/// comma: `2026-11-21 10:00:00;21,5`), or tab-separated. Fields may be
+/// quoted; further columns are ignored.
+fn parse_row(text: &str) -> Option<(Timestamp, f64)> {
+    let separator = if text.contains(';') {
+        ';'
+    } else if text.contains('\t') {
+        '\t'
+    } else {
+        ','
+    };
+    let mut fields = text.split(separator);
+    let at = parse_time(fields.next()?)?;
+    let value = fields.next()?.trim().trim_matches('"').trim();
+    let decimal_comma = separator != ',' && value.matches(',').count() == 1 && !value.contains('.');
+    let value: f64 = if decimal_comma {
+        value.replacen(',', ".", 1).parse().ok()?
+    } else {
+        value.parse().ok()?
+    };
+    Some((at, value))
 }
 
 fn fail(code: u8, message: String) -> ExitCode {
@@ -159,6 +185,9 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let started = Instant::now();
     let (mut rows, mut bad, mut read) = (0u64, 0usize, 0u64);
+    // The first row that is neither blank nor a reading is taken for a
+    // header, whatever its names or quotes.
+    let mut header_seen = false;
     let mut per_rule: BTreeMap<String, Counts> = BTreeMap::new();
     let mut first_last: Option<(Timestamp, Timestamp)> = None;
 
@@ -178,20 +207,23 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
                 bar.set_position(read);
             }
         }
-        let text = line.trim();
-        if text.is_empty() || (n == 0 && text.to_ascii_lowercase().starts_with("timestamp")) {
+        // A spreadsheet's export may begin with a byte-order mark.
+        let text = line.trim_start_matches('\u{feff}').trim();
+        if text.is_empty() {
             continue;
         }
-        let parsed = text.split_once(',').and_then(|(t, v)| {
-            let at = parse_time(t)?;
-            let value: f64 = v.trim().trim_matches('"').parse().ok()?;
+        let parsed = parse_row(text).and_then(|(at, value)| {
             Reading::new(device.clone(), metric.clone(), value, at, TimeSource::Event).ok()
         });
         let Some(reading) = parsed else {
+            if !header_seen && rows == 0 && bad == 0 {
+                header_seen = true;
+                continue;
+            }
             bad += 1;
             if bad <= SHOWN_BAD_ROWS {
                 eprintln!(
-                    "{}: line {}: expected timestamp,value with a finite number, got \"{text}\"",
+                    "{}: line {}: expected timestamp,value (or timestamp;value) with a finite number, got \"{text}\"",
                     args.csv.display(),
                     n + 1
                 );
@@ -271,6 +303,10 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
             counts.cleared,
             counts.suppressed,
         );
+    }
+    if rows == 0 {
+        // Nothing was judged: a script must not read that as "no alerts".
+        return fail(EX_DATAERR, format!("no reading in {}", args.csv.display()));
     }
     ExitCode::SUCCESS
 }

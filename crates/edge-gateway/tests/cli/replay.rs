@@ -100,6 +100,48 @@ fn replay_prints_each_alert_as_the_upstream_payload_and_a_summary() {
     assert!(stderr.contains("raised 1, cleared 1"), "{stderr}");
 }
 
+/// The same readings as a spreadsheet in a European locale saves them
+/// (a byte-order mark, a quoted header of other names, `;` between the
+/// fields, decimal commas, a further column), and tab-separated, give the
+/// same alerts; a file with no readable row exits 65, not 0.
+#[test]
+fn replay_reads_a_spreadsheets_csv_and_refuses_a_file_without_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = replay(dir.path(), "fridge-2");
+    assert!(plain.status.success());
+    let run = |csv: &str| {
+        std::fs::write(dir.path().join("data.csv"), csv).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+            .current_dir(dir.path())
+            .args(["replay", "-c", "gateway.toml", "--csv", "data.csv"])
+            .args(["--device", "fridge-2", "--metric", "temperature"])
+            .output()
+            .unwrap()
+    };
+    let european = "\u{feff}\"Zeit\";\"Temperatur\";\"Einheit\"\r\n\
+        \"2026-11-21 10:00:00\";\"7,0\";\"°C\"\r\n\
+        2026-11-21 10:01:00;7,9;°C\r\n\
+        2026-11-21T10:02:00Z;9,4;°C\r\n\
+        2026-11-21 10:03:00;7,8;°C\r\n\
+        2026-11-21 10:05:00;7,2;°C\r\n";
+    let tabs = "time\tvalue\n2026-11-21 10:00:00\t7.0\n2026-11-21 10:01:00\t7.9\n\
+        2026-11-21T10:02:00Z\t9.4\n2026-11-21 10:03:00\t7.8\n2026-11-21 10:05:00\t7.2\n";
+    for csv in [european, tabs] {
+        let out = run(csv);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(out.stdout, plain.stdout, "{stderr}");
+        assert!(stderr.contains("replayed 5 reading(s)"), "{stderr}");
+        assert!(stderr.contains("0 bad row(s) skipped"), "{stderr}");
+    }
+    // Values the header guess must not take: a second unreadable row is bad.
+    let out = run("timestamp,value\nnot,a row\n2026-11-21 10:00:00,oops\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(stderr.contains("2 bad row(s) skipped"), "{stderr}");
+    assert!(stderr.contains("no reading in data.csv"), "{stderr}");
+}
+
 #[test]
 fn replay_is_deterministic_and_respects_the_device_selector() {
     let dir = tempfile::tempdir().unwrap();
