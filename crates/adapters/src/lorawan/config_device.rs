@@ -330,8 +330,9 @@ fn codec(
     }
 }
 
-fn parse_dev_addr(text: &str) -> Option<u32> {
+fn parse_dev_addr(given: &str) -> Option<u32> {
+    let text = crate::lorawan::hex_text::compact_hex(given);
     (text.len() == 8 && text.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u32::from_str_radix(text, 16).ok())
+        .then(|| u32::from_str_radix(&text, 16).ok())
         .flatten()
 }

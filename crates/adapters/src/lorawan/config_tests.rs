@@ -551,3 +551,42 @@ codec = "compact_i16"
     assert!(reg[0].floor.is_some());
     assert_eq!(reg[0].labels(), ["co2"]);
 }
+
+/// EUIs, a DevAddr and keys as consoles and labels print them (grouped by
+/// spaces, colons or dashes, or after `0x`) configure the same device as
+/// their bare digits; anything else in them is still refused.
+#[test]
+fn grouped_and_prefixed_hex_configures_the_same_devices() {
+    let spaced: String = APP
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| std::str::from_utf8(pair).unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (devices, problems) = check(&format!(
+        r#"[[lorawan.device]]
+dev_addr = "26:0B:12:34"
+nwk_s_key = "0x{}"
+app_s_key = "{spaced}"
+codec = "cayenne_lpp"
+"#,
+        NWK.to_uppercase()
+    ));
+    assert_eq!(problems, Vec::<String>::new());
+    assert_eq!(devices[0].dev_addr, 0x260B_1234);
+    assert_eq!(devices[0].nwk_s_key, NWK.parse().unwrap());
+    assert_eq!(devices[0].app_s_key, APP.parse().unwrap());
+    assert_eq!(
+        "24E1-2413-6B32-4001".parse::<Eui>().unwrap().to_string(),
+        "24E124136B324001"
+    );
+    let (_, problems) = check(&format!(
+        r#"[[lorawan.device]]
+dev_addr = "26.0B.12.34"
+nwk_s_key = "{NWK}"
+app_s_key = "{{ 0x{APP} }}"
+codec = "cayenne_lpp"
+"#
+    ));
+    assert_eq!(problems.len(), 2, "{problems:?}");
+}

@@ -51,7 +51,8 @@ pub enum KeyError {
 impl FromStr for Key {
     type Err = KeyError;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+    fn from_str(given: &str) -> Result<Self, Self::Err> {
+        let s = super::hex_text::compact_hex(given);
         if s.len() != 32 {
             return Err(KeyError::Length(s.chars().count()));
         }

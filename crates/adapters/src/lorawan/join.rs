@@ -47,8 +47,9 @@ pub struct EuiParseError(pub String);
 impl FromStr for Eui {
     type Err = EuiParseError;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || EuiParseError(s.to_string());
+    fn from_str(given: &str) -> Result<Self, Self::Err> {
+        let err = || EuiParseError(given.to_string());
+        let s = super::hex_text::compact_hex(given);
         if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(err());
         }

@@ -25,6 +25,7 @@ pub mod downlink;
 pub mod downlink_feed;
 pub mod fcnt;
 pub mod frame;
+pub mod hex_text;
 pub mod join;
 pub mod kind;
 pub mod mac;

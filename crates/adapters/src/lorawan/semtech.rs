@@ -88,8 +88,9 @@ pub struct EuiError(pub String);
 impl std::str::FromStr for GatewayEui {
     type Err = EuiError;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || EuiError(s.to_string());
+    fn from_str(given: &str) -> Result<Self, Self::Err> {
+        let err = || EuiError(given.to_string());
+        let s = super::hex_text::compact_hex(given);
         if s.len() != 16 || !s.is_ascii() {
             return Err(err());
         }
