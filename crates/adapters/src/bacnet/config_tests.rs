@@ -66,7 +66,7 @@ name = "bms"
 
 [[bacnet.device]]
 instance = 1001
-objects = ["analog-input:1", "analogValue:3", "msv:2"]
+objects = ["analog-input:1", "analogValue:3", "msv:2", "ANALOG_INPUT:5", "analog-value, 6"]
 exclude = ["binary-input:4"]
 cov = true
 
@@ -85,7 +85,9 @@ address = "127.0.0.1:47901"
             &[
                 ObjectId::new(0, 1),
                 ObjectId::new(2, 3),
-                ObjectId::new(19, 2)
+                ObjectId::new(19, 2),
+                ObjectId::new(0, 5),
+                ObjectId::new(2, 6)
             ][..]
         )
     );

@@ -117,9 +117,11 @@ impl std::fmt::Display for ObjectId {
 impl std::str::FromStr for ObjectId {
     type Err = String;
 
-    /// "analog-input:1" (or "analogInput:1", bacpypes' spelling, or "0:1").
+    /// "analog-input:1" (or "analogInput:1", bacpypes' spelling,
+    /// "ANALOG_INPUT:1", "ai:1", "0:1", or with a comma: "analog-input,1"
+    /// as many BACnet tools list them).
     fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, instance) = s.split_once(':').ok_or_else(|| {
+        let (kind, instance) = s.split_once([':', ',']).ok_or_else(|| {
             format!("expected type:instance such as \"analog-input:1\", got \"{s}\"")
         })?;
         let folded: String = kind
@@ -143,6 +145,7 @@ impl std::str::FromStr for ObjectId {
                 )
             })?;
         let instance = instance
+            .trim()
             .parse::<u32>()
             .ok()
             .filter(|i| *i < MAX_INSTANCE)
