@@ -62,7 +62,8 @@ impl fmt::Display for Dpt {
 impl FromStr for Dpt {
     type Err = String;
 
-    /// `9.001`, `9.1`, `9`, and ETS's `DPST-9-1` and `DPT-9`.
+    /// `9.001`, `9.1`, `9`, ETS's `DPST-9-1` and `DPT-9`, and as ETS's
+    /// and manufacturers' pages write it: `DPT 9.001`, `DPT9.001`.
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
         let upper = t.to_ascii_uppercase();
@@ -71,12 +72,13 @@ impl FromStr for Dpt {
                 Some((m, s)) => (m, Some(s)),
                 None => (rest, None),
             }
-        } else if let Some(rest) = upper.strip_prefix("DPT-") {
-            (rest, None)
         } else {
-            match t.split_once('.') {
+            let rest = upper
+                .strip_prefix("DPT")
+                .map_or(upper.as_str(), |r| r.trim_start_matches([' ', '-', '_']));
+            match rest.split_once('.') {
                 Some((m, s)) => (m, Some(s)),
-                None => (t, None),
+                None => (rest, None),
             }
         };
         let number = |x: &str| -> Option<u16> {

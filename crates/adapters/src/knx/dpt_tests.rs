@@ -158,12 +158,15 @@ fn types_read_in_every_notation_with_their_units() {
         ("DPST-9-1", 9, Some(1)),
         ("dpst-13-13", 13, Some(13)),
         ("DPT-9", 9, None),
+        ("DPT 9.001", 9, Some(1)),
+        ("DPT9.001", 9, Some(1)),
+        ("dpt-5.001", 5, Some(1)),
         ("14", 14, None),
         ("20.102", 20, Some(102)),
     ] {
         assert_eq!(text.parse::<Dpt>().unwrap(), Dpt { main, sub }, "{text}");
     }
-    for bad in ["", "9.", ".1", "x", "2.001", "10.001", "16.002", "9.001.1"] {
+    for bad in ["", "9.", ".1", "x", "2.001", "10.001", "16.002", "9.001.1", "DPT", "DPT x"] {
         assert!(bad.parse::<Dpt>().is_err(), "{bad}");
     }
     assert_eq!(Dpt::new(9, 1).to_string(), "9.001");
