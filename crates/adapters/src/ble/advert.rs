@@ -38,7 +38,7 @@ pub enum AdvertError {
     Json(String),
     #[error("`ts` {value:?} is not an RFC 3339 time")]
     Time { value: String },
-    #[error("MAC {value:?}: expected six hex bytes separated by colons (a4:c1:38:8d:18:b2)")]
+    #[error("MAC {value:?}: expected six hex bytes separated by colons (a4:c1:38:8d:18:b2), or the twelve digits alone")]
     Mac { value: String },
     #[error("`rssi` {value} is outside -128..=127 dBm")]
     Rssi { value: i64 },
@@ -84,12 +84,19 @@ impl Mac {
 impl FromStr for Mac {
     type Err = AdvertError;
 
-    /// Six hex bytes separated by `:` (or `-`), any case.
+    /// Six hex bytes separated by `:` (or `-`), any case, or the twelve
+    /// digits alone as some devices print them (Shelly's `A4C1388D18B2`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || AdvertError::Mac {
             value: s.chars().take(40).collect(),
         };
         let mut out = [0u8; 6];
+        if s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+            }
+            return Ok(Self(out));
+        }
         let mut parts = s.split([':', '-']);
         for byte in &mut out {
             let part = parts.next().ok_or_else(bad)?;
@@ -397,6 +404,17 @@ mod tests {
                 .unwrap();
         assert_eq!(adv.rssi, None);
         assert!(adv.service_data.is_empty() && adv.manufacturer_data.is_empty());
+    }
+
+    #[test]
+    fn a_mac_is_read_with_colons_dashes_or_bare_in_any_case() {
+        let want = Mac([0xA4, 0xC1, 0x38, 0x8D, 0x18, 0xB2]);
+        for text in ["a4:c1:38:8d:18:b2", "A4-C1-38-8D-18-B2", "A4C1388D18B2"] {
+            assert_eq!(text.parse::<Mac>(), Ok(want), "{text}");
+        }
+        for bad in ["A4C1388D18B", "A4C1388D18B2F", "A4C1388D18+2", "a4:c1:38:8d:18b2"] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
     }
 
     #[test]

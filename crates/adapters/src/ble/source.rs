@@ -75,10 +75,15 @@ impl BleAdapter {
     }
 
     /// Admits the `[[device]]` ids that are MAC addresses (others are not
-    /// BLE devices and are skipped).
+    /// BLE devices and are skipped). The registry has already written
+    /// every id that is plainly a MAC in its colon form (`aa:bb:…`), so
+    /// an id of twelve bare digits it left as it was is a serial number.
     pub fn also_registered(&mut self, ids: &[String]) {
-        self.registered
-            .extend(ids.iter().filter_map(|id| id.parse::<Mac>().ok()));
+        self.registered.extend(
+            ids.iter()
+                .filter(|id| id.contains([':', '-']))
+                .filter_map(|id| id.parse::<Mac>().ok()),
+        );
     }
 }
 
@@ -345,6 +350,7 @@ mod tests {
             "a4:c1:38:8d:18:b2".into(),
             "A4:C1:38:00:00:01".into(),
             "fridge-7".into(),
+            "123456789012".into(),
         ]);
         let want: HashSet<Mac> = ["a4:c1:38:8d:18:b2", "a4:c1:38:00:00:01"]
             .iter()
