@@ -11,11 +11,10 @@
 //! Date()`, not `input.recvTime`), or put the time in a downlink (a clock
 //! sync), so their vectors hold the day they were written on and fail on
 //! any other, under any engine. A vector that does not match is run again
-//! at fixed clocks a day and three years apart:
-//! the fields that differ between those follow the clock, and when
-//! everything else matches the vector is counted apart, not failed, with
-//! a note naming them. A run given a clock (`codec test --now`) judges
-//! every field at it instead.
+//! at fixed clocks a day and three years apart: the fields that differ
+//! between those follow the clock, and when everything else matches the
+//! vector is counted apart, not failed, with a note naming them. A run
+//! given a clock (`codec test --now`) judges every field at it instead.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,7 +47,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// `decode: P of N passed; encode: P of M passed`.
+    /// `decode: P of N passed; encode: P of M passed`, each with `(K more
+    /// but for fields that follow the machine's clock)` when there are.
     pub fn last_line(&self) -> String {
         let clock_bound = |n: usize| match n {
             0 => String::new(),
