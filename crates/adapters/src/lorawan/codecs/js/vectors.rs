@@ -322,23 +322,29 @@ fn decode_vector(engine: &mut Engine, v: &Value, clock_ms: Option<i64>) -> Resul
     if clock_ms.is_some() {
         return Err(difference("data", want, have));
     }
+    but_for_the_clock("data", want, have, decode_at)
+}
+
+/// Judges `have` (the result's `key`, at the machine's clock), which is
+/// not `want`, by the results `run_at` gives at the clocks of
+/// [`CLOCK_SHIFTS_MS`]: a match but for what differs between those, or
+/// the difference.
+fn but_for_the_clock(
+    key: &str,
+    want: &Value,
+    have: &Value,
+    mut run_at: impl FnMut(Option<i64>) -> Result<Value, String>,
+) -> Result<Matched, String> {
     let now = now_ms();
     // A codec that fails at another clock cannot show what follows it:
     // the vector's own difference is the verdict.
     let Ok(runs) = CLOCK_SHIFTS_MS
         .iter()
-        .map(|shift| decode_at(Some(now.saturating_add(*shift))))
+        .map(|shift| run_at(Some(now.saturating_add(*shift))))
         .collect::<Result<Vec<_>, _>>()
     else {
-        return Err(difference("data", want, have));
+        return Err(difference(key, want, have));
     };
-    but_for_the_clock("data", want, have, &runs)
-}
-
-/// Judges `have` (the result's `key`, at the machine's clock), which is
-/// not `want`, by the results `runs` at the clocks of [`CLOCK_SHIFTS_MS`]:
-/// a match but for what differs between those, or the difference.
-fn but_for_the_clock(key: &str, want: &Value, have: &Value, runs: &[Value]) -> Result<Matched, String> {
     let mut moving = Vec::new();
     if let Some((first, rest)) = runs.split_first() {
         for other in rest {
@@ -445,17 +451,7 @@ fn encode_vector(engine: &mut Engine, v: &Value, clock_ms: Option<i64>) -> Resul
     if clock_ms.is_some() {
         return Err(difference("bytes", want, have));
     }
-    let now = now_ms();
-    // A codec that fails at another clock cannot show what follows it:
-    // the vector's own difference is the verdict.
-    let Ok(runs) = CLOCK_SHIFTS_MS
-        .iter()
-        .map(|shift| encode_at(Some(now.saturating_add(*shift))))
-        .collect::<Result<Vec<_>, _>>()
-    else {
-        return Err(difference("bytes", want, have));
-    };
-    but_for_the_clock("bytes", want, have, &runs)
+    but_for_the_clock("bytes", want, have, encode_at)
 }
 
 fn describe(e: &ScriptError) -> String {
