@@ -143,6 +143,40 @@ registers = [
     assert_eq!(s.devices_of("meters").len(), 1);
 }
 
+/// A register map copied from Home Assistant (`float32`, `uint16`) or
+/// Telegraf (`INT32`, `CDAB`) reads as our own names do.
+#[test]
+fn home_assistants_and_telegrafs_type_and_order_names_are_taken() {
+    let (s, p) = devices(&format!(
+        "{BUS}
+[[modbus.device]]
+id = \"meter-hall\"
+unit = 4
+registers = [
+  {{ metric = \"a\", address = 0, type = \"float32\" }},
+  {{ metric = \"b\", address = 2, type = \"uint16\" }},
+  {{ metric = \"c\", address = 3, type = \"INT32\", order = \"CDAB\" }},
+  {{ metric = \"d\", address = 5, type = \"FLOAT64\", order = \"dcba\" }},
+]
+"
+    ));
+    assert!(p.is_empty(), "{p}");
+    let got: Vec<(&str, ValueType, Order)> = s.devices[0]
+        .registers
+        .iter()
+        .map(|r| (r.metric.as_str(), r.ty, r.order))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a", ValueType::F32, Order::Abcd),
+            ("b", ValueType::U16, Order::Abcd),
+            ("c", ValueType::I32, Order::Cdab),
+            ("d", ValueType::F64, Order::Dcba),
+        ]
+    );
+}
+
 #[test]
 fn every_mistake_in_a_device_is_reported_with_its_path() {
     let (s, p) = devices(&format!(

@@ -56,20 +56,32 @@ impl Table {
     }
 }
 
-/// How many registers a value spans and how they read as a number.
+/// How many registers a value spans and how they read as a number. Also
+/// taken by the names Home Assistant's `data_type` and Telegraf's
+/// `data_type` use (`uint16`, `int32`, `float32`, `INT16`, `FLOAT32`):
+/// a register map copied from either reads as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueType {
+    #[serde(alias = "uint16", alias = "U16", alias = "UINT16")]
     U16,
+    #[serde(alias = "int16", alias = "I16", alias = "INT16")]
     I16,
+    #[serde(alias = "uint32", alias = "U32", alias = "UINT32")]
     U32,
+    #[serde(alias = "int32", alias = "I32", alias = "INT32")]
     I32,
+    #[serde(alias = "uint64", alias = "U64", alias = "UINT64")]
     U64,
+    #[serde(alias = "int64", alias = "I64", alias = "INT64")]
     I64,
+    #[serde(alias = "float32", alias = "F32", alias = "FLOAT32")]
     F32,
+    #[serde(alias = "float64", alias = "F64", alias = "FLOAT64")]
     F64,
     /// Text, two characters per register (`length` registers): a serial
     /// number, a model name, a status word spelt out.
+    #[serde(alias = "STRING")]
     String,
 }
 
@@ -111,19 +123,24 @@ impl ValueType {
     }
 }
 
-/// Byte and word order of a value, named by where `ABCD` lands.
+/// Byte and word order of a value, named by where `ABCD` lands, in
+/// either case (manuals and Telegraf write `CDAB`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
     /// Big-endian: the Modbus convention and most meters (Eastron, Carlo
     /// Gavazzi).
     #[default]
+    #[serde(alias = "ABCD")]
     Abcd,
     /// Little-endian.
+    #[serde(alias = "DCBA")]
     Dcba,
     /// Bytes swapped in each word, words in order.
+    #[serde(alias = "BADC")]
     Badc,
     /// Words swapped, bytes in each word big-endian (many PLCs).
+    #[serde(alias = "CDAB")]
     Cdab,
 }
 
