@@ -328,6 +328,14 @@ impl Advertisement {
             })?;
             adv.manufacturer_data.push((company, bytes));
         }
+        // One order and one entry per UUID or company, however the keys
+        // were spelt: "fcd2" and its 128-bit form are one service, and a
+        // line written back by `to_line` must read as the same
+        // advertisement. The first spelling in the line's key order wins.
+        adv.service_data.sort_by_key(|(uuid, _)| *uuid);
+        adv.service_data.dedup_by_key(|(uuid, _)| *uuid);
+        adv.manufacturer_data.sort_by_key(|(company, _)| *company);
+        adv.manufacturer_data.dedup_by_key(|(company, _)| *company);
         Ok(adv)
     }
 
@@ -404,6 +412,27 @@ mod tests {
                 .unwrap();
         assert_eq!(adv.rssi, None);
         assert!(adv.service_data.is_empty() && adv.manufacturer_data.is_empty());
+    }
+
+    /// Found by the `ble_advert_line` fuzz target: a service's short and
+    /// 128-bit spellings in one line sorted differently once written back.
+    #[test]
+    fn a_line_read_back_is_the_same_advertisement_however_its_keys_are_spelt() {
+        let line = r#"{"ts":"2026-11-21T10:00:00Z","mac":"27:48:E6:8F:80:A5","service_data":{"0000fcd2-0000-1000-8000-00805f9b34fb":"14","6150":"a8","fcd2":"ff"},"manufacturer_data":{"04a9":"01","04A9":"02"}}"#;
+        let adv = Advertisement::parse_line(line).unwrap();
+        assert_eq!(
+            Advertisement::parse_line(&adv.to_line()).as_ref(),
+            Ok(&adv)
+        );
+        let uuids: Vec<u128> = adv.service_data.iter().map(|(u, _)| u.0).collect();
+        assert_eq!(
+            uuids,
+            [
+                0x0000_6150_0000_1000_8000_0080_5f9b_34fb,
+                0x0000_fcd2_0000_1000_8000_0080_5f9b_34fb
+            ]
+        );
+        assert_eq!(adv.manufacturer_data.len(), 1);
     }
 
     #[test]
