@@ -7,8 +7,27 @@
 // back, so nothing one device's uplink leaves behind reaches the next.
 (function (factory, global, name) {
   "use strict";
-  Object.defineProperty(global, name, {
-    value: { decode: decode, encode: encode, entries: entries },
+  // The built-ins the driver itself calls, taken before any codec runs: a
+  // call that replaces one (`JSON.stringify = …`) cannot change how its
+  // own result is read, nor how the built-ins are put back.
+  var ownKeys = Reflect.ownKeys, getDesc = Object.getOwnPropertyDescriptor,
+    defProp = Object.defineProperty, getProto = Object.getPrototypeOf,
+    setProto = Object.setPrototypeOf, isExtensible = Object.isExtensible,
+    keysOf = Object.keys, is = Object.is, freeze = Object.freeze,
+    stringify = JSON.stringify, isArray = Array.isArray, apply = Reflect.apply,
+    construct = Reflect.construct, toText = String, toNumber = Number,
+    ErrorType = Error, DateType = Date;
+  // False once a call left a built-in the driver could not put back (a
+  // frozen `Math`, a non-configurable property it defined): the engine is
+  // then rebuilt from the file before the next call.
+  var intact = true;
+  defProp(global, name, {
+    value: freeze({
+      decode: decode,
+      encode: encode,
+      entries: entries,
+      intact: function () { return intact; },
+    }),
   });
   // What Node gives a script and vendors' test runs rely on, which QuickJS
   // lacks: a silent console, TextEncoder/TextDecoder (UTF-8), atob/btoa.
@@ -67,43 +86,93 @@
     }
     return out;
   });
-  var names = Object.getOwnPropertyNames(global);
-  var kept = Object.create(null);
-  for (var i = 0; i < names.length; i++) {
-    kept[names[i]] = global[names[i]];
+  // Every built-in a codec can reach by name: the global object, each of
+  // its objects and functions, their prototypes and what those inherit
+  // from (the typed arrays' common parent). Each with its own properties
+  // as they were before any codec ran.
+  var guarded = [];
+  function guard(target) {
+    if (target === null || (typeof target !== "object" && typeof target !== "function")) return;
+    for (var i = 0; i < guarded.length; i++) if (guarded[i].target === target) return;
+    var keys = ownKeys(target), descs = [], accessor = [];
+    for (var j = 0; j < keys.length; j++) {
+      var d = getDesc(target, keys[j]);
+      // Read back by defineProperty, which would also see fields a codec
+      // gave Object.prototype (`get`, `value`).
+      setProto(d, null);
+      descs[j] = d;
+      accessor[j] = d.get !== undefined || d.set !== undefined;
+    }
+    guarded[guarded.length] = {
+      target: target, keys: keys, descs: descs, accessor: accessor,
+      enumerable: keysOf(target).length, proto: getProto(target), extensible: isExtensible(target),
+    };
+  }
+  guard(global);
+  var top = guarded[0];
+  for (var g = 0; g < top.keys.length; g++) {
+    var value = top.descs[g].value;
+    if (value === null || (typeof value !== "object" && typeof value !== "function")) continue;
+    var made = getDesc(value, "prototype");
+    var shared = made && made.value;
+    guard(value);
+    guard(getProto(value));
+    guard(shared);
+    if (shared !== null && typeof shared === "object") guard(getProto(shared));
+  }
+  function restore(s) {
+    var t = s.target, i;
+    for (i = 0; i < s.keys.length; i++) {
+      var k = s.keys[i], was = s.descs[i], changed;
+      if (s.accessor[i]) {
+        var d = getDesc(t, k);
+        changed = d === undefined || d.get !== was.get || d.set !== was.set;
+      } else {
+        changed = !is(t[k], was.value);
+      }
+      if (changed) {
+        try { defProp(t, k, was); } catch (e) { intact = false; }
+      }
+    }
+    // A property made by assignment is enumerable; the built-ins' own are
+    // not (but for Buffer's), so a count that grew names what to delete.
+    // The global object's every name is compared: a global defined with
+    // defineProperty is as much a global as one assigned.
+    var list = s === top ? ownKeys : keysOf;
+    if (list(t).length !== (s === top ? s.keys.length : s.enumerable)) {
+      var now = list(t);
+      for (i = 0; i < now.length; i++) {
+        var known = false;
+        for (var j = 0; j < s.keys.length; j++) if (s.keys[j] === now[i]) { known = true; break; }
+        if (!known) {
+          try { if (!delete t[now[i]]) intact = false; } catch (e) { intact = false; }
+        }
+      }
+    }
+    if (getProto(t) !== s.proto) {
+      try { setProto(t, s.proto); } catch (e) { intact = false; }
+    }
+    if (isExtensible(t) !== s.extensible) intact = false;
   }
   function tidy() {
-    // A global made by assignment is enumerable; the built-ins are not,
-    // so this list is empty after a well-behaved call.
-    var now = Object.keys(global);
-    for (var i = 0; i < now.length; i++) {
-      var name = now[i];
-      if (!(name in kept)) {
-        try { delete global[name]; } catch (e) { /* non-configurable: stays */ }
-      }
-    }
-    for (var k in kept) {
-      if (!Object.is(global[k], kept[k])) {
-        try {
-          Object.defineProperty(global, k, { value: kept[k], writable: true, configurable: true, enumerable: false });
-        } catch (e) { /* frozen by the codec: stays */ }
-      }
-    }
+    for (var i = 0; i < guarded.length; i++) restore(guarded[i]);
   }
   function kind(v) {
     if (v === null) return "null";
-    if (Array.isArray(v)) return "an array";
+    if (isArray(v)) return "an array";
     return "a " + typeof v;
   }
   function fail(message) {
-    var e = new Error(message);
+    var e = new ErrorType(message);
     e.gatewayResult = true;
     throw e;
   }
   function list(v) {
     if (v === undefined || v === null) return [];
-    if (!Array.isArray(v)) return [String(v)];
-    return v.map(String);
+    if (!isArray(v)) return [toText(v)];
+    var out = [];
+    for (var i = 0; i < v.length; i++) out[i] = toText(v[i]);
+    return out;
   }
   // A Date whose "now" is `ms`: `new Date()`, `Date()` and `Date.now()`
   // read it, everything else is the real Date's. A test's fixed clock,
@@ -112,8 +181,10 @@
   function stopped(Real, ms) {
     function Stopped() {
       if (!new.target) return new Real(ms).toString();
-      var args = arguments.length === 0 ? [ms] : Array.prototype.slice.call(arguments);
-      return Reflect.construct(Real, args, new.target);
+      var args = [];
+      for (var i = 0; i < arguments.length; i++) args[i] = arguments[i];
+      if (args.length === 0) args[0] = ms;
+      return construct(Real, args, new.target);
     }
     Stopped.prototype = Real.prototype;
     Stopped.now = function () { return ms; };
@@ -124,19 +195,19 @@
   function stopClock(clock) {
     if (typeof clock === "number") {
       // Put back by tidy(), as any replaced built-in is.
-      Object.defineProperty(global, "Date", { value: stopped(kept.Date, clock), writable: true, configurable: true });
+      defProp(global, "Date", { value: stopped(DateType, clock), writable: true, configurable: true });
     }
   }
   function decode(bytes, fPort, recv, variables, clock) {
     try {
       stopClock(clock);
-      var e = factory.call(global);
+      var e = apply(factory, global, []);
       var out;
       if (e.decodeUplink) {
-        var recvTime = typeof recv === "number" ? new Date(recv) : recv;
+        var recvTime = typeof recv === "number" ? new DateType(recv) : recv;
         var input = { bytes: bytes, fPort: fPort, recvTime: recvTime, variables: variables };
         out = e.decodeUplink(input);
-        if (out === null || typeof out !== "object" || Array.isArray(out)) {
+        if (out === null || typeof out !== "object" || isArray(out)) {
           fail("decodeUplink returned " + kind(out) + ", expected an object with `data`");
         }
       } else if (e.Decode) {
@@ -155,10 +226,10 @@
           var n = e.normalizeUplink({ data: result.data });
           if (n && typeof n === "object") result.normalized = n.data;
         } catch (err) {
-          result.warnings.push("normalizeUplink: " + err);
+          result.warnings[result.warnings.length] = "normalizeUplink: " + err;
         }
       }
-      return JSON.stringify(result);
+      return stringify(result);
     } finally {
       tidy();
     }
@@ -166,11 +237,11 @@
   function encode(data, fPort, variables, clock) {
     try {
       stopClock(clock);
-      var e = factory.call(global);
+      var e = apply(factory, global, []);
       var out;
       if (e.encodeDownlink) {
         out = e.encodeDownlink({ data: data, variables: variables, fPort: fPort });
-        if (out === null || typeof out !== "object" || Array.isArray(out)) {
+        if (out === null || typeof out !== "object" || isArray(out)) {
           fail("encodeDownlink returned " + kind(out) + ", expected an object with `bytes`");
         }
       } else if (e.Encode) {
@@ -189,16 +260,16 @@
       // array or a Buffer reads the same way.
       var plain = [];
       if (errors.length === 0) {
-        for (var i = 0; i < bytes.length; i++) plain.push(Number(bytes[i]));
+        for (var i = 0; i < bytes.length; i++) plain[i] = toNumber(bytes[i]);
       }
-      var port = out.fPort === undefined || out.fPort === null ? null : Number(out.fPort);
-      return JSON.stringify({ bytes: plain, fPort: port, errors: errors, warnings: list(out.warnings) });
+      var port = out.fPort === undefined || out.fPort === null ? null : toNumber(out.fPort);
+      return stringify({ bytes: plain, fPort: port, errors: errors, warnings: list(out.warnings) });
     } finally {
       tidy();
     }
   }
   function entries() {
-    var e = factory.call(global);
+    var e = apply(factory, global, []);
     tidy();
     var has = [];
     for (var k in e) if (e[k]) has.push(k);

@@ -140,6 +140,13 @@ impl Engine {
     fn load(&mut self) -> Result<(), ScriptError> {
         let file = self.file.clone();
         let uses_buffer = self.source.contains("Buffer");
+        // A `#!` line is only valid at the very start of a script; inside
+        // the factory it must become a comment (same length, same lines).
+        let text = self.source.strip_prefix('\u{feff}').unwrap_or(&self.source);
+        let body = match text.strip_prefix("#!") {
+            Some(rest) => format!("//{rest}"),
+            None => text.to_string(),
+        };
         // The file's top level inside a function: compiled once, it runs
         // again per call with fresh `var`s and functions. No newline
         // before the source, so its line numbers are the file's.
@@ -151,7 +158,7 @@ impl Engine {
              Encode: typeof Encode === 'function' ? Encode : undefined, \
              Encoder: typeof Encoder === 'function' ? Encoder : undefined, \
              normalizeUplink: typeof normalizeUplink === 'function' ? normalizeUplink : undefined }};\n}})",
-            self.source
+            body
         );
         let loaded = self.context.with(|ctx| -> Result<(), ScriptError> {
             let globals = ctx.globals();
@@ -296,11 +303,26 @@ impl Engine {
                 Ok(api) => api,
                 Err(e) => return Err(ScriptError::Engine(e.to_string())),
             };
-            f(ctx.clone(), api)
+            let result = f(ctx.clone(), api.clone())
                 .catch(&ctx)
-                .map_err(|e| classify(e, started.elapsed(), limit))
+                .map_err(|e| classify(e, started.elapsed(), limit));
+            // A built-in the call changed and the driver could not put
+            // back (frozen, made non-configurable) would reach the next
+            // call: that engine is not used again.
+            let intact = api
+                .get::<_, Function>("intact")
+                .and_then(|f| f.call::<_, bool>(()))
+                .unwrap_or(false);
+            Ok((result, intact))
         });
         self.deadline.store(0, Ordering::Relaxed);
+        let (result, intact) = match result {
+            Ok(both) => both,
+            Err(e) => (Err(e), true),
+        };
+        if !intact {
+            self.spoilt = true;
+        }
         if let Err(e) = &result {
             if e.spoils() {
                 self.spoilt = true;

@@ -111,6 +111,50 @@ fn no_state_passes_from_one_call_to_the_next() {
     assert_eq!(decode(&probe, &[0]).unwrap().data(), &json!({"max": 2}));
 }
 
+/// One file's engine serves every device that names it: what a call does
+/// to the built-ins (a method of `Math`, `JSON` or a prototype replaced,
+/// a property added, a global defined) is undone before the next call,
+/// and a call that freezes a built-in gets the engine rebuilt.
+#[test]
+fn built_ins_a_call_tampers_with_are_put_back() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) {\n\
+           var probe = {\n\
+             max: Math.max(1, 2), round: Math.round(2.6), parse: JSON.stringify(JSON.parse('{\"a\":1}')),\n\
+             fcc: String.fromCharCode(65), fixed: (1.5).toFixed(1), obj: ({}).polluted, arr: [].leak,\n\
+             keys: Object.keys(Math).length, own: typeof globalThis.hidden, slice: [1, 2, 3].slice(1).length\n\
+           };\n\
+           if (input.bytes[0] === 1) {\n\
+             Math.max = function () { return 42; }; Math.round = function () { return -1; };\n\
+             JSON.parse = function () { return { hacked: 1 }; }; JSON.stringify = function () { return '{}'; };\n\
+             String.fromCharCode = function () { return 'Z'; }; Number.prototype.toFixed = function () { return 'X'; };\n\
+             Object.prototype.polluted = 'leaked'; Array.prototype.leak = 'leaked'; Math.cache = {};\n\
+             Array.prototype.slice = function () { return []; }; delete Math.min;\n\
+             Object.defineProperty(globalThis, 'hidden', { value: 1, writable: true, configurable: true });\n\
+           }\n\
+           if (input.bytes[0] === 2) { Object.freeze(Math); }\n\
+           return { data: probe };\n\
+         }",
+    );
+    let clean = json!({"max": 2, "round": 3, "parse": "{\"a\":1}", "fcc": "A", "fixed": "1.5",
+        "keys": 0, "own": "undefined", "slice": 2});
+    assert_eq!(decode(&codec, &[0]).unwrap().data(), &clean);
+    // The tampering call's own result is still read with the real JSON.
+    assert_eq!(decode(&codec, &[1]).unwrap().data(), &clean);
+    assert_eq!(decode(&codec, &[0]).unwrap().data(), &clean, "after tampering");
+    assert_eq!(decode(&codec, &[2]).unwrap().data(), &clean);
+    assert_eq!(decode(&codec, &[1]).unwrap().data(), &clean, "after a frozen Math");
+    assert_eq!(decode(&codec, &[0]).unwrap().data(), &clean, "and once more");
+}
+
+#[test]
+fn a_hashbang_line_is_taken_as_node_takes_it() {
+    let (_f, codec) = script(
+        "\u{feff}#!/usr/bin/env node\nfunction decodeUplink(i) { return { data: { b: i.bytes[0] } }; }",
+    );
+    assert_eq!(decode(&codec, &[7]).unwrap().data(), &json!({"b": 7}));
+}
+
 #[test]
 fn errors_warnings_and_wrong_results_are_told_apart() {
     let (_f, codec) = script(
