@@ -135,6 +135,9 @@ impl RtuLine {
             }
             probes += 1;
             let Some(sent) = probe(request, suspects) else {
+                if let Some(suspects) = self.lost.get_mut(&unit) {
+                    suspects.age();
+                }
                 return Answer::OutOfStep;
             };
             let suspects = suspects.clone();

@@ -54,6 +54,15 @@ impl Suspects {
     fn has_function(&self, function: u8) -> bool {
         self.shapes.iter().any(|s| s.function() == function)
     }
+
+    /// Forgets the oldest suspect. Suspects age by the requests sent
+    /// after them; a unit no probe could be sent to gets no request, so
+    /// each poll that finds none ages its suspects instead: a late answer
+    /// does not come polls later, and a unit must not stay silenced for
+    /// good.
+    pub fn age(&mut self) {
+        self.shapes.pop_front();
+    }
 }
 
 /// The other table read at the same addresses (holding and input
@@ -118,6 +127,22 @@ pub fn probe(request: &Request, suspects: &Suspects) -> Option<Request> {
             )
         }
     };
+    // Bits come eight to a byte: a read of 1 to 8 coils and its sibling's
+    // answer in one byte whatever the count, so only a read a byte longer
+    // has another shape.
+    let bytes_longer = |extra_bytes: u16| {
+        let per_byte = if table.is_bits() { 8 } else { 1 };
+        longer(extra_bytes * per_byte)
+    };
+    // Then one item of each table of the other kind (registers for a bit
+    // read, bits for a register read): their answers or exceptions carry
+    // a function no suspect has, so even a device without such a table
+    // proves it answers in step by refusing the read. Last, a bit read a
+    // byte or two longer (which a small board may refuse, inconclusively).
+    let other_kind = [Table::Holding, Table::Input, Table::Coil, Table::Discrete]
+        .into_iter()
+        .filter(move |t| t.is_bits() != table.is_bits())
+        .map(move |t| read(t, start, 1));
     std::iter::once(read(other, start, 1))
         .chain((1..count).rev().map(|n| read(table, start, n)))
         .chain((1..=4).map(longer))
@@ -125,6 +150,8 @@ pub fn probe(request: &Request, suspects: &Suspects) -> Option<Request> {
             let from = u32::from(start).min(65_536 - u32::from(n));
             read(other, u16::try_from(from).unwrap_or(start), n)
         }))
+        .chain(other_kind)
+        .chain((1..=2).map(bytes_longer))
         .find(|r| fits(r) && !suspects.may_be(r.shape()))
 }
 
@@ -209,6 +236,76 @@ mod tests {
             probe(&write, &s),
             Some(Request::Read { start: 3, .. })
         ));
+    }
+
+    fn coils(start: u16, count: u16) -> Request {
+        Request::Read {
+            table: Table::Coil,
+            start,
+            count,
+        }
+    }
+
+    /// An eight-relay board: every read of its coils or inputs answers in
+    /// one byte, so two timeouts made every bit read suspect and the unit
+    /// was never asked anything again.
+    #[test]
+    fn a_bit_read_is_proved_by_a_longer_read_or_by_a_register_read() {
+        let mut s = Suspects::default();
+        s.add(coils(0, 3).shape());
+        s.add(
+            Request::Read {
+                table: Table::Discrete,
+                start: 0,
+                count: 2,
+            }
+            .shape(),
+        );
+        let p = probe(&coils(0, 3), &s).unwrap();
+        assert_eq!(p, holding(0, 1), "a register read when every bit read is suspect");
+        // A relay board has no registers: its exception proves it in step.
+        assert!(confirms(&s, &p, &Checked::Exception(2)));
+        assert!(confirms(&s, &p, &Checked::Exception(1)));
+        // With the registers' functions suspect too: nine coils answer in
+        // two bytes.
+        s.add(holding(0, 1).shape());
+        s.add(
+            Request::Read {
+                table: Table::Input,
+                start: 0,
+                count: 1,
+            }
+            .shape(),
+        );
+        assert_eq!(probe(&coils(0, 3), &s), Some(coils(0, 11)));
+    }
+
+    #[test]
+    fn a_unit_nothing_can_be_sent_to_ages_its_suspects() {
+        let mut s = Suspects::default();
+        for n in [1, 9, 17] {
+            s.add(coils(0, n).shape());
+            s.add(
+                Request::Read {
+                    table: Table::Discrete,
+                    start: 0,
+                    count: n,
+                }
+                .shape(),
+            );
+        }
+        s.add(holding(0, 1).shape());
+        s.add(
+            Request::Read {
+                table: Table::Input,
+                start: 0,
+                count: 1,
+            }
+            .shape(),
+        );
+        assert_eq!(probe(&coils(0, 1), &s), None);
+        s.age();
+        assert!(probe(&coils(0, 1), &s).is_some(), "the oldest forgotten");
     }
 
     #[test]

@@ -12,6 +12,7 @@ Commands on stdin (each answered with "end"):
   late     hold back only the next answer until the next request, then
            send it and that request's answer back to back
   double   send every answer twice, back to back
+  mute     forward requests, drop every answer (a unit gone quiet)
   count    print "count N", the requests forwarded so far
 Frames are told apart by silence (5 ms), as converters do.
 """
@@ -62,7 +63,9 @@ def forward():
         # What was held back goes out first, as a queue releases it.
         out = held or b""
         held = None
-        if once or now == "behind":
+        if now == "mute":
+            pass
+        elif once or now == "behind":
             held = answer or None
         elif now == "double":
             out += answer + answer
@@ -80,7 +83,7 @@ for line in sys.stdin:
     if not words:
         continue
     with lock:
-        if words[0] in ("normal", "behind", "double"):
+        if words[0] in ("normal", "behind", "double", "mute"):
             mode = words[0]
         elif words[0] == "late":
             late_once = True

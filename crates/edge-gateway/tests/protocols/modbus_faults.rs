@@ -146,6 +146,100 @@ registers = [{{ metric = "h0", address = 0 }}, {{ metric = "h100", address = 100
     drop(gw);
 }
 
+/// An eight-relay board on RS-485 (coils and inputs only: every read
+/// answers in one byte) that goes quiet for a while: once it answers
+/// again, it is read again. Every read of its had the shape of a
+/// suspect's, and the unit was never asked anything again.
+#[tokio::test]
+async fn a_relay_board_that_went_quiet_is_read_again_once_it_answers() {
+    assert!(have("socat"), "socat is required (apt-get install socat)");
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| -> PathBuf { dir.path().join(n) };
+    let (line, conv_gw, conv_dev, device_end) = (
+        path("ttyGW"),
+        path("ttyCONV-GW"),
+        path("ttyCONV-DEV"),
+        path("ttyDEV"),
+    );
+    let _gw_side = PtyPair::start(&line, &conv_gw);
+    let _dev_side = PtyPair::start(&conv_dev, &device_end);
+    wait_links(&[&line, &conv_gw, &conv_dev, &device_end]).await;
+    let layout = json!({ "units": { "1": {
+        "coil": { "0": [1, 0, 1, 1, 0, 0, 1, 0] },
+        "discrete": { "0": [0, 1] }
+    } } });
+    let _device = PythonPeer::start_with_args(
+        PEER,
+        &["rtu", device_end.to_str().unwrap(), &layout.to_string()],
+    );
+    let mut converter = PythonPeer::start_with_args(
+        CONVERTER,
+        &[conv_gw.to_str().unwrap(), conv_dev.to_str().unwrap()],
+    );
+    let body = format!(
+        r#"
+[[adapter]]
+type = "modbus"
+name = "rs485"
+path = "{line}"
+baud = 19200
+poll = "200ms"
+timeout = "150ms"
+max_backoff = "600ms"
+
+[[modbus.device]]
+id = "relays"
+unit = 1
+registers = [
+  {{ metric = "relay1", table = "coil", address = 0 }},
+  {{ metric = "relay3", table = "coil", address = 2 }},
+  {{ metric = "input2", table = "discrete", address = 1 }},
+]
+"#,
+        line = line.display()
+    );
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let _gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
+    window_after(&mut sub, "relays", "").await;
+
+    // Quiet for eight requests: enough timeouts to make every read of a
+    // one-byte answer suspect. A gateway that stops asking fails here.
+    tell(&mut converter, "mute");
+    let from = forwarded(&mut converter);
+    let quiet_until = std::time::Instant::now() + 2 * WAIT;
+    while forwarded(&mut converter) < from + 8 {
+        assert!(
+            std::time::Instant::now() < quiet_until,
+            "the gateway stopped asking the board anything"
+        );
+        sub.collect_until(Duration::from_millis(100), |_| false)
+            .await;
+    }
+    tell(&mut converter, "normal");
+
+    // A window begun after the board answers again, holding all three (a
+    // window may end between two reads of one poll).
+    let back = now_rfc3339();
+    let again = sub
+        .wait_for(WAIT, |m| {
+            let j = m.json();
+            let got = metrics_of(m);
+            j["device"] == "relays"
+                && j["window_start"].as_str().unwrap_or("") > back.as_str()
+                && ["relay1", "relay3", "input2"]
+                    .iter()
+                    .all(|n| got.contains_key(*n))
+        })
+        .await
+        .expect("the relay board read again once it answers");
+    let got = metrics_of(&again);
+    for name in ["relay1", "relay3", "input2"] {
+        assert_eq!(got[name]["min"].as_f64(), Some(1.0), "{name}: {got:?}");
+    }
+}
+
 /// A TCP server that is not there and a serial port that does not exist,
 /// at start: `/health` and the log say so in the bus's own terms, and
 /// `validate` counts the Modbus devices.
