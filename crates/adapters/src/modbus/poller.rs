@@ -4,8 +4,8 @@
 //! - Each device keeps its own period on a fixed grid (a slow answer does
 //!   not push its next poll later), devices of one bus start spread over
 //!   the first period so they do not all queue at once.
-//! - A device that fails (timeout, CRC, out of step, exception 4, 6, 10,
-//!   11) is retried with one cheap request (its smallest read, not the
+//! - A device that fails (timeout, CRC, out of step, exception 10 or 11:
+//!   a Modbus gateway's path or target gone) is retried with one cheap request (its smallest read, not the
 //!   whole map), and read whole as soon as that is answered. One that
 //!   answered before is retried at its period (the backoff only shortens
 //!   the first retries), so it is read again within a period of coming
@@ -19,6 +19,13 @@
 //!   registers go on. A disabled register is asked again after
 //!   [`REPROBE_FIRST`], then less and less often (up to [`REPROBE_MAX`]):
 //!   a firmware update or a fixed map brings it back without a restart.
+//! - Exceptions 4, 5 and 6 (device failure, acknowledge, busy) are an
+//!   answer: that read gives nothing this poll and the rest of the poll
+//!   goes on; a merged read refused with 4 is split, as one register's
+//!   failure (a channel not fitted) must not cost the others theirs.
+//! - A poll with at least one answer is an answered poll, even if a later
+//!   read of it failed: the device is there (the fault is still counted
+//!   and logged).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -111,6 +118,10 @@ pub enum Verdict {
         member: usize,
         values: Vec<(usize, f64)>,
     },
+    /// The device answered that it could not do this read now
+    /// (exception 4, 5 or 6): no values from it this poll, the rest of the
+    /// poll goes on.
+    Skipped { code: u8 },
     /// The device failed this poll; the others go on.
     DeviceFault(Fault),
     /// The link failed (or cannot be trusted): reconnect.
@@ -292,6 +303,17 @@ impl Unit {
                     }
                 }
             }
+            // A device failure (4) inside a merged read may be one
+            // register's (a sensor channel not fitted): split, so the
+            // others are read whatever that one does.
+            Answer::Exception(code @ 4) if read.is_merged() => {
+                let reads = self.plan.isolate(&self.registers, &read.members);
+                Verdict::Split { code, reads }
+            }
+            // Failed or busy this time (4, 5, 6): the device answered, so
+            // the rest of its poll goes on and this read is asked again
+            // at its next one.
+            Answer::Exception(code @ 4..=6) => Verdict::Skipped { code },
             Answer::Exception(code) => Verdict::DeviceFault(Fault::Exception(code)),
             Answer::Timeout => Verdict::DeviceFault(Fault::Timeout),
             Answer::Crc => Verdict::DeviceFault(Fault::Crc),
@@ -468,15 +490,43 @@ mod tests {
                 texts: vec![]
             }
         );
-        // Busy and device failure are the device's, not the map's.
-        assert_eq!(
-            u.judge(&reads[0], Answer::Exception(6), Instant::now()),
-            Verdict::DeviceFault(Fault::Exception(6))
-        );
+        // Busy and device failure are an answer for this read only (the
+        // register stays enabled); a Modbus gateway's missing target is the
+        // device's silence.
+        for code in [4, 5, 6] {
+            assert_eq!(
+                u.judge(&reads[0], Answer::Exception(code), Instant::now()),
+                Verdict::Skipped { code }
+            );
+        }
+        assert_eq!(u.plan.reads().len(), 2);
         assert_eq!(
             u.judge(&reads[0], Answer::Exception(11), Instant::now()),
             Verdict::DeviceFault(Fault::Exception(11))
         );
+    }
+
+    /// One register whose channel is not fitted answers exception 4: a
+    /// merged read with it is split, so the others are read whatever it
+    /// does, and it is asked again at every poll, not disabled.
+    #[tokio::test(start_paused = true)]
+    async fn a_device_failure_in_a_merged_read_costs_only_its_register() {
+        let mut u = unit(Duration::from_secs(1), Duration::from_secs(8));
+        let merged = u.plan.reads()[0].clone();
+        let Verdict::Split { code: 4, reads } =
+            u.judge(&merged, Answer::Exception(4), Instant::now())
+        else {
+            panic!("a merged read failing is split");
+        };
+        assert_eq!(reads.len(), 3);
+        assert_eq!(
+            u.judge(&reads[1], Answer::Exception(4), Instant::now()),
+            Verdict::Skipped { code: 4 }
+        );
+        assert_eq!(u.plan.disabled().len(), 0);
+        assert_eq!(u.plan.reads().len(), 3, "each register read alone");
+        // A poll with an answer is answered, whatever failed after it.
+        assert_eq!(u.finish(Instant::now(), true), Some(DeviceState::Online));
     }
 
     fn unmerged(period: Duration) -> Unit {

@@ -209,6 +209,20 @@ pub fn decode_raw(words: &[u16], ty: ValueType, order: Order) -> Option<f64> {
     })
 }
 
+/// The bits of `words` (exactly `ty.words()` of them) in `order`, as one
+/// unsigned integer: what a `bits` status word is read from. Never through
+/// an `f64`: a 64-bit word loses its low bits above 2^53, and a signed
+/// one's set top bit made it negative.
+pub fn decode_bits(words: &[u16], ty: ValueType, order: Order) -> Option<u64> {
+    let words = words.get(..usize::from(ty.words()))?;
+    let (be, len) = to_big_endian(words, order);
+    Some(
+        be[..len]
+            .iter()
+            .fold(0u64, |v, b| (v << 8) | u64::from(*b)),
+    )
+}
+
 /// The text in `words`: two characters per register, the first in the
 /// high byte (`abcd`) or, for devices that store them the other way
 /// round, in the low byte (`badc`); it ends at the first NUL, trailing
@@ -296,11 +310,12 @@ impl Register {
     /// address): `raw × scale + offset`; `None` when not finite (an f32
     /// NaN a meter sends for "no value") or too few words.
     pub fn value_of_words(&self, words: &[u16]) -> Option<f64> {
-        let raw = decode_raw(words, self.ty, self.order)?;
         if let Some(bit) = self.bit {
-            // An integer type of at most 64 bits, checked with the map.
-            return Some(f64::from(u8::from(((raw as u64) >> bit) & 1 == 1)));
+            // An integer type, the bit within its width: checked with the map.
+            let word = decode_bits(words, self.ty, self.order)?;
+            return Some(f64::from(u8::from((word >> bit) & 1 == 1)));
         }
+        let raw = decode_raw(words, self.ty, self.order)?;
         let v = raw * self.scale + self.offset;
         v.is_finite().then_some(v)
     }
@@ -327,11 +342,11 @@ impl Register {
 pub enum EncodeError {
     #[error("{value} is not a finite number")]
     NotFinite { value: f64 },
-    #[error("{value} is outside the allowed range: {}", range_in_words(*min, *max))]
+    #[error("{} is outside the allowed range: {}", readable(*value), range_in_words(*min, *max))]
     OutOfBounds { value: f64, min: f64, max: f64 },
-    #[error("{raw} does not fit a {ty}")]
+    #[error("{} does not fit a {ty}", readable(*raw))]
     OutOfRange { raw: f64, ty: &'static str },
-    #[error("a coil takes 0 or 1, not {value}")]
+    #[error("a coil takes 0 or 1, not {}", readable(*value))]
     NotABit { value: f64 },
     #[error("a discrete input or input register cannot be written")]
     ReadOnly,
@@ -342,11 +357,22 @@ pub enum EncodeError {
 /// A write's bounds as people say them (a result's `detail` is read by
 /// operators, not Rust programmers): "15 to 28", "at least 15",
 /// "at most 28".
+/// A number as a person reads it in a result or a log: 1.7e308, not its
+/// 309 digits.
+fn readable(v: f64) -> String {
+    if v != 0.0 && !(1e-6..1e15).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
 fn range_in_words(min: f64, max: f64) -> String {
+    let (lo, hi) = (readable(min), readable(max));
     match (min.is_finite(), max.is_finite()) {
-        (true, true) => format!("{min} to {max}"),
-        (true, false) => format!("at least {min}"),
-        (false, true) => format!("at most {max}"),
+        (true, true) => format!("{lo} to {hi}"),
+        (true, false) => format!("at least {lo}"),
+        (false, true) => format!("at most {hi}"),
         (false, false) => "any number".to_string(),
     }
 }
@@ -468,7 +494,14 @@ fn raw_to_be(raw: f64, ty: ValueType) -> Result<[u8; 8], EncodeError> {
             }
             be[..4].copy_from_slice(&f.to_be_bytes());
         }
-        ValueType::F64 => be.copy_from_slice(&raw.to_be_bytes()),
+        // A value within ±1.8e308 divided by a scale below 1 (or moved by
+        // a large offset) may overflow: an infinity is no set point.
+        ValueType::F64 => {
+            if !raw.is_finite() {
+                return Err(out_of_range());
+            }
+            be.copy_from_slice(&raw.to_be_bytes());
+        }
         ValueType::String => return Err(out_of_range()),
     }
     Ok(be)

@@ -217,4 +217,50 @@ fn a_write_refuses_what_the_register_cannot_hold() {
         encode(&r, 1e300, None),
         Err(EncodeError::OutOfRange { .. })
     ));
+    // A valid JSON number that overflows once unscaled: never an infinity
+    // on the wire, and said in a form a person can read.
+    let mut r = reg(Table::Holding, ValueType::F64, Order::Abcd);
+    r.scale = 0.1;
+    let e = encode(&r, 1.7e308, None).unwrap_err();
+    assert!(matches!(e, EncodeError::OutOfRange { .. }), "{e:?}");
+    assert_eq!(e.to_string(), "inf does not fit a f64");
+    r.scale = 1.0;
+    r.offset = -1.7e308;
+    assert!(encode(&r, 1.7e308, None).is_err());
+    let e = encode(&reg(Table::Holding, ValueType::U16, Order::Abcd), 1e308, None).unwrap_err();
+    assert_eq!(e.to_string(), "1e308 does not fit a u16");
+}
+
+/// A status word's bits come from its integer, never through an `f64`:
+/// a 64-bit word with its top bit set lost its low bits (and rounded up
+/// into a bit that was clear), a signed one with its top bit set read as
+/// no bit at all.
+#[test]
+fn bits_of_wide_and_signed_words_are_the_words_own() {
+    let bit = |ty: ValueType, order: Order, be: &[u8], n: u8| {
+        let mut r = reg(Table::Holding, ty, order);
+        r.bit = Some(n);
+        r.value_of_words(&layout(be, order)).unwrap()
+    };
+    let top_and_bottom = 0x8000_0000_0000_0001u64.to_be_bytes();
+    let low_54 = ((1u64 << 54) - 1).to_be_bytes();
+    for order in [Order::Abcd, Order::Cdab, Order::Badc, Order::Dcba] {
+        for (ty, be, n, want) in [
+            (ValueType::U64, &top_and_bottom[..], 0, 1.0),
+            (ValueType::U64, &top_and_bottom[..], 63, 1.0),
+            (ValueType::U64, &top_and_bottom[..], 1, 0.0),
+            (ValueType::U64, &low_54[..], 0, 1.0),
+            (ValueType::U64, &low_54[..], 53, 1.0),
+            (ValueType::U64, &low_54[..], 54, 0.0),
+            (ValueType::I64, &top_and_bottom[..], 0, 1.0),
+            (ValueType::I64, &top_and_bottom[..], 63, 1.0),
+            (ValueType::I16, &[0xFF, 0xFE], 0, 0.0),
+            (ValueType::I16, &[0xFF, 0xFE], 1, 1.0),
+            (ValueType::I16, &[0xFF, 0xFE], 15, 1.0),
+            (ValueType::I32, &[0x80, 0, 0, 4], 2, 1.0),
+            (ValueType::I32, &[0x80, 0, 0, 4], 31, 1.0),
+        ] {
+            assert_eq!(bit(ty, order, be, n), want, "{ty:?} {order:?} bit {n}");
+        }
+    }
 }

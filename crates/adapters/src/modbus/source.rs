@@ -432,6 +432,18 @@ impl Bus {
                         .disabled
                         .set(unit.plan.disabled().len() as f64);
                 }
+                Verdict::Skipped { code } => {
+                    self.stats.received.inc();
+                    outcome.answered = true;
+                    self.exception(i, code, ctx);
+                    // Counted by `exception` above; the log once per
+                    // interval per device.
+                    let key = format!("skipped:{}", self.members[i].id.as_str());
+                    if let Some(suppressed) = self.throttle.allow(&key) {
+                        warn!(adapter = %self.name, device = %self.members[i].id.as_str(), unit = self.units[i].unit, code, table = read.table.as_str(), start = read.start, count = read.count, suppressed,
+                            "The device could not do this read now (exception 4: device failure, 5: acknowledge, 6: busy); its other registers go on, and this one is asked again at the next poll.");
+                    }
+                }
                 Verdict::DeviceFault(f) => {
                     if let Fault::Exception(code) = f {
                         self.stats.received.inc();
@@ -484,9 +496,11 @@ impl Bus {
             self.stats.readings.add(n as u64);
             send(ctx, Ingress::Readings(readings)).await?;
         }
-        // A device that refused a register still answered; a poll cut
-        // short by a fault failed, even after some reads.
-        let state = self.units[i].finish(Instant::now(), fault.is_none());
+        // A device that refused a register still answered, and so did one
+        // whose poll a fault cut short after some of its reads: it is
+        // there (the fault is counted and logged above). Only a poll
+        // without any answer failed.
+        let state = self.units[i].finish(Instant::now(), outcome.answered);
         self.report(i, state, ctx).await?;
         Ok(outcome)
     }
