@@ -83,6 +83,8 @@ struct Outcome {
     status: &'static str,
     reason: String,
     detail: String,
+    /// What the device holds now, when it was read back.
+    applied: Option<f64>,
 }
 
 impl Outcome {
@@ -91,6 +93,7 @@ impl Outcome {
             status,
             reason: reason.to_string(),
             detail: detail.into(),
+            applied: None,
         }
     }
 }
@@ -327,6 +330,7 @@ impl Executor {
             &outcome.reason,
         );
         recorded.detail = outcome.detail;
+        recorded.applied = outcome.applied;
         if journaled {
             self.finish(&command.id, made.ts(), recorded, sync_for(origin))
                 .await;
@@ -382,7 +386,10 @@ impl Executor {
             tokio::time::sleep(hold).await;
         }
         match written {
-            WriteOutcome::Done { .. } => Outcome::new("done", "", ""),
+            WriteOutcome::Done { value } => Outcome {
+                applied: value,
+                ..Outcome::new("done", "", "")
+            },
             WriteOutcome::Refused(r) => Outcome::new("refused", r.reason, r.detail),
             WriteOutcome::Failed(r) => Outcome::new("failed", r.reason, r.detail),
         }
@@ -403,6 +410,7 @@ impl Executor {
             status: status.to_string(),
             reason: reason.to_string(),
             detail: String::new(),
+            applied: None,
             ts: self.clock.now().to_rfc3339(),
         }
     }
@@ -442,6 +450,7 @@ impl Executor {
             status: r.status.clone(),
             reason: r.reason.clone(),
             detail: r.detail.clone(),
+            applied: r.applied,
             at,
         };
         let reply = self.reply.lock().ok().and_then(|mut r| r.take());

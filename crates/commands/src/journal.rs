@@ -54,6 +54,9 @@ pub struct Recorded {
     /// before it was kept).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// What the device holds now, when the write was read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<f64>,
     /// RFC 3339, when the result was decided.
     pub ts: String,
 }

@@ -17,6 +17,8 @@ fn done(device: &str) -> Recorded {
         status: "done".into(),
         reason: String::new(),
         detail: String::new(),
+        // Read back from the device, kept across a restart.
+        applied: Some(21.5),
         ts: at(0).to_rfc3339(),
     }
 }

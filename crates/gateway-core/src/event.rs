@@ -86,6 +86,9 @@ pub struct CommandEvent {
     /// For people: what the reason means here (the bound crossed, the
     /// device's exception or BACnet error class and code); may be empty.
     pub detail: String,
+    /// What the device holds now, when `done` and read back (a Modbus
+    /// register: `value` rounded to what the register holds).
+    pub applied: Option<f64>,
     /// When the result was decided.
     pub at: Timestamp,
 }

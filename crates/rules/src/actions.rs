@@ -203,6 +203,7 @@ mod tests {
             status: status.into(),
             reason: String::new(),
             detail: String::new(),
+            applied: None,
             at: Timestamp::from_millis(0).unwrap_or_else(|_| unreachable!()),
         }
     }

@@ -250,10 +250,11 @@ impl Renderer {
 
     /// A command's result on `{prefix}/{device}/command/result`:
     /// `{"id", "gateway", "device", "metric", "value", "status", "reason",
-    /// "detail", "ts"}` (the forwarder adds `seq`). Not retained: each is
-    /// one event.
+    /// "detail", "ts"}` and, when the device's value was read back,
+    /// `applied` (the forwarder adds `seq`). Not retained: each is one
+    /// event.
     pub fn command_result(&self, c: &CommandEvent) -> OutboundMessage {
-        let payload = json!({
+        let mut payload = json!({
             "id": c.id,
             "gateway": self.gateway_id,
             "device": c.device.as_str(),
@@ -264,6 +265,9 @@ impl Renderer {
             "detail": c.detail,
             "ts": c.at.to_rfc3339(),
         });
+        if let Some(applied) = c.applied.filter(|v| v.is_finite()) {
+            payload["applied"] = json!(applied);
+        }
         OutboundMessage {
             topic: format!("{}/{}{RESULT_SUFFIX}", self.prefix, c.device),
             payload: payload.to_string().into_bytes(),
