@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use gateway_core::command::{
-    Command, CommandRequest, CommandTarget, CommandTargets, WriteOutcome, ORIGIN_RULE,
+    Command, CommandRequest, CommandTarget, CommandTargets, Refusal, WriteOutcome, ORIGIN_RULE,
 };
 use gateway_core::config::CommandsConfig;
 use gateway_core::event::{CommandEvent, SinkEvent};
@@ -268,6 +268,7 @@ impl Executor {
             device,
             metric: parsed.metric,
             value: parsed.value,
+            deadline: None,
         };
         let deadline = match age::deadline(made, arrived, horizon, &self.config) {
             Ok(deadline) => deadline,
@@ -380,7 +381,12 @@ impl Executor {
                 return Outcome::new("refused", "journal", e.to_string());
             }
         }
-        let written = target.write(command.clone()).await;
+        let written = target
+            .write(Command {
+                deadline: Some(deadline),
+                ..command.clone()
+            })
+            .await;
         if let Some(hold) = self.hold_result {
             warn!(id = %command.id, "Fault hook: holding a written command's result.");
             tokio::time::sleep(hold).await;
@@ -390,6 +396,9 @@ impl Executor {
                 applied: value,
                 ..Outcome::new("done", "", "")
             },
+            WriteOutcome::Refused(r) if r.reason == Refusal::EXPIRED => {
+                Outcome::new("expired", r.reason, r.detail)
+            }
             WriteOutcome::Refused(r) => Outcome::new("refused", r.reason, r.detail),
             WriteOutcome::Failed(r) => Outcome::new("failed", r.reason, r.detail),
         }

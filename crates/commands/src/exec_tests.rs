@@ -207,6 +207,7 @@ async fn an_actuator_only_rules_reach_answers_its_rule() {
             device: DeviceId::new("vent").unwrap(),
             metric: "put".into(),
             value: gateway_core::command::CommandValue::Text("on".into()),
+            deadline: None,
         };
         let request = CommandRequest {
             command,

@@ -88,6 +88,19 @@ pub struct Command {
     /// such as BACnet's `analog-value:3`); empty for a LoRaWAN downlink.
     pub metric: String,
     pub value: CommandValue,
+    /// After this instant (monotonic) the command must not reach the
+    /// device: its `max_age`. A target that waits (for a connection, a
+    /// bus's busy signal) checks it just before sending and answers
+    /// [`Refusal::expired`] instead. `None`: no limit.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl Command {
+    /// Whether the command may still be sent now.
+    pub fn in_time(&self) -> bool {
+        self.deadline
+            .is_none_or(|deadline| tokio::time::Instant::now() <= deadline)
+    }
 }
 
 /// Why a target will not write (checked before anything reaches a
@@ -107,6 +120,18 @@ impl Refusal {
             detail: detail.into(),
         }
     }
+
+    /// The command's `max_age` passed while it waited in the target:
+    /// nothing was sent, and the result is `expired`.
+    pub fn expired(waited_for: &str) -> Self {
+        Self::new(
+            Self::EXPIRED,
+            format!("waited for {waited_for} past its max_age; not sent"),
+        )
+    }
+
+    /// The reason of [`Refusal::expired`].
+    pub const EXPIRED: &'static str = "max_age";
 }
 
 impl fmt::Display for Refusal {

@@ -173,6 +173,8 @@ impl Runner {
             device,
             metric: point,
             value: value.to_command(),
+            // Set by the command runner from its max_age.
+            deadline: None,
         })
     }
 }

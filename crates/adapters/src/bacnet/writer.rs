@@ -363,6 +363,7 @@ priority = 9
             device: DeviceId::new("ahu-1").unwrap(),
             metric: metric.into(),
             value,
+            deadline: None,
         }
     }
 

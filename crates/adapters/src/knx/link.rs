@@ -111,6 +111,8 @@ pub enum SendFailure {
     ConnectionLost,
     #[error("the adapter is stopping")]
     Stopping,
+    #[error("it waited for the bus past its max_age; not sent")]
+    Expired,
 }
 
 impl SendFailure {
@@ -122,6 +124,7 @@ impl SendFailure {
             Self::NotConfirmed => "not_confirmed",
             Self::NoConfirmation(_) => "timeout",
             Self::ConnectionLost => "connection",
+            Self::Expired => "max_age",
         }
     }
 }
@@ -136,6 +139,10 @@ pub struct Outgoing {
     pub payload: Option<Payload>,
     /// Told how it went; `None` for reads (nobody waits on them).
     pub done: Option<Confirmation>,
+    /// A command's `max_age`: dropped unsent once it has passed, however
+    /// long the bus kept it waiting (a router's ROUTING_BUSY, a tunnel
+    /// reconnecting).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl Outgoing {
@@ -145,6 +152,7 @@ impl Outgoing {
             service: GroupService::Read,
             payload: None,
             done: None,
+            deadline: None,
         }
     }
 
@@ -186,11 +194,21 @@ impl Outbox {
     /// The next telegram, a write if one waits; `None` once both queues
     /// are closed. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Outgoing> {
-        tokio::select! {
-            biased;
-            Some(w) = self.writes.recv() => Some(w),
-            Some(r) = self.reads.recv() => Some(r),
-            else => None,
+        loop {
+            let next = tokio::select! {
+                biased;
+                Some(w) = self.writes.recv() => w,
+                Some(r) = self.reads.recv() => r,
+                else => return None,
+            };
+            if next
+                .deadline
+                .is_some_and(|d| tokio::time::Instant::now() > d)
+            {
+                next.fail(SendFailure::Expired);
+                continue;
+            }
+            return Some(next);
         }
     }
 }
@@ -300,6 +318,27 @@ mod tests {
         assert_eq!(outbox.recv().await.unwrap().service, GroupService::Read);
         drop((writes, reads));
         assert!(outbox.recv().await.is_none());
+    }
+
+    /// A write whose command's max_age passed while the bus kept it
+    /// waiting is never sent: it is answered `Expired` and the next one
+    /// goes.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_past_its_deadline_is_dropped_unsent() {
+        let (writes, _reads, mut outbox) = Outbox::new();
+        let (done, told) = oneshot::channel();
+        let mut late = Outgoing::read("2/2/2".parse().unwrap());
+        late.service = GroupService::Write;
+        late.done = Some(done);
+        late.deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+        writes.send(late).await.unwrap();
+        let mut next = Outgoing::read("2/2/3".parse().unwrap());
+        next.service = GroupService::Write;
+        writes.send(next).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let sent = outbox.recv().await.unwrap();
+        assert_eq!(sent.destination, "2/2/3".parse().unwrap());
+        assert_eq!(told.await.unwrap(), Err(SendFailure::Expired));
     }
 
     #[test]

@@ -24,6 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::address::IndividualAddress;
+
+/// Longest pause one ROUTING_BUSY buys. Routers ask for tens to hundreds
+/// of milliseconds, a congested line a few seconds; the 16-bit field would
+/// allow 65 s from any host on the multicast.
+const MAX_BUSY_WAIT_MS: u64 = 5_000;
 use super::cemi::{self, Cemi};
 use super::frame::{self, Frame};
 use super::link::{Faults, GroupTelegram, LinkEvent, Outbox, Pacer};
@@ -163,7 +168,11 @@ pub async fn run(
                         rng ^= rng >> 7;
                         rng ^= rng << 17;
                         let spread = rng % (busy.len() as u64 * 50 + 1);
-                        pacer.hold_until(now + Duration::from_millis(u64::from(wait_ms) + spread));
+                        // Anyone on the multicast can send a BUSY: its wait
+                        // (up to 65 s as sent) is capped, so a forged one
+                        // pauses the gateway briefly, not for a minute.
+                        let wait = u64::from(wait_ms).min(MAX_BUSY_WAIT_MS);
+                        pacer.hold_until(now + Duration::from_millis(wait + spread));
                         faults.count("bus_busy", format!("A KNX router is busy (ROUTING_BUSY, wait {wait_ms} ms): sending paused."));
                     }
                     Ok(Frame::RoutingLostMessage { lost }) => {

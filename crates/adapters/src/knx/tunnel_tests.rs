@@ -94,6 +94,7 @@ impl Client {
             service: GroupService::Write,
             payload: Some(payload),
             done: Some(done),
+            deadline: None,
         };
         self.out.send(o).await.unwrap();
         rx

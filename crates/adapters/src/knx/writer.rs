@@ -101,6 +101,7 @@ impl CommandTarget for KnxTarget {
                 service: GroupService::Write,
                 payload: Some(payload),
                 done: Some(done),
+                deadline: command.deadline,
             };
             if let Err(e) = link.try_send(outgoing) {
                 let why = match e {
@@ -113,6 +114,9 @@ impl CommandTarget for KnxTarget {
             }
             match confirmed.await {
                 Ok(Ok(())) => WriteOutcome::Done { value: None },
+                Ok(Err(SendFailure::Expired)) => {
+                    WriteOutcome::Refused(Refusal::expired("the KNX bus"))
+                }
                 Ok(Err(SendFailure::NotConnected)) => WriteOutcome::Refused(Refusal::new(
                     "offline",
                     SendFailure::NotConnected.to_string(),
@@ -209,6 +213,7 @@ writable = true
             device: DeviceId::new("room-1").unwrap(),
             metric: metric.into(),
             value,
+            deadline: None,
         }
     }
 

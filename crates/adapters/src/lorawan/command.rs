@@ -376,6 +376,7 @@ mod tests {
             device: DeviceId::new("node-1").unwrap(),
             metric: String::new(),
             value,
+            deadline: None,
         }
     }
 

@@ -31,6 +31,9 @@ pub struct WriteJob {
     pub unit: u8,
     pub register: Register,
     pub encoded: Encoded,
+    /// The command's `max_age`: not written after it (the bus may have
+    /// kept the job waiting behind polls or a reconnect).
+    pub deadline: Option<tokio::time::Instant>,
     pub reply: oneshot::Sender<WriteOutcome>,
 }
 
@@ -192,6 +195,7 @@ impl CommandTarget for ModbusTarget {
                 unit,
                 register,
                 encoded,
+                deadline: command.deadline,
                 reply,
             };
             if jobs.send(job).await.is_err() {
@@ -220,6 +224,15 @@ pub struct Written {
 
 /// Writes `job` on `link` and reads the register back.
 pub async fn execute(link: &mut Link, job: &WriteJob) -> Written {
+    if job
+        .deadline
+        .is_some_and(|d| tokio::time::Instant::now() > d)
+    {
+        return Written {
+            outcome: WriteOutcome::Refused(Refusal::expired("the Modbus bus")),
+            drop_link: false,
+        };
+    }
     let answer = link
         .write(job.unit, job.register.address, &job.encoded)
         .await;

@@ -6,6 +6,13 @@
 //! It has its own connection (client id `…-set`): the ingress session
 //! acknowledges readings by hand and must not wait behind a write.
 //!
+//! A publish is handed to the client only while it is connected, and a
+//! publish that was not acknowledged in time ends that connection with
+//! everything queued in it: otherwise the client would send it when the
+//! broker came back, long after the command was reported `failed` and
+//! past its `max_age` (a lamp switched a minute late, twice if the
+//! operator retried).
+//!
 //! The same writer publishes for the actuators a rule's `publish` action
 //! names ([`TopicTarget`], started by `crate::actuators`): their payload
 //! as it is, on their own topic.
@@ -20,8 +27,9 @@ use gateway_core::command::{
 };
 use gateway_core::DeviceId;
 use mqtt_connect::ConnectionSettings;
-use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
-use tokio::sync::{mpsc, oneshot};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -35,6 +43,8 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SetJob {
     pub topic: String,
     pub payload: Vec<u8>,
+    /// The command's `max_age`: not published after it.
+    pub deadline: Option<Instant>,
     pub reply: oneshot::Sender<WriteOutcome>,
 }
 
@@ -131,7 +141,13 @@ impl CommandTarget for MqttTarget {
     fn write(&self, command: Command) -> WriteFuture {
         let payload = self.payload(&command);
         let topic = self.topic.replace("{device}", command.device.as_str());
-        Box::pin(publish(self.jobs.clone(), topic, payload, "mqtt adapter"))
+        Box::pin(publish(
+            self.jobs.clone(),
+            topic,
+            payload,
+            command.deadline,
+            "mqtt adapter",
+        ))
     }
 }
 
@@ -170,6 +186,7 @@ impl CommandTarget for TopicTarget {
             self.jobs.clone(),
             self.topic.clone(),
             payload,
+            command.deadline,
             "mqtt writer",
         ))
     }
@@ -185,6 +202,7 @@ async fn publish(
     jobs: mpsc::Sender<SetJob>,
     topic: String,
     payload: Result<Vec<u8>, Refusal>,
+    deadline: Option<Instant>,
     who: &str,
 ) -> WriteOutcome {
     let payload = match payload {
@@ -196,6 +214,7 @@ async fn publish(
         .send(SetJob {
             topic,
             payload,
+            deadline,
             reply,
         })
         .await
@@ -227,55 +246,136 @@ pub async fn run(
             return;
         }
     };
-    let (client, mut eventloop) = AsyncClient::new(options, QUEUE);
-    // Polled in its own task (rumqttc's poll is not cancel-safe); it
-    // reports which packet id each publish got and each PUBACK.
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let poll_stop = stop.clone();
-    let poller = tokio::spawn(async move {
+    loop {
+        let mut session = Session::start(options.clone(), &stop);
         loop {
-            let polled = tokio::select! {
-                _ = poll_stop.cancelled() => return,
-                e = eventloop.poll() => e,
-            };
-            let event = match polled {
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(Ok(pkid)),
-                Ok(Event::Incoming(Packet::PubAck(ack))) => Some(Err(ack.pkid)),
-                Ok(_) => None,
-                Err(_) => {
-                    tokio::select! {
-                        _ = poll_stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => None,
-                    }
-                }
-            };
-            if let Some(e) = event {
-                if events_tx.send(e).is_err() {
+            let job = tokio::select! {
+                _ = stop.cancelled() => {
+                    session.close().await;
                     return;
                 }
+                j = jobs.recv() => match j {
+                    Some(j) => j,
+                    None => {
+                        session.close().await;
+                        return;
+                    }
+                },
+            };
+            let (outcome, keep) = session.publish(job.topic, job.payload, job.deadline).await;
+            let _ = job.reply.send(outcome);
+            if !keep {
+                // What it still holds (the unacknowledged publish) must
+                // never be sent: a new connection starts empty.
+                session.abandon();
+                break;
             }
         }
-    });
-    loop {
-        let job = tokio::select! {
-            _ = stop.cancelled() => break,
-            j = jobs.recv() => match j {
-                Some(j) => j,
-                None => break,
-            },
-        };
-        // Events of an earlier, timed-out publish are not this one's.
-        while events.try_recv().is_ok() {}
-        if let Err(e) = client.try_publish(job.topic, QoS::AtLeastOnce, false, job.payload) {
-            let _ = job.reply.send(WriteOutcome::Failed(Refusal::new(
-                "connection",
-                e.to_string(),
-            )));
-            continue;
+    }
+}
+
+/// Whether a session may carry the next publish.
+type Keep = bool;
+
+/// One connection to the building's broker and its polling task.
+struct Session {
+    client: AsyncClient,
+    /// Which packet id each publish got (`Ok`) and each PUBACK (`Err`).
+    events: mpsc::UnboundedReceiver<Result<u16, u16>>,
+    connected: watch::Receiver<bool>,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    fn start(options: MqttOptions, stop: &CancellationToken) -> Self {
+        let (client, mut eventloop) = AsyncClient::new(options, QUEUE);
+        // Polled in its own task (rumqttc's poll is not cancel-safe).
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (connected_tx, connected) = watch::channel(false);
+        let poll_stop = stop.clone();
+        let poller = tokio::spawn(async move {
+            loop {
+                let polled = tokio::select! {
+                    _ = poll_stop.cancelled() => return,
+                    e = eventloop.poll() => e,
+                };
+                let event = match polled {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected_tx.send_replace(true);
+                        None
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(Ok(pkid)),
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => Some(Err(ack.pkid)),
+                    Ok(_) => None,
+                    Err(_) => {
+                        connected_tx.send_replace(false);
+                        tokio::select! {
+                            _ = poll_stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => None,
+                        }
+                    }
+                };
+                if let Some(e) = event {
+                    if events_tx.send(e).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Self {
+            client,
+            events,
+            connected,
+            poller,
+        }
+    }
+
+    /// Publishes once connected (waiting at most [`ACK_TIMEOUT`], never
+    /// past `deadline`) and waits for the PUBACK.
+    async fn publish(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> (WriteOutcome, Keep) {
+        let give_up = Instant::now() + ACK_TIMEOUT;
+        let wait_until = deadline.map_or(give_up, |d| d.min(give_up));
+        // A bool at once: the watch's guard must not be held across awaits.
+        let up = matches!(
+            tokio::time::timeout_at(wait_until, self.connected.wait_for(|up| *up)).await,
+            Ok(Ok(_))
+        );
+        if !up {
+            let outcome = if deadline.is_some_and(|d| Instant::now() >= d) {
+                WriteOutcome::Refused(Refusal::expired("the building's broker"))
+            } else {
+                WriteOutcome::Refused(Refusal::new(
+                    "offline",
+                    "the building's broker is not connected; nothing was published",
+                ))
+            };
+            return (outcome, true);
+        }
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            return (
+                WriteOutcome::Refused(Refusal::expired("the building's broker")),
+                true,
+            );
+        }
+        // Events of an earlier, abandoned publish are not this one's.
+        while self.events.try_recv().is_ok() {}
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+        {
+            return (
+                WriteOutcome::Failed(Refusal::new("connection", e.to_string())),
+                false,
+            );
         }
         let acked = tokio::time::timeout(ACK_TIMEOUT, async {
             let mut ours = None;
-            while let Some(e) = events.recv().await {
+            while let Some(e) = self.events.recv().await {
                 match e {
                     Ok(pkid) if ours.is_none() => ours = Some(pkid),
                     Err(pkid) if Some(pkid) == ours => return true,
@@ -285,18 +385,32 @@ pub async fn run(
             false
         })
         .await;
-        let outcome = match acked {
-            Ok(true) => WriteOutcome::Done { value: None },
-            Ok(false) => WriteOutcome::Failed(Refusal::new("stopped", "the connection task ended")),
-            Err(_) => WriteOutcome::Failed(Refusal::new(
-                "timeout",
-                "the building's broker did not acknowledge the publish",
-            )),
-        };
-        let _ = job.reply.send(outcome);
+        match acked {
+            Ok(true) => (WriteOutcome::Done { value: None }, true),
+            Ok(false) => (
+                WriteOutcome::Failed(Refusal::new("stopped", "the connection task ended")),
+                false,
+            ),
+            Err(_) => (
+                WriteOutcome::Failed(Refusal::new(
+                    "timeout",
+                    "the building's broker did not acknowledge the publish",
+                )),
+                false,
+            ),
+        }
     }
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
+
+    /// Ends the connection at once, dropping whatever it still queues.
+    fn abandon(self) {
+        self.poller.abort();
+    }
+
+    /// Ends the connection politely (shutdown).
+    async fn close(self) {
+        let _ = self.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.poller).await;
+    }
 }
 
 #[cfg(test)]

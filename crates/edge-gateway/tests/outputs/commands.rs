@@ -157,6 +157,22 @@ async fn modbus_and_mqtt_writes_refusals_repeats_expiry_and_the_building_broker(
         .await;
     gw.wait_for_log("Modbus bus open.").await;
 
+    // A set point the register cannot hold exactly: rounded to 218, and
+    // the result says what the device now holds beside what was asked
+    // (the next command sets it to 23.5).
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "ahu-1",
+        json!({"id": "c-1b", "metric": "setpoint", "value": 21.76}),
+    )
+    .await;
+    assert_eq!(r["status"], "done", "{r}");
+    assert_eq!(r["value"], 21.76);
+    let applied = r["applied"].as_f64().expect("applied");
+    assert!((applied - 21.8).abs() < 1e-9, "{r}");
+    assert_eq!(read_back(modbus, 1, "holding", 0, 1), vec![218]);
+
     // A set point in the reading's unit: 23.5 °C is 235 at scale 0.1.
     let r = command(
         cloud.port(),
@@ -175,21 +191,6 @@ async fn modbus_and_mqtt_writes_refusals_repeats_expiry_and_the_building_broker(
     assert!(r["ts"].as_str().is_some(), "{r}");
     assert_eq!(read_back(modbus, 1, "holding", 0, 1), vec![235]);
     assert_eq!(r["applied"], 23.5, "what the device holds, read back");
-
-    // A set point the register cannot hold exactly: rounded to 218, and
-    // the result says what the device now holds beside what was asked.
-    let r = command(
-        cloud.port(),
-        &mut results,
-        "ahu-1",
-        json!({"id": "c-1b", "metric": "setpoint", "value": 21.76}),
-    )
-    .await;
-    assert_eq!(r["status"], "done", "{r}");
-    assert_eq!(r["value"], 21.76);
-    let applied = r["applied"].as_f64().expect("applied");
-    assert!((applied - 21.8).abs() < 1e-9, "{r}");
-    assert_eq!(read_back(modbus, 1, "holding", 0, 1), vec![218]);
 
     // An f32 in word-swapped order: 12.5 is 0x4148_0000, low word first.
     let r = command(

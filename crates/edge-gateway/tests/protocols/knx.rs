@@ -956,4 +956,41 @@ writable = true
     let seen: Value = serde_json::from_str(&line).unwrap();
     let waited = seen["t"].as_f64().unwrap() - busy_at;
     assert!(waited >= 2.0, "written {waited} s after a 2 s ROUTING_BUSY");
+
+    // A BUSY asking for 65 s (anyone on the multicast may send one)
+    // pauses writes for 5 s at most.
+    peer.send_line("busy 65535");
+    let busy = peer
+        .wait_for_line(|l| l.starts_with("{\"busy\""), WAIT)
+        .expect("xknx sent ROUTING_BUSY");
+    let busy_at = serde_json::from_str::<Value>(&busy).unwrap()["busy"]
+        .as_f64()
+        .unwrap();
+    http_until(metrics, "/metrics", |_, b| {
+        sample(
+            b,
+            "edge_gateway_adapter_errors_total{adapter=\"router\",error_type=\"bus_busy\"}",
+        ) == Some(2.0)
+    })
+    .await;
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "hall",
+        json!({"id": "m-3", "metric": "blind", "value": 25}),
+    )
+    .await;
+    assert_eq!(r["status"], "done", "{r}");
+    let line = peer
+        .wait_for_line(
+            |l| l.contains("\"dst\": \"5/0/2\"") && l.contains("\"write\""),
+            WAIT,
+        )
+        .expect("xknx receives the write after the capped busy spell");
+    let seen: Value = serde_json::from_str(&line).unwrap();
+    let waited = seen["t"].as_f64().unwrap() - busy_at;
+    assert!(
+        (5.0..15.0).contains(&waited),
+        "written {waited} s after a ROUTING_BUSY of 65 535 ms (capped at 5 s)"
+    );
 }

@@ -114,6 +114,8 @@ pub fn command_of(
         device: device.clone(),
         metric: metric.to_string(),
         value: value_of(payload),
+        // Set by the command runner from its max_age.
+        deadline: None,
     }
 }
 
