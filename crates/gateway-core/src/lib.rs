@@ -42,6 +42,7 @@ pub mod rate_limit;
 pub mod refusal;
 pub mod registry;
 pub mod state_file;
+pub mod stdout;
 pub mod telemetry;
 pub mod units;
 

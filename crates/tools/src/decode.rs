@@ -89,7 +89,7 @@ pub fn run(args: &DecodeArgs) -> ExitCode {
     match decode(args) {
         Ok(lines) => {
             for line in lines {
-                println!("{line}");
+                gateway_core::outln!("{line}");
             }
             ExitCode::SUCCESS
         }
@@ -103,7 +103,7 @@ pub fn run(args: &DecodeArgs) -> ExitCode {
         }
         Err(Failure::Refused { lines, reason }) => {
             for line in lines {
-                println!("{line}");
+                gateway_core::outln!("{line}");
             }
             eprintln!("edge-gateway decode: {reason}");
             ExitCode::from(EX_DATAERR)

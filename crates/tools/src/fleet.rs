@@ -149,7 +149,7 @@ fn keygen(path: &Path) -> anyhow::Result<ExitCode> {
         "Signing key written to {}; keep it secret. For the gateways' gateway.toml:",
         path.display()
     );
-    println!("public_keys = [\"{public}\"]");
+    gateway_core::outln!("public_keys = [\"{public}\"]");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -177,7 +177,7 @@ fn sign(
 ) -> anyhow::Result<ExitCode> {
     let key = read_key(key)?;
     let text = read_config(config)?;
-    println!(
+    gateway_core::outln!(
         "{}",
         DesiredMessage::signed(&key, serial, version, &text, gateway).to_json()
     );
@@ -246,7 +246,7 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let verdict = wait_for_verdict(&mut events, &state, serial, args.timeout).await?;
-    println!("{verdict}");
+    gateway_core::outln!("{verdict}");
     let _ = client.disconnect().await;
     let applied =
         serde_json::from_str::<serde_json::Value>(&verdict).is_ok_and(|v| v["status"] == "applied");

@@ -220,7 +220,7 @@ pub fn passwd() -> ExitCode {
     match auth::hash(pw) {
         Ok(h) => {
             eprintln!();
-            println!("{h}");
+            gateway_core::outln!("{h}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use adapters::lorawan::codecs::js::readings::{flatten, normalized_units, Leaf};
+use adapters::lorawan::codecs::js::readings::{fields, normalized_units, Fate, Leaf};
 use adapters::lorawan::codecs::js::{self, vectors, Limits, ScriptCodec};
 
 /// EX_USAGE from sysexits.h: the command line is wrong.
@@ -64,14 +64,33 @@ pub(crate) fn decode(
         .get("normalized")
         .map(|n| normalized_units(decoded.data(), n))
         .unwrap_or_default();
-    for (name, leaf) in flatten(decoded.data()) {
-        lines.push(match leaf {
-            Leaf::Number(v) => match units.get(&name) {
-                Some(unit) => format!("{name} = {v} {unit}"),
-                None => format!("{name} = {v}"),
-            },
-            Leaf::Text(t) => format!("{name} = {t:?} (text field, not a reading)"),
+    // As the gateway takes them: the same names, and what it leaves out.
+    let taken = fields(decoded.data());
+    for (key, leaf, fate) in &taken.fields {
+        lines.push(match (leaf, fate) {
+            (Leaf::Number(v), Fate::Reading(name)) => {
+                let renamed = if name.as_str() == key {
+                    String::new()
+                } else {
+                    format!(" (the codec's `{key}`: the uplink's own is the radio's)")
+                };
+                match units.get(key) {
+                    Some(unit) => format!("{name} = {v} {unit}{renamed}"),
+                    None => format!("{name} = {v}{renamed}"),
+                }
+            }
+            (Leaf::Number(v), Fate::Dropped(why)) => {
+                format!("{key} = {v} (left out: {why})")
+            }
+            (Leaf::Text(t), _) => format!("{key} = {t:?} (text field, not a reading)"),
+            (Leaf::Number(v), Fate::Text) => format!("{key} = {v}"),
         });
+    }
+    if taken.cut > 0 {
+        lines.push(format!(
+            "({} more value(s) not read: beyond the first 512, or nested deeper than 8)",
+            taken.cut
+        ));
     }
     Ok(lines)
 }
@@ -132,7 +151,7 @@ pub fn encode(args: &EncodeArgs) -> ExitCode {
             // fPort first, as the tool's help shows it.
             let fport = fport.map_or("null".to_string(), |p| p.to_string());
             let bytes: Vec<String> = out.bytes.iter().map(u8::to_string).collect();
-            println!("{{\"fPort\":{fport},\"bytes\":[{}]}}", bytes.join(","));
+            gateway_core::outln!("{{\"fPort\":{fport},\"bytes\":[{}]}}", bytes.join(","));
             for w in out.warnings {
                 eprintln!("warning: {w}");
             }
@@ -193,12 +212,12 @@ fn test(path: &Path, now: Option<&str>) -> ExitCode {
         eprintln!("{line}");
     }
     for line in &summary.failures {
-        println!("{line}");
+        gateway_core::outln!("{line}");
     }
     if summary.codecs == 0 {
-        println!("no codec with test vectors under {}", path.display());
+        gateway_core::outln!("no codec with test vectors under {}", path.display());
     }
-    println!("{}", summary.last_line());
+    gateway_core::outln!("{}", summary.last_line());
     if summary.all_passed() && summary.codecs > 0 {
         ExitCode::SUCCESS
     } else {

@@ -207,9 +207,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if args.print_lorawan_config {
         #[cfg(feature = "lorawan")]
         if args.otaa {
-            print!("{}", otaa::device_tables(&args, &fleet.devices));
+            gateway_core::out!("{}", otaa::device_tables(&args, &fleet.devices));
         } else {
-            print!("{}", lorawan::device_tables(&args, &fleet.devices));
+            gateway_core::out!("{}", lorawan::device_tables(&args, &fleet.devices));
         }
         #[cfg(not(feature = "lorawan"))]
         bail!("--print-lorawan-config: this edge-gateway is built without LoRaWAN");
@@ -243,7 +243,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         #[cfg(feature = "modbus")]
         Protocol::Modbus => {
             let served = modbus::run(&args, target(modbus::DEFAULT_TARGET)?).await?;
-            println!(
+            gateway_core::outln!(
                 "simulate: answered {served} Modbus requests in {:.2} s",
                 started.elapsed().as_secs_f64()
             );
@@ -252,7 +252,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         #[cfg(feature = "bacnet")]
         Protocol::Bacnet => {
             let served = bacnet::run(&args, target(bacnet::DEFAULT_TARGET)?).await?;
-            println!(
+            gateway_core::outln!(
                 "simulate: answered {served} BACnet requests in {:.2} s",
                 started.elapsed().as_secs_f64()
             );
@@ -260,7 +260,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         }
     };
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    gateway_core::outln!(
         "simulate: sent {sent} messages ({} readings) from {} devices in {secs:.2} s: {:.0} messages/s",
         sent * per_message as u64,
         args.devices,

@@ -87,7 +87,7 @@ pub fn main(args: &BacnetArgs) -> ExitCode {
     };
     match rt.block_on(discover(&d)) {
         Ok(report) => {
-            print!("{report}");
+            gateway_core::out!("{report}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::super::codecs::js::readings::{flatten, normalized_units, Leaf};
+use super::super::codecs::js::readings::{fields, normalized_units, Fate, Leaf};
 use super::super::codecs::js::{Decoded, ScriptError};
 use super::super::dedup::Uplink;
 use super::super::uplink::ScriptJob;
@@ -131,25 +131,38 @@ impl Server {
             }
         }
         let before = readings.len();
-        for (key, leaf) in flatten(decoded.data()) {
-            match leaf {
-                Leaf::Number(value) => {
-                    let Some(metric) = self.names.get(&key) else {
+        let taken = fields(decoded.data());
+        for (key, leaf, fate) in &taken.fields {
+            match (leaf, fate) {
+                (Leaf::Number(value), Fate::Reading(name)) => {
+                    // Interned: the names a fleet's codecs give every uplink.
+                    let Some(metric) = self.names.get(name.as_str()) else {
                         continue;
                     };
                     readings.extend(
                         Reading::new(
                             done.device.clone(),
                             metric,
-                            value,
+                            *value,
                             done.received,
                             TimeSource::Arrival,
                         )
                         .ok(),
                     );
                 }
-                Leaf::Text(_) => self.stats.ignored_field(done.device.as_str(), &key),
+                (Leaf::Text(_), _) => self.stats.ignored_field(done.device.as_str(), key),
+                _ => {}
             }
+        }
+        if let Some(left_out) = taken.left_out() {
+            self.report(
+                "codec_js_fields",
+                &done.gateways,
+                &format!(
+                    "device {}: values of its codec's result left out: {left_out}",
+                    done.device
+                ),
+            );
         }
         if let Some(normalized) = decoded.result.get("normalized") {
             self.normalized_units(&done.device, decoded.data(), normalized);

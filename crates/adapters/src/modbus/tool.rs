@@ -141,7 +141,7 @@ async fn scan(a: &ScanArgs, transport: &Transport, table: Table) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    println!(
+    gateway_core::outln!(
         "{} unit {} {} registers {}..{} (0-based protocol addresses)",
         transport.describe(),
         a.unit,
@@ -164,15 +164,15 @@ async fn scan(a: &ScanArgs, transport: &Transport, table: Table) -> ExitCode {
         match link.read(a.unit, &read).await {
             Answer::Words(words) => {
                 answered = true;
-                print!("{}", render_registers(read.start, &words));
+                gateway_core::out!("{}", render_registers(read.start, &words));
             }
             Answer::Bits(bits) => {
                 answered = true;
-                print!("{}", render_bits(read.start, &bits));
+                gateway_core::out!("{}", render_bits(read.start, &bits));
             }
             Answer::Exception(code) => {
                 answered = true;
-                println!(
+                gateway_core::outln!(
                     "{start}..{}: exception {code} ({})",
                     start + count - 1,
                     exception_text(code)

@@ -130,7 +130,7 @@ pub(super) fn decode(
     match uplink.get(keys.object) {
         Some(Value::Object(obj)) if !obj.is_empty() => {
             flatten(obj, "", 1, &mut |key, v| {
-                out.push(&device, key, key, v, when)
+                out.push(&device, key, &decoded_name(key), v, when)
             });
         }
         _ => frm_payload(uplink, keys, codec, &device, when, &mut out),
@@ -153,6 +153,17 @@ pub(super) fn decode(
         return Err(DecodeError::NoValues);
     }
     Ok(out)
+}
+
+/// A decoded value's metric: its name, unless the uplink's radio gives a
+/// reading of that name (a device's own measure of its downlink's signal
+/// is not the gateway's of its uplink): then `<name>_decoded`.
+fn decoded_name(key: &str) -> std::borrow::Cow<'_, str> {
+    if matches!(key, "rssi" | "snr" | "gateways") {
+        format!("{key}_decoded").into()
+    } else {
+        key.into()
+    }
 }
 
 fn path<'a>(root: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
@@ -246,7 +257,7 @@ fn script_payload(
             }
             for (name, leaf) in readings::flatten(decoded.data()) {
                 match leaf {
-                    Leaf::Number(v) => out.push(device, &name, &name, v, when),
+                    Leaf::Number(v) => out.push(device, &name, &decoded_name(&name), v, when),
                     Leaf::Text(_) => out.ignore(device, &name),
                 }
             }
@@ -298,6 +309,29 @@ mod tests {
             [
                 (dev.clone(), "humiditySensor_1".into(), 40.0),
                 (dev.clone(), "temperatureSensor_0".into(), 27.3),
+                (dev.clone(), "rssi".into(), -60.0),
+                (dev.clone(), "snr".into(), 10.5),
+                (dev, "gateways".into(), 2.0),
+            ]
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    /// A water meter's codec reports the signal of the downlink it heard
+    /// as `rssi`: kept as its own metric, never mixed into the uplink's.
+    #[test]
+    fn a_decoded_rssi_is_the_devices_not_the_uplinks() {
+        let up = CHIRPSTACK_UP.replace(
+            r#""object":{"temperatureSensor":{"0":27.3},"humiditySensor":{"1":40.0}},"#,
+            r#""object":{"rssi":-101,"snr":-3.5},"#,
+        );
+        let (r, p) = run(NetworkServer::ChirpstackV4, None, &up);
+        let dev = "0101010101010101".to_string();
+        assert_eq!(
+            r,
+            [
+                (dev.clone(), "rssi_decoded".into(), -101.0),
+                (dev.clone(), "snr_decoded".into(), -3.5),
                 (dev.clone(), "rssi".into(), -60.0),
                 (dev.clone(), "snr".into(), 10.5),
                 (dev, "gateways".into(), 2.0),

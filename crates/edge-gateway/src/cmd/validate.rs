@@ -53,20 +53,20 @@ pub fn main(config: &Path, print: bool) -> ExitCode {
                     c.gateway.state_dir.display()
                 ),
                 Err(e) if c.gateway.durability == Durability::Disk => {
-                    println!("{}", state_dir_problem(&e));
+                    gateway_core::outln!("{}", state_dir_problem(&e));
                     eprintln!("{}: the state directory cannot be used", config.display());
                     return ExitCode::from(EX_CANTCREAT);
                 }
                 Err(e) => eprintln!("note: {e}; durability = \"none\": the gateway runs without it and loses readings on every restart"),
             }
             if !print {
-                println!("{summary}");
+                gateway_core::outln!("{summary}");
                 return ExitCode::SUCCESS;
             }
             // stdout carries only the TOML, so it can be piped or saved.
             match layers.to_redacted_toml() {
                 Ok(text) => {
-                    print!("{text}");
+                    gateway_core::out!("{text}");
                     eprintln!("{summary}");
                     ExitCode::SUCCESS
                 }
@@ -82,7 +82,7 @@ pub fn main(config: &Path, print: bool) -> ExitCode {
 
 /// `edge-gateway configfile`: the commented template of every key.
 pub fn configfile() -> ExitCode {
-    print!("{}", settings::template());
+    gateway_core::out!("{}", settings::template());
     ExitCode::SUCCESS
 }
 
@@ -90,7 +90,7 @@ pub fn report_load_error(e: &LoadError) -> ExitCode {
     match e {
         LoadError::Invalid { path, problems } => {
             for p in problems.iter() {
-                println!("{p}");
+                gateway_core::outln!("{p}");
             }
             eprintln!("{path}: {} problem(s)", problems.len());
         }

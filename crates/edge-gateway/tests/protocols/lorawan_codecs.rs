@@ -760,6 +760,55 @@ fn decode_and_encode_run_a_vendors_script() {
     assert!(stdout.contains("\"normalized\""), "{stdout}");
     assert!(stdout.ends_with("rh = 40 %\ntemp = 21.5 °C\n"), "{stdout}");
 
+    // What the gateway makes of odd results, as it would: a codec's own
+    // `rssi` kept apart from the radio's, two values flattening to one
+    // name and a name too long to be a metric left out and said so, and a
+    // reader that goes away (`| head -1`) ends the tool quietly.
+    let odd = dir.path().join("odd.js");
+    std::fs::write(
+        &odd,
+        format!(
+            "function decodeUplink(i) {{ var d = {{ rssi: -71, a_b: 12, a: {{ b: 13 }}, {}: 10 }};\n\
+             for (var k = 0; k < 600; k++) d['z' + k] = k; return {{ data: d }}; }}",
+            "n".repeat(70)
+        ),
+    )
+    .unwrap();
+    let codec = format!("js:{}", odd.display());
+    let (code, stdout, stderr) = edge_gateway(&["decode", "--codec", &codec, "01"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(
+            "\nrssi_decoded = -71 (the codec's `rssi`: the uplink's own is the radio's)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\na_b = 13\n"), "{stdout}");
+    assert!(
+        stdout.contains("\na_b = 12 (left out: the same name as an earlier value)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "\n{} = 10 (left out: not a metric name",
+            "n".repeat(70)
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("more value(s) not read"), "{stdout}");
+    let mut head = std::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(["decode", "--codec", &codec, "01"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes before the tool has written a byte.
+    drop(head.stdout.take());
+    let gone = head.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(gone.status.code(), Some(141), "{stderr}");
+
     // A whole PHYPayload: verified, decrypted, then the script on its FPort.
     let phy = sealed(TBHH_ADDR, 7, 103, &TBHH_2, &hex_key(NWK), &hex_key(APP));
     let phy: String = phy.iter().map(|b| format!("{b:02x}")).collect();

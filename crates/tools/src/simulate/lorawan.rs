@@ -221,7 +221,7 @@ pub(super) async fn run(
         last = now;
     }
     reader.abort();
-    println!("simulate: {last} PUSH_ACKs for {sent} PUSH_DATA");
+    gateway_core::outln!("simulate: {last} PUSH_ACKs for {sent} PUSH_DATA");
     if refused > 0 {
         eprintln!(
             "simulate: {refused} datagrams refused (is the gateway's semtech_udp adapter listening on {target}?)"

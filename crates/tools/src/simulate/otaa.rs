@@ -96,7 +96,7 @@ pub(super) async fn join_all(
             app_s_key,
         });
     }
-    println!("simulate: {} devices joined", sessions.len());
+    gateway_core::outln!("simulate: {} devices joined", sessions.len());
     Ok(sessions)
 }
 

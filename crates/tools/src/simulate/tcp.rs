@@ -135,7 +135,7 @@ pub(super) async fn run(
             .iter()
             .map(|n| n.refused.load(Ordering::Relaxed))
             .sum();
-        println!("simulate: {acked} lines acknowledged (ok), {refused} refused (err)");
+        gateway_core::outln!("simulate: {acked} lines acknowledged (ok), {refused} refused (err)");
         if all.is_err() {
             anyhow::bail!(
                 "{} of {sent} lines not acknowledged within {ACK_WAIT:?}: is `ack = true` set?",

@@ -143,6 +143,7 @@ impl Engine {
         // A `#!` line is only valid at the very start of a script; inside
         // the factory it must become a comment (same length, same lines).
         let text = self.source.strip_prefix('\u{feff}').unwrap_or(&self.source);
+        let source_text = text.to_string();
         let body = match text.strip_prefix("#!") {
             Some(rest) => format!("//{rest}"),
             None => text.to_string(),
@@ -183,8 +184,10 @@ impl Engine {
                 .eval(DRIVER_JS)
                 .catch(&ctx)
                 .map_err(|e| ScriptError::Engine(format!("driver: {e}")))?;
+            // The source too: the driver guards the built-ins its text
+            // could change.
             driver
-                .call::<_, ()>((factory, globals, DRIVER))
+                .call::<_, ()>((factory, globals, DRIVER, source_text))
                 .catch(&ctx)
                 .map_err(|e| ScriptError::Engine(format!("driver: {e}")))?;
             Ok(())

@@ -4,6 +4,7 @@
 //! `ch_0_t`); booleans are 0 and 1; strings are text fields; `null` is
 //! skipped.
 
+use gateway_core::MetricName;
 use serde_json::Value;
 
 /// Values taken from one object at most: a codec that returns a huge
@@ -24,12 +25,120 @@ pub enum Leaf {
 /// `#`, controls) become `_`.
 pub fn flatten(data: &Value) -> Vec<(String, Leaf)> {
     let mut out = Vec::new();
-    walk(data, &mut String::new(), 0, &mut out);
+    walk(data, &mut String::new(), 0, &mut out, &mut 0);
     out
 }
 
-fn walk(value: &Value, name: &mut String, depth: usize, out: &mut Vec<(String, Leaf)>) {
+/// The readings every uplink already has from the radio: a codec value of
+/// the same name (a device's own measure of its downlink's signal) is kept
+/// as `<name>_decoded`, never mixed into the uplink's.
+pub const RADIO_METRICS: [&str; 3] = ["rssi", "snr", "gateways"];
+
+/// What becomes of one value of a decoded object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fate {
+    /// A reading of this metric.
+    Reading(MetricName),
+    /// A text field: not a reading.
+    Text,
+    /// Left out, and why (for the log and `decode`).
+    Dropped(String),
+}
+
+/// A decoded object's values and their fates, as the gateway takes them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Fields {
+    /// (the value's name in the object, its leaf, what becomes of it).
+    pub fields: Vec<(String, Leaf, Fate)>,
+    /// Values and objects not read at all: beyond the first
+    /// [`MAX_VALUES`], or nested deeper than [`MAX_DEPTH`].
+    pub cut: usize,
+}
+
+impl Fields {
+    /// What was left out, for one log line: the dropped values by name
+    /// and why, and how many were not read.
+    pub fn left_out(&self) -> Option<String> {
+        let dropped: Vec<String> = self
+            .fields
+            .iter()
+            .filter_map(|(key, _, fate)| match fate {
+                Fate::Dropped(why) => Some(format!("`{key}` ({why})")),
+                _ => None,
+            })
+            .collect();
+        if dropped.is_empty() && self.cut == 0 {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if !dropped.is_empty() {
+            let shown = dropped.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            let more = dropped.len().saturating_sub(5);
+            parts.push(if more > 0 {
+                format!("{shown} and {more} more")
+            } else {
+                shown
+            });
+        }
+        if self.cut > 0 {
+            parts.push(format!(
+                "{} value(s) not read (beyond the first {MAX_VALUES}, or nested deeper than {MAX_DEPTH})",
+                self.cut
+            ));
+        }
+        Some(parts.join("; "))
+    }
+}
+
+/// The values of `data` as the gateway takes them: each number and
+/// boolean a reading under its flattened name, unless that name is not a
+/// valid metric name (over 64 bytes, say) or an earlier value has it (`a_b`
+/// and `{"a": {"b"}}`); a radio metric's name is taken as
+/// `<name>_decoded` ([`RADIO_METRICS`]). Nothing is left out silently:
+/// what is, is in the result with its reason.
+pub fn fields(data: &Value) -> Fields {
+    let mut leaves = Vec::new();
+    let mut cut = 0;
+    walk(data, &mut String::new(), 0, &mut leaves, &mut cut);
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let fields = leaves
+        .into_iter()
+        .map(|(key, leaf)| {
+            let fate = match leaf {
+                Leaf::Text(_) => Fate::Text,
+                Leaf::Number(_) => {
+                    let name = if RADIO_METRICS.contains(&key.as_str()) {
+                        format!("{key}_decoded")
+                    } else {
+                        key.clone()
+                    };
+                    match MetricName::new(name.as_str()) {
+                        Err(e) => Fate::Dropped(format!("not a metric name: {e}")),
+                        Ok(_) if taken.contains(&name) => {
+                            Fate::Dropped("the same name as an earlier value".into())
+                        }
+                        Ok(m) => {
+                            taken.insert(name);
+                            Fate::Reading(m)
+                        }
+                    }
+                }
+            };
+            (key, leaf, fate)
+        })
+        .collect();
+    Fields { fields, cut }
+}
+
+fn walk(
+    value: &Value,
+    name: &mut String,
+    depth: usize,
+    out: &mut Vec<(String, Leaf)>,
+    cut: &mut usize,
+) {
     if out.len() >= MAX_VALUES {
+        *cut += 1;
         return;
     }
     let leaf = match value {
@@ -44,7 +153,7 @@ fn walk(value: &Value, name: &mut String, depth: usize, out: &mut Vec<(String, L
             for (key, v) in map {
                 let len = name.len();
                 push_key(name, key);
-                walk(v, name, depth + 1, out);
+                walk(v, name, depth + 1, out, cut);
                 name.truncate(len);
             }
             return;
@@ -53,12 +162,15 @@ fn walk(value: &Value, name: &mut String, depth: usize, out: &mut Vec<(String, L
             for (i, v) in items.iter().enumerate() {
                 let len = name.len();
                 push_key(name, &i.to_string());
-                walk(v, name, depth + 1, out);
+                walk(v, name, depth + 1, out, cut);
                 name.truncate(len);
             }
             return;
         }
-        Value::Object(_) | Value::Array(_) => return,
+        Value::Object(_) | Value::Array(_) => {
+            *cut += 1;
+            return;
+        }
     };
     // A bare number as `data` has no name of its own.
     let metric = if name.is_empty() { "value" } else { name };
@@ -188,6 +300,61 @@ mod tests {
             deep = json!({ "d": deep });
         }
         assert!(names(deep).is_empty());
+    }
+
+    /// A codec's own `rssi` (its downlink's signal, as a water meter
+    /// reports it) is not mixed into the uplink's; two values that flatten
+    /// to one name, a name too long to be a metric and values past the
+    /// limits are left out and said, never silently.
+    #[test]
+    fn every_value_is_a_reading_or_is_said_to_be_left_out() {
+        let long = "x".repeat(70);
+        let got = fields(&json!({
+            "rssi": -90, "snr": 7.5, "gateways": 3, "a_b": 12, "a": {"b": 13},
+            long.clone(): 1, "label": "north", "t": 21.5,
+        }));
+        let fate = |key: &str| {
+            got.fields
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .map(|(_, _, f)| f.clone())
+                .unwrap()
+        };
+        let reading = |name: &str| Fate::Reading(MetricName::new(name).unwrap());
+        assert_eq!(fate("rssi"), reading("rssi_decoded"));
+        assert_eq!(fate("snr"), reading("snr_decoded"));
+        assert_eq!(fate("gateways"), reading("gateways_decoded"));
+        assert_eq!(fate("t"), reading("t"));
+        assert_eq!(fate("label"), Fate::Text);
+        // `a`'s `b` comes first (key order) and keeps the name; `a_b`,
+        // flattened to the same, is left out.
+        let twins: Vec<&Fate> = got
+            .fields
+            .iter()
+            .filter(|(k, _, _)| k == "a_b")
+            .map(|(_, _, f)| f)
+            .collect();
+        assert_eq!(
+            twins,
+            [
+                &reading("a_b"),
+                &Fate::Dropped("the same name as an earlier value".into())
+            ]
+        );
+        assert!(matches!(fate(&long), Fate::Dropped(_)));
+        assert_eq!(got.cut, 0);
+        let said = got.left_out().unwrap();
+        assert!(said.contains("`a_b` (the same name as an earlier value)"), "{said}");
+
+        let big: Vec<u32> = (0..600).collect();
+        let mut deep = json!(1);
+        for _ in 0..20 {
+            deep = json!({ "d": deep });
+        }
+        let got = fields(&json!({ "x": big, "deep": deep }));
+        assert_eq!(got.cut, 600 - MAX_VALUES + 1);
+        assert!(got.left_out().unwrap().contains("not read"));
+        assert_eq!(fields(&json!({"t": 1})).left_out(), None);
     }
 
     #[test]

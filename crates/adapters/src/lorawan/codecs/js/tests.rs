@@ -147,6 +147,24 @@ fn built_ins_a_call_tampers_with_are_put_back() {
     assert_eq!(decode(&codec, &[0]).unwrap().data(), &clean, "and once more");
 }
 
+/// Built-ins changed through an alias (`var M = Math`) are put back too;
+/// the text that changes nothing pays for no check of them.
+#[test]
+fn built_ins_changed_through_an_alias_are_put_back() {
+    let (_f, codec) = script(
+        "var M = Math, AP = Array.prototype;\n\
+         function decodeUplink(input) {\n\
+           var probe = { max: M.max(1, 2), extra: typeof [].extra };\n\
+           if (input.bytes[0] === 1) { M.max = function () { return 9; }; AP.extra = 1; }\n\
+           return { data: probe };\n\
+         }",
+    );
+    let clean = json!({"max": 2, "extra": "undefined"});
+    for b in [0u8, 1, 0, 1, 0] {
+        assert_eq!(decode(&codec, &[b]).unwrap().data(), &clean, "call {b}");
+    }
+}
+
 #[test]
 fn a_hashbang_line_is_taken_as_node_takes_it() {
     let (_f, codec) = script(
