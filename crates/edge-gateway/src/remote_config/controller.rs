@@ -88,12 +88,7 @@ impl Controller {
         tokio::spawn(listener::run(
             opts,
             topic,
-            listener::Lanes {
-                trusted,
-                other,
-                keys: keys.clone(),
-                gateway_id: config.gateway.id.clone(),
-            },
+            listener::Lanes::new(trusted, other, keys.clone(), config.gateway.id.clone()),
             config.upstream.broker.max_backoff,
             stop.clone(),
         ));

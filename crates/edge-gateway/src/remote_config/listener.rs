@@ -13,7 +13,9 @@
 //! last one (a newer push supersedes an older one, whose serial would be
 //! refused anyway): [`Lanes::trusted`], validly signed with the content
 //! they name, and only ever replaced by one with a higher serial (the same
-//! message again is nothing new); [`Lanes::other`], everything else (unsigned, forged, damaged, or
+//! message again on one connection is nothing new; at the next connection
+//! the broker's retained copy is offered again, so a push that could not
+//! be stored is retried); [`Lanes::other`], everything else (unsigned, forged, damaged, or
 //! signed but older), which the controller only reports on, paced. So a
 //! flood of forged or replayed messages cannot push a real push out of
 //! the way before the controller has taken it.
@@ -70,16 +72,41 @@ pub fn options(config: &GatewayConfig) -> Result<Vec<rumqttc::MqttOptions>, Setu
 pub struct Lanes {
     /// Validly signed (by `keys`), with the content they name: serial and
     /// payload.
-    pub trusted: watch::Sender<Option<(u64, Vec<u8>)>>,
-    pub other: watch::Sender<Option<Vec<u8>>>,
+    trusted: watch::Sender<Option<(u64, Vec<u8>)>>,
+    other: watch::Sender<Option<Vec<u8>>>,
     /// `[remote_config] public_keys` (none: the digest alone is checked).
-    pub keys: Vec<VerifyingKey>,
+    keys: Vec<VerifyingKey>,
     /// This gateway's id: a push signed for another is not trusted here.
-    pub gateway_id: String,
+    gateway_id: String,
+    /// The trusted lane's payload has been offered on this connection.
+    /// The broker's retained copy at the next connection is offered again:
+    /// a push the controller could not store (`state_dir`) is retried
+    /// then, and one it processed is recognised by the journal.
+    offered: bool,
 }
 
 impl Lanes {
-    fn sort(&self, payload: Vec<u8>) {
+    pub fn new(
+        trusted: watch::Sender<Option<(u64, Vec<u8>)>>,
+        other: watch::Sender<Option<Vec<u8>>>,
+        keys: Vec<VerifyingKey>,
+        gateway_id: String,
+    ) -> Self {
+        Self {
+            trusted,
+            other,
+            keys,
+            gateway_id,
+            offered: false,
+        }
+    }
+
+    /// A new connection: the broker hands its retained message over again.
+    fn connected(&mut self) {
+        self.offered = false;
+    }
+
+    fn sort(&mut self, payload: Vec<u8>) {
         // An empty retained message is a retained message being cleared.
         if payload.iter().all(u8::is_ascii_whitespace) {
             return;
@@ -93,10 +120,11 @@ impl Lanes {
             None => (None, false),
         };
         match serial {
-            // The broker's retained copy again (every reconnect).
-            Some(_) if same => {}
-            Some(serial) if newest.is_none_or(|n| serial > n) => {
+            // The same message again on this connection: nothing new.
+            Some(_) if same && self.offered => {}
+            Some(serial) if same || newest.is_none_or(|n| serial > n) => {
                 self.trusted.send_replace(Some((serial, payload)));
+                self.offered = true;
             }
             _ => {
                 self.other.send_replace(Some(payload));
@@ -109,7 +137,7 @@ impl Lanes {
 pub async fn run(
     nodes: Vec<rumqttc::MqttOptions>,
     topic: String,
-    lanes: Lanes,
+    mut lanes: Lanes,
     max_backoff: Duration,
     stop: CancellationToken,
 ) {
@@ -126,6 +154,7 @@ pub async fn run(
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
+                lanes.connected();
                 if let Err(e) = client.try_subscribe(topic.as_str(), QoS::AtLeastOnce) {
                     warn!(error = %e, "Cannot subscribe to the configuration topic.");
                 }
@@ -176,12 +205,12 @@ mod tests {
         let other = SigningKey::from_bytes(&[2; 32]);
         let (trusted, trusted_rx) = watch::channel(None);
         let (other_lane, other_rx) = watch::channel(None);
-        let lanes = Lanes {
+        let mut lanes = Lanes::new(
             trusted,
-            other: other_lane,
-            keys: vec![fleet.verifying_key()],
-            gateway_id: "gw-1".into(),
-        };
+            other_lane,
+            vec![fleet.verifying_key()],
+            "gw-1".into(),
+        );
         let push = |k: &SigningKey, serial| {
             DesiredMessage::signed(k, serial, "v", "", None)
                 .to_json()
@@ -213,5 +242,37 @@ mod tests {
         assert_eq!(other_rx.borrow().as_deref(), Some(&other5[..]));
         lanes.sort(push(&fleet, 6));
         assert_eq!(trusted_rx.borrow().as_ref().map(|(s, _)| *s), Some(6));
+    }
+
+    /// A push the controller could not store (`state_dir`) is still in the
+    /// trusted lane: the broker's retained copy at the next connection must
+    /// reach the controller again, which retries it.
+    #[test]
+    fn the_retained_push_is_offered_again_at_each_new_connection() {
+        let fleet = SigningKey::from_bytes(&[1; 32]);
+        let (trusted, mut trusted_rx) = watch::channel(None);
+        let (other, _other_rx) = watch::channel(None);
+        let mut lanes = Lanes::new(trusted, other, vec![fleet.verifying_key()], "gw-1".into());
+        let push = DesiredMessage::signed(&fleet, 4, "v4", "", Some("gw-1"))
+            .to_json()
+            .into_bytes();
+        lanes.connected();
+        lanes.sort(push.clone());
+        assert_eq!(
+            trusted_rx.borrow_and_update().as_ref().map(|(s, _)| *s),
+            Some(4)
+        );
+        lanes.sort(push.clone());
+        assert!(!trusted_rx.has_changed().unwrap(), "once per connection");
+        lanes.connected();
+        lanes.sort(push.clone());
+        assert!(trusted_rx.has_changed().unwrap(), "offered again");
+        assert_eq!(
+            trusted_rx
+                .borrow_and_update()
+                .as_ref()
+                .map(|(_, p)| p.clone()),
+            Some(push)
+        );
     }
 }
