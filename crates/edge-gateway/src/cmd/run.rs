@@ -211,7 +211,7 @@ async fn run(
         tokio::select! {
             _ = int.recv() => { info!("SIGINT: stopping."); break; }
             _ = term.recv() => { info!("SIGTERM: stopping."); break; }
-            _ = hup.recv() => reload(&mut gateway, path).await,
+            _ = hup.recv() => reload(&mut gateway, path, remote.as_ref()).await,
             _ = status_tick.tick() => status::log_line(&gateway.telemetry),
             _ = heap_tick.tick() => heap.check().await,
             () = &mut settled, if startup_code.is_some() => {
@@ -278,7 +278,7 @@ fn warn_deprecated_names() {
     }
 }
 
-async fn reload(gateway: &mut Gateway, path: &Path) {
+async fn reload(gateway: &mut Gateway, path: &Path, remote: Option<&Controller>) {
     info!(config = %path.display(), "SIGHUP: reloading the config.");
     let env: remote_config::Env = std::env::vars_os().collect();
     let new = match remote_config::load(path, &env) {
@@ -286,6 +286,9 @@ async fn reload(gateway: &mut Gateway, path: &Path) {
             info!(sources = ?loaded.layers.sources(), "Config read.");
             if let Some(why) = &loaded.dropped {
                 warn!(%why, "The pushed configuration is left out.");
+                if let Some(r) = remote {
+                    r.layer_dropped(why.clone());
+                }
             }
             warn_deprecated_names();
             loaded.config

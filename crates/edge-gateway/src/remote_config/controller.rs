@@ -53,6 +53,7 @@ pub struct Controller {
     stop: CancellationToken,
     task: JoinHandle<()>,
     restart: Option<oneshot::Receiver<()>>,
+    dropped: mpsc::UnboundedSender<String>,
 }
 
 /// What the controller works with.
@@ -93,6 +94,7 @@ impl Controller {
             stop.clone(),
         ));
         let (restart_tx, restart_rx) = oneshot::channel();
+        let (dropped, dropped_rx) = mpsc::unbounded_channel();
         let worker = Worker {
             path: ctx.config_path.to_path_buf(),
             env: ctx.env,
@@ -109,12 +111,25 @@ impl Controller {
             stop: stop.clone(),
             shown: None,
         };
-        let task = tokio::spawn(worker.run(booted.checking, (trusted_rx, other_rx), restart_tx));
+        let task = tokio::spawn(worker.run(
+            booted.checking,
+            (trusted_rx, other_rx),
+            dropped_rx,
+            restart_tx,
+        ));
         Ok(Self {
             stop,
             task,
             restart: Some(restart_rx),
+            dropped,
         })
+    }
+
+    /// A reload (SIGHUP) left the pushed layer out, `why`: the local
+    /// files alone run now, which the journal and the report must say, as
+    /// a start that leaves it out does.
+    pub fn layer_dropped(&self, why: String) {
+        let _ = self.dropped.send(why);
     }
 
     /// Resolves once the controller needs the gateway restarted (a push
@@ -183,6 +198,7 @@ impl Worker {
         mut self,
         checking: Option<Pushed>,
         (mut trusted, mut other): Lanes,
+        mut dropped: mpsc::UnboundedReceiver<String>,
         restart: oneshot::Sender<()>,
     ) {
         self.report().await;
@@ -213,6 +229,10 @@ impl Worker {
                         return;
                     }
                     refused = other.borrow_and_update().clone();
+                    false
+                }
+                Some(why) = dropped.recv() => {
+                    self.layer_dropped(&why).await;
                     false
                 }
                 () = tokio::time::sleep_until(next_refusal), if refused.is_some() => {
@@ -388,6 +408,20 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// The running gateway no longer merges the applied layer (a reload
+    /// found it no longer combines with the local files, or damaged):
+    /// journaled and reported as `rolled_back`, reason `layer`, as a start
+    /// does, so the state no longer claims it runs.
+    async fn layer_dropped(&mut self, why: &str) {
+        if self.journal.applied.is_none() {
+            return;
+        }
+        warn!(%why, "The applied pushed configuration is left out after the reload: the local files alone run.");
+        let ts = self.now();
+        self.journal.drop_applied("layer", why, &ts);
+        self.save_and_report().await;
     }
 
     async fn save_and_report(&mut self) {

@@ -1,5 +1,6 @@
 //! SIGHUP and a configuration pushed from the cloud, with the real binary:
-//! a reload around a restart in place.
+//! a reload around a restart in place, and a reload after which the
+//! applied layer no longer combines with the local files.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -86,4 +87,55 @@ async fn sighups_around_a_restart_in_place_neither_kill_the_gateway_nor_stop_the
     gw.wait_for_log("Reloaded.").await;
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+/// The local files gain an adapter of the name the applied push adds: at
+/// the SIGHUP the two no longer combine, the local files run alone, and
+/// the retained state and `/health` say so, as a start would.
+#[tokio::test]
+async fn a_reload_the_applied_layer_no_longer_combines_with_is_reported_rolled_back() {
+    let cloud = Mosquitto::start();
+    let building = Mosquitto::start();
+    let metrics = free_port();
+    let config = base_config(
+        cloud.port(),
+        building.port(),
+        metrics,
+        &[public_key(FLEET_KEY)],
+        "",
+    );
+    let mut states = States::start(cloud.port()).await;
+    let mut gw = GatewayProcess::start(&config);
+    common::remote::healthy(metrics).await;
+    push(
+        cloud.port(),
+        &signed(FLEET_KEY, 2, "v2", &lab_layer(free_port())),
+    )
+    .await;
+    states.wait(2, "applied", VERDICT).await;
+    healthy_on(metrics, Some("v2"), "applied").await;
+    let mut local = std::fs::read_to_string(&gw.config_path).unwrap();
+    local.push_str(&format!(
+        "\n[[adapter]]\ntype = \"tcp_line\"\nname = \"lab-lines\"\nbind = \"127.0.0.1:{}\"\nformat = \"kv\"\ndevice = \"local-1\"\n",
+        free_port()
+    ));
+    std::fs::write(&gw.config_path, local).unwrap();
+    gw.signal("HUP");
+    let s = states.wait(2, "rolled_back", VERDICT).await;
+    assert_eq!(s["reason"], "layer", "{s}");
+    assert_eq!(s["applied"], serde_json::Value::Null, "{s}");
+    assert_eq!(s["highest_serial"], 2, "{s}");
+    let detail = s["detail"].as_str().unwrap();
+    assert!(detail.contains("no longer validates"), "{detail}");
+    let h = healthy_on(metrics, None, "rolled_back").await;
+    assert_eq!(adapters(&h), ["building", "lab-lines"]);
+    assert_eq!(restarts(&mut gw), 1, "a reload is no restart");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+    // Journaled: started again (on the original files, which the layer
+    // would combine with), the gateway still runs the local files alone
+    // and says so; the retained push is the one it processed.
+    let gw2 = GatewayProcess::start_in(gw.dir, &config);
+    healthy_on(metrics, None, "rolled_back").await;
+    drop(gw2);
 }
