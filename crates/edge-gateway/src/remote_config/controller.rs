@@ -89,7 +89,13 @@ impl Controller {
         tokio::spawn(listener::run(
             opts,
             topic,
-            listener::Lanes::new(trusted, other, keys.clone(), config.gateway.id.clone()),
+            listener::Lanes::new(
+                trusted,
+                other,
+                keys.clone(),
+                config.gateway.id.clone(),
+                &ctx.telemetry,
+            ),
             config.upstream.broker.max_backoff,
             stop.clone(),
         ));

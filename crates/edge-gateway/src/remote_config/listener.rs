@@ -24,14 +24,16 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use gateway_core::backoff::Backoff;
-use gateway_core::telemetry::LogThrottle;
+use gateway_core::telemetry::{Counter, LogThrottle};
+use gateway_core::Telemetry;
 use mqtt_connect::SetupError;
 use remote_config::DesiredMessage;
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, Packet, QoS, StateError};
 use sinks::mqtt_upstream::UpstreamSettings;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::settings::GatewayConfig;
 
@@ -39,6 +41,16 @@ use crate::settings::GatewayConfig;
 /// limit is refused by it (`format`, reported) rather than breaking the
 /// connection at every retained redelivery.
 const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
+
+/// A connection that stayed up this long worked: the next loss starts the
+/// backoff over. One lost sooner (a broker closing it at once, a retained
+/// message over [`MAX_PACKET_BYTES`] handed over at every connection)
+/// makes the wait grow to `max_backoff`, not loop at the first step.
+const STABLE: Duration = Duration::from_secs(10);
+
+/// Messages on the configuration topic over [`MAX_PACKET_BYTES`]: the
+/// connection is dropped on each, unread.
+pub const OVERSIZED_MESSAGES: &str = "edge_gateway_remote_config_oversized_messages_total";
 
 /// The connection's options for each node of the upstream (one, or the
 /// cluster's `urls`): its broker and credentials.
@@ -83,6 +95,7 @@ pub struct Lanes {
     /// a push the controller could not store (`state_dir`) is retried
     /// then, and one it processed is recognised by the journal.
     offered: bool,
+    oversized: Counter,
 }
 
 impl Lanes {
@@ -91,6 +104,7 @@ impl Lanes {
         other: watch::Sender<Option<Vec<u8>>>,
         keys: Vec<VerifyingKey>,
         gateway_id: String,
+        telemetry: &Telemetry,
     ) -> Self {
         Self {
             trusted,
@@ -98,7 +112,12 @@ impl Lanes {
             keys,
             gateway_id,
             offered: false,
+            oversized: telemetry.counter(OVERSIZED_MESSAGES, &[]),
         }
+    }
+
+    fn oversized_counter(&self) -> Counter {
+        self.oversized.clone()
     }
 
     /// A new connection: the broker hands its retained message over again.
@@ -115,6 +134,7 @@ impl Lanes {
             .ok()
             .filter(|m| m.verify(&self.keys, &self.gateway_id).is_ok())
             .map(|m| m.serial);
+
         let (newest, same) = match self.trusted.borrow().as_ref() {
             Some((s, p)) => (Some(*s), *p == payload),
             None => (None, false),
@@ -133,6 +153,49 @@ impl Lanes {
     }
 }
 
+/// The wait before each reconnection.
+struct Reconnects {
+    backoff: Backoff,
+    up_since: Option<Instant>,
+}
+
+impl Reconnects {
+    fn new(max_backoff: Duration) -> Self {
+        Self {
+            backoff: Backoff::new(Duration::from_millis(200), max_backoff),
+            up_since: None,
+        }
+    }
+
+    /// A CONNACK: not yet proof the connection works.
+    fn connected(&mut self) {
+        self.up_since = Some(Instant::now());
+    }
+
+    /// The connection (or the attempt) is lost: how long to wait.
+    fn lost(&mut self) -> Duration {
+        if self
+            .up_since
+            .take()
+            .is_some_and(|since| since.elapsed() >= STABLE)
+        {
+            self.backoff.reset();
+        }
+        self.backoff.next_delay()
+    }
+}
+
+/// The size of a packet too large to read, when that is why the
+/// connection was lost.
+fn oversized(e: &ConnectionError) -> Option<usize> {
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
+    }
+}
+
 /// Subscribes to `topic` and sorts each payload into `lanes` until `stop`.
 pub async fn run(
     nodes: Vec<rumqttc::MqttOptions>,
@@ -144,8 +207,12 @@ pub async fn run(
     let Some(first) = nodes.first() else { return };
     let mut node = 0;
     let (mut client, mut eventloop) = AsyncClient::new(first.clone(), 8);
-    let mut backoff = Backoff::new(Duration::from_millis(200), max_backoff);
+    let mut reconnects = Reconnects::new(max_backoff);
     let log = LogThrottle::default();
+    // An oversized retained message comes back at every connection: said
+    // at once, then seldom.
+    let log_oversized = LogThrottle::new(Duration::from_secs(600));
+    let oversized_count = lanes.oversized_counter();
     loop {
         let polled = tokio::select! {
             () = stop.cancelled() => break,
@@ -153,7 +220,7 @@ pub async fn run(
         };
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff.reset();
+                reconnects.connected();
                 lanes.connected();
                 if let Err(e) = client.try_subscribe(topic.as_str(), QoS::AtLeastOnce) {
                     warn!(error = %e, "Cannot subscribe to the configuration topic.");
@@ -175,12 +242,18 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                if let Some(suppressed) = log.allow("lost") {
+                let wait = reconnects.lost();
+                if let Some(size) = oversized(&e) {
+                    oversized_count.inc();
+                    if let Some(suppressed) = log_oversized.allow("oversized") {
+                        error!(%topic, size, limit = MAX_PACKET_BYTES, suppressed, next_attempt_in = ?wait, "A message on the configuration topic is larger than the gateway reads: the connection is dropped each time the broker hands it over (a retained one, at every connection), and reconnections back off up to max_backoff. Clear the retained message (publish an empty retained message on the topic) or push a smaller configuration.");
+                    }
+                } else if let Some(suppressed) = log.allow("lost") {
                     warn!(error = %e, suppressed, "Configuration connection to the upstream broker lost; retrying.");
                 }
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
                 if nodes.len() > 1 {
                     node = (node + 1) % nodes.len();
@@ -210,6 +283,7 @@ mod tests {
             other_lane,
             vec![fleet.verifying_key()],
             "gw-1".into(),
+            &Telemetry::default(),
         );
         let push = |k: &SigningKey, serial| {
             DesiredMessage::signed(k, serial, "v", "", None)
@@ -252,7 +326,13 @@ mod tests {
         let fleet = SigningKey::from_bytes(&[1; 32]);
         let (trusted, mut trusted_rx) = watch::channel(None);
         let (other, _other_rx) = watch::channel(None);
-        let mut lanes = Lanes::new(trusted, other, vec![fleet.verifying_key()], "gw-1".into());
+        let mut lanes = Lanes::new(
+            trusted,
+            other,
+            vec![fleet.verifying_key()],
+            "gw-1".into(),
+            &Telemetry::default(),
+        );
         let push = DesiredMessage::signed(&fleet, 4, "v4", "", Some("gw-1"))
             .to_json()
             .into_bytes();
@@ -274,5 +354,34 @@ mod tests {
                 .map(|(_, p)| p.clone()),
             Some(push)
         );
+    }
+
+    /// Connections the broker drops right after the CONNACK (a retained
+    /// message too large to read, handed over at each) back off up to the
+    /// cap instead of looping at the first step; one that lasted starts
+    /// the backoff over.
+    #[tokio::test(start_paused = true)]
+    async fn connections_lost_at_once_back_off_to_the_cap_and_a_lasting_one_starts_over() {
+        let max = Duration::from_secs(30);
+        let mut r = Reconnects::new(max);
+        let mut wait = Duration::ZERO;
+        for _ in 0..12 {
+            r.connected();
+            wait = r.lost();
+            tokio::time::advance(wait).await;
+        }
+        assert!(wait >= max / 2, "{wait:?}");
+        r.connected();
+        tokio::time::advance(STABLE).await;
+        assert!(r.lost() <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_packet_too_large_is_told_apart() {
+        let e = ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(17 << 20),
+        ));
+        assert_eq!(oversized(&e), Some(17 << 20));
+        assert_eq!(oversized(&ConnectionError::NetworkTimeout), None);
     }
 }
