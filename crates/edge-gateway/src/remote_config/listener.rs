@@ -20,6 +20,7 @@
 //! flood of forged or replayed messages cannot push a real push out of
 //! the way before the controller has taken it.
 
+use std::hash::{BuildHasher as _, RandomState};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
@@ -47,6 +48,11 @@ const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
 /// message over [`MAX_PACKET_BYTES`] handed over at every connection)
 /// makes the wait grow to `max_backoff`, not loop at the first step.
 const STABLE: Duration = Duration::from_secs(10);
+
+/// Messages on the configuration topic that are not a push validly signed
+/// for this gateway (unsigned, forged, damaged), identical repeats
+/// included.
+pub const UNTRUSTED_MESSAGES: &str = "edge_gateway_remote_config_untrusted_messages_total";
 
 /// Messages on the configuration topic over [`MAX_PACKET_BYTES`]: the
 /// connection is dropped on each, unread.
@@ -95,7 +101,16 @@ pub struct Lanes {
     /// a push the controller could not store (`state_dir`) is retried
     /// then, and one it processed is recognised by the journal.
     offered: bool,
+    /// The last message refused as untrusted (its length and a hash keyed
+    /// at random, so no sender can aim at a collision): the same bytes
+    /// again, a flood of one forgery, are not verified again, which would
+    /// hold a valid push behind them.
+    refused: Option<(usize, u64)>,
+    hasher: RandomState,
+    untrusted: Counter,
     oversized: Counter,
+    /// Signatures checked (the tests' view of the work done).
+    verified: u64,
 }
 
 impl Lanes {
@@ -112,7 +127,11 @@ impl Lanes {
             keys,
             gateway_id,
             offered: false,
+            refused: None,
+            hasher: RandomState::new(),
+            untrusted: telemetry.counter(UNTRUSTED_MESSAGES, &[]),
             oversized: telemetry.counter(OVERSIZED_MESSAGES, &[]),
+            verified: 0,
         }
     }
 
@@ -130,11 +149,21 @@ impl Lanes {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return;
         }
+        let print = (payload.len(), self.hasher.hash_one(&payload));
+        if self.refused == Some(print) {
+            self.untrusted.inc();
+            self.other.send_replace(Some(payload));
+            return;
+        }
+        self.verified += 1;
         let serial = DesiredMessage::parse(&payload)
             .ok()
             .filter(|m| m.verify(&self.keys, &self.gateway_id).is_ok())
             .map(|m| m.serial);
-
+        if serial.is_none() {
+            self.refused = Some(print);
+            self.untrusted.inc();
+        }
         let (newest, same) = match self.trusted.borrow().as_ref() {
             Some((s, p)) => (Some(*s), *p == payload),
             None => (None, false),
@@ -354,6 +383,46 @@ mod tests {
                 .map(|(_, p)| p.clone()),
             Some(push)
         );
+    }
+
+    /// A flood of one forged message, repeated: verified once, every copy
+    /// counted, and a valid push behind it sorted at once.
+    #[test]
+    fn identical_forged_messages_are_verified_once_and_still_counted() {
+        let fleet = SigningKey::from_bytes(&[1; 32]);
+        let other_key = SigningKey::from_bytes(&[2; 32]);
+        let telemetry = Telemetry::default();
+        let (trusted, trusted_rx) = watch::channel(None);
+        let (other, other_rx) = watch::channel(None);
+        let mut lanes = Lanes::new(
+            trusted,
+            other,
+            vec![fleet.verifying_key()],
+            "gw-1".into(),
+            &telemetry,
+        );
+        let forged = DesiredMessage::signed(&other_key, 999_999, "forged", "", Some("gw-1"))
+            .to_json()
+            .into_bytes();
+        for _ in 0..500 {
+            lanes.sort(forged.clone());
+        }
+        assert_eq!(lanes.verified, 1);
+        assert_eq!(telemetry.counter_value(UNTRUSTED_MESSAGES, &[]), Some(500));
+        assert_eq!(other_rx.borrow().as_deref(), Some(&forged[..]));
+        let push = DesiredMessage::signed(&fleet, 3, "v3", "", Some("gw-1"))
+            .to_json()
+            .into_bytes();
+        lanes.sort(push);
+        assert_eq!(trusted_rx.borrow().as_ref().map(|(s, _)| *s), Some(3));
+        // Another forgery is another message: verified.
+        let forged2 = DesiredMessage::signed(&other_key, 1_000_000, "forged", "", Some("gw-1"))
+            .to_json()
+            .into_bytes();
+        lanes.sort(forged2);
+        lanes.sort(forged);
+        assert_eq!(lanes.verified, 4);
+        assert_eq!(telemetry.counter_value(UNTRUSTED_MESSAGES, &[]), Some(502));
     }
 
     /// Connections the broker drops right after the CONNACK (a retained
