@@ -9,6 +9,8 @@
 //!   `sinks`, the `dashboard` crate, Home Assistant);
 //! - [`command_runner`]: which ways commands come in, where results go;
 //! - [`fault_clock`]: the soak's clock-step fault hook;
+//! - [`hangup`]: SIGHUP held from the start of `run`, across a restart in
+//!   place, until the reload handler takes it;
 //! - [`logging`]: the tracing subscriber chosen by `[log]`;
 //! - [`metrics`], [`health`], [`process`]: the `/metrics` and `/health`
 //!   endpoint; [`status`]: the periodic status log line;
@@ -32,6 +34,7 @@ const _: () = assert!(
 
 pub mod command_runner;
 pub mod fault_clock;
+pub mod hangup;
 pub mod health;
 pub mod logging;
 pub mod memory;

@@ -175,6 +175,7 @@ fn sign(
     gateway: Option<&str>,
     config: &Path,
 ) -> anyhow::Result<ExitCode> {
+    followable(serial)?;
     let key = read_key(key)?;
     let text = read_config(config)?;
     gateway_core::outln!(
@@ -208,7 +209,7 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
     let state = state_topic(&args.prefix, &args.gateway);
     client.subscribe(&state, QoS::AtLeastOnce).await?;
     let serial = match args.serial {
-        Some(s) => s,
+        Some(s) => followable(s)?,
         None => {
             next_serial(
                 &mut events,
@@ -273,16 +274,56 @@ async fn next_serial(events: &mut EventLoop, state: &str, wait: Duration) -> any
                 deadline = deadline.min(Instant::now() + Duration::from_secs(1));
             }
             Event::Incoming(Packet::Publish(p)) if p.topic == state => {
-                let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
-                let highest = v["highest_serial"]
-                    .as_u64()
-                    .max(v["serial"].as_u64())
-                    .unwrap_or(0);
-                return Ok(highest.saturating_add(1));
+                return serial_after(&p.payload);
             }
             _ => {}
         }
     }
+}
+
+/// Reasons a gateway gives for a message it could not trust: the serial
+/// such a state reports is whatever the sender wrote, not a mark.
+const UNTRUSTED_REASONS: [&str; 4] = ["signature", "sha256", "gateway", "format"];
+
+/// The serial to push after the gateway's reported `state`: one above
+/// its `highest_serial`, the mark only validly signed pushes move. The
+/// state's `serial` is that of whatever message the report is about, a
+/// forged one included, so taking it would let a forgery with a huge
+/// serial make every later push stale.
+fn serial_after(state: &[u8]) -> anyhow::Result<u64> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(state) else {
+        eprintln!("The gateway's reported state is not JSON: numbering the push 1.");
+        return Ok(1);
+    };
+    let highest = match v["highest_serial"].as_u64() {
+        Some(h) => h,
+        // Not a state this tool knows: trust only what a refusal of an
+        // untrusted message cannot have set.
+        None => {
+            let trusted = !v["reason"]
+                .as_str()
+                .is_some_and(|r| UNTRUSTED_REASONS.contains(&r));
+            let reported = v["serial"].as_u64().filter(|_| trusted);
+            let highest = v["applied_serial"].as_u64().max(reported).unwrap_or(0);
+            eprintln!("The gateway's reported state has no highest_serial: numbering the push from {highest}; give --serial if it is refused as stale.");
+            highest
+        }
+    };
+    if highest >= u64::MAX - 1 {
+        bail!(
+            "the gateway has processed serial {highest}: no push can be numbered above it and still be followed by another; to start the numbering again, delete state_dir/remote-config/ on the gateway"
+        );
+    }
+    Ok(highest + 1)
+}
+
+/// A serial a later push can still exceed: the highest one would leave the
+/// gateway refusing every push after it as stale.
+fn followable(serial: u64) -> anyhow::Result<u64> {
+    if serial == u64::MAX {
+        bail!("serial {serial} is the highest there is: the gateway would refuse every later push as stale; use a smaller one");
+    }
+    Ok(serial)
 }
 
 async fn wait_for_puback(events: &mut EventLoop, wait: Duration) -> anyhow::Result<()> {
@@ -324,5 +365,39 @@ async fn wait_for_verdict(
                 return Ok(text);
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_serial_follows_the_mark_not_a_refused_forgery() {
+        // A forgery with the highest serial there is, refused as signature.
+        let forged = br#"{"desired":"evil","serial":18446744073709551615,"applied":"v1","status":"rejected","reason":"signature","applied_serial":1,"highest_serial":1}"#;
+        assert_eq!(serial_after(forged).unwrap(), 2);
+        let applied = br#"{"desired":"v4","serial":4,"status":"applied","reason":"","applied_serial":4,"highest_serial":4}"#;
+        assert_eq!(serial_after(applied).unwrap(), 5);
+        // Without the mark: the refused forgery's serial is not trusted.
+        let old = br#"{"desired":"evil","serial":18446744073709551615,"status":"rejected","reason":"signature","applied_serial":3}"#;
+        assert_eq!(serial_after(old).unwrap(), 4);
+        let old = br#"{"desired":"v6","serial":6,"status":"rejected","reason":"schema","applied_serial":3}"#;
+        assert_eq!(serial_after(old).unwrap(), 7);
+        assert_eq!(serial_after(b"garbage").unwrap(), 1);
+    }
+
+    #[test]
+    fn a_serial_no_push_could_follow_is_refused() {
+        let err = followable(u64::MAX).unwrap_err().to_string();
+        assert!(err.contains("refuse every later push"), "{err}");
+        assert_eq!(followable(u64::MAX - 1).unwrap(), u64::MAX - 1);
+        let full = format!(
+            r#"{{"status":"applied","highest_serial":{}}}"#,
+            u64::MAX - 1
+        );
+        let err = serial_after(full.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("delete state_dir/remote-config/"), "{err}");
     }
 }

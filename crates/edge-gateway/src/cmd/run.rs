@@ -27,6 +27,10 @@ pub fn main(config: &Path) -> ExitCode {
     // First, while the process is still only the executable and the
     // libraries linked into it: see `memory_release::code`.
     let startup_code = memory_release::code::StartupCode::record();
+    // Before anything else (it is a start after a restart in place too):
+    // a SIGHUP before the reload handler is installed waits for it
+    // instead of killing the gateway.
+    edge_gateway::hangup::hold();
     // Before any thread has allocated, or it would keep an arena of its own.
     let tuned = memory_release::heap::tune_for_bursts(edge_gateway::memory::HOLD_DURING_BURSTS);
     // With the pushed layer the journal names ([remote_config]), decided
@@ -158,6 +162,9 @@ async fn run(
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // On the main thread, the one the run loop runs on: a SIGHUP held
+    // since the start (or across the restart in place) is a reload now.
+    edge_gateway::hangup::release();
     let metrics_port = metrics::bind(&cfg.metrics).await;
     let clock = edge_gateway::fault_clock::wall_clock();
     let mut gateway = match Gateway::start(&cfg, clock.clone()) {
@@ -204,7 +211,7 @@ async fn run(
         tokio::select! {
             _ = int.recv() => { info!("SIGINT: stopping."); break; }
             _ = term.recv() => { info!("SIGTERM: stopping."); break; }
-            _ = hup.recv() => reload(&mut gateway, path).await,
+            _ = hup.recv() => reload(&mut gateway, path, remote.as_ref()).await,
             _ = status_tick.tick() => status::log_line(&gateway.telemetry),
             _ = heap_tick.tick() => heap.check().await,
             () = &mut settled, if startup_code.is_some() => {
@@ -271,7 +278,7 @@ fn warn_deprecated_names() {
     }
 }
 
-async fn reload(gateway: &mut Gateway, path: &Path) {
+async fn reload(gateway: &mut Gateway, path: &Path, remote: Option<&Controller>) {
     info!(config = %path.display(), "SIGHUP: reloading the config.");
     let env: remote_config::Env = std::env::vars_os().collect();
     let new = match remote_config::load(path, &env) {
@@ -279,6 +286,9 @@ async fn reload(gateway: &mut Gateway, path: &Path) {
             info!(sources = ?loaded.layers.sources(), "Config read.");
             if let Some(why) = &loaded.dropped {
                 warn!(%why, "The pushed configuration is left out.");
+                if let Some(r) = remote {
+                    r.layer_dropped(why.clone());
+                }
             }
             warn_deprecated_names();
             loaded.config

@@ -53,6 +53,7 @@ pub struct Controller {
     stop: CancellationToken,
     task: JoinHandle<()>,
     restart: Option<oneshot::Receiver<()>>,
+    dropped: mpsc::UnboundedSender<String>,
 }
 
 /// What the controller works with.
@@ -88,16 +89,18 @@ impl Controller {
         tokio::spawn(listener::run(
             opts,
             topic,
-            listener::Lanes {
+            listener::Lanes::new(
                 trusted,
                 other,
-                keys: keys.clone(),
-                gateway_id: config.gateway.id.clone(),
-            },
+                keys.clone(),
+                config.gateway.id.clone(),
+                &ctx.telemetry,
+            ),
             config.upstream.broker.max_backoff,
             stop.clone(),
         ));
         let (restart_tx, restart_rx) = oneshot::channel();
+        let (dropped, dropped_rx) = mpsc::unbounded_channel();
         let worker = Worker {
             path: ctx.config_path.to_path_buf(),
             env: ctx.env,
@@ -114,12 +117,25 @@ impl Controller {
             stop: stop.clone(),
             shown: None,
         };
-        let task = tokio::spawn(worker.run(booted.checking, (trusted_rx, other_rx), restart_tx));
+        let task = tokio::spawn(worker.run(
+            booted.checking,
+            (trusted_rx, other_rx),
+            dropped_rx,
+            restart_tx,
+        ));
         Ok(Self {
             stop,
             task,
             restart: Some(restart_rx),
+            dropped,
         })
+    }
+
+    /// A reload (SIGHUP) left the pushed layer out, `why`: the local
+    /// files alone run now, which the journal and the report must say, as
+    /// a start that leaves it out does.
+    pub fn layer_dropped(&self, why: String) {
+        let _ = self.dropped.send(why);
     }
 
     /// Resolves once the controller needs the gateway restarted (a push
@@ -188,6 +204,7 @@ impl Worker {
         mut self,
         checking: Option<Pushed>,
         (mut trusted, mut other): Lanes,
+        mut dropped: mpsc::UnboundedReceiver<String>,
         restart: oneshot::Sender<()>,
     ) {
         self.report().await;
@@ -218,6 +235,10 @@ impl Worker {
                         return;
                     }
                     refused = other.borrow_and_update().clone();
+                    false
+                }
+                Some(why) = dropped.recv() => {
+                    self.layer_dropped(&why).await;
                     false
                 }
                 () = tokio::time::sleep_until(next_refusal), if refused.is_some() => {
@@ -393,6 +414,20 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// The running gateway no longer merges the applied layer (a reload
+    /// found it no longer combines with the local files, or damaged):
+    /// journaled and reported as `rolled_back`, reason `layer`, as a start
+    /// does, so the state no longer claims it runs.
+    async fn layer_dropped(&mut self, why: &str) {
+        if self.journal.applied.is_none() {
+            return;
+        }
+        warn!(%why, "The applied pushed configuration is left out after the reload: the local files alone run.");
+        let ts = self.now();
+        self.journal.drop_applied("layer", why, &ts);
+        self.save_and_report().await;
     }
 
     async fn save_and_report(&mut self) {

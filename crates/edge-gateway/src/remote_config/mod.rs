@@ -318,6 +318,9 @@ const EX_TEMPFAIL: u8 = 75;
 /// upgraded binary whose old file is gone, say).
 pub fn restart() -> std::process::ExitCode {
     use std::os::unix::process::CommandExt as _;
+    // exec resets the reload handler to SIGHUP's default (terminate); a
+    // blocked SIGHUP stays pending across it until the new start listens.
+    crate::hangup::hold();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let error = match std::env::current_exe() {
         Ok(exe) => std::process::Command::new(exe).args(args).exec(),

@@ -26,5 +26,6 @@ mod influxdb_end_to_end;
 mod jsonl_file;
 mod metrics;
 mod remote_config;
+mod remote_config_signals;
 mod upstream_report;
 mod upstream_tls;
