@@ -12,7 +12,7 @@ use crate::knx::address::GroupAddress;
 use crate::knx::config::Transport;
 use crate::knx::discover::{discover, render, Discovery};
 use crate::knx::dpt::{Dpt, Value};
-use crate::knx::link::{Faults, LinkEvent, Outbox};
+use crate::knx::link::{ArrivalClock, Faults, LinkEvent, Outbox};
 use crate::knx::{routing, tunnel};
 use gateway_core::telemetry::Telemetry;
 use gateway_core::AdapterStats;
@@ -193,6 +193,7 @@ async fn monitor(
                 timeout: Duration::from_secs(10),
                 max_backoff: Duration::from_secs(30),
                 pace: 10.0,
+                clock: ArrivalClock::default(),
             };
             tokio::spawn(tunnel::run(
                 settings,
@@ -218,6 +219,7 @@ async fn monitor(
                 // Sends nothing: any address will do.
                 address: crate::knx::address::IndividualAddress(0xFFFF),
                 pace: 10.0,
+                clock: ArrivalClock::default(),
             };
             tokio::spawn(routing::run(
                 settings,
@@ -243,7 +245,7 @@ async fn monitor(
                 let data = t.data.as_data();
                 let mut line = format!(
                     "{} {} -> {} {} {}",
-                    gateway_core::Timestamp::now().to_rfc3339(),
+                    t.at.to_rfc3339(),
                     t.source,
                     t.destination,
                     t.service.as_str(),
