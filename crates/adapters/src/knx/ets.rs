@@ -10,7 +10,8 @@
 //! - the **metric** is the address's own name, folded with `_`
 //!   ("Temperature Actual" → `temperature_actual`); a name that two
 //!   addresses of one device share takes the address
-//!   (`temperature_1_2_3`);
+//!   (`temperature_1_2_3`), the name shortened to leave room for it in
+//!   the 64 characters of a metric name;
 //! - the **DPT** is the `DatapointType` column (`DPST-9-1` or `DPT-9`);
 //!   an address without one, or with a type the gateway does not read,
 //!   is left out (listed by `validate` and in the log at start);
@@ -28,6 +29,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use gateway_core::config::Problems;
+use gateway_core::model::{MAX_DEVICE_ID_LEN, MAX_METRIC_LEN};
 use gateway_core::{DeviceId, MetricName};
 
 use super::address::GroupAddress;
@@ -244,13 +246,29 @@ pub fn fold(name: &str, sep: char) -> String {
             _ => {}
         }
     }
-    while out.ends_with(sep) {
-        out.pop();
+    cut(&mut out, FOLDED_LEN, sep);
+    out
+}
+
+/// Folded names are cut at this length (the longest metric name).
+const FOLDED_LEN: usize = MAX_METRIC_LEN;
+
+/// Cuts the ASCII `name` to `max` bytes, without a `sep` at its end.
+fn cut(name: &mut String, max: usize, sep: char) {
+    name.truncate(max);
+    while name.ends_with(sep) {
+        name.pop();
     }
-    out.truncate(64);
-    while out.ends_with(sep) {
-        out.pop();
-    }
+}
+
+/// `base` told apart by `suffix` (an address, `1_1_8`), `base` shortened
+/// so that both fit in `max`: two long names that fold alike (their first
+/// 64 characters the same) still both make a valid name.
+fn suffixed(base: &str, suffix: &str, max: usize) -> String {
+    let mut out = base.to_string();
+    cut(&mut out, max.saturating_sub(suffix.len() + 1), '_');
+    out.push('_');
+    out.push_str(suffix);
     out
 }
 
@@ -398,6 +416,8 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
         if device.is_empty() {
             device = format!("knx-{main}-{middle}");
         }
+        // Two names of 64 characters joined are one too long for an id.
+        cut(&mut device, MAX_DEVICE_ID_LEN, '-');
         let dpt = match dpt_text.parse::<Dpt>() {
             Ok(d) => d,
             Err(_) if dpt_text.is_empty() => {
@@ -424,7 +444,11 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
             .unwrap_or(0)
             > 1
         {
-            format!("{metric}_{}", address.to_string().replace('/', "_"))
+            suffixed(
+                &metric,
+                &address.to_string().replace('/', "_"),
+                MAX_METRIC_LEN,
+            )
         } else {
             metric
         };

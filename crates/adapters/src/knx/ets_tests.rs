@@ -172,3 +172,60 @@ fn the_three_by_three_layout_spells_the_address_in_three_columns() {
         ]
     );
 }
+
+/// A "1/1" export of `rows` (name, address, DPT), separated by `sep`.
+fn one_one(sep: &str, rows: &[(&str, &str, &str)]) -> String {
+    let mut text = ["Group name", "Address", "Description", "DatapointType"]
+        .map(|c| format!("\"{c}\""))
+        .join(sep);
+    text.push('\n');
+    for (name, address, dpt) in rows {
+        text.push_str(&[*name, address, "", dpt].map(|c| format!("\"{c}\"")).join(sep));
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn long_names_alike_in_their_first_64_characters_each_keep_their_address() {
+    let common = "Heizung Ist-Temperatur Wohnbereich Erdgeschoss Nordseite Fenster";
+    assert_eq!(common.len(), 64);
+    let (a, b) = (format!("{common} links oben"), format!("{common} links unte"));
+    assert_eq!((a.len(), b.len()), (75, 75));
+    let long_middle = "M".repeat(64);
+    let text = one_one(
+        "\t",
+        &[
+            ("Erdgeschoss", "1/-/-", ""),
+            (&long_middle, "1/1/-", ""),
+            (&a, "1/1/8", "DPST-9-1"),
+            (&b, "1/1/9", "DPST-9-1"),
+            (&format!("{} 1", "M".repeat(64)), "1/1/10", "DPST-9-1"),
+            ("Hauptgruppe mit einem sehr langen Namen der ueber vierundsechzig hinausgeht", "31/-/-", ""),
+            (&"N".repeat(70), "31/7/-", ""),
+            (&a, "31/7/255", "DPST-9-1"),
+            (&b, "31/7/254", "DPST-9-1"),
+        ],
+    );
+    for rule in [DeviceRule::Middle, DeviceRule::MainMiddle] {
+        let e = parse_with(&text, "rooms", rule).unwrap();
+        assert!(e.skipped.is_empty(), "{:?}", e.skipped);
+        let got: Vec<(String, String)> = e
+            .groups
+            .iter()
+            .map(|g| (g.address.to_string(), g.metric.to_string()))
+            .collect();
+        assert_eq!(got.len(), 5, "{got:?}");
+        for (address, metric) in &got {
+            assert!(metric.len() <= 64, "{metric}");
+            if address != "1/1/10" {
+                assert!(
+                    metric.starts_with("heizung_ist_temperatur")
+                        && metric.ends_with(&address.replace('/', "_")),
+                    "{metric}"
+                );
+            }
+        }
+        assert!(e.groups.iter().all(|g| g.device.as_str().len() <= 128));
+    }
+}
