@@ -3,7 +3,8 @@
 //!
 //! - the **device** is the middle group's name (the main group's, in a
 //!   2-level project), folded to lower case with `-` between words
-//!   ("Living Room" → `living-room`, "Küche" → `kueche`); a project whose
+//!   ("Living Room" → `living-room`, "Küche" → `kueche`, "Café" →
+//!   `cafe`); a project whose
 //!   main groups are the rooms sets `ets_device = "main"`, one whose
 //!   middle names repeat under each floor `ets_device = "main_middle"`
 //!   (`ground-floor-kitchen`);
@@ -231,19 +232,60 @@ fn row(address: &str) -> Option<Row> {
     }
 }
 
+/// The Latin letters with diacritics of European projects' names (Latin-1
+/// and Latin Extended-A, Romanian's comma-below letters), and how each is
+/// spelt in ASCII: the letter without its marks, German's umlauts as
+/// German spells them without (`ä` → `ae`), ligatures and letters of
+/// their own by their usual transcription (`æ` → `ae`, `ø` → `o`, `þ` →
+/// `th`). Otherwise "Température" would be `temp_rature`.
+const SPELT: [(&str, &str); 25] = [
+    ("ÀÁÂÃÅàáâãåĀāĂăĄą", "a"),
+    ("ÄÆäæ", "ae"),
+    ("ÇçĆćĈĉĊċČč", "c"),
+    ("ÐðĎďĐđ", "d"),
+    ("ÈÉÊËèéêëĒēĔĕĖėĘęĚě", "e"),
+    ("ĜĝĞğĠġĢģ", "g"),
+    ("ĤĥĦħ", "h"),
+    ("ÌÍÎÏìíîïĨĩĪīĬĭĮįİı", "i"),
+    ("Ĳĳ", "ij"),
+    ("Ĵĵ", "j"),
+    ("Ķķĸ", "k"),
+    ("ĹĺĻļĽľĿŀŁł", "l"),
+    ("ÑñŃńŅņŇňŉŊŋ", "n"),
+    ("ÒÓÔÕØòóôõøŌōŎŏŐő", "o"),
+    ("ÖöŒœ", "oe"),
+    ("ŔŕŖŗŘř", "r"),
+    ("ŚśŜŝŞşŠšſȘș", "s"),
+    ("ßẞ", "ss"),
+    ("ŢţŤťŦŧȚț", "t"),
+    ("Þþ", "th"),
+    ("ÙÚÛùúûŨũŪūŬŭŮůŰűŲų", "u"),
+    ("Üü", "ue"),
+    ("Ŵŵ", "w"),
+    ("ÝýÿŶŷŸ", "y"),
+    ("ŹźŻżŽž", "z"),
+];
+
 /// `name` folded for an id: ASCII letters and digits in lower case,
-/// German letters spelt out, every other run one `sep`.
+/// accented Latin letters spelt in ASCII ([`SPELT`]), every other run
+/// one `sep`.
 pub fn fold(name: &str, sep: char) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
-        match c {
-            'ä' | 'Ä' => out.push_str("ae"),
-            'ö' | 'Ö' => out.push_str("oe"),
-            'ü' | 'Ü' => out.push_str("ue"),
-            'ß' => out.push_str("ss"),
-            c if c.is_ascii_alphanumeric() => out.push(c.to_ascii_lowercase()),
-            _ if !out.is_empty() && !out.ends_with(sep) => out.push(sep),
-            _ => {}
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+            continue;
+        }
+        if let Some((_, spelt)) = SPELT.iter().find(|(letters, _)| letters.contains(c)) {
+            out.push_str(spelt);
+        } else if ('\u{300}'..='\u{36F}').contains(&c) {
+            // A mark apart from its letter (as macOS writes names): the
+            // letter stands, and an umlaut's is spelt as `ä` is.
+            if c == '\u{308}' && (out.ends_with('a') || out.ends_with('o') || out.ends_with('u')) {
+                out.push('e');
+            }
+        } else if !out.is_empty() && !out.ends_with(sep) {
+            out.push(sep);
         }
     }
     cut(&mut out, FOLDED_LEN, sep);

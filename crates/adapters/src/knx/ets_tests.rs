@@ -229,3 +229,31 @@ fn long_names_alike_in_their_first_64_characters_each_keep_their_address() {
         assert!(e.groups.iter().all(|g| g.device.as_str().len() <= 128));
     }
 }
+
+#[test]
+fn accented_letters_of_european_languages_are_spelt_not_cut() {
+    let cases = [
+        ("Température", "temperature"),
+        ("Café Zone", "cafe_zone"),
+        ("Salle à manger", "salle_a_manger"),
+        ("Küche Größe", "kueche_groesse"),
+        ("Habitación Niño", "habitacion_nino"),
+        ("Soggiorno Città", "soggiorno_citta"),
+        ("Iluminação Garagem", "iluminacao_garagem"),
+        ("Kjøkken Bad Stue Ærø Åpen", "kjokken_bad_stue_aero_apen"),
+        ("Œuvre", "oeuvre"),
+        ("Łazienka Żółw Światło", "lazienka_zolw_swiatlo"),
+        ("Kuchyň Příkon Šero Žaluzie Čidlo", "kuchyn_prikon_sero_zaluzie_cidlo"),
+        ("Hőmérséklet Űr", "homerseklet_ur"),
+        ("Sufragerie Încălzire Ștergere Țeavă", "sufragerie_incalzire_stergere_teava"),
+        ("Þórshöfn Íslenska Eð", "thorshoefn_islenska_ed"),
+        // Marks written apart from their letters (macOS): alike.
+        ("Tempe\u{301}rature Ku\u{308}che", "temperature_kueche"),
+        ("Temp. °C / 24h", "temp_c_24h"),
+    ];
+    for (name, folded) in cases {
+        assert_eq!(fold(name, '_'), folded, "{name}");
+    }
+    assert_eq!(fold("Café Zone", '-'), "cafe-zone");
+    assert_eq!(fold("Salle à manger", '-'), "salle-a-manger");
+}
