@@ -23,8 +23,9 @@
 //! "3/1" (`Main`, `Middle`, `Sub`, `Address`, …) and "3/3" (three name
 //! columns, then the address in three), with or without their header
 //! line, separated by tabs,
-//! semicolons or commas, every field quoted, in UTF-8 (with or without
-//! BOM), UTF-16 (ETS's "Unicode") or Latin-1.
+//! semicolons or commas, every field quoted (a quoted field may hold line
+//! breaks), in UTF-8 (with or without BOM), UTF-16 (ETS's "Unicode") or
+//! Latin-1.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub struct EtsExport {
     /// "1/2/3 Ceiling light: no DPT", one per address left out (and per
     /// row whose address is not a group address).
     pub skipped: Vec<String>,
+    /// What else was wrong with the file, where ("line 7: a quote is not
+    /// closed; …").
+    pub notes: Vec<String>,
 }
 
 /// Which group names an address's device.
@@ -158,25 +162,93 @@ fn text(bytes: &[u8]) -> String {
     }
 }
 
-/// One line's fields: quoted (`""` inside is a quote) or bare.
-fn fields(line: &str, sep: char) -> Vec<String> {
-    let mut out = Vec::new();
+/// One record of the export, read from the start of a text.
+struct Record {
+    fields: Vec<String>,
+    /// Bytes it took, its line break included.
+    len: usize,
+    /// Line breaks it took.
+    lines: usize,
+    /// The text ended inside a quoted field.
+    open: bool,
+}
+
+/// The record at the start of `text`: fields separated by `sep`, quoted
+/// or bare, `""` inside quotes a quote. A quoted field runs over line
+/// breaks (RFC 4180: an ETS Description may hold several lines) when
+/// `across_lines`; otherwise a line break ends the record wherever it is.
+fn record(text: &str, sep: char, across_lines: bool) -> Record {
+    let mut fields = Vec::new();
     let mut field = String::new();
     let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut lines = 0;
+    let mut end = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
         match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
+            '"' if quoted && chars.peek().map(|&(_, c)| c) == Some('"') => {
                 field.push('"');
                 chars.next();
             }
             '"' => quoted = !quoted,
-            c if c == sep && !quoted => out.push(std::mem::take(&mut field)),
-            c => field.push(c),
+            '\n' | '\r' if !quoted || !across_lines => {
+                let mut e = i + 1;
+                if c == '\r' && chars.peek().map(|&(_, c)| c) == Some('\n') {
+                    e += 1;
+                }
+                lines += 1;
+                end = Some(e);
+                break;
+            }
+            c if c == sep && !quoted => fields.push(std::mem::take(&mut field)),
+            c => {
+                lines += usize::from(c == '\n');
+                field.push(c);
+            }
         }
     }
-    out.push(field);
-    out.into_iter().map(|f| f.trim().to_string()).collect()
+    fields.push(field);
+    Record {
+        fields: fields.into_iter().map(|f| f.trim().to_string()).collect(),
+        len: end.unwrap_or(text.len()),
+        lines,
+        open: end.is_none() && quoted && across_lines,
+    }
+}
+
+/// The export's records, blank ones left out. A quote never closed would
+/// make the rest of the file one field: the record it opens in is read
+/// line by line instead, as are the ones after it until the quotes pair
+/// again, and `notes` says where.
+fn records(text: &str, sep: char, notes: &mut Vec<String>) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    let mut line = 1;
+    while !rest.is_empty() {
+        let mut r = record(rest, sep, true);
+        if r.open {
+            notes.push(format!(
+                "line {line}: a quote is not closed; the line was read on its own"
+            ));
+            r = record(rest, sep, false);
+        }
+        line += r.lines;
+        rest = rest.get(r.len..).unwrap_or_default();
+        if r.fields.iter().any(|f| !f.is_empty()) {
+            out.push(r.fields);
+        }
+    }
+    out
+}
+
+/// The separator of the export: a tab, else a semicolon, else a comma,
+/// whichever is in its first line.
+fn separator(text: &str) -> char {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    ['\t', ';', ',']
+        .into_iter()
+        .find(|s| first.contains(*s))
+        .unwrap_or('\t')
 }
 
 /// The columns of an export written without its header line (ETS's
@@ -328,16 +400,13 @@ pub fn parse(text: &str, adapter: &str) -> Result<EtsExport, String> {
 /// # Errors
 /// A message for people when it has no `Address` column.
 pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExport, String> {
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
-    let first = *lines.peek().ok_or("the file is empty")?;
-    let sep = ['\t', ';', ',']
-        .into_iter()
-        .find(|s| first.contains(*s))
-        .unwrap_or('\t');
+    let mut notes = Vec::new();
+    let mut lines = records(text, separator(text), &mut notes).into_iter().peekable();
+    let first = lines.peek().ok_or("the file is empty")?.clone();
     // ETS writes its column names in the language it runs in: the German
     // ones are read as their English twins.
-    let named: Vec<String> = fields(first, sep)
-        .into_iter()
+    let named: Vec<String> = first
+        .iter()
         .map(|c| {
             let c = c.to_lowercase();
             match c.as_str() {
@@ -351,7 +420,7 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
             }
         })
         .collect();
-    let columns = match headerless_columns(&fields(first, sep)) {
+    let columns = match headerless_columns(&first) {
         Some(columns) if !named.iter().any(|c| c == "address" || c == "main") => columns,
         _ => {
             lines.next();
@@ -389,8 +458,7 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
     let mut middles: HashMap<(u16, u16), String> = HashMap::new();
     let mut rows = Vec::new();
     let mut unreadable = Vec::new();
-    for line in lines {
-        let f = fields(line, sep);
+    for f in lines {
         let cell = |i: Option<usize>| i.and_then(|i| f.get(i)).map(String::as_str).unwrap_or("");
         let name = name_cols
             .iter()
@@ -429,6 +497,7 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
     }
     let mut out = EtsExport {
         skipped: unreadable,
+        notes,
         ..EtsExport::default()
     };
     let mut seen: HashMap<(String, String), usize> = HashMap::new();

@@ -257,3 +257,53 @@ fn accented_letters_of_european_languages_are_spelt_not_cut() {
     assert_eq!(fold("Café Zone", '-'), "cafe-zone");
     assert_eq!(fold("Salle à manger", '-'), "salle-a-manger");
 }
+
+#[test]
+fn a_quoted_field_runs_over_line_breaks() {
+    // As the tester's ga1.csv: a two-line Description, and a name with a
+    // line break and an escaped quote.
+    let text = "\"Group name\";\"Address\";\"Central\";\"Unfiltered\";\"Description\";\"DatapointType\";\"Security\"\r
+\"Erdgeschoss\";\"1/-/-\";\"\";\"\";\"\";\"\";\"\"\r
+\"Küche\";\"1/1/-\";\"\";\"\";\"\";\"\";\"\"\r
+\"CO2\";\"1/1/2\";\"\";\"\";\"Zeile eins\r
+Zeile \"\"zwei\"\"\";\"DPST-9-8\";\"Auto\"\r
+\"Licht\nDecke\";\"1/1/3\";\"\";\"\";\"\";\"DPT-1\";\"Auto\"\r
+\"Dimmwert\";\"1/1/4\";\"\";\"\";\"\";\"DPST-5-1\";\"Auto\"\r
+";
+    let e = parse(text, "rooms").unwrap();
+    assert!(e.skipped.is_empty() && e.notes.is_empty(), "{e:?}");
+    let got: Vec<(String, &str, String)> = e
+        .groups
+        .iter()
+        .map(|g| (g.address.to_string(), g.metric.as_str(), g.dpt.to_string()))
+        .collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        got,
+        [
+            (s("1/1/2"), "co2", s("9.008")),
+            (s("1/1/3"), "licht_decke", s("1")),
+            (s("1/1/4"), "dimmwert", s("5.001")),
+        ]
+    );
+}
+
+#[test]
+fn a_quote_never_closed_costs_its_line_not_the_rest_of_the_file() {
+    let text = one_one(
+        ";",
+        &[
+            ("Küche", "1/1/-", ""),
+            ("Temperatur", "1/1/1", "DPST-9-1"),
+            ("Licht", "1/1/3", "DPST-1-1"),
+        ],
+    )
+    .replacen("\"DPST-9-1\"", "\"DPST-9-1", 1);
+    let e = parse(&text, "rooms").unwrap();
+    let got: Vec<String> = e.groups.iter().map(|g| g.address.to_string()).collect();
+    assert_eq!(got, ["1/1/1", "1/1/3"]);
+    assert_eq!(
+        e.notes,
+        ["line 3: a quote is not closed; the line was read on its own"]
+    );
+}
