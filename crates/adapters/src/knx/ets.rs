@@ -242,12 +242,33 @@ fn records(text: &str, sep: char, notes: &mut Vec<String>) -> Vec<Vec<String>> {
 }
 
 /// The separator of the export: a tab, else a semicolon, else a comma,
-/// whichever is in its first line.
+/// whichever is in its first record outside quotes (a name may hold
+/// any of them).
 fn separator(text: &str) -> char {
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut seen = [false; 3];
+    let mut quoted = false;
+    let mut content = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '\n' | '\r' if !quoted && content => break,
+            '\t' | ';' | ',' if !quoted => {
+                let i = match c {
+                    '\t' => 0,
+                    ';' => 1,
+                    _ => 2,
+                };
+                seen[i] = true;
+                content = true;
+            }
+            c if !c.is_whitespace() => content = true,
+            _ => {}
+        }
+    }
     ['\t', ';', ',']
         .into_iter()
-        .find(|s| first.contains(*s))
+        .zip(seen)
+        .find_map(|(c, seen)| seen.then_some(c))
         .unwrap_or('\t')
 }
 

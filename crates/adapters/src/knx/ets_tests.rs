@@ -307,3 +307,28 @@ fn a_quote_never_closed_costs_its_line_not_the_rest_of_the_file() {
         ["line 3: a quote is not closed; the line was read on its own"]
     );
 }
+
+#[test]
+fn the_separator_is_told_by_the_characters_outside_quotes() {
+    // Header-less and comma-separated, the first name holding a ';' (the
+    // tester's i_nohdr_comma_semicolon_name.csv), and one a tab.
+    let text = "\"Erdgeschoss; Nord\",\"1/-/-\",\"\",\"\",\"\",\"\",\"\"
+\"Küche\",\"1/1/-\",\"\",\"\",\"\",\"\",\"\"
+\"Temp\",\"1/1/2\",\"\",\"\",\"\",\"DPST-9-1\",\"Auto\"
+";
+    let e = parse(text, "rooms").unwrap();
+    let got: Vec<(String, &str, &str)> = e
+        .groups
+        .iter()
+        .map(|g| (g.address.to_string(), g.device.as_str(), g.metric.as_str()))
+        .collect();
+    assert_eq!(got, [("1/1/2".to_string(), "kueche", "temp")]);
+    let tab = text.replacen("; Nord", "\tNord", 1);
+    assert_eq!(parse(&tab, "rooms").unwrap(), e);
+    // Nor a comma in a semicolon file's first name.
+    let semi = text.replace("\",\"", "\";\"").replacen("; Nord", ", Nord", 1);
+    assert_eq!(parse(&semi, "rooms").unwrap(), e);
+    assert_eq!(separator("\n\n  \"a,b\";\"c\"\n1,2"), ';');
+    assert_eq!(separator("\"a;b\nc\",\"d\"\n"), ',');
+    assert_eq!(separator("\"only\"\n"), '\t');
+}
