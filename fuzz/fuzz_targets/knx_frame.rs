@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         _ => data,
     };
     if let Ok(Cemi::LData(f)) = cemi::decode(body) {
-        if let Some(t) = GroupTelegram::from_ldata(&f) {
+        if let Some(t) = GroupTelegram::from_ldata(&f, gateway_core::Timestamp::default()) {
             for (main, sub) in DPTS {
                 let _ = Dpt::new(*main, *sub).decode(t.data.as_data());
             }

@@ -77,6 +77,24 @@ fn route_to(to: SocketAddrV4) -> io::Result<Ipv4Addr> {
     }
 }
 
+/// `text` as a TOML basic string, control characters left out: a
+/// device names itself, and a name with a quote and a line break would
+/// otherwise print a `url = …` line of its choosing among the ones the
+/// user copies into gateway.toml (or a terminal escape into the
+/// terminal).
+pub fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 /// The answers for people, one block each.
 pub fn render(found: &[DeviceInfo]) -> String {
     let mut out = String::new();
@@ -94,7 +112,7 @@ pub fn render(found: &[DeviceInfo]) -> String {
         let services = d.service_names();
         let tunnelling = services.iter().any(|s| s.starts_with("tunnelling"));
         let routing = services.iter().any(|s| s.starts_with("routing"));
-        let _ = writeln!(out, "{} \"{}\"", d.control.addr, d.name);
+        let _ = writeln!(out, "{} {}", d.control.addr, toml_string(&d.name));
         let _ = writeln!(out, "  individual address: {}", d.address);
         let _ = writeln!(out, "  services: {}", services.join(", "));
         let _ = writeln!(
@@ -117,4 +135,38 @@ pub fn render(found: &[DeviceInfo]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::knx::address::IndividualAddress;
+
+    #[test]
+    fn a_devices_name_cannot_add_lines_to_the_suggested_config() {
+        // The tester's fake server: a quote, a line break, a url line of
+        // its own and a terminal escape in its 30-byte name.
+        let info = DeviceInfo {
+            control: Hpai::udp("127.0.0.1:3671".parse().unwrap()),
+            address: IndividualAddress(0x1101),
+            name: "x\"\n  url = \"udp://6.6.6.6:3671\"\u{1b}[8m\\".into(),
+            serial: [0; 6],
+            mac: [0; 6],
+            multicast: Ipv4Addr::new(224, 0, 23, 12),
+            services: vec![(4, 2)],
+        };
+        let text = render(&[info]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            r#"127.0.0.1:3671 "x\"  url = \"udp://6.6.6.6:3671\"[8m\\""#
+        );
+        let urls: Vec<&&str> = lines.iter().filter(|l| l.trim_start().starts_with("url")).collect();
+        assert_eq!(urls, [&r#"  url = "udp://127.0.0.1:3671""#], "{text}");
+        assert!(!text.contains('\u{1b}'));
+        // It reads back as TOML, as the name it is without its controls.
+        let back: toml::Table = toml::from_str(&format!("name = {}", toml_string("a\"b\\c\u{7}"))).unwrap();
+        assert_eq!(back["name"].as_str(), Some("a\"b\\c"));
+    }
 }

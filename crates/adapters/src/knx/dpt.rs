@@ -106,6 +106,25 @@ impl FromStr for Dpt {
     }
 }
 
+/// The largest 9.x value the payload carries (2047 × 2¹⁵ × 0.01): the
+/// standard's 670 760.96 and 670 760 cannot be encoded.
+const FLOAT16_MAX: f64 = 670_433.28;
+
+/// A 9.x subtype's range (KNX 3.7.2 §3.10), capped at [`FLOAT16_MAX`]:
+/// the lower bounds of quantities that have one (absolute zero, 0 lux,
+/// 0 %). The signed ones keep the whole coding (-671 088.64) as xknx
+/// does, though the standard writes -670 760 for some (one step of the
+/// coding at that size apart).
+fn float16_bounds(sub: Option<u16>) -> (f64, f64) {
+    let min = match sub {
+        Some(1) => -273.0,
+        Some(27) => -459.6,
+        Some(4..=8 | 28..=30) => 0.0,
+        _ => -671_088.64,
+    };
+    (min, FLOAT16_MAX)
+}
+
 impl Dpt {
     pub const fn new(main: u16, sub: u16) -> Self {
         Self {
@@ -210,12 +229,17 @@ impl Dpt {
         table.iter().find(|(s, _)| *s == sub).map(|(_, u)| *u)
     }
 
-    /// The numbers a command may write, when the type bounds them.
+    /// The numbers a command may write, when the type bounds them: the
+    /// range KNX 3.7.2 gives each subtype (a temperature no lower than
+    /// -273 °C, a lux or humidity no lower than 0), within what the
+    /// payload can carry.
     pub fn bounds(self) -> Option<(f64, f64)> {
         Some(match (self.main, self.sub) {
             (1, _) => (0.0, 1.0),
             (5, Some(1)) => (0.0, 100.0),
             (5, Some(3)) => (0.0, 360.0),
+            // 255 is reserved.
+            (5, Some(6)) => (0.0, 254.0),
             (5, _) | (20, _) => (0.0, 255.0),
             (6, _) => (-128.0, 127.0),
             (7, Some(3)) => (0.0, 655_350.0),
@@ -225,7 +249,7 @@ impl Dpt {
             (8, Some(4)) => (-3_276_800.0, 3_276_700.0),
             (8, Some(10)) => (-327.68, 327.67),
             (8, _) => (-32_768.0, 32_767.0),
-            (9, _) => (-671_088.64, 670_433.28),
+            (9, sub) => float16_bounds(sub),
             (12, _) => (0.0, f64::from(u32::MAX)),
             (13, _) => (f64::from(i32::MIN), f64::from(i32::MAX)),
             (14, _) => (-f64::from(f32::MAX), f64::from(f32::MAX)),

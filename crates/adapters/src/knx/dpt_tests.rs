@@ -191,3 +191,40 @@ fn types_read_in_every_notation_with_their_units() {
         assert_eq!(dpt.parse::<Dpt>().unwrap().unit(), unit, "{dpt}");
     }
 }
+
+#[test]
+fn each_subtype_takes_the_range_the_standard_gives_it() {
+    let n = CommandValue::Number;
+    let refused = |dpt: &str, v: f64| {
+        let dpt: Dpt = dpt.parse().unwrap();
+        match dpt.encode(&n(v)) {
+            Err(r) => r.reason == "out_of_range",
+            Ok(_) => false,
+        }
+    };
+    for (dpt, below, lowest) in [
+        ("9.001", -273.5, -273.0),
+        ("9.027", -460.0, -459.6),
+        ("9.004", -0.5, 0.0),
+        ("9.005", -1.0, 0.0),
+        ("9.006", -1.0, 0.0),
+        ("9.007", -0.01, 0.0),
+        ("9.008", -1.0, 0.0),
+        ("9.028", -1.0, 0.0),
+        ("9.029", -1.0, 0.0),
+        ("9.030", -1.0, 0.0),
+        ("9.002", -671_089.0, -671_088.64),
+        ("9.020", -671_089.0, -671_088.64),
+        ("9.026", -671_089.0, -671_088.64),
+        ("9", -671_089.0, -671_088.64),
+        ("9.100", -671_089.0, -671_088.64),
+    ] {
+        assert!(refused(dpt, below), "{dpt} {below}");
+        assert!(!refused(dpt, lowest), "{dpt} {lowest}");
+        assert!(refused(dpt, 670_433.29) && !refused(dpt, 670_433.28), "{dpt}");
+    }
+    assert!(refused("5.006", 255.0) && !refused("5.006", 254.0));
+    assert!(!refused("5.010", 255.0));
+    // The config's min and max are checked against the same ranges.
+    assert_eq!("9.001".parse::<Dpt>().unwrap().bounds(), Some((-273.0, 670_433.28)));
+}

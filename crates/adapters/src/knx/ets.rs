@@ -3,14 +3,16 @@
 //!
 //! - the **device** is the middle group's name (the main group's, in a
 //!   2-level project), folded to lower case with `-` between words
-//!   ("Living Room" → `living-room`, "Küche" → `kueche`); a project whose
+//!   ("Living Room" → `living-room`, "Küche" → `kueche`, "Café" →
+//!   `cafe`); a project whose
 //!   main groups are the rooms sets `ets_device = "main"`, one whose
 //!   middle names repeat under each floor `ets_device = "main_middle"`
 //!   (`ground-floor-kitchen`);
 //! - the **metric** is the address's own name, folded with `_`
 //!   ("Temperature Actual" → `temperature_actual`); a name that two
 //!   addresses of one device share takes the address
-//!   (`temperature_1_2_3`);
+//!   (`temperature_1_2_3`), the name shortened to leave room for it in
+//!   the 64 characters of a metric name;
 //! - the **DPT** is the `DatapointType` column (`DPST-9-1` or `DPT-9`);
 //!   an address without one, or with a type the gateway does not read,
 //!   is left out (listed by `validate` and in the log at start);
@@ -21,18 +23,26 @@
 //! "3/1" (`Main`, `Middle`, `Sub`, `Address`, …) and "3/3" (three name
 //! columns, then the address in three), with or without their header
 //! line, separated by tabs,
-//! semicolons or commas, every field quoted, in UTF-8 (with or without
-//! BOM), UTF-16 (ETS's "Unicode") or Latin-1.
+//! semicolons or commas, every field quoted (a quoted field may hold line
+//! breaks), in UTF-8 (with or without BOM), UTF-16 (ETS's "Unicode") or
+//! Latin-1.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use gateway_core::config::Problems;
+use gateway_core::model::{MAX_DEVICE_ID_LEN, MAX_METRIC_LEN};
 use gateway_core::{DeviceId, MetricName};
 
 use super::address::GroupAddress;
 use super::dpt::Dpt;
 use super::groups::KnxGroup;
+
+// How names become ids: a file of its own, as the letters' table is long.
+#[path = "ets_names.rs"]
+mod names;
+pub use names::fold;
+use names::{cut, suffixed};
 
 /// The export, read.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -41,6 +51,9 @@ pub struct EtsExport {
     /// "1/2/3 Ceiling light: no DPT", one per address left out (and per
     /// row whose address is not a group address).
     pub skipped: Vec<String>,
+    /// What else was wrong with the file, where ("line 7: a quote is not
+    /// closed; …").
+    pub notes: Vec<String>,
 }
 
 /// Which group names an address's device.
@@ -155,25 +168,114 @@ fn text(bytes: &[u8]) -> String {
     }
 }
 
-/// One line's fields: quoted (`""` inside is a quote) or bare.
-fn fields(line: &str, sep: char) -> Vec<String> {
-    let mut out = Vec::new();
+/// One record of the export, read from the start of a text.
+struct Record {
+    fields: Vec<String>,
+    /// Bytes it took, its line break included.
+    len: usize,
+    /// Line breaks it took.
+    lines: usize,
+    /// The text ended inside a quoted field.
+    open: bool,
+}
+
+/// The record at the start of `text`: fields separated by `sep`, quoted
+/// or bare, `""` inside quotes a quote. A quoted field runs over line
+/// breaks (RFC 4180: an ETS Description may hold several lines) when
+/// `across_lines`; otherwise a line break ends the record wherever it is.
+fn record(text: &str, sep: char, across_lines: bool) -> Record {
+    let mut fields = Vec::new();
     let mut field = String::new();
     let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut lines = 0;
+    let mut end = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
         match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
+            '"' if quoted && chars.peek().map(|&(_, c)| c) == Some('"') => {
                 field.push('"');
                 chars.next();
             }
             '"' => quoted = !quoted,
-            c if c == sep && !quoted => out.push(std::mem::take(&mut field)),
-            c => field.push(c),
+            '\n' | '\r' if !quoted || !across_lines => {
+                let mut e = i + 1;
+                if c == '\r' && chars.peek().map(|&(_, c)| c) == Some('\n') {
+                    e += 1;
+                }
+                lines += 1;
+                end = Some(e);
+                break;
+            }
+            c if c == sep && !quoted => fields.push(std::mem::take(&mut field)),
+            c => {
+                lines += usize::from(c == '\n');
+                field.push(c);
+            }
         }
     }
-    out.push(field);
-    out.into_iter().map(|f| f.trim().to_string()).collect()
+    fields.push(field);
+    Record {
+        fields: fields.into_iter().map(|f| f.trim().to_string()).collect(),
+        len: end.unwrap_or(text.len()),
+        lines,
+        open: end.is_none() && quoted && across_lines,
+    }
+}
+
+/// The export's records, blank ones left out. A quote never closed would
+/// make the rest of the file one field: the record it opens in is read
+/// line by line instead, as are the ones after it until the quotes pair
+/// again, and `notes` says where.
+fn records(text: &str, sep: char, notes: &mut Vec<String>) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    let mut line = 1;
+    while !rest.is_empty() {
+        let mut r = record(rest, sep, true);
+        if r.open {
+            notes.push(format!(
+                "line {line}: a quote is not closed; the line was read on its own"
+            ));
+            r = record(rest, sep, false);
+        }
+        line += r.lines;
+        rest = rest.get(r.len..).unwrap_or_default();
+        if r.fields.iter().any(|f| !f.is_empty()) {
+            out.push(r.fields);
+        }
+    }
+    out
+}
+
+/// The separator of the export: a tab, else a semicolon, else a comma,
+/// whichever is in its first record outside quotes (a name may hold
+/// any of them).
+fn separator(text: &str) -> char {
+    let mut seen = [false; 3];
+    let mut quoted = false;
+    let mut content = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '\n' | '\r' if !quoted && content => break,
+            '\t' | ';' | ',' if !quoted => {
+                let i = match c {
+                    '\t' => 0,
+                    ';' => 1,
+                    _ => 2,
+                };
+                seen[i] = true;
+                content = true;
+            }
+            c if !c.is_whitespace() => content = true,
+            _ => {}
+        }
+    }
+    ['\t', ';', ',']
+        .into_iter()
+        .zip(seen)
+        .find_map(|(c, seen)| seen.then_some(c))
+        .unwrap_or('\t')
 }
 
 /// The columns of an export written without its header line (ETS's
@@ -229,31 +331,6 @@ fn row(address: &str) -> Option<Row> {
     }
 }
 
-/// `name` folded for an id: ASCII letters and digits in lower case,
-/// German letters spelt out, every other run one `sep`.
-pub fn fold(name: &str, sep: char) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            'ä' | 'Ä' => out.push_str("ae"),
-            'ö' | 'Ö' => out.push_str("oe"),
-            'ü' | 'Ü' => out.push_str("ue"),
-            'ß' => out.push_str("ss"),
-            c if c.is_ascii_alphanumeric() => out.push(c.to_ascii_lowercase()),
-            _ if !out.is_empty() && !out.ends_with(sep) => out.push(sep),
-            _ => {}
-        }
-    }
-    while out.ends_with(sep) {
-        out.pop();
-    }
-    out.truncate(64);
-    while out.ends_with(sep) {
-        out.pop();
-    }
-    out
-}
-
 /// Reads the export's text by the default rule (the middle group names
 /// the device).
 ///
@@ -268,16 +345,13 @@ pub fn parse(text: &str, adapter: &str) -> Result<EtsExport, String> {
 /// # Errors
 /// A message for people when it has no `Address` column.
 pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExport, String> {
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
-    let first = *lines.peek().ok_or("the file is empty")?;
-    let sep = ['\t', ';', ',']
-        .into_iter()
-        .find(|s| first.contains(*s))
-        .unwrap_or('\t');
+    let mut notes = Vec::new();
+    let mut lines = records(text, separator(text), &mut notes).into_iter().peekable();
+    let first = lines.peek().ok_or("the file is empty")?.clone();
     // ETS writes its column names in the language it runs in: the German
     // ones are read as their English twins.
-    let named: Vec<String> = fields(first, sep)
-        .into_iter()
+    let named: Vec<String> = first
+        .iter()
         .map(|c| {
             let c = c.to_lowercase();
             match c.as_str() {
@@ -291,7 +365,7 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
             }
         })
         .collect();
-    let columns = match headerless_columns(&fields(first, sep)) {
+    let columns = match headerless_columns(&first) {
         Some(columns) if !named.iter().any(|c| c == "address" || c == "main") => columns,
         _ => {
             lines.next();
@@ -329,8 +403,7 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
     let mut middles: HashMap<(u16, u16), String> = HashMap::new();
     let mut rows = Vec::new();
     let mut unreadable = Vec::new();
-    for line in lines {
-        let f = fields(line, sep);
+    for f in lines {
         let cell = |i: Option<usize>| i.and_then(|i| f.get(i)).map(String::as_str).unwrap_or("");
         let name = name_cols
             .iter()
@@ -369,6 +442,7 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
     }
     let mut out = EtsExport {
         skipped: unreadable,
+        notes,
         ..EtsExport::default()
     };
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
@@ -398,6 +472,8 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
         if device.is_empty() {
             device = format!("knx-{main}-{middle}");
         }
+        // Two names of 64 characters joined are one too long for an id.
+        cut(&mut device, MAX_DEVICE_ID_LEN, '-');
         let dpt = match dpt_text.parse::<Dpt>() {
             Ok(d) => d,
             Err(_) if dpt_text.is_empty() => {
@@ -424,7 +500,11 @@ pub fn parse_with(text: &str, adapter: &str, rule: DeviceRule) -> Result<EtsExpo
             .unwrap_or(0)
             > 1
         {
-            format!("{metric}_{}", address.to_string().replace('/', "_"))
+            suffixed(
+                &metric,
+                &address.to_string().replace('/', "_"),
+                MAX_METRIC_LEN,
+            )
         } else {
             metric
         };

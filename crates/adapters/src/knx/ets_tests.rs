@@ -172,3 +172,163 @@ fn the_three_by_three_layout_spells_the_address_in_three_columns() {
         ]
     );
 }
+
+/// A "1/1" export of `rows` (name, address, DPT), separated by `sep`.
+fn one_one(sep: &str, rows: &[(&str, &str, &str)]) -> String {
+    let mut text = ["Group name", "Address", "Description", "DatapointType"]
+        .map(|c| format!("\"{c}\""))
+        .join(sep);
+    text.push('\n');
+    for (name, address, dpt) in rows {
+        text.push_str(&[*name, address, "", dpt].map(|c| format!("\"{c}\"")).join(sep));
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn long_names_alike_in_their_first_64_characters_each_keep_their_address() {
+    let common = "Heizung Ist-Temperatur Wohnbereich Erdgeschoss Nordseite Fenster";
+    assert_eq!(common.len(), 64);
+    let (a, b) = (format!("{common} links oben"), format!("{common} links unte"));
+    assert_eq!((a.len(), b.len()), (75, 75));
+    let long_middle = "M".repeat(64);
+    let text = one_one(
+        "\t",
+        &[
+            ("Erdgeschoss", "1/-/-", ""),
+            (&long_middle, "1/1/-", ""),
+            (&a, "1/1/8", "DPST-9-1"),
+            (&b, "1/1/9", "DPST-9-1"),
+            (&format!("{} 1", "M".repeat(64)), "1/1/10", "DPST-9-1"),
+            ("Hauptgruppe mit einem sehr langen Namen der ueber vierundsechzig hinausgeht", "31/-/-", ""),
+            (&"N".repeat(70), "31/7/-", ""),
+            (&a, "31/7/255", "DPST-9-1"),
+            (&b, "31/7/254", "DPST-9-1"),
+        ],
+    );
+    for rule in [DeviceRule::Middle, DeviceRule::MainMiddle] {
+        let e = parse_with(&text, "rooms", rule).unwrap();
+        assert!(e.skipped.is_empty(), "{:?}", e.skipped);
+        let got: Vec<(String, String)> = e
+            .groups
+            .iter()
+            .map(|g| (g.address.to_string(), g.metric.to_string()))
+            .collect();
+        assert_eq!(got.len(), 5, "{got:?}");
+        for (address, metric) in &got {
+            assert!(metric.len() <= 64, "{metric}");
+            if address != "1/1/10" {
+                assert!(
+                    metric.starts_with("heizung_ist_temperatur")
+                        && metric.ends_with(&address.replace('/', "_")),
+                    "{metric}"
+                );
+            }
+        }
+        assert!(e.groups.iter().all(|g| g.device.as_str().len() <= 128));
+    }
+}
+
+#[test]
+fn accented_letters_of_european_languages_are_spelt_not_cut() {
+    let cases = [
+        ("Température", "temperature"),
+        ("Café Zone", "cafe_zone"),
+        ("Salle à manger", "salle_a_manger"),
+        ("Küche Größe", "kueche_groesse"),
+        ("Habitación Niño", "habitacion_nino"),
+        ("Soggiorno Città", "soggiorno_citta"),
+        ("Iluminação Garagem", "iluminacao_garagem"),
+        ("Kjøkken Bad Stue Ærø Åpen", "kjokken_bad_stue_aero_apen"),
+        ("Œuvre", "oeuvre"),
+        ("Łazienka Żółw Światło", "lazienka_zolw_swiatlo"),
+        ("Kuchyň Příkon Šero Žaluzie Čidlo", "kuchyn_prikon_sero_zaluzie_cidlo"),
+        ("Hőmérséklet Űr", "homerseklet_ur"),
+        ("Sufragerie Încălzire Ștergere Țeavă", "sufragerie_incalzire_stergere_teava"),
+        ("Þórshöfn Íslenska Eð", "thorshoefn_islenska_ed"),
+        // Marks written apart from their letters (macOS): alike.
+        ("Tempe\u{301}rature Ku\u{308}che", "temperature_kueche"),
+        ("Temp. °C / 24h", "temp_c_24h"),
+    ];
+    for (name, folded) in cases {
+        assert_eq!(fold(name, '_'), folded, "{name}");
+    }
+    assert_eq!(fold("Café Zone", '-'), "cafe-zone");
+    assert_eq!(fold("Salle à manger", '-'), "salle-a-manger");
+}
+
+#[test]
+fn a_quoted_field_runs_over_line_breaks() {
+    // As the tester's ga1.csv: a two-line Description, and a name with a
+    // line break and an escaped quote.
+    let text = "\"Group name\";\"Address\";\"Central\";\"Unfiltered\";\"Description\";\"DatapointType\";\"Security\"\r
+\"Erdgeschoss\";\"1/-/-\";\"\";\"\";\"\";\"\";\"\"\r
+\"Küche\";\"1/1/-\";\"\";\"\";\"\";\"\";\"\"\r
+\"CO2\";\"1/1/2\";\"\";\"\";\"Zeile eins\r
+Zeile \"\"zwei\"\"\";\"DPST-9-8\";\"Auto\"\r
+\"Licht\nDecke\";\"1/1/3\";\"\";\"\";\"\";\"DPT-1\";\"Auto\"\r
+\"Dimmwert\";\"1/1/4\";\"\";\"\";\"\";\"DPST-5-1\";\"Auto\"\r
+";
+    let e = parse(text, "rooms").unwrap();
+    assert!(e.skipped.is_empty() && e.notes.is_empty(), "{e:?}");
+    let got: Vec<(String, &str, String)> = e
+        .groups
+        .iter()
+        .map(|g| (g.address.to_string(), g.metric.as_str(), g.dpt.to_string()))
+        .collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        got,
+        [
+            (s("1/1/2"), "co2", s("9.008")),
+            (s("1/1/3"), "licht_decke", s("1")),
+            (s("1/1/4"), "dimmwert", s("5.001")),
+        ]
+    );
+}
+
+#[test]
+fn a_quote_never_closed_costs_its_line_not_the_rest_of_the_file() {
+    let text = one_one(
+        ";",
+        &[
+            ("Küche", "1/1/-", ""),
+            ("Temperatur", "1/1/1", "DPST-9-1"),
+            ("Licht", "1/1/3", "DPST-1-1"),
+        ],
+    )
+    .replacen("\"DPST-9-1\"", "\"DPST-9-1", 1);
+    let e = parse(&text, "rooms").unwrap();
+    let got: Vec<String> = e.groups.iter().map(|g| g.address.to_string()).collect();
+    assert_eq!(got, ["1/1/1", "1/1/3"]);
+    assert_eq!(
+        e.notes,
+        ["line 3: a quote is not closed; the line was read on its own"]
+    );
+}
+
+#[test]
+fn the_separator_is_told_by_the_characters_outside_quotes() {
+    // Header-less and comma-separated, the first name holding a ';' (the
+    // tester's i_nohdr_comma_semicolon_name.csv), and one a tab.
+    let text = "\"Erdgeschoss; Nord\",\"1/-/-\",\"\",\"\",\"\",\"\",\"\"
+\"Küche\",\"1/1/-\",\"\",\"\",\"\",\"\",\"\"
+\"Temp\",\"1/1/2\",\"\",\"\",\"\",\"DPST-9-1\",\"Auto\"
+";
+    let e = parse(text, "rooms").unwrap();
+    let got: Vec<(String, &str, &str)> = e
+        .groups
+        .iter()
+        .map(|g| (g.address.to_string(), g.device.as_str(), g.metric.as_str()))
+        .collect();
+    assert_eq!(got, [("1/1/2".to_string(), "kueche", "temp")]);
+    let tab = text.replacen("; Nord", "\tNord", 1);
+    assert_eq!(parse(&tab, "rooms").unwrap(), e);
+    // Nor a comma in a semicolon file's first name.
+    let semi = text.replace("\",\"", "\";\"").replacen("; Nord", ", Nord", 1);
+    assert_eq!(parse(&semi, "rooms").unwrap(), e);
+    assert_eq!(separator("\n\n  \"a,b\";\"c\"\n1,2"), ';');
+    assert_eq!(separator("\"a;b\nc\",\"d\"\n"), ',');
+    assert_eq!(separator("\"only\"\n"), '\t');
+}

@@ -213,7 +213,7 @@ fn damaged_copies_of_real_frames_never_panic() {
             _ => &f[..],
         };
         if let Ok(Cemi::LData(l)) = cemi::decode(body) {
-            if let Some(t) = GroupTelegram::from_ldata(&l) {
+            if let Some(t) = GroupTelegram::from_ldata(&l, gateway_core::Timestamp::default()) {
                 for (main, sub) in dpts {
                     let _ = Dpt::new(main, sub).decode(t.data.as_data());
                 }

@@ -167,6 +167,15 @@ impl OwnedSection for KnxSection {
 pub fn section(root: &toml::Table, problems: &mut Problems) -> KnxSection {
     let exports = super::ets::of_adapters(root, problems);
     let mut notes: Vec<String> = exports.iter().filter_map(skipped_note).collect();
+    for e in &exports {
+        for note in &e.export.notes {
+            notes.push(format!(
+                "adapter[{}].group_addresses: {}, {note}",
+                e.index,
+                e.file.display()
+            ));
+        }
+    }
     let groups = DeviceSection::<KnxGroup>::read(root, problems).devices;
     let section = KnxSection {
         groups,

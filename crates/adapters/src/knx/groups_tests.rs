@@ -221,3 +221,24 @@ fn addresses_are_unique_on_their_adapter_and_several_adapters_need_a_name() {
     assert_eq!(s.groups_of("hall").len(), 1);
     assert_eq!(s.groups_of("rooms")[0].adapter.as_deref(), Some("rooms"));
 }
+
+#[test]
+fn an_export_with_a_quote_never_closed_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("knx-ga.csv"),
+        "\"Group name\"\t\"Address\"\t\"DatapointType\"\n\"Living\"\t\"1/2/-\"\t\"\"\n\"Temp\"\t\"1/2/3\"\t\"DPST-9-1\n\"Hum\"\t\"1/2/4\"\t\"DPST-9-7\"\n",
+    )
+    .unwrap();
+    let text = format!("{ADAPTER}group_addresses = \"knx-ga.csv\"\n");
+    let (s, p) = gateway_core::config::base_dir::with(dir.path(), || parse(&text));
+    assert!(p.is_empty(), "{p}");
+    assert_eq!(s.groups_of("rooms").len(), 2);
+    let notes = s.notes();
+    assert!(
+        notes.len() == 1
+            && notes[0].starts_with("adapter[0].group_addresses: ")
+            && notes[0].ends_with("knx-ga.csv, line 3: a quote is not closed; the line was read on its own"),
+        "{notes:?}"
+    );
+}

@@ -4,10 +4,11 @@
 //! [`Outgoing`], each answered once the interface confirmed it (or not).
 //! Sending is paced here, for every transport alike.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::telemetry::LogThrottle;
-use gateway_core::AdapterStats;
+use gateway_core::{AdapterStats, Clock, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -54,6 +55,30 @@ impl DataBuf {
     }
 }
 
+/// The wall clock a link stamps each telegram with as its datagram is
+/// received: telegrams that wait together in the source's queue (a
+/// router's burst) keep the times they arrived at, not one for all.
+#[derive(Clone)]
+pub struct ArrivalClock(pub Arc<dyn Clock>);
+
+impl ArrivalClock {
+    pub fn now(&self) -> Timestamp {
+        self.0.now()
+    }
+}
+
+impl Default for ArrivalClock {
+    fn default() -> Self {
+        Self(Arc::new(gateway_core::SystemClock))
+    }
+}
+
+impl std::fmt::Debug for ArrivalClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArrivalClock")
+    }
+}
+
 /// A group telegram seen on the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupTelegram {
@@ -61,11 +86,13 @@ pub struct GroupTelegram {
     pub destination: GroupAddress,
     pub service: GroupService,
     pub data: DataBuf,
+    /// When its datagram was received.
+    pub at: Timestamp,
 }
 
 impl GroupTelegram {
-    /// The group telegram an L_Data frame carries, if it is one.
-    pub fn from_ldata(f: &LData<'_>) -> Option<Self> {
+    /// The group telegram an L_Data frame received `at` carries, if it is one.
+    pub fn from_ldata(f: &LData<'_>, at: Timestamp) -> Option<Self> {
         match f.telegram {
             Telegram::Group {
                 destination,
@@ -76,6 +103,7 @@ impl GroupTelegram {
                 destination,
                 service,
                 data: DataBuf::new(data),
+                at,
             }),
             Telegram::Other => None,
         }

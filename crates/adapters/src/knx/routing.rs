@@ -31,7 +31,7 @@ use super::address::IndividualAddress;
 const MAX_BUSY_WAIT_MS: u64 = 5_000;
 use super::cemi::{self, Cemi};
 use super::frame::{self, Frame};
-use super::link::{Faults, GroupTelegram, LinkEvent, Outbox, Pacer};
+use super::link::{ArrivalClock, Faults, GroupTelegram, LinkEvent, Outbox, Pacer};
 
 /// Bytes the kernel may hold for the socket before it drops datagrams.
 pub const RECEIVE_BUFFER: usize = 1 << 20;
@@ -44,6 +44,7 @@ pub struct RoutingSettings {
     pub interface: Option<String>,
     pub address: IndividualAddress,
     pub pace: f64,
+    pub clock: ArrivalClock,
 }
 
 /// The IPv4 address of `interface` (a name or an address).
@@ -139,6 +140,7 @@ pub async fn run(
             biased;
             _ = stop.cancelled() => break,
             r = socket.recv_from(&mut buf) => {
+                let at = s.clock.now();
                 let n = match r {
                     Ok((n, _)) => n,
                     Err(e) => {
@@ -149,7 +151,7 @@ pub async fn run(
                 match frame::decode(&buf[..n]) {
                     Ok(Frame::RoutingIndication { cemi: body }) => match cemi::decode(body) {
                         Ok(Cemi::LData(f)) if f.source != s.address => {
-                            if let Some(t) = GroupTelegram::from_ldata(&f) {
+                            if let Some(t) = GroupTelegram::from_ldata(&f, at) {
                                 if events.send(LinkEvent::Telegram(t)).await.is_err() {
                                     break;
                                 }

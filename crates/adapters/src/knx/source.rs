@@ -31,7 +31,7 @@ use super::cemi::GroupService;
 use super::config::{KnxConfig, Transport};
 use super::dpt::Value;
 use super::groups::KnxGroup;
-use super::link::{Faults, GroupTelegram, LinkEvent, Outbox, Outgoing};
+use super::link::{ArrivalClock, Faults, GroupTelegram, LinkEvent, Outbox, Outgoing};
 use super::routing::{self, RoutingSettings};
 use super::tunnel::{self, TunnelSettings};
 use super::writer::KnxTarget;
@@ -133,6 +133,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
                 timeout: config.timeout,
                 max_backoff: config.max_backoff,
                 pace: config.pace,
+                clock: ArrivalClock(ctx.clock.clone()),
             };
             tokio::spawn(tunnel::run(
                 settings,
@@ -154,6 +155,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
                 interface: config.interface.clone(),
                 address: config.individual_address,
                 pace: config.pace,
+                clock: ArrivalClock(ctx.clock.clone()),
             };
             tokio::spawn(routing::run(
                 settings,
@@ -194,8 +196,10 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
     poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut is_connected = false;
     let mut batch: Vec<Reading> = Vec::new();
-    // The text last shown per group, so that a changed one replaces it.
-    let mut texts: HashMap<usize, String> = HashMap::new();
+    let mut seen = Seen {
+        texts: HashMap::new(),
+        stamps: Stamps::new(groups.list.len()),
+    };
     let result = loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break Ok(()),
@@ -205,7 +209,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
                 let mut taken = 0;
                 loop {
                     match ev {
-                        LinkEvent::Telegram(t) => telegram(&t, &groups, &services, &ctx, &faults, &mut texts, &mut batch),
+                        LinkEvent::Telegram(t) => telegram(&t, &groups, &services, &ctx, &faults, &mut seen, &mut batch),
                         LinkEvent::Connected(address) => {
                             is_connected = true;
                             status.up();
@@ -348,13 +352,20 @@ fn show_text(
         .set(1.0);
 }
 
+/// What the loop remembers of each group between telegrams.
+struct Seen {
+    /// The text last shown per group, so that a changed one replaces it.
+    texts: HashMap<usize, String>,
+    stamps: Stamps,
+}
+
 fn telegram(
     t: &GroupTelegram,
     groups: &Groups,
     services: &Services,
     ctx: &AdapterContext,
     faults: &Faults,
-    texts: &mut HashMap<usize, String>,
+    seen: &mut Seen,
     batch: &mut Vec<Reading>,
 ) {
     faults.stats.received.inc();
@@ -376,13 +387,13 @@ fn telegram(
                 g.device.clone(),
                 g.metric.clone(),
                 v,
-                now(ctx, batch),
+                seen.stamps.stamp(i, t.at),
                 TimeSource::Arrival,
             ) {
                 batch.push(r);
             }
         }
-        Ok(Value::Text(text)) => show_text(i, g, text, texts, ctx, faults),
+        Ok(Value::Text(text)) => show_text(i, g, text, &mut seen.texts, ctx, faults),
         Err(e) => {
             let dpt = g.dpt.to_string();
             ctx.telemetry
@@ -405,8 +416,40 @@ fn telegram(
     }
 }
 
-/// The arrival time of a telegram: the batch's, read once per batch of
-/// telegrams that were waiting together.
-fn now(ctx: &AdapterContext, batch: &[Reading]) -> Timestamp {
-    batch.last().map_or_else(|| ctx.clock.now(), Reading::time)
+/// How far a series' times may run ahead of the clock to stay strictly
+/// increasing; a clock stepped back further than this is taken as it is.
+const STAMP_LEAD_MS: i64 = 1000;
+
+/// Each reading's time: its telegram's arrival, made strictly increasing
+/// per group. Consumers tell readings apart by (device, metric, time), and
+/// a burst of telegrams to one address can arrive within one millisecond:
+/// each after the first is then stamped 1 ms after the one before.
+struct Stamps {
+    last: Vec<Option<Timestamp>>,
 }
+
+impl Stamps {
+    fn new(groups: usize) -> Self {
+        Self {
+            last: vec![None; groups],
+        }
+    }
+
+    fn stamp(&mut self, group: usize, at: Timestamp) -> Timestamp {
+        let Some(last) = self.last.get_mut(group) else {
+            return at;
+        };
+        let at = match *last {
+            Some(l) if at <= l && l.as_millis() - at.as_millis() < STAMP_LEAD_MS => {
+                l.saturating_add_millis(1)
+            }
+            _ => at,
+        };
+        *last = Some(at);
+        at
+    }
+}
+
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod tests;

@@ -4,6 +4,7 @@
 //! adapter's own codec and links.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use crate::knx::address::GroupAddress;
 use crate::knx::config::Transport;
 use crate::knx::discover::{discover, render, Discovery};
 use crate::knx::dpt::{Dpt, Value};
-use crate::knx::link::{Faults, LinkEvent, Outbox};
+use crate::knx::link::{ArrivalClock, Faults, LinkEvent, Outbox};
 use crate::knx::{routing, tunnel};
 use gateway_core::telemetry::Telemetry;
 use gateway_core::AdapterStats;
@@ -23,6 +24,53 @@ use tokio_util::sync::CancellationToken;
 const EX_USAGE: u8 = 64;
 /// EX_UNAVAILABLE: nothing to talk to.
 const EX_UNAVAILABLE: u8 = 69;
+/// EX_IOERR: stdout failed otherwise than by a closed pipe.
+const EX_IOERR: u8 = 74;
+/// 128 + SIGPIPE: what a shell reports of a process killed by it, the
+/// usual end of a `knx monitor | head` once `head` has what it wants.
+const EXIT_BROKEN_PIPE: u8 = 141;
+
+/// What ended the monitor from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopSignal {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+/// Resolves on the first of SIGINT (ctrl-c), SIGTERM (`timeout`, a
+/// service manager) and SIGHUP (the SSH session closed). Each of them
+/// killed the monitor before its tunnel was disconnected, and the
+/// interface then held the slot for 120 s. The handlers are installed
+/// here, not at the first poll, so none is missed in between.
+fn stop_signals() -> std::io::Result<impl std::future::Future<Output = StopSignal>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => StopSignal::Interrupt,
+            _ = terminate.recv() => StopSignal::Terminate,
+            _ = hangup.recv() => StopSignal::Hangup,
+        }
+    })
+}
+
+/// Writes one telegram's line; the exit code to stop with when stdout
+/// is gone: quietly for a closed pipe, with a message otherwise.
+fn print_line(out: &mut impl Write, line: &str) -> Result<(), ExitCode> {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(ExitCode::from(EXIT_BROKEN_PIPE))
+        }
+        Err(e) => {
+            eprintln!("edge-gateway knx monitor: cannot write to stdout: {e}");
+            Err(ExitCode::from(EX_IOERR))
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct KnxArgs {
@@ -193,6 +241,7 @@ async fn monitor(
                 timeout: Duration::from_secs(10),
                 max_backoff: Duration::from_secs(30),
                 pace: 10.0,
+                clock: ArrivalClock::default(),
             };
             tokio::spawn(tunnel::run(
                 settings,
@@ -218,6 +267,7 @@ async fn monitor(
                 // Sends nothing: any address will do.
                 address: crate::knx::address::IndividualAddress(0xFFFF),
                 pace: 10.0,
+                clock: ArrivalClock::default(),
             };
             tokio::spawn(routing::run(
                 settings,
@@ -229,13 +279,26 @@ async fn monitor(
             ))
         }
     };
+    let signals = match stop_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("edge-gateway knx monitor: cannot install the signal handlers: {e}");
+            stop.cancel();
+            let _ = link.await;
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::pin!(signals);
+    let mut stdout = std::io::stdout().lock();
     let mut seen = 0u64;
-    loop {
+    let code = loop {
         let ev = tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut signals => break ExitCode::SUCCESS,
             ev = events.recv() => ev,
         };
-        let Some(ev) = ev else { break };
+        let Some(ev) = ev else {
+            break ExitCode::SUCCESS;
+        };
         match ev {
             LinkEvent::Connected(address) => eprintln!("Connected to {} as {address}.", a.url),
             LinkEvent::Down(problem) => eprintln!("Not connected: {problem}."),
@@ -243,7 +306,7 @@ async fn monitor(
                 let data = t.data.as_data();
                 let mut line = format!(
                     "{} {} -> {} {} {}",
-                    gateway_core::Timestamp::now().to_rfc3339(),
+                    t.at.to_rfc3339(),
                     t.source,
                     t.destination,
                     t.service.as_str(),
@@ -267,15 +330,71 @@ async fn monitor(
                         line.push_str(&format!(" [{dpt}]"));
                     }
                 }
-                println!("{line}");
+                if let Err(code) = print_line(&mut stdout, &line) {
+                    break code;
+                }
                 seen += 1;
                 if a.count.is_some_and(|n| seen >= n) {
-                    break;
+                    break ExitCode::SUCCESS;
                 }
             }
         }
-    }
+    };
+    // Every way out disconnects the tunnel, so its slot is free at once.
     stop.cancel();
     let _ = link.await;
-    ExitCode::SUCCESS
+    code
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Sends `signal` to this process, as `kill` from outside would.
+    fn kill(signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[tokio::test]
+    async fn sigterm_and_sighup_stop_the_monitor_as_ctrl_c_does() {
+        for (signal, expected) in [
+            ("-HUP", StopSignal::Hangup),
+            ("-TERM", StopSignal::Terminate),
+            ("-INT", StopSignal::Interrupt),
+        ] {
+            let stopped = stop_signals().unwrap();
+            kill(signal);
+            let got = tokio::time::timeout(Duration::from_secs(10), stopped)
+                .await
+                .unwrap();
+            assert_eq!(got, expected);
+        }
+    }
+
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_stdout_stops_the_monitor_quietly_with_141() {
+        let mut out = Vec::new();
+        assert_eq!(print_line(&mut out, "a line"), Ok(()));
+        assert_eq!(out, b"a line\n");
+        assert_eq!(
+            print_line(&mut Closed, "a line"),
+            Err(ExitCode::from(EXIT_BROKEN_PIPE))
+        );
+    }
 }

@@ -42,7 +42,9 @@ use tracing::{info, warn};
 use super::address::{GroupAddress, IndividualAddress};
 use super::cemi::{self, Cemi};
 use super::frame::{self, Frame, Hpai, E_NO_ERROR, E_NO_MORE_CONNECTIONS};
-use super::link::{Faults, GroupTelegram, LinkEvent, Outbox, Outgoing, Pacer, SendFailure};
+use super::link::{
+    ArrivalClock, Faults, GroupTelegram, LinkEvent, Outbox, Outgoing, Pacer, SendFailure,
+};
 
 /// KNX 3.8.4 §2.6: TUNNELLING_REQUEST_TIMEOUT.
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -63,6 +65,7 @@ pub struct TunnelSettings {
     pub timeout: Duration,
     pub max_backoff: Duration,
     pub pace: f64,
+    pub clock: ArrivalClock,
 }
 
 /// Why a connect failed.
@@ -411,6 +414,7 @@ async fn session(
             biased;
             _ = stop.cancelled() => break End::Stop,
             r = c.wire.recv(remote, &mut buf) => {
+                let at = s.clock.now();
                 if let Err(e) = r {
                     break End::Lost("connection_lost", format!("the connection failed: {e}"));
                 }
@@ -457,7 +461,7 @@ async fn session(
                                 }
                             }
                             Ok(Cemi::LData(f)) if f.code == cemi::L_DATA_IND => {
-                                if let Some(t) = GroupTelegram::from_ldata(&f) {
+                                if let Some(t) = GroupTelegram::from_ldata(&f, at) {
                                     if events.send(LinkEvent::Telegram(t)).await.is_err() {
                                         break End::Stop;
                                     }

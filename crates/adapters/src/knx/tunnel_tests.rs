@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::knx::cemi::{GroupService, Payload};
-use crate::knx::link::{Faults, LinkEvent, Outbox, Outgoing, SendFailure};
+use crate::knx::link::{ArrivalClock, Faults, LinkEvent, Outbox, Outgoing, SendFailure};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -36,6 +36,7 @@ fn settings(remote: SocketAddr, tcp: bool) -> TunnelSettings {
         timeout: Duration::from_millis(300),
         max_backoff: Duration::from_millis(300),
         pace: 50.0,
+        clock: ArrivalClock::default(),
     }
 }
 
@@ -181,10 +182,22 @@ impl Interface {
     }
 }
 
+/// A clock one millisecond later at every look.
+struct Ticking(std::sync::atomic::AtomicI64);
+
+impl gateway_core::Clock for Ticking {
+    fn now(&self) -> gateway_core::Timestamp {
+        let ms = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gateway_core::Timestamp::from_millis(ms).unwrap()
+    }
+}
+
 #[tokio::test]
 async fn repeats_are_acked_not_read_twice_a_lost_ack_is_resent_once_then_the_tunnel_is_rebuilt() {
     let mut knx = Interface::bind().await;
-    let mut c = Client::start(settings(knx.addr(), false));
+    let mut s = settings(knx.addr(), false);
+    s.clock = ArrivalClock(std::sync::Arc::new(Ticking(1_000.into())));
+    let mut c = Client::start(s);
     knx.connect(7).await;
     assert_eq!(
         c.event().await,
@@ -222,6 +235,8 @@ async fn repeats_are_acked_not_read_twice_a_lost_ack_is_resent_once_then_the_tun
         second.data.as_data(),
         crate::knx::cemi::Data::Bytes(&[0x0C, 0x35])
     );
+    // Each stamped by the link's clock as its datagram came in.
+    assert!(first.at.as_millis() >= 1_000 && first.at < second.at);
     assert_eq!(c.errors("sequence"), 1);
 
     // Our telegram, unacknowledged: sent again once with the same
