@@ -16,7 +16,7 @@ use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
 use gateway_core::{Clock, OutboundMessage, SystemClock, Telemetry};
 use tracing::{debug, error, info, warn};
 
-use crate::outbox::{Appended, Outbox, OutboxError, OutboxSettings};
+use crate::outbox::{record, Appended, Outbox, OutboxError, OutboxSettings};
 
 /// Outbox messages dropped, by `reason`.
 pub const OUTBOX_DROPPED: &str = "edge_gateway_outbox_dropped_messages_total";
@@ -64,6 +64,15 @@ impl Metrics {
         }
     }
 }
+
+/// Most bytes of lines in one outbox record. A record must fit the
+/// outbox's limits (`record::MAX_BODY`, `max_bytes`), and a smaller one
+/// fits a nearly full disk: the sinks stored everything taken from their
+/// link in one record, and a backlog or a journal replay over 4 MiB was
+/// refused whole as "outbox full" with the outbox nearly empty. At this
+/// size a record still holds hundreds of points, so reads and
+/// acknowledgements stay few.
+pub const LINES_PER_RECORD_BYTES: usize = 64 * 1024;
 
 /// How a spool stores.
 #[derive(Debug, Clone)]
@@ -207,6 +216,19 @@ impl Spool {
             }
         }
         Vec::new()
+    }
+
+    /// Stores newline-terminated `text` (line protocol, JSON lines) as
+    /// records of `topic`, cut between lines so that each fits
+    /// ([`LINES_PER_RECORD_BYTES`], and a segment of this outbox); a line
+    /// longer than that is a record of its own. Empty `text` retries what
+    /// is held.
+    pub fn store_lines(&mut self, topic: &str, text: String) {
+        let limit = LINES_PER_RECORD_BYTES
+            .min(usize::try_from(self.settings.outbox.segment_bytes()).unwrap_or(usize::MAX))
+            .saturating_sub(record::message_overhead(topic.len()))
+            .max(1);
+        self.store(line_records(topic, text, limit));
     }
 
     /// Once a second: retries what is held, expires old messages every
@@ -384,3 +406,38 @@ impl Spool {
         }
     }
 }
+
+/// `text` as records of `topic` of at most `limit` bytes of payload each,
+/// cut only after a newline (a line longer than `limit` alone).
+pub fn line_records(topic: &str, text: String, limit: usize) -> Vec<OutboundMessage> {
+    let record = |payload: Vec<u8>| OutboundMessage {
+        topic: topic.to_string(),
+        payload,
+        retain: false,
+    };
+    if text.is_empty() {
+        return Vec::new();
+    }
+    if text.len() <= limit {
+        return vec![record(text.into_bytes())];
+    }
+    let bytes = text.as_bytes();
+    let mut records = Vec::with_capacity(text.len() / limit + 1);
+    let mut start = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if at > start && at + line.len() - start > limit {
+            records.push(record(bytes[start..at].to_vec()));
+            start = at;
+        }
+        at += line.len();
+    }
+    if at > start {
+        records.push(record(bytes[start..at].to_vec()));
+    }
+    records
+}
+
+#[cfg(test)]
+#[path = "spool_tests.rs"]
+mod tests;

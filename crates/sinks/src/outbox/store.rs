@@ -42,7 +42,7 @@ pub struct OutboxSettings {
 impl OutboxSettings {
     /// Small enough that dropping one segment loses little, large enough
     /// that files stay few.
-    fn segment_bytes(&self) -> u64 {
+    pub fn segment_bytes(&self) -> u64 {
         (self.max_bytes / 8).clamp(4 * 1024, 4 * 1024 * 1024)
     }
 }
