@@ -16,7 +16,7 @@ use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
 use gateway_core::{Clock, OutboundMessage, SystemClock, Telemetry};
 use tracing::{debug, error, info, warn};
 
-use crate::outbox::{record, Appended, Outbox, OutboxError, OutboxSettings};
+use crate::outbox::{record, AppendFailed, Appended, Outbox, OutboxError, OutboxSettings};
 
 /// Outbox messages dropped, by `reason`.
 pub const OUTBOX_DROPPED: &str = "edge_gateway_outbox_dropped_messages_total";
@@ -25,6 +25,10 @@ pub use gateway_core::event::metrics::{OUTBOX_BYTES, OUTBOX_MESSAGES};
 pub const OUTBOX_OLDEST_AGE: &str = "edge_gateway_outbox_oldest_age_seconds";
 /// Outbox reads and writes that failed.
 pub const OUTBOX_STORAGE_ERRORS: &str = "edge_gateway_outbox_storage_errors_total";
+/// Messages an output holds in memory because its outbox cannot write
+/// them, labelled with the `error` (and the spool's own labels); the
+/// series exists only while something is held. `/health` reads it.
+pub const OUTBOX_HELD: &str = "edge_gateway_outbox_held_messages";
 
 struct Metrics {
     evicted: Counter,
@@ -82,12 +86,50 @@ pub struct SpoolSettings {
     pub max_queued: usize,
 }
 
+/// The [`OUTBOX_HELD`] series of one spool: present while it holds.
+struct Unwritable {
+    telemetry: Telemetry,
+    labels: Vec<(String, String)>,
+    /// The error in the series' label now; `None`: no series.
+    error: Option<String>,
+}
+
+impl Unwritable {
+    fn series<'a>(&'a self, error: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut l: Vec<(&str, &str)> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        l.push(("error", error));
+        l
+    }
+
+    fn holding(&mut self, held: usize, error: &str) {
+        // The new series first: a reader never finds the output without one.
+        self.telemetry
+            .gauge(OUTBOX_HELD, &self.series(error))
+            .set(held as f64);
+        if self.error.as_deref() != Some(error) {
+            self.clear();
+            self.error = Some(error.to_string());
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(old) = self.error.take() {
+            self.telemetry.remove_gauge(OUTBOX_HELD, &self.series(&old));
+        }
+    }
+}
+
 pub struct Spool {
     outbox: Outbox,
     /// What the disk refused, oldest first, retried every housekeeping tick.
     held: VecDeque<OutboundMessage>,
     settings: SpoolSettings,
     m: Metrics,
+    unwritable: Unwritable,
     log: LogThrottle,
     /// Stamps stored messages and says when they are older than `max_age`.
     clock: Arc<dyn Clock>,
@@ -127,11 +169,20 @@ impl Spool {
                 }
             },
         };
+        let unwritable = Unwritable {
+            telemetry: telemetry.clone(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            error: None,
+        };
         Ok(Self {
             outbox,
             held: VecDeque::new(),
             settings,
             m,
+            unwritable,
             log: LogThrottle::default(),
             clock: Arc::new(SystemClock),
             retention: RetentionClock::default(),
@@ -174,7 +225,10 @@ impl Spool {
     pub fn ack(&mut self, seq: u64) {
         if let Err(e) = self.outbox.ack(seq) {
             self.m.storage_errors.inc();
-            warn!(error = %e, "Outbox: cannot record a delivery; the message may be sent again.");
+            // Throttled: a full disk refuses every acknowledgement.
+            if let Some(suppressed) = self.log.allow("ack") {
+                warn!(error = %e, suppressed, "Outbox: cannot record a delivery on disk; a restart may send the message again.");
+            }
         }
     }
 
@@ -192,30 +246,94 @@ impl Spool {
         let was_held = self.held.len();
         self.held.extend(batch);
         let pending: Vec<OutboundMessage> = self.held.drain(..).collect();
-        match self.outbox.append(pending, self.clock.now().as_millis()) {
+        let mut seqs = Vec::new();
+        let failed = match self.outbox.append(pending, self.clock.now().as_millis()) {
             Ok(a) => {
                 self.appended(&a);
                 if a.seqs.len() == was_held + n {
-                    return a.seqs[was_held..].to_vec();
+                    seqs = a.seqs[was_held..].to_vec();
                 }
+                None
             }
             Err(f) => {
                 // Part of the batch may be stored: only the rest is retried.
                 self.appended(&f.done);
-                // A full disk deletes stored messages only once memory
-                // cannot hold what waits: something else may have filled
-                // it, and the oldest stored messages are windows of
-                // acknowledged readings, most of them delivered a moment
-                // later. Deleting them at the first refusal lost a whole
-                // outage's backlog in the soak.
-                if f.error.is_disk_full() && f.rest.len() > self.settings.max_queued {
-                    self.store_on_full_disk(f.rest);
+                if f.error.is_disk_full() {
+                    self.store_what_fits(f)
                 } else {
-                    self.hold(f.rest, &f.error);
+                    Some(f)
+                }
+            }
+        };
+        if let Some(f) = failed {
+            // A full disk deletes stored messages only once memory
+            // cannot hold what waits: something else may have filled
+            // it, and the oldest stored messages are windows of
+            // acknowledged readings, most of them delivered a moment
+            // later. Deleting them at the first refusal lost a whole
+            // outage's backlog in the soak.
+            if f.error.is_disk_full() && f.rest.len() > self.settings.max_queued {
+                self.store_on_full_disk(f.rest);
+            } else {
+                self.hold(f.rest, &f.error);
+            }
+        }
+        if self.held.is_empty() {
+            self.unwritable.clear();
+        }
+        seqs
+    }
+
+    /// The disk refused a run: frees what the outbox itself keeps of
+    /// settled messages, then stores the rest one by one as far as they
+    /// fit (a run that does not fit whole may in part). Returns what
+    /// still failed.
+    fn store_what_fits(&mut self, f: AppendFailed) -> Option<AppendFailed> {
+        let now_ms = self.clock.now().as_millis();
+        let mut pending = f.rest;
+        match self.outbox.reclaim() {
+            Ok(freed) if freed > 0 => {
+                debug!(
+                    freed,
+                    "Outbox: freed the space of delivered messages on a full disk."
+                );
+                match self.outbox.append(pending, now_ms) {
+                    Ok(a) => {
+                        self.appended(&a);
+                        return None;
+                    }
+                    Err(g) => {
+                        self.appended(&g.done);
+                        if !g.error.is_disk_full() {
+                            return Some(g);
+                        }
+                        pending = g.rest;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.m.storage_errors.inc();
+                warn!(error = %e, "Outbox: cannot free the space of delivered messages.");
+            }
+        }
+        let mut rest = pending.into_iter();
+        while let Some(msg) = rest.next() {
+            match self.outbox.append(vec![msg], now_ms) {
+                Ok(a) => self.appended(&a),
+                Err(g) => {
+                    self.appended(&g.done);
+                    let mut left = g.rest;
+                    left.extend(rest);
+                    return Some(AppendFailed {
+                        error: g.error,
+                        done: Appended::default(),
+                        rest: left,
+                    });
                 }
             }
         }
-        Vec::new()
+        None
     }
 
     /// Stores newline-terminated `text` (line protocol, JSON lines) as
@@ -404,6 +522,7 @@ impl Spool {
             };
             self.m.overflow.inc();
         }
+        self.unwritable.holding(self.held.len(), &e.to_string());
     }
 }
 
