@@ -12,6 +12,7 @@ use gateway_core::component::{
 use gateway_core::Telemetry;
 use serde_json::json;
 use sinks::mqtt_upstream::{UPSTREAM_CONNECTED, UPSTREAM_NODE};
+use sinks::spool::OUTBOX_HELD;
 
 use crate::runtime::{ADAPTER_UP, UPSTREAM_CONFIGURED};
 use pipeline::durability::JOURNAL_HOLDING;
@@ -154,6 +155,26 @@ pub fn check(t: &Telemetry) -> Health {
             "the ingress journal cannot be written (state directory full?): {holding} readings wait unacknowledged and uncounted with their sources"
         ));
     }
+    // An output whose outbox cannot write keeps what it is handed in
+    // memory: lost at a restart, and the checkpoint waits for it. Its
+    // outbox filling the state directory stopped InfluxDB and the file
+    // output for good while this said ok.
+    let mut outputs = serde_json::Map::new();
+    for (labels, held) in t.gauges(OUTBOX_HELD) {
+        if held <= 0.0 {
+            continue;
+        }
+        let label = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let name = label("output").unwrap_or_else(|| "upstream".to_string());
+        let error = label("error").unwrap_or_default();
+        reasons.push(format!(
+            "output \"{name}\" cannot write its outbox ({error}): {held} messages held in memory"
+        ));
+        outputs.insert(
+            name,
+            json!({"writable": false, "holding_messages": held, "error": error}),
+        );
+    }
     // The pages are not the data path, but a dashboard that is configured
     // and not served is a half-started gateway: say so.
     let dashboard = t
@@ -197,6 +218,9 @@ pub fn check(t: &Telemetry) -> Health {
     }
     if holding > 0.0 {
         body["journal"] = json!({ "writable": false, "holding_readings": holding });
+    }
+    if !outputs.is_empty() {
+        body["outputs"] = json!(outputs);
     }
     if let Some(d) = dashboard {
         body["dashboard"] = d;
@@ -294,6 +318,36 @@ mod tests {
             .as_str()
             .is_some_and(|r| r.contains("ingress journal cannot be written")));
         holding.set(0.0);
+        assert!(check(&t).healthy);
+    }
+
+    /// The tester's: a state directory the outputs' own outboxes filled
+    /// stopped InfluxDB and the file output for good while `/health` said ok.
+    #[test]
+    fn an_output_whose_outbox_cannot_write_is_unhealthy_and_named() {
+        let t = Telemetry::default();
+        t.gauge(UPSTREAM_CONNECTED, &[]).set(1.0);
+        let error =
+            "writing /s/sink-influx/outbox/seg-1.log: No space left on device (os error 28)";
+        let held = t.gauge(OUTBOX_HELD, &[("output", "influx"), ("error", error)]);
+        held.set(12.0);
+        let h = check(&t);
+        assert!(!h.healthy);
+        assert_eq!(
+            h.body["outputs"],
+            json!({"influx": {"writable": false, "holding_messages": 12.0, "error": error}})
+        );
+        assert_eq!(
+            h.body["reasons"],
+            json!([format!(
+                "output \"influx\" cannot write its outbox ({error}): 12 messages held in memory"
+            )])
+        );
+        // The upstream's spool has no `output` label.
+        t.gauge(OUTBOX_HELD, &[("error", "io")]).set(1.0);
+        assert!(check(&t).body["outputs"]["upstream"].is_object());
+        t.remove_gauge(OUTBOX_HELD, &[("error", "io")]);
+        held.set(0.0);
         assert!(check(&t).healthy);
     }
 

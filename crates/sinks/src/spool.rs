@@ -16,7 +16,7 @@ use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
 use gateway_core::{Clock, OutboundMessage, SystemClock, Telemetry};
 use tracing::{debug, error, info, warn};
 
-use crate::outbox::{Appended, Outbox, OutboxError, OutboxSettings};
+use crate::outbox::{record, AppendFailed, Appended, Outbox, OutboxError, OutboxSettings};
 
 /// Outbox messages dropped, by `reason`.
 pub const OUTBOX_DROPPED: &str = "edge_gateway_outbox_dropped_messages_total";
@@ -25,6 +25,10 @@ pub use gateway_core::event::metrics::{OUTBOX_BYTES, OUTBOX_MESSAGES};
 pub const OUTBOX_OLDEST_AGE: &str = "edge_gateway_outbox_oldest_age_seconds";
 /// Outbox reads and writes that failed.
 pub const OUTBOX_STORAGE_ERRORS: &str = "edge_gateway_outbox_storage_errors_total";
+/// Messages an output holds in memory because its outbox cannot write
+/// them, labelled with the `error` (and the spool's own labels); the
+/// series exists only while something is held. `/health` reads it.
+pub const OUTBOX_HELD: &str = "edge_gateway_outbox_held_messages";
 
 struct Metrics {
     evicted: Counter,
@@ -65,6 +69,15 @@ impl Metrics {
     }
 }
 
+/// Most bytes of lines in one outbox record. A record must fit the
+/// outbox's limits (`record::MAX_BODY`, `max_bytes`), and a smaller one
+/// fits a nearly full disk: the sinks stored everything taken from their
+/// link in one record, and a backlog or a journal replay over 4 MiB was
+/// refused whole as "outbox full" with the outbox nearly empty. At this
+/// size a record still holds hundreds of points, so reads and
+/// acknowledgements stay few.
+pub const LINES_PER_RECORD_BYTES: usize = 64 * 1024;
+
 /// How a spool stores.
 #[derive(Debug, Clone)]
 pub struct SpoolSettings {
@@ -73,12 +86,50 @@ pub struct SpoolSettings {
     pub max_queued: usize,
 }
 
+/// The [`OUTBOX_HELD`] series of one spool: present while it holds.
+struct Unwritable {
+    telemetry: Telemetry,
+    labels: Vec<(String, String)>,
+    /// The error in the series' label now; `None`: no series.
+    error: Option<String>,
+}
+
+impl Unwritable {
+    fn series<'a>(&'a self, error: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut l: Vec<(&str, &str)> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        l.push(("error", error));
+        l
+    }
+
+    fn holding(&mut self, held: usize, error: &str) {
+        // The new series first: a reader never finds the output without one.
+        self.telemetry
+            .gauge(OUTBOX_HELD, &self.series(error))
+            .set(held as f64);
+        if self.error.as_deref() != Some(error) {
+            self.clear();
+            self.error = Some(error.to_string());
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(old) = self.error.take() {
+            self.telemetry.remove_gauge(OUTBOX_HELD, &self.series(&old));
+        }
+    }
+}
+
 pub struct Spool {
     outbox: Outbox,
     /// What the disk refused, oldest first, retried every housekeeping tick.
     held: VecDeque<OutboundMessage>,
     settings: SpoolSettings,
     m: Metrics,
+    unwritable: Unwritable,
     log: LogThrottle,
     /// Stamps stored messages and says when they are older than `max_age`.
     clock: Arc<dyn Clock>,
@@ -118,11 +169,20 @@ impl Spool {
                 }
             },
         };
+        let unwritable = Unwritable {
+            telemetry: telemetry.clone(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            error: None,
+        };
         Ok(Self {
             outbox,
             held: VecDeque::new(),
             settings,
             m,
+            unwritable,
             log: LogThrottle::default(),
             clock: Arc::new(SystemClock),
             retention: RetentionClock::default(),
@@ -165,7 +225,10 @@ impl Spool {
     pub fn ack(&mut self, seq: u64) {
         if let Err(e) = self.outbox.ack(seq) {
             self.m.storage_errors.inc();
-            warn!(error = %e, "Outbox: cannot record a delivery; the message may be sent again.");
+            // Throttled: a full disk refuses every acknowledgement.
+            if let Some(suppressed) = self.log.allow("ack") {
+                warn!(error = %e, suppressed, "Outbox: cannot record a delivery on disk; a restart may send the message again.");
+            }
         }
     }
 
@@ -183,30 +246,107 @@ impl Spool {
         let was_held = self.held.len();
         self.held.extend(batch);
         let pending: Vec<OutboundMessage> = self.held.drain(..).collect();
-        match self.outbox.append(pending, self.clock.now().as_millis()) {
+        let mut seqs = Vec::new();
+        let failed = match self.outbox.append(pending, self.clock.now().as_millis()) {
             Ok(a) => {
                 self.appended(&a);
                 if a.seqs.len() == was_held + n {
-                    return a.seqs[was_held..].to_vec();
+                    seqs = a.seqs[was_held..].to_vec();
                 }
+                None
             }
             Err(f) => {
                 // Part of the batch may be stored: only the rest is retried.
                 self.appended(&f.done);
-                // A full disk deletes stored messages only once memory
-                // cannot hold what waits: something else may have filled
-                // it, and the oldest stored messages are windows of
-                // acknowledged readings, most of them delivered a moment
-                // later. Deleting them at the first refusal lost a whole
-                // outage's backlog in the soak.
-                if f.error.is_disk_full() && f.rest.len() > self.settings.max_queued {
-                    self.store_on_full_disk(f.rest);
+                if f.error.is_disk_full() {
+                    self.store_what_fits(f)
                 } else {
-                    self.hold(f.rest, &f.error);
+                    Some(f)
+                }
+            }
+        };
+        if let Some(f) = failed {
+            // A full disk deletes stored messages only once memory
+            // cannot hold what waits: something else may have filled
+            // it, and the oldest stored messages are windows of
+            // acknowledged readings, most of them delivered a moment
+            // later. Deleting them at the first refusal lost a whole
+            // outage's backlog in the soak.
+            if f.error.is_disk_full() && f.rest.len() > self.settings.max_queued {
+                self.store_on_full_disk(f.rest);
+            } else {
+                self.hold(f.rest, &f.error);
+            }
+        }
+        if self.held.is_empty() {
+            self.unwritable.clear();
+        }
+        seqs
+    }
+
+    /// The disk refused a run: frees what the outbox itself keeps of
+    /// settled messages, then stores the rest one by one as far as they
+    /// fit (a run that does not fit whole may in part). Returns what
+    /// still failed.
+    fn store_what_fits(&mut self, f: AppendFailed) -> Option<AppendFailed> {
+        let now_ms = self.clock.now().as_millis();
+        let mut pending = f.rest;
+        match self.outbox.reclaim() {
+            Ok(freed) if freed > 0 => {
+                debug!(
+                    freed,
+                    "Outbox: freed the space of delivered messages on a full disk."
+                );
+                match self.outbox.append(pending, now_ms) {
+                    Ok(a) => {
+                        self.appended(&a);
+                        return None;
+                    }
+                    Err(g) => {
+                        self.appended(&g.done);
+                        if !g.error.is_disk_full() {
+                            return Some(g);
+                        }
+                        pending = g.rest;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.m.storage_errors.inc();
+                warn!(error = %e, "Outbox: cannot free the space of delivered messages.");
+            }
+        }
+        let mut rest = pending.into_iter();
+        while let Some(msg) = rest.next() {
+            match self.outbox.append(vec![msg], now_ms) {
+                Ok(a) => self.appended(&a),
+                Err(g) => {
+                    self.appended(&g.done);
+                    let mut left = g.rest;
+                    left.extend(rest);
+                    return Some(AppendFailed {
+                        error: g.error,
+                        done: Appended::default(),
+                        rest: left,
+                    });
                 }
             }
         }
-        Vec::new()
+        None
+    }
+
+    /// Stores newline-terminated `text` (line protocol, JSON lines) as
+    /// records of `topic`, cut between lines so that each fits
+    /// ([`LINES_PER_RECORD_BYTES`], and a segment of this outbox); a line
+    /// longer than that is a record of its own. Empty `text` retries what
+    /// is held.
+    pub fn store_lines(&mut self, topic: &str, text: String) {
+        let limit = LINES_PER_RECORD_BYTES
+            .min(usize::try_from(self.settings.outbox.segment_bytes()).unwrap_or(usize::MAX))
+            .saturating_sub(record::message_overhead(topic.len()))
+            .max(1);
+        self.store(line_records(topic, text, limit));
     }
 
     /// Once a second: retries what is held, expires old messages every
@@ -382,5 +522,41 @@ impl Spool {
             };
             self.m.overflow.inc();
         }
+        self.unwritable.holding(self.held.len(), &e.to_string());
     }
 }
+
+/// `text` as records of `topic` of at most `limit` bytes of payload each,
+/// cut only after a newline (a line longer than `limit` alone).
+pub fn line_records(topic: &str, text: String, limit: usize) -> Vec<OutboundMessage> {
+    let record = |payload: Vec<u8>| OutboundMessage {
+        topic: topic.to_string(),
+        payload,
+        retain: false,
+    };
+    if text.is_empty() {
+        return Vec::new();
+    }
+    if text.len() <= limit {
+        return vec![record(text.into_bytes())];
+    }
+    let bytes = text.as_bytes();
+    let mut records = Vec::with_capacity(text.len() / limit + 1);
+    let mut start = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if at > start && at + line.len() - start > limit {
+            records.push(record(bytes[start..at].to_vec()));
+            start = at;
+        }
+        at += line.len();
+    }
+    if at > start {
+        records.push(record(bytes[start..at].to_vec()));
+    }
+    records
+}
+
+#[cfg(test)]
+#[path = "spool_tests.rs"]
+mod tests;

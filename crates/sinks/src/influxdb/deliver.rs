@@ -133,7 +133,9 @@ pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, points: usize
         }
         Outcome::Refused { reason, message } => {
             t.m.failed(reason);
-            warn!(output = %t.name, reason, points, %message, "InfluxDB refused a batch; resending it in halves to find the points it refuses.");
+            if let Some(suppressed) = t.log.allow("bisect") {
+                warn!(output = %t.name, reason, points, %message, suppressed, "InfluxDB refused a batch; resending it in halves to find the points it refuses.");
+            }
             match bisect(t, client, &body, reason, &message).await {
                 Ok(()) => {
                     t.m.up.set(1.0);
@@ -255,7 +257,11 @@ async fn bisect(
 
 /// One point InfluxDB refuses on its own: to the dead-letter file.
 fn dead(t: &Target, line: &[u8], reason: &str, message: &str) {
-    error!(output = %t.name, reason, %message, file = %t.dead_letter.display(), "InfluxDB refuses a point; set aside in the dead-letter file.");
+    // Throttled: a line per point was 3 000 ERROR lines for 3 000 points
+    // of one type conflict. The counter and the file have every one.
+    if let Some(suppressed) = t.log.allow("dead_letter") {
+        error!(output = %t.name, reason, %message, file = %t.dead_letter.display(), suppressed, "InfluxDB refuses a point; set aside in the dead-letter file.");
+    }
     set_aside(t, line, reason, message);
     t.m.dead_letter.inc();
 }
@@ -355,3 +361,7 @@ fn gzip(body: &[u8]) -> Option<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(body).and_then(|()| enc.finish()).ok()
 }
+
+#[cfg(test)]
+#[path = "deliver_tests.rs"]
+mod tests;

@@ -9,7 +9,8 @@
 //! - `line`: events to lines (pure: the upstream's payloads, typed);
 //! - `file`: appending whole lines with one sync each, rotation;
 //! - this module: its `Deliver` side. What the pipeline hands over is
-//!   rendered and stored in the outbox (one record per batch, one fsync);
+//!   rendered and stored in the outbox (one fsync per batch, in records
+//!   of at most 64 KiB of lines: `Spool::store_lines`);
 //!   records are appended to the file in order and acknowledged only once
 //!   the file is synced. A file that cannot be written (full disk,
 //!   permissions, a missing mount) keeps them in the outbox, retried with
@@ -25,9 +26,9 @@ mod line;
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
+use gateway_core::deadline;
 use gateway_core::event::SinkEvent;
 use gateway_core::telemetry::{Counter, Gauge, LogThrottle};
-use gateway_core::{deadline, OutboundMessage};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -228,17 +229,8 @@ impl Deliver for FileSink {
         if text.is_empty() && self.spool.is_durable() {
             return;
         }
-        let batch = if text.is_empty() {
-            Vec::new()
-        } else {
-            vec![OutboundMessage {
-                topic: RECORD.into(),
-                payload: text.into_bytes(),
-                retain: false,
-            }]
-        };
         let spool = &mut self.spool;
-        blocking(|| spool.store(batch));
+        blocking(|| spool.store_lines(RECORD, text));
     }
 
     async fn send(&mut self, _draining: bool) {

@@ -74,6 +74,12 @@ pub fn message_len(msg: &OutboundMessage) -> Option<usize> {
     (body <= MAX_BODY).then_some(HEADER + body)
 }
 
+/// What a MESSAGE record of a topic of `topic_len` bytes takes beside
+/// its payload, frame included.
+pub fn message_overhead(topic_len: usize) -> usize {
+    HEADER + MESSAGE_FIXED + topic_len
+}
+
 /// A MESSAGE body's bytes beside its topic and payload: kind, seq,
 /// created_ms, retain, topic_len.
 const MESSAGE_FIXED: usize = 1 + 8 + 8 + 1 + 2;

@@ -7,6 +7,9 @@ use std::os::unix::fs::FileExt;
 use super::record::{self, Record};
 use super::{io, segment_path, sync_dir, Loc, Outbox, OutboxError, Segment};
 
+/// A segment's FLOOR record, all a new segment holds.
+const FLOOR_BYTES: u64 = (record::HEADER + record::MARK_BODY) as u64;
+
 impl Outbox {
     /// Opens segment `id` for writing. Its first record carries `floor`,
     /// the highest sequence number already given out: once the older
@@ -58,8 +61,69 @@ impl Outbox {
         Ok(())
     }
 
-    /// Deletes fully acknowledged segments from the oldest end.
+    /// Deletes fully acknowledged segments from the oldest end, and the
+    /// active one too once it is settled and large enough to be worth a
+    /// new file ([`Self::reclaim`]).
     pub(super) fn collect_garbage(&mut self) -> Result<(), OutboxError> {
+        self.delete_settled_front()?;
+        // A quarter of a segment: a drained outbox keeps little on disk,
+        // and a busy one that drains often does not start a file (three
+        // fsyncs) every few writes. A full disk reclaims the rest.
+        let worth = self.settings.segment_bytes() / 4;
+        if self.active_settled_bytes() >= worth {
+            self.reclaim()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of the active segment beyond its floor when it is the only
+    /// one and holds no live message; 0 otherwise.
+    fn active_settled_bytes(&self) -> u64 {
+        match (
+            self.dir.is_some(),
+            self.segments.len(),
+            self.segments.back(),
+        ) {
+            (true, 1, Some(s)) if s.live == 0 => s.bytes.saturating_sub(FLOOR_BYTES),
+            _ => 0,
+        }
+    }
+
+    /// Frees the space of the active segment once every message in it is
+    /// acknowledged or dropped: a new segment starts (its floor keeps the
+    /// numbering) and the old one is deleted. The last segment was never
+    /// deleted, so delivered messages kept filling a small disk until
+    /// nothing could be stored and the outputs stopped for good. Returns
+    /// the bytes freed.
+    ///
+    /// # Errors
+    /// A segment could not be created or deleted.
+    pub fn reclaim(&mut self) -> Result<u64, OutboxError> {
+        self.delete_settled_front()?;
+        if self.active_settled_bytes() == 0 {
+            return Ok(0);
+        }
+        let before = self.bytes;
+        let next = self.next_segment_id;
+        let floor = self.last_seq();
+        match self.start_segment(next, floor) {
+            Ok(()) => self.delete_settled_front()?,
+            Err(e) if e.is_disk_full() => {
+                // No room even for the new segment's floor: the settled
+                // one goes first (as `evict_oldest` does), then the new
+                // one starts in its room, or at the next append.
+                self.drop_front_segment()?;
+                if let Some(dir) = &self.dir {
+                    sync_dir(dir)?;
+                }
+                let _ = self.start_segment(next, floor);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(before.saturating_sub(self.bytes))
+    }
+
+    fn delete_settled_front(&mut self) -> Result<(), OutboxError> {
         let mut deleted = false;
         while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.live == 0) {
             if let Some(s) = self.segments.pop_front() {

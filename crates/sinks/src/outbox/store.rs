@@ -42,7 +42,7 @@ pub struct OutboxSettings {
 impl OutboxSettings {
     /// Small enough that dropping one segment loses little, large enough
     /// that files stay few.
-    fn segment_bytes(&self) -> u64 {
+    pub fn segment_bytes(&self) -> u64 {
         (self.max_bytes / 8).clamp(4 * 1024, 4 * 1024 * 1024)
     }
 }
@@ -411,22 +411,32 @@ impl Outbox {
         if !self.index.contains_key(&seq) {
             return Ok(false);
         }
-        if self.dir.is_some() {
-            let mut buf = Vec::new();
-            let _ = record::encode(&rec, &mut buf);
-            // Not fsynced: an acknowledgement lost in a crash only means the
-            // message is sent again, and consumers deduplicate on its id.
-            self.write_active(&buf, false)?;
-        }
+        let written = match self.dir {
+            Some(_) => {
+                let mut buf = Vec::new();
+                let _ = record::encode(&rec, &mut buf);
+                // Not fsynced: an acknowledgement lost in a crash only means the
+                // message is sent again, and consumers deduplicate on its id.
+                self.write_active(&buf, false)
+            }
+            None => Ok(()),
+        };
+        // Settled in memory even when its record could not be written (a
+        // full disk): kept live, it was sent again and again, and its
+        // segment, the space the disk needed, was never freed. Lost at a
+        // restart only means it is sent once more.
         self.forget(seq);
-        self.collect_garbage()?;
+        let collected = self.collect_garbage();
+        written?;
+        collected?;
         Ok(true)
     }
 
     /// The broker acknowledged `seq`: it will not be sent again.
     ///
     /// # Errors
-    /// The ACK record could not be written (it is then kept in memory only).
+    /// The ACK record could not be written (the message is settled in
+    /// memory only: a restart sends it again).
     pub fn ack(&mut self, seq: u64) -> Result<bool, OutboxError> {
         self.mark(Record::Ack { seq })
     }

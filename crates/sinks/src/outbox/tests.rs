@@ -180,6 +180,52 @@ fn acknowledged_segments_are_deleted() {
     );
 }
 
+/// The active segment was never deleted, however much of it was
+/// delivered: on a small state directory it filled the disk for good.
+#[test]
+fn a_settled_active_segment_gives_its_space_back_and_keeps_the_numbering() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segments of 4 MiB: these messages never fill one.
+    let s = settings(256 * 1024 * 1024, FullPolicy::DropOldest);
+    let (mut o, _) = open(dir.path(), s.clone());
+    let a = o.append((0..50).map(msg).collect(), 0).unwrap();
+    assert_eq!(o.reclaim().unwrap(), 0, "nothing settled yet");
+    for seq in &a.seqs[..49] {
+        o.ack(*seq).unwrap();
+    }
+    assert_eq!(o.reclaim().unwrap(), 0, "one message still live");
+    o.ack(a.seqs[49]).unwrap();
+    let before = o.bytes();
+    let freed = o.reclaim().unwrap();
+    assert!(freed > 50 * 100, "freed {freed} of {before}");
+    let files = segments(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().len(),
+        o.bytes(),
+        "only the new segment's floor is left"
+    );
+    drop(o);
+    let (mut o, r) = open(dir.path(), s);
+    assert_eq!(r.messages, 0);
+    assert_eq!(o.append(vec![msg(0)], 0).unwrap().seqs, [51]);
+}
+
+/// Once a quarter of a segment is settled, an acknowledgement frees it
+/// without waiting for a full disk.
+#[test]
+fn acknowledging_a_large_settled_active_segment_frees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segments of 8 KiB; 40 messages of ~170 bytes stay in one.
+    let (mut o, _) = open(dir.path(), settings(64 * 1024, FullPolicy::DropOldest));
+    let a = o.append((0..40).map(msg).collect(), 0).unwrap();
+    assert_eq!(segments(dir.path()).len(), 1);
+    for seq in a.seqs {
+        o.ack(seq).unwrap();
+    }
+    assert!(o.bytes() < 100, "{} bytes left", o.bytes());
+}
+
 #[test]
 fn numbering_survives_reopens_after_everything_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,120 @@
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
+
+use super::*;
+
+/// The ERROR events' messages and `suppressed` fields: the workspace has
+/// no log-capture helper, and this is all a test of a throttle needs.
+#[derive(Clone, Default)]
+struct Errors(Arc<Mutex<Vec<Logged>>>);
+
+/// An event's messages and its `suppressed` field.
+type Logged = (String, Option<u64>);
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    suppressed: Option<u64>,
+}
+
+impl Visit for Fields {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "suppressed" {
+            self.suppressed = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        // Both the text and the `%message` field are named `message`.
+        if field.name() == "message" {
+            self.message.push_str(&format!("{value:?} "));
+        }
+    }
+}
+
+impl Subscriber for Errors {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        if *event.metadata().level() == Level::ERROR {
+            let mut f = Fields::default();
+            event.record(&mut f);
+            self.0.lock().unwrap().push((f.message, f.suppressed));
+        }
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+fn target(dead_letter: PathBuf, telemetry: &Telemetry) -> Target {
+    let labels = [("output", "influx")];
+    Target {
+        name: "influx".into(),
+        url: "http://127.0.0.1:8086".into(),
+        version: 1,
+        database: "db".into(),
+        create_database: false,
+        write_path: "/write?db=db".into(),
+        base_path: String::new(),
+        auth: None,
+        gzip: false,
+        dead_letter,
+        m: Metrics {
+            written: telemetry.counter(super::super::SINK_POINTS_WRITTEN, &labels),
+            dead_letter: telemetry.counter(super::super::SINK_DEAD_LETTER, &labels),
+            up: telemetry.gauge(super::super::SINK_UP, &labels),
+            retry_after_capped: telemetry.counter("retry_after_capped", &labels),
+            telemetry: telemetry.clone(),
+            name: "influx".into(),
+        },
+        // Not the default 10 s: each point's fsync of the dead-letter file
+        // on a loaded machine could outlast it.
+        log: LogThrottle::new(Duration::from_secs(3600)),
+        max_wait: Duration::from_secs(30),
+    }
+}
+
+/// The tester's: 3 000 points of a field type conflict, 3 000 ERROR
+/// lines (here 500). Now one per throttle interval (the next says how many it stood
+/// for); the counter and the dead-letter file still have every point.
+#[test]
+fn dead_lettered_points_are_logged_throttled_and_all_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::default();
+    let t = target(dir.path().join("dead-letter.lp"), &telemetry);
+    let errors = Errors::default();
+    let message = "field type conflict: input field \"v\" on measurement \"readings\" is type float, already exists as type string";
+    let lines: Vec<String> = (0..500)
+        .map(|i| format!("readings,device=dev0 v={i} {i}000000\n"))
+        .collect();
+    tracing::subscriber::with_default(errors.clone(), || {
+        for l in &lines {
+            dead(&t, l.as_bytes(), "bad_request", message);
+        }
+    });
+    let seen: Vec<Logged> = errors
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, _)| m.contains("refuses a point"))
+        .cloned()
+        .collect();
+    assert_eq!(seen.len(), 1, "{} lines", seen.len());
+    assert_eq!(seen[0].1, Some(0), "the first says none were suppressed");
+    assert_eq!(t.m.dead_letter.get(), 500);
+    let file = std::fs::read_to_string(dir.path().join("dead-letter.lp")).unwrap();
+    assert_eq!(
+        file.lines().filter(|l| l.starts_with("readings,")).count(),
+        500
+    );
+}
