@@ -36,6 +36,8 @@ use crate::{COMMANDS, COMMANDS_REPEATED};
 pub struct Arrived {
     /// The device level of its topic (`None`: not a device id).
     pub device: Option<DeviceId>,
+    /// That level as the sender spelt it: the result goes on its topic.
+    pub topic_level: Option<String>,
     pub payload: Vec<u8>,
     /// When it arrived: its wait in the gateway counts against `max_age`.
     pub at: Instant,
@@ -62,6 +64,9 @@ pub struct Executor {
     pub actuators: CommandTargets,
     /// The running request's maker, waiting for its result.
     reply: std::sync::Mutex<Option<oneshot::Sender<CommandEvent>>>,
+    /// The running command's topic level when the sender spelt its
+    /// device otherwise than its id: its result goes on that topic.
+    answer_on: Option<String>,
     /// Commands per device: one device's flood is refused without
     /// touching another's commands. Devices no adapter writes to share
     /// one key (`None`): a sender can make up any number of them, and each
@@ -117,6 +122,7 @@ impl Executor {
             results,
             actuators: CommandTargets::default(),
             reply: std::sync::Mutex::new(None),
+            answer_on: None,
             rate,
             log: LogThrottle::default(),
             hold_result: std::env::var(HOLD_RESULT_ENV)
@@ -153,6 +159,10 @@ impl Executor {
 
     /// Runs one command to its result.
     pub async fn handle(&mut self, arrived: Arrived) {
+        self.answer_on = match (&arrived.device, &arrived.topic_level) {
+            (Some(id), Some(level)) if id.as_str() != level => Some(level.clone()),
+            _ => None,
+        };
         let Some(device) = arrived.device else {
             // No device to answer on: counted and logged only.
             self.count("refused", "malformed");
@@ -199,6 +209,7 @@ impl Executor {
     /// result as a command from the cloud; its age counts from its
     /// arrival. Its result also goes to its `reply`.
     pub async fn handle_request(&mut self, request: CommandRequest) {
+        self.answer_on = None;
         let CommandRequest {
             command,
             at,
@@ -460,6 +471,7 @@ impl Executor {
             reason: r.reason.clone(),
             detail: r.detail.clone(),
             applied: r.applied,
+            topic_device: self.answer_on.clone(),
             at,
         };
         let reply = self.reply.lock().ok().and_then(|mut r| r.take());

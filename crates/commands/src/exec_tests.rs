@@ -85,6 +85,7 @@ impl Bench {
     fn arrived(&self, device: &str, body: &serde_json::Value) -> Arrived {
         Arrived {
             device: DeviceId::new(device).ok(),
+            topic_level: Some(device.to_string()),
             payload: body.to_string().into_bytes(),
             at: Instant::now(),
             wall: self.exec.clock.now(),

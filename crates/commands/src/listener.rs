@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::exec::{Arrived, Executor};
-use crate::parse::{command_filter, device_of_topic};
+use crate::parse::{command_filter, device_level, device_of_topic};
 use crate::COMMANDS_SUBSCRIBED;
 
 /// QoS 0 commands read from the broker and not yet run; beyond, they are
@@ -109,6 +109,7 @@ pub async fn run(
                 }
                 let arrived = Arrived {
                     device: device_of_topic(&prefix, &publish.topic),
+                    topic_level: device_level(&prefix, &publish.topic).map(str::to_string),
                     payload: publish.payload.to_vec(),
                     at,
                     wall,

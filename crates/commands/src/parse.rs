@@ -51,12 +51,19 @@ impl Malformed {
 /// The device of a command topic `{prefix}/{device}/command`; `None` for
 /// any other topic, or a device level that is no device id.
 pub fn device_of_topic(prefix: &str, topic: &str) -> Option<DeviceId> {
+    DeviceId::new(device_level(prefix, topic)?).ok()
+}
+
+/// The device level of a command topic as the sender spelt it
+/// (`70B3D57ED0001234`, where the device id is `70b3d57ed0001234`): its
+/// result goes back on that spelling's topic.
+pub fn device_level<'a>(prefix: &str, topic: &'a str) -> Option<&'a str> {
     let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
     let device = rest.strip_suffix("/command")?;
     if device.is_empty() || device.contains('/') {
         return None;
     }
-    DeviceId::new(device).ok()
+    Some(device)
 }
 
 /// The subscription of a gateway's commands.

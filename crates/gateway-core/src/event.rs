@@ -89,6 +89,10 @@ pub struct CommandEvent {
     /// What the device holds now, when `done` and read back (a Modbus
     /// register: `value` rounded to what the register holds).
     pub applied: Option<f64>,
+    /// The device level of the command's topic when the sender spelt the
+    /// device otherwise than its id (`70B3D57ED0001234`): the result goes
+    /// on that topic, where the sender listens.
+    pub topic_device: Option<String>,
     /// When the result was decided.
     pub at: Timestamp,
 }

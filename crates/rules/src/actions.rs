@@ -206,6 +206,7 @@ mod tests {
             reason: String::new(),
             detail: String::new(),
             applied: None,
+            topic_device: None,
             at: Timestamp::from_millis(0).unwrap_or_else(|_| unreachable!()),
         }
     }

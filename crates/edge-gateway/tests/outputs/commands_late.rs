@@ -5,7 +5,9 @@
 //! again and saw both published 37 s later: the MQTT client had queued
 //! them and sent them on reconnecting.
 //!
-//! Proven here against the real binary and two real Mosquittos: with the
+//! Proven here against the real binary and two real Mosquittos: a result
+//! goes on the topic its command came on, however the device was spelt
+//! there; with the
 //! building's broker down, a command is refused `offline` and nothing is
 //! published, then or ever; once the broker is back the next command is
 //! the first thing the lamp gets.
@@ -69,6 +71,21 @@ async fn a_command_for_a_broker_that_is_down_is_never_published_later() {
     let mut gw = GatewayProcess::start(&config(cloud.port(), building.port(), metrics));
     gw.wait_for_log("Subscribed to commands on the upstream broker.")
         .await;
+
+    // A DevEUI as network servers print it, upper case: the result goes
+    // on the topic the command came on (`command` checks it), naming the
+    // device by its id.
+    for level in ["70B3D57ED0001234", "AA-BB-CC-DD-EE-FF"] {
+        let r = command(
+            cloud.port(),
+            &mut results,
+            level,
+            json!({"id": format!("spelt-{level}"), "metric": "state", "value": "ON"}),
+        )
+        .await;
+        assert_eq!(r["reason"], "not_writable", "{r}");
+        assert_ne!(r["device"], level, "{r}");
+    }
 
     let r = command(
         cloud.port(),

@@ -269,7 +269,11 @@ impl Renderer {
             payload["applied"] = json!(applied);
         }
         OutboundMessage {
-            topic: format!("{}/{}{RESULT_SUFFIX}", self.prefix, c.device),
+            topic: format!(
+                "{}/{}{RESULT_SUFFIX}",
+                self.prefix,
+                c.topic_device.as_deref().unwrap_or(c.device.as_str())
+            ),
             payload: payload.to_string().into_bytes(),
             retain: false,
         }
