@@ -337,16 +337,28 @@ impl Gateway {
                 summary.need_restart.push(section);
             }
         }
-        // The adapter families' own sections (`[lorawan]`, `[ble]`, …),
-        // each by its name.
-        summary
-            .need_restart
-            .extend(old.sections.changed(&new.sections));
+        // The adapter families' own sections (`[[knx.group]]` and its ETS
+        // export, `[[modbus.device]]`, `[lorawan]`, …): an adapter reads its
+        // family's when it is built, so each adapter of a family whose
+        // section changed is restarted with the new one. A family with no
+        // adapter running has nothing to restart.
+        let families = old.sections.changed(&new.sections);
+        let family_of = |config: &adapters::AdapterConfig| {
+            adapters::DECLARATIONS
+                .iter()
+                .find(|d| d.info.kind == config.kind())
+                .map(|d| d.folder)
+        };
+        if !families.is_empty() {
+            self.config.sections = new.sections.clone();
+        }
         let mut keep = Vec::new();
         for running in std::mem::take(&mut self.adapters) {
             let name = running.config.name().to_string();
+            let section_changed =
+                family_of(&running.config).is_some_and(|f| families.contains(&f));
             match new.adapters.iter().find(|a| a.name() == name) {
-                Some(a) if *a == running.config => keep.push(running),
+                Some(a) if *a == running.config && !section_changed => keep.push(running),
                 Some(_) => {
                     stop_adapter(running).await;
                     summary.restarted.push(name);

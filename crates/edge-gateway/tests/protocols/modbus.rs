@@ -628,3 +628,64 @@ registers = [{{ metric = "flow_temperature", address = 0, scale = 0.01 }}]
     assert_eq!(status, 200);
     drop(gw);
 }
+
+/// A register map changed and SIGHUP: the bus is restarted with the new
+/// map (its section is the family's, read when the adapter is built). The
+/// reload said "only takes effect at a restart" and kept reading the old
+/// map, as it did for a changed ETS export.
+#[tokio::test]
+async fn a_register_map_changed_at_sighup_is_read_at_once() {
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let port = free_port();
+    let layout = json!({ "units": { "1": { "holding": { "0": [210, 555] } } } });
+    let _peer =
+        PythonPeer::start_with_args(PEER, &["tcp", &port.to_string(), &layout.to_string()]);
+    let body = |registers: &str| {
+        format!(
+            r#"
+[[adapter]]
+type = "modbus"
+name = "plant"
+url = "tcp://127.0.0.1:{port}"
+poll = "200ms"
+timeout = "500ms"
+max_backoff = "1s"
+
+[[modbus.device]]
+id = "ahu-1"
+unit = 1
+registers = [{registers}]
+"#
+        )
+    };
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let mut gw = GatewayProcess::start(&gateway_config(
+        upstream.port(),
+        metrics,
+        &body(r#"{ metric = "supply", address = 0 }"#),
+    ));
+    window_after(&mut sub, "ahu-1", "").await;
+
+    let text = std::fs::read_to_string(&gw.config_path)
+        .unwrap()
+        .replace(
+            r#"{ metric = "supply", address = 0 }"#,
+            r#"{ metric = "supply", address = 0 }, { metric = "flow", address = 1 }"#,
+        );
+    std::fs::write(&gw.config_path, text).unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("Reloaded.").await;
+    let reloaded = gw.seen.iter().find(|l| l.contains("Reloaded.")).unwrap();
+    assert!(reloaded.contains("restarted=[\"plant\"]"), "{reloaded}");
+    let after = now_rfc3339();
+    let w = sub
+        .wait_for(WAIT, |m| {
+            m.json()["device"] == "ahu-1"
+                && m.json()["window_start"].as_str().unwrap_or("") > after.as_str()
+                && metrics_of(m).contains_key("flow")
+        })
+        .await
+        .expect("the new register read after the reload");
+    assert_eq!(metrics_of(&w)["flow"]["avg"], 555.0);
+}
