@@ -355,8 +355,7 @@ impl Gateway {
         let mut keep = Vec::new();
         for running in std::mem::take(&mut self.adapters) {
             let name = running.config.name().to_string();
-            let section_changed =
-                family_of(&running.config).is_some_and(|f| families.contains(&f));
+            let section_changed = family_of(&running.config).is_some_and(|f| families.contains(&f));
             match new.adapters.iter().find(|a| a.name() == name) {
                 Some(a) if *a == running.config && !section_changed => keep.push(running),
                 Some(_) => {

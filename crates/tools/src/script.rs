@@ -206,7 +206,7 @@ fn test(path: &Path, now: Option<&str>) -> ExitCode {
     };
     let summary = vectors::run(path, Limits::default(), clock_ms);
     for file in &summary.without_vectors {
-        eprintln!("note: {file} has no test_decode_/test_encode_ file beside it");
+        eprintln!("note: {file} has no vectors beside it (ChirpStack's test_decode_/test_encode_ JSON, or a *-codec.yaml of The Things Network's device repository naming it)");
     }
     for line in &summary.clock_notes {
         eprintln!("{line}");

@@ -847,6 +847,53 @@ fn decode_and_encode_run_a_vendors_script() {
     );
 }
 
+/// A codec copied with its folder from The Things Network's device
+/// repository: `codec test` runs the examples of the `*-codec.yaml` that
+/// names it (hex bytes, a description for a name), and says which one
+/// fails.
+#[test]
+fn codec_test_runs_a_device_repository_codec_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = dir.path().join("vendor/acme");
+    std::fs::create_dir_all(&vendor).unwrap();
+    std::fs::write(
+        vendor.join("th1.js"),
+        "function decodeUplink(input) {\n\
+           return { data: { temperature: ((input.bytes[0] << 8) | input.bytes[1]) / 10, battery: input.bytes[2] } };\n\
+         }\n\
+         function encodeDownlink(input) { return { fPort: 10, bytes: [0x01, input.data.interval & 0xff] }; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        vendor.join("th1.yaml"),
+        "name: TH1\ndescription: Temperature sensor\n",
+    )
+    .unwrap();
+    let yaml = "uplinkDecoder:\n  fileName: th1.js\n  examples:\n\
+                \x20   - description: Periodic report\n\
+                \x20     input:\n        fPort: 1\n        bytes: [0x00, 0xEB, 0x5A]\n\
+                \x20     output:\n        data:\n          temperature: 23.5\n          battery: 90\n\
+                downlinkEncoder:\n  fileName: th1.js\n  examples:\n\
+                \x20   - description: Set the interval\n\
+                \x20     input:\n        data:\n          interval: 60\n\
+                \x20     output:\n        fPort: 10\n        bytes: [0x01, 0x3C]\n";
+    std::fs::write(vendor.join("th1-codec.yaml"), yaml).unwrap();
+    let (code, stdout, stderr) = edge_gateway(&["codec", "test", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("decode: 1 of 1 passed; encode: 1 of 1 passed"),
+        "{stdout}{stderr}"
+    );
+    std::fs::write(
+        vendor.join("th1-codec.yaml"),
+        yaml.replace("battery: 90", "battery: 91"),
+    )
+    .unwrap();
+    let (code, stdout, _) = edge_gateway(&["codec", "test", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("\"Periodic report\""), "{stdout}");
+}
+
 /// `validate` compiles every script: a syntax error is a problem with its
 /// file and line, a missing file one with the path it looked for.
 #[test]

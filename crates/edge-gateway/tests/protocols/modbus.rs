@@ -639,8 +639,7 @@ async fn a_register_map_changed_at_sighup_is_read_at_once() {
     let metrics = free_port();
     let port = free_port();
     let layout = json!({ "units": { "1": { "holding": { "0": [210, 555] } } } });
-    let _peer =
-        PythonPeer::start_with_args(PEER, &["tcp", &port.to_string(), &layout.to_string()]);
+    let _peer = PythonPeer::start_with_args(PEER, &["tcp", &port.to_string(), &layout.to_string()]);
     let body = |registers: &str| {
         format!(
             r#"
@@ -667,12 +666,10 @@ registers = [{registers}]
     ));
     window_after(&mut sub, "ahu-1", "").await;
 
-    let text = std::fs::read_to_string(&gw.config_path)
-        .unwrap()
-        .replace(
-            r#"{ metric = "supply", address = 0 }"#,
-            r#"{ metric = "supply", address = 0 }, { metric = "flow", address = 1 }"#,
-        );
+    let text = std::fs::read_to_string(&gw.config_path).unwrap().replace(
+        r#"{ metric = "supply", address = 0 }"#,
+        r#"{ metric = "supply", address = 0 }, { metric = "flow", address = 1 }"#,
+    );
     std::fs::write(&gw.config_path, text).unwrap();
     gw.signal("HUP");
     gw.wait_for_log("Reloaded.").await;

@@ -20,6 +20,7 @@ mod engine;
 mod pool;
 pub mod readings;
 pub mod vectors;
+mod vectors_ttn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

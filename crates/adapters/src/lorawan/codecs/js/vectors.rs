@@ -1,6 +1,8 @@
 //! ChirpStack's device-profile test vectors: beside each codec `X.js`,
 //! `test_decode_X.json` and `test_encode_X.json`, arrays of `{name,
-//! input, expected}`. The files are JavaScript object literals (comments,
+//! input, expected}` (or, for a codec from The Things Network's device
+//! repository, the examples of the `*-codec.yaml` naming it:
+//! `vectors_ttn`). The files are JavaScript object literals (comments,
 //! hex numbers, unquoted keys), so QuickJS reads them, not a JSON parser.
 //!
 //! A decode vector passes when `data` is equal (and `errors`/`warnings`
@@ -123,10 +125,23 @@ fn run_file(file: &Path, limits: Limits, clock_ms: Option<i64>, summary: &mut Su
     };
     let decode_file = dir.join(format!("test_decode_{stem}.json"));
     let encode_file = dir.join(format!("test_encode_{stem}.json"));
-    if !decode_file.exists() && !encode_file.exists() {
-        summary.without_vectors.push(shown);
-        return;
-    }
+    let ttn = if decode_file.exists() || encode_file.exists() {
+        None
+    } else {
+        match super::vectors_ttn::vectors(file) {
+            None => {
+                summary.without_vectors.push(shown);
+                return;
+            }
+            Some(Err(e)) => {
+                summary.codecs += 1;
+                summary.decode_total += 1;
+                summary.failures.push(format!("FAIL {e}"));
+                return;
+            }
+            Some(Ok(found)) => Some(found),
+        }
+    };
     summary.codecs += 1;
     let source: Arc<str> = match std::fs::read_to_string(file) {
         Ok(s) => s.into(),
@@ -142,8 +157,13 @@ fn run_file(file: &Path, limits: Limits, clock_ms: Option<i64>, summary: &mut Su
             return;
         }
     };
-    let decodes = vectors(&mut reader, &decode_file, summary, true);
-    let encodes = vectors(&mut reader, &encode_file, summary, false);
+    let (decodes, encodes) = match ttn {
+        Some(found) => found,
+        None => (
+            vectors(&mut reader, &decode_file, summary, true),
+            vectors(&mut reader, &encode_file, summary, false),
+        ),
+    };
     let mut engine = match Engine::new(source, &shown, limits) {
         Ok(e) => Some(e),
         Err(e) => {
