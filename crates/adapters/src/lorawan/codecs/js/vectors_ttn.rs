@@ -25,9 +25,12 @@ use std::path::Path;
 use serde_json::{Map, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
+/// A codec's decode vectors and encode vectors.
+pub type Found = (Vec<Value>, Vec<Value>);
+
 /// The decode and encode vectors the `*.yaml` files beside `codec` give it
 /// (`None`: no file names it); an unreadable file naming it is an error.
-pub fn vectors(codec: &Path) -> Option<Result<(Vec<Value>, Vec<Value>), String>> {
+pub fn vectors(codec: &Path) -> Option<Result<Found, String>> {
     let dir = codec.parent()?;
     let name = codec.file_name()?.to_str()?;
     let mut entries: Vec<_> = std::fs::read_dir(dir)
