@@ -24,7 +24,7 @@ use super::client::{Client, ClientError};
 use super::config::BacnetConfig;
 use super::devices::BacnetDevice;
 use super::names;
-use super::reader::{self, flag_name, Capabilities, ObjectInfo, Sample};
+use super::reader::{self, flag_name, Capabilities, ObjectInfo, Sample, NOT_A_NUMBER};
 use super::services::{CovNotification, ErrorCode, IAm};
 use super::tags::{property, ObjectId};
 use super::units;
@@ -433,6 +433,10 @@ impl DeviceTask {
     }
 
     fn object_error(&self, st: &State, _ctx: &AdapterContext, id: ObjectId, code: ErrorCode) {
+        if code == NOT_A_NUMBER {
+            not_finite(st, id);
+            return;
+        }
         count_error(st, &code);
         gateway_core::refuse!(st.stats, st.throttle, "error", per format!("object:{id}");
             adapter = %st.adapter, device = %st.label, object = %id, error = %code.describe(), "The device refuses this object: check `objects` in its [[bacnet.device]].");
@@ -519,11 +523,22 @@ fn take_cov(
         .values
         .iter()
         .find(|(p, _)| p.property == property::STATUS_FLAGS);
-    if let Some(s) = pv.and_then(|(_, v)| Sample::from_values(v, flags.map(|f| f.1.as_slice()))) {
-        st.cov_notifications.inc();
-        st.stats.received.inc();
-        push_sample(st, ctx, &mut points[i], &s, out);
+    st.cov_notifications.inc();
+    st.stats.received.inc();
+    match pv.and_then(|(_, v)| Sample::from_values(v, flags.map(|f| f.1.as_slice()))) {
+        Some(s) => push_sample(st, ctx, &mut points[i], &s, out),
+        // A NaN (a failed sensor) or no present value: said and counted,
+        // where it was dropped without a word.
+        None => not_finite(st, n.object),
     }
+}
+
+/// A present value that is no finite number: no reading, counted as
+/// `not_finite` and logged once per interval per object.
+fn not_finite(st: &State, id: ObjectId) {
+    gateway_core::refuse!(st.stats, st.throttle, "not_finite", per format!("not_finite:{id}");
+        adapter = %st.adapter, device = %st.label, object = %id,
+        "The device's present value is not a finite number (a failed sensor reports NaN), or not a number at all: no reading.");
 }
 
 async fn send_readings(

@@ -430,9 +430,14 @@ pub async fn poll(
     })
 }
 
-/// A present value that is no number (a string, a date): counted as a
-/// property error (class property, code invalid-data-type).
-pub const NOT_A_NUMBER: ErrorCode = ErrorCode { class: 2, code: 9 };
+/// A present value that is no finite number (a NaN, as controllers report
+/// a failed sensor, an infinity, a string): not a code a device sends (it
+/// answered, with a value), so it is told apart from the device's own
+/// Errors and counted as `not_finite`, as Modbus counts a NaN.
+pub const NOT_A_NUMBER: ErrorCode = ErrorCode {
+    class: u32::MAX,
+    code: u32::MAX,
+};
 
 fn sample_of(results: &[PropertyResult]) -> Result<Sample, ErrorCode> {
     let mut pv = None;

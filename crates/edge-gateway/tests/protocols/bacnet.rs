@@ -242,6 +242,24 @@ objects = ["analog-input:7", "analog-input:99"]
         ) == Some(1.0)
     })
     .await;
+
+    // A failed sensor's NaN: no reading, counted as `not_finite` and said
+    // so, not as an Error the device never sent (it was logged as the
+    // device refusing the object, with a made-up class and code).
+    ok(&mut peer, "set 1004 analogInput:7 nan");
+    gw.wait_for_log("not a finite number").await;
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(
+            b,
+            "edge_gateway_adapter_errors_total{adapter=\"bms\",error_type=\"not_finite\"}",
+        )
+        .is_some_and(|v| v >= 1.0)
+    })
+    .await;
+    assert!(
+        sample(&text, "edge_gateway_bacnet_errors_total{adapter=\"bms\",device=\"vav-4\",class=\"property\",code=\"invalid-data-type\"}").is_none(),
+        "{text}"
+    );
 }
 
 #[tokio::test]
