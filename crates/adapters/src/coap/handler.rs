@@ -350,7 +350,12 @@ impl Handler {
             segments.join("/")
         };
         if let (Some(own), ["s", device, ..]) = (only, path) {
-            if own.as_str() != *device {
+            // The path as the device spells its id (`24-6F-28-AA-BB-09`,
+            // as configured) is its id: compared canonical, as plain CoAP
+            // takes it.
+            let same = own.as_str() == *device
+                || DeviceId::new(*device).is_ok_and(|d| d.as_str() == own.as_str());
+            if !same {
                 out.error("forbidden", format!("{own} on /s/{device}"));
                 return Answer::error(ResponseType::Forbidden, "not this identity's device");
             }

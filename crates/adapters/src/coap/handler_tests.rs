@@ -340,6 +340,37 @@ fn a_truncated_datagram_gets_4_13() {
     assert_eq!(kinds(&o), ["datagram_too_large"]);
 }
 
+/// 64 first blocks sent from one socket and left held the Block1 table
+/// full for a minute: every device's uploads got 5.03. A host now holds
+/// a few transfers at most, and a full table gives up the one idle longest.
+#[test]
+fn first_blocks_left_by_one_host_do_not_hold_off_another_devices_upload() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let squatter: SocketAddr = "192.0.2.66:5683".parse().unwrap();
+    let first = 1 << 3; // block 0, more, SZX 0: 16 bytes
+    for i in 0..64u16 {
+        let d = request(false, POST, i, &format!("s/squat{i}"), Some(0), Some(first), &[b'1'; 16]);
+        h.handle(squatter, &d, t, arrival());
+    }
+    assert!(h.transfers.len() <= super::block1::MAX_TRANSFERS_PER_HOST, "{}", h.transfers.len());
+    // Many hosts leaving first blocks fill the table; an upload in
+    // progress still completes, as the idle ones give way.
+    for i in 0..80u16 {
+        let host: SocketAddr = format!("198.51.100.{}:5683", i % 200).parse().unwrap();
+        let d = request(false, POST, i, &format!("s/left{i}"), Some(0), Some(first), &[b'1'; 16]);
+        h.handle(host, &d, t, arrival());
+    }
+    let later = t + std::time::Duration::from_secs(1);
+    let o = h.handle(peer(), &request(true, POST, 900, "s/legit", Some(0), Some(first), b"0000000000000021"), later, arrival());
+    assert_eq!(reply(&o).header.code, MessageClass::Response(ResponseType::Continue));
+    let last = 1 << 4; // block 1, last, SZX 0
+    let o = h.handle(peer(), &request(true, POST, 901, "s/legit", Some(0), Some(last), b".5"), later, arrival());
+    assert_eq!(reply(&o).header.code, MessageClass::Response(ResponseType::Changed));
+    assert_eq!(o.readings.len(), 1);
+    assert_eq!(o.readings[0].value(), 21.5);
+}
+
 #[test]
 fn block1_reassembles_a_senml_batch() {
     let mut h = Handler::new(limits(), 1);
@@ -531,6 +562,23 @@ fn an_authenticated_identity_reaches_only_its_own_device() {
     let d = request(true, POST, 200, "s/node-8", Some(0), None, b"1");
     let o = h.handle(peer(), &d, now, arrival());
     assert_eq!(o.readings.len(), 1);
+
+    // An identity bound to a MAC reaches its device however the path
+    // spells it, as the config did (`24-6F-28-AA-BB-09`); another MAC not.
+    let mac = DeviceId::new("24-6F-28-AA-BB-09").unwrap();
+    for (i, (path, want)) in [
+        ("s/24-6F-28-AA-BB-09", ResponseType::Changed),
+        ("s/246F28AABB09", ResponseType::Changed),
+        ("s/24:6f:28:aa:bb:09", ResponseType::Changed),
+        ("s/24-6F-28-AA-BB-0A", ResponseType::Forbidden),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = request(true, POST, 300 + i as u16, path, Some(0), None, b"21.5");
+        let o = h.handle_as(peer(), &d, now, arrival(), Some(&mac));
+        assert_eq!(reply(&o).header.code, MessageClass::Response(want), "{path}");
+    }
 }
 
 #[test]

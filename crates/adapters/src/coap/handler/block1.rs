@@ -12,6 +12,10 @@ use super::{Handler, Outcome};
 
 /// Concurrent Block1 transfers, and how long an idle one is kept.
 pub(super) const MAX_TRANSFERS: usize = 64;
+/// Transfers one host may hold at once: a device uploads one body at a
+/// time; 64 first blocks from one socket held every device's uploads off
+/// for a minute.
+pub(super) const MAX_TRANSFERS_PER_HOST: usize = 4;
 pub(super) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(super) struct Transfer {
@@ -48,10 +52,23 @@ impl Handler {
         }
         self.transfers
             .retain(|_, t| now.saturating_duration_since(t.touched) < TRANSFER_TIMEOUT);
-        if num == 0 {
-            if self.transfers.len() >= MAX_TRANSFERS && !self.transfers.contains_key(&key) {
-                out.error("too_many_transfers", "Block1 transfer table full");
-                return Err(Answer::error(ResponseType::ServiceUnavailable, "busy"));
+        if num == 0 && !self.transfers.contains_key(&key) {
+            // A host over its share gives up its own oldest transfer; a
+            // full table, the one idle longest: a transfer in progress
+            // (touched every round trip) outlives first blocks sent and
+            // left. Both counted.
+            let host = key.0.ip();
+            let mine = self.transfers.keys().filter(|k| k.0.ip() == host).count();
+            let evict = if mine >= MAX_TRANSFERS_PER_HOST {
+                self.oldest_transfer(|k| k.0.ip() == host)
+            } else if self.transfers.len() >= MAX_TRANSFERS {
+                self.oldest_transfer(|_| true)
+            } else {
+                None
+            };
+            if let Some(old) = evict {
+                self.transfers.remove(&old);
+                out.error("too_many_transfers", "Block1 transfer table full: the oldest idle transfer dropped");
             }
             self.transfers.insert(
                 key.clone(),
@@ -101,5 +118,16 @@ impl Handler {
             .map(|t| t.body)
             .unwrap_or_default();
         Ok((body, message::uint(v)))
+    }
+}
+
+impl Handler {
+    /// The transfer idle longest among those `which` selects.
+    fn oldest_transfer(&self, which: impl Fn(&(SocketAddr, String)) -> bool) -> Option<(SocketAddr, String)> {
+        self.transfers
+            .iter()
+            .filter(|(k, _)| which(k))
+            .min_by_key(|(_, t)| t.touched)
+            .map(|(k, _)| k.clone())
     }
 }
