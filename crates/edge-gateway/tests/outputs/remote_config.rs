@@ -453,6 +453,39 @@ async fn the_same_push_again_changes_nothing_and_an_older_one_replayed_is_stale(
     assert_eq!(gw.wait_exit().await, Some(0));
 }
 
+/// A cloud broker restarted without persistence forgets every retained
+/// state: a fleet view built from them would lose this gateway until it
+/// restarted. The state is told again on the new connection.
+#[tokio::test]
+async fn a_cloud_broker_restarted_empty_is_told_the_state_again() {
+    let mut site = Site::signed_by_fleet();
+    let mut states = States::start(site.cloud.port()).await;
+    let mut gw = GatewayProcess::start(&site.config);
+    common::remote::healthy(site.metrics).await;
+    push(
+        site.cloud.port(),
+        &signed(FLEET_KEY, 2, "v2", "[aggregation]\nwindow = \"2s\"\n"),
+    )
+    .await;
+    states.wait(2, "applied", VERDICT).await;
+
+    site.cloud.restart();
+    // Retained by the new broker, or told live once the gateway is back.
+    let mut after = States::start(site.cloud.port()).await;
+    let told = after.wait(2, "applied", Duration::from_secs(20)).await;
+    assert_eq!(told["applied"], "v2");
+    let mut late = States::start(site.cloud.port()).await;
+    let retained = late.any(Duration::from_secs(5)).await;
+    assert_eq!(retained.map(|s| s["applied"].clone()), Some("v2".into()));
+    assert_eq!(
+        restarts(&mut gw),
+        1,
+        "the broker's restart restarts nothing"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
 #[tokio::test]
 async fn a_push_made_while_the_gateway_was_stopped_is_applied_once_at_its_start() {
     let mut site = Site::signed_by_fleet();

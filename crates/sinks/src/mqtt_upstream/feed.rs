@@ -49,6 +49,10 @@ pub trait Render: Send + 'static {
     /// Appends the messages held back that are due at `now` (`None`:
     /// every one, at stop).
     fn held(&mut self, _now: Option<Instant>, _out: &mut Rendered) {}
+    /// Appends what a new connection must carry again because a broker
+    /// restarted without persistence has forgotten it: retained state
+    /// published once, whose absence would read as "never reported".
+    fn reconnected(&mut self, _out: &mut Rendered) {}
 }
 
 /// Renders events for one gateway's upstream.
@@ -62,6 +66,10 @@ pub struct Feed {
     /// Each device's adapter, learnt from its readings, where a unit is
     /// set per adapter (a window does not say which adapter it came from).
     adapters: HashMap<DeviceId, SourceId>,
+    /// The latest configuration state, retained upstream: told again on
+    /// each new connection, so a fleet view built from retained states does
+    /// not lose this gateway when the cloud broker restarts empty.
+    config_state: Option<OutboundMessage>,
 }
 
 /// Changes of the metrics of `[upstream] report` sent upstream: how many
@@ -88,6 +96,7 @@ impl Feed {
             units,
             changes: None,
             adapters: HashMap::new(),
+            config_state: None,
         }
     }
 
@@ -196,7 +205,11 @@ impl Render for Feed {
         let rendered = match event {
             SinkEvent::Alert(a) => self.alert(&a).map(|m| (m, Lane::Alerts)),
             SinkEvent::Command(c) => Some((self.renderer.command_result(&c), Lane::Results)),
-            SinkEvent::ConfigState(s) => Some((self.renderer.config_state(&s), Lane::Alerts)),
+            SinkEvent::ConfigState(s) => {
+                let message = self.renderer.config_state(&s);
+                self.config_state = Some(message.clone());
+                Some((message, Lane::Alerts))
+            }
             SinkEvent::Window(w) => Some((self.window(&w), Lane::Messages)),
             SinkEvent::Status(s) => Some((self.renderer.device_status(&s), Lane::Messages)),
             SinkEvent::Readings(readings) => {
@@ -218,6 +231,10 @@ impl Render for Feed {
         };
         let due = reporting.changes.take_due(now);
         self.changes_into(due, out);
+    }
+
+    fn reconnected(&mut self, out: &mut Rendered) {
+        out.extend(self.config_state.clone().map(|m| (m, Lane::Alerts)));
     }
 }
 

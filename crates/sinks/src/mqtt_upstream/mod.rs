@@ -293,6 +293,7 @@ async fn forward<R: Render>(
         log: LogThrottle::default(),
         poller: Some(poller),
         stop_poller,
+        connected_before: false,
     };
     durable::run(forwarder, link, &loop_settings).await;
     Ok(())
@@ -320,6 +321,10 @@ struct Forwarder<R> {
     /// Polls the client's event loop; awaited at stop.
     poller: Option<tokio::task::JoinHandle<()>>,
     stop_poller: CancellationToken,
+    /// Whether a connection was made before this one: the first carries
+    /// everything stored already, a later one may face a broker that
+    /// restarted empty.
+    connected_before: bool,
 }
 
 impl<R: Render> Forwarder<R> {
@@ -454,6 +459,13 @@ impl<R: Render> Deliver for Forwarder<R> {
                     info!(broker = %url, backlog, "Connected upstream.");
                 }
                 m.in_use(Some(node));
+                if std::mem::replace(&mut self.connected_before, true) {
+                    let mut again = Vec::new();
+                    self.render.reconnected(&mut again);
+                    if !again.is_empty() {
+                        self.store_rendered(again);
+                    }
+                }
             }
             PollEvent::Sent(pkid) => {
                 if let Some(done) = self.plan.sent(pkid) {
