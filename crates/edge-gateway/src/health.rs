@@ -198,6 +198,23 @@ pub fn check(t: &Telemetry) -> Health {
             }
             json!({"listening": listening, "bind": label("bind")})
         });
+    // Nobody reads this verdict over HTTP then, but the dashboard and a
+    // pushed configuration's health gate do.
+    for (labels, v) in t.gauges(crate::metrics::METRICS_LISTENING) {
+        if v < 0.5 {
+            let label = |k: &str| {
+                labels
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map_or(String::new(), |(_, v)| v.clone())
+            };
+            reasons.push(format!(
+                "the metrics endpoint cannot listen on {} ({}): set [metrics] bind to a free port",
+                label("bind"),
+                label("error")
+            ));
+        }
+    }
     let healthy = reasons.is_empty();
     let mut body = json!({
         "status": if healthy { "ok" } else { "unavailable" },

@@ -29,6 +29,11 @@ use tracing::{debug, error, info};
 
 use crate::{health, process};
 
+/// Whether the metrics endpoint listens (`{bind}`, and `{error}` when it
+/// cannot): 0 makes `/health`'s verdict, as the dashboard and a push's
+/// health gate read it, unhealthy.
+pub const METRICS_LISTENING: &str = "edge_gateway_metrics_listening";
+
 /// Scrapers and health probes served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 16;
 /// A client must send its request headers within this time.
@@ -70,19 +75,44 @@ pub struct MetricsListener {
 /// A port that cannot be bound is logged and the gateway runs on without
 /// the endpoint: losing observability must not stop the data path (and a
 /// crash loop under systemd would lose data as well).
-pub async fn bind(config: &MetricsConfig) -> Option<MetricsListener> {
+pub async fn bind(config: &MetricsConfig) -> Result<Option<MetricsListener>, std::io::Error> {
     if !config.enabled {
-        return None;
+        return Ok(None);
     }
     let listener = match TcpListener::bind(config.bind).await {
         Ok(l) => l,
         Err(e) => {
             error!(bind = %config.bind, error = %e, "Cannot open the metrics endpoint; running without /metrics and /health.");
-            return None;
+            return Err(e);
         }
     };
     let addr = listener.local_addr().unwrap_or(config.bind);
-    Some(MetricsListener { listener, addr })
+    Ok(Some(MetricsListener { listener, addr }))
+}
+
+/// Says in `telemetry` whether the endpoint `[metrics]` asked for listens:
+/// a pushed configuration that moves it to a taken port is then unhealthy
+/// and rolled back, instead of applied with the fleet's probe blind.
+pub fn report_listening(
+    telemetry: &Telemetry,
+    config: &MetricsConfig,
+    bound: &Result<Option<MetricsListener>, std::io::Error>,
+) {
+    match bound {
+        Ok(Some(l)) => telemetry
+            .gauge(METRICS_LISTENING, &[("bind", &l.addr.to_string())])
+            .set(1.0),
+        Ok(None) => {}
+        Err(e) => telemetry
+            .gauge(
+                METRICS_LISTENING,
+                &[
+                    ("bind", &config.bind.to_string()),
+                    ("error", &e.to_string()),
+                ],
+            )
+            .set(0.0),
+    }
 }
 
 impl MetricsListener {

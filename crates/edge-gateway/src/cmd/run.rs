@@ -182,7 +182,11 @@ async fn run(
             None => return Err(e),
         },
     };
-    let metrics = metrics_port.map(|port| port.serve(gateway.telemetry.clone()));
+    metrics::report_listening(&gateway.telemetry, &cfg.metrics, &metrics_port);
+    let metrics = metrics_port
+        .ok()
+        .flatten()
+        .map(|port| port.serve(gateway.telemetry.clone()));
     let mut remote = match booted {
         Some(b) => Some(Controller::start(
             b,

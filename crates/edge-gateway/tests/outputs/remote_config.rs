@@ -277,6 +277,42 @@ async fn a_push_that_cannot_bind_its_port_is_rolled_back_and_no_reading_is_lost(
     assert_eq!(gw.wait_exit().await, Some(0));
 }
 
+/// The metrics endpoint is how a fleet's probes see a gateway: a push that
+/// moves it to a port another process holds would leave it applied and
+/// blind. It is rolled back, and `/health` answers on the old port again.
+#[tokio::test]
+async fn a_push_moving_the_metrics_endpoint_to_a_taken_port_is_rolled_back() {
+    let site = Site::signed_by_fleet();
+    let mut states = States::start(site.cloud.port()).await;
+    let mut gw = GatewayProcess::start(&site.config);
+    common::remote::healthy(site.metrics).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    push(
+        site.cloud.port(),
+        &signed(
+            FLEET_KEY,
+            2,
+            "v2",
+            &format!("[metrics]\nbind = \"127.0.0.1:{port}\"\n"),
+        ),
+    )
+    .await;
+    let s = states.wait(2, "rolled_back", VERDICT).await;
+    assert_eq!(s["reason"], "health");
+    let detail = s["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "metrics endpoint cannot listen on 127.0.0.1:{port}"
+        )),
+        "{detail}"
+    );
+    healthy_on(site.metrics, None, "rolled_back").await;
+    drop(taken);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
 #[tokio::test]
 async fn a_dead_upstream_or_a_missing_serial_port_is_rolled_back_within_the_health_timeout() {
     let site = Site::signed_by_fleet();
