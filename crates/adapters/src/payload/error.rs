@@ -174,6 +174,9 @@ pub enum FieldReason {
     NoCodec,
     /// Encoded bytes that did not decode (bad base64, a codec's refusal).
     Undecodable(String),
+    /// A decoded object's value that cannot be a reading of its own: its
+    /// flattened name is taken by an earlier value, or is no metric name.
+    LeftOut(String),
 }
 
 impl FieldReason {
@@ -190,6 +193,7 @@ impl FieldReason {
             Self::WrongType { .. } => "wrong_type",
             Self::NoCodec => "no_codec",
             Self::Undecodable(_) => "undecodable",
+            Self::LeftOut(_) => "left_out",
         }
     }
 }
@@ -209,6 +213,7 @@ impl fmt::Display for FieldReason {
             Self::WrongType { field, expected } => write!(f, "expected {field} to be {expected}"),
             Self::NoCodec => f.write_str("encoded payload and no `codec` for this topic"),
             Self::Undecodable(why) => write!(f, "cannot decode: {why}"),
+            Self::LeftOut(why) => write!(f, "left out: {why}"),
         }
     }
 }

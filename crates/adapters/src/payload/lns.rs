@@ -10,7 +10,7 @@
 //!   "rx_metadata":[{"rssi":…,"snr":…}]}}`.
 //!
 //! The server's decoded object (`object`, `decoded_payload`) is used when
-//! present: numbers and booleans, nested objects flattened with `_`
+//! present: numbers and booleans, named as a JavaScript codec's are
 //! (ChirpStack's Cayenne decoder writes `{"temperatureSensor":{"3":27.2}}`,
 //! read as `temperatureSensor_3`). Otherwise the route's `codec` decodes
 //! the FRMPayload. Either way the best `rssi` and `snr` over the receiving
@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use super::json_text;
 use super::{text, Context, DecodeError, Decoded, FieldReason, When};
-use crate::lorawan::codecs::js::readings::{self, Leaf};
+use crate::lorawan::codecs::js::readings::{self, Fate, Leaf};
 use crate::lorawan::codecs::js::ScriptCodec;
 use crate::lorawan::codecs::Codec;
 use crate::lorawan::semtech::base64_decode;
@@ -70,9 +70,6 @@ const TTS: Keys = Keys {
     fport: "f_port",
     rx: "rx_metadata",
 };
-
-/// Nesting of decoded objects that is flattened; deeper values are skipped.
-const MAX_DEPTH: usize = 3;
 
 pub(super) fn decode(
     server: NetworkServer,
@@ -128,10 +125,8 @@ pub(super) fn decode(
         },
     };
     match uplink.get(keys.object) {
-        Some(Value::Object(obj)) if !obj.is_empty() => {
-            flatten(obj, "", 1, &mut |key, v| {
-                out.push(&device, key, &decoded_name(key), v, when)
-            });
+        Some(object @ Value::Object(obj)) if !obj.is_empty() => {
+            push_fields(object, &device, when, keys.object, &mut out);
         }
         _ => frm_payload(uplink, keys, codec, &device, when, &mut out),
     }
@@ -155,39 +150,43 @@ pub(super) fn decode(
     Ok(out)
 }
 
-/// A decoded value's metric: its name, unless the uplink's radio gives a
-/// reading of that name (a device's own measure of its downlink's signal
-/// is not the gateway's of its uplink): then `<name>_decoded`.
-fn decoded_name(key: &str) -> std::borrow::Cow<'_, str> {
-    if matches!(key, "rssi" | "snr" | "gateways") {
-        format!("{key}_decoded").into()
-    } else {
-        key.into()
-    }
-}
-
 fn path<'a>(root: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
     let (first, rest) = keys.split_first()?;
     rest.iter().try_fold(root.get(*first)?, |v, k| v.get(*k))
 }
 
-fn flatten(obj: &Map<String, Value>, prefix: &str, depth: usize, push: &mut dyn FnMut(&str, f64)) {
-    for (key, value) in obj {
-        let name = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}_{key}")
-        };
-        match value {
-            Value::Number(n) => {
-                if let Some(v) = n.as_f64() {
-                    push(&name, v);
-                }
+/// A decoded object's values, named as a JavaScript codec's are
+/// ([`readings::fields`]: arrays by index, a radio metric's name as
+/// `<name>_decoded`), so a network server's object and the gateway's own
+/// codec give one device the same series. Two keys that flatten to one
+/// name (`a_b` and `{"a": {"b"}}`) give the first a reading and the other
+/// a problem, never two readings of one metric at one time.
+fn push_fields(
+    data: &Value,
+    device: &gateway_core::DeviceId,
+    when: When,
+    field: &str,
+    out: &mut Decoded,
+) {
+    let fields = readings::fields(data);
+    for (key, leaf, fate) in fields.fields {
+        match (fate, leaf) {
+            (Fate::Reading(metric), Leaf::Number(v)) => {
+                out.push_metric(device, &key, metric, v, when)
             }
-            Value::Bool(b) => push(&name, f64::from(u8::from(*b))),
-            Value::Object(inner) if depth < MAX_DEPTH => flatten(inner, &name, depth + 1, push),
-            _ => {}
+            (Fate::Dropped(why), _) => out.problem(&key, FieldReason::LeftOut(why)),
+            (Fate::Text | Fate::Reading(_), _) => out.ignore(device, &key),
         }
+    }
+    if fields.cut > 0 {
+        out.problem(
+            field,
+            FieldReason::LeftOut(format!(
+                "{} value(s) not read (beyond the first {}, or nested too deep)",
+                fields.cut,
+                readings::MAX_VALUES
+            )),
+        );
     }
 }
 
@@ -255,12 +254,7 @@ fn script_payload(
             if !errors.is_empty() {
                 return out.problem(keys.data, undecodable(errors.join("; ")));
             }
-            for (name, leaf) in readings::flatten(decoded.data()) {
-                match leaf {
-                    Leaf::Number(v) => out.push(device, &name, &decoded_name(&name), v, when),
-                    Leaf::Text(_) => out.ignore(device, &name),
-                }
-            }
+            push_fields(decoded.data(), device, when, keys.data, out);
         }
         Err(e) => out.problem(keys.data, undecodable(e.to_string())),
     }
@@ -338,6 +332,30 @@ mod tests {
             ]
         );
         assert!(p.is_empty(), "{p:?}");
+    }
+
+    /// A server's object read as the gateway's own JavaScript codecs read
+    /// one: two keys that flatten to one name were two readings of one
+    /// metric at one time; arrays were skipped.
+    #[test]
+    fn a_servers_object_is_flattened_as_a_codecs_is() {
+        let up = CHIRPSTACK_UP.replace(
+            r#""object":{"temperatureSensor":{"0":27.3},"humiditySensor":{"1":40.0}},"#,
+            r#""object":{"a":{"b":2},"a_b":1,"ch":[{"t":5}],"label":"x","gone":null},"#,
+        );
+        let (r, p) = run(NetworkServer::ChirpstackV4, None, &up);
+        let dev = "0101010101010101".to_string();
+        assert_eq!(
+            r,
+            [
+                (dev.clone(), "a_b".into(), 2.0),
+                (dev.clone(), "ch_0_t".into(), 5.0),
+                (dev.clone(), "rssi".into(), -60.0),
+                (dev.clone(), "snr".into(), 10.5),
+                (dev, "gateways".into(), 2.0),
+            ]
+        );
+        assert_eq!(p, ["left_out"]);
     }
 
     #[test]
