@@ -131,6 +131,8 @@ pub struct Journal {
     horizon: i64,
     lines: usize,
     damaged: usize,
+    /// Opened empty where a journal had been.
+    recreated: bool,
 }
 
 /// When a journal line reaches the disk.
@@ -161,12 +163,23 @@ impl Journal {
             path: path.clone(),
             source,
         };
+        // The directory is made with the journal's first line's file: one
+        // without the file lost it since (deleted by hand, a restore that
+        // left it out), and with it what it would refuse to run twice.
+        let used_before = dir.is_dir();
         fs::create_dir_all(dir).map_err(io_err)?;
+        let mut recreated = false;
         let text = match fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                recreated = used_before;
+                Vec::new()
+            }
             Err(e) => return Err(io_err(e)),
         };
+        if recreated {
+            tracing::warn!(path = %path.display(), "The command journal is missing from a directory that had one: it is started empty, so a command replayed within its max_age, or a rule's action repeated, may run again once. Was the state directory restored or edited?");
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -182,6 +195,7 @@ impl Journal {
             horizon: i64::MIN,
             lines: 0,
             damaged: 0,
+            recreated,
         };
         journal.read(&text);
         journal.forget(now);
@@ -189,6 +203,12 @@ impl Journal {
             journal.rewrite()?;
         }
         Ok(journal)
+    }
+
+    /// Whether the file was missing from a directory that had held it:
+    /// what it remembered is gone.
+    pub fn recreated(&self) -> bool {
+        self.recreated
     }
 
     /// Reads every line it can; the others are logged and counted.

@@ -257,3 +257,21 @@ fn an_id_started_and_never_finished_outlives_its_time() {
     assert_eq!(j.get("ahu-1", "k-1"), None);
     assert_eq!(j.horizon(), Some(at(0)), "its ts, as it had one");
 }
+
+/// A journal deleted by hand (or left out of a restore) forgets what it
+/// would refuse to run twice: said, not silently started anew.
+#[test]
+fn a_journal_missing_from_its_directory_is_known_to_be_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands = dir.path().join("commands");
+    let mut j = open(&commands, 0);
+    assert!(!j.recreated(), "a first start is no loss");
+    j.start("a", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
+    drop(j);
+    assert!(!open(&commands, 10).recreated());
+    std::fs::remove_file(commands.join("journal")).unwrap();
+    let j = open(&commands, 20);
+    assert!(j.recreated());
+    assert_eq!(j.get("ahu-1", "a"), None);
+}
