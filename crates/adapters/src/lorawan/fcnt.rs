@@ -232,6 +232,21 @@ mod key_hex {
     }
 }
 
+/// The first JoinNonce of a store that starts empty: the minutes since
+/// 2025 (24 bits last until 2056). LoRaWAN 1.0.4 devices refuse a
+/// join-accept whose JoinNonce is not above the last they took, so a
+/// store lost (a damaged file, a new SD card) and started again at 0
+/// could not join them again; the minutes are above any nonce the lost
+/// store gave unless it gave more than one join a minute on average.
+fn join_nonce_floor() -> u32 {
+    const SINCE_2025: u64 = 1_735_689_600;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let minutes = now.saturating_sub(SINCE_2025) / 60;
+    u32::try_from(minutes & 0x00FF_FFFF).unwrap_or(0)
+}
+
 /// Last accepted FCnt per device id, and the OTAA sessions.
 #[derive(Debug, Default)]
 pub struct FcntStore {
@@ -268,8 +283,14 @@ impl FcntStore {
                 store.abp_fcnt_down = d.abp_fcnt_down;
                 (store, None)
             }
-            Ok(None) => (store, None),
-            Err(e) => (store, Some(e.into())),
+            Ok(None) => {
+                store.next_join_nonce = join_nonce_floor();
+                (store, None)
+            }
+            Err(e) => {
+                store.next_join_nonce = join_nonce_floor();
+                (store, Some(e.into()))
+            }
         }
     }
 
@@ -607,6 +628,10 @@ mod tests {
         );
         assert_eq!(s.last("a"), None);
         assert!(dir.path().join("lorawan-fcnt.json.damaged").exists());
+        // JoinNonces go on above what the lost file gave (minutes since
+        // 2025: far above a few hundred joins), not from 0 again, or
+        // LoRaWAN 1.0.4 devices could not join.
+        assert!(s.next_join_numbers().0 > 400_000, "{:?}", s.next_join_numbers());
     }
 
     fn session(dev_nonce: u16, join_nonce: u32) -> Session {

@@ -142,6 +142,8 @@ pub enum FrameError {
         needed: usize,
         len: usize,
     },
+    #[error("MAC commands in FOpts and in an FPort 0 payload at once (LoRaWAN 1.0.x 4.3.1.6)")]
+    MacCommandsTwice,
     #[error("malformed frame")]
     Malformed,
     #[error("MIC mismatch")]
@@ -158,6 +160,7 @@ impl FrameError {
             Self::JoinAccept => "join_accept",
             Self::NotDataFrame(_) => "not_data_frame",
             Self::FOptsOverflow { .. } => "fopts_overflow",
+            Self::MacCommandsTwice => "mac_commands_twice",
             Self::Malformed => "malformed",
             Self::InvalidMic => "invalid_mic",
         }
@@ -205,6 +208,17 @@ pub fn peek(phy: &[u8]) -> Result<Peek, FrameError> {
         dev_addr: u32::from_le_bytes([a0, a1, a2, a3]),
         fcnt16: u16::from_le_bytes([c0, c1]),
     })
+}
+
+/// LoRaWAN 1.0.x §4.3.1.6: MAC commands in FOpts and an FPort 0 payload
+/// of MAC commands at once is not a frame a device sends (a frame
+/// [`peek`] accepted: its FOpts fit).
+pub fn has_mac_commands_twice(phy: &[u8]) -> bool {
+    let Some(&fctrl) = phy.get(5) else {
+        return false;
+    };
+    let fport_at = MHDR_LEN + FHDR_MIN_LEN + usize::from(fctrl & 0x0F);
+    fctrl & 0x0F > 0 && phy.len() > fport_at + MIC_LEN && phy[fport_at] == 0
 }
 
 /// Verifies the MIC with `nwk_s_key` and the full counter `fcnt`, then

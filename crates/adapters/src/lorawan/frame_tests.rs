@@ -406,3 +406,20 @@ fn open_agrees_with_the_lorawan_crate_on_random_frames_and_keys() {
     assert_eq!(accepted, 3_000);
     assert!(fport0 > 50, "FPort 0 frames decrypted with the NwkSKey: {fport0}");
 }
+
+/// LoRaWAN 1.0.x §4.3.1.6: MAC commands in FOpts and an FPort 0 payload
+/// at once is told before any key is tried; either alone is a frame.
+#[test]
+fn mac_commands_in_fopts_and_on_port_zero_at_once_are_refused() {
+    // MHDR, DevAddr, FCtrl (FOptsLen 1), FCnt, FOpts (LinkCheckReq), FPort, payload, MIC.
+    let mut phy = vec![0x40, 4, 3, 2, 1, 0x01, 5, 0, 0x02, 0, 0xAA, 1, 2, 3, 4];
+    assert!(peek(&phy).is_ok());
+    assert!(has_mac_commands_twice(&phy));
+    assert_eq!(FrameError::MacCommandsTwice.kind(), "mac_commands_twice");
+    phy[9] = 1;
+    assert!(!has_mac_commands_twice(&phy), "FOpts with an application port");
+    let port_zero_alone = [0x40, 4, 3, 2, 1, 0x00, 5, 0, 0, 0xAA, 1, 2, 3, 4];
+    assert!(!has_mac_commands_twice(&port_zero_alone));
+    let fopts_alone = [0x40, 4, 3, 2, 1, 0x01, 5, 0, 0x02, 1, 2, 3, 4];
+    assert!(!has_mac_commands_twice(&fopts_alone));
+}

@@ -277,8 +277,39 @@ pub struct Rsig {
     pub ant: Option<u8>,
     pub chan: Option<u8>,
     /// Channel RSSI, dBm.
+    #[serde(default, deserialize_with = "signal::rssi")]
     pub rssic: Option<i16>,
+    #[serde(default, deserialize_with = "signal::snr")]
     pub lsnr: Option<f64>,
+}
+
+/// The signal's fields read leniently: PROTOCOL.TXT says integers for the
+/// RSSI and a number for the SNR, but some forwarders write `-80.0` or
+/// `"7"`. A signal figure of another shape is left out; refusing the
+/// field refused the whole `rxpk`, a MIC-valid reading lost for its
+/// metadata.
+mod signal {
+    use serde::{Deserialize, Deserializer};
+
+    fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(match Option::<serde_json::Value>::deserialize(d)? {
+            Some(serde_json::Value::Number(n)) => n.as_f64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .filter(|v: &f64| v.is_finite()))
+    }
+
+    pub fn rssi<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i16>, D::Error> {
+        Ok(number(d)?
+            .map(f64::round)
+            .filter(|v| (f64::from(i16::MIN)..=f64::from(i16::MAX)).contains(v))
+            .map(|v| v as i16))
+    }
+
+    pub fn snr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        number(d)
+    }
 }
 
 /// Forwarder statistics (`stat` object), kept as gateway metrics.
@@ -466,7 +497,9 @@ struct RawRxpk<S> {
     modu: Option<S>,
     datr: Option<DataRate>,
     codr: Option<S>,
+    #[serde(default, deserialize_with = "signal::rssi")]
     rssi: Option<i16>,
+    #[serde(default, deserialize_with = "signal::snr")]
     lsnr: Option<f64>,
     #[serde(default)]
     rsig: Vec<Rsig>,

@@ -291,7 +291,7 @@ fn one_bad_rxpk_does_not_drop_its_neighbours() {
             EntryError::Base64,
         ),
         (
-            r#"{"stat":1,"size":4,"data":"3q2+7w==","rssi":"-50"}"#,
+            r#"{"stat":1,"size":4,"data":"3q2+7w==","tmst":"-50"}"#,
             EntryError::Fields(String::new()),
         ),
     ];
@@ -412,7 +412,7 @@ fn what_the_one_pass_read_refuses_is_read_entry_by_entry() {
     let escaped = r#"{"rxpk":[{"stat":1,"modu":"LO\u0052A","size":4,"data":"3q2+7w=="}]}"#;
     let data = super::push_data(escaped.as_bytes()).unwrap();
     assert_eq!(only_rxpk(&data).modu.as_deref(), Some("LORA"));
-    let mixed = r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","rssi":"-50"},{"stat":1,"size":4,"data":"3q2+7w=="}],"stat":{"rxnb":"x"}}"#;
+    let mixed = r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","tmst":"-50"},{"stat":1,"size":4,"data":"3q2+7w=="}],"stat":{"rxnb":"x"}}"#;
     assert!(serde_json::from_slice::<TypedBody<'_>>(mixed.as_bytes()).is_err());
     let data = super::push_data(mixed.as_bytes()).unwrap();
     assert_eq!(
@@ -482,7 +482,7 @@ fn anything_else_is_left_to_serde() {
         r#"{"rxpk":[{"stat":-0,"size":4,"data":"3q2+7w=="}]}"#,
         r#"{"rxpk":[{"stat":01,"size":4,"data":"3q2+7w=="}]}"#,
         r#"{"rxpk":[{"stat":1.0,"size":4,"data":"3q2+7w=="}]}"#,
-        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","rssi":"-50"}]}"#,
+        r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","tmst":"-50"}]}"#,
         r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","datr":-5}]}"#,
         r#"{"rxpk":[{"stat":1,"size":4,"data":"3q2+7w==","chan":256}]}"#,
         r#"{"rxpk":[{"size":4,"data":"3q2+7w=="}]}"#,
@@ -617,4 +617,29 @@ fn known_rxpk_texts_are_static_and_others_kept_as_sent() {
     assert_eq!(rx.codr.as_deref(), Some("4/5"));
     assert_eq!(rx.datr, Some(DataRate::Lora("sf7bw125".into())));
     assert_eq!(push_data_serde(body).unwrap(), read);
+}
+
+/// PROTOCOL.TXT says integers for the RSSI, but some forwarders write
+/// `-80.0`, or the SNR as a string: the uplink, MIC-valid, is kept, with
+/// what can be read of its signal; a signal figure of another shape is
+/// left out, never the uplink with it.
+#[test]
+fn a_signal_written_as_a_float_or_a_string_keeps_its_uplink() {
+    let entry = |rssi: &str, lsnr: &str| {
+        format!(r#"{{"rxpk":[{{"tmst":1,"stat":1,"rssi":{rssi},"lsnr":{lsnr},"size":4,"data":"dGVzdA=="}}]}}"#)
+    };
+    let read = |rssi: &str, lsnr: &str| {
+        let (_, _, data) = push_data(&push(&entry(rssi, lsnr)));
+        let rx = only_rxpk(&data).clone();
+        (rx.rssi, rx.lsnr, rx.data)
+    };
+    assert_eq!(read("-80.0", "\"7\""), (Some(-80), Some(7.0), b"test".to_vec()));
+    assert_eq!(read("-80.6", "7.25"), (Some(-81), Some(7.25), b"test".to_vec()));
+    assert_eq!(read("\"loud\"", "[1]"), (None, None, b"test".to_vec()));
+    assert_eq!(read("-99999", "null"), (None, None, b"test".to_vec()));
+    let (_, _, data) = push_data(&push(
+        r#"{"rxpk":[{"tmst":1,"stat":1,"rsig":[{"ant":0,"rssic":-70.0,"lsnr":"5.5"}],"size":4,"data":"dGVzdA=="}]}"#,
+    ));
+    let rx = only_rxpk(&data);
+    assert_eq!((rx.best_rssi(), rx.best_snr()), (Some(-70), Some(5.5)));
 }

@@ -12,6 +12,7 @@
 //! `dwnb`, `txnb`. Everything refused is counted by reason and logged
 //! (rate-limited) with the gateway EUI.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -233,6 +234,7 @@ pub async fn serve(
         queues: Queues::default(),
         waiting: commands.waiting,
         adr: Adr::default(),
+        acked_again: HashMap::new(),
         ctx,
     };
     let mut feed = config.downlinks.clone().map(|feed_config| {
@@ -294,6 +296,9 @@ struct Server {
     /// Commands whose result waits for their downlink to leave.
     waiting: Arc<Waiting>,
     adr: Adr,
+    /// Per device, the confirmed uplink last acknowledged again and how
+    /// many times.
+    acked_again: HashMap<gateway_core::DeviceId, (u32, u8)>,
     dedup: Dedup,
     names: MetricNames,
     /// Uplinks a `js:` codec is decoding: their results come back here.

@@ -99,7 +99,17 @@ impl Server {
                         self.send(std::mem::replace(&mut readings, rest)).await?;
                     }
                 }
-                Err(e) => self.report(e.kind(), &gateway_list(up), &e.to_string()),
+                Err(e) => {
+                    if let uplink::Rejected::Retransmission {
+                        device, confirmed, ..
+                    } = e
+                    {
+                        if let Some(frame) = confirmed.take() {
+                            self.ack_again(up, device.clone(), *frame).await;
+                        }
+                    }
+                    self.report(e.kind(), &gateway_list(up), &e.to_string());
+                }
             }
         }
         self.send(readings).await

@@ -17,8 +17,14 @@ use super::super::dedup::Uplink;
 use super::super::downlink;
 use super::super::downlink_feed::FeedItem;
 use super::super::otaa;
+use super::super::frame::DataFrame;
 use super::super::uplink::Accepted;
 use super::{gateway_list, Server};
+use gateway_core::DeviceId;
+
+/// Acknowledgements of one confirmed uplink sent again: LoRaWAN 1.0.x
+/// devices retry a confirmed uplink up to 8 times.
+const MAX_ACKS_AGAIN: u8 = 8;
 
 impl Server {
     pub(super) async fn join(&mut self, up: &Uplink) {
@@ -100,6 +106,48 @@ impl Server {
         }
         self.reply(up, accepted).await;
         settled
+    }
+
+    /// A confirmed uplink sent again: the device did not hear our ACK and
+    /// retries, and would otherwise retry to the end of its attempts and
+    /// report a failure (or rejoin). It is acknowledged again; its readings
+    /// were taken the first time. At most [`MAX_ACKS_AGAIN`] times a frame,
+    /// so a replay of the frame cannot keep the forwarders transmitting.
+    pub(super) async fn ack_again(&mut self, up: &Uplink, device: DeviceId, mut frame: DataFrame) {
+        let (fcnt, times) = self
+            .acked_again
+            .entry(device.clone())
+            .or_insert((frame.fcnt, 0));
+        if *fcnt != frame.fcnt {
+            (*fcnt, *times) = (frame.fcnt, 0);
+        }
+        if *times >= MAX_ACKS_AGAIN {
+            return;
+        }
+        *times += 1;
+        // Its MAC commands were answered, and its ADR request judged, the
+        // first time.
+        frame.mac_commands.clear();
+        frame.mac_unparsed.clear();
+        frame.fctrl &= !0x80;
+        debug!(adapter = %self.ctx.name, %device, fcnt = frame.fcnt, "A confirmed uplink sent again: acknowledging it again.");
+        self.ctx
+            .telemetry
+            .counter(
+                "edge_gateway_lorawan_acks_again_total",
+                &[("adapter", self.ctx.name.as_str())],
+            )
+            .inc();
+        let accepted = Accepted {
+            device,
+            fcnt: frame.fcnt,
+            reset: false,
+            frame,
+            readings: Vec::new(),
+            codec_error: None,
+            script: None,
+        };
+        self.reply(up, &accepted).await;
     }
 
     pub(super) async fn reply(&mut self, up: &Uplink, accepted: &Accepted) {

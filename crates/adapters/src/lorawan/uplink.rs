@@ -199,7 +199,14 @@ pub enum Rejected {
     #[error("MIC does not verify with the key of any device with DevAddr {0:08X}")]
     InvalidMic(u32),
     #[error("device {device}: FCnt {fcnt} again (a retransmission), already processed")]
-    Retransmission { device: DeviceId, fcnt: u32 },
+    Retransmission {
+        device: DeviceId,
+        fcnt: u32,
+        /// The frame, when it is the device's latest and confirmed: the
+        /// device sends it again because our ACK did not reach it, and
+        /// the ACK (not its readings) is owed again.
+        confirmed: Option<Box<DataFrame>>,
+    },
     #[error("device {device}: FCnt {fcnt} is not above the last accepted {last} (replay, or a device restart with fcnt_reset = \"reject\")")]
     Replay {
         device: DeviceId,
@@ -233,17 +240,26 @@ enum Verdict {
     Reject(Rejected),
 }
 
-fn verify(session: &Session, phy: &[u8], fcnt16: u16, last: Option<u32>) -> Option<Verdict> {
+fn verify(
+    session: &Session,
+    phy: &[u8],
+    fcnt16: u16,
+    last: Option<u32>,
+    may_search: &mut dyn FnMut() -> bool,
+) -> Option<Verdict> {
     let device = &session.device;
     let next = last.map_or(0, |l| l.wrapping_add(1));
     let full = frame::full_fcnt(next, fcnt16);
     let open = |fcnt| frame::open_with(phy, &session.keys, fcnt);
     match (open(full), last) {
-        (Ok(_), Some(last)) if full <= last => {
+        (Ok(frame), Some(last)) if full <= last => {
+            let confirmed = (full == last && frame.mtype == frame::MType::ConfirmedDataUp)
+                .then(|| Box::new(frame));
             return Some(Verdict::Reject(Rejected::Retransmission {
                 device: device.id.clone(),
                 fcnt: full,
-            }))
+                confirmed,
+            }));
         }
         (Ok(frame), _) => {
             return Some(Verdict::Accept {
@@ -253,9 +269,33 @@ fn verify(session: &Session, phy: &[u8], fcnt16: u16, last: Option<u32>) -> Opti
         }
         (Err(_), _) => {}
     }
-    // The raw counter: a frame from before the last accepted one.
+    let Some(last) = last else {
+        if !may_search() {
+            return None;
+        }
+        return past_rollovers(fcnt16, &open).map(|frame| Verdict::Accept {
+            frame,
+            reset: false,
+        });
+    };
+    // A frame from before the last accepted one: of the same run of 65 536
+    // (a replay), or the raw counter (a replay, or a device restarted).
     let raw = u32::from(fcnt16);
-    let last = last?;
+    let earlier = (last & !0xFFFF) | raw;
+    let earlier = if earlier > last {
+        earlier.checked_sub(0x1_0000)
+    } else {
+        Some(earlier)
+    };
+    if let Some(earlier) = earlier.filter(|e| *e != raw && *e != full) {
+        if open(earlier).is_ok() {
+            return Some(Verdict::Reject(Rejected::Replay {
+                device: device.id.clone(),
+                fcnt: earlier,
+                last,
+            }));
+        }
+    }
     if raw == full {
         return None;
     }
@@ -268,6 +308,47 @@ fn verify(session: &Session, phy: &[u8], fcnt16: u16, last: Option<u32>) -> Opti
             last,
         }),
     })
+}
+
+/// Rollovers of the 16-bit counter tried for a device whose stored
+/// counter is gone (a damaged counter file, a new SD card): 255 × 65 536
+/// frames, 32 years of a frame a minute.
+const MAX_UNKNOWN_ROLLOVERS: u32 = 255;
+
+/// The frame of a device with no stored counter whose counter is past
+/// 65 535: only the 16 low bits travel, the MIC covers all 32, so the
+/// counter is found by the MIC. Without this an ABP device past its
+/// first 65 536 frames was refused for good once its counter was lost.
+/// Each try is a CMAC; it is paid only until the device's first frame
+/// is accepted and its counter stored again.
+/// Searches allowed a second, over all devices: a flood of forged frames
+/// for a device with no counter costs 255 CMACs each otherwise.
+const ROLLOVER_SEARCHES_PER_SECOND: u32 = 32;
+
+/// Whether one more rollover search fits this second's allowance.
+fn may_search_rollovers() -> bool {
+    static USED: std::sync::Mutex<Option<(std::time::Instant, u32)>> = std::sync::Mutex::new(None);
+    let mut used = USED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = std::time::Instant::now();
+    match used.as_mut() {
+        Some((since, n)) if now.duration_since(*since) < std::time::Duration::from_secs(1) => {
+            *n += 1;
+            *n <= ROLLOVER_SEARCHES_PER_SECOND
+        }
+        _ => {
+            *used = Some((now, 1));
+            true
+        }
+    }
+}
+
+fn past_rollovers(
+    fcnt16: u16,
+    open: &dyn Fn(u32) -> Result<DataFrame, FrameError>,
+) -> Option<DataFrame> {
+    (1..=MAX_UNKNOWN_ROLLOVERS).find_map(|k| open((k << 16) | u32::from(fcnt16)).ok())
 }
 
 /// Verifies, checks the counter of, stores, decrypts and decodes one uplink.
@@ -391,6 +472,9 @@ fn stage<'a>(
     if !head.mtype.is_uplink() {
         return Err(Rejected::Downlink);
     }
+    if frame::has_mac_commands_twice(&uplink.phy) {
+        return Err(Rejected::Frame(FrameError::MacCommandsTwice));
+    }
     let candidates = devices
         .by_addr
         .get(&head.dev_addr)
@@ -400,7 +484,7 @@ fn stage<'a>(
     if let [session] = &candidates[..] {
         let device = &session.device;
         if let Some(last) = store.last_mut(device.id.as_str()) {
-            let verdict = verify(session, &uplink.phy, head.fcnt16, Some(*last))
+            let verdict = verify(session, &uplink.phy, head.fcnt16, Some(*last), &mut || false)
                 .ok_or(Rejected::InvalidMic(head.dev_addr))?;
             let (frame, reset) = match verdict {
                 Verdict::Accept { frame, reset } => (frame, reset),
@@ -415,11 +499,14 @@ fn stage<'a>(
             });
         }
     }
+    // One allowance an uplink, whichever device it turns out to be.
+    let mut search = None;
+    let mut may_search = || *search.get_or_insert_with(may_search_rollovers);
     let (device, frame, reset) = candidates
         .iter()
         .find_map(|s| {
             let last = store.last(s.device.id.as_str());
-            verify(s, &uplink.phy, head.fcnt16, last).map(|v| (&s.device, v))
+            verify(s, &uplink.phy, head.fcnt16, last, &mut may_search).map(|v| (&s.device, v))
         })
         .map(|(d, verdict)| match verdict {
             Verdict::Accept { frame, reset } => Ok((d, frame, reset)),

@@ -769,6 +769,39 @@ rx1_delay = "3s"
     assert_eq!(gw.wait_exit().await, Some(0));
 }
 
+/// A confirmed uplink whose ACK the device did not hear comes again with
+/// the same FCnt: it is acknowledged again (the device would otherwise
+/// retry to the end and report a failure), and its readings count once.
+#[tokio::test]
+async fn a_confirmed_uplink_sent_again_is_acknowledged_again() {
+    let upstream = Mosquitto::start();
+    let commands = Mosquitto::start();
+    let (port, metrics) = (free_udp_port(), free_port());
+    let cfg = config(upstream.port(), port, metrics, commands.port()).replace(
+        "name = \"lora\"\n",
+        "name = \"lora\"\ndedup_window = \"50ms\"\n",
+    );
+    let (nwk, app) = (hex_key(ABP_NWK), hex_key(ABP_APP));
+    let mut gw = start(tempfile::tempdir().unwrap(), &cfg);
+    gw.wait_for_log("Semtech UDP server listening").await;
+    let mut near = Forwarder::connect(port, GW_NEAR).await;
+    near.pull().await;
+    let phy = confirmed(uplink(ABP_ADDR, 7, 2, &compact(20.0, 50), &nwk, &app), &nwk);
+    for (attempt, fcnt_down) in [(1, 0), (2, 1)] {
+        near.push(&phy, 6.0).await;
+        let (txpk, _) = near.pull_resp().await;
+        let down = unbase64(txpk["data"].as_str().unwrap());
+        assert_eq!(down[5] & 0x20, 0x20, "attempt {attempt} is ACKed");
+        open_downlink(&down, ABP_ADDR, fcnt_down, &nwk);
+    }
+    let again = r#"edge_gateway_lorawan_acks_again_total{adapter="lora"}"#;
+    assert_eq!(metric_at_least(metrics, again, 1.0).await, 1.0);
+    let uplinks = r#"edge_gateway_lorawan_uplinks_total{adapter="lora"}"#;
+    assert_eq!(metric_at_least(metrics, uplinks, 1.0).await, 1.0);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
 /// The downlink broker is a broker like the others: a table with TLS
 /// (a private CA) and a user whose password comes from the environment.
 #[tokio::test]
