@@ -26,7 +26,7 @@ es.addEventListener('reading',function(e){
   spans.forEach(function(s){var b=s.querySelector('b');b.textContent=same(b,r.value);s.classList.add('new');setTimeout(function(){s.classList.remove('new');},800);});
   if(row){var st=row.querySelector('.st');st.className='st receiving';st.textContent='receiving';row.cells[2].textContent='just now';}
   var recent=document.querySelector('#recent tbody');
-  if(recent&&document.querySelector('.metric')&&location.search.indexOf(encodeURIComponent(r.device))>=0){var tr=document.createElement('tr');tr.innerHTML='<td>'+utc(r.at)+'</td><td></td><td></td>';tr.children[1].textContent=r.metric;tr.children[2].textContent=fmt(r.value);recent.insertBefore(tr,recent.firstChild);}
+  if(recent&&document.querySelector('.metric')&&document.querySelector('div'+sel('data-d',r.device)+'>h1')){var tr=document.createElement('tr');tr.innerHTML='<td>'+utc(r.at)+'</td><td></td><td></td>';tr.children[1].textContent=r.metric;tr.children[2].textContent=fmt(r.value);recent.insertBefore(tr,recent.firstChild);}
 });
 es.addEventListener('alert',function(e){
   var a=JSON.parse(e.data);

@@ -218,6 +218,27 @@ max = 8.0
         .eval("[document.querySelector('svg.chart').dataset.points, document.querySelector('svg.chart polyline.avg').points.numberOfItems]")
         .await;
     assert_eq!(drawn, json!([expected.to_string(), expected]), "{series}");
+    // Its live table takes this device's readings only: not those of a
+    // device whose id is a piece of the address ("b2").
+    for (device, value) in [("b2", "99.5"), (LIVING, "25.1")] {
+        publish(
+            local.port(),
+            &format!("sensors/data/{device}/temperature"),
+            value,
+            1,
+            false,
+        )
+        .await;
+    }
+    page.wait_until(
+        "document.querySelector('#recent tbody').innerText.includes('25.1')",
+        2000,
+    )
+    .await;
+    let recent = page
+        .eval("document.querySelector('#recent tbody').innerText")
+        .await;
+    assert!(!recent.as_str().unwrap().contains("99.5"), "{recent}");
     screenshot(&mut page, "device").await;
     goto(&mut page, &format!("{base}/alerts")).await;
     let active = page
