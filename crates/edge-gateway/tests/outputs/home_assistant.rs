@@ -842,3 +842,69 @@ async fn devices_from_ble_and_lorawan_appear_beside_mqtt_with_valid_configs() {
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+/// A meter that forwards a buffered, older reading after a newer one: Home
+/// Assistant's state stays the newer reading (a `total_increasing` meter
+/// stepping back is read as a reset and its whole count added again),
+/// and the next newer reading moves it on.
+#[tokio::test]
+async fn an_older_reading_arriving_late_does_not_take_the_state_back() {
+    let broker = Mosquitto::start();
+    let metrics = free_port();
+    let config = format!(
+        r#"
+[gateway]
+id = "{GW}"
+state_dir = "@STATE_DIR@"
+
+[aggregation]
+window = "1m"
+grace = "1m"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[home_assistant]
+enabled = true
+broker = "mqtt://127.0.0.1:{port}"
+
+[[adapter]]
+type = "mqtt"
+name = "meters"
+url = "mqtt://127.0.0.1:{port}"
+topics = ["meters/{{device}}"]
+"#,
+        port = broker.port()
+    );
+    let mut gw = GatewayProcess::start(&config);
+    gw.wait_for_log("Metrics endpoint listening").await;
+    http_until(metrics, "/health", |code, _| code == 200).await;
+    gw.wait_for_log("Subscribed.").await;
+    let topic = format!("edge-gateway/{GW}/aa_bb_cc_dd_ee_01/energy");
+    let mut states = Subscriber::start(broker.port(), &topic).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let meter = "meters/AA:BB:CC:DD:EE:01";
+    let reading = |energy: &str, ts: u64| format!(r#"{{"energy":{energy},"ts":{ts}}}"#);
+    publish(broker.port(), meter, &reading("14.0", now - 5), 1, false).await;
+    states
+        .wait_for(WAIT, |m| m.payload == "14")
+        .await
+        .expect("the first reading is the state");
+    for (energy, ts) in [("12.5", now - 25), ("14.5", now)] {
+        publish(broker.port(), meter, &reading(energy, ts), 1, false).await;
+    }
+    let mut seen = Vec::new();
+    while let Some(m) = states.next(Duration::from_secs(3)).await {
+        seen.push(m.payload.clone());
+        if m.payload == "14.5" {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|s| s == "14.5"), "{seen:?}");
+    assert!(!seen.iter().any(|s| s == "12.5"), "{seen:?}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}

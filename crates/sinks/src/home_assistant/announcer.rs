@@ -50,6 +50,12 @@ pub(super) struct Announcer {
     pub(super) clears: Vec<String>,
     /// The last state of each entity, for Home Assistant's restarts.
     pub(super) latest: HashMap<EntityKey, String>,
+    /// The time of the reading each sensor's state is (`state =
+    /// "reading"`): a reading older than it, a node's buffered backlog or
+    /// a late one within the grace, does not take the state back. For a
+    /// `total_increasing` meter Home Assistant reads a step back as a
+    /// reset and counts the whole meter again.
+    pub(super) reading_at: HashMap<EntityKey, gateway_core::Timestamp>,
     /// States held until Home Assistant has read their entity's config.
     pub(super) held: BTreeSet<EntityKey>,
     /// Device availability: online, and whether the broker has it.
@@ -98,6 +104,7 @@ impl Announcer {
             due: BTreeSet::new(),
             clears: Vec::new(),
             latest: HashMap::new(),
+            reading_at: HashMap::new(),
             held: BTreeSet::new(),
             availability: HashMap::new(),
             connected: false,
@@ -358,6 +365,10 @@ impl Announcer {
                     self.heard_by(device, r.source());
                     self.heard(device);
                     self.device_online(device, true);
+                    match self.reading_at.get(&key) {
+                        Some(newer) if *newer > r.time() => continue,
+                        _ => self.reading_at.insert(key.clone(), r.time()),
+                    };
                     self.state(key, r.value().to_string());
                 }
             }
@@ -541,6 +552,7 @@ impl Announcer {
             self.clears.extend(topics);
             self.entities.remove(&k);
             self.latest.remove(&k);
+            self.reading_at.remove(&k);
             self.held.remove(&k);
             self.due.remove(&k);
         }
