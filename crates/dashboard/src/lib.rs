@@ -293,15 +293,17 @@ pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
         let alerts = s.alerts(since, i64::MAX).unwrap_or_default();
         live.restore(&devices, &alerts);
     }
-    if let Some(p) = &provenance {
-        live.restore_sources(&p.load(&setup.sources));
-    }
     let latest = store
         .is_some()
         .then(|| latest_file::LatestFile::in_dir(setup.state_dir));
     if let Some(l) = &latest {
         let kept = latest_file::within_retention(l.load(), setup.config.retention);
         live.restore_latest(kept);
+    }
+    // After the kept latest values: a device known only by them (no
+    // window of it closed yet) gets its adapter, and its adapter's units.
+    if let Some(p) = &provenance {
+        live.restore_sources(&p.load(&setup.sources));
     }
     let tls = server::tls_acceptor(setup.config)?;
     let telemetry = setup.telemetry.clone();

@@ -35,9 +35,15 @@ async fn each_rooms_latest_value_is_shown_right_after_a_restart() {
     let port = free_port();
     // An hour's window: none closes in the test, so history knows nothing
     // of the rooms and only the kept latest values can bring them back.
+    // The adapter's own unit for its batteries: known again after the
+    // restart from the kept adapter of each device, before it speaks.
     let cfg = format!(
         "{}\n[dashboard]\nenabled = true\nbind = \"127.0.0.1:{port}\"\nwrite_interval = \"200ms\"\n",
-        config("gw-latest", local.port(), upstream.port(), "1h", "0s")
+        config("gw-latest", local.port(), upstream.port(), "1h", "0s").replacen(
+            "name = \"local-sensors\"\n",
+            "name = \"local-sensors\"\nunits = { battery = \"V\" }\n",
+            1
+        )
     );
     let mut gw = GatewayProcess::start_in(tempfile::tempdir().unwrap(), &cfg);
     gw.wait_for_log("Dashboard listening").await;
@@ -66,10 +72,19 @@ async fn each_rooms_latest_value_is_shown_right_after_a_restart() {
         false,
     )
     .await;
+    publish(
+        local.port(),
+        "sensors/data/kitchen/battery",
+        "3.1",
+        1,
+        false,
+    )
+    .await;
     let before = until(port, "/api/devices", |b| {
-        b.contains("22.25") && b.contains("48.5") && b.contains("19.75")
+        b.contains("22.25") && b.contains("48.5") && b.contains("19.75") && b.contains("3.1")
     })
     .await;
+    assert_eq!(room(&before, "kitchen")["latest"]["battery"]["unit"], "V");
     let kitchen = room(&before, "kitchen");
 
     gw.signal("TERM");
@@ -95,6 +110,7 @@ async fn each_rooms_latest_value_is_shown_right_after_a_restart() {
         "{after}"
     );
     assert_eq!(kitchen_after["last_seen"], kitchen["last_seen"], "{after}");
+    assert_eq!(kitchen_after["latest"]["battery"]["unit"], "V", "{after}");
     assert_ne!(kitchen_after["state"], "unknown", "{after}");
     assert_eq!(
         room(&after, "bedroom")["latest"]["temperature"]["value"],
