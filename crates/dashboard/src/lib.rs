@@ -30,7 +30,7 @@ pub mod latest_file;
 pub mod live;
 pub mod open;
 pub mod pages;
-pub mod provenance;
+pub use gateway_core::state_file::provenance;
 pub mod server;
 pub mod shed;
 pub mod svg;

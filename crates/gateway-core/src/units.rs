@@ -478,6 +478,11 @@ impl Units {
         self
     }
 
+    /// The table a reading's [`SourceId`] indexes.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
     /// Some adapter overrides a unit: only then is a device's adapter
     /// worth remembering where a window or an alert does not carry it.
     pub fn by_adapter(&self) -> bool {

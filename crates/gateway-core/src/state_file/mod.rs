@@ -22,6 +22,7 @@ pub mod fields;
 pub mod frame;
 pub mod inventory;
 pub mod json;
+pub mod provenance;
 pub mod usable;
 
 use std::fs::File;

@@ -8,7 +8,7 @@
 //! (`changes`), rendered in order with the windows, and to learn each
 //! device's adapter where a unit is set per adapter.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use gateway_core::config::report::ReportRules;
 use gateway_core::telemetry::Counter;
@@ -110,6 +110,22 @@ impl Feed {
             sent: telemetry.counter(UPSTREAM_CHANGES, &[]),
             coalesced: telemetry.counter(UPSTREAM_CHANGES_COALESCED, &[]),
         });
+        self
+    }
+
+    /// Starts with the adapters devices were last heard through (the
+    /// dashboard's `device-adapters.json`), so a window restored at a
+    /// restart carries its adapter's `units` before its device speaks
+    /// again, not the table's.
+    #[must_use]
+    pub fn with_kept_adapters(mut self, kept: BTreeMap<String, SourceId>) -> Self {
+        if self.units.by_adapter() {
+            self.adapters.extend(
+                kept.into_iter()
+                    .take(MAX_TRACKED_DEVICES)
+                    .filter_map(|(device, source)| Some((DeviceId::new(&device).ok()?, source))),
+            );
+        }
         self
     }
 
@@ -338,6 +354,31 @@ mod tests {
         let mut out = render(&mut feed(), event, urgent);
         assert!(out.len() <= 1, "one message at most");
         out.pop().map(|(m, lane)| (m.topic, lane))
+    }
+
+    /// A window restored at a restart, before its device speaks again:
+    /// its adapter's unit, from the adapters kept, not the table's.
+    #[test]
+    fn a_restored_window_has_its_kept_adapters_unit() {
+        let sources = gateway_core::Sources::default();
+        let probes = sources.register("probes", "mqtt");
+        let units = Units::default().with_adapters(
+            BTreeMap::from([(
+                "probes".to_string(),
+                BTreeMap::from([("temperature".to_string(), "°F".to_string())]),
+            )]),
+            sources,
+        );
+        let unit_of = |mut feed: Feed| {
+            let out = render(&mut feed, window(0), false);
+            let body: serde_json::Value = serde_json::from_slice(&out[0].0.payload).unwrap();
+            body["metrics"]["temperature"]["unit"].clone()
+        };
+        let plain = Feed::new(feed().renderer, units.clone());
+        assert_eq!(unit_of(plain), "°C");
+        let kept = Feed::new(feed().renderer, units)
+            .with_kept_adapters(BTreeMap::from([("fridge-2".to_string(), probes)]));
+        assert_eq!(unit_of(kept), "°F");
     }
 
     #[test]

@@ -180,6 +180,13 @@ pub fn start(
         ctx.units.clone(),
     )
     .with_changes(settings.report.clone(), &ctx.telemetry);
+    let feed = if ctx.units.by_adapter() {
+        let kept = gateway_core::state_file::provenance::ProvenanceFile::in_dir(&ctx.state_dir)
+            .load(ctx.units.sources());
+        feed.with_kept_adapters(kept)
+    } else {
+        feed
+    };
     tokio::spawn(forward(settings, feed, link, ctx.telemetry.clone()))
 }
 

@@ -1,7 +1,8 @@
 //! Which adapter each device was last heard through, kept across restarts
-//! in `{state_dir}/device-adapters.json`, so the overview names a device's
-//! protocol (and its adapter's `units` apply) right after a start, before
-//! the device speaks again.
+//! in `{state_dir}/device-adapters.json` (by the dashboard, which shows
+//! it), so the overview names a device's protocol, and the windows and
+//! pages their adapter's `units`, right after a start, before the device
+//! speaks again.
 //!
 //! Stored by adapter name and type, not by `SourceId`: ids are handed out
 //! in the order adapters register, which a reordered config changes. The
@@ -12,9 +13,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use gateway_core::state_file::inventory;
-use gateway_core::state_file::json::{JsonStateError, JsonStateFile, StateDocument};
-use gateway_core::{SourceId, Sources};
+use super::inventory;
+use super::json::{JsonStateError, JsonStateFile, StateDocument};
+use crate::{SourceId, Sources};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -93,6 +94,7 @@ impl ProvenanceFile {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
