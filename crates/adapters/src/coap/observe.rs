@@ -29,9 +29,10 @@ use crate::payload::{self, Context};
 const SEQ_HALF: u32 = 1 << 23;
 /// After this long any notification counts as newer (§3.4). 128 s.
 const SEQ_WINDOW: Duration = Duration::from_secs(128);
-/// Receive buffer: notifications are small; bigger ones are truncated and
-/// fail to decode, which is counted.
-const BUFFER: usize = 2048;
+/// Receive buffer: the largest UDP payload and one byte, so a notification
+/// is never cut short; one that fills it anyway (an IPv6 jumbogram) was
+/// truncated by the kernel and is refused, not decoded.
+const BUFFER: usize = 65_536;
 /// RFC 7252 §4.8 transmission parameters of the CON registration.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_RETRANSMIT: u32 = 4;
@@ -166,6 +167,11 @@ async fn observe(
                     continue;
                 }
                 r = socket.recv(&mut buf) => match r {
+                    Ok(n) if n == buf.len() => {
+                        stats.received.inc();
+                        report(&stats, &throttle, &ctx.name, &target, "datagram_too_large", "notification truncated by the receive buffer");
+                        continue;
+                    }
                     Ok(n) => &buf[..n],
                     Err(e) => {
                         report(&stats, &throttle, &ctx.name, &target, "recv", &e.to_string());
@@ -392,6 +398,23 @@ fn notification(
             }
         }
         reg.seq = Some((v, now));
+    }
+    if let Some(block) = p.get_first_option(CoapOption::Block2) {
+        // More blocks follow (RFC 7959 §2.2's M bit): the payload is only
+        // the first part of the body, which would decode to wrong values or
+        // none. Block-wise retrieval is not implemented; the device should
+        // keep its notifications within one datagram.
+        if message::read_uint(block).is_none_or(|v| v & 0x8 != 0) {
+            report(
+                stats,
+                throttle,
+                &ctx.name,
+                target,
+                "observe_block2",
+                "notification larger than one block: not read",
+            );
+            return (ack(true), Vec::new());
+        }
     }
     let cf = p
         .get_first_option(CoapOption::ContentFormat)
