@@ -3,11 +3,14 @@
 //!
 //! Bounded: entries leave after their lifetime, and the oldest leave first
 //! when the cache is full, so a flood of distinct message ids costs at most
-//! `capacity` entries.
+//! `capacity` entries. Each source address holds at most a share of it
+//! ([`Dedup::share`]) and beyond that gives up its own oldest: a few busy
+//! hosts cannot push another host's exchanges out before their lifetime
+//! (a retransmission arriving afterwards would be processed twice).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use gateway_core::hash::SeededState;
@@ -64,10 +67,18 @@ pub struct Dedup {
     /// The sequence number of `ring[0]`, wrapping: the ring never holds
     /// more than `u32::MAX` entries, so the difference is its position.
     front: u32,
+    /// Each source address's live exchanges (sequence numbers, oldest
+    /// first), keyed by IP: a sender changes ports for free.
+    sources: HashMap<IpAddr, VecDeque<u32>>,
+    /// Exchanges held; the ring also holds the ones a source gave up
+    /// (no longer indexed) until they reach its front or a compaction.
+    live: usize,
+    share: usize,
 }
 
 struct Exchange {
     key: Key,
+    live: bool,
     /// The reply sent (none for an unanswered NON).
     reply: Option<Vec<u8>>,
     expires: Instant,
@@ -76,14 +87,27 @@ struct Exchange {
 impl Dedup {
     /// An empty cache holding at most `capacity` exchanges.
     pub fn new(capacity: usize) -> Self {
+        // Positions are u32 sequence numbers, and the ring may hold twice
+        // the capacity before it is compacted.
+        let capacity = capacity.clamp(1, u32::MAX as usize / 4);
         Self {
-            // Positions are u32 sequence numbers.
-            capacity: capacity.clamp(1, u32::MAX as usize / 2),
+            capacity,
             hasher: SeededState::default(),
             index: HashTable::new(),
             ring: VecDeque::new(),
             front: 0,
+            sources: HashMap::new(),
+            live: 0,
+            share: Self::share(capacity),
         }
+    }
+
+    /// The exchanges one source address may hold: a 64th of the cache (256
+    /// of the default 16 384: over a second's worth of CON requests for
+    /// EXCHANGE_LIFETIME), never under 64 nor over the whole. It takes 64
+    /// busy hosts to fill the cache and push out a quiet one's exchanges.
+    pub fn share(capacity: usize) -> usize {
+        (capacity / 64).max(64).min(capacity)
     }
 
     /// The position in the ring of the exchange `key`, if it is held.
@@ -118,8 +142,8 @@ impl Dedup {
         lifetime: Duration,
     ) {
         while let Some(oldest) = self.ring.front() {
-            let room = self.ring.len() < self.capacity;
-            if room && oldest.expires > now {
+            let room = self.live < self.capacity;
+            if oldest.live && room && oldest.expires > now {
                 break;
             }
             self.pop_front();
@@ -134,17 +158,57 @@ impl Dedup {
             }
             return;
         }
+        let held = self.sources.get(&peer.ip()).map_or(0, VecDeque::len);
+        if held >= self.share {
+            self.give_up_oldest_of(peer.ip());
+        }
+        if self.ring.len() >= 2 * self.capacity {
+            self.compact();
+        }
         let seq = self.front.wrapping_add(self.ring.len() as u32);
         self.ring.push_back(Exchange {
             key,
+            live: true,
             reply,
             expires,
         });
+        self.live += 1;
+        self.sources.entry(peer.ip()).or_default().push_back(seq);
+        self.index_insert(hash, seq);
+    }
+
+    fn index_insert(&mut self, hash: u64, seq: u32) {
         let (ring, front, hasher) = (&self.ring, self.front, &self.hasher);
         self.index.insert_unique(hash, seq, |&s| {
             ring.get(s.wrapping_sub(front) as usize)
                 .map_or(0, |e| hasher.hash_one(e.key))
         });
+    }
+
+    fn unindex(&mut self, key: Key, seq: u32) {
+        if let Ok(entry) = self
+            .index
+            .find_entry(self.hasher.hash_one(key), |&s| s == seq)
+        {
+            entry.remove();
+        }
+    }
+
+    /// The oldest exchange of `ip` leaves; its ring slot stays, dead, until
+    /// the front or a compaction reaches it.
+    fn give_up_oldest_of(&mut self, ip: IpAddr) {
+        let Some(seq) = self.sources.get_mut(&ip).and_then(VecDeque::pop_front) else {
+            return;
+        };
+        let at = seq.wrapping_sub(self.front) as usize;
+        let Some(e) = self.ring.get_mut(at) else {
+            return;
+        };
+        e.live = false;
+        e.reply = None;
+        let key = e.key;
+        self.live -= 1;
+        self.unindex(key, seq);
     }
 
     fn pop_front(&mut self) {
@@ -153,20 +217,45 @@ impl Dedup {
         };
         let seq = self.front;
         self.front = self.front.wrapping_add(1);
-        if let Ok(entry) = self
-            .index
-            .find_entry(self.hasher.hash_one(oldest.key), |&s| s == seq)
-        {
-            entry.remove();
+        if !oldest.live {
+            return;
+        }
+        self.live -= 1;
+        let ip = oldest.key.0.ip();
+        if let Some(mine) = self.sources.get_mut(&ip) {
+            // The ring's oldest is its source's oldest.
+            if mine.front() == Some(&seq) {
+                mine.pop_front();
+            }
+            if mine.is_empty() {
+                self.sources.remove(&ip);
+            }
+        }
+        self.unindex(oldest.key, seq);
+    }
+
+    /// Drops the dead slots: a host over its share leaves one per insert,
+    /// and they must not hold memory (nor positions) for a whole lifetime.
+    /// At most once per `capacity` inserts, so constant time on average.
+    fn compact(&mut self) {
+        self.ring.retain(|e| e.live);
+        self.index.clear();
+        self.sources.clear();
+        for i in 0..self.ring.len() {
+            let seq = self.front.wrapping_add(i as u32);
+            let key = self.ring[i].key;
+            self.sources.entry(key.0.ip()).or_default().push_back(seq);
+            let hash = self.hasher.hash_one(key);
+            self.index_insert(hash, seq);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.live == 0
     }
 }
 
@@ -218,36 +307,91 @@ mod tests {
         assert_eq!(d.get(peer, 0, end), None);
     }
 
+    /// The tester's flood: 17 000 requests from 40 addresses into the
+    /// default 16 384 entries. Each keeps its own newest exchanges; a quiet
+    /// device's exchange stays for its lifetime.
+    #[test]
+    fn busy_hosts_cannot_push_out_a_quiet_hosts_exchange() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(16_384);
+        let device: SocketAddr = "10.1.0.1:40000".parse().unwrap();
+        d.insert(device, 4242, Some(vec![0x44]), t0, EXCHANGE_LIFETIME);
+        let share = Dedup::share(16_384);
+        for host in 0..40u8 {
+            let peer = SocketAddr::from(([127, 0, 30, host + 1], 5000));
+            for mid in 0..425u16 {
+                let now = t0 + Duration::from_millis(u64::from(mid));
+                d.insert(peer, mid, None, now, EXCHANGE_LIFETIME);
+            }
+            assert_eq!(d.get(peer, 424, t0), Some(None), "its newest");
+        }
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(d.get(device, 4242, later), Some(Some(vec![0x44])));
+        let busy = SocketAddr::from(([127, 0, 30, 1], 5000));
+        assert_eq!(d.get(busy, 424 - share as u16, t0), None, "over its share");
+        assert_eq!(d.len(), 1 + 40 * share);
+        assert_eq!(d.index.len(), d.len());
+        assert!(d.ring.len() <= 2 * 16_384);
+    }
+
+    /// One host over its share for a long while: the ring's dead slots are
+    /// compacted away, and lookups stay right across compactions.
+    #[test]
+    fn a_host_over_its_share_costs_no_more_than_the_capacity() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(128);
+        d.front = u32::MAX - 100;
+        let quiet: SocketAddr = "[fe80::2]:5683".parse().unwrap();
+        let busy: SocketAddr = "[fe80::1]:5683".parse().unwrap();
+        d.insert(quiet, 1, Some(vec![1]), t0, EXCHANGE_LIFETIME);
+        for i in 0..10_000u32 {
+            d.insert(busy, i as u16, Some(vec![i as u8]), t0, EXCHANGE_LIFETIME);
+            assert!(d.ring.len() <= 256, "{i}");
+            assert_eq!(d.len(), 1 + (i as usize + 1).min(64));
+            assert_eq!(d.get(busy, i as u16, t0), Some(Some(vec![i as u8])));
+        }
+        assert_eq!(d.get(busy, 9_999 - 64, t0), None);
+        assert_eq!(d.get(busy, 9_999 - 63, t0), Some(Some(vec![(9_999 - 63) as u8])));
+        assert_eq!(d.get(quiet, 1, t0), Some(Some(vec![1])));
+        assert_eq!(d.index.len(), d.len());
+    }
+
     /// The ring and its index against a plain model (a list in insertion
     /// order) over long churn: evictions by age and by size, renewals,
     /// lookups of held, evicted and never-seen exchanges, and sequence
     /// numbers that wrap.
     #[test]
     fn the_ring_answers_as_a_plain_list_over_long_churn() {
-        let peers: Vec<SocketAddr> = ["10.0.0.1:5683", "10.0.0.2:40000", "[fe80::1]:5683"]
-            .iter()
-            .map(|p| p.parse().unwrap())
-            .collect();
+        churn(50, &["10.0.0.1:5683", "10.0.0.2:40000", "[fe80::1]:5683"], 120);
+        // Small enough that the sources' shares (64) bind: a source gives
+        // up its own oldest, the ring compacts; two ports are one source.
+        let peers = ["10.0.0.1:5683", "10.0.0.1:6000", "10.0.0.2:40000", "[fe80::1]:5683"];
+        churn(200, &peers, 400);
+    }
+
+    fn churn(capacity: usize, peers: &[&str], mids: u16) {
+        let peers: Vec<SocketAddr> = peers.iter().map(|p| p.parse().unwrap()).collect();
+        let share = Dedup::share(capacity);
         let t0 = Instant::now();
-        let mut d = Dedup::new(50);
+        let mut d = Dedup::new(capacity);
         d.front = u32::MAX - 300;
         let mut model: Vec<(SocketAddr, u16, Option<Vec<u8>>, Instant)> = Vec::new();
         let mut next = crate::test_rng::xorshift(0x9E37_79B9_7F4A_7C15);
         for step in 0..20_000u32 {
             let now = t0 + Duration::from_millis(u64::from(step) * 50);
             let r = next();
-            let peer = peers[(r % 3) as usize];
-            let mid = (r >> 8) as u16 % 120;
+            let peer = peers[(r % peers.len() as u64) as usize];
+            let mid = (r >> 8) as u16 % mids;
             let want = model
                 .iter()
                 .find(|e| e.0 == peer && e.1 == mid && e.3 > now)
                 .map(|e| e.2.clone());
             assert_eq!(d.get(peer, mid, now), want, "step {step}");
-            if r >> 40 & 1 == 0 {
-                let reply = (r >> 41 & 1 == 0).then(|| vec![step as u8]);
-                let lifetime = Duration::from_secs(1 + (r >> 42) % 4);
+            if r >> 40 & 3 != 0 {
+                let reply = (r >> 42 & 1 == 0).then(|| vec![step as u8]);
+                let lifetime = Duration::from_secs(1 + (r >> 43) % 40);
                 while let Some(oldest) = model.first() {
-                    if model.len() < 50 && oldest.3 > now {
+                    if model.len() < capacity && oldest.3 > now {
                         break;
                     }
                     model.remove(0);
@@ -255,11 +399,19 @@ mod tests {
                 let expires = now + lifetime;
                 match model.iter_mut().find(|e| e.0 == peer && e.1 == mid) {
                     Some(e) => (e.2, e.3) = (reply.clone(), expires),
-                    None => model.push((peer, mid, reply.clone(), expires)),
+                    None => {
+                        let mine = |e: &(SocketAddr, u16, _, _)| e.0.ip() == peer.ip();
+                        if model.iter().filter(|e| mine(e)).count() >= share {
+                            let first = model.iter().position(mine).unwrap();
+                            model.remove(first);
+                        }
+                        model.push((peer, mid, reply.clone(), expires));
+                    }
                 }
                 d.insert(peer, mid, reply, now, lifetime);
                 assert_eq!(d.len(), model.len(), "step {step}");
                 assert_eq!(d.index.len(), d.len());
+                assert!(d.ring.len() <= 2 * capacity);
             }
         }
     }

@@ -1,23 +1,24 @@
 //! coaps: the CoAP server over DTLS 1.2 with pre-shared keys (RFC 7252 §9.1).
 //!
 //! OpenSSL does the DTLS (see docs/coaps.md for the choice); this module
-//! only moves datagrams. Each peer address has one OpenSSL session over an
-//! in-memory datagram pipe ([`Pipe`]): a datagram from the socket goes into
-//! its inbox, the handshake or `ssl_read` runs, and whatever OpenSSL wrote
-//! goes back out. A decrypted request goes to the same [`Handler`] as plain
-//! CoAP, told which device the peer's identity may write.
+//! only moves datagrams. Each peer address has an OpenSSL session, and
+//! while it handshakes again a second one, over an in-memory datagram pipe
+//! ([`Pipe`]): a datagram from the socket goes into its inbox, the
+//! handshake or `ssl_read` runs, and whatever OpenSSL wrote goes back out.
+//! A decrypted request goes to the same [`Handler`] as plain CoAP, told
+//! which device the peer's identity may write.
 //!
-//! Against abuse: HelloVerifyRequest cookies (an HMAC of the peer address
-//! under a per-process secret), so a spoofed address never completes a
-//! handshake nor gets the server's large flight; a per-address handshake
-//! rate; at most `max_peers` sessions and [`MAX_HANDSHAKES`] handshakes in
-//! progress; handshakes that stall for [`HANDSHAKE_TIMEOUT`] and sessions
-//! idle for `session_timeout` are dropped.
+//! Against abuse: stateless HelloVerifyRequest cookies
+//! (`dtls_cookie.rs`), so a spoofed address holds nothing, never completes
+//! a handshake nor gets the server's large flight; a per-address handshake
+//! rate once the cookie came back; at most `max_peers` sessions and
+//! [`MAX_HANDSHAKES`] handshakes in progress; handshakes that stall for
+//! [`HANDSHAKE_TIMEOUT`] and sessions idle for `session_timeout` are
+//! dropped. A new handshake from an address with a session (a device that
+//! restarted, RFC 6347 §4.2.8) replaces that session once it completes.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::component::{AdapterFuture, AdapterStats};
@@ -25,18 +26,18 @@ use gateway_core::rate_limit::RateLimiter;
 use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError, DeviceId, Ingress};
 use openssl::error::ErrorStack;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
 use openssl::ssl::{
-    ErrorCode, HandshakeError, MidHandshakeSslStream, Ssl, SslContext, SslContextBuilder,
-    SslMethod, SslOptions, SslStream, SslVersion,
+    ErrorCode, HandshakeError, MidHandshakeSslStream, Ssl, SslStream,
 };
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use gateway_core::telemetry::Counter;
+use tracing::{debug, info, warn};
 
 use super::config::CoapServerConfig;
+use super::dtls_cookie::{self, ClientHello, CookieKeys};
+use super::dtls_openssl::{failure_kind, tls, Lookup, Tls};
+pub use super::dtls_openssl::Pipe;
 use super::handler::Handler;
 use super::psk::CoapSection;
 use super::server::peer_limiter;
@@ -48,153 +49,28 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Record size OpenSSL may use: under the IPv6 minimum MTU (1280) with
 /// room for the UDP and IP headers.
 const DTLS_MTU: u32 = 1152;
-/// RFC 7252 §9.1.3.1's mandatory suite first, then the AES-128-GCM PSK
-/// suites where the OpenSSL build offers them.
-const CIPHERS: &str = "PSK-AES128-CCM8:PSK-AES128-GCM-SHA256:PSK-AES128-CCM";
 /// Sessions established, by adapter (failures are in `errors_total`).
 pub const DTLS_SESSIONS: &str = "edge_gateway_coap_dtls_sessions_total";
+/// Sessions replaced by a new handshake from the same address: a device
+/// that restarted (RFC 6347 §4.2.8).
+pub const DTLS_SESSIONS_REPLACED: &str = "edge_gateway_coap_dtls_sessions_replaced_total";
 
-/// Datagrams between the socket and one OpenSSL session.
-#[derive(Default)]
-pub struct Pipe {
-    inbox: VecDeque<Vec<u8>>,
-    outbox: Vec<Vec<u8>>,
-}
-
-impl Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(d) = self.inbox.pop_front() else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        // A datagram larger than OpenSSL's buffer is cut, as a socket
-        // would; the record then fails its MAC and is dropped.
-        let n = d.len().min(buf.len());
-        buf[..n].copy_from_slice(&d[..n]);
-        Ok(n)
-    }
-}
-
-impl Write for Pipe {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // OpenSSL writes one datagram per call on a DTLS BIO.
-        self.outbox.push(buf.to_vec());
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-enum Conn {
-    Handshaking(MidHandshakeSslStream<Pipe>),
-    Open {
-        stream: SslStream<Pipe>,
-        device: DeviceId,
-    },
-}
-
-struct Session {
-    conn: Conn,
+/// A handshake under way: its sender returned a valid cookie.
+struct Pending {
+    mid: MidHandshakeSslStream<Pipe>,
+    /// The ClientHello's random: the same one again is a retransmission,
+    /// another one a new start by the client.
+    random: [u8; 32],
+    /// The last datagram: a handshake silent for [`HANDSHAKE_TIMEOUT`]
+    /// is dropped.
     last: Instant,
 }
 
-impl Session {
-    fn pipe(&mut self) -> &mut Pipe {
-        match &mut self.conn {
-            Conn::Handshaking(m) => m.get_mut(),
-            Conn::Open { stream, .. } => stream.get_mut(),
-        }
-    }
-}
-
-/// What the PSK callback found, kept on the session for the failure's reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lookup {
-    Known,
-    Unknown,
-}
-
-/// The OpenSSL side: the context and the per-session data indexes.
-struct Tls {
-    ctx: SslContext,
-    peer: openssl::ex_data::Index<Ssl, SocketAddr>,
-    lookup: openssl::ex_data::Index<Ssl, Lookup>,
-    devices: Arc<HashMap<Vec<u8>, DeviceId>>,
-}
-
-fn tls(section: &CoapSection) -> Result<Tls, ErrorStack> {
-    let keys: Arc<HashMap<Vec<u8>, Vec<u8>>> = Arc::new(
-        section
-            .psk
-            .iter()
-            .map(|e| (e.identity.as_bytes().to_vec(), e.key.0.clone()))
-            .collect(),
-    );
-    let devices = Arc::new(
-        section
-            .psk
-            .iter()
-            .map(|e| (e.identity.as_bytes().to_vec(), e.device.clone()))
-            .collect(),
-    );
-    let peer = Ssl::new_ex_index::<SocketAddr>()?;
-    let lookup = Ssl::new_ex_index::<Lookup>()?;
-    let mut b = SslContextBuilder::new(SslMethod::dtls())?;
-    b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
-    b.set_cipher_list(CIPHERS)?;
-    // The pipe is no socket to ask for its MTU: the session is told.
-    b.set_options(SslOptions::COOKIE_EXCHANGE | SslOptions::NO_TICKET | SslOptions::NO_QUERY_MTU);
-    b.set_psk_server_callback(move |ssl, identity, out| {
-        let key = identity.and_then(|id| keys.get(id));
-        ssl.set_ex_data(
-            lookup,
-            if key.is_some() {
-                Lookup::Known
-            } else {
-                Lookup::Unknown
-            },
-        );
-        match key {
-            // Zero bytes fails the handshake (unknown_psk_identity).
-            Some(k) if k.len() <= out.len() => {
-                out[..k.len()].copy_from_slice(k);
-                Ok(k.len())
-            }
-            _ => Ok(0),
-        }
-    });
-    let secret: [u8; 32] = {
-        let mut s = [0u8; 32];
-        openssl::rand::rand_bytes(&mut s)?;
-        s
-    };
-    let secret = Arc::new(secret);
-    let cookie = move |ssl: &openssl::ssl::SslRef, out: &mut [u8]| -> Result<usize, ErrorStack> {
-        let addr = ssl.ex_data(peer).map(|a| a.to_string()).unwrap_or_default();
-        let pkey = PKey::hmac(secret.as_slice())?;
-        let mut signer = Signer::new(MessageDigest::sha256(), &pkey)?;
-        signer.update(addr.as_bytes())?;
-        let mac = signer.sign_to_vec()?;
-        let n = mac.len().min(out.len());
-        out[..n].copy_from_slice(&mac[..n]);
-        Ok(n)
-    };
-    let generate = cookie.clone();
-    b.set_cookie_generate_cb(move |ssl, out| generate(ssl, out));
-    b.set_cookie_verify_cb(move |ssl, got| {
-        let mut want = [0u8; 32];
-        match cookie(ssl, &mut want) {
-            Ok(n) => n == got.len() && openssl::memcmp::eq(&want[..n], got),
-            Err(_) => false,
-        }
-    });
-    Ok(Tls {
-        ctx: b.build(),
-        peer,
-        lookup,
-        devices,
-    })
+/// An established session.
+struct Open {
+    stream: SslStream<Pipe>,
+    device: DeviceId,
+    last: Instant,
 }
 
 /// The coaps server adapter.
@@ -240,197 +116,308 @@ pub async fn serve(
     keys: CoapSection,
     ctx: AdapterContext,
 ) -> Result<(), AdapterError> {
-    let tls = tls(&keys).map_err(|e| AdapterError::Setup(format!("DTLS setup: {e}")))?;
+    let setup = |e: ErrorStack| AdapterError::Setup(format!("DTLS setup: {e}"));
+    let tls = tls(&keys).map_err(setup)?;
     let Some(dtls) = config.dtls.clone() else {
         return Err(AdapterError::Setup("not a DTLS server".into()));
     };
     if let Ok(addr) = socket.local_addr() {
         info!(adapter = %ctx.name, %addr, identities = keys.psk.len(), "CoAP server listening (DTLS-PSK).");
     }
-    let stats = ctx.stats();
-    let established = ctx
-        .telemetry
-        .counter(DTLS_SESSIONS, &[("adapter", ctx.name.as_str())]);
-    let throttle = LogThrottle::default();
-    let mut requests = peer_limiter(config.rate_limit, config.rate_burst, config.max_peers);
-    let mut handshakes = peer_limiter(dtls.handshake_rate, dtls.handshake_burst, config.max_peers);
-    let mut handler = Handler::for_server(&config, super::server::random_u16());
-    let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
+    let adapter = [("adapter", ctx.name.as_str())];
+    let mut server = Server {
+        tls,
+        cookies: CookieKeys::new(Instant::now()).map_err(setup)?,
+        pending: HashMap::new(),
+        open: HashMap::new(),
+        max_peers: config.max_peers,
+        session_timeout: dtls.session_timeout,
+        requests: peer_limiter(config.rate_limit, config.rate_burst, config.max_peers),
+        handshakes: peer_limiter(dtls.handshake_rate, dtls.handshake_burst, config.max_peers),
+        handler: Handler::for_server(&config, super::server::random_u16()),
+        plain: vec![0u8; config.limits.max_payload_bytes + 512 + 1],
+        stats: ctx.stats(),
+        throttle: LogThrottle::default(),
+        established: ctx.telemetry.counter(DTLS_SESSIONS, &adapter),
+        replaced: ctx.telemetry.counter(DTLS_SESSIONS_REPLACED, &adapter),
+    };
     let mut buf = vec![0u8; config.limits.max_payload_bytes + 512 + 256];
-    let mut plain = vec![0u8; config.limits.max_payload_bytes + 512 + 1];
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
         let (n, peer) = tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             _ = sweep.tick() => {
-                let now = Instant::now();
-                sessions.retain(|&peer, s| match &s.conn {
-                    Conn::Handshaking(mid) => {
-                        let alive = now - s.last < HANDSHAKE_TIMEOUT;
-                        if !alive {
-                            // A Finished that does not verify is dropped
-                            // silently (RFC 6347 §4.1.2.7): a known identity
-                            // whose handshake then stalls had the wrong key.
-                            let kind = match mid.ssl().ex_data(tls.lookup) {
-                                Some(Lookup::Known) => "dtls_bad_key",
-                                _ => "dtls_handshake_timeout",
-                            };
-                            report(&stats, &throttle, &ctx.name, peer, kind, "handshake did not finish");
-                        }
-                        alive
-                    }
-                    Conn::Open { .. } => now - s.last < dtls.session_timeout,
-                });
+                server.sweep(&ctx, Instant::now());
                 continue;
             }
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(e) => {
-                    super::server::recv_failed(&stats, &throttle, &ctx.name, &e);
+                    super::server::recv_failed(&server.stats, &server.throttle, &ctx.name, &e);
                     continue;
                 }
             },
         };
-        stats.received.inc();
-        let now = Instant::now();
-        let datagram = buf[..n].to_vec();
-        let mut session = match sessions.remove(&peer) {
-            Some(s) => s,
-            None => {
-                let handshaking = sessions
-                    .values()
-                    .filter(|s| matches!(s.conn, Conn::Handshaking(_)))
-                    .count();
-                let refuse = if !handshakes.allow(peer.ip(), now.into_std()) {
-                    Some("dtls_handshake_rate_limited")
-                } else if handshaking >= MAX_HANDSHAKES || sessions.len() >= config.max_peers {
-                    Some("dtls_too_many_sessions")
-                } else {
-                    None
-                };
-                if let Some(kind) = refuse {
-                    report(
-                        &stats,
-                        &throttle,
-                        &ctx.name,
-                        peer,
-                        kind,
-                        "handshake refused",
-                    );
-                    continue;
-                }
-                match start(&tls, peer) {
-                    Ok(conn) => Session { conn, last: now },
-                    Err(e) => {
-                        report(
-                            &stats,
-                            &throttle,
-                            &ctx.name,
-                            peer,
-                            "dtls_setup",
-                            &e.to_string(),
-                        );
-                        continue;
-                    }
-                }
-            }
-        };
-        session.pipe().inbox.push_back(datagram);
-        let next = match session.conn {
-            Conn::Handshaking(mid) => match mid.handshake() {
-                Ok(mut stream) => {
-                    flush(&socket, peer, &mut stream.get_mut().outbox).await;
-                    let identity = stream.ssl().psk_identity().unwrap_or_default();
-                    tls.devices.get(identity).map(|device| {
-                        established.inc();
-                        debug!(adapter = %ctx.name, %peer, %device, "DTLS session established.");
-                        Conn::Open {
-                            stream,
-                            device: device.clone(),
-                        }
-                    })
-                }
-                Err(HandshakeError::WouldBlock(mut mid)) => {
-                    flush(&socket, peer, &mut mid.get_mut().outbox).await;
-                    Some(Conn::Handshaking(mid))
-                }
-                Err(HandshakeError::Failure(mut mid)) => {
-                    let kind = failure_kind(&tls, mid.ssl(), mid.error());
-                    // The reason only: never key material, and not the
-                    // identity either (it may be an attacker's garbage).
-                    report(&stats, &throttle, &ctx.name, peer, kind, "handshake failed");
-                    // The alert OpenSSL queued tells the client why.
-                    flush(&socket, peer, &mut mid.get_mut().outbox).await;
-                    None
-                }
-                Err(HandshakeError::SetupFailure(e)) => {
-                    report(
-                        &stats,
-                        &throttle,
-                        &ctx.name,
-                        peer,
-                        "dtls_setup",
-                        &e.to_string(),
-                    );
-                    None
-                }
-            },
-            Conn::Open { mut stream, device } => {
-                let open = serve_records(
-                    &mut stream,
-                    &device,
-                    peer,
-                    &mut plain,
-                    &mut handler,
-                    &mut requests,
-                    &ctx,
-                    &stats,
-                    &throttle,
-                )
-                .await?;
-                flush(&socket, peer, &mut stream.get_mut().outbox).await;
-                open.then_some(Conn::Open { stream, device })
-            }
-        };
-        if let Some(conn) = next {
-            sessions.insert(peer, Session { conn, last: now });
-        }
+        server.stats.received.inc();
+        server
+            .datagram(&socket, &ctx, peer, &buf[..n], Instant::now())
+            .await?;
     }
     info!(adapter = %ctx.name, "Stopped.");
     Ok(())
 }
 
-fn start(tls: &Tls, peer: SocketAddr) -> Result<Conn, ErrorStack> {
-    let mut ssl = Ssl::new(&tls.ctx)?;
-    ssl.set_ex_data(tls.peer, peer);
-    ssl.set_mtu(DTLS_MTU)?;
-    match ssl.accept(Pipe::default()) {
-        Err(HandshakeError::WouldBlock(mid)) => Ok(Conn::Handshaking(mid)),
-        Err(HandshakeError::SetupFailure(e)) => Err(e),
-        // With an empty inbox, accept can only wait: finishing (or failing)
-        // before a ClientHello is refused rather than trusted.
-        Ok(_) | Err(HandshakeError::Failure(_)) => Err(ErrorStack::get()),
+/// The server's state between datagrams.
+struct Server {
+    tls: Tls,
+    cookies: CookieKeys,
+    /// Handshakes under way, apart from the sessions: a peer that restarts
+    /// handshakes again from the same address while its old session is
+    /// still here, and the old one must keep working until the new one
+    /// completes (a ClientHello is no proof that the old peer is gone).
+    pending: HashMap<SocketAddr, Pending>,
+    open: HashMap<SocketAddr, Open>,
+    max_peers: usize,
+    session_timeout: Duration,
+    requests: RateLimiter<IpAddr>,
+    handshakes: RateLimiter<IpAddr>,
+    handler: Handler,
+    plain: Vec<u8>,
+    stats: AdapterStats,
+    throttle: LogThrottle,
+    established: Counter,
+    replaced: Counter,
+}
+
+impl Server {
+    fn report(&self, ctx: &AdapterContext, peer: SocketAddr, kind: &str, detail: &str) {
+        report(&self.stats, &self.throttle, &ctx.name, peer, kind, detail);
+    }
+
+    fn sweep(&mut self, ctx: &AdapterContext, now: Instant) {
+        if let Err(e) = self.cookies.rotate(now) {
+            warn!(adapter = %ctx.name, error = %e, "Cookie secret not renewed; the old one stays.");
+        }
+        let lookup = self.tls.lookup;
+        let mut stalled = Vec::new();
+        self.pending.retain(|&peer, p| {
+            let alive = now - p.last < HANDSHAKE_TIMEOUT;
+            if !alive {
+                // A Finished that does not verify is dropped silently (RFC
+                // 6347 §4.1.2.7): a known identity whose handshake then
+                // stalls had the wrong key.
+                stalled.push(match p.mid.ssl().ex_data(lookup) {
+                    Some(Lookup::Known) => (peer, "dtls_bad_key"),
+                    _ => (peer, "dtls_handshake_timeout"),
+                });
+            }
+            alive
+        });
+        for (peer, kind) in stalled {
+            self.report(ctx, peer, kind, "handshake did not finish");
+        }
+        let timeout = self.session_timeout;
+        self.open.retain(|_, s| now - s.last < timeout);
+    }
+
+    async fn datagram(
+        &mut self,
+        socket: &UdpSocket,
+        ctx: &AdapterContext,
+        peer: SocketAddr,
+        d: &[u8],
+        now: Instant,
+    ) -> Result<(), AdapterError> {
+        if let Some(ch) = dtls_cookie::client_hello(d) {
+            self.client_hello(socket, ctx, peer, d, &ch, now).await;
+            return Ok(());
+        }
+        let to_handshake = self.pending.contains_key(&peer)
+            && (!self.open.contains_key(&peer) || dtls_cookie::is_handshake_record(d));
+        if to_handshake {
+            if let Some(mut p) = self.pending.remove(&peer) {
+                p.mid.get_mut().inbox.push_back(d.to_vec());
+                self.advance(socket, ctx, peer, p.mid, p.random, now).await;
+            }
+            return Ok(());
+        }
+        let Some(mut s) = self.open.remove(&peer) else {
+            self.report(ctx, peer, "dtls_no_session", "no session, and not a ClientHello");
+            return Ok(());
+        };
+        s.stream.get_mut().inbox.push_back(d.to_vec());
+        let open = serve_records(
+            &mut s.stream,
+            &s.device,
+            peer,
+            &mut self.plain,
+            &mut self.handler,
+            &mut self.requests,
+            ctx,
+            &self.stats,
+            &self.throttle,
+        )
+        .await?;
+        flush(socket, peer, &mut s.stream.get_mut().outbox).await;
+        if open {
+            s.last = now;
+            self.open.insert(peer, s);
+        }
+        Ok(())
+    }
+
+    /// A ClientHello: asked for a cookie statelessly, or, cookie returned,
+    /// the start of a session (RFC 6347 §4.2.1, and §4.2.8 when the address
+    /// already has one: a client that restarted keeps its port).
+    async fn client_hello(
+        &mut self,
+        socket: &UdpSocket,
+        ctx: &AdapterContext,
+        peer: SocketAddr,
+        d: &[u8],
+        ch: &ClientHello,
+        now: Instant,
+    ) {
+        if !self.cookies.verify(peer, ch) {
+            match self.cookies.cookie(peer, ch) {
+                Ok(cookie) => {
+                    let hvr = dtls_cookie::hello_verify_request(ch, &cookie);
+                    // Lost, it is the client's to ask again.
+                    let _ = socket.send_to(&hvr, peer).await;
+                }
+                Err(e) => self.report(ctx, peer, "dtls_setup", &e.to_string()),
+            }
+            return;
+        }
+        if let Some(mut p) = self.pending.remove(&peer) {
+            if p.random == ch.random {
+                // Its own ClientHello again: OpenSSL resends its flight.
+                p.mid.get_mut().inbox.push_back(d.to_vec());
+                self.advance(socket, ctx, peer, p.mid, p.random, now).await;
+                return;
+            }
+            debug!(adapter = %ctx.name, %peer, "DTLS handshake restarted by the client.");
+        }
+        if ch.msg_seq > 1 {
+            self.report(ctx, peer, "dtls_handshake", "ClientHello out of sequence");
+            return;
+        }
+        let refuse = if !self.handshakes.allow(peer.ip(), now.into_std()) {
+            Some("dtls_handshake_rate_limited")
+        } else if self.pending.len() >= MAX_HANDSHAKES
+            || (!self.open.contains_key(&peer)
+                && self.open.len() + self.pending.len() >= self.max_peers)
+        {
+            Some("dtls_too_many_sessions")
+        } else {
+            None
+        };
+        if let Some(kind) = refuse {
+            self.report(ctx, peer, kind, "handshake refused");
+            return;
+        }
+        if self.open.contains_key(&peer) {
+            // The old session stays until this handshake completes: a
+            // ClientHello alone proves nothing about the old peer.
+            debug!(adapter = %ctx.name, %peer, "New DTLS handshake from an address with a session (the peer restarted?).");
+        }
+        match start(&self.tls, ch, d) {
+            Ok(mid) => self.advance(socket, ctx, peer, mid, ch.random, now).await,
+            Err(e) => self.report(ctx, peer, "dtls_setup", &e.to_string()),
+        }
+    }
+
+    /// Runs the handshake on what arrived; a finished one becomes the
+    /// address's session, replacing any older one.
+    async fn advance(
+        &mut self,
+        socket: &UdpSocket,
+        ctx: &AdapterContext,
+        peer: SocketAddr,
+        mid: MidHandshakeSslStream<Pipe>,
+        random: [u8; 32],
+        now: Instant,
+    ) {
+        match mid.handshake() {
+            Ok(mut stream) => {
+                flush(socket, peer, &mut stream.get_mut().outbox).await;
+                let identity = stream.ssl().psk_identity().unwrap_or_default();
+                // The PSK callback only accepts identities we hold.
+                let Some(device) = self.tls.devices.get(identity).cloned() else {
+                    self.report(ctx, peer, "dtls_unknown_identity", "handshake failed");
+                    return;
+                };
+                self.established.inc();
+                let old = self.open.insert(
+                    peer,
+                    Open {
+                        stream,
+                        device: device.clone(),
+                        last: now,
+                    },
+                );
+                if old.is_some() {
+                    self.replaced.inc();
+                    info!(adapter = %ctx.name, %peer, %device, "DTLS peer restarted: its new session replaces the old one.");
+                } else {
+                    debug!(adapter = %ctx.name, %peer, %device, "DTLS session established.");
+                }
+            }
+            Err(HandshakeError::WouldBlock(mut mid)) => {
+                flush(socket, peer, &mut mid.get_mut().outbox).await;
+                self.pending.insert(
+                    peer,
+                    Pending {
+                        mid,
+                        random,
+                        last: now,
+                    },
+                );
+            }
+            Err(HandshakeError::Failure(mut mid)) => {
+                let kind = failure_kind(&self.tls, mid.ssl(), mid.error());
+                // The reason only: never key material, and not the
+                // identity either (it may be an attacker's garbage).
+                self.report(ctx, peer, kind, "handshake failed");
+                // The alert OpenSSL queued tells the client why.
+                flush(socket, peer, &mut mid.get_mut().outbox).await;
+            }
+            Err(HandshakeError::SetupFailure(e)) => {
+                self.report(ctx, peer, "dtls_setup", &e.to_string());
+            }
+        }
     }
 }
 
-/// Why a handshake failed, as an `error_type`.
-fn failure_kind(
+/// A fresh OpenSSL session for a ClientHello whose cookie we accepted,
+/// primed (see [`dtls_cookie::primer`]) and holding the ClientHello.
+fn start(
     tls: &Tls,
-    ssl: &openssl::ssl::SslRef,
-    error: &openssl::ssl::Error,
-) -> &'static str {
-    if ssl.ex_data(tls.lookup) == Some(&Lookup::Unknown) {
-        return "dtls_unknown_identity";
-    }
-    let text = error.to_string();
-    // A wrong key shows as the Finished message failing to decrypt or
-    // verify: OpenSSL's "decryption failed or bad record mac" / "digest
-    // check failed".
-    if text.contains("bad record mac") || text.contains("decrypt") || text.contains("digest check")
-    {
-        "dtls_bad_key"
+    ch: &ClientHello,
+    d: &[u8],
+) -> Result<MidHandshakeSslStream<Pipe>, ErrorStack> {
+    let mut ssl = Ssl::new(&tls.ctx)?;
+    ssl.set_ex_data(tls.cookie, ch.cookie.clone());
+    ssl.set_mtu(DTLS_MTU)?;
+    let mut pipe = Pipe::default();
+    let real = if ch.msg_seq == 0 {
+        d.to_vec()
     } else {
-        "dtls_handshake"
+        let (primer, real) = dtls_cookie::primer(ch, d);
+        pipe.inbox.push_back(primer);
+        real
+    };
+    match ssl.accept(pipe) {
+        Err(HandshakeError::WouldBlock(mut mid)) => {
+            // The primer's HelloVerifyRequest: the client had ours.
+            mid.get_mut().outbox.clear();
+            mid.get_mut().inbox.push_back(real);
+            Ok(mid)
+        }
+        Err(HandshakeError::SetupFailure(e)) => Err(e),
+        // Without the real ClientHello, accept can only wait: finishing
+        // (or failing) on the primer is refused rather than trusted.
+        Ok(_) | Err(HandshakeError::Failure(_)) => Err(ErrorStack::get()),
     }
 }
 
@@ -526,3 +513,8 @@ fn report(
 ) {
     gateway_core::refuse!(stats, throttle, kind; adapter, %peer, detail, "Dropping coaps datagram.");
 }
+
+#[cfg(test)]
+#[path = "dtls_tests.rs"]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -371,6 +371,42 @@ fn first_blocks_left_by_one_host_do_not_hold_off_another_devices_upload() {
     assert_eq!(o.readings[0].value(), 21.5);
 }
 
+/// A block sent again (its 2.31 lost, resent under a new Message ID) is
+/// answered 2.31 again and taken once; the transfer goes on.
+#[test]
+fn a_resent_block1_block_is_answered_again_not_aborted() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let body = br#"[{"n":"a","v":1},{"n":"b","v":2},{"n":"c","v":3}]"#;
+    let chunks: Vec<&[u8]> = body.chunks(16).collect();
+    let mut mid = 500;
+    let mut send = |h: &mut Handler, num: usize| {
+        mid += 1;
+        let more = num + 1 < chunks.len();
+        let v = (num as u32) << 4 | u32::from(more) << 3; // SZX 0: 16 bytes
+        h.handle(
+            peer(),
+            &request(true, POST, mid, "s/blk", Some(110), Some(v), chunks[num]),
+            t,
+            arrival(),
+        )
+    };
+    assert_eq!(chunks.len(), 4);
+    for num in [0, 0, 1, 1, 2, 2] {
+        let o = send(&mut h, num);
+        assert_eq!(
+            code(&o),
+            MessageClass::Response(ResponseType::Continue),
+            "block {num}: {:?}",
+            kinds(&o)
+        );
+        assert!(o.errors.is_empty(), "{:?}", kinds(&o));
+    }
+    let o = send(&mut h, 3);
+    assert_eq!(code(&o), MessageClass::Response(ResponseType::Changed));
+    assert_eq!(values(&o).len(), 3, "the body once: {:?}", kinds(&o));
+}
+
 #[test]
 fn block1_reassembles_a_senml_batch() {
     let mut h = Handler::new(limits(), 1);

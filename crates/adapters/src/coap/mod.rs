@@ -13,7 +13,8 @@
 //!   port: a sender changes ports for free);
 //! - `server`: the UDP socket loop;
 //! - `psk`, `dtls`: `[[coap.psk]]` identities and the coaps (DTLS-PSK)
-//!   socket loop over OpenSSL;
+//!   socket loop over OpenSSL (`dtls_openssl`: its context and datagram
+//!   pipe; `dtls_cookie`: the stateless cookie exchange in front of it);
 //! - `observe`: the Observe client;
 //! - `writer`: a command PUT to an actuator's resource (a rule's
 //!   `coap_put` action), confirmable and retransmitted.
@@ -23,6 +24,8 @@ mod codec;
 pub mod config;
 pub mod dedup;
 pub mod dtls;
+mod dtls_cookie;
+mod dtls_openssl;
 pub mod handler;
 pub mod kind;
 pub mod message;

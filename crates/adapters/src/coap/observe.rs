@@ -1,7 +1,9 @@
 //! The Observe client (RFC 7641): registers on each configured resource,
 //! turns every notification into readings, and registers again when the
 //! resource has been silent for `silence` (the device restarted and forgot
-//! us, or the registration was lost).
+//! us, or the registration was lost). The registration is a CON GET,
+//! retransmitted as RFC 7252 §4.2 says; one that nothing answers is sent
+//! again after 5 s, then 10 s, … up to 5 minutes, until the device answers.
 //!
 //! One task and one connected UDP socket per resource, so a datagram on a
 //! socket can only come from that resource's device.
@@ -14,7 +16,7 @@ use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Adapter, AdapterContext, AdapterError, Ingress, Reading, Timestamp};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::config::{CoapObserveConfig, ObservedResource};
 use super::handler::format_for;
@@ -27,9 +29,17 @@ use crate::payload::{self, Context};
 const SEQ_HALF: u32 = 1 << 23;
 /// After this long any notification counts as newer (§3.4). 128 s.
 const SEQ_WINDOW: Duration = Duration::from_secs(128);
-/// Receive buffer: notifications are small; bigger ones are truncated and
-/// fail to decode, which is counted.
-const BUFFER: usize = 2048;
+/// Receive buffer: the largest UDP payload and one byte, so a notification
+/// is never cut short; one that fills it anyway (an IPv6 jumbogram) was
+/// truncated by the kernel and is refused, not decoded.
+const BUFFER: usize = 65_536;
+/// RFC 7252 §4.8 transmission parameters of the CON registration.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_RETRANSMIT: u32 = 4;
+/// A registration nobody answered is sent again after this, doubling up to
+/// [`RETRY_MAX`], until the device answers.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// A runnable Observe client.
 pub struct CoapObserver {
@@ -104,6 +114,7 @@ async fn observe(
         }
     };
     let mut number = 0;
+    let mut retry = RETRY_FIRST;
     loop {
         number += 1;
         let mut reg = Registration {
@@ -116,6 +127,7 @@ async fn observe(
             number,
         };
         mid = mid.wrapping_add(1);
+        let reg_mid = mid;
         let request = register(&resource, mid, &reg.token);
         if let Err(e) = socket.send(&request).await {
             report(
@@ -129,18 +141,37 @@ async fn observe(
         } else {
             info!(adapter = %ctx.name, resource = %target, "Registering an observation.");
         }
-        // Listen until the resource is silent for `silence`.
+        // A device unreachable right now (rebooting, a lost datagram) would
+        // otherwise go unobserved for a whole `silence`.
+        let mut unanswered = Some(Retransmit::new(Instant::now()));
         let mut deadline = gateway_core::deadline::from_now(silence);
         let mut established = false;
-        loop {
+        let end = loop {
+            let resend_at = unanswered.as_ref().map_or(deadline, |r| r.next);
             let datagram = tokio::select! {
                 _ = ctx.shutdown.cancelled() => {
                     // Deregister by forgetting: the next notification would
                     // get a Reset (§3.6); the socket closes with us.
                     return Ok(());
                 }
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(deadline), if unanswered.is_none() => break End::Silent,
+                _ = tokio::time::sleep_until(resend_at), if unanswered.is_some() => {
+                    let Some(r) = unanswered.as_mut() else { continue };
+                    if !r.again(Instant::now()) {
+                        break End::Unanswered;
+                    }
+                    debug!(adapter = %ctx.name, resource = %target, "Registration unanswered; sending it again.");
+                    if let Err(e) = socket.send(&request).await {
+                        report(&stats, &throttle, &ctx.name, &target, "send", &e.to_string());
+                    }
+                    continue;
+                }
                 r = socket.recv(&mut buf) => match r {
+                    Ok(n) if n == buf.len() => {
+                        stats.received.inc();
+                        report(&stats, &throttle, &ctx.name, &target, "datagram_too_large", "notification truncated by the receive buffer");
+                        continue;
+                    }
                     Ok(n) => &buf[..n],
                     Err(e) => {
                         report(&stats, &throttle, &ctx.name, &target, "recv", &e.to_string());
@@ -163,6 +194,19 @@ async fn observe(
                     continue;
                 }
             };
+            let own_exchange = packet.header.message_id == reg_mid
+                && matches!(
+                    packet.header.get_type(),
+                    MessageType::Acknowledgement | MessageType::Reset
+                );
+            if unanswered.is_some() && (own_exchange || packet.get_token() == reg.token) {
+                unanswered = None;
+                retry = RETRY_FIRST;
+                deadline = gateway_core::deadline::from_now(silence);
+                if own_exchange && packet.header.get_type() == MessageType::Reset {
+                    break End::Reset;
+                }
+            }
             if packet.get_token() == reg.token.as_slice() {
                 deadline = gateway_core::deadline::from_now(silence);
             }
@@ -185,8 +229,75 @@ async fn observe(
                     .await
                     .map_err(|_| AdapterError::PipelineClosed)?;
             }
+        };
+        let detail = match end {
+            End::Silent => {
+                info!(adapter = %ctx.name, resource = %target, ?silence, "No notification; registering again.");
+                continue;
+            }
+            End::Unanswered => format!(
+                "no answer to the registration after {} transmissions; again in {retry:?}",
+                MAX_RETRANSMIT + 1
+            ),
+            End::Reset => format!("the device reset the registration; again in {retry:?}"),
+        };
+        report(
+            &stats,
+            &throttle,
+            &ctx.name,
+            &target,
+            "observe_unanswered",
+            &detail,
+        );
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(retry) => {}
         }
-        info!(adapter = %ctx.name, resource = %target, ?silence, "No notification; registering again.");
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// Why a registration ended.
+enum End {
+    /// Answered, then no notification for `silence`.
+    Silent,
+    /// No answer to any transmission of the registration.
+    Unanswered,
+    /// The device answered the registration with a Reset.
+    Reset,
+}
+
+/// RFC 7252 §4.2's retransmission of a CON: ACK_TIMEOUT times a random
+/// factor up to ACK_RANDOM_FACTOR, doubled each time, MAX_RETRANSMIT times.
+struct Retransmit {
+    next: Instant,
+    timeout: Duration,
+    sent: u32,
+}
+
+impl Retransmit {
+    fn new(now: Instant) -> Self {
+        // ACK_RANDOM_FACTOR 1.5: somewhere in [ACK_TIMEOUT, 1.5 ACK_TIMEOUT],
+        // so devices restarted together are not all asked at once.
+        let spread = ACK_TIMEOUT.mul_f64(0.5 * f64::from(random_u16()) / f64::from(u16::MAX));
+        let timeout = ACK_TIMEOUT + spread;
+        Self {
+            next: now + timeout,
+            timeout,
+            sent: 0,
+        }
+    }
+
+    /// Whether to send again now; false once MAX_RETRANSMIT retransmissions
+    /// went unanswered for their full timeout.
+    fn again(&mut self, now: Instant) -> bool {
+        if self.sent >= MAX_RETRANSMIT {
+            return false;
+        }
+        self.sent += 1;
+        self.timeout *= 2;
+        self.next = now + self.timeout;
+        true
     }
 }
 
@@ -287,6 +398,23 @@ fn notification(
             }
         }
         reg.seq = Some((v, now));
+    }
+    if let Some(block) = p.get_first_option(CoapOption::Block2) {
+        // More blocks follow (RFC 7959 §2.2's M bit): the payload is only
+        // the first part of the body, which would decode to wrong values or
+        // none. Block-wise retrieval is not implemented; the device should
+        // keep its notifications within one datagram.
+        if message::read_uint(block).is_none_or(|v| v & 0x8 != 0) {
+            report(
+                stats,
+                throttle,
+                &ctx.name,
+                target,
+                "observe_block2",
+                "notification larger than one block: not read",
+            );
+            return (ack(true), Vec::new());
+        }
     }
     let cf = p
         .get_first_option(CoapOption::ContentFormat)

@@ -170,3 +170,173 @@ async fn notifications_become_readings_and_silence_reregisters() {
     task.await.unwrap().unwrap();
     assert!(rx.try_recv().is_err(), "nothing from the old registration");
 }
+
+fn observed(addr: std::net::SocketAddr, silence: Duration) -> CoapObserveConfig {
+    CoapObserveConfig {
+        name: "observed".into(),
+        resources: vec![ObservedResource {
+            addr: addr.to_string(),
+            path: vec!["temperature".into()],
+            device: DeviceId::new("node-7").unwrap(),
+            metric: Some(MetricName::new("temperature").unwrap()),
+        }],
+        silence,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_registration_is_retransmitted_then_retried() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let mut device = Device { socket, mid: 100 };
+    let (tx, mut rx) = mpsc::channel(16);
+    let telemetry = Telemetry::default();
+    let ctx = AdapterContext {
+        name: "observed".into(),
+        ingress: tx.into(),
+        shutdown: CancellationToken::new(),
+        telemetry: telemetry.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let shutdown = ctx.shutdown.clone();
+    let silence = Duration::from_secs(3600);
+    let task = tokio::spawn(Box::new(CoapObserver::new(observed(addr, silence))).run(ctx));
+
+    // The device is down: five transmissions of the one registration, 2 to
+    // 3 s apart first, each gap twice the one before (RFC 7252 §4.2).
+    let (first, _) = device.registration().await;
+    let start = Instant::now();
+    let mut at = vec![start];
+    for _ in 0..4 {
+        let (again, _) = device.registration().await;
+        assert_eq!(again.header.message_id, first.header.message_id);
+        assert_eq!(again.get_token(), first.get_token());
+        at.push(Instant::now());
+    }
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[0] >= Duration::from_secs(2) && gaps[0] <= Duration::from_secs(3),
+        "{gaps:?}"
+    );
+    for w in gaps.windows(2) {
+        let ratio = w[1].as_secs_f64() / w[0].as_secs_f64();
+        assert!((ratio - 2.0).abs() < 0.01, "{gaps:?}");
+    }
+    // Given up after the last timeout, counted, and tried again soon, not
+    // after `silence`.
+    let (retry, peer) = device.registration().await;
+    let waited = Instant::now() - start;
+    assert_ne!(retry.get_token(), first.get_token());
+    assert!(waited < Duration::from_secs(120), "{waited:?}");
+    assert!(waited >= gaps[0] * 31, "{waited:?} {gaps:?}");
+    assert_eq!(
+        telemetry.counter_value(
+            "edge_gateway_adapter_errors_total",
+            &[("adapter", "observed"), ("error_type", "observe_unanswered")]
+        ),
+        Some(1)
+    );
+    // The device is back: it answers, and is observed.
+    device
+        .notify(&retry, peer, MessageType::Acknowledgement, 1, "20.5")
+        .await;
+    assert_eq!(next_value(&mut rx).await.2, 20.5);
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answered_registration_is_not_sent_again() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let mut device = Device { socket, mid: 100 };
+    let (tx, mut rx) = mpsc::channel(16);
+    let ctx = AdapterContext {
+        name: "observed".into(),
+        ingress: tx.into(),
+        shutdown: CancellationToken::new(),
+        telemetry: Telemetry::default(),
+        clock: Arc::new(SystemClock),
+    };
+    let shutdown = ctx.shutdown.clone();
+    let silence = Duration::from_secs(600);
+    let task = tokio::spawn(Box::new(CoapObserver::new(observed(addr, silence))).run(ctx));
+    let (reg, peer) = device.registration().await;
+    let start = Instant::now();
+    device
+        .notify(&reg, peer, MessageType::Acknowledgement, 1, "20.5")
+        .await;
+    assert_eq!(next_value(&mut rx).await.2, 20.5);
+    // The next registration is the one after `silence`, not a retransmission.
+    let (again, _) = device.registration().await;
+    assert_ne!(again.get_token(), reg.get_token());
+    assert!(Instant::now() - start >= silence);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_large_notification_is_read_whole_and_a_first_block_is_refused() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let mut device = Device { socket, mid: 100 };
+    let (tx, mut rx) = mpsc::channel(16);
+    let telemetry = Telemetry::default();
+    let ctx = AdapterContext {
+        name: "observed".into(),
+        ingress: tx.into(),
+        shutdown: CancellationToken::new(),
+        telemetry: telemetry.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let shutdown = ctx.shutdown.clone();
+    let config = observed(addr, Duration::from_secs(600));
+    let task = tokio::spawn(Box::new(CoapObserver::new(config)).run(ctx));
+    let (reg, peer) = device.registration().await;
+
+    // 3000 bytes of JSON (the value last): cut at 2048 it would not parse.
+    // By hand: coap-lite will not encode more than 1280 bytes.
+    let [hi, lo] = reg.header.message_id.to_be_bytes();
+    let token = reg.get_token();
+    let mut d = vec![0x60 | token.len() as u8, 0x45, hi, lo];
+    d.extend_from_slice(token);
+    // Observe 1, Content-Format 50 (application/json).
+    d.extend_from_slice(&[0x61, 0x01, 0x61, 50, 0xff]);
+    let pad = "x".repeat(3000);
+    d.extend_from_slice(format!("{{\"note\":\"{pad}\",\"temperature\":20.5}}").as_bytes());
+    assert!(d.len() > 3000);
+    device.socket.send_to(&d, peer).await.unwrap();
+    assert_eq!(next_value(&mut rx).await.2, 20.5);
+
+    // The first block of a larger body (Block2 num 0, more, 1024 bytes):
+    // refused and counted, not decoded from its first part.
+    let mut p = Packet::new();
+    p.header.set_version(1);
+    p.header.set_type(MessageType::NonConfirmable);
+    p.header.code = MessageClass::Response(ResponseType::Content);
+    p.header.message_id = 7;
+    p.set_token(reg.get_token().to_vec());
+    p.set_observe_value(2);
+    p.add_option(CoapOption::ContentFormat, Vec::new()); // text/plain
+    p.add_option(CoapOption::Block2, vec![0x0e]);
+    p.payload = b"21".to_vec();
+    device
+        .socket
+        .send_to(&p.to_bytes().unwrap(), peer)
+        .await
+        .unwrap();
+    device
+        .notify(&reg, peer, MessageType::NonConfirmable, 3, "22")
+        .await;
+    assert_eq!(next_value(&mut rx).await.2, 22.0, "not 21 from a first block");
+    assert_eq!(
+        telemetry.counter_value(
+            "edge_gateway_adapter_errors_total",
+            &[("adapter", "observed"), ("error_type", "observe_block2")]
+        ),
+        Some(1)
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -86,6 +86,17 @@ impl Handler {
             out.error("block1_incomplete", format!("block {num} without block 0"));
             return Err(incomplete());
         };
+        // The block just taken, again (its 2.31 was lost and the client
+        // resent it, under a new Message ID or after the duplicate cache
+        // forgot the old one): answered alike, the body unchanged.
+        if more && num + 1 == t.next && szx == t.szx {
+            let at = (num as usize).saturating_mul(size);
+            if t.body.get(at..) == Some(payload) {
+                t.touched = now;
+                return Err(Answer::new(ResponseType::Continue)
+                    .with(CoapOption::Block1, message::uint(v)));
+            }
+        }
         // The client may lower the block size mid-transfer (§2.5); the
         // position in bytes must still match.
         if t.body.len() != (num as usize).saturating_mul(size) || szx > t.szx {
