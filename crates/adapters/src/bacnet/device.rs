@@ -61,6 +61,8 @@ pub enum DeviceEvent {
 struct Point {
     id: ObjectId,
     metric: MetricName,
+    /// Number_Of_States of a multi-state object, when the device said.
+    states: Option<u32>,
     cov: bool,
     flagged: bool,
 }
@@ -362,6 +364,7 @@ impl DeviceTask {
             points.push(Point {
                 id: info.id,
                 metric: m.interned(),
+                states: info.states,
                 cov: false,
                 flagged: false,
             });
@@ -484,6 +487,12 @@ fn push_sample(
     }
     // fault (1) and out-of-service (3): the value is not the process's.
     if s.flags[1] || s.flags[3] {
+        return;
+    }
+    if !reader::in_range(p.id.kind, s.value, p.states) {
+        gateway_core::refuse!(st.stats, st.throttle, "out_of_range", per format!("out_of_range:{}", p.id);
+            adapter = %st.adapter, device = %st.label, object = %p.id, value = s.value, states = ?p.states,
+            "The device's present value is no state of the object (binary: 0 or 1; multi-state: 1 to its number of states): no reading.");
         return;
     }
     if let Ok(r) = Reading::new(

@@ -262,6 +262,113 @@ objects = ["analog-input:7", "analog-input:99"]
     );
 }
 
+/// A binary present value is inactive (0) or active (1) and a multi-state
+/// one a state from 1 to its number of states: a faulty device's binary 7
+/// or multi-state 0 (or 9 of 4 states), polled or notified, is no reading,
+/// counted as `out_of_range` and said (they were readings).
+#[tokio::test]
+async fn binary_and_multi_state_values_out_of_range_polled_or_notified_are_refused() {
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let (pa, pb) = (free_port(), free_port());
+    let layout = json!({ "devices": [
+        // Polled.
+        { "instance": 3001, "port": pa, "objects": [
+            { "type": "multiStateValue", "instance": 3, "name": "Mode", "value": 3 },
+            { "type": "binaryValue", "instance": 2, "name": "Pump", "value": 1 },
+        ]},
+        // Followed by COV; polled once an hour. (bacpypes3 refuses COV
+        // on its multi-state objects.)
+        { "instance": 3002, "port": pb, "objects": [
+            { "type": "binaryValue", "instance": 1, "name": "Burner", "value": 0 },
+        ]},
+    ]});
+    let mut peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
+    let body = format!(
+        r#"
+[[adapter]]
+type = "bacnet"
+name = "bms"
+bind = "127.0.0.1:0"
+poll = "300ms"
+timeout = "400ms"
+retries = 0
+max_backoff = "500ms"
+
+[[bacnet.device]]
+instance = 3001
+address = "127.0.0.1:{pa}"
+id = "plant"
+
+[[bacnet.device]]
+instance = 3002
+address = "127.0.0.1:{pb}"
+id = "boiler"
+poll = "1h"
+cov = true
+"#
+    );
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
+    let plant = window(&mut sub, "plant", |w| w.contains_key("mode")).await;
+    assert_eq!(avg(&plant, "mode"), Some(3.0), "{plant:?}");
+    assert_eq!(avg(&plant, "pump"), Some(1.0), "{plant:?}");
+    http_until(metrics, "/metrics", |_, b| {
+        sample(
+            b,
+            "edge_gateway_bacnet_cov_subscriptions{adapter=\"bms\",device=\"boiler\"}",
+        ) == Some(1.0)
+    })
+    .await;
+    let out_of_range =
+        "edge_gateway_adapter_errors_total{adapter=\"bms\",error_type=\"out_of_range\"}";
+
+    // Notified: a binary 7.
+    ok(&mut peer, "raw 3002 binaryValue:1 7");
+    gw.wait_for_log("no state of the object").await;
+    http_until(metrics, "/metrics", |_, b| {
+        sample(b, out_of_range) == Some(1.0)
+    })
+    .await;
+    // Polled: a multi-state 0, then 9 of the 4 states bacpypes3 gives
+    // the object, and a binary 7.
+    ok(&mut peer, "raw 3001 multiStateValue:3 0");
+    ok(&mut peer, "raw 3001 binaryValue:2 7");
+    gw.wait_for_log_count("no state of the object", 3).await;
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(b, out_of_range).is_some_and(|v| v >= 3.0)
+    })
+    .await;
+    let now = sample(&text, out_of_range).unwrap();
+    ok(&mut peer, "raw 3001 multiStateValue:3 9");
+    ok(&mut peer, "set 3001 binaryValue:2 1");
+    // The 9 alone now: counted at each poll.
+    http_until(metrics, "/metrics", |_, b| {
+        sample(b, out_of_range).is_some_and(|v| v >= now + 3.0)
+    })
+    .await;
+
+    // Good values again: read; no window ever held a value out of range.
+    ok(&mut peer, "set 3001 multiStateValue:3 2");
+    ok(&mut peer, "set 3001 binaryValue:2 0");
+    ok(&mut peer, "set 3002 binaryValue:1 1");
+    let (mut plant_back, mut boiler_back) = (false, false);
+    while !(plant_back && boiler_back) {
+        let m = sub.next(WAIT).await.expect("windows of both devices");
+        let w = metrics_of(&m);
+        for (metric, lo, hi) in [("mode", 1.0, 4.0), ("pump", 0.0, 1.0), ("burner", 0.0, 1.0)] {
+            if let Some(s) = w.get(metric) {
+                let (min, max) = (s["min"].as_f64().unwrap(), s["max"].as_f64().unwrap());
+                assert!(min >= lo && max <= hi, "{metric} {w:?}");
+            }
+        }
+        plant_back |= m.json()["device"] == "plant"
+            && avg(&w, "mode") == Some(2.0)
+            && avg(&w, "pump") == Some(0.0);
+        boiler_back |= m.json()["device"] == "boiler" && avg(&w, "burner") == Some(1.0);
+    }
+}
+
 #[tokio::test]
 async fn cov_on_a_slow_poll_reports_every_change_and_resubscribes_after_a_restart() {
     let upstream = Mosquitto::start();
