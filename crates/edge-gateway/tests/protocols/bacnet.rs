@@ -12,7 +12,8 @@
 //! vanishes goes offline while the others go on, and comes back; a device
 //! on `poll = "1h"` with `cov = true` reports every change, and again after
 //! it restarted (its subscriptions lost); forty changes of a fast-moving
-//! value are forty readings, none folded or lost. More sites in
+//! value are forty readings, none folded or lost; on a fast poll, no value
+//! COV delivered is read again as a reading. More sites in
 //! `bacnet_faults.rs` (no RPM, a BBMD, a stray notification, an I-Am
 //! flood) and the units at the outputs in `bacnet_outputs.rs`.
 
@@ -494,13 +495,14 @@ cov = true
     let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
     gw.wait_for_log("Metrics endpoint listening").await;
     let readings = "edge_gateway_adapter_readings_total{adapter=\"bms\"}";
-    // The first poll and the notification a subscription starts with.
+    // The notification a subscription starts with (the first poll, made
+    // as it is sent, only sees the device answers).
     http_until(metrics, "/metrics", |_, b| {
         sample(
             b,
             "edge_gateway_bacnet_cov_subscriptions{adapter=\"bms\",device=\"duct\"}",
         ) == Some(1.0)
-            && sample(b, readings) == Some(2.0)
+            && sample(b, readings) == Some(1.0)
     })
     .await;
 
@@ -510,7 +512,7 @@ cov = true
         &mut peer,
         &format!("ramp 2101 analogInput:1 {start} {step} {n}"),
     );
-    let want = 2 + u64::from(n);
+    let want = 1 + u64::from(n);
     http_until(metrics, "/metrics", |_, b| {
         sample(b, readings) == Some(want as f64)
     })
@@ -541,9 +543,9 @@ cov = true
     let ramp: f64 = (0..n).map(|i| start + f64::from(i) * step).sum();
     assert_eq!(count, want, "{by_start:?}");
     assert!(
-        (sum - (20.0 + ramp)).abs() < 1e-6,
+        (sum - (10.0 + ramp)).abs() < 1e-6,
         "{sum} against {}",
-        20.0 + ramp
+        10.0 + ramp
     );
     assert_eq!(max, start + f64::from(n - 1) * step);
     let (_, text) = http_until(metrics, "/metrics", |_, b| {
@@ -561,6 +563,74 @@ cov = true
         ),
         Some(f64::from(n) + 1.0),
         "one notification per change, and the first"
+    );
+}
+
+/// With `cov = true` the poll only checks the device answers: a value
+/// COV delivered is not read again as a reading at every poll (each was
+/// counted and averaged into the windows once per poll). Objects of a
+/// device on a fast poll, several polls: one reading each, the
+/// notification a subscription starts with, and one per change.
+#[tokio::test]
+async fn cov_values_are_not_read_again_by_the_polls() {
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let port = free_port();
+    let layout = json!({ "devices": [
+        { "instance": 2201, "port": port, "objects": [
+            { "type": "analogValue", "instance": 1, "name": "Flow", "value": 10.0, "cov_increment": 0.5 },
+            { "type": "binaryValue", "instance": 2, "name": "Pump", "value": 1 },
+        ]},
+    ]});
+    let mut peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
+    let body = format!(
+        r#"
+[[adapter]]
+type = "bacnet"
+name = "bms"
+bind = "127.0.0.1:0"
+poll = "100ms"
+timeout = "400ms"
+retries = 0
+cov_lifetime = "1h"
+
+[[bacnet.device]]
+instance = 2201
+address = "127.0.0.1:{port}"
+id = "pumps"
+cov = true
+"#
+    );
+    let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
+    gw.wait_for_log("BACnet device found.").await;
+    let readings = "edge_gateway_adapter_readings_total{adapter=\"bms\"}";
+    let notifications = "edge_gateway_bacnet_cov_notifications_total{adapter=\"bms\"}";
+    // Messages received: polls and notifications. Twenty polls on.
+    let received = "edge_gateway_adapter_received_messages_total{adapter=\"bms\"}";
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(b, notifications) == Some(2.0) && sample(b, received).is_some_and(|v| v >= 22.0)
+    })
+    .await;
+    assert_eq!(sample(&text, readings), Some(2.0), "{text}");
+
+    ok(&mut peer, "set 2201 analogValue:1 12.5");
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(b, notifications) == Some(3.0)
+    })
+    .await;
+    let polled = sample(&text, received).unwrap();
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(b, received).is_some_and(|v| v >= polled + 10.0)
+    })
+    .await;
+    assert_eq!(sample(&text, readings), Some(3.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "edge_gateway_adapter_errors_total{adapter=\"bms\",error_type=\"cov_silent\"}"
+        ),
+        None,
+        "{text}"
     );
 }
 
