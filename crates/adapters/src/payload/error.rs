@@ -174,6 +174,9 @@ pub enum FieldReason {
     NoCodec,
     /// Encoded bytes that did not decode (bad base64, a codec's refusal).
     Undecodable(String),
+    /// A field the payload names again later (InfluxDB line protocol): the
+    /// last value is kept, as InfluxDB keeps it.
+    Duplicate,
 }
 
 impl FieldReason {
@@ -190,6 +193,7 @@ impl FieldReason {
             Self::WrongType { .. } => "wrong_type",
             Self::NoCodec => "no_codec",
             Self::Undecodable(_) => "undecodable",
+            Self::Duplicate => "duplicate",
         }
     }
 }
@@ -209,6 +213,7 @@ impl fmt::Display for FieldReason {
             Self::WrongType { field, expected } => write!(f, "expected {field} to be {expected}"),
             Self::NoCodec => f.write_str("encoded payload and no `codec` for this topic"),
             Self::Undecodable(why) => write!(f, "cannot decode: {why}"),
+            Self::Duplicate => f.write_str("named again later in the line: the last value is kept"),
         }
     }
 }
