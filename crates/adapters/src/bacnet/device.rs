@@ -24,6 +24,7 @@ use super::client::{Client, ClientError};
 use super::config::BacnetConfig;
 use super::devices::BacnetDevice;
 use super::names;
+use super::point::{Point, PolledUse};
 use super::reader::{self, flag_name, Capabilities, ObjectInfo, Sample, NOT_A_NUMBER};
 use super::services::{CovNotification, ErrorCode, IAm};
 use super::tags::{property, ObjectId};
@@ -55,14 +56,6 @@ const OFFLINE_AFTER: u32 = 2;
 pub enum DeviceEvent {
     IAm(SocketAddr, IAm),
     Cov(CovNotification),
-}
-
-/// One object as the task reports it.
-struct Point {
-    id: ObjectId,
-    metric: MetricName,
-    cov: bool,
-    flagged: bool,
 }
 
 pub struct DeviceTask {
@@ -180,11 +173,14 @@ impl DeviceTask {
                 renew_at = Instant::now() + lifetime / 2;
             }
             if Instant::now() >= next_poll {
-                let polled: Vec<ObjectId> =
-                    points.iter().filter(|p| !p.cov).map(|p| p.id).collect();
-                // A device whose every object is followed by COV is still
-                // read at each period: the values of a subscription that
-                // lapsed unseen are not lost, and silence is noticed.
+                let polled: Vec<ObjectId> = points
+                    .iter()
+                    .filter(|p| p.wants_poll())
+                    .map(|p| p.id)
+                    .collect();
+                // A device whose every object is notified by COV is still
+                // read at each period, so that its silence is noticed; the
+                // values are no readings (`point`).
                 let read: Vec<ObjectId> = if polled.is_empty() {
                     points.iter().map(|p| p.id).collect()
                 } else {
@@ -199,6 +195,11 @@ impl DeviceTask {
                         let mut readings = Vec::with_capacity(polled.samples.len());
                         for (id, s) in polled.samples {
                             let Some(&i) = index.get(&id) else { continue };
+                            match points[i].polled() {
+                                PolledUse::Presence => continue,
+                                PolledUse::ReadingCovSilent => cov_silent(st, id),
+                                PolledUse::Reading => {}
+                            }
                             match s {
                                 Ok(s) => push_sample(st, ctx, &mut points[i], &s, &mut readings),
                                 Err(code) => self.object_error(st, ctx, id, code),
@@ -359,12 +360,7 @@ impl DeviceTask {
             if let Some(symbol) = info.units.and_then(units::symbol) {
                 stated.insert(metric.clone(), symbol.to_string());
             }
-            points.push(Point {
-                id: info.id,
-                metric: m.interned(),
-                cov: false,
-                flagged: false,
-            });
+            points.push(Point::new(info.id, m.interned(), info.states));
         }
         // Before the first reading: Home Assistant announces a sensor's
         // unit when it first hears of it.
@@ -394,17 +390,17 @@ impl DeviceTask {
                 .subscribe_cov(peer, self.device.instance, p.id, false, lifetime)
                 .await
             {
-                Ok(()) => p.cov = true,
+                Ok(()) => p.subscribed(),
                 Err(e @ ClientError::Timeout) => return Err(e),
                 Err(e) => {
-                    p.cov = false;
+                    p.refused();
                     gateway_core::refuse!(st.stats, st.throttle, "cov_refused", per format!("cov:{}", p.id);
                         adapter = %st.adapter, device = %st.label, object = %p.id, error = %e, "COV subscription refused: the object is polled instead.");
                 }
             }
         }
         st.cov_count
-            .set(points.iter().filter(|p| p.cov).count() as f64);
+            .set(points.iter().filter(|p| p.is_cov()).count() as f64);
         Ok(())
     }
 
@@ -486,6 +482,12 @@ fn push_sample(
     if s.flags[1] || s.flags[3] {
         return;
     }
+    if !reader::in_range(p.id.kind, s.value, p.states) {
+        gateway_core::refuse!(st.stats, st.throttle, "out_of_range", per format!("out_of_range:{}", p.id);
+            adapter = %st.adapter, device = %st.label, object = %p.id, value = s.value, states = ?p.states,
+            "The device's present value is no state of the object (binary: 0 or 1; multi-state: 1 to its number of states): no reading.");
+        return;
+    }
     if let Ok(r) = Reading::new(
         st.id.clone(),
         p.metric.clone(),
@@ -525,12 +527,21 @@ fn take_cov(
         .find(|(p, _)| p.property == property::STATUS_FLAGS);
     st.cov_notifications.inc();
     st.stats.received.inc();
+    points[i].notified();
     match pv.and_then(|(_, v)| Sample::from_values(v, flags.map(|f| f.1.as_slice()))) {
         Some(s) => push_sample(st, ctx, &mut points[i], &s, out),
         // A NaN (a failed sensor) or no present value: said and counted,
         // where it was dropped without a word.
         None => not_finite(st, n.object),
     }
+}
+
+/// A subscription the device accepted and never notified: its values are
+/// taken from the polls, said once per interval per object.
+fn cov_silent(st: &State, id: ObjectId) {
+    gateway_core::refuse!(st.stats, st.throttle, "cov_silent", per format!("cov_silent:{id}");
+        adapter = %st.adapter, device = %st.label, object = %id,
+        "The device accepted a COV subscription but sent no notification, not even the first: the object's values are taken from the polls. Check that notifications can reach the gateway's address.");
 }
 
 /// A present value that is no finite number: no reading, counted as

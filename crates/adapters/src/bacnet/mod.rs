@@ -37,6 +37,7 @@ pub mod frame;
 pub mod kind;
 pub mod names;
 pub mod npdu;
+pub mod point;
 pub mod reader;
 pub mod segment;
 pub mod services;

@@ -90,6 +90,29 @@ fn is_analog(kind: u16) -> bool {
     )
 }
 
+fn is_multi_state(kind: u16) -> bool {
+    matches!(
+        kind,
+        ot::MULTI_STATE_INPUT | ot::MULTI_STATE_OUTPUT | ot::MULTI_STATE_VALUE
+    )
+}
+
+/// Whether `value` can be the present value of an object of `kind`: a
+/// binary one is the enumeration inactive (0) / active (1), a multi-state
+/// one a state number from 1 to its number of states (to u32's largest
+/// when the device did not say). Anything else is a device fault, not a
+/// state: as a reading it would be averaged into the windows.
+pub fn in_range(kind: u16, value: f64, states: Option<u32>) -> bool {
+    match kind {
+        ot::BINARY_INPUT | ot::BINARY_OUTPUT | ot::BINARY_VALUE => value == 0.0 || value == 1.0,
+        k if is_multi_state(k) => {
+            let max = f64::from(states.unwrap_or(u32::MAX));
+            value.fract() == 0.0 && (1.0..=max).contains(&value)
+        }
+        _ => true,
+    }
+}
+
 /// The device's object list.
 pub async fn object_list(
     client: &Client,
@@ -181,6 +204,8 @@ pub struct ObjectInfo {
     pub name: Option<String>,
     /// BACnetEngineeringUnits (analog objects only).
     pub units: Option<u32>,
+    /// Number_Of_States (multi-state objects only, when the device says).
+    pub states: Option<u32>,
     /// Why it cannot be read (unknown object, ...): left out of polls.
     pub error: Option<ErrorCode>,
 }
@@ -197,6 +222,11 @@ pub async fn describe(
         if is_analog(id.kind) {
             p.push(PropertyRef::whole(property::UNITS));
         }
+        // Read with the name, in the same request: what bounds the
+        // object's present values (`in_range`).
+        if is_multi_state(id.kind) {
+            p.push(PropertyRef::whole(property::NUMBER_OF_STATES));
+        }
         p
     };
     let mut out: Vec<ObjectInfo> = objects
@@ -205,6 +235,7 @@ pub async fn describe(
             id: *id,
             name: None,
             units: None,
+            states: None,
             error: None,
         })
         .collect();
@@ -268,6 +299,12 @@ fn apply_description(info: &mut ObjectInfo, results: &[PropertyResult]) {
             (Ok(v), property::UNITS) => {
                 if let Some(Value::Enumerated(u)) = v.first() {
                     info.units = Some(*u);
+                }
+            }
+            (Ok(v), property::NUMBER_OF_STATES) => {
+                // 0 states is no bound a value could meet: taken as unsaid.
+                if let Some(Value::Unsigned(n)) = v.first() {
+                    info.states = u32::try_from(*n).ok().filter(|n| *n > 0);
                 }
             }
             (Err(code), property::OBJECT_NAME) => info.error = Some(*code),
@@ -457,6 +494,53 @@ fn sample_of(results: &[PropertyResult]) -> Result<Sample, ErrorCode> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_and_multi_state_values_out_of_range_are_refused() {
+        // Binary: the enumeration inactive/active, nothing else.
+        for kind in [ot::BINARY_INPUT, ot::BINARY_OUTPUT, ot::BINARY_VALUE] {
+            assert!(in_range(kind, 0.0, None));
+            assert!(in_range(kind, 1.0, None));
+            assert!(!in_range(kind, 7.0, None));
+            assert!(!in_range(kind, 0.5, None));
+        }
+        // Multi-state: states numbered from 1 to Number_Of_States.
+        for kind in [
+            ot::MULTI_STATE_INPUT,
+            ot::MULTI_STATE_OUTPUT,
+            ot::MULTI_STATE_VALUE,
+        ] {
+            assert!(!in_range(kind, 0.0, Some(4)));
+            assert!(in_range(kind, 1.0, Some(4)));
+            assert!(in_range(kind, 4.0, Some(4)));
+            assert!(!in_range(kind, 5.0, Some(4)));
+            assert!(!in_range(kind, 2.5, Some(4)));
+            // Number_Of_States unknown: any state number of a u32.
+            assert!(!in_range(kind, 0.0, None));
+            assert!(in_range(kind, 4_294_967_295.0, None));
+            assert!(!in_range(kind, 4_294_967_296.0, None));
+        }
+        assert!(in_range(ot::ANALOG_INPUT, -40.5, None));
+    }
+
+    #[test]
+    fn number_of_states_is_read_with_the_name_of_a_multi_state_object() {
+        let mut info = ObjectInfo {
+            id: ObjectId::new(ot::MULTI_STATE_VALUE, 3),
+            name: None,
+            units: None,
+            states: None,
+            error: None,
+        };
+        apply_description(
+            &mut info,
+            &[PropertyResult {
+                property: PropertyRef::whole(property::NUMBER_OF_STATES),
+                value: Ok(vec![Value::Unsigned(4)]),
+            }],
+        );
+        assert_eq!(info.states, Some(4));
+    }
 
     #[test]
     fn an_answer_keeps_one_result_per_object_asked_and_counts_the_rest() {

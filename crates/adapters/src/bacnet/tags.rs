@@ -39,6 +39,7 @@ pub mod object_type {
 /// Property identifiers the gateway reads (§21, BACnetPropertyIdentifier).
 pub mod property {
     pub const MAX_APDU_LENGTH_ACCEPTED: u32 = 62;
+    pub const NUMBER_OF_STATES: u32 = 74;
     pub const OBJECT_IDENTIFIER: u32 = 75;
     pub const OBJECT_LIST: u32 = 76;
     pub const OBJECT_NAME: u32 = 77;

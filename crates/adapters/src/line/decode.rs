@@ -534,6 +534,25 @@ mod tests {
         assert_eq!(received, 5, "blank lines are not messages");
     }
 
+    /// `1732000000,ERR`, a device's error token after its time, is a bad
+    /// value: `err … field_not_numeric`, not a header (`csv_header`, as
+    /// if a logger had started).
+    #[test]
+    fn an_error_token_after_a_time_is_a_bad_value_not_a_header() {
+        let t = Telemetry::default();
+        let stamped = csv(&["ts", "temperature"]);
+        for line in [&b"1732000000,ERR"[..], b"2024-11-19T07:06:40Z,ERR"] {
+            let (o, batch) = judge(&stamped, line, Some("n1"), &t);
+            assert_eq!(o, Outcome::Refused("field_not_numeric".into()), "{line:?}");
+            assert_eq!(batch, [before()]);
+        }
+        assert_eq!(errors(&t, "field_not_numeric"), 2);
+        assert_eq!(errors(&t, "csv_header"), 0);
+        // The logger's header is still one.
+        let (o, _) = judge(&stamped, b"ts,temperature", Some("n1"), &t);
+        assert_eq!(o, Outcome::Refused("csv_header".into()));
+    }
+
     #[test]
     fn only_lines_with_their_own_time_get_a_digest() {
         let t = Telemetry::default();

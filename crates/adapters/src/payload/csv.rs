@@ -11,8 +11,10 @@
 //! boot banner glued to the first line (`rl~lxA2:B2:…`) is refused
 //! `invalid_device`, never a new device.
 //!
-//! A line whose every value is a word (`mac,temperature,humidity`, printed
+//! A line whose every field is a word (`mac,temperature,humidity`, printed
 //! by a logger when it starts) is a header: refused once as `csv_header`.
+//! One with a time in its time column (`1732000000,ERR`) is data, its
+//! words bad values.
 
 use gateway_core::{DeviceId, MetricName, Reading, TimeSource};
 
@@ -245,23 +247,31 @@ fn decode_general(
     Ok(line.problems)
 }
 
-/// Whether a line is a header: every value field is a word (it has a
-/// letter and is no number), none empty, no two alike (a sensor printing
-/// `err` in every column is broken, not starting). Only asked of a line
-/// that yielded nothing, so it costs the good lines nothing.
+/// Whether a line is a header: every field is a word (it has a letter and
+/// is no number), none empty, no two values alike (a sensor printing
+/// `err` in every column is broken, not starting), and a time column holds
+/// no time. A line whose time or device field is data (`1732000000,ERR`:
+/// a device reporting an error token in place of its value) is data with
+/// a bad value, counted as such, not a header. Only asked of a line that
+/// yielded nothing, so it costs the good lines nothing.
 fn is_header(text: &str, layout: &Layout) -> bool {
-    let names: Vec<&str> = Fields(Some(text))
-        .zip(&layout.roles)
-        .filter(|(_, role)| **role == Role::Value)
-        .map(|(field, _)| field)
-        .collect();
     let word =
-        |f: &&str| f.bytes().any(|b| b.is_ascii_alphabetic()) && super::decimal::parse(f).is_none();
+        |f: &str| f.bytes().any(|b| b.is_ascii_alphabetic()) && super::decimal::parse(f).is_none();
+    let mut names: Vec<&str> = Vec::with_capacity(layout.roles.len());
+    for (field, role) in Fields(Some(text)).zip(&layout.roles) {
+        // An RFC 3339 time has letters (`T`, `Z`): a word, and still data.
+        if !word(field) || (*role == Role::Time && text_time(field).is_some()) {
+            return false;
+        }
+        if *role == Role::Value {
+            names.push(field);
+        }
+    }
     let distinct = names
         .iter()
         .enumerate()
         .all(|(i, a)| !names[..i].iter().any(|b| a.eq_ignore_ascii_case(b)));
-    !names.is_empty() && names.iter().all(word) && distinct
+    !names.is_empty() && distinct
 }
 
 /// The line nearly every node prints, read in one walk of its bytes: a
@@ -723,6 +733,28 @@ mod tests {
                 ["temperature", "pressure", "humidity", "gas"]
                     .map(|c| p(c, FieldReason::NotNumeric))
                     .to_vec(),
+            ),
+        );
+        // A device reporting an error token in place of its value, after a
+        // time that is one: data with a bad value, not a header (it was
+        // refused as `csv_header`, and not counted as a bad value).
+        let logged = csv(&["ts", "temperature"]);
+        for line in [&b"1732000000,ERR"[..], b"2024-11-19T07:06:40Z,ERR"] {
+            assert_decoded(
+                &String::from_utf8_lossy(line),
+                decode(&logged, line, &ctx(Some(&d), None)),
+                ok(vec![], vec![p("temperature", FieldReason::NotNumeric)]),
+            );
+        }
+        assert_decoded(
+            "a stamped line of error tokens",
+            decode(&stamped, b"1732000000,ERR,FAIL", &ctx(Some(&d), None)),
+            ok(
+                vec![],
+                vec![
+                    p("temperature", FieldReason::NotNumeric),
+                    p("humidity", FieldReason::NotNumeric),
+                ],
             ),
         );
         assert_decoded(

@@ -177,6 +177,9 @@ pub enum FieldReason {
     /// A decoded object's value that cannot be a reading of its own: its
     /// flattened name is taken by an earlier value, or is no metric name.
     LeftOut(String),
+    /// A field the payload names again later (InfluxDB line protocol): the
+    /// last value is kept, as InfluxDB keeps it.
+    Duplicate,
 }
 
 impl FieldReason {
@@ -194,6 +197,7 @@ impl FieldReason {
             Self::NoCodec => "no_codec",
             Self::Undecodable(_) => "undecodable",
             Self::LeftOut(_) => "left_out",
+            Self::Duplicate => "duplicate",
         }
     }
 }
@@ -214,6 +218,7 @@ impl fmt::Display for FieldReason {
             Self::NoCodec => f.write_str("encoded payload and no `codec` for this topic"),
             Self::Undecodable(why) => write!(f, "cannot decode: {why}"),
             Self::LeftOut(why) => write!(f, "left out: {why}"),
+            Self::Duplicate => f.write_str("named again later in the line: the last value is kept"),
         }
     }
 }

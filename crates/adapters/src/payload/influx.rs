@@ -6,11 +6,17 @@
 //! are ignored. Fields become metrics: floats, integers (`12i`, `12u`) and
 //! booleans (`t`, `false`, … as 1/0); a string field is dropped as not
 //! numeric. The optional timestamp is in nanoseconds (the protocol's
-//! default precision) and is the event time.
+//! default precision) and is the event time; one that is no such number
+//! refuses the line, as InfluxDB refuses it (taken at arrival time, it was
+//! acknowledged as if good). A field named twice keeps its last value, as
+//! InfluxDB keeps it, the earlier one reported as a `duplicate` problem
+//! (both were readings: two values of one metric at one time).
 //!
 //! Escapes follow the reference: `\,` `\ ` `\=` in names and tags, `\"`
 //! and `\\` inside string values. The parser is total: any byte sequence
 //! ends in readings or a [`DecodeError::InvalidLineProtocol`].
+
+use std::collections::HashSet;
 
 use gateway_core::Timestamp;
 
@@ -155,26 +161,40 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
         {
             Some(t) => When::event(t),
             None => {
-                out.problem("timestamp", FieldReason::BadTimestamp);
-                When::arrival(ctx.now)
+                return Err(invalid(
+                    "the timestamp is no integer of nanoseconds in range",
+                ))
             }
         },
     };
-    let mut candidates = 0;
+    let mut named = Vec::new();
     for field in split_unescaped(fields, ',', true)? {
         let (k, v) = key_value(field).ok_or_else(|| invalid("a field without '='"))?;
         let name = unescape(k);
         if name.is_empty() {
             return Err(invalid("a field without a name"));
         }
-        candidates += 1;
-        match field_value(v) {
-            Some(x) => out.push(&device, &name, &name, x, when),
-            None => out.problem(&name, FieldReason::NotNumeric),
-        }
+        named.push((name, v));
     }
-    if candidates == 0 {
+    if named.is_empty() {
         return Err(DecodeError::NoValues);
+    }
+    // The last of each name wins: marked walking back from the end.
+    let mut seen = HashSet::with_capacity(named.len());
+    let last: Vec<bool> = named
+        .iter()
+        .rev()
+        .map(|(name, _)| seen.insert(name.as_str()))
+        .collect();
+    for ((name, v), is_last) in named.iter().zip(last.iter().rev()) {
+        if !is_last {
+            out.problem(name, FieldReason::Duplicate);
+            continue;
+        }
+        match field_value(v) {
+            Some(x) => out.push(&device, name, name, x, when),
+            None => out.problem(name, FieldReason::NotNumeric),
+        }
     }
     Ok(out)
 }
@@ -231,11 +251,14 @@ mod tests {
                 ok(vec![r("a,b", "t=1", 2.0, NOW, Arrival)], vec![]),
             ),
             (
-                "bad timestamp: arrival time and a problem",
-                b"m t=1 soon",
+                "a field named twice: the last value, as InfluxDB keeps",
+                b"m,device=a t=1,u=5,t=2",
                 ok(
-                    vec![r("m", "t", 1.0, NOW, Arrival)],
-                    vec![p("timestamp", FieldReason::BadTimestamp)],
+                    vec![
+                        r("a", "u", 5.0, NOW, Arrival),
+                        r("a", "t", 2.0, NOW, Arrival),
+                    ],
+                    vec![p("t", FieldReason::Duplicate)],
                 ),
             ),
             (
@@ -260,6 +283,11 @@ mod tests {
             b"m t=\"open",
             b"m t=1 2 3",
             b"m =1",
+            // A timestamp that is none: refused, as InfluxDB refuses it.
+            b"m t=1 soon",
+            b"m,device=a t=1 notanumber",
+            b"m t=1 1.5e18",
+            b"m t=1 99999999999999999999",
         ] {
             same_kind(decode(&f, bad, &c), &String::from_utf8_lossy(bad));
         }

@@ -28,6 +28,9 @@ devices register with.
 Commands on stdin, each answered with "ok" (or "error ..."):
   set INSTANCE TYPE:N VALUE      change a present value (COV subscribers
                                  are notified by bacpypes3)
+  raw INSTANCE TYPE:N INT        a binary or multi-state present value
+                                 set to the number as given, unchecked (a
+                                 binary 7, a multi-state 0: a faulty device)
   oos INSTANCE TYPE:N 0|1        out-of-service (sets status-flags)
   stop INSTANCE                  the device vanishes (its socket closed)
   start INSTANCE                 it comes back, restarted: same objects
@@ -310,6 +313,8 @@ async def commands():
                 else:
                     obj.presentValue = raw
                 values[(inst, t, int(n))] = raw
+            elif cmd == "raw":
+                find(inst, line[2]).presentValue = int(line[3])
             elif cmd == "oos":
                 obj = find(inst, line[2])
                 obj.outOfService = line[3] == "1"

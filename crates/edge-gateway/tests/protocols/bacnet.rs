@@ -12,7 +12,8 @@
 //! vanishes goes offline while the others go on, and comes back; a device
 //! on `poll = "1h"` with `cov = true` reports every change, and again after
 //! it restarted (its subscriptions lost); forty changes of a fast-moving
-//! value are forty readings, none folded or lost. More sites in
+//! value are forty readings, none folded or lost; on a fast poll, no value
+//! COV delivered is read again as a reading. More sites in
 //! `bacnet_faults.rs` (no RPM, a BBMD, a stray notification, an I-Am
 //! flood) and the units at the outputs in `bacnet_outputs.rs`.
 
@@ -262,6 +263,113 @@ objects = ["analog-input:7", "analog-input:99"]
     );
 }
 
+/// A binary present value is inactive (0) or active (1) and a multi-state
+/// one a state from 1 to its number of states: a faulty device's binary 7
+/// or multi-state 0 (or 9 of 4 states), polled or notified, is no reading,
+/// counted as `out_of_range` and said (they were readings).
+#[tokio::test]
+async fn binary_and_multi_state_values_out_of_range_polled_or_notified_are_refused() {
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let (pa, pb) = (free_port(), free_port());
+    let layout = json!({ "devices": [
+        // Polled.
+        { "instance": 3001, "port": pa, "objects": [
+            { "type": "multiStateValue", "instance": 3, "name": "Mode", "value": 3 },
+            { "type": "binaryValue", "instance": 2, "name": "Pump", "value": 1 },
+        ]},
+        // Followed by COV; polled once an hour. (bacpypes3 refuses COV
+        // on its multi-state objects.)
+        { "instance": 3002, "port": pb, "objects": [
+            { "type": "binaryValue", "instance": 1, "name": "Burner", "value": 0 },
+        ]},
+    ]});
+    let mut peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
+    let body = format!(
+        r#"
+[[adapter]]
+type = "bacnet"
+name = "bms"
+bind = "127.0.0.1:0"
+poll = "300ms"
+timeout = "400ms"
+retries = 0
+max_backoff = "500ms"
+
+[[bacnet.device]]
+instance = 3001
+address = "127.0.0.1:{pa}"
+id = "plant"
+
+[[bacnet.device]]
+instance = 3002
+address = "127.0.0.1:{pb}"
+id = "boiler"
+poll = "1h"
+cov = true
+"#
+    );
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
+    let plant = window(&mut sub, "plant", |w| w.contains_key("mode")).await;
+    assert_eq!(avg(&plant, "mode"), Some(3.0), "{plant:?}");
+    assert_eq!(avg(&plant, "pump"), Some(1.0), "{plant:?}");
+    http_until(metrics, "/metrics", |_, b| {
+        sample(
+            b,
+            "edge_gateway_bacnet_cov_subscriptions{adapter=\"bms\",device=\"boiler\"}",
+        ) == Some(1.0)
+    })
+    .await;
+    let out_of_range =
+        "edge_gateway_adapter_errors_total{adapter=\"bms\",error_type=\"out_of_range\"}";
+
+    // Notified: a binary 7.
+    ok(&mut peer, "raw 3002 binaryValue:1 7");
+    gw.wait_for_log("no state of the object").await;
+    http_until(metrics, "/metrics", |_, b| {
+        sample(b, out_of_range) == Some(1.0)
+    })
+    .await;
+    // Polled: a multi-state 0, then 9 of the 4 states bacpypes3 gives
+    // the object, and a binary 7.
+    ok(&mut peer, "raw 3001 multiStateValue:3 0");
+    ok(&mut peer, "raw 3001 binaryValue:2 7");
+    gw.wait_for_log_count("no state of the object", 3).await;
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(b, out_of_range).is_some_and(|v| v >= 3.0)
+    })
+    .await;
+    let now = sample(&text, out_of_range).unwrap();
+    ok(&mut peer, "raw 3001 multiStateValue:3 9");
+    ok(&mut peer, "set 3001 binaryValue:2 1");
+    // The 9 alone now: counted at each poll.
+    http_until(metrics, "/metrics", |_, b| {
+        sample(b, out_of_range).is_some_and(|v| v >= now + 3.0)
+    })
+    .await;
+
+    // Good values again: read; no window ever held a value out of range.
+    ok(&mut peer, "set 3001 multiStateValue:3 2");
+    ok(&mut peer, "set 3001 binaryValue:2 0");
+    ok(&mut peer, "set 3002 binaryValue:1 1");
+    let (mut plant_back, mut boiler_back) = (false, false);
+    while !(plant_back && boiler_back) {
+        let m = sub.next(WAIT).await.expect("windows of both devices");
+        let w = metrics_of(&m);
+        for (metric, lo, hi) in [("mode", 1.0, 4.0), ("pump", 0.0, 1.0), ("burner", 0.0, 1.0)] {
+            if let Some(s) = w.get(metric) {
+                let (min, max) = (s["min"].as_f64().unwrap(), s["max"].as_f64().unwrap());
+                assert!(min >= lo && max <= hi, "{metric} {w:?}");
+            }
+        }
+        plant_back |= m.json()["device"] == "plant"
+            && avg(&w, "mode") == Some(2.0)
+            && avg(&w, "pump") == Some(0.0);
+        boiler_back |= m.json()["device"] == "boiler" && avg(&w, "burner") == Some(1.0);
+    }
+}
+
 #[tokio::test]
 async fn cov_on_a_slow_poll_reports_every_change_and_resubscribes_after_a_restart() {
     let upstream = Mosquitto::start();
@@ -387,13 +495,14 @@ cov = true
     let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
     gw.wait_for_log("Metrics endpoint listening").await;
     let readings = "edge_gateway_adapter_readings_total{adapter=\"bms\"}";
-    // The first poll and the notification a subscription starts with.
+    // The notification a subscription starts with (the first poll, made
+    // as it is sent, only sees the device answers).
     http_until(metrics, "/metrics", |_, b| {
         sample(
             b,
             "edge_gateway_bacnet_cov_subscriptions{adapter=\"bms\",device=\"duct\"}",
         ) == Some(1.0)
-            && sample(b, readings) == Some(2.0)
+            && sample(b, readings) == Some(1.0)
     })
     .await;
 
@@ -403,7 +512,7 @@ cov = true
         &mut peer,
         &format!("ramp 2101 analogInput:1 {start} {step} {n}"),
     );
-    let want = 2 + u64::from(n);
+    let want = 1 + u64::from(n);
     http_until(metrics, "/metrics", |_, b| {
         sample(b, readings) == Some(want as f64)
     })
@@ -434,9 +543,9 @@ cov = true
     let ramp: f64 = (0..n).map(|i| start + f64::from(i) * step).sum();
     assert_eq!(count, want, "{by_start:?}");
     assert!(
-        (sum - (20.0 + ramp)).abs() < 1e-6,
+        (sum - (10.0 + ramp)).abs() < 1e-6,
         "{sum} against {}",
-        20.0 + ramp
+        10.0 + ramp
     );
     assert_eq!(max, start + f64::from(n - 1) * step);
     let (_, text) = http_until(metrics, "/metrics", |_, b| {
@@ -454,6 +563,74 @@ cov = true
         ),
         Some(f64::from(n) + 1.0),
         "one notification per change, and the first"
+    );
+}
+
+/// With `cov = true` the poll only checks the device answers: a value
+/// COV delivered is not read again as a reading at every poll (each was
+/// counted and averaged into the windows once per poll). Objects of a
+/// device on a fast poll, several polls: one reading each, the
+/// notification a subscription starts with, and one per change.
+#[tokio::test]
+async fn cov_values_are_not_read_again_by_the_polls() {
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let port = free_port();
+    let layout = json!({ "devices": [
+        { "instance": 2201, "port": port, "objects": [
+            { "type": "analogValue", "instance": 1, "name": "Flow", "value": 10.0, "cov_increment": 0.5 },
+            { "type": "binaryValue", "instance": 2, "name": "Pump", "value": 1 },
+        ]},
+    ]});
+    let mut peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
+    let body = format!(
+        r#"
+[[adapter]]
+type = "bacnet"
+name = "bms"
+bind = "127.0.0.1:0"
+poll = "100ms"
+timeout = "400ms"
+retries = 0
+cov_lifetime = "1h"
+
+[[bacnet.device]]
+instance = 2201
+address = "127.0.0.1:{port}"
+id = "pumps"
+cov = true
+"#
+    );
+    let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
+    gw.wait_for_log("BACnet device found.").await;
+    let readings = "edge_gateway_adapter_readings_total{adapter=\"bms\"}";
+    let notifications = "edge_gateway_bacnet_cov_notifications_total{adapter=\"bms\"}";
+    // Messages received: polls and notifications. Twenty polls on.
+    let received = "edge_gateway_adapter_received_messages_total{adapter=\"bms\"}";
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(b, notifications) == Some(2.0) && sample(b, received).is_some_and(|v| v >= 22.0)
+    })
+    .await;
+    assert_eq!(sample(&text, readings), Some(2.0), "{text}");
+
+    ok(&mut peer, "set 2201 analogValue:1 12.5");
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(b, notifications) == Some(3.0)
+    })
+    .await;
+    let polled = sample(&text, received).unwrap();
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(b, received).is_some_and(|v| v >= polled + 10.0)
+    })
+    .await;
+    assert_eq!(sample(&text, readings), Some(3.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "edge_gateway_adapter_errors_total{adapter=\"bms\",error_type=\"cov_silent\"}"
+        ),
+        None,
+        "{text}"
     );
 }
 

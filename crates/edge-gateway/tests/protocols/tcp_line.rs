@@ -588,3 +588,80 @@ columns = ["device", "temperature"]
     .expect("the line was read");
     gw.stop().await.unwrap();
 }
+
+/// InfluxDB line protocol with `ack`: a field named twice is one reading,
+/// its last value, as InfluxDB keeps it (it was two readings of one
+/// metric at one time), and a timestamp that is no number is `err`,
+/// counted, as InfluxDB refuses the line (it was `ok`, taken at arrival).
+#[tokio::test]
+async fn influx_lines_keep_the_last_of_a_field_named_twice_and_refuse_a_bad_timestamp() {
+    let upstream = Mosquitto::start();
+    let (line_port, metrics) = (free_port(), free_port());
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/node-a/aggregated").await;
+    let cfg = config(
+        "gw-tcp-influx",
+        upstream.port(),
+        line_port,
+        metrics,
+        "format = \"influx\"",
+    );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Listening for lines.").await;
+
+    let (rd, mut wr) = connect(line_port).await.into_split();
+    let mut reader = BufReader::new(rd);
+    wr.write_all(b"m,device=node-a t=1,t=2\nm,device=node-a t=7 notanumber\nm,device=node-a u=3\n")
+        .await
+        .unwrap();
+    wr.shutdown().await.unwrap();
+    let answers = answers_to_the_end(&mut reader).await;
+    assert_eq!(
+        last_ok_and_errs(&answers),
+        (3, vec!["err 2 invalid_line_protocol"]),
+        "{answers:?}"
+    );
+    gw.wait_for_log("Dropping a bad line.").await;
+
+    let (_, body) = http_until(metrics, "/metrics", |_, b| {
+        metric(
+            b,
+            "edge_gateway_adapter_errors_total{adapter=\"bme680-tcp\",error_type=\"invalid_line_protocol\"}",
+        ) == 1.0
+    })
+    .await;
+    let series = |name: &str| format!("{name}{{adapter=\"bme680-tcp\"}}");
+    assert_eq!(
+        metric(&body, &series("edge_gateway_adapter_readings_total")),
+        2.0,
+        "t once and u: {body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "edge_gateway_adapter_errors_total{adapter=\"bme680-tcp\",error_type=\"field_duplicate\"}"
+        ),
+        1.0,
+        "{body}"
+    );
+    // Upstream: t once, its last value; the refused line's 7 nowhere.
+    let got = sub
+        .collect_until(WAIT, |m| totals(m).get("node-a").is_some_and(|t| t.0 >= 2))
+        .await;
+    // By window id: a window sent again (amended) counts once.
+    let t: std::collections::BTreeMap<String, (u64, f64)> = got
+        .iter()
+        .filter_map(|m| {
+            let j = m.json();
+            let s = j["metrics"].get("t")?;
+            Some((
+                j["id"].to_string(),
+                (s["count"].as_u64()?, s["max"].as_f64()?),
+            ))
+        })
+        .collect();
+    assert_eq!(
+        t.into_values().collect::<Vec<_>>(),
+        vec![(1, 2.0)],
+        "{got:?}"
+    );
+}
