@@ -65,6 +65,8 @@ pub struct ClockGuard {
     /// How far the clock stepped back, seen and not yet followed by the
     /// pipeline.
     stepped_back_ms: Option<i64>,
+    /// How far the clock stepped either way, not yet told to the rules.
+    stepped_ms: Option<i64>,
     held_total: Counter,
     dropped: Counter,
     steps: Counter,
@@ -78,6 +80,7 @@ impl ClockGuard {
             last: None,
             logged: false,
             stepped_back_ms: None,
+            stepped_ms: None,
             held_total: telemetry.counter(HELD_READINGS, &[]),
             dropped: telemetry.counter(DROPPED_READINGS, &[("reason", "clock_unsynced")]),
             steps: telemetry.counter(CLOCK_STEPS, &[]),
@@ -92,6 +95,7 @@ impl ClockGuard {
             let step = now.as_millis().saturating_sub(wall.as_millis()) - elapsed;
             if step.unsigned_abs() > STEP.as_millis() as u64 {
                 self.steps.inc();
+                self.stepped_ms = Some(self.stepped_ms.unwrap_or(0).saturating_add(step));
                 if step < 0 {
                     self.stepped_back_ms = Some(self.stepped_back_ms.unwrap_or(0) - step);
                     warn!(step_ms = step, from = %wall, to = %now, "The wall clock stepped back; windows follow it: readings go in the windows of the corrected time, windows already sent stay sent.");
@@ -107,6 +111,12 @@ impl ClockGuard {
             warn!(now = %now, earliest = EARLIEST_PLAUSIBLE_MS, "The wall clock is not set (before this release): holding readings and windows until it is (NTP).");
         }
         plausible
+    }
+
+    /// The steps either way seen since the last call, added up: what the
+    /// silence rules must move by.
+    pub fn take_step(&mut self) -> Option<i64> {
+        self.stepped_ms.take()
     }
 
     /// Whether a backward step was seen (and logged and counted) since the

@@ -138,6 +138,7 @@ impl Pipeline {
             let now = self.clock.now();
             let mono = tokio::time::Instant::now();
             let clock_ok = guard.check(now, mono);
+            self.silence_follows(&mut guard);
             if clock_ok && guard.is_holding() {
                 // Judged as when they arrived: held by the gateway, not late.
                 for (msg, arrived) in guard.release(now, mono) {
@@ -432,6 +433,15 @@ impl Pipeline {
         }
     }
 
+    /// A step of the wall clock moves what the silence rules measure: a
+    /// step forward raised every device as silent for the step, a step
+    /// back hid every silence for as long.
+    fn silence_follows(&mut self, guard: &mut ClockGuard) {
+        if let (Some(step), Some(alerts)) = (guard.take_step(), self.alerts.as_mut()) {
+            alerts.clock_stepped(step);
+        }
+    }
+
     /// Follows the wall clock if it stepped back behind the windows already
     /// closed: what was taken before the step is counted first, judged by
     /// the clock it was taken under; then the window clock follows and the
@@ -444,7 +454,9 @@ impl Pipeline {
         throttle: &LogThrottle,
     ) -> Option<bool> {
         let now = self.clock.now();
-        if !guard.check(now, tokio::time::Instant::now()) {
+        let plausible = guard.check(now, tokio::time::Instant::now());
+        self.silence_follows(guard);
+        if !plausible {
             return Some(false);
         }
         if !self.aggregator.is_behind(now) {

@@ -59,6 +59,24 @@ struct Harness {
 }
 
 fn start() -> Harness {
+    start_on(Arc::new(TokioClock::starting_at(ts(START))))
+}
+
+/// Tokio's paused time plus a step the test sets, as NTP would.
+struct SteppedClock {
+    inner: TokioClock,
+    step_ms: std::sync::atomic::AtomicI64,
+}
+
+impl gateway_core::Clock for SteppedClock {
+    fn now(&self) -> Timestamp {
+        self.inner
+            .now()
+            .saturating_add_millis(self.step_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+fn start_on(clock: Arc<dyn gateway_core::Clock>) -> Harness {
     let telemetry = Telemetry::default();
     let cfg: RulesAndDevices = toml::from_str(RULES).unwrap();
     let alerts = Alerts::new(
@@ -78,7 +96,7 @@ fn start() -> Harness {
             max_future_ms: 60_000,
         })
         .unwrap(),
-        clock: Arc::new(TokioClock::starting_at(ts(START))),
+        clock,
         durability: Durability::in_memory(&telemetry),
         telemetry,
         outbox_flush: None,
@@ -212,4 +230,65 @@ async fn an_offline_status_raises_silence_at_once() {
     assert_eq!(got[1].0, "building/hq/fridge-2/alerts");
     assert_eq!(got[1].1["state"], "raised");
     assert_eq!(got[1].1["ts"], "2026-11-21T10:00:10Z");
+}
+
+/// NTP steps the clock while the gateway runs: silence is how long a
+/// device has not spoken. A step forward raised every device "silent for
+/// the step" at once; a step back hid every silence for as long as the
+/// step.
+#[tokio::test(start_paused = true)]
+async fn silence_is_judged_on_the_time_that_passed_across_clock_steps() {
+    for step_ms in [3_600_000_i64, -3_600_000] {
+        let clock = Arc::new(SteppedClock {
+            inner: TokioClock::starting_at(ts(START)),
+            step_ms: std::sync::atomic::AtomicI64::new(0),
+        });
+        let mut h = start_on(clock.clone());
+        h.tx.send(Ingress::Readings(vec![reading(
+            4.0,
+            "2026-11-21T10:00:00Z",
+        )]))
+        .await
+        .unwrap();
+        settle().await;
+        for _ in 0..60 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            settle().await;
+        }
+        clock
+            .step_ms
+            .store(step_ms, std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..238 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            settle().await;
+        }
+        assert!(
+            alerts_among_windows(&mut h.out).is_empty(),
+            "step {step_ms}: raised before `after` passed"
+        );
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            settle().await;
+        }
+        let got = alerts_among_windows(&mut h.out);
+        assert_eq!(got.len(), 1, "step {step_ms}: {got:?}");
+        assert_eq!(got[0]["rule"], "silent");
+        assert_eq!(got[0]["state"], "raised");
+        // Five minutes after it spoke, on the corrected clock.
+        let expected = Timestamp::from_millis(ts("2026-11-21T10:05:00Z").as_millis() + step_ms)
+            .unwrap()
+            .to_rfc3339();
+        assert_eq!(got[0]["ts"], expected.as_str(), "step {step_ms}");
+    }
+}
+
+/// The alerts sent, past the windows a step forward closes.
+fn alerts_among_windows(out: &mut mpsc::Receiver<OutboundMessage>) -> Vec<serde_json::Value> {
+    let mut got = Vec::new();
+    while let Ok(m) = out.try_recv() {
+        if m.topic.ends_with("/alerts") {
+            got.push(serde_json::from_slice(&m.payload).unwrap());
+        }
+    }
+    got
 }

@@ -256,6 +256,17 @@ impl Alerts {
         self.emit(alerts, SourceId::UNKNOWN, out);
     }
 
+    /// The wall clock stepped by `step_ms` (seen against the monotonic
+    /// clock): silence is judged on the time that passed, and the next
+    /// check stays a second away rather than a whole step back.
+    pub fn clock_stepped(&mut self, step_ms: i64) {
+        self.dirty = true;
+        self.engine.clock_stepped(step_ms);
+        if self.next_tick_ms != i64::MIN {
+            self.next_tick_ms = self.next_tick_ms.saturating_add(step_ms);
+        }
+    }
+
     /// A device announced its state.
     pub fn on_status(&mut self, change: &StatusChange, out: &mut Vec<Transition>) {
         self.dirty = true;

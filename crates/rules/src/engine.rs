@@ -372,6 +372,14 @@ impl Engine {
         out
     }
 
+    /// The wall clock stepped by `step_ms` while the gateway ran: what the
+    /// silence rules measure moves with it (see `Silence::shift`).
+    pub fn clock_stepped(&mut self, step_ms: i64) {
+        for s in self.silence.values_mut() {
+            s.shift(step_ms);
+        }
+    }
+
     /// A device announced `offline` (raise its silence alerts at once) or
     /// `online` (clear them: it speaks again).
     pub fn on_status(&mut self, device: &DeviceId, online: bool, at: Timestamp) -> Vec<Alert> {

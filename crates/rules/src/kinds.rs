@@ -313,6 +313,15 @@ impl Silence {
             .then(|| Outcome::plain(AlertState::Cleared, silent, limit))
     }
 
+    /// The wall clock stepped by `step_ms` (NTP): silence is how long the
+    /// device has not spoken, not how far the clock moved, so the last
+    /// time heard moves with it. A step forward made every device "silent
+    /// for the step" at once; a step back hid every silence for as long.
+    pub fn shift(&mut self, step_ms: i64) {
+        self.last_seen_ms = self.last_seen_ms.saturating_add(step_ms);
+        self.trigger.shift(step_ms);
+    }
+
     /// The clock reads `now_ms`: raises (or reports suppressed) once
     /// nothing was heard for `after_ms`, stamped at the instant the silence
     /// reached it. Returns that instant with the outcome.

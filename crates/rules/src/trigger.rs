@@ -89,4 +89,15 @@ impl Trigger {
         }
         Some(AlertState::Suppressed)
     }
+
+    /// The wall clock stepped by `step_ms`: the instants kept move with
+    /// it, so a cooldown or a hold lasts as long as it would have.
+    pub fn shift(&mut self, step_ms: i64) {
+        for at in [&mut self.pending_since, &mut self.cleared_at]
+            .into_iter()
+            .flatten()
+        {
+            *at = at.saturating_add(step_ms);
+        }
+    }
 }
