@@ -103,11 +103,17 @@ impl Pipeline {
         let throttle = LogThrottle::default();
         // Numbered per epoch by sinks that number readings, as in the run
         // that journaled them.
-        for (epoch, readings) in self.durability.take_replayed() {
-            self.outputs.journal_epoch(epoch).await;
-            for r in &readings {
+        let replayed = self.durability.take_replayed();
+        for (epoch, readings) in &replayed {
+            self.outputs.journal_epoch(*epoch).await;
+            for r in readings {
                 self.outputs.reading(r);
             }
+        }
+        let transitions = replay_alerts(&mut self.alerts, &mut self.durability, &replayed);
+        if !transitions.is_empty() && !self.outputs.alerts(transitions).await {
+            upstream_gone();
+            return;
         }
         // Closed before the crash by a backward clock step the journal
         // replayed: sent again as they were (same ids).
@@ -545,4 +551,45 @@ impl Pipeline {
 fn upstream_gone() -> bool {
     warn!("Upstream forwarder is gone; stopping the pipeline.");
     false
+}
+
+/// The journal's messages after the alert rules' saved state, played
+/// through the rules again: a raise or clear decided after the last
+/// save is decided again (the same reading, the same id, so a copy of
+/// one sent before the crash is told by its id), and the rules go on
+/// from where they stopped. A state saved without a mark (an earlier
+/// release) replays nothing, as then.
+fn replay_alerts(
+    alerts: &mut Option<Alerts>,
+    durability: &mut Durability,
+    replayed: &[(u64, Vec<gateway_core::Reading>)],
+) -> Vec<Transition> {
+    let messages = durability.take_replayed_messages();
+    let current = durability.journal_epoch();
+    let Some(rules) = alerts else {
+        return Vec::new();
+    };
+    let mut transitions = Vec::new();
+    if let Some(from) = rules.restored_mark() {
+        for ((epoch, readings), (_, sizes)) in replayed.iter().zip(&messages) {
+            let skip_messages = match epoch.cmp(&from.epoch) {
+                std::cmp::Ordering::Less => sizes.len(),
+                std::cmp::Ordering::Equal => usize::try_from(from.messages).unwrap_or(usize::MAX),
+                std::cmp::Ordering::Greater => 0,
+            };
+            let skip: usize = sizes.iter().take(skip_messages).sum();
+            for r in readings.iter().skip(skip) {
+                rules.on_reading(r, &mut transitions);
+            }
+        }
+    }
+    // Appending goes on in the newest epoch read, after its messages.
+    if let Some(epoch) = current {
+        let already = messages
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map_or(0, |(_, sizes)| sizes.len());
+        rules.journaled(epoch, already);
+    }
+    transitions
 }

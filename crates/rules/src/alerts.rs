@@ -66,10 +66,28 @@ pub struct Transition {
     pub source: SourceId,
 }
 
+/// How far into the ingress journal the saved state goes: every durable
+/// message of the epochs before `epoch`, and the first `messages` of
+/// `epoch`. After a crash the journal's later messages are played through
+/// the rules again, so a raise or clear decided after the last save (and
+/// sent, or not, before the crash) is decided again, with the same id,
+/// and the rules go on from where they were: a clear lost to a crash left
+/// the rule raised, and the fridge's next excursion was never raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JournalMark {
+    pub epoch: u64,
+    pub messages: u64,
+}
+
 /// The engine's state as `alerts.json` holds it.
 #[derive(serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-struct SavedState(EngineState);
+struct SavedState {
+    #[serde(flatten)]
+    state: EngineState,
+    /// Absent in files saved before it existed, or without a journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    journal_mark: Option<JournalMark>,
+}
 
 impl StateDocument for SavedState {
     const FILE_NAME: &'static str = inventory::ALERTS;
@@ -91,16 +109,23 @@ impl AlertStore {
     ///
     /// # Errors
     /// Unreadable, or damaged (then already moved aside).
-    pub fn load(&self) -> Result<Option<EngineState>, StoreError> {
-        Ok(self.file.load()?.map(|s| s.0))
+    pub fn load(&self) -> Result<Option<(EngineState, Option<JournalMark>)>, StoreError> {
+        Ok(self.file.load()?.map(|s| (s.state, s.journal_mark)))
     }
 
     /// Replaces the saved state atomically.
     ///
     /// # Errors
     /// A write, fsync or rename that failed; the previous file stays.
-    pub fn save(&self, state: EngineState) -> Result<(), StoreError> {
-        self.file.save(&SavedState(state))
+    pub fn save(
+        &self,
+        state: EngineState,
+        journal_mark: Option<JournalMark>,
+    ) -> Result<(), StoreError> {
+        self.file.save(&SavedState {
+            state,
+            journal_mark,
+        })
     }
 }
 
@@ -112,6 +137,10 @@ pub struct Alerts {
     actions: Option<mpsc::Sender<SinkEvent>>,
     next_tick_ms: i64,
     dirty: bool,
+    /// Where the restored state's journal position was ([`JournalMark`]).
+    restored_mark: Option<JournalMark>,
+    /// How far into the journal the rules have gone in this run.
+    mark: Option<JournalMark>,
     raised: Counter,
     cleared: Counter,
     /// [`ALERTS_SUPPRESSED`] per rule, by rule index.
@@ -144,9 +173,11 @@ impl Alerts {
         engine.set_zone(zone);
         let store_failures = telemetry.counter("edge_gateway_alert_state_failures_total", &[]);
         let store = state_dir.map(AlertStore::in_dir);
+        let mut restored_mark = None;
         if let Some(s) = &store {
             match s.load() {
-                Ok(Some(state)) => {
+                Ok(Some((state, mark))) => {
+                    restored_mark = mark;
                     if state.zone() != engine.zone().name() {
                         info!(
                             was = state.zone(),
@@ -173,6 +204,8 @@ impl Alerts {
             actions,
             next_tick_ms: i64::MIN,
             dirty: false,
+            restored_mark,
+            mark: None,
             raised: telemetry.counter("edge_gateway_alerts_total", &[("state", "raised")]),
             cleared: telemetry.counter("edge_gateway_alerts_total", &[("state", "cleared")]),
             suppressed: rules
@@ -353,13 +386,30 @@ impl Alerts {
         held
     }
 
-    /// Saves the learned state if anything changed since the last save.
+    /// How far into the ingress journal the restored state went, if the
+    /// file said.
+    pub fn restored_mark(&self) -> Option<JournalMark> {
+        self.restored_mark
+    }
+
+    /// `messages` durable messages of the journal's `epoch` went through
+    /// the rules, after those counted before.
+    pub fn journaled(&mut self, epoch: u64, messages: usize) {
+        let mark = self.mark.get_or_insert(JournalMark { epoch, messages: 0 });
+        if mark.epoch != epoch {
+            *mark = JournalMark { epoch, messages: 0 };
+        }
+        mark.messages = mark.messages.saturating_add(messages as u64);
+    }
+
+    /// Saves the learned state if anything changed since the last save,
+    /// with how far into the ingress journal it goes.
     pub fn save(&mut self) {
         let Some(store) = &self.store else { return };
         if !self.dirty {
             return;
         }
-        match store.save(self.engine.state()) {
+        match store.save(self.engine.state(), self.mark) {
             Ok(()) => self.dirty = false,
             Err(e) => {
                 self.store_failures.inc();

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alerts_crash;
 mod clock_ahead_restart;
 mod crash;
 mod damaged_state;

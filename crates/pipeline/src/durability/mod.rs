@@ -110,6 +110,10 @@ pub struct Durability {
     /// once stored, so nothing older than these can be missing there).
     /// Grouped by the journal epoch they were appended in.
     replayed: Vec<(u64, Vec<Reading>)>,
+    /// How many readings each replayed message held, per epoch, in the
+    /// order of `replayed`: where the alert rules, saved part way into an
+    /// epoch, pick up.
+    replayed_messages: Vec<(u64, Vec<usize>)>,
 }
 
 /// Readings waiting, unacknowledged and uncounted, for the ingress journal
@@ -160,6 +164,7 @@ impl Durability {
             holding: telemetry.gauge(JOURNAL_HOLDING, &[]),
             unjournaled: telemetry.counter(JOURNAL_DROPPED, &[]),
             replayed: Vec::new(),
+            replayed_messages: Vec::new(),
         }
     }
 
@@ -211,6 +216,7 @@ impl Durability {
         for (i, entry) in replay.entries.iter().enumerate() {
             while let Some((_, epoch)) = starts.next_if(|(at, _)| *at <= i) {
                 d.replayed.push((*epoch, Vec::new()));
+                d.replayed_messages.push((*epoch, Vec::new()));
             }
             if let Some(source) = &entry.new_session {
                 d.deliveries.forget_source(source);
@@ -230,6 +236,11 @@ impl Durability {
             }
             if let Some((_, readings)) = d.replayed.last_mut() {
                 readings.extend(entry.readings.iter().cloned());
+            }
+            if entry.new_session.is_none() && entry.step_back.is_none() {
+                if let Some((_, sizes)) = d.replayed_messages.last_mut() {
+                    sizes.push(entry.readings.len());
+                }
             }
             for r in &entry.readings {
                 // Judged as when it arrived: it was accepted then, and its
@@ -259,10 +270,6 @@ impl Durability {
         d
     }
 
-    /// The readings replayed from the journals at start, once: the sinks
-    /// are given them again (InfluxDB keeps one point per series and time,
-    /// so a point written twice is written once).
-    /// Each group comes with the journal epoch it was appended in.
     /// Gives back the buffers a burst grew, once it has passed
     /// ([`gateway_core::cache_release`]): only empty ones, nothing waiting
     /// for the journal is touched.
@@ -281,8 +288,18 @@ impl Durability {
         }
     }
 
+    /// The readings replayed from the journals at start, once: the sinks
+    /// are given them again (InfluxDB keeps one point per series and time,
+    /// so a point written twice is written once).
+    /// Each group comes with the journal epoch it was appended in.
     pub fn take_replayed(&mut self) -> Vec<(u64, Vec<Reading>)> {
         std::mem::take(&mut self.replayed)
+    }
+
+    /// The readings each replayed message held, per epoch, in the order
+    /// of [`Self::take_replayed`]'s, once.
+    pub fn take_replayed_messages(&mut self) -> Vec<(u64, Vec<usize>)> {
+        std::mem::take(&mut self.replayed_messages)
     }
 
     /// The journal epoch appends go to now; `None` without a journal.

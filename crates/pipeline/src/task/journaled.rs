@@ -74,6 +74,11 @@ impl Pipeline {
         for (readings, at) in taken.iter().chain(&deferred) {
             let _ = self.ingest(readings, *at, c, throttle, &mut alerts);
         }
+        // No checkpoint starts a new epoch while a batch is in flight: the
+        // epoch now is the one the batch was written in.
+        if let (Some(rules), Some(epoch)) = (&mut self.alerts, self.durability.journal_epoch()) {
+            rules.journaled(epoch, taken.len());
+        }
         self.outputs.send_readings().await;
         self.alerts_step(|_, o| o.append(&mut alerts)).await
     }
