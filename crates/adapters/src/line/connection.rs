@@ -63,6 +63,8 @@ pub(crate) enum Closed {
     /// A read or write failed.
     Broken,
     Shutdown,
+    /// Its slot went to a new connection while it was silent.
+    Evicted,
 }
 
 /// Serves one client until it leaves, goes idle, or the adapter stops.
@@ -74,6 +76,7 @@ pub(crate) async fn serve<S>(
     peer: SocketAddr,
     fallback: Option<DeviceId>,
     shared: Arc<Shared>,
+    seat: Option<&super::seats::Seat>,
 ) -> Result<Closed, AdapterError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -105,6 +108,12 @@ where
         tokio::select! {
             biased;
             _ = shared.ctx.shutdown.cancelled() => break Closed::Shutdown,
+            () = async {
+                match seat {
+                    Some(s) => s.evict.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            } => break Closed::Evicted,
             done = async {
                 match waiting.front_mut() {
                     Some((_, w)) => w.await,
@@ -148,6 +157,9 @@ where
                     }
                 }
                 Ok(n) => {
+                    if let Some(s) = seat {
+                        s.touch();
+                    }
                     if idle_on {
                         idle.as_mut().reset(gateway_core::deadline::from_now(shared.idle_timeout));
                     }
@@ -169,7 +181,7 @@ where
             _ = &mut idle, if idle_on => break Closed::Idle,
         }
     };
-    if matches!(closed, Closed::Idle | Closed::Shutdown) && framer.has_partial() {
+    if matches!(closed, Closed::Idle | Closed::Shutdown | Closed::Evicted) && framer.has_partial() {
         // The client is still there and may finish the line: it is not its
         // last one, and is not taken, but never dropped silently.
         incomplete(

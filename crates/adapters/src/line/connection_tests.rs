@@ -47,7 +47,7 @@ fn peer() -> SocketAddr {
 
 fn start(stream: DuplexStream, shared: Arc<Shared>) -> tokio::task::JoinHandle<Closed> {
     tokio::spawn(async move {
-        serve(stream, peer(), DeviceId::new("node").ok(), shared)
+        serve(stream, peer(), DeviceId::new("node").ok(), shared, None)
             .await
             .unwrap()
     })

@@ -28,6 +28,7 @@ pub mod kind;
 pub mod acks;
 #[cfg(feature = "tcp_line")]
 mod connection;
+mod seats;
 #[cfg(all(test, feature = "tcp_line"))]
 #[allow(clippy::unwrap_used)]
 mod connection_tests;

@@ -13,10 +13,16 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::connection::{serve, Shared};
+use super::seats::Seats;
 use super::tcp_config::TcpLineConfig;
 
 /// Connections of this adapter open now.
 pub const LINE_CONNECTIONS: &str = "edge_gateway_line_connections";
+/// Connections closed, while silent, to give their slot to a new one.
+pub const LINE_EVICTED: &str = "edge_gateway_line_connections_evicted_total";
+
+/// How long a newcomer waits for the evicted connection to close.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// A runnable `tcp_line` adapter.
 pub struct TcpLineSource {
@@ -63,6 +69,10 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
         ctx: ctx.clone(),
     });
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let seats = Seats::default();
+    let evicted = ctx
+        .telemetry
+        .counter(LINE_EVICTED, &[("adapter", &ctx.name)]);
     let mut tasks = JoinSet::new();
     let outcome = loop {
         tokio::select! {
@@ -86,11 +96,27 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    gateway_core::refuse!(shared.stats, shared.throttle, "too_many_connections";
-                        adapter = %ctx.name, %peer, max_connections = config.max_connections, "Refusing a connection: too many open.");
-                    drop(stream);
-                    continue;
+                let permit = match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    // Full: the connection silent longest gives up its
+                    // slot, and closes within moments.
+                    Err(_) if seats.evict_the_most_silent() => {
+                        evicted.inc();
+                        debug!(adapter = %ctx.name, %peer, "Every connection slot taken: closing the one silent longest for this one.");
+                        match tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await {
+                            Ok(Ok(permit)) => permit,
+                            _ => {
+                                drop(stream);
+                                continue;
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        gateway_core::refuse!(shared.stats, shared.throttle, "too_many_connections";
+                            adapter = %ctx.name, %peer, max_connections = config.max_connections, "Refusing a connection: too many open, each of them sending.");
+                        drop(stream);
+                        continue;
+                    }
                 };
                 // Lines are small and answers must not wait for more.
                 let _ = stream.set_nodelay(true);
@@ -101,9 +127,11 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
                 let slots = slots.clone();
                 let max = config.max_connections;
                 open.set(max.saturating_sub(slots.available_permits()) as f64);
+                let seat = seats.take();
                 tasks.spawn(async move {
                     debug!(adapter = %shared.ctx.name, %peer, "Line client connected.");
-                    let closed = serve(stream, peer, fallback, shared.clone()).await;
+                    let closed = serve(stream, peer, fallback, shared.clone(), Some(&seat)).await;
+                    drop(seat);
                     drop(permit);
                     open.set(max.saturating_sub(slots.available_permits()) as f64);
                     debug!(adapter = %shared.ctx.name, %peer, ?closed, "Line client gone.");

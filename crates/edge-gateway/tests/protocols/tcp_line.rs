@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{conflicting_ids, http_get, http_until, rel_close, totals, GatewayProcess, WAIT};
 use test_support::{free_port, Message, Mosquitto, Subscriber};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// The gateway with one `tcp_line` adapter on `line_port`.
@@ -664,4 +664,76 @@ async fn influx_lines_keep_the_last_of_a_field_named_twice_and_refuse_a_bad_time
         vec![(1, 2.0)],
         "{got:?}"
     );
+}
+
+/// Every slot held by connections that send nothing (sockets a node
+/// leaked after Wi-Fi drops, or anyone on the network): a node that comes
+/// with a line gets the slot of the one silent longest, and its line is
+/// taken, instead of being refused for up to `idle_timeout`.
+#[tokio::test]
+async fn silent_connections_holding_every_slot_give_one_up_to_a_sending_node() {
+    let upstream = Mosquitto::start();
+    let (line_port, metrics) = (free_port(), free_port());
+    let cfg = config(
+        "gw-tcp-seats",
+        upstream.port(),
+        line_port,
+        metrics,
+        "format = \"csv\"\ncolumns = [\"temperature\", \"pressure\", \"humidity\", \"gas\"]\ndevice = \"bme680-lab\"\nmax_connections = 4",
+    );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Listening for lines.").await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(connect(line_port).await);
+    }
+    // Retried until the gateway takes it: a slot is given up once a
+    // silent connection has been silent for two seconds.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        let (rd, mut wr) = connect(line_port).await.into_split();
+        let mut reader = BufReader::new(rd);
+        let _ = wr.write_all(b"21.5,1013.2,45.1,12048\n").await;
+        let _ = wr.shutdown().await;
+        // A refused connection is closed under the line (a reset).
+        let mut answers = String::new();
+        let _ = tokio::time::timeout(WAIT, reader.read_to_string(&mut answers)).await;
+        if answers.contains("ok 1") {
+            break answers;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never taken: {answers:?}"
+        );
+        // Paced, not synchronised: each try is a connection refused.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(answer.starts_with("ok 1"), "{answer:?}");
+    let (_, body) = http_until(metrics, "/metrics", |_, b| {
+        metric(
+            b,
+            "edge_gateway_line_connections_evicted_total{adapter=\"bme680-tcp\"}",
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &body,
+            "edge_gateway_adapter_readings_total{adapter=\"bme680-tcp\"}"
+        ),
+        4.0,
+        "{body}"
+    );
+    // One silent connection was closed for it.
+    let mut closed = 0;
+    for s in &mut silent {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "no silent connection was closed");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
 }
