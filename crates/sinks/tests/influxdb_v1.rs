@@ -293,6 +293,53 @@ async fn a_refused_point_is_dead_lettered_and_counted_and_the_rest_goes_on() {
     sink.stop().await;
 }
 
+/// A database an earlier bridge filled holds `gas` as integers: with
+/// `integer_fields = ["gas"]` the gateway's readings are written beside
+/// them, where without it InfluxDB refused every point whole.
+#[tokio::test]
+async fn integer_fields_write_into_a_database_that_holds_them_as_integers() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let base = Timestamp::now().as_millis() - 60_000;
+    db.query("", "CREATE DATABASE bme680_db");
+    let line = format!("bme680_measure,device=old temperature=21.3,gas=12000i {base}\n");
+    assert_eq!(db.write("bme680_db", "ms", line.as_bytes()), 204);
+    let text = BME680_CSV.replace("URL", &db.url()) + "integer_fields = [\"gas\"]\n";
+    let sink = start(&config(&text), state.path());
+    for i in 0..3 {
+        sink.events
+            .send(SinkEvent::Readings(sample(
+                base + 1000 * (i + 1),
+                i as usize,
+            )))
+            .await
+            .unwrap();
+    }
+    until("the three samples written beside the old one", || {
+        count(
+            &db,
+            "bme680_db",
+            "SELECT count(\"gas\") FROM \"bme680_measure\"",
+        ) == 4
+    })
+    .await;
+    assert_eq!(
+        count(
+            &db,
+            "bme680_db",
+            "SELECT count(\"temperature\") FROM \"bme680_measure\""
+        ),
+        4
+    );
+    assert_eq!(
+        sink.telemetry
+            .counter_value(sinks::influxdb::SINK_DEAD_LETTER, &[("output", "influx")])
+            .unwrap_or(0),
+        0
+    );
+    sink.stop().await;
+}
+
 /// One-metric readings of one device, all stamped `ms`: what 300 key=value
 /// lines written to a TCP socket in one go become.
 fn burst(device: &str, ms: i64, n: usize) -> Vec<Reading> {

@@ -64,6 +64,11 @@ pub struct InfluxConfig {
     /// then its own point (a tag holds one unit), so it is off by default:
     /// series written before stay as they are.
     pub unit_tag: bool,
+    /// Metrics whose raw readings are written as integers (rounded:
+    /// `gas=12000i`): a database an earlier bridge filled holds them so,
+    /// and InfluxDB refuses a float for a field that has integers, with
+    /// every other field of the point.
+    pub integer_fields: Vec<String>,
     /// Compress request bodies.
     pub gzip: bool,
     /// Most outbox records (one per event) in one request.
@@ -114,6 +119,7 @@ impl Default for InfluxConfig {
             alerts_measurement: "alerts".into(),
             health_measurement: "gateway".into(),
             unit_tag: false,
+            integer_fields: Vec::new(),
             gzip: false,
             batch_size: 1000,
             flush_interval: Duration::from_secs(1),

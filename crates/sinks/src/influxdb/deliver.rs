@@ -260,10 +260,31 @@ fn dead(t: &Target, line: &[u8], reason: &str, message: &str) {
     // Throttled: a line per point was 3 000 ERROR lines for 3 000 points
     // of one type conflict. The counter and the file have every one.
     if let Some(suppressed) = t.log.allow("dead_letter") {
-        error!(output = %t.name, reason, %message, file = %t.dead_letter.display(), suppressed, "InfluxDB refuses a point; set aside in the dead-letter file.");
+        // A database an earlier bridge filled with integers refuses the
+        // gateway's floats for the whole point: say how to match it.
+        let hint = conflict_hint(message);
+        error!(output = %t.name, reason, %message, file = %t.dead_letter.display(), suppressed, "InfluxDB refuses a point; set aside in the dead-letter file.{hint}");
     }
     set_aside(t, line, reason, message);
     t.m.dead_letter.inc();
+}
+
+/// For InfluxDB's `field type conflict: input field "gas" … already exists
+/// as type integer`: the setting that writes the field as it is.
+fn conflict_hint(message: &str) -> String {
+    // The text as InfluxDB's JSON holds it, or with its quotes escaped.
+    let Some(rest) = message.split("input field ").nth(1) else {
+        return String::new();
+    };
+    let rest = rest.trim_start_matches(['\\', '"']);
+    let Some((field, after)) = rest.split_once(['\\', '"']) else {
+        return String::new();
+    };
+    if after.contains("already exists as type integer") {
+        format!(" The database holds \"{field}\" as integers: add integer_fields = [\"{field}\"] to this [[sink]] to write it so.")
+    } else {
+        String::new()
+    }
 }
 
 /// Appends refused points, headed by why, to the dead-letter file.

@@ -118,3 +118,24 @@ fn dead_lettered_points_are_logged_throttled_and_all_counted() {
         500
     );
 }
+
+/// InfluxDB's type conflict against a database an earlier bridge filled
+/// with integers names the setting that writes the field so; other
+/// refusals get no hint.
+#[test]
+fn a_conflict_with_an_integer_field_names_the_setting() {
+    for message in [
+        r#"partial write: field type conflict: input field "gas" on measurement "bme680_measure" is type float, already exists as type integer dropped=1"#,
+        r#"{"error":"partial write: field type conflict: input field \"gas\" on measurement \"bme680_measure\" is type float, already exists as type integer dropped=1"}"#,
+    ] {
+        let hint = super::conflict_hint(message);
+        assert!(hint.contains(r#"integer_fields = ["gas"]"#), "{hint}");
+    }
+    assert_eq!(
+        super::conflict_hint(
+            r#"field type conflict: input field "on" on measurement "m" is type float, already exists as type boolean"#
+        ),
+        ""
+    );
+    assert_eq!(super::conflict_hint("unable to parse"), "");
+}

@@ -336,6 +336,20 @@ impl<'a> Point<'a> {
         float(self.line, v);
     }
 
+    /// `v` rounded, as an integer field (`12000i`); a value beyond the
+    /// range of i64 is left out, as a non-finite float is.
+    fn integer(&mut self, name: &str, v: f64) {
+        // i64's range as f64: the upper bound, 2^63, is one past it.
+        const RANGE: std::ops::Range<f64> = -9.223_372_036_854_776e18..9.223_372_036_854_776e18;
+        let rounded = v.round();
+        if !RANGE.contains(&rounded) || !field_key_writable(name) {
+            return;
+        }
+        self.sep();
+        field_key(self.line, name);
+        let _ = write!(self.line, "={}i", rounded as i64);
+    }
+
     fn string(&mut self, name: &str, v: &str) {
         if !field_key_writable(name) {
             return;
@@ -368,6 +382,8 @@ pub struct Encoder {
     units: Units,
     /// `unit_tag`: a point per metric, tagged with its unit.
     unit_tag: bool,
+    /// `integer_fields`: readings written as integers.
+    integers: std::collections::BTreeSet<String>,
     /// Each device's adapter, from its readings, for the windows and
     /// alerts that do not carry it: kept only while some adapter sets
     /// `units` (bounded like the [`SampleClock`]).
@@ -386,6 +402,7 @@ impl Encoder {
             samples: SampleClock::default(),
             units: Units::default(),
             unit_tag: config.unit_tag,
+            integers: config.integer_fields.iter().cloned().collect(),
             adapters: HashMap::new(),
         }
     }
@@ -454,7 +471,7 @@ impl Encoder {
                 let mut tags = device_tags(&self.registry, r.device());
                 tags.insert("unit", &info.unit);
                 let mut p = Point::new(out, name, &tags);
-                p.float(r.metric().as_str(), r.value());
+                reading_value(&self.integers, &mut p, r, &tags);
                 p.finish(time_ns);
             }
             return;
@@ -466,13 +483,13 @@ impl Encoder {
         while let Some((first, time_ns)) = rest.next() {
             let tags = device_tags(&self.registry, first.device());
             let mut p = Point::new(out, name, &tags);
-            p.float(first.metric().as_str(), first.value());
+            reading_value(&self.integers, &mut p, first, &tags);
             // The clock gave a repeated metric the next time, so one
             // time never carries a field twice.
             while let Some((r, _)) =
                 rest.next_if(|(r, t)| *t == time_ns && r.device() == first.device())
             {
-                p.float(r.metric().as_str(), r.value());
+                reading_value(&self.integers, &mut p, r, &tags);
             }
             p.finish(time_ns);
         }
@@ -558,6 +575,35 @@ fn window_fields(p: &mut Point<'_>, metric: &str, s: &gateway_core::event::Metri
         field.clear();
         let _ = write!(field, "{metric}_{suffix}");
         p.float(&field, v);
+    }
+}
+
+/// A reading's field: a float, or an integer for `integer_fields`.
+fn reading_value(
+    integers: &std::collections::BTreeSet<String>,
+    p: &mut Point<'_>,
+    r: &Reading,
+    tags: &BTreeMap<&str, &str>,
+) {
+    let metric = r.metric().as_str();
+    let field = reading_field(metric, tags);
+    if !integers.is_empty() && integers.contains(metric) {
+        p.integer(&field, r.value());
+    } else {
+        p.float(&field, r.value());
+    }
+}
+
+/// A reading's field: its metric, or `{metric}_value` when a tag of the
+/// point has that key (a metric named `device`, `name`, `unit` or like a
+/// registry tag). InfluxQL then reads `WHERE device = …` as the field,
+/// and one sensor that reported a `device` value blanked every panel that
+/// filters by device, for the retention of the shard.
+fn reading_field<'m>(metric: &'m str, tags: &BTreeMap<&str, &str>) -> std::borrow::Cow<'m, str> {
+    if tags.contains_key(metric) {
+        format!("{metric}_value").into()
+    } else {
+        metric.into()
     }
 }
 

@@ -54,6 +54,48 @@ fn readings_of_one_sample_are_one_point_with_escaped_names() {
     );
 }
 
+/// A metric named like one of the point's tags (`device`, `name`, a
+/// registry tag) would make InfluxQL's `WHERE device = …` read the field
+/// and blank every panel that filters by it: written as `{metric}_value`.
+#[test]
+fn a_metric_named_like_a_tag_is_written_apart_from_the_tag() {
+    let mut e = encoder(&[Series::Readings]);
+    let ev = SinkEvent::Readings(vec![
+        reading("bme-1", "device", 1.0, 1_700_000_000_000),
+        reading("bme-1", "room", 2.0, 1_700_000_000_000),
+        reading("bme-1", "temperature", 21.0, 1_700_000_000_000),
+        reading("stranger", "name", 3.0, 1_700_000_000_000),
+        reading("stranger", "room", 4.0, 1_700_000_000_000),
+    ]);
+    assert_eq!(
+        lines(&mut e, &ev),
+        "bme680\\ measure\\,x,device=bme-1,name=Lab\\,\\ bench\\=1,room=a\\ b device_value=1,room_value=2,temperature=21 1700000000000000000\n\
+         bme680\\ measure\\,x,device=stranger,name=stranger name_value=3,room=4 1700000000000000000\n"
+    );
+}
+
+/// `integer_fields`: the readings of a database an earlier bridge filled
+/// with integers, written as it holds them; the windows stay floats.
+#[test]
+fn integer_fields_are_written_as_integers_rounded() {
+    let config = InfluxConfig {
+        measurement: "bme680_measure".into(),
+        write: vec![Series::Readings],
+        integer_fields: vec!["gas".into()],
+        ..InfluxConfig::default()
+    };
+    let mut e = Encoder::new(&config, DeviceRegistry::default());
+    let ev = SinkEvent::Readings(vec![
+        reading("bme-2", "temperature", 21.5, 1_700_000_000_000),
+        reading("bme-2", "gas", 12_000.6, 1_700_000_000_000),
+        reading("bme-2", "gas", 1e300, 1_700_000_001_000),
+    ]);
+    assert_eq!(
+        lines(&mut e, &ev),
+        "bme680_measure,device=bme-2,name=bme-2 temperature=21.5,gas=12001i 1700000000000000000\n"
+    );
+}
+
 #[test]
 fn aggregates_are_one_point_at_window_start_with_five_fields_per_metric() {
     let mut e = encoder(&[Series::Aggregates]);
