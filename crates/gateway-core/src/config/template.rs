@@ -86,9 +86,12 @@ pub fn pipeline_sections() -> String {
 # per device and metric: count, avg, min, max and population std.
 window = {window}
 # A window is forwarded once the clock passes its end plus this grace;
-# readings later than that are counted as late and dropped.
+# a reading later than that is counted as late and goes out in a late
+# amendment of its window ("amendment": n), never dropped.
 grace = {grace}
-# Readings stamped further ahead of the gateway's clock are refused.
+# Readings stamped further ahead of the gateway's clock are counted and
+# placed by their own time (the gateway's clock may be the wrong one), up
+# to a day ahead; beyond a day they are refused.
 max_future = {max_future}
 # Open windows are saved this often to {{state_dir}}/windows.ckpt, and at
 # SIGTERM, so a restart continues them without losing or re-counting a
