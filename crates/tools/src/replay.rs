@@ -184,12 +184,13 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let started = Instant::now();
-    let (mut rows, mut bad, mut read) = (0u64, 0usize, 0u64);
+    let (mut bad, mut read) = (0usize, 0u64);
     // The first row that is neither blank nor a reading is taken for a
     // header, whatever its names or quotes.
     let mut header_seen = false;
     let mut per_rule: BTreeMap<String, Counts> = BTreeMap::new();
-    let mut first_last: Option<(Timestamp, Timestamp)> = None;
+    // Read whole before any is judged: 16 bytes a row.
+    let mut readings: Vec<(Timestamp, f64)> = Vec::new();
 
     for (n, line) in BufReader::new(file).lines().enumerate() {
         let line = match line {
@@ -212,11 +213,8 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
         if text.is_empty() {
             continue;
         }
-        let parsed = parse_row(text).and_then(|(at, value)| {
-            Reading::new(device.clone(), metric.clone(), value, at, TimeSource::Event).ok()
-        });
-        let Some(reading) = parsed else {
-            if !header_seen && rows == 0 && bad == 0 {
+        let Some((at, value)) = parse_row(text).filter(|(_, v)| v.is_finite()) else {
+            if !header_seen && readings.is_empty() && bad == 0 {
                 header_seen = true;
                 continue;
             }
@@ -230,9 +228,31 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
             }
             continue;
         };
-        rows += 1;
-        let at = reading.time();
-        first_last = Some(first_last.map_or((at, at), |(f, _)| (f, at)));
+        readings.push((at, value));
+    }
+    // Exports often run newest first (a database's ORDER BY time DESC): fed
+    // in file order, every rule judged the series backwards and a file of
+    // alarms replayed as "no alerts". Stable: rows of one time keep their
+    // order, as the gateway takes them in the order they come.
+    let backwards = readings.windows(2).filter(|w| w[1].0 < w[0].0).count();
+    if backwards > 0 {
+        readings.sort_by_key(|(at, _)| *at);
+        eprintln!(
+            "{}: {backwards} row(s) earlier than the row before them: replayed in time order",
+            args.csv.display()
+        );
+    }
+    let rows = readings.len() as u64;
+    let first_last = readings
+        .first()
+        .zip(readings.last())
+        .map(|(f, l)| (f.0, l.0));
+    for (at, value) in readings {
+        let Ok(reading) =
+            Reading::new(device.clone(), metric.clone(), value, at, TimeSource::Event)
+        else {
+            continue;
+        };
         let mut alerts = engine.on_tick(at);
         alerts.extend(engine.on_reading(&reading));
         for a in &alerts {

@@ -363,3 +363,25 @@ fn replay_raises_a_rapid_rise_in_the_first_span_of_the_data() {
     assert_eq!(raised["value"], 2.5);
     assert_eq!(raised["limit"], 2.0);
 }
+
+/// An export newest first (a database's `ORDER BY time DESC`) replays as
+/// the same series oldest first: the same alerts, byte for byte, and a
+/// note that the rows were put in time order. Fed in file order, every
+/// rule judged it backwards and it replayed as "no alerts".
+#[test]
+fn a_csv_newest_first_replays_as_the_same_series_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = anomaly_csv();
+    let mut lines: Vec<&str> = csv.lines().collect();
+    let header = lines.remove(0);
+    lines.reverse();
+    let newest_first = format!("{header}\n{}\n", lines.join("\n"));
+    let oldest = replay_anomaly_of(dir.path(), &csv, &[]);
+    let newest = replay_anomaly_of(dir.path(), &newest_first, &[]);
+    assert!(oldest.status.success() && newest.status.success());
+    assert!(!oldest.stdout.is_empty(), "the series raises alerts");
+    assert_eq!(oldest.stdout, newest.stdout);
+    let note = String::from_utf8(newest.stderr).unwrap();
+    assert!(note.contains("replayed in time order"), "{note}");
+    assert!(!String::from_utf8(oldest.stderr).unwrap().contains("time order"));
+}
