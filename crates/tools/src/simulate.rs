@@ -344,18 +344,32 @@ async fn mqtt(args: &SimulateArgs, mut fleet: Fleet) -> anyhow::Result<u64> {
         .iter()
         .map(|d| args.topic.replace("{device}", d))
         .collect();
+    // A publish to a filter is refused by the client at once, before the
+    // event loop: the loop below then spun for ever without a message.
+    if let Some(bad) = topics
+        .iter()
+        .find(|t| t.is_empty() || t.contains(['+', '#', '\0']))
+    {
+        anyhow::bail!(
+            "--topic: \"{bad}\" is not a topic one can publish to (no + or #, not empty)"
+        );
+    }
     let pace = pace(args);
     let mut sent = 0u64;
     let mut tick = tokio::time::interval(TICK);
     while let Some(due) = pace.due(sent) {
         for _ in 0..due {
             let (device, payload) = fleet.next();
-            if client
+            if let Err(e) = client
                 .publish(topics[device].clone(), qos, false, payload)
                 .await
-                .is_err()
             {
-                // The event loop ended: its error says why.
+                // The event loop ended (its error says why), or the client
+                // refused the message: nothing more can be sent.
+                if !io.is_finished() {
+                    let _ = client.disconnect().await;
+                    anyhow::bail!("publishing to {}: {e}", topics[device]);
+                }
                 break;
             }
             sent += 1;

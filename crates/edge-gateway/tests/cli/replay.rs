@@ -383,5 +383,7 @@ fn a_csv_newest_first_replays_as_the_same_series_in_time_order() {
     assert_eq!(oldest.stdout, newest.stdout);
     let note = String::from_utf8(newest.stderr).unwrap();
     assert!(note.contains("replayed in time order"), "{note}");
-    assert!(!String::from_utf8(oldest.stderr).unwrap().contains("time order"));
+    assert!(!String::from_utf8(oldest.stderr)
+        .unwrap()
+        .contains("time order"));
 }

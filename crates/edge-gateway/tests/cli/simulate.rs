@@ -290,3 +290,25 @@ async fn simulated_bacnet_controllers_are_read_by_the_bacnet_adapter() {
     })
     .await;
 }
+
+/// A topic with a wildcard is no topic to publish to: refused at once,
+/// where it hung for ever (spinning a core with `--rate 0`).
+#[tokio::test]
+async fn a_topic_with_a_wildcard_is_refused_not_a_hang() {
+    let local = Mosquitto::start();
+    for topic in ["sensors/{device}/#", "sensors/+/{device}"] {
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+                .args(["simulate", "--protocol", "mqtt", "--broker", &local.url()])
+                .args(["--topic", topic, "--count", "2", "--rate", "0"])
+                .output(),
+        )
+        .await
+        .expect("simulate ends")
+        .unwrap();
+        assert!(!out.status.success(), "{topic}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not a topic one can publish to"), "{stderr}");
+    }
+}
