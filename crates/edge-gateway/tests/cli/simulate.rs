@@ -309,6 +309,9 @@ async fn a_topic_with_a_wildcard_is_refused_not_a_hang() {
         .unwrap();
         assert!(!out.status.success(), "{topic}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("not a topic one can publish to"), "{stderr}");
+        assert!(
+            stderr.contains("not a topic one can publish to"),
+            "{stderr}"
+        );
     }
 }

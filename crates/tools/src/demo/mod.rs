@@ -177,9 +177,24 @@ pub async fn start(window: &str, start_gateway: StartGateway) -> anyhow::Result<
     })
 }
 
-/// Per process, so two demos (or a demo and its test) never share an outbox.
+/// Per process, so two demos (or a demo and its test) never share an
+/// outbox; made afresh (mode 0700, a random name), so nobody can plant a
+/// symlink at a guessable path and have the demo, often run as root,
+/// write its state where they chose.
 fn demo_state_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("edge-gateway-demo-{}", std::process::id()))
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        tempfile::Builder::new()
+            .prefix("edge-gateway-demo-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map(tempfile::TempDir::keep)
+            // No temporary directory at all: the gateway then says it
+            // cannot use this one, and the demo stops with that.
+            .unwrap_or_else(|_| std::env::temp_dir().join("edge-gateway-demo-unavailable"))
+    })
+    .clone()
 }
 
 /// The dashboard's usual port when it is free, else any free one: a
@@ -434,5 +449,21 @@ mod tests {
             w > Duration::from_secs(2) && w <= Duration::from_secs(12),
             "{w:?}"
         );
+    }
+
+    /// Its scratch directory is made afresh, private and not at a path
+    /// derived from the process id: a symlink planted there beforehand
+    /// cannot steer where the demo writes.
+    #[test]
+    fn the_demos_state_directory_is_private_and_unguessable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = super::demo_state_dir();
+        let meta = std::fs::symlink_metadata(&dir).unwrap();
+        assert!(meta.is_dir() && !meta.file_type().is_symlink());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        assert_ne!(name, format!("edge-gateway-demo-{}", std::process::id()));
+        assert_eq!(super::demo_state_dir(), dir, "one per process");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
