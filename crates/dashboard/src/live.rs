@@ -25,6 +25,10 @@ const RECENT_READINGS: usize = 20;
 /// this loses the oldest and is told to reload (`lagged`).
 pub const BROADCAST_CAPACITY: usize = 1024;
 
+/// How far ahead of the gateway clock a latest value's time may be and
+/// still hold back older readings: `max_future`'s default.
+const LATEST_AHEAD_MS: i64 = 60_000;
+
 /// One device as the pages show it now.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceNow {
@@ -161,6 +165,9 @@ impl Live {
     ) {
         match event {
             SinkEvent::Readings(readings) => {
+                let ahead_limit = gateway_core::Timestamp::now()
+                    .as_millis()
+                    .saturating_add(LATEST_AHEAD_MS);
                 let mut s = self.lock();
                 s.latest_changed |= !readings.is_empty();
                 for r in readings {
@@ -176,7 +183,13 @@ impl Live {
                     }
                     d.infrastructure = r.subject() == Subject::Infrastructure;
                     let metric = r.metric().as_str().to_string();
-                    let newer = d.latest.get(&metric).is_none_or(|(_, t)| *t <= at);
+                    // A value kept from ahead of the gateway clock (a node's
+                    // clock ahead, the gateway's NTP-stepped back) does not
+                    // hold: it froze "latest" for up to a day.
+                    let newer = d
+                        .latest
+                        .get(&metric)
+                        .is_none_or(|(_, t)| *t <= at || *t > ahead_limit);
                     if newer {
                         d.latest.insert(metric.clone(), (r.value(), at));
                     }
@@ -446,6 +459,39 @@ mod tests {
             ["aa:bb:cc:dd:ee:ff"]
         );
         assert_eq!(live.active()[0].device, "aa:bb:cc:dd:ee:ff");
+    }
+
+    /// An older reading arriving late does not replace the latest value;
+    /// but a value from ahead of the gateway clock (a node's clock ahead)
+    /// does not hold it for the day it is ahead.
+    #[test]
+    fn a_latest_value_from_ahead_of_the_clock_does_not_hold() {
+        use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+        let now = Timestamp::now().as_millis();
+        let reading = |value: f64, at: i64| {
+            Reading::new(
+                DeviceId::new("meter-1").unwrap(),
+                MetricName::new("energy").unwrap(),
+                value,
+                Timestamp::from_millis(at).unwrap(),
+                TimeSource::Event,
+            )
+            .unwrap()
+        };
+        let live = Live::default();
+        let (mut windows, mut alerts) = (Vec::new(), Vec::new());
+        let mut latest = |value: f64, at: i64| {
+            live.apply(
+                &SinkEvent::Readings(vec![reading(value, at)]),
+                &mut windows,
+                &mut alerts,
+            );
+            live.devices()["meter-1"].latest["energy"].0
+        };
+        assert_eq!(latest(14.0, now - 5_000), 14.0);
+        assert_eq!(latest(12.5, now - 25_000), 14.0, "an older one waits");
+        assert_eq!(latest(50.0, now + 3_600_000), 50.0);
+        assert_eq!(latest(15.0, now), 15.0, "the present takes it back");
     }
 
     #[test]

@@ -905,6 +905,18 @@ topics = ["meters/{{device}}"]
     }
     assert!(seen.last().is_some_and(|s| s == "14.5"), "{seen:?}");
     assert!(!seen.iter().any(|s| s == "12.5"), "{seen:?}");
+    // A reading stamped an hour ahead (the node's clock) does not hold
+    // the state: the next one, in the present, takes it.
+    publish(broker.port(), meter, &reading("50", now + 3600), 1, false).await;
+    states
+        .wait_for(WAIT, |m| m.payload == "50")
+        .await
+        .expect("the reading from ahead is shown");
+    publish(broker.port(), meter, &reading("15", now + 1), 1, false).await;
+    states
+        .wait_for(WAIT, |m| m.payload == "15")
+        .await
+        .expect("the present reading takes the state back from one ahead");
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }

@@ -23,6 +23,10 @@ use super::{
     HaSetup, Net, HA_BIRTHS, HA_DEFERRED, HA_DROPPED, HA_PUBLISHED, HA_REFUSED, SAVE_EVERY, TICK,
 };
 
+/// How far ahead of the gateway clock a kept reading's time may be and
+/// still hold back older ones: `max_future`'s default.
+const NEWEST_AHEAD_MS: i64 = 60_000;
+
 pub(super) struct Announcer {
     pub(super) topics: Topics,
     pub(super) expire_after: u64,
@@ -365,10 +369,9 @@ impl Announcer {
                     self.heard_by(device, r.source());
                     self.heard(device);
                     self.device_online(device, true);
-                    match self.reading_at.get(&key) {
-                        Some(newer) if *newer > r.time() => continue,
-                        _ => self.reading_at.insert(key.clone(), r.time()),
-                    };
+                    if !self.is_newest(&key, r.time()) {
+                        continue;
+                    }
                     self.state(key, r.value().to_string());
                 }
             }
@@ -409,6 +412,23 @@ impl Announcer {
         // A silent device is unavailable, not at its last value.
         if a.kind == "silence" {
             self.device_online(&device, !raised);
+        }
+    }
+
+    /// Whether a reading of `at` is the newest of `key`'s, and becomes
+    /// it. One kept from a time ahead of the gateway clock (a node's clock
+    /// ahead, a gateway clock NTP stepped back) does not hold the state:
+    /// the next reading takes it, or the state froze for up to a day.
+    fn is_newest(&mut self, key: &EntityKey, at: gateway_core::Timestamp) -> bool {
+        let now = gateway_core::Timestamp::now();
+        match self.reading_at.get(key) {
+            Some(kept) if *kept > at && *kept <= now.saturating_add_millis(NEWEST_AHEAD_MS) => {
+                false
+            }
+            _ => {
+                self.reading_at.insert(key.clone(), at);
+                true
+            }
         }
     }
 
