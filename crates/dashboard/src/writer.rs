@@ -20,7 +20,7 @@ use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{Clock, Telemetry};
 use tracing::{info, warn};
 
-use super::history::{Batch, History};
+use super::history::{AlertRow, Batch, History};
 use super::live::Live;
 
 /// Bytes written to the history's files: batches appended, hours sealed.
@@ -119,6 +119,9 @@ pub async fn run(
                 // Alerts are rare; one fsync each is cheap.
                 Some(SinkEvent::Alert(a)) => {
                     let row = super::live::alert_row(&a);
+                    if already_kept(&store, &row).await {
+                        continue;
+                    }
                     batch.alerts.push(row.clone());
                     commit(&store, &mut batch, &mut seq, &c, &throttle).await;
                     let texts = settings.describe.as_ref().map(|(view, registry, rules)| {
@@ -285,6 +288,29 @@ fn bound(batch: &mut Batch, dropped: &Counter, throttle: &LogThrottle) {
     }
 }
 
+/// Whether history holds this transition already: after a crash the
+/// rules decide again, from the journal, the transitions after their last
+/// save (the upstream tells the copy by its id); written again, each crash
+/// added a row of the same raise or clear to the alert list.
+async fn already_kept(store: &Option<Arc<History>>, row: &AlertRow) -> bool {
+    let Some(store) = store.clone() else {
+        return false;
+    };
+    let row = row.clone();
+    tokio::task::spawn_blocking(move || {
+        store
+            .alerts(row.at, row.at.saturating_add(1))
+            .is_ok_and(|kept| {
+                kept.iter().any(|k| {
+                    (&k.device, &k.rule, &k.metric, &k.state)
+                        == (&row.device, &row.rule, &row.metric, &row.state)
+                })
+            })
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// Commits the batch; `true` when it is durable (or there is no store to
 /// make durable: a missing history must not hold back the checkpoint).
 async fn commit(
@@ -384,6 +410,50 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         panic!("not within three hours");
+    }
+
+    /// A transition decided again after a crash (from the journal) is
+    /// one the history holds: not a second row of it.
+    #[tokio::test]
+    async fn a_transition_history_holds_is_known_and_another_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Some(Arc::new(History::open(dir.path()).unwrap()));
+        let at = EARLIEST_PLAUSIBLE_MS + DAY;
+        let raised = AlertRow {
+            device: "fridge-9".into(),
+            rule: "fridge-max".into(),
+            metric: "temperature".into(),
+            kind: "threshold".into(),
+            state: "raised".into(),
+            value: 9.5,
+            limit: 8.0,
+            at,
+            reason: None,
+            expected: None,
+        };
+        assert!(!already_kept(&store, &raised).await);
+        if let Some(h) = &store {
+            h.write(
+                &Batch {
+                    windows: vec![],
+                    alerts: vec![raised.clone()],
+                    commands: vec![],
+                },
+                0,
+            )
+            .unwrap();
+        }
+        assert!(already_kept(&store, &raised).await);
+        let cleared = AlertRow {
+            state: "cleared".into(),
+            ..raised.clone()
+        };
+        assert!(!already_kept(&store, &cleared).await);
+        let later = AlertRow {
+            at: at + 1,
+            ..raised
+        };
+        assert!(!already_kept(&store, &later).await);
     }
 
     /// A restart with the clock 40 days ahead (retention 30 days) keeps
