@@ -287,9 +287,6 @@ impl Pipeline {
                     self.durability.let_go_of_buffers();
                 }
                 _ = checkpoint_tick.tick(), if checkpoints => {
-                    if let Some(a) = &mut self.alerts {
-                        a.save();
-                    }
                     // A journal write that failed (a full disk) is retried
                     // at every tick, dirty or not: nothing else may wake
                     // for it, since the broker sends no more until these
@@ -302,6 +299,12 @@ impl Pipeline {
                     closed_since_save |= closed;
                     if !self.commit_journal(&c, &throttle).await {
                         return;
+                    }
+                    // After the journal's last batch is counted and before
+                    // a checkpoint starts the next epoch: nothing counted
+                    // falls between the rules' mark and the journal kept.
+                    if let Some(a) = &mut self.alerts {
+                        a.save();
                     }
                     if dirty && saving.is_none() {
                         saving = self.start_checkpoint(&checkpoint_failures, &throttle).await;
