@@ -232,13 +232,13 @@ mod key_hex {
     }
 }
 
-/// The first JoinNonce of a store that starts empty: the minutes since
-/// 2025 (24 bits last until 2056). LoRaWAN 1.0.4 devices refuse a
-/// join-accept whose JoinNonce is not above the last they took, so a
-/// store lost (a damaged file, a new SD card) and started again at 0
-/// could not join them again; the minutes are above any nonce the lost
-/// store gave unless it gave more than one join a minute on average.
-fn join_nonce_floor() -> u32 {
+/// The least JoinNonce a join takes: the minutes since 2025 (24 bits
+/// last until 2056). LoRaWAN 1.0.4 devices refuse a join-accept whose
+/// JoinNonce is not above the last they took, so a store lost (a damaged
+/// file, a new SD card) and started again at 0 could not join them again;
+/// the minutes are above any nonce the lost store gave unless it gave
+/// more than one join a minute on average.
+pub fn join_nonce_floor() -> u32 {
     const SINCE_2025: u64 = 1_735_689_600;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -283,14 +283,8 @@ impl FcntStore {
                 store.abp_fcnt_down = d.abp_fcnt_down;
                 (store, None)
             }
-            Ok(None) => {
-                store.next_join_nonce = join_nonce_floor();
-                (store, None)
-            }
-            Err(e) => {
-                store.next_join_nonce = join_nonce_floor();
-                (store, Some(e.into()))
-            }
+            Ok(None) => (store, None),
+            Err(e) => (store, Some(e.into())),
         }
     }
 
@@ -401,7 +395,9 @@ impl FcntStore {
         self.otaa.get(&dev_eui.to_string())?.session.as_ref()
     }
 
-    /// The JoinNonce and NwkAddr the next join takes (24 and 25 bits).
+    /// The JoinNonce and NwkAddr stored for the next join (24 and 25
+    /// bits); the join takes the nonce no lower than
+    /// [`join_nonce_floor`].
     pub fn next_join_numbers(&self) -> (u32, u32) {
         (
             self.next_join_nonce & 0x00FF_FFFF,
@@ -631,7 +627,8 @@ mod tests {
         // JoinNonces go on above what the lost file gave (minutes since
         // 2025: far above a few hundred joins), not from 0 again, or
         // LoRaWAN 1.0.4 devices could not join.
-        assert!(s.next_join_numbers().0 > 400_000, "{:?}", s.next_join_numbers());
+        assert_eq!(s.next_join_numbers().0, 0);
+        assert!(join_nonce_floor() > 400_000, "{}", join_nonce_floor());
     }
 
     fn session(dev_nonce: u16, join_nonce: u32) -> Session {

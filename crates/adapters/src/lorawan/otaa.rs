@@ -162,6 +162,10 @@ pub fn handle(
     };
     let network = joins.network;
     let (join_nonce, nwk_addr) = store.next_join_numbers();
+    // Never below the minutes since 2025 as the clock reads them now: a
+    // store lost and started empty, even by a gateway that started before
+    // NTP set its clock, goes on above what the lost one gave.
+    let join_nonce = join_nonce.max(super::fcnt::join_nonce_floor());
     let accept = JoinAccept {
         join_nonce,
         net_id: network.net_id,
@@ -320,6 +324,11 @@ mod tests {
             (joined.device.nwk_s_key, joined.device.app_s_key),
             (nwk, app)
         );
+        // An empty store's first JoinNonce is above any a lost store gave
+        // (the minutes since 2025), not 0: LoRaWAN 1.0.4 devices refuse
+        // one that goes back.
+        assert!(accept.join_nonce >= super::super::fcnt::join_nonce_floor().saturating_sub(1));
+        assert!(accept.join_nonce > 400_000, "{}", accept.join_nonce);
         let session = store.session(device.dev_eui).unwrap().clone();
         assert_eq!(session.dev_addr, accept.dev_addr);
         // A recording of any of the three, replayed now that there is a
