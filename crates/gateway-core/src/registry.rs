@@ -61,6 +61,14 @@ impl DeviceRegistry {
         self.get(id).map_or(id.as_str(), |d| d.name.as_str())
     }
 
+    /// Every tag key any device has (`room`, `floor`, …).
+    pub fn tag_keys(&self) -> std::collections::BTreeSet<&str> {
+        self.exact
+            .values()
+            .flat_map(|d| d.tags.keys().map(String::as_str))
+            .collect()
+    }
+
     /// Every registered id, as configured.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.exact.keys().map(String::as_str)

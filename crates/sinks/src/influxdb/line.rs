@@ -384,6 +384,9 @@ pub struct Encoder {
     unit_tag: bool,
     /// `integer_fields`: readings written as integers.
     integers: std::collections::BTreeSet<String>,
+    /// Every tag key a point of the measurement can have: a metric of one
+    /// of these names is written as `{metric}_value`.
+    tag_keys: std::collections::BTreeSet<String>,
     /// Each device's adapter, from its readings, for the windows and
     /// alerts that do not carry it: kept only while some adapter sets
     /// `units` (bounded like the [`SampleClock`]).
@@ -392,6 +395,12 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new(config: &InfluxConfig, registry: DeviceRegistry) -> Self {
+        let tag_keys = registry
+            .tag_keys()
+            .into_iter()
+            .chain(["device", "name", "unit"])
+            .map(str::to_string)
+            .collect();
         let pick = |s, m: &String| config.writes(s).then(|| m.clone());
         Self {
             readings: pick(Series::Readings, &config.measurement),
@@ -403,6 +412,7 @@ impl Encoder {
             units: Units::default(),
             unit_tag: config.unit_tag,
             integers: config.integer_fields.iter().cloned().collect(),
+            tag_keys,
             adapters: HashMap::new(),
         }
     }
@@ -471,7 +481,7 @@ impl Encoder {
                 let mut tags = device_tags(&self.registry, r.device());
                 tags.insert("unit", &info.unit);
                 let mut p = Point::new(out, name, &tags);
-                reading_value(&self.integers, &mut p, r, &tags);
+                reading_value(&self.integers, &self.tag_keys, &mut p, r);
                 p.finish(time_ns);
             }
             return;
@@ -483,13 +493,13 @@ impl Encoder {
         while let Some((first, time_ns)) = rest.next() {
             let tags = device_tags(&self.registry, first.device());
             let mut p = Point::new(out, name, &tags);
-            reading_value(&self.integers, &mut p, first, &tags);
+            reading_value(&self.integers, &self.tag_keys, &mut p, first);
             // The clock gave a repeated metric the next time, so one
             // time never carries a field twice.
             while let Some((r, _)) =
                 rest.next_if(|(r, t)| *t == time_ns && r.device() == first.device())
             {
-                reading_value(&self.integers, &mut p, r, &tags);
+                reading_value(&self.integers, &self.tag_keys, &mut p, r);
             }
             p.finish(time_ns);
         }
@@ -581,12 +591,12 @@ fn window_fields(p: &mut Point<'_>, metric: &str, s: &gateway_core::event::Metri
 /// A reading's field: a float, or an integer for `integer_fields`.
 fn reading_value(
     integers: &std::collections::BTreeSet<String>,
+    tag_keys: &std::collections::BTreeSet<String>,
     p: &mut Point<'_>,
     r: &Reading,
-    tags: &BTreeMap<&str, &str>,
 ) {
     let metric = r.metric().as_str();
-    let field = reading_field(metric, tags);
+    let field = reading_field(metric, tag_keys);
     if !integers.is_empty() && integers.contains(metric) {
         p.integer(&field, r.value());
     } else {
@@ -594,13 +604,17 @@ fn reading_value(
     }
 }
 
-/// A reading's field: its metric, or `{metric}_value` when a tag of the
-/// point has that key (a metric named `device`, `name`, `unit` or like a
-/// registry tag). InfluxQL then reads `WHERE device = …` as the field,
-/// and one sensor that reported a `device` value blanked every panel that
-/// filters by device, for the retention of the shard.
-fn reading_field<'m>(metric: &'m str, tags: &BTreeMap<&str, &str>) -> std::borrow::Cow<'m, str> {
-    if tags.contains_key(metric) {
+/// A reading's field: its metric, or `{metric}_value` when a point of
+/// the measurement can have a tag of that key (`device`, `name`, `unit`,
+/// any device's registry tag), whichever device the reading is of. In a
+/// measurement where a key is both a field and a tag, InfluxQL reads
+/// `WHERE room = …` as the field: one stranger's `room` metric blanked
+/// every panel that filters by room, for the retention of the shard.
+fn reading_field<'m>(
+    metric: &'m str,
+    tag_keys: &std::collections::BTreeSet<String>,
+) -> std::borrow::Cow<'m, str> {
+    if tag_keys.contains(metric) {
         format!("{metric}_value").into()
     } else {
         metric.into()

@@ -54,8 +54,9 @@ fn readings_of_one_sample_are_one_point_with_escaped_names() {
     );
 }
 
-/// A metric named like one of the point's tags (`device`, `name`, a
-/// registry tag) would make InfluxQL's `WHERE device = …` read the field
+/// A metric named like a tag a point of the measurement can have
+/// (`device`, `name`, any device's registry tag, whether or not this
+/// device has it) would make InfluxQL's `WHERE room = …` read the field
 /// and blank every panel that filters by it: written as `{metric}_value`.
 #[test]
 fn a_metric_named_like_a_tag_is_written_apart_from_the_tag() {
@@ -70,7 +71,7 @@ fn a_metric_named_like_a_tag_is_written_apart_from_the_tag() {
     assert_eq!(
         lines(&mut e, &ev),
         "bme680\\ measure\\,x,device=bme-1,name=Lab\\,\\ bench\\=1,room=a\\ b device_value=1,room_value=2,temperature=21 1700000000000000000\n\
-         bme680\\ measure\\,x,device=stranger,name=stranger name_value=3,room=4 1700000000000000000\n"
+         bme680\\ measure\\,x,device=stranger,name=stranger name_value=3,room_value=4 1700000000000000000\n"
     );
 }
 
