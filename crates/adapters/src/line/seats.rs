@@ -1,11 +1,14 @@
 //! Who holds the `tcp_line` adapter's connections, and when each last
-//! sent a byte: when every slot is taken, the connection silent longest
-//! gives its slot to the newcomer. 64 sockets a buggy node leaked after
-//! Wi-Fi drops (or anyone on the network opened and left) kept every
-//! sensor out for up to `idle_timeout`.
+//! sent a byte: when every slot is taken, a connection gives its slot to
+//! the newcomer. 64 sockets a buggy node leaked after Wi-Fi drops (or
+//! anyone on the network opened and left) kept every sensor out for up
+//! to `idle_timeout`; and one host opening 64 new ones every two seconds
+//! kept them out as well, so one address holds at most half the slots
+//! when they are all taken.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 /// A connection silent for less than this keeps its slot: a node that
 /// is sending is never cut for another.
 pub const MIN_SILENCE_TO_EVICT: Duration = Duration::from_secs(2);
+/// A connection that has sent nothing since it was opened this long ago
+/// is taken for one that will not: a node sends its line at once.
+pub const MIN_AGE_OF_A_MUTE_CONNECTION: Duration = Duration::from_millis(500);
 
 /// The table of connections, shared with each connection's task.
 #[derive(Clone)]
@@ -29,7 +35,9 @@ struct Table {
 }
 
 struct Held {
+    ip: IpAddr,
     last_read_ms: Arc<AtomicU64>,
+    sent: Arc<AtomicBool>,
     evict: CancellationToken,
 }
 
@@ -39,6 +47,7 @@ pub struct Seat {
     id: u64,
     seats: Seats,
     last_read_ms: Arc<AtomicU64>,
+    sent: Arc<AtomicBool>,
     pub evict: CancellationToken,
 }
 
@@ -65,9 +74,10 @@ impl Seats {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A seat for a new connection.
-    pub fn take(&self) -> Seat {
+    /// A seat for a new connection from `ip`.
+    pub fn take(&self, ip: IpAddr) -> Seat {
         let last_read_ms = Arc::new(AtomicU64::new(self.now_ms()));
+        let sent = Arc::new(AtomicBool::new(false));
         let evict = CancellationToken::new();
         let mut t = self.table();
         let id = t.next;
@@ -75,7 +85,9 @@ impl Seats {
         t.held.insert(
             id,
             Held {
+                ip,
                 last_read_ms: last_read_ms.clone(),
+                sent: sent.clone(),
                 evict: evict.clone(),
             },
         );
@@ -83,24 +95,38 @@ impl Seats {
             id,
             seats: self.clone(),
             last_read_ms,
+            sent,
             evict,
         }
     }
 
-    /// Tells the connection silent longest, if silent for at least
-    /// [`MIN_SILENCE_TO_EVICT`], to close; whether one was.
-    pub fn evict_the_most_silent(&self) -> bool {
+    /// Every one of `max` slots is taken and `ip` asks for one: tells a
+    /// connection to close for it; whether one was. From an address that
+    /// holds half the slots already, its own silent longest; else the
+    /// one silent longest among those that never sent a byte (open for
+    /// [`MIN_AGE_OF_A_MUTE_CONNECTION`]) or have been silent for
+    /// [`MIN_SILENCE_TO_EVICT`].
+    pub fn make_room(&self, ip: IpAddr, max: usize) -> bool {
         let now = self.now_ms();
-        let least = u64::try_from(MIN_SILENCE_TO_EVICT.as_millis()).unwrap_or(u64::MAX);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (silent, mute) = (ms(MIN_SILENCE_TO_EVICT), ms(MIN_AGE_OF_A_MUTE_CONNECTION));
         let t = self.table();
-        let silent = t
-            .held
-            .values()
-            .filter(|h| !h.evict.is_cancelled())
+        let live = || t.held.values().filter(|h| !h.evict.is_cancelled());
+        let over_share = live().filter(|h| h.ip == ip).count() >= (max / 2).max(1);
+        let pick = live()
             .map(|h| (h.last_read_ms.load(Ordering::Relaxed), h))
-            .filter(|(at, _)| now.saturating_sub(*at) >= least)
-            .min_by_key(|(at, _)| *at);
-        match silent {
+            .filter(|(at, h)| {
+                let quiet = now.saturating_sub(*at);
+                if over_share {
+                    h.ip == ip
+                } else if h.sent.load(Ordering::Relaxed) {
+                    quiet >= silent
+                } else {
+                    quiet >= mute
+                }
+            })
+            .min_by_key(|(at, h)| (h.sent.load(Ordering::Relaxed), *at));
+        match pick {
             Some((_, h)) => {
                 h.evict.cancel();
                 true
@@ -115,6 +141,7 @@ impl Seat {
     pub fn touch(&self) {
         self.last_read_ms
             .store(self.seats.now_ms(), Ordering::Relaxed);
+        self.sent.store(true, Ordering::Relaxed);
     }
 }
 
@@ -129,26 +156,44 @@ impl Drop for Seat {
 mod tests {
     use super::*;
 
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_connection_silent_longest_is_evicted_and_a_busy_one_never() {
+    async fn a_connection_that_never_sent_goes_first_and_a_sending_one_only_once_silent() {
         let seats = Seats::default();
-        let old = seats.take();
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let newer = seats.take();
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let busy = seats.take();
-        // Only `old` has been silent for 2 s or more.
-        assert!(seats.evict_the_most_silent());
-        assert!(old.evict.is_cancelled());
-        assert!(!newer.evict.is_cancelled() && !busy.evict.is_cancelled());
-        // The next one only once it has been silent long enough.
-        assert!(!seats.evict_the_most_silent());
+        let sensor = seats.take(ip(1));
+        sensor.touch();
+        let mute = seats.take(ip(2));
+        let busy = seats.take(ip(3));
+        busy.touch();
+        // Nothing is old enough yet.
+        assert!(!seats.make_room(ip(9), 8));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        busy.touch();
+        assert!(seats.make_room(ip(9), 8));
+        assert!(mute.evict.is_cancelled(), "the one that never sent");
+        assert!(!seats.make_room(ip(9), 8), "the others sent within 2 s");
         tokio::time::advance(Duration::from_secs(2)).await;
         busy.touch();
-        assert!(seats.evict_the_most_silent());
-        assert!(newer.evict.is_cancelled() && !busy.evict.is_cancelled());
-        drop(old);
-        drop(newer);
+        assert!(seats.make_room(ip(9), 8));
+        assert!(sensor.evict.is_cancelled() && !busy.evict.is_cancelled());
+        drop((sensor, mute));
         assert_eq!(seats.table().held.len(), 1);
+    }
+
+    /// One host opening new connections faster than any gets old: past
+    /// half the slots it only ever replaces its own, so the other half
+    /// stays for everyone else.
+    #[tokio::test(start_paused = true)]
+    async fn an_address_holding_half_the_slots_gives_up_its_own() {
+        let seats = Seats::default();
+        let sensor = seats.take(ip(1));
+        sensor.touch();
+        let churn: Vec<Seat> = (0..4).map(|_| seats.take(ip(66))).collect();
+        assert!(seats.make_room(ip(66), 8));
+        assert_eq!(churn.iter().filter(|s| s.evict.is_cancelled()).count(), 1);
+        assert!(!sensor.evict.is_cancelled());
     }
 }

@@ -100,9 +100,9 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
                     Ok(permit) => permit,
                     // Full: the connection silent longest gives up its
                     // slot, and closes within moments.
-                    Err(_) if seats.evict_the_most_silent() => {
+                    Err(_) if seats.make_room(peer.ip(), config.max_connections) => {
                         evicted.inc();
-                        debug!(adapter = %ctx.name, %peer, "Every connection slot taken: closing the one silent longest for this one.");
+                        debug!(adapter = %ctx.name, %peer, "Every connection slot taken: closing a silent one for this one.");
                         match tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await {
                             Ok(Ok(permit)) => permit,
                             _ => {
@@ -113,7 +113,7 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
                     }
                     Err(_) => {
                         gateway_core::refuse!(shared.stats, shared.throttle, "too_many_connections";
-                            adapter = %ctx.name, %peer, max_connections = config.max_connections, "Refusing a connection: too many open, each of them sending.");
+                            adapter = %ctx.name, %peer, max_connections = config.max_connections, "Refusing a connection: every slot is taken by a connection that sent within the last 2 s, or opened within the last half second.");
                         drop(stream);
                         continue;
                     }
@@ -127,7 +127,7 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
                 let slots = slots.clone();
                 let max = config.max_connections;
                 open.set(max.saturating_sub(slots.available_permits()) as f64);
-                let seat = seats.take();
+                let seat = seats.take(peer.ip());
                 tasks.spawn(async move {
                     debug!(adapter = %shared.ctx.name, %peer, "Line client connected.");
                     let closed = serve(stream, peer, fallback, shared.clone(), Some(&seat)).await;
