@@ -380,3 +380,29 @@ fn a_config_without_any_output_is_refused_with_78() {
         assert_eq!(run.status.code(), Some(78), "{config}");
     }
 }
+
+/// `state_dir = "state"` is as good as `"./state"`: a bare relative path
+/// was refused by `validate` (its last ancestor, the working directory,
+/// read as "") while `run` took it.
+#[test]
+fn a_bare_relative_state_dir_validates_as_run_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for state_dir in ["state", "./state", "rel3/sub"] {
+        std::fs::write(
+            dir.path().join("gateway.toml"),
+            format!("[gateway]\nid = \"gw-rel\"\nstate_dir = \"{state_dir}\"\n\n[upstream]\nurl = \"mqtt://127.0.0.1:1883\"\n"),
+        )
+        .unwrap();
+        let out = gateway()
+            .current_dir(dir.path())
+            .args(["validate", "-c", "gateway.toml"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{state_dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!dir.path().join("state").exists(), "validate makes nothing");
+    }
+}

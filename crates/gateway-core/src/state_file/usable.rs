@@ -97,7 +97,20 @@ pub fn check(dir: &Path) -> Result<Space, StateDirError> {
             })
         }
     }
-    let Some(ancestor) = dir.ancestors().skip(1).find(|a| a.exists()) else {
+    // A relative path's last ancestor is "" (the working directory), which
+    // `exists()` says is not: `state` was refused where `./state` passed.
+    let Some(ancestor) = dir
+        .ancestors()
+        .skip(1)
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.exists())
+    else {
         return Err(StateDirError::Create {
             path: dir.to_path_buf(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
