@@ -163,7 +163,12 @@ impl InfluxConfig {
     /// Not an `http://` or `https://` url with a host.
     pub fn endpoint(&self) -> Result<Endpoint, String> {
         let url = url::Url::parse(&self.url).map_err(|e| format!("not a url: {e}"))?;
-        if !url.username().is_empty() || url.password().is_some() {
+        // InfluxDB 1.x also reads `?u=…&p=…`: a password there is printed
+        // by `validate --print` and sits in every log line of the url.
+        let in_query = url
+            .query_pairs()
+            .any(|(k, _)| matches!(k.as_ref(), "u" | "p" | "token"));
+        if !url.username().is_empty() || url.password().is_some() || in_query {
             return Err(
                 "credentials in the url are not used: set `username` and `password_env` (version 1) or `token` (version 2), and write the url without them"
                     .into(),
@@ -417,6 +422,17 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
             p[0].starts_with("sink[0].url: credentials in the url are not used: set `username` and `password_env`"),
+            "{p:?}"
+        );
+        assert!(!p[0].contains("MARKER"), "{p:?}");
+        // InfluxDB 1.x's query-string form too.
+        let p = problems(
+            "name = \"a\"\ndatabase = \"db\"\nurl = \"http://h:8086/?u=admin&p=MARKER\"\n",
+            &[],
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("sink[0].url: credentials in the url"),
             "{p:?}"
         );
         assert!(!p[0].contains("MARKER"), "{p:?}");
