@@ -162,9 +162,13 @@ fn read_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
 fn read_config(path: &Path) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    // The gateway refuses a layer that is not TOML; say so before pushing.
-    toml::from_str::<toml::Table>(&text)
-        .with_context(|| format!("{} is not TOML", path.display()))?;
+    // The gateway refuses a layer that is not TOML; say so before pushing,
+    // by position only: toml's own message quotes the line, and a key
+    // file given by mistake had its secret printed.
+    if let Err(e) = toml::from_str::<toml::Table>(&text) {
+        let at = gateway_core::config::syntax::describe(&text, &e);
+        anyhow::bail!("{} is not TOML: {}", path.display(), at.message);
+    }
     Ok(text)
 }
 

@@ -406,3 +406,35 @@ fn a_bare_relative_state_dir_validates_as_run_takes_it() {
         assert!(!dir.path().join("state").exists(), "validate makes nothing");
     }
 }
+
+/// The signing key given where the configuration goes (an argument
+/// mixed up): refused as not TOML by its position, its secret not quoted
+/// into the terminal or a CI log.
+#[test]
+fn a_key_file_given_as_the_configuration_is_refused_without_quoting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("fleet.key");
+    let made = gateway()
+        .args(["config", "keygen", "--key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let out = gateway()
+        .args(["config", "sign", "--key"])
+        .arg(&key)
+        .args(["--serial", "1", "--version", "v1"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not TOML"), "{stderr}");
+    let secret = std::fs::read_to_string(&key).unwrap();
+    for line in secret.lines().map(str::trim).filter(|l| l.len() > 16) {
+        assert!(
+            !stderr.contains(line),
+            "the key's text was printed: {stderr}"
+        );
+    }
+}
