@@ -17,6 +17,8 @@
 //! - `acks`: line numbers and the `ok`/`err` answers (pure);
 //! - `connection`: one TCP client (I/O);
 //! - `tcp`: the listener (I/O);
+//! - `seats`: who holds the listener's connection slots, and which gives
+//!   one up when all are taken.
 //! - `serial`: the port, reopened when it vanishes (I/O).
 
 pub mod config;
@@ -28,6 +30,7 @@ pub mod kind;
 pub mod acks;
 #[cfg(feature = "tcp_line")]
 mod connection;
+#[cfg(feature = "tcp_line")]
 mod seats;
 #[cfg(all(test, feature = "tcp_line"))]
 #[allow(clippy::unwrap_used)]
