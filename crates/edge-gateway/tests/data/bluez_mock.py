@@ -47,5 +47,8 @@ for line in sys.stdin:
     )
     print("sent", flush=True)
 
-server.terminate()
-server.wait()
+# python-dbusmock returns the server process, or (process, object) in
+# newer releases.
+process = server[0] if isinstance(server, tuple) else server
+process.terminate()
+process.wait()
