@@ -209,10 +209,10 @@ fn test(path: &Path, now: Option<&str>) -> ExitCode {
         eprintln!("note: {file} has no vectors beside it (ChirpStack's test_decode_/test_encode_ JSON, or a *-codec.yaml of The Things Network's device repository naming it)");
     }
     for line in &summary.clock_notes {
-        eprintln!("{line}");
+        eprintln!("{}", printable(line));
     }
     for line in &summary.failures {
-        gateway_core::outln!("{line}");
+        gateway_core::outln!("{}", printable(line));
     }
     if summary.codecs == 0 {
         gateway_core::outln!("no codec with test vectors under {}", path.display());
@@ -225,7 +225,34 @@ fn test(path: &Path, now: Option<&str>) -> ExitCode {
     }
 }
 
+/// A line with a codec's own words in it (its exception's message), its
+/// control characters spelt out: a hostile codec's `ESC[…` or NUL reached
+/// the terminal as they were.
+fn printable(line: &str) -> String {
+    line.chars()
+        .flat_map(|c| {
+            let escaped = (c.is_control() && c != '\t').then(|| c.escape_default());
+            escaped
+                .into_iter()
+                .flatten()
+                .chain((!c.is_control() || c == '\t').then_some(c))
+        })
+        .collect()
+}
+
 fn usage(e: &str) -> ExitCode {
     eprintln!("edge-gateway: {e}");
     ExitCode::from(EX_USAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A codec's exception text cannot drive the terminal.
+    #[test]
+    fn control_characters_of_a_codecs_words_are_spelt_out() {
+        assert_eq!(
+            super::printable("bad\u{1b}[31m red\0 and\ttab"),
+            "bad\\u{1b}[31m red\\u{0} and\ttab"
+        );
+    }
 }
