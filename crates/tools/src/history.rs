@@ -59,9 +59,20 @@ struct ExportArgs {
     step: Option<String>,
 }
 
+/// EX_CONFIG (sysexits.h): the configuration cannot be read, as for
+/// `validate` and `replay`.
+const EX_CONFIG: u8 = 78;
+
 pub fn main(args: &HistoryArgs) -> ExitCode {
     let HistoryCommand::Export(a) = &args.command;
-    match export(a) {
+    let cfg = match settings::load(&a.config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("edge-gateway history export: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    match export(a, &cfg) {
         Ok(text) => {
             let mut out = std::io::stdout().lock();
             if out.write_all(text.as_bytes()).is_err() {
@@ -76,8 +87,7 @@ pub fn main(args: &HistoryArgs) -> ExitCode {
     }
 }
 
-fn export(a: &ExportArgs) -> anyhow::Result<String> {
-    let cfg = settings::load(&a.config)?;
+fn export(a: &ExportArgs, cfg: &settings::GatewayConfig) -> anyhow::Result<String> {
     let now = gateway_core::Timestamp::now().as_millis();
     let from = parse_time(&a.from, now).context("--from: expected now, -24h, ms or RFC 3339")?;
     let to = parse_time(&a.to, now).context("--to: expected now, -24h, ms or RFC 3339")?;

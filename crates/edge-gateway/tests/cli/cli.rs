@@ -438,3 +438,17 @@ fn a_key_file_given_as_the_configuration_is_refused_without_quoting_it() {
         );
     }
 }
+
+/// A configuration that cannot be read is EX_CONFIG (78) for `history
+/// export` as for `validate` and `replay`, said once.
+#[test]
+fn history_export_without_its_configuration_exits_78() {
+    let out = gateway()
+        .args(["history", "export", "-c", "/nonexistent/gateway.toml"])
+        .args(["--device", "a", "--metric", "b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
+}
