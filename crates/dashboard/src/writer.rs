@@ -288,7 +288,8 @@ fn bound(batch: &mut Batch, dropped: &Counter, throttle: &LogThrottle) {
     }
 }
 
-/// Whether history holds this transition already: after a crash the
+/// Whether history holds this transition already (device, rule, metric,
+/// state, time and values): after a crash the
 /// rules decide again, from the journal, the transitions after their last
 /// save (the upstream tells the copy by its id); written again, each crash
 /// added a row of the same raise or clear to the alert list.
@@ -302,8 +303,23 @@ async fn already_kept(store: &Option<Arc<History>>, row: &AlertRow) -> bool {
             .alerts(row.at, row.at.saturating_add(1))
             .is_ok_and(|kept| {
                 kept.iter().any(|k| {
-                    (&k.device, &k.rule, &k.metric, &k.state)
-                        == (&row.device, &row.rule, &row.metric, &row.state)
+                    // Two transitions of one rule within a millisecond (a
+                    // burst of readings) are told apart by their values.
+                    (
+                        &k.device,
+                        &k.rule,
+                        &k.metric,
+                        &k.state,
+                        k.value.to_bits(),
+                        k.limit.to_bits(),
+                    ) == (
+                        &row.device,
+                        &row.rule,
+                        &row.metric,
+                        &row.state,
+                        row.value.to_bits(),
+                        row.limit.to_bits(),
+                    )
                 })
             })
     })
@@ -451,9 +467,15 @@ mod tests {
         assert!(!already_kept(&store, &cleared).await);
         let later = AlertRow {
             at: at + 1,
-            ..raised
+            ..raised.clone()
         };
         assert!(!already_kept(&store, &later).await);
+        // Another reading's transition in the same millisecond (a burst).
+        let other_value = AlertRow {
+            value: 12.8,
+            ..raised
+        };
+        assert!(!already_kept(&store, &other_value).await);
     }
 
     /// A restart with the clock 40 days ahead (retention 30 days) keeps
