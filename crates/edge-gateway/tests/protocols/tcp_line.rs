@@ -229,33 +229,54 @@ struct Node {
 }
 
 impl Node {
-    /// Sends the whole queue; after `kill_after` answers (if set), kills
-    /// the gateway with SIGKILL. Drops from the queue what was
-    /// acknowledged, unless `forget_acks` (the `ok`s lost with the
-    /// connection: everything is resent, and what was journaled must be
-    /// recognised). Returns whether every line was acknowledged.
+    /// Sends the whole queue; after `kill` answers (if set), kills the
+    /// gateway with SIGKILL. Drops from the queue what was acknowledged,
+    /// unless `forget_acks` (the `ok`s lost with the connection: everything
+    /// is resent, and what was journaled must be recognised). Returns
+    /// whether every line was acknowledged.
+    ///
+    /// When a kill is due, the node keeps at most [`Node::IN_FLIGHT`] lines
+    /// unanswered, as a firmware with a bounded send buffer does: the kill
+    /// then always lands with lines still unsent, however fast the gateway
+    /// answers the ones before it.
     async fn flush(&mut self, kill: Option<(u64, &mut GatewayProcess)>, forget_acks: bool) -> bool {
         let (rd, mut wr) = connect(self.port).await.into_split();
         let mut reader = BufReader::new(rd);
-        let mut wire = String::new();
-        for (line, _) in &self.queue {
-            wire.push_str(line);
-            wire.push('\n');
-        }
+        let lines: Vec<String> = self.queue.iter().map(|(l, _)| format!("{l}\n")).collect();
         let n = self.queue.len() as u64;
+        let window = if kill.is_some() {
+            Self::IN_FLIGHT
+        } else {
+            u64::MAX
+        };
+        // The acknowledged count, as the reader sees it; dropped at the kill.
+        let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(0u64);
         let writer = tokio::spawn(async move {
-            // A killed gateway resets the connection mid-write.
-            for piece in wire.as_bytes().chunks(1024) {
-                if wr.write_all(piece).await.is_err() {
+            let mut sent = 0u64;
+            for chunk in lines.chunks(50) {
+                while sent.saturating_sub(*acked_rx.borrow_and_update()) >= window {
+                    if acked_rx.changed().await.is_err() {
+                        return wr;
+                    }
+                }
+                // A killed gateway resets the connection mid-write.
+                if wr.write_all(chunk.concat().as_bytes()).await.is_err() {
                     break;
                 }
+                sent += chunk.len() as u64;
             }
             wr
         });
         let mut got = Answers::default();
         match kill {
             Some((after, gw)) => {
-                read_answers(&mut reader, after, &mut got).await;
+                while got.ok < after {
+                    let before = got.ok;
+                    read_answers(&mut reader, got.ok + 1, &mut got).await;
+                    assert!(got.ok > before, "the gateway closed before ok {after}");
+                    let _ = acked_tx.send(got.ok);
+                }
+                drop(acked_tx);
                 assert!(got.ok < n, "the kill must land while lines are in flight");
                 gw.signal("KILL");
                 gw.wait_exit().await;
@@ -270,6 +291,8 @@ impl Node {
         }
         got.ok == n
     }
+
+    const IN_FLIGHT: u64 = 400;
 }
 
 fn now_ms() -> u128 {
