@@ -177,13 +177,13 @@ fn describe(label: &Value, adv: &Advertisement, bindkey: Option<&BindKey>) -> (V
                 .collect();
             obj.insert("values".into(), values.into());
             if let Some(stop) = d.stop {
-                obj.insert("stopped".into(), format!("{stop:?}").into());
+                obj.insert("stopped".into(), stop.to_string().into());
             }
             if d.out_of_order {
                 obj.insert("out_of_order".into(), true.into());
             }
             if !d.events.is_empty() {
-                let events: Vec<Value> = d.events.iter().map(|e| format!("{e:?}").into()).collect();
+                let events: Vec<Value> = d.events.iter().map(|e| e.to_string().into()).collect();
                 obj.insert("events".into(), events.into());
             }
             true

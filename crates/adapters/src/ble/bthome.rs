@@ -43,6 +43,19 @@ pub enum Stop {
     Truncated { id: u8 },
 }
 
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownObject { id } => {
+                write!(f, "object id 0x{id:02x} is unknown; what follows it cannot be sized")
+            }
+            Self::Truncated { id } => {
+                write!(f, "object id 0x{id:02x} runs past the end of the payload")
+            }
+        }
+    }
+}
+
 /// An event object (bthome.io format page, "Events"). Events are not
 /// measurements, so they never become readings; they are kept for callers
 /// that act on them.
@@ -53,6 +66,29 @@ pub enum Event {
     Button { event: u8 },
     /// 0x3C: 0 none, 1 rotate left, 2 rotate right, with a step count.
     Dimmer { event: u8, steps: u8 },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let button = |event: u8| match event {
+            0 => "none".to_string(),
+            1 => "press".to_string(),
+            2 => "double_press".to_string(),
+            3 => "triple_press".to_string(),
+            4 => "long_press".to_string(),
+            5 => "long_double_press".to_string(),
+            6 => "long_triple_press".to_string(),
+            0x80 => "hold_press".to_string(),
+            other => format!("0x{other:02x}"),
+        };
+        match *self {
+            Self::Button { event } => write!(f, "button {}", button(event)),
+            Self::Dimmer { event: 0, .. } => write!(f, "dimmer none"),
+            Self::Dimmer { event: 1, steps } => write!(f, "dimmer rotate_left {steps}"),
+            Self::Dimmer { event: 2, steps } => write!(f, "dimmer rotate_right {steps}"),
+            Self::Dimmer { event, steps } => write!(f, "dimmer 0x{event:02x} {steps}"),
+        }
+    }
 }
 
 /// One decoded BTHome frame.

@@ -301,3 +301,24 @@ fn a_wrong_command_line_exits_64_and_bad_bytes_65() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn a_payload_cut_short_and_a_button_press_are_said_in_words() {
+    // A temperature object (0x02) with its two bytes missing, then a
+    // button (0x3A) pressed twice: neither is Rust's debug notation.
+    let out = decode(&["--ble", "4002", "--mac", ENC_MAC]);
+    let got = objects(&out);
+    assert_eq!(
+        got[0]["stopped"],
+        "object id 0x02 runs past the end of the payload",
+        "{got:?}"
+    );
+    let out = decode(&["--ble", "40013a3a023a02", "--mac", ENC_MAC]);
+    let got = objects(&out);
+    assert_eq!(
+        got[0]["events"],
+        json!(["button double_press", "button double_press"]),
+        "{got:?}"
+    );
+    assert_eq!(got[0]["values"]["battery"], 58.0, "{got:?}");
+}
