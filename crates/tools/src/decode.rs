@@ -359,7 +359,7 @@ pub(super) fn secret(flag: &str, arg: &str) -> Result<String, Failure> {
 
 pub(super) fn from_hex(text: &str) -> Result<Vec<u8>, Failure> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let bad = || Failure::Data(format!("not an even number of hex digits: {text:?}"));
+    let bad = || Failure::Data(not_hex(text));
     if !digits.len().is_multiple_of(2) {
         return Err(bad());
     }
@@ -372,6 +372,28 @@ pub(super) fn from_hex(text: &str) -> Result<Vec<u8>, Failure> {
                 .ok_or_else(bad)
         })
         .collect()
+}
+
+/// Why `text` is not hex. Network servers show payloads in base64
+/// (ChirpStack's `data`, The Things Stack's `frm_payload`), so one pasted
+/// from there is named as such, with the hex to pass instead.
+fn not_hex(text: &str) -> String {
+    use base64::Engine as _;
+    let trimmed = text.trim();
+    let as_base64 = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+    ]
+    .iter()
+    .find_map(|engine| engine.decode(trimmed).ok())
+    .filter(|bytes| !bytes.is_empty());
+    match as_base64 {
+        Some(bytes) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!("not hex: {text:?} reads as base64, whose bytes in hex are {hex}")
+        }
+        None => format!("not an even number of hex digits: {text:?}"),
+    }
 }
 
 #[cfg(feature = "lorawan")]

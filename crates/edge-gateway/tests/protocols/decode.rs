@@ -77,7 +77,7 @@ fn the_codecs_old_names_decode_the_same_and_say_they_are_deprecated() {
 
 #[test]
 fn undecodable_input_exits_65_and_bad_usage_64() {
-    let rows: [(&[&str], i32, &str); 8] = [
+    let rows: [(&[&str], i32, &str); 9] = [
         (
             &["--codec", "compact_i16", "--nwk-s-key", "00", "00D728014A"],
             64,
@@ -99,6 +99,12 @@ fn undecodable_input_exits_65_and_bad_usage_64() {
             "gps needs 9 bytes",
         ),
         (&["--codec", "compact_i16", "zz"], 65, "hex digits"),
+        // As ChirpStack shows a payload: named, with the hex to pass.
+        (
+            &["--codec", "cayenne_lpp", "AWcBEA=="],
+            65,
+            "reads as base64, whose bytes in hex are 01670110",
+        ),
         (&["--codec", "nope", "00"], 64, "unknown codec \"nope\""),
         (&["00D728014A"], 64, "expected --codec NAME HEX"),
         (

@@ -309,8 +309,7 @@ fn a_payload_cut_short_and_a_button_press_are_said_in_words() {
     let out = decode(&["--ble", "4002", "--mac", ENC_MAC]);
     let got = objects(&out);
     assert_eq!(
-        got[0]["stopped"],
-        "object id 0x02 runs past the end of the payload",
+        got[0]["stopped"], "object id 0x02 runs past the end of the payload",
         "{got:?}"
     );
     let out = decode(&["--ble", "40013a3a023a02", "--mac", ENC_MAC]);
