@@ -91,6 +91,14 @@ fn export(a: &ExportArgs, cfg: &settings::GatewayConfig) -> anyhow::Result<Strin
     let now = gateway_core::Timestamp::now().as_millis();
     let from = parse_time(&a.from, now).context("--from: expected now, -24h, ms or RFC 3339")?;
     let to = parse_time(&a.to, now).context("--to: expected now, -24h, ms or RFC 3339")?;
+    // A range given backwards would export an empty CSV, read as "no data".
+    if from > to {
+        anyhow::bail!(
+            "--from ({}) is after --to ({}): nothing lies between them; swap the two",
+            a.from,
+            a.to
+        );
+    }
     let step = match &a.step {
         Some(s) => i64::try_from(humantime::parse_duration(s).context("--step")?.as_millis())
             .unwrap_or(i64::MAX),

@@ -452,3 +452,28 @@ fn history_export_without_its_configuration_exits_78() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
 }
+
+/// A range given backwards is said so, not exported as an empty CSV that
+/// reads as "no data".
+#[test]
+fn history_export_of_a_range_given_backwards_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let template = gateway().arg("configfile").output().unwrap();
+    std::fs::write(&config, &template.stdout).unwrap();
+    let out = gateway()
+        .args(["history", "export", "-c"])
+        .arg(&config)
+        .args([
+            "--device", "a", "--metric", "b", "--from", "now", "--to", "-1h",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--from (now) is after --to (-1h)"),
+        "{stderr}"
+    );
+}
