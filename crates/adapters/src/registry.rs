@@ -55,6 +55,12 @@ pub trait AdapterKind: Sized + Clone + fmt::Debug + PartialEq {
     /// The adapter's unique `name`.
     fn name(&self) -> &str;
 
+    /// The socket it listens on, for `validate` to refuse two adapters
+    /// (or an adapter and `[metrics]`) on one.
+    fn listens_on(&self) -> Option<(gateway_core::config::Transport, std::net::SocketAddr)> {
+        None
+    }
+
     /// A runnable adapter for this config.
     fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter>;
 
@@ -207,6 +213,12 @@ macro_rules! adapter_registry {
                 fn sections(root: &toml::Table, problems: &mut gateway_core::config::Problems) -> Sections {
                     Sections {
                         $( $( #[cfg($fcfg)] $module: <$sty as $crate::registry::OwnedSection>::parse(root, problems), )? )*
+                    }
+                }
+
+                fn listens_on(&self) -> Option<(gateway_core::config::Transport, std::net::SocketAddr)> {
+                    match *self {
+                        $( $( #[cfg($fcfg)] $(#[$kmeta])* Self::$variant(ref c) => $crate::registry::AdapterKind::listens_on(c), )+ )*
                     }
                 }
             }

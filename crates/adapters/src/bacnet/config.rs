@@ -193,6 +193,10 @@ impl AdapterKind for BacnetConfig {
         &self.name
     }
 
+    fn listens_on(&self) -> Option<(gateway_core::config::Transport, std::net::SocketAddr)> {
+        Some((gateway_core::config::Transport::Udp, self.bind))
+    }
+
     fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
         let devices = ctx.sections.bacnet.devices_of(&self.name);
         Box::new(super::source::BacnetSource::new(self.clone(), devices))

@@ -270,6 +270,10 @@ impl AdapterKind for CoapServerConfig {
         &self.name
     }
 
+    fn listens_on(&self) -> Option<(gateway_core::config::Transport, std::net::SocketAddr)> {
+        Some((gateway_core::config::Transport::Udp, self.bind))
+    }
+
     fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
         match self.dtls {
             Some(_) => Box::new(super::dtls::CoapsSource::new(

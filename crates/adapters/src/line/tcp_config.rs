@@ -131,6 +131,10 @@ impl crate::registry::AdapterKind for TcpLineConfig {
         &self.name
     }
 
+    fn listens_on(&self) -> Option<(gateway_core::config::Transport, std::net::SocketAddr)> {
+        Some((gateway_core::config::Transport::Tcp, self.bind))
+    }
+
     fn build(&self, _ctx: &crate::registry::BuildContext) -> Box<dyn gateway_core::Adapter> {
         Box::new(super::tcp::TcpLineSource::new(self.clone()))
     }

@@ -381,6 +381,10 @@ impl AdapterKind for SemtechUdpConfig {
         &self.name
     }
 
+    fn listens_on(&self) -> Option<(gateway_core::config::Transport, std::net::SocketAddr)> {
+        Some((gateway_core::config::Transport::Udp, self.bind))
+    }
+
     fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
         Box::new(
             super::source::SemtechUdpSource::new(

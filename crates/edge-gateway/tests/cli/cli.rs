@@ -477,3 +477,54 @@ fn history_export_of_a_range_given_backwards_is_refused() {
         "{stderr}"
     );
 }
+
+/// Two parts on one socket: `run` would start with the second down and
+/// `/health` 503, so `validate` names it first. A TCP and a UDP socket
+/// share a port.
+#[test]
+fn validate_refuses_two_parts_listening_on_one_socket() {
+    let out = validate(
+        r#"
+[gateway]
+id = "gw-01"
+
+[upstream]
+url = "mqtt://127.0.0.1:1883"
+
+[metrics]
+bind = "127.0.0.1:9898"
+
+[[adapter]]
+type = "tcp_line"
+name = "bme680"
+bind = "0.0.0.0:5050"
+format = "csv"
+columns = ["temperature"]
+
+[[adapter]]
+type = "tcp_line"
+name = "fridge"
+bind = "127.0.0.1:5050"
+format = "csv"
+columns = ["temperature"]
+
+[[adapter]]
+type = "coap"
+name = "coap"
+bind = "127.0.0.1:9898"
+
+[[adapter]]
+type = "semtech_udp"
+name = "lora"
+bind = "0.0.0.0:5050"
+"#,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.trim(),
+        "adapter[1].bind: TCP 127.0.0.1:5050 is already taken by adapter[0].bind (0.0.0.0:5050): each part needs its own port",
+        "only the second TCP listener on 5050 clashes"
+    );
+}

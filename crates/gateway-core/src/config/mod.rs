@@ -19,6 +19,7 @@ pub mod home_assistant;
 pub mod js_codecs;
 mod kinds;
 pub mod layers;
+mod listeners;
 pub mod load;
 pub mod metrics;
 pub mod names;
@@ -40,6 +41,7 @@ pub use commands::CommandsConfig;
 pub use dashboard::{DashboardConfig, DashboardUser};
 pub use home_assistant::{HaState, HomeAssistantConfig};
 pub use layers::{Layers, Origin};
+pub use listeners::{Listener, Transport};
 pub use load::{Problem, Problems};
 pub use metrics::MetricsConfig;
 pub use remote::RemoteConfig;
@@ -76,6 +78,11 @@ pub trait AdapterSpec: Sized {
 
     /// The adapter's unique name.
     fn name(&self) -> &str;
+
+    /// The socket it listens on (its `bind`), if it listens at all.
+    fn listens_on(&self) -> Option<(Transport, std::net::SocketAddr)> {
+        None
+    }
 }
 
 /// The `[[sink]]` kinds a build knows (outputs beside the MQTT upstream).
@@ -339,6 +346,37 @@ impl<A: AdapterSpec, S: SinkSpec> Config<A, S> {
             "sink name",
             &mut problems,
         );
+        let mut listening: Vec<Listener> = adapters
+            .iter()
+            .filter_map(|(i, a)| {
+                let (transport, addr) = a.listens_on()?;
+                Some(Listener {
+                    key: format!("adapter[{i}]"),
+                    transport,
+                    addr,
+                })
+            })
+            .collect();
+        let http = [
+            (
+                "metrics",
+                metrics.as_ref().filter(|m| m.enabled).map(|m| m.bind),
+            ),
+            (
+                "dashboard",
+                dashboard.as_ref().filter(|d| d.enabled).map(|d| d.bind),
+            ),
+        ];
+        for (key, bind) in http {
+            if let Some(addr) = bind {
+                listening.push(Listener {
+                    key: key.into(),
+                    transport: Transport::Tcp,
+                    addr,
+                });
+            }
+        }
+        listeners::check(&listening, &mut problems);
         let named = adapters
             .iter()
             .map(|(i, a)| ("adapter", *i, a.name()))
