@@ -180,6 +180,9 @@ fn sign(
     config: &Path,
 ) -> anyhow::Result<ExitCode> {
     followable(serial)?;
+    if let Some(gateway) = gateway {
+        gateway_id("--gateway", gateway)?;
+    }
     let key = read_key(key)?;
     let text = read_config(config)?;
     gateway_core::outln!(
@@ -189,7 +192,35 @@ fn sign(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `[gateway] id`'s rule: one MQTT topic level. A wildcard or a `/` would
+/// make the push's topic one no gateway reads (or the broker refuses).
+fn gateway_id(flag: &str, id: &str) -> anyhow::Result<()> {
+    gateway_core::DeviceId::new(id).map_err(|e| {
+        anyhow::anyhow!(
+            "{flag} {id:?}: {}, as in [gateway] id",
+            e.to_string().replace("device id", "gateway id")
+        )
+    })?;
+    Ok(())
+}
+
+/// `[upstream] topic_prefix`'s rule: levels without wildcards.
+fn topic_prefix(prefix: &str) -> anyhow::Result<()> {
+    if prefix.is_empty()
+        || prefix.starts_with('/')
+        || prefix.ends_with('/')
+        || prefix.contains("//")
+        || prefix.contains(['+', '#'])
+        || prefix.chars().any(char::is_control)
+    {
+        bail!("--prefix {prefix:?}: expected topic levels like building/hq, without + or # or an empty level");
+    }
+    Ok(())
+}
+
 async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
+    gateway_id("--gateway", &args.gateway)?;
+    topic_prefix(&args.prefix)?;
     let text = read_config(&args.config)?;
     let key_file = args
         .key

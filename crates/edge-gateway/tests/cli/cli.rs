@@ -528,3 +528,39 @@ bind = "0.0.0.0:5050"
         "only the second TCP listener on 5050 clashes"
     );
 }
+
+/// A wildcard or a `/` in `--gateway` or `--prefix` would publish where no
+/// gateway reads (the client library said only "Failed to send mqtt
+/// requests to eventloop"): refused by name before any connection.
+#[test]
+fn config_push_refuses_a_gateway_or_prefix_that_is_not_a_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("layer.toml");
+    std::fs::write(&layer, "[aggregation]\nwindow = \"1m\"\n").unwrap();
+    for (flags, said) in [
+        (
+            &["--gateway", "site/+"][..],
+            "--gateway \"site/+\": gateway id contains '/'",
+        ),
+        (
+            &["--gateway", "gw#"][..],
+            "--gateway \"gw#\": gateway id contains '#'",
+        ),
+        (
+            &["--gateway", "gw-01", "--prefix", "building/#"][..],
+            "--prefix \"building/#\"",
+        ),
+    ] {
+        let out = gateway()
+            .args(["config", "push", "--url", "mqtt://127.0.0.1:9"])
+            .args(["--version", "v1", "--serial", "1"])
+            .args(flags)
+            .arg(&layer)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(said), "{flags:?}: {stderr}");
+        assert!(!stderr.contains("eventloop"), "{stderr}");
+    }
+}
