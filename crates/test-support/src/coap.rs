@@ -110,6 +110,14 @@ impl CoapServer {
         let out = coap_client_run(&["-m", "put", "-t", "0", "-e", value, &target]).await;
         assert!(out.success && out.stderr.is_empty(), "PUT {value}: {out:?}");
     }
+
+    /// Sets `/example_data` to a JSON document (Content-Format 50); one
+    /// over 1024 bytes reaches observers block-wise (RFC 7959 §2.4).
+    pub async fn put_json(&self, body: &str) {
+        let target = format!("coap://127.0.0.1:{}/example_data", self.port);
+        let out = coap_client_run(&["-m", "put", "-t", "50", "-e", body, &target]).await;
+        assert!(out.success && out.stderr.is_empty(), "PUT {body}: {out:?}");
+    }
 }
 
 impl Drop for CoapServer {

@@ -31,6 +31,7 @@ pub mod kind;
 pub mod message;
 mod names;
 pub mod observe;
+mod observe_blocks;
 pub mod psk;
 pub mod server;
 pub mod writer;

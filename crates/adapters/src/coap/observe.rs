@@ -4,6 +4,7 @@
 //! us, or the registration was lost). The registration is a CON GET,
 //! retransmitted as RFC 7252 §4.2 says; one that nothing answers is sent
 //! again after 5 s, then 10 s, … up to 5 minutes, until the device answers.
+//! A notification sent in blocks is completed by `observe_blocks`.
 //!
 //! One task and one connected UDP socket per resource, so a datagram on a
 //! socket can only come from that resource's device.
@@ -21,6 +22,7 @@ use tracing::{debug, info};
 use super::config::{CoapObserveConfig, ObservedResource};
 use super::handler::format_for;
 use super::message::{self, CON, NON};
+use super::observe_blocks::{Block, BlockFetch, Step};
 use super::server::random_u16;
 use crate::payload::{self, Context};
 
@@ -146,8 +148,11 @@ async fn observe(
         let mut unanswered = Some(Retransmit::new(Instant::now()));
         let mut deadline = gateway_core::deadline::from_now(silence);
         let mut established = false;
+        // The rest of a notification too large for one datagram.
+        let mut fetching: Option<BlockFetch> = None;
         let end = loop {
             let resend_at = unanswered.as_ref().map_or(deadline, |r| r.next);
+            let block_resend = fetching.as_ref().and_then(BlockFetch::resend_at);
             let datagram = tokio::select! {
                 _ = ctx.shutdown.cancelled() => {
                     // Deregister by forgetting: the next notification would
@@ -163,6 +168,21 @@ async fn observe(
                     debug!(adapter = %ctx.name, resource = %target, "Registration unanswered; sending it again.");
                     if let Err(e) = socket.send(&request).await {
                         report(&stats, &throttle, &ctx.name, &target, "send", &e.to_string());
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(block_resend.unwrap_or(deadline)), if block_resend.is_some() => {
+                    let Some(f) = fetching.as_mut() else { continue };
+                    match f.resend(Instant::now()) {
+                        Some(get) => {
+                            if let Err(e) = socket.send(get).await {
+                                report(&stats, &throttle, &ctx.name, &target, "send", &e.to_string());
+                            }
+                        }
+                        None => {
+                            report(&stats, &throttle, &ctx.name, &target, "observe_block2", "the device answered no GET of a notification's next block");
+                            fetching = None;
+                        }
                     }
                     continue;
                 }
@@ -194,6 +214,48 @@ async fn observe(
                     continue;
                 }
             };
+            if let Some(f) = fetching.as_mut() {
+                let wants_ack = f.wants_ack(&packet);
+                let step = f.take(&packet, Instant::now(), || {
+                    mid = mid.wrapping_add(1);
+                    mid
+                });
+                if step != Step::NotOurs {
+                    if wants_ack {
+                        let [hi, lo] = packet.header.message_id.to_be_bytes();
+                        let _ = socket.send(&[0x60, 0x00, hi, lo]).await;
+                    }
+                    let readings = match step {
+                        Step::Continue(Some(get)) => {
+                            if let Err(e) = socket.send(&get).await {
+                                report(&stats, &throttle, &ctx.name, &target, "send", &e.to_string());
+                            }
+                            Vec::new()
+                        }
+                        Step::Done {
+                            body,
+                            content_format,
+                            arrival,
+                        } => {
+                            fetching = None;
+                            let body = Body {
+                                content_format,
+                                bytes: &body,
+                                arrival,
+                            };
+                            decode_body(&body, &resource, &ctx, &stats, &throttle, &target)
+                        }
+                        Step::Failed(kind, detail) => {
+                            report(&stats, &throttle, &ctx.name, &target, kind, &detail);
+                            fetching = None;
+                            Vec::new()
+                        }
+                        Step::Continue(None) | Step::NotOurs => Vec::new(),
+                    };
+                    forward(&ctx, &stats, readings).await?;
+                    continue;
+                }
+            }
             let own_exchange = packet.header.message_id == reg_mid
                 && matches!(
                     packet.header.get_type(),
@@ -210,9 +272,29 @@ async fn observe(
             if packet.get_token() == reg.token.as_slice() {
                 deadline = gateway_core::deadline::from_now(silence);
             }
-            let (reply, readings) = notification(
+            let (reply, readings, first_block) = notification(
                 &packet, &mut reg, &resource, &ctx, &stats, &throttle, &target,
             );
+            if !readings.is_empty() {
+                // A newer whole notification: the state being fetched is old.
+                fetching = None;
+            }
+            if let Some(block) = first_block {
+                mid = mid.wrapping_add(1);
+                let token = [random_u16().to_be_bytes(), random_u16().to_be_bytes()].concat();
+                match BlockFetch::start(&packet, block, &resource.path, token, mid, ctx.clock.now(), Instant::now()) {
+                    Ok((f, get)) => {
+                        if let Err(e) = socket.send(&get).await {
+                            report(&stats, &throttle, &ctx.name, &target, "send", &e.to_string());
+                        }
+                        fetching = Some(f);
+                    }
+                    Err((kind, detail)) => {
+                        report(&stats, &throttle, &ctx.name, &target, kind, &detail);
+                        fetching = None;
+                    }
+                }
+            }
             if !established && reg.seq.is_some() {
                 // The first response with an Observe option: the device
                 // keeps us as an observer from now on (RFC 7641 §3.1).
@@ -222,13 +304,7 @@ async fn observe(
             if let Some(reply) = reply {
                 let _ = socket.send(&reply).await;
             }
-            if !readings.is_empty() {
-                stats.readings.add(readings.len() as u64);
-                ctx.ingress
-                    .send(Ingress::Readings(readings))
-                    .await
-                    .map_err(|_| AdapterError::PipelineClosed)?;
-            }
+            forward(&ctx, &stats, readings).await?;
         };
         let detail = match end {
             End::Silent => {
@@ -269,14 +345,14 @@ enum End {
 
 /// RFC 7252 §4.2's retransmission of a CON: ACK_TIMEOUT times a random
 /// factor up to ACK_RANDOM_FACTOR, doubled each time, MAX_RETRANSMIT times.
-struct Retransmit {
-    next: Instant,
+pub(super) struct Retransmit {
+    pub(super) next: Instant,
     timeout: Duration,
     sent: u32,
 }
 
 impl Retransmit {
-    fn new(now: Instant) -> Self {
+    pub(super) fn new(now: Instant) -> Self {
         // ACK_RANDOM_FACTOR 1.5: somewhere in [ACK_TIMEOUT, 1.5 ACK_TIMEOUT],
         // so devices restarted together are not all asked at once.
         let spread = ACK_TIMEOUT.mul_f64(0.5 * f64::from(random_u16()) / f64::from(u16::MAX));
@@ -290,7 +366,7 @@ impl Retransmit {
 
     /// Whether to send again now; false once MAX_RETRANSMIT retransmissions
     /// went unanswered for their full timeout.
-    fn again(&mut self, now: Instant) -> bool {
+    pub(super) fn again(&mut self, now: Instant) -> bool {
         if self.sent >= MAX_RETRANSMIT {
             return false;
         }
@@ -340,13 +416,13 @@ fn notification(
     stats: &AdapterStats,
     throttle: &LogThrottle,
     target: &str,
-) -> (Option<Vec<u8>>, Vec<Reading>) {
+) -> (Option<Vec<u8>>, Vec<Reading>, Option<Block>) {
     let kind = match p.header.get_type() {
         MessageType::Confirmable => CON,
         MessageType::NonConfirmable => NON,
         // An ACK carries the first response piggybacked; an empty ACK or a
         // RST carries nothing to read.
-        _ if p.header.code == MessageClass::Empty => return (None, Vec::new()),
+        _ if p.header.code == MessageClass::Empty => return (None, Vec::new(), None),
         _ => NON,
     };
     let ack = |code_ok: bool| {
@@ -369,7 +445,7 @@ fn notification(
             "unknown_token",
             "notification for an old registration",
         );
-        return (Some(message::reset(p.header.message_id)), Vec::new());
+        return (Some(message::reset(p.header.message_id)), Vec::new(), None);
     }
     match p.header.code {
         MessageClass::Response(ResponseType::Content) => {}
@@ -382,9 +458,9 @@ fn notification(
                 "observe_refused",
                 &format!("{code:?}"),
             );
-            return (ack(true), Vec::new());
+            return (ack(true), Vec::new(), None);
         }
-        _ => return (ack(false), Vec::new()),
+        _ => return (ack(false), Vec::new(), None),
     }
     let now = Instant::now();
     if let Some(Ok(v)) = p.get_observe_value() {
@@ -394,31 +470,55 @@ fn notification(
                 || now.duration_since(at) > SEQ_WINDOW;
             if !newer {
                 stats.error("stale_notification");
-                return (ack(true), Vec::new());
+                return (ack(true), Vec::new(), None);
             }
         }
         reg.seq = Some((v, now));
     }
-    if let Some(block) = p.get_first_option(CoapOption::Block2) {
+    match Block::read(p) {
         // More blocks follow (RFC 7959 §2.2's M bit): the payload is only
-        // the first part of the body, which would decode to wrong values or
-        // none. Block-wise retrieval is not implemented; the device should
-        // keep its notifications within one datagram.
-        if message::read_uint(block).is_none_or(|v| v & 0x8 != 0) {
-            report(
-                stats,
-                throttle,
-                &ctx.name,
-                target,
-                "observe_block2",
-                "notification larger than one block: not read",
-            );
-            return (ack(true), Vec::new());
+        // the first part of the body; the caller fetches the rest.
+        Some(Ok(block)) if block.more => return (ack(true), Vec::new(), Some(block)),
+        Some(Ok(block)) if block.num == 0 => {}
+        Some(Ok(block)) => {
+            let detail = format!("a notification carrying block {} alone", block.num);
+            report(stats, throttle, &ctx.name, target, "observe_block2", &detail);
+            return (ack(true), Vec::new(), None);
         }
+        Some(Err(e)) => {
+            report(stats, throttle, &ctx.name, target, "observe_block2", e);
+            return (ack(true), Vec::new(), None);
+        }
+        None => {}
     }
-    let cf = p
-        .get_first_option(CoapOption::ContentFormat)
-        .map(|v| message::read_uint(v).unwrap_or(u32::MAX));
+    let body = Body {
+        content_format: p
+            .get_first_option(CoapOption::ContentFormat)
+            .map(|v| message::read_uint(v).unwrap_or(u32::MAX)),
+        bytes: &p.payload,
+        arrival: ctx.clock.now(),
+    };
+    let readings = decode_body(&body, resource, ctx, stats, throttle, target);
+    (ack(true), readings, None)
+}
+
+/// A notification's whole body: one datagram's payload, or its blocks.
+struct Body<'a> {
+    content_format: Option<u32>,
+    bytes: &'a [u8],
+    /// When the notification (its first block) arrived.
+    arrival: Timestamp,
+}
+
+fn decode_body(
+    body: &Body<'_>,
+    resource: &ObservedResource,
+    ctx: &AdapterContext,
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+    target: &str,
+) -> Vec<Reading> {
+    let cf = body.content_format;
     let Some(format) = format_for(cf) else {
         report(
             stats,
@@ -428,15 +528,14 @@ fn notification(
             "unsupported_content_format",
             &format!("{cf:?}"),
         );
-        return (ack(true), Vec::new());
+        return Vec::new();
     };
-    let arrival: Timestamp = ctx.clock.now();
     let context = Context {
         device: Some(&resource.device),
         metric: resource.metric.as_ref(),
-        now: arrival,
+        now: body.arrival,
     };
-    match payload::decode(&format, &p.payload, &context) {
+    match payload::decode(&format, body.bytes, &context) {
         Ok(decoded) => {
             for problem in &decoded.problems {
                 let kind = format!("field_{}", problem.reason.kind());
@@ -452,13 +551,28 @@ fn notification(
             for (device, key) in &decoded.ignored {
                 stats.ignored_field(device.as_str(), key);
             }
-            (ack(true), decoded.readings)
+            decoded.readings
         }
         Err(e) => {
             report(stats, throttle, &ctx.name, target, e.kind(), &e.to_string());
-            (ack(true), Vec::new())
+            Vec::new()
         }
     }
+}
+
+async fn forward(
+    ctx: &AdapterContext,
+    stats: &AdapterStats,
+    readings: Vec<Reading>,
+) -> Result<(), AdapterError> {
+    if readings.is_empty() {
+        return Ok(());
+    }
+    stats.readings.add(readings.len() as u64);
+    ctx.ingress
+        .send(Ingress::Readings(readings))
+        .await
+        .map_err(|_| AdapterError::PipelineClosed)
 }
 
 fn report(

@@ -392,3 +392,83 @@ silence = "5s"
     )]);
     expect(&expected, &all);
 }
+
+/// A notification larger than one datagram's block (libcoap sends 1024
+/// bytes and the M bit, RFC 7959 §2.4): the gateway fetches the other
+/// blocks and reads the whole document, each time the resource changes.
+#[tokio::test]
+async fn observe_reads_a_notification_libcoap_sends_in_blocks() {
+    let id = "gw-coap-blocks";
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/#").await;
+    let port = free_udp_port();
+    let device = CoapServer::start(port).await;
+    // 40 channels of a multi-sensor board: about 1 400 bytes of JSON.
+    let document = |base: f64| {
+        let fields: Vec<String> = (0..40)
+            .map(|i| {
+                format!(
+                    "\"channel_{i:02}_temperature\": {}",
+                    base + f64::from(i) / 4.0
+                )
+            })
+            .collect();
+        format!("{{{}}}", fields.join(", "))
+    };
+    let first = document(20.0);
+    assert!(
+        first.len() > 1024,
+        "{} bytes: more than one block",
+        first.len()
+    );
+    device.put_json(&first).await;
+    let mut text = config(id, local.port(), upstream.port(), "1s", "1s");
+    text.push_str(&format!(
+        r#"
+[[adapter]]
+type = "coap_observe"
+name = "board"
+resources = [{{ addr = "127.0.0.1:{port}", path = "/example_data", device = "board-1" }}]
+silence = "10m"
+"#
+    ));
+    let mut gw = GatewayProcess::start(&text);
+    gw.wait_for_log("Observation established").await;
+    let topic = "building/hq/board-1/aggregated";
+    let channels = |got: &[Message]| {
+        let mut seen = BTreeMap::new();
+        for m in got.iter().filter(|m| m.topic == topic) {
+            let json = m.json();
+            for (metric, stats) in json["metrics"].as_object().unwrap() {
+                let values: &mut Vec<f64> = seen.entry(metric.clone()).or_default();
+                values.push(stats["avg"].as_f64().unwrap());
+            }
+        }
+        seen
+    };
+    let messages = sub
+        .collect_until(WAIT, |got| channels(got).len() == 40)
+        .await;
+    let got = channels(&messages);
+    assert_eq!(got["channel_00_temperature"], [20.0]);
+    assert_eq!(
+        got["channel_39_temperature"],
+        [29.75],
+        "the last block's field"
+    );
+
+    device.put_json(&document(30.0)).await;
+    let messages = sub
+        .collect_until(WAIT, |got| {
+            channels(got)
+                .get("channel_39_temperature")
+                .is_some_and(|v| !v.is_empty())
+        })
+        .await;
+    let got = channels(&messages);
+    assert_eq!(got["channel_00_temperature"], [30.0]);
+    assert_eq!(got["channel_39_temperature"], [39.75]);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
