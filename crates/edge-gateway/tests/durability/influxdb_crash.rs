@@ -199,6 +199,13 @@ fn checkpoint_landed(state: &std::path::Path) -> bool {
     state.join("windows.ckpt").exists()
 }
 
+fn checkpoint_inode(state: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(state.join("windows.ckpt"))
+        .ok()
+        .map(|m| m.ino())
+}
+
 /// A node stamping whole seconds sends two samples of one second, a
 /// checkpoint lands, it sends two more of the same second, and the gateway
 /// is killed: the restart replays only the journal since the checkpoint.
@@ -211,11 +218,14 @@ async fn a_replay_from_a_checkpoint_inside_one_second_rewrites_only_its_own_samp
     let upstream = Mosquitto::start();
     let db = Influxd::start();
     let metrics = free_port();
-    // Long enough that the kill comes well before the checkpoint after the
-    // one the test waits for.
+    // The kill must come before the checkpoint after the one the test
+    // waits for: between them the test publishes, waits for InfluxDB to
+    // have the points and asks it, which can take more than 5 s on a
+    // loaded 2-core machine (the second checkpoint then holds samples 3 and 4, and
+    // nothing is replayed). 15 s leaves that margin three times over.
     let cfg = readings_only(config(local.port(), upstream.port(), &db.url(), metrics)).replace(
         "window = \"1h\"",
-        "window = \"1h\"\ncheckpoint_interval = \"5s\"",
+        "window = \"1h\"\ncheckpoint_interval = \"15s\"",
     );
     let mut gw = GatewayProcess::start_in(tempfile::tempdir().unwrap(), &cfg);
     gw.wait_for_log("Subscribed").await;
@@ -239,7 +249,7 @@ async fn a_replay_from_a_checkpoint_inside_one_second_rewrites_only_its_own_samp
         points_written(body).is_some_and(|n| n >= 2)
     })
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !checkpoint_landed(&state) {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -250,6 +260,8 @@ async fn a_replay_from_a_checkpoint_inside_one_second_rewrites_only_its_own_samp
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Each checkpoint is renamed into place: a new file, a new inode.
+    let landed = checkpoint_inode(&state);
     publish_lines(
         local.port(),
         "bme680/esp-a/csv",
@@ -263,7 +275,14 @@ async fn a_replay_from_a_checkpoint_inside_one_second_rewrites_only_its_own_samp
     .await;
     assert_eq!(temperature_points(&db), 4, "one point per sample");
 
-    let mut gw = gw.kill_and_restart(&cfg, &[]).await;
+    gw.signal("KILL");
+    gw.wait_exit().await;
+    assert_eq!(
+        checkpoint_inode(&state),
+        landed,
+        "another checkpoint landed before the kill: the test's premise, not the gateway, failed"
+    );
+    let mut gw = GatewayProcess::start_in(gw.dir, &cfg);
     gw.wait_for_log("Replayed the ingress journal").await;
     let replayed = gw
         .seen

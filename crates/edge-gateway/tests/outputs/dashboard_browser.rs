@@ -20,6 +20,12 @@ use serde_json::{json, Value};
 use test_support::chromium::{Browser, Page};
 use test_support::{free_port, publish, Mosquitto};
 
+/// How long a page may take to show what the live stream brought (or to
+/// open it). Generous for a loaded 2-core machine running Chromium beside
+/// the gateway: the pages never poll, and where a value must have come
+/// live, `window.__same_document` tells it from one a reload showed.
+const LIVE_MS: u64 = 20_000;
+
 const LIVING: &str = "a2:b2:c2:d2:e2:f2";
 const FRIDGE: &str = "fridge-7";
 
@@ -29,7 +35,7 @@ async fn goto(page: &mut Page, url: &str) {
     page.navigate(url).await;
     page.wait_until(
         "document.getElementById('conn').classList.contains('up')",
-        10_000,
+        LIVE_MS,
     )
     .await;
 }
@@ -149,7 +155,7 @@ max = 8.0
     let cell = format!(
         "document.querySelector('tr[data-d=\"{LIVING}\"] i[data-m=\"temperature\"] b').textContent === '23.4'"
     );
-    page.wait_until(&cell, 2000).await;
+    page.wait_until(&cell, LIVE_MS).await;
     publish(
         local.port(),
         &format!("sensors/data/{FRIDGE}/temperature"),
@@ -160,7 +166,7 @@ max = 8.0
     .await;
     page.wait_until(
         &format!("document.querySelector('tr[data-d=\"{FRIDGE}\"].alert .badge[data-rule=\"fridge-max\"]')"),
-        2000,
+        LIVE_MS,
     )
     .await;
     assert_eq!(
@@ -179,7 +185,7 @@ max = 8.0
     let _gw = gw.kill_and_restart(&cfg, &[]).await;
     page.wait_until(
         "window.__drops > 0 && document.getElementById('conn').classList.contains('up')",
-        15_000,
+        2 * LIVE_MS,
     )
     .await;
     publish(
@@ -190,7 +196,8 @@ max = 8.0
         false,
     )
     .await;
-    page.wait_until(&cell.replace("23.4", "24.6"), 2000).await;
+    page.wait_until(&cell.replace("23.4", "24.6"), LIVE_MS)
+        .await;
     assert_eq!(
         page.eval("window.__same_document").await,
         json!(1),
@@ -218,6 +225,7 @@ max = 8.0
         .eval("[document.querySelector('svg.chart').dataset.points, document.querySelector('svg.chart polyline.avg').points.numberOfItems]")
         .await;
     assert_eq!(drawn, json!([expected.to_string(), expected]), "{series}");
+    page.eval("window.__same_document = 1").await;
     // Its live table takes this device's readings only: not those of a
     // device whose id is a piece of the address ("b2").
     for (device, value) in [("b2", "99.5"), (LIVING, "25.1")] {
@@ -232,9 +240,14 @@ max = 8.0
     }
     page.wait_until(
         "document.querySelector('#recent tbody').innerText.includes('25.1')",
-        2000,
+        LIVE_MS,
     )
     .await;
+    assert_eq!(
+        page.eval("window.__same_document").await,
+        json!(1),
+        "the page reloaded"
+    );
     let recent = page
         .eval("document.querySelector('#recent tbody').innerText")
         .await;
@@ -724,7 +737,7 @@ metric = "co2"
     }
     page.wait_until(
         "[...document.querySelectorAll('#active tbody tr')].some(r => r.innerText.includes('co2-anomaly'))",
-        5_000,
+        LIVE_MS,
     )
     .await;
     let row = page
@@ -804,7 +817,7 @@ max = 8.0
     page.call("Fetch.disable", json!({})).await;
     page.wait_until(
         "[...document.querySelectorAll('#active tbody tr')].some(r => r.innerText.includes('fridge-too-warm'))",
-        10_000,
+        LIVE_MS,
     )
     .await;
     gw.signal("TERM");

@@ -74,7 +74,8 @@ async fn goto(page: &mut Page, url: &str) {
     page.navigate(url).await;
     page.wait_until(
         "document.getElementById('conn').classList.contains('up')",
-        10_000,
+        // Generous: Chromium and the gateway share a loaded machine.
+        20_000,
     )
     .await;
 }
@@ -202,7 +203,7 @@ rate = "+3.0 per 10m"
     alerts_page
         .wait_until(
             "document.querySelector('#active tr.empty') !== null && !document.querySelector('#active tr.alert')",
-            5_000,
+            20_000,
         )
         .await;
     goto(&mut alerts_page, &format!("{base}/alerts")).await;

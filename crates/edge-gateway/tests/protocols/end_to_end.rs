@@ -280,8 +280,12 @@ async fn device_status_is_forwarded_and_sigterm_publishes_offline() {
 #[tokio::test]
 async fn a_window_open_at_sigterm_is_finished_after_the_restart() {
     let (local, upstream, mut sub, mut gw) = setup("gw-ckpt", "2s", "0s").await;
-    // Event-timed readings in a window that cannot close before the restart.
-    let w = (now_ms() + 4000) / 2000 * 2000 + 2000;
+    // Event-timed readings in a window that cannot close before the restart
+    // and the third reading: it ends 16 to 18 s from now, not 6 to 8, which
+    // a loaded machine can spend on two publishes, a SIGTERM and a start
+    // (the window then closes with two readings, or the third comes late).
+    // Well inside the 60 s `max_future`.
+    let w = (now_ms() + 14_000) / 2000 * 2000 + 2000;
     let reading = |i: i64, v: f64| format!(r#"{{"v":{v},"ts":{}}}"#, w + i * 100);
     publish(
         local.port(),
@@ -323,7 +327,9 @@ async fn a_window_open_at_sigterm_is_finished_after_the_restart() {
     )
     .await;
     let agg = sub
-        .wait_for(WAIT, |m| m.topic == "building/hq/ckpt-dev/aggregated")
+        .wait_for(WAIT + std::time::Duration::from_secs(20), |m| {
+            m.topic == "building/hq/ckpt-dev/aggregated"
+        })
         .await
         .expect("the window closes after the restart")
         .json();
