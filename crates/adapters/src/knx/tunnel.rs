@@ -17,6 +17,16 @@
 //!   TCP carries no acknowledgements (the stream is reliable).
 //! - A telegram sent is `done` on the interface's L_Data.con, failed on a
 //!   negative one or none within 3 s.
+//! - A tunnel that hears no telegram for `refresh_after_silence` (10 min)
+//!   is connected again (`silent`), though its heartbeat is answered: an
+//!   interface restarted while two clients tunnel through it may give the
+//!   gateway's old channel to the other, and knxd answers a
+//!   CONNECTIONSTATE_REQUEST by channel id alone, so the heartbeat cannot
+//!   tell that every telegram now goes to the other client. The new tunnel
+//!   is made before the old is dropped, and the old one is not sent a
+//!   DISCONNECT_REQUEST (knxd goes by channel id there too, and would close
+//!   the other client's tunnel); it expires at the interface, unless every
+//!   slot is taken, when it is disconnected for the new one.
 //! - A lost tunnel (or a DISCONNECT_REQUEST from the interface) is
 //!   reconnected with backoff up to `max_backoff`; the source re-reads
 //!   its `read_on_start` addresses once connected again. At stop, the
@@ -31,6 +41,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
+use gateway_core::config::values::duration;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +53,7 @@ use super::frame::{self, Frame, E_NO_ERROR};
 use super::link::{
     ArrivalClock, Faults, GroupTelegram, LinkEvent, Outbox, Outgoing, Pacer, SendFailure,
 };
-use super::tunnel_connect::{connect, disconnect, Connected};
+use super::tunnel_connect::{connect, disconnect, ConnectError, Connected};
 
 /// KNX 3.8.4 §2.6: TUNNELLING_REQUEST_TIMEOUT.
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -62,6 +73,9 @@ pub struct TunnelSettings {
     pub heartbeat: Duration,
     pub timeout: Duration,
     pub max_backoff: Duration,
+    /// How long a tunnel may hear nothing before it is connected again;
+    /// zero: never.
+    pub refresh_after_silence: Duration,
     pub pace: f64,
     pub clock: ArrivalClock,
 }
@@ -71,6 +85,8 @@ enum End {
     Stop,
     /// Lost: the fault's reason label and what to log.
     Lost(&'static str, String),
+    /// No telegram for `refresh_after_silence`, the heartbeat answered.
+    Silent,
 }
 
 /// A telegram sent and not yet acknowledged.
@@ -93,11 +109,21 @@ pub async fn run(
     let mut backoff = Backoff::new(FIRST_BACKOFF, s.max_backoff);
     let mut pacer = Pacer::new(s.pace);
     let transport = if s.tcp { "TCP" } else { "UDP" };
+    // The tunnel a refresh replaces, kept until its successor connects.
+    let mut stale: Option<Connected> = None;
     loop {
         let attempt = tokio::select! {
             _ = stop.cancelled() => return,
             c = connect(&s) => c,
         };
+        if let Some(mut old) = stale.take() {
+            if matches!(attempt, Err(ConnectError::NoMoreConnections)) {
+                // The old tunnel may hold the last slot: freed for the
+                // new one, which is asked for again at once.
+                disconnect(&mut old).await;
+                continue;
+            }
+        }
         match attempt {
             Ok(mut c) => {
                 backoff.reset();
@@ -129,6 +155,13 @@ pub async fn run(
                         let mut out = Vec::with_capacity(16);
                         frame::disconnect_request(c.channel, c.control, &mut out);
                         let _ = c.wire.send_control(&out).await;
+                    }
+                    End::Silent => {
+                        faults.stats.error("silent");
+                        let quiet = duration::render(s.refresh_after_silence);
+                        info!(adapter = %faults.adapter, interface = %s.remote, transport, channel = c.channel, reason = "silent", "KNX tunnel heard no telegram for {quiet} while its heartbeat was answered; connecting it again, in case a restarted interface gave its channel to another client.");
+                        stale = Some(c);
+                        continue;
                     }
                 }
             }
@@ -179,6 +212,9 @@ async fn session(
     let mut unacked: Option<Unacked> = None;
     let mut unconfirmed: VecDeque<(GroupAddress, Instant, Outgoing)> = VecDeque::new();
     let mut heartbeat_at = Instant::now() + s.heartbeat;
+    let silence = (!s.refresh_after_silence.is_zero()).then_some(s.refresh_after_silence);
+    // When the interface last sent on this channel: a telegram or an ack.
+    let mut heard_at = Instant::now();
     // (answer due by, tries so far) while a CONNECTIONSTATE_REQUEST is out.
     let mut state_due: Option<(Instant, u8)> = None;
     let mut buf = Vec::with_capacity(1024);
@@ -207,6 +243,7 @@ async fn session(
                 };
                 match f {
                     Frame::TunnellingRequest { channel: ch, seq, cemi: body } if ch == channel => {
+                        heard_at = Instant::now();
                         let fresh = reliable || seq == rx_seq;
                         if !reliable {
                             if fresh || seq == rx_seq.wrapping_sub(1) {
@@ -252,6 +289,7 @@ async fn session(
                         }
                     }
                     Frame::TunnellingAck { channel: ch, seq, status } if ch == channel => {
+                        heard_at = Instant::now();
                         let Some(u) = unacked.take_if(|_| seq == tx_seq) else { continue };
                         tx_seq = tx_seq.wrapping_add(1);
                         if status == E_NO_ERROR {
@@ -310,6 +348,11 @@ async fn session(
                     break End::Lost("connection_lost", format!("cannot send: {e}"));
                 }
                 state_due = Some((Instant::now() + s.timeout.min(s.heartbeat), tries + 1));
+            }
+            // Not while a telegram of ours is under way: its ack or
+            // confirmation settles the channel sooner.
+            _ = sleep_until(heard_at + silence.unwrap_or_default()), if silence.is_some() && unacked.is_none() && unconfirmed.is_empty() => {
+                break End::Silent;
             }
             _ = sleep_until(pacer.ready_at()), if paced && unacked.is_none() => {}
             o = outgoing.recv(), if can_send => {
