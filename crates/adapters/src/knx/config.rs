@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use super::address::IndividualAddress;
 use super::frame::{DEFAULT_PORT, ROUTING_GROUP};
+use crate::device_section::some_duration;
 use crate::registry::{AdapterKind, BuildContext, Declaration};
 
 pub const KIND: &str = super::kind::KNX.info.kind;
@@ -33,6 +34,9 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
 /// KNX 3.8.2 §5.4: CONNECT_REQUEST_TIMEOUT and CONNECTIONSTATE_REQUEST_TIMEOUT.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A bus quiet this long is rare by day; at night the cost is a new
+/// tunnel (and the `read_on_start` reads) every 10 minutes.
+pub const DEFAULT_REFRESH_AFTER_SILENCE: Duration = Duration::from_secs(600);
 /// The source of what a router sends, when `individual_address` is not
 /// set: the address xknx and Home Assistant use for routing (a free one
 /// in the installation should be set instead).
@@ -57,6 +61,9 @@ struct RawKnx {
     timeout: Duration,
     #[serde(default = "default_max_backoff", with = "duration")]
     max_backoff: Duration,
+    // Optional, so that one given for routing is named.
+    #[serde(default, deserialize_with = "some_duration")]
+    refresh_after_silence: Option<Duration>,
     group_addresses: Option<PathBuf>,
     #[serde(default)]
     ets_device: super::ets::DeviceRule,
@@ -151,6 +158,10 @@ pub struct KnxConfig {
     pub heartbeat: Duration,
     pub timeout: Duration,
     pub max_backoff: Duration,
+    /// Tunnelling: a tunnel that hears no telegram this long is connected
+    /// again (its channel may be another client's since the interface
+    /// restarted); zero: never.
+    pub refresh_after_silence: Duration,
     /// The ETS export (beside the config file when relative), read into
     /// `[knx]`'s groups.
     pub group_addresses: Option<PathBuf>,
@@ -215,6 +226,12 @@ impl AdapterKind for KnxConfig {
                 "only a multicast:// (routing) url takes an interface; a tunnel uses local_ip",
             );
         }
+        if is_routing && raw.refresh_after_silence.is_some() {
+            problems.push(
+                format!("{path}.refresh_after_silence"),
+                "only a tunnel (udp:// or tcp://) is refreshed after silence; routing has no channel to lose",
+            );
+        }
         if is_routing && (raw.nat || raw.local_ip.is_some()) {
             problems.push(
                 format!("{path}.nat"),
@@ -238,6 +255,9 @@ impl AdapterKind for KnxConfig {
             heartbeat: raw.heartbeat,
             timeout: raw.timeout,
             max_backoff: raw.max_backoff,
+            refresh_after_silence: raw
+                .refresh_after_silence
+                .unwrap_or(DEFAULT_REFRESH_AFTER_SILENCE),
             group_addresses,
             ets_device: raw.ets_device,
         })
@@ -278,6 +298,10 @@ pub fn template() -> String {
             ("heartbeat", duration::render(DEFAULT_HEARTBEAT).to_string()),
             ("timeout", duration::render(DEFAULT_TIMEOUT).to_string()),
             ("backoff", duration::render(DEFAULT_MAX_BACKOFF).to_string()),
+            (
+                "refresh_after_silence",
+                duration::render(DEFAULT_REFRESH_AFTER_SILENCE).to_string(),
+            ),
             ("individual_address", DEFAULT_INDIVIDUAL_ADDRESS.to_string()),
         ],
     )

@@ -78,3 +78,29 @@ individual_address = "1/2/3"
         assert!(text.contains(key), "{key} in {text}");
     }
 }
+
+#[test]
+fn refresh_after_silence_is_ten_minutes_zero_is_off_and_routing_has_none() {
+    let (c, p) = parse("name = \"rooms\"\nurl = \"udp://127.0.0.1\"");
+    assert!(p.is_empty(), "{p}");
+    assert_eq!(
+        c.unwrap().refresh_after_silence,
+        Duration::from_secs(600)
+    );
+    let (c, p) = parse(
+        "name = \"rooms\"\nurl = \"tcp://127.0.0.1\"\nrefresh_after_silence = \"0s\"",
+    );
+    assert!(p.is_empty(), "{p}");
+    assert_eq!(c.unwrap().refresh_after_silence, Duration::ZERO);
+    let (c, p) = parse(
+        "name = \"rooms\"\nurl = \"multicast://224.0.23.12\"\nrefresh_after_silence = \"5m\"",
+    );
+    assert!(c.is_none());
+    let text = p.to_string();
+    assert!(
+        text.contains("adapter[0].refresh_after_silence") && text.contains("routing"),
+        "{text}"
+    );
+    let (_, p) = parse("name = \"rooms\"\nurl = \"udp://127.0.0.1\"\nrefresh_after_silence = \"soon\"");
+    assert!(p.to_string().contains("refresh_after_silence"), "{p}");
+}

@@ -20,7 +20,8 @@
 //! (datapoint types to numbers with units and back), all pure. Around it:
 //! `config` (`[[adapter]] type = "knx"`), `groups` (`[[knx.group]]`),
 //! `ets` (ETS's group-address CSV export), `link` (what the source and
-//! the writer ask of a connection), `tunnel` (UDP and TCP tunnelling),
+//! the writer ask of a connection), `tunnel` (UDP and TCP tunnelling;
+//! `tunnel_connect`, its connection and socket),
 //! `routing` (multicast), `source` (the adapter), `writer` (commands from
 //! the cloud as GroupValueWrite) and `discover` (`edge-gateway knx
 //! discover`; `knx monitor` is in `crates/tools`).
@@ -41,6 +42,7 @@ pub mod source;
 #[cfg(feature = "tools")]
 pub mod tool;
 pub mod tunnel;
+mod tunnel_connect;
 pub mod writer;
 
 pub use config::KnxConfig;

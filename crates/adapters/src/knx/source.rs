@@ -132,6 +132,7 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
                 heartbeat: config.heartbeat,
                 timeout: config.timeout,
                 max_backoff: config.max_backoff,
+                refresh_after_silence: config.refresh_after_silence,
                 pace: config.pace,
                 clock: ArrivalClock(ctx.clock.clone()),
             };

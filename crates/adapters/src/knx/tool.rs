@@ -240,6 +240,7 @@ async fn monitor(
                 heartbeat: Duration::from_secs(60),
                 timeout: Duration::from_secs(10),
                 max_backoff: Duration::from_secs(30),
+                refresh_after_silence: super::config::DEFAULT_REFRESH_AFTER_SILENCE,
                 pace: 10.0,
                 clock: ArrivalClock::default(),
             };

@@ -17,6 +17,16 @@
 //!   TCP carries no acknowledgements (the stream is reliable).
 //! - A telegram sent is `done` on the interface's L_Data.con, failed on a
 //!   negative one or none within 3 s.
+//! - A tunnel that hears no telegram for `refresh_after_silence` (10 min)
+//!   is connected again (`silent`), though its heartbeat is answered: an
+//!   interface restarted while two clients tunnel through it may give the
+//!   gateway's old channel to the other, and knxd answers a
+//!   CONNECTIONSTATE_REQUEST by channel id alone, so the heartbeat cannot
+//!   tell that every telegram now goes to the other client. The new tunnel
+//!   is made before the old is dropped, and the old one is not sent a
+//!   DISCONNECT_REQUEST (knxd goes by channel id there too, and would close
+//!   the other client's tunnel); it expires at the interface, unless every
+//!   slot is taken, when it is disconnected for the new one.
 //! - A lost tunnel (or a DISCONNECT_REQUEST from the interface) is
 //!   reconnected with backoff up to `max_backoff`; the source re-reads
 //!   its `read_on_start` addresses once connected again. At stop, the
@@ -27,24 +37,23 @@
 //!   at (its own is a private one behind the router).
 
 use std::collections::VecDeque;
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use gateway_core::backoff::Backoff;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use gateway_core::config::values::duration;
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::address::{GroupAddress, IndividualAddress};
 use super::cemi::{self, Cemi};
-use super::frame::{self, Frame, Hpai, E_NO_ERROR, E_NO_MORE_CONNECTIONS};
+use super::frame::{self, Frame, E_NO_ERROR};
 use super::link::{
     ArrivalClock, Faults, GroupTelegram, LinkEvent, Outbox, Outgoing, Pacer, SendFailure,
 };
+use super::tunnel_connect::{connect, disconnect, ConnectError, Connected};
 
 /// KNX 3.8.4 §2.6: TUNNELLING_REQUEST_TIMEOUT.
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -64,198 +73,11 @@ pub struct TunnelSettings {
     pub heartbeat: Duration,
     pub timeout: Duration,
     pub max_backoff: Duration,
+    /// How long a tunnel may hear nothing before it is connected again;
+    /// zero: never.
+    pub refresh_after_silence: Duration,
     pub pace: f64,
     pub clock: ArrivalClock,
-}
-
-/// Why a connect failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("the interface has no more connections: every tunnel slot is taken (E_NO_MORE_CONNECTIONS); free one, or give the interface more")]
-    NoMoreConnections,
-    #[error("the interface refused the tunnel: {text} (status 0x{status:02x})", text = frame::status_text(*.0), status = .0)]
-    Refused(u8),
-    #[error("the interface did not answer the CONNECT_REQUEST within {0:?}")]
-    NoAnswer(Duration),
-    #[error("{0}")]
-    Io(#[from] io::Error),
-}
-
-impl ConnectError {
-    fn reason(&self) -> &'static str {
-        match self {
-            Self::NoMoreConnections => "no_more_connections",
-            Self::Refused(_) => "connect_refused",
-            Self::NoAnswer(_) => "no_answer",
-            Self::Io(_) => "connect_failed",
-        }
-    }
-}
-
-/// The socket a tunnel runs on.
-enum Wire {
-    Udp {
-        socket: UdpSocket,
-        control: SocketAddr,
-        data: SocketAddr,
-    },
-    Tcp {
-        stream: TcpStream,
-        buf: Vec<u8>,
-    },
-}
-
-impl Wire {
-    fn reliable(&self) -> bool {
-        matches!(self, Self::Tcp { .. })
-    }
-
-    async fn send_control(&mut self, frame: &[u8]) -> io::Result<()> {
-        match self {
-            Self::Udp {
-                socket, control, ..
-            } => socket.send_to(frame, *control).await.map(|_| ()),
-            Self::Tcp { stream, .. } => stream.write_all(frame).await,
-        }
-    }
-
-    async fn send_data(&mut self, frame: &[u8]) -> io::Result<()> {
-        match self {
-            Self::Udp { socket, data, .. } => socket.send_to(frame, *data).await.map(|_| ()),
-            Self::Tcp { stream, .. } => stream.write_all(frame).await,
-        }
-    }
-
-    /// The next frame into `out` (cancel-safe: a part of a TCP frame
-    /// stays in the buffer). Datagrams from other hosts are skipped.
-    async fn recv(&mut self, remote: Ipv4Addr, out: &mut Vec<u8>) -> io::Result<()> {
-        match self {
-            Self::Udp { socket, .. } => loop {
-                out.resize(1024, 0);
-                let (n, from) = socket.recv_from(out).await?;
-                if from.ip() == remote {
-                    out.truncate(n);
-                    return Ok(());
-                }
-            },
-            Self::Tcp { stream, buf } => loop {
-                if buf.len() >= 6 {
-                    let total = frame::total_length(buf)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    if buf.len() >= total {
-                        out.clear();
-                        out.extend(buf.drain(..total));
-                        return Ok(());
-                    }
-                }
-                if stream.read_buf(buf).await? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-            },
-        }
-    }
-}
-
-/// A tunnel that connected: its channel and the control endpoint sent.
-struct Connected {
-    wire: Wire,
-    channel: u8,
-    control: Hpai,
-    address: IndividualAddress,
-}
-
-async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectError> {
-    let remote = SocketAddr::V4(s.remote);
-    let (mut wire, control) = if s.tcp {
-        let stream = timeout(s.timeout, TcpStream::connect(remote))
-            .await
-            .map_err(|_| ConnectError::NoAnswer(s.timeout))??;
-        let _ = stream.set_nodelay(true);
-        (
-            Wire::Tcp {
-                stream,
-                buf: Vec::with_capacity(512),
-            },
-            Hpai::TCP,
-        )
-    } else {
-        let bind = s.local_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let socket = UdpSocket::bind((bind, 0)).await?;
-        let _ =
-            socket2::SockRef::from(&socket).set_recv_buffer_size(super::routing::RECEIVE_BUFFER);
-        let port = socket.local_addr()?.port();
-        let control = if s.nat {
-            Hpai::NAT
-        } else {
-            let ip = match s.local_ip {
-                Some(ip) => ip,
-                None => route_to(s.remote)?,
-            };
-            Hpai::udp(SocketAddrV4::new(ip, port))
-        };
-        (
-            Wire::Udp {
-                socket,
-                control: remote,
-                data: remote,
-            },
-            control,
-        )
-    };
-    let mut out = Vec::with_capacity(32);
-    frame::connect_request(control, control, &mut out);
-    wire.send_control(&out).await?;
-    let deadline = Instant::now() + s.timeout;
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match timeout(left, wire.recv(*s.remote.ip(), &mut buf)).await {
-            Err(_) => return Err(ConnectError::NoAnswer(s.timeout)),
-            Ok(Err(e)) => return Err(ConnectError::Io(e)),
-            Ok(Ok(())) => {}
-        }
-        let Ok(Frame::ConnectResponse {
-            channel,
-            status,
-            data,
-            address,
-        }) = frame::decode(&buf)
-        else {
-            continue;
-        };
-        match (status, address) {
-            (E_NO_ERROR, Some(address)) => {
-                if let (Wire::Udp { data: to, .. }, Some(d)) = (&mut wire, data) {
-                    if s.nat && d.addr.port() != 0 {
-                        // Behind a router, the address the interface
-                        // gives is its own private one: its port, at the
-                        // address it was reached at.
-                        *to = SocketAddr::V4(SocketAddrV4::new(*s.remote.ip(), d.addr.port()));
-                    } else if !d.is_unspecified() {
-                        *to = SocketAddr::V4(d.addr);
-                    }
-                }
-                return Ok(Connected {
-                    wire,
-                    channel,
-                    control,
-                    address,
-                });
-            }
-            (E_NO_MORE_CONNECTIONS, _) => return Err(ConnectError::NoMoreConnections),
-            (status, _) => return Err(ConnectError::Refused(status)),
-        }
-    }
-}
-
-/// The local address the system routes to `remote` through.
-fn route_to(remote: SocketAddrV4) -> io::Result<Ipv4Addr> {
-    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-    probe.connect(remote)?;
-    match probe.local_addr()? {
-        SocketAddr::V4(a) => Ok(*a.ip()),
-        SocketAddr::V6(_) => Err(io::Error::other("no IPv4 route to the interface")),
-    }
 }
 
 /// How a tunnel ended.
@@ -263,6 +85,8 @@ enum End {
     Stop,
     /// Lost: the fault's reason label and what to log.
     Lost(&'static str, String),
+    /// No telegram for `refresh_after_silence`, the heartbeat answered.
+    Silent,
 }
 
 /// A telegram sent and not yet acknowledged.
@@ -285,11 +109,21 @@ pub async fn run(
     let mut backoff = Backoff::new(FIRST_BACKOFF, s.max_backoff);
     let mut pacer = Pacer::new(s.pace);
     let transport = if s.tcp { "TCP" } else { "UDP" };
+    // The tunnel a refresh replaces, kept until its successor connects.
+    let mut stale: Option<Connected> = None;
     loop {
         let attempt = tokio::select! {
             _ = stop.cancelled() => return,
             c = connect(&s) => c,
         };
+        if let Some(mut old) = stale.take() {
+            if matches!(attempt, Err(ConnectError::NoMoreConnections)) {
+                // The old tunnel may hold the last slot: freed for the
+                // new one, which is asked for again at once.
+                disconnect(&mut old).await;
+                continue;
+            }
+        }
         match attempt {
             Ok(mut c) => {
                 backoff.reset();
@@ -322,6 +156,13 @@ pub async fn run(
                         frame::disconnect_request(c.channel, c.control, &mut out);
                         let _ = c.wire.send_control(&out).await;
                     }
+                    End::Silent => {
+                        faults.stats.error("silent");
+                        let quiet = duration::render(s.refresh_after_silence);
+                        info!(adapter = %faults.adapter, interface = %s.remote, transport, channel = c.channel, reason = "silent", "KNX tunnel heard no telegram for {quiet} while its heartbeat was answered; connecting it again, in case a restarted interface gave its channel to another client.");
+                        stale = Some(c);
+                        continue;
+                    }
                 }
             }
             Err(e) => {
@@ -353,34 +194,6 @@ pub async fn run(
     }
 }
 
-/// DISCONNECT_REQUEST, and a short wait for its answer.
-async fn disconnect(c: &mut Connected) {
-    let mut out = Vec::with_capacity(16);
-    frame::disconnect_request(c.channel, c.control, &mut out);
-    if c.wire.send_control(&out).await.is_err() {
-        return;
-    }
-    let remote = match &c.wire {
-        Wire::Udp { control, .. } => match control {
-            SocketAddr::V4(a) => *a.ip(),
-            SocketAddr::V6(_) => return,
-        },
-        Wire::Tcp { stream, .. } => match stream.peer_addr() {
-            Ok(SocketAddr::V4(a)) => *a.ip(),
-            _ => return,
-        },
-    };
-    let mut buf = Vec::with_capacity(64);
-    let _ = timeout(Duration::from_secs(1), async {
-        while c.wire.recv(remote, &mut buf).await.is_ok() {
-            if matches!(frame::decode(&buf), Ok(Frame::DisconnectResponse { .. })) {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
 #[allow(clippy::too_many_lines)]
 async fn session(
     s: &TunnelSettings,
@@ -399,6 +212,9 @@ async fn session(
     let mut unacked: Option<Unacked> = None;
     let mut unconfirmed: VecDeque<(GroupAddress, Instant, Outgoing)> = VecDeque::new();
     let mut heartbeat_at = Instant::now() + s.heartbeat;
+    let silence = (!s.refresh_after_silence.is_zero()).then_some(s.refresh_after_silence);
+    // When the interface last sent on this channel: a telegram or an ack.
+    let mut heard_at = Instant::now();
     // (answer due by, tries so far) while a CONNECTIONSTATE_REQUEST is out.
     let mut state_due: Option<(Instant, u8)> = None;
     let mut buf = Vec::with_capacity(1024);
@@ -427,6 +243,7 @@ async fn session(
                 };
                 match f {
                     Frame::TunnellingRequest { channel: ch, seq, cemi: body } if ch == channel => {
+                        heard_at = Instant::now();
                         let fresh = reliable || seq == rx_seq;
                         if !reliable {
                             if fresh || seq == rx_seq.wrapping_sub(1) {
@@ -472,6 +289,7 @@ async fn session(
                         }
                     }
                     Frame::TunnellingAck { channel: ch, seq, status } if ch == channel => {
+                        heard_at = Instant::now();
                         let Some(u) = unacked.take_if(|_| seq == tx_seq) else { continue };
                         tx_seq = tx_seq.wrapping_add(1);
                         if status == E_NO_ERROR {
@@ -530,6 +348,11 @@ async fn session(
                     break End::Lost("connection_lost", format!("cannot send: {e}"));
                 }
                 state_due = Some((Instant::now() + s.timeout.min(s.heartbeat), tries + 1));
+            }
+            // Not while a telegram of ours is under way: its ack or
+            // confirmation settles the channel sooner.
+            _ = sleep_until(heard_at + silence.unwrap_or_default()), if silence.is_some() && unacked.is_none() && unconfirmed.is_empty() => {
+                break End::Silent;
             }
             _ = sleep_until(pacer.ready_at()), if paced && unacked.is_none() => {}
             o = outgoing.recv(), if can_send => {

@@ -35,6 +35,7 @@ fn settings(remote: SocketAddr, tcp: bool) -> TunnelSettings {
         heartbeat: Duration::from_secs(30),
         timeout: Duration::from_millis(300),
         max_backoff: Duration::from_millis(300),
+        refresh_after_silence: Duration::ZERO,
         pace: 50.0,
         clock: ArrivalClock::default(),
     }
@@ -464,5 +465,73 @@ async fn behind_nat_the_endpoints_are_unspecified_and_data_goes_to_the_address_r
         "the telegram on the data port: {:02x?}",
         &buf[..n]
     );
+    c.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tunnel_silent_past_refresh_after_silence_is_made_again_once_a_telegram_postpones_it() {
+    let mut knx = Interface::bind().await;
+    let mut s = settings(knx.addr(), false);
+    s.refresh_after_silence = Duration::from_secs(10);
+    let mut c = Client::start(s);
+    knx.connect(1).await;
+    let first = knx.client.unwrap();
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+
+    // A telegram 8 s in: the 10 s start again from it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    knx.tunnel(1, 0, &ldata(0x29, "1/2/3", [0x0C, 0x33])).await;
+    knx.expect("ack", frame::TUNNELLING_ACK).await;
+    let heard = tokio::time::Instant::now();
+    assert!(matches!(c.event().await, LinkEvent::Telegram(_)));
+    assert!(
+        knx.recv(Duration::from_secs(9)).await.is_none(),
+        "nothing sent 10 s after the connect: the telegram postponed the refresh"
+    );
+
+    // Then 10 s of silence: a new tunnel from a new socket, the old one
+    // not disconnected (its channel may be another client's now), and no
+    // moment without a tunnel in /health.
+    let req = knx.recv(WAIT).await.expect("a refresh");
+    assert_eq!(&req[2..4], &[0x02, 0x05], "CONNECT_REQUEST: {req:02x?}");
+    let waited = heard.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+        "{waited:?}"
+    );
+    assert_ne!(knx.client.unwrap(), first, "a new socket");
+    knx.send(&connect_response(2, knx.addr())).await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    assert_eq!(c.errors("silent"), 1);
+    knx.tunnel(2, 0, &ldata(0x29, "1/2/3", [0x0C, 0x34])).await;
+    let ack = knx.expect("ack on the new channel", frame::TUNNELLING_ACK).await;
+    assert_eq!(ack[7], 2);
+    assert!(matches!(c.event().await, LinkEvent::Telegram(_)));
+    let again = tokio::time::Instant::now();
+
+    // Silent again, and every slot taken: the old tunnel is disconnected
+    // for the new one, which is asked for again at once.
+    let req = knx.recv(Duration::from_secs(11)).await.expect("a second refresh");
+    assert_eq!(&req[2..4], &[0x02, 0x05], "CONNECT_REQUEST: {req:02x?}");
+    assert!(again.elapsed() >= Duration::from_secs(10));
+    knx.send(&[0x06, 0x10, 0x02, 0x06, 0x00, 0x08, 0x00, 0x24])
+        .await;
+    let bye = knx
+        .expect("DISCONNECT_REQUEST of the old tunnel", frame::DISCONNECT_REQUEST)
+        .await;
+    assert_eq!(bye[6], 2);
+    knx.connect(3).await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    assert_eq!(c.errors("silent"), 2);
+    assert_eq!(c.errors("no_more_connections"), 0);
     c.stop.cancel();
 }

@@ -10,12 +10,16 @@ Commands (values are JSON):
   raw GA HEX            GroupValueWrite of these bytes (no DPT)
   busy MS               a KNX router's ROUTING_BUSY (wait MS), encoded by
                         xknx, on the routing multicast; prints {"busy": t}
+  connect               (with `later`) connect the tunnel now; prints
+                        {"channel": the channel knxd gave}
   quit                  disconnect (frees the tunnel slot) and exit
 
 argv: knxd's UDP port, and `routing` to be a KNX IP device on knxd's
 routing multicast (224.0.23.12 on loopback, that port) instead of a
 tunnelling client: it then needs no knxd to start, and stays through a
-knxd restart.
+knxd restart. Or `later`: a tunnelling client that prints `ready` at
+once and connects only on `connect` (in milliseconds, not the seconds
+Python takes to start).
 """
 
 import asyncio
@@ -89,7 +93,9 @@ async def main():
             local_ip="127.0.0.1",
         )
     xknx = XKNX(connection_config=connection, telegram_received_cb=received)
-    await xknx.start()
+    later = sys.argv[2:] == ["later"]
+    if not later:
+        await xknx.start()
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -100,6 +106,12 @@ async def main():
             continue
         if parts[0] == "quit":
             break
+        if parts[0] == "connect" and later:
+            await xknx.start()
+            channel = xknx.knxip_interface._interface.communication_channel
+            print(json.dumps({"channel": channel}), flush=True)
+            print("ok", flush=True)
+            continue
         if parts[0] == "busy":
             from xknx.knxip import KNXIPFrame, RoutingBusy
 

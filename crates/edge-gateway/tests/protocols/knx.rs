@@ -11,7 +11,9 @@
 //! a row; a telegram to an unknown address and one its DPT cannot read
 //! are counted, not stored; a 16.000 text is a text field. knxd restarted:
 //! the tunnel (in NAT mode) comes back and the `read_on_start` address is
-//! read again (xknx answers the GroupValueRead). Every tunnel slot taken: "no more
+//! read again (xknx answers the GroupValueRead); restarted while another
+//! xknx client takes the gateway's channel: the silent tunnel is made again
+//! and hears the bus, the other client's kept. Every tunnel slot taken: "no more
 //! connections" in the log, `/metrics` and `/health`, then connected once one is
 //! free; a command written as a GroupValueWrite that xknx receives with
 //! the bytes its own encoder gives, `done` on knxd's L_Data.con, and an
@@ -691,6 +693,108 @@ poll = "1s"
         ),
         Some(1.0),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn knx_tunnel_whose_channel_another_client_took_after_a_knxd_restart_is_refreshed_when_silent(
+) {
+    let port = free_port();
+    let mut knxd = Knxd::start(port, 8);
+    // The device that writes, on knxd's routing multicast: there through
+    // the restart, and no tunnel.
+    let mut sender = PythonPeer::start_with_args(PEER, &[&port.to_string(), "routing"]);
+    // Home Assistant, say: started now, connected when told.
+    let mut other = PythonPeer::start_with_args(PEER, &[&port.to_string(), "later"]);
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    // A heartbeat long enough that none falls in knxd's short absence:
+    // after it, knxd would answer it for the other client's channel.
+    let body = format!(
+        r#"
+[[adapter]]
+type = "knx"
+name = "rooms"
+url = "udp://127.0.0.1:{port}"
+heartbeat = "60s"
+timeout = "500ms"
+max_backoff = "1s"
+refresh_after_silence = "5s"
+
+[[knx.group]]
+address = "5/0/1"
+dpt = "9.001"
+device = "room-5"
+metric = "temperature"
+"#
+    );
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let mut gw = GatewayProcess::start(&config(upstream.port(), metrics, &body));
+    gw.wait_for_log("KNX tunnel connected.").await;
+    assert_eq!(
+        gw.last_logged("channel"),
+        Some(1.0),
+        "the gateway's channel"
+    );
+
+    // knxd restarted at once; the other client connects first and is
+    // given channel 1, the gateway's.
+    knxd.kill();
+    let _knxd = Knxd::start(port, 8);
+    other.send_line("connect");
+    let channel = other
+        .wait_for_line(|l| l.starts_with("{\"channel\""), WAIT)
+        .expect("the other client connected");
+    assert_eq!(
+        channel, "{\"channel\": 1}",
+        "knxd gave the other client channel 1"
+    );
+    gw.take_log();
+    assert_eq!(
+        gw.seen
+            .iter()
+            .filter(|l| l.contains("KNX tunnel connected."))
+            .count(),
+        1,
+        "the gateway made no new tunnel before the other client took its channel: {:?}",
+        gw.seen
+    );
+
+    // Deaf on channel 1 (knxd sends it to the other client), the heartbeat
+    // no help: after 5 s of silence, a new tunnel, without a moment down.
+    gw.wait_for_log("KNX tunnel heard no telegram for 5s").await;
+    gw.wait_for_log_count("KNX tunnel connected.", 2).await;
+    assert_ne!(gw.last_logged("channel"), Some(1.0), "a channel of its own");
+    ok(&mut sender, "write 5/0/1 9.001 21.5");
+    let w = sub
+        .wait_for(WAIT, |m| {
+            m.json()["device"] == "room-5" && m.json()["metrics"]["temperature"]["avg"] == 21.5
+        })
+        .await;
+    assert!(
+        w.is_some(),
+        "the telegram reaches the gateway after the refresh"
+    );
+    // The other client kept its tunnel: the gateway disconnected no one.
+    let seen = other.wait_for_line(|l| l.contains("\"5/0/1\"") && l.contains("0c33"), WAIT);
+    assert!(seen.is_some(), "the other client still hears the bus");
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        sample(
+            b,
+            "edge_gateway_adapter_errors_total{adapter=\"rooms\",error_type=\"silent\"}",
+        )
+        .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "edge_gateway_adapter_connected{adapter=\"rooms\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        !gw.seen.iter().any(|l| l.contains("KNX tunnel lost")),
+        "a refresh, not a loss: {:?}",
+        gw.seen
     );
 }
 

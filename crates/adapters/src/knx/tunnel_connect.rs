@@ -1,0 +1,234 @@
+//! The tunnel's connection itself: CONNECT_REQUEST and its answer over
+//! UDP or TCP, the socket each runs on, and DISCONNECT_REQUEST. The
+//! protocol run over it (heartbeat, sequence, acknowledgements,
+//! reconnects) is `tunnel.rs`'s.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::{timeout, Instant};
+
+use super::address::IndividualAddress;
+use super::frame::{self, Frame, Hpai, E_NO_ERROR, E_NO_MORE_CONNECTIONS};
+use super::tunnel::TunnelSettings;
+
+/// Why a connect failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnectError {
+    #[error("the interface has no more connections: every tunnel slot is taken (E_NO_MORE_CONNECTIONS); free one, or give the interface more")]
+    NoMoreConnections,
+    #[error("the interface refused the tunnel: {text} (status 0x{status:02x})", text = frame::status_text(*.0), status = .0)]
+    Refused(u8),
+    #[error("the interface did not answer the CONNECT_REQUEST within {0:?}")]
+    NoAnswer(Duration),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl ConnectError {
+    pub(super) fn reason(&self) -> &'static str {
+        match self {
+            Self::NoMoreConnections => "no_more_connections",
+            Self::Refused(_) => "connect_refused",
+            Self::NoAnswer(_) => "no_answer",
+            Self::Io(_) => "connect_failed",
+        }
+    }
+}
+
+/// The socket a tunnel runs on.
+pub(super) enum Wire {
+    Udp {
+        socket: UdpSocket,
+        control: SocketAddr,
+        data: SocketAddr,
+    },
+    Tcp {
+        stream: TcpStream,
+        buf: Vec<u8>,
+    },
+}
+
+impl Wire {
+    pub(super) fn reliable(&self) -> bool {
+        matches!(self, Self::Tcp { .. })
+    }
+
+    pub(super) async fn send_control(&mut self, frame: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Udp {
+                socket, control, ..
+            } => socket.send_to(frame, *control).await.map(|_| ()),
+            Self::Tcp { stream, .. } => stream.write_all(frame).await,
+        }
+    }
+
+    pub(super) async fn send_data(&mut self, frame: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Udp { socket, data, .. } => socket.send_to(frame, *data).await.map(|_| ()),
+            Self::Tcp { stream, .. } => stream.write_all(frame).await,
+        }
+    }
+
+    /// The next frame into `out` (cancel-safe: a part of a TCP frame
+    /// stays in the buffer). Datagrams from other hosts are skipped.
+    pub(super) async fn recv(&mut self, remote: Ipv4Addr, out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            Self::Udp { socket, .. } => loop {
+                out.resize(1024, 0);
+                let (n, from) = socket.recv_from(out).await?;
+                if from.ip() == remote {
+                    out.truncate(n);
+                    return Ok(());
+                }
+            },
+            Self::Tcp { stream, buf } => loop {
+                if buf.len() >= 6 {
+                    let total = frame::total_length(buf)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    if buf.len() >= total {
+                        out.clear();
+                        out.extend(buf.drain(..total));
+                        return Ok(());
+                    }
+                }
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            },
+        }
+    }
+}
+
+/// A tunnel that connected: its channel and the control endpoint sent.
+pub(super) struct Connected {
+    pub(super) wire: Wire,
+    pub(super) channel: u8,
+    pub(super) control: Hpai,
+    pub(super) address: IndividualAddress,
+}
+
+pub(super) async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectError> {
+    let remote = SocketAddr::V4(s.remote);
+    let (mut wire, control) = if s.tcp {
+        let stream = timeout(s.timeout, TcpStream::connect(remote))
+            .await
+            .map_err(|_| ConnectError::NoAnswer(s.timeout))??;
+        let _ = stream.set_nodelay(true);
+        (
+            Wire::Tcp {
+                stream,
+                buf: Vec::with_capacity(512),
+            },
+            Hpai::TCP,
+        )
+    } else {
+        let bind = s.local_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let socket = UdpSocket::bind((bind, 0)).await?;
+        let _ =
+            socket2::SockRef::from(&socket).set_recv_buffer_size(super::routing::RECEIVE_BUFFER);
+        let port = socket.local_addr()?.port();
+        let control = if s.nat {
+            Hpai::NAT
+        } else {
+            let ip = match s.local_ip {
+                Some(ip) => ip,
+                None => route_to(s.remote)?,
+            };
+            Hpai::udp(SocketAddrV4::new(ip, port))
+        };
+        (
+            Wire::Udp {
+                socket,
+                control: remote,
+                data: remote,
+            },
+            control,
+        )
+    };
+    let mut out = Vec::with_capacity(32);
+    frame::connect_request(control, control, &mut out);
+    wire.send_control(&out).await?;
+    let deadline = Instant::now() + s.timeout;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, wire.recv(*s.remote.ip(), &mut buf)).await {
+            Err(_) => return Err(ConnectError::NoAnswer(s.timeout)),
+            Ok(Err(e)) => return Err(ConnectError::Io(e)),
+            Ok(Ok(())) => {}
+        }
+        let Ok(Frame::ConnectResponse {
+            channel,
+            status,
+            data,
+            address,
+        }) = frame::decode(&buf)
+        else {
+            continue;
+        };
+        match (status, address) {
+            (E_NO_ERROR, Some(address)) => {
+                if let (Wire::Udp { data: to, .. }, Some(d)) = (&mut wire, data) {
+                    if s.nat && d.addr.port() != 0 {
+                        // Behind a router, the address the interface
+                        // gives is its own private one: its port, at the
+                        // address it was reached at.
+                        *to = SocketAddr::V4(SocketAddrV4::new(*s.remote.ip(), d.addr.port()));
+                    } else if !d.is_unspecified() {
+                        *to = SocketAddr::V4(d.addr);
+                    }
+                }
+                return Ok(Connected {
+                    wire,
+                    channel,
+                    control,
+                    address,
+                });
+            }
+            (E_NO_MORE_CONNECTIONS, _) => return Err(ConnectError::NoMoreConnections),
+            (status, _) => return Err(ConnectError::Refused(status)),
+        }
+    }
+}
+
+/// The local address the system routes to `remote` through.
+fn route_to(remote: SocketAddrV4) -> io::Result<Ipv4Addr> {
+    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    probe.connect(remote)?;
+    match probe.local_addr()? {
+        SocketAddr::V4(a) => Ok(*a.ip()),
+        SocketAddr::V6(_) => Err(io::Error::other("no IPv4 route to the interface")),
+    }
+}
+
+/// DISCONNECT_REQUEST, and a short wait for its answer.
+pub(super) async fn disconnect(c: &mut Connected) {
+    let mut out = Vec::with_capacity(16);
+    frame::disconnect_request(c.channel, c.control, &mut out);
+    if c.wire.send_control(&out).await.is_err() {
+        return;
+    }
+    let remote = match &c.wire {
+        Wire::Udp { control, .. } => match control {
+            SocketAddr::V4(a) => *a.ip(),
+            SocketAddr::V6(_) => return,
+        },
+        Wire::Tcp { stream, .. } => match stream.peer_addr() {
+            Ok(SocketAddr::V4(a)) => *a.ip(),
+            _ => return,
+        },
+    };
+    let mut buf = Vec::with_capacity(64);
+    let _ = timeout(Duration::from_secs(1), async {
+        while c.wire.recv(remote, &mut buf).await.is_ok() {
+            if matches!(frame::decode(&buf), Ok(Frame::DisconnectResponse { .. })) {
+                break;
+            }
+        }
+    })
+    .await;
+}
