@@ -83,8 +83,12 @@ pub struct TunnelSettings {
 /// How a tunnel ended.
 enum End {
     Stop,
-    /// Lost: the fault's reason label and what to log.
+    /// Lost: the fault's reason label and what to log. The interface may
+    /// still hold the tunnel.
     Lost(&'static str, String),
+    /// Lost, and the interface holds the tunnel no more: it closed it, or
+    /// said it does not know it.
+    Gone(&'static str, String),
     /// No telegram for `refresh_after_silence`, the heartbeat answered.
     Silent,
 }
@@ -109,7 +113,8 @@ pub async fn run(
     let mut backoff = Backoff::new(FIRST_BACKOFF, s.max_backoff);
     let mut pacer = Pacer::new(s.pace);
     let transport = if s.tcp { "TCP" } else { "UDP" };
-    // The tunnel a refresh replaces, kept until its successor connects.
+    // The tunnel a refresh or a loss replaces, kept until its successor
+    // connects.
     let mut stale: Option<Connected> = None;
     loop {
         let attempt = tokio::select! {
@@ -141,20 +146,26 @@ pub async fn run(
                     &stop,
                 )
                 .await;
+                let held = matches!(end, End::Lost(..));
                 match end {
                     End::Stop => {
                         let _ = events.send(LinkEvent::Down("is stopping".into())).await;
                         disconnect(&mut c).await;
                         return;
                     }
-                    End::Lost(reason, message) => {
+                    End::Lost(reason, message) | End::Gone(reason, message) => {
                         let problem = format!("lost its tunnel to the KNXnet/IP interface {} ({transport}): {message}; reconnecting", s.remote);
                         let _ = events.send(LinkEvent::Down(problem)).await;
                         faults.count(reason, format!("KNX tunnel lost: {message}; reconnecting."));
-                        // Frees the slot if the interface still holds it.
-                        let mut out = Vec::with_capacity(16);
-                        frame::disconnect_request(c.channel, c.control, &mut out);
-                        let _ = c.wire.send_control(&out).await;
+                        // Not disconnected now: a heartbeat unanswered or a
+                        // telegram unacknowledged is what a restarted knxd
+                        // looks like once it gave this channel to another
+                        // client, and knxd would close that client's tunnel
+                        // by the channel id alone. Its slot is freed only if
+                        // the reconnect finds every slot taken.
+                        if held {
+                            stale = Some(c);
+                        }
                     }
                     End::Silent => {
                         faults.stats.error("silent");
@@ -301,7 +312,7 @@ async fn session(
                     }
                     Frame::ConnectionStateResponse { channel: ch, status } if ch == channel => {
                         if status != E_NO_ERROR {
-                            break End::Lost("heartbeat_lost", format!("the interface no longer knows the tunnel: {}", frame::status_text(status)));
+                            break End::Gone("heartbeat_lost", format!("the interface no longer knows the tunnel: {}", frame::status_text(status)));
                         }
                         state_due = None;
                         heartbeat_at = Instant::now() + s.heartbeat;
@@ -310,7 +321,7 @@ async fn session(
                         out.clear();
                         frame::disconnect_response(channel, &mut out);
                         let _ = c.wire.send_control(&out).await;
-                        break End::Lost("connection_lost", "the interface closed the tunnel (DISCONNECT_REQUEST)".to_string());
+                        break End::Gone("connection_lost", "the interface closed the tunnel (DISCONNECT_REQUEST)".to_string());
                     }
                     _ => {}
                 }
@@ -385,7 +396,7 @@ async fn session(
             SendFailure::ConnectionLost
         });
     }
-    if let End::Lost(..) = end {
+    if let End::Lost(..) | End::Gone(..) = end {
         warn!(adapter = %faults.adapter, "KNX tunnel down.");
     }
     end
