@@ -33,7 +33,8 @@ pub struct Parsed {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Malformed {
     pub id: Option<String>,
-    /// The result's reason: `malformed`, or `too_large`.
+    /// The result's reason: `malformed`, `too_large`, or `out_of_range`
+    /// (an integer no double holds exactly).
     pub reason: &'static str,
     pub detail: String,
 }
@@ -171,10 +172,23 @@ pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
         None => return Err(Malformed::new(id_ref, "metric: missing")),
     };
     let value = match obj.get("value") {
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(v) if v.is_finite() => CommandValue::Number(v),
-            _ => return Err(Malformed::new(id_ref, "value: not a finite number")),
-        },
+        Some(Value::Number(n)) => {
+            match n.as_f64() {
+                // An integer past 2^53 has no exact double: written, it would
+                // be another number than the one sent, and reported `done`.
+                Some(_) if !exact_integer(n) => return Err(Malformed {
+                    reason: "out_of_range",
+                    ..Malformed::new(
+                        id_ref,
+                        format!(
+                            "value: {n} is an integer beyond 2^53, which cannot be written exactly"
+                        ),
+                    )
+                }),
+                Some(v) if v.is_finite() => CommandValue::Number(v),
+                _ => return Err(Malformed::new(id_ref, "value: not a finite number")),
+            }
+        }
         Some(Value::Bool(b)) => CommandValue::Bool(*b),
         Some(Value::String(s)) if s.chars().count() <= MAX_METRIC => CommandValue::Text(s.clone()),
         Some(Value::String(_)) => {
@@ -198,6 +212,18 @@ pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
         value,
         ts,
     })
+}
+
+/// Whether a JSON number read as an integer has the same value as a
+/// double; a number written with a fraction or an exponent was a double
+/// in the sender's text already.
+fn exact_integer(n: &serde_json::Number) -> bool {
+    const EXACT: u64 = 1 << 53;
+    match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => u <= EXACT,
+        (None, Some(i)) => i.unsigned_abs() <= EXACT,
+        (None, None) => true,
+    }
 }
 
 /// The top-level `"id"` of a payload that is no command (a `NaN`, a
@@ -352,6 +378,25 @@ mod tests {
             p.ts,
             Some(Timestamp::parse_rfc3339("2026-11-25T20:00:00Z").unwrap())
         );
+    }
+
+    #[test]
+    fn an_integer_no_double_holds_is_refused_not_rounded() {
+        for big in [
+            "9007199254740993",
+            "12345678901234567890",
+            "-9007199254740993",
+        ] {
+            let payload = format!(r#"{{"id":"big","metric":"brightness","value":{big}}}"#);
+            let refused = parse(payload.as_bytes()).unwrap_err();
+            assert_eq!(refused.reason, "out_of_range", "{big}");
+            assert_eq!(refused.id.as_deref(), Some("big"));
+            assert!(refused.detail.contains(big), "{}", refused.detail);
+        }
+        for fits in ["9007199254740992", "-9007199254740992", "1e300", "0.1"] {
+            let payload = format!(r#"{{"id":"ok","metric":"brightness","value":{fits}}}"#);
+            assert!(parse(payload.as_bytes()).is_ok(), "{fits}");
+        }
     }
 
     #[test]
