@@ -176,15 +176,17 @@ pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
             match n.as_f64() {
                 // An integer past 2^53 has no exact double: written, it would
                 // be another number than the one sent, and reported `done`.
-                Some(_) if !exact_integer(n) => return Err(Malformed {
-                    reason: "out_of_range",
-                    ..Malformed::new(
-                        id_ref,
-                        format!(
+                Some(_) if !exact_integer(n) => {
+                    return Err(Malformed {
+                        reason: "out_of_range",
+                        ..Malformed::new(
+                            id_ref,
+                            format!(
                             "value: {n} is an integer beyond 2^53, which cannot be written exactly"
                         ),
-                    )
-                }),
+                        )
+                    })
+                }
                 Some(v) if v.is_finite() => CommandValue::Number(v),
                 _ => return Err(Malformed::new(id_ref, "value: not a finite number")),
             }

@@ -234,8 +234,12 @@ impl Handler {
             peer, request, options, now, arrival, only, &mut out, readings,
         );
         let confirmable = head.kind == CON;
-        // A successful NON update gets no response; errors and GETs do.
-        let respond = confirmable || answer.code.is_error() || answer.code == ResponseType::Content;
+        // A successful NON update gets no response; errors and GETs do,
+        // and so does a NON block of an upload: its 2.31 Continue is what
+        // the device waits for before the next block (RFC 7959 §2.5).
+        let respond = confirmable
+            || answer.code.is_error()
+            || matches!(answer.code, ResponseType::Content | ResponseType::Continue);
         if respond {
             let mid = self.next_mid;
             self.next_mid = self.next_mid.wrapping_add(1);

@@ -175,6 +175,18 @@ fn non_updates_get_no_reply_but_errors_do() {
         "a NON reply has its own message id"
     );
     assert!(!r.payload.is_empty(), "with a diagnostic");
+    // A NON upload in blocks (libcoap's `-N -b`): each block but the last
+    // is answered 2.31 Continue, the device's cue for the next; the last,
+    // a success, is not answered.
+    let first = 1 << 3; // block 0, more, SZX 0 (16 bytes)
+    let o = h.handle(peer(), &request(false, POST, 3, "s/d2/t", Some(0), Some(first), b"00000000000021.2"), t, arrival());
+    let r = reply(&o);
+    assert_eq!(r.header.get_type(), coap_lite::MessageType::NonConfirmable);
+    assert_eq!(r.header.code, MessageClass::Response(ResponseType::Continue));
+    let last = 1 << 4; // block 1, last
+    let o = h.handle(peer(), &request(false, POST, 4, "s/d2/t", Some(0), Some(last), b"5"), t, arrival());
+    assert!(o.reply.is_none());
+    assert_eq!(values(&o), [("d2".into(), "t".into(), 21.25)]);
 }
 
 #[test]
