@@ -13,6 +13,11 @@ use tokio::time::Instant;
 use super::message;
 use super::observe::Retransmit;
 
+/// How long a block's separate response may take once its GET was
+/// acknowledged empty: RFC 7252's MAX_TRANSMIT_WAIT (93 s) bounds the
+/// device's own retransmissions of it.
+const SEPARATE_WAIT: std::time::Duration = std::time::Duration::from_secs(93);
+
 /// The largest body assembled: as large as a single-datagram notification
 /// may be, so a device cannot make the observer hold more by splitting it.
 pub(super) const MAX_BODY: usize = 65_535;
@@ -84,6 +89,9 @@ pub(super) struct BlockFetch {
     request: Vec<u8>,
     /// `Some` until the GET in flight is acknowledged.
     pub retransmit: Option<Retransmit>,
+    /// Once the GET is acknowledged empty: when its separate response is
+    /// given up.
+    separate_by: Option<Instant>,
 }
 
 impl BlockFetch {
@@ -126,17 +134,20 @@ impl BlockFetch {
             body: first.payload.clone(),
             request: Vec::new(),
             retransmit: None,
+            separate_by: None,
         };
         let get = fetch.next_request(now);
         Ok((fetch, get))
     }
 
-    /// When the GET in flight is due again, if it is still unanswered.
+    /// When the GET in flight is due again, or its separate response
+    /// is given up.
     pub fn resend_at(&self) -> Option<Instant> {
-        self.retransmit.as_ref().map(|r| r.next)
+        self.retransmit.as_ref().map(|r| r.next).or(self.separate_by)
     }
 
-    /// The GET to send again now, or `None` when its tries are spent.
+    /// The GET to send again now, or `None` when its tries are spent (or
+    /// the separate response it was acknowledged for never came).
     pub fn resend(&mut self, now: Instant) -> Option<&[u8]> {
         let r = self.retransmit.as_mut()?;
         r.again(now).then_some(self.request.as_slice())
@@ -155,6 +166,7 @@ impl BlockFetch {
         p.add_option(CoapOption::Block2, self.block.value());
         self.request = message::encode(&p);
         self.retransmit = Some(Retransmit::new(now));
+        self.separate_by = None;
         self.request.clone()
     }
 
@@ -176,8 +188,8 @@ impl BlockFetch {
         if p.header.code == MessageClass::Empty {
             // The GET is acknowledged; its block comes as a separate
             // response.
-            if by_mid {
-                self.retransmit = None;
+            if by_mid && self.retransmit.take().is_some() {
+                self.separate_by = Some(now + SEPARATE_WAIT);
             }
             return Step::Continue(None);
         }
@@ -222,6 +234,7 @@ impl BlockFetch {
             );
         }
         self.retransmit = None;
+        self.separate_by = None;
         if p.get_first_option(CoapOption::ETag) != self.etag.as_ref() {
             return Step::Failed(
                 "observe_block2",
@@ -323,6 +336,19 @@ mod tests {
         assert!(body.ends_with(b"bend"));
         assert_eq!(arrival, Timestamp::from_millis(5).unwrap());
         assert_eq!(f.take(&response(b"xx", 99, 7, 0x20, b""), now, || 13), Step::NotOurs);
+    }
+
+    #[tokio::test]
+    async fn a_separate_response_that_never_comes_ends_the_fetch() {
+        let mut f = fetch();
+        let now = Instant::now();
+        let mut empty_ack = response(b"", 10, 7, 0, b"");
+        empty_ack.header.code = MessageClass::Empty;
+        empty_ack.clear_all_options();
+        assert_eq!(f.take(&empty_ack, now, || 11), Step::Continue(None));
+        let due = f.resend_at().expect("the separate response is waited for");
+        assert_eq!(due, now + SEPARATE_WAIT);
+        assert_eq!(f.resend(due), None, "given up, not sent again");
     }
 
     #[tokio::test]
