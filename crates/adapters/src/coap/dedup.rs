@@ -194,6 +194,42 @@ impl Dedup {
         }
     }
 
+    /// Every exchange of `peer` leaves: a new DTLS session from its
+    /// address is a new endpoint (RFC 7252 §9.1.2: messages match within
+    /// one session), whose Message IDs start afresh; another device's, or
+    /// the same device restarted, must not get the old session's replies.
+    pub fn forget_peer(&mut self, peer: SocketAddr) {
+        let Some(mine) = self.sources.get(&peer.ip()) else {
+            return;
+        };
+        let front = self.front;
+        let theirs: Vec<u32> = mine
+            .iter()
+            .copied()
+            .filter(|seq| {
+                self.ring
+                    .get(seq.wrapping_sub(front) as usize)
+                    .is_some_and(|e| e.live && e.key.0 == peer)
+            })
+            .collect();
+        for seq in &theirs {
+            let Some(e) = self.ring.get_mut(seq.wrapping_sub(front) as usize) else {
+                continue;
+            };
+            e.live = false;
+            e.reply = None;
+            let key = e.key;
+            self.live -= 1;
+            self.unindex(key, *seq);
+        }
+        if let Some(mine) = self.sources.get_mut(&peer.ip()) {
+            mine.retain(|seq| !theirs.contains(seq));
+            if mine.is_empty() {
+                self.sources.remove(&peer.ip());
+            }
+        }
+    }
+
     /// The oldest exchange of `ip` leaves; its ring slot stays, dead, until
     /// the front or a compaction reaches it.
     fn give_up_oldest_of(&mut self, ip: IpAddr) {
@@ -263,6 +299,29 @@ impl Dedup {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_forgotten_leaves_its_neighbours_on_the_same_ip_alone() {
+        let restarted: SocketAddr = "127.0.0.1:41001".parse().unwrap();
+        let neighbour: SocketAddr = "127.0.0.1:41002".parse().unwrap();
+        let t0 = Instant::now();
+        let mut d = Dedup::new(1000);
+        for mid in 0..5 {
+            d.insert(restarted, mid, Some(vec![1]), t0, EXCHANGE_LIFETIME);
+            d.insert(neighbour, mid, Some(vec![2]), t0, EXCHANGE_LIFETIME);
+        }
+        d.forget_peer(restarted);
+        assert_eq!(d.len(), 5);
+        assert_eq!(d.get(restarted, 3, t0), None);
+        assert_eq!(d.get(neighbour, 3, t0), Some(Some(vec![2])));
+        // Its new exchanges are remembered as any.
+        d.insert(restarted, 3, Some(vec![3]), t0, EXCHANGE_LIFETIME);
+        assert_eq!(d.get(restarted, 3, t0), Some(Some(vec![3])));
+        for mid in 100..2000 {
+            d.insert(neighbour, mid, None, t0, EXCHANGE_LIFETIME);
+        }
+        assert!(d.len() <= 1000);
+    }
 
     #[test]
     fn expires_and_stays_bounded() {

@@ -348,6 +348,9 @@ impl Server {
                     return;
                 };
                 self.established.inc();
+                // Messages match within one session (RFC 7252 §9.1.2): the
+                // new one's Message IDs start afresh.
+                self.handler.forget_peer(peer);
                 let old = self.open.insert(
                     peer,
                     Open {

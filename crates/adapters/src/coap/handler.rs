@@ -91,6 +91,14 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// Forgets what `peer` sent before: its duplicate cache entries and
+    /// its uploads under way. For a new DTLS session from an address that
+    /// had one (a restarted device, or another behind the same NAT port).
+    pub fn forget_peer(&mut self, peer: SocketAddr) {
+        self.dedup.forget_peer(peer);
+        self.transfers.retain(|(from, _), _| *from != peer);
+    }
+
     /// A handler with empty tables; `first_mid` starts the Message IDs of
     /// NON responses (random in the server, §4.4).
     pub fn new(limits: Limits, first_mid: u16) -> Self {
