@@ -6,11 +6,16 @@
 //! it check the point and the value, journal the id, write before the
 //! deadline, journal the result, hand the result to the upstream.
 //!
-//! A command refused before it took an allowance (unreadable, too large,
-//! expired, ahead of the clock, over the rate) costs no journal line: it
-//! wrote nothing and its id stays unused, so a flood of them is answered
-//! at the speed it arrives and the journal grows only with what the rate
-//! allows.
+//! A command refused before it took an allowance (expired, ahead of the
+//! clock, over the rate) is journaled too, so that its result is final:
+//! the same id sent again later (a cloud's retry, a QoS 1 re-delivery, a
+//! retained message at the next start, a clock that caught up) gets the
+//! same refusal and never runs. Its line is not synced on its own (the next
+//! synced line or the kernel's write-back carries it), so a flood of them
+//! costs no fsync; and past [`REFUSALS_REMEMBERED`] ids remembered, a
+//! refusal is sent without a line (counted), so a flood of them cannot
+//! grow the journal or the memory without bound. An unreadable or too
+//! large payload is refused the same way each time it comes: no line.
 
 use std::sync::Arc;
 
@@ -29,7 +34,13 @@ use tracing::{info, warn};
 use crate::age::{self, Made};
 use crate::journal::{Journal, Known, Recorded, Sync};
 use crate::parse::{self, value_json};
-use crate::{COMMANDS, COMMANDS_REPEATED};
+use crate::{COMMANDS, COMMANDS_REFUSALS_UNREMEMBERED, COMMANDS_REPEATED};
+
+/// Ids the journal may hold before a refusal made before the allowance is
+/// sent without a journal line: the ids of about three minutes of a
+/// device writing at `[commands] rate`'s highest, far more than the cloud
+/// sends a building, and about 2 MB of memory.
+pub const REFUSALS_REMEMBERED: usize = 10_000;
 
 /// A command as the listener hands it over.
 #[derive(Debug)]
@@ -314,8 +325,10 @@ impl Executor {
             .await;
     }
 
-    /// Logs, counts and sends a command's result, journaled unless it
-    /// was refused before it took an allowance.
+    /// Logs, counts and sends a command's result. `journaled`: it took an
+    /// allowance, and its result is synced as its origin asks; otherwise
+    /// (refused before) it is journaled without its own sync, while the
+    /// journal holds fewer than [`REFUSALS_REMEMBERED`] ids.
     async fn conclude(
         &mut self,
         command: &Command,
@@ -346,7 +359,20 @@ impl Executor {
         if journaled {
             self.finish(&command.id, made.ts(), recorded, sync_for(origin))
                 .await;
+        } else if self
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.len() < REFUSALS_REMEMBERED)
+        {
+            self.finish(&command.id, made.ts(), recorded, Sync::WithTheNext)
+                .await;
         } else {
+            self.telemetry
+                .counter(COMMANDS_REFUSALS_UNREMEMBERED, &[])
+                .inc();
+            if let Some(suppressed) = self.log.allow("refusals-unremembered") {
+                warn!(suppressed, remembered = REFUSALS_REMEMBERED, "The command journal holds as many ids as it may: this refusal is sent but not journaled, so the same id sent again is judged again (a flood of refused commands?).");
+            }
             self.send(&command.id, &recorded).await;
         }
     }

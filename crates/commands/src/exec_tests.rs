@@ -110,8 +110,9 @@ fn stamped(id: &str, metric: &str) -> serde_json::Value {
 
 /// The attack: 10 010 commands refused for a device that does not exist
 /// pushed a real command's id out of the journal, and its replay wrote
-/// again. Now the refused ones beyond the shared allowance are not even
-/// journaled, and the real id stays whatever their number.
+/// again. Now no number of refusals pushes an id out: they are journaled
+/// up to `REFUSALS_REMEMBERED` ids, the rest sent without a line (counted),
+/// and the real id stays whatever their number.
 #[tokio::test(start_paused = true)]
 async fn a_flood_for_a_device_nobody_writes_to_evicts_nothing() {
     let mut b = bench(Duration::from_secs(600), Duration::ZERO);
@@ -127,7 +128,13 @@ async fn a_flood_for_a_device_nobody_writes_to_evicts_nothing() {
     assert_eq!(reasons.get("not_writable"), Some(&burst), "{reasons:?}");
     assert_eq!(reasons.get("rate"), Some(&(20_010 - burst)));
     let journal = b.exec.journal.as_ref().unwrap();
-    assert_eq!(journal.len(), 1 + burst, "the rate's refusals cost no line");
+    assert_eq!(journal.len(), REFUSALS_REMEMBERED, "bounded");
+    assert_eq!(
+        b.exec
+            .telemetry
+            .counter_value(COMMANDS_REFUSALS_UNREMEMBERED, &[]),
+        Some((20_011 - REFUSALS_REMEMBERED) as u64)
+    );
     // The replay, word for word: its first result, nothing written.
     let r = b.run("ahu-1", stamped("real-1", "setpoint")).await;
     assert_eq!(
@@ -247,4 +254,41 @@ async fn an_actuator_only_rules_reach_answers_its_rule() {
         ("refused", "not_writable")
     );
     assert_eq!(vent_writes.load(Ordering::Relaxed), 1);
+}
+
+/// A result is final: an id refused for the rate, or for a `ts` ahead of
+/// the clock, is refused again when it comes back once the allowance is
+/// there again and the clock has caught up (a cloud's retry, a QoS 1
+/// re-delivery, a retained command at the next start), and never written.
+#[tokio::test(start_paused = true)]
+async fn an_id_refused_before_its_allowance_is_refused_again_later() {
+    let mut b = bench(Duration::from_secs(600), Duration::ZERO);
+    let burst = CommandsConfig::default().burst as usize;
+    for i in 0..burst {
+        let r = b
+            .run("ahu-1", stamped(&format!("ok-{i}"), "setpoint"))
+            .await;
+        assert_eq!(r.status, "done");
+    }
+    let r = b.run("ahu-1", stamped("late-rate", "setpoint")).await;
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("refused", "rate"));
+    // 30 s ahead of the gateway's clock (tolerance 5 s).
+    let ahead = Timestamp::from_millis(T0 + 30_000).unwrap().to_rfc3339();
+    let future =
+        serde_json::json!({"id": "early", "metric": "setpoint", "value": 22.0, "ts": ahead});
+    let r = b.run("ahu-1", future.clone()).await;
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("refused", "clock"));
+    // A minute on: the allowance is back, the clock has passed the early
+    // command's ts, and both are within max_age.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let writes = b.writes.load(Ordering::Relaxed);
+    for again in [stamped("late-rate", "setpoint"), future] {
+        let r = b.run("ahu-1", again).await;
+        assert_eq!(r.status, "refused", "{r:?}");
+    }
+    assert_eq!(b.writes.load(Ordering::Relaxed), writes, "nothing written");
+    assert_eq!(
+        b.exec.telemetry.counter_value(COMMANDS_REPEATED, &[]),
+        Some(2)
+    );
 }

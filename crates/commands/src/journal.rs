@@ -227,6 +227,12 @@ impl Journal {
                 }
                 Err(why) => {
                     self.damaged += 1;
+                    // A byte lost between two lines (their newline) joins
+                    // them: each whole record in it is still read.
+                    for line in recover(raw) {
+                        self.lines += 1;
+                        self.remember(line);
+                    }
                     if last {
                         tracing::warn!(path = %self.path.display(), line = n + 1, "Skipping the command journal's last line, cut short (a power loss mid-write?); the journal is rewritten without it.");
                     } else {
@@ -293,7 +299,7 @@ impl Journal {
         sync: Sync,
     ) -> Result<(), JournalError> {
         command.status = STARTED.to_string();
-        self.append(id, made, command, now, sync)
+        self.append(id, made, command, now, sync, 1)
     }
 
     /// Records `id`'s result.
@@ -308,7 +314,14 @@ impl Journal {
         now: Timestamp,
         sync: Sync,
     ) -> Result<(), JournalError> {
-        self.append(id, made, result, now, sync)
+        // A result without a start line (a refusal) is written twice, so
+        // that one damaged line still leaves the id known.
+        let key = (result.device.clone(), id.to_string());
+        let copies = match self.known.get(&key).map(|e| &e.known) {
+            Some(Known::Started(_)) => 1,
+            _ => 2,
+        };
+        self.append(id, made, result, now, sync, copies)
     }
 
     fn append(
@@ -318,17 +331,19 @@ impl Journal {
         record: Recorded,
         now: Timestamp,
         sync: Sync,
+        copies: usize,
     ) -> Result<(), JournalError> {
         let line = Line {
             id: id.to_string(),
             made: made.map(Timestamp::to_rfc3339),
             record,
         };
-        let mut text = serde_json::to_string(&line).map_err(|e| JournalError::Io {
+        let mut one = serde_json::to_string(&line).map_err(|e| JournalError::Io {
             path: self.path.clone(),
             source: io::Error::other(e),
         })?;
-        text.push('\n');
+        one.push('\n');
+        let text = one.repeat(copies);
         let written = self
             .file
             .write_all(text.as_bytes())
@@ -340,7 +355,7 @@ impl Journal {
             path: self.path.clone(),
             source,
         })?;
-        self.lines += 1;
+        self.lines += copies;
         self.remember(line);
         self.forget(now);
         if self.lines > self.rewrite_at() {
@@ -453,8 +468,11 @@ impl Journal {
                 record: record.clone(),
             };
             let text = serde_json::to_string(&line).map_err(|e| io_err(io::Error::other(e)))?;
-            writeln!(out, "{text}").map_err(io_err)?;
-            lines += 1;
+            // Twice: one damaged line of a rewritten journal must not
+            // forget a command that ran (the appended form has its start
+            // and its result).
+            writeln!(out, "{text}\n{text}").map_err(io_err)?;
+            lines += 2;
         }
         let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
         file.sync_all().map_err(io_err)?;
@@ -489,6 +507,26 @@ fn parse_line(raw: &[u8]) -> Result<Parsed, String> {
     serde_json::from_str::<Line>(text)
         .map(|line| Parsed::Line(Box::new(line)))
         .map_err(|e| e.to_string())
+}
+
+/// The whole records in a damaged line: each `{"id":` starts one, read up
+/// to its end whatever follows it.
+fn recover(raw: &[u8]) -> Vec<Line> {
+    const START: &[u8] = b"{\"id\":";
+    let mut found = Vec::new();
+    let mut at = 0;
+    while let Some(offset) = raw[at..].windows(START.len()).position(|w| w == START) {
+        let begin = at + offset;
+        let mut records = serde_json::Deserializer::from_slice(&raw[begin..]).into_iter::<Line>();
+        match records.next() {
+            Some(Ok(line)) => {
+                found.push(line);
+                at = begin + records.byte_offset().max(1);
+            }
+            _ => at = begin + 1,
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -121,7 +121,10 @@ fn no_number_of_other_ids_pushes_an_id_out_before_its_time() {
         .unwrap()
         .lines()
         .count();
-    assert_eq!(lines, 2, "the horizon and the one id left: {lines} lines");
+    assert_eq!(
+        lines, 3,
+        "the horizon and the one id left, twice: {lines} lines"
+    );
     // The horizon outlives the rewrite and the ids it dropped, even with
     // the clock stepped back to before them.
     let j = open(dir.path(), 0);
@@ -170,7 +173,9 @@ fn a_torn_last_line_is_skipped_and_the_next_append_is_whole() {
 
 /// The attack: one 0xFF in one line stopped the replay there, so that id
 /// and every later one ran again, and ids journaled after the restart
-/// were lost at the next.
+/// were lost at the next. Now a result without a start line is written
+/// twice: a damaged line costs nothing, and a damaged newline (two lines
+/// joined) costs neither of them.
 #[test]
 fn a_damaged_byte_costs_its_line_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,14 +187,20 @@ fn a_damaged_byte_costs_its_line_only() {
     drop(j);
     let path = dir.path().join("journal");
     let mut bytes = fs::read(&path).unwrap();
-    let second = bytes.iter().position(|b| *b == b'\n').unwrap() + 5;
-    bytes[second] = 0xFF;
+    let newlines: Vec<usize> = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
+    // A byte inside b's first line, and the newline between c's two.
+    bytes[newlines[1] + 5] = 0xFF;
+    bytes[newlines[4]] = b'#';
     fs::write(&path, &bytes).unwrap();
 
     let mut j = open(dir.path(), 0);
-    assert_eq!(j.damaged(), 1);
-    assert_eq!(j.get("ahu-1", "b"), None, "the damaged line's command");
-    for id in ["a", "c", "d", "e", "f"] {
+    assert_eq!(j.damaged(), 2);
+    for id in ["a", "b", "c", "d", "e", "f"] {
         assert!(j.get("ahu-1", id).is_some(), "{id} is kept");
     }
     // Rewritten clean: every line reads, and what is journaled now is
@@ -203,9 +214,35 @@ fn a_damaged_byte_costs_its_line_only() {
     drop(j);
     let j = open(dir.path(), 0);
     assert_eq!(j.damaged(), 0);
-    for id in ["a", "c", "d", "e", "f", "g"] {
+    for id in ["a", "b", "c", "d", "e", "f", "g"] {
         assert!(j.get("ahu-1", id).is_some(), "{id} is kept");
     }
+}
+
+/// The tester's case: the newline between a command's start and its
+/// result replaced, so both lines read as one damaged line: each record
+/// in it is still read, and the id is known as done.
+#[test]
+fn a_start_and_a_result_joined_by_a_lost_newline_are_both_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.start("j-1", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
+    j.finish("j-1", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
+    drop(j);
+    let path = dir.path().join("journal");
+    let mut bytes = fs::read(&path).unwrap();
+    let first = bytes.iter().position(|b| *b == b'\n').unwrap();
+    bytes[first] = b'#';
+    fs::write(&path, &bytes).unwrap();
+    let j = open(dir.path(), 0);
+    assert_eq!(j.damaged(), 1);
+    assert!(
+        matches!(j.get("ahu-1", "j-1"), Some(Known::Finished(r)) if r.status == "done"),
+        "{:?}",
+        j.get("ahu-1", "j-1")
+    );
 }
 
 #[test]

@@ -55,6 +55,11 @@ use tracing::error;
 pub const COMMANDS: &str = "edge_gateway_commands_total";
 /// Commands whose id had been seen: their first result was sent again.
 pub const COMMANDS_REPEATED: &str = "edge_gateway_commands_repeated_total";
+/// Refusals made before a command took its allowance (age, clock, rate)
+/// sent without a journal line, because the journal already held
+/// `REFUSALS_REMEMBERED` ids: such an id sent again is judged again.
+pub const COMMANDS_REFUSALS_UNREMEMBERED: &str =
+    "edge_gateway_commands_refusals_unremembered_total";
 /// `1` while subscribed to the command topics on the upstream broker;
 /// absent when commands do not come from it (`/health` reads it).
 pub const COMMANDS_SUBSCRIBED: &str = "edge_gateway_commands_subscribed";
