@@ -133,6 +133,9 @@ impl Dedup {
 
     /// Remembers the reply to (`peer`, `mid`) for `lifetime`, first letting
     /// go of expired exchanges at the front, and of the oldest when full.
+    /// Returns whether the peer's address gave up one of its own exchanges
+    /// before its lifetime (it holds its whole share): a retransmission of
+    /// that one would be processed again.
     pub fn insert(
         &mut self,
         peer: SocketAddr,
@@ -140,7 +143,7 @@ impl Dedup {
         reply: Option<Vec<u8>>,
         now: Instant,
         lifetime: Duration,
-    ) {
+    ) -> bool {
         while let Some(oldest) = self.ring.front() {
             let room = self.live < self.capacity;
             if oldest.live && room && oldest.expires > now {
@@ -156,10 +159,11 @@ impl Dedup {
                 e.reply = reply;
                 e.expires = expires;
             }
-            return;
+            return false;
         }
         let held = self.sources.get(&peer.ip()).map_or(0, VecDeque::len);
-        if held >= self.share {
+        let gave_up = held >= self.share;
+        if gave_up {
             self.give_up_oldest_of(peer.ip());
         }
         if self.ring.len() >= 2 * self.capacity {
@@ -175,6 +179,7 @@ impl Dedup {
         self.live += 1;
         self.sources.entry(peer.ip()).or_default().push_back(seq);
         self.index_insert(hash, seq);
+        gave_up
     }
 
     fn index_insert(&mut self, hash: u64, seq: u32) {

@@ -266,8 +266,23 @@ impl Handler {
         } else {
             super::dedup::NON_LIFETIME
         };
-        self.dedup
-            .insert(peer, head.mid, out.reply.clone(), now, lifetime);
+        if self
+            .dedup
+            .insert(peer, head.mid, out.reply.clone(), now, lifetime)
+        {
+            // Not an error of this request: its address sends more than its
+            // share of the cache holds for a lifetime (many devices behind
+            // one NAT?), so one of its older exchanges is no longer
+            // protected from a retransmission processed twice.
+            out.error(
+                "dedup_share_full",
+                format!(
+                    "{} holds its whole share of the duplicate cache ({}): its oldest exchange was let go before its lifetime",
+                    peer.ip(),
+                    Dedup::share(self.limits.dedup_capacity)
+                ),
+            );
+        }
         self.remember(&readings[start..]);
         out
     }

@@ -869,3 +869,24 @@ fn the_latest_values_are_the_first_metrics_heard_by_name() {
         format!("{{\"device\":\"d2\",\"metrics\":{{{}}}}}", metrics.join(","))
     );
 }
+
+/// A host sending more than its share of the duplicate cache holds for a
+/// lifetime (devices behind one NAT) loses retransmission protection for
+/// its oldest exchanges: said and counted, not silent.
+#[test]
+fn a_host_past_its_share_of_the_duplicate_cache_is_counted() {
+    let limits = Limits {
+        dedup_capacity: 128,
+        ..limits()
+    };
+    let share = super::super::dedup::Dedup::share(128);
+    let mut h = Handler::new(limits, 500);
+    let t = Instant::now();
+    for mid in 0..share as u16 {
+        let o = h.handle(peer(), &request(true, POST, mid, "s/nat/t", Some(0), None, b"1"), t, arrival());
+        assert!(kinds(&o).is_empty(), "{:?}", kinds(&o));
+    }
+    let o = h.handle(peer(), &request(true, POST, 999, "s/nat/t", Some(0), None, b"1"), t, arrival());
+    assert_eq!(kinds(&o), ["dedup_share_full"]);
+    assert_eq!(o.readings.len(), 1, "the request itself is taken");
+}
