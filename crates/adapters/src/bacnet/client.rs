@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::apdu::{self, confirmed, unconfirmed, Apdu};
@@ -51,6 +52,10 @@ pub enum ClientError {
     /// A ReadProperty answer for another object or property than asked.
     #[error("answered for {0}, which was not asked")]
     Mismatch(ObjectId),
+    /// The request's deadline came before it could be sent: nothing went
+    /// out.
+    #[error("its deadline passed before it was sent")]
+    Expired,
 }
 
 impl ClientError {
@@ -64,6 +69,7 @@ impl ClientError {
             Self::Malformed(_) => "malformed",
             Self::Io(_) | Self::Busy => "io",
             Self::Mismatch(_) => "answer_unasked",
+            Self::Expired => "expired",
         }
     }
 }
@@ -403,15 +409,40 @@ impl Client {
     /// SimpleACK). Retried with the same invoke id on timeout, as §5.4.4
     /// does.
     pub async fn request(&self, peer: SocketAddr, service: u8, body: &[u8]) -> Answer {
+        self.request_until(peer, service, body, None).await
+    }
+
+    /// [`Client::request`], sent (first or again) only before `deadline`
+    /// and answered by then: a command's write must never reach the
+    /// device after its `max_age`, which a retry after a lost datagram
+    /// otherwise did. [`ClientError::Expired`] when nothing was sent; a
+    /// request sent and unanswered by `deadline` is a
+    /// [`ClientError::Timeout`], as the device may have taken it.
+    pub async fn request_until(
+        &self,
+        peer: SocketAddr,
+        service: u8,
+        body: &[u8],
+        deadline: Option<Instant>,
+    ) -> Answer {
+        let late = || deadline.is_some_and(|d| Instant::now() >= d);
+        if late() {
+            return Err(ClientError::Expired);
+        }
         let (id, mut rx) = self.reserve(peer)?;
         let d = frame::unicast(&apdu::confirmed_request(id, service, body), true, None);
         let mut result = Err(ClientError::Timeout);
         for _ in 0..=self.retries {
+            if late() {
+                break;
+            }
             if let Err(e) = self.socket.send_to(&d, peer).await {
                 result = Err(ClientError::Io(e.to_string()));
                 break;
             }
-            match tokio::time::timeout(self.timeout, &mut rx).await {
+            let give_up = Instant::now() + self.timeout;
+            let until = deadline.map_or(give_up, |d| d.min(give_up));
+            match tokio::time::timeout_at(until, &mut rx).await {
                 Ok(Ok(answer)) => {
                     result = answer;
                     break;
@@ -507,13 +538,30 @@ impl Client {
         value: &Value,
         priority: Option<u8>,
     ) -> Result<(), ClientError> {
+        self.write_property_until(peer, object, value, priority, None)
+            .await
+    }
+
+    /// [`Client::write_property`], sent only before `deadline` (see
+    /// [`Client::request_until`]).
+    pub async fn write_property_until(
+        &self,
+        peer: SocketAddr,
+        object: ObjectId,
+        value: &Value,
+        priority: Option<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(), ClientError> {
         let body = services::write_property(
             object,
             PropertyRef::whole(property::PRESENT_VALUE),
             value,
             priority,
         );
-        match self.request(peer, confirmed::WRITE_PROPERTY, &body).await? {
+        match self
+            .request_until(peer, confirmed::WRITE_PROPERTY, &body, deadline)
+            .await?
+        {
             None => Ok(()),
             Some(_) => Err(ClientError::Malformed(CodecError::Unexpected(
                 "a SimpleACK",

@@ -242,6 +242,7 @@ fn failure(e: &ClientError) -> Refusal {
             Refusal::new("protocol", e.to_string())
         }
         ClientError::Io(_) | ClientError::Busy => Refusal::new("connection", e.to_string()),
+        ClientError::Expired => Refusal::expired("its turn to be sent to the BACnet device"),
     }
 }
 
@@ -275,10 +276,13 @@ impl CommandTarget for BacnetTarget {
                 ));
             };
             match client
-                .write_property(peer, r.object, &r.value, Some(r.priority))
+                .write_property_until(peer, r.object, &r.value, Some(r.priority), command.deadline)
                 .await
             {
                 Ok(()) => WriteOutcome::Done { value: None },
+                Err(ClientError::Expired) => {
+                    WriteOutcome::Refused(Refusal::expired("its turn to be sent to the BACnet device"))
+                }
                 Err(e) => WriteOutcome::Failed(failure(&e)),
             }
         })
@@ -290,6 +294,7 @@ impl CommandTarget for BacnetTarget {
 mod tests {
     use super::*;
     use crate::bacnet::services::ErrorCode;
+    use std::time::Duration;
 
     #[test]
     fn values_take_each_object_types_encoding() {
@@ -426,5 +431,109 @@ priority = 9
         assert_eq!(failure(&ClientError::Timeout).reason, "timeout");
         assert_eq!(failure(&ClientError::Reject(9)).reason, "reject");
         assert_eq!(failure(&ClientError::Abort(4)).reason, "abort");
+    }
+
+    /// A device at the returned address that drops the first `drop`
+    /// WriteProperty requests and acknowledges the others; each request it
+    /// receives is told on the receiver (its invoke id).
+    async fn lossy_device(drop: usize) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u8>) {
+        use crate::bacnet::apdu::{self, confirmed, Apdu};
+        use crate::bacnet::frame::{self, Frame};
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            let mut seen = 0;
+            loop {
+                let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+                let Ok(Frame::Apdu {
+                    apdu: Apdu::ConfirmedRequest { invoke_id, .. },
+                    ..
+                }) = frame::decode(&buf[..n])
+                else {
+                    continue;
+                };
+                seen += 1;
+                let _ = tx.send(invoke_id);
+                if seen > drop {
+                    let ack = apdu::simple_ack(invoke_id, confirmed::WRITE_PROPERTY);
+                    let d = frame::unicast(&ack, false, None);
+                    socket.send_to(&d, from).await.unwrap();
+                }
+            }
+        });
+        (addr, rx)
+    }
+
+    /// The target with a running client (`timeout` 3 s, one retry) and
+    /// the device found at `device`.
+    async fn target_at(device: SocketAddr) -> Arc<BacnetTarget> {
+        let (t, link) = target();
+        let (events, _) = tokio::sync::mpsc::channel(16);
+        let client = Client::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Duration::from_secs(3),
+            1,
+            events,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert!(t.client.set(client).is_ok());
+        link.found(device, []);
+        t
+    }
+
+    fn due_in(left: Duration) -> Command {
+        Command {
+            deadline: Some(tokio::time::Instant::now() + left),
+            ..command("analog-value:3", CommandValue::Number(21.0))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_write_is_not_resent_after_the_deadline() {
+        let (device, mut seen) = lossy_device(1).await;
+        let t = target_at(device).await;
+        // 2 s left, 3 s timeout: the retry would go out 1 s late.
+        let start = tokio::time::Instant::now();
+        let out = t.write(due_in(Duration::from_secs(2))).await;
+        assert!(
+            matches!(&out, WriteOutcome::Failed(r) if r.reason == "timeout"),
+            "{out:?}"
+        );
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100),
+            "waits until the deadline, no longer: {waited:?}"
+        );
+        assert!(seen.recv().await.is_some());
+        assert!(seen.try_recv().is_err(), "sent once, never after the deadline");
+
+        // With time for it, the retry goes out and is answered.
+        let (device, mut seen) = lossy_device(1).await;
+        let t = target_at(device).await;
+        let out = t.write(due_in(Duration::from_secs(10))).await;
+        assert_eq!(out, WriteOutcome::Done { value: None });
+        assert!(seen.recv().await.is_some() && seen.recv().await.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_due_now_is_expired_and_never_sent() {
+        let (device, mut seen) = lossy_device(0).await;
+        let t = target_at(device).await;
+        let out = t.write(due_in(Duration::ZERO)).await;
+        assert!(
+            matches!(&out, WriteOutcome::Refused(r) if r.reason == Refusal::EXPIRED),
+            "{out:?}"
+        );
+        // The next write's request is the first the device sees.
+        let out = t
+            .write(command("analog-value:3", CommandValue::Number(21.0)))
+            .await;
+        assert_eq!(out, WriteOutcome::Done { value: None });
+        assert!(seen.recv().await.is_some());
+        assert!(seen.try_recv().is_err(), "the expired write was not sent");
     }
 }
