@@ -18,6 +18,10 @@
 //!   (`timeout`), or the datagram could not be sent (`connection`).
 //! - `refused` (`no_uplink`): the device sent nothing within
 //!   `command_wait`; the payload is withdrawn from the queue, never sent.
+//! - `expired`: the command's `max_age` ran out first (the wait is the
+//!   shorter of the two): withdrawn, never sent. A payload is not taken
+//!   for a downlink at or after the deadline, nor sent (or resent in
+//!   RX2) once it has passed.
 //!
 //! The socket loop owns the queues and the receive loop sees the TX_ACKs;
 //! [`Waiting`] is what they and the command's future share.
@@ -31,6 +35,7 @@ use gateway_core::command::{
 };
 use gateway_core::DeviceId;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::class_a::{Queued, MAX_PAYLOAD};
 use super::codecs::js::ScriptCodec;
@@ -41,6 +46,9 @@ use super::semtech::GatewayEui;
 /// (lora_pkt_fwd checks the packet against its schedule on receipt), and
 /// an RX2 retry comes at most a join-accept's RX2 window later.
 pub const TX_ACK_WAIT: Duration = Duration::from_secs(7);
+
+/// What a Class A command waits for before it can be sent.
+const UPLINK: &str = "the device's next uplink (Class A)";
 
 /// FPort of an encoded downlink when neither the codec nor the command
 /// names one.
@@ -54,6 +62,14 @@ struct Entry {
     reply: Option<oneshot::Sender<WriteOutcome>>,
     /// Taken from the queue to be sent: no longer withdrawn on timeout.
     claimed: bool,
+    /// The command's `max_age`: nothing of it leaves at or after this.
+    deadline: Option<Instant>,
+}
+
+impl Entry {
+    fn late(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -87,7 +103,7 @@ impl Waiting {
     }
 
     /// A new command's ticket; `reply` gets its outcome.
-    fn open(&self, reply: oneshot::Sender<WriteOutcome>) -> u64 {
+    fn open(&self, reply: oneshot::Sender<WriteOutcome>, deadline: Option<Instant>) -> u64 {
         let mut s = self.lock();
         s.next = s.next.wrapping_add(1);
         let ticket = s.next;
@@ -96,26 +112,60 @@ impl Waiting {
             Entry {
                 reply: Some(reply),
                 claimed: false,
+                deadline,
             },
         );
         ticket
     }
 
-    /// Whether the command still waits for its payload to leave.
+    /// Whether the command still waits for its payload to leave, and may.
     pub fn is_open(&self, ticket: u64) -> bool {
-        self.lock().entries.contains_key(&ticket)
+        self.lock().entries.get(&ticket).is_some_and(|e| !e.late())
     }
 
     /// The socket loop takes the payload to send it; `false` when its
-    /// command gave up meanwhile (then it is not sent).
+    /// command gave up meanwhile or its deadline has come (then it is not
+    /// sent, and the command's own wait, which ends at the deadline,
+    /// reports it `expired`).
     pub fn claim(&self, ticket: u64) -> bool {
         match self.lock().entries.get_mut(&ticket) {
-            Some(e) => {
+            Some(e) if !e.late() => {
                 e.claimed = true;
                 true
             }
-            None => false,
+            _ => false,
         }
+    }
+
+    /// Just before the claimed payload leaves: `true` when its deadline
+    /// passed since the claim (a slow fsync of the frame counter), and the
+    /// command is then ended `expired`: the datagram must not be sent.
+    pub fn expired_since_claim(&self, ticket: u64) -> bool {
+        let late = {
+            let mut s = self.lock();
+            match s.entries.get(&ticket) {
+                Some(e) if e.late() => {
+                    s.by_token.retain(|_, t| *t != ticket);
+                    s.entries.remove(&ticket)
+                }
+                _ => None,
+            }
+        };
+        let Some(entry) = late else { return false };
+        if let Some(reply) = entry.reply {
+            let _ = reply.send(WriteOutcome::Refused(Refusal::expired(UPLINK)));
+        }
+        true
+    }
+
+    /// Whether the downlink sent as PULL_RESP `token` may be sent again
+    /// (its RX2 fallback): not once its command's deadline has passed.
+    pub fn may_resend(&self, gateway: GatewayEui, token: [u8; 2]) -> bool {
+        let s = self.lock();
+        s.by_token
+            .get(&(gateway, token))
+            .and_then(|t| s.entries.get(t))
+            .is_none_or(|e| !e.late())
     }
 
     /// The payload went to a v2 forwarder as PULL_RESP `token`.
@@ -318,8 +368,11 @@ impl CommandTarget for LorawanTarget {
                     Err(r) => return WriteOutcome::Refused(r),
                 },
             };
+            if !command.in_time() {
+                return WriteOutcome::Refused(Refusal::expired("its downlink to be encoded"));
+            }
             let (reply, mut outcome) = oneshot::channel();
-            let ticket = waiting.open(reply);
+            let ticket = waiting.open(reply, command.deadline);
             let item = Queued {
                 port,
                 data,
@@ -334,10 +387,16 @@ impl CommandTarget for LorawanTarget {
                 waiting.forget(ticket);
                 return stopped();
             }
-            if let Ok(answer) = tokio::time::timeout(wait, &mut outcome).await {
+            // Never past max_age: a payload still queued then is withdrawn.
+            let give_up = Instant::now() + wait;
+            let until = command.deadline.map_or(give_up, |d| d.min(give_up));
+            if let Ok(answer) = tokio::time::timeout_at(until, &mut outcome).await {
                 return answer.unwrap_or_else(|_| stopped());
             }
             match waiting.expire(ticket) {
+                Expired::Withdrawn if !command.in_time() || until < give_up => {
+                    WriteOutcome::Refused(Refusal::expired(UPLINK))
+                }
                 Expired::Withdrawn => WriteOutcome::Refused(Refusal::new(
                     "no_uplink",
                     format!(
@@ -475,5 +534,68 @@ mod tests {
             matches!(&out, WriteOutcome::Failed(r) if r.reason == "timeout"),
             "{out:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_for_an_uplink_ends_at_max_age_and_the_payload_is_never_sent() {
+        // max_age 20 s, command_wait 30 s, the next uplink at 25 s.
+        let (t, mut rx, waiting) = target(Duration::from_secs(30));
+        let start = Instant::now();
+        let write = tokio::spawn(t.write(Command {
+            deadline: Some(start + Duration::from_secs(20)),
+            ..command(CommandValue::Downlink {
+                port: 10,
+                data: vec![1, 2],
+            })
+        }));
+        let ticket = rx.recv().await.unwrap().1.unwrap().ticket.unwrap();
+        let out = write.await.unwrap();
+        assert!(
+            matches!(&out, WriteOutcome::Refused(r) if r.reason == Refusal::EXPIRED),
+            "{out:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!waiting.is_open(ticket));
+        assert!(!waiting.claim(ticket), "the uplink at 25 s sends nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_claimed_sent_or_resent_at_or_after_the_deadline() {
+        let waiting = Waiting::default();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // An uplink as the deadline comes, before the command's own wait
+        // has ended it: the payload is not taken.
+        let (reply, _outcome) = oneshot::channel();
+        let ticket = waiting.open(reply, Some(deadline));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert!(!waiting.is_open(ticket));
+        assert!(!waiting.claim(ticket));
+
+        // Taken in time, but the deadline passes before the PULL_RESP
+        // leaves: ended expired, not sent.
+        let (reply, outcome) = oneshot::channel();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let ticket = waiting.open(reply, Some(deadline));
+        assert!(waiting.claim(ticket));
+        assert!(!waiting.expired_since_claim(ticket), "still in time");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(waiting.expired_since_claim(ticket));
+        let out = outcome.await.unwrap();
+        assert!(
+            matches!(&out, WriteOutcome::Refused(r) if r.reason == Refusal::EXPIRED),
+            "{out:?}"
+        );
+
+        // Sent in time; its RX1 refused after the deadline: no RX2 resend.
+        let (reply, _outcome) = oneshot::channel();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let ticket = waiting.open(reply, Some(deadline));
+        assert!(waiting.claim(ticket));
+        waiting.sent(ticket, GW, [0, 12]);
+        assert!(waiting.may_resend(GW, [0, 12]));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!waiting.may_resend(GW, [0, 12]));
+        assert!(waiting.may_resend(GW, [0, 13]), "no command's downlink");
     }
 }

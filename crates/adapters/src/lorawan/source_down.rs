@@ -254,6 +254,16 @@ impl Server {
         .seal(&nwk_s_key, &app_s_key);
         let elapsed = now.saturating_duration_since(up.first_heard);
         match downlink::schedule(region, &heard, rx1_delay, elapsed, &phy) {
+            // The frame carries the command's payload: none of it leaves
+            // past the command's max_age (its MAC answers wait for the
+            // next uplink).
+            Ok(_) if ticket.is_some_and(|t| self.waiting.expired_since_claim(t)) => {
+                self.report(
+                    "downlink_expired",
+                    id,
+                    "the command's max_age passed before its downlink left: not sent",
+                );
+            }
             Ok((txpk, slot)) => {
                 debug!(adapter = %self.ctx.name, device = id, fcnt_down = fcnt, window = ?slot, mac_bytes = fopts.len(), "Class A downlink.");
                 self.token = self.token.wrapping_add(1);

@@ -432,7 +432,8 @@ fn downlink_event(
             error: Some(error),
         } => {
             let reason = downlink::tx_ack_reason(&error);
-            let fallback = downlink::retry_in_rx2(reason)
+            // A command's payload is not sent again past its max_age.
+            let fallback = (downlink::retry_in_rx2(reason) && ctx.waiting.may_resend(gateway, token))
                 .then(|| {
                     ctx.links
                         .lock()
