@@ -277,11 +277,7 @@ async fn session(
                                     // Some interfaces confirm before they
                                     // acknowledge: the confirmation says
                                     // the request arrived.
-                                    let dest = match f.telegram {
-                                        cemi::Telegram::Group { destination, .. } => Some(destination),
-                                        cemi::Telegram::Other => None,
-                                    };
-                                    if let Some(u) = unacked.take_if(|u| Some(u.outgoing.destination) == dest) {
+                                    if let Some(u) = unacked.take_if(|u| echoes(&f.telegram, &u.outgoing)) {
                                         tx_seq = tx_seq.wrapping_add(1);
                                         unconfirmed.push_back((u.outgoing.destination, Instant::now(), u.outgoing));
                                         confirm(&mut unconfirmed, &f);
@@ -402,16 +398,16 @@ async fn session(
     end
 }
 
-/// Settles the oldest telegram to the L_Data.con's destination; false
-/// when none waits for it.
+/// Settles the oldest telegram the L_Data.con echoes; false when none
+/// waits for it.
 fn confirm(
     unconfirmed: &mut VecDeque<(GroupAddress, Instant, Outgoing)>,
     f: &cemi::LData<'_>,
 ) -> bool {
-    let cemi::Telegram::Group { destination, .. } = f.telegram else {
-        return false;
-    };
-    let Some(i) = unconfirmed.iter().position(|(ga, _, _)| *ga == destination) else {
+    let Some(i) = unconfirmed
+        .iter()
+        .position(|(_, _, o)| echoes(&f.telegram, o))
+    else {
         return false;
     };
     if let Some((_, _, o)) = unconfirmed.remove(i) {
@@ -422,6 +418,32 @@ fn confirm(
         }
     }
     true
+}
+
+/// Whether an L_Data.con's telegram is the echo of `o`'s L_Data.req: the
+/// same destination, service and data. By destination alone, the late
+/// confirmation of a write already failed (no L_Data.con within
+/// [`CONFIRM_TIMEOUT`]) settled the next write to that address as `done`,
+/// whatever that one's fate. The cEMI frame has nothing more to tell two
+/// writes of one value apart, and either's confirmation says that value
+/// was sent.
+fn echoes(t: &cemi::Telegram<'_>, o: &Outgoing) -> bool {
+    let cemi::Telegram::Group {
+        destination,
+        service,
+        data,
+    } = *t
+    else {
+        return false;
+    };
+    // As `encode_group` puts it on the wire, and `decode` reads it back.
+    let sent = match &o.payload {
+        None => cemi::Data::Small(0),
+        Some(cemi::Payload::Small(v)) => cemi::Data::Small(v & 0x3F),
+        Some(cemi::Payload::Bytes(b)) if b.is_empty() => cemi::Data::Small(0),
+        Some(cemi::Payload::Bytes(b)) => cemi::Data::Bytes(b),
+    };
+    destination == o.destination && service == o.service && data == sent
 }
 
 #[cfg(test)]

@@ -422,8 +422,9 @@ async fn over_tcp_frames_are_cut_by_their_length_and_nothing_is_acknowledged() {
         "TUNNELLING_REQUEST, not an ack: {req:02x?}"
     );
     let mut con = Vec::new();
+    // The echo of the request: a 1-bit write, its value in the APCI octet.
     let mut cemi = ldata(0x2E, "1/2/4", [0, 0]);
-    cemi.truncate(10);
+    cemi.truncate(8);
     cemi.extend_from_slice(&[1, 0, 0x81]);
     frame::tunnelling_request(1, 3, &cemi, &mut con);
     stream.write_all(&con).await.unwrap();
@@ -540,5 +541,72 @@ async fn a_tunnel_silent_past_refresh_after_silence_is_made_again_once_a_telegra
     );
     assert_eq!(c.errors("silent"), 2);
     assert_eq!(c.errors("no_more_connections"), 0);
+    c.stop.cancel();
+}
+
+/// [`ldata`] of a negative L_Data.con: the interface could not send it.
+fn negative_con(ga: &str, data: [u8; 2]) -> Vec<u8> {
+    let mut c = ldata(0x2E, ga, data);
+    c[2] |= 0x01;
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_confirmation_settles_only_the_write_it_echoes() {
+    let mut knx = Interface::bind().await;
+    let mut c = Client::start(settings(knx.addr(), false));
+    knx.connect(7).await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    let ack = |seq| {
+        let mut f = Vec::new();
+        frame::tunnelling_ack(7, seq, &mut f);
+        f
+    };
+
+    // Acknowledged, never confirmed: failed after CONFIRM_TIMEOUT.
+    let first = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x33])).await;
+    knx.expect("the first write", frame::TUNNELLING_REQUEST)
+        .await;
+    knx.send(&ack(0)).await;
+    assert_eq!(
+        timeout(WAIT, first).await.unwrap().unwrap(),
+        Err(SendFailure::NoConfirmation(CONFIRM_TIMEOUT))
+    );
+
+    // The next write to that address, acknowledged; the first one's
+    // confirmation comes late, then this one's, negative: it failed.
+    let second = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x34])).await;
+    knx.expect("the second write", frame::TUNNELLING_REQUEST)
+        .await;
+    knx.send(&ack(1)).await;
+    knx.tunnel(7, 0, &ldata(0x2E, "1/2/4", [0x0C, 0x33])).await;
+    knx.expect("ack of the late confirmation", frame::TUNNELLING_ACK)
+        .await;
+    knx.tunnel(7, 1, &negative_con("1/2/4", [0x0C, 0x34])).await;
+    knx.expect("ack of the confirmation", frame::TUNNELLING_ACK)
+        .await;
+    assert_eq!(
+        timeout(WAIT, second).await.unwrap().unwrap(),
+        Err(SendFailure::NotConfirmed)
+    );
+
+    // Not yet acknowledged (an interface that confirms first): a stale
+    // confirmation does not settle it either.
+    let third = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x35])).await;
+    let req = knx.expect("the third write", frame::TUNNELLING_REQUEST).await;
+    assert_eq!(req[8], 2);
+    knx.tunnel(7, 2, &ldata(0x2E, "1/2/4", [0x0C, 0x34])).await;
+    knx.expect("ack of the stale confirmation", frame::TUNNELLING_ACK)
+        .await;
+    knx.tunnel(7, 3, &negative_con("1/2/4", [0x0C, 0x35])).await;
+    knx.expect("ack of the third's confirmation", frame::TUNNELLING_ACK)
+        .await;
+    assert_eq!(
+        timeout(WAIT, third).await.unwrap().unwrap(),
+        Err(SendFailure::NotConfirmed)
+    );
     c.stop.cancel();
 }
