@@ -890,3 +890,24 @@ fn a_host_past_its_share_of_the_duplicate_cache_is_counted() {
     assert_eq!(kinds(&o), ["dedup_share_full"]);
     assert_eq!(o.readings.len(), 1, "the request itself is taken");
 }
+
+/// A device with more metrics than one datagram holds: its latest values
+/// answer with as many as fit, by name, and `truncated`; never none.
+#[test]
+fn the_latest_of_a_device_with_many_metrics_gives_what_fits() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let fields: Vec<String> = (0..60).map(|i| format!("\"m{i:02}\":{i}")).collect();
+    let body = format!("{{{}}}", fields.join(","));
+    assert!(body.len() < limits().max_payload_bytes, "{}", body.len());
+    h.handle(peer(), &request(true, POST, 1, "s/big", Some(50), None, body.as_bytes()), t, arrival());
+    let o = h.handle(peer(), &request(true, GET, 2, "s/big", None, None, b""), t, arrival());
+    let r = reply(&o);
+    assert!(r.payload.len() <= super::latest::MAX_RESPONSE_PAYLOAD, "{}", r.payload.len());
+    let doc: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(doc["truncated"], true);
+    let metrics = doc["metrics"].as_object().unwrap();
+    assert!(metrics.len() >= 10, "{} metrics kept", metrics.len());
+    assert_eq!(metrics["m00"]["v"], 0.0, "the first by name");
+    assert!(metrics.len() < 60);
+}

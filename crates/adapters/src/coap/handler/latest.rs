@@ -48,24 +48,43 @@ impl Handler {
             out.error("not_found", format!("no readings from {device}"));
             return Answer::new(ResponseType::NotFound);
         };
-        let mut body = serde_json::Map::new();
         // By name, as the map keeps them whatever serde_json's features.
         let mut sorted: Vec<_> = metrics.iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        for (name, value, time) in sorted {
-            body.insert(
-                name.to_string(),
-                serde_json::json!({ "v": value, "t": time.to_rfc3339() }),
-            );
+        let entries: Vec<(String, serde_json::Value)> = sorted
+            .into_iter()
+            .map(|(name, value, time)| {
+                let entry = serde_json::json!({ "v": value, "t": time.to_rfc3339() });
+                (name.to_string(), entry)
+            })
+            .collect();
+        let whole = serde_json::json!({
+            "device": device,
+            "metrics": entries.iter().cloned().collect::<serde_json::Map<_, _>>(),
+        });
+        let bytes = whole.to_string().into_bytes();
+        if bytes.len() <= MAX_RESPONSE_PAYLOAD {
+            return Answer::content(CF_JSON, bytes);
         }
-        let doc = serde_json::json!({ "device": device, "metrics": body });
-        let mut bytes = doc.to_string().into_bytes();
-        if bytes.len() > MAX_RESPONSE_PAYLOAD {
-            bytes = serde_json::json!({ "device": device, "metrics": {}, "truncated": true })
-                .to_string()
-                .into_bytes();
+        // Too many metrics for one datagram: the first ones by name that
+        // fit, and `truncated`, rather than none of them.
+        let mut kept = serde_json::Map::new();
+        let mut size = serde_json::json!({ "device": device, "metrics": {}, "truncated": true })
+            .to_string()
+            .len();
+        for (name, entry) in entries {
+            // `"name":{…}` and the comma before the next.
+            let more = serde_json::Value::String(name.clone()).to_string().len()
+                + entry.to_string().len()
+                + 2;
+            if size + more > MAX_RESPONSE_PAYLOAD {
+                break;
+            }
+            size += more;
+            kept.insert(name, entry);
         }
-        Answer::content(CF_JSON, bytes)
+        let doc = serde_json::json!({ "device": device, "metrics": kept, "truncated": true });
+        Answer::content(CF_JSON, doc.to_string().into_bytes())
     }
 
     /// RFC 6690 link format: the ingest collection, then one link per known
