@@ -59,6 +59,9 @@ use super::tunnel_connect::{connect, disconnect, ConnectError, Connected};
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an L_Data.con may take (xknx waits as long).
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+/// KNX 3.8.2 §5.4: how long an interface keeps a tunnel it hears nothing
+/// from.
+const CONNECTION_ALIVE_TIME: Duration = Duration::from_secs(120);
 /// Tries of a CONNECTIONSTATE_REQUEST before the tunnel is given up.
 const HEARTBEAT_TRIES: u8 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -116,18 +119,30 @@ pub async fn run(
     // The tunnel a refresh or a loss replaces, kept until its successor
     // connects.
     let mut stale: Option<Connected> = None;
+    // A refreshed tunnel is left to expire at the interface, which keeps
+    // it for CONNECTION_ALIVE_TIME: refreshes no closer than that hold at
+    // most one slot more, whatever `refresh_after_silence` says.
+    let mut refresh_not_before = Instant::now();
     loop {
         let attempt = tokio::select! {
             _ = stop.cancelled() => return,
             c = connect(&s) => c,
         };
-        if let Some(mut old) = stale.take() {
-            if matches!(attempt, Err(ConnectError::NoMoreConnections)) {
-                // The old tunnel may hold the last slot: freed for the
-                // new one, which is asked for again at once.
-                disconnect(&mut old).await;
-                continue;
+        match &attempt {
+            Err(ConnectError::NoMoreConnections) => {
+                if let Some(mut old) = stale.take() {
+                    // The old tunnel may hold the last slot: freed for the
+                    // new one, which is asked for again at once.
+                    disconnect(&mut old).await;
+                    continue;
+                }
             }
+            // Left to expire at the interface.
+            Ok(_) => stale = None,
+            // Kept for the next try: an interface that did not answer now
+            // (paused, or the network cut) may answer next that every slot
+            // is taken, ours among them.
+            Err(_) => {}
         }
         match attempt {
             Ok(mut c) => {
@@ -144,6 +159,7 @@ pub async fn run(
                     &faults,
                     &mut pacer,
                     &stop,
+                    refresh_not_before,
                 )
                 .await;
                 let held = matches!(end, End::Lost(..));
@@ -172,6 +188,7 @@ pub async fn run(
                         let quiet = duration::render(s.refresh_after_silence);
                         info!(adapter = %faults.adapter, interface = %s.remote, transport, channel = c.channel, reason = "silent", "KNX tunnel heard no telegram for {quiet} while its heartbeat was answered; connecting it again, in case a restarted interface gave its channel to another client.");
                         stale = Some(c);
+                        refresh_not_before = Instant::now() + CONNECTION_ALIVE_TIME;
                         continue;
                     }
                 }
@@ -205,7 +222,7 @@ pub async fn run(
     }
 }
 
-#[allow(clippy::too_many_lines)]
+#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
 async fn session(
     s: &TunnelSettings,
     c: &mut Connected,
@@ -214,6 +231,7 @@ async fn session(
     faults: &Faults,
     pacer: &mut Pacer,
     stop: &CancellationToken,
+    refresh_not_before: Instant,
 ) -> End {
     let remote = *s.remote.ip();
     let reliable = c.wire.reliable();
@@ -358,7 +376,7 @@ async fn session(
             }
             // Not while a telegram of ours is under way: its ack or
             // confirmation settles the channel sooner.
-            _ = sleep_until(heard_at + silence.unwrap_or_default()), if silence.is_some() && unacked.is_none() && unconfirmed.is_empty() => {
+            _ = sleep_until((heard_at + silence.unwrap_or_default()).max(refresh_not_before)), if silence.is_some() && unacked.is_none() && unconfirmed.is_empty() => {
                 break End::Silent;
             }
             _ = sleep_until(pacer.ready_at()), if paced && unacked.is_none() => {}

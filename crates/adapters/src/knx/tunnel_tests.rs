@@ -361,8 +361,11 @@ async fn no_slot_is_named_and_retried_and_a_silent_interface_loses_the_tunnel_af
     );
     assert_eq!(c.errors("heartbeat_lost"), 1);
     // Not disconnected at once; only when the interface has no slot left
-    // for the new tunnel, the lost one (channel 3) is let go for it.
+    // for the new tunnel, the lost one (channel 3) is let go for it, also
+    // after a try the interface did not answer (paused, or a cut).
     knx.expect("CONNECT_REQUEST again", frame::CONNECT_REQUEST)
+        .await;
+    knx.expect("CONNECT_REQUEST after no answer", frame::CONNECT_REQUEST)
         .await;
     knx.send(&[0x06, 0x10, 0x02, 0x06, 0x00, 0x08, 0x00, 0x24])
         .await;
@@ -505,6 +508,7 @@ async fn a_tunnel_silent_past_refresh_after_silence_is_made_again_once_a_telegra
     // moment without a tunnel in /health.
     let req = knx.recv(WAIT).await.expect("a refresh");
     assert_eq!(&req[2..4], &[0x02, 0x05], "CONNECT_REQUEST: {req:02x?}");
+    let refreshed = tokio::time::Instant::now();
     let waited = heard.elapsed();
     assert!(
         waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
@@ -523,11 +527,27 @@ async fn a_tunnel_silent_past_refresh_after_silence_is_made_again_once_a_telegra
     assert!(matches!(c.event().await, LinkEvent::Telegram(_)));
     let again = tokio::time::Instant::now();
 
-    // Silent again, and every slot taken: the old tunnel is disconnected
-    // for the new one, which is asked for again at once.
-    let req = knx.recv(Duration::from_secs(11)).await.expect("a second refresh");
+    // Silent again: refreshed again, but not before the interface has let
+    // the first abandoned tunnel go (CONNECTION_ALIVE_TIME, 120 s), so
+    // refreshes never hold more than one slot more. The heartbeats on the
+    // way are answered.
+    let req = loop {
+        let f = knx.recv(Duration::from_secs(121)).await.expect("a second refresh");
+        if f[2..4] == [0x02, 0x07] {
+            knx.send(&[0x06, 0x10, 0x02, 0x08, 0x00, 0x08, 2, 0]).await;
+            continue;
+        }
+        break f;
+    };
     assert_eq!(&req[2..4], &[0x02, 0x05], "CONNECT_REQUEST: {req:02x?}");
     assert!(again.elapsed() >= Duration::from_secs(10));
+    let between = refreshed.elapsed();
+    assert!(
+        between >= Duration::from_secs(120) && between < Duration::from_secs(121),
+        "{between:?}"
+    );
+    // Every slot taken: the old tunnel is disconnected for the new one,
+    // which is asked for again at once.
     knx.send(&[0x06, 0x10, 0x02, 0x06, 0x00, 0x08, 0x00, 0x24])
         .await;
     let bye = knx
