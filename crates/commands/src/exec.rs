@@ -373,6 +373,12 @@ impl Executor {
             if let Some(suppressed) = self.log.allow("refusals-unremembered") {
                 warn!(suppressed, remembered = REFUSALS_REMEMBERED, "The command journal holds as many ids as it may: this refusal is sent but not journaled, so the same id sent again is judged again (a flood of refused commands?).");
             }
+            // The sender must know this refusal is not final, so as not to
+            // send the id again expecting the same answer.
+            recorded.detail = format!(
+                "{}; not journaled (a flood: {REFUSALS_REMEMBERED} ids held), so this id sent again is judged again: send a new id",
+                recorded.detail
+            );
             self.send(&command.id, &recorded).await;
         }
     }

@@ -129,11 +129,14 @@ async fn a_flood_for_a_device_nobody_writes_to_evicts_nothing() {
     assert_eq!(reasons.get("rate"), Some(&(20_010 - burst)));
     let journal = b.exec.journal.as_ref().unwrap();
     assert_eq!(journal.len(), REFUSALS_REMEMBERED, "bounded");
+    // The last refusal says it is not final.
+    let r = b.run("ghost", stamped("f-last", "setpoint")).await;
+    assert!(r.detail.contains("not journaled"), "{}", r.detail);
     assert_eq!(
         b.exec
             .telemetry
             .counter_value(COMMANDS_REFUSALS_UNREMEMBERED, &[]),
-        Some((20_011 - REFUSALS_REMEMBERED) as u64)
+        Some((20_012 - REFUSALS_REMEMBERED) as u64)
     );
     // The replay, word for word: its first result, nothing written.
     let r = b.run("ahu-1", stamped("real-1", "setpoint")).await;

@@ -229,9 +229,14 @@ impl Journal {
                     self.damaged += 1;
                     // A byte lost between two lines (their newline) joins
                     // them: each whole record in it is still read.
-                    for line in recover(raw) {
-                        self.lines += 1;
-                        self.remember(line);
+                    for found in recover(raw) {
+                        match found {
+                            Parsed::Horizon(ms) => self.horizon = self.horizon.max(ms),
+                            Parsed::Line(line) => {
+                                self.lines += 1;
+                                self.remember(*line);
+                            }
+                        }
                     }
                     if last {
                         tracing::warn!(path = %self.path.display(), line = n + 1, "Skipping the command journal's last line, cut short (a power loss mid-write?); the journal is rewritten without it.");
@@ -454,7 +459,9 @@ impl Journal {
                 horizon: horizon.to_rfc3339(),
             };
             let text = serde_json::to_string(&line).map_err(|e| io_err(io::Error::other(e)))?;
-            writeln!(out, "{text}").map_err(io_err)?;
+            // Twice, as every id: one damaged byte must not lose what keeps
+            // a forgotten command from running again after a clock step.
+            writeln!(out, "{text}\n{text}").map_err(io_err)?;
         }
         let mut lines = 0;
         for key in &self.order {
@@ -509,21 +516,42 @@ fn parse_line(raw: &[u8]) -> Result<Parsed, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The whole records in a damaged line: each `{"id":` starts one, read up
-/// to its end whatever follows it.
-fn recover(raw: &[u8]) -> Vec<Line> {
-    const START: &[u8] = b"{\"id\":";
+/// The whole records in a damaged line: each `{"id":` or `{"horizon":`
+/// starts one, read up to its end whatever follows it.
+fn recover(raw: &[u8]) -> Vec<Parsed> {
+    const ID: &[u8] = b"{\"id\":";
+    const HORIZON: &[u8] = b"{\"horizon\":";
     let mut found = Vec::new();
     let mut at = 0;
-    while let Some(offset) = raw[at..].windows(START.len()).position(|w| w == START) {
-        let begin = at + offset;
-        let mut records = serde_json::Deserializer::from_slice(&raw[begin..]).into_iter::<Line>();
-        match records.next() {
-            Some(Ok(line)) => {
-                found.push(line);
-                at = begin + records.byte_offset().max(1);
+    while at < raw.len() {
+        let Some(begin) =
+            (at..raw.len()).find(|&i| raw[i..].starts_with(ID) || raw[i..].starts_with(HORIZON))
+        else {
+            break;
+        };
+        let rest = &raw[begin..];
+        let (record, used) = if rest.starts_with(HORIZON) {
+            let mut it = serde_json::Deserializer::from_slice(rest).into_iter::<HorizonLine>();
+            let record = it.next().and_then(Result::ok).and_then(|h| {
+                Timestamp::parse_rfc3339(&h.horizon)
+                    .ok()
+                    .map(|at| Parsed::Horizon(at.as_millis()))
+            });
+            (record, it.byte_offset())
+        } else {
+            let mut it = serde_json::Deserializer::from_slice(rest).into_iter::<Line>();
+            let record = it
+                .next()
+                .and_then(Result::ok)
+                .map(|l| Parsed::Line(Box::new(l)));
+            (record, it.byte_offset())
+        };
+        match record {
+            Some(r) => {
+                found.push(r);
+                at = begin + used.max(1);
             }
-            _ => at = begin + 1,
+            None => at = begin + 1,
         }
     }
     found
