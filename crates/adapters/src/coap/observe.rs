@@ -180,7 +180,12 @@ async fn observe(
                             }
                         }
                         None => {
-                            report(&stats, &throttle, &ctx.name, &target, "observe_block2", "the device answered no GET of a notification's next block");
+                            let detail = if f.acknowledged() {
+                                "the device acknowledged the GET of a notification's next block but never sent the block"
+                            } else {
+                                "the device answered no GET of a notification's next block"
+                            };
+                            report(&stats, &throttle, &ctx.name, &target, "observe_block2", detail);
                             fetching = None;
                         }
                     }
@@ -306,6 +311,16 @@ async fn observe(
             }
             forward(&ctx, &stats, readings).await?;
         };
+        if fetching.is_some() {
+            report(
+                &stats,
+                &throttle,
+                &ctx.name,
+                &target,
+                "observe_block2",
+                "the registration was renewed while a notification's blocks were fetched; the next notification brings the state again",
+            );
+        }
         let detail = match end {
             End::Silent => {
                 info!(adapter = %ctx.name, resource = %target, ?silence, "No notification; registering again.");

@@ -146,6 +146,12 @@ impl BlockFetch {
         self.retransmit.as_ref().map(|r| r.next).or(self.separate_by)
     }
 
+    /// Whether the GET in flight was acknowledged (its block to come as a
+    /// separate response).
+    pub fn acknowledged(&self) -> bool {
+        self.separate_by.is_some()
+    }
+
     /// The GET to send again now, or `None` when its tries are spent (or
     /// the separate response it was acknowledged for never came).
     pub fn resend(&mut self, now: Instant) -> Option<&[u8]> {

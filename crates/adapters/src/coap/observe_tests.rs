@@ -376,3 +376,46 @@ fn block(to: &Packet, mid: u16, seq: Option<u32>, block2: u8, payload: &[u8]) ->
     p.payload = payload.to_vec();
     p.to_bytes().unwrap()
 }
+
+/// A registration renewed after `silence` while a notification's blocks
+/// are still being fetched drops the fetch: said and counted, not silent.
+#[tokio::test]
+async fn a_fetch_dropped_by_a_renewed_registration_is_counted() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let device = Device { socket, mid: 100 };
+    let (tx, _rx) = mpsc::channel(16);
+    let telemetry = Telemetry::default();
+    let ctx = AdapterContext {
+        name: "observed".into(),
+        ingress: tx.into(),
+        shutdown: CancellationToken::new(),
+        telemetry: telemetry.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let shutdown = ctx.shutdown.clone();
+    let config = observed(addr, Duration::from_millis(500));
+    let task = tokio::spawn(Box::new(CoapObserver::new(config)).run(ctx));
+    let (reg, peer) = device.registration().await;
+    let first = block(&reg, 7, Some(2), 0x08, br#"{"temperature":2"#);
+    device.socket.send_to(&first, peer).await.unwrap();
+    // The block's GET (and its retransmissions) go unanswered; the
+    // registration is renewed first.
+    let again = loop {
+        let p = device.request().await;
+        if p.get_observe_value().is_some() {
+            break p;
+        }
+        assert_eq!(p.get_first_option(CoapOption::Block2).unwrap(), &vec![0x10]);
+    };
+    assert_ne!(again.get_token(), reg.get_token());
+    assert_eq!(
+        telemetry.counter_value(
+            "edge_gateway_adapter_errors_total",
+            &[("adapter", "observed"), ("error_type", "observe_block2")]
+        ),
+        Some(1)
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
