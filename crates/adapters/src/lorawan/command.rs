@@ -68,7 +68,13 @@ struct Entry {
 
 impl Entry {
     fn late(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.late_at(Instant::now())
+    }
+
+    /// Whether a downlink on air at `on_air` would reach the device at or
+    /// after the deadline.
+    fn late_at(&self, on_air: Instant) -> bool {
+        self.deadline.is_some_and(|d| on_air >= d)
     }
 }
 
@@ -123,13 +129,14 @@ impl Waiting {
         self.lock().entries.get(&ticket).is_some_and(|e| !e.late())
     }
 
-    /// The socket loop takes the payload to send it; `false` when its
-    /// command gave up meanwhile or its deadline has come (then it is not
-    /// sent, and the command's own wait, which ends at the deadline,
+    /// The socket loop takes the payload to send it, on air at `on_air`
+    /// (the receive window's time, not the PULL_RESP's); `false` when its
+    /// command gave up meanwhile or its deadline comes by then (then it is
+    /// not sent, and the command's own wait, which ends at the deadline,
     /// reports it `expired`).
-    pub fn claim(&self, ticket: u64) -> bool {
+    pub fn claim(&self, ticket: u64, on_air: Instant) -> bool {
         match self.lock().entries.get_mut(&ticket) {
-            Some(e) if !e.late() => {
+            Some(e) if !e.late_at(on_air) => {
                 e.claimed = true;
                 true
             }
@@ -137,14 +144,16 @@ impl Waiting {
         }
     }
 
-    /// Just before the claimed payload leaves: `true` when its deadline
-    /// passed since the claim (a slow fsync of the frame counter), and the
-    /// command is then ended `expired`: the datagram must not be sent.
-    pub fn expired_since_claim(&self, ticket: u64) -> bool {
+    /// Just before the claimed payload leaves, on air at `on_air` in the
+    /// window it was scheduled for: `true` when that is at or past its
+    /// deadline (RX2 is a second later than RX1; a slow fsync of the frame
+    /// counter), and the command is then ended `expired`: the datagram
+    /// must not be sent.
+    pub fn expired_since_claim(&self, ticket: u64, on_air: Instant) -> bool {
         let late = {
             let mut s = self.lock();
             match s.entries.get(&ticket) {
-                Some(e) if e.late() => {
+                Some(e) if e.late_at(on_air) => {
                     s.by_token.retain(|_, t| *t != ticket);
                     s.entries.remove(&ticket)
                 }
@@ -159,13 +168,14 @@ impl Waiting {
     }
 
     /// Whether the downlink sent as PULL_RESP `token` may be sent again
-    /// (its RX2 fallback): not once its command's deadline has passed.
-    pub fn may_resend(&self, gateway: GatewayEui, token: [u8; 2]) -> bool {
+    /// (its RX2 fallback, on air at `on_air`): not at or past its command's
+    /// deadline.
+    pub fn may_resend(&self, gateway: GatewayEui, token: [u8; 2], on_air: Instant) -> bool {
         let s = self.lock();
         s.by_token
             .get(&(gateway, token))
             .and_then(|t| s.entries.get(t))
-            .is_none_or(|e| !e.late())
+            .is_none_or(|e| !e.late_at(on_air))
     }
 
     /// The payload went to a v2 forwarder as PULL_RESP `token`.
@@ -482,7 +492,7 @@ mod tests {
             ("node-1", 3, &[1, 2][..])
         );
         let ticket = item.ticket.unwrap();
-        assert!(waiting.claim(ticket));
+        assert!(waiting.claim(ticket, Instant::now()));
         waiting.sent(ticket, GW, [0, 9]);
         waiting.tx_ack(GW, [0, 8], None, false);
         assert!(!write.is_finished(), "another token's TX_ACK");
@@ -491,7 +501,7 @@ mod tests {
 
         let write = tokio::spawn(t.write(command(down)));
         let ticket = rx.recv().await.unwrap().1.unwrap().ticket.unwrap();
-        assert!(waiting.claim(ticket));
+        assert!(waiting.claim(ticket, Instant::now()));
         waiting.sent(ticket, GW, [0, 10]);
         waiting.tx_ack(GW, [0, 10], Some("TOO_LATE"), true);
         tokio::task::yield_now().await;
@@ -518,7 +528,7 @@ mod tests {
             "{out:?}"
         );
         assert!(!waiting.is_open(ticket));
-        assert!(!waiting.claim(ticket), "the socket loop then skips it");
+        assert!(!waiting.claim(ticket, Instant::now()), "the socket loop then skips it");
 
         // Claimed just before the wait ran out: its TX_ACK still decides,
         // and no TX_ACK at all is a timeout.
@@ -527,7 +537,7 @@ mod tests {
             data: vec![1],
         })));
         let ticket = rx.recv().await.unwrap().1.unwrap().ticket.unwrap();
-        assert!(waiting.claim(ticket));
+        assert!(waiting.claim(ticket, Instant::now()));
         waiting.sent(ticket, GW, [0, 11]);
         let out = write.await.unwrap();
         assert!(
@@ -557,7 +567,7 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(20));
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(!waiting.is_open(ticket));
-        assert!(!waiting.claim(ticket), "the uplink at 25 s sends nothing");
+        assert!(!waiting.claim(ticket, Instant::now()), "the uplink at 25 s sends nothing");
     }
 
     #[tokio::test(start_paused = true)]
@@ -570,17 +580,17 @@ mod tests {
         let ticket = waiting.open(reply, Some(deadline));
         tokio::time::advance(Duration::from_secs(20)).await;
         assert!(!waiting.is_open(ticket));
-        assert!(!waiting.claim(ticket));
+        assert!(!waiting.claim(ticket, Instant::now()));
 
         // Taken in time, but the deadline passes before the PULL_RESP
         // leaves: ended expired, not sent.
         let (reply, outcome) = oneshot::channel();
         let deadline = Instant::now() + Duration::from_secs(1);
         let ticket = waiting.open(reply, Some(deadline));
-        assert!(waiting.claim(ticket));
-        assert!(!waiting.expired_since_claim(ticket), "still in time");
+        assert!(waiting.claim(ticket, Instant::now()));
+        assert!(!waiting.expired_since_claim(ticket, Instant::now()), "still in time");
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(waiting.expired_since_claim(ticket));
+        assert!(waiting.expired_since_claim(ticket, Instant::now()));
         let out = outcome.await.unwrap();
         assert!(
             matches!(&out, WriteOutcome::Refused(r) if r.reason == Refusal::EXPIRED),
@@ -591,11 +601,25 @@ mod tests {
         let (reply, _outcome) = oneshot::channel();
         let deadline = Instant::now() + Duration::from_secs(1);
         let ticket = waiting.open(reply, Some(deadline));
-        assert!(waiting.claim(ticket));
+        assert!(waiting.claim(ticket, Instant::now()));
         waiting.sent(ticket, GW, [0, 12]);
-        assert!(waiting.may_resend(GW, [0, 12]));
+        assert!(waiting.may_resend(GW, [0, 12], Instant::now()));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(!waiting.may_resend(GW, [0, 12]));
-        assert!(waiting.may_resend(GW, [0, 13]), "no command's downlink");
+        assert!(!waiting.may_resend(GW, [0, 12], Instant::now()));
+        assert!(waiting.may_resend(GW, [0, 13], Instant::now()), "no command's downlink");
+
+        // What counts is when the radio sends it (the receive window, a
+        // second or two after the uplink), not when the PULL_RESP leaves:
+        // 0.4 s left, RX1 a second away, is too late; in RX1 in time, but
+        // scheduled into RX2 past the deadline, also.
+        let (reply, _outcome) = oneshot::channel();
+        let deadline = Instant::now() + Duration::from_millis(400);
+        let ticket = waiting.open(reply, Some(deadline));
+        assert!(!waiting.claim(ticket, Instant::now() + Duration::from_secs(1)));
+        let (reply, _outcome) = oneshot::channel();
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let ticket = waiting.open(reply, Some(deadline));
+        assert!(waiting.claim(ticket, Instant::now() + Duration::from_secs(1)));
+        assert!(waiting.expired_since_claim(ticket, Instant::now() + Duration::from_secs(2)));
     }
 }

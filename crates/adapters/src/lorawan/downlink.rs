@@ -34,7 +34,7 @@ pub const RX1_DELAY_S: u8 = 2;
 /// [`RX1_DELAY_S`] as a duration.
 pub const RX1_DELAY: Duration = Duration::from_secs(RX1_DELAY_S as u64);
 /// RX2 opens one second after RX1.
-const RX2_AFTER_RX1: Duration = Duration::from_secs(1);
+pub(crate) const RX2_AFTER_RX1: Duration = Duration::from_secs(1);
 /// Time the forwarder needs before the emission: lora_pkt_fwd's JIT queue
 /// refuses packets due sooner than ~30 ms; network latency comes on top.
 const LEAD_TIME: Duration = Duration::from_millis(300);
@@ -299,6 +299,14 @@ pub fn schedule(
         _ => return Err(ScheduleError::TooLate),
     };
     Ok((txpk(region, &window, heard, tmst, delay, phy), slot))
+}
+
+/// How long after the uplink `slot` opens.
+pub fn slot_delay(slot: Slot, rx1_delay: Duration) -> Duration {
+    match slot {
+        Slot::Rx1 => rx1_delay,
+        Slot::Rx2 => rx1_delay + RX2_AFTER_RX1,
+    }
 }
 
 /// The RX2 `txpk` of the same reply, for a retry after RX1 was refused.

@@ -230,7 +230,11 @@ impl Server {
         let queued = self
             .queues
             .next(id)
-            .filter(|q| q.ticket.is_none_or(|t| self.waiting.claim(t)));
+            // On air in RX1 at the soonest.
+            .filter(|q| {
+                q.ticket
+                    .is_none_or(|t| self.waiting.claim(t, up.first_heard + rx1_delay))
+            });
         let ticket = queued.as_ref().and_then(|q| q.ticket);
         let taken = match otaa {
             Some(dev_eui) => self.store.take_fcnt_down(dev_eui),
@@ -257,7 +261,12 @@ impl Server {
             // The frame carries the command's payload: none of it leaves
             // past the command's max_age (its MAC answers wait for the
             // next uplink).
-            Ok(_) if ticket.is_some_and(|t| self.waiting.expired_since_claim(t)) => {
+            Ok((_, slot))
+                if ticket.is_some_and(|t| {
+                    let on_air = up.first_heard + downlink::slot_delay(slot, rx1_delay);
+                    self.waiting.expired_since_claim(t, on_air)
+                }) =>
+            {
                 self.report(
                     "downlink_expired",
                     id,
