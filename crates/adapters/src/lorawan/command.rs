@@ -48,7 +48,8 @@ use super::semtech::GatewayEui;
 pub const TX_ACK_WAIT: Duration = Duration::from_secs(7);
 
 /// What a Class A command waits for before it can be sent.
-const UPLINK: &str = "the device's next uplink (Class A)";
+const UPLINK: &str =
+    "the device's next uplink (Class A) with a receive window open before the deadline";
 
 /// FPort of an encoded downlink when neither the codec nor the command
 /// names one.
@@ -64,6 +65,8 @@ struct Entry {
     claimed: bool,
     /// The command's `max_age`: nothing of it leaves at or after this.
     deadline: Option<Instant>,
+    /// Once sent in RX1: when its RX2 retry would be on air.
+    rx2_on_air: Option<Instant>,
 }
 
 impl Entry {
@@ -119,6 +122,7 @@ impl Waiting {
                 reply: Some(reply),
                 claimed: false,
                 deadline,
+                rx2_on_air: None,
             },
         );
         ticket
@@ -168,20 +172,30 @@ impl Waiting {
     }
 
     /// Whether the downlink sent as PULL_RESP `token` may be sent again
-    /// (its RX2 fallback, on air at `on_air`): not at or past its command's
-    /// deadline.
-    pub fn may_resend(&self, gateway: GatewayEui, token: [u8; 2], on_air: Instant) -> bool {
+    /// in RX2: not when that window opens at or past its command's
+    /// deadline (as [`Waiting::sent`] was told; now, if it was not).
+    pub fn may_resend(&self, gateway: GatewayEui, token: [u8; 2]) -> bool {
         let s = self.lock();
         s.by_token
             .get(&(gateway, token))
             .and_then(|t| s.entries.get(t))
-            .is_none_or(|e| !e.late_at(on_air))
+            .is_none_or(|e| !e.late_at(e.rx2_on_air.unwrap_or_else(Instant::now)))
     }
 
-    /// The payload went to a v2 forwarder as PULL_RESP `token`.
-    pub fn sent(&self, ticket: u64, gateway: GatewayEui, token: [u8; 2]) {
+    /// The payload went to a v2 forwarder as PULL_RESP `token`; its RX2
+    /// retry, if any, would be on air at `rx2_on_air`. A forwarder refuses
+    /// RX1 (TOO_LATE, COLLISION) as soon as it gets the PULL_RESP, a
+    /// window before RX2 opens: the time is the uplink's, not the refusal's.
+    pub fn sent(
+        &self,
+        ticket: u64,
+        gateway: GatewayEui,
+        token: [u8; 2],
+        rx2_on_air: Option<Instant>,
+    ) {
         let mut s = self.lock();
-        if s.entries.contains_key(&ticket) {
+        if let Some(e) = s.entries.get_mut(&ticket) {
+            e.rx2_on_air = rx2_on_air;
             s.by_token.insert((gateway, token), ticket);
         }
     }
@@ -493,7 +507,7 @@ mod tests {
         );
         let ticket = item.ticket.unwrap();
         assert!(waiting.claim(ticket, Instant::now()));
-        waiting.sent(ticket, GW, [0, 9]);
+        waiting.sent(ticket, GW, [0, 9], None);
         waiting.tx_ack(GW, [0, 8], None, false);
         assert!(!write.is_finished(), "another token's TX_ACK");
         waiting.tx_ack(GW, [0, 9], None, false);
@@ -502,7 +516,7 @@ mod tests {
         let write = tokio::spawn(t.write(command(down)));
         let ticket = rx.recv().await.unwrap().1.unwrap().ticket.unwrap();
         assert!(waiting.claim(ticket, Instant::now()));
-        waiting.sent(ticket, GW, [0, 10]);
+        waiting.sent(ticket, GW, [0, 10], None);
         waiting.tx_ack(GW, [0, 10], Some("TOO_LATE"), true);
         tokio::task::yield_now().await;
         assert!(!write.is_finished(), "the RX2 retry decides");
@@ -538,7 +552,7 @@ mod tests {
         })));
         let ticket = rx.recv().await.unwrap().1.unwrap().ticket.unwrap();
         assert!(waiting.claim(ticket, Instant::now()));
-        waiting.sent(ticket, GW, [0, 11]);
+        waiting.sent(ticket, GW, [0, 11], None);
         let out = write.await.unwrap();
         assert!(
             matches!(&out, WriteOutcome::Failed(r) if r.reason == "timeout"),
@@ -602,11 +616,11 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(1);
         let ticket = waiting.open(reply, Some(deadline));
         assert!(waiting.claim(ticket, Instant::now()));
-        waiting.sent(ticket, GW, [0, 12]);
-        assert!(waiting.may_resend(GW, [0, 12], Instant::now()));
+        waiting.sent(ticket, GW, [0, 12], None);
+        assert!(waiting.may_resend(GW, [0, 12]));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(!waiting.may_resend(GW, [0, 12], Instant::now()));
-        assert!(waiting.may_resend(GW, [0, 13], Instant::now()), "no command's downlink");
+        assert!(!waiting.may_resend(GW, [0, 12]));
+        assert!(waiting.may_resend(GW, [0, 13]), "no command's downlink");
 
         // What counts is when the radio sends it (the receive window, a
         // second or two after the uplink), not when the PULL_RESP leaves:
@@ -621,5 +635,14 @@ mod tests {
         let ticket = waiting.open(reply, Some(deadline));
         assert!(waiting.claim(ticket, Instant::now() + Duration::from_secs(1)));
         assert!(waiting.expired_since_claim(ticket, Instant::now() + Duration::from_secs(2)));
+
+        // RX1 in time; the forwarder refuses it (TOO_LATE) at once, but the
+        // RX2 retry would be on air past the deadline: not sent.
+        let (reply, _outcome) = oneshot::channel();
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let ticket = waiting.open(reply, Some(deadline));
+        assert!(waiting.claim(ticket, Instant::now() + Duration::from_secs(1)));
+        waiting.sent(ticket, GW, [0, 14], Some(Instant::now() + Duration::from_secs(2)));
+        assert!(!waiting.may_resend(GW, [0, 14]));
     }
 }

@@ -236,6 +236,12 @@ impl Server {
                     .is_none_or(|t| self.waiting.claim(t, up.first_heard + rx1_delay))
             });
         let ticket = queued.as_ref().and_then(|q| q.ticket);
+        // Only the queued command wanted a reply, and it is too late for
+        // any window: nothing to send (an empty frame would spend a
+        // downlink counter and airtime for nothing).
+        if queued.is_none() && fopts.is_empty() && !class_a::needs_answer(frame) {
+            return;
+        }
         let taken = match otaa {
             Some(dev_eui) => self.store.take_fcnt_down(dev_eui),
             None => self.store.take_abp_fcnt_down(id),
@@ -290,7 +296,10 @@ impl Server {
                 // an unknown token was dropped (a command sent and
                 // acknowledged then failed as "sent no TX_ACK").
                 if let Some(t) = ticket.filter(|_| link.version != 1) {
-                    self.waiting.sent(t, heard.gateway, token);
+                    let rx2_on_air = (slot == downlink::Slot::Rx1).then(|| {
+                        up.first_heard + downlink::slot_delay(downlink::Slot::Rx2, rx1_delay)
+                    });
+                    self.waiting.sent(t, heard.gateway, token, rx2_on_air);
                 }
                 let sent = self.send_down(&datagram, link.addr).await;
                 if let Some(t) = ticket {

@@ -432,11 +432,9 @@ fn downlink_event(
             error: Some(error),
         } => {
             let reason = downlink::tx_ack_reason(&error);
-            // A command's payload is not sent again past its max_age.
-            // RX2 opens a second after RX1, about when its TX_ACK comes.
-            let rx2_on_air = Instant::now() + downlink::RX2_AFTER_RX1;
-            let fallback = (downlink::retry_in_rx2(reason)
-                && ctx.waiting.may_resend(gateway, token, rx2_on_air))
+            // A command's payload is not sent again for a window past its
+            // max_age.
+            let fallback = (downlink::retry_in_rx2(reason) && ctx.waiting.may_resend(gateway, token))
                 .then(|| {
                     ctx.links
                         .lock()

@@ -1360,6 +1360,42 @@ async fn cloud_commands_queue_downlinks_settled_by_the_forwarders_tx_ack() {
         .is_err(),
         "a withdrawn payload is not sent"
     );
+
+    // Half a second of max_age (60 s) left when queued: the uplink comes
+    // at once, but RX1 opens a second after it, past the deadline. Nothing
+    // is sent, not even an empty frame, and the command is expired.
+    let made = std::time::SystemTime::now() - std::time::Duration::from_millis(59_500);
+    let ts = chrono::DateTime::<chrono::Utc>::from(made).to_rfc3339();
+    publish(
+        cloud.port(),
+        "building/hq/abp-node/command",
+        &serde_json::json!({"id": "l-4", "port": 15, "data": "ee", "ts": ts}).to_string(),
+        1,
+        false,
+    )
+    .await;
+    gw.wait_for_log_count("Downlink queued", 4).await;
+    near.push(&uplink(ABP_ADDR, 4, 2, &compact(21.5, 50), &nwk, &app), 6.0)
+        .await;
+    let r = results
+        .wait_for(WAIT, |m| m.json()["id"] == "l-4")
+        .await
+        .expect("the result of l-4")
+        .json();
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("expired"), Some("max_age")),
+        "{r}"
+    );
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            near.socket.recv(&mut buf)
+        )
+        .await
+        .is_err(),
+        "no downlink for a window past max_age, not even an empty one"
+    );
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
