@@ -111,6 +111,35 @@ pub(super) struct Connected {
     pub(super) address: IndividualAddress,
 }
 
+/// How long the socket of a CONNECT_REQUEST given up on still listens for
+/// its answer.
+const LATE_ANSWER_WINDOW: Duration = Duration::from_secs(30);
+
+/// A busy or paused interface may grant a tunnel after the gateway gave up
+/// waiting (and tried again from another socket): unused, it would hold
+/// one of the interface's few slots until CONNECTION_ALIVE_TIME (120 s),
+/// and other clients would be refused meanwhile. Its grant is disconnected
+/// at once; over UDP only, as a TCP tunnel ends with its connection.
+async fn release_late_tunnel(mut wire: Wire, control: Hpai, remote: Ipv4Addr) {
+    let mut buf = Vec::with_capacity(1024);
+    let _ = timeout(LATE_ANSWER_WINDOW, async {
+        while wire.recv(remote, &mut buf).await.is_ok() {
+            if let Ok(Frame::ConnectResponse {
+                channel,
+                status: E_NO_ERROR,
+                ..
+            }) = frame::decode(&buf)
+            {
+                let mut out = Vec::with_capacity(16);
+                frame::disconnect_request(channel, control, &mut out);
+                let _ = wire.send_control(&out).await;
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 pub(super) async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectError> {
     let remote = SocketAddr::V4(s.remote);
     let (mut wire, control) = if s.tcp {
@@ -157,7 +186,12 @@ pub(super) async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectErro
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match timeout(left, wire.recv(*s.remote.ip(), &mut buf)).await {
-            Err(_) => return Err(ConnectError::NoAnswer(s.timeout)),
+            Err(_) => {
+                if matches!(wire, Wire::Udp { .. }) {
+                    tokio::spawn(release_late_tunnel(wire, control, *s.remote.ip()));
+                }
+                return Err(ConnectError::NoAnswer(s.timeout));
+            }
             Ok(Err(e)) => return Err(ConnectError::Io(e)),
             Ok(Ok(())) => {}
         }

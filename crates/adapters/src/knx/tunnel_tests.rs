@@ -630,3 +630,45 @@ async fn a_late_confirmation_settles_only_the_write_it_echoes() {
     );
     c.stop.cancel();
 }
+
+/// An interface that grants a tunnel after the gateway stopped waiting
+/// (paused, busy) would hold that slot unused for 120 s, refusing other
+/// clients: the late grant is disconnected from the socket it came to.
+#[tokio::test]
+async fn a_tunnel_granted_after_the_wait_is_disconnected_at_once() {
+    let mut knx = Interface::bind().await;
+    let mut c = Client::start(settings(knx.addr(), false));
+    knx.expect("CONNECT_REQUEST", frame::CONNECT_REQUEST).await;
+    let first = knx.client.unwrap();
+    // Unanswered for the 300 ms timeout: the next try, from a new socket.
+    knx.expect("CONNECT_REQUEST again", frame::CONNECT_REQUEST)
+        .await;
+    let second = knx.client.unwrap();
+    assert_ne!(first, second);
+    // The first one's grant, late, to the first socket.
+    knx.socket
+        .send_to(&connect_response(5, knx.addr()), first)
+        .await
+        .unwrap();
+    let bye = loop {
+        let f = knx.recv(WAIT).await.expect("the late grant let go");
+        if f[2..4] == [0x02, 0x09] {
+            break f;
+        }
+    };
+    assert_eq!(knx.client.unwrap(), first, "from the socket it was granted to");
+    assert_eq!(bye[6], 5, "the late grant's channel");
+    knx.client = Some(second);
+    knx.connect(6).await;
+    // After the tries' "no answer" reports, connected.
+    loop {
+        match c.event().await {
+            LinkEvent::Down(_) => continue,
+            other => {
+                assert_eq!(other, LinkEvent::Connected("1.1.9".parse().unwrap()));
+                break;
+            }
+        }
+    }
+    c.stop.cancel();
+}
