@@ -501,12 +501,18 @@ impl AdapterStats {
 
     /// Counts one error of `error_type` (a stable snake_case label).
     pub fn error(&self, error_type: &str) {
+        self.errors(error_type, 1);
+    }
+
+    /// `n` errors of one type at once: what a batch counted, so that a
+    /// fault met on every datagram of a flood costs one counter update.
+    pub fn errors(&self, error_type: &str, n: u64) {
         self.telemetry
             .counter(
                 ADAPTER_ERRORS,
                 &[("adapter", &self.adapter), ("error_type", error_type)],
             )
-            .inc();
+            .add(n);
     }
 }
 

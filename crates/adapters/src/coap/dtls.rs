@@ -475,6 +475,7 @@ async fn serve_records(
         for (kind, detail) in &outcome.errors {
             report(stats, throttle, &ctx.name, peer, kind, detail);
         }
+        super::server::count_dedup_given_up(handler, stats, throttle, &ctx.name);
         super::server::codec_notes(&outcome, ctx, throttle);
         if !outcome.readings.is_empty() {
             stats.readings.add(outcome.readings.len() as u64);

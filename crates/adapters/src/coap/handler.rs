@@ -79,6 +79,10 @@ pub struct Handler {
     limits: Limits,
     dedup: Dedup,
     transfers: HashMap<(SocketAddr, String), Transfer>,
+    /// Exchanges the duplicate cache gave up before their lifetime, not
+    /// yet counted, and the address of the last.
+    dedup_given_up: u64,
+    dedup_given_up_by: Option<std::net::IpAddr>,
     latest: HashMap<DeviceId, Latest, SeededState>,
     ids: Ids,
     metrics: Metrics,
@@ -91,6 +95,19 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// Exchanges given up before their lifetime since the last call, and
+    /// the last address that gave one up.
+    pub fn take_dedup_given_up(&mut self) -> Option<(u64, std::net::IpAddr)> {
+        let n = std::mem::take(&mut self.dedup_given_up);
+        let ip = self.dedup_given_up_by.take()?;
+        (n > 0).then_some((n, ip))
+    }
+
+    /// The share of the duplicate cache one address holds.
+    pub fn dedup_share(&self) -> usize {
+        Dedup::share(self.limits.dedup_capacity)
+    }
+
     /// Forgets what `peer` sent before: its duplicate cache entries and
     /// its uploads under way. For a new DTLS session from an address that
     /// had one (a restarted device, or another behind the same NAT port).
@@ -108,6 +125,8 @@ impl Handler {
             metrics: Metrics::default(),
             limits,
             transfers: HashMap::new(),
+            dedup_given_up: 0,
+            dedup_given_up_by: None,
             latest: HashMap::default(),
             next_mid: first_mid,
             #[cfg(test)]
@@ -273,15 +292,11 @@ impl Handler {
             // Not an error of this request: its address sends more than its
             // share of the cache holds for a lifetime (many devices behind
             // one NAT?), so one of its older exchanges is no longer
-            // protected from a retransmission processed twice.
-            out.error(
-                "dedup_share_full",
-                format!(
-                    "{} holds its whole share of the duplicate cache ({}): its oldest exchange was let go before its lifetime",
-                    peer.ip(),
-                    Dedup::share(self.limits.dedup_capacity)
-                ),
-            );
+            // protected from a retransmission processed twice. Counted by
+            // the batch (`take_dedup_given_up`): under a flood from one
+            // address it happens on every datagram.
+            self.dedup_given_up += 1;
+            self.dedup_given_up_by = Some(peer.ip());
         }
         self.remember(&readings[start..]);
         out

@@ -886,9 +886,12 @@ fn a_host_past_its_share_of_the_duplicate_cache_is_counted() {
         let o = h.handle(peer(), &request(true, POST, mid, "s/nat/t", Some(0), None, b"1"), t, arrival());
         assert!(kinds(&o).is_empty(), "{:?}", kinds(&o));
     }
+    assert_eq!(h.take_dedup_given_up(), None);
     let o = h.handle(peer(), &request(true, POST, 999, "s/nat/t", Some(0), None, b"1"), t, arrival());
-    assert_eq!(kinds(&o), ["dedup_share_full"]);
+    assert!(kinds(&o).is_empty(), "not this request's error");
     assert_eq!(o.readings.len(), 1, "the request itself is taken");
+    assert_eq!(h.take_dedup_given_up(), Some((1, peer().ip())), "counted by the batch");
+    assert_eq!(h.take_dedup_given_up(), None);
 }
 
 /// A device with more metrics than one datagram holds: its latest values

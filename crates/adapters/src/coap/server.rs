@@ -121,6 +121,7 @@ pub async fn serve(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => recv_failed(&stats, &throttle, &ctx.name, &e),
         }
+        count_dedup_given_up(&mut handler, &stats, &throttle, &ctx.name);
         deliver(
             &socket,
             &mut readings,
@@ -143,6 +144,23 @@ const BATCH: usize = 32;
 /// Readings a new batch has room for at most: a wake-up's datagrams
 /// bring a few dozen, and little is held while the server idles.
 const BATCH_ROOM: usize = 256;
+
+/// Counts, once per wake-up, the exchanges the duplicate cache gave up
+/// early, and says so (throttled).
+pub(super) fn count_dedup_given_up(
+    handler: &mut Handler,
+    stats: &AdapterStats,
+    throttle: &LogThrottle,
+    adapter: &str,
+) {
+    let Some((n, ip)) = handler.take_dedup_given_up() else {
+        return;
+    };
+    stats.errors("dedup_share_full", n);
+    if let Some(suppressed) = throttle.allow("dedup_share_full") {
+        tracing::warn!(adapter, %ip, share = handler.dedup_share(), suppressed, error_type = "dedup_share_full", "An address holds its whole share of the duplicate cache: its oldest exchanges are let go before their lifetime, so a late retransmission of one would be processed again (many devices behind one NAT? raise dedup_capacity).");
+    }
+}
 
 /// Counts what one datagram's outcome refused and keeps its reply for
 /// [`deliver`] (its readings are in the wake-up's batch already).
