@@ -504,6 +504,15 @@ impl AdapterStats {
         self.errors(error_type, 1);
     }
 
+    /// The counter of one error type, for a loop that meets that error
+    /// often enough that looking its labels up each time shows in its cost.
+    pub fn error_counter(&self, error_type: &str) -> Counter {
+        self.telemetry.counter(
+            ADAPTER_ERRORS,
+            &[("adapter", &self.adapter), ("error_type", error_type)],
+        )
+    }
+
     /// `n` errors of one type at once: what a batch counted, so that a
     /// fault met on every datagram of a flood costs one counter update.
     pub fn errors(&self, error_type: &str, n: u64) {

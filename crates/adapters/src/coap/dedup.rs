@@ -68,8 +68,12 @@ pub struct Dedup {
     /// more than `u32::MAX` entries, so the difference is its position.
     front: u32,
     /// Each source address's live exchanges (sequence numbers, oldest
-    /// first), keyed by IP: a sender changes ports for free.
-    sources: HashMap<IpAddr, VecDeque<u32>>,
+    /// first), keyed by IP: a sender changes ports for free. Looked up on
+    /// every datagram, so by the seeded hasher: SipHash of the address was
+    /// a tenth of a CoAP datagram's cost (issue 69). Its size is bounded by
+    /// the cache's capacity, which is what makes a non-PRF hash acceptable
+    /// for a key a forger chooses (`gateway_core::hash`).
+    sources: HashMap<IpAddr, VecDeque<u32>, SeededState>,
     /// Exchanges held; the ring also holds the ones a source gave up
     /// (no longer indexed) until they reach its front or a compaction.
     live: usize,
@@ -96,7 +100,7 @@ impl Dedup {
             index: HashTable::new(),
             ring: VecDeque::new(),
             front: 0,
-            sources: HashMap::new(),
+            sources: HashMap::default(),
             live: 0,
             share: Self::share(capacity),
         }
@@ -161,15 +165,23 @@ impl Dedup {
             }
             return false;
         }
-        let held = self.sources.get(&peer.ip()).map_or(0, VecDeque::len);
-        let gave_up = held >= self.share;
-        if gave_up {
-            self.give_up_oldest_of(peer.ip());
-        }
         if self.ring.len() >= 2 * self.capacity {
             self.compact();
         }
         let seq = self.front.wrapping_add(self.ring.len() as u32);
+        // One lookup of the address: its oldest leaves when it holds its
+        // share, and the new exchange joins.
+        let mine = self.sources.entry(peer.ip()).or_default();
+        let given_up = if mine.len() >= self.share {
+            mine.pop_front()
+        } else {
+            None
+        };
+        mine.push_back(seq);
+        let gave_up = given_up.is_some();
+        if let Some(old) = given_up {
+            self.let_go(old);
+        }
         self.ring.push_back(Exchange {
             key,
             live: true,
@@ -177,7 +189,6 @@ impl Dedup {
             expires,
         });
         self.live += 1;
-        self.sources.entry(peer.ip()).or_default().push_back(seq);
         self.index_insert(hash, seq);
         gave_up
     }
@@ -235,12 +246,9 @@ impl Dedup {
         }
     }
 
-    /// The oldest exchange of `ip` leaves; its ring slot stays, dead, until
-    /// the front or a compaction reaches it.
-    fn give_up_oldest_of(&mut self, ip: IpAddr) {
-        let Some(seq) = self.sources.get_mut(&ip).and_then(VecDeque::pop_front) else {
-            return;
-        };
+    /// The exchange at `seq` (already out of its source's list) leaves;
+    /// its ring slot stays, dead, until the front or a compaction reaches it.
+    fn let_go(&mut self, seq: u32) {
         let at = seq.wrapping_sub(self.front) as usize;
         let Some(e) = self.ring.get_mut(at) else {
             return;

@@ -83,6 +83,9 @@ pub struct Handler {
     /// yet counted, and the address of the last.
     dedup_given_up: u64,
     dedup_given_up_by: Option<std::net::IpAddr>,
+    /// Their counter, made at the first: a flood from one address meets
+    /// it on every wake-up, where a labelled lookup costs more than the add.
+    dedup_share_full: Option<gateway_core::telemetry::Counter>,
     latest: HashMap<DeviceId, Latest, SeededState>,
     ids: Ids,
     metrics: Metrics,
@@ -101,6 +104,15 @@ impl Handler {
         let n = std::mem::take(&mut self.dedup_given_up);
         let ip = self.dedup_given_up_by.take()?;
         (n > 0).then_some((n, ip))
+    }
+
+    /// Where exchanges given up early are counted (`dedup_share_full`).
+    pub fn dedup_share_full_counter(
+        &mut self,
+        stats: &gateway_core::component::AdapterStats,
+    ) -> &gateway_core::telemetry::Counter {
+        self.dedup_share_full
+            .get_or_insert_with(|| stats.error_counter("dedup_share_full"))
     }
 
     /// The share of the duplicate cache one address holds.
@@ -127,6 +139,7 @@ impl Handler {
             transfers: HashMap::new(),
             dedup_given_up: 0,
             dedup_given_up_by: None,
+            dedup_share_full: None,
             latest: HashMap::default(),
             next_mid: first_mid,
             #[cfg(test)]

@@ -156,7 +156,7 @@ pub(super) fn count_dedup_given_up(
     let Some((n, ip)) = handler.take_dedup_given_up() else {
         return;
     };
-    stats.errors("dedup_share_full", n);
+    handler.dedup_share_full_counter(stats).add(n);
     if let Some(suppressed) = throttle.allow("dedup_share_full") {
         tracing::warn!(adapter, %ip, share = handler.dedup_share(), suppressed, error_type = "dedup_share_full", "An address holds its whole share of the duplicate cache: its oldest exchanges are let go before their lifetime, so a late retransmission of one would be processed again (many devices behind one NAT? raise dedup_capacity).");
     }
