@@ -23,9 +23,16 @@ impl Server {
     /// datagrams piled up behind it; now they are read and de-duplicated
     /// meanwhile. `None` when there is nothing to write.
     pub(super) async fn begin(&mut self, due: Vec<Uplink>) -> Result<Option<InFlight>, AdapterError> {
-        let (joins, due): (Vec<Uplink>, Vec<Uplink>) = due
-            .into_iter()
-            .partition(|up| otaa::is_join_request(&up.phy));
+        // Split only when there is a join: partitioned, every uplink of a
+        // batch was moved into a list grown by copying (about 130
+        // instructions an uplink, callgrind, issue 69).
+        let (joins, due): (Vec<Uplink>, Vec<Uplink>) =
+            if due.iter().any(|up| otaa::is_join_request(&up.phy)) {
+                due.into_iter()
+                    .partition(|up| otaa::is_join_request(&up.phy))
+            } else {
+                (Vec::new(), due)
+            };
         for up in &joins {
             self.join(up).await;
         }
