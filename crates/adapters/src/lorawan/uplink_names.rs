@@ -59,6 +59,7 @@ impl MetricNames {
     }
 
     /// The name `ARRIVAL[i]`, as [`Self::get_static`] gives it.
+    #[inline]
     pub(super) fn arrival(&mut self, i: usize) -> Option<MetricName> {
         if let Some(Some(m)) = self.arrival.get(i) {
             return Some(m.clone());
@@ -71,6 +72,7 @@ impl MetricNames {
     }
 
     /// A codec's name: [`Self::get_static`] when it is static.
+    #[inline]
     pub fn get_cow(&mut self, name: Cow<'static, str>) -> Option<MetricName> {
         match name {
             Cow::Borrowed(s) => self.get_static(s),
