@@ -415,17 +415,20 @@ fn stage<'a>(
     if frame::has_mac_commands_twice(&uplink.phy) {
         return Err(Rejected::Frame(FrameError::MacCommandsTwice));
     }
-    let candidates = devices
-        .by_addr
-        .get(&head.dev_addr)
-        .ok_or(Rejected::UnknownDevAddr(head.dev_addr))?;
+    // Here and in the usual case below, an error is made only when it is
+    // returned: made for `ok_or`, each was built and dropped every uplink.
+    let Some(candidates) = devices.by_addr.get(&head.dev_addr) else {
+        return Err(Rejected::UnknownDevAddr(head.dev_addr));
+    };
     // The usual case, one device with this DevAddr and a counter already:
     // judged and staged through one lookup of the counter, as below.
     if let [session] = &candidates[..] {
         let device = &session.device;
         if let Some(last) = store.last_mut(device.id.as_str()) {
-            let verdict = verify(session, &uplink.phy, head.fcnt16, Some(*last), &mut || false)
-                .ok_or(Rejected::InvalidMic(head.dev_addr))?;
+            let Some(verdict) = verify(session, &uplink.phy, head.fcnt16, Some(*last), &mut || false)
+            else {
+                return Err(Rejected::InvalidMic(head.dev_addr));
+            };
             let (frame, reset) = match verdict {
                 Verdict::Accept { frame, reset } => (frame, reset),
                 Verdict::Reject(r) => return Err(r),
