@@ -13,6 +13,7 @@
 //! costs at most `capacity` pending entries; beyond that new frames are
 //! refused (and counted by the caller) rather than older ones lost.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::Duration;
@@ -226,12 +227,13 @@ impl Dedup {
             return Offer::Full;
         }
         let seq = self.front + self.waiting.len() as u64;
-        match self.index.get_mut(&hash) {
-            None => {
-                self.index.insert(hash, Places::One(seq));
+        // One probe of the map: a lookup and then an insert were two.
+        match self.index.entry(hash) {
+            Entry::Vacant(e) => {
+                e.insert(Places::One(seq));
             }
-            Some(places) => match places {
-                Places::One(first) => *places = Places::Many(vec![*first, seq]),
+            Entry::Occupied(mut e) => match e.get_mut() {
+                Places::One(first) => *e.get_mut() = Places::Many(vec![*first, seq]),
                 Places::Many(seqs) => seqs.push(seq),
             },
         }

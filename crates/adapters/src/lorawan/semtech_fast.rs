@@ -30,7 +30,10 @@ pub(super) fn push_data(body: &[u8]) -> Option<PushData> {
         r.at += 1;
     } else {
         loop {
-            entries.push(r.entry()?);
+            // Read into its place in the list: made on the stack and moved
+            // in, an entry (about 200 bytes) was copied three times.
+            entries.push(Ok(EMPTY));
+            r.entry(entries.last_mut()?)?;
             match r.next()? {
                 b',' => continue,
                 b']' => break,
@@ -228,12 +231,22 @@ impl<'a> Reader<'a> {
     }
 
     /// One `rxpk` object of the known flat fields, made into an [`Rxpk`]
-    /// as [`super::rxpk`] makes one: straight into its fields, with a bit
-    /// per field seen, where a table of every field's `Option` was copied
-    /// into a raw entry and that into the `Rxpk`.
-    fn entry(&mut self) -> Option<Result<Rxpk, EntryError>> {
+    /// as [`super::rxpk`] makes one: straight into the fields of `slot`
+    /// (an [`EMPTY`] one), with a bit per field seen, where a table of
+    /// every field's `Option` was copied into a raw entry and that into
+    /// the `Rxpk`. `slot` becomes the entry's error when it has one.
+    fn entry(&mut self, slot: &mut Result<Rxpk, EntryError>) -> Option<()> {
         self.byte(b'{')?;
-        let mut e = Entry::default();
+        let Ok(rx) = slot else {
+            return None;
+        };
+        let mut e = Entry {
+            rx,
+            seen: 0,
+            stat: None,
+            size: None,
+            data: None,
+        };
         if self.peek()? == b'}' {
             self.at += 1;
         } else {
@@ -248,13 +261,16 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        e.finish()
+        if let Err(error) = e.finish()? {
+            *slot = Err(error);
+        }
+        Some(())
     }
 }
 
 /// An entry as read so far.
-struct Entry<'a> {
-    rx: Rxpk,
+struct Entry<'a, 'r> {
+    rx: &'r mut Rxpk,
     /// One bit per field read: a second value for one is serde's error.
     seen: u16,
     /// Required: serde refuses an entry without them.
@@ -263,31 +279,22 @@ struct Entry<'a> {
     data: Option<&'a [u8]>,
 }
 
-impl Default for Entry<'_> {
-    fn default() -> Self {
-        Self {
-            rx: Rxpk {
-                time: None,
-                tmst: None,
-                chan: None,
-                rfch: None,
-                freq: None,
-                stat: 0,
-                modu: None,
-                datr: None,
-                codr: None,
-                rssi: None,
-                lsnr: None,
-                rsig: Vec::new(),
-                data: Vec::new(),
-            },
-            seen: 0,
-            stat: None,
-            size: None,
-            data: None,
-        }
-    }
-}
+/// An entry before its fields are read.
+const EMPTY: Rxpk = Rxpk {
+    time: None,
+    tmst: None,
+    chan: None,
+    rfch: None,
+    freq: None,
+    stat: 0,
+    modu: None,
+    datr: None,
+    codr: None,
+    rssi: None,
+    lsnr: None,
+    rsig: Vec::new(),
+    data: Vec::new(),
+};
 
 /// An optional string field: a string or `null`.
 fn opt_str<'a>(v: &Value<'a>) -> Option<Option<&'a [u8]>> {
@@ -352,9 +359,9 @@ fn opt_float(v: &Value<'_>) -> Option<Option<f64>> {
     }
 }
 
-impl<'a> Entry<'a> {
+impl<'a> Entry<'a, '_> {
     fn set(&mut self, key: [u8; 4], v: Value<'a>) -> Option<()> {
-        let rx = &mut self.rx;
+        let rx = &mut *self.rx;
         let field = match &key {
             b"time" => {
                 rx.time = match opt_str(&v)? {
@@ -431,8 +438,8 @@ impl<'a> Entry<'a> {
 
     /// The entry, when every field serde requires is there; its `data`
     /// decoded and checked against `size` as [`super::rxpk`] does.
-    fn finish(self) -> Option<Result<Rxpk, EntryError>> {
-        let mut rx = self.rx;
+    fn finish(self) -> Option<Result<(), EntryError>> {
+        let rx = self.rx;
         rx.stat = self.stat?;
         let size = self.size?;
         let data = self.data?;
@@ -446,7 +453,7 @@ impl<'a> Entry<'a> {
             }));
         }
         rx.data = data;
-        Some(Ok(rx))
+        Some(Ok(()))
     }
 }
 

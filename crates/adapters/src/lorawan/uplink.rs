@@ -8,11 +8,10 @@
 //! counter is stored before any reading is produced, then the FRMPayload is
 //! decrypted and decoded.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use gateway_core::hash::SeededState;
-use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+use gateway_core::{DeviceId, Reading, TimeSource, Timestamp};
 
 use super::codecs::js::ScriptCodec;
 use super::codecs::CodecError;
@@ -21,6 +20,10 @@ use super::crypto::SessionKeys;
 use super::dedup::Uplink;
 use super::fcnt::{FcntStore, StoreError};
 use super::frame::{self, DataFrame, FrameError};
+
+#[path = "uplink_names.rs"]
+mod names;
+pub use names::MetricNames;
 
 /// The configured devices, by DevAddr: hashed by the seeded hasher of the
 /// gateway's hot maps, where SipHash was about 110 instructions an uplink.
@@ -92,72 +95,6 @@ impl Devices {
             .values()
             .flatten()
             .any(|s| s.device.id.as_str() == id)
-    }
-}
-
-/// Metric names already made, by their text. A reading's name was made
-/// anew for each reading (an allocation, checked and copied again into an
-/// `Arc`) and freed when the pipeline dropped it; six times per uplink.
-/// Now a name is made once and its readings share it.
-#[derive(Debug, Default)]
-pub struct MetricNames {
-    /// The first names made, searched in order before `known`: a fleet's
-    /// few codecs name a handful, and comparing short strings costs less
-    /// than hashing one (six lookups an uplink).
-    first: Vec<MetricName>,
-    known: HashMap<String, MetricName>,
-    /// Names given as `&'static str` (the built-in codecs' and `rssi`,
-    /// `snr`, `gateways`), by their address and length: text that cannot
-    /// change behind a pointer, so an equal pointer is an equal name and
-    /// no bytes are compared. The text search was about 100 instructions
-    /// a name, 600 an uplink (callgrind, issue 69).
-    statics: Vec<(&'static str, MetricName)>,
-}
-
-impl MetricNames {
-    /// Names kept at most: codecs name a fixed set (Cayenne adds a channel
-    /// number), so this bounds a device sending every channel in turn.
-    const MAX: usize = 1024;
-    const FIRST: usize = 16;
-
-    /// [`Self::get`] of a static name, found by its address first.
-    pub fn get_static(&mut self, name: &'static str) -> Option<MetricName> {
-        if let Some((_, m)) = self.statics.iter().find(|(s, _)| std::ptr::eq(*s, name)) {
-            return Some(m.clone());
-        }
-        let m = self.get(name)?.interned();
-        if self.statics.len() < Self::FIRST {
-            self.statics.push((name, m.clone()));
-        }
-        Some(m)
-    }
-
-    /// A codec's name: [`Self::get_static`] when it is static.
-    pub fn get_cow(&mut self, name: Cow<'static, str>) -> Option<MetricName> {
-        match name {
-            Cow::Borrowed(s) => self.get_static(s),
-            Cow::Owned(s) => self.get(&s),
-        }
-    }
-
-    /// The name `name`, or `None` when it is not a valid one.
-    pub fn get(&mut self, name: &str) -> Option<MetricName> {
-        if let Some(m) = self.first.iter().find(|m| m.as_str() == name) {
-            return Some(m.clone());
-        }
-        if let Some(m) = self.known.get(name) {
-            return Some(m.clone());
-        }
-        let mut m = MetricName::new(name).ok()?;
-        if self.first.len() < Self::FIRST {
-            // Interned as the device ids are (`Session::new`): only these
-            // few, the names a fleet's codecs give on every uplink.
-            m = m.interned();
-            self.first.push(m.clone());
-        } else if self.known.len() < Self::MAX {
-            self.known.insert(name.to_string(), m.clone());
-        }
-        Some(m)
     }
 }
 
@@ -478,17 +415,20 @@ fn stage<'a>(
     if frame::has_mac_commands_twice(&uplink.phy) {
         return Err(Rejected::Frame(FrameError::MacCommandsTwice));
     }
-    let candidates = devices
-        .by_addr
-        .get(&head.dev_addr)
-        .ok_or(Rejected::UnknownDevAddr(head.dev_addr))?;
+    // Here and in the usual case below, an error is made only when it is
+    // returned: made for `ok_or`, each was built and dropped every uplink.
+    let Some(candidates) = devices.by_addr.get(&head.dev_addr) else {
+        return Err(Rejected::UnknownDevAddr(head.dev_addr));
+    };
     // The usual case, one device with this DevAddr and a counter already:
     // judged and staged through one lookup of the counter, as below.
     if let [session] = &candidates[..] {
         let device = &session.device;
         if let Some(last) = store.last_mut(device.id.as_str()) {
-            let verdict = verify(session, &uplink.phy, head.fcnt16, Some(*last), &mut || false)
-                .ok_or(Rejected::InvalidMic(head.dev_addr))?;
+            let Some(verdict) = verify(session, &uplink.phy, head.fcnt16, Some(*last), &mut || false)
+            else {
+                return Err(Rejected::InvalidMic(head.dev_addr));
+            };
             let (frame, reset) = match verdict {
                 Verdict::Accept { frame, reset } => (frame, reset),
                 Verdict::Reject(r) => return Err(r),
@@ -540,8 +480,8 @@ fn finish(staged: Staged<'_>, uplink: &Uplink, names: &mut MetricNames) -> Accep
             fport: frame.fport?,
         })
     });
-    let mut arrival = |metric: &'static str, value: f64| {
-        let metric = names.get_static(metric)?;
+    let mut arrival = |i: usize, value: f64| {
+        let metric = names.arrival(i)?;
         Reading::new(
             device.id.clone(),
             metric,
@@ -551,9 +491,12 @@ fn finish(staged: Staged<'_>, uplink: &Uplink, names: &mut MetricNames) -> Accep
         )
         .ok()
     };
-    readings.extend(uplink.rssi.and_then(|r| arrival("rssi", f64::from(r))));
-    readings.extend(uplink.snr.and_then(|s| arrival("snr", s)));
-    readings.extend(arrival("gateways", uplink.gateways().len() as f64));
+    let rssi = uplink.rssi.and_then(|r| arrival(0, f64::from(r)));
+    let snr = uplink.snr.and_then(|s| arrival(1, s));
+    let gateways = arrival(2, uplink.gateways().len() as f64);
+    for r in [rssi, snr, gateways].into_iter().flatten() {
+        readings.push(r);
+    }
     Accepted {
         device: device.id.clone(),
         fcnt: frame.fcnt,
@@ -581,14 +524,20 @@ fn decode(
         Some(Ok(values)) => {
             // Room for the rssi, snr and gateways that follow.
             let mut readings = Vec::with_capacity(values.len() + 3);
-            readings.extend(values.into_iter().filter_map(|v| {
+            // A plain loop: as `extend` of a `filter_map`, each value went
+            // through two calls and a move more (callgrind, issue 69).
+            for v in values {
                 let (time, source) = match v.time_ms.map(Timestamp::from_millis) {
                     Some(Ok(t)) => (t, TimeSource::Event),
                     _ => (received, TimeSource::Arrival),
                 };
-                let metric = names.get_cow(v.metric)?;
-                Reading::new(device.id.clone(), metric, v.value, time, source).ok()
-            }));
+                let Some(metric) = names.get_cow(v.metric) else {
+                    continue;
+                };
+                if let Ok(r) = Reading::new(device.id.clone(), metric, v.value, time, source) {
+                    readings.push(r);
+                }
+            }
             (readings, None)
         }
         Some(Err(e)) => (Vec::new(), Some(e)),

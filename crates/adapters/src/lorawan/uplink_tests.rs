@@ -1,4 +1,5 @@
 use super::*;
+use std::borrow::Cow;
 use crate::lorawan::codecs::{Codec, FieldSpec, FieldType, StructLayout};
 use crate::lorawan::config::DeviceCodec;
 use crate::lorawan::frame::{seal, Key};
