@@ -354,7 +354,7 @@ mod tests {
         let frame = open(&phy, &nwk, &app, 70_000).unwrap();
         assert_eq!(frame.mtype, MType::ConfirmedDataDown);
         assert_eq!(frame.fport, Some(10));
-        assert_eq!(frame.payload, b"open valve");
+        assert_eq!(frame.payload[..], b"open valve"[..]);
         assert_eq!(frame.fctrl & 0x20, 0x20, "ACK");
         assert_eq!(frame.mac_commands[0].name, "LinkCheckAns");
         assert_eq!(frame.mac_commands[0].payload, [12, 2]);
@@ -381,7 +381,7 @@ mod tests {
                 .collect(),
             mac_unparsed: Vec::new(),
             fport: None,
-            payload: Vec::new(),
+            payload: Default::default(),
             mic: [0; 4],
         }
     }

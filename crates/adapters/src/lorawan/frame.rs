@@ -94,6 +94,12 @@ pub struct Peek {
     pub fcnt16: u16,
 }
 
+/// A decrypted FRMPayload, held inline up to 64 bytes: a sensor's frame
+/// is a few tens of bytes, and a list of its own was an allocation and a
+/// free an uplink (callgrind, issue 69). Longer ones (up to the 242 the
+/// regions allow) go to the heap, as before.
+pub type FramePayload = smallvec::SmallVec<[u8; 64]>;
+
 /// A verified, decrypted data frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataFrame {
@@ -111,7 +117,7 @@ pub struct DataFrame {
     pub mac_unparsed: Vec<u8>,
     pub fport: Option<u8>,
     /// Decrypted FRMPayload; application data only when `fport > 0`.
-    pub payload: Vec<u8>,
+    pub payload: FramePayload,
     pub mic: [u8; 4],
 }
 
@@ -269,7 +275,7 @@ pub fn open_with(phy: &[u8], keys: &SessionKeys, fcnt: u32) -> Result<DataFrame,
     let fport = (mic_at > fport_at).then(|| phy[fport_at]);
     let payload = match fport {
         Some(port) => {
-            let mut payload = phy[fport_at + 1..mic_at].to_vec();
+            let mut payload = FramePayload::from_slice(&phy[fport_at + 1..mic_at]);
             let key = if port == 0 { &keys.nwk } else { &keys.app };
             // The crate's counter for the key stream: the high half of
             // `fcnt` with the 16 bits on air (the same as `fcnt` for every
@@ -278,7 +284,7 @@ pub fn open_with(phy: &[u8], keys: &SessionKeys, fcnt: u32) -> Result<DataFrame,
             frm_cipher_in_place(key, dir, head.dev_addr, ctr, &mut payload);
             payload
         }
-        None => Vec::new(),
+        None => FramePayload::new(),
     };
     // FPort 0 carries MAC commands in FRMPayload (then FOpts must be empty).
     let mac_area = if fport == Some(0) { &payload[..] } else { fopts };

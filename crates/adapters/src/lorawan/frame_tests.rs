@@ -46,7 +46,7 @@ fn valid_uplinks_verify_and_decrypt() {
         );
         let frame = open(&phy, &key(nwk), &key(app), u32::from(fcnt16))
             .unwrap_or_else(|e| panic!("{id}: {e}"));
-        assert_eq!((frame.fport, &frame.payload), (fport, &plain), "{id}");
+        assert_eq!((frame.fport, &frame.payload[..]), (fport, &plain[..]), "{id}");
         assert_eq!(frame.mic.as_slice(), &phy[phy.len() - 4..], "{id}");
     }
 }
@@ -140,7 +140,7 @@ fn wrong_appskey_passes_the_mic_and_yields_garbage() {
         2,
     )
     .unwrap();
-    assert_ne!(frame.payload, b"test");
+    assert_ne!(frame.payload[..], b"test"[..]);
     assert_eq!(frame.payload.len(), 4);
 }
 
@@ -314,11 +314,11 @@ fn open_by_crate(phy: &[u8], nwk: &Key, app: &Key, fcnt: u32) -> Result<DataFram
     let fport_at = MHDR_LEN + FHDR_MIN_LEN + fopts.len();
     let fport = (phy.len() > fport_at + MIC_LEN).then(|| phy[fport_at]);
     let bytes = encrypted.decrypt(Some(&nwk), Some(&app), fcnt).unwrap().to_inner();
-    let payload = match fport {
-        Some(_) => bytes[fport_at + 1..bytes.len() - MIC_LEN].to_vec(),
-        None => Vec::new(),
+    let payload: super::FramePayload = match fport {
+        Some(_) => bytes[fport_at + 1..bytes.len() - MIC_LEN].into(),
+        None => Default::default(),
     };
-    let mac_area = if fport == Some(0) { &payload } else { &fopts };
+    let mac_area = if fport == Some(0) { &payload[..] } else { &fopts[..] };
     let (mac_commands, rest) = mac::parse(mac_area, head.mtype.is_uplink());
     Ok(DataFrame {
         mtype: head.mtype,
