@@ -76,9 +76,26 @@ impl DeviceCodec {
     /// # Errors
     /// The codec's [`CodecError`].
     pub fn decode(&self, bytes: &[u8]) -> Option<Result<Vec<DecodedValue>, CodecError>> {
+        let mut out = Vec::new();
+        Some(self.decode_into(bytes, &mut out)?.map(|()| out))
+    }
+
+    /// [`DeviceCodec::decode`] into `out`, as [`Codec::decode_into`].
+    ///
+    /// # Errors
+    /// The codec's [`CodecError`].
+    #[inline]
+    pub fn decode_into(
+        &self,
+        bytes: &[u8],
+        out: &mut Vec<DecodedValue>,
+    ) -> Option<Result<(), CodecError>> {
         match self {
-            Self::Named(c) => Some(c.decode(bytes)),
-            Self::Struct(l) => Some(l.decode(bytes)),
+            Self::Named(c) => Some(c.decode_into(bytes, out)),
+            Self::Struct(l) => {
+                out.clear();
+                Some(l.decode(bytes).map(|v| *out = v))
+            }
             Self::Script(_) => None,
         }
     }

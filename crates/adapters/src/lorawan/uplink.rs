@@ -519,19 +519,24 @@ fn decode(
     let Some(payload) = frame.application_payload() else {
         return (Vec::new(), None);
     };
-    match device.codec.decode(payload) {
+    // The list the codecs decode into, taken for the loop below (which
+    // needs `names` too) and given back.
+    let mut values = std::mem::take(&mut names.decoded);
+    let decoded = match device.codec.decode_into(payload, &mut values) {
         None => (Vec::with_capacity(3), None),
-        Some(Ok(values)) => {
+        Some(Ok(())) => {
             // Room for the rssi, snr and gateways that follow.
             let mut readings = Vec::with_capacity(values.len() + 3);
             // A plain loop: as `extend` of a `filter_map`, each value went
             // through two calls and a move more (callgrind, issue 69).
-            for v in values {
+            // Each name taken out, the list emptied after: a `drain` was
+            // two calls more an uplink.
+            for v in &mut values {
                 let (time, source) = match v.time_ms.map(Timestamp::from_millis) {
                     Some(Ok(t)) => (t, TimeSource::Event),
                     _ => (received, TimeSource::Arrival),
                 };
-                let Some(metric) = names.get_cow(v.metric) else {
+                let Some(metric) = names.get_cow(std::mem::take(&mut v.metric)) else {
                     continue;
                 };
                 if let Ok(r) = Reading::new(device.id.clone(), metric, v.value, time, source) {
@@ -541,7 +546,14 @@ fn decode(
             (readings, None)
         }
         Some(Err(e)) => (Vec::new(), Some(e)),
+    };
+    // Kept only as large as a usual payload needs: a `batch` of 255
+    // values must not hold its 12 kB for good.
+    if values.capacity() <= MetricNames::MAX_DECODED {
+        values.clear();
+        names.decoded = values;
     }
+    decoded
 }
 
 #[cfg(test)]

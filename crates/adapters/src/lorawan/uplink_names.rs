@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use gateway_core::MetricName;
 
+use super::super::codecs::DecodedValue;
+
 /// Metric names already made, by their text. A reading's name was made
 /// anew for each reading (an allocation, checked and copied again into an
 /// `Arc`) and freed when the pipeline dropped it; six times per uplink.
@@ -26,6 +28,10 @@ pub struct MetricNames {
     /// uplink adds came after the codec's in `statics`, so each was found
     /// by the longest scan (about 70 instructions a name, callgrind).
     arrival: [Option<MetricName>; 3],
+    /// The list a codec decodes an uplink's payload into, kept for the
+    /// next uplink (`uplink::decode`): one of its own per payload was an
+    /// allocation and a free an uplink (callgrind, issue 69).
+    pub(super) decoded: Vec<DecodedValue>,
 }
 
 /// The readings `finish` adds to every uplink, by [`MetricNames::arrival`].
@@ -36,6 +42,8 @@ impl MetricNames {
     /// number), so this bounds a device sending every channel in turn.
     pub(super) const MAX: usize = 1024;
     pub(super) const FIRST: usize = 16;
+    /// Values a kept [`Self::decoded`] has room for at most.
+    pub(super) const MAX_DECODED: usize = 32;
 
     /// [`Self::get`] of a static name, found by its address first.
     /// Inlined: the call's own cost was most of a name found in the first

@@ -14,29 +14,36 @@ const BATCH_READING_LEN: usize = 6;
 
 /// `compact_i16`: temperature ×10 (i16, 0.1 °C), humidity (u8, %),
 /// battery ×100 (u16, 0.01 V).
-pub(super) fn decode_compact(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError> {
+pub(super) fn decode_compact(
+    bytes: &[u8],
+    out: &mut Vec<DecodedValue>,
+) -> Result<(), CodecError> {
     let [t_hi, t_lo, humidity, b_hi, b_lo] =
         <[u8; COMPACT_LEN]>::try_from(bytes).map_err(|_| CodecError::Length {
             expected: COMPACT_LEN,
             found: bytes.len(),
         })?;
-    Ok(vec![
-        DecodedValue::new(
-            "temperature",
-            f64::from(i16::from_be_bytes([t_hi, t_lo])) / 10.0,
-        ),
-        DecodedValue::new("humidity", f64::from(humidity)),
-        DecodedValue::new(
-            "battery",
-            f64::from(u16::from_be_bytes([b_hi, b_lo])) / 100.0,
-        ),
-    ])
+    // Pushed one by one: `extend` of an array was a call and a loop more.
+    out.reserve(3);
+    out.push(DecodedValue::new(
+        "temperature",
+        f64::from(i16::from_be_bytes([t_hi, t_lo])) / 10.0,
+    ));
+    out.push(DecodedValue::new("humidity", f64::from(humidity)));
+    out.push(DecodedValue::new(
+        "battery",
+        f64::from(u16::from_be_bytes([b_hi, b_lo])) / 100.0,
+    ));
+    Ok(())
 }
 
 /// `bitpacked`: byte0 = (temperature + 20) × 2; byte1 = humidity (7
 /// bits) << 1 | battery bit 6; byte2 = battery bits 0–5 << 2. The two low
 /// bits of byte2 are padding and ignored, as the encoder leaves them zero.
-pub(super) fn decode_bitpacked(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError> {
+pub(super) fn decode_bitpacked(
+    bytes: &[u8],
+    out: &mut Vec<DecodedValue>,
+) -> Result<(), CodecError> {
     let [b0, b1, b2] = <[u8; BITPACKED_LEN]>::try_from(bytes).map_err(|_| CodecError::Length {
         expected: BITPACKED_LEN,
         found: bytes.len(),
@@ -44,17 +51,17 @@ pub(super) fn decode_bitpacked(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecE
     let temperature = f64::from(b0) / 2.0 - 20.0;
     let humidity = b1 >> 1;
     let battery = ((b1 & 0x01) << 6) | (b2 >> 2);
-    Ok(vec![
-        DecodedValue::new("temperature", temperature),
-        DecodedValue::new("humidity", f64::from(humidity)),
-        DecodedValue::new("battery", f64::from(battery)),
-    ])
+    out.reserve(3);
+    out.push(DecodedValue::new("temperature", temperature));
+    out.push(DecodedValue::new("humidity", f64::from(humidity)));
+    out.push(DecodedValue::new("battery", f64::from(battery)));
+    Ok(())
 }
 
 /// `batch`: count (u8), base time (u32, epoch s), then `count` ×
 /// (delta u16 s, value ×10 i32). Each reading is `value` at base + delta.
 /// The length must match the count exactly.
-pub(super) fn decode_batch(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError> {
+pub(super) fn decode_batch(bytes: &[u8], out: &mut Vec<DecodedValue>) -> Result<(), CodecError> {
     if bytes.is_empty() {
         return Err(CodecError::Empty);
     }
@@ -66,20 +73,19 @@ pub(super) fn decode_batch(bytes: &[u8]) -> Result<Vec<DecodedValue>, CodecError
             extra: bytes.len() - expected,
         });
     }
-    (0..usize::from(count))
-        .map(|i| {
-            let at = BATCH_HEADER_LEN + i * BATCH_READING_LEN;
-            let delta = u16::from_be_bytes(take::<2>(bytes, at, "delta")?);
-            let value = i32::from_be_bytes(take::<4>(bytes, at + 2, "value")?);
-            // u32 + u16 seconds, in ms, fits an i64 with room to spare.
-            let seconds = i64::from(base) + i64::from(delta);
-            Ok(DecodedValue {
-                metric: "value".into(),
-                value: f64::from(value) / 10.0,
-                time_ms: Some(seconds * 1000),
-            })
-        })
-        .collect()
+    for i in 0..usize::from(count) {
+        let at = BATCH_HEADER_LEN + i * BATCH_READING_LEN;
+        let delta = u16::from_be_bytes(take::<2>(bytes, at, "delta")?);
+        let value = i32::from_be_bytes(take::<4>(bytes, at + 2, "value")?);
+        // u32 + u16 seconds, in ms, fits an i64 with room to spare.
+        let seconds = i64::from(base) + i64::from(delta);
+        out.push(DecodedValue {
+            metric: "value".into(),
+            value: f64::from(value) / 10.0,
+            time_ms: Some(seconds * 1000),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -261,7 +267,7 @@ mod tests {
     fn compact_round_trip_over_the_whole_temperature_range() {
         for raw in [i16::MIN, -400, -1, 0, 1, 215, i16::MAX] {
             let [hi, lo] = raw.to_be_bytes();
-            let got = decode_compact(&[hi, lo, 50, 0x01, 0x2C]).unwrap();
+            let got = Codec::CompactI16.decode(&[hi, lo, 50, 0x01, 0x2C]).unwrap();
             assert_eq!(got[0].value, f64::from(raw) / 10.0, "{raw}");
             assert_eq!(got[2].value, 3.0);
         }
@@ -272,7 +278,7 @@ mod tests {
         for humidity in 0u8..128 {
             for battery in 0u8..128 {
                 let bytes = [80, humidity << 1 | battery >> 6, (battery & 0x3F) << 2];
-                let got = decode_bitpacked(&bytes).unwrap();
+                let got = Codec::Bitpacked.decode(&bytes).unwrap();
                 assert_eq!(got[0].value, 20.0);
                 assert_eq!(
                     (got[1].value, got[2].value),
@@ -289,12 +295,12 @@ mod tests {
             bytes.extend_from_slice(&i.to_be_bytes());
             bytes.extend_from_slice(&i32::from(i).to_be_bytes());
         }
-        let got = decode_batch(&bytes).unwrap();
+        let got = Codec::Batch.decode(&bytes).unwrap();
         assert_eq!(got.len(), 255);
         assert_eq!(got[254], at(25.4, 10 + 254));
         bytes.extend_from_slice(&[0; 6]);
         assert_eq!(
-            decode_batch(&bytes),
+            Codec::Batch.decode(&bytes),
             Err(CodecError::TrailingBytes { extra: 6 })
         );
     }
