@@ -15,7 +15,7 @@ use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use gateway_core::hash::SeededState;
 use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
 
-use super::dedup::Dedup;
+use super::dedup::{Dedup, Seen};
 use super::message::{self, FormatError, Head, CON, NON};
 use super::names::{Ids, Metrics};
 use crate::payload::{self, Context, PayloadFormat};
@@ -264,11 +264,14 @@ impl Handler {
             }
             return out;
         }
-        if let Some(cached) = self.dedup.get(peer, head.mid, now) {
-            out.duplicate = true;
-            out.reply = cached;
-            return out;
-        }
+        let probe = match self.dedup.look(peer, head.mid, now) {
+            Seen::Before(cached) => {
+                out.duplicate = true;
+                out.reply = cached;
+                return out;
+            }
+            Seen::New(probe) => probe,
+        };
         let start = readings.len();
         let answer = self.request(
             peer, request, options, now, arrival, only, &mut out, readings,
@@ -300,7 +303,7 @@ impl Handler {
         };
         if self
             .dedup
-            .insert(peer, head.mid, out.reply.clone(), now, lifetime)
+            .insert_looked(probe, out.reply.clone(), now, lifetime)
         {
             // Not an error of this request: its address sends more than its
             // share of the cache holds for a lifetime (many devices behind
