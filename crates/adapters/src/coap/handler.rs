@@ -69,6 +69,31 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Empties it for the next datagram, keeping its buffers. Nearly
+    /// every outcome is empty but for its reply: each field is dropped
+    /// only when it holds something.
+    pub fn clear(&mut self) {
+        if self.reply.is_some() {
+            self.reply = None;
+        }
+        if !self.readings.is_empty() {
+            self.readings.clear();
+        }
+        if !self.errors.is_empty() {
+            self.errors.clear();
+        }
+        self.duplicate = false;
+        if !self.ignored.is_empty() {
+            self.ignored.clear();
+        }
+        if self.codec_warnings.is_some() {
+            self.codec_warnings = None;
+        }
+        if self.units.is_some() {
+            self.units = None;
+        }
+    }
+
     fn error(&mut self, kind: impl Into<String>, detail: impl Into<String>) {
         self.errors.push((kind.into(), detail.into()));
     }
@@ -215,6 +240,25 @@ impl Handler {
         readings: &mut Vec<Reading>,
     ) -> Outcome {
         let mut out = Outcome::default();
+        self.handle_onto(peer, datagram, now, arrival, only, readings, &mut out);
+        out
+    }
+
+    /// [`handle_into`](Self::handle_into) with the outcome written to
+    /// `out`, which the caller has emptied ([`Outcome::clear`]): the
+    /// server keeps one for all datagrams, where a new one each was made,
+    /// moved and dropped field by field (issue 69).
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_onto(
+        &mut self,
+        peer: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        arrival: Timestamp,
+        only: Option<&DeviceId>,
+        readings: &mut Vec<Reading>,
+        out: &mut Outcome,
+    ) {
         // Read once: the checks of `message::check` are the same walk.
         // What the server reads of the options, gathered in the walk
         // that checks them.
@@ -233,14 +277,14 @@ impl Handler {
                         out.reply = Some(message::reset(head.mid));
                     }
                 }
-                return out;
+                return;
             }
         };
         let head = request.head;
         if head.kind != CON && head.kind != NON {
             // ACK and RST: the server sends no CON, so there is nothing to
             // match them to (§4.2).
-            return out;
+            return;
         }
         if head.code == 0 {
             // A CON Empty is a ping (§4.3): answered with a Reset.
@@ -249,7 +293,7 @@ impl Handler {
             } else {
                 out.error("empty_non", "NON message with code 0.00");
             }
-            return out;
+            return;
         }
         let class = head.code >> 5;
         if class != 0 {
@@ -262,19 +306,19 @@ impl Handler {
             if head.kind == CON {
                 out.reply = Some(message::reset(head.mid));
             }
-            return out;
+            return;
         }
         let probe = match self.dedup.look(peer, head.mid, now) {
             Seen::Before(cached) => {
                 out.duplicate = true;
                 out.reply = cached;
-                return out;
+                return;
             }
             Seen::New(probe) => probe,
         };
         let start = readings.len();
         let answer = self.request(
-            peer, request, options, now, arrival, only, &mut out, readings,
+            peer, request, &options, now, arrival, only, out, readings,
         );
         let confirmable = head.kind == CON;
         // A successful NON update gets no response; errors and GETs do,
@@ -315,7 +359,6 @@ impl Handler {
             self.dedup_given_up_by = Some(peer.ip());
         }
         self.remember(&readings[start..]);
-        out
     }
 
     /// Answers a datagram that filled the receive buffer: it was truncated,
@@ -355,7 +398,7 @@ impl Handler {
         &mut self,
         peer: SocketAddr,
         request: message::Request<'_>,
-        options: OptionsRead<'_>,
+        options: &OptionsRead<'_>,
         now: Instant,
         arrival: Timestamp,
         only: Option<&DeviceId>,
@@ -365,12 +408,13 @@ impl Handler {
         let OptionsRead {
             raw,
             depth,
-            mut path_utf8,
+            path_utf8,
             cf,
             block1,
             unsupported,
         } = options;
-        if let Some(number) = unsupported {
+        let (depth, mut path_utf8, cf, block1) = (*depth, *path_utf8, *cf, *block1);
+        if let Some(number) = *unsupported {
             out.error("bad_option", format!("critical option {number}"));
             return Answer::error(ResponseType::BadOption, "unsupported critical option");
         }
