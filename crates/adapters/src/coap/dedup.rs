@@ -82,6 +82,9 @@ pub struct Dedup {
     /// Counts the changes that may move or remove an exchange, so that a
     /// [`Probe`] taken before one of them is not trusted.
     epoch: u64,
+    /// The last expiry worked out, from its time and lifetime: a wake-up's
+    /// datagrams share one time, and the sum was 44 instructions each.
+    expiry: (Instant, Duration, Instant),
 }
 
 /// A source address's live exchanges, oldest first, linked through the
@@ -132,6 +135,7 @@ impl Dedup {
         // Positions are u32 sequence numbers, and the ring may hold twice
         // the capacity before it is compacted.
         let capacity = capacity.clamp(1, u32::MAX as usize / 4);
+        let now = Instant::now();
         Self {
             capacity,
             hasher: SeededState::default(),
@@ -142,6 +146,7 @@ impl Dedup {
             live: 0,
             share: Self::share(capacity),
             epoch: 0,
+            expiry: (now, Duration::ZERO, now),
         }
     }
 
@@ -236,7 +241,14 @@ impl Dedup {
             self.pop_front();
         }
         let Probe { key, hash, at, .. } = probe;
-        let expires = gateway_core::deadline::after_std(now, lifetime);
+        let expires = match self.expiry {
+            (at, life, expires) if at == now && life == lifetime => expires,
+            _ => {
+                let expires = gateway_core::deadline::after_std(now, lifetime);
+                self.expiry = (now, lifetime, expires);
+                expires
+            }
+        };
         // Fronts left, never other exchanges: one found still in the ring
         // is the one probed.
         if let Some(e) = at.and_then(|seq| self.slot_mut(seq)) {
