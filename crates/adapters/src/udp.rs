@@ -79,10 +79,7 @@ mod batch {
     }
 
     #[cfg(target_os = "linux")]
-    type Headers = (
-        usize,
-        nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
-    );
+    type Headers<S> = (usize, nix::sys::socket::MultiHeaders<S>);
 
     #[cfg(target_os = "linux")]
     thread_local! {
@@ -95,9 +92,36 @@ mod batch {
         /// family: the kernel writes back each address's length, which the
         /// next read takes as the room for one, and every peer of a socket
         /// of one family has an address of the same length (IPv4 peers of an
-        /// IPv6 socket are IPv4-mapped IPv6 addresses).
-        static HEADERS_V4: std::cell::RefCell<Option<Headers>> = const { std::cell::RefCell::new(None) };
-        static HEADERS_V6: std::cell::RefCell<Option<Headers>> = const { std::cell::RefCell::new(None) };
+        /// IPv6 socket are IPv4-mapped IPv6 addresses). So each holds its
+        /// family's address and no more: the 128-byte storage for any
+        /// address was copied several times a datagram (issue 69).
+        static HEADERS_V4: std::cell::RefCell<Option<Headers<nix::sys::socket::SockaddrIn>>> = const { std::cell::RefCell::new(None) };
+        static HEADERS_V6: std::cell::RefCell<Option<Headers<nix::sys::socket::SockaddrIn6>>> = const { std::cell::RefCell::new(None) };
+    }
+
+    #[cfg(target_os = "linux")]
+    use nix::sys::socket::SockaddrLike;
+
+    /// A peer's address as `recvmmsg` wrote it, for a socket of its family.
+    #[cfg(target_os = "linux")]
+    trait Peer: SockaddrLike + Copy {
+        fn peer(&self) -> Option<SocketAddr>;
+    }
+
+    #[cfg(target_os = "linux")]
+    impl Peer for nix::sys::socket::SockaddrIn {
+        fn peer(&self) -> Option<SocketAddr> {
+            let inet = SockaddrLike::family(self) == Some(nix::sys::socket::AddressFamily::Inet);
+            inet.then(|| SocketAddr::V4((*self).into()))
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    impl Peer for nix::sys::socket::SockaddrIn6 {
+        fn peer(&self) -> Option<SocketAddr> {
+            let inet6 = SockaddrLike::family(self) == Some(nix::sys::socket::AddressFamily::Inet6);
+            inet6.then(|| SocketAddr::V6((*self).into()))
+        }
     }
 
     /// Slots offered at least.
@@ -152,13 +176,27 @@ mod batch {
             max: usize,
             each: impl FnMut(Read<'_>),
         ) -> io::Result<usize> {
-            use nix::sys::socket::MultiHeaders;
-
-            let all = self.got.capacity();
             let family = *self
                 .ipv6
                 .get_or_insert_with(|| socket.local_addr().is_ok_and(|a| a.is_ipv6()));
-            let cache = if family { &HEADERS_V6 } else { &HEADERS_V4 };
+            if family {
+                self.recv_cached(&HEADERS_V6, socket, max, each)
+            } else {
+                self.recv_cached(&HEADERS_V4, socket, max, each)
+            }
+        }
+
+        #[cfg(target_os = "linux")]
+        fn recv_cached<S: Peer>(
+            &mut self,
+            cache: &'static std::thread::LocalKey<std::cell::RefCell<Option<Headers<S>>>>,
+            socket: &UdpSocket,
+            max: usize,
+            each: impl FnMut(Read<'_>),
+        ) -> io::Result<usize> {
+            use nix::sys::socket::MultiHeaders;
+
+            let all = self.got.capacity();
             // Taken out of the cache, not borrowed: `each` runs meanwhile.
             let kept = cache.with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.take()));
             let mut headers = match kept {
@@ -175,9 +213,9 @@ mod batch {
         }
 
         #[cfg(target_os = "linux")]
-        fn recv_with(
+        fn recv_with<S: Peer>(
             &mut self,
-            headers: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+            headers: &mut nix::sys::socket::MultiHeaders<S>,
             socket: &UdpSocket,
             max: usize,
             mut each: impl FnMut(Read<'_>),
@@ -211,7 +249,7 @@ mod batch {
                         for msg in results {
                             self.got.push(Received {
                                 len: msg.bytes,
-                                peer: msg.address.and_then(|a| std_addr(&a)),
+                                peer: msg.address.and_then(|a| a.peer()),
                                 truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
                             });
                         }
@@ -275,14 +313,6 @@ mod batch {
             }
             Ok(reads)
         }
-    }
-
-    #[cfg(target_os = "linux")]
-    fn std_addr(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
-        if let Some(v4) = a.as_sockaddr_in() {
-            return Some(SocketAddr::V4((*v4).into()));
-        }
-        a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
     }
 }
 

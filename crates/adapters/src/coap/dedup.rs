@@ -8,6 +8,7 @@
 //! hosts cannot push another host's exchanges out before their lifetime
 //! (a retransmission arriving afterwards would be processed twice).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -67,25 +68,65 @@ pub struct Dedup {
     /// The sequence number of `ring[0]`, wrapping: the ring never holds
     /// more than `u32::MAX` entries, so the difference is its position.
     front: u32,
-    /// Each source address's live exchanges (sequence numbers, oldest
-    /// first), keyed by IP: a sender changes ports for free. Looked up on
-    /// every datagram, so by the seeded hasher: SipHash of the address was
-    /// a tenth of a CoAP datagram's cost (issue 69). Its size is bounded by
-    /// the cache's capacity, which is what makes a non-PRF hash acceptable
-    /// for a key a forger chooses (`gateway_core::hash`).
-    sources: HashMap<IpAddr, VecDeque<u32>, SeededState>,
+    /// Each source address's live exchanges, keyed by IP: a sender changes
+    /// ports for free. Looked up on every datagram, so by the seeded
+    /// hasher: SipHash of the address was a tenth of a CoAP datagram's
+    /// cost (issue 69). Its size is bounded by the cache's capacity, which
+    /// is what makes a non-PRF hash acceptable for a key a forger chooses
+    /// (`gateway_core::hash`).
+    sources: HashMap<IpAddr, Chain, SeededState>,
     /// Exchanges held; the ring also holds the ones a source gave up
     /// (no longer indexed) until they reach its front or a compaction.
     live: usize,
     share: usize,
+    /// Counts the changes that may move or remove an exchange, so that a
+    /// [`Probe`] taken before one of them is not trusted.
+    epoch: u64,
+    /// The last expiry worked out, from its time and lifetime: a wake-up's
+    /// datagrams share one time, and the sum was 44 instructions each.
+    expiry: (Instant, Duration, Instant),
+}
+
+/// A source address's live exchanges, oldest first, linked through the
+/// ring (`Exchange::next`): a queue of positions per address was two
+/// more buffers to update on every datagram (issue 69).
+#[derive(Debug, Clone, Copy)]
+struct Chain {
+    oldest: u32,
+    newest: u32,
+    count: usize,
 }
 
 struct Exchange {
     key: Key,
+    /// The hash of `key`: letting go of an exchange, and growing the
+    /// index, would hash it again.
+    hash: u64,
+    /// The sequence number of its source's next newer exchange, while it
+    /// is live and not its source's newest.
+    next: u32,
     live: bool,
     /// The reply sent (none for an unanswered NON).
     reply: Option<Vec<u8>>,
     expires: Instant,
+}
+
+/// What [`Dedup::look`] found of an exchange.
+pub enum Seen {
+    /// A retransmission: the reply to send again (none for a NON).
+    Before(Option<Vec<u8>>),
+    /// New (or expired): to [`Dedup::insert_looked`] once answered.
+    New(Probe),
+}
+
+/// A lookup's result kept for the insert that follows it, so that the
+/// datagram's exchange is hashed and searched once.
+pub struct Probe {
+    key: Key,
+    hash: u64,
+    /// Where the exchange was held (live, whether expired or not).
+    at: Option<u32>,
+    epoch: u64,
 }
 
 impl Dedup {
@@ -94,6 +135,7 @@ impl Dedup {
         // Positions are u32 sequence numbers, and the ring may hold twice
         // the capacity before it is compacted.
         let capacity = capacity.clamp(1, u32::MAX as usize / 4);
+        let now = Instant::now();
         Self {
             capacity,
             hasher: SeededState::default(),
@@ -103,6 +145,8 @@ impl Dedup {
             sources: HashMap::default(),
             live: 0,
             share: Self::share(capacity),
+            epoch: 0,
+            expiry: (now, Duration::ZERO, now),
         }
     }
 
@@ -114,25 +158,47 @@ impl Dedup {
         (capacity / 64).max(64).min(capacity)
     }
 
-    /// The position in the ring of the exchange `key`, if it is held.
-    fn position(&self, key: &Key, hash: u64) -> Option<usize> {
-        let (ring, front) = (&self.ring, self.front);
-        self.index
-            .find(hash, |&seq| {
-                ring.get(seq.wrapping_sub(front) as usize)
-                    .is_some_and(|e| e.key == *key)
-            })
-            .map(|&seq| seq.wrapping_sub(front) as usize)
+    fn slot(&self, seq: u32) -> Option<&Exchange> {
+        self.ring.get(seq.wrapping_sub(self.front) as usize)
+    }
+
+    fn slot_mut(&mut self, seq: u32) -> Option<&mut Exchange> {
+        self.ring.get_mut(seq.wrapping_sub(self.front) as usize)
+    }
+
+    fn probe(&self, peer: SocketAddr, mid: u16) -> Probe {
+        let key = Key(peer, mid);
+        let hash = self.hasher.hash_one(key);
+        let at = self
+            .index
+            .find(hash, |&seq| self.slot(seq).is_some_and(|e| e.key == key))
+            .copied();
+        Probe {
+            key,
+            hash,
+            at,
+            epoch: self.epoch,
+        }
     }
 
     /// The reply to replay for a retransmission of (`peer`, `mid`): `Some(None)`
     /// when the exchange is known but had no reply (a NON), `None` when it
     /// is new or expired.
     pub fn get(&self, peer: SocketAddr, mid: u16, now: Instant) -> Option<Option<Vec<u8>>> {
-        let key = Key(peer, mid);
-        let at = self.position(&key, self.hasher.hash_one(key))?;
-        let e = self.ring.get(at)?;
-        (e.expires > now).then(|| e.reply.clone())
+        match self.look(peer, mid, now) {
+            Seen::Before(reply) => Some(reply),
+            Seen::New(_) => None,
+        }
+    }
+
+    /// [`get`](Self::get), keeping what it found of a new exchange for
+    /// [`insert_looked`](Self::insert_looked).
+    pub fn look(&self, peer: SocketAddr, mid: u16, now: Instant) -> Seen {
+        let probe = self.probe(peer, mid);
+        match probe.at.and_then(|seq| self.slot(seq)) {
+            Some(e) if e.expires > now => Seen::Before(e.reply.clone()),
+            _ => Seen::New(probe),
+        }
     }
 
     /// Remembers the reply to (`peer`, `mid`) for `lifetime`, first letting
@@ -148,6 +214,25 @@ impl Dedup {
         now: Instant,
         lifetime: Duration,
     ) -> bool {
+        let probe = self.probe(peer, mid);
+        self.insert_looked(probe, reply, now, lifetime)
+    }
+
+    /// [`insert`](Self::insert) of the exchange `probe` looked up; a probe
+    /// older than another change of the cache is looked up again.
+    pub fn insert_looked(
+        &mut self,
+        probe: Probe,
+        reply: Option<Vec<u8>>,
+        now: Instant,
+        lifetime: Duration,
+    ) -> bool {
+        let probe = if probe.epoch == self.epoch {
+            probe
+        } else {
+            self.probe(probe.key.0, probe.key.1)
+        };
+        self.epoch = self.epoch.wrapping_add(1);
         while let Some(oldest) = self.ring.front() {
             let room = self.live < self.capacity;
             if oldest.live && room && oldest.expires > now {
@@ -155,57 +240,90 @@ impl Dedup {
             }
             self.pop_front();
         }
-        let key = Key(peer, mid);
-        let expires = gateway_core::deadline::after_std(now, lifetime);
-        let hash = self.hasher.hash_one(key);
-        if let Some(at) = self.position(&key, hash) {
-            if let Some(e) = self.ring.get_mut(at) {
-                e.reply = reply;
-                e.expires = expires;
+        let Probe { key, hash, at, .. } = probe;
+        let expires = match self.expiry {
+            (at, life, expires) if at == now && life == lifetime => expires,
+            _ => {
+                let expires = gateway_core::deadline::after_std(now, lifetime);
+                self.expiry = (now, lifetime, expires);
+                expires
             }
+        };
+        // Fronts left, never other exchanges: one found still in the ring
+        // is the one probed.
+        if let Some(e) = at.and_then(|seq| self.slot_mut(seq)) {
+            e.reply = reply;
+            e.expires = expires;
             return false;
         }
         if self.ring.len() >= 2 * self.capacity {
             self.compact();
         }
         let seq = self.front.wrapping_add(self.ring.len() as u32);
-        // One lookup of the address: its oldest leaves when it holds its
-        // share, and the new exchange joins.
-        let mine = self.sources.entry(peer.ip()).or_default();
-        let given_up = if mine.len() >= self.share {
-            mine.pop_front()
-        } else {
-            None
-        };
-        mine.push_back(seq);
-        let gave_up = given_up.is_some();
+        let given_up = self.join(key.0.ip(), seq);
         if let Some(old) = given_up {
             self.let_go(old);
         }
         self.ring.push_back(Exchange {
             key,
+            hash,
+            next: seq,
             live: true,
             reply,
             expires,
         });
         self.live += 1;
         self.index_insert(hash, seq);
-        gave_up
+        given_up.is_some()
+    }
+
+    /// Adds the exchange `seq` (not yet in the ring) to its source's chain;
+    /// when the source holds its share, its oldest leaves the chain and is
+    /// returned, to be let go.
+    fn join(&mut self, ip: IpAddr, seq: u32) -> Option<u32> {
+        let (ring, front) = (&mut self.ring, self.front);
+        let chain = match self.sources.entry(ip) {
+            Entry::Vacant(v) => {
+                v.insert(Chain {
+                    oldest: seq,
+                    newest: seq,
+                    count: 1,
+                });
+                return None;
+            }
+            Entry::Occupied(o) => o.into_mut(),
+        };
+        let mut given_up = None;
+        if chain.count >= self.share {
+            given_up = Some(chain.oldest);
+            chain.count -= 1;
+            chain.oldest = match ring.get(chain.oldest.wrapping_sub(front) as usize) {
+                Some(e) if chain.count > 0 => e.next,
+                _ => seq,
+            };
+        }
+        if chain.count > 0 {
+            if let Some(e) = ring.get_mut(chain.newest.wrapping_sub(front) as usize) {
+                e.next = seq;
+            }
+        } else {
+            chain.oldest = seq;
+        }
+        chain.newest = seq;
+        chain.count += 1;
+        given_up
     }
 
     fn index_insert(&mut self, hash: u64, seq: u32) {
-        let (ring, front, hasher) = (&self.ring, self.front, &self.hasher);
+        let (ring, front) = (&self.ring, self.front);
         self.index.insert_unique(hash, seq, |&s| {
             ring.get(s.wrapping_sub(front) as usize)
-                .map_or(0, |e| hasher.hash_one(e.key))
+                .map_or(0, |e| e.hash)
         });
     }
 
-    fn unindex(&mut self, key: Key, seq: u32) {
-        if let Ok(entry) = self
-            .index
-            .find_entry(self.hasher.hash_one(key), |&s| s == seq)
-        {
+    fn unindex(&mut self, hash: u64, seq: u32) {
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s == seq) {
             entry.remove();
         }
     }
@@ -215,49 +333,62 @@ impl Dedup {
     /// one session), whose Message IDs start afresh; another device's, or
     /// the same device restarted, must not get the old session's replies.
     pub fn forget_peer(&mut self, peer: SocketAddr) {
-        let Some(mine) = self.sources.get(&peer.ip()) else {
+        let ip = peer.ip();
+        let Some(&chain) = self.sources.get(&ip) else {
             return;
         };
-        let front = self.front;
-        let theirs: Vec<u32> = mine
-            .iter()
-            .copied()
-            .filter(|seq| {
-                self.ring
-                    .get(seq.wrapping_sub(front) as usize)
-                    .is_some_and(|e| e.live && e.key.0 == peer)
-            })
-            .collect();
-        for seq in &theirs {
-            let Some(e) = self.ring.get_mut(seq.wrapping_sub(front) as usize) else {
-                continue;
+        self.epoch = self.epoch.wrapping_add(1);
+        let mut kept = Vec::new();
+        let mut seq = chain.oldest;
+        for _ in 0..chain.count {
+            let Some(e) = self.slot_mut(seq) else {
+                break;
             };
+            let (this, next, hash) = (seq, e.next, e.hash);
+            seq = next;
+            if e.key.0 != peer {
+                kept.push(this);
+                continue;
+            }
             e.live = false;
             e.reply = None;
-            let key = e.key;
             self.live -= 1;
-            self.unindex(key, *seq);
+            self.unindex(hash, this);
         }
-        if let Some(mine) = self.sources.get_mut(&peer.ip()) {
-            mine.retain(|seq| !theirs.contains(seq));
-            if mine.is_empty() {
-                self.sources.remove(&peer.ip());
+        for pair in kept.windows(2) {
+            if let Some(e) = self.slot_mut(pair[0]) {
+                e.next = pair[1];
+            }
+        }
+        match (kept.first(), kept.last()) {
+            (Some(&oldest), Some(&newest)) => {
+                let count = kept.len();
+                self.sources.insert(
+                    ip,
+                    Chain {
+                        oldest,
+                        newest,
+                        count,
+                    },
+                );
+            }
+            _ => {
+                self.sources.remove(&ip);
             }
         }
     }
 
-    /// The exchange at `seq` (already out of its source's list) leaves;
+    /// The exchange at `seq` (already out of its source's chain) leaves;
     /// its ring slot stays, dead, until the front or a compaction reaches it.
     fn let_go(&mut self, seq: u32) {
-        let at = seq.wrapping_sub(self.front) as usize;
-        let Some(e) = self.ring.get_mut(at) else {
+        let Some(e) = self.slot_mut(seq) else {
             return;
         };
         e.live = false;
         e.reply = None;
-        let key = e.key;
+        let hash = e.hash;
         self.live -= 1;
-        self.unindex(key, seq);
+        self.unindex(hash, seq);
     }
 
     fn pop_front(&mut self) {
@@ -271,16 +402,18 @@ impl Dedup {
         }
         self.live -= 1;
         let ip = oldest.key.0.ip();
-        if let Some(mine) = self.sources.get_mut(&ip) {
+        if let Entry::Occupied(mut o) = self.sources.entry(ip) {
             // The ring's oldest is its source's oldest.
-            if mine.front() == Some(&seq) {
-                mine.pop_front();
+            let chain = o.get_mut();
+            if chain.oldest == seq {
+                chain.count -= 1;
+                chain.oldest = oldest.next;
             }
-            if mine.is_empty() {
-                self.sources.remove(&ip);
+            if chain.count == 0 {
+                o.remove();
             }
         }
-        self.unindex(oldest.key, seq);
+        self.unindex(oldest.hash, seq);
     }
 
     /// Drops the dead slots: a host over its share leaves one per insert,
@@ -292,9 +425,25 @@ impl Dedup {
         self.sources.clear();
         for i in 0..self.ring.len() {
             let seq = self.front.wrapping_add(i as u32);
-            let key = self.ring[i].key;
-            self.sources.entry(key.0.ip()).or_default().push_back(seq);
-            let hash = self.hasher.hash_one(key);
+            let (ip, hash) = (self.ring[i].key.0.ip(), self.ring[i].hash);
+            match self.sources.entry(ip) {
+                Entry::Vacant(v) => {
+                    v.insert(Chain {
+                        oldest: seq,
+                        newest: seq,
+                        count: 1,
+                    });
+                }
+                Entry::Occupied(o) => {
+                    let chain = o.into_mut();
+                    let at = chain.newest.wrapping_sub(self.front) as usize;
+                    if let Some(e) = self.ring.get_mut(at) {
+                        e.next = seq;
+                    }
+                    chain.newest = seq;
+                    chain.count += 1;
+                }
+            }
             self.index_insert(hash, seq);
         }
     }
@@ -459,6 +608,20 @@ mod tests {
                 .find(|e| e.0 == peer && e.1 == mid && e.3 > now)
                 .map(|e| e.2.clone());
             assert_eq!(d.get(peer, mid, now), want, "step {step}");
+            // The handler's way: the probe of the lookup kept for the insert.
+            let probe = match d.look(peer, mid, now) {
+                Seen::Before(reply) => {
+                    assert_eq!(Some(reply), want, "step {step}");
+                    None
+                }
+                Seen::New(probe) => Some(probe),
+            };
+            if r >> 50 & 63 == 0 {
+                model.retain(|e| e.0 != peer);
+                d.forget_peer(peer);
+                assert_eq!(d.len(), model.len(), "step {step}");
+                check_chains(&d);
+            }
             if r >> 40 & 3 != 0 {
                 let reply = (r >> 42 & 1 == 0).then(|| vec![step as u8]);
                 let lifetime = Duration::from_secs(1 + (r >> 43) % 40);
@@ -480,11 +643,38 @@ mod tests {
                         model.push((peer, mid, reply.clone(), expires));
                     }
                 }
-                d.insert(peer, mid, reply, now, lifetime);
+                match probe.filter(|_| r >> 44 & 1 == 0) {
+                    // A probe from before a forget_peer is looked up again.
+                    Some(probe) => d.insert_looked(probe, reply, now, lifetime),
+                    None => d.insert(peer, mid, reply, now, lifetime),
+                };
                 assert_eq!(d.len(), model.len(), "step {step}");
                 assert_eq!(d.index.len(), d.len());
                 assert!(d.ring.len() <= 2 * capacity);
+                if step % 97 == 0 {
+                    check_chains(&d);
+                }
             }
         }
+    }
+
+    /// Each source's chain links its live exchanges, oldest first, in
+    /// ring order, and the chains hold every live exchange.
+    fn check_chains(d: &Dedup) {
+        let mut held = 0;
+        for (ip, chain) in &d.sources {
+            let want: Vec<u32> = (0..d.ring.len())
+                .filter(|&i| d.ring[i].live && d.ring[i].key.0.ip() == *ip)
+                .map(|i| d.front.wrapping_add(i as u32))
+                .collect();
+            let mut got = vec![chain.oldest];
+            while got.len() < chain.count {
+                got.push(d.slot(*got.last().unwrap()).unwrap().next);
+            }
+            assert_eq!(got, want, "{ip}");
+            assert_eq!(chain.newest, *want.last().unwrap());
+            held += chain.count;
+        }
+        assert_eq!(held, d.len());
     }
 }

@@ -7,7 +7,7 @@
 //! expiry without waiting.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use gateway_core::hash::SeededState;
 use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
 
-use super::dedup::Dedup;
+use super::dedup::{Dedup, Seen};
 use super::message::{self, FormatError, Head, CON, NON};
 use super::names::{Ids, Metrics};
 use crate::payload::{self, Context, PayloadFormat};
@@ -24,10 +24,12 @@ mod answer;
 mod block1;
 mod latest;
 mod options;
+mod outcome;
 
 use answer::Answer;
 use block1::Transfer;
 use latest::Latest;
+pub use outcome::Outcome;
 pub(crate) use options::format_for;
 use options::*;
 
@@ -45,33 +47,6 @@ pub struct Limits {
     /// A body yielding more readings is refused whole (4.13), counted before
     /// it is parsed where its format allows (`crate::payload::decode_bounded`).
     pub max_readings_per_message: usize,
-}
-
-/// What one datagram produced.
-#[derive(Debug, Default, PartialEq)]
-pub struct Outcome {
-    /// Bytes to send back to the peer.
-    pub reply: Option<Vec<u8>>,
-    /// Readings for the pipeline.
-    pub readings: Vec<Reading>,
-    /// Errors by `error_type`, with a detail for the log.
-    pub errors: Vec<(String, String)>,
-    /// A retransmission answered from the duplicate cache.
-    pub duplicate: bool,
-    /// Text fields beside the numbers (`"sensor_id": "meter-01"`), by device
-    /// and key: not errors, counted once each at debug level.
-    pub ignored: Vec<(DeviceId, String)>,
-    /// A `js:` codec's `warnings` about this body: logged and counted, the
-    /// readings still flow.
-    pub codec_warnings: Option<(DeviceId, Vec<String>)>,
-    /// Units a codec's `normalizeUplink` gave, by metric.
-    pub units: Option<(DeviceId, BTreeMap<String, String>)>,
-}
-
-impl Outcome {
-    fn error(&mut self, kind: impl Into<String>, detail: impl Into<String>) {
-        self.errors.push((kind.into(), detail.into()));
-    }
 }
 
 /// The server's state between datagrams.
@@ -215,6 +190,25 @@ impl Handler {
         readings: &mut Vec<Reading>,
     ) -> Outcome {
         let mut out = Outcome::default();
+        self.handle_onto(peer, datagram, now, arrival, only, readings, &mut out);
+        out
+    }
+
+    /// [`handle_into`](Self::handle_into) with the outcome written to
+    /// `out`, which the caller has emptied ([`Outcome::clear`]): the
+    /// server keeps one for all datagrams, where a new one each was made,
+    /// moved and dropped field by field (issue 69).
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_onto(
+        &mut self,
+        peer: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        arrival: Timestamp,
+        only: Option<&DeviceId>,
+        readings: &mut Vec<Reading>,
+        out: &mut Outcome,
+    ) {
         // Read once: the checks of `message::check` are the same walk.
         // What the server reads of the options, gathered in the walk
         // that checks them.
@@ -233,14 +227,14 @@ impl Handler {
                         out.reply = Some(message::reset(head.mid));
                     }
                 }
-                return out;
+                return;
             }
         };
         let head = request.head;
         if head.kind != CON && head.kind != NON {
             // ACK and RST: the server sends no CON, so there is nothing to
             // match them to (§4.2).
-            return out;
+            return;
         }
         if head.code == 0 {
             // A CON Empty is a ping (§4.3): answered with a Reset.
@@ -249,7 +243,7 @@ impl Handler {
             } else {
                 out.error("empty_non", "NON message with code 0.00");
             }
-            return out;
+            return;
         }
         let class = head.code >> 5;
         if class != 0 {
@@ -262,16 +256,19 @@ impl Handler {
             if head.kind == CON {
                 out.reply = Some(message::reset(head.mid));
             }
-            return out;
+            return;
         }
-        if let Some(cached) = self.dedup.get(peer, head.mid, now) {
-            out.duplicate = true;
-            out.reply = cached;
-            return out;
-        }
+        let probe = match self.dedup.look(peer, head.mid, now) {
+            Seen::Before(cached) => {
+                out.duplicate = true;
+                out.reply = cached;
+                return;
+            }
+            Seen::New(probe) => probe,
+        };
         let start = readings.len();
         let answer = self.request(
-            peer, request, options, now, arrival, only, &mut out, readings,
+            peer, request, &options, now, arrival, only, out, readings,
         );
         let confirmable = head.kind == CON;
         // A successful NON update gets no response; errors and GETs do,
@@ -300,7 +297,7 @@ impl Handler {
         };
         if self
             .dedup
-            .insert(peer, head.mid, out.reply.clone(), now, lifetime)
+            .insert_looked(probe, out.reply.clone(), now, lifetime)
         {
             // Not an error of this request: its address sends more than its
             // share of the cache holds for a lifetime (many devices behind
@@ -312,7 +309,6 @@ impl Handler {
             self.dedup_given_up_by = Some(peer.ip());
         }
         self.remember(&readings[start..]);
-        out
     }
 
     /// Answers a datagram that filled the receive buffer: it was truncated,
@@ -352,7 +348,7 @@ impl Handler {
         &mut self,
         peer: SocketAddr,
         request: message::Request<'_>,
-        options: OptionsRead<'_>,
+        options: &OptionsRead<'_>,
         now: Instant,
         arrival: Timestamp,
         only: Option<&DeviceId>,
@@ -362,12 +358,13 @@ impl Handler {
         let OptionsRead {
             raw,
             depth,
-            mut path_utf8,
+            path_utf8,
             cf,
             block1,
             unsupported,
         } = options;
-        if let Some(number) = unsupported {
+        let (depth, mut path_utf8, cf, block1) = (*depth, *path_utf8, *cf, *block1);
+        if let Some(number) = *unsupported {
             out.error("bad_option", format!("critical option {number}"));
             return Answer::error(ResponseType::BadOption, "unsupported critical option");
         }

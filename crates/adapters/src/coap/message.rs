@@ -135,8 +135,14 @@ fn walk_visiting<'a>(
                 Ok((head, i))
             };
         }
-        let delta = extended(byte >> 4, buf, &mut i)?;
-        let len = extended(byte & 0x0F, buf, &mut i)?;
+        // Both nibbles plain, as in nearly every option of a request:
+        // read without the extended forms' checks (issue 69).
+        let (delta, len) = if byte < 0xD0 && byte & 0x0F < 13 {
+            (u32::from(byte >> 4), u32::from(byte & 0x0F))
+        } else {
+            let delta = extended(byte >> 4, buf, &mut i)?;
+            (delta, extended(byte & 0x0F, buf, &mut i)?)
+        };
         number += delta;
         let Ok(option) = u16::try_from(number) else {
             return Err(FormatError::OptionNumberOverflow);

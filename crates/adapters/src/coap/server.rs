@@ -77,6 +77,7 @@ pub async fn serve(
     let mut batch = RecvBatch::new(BATCH, slot);
     let mut readings = Vec::new();
     let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+    let mut outcome = Outcome::default();
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
@@ -109,12 +110,12 @@ pub async fn serve(
                 );
                 return;
             }
-            let outcome = if bytes.len() >= slot {
-                handler.oversize(bytes)
+            if bytes.len() >= slot {
+                outcome = handler.oversize(bytes);
             } else {
-                handler.handle_into(peer, bytes, now, arrival, None, &mut readings)
-            };
-            settle(outcome, peer, &mut replies, &ctx, &stats, &throttle);
+                handler.handle_onto(peer, bytes, now, arrival, None, &mut readings, &mut outcome);
+            }
+            settle(&mut outcome, peer, &mut replies, &ctx, &stats, &throttle);
         });
         match read {
             Ok(_) => {}
@@ -163,9 +164,10 @@ pub(super) fn count_dedup_given_up(
 }
 
 /// Counts what one datagram's outcome refused and keeps its reply for
-/// [`deliver`] (its readings are in the wake-up's batch already).
+/// [`deliver`] (its readings are in the wake-up's batch already), leaving
+/// it empty for the next.
 fn settle(
-    outcome: Outcome,
+    outcome: &mut Outcome,
     peer: SocketAddr,
     replies: &mut Vec<(Vec<u8>, SocketAddr)>,
     ctx: &AdapterContext,
@@ -178,10 +180,11 @@ fn settle(
     for (device, key) in &outcome.ignored {
         stats.ignored_field(device.as_str(), key);
     }
-    codec_notes(&outcome, ctx, throttle);
-    if let Some(reply) = outcome.reply {
+    codec_notes(outcome, ctx, throttle);
+    if let Some(reply) = outcome.reply.take() {
         replies.push((reply, peer));
     }
+    outcome.clear();
 }
 
 /// Hands a wake-up's readings to the pipeline, then sends the replies: an
