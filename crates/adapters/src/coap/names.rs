@@ -89,12 +89,26 @@ impl Ids {
     }
 }
 
+/// Names a [`Metrics`] remembers in front of its table.
+const RECENT_METRICS: usize = 16;
+
 /// The metric names of the JSON keys heard lately.
-pub(super) struct Metrics(Table<MetricName>);
+pub(super) struct Metrics {
+    table: Table<MetricName>,
+    /// Names found lately, each in the slot [`Metrics::slot`] picks for
+    /// its text: a fleet's bodies name the same few keys again and again,
+    /// and a slot's compare is a third of the table's lookup (the hash,
+    /// the probe, the compare: about 90 instructions of a CoAP
+    /// datagram's, issue 69). Each is the name `get` gave for its text.
+    recent: [Option<MetricName>; RECENT_METRICS],
+}
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self(Table::new(MAX_METRICS))
+        Self {
+            table: Table::new(MAX_METRICS),
+            recent: Default::default(),
+        }
     }
 }
 
@@ -102,14 +116,38 @@ impl Metrics {
     /// Names kept.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.0.table.len()
+        self.table.table.len()
+    }
+
+    /// A key's slot in `recent`, of its length and its first and last
+    /// bytes: no hash, just apart for the few keys of a fleet's bodies
+    /// (`temperature`, `humidity`, `co2`); two that share a slot take
+    /// turns in it, each found in the table when the other is there.
+    fn slot(bytes: &[u8]) -> usize {
+        let first = usize::from(bytes.first().copied().unwrap_or(0));
+        let last = usize::from(bytes.last().copied().unwrap_or(0));
+        (bytes.len() ^ first ^ last.rotate_left(2)) % RECENT_METRICS
     }
 
     /// The metric a key spelled as `bytes` names, as `MetricName::new`
     /// makes it; `None` for bytes that are not text or not a valid name
     /// (which the payload decoder then reports).
     pub(super) fn get(&mut self, bytes: &[u8]) -> Option<MetricName> {
-        if let Some(name) = self.0.find(bytes, MetricName::as_str) {
+        let slot = Self::slot(bytes);
+        if let Some(Some(name)) = self.recent.get(slot) {
+            if name.as_str().as_bytes() == bytes {
+                return Some(name.clone());
+            }
+        }
+        let name = self.find_or_keep(bytes)?;
+        if let Some(recent) = self.recent.get_mut(slot) {
+            *recent = Some(name.clone());
+        }
+        Some(name)
+    }
+
+    fn find_or_keep(&mut self, bytes: &[u8]) -> Option<MetricName> {
+        if let Some(name) = self.table.find(bytes, MetricName::as_str) {
             return Some(name.clone());
         }
         let name = MetricName::new(std::str::from_utf8(bytes).ok()?).ok()?;
@@ -117,7 +155,7 @@ impl Metrics {
         // simply not be found by its bytes.
         if name.as_str().as_bytes() == bytes {
             let name = name.interned();
-            self.0.keep(bytes, name.clone(), MetricName::as_str);
+            self.table.keep(bytes, name.clone(), MetricName::as_str);
             return Some(name);
         }
         Some(name)
@@ -129,6 +167,33 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Against the names made afresh: keys that share slots, keys that
+    /// are not names, and the table starting over, in random turns.
+    #[test]
+    fn the_recent_names_give_what_the_checks_make() {
+        let keys: Vec<Vec<u8>> = (0..40)
+            .map(|i| format!("k{}", "x".repeat(i % 7)).into_bytes())
+            .chain((0..40).map(|i| format!("m{i}e").into_bytes()))
+            .chain([&b"a/b"[..], b"\xff", b"", b"temperature", b"t"].map(<[u8]>::to_vec))
+            .collect();
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut metrics = Metrics::default();
+        for _ in 0..20_000 {
+            let key = &keys[(next() % keys.len() as u64) as usize];
+            let made = std::str::from_utf8(key)
+                .ok()
+                .and_then(|t| MetricName::new(t).ok());
+            assert_eq!(metrics.get(key), made, "{key:?}");
+            // Past the table's bound it starts over; the recent names stay
+            // right.
+            if next() % 500 == 0 {
+                for i in 0..MAX_METRICS {
+                    metrics.get(format!("flood{i}").as_bytes());
+                }
+            }
+        }
+    }
+
     #[test]
     fn names_are_found_by_their_bytes_as_the_checks_make_them() {
         let mut metrics = Metrics::default();
@@ -139,13 +204,13 @@ mod tests {
         // Not text, not a name: none, and nothing kept.
         for key in [&b"\xff"[..], b"\xc0\xaf", b"a/b", b"", b"a+", b"\x01"] {
             assert_eq!(metrics.get(key), None, "{key:?}");
-            assert!(metrics.0.find(key, MetricName::as_str).is_none());
+            assert!(metrics.table.find(key, MetricName::as_str).is_none());
         }
         // Bounded: past the bound the table starts over.
         for i in 0..MAX_METRICS * 2 {
             let key = format!("m{i}");
             assert_eq!(metrics.get(key.as_bytes()).unwrap().as_str(), key);
-            assert!(metrics.0.table.len() <= MAX_METRICS);
+            assert!(metrics.table.table.len() <= MAX_METRICS);
         }
 
         let mut ids = Ids::new(4);
