@@ -131,7 +131,7 @@ fn plain_into(text: &str, ctx: &Context, device_field: Option<&str>, out: &mut D
 
 /// [`plain_into`] of bytes not yet known to be text, for a device named
 /// by its resource (CoAP's `/s/{device}`) and no `device_field`: an
-/// object [`json_plain::ascii_fields_into`] reads, without a time or
+/// object [`json_plain::ascii_fields_each`] reads, without a time or
 /// device key, each field a reading at `now` whose metric `metric` names
 /// by the key's bytes. False, with nothing added, for anything else and
 /// for a key `metric` does not name, which [`decode_into`] then reads.
@@ -144,28 +144,28 @@ pub(super) fn ascii_plain_into(
     metric: &mut dyn FnMut(&[u8]) -> Option<gateway_core::MetricName>,
     readings: &mut Vec<gateway_core::Reading>,
 ) -> bool {
-    let mut fields = json_plain::Fields::default();
-    if !json_plain::ascii_fields_into(payload, &mut fields) || fields.len() > max_readings {
-        return false;
-    }
-    if fields.iter().any(|(key, _)| special_key(key)) {
-        return false;
-    }
     let start = readings.len();
-    for (key, value) in fields.iter() {
-        let reading = metric(key).and_then(|metric| {
-            let source = gateway_core::TimeSource::Arrival;
-            gateway_core::Reading::new(device.clone(), metric, value, now, source).ok()
-        });
-        match reading {
-            Some(r) => readings.push(r),
-            None => {
-                readings.truncate(start);
-                return false;
-            }
+    let most = max_readings.min(json_plain::MAX_FIELDS);
+    let read = json_plain::ascii_fields_each(payload, |key, value| {
+        if readings.len() - start >= most || special_key(key) {
+            return None;
         }
+        let metric = metric(key)?;
+        // A key read before names a metric taken before: declined as
+        // [`json_plain::fields_into`] declines it (as would two keys
+        // `metric` gave one name, which the general decode reads then).
+        if readings[start..].iter().any(|r| *r.metric() == metric) {
+            return None;
+        }
+        let source = gateway_core::TimeSource::Arrival;
+        let reading = gateway_core::Reading::new(device.clone(), metric, value, now, source);
+        readings.push(reading.ok()?);
+        Some(())
+    });
+    if !read {
+        readings.truncate(start);
     }
-    true
+    read
 }
 
 /// Whether `key` is one of [`TIME_KEYS`] or [`DEVICE_KEYS`], told by its

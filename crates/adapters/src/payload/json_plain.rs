@@ -35,25 +35,36 @@ pub(super) fn fields_into<'a>(text: &'a str, out: &mut Fields<&'a str>) -> bool 
         text.as_bytes(),
         &super::decimal::ENDS_PLAIN_STRING,
         key,
-        out,
+        |key, value| out.push(key, value),
     )
     .is_some()
 }
 
-/// [`fields_into`] of bytes not known to be text, for a caller that has
-/// not checked them: only an object whose keys are ASCII is read, so what
-/// is read is ASCII throughout (its punctuation, whitespace and numbers
-/// are), hence UTF-8, and reads as [`fields_into`] reads its text. The
-/// UTF-8 check of the whole payload, one call into `core` of about 70
-/// instructions for a few bytes, is not needed for it (issue 69).
+/// The fields [`fields_into`] reads, of bytes not known to be text, for a
+/// caller that has not checked them: only an object whose keys are ASCII
+/// is read, so what is read is ASCII throughout (its punctuation,
+/// whitespace and numbers are), hence UTF-8, and reads as [`fields_into`]
+/// reads its text. The UTF-8 check of the whole payload, one call into
+/// `core` of about 70 instructions for a few bytes, is not needed for it
+/// (issue 69).
+///
+/// Each field goes to `field` as it is read, which declines the object
+/// with `None`; `false` when it did or the object is not of the plain
+/// shape. The count and the duplicate keys are `field`'s to refuse: a
+/// caller that keeps what it took has them at hand, and a [`Fields`] to
+/// collect them in (its 400 bytes set up, then walked twice) was a
+/// seventh of the fast path's instructions (issue 69).
 #[cfg(feature = "coap")]
-pub(super) fn ascii_fields_into<'a>(bytes: &'a [u8], out: &mut Fields<&'a [u8]>) -> bool {
+pub(super) fn ascii_fields_each<'a>(
+    bytes: &'a [u8],
+    field: impl FnMut(&'a [u8], f64) -> Option<()>,
+) -> bool {
     let key = |start: usize, end: usize| bytes.get(start..end);
-    read_fields(bytes, &ENDS_ASCII_STRING, key, out).is_some()
+    read_fields(bytes, &ENDS_ASCII_STRING, key, field).is_some()
 }
 
 /// [`super::decimal::ENDS_PLAIN_STRING`], also ending at any byte that is
-/// not ASCII: [`ascii_fields_into`] declines such a key.
+/// not ASCII: [`ascii_fields_each`] declines such a key.
 #[cfg(feature = "coap")]
 const ENDS_ASCII_STRING: [bool; 256] = {
     let mut table = super::decimal::ENDS_PLAIN_STRING;
@@ -65,14 +76,14 @@ const ENDS_ASCII_STRING: [bool; 256] = {
     table
 };
 
-/// Reads `s` into `out`: a key's scan stops at the first byte `ends`
-/// marks, which must be its closing quote; `key` makes the key of its
-/// bytes `start..end`.
-fn read_fields<K: Copy + PartialEq>(
+/// Reads `s`, each field to `field`: a key's scan stops at the first byte
+/// `ends` marks, which must be its closing quote; `key` makes the key of
+/// its bytes `start..end`.
+fn read_fields<K>(
     s: &[u8],
     ends: &[bool; 256],
     key: impl Fn(usize, usize) -> Option<K>,
-    out: &mut Fields<K>,
+    mut field: impl FnMut(K, f64) -> Option<()>,
 ) -> Option<()> {
     let mut r = Reader { s, at: 0 };
     r.byte(b'{')?;
@@ -82,11 +93,7 @@ fn read_fields<K: Copy + PartialEq>(
         r.byte(b':')?;
         r.skip_ws();
         let value = r.number()?;
-        if out.len == MAX_FIELDS || out.pairs[..out.len].iter().any(|(k, _)| *k == key) {
-            return None;
-        }
-        out.pairs[out.len] = (key, value);
-        out.len += 1;
+        field(key, value)?;
         match r.next()? {
             b',' => continue,
             b'}' => break,
@@ -98,7 +105,7 @@ fn read_fields<K: Copy + PartialEq>(
 }
 
 /// What [`fields_into`] read: at least one field when it said `true`.
-/// Keys are text, or ASCII bytes ([`ascii_fields_into`]).
+/// Keys are text.
 /// Keys beside their values: one slice to walk (two zipped were a
 /// tenth of the CoAP fast path's instructions, issue 69).
 pub(crate) struct Fields<K> {
@@ -115,14 +122,19 @@ impl<K: Copy + Default> Default for Fields<K> {
     }
 }
 
-impl<K: Copy> Fields<K> {
+impl<K: Copy + PartialEq> Fields<K> {
     pub(super) fn iter(&self) -> impl Iterator<Item = (K, f64)> + '_ {
         self.pairs[..self.len].iter().copied()
     }
 
-    #[cfg(feature = "coap")]
-    pub(super) fn len(&self) -> usize {
-        self.len
+    /// Adds a field; `None` past [`MAX_FIELDS`] or for a key read before.
+    fn push(&mut self, key: K, value: f64) -> Option<()> {
+        if self.len == MAX_FIELDS || self.pairs[..self.len].iter().any(|(k, _)| *k == key) {
+            return None;
+        }
+        self.pairs[self.len] = (key, value);
+        self.len += 1;
+        Some(())
     }
 }
 
