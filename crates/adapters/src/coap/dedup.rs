@@ -8,8 +8,7 @@
 //! hosts cannot push another host's exchanges out before their lifetime
 //! (a retransmission arriving afterwards would be processed twice).
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -31,6 +30,7 @@ pub const NON_LIFETIME: Duration = Duration::from_secs(145);
 struct Key(SocketAddr, u16);
 
 impl Hash for Key {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         let (port, mid) = (u64::from(self.0.port()), u64::from(self.1));
         match self.0 {
@@ -74,7 +74,7 @@ pub struct Dedup {
     /// cost (issue 69). Its size is bounded by the cache's capacity, which
     /// is what makes a non-PRF hash acceptable for a key a forger chooses
     /// (`gateway_core::hash`).
-    sources: HashMap<IpAddr, Chain, SeededState>,
+    sources: Sources,
     /// Exchanges held; the ring also holds the ones a source gave up
     /// (no longer indexed) until they reach its front or a compaction.
     live: usize,
@@ -95,6 +95,70 @@ struct Chain {
     oldest: u32,
     newest: u32,
     count: usize,
+}
+
+/// The sources' chains by address.
+#[derive(Default)]
+struct Sources {
+    table: HashTable<(IpAddr, Chain)>,
+    hasher: SeededState,
+    /// The bucket of the source found last, checked against the address
+    /// it is asked for: a burst comes from one address, whose hash and
+    /// probe were about 60 instructions of a CoAP datagram (issue 69),
+    /// and a bucket the table moved or emptied since only misses.
+    last: usize,
+}
+
+impl Sources {
+    /// Where `ip`'s chain is, remembered for the next call.
+    #[inline]
+    fn find(&mut self, ip: IpAddr) -> Option<usize> {
+        if !matches!(self.table.get_bucket(self.last), Some((at, _)) if *at == ip) {
+            let hash = self.hasher.hash_one(ip);
+            self.last = self.table.find_bucket_index(hash, |(at, _)| *at == ip)?;
+        }
+        Some(self.last)
+    }
+
+    #[inline]
+    fn chain(&mut self, bucket: usize) -> Option<&mut Chain> {
+        self.table.get_bucket_mut(bucket).map(|(_, chain)| chain)
+    }
+
+    fn get(&mut self, ip: IpAddr) -> Option<Chain> {
+        let bucket = self.find(ip)?;
+        self.chain(bucket).copied()
+    }
+
+    /// Sets `ip`'s chain, kept or not.
+    fn set(&mut self, ip: IpAddr, chain: Chain) {
+        if let Some(kept) = self.find(ip).and_then(|bucket| self.chain(bucket)) {
+            *kept = chain;
+            return;
+        }
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(ip);
+        let entry = self
+            .table
+            .insert_unique(hash, (ip, chain), |(at, _)| hasher.hash_one(at));
+        self.last = entry.bucket_index();
+    }
+
+    fn remove_at(&mut self, bucket: usize) {
+        if let Ok(entry) = self.table.get_bucket_entry(bucket) {
+            entry.remove();
+        }
+    }
+
+    fn remove(&mut self, ip: IpAddr) {
+        if let Some(bucket) = self.find(ip) {
+            self.remove_at(bucket);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.table.clear();
+    }
 }
 
 struct Exchange {
@@ -142,7 +206,7 @@ impl Dedup {
             index: HashTable::new(),
             ring: VecDeque::new(),
             front: 0,
-            sources: HashMap::default(),
+            sources: Sources::default(),
             live: 0,
             share: Self::share(capacity),
             epoch: 0,
@@ -166,9 +230,14 @@ impl Dedup {
         self.ring.get_mut(seq.wrapping_sub(self.front) as usize)
     }
 
+    #[allow(clippy::manual_hash_one)] // see the hash below
     fn probe(&self, peer: SocketAddr, mid: u16) -> Probe {
         let key = Key(peer, mid);
-        let hash = self.hasher.hash_one(key);
+        // BuildHasher::hash_one spelled out: a build left that call out
+        // of line, a fifth of the probe.
+        let mut hasher = self.hasher.build_hasher();
+        key.hash(&mut hasher);
+        let hash = hasher.finish();
         let at = self
             .index
             .find(hash, |&seq| self.slot(seq).is_some_and(|e| e.key == key))
@@ -282,16 +351,20 @@ impl Dedup {
     /// returned, to be let go.
     fn join(&mut self, ip: IpAddr, seq: u32) -> Option<u32> {
         let (ring, front) = (&mut self.ring, self.front);
-        let chain = match self.sources.entry(ip) {
-            Entry::Vacant(v) => {
-                v.insert(Chain {
+        let Some(chain) = self
+            .sources
+            .find(ip)
+            .and_then(|bucket| self.sources.chain(bucket))
+        else {
+            self.sources.set(
+                ip,
+                Chain {
                     oldest: seq,
                     newest: seq,
                     count: 1,
-                });
-                return None;
-            }
-            Entry::Occupied(o) => o.into_mut(),
+                },
+            );
+            return None;
         };
         let mut given_up = None;
         if chain.count >= self.share {
@@ -334,7 +407,7 @@ impl Dedup {
     /// the same device restarted, must not get the old session's replies.
     pub fn forget_peer(&mut self, peer: SocketAddr) {
         let ip = peer.ip();
-        let Some(&chain) = self.sources.get(&ip) else {
+        let Some(chain) = self.sources.get(ip) else {
             return;
         };
         self.epoch = self.epoch.wrapping_add(1);
@@ -363,7 +436,7 @@ impl Dedup {
         match (kept.first(), kept.last()) {
             (Some(&oldest), Some(&newest)) => {
                 let count = kept.len();
-                self.sources.insert(
+                self.sources.set(
                     ip,
                     Chain {
                         oldest,
@@ -373,7 +446,7 @@ impl Dedup {
                 );
             }
             _ => {
-                self.sources.remove(&ip);
+                self.sources.remove(ip);
             }
         }
     }
@@ -402,15 +475,16 @@ impl Dedup {
         }
         self.live -= 1;
         let ip = oldest.key.0.ip();
-        if let Entry::Occupied(mut o) = self.sources.entry(ip) {
-            // The ring's oldest is its source's oldest.
-            let chain = o.get_mut();
-            if chain.oldest == seq {
-                chain.count -= 1;
-                chain.oldest = oldest.next;
-            }
-            if chain.count == 0 {
-                o.remove();
+        if let Some(bucket) = self.sources.find(ip) {
+            if let Some(chain) = self.sources.chain(bucket) {
+                // The ring's oldest is its source's oldest.
+                if chain.oldest == seq {
+                    chain.count -= 1;
+                    chain.oldest = oldest.next;
+                }
+                if chain.count == 0 {
+                    self.sources.remove_at(bucket);
+                }
             }
         }
         self.unindex(oldest.hash, seq);
@@ -426,16 +500,16 @@ impl Dedup {
         for i in 0..self.ring.len() {
             let seq = self.front.wrapping_add(i as u32);
             let (ip, hash) = (self.ring[i].key.0.ip(), self.ring[i].hash);
-            match self.sources.entry(ip) {
-                Entry::Vacant(v) => {
-                    v.insert(Chain {
+            match self.sources.find(ip).and_then(|b| self.sources.chain(b)) {
+                None => self.sources.set(
+                    ip,
+                    Chain {
                         oldest: seq,
                         newest: seq,
                         count: 1,
-                    });
-                }
-                Entry::Occupied(o) => {
-                    let chain = o.into_mut();
+                    },
+                ),
+                Some(chain) => {
                     let at = chain.newest.wrapping_sub(self.front) as usize;
                     if let Some(e) = self.ring.get_mut(at) {
                         e.next = seq;
@@ -662,7 +736,7 @@ mod tests {
     /// ring order, and the chains hold every live exchange.
     fn check_chains(d: &Dedup) {
         let mut held = 0;
-        for (ip, chain) in &d.sources {
+        for (ip, chain) in d.sources.table.iter() {
             let want: Vec<u32> = (0..d.ring.len())
                 .filter(|&i| d.ring[i].live && d.ring[i].key.0.ip() == *ip)
                 .map(|i| d.front.wrapping_add(i as u32))

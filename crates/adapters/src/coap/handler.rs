@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
-use gateway_core::hash::SeededState;
 use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
 
 use super::dedup::{Dedup, Seen};
@@ -28,7 +27,7 @@ mod outcome;
 
 use answer::Answer;
 use block1::Transfer;
-use latest::Latest;
+use latest::Devices;
 pub use outcome::Outcome;
 pub(crate) use options::format_for;
 use options::*;
@@ -61,7 +60,7 @@ pub struct Handler {
     /// Their counter, made at the first: a flood from one address meets
     /// it on every wake-up, where a labelled lookup costs more than the add.
     dedup_share_full: Option<gateway_core::telemetry::Counter>,
-    latest: HashMap<DeviceId, Latest, SeededState>,
+    latest: Devices,
     ids: Ids,
     metrics: Metrics,
     next_mid: u16,
@@ -115,7 +114,7 @@ impl Handler {
             dedup_given_up: 0,
             dedup_given_up_by: None,
             dedup_share_full: None,
-            latest: HashMap::default(),
+            latest: Devices::default(),
             next_mid: first_mid,
             #[cfg(test)]
             fast: true,

@@ -841,7 +841,10 @@ fn the_latest_values_are_the_first_metrics_heard_by_name() {
     post(&mut h, "s/d1", r#"{"m29": 99, "m5": 5}"#.to_string());
     post(&mut h, "s/d2", r#"{"m3": -1.5}"#.to_string());
     let d1 = DeviceId::new("d1").unwrap();
-    let kept: Vec<(&str, f64)> = h.latest[&d1]
+    let kept: Vec<(&str, f64)> = h
+        .latest
+        .get(&d1)
+        .unwrap()
         .iter()
         .map(|(m, v, _)| (m.as_str(), *v))
         .collect();

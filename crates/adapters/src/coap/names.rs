@@ -106,8 +106,9 @@ impl Ids {
     /// A text's slot in `recent`, of its last two bytes (their low
     /// nibbles): where a fleet's serial numbers and MACs differ, so
     /// `sim-00001` to `sim-00100` each have their own. Texts that share
-    /// a slot are found in the table.
-    fn slot(bytes: &[u8]) -> usize {
+    /// a slot are found in the table. The handler's latest values pick
+    /// their slots alike.
+    pub(super) fn slot(bytes: &[u8]) -> usize {
         match bytes {
             [.., a, b] => usize::from(a & 0x0f) << 4 | usize::from(b & 0x0f),
             [b] => usize::from(b & 0x0f),
