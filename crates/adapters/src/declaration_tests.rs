@@ -7,10 +7,6 @@ use std::path::{Path, PathBuf};
 
 use crate::DECLARATIONS;
 
-/// Folders of `src/` that are not adapters: payload formats shared by
-/// several of them.
-const SHARED: &[&str] = &["payload"];
-
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -32,18 +28,6 @@ fn strings(value: Option<&toml::Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn adapter_folders() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(crate_dir().join("src"))
-        .expect("src/ is readable")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|name| !SHARED.contains(&name.as_str()))
-        .collect();
-    out.sort();
-    out
-}
-
 // Only with every adapter built in: a folder whose feature is off is
 // rightly absent from DECLARATIONS.
 #[cfg(all(
@@ -59,7 +43,17 @@ fn adapter_folders() -> Vec<String> {
 ))]
 #[test]
 fn every_adapter_folder_is_declared_and_documented() {
-    let folders = adapter_folders();
+    // Folders of `src/` that are not adapters: payload formats shared by
+    // several of them.
+    const SHARED: &[&str] = &["payload"];
+    let mut folders: Vec<String> = std::fs::read_dir(crate_dir().join("src"))
+        .expect("src/ is readable")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !SHARED.contains(&name.as_str()))
+        .collect();
+    folders.sort();
     assert!(folders.len() >= 6, "found only {folders:?}");
     for folder in &folders {
         let dir = crate_dir().join("src").join(folder);

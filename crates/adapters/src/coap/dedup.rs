@@ -250,9 +250,9 @@ impl Dedup {
         }
     }
 
-    /// The reply to replay for a retransmission of (`peer`, `mid`): `Some(None)`
-    /// when the exchange is known but had no reply (a NON), `None` when it
-    /// is new or expired.
+    /// [`look`](Self::look) without the probe: `Some(None)` for a known
+    /// exchange that had no reply, `None` for a new or expired one.
+    #[cfg(test)]
     pub fn get(&self, peer: SocketAddr, mid: u16, now: Instant) -> Option<Option<Vec<u8>>> {
         match self.look(peer, mid, now) {
             Seen::Before(reply) => Some(reply),
@@ -260,8 +260,10 @@ impl Dedup {
         }
     }
 
-    /// [`get`](Self::get), keeping what it found of a new exchange for
-    /// [`insert_looked`](Self::insert_looked).
+    /// The reply to replay for a retransmission of (`peer`, `mid`)
+    /// (`Seen::Before(None)` when the exchange is known but had no reply, a
+    /// NON), or, for a new or expired exchange, the search that found
+    /// nothing, kept for [`insert_looked`](Self::insert_looked).
     pub fn look(&self, peer: SocketAddr, mid: u16, now: Instant) -> Seen {
         let probe = self.probe(peer, mid);
         match probe.at.and_then(|seq| self.slot(seq)) {
@@ -270,11 +272,8 @@ impl Dedup {
         }
     }
 
-    /// Remembers the reply to (`peer`, `mid`) for `lifetime`, first letting
-    /// go of expired exchanges at the front, and of the oldest when full.
-    /// Returns whether the peer's address gave up one of its own exchanges
-    /// before its lifetime (it holds its whole share): a retransmission of
-    /// that one would be processed again.
+    /// [`insert_looked`](Self::insert_looked) without a probe.
+    #[cfg(test)]
     pub fn insert(
         &mut self,
         peer: SocketAddr,
@@ -287,8 +286,12 @@ impl Dedup {
         self.insert_looked(probe, reply, now, lifetime)
     }
 
-    /// [`insert`](Self::insert) of the exchange `probe` looked up; a probe
-    /// older than another change of the cache is looked up again.
+    /// Remembers the reply to the exchange `probe` looked up for
+    /// `lifetime`, first letting go of expired exchanges at the front, and
+    /// of the oldest when full; a probe older than another change of the
+    /// cache is looked up again. Returns whether the peer's address gave up
+    /// one of its own exchanges before its lifetime (it holds its whole
+    /// share): a retransmission of that one would be processed again.
     pub fn insert_looked(
         &mut self,
         probe: Probe,

@@ -168,35 +168,19 @@ impl Handler {
         only: Option<&DeviceId>,
     ) -> Outcome {
         let mut readings = Vec::new();
-        let mut out = self.handle_into(peer, datagram, now, arrival, only, &mut readings);
+        let mut out = Outcome::default();
+        self.handle_onto(peer, datagram, now, arrival, only, &mut readings, &mut out);
         out.readings = readings;
         out
     }
 
     /// [`handle_as`](Self::handle_as) with the readings added to the end
-    /// of `readings` (the outcome holds none): the server gathers a
-    /// wake-up's readings there for the pipeline, and a datagram's own
-    /// vector was allocated, copied into the batch and freed (the
-    /// allocator was about a tenth of a datagram's instructions, this
-    /// vector and the path's most of it).
-    pub fn handle_into(
-        &mut self,
-        peer: SocketAddr,
-        datagram: &[u8],
-        now: Instant,
-        arrival: Timestamp,
-        only: Option<&DeviceId>,
-        readings: &mut Vec<Reading>,
-    ) -> Outcome {
-        let mut out = Outcome::default();
-        self.handle_onto(peer, datagram, now, arrival, only, readings, &mut out);
-        out
-    }
-
-    /// [`handle_into`](Self::handle_into) with the outcome written to
-    /// `out`, which the caller has emptied ([`Outcome::clear`]): the
-    /// server keeps one for all datagrams, where a new one each was made,
-    /// moved and dropped field by field (issue 69).
+    /// of `readings` and the outcome written to `out`, which the caller
+    /// has emptied ([`Outcome::clear`]): the server gathers a wake-up's
+    /// readings in one list for the pipeline and keeps one outcome for all
+    /// datagrams, where each had its own vector and outcome, made, moved
+    /// and dropped (issue 69: the allocator was about a tenth of a
+    /// datagram's instructions).
     #[allow(clippy::too_many_arguments)]
     pub fn handle_onto(
         &mut self,
