@@ -8,7 +8,8 @@
 # round until 10 000 messages are sent: DEVICES=10000 leaves 50 000 series
 # open, DEVICES=1 sends 10 000 readings into each of 5 series. WINDOW
 # (default 1h) is the aggregation window; a short one (5s) also reports the
-# RSS once every window has closed and its series were let go.
+# RSS once every window has closed and its series were let go. LATER=N
+# samples it once more N seconds after the burst settled.
 # Needs mosquitto, curl, python3 and gdb.
 BIN=$1; SIM=${2:-$1}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -52,6 +53,12 @@ fi
 echo "${at:-last reading}: readings=$r releases=$rel $(grep -E '^(Rss|Anonymous)' /proc/$GP/smaps_rollup | tr -s ' ' | tr '\n' ' ')"
 for i in $(seq 1 100); do r2=$(metric edge_gateway_heap_releases_total); [ "$r2" != "$rel" ] && break; sleep 0.05; done
 echo "settled: releases=$r2 $(grep -E '^(Rss|Anonymous)' /proc/$GP/smaps_rollup | tr -s ' ' | tr '\n' ' ')"
+# LATER=N: the RSS again N seconds after that, idle (the code a released
+# burst left faulted back in by what runs idle).
+if [ -n "${LATER:-}" ]; then
+  sleep "$LATER"; curl -s 127.0.0.1:$M/metrics >/dev/null
+  echo "${LATER} s later: $(grep -E '^(Rss|Anonymous)' /proc/$GP/smaps_rollup | tr -s ' ' | tr '\n' ' ')"
+fi
 gdb -p $GP -batch -ex 'call (int) malloc_info(0, (void*) stderr)' >/dev/null 2>&1
 python3 - $D/log <<'PY'
 import re,sys

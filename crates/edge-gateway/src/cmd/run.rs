@@ -203,6 +203,9 @@ async fn run(
     };
     let mut exit = Exit::Stopped;
     // Released by this loop itself: see `memory::release_startup_code`.
+    // The same mappings are released again after each burst, once start-up's
+    // release has been made (`memory::release_burst_code`).
+    let code_mappings = startup_code.clone();
     let mut startup_code = Some(startup_code);
     let settled = tokio::time::sleep(edge_gateway::memory::STARTUP_SETTLES);
     tokio::pin!(settled);
@@ -217,7 +220,11 @@ async fn run(
             _ = term.recv() => { info!("SIGTERM: stopping."); break; }
             _ = hup.recv() => reload(&mut gateway, path, remote.as_ref()).await,
             _ = status_tick.tick() => status::log_line(&gateway.telemetry),
-            _ = heap_tick.tick() => heap.check().await,
+            _ = heap_tick.tick() => {
+                if heap.check().await && startup_code.is_none() {
+                    edge_gateway::memory::release_burst_code(&code_mappings);
+                }
+            }
             () = &mut settled, if startup_code.is_some() => {
                 if let Some(code) = startup_code.take() {
                     edge_gateway::memory::release_startup_code(&code);

@@ -139,3 +139,78 @@ async fn metrics_can_be_turned_off() {
     gw.signal("TERM");
     gw.wait_exit().await;
 }
+
+/// The executable's resident pages, from `/proc/PID/smaps`.
+fn resident_code_kib(pid: u32) -> u64 {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let exe = exe.to_string_lossy().into_owned();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut ours = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            ours = line.trim_end().ends_with(exe.as_str());
+        } else if let (true, Some(rest)) = (ours, line.strip_prefix("Rss:")) {
+            kib += rest
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    kib
+}
+
+/// A burst runs code an idle gateway does not; once it has passed (the
+/// heap check gave its free pages back), those pages are let go too, as
+/// start-up's are, instead of staying resident for good (issue 69).
+#[tokio::test]
+async fn the_code_a_burst_ran_is_let_go_once_it_has_passed() {
+    let local = Mosquitto::start();
+    let upstream = Mosquitto::start();
+    let port = free_port();
+    let cfg = with_metrics(
+        config("gw-burst", local.port(), upstream.port(), "1h", "1s"),
+        port,
+    );
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Subscribed").await;
+    gw.wait_for_log("released the memory of code only start-up used")
+        .await;
+    let pid = gw.child.id().unwrap();
+
+    let sent = tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(["simulate", "--broker", &local.url()])
+        .args(["--devices", "5000", "--count", "5000", "--rate", "0"])
+        .args([
+            "--qos",
+            "1",
+            "--metrics",
+            "temperature,humidity,pressure,co2,battery",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(sent.success());
+    let (_, text) = until(port, "/metrics", |_, b| {
+        b.contains("edge_gateway_aggregator_readings_total 25000")
+    })
+    .await;
+    let releases =
+        test_support::metrics::sample(&text, "edge_gateway_heap_releases_total").unwrap();
+    let during = resident_code_kib(pid);
+    until(port, "/metrics", |_, b| {
+        test_support::metrics::sample(b, "edge_gateway_heap_releases_total")
+            .is_some_and(|r| r > releases)
+    })
+    .await;
+    let after = resident_code_kib(pid);
+    eprintln!("executable resident: {during} KiB at the burst's end, {after} KiB after");
+    assert!(
+        after * 10 < during * 7,
+        "executable resident at the burst's end {during} KiB, after its release {after} KiB"
+    );
+}
