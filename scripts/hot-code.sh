@@ -5,7 +5,8 @@
 # a minute idle (status, heap and checkpoint ticks, a /metrics scrape),
 # then MQTT bursts at QoS 1
 # (10 000 devices x 5 metrics, as the RSS bench) and QoS 0, acknowledged
-# and plain CSV lines over TCP, and /metrics and /health scraped.
+# and plain CSV lines over TCP, one-minute windows closing and published,
+# and /metrics and /health scraped.
 #
 # Needs valgrind, mosquitto and mosquitto-clients; about 5 minutes.
 # Run it again when the ingest path changes much; a stale list costs memory
@@ -42,7 +43,7 @@ state_dir = "$work/state"
 [upstream]
 url = "mqtt://127.0.0.1:$port"
 [aggregation]
-window = "1h"
+window = "1m"
 grace = "1s"
 [metrics]
 bind = "127.0.0.1:$metrics"
@@ -103,6 +104,12 @@ for target in "$tcp_plain" "$tcp_acked"; do
     --metrics temperature,pressure,humidity,gas --devices 4 --device-column >/dev/null
 done
 wait_readings
+# Windows of a minute, so that their closing (rendering, the upstream, the
+# outbox's index) is in the trace: with the default five minutes it runs
+# all day. A trace of hour windows held it only when it crossed the hour.
+windows() { curl -s "127.0.0.1:$metrics/metrics" | awk '/^edge_gateway_aggregator_windows_emitted_total/ { print int($2) }'; }
+for _ in $(seq 40); do [ "$(windows)" -gt 0 ] 2>/dev/null && break; sleep 5; done
+[ "$(windows)" -gt 0 ] 2>/dev/null || { echo "hot-code: no window closed in the trace" >&2; exit 1; }
 curl -s "127.0.0.1:$metrics/metrics" >/dev/null
 curl -s "127.0.0.1:$metrics/health" >/dev/null
 callgrind_control -d "$gw_pid" >/dev/null
