@@ -12,7 +12,8 @@
 //!    the raw receiver is this process), and both again with the gateway
 //!    pinned to one core;
 //! 5. for Semtech UDP, how many datagrams the gateway read, refused as
-//!    `overloaded` and never read, and the load average, since the rates
+//!    `overloaded` and never read, and how many frames it refused as
+//!    `dedup_full`, and the load average, since the rates
 //!    are shares of two cores with the sender and whatever else runs.
 //!
 //! Gateway rates are read from its `/metrics` counters, as the `ingest`
@@ -378,8 +379,14 @@ fn gateway_pass(broker: &Broker, n: usize, pinned: bool, limits: &Limits, tag: &
     let overloaded = gw
         .gw
         .counter("edge_gateway_adapter_errors_total{adapter=\"lora\",error_type=\"overloaded\"}");
+    // Frames refused for want of room in the de-duplication table: each
+    // is an uplink the rate above misses.
+    let dedup_full = gw
+        .gw
+        .counter("edge_gateway_adapter_errors_total{adapter=\"lora\",error_type=\"dedup_full\"}");
     println!(
-        "{:<62} read {read:.0}, refused `overloaded` {overloaded:.0}, never read {:.0}",
+        "{:<62} read {read:.0}, refused `overloaded` {overloaded:.0}, \
+         frames refused `dedup_full` {dedup_full:.0}, never read {:.0}",
         format!("Semtech UDP: datagrams{how}"),
         (n as f64 - read).max(0.0),
     );

@@ -13,13 +13,13 @@
 //! costs at most `capacity` pending entries; beyond that new frames are
 //! refused (and counted by the caller) rather than older ones lost.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use gateway_core::hash::SeededState;
 use gateway_core::Timestamp;
+use hashbrown::HashTable;
 /// Re-exported so callers building an [`Uplink`] need no tokio of their own.
 pub use tokio::time::Instant;
 
@@ -110,10 +110,10 @@ pub enum Offer {
 /// Frames waiting for their window to close.
 ///
 /// Each frame's bytes are held once, in its [`Uplink`], in a queue in
-/// arrival order (hence deadline order); an index maps a keyed hash of the
-/// bytes to the frames' places in the queue. A table keyed by the bytes
-/// needed a second copy of them in the queue of deadlines (an allocation
-/// and a copy an uplink) and hashed them twice (issue 69).
+/// arrival order (hence deadline order); an index holds each frame's
+/// sequence number, placed by a keyed hash of its bytes. A table keyed by
+/// the bytes needed a second copy of them in the queue of deadlines (an
+/// allocation and a copy an uplink) and hashed them twice (issue 69).
 #[derive(Debug)]
 pub struct Dedup {
     window: Duration,
@@ -128,8 +128,11 @@ pub struct Dedup {
     waiting: VecDeque<Waiting>,
     /// The sequence number of `waiting`'s front; each frame gets the next.
     front: u64,
-    /// Frames by the hash of their bytes: their sequence numbers.
-    index: HashMap<u64, Places, BuildHasherDefault<Prehashed>>,
+    /// The waiting frames' sequence numbers, placed by their hash (kept in
+    /// [`Waiting`]). Eight bytes a frame: a map from the hash to a list of
+    /// places was forty, and in a burst's tens of thousands of waiting
+    /// frames its lookups were cache misses (`perf`, issue 69).
+    index: HashTable<u64>,
     /// Tests only: hash every frame by its length, so frames collide.
     #[cfg(test)]
     collide: bool,
@@ -142,42 +145,9 @@ struct Waiting {
     up: Uplink,
 }
 
-/// The sequence numbers of the waiting frames with one hash, oldest
-/// first: almost always one, and then no allocation.
-#[derive(Debug)]
-enum Places {
-    One(u64),
-    Many(Vec<u64>),
-}
-
-impl Places {
-    fn as_slice(&self) -> &[u64] {
-        match self {
-            Self::One(seq) => std::slice::from_ref(seq),
-            Self::Many(seqs) => seqs,
-        }
-    }
-}
-
-/// The index's keys are hashes already: used as they are.
-#[derive(Debug, Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
+/// Waiting frames below which the queue and index give back what a burst
+/// grew them to: a few KiB kept, so a steady flow never reallocates.
+const KEPT_CAPACITY: usize = 64;
 
 impl Dedup {
     pub fn new(window: Duration, capacity: usize) -> Self {
@@ -187,7 +157,7 @@ impl Dedup {
             hasher: SeededState::default(),
             waiting: VecDeque::new(),
             front: 0,
-            index: HashMap::default(),
+            index: HashTable::new(),
             #[cfg(test)]
             collide: false,
         }
@@ -212,31 +182,21 @@ impl Dedup {
         now: Instant,
     ) -> Offer {
         let hash = self.hash(phy.as_ref());
-        if let Some(places) = self.index.get(&hash) {
-            for seq in places.as_slice() {
-                let at = seq.checked_sub(self.front).map(usize::try_from);
-                if let Some(w) = at.and_then(Result::ok).and_then(|at| self.waiting.get_mut(at)) {
-                    if w.up.phy == phy.as_ref() {
-                        w.up.add(rx);
-                        return Offer::Duplicate;
-                    }
-                }
-            }
+        let (waiting, front) = (&self.waiting, self.front);
+        let at = |seq: u64| usize::try_from(seq - front).ok();
+        let found = self.index.find(hash, |&seq| {
+            at(seq)
+                .and_then(|i| waiting.get(i))
+                .is_some_and(|w| w.hash == hash && w.up.phy == phy.as_ref())
+        });
+        if let Some(w) = found.copied().and_then(at).and_then(|i| self.waiting.get_mut(i)) {
+            w.up.add(rx);
+            return Offer::Duplicate;
         }
         if self.waiting.len() >= self.capacity {
             return Offer::Full;
         }
         let seq = self.front + self.waiting.len() as u64;
-        // One probe of the map: a lookup and then an insert were two.
-        match self.index.entry(hash) {
-            Entry::Vacant(e) => {
-                e.insert(Places::One(seq));
-            }
-            Entry::Occupied(mut e) => match e.get_mut() {
-                Places::One(first) => *e.get_mut() = Places::Many(vec![*first, seq]),
-                Places::Many(seqs) => seqs.push(seq),
-            },
-        }
         let mut up = Uplink {
             phy: phy.into(),
             rssi: None,
@@ -251,6 +211,8 @@ impl Dedup {
             hash,
             up,
         });
+        let (waiting, front) = (&self.waiting, self.front);
+        self.index.insert_unique(hash, seq, |&s| rehash(waiting, front, s));
         Offer::New
     }
 
@@ -269,14 +231,33 @@ impl Dedup {
         let front = self.front;
         self.front += n as u64;
         let index = &mut self.index;
-        self.waiting
+        let taken = self
+            .waiting
             .drain(..n)
             .zip(front..)
             .map(|(w, seq)| {
                 unindex(index, w.hash, seq);
                 w.up
             })
-            .collect()
+            .collect();
+        self.give_back_burst();
+        taken
+    }
+
+    /// Once a burst has passed, the queue and index shrink to what is
+    /// left (twice it, so the next frames do not grow them at once): a
+    /// LoRaWAN burst's tens of thousands of waiting frames grew them to
+    /// about 10 MB, held for good (issue 69). Only when they are four
+    /// times too large, so a steady flow never shrinks and regrows them.
+    fn give_back_burst(&mut self) {
+        let keep = (self.waiting.len() * 2).max(KEPT_CAPACITY);
+        if self.waiting.capacity() >= keep * 4 {
+            self.waiting.shrink_to(keep);
+        }
+        if self.index.capacity() >= keep * 4 {
+            let (waiting, front) = (&self.waiting, self.front);
+            self.index.shrink_to(keep, |&s| rehash(waiting, front, s));
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -316,29 +297,28 @@ impl Dedup {
     }
 }
 
-/// Forgets the frame `seq` of hash `hash`, the oldest of the queue and
-/// so the oldest of its hash.
-fn unindex(index: &mut HashMap<u64, Places, BuildHasherDefault<Prehashed>>, hash: u64, seq: u64) {
-    let Some(places) = index.get_mut(&hash) else {
-        return;
-    };
-    match places {
-        Places::One(_) => {
-            index.remove(&hash);
-        }
-        Places::Many(seqs) => {
-            seqs.retain(|s| *s != seq);
-            if let [only] = seqs[..] {
-                *places = Places::One(only);
-            }
-        }
+/// Forgets the frame `seq` of hash `hash`.
+fn unindex(index: &mut HashTable<u64>, hash: u64, seq: u64) {
+    if let Ok(entry) = index.find_entry(hash, |&s| s == seq) {
+        entry.remove();
     }
+}
+
+/// The hash of the waiting frame `seq`, for the index to move it when it
+/// grows or shrinks. Every indexed frame is waiting; a frame that were not
+/// would hash to 0 and only be found slower, never wrongly.
+fn rehash(waiting: &VecDeque<Waiting>, front: u64, seq: u64) -> u64 {
+    usize::try_from(seq - front)
+        .ok()
+        .and_then(|i| waiting.get(i))
+        .map_or(0, |w| w.hash)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use tokio::time::advance;
 
     fn rx(gw: u8, rssi: i16, snr: f64) -> Reception {
@@ -429,6 +409,39 @@ mod tests {
             [GatewayEui([3; 8])]
         );
         assert!(d.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_once_passed_gives_its_room_back() {
+        let mut d = Dedup::new(Duration::from_millis(200), 65_536);
+        let frame = |i: u32| i.to_le_bytes().to_vec();
+        for i in 0..20_000 {
+            assert_eq!(d.offer(frame(i), rx(1, -100, 0.0), t(), Instant::now()), Offer::New);
+        }
+        assert!(d.waiting.capacity() >= 20_000 && d.index.capacity() >= 20_000);
+        advance(Duration::from_millis(100)).await;
+        // The flow goes on, slower: the room stays while the burst waits.
+        for i in 20_000..20_100 {
+            d.offer(frame(i), rx(1, -100, 0.0), t(), Instant::now());
+        }
+        advance(Duration::from_millis(100)).await;
+        assert_eq!(d.pop_all_due(Instant::now()).len(), 20_000);
+        assert!(
+            d.waiting.capacity() <= 4 * 200 && d.index.capacity() <= 4 * 200,
+            "queue {} and index {} slots kept for 100 frames",
+            d.waiting.capacity(),
+            d.index.capacity()
+        );
+        // What is left is still found, and still comes due.
+        assert_eq!(d.offer(frame(20_050), rx(2, -90, 1.0), t(), Instant::now()), Offer::Duplicate);
+        assert_eq!(d.offer(frame(7), rx(2, -90, 1.0), t(), Instant::now()), Offer::New);
+        advance(Duration::from_millis(100)).await;
+        let rest = d.pop_all_due(Instant::now());
+        assert_eq!(rest.len(), 100);
+        assert_eq!(rest[50].heard.len(), 2, "the copy joined its frame");
+        advance(Duration::from_millis(100)).await;
+        assert_eq!(d.pop_all_due(Instant::now())[0].phy, frame(7));
+        assert!(d.index.is_empty() && d.waiting.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -45,11 +45,16 @@ use super::uplink::{Devices, MetricNames};
 /// most: a burst's batch is bounded, not one message of every reading.
 const MAX_READINGS_PER_MESSAGE: usize = 1024;
 /// Frames awaiting their de-duplication window at once. This caps the
-/// sustained rate at `MAX_PENDING / dedup_window`: 4096 held a 200 ms window
-/// to 20 000 uplinks/s, and the benchmark's burst lost four frames in five
-/// to it. 32 768 allows 160 000/s (a site's forwarders carry a few hundred
-/// at most); a full table is about 5 MB (frame bytes, receptions).
-const MAX_PENDING: usize = 32_768;
+/// sustained rate at `MAX_PENDING` over the window plus a counters write
+/// (25 ms at least): 4096 held a 200 ms window to 20 000 uplinks/s, and the
+/// benchmark's burst lost four frames in five to it; 32 768 still refused
+/// up to a tenth of a burst at the 150 000/s one sender reaches on two
+/// cores (`dedup_full`, issue 69), which is also the raw receiver's rate
+/// the gateway's is judged against. 65 536 allows about 290 000/s (a
+/// site's forwarders carry a few hundred at most). A full table is about
+/// 16 MB (240 bytes a frame: its queue entry, bytes and index slot), given
+/// back once the burst has passed ([`Dedup`]).
+const MAX_PENDING: usize = 65_536;
 
 /// The least time from the start of one frame-counter write to the start
 /// of the next. Under a steady flow every write took the uplinks that came
