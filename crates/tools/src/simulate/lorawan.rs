@@ -10,6 +10,8 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::lorawan::frame::{seal, Key};
@@ -34,59 +36,6 @@ const MAX_DEVICES: u32 = 1 << 24;
 pub(super) const GATEWAY_EUI: [u8; 8] = [0xAA, 0x55, 0x5A, 0x00, 0x51, 0x4D, 0x00, 0x01];
 /// How long the last PUSH_ACKs are awaited once everything is sent.
 const ACK_GRACE: Duration = Duration::from_millis(500);
-
-/// PUSH_DATA sent between two reads of the PUSH_ACKs: well inside what the
-/// socket's receive buffer holds (a few hundred ACKs), so none is dropped.
-const ACKS_READ_EVERY: u64 = 64;
-
-/// Sends one datagram on the non-blocking socket; false if the gateway
-/// refused it (nothing listening: ICMP port unreachable).
-async fn send(socket: &std::net::UdpSocket, datagram: &[u8]) -> bool {
-    loop {
-        match socket.send(datagram) {
-            Ok(_) => return true,
-            // The send buffer full: loopback frees it as the gateway reads.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                tokio::task::yield_now().await;
-            }
-            Err(_) => return false,
-        }
-    }
-}
-
-/// What [`read_acks`] found on the socket.
-#[derive(Default)]
-struct Answers {
-    acks: u64,
-    /// Sends the gateway refused (nothing listening): the kernel reports
-    /// an ICMP port unreachable on the next call, which may be this read.
-    refused: u64,
-}
-
-impl std::ops::AddAssign for Answers {
-    fn add_assign(&mut self, other: Self) {
-        self.acks += other.acks;
-        self.refused += other.refused;
-    }
-}
-
-/// Reads every PUSH_ACK queued on the socket.
-fn read_acks(socket: &std::net::UdpSocket) -> Answers {
-    let mut buf = [0u8; 64];
-    let mut answers = Answers::default();
-    loop {
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                if n == 4 && buf[0] == 2 && buf[3] == 0x01 {
-                    answers.acks += 1;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => answers.refused += 1,
-            // Nothing left (WouldBlock), or nothing more to learn here.
-            Err(_) => return answers,
-        }
-    }
-}
 
 /// One simulated device's session.
 pub(super) struct Session {
@@ -205,16 +154,21 @@ pub(super) async fn run(
     } else {
         (0..args.devices).map(|i| session(args.seed, i)).collect()
     };
-    // The PUSH_ACKs are read between sends, never awaited by a task parked
-    // on the socket: every ACK woke such a reader, and on loopback the
-    // sender of a datagram does its receiver's work, so that wake-up was
-    // charged to the gateway (`sock_def_readable`, 4-8 % of its CPU per
-    // uplink, `perf`, issue 69): a cost a forwarder on its own host never
-    // puts on it. Out of the reactor, the socket has no waiter to wake.
-    let socket = socket
-        .into_std()
-        .context("taking the UDP socket out of the reactor")?;
-    let mut answers = Answers::default();
+    let socket = Arc::new(socket);
+    // A forwarder does not wait for PUSH_ACKs; they are counted so a run can
+    // tell "sent" from "heard".
+    let acks = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (socket, acks) = (Arc::clone(&socket), Arc::clone(&acks));
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok(n) = socket.recv(&mut buf).await {
+                if n == 4 && buf[0] == 2 && buf[3] == 0x01 {
+                    acks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
     let pace = pace(args);
     let mut sent = 0u64;
     let mut refused = 0u64;
@@ -242,34 +196,31 @@ pub(super) async fn run(
             token = token.wrapping_add(1);
             let rssi = -60 - (device % 40) as i16;
             let datagram = push_data(token, &phy, rssi, 7.5 + fleet.noise());
-            if !send(&socket, &datagram).await {
+            if socket.send(&datagram).await.is_err() {
                 refused += 1;
             }
             sent += 1;
-            if sent.is_multiple_of(ACKS_READ_EVERY) {
-                answers += read_acks(&socket);
-            }
         }
-        answers += read_acks(&socket);
         if pace.rate > 0.0 {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = tokio::signal::ctrl_c() => break,
             }
         } else {
+            // Lets the ACK reader run on a single-threaded moment.
             tokio::task::yield_now().await;
         }
     }
-    let mut last = answers.acks;
+    let mut last = acks.load(Ordering::Relaxed);
     while last < sent {
         tokio::time::sleep(ACK_GRACE / 5).await;
-        answers += read_acks(&socket);
-        if answers.acks == last {
+        let now = acks.load(Ordering::Relaxed);
+        if now == last {
             break;
         }
-        last = answers.acks;
+        last = now;
     }
-    let refused = refused + answers.refused;
+    reader.abort();
     gateway_core::outln!("simulate: {last} PUSH_ACKs for {sent} PUSH_DATA");
     if refused > 0 {
         eprintln!(
