@@ -8,14 +8,29 @@ use std::net::SocketAddr;
 use gateway_core::AdapterError;
 use tokio::net::UdpSocket;
 
-/// Binds `addr`; failing, [`AdapterError::Bind`] names the address.
+/// Bytes of datagrams the kernel may hold for a listening socket before it
+/// drops them. The default (212 992 bytes) is a couple of hundred
+/// datagrams, 1-2 ms of a burst: a pause of the receive task longer than
+/// that lost datagrams already acknowledged by nobody and counted nowhere
+/// but the kernel's `RcvbufErrors` (issue 69). The kernel caps the request
+/// at `net.core.rmem_max` (212 992 on most distributions, so the gain
+/// there is the doubling the kernel applies for its bookkeeping).
+pub(crate) const RECEIVE_BUFFER: usize = 2 << 20;
+
+/// Binds `addr` with room for a burst ([`RECEIVE_BUFFER`]); failing,
+/// [`AdapterError::Bind`] names the address.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<UdpSocket, AdapterError> {
-    UdpSocket::bind(addr)
+    let socket = UdpSocket::bind(addr)
         .await
         .map_err(|source| AdapterError::Bind {
             addr: addr.to_string(),
             source,
-        })
+        })?;
+    // Best effort: a socket refused the room still works as before.
+    if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(RECEIVE_BUFFER) {
+        tracing::debug!(%addr, error = %e, "Kept the default UDP receive buffer.");
+    }
+    Ok(socket)
 }
 
 #[cfg(feature = "lorawan")]
@@ -330,6 +345,35 @@ mod tests {
         let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = s.local_addr().unwrap();
         (s, addr)
+    }
+
+    #[tokio::test]
+    async fn a_burst_nobody_reads_yet_is_held_for_the_listener() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let room = socket2::SockRef::from(&listener)
+            .recv_buffer_size()
+            .unwrap();
+        // The kernel doubles what it grants; a smaller `net.core.rmem_max`
+        // caps the request, and then only the doubling is asked of it.
+        assert!(room > 212_992, "receive buffer {room} bytes, the default's");
+        if room < 2 * super::RECEIVE_BUFFER {
+            eprintln!("net.core.rmem_max caps the receive buffer at {room} bytes; burst not tried");
+            return;
+        }
+        let to = listener.local_addr().unwrap();
+        let (sender, _) = socket().await;
+        // 2 000 forwarder-sized datagrams while the listener reads none:
+        // the default buffer held 166 of them.
+        let datagram = [0x5a_u8; 300];
+        for _ in 0..2_000 {
+            sender.send_to(&datagram, to).await.unwrap();
+        }
+        let mut held = 0;
+        let mut buf = [0u8; 512];
+        while listener.try_recv(&mut buf).is_ok() {
+            held += 1;
+        }
+        assert_eq!(held, 2_000, "datagrams held until read");
     }
 
     /// The next `n` datagrams on `s`; a deadline only so a failure ends.

@@ -48,6 +48,8 @@ mod support;
 use support::{pin_to_one_core, Broker, CpuMeter, Gateway, Run, IDLE};
 
 const LORA_DEVICES: &str = "100";
+/// The gateway's UDP receive buffer (`adapters::udp::RECEIVE_BUFFER`).
+const RAW_RECEIVE_BUFFER: usize = 2 << 20;
 /// Readings per uplink: compact_i16's three values plus rssi, snr, gateways.
 const READINGS_PER_UPLINK: f64 = 6.0;
 /// Each path's rate against its raw receiver's, at least.
@@ -79,6 +81,11 @@ fn simulate(protocol: &str, port: u16, n: usize) -> Child {
 /// datagram.
 fn raw_udp(protocol: &str, n: usize) -> (Run, f64) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // The room the gateway's own UDP sockets ask for (`adapters::udp`), so
+    // neither side loses a burst to a smaller buffer than the other.
+    socket2::SockRef::from(&socket)
+        .set_recv_buffer_size(RAW_RECEIVE_BUFFER)
+        .unwrap();
     socket.set_read_timeout(Some(IDLE)).unwrap();
     let port = socket.local_addr().unwrap().port();
     let mut sender = simulate(protocol, port, n);
