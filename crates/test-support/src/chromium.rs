@@ -15,8 +15,12 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-/// How long a DevTools reply, an awaited event or the browser's start may take.
+/// How long a DevTools reply or an awaited event may take.
 const WAIT: Duration = Duration::from_secs(20);
+/// How long the browser may take to start. Longer than [`WAIT`]: with CI's
+/// `.deb` cross builds compiling beside the tests, a start once took over
+/// 20 s, where alone it takes under one.
+const START_WAIT: Duration = Duration::from_secs(60);
 
 /// A headless Chromium with its own profile, killed on drop.
 pub struct Browser {
@@ -66,7 +70,7 @@ impl Browser {
         // Chromium writes the port it chose to this file; nothing announces
         // it, so poll until it is complete (two lines).
         let file = profile.path().join("DevToolsActivePort");
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + START_WAIT;
         let ws_url = loop {
             if let Ok(text) = std::fs::read_to_string(&file) {
                 let mut lines = text.lines();
