@@ -118,23 +118,8 @@ pub async fn run(
                 // right after cannot take back a transition a person saw.
                 // Alerts are rare; one fsync each is cheap.
                 Some(SinkEvent::Alert(a)) => {
-                    let row = super::live::alert_row(&a);
-                    if already_kept(&store, &row).await {
-                        continue;
-                    }
-                    batch.alerts.push(row.clone());
-                    commit(&store, &mut batch, &mut seq, &c, &throttle).await;
-                    let texts = settings.describe.as_ref().map(|(view, registry, rules)| {
-                        let device = gateway_core::DeviceId::new(row.device.as_str()).ok();
-                        let info = view.info(
-                            &row.device,
-                            device.as_ref().and_then(|d| registry.get(d)),
-                            live.source_of(&row.device),
-                            &row.metric,
-                        );
-                        super::pages::describe_alert(&info, &row, rules)
-                    });
-                    live.show_alert(&row, texts);
+                    let out = AlertOut { store: &store, c: &c, throttle: &throttle, settings: &settings, live: &live };
+                    out.keep_and_show(&a, &mut batch, &mut seq).await;
                 }
                 // A command's result, on disk at once like an alert: rare,
                 // and `history export --commands` may be run right after.
@@ -156,9 +141,17 @@ pub async fn run(
                 Some(reply) => {
                     // Everything handed before the request is in `batch`:
                     // the pipeline queued it on this channel first.
+                    // An alert among them is kept and shown as it is out
+                    // of a flush: on disk first, in its metric's unit.
                     while let Ok(event) = link.messages.try_recv() {
-                        if let SinkEvent::Command(command) = &event {
-                            batch.commands.push(command.into());
+                        match &event {
+                            SinkEvent::Alert(a) => {
+                                let out = AlertOut { store: &store, c: &c, throttle: &throttle, settings: &settings, live: &live };
+                                out.keep_and_show(a, &mut batch, &mut seq).await;
+                                continue;
+                            }
+                            SinkEvent::Command(command) => batch.commands.push(command.into()),
+                            _ => {}
                         }
                         live.apply(&event, &mut batch.windows, &mut batch.alerts);
                     }
@@ -220,6 +213,50 @@ pub async fn run(
     commit(&store, &mut batch, &mut seq, &c, &throttle).await;
     save_provenance(&settings, &live, &throttle).await;
     save_latest(&settings, &live, &throttle).await;
+}
+
+/// What an alert transition goes through, wherever the writer meets it.
+struct AlertOut<'a> {
+    store: &'a Option<Arc<History>>,
+    c: &'a Counters,
+    throttle: &'a LogThrottle,
+    settings: &'a WriterSettings,
+    live: &'a Live,
+}
+
+impl AlertOut<'_> {
+    /// Writes the transition to history (unless a crash's replay decided
+    /// it again), then tells the open pages, with its numbers in the
+    /// metric's unit: a page shows no transition a crash could take back,
+    /// and never an anomaly's bare score where ppm belongs.
+    async fn keep_and_show(
+        &self,
+        alert: &gateway_core::event::AlertEvent,
+        batch: &mut Batch,
+        seq: &mut u64,
+    ) {
+        let row = super::live::alert_row(alert);
+        if already_kept(self.store, &row).await {
+            return;
+        }
+        batch.alerts.push(row.clone());
+        commit(self.store, batch, seq, self.c, self.throttle).await;
+        let texts = self
+            .settings
+            .describe
+            .as_ref()
+            .map(|(view, registry, rules)| {
+                let device = gateway_core::DeviceId::new(row.device.as_str()).ok();
+                let info = view.info(
+                    &row.device,
+                    device.as_ref().and_then(|d| registry.get(d)),
+                    self.live.source_of(&row.device),
+                    &row.metric,
+                );
+                super::pages::describe_alert(&info, &row, rules)
+            });
+        self.live.show_alert(&row, texts);
+    }
 }
 
 /// Saves each device's latest values when a reading or status came since.
@@ -385,6 +422,7 @@ async fn commit(
 mod tests {
     use super::*;
     use crate::history::{Aggregate, WindowRow, HOUR_MS};
+    use crate::view::View;
     use gateway_core::clock::EARLIEST_PLAUSIBLE_MS;
     use gateway_core::{Timestamp, TokioClock};
     use tokio::sync::mpsc;
@@ -476,6 +514,74 @@ mod tests {
             ..raised
         };
         assert!(!already_kept(&store, &other_value).await);
+    }
+
+    /// An anomaly raised while the checkpoint asks for a flush is drained
+    /// by the flush: the open pages must still get it in ppm with its
+    /// score apart, as when it comes alone. Both ways are taken: each
+    /// round hands the alert and the flush together, and which the writer
+    /// reads first is tokio's random pick, so twenty rounds take the
+    /// flush's way but for a chance of one in a million.
+    #[tokio::test]
+    async fn an_alert_drained_by_a_checkpoint_flush_reaches_the_pages_in_its_unit() {
+        let live = Live::new(10 * MIN);
+        let mut pages = live.subscribe();
+        let (tx, rx) = mpsc::channel(8);
+        let (flush_tx, flush_rx) = mpsc::channel(8);
+        let writer = tokio::spawn(run(
+            None,
+            live.clone(),
+            OutputLink {
+                messages: rx,
+                urgent: None,
+                flush: Some(flush_rx),
+            },
+            WriterSettings {
+                write_interval: Duration::from_secs(3600),
+                provenance: None,
+                latest: None,
+                describe: Some((View::default(), Default::default(), vec![])),
+                retention: Duration::from_secs(30 * 24 * 3600),
+                max_bytes: u64::MAX,
+            },
+            Arc::new(TokioClock::starting_at(
+                Timestamp::from_millis(EARLIEST_PLAUSIBLE_MS).unwrap(),
+            )),
+            Telemetry::default(),
+        ));
+        for round in 0..20_i64 {
+            let raise = gateway_core::event::AlertEvent {
+                device: gateway_core::DeviceId::new("co2-lab").unwrap(),
+                rule: "co2-anomaly".into(),
+                metric: "co2".into(),
+                kind: "anomaly".into(),
+                state: "raised".into(),
+                value: 780.0 + round as f64,
+                limit: 3.0,
+                at: Timestamp::from_millis(EARLIEST_PLAUSIBLE_MS + round).unwrap(),
+                reason: Some("spike".into()),
+                expected: Some((590.0, 610.0)),
+                observed: Some(780.0),
+                source: gateway_core::SourceId::UNKNOWN,
+            };
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            tx.send(SinkEvent::Alert(raise)).await.unwrap();
+            flush_tx.send(answer).await.unwrap();
+            assert!(answered.await.unwrap());
+            let shown = loop {
+                let event = pages.recv().await.unwrap();
+                if event.starts_with("event: alert") {
+                    break event;
+                }
+            };
+            assert!(
+                shown.contains(&format!(r#""value_text":"{} ppm""#, 780 + round))
+                    && shown.contains(r#"score 3"#),
+                "round {round}: {shown}"
+            );
+        }
+        drop(tx);
+        writer.await.unwrap();
     }
 
     /// A restart with the clock 40 days ahead (retention 30 days) keeps
