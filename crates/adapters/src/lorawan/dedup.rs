@@ -183,7 +183,7 @@ impl Dedup {
     ) -> Offer {
         let hash = self.hash(phy.as_ref());
         let (waiting, front) = (&self.waiting, self.front);
-        let at = |seq: u64| usize::try_from(seq - front).ok();
+        let at = |seq: u64| place(seq, front);
         let found = self.index.find(hash, |&seq| {
             at(seq)
                 .and_then(|i| waiting.get(i))
@@ -304,12 +304,19 @@ fn unindex(index: &mut HashTable<u64>, hash: u64, seq: u64) {
     }
 }
 
+/// Where frame `seq` waits when the oldest waiting is `front`. An index
+/// entry older than the front (a broken invariant) is then not found, in
+/// a debug build as in release, rather than an overflow panicking the
+/// listener.
+fn place(seq: u64, front: u64) -> Option<usize> {
+    usize::try_from(seq.checked_sub(front)?).ok()
+}
+
 /// The hash of the waiting frame `seq`, for the index to move it when it
 /// grows or shrinks. Every indexed frame is waiting; a frame that were not
 /// would hash to 0 and only be found slower, never wrongly.
 fn rehash(waiting: &VecDeque<Waiting>, front: u64, seq: u64) -> u64 {
-    usize::try_from(seq - front)
-        .ok()
+    place(seq, front)
         .and_then(|i| waiting.get(i))
         .map_or(0, |w| w.hash)
 }
@@ -409,6 +416,15 @@ mod tests {
             [GatewayEui([3; 8])]
         );
         assert!(d.is_empty());
+    }
+
+    /// An index entry behind the front is not found, and panics nowhere.
+    #[test]
+    fn a_place_behind_the_front_is_none() {
+        assert_eq!(place(7, 7), Some(0));
+        assert_eq!(place(9, 7), Some(2));
+        assert_eq!(place(6, 7), None);
+        assert_eq!(place(0, u64::MAX), None);
     }
 
     #[tokio::test(start_paused = true)]
