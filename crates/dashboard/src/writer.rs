@@ -111,6 +111,13 @@ pub async fn run(
     let mut retention = RetentionClock::default();
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flush = link.flush.take();
+    let alert_out = AlertOut {
+        store: &store,
+        c: &c,
+        throttle: &throttle,
+        settings: &settings,
+        live: &live,
+    };
     loop {
         tokio::select! {
             event = link.messages.recv() => match event {
@@ -118,8 +125,7 @@ pub async fn run(
                 // right after cannot take back a transition a person saw.
                 // Alerts are rare; one fsync each is cheap.
                 Some(SinkEvent::Alert(a)) => {
-                    let out = AlertOut { store: &store, c: &c, throttle: &throttle, settings: &settings, live: &live };
-                    out.keep_and_show(&a, &mut batch, &mut seq).await;
+                    alert_out.keep_and_show(&a, &mut batch, &mut seq).await;
                 }
                 // A command's result, on disk at once like an alert: rare,
                 // and `history export --commands` may be run right after.
@@ -146,8 +152,7 @@ pub async fn run(
                     while let Ok(event) = link.messages.try_recv() {
                         match &event {
                             SinkEvent::Alert(a) => {
-                                let out = AlertOut { store: &store, c: &c, throttle: &throttle, settings: &settings, live: &live };
-                                out.keep_and_show(a, &mut batch, &mut seq).await;
+                                alert_out.keep_and_show(a, &mut batch, &mut seq).await;
                                 continue;
                             }
                             SinkEvent::Command(command) => batch.commands.push(command.into()),
