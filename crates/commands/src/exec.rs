@@ -13,8 +13,10 @@
 //! same refusal and never runs. Its line is not synced on its own (the next
 //! synced line or the kernel's write-back carries it), so a flood of them
 //! costs no fsync; and past [`REFUSALS_REMEMBERED`] ids remembered, a
-//! refusal is sent without a line (counted), so a flood of them cannot
-//! grow the journal or the memory without bound. An unreadable or too
+//! refusal is sent without a line of its own (counted), so a flood of them
+//! cannot grow the journal or the memory without bound: the device's flood
+//! mark is raised instead (`flood_marks`), and its commands made no later
+//! are refused, so such a refusal stays final too. An unreadable or too
 //! large payload is refused the same way each time it comes: no line.
 
 use std::sync::Arc;
@@ -285,6 +287,7 @@ impl Executor {
             None => {}
         }
         let horizon = journal.horizon();
+        let flood_mark = journal.refused_upto(device.as_str());
         let command = Command {
             id: parsed.id,
             device,
@@ -292,6 +295,18 @@ impl Executor {
             value: parsed.value,
             deadline: None,
         };
+        if let (Some(ts), Some(mark)) = (made.ts(), flood_mark) {
+            if ts <= mark {
+                let outcome = Outcome::new(
+                    "expired",
+                    "max_age",
+                    format!("made no later than {}, the newest ts of this device's commands refused during a flood without a journal line each: it may be the replay of one of them; send it again with a new id and ts", mark.to_rfc3339()),
+                );
+                self.conclude(&command, value, made, outcome, origin, false)
+                    .await;
+                return;
+            }
+        }
         let deadline = match age::deadline(made, arrived, horizon, &self.config) {
             Ok(deadline) => deadline,
             Err(stale) => {
@@ -370,16 +385,49 @@ impl Executor {
             self.telemetry
                 .counter(COMMANDS_REFUSALS_UNREMEMBERED, &[])
                 .inc();
-            if let Some(suppressed) = self.log.allow("refusals-unremembered") {
-                warn!(suppressed, remembered = REFUSALS_REMEMBERED, "The command journal holds as many ids as it may: this refusal is sent but not journaled, so the same id sent again is judged again (a flood of refused commands?).");
+            if !self.mark_flood(command, made) {
+                if let Some(suppressed) = self.log.allow("refusals-unremembered") {
+                    warn!(suppressed, remembered = REFUSALS_REMEMBERED, "The command journal holds as many ids as it may: this refusal of a command without ts is sent but not journaled, so the same id sent again is judged again (a flood of refused commands?).");
+                }
+                // The sender must know this refusal is not final, so as
+                // not to send the id again expecting the same answer.
+                recorded.detail = format!(
+                    "{}; not journaled (a flood: {REFUSALS_REMEMBERED} ids held), so this id sent again is judged again: send a new id",
+                    recorded.detail
+                );
             }
-            // The sender must know this refusal is not final, so as not to
-            // send the id again expecting the same answer.
-            recorded.detail = format!(
-                "{}; not journaled (a flood: {REFUSALS_REMEMBERED} ids held), so this id sent again is judged again: send a new id",
-                recorded.detail
-            );
             self.send(&command.id, &recorded).await;
+        }
+    }
+
+    /// Makes a refusal without a journal line final all the same: raises
+    /// its device's flood mark past its `ts`. `false` when it cannot: no
+    /// `ts`, or a device no target serves, whose commands are refused
+    /// whatever they are (and whose number a sender can make endless).
+    fn mark_flood(&mut self, command: &Command, made: Made) -> bool {
+        let Some(ts) = made.ts() else {
+            return false;
+        };
+        if self.targets.find(&command.device).is_none() {
+            return false;
+        }
+        let now = self.clock.now();
+        let Some(journal) = self.journal.as_mut() else {
+            return false;
+        };
+        match journal.refused_unremembered(command.device.as_str(), ts, now) {
+            Ok(()) => {
+                if let Some(suppressed) = self.log.allow("refusals-marked") {
+                    warn!(suppressed, remembered = REFUSALS_REMEMBERED, device = %command.device.as_str(), "The command journal holds as many ids as it may (a flood of refused commands?): refusals for this device are no longer journaled one by one; its commands made no later than the newest refused are refused too, so none of them can run later.");
+                }
+                true
+            }
+            Err(e) => {
+                if let Some(suppressed) = self.log.allow("journal-mark") {
+                    warn!(error = %e, suppressed, "Cannot journal a device's flood mark; its refusal is sent as not final.");
+                }
+                false
+            }
         }
     }
 

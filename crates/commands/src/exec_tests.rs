@@ -147,6 +147,72 @@ async fn a_flood_for_a_device_nobody_writes_to_evicts_nothing() {
     assert_eq!(b.writes.load(Ordering::Relaxed), 1);
 }
 
+fn stamped_at(id: &str, ms: i64) -> serde_json::Value {
+    let ts = Timestamp::from_millis(ms).unwrap().to_rfc3339();
+    serde_json::json!({"id": id, "metric": "setpoint", "value": 21.0, "ts": ts})
+}
+
+/// The attack: a flood for made-up devices fills the journal; a real
+/// command then refused for its device's rate got no journal line, and
+/// sent again once the allowance was back (a replay, or the cloud's retry
+/// of an id it was told was refused), it ran: late, and twice once the
+/// cloud had sent it anew. Now the device's flood mark refuses it, also
+/// after a restart, and a command made after the flood still runs.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_during_a_flood_that_filled_the_journal_stays_final() {
+    let mut b = bench(Duration::from_secs(600), Duration::ZERO);
+    for i in 0..REFUSALS_REMEMBERED {
+        b.run("ghost", stamped(&format!("f-{i}"), "setpoint")).await;
+    }
+    assert_eq!(b.exec.journal.as_ref().unwrap().len(), REFUSALS_REMEMBERED);
+    let burst = CommandsConfig::default().burst as usize;
+    let mut refused = None;
+    for i in 0..=burst {
+        let r = b
+            .run("ahu-1", stamped_at(&format!("real-{i}"), T0 + 10))
+            .await;
+        if r.status == "refused" {
+            assert_eq!(r.reason, "rate");
+            assert!(!r.detail.contains("judged again"), "{}", r.detail);
+            refused = Some(r.id);
+        }
+    }
+    let refused = refused.expect("the device's burst is spent");
+    let written = b.writes.load(Ordering::Relaxed);
+    assert_eq!(written, burst);
+    tokio::time::advance(Duration::from_secs(30)).await;
+
+    let replay = b.run("ahu-1", stamped_at(&refused, T0 + 10)).await;
+    assert_eq!(
+        (replay.status.as_str(), replay.reason.as_str()),
+        ("expired", "max_age")
+    );
+    assert!(replay.detail.contains("flood"), "{}", replay.detail);
+    // Another id made no later cannot be told from a replay either.
+    let r = b.run("ahu-1", stamped_at("other", T0 + 10)).await;
+    assert_eq!(r.status, "expired");
+    assert_eq!(
+        b.writes.load(Ordering::Relaxed),
+        written,
+        "nothing more written"
+    );
+    // Another device's commands are not touched by ahu-1's mark.
+    let r = b.run("lamp-1", stamped_at("lamp", T0 + 10)).await;
+    assert_eq!(r.status, "done");
+
+    // After a restart, the mark is read back from the journal.
+    let now = b.exec.clock.now();
+    let keep = b.exec.config.max_age + b.exec.config.clock_tolerance;
+    b.exec.journal = None;
+    b.exec.journal = Some(Journal::open(b._dir.path(), keep, now).unwrap());
+    let replay = b.run("ahu-1", stamped_at(&refused, T0 + 10)).await;
+    assert_eq!(replay.status, "expired", "{}", replay.detail);
+    assert_eq!(b.writes.load(Ordering::Relaxed), written + 1);
+    // A command made after the flood runs.
+    let r = b.run("ahu-1", stamped_at("after", now.as_millis())).await;
+    assert_eq!(r.status, "done", "{}", r.detail);
+}
+
 /// The attack: a command waited 8 s behind a Modbus write with no answer
 /// and then ran; its wait now counts against max_age.
 #[tokio::test(start_paused = true)]

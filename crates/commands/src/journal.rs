@@ -35,6 +35,12 @@ use std::time::Duration;
 use gateway_core::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::flood_marks::FloodMarks;
+
+#[path = "journal_lines.rs"]
+mod lines;
+use lines::{mark_line, parse_line, recover, Parsed};
+
 /// Lines beyond twice the ids remembered (plus this) trigger a rewrite,
 /// so the file stays the size of what is remembered.
 #[cfg(not(test))]
@@ -129,6 +135,8 @@ pub struct Journal {
     keep_ms: i64,
     /// The newest `ts` forgotten (ms); `i64::MIN` when none.
     horizon: i64,
+    /// Per device, the newest `ts` refused without a line of its own.
+    marks: FloodMarks,
     lines: usize,
     damaged: usize,
     /// Opened empty where a journal had been.
@@ -193,6 +201,7 @@ impl Journal {
             expiry: BinaryHeap::new(),
             keep_ms: i64::try_from(keep.as_millis()).unwrap_or(i64::MAX),
             horizon: i64::MIN,
+            marks: FloodMarks::default(),
             lines: 0,
             damaged: 0,
             recreated,
@@ -220,23 +229,13 @@ impl Journal {
                 continue;
             }
             match parse_line(raw) {
-                Ok(Parsed::Horizon(ms)) => self.horizon = self.horizon.max(ms),
-                Ok(Parsed::Line(line)) => {
-                    self.lines += 1;
-                    self.remember(*line);
-                }
+                Ok(parsed) => self.take(parsed),
                 Err(why) => {
                     self.damaged += 1;
                     // A byte lost between two lines (their newline) joins
                     // them: each whole record in it is still read.
                     for found in recover(raw) {
-                        match found {
-                            Parsed::Horizon(ms) => self.horizon = self.horizon.max(ms),
-                            Parsed::Line(line) => {
-                                self.lines += 1;
-                                self.remember(*line);
-                            }
-                        }
+                        self.take(found);
                     }
                     if last {
                         tracing::warn!(path = %self.path.display(), line = n + 1, "Skipping the command journal's last line, cut short (a power loss mid-write?); the journal is rewritten without it.");
@@ -244,6 +243,20 @@ impl Journal {
                         tracing::error!(path = %self.path.display(), line = n + 1, error = %why, "Skipping a damaged line of the command journal (the disk?); the lines after it are kept and the journal is rewritten without it. The command of that line, if it has no other line, is forgotten.");
                     }
                 }
+            }
+        }
+    }
+
+    fn take(&mut self, parsed: Parsed) {
+        match parsed {
+            Parsed::Horizon(ms) => self.horizon = self.horizon.max(ms),
+            Parsed::Line(line) => {
+                self.lines += 1;
+                self.remember(*line);
+            }
+            Parsed::Mark(device, ms) => {
+                self.lines += 1;
+                self.marks.merge(device, ms);
             }
         }
     }
@@ -268,6 +281,49 @@ impl Journal {
         (self.horizon != i64::MIN)
             .then(|| Timestamp::from_millis(self.horizon).ok())
             .flatten()
+    }
+
+    /// The newest `ts` of `device`'s commands refused without a line of
+    /// their own (the journal full): a command made then or before may be
+    /// a replay of one of them.
+    pub fn refused_upto(&self, device: &str) -> Option<Timestamp> {
+        self.marks
+            .get(device)
+            .and_then(|ms| Timestamp::from_millis(ms).ok())
+    }
+
+    /// Records that `device`'s command made at `ts` was refused without a
+    /// line of its own: one line (twice) when its mark rises, not synced
+    /// on its own, as such refusals' lines.
+    ///
+    /// # Errors
+    /// The line could not be written: the refusal is not final.
+    pub fn refused_unremembered(
+        &mut self,
+        device: &str,
+        ts: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
+        let Some(mark) = self
+            .marks
+            .cover(device, ts.as_millis(), now.as_millis(), self.keep_ms)
+        else {
+            return Ok(());
+        };
+        let io_err = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let line = mark_line(device, mark).map_err(io_err)?;
+        self.file
+            .write_all(format!("{line}\n{line}\n").as_bytes())
+            .map_err(io_err)?;
+        self.lines += 2;
+        self.forget(now);
+        if self.lines > self.rewrite_at() {
+            self.rewrite()?;
+        }
+        Ok(())
     }
 
     /// What is known of `device`'s `id`.
@@ -370,7 +426,7 @@ impl Journal {
     }
 
     fn rewrite_at(&self) -> usize {
-        2 * self.known.len() + REWRITE_SLACK
+        2 * (self.known.len() + self.marks.len()) + REWRITE_SLACK
     }
 
     fn remember(&mut self, line: Line) {
@@ -417,6 +473,9 @@ impl Journal {
     /// journaled) longer than `keep` before `now`.
     fn forget(&mut self, now: Timestamp) {
         let now = now.as_millis();
+        if let Some(mark) = self.marks.forget(now, self.keep_ms) {
+            self.horizon = self.horizon.max(mark);
+        }
         while let Some(Reverse((at, _))) = self.expiry.peek() {
             if *at >= now {
                 break;
@@ -464,6 +523,11 @@ impl Journal {
             writeln!(out, "{text}\n{text}").map_err(io_err)?;
         }
         let mut lines = 0;
+        for (device, mark) in self.marks.written() {
+            let text = mark_line(device, mark).map_err(io_err)?;
+            writeln!(out, "{text}\n{text}").map_err(io_err)?;
+            lines += 2;
+        }
         for key in &self.order {
             let Some(entry) = self.known.get(key) else {
                 continue;
@@ -498,63 +562,6 @@ impl Journal {
         self.lines = lines;
         Ok(())
     }
-}
-
-enum Parsed {
-    Line(Box<Line>),
-    Horizon(i64),
-}
-
-fn parse_line(raw: &[u8]) -> Result<Parsed, String> {
-    let text = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8: {e}"))?;
-    if let Ok(h) = serde_json::from_str::<HorizonLine>(text) {
-        let at = Timestamp::parse_rfc3339(&h.horizon).map_err(|e| e.to_string())?;
-        return Ok(Parsed::Horizon(at.as_millis()));
-    }
-    serde_json::from_str::<Line>(text)
-        .map(|line| Parsed::Line(Box::new(line)))
-        .map_err(|e| e.to_string())
-}
-
-/// The whole records in a damaged line: each `{"id":` or `{"horizon":`
-/// starts one, read up to its end whatever follows it.
-fn recover(raw: &[u8]) -> Vec<Parsed> {
-    const ID: &[u8] = b"{\"id\":";
-    const HORIZON: &[u8] = b"{\"horizon\":";
-    let mut found = Vec::new();
-    let mut at = 0;
-    while at < raw.len() {
-        let Some(begin) =
-            (at..raw.len()).find(|&i| raw[i..].starts_with(ID) || raw[i..].starts_with(HORIZON))
-        else {
-            break;
-        };
-        let rest = &raw[begin..];
-        let (record, used) = if rest.starts_with(HORIZON) {
-            let mut it = serde_json::Deserializer::from_slice(rest).into_iter::<HorizonLine>();
-            let record = it.next().and_then(Result::ok).and_then(|h| {
-                Timestamp::parse_rfc3339(&h.horizon)
-                    .ok()
-                    .map(|at| Parsed::Horizon(at.as_millis()))
-            });
-            (record, it.byte_offset())
-        } else {
-            let mut it = serde_json::Deserializer::from_slice(rest).into_iter::<Line>();
-            let record = it
-                .next()
-                .and_then(Result::ok)
-                .map(|l| Parsed::Line(Box::new(l)));
-            (record, it.byte_offset())
-        };
-        match record {
-            Some(r) => {
-                found.push(r);
-                at = begin + used.max(1);
-            }
-            None => at = begin + 1,
-        }
-    }
-    found
 }
 
 #[cfg(test)]

@@ -330,3 +330,47 @@ fn a_journal_missing_from_its_directory_is_known_to_be_recreated() {
     assert!(j.recreated());
     assert_eq!(j.get("ahu-1", "a"), None);
 }
+
+/// A device's flood mark survives a restart, a rewrite, and a damaged
+/// copy of its line; once older than `keep` it becomes the horizon.
+#[test]
+fn a_flood_mark_outlives_restarts_and_rewrites_then_becomes_the_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.refused_unremembered("ahu-1", at(100), at(100)).unwrap();
+    assert_eq!(
+        j.refused_upto("ahu-1"),
+        Some(at(100)),
+        "exact while running"
+    );
+    assert_eq!(j.refused_upto("lamp-1"), None);
+    // Covered already: no new line.
+    let lines = j.lines;
+    j.refused_unremembered("ahu-1", at(200), at(200)).unwrap();
+    assert_eq!(j.lines, lines);
+    drop(j);
+
+    // One copy damaged: the other still holds the mark.
+    let path = dir.path().join("journal");
+    let text = fs::read_to_string(&path).unwrap();
+    let damaged = text.replacen("refused_upto", "refused_uptX", 1);
+    fs::write(&path, damaged).unwrap();
+    let mut j = open(dir.path(), 1_000);
+    // Read back: the mark as written, a second past the newest refused.
+    let mark = j.refused_upto("ahu-1").unwrap();
+    assert!(mark >= at(200) && mark <= at(1_100), "{mark:?}");
+    // Rewritten (by the damage): the mark is in the new file.
+    j.rewrite().unwrap();
+    drop(j);
+    let j = open(dir.path(), 2_000);
+    assert_eq!(j.refused_upto("ahu-1"), Some(mark));
+    assert_eq!(j.horizon(), None);
+    drop(j);
+
+    // Older than keep: dropped, and a replay older still is refused by
+    // the horizon whatever the clock says.
+    let later = mark.as_millis() - T0 + i64::try_from(KEEP.as_millis()).unwrap() + 1;
+    let j = open(dir.path(), later);
+    assert_eq!(j.refused_upto("ahu-1"), None);
+    assert_eq!(j.horizon(), Some(mark));
+}

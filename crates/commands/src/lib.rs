@@ -16,6 +16,8 @@
 //! - `parse`: the payload and topics (pure, fuzzed);
 //! - `journal`: ids before their write, results after (durable), each
 //!   remembered while a replay of it could run;
+//! - `flood_marks`: what keeps a refusal final once a flood has filled
+//!   the journal;
 //! - `age`: whether a command is fresh, and its deadline (pure);
 //! - the rate of commands per device: `gateway_core::rate_limit`;
 //! - `exec`: one command to its one result;
@@ -32,6 +34,7 @@
 
 pub mod age;
 pub mod exec;
+mod flood_marks;
 pub mod journal;
 pub mod listener;
 pub mod parse;
@@ -56,8 +59,10 @@ pub const COMMANDS: &str = "edge_gateway_commands_total";
 /// Commands whose id had been seen: their first result was sent again.
 pub const COMMANDS_REPEATED: &str = "edge_gateway_commands_repeated_total";
 /// Refusals made before a command took its allowance (age, clock, rate)
-/// sent without a journal line, because the journal already held
-/// `REFUSALS_REMEMBERED` ids: such an id sent again is judged again.
+/// sent without a journal line of their own, because the journal already
+/// held `REFUSALS_REMEMBERED` ids: their device's flood mark keeps them
+/// final (`flood_marks`); one without `ts`, or for a device no target
+/// serves, sent again is judged again.
 pub const COMMANDS_REFUSALS_UNREMEMBERED: &str =
     "edge_gateway_commands_refusals_unremembered_total";
 /// `1` while subscribed to the command topics on the upstream broker;

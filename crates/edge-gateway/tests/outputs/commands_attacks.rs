@@ -6,7 +6,9 @@
 //!   pushes a real command's id out of memory (its word-for-word replay
 //!   writes nothing) nor holds up the windows going upstream, and every
 //!   command of it gets exactly one result (the figures are printed, and
-//!   stated in docs/commands.md);
+//!   stated in docs/commands.md); once it has filled the journal, a real
+//!   command refused for its device's rate still never runs when sent
+//!   again after the allowance is back;
 //! - late commands never run: a command without `ts` is refused, a `ts`
 //!   ahead of the gateway's clock (30 min, year 9999, a gateway clock an
 //!   hour slow) is refused `clock`, and a command waiting behind a slow
@@ -117,8 +119,10 @@ async fn a_flood_of_refused_commands_evicts_no_id_and_holds_up_no_window() {
     let mut windows = Subscriber::start(cloud.port(), "building/hq/room-1/aggregated").await;
     // A max_age long enough that the replay after the flood is fresh: only
     // the id's memory can stop it.
+    // ahu-1's allowance small enough that three quick commands spend it.
     let cfg = config(cloud.port(), building.port(), metrics, modbus)
         .replace(r#"max_age = "60s""#, r#"max_age = "10m""#)
+        .replace("rate = 50.0\nburst = 50", "rate = 2.0\nburst = 2")
         .replace(
             "[metrics]",
             "[aggregation]\nwindow = \"1s\"\ngrace = \"0s\"\n\n[metrics]",
@@ -231,6 +235,70 @@ async fn a_flood_of_refused_commands_evicts_no_id_and_holds_up_no_window() {
     if drained > Duration::from_secs(4) {
         assert!(!during.is_empty(), "windows went upstream during the flood");
     }
+    if n >= 10_000 {
+        a_refusal_in_a_full_journal_stays_final(cloud.port(), modbus, &mut results, &mut peer)
+            .await;
+    }
+}
+
+/// The journal full of the flood's ids: ahu-1's commands until one is
+/// refused for its rate (without a journal line of its own), then, once
+/// a new command runs again, that refused one word for word: a replay, or
+/// a cloud retrying the id it was told was refused. It must not run.
+async fn a_refusal_in_a_full_journal_stays_final(
+    cloud: u16,
+    modbus: u16,
+    results: &mut Subscriber,
+    peer: &mut PythonPeer,
+) {
+    let mut refused = None;
+    for i in 0..20 {
+        let body =
+            with_ts(json!({"id": format!("quick-{i}"), "metric": "setpoint", "value": 22.0}));
+        let r = command(cloud, results, "ahu-1", body.clone()).await;
+        if r["status"] == "refused" {
+            assert_eq!(r["reason"], "rate", "{r}");
+            assert!(
+                !r["detail"].as_str().unwrap().contains("judged again"),
+                "{r}"
+            );
+            refused = Some(body);
+            break;
+        }
+        assert_eq!(r["status"], "done", "{r}");
+    }
+    let refused = refused.expect("ahu-1's allowance of 2 is spent by quick commands");
+    for i in 0.. {
+        let r = command(
+            cloud,
+            results,
+            "ahu-1",
+            json!({"id": format!("probe-{i}"), "metric": "setpoint", "value": 22.5}),
+        )
+        .await;
+        if r["status"] == "done" {
+            break;
+        }
+        assert!(i < 10_000, "the allowance never came back: {r}");
+    }
+    let written = writes(peer, 6);
+    let r = command(cloud, results, "ahu-1", refused).await;
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("expired"), Some("max_age")),
+        "{r}"
+    );
+    assert!(r["detail"].as_str().unwrap().contains("flood"), "{r}");
+    assert_eq!(
+        writes(peer, 6),
+        written,
+        "the refused command was not written"
+    );
+    assert_eq!(
+        read_back(modbus, 1, "holding", 0, 1),
+        vec![225],
+        "the probe's value holds"
+    );
 }
 
 #[tokio::test]
