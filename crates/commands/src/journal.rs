@@ -304,6 +304,12 @@ impl Journal {
         ts: Timestamp,
         now: Timestamp,
     ) -> Result<(), JournalError> {
+        if ts.as_millis() < now.as_millis().saturating_sub(self.keep_ms) {
+            // Older than any id is kept: the horizon covers it, with no
+            // line (a flood of old commands must not write one each).
+            self.horizon = self.horizon.max(ts.as_millis());
+            return Ok(());
+        }
         let Some(mark) = self
             .marks
             .cover(device, ts.as_millis(), now.as_millis(), self.keep_ms)

@@ -374,3 +374,20 @@ fn a_flood_mark_outlives_restarts_and_rewrites_then_becomes_the_horizon() {
     assert_eq!(j.refused_upto("ahu-1"), None);
     assert_eq!(j.horizon(), Some(mark));
 }
+
+/// A flood of commands older than any id is kept, refused without lines
+/// of their own: the horizon covers them, and they write nothing.
+#[test]
+fn old_refusals_in_a_full_journal_write_no_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    let keep = i64::try_from(KEEP.as_millis()).unwrap();
+    let now = 10 * keep;
+    let lines = j.lines;
+    for k in 0..1_000 {
+        j.refused_unremembered("ahu-1", at(k), at(now)).unwrap();
+    }
+    assert_eq!(j.lines, lines);
+    assert_eq!(j.refused_upto("ahu-1"), None);
+    assert_eq!(j.horizon(), Some(at(999)));
+}
