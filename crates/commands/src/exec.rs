@@ -416,7 +416,8 @@ impl Executor {
             return false;
         };
         match journal.refused_unremembered(command.device.as_str(), ts, now) {
-            Ok(()) => {
+            Ok(false) => false,
+            Ok(true) => {
                 if let Some(suppressed) = self.log.allow("refusals-marked") {
                     warn!(suppressed, remembered = REFUSALS_REMEMBERED, device = %command.device.as_str(), "The command journal holds as many ids as it may (a flood of refused commands?): refusals for this device are no longer journaled one by one; its commands made no later than the newest refused are refused too, so none of them can run later.");
                 }

@@ -361,3 +361,73 @@ async fn an_id_refused_before_its_allowance_is_refused_again_later() {
         Some(2)
     );
 }
+
+async fn fill_with_refusals_for_nobody(b: &mut Bench, ts_ms: i64) {
+    for i in 0..REFUSALS_REMEMBERED {
+        b.run("ghost", stamped_at(&format!("f-{i}"), ts_ms)).await;
+    }
+    assert_eq!(b.exec.journal.as_ref().unwrap().len(), REFUSALS_REMEMBERED);
+}
+
+/// Without a flood, a command ahead of the clock is refused for good: its
+/// refusal is journaled, so once the clock has caught up its replay still
+/// gets it.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_ahead_of_the_clock_is_final() {
+    let mut b = bench(Duration::from_secs(60), Duration::ZERO);
+    let x = stamped_at("x", T0 + 70_000);
+    let r = b.run("ahu-1", x.clone()).await;
+    assert_eq!(r.reason, "clock");
+    tokio::time::advance(Duration::from_secs(65)).await;
+    let r = b.run("ahu-1", x).await;
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("refused", "clock"));
+    assert_eq!(b.writes.load(Ordering::Relaxed), 0);
+}
+
+/// With the journal full, a command made further ahead than any mark may
+/// reach (`keep`) cannot be covered: its refusal says it is not final,
+/// rather than claim it and run the replay once the clock caught up.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_too_far_ahead_for_a_mark_says_it_is_not_final() {
+    let mut b = bench(Duration::from_secs(60), Duration::ZERO); // keep 65 s
+    fill_with_refusals_for_nobody(&mut b, T0).await;
+    let r = b.run("ahu-1", stamped_at("x", T0 + 70_000)).await;
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("refused", "clock"));
+    assert!(r.detail.contains("judged again"), "{}", r.detail);
+    // Within keep ahead, a mark covers it: final, and so said.
+    let r = b.run("ahu-1", stamped_at("y", T0 + 60_000)).await;
+    assert_eq!(r.reason, "clock");
+    assert!(!r.detail.contains("judged again"), "{}", r.detail);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let r = b.run("ahu-1", stamped_at("y", T0 + 60_000)).await;
+    assert_eq!(r.status, "expired", "{}", r.detail);
+    assert_eq!(b.writes.load(Ordering::Relaxed), 0);
+}
+
+/// The clock an hour ahead and the journal full: a fresh command is
+/// refused as expired; NTP steps the clock back and the gateway restarts.
+/// Its replay must not run (the refusal was a mark on disk, not a horizon
+/// raised in memory only).
+#[tokio::test(start_paused = true)]
+async fn an_old_refusal_in_a_full_journal_stays_final_across_a_restart() {
+    let mut b = bench(Duration::from_secs(60), Duration::ZERO);
+    let ahead = 3_600_000;
+    b.exec.clock = Arc::new(TokioClock::starting_at(
+        Timestamp::from_millis(T0 + ahead).unwrap(),
+    ));
+    fill_with_refusals_for_nobody(&mut b, T0 + ahead).await;
+    let x = stamped_at("x", T0);
+    let r = b.run("ahu-1", x.clone()).await;
+    assert_eq!(r.status, "expired");
+    assert!(!r.detail.contains("judged again"), "{}", r.detail);
+    b.exec.clock = Arc::new(TokioClock::starting_at(
+        Timestamp::from_millis(T0 + 10_000).unwrap(),
+    ));
+    let keep = b.exec.config.max_age + b.exec.config.clock_tolerance;
+    let now = b.exec.clock.now();
+    b.exec.journal = None;
+    b.exec.journal = Some(Journal::open(b._dir.path(), keep, now).unwrap());
+    let r = b.run("ahu-1", x).await;
+    assert_eq!(r.status, "expired", "{}", r.detail);
+    assert_eq!(b.writes.load(Ordering::Relaxed), 0);
+}

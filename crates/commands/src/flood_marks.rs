@@ -20,11 +20,16 @@
 //! second and a device, not one each. In memory it is the exact `ts`, so
 //! the running gateway refuses no command made after the newest refused;
 //! after a restart the written mark holds, up to a second more than
-//! needed. A `ts` beyond the wall clock counts as at most
-//! `keep` ahead (the longest an id is remembered), so a forged future `ts`
-//! cannot shut a device out for longer than an id of it would be kept. A
-//! mark older than `keep` covers only commands expired by their age: it is
-//! folded into the journal's horizon and dropped.
+//! needed. A mark never reaches more than `keep` (the longest an id is
+//! remembered) past the wall clock, so a forged future `ts` cannot shut a
+//! device out for longer than an id of it would be kept; a refusal of a
+//! command made further ahead is not covered, and says so. A command older
+//! than `keep` is covered by a mark at `keep` ago, so a flood of old ones
+//! costs a line a second too. A mark older than `keep` covers only
+//! commands expired by their age: it is folded into the journal's horizon
+//! and dropped. A mark read back further ahead than a mark can be (a
+//! damaged digit) is brought back to that limit, so it cannot shut its
+//! device out for good.
 
 use std::collections::HashMap;
 
@@ -50,6 +55,18 @@ struct Mark {
     written: i64,
 }
 
+/// What a refusal needs of its device's mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cover {
+    /// The mark the journal holds covers it (and the exact mark in memory
+    /// now does too).
+    Covered,
+    /// A mark this high must be written first.
+    Write(i64),
+    /// Made more than `keep` ahead: no mark may cover it.
+    TooFarAhead,
+}
+
 /// The marks, by device.
 #[derive(Debug, Default)]
 pub(crate) struct FloodMarks {
@@ -72,25 +89,44 @@ impl FloodMarks {
     }
 
     /// Covers a refusal of `device`'s command made at `ts` (ms), the wall
-    /// clock at `now` (ms): the mark to write when the journal's no longer
-    /// covers it, else `None`.
-    pub fn cover(&mut self, device: &str, ts: i64, now: i64, keep_ms: i64) -> Option<i64> {
-        let ts = ts.min(now.saturating_add(keep_ms));
-        if let Some(mark) = self.marks.get_mut(device) {
-            mark.refused = mark.refused.max(ts);
-            if ts <= mark.written {
-                return None;
+    /// clock at `now` (ms), as far as what the journal holds already does.
+    pub fn cover(&mut self, device: &str, ts: i64, now: i64, keep_ms: i64) -> Cover {
+        if ts > now.saturating_add(keep_ms) {
+            return Cover::TooFarAhead;
+        }
+        let ts = ts.max(now.saturating_sub(keep_ms));
+        match self.marks.get_mut(device) {
+            Some(mark) if ts <= mark.written => {
+                mark.refused = mark.refused.max(ts);
+                Cover::Covered
+            }
+            _ => Cover::Write(ts.saturating_add(LEAD_MS)),
+        }
+    }
+
+    /// The mark [`Cover::Write`] asked for is in the journal now.
+    pub fn written_up_to(&mut self, device: &str, ts: i64, written: i64) {
+        let mark = self.marks.entry(device.to_string()).or_insert(Mark {
+            refused: ts,
+            written,
+        });
+        mark.refused = mark.refused.max(ts);
+        mark.written = mark.written.max(written);
+    }
+
+    /// Brings marks read back from beyond what `cover` writes (a damaged
+    /// digit) back to its limit: the devices they name.
+    pub fn clamp(&mut self, now: i64, keep_ms: i64) -> Vec<String> {
+        let limit = now.saturating_add(keep_ms).saturating_add(LEAD_MS);
+        let mut clamped = Vec::new();
+        for (device, mark) in &mut self.marks {
+            if mark.written > limit {
+                mark.written = limit;
+                mark.refused = mark.refused.min(limit);
+                clamped.push(device.clone());
             }
         }
-        let written = ts.saturating_add(LEAD_MS);
-        self.marks.insert(
-            device.to_string(),
-            Mark {
-                refused: ts,
-                written,
-            },
-        );
-        Some(written)
+        clamped
     }
 
     /// Drops the marks older than `keep` before `now`: the newest of them,
@@ -131,7 +167,13 @@ mod tests {
         let raised = (0..10_000)
             .filter(|i| {
                 let ts = 1_000_000 + i; // 10 000 refusals over 10 s
-                marks.cover("ahu-1", ts, ts, KEEP).is_some()
+                match marks.cover("ahu-1", ts, ts, KEEP) {
+                    Cover::Write(w) => {
+                        marks.written_up_to("ahu-1", ts, w);
+                        true
+                    }
+                    _ => false,
+                }
             })
             .count();
         assert!((9..=11).contains(&raised), "{raised}");
@@ -141,15 +183,47 @@ mod tests {
     }
 
     #[test]
-    fn a_forged_future_ts_covers_no_more_than_keep_ahead() {
+    fn a_ts_more_than_keep_ahead_is_not_covered() {
         let mut marks = FloodMarks::default();
         let now = 1_000_000;
         assert_eq!(
             marks.cover("ahu-1", i64::MAX, now, KEEP),
-            Some(now + KEEP + LEAD_MS)
+            Cover::TooFarAhead
         );
-        assert_eq!(marks.get("ahu-1"), Some(now + KEEP));
-        assert_eq!(marks.get("lamp-1"), None, "another device is not covered");
+        assert_eq!(
+            marks.cover("ahu-1", now + KEEP + 1, now, KEEP),
+            Cover::TooFarAhead
+        );
+        assert_eq!(
+            marks.cover("ahu-1", now + KEEP, now, KEEP),
+            Cover::Write(now + KEEP + LEAD_MS)
+        );
+        assert_eq!(marks.get("ahu-1"), None, "nothing until it is written");
+    }
+
+    #[test]
+    fn old_refusals_share_one_mark_at_keep_ago_a_second_at_a_time() {
+        let mut marks = FloodMarks::default();
+        let now = 100 * KEEP;
+        let mut lines = 0;
+        for ts in 0..1_000 {
+            if let Cover::Write(w) = marks.cover("ahu-1", ts, now, KEEP) {
+                marks.written_up_to("ahu-1", ts.max(now - KEEP), w);
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 1);
+        assert_eq!(marks.forget(now, KEEP), None, "kept for a second");
+    }
+
+    #[test]
+    fn a_damaged_mark_far_ahead_is_brought_back() {
+        let mut marks = FloodMarks::default();
+        marks.merge("ahu-1".into(), 33_351_908_801_100);
+        marks.merge("lamp-1".into(), 2_000);
+        assert_eq!(marks.clamp(1_000, KEEP), vec!["ahu-1".to_string()]);
+        assert_eq!(marks.get("ahu-1"), Some(1_000 + KEEP + LEAD_MS));
+        assert_eq!(marks.get("lamp-1"), Some(2_000));
     }
 
     #[test]

@@ -35,13 +35,13 @@ use std::time::Duration;
 use gateway_core::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::flood_marks::FloodMarks;
+use crate::flood_marks::{Cover, FloodMarks};
 
 #[path = "journal_lines.rs"]
 mod lines;
 use lines::{mark_line, parse_line, recover, Parsed};
 
-/// Lines beyond twice the ids remembered (plus this) trigger a rewrite,
+/// Lines beyond three times the ids remembered (plus this) trigger a rewrite,
 /// so the file stays the size of what is remembered.
 #[cfg(not(test))]
 const REWRITE_SLACK: usize = 1024;
@@ -207,11 +207,30 @@ impl Journal {
             recreated,
         };
         journal.read(&text);
+        journal.clamp_read_back(now);
         journal.forget(now);
         if journal.damaged > 0 || journal.lines > journal.rewrite_at() {
             journal.rewrite()?;
         }
         Ok(journal)
+    }
+
+    /// A horizon or a mark read back further ahead than the journal ever
+    /// writes one is damage that still reads (a changed digit), or a clock
+    /// far behind (a Pi booted without its time): kept, a damaged one would
+    /// refuse every command for good. Each is brought back to `keep` past
+    /// the clock, which loses nothing: a command made later than that is
+    /// refused as ahead of the clock until it is too old to run.
+    fn clamp_read_back(&mut self, now: Timestamp) {
+        let now = now.as_millis();
+        let limit = now.saturating_add(self.keep_ms);
+        if self.horizon > limit {
+            tracing::warn!(path = %self.path.display(), horizon = self.horizon, "The command journal's horizon lies ahead of the clock by more than any command is kept (a damaged digit, or a clock far behind?): brought back to the clock plus max_age and clock_tolerance.");
+            self.horizon = limit;
+        }
+        for device in self.marks.clamp(now, self.keep_ms) {
+            tracing::warn!(path = %self.path.display(), device, "A flood mark of the command journal lies ahead of the clock by more than any command is kept (a damaged digit, or a clock far behind?): brought back to the clock plus max_age and clock_tolerance.");
+        }
     }
 
     /// Whether the file was missing from a directory that had held it:
@@ -293,8 +312,9 @@ impl Journal {
     }
 
     /// Records that `device`'s command made at `ts` was refused without a
-    /// line of its own: one line (twice) when its mark rises, not synced
-    /// on its own, as such refusals' lines.
+    /// line of its own: one line (twice) when its mark must rise, not
+    /// synced on its own, as such refusals' lines. `false`: no mark may
+    /// cover it (made more than `keep` ahead), so the refusal is not final.
     ///
     /// # Errors
     /// The line could not be written: the refusal is not final.
@@ -303,18 +323,12 @@ impl Journal {
         device: &str,
         ts: Timestamp,
         now: Timestamp,
-    ) -> Result<(), JournalError> {
-        if ts.as_millis() < now.as_millis().saturating_sub(self.keep_ms) {
-            // Older than any id is kept: the horizon covers it, with no
-            // line (a flood of old commands must not write one each).
-            self.horizon = self.horizon.max(ts.as_millis());
-            return Ok(());
-        }
-        let Some(mark) = self
-            .marks
-            .cover(device, ts.as_millis(), now.as_millis(), self.keep_ms)
-        else {
-            return Ok(());
+    ) -> Result<bool, JournalError> {
+        let (ts, now) = (ts.as_millis(), now.as_millis());
+        let mark = match self.marks.cover(device, ts, now, self.keep_ms) {
+            Cover::Covered => return Ok(true),
+            Cover::TooFarAhead => return Ok(false),
+            Cover::Write(mark) => mark,
         };
         let io_err = |source| JournalError::Io {
             path: self.path.clone(),
@@ -324,12 +338,14 @@ impl Journal {
         self.file
             .write_all(format!("{line}\n{line}\n").as_bytes())
             .map_err(io_err)?;
+        // Only now: a mark that is not on disk must not cover the next
+        // refusals as final.
+        self.marks.written_up_to(device, ts, mark);
         self.lines += 2;
-        self.forget(now);
         if self.lines > self.rewrite_at() {
             self.rewrite()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// What is known of `device`'s `id`.
@@ -431,8 +447,11 @@ impl Journal {
         Ok(())
     }
 
+    /// A rewrite copies every id, so the slack grows with them: a flood
+    /// raising many devices' marks at once (lines without ids) costs a
+    /// rewrite per few seconds otherwise.
     fn rewrite_at(&self) -> usize {
-        2 * (self.known.len() + self.marks.len()) + REWRITE_SLACK
+        3 * self.known.len() + 2 * self.marks.len() + REWRITE_SLACK
     }
 
     fn remember(&mut self, line: Line) {

@@ -346,7 +346,7 @@ fn a_flood_mark_outlives_restarts_and_rewrites_then_becomes_the_horizon() {
     assert_eq!(j.refused_upto("lamp-1"), None);
     // Covered already: no new line.
     let lines = j.lines;
-    j.refused_unremembered("ahu-1", at(200), at(200)).unwrap();
+    assert!(j.refused_unremembered("ahu-1", at(200), at(200)).unwrap());
     assert_eq!(j.lines, lines);
     drop(j);
 
@@ -376,18 +376,126 @@ fn a_flood_mark_outlives_restarts_and_rewrites_then_becomes_the_horizon() {
 }
 
 /// A flood of commands older than any id is kept, refused without lines
-/// of their own: the horizon covers them, and they write nothing.
+/// of their own: one mark at `keep` ago covers them all, on disk (a
+/// horizon raised in memory only was gone after a restart).
 #[test]
-fn old_refusals_in_a_full_journal_write_no_line() {
+fn old_refusals_in_a_full_journal_write_one_mark() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = open(dir.path(), 0);
     let keep = i64::try_from(KEEP.as_millis()).unwrap();
     let now = 10 * keep;
     let lines = j.lines;
     for k in 0..1_000 {
-        j.refused_unremembered("ahu-1", at(k), at(now)).unwrap();
+        assert!(j.refused_unremembered("ahu-1", at(k), at(now)).unwrap());
     }
-    assert_eq!(j.lines, lines);
+    assert_eq!(j.lines, lines + 2);
+    drop(j);
+    let j = open(dir.path(), now);
+    assert!(j.refused_upto("ahu-1").is_some_and(|m| m >= at(999)));
+}
+
+/// A mark whose line cannot be written (a full disk) covers nothing: the
+/// next refusal is not reported final on a mark that is not on disk.
+#[test]
+fn a_mark_whose_line_cannot_be_written_covers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    let real = std::mem::replace(
+        &mut j.file,
+        OpenOptions::new().write(true).open("/dev/full").unwrap(),
+    );
+    assert!(j.refused_unremembered("ahu-1", at(100), at(100)).is_err());
+    assert!(j.refused_unremembered("ahu-1", at(900), at(900)).is_err());
     assert_eq!(j.refused_upto("ahu-1"), None);
-    assert_eq!(j.horizon(), Some(at(999)));
+    j.file = real;
+    assert!(j.refused_unremembered("ahu-1", at(900), at(900)).unwrap());
+    drop(j);
+    let j = open(dir.path(), 1_000);
+    assert!(j.refused_upto("ahu-1").is_some_and(|m| m >= at(900)));
+}
+
+/// One changed digit in a mark's year still reads as a mark, a thousand
+/// years ahead: brought back at start, it cannot shut its device out.
+#[test]
+fn a_mark_read_back_far_ahead_is_brought_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.refused_unremembered("ahu-1", at(100), at(100)).unwrap();
+    drop(j);
+    let path = dir.path().join("journal");
+    let text = fs::read_to_string(&path).unwrap();
+    let changed = text.replacen("\"refused_upto\":\"2", "\"refused_upto\":\"3", 1);
+    assert_ne!(changed, text);
+    fs::write(&path, changed).unwrap();
+    let day = 86_400_000;
+    let mut j = open(dir.path(), day);
+    j.rewrite().unwrap();
+    drop(j);
+    let j = open(dir.path(), 2 * day);
+    assert!(
+        j.refused_upto("ahu-1").is_none_or(|m| m <= at(2 * day)),
+        "{:?}",
+        j.refused_upto("ahu-1")
+    );
+}
+
+/// A flood raising twenty devices' marks at once, their ts climbing by a
+/// second each, into a journal holding 10 000 ids: a line pair per raise,
+/// and no rewrite of the 10 000 ids every few hundred of them.
+#[test]
+fn marks_raised_in_a_full_journal_cost_no_rewrite_each_few_hundred() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    for i in 0..10_000 {
+        j.finish(
+            &format!("g-{i}"),
+            Some(at(0)),
+            done("ghost"),
+            at(0),
+            Sync::WithTheNext,
+        )
+        .unwrap();
+    }
+    let keep = i64::try_from(KEEP.as_millis()).unwrap();
+    let (mut raises, mut rewrites) = (0, 0);
+    for d in 0..20 {
+        let mut ts = -keep;
+        while ts <= keep {
+            let before = j.lines;
+            assert!(j
+                .refused_unremembered(&format!("dev-{d}"), at(ts), at(0))
+                .unwrap());
+            match j.lines.cmp(&before) {
+                std::cmp::Ordering::Less => rewrites += 1,
+                std::cmp::Ordering::Greater => raises += 1,
+                std::cmp::Ordering::Equal => {}
+            }
+            ts += 1_001;
+        }
+    }
+    assert!(raises > 2_000, "{raises}");
+    assert_eq!(rewrites, 0);
+}
+
+/// A mark line and an id line joined by lost newlines: both read, and the
+/// rewritten journal reads back clean.
+#[test]
+fn a_mark_and_an_id_joined_by_lost_newlines_are_both_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    j.refused_unremembered("ahu-1", at(100), at(100)).unwrap();
+    j.finish("a", Some(at(0)), done("ahu-1"), at(0), Sync::Now)
+        .unwrap();
+    drop(j);
+    let path = dir.path().join("journal");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replace('\n', "#")).unwrap();
+    let j = open(dir.path(), 1_000);
+    assert!(j.damaged() > 0);
+    assert!(j.refused_upto("ahu-1").is_some());
+    assert!(j.get("ahu-1", "a").is_some());
+    drop(j);
+    let j = open(dir.path(), 1_000);
+    assert_eq!(j.damaged(), 0);
+    assert!(j.refused_upto("ahu-1").is_some());
 }
