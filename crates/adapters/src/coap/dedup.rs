@@ -2,7 +2,9 @@
 //! same Message ID) is answered with the same reply and not processed again.
 //!
 //! Bounded: entries leave after their lifetime, and the oldest leave first
-//! when the cache is full, so a flood of distinct message ids costs at most
+//! when the cache is full (a cache holds one lifetime, CON's or NON's, so
+//! that its oldest is the first to expire: the handler keeps one of each),
+//! so a flood of distinct message ids costs at most
 //! `capacity` entries. Each source address holds at most a share of it
 //! ([`Dedup::share`]) and beyond that gives up its own oldest: a few busy
 //! hosts cannot push another host's exchanges out before their lifetime
@@ -306,8 +308,7 @@ impl Dedup {
         };
         self.epoch = self.epoch.wrapping_add(1);
         while let Some(oldest) = self.ring.front() {
-            let room = self.live < self.capacity;
-            if oldest.live && room && oldest.expires > now {
+            if oldest.live && oldest.expires > now {
                 break;
             }
             self.pop_front();
@@ -327,6 +328,11 @@ impl Dedup {
             e.reply = reply;
             e.expires = expires;
             return false;
+        }
+        // Full: the oldest leaves before its time, for a new exchange only
+        // (a renewed one takes no more room).
+        while self.live >= self.capacity && !self.ring.is_empty() {
+            self.pop_front();
         }
         if self.ring.len() >= 2 * self.capacity {
             self.compact();
@@ -667,6 +673,23 @@ mod tests {
         churn(200, &peers, 400);
     }
 
+    /// A full cache renewing an exchange it holds takes no more room, so
+    /// its oldest stays.
+    #[test]
+    fn a_renewal_in_a_full_cache_pushes_nothing_out() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(64);
+        let a: SocketAddr = "10.0.0.1:5683".parse().unwrap();
+        for mid in 0..64 {
+            d.insert(a, mid, Some(vec![1]), t0, EXCHANGE_LIFETIME);
+        }
+        let later = t0 + Duration::from_secs(1);
+        d.insert(a, 63, Some(vec![2]), later, EXCHANGE_LIFETIME);
+        assert_eq!(d.len(), 64);
+        assert_eq!(d.get(a, 0, later), Some(Some(vec![1])));
+        assert_eq!(d.get(a, 63, later), Some(Some(vec![2])));
+    }
+
     fn churn(capacity: usize, peers: &[&str], mids: u16) {
         let peers: Vec<SocketAddr> = peers.iter().map(|p| p.parse().unwrap()).collect();
         let share = Dedup::share(capacity);
@@ -702,16 +725,16 @@ mod tests {
             if r >> 40 & 3 != 0 {
                 let reply = (r >> 42 & 1 == 0).then(|| vec![step as u8]);
                 let lifetime = Duration::from_secs(1 + (r >> 43) % 40);
-                while let Some(oldest) = model.first() {
-                    if model.len() < capacity && oldest.3 > now {
-                        break;
-                    }
+                while model.first().is_some_and(|oldest| oldest.3 <= now) {
                     model.remove(0);
                 }
                 let expires = now + lifetime;
                 match model.iter_mut().find(|e| e.0 == peer && e.1 == mid) {
                     Some(e) => (e.2, e.3) = (reply.clone(), expires),
                     None => {
+                        while model.len() >= capacity {
+                            model.remove(0);
+                        }
                         let mine = |e: &(SocketAddr, u16, _, _)| e.0.ip() == peer.ip();
                         if model.iter().filter(|e| mine(e)).count() >= share {
                             let first = model.iter().position(mine).unwrap();

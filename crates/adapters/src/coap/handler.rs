@@ -39,7 +39,7 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// Largest body reassembled from Block1 transfers.
     pub max_body_bytes: usize,
-    /// Entries of the duplicate cache.
+    /// Entries of each duplicate cache (CON's, NON's).
     pub dedup_capacity: usize,
     /// Devices remembered for `GET /s/{device}`.
     pub max_devices: usize,
@@ -51,7 +51,14 @@ pub struct Limits {
 /// The server's state between datagrams.
 pub struct Handler {
     limits: Limits,
-    dedup: Dedup,
+    /// The duplicate caches of CON and of NON requests: one each, so that
+    /// each holds one lifetime and its oldest is the first to expire. In
+    /// one cache a CON (247 s) at the front kept NONs (145 s) that had
+    /// expired behind it counted as held, and a source at its share, or a
+    /// full cache, gave up that CON early: its retransmission was taken
+    /// again.
+    dedup_con: Dedup,
+    dedup_non: Dedup,
     transfers: HashMap<(SocketAddr, String), Transfer>,
     /// Exchanges the duplicate cache gave up before their lifetime, not
     /// yet counted, and the address of the last.
@@ -98,7 +105,8 @@ impl Handler {
     /// its uploads under way. For a new DTLS session from an address that
     /// had one (a restarted device, or another behind the same NAT port).
     pub fn forget_peer(&mut self, peer: SocketAddr) {
-        self.dedup.forget_peer(peer);
+        self.dedup_con.forget_peer(peer);
+        self.dedup_non.forget_peer(peer);
         self.transfers.retain(|(from, _), _| *from != peer);
     }
 
@@ -106,7 +114,8 @@ impl Handler {
     /// NON responses (random in the server, §4.4).
     pub fn new(limits: Limits, first_mid: u16) -> Self {
         Self {
-            dedup: Dedup::new(limits.dedup_capacity),
+            dedup_con: Dedup::new(limits.dedup_capacity),
+            dedup_non: Dedup::new(limits.dedup_capacity),
             ids: Ids::new(limits.max_devices),
             metrics: Metrics::default(),
             limits,
@@ -241,7 +250,13 @@ impl Handler {
             }
             return;
         }
-        let probe = match self.dedup.look(peer, head.mid, now) {
+        let confirmable = head.kind == CON;
+        let cache = if confirmable {
+            &self.dedup_con
+        } else {
+            &self.dedup_non
+        };
+        let probe = match cache.look(peer, head.mid, now) {
             Seen::Before(cached) => {
                 out.duplicate = true;
                 out.reply = cached;
@@ -253,7 +268,6 @@ impl Handler {
         let answer = self.request(
             peer, request, &options, now, arrival, only, out, readings,
         );
-        let confirmable = head.kind == CON;
         // A successful NON update gets no response; errors and GETs do,
         // and so does a NON block of an upload: its 2.31 Continue is what
         // the device waits for before the next block (RFC 7959 §2.5).
@@ -273,15 +287,12 @@ impl Handler {
             p.payload = answer.payload;
             out.reply = Some(message::encode(&p));
         }
-        let lifetime = if confirmable {
-            super::dedup::EXCHANGE_LIFETIME
+        let (cache, lifetime) = if confirmable {
+            (&mut self.dedup_con, super::dedup::EXCHANGE_LIFETIME)
         } else {
-            super::dedup::NON_LIFETIME
+            (&mut self.dedup_non, super::dedup::NON_LIFETIME)
         };
-        if self
-            .dedup
-            .insert_looked(probe, out.reply.clone(), now, lifetime)
-        {
+        if cache.insert_looked(probe, out.reply.clone(), now, lifetime) {
             // Not an error of this request: its address sends more than its
             // share of the cache holds for a lifetime (many devices behind
             // one NAT?), so one of its older exchanges is no longer

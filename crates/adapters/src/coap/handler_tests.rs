@@ -292,6 +292,29 @@ fn a_retransmitted_con_is_answered_alike_and_processed_once() {
     assert_eq!(h.handle(peer(), &req, later, arrival()).readings.len(), 1);
 }
 
+/// A CON (kept 247 s) and after it, from the same address, its share of
+/// NONs (kept 145 s). At 150 s the NONs have expired; one more NON must
+/// not push out the CON, whose late copy is still a duplicate. With one
+/// cache for both, the expired NONs behind the CON still counted as held
+/// and the CON was given up: its copy was counted again.
+#[test]
+fn a_con_outlives_the_nons_sent_after_it() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let con = request(true, POST, 100, "s/d1/t", Some(0), None, b"1");
+    assert_eq!(h.handle(peer(), &con, t, arrival()).readings.len(), 1);
+    for mid in 0..63u16 {
+        let non = request(false, POST, 200 + mid, "s/d1/t", Some(0), None, b"2");
+        assert_eq!(h.handle(peer(), &non, t, arrival()).readings.len(), 1);
+    }
+    let later = t + Duration::from_secs(150);
+    let non = request(false, POST, 999, "s/d1/t", Some(0), None, b"3");
+    h.handle(peer(), &non, later, arrival());
+    assert_eq!(h.take_dedup_given_up(), None, "nothing live was given up");
+    let again = h.handle(peer(), &con, later, arrival());
+    assert!(again.duplicate && again.readings.is_empty());
+}
+
 #[test]
 fn malformed_datagrams_are_reset_or_ignored() {
     let mut h = Handler::new(limits(), 1);
