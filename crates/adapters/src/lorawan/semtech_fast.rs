@@ -469,6 +469,28 @@ mod tests {
         (rest[len] == b'"' && std::str::from_utf8(&rest[..len]).is_ok()).then_some(len)
     }
 
+    /// A 17-digit number (how Python, JavaScript or Go print a value a step
+    /// off a round one) exactly halfway between two doubles: both readers
+    /// take the nearest, also in a build of this crate alone, so a
+    /// reading does not depend on which reader took its datagram.
+    #[test]
+    fn both_readers_round_a_long_number_alike() {
+        for lsnr in [
+            "1.00000000000000011102230246251565404236316680908203125",
+            "-13.200000000000001",
+            "1.1000000000000005",
+        ] {
+            let body = format!(r#"{{"rxpk":[{{"stat":1,"size":3,"data":"AQID","lsnr":{lsnr}}}]}}"#);
+            let fast = push_data(body.as_bytes()).expect("the fast reader takes it");
+            let full = super::super::push_data_serde(body.as_bytes()).unwrap();
+            let want: f64 = lsnr.parse().unwrap();
+            for read in [fast, full] {
+                let entry = read.rxpk[0].as_ref().unwrap();
+                assert_eq!(entry.lsnr.map(f64::to_bits), Some(want.to_bits()), "{lsnr}");
+            }
+        }
+    }
+
     #[test]
     fn a_string_is_measured_eight_bytes_a_step_as_a_byte_at_a_time() {
         let mut next = crate::test_rng::xorshift(0x0DDB_1A5E_5BAD_5EED);
