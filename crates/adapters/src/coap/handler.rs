@@ -356,6 +356,7 @@ impl Handler {
             cf,
             block1,
             unsupported,
+            ..
         } = options;
         let (depth, mut path_utf8, cf, block1) = (*depth, *path_utf8, *cf, *block1);
         if let Some(number) = *unsupported {

@@ -315,6 +315,41 @@ fn a_con_outlives_the_nons_sent_after_it() {
     assert!(again.duplicate && again.readings.is_empty());
 }
 
+/// RFC 7252 §5.4.5 and §5.4.3: a critical option defined once that comes
+/// twice, or with a longer value than its format, is not understood: 4.02
+/// and nothing taken. An elective one repeated is read once.
+#[test]
+fn a_critical_option_repeated_or_too_long_is_a_bad_option() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let with = |mid: u16, options: &[(CoapOption, &[u8])]| {
+        let mut p = Packet::from_bytes(&request(true, POST, mid, "s/d1/t", Some(0), None, b"21"))
+            .unwrap();
+        for (option, value) in options {
+            p.add_option(*option, value.to_vec());
+        }
+        p.to_bytes_unlimited().unwrap()
+    };
+    let bad: [&[(CoapOption, &[u8])]; 4] = [
+        &[(CoapOption::Block1, &[0x0E]), (CoapOption::Block1, &[0x0E])],
+        &[(CoapOption::Block1, &[0, 0, 0, 0x0E])],
+        &[(CoapOption::UriHost, b"a"), (CoapOption::UriHost, b"b")],
+        &[(CoapOption::UriPort, &[0x16, 0x33, 0])],
+    ];
+    for (i, options) in bad.into_iter().enumerate() {
+        let o = h.handle(peer(), &with(i as u16, options), t, arrival());
+        assert_eq!(code(&o), MessageClass::Response(ResponseType::BadOption), "{i}");
+        assert!(o.readings.is_empty(), "{i}");
+    }
+    let o = h.handle(
+        peer(),
+        &with(9, &[(CoapOption::UriHost, b"gw"), (CoapOption::ContentFormat, &[50])]),
+        t,
+        arrival(),
+    );
+    assert_eq!(values(&o), [("d1".into(), "t".into(), 21.0)]);
+}
+
 #[test]
 fn malformed_datagrams_are_reset_or_ignored() {
     let mut h = Handler::new(limits(), 1);

@@ -17,6 +17,10 @@ pub(super) const CONTENT_FORMAT: u16 = 12;
 #[cfg(feature = "lorawan")]
 pub(super) const URI_QUERY: u16 = 15;
 pub(super) const BLOCK1: u16 = 27;
+const URI_HOST: u16 = 3;
+const URI_PORT: u16 = 7;
+const ACCEPT: u16 = 17;
+const BLOCK2: u16 = 23;
 
 /// Option numbers the server understands. Any other critical (odd) option
 /// in a request is answered 4.02 Bad Option (§5.4.1).
@@ -49,8 +53,12 @@ pub(super) struct OptionsRead<'a> {
     pub(super) path_utf8: bool,
     pub(super) cf: Option<&'a [u8]>,
     pub(super) block1: Option<&'a [u8]>,
-    /// The first critical option not understood.
+    /// The first critical option not understood: one we do not know, one
+    /// repeated that is defined once (§5.4.5), or one whose value is
+    /// longer than its format allows (§5.4.3).
     pub(super) unsupported: Option<u16>,
+    /// The critical options defined once that were met, a bit each.
+    once: u8,
 }
 
 impl Default for OptionsRead<'_> {
@@ -62,6 +70,7 @@ impl Default for OptionsRead<'_> {
             cf: None,
             block1: None,
             unsupported: None,
+            once: 0,
         }
     }
 }
@@ -83,12 +92,27 @@ impl<'a> OptionsRead<'a> {
                 self.cf.get_or_insert(value);
             }
             BLOCK1 => {
+                self.once(0, number, value, 3);
                 self.block1.get_or_insert(value);
             }
+            URI_HOST => self.once(1, number, value, 255),
+            URI_PORT => self.once(2, number, value, 2),
+            ACCEPT => self.once(3, number, value, 2),
+            BLOCK2 => self.once(4, number, value, 3),
             n if n % 2 == 1 && !UNDERSTOOD_CRITICAL.contains(&n) => {
                 self.unsupported.get_or_insert(n);
             }
             _ => {}
+        }
+    }
+
+    /// A critical option defined once, its value at most `longest` bytes:
+    /// a second occurrence, or a longer value, is not understood.
+    fn once(&mut self, bit: u8, number: u16, value: &[u8], longest: usize) {
+        let seen = self.once & 1 << bit != 0;
+        self.once |= 1 << bit;
+        if seen || value.len() > longest {
+            self.unsupported.get_or_insert(number);
         }
     }
 }
