@@ -5,9 +5,17 @@
 //! where xknx and Home Assistant round to 50), 9.x the mantissa and
 //! exponent divided by 100 (21.5, never 21.500000000000004), 14.x the
 //! IEEE 754 single to the 7 significant digits it carries (as ETS and
-//! xknx show it: 0.1, not 0.10000000149011612). Encoding follows xknx (ties to even, the
-//! same search for the 9.x exponent), so a value both write gives the
-//! same bytes on the bus.
+//! xknx show it: 0.1, not 0.10000000149011612). Encoding follows xknx for
+//! 5.001, 5.003 and 9.x (ties to even, the same search for the 9.x
+//! exponent), so a value both write gives the same bytes on the bus; the
+//! scaled 7.x and 8.x subtypes (7.003, 7.004, 8.003, 8.004, 8.010) round
+//! to the nearest step where xknx truncates (it writes 0.29 % as 0.28 %),
+//! and a whole-number type refuses a fraction xknx would truncate.
+//!
+//! A value the type cannot mean is refused both ways, as xknx refuses it:
+//! a 9.x below its subtype's range (a temperature under -273 °C, a
+//! negative lux: the group's type is likely wrong), 5.006's reserved 255,
+//! 20.102's and 20.105's unassigned modes.
 
 use std::fmt;
 use std::str::FromStr;
@@ -104,6 +112,12 @@ impl FromStr for Dpt {
             )),
         }
     }
+}
+
+/// DPT 20.105 (HVAC control mode): 0 auto … 17 emergency steam, and 20
+/// NoDem; 18, 19 and 21 up are reserved.
+fn hvac_control_mode(x: u8) -> bool {
+    x <= 17 || x == 20
 }
 
 /// The largest 9.x value the payload carries (2047 × 2¹⁵ × 0.01): the
@@ -328,9 +342,18 @@ impl Dpt {
                     _ => raw,
                 }
             }
-            (9, &[h, l]) => float16(h, l).ok_or_else(|| {
-                DptError::Invalid(format!("DPT {self}: 0x7FFF marks invalid data"))
-            })?,
+            (9, &[h, l]) => {
+                let v = float16(h, l).ok_or_else(|| {
+                    DptError::Invalid(format!("DPT {self}: 0x7FFF marks invalid data"))
+                })?;
+                let (min, _) = float16_bounds(self.sub);
+                if v < min {
+                    return Err(DptError::Invalid(format!(
+                        "DPT {self}: {v} is below the type's range (from {min}): is the group's type right?"
+                    )));
+                }
+                v
+            }
             (12, &[a, b2, c, d]) => f64::from(u32::from_be_bytes([a, b2, c, d])),
             (13, &[a, b2, c, d]) => f64::from(i32::from_be_bytes([a, b2, c, d])),
             (14, &[a, b2, c, d]) => {
@@ -361,6 +384,16 @@ impl Dpt {
                 return Err(DptError::Invalid(format!(
                     "DPT 20.102: mode {x} is not assigned (0 auto, 1 comfort, 2 standby, 3 economy, 4 building protection)"
                 )))
+            }
+            (20, Some(105)) if !hvac_control_mode(x) => {
+                return Err(DptError::Invalid(format!(
+                    "DPT 20.105: mode {x} is reserved (0 to 17, and 20)"
+                )))
+            }
+            (5, Some(6)) if x == 255 => {
+                return Err(DptError::Invalid(
+                    "DPT 5.006: 255 is reserved (tariffs are 0 to 254)".to_string(),
+                ))
             }
             _ => raw,
         })
@@ -444,6 +477,12 @@ impl Dpt {
             return Err(Refusal::new(
                 "out_of_range",
                 "DPT 20.102 takes 0 auto, 1 comfort, 2 standby, 3 economy or 4 building protection",
+            ));
+        }
+        if (self.main, self.sub) == (20, Some(105)) && !hvac_control_mode(v as u8) {
+            return Err(Refusal::new(
+                "out_of_range",
+                "DPT 20.105 takes 0 to 17 or 20 (18, 19 and 21 up are reserved)",
             ));
         }
         Ok(Payload::Bytes(bytes))

@@ -107,12 +107,32 @@ fn payloads_of_the_wrong_shape_or_marked_invalid_are_errors() {
         (Dpt::new(13, 13), Data::Bytes(&[0, 0, 1])),
         (Dpt::new(14, 56), Data::Bytes(&f32::NAN.to_be_bytes())),
         (Dpt::new(20, 102), Data::Bytes(&[5])),
+        // Values the type cannot mean, as xknx refuses them: a reserved
+        // mode or tariff, a temperature under -273 °C, a negative lux.
+        (Dpt::new(20, 105), Data::Bytes(&[18])),
+        (Dpt::new(20, 105), Data::Bytes(&[21])),
+        (Dpt::new(5, 6), Data::Bytes(&[255])),
+        (Dpt::new(9, 1), Data::Bytes(&encode_float16(-273.5))),
+        (Dpt::new(9, 4), Data::Bytes(&[0x80, 0x00])),
+        (Dpt::new(9, 27), Data::Bytes(&encode_float16(-460.0))),
         (Dpt::new(16, 0), Data::Bytes(&[0x41; 15])),
         (Dpt::new(16, 0), Data::Bytes(&[0xC3, 0xA9])),
     ];
     for (dpt, data) in cases {
         assert!(dpt.decode(*data).is_err(), "{dpt} {data:?}");
     }
+    // Their neighbours inside the range are read.
+    let read = |dpt: Dpt, b: &[u8]| dpt.decode(Data::Bytes(b)).unwrap();
+    assert_eq!(read(Dpt::new(20, 105), &[20]), Value::Number(20.0));
+    assert_eq!(read(Dpt::new(20, 105), &[17]), Value::Number(17.0));
+    assert_eq!(read(Dpt::new(5, 6), &[254]), Value::Number(254.0));
+    assert_eq!(
+        read(Dpt::new(9, 1), &encode_float16(-273.0)),
+        Value::Number(-272.96),
+        "the coding's nearest to -273 °C"
+    );
+    assert_eq!(read(Dpt::new(9, 4), &[0, 0]), Value::Number(0.0));
+    assert_eq!(read(Dpt::new(9, 2), &[0x80, 0x00]), Value::Number(-20.48));
 }
 
 #[test]
@@ -127,6 +147,8 @@ fn commands_outside_a_types_range_or_of_the_wrong_kind_are_refused() {
         ("9.001", n(f64::NAN), "out_of_range"),
         ("9.001", n(1e7), "out_of_range"),
         ("20.102", n(5.0), "out_of_range"),
+        ("20.105", n(18.0), "out_of_range"),
+        ("20.105", n(255.0), "out_of_range"),
         ("17.001", n(0.0), "out_of_range"),
         ("16.000", n(1.0), "type"),
         (
