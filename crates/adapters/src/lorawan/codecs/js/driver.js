@@ -86,6 +86,62 @@
     }
     return out;
   });
+  // A helper a codec defines on a built-in with defineProperty
+  // (`Object.defineProperty(Number.prototype, "hex", {value: f})`, a common
+  // pattern) is non-configurable by default: it could not be taken away
+  // after the call, and the file's next run, defining it again, threw
+  // "not configurable", so the codec never decoded. Definitions on a
+  // guarded built-in are made configurable and recorded, and those the
+  // built-in did not have are deleted after the call. Installed before
+  // the built-ins are recorded, so putting them back keeps these.
+  var defProps = Object.defineProperties, reflectDefine = Reflect.defineProperty;
+  var definedOnBuiltins = [];
+  function guardOf(target) {
+    for (var i = 0; i < guarded.length; i++) if (guarded[i].target === target) return guarded[i];
+    return null;
+  }
+  function loosened(target, key, desc) {
+    if (desc === null || typeof desc !== "object" || guardOf(target) === null) return desc;
+    var copy = { configurable: true };
+    if ("value" in desc) copy.value = desc.value;
+    if ("writable" in desc) copy.writable = desc.writable;
+    if ("get" in desc) copy.get = desc.get;
+    if ("set" in desc) copy.set = desc.set;
+    if ("enumerable" in desc) copy.enumerable = desc.enumerable;
+    definedOnBuiltins[definedOnBuiltins.length] = {
+      target: target, key: typeof key === "symbol" ? key : toText(key),
+    };
+    return copy;
+  }
+  function loosenedAll(target, props) {
+    if (props === null || typeof props !== "object" || guardOf(target) === null) return props;
+    var keys = ownKeys(props), copy = {};
+    for (var i = 0; i < keys.length; i++) {
+      var d = getDesc(props, keys[i]);
+      if (d && d.enumerable) copy[keys[i]] = loosened(target, keys[i], props[keys[i]]);
+    }
+    return copy;
+  }
+  var defineShims = {
+    defineProperty: function defineProperty(o, k, d) { return defProp(o, k, loosened(o, k, d)); },
+    defineProperties: function defineProperties(o, p) { return defProps(o, loosenedAll(o, p)); },
+  };
+  defProp(Object, "defineProperty", { value: defineShims.defineProperty, writable: true, configurable: true });
+  defProp(Object, "defineProperties", { value: defineShims.defineProperties, writable: true, configurable: true });
+  defProp(Reflect, "defineProperty", {
+    value: function defineProperty(o, k, d) { return reflectDefine(o, k, loosened(o, k, d)); },
+    writable: true, configurable: true,
+  });
+  function dropDefined() {
+    for (var i = 0; i < definedOnBuiltins.length; i++) {
+      var at = definedOnBuiltins[i], s = guardOf(at.target), had = false;
+      for (var j = 0; s !== null && j < s.keys.length; j++) if (s.keys[j] === at.key) { had = true; break; }
+      if (s !== null && !had) {
+        try { if (!delete at.target[at.key]) intact = false; } catch (e) { intact = false; }
+      }
+    }
+    definedOnBuiltins.length = 0;
+  }
   // The built-ins a codec can change: the global object always; each
   // object or function it holds (with its prototype and what those
   // inherit from) when the file's text could write to it: an assignment
@@ -171,6 +227,7 @@
   }
   function tidy() {
     for (var i = 0; i < guarded.length; i++) restore(guarded[i]);
+    dropDefined();
   }
   function kind(v) {
     if (v === null) return "null";

@@ -367,7 +367,60 @@ fn clock_value<'js>(ctx: &Ctx<'js>, clock_ms: Option<i64>) -> rquickjs::Value<'j
 }
 
 fn parse(text: &str) -> Result<serde_json::Value, ScriptError> {
-    serde_json::from_str(text).map_err(|e| ScriptError::Result(format!("not JSON: {e}")))
+    serde_json::from_str(&lone_surrogates_replaced(text))
+        .map_err(|e| ScriptError::Result(format!("not JSON: {e}")))
+}
+
+/// `text` with each `\u` escape of a lone surrogate as `\ufffd`, as
+/// Node's `TextEncoder` and a UTF-8 reader replace one. A codec building
+/// a string from 16-bit words (`String.fromCharCode(b[0] << 8 | b[1])`)
+/// can make half a pair, which `JSON.stringify` writes as such an escape
+/// and serde refuses: the whole decode failed where Node returns it.
+fn lone_surrogates_replaced(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unit_at(b: &[u8], at: usize) -> Option<u16> {
+        let hex = b.get(at..at + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    }
+    let b = text.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut at, mut copied) = (0, 0);
+    while at < b.len() {
+        if b[at] != b'\\' {
+            at += 1;
+            continue;
+        }
+        let Some(unit) = unit_at(b, at) else {
+            at += 2; // another escape: `\\`, `\"`, …
+            continue;
+        };
+        let paired = match unit {
+            0xD800..=0xDBFF => unit_at(b, at + 6).is_some_and(|u| (0xDC00..=0xDFFF).contains(&u)),
+            0xDC00..=0xDFFF => false,
+            _ => {
+                at += 6;
+                continue;
+            }
+        };
+        if paired {
+            at += 12;
+            continue;
+        }
+        let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        o.push_str(&text[copied..at]);
+        o.push_str("\\ufffd");
+        at += 6;
+        copied = at;
+    }
+    match out {
+        None => std::borrow::Cow::Borrowed(text),
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            std::borrow::Cow::Owned(o)
+        }
+    }
 }
 
 /// What a thrown value means: a limit reached, or the script's own error.
@@ -386,10 +439,12 @@ fn classify(e: CaughtError<'_>, took: Duration, limit: Duration) -> ScriptError 
     if message == "interrupted" && took >= limit {
         return ScriptError::Timeout(limit);
     }
-    if message.contains("out of memory") {
+    // QuickJS's own words, whole: a codec's `new Error("sensor out of
+    // memory flag")` is its error, not a limit reached.
+    if message == "out of memory" {
         return ScriptError::OutOfMemory;
     }
-    if message.contains("stack overflow") || message.contains("Maximum call stack") {
+    if message == "stack overflow" || message.starts_with("Maximum call stack") {
         return ScriptError::StackOverflow;
     }
     let name = match &e {

@@ -588,3 +588,68 @@ fn a_thrown_value_that_is_not_an_error_reads_as_written() {
     // Its toString is not run: it would loop after the call's time is up.
     assert_eq!(thrown(4), "thrown: object (not an Error)");
 }
+
+/// Helpers a codec defines on built-ins with defineProperty, a common
+/// pattern (non-configurable by default): the codec decodes on every
+/// call, not only the first, and the helpers do not outlive the call.
+#[test]
+fn helpers_defined_on_built_ins_work_on_every_call_and_leave_with_it() {
+    let (_f, codec) = script(
+        "Object.defineProperty(Number.prototype, 'hex2', { value: function () {\n\
+           return ('0' + this.toString(16)).slice(-2); } });\n\
+         Object.defineProperties(Math, { half: { value: function (x) { return x / 2; } } });\n\
+         Object.defineProperty(this, 'scale', { value: 10 });\n\
+         function decodeUplink(input) {\n\
+           return { data: { h: input.bytes[0].hex2(), half: Math.half(input.bytes[0]),\n\
+             scaled: input.bytes[0] * scale } };\n\
+         }",
+    );
+    for b in [10u8, 255, 7] {
+        let out = decode(&codec, &[b]).unwrap();
+        let data = out.data();
+        assert_eq!(data["h"], json!(format!("{b:02x}")), "call {b}");
+        assert_eq!(data["half"].as_f64(), Some(f64::from(b) / 2.0), "call {b}");
+        assert_eq!(data["scaled"].as_f64(), Some(f64::from(b) * 10.0), "call {b}");
+    }
+    // Another codec sharing nothing with it sees none of them, and the
+    // built-ins are as they were.
+    let (_g, probe) = script(
+        "function decodeUplink(input) { return { data: {\n\
+           hex2: typeof (1).hex2, half: typeof Math.half, scale: typeof scale } }; }",
+    );
+    assert_eq!(
+        decode(&probe, &[0]).unwrap().data(),
+        &json!({"hex2": "undefined", "half": "undefined", "scale": "undefined"})
+    );
+}
+
+/// A string built from 16-bit words can hold half a surrogate pair: Node
+/// returns the decode (the half as U+FFFD once encoded), and so do we,
+/// rather than failing the whole decode. A whole pair stays whole.
+#[test]
+fn a_lone_surrogate_in_a_decoded_string_does_not_fail_the_decode() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) { var s = '';\n\
+           for (var i = 0; i + 1 < input.bytes.length; i += 2)\n\
+             s += String.fromCharCode(input.bytes[i] << 8 | input.bytes[i + 1]);\n\
+           return { data: { name: s, len: s.length } }; }",
+    );
+    let out = decode(&codec, &[0xD8, 0x00]).unwrap();
+    assert_eq!(out.data(), &json!({"name": "\u{FFFD}", "len": 1}));
+    let out = decode(&codec, &[0xDC, 0x00, 0x00, 0x41]).unwrap();
+    assert_eq!(out.data(), &json!({"name": "\u{FFFD}A", "len": 2}));
+    let out = decode(&codec, &[0xD8, 0x3D, 0xDE, 0x00, 0x00, 0x5C]).unwrap();
+    assert_eq!(out.data(), &json!({"name": "\u{1F600}\\", "len": 3}));
+}
+
+/// A codec's own error that mentions memory or the stack is its error,
+/// with its message, not a limit reached.
+#[test]
+fn a_codecs_error_naming_memory_is_its_own() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) { throw new Error('sensor out of memory flag set'); }",
+    );
+    let e = decode(&codec, &[0]).unwrap_err();
+    assert_eq!(e.kind(), "js_exception", "{e}");
+    assert!(e.to_string().contains("sensor out of memory flag set"), "{e}");
+}
