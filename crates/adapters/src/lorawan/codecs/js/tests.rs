@@ -653,3 +653,20 @@ fn a_codecs_error_naming_memory_is_its_own() {
     assert_eq!(e.kind(), "js_exception", "{e}");
     assert!(e.to_string().contains("sensor out of memory flag set"), "{e}");
 }
+
+/// A vector written under Node matches a value one bit apart in its last
+/// place (V8's and QuickJS's `Math.pow` differ there), not one further.
+#[test]
+fn vectors_match_numbers_a_few_units_in_the_last_place_apart() {
+    let same = super::vectors::same;
+    let v8 = json!({"p": 0.000009999999999999999_f64, "t": [1804.8, 5_878_780_526.591_999]});
+    let ours = json!({"p": 0.00001, "t": [1804.8, 5_878_780_526.592]});
+    assert!(same(&v8, &ours));
+    let next = |x: f64, n: u64| f64::from_bits(x.to_bits() + n);
+    assert!(same(&json!(next(21.5, 4)), &json!(21.5)));
+    assert!(!same(&json!(next(21.5, 5)), &json!(21.5)));
+    assert!(!same(&json!(21.6), &json!(21.5)));
+    assert!(same(&json!(0.0), &json!(-0.0)), "equal by value");
+    assert!(!same(&json!(5e-324), &json!(-5e-324)));
+    assert!(same(&json!(3), &json!(3.0)));
+}
