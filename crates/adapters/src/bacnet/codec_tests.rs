@@ -455,3 +455,59 @@ fn an_endless_segmented_answer_is_cut() {
     };
     assert_eq!(err, SegmentError::TooLarge);
 }
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
+        .collect()
+}
+
+/// Found by a differential against bacpypes3: an object name in UCS-2
+/// (set 4) failed the whole ReadPropertyMultiple-ACK, so the device was
+/// never read, and a COV notification carrying one lost its present
+/// value. UCS-2 and UCS-4 decode; the double-byte sets read lossily;
+/// bytes that are not UTF-8 in set 0 read as ISO 8859-1, as older
+/// devices meant them.
+#[test]
+fn every_character_set_reads_and_none_costs_the_answer() {
+    // bacpypes3's own encoding: object 0:1 "Temp ÄÖ" (UCS-2), units 62;
+    // object 0:2 "Zone 2" (UTF-8), units 62.
+    let ack = unhex("30050e0c000000011e294d4e750f0400540065006d0070002000c400d64f29754e913e4f1f0c000000021e294d4e7507005a6f6e6520324f29754e913e4f1f");
+    let results = services::decode_rpm_ack(&ack[3..]).expect("the answer reads");
+    let name = |i: usize| results[i].1[0].value.clone().expect("a value");
+    assert_eq!(name(0), vec![Value::CharacterString("Temp ÄÖ".into())]);
+    assert_eq!(name(1), vec![Value::CharacterString("Zone 2".into())]);
+    let string = |bytes: &[u8]| {
+        let mut tagged = vec![0x75, u8::try_from(bytes.len()).unwrap()];
+        tagged.extend_from_slice(bytes);
+        Reader::new(&tagged).value()
+    };
+    let ucs4 = [3, 0, 0, 0, 0x5A, 0, 1, 0xF6, 0x00];
+    assert_eq!(string(&ucs4).unwrap(), Value::CharacterString("Z😀".into()));
+    assert_eq!(
+        string(&[0, 0xE9, 0xFF]).unwrap(),
+        Value::CharacterString("éÿ".into())
+    );
+    assert!(matches!(string(&[1, 0x41, 0x42]), Ok(Value::CharacterString(_))));
+    assert!(string(&[4, 0x00]).is_err(), "half a UCS-2 unit");
+    // A COV notification with a UCS-2 string among its values keeps its
+    // present value.
+    let cov = unhex("100209111c020004d22c000000013a012c4e094d2e750d04005a00e40068006c006500722f09552e4440e000002f4f");
+    let n = services::decode_cov_notification(&cov[2..]).expect("the notification reads");
+    assert!(n
+        .values
+        .iter()
+        .any(|(p, v)| p.property == property::PRESENT_VALUE && v == &vec![Value::Real(7.0)]));
+}
+
+/// A Null has no content (§20.2.2): a Null tag with a length is refused,
+/// not read on as if its bytes were more values (a made-up object in an
+/// object list).
+#[test]
+fn a_null_with_content_is_refused() {
+    let mut r_ok = Reader::new(&[0x00]);
+    assert_eq!(r_ok.value().unwrap(), Value::Null);
+    let with_content = [0x05, 0x05, 0xC4, 0x00, 0x00, 0x00, 0x05];
+    assert!(Reader::new(&with_content).value().is_err());
+}

@@ -292,6 +292,9 @@ impl<'a> Reader<'a> {
     fn app_body(&mut self, number: u8, len: u32) -> Result<Value, CodecError> {
         let n = usize::try_from(len).map_err(|_| CodecError::Truncated)?;
         Ok(match number {
+            // A Null has no content (§20.2.2): bytes there would be read
+            // as further values (an object in an object list).
+            app::NULL if n > 0 => return Err(CodecError::Length("null")),
             app::NULL => Value::Null,
             // The value is in the length field (§20.2.3).
             app::BOOLEAN => Value::Boolean(len != 0),
@@ -428,17 +431,46 @@ fn signed(b: &[u8]) -> Result<i64, CodecError> {
     })
 }
 
-/// Character sets (§20.2.9): UTF-8 (0) and ISO 8859-1 (5) decode; the
-/// others are refused rather than guessed.
+/// Character sets (§20.2.9): UTF-8 (0; bytes that are not UTF-8 read as
+/// ISO 8859-1, as older devices meant by "ANSI X3.4" and other tools
+/// read them), UCS-4 (3) and UCS-2 (4), big-endian, ISO 8859-1 (5). The
+/// two double-byte sets (1, DBCS; 2, JIS X 0208) need their code pages:
+/// such a string reads as its bytes taken as UTF-8, lossily, so one name
+/// does not cost the whole answer it came in (a device's every object).
 fn character_string(b: &[u8]) -> Result<String, CodecError> {
     let (&set, text) = b
         .split_first()
         .ok_or(CodecError::Length("character string"))?;
-    match set {
-        0 => Ok(String::from_utf8_lossy(text).into_owned()),
-        5 => Ok(text.iter().map(|&c| char::from(c)).collect()),
-        _ => Err(CodecError::Unexpected("a UTF-8 or ISO 8859-1 string")),
-    }
+    let latin1 = |t: &[u8]| t.iter().map(|&c| char::from(c)).collect::<String>();
+    Ok(match set {
+        0 => match std::str::from_utf8(text) {
+            Ok(s) => s.to_string(),
+            Err(_) => latin1(text),
+        },
+        3 => {
+            let units = text.chunks_exact(4);
+            if !units.remainder().is_empty() {
+                return Err(CodecError::Length("UCS-4 string"));
+            }
+            units
+                .map(|u| {
+                    char::from_u32(u32::from_be_bytes([u[0], u[1], u[2], u[3]]))
+                        .unwrap_or(char::REPLACEMENT_CHARACTER)
+                })
+                .collect()
+        }
+        4 => {
+            let units = text.chunks_exact(2);
+            if !units.remainder().is_empty() {
+                return Err(CodecError::Length("UCS-2 string"));
+            }
+            char::decode_utf16(units.map(|u| u16::from_be_bytes([u[0], u[1]])))
+                .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+                .collect()
+        }
+        5 => latin1(text),
+        _ => String::from_utf8_lossy(text).into_owned(),
+    })
 }
 
 /// The shortest big-endian octets of `v` (at least one).
