@@ -430,3 +430,89 @@ async fn readings_with_equal_timestamps_are_each_a_point_and_a_replay_overwrites
     let got = sum(&db, total);
     assert!((got - want_sum).abs() < 1e-6, "{got} != {want_sum}");
 }
+
+/// Names InfluxDB's line protocol cannot carry as they are: trailing
+/// backslashes (read as escaping the separator), backslashes before an
+/// escaped character in a field key, a field named `time`. Found writing
+/// them to a real `influxd`: `node\` was merged into `node`'s series (one
+/// reading overwrote the other), a metric `t\\` broke its line (`hum` after
+/// it was lost, or the point refused), `time` was dropped. Each device is
+/// now its own series and every field arrives, nothing dead-lettered.
+#[tokio::test]
+async fn names_with_backslashes_and_time_each_arrive_apart() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let sink = start(&config(&BME680_CSV.replace("URL", &db.url())), state.path());
+    let now = Timestamp::now().as_millis();
+    let devices = ["node", "node\\", "node\\\\", "\\"];
+    let metrics = [
+        "t", "t\\", "t\\\\", "a\\,b", "a,b", "device\\", "time", "hum",
+    ];
+    for (d, device) in devices.iter().enumerate() {
+        let at = Timestamp::from_millis(now - 60_000).unwrap();
+        let readings = metrics
+            .iter()
+            .enumerate()
+            .map(|(m, metric)| {
+                Reading::new(
+                    DeviceId::new(*device).unwrap(),
+                    MetricName::new(*metric).unwrap(),
+                    (d * 10 + m) as f64,
+                    at,
+                    TimeSource::Event,
+                )
+                .unwrap()
+            })
+            .collect();
+        sink.events
+            .send(SinkEvent::Readings(readings))
+            .await
+            .unwrap();
+    }
+    until("a point of every device", || {
+        count(
+            &db,
+            "bme680_db",
+            r#"SELECT count("hum") FROM "bme680_measure""#,
+        ) == 4
+    })
+    .await;
+    let series = db.rows(
+        "bme680_db",
+        r#"SHOW TAG VALUES FROM "bme680_measure" WITH KEY = "device""#,
+    );
+    assert_eq!(series.len(), 4, "one series a device: {series:?}");
+    let fields = db.rows("bme680_db", r#"SHOW FIELD KEYS FROM "bme680_measure""#);
+    assert_eq!(
+        fields.len(),
+        metrics.len(),
+        "one field a metric: {fields:?}"
+    );
+    assert!(
+        fields.iter().all(|f| f[0].as_str() != Some("device")),
+        "no field takes the device tag's name: {fields:?}"
+    );
+    // Every value of every device, summed: nothing lost, nothing merged.
+    let want: f64 = (0..devices.len())
+        .flat_map(|d| (0..metrics.len()).map(move |m| (d * 10 + m) as f64))
+        .sum();
+    let got: f64 = fields
+        .iter()
+        .filter_map(|f| f[0].as_str())
+        .map(|field| {
+            let q = format!(
+                r#"SELECT sum("{}") FROM "bme680_measure""#,
+                field.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+            db.rows("bme680_db", &q)[0][1].as_f64().unwrap()
+        })
+        .sum();
+    assert_eq!(got, want);
+    until("the points counted", || {
+        sink.telemetry
+            .counter_value(SINK_POINTS_WRITTEN, &[("output", "influx")])
+            == Some(4)
+    })
+    .await;
+    sink.stop().await;
+}

@@ -292,6 +292,15 @@ impl InfluxConfig {
         ] {
             if v.is_empty() {
                 problems.push(key(k), "expected a measurement name");
+            } else if v.starts_with('#') {
+                // A line starting with `#` is a comment to InfluxDB: every
+                // point would be answered 204 and never stored.
+                problems.push(
+                    key(k),
+                    format!(
+                        "{v:?}: a measurement name cannot start with '#' (line protocol's comment)"
+                    ),
+                );
             } else if v.contains('\\') || v.chars().any(char::is_control) {
                 // InfluxDB reads a measurement's backslashes differently in
                 // its parser and its index (a name written `a\\,b` comes

@@ -9,13 +9,16 @@
 //!   literally in names and tags (`x\,device=victim` is written
 //!   `x\\,device\=victim` and stored as sent, not with its backslash
 //!   doubled, which is what doubling it here did);
-//! - a tag's or measurement's separator preceded by a backslash is taken
-//!   as escaped, so a name or tag cannot end in one: trailing backslashes
-//!   are left out (a device `node\` is tagged `node`), as Telegraf does,
-//!   instead of every line of that device being refused as malformed;
-//! - a field key is read as backslash-and-next-byte pairs, so an odd run
-//!   of backslashes before an escaped character or at the key's end loses
-//!   one backslash (a metric `t\` is the field `t`); an even run is kept.
+//! - a separator preceded by a backslash is taken as escaped, so no name,
+//!   tag or field key can end in one, and a field key is read as
+//!   backslash-and-next-byte pairs, where a run before an escaped
+//!   character loses backslashes or breaks the line (InfluxDB 1.6 refused
+//!   `t\\=1` as a last field, and read `t\\=1,hum=9` as one field
+//!   `t\=1,hum`). Such a run (at the end of any name, before an escaped
+//!   character in a field key) is written as as many FULLWIDTH REVERSE
+//!   SOLIDUS (U+FF3C `＼`): a device `node\` is tagged `node＼`, its own
+//!   series beside `node`, where trimming it (as Telegraf does) merged the
+//!   two and a reading of one overwrote the other's.
 //!
 //! Line protocol has no escape for a line break, so one in a name or tag
 //! becomes an (escaped) space rather than a broken line. Numbers are written as floats (never with the `i` suffix),
@@ -221,42 +224,34 @@ fn escape(out: &mut String, s: &str, part: Part) {
         }
         let c = if matches!(c, '\n' | '\r') { ' ' } else { c };
         let special = part.special(c);
-        let keep = if part == Part::FieldKey && special && run % 2 == 1 {
-            run - 1
+        let as_read = if part == Part::FieldKey && special {
+            LONE_BACKSLASH
         } else {
-            run
+            '\\'
         };
-        out.extend(std::iter::repeat_n('\\', keep));
+        out.extend(std::iter::repeat_n(as_read, run));
         run = 0;
         if special {
             out.push('\\');
         }
         out.push(c);
     }
-    // At the end a separator follows: only a field key's even run of
-    // backslashes is read back as written.
-    if part == Part::FieldKey {
-        out.extend(std::iter::repeat_n('\\', run - run % 2));
-    }
+    // At the end a separator follows.
+    out.extend(std::iter::repeat_n(LONE_BACKSLASH, run));
 }
 
-/// `s` without the trailing backslashes no name or tag can end in: empty
-/// when that is all it is, so the caller leaves the tag or field out.
-fn encodable(s: &str, part: Part) -> &str {
-    match part {
-        Part::FieldKey => s,
-        Part::Measurement | Part::Tag => s.trim_end_matches('\\'),
-    }
-}
+/// What a backslash InfluxDB would take as escaping a separator is
+/// written as (see the module doc).
+const LONE_BACKSLASH: char = '\u{FF3C}';
 
 /// A measurement name.
 pub fn measurement(out: &mut String, s: &str) {
-    escape(out, encodable(s, Part::Measurement), Part::Measurement);
+    escape(out, s, Part::Measurement);
 }
 
 /// A tag key or tag value.
 pub fn key(out: &mut String, s: &str) {
-    escape(out, encodable(s, Part::Tag), Part::Tag);
+    escape(out, s, Part::Tag);
 }
 
 /// A field key.
@@ -264,24 +259,28 @@ pub fn field_key(out: &mut String, s: &str) {
     escape(out, s, Part::FieldKey);
 }
 
-/// Whether `s` leaves anything to write as a tag key or value.
+/// Whether `s` can be written as a tag key or value: InfluxDB has no
+/// empty one.
 fn tag_writable(s: &str) -> bool {
-    !encodable(s, Part::Tag).is_empty()
+    !s.is_empty()
 }
 
-/// Whether `s` leaves anything to write as a field key.
+/// Whether `s` can be written as a field key.
 fn field_key_writable(s: &str) -> bool {
-    s.chars().any(|c| c != '\\') || s.len() >= 2
+    !s.is_empty()
 }
 
-/// A string field value, quotes included.
+/// A string field value, quotes included. A line break becomes a space:
+/// InfluxDB 1.x takes one inside quotes, but a batch is cut at line
+/// breaks when a refused write is narrowed down to its bad points, and a
+/// text cut in three was three bad points.
 pub fn string_value(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         if c == '"' || c == '\\' {
             out.push('\\');
         }
-        out.push(c);
+        out.push(if matches!(c, '\n' | '\r') { ' ' } else { c });
     }
     out.push('"');
 }
@@ -614,7 +613,9 @@ fn reading_field<'m>(
     metric: &'m str,
     tag_keys: &std::collections::BTreeSet<String>,
 ) -> std::borrow::Cow<'m, str> {
-    if tag_keys.contains(metric) {
+    // `time` is InfluxDB's own column: a field of that name is dropped
+    // from its point, or the point refused when it is the only one.
+    if tag_keys.contains(metric) || metric == "time" {
         format!("{metric}_value").into()
     } else {
         metric.into()
@@ -628,7 +629,10 @@ fn device_tags<'a>(
     let mut tags = BTreeMap::new();
     if let Some(info) = registry.get(device) {
         for (k, v) in &info.tags {
-            tags.insert(k.as_str(), v.as_str());
+            // `time` is InfluxDB's own column: a tag key of that name has
+            // every point refused ("invalid tag key").
+            let k = if k == "time" { "time_tag" } else { k.as_str() };
+            tags.insert(k, v.as_str());
         }
     }
     // The gateway's own tags win over a registry tag of the same key.

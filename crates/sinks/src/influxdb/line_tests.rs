@@ -154,8 +154,9 @@ fn alerts_carry_their_transition_as_tags_and_an_escaped_text() {
     assert_eq!(
         lines(&mut e, &SinkEvent::Alert(a)),
         // A tag cannot end in a backslash (InfluxDB reads it as escaping
-        // the comma after it): left out. The text keeps it, escaped.
-        "alerts,device=other,kind=threshold,name=other,rule=too\\ \"hot\",state=raised value=31.5,limit=30,text=\"too \\\"hot\\\"\\\\ raised threshold: 31.5 (limit 30)\" 5000000\n"
+        // the comma after it): a fullwidth one stands for it. The text
+        // keeps it, escaped.
+        "alerts,device=other,kind=threshold,name=other,rule=too\\ \"hot\"\u{FF3C},state=raised value=31.5,limit=30,text=\"too \\\"hot\\\"\\\\ raised threshold: 31.5 (limit 30)\" 5000000\n"
     );
 }
 
@@ -285,31 +286,34 @@ fn backslashes_are_written_the_way_influxdb_reads_them_back() {
         ("x\\,device=victim", "x\\\\,device\\=victim"),
         ("a\\b", "a\\b"),
         ("C:\\Users\\x y", "C:\\Users\\x\\ y"),
-        // No tag can end in a backslash: it is left out.
-        ("node\\", "node"),
-        ("node\\\\", "node"),
+        // No tag can end in a backslash (InfluxDB takes it as escaping
+        // the separator): a fullwidth one stands for each, so `node\`
+        // stays its own series beside `node`.
+        ("node\\", "node\u{FF3C}"),
+        ("node\\\\", "node\u{FF3C}\u{FF3C}"),
+        ("\\", "\u{FF3C}"),
         ("plain", "plain"),
     ] {
         assert_eq!(tag(value), written, "tag {value:?}");
     }
-    assert!(!tag_writable("\\"), "a tag of backslashes only is left out");
+    assert!(tag_writable("\\") && !tag_writable(""));
     for (value, written) in [
         ("t\\x", "t\\x"),
-        // Field keys are read as backslash pairs: an odd run before an
-        // escaped character or the end loses one.
-        ("t\\", "t"),
-        ("t\\\\", "t\\\\"),
-        ("a\\,b", "a\\,b"),
-        ("a\\\\,b", "a\\\\\\,b"),
+        // Field keys are read as backslash pairs: a run before an escaped
+        // character or at the end lost backslashes, or broke the line
+        // (`t\\=1,hum=9` read as one field `t\=1,hum`).
+        ("t\\", "t\u{FF3C}"),
+        ("t\\\\", "t\u{FF3C}\u{FF3C}"),
+        ("a\\,b", "a\u{FF3C}\\,b"),
+        ("a\\\\,b", "a\u{FF3C}\u{FF3C}\\,b"),
         ("hum idity", "hum\\ idity"),
     ] {
         assert_eq!(field(value), written, "field key {value:?}");
     }
-    assert!(!field_key_writable("\\"));
-    assert!(field_key_writable("\\\\"));
+    assert!(field_key_writable("\\") && !field_key_writable(""));
     let mut out = String::new();
     measurement(&mut out, "m,x y\\");
-    assert_eq!(out, "m\\,x\\ y");
+    assert_eq!(out, "m\\,x\\ y\u{FF3C}");
 }
 
 #[test]
