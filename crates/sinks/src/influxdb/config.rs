@@ -467,6 +467,13 @@ mod tests {
         );
         let p = problems("name = \"a\"\n", &[]);
         assert_eq!(p, ["sink[0].database: required with version = 1"]);
+        // Every line would be a comment to InfluxDB, answered 204.
+        let p = problems(
+            "name = \"a\"\ndatabase = \"db\"\nmeasurement = \"#raw\"\n",
+            &[],
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("sink[0].measurement: \"#raw\""), "{p:?}");
     }
 
     #[test]
