@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::registers::{decode_raw, Order, ValueType};
+use super::registers::{decode_bits, decode_raw, Order, ValueType};
 
 /// One value for people: integers whole, floats in their shortest exact
 /// form, NaN and infinities by name.
@@ -34,8 +34,17 @@ pub fn render_registers(start: u16, words: &[u16]) -> String {
         for order in Order::ALL {
             let mut line = String::new();
             for ty in ValueType::ALL.iter().filter(|t| t.words() > 1) {
-                if let Some(v) = decode_raw(&words[i..], *ty, order) {
-                    let _ = write!(line, "  {} {}", ty.as_str(), show(*ty, v));
+                // A 64-bit integer from its bits: through an f64 its low
+                // digits were wrong above 2^53 (u64 max read ...616).
+                let exact = match ty {
+                    ValueType::U64 => decode_bits(&words[i..], *ty, order).map(|u| u.to_string()),
+                    ValueType::I64 => {
+                        decode_bits(&words[i..], *ty, order).map(|u| (u as i64).to_string())
+                    }
+                    _ => decode_raw(&words[i..], *ty, order).map(|v| show(*ty, v)),
+                };
+                if let Some(text) = exact {
+                    let _ = write!(line, "  {} {text}", ty.as_str());
                 }
             }
             if !line.is_empty() {
@@ -85,6 +94,19 @@ mod tests {
         assert!(!text.contains("u64"), "three words make no 64-bit value");
         let four = render_registers(0, &[0x4009, 0x21FB, 0x5444, 0x2D18]);
         assert!(four.contains("f64 3.141592653589793"), "{four}");
+    }
+
+    /// Found against pymodbus: through an f64, u64 0xFFFF_FFFF_FFFF_FFFF
+    /// showed as 18446744073709551616 and i64 max as ...808.
+    #[test]
+    fn a_64_bit_integer_shows_every_digit() {
+        let text = render_registers(0, &[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF]);
+        assert!(text.contains("u64 18446744073709551615"), "{text}");
+        assert!(text.contains("i64 -1"), "{text}");
+        let text = render_registers(0, &[0x7FFF, 0xFFFF, 0xFFFF, 0xFFFF]);
+        assert!(text.contains("abcd") && text.contains("i64 9223372036854775807"), "{text}");
+        let text = render_registers(0, &[0x7FFF, 0x0001, 0x0001, 0x0001]);
+        assert!(text.contains("u64 9223090566173097985"), "{text}");
     }
 
     #[test]
