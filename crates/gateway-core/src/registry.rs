@@ -56,6 +56,14 @@ impl DeviceRegistry {
             .map(|a| a.as_ref())
     }
 
+    /// The device of exactly this id: what decides whether a device is
+    /// in `[[device]]` where a spelling is an identity (Home Assistant's
+    /// entities), so that `KITCHEN`, `kItchen`, … are not each taken for
+    /// the registered `kitchen`.
+    pub fn get_exact(&self, id: &DeviceId) -> Option<&DeviceInfo> {
+        self.exact.get(id.as_str()).map(|a| a.as_ref())
+    }
+
     /// The name to forward: the registered name, or the id itself.
     pub fn name_of<'a>(&'a self, id: &'a DeviceId) -> &'a str {
         self.get(id).map_or(id.as_str(), |d| d.name.as_str())

@@ -304,6 +304,23 @@ async fn online_floods_and_made_up_devices_get_bounded_answers() {
         "no state dropped"
     );
 
+    // Case variants of the registered kitchen are strangers to Home
+    // Assistant: past max_entities they are refused, not announced as
+    // more devices named "Kitchen" (they were, uncapped and never
+    // forgotten).
+    let variants: Vec<String> = ["KITCHEN", "Kitchen", "kItchen"]
+        .iter()
+        .map(|d| format!(r#"{{"id":"{d}","temperature":1}}"#))
+        .collect();
+    publish_lines(broker.port(), "sensors/batch", &variants, 1).await;
+    metric_until(
+        metrics,
+        "edge_gateway_home_assistant_refused_total",
+        "",
+        |v| v == 300 - junk as u64 + 3,
+    )
+    .await;
+
     // Fifty `online`s from anyone on the broker: one announcement.
     let before = metric(
         metrics,

@@ -133,10 +133,14 @@ impl Announcer {
         }
     }
 
+    /// The `[[device]]` entry of exactly this id: a case variant of a
+    /// registered id (127 of a 7-letter one) is a stranger here, capped
+    /// by `max_entities` and forgotten when silent, not another device
+    /// named after the registered one.
     pub(super) fn info(&self, device: &str) -> Option<&DeviceInfo> {
         DeviceId::new(device)
             .ok()
-            .and_then(|id| self.registry.get(&id))
+            .and_then(|id| self.registry.get_exact(&id))
     }
 
     /// What was announced before, the registry's devices, and what to
@@ -262,10 +266,10 @@ impl Announcer {
         };
         if !self.entities.contains_key(&k) {
             let registered = self.info(device).is_some();
-            if !self.devices.admits(registered) {
+            if !self.devices.admits(device, registered) {
                 self.refused.inc();
                 if let Some(suppressed) = self.log.allow("max_entities") {
-                    warn!(%device, key, suppressed, "Home Assistant: max_entities reached; an entity of a device not in [[device]] is not announced.");
+                    warn!(%device, key, suppressed, per_device = super::lifecycle::MAX_ENTITIES_PER_DEVICE, "Home Assistant: max_entities reached for devices not in [[device]], or this device has as many entities as one may: the entity is not announced.");
                 }
                 return None;
             }
@@ -549,7 +553,7 @@ impl Announcer {
         let registered = |id: &str| {
             DeviceId::new(id)
                 .ok()
-                .is_some_and(|d| registry.get(&d).is_some())
+                .is_some_and(|d| registry.get_exact(&d).is_some())
         };
         let gone = self.devices.expired(now, self.started_ms, &registered);
         if gone.is_empty() {

@@ -62,6 +62,11 @@ impl Rediscovery {
     }
 }
 
+/// Entities one device may have: a BACnet controller's points, a Modbus
+/// meter's registers, far below what a flood of made-up metric names
+/// would announce, each a retained config on the broker.
+pub const MAX_ENTITIES_PER_DEVICE: usize = 1024;
+
 /// What is kept of one device.
 #[derive(Debug, Default, Clone, Copy)]
 struct Device {
@@ -95,9 +100,13 @@ impl Devices {
         }
     }
 
-    /// Whether one more entity of `device` may be announced.
-    pub fn admits(&self, registered: bool) -> bool {
-        registered || self.unregistered < self.max_entities
+    /// Whether one more entity of `device` may be announced: a stranger's
+    /// while strangers hold fewer than `max_entities`, and no device's
+    /// past [`MAX_ENTITIES_PER_DEVICE`] (a registered device's metric names
+    /// come from what it sends, so one could make any number).
+    pub fn admits(&self, device: &str, registered: bool) -> bool {
+        let own = self.devices.get(device).map_or(0, |d| d.entities);
+        own < MAX_ENTITIES_PER_DEVICE && (registered || self.unregistered < self.max_entities)
     }
 
     /// An entity of `device` became known (`heard`: its time on record).
@@ -200,11 +209,11 @@ mod tests {
         let hour = 3_600_000;
         let mut d = Devices::new(Duration::from_secs(24 * 3600), 3);
         for i in 0..3 {
-            assert!(d.admits(false));
+            assert!(d.admits(&format!("junk-{i}"), false));
             d.add(&format!("junk-{i}"), false, None);
         }
-        assert!(!d.admits(false), "the fourth stranger waits");
-        assert!(d.admits(true), "a [[device]] device always appears");
+        assert!(!d.admits("junk-3", false), "the fourth stranger waits");
+        assert!(d.admits("kitchen", true), "a [[device]] device appears");
         d.add("kitchen", true, Some(0));
         let registered = |id: &str| id == "kitchen";
         // Heard now: junk-0 at 2 h, the others never.
@@ -217,7 +226,16 @@ mod tests {
             "the registered kitchen stays"
         );
         d.remove("junk-1", false);
-        assert!(d.admits(false), "a forgotten device makes room");
+        assert!(d.admits("junk-4", false), "a forgotten device makes room");
+        // Even a registered device's metric names are bounded.
+        for _ in 1..MAX_ENTITIES_PER_DEVICE {
+            d.add("kitchen", true, None);
+        }
+        assert!(
+            !d.admits("kitchen", true),
+            "one device, {MAX_ENTITIES_PER_DEVICE} entities"
+        );
+        assert!(d.admits("hall", true));
         assert!(!d.has("junk-1"));
         let mut never = Devices::new(Duration::ZERO, 3);
         never.add("x", false, Some(0));
