@@ -112,6 +112,10 @@ pub async fn run(
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flush = link.flush.take();
     let alert_out = AlertOut {
+        // A replay decides transitions of readings from before the start;
+        // readings ahead of the clock are held back by the pipeline's
+        // clock guard, so a margin covers what it lets through.
+        fresh_from: clock.now().as_millis().saturating_add(REPLAY_MARGIN_MS),
         store: &store,
         c: &c,
         throttle: &throttle,
@@ -222,6 +226,9 @@ pub async fn run(
 
 /// What an alert transition goes through, wherever the writer meets it.
 struct AlertOut<'a> {
+    /// Transitions made at or after this (wall ms) cannot be a crash's
+    /// replay of one history holds: they are not looked up there.
+    fresh_from: i64,
     store: &'a Option<Arc<History>>,
     c: &'a Counters,
     throttle: &'a LogThrottle,
@@ -241,7 +248,10 @@ impl AlertOut<'_> {
         seq: &mut u64,
     ) {
         let row = super::live::alert_row(alert);
-        if already_kept(self.store, &row).await {
+        // Looking a transition up reads its day's file: done for each of
+        // an alert flood, it made the writer (and the pipeline behind it)
+        // slower with every alert of the day.
+        if row.at < self.fresh_from && already_kept(self.store, &row).await {
             return;
         }
         batch.alerts.push(row.clone());
@@ -263,6 +273,10 @@ impl AlertOut<'_> {
         self.live.show_alert(&row, texts);
     }
 }
+
+/// How far past the writer's start a crash's replayed transition may be
+/// dated (see `AlertOut::fresh_from`).
+const REPLAY_MARGIN_MS: i64 = 5 * 60_000;
 
 /// Saves each device's latest values when a reading or status came since.
 async fn save_latest(settings: &WriterSettings, live: &Live, throttle: &LogThrottle) {
@@ -519,6 +533,87 @@ mod tests {
             ..raised
         };
         assert!(!already_kept(&store, &other_value).await);
+    }
+
+    /// A transition dated before the writer's start (a crash's replay)
+    /// is looked up in history and not written twice; one dated past the
+    /// start's margin cannot be a replay and is written without reading
+    /// its day's file: in an alert flood each lookup read the whole day,
+    /// slower with every alert, and held up the pipeline behind it.
+    #[tokio::test]
+    async fn only_a_transition_a_replay_could_decide_is_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = Arc::new(History::open(dir.path()).unwrap());
+        let start = EARLIEST_PLAUSIBLE_MS + DAY;
+        let row = |at: i64| AlertRow {
+            device: "fridge-9".into(),
+            rule: "fridge-max".into(),
+            metric: "temperature".into(),
+            kind: "threshold".into(),
+            state: "raised".into(),
+            value: 9.5,
+            limit: 8.0,
+            at,
+            reason: None,
+            expected: None,
+        };
+        let (replayed, fresh) = (start - MIN, start + REPLAY_MARGIN_MS + MIN);
+        let kept = Batch {
+            windows: vec![],
+            alerts: vec![row(replayed), row(fresh)],
+            commands: vec![],
+        };
+        history.write(&kept, 0).unwrap();
+        let live = Live::new(10 * MIN);
+        let (tx, rx) = mpsc::channel(8);
+        let (flush_tx, flush_rx) = mpsc::channel(8);
+        let writer = tokio::spawn(run(
+            Some(history.clone()),
+            live,
+            OutputLink {
+                messages: rx,
+                urgent: None,
+                flush: Some(flush_rx),
+            },
+            WriterSettings {
+                write_interval: Duration::from_secs(3600),
+                provenance: None,
+                latest: None,
+                describe: None,
+                retention: Duration::from_secs(30 * 24 * 3600),
+                max_bytes: u64::MAX,
+            },
+            Arc::new(TokioClock::starting_at(
+                Timestamp::from_millis(start).unwrap(),
+            )),
+            Telemetry::default(),
+        ));
+        for at in [replayed, fresh] {
+            tx.send(SinkEvent::Alert(gateway_core::event::AlertEvent {
+                device: gateway_core::DeviceId::new("fridge-9").unwrap(),
+                rule: "fridge-max".into(),
+                metric: "temperature".into(),
+                kind: "threshold".into(),
+                state: "raised".into(),
+                value: 9.5,
+                limit: 8.0,
+                at: Timestamp::from_millis(at).unwrap(),
+                reason: None,
+                expected: None,
+                observed: None,
+                source: gateway_core::SourceId::UNKNOWN,
+            }))
+            .await
+            .unwrap();
+        }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        flush_tx.send(answer).await.unwrap();
+        assert!(answered.await.unwrap());
+        let rows = |at: i64| history.alerts(at, at + 1).unwrap().len();
+        assert_eq!(rows(replayed), 1, "the replay is not written again");
+        assert_eq!(rows(fresh), 2, "a fresh transition is written unread");
+        drop(tx);
+        writer.await.unwrap();
     }
 
     /// An anomaly raised while the checkpoint asks for a flush is drained
