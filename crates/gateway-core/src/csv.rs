@@ -5,8 +5,9 @@
 //! a metric sent over MQTT), so it may start with `=`, `+`, `-` or `@`,
 //! which a spreadsheet runs as a formula (CSV injection). Every text cell
 //! goes through [`csv_cell`], which follows the OWASP rule: such a cell is
-//! prefixed with a single quote, and a cell holding a comma, a quote or a
-//! line break is quoted. Numbers are written as numbers and never pass
+//! prefixed with a single quote, and a cell holding a separator (a comma,
+//! or the `;` or tab other locales split by), a quote or a line break is
+//! quoted. Numbers are written as numbers and never pass
 //! through it: `-3.5` in a value column must stay a number.
 
 use std::borrow::Cow;
@@ -30,7 +31,10 @@ pub fn csv_cell(text: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(text)
     };
-    if cell.contains([',', '"', '\n', '\r']) {
+    // `;` and tab too: a spreadsheet in a locale that separates by `;`
+    // (German, French, Dutch, Italian) split `c;=cmd|…` unquoted, and its
+    // second cell ran as a formula.
+    if cell.contains([',', ';', '\t', '"', '\n', '\r']) {
         Cow::Owned(format!("\"{}\"", cell.replace('"', "\"\"")))
     } else {
         cell
@@ -50,11 +54,14 @@ mod tests {
             ("+41 79 000", "'+41 79 000"),
             ("-2+3", "'-2+3"),
             ("@SUM(A1)", "'@SUM(A1)"),
-            ("\tcmd", "'\tcmd"),
+            ("\tcmd", "\"'\tcmd\""),
             ("\rcmd", "\"'\rcmd\""),
             ("say \"hi\"", "\"say \"\"hi\"\"\""),
             ("two\nlines", "\"two\nlines\""),
             ("=cmd|' /C calc'!A0,x", "\"'=cmd|' /C calc'!A0,x\""),
+            // Split by `;` in some locales: quoted, one cell.
+            ("c;=cmd|' -C calc'!A0", "\"c;=cmd|' -C calc'!A0\""),
+            ("a\t=1", "\"a\t=1\""),
         ] {
             assert_eq!(csv_cell(text), want, "{text:?}");
         }
