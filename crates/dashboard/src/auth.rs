@@ -124,14 +124,15 @@ impl Auth {
         let Some((name, password)) = credentials(header) else {
             return self.failed(client);
         };
-        let Some(hash) = self
-            .users
-            .iter()
-            .find(|u| u.name == name)
+        let known = self.users.iter().find(|u| u.name == name);
+        // No such user: checked against another user's hash all the same
+        // and refused, so the answer takes as long as a wrong password's
+        // (refused without hashing, it came ten times sooner, naming the
+        // users that exist); it counts as a failure.
+        let Some(hash) = known
+            .or_else(|| self.users.first())
             .map(|u| u.password_hash.expose().to_string())
         else {
-            // No such user: refused without hashing, but it still counts
-            // as a failure, so names cannot be probed for free.
             return self.failed(client);
         };
         let _checking = match self.begin(client) {
@@ -149,7 +150,7 @@ impl Auth {
             self.strike(client);
             return Verdict::Busy;
         };
-        if ok {
+        if ok && known.is_some() {
             self.strikes_map().remove(&client);
             let mut c = self.cache();
             if c.len() >= CACHE {
@@ -390,6 +391,12 @@ mod tests {
             Verdict::Denied
         );
         assert_eq!(a.check(None, A).await, Verdict::Denied);
+        // An unknown name is checked against a user's hash (as long as a
+        // wrong password takes), and refused even with that password.
+        assert_eq!(
+            a.check(Some(&header("bob:s3cret")), B).await,
+            Verdict::Denied
+        );
         assert_eq!(
             Auth::new(&[], &Telemetry::default()).check(None, A).await,
             Verdict::Allowed
