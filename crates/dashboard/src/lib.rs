@@ -26,6 +26,7 @@ pub mod auth;
 pub mod commands;
 pub mod device_page;
 pub mod history;
+mod host_check;
 pub mod latest_file;
 pub mod live;
 pub mod open;
@@ -72,6 +73,8 @@ pub struct AppState {
     /// Adapters, units and metric order the pages describe data with.
     pub view: view::View,
     pub health: HealthCheck,
+    /// `[dashboard] allowed_hosts` (see `host_check`).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The gateway's health as `/health` judges it, for the gateway page: the
@@ -336,10 +339,16 @@ pub fn start(setup: DashboardSetup<'_>) -> Result<Started, server::TlsError> {
         auth,
         view,
         health: setup.health,
+        allowed_hosts: setup.config.allowed_hosts.clone(),
     });
     let server = listen(setup.config.bind, tls, &state, &telemetry);
     if let Some(s) = &server {
         info!(url = %s.url(), "Dashboard listening.");
+        if !s.is_tls() && !state.auth.is_open() && !setup.config.bind.ip().is_loopback() {
+            // Basic authentication sends the password with every request:
+            // off loopback and without TLS, anyone on the network reads it.
+            tracing::warn!(bind = %setup.config.bind, "Dashboard: users log in with passwords over plain HTTP on a network address; set cert_file and key_file (HTTPS), or bind to 127.0.0.1 behind a TLS proxy.");
+        }
     }
     Ok((Dashboard { server }, writer))
 }

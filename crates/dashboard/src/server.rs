@@ -17,7 +17,7 @@ use std::io::Write as _;
 
 use hyper::header::{
     HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING,
-    CONTENT_SECURITY_POLICY, CONTENT_TYPE, RETRY_AFTER, VARY, WWW_AUTHENTICATE,
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, RETRY_AFTER, VARY, WWW_AUTHENTICATE,
     X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::server::conn::http1;
@@ -68,6 +68,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// Whether it answers HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     pub fn url(&self) -> String {
         let host = if self.addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
@@ -257,6 +262,20 @@ async fn respond(
     stop: &CancellationToken,
     conn: &Conn,
 ) -> Response<Body> {
+    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+    if conn.peer.ip().is_loopback()
+        && !crate::host_check::names_this_machine(
+            host,
+            crate::host_check::hostname(),
+            &state.allowed_hosts,
+        )
+    {
+        return full(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain; charset=utf-8",
+            "reached over loopback under a name that is not this machine's (DNS rebinding?): use localhost or an address\n",
+        );
+    }
     let header = req
         .headers()
         .get(AUTHORIZATION)

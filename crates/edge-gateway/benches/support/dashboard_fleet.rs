@@ -136,6 +136,7 @@ pub fn app_state(live: Live, store: Arc<History>, window: i64) -> Arc<AppState> 
         outputs: vec![],
         auth: Auth::new(&[], &Telemetry::default()),
         health: edge_gateway::health::for_dashboard(),
+        allowed_hosts: vec![],
         view: dashboard::view::View {
             sources: {
                 let s = gateway_core::Sources::default();

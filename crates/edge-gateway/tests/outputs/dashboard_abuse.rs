@@ -448,4 +448,22 @@ async fn pages_and_api_answers_forbid_framing_and_caching() {
         header(&head, "cache-control").as_deref(),
         Some("max-age=3600")
     );
+    // DNS rebinding: a page whose name was pointed at 127.0.0.1 reaches
+    // the dashboard over loopback under its own name, and is not answered.
+    for (host, want) in [("attacker.example", "421"), ("localhost", "200")] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", dash))
+            .await
+            .unwrap();
+        let request = format!(
+            "GET /api/devices HTTP/1.1\r\nHost: {host}:{dash}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+            .await
+            .unwrap();
+        assert_eq!(answer.split(' ').nth(1), Some(want), "{host}: {answer}");
+    }
 }

@@ -44,6 +44,11 @@ pub struct DashboardConfig {
     /// unless its `[[device]] primary` says otherwise. Metrics not listed
     /// follow in the usual order, battery and radio last.
     pub metric_order: Vec<String>,
+    /// Names besides this machine's, `localhost` and addresses a request
+    /// over loopback may give as `Host`: a reverse proxy's public name
+    /// when it forwards `Host`. Any other is refused (421): a web page
+    /// whose name was pointed at 127.0.0.1 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Where the pages were served before: InfluxDB 1.x's default RPC
@@ -84,6 +89,7 @@ impl Default for DashboardConfig {
             key_file: None,
             user: Vec::new(),
             metric_order: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
