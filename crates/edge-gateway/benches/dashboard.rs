@@ -136,7 +136,7 @@ fn main() {
         let mut clients = Vec::new();
         for _ in 0..10 {
             let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-            s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 .await
                 .unwrap();
             let mut buf = [0u8; 256];

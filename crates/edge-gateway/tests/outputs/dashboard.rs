@@ -71,7 +71,7 @@ struct Events(BufReader<TcpStream>);
 impl Events {
     async fn open(port: u16) -> Self {
         let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .await
             .unwrap();
         let mut r = BufReader::new(s);
@@ -383,7 +383,7 @@ async fn https_serves_with_its_certificate_and_nothing_in_clear() {
     assert!(get_tls(port, "/", &stranger.path("ca.pem")).await.is_err());
     // Plain HTTP on the TLS port gets no page.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET /api/devices HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut raw = Vec::new();

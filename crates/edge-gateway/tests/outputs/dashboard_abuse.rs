@@ -216,7 +216,7 @@ async fn a_wrong_password_flood_keeps_the_gateway_small_and_metrics_and_ingest_g
                     continue;
                 };
                 let req = format!(
-                    "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {wrong}\r\nConnection: close\r\n\r\n"
+                    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {wrong}\r\nConnection: close\r\n\r\n"
                 );
                 if s.write_all(req.as_bytes()).await.is_err() {
                     continue;
@@ -360,7 +360,9 @@ async fn half_a_request_head_is_closed_at_the_head_deadline_and_counted() {
     let mut slow = Vec::new();
     for _ in 0..8 {
         let mut s = connect_from(ATTACKER, dash).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
         slow.push(s);
     }
     assert_eq!(
