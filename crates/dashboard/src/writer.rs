@@ -485,14 +485,9 @@ mod tests {
         panic!("not within three hours");
     }
 
-    /// A transition decided again after a crash (from the journal) is
-    /// one the history holds: not a second row of it.
-    #[tokio::test]
-    async fn a_transition_history_holds_is_known_and_another_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Some(Arc::new(History::open(dir.path()).unwrap()));
-        let at = EARLIEST_PLAUSIBLE_MS + DAY;
-        let raised = AlertRow {
+    /// A fridge's threshold raise at `at`, as the writer keeps it.
+    fn fridge_raised(at: i64) -> AlertRow {
+        AlertRow {
             device: "fridge-9".into(),
             rule: "fridge-max".into(),
             metric: "temperature".into(),
@@ -503,7 +498,17 @@ mod tests {
             at,
             reason: None,
             expected: None,
-        };
+        }
+    }
+
+    /// A transition decided again after a crash (from the journal) is
+    /// one the history holds: not a second row of it.
+    #[tokio::test]
+    async fn a_transition_history_holds_is_known_and_another_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Some(Arc::new(History::open(dir.path()).unwrap()));
+        let at = EARLIEST_PLAUSIBLE_MS + DAY;
+        let raised = fridge_raised(at);
         assert!(!already_kept(&store, &raised).await);
         if let Some(h) = &store {
             h.write(
@@ -545,18 +550,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let history = Arc::new(History::open(dir.path()).unwrap());
         let start = EARLIEST_PLAUSIBLE_MS + DAY;
-        let row = |at: i64| AlertRow {
-            device: "fridge-9".into(),
-            rule: "fridge-max".into(),
-            metric: "temperature".into(),
-            kind: "threshold".into(),
-            state: "raised".into(),
-            value: 9.5,
-            limit: 8.0,
-            at,
-            reason: None,
-            expected: None,
-        };
+        let row = fridge_raised;
         let (replayed, fresh) = (start - MIN, start + REPLAY_MARGIN_MS + MIN);
         let kept = Batch {
             windows: vec![],
