@@ -254,11 +254,39 @@ impl Journal {
     }
 }
 
+/// The most of an untrusted message's own words (its version label, its
+/// digest) that its refusal repeats. Whoever can publish on the broker
+/// writes them, up to the 1 MiB a message may have: repeated whole, a
+/// flood of forgeries became a megabyte report a second in the outbox on
+/// flash, the retained state, a log line and a `/metrics` label.
+pub const MAX_UNTRUSTED_LABEL: usize = 128;
+
+/// The most of a refusal's detail about an untrusted message (a parse
+/// error quotes the offending value).
+pub const MAX_UNTRUSTED_DETAIL: usize = 512;
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked
+/// with an ellipsis when cut.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 fn untrusted(pushed: Option<Pushed>, e: &Untrusted) -> Judged {
     Judged::Refuse {
-        pushed,
+        pushed: pushed.map(|p| Pushed {
+            version: bounded(&p.version, MAX_UNTRUSTED_LABEL),
+            serial: p.serial,
+            sha256: bounded(&p.sha256, MAX_UNTRUSTED_LABEL),
+        }),
         reason: e.reason(),
-        detail: e.to_string(),
+        detail: bounded(&e.to_string(), MAX_UNTRUSTED_DETAIL),
         signed: false,
     }
 }
@@ -383,6 +411,60 @@ mod tests {
             (Some("v2"), Some("v1"))
         );
         assert_eq!(j.boot("t"), Boot::Run(Some(v1)));
+    }
+
+    /// Whoever can publish on the broker writes a forged message's label:
+    /// its refusal (reported, logged, shown on `/metrics`) repeats a
+    /// bounded part of it, not the megabyte it may have.
+    #[test]
+    fn a_forged_push_with_a_huge_label_is_refused_with_a_bounded_report() {
+        let keys = [key().verifying_key()];
+        let mut j = Journal::default();
+        let huge = "é".repeat(300_000);
+        let forged = DesiredMessage {
+            sha256: "f".repeat(200_000),
+            ..DesiredMessage::signed(&SigningKey::from_bytes(&[1; 32]), 9, &huge, "", None)
+        };
+        let Judged::Refuse {
+            pushed,
+            reason,
+            detail,
+            signed,
+        } = j.judge(forged.to_json().as_bytes(), &keys, "gw-1")
+        else {
+            panic!()
+        };
+        assert_eq!(reason, "signature");
+        let p = pushed.clone().unwrap();
+        assert!(
+            p.version.len() <= MAX_UNTRUSTED_LABEL + 3,
+            "{}",
+            p.version.len()
+        );
+        assert!(p.version.starts_with("éé") && p.version.ends_with('…'));
+        assert!(p.sha256.len() <= MAX_UNTRUSTED_LABEL + 3);
+        assert_eq!(p.serial, 9);
+        j.refuse(pushed, reason, &detail, signed, "t");
+        let report = serde_json::to_string(j.report.as_ref().unwrap()).unwrap();
+        assert!(report.len() < 2048, "{} bytes reported", report.len());
+        // A parse error quotes the value it choked on.
+        let damaged = format!(
+            r#"{{"version":"v","serial":"{}","sha256":"","config":""}}"#,
+            "9".repeat(500_000)
+        );
+        let Judged::Refuse { detail, reason, .. } = j.judge(damaged.as_bytes(), &keys, "gw-1")
+        else {
+            panic!()
+        };
+        assert_eq!(reason, "format");
+        assert!(detail.len() <= MAX_UNTRUSTED_DETAIL + 3, "{}", detail.len());
+        // A short label is told as it is.
+        let small = DesiredMessage::signed(&SigningKey::from_bytes(&[1; 32]), 9, "v9", "", None);
+        let Judged::Refuse { pushed, .. } = j.judge(small.to_json().as_bytes(), &keys, "gw-1")
+        else {
+            panic!()
+        };
+        assert_eq!(pushed.unwrap().version, "v9");
     }
 
     #[test]
