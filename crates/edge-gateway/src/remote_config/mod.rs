@@ -30,7 +30,7 @@ use std::path::Path;
 use gateway_core::config::layers::PushedLayer;
 use gateway_core::config::Layers;
 use remote_config::{Boot, Journal, Pushed};
-use tracing::warn;
+use tracing::{error, warn};
 
 pub use controller::{Booted, Context, Controller};
 use store::{label, Store};
@@ -226,7 +226,7 @@ impl Start {
             });
         }
         let store = Store::new(&config.gateway.state_dir);
-        let (read, mut dropped) = match store.load() {
+        let (read, dropped) = match store.load() {
             Ok(j) => (j, None),
             Err(e) => (Journal::default(), Some(e.to_string())),
         };
@@ -246,16 +246,15 @@ impl Start {
         }
         let loaded = match loaded {
             Some(l) => l,
-            None => match journal.applied.clone() {
-                None => local(config, layers, dropped.take()),
-                Some(applied) => match with_layer(path, env, &store, applied) {
-                    Ok(l) => l,
-                    Err(why) => {
-                        journal.drop_applied("layer", &why, &ts);
-                        local(config, layers, Some(why))
-                    }
-                },
-            },
+            None => applied_only(
+                path,
+                env,
+                &store,
+                &mut journal,
+                (config, layers),
+                dropped,
+                &ts,
+            ),
         };
         Ok(Self {
             loaded,
@@ -283,12 +282,40 @@ impl Start {
             Ok(now) if now != plan.read => Self::prepare(path, env)?,
             _ => self,
         };
-        let Some(plan) = start.plan else {
+        let Some(mut plan) = start.plan else {
             return Ok((start, None));
         };
+        let mut loaded = start.loaded;
         if plan.journal != plan.read {
             if let Err(e) = plan.store.save(&plan.journal) {
-                warn!(error = %e, "Cannot journal this start's step of the pushed configuration.");
+                match plan.checking.take() {
+                    // A candidate gets one start, and only the journal's
+                    // `checking` says it had it: run without that mark and
+                    // crash (or be killed) while being judged, and the next
+                    // start finds it still `staged` and runs it again, in a
+                    // loop for as long as the state directory is full or
+                    // read-only. It stays staged, and this start runs what
+                    // ran before; a start that can journal the step judges it.
+                    Some(candidate) => {
+                        error!(error = %e, version = %candidate.version, serial = candidate.serial, "Cannot journal that the pushed configuration is being judged: not starting on it; the previous configuration runs, and the push stays staged.");
+                        let (config, layers) = settings::load_layers(path, env.clone())?;
+                        let ts = gateway_core::Timestamp::now().to_rfc3339();
+                        let mut journal = plan.read.clone();
+                        loaded = applied_only(
+                            path,
+                            env,
+                            &plan.store,
+                            &mut journal,
+                            (config, layers),
+                            None,
+                            &ts,
+                        );
+                        plan.journal = journal;
+                    }
+                    None => {
+                        warn!(error = %e, "Cannot journal this start's step of the pushed configuration.");
+                    }
+                }
             }
         }
         if plan.checking.is_some() {
@@ -299,13 +326,32 @@ impl Start {
             journal: plan.journal,
             checking: plan.checking,
         };
-        Ok((
-            Self {
-                loaded: start.loaded,
-                plan: None,
-            },
-            Some(booted),
-        ))
+        Ok((Self { loaded, plan: None }, Some(booted)))
+    }
+}
+
+/// What a start runs when it does not judge a candidate: the applied
+/// layer over the local files (`config`, `layers`), or the local files
+/// alone when there is none or it no longer loads (then journaled as
+/// dropped, reason `layer`); `dropped`: why the journal itself was left out.
+fn applied_only(
+    path: &Path,
+    env: &Env,
+    store: &Store,
+    journal: &mut Journal,
+    (config, layers): (GatewayConfig, Layers),
+    dropped: Option<String>,
+    ts: &str,
+) -> Loaded {
+    match journal.applied.clone() {
+        None => local(config, layers, dropped),
+        Some(applied) => match with_layer(path, env, store, applied) {
+            Ok(l) => l,
+            Err(why) => {
+                journal.drop_applied("layer", &why, ts);
+                local(config, layers, Some(why))
+            }
+        },
     }
 }
 
@@ -409,6 +455,43 @@ topics = ["s/{device}/{metric}"]
             report.detail
         );
         assert_eq!(report.applied.as_deref(), Some("v1"));
+    }
+
+    /// A full or read-only state directory at the start that would judge
+    /// a staged push: without `checking` journaled, a candidate that
+    /// crashed the gateway would be started again at every start.
+    #[test]
+    fn a_staged_candidate_is_not_started_when_its_one_start_cannot_be_journaled() {
+        let (_dir, path, store) = site();
+        let good = layer(&store, "v1", 1, "[aggregation]\nwindow = \"2m\"\n");
+        let next = layer(&store, "v2", 2, "[aggregation]\nwindow = \"3m\"\n");
+        let mut j = Journal::default();
+        j.stage(good.clone(), "t");
+        j.boot("t");
+        j.commit("t");
+        j.stage(next.clone(), "t");
+        store.save(&j).unwrap();
+        // The journal cannot be replaced (its temporary file cannot be made).
+        let tmp = store.layer_file("x").with_file_name("journal.json.tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let start = Start::prepare(&path, &Env::new()).unwrap();
+        let (start, booted) = start.settle(&path, &Env::new()).unwrap();
+        let booted = booted.unwrap();
+        assert_eq!(booted.checking, None, "the candidate is not judged");
+        assert_eq!(start.loaded.layer, Some(good.clone()));
+        assert_eq!(start.loaded.config.aggregation.window.as_secs(), 120);
+        // Still staged on disk: a start that can journal the step judges it.
+        std::fs::remove_dir(&tmp).unwrap();
+        assert_eq!(
+            store.load().unwrap().candidate.map(|c| (c.pushed, c.step)),
+            Some((next.clone(), remote_config::journal::Step::Staged))
+        );
+        let (start, booted) = Start::prepare(&path, &Env::new())
+            .unwrap()
+            .settle(&path, &Env::new())
+            .unwrap();
+        assert_eq!(booted.unwrap().checking, Some(next.clone()));
+        assert_eq!(start.loaded.layer, Some(next));
     }
 
     #[test]
