@@ -332,6 +332,10 @@ impl Gateway {
             ),
             ("home_assistant", old.home_assistant != new.home_assistant),
             ("commands", old.commands != new.commands),
+            // The remote-config controller checks pushes with the keys,
+            // `allow` and timeout it started with: a key revoked on the Pi
+            // is still trusted until the restart, which must be said.
+            ("remote_config", old.remote_config != new.remote_config),
         ] {
             if changed {
                 summary.need_restart.push(section);

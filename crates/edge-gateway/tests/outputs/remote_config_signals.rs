@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::common;
 use common::remote::{
     adapters, base_config, healthy_on, lab_layer, public_key, push, restarts, signed, States,
-    FLEET_KEY,
+    FLEET_KEY, OTHER_KEY,
 };
 use common::GatewayProcess;
 use test_support::{free_port, Mosquitto};
@@ -138,4 +138,40 @@ async fn a_reload_the_applied_layer_no_longer_combines_with_is_reported_rolled_b
     let gw2 = GatewayProcess::start_in(gw.dir, &config);
     healthy_on(metrics, None, "rolled_back").await;
     drop(gw2);
+}
+
+/// The facility team revokes a fleet key on the Pi (its `public_keys`
+/// edited, `systemctl reload`): the running gateway still checks pushes
+/// with the keys it started with, so the reload must say, as for every
+/// section a reload does not apply, that the change needs a restart,
+/// never leave the team believing the key is revoked.
+#[tokio::test]
+async fn a_reload_that_changes_remote_config_says_it_needs_a_restart() {
+    let cloud = Mosquitto::start();
+    let building = Mosquitto::start();
+    let metrics = free_port();
+    let config = base_config(
+        cloud.port(),
+        building.port(),
+        metrics,
+        &[public_key(FLEET_KEY)],
+        "",
+    );
+    let mut gw = GatewayProcess::start(&config);
+    common::remote::healthy(metrics).await;
+    let local = std::fs::read_to_string(&gw.config_path).unwrap();
+    let revoked = local.replace(&public_key(FLEET_KEY), &public_key(OTHER_KEY));
+    assert_ne!(local, revoked);
+    std::fs::write(&gw.config_path, revoked).unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("Reloaded.").await;
+    let needs = gw
+        .seen
+        .iter()
+        .find(|l| l.contains("only take effect at a restart"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(needs.contains("remote_config"), "{}", gw.seen.join("\n"));
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
 }
