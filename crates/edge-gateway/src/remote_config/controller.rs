@@ -197,6 +197,10 @@ type Lanes = (
 /// the detail.
 type Refusal = (&'static str, String);
 
+/// The refusal's reason when the local files do not load: the push is not
+/// processed (its serial does not become the mark).
+const LOCAL: &str = "local";
+
 impl Worker {
     /// Judges the candidate a start runs, then takes messages: trusted
     /// ones as they come, the others (which can only be refused) paced.
@@ -291,8 +295,14 @@ impl Worker {
         if let Err((reason, detail)) = self.validate(&pushed, &message.config) {
             warn!(version = %pushed.version, serial = pushed.serial, reason, %detail, "Configuration push rejected; the running configuration stays.");
             let ts = self.now();
+            // The local files not loading (an edit half done, a drop-in
+            // unreadable) is no fault of the push: like a layer that could
+            // not be written, it is not processed, and the retained push is
+            // taken again at the next connection or start, once they load.
+            // Spent, it would never apply, however soon the files are fixed.
+            let processed = reason != LOCAL;
             self.journal
-                .refuse(Some(pushed), reason, &detail, true, &ts);
+                .refuse(Some(pushed), reason, &detail, processed, &ts);
             self.save_and_report().await;
             return false;
         }
@@ -333,7 +343,7 @@ impl Worker {
         let (before_cfg, before) =
             settings::load_layers(&self.path, self.env.clone()).map_err(|e| {
                 (
-                    "local",
+                    LOCAL,
                     format!("the local configuration does not load: {}", one_line(&e)),
                 )
             })?;
@@ -341,7 +351,7 @@ impl Worker {
             settings::load_layers_pushed(&self.path, Some(layer), self.env.clone()).map_err(
                 |e| match e {
                     LoadError::Invalid { .. } => ("schema", one_line(&e)),
-                    LoadError::Read(_) => ("local", one_line(&e)),
+                    LoadError::Read(_) => (LOCAL, one_line(&e)),
                 },
             )?;
         let table: toml::Table = toml::from_str(text).map_err(|e| ("schema", e.to_string()))?;

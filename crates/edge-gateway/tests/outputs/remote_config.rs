@@ -214,6 +214,38 @@ async fn a_schema_error_is_rejected_with_its_key_path_and_nothing_restarts() {
     assert_eq!(gw.wait_exit().await, Some(0));
 }
 
+/// The facility team is half-way through an edit of gateway.toml on the
+/// Pi when a push arrives: refused, since the local files do not load,
+/// but that is no fault of the push, which must not be spent: once the
+/// files load again, the retained push is applied at the next start.
+#[tokio::test]
+async fn a_push_refused_because_the_local_files_do_not_load_is_applied_once_they_do() {
+    let site = Site::signed_by_fleet();
+    let mut states = States::start(site.cloud.port()).await;
+    let mut gw = GatewayProcess::start(&site.config);
+    common::remote::healthy(site.metrics).await;
+    let good = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(&gw.config_path, format!("{good}\n[aggregation\n")).unwrap();
+    push(
+        site.cloud.port(),
+        &signed(FLEET_KEY, 2, "v2", "[aggregation]\nwindow = \"2s\"\n"),
+    )
+    .await;
+    let s = states.wait(2, "rejected", VERDICT).await;
+    assert_eq!(s["reason"], "local", "{s}");
+    assert_eq!(s["highest_serial"], 0, "the mark stays: {s}");
+    std::fs::write(&gw.config_path, &good).unwrap();
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+    let mut gw = GatewayProcess::start_in(gw.dir, &site.config);
+    let s = states.wait(2, "applied", VERDICT).await;
+    assert_eq!(s["applied"], "v2", "{s}");
+    healthy_on(site.metrics, Some("v2"), "applied").await;
+    assert_eq!(restarts(&mut gw), 1);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
 #[tokio::test]
 async fn a_push_that_cannot_bind_its_port_is_rolled_back_and_no_reading_is_lost() {
     let site = Site::signed_by_fleet();
