@@ -15,7 +15,8 @@
 //! A value the type cannot mean is refused both ways, as xknx refuses it:
 //! a 9.x below its subtype's range (a temperature under -273 °C, a
 //! negative lux: the group's type is likely wrong), 5.006's reserved 255,
-//! 20.102's and 20.105's unassigned modes.
+//! 20.102's and 20.105's unassigned modes, a 1.x with bits above bit 0
+//! set, a 16.x that is not 14 bytes, a 17.001 with its reserved bits set.
 
 use std::fmt;
 use std::str::FromStr;
@@ -279,7 +280,7 @@ impl Dpt {
             5 | 6 | 17 | 18 | 20 => "1 byte",
             7..=9 => "2 bytes",
             12..=14 => "4 bytes",
-            _ => "1 to 14 bytes",
+            _ => "14 bytes",
         }
     }
 
@@ -302,7 +303,12 @@ impl Dpt {
     pub fn decode(self, data: Data<'_>) -> Result<Value, DptError> {
         if self.main == 1 {
             return match data {
-                Data::Small(v) => Ok(Value::Number(f64::from(v & 1))),
+                // A switch sending 2 is no switch the group's type
+                // describes; reading it as bit 0 would store a guess.
+                Data::Small(v) if v > 1 => Err(DptError::Invalid(format!(
+                    "DPT {self} is 1 bit, got {v}: is the group's type right?"
+                ))),
+                Data::Small(v) => Ok(Value::Number(f64::from(v))),
                 Data::Bytes(_) => Err(self.length_error(data)),
             };
         }
@@ -310,7 +316,9 @@ impl Dpt {
             return Err(self.length_error(data));
         };
         if self.main == 16 {
-            if b.is_empty() || b.len() > 14 {
+            // Always 14 bytes, a shorter text padded with NULs: a
+            // shorter payload is another type or a cut telegram.
+            if b.len() != 14 {
                 return Err(self.length_error(data));
             }
             let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
@@ -377,8 +385,15 @@ impl Dpt {
             (5, Some(3)) => raw * 360.0 / 255.0,
             (6, _) => f64::from(x as i8),
             // Scene 1..64, sent as 0..63; 18.001's bit 7 (learn, i.e.
-            // store the scene) is not part of the number.
-            (17, _) => f64::from(x & 0x3F) + 1.0,
+            // store the scene) is not part of the number. 17.001's two
+            // high bits are reserved: masking them would read 0x41 as
+            // scene 2.
+            (17, _) if x > 0x3F => {
+                return Err(DptError::Invalid(format!(
+                    "DPT {self}: {x} sets the reserved bits (scenes are sent as 0 to 63)"
+                )))
+            }
+            (17, _) => raw + 1.0,
             (18, _) => f64::from(x & 0x3F) + 1.0,
             (20, Some(102)) if x > 4 => {
                 return Err(DptError::Invalid(format!(

@@ -250,3 +250,58 @@ fn each_subtype_takes_the_range_the_standard_gives_it() {
     // The config's min and max are checked against the same ranges.
     assert_eq!("9.001".parse::<Dpt>().unwrap().bounds(), Some((-273.0, 670_433.28)));
 }
+
+#[test]
+fn a_1_bit_value_with_bits_above_bit_0_set_is_refused_as_xknx_refuses_it() {
+    // xknx: a DPTBinary above 1 for a 1-bit type.
+    let switch = Dpt::new(1, 1);
+    for v in [2, 3, 0x3E, 0x3F] {
+        assert!(
+            matches!(switch.decode(Data::Small(v)), Err(DptError::Invalid(_))),
+            "1.001 {v}"
+        );
+    }
+    assert_eq!(switch.decode(Data::Small(0)).unwrap(), Value::Number(0.0));
+    assert_eq!(switch.decode(Data::Small(1)).unwrap(), Value::Number(1.0));
+}
+
+#[test]
+fn a_16_x_string_of_other_than_14_bytes_is_refused_as_xknx_refuses_it() {
+    for dpt in [Dpt::new(16, 0), Dpt::new(16, 1)] {
+        for len in [0, 1, 5, 13, 15] {
+            let b = vec![0x41; len];
+            assert!(
+                matches!(dpt.decode(Data::Bytes(&b)), Err(DptError::Length { .. })),
+                "{dpt} {len} bytes"
+            );
+        }
+        let mut fourteen = b"hi".to_vec();
+        fourteen.resize(14, 0);
+        assert_eq!(
+            dpt.decode(Data::Bytes(&fourteen)).unwrap(),
+            Value::Text("hi".into())
+        );
+    }
+}
+
+#[test]
+fn a_17_001_scene_with_its_reserved_bits_set_is_refused_as_xknx_refuses_it() {
+    // xknx: a DPTSceneNumber's raw value is below 64.
+    let scene = Dpt::new(17, 1);
+    for raw in [0x40, 0x41, 0x80, 0xC0, 0xFF] {
+        assert!(
+            matches!(scene.decode(Data::Bytes(&[raw])), Err(DptError::Invalid(_))),
+            "17.001 {raw:#x}"
+        );
+    }
+    assert_eq!(scene.decode(Data::Bytes(&[0x3F])).unwrap(), Value::Number(64.0));
+    // The writing side already stays inside: scene 1 to 64 only.
+    assert_eq!(
+        scene.encode(&CommandValue::Number(65.0)).unwrap_err().reason,
+        "out_of_range"
+    );
+    assert_eq!(
+        scene.encode(&CommandValue::Number(64.0)).unwrap(),
+        Payload::Bytes(vec![0x3F])
+    );
+}

@@ -121,3 +121,37 @@ fn a_clock_stepped_back_is_followed_not_run_ahead_of() {
     assert_eq!(s.stamp(0, back), back);
     assert_eq!(s.stamp(0, back), back.saturating_add_millis(1));
 }
+
+#[test]
+fn a_switch_value_above_one_is_counted_undecodable_not_read_as_bit_0() {
+    let groups = Groups::new(vec![group("2/0/5", None, "sw")]);
+    let ctx = context();
+    let faults = Faults::new(&ctx.name, ctx.stats());
+    let services = Services::new(&ctx);
+    let mut seen = Seen {
+        texts: HashMap::new(),
+        stamps: Stamps::new(groups.list.len()),
+    };
+    let mut out = Vec::new();
+    let t0 = 1_700_000_000_000;
+    for (value, at) in [(2, t0), (1, t0 + 1)] {
+        telegram(
+            &write("2/0/5", value, at),
+            &groups,
+            &services,
+            &ctx,
+            &faults,
+            &mut seen,
+            &mut out,
+        );
+    }
+    let values: Vec<f64> = out.iter().map(Reading::value).collect();
+    assert_eq!(values, [1.0]);
+    assert_eq!(
+        ctx.telemetry.counter_value(
+            KNX_UNDECODABLE,
+            &[("adapter", "rooms"), ("dpt", "1.001")]
+        ),
+        Some(1)
+    );
+}
