@@ -315,14 +315,26 @@ impl Register {
             let word = decode_bits(words, self.ty, self.order)?;
             return Some(f64::from(u8::from((word >> bit) & 1 == 1)));
         }
-        let raw = decode_raw(words, self.ty, self.order)?;
-        let v = raw * self.scale + self.offset;
+        let v = self.scaled(decode_raw(words, self.ty, self.order)?);
         v.is_finite().then_some(v)
     }
 
     /// The reading of a bit: 0 or 1, scaled like a register.
     pub fn value_of_bit(&self, bit: bool) -> f64 {
-        f64::from(u8::from(bit)) * self.scale + self.offset
+        self.scaled(f64::from(u8::from(bit)))
+    }
+
+    /// `raw × scale + offset`, a zero keeping the register's own sign: a
+    /// meter's -0.0 goes on as it sent it, and -0.0 + 0.0 is +0.0, so the
+    /// default offset is not added; nor does a negative scale make an
+    /// integer's 0 into -0.0.
+    fn scaled(&self, raw: f64) -> f64 {
+        let v = if raw == 0.0 { raw } else { raw * self.scale };
+        if self.offset == 0.0 {
+            v
+        } else {
+            v + self.offset
+        }
     }
 
     /// `(min, max)` of a written value: unbounded ends are infinite.

@@ -140,6 +140,38 @@ fn scale_and_offset_make_the_reading_and_nan_is_no_reading() {
 }
 
 #[test]
+fn a_zero_offset_keeps_the_sign_of_zero_and_a_nonzero_one_still_applies() {
+    let negative_zero = (-0.0f32).to_be_bytes();
+    for order in [Order::Abcd, Order::Cdab, Order::Badc, Order::Dcba] {
+        let f = reg(Table::Input, ValueType::F32, order);
+        let v = f.value_of_words(&layout(&negative_zero, order)).unwrap();
+        assert!(v == 0.0 && v.is_sign_negative(), "{order:?}: {v}");
+        let v = f.value_of_words(&layout(&0.0f32.to_be_bytes(), order)).unwrap();
+        assert!(v == 0.0 && v.is_sign_positive(), "{order:?}: {v}");
+    }
+    let mut scaled = reg(Table::Input, ValueType::F32, Order::Abcd);
+    scaled.scale = 10.0;
+    let v = scaled.value_of_words(&layout(&negative_zero, Order::Abcd)).unwrap();
+    assert!(v == 0.0 && v.is_sign_negative(), "{v}");
+    // An integer's 0 has no sign to keep, whatever the scale.
+    let mut flipped = reg(Table::Holding, ValueType::I32, Order::Abcd);
+    flipped.scale = -1.0;
+    let v = flipped.value_of_words(&[0, 0]).unwrap();
+    assert!(v == 0.0 && v.is_sign_positive(), "{v}");
+    assert_eq!(flipped.value_of_words(&[0, 5]).unwrap(), -5.0);
+    // A nonzero offset is still added, to a zero too.
+    let mut offset = reg(Table::Input, ValueType::F32, Order::Abcd);
+    offset.offset = -40.0;
+    assert_eq!(offset.value_of_words(&layout(&negative_zero, Order::Abcd)), Some(-40.0));
+    assert_eq!(offset.value_of_words(&layout(&25.0f32.to_be_bytes(), Order::Abcd)), Some(-15.0));
+    offset.scale = 0.5;
+    assert_eq!(offset.value_of_words(&layout(&25.0f32.to_be_bytes(), Order::Abcd)), Some(-27.5));
+    let mut coil = reg(Table::Coil, ValueType::U16, Order::Abcd);
+    coil.offset = 2.0;
+    assert_eq!((coil.value_of_bit(true), coil.value_of_bit(false)), (3.0, 2.0));
+}
+
+#[test]
 fn a_write_encodes_what_a_read_decodes_in_every_type_and_order() {
     for ty in ValueType::ALL {
         for order in Order::ALL {
