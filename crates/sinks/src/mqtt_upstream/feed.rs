@@ -8,17 +8,18 @@
 //! (`changes`), rendered in order with the windows, and to learn each
 //! device's adapter where a unit is set per adapter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use gateway_core::config::report::ReportRules;
-use gateway_core::telemetry::Counter;
+use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::units::Units;
 use gateway_core::{DeviceId, OutboundMessage, Reading, SourceId, Telemetry};
 use tokio::time::Instant;
 
 use super::changes::{Change, Changes};
 use super::render::{is_command_result, Renderer};
-use gateway_core::event::{AlertEvent, SinkEvent};
+use gateway_core::event::{AlertEvent, SinkEvent, StatusEvent};
+use tracing::warn;
 
 /// Where a rendered message waits for its turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,9 @@ pub struct Feed {
     /// each new connection, so a fleet view built from retained states does
     /// not lose this gateway when the cloud broker restarts empty.
     config_state: Option<OutboundMessage>,
+    /// The devices given a retained status topic, when bounded; `None`:
+    /// every device is (a file output, which keeps nothing retained).
+    statuses: Option<Statuses>,
 }
 
 /// Changes of the metrics of `[upstream] report` sent upstream: how many
@@ -89,6 +93,26 @@ struct Reporting {
 /// Devices whose adapter is remembered; beyond, the memory starts again.
 const MAX_TRACKED_DEVICES: usize = 100_000;
 
+/// Most devices not in `[[device]]` given a retained
+/// `{prefix}/{device}/status` upstream. Anyone on a local broker can
+/// announce a status for a made-up id, and each id would keep a retained
+/// message on the cloud broker for good: past this, a new one's statuses
+/// are refused (counted in [`UPSTREAM_STATUSES_REFUSED`], logged).
+pub const MAX_STATUS_DEVICES: usize = 4096;
+/// Statuses not sent upstream because [`MAX_STATUS_DEVICES`] devices not
+/// in `[[device]]` already have a retained status topic.
+pub const UPSTREAM_STATUSES_REFUSED: &str = "edge_gateway_upstream_statuses_refused_total";
+
+/// The devices not in `[[device]]` whose statuses go upstream: the first
+/// `max` to announce one, for as long as the gateway runs, so a device
+/// once announced keeps its topic up to date.
+struct Statuses {
+    admitted: HashSet<DeviceId>,
+    max: usize,
+    refused: Counter,
+    log: LogThrottle,
+}
+
 impl Feed {
     pub fn new(renderer: Renderer, units: Units) -> Self {
         Self {
@@ -97,7 +121,22 @@ impl Feed {
             changes: None,
             adapters: HashMap::new(),
             config_state: None,
+            statuses: None,
         }
+    }
+
+    /// Gives at most `max` devices not in `[[device]]` a retained status
+    /// topic (the upstream: [`MAX_STATUS_DEVICES`]); the statuses of
+    /// others are refused, counted in [`UPSTREAM_STATUSES_REFUSED`].
+    #[must_use]
+    pub fn with_status_devices(mut self, max: usize, telemetry: &Telemetry) -> Self {
+        self.statuses = Some(Statuses {
+            admitted: HashSet::new(),
+            max,
+            refused: telemetry.counter(UPSTREAM_STATUSES_REFUSED, &[]),
+            log: LogThrottle::default(),
+        });
+        self
     }
 
     /// Reports the metrics `rules` name at once when they change, counted
@@ -199,6 +238,26 @@ impl Feed {
         }
     }
 
+    /// A device's status, unless it would be one retained topic too many.
+    fn status(&mut self, s: &StatusEvent) -> Option<OutboundMessage> {
+        if let Some(statuses) = self.statuses.as_mut() {
+            // Exactly as configured: `KITCHEN`, `kItchen`, … are each a
+            // topic of their own, not the registered `kitchen`'s.
+            let registered = self.renderer.registry.get_exact(&s.device).is_some();
+            if !registered && !statuses.admitted.contains(&s.device) {
+                if statuses.admitted.len() >= statuses.max {
+                    statuses.refused.inc();
+                    if let Some(suppressed) = statuses.log.allow("max_status_devices") {
+                        warn!(device = %s.device, suppressed, max = statuses.max, "Upstream: as many devices not in [[device]] as may have a retained status topic already have one: this device's status is not sent.");
+                    }
+                    return None;
+                }
+                statuses.admitted.insert(s.device.clone());
+            }
+        }
+        Some(self.renderer.device_status(s))
+    }
+
     /// A raised or cleared alert; a suppressed one stays here.
     fn alert(&self, a: &AlertEvent) -> Option<OutboundMessage> {
         if a.state == "suppressed" {
@@ -227,7 +286,7 @@ impl Render for Feed {
                 Some((message, Lane::Alerts))
             }
             SinkEvent::Window(w) => Some((self.window(&w), Lane::Messages)),
-            SinkEvent::Status(s) => Some((self.renderer.device_status(&s), Lane::Messages)),
+            SinkEvent::Status(s) => self.status(&s).map(|m| (m, Lane::Messages)),
             SinkEvent::Readings(readings) => {
                 self.readings(&readings, out);
                 None
@@ -398,6 +457,84 @@ mod tests {
                     Some(("building/hq/fridge-2/alerts".into(), Lane::Alerts))
                 );
             }
+        }
+    }
+
+    #[test]
+    fn past_the_bound_a_new_device_gets_no_retained_status_and_those_announced_keep_theirs() {
+        let telemetry = Telemetry::default();
+        let registry = DeviceRegistry::from_config(&crate::test_devices(
+            "[[device]]\nid = \"fridge-2\"\nname = \"Fridge 2\"\n",
+        ));
+        let mut feed = Feed::new(
+            Renderer {
+                registry,
+                ..feed().renderer
+            },
+            Units::default(),
+        )
+        .with_status_devices(2, &telemetry);
+        let mut status_of = |device: &str, online: bool| {
+            let event = SinkEvent::Status(StatusEvent {
+                device: DeviceId::new(device).unwrap(),
+                online,
+                at: at(1),
+            });
+            let out = render(&mut feed, event, false);
+            assert!(out.len() <= 1);
+            out.into_iter().next().map(|(m, _)| {
+                assert!(m.retain);
+                m.topic
+            })
+        };
+        let refused = || telemetry.counter_value(UPSTREAM_STATUSES_REFUSED, &[]);
+        assert_eq!(
+            status_of("made-up-1", true).as_deref(),
+            Some("building/hq/made-up-1/status")
+        );
+        assert_eq!(
+            status_of("made-up-2", true).as_deref(),
+            Some("building/hq/made-up-2/status")
+        );
+        assert_eq!(refused(), Some(0));
+        for i in 3..10 {
+            assert_eq!(status_of(&format!("made-up-{i}"), true), None);
+        }
+        assert_eq!(refused(), Some(7));
+        // Those announced go on being told, and a [[device]] always is;
+        // another spelling of it is another topic, bounded like the rest.
+        assert_eq!(
+            status_of("made-up-1", false).as_deref(),
+            Some("building/hq/made-up-1/status")
+        );
+        assert_eq!(
+            status_of("made-up-2", false).as_deref(),
+            Some("building/hq/made-up-2/status")
+        );
+        assert_eq!(
+            status_of("fridge-2", false).as_deref(),
+            Some("building/hq/fridge-2/status")
+        );
+        assert_eq!(status_of("FRIDGE-2", false), None);
+        assert_eq!(refused(), Some(8));
+        // Windows of a refused device still go up: only the retained
+        // topic is bounded.
+        assert!(matches!(
+            render(&mut feed, window(0), false).as_slice(),
+            [(m, Lane::Messages)] if !m.retain
+        ));
+    }
+
+    #[test]
+    fn without_a_bound_every_device_gets_its_status() {
+        let mut feed = feed();
+        for i in 0..(MAX_STATUS_DEVICES + 10) {
+            let event = SinkEvent::Status(StatusEvent {
+                device: DeviceId::new(format!("d-{i}")).unwrap(),
+                online: true,
+                at: at(1),
+            });
+            assert_eq!(render(&mut feed, event, false).len(), 1);
         }
     }
 

@@ -62,7 +62,8 @@ use crate::spool::{Spool, SpoolSettings};
 use crate::OutputLink;
 use failover::{Failover, Loss};
 pub use feed::{
-    Feed, Lane, Passthrough, Render, Rendered, UPSTREAM_CHANGES, UPSTREAM_CHANGES_COALESCED,
+    Feed, Lane, Passthrough, Render, Rendered, MAX_STATUS_DEVICES, UPSTREAM_CHANGES,
+    UPSTREAM_CHANGES_COALESCED, UPSTREAM_STATUSES_REFUSED,
 };
 use gateway_core::event::SinkEvent;
 use poller::{poll_loop, FaultKind, PollEvent};
@@ -179,7 +180,8 @@ pub fn start(
         },
         ctx.units.clone(),
     )
-    .with_changes(settings.report.clone(), &ctx.telemetry);
+    .with_changes(settings.report.clone(), &ctx.telemetry)
+    .with_status_devices(MAX_STATUS_DEVICES, &ctx.telemetry);
     let feed = if ctx.units.by_adapter() {
         let kept = gateway_core::state_file::provenance::ProvenanceFile::in_dir(&ctx.state_dir)
             .load(ctx.units.sources());
