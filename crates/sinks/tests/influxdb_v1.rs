@@ -436,8 +436,10 @@ async fn readings_with_equal_timestamps_are_each_a_point_and_a_replay_overwrites
 /// escaped character in a field key, a field named `time`. Found writing
 /// them to a real `influxd`: `node\` was merged into `node`'s series (one
 /// reading overwrote the other), a metric `t\\` broke its line (`hum` after
-/// it was lost, or the point refused), `time` was dropped. Each device is
-/// now its own series and every field arrives, nothing dead-lettered.
+/// it was lost, or the point refused), `time` was dropped, and `time` and
+/// `time_value` (or `device` and `device_value`) were one field, one of
+/// the two values lost. Each device is now its own series and every
+/// field arrives, nothing dead-lettered.
 #[tokio::test]
 async fn names_with_backslashes_and_time_each_arrive_apart() {
     let db = Influxd::start();
@@ -446,7 +448,17 @@ async fn names_with_backslashes_and_time_each_arrive_apart() {
     let now = Timestamp::now().as_millis();
     let devices = ["node", "node\\", "node\\\\", "\\"];
     let metrics = [
-        "t", "t\\", "t\\\\", "a\\,b", "a,b", "device\\", "time", "hum",
+        "t",
+        "t\\",
+        "t\\\\",
+        "a\\,b",
+        "a,b",
+        "device\\",
+        "time",
+        "time_value",
+        "device",
+        "device_value",
+        "hum",
     ];
     for (d, device) in devices.iter().enumerate() {
         let at = Timestamp::from_millis(now - 60_000).unwrap();

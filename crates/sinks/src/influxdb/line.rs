@@ -609,16 +609,27 @@ fn reading_value(
 /// measurement where a key is both a field and a tag, InfluxQL reads
 /// `WHERE room = …` as the field: one stranger's `room` metric blanked
 /// every panel that filters by room, for the retention of the shard.
+///
+/// A metric named as a renamed one's field (`name_value`, beside the
+/// metric `name`) is renamed the same way (`name_value_value`), so no two
+/// metrics share a field: in one point one of the two values was lost,
+/// across points one series held both metrics. Every other name is kept.
 fn reading_field<'m>(
     metric: &'m str,
     tag_keys: &std::collections::BTreeSet<String>,
 ) -> std::borrow::Cow<'m, str> {
     // `time` is InfluxDB's own column: a field of that name is dropped
     // from its point, or the point refused when it is the only one.
-    if tag_keys.contains(metric) || metric == "time" {
-        format!("{metric}_value").into()
-    } else {
-        metric.into()
+    let taken = |m: &str| tag_keys.contains(m) || m == "time";
+    let mut stem = metric;
+    loop {
+        if taken(stem) {
+            return format!("{metric}_value").into();
+        }
+        match stem.strip_suffix("_value") {
+            Some(shorter) => stem = shorter,
+            None => return metric.into(),
+        }
     }
 }
 

@@ -75,6 +75,61 @@ fn a_metric_named_like_a_tag_is_written_apart_from_the_tag() {
     );
 }
 
+/// A metric named as a renamed one's field (`name_value` beside `name`,
+/// `time_value` beside `time`) would share its field: one of the two
+/// values lost in a point, the two metrics mixed in one series across
+/// points. Renamed the same way, each metric keeps a field of its own.
+#[test]
+fn a_metric_named_as_a_renamed_ones_field_gets_a_field_of_its_own() {
+    let mut e = encoder(&[Series::Readings]);
+    let at = 1_700_000_000_000;
+    let ev = SinkEvent::Readings(vec![
+        reading("stranger", "name", 1.0, at),
+        reading("stranger", "name_value", 2.0, at),
+        reading("stranger", "name_value_value", 3.0, at),
+        reading("stranger", "time", 4.0, at),
+        reading("stranger", "time_value", 5.0, at),
+        reading("stranger", "room_value", 6.0, at),
+        reading("stranger", "room", 7.0, at),
+    ]);
+    assert_eq!(
+        lines(&mut e, &ev),
+        "bme680\\ measure\\,x,device=stranger,name=stranger name_value=1,name_value_value=2,name_value_value_value=3,time_value=4,time_value_value=5,room_value_value=6,room_value=7 1700000000000000000\n"
+    );
+    // Each metric its own field, whatever else the point holds.
+    let mut fields = std::collections::BTreeSet::new();
+    for metric in [
+        "name",
+        "name_value",
+        "name_value_value",
+        "time",
+        "time_value",
+        "room",
+        "room_value",
+        "value",
+        "_value",
+        "temperature",
+        "temperature_value",
+    ] {
+        assert!(
+            fields.insert(reading_field(metric, &e.tag_keys).into_owned()),
+            "{metric}"
+        );
+    }
+    // Where nothing collides the names are the ones written before.
+    for (metric, field) in [
+        ("temperature", "temperature"),
+        ("temperature_value", "temperature_value"),
+        ("value", "value"),
+        ("_value", "_value"),
+        ("name", "name_value"),
+        ("time", "time_value"),
+        ("device", "device_value"),
+    ] {
+        assert_eq!(reading_field(metric, &e.tag_keys), field);
+    }
+}
+
 /// `integer_fields`: the readings of a database an earlier bridge filled
 /// with integers, written as it holds them; the windows stay floats.
 #[test]
