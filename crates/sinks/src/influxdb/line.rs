@@ -397,6 +397,7 @@ impl Encoder {
         let tag_keys = registry
             .tag_keys()
             .into_iter()
+            .map(tag_key)
             .chain(["device", "name", "unit"])
             .map(str::to_string)
             .collect();
@@ -633,6 +634,16 @@ fn reading_field<'m>(
     }
 }
 
+/// A registry tag's key as written. `time` is InfluxDB's own column: a
+/// tag key of that name has every point refused ("invalid tag key").
+fn tag_key(k: &str) -> &str {
+    if k == "time" {
+        "time_tag"
+    } else {
+        k
+    }
+}
+
 fn device_tags<'a>(
     registry: &'a DeviceRegistry,
     device: &'a DeviceId,
@@ -640,10 +651,7 @@ fn device_tags<'a>(
     let mut tags = BTreeMap::new();
     if let Some(info) = registry.get(device) {
         for (k, v) in &info.tags {
-            // `time` is InfluxDB's own column: a tag key of that name has
-            // every point refused ("invalid tag key").
-            let k = if k == "time" { "time_tag" } else { k.as_str() };
-            tags.insert(k, v.as_str());
+            tags.insert(tag_key(k), v.as_str());
         }
     }
     // The gateway's own tags win over a registry tag of the same key.

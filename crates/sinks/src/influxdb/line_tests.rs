@@ -130,6 +130,35 @@ fn a_metric_named_as_a_renamed_ones_field_gets_a_field_of_its_own() {
     }
 }
 
+/// A `[[device]]` tag `time` is written as the tag `time_tag`: a metric
+/// `time_tag` is then named like a tag, and written apart from it.
+#[test]
+fn a_metric_named_like_the_tag_a_time_tag_becomes_is_written_apart_from_it() {
+    let devices = crate::test_devices(
+        r#"
+[[device]]
+id = "clock-1"
+name = "Clock"
+tags = { time = "utc" }
+"#,
+    );
+    let config = InfluxConfig {
+        measurement: "m".into(),
+        write: vec![Series::Readings],
+        ..InfluxConfig::default()
+    };
+    let mut e = Encoder::new(&config, DeviceRegistry::from_config(&devices));
+    let at = 1_700_000_000_000;
+    let ev = SinkEvent::Readings(vec![
+        reading("clock-1", "time_tag", 1.0, at),
+        reading("clock-1", "time", 2.0, at),
+    ]);
+    assert_eq!(
+        lines(&mut e, &ev),
+        "m,device=clock-1,name=Clock,time_tag=utc time_tag_value=1,time_value=2 1700000000000000000\n"
+    );
+}
+
 /// `integer_fields`: the readings of a database an earlier bridge filled
 /// with integers, written as it holds them; the windows stay floats.
 #[test]
