@@ -1,4 +1,7 @@
 (function(){
+// The Overview's tag filter applies as soon as a tag is picked.
+var tag=document.querySelector('form.filter select[name="tag"]');
+if(tag){tag.addEventListener('change',function(){tag.form.submit();});}
 var conn=document.getElementById('conn');
 function sel(a,v){return '['+a+'="'+(window.CSS&&CSS.escape?CSS.escape(v):v)+'"]';}
 // Times as the server writes them, under headers that say UTC.

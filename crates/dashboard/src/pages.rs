@@ -1,6 +1,9 @@
 //! Server-rendered pages: Overview, Device, Alerts, Gateway. Plain HTML,
-//! one small stylesheet, charts as inline SVG, and one inline script for
-//! live updates (no build step, no CDN: the Pi may be offline).
+//! one small stylesheet, charts as inline SVG, and one script for live
+//! updates (no build step, no CDN: the Pi may be offline). The script is
+//! served as `/live.js`, never inline, nor any `on…=` handler: the
+//! Content-Security-Policy's `script-src 'self'` then runs no script a
+//! value slipped into a page could carry.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -19,10 +22,11 @@ pub use super::device_page::device;
 
 pub const CSS: &str = include_str!("style.css");
 
-/// The live-update script: applies `/events` to whatever the page shows.
+/// The live-update script (`/live.js`): applies `/events` to whatever
+/// the page shows, and submits the Overview's tag filter when it changes.
 /// EventSource reconnects by itself (after a gateway restart too); the
 /// `retry:` the server sends sets the pace.
-const SCRIPT: &str = include_str!("live.js");
+pub const SCRIPT: &str = include_str!("live.js");
 
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -61,7 +65,7 @@ pub(super) fn head(title: &str, active: &str) -> String {
 }
 
 pub(super) fn foot() -> String {
-    format!("</main><script>{SCRIPT}</script></body></html>")
+    "</main><script src=\"/live.js\"></script></body></html>".to_string()
 }
 
 pub(super) fn time(ms: i64) -> String {
@@ -253,7 +257,9 @@ pub async fn overview(state: &Arc<AppState>, q: &Query) -> String {
         None => Default::default(),
     };
     let mut out = head("Overview", "Overview");
-    out.push_str(r#"<form class="filter"><label>Tag <select name="tag" onchange="this.form.submit()"><option value="">all</option>"#);
+    out.push_str(
+        r#"<form class="filter"><label>Tag <select name="tag"><option value="">all</option>"#,
+    );
     for t in &all_tags {
         let sel = if filter.as_deref() == Some(t) {
             " selected"
@@ -560,4 +566,86 @@ fn errors_of(t: &gateway_core::Telemetry, adapter: &str) -> u64 {
         .filter(|l| l.starts_with(gateway_core::component::ADAPTER_ERRORS) && l.contains(&needle))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Instant;
+
+    use gateway_core::config::DeviceConfig;
+    use gateway_core::{DeviceRegistry, SystemClock, Telemetry};
+
+    use super::*;
+    use crate::{auth::Auth, live::Live, HealthView};
+
+    fn state() -> Arc<AppState> {
+        let device: DeviceConfig =
+            toml::from_str("id = \"fridge-2\"\nname = \"Fridge 2\"\nroom = \"kitchen\"").unwrap();
+        Arc::new(AppState {
+            live: Live::default(),
+            store: None,
+            registry: DeviceRegistry::from_config(&[device]),
+            rules: vec![],
+            telemetry: Telemetry::default(),
+            clock: Arc::new(SystemClock),
+            started: Instant::now(),
+            window_ms: 60_000,
+            outputs: vec![],
+            auth: Auth::new(&[], &Telemetry::default()),
+            view: crate::view::View::default(),
+            health: Arc::new(|_| HealthView {
+                body: serde_json::json!({"status": "ok"}),
+                upstream_configured: false,
+            }),
+            allowed_hosts: vec![],
+        })
+    }
+
+    /// The Content-Security-Policy allows scripts from the dashboard's
+    /// own origin only: a page with an inline script or an `on…=`
+    /// handler would lose it (the Overview's tag filter did).
+    #[tokio::test]
+    async fn every_page_runs_only_the_served_script_and_no_inline_code() {
+        let state = state();
+        let pages = [
+            ("/", overview(&state, &Query::parse("")).await),
+            ("/alerts", alerts(&state).await),
+            ("/gateway", gateway(&state)),
+            (
+                "/device",
+                device(&state, &Query::parse("id=fridge-2")).await.unwrap(),
+            ),
+        ];
+        for (path, page) in &pages {
+            let scripts: Vec<&str> = page
+                .match_indices("<script")
+                .map(|(i, _)| &page[i..])
+                .collect();
+            assert_eq!(scripts.len(), 1, "{path}: one script");
+            assert!(
+                scripts[0].starts_with(r#"<script src="/live.js"></script>"#),
+                "{path}: {}",
+                scripts[0]
+            );
+            let lower = page.to_ascii_lowercase();
+            for handler in [
+                " onchange=",
+                " onclick=",
+                " onload=",
+                " onsubmit=",
+                " oninput=",
+                "javascript:",
+            ] {
+                assert!(!lower.contains(handler), "{path}: {handler}");
+            }
+        }
+        assert!(pages[0]
+            .1
+            .contains(r#"<form class="filter"><label>Tag <select name="tag">"#));
+        // What the handler did is the served script's now.
+        assert!(
+            SCRIPT.contains("form.filter select[name=\"tag\"]") && SCRIPT.contains(".submit()")
+        );
+    }
 }

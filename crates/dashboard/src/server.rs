@@ -339,6 +339,16 @@ async fn respond(
                 .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
             r
         }
+        "/live.js" => {
+            let mut r = full(
+                StatusCode::OK,
+                "text/javascript; charset=utf-8",
+                pages::SCRIPT,
+            );
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
+            r
+        }
         "/" => html(pages::overview(state, &query).await),
         "/device" => match pages::device(state, &query).await {
             Some(body) => html(body),
@@ -354,19 +364,22 @@ async fn respond(
 /// (behind a password on any address but loopback): no other site may
 /// frame them (clickjacking), and no browser or proxy may keep a copy of
 /// them or of the API's answers on disk, where the next user of a shared
-/// kiosk or a proxy's cache would find them. The stylesheet, the same for
-/// everyone, keeps the cache time it set.
+/// kiosk or a proxy's cache would find them. The stylesheet and the
+/// script, the same for everyone, keep the cache time they set. Scripts
+/// run only from the dashboard's own `/live.js`: markup a device id or
+/// tag slipped past the escaping could not run one of its own.
 fn harden(r: &mut Response<Body>) {
     let h = r.headers_mut();
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'"),
-    );
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.entry(CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
 }
+
+/// No framing by another site; scripts from this origin only (the pages
+/// have no inline script or handler: see `pages`).
+const CSP: &str = "frame-ancestors 'none'; script-src 'self'";
 
 /// A page, gzipped when the client takes it: an overview of hundreds of
 /// devices is mostly repeated markup and shrinks about tenfold.
@@ -407,4 +420,22 @@ pub fn full(
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_answer_allows_scripts_from_the_dashboard_only_and_no_framing() {
+        let mut r = full(StatusCode::OK, "text/plain", "x");
+        harden(&mut r);
+        let csp = r.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+        assert!(directives.contains(&"frame-ancestors 'none'"), "{csp}");
+        assert!(directives.contains(&"script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(r.headers()[X_FRAME_OPTIONS], "DENY");
+    }
 }

@@ -429,9 +429,13 @@ async fn pages_and_api_answers_forbid_framing_and_caching() {
             Some("DENY"),
             "{path}"
         );
+        // Not framed, and scripts only from the dashboard's own /live.js.
         assert!(
-            header(&head, "content-security-policy")
-                .is_some_and(|v| v.contains("frame-ancestors 'none'")),
+            header(&head, "content-security-policy").is_some_and(|v| {
+                v.contains("frame-ancestors 'none'")
+                    && v.contains("script-src 'self'")
+                    && !v.contains("unsafe")
+            }),
             "{path}: {head}"
         );
         assert_eq!(
@@ -444,12 +448,19 @@ async fn pages_and_api_answers_forbid_framing_and_caching() {
     let (code, head) = get_head(dash, "/", "Basic b3BzOndyb25n").await;
     assert_eq!(code, 401);
     assert_eq!(header(&head, "x-frame-options").as_deref(), Some("DENY"));
-    let (code, head) = get_head(dash, "/style.css", auth).await;
-    assert_eq!(code, 200);
-    assert_eq!(
-        header(&head, "cache-control").as_deref(),
-        Some("max-age=3600")
-    );
+    for (path, kind) in [("/style.css", "text/css"), ("/live.js", "text/javascript")] {
+        let (code, head) = get_head(dash, path, auth).await;
+        assert_eq!(code, 200, "{path}: {head}");
+        assert_eq!(
+            header(&head, "cache-control").as_deref(),
+            Some("max-age=3600"),
+            "{path}"
+        );
+        assert!(
+            header(&head, "content-type").is_some_and(|v| v.starts_with(kind)),
+            "{path}: {head}"
+        );
+    }
     // DNS rebinding: a page whose name was pointed at 127.0.0.1 reaches
     // the dashboard over loopback under its own name, and is not answered.
     for (host, want) in [("attacker.example", "421"), ("localhost", "200")] {

@@ -266,6 +266,27 @@ max = 8.0
         "{gw_text}"
     );
     screenshot(&mut page, "gateway").await;
+    // The overview's tag filter applies as soon as a tag is picked: its
+    // handler is in /live.js, as the Content-Security-Policy runs no
+    // inline one.
+    goto(&mut page, &format!("{base}/")).await;
+    page.eval(
+        "var s = document.querySelector('form.filter select[name=\"tag\"]'); s.value = 'fridge'; s.dispatchEvent(new Event('change')); 1",
+    )
+    .await;
+    page.wait_until(
+        "location.search === '?tag=fridge' && document.getElementById('conn').classList.contains('up')",
+        LIVE_MS,
+    )
+    .await;
+    let filtered = page
+        .eval("document.getElementById('devices').innerText")
+        .await;
+    let filtered = filtered.as_str().unwrap();
+    assert!(
+        filtered.contains("Fridge 7") && !filtered.contains("Living Room"),
+        "{filtered}"
+    );
     drop(browser);
 }
 
