@@ -8,12 +8,16 @@
 //! seconds and 1/256 s, which is when the first forwarder heard it.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use gateway_core::Timestamp;
+use tokio::time::Instant;
 
 use super::crypto::{data_mic, frm_cipher, Direction};
+use super::dedup::Uplink;
 use super::frame::{DataFrame, Key, MType};
 use super::region::Region;
+use super::semtech::GatewayEui;
 
 /// LinkCheckReq / LinkCheckAns CID.
 const LINK_CHECK: u8 = 0x02;
@@ -297,6 +301,63 @@ impl Downlink<'_> {
     }
 }
 
+/// A confirmed uplink as it was answered: what tells the device's own
+/// retry of it apart from a late copy of the transmission already
+/// answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    /// The uplink's full counter.
+    pub fcnt: u32,
+    /// When its first copy arrived here.
+    pub first_heard: Instant,
+    /// Each forwarder that heard it, with its concentrator counter.
+    pub tmst: Vec<(GatewayEui, Option<u32>)>,
+    /// Acknowledgements sent again for this counter.
+    pub acks_again: u8,
+}
+
+impl Answered {
+    /// The transmission `up` as answered.
+    pub fn of(fcnt: u32, up: &Uplink) -> Self {
+        Self {
+            fcnt,
+            first_heard: up.first_heard,
+            tmst: up.heard.iter().map(|h| (h.gateway, h.tmst)).collect(),
+            acks_again: 0,
+        }
+    }
+
+    /// Whether `copy`, a frame with this counter again, is a new
+    /// transmission of it by the device rather than the one already
+    /// answered, heard by one more forwarder after the de-duplication
+    /// window (a slow backhaul, a forwarder's own queue). A Class A device
+    /// sends a confirmed uplink again only once its RX2 window has closed
+    /// (`rx2_end` after the end of the uplink; LoRaWAN 1.0.x §18.1 adds
+    /// ACK_TIMEOUT, 1 to 3 s): a copy from before then is the same
+    /// transmission. Answered again, it cost a second downlink counter and
+    /// a second frame in the same window through another forwarder (the
+    /// two collide at the device), carrying the next queued payload with
+    /// it, which the device never heard yet counted as sent.
+    ///
+    /// A forwarder that heard both tells by its own counter (`tmst`, µs,
+    /// wrapping at 2^32); otherwise the arrival times here tell.
+    pub fn is_retry(&self, copy: &Uplink, rx2_end: Duration) -> bool {
+        let gap_us = u32::try_from(rx2_end.as_micros()).unwrap_or(u32::MAX);
+        let same_forwarder = copy.heard.iter().find_map(|h| {
+            let then = self
+                .tmst
+                .iter()
+                .find(|(gateway, _)| *gateway == h.gateway)
+                .and_then(|(_, t)| *t)?;
+            Some(h.tmst?.wrapping_sub(then))
+        });
+        match same_forwarder {
+            Some(elapsed_us) => elapsed_us >= gap_us,
+            None => copy.first_heard.saturating_duration_since(self.first_heard) >= rx2_end,
+        }
+    }
+}
+
 /// Whether an uplink certainly gets no reply, told from the frame and the
 /// device's queue length alone: no MAC command (answers, LinkADRAns), no
 /// ADR request (FCtrl bit 7), not confirmed, nothing queued, and no
@@ -554,5 +615,46 @@ mod tests {
         assert_eq!(q.len("d"), 0);
         assert_eq!(Confirmation::GaveUp.reading(), "downlink_failed");
         assert_eq!(Confirmation::Acked.reading(), "downlink_acked");
+    }
+
+    /// The same confirmed uplink heard by a second forwarder after the
+    /// de-duplication window is the transmission already answered; the
+    /// device's retry comes after its RX2 window, by the concentrator's
+    /// counter (wrapping at 2^32) where a forwarder heard both, else by
+    /// arrival here.
+    #[test]
+    fn a_late_copy_of_a_confirmed_uplink_is_not_a_retry() {
+        use crate::lorawan::dedup::{HeardList, Reception};
+        let at = |gw: u8, tmst: Option<u32>| Reception {
+            gateway: GatewayEui([gw; 8]),
+            rssi: Some(-90),
+            snr: Some(5.0),
+            tmst,
+            freq: Some(868.1),
+            datr: None,
+            rfch: Some(0),
+        };
+        let t0 = Instant::now();
+        let up = |heard: Vec<Reception>, after_ms: u64| Uplink {
+            phy: vec![0x80],
+            rssi: Some(-90),
+            snr: Some(5.0),
+            received: Timestamp::from_millis(1_763_719_200_000).unwrap(),
+            heard: heard.into_iter().collect::<HeardList>(),
+            first_heard: t0 + Duration::from_millis(after_ms),
+        };
+        let rx2_end = Duration::from_secs(2);
+        let tmst0 = u32::MAX - 500_000;
+        let answered = Answered::of(7, &up(vec![at(1, Some(tmst0))], 0));
+        // Another forwarder, 250 ms later (a 200 ms window): the same one.
+        assert!(!answered.is_retry(&up(vec![at(2, Some(12))], 250), rx2_end));
+        // The first forwarder again with the same counter: its own copy.
+        assert!(!answered.is_retry(&up(vec![at(1, Some(tmst0))], 300), rx2_end));
+        // Heard again by the first forwarder 3 s later on its clock, which
+        // wrapped meanwhile: the device's retry, whenever it arrives here.
+        let later = tmst0.wrapping_add(3_000_000);
+        assert!(answered.is_retry(&up(vec![at(2, None), at(1, Some(later))], 10), rx2_end));
+        // Only by a forwarder that did not hear the first, 3 s later.
+        assert!(answered.is_retry(&up(vec![at(3, Some(5))], 3_000), rx2_end));
     }
 }

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use super::adr::Adr;
-use super::class_a::Queues;
+use super::class_a::{self, Queues};
 use super::command::{Commands, LorawanTarget, Waiting};
 use super::config::{LorawanDevice, Network, OtaaDevice, SemtechUdpConfig};
 use super::dedup::{Dedup, Offer, Reception, Uplink};
@@ -301,9 +301,10 @@ struct Server {
     /// Commands whose result waits for their downlink to leave.
     waiting: Arc<Waiting>,
     adr: Adr,
-    /// Per device, the confirmed uplink last acknowledged again and how
-    /// many times.
-    acked_again: HashMap<gateway_core::DeviceId, (u32, u8)>,
+    /// Per device, its confirmed uplink last answered: how it was heard
+    /// (a late copy of it is not answered again) and how many times it
+    /// was acknowledged again. One entry a configured device at most.
+    acked_again: HashMap<gateway_core::DeviceId, class_a::Answered>,
     dedup: Dedup,
     names: MetricNames,
     /// Uplinks a `js:` codec is decoding: their results come back here.

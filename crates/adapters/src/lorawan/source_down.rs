@@ -105,6 +105,12 @@ impl Server {
                 .inc();
         }
         self.reply(up, accepted).await;
+        if class_a::needs_answer(frame) {
+            // How it was heard, to tell the device's retry of it from a
+            // late copy ([`class_a::Answered::is_retry`]).
+            self.acked_again
+                .insert(accepted.device.clone(), class_a::Answered::of(frame.fcnt, up));
+        }
         settled
     }
 
@@ -113,18 +119,33 @@ impl Server {
     /// report a failure (or rejoin). It is acknowledged again; its readings
     /// were taken the first time. At most [`MAX_ACKS_AGAIN`] times a frame,
     /// so a replay of the frame cannot keep the forwarders transmitting.
+    /// A copy of the transmission already answered, heard by one more
+    /// forwarder after the de-duplication window, is no retry and gets
+    /// nothing (it is counted as a retransmission by the caller).
     pub(super) async fn ack_again(&mut self, up: &Uplink, device: DeviceId, mut frame: DataFrame) {
-        let (fcnt, times) = self
-            .acked_again
-            .entry(device.clone())
-            .or_insert((frame.fcnt, 0));
-        if *fcnt != frame.fcnt {
-            (*fcnt, *times) = (frame.fcnt, 0);
-        }
-        if *times >= MAX_ACKS_AGAIN {
+        let rx1_delay = self
+            .devices
+            .get(frame.dev_addr, device.as_str())
+            .map_or(downlink::RX1_DELAY, |d| d.rx1_delay);
+        let rx2_end = downlink::slot_delay(downlink::Slot::Rx2, rx1_delay);
+        // No record of this counter (the gateway restarted since): a retry.
+        let times = match self.acked_again.get(&device) {
+            Some(answered) if answered.fcnt == frame.fcnt => {
+                if !answered.is_retry(up, rx2_end) {
+                    debug!(adapter = %self.ctx.name, %device, fcnt = frame.fcnt, gateway = %gateway_list(up), "A late copy of a confirmed uplink already answered: not answered again.");
+                    return;
+                }
+                answered.acks_again
+            }
+            _ => 0,
+        };
+        if times >= MAX_ACKS_AGAIN {
             return;
         }
-        *times += 1;
+        // Late copies of this retry are judged from it on.
+        let mut answered = class_a::Answered::of(frame.fcnt, up);
+        answered.acks_again = times + 1;
+        self.acked_again.insert(device.clone(), answered);
         // Its MAC commands were answered, and its ADR request judged, the
         // first time.
         frame.mac_commands.clear();

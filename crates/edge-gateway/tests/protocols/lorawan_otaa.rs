@@ -307,11 +307,16 @@ impl Forwarder {
 
     /// PUSH_DATA of `phy` heard at `snr`, and its PUSH_ACK.
     pub(crate) async fn push(&mut self, phy: &[u8], snr: f64) {
+        self.push_at(phy, snr, TMST).await;
+    }
+
+    /// [`Self::push`] heard at `tmst` on this forwarder's clock.
+    pub(crate) async fn push_at(&mut self, phy: &[u8], snr: f64, tmst: u32) {
         let token = self.next_token();
         let mut d = vec![2, token[0], token[1], 0x00];
         d.extend_from_slice(&self.eui);
         let body = format!(
-            r#"{{"rxpk":[{{"tmst":{TMST},"chan":0,"rfch":1,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF9BW125","codr":"4/5","rssi":-97,"lsnr":{snr},"size":{},"data":"{}"}}]}}"#,
+            r#"{{"rxpk":[{{"tmst":{tmst},"chan":0,"rfch":1,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF9BW125","codr":"4/5","rssi":-97,"lsnr":{snr},"size":{},"data":"{}"}}]}}"#,
             phy.len(),
             base64(phy)
         );
@@ -787,8 +792,10 @@ async fn a_confirmed_uplink_sent_again_is_acknowledged_again() {
     let mut near = Forwarder::connect(port, GW_NEAR).await;
     near.pull().await;
     let phy = confirmed(uplink(ABP_ADDR, 7, 2, &compact(20.0, 50), &nwk, &app), &nwk);
-    for (attempt, fcnt_down) in [(1, 0), (2, 1)] {
-        near.push(&phy, 6.0).await;
+    // The device sends again once its RX2 window closed: 3 s later on the
+    // forwarder's clock.
+    for (attempt, fcnt_down, tmst) in [(1, 0, TMST), (2, 1, TMST.wrapping_add(3_000_000))] {
+        near.push_at(&phy, 6.0, tmst).await;
         let (txpk, _) = near.pull_resp().await;
         let down = unbase64(txpk["data"].as_str().unwrap());
         assert_eq!(down[5] & 0x20, 0x20, "attempt {attempt} is ACKed");
@@ -798,6 +805,66 @@ async fn a_confirmed_uplink_sent_again_is_acknowledged_again() {
     assert_eq!(metric_at_least(metrics, again, 1.0).await, 1.0);
     let uplinks = r#"edge_gateway_lorawan_uplinks_total{adapter="lora"}"#;
     assert_eq!(metric_at_least(metrics, uplinks, 1.0).await, 1.0);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+/// The same confirmed uplink heard by a second forwarder just after the
+/// de-duplication window (a slower backhaul) is the transmission already
+/// answered, not the device's retry: it gets no second ACK, which went
+/// out through the other forwarder in the same RX1 window (the two frames
+/// collide at the device) on a second downlink counter, with the next
+/// queued payload in it. The device's real retry, after its RX2 window on
+/// the forwarder's clock, is acknowledged again.
+#[tokio::test]
+async fn a_late_copy_of_a_confirmed_uplink_from_another_forwarder_gets_no_second_ack() {
+    let upstream = Mosquitto::start();
+    let commands = Mosquitto::start();
+    let (port, metrics) = (free_udp_port(), free_port());
+    let cfg = config(upstream.port(), port, metrics, commands.port()).replace(
+        "name = \"lora\"\n",
+        "name = \"lora\"\ndedup_window = \"50ms\"\n",
+    );
+    let (nwk, app) = (hex_key(ABP_NWK), hex_key(ABP_APP));
+    let mut gw = start(tempfile::tempdir().unwrap(), &cfg);
+    gw.wait_for_log("Semtech UDP server listening").await;
+    let mut near = Forwarder::connect(port, GW_NEAR).await;
+    let mut far = Forwarder::connect(port, GW_FAR).await;
+    near.pull().await;
+    far.pull().await;
+    let phy = confirmed(uplink(ABP_ADDR, 7, 2, &compact(20.0, 50), &nwk, &app), &nwk);
+    near.push(&phy, 6.0).await;
+    let (txpk, _) = near.pull_resp().await;
+    let down = unbase64(txpk["data"].as_str().unwrap());
+    assert_eq!(down[5] & 0x20, 0x20, "the uplink is ACKed");
+    open_downlink(&down, ABP_ADDR, 0, &nwk);
+
+    // The window closed (its ACK left): the far forwarder's copy now, on
+    // its own clock.
+    far.push_at(&phy, -3.0, 123_456).await;
+    let retransmissions =
+        r#"edge_gateway_adapter_errors_total{adapter="lora",error_type="fcnt_retransmission"}"#;
+    assert_eq!(metric_at_least(metrics, retransmissions, 1.0).await, 1.0);
+    // Counted after any answer to it was handed to the socket.
+    let mut buf = [0u8; 2048];
+    for (name, fwd) in [("near", &near), ("far", &far)] {
+        let got = fwd.socket.try_recv(&mut buf);
+        assert!(
+            got.is_err(),
+            "{name} was sent {:?}",
+            got.map(|n| buf[..n].to_vec())
+        );
+    }
+
+    // The device's retry, after its RX2 window: ACKed again, on the next
+    // downlink counter (the late copy took none).
+    near.push_at(&phy, 6.0, TMST.wrapping_add(3_000_000)).await;
+    let (txpk, _) = near.pull_resp().await;
+    let down = unbase64(txpk["data"].as_str().unwrap());
+    assert_eq!(down[5] & 0x20, 0x20, "the retry is ACKed");
+    open_downlink(&down, ABP_ADDR, 1, &nwk);
+    let again = r#"edge_gateway_lorawan_acks_again_total{adapter="lora"}"#;
+    assert_eq!(metric_at_least(metrics, again, 1.0).await, 1.0);
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
