@@ -185,8 +185,15 @@ fn verify(
     may_search: &mut dyn FnMut() -> bool,
 ) -> Option<Verdict> {
     let device = &session.device;
-    let next = last.map_or(0, |l| l.wrapping_add(1));
-    let full = frame::full_fcnt(next, fcnt16);
+    // Without a stored counter there is no previous frame for the counter
+    // on air to be a retransmission of: `full_fcnt(0, 0xFFFF)` reads 65 535
+    // as the counter before 0 (2^32 − 1), and a device first heard at
+    // 65 535 (new here, or its counter lost) was refused as a forgery.
+    // Later rollovers are found by [`past_rollovers`].
+    let full = match last {
+        Some(l) => frame::full_fcnt(l.wrapping_add(1), fcnt16),
+        None => u32::from(fcnt16),
+    };
     let open = |fcnt| frame::open_with(phy, &session.keys, fcnt);
     match (open(full), last) {
         (Ok(frame), Some(last)) if full <= last => {

@@ -549,3 +549,30 @@ fn a_confirmed_uplink_sent_again_keeps_its_frame_for_the_ack() {
         }
     ));
 }
+
+/// A device first heard (no counter stored: new here, or its counter
+/// lost) at FCnt 65 535 is taken: the 16 bits on air are the counter
+/// itself, not the one before 0 (2^32 − 1), which no frame of it has.
+#[test]
+fn a_device_first_heard_at_fcnt_65535_is_taken() {
+    let nwk = key(LP_NWK);
+    let app = key(LP_APP);
+    let devices = Devices::new(vec![device(
+        "d",
+        0x0102_0304,
+        LP_NWK,
+        DeviceCodec::Named(Codec::CompactI16),
+    )]);
+    let frame = |fcnt| seal(0x0102_0304, fcnt, 2, &hex("00d72d0172"), &nwk, &app).unwrap();
+    let mut store = FcntStore::in_memory();
+    let a = process(&uplink(frame(65_535)), &devices, &mut store).unwrap();
+    assert_eq!((a.fcnt, a.reset), (65_535, false));
+    assert_eq!(store.last("d"), Some(65_535));
+    // And on past the rollover.
+    let b = process(&uplink(frame(65_536)), &devices, &mut store).unwrap();
+    assert_eq!(b.fcnt, 65_536);
+    // One rollover later, with its counter lost again: found by the MIC.
+    let mut store = FcntStore::in_memory();
+    let c = process(&uplink(frame(131_071)), &devices, &mut store).unwrap();
+    assert_eq!(c.fcnt, 131_071);
+}
