@@ -199,7 +199,14 @@ pub fn mac_answers(
     received: Timestamp,
 ) -> Vec<u8> {
     let mut out = Vec::new();
+    // A request repeated in one uplink is answered once: the answers would
+    // be the same, and FOpts has room for few.
+    let mut answered = Vec::new();
     for cmd in &frame.mac_commands {
+        if answered.contains(&cmd.cid) {
+            continue;
+        }
+        answered.push(cmd.cid);
         match cmd.cid {
             LINK_CHECK => {
                 let required = datr
@@ -210,24 +217,32 @@ pub fn mac_answers(
                     _ => 0,
                 };
                 let count = u8::try_from(gateways).unwrap_or(u8::MAX);
-                out.extend_from_slice(&[LINK_CHECK, margin, count]);
+                push_whole(&mut out, &[LINK_CHECK, margin, count]);
             }
             DEVICE_TIME => {
                 let (seconds, fraction) = gps_time(received);
-                out.push(DEVICE_TIME);
-                out.extend_from_slice(&seconds.to_le_bytes());
-                out.push(fraction);
+                let [a, b, c, d] = seconds.to_le_bytes();
+                push_whole(&mut out, &[DEVICE_TIME, a, b, c, d, fraction]);
             }
             _ => {}
         }
     }
     if ask_status && frame.fcnt % DEV_STATUS_EVERY == 1 {
-        out.push(DEV_STATUS);
+        push_whole(&mut out, &[DEV_STATUS]);
     }
-    // FOpts holds 15 bytes; five answers do not come from one uplink.
-    out.truncate(15);
     out
 }
+
+/// Appends one MAC command to FOpts if all of it fits in the 15 bytes:
+/// cut short, it would make the device misread the rest of the frame.
+fn push_whole(fopts: &mut Vec<u8>, command: &[u8]) {
+    if fopts.len() + command.len() <= MAX_FOPTS {
+        fopts.extend_from_slice(command);
+    }
+}
+
+/// FOpts' room (FCtrl's FOptsLen is four bits).
+const MAX_FOPTS: usize = 15;
 
 /// The readings of a DevStatusAns in the uplink: `battery_level` (%, from
 /// 1–254; 0 is external power and 255 "cannot measure", both left out)
@@ -524,6 +539,25 @@ mod tests {
             9,
             "no DevStatusReq: the device's own requests only"
         );
+    }
+
+    #[test]
+    fn answers_that_do_not_fit_whole_are_left_out_and_repeats_answered_once() {
+        let t = Timestamp::from_millis(1_767_225_600_500).unwrap();
+        // Three DeviceTimeReq and two LinkCheckReq: one answer each (9
+        // bytes), never a command cut at the 15th byte.
+        let mut frame = frame_with(&[DEVICE_TIME, DEVICE_TIME, LINK_CHECK, DEVICE_TIME, LINK_CHECK]);
+        frame.fcnt = 1;
+        let fopts = mac_answers(&frame, true, Region::Eu868, None, None, 1, t);
+        assert_eq!(fopts.len(), 6 + 3 + 1, "{fopts:02x?}");
+        assert_eq!(fopts[0], DEVICE_TIME);
+        assert_eq!(fopts[6], LINK_CHECK);
+        assert_eq!(fopts[9], DEV_STATUS);
+        let mut full = vec![0u8; 14];
+        push_whole(&mut full, &[DEVICE_TIME, 1, 2, 3, 4, 5]);
+        assert_eq!(full.len(), 14, "a 6-byte answer does not fit in the last byte");
+        push_whole(&mut full, &[DEV_STATUS]);
+        assert_eq!(full.len(), 15);
     }
 
     #[test]
