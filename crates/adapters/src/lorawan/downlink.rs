@@ -188,6 +188,12 @@ impl Links {
             .filter(|f| now.saturating_duration_since(f.registered) < FALLBACK_TTL)
     }
 
+    /// Whether `peer` is where `gateway`'s downlinks go: a TX_ACK comes
+    /// from the socket its PULL_DATA (and so our PULL_RESP) used.
+    pub fn is_path_of(&self, gateway: GatewayEui, peer: SocketAddr) -> bool {
+        self.by_gateway.get(&gateway).is_some_and(|l| l.addr == peer)
+    }
+
     /// A live path to `gateway`, if it has one.
     pub fn live(&self, gateway: GatewayEui, now: Instant) -> Option<Link> {
         self.by_gateway

@@ -400,6 +400,21 @@ fn downlink_event(
     throttle: &LogThrottle,
 ) -> bool {
     let adapter = ctx.name.as_str();
+    if let DownlinkEvent::TxAck { gateway, .. } = &event {
+        // The protocol has no authentication and the tokens run in
+        // sequence: a TX_ACK from anywhere else, with the forwarder's EUI
+        // and a guessed token, would settle a command as sent or failed.
+        let from_path = ctx
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_path_of(*gateway, peer);
+        if !from_path {
+            gateway_core::refuse!(ctx.stats, throttle, "tx_ack_wrong_address";
+                adapter, gateway = %gateway, %peer, "Ignoring a TX_ACK that did not come from the address the forwarder pulls from.");
+            return true;
+        }
+    }
     match event {
         DownlinkEvent::Pulled { gateway, version } => {
             let taken = ctx

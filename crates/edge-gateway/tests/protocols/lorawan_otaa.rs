@@ -1322,6 +1322,16 @@ async fn cloud_commands_queue_downlinks_settled_by_the_forwarders_tx_ack() {
             .is_none(),
         "no result before the TX_ACK"
     );
+    // Someone else on the LAN, with the forwarder's EUI and the token: its
+    // TX_ACK settles nothing, and is counted.
+    let forger = Forwarder::connect(port, GW_NEAR).await;
+    forger.tx_ack(token, "TX_FREQ").await;
+    metric_at_least(
+        metrics,
+        r#"edge_gateway_adapter_errors_total{adapter="lora",error_type="tx_ack_wrong_address"}"#,
+        1.0,
+    )
+    .await;
     near.tx_ack(token, "NONE").await;
     let r = results
         .wait_for(WAIT, |m| m.json()["id"] == "l-1")
