@@ -91,7 +91,8 @@ impl std::str::FromStr for GatewayEui {
     fn from_str(given: &str) -> Result<Self, Self::Err> {
         let err = || EuiError(given.to_string());
         let s = super::hex_text::compact_hex(given);
-        if s.len() != 16 || !s.is_ascii() {
+        // Digits only: `from_str_radix` would take "+A" as 0x0A.
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(err());
         }
         let mut eui = [0u8; 8];

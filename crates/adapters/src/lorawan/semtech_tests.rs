@@ -643,3 +643,12 @@ fn a_signal_written_as_a_float_or_a_string_keeps_its_uplink() {
     let rx = only_rxpk(&data);
     assert_eq!((rx.best_rssi(), rx.best_snr()), (Some(-70), Some(5.5)));
 }
+
+#[test]
+fn a_gateway_eui_is_hex_digits_and_nothing_else() {
+    let eui: GatewayEui = "AA555A00 00000101".parse().unwrap();
+    assert_eq!(eui, GatewayEui([0xAA, 0x55, 0x5A, 0, 0, 0, 1, 1]));
+    for typo in ["+A555A0000000101", "AA555A00000001+1", "AA555A000000010 "] {
+        assert!(typo.parse::<GatewayEui>().is_err(), "{typo:?} taken");
+    }
+}
