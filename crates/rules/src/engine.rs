@@ -52,6 +52,14 @@ pub struct Evidence {
     pub observed: f64,
 }
 
+/// How far ahead of the gateway's clock a reading's own time still counts
+/// as its instant for the rules: a sensor's clock a little fast, or a
+/// reading stamped between two ticks (one a second). As far as the
+/// pipeline's default `max_future` places a reading in the windows open
+/// now. A reading stamped further ahead is judged at this horizon, so it
+/// cannot make the correctly stamped readings after it look old.
+pub(crate) const AHEAD_MS: i64 = 60_000;
+
 pub(crate) fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -129,6 +137,9 @@ pub struct Engine {
     /// The building's clocks, which the anomaly rules' daily and weekly
     /// profiles follow.
     wall: WallClock,
+    /// The clock of the last [`Engine::on_tick`]: no series' clock goes
+    /// more than [`AHEAD_MS`] past it. `None` before the first tick.
+    clock_ms: Option<i64>,
 }
 
 /// A device model's refit, to run away from the pipeline
@@ -157,6 +168,7 @@ impl Engine {
             fit_inline: true,
             fitting: None,
             wall: WallClock::default(),
+            clock_ms: None,
         }
     }
 
@@ -274,6 +286,11 @@ impl Engine {
         if !v.is_finite() {
             return out;
         }
+        // Past it, an instant is a sensor's clock error, not the order of
+        // its readings (`kinds::advance`).
+        let horizon = self
+            .clock_ms
+            .map_or(i64::MAX, |c| c.saturating_add(AHEAD_MS));
         let offset_ms = self.wall.local_ms(stamped) - stamped;
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
@@ -289,8 +306,11 @@ impl Engine {
                 let s = self
                     .silence
                     .entry((i, r.device().clone()))
-                    .or_insert_with(|| Silence::since(stamped));
-                let now = series_time(s.last_seen_ms);
+                    .or_insert_with(|| Silence::since(stamped.min(horizon)));
+                // As for the other kinds: a reading stamped a day ahead
+                // must not hide a silence for that day.
+                s.last_seen_ms = s.last_seen_ms.min(horizon);
+                let now = series_time(s.last_seen_ms).min(horizon);
                 out.extend(s.heard(now, ms(rule.cooldown)).map(alert));
                 continue;
             }
@@ -312,7 +332,11 @@ impl Engine {
             }
             let key = (i, r.device().clone(), r.metric().to_string());
             let series = self.series.entry(key).or_insert_with(|| Series::new(rule));
-            out.extend(series.evaluate(rule, v, series_time, offset_ms).map(alert));
+            out.extend(
+                series
+                    .evaluate(rule, v, series_time, horizon, offset_ms)
+                    .map(alert),
+            );
         }
         out
     }
@@ -322,6 +346,7 @@ impl Engine {
     /// silence rule selects, so a device that never speaks is noticed.
     pub fn on_tick(&mut self, now: Timestamp) -> Vec<Alert> {
         let now_ms = now.as_millis();
+        self.clock_ms = Some(now_ms);
         if !self.started {
             self.started = true;
             let devices: Vec<DeviceId> = self.tags.keys().cloned().collect();

@@ -101,18 +101,20 @@ impl Series {
 
     /// Evaluates reading `v` of this series under `rule`. `series_time`
     /// gives the reading's instant from the series' last one; a reading
-    /// before that is ignored. The building's clocks are `wall_offset_ms`
-    /// ahead of UTC.
+    /// before that is ignored. No instant is taken beyond `horizon` (see
+    /// [`advance`]). The building's clocks are `wall_offset_ms` ahead of
+    /// UTC.
     pub fn evaluate(
         &mut self,
         rule: &RuleConfig,
         v: f64,
         series_time: impl Fn(i64) -> i64,
+        horizon: i64,
         wall_offset_ms: i64,
     ) -> Option<Outcome> {
         match self {
             Series::Threshold { trigger, last_ms } => {
-                let now = advance(last_ms, &series_time)?;
+                let now = advance(last_ms, &series_time, horizon)?;
                 threshold(rule, trigger, now, v)
             }
             Series::Rate {
@@ -121,7 +123,7 @@ impl Series {
                 window,
             } => {
                 let spec = rule.rate?;
-                let now = advance(last_ms, &series_time)?;
+                let now = advance(last_ms, &series_time, horizon)?;
                 rate(rule, spec, trigger, window, now, v)
             }
             Series::Anomaly {
@@ -129,7 +131,7 @@ impl Series {
                 last_ms,
                 detector,
             } => {
-                let now = advance(last_ms, &series_time)?;
+                let now = advance(last_ms, &series_time, horizon)?;
                 let at = When {
                     utc_ms: now,
                     local_ms: now.saturating_add(wall_offset_ms),
@@ -142,8 +144,19 @@ impl Series {
 
 /// Moves a series' clock to this reading's instant; `None` (and the clock
 /// untouched) for a reading older than the series' last.
-fn advance(last_ms: &mut i64, series_time: impl Fn(i64) -> i64) -> Option<i64> {
-    let now = series_time(*last_ms);
+///
+/// The series' clock never goes past `horizon` (the gateway's clock plus
+/// what a sensor's clock may run ahead of it, [`crate::engine::AHEAD_MS`]):
+/// a reading stamped hours ahead (a node whose RTC glitched, a hostile
+/// line with a `ts` up to a day ahead, which the pipeline still takes)
+/// moved it there, and every correctly stamped reading after it was
+/// "older" and ignored: a fridge's "too warm" stayed silent until the
+/// wall clock caught up. Such a reading is judged at the horizon instead,
+/// and a clock already beyond it (saved before, or the gateway's clock
+/// stepped back) is pulled back to it.
+fn advance(last_ms: &mut i64, series_time: impl Fn(i64) -> i64, horizon: i64) -> Option<i64> {
+    *last_ms = (*last_ms).min(horizon);
+    let now = series_time(*last_ms).min(horizon);
     if now < *last_ms {
         return None;
     }

@@ -482,3 +482,59 @@ fn the_learned_state_survives_a_restart() {
         "restart while raised"
     );
 }
+
+/// One line stamped most of a day ahead (a node's RTC glitch, or anyone on
+/// the LAN writing a `ts` to the line port: the pipeline takes own times
+/// up to a day ahead) must not blind the fridge's "too warm" rule to the
+/// correctly stamped readings after it, nor hide its silence.
+#[test]
+fn a_reading_stamped_hours_ahead_does_not_blind_the_rules() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "fridge-max"
+kind = "threshold"
+metric = "temperature"
+device = "fridge-2"
+max = 8.0
+for = "2m"
+
+[[rule]]
+name = "fridge-silent"
+kind = "silence"
+device = "fridge-2"
+after = "5m"
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    let t = |ms| Timestamp::from_millis(ms).unwrap();
+    let start = 1_795_000_000_000;
+    let mut got = Vec::new();
+    e.on_tick(t(start));
+    let ahead = start + 23 * 60 * MIN;
+    got.extend(e.on_reading(&reading("fridge-2", "temperature", ahead, 4.0)));
+    // The fridge warms: one reading a minute, stamped right, each after
+    // the gateway's tick.
+    for m in 1..=4 {
+        let now = start + m * MIN;
+        got.extend(e.on_tick(t(now)));
+        got.extend(e.on_reading(&reading("fridge-2", "temperature", now, 9.5)));
+    }
+    let raised: Vec<_> = got
+        .iter()
+        .map(|a| (a.rule.as_str(), a.state, a.value))
+        .collect();
+    assert_eq!(raised, [("fridge-max", AlertState::Raised, 9.5)]);
+    // Then it goes quiet: silent 5 m after its last reading.
+    let mut silent = Vec::new();
+    for m in 5..=12 {
+        silent.extend(e.on_tick(t(start + m * MIN)));
+    }
+    assert_eq!(
+        silent
+            .iter()
+            .map(|a| (a.rule.as_str(), a.state))
+            .collect::<Vec<_>>(),
+        [("fridge-silent", AlertState::Raised)]
+    );
+}
