@@ -32,6 +32,12 @@ pub struct RateWindow {
     lows: VecDeque<(i64, f64)>,
     /// Values falling from front to back: the front is the span's highest.
     highs: VecDeque<(i64, f64)>,
+    /// The series' previous reading, wherever it is: the only one to
+    /// compare with when it is older than the span (a sensor that reports
+    /// less often than once a span). State saved before it existed has
+    /// none, which the next reading sets.
+    #[serde(default)]
+    last: Option<(i64, f64)>,
 }
 
 /// How the reading just added compares with its span.
@@ -45,9 +51,12 @@ pub struct Change {
 
 impl RateWindow {
     /// Adds the reading `v` at `now` (not before the previous one) and
-    /// compares it with every reading in `[now - span, now]`.
+    /// compares it with every reading in `[now - span, now]`; when none
+    /// but itself is there, with the previous reading, its change scaled
+    /// to the span.
     pub fn push(&mut self, now: i64, v: f64, span_ms: i64) -> Change {
         let oldest = now.saturating_sub(span_ms);
+        let before = self.last.replace((now, v));
         let merge = (span_ms / RATE_POINTS).max(0);
         keep(&mut self.lows, now, v, oldest, merge, |kept, new| {
             kept >= new
@@ -55,6 +64,19 @@ impl RateWindow {
         keep(&mut self.highs, now, v, oldest, merge, |kept, new| {
             kept <= new
         });
+        // A battery node reporting every 15 minutes never had two readings
+        // within a `+2.0 per 10m` span: its rule could never fire, however
+        // fast the fridge warmed. The previous reading, older than the span
+        // (every later one would be in it), gives the change over the gap,
+        // at the same rate per span: 4.0 then 9.0 fifteen minutes later is
+        // +3.33 per 10 m; a slow drift over a long outage stays under.
+        if let Some((t, before)) = before.filter(|&(t, _)| t < oldest && now > t) {
+            let scaled = (v - before) * span_ms as f64 / (now - t) as f64;
+            return Change {
+                rise: scaled.max(0.0),
+                fall: scaled.min(0.0),
+            };
+        }
         Change {
             rise: self.lows.front().map_or(0.0, |&(_, low)| v - low),
             fall: self.highs.front().map_or(0.0, |&(_, high)| v - high),
@@ -133,7 +155,23 @@ mod tests {
     #[test]
     fn a_reading_exactly_one_span_old_still_counts() {
         assert_eq!(changes(&[(0, 1.0), (SPAN, 3.0)])[1], (2.0, 0.0));
-        assert_eq!(changes(&[(0, 1.0), (SPAN + 1, 3.0)])[1], (0.0, 0.0));
+        // Just past it: the change over the gap, per span.
+        let (rise, fall) = changes(&[(0, 1.0), (2 * SPAN, 3.0)])[1];
+        assert_eq!((rise, fall), (1.0, 0.0));
+    }
+
+    #[test]
+    fn readings_further_apart_than_the_span_compare_at_the_same_rate() {
+        // A node every 15 minutes, a 10-minute span: 4.0, 4.5, then 9.0.
+        assert_eq!(
+            changes(&[(0, 4.0), (900_000, 4.5), (1_800_000, 9.0), (2_700_000, 6.0)]),
+            [
+                (0.0, 0.0),
+                (0.5 / 1.5, 0.0),
+                (4.5 / 1.5, 0.0),
+                (0.0, -3.0 / 1.5)
+            ]
+        );
     }
 
     #[test]

@@ -538,3 +538,25 @@ after = "5m"
         [("fridge-silent", AlertState::Raised)]
     );
 }
+
+/// A battery node that reports every 15 minutes under a `+2.0 per 10m`
+/// rule: no two of its readings are ever within one span, and a fridge
+/// warming from 4 to 9 °C between two of them must still raise.
+#[test]
+fn a_rate_rule_fires_for_a_sensor_reporting_less_often_than_its_span() {
+    let (rules, devices) = setup(FRIDGE_WARMING);
+    let mut e = Engine::new(&rules, &devices);
+    let quarter = 15 * MIN;
+    let got = feed(&mut e, "fridge-1", 0, quarter, &[4.0, 4.5, 5.2, 9.7, 9.9]);
+    // 9.7 at 45 m: +4.5 in 15 m, +3.0 per 10 m; then +0.2: cleared.
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!((got[0].0, got[0].1), (3 * quarter, "raised"));
+    assert!((got[0].2 - 3.0).abs() < 1e-9, "{got:?}");
+    assert_eq!((got[1].0, got[1].1), (4 * quarter, "cleared"));
+    // A slow drift over the gaps (+1.5 per 15 m, +1.0 per 10 m) does not.
+    let mut e = Engine::new(&rules, &devices);
+    assert_eq!(
+        feed(&mut e, "fridge-1", 0, quarter, &[4.0, 5.5, 7.0, 8.5]),
+        []
+    );
+}
