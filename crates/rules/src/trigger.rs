@@ -58,6 +58,18 @@ impl Trigger {
         for_ms: i64,
         cooldown_ms: i64,
     ) -> Option<AlertState> {
+        // An instant kept ahead of `now` is from before the series' clock
+        // went back: the gateway's clock stepped back (NTP correcting a
+        // clock that ran ahead), or a reading stamped ahead was judged at
+        // the horizon (`kinds::advance`). Kept as it was, a `for` or a
+        // cooldown lasted the whole step longer: an hour's step held a
+        // fridge's "too warm" back for an hour. They restart now instead.
+        for at in [&mut self.pending_since, &mut self.cleared_at]
+            .into_iter()
+            .flatten()
+        {
+            *at = (*at).min(now);
+        }
         if self.raised {
             if inside {
                 self.raised = false;

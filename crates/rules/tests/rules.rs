@@ -560,3 +560,41 @@ fn a_rate_rule_fires_for_a_sensor_reporting_less_often_than_its_span() {
         []
     );
 }
+
+/// The gateway's clock steps back an hour (NTP correcting a Pi whose
+/// clock ran ahead) while a fridge is too warm, its readings stamped on
+/// arrival: the rule's `for` must not last the hour too.
+#[test]
+fn a_clock_step_back_does_not_hold_a_threshold_back_for_the_step() {
+    let (rules, devices) = setup(
+        r#"
+[[rule]]
+name = "fridge-max"
+kind = "threshold"
+metric = "temperature"
+device = "fridge-2"
+max = 8.0
+for = "2m"
+"#,
+    );
+    let mut e = Engine::new(&rules, &devices);
+    let t = |ms| Timestamp::from_millis(ms).unwrap();
+    let arrived = |at| stamped("fridge-2", "temperature", at, 9.5, TimeSource::Arrival);
+    let start = 1_795_000_000_000;
+    let mut got = Vec::new();
+    // Too warm from the start, for one minute before the step.
+    for m in 0..=1 {
+        let now = start + m * MIN;
+        got.extend(e.on_tick(t(now)));
+        got.extend(e.on_reading(&arrived(now)));
+    }
+    // The clock steps back an hour; the fridge stays too warm.
+    let back = start + 2 * MIN - 60 * MIN;
+    for m in 0..=5 {
+        let now = back + m * MIN;
+        got.extend(e.on_tick(t(now)));
+        got.extend(e.on_reading(&arrived(now)));
+    }
+    let raised: Vec<_> = got.iter().map(|a| (a.rule.as_str(), a.state)).collect();
+    assert_eq!(raised, [("fridge-max", AlertState::Raised)]);
+}
