@@ -10,7 +10,9 @@
 //! came out (`…,22.5,4` may have been `…,22.5,41.0`): a serial port has no
 //! clean close that would finish it, so it is dropped, counted
 //! `incomplete_line` and logged, and never glued to the first line of the
-//! new stream.
+//! new stream. So is a partial line the board stops writing for longer
+//! than a line could take (`line_stall`): the ESP32 behind a USB bridge
+//! reset or hung while the port stayed.
 //!
 //! The port has no acknowledgement to hold back, but what is behind it may
 //! resend: an ESP-NOW relay prints a client's frame again when the client
@@ -41,6 +43,22 @@ use super::serial_config::{Parity, SerialLineConfig};
 /// First wait before reopening; doubles up to `max_backoff`.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const READ_BUFFER: usize = 4096;
+/// A pause within a line longer than any sketch takes between two prints
+/// of one line (a DS18B20 conversion is 750 ms).
+const LINE_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a partial line may wait for its next byte: [`LINE_PAUSE`] and
+/// twice the time the longest line takes on the wire (10 bits a byte).
+/// Longer, the board stopped writing it: it reset or hung (a watchdog
+/// reset), and behind a USB bridge (CP2102, CH340) the port does not
+/// vanish when the ESP32 does, so nothing else would end the line.
+fn line_stall(config: &SerialLineConfig) -> Duration {
+    let bits = u64::try_from(config.max_line_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(20);
+    let wire_ms = bits.saturating_mul(1000) / u64::from(config.baud.max(1));
+    LINE_PAUSE.saturating_add(Duration::from_millis(wire_ms))
+}
 
 /// A runnable `serial_line` adapter.
 pub struct SerialLineSource {
@@ -161,9 +179,22 @@ async fn read_port(
     let mut devices = DeviceCache::default();
     // Interned: every reading of the port may carry it.
     let device = config.device.as_ref().map(DeviceId::interned);
+    let stall = line_stall(config);
     loop {
         let (n, lost) = tokio::select! {
             _ = ctx.shutdown.cancelled() => return Ok(Stopped::Shutdown),
+            // A line the board stopped writing halfway: it reset or hung
+            // without the port going away (a USB bridge stays), and what
+            // it prints next would be glued to `…,21.5,4` (the next good
+            // line refused with it, or a newline first making `4` a
+            // humidity). Dropped and counted as a cut line is.
+            () = tokio::time::sleep(stall), if framer.has_partial() => {
+                framer.reset();
+                stats.received.inc();
+                gateway_core::refuse!(stats, throttle, "incomplete_line";
+                    adapter = %ctx.name, origin = %origin, stalled = ?stall, "Dropping a line the board stopped writing halfway (it reset or hung).");
+                continue;
+            }
             r = port.read(&mut buf) => match r {
                 // A pseudo-terminal whose other side closed reads as end
                 // of file; a real port that vanished fails with EIO.

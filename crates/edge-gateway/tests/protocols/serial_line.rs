@@ -263,3 +263,68 @@ async fn a_serial_adapter_removed_by_a_reload_leaves_no_state_behind() {
     assert!(health.healthy, "{}", health.body);
     gw.stop().await.unwrap();
 }
+
+/// An ESP32 behind a USB bridge (CP2102) that hangs and resets mid-line:
+/// the port stays, so nothing but the pause ends the cut line. It is
+/// dropped and counted `incomplete_line`, and the first line the board
+/// prints after its reset is read whole, not glued to it.
+#[tokio::test]
+async fn a_line_the_board_stops_writing_halfway_is_dropped_not_glued_to_the_next() {
+    if !have("socat") {
+        panic!("socat is required for this test (apt-get install socat)");
+    }
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let port: PathBuf = dir.path().join("ttyRELAY");
+    let board: PathBuf = dir.path().join("ttyBOARD");
+    let kitchen = "24:6f:28:aa:bb:01";
+    let cfg = format!(
+        r#"
+[gateway]
+id = "gw-serial-reset"
+site = "hq"
+state_dir = "@STATE_DIR@"
+
+[upstream]
+url = "mqtt://127.0.0.1:{up}"
+max_backoff = "1s"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[[adapter]]
+type = "serial_line"
+name = "espnow-relay"
+path = "{port}"
+format = "csv"
+columns = ["mac", "temperature", "humidity"]
+"#,
+        up = upstream.port(),
+        port = port.display(),
+    );
+    let _pair = PtyPair::start(&port, &board);
+    wait_links(&[&port, &board]).await;
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Metrics endpoint listening").await;
+    gw.wait_for_log("Serial port open.").await;
+    http_until(metrics, "/metrics", |_, b| metric(b, CONNECTED) == 1.0).await;
+
+    // A whole line, then the board hangs after `…,29.5,4` (of 41.0).
+    write_board(
+        &board,
+        format!("{kitchen},25.0,45.0\r\n{kitchen},29.5,4").as_bytes(),
+    );
+    http_until(metrics, "/metrics", |_, b| metric(b, READINGS) == 2.0).await;
+    let incomplete =
+        "edge_gateway_adapter_errors_total{adapter=\"espnow-relay\",error_type=\"incomplete_line\"}";
+    http_until(metrics, "/metrics", |_, b| metric(b, incomplete) == 1.0).await;
+    // Reset: its first line after the boot is whole, and taken.
+    write_board(&board, format!("{kitchen},26.0,46.0\r\n").as_bytes());
+    http_until(metrics, "/metrics", |_, b| metric(b, READINGS) == 4.0).await;
+    let (_, body) = http_get(metrics, "/metrics").await;
+    let glued = "edge_gateway_adapter_errors_total{adapter=\"espnow-relay\",error_type=\"csv_column_count\"}";
+    assert_eq!(metric(&body, glued), -1.0, "nothing glued: {body}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
