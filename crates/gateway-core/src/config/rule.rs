@@ -144,7 +144,10 @@ pub struct RuleConfig {
     /// `2.0 per 10m` (either way). Each reading is compared with the lowest
     /// (rising) or highest (falling) reading of its series within the span
     /// before it, so a change within any interval up to the span raises,
-    /// from a series' second reading on.
+    /// from a series' second reading on. A series with no reading within
+    /// the span before (a node reporting less often) is compared with its
+    /// previous reading, the change scaled to the span: +4.5 in 15 minutes
+    /// is +3.0 per 10m.
     #[serde(default)]
     pub rate: Option<RateSpec>,
     /// silence: raise after this long without a reading.
