@@ -248,8 +248,10 @@ pub fn rule_section() -> String {
 # metric in the span before it, that reading included: it raises when the
 # difference reaches the change, so any rise or fall that happens within
 # one span raises at the reading that completes it, also in the first span
-# after a start or a new device. The alert's value is that difference, its
-# limit the signed change. It clears when the difference is back under the
+# after a start or a new device. A device that reports less often than once
+# a span is compared with its previous reading, the change scaled to the
+# span (+4.5 in 15 minutes is +3.0 per 10m). The alert's value is that
+# difference, its limit the signed change. It clears when the difference is back under the
 # change by hysteresis (once the low or high point has left the span).
 # hysteresis and for as above.
 # [[rule]]
