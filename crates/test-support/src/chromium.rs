@@ -206,7 +206,9 @@ impl Page {
     }
 
     /// Resolves once `cond` (a JS expression) is true, re-checked on every
-    /// DOM change; fails after `ms` milliseconds of page time.
+    /// DOM change; fails after `ms` milliseconds of page time. The observer
+    /// watches the document itself: caught just after a navigation, the
+    /// new document has no root element yet to watch.
     /// A page that reloads itself (the dashboard does, after missing live
     /// events) destroys the promise being awaited: the wait goes on in the
     /// new page, within the same deadline.
@@ -234,7 +236,7 @@ impl Page {
                 const c = () => {{ try {{ return !!({cond}); }} catch (e) {{ return false; }} }};
                 if (c()) return ok(true);
                 const o = new MutationObserver(() => {{ if (c()) {{ o.disconnect(); ok(true); }} }});
-                o.observe(document.documentElement, {{subtree: true, childList: true, characterData: true, attributes: true}});
+                o.observe(document, {{subtree: true, childList: true, characterData: true, attributes: true}});
                 setTimeout(() => {{ o.disconnect(); c() ? ok(true) : no(new Error("not within {ms} ms: " + {cond_q})); }}, {ms});
             }})"#,
             cond_q = serde_json::to_string(cond).unwrap(),
