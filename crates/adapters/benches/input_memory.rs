@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use adapters::lorawan::downlink::{Link, Links};
+use adapters::lorawan::downlink::{Link, Links, Pulled};
 use adapters::lorawan::semtech::GatewayEui;
 use adapters::payload::{
     decode_bounded, Context, NetworkServer, PayloadFormat, DEFAULT_MAX_READINGS_PER_MESSAGE,
@@ -276,7 +276,7 @@ fn pull_bounded() -> String {
     let now = tokio::time::Instant::now();
     let mut links = Links::default();
     let refused = (0..FORWARDERS)
-        .filter(|i| !links.pulled(eui(*i), addr, 2, now))
+        .filter(|i| links.pulled(eui(*i), addr, 2, now) != Pulled::Taken)
         .count();
     format!("{} kept, {refused} refused", links.tracked())
 }

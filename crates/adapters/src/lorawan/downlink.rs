@@ -67,6 +67,17 @@ pub struct Links {
 /// bound the paths take about 100 KB.
 pub const MAX_FORWARDERS: usize = 1024;
 
+/// What became of a PULL_DATA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pulled {
+    /// The forwarder's downlinks go to the address it came from.
+    Taken,
+    /// Refused: [`MAX_FORWARDERS`] are tracked and none is stale.
+    Full,
+    /// Refused: the EUI's live path is at another IP address.
+    OtherAddress { path: SocketAddr },
+}
+
 /// The RX2 PULL_RESP of a downlink sent for RX1.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fallback {
@@ -91,32 +102,45 @@ pub fn retry_in_rx2(reason: &str) -> bool {
 }
 
 impl Links {
-    /// Records a PULL_DATA; `false` when it is refused: [`MAX_FORWARDERS`]
-    /// are tracked and none has been silent for [`STALE_AFTER`]. A full
-    /// table makes room by forgetting the forwarder silent longest, only
-    /// once its path is stale: a flood of new EUIs never pushes out a live
-    /// forwarder's path.
+    /// Records a PULL_DATA. A full table ([`MAX_FORWARDERS`]) makes room by
+    /// forgetting the forwarder silent longest, only once its path is
+    /// stale: a flood of new EUIs never pushes out a live forwarder's path.
+    ///
+    /// A live path stays on its host: PULL_DATA is 12 unauthenticated
+    /// bytes, and if the last one won, one datagram with a known EUI from
+    /// another machine on the LAN would send that forwarder's downlinks
+    /// (join-accepts, commands) there until its next keep-alive. A new
+    /// port on the same IP moves the path at once: that is the forwarder
+    /// restarted (its socket's port is ephemeral) or a NAT's new mapping.
+    /// A new IP takes the path once the old one has been silent for
+    /// [`STALE_AFTER`]: a forwarder that changed its address loses 30 s of
+    /// downlinks, never one to a forger elsewhere.
     pub fn pulled(
         &mut self,
         gateway: GatewayEui,
         addr: SocketAddr,
         version: u8,
         now: Instant,
-    ) -> bool {
+    ) -> Pulled {
         let link = Link {
             addr,
             version,
             last_pull: now,
         };
         if let Some(known) = self.by_gateway.get_mut(&gateway) {
+            if known.addr.ip() != addr.ip()
+                && now.saturating_duration_since(known.last_pull) < STALE_AFTER
+            {
+                return Pulled::OtherAddress { path: known.addr };
+            }
             *known = link;
-            return true;
+            return Pulled::Taken;
         }
         if self.by_gateway.len() >= MAX_FORWARDERS && !self.evict_stale(now) {
-            return false;
+            return Pulled::Full;
         }
         self.by_gateway.insert(gateway, link);
-        true
+        Pulled::Taken
     }
 
     /// Forgets the forwarder silent longest if its path is stale.
@@ -427,11 +451,11 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:1700".parse().unwrap();
         let start = Instant::now();
         let real = GatewayEui([0xAA; 8]);
-        assert!(links.pulled(real, addr, 2, start));
+        assert_eq!(links.pulled(real, addr, 2, start), Pulled::Taken);
         let eui = |i: u64| GatewayEui(i.to_be_bytes());
         let mut refused = 0;
         for i in 0..100_000u64 {
-            if !links.pulled(eui(i), addr, 2, start) {
+            if links.pulled(eui(i), addr, 2, start) != Pulled::Taken {
                 refused += 1;
             }
         }
@@ -440,17 +464,53 @@ mod tests {
         // The real forwarder keeps pulling; the flood's EUIs go stale.
         tokio::time::advance(STALE_AFTER).await;
         let later = Instant::now();
-        assert!(
+        assert_eq!(
             links.pulled(real, addr, 2, later),
+            Pulled::Taken,
             "a known one is never refused"
         );
-        assert!(
+        assert_eq!(
             links.pulled(GatewayEui([0xBB; 8]), addr, 2, later),
+            Pulled::Taken,
             "room once one is stale"
         );
         assert_eq!(links.tracked(), MAX_FORWARDERS);
         assert!(links.live(real, later).is_some(), "the live path is kept");
         assert!(links.live(GatewayEui([0xBB; 8]), later).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_live_path_is_not_taken_by_a_pull_from_another_host() {
+        let mut links = Links::default();
+        let forwarder: SocketAddr = "192.168.1.20:40001".parse().unwrap();
+        let forger: SocketAddr = "192.168.1.66:40001".parse().unwrap();
+        let eui = GatewayEui([0xAA; 8]);
+        assert_eq!(links.pulled(eui, forwarder, 2, Instant::now()), Pulled::Taken);
+        assert_eq!(
+            links.pulled(eui, forger, 2, Instant::now()),
+            Pulled::OtherAddress { path: forwarder }
+        );
+        assert_eq!(links.live(eui, Instant::now()).unwrap().addr, forwarder);
+        assert!(!links.is_path_of(eui, forger));
+        // The forwarder keeps pulling: the forger never gets in.
+        tokio::time::advance(STALE_AFTER - Duration::from_secs(1)).await;
+        assert_eq!(links.pulled(eui, forwarder, 2, Instant::now()), Pulled::Taken);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(
+            links.pulled(eui, forger, 2, Instant::now()),
+            Pulled::OtherAddress { path: forwarder }
+        );
+        // Restarted, the forwarder pulls from a new port: its path follows.
+        let restarted: SocketAddr = "192.168.1.20:40002".parse().unwrap();
+        assert_eq!(links.pulled(eui, restarted, 2, Instant::now()), Pulled::Taken);
+        assert_eq!(links.live(eui, Instant::now()).unwrap().addr, restarted);
+        // Moved to another IP, it gets its path once the old one is stale.
+        let moved: SocketAddr = "192.168.1.21:40002".parse().unwrap();
+        tokio::time::advance(STALE_AFTER - Duration::from_secs(1)).await;
+        assert_ne!(links.pulled(eui, moved, 2, Instant::now()), Pulled::Taken);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(links.pulled(eui, moved, 2, Instant::now()), Pulled::Taken);
+        assert_eq!(links.live(eui, Instant::now()).unwrap().addr, moved);
     }
 
     #[test]

@@ -417,16 +417,23 @@ fn downlink_event(
     }
     match event {
         DownlinkEvent::Pulled { gateway, version } => {
-            let taken = ctx
+            let pulled = ctx
                 .links
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .pulled(gateway, peer, version, Instant::now());
-            if !taken {
-                gateway_core::refuse!(ctx.stats, throttle, "too_many_forwarders";
-                    adapter, gateway = %gateway, %peer, max = downlink::MAX_FORWARDERS, "Refusing a forwarder's PULL_DATA: as many forwarders as tracked at most have pulled lately (set `gateways` to the site's own).");
+            match pulled {
+                downlink::Pulled::Taken => {}
+                downlink::Pulled::Full => {
+                    gateway_core::refuse!(ctx.stats, throttle, "too_many_forwarders";
+                        adapter, gateway = %gateway, %peer, max = downlink::MAX_FORWARDERS, "Refusing a forwarder's PULL_DATA: as many forwarders as tracked at most have pulled lately (set `gateways` to the site's own).");
+                }
+                downlink::Pulled::OtherAddress { path } => {
+                    gateway_core::refuse!(ctx.stats, throttle, "pull_data_other_address";
+                        adapter, gateway = %gateway, %peer, %path, "Refusing a PULL_DATA: this forwarder's downlink path is live at another address (a forged datagram, or the forwarder restarted: its path moves once the old address has been silent for 30 s).");
+                }
             }
-            return taken;
+            return pulled == downlink::Pulled::Taken;
         }
         DownlinkEvent::TxAck {
             gateway,

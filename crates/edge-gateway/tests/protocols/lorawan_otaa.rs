@@ -273,7 +273,13 @@ pub(crate) struct Forwarder {
 
 impl Forwarder {
     pub(crate) async fn connect(port: u16, eui: [u8; 8]) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Self::connect_from("127.0.0.1", port, eui).await
+    }
+
+    /// From `ip`: another host, as far as the gateway can tell (all of
+    /// 127.0.0.0/8 is this machine's loopback).
+    pub(crate) async fn connect_from(ip: &str, port: u16, eui: [u8; 8]) -> Self {
+        let socket = UdpSocket::bind((ip, 0)).await.unwrap();
         socket.connect(("127.0.0.1", port)).await.unwrap();
         Self {
             socket,
@@ -303,6 +309,14 @@ impl Forwarder {
         d.extend_from_slice(&self.eui);
         self.socket.send(&d).await.unwrap();
         assert_eq!(self.recv().await, [2, token[0], token[1], 0x04], "PULL_ACK");
+    }
+
+    /// PULL_DATA that the gateway refuses: it gets no PULL_ACK.
+    pub(crate) async fn pull_refused(&mut self) {
+        let token = self.next_token();
+        let mut d = vec![2, token[0], token[1], 0x02];
+        d.extend_from_slice(&self.eui);
+        self.socket.send(&d).await.unwrap();
     }
 
     /// PUSH_DATA of `phy` heard at `snr`, and its PUSH_ACK.
@@ -1304,6 +1318,17 @@ async fn cloud_commands_queue_downlinks_settled_by_the_forwarders_tx_ack() {
     )
     .await;
     gw.wait_for_log("Downlink queued").await;
+    // Another machine on the LAN pulls with the forwarder's EUI: the live
+    // path stays with the forwarder (or the downlink below would go to
+    // the forger and `near` would wait in vain).
+    let mut forger = Forwarder::connect_from("127.0.0.2", port, GW_NEAR).await;
+    forger.pull_refused().await;
+    metric_at_least(
+        metrics,
+        r#"edge_gateway_adapter_errors_total{adapter="lora",error_type="pull_data_other_address"}"#,
+        1.0,
+    )
+    .await;
     near.push(&uplink(ABP_ADDR, 1, 2, &compact(20.0, 50), &nwk, &app), 6.0)
         .await;
     let (txpk, token) = near.pull_resp().await;
@@ -1322,9 +1347,8 @@ async fn cloud_commands_queue_downlinks_settled_by_the_forwarders_tx_ack() {
             .is_none(),
         "no result before the TX_ACK"
     );
-    // Someone else on the LAN, with the forwarder's EUI and the token: its
-    // TX_ACK settles nothing, and is counted.
-    let forger = Forwarder::connect(port, GW_NEAR).await;
+    // The forger again, with the token: its TX_ACK settles nothing, and
+    // is counted.
     forger.tx_ack(token, "TX_FREQ").await;
     metric_at_least(
         metrics,
