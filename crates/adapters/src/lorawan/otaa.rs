@@ -58,6 +58,8 @@ pub struct Joined {
     /// The device under its new session, for the uplink path.
     pub device: LorawanDevice,
     pub dev_eui: Eui,
+    /// The DevNonce of the join-request accepted.
+    pub dev_nonce: u16,
     pub txpk: Txpk,
     pub slot: Slot,
     pub link: downlink::Link,
@@ -208,6 +210,7 @@ pub fn handle(
     Ok(Joined {
         device: joined,
         dev_eui,
+        dev_nonce: request.dev_nonce,
         txpk,
         slot,
         link,

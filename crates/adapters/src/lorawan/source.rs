@@ -240,6 +240,7 @@ pub async fn serve(
         waiting: commands.waiting,
         adr: Adr::default(),
         acked_again: HashMap::new(),
+        recent_joins: HashMap::new(),
         ctx,
     };
     let mut feed = config.downlinks.clone().map(|feed_config| {
@@ -305,6 +306,11 @@ struct Server {
     /// (a late copy of it is not answered again) and how many times it
     /// was acknowledged again. One entry a configured device at most.
     acked_again: HashMap<gateway_core::DeviceId, class_a::Answered>,
+    /// Per DevEUI, the DevNonce of its last accepted join-request, when it
+    /// was first heard and the device's id: the same request from a slower
+    /// forwarder after the de-duplication window is a copy, not a replay.
+    /// One entry a configured OTAA device at most.
+    recent_joins: HashMap<super::join::Eui, (u16, Instant, gateway_core::DeviceId)>,
     dedup: Dedup,
     names: MetricNames,
     /// Uplinks a `js:` codec is decoding: their results come back here.

@@ -16,6 +16,7 @@ use super::super::class_a::{self, Confirmation, Downlink};
 use super::super::dedup::Uplink;
 use super::super::downlink;
 use super::super::downlink_feed::FeedItem;
+use super::super::join::Eui;
 use super::super::otaa;
 use super::super::frame::DataFrame;
 use super::super::uplink::Accepted;
@@ -37,8 +38,19 @@ impl Server {
         };
         let joined = match result {
             Ok(j) => j,
+            Err(otaa::JoinRefused::DevNonceReplay { dev_eui, dev_nonce })
+                if self.is_late_copy_of_join(dev_eui, dev_nonce, up) =>
+            {
+                self.duplicates.inc();
+                debug!(adapter = %self.ctx.name, %dev_eui, gateway = %gateway_list(up), "A late copy of the join-request just accepted: a duplicate, not answered again.");
+                return;
+            }
             Err(e) => return self.report(e.kind(), &gateway_list(up), &e.to_string()),
         };
+        self.recent_joins.insert(
+            joined.dev_eui,
+            (joined.dev_nonce, up.first_heard, joined.device.id.clone()),
+        );
         let adapter = self.ctx.name.as_str();
         // Keys stay out of the log: DevEUI, DevAddr and the path only.
         info!(adapter, device = %joined.device.id, dev_eui = %joined.dev_eui, dev_addr = %format!("{:08X}", joined.device.dev_addr), gateway = %joined.link.addr, window = ?joined.slot, "Device joined (OTAA); sending its join-accept.");
@@ -55,6 +67,24 @@ impl Server {
             self.fallback(joined.gateway, token, fallback, joined.link.addr);
         }
         self.send_down(&datagram, joined.link.addr).await;
+    }
+
+    /// Whether a join-request refused for its used DevNonce is a copy of
+    /// the one last accepted from that device, heard by another forwarder
+    /// on a slower backhaul: the same DevNonce, first heard within the
+    /// join-accept's windows (RX2 closes 6 s after the request), before
+    /// any uplink of the new session. A device never sends one DevNonce
+    /// twice, so past those windows, once the device has moved on to its
+    /// session, or for any other used DevNonce, it is a replay.
+    fn is_late_copy_of_join(&self, dev_eui: Eui, dev_nonce: u16, up: &Uplink) -> bool {
+        self.recent_joins
+            .get(&dev_eui)
+            .is_some_and(|(nonce, heard, device)| {
+                *nonce == dev_nonce
+                    && up.first_heard.saturating_duration_since(*heard)
+                        < downlink::JOIN_ACCEPT_DELAY1 + downlink::RX2_AFTER_RX1
+                    && self.store.last(device.as_str()).is_none()
+            })
     }
 
     /// The Class A reply to an accepted uplink, in the device's RX1

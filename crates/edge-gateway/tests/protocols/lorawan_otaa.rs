@@ -883,6 +883,74 @@ async fn a_late_copy_of_a_confirmed_uplink_from_another_forwarder_gets_no_second
     assert_eq!(gw.wait_exit().await, Some(0));
 }
 
+/// A join-request heard by a second forwarder just after the
+/// de-duplication window (a slower backhaul) is a copy of the one just
+/// accepted, not a replay: counted as a duplicate, not answered, and no
+/// replay alarm. The same request once the device has sent an uplink
+/// under its new session is a replay again.
+#[tokio::test]
+async fn a_late_copy_of_a_join_request_from_another_forwarder_is_a_duplicate_not_a_replay() {
+    let upstream = Mosquitto::start();
+    let commands = Mosquitto::start();
+    let (port, metrics) = (free_udp_port(), free_port());
+    let cfg = config(upstream.port(), port, metrics, commands.port()).replace(
+        "name = \"lora\"\n",
+        "name = \"lora\"\ndedup_window = \"50ms\"\n",
+    );
+    let mut gw = start(tempfile::tempdir().unwrap(), &cfg);
+    gw.wait_for_log("Semtech UDP server listening").await;
+    let mut near = Forwarder::connect(port, GW_NEAR).await;
+    let mut far = Forwarder::connect(port, GW_FAR).await;
+    near.pull().await;
+    far.pull().await;
+    let request = join_request(DEV_EUI, 0x0B01, &APP_KEY);
+    near.push(&request, 6.5).await;
+    let (txpk, _) = near.pull_resp().await;
+    let accept = open_accept(&unbase64(txpk["data"].as_str().unwrap()));
+    gw.wait_for_log("Device joined").await;
+
+    // The window closed (the accept left): the far forwarder's copy now.
+    far.push_at(&request, -4.0, 123_456).await;
+    let duplicates = r#"edge_gateway_lorawan_duplicates_total{adapter="lora"}"#;
+    assert_eq!(metric_at_least(metrics, duplicates, 1.0).await, 1.0);
+    let adapter_errors = |kind: &str| {
+        format!(r#"edge_gateway_adapter_errors_total{{adapter="lora",error_type="{kind}"}}"#)
+    };
+    let (_, body) = common::http_get(metrics, "/metrics").await;
+    assert!(
+        !body.contains(&adapter_errors("join_dev_nonce_replay")),
+        "a copy is no replay:\n{body}"
+    );
+    let mut buf = [0u8; 2048];
+    for (name, fwd) in [("near", &near), ("far", &far)] {
+        let got = fwd.socket.try_recv(&mut buf);
+        assert!(
+            got.is_err(),
+            "{name} was sent {:?}",
+            got.map(|n| buf[..n].to_vec())
+        );
+    }
+
+    // The device's first uplink under its session, then the request again:
+    // the device has moved on, so that is a replay.
+    let (nwk, app) = (derive(0x01, &accept, 0x0B01), derive(0x02, &accept, 0x0B01));
+    near.push(
+        &uplink(accept.dev_addr, 1, 2, &compact(21.0, 40), &nwk, &app),
+        6.0,
+    )
+    .await;
+    let uplinks = r#"edge_gateway_lorawan_uplinks_total{adapter="lora"}"#;
+    metric_at_least(metrics, uplinks, 1.0).await;
+    far.push_at(&request, -4.0, 123_456).await;
+    assert_eq!(
+        metric_at_least(metrics, &adapter_errors("join_dev_nonce_replay"), 1.0).await,
+        1.0
+    );
+    assert_eq!(metric_at_least(metrics, duplicates, 1.0).await, 1.0);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
 /// The downlink broker is a broker like the others: a table with TLS
 /// (a private CA) and a user whose password comes from the environment.
 #[tokio::test]
