@@ -75,7 +75,31 @@ pub struct Journal {
     /// The state last reported (re-published at every start).
     #[serde(default)]
     pub report: Option<Report>,
+    /// A mark recovered from elsewhere than `processed` (the separate mark
+    /// file, when this journal was damaged and set aside): the push it
+    /// named is gone with the damaged journal, but its serial must stay
+    /// refused, or every older signed push recorded off the broker could
+    /// be replayed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mark_floor: u64,
+    /// No record of the mark could be read (the journal and the mark file
+    /// both damaged): no serial can be proven new, so every push is
+    /// refused (`mark_lost`) until an operator resets the directory.
+    /// Journaled, so the refusal outlives the damaged files being cleared
+    /// away by anything but that deliberate reset.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mark_lost: bool,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The reason a push is refused while the mark is lost.
+pub const MARK_LOST: &str = "mark_lost";
+
+/// What the operator is told while the mark is lost.
+pub const MARK_LOST_DETAIL: &str = "the replay mark (the highest serial processed) could not be read from state_dir/remote-config/journal.json nor mark.json (damaged or unreadable): no push can be proven newer than the ones recorded off the broker, so every push is refused. To recover, on the gateway: check the disk, stop the gateway, delete state_dir/remote-config/ (the pushed configuration goes with it: the local files run), make sure the retained push on the broker is the one you want (push it again), and start the gateway";
 
 /// What to do with a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,7 +134,36 @@ pub enum Boot {
 impl Journal {
     /// The serial a new push must exceed.
     pub fn mark(&self) -> u64 {
-        self.processed.as_ref().map_or(0, |p| p.serial)
+        self.processed
+            .as_ref()
+            .map_or(0, |p| p.serial)
+            .max(self.mark_floor)
+    }
+
+    /// The start found this journal damaged or unreadable (`why`) and
+    /// began from an empty one: `mark` is the highest serial a readable
+    /// source still proves (`None`: none could be read, and every push is
+    /// refused from now on). The pushed layer the damaged journal named is
+    /// no longer applied; the report says so and how to recover.
+    /// `processed`: the push that set the recovered mark, when known, so
+    /// the broker's retained copy of it is recognised ([`Judged::Same`])
+    /// rather than refused as `stale`.
+    pub fn recovered(&mut self, mark: Option<u64>, processed: Option<Pushed>, why: &str, ts: &str) {
+        let detail = match mark {
+            Some(mark) => {
+                self.mark_floor = self.mark_floor.max(mark);
+                if processed.as_ref().is_some_and(|p| p.serial <= mark) {
+                    self.processed = processed;
+                }
+                format!("{why}; the local files run. The replay mark {mark} was recovered from state_dir/remote-config/mark.json: a push must still be numbered above it")
+            }
+            None => {
+                self.mark_lost = true;
+                format!("{why}; the local files run. {MARK_LOST_DETAIL}")
+            }
+        };
+        let reason = if mark.is_some() { "layer" } else { MARK_LOST };
+        self.report = Some(self.report_of(None, Status::RolledBack, reason, &detail, ts));
     }
 
     /// Judges a message received on the config topic of `gateway_id`.
@@ -128,6 +181,14 @@ impl Journal {
         }
         if self.processed.as_ref() == Some(&pushed) {
             return Judged::Same;
+        }
+        if self.mark_lost {
+            return Judged::Refuse {
+                detail: MARK_LOST_DETAIL.to_string(),
+                pushed: Some(pushed),
+                reason: MARK_LOST,
+                signed: false,
+            };
         }
         if pushed.serial <= self.mark() {
             return Judged::Refuse {
@@ -465,6 +526,84 @@ mod tests {
             panic!()
         };
         assert_eq!(pushed.unwrap().version, "v9");
+    }
+
+    /// A damaged journal is started afresh: the mark recovered from the
+    /// mark file still refuses every older push recorded off the broker.
+    #[test]
+    fn a_mark_recovered_after_the_journal_was_lost_still_refuses_a_replay() {
+        let keys = [key().verifying_key()];
+        let mut j = Journal::default();
+        let v5 = take(&j, &push(5, "v5"));
+        j.recovered(Some(5), Some(v5), "journal.json is damaged", "t");
+        // The broker's retained copy of the push that set the mark.
+        assert_eq!(j.judge(&push(5, "v5"), &keys, "gw-1"), Judged::Same);
+        assert_eq!(j.mark(), 5);
+        for old in [1, 4] {
+            assert!(
+                matches!(
+                    j.judge(&push(old, "old"), &keys, "gw-1"),
+                    Judged::Refuse {
+                        reason: "stale",
+                        ..
+                    }
+                ),
+                "serial {old}"
+            );
+        }
+        let r = j.report.clone().unwrap();
+        assert_eq!((r.status, r.reason.as_str()), (Status::RolledBack, "layer"));
+        assert_eq!(r.highest_serial, 5);
+        assert!(r.detail.contains("mark.json"), "{}", r.detail);
+        let v6 = take(&j, &push(6, "v6"));
+        j.stage(v6, "t");
+        assert_eq!(j.mark(), 6);
+        // A floor over the journal's own mark holds too.
+        j.mark_floor = 9;
+        assert!(matches!(
+            j.judge(&push(8, "v8"), &keys, "gw-1"),
+            Judged::Refuse {
+                reason: "stale",
+                ..
+            }
+        ));
+    }
+
+    /// Nothing readable proves the mark: nothing can be proven newer
+    /// than a recorded push, so every push is refused, and the refusal
+    /// is journaled.
+    #[test]
+    fn with_no_readable_mark_every_push_is_refused_and_says_how_to_recover() {
+        let keys = [key().verifying_key()];
+        let mut j = Journal::default();
+        j.recovered(None, None, "journal.json is damaged", "t");
+        for serial in [1, 1 << 40] {
+            let Judged::Refuse {
+                reason,
+                detail,
+                signed,
+                ..
+            } = j.judge(&push(serial, "v"), &keys, "gw-1")
+            else {
+                panic!("serial {serial} taken")
+            };
+            assert_eq!((reason, signed), (MARK_LOST, false));
+            assert!(
+                detail.contains("delete state_dir/remote-config/"),
+                "{detail}"
+            );
+        }
+        let r = j.report.clone().unwrap();
+        assert_eq!(r.reason, MARK_LOST);
+        let text = serde_json::to_string(&j).unwrap();
+        let back: Journal = serde_json::from_str(&text).unwrap();
+        assert!(back.mark_lost);
+        assert_eq!(back, j);
+        // A journal written before these fields reads as before.
+        let old: Journal =
+            serde_json::from_str(r#"{"processed":{"version":"v","serial":3,"sha256":"ab"}}"#)
+                .unwrap();
+        assert_eq!((old.mark(), old.mark_lost), (3, false));
     }
 
     #[test]
