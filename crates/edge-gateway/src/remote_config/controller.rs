@@ -33,7 +33,37 @@ pub struct Booted {
     pub store: Store,
     pub journal: Journal,
     pub checking: Option<Pushed>,
+    /// What the start found wrong with the replay mark, counted once the
+    /// telemetry exists.
+    pub mark_errors: Vec<MarkError>,
 }
+
+/// Problems with the replay mark, counted in [`MARK_ERRORS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkError {
+    /// No readable file proves the mark: every push is refused.
+    Lost,
+    /// `mark.json` was damaged or unreadable at a start.
+    Unreadable,
+    /// `mark.json` could not be written (a full or read-only state
+    /// directory); a push is then not staged.
+    Write,
+}
+
+impl MarkError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lost => "lost",
+            Self::Unreadable => "unreadable",
+            Self::Write => "write",
+        }
+    }
+}
+
+/// Problems with the replay mark, by `error_type` (`lost`, `unreadable`,
+/// `write`): `lost` means the gateway refuses every push until an operator
+/// resets `state_dir/remote-config/` (`docs/fleet.md`).
+pub const MARK_ERRORS: &str = "edge_gateway_remote_config_mark_errors_total";
 
 impl Booted {
     /// The candidate could not even start (a component that cannot be
@@ -99,6 +129,11 @@ impl Controller {
             config.upstream.broker.max_backoff,
             stop.clone(),
         ));
+        for e in &booted.mark_errors {
+            ctx.telemetry
+                .counter(MARK_ERRORS, &[("error_type", e.as_str())])
+                .inc();
+        }
         let (restart_tx, restart_rx) = oneshot::channel();
         let (dropped, dropped_rx) = mpsc::unbounded_channel();
         let worker = Worker {
@@ -321,6 +356,7 @@ impl Worker {
         let ts = self.now();
         self.journal.stage(pushed.clone(), &ts);
         if let Err(e) = self.store.save(&self.journal) {
+            self.count_mark_error(&e);
             error!(error = %e, "Cannot journal the pushed configuration; the running configuration stays.");
             self.journal = before;
             let ts = self.now();
@@ -442,9 +478,20 @@ impl Worker {
 
     async fn save_and_report(&mut self) {
         if let Err(e) = self.store.save(&self.journal) {
+            self.count_mark_error(&e);
             error!(error = %e, "Cannot journal the configuration's state.");
         }
         self.report().await;
+    }
+
+    /// A save that failed on `mark.json` (a full or read-only state
+    /// directory) is counted: nothing raising the mark is journaled then.
+    fn count_mark_error(&self, e: &super::store::StoreError) {
+        if e.is_mark() {
+            self.telemetry
+                .counter(MARK_ERRORS, &[("error_type", MarkError::Write.as_str())])
+                .inc();
+        }
     }
 
     /// Publishes the journal's state (retained, through the outbox) and

@@ -32,8 +32,8 @@ use gateway_core::config::Layers;
 use remote_config::{Boot, Journal, Pushed};
 use tracing::{error, warn};
 
-pub use controller::{Booted, Context, Controller};
-use store::{label, Store};
+pub use controller::{Booted, Context, Controller, MarkError};
+use store::{label, Recovered, Store};
 
 use crate::settings::{self, GatewayConfig, LoadError};
 
@@ -208,6 +208,8 @@ struct Plan {
     /// As this start leaves it.
     journal: Journal,
     checking: Option<Pushed>,
+    /// Why `mark.json` could not be read.
+    mark_unreadable: Option<String>,
 }
 
 impl Start {
@@ -226,12 +228,13 @@ impl Start {
             });
         }
         let store = Store::new(&config.gateway.state_dir);
-        let (read, dropped) = match store.load() {
-            Ok(j) => (j, None),
-            Err(e) => (Journal::default(), Some(e.to_string())),
-        };
         let ts = gateway_core::Timestamp::now().to_rfc3339();
-        let mut journal = read.clone();
+        let Recovered {
+            read,
+            mut journal,
+            dropped,
+            mark_unreadable,
+        } = store.recover(&ts);
         let mut checking = None;
         let mut loaded = None;
         match journal.boot(&ts) {
@@ -263,6 +266,7 @@ impl Start {
                 read,
                 journal,
                 checking,
+                mark_unreadable,
             }),
         })
     }
@@ -318,6 +322,25 @@ impl Start {
                 }
             }
         }
+        let mut mark_errors = Vec::new();
+        if plan.journal.mark_lost {
+            error!(
+                detail = remote_config::journal::MARK_LOST_DETAIL,
+                "No readable record of the pushed configuration's replay mark: refusing every push."
+            );
+            mark_errors.push(MarkError::Lost);
+        }
+        if let Some(problem) = &plan.mark_unreadable {
+            warn!(%problem, "The replay mark's own file is unusable; writing it again from the journal.");
+            mark_errors.push(MarkError::Unreadable);
+        }
+        // Written again here (a first start after an upgrade, a damaged
+        // mark file), not only when the mark next rises: until then a
+        // damaged journal would have nothing to recover the mark from.
+        if let Err(e) = plan.store.keep_mark(&plan.journal) {
+            error!(error = %e, "Cannot write the pushed configuration's replay mark apart from the journal.");
+            mark_errors.push(MarkError::Write);
+        }
         if plan.checking.is_some() {
             hold_blocking("checking");
         }
@@ -325,6 +348,7 @@ impl Start {
             store: plan.store,
             journal: plan.journal,
             checking: plan.checking,
+            mark_errors,
         };
         Ok((Self { loaded, plan: None }, Some(booted)))
     }

@@ -31,6 +31,8 @@ pub const COMMANDS: &str = "commands";
 /// `[remote_config]`'s directory: the apply journal and the pushed layers.
 pub const REMOTE_CONFIG: &str = "remote-config";
 pub const REMOTE_CONFIG_JOURNAL: &str = "remote-config/journal.json";
+/// The replay mark alone, apart from the journal: it survives a damaged one.
+pub const REMOTE_CONFIG_MARK: &str = "remote-config/mark.json";
 
 /// One row of the on-disk table: the name as `docs/architecture.md` writes
 /// it (patterns with `N` or `<name>`), and who writes it.
@@ -108,6 +110,10 @@ pub const IN_STATE_DIR: &[StateFile] = &[
     },
     StateFile {
         name: "remote-config/journal.json",
+        written_by: "[remote_config]",
+    },
+    StateFile {
+        name: "remote-config/mark.json",
         written_by: "[remote_config]",
     },
     StateFile {
