@@ -20,6 +20,7 @@ mod outbox;
 mod own_time_full_disk;
 mod own_time_soak;
 mod remote_config_crash;
+mod remote_config_damaged;
 mod shutdown;
 mod state_dir_lock;
 mod tmpfs;
