@@ -2,9 +2,9 @@
 //! `[remote_config]` (`docs/fleet.md`). `keygen` makes an Ed25519 signing
 //! key; `sign` prints the desired-state message for a TOML file; `push`
 //! builds, signs and publishes it, retained, on
-//! `{prefix}/gateway/{id}/config`, numbering it one above the serial the
-//! gateway reports unless told, and with `--wait` prints the state the
-//! gateway reports for it.
+//! `{prefix}/gateway/{id}/config`, numbering it from the clock (or one
+//! above the serial the gateway reports, if higher and plausible) unless
+//! told, and with `--wait` prints the state the gateway reports for it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,7 +68,9 @@ pub struct PushArgs {
     pub gateway: String,
     #[arg(long)]
     pub version: String,
-    /// Default: one above the highest serial the gateway reports.
+    /// Default: this machine's clock in milliseconds since the epoch, or
+    /// one above the highest serial the gateway reports if that is higher
+    /// (refused when the report is more than a day ahead of the clock).
     #[arg(long)]
     pub serial: Option<u64>,
     /// The signing key (default: the file EDGE_GATEWAY_SIGNING_KEY names);
@@ -245,14 +247,14 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
     client.subscribe(&state, QoS::AtLeastOnce).await?;
     let serial = match args.serial {
         Some(s) => followable(s)?,
-        None => {
+        None => followable(
             next_serial(
                 &mut events,
                 &state,
                 args.timeout.min(Duration::from_secs(5)),
             )
-            .await?
-        }
+            .await?,
+        )?,
     };
     // Signed for this gateway alone: copied onto another's topic by
     // whoever may publish there, it is refused.
@@ -293,14 +295,36 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// One above what the gateway reports (its retained state), 1 when it has
-/// reported nothing within `wait`.
+/// How far ahead of this machine's clock, in milliseconds, a reported
+/// mark may be and still number the next push: a day, far more than the
+/// clocks of an operator's machine and a gateway drift apart, and far less
+/// than the 2^64 a forged report would push the numbering towards.
+pub const MAX_MARK_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Why `config push` will not number a push from the gateway's report.
+#[derive(Debug, thiserror::Error)]
+pub enum SerialError {
+    #[error("the gateway's reported {field} is {value}, not a plain unsigned integer: refusing to number the push from it (a damaged or forged report); check the gateway and pass --serial explicitly")]
+    NotAnInteger { field: &'static str, value: String },
+    #[error("the gateway reports highest_serial {highest}, more than a day ahead of this machine's clock ({now} milliseconds since the epoch): refusing to number the push from it, since signing near the top of the range would leave no serial for any later push. The report is not authenticated: a forged one, or a mark set by hand. Check the gateway's own state (its /health, or state_dir/remote-config/ on it) and, if it really has processed that serial, pass --serial explicitly")]
+    FarAhead { highest: u64, now: u64 },
+}
+
+/// Milliseconds since the epoch on this machine (0 before it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The serial of a push when the gateway has reported nothing within
+/// `wait`, else from its retained state ([`serial_after`]).
 async fn next_serial(events: &mut EventLoop, state: &str, wait: Duration) -> anyhow::Result<u64> {
     let mut deadline = Instant::now() + wait;
     loop {
         let event = match tokio::time::timeout_at(deadline, events.poll()).await {
             Ok(e) => e.context("the broker")?,
-            Err(_) => return Ok(1),
+            Err(_) => return Ok(serial_after(None, now_ms())?),
         };
         match event {
             // The retained state comes right after the SUBACK, if there is
@@ -309,7 +333,7 @@ async fn next_serial(events: &mut EventLoop, state: &str, wait: Duration) -> any
                 deadline = deadline.min(Instant::now() + Duration::from_secs(1));
             }
             Event::Incoming(Packet::Publish(p)) if p.topic == state => {
-                return serial_after(&p.payload);
+                return Ok(serial_after(Some(&p.payload), now_ms())?);
             }
             _ => {}
         }
@@ -320,36 +344,81 @@ async fn next_serial(events: &mut EventLoop, state: &str, wait: Duration) -> any
 /// such a state reports is whatever the sender wrote, not a mark.
 const UNTRUSTED_REASONS: [&str; 4] = ["signature", "sha256", "gateway", "format"];
 
-/// The serial to push after the gateway's reported `state`: one above
-/// its `highest_serial`, the mark only validly signed pushes move. The
-/// state's `serial` is that of whatever message the report is about, a
-/// forged one included, so taking it would let a forgery with a huge
-/// serial make every later push stale.
-fn serial_after(state: &[u8]) -> anyhow::Result<u64> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(state) else {
-        eprintln!("The gateway's reported state is not JSON: numbering the push 1.");
-        return Ok(1);
-    };
-    let highest = match v["highest_serial"].as_u64() {
-        Some(h) => h,
-        // Not a state this tool knows: trust only what a refusal of an
-        // untrusted message cannot have set.
-        None => {
-            let trusted = !v["reason"]
-                .as_str()
-                .is_some_and(|r| UNTRUSTED_REASONS.contains(&r));
-            let reported = v["serial"].as_u64().filter(|_| trusted);
-            let highest = v["applied_serial"].as_u64().max(reported).unwrap_or(0);
-            eprintln!("The gateway's reported state has no highest_serial: numbering the push from {highest}; give --serial if it is refused as stale.");
-            highest
-        }
-    };
-    if highest >= u64::MAX - 1 {
-        bail!(
-            "the gateway has processed serial {highest}: no push can be numbered above it and still be followed by another; to start the numbering again, delete state_dir/remote-config/ on the gateway"
-        );
+/// `field` of a report: absent is `None` (and null, when `nullable`: a
+/// state about no push has no serial); anything but a plain unsigned
+/// integer is refused.
+fn reported_u64(
+    v: &serde_json::Value,
+    field: &'static str,
+    nullable: bool,
+) -> Result<Option<u64>, SerialError> {
+    match v.get(field) {
+        None => Ok(None),
+        Some(serde_json::Value::Null) if nullable => Ok(None),
+        Some(n) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| SerialError::NotAnInteger {
+                field,
+                value: bounded(&n.to_string()),
+            }),
     }
-    Ok(highest + 1)
+}
+
+/// A reported value as an error repeats it: whoever forged it chose its
+/// length.
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// The serial to push after the gateway's reported `state` (none: it has
+/// reported nothing), at `now` (milliseconds since the epoch): `now`, or
+/// one above the reported `highest_serial` when that is higher.
+///
+/// The report is not authenticated: whoever may publish on its topic
+/// writes it. Numbering from the clock keeps a forged low mark from
+/// making the push stale (a real mark, set by earlier pushes numbered the
+/// same way, is below the clock), and a mark more than
+/// [`MAX_MARK_AHEAD_MS`] ahead of the clock is refused rather than
+/// followed towards 2^64, where no push could follow. Only
+/// `highest_serial` counts: the state's `serial` is that of whatever
+/// message the report is about, a forged one included.
+///
+/// # Errors
+/// A reported serial that is not a plain unsigned integer, or one
+/// implausibly far ahead of `now`.
+pub fn serial_after(state: Option<&[u8]>, now: u64) -> Result<u64, SerialError> {
+    let highest = match state.map(serde_json::from_slice::<serde_json::Value>) {
+        None => 0,
+        Some(Err(_)) => {
+            eprintln!("The gateway's reported state is not JSON: numbering the push from this machine's clock.");
+            0
+        }
+        Some(Ok(v)) => match reported_u64(&v, "highest_serial", false)? {
+            Some(h) => h,
+            // Not a state this tool knows: trust only what a refusal of an
+            // untrusted message cannot have set.
+            None => {
+                let trusted = !v["reason"]
+                    .as_str()
+                    .is_some_and(|r| UNTRUSTED_REASONS.contains(&r));
+                let reported = reported_u64(&v, "serial", true)?.filter(|_| trusted);
+                let highest = reported_u64(&v, "applied_serial", true)?
+                    .max(reported)
+                    .unwrap_or(0);
+                eprintln!("The gateway's reported state has no highest_serial: numbering the push from {highest} or this machine's clock; give --serial if it is refused as stale.");
+                highest
+            }
+        },
+    };
+    if highest > now.saturating_add(MAX_MARK_AHEAD_MS) {
+        return Err(SerialError::FarAhead { highest, now });
+    }
+    // Below the bound above, `highest + 1` cannot overflow.
+    Ok(now.max(highest.saturating_add(1)))
 }
 
 /// A serial a later push can still exceed: the highest one would leave the
@@ -408,19 +477,89 @@ async fn wait_for_verdict(
 mod tests {
     use super::*;
 
+    /// Late November 2026, in milliseconds since the epoch.
+    const NOW: u64 = 1_796_000_000_000;
+
     #[test]
     fn the_next_serial_follows_the_mark_not_a_refused_forgery() {
+        let after = |state: &[u8]| serial_after(Some(state), 0).unwrap();
         // A forgery with the highest serial there is, refused as signature.
         let forged = br#"{"desired":"evil","serial":18446744073709551615,"applied":"v1","status":"rejected","reason":"signature","applied_serial":1,"highest_serial":1}"#;
-        assert_eq!(serial_after(forged).unwrap(), 2);
+        assert_eq!(after(forged), 2);
         let applied = br#"{"desired":"v4","serial":4,"status":"applied","reason":"","applied_serial":4,"highest_serial":4}"#;
-        assert_eq!(serial_after(applied).unwrap(), 5);
+        assert_eq!(after(applied), 5);
         // Without the mark: the refused forgery's serial is not trusted.
         let old = br#"{"desired":"evil","serial":18446744073709551615,"status":"rejected","reason":"signature","applied_serial":3}"#;
-        assert_eq!(serial_after(old).unwrap(), 4);
+        assert_eq!(after(old), 4);
         let old = br#"{"desired":"v6","serial":6,"status":"rejected","reason":"schema","applied_serial":3}"#;
-        assert_eq!(serial_after(old).unwrap(), 7);
-        assert_eq!(serial_after(b"garbage").unwrap(), 1);
+        assert_eq!(after(old), 7);
+        assert_eq!(after(b"garbage"), 1);
+        assert_eq!(serial_after(None, 0).unwrap(), 1);
+    }
+
+    /// The numbering comes from the clock: a forged report with a low
+    /// mark cannot make the push stale, and a real mark ahead of the
+    /// clock (within a day) is still followed.
+    #[test]
+    fn a_push_is_numbered_from_the_clock_unless_the_mark_is_ahead() {
+        let state = |h: u64| format!(r#"{{"status":"applied","highest_serial":{h}}}"#);
+        assert_eq!(serial_after(None, NOW).unwrap(), NOW);
+        assert_eq!(serial_after(Some(state(0).as_bytes()), NOW).unwrap(), NOW);
+        assert_eq!(serial_after(Some(state(7).as_bytes()), NOW).unwrap(), NOW);
+        assert_eq!(
+            serial_after(Some(state(NOW).as_bytes()), NOW).unwrap(),
+            NOW + 1
+        );
+        let ahead = NOW + MAX_MARK_AHEAD_MS;
+        assert_eq!(
+            serial_after(Some(state(ahead).as_bytes()), NOW).unwrap(),
+            ahead + 1
+        );
+    }
+
+    /// Whoever may publish on the report topic forges a mark near 2^64:
+    /// followed, one push there would leave the fleet unable to push.
+    #[test]
+    fn a_forged_mark_far_ahead_of_the_clock_is_refused_with_a_way_out() {
+        for highest in [
+            18_446_744_073_709_551_000,
+            NOW + MAX_MARK_AHEAD_MS + 1,
+            u64::MAX,
+        ] {
+            let state = format!(r#"{{"status":"applied","highest_serial":{highest}}}"#);
+            let err = serial_after(Some(state.as_bytes()), NOW).unwrap_err();
+            assert!(matches!(err, SerialError::FarAhead { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains("more than a day ahead"), "{text}");
+            assert!(text.contains("pass --serial explicitly"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_reported_serial_that_is_not_a_plain_unsigned_integer_is_refused() {
+        for value in [
+            r#""12""#,
+            "-1",
+            "1.5",
+            "1e3",
+            "18446744073709551616",
+            "null",
+            "[1]",
+            &format!("\"{}\"", "9".repeat(10_000)),
+        ] {
+            let state = format!(r#"{{"status":"applied","highest_serial":{value}}}"#);
+            let err = serial_after(Some(state.as_bytes()), NOW).unwrap_err();
+            assert!(
+                matches!(err, SerialError::NotAnInteger { .. }),
+                "{value}: {err}"
+            );
+            assert!(err.to_string().len() < 400, "the forged value is cut");
+        }
+        let legacy = br#"{"status":"applied","applied_serial":"3"}"#;
+        assert!(serial_after(Some(legacy), NOW).is_err());
+        // A legacy state's nulls are absent values, not forgeries.
+        let legacy = br#"{"status":"rejected","serial":null,"applied_serial":null}"#;
+        assert_eq!(serial_after(Some(legacy), NOW).unwrap(), NOW);
     }
 
     #[test]
@@ -428,11 +567,5 @@ mod tests {
         let err = followable(u64::MAX).unwrap_err().to_string();
         assert!(err.contains("refuse every later push"), "{err}");
         assert_eq!(followable(u64::MAX - 1).unwrap(), u64::MAX - 1);
-        let full = format!(
-            r#"{{"status":"applied","highest_serial":{}}}"#,
-            u64::MAX - 1
-        );
-        let err = serial_after(full.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("delete state_dir/remote-config/"), "{err}");
     }
 }

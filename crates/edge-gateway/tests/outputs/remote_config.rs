@@ -721,6 +721,7 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
                 .unwrap()
         }
     };
+    let before = u64::try_from(common::now_ms()).unwrap();
     let out = run(push_file("v1.toml", &lab_layer(free_port())), "v1", &[]).await;
     assert!(
         out.status.success(),
@@ -728,10 +729,11 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
         String::from_utf8_lossy(&out.stderr)
     );
     let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (verdict["serial"].as_u64(), verdict["status"].as_str()),
-        (Some(1), Some("applied"))
-    );
+    // Numbered from the clock (milliseconds since the epoch), not from
+    // the unauthenticated report.
+    let first = verdict["serial"].as_u64().unwrap();
+    assert!(first >= before, "{verdict}");
+    assert_eq!(verdict["status"], "applied");
     // The retained push names its gateway, and an independent verifier
     // accepts the signature over it.
     let mut retained = Subscriber::start(site.cloud.port(), &common::remote::config_topic()).await;
@@ -751,7 +753,8 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
     .await;
     assert!(!out.status.success(), "a rejected push exits non-zero");
     let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(verdict["serial"], 2);
+    let second = verdict["serial"].as_u64().unwrap();
+    assert!(second > first, "{verdict}");
     assert_eq!(verdict["reason"], "schema");
     healthy_on(site.metrics, Some("v1"), "rejected").await;
     // For gateways that predate `gateway` in the message: unbound.
@@ -769,12 +772,119 @@ async fn config_push_numbers_signs_publishes_and_waits_for_the_verdict() {
     let mut retained = Subscriber::start(site.cloud.port(), &common::remote::config_topic()).await;
     let message: serde_json::Value =
         serde_json::from_str(&retained.next(VERDICT).await.unwrap().payload).unwrap();
-    assert_eq!(
-        (message["serial"].as_u64(), message.get("gateway")),
-        (Some(3), None)
-    );
+    assert!(message["serial"].as_u64().unwrap() > second, "{message}");
+    assert_eq!(message.get("gateway"), None);
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+/// `edge-gateway config push --wait` of `file` as `version` on the site's
+/// cloud broker, signed with the fleet key in `key`, with `extra` flags.
+async fn config_push(
+    cloud: u16,
+    key: &std::path::Path,
+    file: &std::path::Path,
+    version: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_edge-gateway"))
+        .args(["config", "push", "--url"])
+        .arg(format!("mqtt://127.0.0.1:{cloud}"))
+        .args([
+            "--gateway",
+            GATEWAY,
+            "--prefix",
+            PREFIX,
+            "--version",
+            version,
+        ])
+        .arg("--key")
+        .arg(key)
+        .args(extra)
+        .arg(file)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn state_topic() -> String {
+    format!("{}/state", common::remote::config_topic())
+}
+
+/// Whoever may publish on the report topic forges the gateway's retained
+/// state with a mark near 2^64. Followed, `config push` would sign one push
+/// there and the fleet could never push to this gateway again; it refuses
+/// and says how to go on, and an explicit --serial still pushes.
+#[tokio::test]
+async fn config_push_refuses_a_forged_mark_near_the_top_and_an_explicit_serial_still_applies() {
+    let site = Site::signed_by_fleet();
+    let mut gw = GatewayProcess::start(&site.config);
+    common::remote::healthy(site.metrics).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("fleet.pem");
+    std::fs::write(&key, common::remote::pem(FLEET_KEY)).unwrap();
+    let file = dir.path().join("site.toml");
+    std::fs::write(&file, lab_layer(free_port())).unwrap();
+    let forged = r#"{"desired":"v1","serial":1,"applied":"v1","status":"applied","reason":"","detail":"","ts":"2026-11-30T00:00:00Z","sha256":null,"applied_serial":1,"applied_sha256":null,"highest_serial":18446744073709551000}"#;
+    test_support::publish(site.cloud.port(), &state_topic(), forged, 1, true).await;
+
+    let wait = ["--wait", "--timeout", "20s"];
+    let out = config_push(site.cloud.port(), &key, &file, "v1", &wait).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("18446744073709551000"), "{stderr}");
+    assert!(stderr.contains("more than a day ahead"), "{stderr}");
+    assert!(stderr.contains("pass --serial explicitly"), "{stderr}");
+    let mut retained = Subscriber::start(site.cloud.port(), &common::remote::config_topic()).await;
+    assert!(
+        retained.next(Duration::from_secs(2)).await.is_none(),
+        "nothing was published"
+    );
+    assert_eq!(restarts(&mut gw), 0);
+
+    // The operator's way on: an explicit serial.
+    let serial = common::now_ms().to_string();
+    let mut args = vec!["--serial", serial.as_str()];
+    args.extend(wait);
+    let out = config_push(site.cloud.port(), &key, &file, "v1", &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["serial"].to_string(), serial);
+    assert_eq!(verdict["status"], "applied");
+    // The gateway's own report replaced the forgery: numbering works again.
+    std::fs::write(&file, "[aggregation]\nwindow = \"2s\"\n").unwrap();
+    let out = config_push(site.cloud.port(), &key, &file, "v2", &wait).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(verdict["serial"].as_u64().unwrap() > serial.parse::<u64>().unwrap());
+    assert_eq!(verdict["status"], "applied");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+#[tokio::test]
+async fn config_push_refuses_a_reported_mark_that_is_not_a_plain_integer() {
+    let site = Site::signed_by_fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("fleet.pem");
+    std::fs::write(&key, common::remote::pem(FLEET_KEY)).unwrap();
+    let file = dir.path().join("site.toml");
+    std::fs::write(&file, "[aggregation]\nwindow = \"2s\"\n").unwrap();
+    let forged = r#"{"status":"applied","highest_serial":1e300}"#;
+    test_support::publish(site.cloud.port(), &state_topic(), forged, 1, true).await;
+    let out = config_push(site.cloud.port(), &key, &file, "v1", &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("not a plain unsigned integer"), "{stderr}");
+    assert!(stderr.contains("--serial"), "{stderr}");
 }
 
 #[tokio::test]
