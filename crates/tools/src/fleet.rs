@@ -16,7 +16,7 @@ use gateway_core::config::{BrokerSection, BrokerUrl};
 use mqtt_connect::ConnectionSettings;
 use remote_config::keys;
 use remote_config::report::{config_topic, state_topic};
-use remote_config::DesiredMessage;
+use remote_config::{DesiredMessage, Pushed};
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use tokio::time::Instant;
 
@@ -283,7 +283,8 @@ async fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
         let _ = client.disconnect().await;
         return Ok(ExitCode::SUCCESS);
     }
-    let verdict = wait_for_verdict(&mut events, &state, serial, args.timeout).await?;
+    let pushed = Pushed::of(&message);
+    let verdict = wait_for_verdict(&mut events, &state, &pushed, args.timeout).await?;
     gateway_core::outln!("{verdict}");
     let _ = client.disconnect().await;
     let applied =
@@ -443,11 +444,11 @@ async fn wait_for_puback(events: &mut EventLoop, wait: Duration) -> anyhow::Resu
     }
 }
 
-/// The first state the gateway reports for `serial` that is a verdict.
+/// The first state the gateway reports for `pushed` that is a verdict.
 async fn wait_for_verdict(
     events: &mut EventLoop,
     state: &str,
-    serial: u64,
+    pushed: &Pushed,
     wait: Duration,
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + wait;
@@ -455,7 +456,8 @@ async fn wait_for_verdict(
         let event = match tokio::time::timeout_at(deadline, events.poll()).await {
             Ok(e) => e.context("the broker")?,
             Err(_) => bail!(
-                "no verdict from the gateway on serial {serial} within {}",
+                "no verdict from the gateway on serial {} within {}",
+                pushed.serial,
                 humantime::format_duration(wait)
             ),
         };
@@ -464,12 +466,26 @@ async fn wait_for_verdict(
                 continue;
             }
             let text = String::from_utf8_lossy(&p.payload).to_string();
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if v["serial"].as_u64() == Some(serial) && v["status"] != "applying" {
+            if is_verdict_on(&text, pushed) {
                 return Ok(text);
             }
         }
     }
+}
+
+/// A reported state that judges exactly this push: its serial and its
+/// SHA-256, not merely its serial. A state about another message with the
+/// same serial (a forgery refused as `signature`, a blind forgery of the
+/// report) does not pass for the verdict on this one. Whoever can read the
+/// pushed message and publish on the state topic can still copy both: the
+/// report is not signed (`docs/fleet.md`, Trust model).
+fn is_verdict_on(state: &str, pushed: &Pushed) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(state) else {
+        return false;
+    };
+    v["serial"].as_u64() == Some(pushed.serial)
+        && v["sha256"].as_str() == Some(pushed.sha256.as_str())
+        && v["status"].as_str().is_some_and(|s| s != "applying")
 }
 
 #[cfg(test)]
@@ -560,6 +576,32 @@ mod tests {
         // A legacy state's nulls are absent values, not forgeries.
         let legacy = br#"{"status":"rejected","serial":null,"applied_serial":null}"#;
         assert_eq!(serial_after(Some(legacy), NOW).unwrap(), NOW);
+    }
+
+    #[test]
+    fn only_a_state_naming_this_pushs_serial_and_digest_is_its_verdict() {
+        let pushed = Pushed {
+            version: "v9".into(),
+            serial: NOW,
+            sha256: "ab".repeat(32),
+        };
+        let state = |serial: u64, sha: &str, status: &str| {
+            format!(r#"{{"serial":{serial},"sha256":"{sha}","status":"{status}"}}"#)
+        };
+        let sha = pushed.sha256.clone();
+        assert!(is_verdict_on(&state(NOW, &sha, "applied"), &pushed));
+        assert!(is_verdict_on(&state(NOW, &sha, "rejected"), &pushed));
+        assert!(!is_verdict_on(&state(NOW, &sha, "applying"), &pushed));
+        assert!(!is_verdict_on(
+            &state(NOW, &"cd".repeat(32), "applied"),
+            &pushed
+        ));
+        assert!(!is_verdict_on(&state(NOW - 1, &sha, "applied"), &pushed));
+        assert!(!is_verdict_on(
+            r#"{"serial":1,"status":"applied"}"#,
+            &pushed
+        ));
+        assert!(!is_verdict_on("garbage", &pushed));
     }
 
     #[test]

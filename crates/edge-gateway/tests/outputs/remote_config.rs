@@ -887,6 +887,44 @@ async fn config_push_refuses_a_reported_mark_that_is_not_a_plain_integer() {
     assert!(stderr.contains("--serial"), "{stderr}");
 }
 
+/// No gateway answers; whoever may publish on the report topic sees the
+/// push and answers "applied" for its serial. `--wait` must not take that
+/// for the verdict: it names the serial but not the pushed content.
+#[tokio::test]
+async fn config_push_wait_does_not_take_a_forged_verdict_for_its_push() {
+    let site = Site::signed_by_fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("fleet.pem");
+    std::fs::write(&key, common::remote::pem(FLEET_KEY)).unwrap();
+    let file = dir.path().join("site.toml");
+    std::fs::write(&file, "[aggregation]\nwindow = \"2s\"\n").unwrap();
+    let mut pushes = Subscriber::start(site.cloud.port(), &common::remote::config_topic()).await;
+    let cloud = site.cloud.port();
+    let forger = tokio::spawn(async move {
+        let pushed = pushes.next(Duration::from_secs(20)).await.unwrap();
+        let message: serde_json::Value = serde_json::from_str(&pushed.payload).unwrap();
+        let forged = serde_json::json!({
+            "desired": message["version"], "serial": message["serial"],
+            "status": "applied", "reason": "", "highest_serial": message["serial"],
+            "sha256": "0".repeat(64),
+        });
+        test_support::publish(cloud, &state_topic(), &forged.to_string(), 1, true).await;
+    });
+    let out = config_push(
+        cloud,
+        &key,
+        &file,
+        "v1",
+        &["--serial", "7", "--wait", "--timeout", "5s"],
+    )
+    .await;
+    forger.await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no verdict from the gateway"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
 #[tokio::test]
 async fn config_keygen_and_sign_make_messages_an_independent_verifier_accepts() {
     use std::os::unix::fs::PermissionsExt;
