@@ -48,8 +48,16 @@ fn config(text: &str) -> SinkConfig {
 }
 
 fn start(config: &SinkConfig, state_dir: &std::path::Path) -> Running {
-    let devices: Vec<DeviceConfig> =
-        vec![toml::from_str("id = \"bme680-1\"\nname = \"Lab bench\"\nroom = \"lab\"\n").unwrap()];
+    start_with(
+        config,
+        state_dir,
+        "id = \"bme680-1\"\nname = \"Lab bench\"\nroom = \"lab\"\n",
+    )
+}
+
+/// As [`start`], with one `[[device]]` table of the registry.
+fn start_with(config: &SinkConfig, state_dir: &std::path::Path, device: &str) -> Running {
+    let devices: Vec<DeviceConfig> = vec![toml::from_str(device).unwrap()];
     let telemetry = Telemetry::default();
     let ctx = SinkContext {
         gateway_id: "gw-test".into(),
@@ -526,5 +534,52 @@ async fn names_with_backslashes_and_time_each_arrive_apart() {
             == Some(4)
     })
     .await;
+    sink.stop().await;
+}
+
+/// A device tagged both `time` and `time_tag`: InfluxDB refuses a tag key
+/// `time`, which is written `time_tag`; both were written under that key,
+/// one value lost. Each arrives under a key of its own.
+#[tokio::test]
+async fn tags_time_and_time_tag_of_one_device_each_arrive() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let sink = start_with(
+        &config(&BME680_CSV.replace("URL", &db.url())),
+        state.path(),
+        "id = \"clock-1\"\nname = \"Clock\"\ntags = { time = \"utc\", time_tag = \"ntp\" }\n",
+    );
+    let at = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000).unwrap();
+    let reading = Reading::new(
+        DeviceId::new("clock-1").unwrap(),
+        MetricName::new("drift").unwrap(),
+        0.25,
+        at,
+        TimeSource::Event,
+    )
+    .unwrap();
+    sink.events
+        .send(SinkEvent::Readings(vec![reading]))
+        .await
+        .unwrap();
+    until("the point", || {
+        count(
+            &db,
+            "bme680_db",
+            r#"SELECT count("drift") FROM "bme680_measure""#,
+        ) == 1
+    })
+    .await;
+    let value_of = |key: &str| {
+        db.rows(
+            "bme680_db",
+            &format!(r#"SHOW TAG VALUES FROM "bme680_measure" WITH KEY = "{key}""#),
+        )
+        .iter()
+        .filter_map(|r| r.get(1).and_then(|v| v.as_str()).map(str::to_string))
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(value_of("time_tag"), ["utc"], "the tag `time`");
+    assert_eq!(value_of("time_tag_tag"), ["ntp"], "the tag `time_tag`");
     sink.stop().await;
 }

@@ -38,6 +38,7 @@
 //! outbox resend, the journal replayed after a crash) gives the same
 //! points, which InfluxDB keeps once.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
@@ -300,7 +301,7 @@ struct Point<'a> {
 }
 
 impl<'a> Point<'a> {
-    fn new(line: &'a mut String, name: &str, tags: &BTreeMap<&str, &str>) -> Self {
+    fn new(line: &'a mut String, name: &str, tags: &BTreeMap<Cow<'_, str>, &str>) -> Self {
         let start = line.len();
         measurement(line, name);
         for (k, v) in tags {
@@ -397,9 +398,8 @@ impl Encoder {
         let tag_keys = registry
             .tag_keys()
             .into_iter()
-            .map(tag_key)
-            .chain(["device", "name", "unit"])
-            .map(str::to_string)
+            .map(|k| tag_key(k).into_owned())
+            .chain(["device", "name", "unit"].map(str::to_string))
             .collect();
         let pick = |s, m: &String| config.writes(s).then(|| m.clone());
         Self {
@@ -479,7 +479,7 @@ impl Encoder {
                 let time_ns = self.samples.time_ns(r);
                 let info = self.unit_of(r.device(), r.source(), r.metric().as_str());
                 let mut tags = device_tags(&self.registry, r.device());
-                tags.insert("unit", &info.unit);
+                tags.insert("unit".into(), &info.unit);
                 let mut p = Point::new(out, name, &tags);
                 reading_value(&self.integers, &self.tag_keys, &mut p, r);
                 p.finish(time_ns);
@@ -511,7 +511,7 @@ impl Encoder {
             for (metric, s) in &w.metrics {
                 let info = self.unit_of(&w.device, SourceId::UNKNOWN, metric);
                 let mut tags = device_tags(&self.registry, &w.device);
-                tags.insert("unit", &info.unit);
+                tags.insert("unit".into(), &info.unit);
                 let mut p = Point::new(out, name, &tags);
                 window_fields(&mut p, metric, s);
                 p.finish(w.start.as_millis().saturating_mul(NS_PER_MS));
@@ -529,7 +529,7 @@ impl Encoder {
     /// The gateway's own health: one point of named values, now.
     pub fn health(&self, gateway: &str, values: &[(&str, f64)], time_ms: i64, out: &mut String) {
         let Some(name) = &self.health else { return };
-        let tags = BTreeMap::from([("gateway", gateway)]);
+        let tags = BTreeMap::from([("gateway".into(), gateway)]);
         let mut p = Point::new(out, name, &tags);
         for (k, v) in values {
             p.float(k, *v);
@@ -540,10 +540,10 @@ impl Encoder {
     fn alert(&self, a: &AlertEvent, out: &mut String) {
         let Some(name) = &self.alerts else { return };
         let mut tags = device_tags(&self.registry, &a.device);
-        tags.insert("rule", &a.rule);
-        tags.insert("metric", &a.metric);
-        tags.insert("kind", &a.kind);
-        tags.insert("state", &a.state);
+        tags.insert("rule".into(), &a.rule);
+        tags.insert("metric".into(), &a.metric);
+        tags.insert("kind".into(), &a.kind);
+        tags.insert("state".into(), &a.state);
         let info = self.unit_of(&a.device, SourceId::UNKNOWN, &a.metric);
         let unit = if a.kind == "silence" {
             "s"
@@ -551,7 +551,7 @@ impl Encoder {
             info.unit.as_str()
         };
         if self.unit_tag {
-            tags.insert("unit", unit);
+            tags.insert("unit".into(), unit);
         }
         let mut p = Point::new(out, name, &tags);
         p.float("value", a.value);
@@ -618,7 +618,7 @@ fn reading_value(
 fn reading_field<'m>(
     metric: &'m str,
     tag_keys: &std::collections::BTreeSet<String>,
-) -> std::borrow::Cow<'m, str> {
+) -> Cow<'m, str> {
     // `time` is InfluxDB's own column: a field of that name is dropped
     // from its point, or the point refused when it is the only one.
     let taken = |m: &str| tag_keys.contains(m) || m == "time";
@@ -635,19 +635,31 @@ fn reading_field<'m>(
 }
 
 /// A registry tag's key as written. `time` is InfluxDB's own column: a
-/// tag key of that name has every point refused ("invalid tag key").
-fn tag_key(k: &str) -> &str {
-    if k == "time" {
-        "time_tag"
+/// tag key of that name has every point refused ("invalid tag key"), so
+/// it is written `time_tag`.
+///
+/// A key that is `time` followed by `_tag`s (`time_tag`, `time_tag_tag`)
+/// takes one `_tag` more, so no two keys meet: a device tagged both `time`
+/// and `time_tag` had both written as `time_tag`, one value lost. Decided
+/// by the key alone, not by which keys the registry holds now (a pushed
+/// configuration changes it under a running gateway): a key is always
+/// written the same, and every other key as it always was.
+fn tag_key(k: &str) -> Cow<'_, str> {
+    let mut stem = k;
+    while let Some(shorter) = stem.strip_suffix("_tag") {
+        stem = shorter;
+    }
+    if stem == "time" {
+        format!("{k}_tag").into()
     } else {
-        k
+        k.into()
     }
 }
 
 fn device_tags<'a>(
     registry: &'a DeviceRegistry,
     device: &'a DeviceId,
-) -> BTreeMap<&'a str, &'a str> {
+) -> BTreeMap<Cow<'a, str>, &'a str> {
     let mut tags = BTreeMap::new();
     if let Some(info) = registry.get(device) {
         for (k, v) in &info.tags {
@@ -655,8 +667,8 @@ fn device_tags<'a>(
         }
     }
     // The gateway's own tags win over a registry tag of the same key.
-    tags.insert("device", device.as_str());
-    tags.insert("name", registry.name_of(device));
+    tags.insert("device".into(), device.as_str());
+    tags.insert("name".into(), registry.name_of(device));
     tags
 }
 

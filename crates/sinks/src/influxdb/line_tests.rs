@@ -159,6 +159,74 @@ tags = { time = "utc" }
     );
 }
 
+/// A device tagged both `time` and `time_tag`: `time` is written
+/// `time_tag` (InfluxDB refuses a tag key `time`), so `time_tag` must go
+/// elsewhere, or one of the two values is lost.
+#[test]
+fn tags_time_and_time_tag_of_one_device_are_both_written() {
+    let devices = crate::test_devices(
+        r#"
+[[device]]
+id = "clock-2"
+name = "Clock"
+tags = { time = "utc", time_tag = "ntp", time_tag_tag = "gps", timer = "t", room = "r" }
+"#,
+    );
+    let config = InfluxConfig {
+        measurement: "m".into(),
+        write: vec![Series::Readings],
+        ..InfluxConfig::default()
+    };
+    let mut e = Encoder::new(&config, DeviceRegistry::from_config(&devices));
+    let at = 1_700_000_000_000;
+    let ev = SinkEvent::Readings(vec![
+        reading("clock-2", "t", 1.0, at),
+        reading("clock-2", "time_tag_tag", 2.0, at),
+    ]);
+    assert_eq!(
+        lines(&mut e, &ev),
+        "m,device=clock-2,name=Clock,room=r,time_tag=utc,time_tag_tag=ntp,time_tag_tag_tag=gps,timer=t \
+         t=1,time_tag_tag_value=2 1700000000000000000\n",
+        "a metric named like a written tag key still goes apart from it"
+    );
+}
+
+/// Renaming a tag key is decided by the key alone, never maps two keys to
+/// one, and leaves every key that is no `time` followed by `_tag`s as it
+/// was written before.
+#[test]
+fn tag_keys_are_renamed_injectively_and_only_where_they_would_meet() {
+    let keys = [
+        "time",
+        "time_tag",
+        "time_tag_tag",
+        "time_tag_tag_tag",
+        "Time",
+        "timetag",
+        "time_",
+        "_tag",
+        "tag",
+        "room",
+        "time_tags",
+        "my_time",
+        "my_time_tag",
+    ];
+    let written: std::collections::BTreeSet<_> = keys.iter().map(|k| tag_key(k)).collect();
+    assert_eq!(written.len(), keys.len(), "{written:?}");
+    for (k, w) in [
+        ("time", "time_tag"),
+        ("time_tag", "time_tag_tag"),
+        ("time_tag_tag", "time_tag_tag_tag"),
+        ("Time", "Time"),
+        ("timetag", "timetag"),
+        ("time_tags", "time_tags"),
+        ("my_time_tag", "my_time_tag"),
+        ("room", "room"),
+    ] {
+        assert_eq!(tag_key(k), w, "{k}");
+    }
+}
+
 /// `integer_fields`: the readings of a database an earlier bridge filled
 /// with integers, written as it holds them; the windows stay floats.
 #[test]
