@@ -1,5 +1,13 @@
 //! Bytes → lines: LF or CRLF, at most `max_line_bytes` each.
 //!
+//! NUL bytes between lines, and a run of them right before or after a
+//! line's LF or CRLF, are no part of any line: much firmware writes a C
+//! string with its terminator (`Serial.write(buf, strlen(buf) + 1)`), and
+//! the NUL then led the next line, whose first field was refused (a good
+//! reading lost), or sat alone after the last one until the serial
+//! adapter dropped it as a stalled line. A NUL inside a line's content
+//! is kept, so the decoder refuses it as before.
+//!
 //! Pure and incremental (sans I/O): a read may end inside a line, which is
 //! kept until its newline arrives. A line longer than the limit is dropped
 //! up to its newline and reported once as [`Frame::TooLong`], so a sender
@@ -56,6 +64,13 @@ impl Framer {
         data: &mut &'d [u8],
         end: bool,
     ) -> Option<Frame<'x>> {
+        if self.partial.is_empty() && !self.discarding {
+            // Between lines: a C string's terminator after the last line,
+            // never kept, so it neither leads the next line nor holds a
+            // partial line open (the serial stall timer, `has_partial`).
+            let nuls = data.iter().take_while(|&&b| b == 0).count();
+            *data = &data[nuls..];
+        }
         // memchr: a byte-by-byte search was a twentieth of an
         // acknowledged CSV line's instructions.
         let Some(nl) = memchr::memchr(b'\n', data) else {
@@ -79,7 +94,7 @@ impl Framer {
             self.partial.clear();
             &self.line
         };
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = without_ending(line);
         if line.len() > self.max {
             return Some(Frame::TooLong);
         }
@@ -94,14 +109,17 @@ impl Framer {
             self.partial.clear();
             return Some(Frame::TooLong);
         }
-        if self.partial.iter().all(u8::is_ascii_whitespace) {
+        if self
+            .partial
+            .iter()
+            .all(|b| b.is_ascii_whitespace() || *b == 0)
+        {
             self.partial.clear();
             return None;
         }
         std::mem::swap(&mut self.partial, &mut self.line);
         self.partial.clear();
-        let line: &[u8] = &self.line;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = without_ending(&self.line);
         if line.len() > self.max {
             return Some(Frame::TooLong);
         }
@@ -123,14 +141,26 @@ impl Framer {
         if self.discarding {
             return;
         }
-        // +1: room for the CR of a CRLF that ends a line of exactly `max`.
-        if self.partial.len() + data.len() > self.max + 1 {
+        // +2: room for the CR of a CRLF and a C string's NUL that end a
+        // line of exactly `max`.
+        if self.partial.len() + data.len() > self.max + 2 {
             self.partial.clear();
             self.discarding = true;
             return;
         }
         self.partial.extend_from_slice(data);
     }
+}
+
+/// A line without its CR and the NULs around it (`…\0\r`, `…\r\0`).
+fn without_ending(line: &[u8]) -> &[u8] {
+    let line = trim_nuls(line);
+    trim_nuls(line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+fn trim_nuls(line: &[u8]) -> &[u8] {
+    let kept = line.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    &line[..kept]
 }
 
 #[cfg(test)]
@@ -240,6 +270,51 @@ mod tests {
             Some(Err(()))
         );
         assert_eq!(frames_to_end(8, &[b"12345678\r"]).1, Some(line("12345678")));
+    }
+
+    /// `Serial.write(buf, strlen(buf) + 1)`: each line comes with its C
+    /// string's NUL, after its newline or right before it.
+    #[test]
+    fn nuls_between_lines_and_around_a_line_ending_are_no_part_of_a_line() {
+        assert_eq!(
+            frames(64, &[b"a,1\n\0b,2\n\0", b"\0c,3\r\n\0", b"d,4\0\n", b"e,5\0\r\n", b"f,6\r\0\n"]),
+            [line("a,1"), line("b,2"), line("c,3"), line("d,4"), line("e,5"), line("f,6")]
+        );
+        assert_eq!(
+            frames(64, &[b"\0\0", b"\0", b"a,1\n"]),
+            [line("a,1")],
+            "NULs alone in a read, before the first line"
+        );
+        assert_eq!(
+            frames(64, &[b"a\0,1\n", b"a,1\n\0\0x\0y\n"]),
+            [line("a\0,1"), line("a,1"), line("x\0y")],
+            "inside a line a NUL stays, for the decoder to refuse"
+        );
+        assert_eq!(
+            frames(8, &[b"12345678\0\r\n", b"\x00123456789\0\n"]),
+            [line("12345678"), Err(())],
+            "the limit counts the content only"
+        );
+        assert_eq!(
+            frames(8, &[b"1234", b"5678\0\r", b"\n"]),
+            [line("12345678")],
+            "across reads"
+        );
+    }
+
+    #[test]
+    fn a_nul_after_the_last_line_leaves_no_partial_line() {
+        // The serial adapter drops a partial line that stalls, counted
+        // `incomplete_line`: the NUL after the last line must not be one.
+        let (f, out) = feed(64, &[b"a,1\n\0"]);
+        assert_eq!(out, [line("a,1")]);
+        assert!(!f.has_partial());
+        assert_eq!(frames_to_end(64, &[b"a,1\r\n\0\0"]), (vec![line("a,1")], None));
+        assert_eq!(
+            frames_to_end(64, &[b"a,1\n", b"b,2\0"]),
+            (vec![line("a,1")], Some(line("b,2"))),
+            "the last line of a TCP client that closes, with its NUL"
+        );
     }
 
     #[test]

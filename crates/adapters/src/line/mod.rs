@@ -11,7 +11,8 @@
 //!
 //! - `config`: what both kinds share (format, columns, line limit);
 //! - `tcp_config`, `serial_config`: their `[[adapter]]` tables;
-//! - `framer`: bytes → lines, LF/CRLF, `max_line_bytes` (pure);
+//! - `framer`: bytes → lines, LF/CRLF (a C string's NULs around them
+//!   ignored), `max_line_bytes` (pure);
 //! - `decode`: a line → readings or a refusal, counted like MQTT
 //!   payloads, with the device rule (pure apart from counters);
 //! - `acks`: line numbers and the `ok`/`err` answers (pure);

@@ -328,3 +328,103 @@ columns = ["mac", "temperature", "humidity"]
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+/// A relay sketch that prints each line as a C string with its terminator
+/// (`Serial.write(buf, strlen(buf) + 1)`): a NUL after every line, or
+/// right before its line ending. Every line is a reading, none refused:
+/// the NUL once led the next line, whose MAC was then refused and its
+/// reading lost.
+#[tokio::test]
+async fn a_nul_after_each_line_of_a_c_string_sketch_loses_no_reading() {
+    if !have("socat") {
+        panic!("socat is required for this test (apt-get install socat)");
+    }
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let port: PathBuf = dir.path().join("ttyRELAY");
+    let board: PathBuf = dir.path().join("ttyBOARD");
+    let kitchen = "24:6f:28:aa:bb:01";
+    let mut sub = Subscriber::start(
+        upstream.port(),
+        &format!("building/hq/{kitchen}/aggregated"),
+    )
+    .await;
+    let cfg = format!(
+        r#"
+[gateway]
+id = "gw-serial-nul"
+site = "hq"
+state_dir = "@STATE_DIR@"
+
+[upstream]
+url = "mqtt://127.0.0.1:{up}"
+qos = 1
+topic_prefix = "building/{{site}}"
+max_backoff = "1s"
+
+[aggregation]
+window = "1s"
+grace = "0s"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[[adapter]]
+type = "serial_line"
+name = "espnow-relay"
+path = "{port}"
+format = "csv"
+columns = ["mac", "temperature", "humidity"]
+"#,
+        up = upstream.port(),
+        port = port.display(),
+    );
+    let _pair = PtyPair::start(&port, &board);
+    wait_links(&[&port, &board]).await;
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Metrics endpoint listening").await;
+    gw.wait_for_log("Serial port open.").await;
+    http_until(metrics, "/metrics", |_, b| metric(b, CONNECTED) == 1.0).await;
+
+    let endings = ["\n\0", "\r\n\0", "\0\r\n", "\0\n"];
+    let mut sent = Vec::new();
+    let mut wire = Vec::new();
+    for i in 0..12 {
+        let (t, h) = (21.0 + i as f64 / 10.0, 40.0 + i as f64);
+        wire.extend_from_slice(format!("{kitchen},{t:.1},{h:.1}").as_bytes());
+        wire.extend_from_slice(endings[i % endings.len()].as_bytes());
+        sent.extend([t, h]);
+    }
+    // Half in one write, the rest a line per write: NULs inside a read
+    // and at its end.
+    let (bulk, rest) = wire.split_at(wire.len() / 2);
+    write_board(&board, bulk);
+    for line in rest.split_inclusive(|&b| b == 0) {
+        write_board(&board, line);
+    }
+    let received = "edge_gateway_adapter_received_messages_total{adapter=\"espnow-relay\"}";
+    http_until(metrics, "/metrics", |_, b| metric(b, received) == 12.0).await;
+    let (_, body) = http_get(metrics, "/metrics").await;
+    let errors = test_support::metrics::sum_with(
+        &body,
+        "edge_gateway_adapter_errors_total",
+        "adapter=\"espnow-relay\"",
+    )
+    .unwrap_or(0.0);
+    assert_eq!(errors, 0.0, "no line refused: {body}");
+    assert_eq!(metric(&body, READINGS), sent.len() as f64);
+
+    let got = sub
+        .collect_until(Duration::from_secs(30), |m| {
+            totals(m)
+                .get(kitchen)
+                .is_some_and(|t| t.0 >= sent.len() as u64)
+        })
+        .await;
+    let (count, sum, _) = totals(&got).get(kitchen).copied().unwrap_or_default();
+    assert_eq!(count, sent.len() as u64);
+    assert!(rel_close(sum, sent.iter().sum()), "sum {sum}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
