@@ -13,6 +13,7 @@ mod clock_ahead_restart;
 mod crash;
 mod damaged_state;
 mod full_disk;
+mod held_line_resent;
 mod influxdb_crash;
 mod no_upstream;
 mod outage_restarts;

@@ -305,9 +305,12 @@ mod tests {
     use std::time::Duration;
 
     use aggregator::{Aggregator, WindowSpec};
-    use gateway_core::{DeviceId, MetricName, Reading, Receipt, Telemetry, TimeSource, Timestamp};
+    use gateway_core::{
+        DeliveryKey, DeviceId, MetricName, Reading, Receipt, Telemetry, TimeSource, Timestamp,
+    };
 
-    use super::super::{Durability, JOURNAL_FAILURES};
+    use super::super::deliveries::REMEMBERED;
+    use super::super::{Durability, INGRESS_DUPLICATES, JOURNAL_FAILURES};
 
     const NOW: i64 = 1_800_000_000_000;
 
@@ -392,6 +395,61 @@ mod tests {
             .flat_map(|(_, r)| r.iter().map(Reading::value))
             .collect();
         assert_eq!(replayed, [1.0, 2.0], "journaled once, in order");
+    }
+
+    /// A line's key, as `tcp_line` gives a line with its own time.
+    fn line_key(digest: u64) -> DeliveryKey {
+        DeliveryKey {
+            source: "lines".into(),
+            slot: 0,
+            digest,
+            resent: true,
+        }
+    }
+
+    fn commit_all(d: &mut Durability) -> bool {
+        d.begin_commit(Timestamp::from_millis(NOW).unwrap(), |r, _| {
+            Cow::Borrowed(r)
+        })
+    }
+
+    /// A full disk holds a node's line unanswered while more keyed lines
+    /// than the deliveries remember come in behind it; the node, never
+    /// answered, sends it again. The copy is known, in flight or staged,
+    /// and the line counted once when the disk has room.
+    #[tokio::test]
+    async fn a_held_line_resent_behind_more_keys_than_are_remembered_is_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = Telemetry::default();
+        let mut d = open(dir.path(), &telemetry);
+        let good = fail_writes(&mut d);
+        let held = line_key(u64::MAX);
+        assert!(d.admit(Some(&held)));
+        let (receipt, _node_gave_up) = Receipt::new(Some(held.clone()));
+        d.stage(vec![reading(1.0)], receipt, None);
+        let mut others = Vec::new();
+        for digest in 0..REMEMBERED as u64 {
+            let key = line_key(digest);
+            assert!(d.admit(Some(&key)));
+            let (receipt, ack) = Receipt::new(Some(key));
+            d.stage(vec![reading(2.0)], receipt, None);
+            others.push(ack);
+        }
+        assert!(commit_all(&mut d));
+        assert!(!d.admit(Some(&held)), "resent while its batch is in flight");
+        let outcome = d.written().await;
+        assert!(d.finish_commit(outcome).is_empty(), "the disk is full");
+        assert!(!d.admit(Some(&held)), "resent while it waits again");
+        let (copy, mut copy_ack) = Receipt::new(Some(held.clone()));
+        d.acknowledge_copy(copy);
+        d.store.as_mut().unwrap().journal.replace_file(good);
+        assert!(commit_all(&mut d));
+        let outcome = d.written().await;
+        let taken = values(&d.finish_commit(outcome));
+        assert_eq!(taken.iter().filter(|v| **v == 1.0).count(), 1);
+        assert_eq!(taken.len(), REMEMBERED + 1);
+        assert!(copy_ack.try_recv().is_ok(), "the copy answered with it");
+        assert_eq!(telemetry.counter(INGRESS_DUPLICATES, &[]).get(), 2);
     }
 
     #[tokio::test]

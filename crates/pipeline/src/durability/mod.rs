@@ -321,12 +321,32 @@ impl Durability {
     /// of one already taken; remembers new ones.
     pub fn admit(&mut self, key: Option<&DeliveryKey>) -> bool {
         let Some(k) = key else { return true };
-        if self.deliveries.is_copy(k) {
+        if self.deliveries.is_copy(k) || (k.resent && self.holds(k)) {
             self.duplicates.inc();
             return false;
         }
         self.deliveries.record(k.source.clone(), k.slot, k.digest);
         true
+    }
+
+    /// Whether a message with `k`'s key waits for the journal (staged, or
+    /// in the batch in flight). The ring of [`Deliveries`] forgets the
+    /// oldest of its 8192 keys, and while the journal cannot be written (a
+    /// full disk) more keyed messages than that can arrive behind a held
+    /// one: its sender, never answered, sends it again, and the copy was
+    /// taken as new, both counted once the disk had room. What is held is
+    /// in memory anyway, and only a message that says it is a resend is
+    /// looked for.
+    fn holds(&self, k: &DeliveryKey) -> bool {
+        let same = |p: &Pending| {
+            matches!(p, Pending::Message { receipt: Receipt { key: Some(h), .. }, .. }
+                if h.slot == k.slot && h.digest == k.digest && h.source == k.source)
+        };
+        self.pending.iter().any(same)
+            || self
+                .in_flight
+                .as_ref()
+                .is_some_and(|b| b.messages.iter().any(same))
     }
 
     /// `source`'s session started afresh: what it sends from now on is
