@@ -29,7 +29,7 @@
 
 use std::borrow::Cow;
 
-use gateway_core::{Reading, Receipt, Timestamp};
+use gateway_core::{DeliveryKey, Reading, Receipt, Timestamp};
 use tokio::task::JoinHandle;
 use tracing::error;
 
@@ -83,14 +83,29 @@ impl Durability {
 
     /// Over [`MAX_PENDING_READINGS`]: drops the messages nobody waits for,
     /// oldest first, and forgets their keys so a resend is new. A batch in
-    /// flight is left alone: it may be on disk already.
+    /// flight is left alone: it may be on disk already. So is a message
+    /// whose resent copy waits: the copy is answered with the next commit
+    /// as if it were the message, so the message is what that answer
+    /// stands for (a node that gave up on a held line and sent it again on
+    /// a new connection was answered `ok` for a line never journaled).
     fn drop_unawaited(&mut self) {
         let mut dropped = 0usize;
         let deliveries = &mut self.deliveries;
+        let copies = &self.copies;
+        let a_copy_waits = |key: Option<&DeliveryKey>| {
+            key.is_some_and(|k| {
+                copies.iter().any(|c| {
+                    c.is_awaited()
+                        && c.key.as_ref().is_some_and(|c| {
+                            c.slot == k.slot && c.digest == k.digest && c.source == k.source
+                        })
+                })
+            })
+        };
         self.pending.retain(|p| match p {
             Pending::Message {
                 readings, receipt, ..
-            } if !receipt.is_awaited() => {
+            } if !receipt.is_awaited() && !a_copy_waits(receipt.key.as_ref()) => {
                 if let Some(k) = &receipt.key {
                     deliveries.forget(k);
                 }
@@ -310,7 +325,7 @@ mod tests {
     };
 
     use super::super::deliveries::REMEMBERED;
-    use super::super::{Durability, INGRESS_DUPLICATES, JOURNAL_FAILURES};
+    use super::super::{Durability, INGRESS_DUPLICATES, JOURNAL_FAILURES, MAX_PENDING_READINGS};
 
     const NOW: i64 = 1_800_000_000_000;
 
@@ -450,6 +465,39 @@ mod tests {
         assert_eq!(taken.len(), REMEMBERED + 1);
         assert!(copy_ack.try_recv().is_ok(), "the copy answered with it");
         assert_eq!(telemetry.counter(INGRESS_DUPLICATES, &[]).get(), 2);
+    }
+
+    /// Over the bound of held readings, a message nobody waits for is
+    /// dropped, but not one whose resent copy waits: the copy's `ok` is
+    /// the promise that the message is journaled.
+    #[tokio::test]
+    async fn a_held_message_whose_resent_copy_waits_is_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = Telemetry::default();
+        let mut d = open(dir.path(), &telemetry);
+        let good = fail_writes(&mut d);
+        let held = line_key(7);
+        assert!(d.admit(Some(&held)));
+        // The node's first connection is gone: nobody waits for it there.
+        let (receipt, gone) = Receipt::new(Some(held.clone()));
+        drop(gone);
+        d.stage(vec![reading(1.0)], receipt, None);
+        assert!(!d.admit(Some(&held)));
+        let (copy, mut copy_ack) = Receipt::new(Some(held.clone()));
+        d.acknowledge_copy(copy);
+        // A serial line nobody waits for, and a flood that passes the bound.
+        let (serial, _) = Receipt::new(None);
+        d.stage(vec![reading(3.0)], serial, None);
+        let (flood, _flood_ack) = Receipt::new(None);
+        d.stage(vec![reading(2.0); MAX_PENDING_READINGS], flood, None);
+        assert_eq!(d.pending_readings(), MAX_PENDING_READINGS + 1);
+        d.store.as_mut().unwrap().journal.replace_file(good);
+        assert!(commit_all(&mut d));
+        let outcome = d.written().await;
+        let taken = values(&d.finish_commit(outcome));
+        assert_eq!(taken.first(), Some(&1.0), "the held line journaled");
+        assert!(!taken.contains(&3.0), "what nobody waits for dropped");
+        assert!(copy_ack.try_recv().is_ok());
     }
 
     #[tokio::test]
