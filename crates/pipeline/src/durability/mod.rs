@@ -84,6 +84,11 @@ pub struct Durability {
     pending: Vec<Pending>,
     /// Readings in `pending` and in the batch in flight.
     pending_readings: usize,
+    /// Keys admitted since nothing last waited for the journal (counted at
+    /// an admission, so at most over, never under): while it is within
+    /// what [`Deliveries`] remembers, every waiting message's key is still
+    /// there and [`Self::holds`] need not scan them.
+    keyed_since_idle: usize,
     /// The batch being written and synced off the pipeline's task
     /// ([`committer`]).
     in_flight: Option<InFlight>,
@@ -156,6 +161,7 @@ impl Durability {
             closed_by_step: Vec::new(),
             pending: Vec::new(),
             pending_readings: 0,
+            keyed_since_idle: 0,
             in_flight: None,
             retry_held: false,
             pacing: SyncPacing::default(),
@@ -321,11 +327,16 @@ impl Durability {
     /// of one already taken; remembers new ones.
     pub fn admit(&mut self, key: Option<&DeliveryKey>) -> bool {
         let Some(k) = key else { return true };
-        if self.deliveries.is_copy(k) || (k.resent && self.holds(k)) {
+        if self.pending.is_empty() && self.in_flight.is_none() {
+            self.keyed_since_idle = 0;
+        }
+        let forgotten_may_wait = self.keyed_since_idle >= deliveries::REMEMBERED;
+        if self.deliveries.is_copy(k) || (k.resent && forgotten_may_wait && self.holds(k)) {
             self.duplicates.inc();
             return false;
         }
         self.deliveries.record(k.source.clone(), k.slot, k.digest);
+        self.keyed_since_idle = self.keyed_since_idle.saturating_add(1);
         true
     }
 
@@ -336,7 +347,9 @@ impl Durability {
     /// one: its sender, never answered, sends it again, and the copy was
     /// taken as new, both counted once the disk had room. What is held is
     /// in memory anyway, and only a message that says it is a resend is
-    /// looked for.
+    /// looked for, once more keys than are remembered came since nothing
+    /// waited (a scan per line of every line held would cost a Pi dearly
+    /// in a normal burst).
     fn holds(&self, k: &DeliveryKey) -> bool {
         let same = |p: &Pending| {
             matches!(p, Pending::Message { receipt: Receipt { key: Some(h), .. }, .. }
