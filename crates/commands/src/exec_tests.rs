@@ -431,3 +431,52 @@ async fn an_old_refusal_in_a_full_journal_stays_final_across_a_restart() {
     assert_eq!(r.status, "expired", "{}", r.detail);
     assert_eq!(b.writes.load(Ordering::Relaxed), 0);
 }
+
+/// The attack: a LoRaWAN command whose `data` object nests as deep as the
+/// payload's reader takes (127 levels) was accepted and written, but its
+/// journal lines wrap it in two more levels, past what the journal's
+/// reader takes: after a restart neither line could be read, the id was
+/// forgotten, and the broker's re-delivery wrote it a second time.
+#[tokio::test(start_paused = true)]
+async fn a_downlink_nested_deeper_than_the_journal_reads_is_never_written_twice() {
+    struct Node(Arc<AtomicUsize>);
+    impl CommandTarget for Node {
+        fn serves(&self, device: &DeviceId) -> bool {
+            device.as_str() == "node-1"
+        }
+        fn check(&self, _: &Command) -> Result<(), Refusal> {
+            Ok(())
+        }
+        fn write(&self, _: Command) -> WriteFuture {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async { WriteOutcome::Done { value: None } })
+        }
+    }
+    let mut b = bench(Duration::from_secs(60), Duration::ZERO);
+    let node_writes = Arc::new(AtomicUsize::new(0));
+    b.exec
+        .targets
+        .register("node", Arc::new(Node(node_writes.clone())));
+    let ts = Timestamp::from_millis(T0).unwrap().to_rfc3339();
+    let mut data = serde_json::json!(1);
+    for _ in 0..126 {
+        data = serde_json::json!({ "a": data });
+    }
+    let command = serde_json::json!({"id": "deep", "data": data, "ts": ts});
+    b.run("node-1", command.clone()).await;
+    // A restart: the journal as read back from its file.
+    let keep = b.exec.config.max_age + b.exec.config.clock_tolerance;
+    let now = b.exec.clock.now();
+    b.exec.journal = None;
+    b.exec.journal = Some(Journal::open(b._dir.path(), keep, now).unwrap());
+    b.exec.settle_interrupted().await;
+    while b.results.try_recv().is_ok() {}
+    // The broker's re-delivery, 10 s later, well within max_age.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    b.run("node-1", command).await;
+    assert!(
+        node_writes.load(Ordering::Relaxed) <= 1,
+        "written {} times",
+        node_writes.load(Ordering::Relaxed)
+    );
+}

@@ -17,6 +17,12 @@ pub const MAX_ID: usize = 128;
 const MAX_METRIC: usize = 128;
 /// Largest LoRaWAN downlink payload (bytes): LoRaWAN's largest FRMPayload.
 const MAX_DOWNLINK: usize = 242;
+/// Deepest nesting of a `data` object for a codec (the object is level 1).
+/// The journal and the outbox wrap it in two more levels and read it back
+/// with serde_json's limit of 128: one accepted up to that limit was
+/// written, then lost from the journal at the next start, and written
+/// again on its re-delivery. A codec's settings are a level or two.
+const MAX_DATA_DEPTH: usize = 32;
 
 /// A command as it arrived, well-formed.
 #[derive(Debug, Clone, PartialEq)]
@@ -323,6 +329,11 @@ fn downlink(port: Option<&Value>, data: Option<&Value>) -> Result<CommandValue, 
         _ => Err("port: expected an application port, 1 to 223".to_string()),
     };
     if let Some(Value::Object(data)) = data {
+        if depth(data.values()) >= MAX_DATA_DEPTH {
+            return Err(format!(
+                "data: nested more than {MAX_DATA_DEPTH} levels deep"
+            ));
+        }
         return Ok(CommandValue::Encode {
             port: port.map(port_number).transpose()?,
             data: data.clone(),
@@ -356,6 +367,19 @@ fn downlink(port: Option<&Value>, data: Option<&Value>) -> Result<CommandValue, 
         return Err(format!("data: more than {MAX_DOWNLINK} bytes"));
     }
     Ok(CommandValue::Downlink { port, data: bytes })
+}
+
+/// How deep the deepest of `values` nests (a number is 0, `{}` 1).
+/// Recursive, but on a value serde_json has read, so at most 128 deep.
+fn depth<'a>(values: impl Iterator<Item = &'a Value>) -> usize {
+    values
+        .map(|v| match v {
+            Value::Object(o) => 1 + depth(o.values()),
+            Value::Array(a) => 1 + depth(a.iter()),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The value as the result payload repeats it.
@@ -442,6 +466,22 @@ mod tests {
         ));
         assert!(parse(br#"{"id":"e","port":0,"data":{"on":true}}"#).is_err());
         assert!(parse(br#"{"id":"e","data":[1,2]}"#).is_err());
+    }
+
+    #[test]
+    fn a_codec_object_nested_past_what_the_journal_reads_back_is_malformed() {
+        let nested = |levels: usize| {
+            let mut data = serde_json::json!(1);
+            for _ in 0..levels {
+                data = serde_json::json!({ "a": [data] });
+            }
+            serde_json::json!({"id": "n", "data": data}).to_string()
+        };
+        // {"a":[…]} is two levels: 16 of them are the deepest taken.
+        assert!(parse(nested(MAX_DATA_DEPTH / 2).as_bytes()).is_ok());
+        let e = parse(nested(MAX_DATA_DEPTH / 2 + 1).as_bytes()).unwrap_err();
+        assert_eq!((e.id.as_deref(), e.reason), (Some("n"), "malformed"));
+        assert!(e.detail.contains("nested"), "{}", e.detail);
     }
 
     #[test]
