@@ -51,7 +51,7 @@ pub struct Arrived {
     pub device: Option<DeviceId>,
     /// That level as the sender spelt it: the result goes on its topic.
     pub topic_level: Option<String>,
-    pub payload: Vec<u8>,
+    pub payload: parse::Payload,
     /// When it arrived: its wait in the gateway counts against `max_age`.
     pub at: Instant,
     /// The wall clock when it arrived: its age by its `ts` is judged on it.
@@ -187,7 +187,7 @@ impl Executor {
             }
             return;
         };
-        let parsed = match parse::parse(&arrived.payload) {
+        let parsed = match arrived.payload.parse() {
             Ok(p) => p,
             Err(m) => {
                 if let Some(suppressed) = self.log.allow(m.reason) {

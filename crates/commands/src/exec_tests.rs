@@ -86,7 +86,7 @@ impl Bench {
         Arrived {
             device: DeviceId::new(device).ok(),
             topic_level: Some(device.to_string()),
-            payload: body.to_string().into_bytes(),
+            payload: parse::Payload::of(body.to_string().as_bytes()),
             at: Instant::now(),
             wall: self.exec.clock.now(),
             retained: false,

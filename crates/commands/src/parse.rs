@@ -83,6 +83,76 @@ pub fn result_topic(prefix: &str, device: &str) -> String {
     format!("{prefix}/{device}/command/result")
 }
 
+/// A payload as it waits for its turn: whole when it may be read, else
+/// only its refusal. A command may be as large as MQTT allows (256 MiB)
+/// and dozens wait at once (the broker's in-flight window, the QoS 0
+/// queue): kept whole, a flood of large ones held gigabytes to refuse
+/// them all as `too_large`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Whole(Vec<u8>),
+    TooLarge { bytes: usize, refusal: Malformed },
+}
+
+impl Payload {
+    pub fn of(payload: &[u8]) -> Self {
+        if payload.len() > MAX_PAYLOAD {
+            Self::TooLarge {
+                bytes: payload.len(),
+                refusal: too_large(payload),
+            }
+        } else {
+            Self::Whole(payload.to_vec())
+        }
+    }
+
+    /// Its size as delivered.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Whole(p) => p.len(),
+            Self::TooLarge { bytes, .. } => *bytes,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What it holds in memory while it waits.
+    pub fn held(&self) -> usize {
+        match self {
+            Self::Whole(p) => p.capacity(),
+            Self::TooLarge { refusal, .. } => {
+                refusal.detail.len() + refusal.id.as_ref().map_or(0, String::len)
+            }
+        }
+    }
+
+    /// [`parse`] of it.
+    ///
+    /// # Errors
+    /// As [`parse`].
+    pub fn parse(&self) -> Result<Parsed, Malformed> {
+        match self {
+            Self::Whole(p) => parse(p),
+            Self::TooLarge { refusal, .. } => Err(refusal.clone()),
+        }
+    }
+}
+
+fn too_large(payload: &[u8]) -> Malformed {
+    Malformed {
+        reason: "too_large",
+        ..Malformed::new(
+            readable_id(payload).as_deref(),
+            format!(
+                "payload of {} bytes, more than {MAX_PAYLOAD}",
+                payload.len()
+            ),
+        )
+    }
+}
+
 /// Reads one command payload.
 ///
 /// # Errors
@@ -90,16 +160,7 @@ pub fn result_topic(prefix: &str, device: &str) -> String {
 /// unknown key, or a value out of its range.
 pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
     if payload.len() > MAX_PAYLOAD {
-        return Err(Malformed {
-            reason: "too_large",
-            ..Malformed::new(
-                readable_id(payload).as_deref(),
-                format!(
-                    "payload of {} bytes, more than {MAX_PAYLOAD}",
-                    payload.len()
-                ),
-            )
-        });
+        return Err(too_large(payload));
     }
     let value: Value = serde_json::from_slice(payload).map_err(|e| {
         let id = readable_id(payload);
