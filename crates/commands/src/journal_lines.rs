@@ -43,6 +43,18 @@ pub(super) fn parse_line(raw: &[u8]) -> Result<Parsed, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Whether an object opening at `at` is a value in another record: the
+/// journal writes its lines compact, so such an object follows a `:` (an
+/// object's value) or a `[` or `,` (an array's element). A command's value
+/// (a codec's `data` object) is the sender's JSON, and may hold text that
+/// reads as a record; a record of the journal begins a line, or follows
+/// the `}` of the record before it (their newline lost) or a damaged byte.
+fn inside_a_value(raw: &[u8], at: usize) -> bool {
+    at.checked_sub(1)
+        .and_then(|before| raw.get(before))
+        .is_some_and(|b| matches!(b, b':' | b',' | b'['))
+}
+
 /// The whole records in a damaged line: each `{"id":`, `{"horizon":` or
 /// `{"refused_upto":` starts one, read up to its end whatever follows it.
 pub(super) fn recover(raw: &[u8]) -> Vec<Parsed> {
@@ -54,7 +66,8 @@ pub(super) fn recover(raw: &[u8]) -> Vec<Parsed> {
     while at < raw.len() {
         let Some(begin) = (at..raw.len()).find(|&i| {
             let rest = &raw[i..];
-            rest.starts_with(ID) || rest.starts_with(HORIZON) || rest.starts_with(MARK)
+            (rest.starts_with(ID) || rest.starts_with(HORIZON) || rest.starts_with(MARK))
+                && !inside_a_value(raw, i)
         }) else {
             break;
         };

@@ -499,3 +499,39 @@ fn a_mark_and_an_id_joined_by_lost_newlines_are_both_read() {
     assert_eq!(j.damaged(), 0);
     assert!(j.refused_upto("ahu-1").is_some());
 }
+
+/// The attack: a LoRaWAN command's `data` object for its codec is
+/// journaled as it came, so it may hold what reads as records of the
+/// journal. With the line torn by a power cut mid-write, the search for
+/// whole records in a damaged line found those: a forged horizon a
+/// minute ahead expired every command of every device until then (a
+/// result or a flood mark is forged the same way where an object keeps
+/// its keys in the sender's order, serde_json's `preserve_order`). A
+/// record is only looked for where one may begin, not inside a value.
+#[test]
+fn records_inside_a_commands_value_are_not_read_from_a_torn_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    let forged = serde_json::json!({
+        "x": {"id": "victim", "device": "lamp-1", "metric": "state", "value": 1,
+              "status": "done", "reason": "", "ts": at(0).to_rfc3339()},
+        "y": [{"horizon": at(60_000).to_rfc3339()},
+              {"refused_upto": at(60_000).to_rfc3339(), "device": "lamp-1"}],
+    });
+    let mut started = done("node-1");
+    started.metric = String::new();
+    started.value = serde_json::json!({ "data": forged });
+    j.start("d-1", Some(at(0)), started, at(0), Sync::Now)
+        .unwrap();
+    drop(j);
+    // Torn at the power cut: the line's last bytes never reached the disk.
+    let path = dir.path().join("journal");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.truncate(bytes.len() - 20);
+    fs::write(&path, &bytes).unwrap();
+    let j = open(dir.path(), 0);
+    assert_eq!(j.damaged(), 1);
+    assert_eq!(j.get("lamp-1", "victim"), None);
+    assert_eq!(j.horizon(), None);
+    assert_eq!(j.refused_upto("lamp-1"), None);
+}
