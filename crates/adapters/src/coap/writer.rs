@@ -3,6 +3,9 @@
 //! doubling wait until the actuator acknowledges. Done on a 2.xx answer
 //! (or an empty ACK: a separate response follows, the actuator has the
 //! request); refused on any other code; failed when nothing answers.
+//! Nothing is sent, nor sent again, at or after the command's deadline
+//! (what was left of its `max_age`): a retransmission of a lost request
+//! is the write itself, arriving late.
 //!
 //! Today it serves the actuators a rule's `coap_put` action names
 //! (`gateway_core::config::action`): one device each, whose one point
@@ -19,6 +22,7 @@ use gateway_core::command::{
 };
 use gateway_core::DeviceId;
 use tokio::net::UdpSocket;
+use tokio::time::Instant;
 
 /// First wait for the ACK, doubled on each retry (RFC 7252 ACK_TIMEOUT
 /// 2 s, MAX_RETRANSMIT 4; fewer here so a dead actuator is reported
@@ -58,9 +62,10 @@ impl CommandTarget for CoapPutTarget {
         let payload = self.point.payload(&command);
         let uri = self.uri.clone();
         let mid = self.mid.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let deadline = command.deadline;
         Box::pin(async move {
             match payload {
-                Ok(p) => put(&uri, mid, p).await,
+                Ok(p) => put(&uri, mid, p, deadline).await,
                 Err(r) => WriteOutcome::Refused(r),
             }
         })
@@ -76,8 +81,9 @@ fn failed(reason: &'static str, detail: impl Into<String>) -> WriteOutcome {
     WriteOutcome::Failed(Refusal::new(reason, detail))
 }
 
-/// PUTs `payload` to `uri` as a confirmable request with message id `mid`.
-async fn put(uri: &str, mid: u16, payload: Vec<u8>) -> WriteOutcome {
+/// PUTs `payload` to `uri` as a confirmable request with message id `mid`,
+/// sent only before `deadline`.
+async fn put(uri: &str, mid: u16, payload: Vec<u8>, deadline: Option<Instant>) -> WriteOutcome {
     let bad_uri = || WriteOutcome::Refused(Refusal::new("uri", format!("cannot use {uri}")));
     let Ok(url) = url::Url::parse(uri) else {
         return bad_uri();
@@ -126,20 +132,39 @@ async fn put(uri: &str, mid: u16, payload: Vec<u8>) -> WriteOutcome {
         Ok(b) => b,
         Err(e) => return WriteOutcome::Refused(Refusal::new("too_large", e.to_string())),
     };
-    exchange(&socket, &bytes, mid, &token).await
+    exchange(&socket, &bytes, mid, &token, deadline).await
 }
 
-/// Sends the request until its answer comes, doubling the wait each time.
-async fn exchange(socket: &UdpSocket, request: &[u8], mid: u16, token: &[u8]) -> WriteOutcome {
+/// Sends the request until its answer comes, doubling the wait each time,
+/// never at or after `deadline`; an answer is waited for until then.
+async fn exchange(
+    socket: &UdpSocket,
+    request: &[u8],
+    mid: u16,
+    token: &[u8],
+    deadline: Option<Instant>,
+) -> WriteOutcome {
     let mut wait = ACK_TIMEOUT;
     let mut buf = [0u8; 1500];
-    for _ in 0..TRIES {
+    for tried in 0..TRIES {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return if tried == 0 {
+                // The address lookup took what was left.
+                WriteOutcome::Refused(Refusal::expired("the actuator's address"))
+            } else {
+                failed(
+                    "timeout",
+                    format!("no answer to {tried} tries before its max_age ran out; not sent again"),
+                )
+            };
+        }
         if let Err(e) = socket.send(request).await {
             return failed("socket", e.to_string());
         }
-        let deadline = gateway_core::deadline::from_now(wait);
+        let retry = gateway_core::deadline::from_now(wait);
+        let until = deadline.map_or(retry, |d| d.min(retry));
         loop {
-            let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            let n = match tokio::time::timeout_at(until, socket.recv(&mut buf)).await {
                 Ok(Ok(n)) => n,
                 // An ICMP port unreachable on a connected socket: nothing
                 // listens there; the command runner must not wait 15 s on
@@ -169,4 +194,42 @@ async fn exchange(socket: &UdpSocket, request: &[u8], mid: u16, token: &[u8]) ->
         wait *= 2;
     }
     failed("timeout", format!("no answer after {TRIES} tries"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The attack: an actuator that does not answer (its ACKs lost) got
+    /// the PUT again at 1, 3 and 7 s whatever the command's deadline: a
+    /// rule's action with 2.5 s of its max_age left was sent 1.5 and 4.5 s
+    /// late. Now nothing leaves at or after the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_put_is_not_resent_at_or_after_the_deadline() {
+        let actuator = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(actuator.local_addr().unwrap()).await.unwrap();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(2_500);
+        let outcome = exchange(&socket, b"put", 7, &[0, 7], Some(deadline)).await;
+        assert!(
+            matches!(&outcome, WriteOutcome::Failed(r) if r.reason == "timeout"),
+            "{outcome:?}"
+        );
+        assert_eq!(Instant::now(), deadline, "waits until the deadline, no longer");
+        let mut buf = [0u8; 16];
+        let mut sent = 0;
+        while actuator.try_recv(&mut buf).is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent, 2, "sent at 0 and 1 s, not at 3 and 7 s");
+        // Its deadline gone before the first send: nothing sent at all.
+        let outcome = exchange(&socket, b"put", 8, &[0, 8], Some(Instant::now())).await;
+        assert!(
+            matches!(&outcome, WriteOutcome::Refused(r) if r.reason == Refusal::EXPIRED),
+            "{outcome:?}"
+        );
+        assert!(actuator.try_recv(&mut buf).is_err());
+    }
 }
