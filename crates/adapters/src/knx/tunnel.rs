@@ -350,6 +350,12 @@ async fn session(
                 }
                 u.resent = true;
                 u.deadline = Instant::now() + ACK_TIMEOUT;
+                // Past the command's max_age the repeat would be the write
+                // itself arriving late: not sent; its ack may still come,
+                // and without one the tunnel is given up as after a repeat.
+                if u.outgoing.deadline.is_some_and(|d| Instant::now() >= d) {
+                    continue;
+                }
                 if let Err(e) = c.wire.send_data(&u.frame).await {
                     break End::Lost("connection_lost", format!("cannot send: {e}"));
                 }

@@ -90,13 +90,23 @@ impl Client {
         ga: &str,
         payload: Payload,
     ) -> oneshot::Receiver<Result<(), SendFailure>> {
+        self.write_until(ga, payload, None).await
+    }
+
+    /// A command's write, to be sent before `deadline`.
+    async fn write_until(
+        &self,
+        ga: &str,
+        payload: Payload,
+        deadline: Option<tokio::time::Instant>,
+    ) -> oneshot::Receiver<Result<(), SendFailure>> {
         let (done, rx) = oneshot::channel();
         let o = Outgoing {
             destination: ga.parse().unwrap(),
             service: GroupService::Write,
             payload: Some(payload),
             done: Some(done),
-            deadline: None,
+            deadline,
         };
         self.out.send(o).await.unwrap();
         rx
@@ -319,6 +329,35 @@ async fn repeats_are_acked_not_read_twice_a_lost_ack_is_resent_once_then_the_tun
         .expect("DISCONNECT_REQUEST at stop", frame::DISCONNECT_REQUEST)
         .await;
     assert_eq!(bye[6], 8);
+}
+
+/// The attack: a command's telegram whose TUNNELLING_ACK was lost was
+/// sent again a second later whatever was left of the command's max_age:
+/// with half a second left, the repeat could reach the bus half a second
+/// late. Now it is not repeated past the deadline: its ack is still
+/// waited for, and without one the tunnel is rebuilt as after a repeat.
+#[tokio::test]
+async fn a_lost_ack_is_not_answered_by_a_repeat_past_the_commands_deadline() {
+    let mut knx = Interface::bind().await;
+    let mut c = Client::start(settings(knx.addr(), false));
+    knx.connect(7).await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    let done = c
+        .write_until("1/2/4", Payload::Bytes(vec![0x0C, 0x34]), Some(deadline))
+        .await;
+    knx.expect("the write", frame::TUNNELLING_REQUEST).await;
+    // Never acknowledged: the next frame is the tunnel built again.
+    knx.connect(8).await;
+    assert_eq!(
+        timeout(WAIT, done).await.unwrap().unwrap(),
+        Err(SendFailure::AckMissing)
+    );
+    assert_eq!(c.errors("ack_missing"), 1);
+    c.stop.cancel();
 }
 
 #[tokio::test]
