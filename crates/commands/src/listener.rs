@@ -163,12 +163,15 @@ impl Delivered {
     /// sharing the connection's read buffer) are freed now, not once the
     /// commands before it have run.
     fn of(mut publish: Publish, clock: &dyn Clock) -> Self {
+        // Its arrival before the look for an oversized one's id, which
+        // may read through 256 MiB.
+        let (at, wall) = (Instant::now(), clock.now());
         let payload = Payload::of(&std::mem::take(&mut publish.payload));
         Self {
             publish,
             payload,
-            at: Instant::now(),
-            wall: clock.now(),
+            at,
+            wall,
         }
     }
 
