@@ -195,8 +195,10 @@ impl Client {
     }
 
     /// `from`: where the datagram says it comes from (a forwarded one's
-    /// origin), which answers and I-Ams use; `sender`: who sent it as far
-    /// as the gateway can tell, which a notification is judged by.
+    /// origin), which I-Ams and the answers to a device's requests use;
+    /// `sender`: who sent it as far as the gateway can tell, which a
+    /// notification and an answer to the gateway's own request are judged
+    /// by.
     async fn on_apdu(&self, apdu: Apdu<'_>, from: SocketAddr, sender: SocketAddr) -> Option<Event> {
         match apdu {
             Apdu::Unconfirmed { service, body } => match service {
@@ -250,9 +252,13 @@ impl Client {
                     .await;
                 Some(event)
             }
+            // An answer is to a request the gateway sent to the device's
+            // own address, and comes back from there: a BBMD forwards
+            // broadcasts, not answers, so an origin address claimed by
+            // anyone else would let a stranger answer for the device.
             other => {
                 let invoke_id = other.invoke_id()?;
-                self.on_answer(other, invoke_id, from).await
+                self.on_answer(other, invoke_id, sender).await
             }
         }
     }
@@ -581,3 +587,7 @@ impl Client {
             .await
     }
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

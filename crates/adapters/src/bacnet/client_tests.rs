@@ -1,0 +1,110 @@
+//! The client against a scripted device on a UDP socket of its own: what
+//! it takes as the answer to a confirmed request, and what it must not.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::bacnet::tags::{self, object_type, Value};
+use crate::bacnet::{bvlc, npdu};
+
+/// A client on a loopback port of its own (`timeout`, no retry), and the
+/// receiver of its unasked messages.
+async fn client(timeout: Duration) -> (Client, mpsc::Receiver<Event>) {
+    let (events, rx) = mpsc::channel(64);
+    let c = Client::start(
+        "127.0.0.1:0".parse().unwrap(),
+        timeout,
+        0,
+        events,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    (c, rx)
+}
+
+async fn socket() -> (UdpSocket, SocketAddr) {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let a = s.local_addr().unwrap();
+    (s, a)
+}
+
+/// The next confirmed request `device` receives: its invoke id, service
+/// and who sent it.
+async fn next_request(device: &UdpSocket) -> (u8, u8, SocketAddr) {
+    let mut buf = [0u8; 1500];
+    loop {
+        let (n, from) = device.recv_from(&mut buf).await.unwrap();
+        if let Ok(Frame::Apdu {
+            apdu:
+                Apdu::ConfirmedRequest {
+                    invoke_id, service, ..
+                },
+            ..
+        }) = frame::decode(&buf[..n])
+        {
+            return (invoke_id, service, from);
+        }
+    }
+}
+
+/// A ReadProperty-ACK of `object`'s present value `value`.
+fn present_value_ack(invoke_id: u8, object: ObjectId, value: f32) -> Vec<u8> {
+    let mut body = Vec::new();
+    tags::put_context_object(&mut body, 0, object);
+    tags::put_context_unsigned(&mut body, 1, u64::from(property::PRESENT_VALUE));
+    tags::put_open(&mut body, 3);
+    tags::put_value(&mut body, &Value::Real(value));
+    tags::put_close(&mut body, 3);
+    let mut apdu = vec![0x30, invoke_id, confirmed::READ_PROPERTY];
+    apdu.extend(body);
+    apdu
+}
+
+/// `apdu` in a Forwarded-NPDU claiming to come from `origin`.
+fn forwarded(origin: SocketAddr, apdu: &[u8]) -> Vec<u8> {
+    let SocketAddr::V4(o) = origin else {
+        panic!("an IPv4 origin")
+    };
+    let mut body = o.ip().octets().to_vec();
+    body.extend(o.port().to_be_bytes());
+    body.extend(npdu::encode(false, None, apdu));
+    bvlc::encode(bvlc::function::FORWARDED_NPDU, &body)
+}
+
+/// A stranger that saw (or guessed: they count up from 0) the invoke id
+/// wraps a ReadProperty-ACK in a Forwarded-NPDU whose origin is the
+/// device's address. No BBMD is configured, so nobody's origin is to be
+/// believed: the forgery is a stray, and the device's own answer, right
+/// behind it, is the value read.
+#[tokio::test(start_paused = true)]
+async fn an_answer_forwarded_with_the_devices_address_as_origin_is_not_the_devices() {
+    let (c, mut events) = client(Duration::from_secs(3)).await;
+    let (device, device_addr) = socket().await;
+    let (stranger, _) = socket().await;
+    let object = ObjectId::new(object_type::ANALOG_VALUE, 1);
+    let read = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.read_property(
+                device_addr,
+                object,
+                PropertyRef::whole(property::PRESENT_VALUE),
+            )
+            .await
+        }
+    });
+    let (id, _, gateway) = next_request(&device).await;
+    let forged = forwarded(device_addr, &present_value_ack(id, object, 999.0));
+    stranger.send_to(&forged, gateway).await.unwrap();
+    let own = frame::unicast(&present_value_ack(id, object, 21.5), false, None);
+    device.send_to(&own, gateway).await.unwrap();
+    assert_eq!(read.await.unwrap(), Ok(vec![Value::Real(21.5)]));
+    assert_eq!(events.recv().await, Some(Event::Stray));
+}
