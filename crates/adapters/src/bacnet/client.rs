@@ -98,6 +98,9 @@ pub enum Event {
 type Answer = Result<Option<Vec<u8>>, ClientError>;
 
 struct Pending {
+    /// The request's service choice, which its acknowledgement or Error
+    /// repeats.
+    service: u8,
     tx: Option<oneshot::Sender<Answer>>,
     reassembly: Option<Reassembly>,
 }
@@ -281,6 +284,19 @@ impl Client {
             let Some(pending) = table.pending.get_mut(&key) else {
                 return Some(Event::Stray);
             };
+            // An acknowledgement or Error of another service under this
+            // invoke id is a late answer to an earlier request that had
+            // it (ids are reused), not this request's: a SubscribeCOV's
+            // SimpleACK would report a refused write done.
+            let answers = match apdu {
+                Apdu::SimpleAck { service, .. }
+                | Apdu::ComplexAck { service, .. }
+                | Apdu::Error { service, .. } => service == pending.service,
+                _ => true,
+            };
+            if !answers {
+                return Some(Event::Stray);
+            }
             match apdu {
                 Apdu::SimpleAck { .. } => Some(Ok(None)),
                 Apdu::ComplexAck {
@@ -384,7 +400,11 @@ impl Client {
             .await;
     }
 
-    fn reserve(&self, peer: SocketAddr) -> Result<(u8, oneshot::Receiver<Answer>), ClientError> {
+    fn reserve(
+        &self,
+        peer: SocketAddr,
+        service: u8,
+    ) -> Result<(u8, oneshot::Receiver<Answer>), ClientError> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let start = *table.next.get(&peer).unwrap_or(&0);
         let id = (0..=255u8)
@@ -396,6 +416,7 @@ impl Client {
         table.pending.insert(
             (peer, id),
             Pending {
+                service,
                 tx: Some(tx),
                 reassembly: None,
             },
@@ -435,7 +456,7 @@ impl Client {
         if late() {
             return Err(ClientError::Expired);
         }
-        let (id, mut rx) = self.reserve(peer)?;
+        let (id, mut rx) = self.reserve(peer, service)?;
         let d = frame::unicast(&apdu::confirmed_request(id, service, body), true, None);
         let mut result = Err(ClientError::Timeout);
         for _ in 0..=self.retries {

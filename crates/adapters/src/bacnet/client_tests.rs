@@ -108,3 +108,32 @@ async fn an_answer_forwarded_with_the_devices_address_as_origin_is_not_the_devic
     assert_eq!(read.await.unwrap(), Ok(vec![Value::Real(21.5)]));
     assert_eq!(events.recv().await, Some(Event::Stray));
 }
+
+/// An acknowledgement for the right invoke id but another service (a late
+/// SubscribeCOV's, its id reused since) is no answer to a WriteProperty:
+/// taking it reported a write done that the device refused.
+#[tokio::test(start_paused = true)]
+async fn an_acknowledgement_of_another_service_is_not_the_answer() {
+    let (c, mut events) = client(Duration::from_secs(3)).await;
+    let (device, device_addr) = socket().await;
+    let object = ObjectId::new(object_type::ANALOG_VALUE, 3);
+    let write = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.write_property(device_addr, object, &Value::Real(21.0), None)
+                .await
+        }
+    });
+    let (id, service, gateway) = next_request(&device).await;
+    assert_eq!(service, confirmed::WRITE_PROPERTY);
+    let stale = frame::unicast(&apdu::simple_ack(id, confirmed::SUBSCRIBE_COV), false, None);
+    device.send_to(&stale, gateway).await.unwrap();
+    // write-access-denied (property, 40).
+    let refused = frame::unicast(&apdu::error(id, service, 2, 40), false, None);
+    device.send_to(&refused, gateway).await.unwrap();
+    assert_eq!(
+        write.await.unwrap(),
+        Err(ClientError::Error(ErrorCode { class: 2, code: 40 }))
+    );
+    assert_eq!(events.recv().await, Some(Event::Stray));
+}
