@@ -56,6 +56,10 @@ pub enum ClientError {
     /// out.
     #[error("its deadline passed before it was sent")]
     Expired,
+    /// An object list longer than any device's: a corrupt or hostile
+    /// count, never allocated for nor read.
+    #[error("its object list claims {0} objects, more than the {max} the gateway reads", max = super::reader::MAX_OBJECTS)]
+    TooManyObjects(u64),
 }
 
 impl ClientError {
@@ -70,6 +74,7 @@ impl ClientError {
             Self::Io(_) | Self::Busy => "io",
             Self::Mismatch(_) => "answer_unasked",
             Self::Expired => "expired",
+            Self::TooManyObjects(_) => "too_many_objects",
         }
     }
 }

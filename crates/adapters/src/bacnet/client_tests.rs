@@ -137,3 +137,42 @@ async fn an_acknowledgement_of_another_service_is_not_the_answer() {
     );
     assert_eq!(events.recv().await, Some(Event::Stray));
 }
+
+/// A device that cannot send its object list whole says how long it is
+/// (element 0): a count past what any device holds (a corrupt answer, a
+/// hostile one: up to 4 294 967 295) is refused before anything is
+/// allocated or asked for it, where it had the gateway reserve memory for
+/// that many objects and ask for each.
+#[tokio::test(start_paused = true)]
+async fn an_object_list_length_past_any_device_is_refused_before_it_is_read() {
+    let (c, _events) = client(Duration::from_secs(3)).await;
+    let (device, device_addr) = socket().await;
+    let list = tokio::spawn(async move {
+        let mut caps = super::super::reader::Capabilities::new(apdu::MAX_APDU_IP);
+        super::super::reader::object_list(&c, device_addr, 9, &mut caps).await
+    });
+    // The whole list: too big to send.
+    let (id, _, gateway) = next_request(&device).await;
+    let abort = frame::unicast(&[0x71, id, apdu::abort::BUFFER_OVERFLOW], false, None);
+    device.send_to(&abort, gateway).await.unwrap();
+    // Its length: a million (small enough that the test itself allocates
+    // what the gateway used to).
+    let (id, _, gateway) = next_request(&device).await;
+    let mut body = Vec::new();
+    tags::put_context_object(&mut body, 0, ObjectId::device(9));
+    tags::put_context_unsigned(&mut body, 1, u64::from(property::OBJECT_LIST));
+    tags::put_context_unsigned(&mut body, 2, 0);
+    tags::put_open(&mut body, 3);
+    tags::put_value(&mut body, &Value::Unsigned(1_000_000));
+    tags::put_close(&mut body, 3);
+    let mut ack = vec![0x30, id, confirmed::READ_PROPERTY];
+    ack.extend(body);
+    device
+        .send_to(&frame::unicast(&ack, false, None), gateway)
+        .await
+        .unwrap();
+    assert_eq!(
+        list.await.unwrap(),
+        Err(ClientError::TooManyObjects(1_000_000))
+    );
+}

@@ -32,6 +32,12 @@ fn too_big(e: &ClientError) -> bool {
         || matches!(e, ClientError::Segmentation(_))
 }
 
+/// The most objects a device's object list may hold. The whole list in
+/// one answer is bounded by reassembly (64 segments, about 18 000 object
+/// ids); read element by element, its length is the device's word, which
+/// a corrupt or hostile answer makes 4 294 967 295.
+pub const MAX_OBJECTS: u64 = 100_000;
+
 /// What a device was found to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
@@ -141,7 +147,12 @@ pub async fn object_list(
             },
         )
         .await?;
-    let n = len.first().and_then(Value::as_f64).unwrap_or(0.0) as u32;
+    let n = len.first().and_then(Value::as_f64).unwrap_or(0.0);
+    if n > MAX_OBJECTS as f64 {
+        return Err(ClientError::TooManyObjects(n as u64));
+    }
+    // At most MAX_OBJECTS (a negative or NaN count is 0).
+    let n = n as u32;
     let mut out = Vec::with_capacity(n as usize);
     let indexes: Vec<u32> = (1..=n).collect();
     // By index, many per RPM (an element is about 10 bytes of answer).

@@ -238,9 +238,10 @@ fn failure(e: &ClientError) -> Refusal {
         ClientError::Error(code) => Refusal::new("error", code.describe()),
         ClientError::Reject(r) => Refusal::new("reject", format!("reject reason {r}")),
         ClientError::Abort(r) => Refusal::new("abort", format!("abort reason {r}")),
-        ClientError::Segmentation(_) | ClientError::Malformed(_) | ClientError::Mismatch(_) => {
-            Refusal::new("protocol", e.to_string())
-        }
+        ClientError::Segmentation(_)
+        | ClientError::Malformed(_)
+        | ClientError::Mismatch(_)
+        | ClientError::TooManyObjects(_) => Refusal::new("protocol", e.to_string()),
         ClientError::Io(_) | ClientError::Busy => Refusal::new("connection", e.to_string()),
         ClientError::Expired => Refusal::expired("its turn to be sent to the BACnet device"),
     }
