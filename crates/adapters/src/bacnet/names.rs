@@ -4,7 +4,9 @@
 //! take their object's short type and instance (`zone_temp_ai1`,
 //! `zone_temp_av3`): neither name then depends on which object the
 //! device lists first, nor changes when another object is added later
-//! unless that one clashes too.
+//! unless that one clashes too. A name so made that is another object's
+//! own makes that object take its type and instance too: two objects
+//! never share a metric.
 
 use std::collections::HashMap;
 
@@ -56,20 +58,29 @@ pub fn metric_names(objects: &[(ObjectId, Option<String>)]) -> Vec<String> {
             }
         })
         .collect();
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for b in &base {
-        *count.entry(b.as_str()).or_default() += 1;
+    let mut names = base.clone();
+    let mut suffixed_yet = vec![false; names.len()];
+    // A suffixed name may be another object's own ("Zone Temp" ai1 and
+    // av3, and an av5 named "Zone Temp AI1"): that object is suffixed in
+    // turn, until no two objects share a metric. Each round suffixes at
+    // least one more object, and two suffixed names never clash (their
+    // type and instance differ).
+    loop {
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        for n in &names {
+            *count.entry(n.as_str()).or_default() += 1;
+        }
+        let clashing: Vec<usize> = (0..names.len())
+            .filter(|&i| !suffixed_yet[i] && count.get(names[i].as_str()).is_some_and(|n| *n > 1))
+            .collect();
+        if clashing.is_empty() {
+            return names;
+        }
+        for i in clashing {
+            names[i] = suffixed(&base[i], objects[i].0);
+            suffixed_yet[i] = true;
+        }
     }
-    base.iter()
-        .zip(objects)
-        .map(|(b, (id, _))| {
-            if count.get(b.as_str()).copied().unwrap_or(0) > 1 {
-                suffixed(b, *id)
-            } else {
-                b.clone()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -126,5 +137,34 @@ mod tests {
                 "zone_temp_ai1"
             ]
         );
+    }
+
+    /// "Zone Temp AI1" folds to what the clash of two "Zone Temp" gave
+    /// one of them: two objects under one metric had their values mixed
+    /// into one window and a write to it went to either.
+    #[test]
+    fn a_suffixed_name_never_takes_another_objects_own() {
+        let named = |kind, instance, name: &str| (ObjectId::new(kind, instance), Some(name.into()));
+        let objects = [
+            named(ANALOG_INPUT, 1, "Zone Temp"),
+            named(ANALOG_VALUE, 3, "Zone Temp"),
+            named(ANALOG_VALUE, 5, "Zone Temp AI1"),
+            named(ANALOG_VALUE, 6, "Zone Temp AI1 AV5"),
+        ];
+        let names = metric_names(&objects);
+        assert_eq!(
+            names,
+            [
+                "zone_temp_ai1",
+                "zone_temp_av3",
+                "zone_temp_ai1_av5",
+                "zone_temp_ai1_av5_av6"
+            ]
+        );
+        let mut reversed = objects.clone();
+        reversed.reverse();
+        let mut again = metric_names(&reversed);
+        again.reverse();
+        assert_eq!(again, names, "whatever the order");
     }
 }
