@@ -176,3 +176,130 @@ async fn an_object_list_length_past_any_device_is_refused_before_it_is_read() {
         Err(ClientError::TooManyObjects(1_000_000))
     );
 }
+
+/// The objects a ReadPropertyMultiple request asks for.
+fn objects_asked(body: &[u8]) -> Vec<ObjectId> {
+    let mut r = tags::Reader::new(body);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        out.push(r.context_object(0).unwrap());
+        r.open(1).unwrap();
+        // Property ids are context tags: skipped to the closing tag.
+        r.values_until_close(1).unwrap();
+    }
+    out
+}
+
+/// A device that answers a ReadPropertyMultiple with an Error
+/// (object, unknown-object) when it asks for `missing`, as many do,
+/// instead of an error result for that object alone; any other with each
+/// object's name and present value (its instance × 10). Every request's
+/// objects are told on the receiver.
+async fn refusing_rpm_device(
+    missing: ObjectId,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Vec<ObjectId>>) {
+    let (device, addr) = socket().await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let (n, from) = device.recv_from(&mut buf).await.unwrap();
+            let Ok(Frame::Apdu {
+                apdu:
+                    Apdu::ConfirmedRequest {
+                        invoke_id,
+                        service: confirmed::READ_PROPERTY_MULTIPLE,
+                        body,
+                        ..
+                    },
+                ..
+            }) = frame::decode(&buf[..n])
+            else {
+                continue;
+            };
+            let asked = objects_asked(body);
+            let _ = tx.send(asked.clone());
+            let answer = if asked.contains(&missing) {
+                apdu::error(invoke_id, confirmed::READ_PROPERTY_MULTIPLE, 1, 31)
+            } else {
+                let mut out = vec![0x30, invoke_id, confirmed::READ_PROPERTY_MULTIPLE];
+                for id in asked {
+                    tags::put_context_object(&mut out, 0, id);
+                    tags::put_open(&mut out, 1);
+                    tags::put_context_unsigned(&mut out, 2, u64::from(property::OBJECT_NAME));
+                    tags::put_open(&mut out, 4);
+                    tags::put_value(
+                        &mut out,
+                        &Value::CharacterString(format!("AV {}", id.instance)),
+                    );
+                    tags::put_close(&mut out, 4);
+                    tags::put_context_unsigned(&mut out, 2, u64::from(property::PRESENT_VALUE));
+                    tags::put_open(&mut out, 4);
+                    tags::put_value(&mut out, &Value::Real(id.instance as f32 * 10.0));
+                    tags::put_close(&mut out, 4);
+                    tags::put_close(&mut out, 1);
+                }
+                out
+            };
+            device
+                .send_to(&frame::unicast(&answer, false, None), from)
+                .await
+                .unwrap();
+        }
+    });
+    (addr, rx)
+}
+
+/// One object of a device that answers the whole ReadPropertyMultiple
+/// with an Error for it (an object configured in `objects` that the
+/// device does not have, one deleted since its object list was read):
+/// that object is given the error, its neighbours are named and read.
+/// The Error failed the whole request, so the device was never described
+/// (looked for again with backoff, for ever) or failed every poll.
+#[tokio::test(start_paused = true)]
+async fn an_rpm_refused_for_one_unknown_object_costs_only_that_object() {
+    use super::super::reader::{describe, poll, Capabilities};
+    let av = |i| ObjectId::new(object_type::ANALOG_VALUE, i);
+    let objects: Vec<ObjectId> = [1, 2, 99, 3, 4, 5].into_iter().map(av).collect();
+    let (device, mut asked) = refusing_rpm_device(av(99)).await;
+    let (c, _events) = client(Duration::from_secs(3)).await;
+    let mut caps = Capabilities::new(apdu::MAX_APDU_IP);
+    let unknown = ErrorCode { class: 1, code: 31 };
+
+    let infos = describe(&c, device, &objects, &mut caps).await.unwrap();
+    for info in &infos {
+        if info.id == av(99) {
+            assert_eq!((info.error, info.name.as_deref()), (Some(unknown), None));
+        } else {
+            let name = format!("AV {}", info.id.instance);
+            assert_eq!((info.error, info.name.as_deref()), (None, Some(name.as_str())));
+        }
+    }
+
+    let polled = poll(&c, device, &objects, &mut caps).await.unwrap();
+    let mut samples: Vec<(u32, Result<f64, ErrorCode>)> = polled
+        .samples
+        .iter()
+        .map(|(id, s)| (id.instance, s.as_ref().map(|s| s.value).map_err(|e| *e)))
+        .collect();
+    samples.sort_by_key(|(i, _)| *i);
+    assert_eq!(
+        samples,
+        vec![
+            (1, Ok(10.0)),
+            (2, Ok(20.0)),
+            (3, Ok(30.0)),
+            (4, Ok(40.0)),
+            (5, Ok(50.0)),
+            (99, Err(unknown)),
+        ]
+    );
+    assert!(polled.discrepancies.is_empty(), "{:?}", polled.discrepancies);
+    // The objects after the refused one are read together again, not one
+    // by one.
+    let mut last = Vec::new();
+    while let Ok(a) = asked.try_recv() {
+        last = a;
+    }
+    assert_eq!(last, vec![av(3), av(4), av(5)]);
+}

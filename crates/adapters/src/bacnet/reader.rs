@@ -26,6 +26,19 @@ fn refuses_service(e: &ClientError) -> bool {
     }
 }
 
+/// An Error for the whole ReadPropertyMultiple that is about one object
+/// or property in it (class object, 1, or property, 2: unknown-object,
+/// unknown-property, read-access-denied): what many devices answer when
+/// one object of the request cannot be read, instead of an error result
+/// for that object alone. The batch is halved until the object is alone,
+/// and only it is given the error.
+fn one_object_refused(e: &ClientError) -> Option<ErrorCode> {
+    match e {
+        ClientError::Error(code) if matches!(code.class, 1 | 2) => Some(*code),
+        _ => None,
+    }
+}
+
 /// An answer too big for the device to send (or for it to segment).
 fn too_big(e: &ClientError) -> bool {
     matches!(e, ClientError::Abort(r) if *r == abort::BUFFER_OVERFLOW || *r == abort::SEGMENTATION_NOT_SUPPORTED)
@@ -251,9 +264,12 @@ pub async fn describe(
         })
         .collect();
     let mut per = per_batch(caps.max_apdu, DESCRIBE_BYTES_PER_OBJECT);
+    // Narrowed around an object the device refuses the whole request for
+    // (see `poll`).
+    let mut span = per;
     let mut at = 0;
     while at < objects.len() && caps.rpm {
-        let end = (at + per).min(objects.len());
+        let end = (at + span.min(per)).min(objects.len());
         let items: Vec<_> = objects[at..end]
             .iter()
             .map(|id| (*id, props_of(id)))
@@ -269,10 +285,19 @@ pub async fn describe(
                     }
                 }
                 at = end;
+                span = per;
             }
             Err(e) if too_big(&e) && per > 1 => per = (per / 2).max(1),
             Err(e) if refuses_service(&e) => caps.rpm = false,
-            Err(e) => return Err(e),
+            Err(e) => match one_object_refused(&e) {
+                Some(_) if end - at > 1 => span = (end - at) / 2,
+                Some(code) => {
+                    out[at].error = Some(code);
+                    at = end;
+                    span = per;
+                }
+                None => return Err(e),
+            },
         }
     }
     for info in out.iter_mut().skip(at) {
@@ -428,8 +453,12 @@ pub async fn poll(
     let mut out = Vec::with_capacity(objects.len());
     let mut discrepancies = Discrepancies::default();
     let mut at = 0;
+    // Narrowed, for this poll only, around an object the device refuses
+    // the whole request for; back to the batch after each answer, so the
+    // objects after it are not read one by one.
+    let mut span = caps.batch;
     while at < objects.len() && caps.rpm {
-        let end = (at + caps.batch).min(objects.len());
+        let end = (at + span.min(caps.batch)).min(objects.len());
         let items: Vec<_> = objects[at..end]
             .iter()
             .map(|id| (*id, props.clone()))
@@ -440,10 +469,19 @@ pub async fn poll(
                     out.push((id, sample_of(&results)));
                 }
                 at = end;
+                span = caps.batch;
             }
             Err(e) if too_big(&e) && caps.batch > 1 => caps.batch = (caps.batch / 2).max(1),
             Err(e) if refuses_service(&e) => caps.rpm = false,
-            Err(e) => return Err(e),
+            Err(e) => match one_object_refused(&e) {
+                Some(_) if end - at > 1 => span = (end - at) / 2,
+                Some(code) => {
+                    out.push((objects[at], Err(code)));
+                    at = end;
+                    span = caps.batch;
+                }
+                None => return Err(e),
+            },
         }
     }
     for id in &objects[at..] {
