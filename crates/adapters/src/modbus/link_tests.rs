@@ -228,6 +228,34 @@ async fn a_garbled_answer_counts_as_crc_not_as_silence() {
     drop(device_task.await.unwrap());
 }
 
+/// At 2400 baud (an Eastron meter's factory setting) a read of 125
+/// registers answers in 255 bytes, over a second on the wire: the timeout
+/// is for the device to start answering, and its answer then takes the
+/// time its bytes take. Here a line of 10 ms a character (gap 35 ms) and
+/// a timeout of 100 ms: an answer of 20 registers (45 bytes) that starts
+/// at once, paced a little faster than the line, ends well after the
+/// timeout. It was cut at
+/// the timeout and counted as garbled, at every poll, for ever.
+#[tokio::test]
+async fn a_long_answer_on_a_slow_line_is_not_cut_at_the_timeout() {
+    let (host, mut device) = SerialStream::pair().unwrap();
+    let mut link = Link::over_serial(host, Duration::from_millis(35), Duration::from_millis(100));
+    let device_task = tokio::spawn(async move {
+        let req = request(&mut device).await;
+        for b in honest(&req, 0x1234) {
+            device.write_all(&[b]).await.unwrap();
+            // The device's own pace on the wire.
+            tokio::time::sleep(Duration::from_millis(6)).await;
+        }
+        device
+    });
+    assert_eq!(
+        link.read(1, &holding(0, 20)).await,
+        Answer::Words(vec![0x1234; 20])
+    );
+    drop(device_task.await.unwrap());
+}
+
 #[tokio::test]
 async fn a_tcp_server_that_closes_the_connection_is_said_to_have_done_so() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,6 +9,8 @@
 //!   (a late answer, a second copy of one): the answer is not trusted,
 //!   the line is drained to silence and the unit that sent them is out of
 //!   step ([`super::step`]).
+//! - **Timeout**: for the device to start answering; its answer then
+//!   has the time its bytes take on the wire.
 //! - **Draining to silence**: after a timeout, a garbled, stray or
 //!   foreign answer, the line is emptied and listened to for a guard time
 //!   as long as the timeout, again while anything still comes.
@@ -41,6 +43,14 @@ const PROBES: usize = 2;
 const FIRST_TURNAROUND: Duration = Duration::from_millis(10);
 /// The least time listened to after an answer for bytes behind it.
 const MIN_TURNAROUND: Duration = Duration::from_millis(2);
+
+/// The bytes of `request`'s answer (an exception's are fewer).
+fn answer_len(request: &Request) -> u32 {
+    match request.shape() {
+        Shape::Data { bytes, .. } => 5 + u32::from(bytes),
+        Shape::Echo { .. } => 8,
+    }
+}
 
 /// How one exchange failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,7 +210,7 @@ impl RtuLine {
             .map_err(|e| Fault::Connection(format!("cannot write to the serial port: {e}")))?;
         // The kernel takes the frame at once; the wire takes its time.
         let on_wire = Instant::now() + self.char_time * u32::try_from(frame.len()).unwrap_or(256);
-        let deadline = on_wire + self.timeout;
+        let mut deadline = on_wire + self.timeout;
         self.buf.clear();
         let mut first_byte = None;
         let (len, reply) = loop {
@@ -217,7 +227,15 @@ impl RtuLine {
                 Err(_) => return Err(Fault::Crc),
                 Ok(Ok(0)) => return Err(Fault::Connection("the serial port closed".into())),
                 Ok(Ok(n)) => {
-                    first_byte.get_or_insert_with(Instant::now);
+                    if first_byte.is_none() {
+                        let at = Instant::now();
+                        first_byte = Some(at);
+                        // The timeout is for the device to start answering;
+                        // its answer then takes its own time on the wire
+                        // (125 registers: over a second at 2400 baud).
+                        deadline = deadline
+                            .max(at + self.char_time * answer_len(request) + self.gap);
+                    }
                     self.buf.extend_from_slice(&chunk[..n]);
                 }
                 Ok(Err(e)) => {
