@@ -177,26 +177,35 @@ async fn an_object_list_length_past_any_device_is_refused_before_it_is_read() {
     );
 }
 
-/// The objects a ReadPropertyMultiple request asks for.
-fn objects_asked(body: &[u8]) -> Vec<ObjectId> {
+/// The objects a ReadPropertyMultiple request asks for, each with its
+/// properties.
+fn objects_asked(body: &[u8]) -> Vec<(ObjectId, Vec<u32>)> {
     let mut r = tags::Reader::new(body);
     let mut out = Vec::new();
     while !r.is_empty() {
-        out.push(r.context_object(0).unwrap());
+        let id = r.context_object(0).unwrap();
         r.open(1).unwrap();
-        // Property ids are context tags: skipped to the closing tag.
-        r.values_until_close(1).unwrap();
+        let mut props = Vec::new();
+        while r.peek().unwrap() != tags::Tag::Close(1) {
+            props.push(u32::try_from(r.context_unsigned(0).unwrap()).unwrap());
+            r.optional_unsigned(1).unwrap();
+        }
+        r.close(1).unwrap();
+        out.push((id, props));
     }
     out
 }
 
-/// A device that answers a ReadPropertyMultiple with an Error
-/// (object, unknown-object) when it asks for `missing`, as many do,
-/// instead of an error result for that object alone; any other with each
-/// object's name and present value (its instance × 10). Every request's
-/// objects are told on the receiver.
+/// A device that answers a ReadPropertyMultiple with an Error when it
+/// asks for `missing` (object, unknown-object) or for the units of
+/// `unitless` (property, unknown-property), as many do, instead of an
+/// error result for that object alone; any other with each object's name
+/// and present value (its instance × 10). A ReadProperty is answered the
+/// same way, one property. Every ReadPropertyMultiple's objects are told
+/// on the receiver.
 async fn refusing_rpm_device(
     missing: ObjectId,
+    unitless: ObjectId,
 ) -> (SocketAddr, mpsc::UnboundedReceiver<Vec<ObjectId>>) {
     let (device, addr) = socket().await;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -208,7 +217,7 @@ async fn refusing_rpm_device(
                 apdu:
                     Apdu::ConfirmedRequest {
                         invoke_id,
-                        service: confirmed::READ_PROPERTY_MULTIPLE,
+                        service,
                         body,
                         ..
                     },
@@ -217,26 +226,54 @@ async fn refusing_rpm_device(
             else {
                 continue;
             };
-            let asked = objects_asked(body);
-            let _ = tx.send(asked.clone());
-            let answer = if asked.contains(&missing) {
-                apdu::error(invoke_id, confirmed::READ_PROPERTY_MULTIPLE, 1, 31)
+            let asked = if service == confirmed::READ_PROPERTY {
+                let mut r = tags::Reader::new(body);
+                let id = r.context_object(0).unwrap();
+                let p = u32::try_from(r.context_unsigned(1).unwrap()).unwrap();
+                vec![(id, vec![p])]
             } else {
-                let mut out = vec![0x30, invoke_id, confirmed::READ_PROPERTY_MULTIPLE];
-                for id in asked {
+                let asked = objects_asked(body);
+                let _ = tx.send(asked.iter().map(|(id, _)| *id).collect());
+                asked
+            };
+            let refused = asked.iter().find_map(|(id, props)| {
+                if *id == missing {
+                    Some((1, 31))
+                } else if *id == unitless && props.contains(&property::UNITS) {
+                    Some((2, 32))
+                } else {
+                    None
+                }
+            });
+            let answer = if let Some((class, code)) = refused {
+                apdu::error(invoke_id, service, class, code)
+            } else {
+                let mut out = vec![0x30, invoke_id, service];
+                for (id, props) in asked {
+                    let value = |p| match p {
+                        property::OBJECT_NAME => {
+                            Some(Value::CharacterString(format!("AV {}", id.instance)))
+                        }
+                        property::PRESENT_VALUE => Some(Value::Real(id.instance as f32 * 10.0)),
+                        _ => None,
+                    };
+                    if service == confirmed::READ_PROPERTY {
+                        tags::put_context_object(&mut out, 0, id);
+                        tags::put_context_unsigned(&mut out, 1, u64::from(props[0]));
+                        tags::put_open(&mut out, 3);
+                        tags::put_value(&mut out, &value(props[0]).unwrap_or(Value::Null));
+                        tags::put_close(&mut out, 3);
+                        continue;
+                    }
                     tags::put_context_object(&mut out, 0, id);
                     tags::put_open(&mut out, 1);
-                    tags::put_context_unsigned(&mut out, 2, u64::from(property::OBJECT_NAME));
-                    tags::put_open(&mut out, 4);
-                    tags::put_value(
-                        &mut out,
-                        &Value::CharacterString(format!("AV {}", id.instance)),
-                    );
-                    tags::put_close(&mut out, 4);
-                    tags::put_context_unsigned(&mut out, 2, u64::from(property::PRESENT_VALUE));
-                    tags::put_open(&mut out, 4);
-                    tags::put_value(&mut out, &Value::Real(id.instance as f32 * 10.0));
-                    tags::put_close(&mut out, 4);
+                    for p in props {
+                        let Some(v) = value(p) else { continue };
+                        tags::put_context_unsigned(&mut out, 2, u64::from(p));
+                        tags::put_open(&mut out, 4);
+                        tags::put_value(&mut out, &v);
+                        tags::put_close(&mut out, 4);
+                    }
                     tags::put_close(&mut out, 1);
                 }
                 out
@@ -253,7 +290,8 @@ async fn refusing_rpm_device(
 /// One object of a device that answers the whole ReadPropertyMultiple
 /// with an Error for it (an object configured in `objects` that the
 /// device does not have, one deleted since its object list was read):
-/// that object is given the error, its neighbours are named and read.
+/// that object is given the error, its neighbours are named and read; an
+/// object refused for its units alone is named without them.
 /// The Error failed the whole request, so the device was never described
 /// (looked for again with backoff, for ever) or failed every poll.
 #[tokio::test(start_paused = true)]
@@ -261,7 +299,8 @@ async fn an_rpm_refused_for_one_unknown_object_costs_only_that_object() {
     use super::super::reader::{describe, poll, Capabilities};
     let av = |i| ObjectId::new(object_type::ANALOG_VALUE, i);
     let objects: Vec<ObjectId> = [1, 2, 99, 3, 4, 5].into_iter().map(av).collect();
-    let (device, mut asked) = refusing_rpm_device(av(99)).await;
+    // av:4 is refused for its units only: it is still named.
+    let (device, mut asked) = refusing_rpm_device(av(99), av(4)).await;
     let (c, _events) = client(Duration::from_secs(3)).await;
     let mut caps = Capabilities::new(apdu::MAX_APDU_IP);
     let unknown = ErrorCode { class: 1, code: 31 };

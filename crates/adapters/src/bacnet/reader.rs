@@ -234,6 +234,20 @@ pub struct ObjectInfo {
     pub error: Option<ErrorCode>,
 }
 
+/// What describes an object of `id`'s type.
+fn props_of(id: &ObjectId) -> Vec<PropertyRef> {
+    let mut p = vec![PropertyRef::whole(property::OBJECT_NAME)];
+    if is_analog(id.kind) {
+        p.push(PropertyRef::whole(property::UNITS));
+    }
+    // Read with the name, in the same request: what bounds the
+    // object's present values (`in_range`).
+    if is_multi_state(id.kind) {
+        p.push(PropertyRef::whole(property::NUMBER_OF_STATES));
+    }
+    p
+}
+
 /// Reads each object's object-name and (analog) units.
 pub async fn describe(
     client: &Client,
@@ -241,18 +255,6 @@ pub async fn describe(
     objects: &[ObjectId],
     caps: &mut Capabilities,
 ) -> Result<Vec<ObjectInfo>, ClientError> {
-    let props_of = |id: &ObjectId| {
-        let mut p = vec![PropertyRef::whole(property::OBJECT_NAME)];
-        if is_analog(id.kind) {
-            p.push(PropertyRef::whole(property::UNITS));
-        }
-        // Read with the name, in the same request: what bounds the
-        // object's present values (`in_range`).
-        if is_multi_state(id.kind) {
-            p.push(PropertyRef::whole(property::NUMBER_OF_STATES));
-        }
-        p
-    };
     let mut out: Vec<ObjectInfo> = objects
         .iter()
         .map(|id| ObjectInfo {
@@ -291,8 +293,10 @@ pub async fn describe(
             Err(e) if refuses_service(&e) => caps.rpm = false,
             Err(e) => match one_object_refused(&e) {
                 Some(_) if end - at > 1 => span = (end - at) / 2,
-                Some(code) => {
-                    out[at].error = Some(code);
+                // Alone, it is read property by property: the Error may
+                // be for its units, not the object.
+                Some(_) => {
+                    describe_one(client, peer, &mut out[at]).await?;
                     at = end;
                     span = per;
                 }
@@ -301,27 +305,38 @@ pub async fn describe(
         }
     }
     for info in out.iter_mut().skip(at) {
-        for p in props_of(&info.id) {
-            match client.read_property(peer, info.id, p).await {
-                Ok(v) => apply_description(
-                    info,
-                    &[PropertyResult {
-                        property: p,
-                        value: Ok(v),
-                    }],
-                ),
-                Err(ClientError::Error(code)) => {
-                    if p.property == property::OBJECT_NAME {
-                        info.error = Some(code);
-                    }
-                }
-                // Another object's name or units: not this one's.
-                Err(ClientError::Mismatch(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        describe_one(client, peer, info).await?;
     }
     Ok(out)
+}
+
+/// One object's name and units, property by property (ReadProperty):
+/// an Error for one of them costs only that one.
+async fn describe_one(
+    client: &Client,
+    peer: SocketAddr,
+    info: &mut ObjectInfo,
+) -> Result<(), ClientError> {
+    for p in props_of(&info.id) {
+        match client.read_property(peer, info.id, p).await {
+            Ok(v) => apply_description(
+                info,
+                &[PropertyResult {
+                    property: p,
+                    value: Ok(v),
+                }],
+            ),
+            Err(ClientError::Error(code)) => {
+                if p.property == property::OBJECT_NAME {
+                    info.error = Some(code);
+                }
+            }
+            // Another object's name or units: not this one's.
+            Err(ClientError::Mismatch(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn apply_description(info: &mut ObjectInfo, results: &[PropertyResult]) {
