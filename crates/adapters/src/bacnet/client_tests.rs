@@ -342,3 +342,36 @@ async fn an_rpm_refused_for_one_unknown_object_costs_only_that_object() {
     }
     assert_eq!(last, vec![av(3), av(4), av(5)]);
 }
+
+/// A device whose object list names an object twice (a firmware that
+/// lists a point once per view it is in): the object is read once. Read
+/// twice, the clash of its own name with itself renamed its metric
+/// (`flow` became `flow_av1`), and every poll counted the second ask as
+/// a duplicate and a missing answer.
+#[tokio::test(start_paused = true)]
+async fn an_object_listed_twice_is_one_object() {
+    let (c, _events) = client(Duration::from_secs(3)).await;
+    let (device, device_addr) = socket().await;
+    let av = |i| ObjectId::new(object_type::ANALOG_VALUE, i);
+    let list = tokio::spawn(async move {
+        let mut caps = super::super::reader::Capabilities::new(apdu::MAX_APDU_IP);
+        super::super::reader::object_list(&c, device_addr, 9, &mut caps).await
+    });
+    let (id, _, gateway) = next_request(&device).await;
+    let mut ack = vec![0x30, id, confirmed::READ_PROPERTY];
+    tags::put_context_object(&mut ack, 0, ObjectId::device(9));
+    tags::put_context_unsigned(&mut ack, 1, u64::from(property::OBJECT_LIST));
+    tags::put_open(&mut ack, 3);
+    for o in [ObjectId::device(9), av(1), av(2), av(1)] {
+        tags::put_value(&mut ack, &Value::ObjectId(o));
+    }
+    tags::put_close(&mut ack, 3);
+    device
+        .send_to(&frame::unicast(&ack, false, None), gateway)
+        .await
+        .unwrap();
+    assert_eq!(
+        list.await.unwrap(),
+        Ok(vec![ObjectId::device(9), av(1), av(2)])
+    );
+}

@@ -327,7 +327,7 @@ impl DeviceTask {
         caps: &mut Capabilities,
     ) -> Result<Vec<Point>, ClientError> {
         let wanted: Vec<ObjectId> = match &self.device.objects {
-            Some(list) => list.clone(),
+            Some(list) => reader::distinct(list.clone()),
             None => reader::object_list(&self.client, peer, self.device.instance, caps)
                 .await?
                 .into_iter()

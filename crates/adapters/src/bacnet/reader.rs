@@ -145,7 +145,7 @@ pub async fn object_list(
             .read_property(peer, dev, PropertyRef::whole(property::OBJECT_LIST))
             .await
         {
-            Ok(values) => return Ok(objects_of(&values)),
+            Ok(values) => return Ok(distinct(objects_of(&values))),
             Err(e) if too_big(&e) => caps.whole_list = false,
             Err(e) => return Err(e),
         }
@@ -208,7 +208,17 @@ pub async fn object_list(
             out.extend(objects_of(&v));
         }
     }
-    Ok(out)
+    Ok(distinct(out))
+}
+
+/// `objects` with each one once, in the order first listed. A device
+/// that lists an object twice must not have it read twice: it would
+/// clash with its own name (its metric renamed `<name>_<type><instance>`)
+/// and every poll would count the second ask as a duplicate answer and a
+/// missing one.
+pub fn distinct(objects: Vec<ObjectId>) -> Vec<ObjectId> {
+    let mut seen = std::collections::HashSet::with_capacity(objects.len());
+    objects.into_iter().filter(|o| seen.insert(*o)).collect()
 }
 
 fn objects_of(values: &[Value]) -> Vec<ObjectId> {
