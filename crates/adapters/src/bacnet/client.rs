@@ -188,7 +188,15 @@ impl Client {
         let event = match frame::decode(d) {
             Err(e) => Some(Event::Malformed(e)),
             Ok(Frame::Network) => None,
-            Ok(Frame::BvlcResult(code)) => Some(Event::Registration(from, code)),
+            // Only the configured BBMD answers the registration: anyone
+            // else's "accepted" (or NAK) would stand for its answer in
+            // `edge_gateway_bacnet_fdr_registered`.
+            Ok(Frame::BvlcResult(code)) if self.cov.is_forwarder(from) => {
+                Some(Event::Registration(from, code))
+            }
+            Ok(Frame::BvlcResult(_)) => Some(Event::Malformed(CodecError::Unexpected(
+                "a BVLC-Result from the BBMD",
+            ))),
             Ok(Frame::Apdu { origin, apdu, .. }) => {
                 let origin = origin.map(SocketAddr::V4);
                 let sender = self.cov.sender(from, origin);

@@ -375,3 +375,30 @@ async fn an_object_listed_twice_is_one_object() {
         Ok(vec![ObjectId::device(9), av(1), av(2)])
     );
 }
+
+/// A BVLC-Result is the configured BBMD's answer to the gateway's
+/// registration: one from anyone else (a stranger's "accepted" while the
+/// BBMD never answered, or its NAK) says nothing of the registration.
+#[tokio::test(start_paused = true)]
+async fn a_registration_result_is_taken_only_from_the_bbmd() {
+    let (c, mut events) = client(Duration::from_secs(3)).await;
+    let (bbmd, bbmd_addr) = socket().await;
+    let (stranger, _) = socket().await;
+    c.cov().trust_forwarder(bbmd_addr);
+    let gateway = c.local_addr().unwrap();
+    let result = |code: u16| {
+        let mut d = vec![0x81, 0x00, 0x00, 0x06];
+        d.extend(code.to_be_bytes());
+        d
+    };
+    stranger.send_to(&result(0), gateway).await.unwrap();
+    bbmd.send_to(&result(0x30), gateway).await.unwrap();
+    assert!(
+        matches!(events.recv().await, Some(Event::Malformed(_))),
+        "the stranger's"
+    );
+    assert_eq!(
+        events.recv().await,
+        Some(Event::Registration(bbmd_addr, 0x30))
+    );
+}

@@ -107,6 +107,11 @@ impl CovRegistry {
         let _ = self.bbmd.set(bbmd);
     }
 
+    /// Whether `udp` is the BBMD the adapter registers with.
+    pub fn is_forwarder(&self, udp: SocketAddr) -> bool {
+        self.bbmd.get() == Some(&udp)
+    }
+
     /// Who sent a datagram that came from `udp` with `origin` in its
     /// Forwarded-NPDU header: the origin only when the configured BBMD
     /// forwarded it.
