@@ -211,10 +211,10 @@ impl Client {
     }
 
     /// `from`: where the datagram says it comes from (a forwarded one's
-    /// origin), which I-Ams and the answers to a device's requests use;
-    /// `sender`: who sent it as far as the gateway can tell, which a
-    /// notification and an answer to the gateway's own request are judged
-    /// by.
+    /// origin), which I-Ams use; `sender`: who sent it as far as the
+    /// gateway can tell, which a notification and an answer to the
+    /// gateway's own request are judged by and the gateway's answer to a
+    /// request goes to.
     async fn on_apdu(&self, apdu: Apdu<'_>, from: SocketAddr, sender: SocketAddr) -> Option<Event> {
         match apdu {
             Apdu::Unconfirmed { service, body } => match service {
@@ -240,8 +240,11 @@ impl Client {
                     // The gateway serves nothing else: reject as the
                     // standard asks rather than let the device time out
                     // (reason 9: unrecognized-service).
-                    self.send_to(&frame::unicast(&[0x60, invoke_id, 9], false, None), from)
-                        .await;
+                    self.send_to(
+                        &frame::unicast(&[0x60, invoke_id, 9], false, None),
+                        sender,
+                    )
+                    .await;
                     return None;
                 }
                 let (answer, event) = match services::decode_cov_notification(body) {
@@ -264,7 +267,9 @@ impl Client {
                     // answers a request it cannot parse.
                     Err(e) => (vec![0x60, invoke_id, 4], Event::Malformed(e)),
                 };
-                self.send_to(&frame::unicast(&answer, false, None), from)
+                // To who sent it: an origin only a stranger vouches for
+                // would aim the gateway's answer at a third party.
+                self.send_to(&frame::unicast(&answer, false, None), sender)
                     .await;
                 Some(event)
             }

@@ -402,3 +402,42 @@ async fn a_registration_result_is_taken_only_from_the_bbmd() {
         Some(Event::Registration(bbmd_addr, 0x30))
     );
 }
+
+/// A confirmed request the gateway does not serve is rejected to whoever
+/// sent it: a Forwarded-NPDU from a stranger (not the BBMD) naming
+/// another address as its origin does not make the gateway send to that
+/// address, which let anyone aim the gateway's answers at a third party.
+#[tokio::test(start_paused = true)]
+async fn a_forged_origin_does_not_aim_the_gateways_answer_at_another_address() {
+    let (c, _events) = client(Duration::from_secs(3)).await;
+    let (stranger, _) = socket().await;
+    let (victim, victim_addr) = socket().await;
+    let gateway = c.local_addr().unwrap();
+    // A ReadProperty request (invoke id 7): the gateway serves none.
+    let request = apdu::confirmed_request(7, confirmed::READ_PROPERTY, &[]);
+    stranger
+        .send_to(&forwarded(victim_addr, &request), gateway)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(3), stranger.recv_from(&mut buf))
+        .await
+        .expect("the reject, to the stranger")
+        .unwrap();
+    assert_eq!(from, gateway);
+    assert!(
+        matches!(
+            frame::decode(&buf[..n]),
+            Ok(Frame::Apdu {
+                apdu: Apdu::Reject { invoke_id: 7, .. },
+                ..
+            })
+        ),
+        "{:?}",
+        &buf[..n]
+    );
+    assert!(
+        victim.try_recv_from(&mut buf).is_err(),
+        "nothing reached the address named as origin"
+    );
+}
