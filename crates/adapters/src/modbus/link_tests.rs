@@ -231,21 +231,23 @@ async fn a_garbled_answer_counts_as_crc_not_as_silence() {
 /// At 2400 baud (an Eastron meter's factory setting) a read of 125
 /// registers answers in 255 bytes, over a second on the wire: the timeout
 /// is for the device to start answering, and its answer then takes the
-/// time its bytes take. Here a line of 10 ms a character (gap 35 ms) and
-/// a timeout of 100 ms: an answer of 20 registers (45 bytes) that starts
-/// at once, paced a little faster than the line, ends well after the
-/// timeout. It was cut at
-/// the timeout and counted as garbled, at every poll, for ever.
+/// time its bytes take. Here a line of 100 ms a character (gap 350 ms)
+/// and a timeout of 100 ms: the request is 0.8 s on the wire, and an answer
+/// of 20 registers (45 bytes) that starts at once, paced four times faster
+/// than the line, ends about 1.1 s after it, past the 0.9 s the request's
+/// bytes and the timeout make. It was cut there and counted as garbled, at
+/// every poll, for ever. (The slow line leaves a loaded machine's timers
+/// hundreds of milliseconds before a late byte looks like a frame's end.)
 #[tokio::test]
 async fn a_long_answer_on_a_slow_line_is_not_cut_at_the_timeout() {
     let (host, mut device) = SerialStream::pair().unwrap();
-    let mut link = Link::over_serial(host, Duration::from_millis(35), Duration::from_millis(100));
+    let mut link = Link::over_serial(host, Duration::from_millis(350), Duration::from_millis(100));
     let device_task = tokio::spawn(async move {
         let req = request(&mut device).await;
         for b in honest(&req, 0x1234) {
             device.write_all(&[b]).await.unwrap();
             // The device's own pace on the wire.
-            tokio::time::sleep(Duration::from_millis(6)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         device
     });
