@@ -10,7 +10,8 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::bacnet::tags::{self, object_type, Value};
+use crate::bacnet::services::PropertyRef;
+use crate::bacnet::tags::{self, object_type, property, Value};
 use crate::bacnet::{bvlc, npdu};
 
 /// A client on a loopback port of its own (`timeout`, no retry), and the

@@ -39,6 +39,7 @@ pub mod names;
 pub mod npdu;
 pub mod point;
 pub mod reader;
+mod requests;
 pub mod segment;
 pub mod services;
 pub mod source;
