@@ -48,7 +48,7 @@ use gateway_core::config::CommandsConfig;
 use gateway_core::event::SinkEvent;
 use gateway_core::{Clock, Telemetry};
 use mqtt_connect::{ConnectionSettings, SetupError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
@@ -91,9 +91,21 @@ pub struct CommandsSetup {
     pub clock: Arc<dyn Clock>,
     pub telemetry: Telemetry,
     pub results: Vec<mpsc::Sender<SinkEvent>>,
+    /// Asks the upstream's outbox to store what it was handed; `None`
+    /// without one (then a command is acknowledged once its result is
+    /// handed over).
+    pub results_stored: Option<ResultsStored>,
     /// The actuators only rule actions write to (`exec::Executor::actuators`).
     pub actuators: CommandTargets,
 }
+
+/// The upstream outbox's flush handshake: a request answered once
+/// everything handed to the outbox before it is stored (`true` when on
+/// disk). A cloud command is acknowledged to its broker only after its
+/// result is: acknowledged while the result still waited in the outbox's
+/// queue, a kill -9 lost the result for good, as the broker, its command
+/// acknowledged, never delivers it again.
+pub type ResultsStored = mpsc::Sender<oneshot::Sender<bool>>;
 
 /// Starts the listener; it stops with `stop`.
 ///
@@ -123,6 +135,7 @@ pub fn start(setup: CommandsSetup, stop: CancellationToken) -> Result<JoinHandle
         setup.topic_prefix,
         exec,
         setup.requests,
+        setup.results_stored,
         setup.max_backoff,
         stop,
     )))

@@ -7,7 +7,7 @@
 //! flood nor a slow write holds up the readings going out.
 //!
 //! A command is acknowledged (PUBACK) only once its result is journaled
-//! and handed to the outbox: killed before that, the broker delivers it
+//! and stored in the outbox: killed before that, the broker delivers it
 //! again and the journal answers with its result instead of writing twice.
 //! The acknowledgement waits for room in the client's queue rather than
 //! being dropped: the poller never stops polling (its channel to the loop
@@ -24,13 +24,14 @@ use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Clock, Timestamp};
 use mqtt_connect::{ConnectionSettings, SetupError};
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::exec::{Arrived, Executor};
 use crate::parse::{command_filter, device_level, device_of_topic, Payload};
+use crate::ResultsStored;
 use crate::COMMANDS_SUBSCRIBED;
 
 /// QoS 0 commands read from the broker and not yet run; beyond, they are
@@ -68,6 +69,7 @@ pub async fn run(
     prefix: String,
     mut exec: Executor,
     mut requests: Option<mpsc::Receiver<CommandRequest>>,
+    results_stored: Option<ResultsStored>,
     max_backoff: Duration,
     stop: CancellationToken,
 ) {
@@ -118,6 +120,21 @@ pub async fn run(
                 exec.handle(arrived).await;
                 if let Some((client, _)) = &connection {
                     if publish.qos != QoS::AtMostOnce {
+                        // Its result in the outbox first: once acknowledged,
+                        // the broker never delivers the command again, and
+                        // a result lost from the outbox's queue (a kill -9)
+                        // would be lost for good. Killed before, the
+                        // re-delivery finds the result in the journal.
+                        // Answered when the store is done, on disk or not
+                        // (a full disk keeps it in memory, as every output
+                        // does): not acknowledging then would stop the
+                        // broker's deliveries once its window filled.
+                        if let Some(stored) = &results_stored {
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                () = outbox_stored(stored) => {}
+                            }
+                        }
                         // Waits for room in the client's queue: a PUBACK
                         // dropped there left its message in the broker's
                         // in-flight window for good, and once the window
@@ -145,6 +162,14 @@ pub async fn run(
     info!("Command listener stopped.");
 }
 
+/// Waits until the outbox has stored what it was handed before this call
+/// (or has stopped: then there is nothing to wait for).
+async fn outbox_stored(stored: &ResultsStored) {
+    let (reply, answer) = oneshot::channel();
+    if stored.send(reply).await.is_ok() {
+        let _ = answer.await;
+    }
+}
 /// A command as the poller read it.
 struct Delivered {
     /// Its topic, flags and packet id (for its PUBACK), without its

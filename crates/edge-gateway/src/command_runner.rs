@@ -58,6 +58,8 @@ pub struct Ways {
     pub actuators: CommandTargets,
     /// The upstream's urgent lane and the dashboard's events.
     pub results: Vec<mpsc::Sender<SinkEvent>>,
+    /// The upstream's flush handshake (see `commands::ResultsStored`).
+    pub results_stored: Option<commands::ResultsStored>,
 }
 
 /// Starts the runner when a way in is open.
@@ -89,6 +91,7 @@ pub fn start(
             clock,
             telemetry,
             results: ways.results,
+            results_stored: ways.results_stored,
             actuators: ways.actuators,
         },
         stop.clone(),

@@ -161,6 +161,7 @@ impl Gateway {
             dashboard,
             actions,
             upstream_urgent,
+            results_stored,
         } = outputs;
         let pipeline = start_pipeline(
             config,
@@ -190,6 +191,7 @@ impl Gateway {
                 targets: command_targets.clone(),
                 actuators: actuators.targets,
                 results,
+                results_stored,
             },
             clock.clone(),
             telemetry.clone(),

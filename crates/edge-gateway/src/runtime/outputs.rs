@@ -43,6 +43,9 @@ pub(super) struct Outputs {
     pub actions: Option<mpsc::Sender<SinkEvent>>,
     /// The upstream's urgent lane, for the configuration's reported state.
     pub upstream_urgent: Option<mpsc::Sender<SinkEvent>>,
+    /// The upstream's flush handshake, for the command listener: a cloud
+    /// command is acknowledged once its result is in the outbox.
+    pub results_stored: Option<mpsc::Sender<oneshot::Sender<bool>>>,
 }
 
 /// How the pipeline's fanout treats an output.
@@ -60,6 +63,7 @@ enum Feed {
 struct Senders {
     events: mpsc::Sender<SinkEvent>,
     urgent: Option<mpsc::Sender<SinkEvent>>,
+    flush: Option<mpsc::Sender<oneshot::Sender<bool>>>,
 }
 
 impl Outputs {
@@ -109,7 +113,11 @@ impl Outputs {
                     required: false,
                     task: started.task,
                 });
-                return Ok(Senders { events, urgent });
+                return Ok(Senders {
+                    events,
+                    urgent,
+                    flush,
+                });
             }
         };
         self.running.push(RunningOutput {
@@ -118,8 +126,12 @@ impl Outputs {
             task: started.task,
         });
         self.feeds.push(output);
-        self.flushes.extend(flush);
-        Ok(Senders { events, urgent })
+        self.flushes.extend(flush.clone());
+        Ok(Senders {
+            events,
+            urgent,
+            flush,
+        })
     }
 }
 
@@ -177,6 +189,7 @@ pub(super) fn start_outputs(
         let senders = outputs.start(Feed::Upstream, settings, &ctx)?;
         outputs.upstream_urgent.clone_from(&senders.urgent);
         outputs.results.extend(senders.urgent);
+        outputs.results_stored = senders.flush;
     }
     for sink in &config.sinks {
         let name = gateway_core::config::SinkSpec::name(sink).to_string();

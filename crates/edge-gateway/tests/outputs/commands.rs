@@ -8,7 +8,8 @@
 //! twice executes once and gets its result again; an expired command is
 //! not executed; a malformed one is refused; a command on the building's
 //! broker is never executed; a Zigbee2MQTT-style `/set` published on the
-//! building broker; a kill -9 between write and result writes once; the
+//! building broker; a kill -9 between write and result writes once, and
+//! one before the outbox stored a result loses no result; the
 //! counters by status and reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -421,4 +422,79 @@ async fn a_kill_between_write_and_result_writes_once() {
     }
     assert_eq!(writes, 1);
     assert_eq!(read_back(modbus, 1, "holding", 0, 1), vec![210]);
+}
+
+/// A command is acknowledged to the cloud broker only once its result is
+/// in the outbox. The fault hook holds the outbox's every batch of
+/// messages for a minute (the readings `report` sends up keep it busy),
+/// so the result waits in the outbox's queue when the gateway is killed.
+/// Acknowledged before, the broker never delivered the command again and
+/// its result was lost; now the broker delivers it again after the
+/// restart and the journal answers with the result, the write not made a
+/// second time.
+#[tokio::test]
+async fn a_kill_before_the_outbox_stored_a_result_loses_no_result() {
+    let cloud = Mosquitto::start();
+    let building = Mosquitto::start();
+    let metrics = free_port();
+    let modbus = free_port();
+    let mut peer = start_peer(modbus);
+    let mut results = Subscriber::start(cloud.port(), "building/hq/+/command/result").await;
+    let config = config(cloud.port(), building.port(), metrics, modbus).replace(
+        "max_backoff = \"1s\"\n\n[metrics]",
+        "max_backoff = \"1s\"\nreport = { \"ahu-1/supply\" = \"change\" }\n\n[metrics]",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = GatewayProcess::start_in_with(
+        dir,
+        &config,
+        &[("EDGE_GATEWAY_FAULT_HOLD_OUTBOX_MS", "60000")],
+    );
+    gw.wait_for_log("Subscribed to commands on the upstream broker.")
+        .await;
+    // Polled readings handed to the upstream: its outbox is holding them.
+    http_until(metrics, "/metrics", |_, b| {
+        metric(b, "edge_gateway_adapter_readings_total{adapter=\"plant\"}") >= 8.0
+    })
+    .await;
+    publish(
+        cloud.port(),
+        "building/hq/ahu-1/command",
+        &common::with_ts(json!({"id": "s-1", "metric": "setpoint", "value": 22.0})).to_string(),
+        1,
+        false,
+    )
+    .await;
+    http_until(metrics, "/metrics", |_, b| {
+        metric(
+            b,
+            "edge_gateway_commands_total{status=\"done\",reason=\"none\"}",
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(read_back(modbus, 1, "holding", 0, 1), vec![220]);
+
+    gw.signal("KILL");
+    gw.wait_exit().await;
+    let mut gw = GatewayProcess::start_in_with(gw.dir, &config, &[]);
+    gw.wait_for_log("Subscribed to commands on the upstream broker.")
+        .await;
+    let r = results
+        .wait_for(WAIT, |m| m.json()["id"] == "s-1")
+        .await
+        .expect("the result of the command written before the kill");
+    assert_eq!(r.json()["status"], "done", "{}", r.payload);
+
+    // Written once: one write request (function 6) reached the device.
+    peer.send_line("count");
+    let mut writes = 0;
+    while let Some(line) = peer.next_line(WAIT) {
+        if line == "end" {
+            break;
+        }
+        if line.starts_with("count 1 6 ") {
+            writes = line.rsplit(' ').next().unwrap().parse().unwrap();
+        }
+    }
+    assert_eq!(writes, 1);
 }
