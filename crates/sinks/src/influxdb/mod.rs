@@ -31,6 +31,7 @@ pub mod kind;
 pub mod line;
 pub mod outcome;
 mod request;
+mod tags;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
