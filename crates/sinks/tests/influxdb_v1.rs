@@ -583,3 +583,63 @@ async fn tags_time_and_time_tag_of_one_device_each_arrive() {
     assert_eq!(value_of("time_tag_tag"), ["ntp"], "the tag `time_tag`");
     sink.stop().await;
 }
+
+/// A device tagged `device` and `unit`, keys the gateway writes itself
+/// (`unit` with `unit_tag`): InfluxDB keeps one value per tag key, so one
+/// of each pair was lost. The gateway's arrive under their keys, the
+/// device's as `device_tag` and `unit_tag`, and a query by both finds the
+/// point.
+#[tokio::test]
+async fn device_tags_named_as_the_gateways_own_arrive_beside_them() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let text = format!("{BME680_CSV}unit_tag = true\n").replace("URL", &db.url());
+    let sink = start_with(
+        &config(&text),
+        state.path(),
+        "id = \"node-1\"\nname = \"Node\"\ntags = { device = \"x\", unit = \"y\" }\n",
+    );
+    let at = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000).unwrap();
+    let reading = Reading::new(
+        DeviceId::new("node-1").unwrap(),
+        MetricName::new("temperature").unwrap(),
+        21.5,
+        at,
+        TimeSource::Event,
+    )
+    .unwrap();
+    sink.events
+        .send(SinkEvent::Readings(vec![reading]))
+        .await
+        .unwrap();
+    until("the point", || {
+        count(
+            &db,
+            "bme680_db",
+            r#"SELECT count("temperature") FROM "bme680_measure""#,
+        ) == 1
+    })
+    .await;
+    let value_of = |key: &str| {
+        db.rows(
+            "bme680_db",
+            &format!(r#"SHOW TAG VALUES FROM "bme680_measure" WITH KEY = "{key}""#),
+        )
+        .iter()
+        .filter_map(|r| r.get(1).and_then(|v| v.as_str()).map(str::to_string))
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(value_of("device"), ["node-1"], "the gateway's `device`");
+    assert_eq!(value_of("unit"), ["°C"], "the gateway's `unit`");
+    assert_eq!(value_of("device_tag"), ["x"], "the device's `device`");
+    assert_eq!(value_of("unit_tag"), ["y"], "the device's `unit`");
+    assert_eq!(
+        count(
+            &db,
+            "bme680_db",
+            r#"SELECT count("temperature") FROM "bme680_measure" WHERE "device" = 'node-1' AND "device_tag" = 'x' AND "unit" = '°C' AND "unit_tag" = 'y'"#,
+        ),
+        1
+    );
+    sink.stop().await;
+}

@@ -192,8 +192,9 @@ tags = { time = "utc", time_tag = "ntp", time_tag_tag = "gps", timer = "t", room
 }
 
 /// Renaming a tag key is decided by the key alone, never maps two keys to
-/// one, and leaves every key that is no `time` followed by `_tag`s as it
-/// was written before.
+/// one, never gives a key the gateway writes itself, and leaves every key
+/// that is no `time` or gateway key followed by `_tag`s as it was written
+/// before.
 #[test]
 fn tag_keys_are_renamed_injectively_and_only_where_they_would_meet() {
     let keys = [
@@ -210,9 +211,29 @@ fn tag_keys_are_renamed_injectively_and_only_where_they_would_meet() {
         "time_tags",
         "my_time",
         "my_time_tag",
+        "device",
+        "device_tag",
+        "device_tag_tag",
+        "name",
+        "name_tag",
+        "unit",
+        "unit_tag",
+        "rule",
+        "rule_tag",
+        "metric",
+        "kind",
+        "state",
+        "state_tag",
+        "devices",
+        "my_device",
+        "Device",
+        "gateway",
     ];
     let written: std::collections::BTreeSet<_> = keys.iter().map(|k| tag_key(k)).collect();
     assert_eq!(written.len(), keys.len(), "{written:?}");
+    for own in ["device", "name", "unit", "rule", "metric", "kind", "state"] {
+        assert!(!written.contains(own), "{own} is the gateway's");
+    }
     for (k, w) in [
         ("time", "time_tag"),
         ("time_tag", "time_tag_tag"),
@@ -222,9 +243,91 @@ fn tag_keys_are_renamed_injectively_and_only_where_they_would_meet() {
         ("time_tags", "time_tags"),
         ("my_time_tag", "my_time_tag"),
         ("room", "room"),
+        ("device", "device_tag"),
+        ("device_tag", "device_tag_tag"),
+        ("name", "name_tag"),
+        ("unit", "unit_tag"),
+        ("unit_tag", "unit_tag_tag"),
+        ("rule", "rule_tag"),
+        ("metric", "metric_tag"),
+        ("kind", "kind_tag"),
+        ("state", "state_tag"),
+        ("devices", "devices"),
+        ("my_device", "my_device"),
+        ("Device", "Device"),
     ] {
         assert_eq!(tag_key(k), w, "{k}");
     }
+}
+
+/// A `[[device]]` tag named as one the gateway writes itself (`device`,
+/// `name`, `unit`) was overwritten by the gateway's, or overwrote it: one
+/// value lost. The gateway's is kept as it is, the device's renamed as
+/// `time` is, and one already named so (`device_tag`) one `_tag` further.
+#[test]
+fn a_device_tag_named_as_a_gateway_tag_is_written_beside_it() {
+    let devices = crate::test_devices(
+        r#"
+[[device]]
+id = "node"
+name = "Node"
+tags = { device = "x", unit = "y", name = "n", device_tag = "z", room = "r" }
+"#,
+    );
+    let config = InfluxConfig {
+        measurement: "m".into(),
+        write: vec![Series::Readings],
+        unit_tag: true,
+        ..InfluxConfig::default()
+    };
+    let mut e = Encoder::new(&config, DeviceRegistry::from_config(&devices));
+    let ev = SinkEvent::Readings(vec![reading("node", "temperature", 4.5, 1)]);
+    assert_eq!(
+        lines(&mut e, &ev),
+        "m,device=node,device_tag=x,device_tag_tag=z,name=Node,name_tag=n,room=r,unit=°C,unit_tag=y \
+         temperature=4.5 1000000\n"
+    );
+}
+
+/// An alert's own tags (`rule`, `metric`, `kind`, `state`, and `unit`
+/// with `unit_tag`) are kept; a device's tags of those keys go beside them.
+#[test]
+fn a_device_tag_named_as_an_alert_tag_is_written_beside_it() {
+    let devices = crate::test_devices(
+        r#"
+[[device]]
+id = "other"
+name = "Other"
+tags = { rule = "r", metric = "m", kind = "k", state = "s", unit = "u" }
+"#,
+    );
+    let config = InfluxConfig {
+        write: vec![Series::Alerts],
+        unit_tag: true,
+        ..InfluxConfig::default()
+    };
+    let mut e = Encoder::new(&config, DeviceRegistry::from_config(&devices));
+    let a = AlertEvent {
+        device: DeviceId::new("other").unwrap(),
+        rule: "hot".into(),
+        metric: "temperature".into(),
+        kind: "threshold".into(),
+        state: "raised".into(),
+        value: 31.5,
+        limit: 30.0,
+        at: Timestamp::from_millis(5).unwrap(),
+        reason: None,
+        expected: None,
+        observed: None,
+        source: gateway_core::SourceId::UNKNOWN,
+    };
+    let out = lines(&mut e, &SinkEvent::Alert(a));
+    let tags = out.split(' ').next().unwrap();
+    assert_eq!(
+        tags,
+        "alerts,device=other,kind=threshold,kind_tag=k,metric=temperature,metric_tag=m,\
+         name=Other,rule=hot,rule_tag=r,state=raised,state_tag=s,unit=°C,unit_tag=u"
+    );
 }
 
 /// `integer_fields`: the readings of a database an earlier bridge filled
