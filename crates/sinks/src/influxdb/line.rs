@@ -48,7 +48,7 @@ use gateway_core::{DeviceId, DeviceRegistry, Reading, SourceId};
 use gateway_core::event::{AlertEvent, SinkEvent, WindowEvent};
 
 use super::config::{InfluxConfig, Series};
-use super::tags::{device_tags, tag_key};
+use super::tags::{device_tags, tag_key, GatewayKeys};
 
 /// The query-string precision matching the timestamps written.
 pub const PRECISION: &str = "ns";
@@ -396,10 +396,15 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new(config: &InfluxConfig, registry: DeviceRegistry) -> Self {
+        // Fields are on the readings' points only.
+        let on_readings = GatewayKeys {
+            unit: config.unit_tag,
+            alert: false,
+        };
         let tag_keys = registry
             .tag_keys()
             .into_iter()
-            .map(|k| tag_key(k).into_owned())
+            .map(|k| tag_key(k, on_readings).into_owned())
             .chain(["device", "name", "unit"].map(str::to_string))
             .collect();
         let pick = |s, m: &String| config.writes(s).then(|| m.clone());
@@ -469,6 +474,14 @@ impl Encoder {
         }
     }
 
+    /// The keys the gateway writes itself on a point of this encoder.
+    fn keys(&self, alert: bool) -> GatewayKeys {
+        GatewayKeys {
+            unit: self.unit_tag,
+            alert,
+        }
+    }
+
     /// One point per sample, a field per metric: readings of one sample
     /// arrive next to each other, so neighbours of one device and time
     /// share a line until a metric repeats (see [`SampleClock`]).
@@ -479,7 +492,7 @@ impl Encoder {
             for r in readings {
                 let time_ns = self.samples.time_ns(r);
                 let info = self.unit_of(r.device(), r.source(), r.metric().as_str());
-                let mut tags = device_tags(&self.registry, r.device());
+                let mut tags = device_tags(&self.registry, r.device(), self.keys(false));
                 tags.insert("unit".into(), &info.unit);
                 let mut p = Point::new(out, name, &tags);
                 reading_value(&self.integers, &self.tag_keys, &mut p, r);
@@ -487,12 +500,13 @@ impl Encoder {
             }
             return;
         }
+        let keys = self.keys(false);
         let mut rest = readings
             .iter()
             .map(|r| (r, self.samples.time_ns(r)))
             .peekable();
         while let Some((first, time_ns)) = rest.next() {
-            let tags = device_tags(&self.registry, first.device());
+            let tags = device_tags(&self.registry, first.device(), keys);
             let mut p = Point::new(out, name, &tags);
             reading_value(&self.integers, &self.tag_keys, &mut p, first);
             // The clock gave a repeated metric the next time, so one
@@ -511,7 +525,7 @@ impl Encoder {
         if self.unit_tag {
             for (metric, s) in &w.metrics {
                 let info = self.unit_of(&w.device, SourceId::UNKNOWN, metric);
-                let mut tags = device_tags(&self.registry, &w.device);
+                let mut tags = device_tags(&self.registry, &w.device, self.keys(false));
                 tags.insert("unit".into(), &info.unit);
                 let mut p = Point::new(out, name, &tags);
                 window_fields(&mut p, metric, s);
@@ -519,7 +533,7 @@ impl Encoder {
             }
             return;
         }
-        let tags = device_tags(&self.registry, &w.device);
+        let tags = device_tags(&self.registry, &w.device, self.keys(false));
         let mut p = Point::new(out, name, &tags);
         for (metric, s) in &w.metrics {
             window_fields(&mut p, metric, s);
@@ -540,7 +554,7 @@ impl Encoder {
 
     fn alert(&self, a: &AlertEvent, out: &mut String) {
         let Some(name) = &self.alerts else { return };
-        let mut tags = device_tags(&self.registry, &a.device);
+        let mut tags = device_tags(&self.registry, &a.device, self.keys(true));
         tags.insert("rule".into(), &a.rule);
         tags.insert("metric".into(), &a.metric);
         tags.insert("kind".into(), &a.kind);

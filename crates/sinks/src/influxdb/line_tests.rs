@@ -191,10 +191,10 @@ tags = { time = "utc", time_tag = "ntp", time_tag_tag = "gps", timer = "t", room
     );
 }
 
-/// Renaming a tag key is decided by the key alone, never maps two keys to
-/// one, never gives a key the gateway writes itself, and leaves every key
-/// that is no `time` or gateway key followed by `_tag`s as it was written
-/// before.
+/// Renaming a tag key never maps two keys to one on a point, never gives
+/// a key the gateway writes on that point itself, and leaves every other
+/// key as it was written before: for every set of the gateway's keys a
+/// point can carry.
 #[test]
 fn tag_keys_are_renamed_injectively_and_only_where_they_would_meet() {
     let keys = [
@@ -229,11 +229,25 @@ fn tag_keys_are_renamed_injectively_and_only_where_they_would_meet() {
         "Device",
         "gateway",
     ];
-    let written: std::collections::BTreeSet<_> = keys.iter().map(|k| tag_key(k)).collect();
-    assert_eq!(written.len(), keys.len(), "{written:?}");
-    for own in ["device", "name", "unit", "rule", "metric", "kind", "state"] {
-        assert!(!written.contains(own), "{own} is the gateway's");
+    for (unit, alert) in [(false, false), (true, false), (false, true), (true, true)] {
+        let on = GatewayKeys { unit, alert };
+        let written: std::collections::BTreeSet<_> = keys.iter().map(|k| tag_key(k, on)).collect();
+        assert_eq!(written.len(), keys.len(), "{on:?}: {written:?}");
+        let mut own = vec!["device", "name"];
+        if unit {
+            own.push("unit");
+        }
+        if alert {
+            own.extend(["rule", "metric", "kind", "state"]);
+        }
+        for own in own {
+            assert!(!written.contains(own), "{on:?}: {own} is the gateway's");
+        }
     }
+    let every = GatewayKeys {
+        unit: true,
+        alert: true,
+    };
     for (k, w) in [
         ("time", "time_tag"),
         ("time_tag", "time_tag_tag"),
@@ -256,8 +270,46 @@ fn tag_keys_are_renamed_injectively_and_only_where_they_would_meet() {
         ("my_device", "my_device"),
         ("Device", "Device"),
     ] {
-        assert_eq!(tag_key(k), w, "{k}");
+        assert_eq!(tag_key(k, every), w, "{k}");
     }
+    // Where the gateway does not write the key, the device's is written
+    // as it always was: a readings point without `unit_tag`.
+    let readings = GatewayKeys {
+        unit: false,
+        alert: false,
+    };
+    for k in ["unit", "unit_tag", "rule", "metric", "kind", "state_tag"] {
+        assert_eq!(tag_key(k, readings), k);
+    }
+    assert_eq!(tag_key("time", readings), "time_tag");
+    assert_eq!(tag_key("device", readings), "device_tag");
+}
+
+/// A device's tag of a key only an alert's points carry (`state`,
+/// `kind`), or `unit` without `unit_tag`, kept its value on the readings'
+/// points before: it keeps its name there, so queries by it still work,
+/// and goes beside the gateway's on its alerts.
+#[test]
+fn a_device_tag_named_as_an_alert_tag_keeps_its_name_on_readings() {
+    let devices = crate::test_devices(
+        r#"
+[[device]]
+id = "flat-4b"
+name = "Flat 4B"
+tags = { unit = "4B", state = "NSW", kind = "flat" }
+"#,
+    );
+    let config = InfluxConfig {
+        measurement: "m".into(),
+        write: vec![Series::Readings],
+        ..InfluxConfig::default()
+    };
+    let mut e = Encoder::new(&config, DeviceRegistry::from_config(&devices));
+    let ev = SinkEvent::Readings(vec![reading("flat-4b", "temperature", 21.5, 1)]);
+    assert_eq!(
+        lines(&mut e, &ev),
+        "m,device=flat-4b,kind=flat,name=Flat\\ 4B,state=NSW,unit=4B temperature=21.5 1000000\n"
+    );
 }
 
 /// A `[[device]]` tag named as one the gateway writes itself (`device`,
