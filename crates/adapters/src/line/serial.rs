@@ -10,9 +10,9 @@
 //! came out (`…,22.5,4` may have been `…,22.5,41.0`): a serial port has no
 //! clean close that would finish it, so it is dropped, counted
 //! `incomplete_line` and logged, and never glued to the first line of the
-//! new stream. So is a partial line the board stops writing for longer
-//! than a line could take (`line_stall`): the ESP32 behind a USB bridge
-//! reset or hung while the port stayed.
+//! new stream. So is a partial line after which the board goes quiet for
+//! [`line_gap`]: behind a USB bridge the port stays when the board resets
+//! or hangs, and the reset's boot pause is the only sign of it.
 //!
 //! The port has no acknowledgement to hold back, but what is behind it may
 //! resend: an ESP-NOW relay prints a client's frame again when the client
@@ -32,7 +32,7 @@ use gateway_core::telemetry::LogThrottle;
 use gateway_core::{
     Adapter, AdapterContext, AdapterError, DeliveryKey, DeviceId, Ingress, Receipt,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
 use tracing::{info, warn};
 
@@ -43,21 +43,34 @@ use super::serial_config::{Parity, SerialLineConfig};
 /// First wait before reopening; doubles up to `max_backoff`.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const READ_BUFFER: usize = 4096;
-/// A pause within a line longer than any sketch takes between two prints
-/// of one line (a DS18B20 conversion is 750 ms).
-const LINE_PAUSE: Duration = Duration::from_secs(1);
+/// The shortest silence that ends a partial line. A board that resets
+/// mid-line (brown-out, watchdog, the reset button) goes quiet while it
+/// boots (an ESP32 for 100-300 ms, an Arduino's bootloader for 0.5-1.5 s)
+/// and then prints from the start of a line: what it held is no part of
+/// what follows. A sketch prints one line at once, or in parts a few
+/// milliseconds apart, and a USB bridge hands bytes on every few
+/// milliseconds (an FTDI's latency timer is 16 ms).
+const RESET_GAP: Duration = Duration::from_millis(100);
+/// Bytes' time on the wire the gap is at least, so that at a low baud
+/// rate (33 ms a byte at 300 baud) a line still coming is never cut.
+const GAP_BYTES: u64 = 50;
 
-/// How long a partial line may wait for its next byte: [`LINE_PAUSE`] and
-/// twice the time the longest line takes on the wire (10 bits a byte).
-/// Longer, the board stopped writing it: it reset or hung (a watchdog
-/// reset), and behind a USB bridge (CP2102, CH340) the port does not
-/// vanish when the ESP32 does, so nothing else would end the line.
-fn line_stall(config: &SerialLineConfig) -> Duration {
-    let bits = u64::try_from(config.max_line_bytes)
-        .unwrap_or(u64::MAX)
-        .saturating_mul(20);
-    let wire_ms = bits.saturating_mul(1000) / u64::from(config.baud.max(1));
-    LINE_PAUSE.saturating_add(Duration::from_millis(wire_ms))
+/// How long the port may be silent inside a line before the line is
+/// taken as cut: [`RESET_GAP`], or [`GAP_BYTES`] bytes' time at the
+/// port's baud rate and framing where that is longer. Not longer than a
+/// board's boot: a gap it spans glues the fragment to the first line
+/// after the reset (`21.5,4` + `22.0,45.1`), refused with it. A sketch
+/// that pauses longer inside a line (a field printed, then a 750 ms
+/// DS18B20 conversion) has its lines cut: it has to print them whole.
+fn line_gap(config: &SerialLineConfig) -> Duration {
+    let parity = u64::from(config.parity != Parity::None);
+    let bits_per_byte =
+        1 + u64::from(config.data_bits) + parity + u64::from(config.stop_bits);
+    let wire_us = GAP_BYTES
+        .saturating_mul(bits_per_byte)
+        .saturating_mul(1_000_000)
+        / u64::from(config.baud.max(1));
+    RESET_GAP.max(Duration::from_micros(wire_us))
 }
 
 /// A runnable `serial_line` adapter.
@@ -164,8 +177,8 @@ async fn run(config: SerialLineConfig, ctx: AdapterContext) -> Result<(), Adapte
     Ok(())
 }
 
-async fn read_port(
-    mut port: SerialStream,
+async fn read_port<P: AsyncRead + Unpin>(
+    mut port: P,
     config: &SerialLineConfig,
     ctx: &AdapterContext,
     framer: &mut Framer,
@@ -179,22 +192,14 @@ async fn read_port(
     let mut devices = DeviceCache::default();
     // Interned: every reading of the port may carry it.
     let device = config.device.as_ref().map(DeviceId::interned);
-    let stall = line_stall(config);
+    let gap = line_gap(config);
     loop {
         let (n, lost) = tokio::select! {
+            // Bytes already waiting come before the gap: a gateway busy
+            // for a while (a full pipeline, a loaded machine) finds the
+            // rest of the line there, and the board was never silent.
+            biased;
             _ = ctx.shutdown.cancelled() => return Ok(Stopped::Shutdown),
-            // A line the board stopped writing halfway: it reset or hung
-            // without the port going away (a USB bridge stays), and what
-            // it prints next would be glued to `…,21.5,4` (the next good
-            // line refused with it, or a newline first making `4` a
-            // humidity). Dropped and counted as a cut line is.
-            () = tokio::time::sleep(stall), if framer.has_partial() => {
-                framer.reset();
-                stats.received.inc();
-                gateway_core::refuse!(stats, throttle, "incomplete_line";
-                    adapter = %ctx.name, origin = %origin, stalled = ?stall, "Dropping a line the board stopped writing halfway (it reset or hung).");
-                continue;
-            }
             r = port.read(&mut buf) => match r {
                 // A pseudo-terminal whose other side closed reads as end
                 // of file; a real port that vanished fails with EIO.
@@ -202,6 +207,18 @@ async fn read_port(
                 Ok(n) => (n, None),
                 Err(e) => (0, Some(e)),
             },
+            // A line the board stopped writing halfway: it reset or hung
+            // without the port going away (a USB bridge stays), and what
+            // it prints after its boot would be glued to `…,21.5,4` (that
+            // good line refused with it, or a newline first making `4` a
+            // humidity). Dropped and counted as a cut line is.
+            () = tokio::time::sleep(gap), if framer.has_partial() => {
+                framer.reset();
+                stats.received.inc();
+                gateway_core::refuse!(stats, throttle, "incomplete_line";
+                    adapter = %ctx.name, origin = %origin, stalled = ?gap, "Dropping a line the board stopped writing halfway (it reset or hung).");
+                continue;
+            }
         };
         if lost.is_none() {
             // Only a port that delivers resets the backoff: one that opens
@@ -285,3 +302,7 @@ async fn send(ctx: &AdapterContext, ingress: Ingress) -> Result<(), AdapterError
         .await
         .map_err(|_| AdapterError::PipelineClosed)
 }
+
+#[cfg(test)]
+#[path = "serial_tests.rs"]
+mod tests;

@@ -428,3 +428,89 @@ columns = ["mac", "temperature", "humidity"]
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+/// A board that resets mid-line (brown-out, watchdog, the reset button)
+/// behind a USB bridge: the port stays, the board goes quiet while it
+/// boots, then prints its first line. The fragment before the reset was
+/// glued to that line (`21.5,422.0,45.1`), refused with it: the first
+/// reading after every reset lost, and the error counted against it. The
+/// fragment is dropped and counted `incomplete_line`, the line taken. A
+/// line the sketch prints in two writes a few milliseconds apart is one
+/// line, as before.
+#[tokio::test]
+async fn a_board_reset_mid_line_loses_only_the_cut_line_not_the_first_after_boot() {
+    if !have("socat") {
+        panic!("socat is required for this test (apt-get install socat)");
+    }
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let port: PathBuf = dir.path().join("ttyRELAY");
+    let board: PathBuf = dir.path().join("ttyBOARD");
+    let cfg = format!(
+        r#"
+[gateway]
+id = "gw-serial-boot"
+site = "hq"
+state_dir = "@STATE_DIR@"
+
+[upstream]
+url = "mqtt://127.0.0.1:{up}"
+max_backoff = "1s"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[[adapter]]
+type = "serial_line"
+name = "espnow-relay"
+path = "{port}"
+format = "csv"
+columns = ["temperature", "humidity"]
+device = "24:6f:28:aa:bb:01"
+"#,
+        up = upstream.port(),
+        port = port.display(),
+    );
+    let _pair = PtyPair::start(&port, &board);
+    wait_links(&[&port, &board]).await;
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Metrics endpoint listening").await;
+    gw.wait_for_log("Serial port open.").await;
+    http_until(metrics, "/metrics", |_, b| metric(b, CONNECTED) == 1.0).await;
+
+    // The sketch prints a line in two parts (`Serial.print(t);
+    // Serial.println(h)` with a little work between): one line.
+    write_board(&board, b"21.0,");
+    std::thread::sleep(Duration::from_millis(5));
+    write_board(&board, b"44.0\r\n");
+    http_until(metrics, "/metrics", |_, b| metric(b, READINGS) == 2.0).await;
+
+    // Then it resets after `21.5,4` (of 45.0): the device's own boot
+    // pause (an ESP32's is a few hundred milliseconds), then its first line.
+    write_board(&board, b"21.5,4");
+    std::thread::sleep(Duration::from_millis(300));
+    write_board(&board, b"22.0,45.1\r\n");
+    let incomplete =
+        "edge_gateway_adapter_errors_total{adapter=\"espnow-relay\",error_type=\"incomplete_line\"}";
+    let refused = |b: &str| {
+        test_support::metrics::sum_with(
+            b,
+            "edge_gateway_adapter_errors_total",
+            "adapter=\"espnow-relay\"",
+        )
+        .unwrap_or(0.0)
+            - metric(b, incomplete).max(0.0)
+    };
+    // Either outcome ends the wait: the line taken, or refused glued.
+    http_until(metrics, "/metrics", |_, b| {
+        metric(b, READINGS) == 4.0 || refused(b) >= 1.0
+    })
+    .await;
+    let (_, body) = http_get(metrics, "/metrics").await;
+    assert_eq!(refused(&body), 0.0, "nothing glued and refused: {body}");
+    assert_eq!(metric(&body, READINGS), 4.0, "{body}");
+    assert_eq!(metric(&body, incomplete), 1.0, "the cut line: {body}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
