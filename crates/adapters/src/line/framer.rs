@@ -20,6 +20,12 @@
 //! no close (a reset, a serial port unplugged) cuts a line anywhere: the
 //! caller [`Framer::reset`]s, forgetting the partial line, so it is never
 //! taken and never glued to the first line of the next stream.
+//!
+//! A serial port has no such end when the board behind a USB bridge
+//! resets mid-line: the only sign is the board's boot pause. The serial
+//! adapter [`Framer::mark_pause`]s where a reset-sized silence fell inside
+//! a partial line, and [`Framer::next_marked`] hands that position over
+//! with the line, so a line refused whole can be read again from there.
 
 /// What the next newline closed.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,6 +45,8 @@ pub struct Framer {
     max: usize,
     /// Inside a line already over the limit: skip to its newline.
     discarding: bool,
+    /// Where in `partial` the port last went quiet ([`Framer::mark_pause`]).
+    pause: Option<usize>,
 }
 
 impl Framer {
@@ -48,6 +56,7 @@ impl Framer {
             line: Vec::new(),
             max: max_line_bytes,
             discarding: false,
+            pause: None,
         }
     }
 
@@ -64,6 +73,32 @@ impl Framer {
         data: &mut &'d [u8],
         end: bool,
     ) -> Option<Frame<'x>> {
+        self.frame(data, end).map(|(frame, _)| frame)
+    }
+
+    /// As [`Framer::next`], with the line the position in it (from its
+    /// start) of the last [`Framer::mark_pause`] while it was partial.
+    pub fn next_marked<'x, 's: 'x, 'd: 'x>(
+        &'s mut self,
+        data: &mut &'d [u8],
+    ) -> Option<(Frame<'x>, Option<usize>)> {
+        self.frame(data, false)
+    }
+
+    /// Notes that the port was silent, long enough for a board to have
+    /// reset, before the bytes about to be fed: the partial line held now
+    /// may be a cut line's start. Nothing is noted between lines.
+    pub fn mark_pause(&mut self) {
+        if !self.partial.is_empty() && !self.discarding {
+            self.pause = Some(self.partial.len());
+        }
+    }
+
+    fn frame<'x, 's: 'x, 'd: 'x>(
+        &'s mut self,
+        data: &mut &'d [u8],
+        end: bool,
+    ) -> Option<(Frame<'x>, Option<usize>)> {
         if self.partial.is_empty() && !self.discarding {
             // Between lines: a C string's terminator after the last line,
             // never kept, so it neither leads the next line nor holds a
@@ -76,14 +111,20 @@ impl Framer {
         let Some(nl) = memchr::memchr(b'\n', data) else {
             self.keep(data);
             *data = &[];
-            return if end { self.finish() } else { None };
+            return if end {
+                self.finish().map(|frame| (frame, None))
+            } else {
+                None
+            };
         };
         let whole: &'d [u8] = data;
         let (head, rest) = whole.split_at(nl);
         *data = rest.get(1..).unwrap_or_default();
+        // The mark belongs to this line, whatever becomes of it.
+        let pause = self.pause.take();
         if self.discarding {
             self.discarding = false;
-            return Some(Frame::TooLong);
+            return Some((Frame::TooLong, None));
         }
         let line: &[u8] = if self.partial.is_empty() {
             // The common case: the whole line in one read, no copy.
@@ -96,15 +137,17 @@ impl Framer {
         };
         let line = without_ending(line);
         if line.len() > self.max {
-            return Some(Frame::TooLong);
+            return Some((Frame::TooLong, None));
         }
-        Some(Frame::Line(line))
+        // Only the end is trimmed: the mark still counts from the start.
+        Some((Frame::Line(line), pause))
     }
 
     /// The partial line at the end of the input, as if its newline had
     /// come: `None` when nothing but white space is held. The framer is
     /// empty afterwards.
     pub fn finish(&mut self) -> Option<Frame<'_>> {
+        self.pause = None;
         if std::mem::take(&mut self.discarding) {
             self.partial.clear();
             return Some(Frame::TooLong);
@@ -130,6 +173,7 @@ impl Framer {
     pub fn reset(&mut self) {
         self.partial.clear();
         self.discarding = false;
+        self.pause = None;
     }
 
     /// Whether bytes of an unfinished line are held.
@@ -145,6 +189,7 @@ impl Framer {
         // line of exactly `max`.
         if self.partial.len() + data.len() > self.max + 2 {
             self.partial.clear();
+            self.pause = None;
             self.discarding = true;
             return;
         }
@@ -326,5 +371,43 @@ mod tests {
         f.reset();
         let mut data: &[u8] = b"22.0,11\n";
         assert_eq!(f.next(&mut data), Some(Frame::Line(b"22.0,11")));
+    }
+
+    /// The serial adapter marks where the port went quiet inside a line:
+    /// the line carries the last such position, counted from its start,
+    /// and the lines after it none.
+    #[test]
+    fn a_pause_inside_a_line_is_handed_over_with_it() {
+        let mut f = Framer::new(64);
+        let marked = |f: &mut Framer, chunk: &[u8]| {
+            let mut data = chunk;
+            let mut out = Vec::new();
+            while let Some((frame, pause)) = f.next_marked(&mut data) {
+                out.push((framed(frame), pause));
+            }
+            out
+        };
+        f.mark_pause();
+        assert_eq!(marked(&mut f, b"1,"), [], "no mark between lines");
+        assert_eq!(marked(&mut f, b"21.5,4"), []);
+        f.mark_pause();
+        assert_eq!(marked(&mut f, b"22.0,"), []);
+        f.mark_pause();
+        assert_eq!(
+            marked(&mut f, b"45.1\r\n3,4\n"),
+            [(line("1,21.5,422.0,45.1"), Some(13)), (line("3,4"), None)],
+            "the last pause; none for the next line"
+        );
+        f.mark_pause();
+        f.reset();
+        assert_eq!(marked(&mut f, b"5,6\n"), [(line("5,6"), None)], "reset forgets it");
+        let mut g = Framer::new(8);
+        assert_eq!(marked(&mut g, b"12345"), []);
+        g.mark_pause();
+        assert_eq!(
+            marked(&mut g, b"67890\n1,2\n"),
+            [(Err(()), None), (line("1,2"), None)],
+            "too long: the mark goes with it"
+        );
     }
 }
