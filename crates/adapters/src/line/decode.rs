@@ -222,6 +222,36 @@ impl LineDecoder {
         batch: &mut Vec<Reading>,
         tally: &mut Tally,
     ) -> Outcome {
+        self.judge_after_pause(
+            line, None, fallback, devices, now, stats, throttle, adapter, origin, batch, tally,
+        )
+    }
+
+    /// As [`LineDecoder::judge`], for a line inside which the port went
+    /// quiet long enough for the board to have reset, `pause` bytes from
+    /// its start. Such a line may be a cut line's start glued to the first
+    /// line the board printed after its boot (`21.5,4` + `22.0,45.1`). A
+    /// line that decodes whole is taken whole: a sketch may pause inside
+    /// every line (a field printed, then a 750 ms DS18B20 conversion),
+    /// and a reset is rare. One refused (any error, a field's included) is
+    /// read again from the pause: taken if that part decodes cleanly, the
+    /// start dropped and counted `incomplete_line` (as a line the port
+    /// cut); else the whole line is refused as it would have been, once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn judge_after_pause(
+        &self,
+        line: &[u8],
+        pause: Option<usize>,
+        fallback: Option<&DeviceId>,
+        devices: &mut DeviceCache,
+        now: Timestamp,
+        stats: &AdapterStats,
+        throttle: &LogThrottle,
+        adapter: &str,
+        origin: &dyn fmt::Display,
+        batch: &mut Vec<Reading>,
+        tally: &mut Tally,
+    ) -> Outcome {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Outcome::Blank;
         }
@@ -231,7 +261,33 @@ impl LineDecoder {
                 adapter = %adapter, origin = %origin, detail = %detail, "Dropping a bad line.");
         };
         let start = batch.len();
-        match self.decode(line, fallback, now, devices, batch) {
+        let mut line = line;
+        let mut decoded = self.decode(line, fallback, now, devices, batch);
+        // Nothing after the pause but the line's end: no line of its own.
+        let after = pause
+            .filter(|&at| at > 0)
+            .and_then(|at| Some((at, line.get(at..)?)))
+            .filter(|(_, rest)| !rest.iter().all(u8::is_ascii_whitespace));
+        if let Some((at, rest)) = after {
+            if !clean(&decoded, &batch[start..], now) {
+                // Apart from the batch: the whole line's outcome stands
+                // unless this one is clean.
+                let mut again = Vec::new();
+                let retry = self.decode(rest, fallback, now, devices, &mut again);
+                if clean(&retry, &again, now) {
+                    batch.truncate(start);
+                    batch.append(&mut again);
+                    // The start was a line of its own, cut.
+                    tally.received += 1;
+                    let fragment = String::from_utf8_lossy(&line[..at]);
+                    gateway_core::refuse!(stats, throttle, "incomplete_line";
+                        adapter = %adapter, origin = %origin, fragment = %fragment, "Dropping the start of a line the port went quiet in, and reading the rest on its own: the board most likely reset mid-line.");
+                    line = rest;
+                    decoded = retry;
+                }
+            }
+        }
+        match decoded {
             Ok(decoded) => {
                 let mut first = None;
                 for problem in &decoded.problems {
@@ -271,6 +327,16 @@ impl LineDecoder {
             }
         }
     }
+}
+
+/// Whether a decoded line yields readings and nothing [`LineDecoder::judge`]
+/// would refuse: no field dropped, no own time out of bounds.
+fn clean(decoded: &Result<Decoded, DecodeError>, readings: &[Reading], now: Timestamp) -> bool {
+    matches!(decoded, Ok(d) if d.problems.is_empty())
+        && !readings.is_empty()
+        && readings
+            .iter()
+            .all(|r| crate::payload::own_time_refusal_of(r, now).is_none())
 }
 
 /// FNV-1a (64 bit) of the fallback device and the line: stable across
@@ -569,5 +635,70 @@ mod tests {
         assert_ne!(digest(&a), digest(&c), "another node's");
         let arrival = judge(&stamped, b",21.5", Some("n1"), &t);
         assert_eq!(digest(&arrival), None);
+    }
+
+    /// A line the port went quiet in (`pause` bytes from its start) is
+    /// read again from there only when it is refused whole, and taken from
+    /// there only when that part is clean; else refused once, whole.
+    #[test]
+    fn a_line_refused_whole_is_read_again_from_the_pause_inside_it() {
+        let pair = csv(&["temperature", "humidity"]);
+        let t = Telemetry::default();
+        let stats = AdapterStats::new(&t, "lines");
+        let node = DeviceId::new("node").unwrap();
+        let mut judge = |line: &[u8], pause| {
+            let mut batch = vec![before()];
+            let mut tally = Tally::default();
+            let outcome = pair.judge_after_pause(
+                line,
+                pause,
+                Some(&node),
+                &mut DeviceCache::default(),
+                Timestamp::from_millis(NOW).unwrap(),
+                &stats,
+                &LogThrottle::default(),
+                "lines",
+                &"test",
+                &mut batch,
+                &mut tally,
+            );
+            tally.flush(&stats);
+            let values: Vec<f64> = batch[1..].iter().map(Reading::value).collect();
+            (outcome, values)
+        };
+        // A DS18B20 sketch's pause: whole.
+        let (o, v) = judge(b"21.5,45.1", Some(5));
+        assert!(matches!(o, Outcome::Readings { count: 2, .. }), "{o:?}");
+        assert_eq!(v, [21.5, 45.1]);
+        assert_eq!(errors(&t, "incomplete_line"), 0);
+        // A cut line's start glued to the next line.
+        let (o, v) = judge(b"21.5,422.0,45.1", Some(6));
+        assert!(matches!(o, Outcome::Readings { count: 2, .. }), "{o:?}");
+        assert_eq!(v, [22.0, 45.1]);
+        assert_eq!(errors(&t, "incomplete_line"), 1);
+        assert_eq!(errors(&t, "csv_column_count"), 0);
+        // A field dropped whole, none after the pause: the part after it.
+        let (_, v) = judge(b"21.5,4x22.0,45.1", Some(7));
+        assert_eq!(v, [22.0, 45.1]);
+        assert_eq!(errors(&t, "incomplete_line"), 2);
+        assert_eq!(errors(&t, "field_not_numeric"), 0);
+        // Bad after the pause too: the whole line's refusal, once.
+        let (o, v) = judge(b"21.5,4x2.0,45.1", Some(6));
+        assert_eq!(o, Outcome::Refused("csv_column_count".into()));
+        assert!(v.is_empty());
+        assert_eq!(errors(&t, "csv_column_count"), 1);
+        assert_eq!(errors(&t, "field_not_numeric"), 0);
+        assert_eq!(errors(&t, "incomplete_line"), 2);
+        // Without a pause, or one at the line's end: as `judge`.
+        for pause in [None, Some(15)] {
+            let (o, _) = judge(b"21.5,422.0,45.1", pause);
+            assert_eq!(o, Outcome::Refused("csv_column_count".into()), "{pause:?}");
+        }
+        assert_eq!(errors(&t, "incomplete_line"), 2);
+        let received = t.counter_value(
+            "edge_gateway_adapter_received_messages_total",
+            &[("adapter", "lines")],
+        );
+        assert_eq!(received, Some(8), "six lines, two cut lines' starts");
     }
 }
