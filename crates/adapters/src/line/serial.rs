@@ -10,9 +10,16 @@
 //! came out (`…,22.5,4` may have been `…,22.5,41.0`): a serial port has no
 //! clean close that would finish it, so it is dropped, counted
 //! `incomplete_line` and logged, and never glued to the first line of the
-//! new stream. So is a partial line after which the board goes quiet for
-//! [`line_gap`]: behind a USB bridge the port stays when the board resets
-//! or hangs, and the reset's boot pause is the only sign of it.
+//! new stream. So is a partial line the board stops writing for longer
+//! than a line could take ([`line_stall`]): the board behind a USB bridge
+//! reset or hung while the port stayed.
+//!
+//! A board that resets mid-line and boots within that time prints its
+//! first line onto the cut one (`21.5,4` + `22.0,45.1`). The framer marks
+//! where the port went quiet for a reset's boot ([`line_gap`]) inside a
+//! line; a line the decoder refuses is read again from that mark, and the
+//! start dropped as a cut line if the rest decodes. A line that decodes
+//! whole is taken whole: some sketches pause inside every line.
 //!
 //! The port has no acknowledgement to hold back, but what is behind it may
 //! resend: an ESP-NOW relay prints a client's frame again when the client
@@ -43,25 +50,40 @@ use super::serial_config::{Parity, SerialLineConfig};
 /// First wait before reopening; doubles up to `max_backoff`.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const READ_BUFFER: usize = 4096;
-/// The shortest silence that ends a partial line. A board that resets
-/// mid-line (brown-out, watchdog, the reset button) goes quiet while it
-/// boots (an ESP32 for 100-300 ms, an Arduino's bootloader for 0.5-1.5 s)
-/// and then prints from the start of a line: what it held is no part of
-/// what follows. A sketch prints one line at once, or in parts a few
-/// milliseconds apart, and a USB bridge hands bytes on every few
-/// milliseconds (an FTDI's latency timer is 16 ms).
+/// A pause within a line longer than any sketch takes between two prints
+/// of one line (a DS18B20 conversion is 750 ms).
+const LINE_PAUSE: Duration = Duration::from_secs(1);
+/// The shortest silence inside a line that may be a board's reset. A
+/// board that resets mid-line (brown-out, watchdog, the reset button)
+/// goes quiet while it boots (an ESP32 for 100-300 ms, an Arduino's
+/// bootloader for 0.5-1.5 s) and then prints from the start of a line.
+/// A sketch prints one line at once, or in parts a few milliseconds
+/// apart, and a USB bridge hands bytes on every few milliseconds (an
+/// FTDI's latency timer is 16 ms): a shorter silence is no reset.
 const RESET_GAP: Duration = Duration::from_millis(100);
 /// Bytes' time on the wire the gap is at least, so that at a low baud
-/// rate (33 ms a byte at 300 baud) a line still coming is never cut.
+/// rate (33 ms a byte at 300 baud) a line still coming is not suspected.
 const GAP_BYTES: u64 = 50;
 
-/// How long the port may be silent inside a line before the line is
-/// taken as cut: [`RESET_GAP`], or [`GAP_BYTES`] bytes' time at the
-/// port's baud rate and framing where that is longer. Not longer than a
-/// board's boot: a gap it spans glues the fragment to the first line
-/// after the reset (`21.5,4` + `22.0,45.1`), refused with it. A sketch
-/// that pauses longer inside a line (a field printed, then a 750 ms
-/// DS18B20 conversion) has its lines cut: it has to print them whole.
+/// How long a partial line may wait for its next byte: [`LINE_PAUSE`] and
+/// twice the time the longest line takes on the wire (10 bits a byte).
+/// Longer, the board stopped writing it: it reset or hung (a watchdog
+/// reset), and behind a USB bridge (CP2102, CH340) the port does not
+/// vanish when the ESP32 does, so nothing else would end the line.
+/// Shorter would cut the lines of a sketch that pauses inside each one.
+fn line_stall(config: &SerialLineConfig) -> Duration {
+    let bits = u64::try_from(config.max_line_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(20);
+    let wire_ms = bits.saturating_mul(1000) / u64::from(config.baud.max(1));
+    LINE_PAUSE.saturating_add(Duration::from_millis(wire_ms))
+}
+
+/// A silence inside a line after which the line may be a cut line's
+/// start glued to the first line after the board's boot: [`RESET_GAP`],
+/// or [`GAP_BYTES`] bytes' time at the port's baud rate and framing where
+/// that is longer. Only marked ([`Framer::mark_pause`]): the line is read
+/// again from there if, and only if, it is refused whole.
 fn line_gap(config: &SerialLineConfig) -> Duration {
     let parity = u64::from(config.parity != Parity::None);
     let bits_per_byte =
@@ -192,8 +214,12 @@ async fn read_port<P: AsyncRead + Unpin>(
     let mut devices = DeviceCache::default();
     // Interned: every reading of the port may carry it.
     let device = config.device.as_ref().map(DeviceId::interned);
+    let stall = line_stall(config);
     let gap = line_gap(config);
     loop {
+        // The wait for bytes, not the time since the last read: bytes
+        // that came while the gateway was busy were no silence.
+        let waiting = tokio::time::Instant::now();
         let (n, lost) = tokio::select! {
             // Bytes already waiting come before the gap: a gateway busy
             // for a while (a full pipeline, a loaded machine) finds the
@@ -209,14 +235,14 @@ async fn read_port<P: AsyncRead + Unpin>(
             },
             // A line the board stopped writing halfway: it reset or hung
             // without the port going away (a USB bridge stays), and what
-            // it prints after its boot would be glued to `…,21.5,4` (that
-            // good line refused with it, or a newline first making `4` a
+            // it prints next would be glued to `…,21.5,4` (the next good
+            // line refused with it, or a newline first making `4` a
             // humidity). Dropped and counted as a cut line is.
-            () = tokio::time::sleep(gap), if framer.has_partial() => {
+            () = tokio::time::sleep(stall), if framer.has_partial() => {
                 framer.reset();
                 stats.received.inc();
                 gateway_core::refuse!(stats, throttle, "incomplete_line";
-                    adapter = %ctx.name, origin = %origin, stalled = ?gap, "Dropping a line the board stopped writing halfway (it reset or hung).");
+                    adapter = %ctx.name, origin = %origin, stalled = ?stall, "Dropping a line the board stopped writing halfway (it reset or hung).");
                 continue;
             }
         };
@@ -225,11 +251,15 @@ async fn read_port<P: AsyncRead + Unpin>(
             // and fails at once must not be reopened in a tight loop.
             backoff.reset();
         }
+        if n > 0 && waiting.elapsed() >= gap {
+            // The board may have reset inside the partial line held.
+            framer.mark_pause();
+        }
         let now = ctx.clock.now();
         let mut data = &buf[..n];
         let mut batch = Vec::new();
         let mut tally = Tally::default();
-        while let Some(frame) = framer.next(&mut data) {
+        while let Some((frame, pause)) = framer.next_marked(&mut data) {
             let outcome = match frame {
                 Frame::TooLong => {
                     stats.received.inc();
@@ -237,8 +267,9 @@ async fn read_port<P: AsyncRead + Unpin>(
                         adapter = %ctx.name, origin = %origin, max_line_bytes = config.max_line_bytes, "Dropping a line longer than max_line_bytes.");
                     continue;
                 }
-                Frame::Line(line) => config.decoder.judge(
+                Frame::Line(line) => config.decoder.judge_after_pause(
                     line,
+                    pause,
                     device.as_ref(),
                     &mut devices,
                     now,
