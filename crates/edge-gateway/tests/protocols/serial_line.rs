@@ -434,7 +434,9 @@ columns = ["mac", "temperature", "humidity"]
 /// boots, then prints its first line. The fragment before the reset was
 /// glued to that line (`21.5,422.0,45.1`), refused with it: the first
 /// reading after every reset lost, and the error counted against it. The
-/// fragment is dropped and counted `incomplete_line`, the line taken. A
+/// glued line, refused whole, is read again from the boot pause inside
+/// it: the fragment is dropped and counted `incomplete_line`, the line
+/// taken. A
 /// line the sketch prints in two writes a few milliseconds apart is one
 /// line, as before.
 #[tokio::test]
@@ -511,6 +513,82 @@ device = "24:6f:28:aa:bb:01"
     assert_eq!(refused(&body), 0.0, "nothing glued and refused: {body}");
     assert_eq!(metric(&body, READINGS), 4.0, "{body}");
     assert_eq!(metric(&body, incomplete), 1.0, "the cut line: {body}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+/// A sketch that pauses inside every line: `Serial.print(t);
+/// Serial.print(','); sensors.requestTemperatures(); Serial.println(h)`,
+/// the DS18B20's conversion blocking it 750 ms between the two halves.
+/// No reset: each line decodes whole and is taken whole, however long the
+/// pause inside it (up to the stall, a second and more). Cutting such
+/// lines at a reset-sized pause lost every reading of the sketch.
+#[tokio::test]
+async fn a_sketch_that_pauses_750_ms_inside_every_line_has_every_reading_taken() {
+    if !have("socat") {
+        panic!("socat is required for this test (apt-get install socat)");
+    }
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let port: PathBuf = dir.path().join("ttyRELAY");
+    let board: PathBuf = dir.path().join("ttyBOARD");
+    let cfg = format!(
+        r#"
+[gateway]
+id = "gw-serial-ds18b20"
+site = "hq"
+state_dir = "@STATE_DIR@"
+
+[upstream]
+url = "mqtt://127.0.0.1:{up}"
+max_backoff = "1s"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[[adapter]]
+type = "serial_line"
+name = "espnow-relay"
+path = "{port}"
+format = "csv"
+columns = ["temperature", "humidity"]
+device = "24:6f:28:aa:bb:02"
+"#,
+        up = upstream.port(),
+        port = port.display(),
+    );
+    let _pair = PtyPair::start(&port, &board);
+    wait_links(&[&port, &board]).await;
+    let mut gw = GatewayProcess::start(&cfg);
+    gw.wait_for_log("Metrics endpoint listening").await;
+    gw.wait_for_log("Serial port open.").await;
+    http_until(metrics, "/metrics", |_, b| metric(b, CONNECTED) == 1.0).await;
+
+    let errors = |b: &str| {
+        test_support::metrics::sum_with(
+            b,
+            "edge_gateway_adapter_errors_total",
+            "adapter=\"espnow-relay\"",
+        )
+        .unwrap_or(0.0)
+    };
+    for taken in [2.0, 4.0, 6.0] {
+        write_board(&board, b"21.5,");
+        // The device's own behaviour, not a wait for the gateway: the
+        // sketch blocks on the DS18B20's 750 ms conversion mid-line.
+        tokio::time::sleep(Duration::from_millis(750)).await;
+        write_board(&board, b"45.1\r\n");
+        // Either outcome ends the wait: the line taken, or anything
+        // refused (its start cut, the rest refused).
+        http_until(metrics, "/metrics", |_, b| {
+            metric(b, READINGS) == taken || errors(b) >= 1.0
+        })
+        .await;
+    }
+    let (_, body) = http_get(metrics, "/metrics").await;
+    assert_eq!(errors(&body), 0.0, "nothing cut or refused: {body}");
+    assert_eq!(metric(&body, READINGS), 6.0, "every reading: {body}");
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
