@@ -646,7 +646,7 @@ mod tests {
         let t = Telemetry::default();
         let stats = AdapterStats::new(&t, "lines");
         let node = DeviceId::new("node").unwrap();
-        let mut judge = |line: &[u8], pause| {
+        let judge = |line: &[u8], pause| {
             let mut batch = vec![before()];
             let mut tally = Tally::default();
             let outcome = pair.judge_after_pause(
