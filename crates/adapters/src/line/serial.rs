@@ -221,9 +221,9 @@ async fn read_port<P: AsyncRead + Unpin>(
         // that came while the gateway was busy were no silence.
         let waiting = tokio::time::Instant::now();
         let (n, lost) = tokio::select! {
-            // Bytes already waiting come before the gap: a gateway busy
+            // Bytes already waiting come before the stall: a gateway busy
             // for a while (a full pipeline, a loaded machine) finds the
-            // rest of the line there, and the board was never silent.
+            // rest of the line there, and the board never stopped.
             biased;
             _ = ctx.shutdown.cancelled() => return Ok(Stopped::Shutdown),
             r = port.read(&mut buf) => match r {
