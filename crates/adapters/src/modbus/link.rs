@@ -2,9 +2,10 @@
 //! client library leaves to its user (`shared/CRATES.md`):
 //!
 //! - **Timeouts**: every request is bounded by the adapter's `timeout`.
-//! - **Late answers**: over TCP the transaction id tells them (a late
-//!   answer is a mismatch: [`super::tcp`]) and the caller drops the
-//!   connection after a timeout, so a late answer has nowhere to land;
+//! - **Late answers**: over TCP the transaction id tells them (a late or
+//!   doubled answer to a request already settled is dropped and counted,
+//!   and the current request's answer still waited for: [`super::tcp`]),
+//!   and the caller drops the connection after a timeout;
 //!   over RTU there is no id, and the line is ours ([`super::rtu`]):
 //!   answers framed, checked against their request, the line drained,
 //!   units out of step probed.
@@ -199,6 +200,15 @@ impl Link {
         match &mut self.inner {
             Inner::Rtu(line) => line.take_strays(),
             Inner::Tcp(_) => Vec::new(),
+        }
+    }
+
+    /// TCP: late or doubled answers (to requests already settled) dropped
+    /// since the last call.
+    pub fn take_late_answers(&mut self) -> u32 {
+        match &mut self.inner {
+            Inner::Tcp(tcp) => tcp.take_late_answers(),
+            Inner::Rtu(_) => 0,
         }
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! Faults are counted in `edge_gateway_adapter_errors_total{error_type}`
 //! (`timeout`, `exception`, `connection`, `crc`, `protocol`,
-//! `out_of_step`, and `not_finite` for a NaN or infinite value), exceptions
+//! `out_of_step`, `late_answer` for a TCP answer to a request already
+//! settled, dropped, and `not_finite` for a NaN or infinite value), exceptions
 //! also by device and code in `edge_gateway_modbus_exceptions_total`, and
 //! logged at most once per interval per device and reason. None stops the
 //! adapter: a silent device is asked again cheaply while the others go

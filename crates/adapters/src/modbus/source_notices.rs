@@ -10,10 +10,20 @@ use super::{send, Bus, MODBUS_EXCEPTIONS, MODBUS_TEXT};
 use crate::modbus::link::Link;
 use crate::modbus::poller::Fault;
 
+/// The `error_type` of an answer a TCP server sent to a request already
+/// settled (its transaction id tells it), dropped.
+pub(super) const LATE_ANSWER: &str = "late_answer";
+
 impl Bus {
     /// Counts the stray answers (late, or second copies) the RTU line
-    /// dropped, against the devices that sent them.
+    /// dropped, against the devices that sent them, and the late or
+    /// doubled answers a TCP server sent (`late_answer`): the server's
+    /// fault, not the next device's, whose poll goes on.
     pub(super) fn count_strays(&mut self, link: &mut Link) {
+        for _ in 0..link.take_late_answers() {
+            gateway_core::refuse!(self.stats, self.throttle, LATE_ANSWER;
+                adapter = %self.name, bus = %self.transport.describe(), "Modbus TCP server sent an answer to a request already answered or timed out (a doubled or late answer, as some gateways and converters send): dropped by its transaction id; the current request's answer is still waited for.");
+        }
         for unit in link.take_strays() {
             let Some(i) = self.units.iter().position(|u| u.unit == unit) else {
                 continue;
