@@ -64,6 +64,11 @@ pub struct SerialSettings {
     pub data_bits: u8,
     pub parity: Parity,
     pub stop_bits: u8,
+    /// The adapter hears its own transmission: every request's bytes come
+    /// back before the answer (`echo = true`: many USB and TTL RS-485
+    /// adapters, and half-duplex transceivers whose receiver stays enabled
+    /// while sending).
+    pub echo: bool,
 }
 
 impl SerialSettings {
@@ -109,6 +114,7 @@ struct RawModbus {
     data_bits: Option<u8>,
     parity: Option<Parity>,
     stop_bits: Option<u8>,
+    echo: Option<bool>,
     #[serde(default = "default_poll", with = "duration")]
     poll: Duration,
     #[serde(default = "default_timeout", with = "duration")]
@@ -190,6 +196,7 @@ impl AdapterKind for ModbusConfig {
             ("data_bits", raw.data_bits.is_some()),
             ("parity", raw.parity.is_some()),
             ("stop_bits", raw.stop_bits.is_some()),
+            ("echo", raw.echo.is_some()),
         ];
         let transport = match (&raw.url, &raw.path) {
             (Some(_), Some(_)) | (None, None) => {
@@ -223,6 +230,7 @@ impl AdapterKind for ModbusConfig {
                     data_bits: raw.data_bits.unwrap_or(8),
                     parity: raw.parity.unwrap_or_default(),
                     stop_bits: raw.stop_bits.unwrap_or(1),
+                    echo: raw.echo.unwrap_or(false),
                 };
                 if s.path.as_os_str().is_empty() {
                     problems.push(format!("{path}.path"), "expected a serial port path");

@@ -41,8 +41,8 @@ fn tcp_and_rtu_buses_with_their_defaults() {
         panic!("rtu")
     };
     assert_eq!(
-        (s.baud, s.data_bits, s.parity, s.stop_bits),
-        (9600, 8, Parity::Even, 1)
+        (s.baud, s.data_bits, s.parity, s.stop_bits, s.echo),
+        (9600, 8, Parity::Even, 1, false)
     );
     // 11 bits a character at 9600 baud: 3.5 characters are 4.01 ms.
     assert_eq!(s.inter_frame_gap(), Duration::from_micros(4010));
@@ -80,6 +80,26 @@ fn a_bus_needs_exactly_one_place_and_sane_settings() {
         adapter("name = \"m\"\npath = \"/dev/x\"\ndata_bits = 9\nstop_bits = 3\nparity = \"mark\"");
     assert!(c.is_none());
     assert!(p.to_string().contains("parity"), "{p}");
+}
+
+#[test]
+fn an_rs485_adapter_that_echoes_is_said_so_on_its_line_only() {
+    let (c, p) = adapter("name = \"m\"\npath = \"/dev/ttyUSB0\"\necho = true");
+    let Transport::Rtu(s) = c.unwrap_or_else(|| panic!("{p}")).transport else {
+        panic!("rtu")
+    };
+    assert!(s.echo);
+    // A TCP server has no line to echo on.
+    let (c, p) = adapter("name = \"m\"\nurl = \"tcp://a\"\necho = true");
+    assert!(c.is_none());
+    assert!(
+        p.to_string().contains("adapter[0].echo")
+            && p.to_string().contains("only a serial line (path) takes it"),
+        "{p}"
+    );
+    // Not a boolean: a problem at its key (the file is refused).
+    let (_, p) = adapter("name = \"m\"\npath = \"/dev/ttyUSB0\"\necho = \"yes\"");
+    assert!(p.to_string().contains("adapter[0].echo"), "{p}");
 }
 
 const BUS: &str = "[[adapter]]\ntype = \"modbus\"\nname = \"meters\"\npath = \"/dev/ttyUSB0\"\n";

@@ -130,15 +130,22 @@ impl Link {
                     port,
                     settings.inter_frame_gap(),
                     answer_timeout,
+                    settings.echo,
                 ))
             }
         }
     }
 
-    /// An RTU link over a port already open.
-    pub fn over_serial(port: SerialStream, gap: Duration, answer_timeout: Duration) -> Self {
+    /// An RTU link over a port already open; `echo`: the adapter sends
+    /// every request's bytes back ([`SerialSettings::echo`]).
+    pub fn over_serial(
+        port: SerialStream,
+        gap: Duration,
+        answer_timeout: Duration,
+        echo: bool,
+    ) -> Self {
         Self {
-            inner: Inner::Rtu(Box::new(RtuLine::new(port, gap, answer_timeout))),
+            inner: Inner::Rtu(Box::new(RtuLine::new(port, gap, answer_timeout, echo))),
         }
     }
 

@@ -72,7 +72,7 @@ fn holding(start: u16, count: u16) -> Read {
 }
 
 fn link(host: SerialStream, timeout: Duration) -> Link {
-    Link::over_serial(host, Duration::from_millis(2), timeout)
+    Link::over_serial(host, Duration::from_millis(2), timeout, false)
 }
 
 #[tokio::test]
@@ -241,7 +241,12 @@ async fn a_garbled_answer_counts_as_crc_not_as_silence() {
 #[tokio::test]
 async fn a_long_answer_on_a_slow_line_is_not_cut_at_the_timeout() {
     let (host, mut device) = SerialStream::pair().unwrap();
-    let mut link = Link::over_serial(host, Duration::from_millis(350), Duration::from_millis(100));
+    let mut link = Link::over_serial(
+        host,
+        Duration::from_millis(350),
+        Duration::from_millis(100),
+        false,
+    );
     let device_task = tokio::spawn(async move {
         let req = request(&mut device).await;
         for b in honest(&req, 0x1234) {
@@ -441,4 +446,141 @@ async fn a_late_tcp_answer_is_never_taken_for_the_next_request() {
     );
     assert_eq!(link.take_late_answers(), 1);
     drop(server.await.unwrap());
+}
+
+/// An RTU link whose adapter echoes (`echo = true`).
+fn echo_link(host: SerialStream, timeout: Duration) -> Link {
+    Link::over_serial(host, Duration::from_millis(2), timeout, true)
+}
+
+/// A device behind an adapter that echoes: each request's bytes back,
+/// then the device's answer.
+async fn echo_and_answer(device: &mut SerialStream, req: &[u8], answer: &[u8]) {
+    device.write_all(req).await.unwrap();
+    device.write_all(answer).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_echoing_adapters_echo_is_dropped_before_the_answer() {
+    let (host, mut device) = SerialStream::pair().unwrap();
+    let mut link = echo_link(host, Duration::from_millis(150));
+    let device_task = tokio::spawn(async move {
+        // A read: the echo, then its answer.
+        let req = request(&mut device).await;
+        echo_and_answer(&mut device, &req, &honest(&req, 0x0A0B)).await;
+        // The echo and the answer in one piece, as a USB adapter's
+        // latency timer hands them over.
+        let req = request(&mut device).await;
+        device
+            .write_all(&[req.clone(), honest(&req, 0x0C0D)].concat())
+            .await
+            .unwrap();
+        // A write of one register: its answer is its echo's very bytes.
+        let write = request(&mut device).await;
+        echo_and_answer(&mut device, &write, &write).await;
+        device
+    });
+    assert_eq!(
+        link.read(1, &holding(0, 2)).await,
+        Answer::Words(vec![0x0A0B; 2])
+    );
+    assert_eq!(
+        link.read(1, &holding(0x1000, 1)).await,
+        Answer::Words(vec![0x0C0D])
+    );
+    assert_eq!(
+        link.write(1, 10, &Encoded::Registers(vec![215])).await,
+        Answer::Words(vec![])
+    );
+    drop(device_task.await.unwrap());
+}
+
+#[tokio::test]
+async fn with_echo_on_a_missing_or_garbled_echo_is_bad_echo_and_the_line_resynchronised() {
+    let (host, mut device) = SerialStream::pair().unwrap();
+    let mut link = echo_link(host, Duration::from_millis(100));
+    let device_task = tokio::spawn(async move {
+        // No echo: the device's answer comes where the echo should.
+        let req = request(&mut device).await;
+        device.write_all(&honest(&req, 1)).await.unwrap();
+        // The echo garbled (a collision, a wrong baud rate), then the
+        // answer.
+        let req = request(&mut device).await;
+        let mut bad = req.clone();
+        bad[3] ^= 0x10;
+        echo_and_answer(&mut device, &bad, &honest(&req, 2)).await;
+        // Nothing at all: no echo, no answer.
+        request(&mut device).await;
+        // Echoed again: the unit, suspect after the faults, is probed,
+        // then read.
+        loop {
+            let req = request(&mut device).await;
+            echo_and_answer(&mut device, &req, &honest(&req, 7)).await;
+        }
+    });
+    for _ in 0..3 {
+        assert_eq!(link.read(1, &holding(0, 1)).await, Answer::BadEcho);
+        // The line was drained to silence: nothing of the fault is left
+        // to be read as the next answer.
+        assert_eq!(link.pending(), 0);
+    }
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Words(vec![7]));
+    drop(link);
+    device_task.abort();
+}
+
+/// Reads one request of any length (a write of several registers too),
+/// framed by its function code.
+async fn any_request(device: &mut SerialStream) -> Vec<u8> {
+    let mut head = [0u8; 7];
+    device.read_exact(&mut head).await.unwrap();
+    let rest = if head[1] == 16 {
+        usize::from(head[6]) + 2
+    } else {
+        1
+    };
+    let mut tail = vec![0u8; rest];
+    device.read_exact(&mut tail).await.unwrap();
+    [head.to_vec(), tail].concat()
+}
+
+#[tokio::test]
+async fn with_echo_off_an_echo_is_said_to_be_one_not_a_garbled_answer() {
+    let (host, mut device) = SerialStream::pair().unwrap();
+    let mut link = link(host, Duration::from_millis(100));
+    let device_task = tokio::spawn(async move {
+        // An adapter that echoes, the gateway not told: every request's
+        // bytes come back, then the device's answer.
+        loop {
+            let req = any_request(&mut device).await;
+            let answer = if req[1] == 16 {
+                with_crc(req[..6].to_vec())
+            } else if req[1] == 6 {
+                req.clone()
+            } else {
+                honest(&req, 3)
+            };
+            echo_and_answer(&mut device, &req, &answer).await;
+        }
+    });
+    // Its echo read as an answer: a function 3 frame of `start`'s high
+    // byte of data, garbled (address 0), or one longer than what comes
+    // (0x1000); a write of several registers. One unit each: a unit
+    // after a fault is probed first, and its probe would say `echo`.
+    assert_eq!(link.read(1, &holding(0, 1)).await, Answer::Echo);
+    assert_eq!(link.read(2, &holding(0x1000, 1)).await, Answer::Echo);
+    assert_eq!(
+        link.write(3, 10, &Encoded::Registers(vec![1, 2])).await,
+        Answer::Echo
+    );
+    // A write of one register is answered with its request's very bytes:
+    // its echo passes for the answer, and the answer behind it is a
+    // second copy, as a doubled answer would be. Out of step, not `echo`
+    // (the line's reads say that).
+    assert_eq!(
+        link.write(4, 10, &Encoded::Registers(vec![215])).await,
+        Answer::OutOfStep
+    );
+    drop(link);
+    device_task.abort();
 }

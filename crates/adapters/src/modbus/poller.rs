@@ -56,9 +56,17 @@ pub enum Answer {
     Timeout,
     /// Bytes came, but no frame with a valid CRC (RTU).
     Crc,
-    /// An answer that is not to this request (another transaction, the
-    /// wrong count): a late answer to an earlier one (TCP).
+    /// TCP: an answer that is not to this request (with its transaction
+    /// id but another unit, function or count; an id never sent; bytes
+    /// that cannot be framed). A late or doubled answer, with the id of a
+    /// request already settled, is dropped, not this.
     Mismatch,
+    /// RTU, `echo = true`: the request's own bytes did not come back as
+    /// sent before the answer (none, fewer, or others).
+    BadEcho,
+    /// RTU, `echo` off: the request's own bytes came back where its answer
+    /// was awaited (an adapter that echoes).
+    Echo,
     /// RTU: the device answered out of step (a late or doubled answer,
     /// or it has not yet answered a request no late answer can look
     /// like): nothing it sent is trusted.
@@ -74,6 +82,8 @@ pub enum Fault {
     Crc,
     Mismatch,
     OutOfStep,
+    BadEcho,
+    Echo,
     Exception(u8),
     Connection,
 }
@@ -86,6 +96,8 @@ impl Fault {
             Self::Crc => "crc",
             Self::Mismatch => "protocol",
             Self::OutOfStep => "out_of_step",
+            Self::BadEcho => "bad_echo",
+            Self::Echo => "echo",
             Self::Exception(_) => "exception",
             Self::Connection => "connection",
         }
@@ -318,6 +330,8 @@ impl Unit {
             Answer::Timeout => Verdict::DeviceFault(Fault::Timeout),
             Answer::Crc => Verdict::DeviceFault(Fault::Crc),
             Answer::OutOfStep => Verdict::DeviceFault(Fault::OutOfStep),
+            Answer::BadEcho => Verdict::DeviceFault(Fault::BadEcho),
+            Answer::Echo => Verdict::DeviceFault(Fault::Echo),
             Answer::Connection(_) => Verdict::LinkFault(Fault::Connection),
         }
     }

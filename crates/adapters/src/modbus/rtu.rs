@@ -16,6 +16,19 @@
 //!   as long as the timeout, again while anything still comes.
 //! - **Out of step**: until a unit answers a request whose answer no late
 //!   one can look like, its answers are refused ([`Answer::OutOfStep`]).
+//! - **Echo** (`echo = true`): an adapter that hears its own transmission
+//!   sends every request's bytes back before the answer; they are read
+//!   and dropped, and anything else in their place (none, fewer, others)
+//!   is [`Answer::BadEcho`], the line drained as after a garbled answer.
+//!   With `echo` off, an answer awaited that starts with the request's
+//!   own bytes, whole, and is not an answer is [`Answer::Echo`] (the
+//!   adapter echoes) rather than a bare CRC error: bytes that may still
+//!   become our request are waited for (until the timeout) before a
+//!   garbled answer is declared, never a valid frame. Not for functions
+//!   5 and 6, whose answer is the request's very bytes: there the echo is
+//!   taken for the answer, and the device's own answer behind it makes
+//!   the unit out of step, as a doubled answer would (no master can tell
+//!   the two apart); the line's reads then say `echo`.
 //!
 //! What no master can tell apart: a stale answer of the same shape, from
 //! a unit in step, that arrives after the request was sent while the
@@ -58,6 +71,8 @@ enum Fault {
     Timeout,
     Crc,
     OutOfStep,
+    BadEcho,
+    Echo,
     Connection(String),
 }
 
@@ -67,6 +82,8 @@ impl From<Fault> for Answer {
             Fault::Timeout => Answer::Timeout,
             Fault::Crc => Answer::Crc,
             Fault::OutOfStep => Answer::OutOfStep,
+            Fault::BadEcho => Answer::BadEcho,
+            Fault::Echo => Answer::Echo,
             Fault::Connection(e) => Answer::Connection(e),
         }
     }
@@ -102,11 +119,13 @@ pub struct RtuLine {
     /// How long each unit lately took to start answering: a slow heat
     /// pump controller must not slow the meters beside it.
     turnaround: HashMap<u8, Duration>,
+    /// Every request's bytes come back before its answer.
+    echo: bool,
     buf: Vec<u8>,
 }
 
 impl RtuLine {
-    pub fn new(port: SerialStream, gap: Duration, answer_timeout: Duration) -> Self {
+    pub fn new(port: SerialStream, gap: Duration, answer_timeout: Duration, echo: bool) -> Self {
         // Whatever a device sent before we opened is not an answer.
         let _ = port.clear(ClearBuffer::Input);
         Self {
@@ -119,6 +138,7 @@ impl RtuLine {
             strays: Vec::new(),
             last: None,
             turnaround: HashMap::new(),
+            echo,
             buf: Vec::with_capacity(256),
         }
     }
@@ -212,32 +232,38 @@ impl RtuLine {
         let on_wire = Instant::now() + self.char_time * u32::try_from(frame.len()).unwrap_or(256);
         let mut deadline = on_wire + self.timeout;
         self.buf.clear();
+        if self.echo {
+            // The echo comes as the request goes on the wire; the device
+            // cannot answer before it has heard it all.
+            self.take_echo(&frame, deadline).await?;
+        }
         let mut first_byte = None;
         let (len, reply) = loop {
+            // Answer bytes may have come with the echo's last ones.
+            if first_byte.is_none() && !self.buf.is_empty() {
+                let at = Instant::now();
+                first_byte = Some(at);
+                // The timeout is for the device to start answering; its
+                // answer then takes its own time on the wire (125
+                // registers: over a second at 2400 baud).
+                deadline = deadline.max(at + self.char_time * answer_len(request) + self.gap);
+            }
             match parse(&self.buf) {
                 Parsed::Frame { len, reply } => break (len, reply),
-                Parsed::BadCrc { .. } => return Err(Fault::Crc),
-                Parsed::Garbage => return Err(Fault::OutOfStep),
+                // Maybe our own request coming back: wait for the rest of
+                // it to say so (never delays a valid frame).
+                Parsed::BadCrc { .. } | Parsed::Garbage if self.may_become(&frame) => {}
+                Parsed::BadCrc { .. } => return Err(self.unless_echo(&frame, request, Fault::Crc)),
+                Parsed::Garbage => return Err(self.unless_echo(&frame, request, Fault::OutOfStep)),
                 Parsed::Incomplete => {}
             }
             let mut chunk = [0u8; 256];
             match timeout_at(deadline, self.port.read(&mut chunk)).await {
                 Err(_) if self.buf.is_empty() => return Err(Fault::Timeout),
                 // Bytes, but no frame: garbled.
-                Err(_) => return Err(Fault::Crc),
+                Err(_) => return Err(self.unless_echo(&frame, request, Fault::Crc)),
                 Ok(Ok(0)) => return Err(Fault::Connection("the serial port closed".into())),
-                Ok(Ok(n)) => {
-                    if first_byte.is_none() {
-                        let at = Instant::now();
-                        first_byte = Some(at);
-                        // The timeout is for the device to start answering;
-                        // its answer then takes its own time on the wire
-                        // (125 registers: over a second at 2400 baud).
-                        deadline = deadline
-                            .max(at + self.char_time * answer_len(request) + self.gap);
-                    }
-                    self.buf.extend_from_slice(&chunk[..n]);
-                }
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
                 Ok(Err(e)) => {
                     return Err(Fault::Connection(format!(
                         "cannot read the serial port: {e}"
@@ -250,7 +276,7 @@ impl RtuLine {
         // means this frame may be a late one and its request's own answer
         // is behind it. An answer in time has mostly used that wait up.
         if self.buf.len() > len {
-            return Err(Fault::OutOfStep);
+            return Err(self.unless_echo(&frame, request, Fault::OutOfStep));
         }
         let listen_until =
             (on_wire + self.turnaround_of(unit) * 5 / 4 + self.gap).max(Instant::now() + self.gap);
@@ -271,6 +297,58 @@ impl RtuLine {
             self.turnaround.insert(unit, learnt);
         }
         Ok(checked)
+    }
+
+    /// `echo = true`: reads the request's own bytes back (into `buf`,
+    /// bounded by `deadline`) and drops them; what came after them stays
+    /// in `buf`, the answer's start.
+    async fn take_echo(&mut self, frame: &[u8], deadline: Instant) -> Result<(), Fault> {
+        while self.buf.len() < frame.len() {
+            if !frame.starts_with(&self.buf) {
+                return Err(Fault::BadEcho);
+            }
+            let mut chunk = [0u8; 256];
+            match timeout_at(deadline, self.port.read(&mut chunk)).await {
+                // None, or not all of it: the adapter does not echo (or
+                // no longer drives the line).
+                Err(_) => return Err(Fault::BadEcho),
+                Ok(Ok(0)) => return Err(Fault::Connection("the serial port closed".into())),
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => {
+                    return Err(Fault::Connection(format!(
+                        "cannot read the serial port: {e}"
+                    )))
+                }
+            }
+        }
+        if !self.buf.starts_with(frame) {
+            return Err(Fault::BadEcho);
+        }
+        self.buf.drain(..frame.len());
+        Ok(())
+    }
+
+    /// `echo` off: whether the bytes received so far are the start of
+    /// `frame`, our own request, not all of it yet.
+    fn may_become(&self, frame: &[u8]) -> bool {
+        !self.echo && self.buf.len() < frame.len() && frame.starts_with(&self.buf)
+    }
+
+    /// `fault`, or [`Fault::Echo`] when `echo` is off and the bytes
+    /// received start with `frame`, our own request, whole: the adapter
+    /// echoes. Only ever relabels a fault. Not for functions 5 and 6,
+    /// whose answer is the very bytes of their request (a doubled answer
+    /// there looks the same as an echo and its answer).
+    fn unless_echo(&self, frame: &[u8], request: &Request, fault: Fault) -> Fault {
+        let answer_is_request = matches!(
+            request,
+            Request::WriteCoil { .. } | Request::WriteRegister { .. }
+        );
+        if !self.echo && !answer_is_request && self.buf.starts_with(frame) {
+            Fault::Echo
+        } else {
+            fault
+        }
     }
 
     fn turnaround_of(&self, unit: u8) -> Duration {

@@ -7,7 +7,8 @@
 //!
 //! Faults are counted in `edge_gateway_adapter_errors_total{error_type}`
 //! (`timeout`, `exception`, `connection`, `crc`, `protocol`,
-//! `out_of_step`, `late_answer` for a TCP answer to a request already
+//! `out_of_step`, `echo` and `bad_echo` for an RS-485 adapter's echo
+//! unexpected or missing, `late_answer` for a TCP answer to a request already
 //! settled, dropped, and `not_finite` for a NaN or infinite value), exceptions
 //! also by device and code in `edge_gateway_modbus_exceptions_total`, and
 //! logged at most once per interval per device and reason. None stops the
@@ -486,6 +487,8 @@ impl Bus {
         if let Some(f) = fault {
             if f == Fault::OutOfStep {
                 self.out_of_step(i);
+            } else if matches!(f, Fault::Echo | Fault::BadEcho) {
+                self.echo_fault(i, f);
             } else {
                 let key = format!("{}:{}", f.label(), self.members[i].id.as_str());
                 gateway_core::refuse!(self.stats, self.throttle, f.label(), per key;

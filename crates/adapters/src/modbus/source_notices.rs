@@ -39,6 +39,20 @@ impl Bus {
             adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, "Modbus device answers out of step (a late or doubled answer, as a buffering converter gives): its answers are dropped and its readings withheld until it answers in step.");
     }
 
+    /// An RS-485 adapter's echo of the request, found with `echo` off
+    /// (`echo`) or missing with `echo = true` (`bad_echo`): the line's
+    /// setting, not the device, is what to check.
+    pub(super) fn echo_fault(&self, i: usize, f: Fault) {
+        let key = format!("{}:{}", f.label(), self.members[i].id.as_str());
+        if f == Fault::Echo {
+            gateway_core::refuse!(self.stats, self.throttle, f.label(), per key;
+                adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, "The request's own bytes came back where its answer was awaited: this RS-485 adapter echoes what it sends. Set echo = true in this adapter's section.");
+        } else {
+            gateway_core::refuse!(self.stats, self.throttle, f.label(), per key;
+                adapter = %self.name, bus = %self.transport.describe(), device = %self.members[i].id.as_str(), unit = self.units[i].unit, "The request's own bytes did not come back as sent before its answer (echo = true): the adapter does not echo (remove echo), or the line is garbled (baud rate, wiring, another master).");
+        }
+    }
+
     /// A string register's text is no reading: like the text fields of
     /// other adapters it is counted once per device and key
     /// (`edge_gateway_adapter_ignored_fields_total`), and it is shown in

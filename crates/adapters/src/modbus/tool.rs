@@ -50,6 +50,10 @@ struct ScanArgs {
     parity: String,
     #[arg(long, default_value_t = 1)]
     stop_bits: u8,
+    /// The RS-485 adapter sends every request's bytes back (as `echo =
+    /// true` in gateway.toml): they are read and dropped before the answer.
+    #[arg(long)]
+    echo: bool,
     /// The device's unit id (slave address).
     #[arg(long, default_value_t = 1)]
     unit: u8,
@@ -123,6 +127,7 @@ fn parse(a: &ScanArgs) -> Result<(Transport, Table), String> {
                 data_bits: a.data_bits,
                 parity,
                 stop_bits: a.stop_bits,
+                echo: a.echo,
             })
         }
         (None, None) => return Err("give --url tcp://host:502 or --path /dev/ttyUSB0".into()),
@@ -226,6 +231,11 @@ fn failure_text(answer: &Answer) -> String {
         Answer::OutOfStep => {
             "answers out of step (late or doubled answers: a buffering converter?); dropped".into()
         }
+        Answer::BadEcho => {
+            "the request's own bytes did not come back as sent (--echo): does the adapter echo?"
+                .into()
+        }
+        Answer::Echo => "the request's own bytes came back: the adapter echoes (add --echo)".into(),
         Answer::Connection(e) => format!("the connection failed: {e}"),
         _ => "unexpected answer".into(),
     }

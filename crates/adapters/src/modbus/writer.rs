@@ -293,6 +293,16 @@ fn failed(answer: Answer, link: &Link, step: &str) -> Option<Written> {
             format!("{step}: the device answers out of step (late or doubled answers): nothing it says is trusted yet"),
             false,
         ),
+        Answer::BadEcho => (
+            "bad_echo",
+            format!("{step}: the request's own bytes did not come back as sent (echo = true): check the adapter echoes, and the wiring"),
+            false,
+        ),
+        Answer::Echo => (
+            "echo",
+            format!("{step}: the request's own bytes came back (the RS-485 adapter echoes: set echo = true)"),
+            false,
+        ),
         Answer::Connection(e) => ("connection", format!("{step}: {e}"), true),
     };
     Some(Written {
