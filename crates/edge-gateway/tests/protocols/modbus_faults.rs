@@ -1,12 +1,15 @@
 //! `type = "modbus"` when the line or the bus misbehaves, against the real
 //! binary: a buffering RS-485 converter (a pyserial script) between the
 //! gateway and a pymodbus RTU device that answers late, twice, or always
-//! one request behind; a TCP server that is not there and a serial port
-//! that does not exist at start.
+//! one request behind; a scripted Modbus TCP server that sends an answer
+//! twice; a TCP server that is not there and a serial port that does not
+//! exist at start.
 //!
 //! Proven: no window ever carries another register's value, whatever the
 //! converter does; a device answering out of step is counted, logged and
-//! withheld, and read again once it answers in step; `/health` and the log
+//! withheld, and read again once it answers in step; a doubled TCP answer
+//! is dropped by its transaction id and costs the next unit neither its
+//! value nor the connection; `/health` and the log
 //! say what is wrong with a bus in its own terms; `validate` counts the
 //! Modbus devices.
 
@@ -357,4 +360,135 @@ profile = "eastron_sdm120"
         "the start log counts them"
     );
     drop(gw);
+}
+
+/// A Modbus TCP gateway that sends one answer twice (a known fault of
+/// some gateways and converters). Scripted here: pymodbus, or any server
+/// library, cannot be made to double an answer. Unit 1 holds 100 and unit
+/// 2 holds 200 at every holding register; the third answer to unit 1 is
+/// sent twice, and the server says which unit the request after it was
+/// for. The copy used to be read as that request's answer, refused as
+/// another transaction's, and the connection dropped: the next unit lost
+/// its poll and was blamed for it.
+#[tokio::test]
+async fn a_doubled_tcp_answer_costs_the_next_unit_neither_its_value_nor_the_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (after_double, next_unit) = tokio::sync::oneshot::channel::<u8>();
+    let accepted = connections.clone();
+    let server = tokio::spawn(async move {
+        let mut after_double = Some(after_double);
+        let mut answered_unit1 = 0;
+        let mut doubled = false;
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            accepted.fetch_add(1, Ordering::SeqCst);
+            // A read of holding registers: MBAP header (7) and PDU (5).
+            let mut req = [0u8; 12];
+            while s.read_exact(&mut req).await.is_ok() {
+                let unit = req[6];
+                if doubled {
+                    if let Some(tx) = after_double.take() {
+                        let _ = tx.send(unit);
+                    }
+                }
+                let count = u16::from_be_bytes([req[10], req[11]]);
+                let mut answer = req[..2].to_vec();
+                answer.extend([0, 0]);
+                answer.extend((3 + 2 * count).to_be_bytes());
+                answer.extend([unit, 3, u8::try_from(2 * count).unwrap()]);
+                for _ in 0..count {
+                    answer.extend((100 * u16::from(unit)).to_be_bytes());
+                }
+                let mut out = answer.clone();
+                if unit == 1 {
+                    answered_unit1 += 1;
+                    if answered_unit1 == 3 {
+                        out.extend(&answer);
+                        doubled = true;
+                    }
+                }
+                if s.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let body = format!(
+        r#"
+[[adapter]]
+type = "modbus"
+name = "plc-gw"
+url = "tcp://127.0.0.1:{port}"
+poll = "300ms"
+timeout = "500ms"
+max_backoff = "600ms"
+
+[[modbus.device]]
+id = "unit-1"
+unit = 1
+registers = [{{ metric = "h0", address = 0 }}]
+
+[[modbus.device]]
+id = "unit-2"
+unit = 2
+registers = [{{ metric = "h0", address = 0 }}]
+"#
+    );
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
+    let unit = tokio::time::timeout(WAIT, next_unit)
+        .await
+        .expect("the doubled answer is sent")
+        .unwrap();
+    assert_eq!(unit, 2, "the request after unit 1's doubled answer");
+    let after = now_rfc3339();
+    // Unit 2 read, with its own value, in the windows after the copy.
+    for _ in 0..2 {
+        let w = window_after(&mut sub, "unit-2", &after).await;
+        let h0 = &metrics_of(&w)["h0"];
+        for stat in ["min", "max"] {
+            assert_eq!(h0[stat].as_f64(), Some(200.0), "{}", w.json());
+        }
+    }
+    let (_, text) = http_until(metrics, "/metrics", |_, b| {
+        metric(
+            b,
+            "edge_gateway_adapter_errors_total{adapter=\"plc-gw\",error_type=\"late_answer\"}",
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &text,
+            "edge_gateway_adapter_errors_total{adapter=\"plc-gw\",error_type=\"late_answer\"}"
+        ),
+        1.0
+    );
+    for error_type in ["protocol", "timeout", "connection"] {
+        let name = format!(
+            "edge_gateway_adapter_errors_total{{adapter=\"plc-gw\",error_type=\"{error_type}\"}}"
+        );
+        assert!(metric(&text, &name) <= 0.0, "{error_type}: {text}");
+    }
+    assert!(
+        metric(
+            &text,
+            "edge_gateway_adapter_reconnects_total{adapter=\"plc-gw\"}"
+        ) <= 0.0,
+        "{text}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    gw.wait_for_log("doubled or late answer").await;
+    drop(gw);
+    server.abort();
 }
