@@ -13,6 +13,10 @@ Commands on stdin (each answered with "end"):
            send it and that request's answer back to back
   double   send every answer twice, back to back
   mute     forward requests, drop every answer (a unit gone quiet)
+  echo     also send every request back to the gateway before forwarding
+           it, as an RS-485 adapter that hears its own transmission does
+           (whatever the mode above)
+  noecho   stop echoing
   count    print "count N", the requests forwarded so far
 Frames are told apart by silence (5 ms), as converters do.
 """
@@ -25,6 +29,7 @@ gateway_side, device_side = sys.argv[1], sys.argv[2]
 gw = serial.Serial(gateway_side, baudrate=19200, timeout=None)
 dev = serial.Serial(device_side, baudrate=19200, timeout=None)
 mode = "normal"
+echoing = False
 late_once = False
 lock = threading.Lock()
 forwarded = 0
@@ -52,6 +57,14 @@ def forward():
         request = read_frame(gw, None)
         if not request:
             continue
+        with lock:
+            echo_now = echoing
+        if echo_now:
+            # A real adapter echoes each byte as it goes out; here the
+            # frame at once: the gateway sees the same bytes, before the
+            # answer, either way.
+            gw.write(request)
+            gw.flush()
         dev.reset_input_buffer()
         dev.write(request)
         answer = read_frame(dev, 1.0)
@@ -85,6 +98,8 @@ for line in sys.stdin:
     with lock:
         if words[0] in ("normal", "behind", "double", "mute"):
             mode = words[0]
+        elif words[0] in ("echo", "noecho"):
+            echoing = words[0] == "echo"
         elif words[0] == "late":
             late_once = True
         elif words[0] == "count":

@@ -1,13 +1,15 @@
 //! `type = "modbus"` when the line or the bus misbehaves, against the real
 //! binary: a buffering RS-485 converter (a pyserial script) between the
 //! gateway and a pymodbus RTU device that answers late, twice, or always
-//! one request behind; a scripted Modbus TCP server that sends an answer
+//! one request behind, or echoes each request as an RS-485 adapter that
+//! hears itself does; a scripted Modbus TCP server that sends an answer
 //! twice; a TCP server that is not there and a serial port that does not
 //! exist at start.
 //!
 //! Proven: no window ever carries another register's value, whatever the
 //! converter does; a device answering out of step is counted, logged and
-//! withheld, and read again once it answers in step; a doubled TCP answer
+//! withheld, and read again once it answers in step; an adapter's echo is
+//! dropped with `echo = true` and named `echo` without; a doubled TCP answer
 //! is dropped by its transaction id and costs the next unit neither its
 //! value nor the connection; `/health` and the log
 //! say what is wrong with a bus in its own terms; `validate` counts the
@@ -491,4 +493,147 @@ registers = [{{ metric = "h0", address = 0 }}]
     gw.wait_for_log("doubled or late answer").await;
     drop(gw);
     server.abort();
+}
+
+/// One RS-485 line of the echo test: the gateway's end, and the
+/// converter (echoing on command) and pymodbus device behind it.
+struct EchoLine {
+    gateway_end: PathBuf,
+    converter: PythonPeer,
+    _device: PythonPeer,
+    _ptys: (PtyPair, PtyPair),
+}
+
+async fn echo_line(dir: &std::path::Path, name: &str) -> EchoLine {
+    let path = |n: &str| -> PathBuf { dir.join(format!("{name}-{n}")) };
+    let (line, conv_gw, conv_dev, device_end) =
+        (path("GW"), path("CONV-GW"), path("CONV-DEV"), path("DEV"));
+    let gw_side = PtyPair::start(&line, &conv_gw);
+    let dev_side = PtyPair::start(&conv_dev, &device_end);
+    wait_links(&[&line, &conv_gw, &conv_dev, &device_end]).await;
+    let layout = json!({ "units": { "1": { "holding": { "0": [1000], "100": [2000] } } } });
+    let device = PythonPeer::start_with_args(
+        PEER,
+        &["rtu", device_end.to_str().unwrap(), &layout.to_string()],
+    );
+    let converter = PythonPeer::start_with_args(
+        CONVERTER,
+        &[conv_gw.to_str().unwrap(), conv_dev.to_str().unwrap()],
+    );
+    EchoLine {
+        gateway_end: line,
+        converter,
+        _device: device,
+        _ptys: (gw_side, dev_side),
+    }
+}
+
+/// RS-485 adapters that echo every byte the gateway sends (the converter
+/// sends each request back before forwarding it to the pymodbus device).
+/// On the line with `echo = true` the echo is dropped and both registers
+/// are read with their own values; when the echo stops there, the poll
+/// fails as `bad_echo`, and reads again once it is back. On the line not
+/// told, the gateway says `echo` (and to set `echo = true`), not `crc`:
+/// before, every poll of an echoing line failed as a garbled answer.
+#[tokio::test]
+async fn an_rs485_adapters_echo_is_dropped_when_said_and_named_when_not() {
+    assert!(have("socat"), "socat is required (apt-get install socat)");
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut said = echo_line(dir.path(), "said").await;
+    let mut unsaid = echo_line(dir.path(), "unsaid").await;
+    tell(&mut said.converter, "echo");
+    tell(&mut unsaid.converter, "echo");
+    let body = format!(
+        r#"
+[[adapter]]
+type = "modbus"
+name = "echoing"
+path = "{said}"
+baud = 19200
+echo = true
+poll = "200ms"
+timeout = "150ms"
+max_backoff = "600ms"
+
+[[adapter]]
+type = "modbus"
+name = "unsaid"
+path = "{unsaid}"
+baud = 19200
+poll = "200ms"
+timeout = "150ms"
+max_backoff = "600ms"
+
+[[modbus.device]]
+adapter = "echoing"
+id = "meter"
+unit = 1
+registers = [{{ metric = "h0", address = 0 }}, {{ metric = "h100", address = 100 }}]
+
+[[modbus.device]]
+adapter = "unsaid"
+id = "meter-unsaid"
+unit = 1
+registers = [{{ metric = "h0", address = 0 }}]
+"#,
+        said = said.gateway_end.display(),
+        unsaid = unsaid.gateway_end.display(),
+    );
+    let errors = |adapter: &str, error_type: &str| {
+        format!("edge_gateway_adapter_errors_total{{adapter=\"{adapter}\",error_type=\"{error_type}\"}}")
+    };
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let mut gw = GatewayProcess::start(&gateway_config(upstream.port(), metrics, &body));
+    // Windows of the meter after `after` until one holds both registers
+    // (a window may close between a poll's two reads), each value its own.
+    async fn both_read(sub: &mut Subscriber, after: &str) {
+        for _ in 0..10 {
+            let w = window_after(sub, "meter", after).await;
+            let got = metrics_of(&w);
+            for (name, want) in [("h0", 1000.0), ("h100", 2000.0)] {
+                if let Some(s) = got.get(name) {
+                    for stat in ["min", "max"] {
+                        assert_eq!(s[stat].as_f64(), Some(want), "{}", w.json());
+                    }
+                }
+            }
+            if got.contains_key("h0") && got.contains_key("h100") {
+                return;
+            }
+        }
+        panic!("no window of the meter with both registers");
+    }
+    both_read(&mut sub, "").await;
+
+    // Not told: its own request named for what it is.
+    http_until(metrics, "/metrics", |_, b| {
+        metric(b, &errors("unsaid", "echo")) >= 1.0
+    })
+    .await;
+    gw.wait_for_log("Set echo = true").await;
+
+    // Told: no fault at all while the adapter echoes.
+    let (_, text) = http_get(metrics, "/metrics").await;
+    for error_type in ["crc", "echo", "bad_echo", "out_of_step"] {
+        assert!(
+            metric(&text, &errors("echoing", error_type)) <= 0.0,
+            "{error_type}: {text}"
+        );
+    }
+    assert!(metric(&text, &errors("unsaid", "crc")) <= 0.0, "{text}");
+
+    // The echo gone where it is expected: bad_echo, then read again once
+    // it is back.
+    tell(&mut said.converter, "noecho");
+    http_until(metrics, "/metrics", |_, b| {
+        metric(b, &errors("echoing", "bad_echo")) >= 1.0
+    })
+    .await;
+    gw.wait_for_log("did not come back as sent").await;
+    tell(&mut said.converter, "echo");
+    let back = now_rfc3339();
+    both_read(&mut sub, &back).await;
+    drop(gw);
 }
