@@ -429,30 +429,29 @@ columns = ["mac", "temperature", "humidity"]
     assert_eq!(gw.wait_exit().await, Some(0));
 }
 
-/// A board that resets mid-line (brown-out, watchdog, the reset button)
-/// behind a USB bridge: the port stays, the board goes quiet while it
-/// boots, then prints its first line. The fragment before the reset was
-/// glued to that line (`21.5,422.0,45.1`), refused with it: the first
-/// reading after every reset lost, and the error counted against it. The
-/// glued line, refused whole, is read again from the boot pause inside
-/// it: the fragment is dropped and counted `incomplete_line`, the line
-/// taken. A
-/// line the sketch prints in two writes a few milliseconds apart is one
-/// line, as before.
-#[tokio::test]
-async fn a_board_reset_mid_line_loses_only_the_cut_line_not_the_first_after_boot() {
-    if !have("socat") {
-        panic!("socat is required for this test (apt-get install socat)");
-    }
-    let upstream = Mosquitto::start();
-    let metrics = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let port: PathBuf = dir.path().join("ttyRELAY");
-    let board: PathBuf = dir.path().join("ttyBOARD");
-    let cfg = format!(
-        r#"
+/// A gateway reading one ESP-NOW relay's port (a pty pair, the board's
+/// end to write to), connected; kept together so that it lives as long
+/// as the test.
+struct RelayPort {
+    _upstream: Mosquitto,
+    _pair: PtyPair,
+    _dir: tempfile::TempDir,
+    gw: GatewayProcess,
+    metrics: u16,
+    board: PathBuf,
+}
+
+impl RelayPort {
+    async fn start(gateway: &str, device: &str) -> Self {
+        let upstream = Mosquitto::start();
+        let metrics = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let port: PathBuf = dir.path().join("ttyRELAY");
+        let board: PathBuf = dir.path().join("ttyBOARD");
+        let cfg = format!(
+            r#"
 [gateway]
-id = "gw-serial-boot"
+id = "{gateway}"
 site = "hq"
 state_dir = "@STATE_DIR@"
 
@@ -469,17 +468,46 @@ name = "espnow-relay"
 path = "{port}"
 format = "csv"
 columns = ["temperature", "humidity"]
-device = "24:6f:28:aa:bb:01"
+device = "{device}"
 "#,
-        up = upstream.port(),
-        port = port.display(),
-    );
-    let _pair = PtyPair::start(&port, &board);
-    wait_links(&[&port, &board]).await;
-    let mut gw = GatewayProcess::start(&cfg);
-    gw.wait_for_log("Metrics endpoint listening").await;
-    gw.wait_for_log("Serial port open.").await;
-    http_until(metrics, "/metrics", |_, b| metric(b, CONNECTED) == 1.0).await;
+            up = upstream.port(),
+            port = port.display(),
+        );
+        let pair = PtyPair::start(&port, &board);
+        wait_links(&[&port, &board]).await;
+        let mut gw = GatewayProcess::start(&cfg);
+        gw.wait_for_log("Metrics endpoint listening").await;
+        gw.wait_for_log("Serial port open.").await;
+        http_until(metrics, "/metrics", |_, b| metric(b, CONNECTED) == 1.0).await;
+        Self {
+            _upstream: upstream,
+            _pair: pair,
+            _dir: dir,
+            gw,
+            metrics,
+            board,
+        }
+    }
+}
+
+/// A board that resets mid-line (brown-out, watchdog, the reset button)
+/// behind a USB bridge: the port stays, the board goes quiet while it
+/// boots, then prints its first line. The fragment before the reset was
+/// glued to that line (`21.5,422.0,45.1`), refused with it: the first
+/// reading after every reset lost, and the error counted against it. The
+/// glued line, refused whole, is read again from the boot pause inside
+/// it: the fragment is dropped and counted `incomplete_line`, the line
+/// taken. A
+/// line the sketch prints in two writes a few milliseconds apart is one
+/// line, as before.
+#[tokio::test]
+async fn a_board_reset_mid_line_loses_only_the_cut_line_not_the_first_after_boot() {
+    if !have("socat") {
+        panic!("socat is required for this test (apt-get install socat)");
+    }
+    // Whole, so that the broker, the ports and the directory live on.
+    let mut relay = RelayPort::start("gw-serial-boot", "24:6f:28:aa:bb:01").await;
+    let (metrics, board) = (relay.metrics, relay.board.clone());
 
     // The sketch prints a line in two parts (`Serial.print(t);
     // Serial.println(h)` with a little work between): one line.
@@ -513,8 +541,8 @@ device = "24:6f:28:aa:bb:01"
     assert_eq!(refused(&body), 0.0, "nothing glued and refused: {body}");
     assert_eq!(metric(&body, READINGS), 4.0, "{body}");
     assert_eq!(metric(&body, incomplete), 1.0, "the cut line: {body}");
-    gw.signal("TERM");
-    assert_eq!(gw.wait_exit().await, Some(0));
+    relay.gw.signal("TERM");
+    assert_eq!(relay.gw.wait_exit().await, Some(0));
 }
 
 /// A sketch that pauses inside every line: `Serial.print(t);
@@ -528,42 +556,9 @@ async fn a_sketch_that_pauses_750_ms_inside_every_line_has_every_reading_taken()
     if !have("socat") {
         panic!("socat is required for this test (apt-get install socat)");
     }
-    let upstream = Mosquitto::start();
-    let metrics = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let port: PathBuf = dir.path().join("ttyRELAY");
-    let board: PathBuf = dir.path().join("ttyBOARD");
-    let cfg = format!(
-        r#"
-[gateway]
-id = "gw-serial-ds18b20"
-site = "hq"
-state_dir = "@STATE_DIR@"
-
-[upstream]
-url = "mqtt://127.0.0.1:{up}"
-max_backoff = "1s"
-
-[metrics]
-bind = "127.0.0.1:{metrics}"
-
-[[adapter]]
-type = "serial_line"
-name = "espnow-relay"
-path = "{port}"
-format = "csv"
-columns = ["temperature", "humidity"]
-device = "24:6f:28:aa:bb:02"
-"#,
-        up = upstream.port(),
-        port = port.display(),
-    );
-    let _pair = PtyPair::start(&port, &board);
-    wait_links(&[&port, &board]).await;
-    let mut gw = GatewayProcess::start(&cfg);
-    gw.wait_for_log("Metrics endpoint listening").await;
-    gw.wait_for_log("Serial port open.").await;
-    http_until(metrics, "/metrics", |_, b| metric(b, CONNECTED) == 1.0).await;
+    // Whole, so that the broker, the ports and the directory live on.
+    let mut relay = RelayPort::start("gw-serial-ds18b20", "24:6f:28:aa:bb:02").await;
+    let (metrics, board) = (relay.metrics, relay.board.clone());
 
     let errors = |b: &str| {
         test_support::metrics::sum_with(
@@ -589,6 +584,6 @@ device = "24:6f:28:aa:bb:02"
     let (_, body) = http_get(metrics, "/metrics").await;
     assert_eq!(errors(&body), 0.0, "nothing cut or refused: {body}");
     assert_eq!(metric(&body, READINGS), 6.0, "every reading: {body}");
-    gw.signal("TERM");
-    assert_eq!(gw.wait_exit().await, Some(0));
+    relay.gw.signal("TERM");
+    assert_eq!(relay.gw.wait_exit().await, Some(0));
 }
