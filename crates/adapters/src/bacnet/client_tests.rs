@@ -342,6 +342,19 @@ async fn an_rpm_refused_for_one_unknown_object_costs_only_that_object() {
         last = a;
     }
     assert_eq!(last, vec![av(3), av(4), av(5)]);
+
+    // Polled again, the refused object is asked alone and the rest in one
+    // request: it is not searched for in its batch at every poll.
+    let polled = poll(&c, device, &objects, &mut caps).await.unwrap();
+    assert_eq!(polled.samples.len(), objects.len());
+    let mut requests = Vec::new();
+    while let Ok(a) = asked.try_recv() {
+        requests.push(a);
+    }
+    assert_eq!(
+        requests,
+        vec![vec![av(1), av(2), av(3), av(4), av(5)], vec![av(99)]]
+    );
 }
 
 /// A device whose object list names an object twice (a firmware that

@@ -38,6 +38,7 @@ pub mod kind;
 pub mod names;
 pub mod npdu;
 pub mod point;
+pub mod poll;
 pub mod reader;
 mod requests;
 pub mod segment;
