@@ -17,16 +17,18 @@ use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
 use super::dedup::{Dedup, Seen};
 use super::message::{self, FormatError, Head, CON, NON};
 use super::names::{Ids, Metrics};
-use crate::payload::{self, Context, PayloadFormat};
+use crate::payload::PayloadFormat;
 
 mod answer;
 mod block1;
+mod body;
 mod latest;
 mod options;
 mod outcome;
 
 use answer::Answer;
-use block1::Transfer;
+use block1::{Finished, Transfer};
+use body::Read;
 use latest::Devices;
 pub use outcome::Outcome;
 pub(crate) use options::format_for;
@@ -60,6 +62,9 @@ pub struct Handler {
     dedup_con: Dedup,
     dedup_non: Dedup,
     transfers: HashMap<(SocketAddr, String), Transfer>,
+    /// Block1 transfers completed lately, by the same key: their last
+    /// block and its answer.
+    finished: HashMap<(SocketAddr, String), Finished>,
     /// Exchanges the duplicate cache gave up before their lifetime, not
     /// yet counted, and the address of the last.
     dedup_given_up: u64,
@@ -108,6 +113,7 @@ impl Handler {
         self.dedup_con.forget_peer(peer);
         self.dedup_non.forget_peer(peer);
         self.transfers.retain(|(from, _), _| *from != peer);
+        self.finished.retain(|(from, _), _| *from != peer);
     }
 
     /// A handler with empty tables; `first_mid` starts the Message IDs of
@@ -120,6 +126,7 @@ impl Handler {
             metrics: Metrics::default(),
             limits,
             transfers: HashMap::new(),
+            finished: HashMap::new(),
             dedup_given_up: 0,
             dedup_given_up_by: None,
             dedup_share_full: None,
@@ -515,110 +522,26 @@ impl Handler {
             return Answer::new(ResponseType::RequestEntityTooLarge)
                 .with(CoapOption::Size1, message::uint(self.size1()));
         }
-        let mut echo = None;
-        let body = match options.block1 {
-            None => Cow::Borrowed(request.payload),
-            Some(value) => {
-                let key = (
-                    peer,
-                    format!("{device}/{}", metric.as_ref().map_or("", |m| m.as_str())),
-                );
-                match self.block1(key, value, request.payload, now, out) {
-                    Ok((body, option)) => {
-                        echo = Some(option);
-                        Cow::Owned(body)
-                    }
-                    Err(answer) => return answer,
-                }
-            }
+        let Some(value) = options.block1 else {
+            let body = Cow::Borrowed(request.payload);
+            let read = Read { device, metric, format, arrival };
+            return self.read_body(read, body, codec, out, readings);
         };
-        #[cfg(feature = "lorawan")]
-        if let Some((codec, fport)) = codec {
-            let max = self.limits.max_readings_per_message;
-            let answer = match super::codec::decode(
-                &codec,
-                fport,
-                body.into_owned(),
-                &device,
-                arrival,
-                max,
-                out,
-            ) {
-                Ok(()) => Answer::new(ResponseType::Changed),
-                Err((code, detail)) => Answer::error(code, &detail),
-            };
-            readings.append(&mut out.readings);
-            return match echo {
-                Some(option) => answer.with(CoapOption::Block1, option),
-                None => answer,
-            };
-        }
-        let max = self.limits.max_readings_per_message;
-        if self.fast() {
-            let names = &mut self.metrics;
-            let mut metric = |key: &[u8]| names.get(key);
-            if payload::decode_plain_json_into(
-                &format,
-                &body,
-                &device,
-                arrival,
-                max,
-                &mut metric,
-                readings,
-            ) {
-                let answer = Answer::new(ResponseType::Changed);
-                return match echo {
-                    Some(option) => answer.with(CoapOption::Block1, option),
-                    None => answer,
-                };
-            }
-        }
-        let ctx = Context {
-            device: Some(&device),
-            metric: metric.as_ref(),
-            now: arrival,
-        };
-        let start = readings.len();
-        let bounded = payload::decode_bounded_into(
-            &format,
-            &body,
-            &ctx,
-            None,
-            max,
-            readings,
+        let key = (
+            peer,
+            format!("{device}/{}", metric.as_ref().map_or("", |m| m.as_str())),
         );
-        let answer = match bounded {
-            Ok(decoded) => {
-                for p in &decoded.problems {
-                    out.error(format!("field_{}", p.reason.kind()), p.to_string());
-                }
-                out.ignored = decoded.ignored;
-                if readings.len() == start {
-                    let detail = decoded
-                        .problems
-                        .first()
-                        .map_or_else(|| "no readings".to_string(), ToString::to_string);
-                    Answer::error(ResponseType::BadRequest, &detail)
-                } else {
-                    Answer::new(ResponseType::Changed)
-                }
-            }
-            Err(e) => {
-                out.error(e.kind(), e.to_string());
-                let code = match e {
-                    payload::DecodeError::TooManyReadings { .. }
-                    | payload::DecodeError::TooManyValues { .. } => {
-                        ResponseType::RequestEntityTooLarge
-                    }
-                    _ => ResponseType::BadRequest,
-                };
-                Answer::error(code, &e.to_string())
-            }
+        let (body, echo) = match self.block1(key.clone(), value, request.payload, now, out) {
+            Ok(done) => done,
+            Err(answer) => return answer,
         };
-        match echo {
-            Some(option) => answer.with(CoapOption::Block1, option),
-            None => answer,
-        }
+        let read = Read { device, metric, format, arrival };
+        let answer = self
+            .read_body(read, Cow::Owned(body), codec, out, readings)
+            .with(CoapOption::Block1, echo);
+        // Kept for the last block sent again under a new Message ID.
+        self.block1_done(key, value, request.payload, &answer, now);
+        answer
     }
 
 }

@@ -477,6 +477,72 @@ fn a_resent_block1_block_is_answered_again_not_aborted() {
     assert_eq!(values(&o).len(), 3, "the body once: {:?}", kinds(&o));
 }
 
+/// The last block sent again under a new Message ID (its 2.04 lost, the
+/// client's application retrying after the CON gave up): the same 2.04 and
+/// Block1, the body not read twice. Another last block is still 4.08, and
+/// a new transfer of the same path is read as any.
+#[test]
+fn a_resent_last_block1_block_gets_the_same_answer_once() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let body = br#"[{"n":"a","v":1},{"n":"b","v":2},{"n":"c","v":3}]"#;
+    let chunks: Vec<&[u8]> = body.chunks(16).collect();
+    let mut mid = 700;
+    let mut send = |h: &mut Handler, num: usize, chunk: &[u8], at: Instant| {
+        mid += 1;
+        let more = num + 1 < chunks.len();
+        let v = (num as u32) << 4 | u32::from(more) << 3; // SZX 0: 16 bytes
+        h.handle(
+            peer(),
+            &request(true, POST, mid, "s/blk", Some(110), Some(v), chunk),
+            at,
+            arrival(),
+        )
+    };
+    for (num, chunk) in chunks.iter().enumerate().take(3) {
+        let o = send(&mut h, num, chunk, t);
+        assert_eq!(code(&o), MessageClass::Response(ResponseType::Continue));
+    }
+    let first = send(&mut h, 3, chunks[3], t);
+    assert_eq!(code(&first), MessageClass::Response(ResponseType::Changed));
+    assert_eq!(values(&first).len(), 3);
+    let later = t + Duration::from_secs(100);
+    let again = send(&mut h, 3, chunks[3], later);
+    assert_eq!(
+        code(&again),
+        MessageClass::Response(ResponseType::Changed),
+        "{:?}",
+        kinds(&again)
+    );
+    assert!(again.readings.is_empty(), "read twice");
+    assert!(again.errors.is_empty(), "{:?}", kinds(&again));
+    assert_eq!(
+        reply(&again).get_first_option(CoapOption::Block1),
+        reply(&first).get_first_option(CoapOption::Block1)
+    );
+    // Another last block is no retry.
+    let other = send(&mut h, 3, b"x", later);
+    assert_eq!(
+        code(&other),
+        MessageClass::Response(ResponseType::RequestEntityIncomplete)
+    );
+    // Past its time it is forgotten.
+    let late = t + super::block1::FINISHED_KEPT;
+    let o = send(&mut h, 3, chunks[3], late);
+    assert_eq!(
+        code(&o),
+        MessageClass::Response(ResponseType::RequestEntityIncomplete)
+    );
+    // The same body again, as a new transfer: read again.
+    for (num, chunk) in chunks.iter().enumerate() {
+        let o = send(&mut h, num, chunk, late);
+        assert!(o.errors.is_empty(), "{:?}", kinds(&o));
+        if num == 3 {
+            assert_eq!(values(&o).len(), 3);
+        }
+    }
+}
+
 #[test]
 fn block1_reassembles_a_senml_batch() {
     let mut h = Handler::new(limits(), 1);

@@ -7,6 +7,7 @@ use coap_lite::{CoapOption, ResponseType};
 pub(super) const MAX_DIAGNOSTIC: usize = 96;
 
 /// A response under construction: code, payload, and options to add.
+#[derive(Clone)]
 pub(super) struct Answer {
     pub(super) code: ResponseType,
     pub(super) content_format: Option<u32>,

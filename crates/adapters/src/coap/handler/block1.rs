@@ -18,6 +18,21 @@ pub(super) const MAX_TRANSFERS: usize = 64;
 pub(super) const MAX_TRANSFERS_PER_HOST: usize = 4;
 pub(super) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a completed transfer's last block is recognised when sent
+/// again: a client whose answer to it was lost retransmits it for
+/// MAX_TRANSMIT_WAIT (93 s) and may then retry it under a new Message ID,
+/// which the duplicate cache does not know; EXCHANGE_LIFETIME covers both.
+pub(super) const FINISHED_KEPT: Duration = super::super::dedup::EXCHANGE_LIFETIME;
+
+/// A completed transfer: its last block (Block1 value and payload) and the
+/// answer it got, to give again without reading the body twice.
+pub(super) struct Finished {
+    value: Vec<u8>,
+    last: Vec<u8>,
+    answer: Answer,
+    at: Instant,
+}
+
 pub(super) struct Transfer {
     pub(super) next: u32,
     pub(super) szx: u8,
@@ -52,6 +67,23 @@ impl Handler {
         }
         self.transfers
             .retain(|_, t| now.saturating_duration_since(t.touched) < TRANSFER_TIMEOUT);
+        self.finished
+            .retain(|_, f| now.saturating_duration_since(f.at) < FINISHED_KEPT);
+        if !self.transfers.contains_key(&key) {
+            // The last block of a transfer completed, sent again (its answer
+            // lost, retried under a new Message ID): the same answer, the
+            // body not read again. A block 0 starts a new transfer.
+            match self.finished.get(&key) {
+                Some(f) if num > 0 && f.value == value && f.last == payload => {
+                    out.duplicate = true;
+                    return Err(f.answer.clone());
+                }
+                _ if num == 0 => {
+                    self.finished.remove(&key);
+                }
+                _ => {}
+            }
+        }
         if num == 0 && !self.transfers.contains_key(&key) {
             // A host over its share gives up its own oldest transfer; a
             // full table, the one idle longest: a transfer in progress
@@ -133,6 +165,53 @@ impl Handler {
 }
 
 impl Handler {
+    /// Remembers the answer to a transfer's last block (Block1 `value`,
+    /// `last` its payload) for [`FINISHED_KEPT`]: as many as transfers are
+    /// held, a host holding its share or a full table giving up the oldest.
+    pub(super) fn block1_done(
+        &mut self,
+        key: (SocketAddr, String),
+        value: &[u8],
+        last: &[u8],
+        answer: &Answer,
+        now: Instant,
+    ) {
+        let host = key.0.ip();
+        if !self.finished.contains_key(&key) {
+            let mine = self.finished.keys().filter(|k| k.0.ip() == host).count();
+            let evict = if mine >= MAX_TRANSFERS_PER_HOST {
+                self.oldest_finished(|k| k.0.ip() == host)
+            } else if self.finished.len() >= MAX_TRANSFERS {
+                self.oldest_finished(|_| true)
+            } else {
+                None
+            };
+            if let Some(old) = evict {
+                self.finished.remove(&old);
+            }
+        }
+        self.finished.insert(
+            key,
+            Finished {
+                value: value.to_vec(),
+                last: last.to_vec(),
+                answer: answer.clone(),
+                at: now,
+            },
+        );
+    }
+
+    fn oldest_finished(
+        &self,
+        which: impl Fn(&(SocketAddr, String)) -> bool,
+    ) -> Option<(SocketAddr, String)> {
+        self.finished
+            .iter()
+            .filter(|(k, _)| which(k))
+            .min_by_key(|(_, f)| f.at)
+            .map(|(k, _)| k.clone())
+    }
+
     /// The transfer idle longest among those `which` selects.
     fn oldest_transfer(&self, which: impl Fn(&(SocketAddr, String)) -> bool) -> Option<(SocketAddr, String)> {
         self.transfers
