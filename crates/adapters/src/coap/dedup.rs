@@ -22,6 +22,27 @@ use hashbrown::HashTable;
 pub const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
 /// NON_LIFETIME (§4.8.2): the same for a NON. 145 s.
 pub const NON_LIFETIME: Duration = Duration::from_secs(145);
+/// MAX_TRANSMIT_WAIT (§4.8.2): a CON's last retransmission is sent within
+/// 93 s of the first. A full cache does not push out an exchange younger
+/// than this: forged source addresses cost an attacker nothing, and one
+/// with a share each filled the cache and flushed a genuine device's
+/// exchange before its retransmission came, which was then taken twice.
+pub const PROTECTED: Duration = Duration::from_secs(93);
+
+/// What [`Dedup::insert_looked`] did with an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Remembered for its lifetime.
+    Kept,
+    /// Remembered, and its source address gave up its own oldest exchange
+    /// (it holds its whole share): a retransmission of that one would be
+    /// processed again.
+    GaveUpOwn,
+    /// Not remembered: the cache is full of exchanges younger than
+    /// [`PROTECTED`], which keep their place. A retransmission of this one
+    /// would be processed again.
+    Full,
+}
 
 /// A peer and a Message ID, hashed as one word for IPv4 (two for IPv6):
 /// the derived hash of `(SocketAddr, u16)` fed the hasher five pieces, and
@@ -81,6 +102,8 @@ pub struct Dedup {
     /// (no longer indexed) until they reach its front or a compaction.
     live: usize,
     share: usize,
+    /// A full cache keeps exchanges younger than this ([`PROTECTED`]).
+    protect: Duration,
     /// Counts the changes that may move or remove an exchange, so that a
     /// [`Probe`] taken before one of them is not trusted.
     epoch: u64,
@@ -172,6 +195,8 @@ struct Exchange {
     /// is live and not its source's newest.
     next: u32,
     live: bool,
+    /// When it was first remembered (a renewal keeps it).
+    born: Instant,
     /// The reply sent (none for an unanswered NON).
     reply: Option<Vec<u8>>,
     expires: Instant,
@@ -211,6 +236,7 @@ impl Dedup {
             sources: Sources::default(),
             live: 0,
             share: Self::share(capacity),
+            protect: PROTECTED,
             epoch: 0,
             expiry: (now, Duration::ZERO, now),
         }
@@ -283,24 +309,25 @@ impl Dedup {
         reply: Option<Vec<u8>>,
         now: Instant,
         lifetime: Duration,
-    ) -> bool {
+    ) -> Inserted {
         let probe = self.probe(peer, mid);
         self.insert_looked(probe, reply, now, lifetime)
     }
 
     /// Remembers the reply to the exchange `probe` looked up for
     /// `lifetime`, first letting go of expired exchanges at the front, and
-    /// of the oldest when full; a probe older than another change of the
-    /// cache is looked up again. Returns whether the peer's address gave up
-    /// one of its own exchanges before its lifetime (it holds its whole
-    /// share): a retransmission of that one would be processed again.
+    /// of the oldest when full, unless that is younger than [`PROTECTED`]
+    /// (then this one is not remembered); a probe older than another change
+    /// of the cache is looked up again. Returns whether it was kept, and
+    /// whether the peer's address gave up one of its own exchanges before
+    /// its lifetime for it (it holds its whole share).
     pub fn insert_looked(
         &mut self,
         probe: Probe,
         reply: Option<Vec<u8>>,
         now: Instant,
         lifetime: Duration,
-    ) -> bool {
+    ) -> Inserted {
         let probe = if probe.epoch == self.epoch {
             probe
         } else {
@@ -327,11 +354,26 @@ impl Dedup {
         if let Some(e) = at.and_then(|seq| self.slot_mut(seq)) {
             e.reply = reply;
             e.expires = expires;
-            return false;
+            return Inserted::Kept;
         }
         // Full: the oldest leaves before its time, for a new exchange only
-        // (a renewed one takes no more room).
-        while self.live >= self.capacity && !self.ring.is_empty() {
+        // (a renewed one takes no more room), unless it is recent: its
+        // retransmissions may still come, and a flood from forged addresses
+        // must not buy the right to have them processed twice. The flood's
+        // own new exchanges go unremembered instead, until the oldest age.
+        // A source holding its whole share gives up its own oldest (below)
+        // and takes nobody else's place.
+        let own_full = self.live >= self.capacity
+            && self
+                .sources
+                .get(key.0.ip())
+                .is_some_and(|chain| chain.count >= self.share);
+        while !own_full && self.live >= self.capacity && !self.ring.is_empty() {
+            if let Some(oldest) = self.ring.front() {
+                if oldest.live && now.saturating_duration_since(oldest.born) < self.protect {
+                    return Inserted::Full;
+                }
+            }
             self.pop_front();
         }
         if self.ring.len() >= 2 * self.capacity {
@@ -347,12 +389,17 @@ impl Dedup {
             hash,
             next: seq,
             live: true,
+            born: now,
             reply,
             expires,
         });
         self.live += 1;
         self.index_insert(hash, seq);
-        given_up.is_some()
+        if given_up.is_some() {
+            Inserted::GaveUpOwn
+        } else {
+            Inserted::Kept
+        }
     }
 
     /// Adds the exchange `seq` (not yet in the ring) to its source's chain;
@@ -573,6 +620,7 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:5683".parse().unwrap();
         let t0 = Instant::now();
         let mut d = Dedup::new(3);
+        d.protect = Duration::ZERO;
         d.insert(peer, 1, Some(vec![1]), t0, EXCHANGE_LIFETIME);
         assert_eq!(d.get(peer, 1, t0), Some(Some(vec![1])));
         assert_eq!(d.get(peer, 2, t0), None);
@@ -638,6 +686,38 @@ mod tests {
         assert!(d.ring.len() <= 2 * 16_384);
     }
 
+    /// Forged source addresses cost an attacker nothing: one exchange from
+    /// each of as many as the cache holds filled it, and a genuine
+    /// device's exchange, the oldest, left before its retransmission came.
+    /// Exchanges younger than `PROTECTED` now stay; the flood's own go
+    /// unremembered until the oldest are old enough to leave.
+    #[test]
+    fn a_flood_from_forged_addresses_does_not_flush_a_recent_exchange() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(16_384);
+        let device: SocketAddr = "10.1.0.1:40000".parse().unwrap();
+        d.insert(device, 4242, Some(vec![0x44]), t0, EXCHANGE_LIFETIME);
+        let flood = t0 + Duration::from_secs(1);
+        let mut full = 0;
+        for i in 0..20_000u32 {
+            let forged = SocketAddr::from(((0xC633_0000 + i).to_be_bytes(), 5683));
+            if d.insert(forged, 1, None, flood, EXCHANGE_LIFETIME) == Inserted::Full {
+                full += 1;
+            }
+        }
+        assert_eq!(full, 20_000 - 16_383, "the flood's exchanges past the capacity");
+        assert_eq!(d.len(), 16_384);
+        let retransmitted = t0 + Duration::from_secs(45);
+        assert_eq!(d.get(device, 4242, retransmitted), Some(Some(vec![0x44])));
+        // Past PROTECTED the oldest leave for new exchanges as before.
+        let later = t0 + PROTECTED;
+        let next: SocketAddr = "10.1.0.2:40000".parse().unwrap();
+        assert_eq!(d.insert(next, 1, None, later, EXCHANGE_LIFETIME), Inserted::Kept);
+        assert_eq!(d.get(device, 4242, later), None);
+        assert_eq!(d.get(next, 1, later), Some(None));
+        assert_eq!(d.len(), 16_384);
+    }
+
     /// One host over its share for a long while: the ring's dead slots are
     /// compacted away, and lookups stay right across compactions.
     #[test]
@@ -695,6 +775,9 @@ mod tests {
         let share = Dedup::share(capacity);
         let t0 = Instant::now();
         let mut d = Dedup::new(capacity);
+        // The eviction of the oldest by size, modelled here; the protection
+        // of the young is tested on its own.
+        d.protect = Duration::ZERO;
         d.front = u32::MAX - 300;
         let mut model: Vec<(SocketAddr, u16, Option<Vec<u8>>, Instant)> = Vec::new();
         let mut next = crate::test_rng::xorshift(0x9E37_79B9_7F4A_7C15);
@@ -732,10 +815,12 @@ mod tests {
                 match model.iter_mut().find(|e| e.0 == peer && e.1 == mid) {
                     Some(e) => (e.2, e.3) = (reply.clone(), expires),
                     None => {
-                        while model.len() >= capacity {
+                        let mine = |e: &(SocketAddr, u16, _, _)| e.0.ip() == peer.ip();
+                        let own_full = model.len() >= capacity
+                            && model.iter().filter(|e| mine(e)).count() >= share;
+                        while !own_full && model.len() >= capacity {
                             model.remove(0);
                         }
-                        let mine = |e: &(SocketAddr, u16, _, _)| e.0.ip() == peer.ip();
                         if model.iter().filter(|e| mine(e)).count() >= share {
                             let first = model.iter().position(mine).unwrap();
                             model.remove(first);

@@ -14,7 +14,7 @@ use std::time::Instant;
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
 
-use super::dedup::{Dedup, Seen};
+use super::dedup::{Dedup, Inserted, Seen};
 use super::message::{self, FormatError, Head, CON, NON};
 use super::names::{Ids, Metrics};
 use crate::payload::PayloadFormat;
@@ -299,7 +299,16 @@ impl Handler {
         } else {
             (&mut self.dedup_non, super::dedup::NON_LIFETIME)
         };
-        if cache.insert_looked(probe, out.reply.clone(), now, lifetime) {
+        let kept = cache.insert_looked(probe, out.reply.clone(), now, lifetime);
+        if kept == Inserted::Full {
+            // Not an error of this request either: the cache is full of
+            // exchanges too young to push out (a flood from many addresses,
+            // forged perhaps), so this one is unprotected from a
+            // retransmission processed twice. Raise `dedup_capacity` if
+            // genuine traffic fills it.
+            out.error("dedup_full", "duplicate cache full of recent exchanges: not remembered");
+        }
+        if kept == Inserted::GaveUpOwn {
             // Not an error of this request: its address sends more than its
             // share of the cache holds for a lifetime (many devices behind
             // one NAT?), so one of its older exchanges is no longer

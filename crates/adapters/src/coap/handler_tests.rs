@@ -1041,3 +1041,29 @@ fn the_latest_of_a_device_with_many_metrics_gives_what_fits() {
     assert_eq!(metrics["m00"]["v"], 0.0, "the first by name");
     assert!(metrics.len() < 60);
 }
+
+/// A flood from forged addresses, one CON each, fills the duplicate cache
+/// after a device's CON; the device's retransmission (its ACK lost) is
+/// still answered from the cache and its reading not taken twice. The
+/// flood's exchanges the full cache could not keep are counted.
+#[test]
+fn a_forged_address_flood_does_not_get_a_retransmission_taken_twice() {
+    let mut h = Handler::new(limits(), 1);
+    let t = Instant::now();
+    let post = request(true, POST, 77, "s/door", Some(CF_JSON), None, b"{\"open\": 1}");
+    let first = h.handle(peer(), &post, t, arrival());
+    assert_eq!(values(&first).len(), 1);
+    let mut full = 0;
+    for i in 0..200u16 {
+        let [a, b] = i.to_be_bytes();
+        let forged = SocketAddr::from(([198, 51, a, b], 5683));
+        let o = h.handle(forged, &post, t + Duration::from_secs(1), arrival());
+        assert_eq!(code(&o), MessageClass::Response(ResponseType::Changed));
+        full += kinds(&o).iter().filter(|k| **k == "dedup_full").count();
+    }
+    let again = h.handle(peer(), &post, t + Duration::from_secs(30), arrival());
+    assert!(again.duplicate, "answered from the cache");
+    assert!(again.readings.is_empty(), "taken twice");
+    assert_eq!(again.reply, first.reply);
+    assert_eq!(full, 200 - 63, "the flood past the cache's 64");
+}
