@@ -316,6 +316,62 @@ async fn a_resent_con_gets_the_same_ack_and_counts_once() {
     expect(&sent, &got);
 }
 
+/// A two-block SenML upload whose last block is sent again under a new
+/// Message ID, as a constrained client's application retries when the
+/// 2.04 to it was lost: the same 2.04 (with Block1), not 4.08, and the
+/// reading forwarded once.
+#[tokio::test]
+async fn a_last_block1_block_retried_under_a_new_mid_counts_once() {
+    let (_local, _up, mut sub, _gw, port) = setup("gw-coap-block1-retry").await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 256];
+    let mut recv = async || {
+        let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
+            .await
+            .expect("a reply")
+            .unwrap();
+        buf[..n].to_vec()
+    };
+    let body = br#"[{"n":"level","v":7}]"#;
+    let block = |mid: u16, block1: u8, payload: &[u8]| {
+        let [hi, lo] = mid.to_be_bytes();
+        let mut d = vec![0x41, 0x02, hi, lo, 0x43]; // CON POST, token 0x43
+        d.extend([0xb1, b's', 0x03, b'b', b'l', b'k']); // Uri-Path s/blk
+        d.extend([0x11, 110]); // Content-Format: SenML JSON
+        d.extend([0xd1, 0x02, block1]); // Block1 (27)
+        d.push(0xff);
+        d.extend_from_slice(payload);
+        d
+    };
+    socket
+        .send(&block(0x2000, 0x08, &body[..16]))
+        .await
+        .unwrap();
+    // ACK 2.31 Continue, Block1 echoed.
+    assert_eq!(
+        recv().await,
+        [0x61, 0x5f, 0x20, 0x00, 0x43, 0xd1, 0x0e, 0x08]
+    );
+    socket
+        .send(&block(0x2001, 0x10, &body[16..]))
+        .await
+        .unwrap();
+    let done = [0x61, 0x44, 0x20, 0x01, 0x43, 0xd1, 0x0e, 0x10];
+    assert_eq!(recv().await, done);
+    socket
+        .send(&block(0x2002, 0x10, &body[16..]))
+        .await
+        .unwrap();
+    let mut again = done;
+    again[3] = 0x02;
+    assert_eq!(recv().await, again, "the same 2.04 under the new MID");
+
+    let got = collect_through_barriers(port, &mut sub, &["blk"]).await;
+    let sent = BTreeMap::from([(("blk".to_string(), "level".to_string()), vec![7.0])]);
+    expect(&sent, &got);
+}
+
 #[tokio::test]
 async fn observe_follows_a_libcoap_server_and_registers_again_after_its_restart() {
     let id = "gw-coap-observe";
