@@ -25,6 +25,16 @@ const RECENT_READINGS: usize = 20;
 /// this loses the oldest and is told to reload (`lagged`).
 pub const BROADCAST_CAPACITY: usize = 1024;
 
+/// Devices the present keeps at most, the most recently seen: as many as
+/// `dashboard-latest.json` keeps across a restart. Every reading or Last
+/// Will of a new id added a row for good, and the aggregator's
+/// `max_series` bounds only the series open at once: a device putting a
+/// counter in its topic, or a stranger on the local broker, grew the
+/// gateway's memory (and the overview) by every id it ever made up; a
+/// status message is not bounded by `max_series` at all. A device let go
+/// keeps its history and comes back when it speaks again.
+pub const MAX_LIVE_DEVICES: usize = super::latest_file::MAX_KEPT_DEVICES;
+
 /// How far ahead of the gateway clock a latest value's time may be and
 /// still hold back older readings: `max_future`'s default.
 const LATEST_AHEAD_MS: i64 = 60_000;
@@ -64,6 +74,40 @@ struct State {
     latest_changed: bool,
     /// The last command results per device.
     commands: RecentCommands,
+}
+
+impl State {
+    /// Lets go of the least recently seen devices once there are more
+    /// than [`MAX_LIVE_DEVICES`]: an eighth of the bound at a time, so a
+    /// flood of new ids sorts the table once per thousand ids, not per id.
+    /// A device with an active alert stays (the alert is about it).
+    fn bound_devices(&mut self) {
+        if self.devices.len() <= MAX_LIVE_DEVICES {
+            return;
+        }
+        let alerting: std::collections::BTreeSet<&str> =
+            self.active.keys().map(|(d, _)| d.as_str()).collect();
+        let mut seen: Vec<(Option<i64>, &String)> = self
+            .devices
+            .iter()
+            .filter(|(id, _)| !alerting.contains(id.as_str()))
+            .map(|(id, d)| (d.last_seen, id))
+            .collect();
+        // Never seen (restored from history only) sorts first: `None`.
+        seen.sort_unstable();
+        let excess = self.devices.len() - (MAX_LIVE_DEVICES - MAX_LIVE_DEVICES / 8);
+        let gone: Vec<String> = seen
+            .into_iter()
+            .take(excess)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in gone {
+            self.devices.remove(&id);
+        }
+        // What the latest file and the adapters' file keep follows.
+        self.latest_changed = true;
+        self.sources_changed = true;
+    }
 }
 
 /// An alert transition as history keeps it.
@@ -281,6 +325,7 @@ impl Live {
                 );
             }
         }
+        self.lock().bound_devices();
     }
 
     /// Marks an alert raised or cleared (a suppressed one changes nothing
@@ -389,6 +434,9 @@ impl Live {
                 d.latest.entry(metric).or_insert((value, at));
             }
         }
+        // History may know more devices than the present keeps; after the
+        // kept values, so those seen last are the ones that stay.
+        s.bound_devices();
     }
 
     /// A save of [`Self::changed_sources`] failed: offer them again.
@@ -536,5 +584,75 @@ mod tests {
         assert_eq!(devices["kitchen"].last_seen, Some(1_000));
         assert_eq!(devices["office"].latest["temperature"], (20.5, 9_000));
         assert_eq!(devices["office"].last_seen, Some(9_000));
+    }
+
+    /// A flood of made-up ids (a counter in the topic, a stranger on the
+    /// broker, Last Wills of ids never heard) keeps the present to the
+    /// devices seen last; one with an active alert stays.
+    #[test]
+    fn made_up_ids_do_not_grow_the_present_without_bound() {
+        use gateway_core::event::StatusEvent;
+        use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+        let reading = |device: &str, at: i64| {
+            Reading::new(
+                DeviceId::new(device).unwrap(),
+                MetricName::new("temperature").unwrap(),
+                20.0,
+                Timestamp::from_millis(at).unwrap(),
+                TimeSource::Event,
+            )
+            .unwrap()
+        };
+        let live = Live::default();
+        let (mut windows, mut alerts) = (Vec::new(), Vec::new());
+        live.apply(
+            &SinkEvent::Readings(vec![reading("fridge", 1)]),
+            &mut windows,
+            &mut alerts,
+        );
+        live.show_alert(
+            &AlertRow {
+                device: "fridge".into(),
+                rule: "too-warm".into(),
+                metric: "temperature".into(),
+                kind: "threshold".into(),
+                state: "raised".into(),
+                value: 9.0,
+                limit: 8.0,
+                at: 1,
+                reason: None,
+                expected: None,
+            },
+            None,
+        );
+        let flood = MAX_LIVE_DEVICES + 500;
+        for batch in 0..flood / 1000 + 1 {
+            let readings = (batch * 1000..((batch + 1) * 1000).min(flood))
+                .map(|i| reading(&format!("made-up-{i}"), 1_000 + i as i64))
+                .collect();
+            live.apply(&SinkEvent::Readings(readings), &mut windows, &mut alerts);
+        }
+        for i in 0..500 {
+            live.apply(
+                &SinkEvent::Status(StatusEvent {
+                    device: DeviceId::new(format!("will-{i}")).unwrap(),
+                    online: false,
+                    at: Timestamp::from_millis(1).unwrap(),
+                }),
+                &mut windows,
+                &mut alerts,
+            );
+        }
+        let devices = live.devices();
+        assert!(
+            devices.len() <= MAX_LIVE_DEVICES,
+            "{} devices",
+            devices.len()
+        );
+        assert!(devices.contains_key("fridge"), "its alert is active");
+        let last = format!("made-up-{}", flood - 1);
+        assert!(devices.contains_key(&last), "the newest stays");
+        assert!(!devices.contains_key("made-up-0"), "the oldest went");
+        assert!(live.changed_latest().unwrap().len() <= MAX_LIVE_DEVICES);
     }
 }
