@@ -32,6 +32,24 @@ struct Routed {
     metric: Option<MetricName>,
 }
 
+/// Bytes of a topic a log line shows: a topic may be 65 535 bytes, and
+/// each refused message's warning printed it whole (a 65 KB log line a
+/// message, throttled but per reason); the payload's echo was already
+/// clipped. Enough for every topic a sensor really uses.
+pub(crate) const LOGGED_TOPIC: usize = 256;
+
+/// `topic` as a log line shows it: lossy UTF-8 of at most
+/// [`LOGGED_TOPIC`] bytes (a character cut in two shows as `�`), and `…`
+/// when there was more.
+pub(crate) fn topic_for_log(topic: &[u8]) -> String {
+    let shown = &topic[..topic.len().min(LOGGED_TOPIC)];
+    let mut text = String::from_utf8_lossy(shown).into_owned();
+    if topic.len() > LOGGED_TOPIC {
+        text.push('…');
+    }
+    text
+}
+
 /// Topics one cache holds before it starts over: a broker carrying a new
 /// topic per message must not grow it without bound.
 const TOPIC_CACHE: usize = 1024;
@@ -118,7 +136,7 @@ pub(crate) fn dispatch_into(
     batch: &mut Vec<Reading>,
 ) -> Option<Ingress> {
     let reject = |kind: &str, detail: &str| {
-        let topic = String::from_utf8_lossy(topic);
+        let topic = topic_for_log(topic);
         gateway_core::refuse!(stats, throttle, kind;
             adapter, %topic, detail, bytes = payload.len(), "Dropping message.");
     };
@@ -397,6 +415,44 @@ mod tests {
             &[("adapter", "local"), ("error_type", kind)],
         )
         .unwrap_or(0)
+    }
+
+    /// A refused message's warning shows a bounded part of its topic: a
+    /// topic of 65 000 bytes made a 65 KB log line per refusal.
+    #[test]
+    fn a_refused_message_logs_a_bounded_topic() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let c = adapter("");
+        let long = format!("sensors/data/{}/temperature", "x".repeat(65_000));
+        let (out, t) = tracing::subscriber::with_default(subscriber, || run(&c, &long, "5"));
+        assert!(out.is_none());
+        assert_eq!(errors(&t, "invalid_device_id"), 1);
+        let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("Dropping message."), "{log}");
+        assert!(log.contains("topic=sensors/data/xxxx"), "{log}");
+        assert!(log.len() < 1_000, "a log line of {} bytes", log.len());
+        assert_eq!(topic_for_log("ok/topic".as_bytes()), "ok/topic");
+        // A character cut in two is no panic, and the cut is marked.
+        let wide = "é".repeat(LOGGED_TOPIC);
+        let shown = topic_for_log(wide.as_bytes());
+        assert!(shown.ends_with('…') && shown.len() <= LOGGED_TOPIC + 8);
     }
 
     #[test]

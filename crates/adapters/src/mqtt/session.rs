@@ -242,6 +242,7 @@ impl Session<'_> {
     fn retained_copy(&mut self, topic: &str, publish: &Publish<'_>) {
         self.retained_ignored.inc();
         if let Some(suppressed) = self.throttle.allow("retained") {
+            let topic = super::dispatch::topic_for_log(topic.as_bytes());
             info!(adapter = %self.ctx.name, topic, suppressed, "Ignoring a retained reading delivered on subscribing: it is no new reading (retained = \"take\" takes them).");
         }
         if publish.qos != 0 {
