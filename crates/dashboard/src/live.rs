@@ -35,6 +35,13 @@ pub const BROADCAST_CAPACITY: usize = 1024;
 /// keeps its history and comes back when it speaks again.
 pub const MAX_LIVE_DEVICES: usize = super::latest_file::MAX_KEPT_DEVICES;
 
+/// Metrics one device's present keeps at most, the most recently heard:
+/// room for a BACnet controller's hundreds of points, while a device that
+/// puts a counter in its metric level (`sensors/data/{device}/{metric}`)
+/// no longer adds a value to memory, and to its overview row, per name it
+/// ever made up. A metric let go keeps its history.
+pub const MAX_LIVE_METRICS: usize = 1024;
+
 /// How far ahead of the gateway clock a latest value's time may be and
 /// still hold back older readings: `max_future`'s default.
 const LATEST_AHEAD_MS: i64 = 60_000;
@@ -57,6 +64,36 @@ pub struct DeviceNow {
     pub infrastructure: bool,
     /// metric → its latest closed window.
     pub last_window: BTreeMap<String, super::history::Aggregate>,
+}
+
+impl DeviceNow {
+    /// Lets go of the metrics heard least recently once there are more
+    /// than [`MAX_LIVE_METRICS`], an eighth of the bound at a time (one
+    /// sort per hundred new names, not per name), with their last windows.
+    fn bound_metrics(&mut self) {
+        if self.latest.len() <= MAX_LIVE_METRICS {
+            return;
+        }
+        let mut heard: Vec<(i64, &String)> =
+            self.latest.iter().map(|(m, (_, at))| (*at, m)).collect();
+        heard.sort_unstable();
+        let excess = self.latest.len() - (MAX_LIVE_METRICS - MAX_LIVE_METRICS / 8);
+        let gone: Vec<String> = heard
+            .into_iter()
+            .take(excess)
+            .map(|(_, m)| m.clone())
+            .collect();
+        for m in gone {
+            self.latest.remove(&m);
+            self.last_window.remove(&m);
+        }
+        // A window only of a metric no longer kept (restored, or whose
+        // readings came before a restart) goes too.
+        if self.last_window.len() > MAX_LIVE_METRICS {
+            let latest = &self.latest;
+            self.last_window.retain(|m, _| latest.contains_key(m));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -234,8 +271,8 @@ impl Live {
                         .latest
                         .get(&metric)
                         .is_none_or(|(_, t)| *t <= at || *t > ahead_limit);
-                    if newer {
-                        d.latest.insert(metric.clone(), (r.value(), at));
+                    if newer && d.latest.insert(metric.clone(), (r.value(), at)).is_none() {
+                        d.bound_metrics();
                     }
                     if d.recent.len() >= RECENT_READINGS {
                         d.recent.pop_front();
@@ -291,6 +328,7 @@ impl Live {
                             d.last_window.insert(name, agg);
                         }
                     }
+                    d.bound_metrics();
                 }
                 self.publish(
                     "window",
@@ -654,5 +692,39 @@ mod tests {
         assert!(devices.contains_key(&last), "the newest stays");
         assert!(!devices.contains_key("made-up-0"), "the oldest went");
         assert!(live.changed_latest().unwrap().len() <= MAX_LIVE_DEVICES);
+    }
+
+    /// A device making up a metric name per message keeps the names heard
+    /// last, not every one it ever sent.
+    #[test]
+    fn made_up_metric_names_do_not_grow_a_device_without_bound() {
+        use gateway_core::{DeviceId, MetricName, Reading, TimeSource, Timestamp};
+        let live = Live::default();
+        let (mut windows, mut alerts) = (Vec::new(), Vec::new());
+        let names = MAX_LIVE_METRICS + 300;
+        let readings = (0..names)
+            .map(|i| {
+                Reading::new(
+                    DeviceId::new("counter-in-topic").unwrap(),
+                    MetricName::new(format!("m{i}")).unwrap(),
+                    1.0,
+                    Timestamp::from_millis(1_000 + i as i64).unwrap(),
+                    TimeSource::Event,
+                )
+                .unwrap()
+            })
+            .collect();
+        live.apply(&SinkEvent::Readings(readings), &mut windows, &mut alerts);
+        let d = &live.devices()["counter-in-topic"];
+        assert!(
+            d.latest.len() <= MAX_LIVE_METRICS,
+            "{} metrics",
+            d.latest.len()
+        );
+        assert!(
+            d.latest.contains_key(&format!("m{}", names - 1)),
+            "the newest stays"
+        );
+        assert!(!d.latest.contains_key("m0"), "the oldest went");
     }
 }
