@@ -46,6 +46,9 @@ impl MetricInfo {
 
     /// `value` with the metric's precision, without the unit.
     pub fn number(&self, value: f64) -> String {
+        if let Some(text) = huge(value) {
+            return text;
+        }
         match self.precision {
             Some(p) => format!("{value:.*}", usize::from(p)),
             None => format_by_magnitude(value),
@@ -166,8 +169,31 @@ impl AlertFacts<'_> {
     }
 }
 
+/// Magnitudes from which a number is written with an exponent: where the
+/// dashboard's live script (`toFixed`) switches to one too, so a value
+/// the page updates reads as the server wrote it.
+const EXPONENT_FROM: f64 = 1e21;
+
+/// `v` as `1.5e+300` (as JavaScript writes it) when its magnitude is at
+/// least [`EXPONENT_FROM`]: a sensor's garbage `1e308` was written out in
+/// all its 309 digits, widening the overview row, the alert text upstream
+/// and Home Assistant's to a third of a kilobyte. `None` below it.
+fn huge(v: f64) -> Option<String> {
+    if !v.is_finite() || v.abs() < EXPONENT_FROM {
+        return None;
+    }
+    let text = format!("{v:e}");
+    Some(match text.split_once('e') {
+        Some((mantissa, exp)) if !exp.starts_with('-') => format!("{mantissa}e+{exp}"),
+        _ => text,
+    })
+}
+
 /// Decimals for a number of unknown meaning: enough to see a change.
 pub fn format_by_magnitude(v: f64) -> String {
+    if let Some(text) = huge(v) {
+        return text;
+    }
     let a = v.abs();
     if a >= 100.0 || (a.fract() == 0.0 && a < 1e15) {
         format!("{v:.0}")
@@ -581,6 +607,32 @@ impl Units {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A huge value is written with an exponent, as the live script
+    /// writes it; every digit of 1e308 made a 309-character number.
+    #[test]
+    fn huge_values_are_written_with_an_exponent() {
+        let temperature = MetricInfo {
+            quantity: "temperature",
+            unit: "°C".into(),
+            precision: Some(1),
+            rank: 0,
+        };
+        assert_eq!(temperature.number(1e308), "1e+308");
+        assert_eq!(temperature.format(-2.5e21), "-2.5e+21 °C");
+        assert_eq!(temperature.number(21.46), "21.5");
+        assert_eq!(temperature.number(1e20), "100000000000000000000.0");
+        assert_eq!(
+            format_by_magnitude(1.2345678901234568e29),
+            "1.2345678901234568e+29"
+        );
+        assert_eq!(format_by_magnitude(123_456.0), "123456");
+        let long = MetricInfo {
+            precision: None,
+            ..temperature
+        };
+        assert_eq!(long.number(f64::MAX).len(), "1.7976931348623157e+308".len());
+    }
 
     #[test]
     fn the_table_decides_by_name() {
