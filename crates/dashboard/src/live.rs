@@ -71,25 +71,25 @@ impl DeviceNow {
     /// than [`MAX_LIVE_METRICS`], an eighth of the bound at a time (one
     /// sort per hundred new names, not per name), with their last windows.
     fn bound_metrics(&mut self) {
-        if self.latest.len() <= MAX_LIVE_METRICS {
-            return;
+        if self.latest.len() > MAX_LIVE_METRICS {
+            let mut heard: Vec<(i64, &String)> =
+                self.latest.iter().map(|(m, (_, at))| (*at, m)).collect();
+            heard.sort_unstable();
+            let excess = self.latest.len() - (MAX_LIVE_METRICS - MAX_LIVE_METRICS / 8);
+            let gone: Vec<String> = heard
+                .into_iter()
+                .take(excess)
+                .map(|(_, m)| m.clone())
+                .collect();
+            for m in gone {
+                self.latest.remove(&m);
+                self.last_window.remove(&m);
+            }
         }
-        let mut heard: Vec<(i64, &String)> =
-            self.latest.iter().map(|(m, (_, at))| (*at, m)).collect();
-        heard.sort_unstable();
-        let excess = self.latest.len() - (MAX_LIVE_METRICS - MAX_LIVE_METRICS / 8);
-        let gone: Vec<String> = heard
-            .into_iter()
-            .take(excess)
-            .map(|(_, m)| m.clone())
-            .collect();
-        for m in gone {
-            self.latest.remove(&m);
-            self.last_window.remove(&m);
-        }
-        // A window only of a metric no longer kept (restored, or whose
-        // readings came before a restart) goes too.
-        if self.last_window.len() > MAX_LIVE_METRICS {
+        // The window of a metric let go while it was open closes after it
+        // (and restored windows need no reading): such windows go once
+        // there are an eighth more than the bound, not one scan per window.
+        if self.last_window.len() > MAX_LIVE_METRICS + MAX_LIVE_METRICS / 8 {
             let latest = &self.latest;
             self.last_window.retain(|m, _| latest.contains_key(m));
         }
@@ -726,5 +726,39 @@ mod tests {
             "the newest stays"
         );
         assert!(!d.latest.contains_key("m0"), "the oldest went");
+
+        // Their windows close after they were let go: those do not pile up
+        // either.
+        use gateway_core::event::{MetricStats, WindowEvent};
+        let at = |ms: i64| Timestamp::from_millis(ms).unwrap();
+        let stats = MetricStats {
+            count: 1,
+            avg: 1.0,
+            min: 1.0,
+            max: 1.0,
+            std: 0.0,
+        };
+        live.apply(
+            &SinkEvent::Window(WindowEvent {
+                device: DeviceId::new("counter-in-topic").unwrap(),
+                start: at(0),
+                end: at(60_000),
+                partial: false,
+                window_start: at(0),
+                rerun: 0,
+                amendment: 0,
+                partial_at: None,
+                metrics: (0..names).map(|i| (format!("m{i}"), stats)).collect(),
+            }),
+            &mut windows,
+            &mut alerts,
+        );
+        let d = &live.devices()["counter-in-topic"];
+        assert!(
+            d.last_window.len() <= MAX_LIVE_METRICS + MAX_LIVE_METRICS / 8,
+            "{} last windows",
+            d.last_window.len()
+        );
+        assert_eq!(windows.len(), names, "history still gets every window");
     }
 }
