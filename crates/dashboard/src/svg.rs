@@ -62,6 +62,9 @@ pub struct Marker {
     pub title: String,
 }
 
+/// Grid lines a chart's value axis draws at most.
+const MAX_GRID_LINES: usize = 16;
+
 /// The device page's chart: the min–max band, the average line (one
 /// vertex per point, `data-points` says how many), a value axis with
 /// grid lines in the metric's unit, a time axis (UTC), and labelled alert
@@ -100,8 +103,16 @@ pub fn chart(
     let x = |t: i64| scale(t as f64, from as f64, to as f64, LEFT, W - RIGHT);
     let y = |v: f64| scale(v, hi, lo, TOP, H - BOTTOM);
     // Value axis: grid lines and their values, the unit on top.
+    // Counted, not only compared: near ±1e308 a step below the values'
+    // precision left `v += step` where it was, and one reading of 1e308
+    // made the device page write grid lines until the gateway was killed
+    // for memory (24 GB). About five lines fit a nice step.
     let mut v = lo;
-    while v <= hi + step / 2.0 {
+    for _ in 0..MAX_GRID_LINES {
+        // Past the top, or not comparable (a NaN from an infinite span).
+        if v.partial_cmp(&(hi + step / 2.0)).is_none_or(|o| o.is_gt()) {
+            break;
+        }
         let _ = write!(
             out,
             r#"<line class="grid" x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}"/><text class="axis" x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
@@ -342,6 +353,32 @@ fn scale(v: f64, a: f64, b: f64, c: f64, d: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One reading of 1e308 (a sensor gone wrong): the chart is drawn,
+    /// small, instead of grid lines without end.
+    #[test]
+    fn a_chart_of_huge_values_ends() {
+        let info = MetricInfo {
+            quantity: "temperature",
+            unit: "°C".into(),
+            precision: Some(1),
+            rank: 0,
+        };
+        for v in [1e308, -1e308, 1e300] {
+            let points = [Aggregate {
+                start: 0,
+                end: 60_000,
+                count: 1,
+                avg: v,
+                min: v,
+                max: v,
+                std: 0.0,
+            }];
+            let svg = chart(&points, &[], &info, 0, 120_000);
+            assert!(svg.len() < 20_000, "{} bytes", svg.len());
+            assert!(svg.ends_with("</svg>"));
+        }
+    }
 
     fn p(start: i64, avg: f64) -> Aggregate {
         Aggregate {
