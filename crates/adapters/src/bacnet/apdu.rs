@@ -232,3 +232,9 @@ pub fn error(invoke_id: u8, service: u8, class: u32, code: u32) -> Vec<u8> {
 pub fn client_abort(invoke_id: u8, reason: u8) -> Vec<u8> {
     vec![0x70, invoke_id, reason]
 }
+
+/// An Abort the gateway sends as the server of a request (the SRV bit
+/// set): a device tells it apart from an Abort of its own transactions.
+pub fn server_abort(invoke_id: u8, reason: u8) -> Vec<u8> {
+    vec![0x71, invoke_id, reason]
+}

@@ -236,7 +236,18 @@ impl Client {
                 service,
                 body,
             } => {
-                if service != confirmed::CONFIRMED_COV_NOTIFICATION || segmented {
+                if segmented {
+                    // The gateway takes no segmented request (its
+                    // notifications fit one APDU): §5.4.5.2 answers one
+                    // with an Abort, segmentation-not-supported, which a
+                    // device reads as "send it unsegmented or not at
+                    // all" where a Reject would say the service is wrong.
+                    let abort = apdu::server_abort(invoke_id, apdu::abort::SEGMENTATION_NOT_SUPPORTED);
+                    self.send_to(&frame::unicast(&abort, false, None), sender)
+                        .await;
+                    return None;
+                }
+                if service != confirmed::CONFIRMED_COV_NOTIFICATION {
                     // The gateway serves nothing else: reject as the
                     // standard asks rather than let the device time out
                     // (reason 9: unrecognized-service).

@@ -455,3 +455,41 @@ async fn a_forged_origin_does_not_aim_the_gateways_answer_at_another_address() {
         "nothing reached the address named as origin"
     );
 }
+
+/// A segmented confirmed request (a device's COV notification too large
+/// for one APDU) is answered with an Abort, segmentation-not-supported,
+/// sent as the server (§5.4.5.2), not with a Reject that would tell the
+/// device its service is unknown.
+#[tokio::test(start_paused = true)]
+async fn a_segmented_request_is_aborted_as_segmentation_not_supported() {
+    let (c, _events) = client(Duration::from_secs(3)).await;
+    let (device, _) = socket().await;
+    let gateway = c.local_addr().unwrap();
+    // Segmented, more follows; max-segments/APDU; invoke id 9; sequence
+    // 0; proposed window 1; ConfirmedCOVNotification; a first segment.
+    let request = [0x0c, 0x05, 9, 0, 1, confirmed::CONFIRMED_COV_NOTIFICATION, 0x09, 0x01];
+    device
+        .send_to(&frame::unicast(&request, false, None), gateway)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), device.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert!(
+        matches!(
+            frame::decode(&buf[..n]),
+            Ok(Frame::Apdu {
+                apdu: Apdu::Abort {
+                    invoke_id: 9,
+                    from_server: true,
+                    reason: apdu::abort::SEGMENTATION_NOT_SUPPORTED,
+                },
+                ..
+            })
+        ),
+        "{:?}",
+        &buf[..n]
+    );
+}
