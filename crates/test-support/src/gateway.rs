@@ -263,6 +263,7 @@ topics = [
   {{ pattern = "esp32/{{device}}/csv", format = "csv", columns = ["temperature", "pressure", "humidity", "gas"] }},
   {{ pattern = "senml/#", format = "senml" }},
   {{ pattern = "zigbee2mqtt/{{device}}", format = "zigbee2mqtt" }},
+  "tele/{{device}}/SENSOR",
 ]
 max_backoff = "1s"
 

@@ -94,6 +94,7 @@ enum FormatName {
     Csv,
     Senml,
     Zigbee2mqtt,
+    Tasmota,
     #[cfg(feature = "lorawan")]
     ChirpstackV4,
     #[cfg(feature = "lorawan")]
@@ -105,6 +106,11 @@ enum FormatName {
 fn format_by_topic(pattern: &str) -> Option<FormatName> {
     if pattern.starts_with("zigbee2mqtt/") {
         return Some(FormatName::Zigbee2mqtt);
+    }
+    // Tasmota's default full topic, `%prefix%/%topic%/`: its telemetry.
+    if pattern.starts_with("tele/") && (pattern.ends_with("/SENSOR") || pattern.ends_with("/STATE"))
+    {
+        return Some(FormatName::Tasmota);
     }
     #[cfg(feature = "lorawan")]
     {
@@ -322,6 +328,17 @@ impl AdapterKind for MqttAdapterConfig {
                         }
                     }
                     PayloadFormat::Zigbee2mqtt
+                }
+                FormatName::Tasmota => {
+                    // Tasmota's Last Will, retained, beside its telemetry:
+                    // `tele/<topic>/LWT`, `Online` / `Offline`.
+                    let lwt = t.pattern.rsplit_once('/').map(|(base, _)| format!("{base}/LWT"));
+                    if let Some(Ok(p)) = lwt.map(|l| TopicPattern::parse(&l)) {
+                        if p.has_device() && !availability.contains(&p) {
+                            availability.push(p);
+                        }
+                    }
+                    PayloadFormat::Tasmota
                 }
                 FormatName::Csv if columns.is_empty() => {
                     problems.push(&at, "format \"csv\" needs a columns list");

@@ -633,6 +633,37 @@ mod tests {
     }
 
     #[test]
+    fn tasmota_topics_need_no_format_and_bring_the_last_will() {
+        let c = adapter(r#"topics = ["tele/{device}/SENSOR", "tele/{device}/STATE"]"#);
+        let (out, t) = run(
+            &c,
+            "tele/plug-7/SENSOR",
+            r#"{"Time":"2026-11-30T18:00:00","ENERGY":{"Power":45,"Voltage":[230,231]},"TempUnit":"C"}"#,
+        );
+        let mut got = readings(out);
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            got,
+            [
+                ("plug-7".into(), "ENERGY_Power".into(), 45.0),
+                ("plug-7".into(), "ENERGY_Voltage_0".into(), 230.0),
+                ("plug-7".into(), "ENERGY_Voltage_1".into(), 231.0),
+            ]
+        );
+        assert_eq!(t.counter_total("edge_gateway_adapter_errors_total"), 0);
+        let (out, _) = run(&c, "tele/plug-7/STATE", r#"{"POWER":"ON","Wifi":{"RSSI":78}}"#);
+        assert_eq!(readings(out).len(), 2);
+        // One Last Will topic for both routes, `Offline` as Tasmota writes it.
+        assert_eq!(c.status_topics.len(), 2, "the default one and tele/{{device}}/LWT");
+        match run(&c, "tele/plug-7/LWT", "Offline").0 {
+            Some(Ingress::Status(s)) => {
+                assert_eq!((s.device.as_str(), s.state), ("plug-7", DeviceState::Offline))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn explicit_formats_by_topic() {
         let c = adapter(
             r#"topics = [

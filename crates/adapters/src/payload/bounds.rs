@@ -77,9 +77,10 @@ pub(super) fn check(
                 _ => return Ok(()),
             }
         }
-        PayloadFormat::Json | PayloadFormat::Senml | PayloadFormat::Zigbee2mqtt => {
-            json(payload, max_readings, values_max)
-        }
+        PayloadFormat::Json
+        | PayloadFormat::Senml
+        | PayloadFormat::Zigbee2mqtt
+        | PayloadFormat::Tasmota => json(payload, max_readings, values_max),
         #[cfg(feature = "lorawan")]
         PayloadFormat::LorawanEvent { .. } => json(payload, max_readings, values_max),
         PayloadFormat::SenmlCbor => cbor(payload, max_readings, values_max)?,

@@ -17,7 +17,8 @@
 //! [`PayloadFormat::Json`] (`json.rs`), [`PayloadFormat::Csv`] (`csv.rs`),
 //! [`PayloadFormat::Senml`] (`senml.rs`, RFC 8428),
 //! [`PayloadFormat::SenmlCbor`] (`senml_cbor.rs`, the same records in CBOR) and
-//! [`PayloadFormat::Zigbee2mqtt`] (`zigbee2mqtt.rs`), and the line formats
+//! [`PayloadFormat::Zigbee2mqtt`] (`zigbee2mqtt.rs`), [`PayloadFormat::Tasmota`]
+//! (`tasmota.rs`), and the line formats
 //! [`PayloadFormat::Influx`] (`influx.rs`, InfluxDB line protocol) and
 //! [`PayloadFormat::Kv`] (`kv.rs`, `key=value` pairs). `json_text.rs` holds
 //! the JSON parsing they share, including the salvage of `NaN`, `Infinity`
@@ -44,6 +45,7 @@ mod lns;
 mod number;
 mod senml;
 mod senml_cbor;
+mod tasmota;
 mod zigbee2mqtt;
 
 use std::cell::RefCell;
@@ -90,6 +92,9 @@ pub enum PayloadFormat {
     SenmlCbor,
     /// A Zigbee2MQTT device state message.
     Zigbee2mqtt,
+    /// Tasmota's telemetry (`tele/<topic>/SENSOR`, `…/STATE`): nested
+    /// sensor objects flattened with `_`.
+    Tasmota,
     /// One line of InfluxDB line protocol; the `device` tag or the
     /// measurement names the device.
     Influx,
@@ -354,6 +359,7 @@ fn decode_format(
         PayloadFormat::Senml => senml::decode(payload, ctx),
         PayloadFormat::SenmlCbor => senml_cbor::decode(payload, ctx),
         PayloadFormat::Zigbee2mqtt => zigbee2mqtt::decode(payload, ctx),
+        PayloadFormat::Tasmota => tasmota::decode(payload, ctx),
         PayloadFormat::Influx => influx::decode(payload, ctx),
         PayloadFormat::Kv => kv::decode(payload, ctx),
         #[cfg(feature = "lorawan")]

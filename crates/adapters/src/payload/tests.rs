@@ -232,6 +232,7 @@ fn formats() -> Vec<PayloadFormat> {
         PayloadFormat::Csv { columns },
         PayloadFormat::Senml,
         PayloadFormat::Zigbee2mqtt,
+        PayloadFormat::Tasmota,
         PayloadFormat::Influx,
         PayloadFormat::Kv,
     ]

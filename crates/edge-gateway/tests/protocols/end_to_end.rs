@@ -228,6 +228,71 @@ async fn every_payload_form_is_read_and_garbage_is_not() {
     );
 }
 
+/// A Tasmota plug with an energy monitor and a climate sensor, as its
+/// firmware publishes them (its `tele/<topic>/SENSOR` telemetry, nested
+/// per sensor, and its retained Last Will on `tele/<topic>/LWT`): the
+/// topic alone says it is Tasmota, the nested values are read under the
+/// names its console shows, and the Last Will is the device's status.
+#[tokio::test]
+async fn a_tasmota_plugs_telemetry_and_last_will_are_read() {
+    let (local, _up, mut sub, mut gw) = setup("gw-tasmota", "1s", "1s").await;
+    let p = local.port();
+    let device = "tasmota_1A2B3C";
+    for (power, temperature) in [(45, 21.6), (47, 21.8)] {
+        let sensor = format!(
+            r#"{{"Time":"2026-11-30T18:00:00","ENERGY":{{"TotalStartTime":"2026-10-29T20:47:05","Total":12.345,"Power":{power},"Voltage":[230,231,229]}},"AM2301":{{"Temperature":{temperature},"Humidity":58.3}},"TempUnit":"C"}}"#
+        );
+        publish(p, &format!("tele/{device}/SENSOR"), &sensor, 1, false).await;
+    }
+    let wanted = [
+        "ENERGY_Power",
+        "ENERGY_Voltage_2",
+        "AM2301_Temperature",
+        "ENERGY_Total",
+    ];
+    let sums = |msgs: &[Message]| {
+        let mut t: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+        for j in aggregates(msgs, device) {
+            for (metric, s) in j["metrics"].as_object().unwrap() {
+                let e = t.entry(metric.clone()).or_default();
+                let n = s["count"].as_u64().unwrap();
+                e.0 += n;
+                e.1 += n as f64 * s["avg"].as_f64().unwrap();
+            }
+        }
+        t
+    };
+    let got = sub
+        .collect_until(WAIT, |m| {
+            let t = sums(m);
+            wanted.iter().all(|k| t.get(*k).is_some_and(|v| v.0 >= 2))
+        })
+        .await;
+    let t = sums(&got);
+    for (metric, sum) in [
+        ("ENERGY_Power", 92.0),
+        ("ENERGY_Voltage_2", 458.0),
+        ("AM2301_Temperature", 43.4),
+        ("ENERGY_Total", 24.69),
+    ] {
+        let (n, s) = t.get(metric).copied().unwrap_or_default();
+        assert_eq!(n, 2, "{metric}: {t:#?}");
+        assert!(close(s, sum), "{metric} sum {s} != {sum}");
+    }
+    assert!(
+        !t.contains_key("TempUnit") && !t.contains_key("ENERGY_TotalStartTime"),
+        "text read as a value: {t:#?}"
+    );
+    publish(p, &format!("tele/{device}/LWT"), "Offline", 1, true).await;
+    let status = sub
+        .wait_for(WAIT, |m| m.topic == format!("building/hq/{device}/status"))
+        .await
+        .expect("the Last Will forwarded as the device's status");
+    assert_eq!(status.json()["state"].as_str(), Some("offline"));
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
 #[tokio::test]
 async fn last_will_says_offline_when_the_gateway_is_killed() {
     let (_local, upstream, mut sub, mut gw) = setup("gw-kill", "5m", "30s").await;
