@@ -108,7 +108,11 @@ fn format_by_topic(pattern: &str) -> Option<FormatName> {
         return Some(FormatName::Zigbee2mqtt);
     }
     // Tasmota's default full topic, `%prefix%/%topic%/`: its telemetry.
-    if pattern.starts_with("tele/") && (pattern.ends_with("/SENSOR") || pattern.ends_with("/STATE"))
+    // Only with the device in the topic (Tasmota's payloads never name
+    // it): a `tele/+/SENSOR` that validated as JSON keeps doing so.
+    if pattern.starts_with("tele/")
+        && pattern.contains("{device}")
+        && (pattern.ends_with("/SENSOR") || pattern.ends_with("/STATE"))
     {
         return Some(FormatName::Tasmota);
     }

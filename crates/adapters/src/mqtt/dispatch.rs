@@ -655,6 +655,8 @@ mod tests {
         assert_eq!(readings(out).len(), 2);
         // One Last Will topic for both routes, `Offline` as Tasmota writes it.
         assert_eq!(c.status_topics.len(), 2, "the default one and tele/{{device}}/LWT");
+        // Without a {device} level it stays the JSON reading it was.
+        let _ = adapter(r#"topics = ["tele/+/SENSOR"]"#);
         match run(&c, "tele/plug-7/LWT", "Offline").0 {
             Some(Ingress::Status(s)) => {
                 assert_eq!((s.device.as_str(), s.state), ("plug-7", DeviceState::Offline))
