@@ -1,12 +1,14 @@
-//! A payload that is one number: `21.5`, `"21.5"`, `true`.
+//! A payload that is one number: `21.5`, `"21.5"`, `true`, `ON`.
 //!
 //! The usual shape on `home/<device>/<metric>` topics, where the topic names
 //! everything but the value.
 
 use super::{text, Context, DecodeError, Decoded, When, DEFAULT_METRIC};
 
-/// Decodes a plain number. `true`/`false` (any case) count as 1 and 0,
-/// because switches and contacts publish them on the same topics as values.
+/// Decodes a plain number. `true`/`false` and `ON`/`OFF` (any case) count
+/// as 1 and 0, because switches and contacts publish them on the same
+/// topics as values (ESPHome's binary sensors and switches, Shelly's
+/// relays, Tasmota's `stat/<topic>/POWER`).
 pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeError> {
     let mut out = Decoded::default();
     decode_into(payload, ctx, &mut out)?;
@@ -25,9 +27,9 @@ pub(super) fn decode_into(
         Some(inner) => inner.trim(),
         None => text,
     };
-    let value = if inner.eq_ignore_ascii_case("true") {
+    let value = if inner.eq_ignore_ascii_case("true") || inner.eq_ignore_ascii_case("on") {
         1.0
-    } else if inner.eq_ignore_ascii_case("false") {
+    } else if inner.eq_ignore_ascii_case("false") || inner.eq_ignore_ascii_case("off") {
         0.0
     } else {
         // `str::parse`'s value, by Clinger's fast path for plain decimals.
@@ -108,6 +110,13 @@ mod tests {
                 named,
                 one("temperature", 5.0),
             ),
+            (
+                "ESPHome's binary sensor",
+                b"ON",
+                named,
+                one("temperature", 1.0),
+            ),
+            ("Shelly's relay", b"off", named, one("temperature", 0.0)),
             ("empty", b"", named, Err(DecodeError::Empty)),
             ("only white space", b" \r\n", named, Err(DecodeError::Empty)),
             (
