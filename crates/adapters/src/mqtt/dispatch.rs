@@ -665,6 +665,26 @@ mod tests {
         }
     }
 
+    /// ESPHome's default topics: each entity's state alone on its topic,
+    /// binary sensors `ON`/`OFF`, the node's Last Will on `<node>/status`.
+    #[test]
+    fn esphome_topics_are_read_as_documented() {
+        let c = adapter(
+            r#"topics = ["{device}/sensor/{metric}/state", "{device}/binary_sensor/{metric}/state"]
+            status_topics = ["{device}/status"]"#,
+        );
+        let (out, _) = run(&c, "hall-node/sensor/hall_temperature/state", "21.4");
+        assert_eq!(readings(out), [("hall-node".into(), "hall_temperature".into(), 21.4)]);
+        let (out, _) = run(&c, "hall-node/binary_sensor/front_door/state", "ON");
+        assert_eq!(readings(out), [("hall-node".into(), "front_door".into(), 1.0)]);
+        match run(&c, "hall-node/status", "offline").0 {
+            Some(Ingress::Status(s)) => {
+                assert_eq!((s.device.as_str(), s.state), ("hall-node", DeviceState::Offline))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn explicit_formats_by_topic() {
         let c = adapter(
