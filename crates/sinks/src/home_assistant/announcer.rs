@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::announced::{self, Announced, EntityKey};
+use super::availability::Availability;
 use super::commands::{next_writable, Controls};
 use super::discovery::{Component, Topics};
 use super::lifecycle::{Devices, Rediscovery};
@@ -62,8 +63,8 @@ pub(super) struct Announcer {
     pub(super) reading_at: HashMap<EntityKey, gateway_core::Timestamp>,
     /// States held until Home Assistant has read their entity's config.
     pub(super) held: BTreeSet<EntityKey>,
-    /// Device availability: online, and whether the broker has it.
-    pub(super) availability: HashMap<String, (bool, bool)>,
+    /// Device availability, and what the broker was handed of it.
+    pub(super) availability: Availability,
     pub(super) connected: bool,
     pub(super) unsaved: bool,
     pub(super) last_save: tokio::time::Instant,
@@ -110,7 +111,7 @@ impl Announcer {
             latest: HashMap::new(),
             reading_at: HashMap::new(),
             held: BTreeSet::new(),
-            availability: HashMap::new(),
+            availability: Availability::default(),
             connected: false,
             unsaved: false,
             last_save: tokio::time::Instant::now(),
@@ -451,12 +452,13 @@ impl Announcer {
         if !self.devices.has(device) {
             return;
         }
-        match self.availability.get(device) {
-            Some(&(now, _)) if now == online => {}
-            _ => {
-                let sent = self.connected && self.publish_availability(device, online);
-                self.availability.insert(device.to_string(), (online, sent));
-            }
+        let now = tokio::time::Instant::now();
+        // Not now: owed, and handed over by the flush of a later tick.
+        if self.availability.set(device, online, now)
+            && self.connected
+            && self.publish_availability(device, online)
+        {
+            self.availability.sent(device, online, now);
         }
     }
 
@@ -508,9 +510,7 @@ impl Announcer {
         self.due.extend(keys);
         let latest: Vec<EntityKey> = self.latest.keys().cloned().collect();
         self.held.extend(latest);
-        for v in self.availability.values_mut() {
-            v.1 = false;
-        }
+        self.availability.resend_all();
         self.flush();
     }
 
@@ -592,3 +592,7 @@ impl Announcer {
         self.unsaved = true;
     }
 }
+
+#[cfg(test)]
+#[path = "announcer_tests.rs"]
+mod tests;

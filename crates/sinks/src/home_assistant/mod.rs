@@ -9,6 +9,8 @@
 //!   forgotten, how many entities are admitted (pure);
 //! - `controls`: the `number` and `switch` entities of writable points,
 //!   and what a message on their command topics becomes (pure);
+//! - `availability`: each device's availability, at most one a second
+//!   per device, its last state always sent (pure);
 //! - `announcer`: the task's state and what each event does to it;
 //!   `publish`: what it hands the broker; `commands`: the writable points
 //!   and the messages on their command topics;
@@ -33,6 +35,7 @@
 
 mod announced;
 mod announcer;
+mod availability;
 mod commands;
 pub mod controls;
 pub mod discovery;

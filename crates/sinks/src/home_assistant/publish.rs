@@ -52,6 +52,12 @@ impl Announcer {
     }
 
     pub(super) fn flush(&mut self) {
+        self.flush_until(Some(tokio::time::Instant::now()));
+    }
+
+    /// As [`Self::flush`], with the availabilities owed until `now`
+    /// (`None`: every one, at stop, so the broker keeps the last state).
+    fn flush_until(&mut self, now: Option<tokio::time::Instant>) {
         if !self.connected {
             return;
         }
@@ -118,16 +124,10 @@ impl Announcer {
         }
         // Availability shares the budget: a re-announcement marks every
         // device's unsent at once.
-        let unsent: Vec<(String, bool)> = self
-            .availability
-            .iter()
-            .filter(|(_, (_, sent))| !sent)
-            .take(budget)
-            .map(|(d, (online, _))| (d.clone(), *online))
-            .collect();
-        for (device, online) in unsent {
+        let at = tokio::time::Instant::now();
+        for (device, online) in self.availability.due(now, budget) {
             if self.publish_availability(&device, online) {
-                self.availability.insert(device, (online, true));
+                self.availability.sent(&device, online, at);
             }
         }
     }
@@ -208,7 +208,7 @@ impl Announcer {
     /// Last configs that fit, the record of them, then `offline` (a clean
     /// disconnect sends no last will) and the disconnect.
     pub(super) async fn stop(&mut self) {
-        self.flush();
+        self.flush_until(None);
         if self.unsaved {
             self.save();
         }
