@@ -308,7 +308,8 @@ fn widen((lo, hi): (f64, f64), span: f64) -> (f64, f64) {
     if hi - lo >= span {
         return (lo, hi);
     }
-    let mid = (lo + hi) / 2.0;
+    // Halves first: `lo + hi` of two values near 1e308 is infinite.
+    let mid = lo / 2.0 + hi / 2.0;
     (mid - span / 2.0, mid + span / 2.0)
 }
 
@@ -342,12 +343,16 @@ fn value_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     }
 }
 
-/// Maps `v` from `[a, b]` to `[c, d]`.
+/// Maps `v` from `[a, b]` to `[c, d]`. In halves: the span of values
+/// near ±1e308 (`b - a`, `v - a`) overflows to infinity, and
+/// infinity over infinity drew `NaN` points; half of any two finite
+/// values' difference is finite, and the ratio is the same.
 fn scale(v: f64, a: f64, b: f64, c: f64, d: f64) -> f64 {
-    if (b - a).abs() < f64::EPSILON {
+    let span = b / 2.0 - a / 2.0;
+    if span.abs() < f64::EPSILON / 2.0 {
         return (c + d) / 2.0;
     }
-    c + (v - a) / (b - a) * (d - c)
+    c + (v / 2.0 - a / 2.0) / span * (d - c)
 }
 
 #[cfg(test)]
@@ -377,6 +382,61 @@ mod tests {
             let svg = chart(&points, &[], &info, 0, 120_000);
             assert!(svg.len() < 20_000, "{} bytes", svg.len());
             assert!(svg.ends_with("</svg>"));
+        }
+    }
+
+    /// Every number of every `points="…"` and `y…="…"`, `cy="…"` of `svg`.
+    fn coordinates(svg: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for attr in ["points=\"", "y1=\"", "y2=\"", "cy=\"", " y=\""] {
+            for part in svg.split(attr).skip(1) {
+                let value = part.split('"').next().unwrap_or_default();
+                out.extend(value.split([' ', ',']).map(str::to_string));
+            }
+        }
+        out
+    }
+
+    /// Readings near ±f64::MAX: max − min overflowed to infinity and the
+    /// overview's sparkline (and the chart's lines) drew `NaN` points.
+    #[test]
+    fn huge_finite_values_draw_finite_points() {
+        let info = gateway_core::units::known("temperature");
+        let series: [&[f64]; 5] = [
+            &[1e308, -1e308],
+            &[-1e308, 0.0, 1e308],
+            &[f64::MAX, -f64::MAX, 1.0],
+            &[1e308, 1e308],
+            &[1e308],
+        ];
+        for values in series {
+            let points: Vec<Aggregate> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Aggregate {
+                    start: i as i64 * 60_000,
+                    end: (i as i64 + 1) * 60_000,
+                    count: 1,
+                    avg: *v,
+                    min: *v,
+                    max: *v,
+                    std: 0.0,
+                })
+                .collect();
+            let spark = sparkline(&points, 96, 20, 2.0);
+            let big = chart(&points, &[], &info, 0, 600_000);
+            for svg in [&spark, &big] {
+                let numbers = coordinates(svg);
+                assert!(!numbers.is_empty(), "{svg}");
+                for n in numbers {
+                    let v: f64 = n.parse().unwrap_or(f64::NAN);
+                    assert!(v.is_finite(), "{values:?}: {n} in {svg}");
+                }
+            }
+            // Drawn across the sparkline's height, not off it.
+            for y in ys(&spark) {
+                assert!((0.0..=20.0).contains(&y), "{values:?}: y {y} in {spark}");
+            }
         }
     }
 
