@@ -179,8 +179,31 @@ pub fn notes(config: &GatewayConfig, layers: &Layers) -> Vec<String> {
             ));
         }
     }
+    if let Some(note) = home_assistant_id_note(config) {
+        notes.push(note);
+    }
     notes.extend(config.sections.notes());
     notes
+}
+
+/// Home Assistant's discovery topics and unique ids carry the gateway's
+/// id lower-cased, with every character but `[a-z0-9_-]` as `_`. Kept as
+/// it is (another mapping would rename every user's entities), so an id
+/// it changes is named: another gateway whose id differs only there
+/// (`GW-01` and `gw-01`, `gw.01` and `gw_01`) takes the same entities on
+/// a shared broker. The output hears no other gateway's discovery, so
+/// this is the only place to say it.
+fn home_assistant_id_note(config: &GatewayConfig) -> Option<String> {
+    if !config.home_assistant.enabled {
+        return None;
+    }
+    let id = &config.gateway.id;
+    let written = sinks::home_assistant::discovery::slug(id);
+    (written != *id).then(|| {
+        format!(
+            "gateway.id: Home Assistant's topics and unique ids write \"{id}\" as \"{written}\", as they write every id that differs from it only in case or in characters other than letters, digits, '-' and '_' (\"GW-01\" and \"gw-01\", \"gw.01\" and \"gw_01\"): two such gateways on one Home Assistant broker take the same entities; give each gateway an id that differs in \"{written}\""
+        )
+    })
 }
 
 /// The devices the gateway knows of: `[[device]]`, and those of the
@@ -223,4 +246,46 @@ pub fn parse(text: &str) -> anyhow::Result<GatewayConfig> {
     GatewayConfig::parse(text)
         .map_err(|p| anyhow::anyhow!("{p}"))
         .context("built-in config")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn notes_of(toml: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let (config, layers) = load_layers(&path, Vec::new()).unwrap();
+        notes(&config, &layers)
+    }
+
+    fn config(id: &str, home_assistant: bool) -> String {
+        format!(
+            "[gateway]\nid = \"{id}\"\n[home_assistant]\nenabled = {home_assistant}\n[dashboard]\nenabled = true\n"
+        )
+    }
+
+    /// `GW-01` and `gw-01`, `gw.01` and `gw_01`: one object id and one
+    /// set of unique ids on Home Assistant's broker.
+    #[test]
+    fn a_gateway_id_home_assistant_writes_another_way_is_noted() {
+        for id in ["GW-01", "gw.01", "gw 01"] {
+            let notes = notes_of(&config(id, true));
+            let shared: Vec<&String> = notes
+                .iter()
+                .filter(|n| n.starts_with("gateway.id") && n.contains("Home Assistant"))
+                .collect();
+            assert_eq!(shared.len(), 1, "{id}: {notes:?}");
+            assert!(shared[0].contains(&format!("\"{id}\"")), "{}", shared[0]);
+        }
+        for (id, home_assistant) in [("gw-01", true), ("gw_01", true), ("GW.01", false)] {
+            let notes = notes_of(&config(id, home_assistant));
+            assert!(
+                !notes.iter().any(|n| n.starts_with("gateway.id")),
+                "{id}: {notes:?}"
+            );
+        }
+    }
 }
