@@ -475,6 +475,11 @@ async fn serve_records(
         for (kind, detail) in &outcome.errors {
             report(stats, throttle, &ctx.name, peer, kind, detail);
         }
+        if outcome.duplicate {
+            ctx.telemetry
+                .counter(super::ADAPTER_DUPLICATES, &[("adapter", ctx.name.as_str())])
+                .inc();
+        }
         super::server::count_dedup_given_up(handler, stats, throttle, &ctx.name);
         super::server::codec_notes(&outcome, ctx, throttle);
         if !outcome.readings.is_empty() {

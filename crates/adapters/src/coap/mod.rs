@@ -15,7 +15,8 @@
 //! - `psk`, `dtls`: `[[coap.psk]]` identities and the coaps (DTLS-PSK)
 //!   socket loop over OpenSSL (`dtls_openssl`: its context and datagram
 //!   pipe; `dtls_cookie`: the stateless cookie exchange in front of it);
-//! - `observe`: the Observe client;
+//! - `observe`: the Observe client (`observe_exchange`: its
+//!   retransmissions, and the device's CONs it answered);
 //! - `writer`: a command PUT to an actuator's resource (a rule's
 //!   `coap_put` action), confirmable and retransmitted.
 
@@ -32,10 +33,16 @@ pub mod message;
 mod names;
 pub mod observe;
 mod observe_blocks;
+mod observe_exchange;
 pub mod psk;
 pub mod server;
 pub mod writer;
 
 pub use config::{CoapObserveConfig, CoapServerConfig};
+
+/// Retransmissions an adapter recognised (same peer and Message ID within
+/// the exchange's lifetime) and answered again without taking them in
+/// again: a device whose answer was lost, not an error.
+pub const ADAPTER_DUPLICATES: &str = "edge_gateway_adapter_duplicates_total";
 pub use observe::CoapObserver;
 pub use server::CoapSource;

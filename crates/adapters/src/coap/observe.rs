@@ -23,6 +23,7 @@ use super::config::{CoapObserveConfig, ObservedResource};
 use super::handler::format_for;
 use super::message::{self, CON, NON};
 use super::observe_blocks::{Block, BlockFetch, Step};
+use super::observe_exchange::{Answered, Retransmit, MAX_RETRANSMIT};
 use super::server::random_u16;
 use crate::payload::{self, Context};
 
@@ -35,9 +36,6 @@ const SEQ_WINDOW: Duration = Duration::from_secs(128);
 /// is never cut short; one that fills it anyway (an IPv6 jumbogram) was
 /// truncated by the kernel and is refused, not decoded.
 const BUFFER: usize = 65_536;
-/// RFC 7252 §4.8 transmission parameters of the CON registration.
-const ACK_TIMEOUT: Duration = Duration::from_secs(2);
-const MAX_RETRANSMIT: u32 = 4;
 /// A registration nobody answered is sent again after this, doubling up to
 /// [`RETRY_MAX`], until the device answers.
 const RETRY_FIRST: Duration = Duration::from_secs(5);
@@ -92,6 +90,10 @@ async fn observe(
     let stats = ctx.stats();
     let throttle = LogThrottle::default();
     let mut mid = random_u16();
+    let mut answered = Answered::new(ctx.telemetry.counter(
+        super::ADAPTER_DUPLICATES,
+        &[("adapter", ctx.name.as_str())],
+    ));
     let mut buf = vec![0u8; BUFFER];
     let target = format!("coap://{}/{}", resource.addr, resource.path.join("/"));
     // The same socket (and local port) across registrations, so a
@@ -219,6 +221,10 @@ async fn observe(
                     continue;
                 }
             };
+            if let Some(ack) = answered.again(&packet, datagram, Instant::now()) {
+                let _ = socket.send(&ack).await;
+                continue;
+            }
             if let Some(f) = fetching.as_mut() {
                 let wants_ack = f.wants_ack(&packet);
                 let step = f.take(&packet, Instant::now(), || {
@@ -228,7 +234,9 @@ async fn observe(
                 if step != Step::NotOurs {
                     if wants_ack {
                         let [hi, lo] = packet.header.message_id.to_be_bytes();
-                        let _ = socket.send(&[0x60, 0x00, hi, lo]).await;
+                        let ack = [0x60, 0x00, hi, lo];
+                        answered.answered(&packet, datagram, &ack, Instant::now());
+                        let _ = socket.send(&ack).await;
                     }
                     let readings = match step {
                         Step::Continue(Some(get)) => {
@@ -307,6 +315,7 @@ async fn observe(
                 info!(adapter = %ctx.name, resource = %target, registration = reg.number, "Observation established.");
             }
             if let Some(reply) = reply {
+                answered.answered(&packet, datagram, &reply, Instant::now());
                 let _ = socket.send(&reply).await;
             }
             forward(&ctx, &stats, readings).await?;
@@ -356,40 +365,6 @@ enum End {
     Unanswered,
     /// The device answered the registration with a Reset.
     Reset,
-}
-
-/// RFC 7252 §4.2's retransmission of a CON: ACK_TIMEOUT times a random
-/// factor up to ACK_RANDOM_FACTOR, doubled each time, MAX_RETRANSMIT times.
-pub(super) struct Retransmit {
-    pub(super) next: Instant,
-    timeout: Duration,
-    sent: u32,
-}
-
-impl Retransmit {
-    pub(super) fn new(now: Instant) -> Self {
-        // ACK_RANDOM_FACTOR 1.5: somewhere in [ACK_TIMEOUT, 1.5 ACK_TIMEOUT],
-        // so devices restarted together are not all asked at once.
-        let spread = ACK_TIMEOUT.mul_f64(0.5 * f64::from(random_u16()) / f64::from(u16::MAX));
-        let timeout = ACK_TIMEOUT + spread;
-        Self {
-            next: now + timeout,
-            timeout,
-            sent: 0,
-        }
-    }
-
-    /// Whether to send again now; false once MAX_RETRANSMIT retransmissions
-    /// went unanswered for their full timeout.
-    pub(super) fn again(&mut self, now: Instant) -> bool {
-        if self.sent >= MAX_RETRANSMIT {
-            return false;
-        }
-        self.sent += 1;
-        self.timeout *= 2;
-        self.next = now + self.timeout;
-        true
-    }
 }
 
 async fn connect(addr: &str) -> std::io::Result<UdpSocket> {

@@ -11,7 +11,7 @@ use gateway_core::Timestamp;
 use tokio::time::Instant;
 
 use super::message;
-use super::observe::Retransmit;
+use super::observe_exchange::Retransmit;
 
 /// How long a block's separate response may take once its GET was
 /// acknowledged empty: RFC 7252's MAX_TRANSMIT_WAIT (93 s) bounds the

@@ -419,3 +419,80 @@ async fn a_fetch_dropped_by_a_renewed_registration_is_counted() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// A CON 2.05 text/plain notification `value` on `reg`'s token, Message
+/// ID `mid`, with Observe `seq` if any.
+fn con_notification(reg: &Packet, mid: u16, seq: Option<u32>, value: &str) -> Vec<u8> {
+    let mut p = Packet::new();
+    p.header.set_version(1);
+    p.header.set_type(MessageType::Confirmable);
+    p.header.code = MessageClass::Response(ResponseType::Content);
+    p.header.message_id = mid;
+    p.set_token(reg.get_token().to_vec());
+    if let Some(seq) = seq {
+        p.set_observe_value(seq);
+    }
+    p.add_option(CoapOption::ContentFormat, Vec::new());
+    p.payload = value.as_bytes().to_vec();
+    p.to_bytes().unwrap()
+}
+
+/// A device whose ACK was lost sends its CON notification again, same
+/// Message ID (RFC 7252 §4.2): acknowledged again, read once, counted a
+/// duplicate and not an error, with an Observe option or without one.
+#[tokio::test]
+async fn a_retransmitted_con_notification_is_acknowledged_again_and_read_once() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let mut device = Device { socket, mid: 100 };
+    let (tx, mut rx) = mpsc::channel(16);
+    let telemetry = Telemetry::default();
+    let ctx = AdapterContext {
+        name: "observed".into(),
+        ingress: tx.into(),
+        shutdown: CancellationToken::new(),
+        telemetry: telemetry.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let shutdown = ctx.shutdown.clone();
+    let config = observed(addr, Duration::from_secs(600));
+    let task = tokio::spawn(Box::new(CoapObserver::new(config)).run(ctx));
+    let (reg, peer) = device.registration().await;
+    device
+        .notify(&reg, peer, MessageType::Acknowledgement, 1, "20.5")
+        .await;
+    assert_eq!(next_value(&mut rx).await.2, 20.5);
+
+    let with_observe = con_notification(&reg, 200, Some(2), "21");
+    let without = con_notification(&reg, 201, None, "30");
+    for (datagram, value, mid) in [(&with_observe, 21.0, 200u8), (&without, 30.0, 201)] {
+        device.socket.send_to(datagram, peer).await.unwrap();
+        assert_eq!(next_value(&mut rx).await.2, value);
+        assert_eq!(device.answer().await, [0x60, 0x00, 0, mid]);
+        // Its ACK lost: the same datagram again.
+        device.socket.send_to(datagram, peer).await.unwrap();
+        assert_eq!(device.answer().await, [0x60, 0x00, 0, mid], "acknowledged again");
+    }
+    // The next reading is the next notification's: neither came in twice.
+    let next = con_notification(&reg, 202, Some(3), "31");
+    device.socket.send_to(&next, peer).await.unwrap();
+    assert_eq!(next_value(&mut rx).await.2, 31.0);
+    assert_eq!(device.answer().await, [0x60, 0x00, 0, 202]);
+    let labels = [("adapter", "observed"), ("error_type", "stale_notification")];
+    assert_eq!(
+        telemetry
+            .counter_value("edge_gateway_adapter_errors_total", &labels)
+            .unwrap_or(0),
+        0,
+        "a retransmission is no error"
+    );
+    assert_eq!(
+        telemetry.counter_value(
+            "edge_gateway_adapter_duplicates_total",
+            &[("adapter", "observed")]
+        ),
+        Some(2)
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -78,6 +78,9 @@ pub async fn serve(
     let mut readings = Vec::new();
     let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
     let mut outcome = Outcome::default();
+    let duplicates = ctx
+        .telemetry
+        .counter(super::ADAPTER_DUPLICATES, &[("adapter", ctx.name.as_str())]);
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
@@ -114,6 +117,9 @@ pub async fn serve(
                 outcome = handler.oversize(bytes);
             } else {
                 handler.handle_onto(peer, bytes, now, arrival, None, &mut readings, &mut outcome);
+            }
+            if outcome.duplicate {
+                duplicates.inc();
             }
             settle(&mut outcome, peer, &mut replies, &ctx, &stats, &throttle);
         });
@@ -267,3 +273,8 @@ fn report(
 ) {
     gateway_core::refuse!(stats, throttle, kind; adapter, %peer, detail, "Dropping CoAP request.");
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+#[allow(clippy::unwrap_used)]
+mod tests;
