@@ -95,6 +95,7 @@ enum FormatName {
     Senml,
     Zigbee2mqtt,
     Tasmota,
+    JsonNested,
     #[cfg(feature = "lorawan")]
     ChirpstackV4,
     #[cfg(feature = "lorawan")]
@@ -289,10 +290,17 @@ impl AdapterKind for MqttAdapterConfig {
                 }
             };
             let device_field = match &t.device_field {
-                Some(f) if !matches!(t.format, FormatName::Auto | FormatName::Json) => {
+                Some(f)
+                    if !matches!(
+                        t.format,
+                        FormatName::Auto | FormatName::Json | FormatName::JsonNested
+                    ) =>
+                {
                     problems.push(
                         format!("{at}.device_field"),
-                        format!("only formats auto and json take a device_field, got {f:?}"),
+                        format!(
+                            "only formats auto, json and json_nested take a device_field, got {f:?}"
+                        ),
                     );
                     continue;
                 }
@@ -309,7 +317,7 @@ impl AdapterKind for MqttAdapterConfig {
             };
             let needs_device = !matches!(
                 t.format,
-                FormatName::Auto | FormatName::Json | FormatName::Senml
+                FormatName::Auto | FormatName::Json | FormatName::JsonNested | FormatName::Senml
             ) && !is_lorawan_event(t.format);
             if needs_device && !pattern.has_device() {
                 problems.push(
@@ -333,6 +341,7 @@ impl AdapterKind for MqttAdapterConfig {
                     }
                     PayloadFormat::Zigbee2mqtt
                 }
+                FormatName::JsonNested => PayloadFormat::JsonNested,
                 FormatName::Tasmota => {
                     // Tasmota's Last Will, retained, beside its telemetry:
                     // `tele/<topic>/LWT`, `Online` / `Offline`.

@@ -665,6 +665,31 @@ mod tests {
         }
     }
 
+    /// A Shelly Gen2 device's component status, nested values and all.
+    #[test]
+    fn a_shelly_status_is_read_with_json_nested() {
+        let c = adapter(r#"topics = [{ pattern = "{device}/status/+", format = "json_nested" }]"#);
+        let (out, t) = run(
+            &c,
+            "shellyplus1pm-441793/status/switch:0",
+            r#"{"id":0,"source":"init","output":false,"apower":0.0,"aenergy":{"total":6.532},"temperature":{"tC":23.5,"tF":74.4}}"#,
+        );
+        let mut got = readings(out);
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        let device = "shellyplus1pm-441793".to_string();
+        assert_eq!(
+            got,
+            [
+                (device.clone(), "aenergy_total".into(), 6.532),
+                (device.clone(), "apower".into(), 0.0),
+                (device.clone(), "output".into(), 0.0),
+                (device.clone(), "temperature_tC".into(), 23.5),
+                (device, "temperature_tF".into(), 74.4),
+            ]
+        );
+        assert_eq!(t.counter_total("edge_gateway_adapter_errors_total"), 0);
+    }
+
     /// ESPHome's default topics: each entity's state alone on its topic,
     /// binary sensors `ON`/`OFF`, the node's Last Will on `<node>/status`.
     #[test]
@@ -869,7 +894,7 @@ mod tests {
             ),
             (
                 "topics = [{ pattern = \"x/{device}\", format = \"csv\", columns = [\"t\"], device_field = \"sensor_id\" }]",
-                "adapter[0].topics[0].device_field: only formats auto and json take a device_field",
+                "adapter[0].topics[0].device_field: only formats auto, json and json_nested take a device_field",
             ),
             (
                 "topics = [{ pattern = \"x/y\", format = \"json\", device_field = \"ts\" }]",

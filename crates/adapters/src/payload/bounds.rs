@@ -80,7 +80,8 @@ pub(super) fn check(
         PayloadFormat::Json
         | PayloadFormat::Senml
         | PayloadFormat::Zigbee2mqtt
-        | PayloadFormat::Tasmota => json(payload, max_readings, values_max),
+        | PayloadFormat::Tasmota
+        | PayloadFormat::JsonNested => json(payload, max_readings, values_max),
         #[cfg(feature = "lorawan")]
         PayloadFormat::LorawanEvent { .. } => json(payload, max_readings, values_max),
         PayloadFormat::SenmlCbor => cbor(payload, max_readings, values_max)?,

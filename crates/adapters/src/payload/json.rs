@@ -14,7 +14,7 @@ use super::{
 use super::{json_plain, json_text};
 
 /// Keys naming the device when the topic does not, in order of preference.
-const DEVICE_KEYS: [&str; 2] = ["device", "id"];
+pub(super) const DEVICE_KEYS: [&str; 2] = ["device", "id"];
 
 /// Decodes a JSON object.
 ///
@@ -179,7 +179,7 @@ fn special_key(key: &[u8]) -> bool {
 /// The device named by the payload: the first of `device_field` and
 /// [`DEVICE_KEYS`] holding a string or an integer (some firmwares number
 /// their nodes).
-fn payload_device(
+pub(super) fn payload_device(
     fields: &[(String, Value)],
     device_field: Option<&str>,
 ) -> Result<DeviceId, DecodeError> {
@@ -197,7 +197,7 @@ fn payload_device(
 
 /// The payload's time (the first of [`TIME_KEYS`] present), or arrival time
 /// with a problem when it is unusable.
-fn event_time(fields: &[(String, Value)], ctx: &Context, out: &mut Decoded) -> When {
+pub(super) fn event_time(fields: &[(String, Value)], ctx: &Context, out: &mut Decoded) -> When {
     let Some((key, value)) = TIME_KEYS
         .iter()
         .find_map(|key| json_text::field(fields, key).map(|v| (*key, v)))

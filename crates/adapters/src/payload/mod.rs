@@ -18,7 +18,8 @@
 //! [`PayloadFormat::Senml`] (`senml.rs`, RFC 8428),
 //! [`PayloadFormat::SenmlCbor`] (`senml_cbor.rs`, the same records in CBOR) and
 //! [`PayloadFormat::Zigbee2mqtt`] (`zigbee2mqtt.rs`), [`PayloadFormat::Tasmota`]
-//! (`tasmota.rs`), and the line formats
+//! (`tasmota.rs`) and [`PayloadFormat::JsonNested`] (`nested.rs`, the walk
+//! they share), and the line formats
 //! [`PayloadFormat::Influx`] (`influx.rs`, InfluxDB line protocol) and
 //! [`PayloadFormat::Kv`] (`kv.rs`, `key=value` pairs). `json_text.rs` holds
 //! the JSON parsing they share, including the salvage of `NaN`, `Infinity`
@@ -42,6 +43,7 @@ mod json_text;
 mod kv;
 #[cfg(feature = "lorawan")]
 mod lns;
+mod nested;
 mod number;
 mod senml;
 mod senml_cbor;
@@ -92,6 +94,9 @@ pub enum PayloadFormat {
     SenmlCbor,
     /// A Zigbee2MQTT device state message.
     Zigbee2mqtt,
+    /// A JSON object whose values nest (Shelly's Gen2 status): keys
+    /// joined with `_`, array items by index.
+    JsonNested,
     /// Tasmota's telemetry (`tele/<topic>/SENSOR`, `…/STATE`): nested
     /// sensor objects flattened with `_`.
     Tasmota,
@@ -360,6 +365,7 @@ fn decode_format(
         PayloadFormat::SenmlCbor => senml_cbor::decode(payload, ctx),
         PayloadFormat::Zigbee2mqtt => zigbee2mqtt::decode(payload, ctx),
         PayloadFormat::Tasmota => tasmota::decode(payload, ctx),
+        PayloadFormat::JsonNested => nested::decode(payload, ctx, device_field),
         PayloadFormat::Influx => influx::decode(payload, ctx),
         PayloadFormat::Kv => kv::decode(payload, ctx),
         #[cfg(feature = "lorawan")]

@@ -10,22 +10,17 @@
 //! JSON parser and the LoRaWAN codecs' results name them, so the names
 //! are the ones a Tasmota user reads in its console.
 
-use std::collections::HashSet;
-
 use serde_json::Value;
 
 use super::json_text;
-use super::{text, Context, DecodeError, Decoded, FieldReason, When};
+use super::nested::Walk;
+use super::{text, Context, DecodeError, Decoded, When};
 
 /// Tasmota's time of the reading. It is the device's local time without
 /// an offset unless `SetOption52 1` adds one: only a time with its offset
 /// says when the reading was taken, so a bare one leaves the arrival time
 /// (Tasmota publishes as it reads; it never buffers telemetry).
 const TIME: &str = "Time";
-
-/// Nesting followed at most: Tasmota's deepest is three levels (a sensor
-/// bus's device, its values, a multi-phase array).
-const MAX_DEPTH: usize = 4;
 
 /// Decodes a Tasmota telemetry message. The device comes from the topic
 /// (`ctx.device`), which is Tasmota's `%topic%`.
@@ -46,94 +41,13 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
         },
         _ => When::arrival(ctx.now),
     };
-    let mut walk = Walk {
-        device,
-        when,
-        out: Decoded::default(),
-        taken: HashSet::new(),
-        name: String::new(),
-    };
+    let mut walk = Walk::new(device, when, is_switch_key);
     for (key, value) in &fields {
         if key != TIME {
-            walk.value(key, value, 0, is_switch_key(key));
+            walk.field(key, value);
         }
     }
-    if walk.out.readings.is_empty() && walk.out.problems.is_empty() {
-        return Err(DecodeError::NoValues);
-    }
-    Ok(walk.out)
-}
-
-struct Walk<'a> {
-    device: &'a gateway_core::DeviceId,
-    when: When,
-    out: Decoded,
-    /// Flattened names already read: `{"a_b":1,"a":{"b":2}}` gives one
-    /// reading and a problem, never two readings of one metric at once.
-    taken: HashSet<String>,
-    /// The name being built, reused across the walk.
-    name: String,
-}
-
-impl Walk<'_> {
-    fn value(&mut self, key: &str, value: &Value, depth: usize, switch: bool) {
-        let start = self.name.len();
-        if start > 0 {
-            self.name.push('_');
-        }
-        self.name.push_str(key);
-        match value {
-            Value::Object(map) if depth < MAX_DEPTH => {
-                for (k, v) in map {
-                    self.value(k, v, depth + 1, switch || is_switch_key(k));
-                }
-            }
-            Value::Array(items) if depth < MAX_DEPTH => {
-                for (i, v) in items.iter().enumerate() {
-                    self.value(&i.to_string(), v, depth + 1, switch);
-                }
-            }
-            Value::Object(_) | Value::Array(_) => {
-                let field = self.name.clone();
-                self.out.problem(
-                    &field,
-                    FieldReason::LeftOut(format!("nested deeper than {MAX_DEPTH} levels")),
-                );
-            }
-            Value::Number(n) => self.reading(n.as_f64()),
-            Value::Bool(b) => self.reading(Some(f64::from(u8::from(*b)))),
-            Value::Null => {
-                let field = self.name.clone();
-                self.out.problem(&field, FieldReason::Null);
-            }
-            Value::String(s) if json_text::is_non_finite(s) => {
-                let field = self.name.clone();
-                self.out.problem(&field, FieldReason::NotFinite);
-            }
-            Value::String(s) => match on_off(s).filter(|_| switch) {
-                Some(v) => self.reading(Some(v)),
-                None => {
-                    let field = self.name.clone();
-                    self.out.ignore(self.device, &field);
-                }
-            },
-        }
-        self.name.truncate(start);
-    }
-
-    fn reading(&mut self, value: Option<f64>) {
-        let field = self.name.clone();
-        let Some(value) = value else {
-            return self.out.problem(&field, FieldReason::NotFinite);
-        };
-        if !self.taken.insert(field.clone()) {
-            return self.out.problem(
-                &field,
-                FieldReason::LeftOut("the same name as an earlier value".into()),
-            );
-        }
-        self.out.push(self.device, &field, &field, value, self.when);
-    }
+    walk.finish()
 }
 
 /// Relays (`POWER`, `POWER1`…) and switch inputs (`Switch1`…): the keys
@@ -144,16 +58,6 @@ fn is_switch_key(key: &str) -> bool {
         || key
             .get(..6)
             .is_some_and(|p| p.eq_ignore_ascii_case("Switch"))
-}
-
-fn on_off(s: &str) -> Option<f64> {
-    if s.eq_ignore_ascii_case("ON") {
-        Some(1.0)
-    } else if s.eq_ignore_ascii_case("OFF") {
-        Some(0.0)
-    } else {
-        None
-    }
 }
 
 #[cfg(test)]

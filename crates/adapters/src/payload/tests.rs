@@ -233,6 +233,7 @@ fn formats() -> Vec<PayloadFormat> {
         PayloadFormat::Senml,
         PayloadFormat::Zigbee2mqtt,
         PayloadFormat::Tasmota,
+        PayloadFormat::JsonNested,
         PayloadFormat::Influx,
         PayloadFormat::Kv,
     ]
