@@ -22,6 +22,12 @@ use super::{text, Context, DecodeError, Decoded, When};
 /// (Tasmota publishes as it reads; it never buffers telemetry).
 const TIME: &str = "Time";
 
+/// 2000-01-01T00:00:00Z. Before NTP has answered, Tasmota's clock counts
+/// from 1970: a time before this is a device that does not know the time
+/// yet, and its readings take their arrival time rather than being
+/// refused as decades late.
+const CLOCK_SET_MS: i64 = 946_684_800_000;
+
 /// Decodes a Tasmota telemetry message. The device comes from the topic
 /// (`ctx.device`), which is Tasmota's `%topic%`.
 ///
@@ -36,8 +42,8 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
     let device = ctx.device.ok_or(DecodeError::NoDevice)?;
     let when = match json_text::field(&fields, TIME) {
         Some(Value::String(s)) => match gateway_core::Timestamp::parse_rfc3339(s) {
-            Ok(t) => When::event(t),
-            Err(_) => When::arrival(ctx.now),
+            Ok(t) if t.as_millis() >= CLOCK_SET_MS => When::event(t),
+            _ => When::arrival(ctx.now),
         },
         _ => When::arrival(ctx.now),
     };

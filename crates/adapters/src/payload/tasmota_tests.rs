@@ -106,6 +106,14 @@ fn an_energy_monitor_and_its_phases() {
 }
 
 #[test]
+fn a_device_whose_clock_is_not_set_yet_gets_the_arrival_time() {
+    // Just booted, NTP not answered, SetOption52 on: 1970 with an offset.
+    let d = tasmota(r#"{"Time":"1970-01-01T00:00:37+00:00","ANALOG":{"A0":512}}"#).unwrap();
+    assert_eq!(values(&d, NOW, Arrival), named(&[("ANALOG_A0", 512.0)]));
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+}
+
+#[test]
 fn the_state_message_gives_relays_and_the_link() {
     let d = tasmota(
         r#"{"Time":"2021-01-02T10:24:28","Uptime":"0T02:55:09","UptimeSec":10509,"Heap":25,"SleepMode":"Dynamic","Sleep":50,"LoadAvg":19,"MqttCount":1,"POWER1":"ON","POWER2":"off","Wifi":{"AP":1,"SSId":"home","BSSId":"AA:BB:CC:DD:EE:FF","Channel":6,"Mode":"11n","RSSI":78,"Signal":-61,"LinkCount":1,"Downtime":"0T00:00:03"}}"#,
