@@ -233,7 +233,6 @@ async fn session(
     stop: &CancellationToken,
     refresh_not_before: Instant,
 ) -> End {
-    let remote = *s.remote.ip();
     let reliable = c.wire.reliable();
     let channel = c.channel;
     let mut tx_seq: u8 = 0;
@@ -258,7 +257,7 @@ async fn session(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break End::Stop,
-            r = c.wire.recv(remote, &mut buf) => {
+            r = c.wire.recv(&mut buf) => {
                 let at = s.clock.now();
                 if let Err(e) = r {
                     break End::Lost("connection_lost", format!("the connection failed: {e}"));

@@ -74,13 +74,24 @@ impl Wire {
     }
 
     /// The next frame into `out` (cancel-safe: a part of a TCP frame
-    /// stays in the buffer). Datagrams from other hosts are skipped.
-    pub(super) async fn recv(&mut self, remote: Ipv4Addr, out: &mut Vec<u8>) -> io::Result<()> {
+    /// stays in the buffer). Over UDP only the interface's control and
+    /// data endpoints are heard: a datagram from another port of its
+    /// address is another process of that host (knxd is often on the
+    /// gateway's own), which could otherwise close the tunnel or put
+    /// telegrams on it knowing the channel id alone.
+    pub(super) async fn recv(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         match self {
-            Self::Udp { socket, .. } => loop {
+            Self::Udp {
+                socket,
+                control,
+                data,
+            } => loop {
                 out.resize(1024, 0);
                 let (n, from) = socket.recv_from(out).await?;
-                if from.ip() == remote {
+                // The data port at the address reached, too: a
+                // multi-homed interface may name another of its addresses.
+                let data_port = from.ip() == control.ip() && from.port() == data.port();
+                if from == *control || from == *data || data_port {
                     out.truncate(n);
                     return Ok(());
                 }
@@ -120,10 +131,10 @@ const LATE_ANSWER_WINDOW: Duration = Duration::from_secs(30);
 /// one of the interface's few slots until CONNECTION_ALIVE_TIME (120 s),
 /// and other clients would be refused meanwhile. Its grant is disconnected
 /// at once; over UDP only, as a TCP tunnel ends with its connection.
-async fn release_late_tunnel(mut wire: Wire, control: Hpai, remote: Ipv4Addr) {
+async fn release_late_tunnel(mut wire: Wire, control: Hpai) {
     let mut buf = Vec::with_capacity(1024);
     let _ = timeout(LATE_ANSWER_WINDOW, async {
-        while wire.recv(remote, &mut buf).await.is_ok() {
+        while wire.recv(&mut buf).await.is_ok() {
             if let Ok(Frame::ConnectResponse {
                 channel,
                 status: E_NO_ERROR,
@@ -185,10 +196,10 @@ pub(super) async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectErro
     let mut buf = Vec::with_capacity(1024);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match timeout(left, wire.recv(*s.remote.ip(), &mut buf)).await {
+        match timeout(left, wire.recv(&mut buf)).await {
             Err(_) => {
                 if matches!(wire, Wire::Udp { .. }) {
-                    tokio::spawn(release_late_tunnel(wire, control, *s.remote.ip()));
+                    tokio::spawn(release_late_tunnel(wire, control));
                 }
                 return Err(ConnectError::NoAnswer(s.timeout));
             }
@@ -246,19 +257,9 @@ pub(super) async fn disconnect(c: &mut Connected) {
     if c.wire.send_control(&out).await.is_err() {
         return;
     }
-    let remote = match &c.wire {
-        Wire::Udp { control, .. } => match control {
-            SocketAddr::V4(a) => *a.ip(),
-            SocketAddr::V6(_) => return,
-        },
-        Wire::Tcp { stream, .. } => match stream.peer_addr() {
-            Ok(SocketAddr::V4(a)) => *a.ip(),
-            _ => return,
-        },
-    };
     let mut buf = Vec::with_capacity(64);
     let _ = timeout(Duration::from_secs(1), async {
-        while c.wire.recv(remote, &mut buf).await.is_ok() {
+        while c.wire.recv(&mut buf).await.is_ok() {
             if matches!(frame::decode(&buf), Ok(Frame::DisconnectResponse { .. })) {
                 break;
             }

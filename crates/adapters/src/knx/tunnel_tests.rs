@@ -711,3 +711,50 @@ async fn a_tunnel_granted_after_the_wait_is_disconnected_at_once() {
     }
     c.stop.cancel();
 }
+
+/// The attack: with knxd on the gateway's own host (a Raspberry Pi with a
+/// USB interface, tunnelled to at 127.0.0.1), any local process could
+/// send to the tunnel's socket from another port of that address: a
+/// DISCONNECT_REQUEST with the channel (one byte to guess) dropped the
+/// tunnel, and a TUNNELLING_REQUEST with the expected sequence number
+/// was read as a bus telegram. Only the interface's control and data
+/// endpoints are listened to now. A scripted socket: knxd cannot be made
+/// to send from a port other than its own.
+#[tokio::test]
+async fn datagrams_from_another_port_of_the_interfaces_address_are_not_the_interfaces() {
+    let mut knx = Interface::bind().await;
+    let mut c = Client::start(settings(knx.addr(), false));
+    knx.connect(7).await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    // A first telegram, so that the forger's datagrams go to the client's
+    // address the interface learnt.
+    knx.tunnel(7, 0, &ldata(0x29, "1/2/3", [0x0C, 0x33])).await;
+    knx.expect("ack of 0", frame::TUNNELLING_ACK).await;
+    assert!(matches!(c.event().await, LinkEvent::Telegram(_)));
+
+    let forger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = knx.client.unwrap();
+    let mut f = Vec::new();
+    frame::tunnelling_request(7, 1, &ldata(0x29, "1/2/3", [0x0F, 0xFF]), &mut f);
+    forger.send_to(&f, to).await.unwrap();
+    let mut bye = Vec::new();
+    frame::disconnect_request(7, frame::Hpai::NAT, &mut bye);
+    forger.send_to(&bye, to).await.unwrap();
+
+    // The interface's own telegram with that sequence number is the one
+    // read, on the tunnel still up.
+    knx.tunnel(7, 1, &ldata(0x29, "1/2/3", [0x0C, 0x34])).await;
+    let ack = knx.expect("ack of 1", frame::TUNNELLING_ACK).await;
+    assert_eq!(ack[8], 1);
+    match c.event().await {
+        LinkEvent::Telegram(t) => assert_eq!(
+            t.data.as_data(),
+            crate::knx::cemi::Data::Bytes(&[0x0C, 0x34])
+        ),
+        other => panic!("expected the interface's telegram, got {other:?}"),
+    }
+    c.stop.cancel();
+}
