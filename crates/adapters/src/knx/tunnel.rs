@@ -7,8 +7,9 @@
 //!   slot taken, counted as `no_more_connections`) apart from the rest
 //!   (`connect_refused`); silence is `no_answer`.
 //! - CONNECTIONSTATE_REQUEST every `heartbeat` (60 s), three tries of
-//!   `timeout` each; no answer (`heartbeat_lost`) or an error status ends
-//!   the tunnel.
+//!   `timeout` each; no answer or an error status to all three
+//!   (`heartbeat_lost`) ends the tunnel, E_CONNECTION_ID (the interface
+//!   knows the channel no more) at once.
 //! - Telegrams each way carry a sequence counter. Over UDP each is
 //!   acknowledged (TUNNELLING_ACK): ours are sent again once after 1 s
 //!   without one, then the tunnel is given up (`ack_missing`); theirs
@@ -49,7 +50,7 @@ use tracing::{info, warn};
 
 use super::address::{GroupAddress, IndividualAddress};
 use super::cemi::{self, Cemi};
-use super::frame::{self, Frame, E_NO_ERROR};
+use super::frame::{self, Frame, E_CONNECTION_ID, E_NO_ERROR};
 use super::link::{
     ArrivalClock, Faults, GroupTelegram, LinkEvent, Outbox, Outgoing, Pacer, SendFailure,
 };
@@ -245,6 +246,8 @@ async fn session(
     let mut heard_at = Instant::now();
     // (answer due by, tries so far) while a CONNECTIONSTATE_REQUEST is out.
     let mut state_due: Option<(Instant, u8)> = None;
+    // The error status of the last of those tries the interface answered.
+    let mut state_error: Option<u8> = None;
     let mut buf = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(64);
     let mut cemi_out = Vec::with_capacity(32);
@@ -324,10 +327,19 @@ async fn session(
                         }
                     }
                     Frame::ConnectionStateResponse { channel: ch, status } if ch == channel => {
-                        if status != E_NO_ERROR {
+                        if status == E_CONNECTION_ID {
                             break End::Gone("heartbeat_lost", format!("the interface no longer knows the tunnel: {}", frame::status_text(status)));
                         }
+                        if status != E_NO_ERROR {
+                            // The tunnel is known and its KNX side or data
+                            // connection failing, often for a moment (a bus
+                            // power dip): a failed try, repeated when it is
+                            // due (KNX 3.8.2 §5.4), not the tunnel's end.
+                            state_error = Some(status);
+                            continue;
+                        }
                         state_due = None;
+                        state_error = None;
                         heartbeat_at = Instant::now() + s.heartbeat;
                     }
                     Frame::DisconnectRequest { channel: ch } if ch == channel => {
@@ -370,7 +382,10 @@ async fn session(
             _ = sleep_until(state_deadline.unwrap_or(heartbeat_at)) => {
                 let tries = state_due.map_or(0, |(_, t)| t);
                 if tries >= HEARTBEAT_TRIES {
-                    break End::Lost("heartbeat_lost", format!("the interface answered none of {HEARTBEAT_TRIES} CONNECTIONSTATE_REQUESTs"));
+                    break End::Lost("heartbeat_lost", match state_error {
+                        Some(status) => format!("the interface answered none of {HEARTBEAT_TRIES} CONNECTIONSTATE_REQUESTs with no error (the last answer: {})", frame::status_text(status)),
+                        None => format!("the interface answered none of {HEARTBEAT_TRIES} CONNECTIONSTATE_REQUESTs"),
+                    });
                 }
                 out.clear();
                 frame::connectionstate_request(channel, c.control, &mut out);
