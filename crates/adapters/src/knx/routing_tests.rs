@@ -1,0 +1,79 @@
+//! The routing loop against datagrams sent to its socket by the test: a
+//! plain loopback socket stands in for the multicast one, which the loop
+//! reads the same way.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use gateway_core::component::ADAPTER_ERRORS;
+use gateway_core::telemetry::Telemetry;
+use gateway_core::AdapterStats;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::knx::link::{LinkEvent, Outbox};
+
+/// The attack: anyone on the multicast may send ROUTING_LOST_MESSAGE, and
+/// its 16-bit count was added one by one, each a lookup of the counter's
+/// labels under the process's telemetry lock: a 10-byte datagram saying
+/// 65 535 lost cost 65 535 lookups, and a few dozen a second kept the
+/// loop (and every other adapter's counters) busy while the bus's
+/// telegrams waited and overflowed the socket. Scripted datagrams: no
+/// router here sends ROUTING_LOST_MESSAGE (docs/knx.md).
+#[tokio::test]
+async fn a_flood_of_lost_message_reports_is_counted_without_stalling_the_telegrams() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = socket.local_addr().unwrap();
+    let telemetry = Telemetry::default();
+    let faults = Faults::new("r", AdapterStats::new(&telemetry, "r"));
+    let (_writes, _reads, outbox) = Outbox::new();
+    let (ev_tx, mut events) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let settings = RoutingSettings {
+        group: "224.0.23.12:3671".parse().unwrap(),
+        interface: None,
+        address: "1.1.250".parse().unwrap(),
+        pace: 10.0,
+        clock: ArrivalClock::default(),
+    };
+    tokio::spawn(run(settings, outbox, ev_tx, faults, stop.clone(), socket));
+    assert!(matches!(events.recv().await, Some(LinkEvent::Connected(_))));
+
+    let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // ROUTING_LOST_MESSAGE: device state 0, 65 535 telegrams lost.
+    let lost = [0x06, 0x10, 0x05, 0x31, 0x00, 0x0A, 0x04, 0x00, 0xFF, 0xFF];
+    const REPORTS: u64 = 200;
+    for _ in 0..REPORTS {
+        sender.send_to(&lost, to).await.unwrap();
+    }
+    let mut cemi = Vec::new();
+    cemi::encode_group(
+        cemi::L_DATA_IND,
+        "1.1.5".parse().unwrap(),
+        "1/2/3".parse().unwrap(),
+        cemi::GroupService::Write,
+        Some(&cemi::Payload::Small(1)),
+        &mut cemi,
+    );
+    let mut indication = Vec::new();
+    frame::routing_indication(&cemi, &mut indication);
+    sender.send_to(&indication, to).await.unwrap();
+    // Behind the reports, the bus's telegram: at once, not after the
+    // 13 million lookups the reports used to cost.
+    let next = timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("the telegram behind the reports, without waiting for them to be counted one by one");
+    assert!(matches!(next, Some(LinkEvent::Telegram(_))), "{next:?}");
+    let counted = |reason: &str| {
+        telemetry
+            .counter_value(ADAPTER_ERRORS, &[("adapter", "r"), ("error_type", reason)])
+            .unwrap_or(0)
+    };
+    assert_eq!(counted("lost_messages"), REPORTS * 65_535);
+    assert_eq!(counted("lost_message_reports"), REPORTS);
+    stop.cancel();
+}
