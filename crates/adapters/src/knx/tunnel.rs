@@ -14,7 +14,8 @@
 //!   acknowledged (TUNNELLING_ACK): ours are sent again once after 1 s
 //!   without one, then the tunnel is given up (`ack_missing`); theirs
 //!   are acknowledged, a repeat of the last one acknowledged again and
-//!   not passed on twice, and one out of order dropped (`sequence`).
+//!   not passed on twice, and one out of order dropped (`sequence`);
+//!   three out of order in a row end the tunnel (`sequence_lost`).
 //!   TCP carries no acknowledgements (the stream is reliable).
 //! - A telegram sent is `done` on the interface's L_Data.con, failed on a
 //!   negative one or none within 3 s.
@@ -66,6 +67,11 @@ const CONNECTION_ALIVE_TIME: Duration = Duration::from_secs(120);
 /// Tries of a CONNECTIONSTATE_REQUEST before the tunnel is given up.
 const HEARTBEAT_TRIES: u8 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The interface's telegrams out of sequence in a row that end the tunnel:
+/// one that follows KNX 3.8.4 sends an unacknowledged telegram twice and
+/// then closes the tunnel itself, so a third says it went on past a
+/// telegram the gateway never got, and will not be heard again.
+const OUT_OF_SEQUENCE_LIMIT: u8 = 3;
 
 /// How to reach the interface.
 #[derive(Debug, Clone)]
@@ -238,6 +244,8 @@ async fn session(
     let channel = c.channel;
     let mut tx_seq: u8 = 0;
     let mut rx_seq: u8 = 0;
+    // The interface's telegrams out of sequence since its last one in it.
+    let mut out_of_sequence: u8 = 0;
     let mut unacked: Option<Unacked> = None;
     let mut unconfirmed: VecDeque<(GroupAddress, Instant, Outgoing)> = VecDeque::new();
     let mut heartbeat_at = Instant::now() + s.heartbeat;
@@ -285,11 +293,19 @@ async fn session(
                                 }
                             } else {
                                 faults.count("sequence", format!("A tunnelled telegram came out of order (sequence {seq}, expected {rx_seq}); dropped."));
+                                out_of_sequence += 1;
+                                // One lost for good, and an interface going
+                                // on past it rather than closing the tunnel:
+                                // each later one would be dropped too.
+                                if out_of_sequence >= OUT_OF_SEQUENCE_LIMIT {
+                                    break End::Lost("sequence_lost", format!("the interface's telegrams are out of sequence ({OUT_OF_SEQUENCE_LIMIT} in a row, the last {seq} where {rx_seq} was expected)"));
+                                }
                             }
                         }
                         if !fresh {
                             continue;
                         }
+                        out_of_sequence = 0;
                         rx_seq = seq.wrapping_add(1);
                         match cemi::decode(body) {
                             Ok(Cemi::LData(f)) if f.code == cemi::L_DATA_CON => {
