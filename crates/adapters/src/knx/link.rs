@@ -133,6 +133,9 @@ pub enum SendFailure {
     AckMissing,
     #[error("the interface could not send it on the bus (negative L_Data.con)")]
     NotConfirmed,
+    /// Its TUNNELLING_ACK had an error status, the repeat's too.
+    #[error("the interface refused it twice: {0}")]
+    Refused(String),
     #[error("the interface sent no L_Data.con within {0:?}")]
     NoConfirmation(Duration),
     #[error("the connection was lost before the interface confirmed it")]
@@ -149,7 +152,9 @@ impl SendFailure {
         match self {
             Self::NotConnected | Self::Stopping => "offline",
             Self::AckMissing => "ack_missing",
-            Self::NotConfirmed => "not_confirmed",
+            // As before the variant of its own: the command's reason
+            // labels stay as they were.
+            Self::NotConfirmed | Self::Refused(_) => "not_confirmed",
             Self::NoConfirmation(_) => "timeout",
             Self::ConnectionLost => "connection",
             Self::Expired => "max_age",

@@ -12,7 +12,9 @@
 //!   knows the channel no more) at once.
 //! - Telegrams each way carry a sequence counter. Over UDP each is
 //!   acknowledged (TUNNELLING_ACK): ours are sent again once after 1 s
-//!   without one, then the tunnel is given up (`ack_missing`); theirs
+//!   without one, then the tunnel is given up (`ack_missing`), and once
+//!   at an acknowledgement with an error status, a second ending the
+//!   tunnel (`ack_error`); theirs
 //!   are acknowledged, a repeat of the last one acknowledged again and
 //!   not passed on twice, and one out of order dropped (`sequence`);
 //!   three out of order in a row end the tunnel (`sequence_lost`).
@@ -333,14 +335,40 @@ async fn session(
                     }
                     Frame::TunnellingAck { channel: ch, seq, status } if ch == channel => {
                         heard_at = Instant::now();
-                        let Some(u) = unacked.take_if(|_| seq == tx_seq) else { continue };
-                        tx_seq = tx_seq.wrapping_add(1);
-                        if status == E_NO_ERROR {
-                            unconfirmed.push_back((u.outgoing.destination, Instant::now(), u.outgoing));
-                        } else {
-                            // The interface took it and will not send it.
-                            u.outgoing.fail(SendFailure::NotConfirmed);
+                        if seq != tx_seq {
+                            continue;
                         }
+                        if status != E_NO_ERROR {
+                            // Refused, the sequence number not taken: sent
+                            // once more with it, and a second refusal ends
+                            // the tunnel (KNX 3.8.4 §2.6).
+                            let Some(u) = unacked.as_mut() else { continue };
+                            let why = format!("{} (status 0x{status:02x})", frame::status_text(status));
+                            if u.resent {
+                                if let Some(u) = unacked.take() {
+                                    u.outgoing.fail(SendFailure::Refused(why.clone()));
+                                }
+                                break End::Lost("ack_error", format!("the interface refused a telegram twice: {why}"));
+                            }
+                            faults.count("ack_error", format!("The interface refused the telegram to {}: {why}; sending it once more.", u.outgoing.destination));
+                            u.resent = true;
+                            u.deadline = Instant::now() + ACK_TIMEOUT;
+                            // Past the command's max_age: not sent late; the
+                            // next telegram takes the sequence number.
+                            if u.outgoing.deadline.is_some_and(|d| Instant::now() >= d) {
+                                if let Some(u) = unacked.take() {
+                                    u.outgoing.fail(SendFailure::Expired);
+                                }
+                                continue;
+                            }
+                            if let Err(e) = c.wire.send_data(&u.frame).await {
+                                break End::Lost("connection_lost", format!("cannot send: {e}"));
+                            }
+                            continue;
+                        }
+                        let Some(u) = unacked.take() else { continue };
+                        tx_seq = tx_seq.wrapping_add(1);
+                        unconfirmed.push_back((u.outgoing.destination, Instant::now(), u.outgoing));
                     }
                     Frame::ConnectionStateResponse { channel: ch, status } if ch == channel => {
                         if status == E_CONNECTION_ID {

@@ -873,3 +873,65 @@ async fn an_interface_that_skipped_a_sequence_number_for_good_gets_a_new_tunnel(
     }
     c.stop.cancel();
 }
+
+/// [`frame::tunnelling_ack`] with an error status.
+fn error_ack(channel: u8, seq: u8, status: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    frame::tunnelling_ack(channel, seq, &mut f);
+    f[9] = status;
+    f
+}
+
+/// The attack: a TUNNELLING_ACK with an error status failed the command
+/// at once, with nothing logged or counted, and the next telegram went
+/// out on the next sequence number, which an interface that had not taken
+/// this one (E_SEQUENCE_NUMBER, a full queue) would drop. KNX 3.8.4 §2.6
+/// (and xknx) repeat the telegram once with the same sequence number, and
+/// end the tunnel when the repeat is refused too. Scripted: knxd
+/// acknowledges every well-formed telegram with E_NO_ERROR.
+#[tokio::test]
+async fn a_telegram_acknowledged_with_an_error_is_repeated_once_then_the_tunnel_is_rebuilt() {
+    let mut knx = Interface::bind().await;
+    let mut c = Client::start(settings(knx.addr(), false));
+    knx.connect(7).await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    let done = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x33])).await;
+    let first = knx.expect("the write", frame::TUNNELLING_REQUEST).await;
+    knx.send(&error_ack(7, 0, 0x29)).await;
+    let again = knx
+        .expect("the write repeated", frame::TUNNELLING_REQUEST)
+        .await;
+    assert_eq!(first, again, "the same telegram, the same sequence number");
+    let mut ack = Vec::new();
+    frame::tunnelling_ack(7, 0, &mut ack);
+    knx.send(&ack).await;
+    knx.tunnel(7, 0, &ldata(0x2E, "1/2/4", [0x0C, 0x33])).await;
+    knx.expect("ack of the confirmation", frame::TUNNELLING_ACK)
+        .await;
+    assert_eq!(timeout(WAIT, done).await.unwrap().unwrap(), Ok(()));
+    assert_eq!(c.errors("ack_error"), 1);
+
+    // Refused twice: the command fails and the tunnel is built again.
+    let done = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x34])).await;
+    let req = knx.expect("the next write", frame::TUNNELLING_REQUEST).await;
+    assert_eq!(req[8], 1, "the next sequence number");
+    knx.send(&error_ack(7, 1, 0x04)).await;
+    knx.expect("the next write repeated", frame::TUNNELLING_REQUEST)
+        .await;
+    knx.send(&error_ack(7, 1, 0x04)).await;
+    let failed = timeout(WAIT, done).await.unwrap().unwrap();
+    assert_eq!(failed.as_ref().map_err(SendFailure::reason), Err("not_confirmed"));
+    let problem = c.down().await;
+    assert!(problem.contains("sequence number out of order"), "{problem}");
+    // Each refusal counted, the last with the tunnel's end.
+    assert_eq!(c.errors("ack_error"), 3);
+    knx.connect(8).await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    c.stop.cancel();
+}
