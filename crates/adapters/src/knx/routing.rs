@@ -7,12 +7,13 @@
 //! Routing has no connection, acknowledgement or confirmation: a write
 //! is `done` once it left on the multicast. When a router's queue fills
 //! it sends ROUTING_BUSY with a wait time: the gateway then sends
-//! nothing for that long plus a random share of 50 ms per BUSY in the
+//! nothing for that long (at most 5 s) plus a random share of 50 ms per BUSY in the
 //! last quarter second (§2.3.5), and counts `bus_busy`. ROUTING_LOST_MESSAGE
 //! (telegrams a router dropped) is counted as `lost_messages`. The
 //! gateway's own telegrams come back through the loop-back of the
 //! multicast and are recognised by their source address.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -110,6 +111,49 @@ pub fn bind(group: SocketAddrV4, interface: Ipv4Addr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
+/// The ROUTING_BUSYs of the last quarter second, each adding a random
+/// share of 50 ms to the wait (KNX 3.8.5 §2.3.5), so that the senders
+/// that all heard the same BUSY do not all start again at once.
+struct Busy {
+    recent: VecDeque<Instant>,
+    rng: u64,
+}
+
+/// The BUSYs counted towards the spread at most: a burst of forged ones
+/// then adds no more than [`MAX_BUSY_WAIT_MS`] to the wait, and is not
+/// kept whole.
+const MAX_RECENT_BUSY: usize = (MAX_BUSY_WAIT_MS / 50) as usize;
+
+impl Busy {
+    fn new(seed: u64) -> Self {
+        Self {
+            recent: VecDeque::with_capacity(MAX_RECENT_BUSY),
+            rng: seed | 1,
+        }
+    }
+
+    /// How long sending pauses for a BUSY asking `wait_ms`, heard `now`.
+    fn hold(&mut self, now: Instant, wait_ms: u16) -> Duration {
+        self.recent
+            .retain(|at| now.duration_since(*at) < Duration::from_millis(250));
+        if self.recent.len() >= MAX_RECENT_BUSY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(now);
+        // xorshift: the random share spreads the senders that all heard
+        // the same BUSY.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let spread = self.rng % (self.recent.len() as u64 * 50 + 1);
+        // Anyone on the multicast can send a BUSY: its wait (up to 65 s as
+        // sent) is capped, so a forged one pauses the gateway briefly, not
+        // for a minute.
+        let wait = u64::from(wait_ms).min(MAX_BUSY_WAIT_MS);
+        Duration::from_millis(wait + spread)
+    }
+}
+
 /// Runs routing until `stop`.
 pub async fn run(
     s: RoutingSettings,
@@ -124,12 +168,11 @@ pub async fn run(
         return;
     }
     let mut pacer = Pacer::new(s.pace);
-    // ROUTING_BUSYs of the last quarter second: each adds to the wait.
-    let mut busy: Vec<Instant> = Vec::new();
-    let mut rng = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
+    let mut busy = Busy::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    );
     let mut buf = vec![0u8; 1024];
     let mut out = Vec::with_capacity(64);
     let mut cemi_out = Vec::with_capacity(32);
@@ -162,19 +205,7 @@ pub async fn run(
                     },
                     Ok(Frame::RoutingBusy { wait_ms, .. }) => {
                         let now = Instant::now();
-                        busy.retain(|at| now.duration_since(*at) < Duration::from_millis(250));
-                        busy.push(now);
-                        // xorshift: the random share spreads the senders
-                        // that all heard the same BUSY.
-                        rng ^= rng << 13;
-                        rng ^= rng >> 7;
-                        rng ^= rng << 17;
-                        let spread = rng % (busy.len() as u64 * 50 + 1);
-                        // Anyone on the multicast can send a BUSY: its wait
-                        // (up to 65 s as sent) is capped, so a forged one
-                        // pauses the gateway briefly, not for a minute.
-                        let wait = u64::from(wait_ms).min(MAX_BUSY_WAIT_MS);
-                        pacer.hold_until(now + Duration::from_millis(wait + spread));
+                        pacer.hold_until(now + busy.hold(now, wait_ms));
                         faults.count("bus_busy", format!("A KNX router is busy (ROUTING_BUSY, wait {wait_ms} ms): sending paused."));
                     }
                     Ok(Frame::RoutingLostMessage { lost }) => {

@@ -77,3 +77,28 @@ async fn a_flood_of_lost_message_reports_is_counted_without_stalling_the_telegra
     assert_eq!(counted("lost_message_reports"), REPORTS);
     stop.cancel();
 }
+
+/// The attack: each ROUTING_BUSY of the last quarter second added up to
+/// 50 ms of random spread on top of the capped wait, the spread itself
+/// uncapped: 10 000 forged BUSYs (a burst of small datagrams anyone on
+/// the multicast can send) could hold every write for up to 500 s, where
+/// a forged BUSY was to pause the gateway "briefly, not for a minute",
+/// and the list of them grew with the burst. Both are bounded now.
+#[test]
+fn a_burst_of_forged_busys_pauses_sending_no_longer_than_one_capped_busy_and_its_spread() {
+    let mut busy = Busy::new(0x9E37_79B9_7F4A_7C15);
+    let now = tokio::time::Instant::now();
+    let mut longest = Duration::ZERO;
+    for _ in 0..10_000 {
+        longest = longest.max(busy.hold(now, u16::MAX));
+    }
+    assert!(
+        longest <= Duration::from_millis(2 * MAX_BUSY_WAIT_MS),
+        "paused for {longest:?}"
+    );
+    assert!(busy.recent.len() <= 100, "{} kept", busy.recent.len());
+    // A router's real BUSY still waits what it asks, plus its share.
+    let mut one = Busy::new(7);
+    let hold = one.hold(now, 100);
+    assert!(hold >= Duration::from_millis(100) && hold <= Duration::from_millis(150));
+}
