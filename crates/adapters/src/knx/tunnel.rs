@@ -32,7 +32,8 @@
 //!   the other client's tunnel); it expires at the interface, unless every
 //!   slot is taken, when it is disconnected for the new one.
 //! - A lost tunnel (or a DISCONNECT_REQUEST from the interface) is
-//!   reconnected with backoff up to `max_backoff`; the source re-reads
+//!   reconnected with backoff up to `max_backoff`, which starts over only
+//!   after a tunnel that lasted 10 s; the source re-reads
 //!   its `read_on_start` addresses once connected again. At stop, the
 //!   tunnel is disconnected, so its slot is free at once for the next.
 //! - NAT (`nat = true`): the endpoints sent are 0.0.0.0:0, and the
@@ -69,6 +70,8 @@ const CONNECTION_ALIVE_TIME: Duration = Duration::from_secs(120);
 /// Tries of a CONNECTIONSTATE_REQUEST before the tunnel is given up.
 const HEARTBEAT_TRIES: u8 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a tunnel must last for the backoff to start over.
+const STABLE_TUNNEL: Duration = Duration::from_secs(10);
 /// The interface's telegrams out of sequence in a row that end the tunnel:
 /// one that follows KNX 3.8.4 sends an unacknowledged telegram twice and
 /// then closes the tunnel itself, so a third says it went on past a
@@ -155,7 +158,7 @@ pub async fn run(
         }
         match attempt {
             Ok(mut c) => {
-                backoff.reset();
+                let connected_at = Instant::now();
                 info!(adapter = %faults.adapter, interface = %s.remote, transport, channel = c.channel, address = %c.address, "KNX tunnel connected.");
                 if events.send(LinkEvent::Connected(c.address)).await.is_err() {
                     return;
@@ -171,6 +174,14 @@ pub async fn run(
                     refresh_not_before,
                 )
                 .await;
+                // Only a tunnel that lasted starts the backoff over: one
+                // closed as soon as granted (the interface refusing the
+                // gateway after all, a server restarting in a loop) would
+                // otherwise be asked for twice a second for good, each
+                // grant sending the read_on_start reads to the bus.
+                if connected_at.elapsed() >= STABLE_TUNNEL {
+                    backoff.reset();
+                }
                 let held = matches!(end, End::Lost(..));
                 match end {
                     End::Stop => {

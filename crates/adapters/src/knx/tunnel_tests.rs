@@ -935,3 +935,40 @@ async fn a_telegram_acknowledged_with_an_error_is_repeated_once_then_the_tunnel_
     );
     c.stop.cancel();
 }
+
+/// The attack: an interface that grants the tunnel and closes it at once
+/// (its tunnelling disabled for the gateway's address, a firmware fault,
+/// a server restarting in a loop) was asked again every 0.25 to 0.5 s
+/// for good: the backoff started over at each grant, however short the
+/// tunnel. Every grant also sent the `read_on_start` reads to the bus
+/// and flapped `/health`. The backoff now starts over only after a tunnel
+/// that lasted. Scripted: knxd keeps the tunnels it grants.
+#[tokio::test(start_paused = true)]
+async fn an_interface_closing_each_tunnel_at_once_is_asked_again_with_a_growing_backoff() {
+    let mut knx = Interface::bind().await;
+    let mut s = settings(knx.addr(), false);
+    s.max_backoff = Duration::from_secs(30);
+    let mut c = Client::start(s);
+    let mut asked = Vec::new();
+    for channel in 1..=6 {
+        // The clock is paused: a wait as long as the backoff costs nothing.
+        let req = knx.recv(Duration::from_secs(60)).await.expect("a CONNECT_REQUEST");
+        assert_eq!(&req[2..4], &[0x02, 0x05], "CONNECT_REQUEST: {req:02x?}");
+        knx.send(&connect_response(channel, knx.addr())).await;
+        asked.push(tokio::time::Instant::now());
+        assert_eq!(
+            c.event().await,
+            LinkEvent::Connected("1.1.9".parse().unwrap())
+        );
+        let mut bye = Vec::new();
+        frame::disconnect_request(channel, frame::Hpai::NAT, &mut bye);
+        knx.send(&bye).await;
+        knx.expect("DISCONNECT_RESPONSE", frame::DISCONNECT_RESPONSE)
+            .await;
+        assert!(c.down().await.contains("closed the tunnel"));
+    }
+    let last = asked[5] - asked[4];
+    // Attempt 4 of the backoff from 0.5 s: 4 to 8 s; at most 0.5 s before.
+    assert!(last >= Duration::from_secs(4), "asked again after {last:?}");
+    c.stop.cancel();
+}
