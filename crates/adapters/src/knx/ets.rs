@@ -25,7 +25,7 @@
 //! line, separated by tabs,
 //! semicolons or commas, every field quoted (a quoted field may hold line
 //! breaks), in UTF-8 (with or without BOM), UTF-16 (ETS's "Unicode") or
-//! Latin-1.
+//! Windows-1252 (ETS's "ANSI").
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -163,8 +163,23 @@ fn text(bytes: &[u8]) -> String {
     }
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
-        // ETS's "ANSI": Windows-1252, whose letters are Latin-1's.
-        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+        // ETS's "ANSI": Windows-1252, Latin-1 but for 0x80 to 0x9F.
+        Err(_) => bytes.iter().map(|&b| windows_1252(b)).collect(),
+    }
+}
+
+/// Windows-1252's 0x80 to 0x9F: letters (`Š`, `œ`, `Ž`, …) and signs where
+/// Latin-1 has control characters, which names would otherwise lose. Its
+/// five unassigned bytes stay what Windows makes of them, the controls.
+const WINDOWS_1252_HIGH: [char; 32] = [
+    '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8D}', 'Ž', '\u{8F}',
+    '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9D}', 'ž', 'Ÿ',
+];
+
+fn windows_1252(b: u8) -> char {
+    match b {
+        0x80..=0x9F => WINDOWS_1252_HIGH[usize::from(b - 0x80)],
+        _ => char::from(b),
     }
 }
 

@@ -332,3 +332,39 @@ fn the_separator_is_told_by_the_characters_outside_quotes() {
     assert_eq!(separator("\"a;b\nc\",\"d\"\n"), ',');
     assert_eq!(separator("\"only\"\n"), '\t');
 }
+
+/// The defect: ETS's "ANSI" export is the Windows code page (1252 in
+/// Western Europe), whose bytes 0x80 to 0x9F are letters and signs where
+/// Latin-1 has control characters: `Š` `š` `Ž` `ž` `Œ` `œ` `Ÿ` were read as
+/// controls and dropped from names, so the same project exported as
+/// "ANSI" and as "Unicode" made other devices and metrics ("Šatna" was
+/// `atna`, "Œil-de-bœuf" `il-de-b-uf`), its history starting again.
+#[test]
+fn an_ansi_export_reads_the_windows_letters_as_a_unicode_one_does() {
+    let export = "\"Group name\";\"Address\";\"Central\";\"Unfiltered\";\"Description\";\"DatapointType\";\"Security\"
+\"Byt\";\"1/-/-\";\"\";\"\";\"\";\"\";\"Auto\"
+\"Šatna\";\"1/1/-\";\"\";\"\";\"\";\"\";\"Auto\"
+\"Œil-de-bœuf – žaluzie\";\"1/1/0\";\"\";\"\";\"\";\"DPST-5-1\";\"Auto\"
+";
+    // As Windows writes it in code page 1252.
+    let ansi: Vec<u8> = export
+        .chars()
+        .map(|c| match c {
+            'Š' => 0x8A,
+            'Œ' => 0x8C,
+            'œ' => 0x9C,
+            'ž' => 0x9E,
+            '–' => 0x96,
+            c => u8::try_from(u32::from(c)).unwrap(),
+        })
+        .collect();
+    let unicode = parse(export, "rooms").unwrap();
+    assert_eq!(
+        (
+            unicode.groups[0].device.as_str(),
+            unicode.groups[0].metric.as_str()
+        ),
+        ("satna", "oeil_de_boeuf_zaluzie")
+    );
+    assert_eq!(parse(&text(&ansi), "rooms").unwrap(), unicode);
+}
