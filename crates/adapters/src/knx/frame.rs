@@ -21,6 +21,10 @@ pub const TUNNELLING_ACK: u16 = 0x0421;
 pub const ROUTING_INDICATION: u16 = 0x0530;
 pub const ROUTING_LOST_MESSAGE: u16 = 0x0531;
 pub const ROUTING_BUSY: u16 = 0x0532;
+/// KNX IP Secure (KNX AN159): a frame encrypted whole, and a secured
+/// router's clock. Told apart only to say they cannot be read.
+pub const SECURE_WRAPPER: u16 = 0x0950;
+pub const TIMER_NOTIFY: u16 = 0x0955;
 
 /// KNXnet/IP's port and routing multicast group (KNX 3.8.2 §2.8).
 pub const DEFAULT_PORT: u16 = 3671;

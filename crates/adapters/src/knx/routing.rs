@@ -215,6 +215,12 @@ pub async fn run(
                         faults.stats.errors("lost_messages", u64::from(lost.max(1)));
                         faults.count("lost_message_reports", format!("A KNX router lost {lost} telegrams (ROUTING_LOST_MESSAGE)."));
                     }
+                    // Routing secured with KNX IP Secure carries nothing
+                    // else: said, or the adapter would hear nothing while
+                    // all looked well.
+                    Ok(Frame::Other { service: frame::SECURE_WRAPPER | frame::TIMER_NOTIFY }) => {
+                        faults.count("secure", "The routing multicast carries KNX IP Secure frames (SECURE_WRAPPER, TIMER_NOTIFY), which the gateway cannot read: this installation's routing is secured, and its telegrams are not heard. Tunnel to an interface with plain tunnelling instead.");
+                    }
                     Ok(_) => {}
                     Err(e) => faults.count("malformed", format!("A KNXnet/IP datagram on the routing multicast did not read: {e}.")),
                 }

@@ -102,3 +102,64 @@ fn a_burst_of_forged_busys_pauses_sending_no_longer_than_one_capped_busy_and_its
     let hold = one.hold(now, 100);
     assert!(hold >= Duration::from_millis(100) && hold <= Duration::from_millis(150));
 }
+
+/// The defect: on a KNX IP Secure installation the routers wrap every
+/// telegram in a SECURE_WRAPPER (and send TIMER_NOTIFYs), which the
+/// gateway cannot read: they were dropped without a word or a count, and
+/// the adapter heard nothing while `/health` said ok. They are counted
+/// (`secure`) and logged now, saying why. Scripted datagrams: no peer here
+/// speaks KNX IP Secure.
+#[tokio::test]
+async fn secured_routing_frames_are_counted_and_named_not_dropped_silently() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = socket.local_addr().unwrap();
+    let telemetry = Telemetry::default();
+    let faults = Faults::new("r", AdapterStats::new(&telemetry, "r"));
+    let (_writes, _reads, outbox) = Outbox::new();
+    let (ev_tx, mut events) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let settings = RoutingSettings {
+        group: "224.0.23.12:3671".parse().unwrap(),
+        interface: None,
+        address: "1.1.250".parse().unwrap(),
+        pace: 10.0,
+        clock: ArrivalClock::default(),
+    };
+    tokio::spawn(run(settings, outbox, ev_tx, faults, stop.clone(), socket));
+    assert!(matches!(events.recv().await, Some(LinkEvent::Connected(_))));
+    let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // A SECURE_WRAPPER (0x0950) and a TIMER_NOTIFY (0x0955), their
+    // bodies as opaque as the gateway finds them.
+    let mut wrapper = vec![0x06, 0x10, 0x09, 0x50, 0x00, 0x1E];
+    wrapper.extend_from_slice(&[0xAA; 24]);
+    let mut timer = vec![0x06, 0x10, 0x09, 0x55, 0x00, 0x24];
+    timer.extend_from_slice(&[0x55; 30]);
+    // A search of another tool's on the shared multicast: no fault.
+    let mut search = Vec::new();
+    frame::search_request(frame::Hpai::NAT, &mut search);
+    for f in [&wrapper, &timer, &search] {
+        sender.send_to(f, to).await.unwrap();
+    }
+    let mut cemi = Vec::new();
+    cemi::encode_group(
+        cemi::L_DATA_IND,
+        "1.1.5".parse().unwrap(),
+        "1/2/3".parse().unwrap(),
+        cemi::GroupService::Write,
+        Some(&cemi::Payload::Small(1)),
+        &mut cemi,
+    );
+    let mut indication = Vec::new();
+    frame::routing_indication(&cemi, &mut indication);
+    sender.send_to(&indication, to).await.unwrap();
+    let next = timeout(Duration::from_secs(5), events.recv()).await.unwrap();
+    assert!(matches!(next, Some(LinkEvent::Telegram(_))), "{next:?}");
+    let counted = |reason: &str| {
+        telemetry
+            .counter_value(ADAPTER_ERRORS, &[("adapter", "r"), ("error_type", reason)])
+            .unwrap_or(0)
+    };
+    assert_eq!(counted("secure"), 2);
+    assert_eq!(telemetry.counter_total(ADAPTER_ERRORS), 2, "the search is no fault");
+    stop.cancel();
+}
