@@ -11,7 +11,9 @@
 //! last quarter second (§2.3.5), and counts `bus_busy`. ROUTING_LOST_MESSAGE
 //! (telegrams a router dropped) is counted as `lost_messages`. The
 //! gateway's own telegrams come back through the loop-back of the
-//! multicast and are recognised by their source address.
+//! multicast and are recognised as copies of those sent (their source
+//! address alone is another sender's too when it is a default one;
+//! another sender from it is read and counted as `address_conflict`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -154,6 +156,49 @@ impl Busy {
     }
 }
 
+/// The gateway's telegrams as sent, until their copies come back through
+/// the multicast loop: those are dropped, and only those. Their source
+/// address alone cannot tell them: the default one is Home Assistant's
+/// too, and a telegram of its from that address is no copy of ours.
+#[derive(Default)]
+struct Own {
+    sent: VecDeque<(Instant, Vec<u8>)>,
+}
+
+/// How long a copy may take to come back (the loop is immediate; the
+/// socket's queue may hold it behind a router's burst), and how many
+/// are awaited at most (50 telegrams a second for that long).
+const OWN_COPY_WINDOW: Duration = Duration::from_secs(10);
+const OWN_COPIES: usize = 500;
+
+impl Own {
+    fn sent(&mut self, cemi: &[u8]) {
+        if self.sent.len() >= OWN_COPIES {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((Instant::now(), cemi.to_vec()));
+    }
+
+    /// Whether `cemi` is the copy of one sent (then no longer awaited).
+    fn take(&mut self, cemi: &[u8]) -> bool {
+        let now = Instant::now();
+        while self
+            .sent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > OWN_COPY_WINDOW)
+        {
+            self.sent.pop_front();
+        }
+        match self.sent.iter().position(|(_, c)| c.as_slice() == cemi) {
+            Some(i) => {
+                self.sent.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Runs routing until `stop`.
 pub async fn run(
     s: RoutingSettings,
@@ -173,6 +218,7 @@ pub async fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64),
     );
+    let mut own = Own::default();
     let mut buf = vec![0u8; 1024];
     let mut out = Vec::with_capacity(64);
     let mut cemi_out = Vec::with_capacity(32);
@@ -193,7 +239,13 @@ pub async fn run(
                 };
                 match frame::decode(&buf[..n]) {
                     Ok(Frame::RoutingIndication { cemi: body }) => match cemi::decode(body) {
-                        Ok(Cemi::LData(f)) if f.source != s.address => {
+                        Ok(Cemi::LData(f)) => {
+                            if f.source == s.address {
+                                if own.take(body) {
+                                    continue;
+                                }
+                                faults.count("address_conflict", format!("A telegram from {}, this adapter's individual_address, that the gateway did not send: another device routes from it (Home Assistant and xknx do by default, 15.15.250). Read all the same; set individual_address to a free address of the installation.", s.address));
+                            }
                             if let Some(t) = GroupTelegram::from_ldata(&f, at) {
                                 if events.send(LinkEvent::Telegram(t)).await.is_err() {
                                     break;
@@ -234,7 +286,10 @@ pub async fn run(
                 out.clear();
                 frame::routing_indication(&cemi_out, &mut out);
                 match socket.send_to(&out, SocketAddr::V4(s.group)).await {
-                    Ok(_) => o.succeed(),
+                    Ok(_) => {
+                        own.sent(&cemi_out);
+                        o.succeed();
+                    }
                     Err(e) => {
                         faults.count("send_failed", format!("Cannot send on the routing multicast: {e}."));
                         o.fail(super::link::SendFailure::NotConnected);

@@ -163,3 +163,88 @@ async fn secured_routing_frames_are_counted_and_named_not_dropped_silently() {
     assert_eq!(telemetry.counter_total(ADAPTER_ERRORS), 2, "the search is no fault");
     stop.cancel();
 }
+
+/// An L_Data.ind GroupValueWrite of a small value to 1/2/3 from `source`,
+/// in its ROUTING_INDICATION.
+fn routed_write(source: &str, value: u8) -> Vec<u8> {
+    let mut cemi = Vec::new();
+    cemi::encode_group(
+        cemi::L_DATA_IND,
+        source.parse().unwrap(),
+        "1/2/3".parse().unwrap(),
+        cemi::GroupService::Write,
+        Some(&cemi::Payload::Small(value)),
+        &mut cemi,
+    );
+    let mut f = Vec::new();
+    frame::routing_indication(&cemi, &mut f);
+    f
+}
+
+/// The defect: the gateway's own telegrams, back through the multicast
+/// loop, were told by their source address alone. Its default,
+/// 15.15.250, is the one Home Assistant (xknx) routes from by default:
+/// with both on an installation's multicast, every telegram Home
+/// Assistant sent (an automation switching a light) was taken for the
+/// gateway's own and dropped. Only a copy of a telegram the gateway sent
+/// is dropped now; another sender from its address is read, and counted
+/// (`address_conflict`) and logged so that a free address is set. The
+/// multicast loop is the routing socket sending to itself here; the
+/// other sender a scripted socket.
+#[tokio::test]
+async fn a_telegram_from_the_gateways_own_address_that_it_did_not_send_is_read() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = socket.local_addr().unwrap();
+    let std::net::SocketAddr::V4(group) = to else {
+        panic!()
+    };
+    let telemetry = Telemetry::default();
+    let faults = Faults::new("r", AdapterStats::new(&telemetry, "r"));
+    let (writes, _reads, outbox) = Outbox::new();
+    let (ev_tx, mut events) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let settings = RoutingSettings {
+        group,
+        interface: None,
+        address: "15.15.250".parse().unwrap(),
+        pace: 50.0,
+        clock: ArrivalClock::default(),
+    };
+    tokio::spawn(run(settings, outbox, ev_tx, faults, stop.clone(), socket));
+    assert!(matches!(events.recv().await, Some(LinkEvent::Connected(_))));
+
+    // The gateway's own write, sent and so looped back to it.
+    let (done, sent) = tokio::sync::oneshot::channel();
+    writes
+        .send(crate::knx::link::Outgoing {
+            destination: "1/2/3".parse().unwrap(),
+            service: cemi::GroupService::Write,
+            payload: Some(cemi::Payload::Small(1)),
+            done: Some(done),
+            deadline: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(sent.await.unwrap(), Ok(()));
+    // Home Assistant's, from the same default address.
+    let ha = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    ha.send_to(&routed_write("15.15.250", 0), to).await.unwrap();
+
+    let next = timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("Home Assistant's telegram, read");
+    match next {
+        Some(LinkEvent::Telegram(t)) => {
+            assert_eq!(t.data.as_data(), cemi::Data::Small(0), "not the gateway's own")
+        }
+        other => panic!("expected a telegram, got {other:?}"),
+    }
+    let conflicts = telemetry
+        .counter_value(
+            ADAPTER_ERRORS,
+            &[("adapter", "r"), ("error_type", "address_conflict")],
+        )
+        .unwrap_or(0);
+    assert_eq!(conflicts, 1);
+    stop.cancel();
+}
