@@ -20,7 +20,9 @@
 //! out-of-range one refused. `knx discover` finds knxd; `knx monitor`
 //! prints xknx's telegram decoded. Routing on loopback multicast: knxd routes
 //! xknx's telegrams to the gateway and the gateway's write to xknx; a
-//! ROUTING_BUSY xknx encodes holds the next write for its wait time.
+//! ROUTING_BUSY xknx encodes holds the next write for its wait time;
+//! xknx routing from 15.15.250 (Home Assistant's default, and the
+//! gateway's) is read, not taken for the gateway's own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -1097,4 +1099,81 @@ writable = true
         (5.0..15.0).contains(&waited),
         "written {waited} s after a ROUTING_BUSY of 65 535 ms (capped at 5 s)"
     );
+}
+
+/// Home Assistant (xknx) routes from 15.15.250 by default, the gateway's
+/// own default `individual_address`: with both on the multicast, the
+/// gateway took every telegram of xknx's for a copy of its own and
+/// dropped it, uncounted. xknx as a KNX IP device on the routing
+/// multicast (no knxd between), both with their defaults: xknx's
+/// telegram is a reading, counted as an address conflict, and the
+/// gateway's own write still reaches xknx from that address.
+#[tokio::test]
+async fn knx_routing_reads_home_assistants_telegrams_from_the_same_default_address() {
+    let port = free_port();
+    let mut peer = PythonPeer::start_with_args(PEER, &[&port.to_string(), "routing"]);
+    let cloud = Mosquitto::start();
+    let metrics = free_port();
+    let body = format!(
+        r#"
+[commands]
+enabled = true
+max_age = "60s"
+
+[[adapter]]
+type = "knx"
+name = "router"
+url = "multicast://224.0.23.12:{port}"
+interface = "127.0.0.1"
+
+[[knx.group]]
+address = "5/0/1"
+dpt = "9.001"
+device = "hall"
+metric = "temperature"
+
+[[knx.group]]
+address = "5/0/2"
+dpt = "5.001"
+device = "hall"
+metric = "blind"
+writable = true
+"#
+    );
+    let mut sub = Subscriber::start(cloud.port(), "building/hq/+/aggregated").await;
+    let mut results = Subscriber::start(cloud.port(), "building/hq/+/command/result").await;
+    let mut gw = GatewayProcess::start(&config(cloud.port(), metrics, &body));
+    gw.wait_for_log("KNX routing joined.").await;
+    gw.wait_for_log("Subscribed to commands on the upstream broker.")
+        .await;
+    ok(&mut peer, "write 5/0/1 9.001 18.75");
+    let w = sub
+        .wait_for(WAIT, |m| {
+            m.json()["device"] == "hall" && m.json()["metrics"]["temperature"]["avg"] == 18.75
+        })
+        .await;
+    assert!(w.is_some(), "xknx's telegram from 15.15.250 is a reading");
+    http_until(metrics, "/metrics", |_, b| {
+        sample(
+            b,
+            "edge_gateway_adapter_errors_total{adapter=\"router\",error_type=\"address_conflict\"}",
+        ) == Some(1.0)
+    })
+    .await;
+    let r = command(
+        cloud.port(),
+        &mut results,
+        "hall",
+        json!({"id": "ha-1", "metric": "blind", "value": 100}),
+    )
+    .await;
+    assert_eq!(r["status"], "done", "{r}");
+    let line = peer
+        .wait_for_line(
+            |l| l.contains("\"dst\": \"5/0/2\"") && l.contains("\"write\""),
+            WAIT,
+        )
+        .expect("xknx receives the gateway's write");
+    let seen: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(seen["src"].as_str(), Some("15.15.250"), "{line}");
 }
