@@ -323,7 +323,11 @@ impl Engine {
             Ok(both) => both,
             Err(e) => (Err(e), true),
         };
-        if !intact {
+        // Nothing runs a job a call queued (a promise reaction, a
+        // microtask, a finalizer), as under ChirpStack's runtime dropped
+        // after each call; kept, each would hold the call's closures until
+        // the heap limit failed an uplink. Only a fresh runtime frees them.
+        if !intact || self.runtime.is_job_pending() {
             self.spoilt = true;
         }
         if let Err(e) = &result {

@@ -670,3 +670,29 @@ fn vectors_match_numbers_a_few_units_in_the_last_place_apart() {
     assert!(!same(&json!(5e-324), &json!(-5e-324)));
     assert!(same(&json!(3), &json!(3.0)));
 }
+
+/// A promise reaction or microtask a call queues never runs (as under
+/// ChirpStack, whose runtime is dropped after the call), and is not kept:
+/// each held the call's closures until the heap limit failed an uplink
+/// (1 in 27 here, each job holding a 2 000-item array).
+#[test]
+fn jobs_a_call_leaves_queued_are_not_kept() {
+    let (_f, codec) = script_with(
+        "function decodeUplink(input) {\n\
+           var big = new Array(2000).fill(input.bytes[0]);\n\
+           Promise.resolve().then(function () { return big; });\n\
+           queueMicrotask(function () { return big; });\n\
+           new FinalizationRegistry(function () { return big; }).register({}, 1);\n\
+           return { data: { v: input.bytes[0] } };\n\
+         }",
+        &[],
+        limits(1000),
+    );
+    for n in 0..40u8 {
+        assert_eq!(
+            decode(&codec, &[n]).map(|d| d.data().clone()),
+            Ok(json!({"v": n})),
+            "call {n}"
+        );
+    }
+}
