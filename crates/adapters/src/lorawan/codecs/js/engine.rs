@@ -371,7 +371,7 @@ fn clock_value<'js>(ctx: &Ctx<'js>, clock_ms: Option<i64>) -> rquickjs::Value<'j
 }
 
 fn parse(text: &str) -> Result<serde_json::Value, ScriptError> {
-    serde_json::from_str(&lone_surrogates_replaced(text))
+    serde_json::from_str(&lone_surrogates_replaced(&super::nesting::cut(text)))
         .map_err(|e| ScriptError::Result(format!("not JSON: {e}")))
 }
 

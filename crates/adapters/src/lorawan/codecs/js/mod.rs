@@ -17,6 +17,7 @@
 //! docs/lorawan.md has the isolation and its costs.
 
 mod engine;
+mod nesting;
 mod pool;
 pub mod readings;
 pub mod vectors;

@@ -696,3 +696,34 @@ fn jobs_a_call_leaves_queued_are_not_kept() {
         );
     }
 }
+
+/// A result nested deeper than the JSON reader follows (128) keeps its
+/// shallow values: the deep part is cut and counted as any value nested
+/// past the readings' depth is, where the whole uplink was refused ("not
+/// JSON: recursion limit exceeded").
+#[test]
+fn a_result_nested_past_the_readers_depth_keeps_its_other_values() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) {\n\
+           var deep = { v: 1 }, list = [2];\n\
+           for (var i = 0; i < 300; i++) { deep = { a: deep, s: '{[\"' }; list = [list]; }\n\
+           return { data: { t: input.bytes[0], deep: deep, list: list, after: 3 } };\n\
+         }",
+    );
+    let out = decode(&codec, &[21]).unwrap();
+    let taken = readings::fields(out.data());
+    let values: Vec<(&str, &readings::Leaf)> = taken
+        .fields
+        .iter()
+        .filter(|(k, _, _)| !k.starts_with("deep_"))
+        .map(|(k, v, _)| (k.as_str(), v))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("after", &readings::Leaf::Number(3.0)),
+            ("t", &readings::Leaf::Number(21.0))
+        ]
+    );
+    assert_eq!(taken.cut, 2, "{taken:?}");
+}
