@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::super::codecs::js::readings::{fields, normalized_units, Fate, Leaf};
-use super::super::codecs::js::{Decoded, ScriptError};
+use super::super::codecs::js::{clipped_key, clipped_list, Decoded, ScriptError};
 use super::super::dedup::Uplink;
 use super::super::uplink::ScriptJob;
 use super::{gateway_list, Server};
@@ -127,6 +127,7 @@ impl Server {
         if !warnings.is_empty() {
             self.scripts.warnings.add(warnings.len() as u64);
             if let Some(suppressed) = self.scripts.throttle.allow(done.device.as_str()) {
+                let warnings = clipped_list(&warnings);
                 warn!(adapter = %self.ctx.name, device = %done.device, warnings = ?warnings, suppressed, "The LoRaWAN codec warned about an uplink.");
             }
         }
@@ -150,7 +151,12 @@ impl Server {
                         .ok(),
                     );
                 }
-                (Leaf::Text(_), _) => self.stats.ignored_field(done.device.as_str(), key),
+                // Remembered per device and key: a key as long as the
+                // codec's heap, new on each uplink, grew memory by
+                // megabytes per uplink.
+                (Leaf::Text(_), _) => self
+                    .stats
+                    .ignored_field(done.device.as_str(), &clipped_key(key)),
                 _ => {}
             }
         }

@@ -466,14 +466,19 @@ fn classify(e: CaughtError<'_>, took: Duration, limit: Duration) -> ScriptError 
         _ => false,
     };
     if gateway {
-        return ScriptError::Result(message);
+        return ScriptError::Result(super::clipped(&message).into_owned());
     }
     let at = stack
         .as_deref()
         .and_then(|s| s.lines().find(|l| l.trim_start().starts_with("at ")))
         .map(|l| format!(" ({})", l.trim()))
         .unwrap_or_default();
-    ScriptError::Thrown(format!("{name}: {message}{at}"))
+    ScriptError::Thrown(format!(
+        "{}: {}{}",
+        super::clipped(&name),
+        super::clipped(&message),
+        super::clipped(&at)
+    ))
 }
 
 /// A thrown value that is not an `Error`, as a person reads it: a string

@@ -63,7 +63,7 @@ impl Fields {
             .fields
             .iter()
             .filter_map(|(key, _, fate)| match fate {
-                Fate::Dropped(why) => Some(format!("`{key}` ({why})")),
+                Fate::Dropped(why) => Some(format!("`{}` ({why})", super::clipped_key(key))),
                 _ => None,
             })
             .collect();
@@ -355,6 +355,16 @@ mod tests {
         assert_eq!(got.cut, 600 - MAX_VALUES + 1);
         assert!(got.left_out().unwrap().contains("not read"));
         assert_eq!(fields(&json!({"t": 1})).left_out(), None);
+    }
+
+    /// A key as long as a codec's heap allows is named in the log line
+    /// by its start, not written whole (a megabyte a line before).
+    #[test]
+    fn a_huge_key_is_named_by_its_start() {
+        let huge = format!("{}é", "k".repeat(1 << 20));
+        let said = fields(&json!({ huge: 1, "t": 2 })).left_out().unwrap();
+        assert!(said.len() < 200, "{} bytes", said.len());
+        assert!(said.starts_with("`kkkk") && said.contains("…`"), "{said}");
     }
 
     #[test]

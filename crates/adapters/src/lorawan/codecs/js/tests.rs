@@ -727,3 +727,38 @@ fn a_result_nested_past_the_readers_depth_keeps_its_other_values() {
     );
     assert_eq!(taken.cut, 2, "{taken:?}");
 }
+
+/// A codec's own texts reach a log line (and a refused command's result
+/// upstream) bounded: a 1 MiB message, 10 000 errors, each cut with its
+/// size said, where each was written whole.
+#[test]
+fn a_codecs_texts_reach_a_log_line_bounded() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) {\n\
+           var big = 'x'.repeat(1 << 20);\n\
+           if (input.bytes[0] === 1) throw big;\n\
+           if (input.bytes[0] === 2) throw new Error('bad frame ' + big);\n\
+           var errors = [big];\n\
+           for (var i = 0; i < 10000; i++) errors.push('error ' + i);\n\
+           return { data: {}, errors: errors };\n\
+         }\n\
+         function encodeDownlink(input) { throw new Error('unknown command ' + 'y'.repeat(1 << 20)); }",
+    );
+    for b in [1u8, 2, 3] {
+        let e = decode(&codec, &[b]).unwrap_err();
+        let text = e.to_string();
+        assert!(text.len() <= 3 * MAX_TEXT, "{b}: {} bytes", text.len());
+        assert!(text.contains("xxxx") && text.contains("bytes)"), "{b}: {text}");
+    }
+    let e = decode(&codec, &[3]).unwrap_err();
+    assert!(e.to_string().contains("and 10000 more"), "{e}");
+    let e = codec.encode_blocking(json!({}), None).unwrap_err();
+    assert!(e.to_string().starts_with("Error: unknown command yyy"), "{e}");
+    assert!(e.to_string().len() <= 3 * MAX_TEXT, "{}", e.to_string().len());
+    // Short texts are kept as written.
+    let (_g, plain) = script("function decodeUplink(input) { throw 'unsupported frame 9'; }");
+    assert_eq!(
+        decode(&plain, &[0]).unwrap_err(),
+        ScriptError::Thrown("thrown: unsupported frame 9".into())
+    );
+}
