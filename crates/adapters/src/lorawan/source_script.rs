@@ -25,6 +25,10 @@ pub(super) struct Done {
     received: Timestamp,
     /// The forwarders that heard it, for the log.
     gateways: String,
+    fport: u8,
+    /// The payload, handed back by the codec's worker (empty when the
+    /// call was refused before it ran): a failure's log line shows it.
+    payload: Vec<u8>,
     result: Result<Decoded, ScriptError>,
 }
 
@@ -63,14 +67,17 @@ impl Scripts {
         let received = up.received;
         let gateways = gateway_list(up);
         let recv_ms = received.as_millis();
-        let queued = job.codec.decode(job.payload, job.fport, recv_ms, {
+        let fport = job.fport;
+        let queued = job.codec.decode_returning(job.payload, fport, recv_ms, {
             let (device, gateways) = (device.clone(), gateways.clone());
-            move |result| {
+            move |result, payload| {
                 // Gone only when the adapter stopped without draining.
                 let _ = tx.send(Done {
                     device,
                     received,
                     gateways,
+                    fport,
+                    payload,
                     result,
                 });
             }
@@ -84,6 +91,8 @@ impl Scripts {
                     device,
                     received,
                     gateways,
+                    fport,
+                    payload: Vec::new(),
                     result: Err(e),
                 });
                 self.in_flight += 1;
@@ -115,10 +124,18 @@ impl Server {
         let decoded = match done.result {
             Ok(d) => d,
             Err(e) => {
+                // The payload is in no other output: shown, it can be
+                // decoded again (`edge-gateway decode --fport N HEX`).
+                let payload = if done.payload.is_empty() {
+                    String::new()
+                } else {
+                    let hex: String = done.payload.iter().map(|b| format!("{b:02X}")).collect();
+                    format!(", payload {hex}")
+                };
                 self.report(
                     &format!("codec_{}", e.kind()),
                     &done.gateways,
-                    &format!("device {}: {e}", done.device),
+                    &format!("device {} (FPort {}{payload}): {e}", done.device, done.fport),
                 );
                 return;
             }

@@ -411,7 +411,8 @@ const TBHH_2: [u8; 8] = [0x08, 0x0a, 0x0d, 0x3a, 0xff, 0xff, 0xff, 0xff];
 /// Uplinks through a vendor's codec reach the upstream as exact window
 /// statistics while three other devices' codecs loop, throw and exhaust
 /// their memory on every uplink: each of those is counted by reason and
-/// only costs its own values (their rssi still flows). A script changed
+/// only costs its own values (their rssi still flows), its log line
+/// showing the payload that failed. A script changed
 /// on disk is taken at SIGHUP; one with a syntax error is refused with
 /// its file and line, and the running one goes on.
 #[tokio::test]
@@ -484,7 +485,10 @@ async fn js_codecs_decode_uplinks_while_broken_codecs_cost_only_their_own() {
     for device in ["looping", "bomb", "throwing"] {
         assert_eq!(totals(&messages, device, "rssi").0, 3, "{device}");
     }
-    gw.wait_for_log("unsupported frame 9").await;
+    // The payload of a failed decode is in no output: its log line shows
+    // it, with its FPort, for `edge-gateway decode` to run it again.
+    gw.wait_for_log("(FPort 1, payload 09): Error: unsupported frame 9")
+        .await;
 
     // A syntax error at SIGHUP: refused with its file and line; the
     // running codec goes on.

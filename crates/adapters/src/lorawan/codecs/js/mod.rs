@@ -380,6 +380,22 @@ impl ScriptCodec {
         recv_ms: i64,
         reply: impl FnOnce(Result<Decoded, ScriptError>) + Send + 'static,
     ) -> Result<(), ScriptError> {
+        self.decode_returning(bytes, fport, recv_ms, move |outcome, _| reply(outcome))
+    }
+
+    /// [`Self::decode`], the payload handed back with the outcome: a
+    /// failure's log line shows it, so that it can be decoded again
+    /// (`edge-gateway decode`), without a copy of every uplink's.
+    ///
+    /// # Errors
+    /// [`ScriptError::Backlog`] when the file has too many calls waiting.
+    pub fn decode_returning(
+        &self,
+        bytes: Vec<u8>,
+        fport: u8,
+        recv_ms: i64,
+        reply: impl FnOnce(Result<Decoded, ScriptError>, Vec<u8>) + Send + 'static,
+    ) -> Result<(), ScriptError> {
         let variables = Arc::clone(&self.variables);
         self.unit.submit(Box::new(move |engine: &mut Engine| {
             let input = UplinkInput {
@@ -392,7 +408,7 @@ impl ScriptCodec {
             };
             let outcome = engine.decode(&input).and_then(checked_decode);
             let hit_limit = outcome.as_ref().is_err_and(ScriptError::spoils);
-            reply(outcome);
+            reply(outcome, bytes);
             hit_limit
         }))
     }
