@@ -16,6 +16,7 @@
 //!
 //! docs/lorawan.md has the isolation and its costs.
 
+mod clip;
 mod engine;
 mod nesting;
 mod pool;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+pub use clip::{clipped, clipped_key, clipped_list, MAX_KEY, MAX_TEXT};
 pub use engine::Entries;
 use engine::{Engine, UplinkInput};
 use pool::Unit;
@@ -66,59 +68,10 @@ impl Default for Limits {
     }
 }
 
-/// Bytes of a codec's own text (what it threw, its `errors` together)
-/// kept for a log line or a refused command's result.
-pub const MAX_TEXT: usize = 512;
-
-/// `text` cut to [`MAX_TEXT`] bytes (at a character's end), its size said:
-/// a codec's message was written whole into each log line, and into a
-/// refused command's result upstream, a megabyte if it threw one.
-pub fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= MAX_TEXT {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut end = MAX_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
-}
-
-/// Bytes of a value's name from a codec's result kept where the name is
-/// shown or remembered (a log line, the text fields seen): a metric name
-/// is at most 64, and a key can be as long as the heap allows.
-pub const MAX_KEY: usize = 80;
-
-/// `key` cut to [`MAX_KEY`] bytes (at a character's end), with `…` when cut.
-pub fn clipped_key(key: &str) -> std::borrow::Cow<'_, str> {
-    if key.len() <= MAX_KEY {
-        return std::borrow::Cow::Borrowed(key);
-    }
-    let mut end = MAX_KEY;
-    while !key.is_char_boundary(end) {
-        end -= 1;
-    }
-    std::borrow::Cow::Owned(format!("{}…", &key[..end]))
-}
-
-/// A codec's list of texts (`errors`, `warnings`) for a log line: its
-/// first ones up to [`MAX_TEXT`] bytes, each clipped, then how many more.
-pub fn clipped_list(items: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut used = 0;
-    for item in items {
-        if used >= MAX_TEXT {
-            break;
-        }
-        let shown = clipped(item).into_owned();
-        used += shown.len();
-        out.push(shown);
-    }
-    if out.len() < items.len() {
-        out.push(format!("and {} more", items.len() - out.len()));
-    }
-    out
-}
+/// Bytes of a codec file read at most. A vendor's file is kilobytes (a
+/// bundle with its libraries a few hundred); a path to anything else (a
+/// device, a growing log) was read whole, without end for `/dev/zero`.
+pub const MAX_FILE: u64 = 16 << 20;
 
 /// Why a script call gave no result. Count it by [`ScriptError::kind`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -279,7 +232,7 @@ impl ScriptCodec {
         variables: BTreeMap<String, String>,
         limits: Limits,
     ) -> Result<Self, ScriptError> {
-        let source: Arc<str> = std::fs::read_to_string(path)
+        let source: Arc<str> = read_source(path)
             .map_err(|e| ScriptError::Io {
                 file: name.to_string(),
                 error: e.to_string(),
@@ -521,6 +474,25 @@ impl ScriptCodec {
         rx.recv()
             .unwrap_or_else(|_| Err(ScriptError::Engine("the worker stopped".into())))
     }
+}
+
+/// A codec file's text, refused past [`MAX_FILE`] bytes.
+fn read_source(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} MiB, the most a codec file may be",
+                MAX_FILE >> 20
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Compiles on a thread of its own: loading runs the file's top level,

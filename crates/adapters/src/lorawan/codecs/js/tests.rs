@@ -762,3 +762,30 @@ fn a_codecs_texts_reach_a_log_line_bounded() {
         ScriptError::Thrown("thrown: unsupported frame 9".into())
     );
 }
+
+/// A `js:` path to something that is not a codec (a device, a growing
+/// log) is refused once read past the largest codec file taken, where it
+/// was read whole: `js:/dev/zero` (a config pushed to a fleet can name
+/// it) read until the gateway ran out of memory.
+#[test]
+fn a_codec_file_is_read_no_further_than_its_limit() {
+    let mut f = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
+    f.write_all(b"function decodeUplink(i) { return { data: {} }; }\n//")
+        .unwrap();
+    f.write_all(&vec![b' '; MAX_FILE as usize]).unwrap();
+    let e = ScriptCodec::load("huge.js", f.path(), BTreeMap::new(), Limits::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), "js_io", "{e}");
+    assert!(e.to_string().contains("larger than 16 MiB"), "{e}");
+    #[cfg(unix)]
+    {
+        let e = ScriptCodec::load(
+            "zero",
+            std::path::Path::new("/dev/zero"),
+            BTreeMap::new(),
+            Limits::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("larger than 16 MiB"), "{e}");
+    }
+}
