@@ -252,7 +252,8 @@ fn script_payload(
         Ok(decoded) => {
             let errors = decoded.errors();
             if !errors.is_empty() {
-                return out.problem(keys.data, undecodable(errors.join("; ")));
+                let shown = crate::lorawan::codecs::js::clipped_list(&errors);
+                return out.problem(keys.data, undecodable(shown.join("; ")));
             }
             push_fields(decoded.data(), device, when, keys.data, out);
         }
@@ -537,5 +538,47 @@ mod tests {
             "{:?}",
             d.problems
         );
+    }
+
+    /// A route's codec reporting huge `errors` is said in a bounded
+    /// problem (its log line), as a device's codec is: each was joined
+    /// whole, a megabyte a line.
+    #[test]
+    fn a_route_codecs_errors_are_said_bounded() {
+        use std::io::Write as _;
+        let mut f = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
+        f.write_all(
+            b"function decodeUplink(i) { var e = ['x'.repeat(1 << 20)]; \
+              for (var k = 0; k < 1000; k++) e.push('error ' + k); return { errors: e }; }",
+        )
+        .unwrap();
+        let script = ScriptCodec::load(
+            "r.js",
+            f.path(),
+            Default::default(),
+            crate::lorawan::codecs::js::Limits::default(),
+        )
+        .unwrap();
+        let ctx = Context {
+            device: None,
+            metric: None,
+            now: Timestamp::from_millis(1_000).unwrap(),
+        };
+        let event = r#"{"deviceInfo":{"devEui":"d1"},"fPort":5,"data":"AA==","rxInfo":[]}"#;
+        let codec = RouteCodec::Script(script);
+        let d = decode(
+            NetworkServer::ChirpstackV4,
+            Some(&codec),
+            event.as_bytes(),
+            &ctx,
+        )
+        .unwrap();
+        let said = d.problems[0].reason.to_string();
+        assert!(
+            said.len() < 3 * crate::lorawan::codecs::js::MAX_TEXT,
+            "{} bytes",
+            said.len()
+        );
+        assert!(said.contains("and 1000 more"), "{said}");
     }
 }
