@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use adapters::lorawan::codecs::js::readings::{fields, normalized_units, Fate, Leaf};
+use adapters::lorawan::codecs::js::readings::{normalized_units, Fate, Leaf};
 use adapters::lorawan::codecs::js::{self, vectors, Limits, ScriptCodec};
 
 /// EX_USAGE from sysexits.h: the command line is wrong.
@@ -65,7 +65,7 @@ pub(crate) fn decode(
         .map(|n| normalized_units(decoded.data(), n))
         .unwrap_or_default();
     // As the gateway takes them: the same names, and what it leaves out.
-    let taken = fields(decoded.data());
+    let taken = decoded.fields();
     for (key, leaf, fate) in &taken.fields {
         lines.push(match (leaf, fate) {
             (Leaf::Number(v), Fate::Reading(name)) => {

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::super::codecs::js::readings::{fields, normalized_units, Fate, Leaf};
+use super::super::codecs::js::readings::{normalized_units, Fate, Leaf};
 use super::super::codecs::js::{clipped_key, clipped_list, Decoded, ScriptError};
 use super::super::dedup::Uplink;
 use super::super::uplink::ScriptJob;
@@ -149,7 +149,7 @@ impl Server {
             }
         }
         let before = readings.len();
-        let taken = fields(decoded.data());
+        let taken = decoded.fields();
         for (key, leaf, fate) in &taken.fields {
             match (leaf, fate) {
                 (Leaf::Number(value), Fate::Reading(name)) => {

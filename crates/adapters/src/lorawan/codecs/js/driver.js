@@ -16,7 +16,8 @@
     keysOf = Object.keys, is = Object.is, freeze = Object.freeze,
     stringify = JSON.stringify, isArray = Array.isArray, apply = Reflect.apply,
     construct = Reflect.construct, toText = String, toNumber = Number,
-    ErrorType = Error, DateType = Date;
+    ErrorType = Error, DateType = Date, isFiniteNumber = Number.isFinite,
+    indexOfText = String.prototype.indexOf, replaceText = String.prototype.replace;
   // False once a call left a built-in the driver could not put back (a
   // frozen `Math`, a non-configurable property it defined): the engine is
   // then rebuilt from the file before the next call.
@@ -301,9 +302,38 @@
           result.warnings[result.warnings.length] = "normalizeUplink: " + err;
         }
       }
-      return stringify(result);
+      var text = stringify(result);
+      // JSON has no NaN or Infinity: stringify writes null, which the
+      // readings skip. Named here, they are said to be left out; the
+      // search runs only when the text has a null at all.
+      if (apply(indexOfText, text, ["null"]) >= 0) {
+        var bad = [];
+        nonFinite(result.data, "", 0, bad);
+        if (bad.length > 0) {
+          result.nonFinite = bad;
+          text = stringify(result);
+        }
+      }
+      return text;
     } finally {
       tidy();
+    }
+  }
+  // As the readings name a value (readings.rs): keys joined with `_`,
+  // `/`, `+`, `#` and control characters as `_`, 8 levels, 64 at most.
+  function nonFinite(v, name, depth, out) {
+    if (out.length >= 64) return;
+    if (typeof v === "number") {
+      if (!isFiniteNumber(v)) out[out.length] = [name === "" ? "value" : name, toText(v)];
+      return;
+    }
+    if (v === null || typeof v !== "object" || depth >= 8) return;
+    var keys = isArray(v) ? null : keysOf(v);
+    var n = keys === null ? v.length : keys.length;
+    for (var i = 0; i < n; i++) {
+      var key = keys === null ? toText(i) : keys[i];
+      var part = key === "" ? "_" : apply(replaceText, key, [/[\/+#\u0000-\u001f\u007f-\u009f]/g, "_"]);
+      nonFinite(v[key], name === "" ? part : name + "_" + part, depth + 1, out);
     }
   }
   function encode(data, fPort, variables, clock) {

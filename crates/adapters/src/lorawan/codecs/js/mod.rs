@@ -158,6 +158,33 @@ impl Decoded {
     pub fn warnings(&self) -> Vec<String> {
         strings(self.result.get("warnings"))
     }
+
+    /// The values of `data` as the gateway takes them ([`readings::fields`]),
+    /// with those that were not finite numbers (`null` in `data`, named
+    /// by the driver) said to be left out.
+    pub fn fields(&self) -> readings::Fields {
+        let mut taken = readings::fields(self.data());
+        if let Some(serde_json::Value::Array(items)) = self.result.get("nonFinite") {
+            for item in items {
+                if let (Some(name), Some(kind)) = (
+                    item.get(0).and_then(serde_json::Value::as_str),
+                    item.get(1).and_then(serde_json::Value::as_str),
+                ) {
+                    let value = match kind {
+                        "Infinity" => f64::INFINITY,
+                        "-Infinity" => f64::NEG_INFINITY,
+                        _ => f64::NAN,
+                    };
+                    taken.fields.push((
+                        name.to_string(),
+                        readings::Leaf::Number(value),
+                        readings::Fate::Dropped(format!("not a finite number: {kind}")),
+                    ));
+                }
+            }
+        }
+        taken
+    }
 }
 
 /// An encoded downlink.

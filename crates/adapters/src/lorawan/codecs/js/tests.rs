@@ -789,3 +789,44 @@ fn a_codec_file_is_read_no_further_than_its_limit() {
         assert!(e.to_string().contains("larger than 16 MiB"), "{e}");
     }
 }
+
+/// A number that is not finite (`NaN` from arithmetic on a byte past a
+/// short payload's end, `Infinity` from a division by zero) is said to
+/// be left out, by name, where `JSON.stringify` made it a `null` that was
+/// skipped without a word; a real `null` is still skipped.
+#[test]
+fn a_value_that_is_not_a_finite_number_is_said_to_be_left_out() {
+    let (_f, codec) = script(
+        "function decodeUplink(input) {\n\
+           var b = input.bytes;\n\
+           return { data: { t: b[0], a: b[5] * 0.1, n: { b: 1 / 0, c: [1, -1 / 0] }, s: null, 'x/y': NaN } };\n\
+         }",
+    );
+    let out = decode(&codec, &[7]).unwrap();
+    let taken = out.fields();
+    let dropped: Vec<(&str, &readings::Fate)> = taken
+        .fields
+        .iter()
+        .filter(|(_, _, fate)| matches!(fate, readings::Fate::Dropped(_)))
+        .map(|(k, _, fate)| (k.as_str(), fate))
+        .collect();
+    let not_finite = |kind: &str| readings::Fate::Dropped(format!("not a finite number: {kind}"));
+    assert_eq!(
+        dropped,
+        [
+            ("a", &not_finite("NaN")),
+            ("n_b", &not_finite("Infinity")),
+            ("n_c_1", &not_finite("-Infinity")),
+            ("x_y", &not_finite("NaN")),
+        ]
+    );
+    assert!(taken.left_out().unwrap().contains("`a` (not a finite number: NaN)"));
+    assert!(taken
+        .fields
+        .iter()
+        .any(|(k, _, f)| k == "t" && matches!(f, readings::Fate::Reading(_))));
+    let (_g, nulls) = script("function decodeUplink(input) { return { data: { t: 1, s: null } }; }");
+    let out = decode(&nulls, &[7]).unwrap();
+    assert_eq!(out.fields().left_out(), None);
+    assert_eq!(out.result.get("nonFinite"), None);
+}
