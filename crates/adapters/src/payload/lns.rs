@@ -126,7 +126,13 @@ pub(super) fn decode(
     };
     match uplink.get(keys.object) {
         Some(object @ Value::Object(obj)) if !obj.is_empty() => {
-            push_fields(object, &device, when, keys.object, &mut out);
+            push_fields(
+                readings::fields(object),
+                &device,
+                when,
+                keys.object,
+                &mut out,
+            );
         }
         _ => frm_payload(uplink, keys, codec, &device, when, &mut out),
     }
@@ -162,13 +168,12 @@ fn path<'a>(root: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
 /// name (`a_b` and `{"a": {"b"}}`) give the first a reading and the other
 /// a problem, never two readings of one metric at one time.
 fn push_fields(
-    data: &Value,
+    fields: readings::Fields,
     device: &gateway_core::DeviceId,
     when: When,
     field: &str,
     out: &mut Decoded,
 ) {
-    let fields = readings::fields(data);
     for (key, leaf, fate) in fields.fields {
         match (fate, leaf) {
             (Fate::Reading(metric), Leaf::Number(v)) => {
@@ -255,7 +260,8 @@ fn script_payload(
                 let shown = crate::lorawan::codecs::js::clipped_list(&errors);
                 return out.problem(keys.data, undecodable(shown.join("; ")));
             }
-            push_fields(decoded.data(), device, when, keys.data, out);
+            // With the values that were not finite numbers, said.
+            push_fields(decoded.fields(), device, when, keys.data, out);
         }
         Err(e) => out.problem(keys.data, undecodable(e.to_string())),
     }
@@ -580,5 +586,42 @@ mod tests {
             said.len()
         );
         assert!(said.contains("and 1000 more"), "{said}");
+    }
+
+    /// A route codec's value that is not a finite number is a problem of
+    /// its own, as for a device's codec, not skipped without a word.
+    #[test]
+    fn a_route_codecs_value_that_is_not_finite_is_a_problem() {
+        use std::io::Write as _;
+        let mut f = tempfile::Builder::new().suffix(".js").tempfile().unwrap();
+        f.write_all(b"function decodeUplink(i) { return { data: { t: 1, r: i.bytes[3] * 2 } }; }")
+            .unwrap();
+        let script = ScriptCodec::load(
+            "r.js",
+            f.path(),
+            Default::default(),
+            crate::lorawan::codecs::js::Limits::default(),
+        )
+        .unwrap();
+        let ctx = Context {
+            device: None,
+            metric: None,
+            now: Timestamp::from_millis(1_000).unwrap(),
+        };
+        let event = r#"{"deviceInfo":{"devEui":"d1"},"fPort":5,"data":"AA==","rxInfo":[]}"#;
+        let codec = RouteCodec::Script(script);
+        let d = decode(
+            NetworkServer::ChirpstackV4,
+            Some(&codec),
+            event.as_bytes(),
+            &ctx,
+        )
+        .unwrap();
+        let said: Vec<String> = d.problems.iter().map(|p| p.reason.to_string()).collect();
+        assert!(
+            said.iter().any(|p| p.contains("not a finite number: NaN")),
+            "{said:?}"
+        );
+        assert!(d.readings.iter().any(|r| r.metric().as_str() == "t"));
     }
 }
