@@ -232,8 +232,9 @@
   }
   function kind(v) {
     if (v === null) return "null";
+    if (v === undefined) return "undefined";
     if (isArray(v)) return "an array";
-    return "a " + typeof v;
+    return (typeof v === "object" ? "an " : "a ") + typeof v;
   }
   function fail(message) {
     var e = new ErrorType(message);
@@ -358,11 +359,20 @@
       if (errors.length === 0 && (bytes === null || typeof bytes !== "object" || typeof bytes.length !== "number")) {
         fail("the encoder's `bytes` is " + kind(bytes) + ", expected an array of numbers");
       }
-      // Numbers, cast to bytes by the engine as ChirpStack does; a typed
-      // array or a Buffer reads the same way.
+      // Numbers, cast to bytes as ChirpStack casts them (NaN 0, past 255
+      // 255); a typed array or a Buffer reads the same way. Anything else
+      // refuses the command, as ChirpStack's reading of numbers does: an
+      // `undefined` (the command lacked the field the codec pushes) was
+      // sent as 0, a string as its number.
       var plain = [];
       if (errors.length === 0) {
-        for (var i = 0; i < bytes.length; i++) plain[i] = toNumber(bytes[i]);
+        for (var i = 0; i < bytes.length; i++) {
+          var b = bytes[i];
+          if (typeof b !== "number") {
+            fail("the encoder's byte " + i + " is " + kind(b) + ", expected a number");
+          }
+          plain[i] = b !== b || b < 0 ? 0 : b > 255 ? 255 : b;
+        }
       }
       var port = out.fPort === undefined || out.fPort === null ? null : toNumber(out.fPort);
       return stringify({ bytes: plain, fPort: port, errors: errors, warnings: list(out.warnings) });

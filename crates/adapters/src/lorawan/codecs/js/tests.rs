@@ -830,3 +830,28 @@ fn a_value_that_is_not_a_finite_number_is_said_to_be_left_out() {
     assert_eq!(out.fields().left_out(), None);
     assert_eq!(out.result.get("nonFinite"), None);
 }
+
+/// A downlink byte that is not a number (a command without the field the
+/// codec pushes, a string) refuses the command, as ChirpStack's reading
+/// of `bytes` as numbers does; it was sent as 0 (or the string's number).
+/// Numbers keep ChirpStack's cast, `NaN` 0 and `Infinity` 255 included.
+#[test]
+fn a_downlink_byte_that_is_not_a_number_refuses_the_command() {
+    let (_f, codec) = script(
+        "function decodeUplink(i) { return { data: {} }; }\n\
+         function encodeDownlink(input) { return { bytes: [1, input.data.level], fPort: 2 }; }",
+    );
+    for data in [json!({}), json!({"level": "5"}), json!({"level": null}), json!({"level": [5]})] {
+        let e = codec.encode_blocking(data.clone(), None).unwrap_err();
+        assert_eq!(e.kind(), "js_result", "{data}: {e}");
+        assert!(e.to_string().contains("byte 1"), "{data}: {e}");
+    }
+    let (_g, numbers) = script(
+        "function decodeUplink(i) { return { data: {} }; }\n\
+         function encodeDownlink(input) { return { bytes: [NaN, Infinity, -Infinity, 7] }; }",
+    );
+    assert_eq!(
+        numbers.encode_blocking(json!({}), None).unwrap().bytes,
+        vec![0, 255, 0, 7]
+    );
+}
