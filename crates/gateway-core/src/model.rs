@@ -433,10 +433,13 @@ pub enum DeviceState {
 
 impl DeviceState {
     /// Accepts the payloads devices really send: `online`/`offline`, `1`/`0`,
-    /// `true`/`false`, any case, surrounding white space ignored.
+    /// `true`/`false`, any case, surrounding white space ignored; and the
+    /// Homie convention's `$state`: `ready` online, `lost` and
+    /// `disconnected` offline (its `init`, `sleeping` and `alert` say
+    /// nothing of whether the device is reachable, and are not states).
     pub fn parse(payload: &str) -> Option<Self> {
         match payload.trim().to_ascii_lowercase().as_str() {
-            "online" | "1" | "true" | "up" | "connected" => Some(Self::Online),
+            "online" | "1" | "true" | "up" | "connected" | "ready" => Some(Self::Online),
             "offline" | "0" | "false" | "down" | "disconnected" | "lost" => Some(Self::Offline),
             _ => None,
         }
@@ -557,5 +560,9 @@ mod tests {
         assert_eq!(DeviceState::parse(" Online\n"), Some(DeviceState::Online));
         assert_eq!(DeviceState::parse("OFFLINE"), Some(DeviceState::Offline));
         assert_eq!(DeviceState::parse("maybe"), None);
+        // Homie's $state.
+        assert_eq!(DeviceState::parse("ready"), Some(DeviceState::Online));
+        assert_eq!(DeviceState::parse("lost"), Some(DeviceState::Offline));
+        assert_eq!(DeviceState::parse("sleeping"), None);
     }
 }

@@ -213,6 +213,13 @@ pub(crate) fn dispatch_into(
             return None;
         }
     };
+    // A `$` level is an attribute of the convention the device follows
+    // (Homie's `$name`, `$datatype`, `$unit` beside each property), not a
+    // value: text beside the values, as a JSON object's is.
+    if let (Some(d), Some(attribute)) = (&device, caps.metric.filter(|m| m.starts_with('$'))) {
+        stats.ignored_field(d.as_str(), attribute);
+        return None;
+    }
     let metric = match caps.metric.map(MetricName::new) {
         None => None,
         Some(Ok(m)) => Some(m),
@@ -688,6 +695,34 @@ mod tests {
             ]
         );
         assert_eq!(t.counter_total("edge_gateway_adapter_errors_total"), 0);
+    }
+
+    /// The Homie convention: `homie/<device>/<node>/<property>`, values as
+    /// plain text, the device's `$state` as its status; a node's attribute
+    /// topics (`$name`, `$properties`) at a property's level are text, not
+    /// values, and no error.
+    #[test]
+    fn homie_topics_are_read_as_documented() {
+        let c = adapter(
+            r#"topics = ["homie/{device}/+/{metric}"]
+            status_topics = ["homie/{device}/$state"]"#,
+        );
+        let (out, _) = run(&c, "homie/boiler-room/sensor/temperature", "61.5");
+        assert_eq!(readings(out), [("boiler-room".into(), "temperature".into(), 61.5)]);
+        let (out, _) = run(&c, "homie/boiler-room/pump/running", "true");
+        assert_eq!(readings(out), [("boiler-room".into(), "running".into(), 1.0)]);
+        for (payload, state) in [("ready", DeviceState::Online), ("lost", DeviceState::Offline)] {
+            match run(&c, "homie/boiler-room/$state", payload).0 {
+                Some(Ingress::Status(s)) => {
+                    assert_eq!((s.device.as_str(), s.state), ("boiler-room", state))
+                }
+                other => panic!("{payload}: {other:?}"),
+            }
+        }
+        let (out, t) = run(&c, "homie/boiler-room/sensor/$name", "Sensor");
+        assert!(out.is_none());
+        assert_eq!(t.counter_total("edge_gateway_adapter_errors_total"), 0);
+        assert_eq!(t.counter_total("edge_gateway_adapter_ignored_fields_total"), 1);
     }
 
     /// ESPHome's default topics: each entity's state alone on its topic,
