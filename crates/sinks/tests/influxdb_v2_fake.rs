@@ -433,3 +433,69 @@ async fn a_413_is_split_and_after_401_the_data_waits_until_the_server_takes_it()
     }
     assert_eq!(largest_written, 2);
 }
+
+/// InfluxDB 2.x answers 422 Unprocessable Entity (not 400) for points it
+/// will never take: a field type conflict, or times beyond the bucket's
+/// retention after a long outage (its docs; InfluxDB 2.7.11 in the wild:
+/// `{"code":"unprocessable entity","message":"failure writing points to
+/// database: partial write: field type conflict: … dropped=1"}`). The fake
+/// gives the 422 as the real server does, for the batch that holds the
+/// bad point. A 422 used to be retried as a server error for ever: the
+/// oldest batch blocked the outbox and nothing behind it was written.
+#[tokio::test]
+async fn a_422_batch_is_split_until_the_unprocessable_point_alone_is_dead_lettered() {
+    token();
+    let (url, mut seen) = fake_influx2(Arc::new(|s, _| {
+        if s.body.contains("stale") {
+            (422, None)
+        } else {
+            (204, None)
+        }
+    }))
+    .await;
+    let sink = start(&url, "batch_size = 8\nflush_interval = \"10s\"");
+    for i in 0..8 {
+        let metric = if i == 2 { "stale" } else { "good" };
+        sink.events
+            .send(SinkEvent::Readings(vec![reading("d", metric, 1.0, i)]))
+            .await
+            .unwrap();
+    }
+    counter(&sink, SINK_DEAD_LETTER, &[("output", "v2")], 1).await;
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 7).await;
+    counter(
+        &sink,
+        SINK_BATCHES_FAILED,
+        &[("output", "v2"), ("reason", "unprocessable")],
+        1,
+    )
+    .await;
+    let dead = std::fs::read_to_string(sink.state_dir.join("sink-v2/dead-letter.lp")).unwrap();
+    assert!(dead.contains("fake says 422"), "{dead}");
+    assert!(dead.contains("stale=1 2"), "{dead}");
+    assert_eq!(
+        dead.lines().filter(|l| !l.starts_with('#')).count(),
+        1,
+        "{dead}"
+    );
+    // The outbox is empty again: nothing is resent behind the bad point.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sink
+        .telemetry
+        .gauges("edge_gateway_outbox_messages")
+        .iter()
+        .any(|(l, v)| l.iter().any(|(k, n)| k == "output" && n == "v2") && *v != 0.0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox never emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resent = std::iter::from_fn(|| seen.try_recv().ok())
+        .filter(|s| s.body.lines().count() == 8)
+        .count();
+    assert_eq!(resent, 1, "the whole batch was sent more than once");
+    drop(sink.events);
+    sink.task.await.unwrap();
+}

@@ -18,7 +18,7 @@
 //!   `max_in_flight` deliveries at once (each its own task and
 //!   connection, so storing the next batch overlaps sending this one),
 //!   and acknowledged in the outbox only once InfluxDB answered 2xx. A
-//!   refused batch (400/413) is bisected down to the points InfluxDB
+//!   refused batch (400/413/422) is bisected down to the points InfluxDB
 //!   refuses alone, which go to the dead-letter file. Points carry their
 //!   event times, so a batch sent twice is stored once.
 
@@ -62,7 +62,7 @@ use line::Encoder;
 /// Points InfluxDB accepted, per output.
 pub const SINK_POINTS_WRITTEN: &str = "edge_gateway_sink_points_written_total";
 pub use crate::registry::{SINK_BATCHES_FAILED, SINK_UP};
-/// Points InfluxDB refused (400/413) and set aside in `dead-letter.lp`.
+/// Points InfluxDB refused (400/413/422) and set aside in `dead-letter.lp`.
 pub const SINK_DEAD_LETTER: &str = "edge_gateway_sink_dead_letter_points_total";
 /// `Retry-After` answers longer than the sink's `max_backoff`, obeyed only
 /// up to it.

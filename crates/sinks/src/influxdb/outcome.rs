@@ -14,8 +14,10 @@ pub enum Outcome {
         retry_after: Option<Duration>,
         reason: &'static str,
     },
-    /// 400 (bad points) or 413 (too large): never resent as it is; split
-    /// it, or with one record left, dead-letter it.
+    /// 400 (bad points), 413 (too large) or 422 (points InfluxDB 2 will
+    /// not take: a field type conflict, times beyond the bucket's
+    /// retention): never resent as it is; split it, or with one record
+    /// left, dead-letter it.
     Refused {
         reason: &'static str,
         message: String,
@@ -86,6 +88,13 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Outcome
         },
         413 => Outcome::Refused {
             reason: "too_large",
+            message: message(),
+        },
+        // InfluxDB 2's answer for points it refuses on their own (1.x says
+        // 400): resent as it was, the batch failed for ever and held every
+        // later one behind it.
+        422 => Outcome::Refused {
+            reason: "unprocessable",
             message: message(),
         },
         401 | 403 => Outcome::Misconfigured {
@@ -163,6 +172,17 @@ mod tests {
                 ..
             }
         ));
+        assert_eq!(
+            c(
+                422,
+                &none,
+                r#"{"code":"unprocessable entity","message":"failure writing points to database: partial write: points beyond retention policy dropped=1"}"#
+            ),
+            Outcome::Refused {
+                reason: "unprocessable",
+                message: "failure writing points to database: partial write: points beyond retention policy dropped=1".into()
+            }
+        );
         assert!(matches!(c(500, &none, "boom"), Outcome::Failed { .. }));
     }
 
