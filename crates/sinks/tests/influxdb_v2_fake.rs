@@ -499,3 +499,41 @@ async fn a_422_batch_is_split_until_the_unprocessable_point_alone_is_dead_letter
     drop(sink.events);
     sink.task.await.unwrap();
 }
+
+/// `Retry-After: 0`, or an HTTP date already past (a server whose clock is
+/// behind the gateway's: edge boxes without an RTC), asks for no wait at
+/// all. Obeyed as it was, a server that keeps answering so (an overloaded
+/// InfluxDB behind a proxy) was hit again at once, in a loop with no
+/// backoff. The server's wait is a floor: the backoff still grows.
+#[tokio::test]
+async fn a_retry_after_of_zero_or_a_past_date_still_backs_off() {
+    token();
+    let (url, mut seen) = fake_influx2(Arc::new(|_, i| match i {
+        0 | 2 => (503, Some("0")),
+        1 | 3 => (429, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+        _ => (204, None),
+    }))
+    .await;
+    let sink = start(&url, "max_backoff = \"2s\"");
+    sink.events
+        .send(SinkEvent::Readings(vec![reading("d", "t", 1.0, 5)]))
+        .await
+        .unwrap();
+    let mut last = next(&mut seen).await;
+    let mut gaps = Vec::new();
+    for _ in 0..4 {
+        let r = next(&mut seen).await;
+        gaps.push(r.at - last.at);
+        last = r;
+    }
+    // The backoff starts at 200 ms, half of it jitter: never under 100 ms.
+    for gap in &gaps {
+        assert!(
+            *gap >= Duration::from_millis(100),
+            "resent after {gap:?}: {gaps:?}"
+        );
+    }
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 1).await;
+    drop(sink.events);
+    sink.task.await.unwrap();
+}

@@ -90,8 +90,11 @@ impl Writer {
                 self.plan.stored(Instant::now());
                 // The server's wait is capped where it is read; the backoff by its
                 // own cap. Both come from outside (a header, the config):
-                // the sum is checked.
-                let wait = wait.unwrap_or_else(|| self.backoff.next_delay());
+                // the sum is checked. The server's wait is a floor, not a
+                // replacement: `Retry-After: 0` (or a date its clock puts
+                // in the past) had the batch resent at once, in a loop.
+                let backoff = self.backoff.next_delay();
+                let wait = wait.map_or(backoff, |asked| asked.max(backoff));
                 self.plan.retry_at(deadline::from_now(wait));
             }
         }
