@@ -537,3 +537,55 @@ async fn a_retry_after_of_zero_or_a_past_date_still_backs_off() {
     drop(sink.events);
     sink.task.await.unwrap();
 }
+
+/// A refused batch is resent in halves; when the server stops answering
+/// part-way (a 503 under load, a timeout), the whole batch is sent again
+/// later and split again. The points refused on the first pass were
+/// already in the dead-letter file and its counter, and went in again on
+/// the second: one bad point, two dead letters, and as many more as the
+/// server had hiccups.
+#[tokio::test]
+async fn a_split_interrupted_by_a_503_sets_each_refused_point_aside_once() {
+    token();
+    // 0: the batch, 1: its first half, 2: that half's first half, 3: the
+    // bad point alone (refused), 4: the next part, answered 503.
+    let (url, _seen) = fake_influx2(Arc::new(|s, i| {
+        if i == 4 {
+            (503, None)
+        } else if s.body.contains("bad") {
+            (400, None)
+        } else {
+            (204, None)
+        }
+    }))
+    .await;
+    let sink = start(&url, "batch_size = 8\nflush_interval = \"10s\"");
+    for i in 0..8 {
+        let metric = if i == 0 { "bad" } else { "good" };
+        sink.events
+            .send(SinkEvent::Readings(vec![reading("d", metric, 1.0, i)]))
+            .await
+            .unwrap();
+    }
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 7).await;
+    counter(
+        &sink,
+        SINK_BATCHES_FAILED,
+        &[("output", "v2"), ("reason", "unavailable")],
+        1,
+    )
+    .await;
+    assert_eq!(
+        sink.telemetry
+            .counter_value(SINK_DEAD_LETTER, &[("output", "v2")]),
+        Some(1)
+    );
+    let dead = std::fs::read_to_string(sink.state_dir.join("sink-v2/dead-letter.lp")).unwrap();
+    assert_eq!(
+        dead.lines().filter(|l| !l.starts_with('#')).count(),
+        1,
+        "{dead}"
+    );
+    drop(sink.events);
+    sink.task.await.unwrap();
+}

@@ -218,6 +218,11 @@ async fn bisect(
     }
     let mid = lines.len() / 2;
     let mut todo = vec![(mid, lines.len()), (0, mid)];
+    // Settled only once every part is: a split the server cuts short is
+    // sent again whole and split again, and points set aside or counted
+    // on the first pass were set aside and counted twice.
+    let mut written = 0;
+    let mut refused = Vec::new();
     while let Some((a, b)) = todo.pop() {
         let part = Bytes::from(lines[a..b].concat());
         let outcome = match post(t, client, &t.write_path, part).await {
@@ -228,10 +233,10 @@ async fn bisect(
             }
         };
         match outcome {
-            Outcome::Written => t.m.written.add((b - a) as u64),
+            Outcome::Written => written += b - a,
             Outcome::Refused { reason, message } if b - a == 1 => {
                 t.m.failed(reason);
-                dead(t, lines[a], reason, &message);
+                refused.push((lines[a], reason, message));
             }
             Outcome::Refused { reason, .. } => {
                 t.m.failed(reason);
@@ -251,6 +256,10 @@ async fn bisect(
                 return Err(None);
             }
         }
+    }
+    t.m.written.add(written as u64);
+    for (line, reason, message) in refused {
+        dead(t, line, reason, &message);
     }
     Ok(())
 }
