@@ -61,6 +61,9 @@ pub struct Target {
     pub auth: Option<Secret>,
     pub gzip: bool,
     pub dead_letter: PathBuf,
+    /// Size past which `dead_letter` is moved to `<file>.1` (the one
+    /// before it goes) and started afresh.
+    pub dead_letter_max: u64,
     pub m: Metrics,
     pub log: LogThrottle,
     /// The sink's `max_backoff`: the longest a server's `Retry-After` is
@@ -298,22 +301,43 @@ fn conflict_hint(message: &str) -> String {
 
 /// Appends refused points, headed by why, to the dead-letter file.
 fn set_aside(t: &Target, body: &[u8], reason: &str, message: &str) {
+    let head = format!(
+        "# {} {reason}: {}\n",
+        Timestamp::now().to_rfc3339(),
+        message.replace('\n', " ")
+    );
+    let adding = (head.len() + body.len()) as u64;
+    let full = std::fs::metadata(&t.dead_letter)
+        .is_ok_and(|m| m.len() > 0 && m.len().saturating_add(adding) > t.dead_letter_max);
+    if full {
+        rotate_dead_letter(t);
+    }
     let result = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&t.dead_letter)
         .and_then(|mut f| {
-            let head = format!(
-                "# {} {reason}: {}\n",
-                Timestamp::now().to_rfc3339(),
-                message.replace('\n', " ")
-            );
             f.write_all(head.as_bytes())?;
             f.write_all(body)?;
             f.sync_data()
         });
     if let Err(e) = result {
         error!(output = %t.name, file = %t.dead_letter.display(), error = %e, "Cannot write the dead-letter file: the refused points are only in this log line's count.");
+    }
+}
+
+/// Moves the full dead-letter file to `<file>.1`, replacing the one
+/// there: the newest refused points are the ones worth reading, and two
+/// files bound what a field refused for good can take of the disk.
+fn rotate_dead_letter(t: &Target) {
+    let mut older = t.dead_letter.clone().into_os_string();
+    older.push(".1");
+    if let Err(e) = std::fs::rename(&t.dead_letter, &older) {
+        error!(output = %t.name, file = %t.dead_letter.display(), error = %e, "Cannot move the full dead-letter file aside; appending to it.");
+        return;
+    }
+    if let Some(suppressed) = t.log.allow("dead_letter_rotated") {
+        warn!(output = %t.name, file = %t.dead_letter.display(), max_bytes = t.dead_letter_max, suppressed, "The dead-letter file is full: moved to .1, replacing the older points there.");
     }
 }
 

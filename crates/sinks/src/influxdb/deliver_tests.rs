@@ -68,6 +68,7 @@ fn target(dead_letter: PathBuf, telemetry: &Telemetry) -> Target {
         auth: None,
         gzip: false,
         dead_letter,
+        dead_letter_max: 16 * 1024 * 1024,
         m: Metrics {
             written: telemetry.counter(super::super::SINK_POINTS_WRITTEN, &labels),
             dead_letter: telemetry.counter(super::super::SINK_DEAD_LETTER, &labels),
@@ -138,4 +139,33 @@ fn a_conflict_with_an_integer_field_names_the_setting() {
         ""
     );
     assert_eq!(super::conflict_hint("unable to parse"), "");
+}
+
+/// A field InfluxDB holds as another type refuses every reading of it,
+/// for as long as the gateway runs: the dead-letter file grew by every
+/// point, on an edge box's SD card, until the disk the outbox and journal
+/// need was full. It is now two files of at most `dead_letter_max` each,
+/// the newest points kept; the counter still has every one.
+#[test]
+fn the_dead_letter_file_is_bounded_and_keeps_the_newest_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::default();
+    let file = dir.path().join("dead-letter.lp");
+    let mut t = target(file.clone(), &telemetry);
+    t.dead_letter_max = 4096;
+    let message = "partial write: field type conflict: input field \"v\" on measurement \"readings\" is type float, already exists as type integer dropped=1";
+    for i in 0..500 {
+        let line = format!("readings,device=dev0 v={i} {i}000000\n");
+        dead(&t, line.as_bytes(), "bad_request", message);
+    }
+    assert_eq!(t.m.dead_letter.get(), 500);
+    let older = dir.path().join("dead-letter.lp.1");
+    for f in [&file, &older] {
+        let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0 && len <= 4096, "{}: {len} bytes", f.display());
+    }
+    let newest = std::fs::read_to_string(&file).unwrap();
+    assert!(newest.contains("v=499 499000000\n"), "{newest}");
+    // Every file still starts with why its points were refused.
+    assert!(newest.starts_with("# "), "{newest}");
 }

@@ -68,6 +68,11 @@ pub const SINK_DEAD_LETTER: &str = "edge_gateway_sink_dead_letter_points_total";
 /// up to it.
 pub const SINK_RETRY_AFTER_CAPPED: &str = "edge_gateway_sink_retry_after_capped_total";
 
+/// Each of the two dead-letter files (`dead-letter.lp` and the one before,
+/// `dead-letter.lp.1`): a field refused for good refuses every reading of
+/// it, and the file must not fill the disk the outbox and journal need.
+const DEAD_LETTER_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Housekeeping ticks (seconds) between health points.
 const HEALTH_EVERY: u64 = 10;
 /// What the gateway counts as readings taken (the pipeline's counter).
@@ -159,6 +164,7 @@ impl Writer {
             auth: auth.map(Secret::new),
             gzip: config.gzip,
             dead_letter: dir.join("dead-letter.lp"),
+            dead_letter_max: DEAD_LETTER_MAX_BYTES,
             m: Metrics {
                 written: t.counter(SINK_POINTS_WRITTEN, &labels),
                 dead_letter: t.counter(SINK_DEAD_LETTER, &labels),
