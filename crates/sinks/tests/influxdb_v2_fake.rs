@@ -589,3 +589,77 @@ async fn a_split_interrupted_by_a_503_sets_each_refused_point_aside_once() {
     drop(sink.events);
     sink.task.await.unwrap();
 }
+
+/// Something on InfluxDB's url (a proxy's error page, a captive portal, a
+/// broken server) answers with a status and then a body that does not end.
+/// The sink read the whole body into memory before looking at the status:
+/// its memory grew at the link's speed until the request's timeout (or
+/// the kernel's OOM killer), and the answer was taken for no answer at
+/// all. Only the start of an answer is read now. Scripted at the TCP
+/// level: no real server can be made to do this.
+#[tokio::test]
+async fn an_answer_whose_body_never_ends_is_read_only_in_part() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    token();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<usize>();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let sent_tx = sent_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = stream.read(&mut buf).await;
+                let head = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/html\r\n\
+                           transfer-encoding: chunked\r\n\r\n";
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // 32 MiB of page, then nothing more, the body still open.
+                let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                let mut sent = 0;
+                for _ in 0..512 {
+                    if stream.write_all(chunk.as_bytes()).await.is_err() {
+                        break;
+                    }
+                    sent += 0x10000;
+                }
+                let _ = sent_tx.send(sent);
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    let sink = start(&url, "timeout = \"3s\"");
+    sink.events
+        .send(SinkEvent::Readings(vec![reading("d", "t", 1.0, 5)]))
+        .await
+        .unwrap();
+    // The answer is the server's 503, not a request that timed out.
+    counter(
+        &sink,
+        SINK_BATCHES_FAILED,
+        &[("output", "v2"), ("reason", "unavailable")],
+        1,
+    )
+    .await;
+    assert_eq!(
+        sink.telemetry
+            .counter_value(
+                SINK_BATCHES_FAILED,
+                &[("output", "v2"), ("reason", "network")]
+            )
+            .unwrap_or(0),
+        0
+    );
+    // The sink stopped reading: the server could not hand it the page.
+    let sent = tokio::time::timeout(Duration::from_secs(20), sent_rx.recv())
+        .await
+        .ok()
+        .flatten();
+    assert!(
+        sent.is_none_or(|n| n < 32 * 1024 * 1024),
+        "the whole 32 MiB page was read: {sent:?}"
+    );
+    drop(sink.events);
+    sink.task.await.unwrap();
+}

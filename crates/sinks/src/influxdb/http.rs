@@ -16,6 +16,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
+/// The most of an answer's body read: InfluxDB's error messages are far
+/// shorter.
+const MAX_ANSWER: usize = 64 * 1024;
+
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -139,9 +143,28 @@ impl Client {
         let mut conn = conn;
         conn.ready().await?;
         let response = conn.send_request(request).await?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        self.conn = Some(conn);
+        let (parts, mut body) = response.into_parts();
+        // Only InfluxDB's message is wanted from the body: a proxy's page
+        // or a body that never ends was read whole, into memory, until
+        // the timeout, and the status was lost with it.
+        let mut read = Vec::new();
+        let mut whole = true;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                let room = MAX_ANSWER.saturating_sub(read.len());
+                read.extend_from_slice(&data[..data.len().min(room)]);
+                if data.len() > room {
+                    whole = false;
+                    break;
+                }
+            }
+        }
+        let body = Bytes::from(read);
+        // The rest of a cut answer is still on the wire: the connection
+        // goes with it.
+        if whole {
+            self.conn = Some(conn);
+        }
         Ok(Response {
             status: parts.status,
             headers: parts.headers,
