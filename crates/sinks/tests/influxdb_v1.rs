@@ -643,3 +643,52 @@ async fn device_tags_named_as_the_gateways_own_arrive_beside_them() {
     );
     sink.stop().await;
 }
+
+/// A `retention_policy` the database does not have (a typo, or a database
+/// dropped and created again by the sink without it): InfluxDB 1.x
+/// answers 500 "retention policy not found". The sink took it for a
+/// server fault (`reason="server_error"`, "InfluxDB write failed;
+/// retrying") where it is a setting to fix; it now says so, as for a
+/// missing database, and the points wait until the policy exists.
+#[tokio::test]
+async fn a_missing_retention_policy_is_reported_as_a_setting_and_the_points_wait() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    db.query("", "CREATE DATABASE bme680_db");
+    let mut text = BME680_CSV.replace("URL", &db.url());
+    text.push_str("retention_policy = \"weekly\"\n");
+    let sink = start(&config(&text), state.path());
+    let now = Timestamp::now().as_millis();
+    for i in 0..5 {
+        sink.events
+            .send(SinkEvent::Readings(sample(
+                now - 60_000 + i as i64 * 1000,
+                i,
+            )))
+            .await
+            .unwrap();
+    }
+    let failed = |reason: &str| {
+        sink.telemetry
+            .counter_value(
+                sinks::influxdb::SINK_BATCHES_FAILED,
+                &[("output", "influx"), ("reason", reason)],
+            )
+            .unwrap_or(0)
+    };
+    until("the refusal counted as a setting", || {
+        failed("not_found") >= 2
+    })
+    .await;
+    assert_eq!(failed("server_error"), 0);
+    db.query(
+        "bme680_db",
+        "CREATE RETENTION POLICY weekly ON bme680_db DURATION 7d REPLICATION 1",
+    );
+    let q = r#"SELECT count("temperature") FROM "weekly"."bme680_measure""#;
+    until("the points, once the policy exists", || {
+        count(&db, "bme680_db", q) == 5
+    })
+    .await;
+    sink.stop().await;
+}

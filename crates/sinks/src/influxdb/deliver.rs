@@ -157,7 +157,12 @@ pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, points: usize
             }
             Settled::Retry {
                 wait: None,
-                missing_database: reason == "not_found" && t.version == 1 && t.create_database,
+                // A missing retention policy is not cured by creating the
+                // database (it exists).
+                missing_database: reason == "not_found"
+                    && t.version == 1
+                    && t.create_database
+                    && !message.starts_with("retention policy"),
             }
         }
         Outcome::Failed { reason, message } => {

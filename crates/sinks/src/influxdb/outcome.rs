@@ -22,7 +22,8 @@ pub enum Outcome {
         reason: &'static str,
         message: String,
     },
-    /// 401/403/404: the config is wrong; the data waits until it is fixed.
+    /// 401/403/404 (and 1.x's 500 for a missing retention policy): the
+    /// config is wrong; the data waits until it is fixed.
     Misconfigured {
         reason: &'static str,
         message: String,
@@ -105,6 +106,13 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Outcome
             reason: "not_found",
             message: message(),
         },
+        // InfluxDB 1.x answers a `rp=` it does not have with 500, as if
+        // it had failed: it is a setting (or a database created again
+        // without its policy), and the log must name it.
+        500 if message().starts_with("retention policy not found") => Outcome::Misconfigured {
+            reason: "not_found",
+            message: message(),
+        },
         _ => Outcome::Failed {
             reason: "server_error",
             message: format!("{status}: {}", message()),
@@ -184,6 +192,17 @@ mod tests {
             }
         );
         assert!(matches!(c(500, &none, "boom"), Outcome::Failed { .. }));
+        assert_eq!(
+            c(
+                500,
+                &none,
+                r#"{"error":"retention policy not found: weekly"}"#
+            ),
+            Outcome::Misconfigured {
+                reason: "not_found",
+                message: "retention policy not found: weekly".into()
+            }
+        );
     }
 
     #[test]
