@@ -644,6 +644,83 @@ async fn device_tags_named_as_the_gateways_own_arrive_beside_them() {
     sink.stop().await;
 }
 
+/// The database is dropped while the gateway writes to it (someone's
+/// clean-up, a re-provisioned server): InfluxDB answers 404 "database not
+/// found"; with `create_database` the sink creates it again and writes
+/// what waited, losing none of the readings taken meanwhile.
+#[tokio::test]
+async fn a_database_dropped_while_running_is_created_again_and_nothing_is_lost() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let sink = start(&config(&BME680_CSV.replace("URL", &db.url())), state.path());
+    let base = Timestamp::now().as_millis() - 10 * 60_000;
+    let q = r#"SELECT count("temperature") FROM "bme680_measure""#;
+    for i in 0..10 {
+        sink.events
+            .send(SinkEvent::Readings(sample(base + i as i64 * 1000, i)))
+            .await
+            .unwrap();
+    }
+    until("first points", || count(&db, "bme680_db", q) == 10).await;
+    db.query("", "DROP DATABASE bme680_db");
+    for i in 10..30 {
+        sink.events
+            .send(SinkEvent::Readings(sample(base + i as i64 * 1000, i)))
+            .await
+            .unwrap();
+    }
+    until("the points after the drop", || {
+        count(&db, "bme680_db", q) == 20
+    })
+    .await;
+    sink.stop().await;
+}
+
+/// After a long outage the backlog holds points older than the retention
+/// policy: InfluxDB 1.x answers 400 "partial write: points beyond
+/// retention policy dropped=N" and stores the rest of the batch. The old
+/// point is set aside and counted; the fresh ones are written.
+#[tokio::test]
+async fn points_beyond_the_retention_policy_are_dead_lettered_and_the_rest_written() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    db.query("", "CREATE DATABASE bme680_db");
+    db.query(
+        "bme680_db",
+        "CREATE RETENTION POLICY short ON bme680_db DURATION 1h REPLICATION 1",
+    );
+    let mut text = BME680_CSV.replace("URL", &db.url());
+    text.push_str("retention_policy = \"short\"\nbatch_size = 10\nflush_interval = \"10s\"\n");
+    let text =
+        text.replacen("batch_size = 50\n", "", 1)
+            .replacen("flush_interval = \"100ms\"\n", "", 1);
+    let sink = start(&config(&text), state.path());
+    let now = Timestamp::now().as_millis();
+    for i in 0..10 {
+        let at = if i == 3 {
+            now - 3 * 3_600_000
+        } else {
+            now - 60_000 + i as i64 * 1000
+        };
+        sink.events
+            .send(SinkEvent::Readings(sample(at, i)))
+            .await
+            .unwrap();
+    }
+    until("the old point set aside", || {
+        sink.telemetry
+            .counter_value(sinks::influxdb::SINK_DEAD_LETTER, &[("output", "influx")])
+            == Some(1)
+    })
+    .await;
+    let q = r#"SELECT count("temperature") FROM "short"."bme680_measure""#;
+    until("the fresh points", || count(&db, "bme680_db", q) == 9).await;
+    let dead =
+        std::fs::read_to_string(state.path().join("sink-influx").join("dead-letter.lp")).unwrap();
+    assert!(dead.contains("beyond retention policy"), "{dead}");
+    sink.stop().await;
+}
+
 /// A `retention_policy` the database does not have (a typo, or a database
 /// dropped and created again by the sink without it): InfluxDB 1.x
 /// answers 500 "retention policy not found". The sink took it for a
