@@ -769,3 +769,96 @@ async fn a_missing_retention_policy_is_reported_as_a_setting_and_the_points_wait
     .await;
     sink.stop().await;
 }
+
+/// Device ids, metric names and `[[device]]` tag values with every
+/// character line protocol treats specially (spaces, commas, `=`, quotes,
+/// a trailing backslash inside a word, non-ASCII) read back from a real
+/// InfluxDB exactly as they were sent.
+#[tokio::test]
+async fn odd_ids_metrics_and_tag_values_read_back_as_sent() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let device_table = "id = \"Room 1, floor=2\"\nname = \"Lab \\\"bench\\\", east=1\"\n\
+                        room = \" leading and trailing \"\n\
+                        tags = { note = \"Küche 温度 ☃\", empty = \"\", \"k,e y=\" = \"v\\\\\" }\n";
+    let sink = start_with(
+        &config(&BME680_CSV.replace("URL", &db.url())),
+        state.path(),
+        device_table,
+    );
+    let devices = ["Room 1, floor=2", "quote\"d", "ünï,cø=dé 温度", "a\\b c"];
+    let metrics = ["temp C", "a=b", "x,y", "\"q\"", "ü°", "=", ",", " "];
+    let at = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000).unwrap();
+    for (d, device) in devices.iter().enumerate() {
+        let readings = metrics
+            .iter()
+            .enumerate()
+            .map(|(m, metric)| {
+                Reading::new(
+                    DeviceId::new(*device).unwrap(),
+                    MetricName::new(*metric).unwrap(),
+                    (d * 10 + m) as f64,
+                    at,
+                    TimeSource::Event,
+                )
+                .unwrap()
+            })
+            .collect();
+        sink.events
+            .send(SinkEvent::Readings(readings))
+            .await
+            .unwrap();
+    }
+    until("a point of every device", || {
+        count(
+            &db,
+            "bme680_db",
+            r#"SELECT count("temp C") FROM "bme680_measure""#,
+        ) == 4
+    })
+    .await;
+    let mut got: Vec<String> = db
+        .rows(
+            "bme680_db",
+            r#"SHOW TAG VALUES FROM "bme680_measure" WITH KEY = "device""#,
+        )
+        .iter()
+        .map(|r| r[1].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+    want.sort();
+    assert_eq!(got, want);
+    let mut fields: Vec<String> = db
+        .rows("bme680_db", r#"SHOW FIELD KEYS FROM "bme680_measure""#)
+        .iter()
+        .map(|r| r[0].as_str().unwrap().to_string())
+        .collect();
+    fields.sort();
+    let mut want: Vec<String> = metrics.iter().map(|m| m.to_string()).collect();
+    want.sort();
+    assert_eq!(fields, want);
+    let rows = db.rows(
+        "bme680_db",
+        r#"SELECT "a=b","name","room","note" FROM "bme680_measure" WHERE "device" = 'Room 1, floor=2'"#,
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][1].as_f64(), Some(1.0));
+    assert_eq!(rows[0][2].as_str(), Some("Lab \"bench\", east=1"));
+    assert_eq!(rows[0][3].as_str(), Some(" leading and trailing "));
+    assert_eq!(rows[0][4].as_str(), Some("Küche 温度 ☃"));
+    // A key with separators arrives whole; a value's trailing backslash as
+    // the docs say (`＼`); an empty value is no tag at all.
+    let rows = db.rows(
+        "bme680_db",
+        r#"SELECT "a=b","k,e y=" FROM "bme680_measure" WHERE "device" = 'Room 1, floor=2'"#,
+    );
+    assert_eq!(rows[0][2].as_str(), Some("v\u{FF3C}"));
+    let keys: Vec<String> = db
+        .rows("bme680_db", r#"SHOW TAG KEYS FROM "bme680_measure""#)
+        .iter()
+        .map(|r| r[0].as_str().unwrap().to_string())
+        .collect();
+    assert!(!keys.iter().any(|k| k == "empty"), "{keys:?}");
+    sink.stop().await;
+}
