@@ -663,3 +663,70 @@ async fn an_answer_whose_body_never_ends_is_read_only_in_part() {
     drop(sink.events);
     sink.task.await.unwrap();
 }
+
+/// A server that takes the request and never answers, then one that
+/// closes half-way through its answer: each is a failed request (within
+/// `timeout`), the batch stays in the outbox, and the next server that
+/// answers gets it. Scripted at the TCP level, as no real server is made
+/// to do this on cue.
+#[tokio::test]
+async fn a_server_that_never_answers_or_hangs_up_mid_answer_loses_nothing() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    token();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (body_tx, mut bodies) = mpsc::unbounded_channel::<(usize, String)>();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body_tx = body_tx.clone();
+            let i = n;
+            n += 1;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = Vec::new();
+                // Headers and the (small, plain) body of one request.
+                while !String::from_utf8_lossy(&got).contains(" 5000000\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let _ = body_tx.send((i, String::from_utf8_lossy(&got).into_owned()));
+                match i {
+                    0 => std::future::pending::<()>().await,
+                    1 => {
+                        let _ = stream.write_all(b"HTTP/1.1 204 No Con").await;
+                    }
+                    _ => {
+                        let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+                        std::future::pending::<()>().await;
+                    }
+                }
+            });
+        }
+    });
+    let sink = start(&url, "timeout = \"500ms\"");
+    sink.events
+        .send(SinkEvent::Readings(vec![reading("d", "t", 1.0, 5)]))
+        .await
+        .unwrap();
+    for want in 0..3 {
+        let (i, body) = tokio::time::timeout(Duration::from_secs(20), bodies.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(i, want);
+        assert!(body.contains("t=1 5000000\n"), "{body}");
+    }
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 1).await;
+    counter(
+        &sink,
+        SINK_BATCHES_FAILED,
+        &[("output", "v2"), ("reason", "network")],
+        2,
+    )
+    .await;
+    drop(sink.events);
+    sink.task.await.unwrap();
+}
