@@ -730,3 +730,48 @@ async fn a_server_that_never_answers_or_hangs_up_mid_answer_loses_nothing() {
     drop(sink.events);
     sink.task.await.unwrap();
 }
+
+/// After an outage longer than the retention, whole batches are refused
+/// point by point. Each refused point was its own append and fsync of
+/// the dead-letter file, done on the async runtime's thread: a batch of
+/// 1 000 old points was 1 000 fsyncs in a row (seconds on an SD card)
+/// with the gateway's other tasks on that thread stalled. A split's
+/// refused points now go in with one write, under one header per message.
+#[tokio::test]
+async fn the_points_of_one_split_are_set_aside_in_one_write() {
+    token();
+    let (url, _seen) = fake_influx2(Arc::new(|s, _| {
+        if s.body.contains("old") {
+            (400, None)
+        } else {
+            (204, None)
+        }
+    }))
+    .await;
+    let sink = start(&url, "batch_size = 8\nflush_interval = \"10s\"");
+    for i in 0..8 {
+        let metric = if i % 4 == 0 { "good" } else { "old" };
+        sink.events
+            .send(SinkEvent::Readings(vec![reading("d", metric, 1.0, i)]))
+            .await
+            .unwrap();
+    }
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 2).await;
+    counter(&sink, SINK_DEAD_LETTER, &[("output", "v2")], 6).await;
+    let dead = std::fs::read_to_string(sink.state_dir.join("sink-v2/dead-letter.lp")).unwrap();
+    let points: Vec<&str> = dead.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(points.len(), 6, "{dead}");
+    assert_eq!(
+        dead.lines().filter(|l| l.starts_with('#')).count(),
+        1,
+        "{dead}"
+    );
+    // In the batch's order.
+    let times: Vec<&str> = points.iter().filter_map(|l| l.rsplit(' ').next()).collect();
+    assert_eq!(
+        times,
+        ["1000000", "2000000", "3000000", "5000000", "6000000", "7000000"]
+    );
+    drop(sink.events);
+    sink.task.await.unwrap();
+}
