@@ -862,3 +862,57 @@ async fn odd_ids_metrics_and_tag_values_read_back_as_sent() {
     assert!(!keys.iter().any(|k| k == "empty"), "{keys:?}");
     sink.stop().await;
 }
+
+/// The least privilege a gateway needs: a user with WRITE on a database
+/// an administrator created. With `create_database` (on by default) the
+/// sink first sends `CREATE DATABASE`, which InfluxDB refuses such a user
+/// (403 "requires admin privilege"); the sink then tried again and again
+/// and never wrote a point, though every write would have been taken,
+/// until its outbox filled and dropped the oldest readings. A refused
+/// `CREATE DATABASE` now leaves the writes to say whether the database is
+/// there.
+#[tokio::test]
+async fn a_user_who_may_write_but_not_create_databases_gets_its_points_written() {
+    let db = Influxd::start_with_auth();
+    let admin = |q: &str| {
+        let path = format!(
+            "/query?u=admin&p=pw&q={}",
+            url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
+        );
+        let (status, body) = test_support::http(db.port(), "POST", &path, "text/plain", b"");
+        assert_eq!(status, 200, "{q}: {body}");
+        body
+    };
+    let (status, body) = test_support::http(
+        db.port(),
+        "POST",
+        "/query?q=CREATE%20USER%20admin%20WITH%20PASSWORD%20%27pw%27%20WITH%20ALL%20PRIVILEGES",
+        "text/plain",
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    admin("CREATE DATABASE bme680_db");
+    admin("CREATE USER gw WITH PASSWORD 'gw-pw'");
+    admin("GRANT WRITE ON bme680_db TO gw");
+    std::env::set_var("INFLUX_V1_TEST_GW_PW", "gw-pw");
+    let mut text = BME680_CSV.replace("URL", &db.url());
+    text.push_str("username = \"gw\"\npassword_env = \"INFLUX_V1_TEST_GW_PW\"\n");
+    let state = tempfile::tempdir().unwrap();
+    let sink = start(&config(&text), state.path());
+    let base = Timestamp::now().as_millis() - 60_000;
+    for i in 0..10 {
+        sink.events
+            .send(SinkEvent::Readings(sample(base + i as i64 * 1000, i)))
+            .await
+            .unwrap();
+    }
+    until("the points written", || {
+        sink.telemetry
+            .counter_value(SINK_POINTS_WRITTEN, &[("output", "influx")])
+            == Some(10)
+    })
+    .await;
+    let body = admin(r#"SELECT count("temperature") FROM "bme680_db"."autogen"."bme680_measure""#);
+    assert!(body.contains("[\"1970-01-01T00:00:00Z\",10]"), "{body}");
+    sink.stop().await;
+}

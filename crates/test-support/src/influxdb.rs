@@ -24,25 +24,37 @@ pub struct Influxd {
     port: u16,
     dir: tempfile::TempDir,
     tls: Option<TlsFiles>,
+    /// `[http] auth-enabled`: every request needs a user.
+    auth: bool,
 }
 
 impl Influxd {
     /// Starts `influxd` on a free port and waits until its HTTP API listens.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, false)
+    }
+
+    /// Starts `influxd` with `[http] auth-enabled = true` and no user yet:
+    /// the first `CREATE USER … WITH ALL PRIVILEGES` needs no credentials.
+    /// Queries go through [`http`] with `u=`/`p=`, not [`Self::query`].
+    pub fn start_with_auth() -> Self {
+        Self::start_with(None, true)
     }
 
     /// Starts `influxd` serving HTTPS only, with `cert` and `key` (PEM);
     /// its queries here trust `ca`.
     pub fn start_tls(ca: &Path, cert: &Path, key: &Path) -> Self {
-        Self::start_with(Some(TlsFiles {
-            ca: ca.to_path_buf(),
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-        }))
+        Self::start_with(
+            Some(TlsFiles {
+                ca: ca.to_path_buf(),
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            }),
+            false,
+        )
     }
 
-    fn start_with(tls: Option<TlsFiles>) -> Self {
+    fn start_with(tls: Option<TlsFiles>, auth: bool) -> Self {
         assert!(
             crate::have("influxd"),
             "influxd is not installed: apt-get install influxdb (scripts/test.sh does)"
@@ -53,6 +65,7 @@ impl Influxd {
                 port: crate::free_port(),
                 dir: tempfile::tempdir().unwrap(),
                 tls: tls.clone(),
+                auth,
             };
             if db.spawn() {
                 return db;
@@ -85,6 +98,11 @@ impl Influxd {
                 t.key.display()
             ),
             None => String::new(),
+        };
+        let https = if self.auth {
+            format!("{https}  auth-enabled = true\n")
+        } else {
+            https
         };
         let conf = format!(
             "reporting-disabled = true\n\

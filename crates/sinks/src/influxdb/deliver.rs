@@ -391,8 +391,20 @@ async fn post(
     client.send(Method::POST, path, &headers, body).await
 }
 
-/// v1: `CREATE DATABASE` (idempotent); true once it exists.
-pub async fn create_database(t: &Target, client: &mut Client) -> bool {
+/// What `CREATE DATABASE` came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// It exists now.
+    Ready,
+    /// InfluxDB answered no (a user with WRITE but not admin rights gets
+    /// 403): the writes will say whether the database is there.
+    Refused,
+    /// No answer: try again later, as a write would fail too.
+    Unreachable,
+}
+
+/// v1: `CREATE DATABASE` (idempotent).
+pub async fn create_database(t: &Target, client: &mut Client) -> Created {
     let q = format!(
         "CREATE DATABASE \"{}\"",
         t.database.replace('\\', "\\\\").replace('"', "\\\"")
@@ -414,18 +426,18 @@ pub async fn create_database(t: &Target, client: &mut Client) -> bool {
     {
         Ok(r) if r.status.is_success() => {
             info!(output = %t.name, database = %t.database, "InfluxDB database ready.");
-            true
+            Created::Ready
         }
         Ok(r) => {
             t.m.failed("create_database");
             if let Some(suppressed) = t.log.allow("create") {
-                error!(output = %t.name, status = %r.status, message = %outcome::server_message(&r.body), suppressed, "Cannot create the database: create it yourself, or give this sink's username the right to (create_database = false stops trying).");
+                error!(output = %t.name, status = %r.status, message = %outcome::server_message(&r.body), suppressed, "Cannot create the database; writing to it in case it exists. If the writes are refused, create it yourself, or give this sink's username the right to (create_database = false stops trying).");
             }
-            false
+            Created::Refused
         }
         Err(e) => {
             unreachable_server(t, &e);
-            false
+            Created::Unreachable
         }
     }
 }

@@ -220,11 +220,14 @@ impl Writer {
             let mut client = self.client();
             let created = deliver::create_database(&self.target, &mut client).await;
             self.idle.push(client);
-            if !created {
+            if created == deliver::Created::Unreachable {
                 self.plan
                     .retry_at(deadline::from_now(self.backoff.next_delay()));
                 return;
             }
+            // Refused too: a user who may write but not create databases
+            // never wrote a point while this was retried. A 404 to the
+            // write brings it back.
             self.create_pending = false;
         }
         match self.take_batch() {
