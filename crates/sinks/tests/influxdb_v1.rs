@@ -916,3 +916,24 @@ async fn a_user_who_may_write_but_not_create_databases_gets_its_points_written()
     assert!(body.contains("[\"1970-01-01T00:00:00Z\",10]"), "{body}");
     sink.stop().await;
 }
+
+/// `gzip = true` against a real InfluxDB 1.x: the compressed bodies are
+/// read and every point stored.
+#[tokio::test]
+async fn gzipped_writes_are_stored_by_a_real_influxd() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut text = BME680_CSV.replace("URL", &db.url());
+    text.push_str("gzip = true\n");
+    let sink = start(&config(&text), state.path());
+    let base = Timestamp::now().as_millis() - 60_000;
+    for i in 0..120 {
+        sink.events
+            .send(SinkEvent::Readings(sample(base + i as i64 * 100, i)))
+            .await
+            .unwrap();
+    }
+    let q = r#"SELECT count("gas") FROM "bme680_measure""#;
+    until("every gzipped point", || count(&db, "bme680_db", q) == 120).await;
+    sink.stop().await;
+}
