@@ -775,3 +775,74 @@ async fn the_points_of_one_split_are_set_aside_in_one_write() {
     drop(sink.events);
     sink.task.await.unwrap();
 }
+
+/// Something other than InfluxDB answers on its url with 200 and a web
+/// page: a captive portal or a login proxy in front of it. InfluxDB
+/// answers a write 204 (or an error in JSON), never with HTML; the sink
+/// took any 2xx for written, counted the points and dropped them from its
+/// outbox, and they were never stored. A page is now a failed write: the
+/// points wait for the real server. Scripted at the TCP level.
+#[tokio::test]
+async fn a_web_page_answered_with_200_is_not_taken_for_a_write() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    token();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (body_tx, mut bodies) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body_tx = body_tx.clone();
+            let page = n == 0;
+            n += 1;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = Vec::new();
+                while !String::from_utf8_lossy(&got).contains(" 5000000\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let _ = body_tx.send(String::from_utf8_lossy(&got).into_owned());
+                let answer: Vec<u8> = if page {
+                    let html = "<html><body>Sign in to Building-WiFi</body></html>";
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{html}",
+                        html.len()
+                    )
+                    .into_bytes()
+                } else {
+                    b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()
+                };
+                let _ = stream.write_all(&answer).await;
+                if !page {
+                    std::future::pending::<()>().await;
+                }
+            });
+        }
+    });
+    let sink = start(&url, "");
+    sink.events
+        .send(SinkEvent::Readings(vec![reading("d", "t", 1.0, 5)]))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let body = tokio::time::timeout(Duration::from_secs(20), bodies.recv())
+            .await
+            .expect("the point sent again after the page")
+            .unwrap();
+        assert!(body.contains("t=1 5000000\n"), "{body}");
+    }
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 1).await;
+    assert_eq!(
+        sink.telemetry.counter_value(
+            SINK_BATCHES_FAILED,
+            &[("output", "v2"), ("reason", "not_influxdb")]
+        ),
+        Some(1)
+    );
+    drop(sink.events);
+    sink.task.await.unwrap();
+}

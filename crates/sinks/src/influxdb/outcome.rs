@@ -71,9 +71,26 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+fn is_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"))
+}
+
 pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Outcome {
     let message = || server_message(body);
     match status.as_u16() {
+        // InfluxDB answers a write 204, or an error in JSON: a web page is
+        // a captive portal or a login proxy on its url, and the points
+        // taken for written were never stored.
+        200..=299 if is_html(headers) => Outcome::Failed {
+            reason: "not_influxdb",
+            message: format!(
+                "{status} with a web page, not InfluxDB's answer: check the url ({})",
+                message()
+            ),
+        },
         200..=299 => Outcome::Written,
         429 => Outcome::Later {
             retry_after: retry_after(headers),
@@ -137,6 +154,18 @@ mod tests {
             classify(StatusCode::from_u16(s).unwrap(), h, b.as_bytes())
         };
         assert_eq!(c(204, &none, ""), Outcome::Written);
+        let mut html = HeaderMap::new();
+        html.insert(
+            hyper::header::CONTENT_TYPE,
+            "Text/HTML; charset=utf-8".parse().unwrap(),
+        );
+        assert!(matches!(
+            c(200, &html, "<html>Sign in</html>"),
+            Outcome::Failed {
+                reason: "not_influxdb",
+                ..
+            }
+        ));
         assert_eq!(
             c(429, &headers("7"), ""),
             Outcome::Later {
