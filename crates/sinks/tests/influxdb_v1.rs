@@ -937,3 +937,41 @@ async fn gzipped_writes_are_stored_by_a_real_influxd() {
     until("every gzipped point", || count(&db, "bme680_db", q) == 120).await;
     sink.stop().await;
 }
+
+/// influxd restarts (SIGKILL, then up again on the same data) while the
+/// sink runs on, its kept-alive connections broken: the readings taken
+/// before, during and after are each stored once.
+#[tokio::test]
+async fn influxd_restarting_under_a_running_sink_loses_nothing() {
+    let mut db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    let sink = start(&config(&BME680_CSV.replace("URL", &db.url())), state.path());
+    let base = Timestamp::now().as_millis() - 10 * 60_000;
+    let q = r#"SELECT count("temperature") FROM "bme680_measure""#;
+    for i in 0..30 {
+        sink.events
+            .send(SinkEvent::Readings(sample(base + i as i64 * 1000, i)))
+            .await
+            .unwrap();
+    }
+    until("the first points", || count(&db, "bme680_db", q) == 30).await;
+    db.stop();
+    for i in 30..60 {
+        sink.events
+            .send(SinkEvent::Readings(sample(base + i as i64 * 1000, i)))
+            .await
+            .unwrap();
+    }
+    assert!(sink.flushed().await);
+    db.restart();
+    for i in 60..90 {
+        sink.events
+            .send(SinkEvent::Readings(sample(base + i as i64 * 1000, i)))
+            .await
+            .unwrap();
+    }
+    until("every point, once", || count(&db, "bme680_db", q) == 90).await;
+    let rows = db.rows("bme680_db", r#"SELECT "temperature" FROM "bme680_measure""#);
+    assert_eq!(rows.len(), 90);
+    sink.stop().await;
+}
