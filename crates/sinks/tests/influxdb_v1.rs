@@ -975,3 +975,60 @@ async fn influxd_restarting_under_a_running_sink_loses_nothing() {
     assert_eq!(rows.len(), 90);
     sink.stop().await;
 }
+
+/// A backlog older than the retention policy (an outage longer than it):
+/// InfluxDB refuses the whole batch, "partial write: points beyond
+/// retention policy dropped=N" with N every point of it. The sink still
+/// split the batch down to single points, about two requests per point
+/// (a day of one building's readings, hundreds of thousands of requests
+/// while newer readings waited behind them). A refusal that drops every
+/// point sent is now set aside whole, in one request.
+#[tokio::test]
+async fn a_batch_refused_whole_for_its_age_is_set_aside_without_splitting() {
+    let db = Influxd::start();
+    let state = tempfile::tempdir().unwrap();
+    db.query("", "CREATE DATABASE bme680_db");
+    db.query(
+        "bme680_db",
+        "CREATE RETENTION POLICY short ON bme680_db DURATION 1h REPLICATION 1",
+    );
+    let mut text = BME680_CSV.replace("URL", &db.url());
+    text.push_str("retention_policy = \"short\"\n");
+    let text = text
+        .replacen("batch_size = 50\n", "batch_size = 40\n", 1)
+        .replacen(
+            "flush_interval = \"100ms\"\n",
+            "flush_interval = \"10s\"\n",
+            1,
+        );
+    let sink = start(&config(&text), state.path());
+    let old = Timestamp::now().as_millis() - 3 * 3_600_000;
+    for i in 0..40 {
+        sink.events
+            .send(SinkEvent::Readings(sample(old + i as i64 * 1000, i)))
+            .await
+            .unwrap();
+    }
+    until("the old points set aside", || {
+        sink.telemetry
+            .counter_value(sinks::influxdb::SINK_DEAD_LETTER, &[("output", "influx")])
+            == Some(40)
+    })
+    .await;
+    let refusals = sink
+        .telemetry
+        .counter_value(
+            sinks::influxdb::SINK_BATCHES_FAILED,
+            &[("output", "influx"), ("reason", "bad_request")],
+        )
+        .unwrap_or(0);
+    assert_eq!(refusals, 1, "requests refused on the way");
+    let dead =
+        std::fs::read_to_string(state.path().join("sink-influx").join("dead-letter.lp")).unwrap();
+    assert_eq!(dead.lines().filter(|l| !l.starts_with('#')).count(), 40);
+    assert!(
+        dead.contains("beyond retention policy dropped=40"),
+        "{dead}"
+    );
+    sink.stop().await;
+}

@@ -220,8 +220,12 @@ async fn bisect(
     first_message: &str,
 ) -> Result<(), Option<Duration>> {
     let lines: Vec<&[u8]> = body.split_inclusive(|b| *b == b'\n').collect();
-    if lines.len() == 1 {
-        dead(t, lines[0], first_reason, first_message);
+    if refused_whole(first_message, lines.len()) {
+        let all: Vec<_> = lines
+            .iter()
+            .map(|l| (*l, first_reason, first_message.to_string()))
+            .collect();
+        dead_all(t, &all);
         return Ok(());
     }
     let mid = lines.len() / 2;
@@ -242,9 +246,9 @@ async fn bisect(
         };
         match outcome {
             Outcome::Written => written += b - a,
-            Outcome::Refused { reason, message } if b - a == 1 => {
+            Outcome::Refused { reason, message } if refused_whole(&message, b - a) => {
                 t.m.failed(reason);
-                refused.push((lines[a], reason, message));
+                refused.extend(lines[a..b].iter().map(|l| (*l, reason, message.clone())));
             }
             Outcome::Refused { reason, .. } => {
                 t.m.failed(reason);
@@ -270,9 +274,20 @@ async fn bisect(
     Ok(())
 }
 
-/// One point InfluxDB refuses on its own: to the dead-letter file.
-fn dead(t: &Target, line: &[u8], reason: &'static str, message: &str) {
-    dead_all(t, &[(line, reason, message.to_string())]);
+/// Whether a refusal of `points` points refused each of them: a single
+/// point, or InfluxDB's `partial write: … dropped=N` with N all of them
+/// (a backlog older than the retention policy). Splitting such a batch
+/// took about two requests per point, to learn what InfluxDB had said.
+fn refused_whole(message: &str, points: usize) -> bool {
+    points == 1
+        || message
+            .rsplit_once("dropped=")
+            .and_then(|(_, n)| {
+                // 1.8 goes on: `dropped=1 for database: x for retention policy: y`.
+                let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<usize>().ok()
+            })
+            .is_some_and(|n| n >= points)
 }
 
 /// Points InfluxDB refused, each on its own, with why: to the

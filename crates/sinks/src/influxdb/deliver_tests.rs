@@ -55,6 +55,31 @@ impl Subscriber for Errors {
     fn exit(&self, _: &Id) {}
 }
 
+/// One point InfluxDB refuses on its own: to the dead-letter file.
+fn dead(t: &Target, line: &[u8], reason: &'static str, message: &str) {
+    dead_all(t, &[(line, reason, message.to_string())]);
+}
+
+#[test]
+fn a_refusal_that_dropped_every_point_is_known_without_splitting() {
+    let m = |s: &str, n| refused_whole(s, n);
+    assert!(m(
+        "partial write: points beyond retention policy dropped=40",
+        40
+    ));
+    assert!(m(
+        "partial write: field type conflict: input field \"t\" on measurement \"u\" is type integer, already exists as type float dropped=3 for database: x for retention policy: autogen",
+        3
+    ));
+    assert!(m("unable to parse 'x'", 1));
+    assert!(!m(
+        "partial write: points beyond retention policy dropped=39",
+        40
+    ));
+    assert!(!m("unable to parse 'x'", 2));
+    assert!(!m("dropped=", 2));
+}
+
 fn target(dead_letter: PathBuf, telemetry: &Telemetry) -> Target {
     let labels = [("output", "influx")];
     Target {
