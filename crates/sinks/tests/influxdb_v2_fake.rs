@@ -846,3 +846,66 @@ async fn a_web_page_answered_with_200_is_not_taken_for_a_write() {
     drop(sink.events);
     sink.task.await.unwrap();
 }
+
+/// A proxy on InfluxDB's url that redirects (`http://` to `https://`, a
+/// moved path) answers 301/308 with a `Location`. The sink does not follow
+/// it (the body would be lost on a 301, and TLS is set from the url), and
+/// logged it as a server fault, "InfluxDB write failed", the page's HTML
+/// as the message. It is a setting: counted as `reason="redirected"`, the
+/// log names the key to fix and where the server points; the points wait.
+#[tokio::test]
+async fn a_redirect_is_reported_as_the_url_to_fix_and_the_points_wait() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    token();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let moved = n < 2;
+            n += 1;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = Vec::new();
+                while !String::from_utf8_lossy(&got).contains(" 5000000\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let answer: &[u8] = if moved {
+                    b"HTTP/1.1 301 Moved Permanently\r\nlocation: https://influx.example/api/v2/write\r\n\
+                      content-type: text/html\r\ncontent-length: 5\r\nconnection: close\r\n\r\n<a/>\n"
+                } else {
+                    b"HTTP/1.1 204 No Content\r\n\r\n"
+                };
+                let _ = stream.write_all(answer).await;
+                if !moved {
+                    std::future::pending::<()>().await;
+                }
+            });
+        }
+    });
+    let sink = start(&url, "");
+    sink.events
+        .send(SinkEvent::Readings(vec![reading("d", "t", 1.0, 5)]))
+        .await
+        .unwrap();
+    counter(
+        &sink,
+        SINK_BATCHES_FAILED,
+        &[("output", "v2"), ("reason", "redirected")],
+        2,
+    )
+    .await;
+    counter(&sink, SINK_POINTS_WRITTEN, &[("output", "v2")], 1).await;
+    assert_eq!(
+        sink.telemetry.counter_value(
+            SINK_BATCHES_FAILED,
+            &[("output", "v2"), ("reason", "server_error")]
+        ),
+        None
+    );
+    drop(sink.events);
+    sink.task.await.unwrap();
+}

@@ -379,6 +379,7 @@ fn rotate_dead_letter(t: &Target) {
 /// The config key an authentication or not-found answer points at.
 fn key_to_fix(version: u8, reason: &str) -> &'static str {
     match (version, reason) {
+        (_, "redirected") => "url",
         (2, "unauthorized") => "token",
         (2, _) => "org and bucket",
         (_, "unauthorized") => "username and password_env",

@@ -22,8 +22,8 @@ pub enum Outcome {
         reason: &'static str,
         message: String,
     },
-    /// 401/403/404 (and 1.x's 500 for a missing retention policy): the
-    /// config is wrong; the data waits until it is fixed.
+    /// 401/403/404, a redirect (and 1.x's 500 for a missing retention
+    /// policy): the config is wrong; the data waits until it is fixed.
     Misconfigured {
         reason: &'static str,
         message: String,
@@ -123,6 +123,19 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Outcome
             reason: "not_found",
             message: message(),
         },
+        // A proxy moving `http://` to `https://` or a path: not followed
+        // (a 301's body is not resent, TLS is set from the url), and not a
+        // fault of the server either: the url is the setting to fix.
+        300..=399 => Outcome::Misconfigured {
+            reason: "redirected",
+            message: format!(
+                "{status} to {}",
+                headers
+                    .get(hyper::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("(no Location)")
+            ),
+        },
         // InfluxDB 1.x answers a `rp=` it does not have with 500, as if
         // it had failed: it is a setting (or a database created again
         // without its policy), and the log must name it.
@@ -221,6 +234,18 @@ mod tests {
             }
         );
         assert!(matches!(c(500, &none, "boom"), Outcome::Failed { .. }));
+        let mut moved = HeaderMap::new();
+        moved.insert(
+            hyper::header::LOCATION,
+            "https://h:8086/write".parse().unwrap(),
+        );
+        assert_eq!(
+            c(308, &moved, "<html/>"),
+            Outcome::Misconfigured {
+                reason: "redirected",
+                message: "308 Permanent Redirect to https://h:8086/write".into()
+            }
+        );
         assert_eq!(
             c(
                 500,
