@@ -366,6 +366,10 @@ impl Gateway {
                 Some(a) if *a == running.config && !section_changed => keep.push(running),
                 Some(_) => {
                     stop_adapter(running).await;
+                    // Its successor reports its own links: one of another
+                    // type (or with other links) never overwrites what the
+                    // old one last said, which kept `/health` failing.
+                    forget_adapter_state(&self.telemetry, &name);
                     summary.restarted.push(name);
                 }
                 None => {

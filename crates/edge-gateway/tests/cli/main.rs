@@ -18,6 +18,7 @@ mod hot_first_link;
 mod log_throttle;
 mod logging;
 mod reload;
+mod reload_traffic;
 mod replay;
 mod secrets;
 mod simulate;
