@@ -211,7 +211,7 @@ async fn run(
             .telemetry
             .counter(super::session::RETAINED_IGNORED, &[("adapter", &ctx.name)]),
         throttle: LogThrottle::default(),
-        source: Arc::from(ctx.name.as_str()),
+        source: session_source(&config, &ctx.name),
         subscribed,
         config: &config,
         ctx: &ctx,
@@ -395,6 +395,21 @@ async fn run(
     Ok(())
 }
 
+/// What the pipeline knows this adapter's broker session by, to tell a
+/// resent copy: the session is the client id's, not the adapter's name. A
+/// `client_id` set in the config keeps its session across a rename, and
+/// the broker resends what the old name took but had not acknowledged;
+/// keyed by the name, those copies were counted a second time. The default
+/// client id is made from the name (a rename is a new session), so its key
+/// stays the name, as the journals of earlier versions hold it.
+fn session_source(config: &MqttAdapterConfig, name: &str) -> Arc<str> {
+    if config.broker.client_id.is_empty() {
+        Arc::from(name)
+    } else {
+        Arc::from(format!("client_id:{}", config.broker.client_id))
+    }
+}
+
 /// Takes every whole packet the buffer holds; how many were messages.
 async fn take(s: &mut Session<'_>, link: &mut Link, now: Timestamp) -> Result<usize, Failure> {
     let mut took = 0;
@@ -428,5 +443,43 @@ async fn pause(
     tokio::select! {
         _ = stop.as_mut() => false,
         _ = tokio::time::sleep(delay) => true,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::AdapterKind;
+    use gateway_core::config::Problems;
+
+    fn adapter(name: &str, extra: &str) -> MqttAdapterConfig {
+        let text = format!(
+            "name = \"{name}\"\nurl = \"mqtt://127.0.0.1:1883\"\ntopics = [\"s/{{device}}/{{metric}}\"]\n{extra}"
+        );
+        let mut p = Problems::default();
+        let c = MqttAdapterConfig::from_table(toml::from_str(&text).unwrap(), "adapter[0]", &mut p);
+        assert!(p.is_empty(), "{p}");
+        c.unwrap()
+    }
+
+    /// A rename that keeps `client_id` keeps the broker's session, which
+    /// resends what the old name had not acknowledged: the copies must
+    /// carry the key the originals were taken under.
+    #[test]
+    fn a_renamed_adapter_with_its_own_client_id_keeps_its_session_key() {
+        let (old, new) = (
+            adapter("sensors", "client_id = \"kept\""),
+            adapter("renamed", "client_id = \"kept\""),
+        );
+        assert_eq!(
+            session_source(&old, "sensors"),
+            session_source(&new, "renamed")
+        );
+        // The default client id is made from the name: a rename is a new
+        // session, and the key stays the name earlier journals hold.
+        let (old, new) = (adapter("sensors", ""), adapter("renamed", ""));
+        assert_eq!(&*session_source(&old, "sensors"), "sensors");
+        assert_eq!(&*session_source(&new, "renamed"), "renamed");
     }
 }
