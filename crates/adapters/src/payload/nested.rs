@@ -149,7 +149,8 @@ impl<'a> Walk<'a> {
     }
 }
 
-fn on_off(s: &str) -> Option<f64> {
+/// `ON`/`OFF`, any case, as 1/0: a state where the format knows it is one.
+pub(super) fn on_off(s: &str) -> Option<f64> {
     if s.eq_ignore_ascii_case("ON") {
         Some(1.0)
     } else if s.eq_ignore_ascii_case("OFF") {

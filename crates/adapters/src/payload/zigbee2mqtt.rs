@@ -10,6 +10,7 @@
 use serde_json::Value;
 
 use super::json_text;
+use super::nested::on_off;
 use super::{text, Context, DecodeError, Decoded, FieldReason, When};
 
 /// The key holding the time Zigbee2MQTT last heard from the device.
@@ -76,16 +77,6 @@ pub(super) fn decode(payload: &[u8], ctx: &Context) -> Result<Decoded, DecodeErr
 
 fn is_state_key(key: &str) -> bool {
     key == "state" || key.starts_with("state_")
-}
-
-fn on_off(s: &str) -> Option<f64> {
-    if s.eq_ignore_ascii_case("ON") {
-        Some(1.0)
-    } else if s.eq_ignore_ascii_case("OFF") {
-        Some(0.0)
-    } else {
-        None
-    }
 }
 
 #[cfg(test)]
