@@ -99,7 +99,18 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
 /// Polls `path` until `done(status, body)`: the state behind it changes
 /// asynchronously (a broker connection), and the endpoint is how we see it.
 pub async fn http_until(port: u16, path: &str, done: impl Fn(u16, &str) -> bool) -> (u16, String) {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    http_until_within(port, path, WAIT, done).await
+}
+
+/// [`http_until`] for state that takes longer than [`WAIT`] to reach (a
+/// burst of tens of thousands of QoS 1 messages through a debug build).
+pub async fn http_until_within(
+    port: u16,
+    path: &str,
+    wait: std::time::Duration,
+    done: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let (code, body) = http_get(port, path).await;
         if done(code, &body) {

@@ -307,6 +307,15 @@ impl Link {
         self.out.extend_from_slice(&wire::DISCONNECT);
         self.write_out().await?;
         self.stream.shutdown().await?;
+        // Read on to the broker's close. Closed at once, with messages
+        // still arriving unread (a socket closed so is reset), the
+        // acknowledgements just written were lost with it: Mosquitto
+        // resent to the next connection every message from the first of
+        // them on (seen in a reload storm during a QoS 1 burst). What is
+        // read here was not acknowledged and comes again too. The caller
+        // bounds the wait.
+        let mut unread = [0u8; 4096];
+        while self.stream.read(&mut unread).await? > 0 {}
         Ok(())
     }
 

@@ -144,6 +144,17 @@ const FLOOD: usize = 64;
 /// looked at again.
 const MAX_TURNS: usize = 64;
 
+/// QoS 1/2 messages taken and not yet acknowledged past which the rest
+/// of the socket is left unread until receipts come back: the broker waits
+/// (TCP's window), and what was read stays within what the pipeline
+/// remembers to tell a resent copy by (`pipeline::durability::deliveries`
+/// keeps 8 192 keys; a quarter leaves room for the copies a reconnect
+/// brings and for other sources). Unbounded, a reload storm during a burst
+/// let 9 000 messages be read ahead of their receipts; after the next
+/// reconnect the broker resent them all, the oldest already forgotten, and
+/// they were counted twice.
+const MAX_UNACKED: usize = 2048;
+
 /// Why the connection's loop stopped reading.
 enum Failure {
     Link(LinkError),
@@ -243,6 +254,9 @@ async fn run(
     let mut flood_since = tokio::time::Instant::now();
     let mut flood_taken = 0;
     let mut link: Option<Link> = None;
+    // Whole packets wait in the link's buffer, unread for [`MAX_UNACKED`]:
+    // taken, without waiting for the socket, once receipts make room.
+    let mut held_back = false;
     'run: loop {
         let Some(conn) = link.as_mut() else {
             let dialed = tokio::select! {
@@ -253,6 +267,7 @@ async fn run(
             match dialed {
                 Ok((mut conn, resumed)) => {
                     backoff.reset();
+                    held_back = false;
                     s.connected(resumed).await?;
                     match conn.subscribe(SUBSCRIBE_ID, &s.filters).await {
                         Ok(()) => {
@@ -318,8 +333,11 @@ async fn run(
                         .reset(tokio::time::Instant::now() + dial.keep_alive);
                     conn.ping().await?;
                 }
-                read = conn.fill(), if !napping => {
+                read = async {
+                    if held_back { Ok(()) } else { conn.fill().await }
+                }, if !napping && (!held_back || s.unacked.len() < MAX_UNACKED) => {
                     read?;
+                    held_back = false;
                     let mut turns = 0;
                     let woke = tokio::time::Instant::now();
                     if woke.duration_since(flood_since) > COALESCE {
@@ -332,7 +350,8 @@ async fn run(
                         s.flush_batch().await?;
                         turns += 1;
                         flood_taken += took;
-                        if took == 0 || turns == MAX_TURNS {
+                        held_back = s.unacked.len() >= MAX_UNACKED;
+                        if took == 0 || turns == MAX_TURNS || held_back {
                             break;
                         }
                         // Messages are coming: take what else has arrived,
@@ -410,10 +429,12 @@ fn session_source(config: &MqttAdapterConfig, name: &str) -> Arc<str> {
     }
 }
 
-/// Takes every whole packet the buffer holds; how many were messages.
+/// Takes the whole packets the buffer holds, stopping at [`MAX_UNACKED`]
+/// unacknowledged messages; how many were messages.
 async fn take(s: &mut Session<'_>, link: &mut Link, now: Timestamp) -> Result<usize, Failure> {
     let mut took = 0;
-    while let Some(next) = link.next()? {
+    while s.unacked.len() < MAX_UNACKED {
+        let Some(next) = link.next()? else { break };
         match next {
             Next::Frame(Frame::Publish(publish)) => {
                 s.message(publish, now).await?;

@@ -5,4 +5,4 @@
 
 pub use test_support::gateway::*;
 pub use test_support::remote_config as remote;
-pub use test_support::web::{http_get, http_until, try_get, unchunk};
+pub use test_support::web::{http_get, http_until, http_until_within, try_get, unchunk};

@@ -62,6 +62,25 @@ impl Deliveries {
                 .is_some_and(|t| t.digest == key.digest)
     }
 
+    /// [`Self::is_copy`], and a copy's key becomes the newest remembered:
+    /// a message resent at every reconnect of a reload storm, its receipt
+    /// never reaching the broker in between, stays known for as long as it
+    /// keeps coming instead of being forgotten behind the new messages
+    /// taken meanwhile.
+    pub fn recognise_copy(&mut self, key: &DeliveryKey) -> bool {
+        if !self.is_copy(key) {
+            return false;
+        }
+        let matching =
+            |t: &Taken| t.slot == key.slot && t.source == key.source && t.digest == key.digest;
+        if let Some(i) = self.taken.iter().rposition(matching) {
+            if let Some(t) = self.taken.remove(i) {
+                self.taken.push_back(t);
+            }
+        }
+        true
+    }
+
     /// Remembers a message as taken.
     pub fn record(&mut self, source: Arc<str>, slot: u16, digest: u64) {
         if self.taken.len() == REMEMBERED {
@@ -174,6 +193,23 @@ mod tests {
         assert!(d.is_copy(&line(12, "lines")));
         assert!(!d.is_copy(&line(13, "lines")));
         assert!(!d.is_copy(&line(11, "other")));
+    }
+
+    #[test]
+    fn a_recognised_copy_is_remembered_anew_behind_what_came_since() {
+        let mut d = Deliveries::default();
+        d.record("local".into(), 7, 99);
+        for i in 0..(REMEMBERED as u64 - 1) {
+            d.record("local".into(), (100 + i % 60_000) as u16, i);
+        }
+        assert!(d.recognise_copy(&key(7, 99, true)), "still remembered");
+        d.record("local".into(), 65_000, 1);
+        assert!(
+            d.is_copy(&key(7, 99, true)),
+            "the copy made it the newest, so the next new message forgets another"
+        );
+        assert!(!d.recognise_copy(&key(7, 98, true)), "different content");
+        assert_eq!(d.len(), REMEMBERED);
     }
 
     #[test]

@@ -331,7 +331,7 @@ impl Durability {
             self.keyed_since_idle = 0;
         }
         let forgotten_may_wait = self.keyed_since_idle >= deliveries::REMEMBERED;
-        if self.deliveries.is_copy(k) || (k.resent && forgotten_may_wait && self.holds(k)) {
+        if self.deliveries.recognise_copy(k) || (k.resent && forgotten_may_wait && self.holds(k)) {
             self.duplicates.inc();
             return false;
         }
