@@ -31,6 +31,7 @@ pub mod cemi;
 pub mod config;
 pub mod discover;
 pub mod dpt;
+mod dpt_float;
 pub mod ets;
 pub mod frame;
 pub mod groups;
