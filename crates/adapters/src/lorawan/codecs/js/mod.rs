@@ -559,10 +559,17 @@ fn checked_encode(result: serde_json::Value) -> Result<Encoded, ScriptError> {
             .collect(),
         _ => Vec::new(),
     };
-    let fport = result
-        .get("fPort")
-        .and_then(serde_json::Value::as_f64)
-        .map(|p| p as u8);
+    // A port past a byte is refused as given: cast first, 300 was refused
+    // as "FPort 255", a port the codec never wrote.
+    let fport = match result.get("fPort").and_then(serde_json::Value::as_f64) {
+        Some(p) if p.fract() == 0.0 && (0.0..=255.0).contains(&p) => Some(p as u8),
+        Some(p) => {
+            return Err(ScriptError::Result(format!(
+                "fPort {p} is not an application port (1 to 223)"
+            )))
+        }
+        None => None,
+    };
     Ok(Encoded {
         bytes,
         fport,

@@ -346,6 +346,19 @@ fn encode_downlink_bytes_are_cast_as_chirpstack_casts_them() {
             .unwrap_err(),
         ScriptError::Reported(vec!["unknown command".into()])
     );
+    // A port past a byte is named as the codec gave it, not as its cast.
+    for port in [json!(300), json!(2.5), json!(-1)] {
+        let refused = codec
+            .encode_blocking(json!({"v": 7, "port": port}), None)
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            ScriptError::Result(format!(
+                "fPort {} is not an application port (1 to 223)",
+                port.as_f64().unwrap()
+            ))
+        );
+    }
 }
 
 /// A reload while a call runs: the calls queued after it use the new
