@@ -26,6 +26,9 @@ pub struct Options {
     /// Mosquitto's own default in-flight window (20) instead of the 1000
     /// the tests use elsewhere, as a broker set up by the book has.
     pub default_inflight: bool,
+    /// Another in-flight window (0: no limit, as `max_inflight_messages 0`
+    /// sets it): a broker that sends more than a client reads ahead.
+    pub max_inflight: Option<u32>,
 }
 
 impl Mosquitto {
@@ -121,7 +124,7 @@ impl Mosquitto {
             inflight = if self.options.default_inflight {
                 20
             } else {
-                1000
+                self.options.max_inflight.unwrap_or(1000)
             },
             dir = self.dir.path().display(),
         );

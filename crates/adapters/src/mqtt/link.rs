@@ -290,6 +290,12 @@ impl Link {
         self.write_out().await
     }
 
+    /// The last PINGREQ is not to be judged unanswered: its PINGRESP may
+    /// be in the socket, behind messages deliberately left unread.
+    pub(crate) fn ping_answer_unread(&mut self) {
+        self.pinged = false;
+    }
+
     /// The keep-alive is due: a PINGREQ, unless the last one is still
     /// unanswered, which means the broker or the path to it is gone.
     pub(crate) async fn ping(&mut self) -> Result<(), LinkError> {

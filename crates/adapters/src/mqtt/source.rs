@@ -331,6 +331,15 @@ async fn run(
                     keep_alive
                         .as_mut()
                         .reset(tokio::time::Instant::now() + dial.keep_alive);
+                    if held_back {
+                        // The last ping's answer may wait behind the
+                        // messages left unread: the broker is sending, so
+                        // the link is alive. Judged as unanswered, a
+                        // pipeline holding its receipts for longer than a
+                        // keep-alive (a clock not yet set at boot holds
+                        // every reading) dropped the connection each time.
+                        conn.ping_answer_unread();
+                    }
                     conn.ping().await?;
                 }
                 read = async {

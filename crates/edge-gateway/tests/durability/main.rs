@@ -14,6 +14,7 @@ mod crash;
 mod damaged_state;
 mod full_disk;
 mod held_line_resent;
+mod held_receipts;
 mod influxdb_crash;
 mod no_upstream;
 mod outage_restarts;
