@@ -1,0 +1,149 @@
+//! A topic removed from the MQTT adapter's `topics` stops arriving, though
+//! the broker keeps the adapter's persistent session (and its
+//! subscriptions) across the reload or restart that removed it: before,
+//! every message on it was still delivered and counted as an
+//! `unmatched_topic` error for as long as the session lived.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::common;
+
+use common::{http_until, GatewayProcess};
+use test_support::{free_port, metrics, publish, Mosquitto};
+
+const KEPT: &str = "\"sensors/data/{device}/{metric}\"";
+const REMOVED: &str = "\"legacy/{device}/{metric}\"";
+
+fn cfg(local: u16, metrics: u16, topics: &[&str]) -> String {
+    format!(
+        r#"
+[gateway]
+id = "gw-unsub"
+site = "hq"
+state_dir = "@STATE_DIR@"
+
+# The one broker serves both sides: the test needs an output, not its data.
+[upstream]
+url = "mqtt://127.0.0.1:{local}"
+topic_prefix = "building/{{site}}"
+max_backoff = "1s"
+
+[aggregation]
+window = "1h"
+grace = "1s"
+
+[metrics]
+bind = "127.0.0.1:{metrics}"
+
+[[adapter]]
+type = "mqtt"
+name = "local-sensors"
+url = "mqtt://127.0.0.1:{local}"
+qos = 1
+topics = [{}]
+max_backoff = "1s"
+"#,
+        topics.join(", ")
+    )
+}
+
+struct Counts {
+    received: f64,
+    readings: f64,
+    unmatched: f64,
+}
+
+fn counts(body: &str) -> Counts {
+    let of = |name: &str| {
+        metrics::sample(body, &format!("{name}{{adapter=\"local-sensors\"}}")).unwrap_or(0.0)
+    };
+    Counts {
+        received: of("edge_gateway_adapter_received_messages_total"),
+        readings: of("edge_gateway_adapter_readings_total"),
+        unmatched: metrics::sum_with(
+            body,
+            "edge_gateway_adapter_errors_total",
+            "error_type=\"unmatched_topic\"",
+        )
+        .unwrap_or(0.0),
+    }
+}
+
+/// Publishes on the removed topic, then on the kept one, and waits for the
+/// kept one's reading: the broker delivers one session's messages in the
+/// order it took them, so a message still routed on the removed topic has
+/// arrived by then.
+async fn removed_topic_is_not_delivered(gw: &GatewayProcess, local: u16, metrics_port: u16) {
+    let (_, body) = http_until(metrics_port, "/metrics", |c, _| c == 200).await;
+    let before = counts(&body);
+    publish(local, "legacy/old-dev/temperature", "1", 1, false).await;
+    publish(local, "sensors/data/kept-dev/temperature", "2", 1, false).await;
+    let (_, body) = http_until(metrics_port, "/metrics", |_, body| {
+        counts(body).readings > before.readings
+    })
+    .await;
+    let after = counts(&body);
+    assert_eq!(
+        after.unmatched - before.unmatched,
+        0.0,
+        "a message on the removed topic was still delivered\n{}",
+        gw.seen.join("\n")
+    );
+    assert_eq!(
+        after.received - before.received,
+        1.0,
+        "only the kept topic's message is received"
+    );
+}
+
+fn edit(gw: &GatewayProcess, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    assert!(text.contains(from), "{from:?} not in the config");
+    std::fs::write(&gw.config_path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[tokio::test]
+async fn a_topic_removed_by_a_reload_is_no_longer_delivered_nor_after_a_restart() {
+    let local = Mosquitto::start();
+    let metrics_port = free_port();
+    let mut gw = GatewayProcess::start(&cfg(local.port(), metrics_port, &[KEPT, REMOVED]));
+    gw.wait_for_log("Subscribed").await;
+    // Both topics flow before the reload.
+    publish(local.port(), "legacy/old-dev/temperature", "0", 1, false).await;
+    http_until(metrics_port, "/metrics", |_, body| {
+        counts(body).unmatched == 0.0 && counts(body).readings >= 1.0
+    })
+    .await;
+
+    edit(&gw, &format!("{KEPT}, {REMOVED}"), KEPT);
+    gw.signal("HUP");
+    gw.wait_for_log("Reloaded.").await;
+    gw.wait_for_log_count("Subscribed", 2).await;
+    removed_topic_is_not_delivered(&gw, local.port(), metrics_port).await;
+
+    // The broker kept the session across the restart: the removed topic
+    // must not come back with it.
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+    let mut gw = GatewayProcess::start_in(gw.dir, &cfg(local.port(), metrics_port, &[KEPT]));
+    gw.wait_for_log("Subscribed").await;
+    removed_topic_is_not_delivered(&gw, local.port(), metrics_port).await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_topic_removed_while_the_gateway_was_stopped_is_no_longer_delivered() {
+    let local = Mosquitto::start();
+    let metrics_port = free_port();
+    let mut gw = GatewayProcess::start(&cfg(local.port(), metrics_port, &[KEPT, REMOVED]));
+    gw.wait_for_log("Subscribed").await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+
+    let mut gw = GatewayProcess::start_in(gw.dir, &cfg(local.port(), metrics_port, &[KEPT]));
+    gw.wait_for_log("Subscribed").await;
+    removed_topic_is_not_delivered(&gw, local.port(), metrics_port).await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
