@@ -282,6 +282,16 @@ impl Link {
         self.write_out().await
     }
 
+    /// `filters` must not be empty (MQTT forbids an UNSUBSCRIBE of none).
+    pub(crate) async fn unsubscribe(
+        &mut self,
+        pkid: u16,
+        filters: &[String],
+    ) -> Result<(), LinkError> {
+        wire::write_unsubscribe(pkid, filters, &mut self.out);
+        self.write_out().await
+    }
+
     /// Writes `acks` in order, with one flush.
     pub(crate) async fn acknowledge(&mut self, acks: &mut Vec<wire::Ack>) -> Result<(), LinkError> {
         for ack in acks.drain(..) {

@@ -1,5 +1,5 @@
 //! MQTT 3.1.1 packets as the ingress adapter's connection reads and
-//! writes them: a subscriber's few (CONNECT, SUBSCRIBE, the
+//! writes them: a subscriber's few (CONNECT, SUBSCRIBE, UNSUBSCRIBE, the
 //! acknowledgements, PINGREQ, DISCONNECT) written, and what a broker sends
 //! a subscriber read in place from the receive buffer.
 //!
@@ -52,12 +52,15 @@ impl Publish<'_> {
 pub enum Frame<'a> {
     ConnAck { session_present: bool, code: u8 },
     SubAck { codes: &'a [u8] },
+    /// MQTT 3.1.1's UNSUBACK carries no result per filter: a broker that
+    /// will not unsubscribe can only close the connection.
+    UnsubAck { pkid: u16 },
     Publish(Publish<'a>),
     /// The second step of a QoS 2 delivery: answered with PUBCOMP.
     PubRel { pkid: u16 },
     PingResp,
     /// An acknowledgement of something a subscriber never sends (PUBACK,
-    /// PUBREC, PUBCOMP, UNSUBACK): nothing to do.
+    /// PUBREC, PUBCOMP): nothing to do.
     Ignored,
 }
 
@@ -137,8 +140,14 @@ pub fn parse(buf: &[u8], limit: usize) -> Result<Parsed<'_>, WireError> {
             },
             _ => return Err(WireError::Malformed("PUBREL")),
         },
+        UNSUBACK => match body {
+            [hi, lo] => Frame::UnsubAck {
+                pkid: u16::from_be_bytes([*hi, *lo]),
+            },
+            _ => return Err(WireError::Malformed("UNSUBACK")),
+        },
         PINGRESP => Frame::PingResp,
-        PUBACK | PUBREC | PUBCOMP | UNSUBACK => Frame::Ignored,
+        PUBACK | PUBREC | PUBCOMP => Frame::Ignored,
         _ => return Err(WireError::Unexpected(first)),
     };
     Ok(Parsed::Frame { frame, len: total })
@@ -273,6 +282,17 @@ pub(crate) fn write_subscribe(pkid: u16, filters: &[(String, u8)], out: &mut Vec
         body.push(*qos);
     }
     packet(0x82, &body, out);
+}
+
+/// Appends an UNSUBSCRIBE of `filters` to `out`; MQTT forbids one
+/// without any, so the caller sends none then.
+pub(crate) fn write_unsubscribe(pkid: u16, filters: &[String], out: &mut Vec<u8>) {
+    let mut body = Vec::with_capacity(64);
+    body.extend_from_slice(&pkid.to_be_bytes());
+    for filter in filters {
+        string(filter.as_bytes(), &mut body);
+    }
+    packet(0xa2, &body, out);
 }
 
 /// The acknowledgements a subscriber writes, each a packet id, named as

@@ -210,7 +210,8 @@ fn what_a_broker_answers_a_subscriber() {
         peer::Packet::PubRel(peer::PubRel::new(300)),
         peer::Packet::PingResp,
         peer::Packet::PubAck(peer::PubAck::new(1)),
-        peer::Packet::UnsubAck(peer::UnsubAck::new(1)),
+        peer::Packet::UnsubAck(peer::UnsubAck::new(2)),
+        peer::Packet::UnsubAck(peer::UnsubAck::new(65_535)),
     ] {
         let mut out = BytesMut::new();
         packet.write(&mut out, usize::MAX).unwrap();
@@ -227,6 +228,7 @@ fn what_a_broker_answers_a_subscriber() {
                 codes: &[1, 0x80],
             },
             peer::Packet::PubRel(r) => Frame::PubRel { pkid: r.pkid },
+            peer::Packet::UnsubAck(u) => Frame::UnsubAck { pkid: u.pkid },
             peer::Packet::PingResp => Frame::PingResp,
             _ => Frame::Ignored,
         };
@@ -234,6 +236,52 @@ fn what_a_broker_answers_a_subscriber() {
         let cut = rng.below(out.len() as u64) as usize;
         assert!(matches!(parse(&out[..cut], 0), Ok(Parsed::Incomplete { .. })));
     }
+}
+
+/// The filters a session no longer wants, as the peer reads them: in
+/// order, each whole, wildcards and `$share` prefixes untouched, one
+/// packet however many (past one remaining-length byte).
+#[test]
+fn an_unsubscribe_reads_as_intended_by_the_peer() {
+    for filters in [
+        vec!["legacy/+/+".to_string()],
+        vec![
+            "sensors/#".to_string(),
+            "$share/g/zigbee2mqtt/+".to_string(),
+            "homie/+/$state".to_string(),
+            "ü/+".to_string(),
+        ],
+        (0..40).map(|i| format!("building/{i}/+/state")).collect(),
+    ] {
+        let mut out = Vec::new();
+        write_unsubscribe(2, &filters, &mut out);
+        assert_eq!(out[0], 0xa2, "UNSUBSCRIBE, with the flags MQTT requires");
+        let mut stream = BytesMut::from(&out[..]);
+        let peer::Packet::Unsubscribe(u) = peer::Packet::read(&mut stream, usize::MAX).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(u.pkid, 2);
+        assert_eq!(u.topics, filters);
+        assert!(stream.is_empty(), "one packet, read whole");
+    }
+}
+
+/// An UNSUBACK is its packet id and nothing else (MQTT 3.1.1 §3.11): one
+/// shorter or longer is a broken broker, not an answer to act on.
+#[test]
+fn an_unsuback_of_another_length_is_malformed() {
+    assert_eq!(
+        parse(&[0xb0, 2, 0, 2], 0),
+        Ok(Parsed::Frame {
+            frame: Frame::UnsubAck { pkid: 2 },
+            len: 4
+        })
+    );
+    for bad in [&[0xb0, 0][..], &[0xb0, 1, 0], &[0xb0, 3, 0, 2, 0]] {
+        assert_eq!(parse(bad, 0), Err(WireError::Malformed("UNSUBACK")), "{bad:?}");
+    }
+    assert!(matches!(parse(&[0xb0, 2, 0], 0), Ok(Parsed::Incomplete { need: 4 })));
 }
 
 #[test]
