@@ -26,6 +26,7 @@ pub const DEVICE_ADAPTERS: &str = "device-adapters.json";
 pub const DASHBOARD_LATEST: &str = "dashboard-latest.json";
 pub const HOME_ASSISTANT: &str = "home-assistant.json";
 pub const LORAWAN_FCNT: &str = "lorawan-fcnt.json";
+pub const MQTT_SUBSCRIPTIONS: &str = "mqtt-subscriptions.json";
 /// `[commands]`' directory; its `journal` holds command ids and results.
 pub const COMMANDS: &str = "commands";
 /// `[remote_config]`'s directory: the apply journal and the pushed layers.
@@ -103,6 +104,10 @@ pub const IN_STATE_DIR: &[StateFile] = &[
     StateFile {
         name: "lorawan-fcnt.json",
         written_by: "LoRaWAN adapter",
+    },
+    StateFile {
+        name: "mqtt-subscriptions.json",
+        written_by: "MQTT adapter",
     },
     StateFile {
         name: "commands/journal",
