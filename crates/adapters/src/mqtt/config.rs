@@ -435,7 +435,8 @@ impl AdapterKind for MqttAdapterConfig {
     fn build(&self, ctx: &BuildContext) -> Box<dyn Adapter> {
         Box::new(
             super::MqttSource::new(self.clone(), &ctx.gateway_id)
-                .with_writable(ctx.writable.clone()),
+                .with_writable(ctx.writable.clone())
+                .with_state_dir(ctx.state_dir.clone()),
         )
     }
 

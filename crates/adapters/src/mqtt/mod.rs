@@ -6,6 +6,8 @@
 //! - `dispatch`: one received message → readings or a status change (pure);
 //! - `source`: the ingress connection's loop, acknowledging what is safe;
 //! - `session`: what that loop keeps across connections, per event;
+//! - `subscriptions`: what a persistent broker session is subscribed to,
+//!   remembered in `state_dir`, to unsubscribe what the config dropped;
 //! - `link`: one connection to the broker (socket, handshake, buffer);
 //! - `wire`: the MQTT 3.1.1 packets a subscriber reads and writes (pure);
 //! - `writer`: commands for `[[device]] writable` metrics, published on
@@ -22,6 +24,7 @@ pub mod kind;
 mod link;
 mod session;
 pub mod source;
+mod subscriptions;
 pub mod topic;
 pub mod wire;
 pub mod writer;

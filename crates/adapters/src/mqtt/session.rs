@@ -2,7 +2,7 @@
 //! waiting for their receipts, the acknowledgements due, the QoS 0
 //! readings of one turn, and what each kind of event does to them.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use gateway_core::component::AdapterStats;
@@ -15,11 +15,18 @@ use tracing::{info, warn};
 
 use super::config::{MqttAdapterConfig, Retained};
 use super::dispatch::{dispatch_cached, dispatch_into, is_status_topic, TopicCache};
+use super::subscriptions::{self, Memory, MemoryError};
 use super::wire::{Ack, Publish};
 
 /// Counter `{adapter}`: retained messages on data topics dropped as
 /// copies (`retained = "ignore"`).
 pub const RETAINED_IGNORED: &str = "edge_gateway_adapter_retained_ignored_total";
+
+/// Connections lost with an UNSUBSCRIBE unanswered before the adapter
+/// stops asking, until its next start: MQTT 3.1.1 gives a broker that
+/// will not unsubscribe no answer but closing the connection, and asking
+/// at every reconnect would then cost the kept topics their readings.
+const UNSUBSCRIBE_TRIES: u32 = 3;
 
 /// Readings a new QoS 0 batch has room for at most: about what one 32 KiB
 /// read of a burst of small messages brings (growing a batch of 256 to it
@@ -59,6 +66,13 @@ pub(super) struct Session<'a> {
     /// QoS 0 readings of the messages taken this turn, sent together.
     pub(super) batch: Vec<Reading>,
     pub(super) topics: TopicCache,
+    /// What the broker's session was subscribed to, on disk.
+    pub(super) memory: Memory,
+    /// Sent in an UNSUBSCRIBE not yet acknowledged.
+    pub(super) unsubscribing: Vec<String>,
+    pub(super) unsubscribe_failures: u32,
+    /// A clean session's old record is forgotten once per run.
+    pub(super) forgotten: bool,
 }
 
 impl Session<'_> {
@@ -138,6 +152,70 @@ impl Session<'_> {
             self.send(Ingress::NewSession { source }).await?;
         }
         Ok(())
+    }
+
+    /// The filters of this connection's session that the config no longer
+    /// asks for, to be unsubscribed before the SUBSCRIBE is sent (the
+    /// SUBACK then also says they are gone: a broker answers a client's
+    /// packets in order). What will be subscribed is written down first.
+    pub(super) async fn stale_filters(&mut self, resumed: bool) -> Vec<String> {
+        if !self.config.persistent_session {
+            // A clean session is discarded by the broker at each connect
+            // and disconnect: a persistent one before it is gone with its
+            // subscriptions, and so is the point of its record.
+            if !self.forgotten {
+                self.forgotten = true;
+                if let Err(e) = self.memory.remember(None).await {
+                    self.memory_failed(&e);
+                }
+            }
+            return Vec::new();
+        }
+        let remembered = match self.memory.recall().await {
+            Ok(remembered) => remembered,
+            Err(e) => {
+                self.memory_failed(&e);
+                None
+            }
+        };
+        if resumed && remembered.is_none() {
+            info!(adapter = %self.ctx.name, "The broker kept this session, and what it was subscribed to before is not known (a first start, or the first since an upgrade): topics removed from the config earlier stay subscribed until the session is cleared (persistent_session = false for one start).");
+        }
+        let wanted: BTreeSet<String> = self.filters.iter().map(|(f, _)| f.clone()).collect();
+        let plan = subscriptions::plan(remembered.as_ref(), &wanted, resumed);
+        if let Some(record) = plan.write {
+            if let Err(e) = self.memory.remember(Some(record)).await {
+                self.memory_failed(&e);
+            }
+        }
+        if plan.unsubscribe.is_empty() || self.unsubscribe_failures >= UNSUBSCRIBE_TRIES {
+            return Vec::new();
+        }
+        self.unsubscribing.clone_from(&plan.unsubscribe);
+        plan.unsubscribe
+    }
+
+    /// The broker's UNSUBACK: the stale filters are gone from its session.
+    pub(super) async fn on_unsubscribed(&mut self) {
+        if self.unsubscribing.is_empty() {
+            return;
+        }
+        let gone = std::mem::take(&mut self.unsubscribing);
+        self.unsubscribe_failures = 0;
+        info!(adapter = %self.ctx.name, filters = ?gone, "Unsubscribed from filters no longer in topics, which the broker's session had kept.");
+        let wanted = self.filters.iter().map(|(f, _)| f.clone()).collect();
+        if let Err(e) = self.memory.remember(Some(wanted)).await {
+            self.memory_failed(&e);
+        }
+    }
+
+    /// The record of the session's subscriptions could not be read or
+    /// written: the adapter goes on, unable to unsubscribe what it does
+    /// not know of.
+    fn memory_failed(&mut self, error: &MemoryError) {
+        let name = &self.ctx.name;
+        gateway_core::refuse!(self.stats, self.throttle, "subscriptions_file";
+            adapter = %name, %error, "Cannot keep what the broker's session is subscribed to: topics removed from the config may go on arriving.");
     }
 
     /// The SUBACK's return codes, one per filter.
@@ -268,6 +346,14 @@ impl Session<'_> {
             }
         } else if let Some(suppressed) = self.throttle.allow("connect") {
             warn!(adapter = %ctx.name, broker = %config.broker.url, %error, suppressed, "Cannot reach the local broker; retrying.");
+        }
+        if !self.unsubscribing.is_empty() {
+            self.unsubscribe_failures += 1;
+            let (name, tries) = (&self.ctx.name, self.unsubscribe_failures);
+            let filters = std::mem::take(&mut self.unsubscribing);
+            let again = tries < UNSUBSCRIBE_TRIES;
+            gateway_core::refuse!(self.stats, self.throttle, "unsubscribe_unanswered";
+                adapter = %name, filters = ?filters, tries, again, "The connection ended before the broker acknowledged the UNSUBSCRIBE of filters no longer in topics (a broker refusing it closes the connection); they stay subscribed.");
         }
         self.connected = false;
         self.subscribed.set(0.0);

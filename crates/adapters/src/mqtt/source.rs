@@ -13,12 +13,14 @@
 //! before it reconnects: the broker resends those messages (DUP) and the
 //! pipeline recognises copies it already took by their [`DeliveryKey`](gateway_core::component::DeliveryKey).
 //! Subscriptions are renewed on every ConnAck: a broker restarted without
-//! persistence has forgotten them.
+//! persistence has forgotten them. Those a persistent session kept and the
+//! config no longer has are unsubscribed first ([`super::subscriptions`]).
 //!
 //! The messages one read of the socket brought are taken together, and
 //! their QoS 0 readings go to the pipeline as one batch.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ use super::config::MqttAdapterConfig;
 use super::dispatch::TopicCache;
 use super::link::{Dial, Link, LinkError, Next};
 use super::session::Session;
+use super::subscriptions::Memory;
 use super::wire::{Ack, Frame};
 use mqtt_connect::ConnectionSettings;
 
@@ -44,6 +47,8 @@ pub struct MqttSource {
     writable: Vec<(String, Vec<String>)>,
     /// The command target's queue, once it was asked for.
     sets: Option<mpsc::Receiver<super::writer::SetJob>>,
+    /// `gateway.state_dir`, where the session's subscriptions are kept.
+    state_dir: Option<PathBuf>,
 }
 
 impl MqttSource {
@@ -63,7 +68,16 @@ impl MqttSource {
             connection,
             writable: Vec::new(),
             sets: None,
+            state_dir: None,
         }
+    }
+
+    /// Where to remember what the broker's session is subscribed to;
+    /// without it, filters removed from `topics` stay subscribed in a
+    /// persistent session.
+    pub fn with_state_dir(mut self, state_dir: PathBuf) -> Self {
+        self.state_dir = Some(state_dir);
+        self
     }
 
     /// The `[[device]]`s' writable metrics, for `command_topic`.
@@ -79,6 +93,7 @@ impl Adapter for MqttSource {
             config,
             connection,
             sets,
+            state_dir,
             ..
         } = *self;
         let writer = sets.map(|jobs| {
@@ -89,7 +104,7 @@ impl Adapter for MqttSource {
             ))
         });
         Box::pin(async move {
-            let ran = run(config, connection, ctx).await;
+            let ran = run(config, connection, state_dir, ctx).await;
             if let Some(w) = writer {
                 let _ = w.await;
             }
@@ -118,8 +133,10 @@ fn subscription_qos(q: gateway_core::config::Qos) -> u8 {
 /// How long connecting, TLS and the CONNACK may take together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The SUBSCRIBE's packet id (the only packet id the adapter chooses).
+/// The SUBSCRIBE's and UNSUBSCRIBE's packet ids (the only ones the
+/// adapter chooses; one of each is in flight at a time).
 const SUBSCRIBE_ID: u16 = 1;
+const UNSUBSCRIBE_ID: u16 = 2;
 
 /// How long the socket is left to gather messages once a burst has been
 /// read to its end.
@@ -192,9 +209,15 @@ fn dial(config: &MqttAdapterConfig, connection: &ConnectionSettings) -> Result<D
 async fn run(
     config: MqttAdapterConfig,
     connection: ConnectionSettings,
+    state_dir: Option<PathBuf>,
     ctx: AdapterContext,
 ) -> Result<(), AdapterError> {
     let dial = dial(&config, &connection)?;
+    let memory = Memory::new(
+        state_dir.as_deref(),
+        format!("{}:{}", dial.host, dial.port),
+        dial.client_id.clone(),
+    );
     let filters: Vec<(String, u8)> = config
         .status_topics
         .iter()
@@ -232,6 +255,10 @@ async fn run(
         connected: false,
         batch: Vec::new(),
         topics: TopicCache::default(),
+        memory,
+        unsubscribing: Vec::new(),
+        unsubscribe_failures: 0,
+        forgotten: false,
     };
     let mut backoff = Backoff::new(Duration::from_millis(200), config.broker.max_backoff);
     // One wait for the stop for the adapter's whole life: a fresh one per
@@ -269,7 +296,15 @@ async fn run(
                     backoff.reset();
                     held_back = false;
                     s.connected(resumed).await?;
-                    match conn.subscribe(SUBSCRIBE_ID, &s.filters).await {
+                    let stale = s.stale_filters(resumed).await;
+                    let sent = async {
+                        if !stale.is_empty() {
+                            conn.unsubscribe(UNSUBSCRIBE_ID, &stale).await?;
+                        }
+                        conn.subscribe(SUBSCRIBE_ID, &s.filters).await
+                    }
+                    .await;
+                    match sent {
                         Ok(()) => {
                             keep_alive
                                 .as_mut()
@@ -454,6 +489,11 @@ async fn take(s: &mut Session<'_>, link: &mut Link, now: Timestamp) -> Result<us
                 took += 1;
             }
             Next::Frame(Frame::SubAck { codes }) => s.on_subscribed(codes),
+            Next::Frame(Frame::UnsubAck { pkid }) => {
+                if pkid == UNSUBSCRIBE_ID {
+                    s.on_unsubscribed().await;
+                }
+            }
             // Answered at once: the message was taken at its PUBLISH.
             Next::Frame(Frame::PubRel { pkid }) => s.ready.push(Ack::PubComp(pkid)),
             Next::Frame(Frame::ConnAck { .. }) => return Err(LinkError::NoConnAck.into()),
