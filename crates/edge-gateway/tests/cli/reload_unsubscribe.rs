@@ -155,3 +155,81 @@ async fn a_topic_removed_while_the_gateway_was_stopped_is_no_longer_delivered() 
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
+
+/// A damaged record is moved aside, logged and counted, and the adapter
+/// runs on: it subscribes what its config asks for, writes that down
+/// afresh, and a topic removed afterwards is unsubscribed again.
+#[tokio::test]
+async fn a_damaged_record_is_counted_and_the_next_removal_is_still_unsubscribed() {
+    let local = Mosquitto::start();
+    let metrics_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let record = state.join("mqtt-subscriptions.json");
+    std::fs::write(&record, b"{\"version\":1,\"brokers\":{\"127.0.0.1:").unwrap();
+    let both = cfg(local.port(), metrics_port, &[KEPT, REMOVED]);
+    let mut gw = GatewayProcess::start_in(dir, &both);
+    gw.wait_for_log("Subscribed").await;
+    let (_, body) = http_until(metrics_port, "/metrics", |c, _| c == 200).await;
+    assert_eq!(
+        metrics::sum_with(
+            &body,
+            "edge_gateway_adapter_errors_total",
+            "error_type=\"subscriptions_file\""
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(gw
+        .seen
+        .iter()
+        .any(|l| l.contains("mqtt-subscriptions.json.damaged")));
+    assert!(state.join("mqtt-subscriptions.json.damaged").exists());
+    let written = std::fs::read_to_string(&record).unwrap();
+    assert!(written.contains("legacy/+/+"), "{written}");
+
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+    let mut gw = GatewayProcess::start_in(gw.dir, &cfg(local.port(), metrics_port, &[KEPT]));
+    gw.wait_for_log("Subscribed").await;
+    removed_topic_is_not_delivered(&gw, local.port(), metrics_port).await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+/// The first start of this version finds a session the broker kept and no
+/// record of it (as after an upgrade): it cannot know what to drop, so it
+/// drops nothing, says so, and every topic it asks for flows.
+#[tokio::test]
+async fn a_session_with_no_record_keeps_every_subscription() {
+    let local = Mosquitto::start();
+    let metrics_port = free_port();
+    let both = cfg(local.port(), metrics_port, &[KEPT, REMOVED]);
+    let mut gw = GatewayProcess::start(&both);
+    gw.wait_for_log("Subscribed").await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+    std::fs::remove_file(gw.dir.path().join("state/mqtt-subscriptions.json")).unwrap();
+
+    let mut gw = GatewayProcess::start_in(gw.dir, &both);
+    gw.wait_for_log("what it was subscribed to before is not known")
+        .await;
+    gw.wait_for_log("Subscribed").await;
+    assert!(!gw.seen.iter().any(|l| l.contains("Unsubscribed")));
+    publish(local.port(), "legacy/old-dev/temperature", "1", 1, false).await;
+    publish(
+        local.port(),
+        "sensors/data/kept-dev/temperature",
+        "2",
+        1,
+        false,
+    )
+    .await;
+    http_until(metrics_port, "/metrics", |_, body| {
+        counts(body).readings >= 2.0
+    })
+    .await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
