@@ -26,6 +26,8 @@ mod session;
 pub mod source;
 mod subscriptions;
 pub mod topic;
+#[cfg(test)]
+mod unsubscribe_tests;
 pub mod wire;
 pub mod writer;
 
