@@ -54,8 +54,12 @@ struct Counts {
 }
 
 fn counts(body: &str) -> Counts {
+    counts_of(body, "local-sensors")
+}
+
+fn counts_of(body: &str, adapter: &str) -> Counts {
     let of = |name: &str| {
-        metrics::sample(body, &format!("{name}{{adapter=\"local-sensors\"}}")).unwrap_or(0.0)
+        metrics::sample(body, &format!("{name}{{adapter=\"{adapter}\"}}")).unwrap_or(0.0)
     };
     Counts {
         received: of("edge_gateway_adapter_received_messages_total"),
@@ -74,6 +78,16 @@ fn counts(body: &str) -> Counts {
 /// order it took them, so a message still routed on the removed topic has
 /// arrived by then.
 async fn removed_topic_is_not_delivered(gw: &GatewayProcess, local: u16, metrics_port: u16) {
+    removed_topic_is_not_delivered_to(gw, local, metrics_port, "local-sensors").await;
+}
+
+async fn removed_topic_is_not_delivered_to(
+    gw: &GatewayProcess,
+    local: u16,
+    metrics_port: u16,
+    adapter: &str,
+) {
+    let counts = |body: &str| counts_of(body, adapter);
     let (_, body) = http_until(metrics_port, "/metrics", |c, _| c == 200).await;
     let before = counts(&body);
     publish(local, "legacy/old-dev/temperature", "1", 1, false).await;
@@ -230,6 +244,39 @@ async fn a_session_with_no_record_keeps_every_subscription() {
         counts(body).readings >= 2.0
     })
     .await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await, Some(0));
+}
+
+/// A rename that keeps `client_id` keeps the broker's session, and so the
+/// record of what it subscribed to: the new name drops what the old one
+/// subscribed and the config no longer has.
+#[tokio::test]
+async fn a_renamed_adapter_keeping_its_client_id_drops_the_old_names_removed_topic() {
+    let local = Mosquitto::start();
+    let metrics_port = free_port();
+    let named = "name = \"local-sensors\"";
+    let text = cfg(local.port(), metrics_port, &[KEPT, REMOVED]).replacen(
+        named,
+        &format!("{named}\nclient_id = \"kept-session\""),
+        1,
+    );
+    let mut gw = GatewayProcess::start(&text);
+    gw.wait_for_log("Subscribed").await;
+
+    edit(&gw, named, "name = \"renamed\"");
+    edit(&gw, &format!("{KEPT}, {REMOVED}"), KEPT);
+    gw.signal("HUP");
+    gw.wait_for_log("Reloaded.").await;
+    gw.wait_for_log_count("Subscribed", 2).await;
+    assert!(
+        gw.seen
+            .iter()
+            .any(|l| l.contains("Unsubscribed") && l.contains("adapter=renamed")),
+        "{}",
+        gw.seen.join("\n")
+    );
+    removed_topic_is_not_delivered_to(&gw, local.port(), metrics_port, "renamed").await;
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
 }
