@@ -74,6 +74,22 @@ pub trait AdapterKind: Sized + Clone + fmt::Debug + PartialEq {
 /// A folder's `template.toml` with each `${name}` replaced by its value.
 /// The text lives beside the code as a plain file people can read; the
 /// defaults it shows still come from the code, so they cannot go stale.
+/// Every family uses it; with none built in (a crate that needs only the
+/// config types, `gateway-settings` checked alone), nothing does.
+#[cfg_attr(
+    not(any(
+        feature = "mqtt",
+        feature = "coap",
+        feature = "lorawan",
+        feature = "ble",
+        feature = "tcp_line",
+        feature = "serial",
+        feature = "modbus",
+        feature = "bacnet",
+        feature = "knx"
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn render_template(text: &str, values: &[(&str, String)]) -> String {
     gateway_core::config::template::fill(text, values)
 }
