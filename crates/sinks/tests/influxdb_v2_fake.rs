@@ -41,19 +41,34 @@ struct Seen {
 
 type Script = Arc<dyn Fn(&Seen, usize) -> (u16, Option<&'static str>) + Send + Sync>;
 
+/// How long the fake takes over a request before it answers.
+type Delay = Arc<dyn Fn(&Seen) -> Duration + Send + Sync>;
+
 /// The fake InfluxDB 2: answers with `script(request, index)`; each
 /// request is also sent on the returned channel.
 async fn fake_influx2(script: Script) -> (String, mpsc::UnboundedReceiver<Seen>) {
+    fake_influx2_slow(script, Arc::new(|_| Duration::ZERO)).await
+}
+
+/// The fake, answering each request only after `delay(request)`: a
+/// server too slow for some writes. The request is sent on the channel
+/// when it is read, before the wait.
+async fn fake_influx2_slow(
+    script: Script,
+    delay: Delay,
+) -> (String, mpsc::UnboundedReceiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
     let count = Arc::new(Mutex::new(0usize));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (tx, script, count) = (tx.clone(), script.clone(), count.clone());
+            let (tx, script, count, delay) =
+                (tx.clone(), script.clone(), count.clone(), delay.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (tx, script, count) = (tx.clone(), script.clone(), count.clone());
+                    let (tx, script, count, delay) =
+                        (tx.clone(), script.clone(), count.clone(), delay.clone());
                     async move {
                         let path_and_query = req.uri().to_string();
                         let h = |k: &str| {
@@ -87,7 +102,9 @@ async fn fake_influx2(script: Script) -> (String, mpsc::UnboundedReceiver<Seen>)
                             *c - 1
                         };
                         let (status, retry_after) = script(&seen, i);
+                        let wait = delay(&seen);
                         let _ = tx.send(seen);
+                        tokio::time::sleep(wait).await;
                         let mut resp = Response::builder().status(status);
                         if let Some(r) = retry_after {
                             resp = resp.header("retry-after", r);
@@ -908,4 +925,115 @@ async fn a_redirect_is_reported_as_the_url_to_fix_and_the_points_wait() {
     );
     drop(sink.events);
     sink.task.await.unwrap();
+}
+
+/// A server that needs longer than the sink's `timeout` for a large batch
+/// (a Pi's SD card behind InfluxDB, a backlog after an outage) and answers
+/// small ones at once. The whole batch was sent again after each timeout,
+/// never smaller: nothing was ever written and the outbox only grew.
+///
+/// Against the fake, not a real `influxd`: a real server cannot be made
+/// slow on demand. Real time, not tokio's paused clock: the sink's
+/// timeout and the fake's delay race over real sockets, which a paused
+/// clock would jump past while the bytes are in the kernel. The fake's
+/// delay is the only wait; the test follows the requests it reads and
+/// the sink's counters and outbox gauge.
+///
+/// The fake answers 204 to the requests it answers too late as well
+/// (InfluxDB may have stored a batch whose answer timed out): the points
+/// written counter still counts each point once, and no point answered in
+/// time is sent again.
+#[tokio::test]
+async fn a_batch_slower_than_the_timeout_is_sent_smaller_until_every_point_is_written() {
+    const FAST_UP_TO: usize = 10;
+    const POINTS: i64 = 100;
+    token();
+    let (url, mut seen) = fake_influx2_slow(
+        Arc::new(|_, _| (204, None)),
+        Arc::new(|s| {
+            if s.body.lines().count() <= FAST_UP_TO {
+                Duration::ZERO
+            } else {
+                // Well past the sink's timeout below.
+                Duration::from_secs(2)
+            }
+        }),
+    )
+    .await;
+    let sink = start(
+        &url,
+        "batch_size = 64\ntimeout = \"300ms\"\nflush_interval = \"10ms\"",
+    );
+    // Four records (one per event taken alone, or fewer when the sink
+    // takes several at once), each larger than the server takes in time.
+    for chunk in 0..4 {
+        let readings = (0..POINTS / 4)
+            .map(|i| {
+                let ms = chunk * (POINTS / 4) + i;
+                reading("d", "t", ms as f64, ms + 1)
+            })
+            .collect();
+        sink.events
+            .send(SinkEvent::Readings(readings))
+            .await
+            .unwrap();
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut answered_lines = 0;
+    let mut requests = 0;
+    // A bound on the whole, not on each request: the sink kept sending
+    // the same timed-out batch, a request every half second, for ever.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while answered.len() < POINTS as usize {
+        let s = tokio::time::timeout_at(deadline, seen.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "after {requests} requests, only {} of {POINTS} points answered in time",
+                    answered.len()
+                )
+            })
+            .unwrap();
+        requests += 1;
+        let lines: Vec<_> = s.body.lines().map(str::to_string).collect();
+        if lines.len() <= FAST_UP_TO {
+            answered_lines += lines.len();
+            answered.extend(lines);
+        }
+    }
+    assert_eq!(
+        answered_lines, POINTS as usize,
+        "a written point sent again"
+    );
+    counter(
+        &sink,
+        SINK_POINTS_WRITTEN,
+        &[("output", "v2")],
+        POINTS as u64,
+    )
+    .await;
+    let waiting = || {
+        sink.telemetry
+            .gauges(sinks::spool::OUTBOX_MESSAGES)
+            .into_iter()
+            .find(|(labels, _)| labels.iter().any(|(k, v)| k == "output" && v == "v2"))
+            .map_or(-1.0, |(_, v)| v)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while waiting() != 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never drained: {}",
+            waiting()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(sink.events);
+    sink.task.await.unwrap();
+    assert_eq!(
+        sink.telemetry
+            .counter_value(SINK_POINTS_WRITTEN, &[("output", "v2")]),
+        Some(POINTS as u64),
+        "each point counted once"
+    );
 }
