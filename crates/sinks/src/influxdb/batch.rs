@@ -1,7 +1,8 @@
 //! When to send, and how much: pure, driven by the instants it is given.
 //!
 //! A batch leaves once `batch_size` points wait or the oldest waiting one
-//! has waited `flush_interval`, whichever comes first; after a failed
+//! has waited `flush_interval`, whichever comes first (`batch_size`, or
+//! the smaller size `pace` chose after a timeout); after a failed
 //! write, the next one waits for its retry time. "Waiting" means stored
 //! and not yet in a request: several requests may be in flight. (A refused batch is bisected right away by the I/O
 //! loop, down to the single points that are dead-lettered.)
@@ -63,6 +64,13 @@ impl Batcher {
             // due at once when it fills a batch, else after the interval.
             self.pending_since = Some(self.pending_since.unwrap_or(now));
         }
+    }
+
+    /// Requests carry at most `points` now (fewer after a timeout): a
+    /// batch of that many is full and leaves at once, not after
+    /// `flush_interval`.
+    pub fn resize(&mut self, points: usize) {
+        self.batch_size = points.max(1);
     }
 
     /// A write failed; the next one goes no earlier than `at`.

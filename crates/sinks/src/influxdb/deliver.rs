@@ -1,12 +1,13 @@
 //! One batch's trip to InfluxDB and what the answer means for it: the
-//! request (headers, gzip), the retry decision, the bisection of a refused
-//! batch down to the points InfluxDB refuses alone (dead-lettered,
-//! counted), and `CREATE DATABASE` for v1.
+//! requests (at most the writer's current size each; headers, gzip), the
+//! retry decision, the bisection of a refused batch down to the points
+//! InfluxDB refuses alone (dead-lettered, counted), and `CREATE DATABASE`
+//! for v1.
 //!
-//! A delivery runs in a task of its own per request in flight, on its own
+//! A delivery runs in a task of its own per batch in flight, on its own
 //! connection, so it holds only what every request shares ([`Target`]:
 //! read-only settings and counters). The writer's loop owns the outbox and
-//! settles the batch's records by the [`Settled`] it gets back.
+//! settles the batch's records by the [`Delivered`] it gets back.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -109,20 +110,102 @@ impl Settled {
     }
 }
 
-/// Sends one batch of `points` lines and settles it.
-pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, points: usize) -> Settled {
+/// How a delivery went: the fate of its records, and what the writer's
+/// [`Pace`](super::pace::Pace) learns from it.
+#[derive(Debug)]
+pub struct Delivered {
+    pub settled: Settled,
+    /// The body's first points that are settled (written or set aside,
+    /// and counted): all of them when `Done`. Those of a delivery cut
+    /// short are not sent again, nor counted twice.
+    pub settled_points: usize,
+    /// The points of the request that got no answer within the timeout.
+    pub timed_out: Option<usize>,
+    /// The longest a settled request took.
+    pub slowest: Duration,
+}
+
+/// Why a request left its points unsettled.
+struct Stop {
+    settled: Settled,
+    timed_out: bool,
+}
+
+impl Stop {
+    fn retry(wait: Option<Duration>) -> Self {
+        Self {
+            settled: Settled::retry(wait),
+            timed_out: false,
+        }
+    }
+
+    /// A request that got no answer: counted and logged.
+    fn unanswered(t: &Target, e: &HttpError) -> Self {
+        unreachable_server(t, e);
+        Self {
+            settled: Settled::retry(None),
+            timed_out: matches!(e, HttpError::Timeout(_)),
+        }
+    }
+}
+
+/// Sends one batch, in requests of at most `limit` points, in order, and
+/// settles it.
+///
+/// A batch is whole outbox records, and one record can hold more points
+/// than a server slow enough to need a small `limit` takes in time: such
+/// a record is split here. The requests go one after the other, so what
+/// is settled when one fails is the body's head ([`Delivered::settled_points`]).
+pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, limit: usize) -> Delivered {
+    let ends: Vec<usize> = body
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i + 1)
+        .collect();
+    let limit = limit.max(1);
+    let mut done = 0;
+    let mut slowest = Duration::ZERO;
+    while done < ends.len() {
+        let upto = (done + limit).min(ends.len());
+        let from = done.checked_sub(1).map_or(0, |i| ends[i]);
+        let part = body.slice(from..ends[upto - 1]);
+        let started = tokio::time::Instant::now();
+        match write(t, client, part, upto - done).await {
+            Ok(()) => {
+                slowest = slowest.max(started.elapsed());
+                done = upto;
+            }
+            Err(stop) => {
+                return Delivered {
+                    settled: stop.settled,
+                    settled_points: done,
+                    timed_out: stop.timed_out.then_some(upto - done),
+                    slowest,
+                }
+            }
+        }
+    }
+    Delivered {
+        settled: Settled::Done,
+        settled_points: done,
+        timed_out: None,
+        slowest,
+    }
+}
+
+/// Sends one request of `points` lines; `Ok` once each is written or set
+/// aside (and counted).
+async fn write(t: &Target, client: &mut Client, body: Bytes, points: usize) -> Result<(), Stop> {
     let outcome = match post(t, client, &t.write_path, body.clone()).await {
         Ok(r) => classify(r.status, &r.headers, &r.body),
-        Err(e) => {
-            unreachable_server(t, &e);
-            return Settled::retry(None);
-        }
+        Err(e) => return Err(Stop::unanswered(t, &e)),
     };
     match outcome {
         Outcome::Written => {
             t.m.written.add(points as u64);
             t.m.up.set(1.0);
-            Settled::Done
+            Ok(())
         }
         Outcome::Later {
             retry_after,
@@ -132,7 +215,7 @@ pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, points: usize
             if let Some(suppressed) = t.log.allow(reason) {
                 warn!(output = %t.name, reason, retry_after = ?retry_after, suppressed, "InfluxDB asks to wait; the points stay in the outbox.");
             }
-            Settled::retry(t.server_wait(retry_after))
+            Err(Stop::retry(t.server_wait(retry_after)))
         }
         Outcome::Refused { reason, message } => {
             t.m.failed(reason);
@@ -142,11 +225,16 @@ pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, points: usize
             match bisect(t, client, &body, reason, &message).await {
                 Ok(()) => {
                     t.m.up.set(1.0);
-                    Settled::Done
+                    Ok(())
                 }
                 // Halves already written are written again with the
                 // batch: the same points, stored once.
-                Err(wait) => Settled::retry(t.server_wait(wait)),
+                Err(mut stop) => {
+                    if let Settled::Retry { wait, .. } = &mut stop.settled {
+                        *wait = t.server_wait(*wait);
+                    }
+                    Err(stop)
+                }
             }
         }
         Outcome::Misconfigured { reason, message } => {
@@ -155,22 +243,25 @@ pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, points: usize
             if let Some(suppressed) = t.log.allow(reason) {
                 error!(output = %t.name, reason, %message, fix = key, suppressed, "InfluxDB refuses the writes: check this sink's {key}. The points wait in the outbox.");
             }
-            Settled::Retry {
-                wait: None,
-                // A missing retention policy is not cured by creating the
-                // database (it exists).
-                missing_database: reason == "not_found"
-                    && t.version == 1
-                    && t.create_database
-                    && !message.starts_with("retention policy"),
-            }
+            Err(Stop {
+                settled: Settled::Retry {
+                    wait: None,
+                    // A missing retention policy is not cured by creating the
+                    // database (it exists).
+                    missing_database: reason == "not_found"
+                        && t.version == 1
+                        && t.create_database
+                        && !message.starts_with("retention policy"),
+                },
+                timed_out: false,
+            })
         }
         Outcome::Failed { reason, message } => {
             t.m.failed(reason);
             if let Some(suppressed) = t.log.allow(reason) {
                 warn!(output = %t.name, %message, suppressed, "InfluxDB write failed; retrying.");
             }
-            Settled::retry(None)
+            Err(Stop::retry(None))
         }
     }
 }
@@ -210,15 +301,15 @@ impl std::fmt::Display for ErrorChain<'_> {
 /// either written or refused alone (dead-lettered, counted).
 ///
 /// # Errors
-/// Any answer but written or refused: the batch waits (for the time
-/// returned, if the server said) and is sent again whole.
+/// Any answer but written or refused: the batch waits (for the server's
+/// `Retry-After`, uncapped, if it said) and is sent again whole.
 async fn bisect(
     t: &Target,
     client: &mut Client,
     body: &[u8],
     first_reason: &'static str,
     first_message: &str,
-) -> Result<(), Option<Duration>> {
+) -> Result<(), Stop> {
     let lines: Vec<&[u8]> = body.split_inclusive(|b| *b == b'\n').collect();
     if refused_whole(first_message, lines.len()) {
         let all: Vec<_> = lines
@@ -239,10 +330,7 @@ async fn bisect(
         let part = Bytes::from(lines[a..b].concat());
         let outcome = match post(t, client, &t.write_path, part).await {
             Ok(r) => classify(r.status, &r.headers, &r.body),
-            Err(e) => {
-                unreachable_server(t, &e);
-                return Err(None);
-            }
+            Err(e) => return Err(Stop::unanswered(t, &e)),
         };
         match outcome {
             Outcome::Written => written += b - a,
@@ -261,11 +349,11 @@ async fn bisect(
                 reason,
             } => {
                 t.m.failed(reason);
-                return Err(retry_after);
+                return Err(Stop::retry(retry_after));
             }
             Outcome::Misconfigured { reason, .. } | Outcome::Failed { reason, .. } => {
                 t.m.failed(reason);
-                return Err(None);
+                return Err(Stop::retry(None));
             }
         }
     }

@@ -11,6 +11,8 @@
 //!   of a refused batch (dead-letter file);
 //! - `flight`: which outbox records are in a request, and what a finished
 //!   request does to them;
+//! - `pace`: how many points a request carries: fewer after a write timed
+//!   out, back up to `batch_size` once writes are quick;
 //! - this module: InfluxDB's side of the crate's `outbox_loop`. Events
 //!   are encoded as they arrive and
 //!   stored (one fsync per batch taken from the channel, in outbox
@@ -19,8 +21,10 @@
 //!   connection, so storing the next batch overlaps sending this one),
 //!   and acknowledged in the outbox only once InfluxDB answered 2xx. A
 //!   refused batch (400/413/422) is bisected down to the points InfluxDB
-//!   refuses alone, which go to the dead-letter file. Points carry their
-//!   event times, so a batch sent twice is stored once.
+//!   refuses alone, which go to the dead-letter file. A write that times
+//!   out is sent again in smaller requests (`pace`), its written part not
+//!   again. Points carry their event times, so a batch sent twice is
+//!   stored once.
 
 mod batch;
 pub mod config;
@@ -30,6 +34,7 @@ mod http;
 pub mod kind;
 pub mod line;
 pub mod outcome;
+mod pace;
 mod request;
 mod tags;
 
@@ -44,7 +49,7 @@ use gateway_core::telemetry::LogThrottle;
 use gateway_core::{Telemetry, Timestamp};
 use tokio::task::{self, JoinHandle, JoinSet};
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::durable;
 use crate::outbox_loop::{self, blocking, Deliver};
@@ -53,11 +58,12 @@ use crate::spool::Spool;
 use crate::OutputLink;
 use batch::Batcher;
 pub use config::InfluxConfig;
-use deliver::{Metrics, Settled, Target};
+use deliver::{Delivered, Metrics, Settled, Target};
 use flight::Flight;
 use gateway_core::event::SinkEvent;
 use http::{Client, Tls};
 use line::Encoder;
+use pace::Pace;
 
 /// Points InfluxDB accepted, per output.
 pub const SINK_POINTS_WRITTEN: &str = "edge_gateway_sink_points_written_total";
@@ -136,9 +142,14 @@ struct Writer {
     cursor: u64,
     /// When the next request goes.
     plan: Batcher,
+    /// How many points it carries.
+    pace: Pace,
+    /// Lines at the head of a record that a delivery cut short wrote, by
+    /// record: left out when the record is sent again.
+    partly_written: HashMap<u64, usize>,
     backoff: Backoff,
     /// The requests in flight, each its own task and connection.
-    deliveries: JoinSet<(Client, Settled)>,
+    deliveries: JoinSet<(Client, Delivered)>,
     /// Which records each delivery carries, by task id.
     flights: HashMap<task::Id, Flight>,
 }
@@ -191,6 +202,8 @@ impl Writer {
             flying: HashSet::new(),
             cursor: 0,
             plan: Batcher::new(config.batch_size, config.flush_interval),
+            pace: Pace::new(config.batch_size, config.timeout),
+            partly_written: HashMap::new(),
             backoff: Backoff::new(Duration::from_millis(200), config.max_backoff),
             deliveries: JoinSet::new(),
             flights: HashMap::new(),
@@ -240,10 +253,10 @@ impl Writer {
                 self.plan.dispatched(self.unsent, Instant::now());
                 let target = self.target.clone();
                 let mut client = self.client();
-                let points = flight.points;
+                let limit = self.pace.limit();
                 let task = self.deliveries.spawn(async move {
-                    let settled = deliver::deliver(&target, &mut client, body, points).await;
-                    (client, settled)
+                    let delivered = deliver::deliver(&target, &mut client, body, limit).await;
+                    (client, delivered)
                 });
                 self.flights.insert(task.id(), flight);
             }
@@ -252,6 +265,23 @@ impl Writer {
                 self.unsent = 0;
                 self.plan.dispatched(0, Instant::now());
             }
+        }
+    }
+
+    /// Sizes the next requests by how this delivery went.
+    fn adjust_pace(&mut self, d: &Delivered) {
+        if let Some(points) = d.timed_out {
+            if self.pace.timed_out(points) {
+                let limit = self.pace.limit();
+                if let Some(suppressed) = self.target.log.allow("slow") {
+                    warn!(output = %self.config.name, points, timeout = ?self.config.timeout, now = limit, suppressed, "InfluxDB did not answer a write within timeout; sending smaller batches until it answers quickly.");
+                }
+                self.plan.resize(limit);
+            }
+        } else if d.settled_points > 0 && self.pace.written(d.settled_points, d.slowest) {
+            let limit = self.pace.limit();
+            info!(output = %self.config.name, now = limit, "InfluxDB answers quickly again; sending larger batches.");
+            self.plan.resize(limit);
         }
     }
 
@@ -313,7 +343,7 @@ impl Writer {
 }
 
 /// A delivery that finished (or, by design never, panicked).
-type Finished = Result<(task::Id, (Client, Settled)), task::JoinError>;
+type Finished = Result<(task::Id, (Client, Delivered)), task::JoinError>;
 
 impl Deliver for Writer {
     type Item = SinkEvent;
@@ -351,22 +381,28 @@ impl Deliver for Writer {
     }
 
     async fn settle(&mut self, done: Finished) {
-        let (id, settled) = match done {
-            Ok((id, (client, settled))) => {
+        let (id, delivered) = match done {
+            Ok((id, (client, delivered))) => {
                 self.idle.push(client);
-                (id, settled)
+                (id, delivered)
             }
             // Cannot panic by design; if it did, its batch is sent again.
             Err(e) => (
                 e.id(),
-                Settled::Retry {
-                    wait: None,
-                    missing_database: false,
+                Delivered {
+                    settled: Settled::Retry {
+                        wait: None,
+                        missing_database: false,
+                    },
+                    settled_points: 0,
+                    timed_out: None,
+                    slowest: Duration::ZERO,
                 },
             ),
         };
+        self.adjust_pace(&delivered);
         if let Some(flight) = self.flights.remove(&id) {
-            self.settle_flight(flight, settled);
+            self.settle_flight(flight, delivered);
         }
     }
 
