@@ -157,12 +157,17 @@ impl Stop {
 /// a record is split here. The requests go one after the other, so what
 /// is settled when one fails is the body's head ([`Delivered::settled_points`]).
 pub async fn deliver(t: &Target, client: &mut Client, body: Bytes, limit: usize) -> Delivered {
-    let ends: Vec<usize> = body
+    let mut ends: Vec<usize> = body
         .iter()
         .enumerate()
         .filter(|(_, b)| **b == b'\n')
         .map(|(i, _)| i + 1)
         .collect();
+    if body.last().is_some_and(|b| *b != b'\n') {
+        // Every line the encoder writes ends in one; a record that does
+        // not still has its last line sent, not cut off.
+        ends.push(body.len());
+    }
     let limit = limit.max(1);
     let mut done = 0;
     let mut slowest = Duration::ZERO;
