@@ -36,6 +36,7 @@ pub mod line;
 pub mod outcome;
 mod pace;
 mod request;
+mod sample_clock;
 mod tags;
 
 use std::collections::{HashMap, HashSet};
