@@ -21,6 +21,7 @@ use crate::payload::PayloadFormat;
 
 mod answer;
 mod block1;
+mod block2;
 mod body;
 mod latest;
 mod options;
@@ -371,10 +372,12 @@ impl Handler {
             path_utf8,
             cf,
             block1,
+            block2,
             unsupported,
             ..
         } = options;
         let (depth, mut path_utf8, cf, block1) = (*depth, *path_utf8, *cf, *block1);
+        let block2 = *block2;
         if let Some(number) = *unsupported {
             out.error("bad_option", format!("critical option {number}"));
             return Answer::error(ResponseType::BadOption, "unsupported critical option");
@@ -424,10 +427,13 @@ impl Handler {
             }
         }
         match (path, method) {
-            ([".well-known", "core"], RequestType::Get) => {
-                Answer::content(CF_LINK_FORMAT, self.link_format().into_bytes())
+            ([".well-known", "core"], RequestType::Get) => block2::serve(
+                Answer::content(CF_LINK_FORMAT, self.link_format().into_bytes()),
+                block2,
+            ),
+            (["s", device], RequestType::Get) => {
+                block2::serve(self.latest_json(device, out), block2)
             }
-            (["s", device], RequestType::Get) => self.latest_json(device, out),
             (["s", device], _) if updating => match self.device(device, out) {
                 Ok(device) => self.ingest(peer, request, options, device, None, at, out, readings),
                 Err(answer) => answer,

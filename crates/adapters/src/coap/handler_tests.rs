@@ -1021,25 +1021,82 @@ fn a_host_past_its_share_of_the_duplicate_cache_is_counted() {
     assert_eq!(h.take_dedup_given_up(), None);
 }
 
+/// A GET followed in Block2 blocks, as a client does: the blocks joined,
+/// and how many there were. Each block request is a new CON.
+fn get_in_blocks(h: &mut Handler, path: &str, szx: Option<u32>, mid: u16) -> (Vec<u8>, u32) {
+    let t = Instant::now();
+    let mut joined = Vec::new();
+    let mut etag = None;
+    for num in 0..200u32 {
+        let mut d = Packet::from_bytes(&request(true, GET, mid + num as u16, path, None, None, b"")).unwrap();
+        // Without a size of its own, the client asks for the later blocks
+        // at the size the first came in.
+        match (szx, num) {
+            (Some(szx), _) => d.add_option(CoapOption::Block2, message::uint(num << 4 | szx)),
+            (None, 0) => {}
+            (None, _) => d.add_option(CoapOption::Block2, message::uint(num << 4 | 6)),
+        }
+        let o = h.handle(peer(), &d.to_bytes_unlimited().unwrap(), t, arrival());
+        let r = reply(&o);
+        assert_eq!(r.header.code, MessageClass::Response(ResponseType::Content), "block {num}");
+        let tag = r.get_first_option(CoapOption::ETag).cloned();
+        assert!(etag.is_none() || etag == tag, "the same listing's blocks");
+        etag = tag;
+        joined.extend(&r.payload);
+        let Some(b) = r.get_first_option(CoapOption::Block2) else {
+            return (joined, num + 1);
+        };
+        let b = message::read_uint(b).unwrap();
+        assert_eq!(b >> 4, num);
+        if b & 0x8 == 0 {
+            return (joined, num + 1);
+        }
+    }
+    panic!("more than 200 blocks");
+}
+
 /// A device with more metrics than one datagram holds: its latest values
-/// answer with as many as fit, by name, and `truncated`; never none.
+/// come in Block2 blocks, every metric remembered, at the size asked.
 #[test]
-fn the_latest_of_a_device_with_many_metrics_gives_what_fits() {
+fn the_latest_of_a_device_with_many_metrics_comes_in_blocks() {
     let mut h = Handler::new(limits(), 1);
     let t = Instant::now();
     let fields: Vec<String> = (0..60).map(|i| format!("\"m{i:02}\":{i}")).collect();
     let body = format!("{{{}}}", fields.join(","));
     assert!(body.len() < limits().max_payload_bytes, "{}", body.len());
     h.handle(peer(), &request(true, POST, 1, "s/big", Some(50), None, body.as_bytes()), t, arrival());
-    let o = h.handle(peer(), &request(true, GET, 2, "s/big", None, None, b""), t, arrival());
-    let r = reply(&o);
-    assert!(r.payload.len() <= super::latest::MAX_RESPONSE_PAYLOAD, "{}", r.payload.len());
-    let doc: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-    assert_eq!(doc["truncated"], true);
+    let (whole, blocks) = get_in_blocks(&mut h, "s/big", None, 100);
+    assert!(blocks > 1, "{} bytes in one block", whole.len());
+    let doc: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+    assert_eq!(doc.get("truncated"), None);
     let metrics = doc["metrics"].as_object().unwrap();
-    assert!(metrics.len() >= 10, "{} metrics kept", metrics.len());
-    assert_eq!(metrics["m00"]["v"], 0.0, "the first by name");
-    assert!(metrics.len() < 60);
+    assert_eq!(metrics.len(), MAX_METRICS_PER_DEVICE, "every metric remembered");
+    assert_eq!(metrics["m00"]["v"], 0.0);
+    let (small, small_blocks) = get_in_blocks(&mut h, "s/big", Some(0), 300);
+    assert_eq!(small, whole, "16-byte blocks join into the same document");
+    assert_eq!(small_blocks as usize, whole.len().div_ceil(16));
+}
+
+/// More devices than one datagram lists: `/.well-known/core` in blocks,
+/// every device in it; a block past the end is refused, not empty.
+#[test]
+fn the_discovery_of_many_devices_comes_in_blocks() {
+    let mut h = Handler::new(Limits { max_devices: 200, ..limits() }, 1);
+    let t = Instant::now();
+    for i in 0..100u16 {
+        let path = format!("s/device-{i:03}/t");
+        h.handle(peer(), &request(true, POST, i, &path, Some(0), None, b"1"), t, arrival());
+    }
+    let (whole, blocks) = get_in_blocks(&mut h, ".well-known/core", None, 1000);
+    assert!(blocks >= 4, "{blocks}");
+    let text = String::from_utf8(whole).unwrap();
+    for i in 0..100 {
+        assert!(text.contains(&format!("</s/device-{i:03}>;")), "device-{i:03}");
+    }
+    let mut past = Packet::from_bytes(&request(true, GET, 2000, ".well-known/core", None, None, b"")).unwrap();
+    past.add_option(CoapOption::Block2, message::uint(100 << 4 | 6));
+    let o = h.handle(peer(), &past.to_bytes_unlimited().unwrap(), t, arrival());
+    assert_eq!(code(&o), MessageClass::Response(ResponseType::BadOption));
 }
 
 /// A flood from forged addresses, one CON each, fills the duplicate cache

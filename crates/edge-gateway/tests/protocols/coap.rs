@@ -372,6 +372,79 @@ async fn a_last_block1_block_retried_under_a_new_mid_counts_once() {
     expect(&sent, &got);
 }
 
+/// A building with more CoAP devices than one datagram lists: libcoap's
+/// `coap-client` follows the Block2 blocks of `/.well-known/core` and of a
+/// device's latest values, at the block size it asks for, and gets every
+/// device (the listing used to stop at about 20 devices, silently).
+#[tokio::test]
+async fn a_discovery_larger_than_a_datagram_is_served_in_blocks() {
+    let (_local, _up, _sub, _gw, port) = setup("gw-coap-block2").await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 256];
+    let devices: Vec<String> = (0..80).map(|i| format!("bd-{i:03}")).collect();
+    for (i, device) in devices.iter().enumerate() {
+        let [hi, lo] = u16::try_from(0x3000 + i).unwrap().to_be_bytes();
+        let mut d = vec![0x40, 0x02, hi, lo]; // CON POST, no token
+        d.extend([0xb1, b's', 0x06]); // Uri-Path s, then the 6-byte id
+        d.extend_from_slice(device.as_bytes());
+        d.extend([0x01, b't', 0x10, 0xff, b'1']); // Uri-Path t; text/plain "1"
+        socket.send(&d).await.unwrap();
+        let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
+            .await
+            .expect("an ACK")
+            .unwrap();
+        assert_eq!(&buf[..n.min(4)], [0x60, 0x44, hi, lo], "{device} 2.04");
+    }
+    // Metrics enough that one device's latest values pass a small block.
+    let many: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"n":"metric_{i:02}","v":{i}}}"#))
+        .collect();
+    let out = post(
+        port,
+        "s/bd-000",
+        "110",
+        format!("[{}]", many.join(",")).as_bytes(),
+        false,
+        None,
+    )
+    .await;
+    assert!(out.success, "{out:?}");
+
+    for block in [None, Some("64")] {
+        let mut args = vec!["-m", "get"];
+        if let Some(size) = block {
+            args.extend(["-b", size]);
+        }
+        let target = url(port, ".well-known/core");
+        args.push(&target);
+        let out = coap_client_run(&args).await;
+        assert!(out.success, "{block:?}: {out:?}");
+        assert!(out.stdout.starts_with("</s>;"), "{block:?}: {out:?}");
+        let missing: Vec<&String> = devices
+            .iter()
+            .filter(|d| !out.stdout.contains(&format!("</s/{d}>;")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{block:?}: {} devices missing: {missing:?}",
+            missing.len()
+        );
+
+        let target = url(port, "s/bd-000");
+        let mut args = vec!["-m", "get"];
+        if block.is_some() {
+            args.extend(["-b", "16"]);
+        }
+        args.push(&target);
+        let out = coap_client_run(&args).await;
+        let latest: serde_json::Value = serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("{block:?}: {e}: {out:?}"));
+        assert_eq!(latest["metrics"]["t"]["v"], 1.0, "{out:?}");
+        assert_eq!(latest["metrics"]["metric_19"]["v"], 19.0, "{out:?}");
+    }
+}
+
 #[tokio::test]
 async fn observe_follows_a_libcoap_server_and_registers_again_after_its_restart() {
     let id = "gw-coap-observe";

@@ -11,9 +11,13 @@ use super::answer::Answer;
 use super::options::{CF_JSON, CF_SENML_CBOR, CF_SENML_JSON, CF_TEXT};
 use super::{Handler, Outcome};
 
-/// Largest `/.well-known/core` and `GET /s/{device}` body: the §4.6 payload
-/// bound, so a response never needs Block2.
+/// Largest response payload in one datagram (the §4.6 bound): a larger
+/// `/.well-known/core` or `GET /s/{device}` goes in Block2 blocks.
 pub(super) const MAX_RESPONSE_PAYLOAD: usize = 1024;
+/// Largest `/.well-known/core` listing (about 1 500 devices): every block
+/// request builds the listing again, so its size bounds what one datagram
+/// can make the server do.
+pub(super) const MAX_LISTING: usize = 64 * 1024;
 /// Metrics remembered per device for `GET /s/{device}`.
 pub(super) const MAX_METRICS_PER_DEVICE: usize = 24;
 
@@ -151,35 +155,15 @@ impl Handler {
             .collect();
         let whole = serde_json::json!({
             "device": device,
-            "metrics": entries.iter().cloned().collect::<serde_json::Map<_, _>>(),
+            "metrics": entries.into_iter().collect::<serde_json::Map<_, _>>(),
         });
-        let bytes = whole.to_string().into_bytes();
-        if bytes.len() <= MAX_RESPONSE_PAYLOAD {
-            return Answer::content(CF_JSON, bytes);
-        }
-        // Too many metrics for one datagram: the first ones by name that
-        // fit, and `truncated`, rather than none of them.
-        let mut kept = serde_json::Map::new();
-        let mut size = serde_json::json!({ "device": device, "metrics": {}, "truncated": true })
-            .to_string()
-            .len();
-        for (name, entry) in entries {
-            // `"name":{…}` and the comma before the next.
-            let more = serde_json::Value::String(name.clone()).to_string().len()
-                + entry.to_string().len()
-                + 2;
-            if size + more > MAX_RESPONSE_PAYLOAD {
-                break;
-            }
-            size += more;
-            kept.insert(name, entry);
-        }
-        let doc = serde_json::json!({ "device": device, "metrics": kept, "truncated": true });
-        Answer::content(CF_JSON, doc.to_string().into_bytes())
+        // At most MAX_METRICS_PER_DEVICE entries: a few blocks at most
+        // when a client follows Block2.
+        Answer::content(CF_JSON, whole.to_string().into_bytes())
     }
 
     /// RFC 6690 link format: the ingest collection, then one link per known
-    /// device while the body stays under [`MAX_RESPONSE_PAYLOAD`].
+    /// device while the body stays under [`MAX_LISTING`].
     pub(super) fn link_format(&self) -> String {
         let mut out = format!(
             "</s>;rt=\"edge-gateway.ingest\";ct=\"{CF_TEXT} {CF_JSON} {CF_SENML_JSON} {CF_SENML_CBOR}\";title=\"POST or PUT /s/{{device}}[/{{metric}}]\""
@@ -188,7 +172,7 @@ impl Handler {
         devices.sort_unstable();
         for d in devices {
             let link = format!(",</s/{d}>;rt=\"edge-gateway.latest\";ct={CF_JSON}");
-            if out.len() + link.len() > MAX_RESPONSE_PAYLOAD {
+            if out.len() + link.len() > MAX_LISTING {
                 break;
             }
             out.push_str(&link);

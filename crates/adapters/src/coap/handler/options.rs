@@ -30,7 +30,7 @@ pub(super) const UNDERSTOOD_CRITICAL: [u16; 7] = [
     11, // Uri-Path
     15, // Uri-Query (ignored)
     17, // Accept (ignored: each resource has one representation)
-    23, // Block2 (ignored: responses fit one datagram)
+    23, // Block2 (a GET's answer in blocks)
     27, // Block1
 ];
 
@@ -53,6 +53,7 @@ pub(super) struct OptionsRead<'a> {
     pub(super) path_utf8: bool,
     pub(super) cf: Option<&'a [u8]>,
     pub(super) block1: Option<&'a [u8]>,
+    pub(super) block2: Option<&'a [u8]>,
     /// The first critical option not understood: one we do not know, one
     /// repeated that is defined once (§5.4.5), or one whose value is
     /// longer than its format allows (§5.4.3).
@@ -69,6 +70,7 @@ impl Default for OptionsRead<'_> {
             path_utf8: true,
             cf: None,
             block1: None,
+            block2: None,
             unsupported: None,
             once: 0,
         }
@@ -98,7 +100,10 @@ impl<'a> OptionsRead<'a> {
             URI_HOST => self.once(1, number, value, 255),
             URI_PORT => self.once(2, number, value, 2),
             ACCEPT => self.once(3, number, value, 2),
-            BLOCK2 => self.once(4, number, value, 3),
+            BLOCK2 => {
+                self.once(4, number, value, 3);
+                self.block2.get_or_insert(value);
+            }
             n if n % 2 == 1 && !UNDERSTOOD_CRITICAL.contains(&n) => {
                 self.unsupported.get_or_insert(n);
             }
