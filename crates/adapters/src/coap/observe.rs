@@ -222,7 +222,9 @@ async fn observe(
                 }
             };
             if let Some(ack) = answered.again(&packet, datagram, Instant::now()) {
-                let _ = socket.send(&ack).await;
+                if !ack.is_empty() {
+                    let _ = socket.send(&ack).await;
+                }
                 continue;
             }
             if let Some(f) = fetching.as_mut() {
@@ -317,6 +319,8 @@ async fn observe(
             if let Some(reply) = reply {
                 answered.answered(&packet, datagram, &reply, Instant::now());
                 let _ = socket.send(&reply).await;
+            } else if packet.header.get_type() == MessageType::NonConfirmable {
+                answered.answered(&packet, datagram, &[], Instant::now());
             }
             forward(&ctx, &stats, readings).await?;
         };

@@ -65,8 +65,10 @@ impl Retransmit {
 /// transmission.
 const KEPT: usize = 1024;
 
-/// The CONs of one resource's device answered lately. Its socket is
-/// connected, so the peer is the device and the Message ID the key. A
+/// The CONs of one resource's device answered lately, and its NONs read
+/// lately (RFC 7252 §4.5: a network may deliver a NON twice, and one
+/// without an Observe option has no sequence number to tell). Its socket
+/// is connected, so the peer is the device and the Message ID the key. A
 /// retransmission is the same datagram: a message that reuses a Message
 /// ID with other bytes (a device restarted within the lifetime, counting
 /// from where it counted before) is a new one.
@@ -89,9 +91,10 @@ impl Answered {
     }
 
     /// The answer to send again when `datagram` (parsed as `p`) is a CON
-    /// answered within its lifetime; counted a duplicate.
+    /// answered, or a NON read, within its lifetime (a NON's answer is
+    /// empty: nothing is sent); counted a duplicate.
     pub(super) fn again(&mut self, p: &Packet, datagram: &[u8], now: Instant) -> Option<Vec<u8>> {
-        if p.header.get_type() != MessageType::Confirmable {
+        if !remembered(p) {
             return None;
         }
         self.expire(now);
@@ -103,9 +106,9 @@ impl Answered {
         Some(reply.clone())
     }
 
-    /// `reply` was sent to `datagram` (parsed as `p`).
+    /// `reply` was sent to `datagram` (parsed as `p`); empty for a NON.
     pub(super) fn answered(&mut self, p: &Packet, datagram: &[u8], reply: &[u8], now: Instant) {
-        if p.header.get_type() != MessageType::Confirmable {
+        if !remembered(p) {
             return;
         }
         self.expire(now);
@@ -132,6 +135,15 @@ impl Answered {
             self.replies.remove(&mid);
         }
     }
+}
+
+/// CONs and NONs: an ACK or a Reset answers our own message, whose
+/// Message ID is ours and may be met again legitimately.
+fn remembered(p: &Packet) -> bool {
+    matches!(
+        p.header.get_type(),
+        MessageType::Confirmable | MessageType::NonConfirmable
+    )
 }
 
 fn digest(datagram: &[u8]) -> u64 {

@@ -496,3 +496,55 @@ async fn a_retransmitted_con_notification_is_acknowledged_again_and_read_once() 
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// A network that duplicates a datagram (RFC 7252 §4.5: a recipient
+/// should drop a NON's duplicates for NON_LIFETIME) delivers a NON
+/// notification twice: read once, with an Observe option or without one
+/// (a device's last response, or one that does not number its
+/// notifications), and counted a duplicate.
+#[tokio::test]
+async fn a_duplicated_non_notification_is_read_once() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let mut device = Device { socket, mid: 100 };
+    let (tx, mut rx) = mpsc::channel(16);
+    let telemetry = Telemetry::default();
+    let ctx = AdapterContext {
+        name: "observed".into(),
+        ingress: tx.into(),
+        shutdown: CancellationToken::new(),
+        telemetry: telemetry.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let shutdown = ctx.shutdown.clone();
+    let config = observed(addr, Duration::from_secs(600));
+    let task = tokio::spawn(Box::new(CoapObserver::new(config)).run(ctx));
+    let (reg, peer) = device.registration().await;
+    device
+        .notify(&reg, peer, MessageType::Acknowledgement, 1, "20.5")
+        .await;
+    assert_eq!(next_value(&mut rx).await.2, 20.5);
+
+    let non = |mid, seq, value| {
+        let mut d = con_notification(&reg, mid, seq, value);
+        d[0] |= 0x10; // CON (0) to NON (1)
+        d
+    };
+    for (datagram, value) in [(non(300, Some(2), "21"), 21.0), (non(301, None, "30"), 30.0)] {
+        device.socket.send_to(&datagram, peer).await.unwrap();
+        device.socket.send_to(&datagram, peer).await.unwrap();
+        assert_eq!(next_value(&mut rx).await.2, value);
+    }
+    // The next reading is the next notification's: neither came in twice.
+    device.socket.send_to(&non(302, Some(3), "31"), peer).await.unwrap();
+    assert_eq!(next_value(&mut rx).await.2, 31.0);
+    assert_eq!(
+        telemetry.counter_value(
+            "edge_gateway_adapter_duplicates_total",
+            &[("adapter", "observed")]
+        ),
+        Some(2)
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
