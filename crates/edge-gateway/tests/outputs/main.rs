@@ -12,6 +12,7 @@ mod alerts_end_to_end;
 mod commands;
 mod commands_attacks;
 mod commands_bacnet;
+mod commands_contract;
 mod commands_late;
 mod dashboard;
 mod dashboard_abuse;
