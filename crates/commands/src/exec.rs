@@ -96,6 +96,10 @@ pub struct Executor {
 /// tests only); unset, nothing waits.
 pub const HOLD_RESULT_ENV: &str = "EDGE_GATEWAY_FAULT_HOLD_COMMAND_RESULT_MS";
 
+/// The detail of an `interrupted` result, which has no error of its own
+/// to tell.
+const INTERRUPTED: &str = "the gateway stopped between this command's write and its result: whether the device took the value is unknown; it is not written again";
+
 /// A result before it is recorded and sent.
 struct Outcome {
     status: &'static str,
@@ -159,14 +163,18 @@ impl Executor {
         let Some(journal) = &self.journal else { return };
         for (id, command) in journal.interrupted() {
             warn!(id = %id, device = %command.device, metric = %command.metric, "A command was being written when the gateway stopped: not written again, reported as failed.");
+            // Answered where the command came from, as it would have been.
+            self.answer_on = command.topic_device.clone();
             let recorded = Recorded {
                 status: "failed".into(),
                 reason: "interrupted".into(),
+                detail: INTERRUPTED.into(),
                 ts: self.clock.now().to_rfc3339(),
                 ..command
             };
             self.count("failed", "interrupted");
             self.finish(&id, None, recorded, Sync::Now).await;
+            self.answer_on = None;
         }
     }
 
@@ -276,8 +284,9 @@ impl Executor {
                 return;
             }
             Some(Known::Started(_)) => {
-                let recorded =
+                let mut recorded =
                     self.recorded(&device, &parsed.metric, value, "failed", "interrupted");
+                recorded.detail = INTERRUPTED.into();
                 self.telemetry.counter(COMMANDS_REPEATED, &[]).inc();
                 self.count("failed", "interrupted");
                 self.finish(&parsed.id, made.ts(), recorded, sync_for(origin))
@@ -460,13 +469,14 @@ impl Executor {
                 "waited in the gateway (behind other commands) past its max_age",
             );
         }
-        let started = self.recorded(
+        let mut started = self.recorded(
             &command.device,
             &command.metric,
             value.clone(),
             "started",
             "",
         );
+        started.topic_device.clone_from(&self.answer_on);
         let now = self.clock.now();
         if let Some(journal) = self.journal.as_mut() {
             if let Err(e) = journal.start(&command.id, made.ts(), started, now, sync_for(origin)) {
@@ -513,6 +523,7 @@ impl Executor {
             detail: String::new(),
             applied: None,
             ts: self.clock.now().to_rfc3339(),
+            topic_device: None,
         }
     }
 

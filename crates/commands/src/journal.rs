@@ -65,6 +65,12 @@ pub struct Recorded {
     pub applied: Option<f64>,
     /// RFC 3339, when the result was decided.
     pub ts: String,
+    /// The device level of the command's topic as its sender spelt it,
+    /// when not the device's id (`AA-BB-CC-DD-EE-FF`): kept with its start,
+    /// so that a result given after a restart (`interrupted`) goes on the
+    /// topic the command came on, as every other result does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_device: Option<String>,
 }
 
 /// What the journal knows of an id.

@@ -20,6 +20,7 @@ fn done(device: &str) -> Recorded {
         // Read back from the device, kept across a restart.
         applied: Some(21.5),
         ts: at(0).to_rfc3339(),
+        topic_device: None,
     }
 }
 
