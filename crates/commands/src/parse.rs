@@ -4,7 +4,7 @@
 //! Pure: bytes in, a command or the reason it is refused out. Whatever
 //! the bytes, this never panics (fuzzed: `fuzz/fuzz_targets/command_payload.rs`).
 
-use gateway_core::command::CommandValue;
+use gateway_core::command::{CommandValue, GATEWAY_ID_PREFIXES};
 use gateway_core::{DeviceId, Timestamp};
 use serde_json::Value;
 
@@ -193,6 +193,12 @@ pub fn parse(payload: &[u8]) -> Result<Parsed, Malformed> {
         None => return Err(Malformed::new(None, "id: missing")),
     };
     let id_ref = Some(id.as_str());
+    if let Some(prefix) = GATEWAY_ID_PREFIXES.iter().find(|p| id.starts_with(*p)) {
+        return Err(Malformed::new(
+            id_ref,
+            format!("id: {prefix}… is how the ids the gateway makes for Home Assistant's commands (ha-) and rules' actions (rule-) begin; use another id"),
+        ));
+    }
     for key in obj.keys() {
         if !["id", "metric", "value", "ts", "port", "data"].contains(&key.as_str()) {
             let key: String = key.chars().take(32).collect();
@@ -465,6 +471,21 @@ mod tests {
             p.ts,
             Some(Timestamp::parse_rfc3339("2026-11-25T20:00:00Z").unwrap())
         );
+    }
+
+    #[test]
+    fn the_gateways_own_id_prefixes_are_refused_with_the_id() {
+        for id in ["ha-0123456789abcdef", "rule-0123456789abcdef", "ha-"] {
+            let payload = format!(r#"{{"id":"{id}","metric":"setpoint","value":1}}"#);
+            let refused = parse(payload.as_bytes()).unwrap_err();
+            assert_eq!(refused.reason, "malformed", "{id}");
+            assert_eq!(refused.id.as_deref(), Some(id));
+            assert!(refused.detail.starts_with("id: "), "{}", refused.detail);
+        }
+        for id in ["HA-1", "hab-1", "rules-1", "my-ha-1", "rule"] {
+            let payload = format!(r#"{{"id":"{id}","metric":"setpoint","value":1}}"#);
+            assert!(parse(payload.as_bytes()).is_ok(), "{id}");
+        }
     }
 
     #[test]

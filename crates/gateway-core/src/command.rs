@@ -222,6 +222,14 @@ pub struct CommandRequest {
 /// `[[rule]] action` name (which no other origin reaches).
 pub const ORIGIN_RULE: &str = "rule";
 
+/// How the ids the gateway makes begin: Home Assistant's commands', then
+/// rules' actions'. The journal knows an id per device whoever sent it, and
+/// these ids are read off the result topic: a cloud command under one was
+/// answered with that command's result (`done`, nothing written), or,
+/// sent first, took the id from the action it named. So the cloud's
+/// commands may not use them (`commands::parse`).
+pub const GATEWAY_ID_PREFIXES: [&str; 2] = ["ha-", "rule-"];
+
 /// FNV-1a: the same bytes give the same number in every build (std's
 /// hasher promises no such thing), for ids that must outlive a restart.
 pub fn stable_digest(bytes: &[u8]) -> u64 {

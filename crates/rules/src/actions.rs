@@ -183,7 +183,11 @@ impl Runner {
 /// same id in every run of the gateway.
 fn command_id(rule: &str, device: &DeviceId, state: &str, at: Timestamp) -> String {
     let keyed = format!("{rule}\0{device}\0{state}\0{}", at.as_millis());
-    format!("rule-{:016x}", stable_digest(keyed.as_bytes()))
+    format!(
+        "{}{:016x}",
+        gateway_core::command::GATEWAY_ID_PREFIXES[1],
+        stable_digest(keyed.as_bytes())
+    )
 }
 
 #[cfg(test)]

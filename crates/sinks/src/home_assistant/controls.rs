@@ -110,7 +110,11 @@ pub fn command_of(
     keyed.push(0);
     keyed.extend_from_slice(arrived_ms.to_string().as_bytes());
     Command {
-        id: format!("ha-{:016x}", digest(&keyed)),
+        id: format!(
+            "{}{:016x}",
+            gateway_core::command::GATEWAY_ID_PREFIXES[0],
+            digest(&keyed)
+        ),
         device: device.clone(),
         metric: metric.to_string(),
         value: value_of(payload),
