@@ -36,7 +36,7 @@ use tracing::{info, warn};
 use crate::age::{self, Made};
 use crate::journal::{Journal, Known, Recorded, Sync};
 use crate::parse::{self, value_json};
-use crate::{COMMANDS, COMMANDS_REFUSALS_UNREMEMBERED, COMMANDS_REPEATED};
+use crate::{COMMANDS, COMMANDS_REPEATED};
 
 /// Ids the journal may hold before a refusal made before the allowance is
 /// sent without a journal line: the ids of about three minutes of a
@@ -351,8 +351,8 @@ impl Executor {
 
     /// Logs, counts and sends a command's result. `journaled`: it took an
     /// allowance, and its result is synced as its origin asks; otherwise
-    /// (refused before) it is journaled without its own sync, while the
-    /// journal holds fewer than [`REFUSALS_REMEMBERED`] ids.
+    /// (refused before) it is journaled without its own sync, within the
+    /// journal's bounds (`exec_refusals`).
     async fn conclude(
         &mut self,
         command: &Command,
@@ -383,61 +383,8 @@ impl Executor {
         if journaled {
             self.finish(&command.id, made.ts(), recorded, sync_for(origin))
                 .await;
-        } else if self
-            .journal
-            .as_ref()
-            .is_some_and(|j| j.len() < REFUSALS_REMEMBERED)
-        {
-            self.finish(&command.id, made.ts(), recorded, Sync::WithTheNext)
-                .await;
         } else {
-            self.telemetry
-                .counter(COMMANDS_REFUSALS_UNREMEMBERED, &[])
-                .inc();
-            if !self.mark_flood(command, made) {
-                if let Some(suppressed) = self.log.allow("refusals-unremembered") {
-                    warn!(suppressed, remembered = REFUSALS_REMEMBERED, "The command journal holds as many ids as it may: this refusal of a command without ts is sent but not journaled, so the same id sent again is judged again (a flood of refused commands?).");
-                }
-                // The sender must know this refusal is not final, so as
-                // not to send the id again expecting the same answer.
-                recorded.detail = format!(
-                    "{}; not journaled (a flood: {REFUSALS_REMEMBERED} ids held), so this id sent again is judged again: send a new id",
-                    recorded.detail
-                );
-            }
-            self.send(&command.id, &recorded).await;
-        }
-    }
-
-    /// Makes a refusal without a journal line final all the same: raises
-    /// its device's flood mark past its `ts`. `false` when it cannot: no
-    /// `ts`, or a device no target serves, whose commands are refused
-    /// whatever they are (and whose number a sender can make endless).
-    fn mark_flood(&mut self, command: &Command, made: Made) -> bool {
-        let Some(ts) = made.ts() else {
-            return false;
-        };
-        if self.targets.find(&command.device).is_none() {
-            return false;
-        }
-        let now = self.clock.now();
-        let Some(journal) = self.journal.as_mut() else {
-            return false;
-        };
-        match journal.refused_unremembered(command.device.as_str(), ts, now) {
-            Ok(false) => false,
-            Ok(true) => {
-                if let Some(suppressed) = self.log.allow("refusals-marked") {
-                    warn!(suppressed, remembered = REFUSALS_REMEMBERED, device = %command.device.as_str(), "The command journal holds as many ids as it may (a flood of refused commands?): refusals for this device are no longer journaled one by one; its commands made no later than the newest refused are refused too, so none of them can run later.");
-                }
-                true
-            }
-            Err(e) => {
-                if let Some(suppressed) = self.log.allow("journal-mark") {
-                    warn!(error = %e, suppressed, "Cannot journal a device's flood mark; its refusal is sent as not final.");
-                }
-                false
-            }
+            self.conclude_refusal(command, made, recorded).await;
         }
     }
 
@@ -588,6 +535,9 @@ fn sync_for(origin: &str) -> Sync {
         Sync::Now
     }
 }
+
+#[path = "exec_refusals.rs"]
+mod refusals;
 
 #[cfg(test)]
 #[path = "exec_tests.rs"]

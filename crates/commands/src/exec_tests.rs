@@ -7,6 +7,7 @@ use gateway_core::command::{Refusal, WriteFuture};
 use gateway_core::TokioClock;
 
 use super::*;
+use crate::COMMANDS_REFUSALS_UNREMEMBERED;
 
 const T0: i64 = 1_795_000_000_000;
 
@@ -385,14 +386,24 @@ async fn a_refusal_ahead_of_the_clock_is_final() {
 }
 
 /// With the journal full, a command made further ahead than any mark may
-/// reach (`keep`) cannot be covered: its refusal says it is not final,
-/// rather than claim it and run the replay once the clock caught up.
+/// reach (`keep`) cannot be covered by a mark: its refusal is kept among
+/// the nearest refusals made that far ahead (a bound of their own), and
+/// beyond them says it is not final, rather than claim it and run the
+/// replay once the clock caught up.
 #[tokio::test(start_paused = true)]
-async fn a_refusal_too_far_ahead_for_a_mark_says_it_is_not_final() {
+async fn a_refusal_too_far_ahead_for_a_mark_is_final_while_among_the_nearest() {
     let mut b = bench(Duration::from_secs(60), Duration::ZERO); // keep 65 s
     fill_with_refusals_for_nobody(&mut b, T0).await;
     let r = b.run("ahu-1", stamped_at("x", T0 + 70_000)).await;
     assert_eq!((r.status.as_str(), r.reason.as_str()), ("refused", "clock"));
+    assert!(!r.detail.contains("judged again"), "{}", r.detail);
+    for i in 0..crate::journal::FAR_AHEAD_REMEMBERED - 1 {
+        let ts = T0 + 80_000 + i64::try_from(i).unwrap();
+        let r = b.run("ghost", stamped_at(&format!("a-{i}"), ts)).await;
+        assert!(!r.detail.contains("judged again"), "{}", r.detail);
+    }
+    let r = b.run("ahu-1", stamped_at("z", T0 + 90_000)).await;
+    assert_eq!(r.reason, "clock");
     assert!(r.detail.contains("judged again"), "{}", r.detail);
     // Within keep ahead, a mark covers it: final, and so said.
     let r = b.run("ahu-1", stamped_at("y", T0 + 60_000)).await;
@@ -401,6 +412,10 @@ async fn a_refusal_too_far_ahead_for_a_mark_says_it_is_not_final() {
     tokio::time::advance(Duration::from_secs(60)).await;
     let r = b.run("ahu-1", stamped_at("y", T0 + 60_000)).await;
     assert_eq!(r.status, "expired", "{}", r.detail);
+    // The clock has caught up with x: its replay gets its refusal again.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let r = b.run("ahu-1", stamped_at("x", T0 + 70_000)).await;
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("refused", "clock"));
     assert_eq!(b.writes.load(Ordering::Relaxed), 0);
 }
 

@@ -14,7 +14,11 @@
 //! on the wall clock, and at least that long after its last line (the
 //! broker's re-delivery of a command whose result was journaled at a late
 //! restart gets that result). Never by count: a flood of other commands
-//! cannot push an id out; and never before its result is journaled. The newest `ts` of a forgotten id is kept (the
+//! cannot push an id out; and never before its result is journaled. The
+//! one exception: refusals of commands made further ahead of the clock
+//! than that (`clock`), which would be kept until their own far-off `ts`,
+//! are kept only as the [`FAR_AHEAD_REMEMBERED`] nearest ahead, a bound of
+//! their own, so neither they nor any other id push each other out. The newest `ts` of a forgotten id is kept (the
 //! *horizon*, the file's first line once rewritten): a command made no
 //! later than it may be the replay of one forgotten, and is refused
 //! whatever the clock says, so a clock stepped back cannot revive it.
@@ -26,7 +30,7 @@
 //! so one damaged line still leaves its id known.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -39,7 +43,7 @@ use crate::flood_marks::{Cover, FloodMarks};
 
 #[path = "journal_lines.rs"]
 mod lines;
-use lines::{mark_line, parse_line, recover, Parsed};
+use lines::mark_line;
 
 /// Lines beyond three times the ids remembered (plus this) trigger a rewrite,
 /// so the file stays the size of what is remembered.
@@ -47,6 +51,20 @@ use lines::{mark_line, parse_line, recover, Parsed};
 const REWRITE_SLACK: usize = 1024;
 #[cfg(test)]
 const REWRITE_SLACK: usize = 16;
+
+/// Refusals of commands made further ahead of the clock than an id is
+/// kept (`clock`) that are remembered, the nearest ahead first. Such an
+/// id is remembered until its own `ts` is old, which a forged `ts` puts
+/// years away: unbounded, a flood of them held the journal full (10 000
+/// ids, each up to a payload's size) until then, and every refusal after
+/// it went unjournaled. One made that far ahead can run only once the
+/// gateway's clock has come that far (a clock far behind, then set): the
+/// nearest are what a clock far behind meets first, and a cloud sends a
+/// few a minute, not hundreds.
+#[cfg(not(test))]
+pub const FAR_AHEAD_REMEMBERED: usize = 256;
+#[cfg(test)]
+pub const FAR_AHEAD_REMEMBERED: usize = 4;
 
 /// A result as journaled (and sent again for a repeated id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +155,10 @@ pub struct Journal {
     order: VecDeque<Key>,
     /// Ids by when they may be forgotten (stale rows are skipped).
     expiry: BinaryHeap<Reverse<(i64, Key)>>,
+    /// The ids refused as made more than `keep` after their result (far
+    /// ahead of the clock), by that `ts`: at most
+    /// [`FAR_AHEAD_REMEMBERED`], the nearest.
+    far_ahead: BTreeSet<(i64, Key)>,
     /// How long after its `made` an id is remembered.
     keep_ms: i64,
     /// The newest `ts` forgotten (ms); `i64::MIN` when none.
@@ -205,6 +227,7 @@ impl Journal {
             known: HashMap::new(),
             order: VecDeque::new(),
             expiry: BinaryHeap::new(),
+            far_ahead: BTreeSet::new(),
             keep_ms: i64::try_from(keep.as_millis()).unwrap_or(i64::MAX),
             horizon: i64::MIN,
             marks: FloodMarks::default(),
@@ -245,47 +268,6 @@ impl Journal {
         self.recreated
     }
 
-    /// Reads every line it can; the others are logged and counted.
-    fn read(&mut self, text: &[u8]) {
-        let mut lines = text.split(|b| *b == b'\n').enumerate().peekable();
-        while let Some((n, raw)) = lines.next() {
-            let last = lines.peek().is_none();
-            if raw.is_empty() {
-                continue;
-            }
-            match parse_line(raw) {
-                Ok(parsed) => self.take(parsed),
-                Err(why) => {
-                    self.damaged += 1;
-                    // A byte lost between two lines (their newline) joins
-                    // them: each whole record in it is still read.
-                    for found in recover(raw) {
-                        self.take(found);
-                    }
-                    if last {
-                        tracing::warn!(path = %self.path.display(), line = n + 1, "Skipping the command journal's last line, cut short (a power loss mid-write?); the journal is rewritten without it.");
-                    } else {
-                        tracing::error!(path = %self.path.display(), line = n + 1, error = %why, "Skipping a damaged line of the command journal (the disk?); the lines after it are kept and the journal is rewritten without it. The command of that line, if it has no other line, is forgotten.");
-                    }
-                }
-            }
-        }
-    }
-
-    fn take(&mut self, parsed: Parsed) {
-        match parsed {
-            Parsed::Horizon(ms) => self.horizon = self.horizon.max(ms),
-            Parsed::Line(line) => {
-                self.lines += 1;
-                self.remember(*line);
-            }
-            Parsed::Mark(device, ms) => {
-                self.lines += 1;
-                self.marks.merge(device, ms);
-            }
-        }
-    }
-
     /// Lines skipped when it was opened (torn or damaged).
     pub fn damaged(&self) -> usize {
         self.damaged
@@ -298,6 +280,30 @@ impl Journal {
 
     pub fn is_empty(&self) -> bool {
         self.known.is_empty()
+    }
+
+    /// Ids remembered now, but those made far ahead of the clock (which
+    /// have a bound of their own, [`FAR_AHEAD_REMEMBERED`]).
+    pub fn len_within_keep(&self) -> usize {
+        self.known.len().saturating_sub(self.far_ahead.len())
+    }
+
+    /// Whether a command made at `ts` is further ahead of `now` than an id
+    /// is kept: its refusal is remembered only among the
+    /// [`FAR_AHEAD_REMEMBERED`] nearest.
+    pub fn is_far_ahead(&self, ts: Timestamp, now: Timestamp) -> bool {
+        ts.as_millis() > now.as_millis().saturating_add(self.keep_ms)
+    }
+
+    /// Whether the refusal of a command made far ahead at `ts` would be
+    /// remembered: there is room, or it is nearer than the farthest
+    /// remembered (which then makes room for it).
+    pub fn has_room_ahead(&self, ts: Timestamp) -> bool {
+        self.far_ahead.len() < FAR_AHEAD_REMEMBERED
+            || self
+                .far_ahead
+                .last()
+                .is_some_and(|(farthest, _)| ts.as_millis() < *farthest)
     }
 
     /// The newest `ts` of an id forgotten: a command made then or before
@@ -473,6 +479,9 @@ impl Journal {
             Known::Finished(line.record)
         };
         let previous = self.known.remove(&key);
+        if let Some(p) = &previous {
+            self.far_ahead.remove(&(p.made, key.clone()));
+        }
         let (made, timed, made_text) = match (sent_ts, &previous) {
             (Some(ts), _) => (ts.as_millis(), true, line.made),
             (None, Some(p)) if p.timed => (p.made, true, p.made_text.clone()),
@@ -488,6 +497,12 @@ impl Journal {
             self.order.push_back(key.clone());
         }
         self.expiry.push(Reverse((until, key.clone())));
+        // Judged against its result's time, not the clock now, so that it
+        // is judged the same when read back.
+        let far_ahead = timed && made > decided.saturating_add(self.keep_ms);
+        if far_ahead {
+            self.far_ahead.insert((made, key.clone()));
+        }
         self.known.insert(
             key,
             Entry {
@@ -498,6 +513,23 @@ impl Journal {
                 made_text,
             },
         );
+        if self.far_ahead.len() > FAR_AHEAD_REMEMBERED {
+            // The farthest ahead goes, without raising the horizon (that
+            // would refuse every command until its far-off `ts`): sent
+            // again, it is judged again, and refused while still ahead.
+            if let Some((_, farthest)) = self.far_ahead.pop_last() {
+                self.known.remove(&farthest);
+            }
+            // Its expiry row stays until its far-off time: commands each
+            // nearer than the farthest would pile such rows up for years.
+            if self.expiry.len() > 2 * self.known.len() + REWRITE_SLACK {
+                self.expiry = self
+                    .known
+                    .iter()
+                    .map(|(key, e)| Reverse((e.until, key.clone())))
+                    .collect();
+            }
+        }
     }
 
     /// Forgets the ids no replay could run any more: made (and last
@@ -524,74 +556,13 @@ impl Journal {
                 .is_some_and(|e| e.until == at && !matches!(e.known, Known::Started(_)));
             if current {
                 if let Some(entry) = self.known.remove(&key) {
+                    self.far_ahead.remove(&(entry.made, key.clone()));
                     if entry.timed {
                         self.horizon = self.horizon.max(entry.made);
                     }
                 }
             }
         }
-    }
-
-    /// Writes what is remembered (after the horizon) to a new file and
-    /// puts it in place: the journal keeps the size of what is remembered,
-    /// and damage read past is gone.
-    fn rewrite(&mut self) -> Result<(), JournalError> {
-        let tmp = self.path.with_extension("new");
-        let io_err = |source| JournalError::Io {
-            path: tmp.clone(),
-            source,
-        };
-        let known = &self.known;
-        self.order.retain(|key| known.contains_key(key));
-        let mut out = io::BufWriter::new(File::create(&tmp).map_err(io_err)?);
-        if let Some(horizon) = self.horizon() {
-            let line = HorizonLine {
-                horizon: horizon.to_rfc3339(),
-            };
-            let text = serde_json::to_string(&line).map_err(|e| io_err(io::Error::other(e)))?;
-            // Twice, as every id: one damaged byte must not lose what keeps
-            // a forgotten command from running again after a clock step.
-            writeln!(out, "{text}\n{text}").map_err(io_err)?;
-        }
-        let mut lines = 0;
-        for (device, mark) in self.marks.written() {
-            let text = mark_line(device, mark).map_err(io_err)?;
-            writeln!(out, "{text}\n{text}").map_err(io_err)?;
-            lines += 2;
-        }
-        for key in &self.order {
-            let Some(entry) = self.known.get(key) else {
-                continue;
-            };
-            let (Known::Finished(record) | Known::Started(record)) = &entry.known;
-            let line = Line {
-                id: key.1.clone(),
-                made: entry.made_text.clone(),
-                record: record.clone(),
-            };
-            let text = serde_json::to_string(&line).map_err(|e| io_err(io::Error::other(e)))?;
-            // Twice: one damaged line of a rewritten journal must not
-            // forget a command that ran (the appended form has its start
-            // and its result).
-            writeln!(out, "{text}\n{text}").map_err(io_err)?;
-            lines += 2;
-        }
-        let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
-        file.sync_all().map_err(io_err)?;
-        fs::rename(&tmp, &self.path).map_err(io_err)?;
-        if let Some(dir) = self.path.parent() {
-            // The rename itself must survive a power cut.
-            let _ = File::open(dir).and_then(|d| d.sync_all());
-        }
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|source| JournalError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        self.lines = lines;
-        Ok(())
     }
 }
 

@@ -1,11 +1,12 @@
-//! The journal's lines as text: each kind read back, and the whole
-//! records found in a damaged line.
+//! The journal's lines as text: each kind read back, the whole records
+//! found in a damaged line, and the rewrite of the file from memory.
 
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 
 use gateway_core::Timestamp;
 
-use super::{HorizonLine, Line};
+use super::{HorizonLine, Journal, JournalError, Known, Line};
 use crate::flood_marks::MarkLine;
 
 pub(super) enum Parsed {
@@ -104,4 +105,109 @@ pub(super) fn recover(raw: &[u8]) -> Vec<Parsed> {
         }
     }
     found
+}
+
+impl Journal {
+    /// Reads every line it can; the others are logged and counted.
+    pub(super) fn read(&mut self, text: &[u8]) {
+        let mut lines = text.split(|b| *b == b'\n').enumerate().peekable();
+        while let Some((n, raw)) = lines.next() {
+            let last = lines.peek().is_none();
+            if raw.is_empty() {
+                continue;
+            }
+            match parse_line(raw) {
+                Ok(parsed) => self.take(parsed),
+                Err(why) => {
+                    self.damaged += 1;
+                    // A byte lost between two lines (their newline) joins
+                    // them: each whole record in it is still read.
+                    for found in recover(raw) {
+                        self.take(found);
+                    }
+                    if last {
+                        tracing::warn!(path = %self.path.display(), line = n + 1, "Skipping the command journal's last line, cut short (a power loss mid-write?); the journal is rewritten without it.");
+                    } else {
+                        tracing::error!(path = %self.path.display(), line = n + 1, error = %why, "Skipping a damaged line of the command journal (the disk?); the lines after it are kept and the journal is rewritten without it. The command of that line, if it has no other line, is forgotten.");
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, parsed: Parsed) {
+        match parsed {
+            Parsed::Horizon(ms) => self.horizon = self.horizon.max(ms),
+            Parsed::Line(line) => {
+                self.lines += 1;
+                self.remember(*line);
+            }
+            Parsed::Mark(device, ms) => {
+                self.lines += 1;
+                self.marks.merge(device, ms);
+            }
+        }
+    }
+
+    /// Writes what is remembered (after the horizon) to a new file and
+    /// puts it in place: the journal keeps the size of what is remembered,
+    /// and damage read past is gone.
+    pub(super) fn rewrite(&mut self) -> Result<(), JournalError> {
+        let tmp = self.path.with_extension("new");
+        let io_err = |source| JournalError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let known = &self.known;
+        self.order.retain(|key| known.contains_key(key));
+        let mut out = io::BufWriter::new(File::create(&tmp).map_err(io_err)?);
+        if let Some(horizon) = self.horizon() {
+            let line = HorizonLine {
+                horizon: horizon.to_rfc3339(),
+            };
+            let text = serde_json::to_string(&line).map_err(|e| io_err(io::Error::other(e)))?;
+            // Twice, as every id: one damaged byte must not lose what keeps
+            // a forgotten command from running again after a clock step.
+            writeln!(out, "{text}\n{text}").map_err(io_err)?;
+        }
+        let mut lines = 0;
+        for (device, mark) in self.marks.written() {
+            let text = mark_line(device, mark).map_err(io_err)?;
+            writeln!(out, "{text}\n{text}").map_err(io_err)?;
+            lines += 2;
+        }
+        for key in &self.order {
+            let Some(entry) = self.known.get(key) else {
+                continue;
+            };
+            let (Known::Finished(record) | Known::Started(record)) = &entry.known;
+            let line = Line {
+                id: key.1.clone(),
+                made: entry.made_text.clone(),
+                record: record.clone(),
+            };
+            let text = serde_json::to_string(&line).map_err(|e| io_err(io::Error::other(e)))?;
+            // Twice: one damaged line of a rewritten journal must not
+            // forget a command that ran (the appended form has its start
+            // and its result).
+            writeln!(out, "{text}\n{text}").map_err(io_err)?;
+            lines += 2;
+        }
+        let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+        file.sync_all().map_err(io_err)?;
+        fs::rename(&tmp, &self.path).map_err(io_err)?;
+        if let Some(dir) = self.path.parent() {
+            // The rename itself must survive a power cut.
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|source| JournalError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.lines = lines;
+        Ok(())
+    }
 }

@@ -536,3 +536,110 @@ fn records_inside_a_commands_value_are_not_read_from_a_torn_line() {
     assert_eq!(j.horizon(), None);
     assert_eq!(j.refused_upto("lamp-1"), None);
 }
+
+/// Refusals of commands stamped ahead further than an id is kept stay
+/// until their own `ts` is old: forged years kept them for years, and a
+/// flood of them filled the journal. Only the nearest are kept, a bound of
+/// their own, which pushes out no other id.
+#[test]
+fn refusals_made_far_ahead_keep_only_the_nearest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    let keep = i64::try_from(KEEP.as_millis()).unwrap();
+    let refused = |status: &str| Recorded {
+        status: status.into(),
+        reason: "clock".into(),
+        ..done("ghost")
+    };
+    // An id within keep, and a command a day ahead (a clock behind).
+    j.finish("near", Some(at(keep)), refused("refused"), at(0), Sync::Now)
+        .unwrap();
+    let day = 86_400_000;
+    j.finish("day", Some(at(day)), refused("refused"), at(0), Sync::Now)
+        .unwrap();
+    assert!(!j.is_far_ahead(at(keep), at(0)));
+    assert!(j.is_far_ahead(at(keep + 1), at(0)));
+    // A flood stamped decades ahead, farther each.
+    let decades = 2_000_000_000_000;
+    for i in 0..100 {
+        let ts = at(decades + i);
+        if j.has_room_ahead(ts) {
+            j.finish(
+                &format!("far-{i}"),
+                Some(ts),
+                refused("refused"),
+                at(0),
+                Sync::WithTheNext,
+            )
+            .unwrap();
+        }
+    }
+    assert_eq!(j.len(), 1 + FAR_AHEAD_REMEMBERED, "{}", j.len());
+    assert_eq!(j.len_within_keep(), 1);
+    assert!(j.get("ghost", "near").is_some() && j.get("ghost", "day").is_some());
+    assert!(j
+        .get("ghost", &format!("far-{}", FAR_AHEAD_REMEMBERED - 2))
+        .is_some());
+    assert!(j
+        .get("ghost", &format!("far-{}", FAR_AHEAD_REMEMBERED - 1))
+        .is_none());
+    assert!(!j.has_room_ahead(at(decades + 50)));
+    // A nearer one still finds room: the farthest goes.
+    assert!(j.has_room_ahead(at(2 * day)));
+    j.finish(
+        "two-days",
+        Some(at(2 * day)),
+        refused("refused"),
+        at(0),
+        Sync::Now,
+    )
+    .unwrap();
+    assert!(j.get("ghost", "two-days").is_some());
+    assert!(j
+        .get("ghost", &format!("far-{}", FAR_AHEAD_REMEMBERED - 2))
+        .is_none());
+    assert_eq!(j.len(), 1 + FAR_AHEAD_REMEMBERED);
+    // Read back (lines of the pushed-out ones included): the same bound.
+    drop(j);
+    let j = open(dir.path(), 10);
+    assert_eq!(j.len(), 1 + FAR_AHEAD_REMEMBERED);
+    assert!(j.get("ghost", "day").is_some() && j.get("ghost", "two-days").is_some());
+    // Forgotten in time as any id, into the horizon.
+    drop(j);
+    let j = open(dir.path(), day + keep + 1);
+    assert!(j.get("ghost", "day").is_none() && j.get("ghost", "two-days").is_some());
+    assert_eq!(j.horizon(), Some(at(day)));
+}
+
+/// Each command a little nearer than the farthest kept pushes that one
+/// out: the memory of when to forget it must go too, not stay for years.
+#[test]
+fn refusals_made_far_ahead_and_nearer_each_time_hold_no_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path(), 0);
+    let refused = Recorded {
+        status: "refused".into(),
+        reason: "clock".into(),
+        ..done("ghost")
+    };
+    let decades = 2_000_000_000_000;
+    for i in 0..2_000 {
+        let ts = at(decades - i);
+        assert!(j.has_room_ahead(ts));
+        j.finish(
+            &format!("far-{i}"),
+            Some(ts),
+            refused.clone(),
+            at(0),
+            Sync::WithTheNext,
+        )
+        .unwrap();
+    }
+    assert_eq!(j.len(), FAR_AHEAD_REMEMBERED);
+    assert!(
+        j.expiry.len() <= 2 * j.len() + REWRITE_SLACK + 1,
+        "{}",
+        j.expiry.len()
+    );
+    assert!(j.lines <= j.rewrite_at(), "{}", j.lines);
+}
