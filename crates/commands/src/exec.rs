@@ -16,8 +16,12 @@
 //! refusal is sent without a line of its own (counted), so a flood of them
 //! cannot grow the journal or the memory without bound: the device's flood
 //! mark is raised instead (`flood_marks`), and its commands made no later
-//! are refused, so such a refusal stays final too. An unreadable or too
-//! large payload is refused the same way each time it comes: no line.
+//! are refused, so such a refusal stays final too. A refusal of a command
+//! made further ahead of the clock than any id is kept has a bound of its
+//! own (`journal::FAR_AHEAD_REMEMBERED`, the nearest), as its id would be
+//! kept until its far-off `ts`. An unreadable or too large payload, or an
+//! id the gateway makes for its own commands (`ha-`, `rule-`), is refused
+//! the same way each time it comes: no line.
 
 use std::sync::Arc;
 

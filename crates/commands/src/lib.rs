@@ -62,7 +62,9 @@ pub const COMMANDS_REPEATED: &str = "edge_gateway_commands_repeated_total";
 /// sent without a journal line of their own, because the journal already
 /// held `REFUSALS_REMEMBERED` ids: their device's flood mark keeps them
 /// final (`flood_marks`); one without `ts`, or for a device no target
-/// serves, sent again is judged again.
+/// serves, sent again is judged again. Also refusals of commands made
+/// further ahead of the clock than the `journal::FAR_AHEAD_REMEMBERED`
+/// nearest such refusals kept: judged again too.
 pub const COMMANDS_REFUSALS_UNREMEMBERED: &str =
     "edge_gateway_commands_refusals_unremembered_total";
 /// `1` while subscribed to the command topics on the upstream broker;
