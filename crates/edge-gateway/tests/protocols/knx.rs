@@ -1164,7 +1164,7 @@ writable = true
         cloud.port(),
         &mut results,
         "hall",
-        json!({"id": "ha-1", "metric": "blind", "value": 100}),
+        json!({"id": "blind-1", "metric": "blind", "value": 100}),
     )
     .await;
     assert_eq!(r["status"], "done", "{r}");
