@@ -24,6 +24,11 @@ the ReadProperty answer of analog-value:2's present value under
 analog-value:99; "bbmd": true
 makes it a BBMD as well (bacpypes3's BBMDApplication), which foreign
 devices register with.
+"key": N names the device in the commands below instead of its instance
+(default the instance): a second device answering for an instance already
+taken (a duplicate device instance, a misconfigured site or a forger);
+"stopped": true leaves it off until "start KEY".
+INSTANCE in the commands below is that key.
 
 Commands on stdin, each answered with "ok" (or "error ..."):
   set INSTANCE TYPE:N VALUE      change a present value (COV subscribers
@@ -70,6 +75,13 @@ Commands on stdin, each answered with "ok" (or "error ..."):
                                  "answer none" first
   iams PORT FIRST COUNT          COUNT I-Am of instances FIRST.. (no such
                                  devices) to 127.0.0.1:PORT
+  announce INSTANCE PORT         the device sends its own I-Am to
+                                 127.0.0.1:PORT, as a device does when it
+                                 starts
+  iam PORT DEVICE FROM           a stranger (its own bacpypes3 application
+                                 on port FROM, device 4194302) sends an
+                                 I-Am claiming to be device DEVICE to
+                                 127.0.0.1:PORT
   fdt INSTANCE                   prints "fdt ADDRESS TTL ..." of the BBMD
 """
 import asyncio
@@ -202,14 +214,14 @@ def start(d):
         cls = type("Quirky", (QuirkyRpmApplication,), {"quirk": d["rpm_answer"]})
     app = cls(dev, Address(f"127.0.0.1:{d['port']}"))
     for o in objects_of(d):
-        key = (inst, o["type"], o["instance"])
+        key = (d.get("key", inst), o["type"], o["instance"])
         if key in values:
             o = dict(o, value=values[key])
         values[key] = o["value"]
         obj = make_object(o)
         objects[key] = obj
         app.add_object(obj)
-    apps[inst] = app
+    apps[d.get("key", inst)] = app
 
 
 def stranger(port):
@@ -298,7 +310,7 @@ async def commands():
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    by_instance = {d["instance"]: d for d in layout["devices"]}
+    by_instance = {d.get("key", d["instance"]): d for d in layout["devices"]}
     while line := (await reader.readline()).decode().split():
         try:
             cmd, inst = line[0], int(line[1])
@@ -385,6 +397,24 @@ async def commands():
                     ))
                     if n % 50 == 0:
                         await asyncio.sleep(0.005)
+            elif cmd == "announce":
+                app = apps[inst]
+                app.request(IAmRequest(
+                    iAmDeviceIdentifier=app.device_object.objectIdentifier,
+                    maxAPDULengthAccepted=1476,
+                    segmentationSupported="segmentedBoth",
+                    vendorID=999,
+                    destination=Address(f"127.0.0.1:{int(line[2])}"),
+                ))
+            elif cmd == "iam":
+                app = stranger(int(line[3]))
+                app.request(IAmRequest(
+                    iAmDeviceIdentifier=("device", int(line[2])),
+                    maxAPDULengthAccepted=1476,
+                    segmentationSupported="segmentedBoth",
+                    vendorID=999,
+                    destination=Address(f"127.0.0.1:{inst}"),
+                ))
             elif cmd == "fdt":
                 entries = apps[inst].bbmd.bbmdFDT
                 print("fdt " + " ".join(f"{e.fdAddress} {e.fdTTL}" for e in entries), flush=True)
@@ -399,7 +429,8 @@ async def commands():
 
 async def main():
     for d in layout["devices"]:
-        start(d)
+        if not d.get("stopped"):
+            start(d)
     print("ready", flush=True)
     await commands()
 

@@ -10,6 +10,7 @@ mod common;
 
 mod bacnet;
 mod bacnet_attacks;
+mod bacnet_duplicate;
 mod bacnet_faults;
 mod bacnet_outputs;
 mod ble;
