@@ -14,21 +14,23 @@ use gateway_core::backoff::Backoff;
 use gateway_core::telemetry::{Counter, Gauge, LogThrottle, Telemetry};
 use gateway_core::{
     AdapterContext, AdapterError, AdapterStats, DeviceId, DeviceState, Ingress, MetricName,
-    Reading, StatusChange, TimeSource,
+    Reading, StatusChange,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::binding::{Answers, Binding};
 use super::client::{Client, ClientError};
 use super::config::BacnetConfig;
 use super::devices::BacnetDevice;
 use super::names;
 use super::point::{Point, PolledUse};
-use super::reader::{self, flag_name, Capabilities, ObjectInfo, Sample, NOT_A_NUMBER};
+use super::reader::{self, Capabilities, ObjectInfo, NOT_A_NUMBER};
 use super::services::{CovNotification, ErrorCode, IAm};
-use super::tags::{property, ObjectId};
+use super::tags::ObjectId;
 use super::units;
+use super::values::{cov_silent, not_finite, push_sample, take_cov, COV_BATCH};
 
 /// 1 while a device answers, 0 once it stopped.
 pub const BACNET_DEVICE_UP: &str = "edge_gateway_bacnet_device_up";
@@ -67,20 +69,21 @@ pub struct DeviceTask {
     pub events: mpsc::Receiver<DeviceEvent>,
 }
 
-struct State {
-    id: DeviceId,
-    label: String,
-    adapter: String,
-    stats: AdapterStats,
+pub(super) struct State {
+    pub(super) id: DeviceId,
+    pub(super) label: String,
+    pub(super) adapter: String,
+    pub(super) stats: AdapterStats,
     telemetry: Telemetry,
     up: Gauge,
     objects: Gauge,
     flagged: Gauge,
     cov_count: Gauge,
     /// Looked up once: a busy device sends hundreds a second.
-    cov_notifications: Counter,
-    throttle: LogThrottle,
+    pub(super) cov_notifications: Counter,
+    pub(super) throttle: LogThrottle,
     status: Option<DeviceState>,
+    binding: Binding,
 }
 
 impl DeviceTask {
@@ -104,6 +107,14 @@ impl DeviceTask {
                 .counter(BACNET_COV_NOTIFICATIONS, &[("adapter", ctx.name.as_str())]),
             throttle: LogThrottle::default(),
             status: None,
+            binding: Binding::new(
+                self.device.instance,
+                self.device.address,
+                self.link.clone(),
+                ctx.stats(),
+                &ctx.name,
+                self.device.id.as_str(),
+            ),
         };
         st.up.set(0.0);
         ctx.ingress.describe(
@@ -241,6 +252,7 @@ impl DeviceTask {
                         let mut readings = Vec::new();
                         let mut next = Some(n);
                         let mut taken = 0;
+                        let mut ambiguous = false;
                         while let Some(n) = next.take() {
                             take_cov(st, ctx, &index, &mut points, &n, &mut readings);
                             taken += 1;
@@ -250,6 +262,10 @@ impl DeviceTask {
                             match self.events.try_recv() {
                                 Ok(DeviceEvent::Cov(n)) => next = Some(n),
                                 Ok(DeviceEvent::IAm(from, _)) => {
+                                    if !st.binding.heard(peer, from) {
+                                        ambiguous = true;
+                                        break;
+                                    }
                                     if from == peer && self.device.cov {
                                         renew_at = Instant::now();
                                     }
@@ -258,8 +274,16 @@ impl DeviceTask {
                             }
                         }
                         send_readings(st, ctx, readings).await?;
+                        if ambiguous {
+                            return Ok(true);
+                        }
                     }
                     Some(DeviceEvent::IAm(from, _)) => {
+                        // Another address answering for the instance:
+                        // no more reads until one answers alone.
+                        if !st.binding.heard(peer, from) {
+                            return Ok(true);
+                        }
                         // A device announcing itself has (re)started:
                         // its subscriptions are gone, renew them now.
                         if from == peer && self.device.cov {
@@ -271,9 +295,10 @@ impl DeviceTask {
         }
     }
 
-    /// The device's address and what it can do: from an I-Am answering a
-    /// Who-Is for its instance (sent to its address, the broadcast
-    /// addresses or the BBMD), or its configured address alone.
+    /// The device's address and what it can do: from the one address
+    /// whose I-Am answered a Who-Is for its instance (sent to its address,
+    /// the broadcast addresses or the BBMD; `binding` when several do),
+    /// or its configured address alone.
     async fn locate(&mut self, st: &mut State) -> Option<(SocketAddr, Capabilities)> {
         let instance = self.device.instance;
         let range = Some((instance, instance));
@@ -296,22 +321,36 @@ impl DeviceTask {
             }
         }
         let deadline = Instant::now() + self.config.timeout;
+        let mut answers = Answers::default();
         loop {
             let ev = tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
                 ev = self.events.recv() => ev?,
             };
-            if let DeviceEvent::IAm(from, i_am) = ev {
-                if i_am.device == instance {
-                    let addr = self.device.address.unwrap_or(from);
-                    return Some((addr, Capabilities::new(i_am.max_apdu)));
+            let DeviceEvent::IAm(from, i_am) = ev else {
+                continue;
+            };
+            if i_am.device != instance {
+                continue;
+            }
+            match self.device.address {
+                Some(a) if from == a => return Some((a, Capabilities::new(i_am.max_apdu))),
+                Some(a) => {
+                    st.binding.heard(a, from);
                 }
+                // The whole round is heard: the first answer may be a
+                // forger's, or one of two controllers at one instance.
+                None => answers.add(from, i_am.max_apdu),
             }
         }
         // A device at a configured address that ignores Who-Is is still
         // read: what it can do is learnt from its answers.
         if let Some(a) = self.device.address {
             return Some((a, Capabilities::new(super::apdu::MAX_APDU_IP)));
+        }
+        if answers.verdict() != super::binding::Verdict::Silent {
+            let (a, max_apdu) = st.binding.settle(&answers)?;
+            return Some((a, Capabilities::new(max_apdu)));
         }
         gateway_core::refuse!(st.stats, st.throttle, "timeout", per "locate";
             adapter = %st.adapter, device = %st.label, instance, "BACnet device not found: no I-Am answered Who-Is; looking again with backoff.");
@@ -453,103 +492,6 @@ fn count_error(st: &State, code: &ErrorCode) {
             ],
         )
         .inc();
-}
-
-/// A sample as a reading, unless a flag says it is not live.
-fn push_sample(
-    st: &State,
-    ctx: &AdapterContext,
-    p: &mut Point,
-    s: &Sample,
-    out: &mut Vec<Reading>,
-) {
-    p.flagged = s.flags.iter().any(|f| *f);
-    for (i, set) in s.flags.iter().enumerate() {
-        if *set {
-            ctx.telemetry
-                .counter(
-                    BACNET_STATUS_FLAGS,
-                    &[
-                        ("adapter", st.adapter.as_str()),
-                        ("device", st.label.as_str()),
-                        ("flag", flag_name(i)),
-                    ],
-                )
-                .inc();
-        }
-    }
-    // fault (1) and out-of-service (3): the value is not the process's.
-    if s.flags[1] || s.flags[3] {
-        return;
-    }
-    if !reader::in_range(p.id.kind, s.value, p.states) {
-        gateway_core::refuse!(st.stats, st.throttle, "out_of_range", per format!("out_of_range:{}", p.id);
-            adapter = %st.adapter, device = %st.label, object = %p.id, value = s.value, states = ?p.states,
-            "The device's present value is no state of the object (binary: 0 or 1; multi-state: 1 to its number of states): no reading.");
-        return;
-    }
-    if let Ok(r) = Reading::new(
-        st.id.clone(),
-        p.metric.clone(),
-        s.value,
-        ctx.clock.now(),
-        TimeSource::Arrival,
-    ) {
-        out.push(r);
-    }
-}
-
-/// Notifications taken into one pipeline message at most: a device that
-/// never stops notifying still yields to its polls and renewals.
-const COV_BATCH: usize = 256;
-
-/// One COV notification's present value (with its status flags) as a
-/// reading added to `out`; an object this task does not follow is counted.
-fn take_cov(
-    st: &State,
-    ctx: &AdapterContext,
-    index: &HashMap<ObjectId, usize>,
-    points: &mut [Point],
-    n: &CovNotification,
-    out: &mut Vec<Reading>,
-) {
-    let Some(&i) = index.get(&n.object) else {
-        st.stats.error("cov_unknown");
-        return;
-    };
-    let pv = n
-        .values
-        .iter()
-        .find(|(p, _)| p.property == property::PRESENT_VALUE);
-    let flags = n
-        .values
-        .iter()
-        .find(|(p, _)| p.property == property::STATUS_FLAGS);
-    st.cov_notifications.inc();
-    st.stats.received.inc();
-    points[i].notified();
-    match pv.and_then(|(_, v)| Sample::from_values(v, flags.map(|f| f.1.as_slice()))) {
-        Some(s) => push_sample(st, ctx, &mut points[i], &s, out),
-        // A NaN (a failed sensor) or no present value: said and counted,
-        // where it was dropped without a word.
-        None => not_finite(st, n.object),
-    }
-}
-
-/// A subscription the device accepted and never notified: its values are
-/// taken from the polls, said once per interval per object.
-fn cov_silent(st: &State, id: ObjectId) {
-    gateway_core::refuse!(st.stats, st.throttle, "cov_silent", per format!("cov_silent:{id}");
-        adapter = %st.adapter, device = %st.label, object = %id,
-        "The device accepted a COV subscription but sent no notification, not even the first: the object's values are taken from the polls. Check that notifications can reach the gateway's address.");
-}
-
-/// A present value that is no finite number: no reading, counted as
-/// `not_finite` and logged once per interval per object.
-fn not_finite(st: &State, id: ObjectId) {
-    gateway_core::refuse!(st.stats, st.throttle, "not_finite", per format!("not_finite:{id}");
-        adapter = %st.adapter, device = %st.label, object = %id,
-        "The device's present value is not a finite number (a failed sensor reports NaN), or not a number at all: no reading.");
 }
 
 async fn send_readings(

@@ -21,10 +21,14 @@
 //! (metric names from object names), `cov` (which notifications are
 //! ours), `client` (the I/O), `config` and
 //! `devices` (`[[adapter]] type = "bacnet"`, `[[bacnet.device]]`),
-//! `source` (the adapter), `writer` (commands from the cloud: WriteProperty
-//! of declared objects) and `discover` (`edge-gateway bacnet discover`).
+//! `binding` (which address a device is read at when several answer for
+//! its instance), `values` (samples and notifications as readings),
+//! `source` (the adapter), `writer` (commands from the cloud:
+//! WriteProperty of declared objects) and `discover` (`edge-gateway
+//! bacnet discover`).
 
 pub mod apdu;
+pub mod binding;
 pub mod bvlc;
 pub mod client;
 pub mod config;
@@ -49,6 +53,7 @@ pub mod tags;
 #[cfg(feature = "tools")]
 pub mod tool;
 pub mod units;
+mod values;
 pub mod writer;
 
 pub use config::BacnetConfig;

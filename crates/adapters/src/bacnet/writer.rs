@@ -57,6 +57,9 @@ pub struct DeviceLink {
 struct Learnt {
     peer: Option<SocketAddr>,
     names: HashMap<String, ObjectId>,
+    /// The addresses answering for the device's instance while more than
+    /// one does (`binding`): nothing is written to either.
+    conflict: Vec<SocketAddr>,
 }
 
 impl DeviceLink {
@@ -73,8 +76,46 @@ impl DeviceLink {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).peer = None;
     }
 
-    fn peer(&self) -> Option<SocketAddr> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).peer
+    /// Several addresses answer for the device's instance (`addresses`),
+    /// or no longer (empty).
+    pub fn conflict(&self, addresses: Vec<SocketAddr>) {
+        let mut l = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !addresses.is_empty() {
+            l.peer = None;
+        }
+        l.conflict = addresses;
+    }
+
+    #[cfg(test)]
+    pub fn conflicting(&self) -> Vec<SocketAddr> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .conflict
+            .clone()
+    }
+
+    /// Where a write goes, or why it goes nowhere.
+    fn target(&self) -> Result<SocketAddr, Refusal> {
+        let l = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !l.conflict.is_empty() {
+            let all: Vec<String> = l.conflict.iter().map(ToString::to_string).collect();
+            return Err(Refusal::new(
+                "ambiguous",
+                format!(
+                    "{} all answer for this device's instance (a duplicate device instance, \
+                     or a forger): written to none; give the device's `address` in its \
+                     [[bacnet.device]]",
+                    all.join(", ")
+                ),
+            ));
+        }
+        l.peer.ok_or_else(|| {
+            Refusal::new(
+                "offline",
+                "the device is not answering (no I-Am, or it stopped answering polls)",
+            )
+        })
     }
 
     fn named(&self, metric: &str) -> Option<ObjectId> {
@@ -270,11 +311,9 @@ impl CommandTarget for BacnetTarget {
                     "the bacnet adapter is not running",
                 ));
             };
-            let Some(peer) = r.link.peer() else {
-                return WriteOutcome::Refused(Refusal::new(
-                    "offline",
-                    "the device is not answering (no I-Am, or it stopped answering polls)",
-                ));
+            let peer = match r.link.target() {
+                Ok(peer) => peer,
+                Err(refusal) => return WriteOutcome::Refused(refusal),
             };
             match client
                 .write_property_until(peer, r.object, &r.value, Some(r.priority), command.deadline)
@@ -518,6 +557,35 @@ priority = 9
         let out = t.write(due_in(Duration::from_secs(10))).await;
         assert_eq!(out, WriteOutcome::Done { value: None });
         assert!(seen.recv().await.is_some() && seen.recv().await.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_two_addresses_answer_for_is_written_to_neither() {
+        let (device, mut seen) = lossy_device(0).await;
+        let t = target_at(device).await;
+        let link = t.devices.values().next().unwrap().link.clone();
+        let other: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        link.conflict(vec![device, other]);
+        let out = t
+            .write(command("analog-value:3", CommandValue::Number(21.0)))
+            .await;
+        match &out {
+            WriteOutcome::Refused(r) => {
+                assert_eq!(r.reason, "ambiguous");
+                assert!(r.detail.contains(&device.to_string()), "{}", r.detail);
+                assert!(r.detail.contains(&other.to_string()), "{}", r.detail);
+            }
+            _ => panic!("{out:?}"),
+        }
+        // Resolved and found again: written there.
+        link.conflict(Vec::new());
+        link.found(device, []);
+        let out = t
+            .write(command("analog-value:3", CommandValue::Number(21.0)))
+            .await;
+        assert_eq!(out, WriteOutcome::Done { value: None });
+        assert!(seen.recv().await.is_some());
+        assert!(seen.try_recv().is_err(), "the refused write was not sent");
     }
 
     #[tokio::test(start_paused = true)]

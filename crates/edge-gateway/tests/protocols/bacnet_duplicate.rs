@@ -159,7 +159,11 @@ writable = ["analog-value:1"]
     let readings = counter(metrics, READINGS, |_| true).await;
     counter(metrics, DUPLICATES, |n| n >= first + 3.0).await;
     let (_, text) = http_until(metrics, "/metrics", |_, _| true).await;
-    assert_eq!(sample(&text, READINGS), Some(readings), "read while ambiguous");
+    assert_eq!(
+        sample(&text, READINGS),
+        Some(readings),
+        "read while ambiguous"
+    );
     assert_eq!(
         sample(
             &text,
@@ -181,7 +185,10 @@ writable = ["analog-value:1"]
         "{r}"
     );
     assert!(
-        r["detail"].as_str().unwrap_or_default().contains(&twin.to_string()),
+        r["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&twin.to_string()),
         "{r}"
     );
     assert_eq!(slot_16(&mut peer, 7201), Value::Null);
@@ -202,7 +209,11 @@ writable = ["analog-value:1"]
     .await;
     assert_eq!(r["status"].as_str(), Some("done"), "{r}");
     assert_eq!(slot_16(&mut peer, 7201), json!(23.5));
-    for l in gw.seen.iter().filter(|l| l.contains("BACnet device found.")) {
+    for l in gw
+        .seen
+        .iter()
+        .filter(|l| l.contains("BACnet device found."))
+    {
         assert!(l.contains(&format!("127.0.0.1:{real}")), "{l}");
     }
     assert!(no_twin_value(&mut sub).await, "the twin's value upstream");
@@ -262,7 +273,11 @@ writable = ["analog-value:1"]
     assert_eq!(r["status"].as_str(), Some("done"), "{r}");
     assert_eq!(slot_16(&mut peer, 7202), json!(23.5));
     assert_eq!(slot_16(&mut peer, 7298), Value::Null);
-    for l in gw.seen.iter().filter(|l| l.contains("BACnet device found.")) {
+    for l in gw
+        .seen
+        .iter()
+        .filter(|l| l.contains("BACnet device found."))
+    {
         assert!(l.contains(&format!("127.0.0.1:{real}")), "{l}");
     }
     assert!(no_twin_value(&mut sub).await, "the twin's value upstream");
