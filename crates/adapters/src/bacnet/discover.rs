@@ -21,6 +21,9 @@ use super::units;
 /// (or a hostile one) cannot grow the table beyond this.
 pub const MAX_DEVICES: usize = 10_000;
 
+/// Other addresses named per duplicate instance.
+const DUPLICATES_SHOWN: usize = 8;
+
 /// What to look for.
 #[derive(Debug, Clone)]
 pub struct Discovery {
@@ -45,6 +48,10 @@ pub async fn discover(d: &Discovery) -> std::io::Result<String> {
         client.who_is(*to, d.range, broadcast, false).await;
     }
     let mut found: BTreeMap<u32, (SocketAddr, IAm)> = BTreeMap::new();
+    // Other addresses answering for an instance already found: a
+    // duplicate device instance, which the installer has to see (the
+    // adapter reads such a device only at a configured `address`).
+    let mut also: BTreeMap<u32, Vec<SocketAddr>> = BTreeMap::new();
     let mut ignored = 0usize;
     let deadline = tokio::time::Instant::now() + d.wait;
     loop {
@@ -54,15 +61,26 @@ pub async fn discover(d: &Discovery) -> std::io::Result<String> {
         };
         let Some(ev) = ev else { break };
         if let Event::IAm(from, i_am) = ev {
-            if found.len() < MAX_DEVICES || found.contains_key(&i_am.device) {
-                found.insert(i_am.device, (from, i_am));
-            } else {
-                ignored += 1;
+            match found.get(&i_am.device) {
+                Some((first, _)) if *first == from => {}
+                Some(_) => {
+                    let others = also.entry(i_am.device).or_default();
+                    if others.len() < DUPLICATES_SHOWN && !others.contains(&from) {
+                        others.push(from);
+                    }
+                }
+                None if found.len() < MAX_DEVICES => {
+                    found.insert(i_am.device, (from, i_am));
+                }
+                None => ignored += 1,
             }
         }
     }
     let mut out = String::new();
     let _ = writeln!(out, "{} device(s) answered Who-Is.", found.len());
+    if !also.is_empty() {
+        let _ = writeln!(out, "{} device instance(s) answered from more than one address (duplicate device instance, or a forger): the adapter reads these only at a configured `address`.", also.len());
+    }
     if ignored > 0 {
         let _ = writeln!(out, "{ignored} more I-Am ignored past {MAX_DEVICES} devices: narrow the range (--low/--high).");
     }
@@ -74,6 +92,14 @@ pub async fn discover(d: &Discovery) -> std::io::Result<String> {
             i_am.max_apdu,
             if i_am.segments_answers() { "yes" } else { "no" }
         );
+        if let Some(others) = also.get(instance) {
+            let list: Vec<String> = others.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  DUPLICATE device instance: also answered from {}",
+                list.join(", ")
+            );
+        }
         if !d.objects {
             continue;
         }
@@ -126,4 +152,55 @@ pub async fn discover(d: &Discovery) -> std::io::Result<String> {
     }
     stop.cancel();
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::bacnet::apdu::{self, unconfirmed};
+    use crate::bacnet::{frame, services};
+    use tokio::net::UdpSocket;
+
+    /// A device that answers every Who-Is with an I-Am for `instance`.
+    async fn answering(instance: u32) -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+                let i_am = services::i_am(&IAm {
+                    device: instance,
+                    max_apdu: 1476,
+                    segmentation: 0,
+                    vendor: 999,
+                });
+                let apdu = apdu::unconfirmed_request(unconfirmed::I_AM, &i_am);
+                let _ = socket
+                    .send_to(&frame::unicast(&apdu, false, None), from)
+                    .await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn two_addresses_answering_for_one_instance_are_both_shown() {
+        let (a, b, c) = (answering(5).await, answering(5).await, answering(6).await);
+        let report = discover(&Discovery {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            to: vec![a, b, c],
+            range: None,
+            wait: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
+            objects: false,
+        })
+        .await
+        .unwrap();
+        assert!(report.starts_with("2 device(s) answered"), "{report}");
+        assert!(report.contains("1 device instance(s) answered from more than one address"), "{report}");
+        assert_eq!(report.matches("DUPLICATE").count(), 1, "{report}");
+        assert!(report.contains(&a.to_string()), "{report}");
+        assert!(report.contains(&b.to_string()), "{report}");
+    }
 }
