@@ -9,7 +9,8 @@
 //! warned about naming both addresses and counted (`duplicate_device`),
 //! a command is refused `ambiguous` and neither device's priority array
 //! is touched; once a Who-Is draws one answer again the device is read
-//! and written at that address. A device with a configured `address` is
+//! and written at that address; two answering the first Who-Is are
+//! neither read nor written. A device with a configured `address` is
 //! read and written there whatever other addresses announce its instance.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -217,6 +218,79 @@ writable = ["analog-value:1"]
         assert!(l.contains(&format!("127.0.0.1:{real}")), "{l}");
     }
     assert!(no_twin_value(&mut sub).await, "the twin's value upstream");
+}
+
+/// Both answer the gateway's very first Who-Is, the twin first (its
+/// address is first in `broadcast`): it won, its 666 went upstream and the
+/// command was written to it.
+#[tokio::test]
+async fn two_devices_answering_the_first_who_is_are_neither_read_nor_written() {
+    let upstream = Mosquitto::start();
+    let metrics = free_port();
+    let (real, twin, local) = (free_port(), free_port(), free_port());
+    let layout = json!({ "devices": [
+        { "instance": 7203, "port": real, "objects": objects(5.0) },
+        { "instance": 7203, "key": 7297, "port": twin, "objects": objects(666.0) },
+    ]});
+    let mut peer = PythonPeer::start_with_args(PEER, &[&layout.to_string()]);
+    let body = format!(
+        r#"
+[[adapter]]
+type = "bacnet"
+name = "bms"
+bind = "127.0.0.1:{local}"
+poll = "200ms"
+timeout = "400ms"
+retries = 0
+max_backoff = "500ms"
+broadcast = ["127.0.0.1:{twin}", "127.0.0.1:{real}"]
+
+[[bacnet.device]]
+instance = 7203
+id = "boiler"
+writable = ["analog-value:1"]
+"#
+    );
+    let mut sub = Subscriber::start(upstream.port(), "building/hq/+/aggregated").await;
+    let mut results = Subscriber::start(upstream.port(), "building/hq/+/command/result").await;
+    let mut gw = GatewayProcess::start(&commands(upstream.port(), metrics, &body));
+    gw.wait_for_log("Subscribed to commands on the upstream broker.")
+        .await;
+    let r = command(
+        upstream.port(),
+        &mut results,
+        "boiler",
+        json!({"id": "f-1", "metric": "analog-value:1", "value": 42.0}),
+    )
+    .await;
+    // Before the first round is over the device is only not found yet.
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(
+        r["status"] == "refused" && ["ambiguous", "offline"].contains(&reason),
+        "{r}"
+    );
+    counter(metrics, DUPLICATES, |n| n >= 3.0).await;
+    let r = command(
+        upstream.port(),
+        &mut results,
+        "boiler",
+        json!({"id": "f-2", "metric": "analog-value:1", "value": 42.0}),
+    )
+    .await;
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("refused"), Some("ambiguous")),
+        "{r}"
+    );
+    assert_eq!(slot_16(&mut peer, 7203), Value::Null);
+    assert_eq!(slot_16(&mut peer, 7297), Value::Null);
+    let (_, text) = http_until(metrics, "/metrics", |_, _| true).await;
+    assert_eq!(sample(&text, READINGS).unwrap_or(0.0), 0.0, "{text}");
+    assert!(no_twin_value(&mut sub).await, "the twin's value upstream");
+    assert!(
+        !gw.seen.iter().any(|l| l.contains("BACnet device found.")),
+        "bound to one of them"
+    );
 }
 
 #[tokio::test]
