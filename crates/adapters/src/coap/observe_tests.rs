@@ -420,6 +420,50 @@ async fn a_fetch_dropped_by_a_renewed_registration_is_counted() {
     task.await.unwrap().unwrap();
 }
 
+/// An observer of a scripted device, registered, its first notification
+/// (20.5, in the ACK) read.
+struct Observed {
+    device: Device,
+    rx: mpsc::Receiver<Ingress>,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), AdapterError>>,
+    reg: Packet,
+    peer: std::net::SocketAddr,
+}
+
+async fn observed_with_first_notification() -> Observed {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let mut device = Device { socket, mid: 100 };
+    let (tx, mut rx) = mpsc::channel(16);
+    let telemetry = Telemetry::default();
+    let ctx = AdapterContext {
+        name: "observed".into(),
+        ingress: tx.into(),
+        shutdown: CancellationToken::new(),
+        telemetry: telemetry.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let shutdown = ctx.shutdown.clone();
+    let config = observed(addr, Duration::from_secs(600));
+    let task = tokio::spawn(Box::new(CoapObserver::new(config)).run(ctx));
+    let (reg, peer) = device.registration().await;
+    device
+        .notify(&reg, peer, MessageType::Acknowledgement, 1, "20.5")
+        .await;
+    assert_eq!(next_value(&mut rx).await.2, 20.5);
+    Observed {
+        device,
+        rx,
+        telemetry,
+        shutdown,
+        task,
+        reg,
+        peer,
+    }
+}
+
 /// A CON 2.05 text/plain notification `value` on `reg`'s token, Message
 /// ID `mid`, with Observe `seq` if any.
 fn con_notification(reg: &Packet, mid: u16, seq: Option<u32>, value: &str) -> Vec<u8> {
@@ -442,26 +486,15 @@ fn con_notification(reg: &Packet, mid: u16, seq: Option<u32>, value: &str) -> Ve
 /// duplicate and not an error, with an Observe option or without one.
 #[tokio::test]
 async fn a_retransmitted_con_notification_is_acknowledged_again_and_read_once() {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let mut device = Device { socket, mid: 100 };
-    let (tx, mut rx) = mpsc::channel(16);
-    let telemetry = Telemetry::default();
-    let ctx = AdapterContext {
-        name: "observed".into(),
-        ingress: tx.into(),
-        shutdown: CancellationToken::new(),
-        telemetry: telemetry.clone(),
-        clock: Arc::new(SystemClock),
-    };
-    let shutdown = ctx.shutdown.clone();
-    let config = observed(addr, Duration::from_secs(600));
-    let task = tokio::spawn(Box::new(CoapObserver::new(config)).run(ctx));
-    let (reg, peer) = device.registration().await;
-    device
-        .notify(&reg, peer, MessageType::Acknowledgement, 1, "20.5")
-        .await;
-    assert_eq!(next_value(&mut rx).await.2, 20.5);
+    let Observed {
+        device,
+        mut rx,
+        telemetry,
+        shutdown,
+        task,
+        reg,
+        peer,
+    } = observed_with_first_notification().await;
 
     let with_observe = con_notification(&reg, 200, Some(2), "21");
     let without = con_notification(&reg, 201, None, "30");
@@ -504,26 +537,15 @@ async fn a_retransmitted_con_notification_is_acknowledged_again_and_read_once() 
 /// notifications), and counted a duplicate.
 #[tokio::test]
 async fn a_duplicated_non_notification_is_read_once() {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let mut device = Device { socket, mid: 100 };
-    let (tx, mut rx) = mpsc::channel(16);
-    let telemetry = Telemetry::default();
-    let ctx = AdapterContext {
-        name: "observed".into(),
-        ingress: tx.into(),
-        shutdown: CancellationToken::new(),
-        telemetry: telemetry.clone(),
-        clock: Arc::new(SystemClock),
-    };
-    let shutdown = ctx.shutdown.clone();
-    let config = observed(addr, Duration::from_secs(600));
-    let task = tokio::spawn(Box::new(CoapObserver::new(config)).run(ctx));
-    let (reg, peer) = device.registration().await;
-    device
-        .notify(&reg, peer, MessageType::Acknowledgement, 1, "20.5")
-        .await;
-    assert_eq!(next_value(&mut rx).await.2, 20.5);
+    let Observed {
+        device,
+        mut rx,
+        telemetry,
+        shutdown,
+        task,
+        reg,
+        peer,
+    } = observed_with_first_notification().await;
 
     let non = |mid, seq, value| {
         let mut d = con_notification(&reg, mid, seq, value);
