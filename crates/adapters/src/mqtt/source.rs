@@ -165,8 +165,8 @@ const MAX_TURNS: usize = 64;
 /// of the socket is left unread until receipts come back: the broker waits
 /// (TCP's window), and what was read stays within what the pipeline
 /// remembers to tell a resent copy by (`pipeline::durability::deliveries`
-/// keeps 8 192 keys; a quarter leaves room for the copies a reconnect
-/// brings and for other sources). Unbounded, a reload storm during a burst
+/// keeps 8 192 keys per source and 16 384 in all, so eight adapters at
+/// this bound at once each keep theirs). Unbounded, a reload storm during a burst
 /// let 9 000 messages be read ahead of their receipts; after the next
 /// reconnect the broker resent them all, the oldest already forgotten, and
 /// they were counted twice.

@@ -86,8 +86,9 @@ pub struct Durability {
     pending_readings: usize,
     /// Keys admitted since nothing last waited for the journal (counted at
     /// an admission, so at most over, never under): while it is within
-    /// what [`Deliveries`] remembers, every waiting message's key is still
-    /// there and [`Self::holds`] need not scan them.
+    /// what [`Deliveries`] is sure to remember ([`Deliveries::assured`]),
+    /// every waiting message's key is still there and [`Self::holds`] need
+    /// not scan them.
     keyed_since_idle: usize,
     /// The batch being written and synced off the pipeline's task
     /// ([`committer`]).
@@ -238,7 +239,7 @@ impl Durability {
                 }
             }
             if let Some((source, slot, digest)) = &entry.key {
-                d.deliveries.record(source.clone(), *slot, *digest);
+                d.deliveries.record(source, *slot, *digest);
             }
             if let Some((_, readings)) = d.replayed.last_mut() {
                 readings.extend(entry.readings.iter().cloned());
@@ -330,19 +331,19 @@ impl Durability {
         if self.pending.is_empty() && self.in_flight.is_none() {
             self.keyed_since_idle = 0;
         }
-        let forgotten_may_wait = self.keyed_since_idle >= deliveries::REMEMBERED;
+        let forgotten_may_wait = self.keyed_since_idle >= self.deliveries.assured();
         if self.deliveries.recognise_copy(k) || (k.resent && forgotten_may_wait && self.holds(k)) {
             self.duplicates.inc();
             return false;
         }
-        self.deliveries.record(k.source.clone(), k.slot, k.digest);
+        self.deliveries.record(&k.source, k.slot, k.digest);
         self.keyed_since_idle = self.keyed_since_idle.saturating_add(1);
         true
     }
 
     /// Whether a message with `k`'s key waits for the journal (staged, or
-    /// in the batch in flight). The ring of [`Deliveries`] forgets the
-    /// oldest of its 8192 keys, and while the journal cannot be written (a
+    /// in the batch in flight). [`Deliveries`] forgets the oldest keys of
+    /// a source past its bound, and while the journal cannot be written (a
     /// full disk) more keyed messages than that can arrive behind a held
     /// one: its sender, never answered, sends it again, and the copy was
     /// taken as new, both counted once the disk had room. What is held is
