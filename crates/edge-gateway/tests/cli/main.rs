@@ -18,6 +18,7 @@ mod hot_first_link;
 mod log_throttle;
 mod logging;
 mod reload;
+mod reload_many_sources;
 mod reload_traffic;
 mod reload_unsubscribe;
 mod replay;
