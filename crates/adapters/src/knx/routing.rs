@@ -14,6 +14,8 @@
 //! multicast and are recognised as copies of those sent (their source
 //! address alone is another sender's too when it is a default one;
 //! another sender from it is read and counted as `address_conflict`).
+//! Only L_Data.ind is read: an L_Data.req or .con on the multicast is
+//! counted as `routed_not_indication` and dropped.
 
 use std::collections::VecDeque;
 use std::io;
@@ -230,8 +232,8 @@ pub async fn run(
             _ = stop.cancelled() => break,
             r = socket.recv_from(&mut buf) => {
                 let at = s.clock.now();
-                let n = match r {
-                    Ok((n, _)) => n,
+                let (n, from) = match r {
+                    Ok(r) => r,
                     Err(e) => {
                         faults.count("connection_lost", format!("The routing socket failed: {e}."));
                         continue;
@@ -239,6 +241,15 @@ pub async fn run(
                 };
                 match frame::decode(&buf[..n]) {
                     Ok(Frame::RoutingIndication { cemi: body }) => match cemi::decode(body) {
+                        // KNX 3.8.5: a router routes L_Data.ind only. A
+                        // .req or .con on the multicast is no bus telegram
+                        // (a misbehaving or hostile sender); read, it would
+                        // be a value nobody sent on the bus. knxd drops it
+                        // too.
+                        Ok(Cemi::LData(f)) if f.code != cemi::L_DATA_IND => {
+                            let kind = if f.code == cemi::L_DATA_REQ { "L_Data.req" } else { "L_Data.con" };
+                            faults.count("routed_not_indication", format!("A ROUTING_INDICATION from {from} carries an {kind} (from {}), which no KNX IP router routes: dropped, not read. A tool or device on the multicast is misconfigured, or hostile.", f.source));
+                        }
                         Ok(Cemi::LData(f)) => {
                             if f.source == s.address {
                                 if own.take(body) {

@@ -10,6 +10,12 @@ Commands (values are JSON):
   raw GA HEX            GroupValueWrite of these bytes (no DPT)
   busy MS               a KNX router's ROUTING_BUSY (wait MS), encoded by
                         xknx, on the routing multicast; prints {"busy": t}
+  routed CODE GA DPT VALUE
+                        a ROUTING_INDICATION whose cEMI frame xknx encodes
+                        with message code CODE (`req`: L_Data.req, `con`:
+                        L_Data.con, which no KNX IP router routes) from
+                        1.1.99, a GroupValueWrite of VALUE; sent raw on the
+                        routing multicast, as a misbehaving sender would
   connect               (with `later`) connect the tunnel now; prints
                         {"channel": the channel knxd gave}
   quit                  disconnect (frees the tunnel slot) and exit
@@ -121,6 +127,28 @@ async def main():
                 out.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
                 out.sendto(bytes(frame.to_knx()), ("224.0.23.12", port))
                 print(json.dumps({"busy": time.monotonic()}), flush=True)
+            print("ok", flush=True)
+            continue
+        if parts[0] == "routed":
+            from xknx.cemi import CEMIFrame, CEMILData, CEMIMessageCode
+            from xknx.knxip import KNXIPFrame, RoutingIndication
+            from xknx.telegram import IndividualAddress
+
+            code, rest = parts[1], [parts[2], *parts[3].split(maxsplit=1)]
+            message = {"req": CEMIMessageCode.L_DATA_REQ, "con": CEMIMessageCode.L_DATA_CON}[code]
+            telegram = Telegram(
+                destination_address=GroupAddress(rest[0]),
+                payload=GroupValueWrite(encode(rest[1], json.loads(rest[2]))),
+            )
+            cemi = CEMIFrame(
+                code=message,
+                data=CEMILData.init_from_telegram(telegram, src_addr=IndividualAddress("1.1.99")),
+            )
+            frame = KNXIPFrame.init_from_body(RoutingIndication(raw_cemi=cemi.to_knx()))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+                out.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+                out.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+                out.sendto(bytes(frame.to_knx()), ("224.0.23.12", port))
             print("ok", flush=True)
             continue
         ga = GroupAddress(parts[1])

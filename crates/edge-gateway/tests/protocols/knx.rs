@@ -38,17 +38,22 @@ use serde_json::{json, Value};
 use test_support::metrics::sample;
 use test_support::{free_port, publish, Mosquitto, PythonPeer, Subscriber};
 
-const PEER: &str = include_str!("../data/knx_peer.py");
+pub(crate) const PEER: &str = include_str!("../data/knx_peer.py");
 
 /// knxd on `port` of loopback with `slots` tunnel slots and routing on
 /// 224.0.23.12:`port`; killed on drop.
-struct Knxd {
+pub(crate) struct Knxd {
     child: Child,
     port: u16,
 }
 
 impl Knxd {
-    fn start(port: u16, slots: u8) -> Self {
+    pub(crate) fn start(port: u16, slots: u8) -> Self {
+        Self::start_with(port, slots, &[])
+    }
+
+    /// With `server` options of knxd's put before its `-S`.
+    pub(crate) fn start_with(port: u16, slots: u8, server: &[&str]) -> Self {
         let child = Command::new("knxd")
             .args([
                 "-e",
@@ -61,6 +66,7 @@ impl Knxd {
                 "-R",
                 "-D",
             ])
+            .args(server)
             .arg("-S")
             .arg(format!("224.0.23.12:{port}"))
             .args(["-I", "lo", "-b", "dummy:"])
@@ -110,7 +116,7 @@ impl Drop for Knxd {
     }
 }
 
-fn ok(peer: &mut PythonPeer, command: &str) {
+pub(crate) fn ok(peer: &mut PythonPeer, command: &str) {
     peer.send_line(command);
     let answer = peer
         .wait_for_line(|l| l == "ok", WAIT)
@@ -118,7 +124,7 @@ fn ok(peer: &mut PythonPeer, command: &str) {
     assert_eq!(answer, "ok");
 }
 
-fn config(upstream: u16, metrics: u16, body: &str) -> String {
+pub(crate) fn config(upstream: u16, metrics: u16, body: &str) -> String {
     format!(
         r#"
 [gateway]
@@ -800,7 +806,12 @@ metric = "temperature"
     );
 }
 
-async fn command(cloud: u16, results: &mut Subscriber, device: &str, body: Value) -> Value {
+pub(crate) async fn command(
+    cloud: u16,
+    results: &mut Subscriber,
+    device: &str,
+    body: Value,
+) -> Value {
     let id = body["id"].as_str().unwrap_or_default().to_string();
     publish(
         cloud,

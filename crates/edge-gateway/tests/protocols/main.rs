@@ -24,6 +24,7 @@ mod firmware_codec;
 mod ingress_session;
 mod input_abuse;
 mod knx;
+mod knx_attacks;
 mod lorawan;
 mod lorawan_codecs;
 mod lorawan_otaa;
