@@ -40,6 +40,11 @@
 //!   interface answers wherever the requests come from; the data endpoint
 //!   it names is taken for its port only, at the address it was reached
 //!   at (its own is a private one behind the router).
+//! - An interface that names no data endpoint (0.0.0.0:0, "route back";
+//!   knxd does when the gateway's were so) is sent data where its
+//!   CONNECT_RESPONSE came from, and heard from there and from the port
+//!   of its address its first telegram or ack of the channel came from
+//!   (knxd `--multi-port` sends them from its routing port).
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -58,7 +63,7 @@ use super::frame::{self, Frame, E_CONNECTION_ID, E_NO_ERROR};
 use super::link::{
     ArrivalClock, Faults, GroupTelegram, LinkEvent, Outbox, Outgoing, Pacer, SendFailure,
 };
-use super::tunnel_connect::{connect, disconnect, ConnectError, Connected};
+use super::tunnel_connect::{connect, disconnect, ConnectError, Connected, RouteBack};
 
 /// KNX 3.8.4 §2.6: TUNNELLING_REQUEST_TIMEOUT.
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -159,7 +164,7 @@ pub async fn run(
         match attempt {
             Ok(mut c) => {
                 let connected_at = Instant::now();
-                info!(adapter = %faults.adapter, interface = %s.remote, transport, channel = c.channel, address = %c.address, "KNX tunnel connected.");
+                info!(adapter = %faults.adapter, interface = %s.remote, transport, channel = c.channel, address = %c.address, route_back = matches!(c.wire.route_back(), Some(RouteBack::Learning { .. })), "KNX tunnel connected.");
                 if events.send(LinkEvent::Connected(c.address)).await.is_err() {
                     return;
                 }

@@ -45,6 +45,7 @@ pub(super) enum Wire {
         socket: UdpSocket,
         control: SocketAddr,
         data: SocketAddr,
+        route_back: RouteBack,
     },
     Tcp {
         stream: TcpStream,
@@ -52,9 +53,43 @@ pub(super) enum Wire {
     },
 }
 
+/// Where the data of an interface that named no data endpoint in its
+/// CONNECT_RESPONSE (0.0.0.0:0, "route back") comes from. xknx then sends
+/// to the address the response came from, as the gateway does; but such an
+/// interface may send from another port (knxd `--multi-port` sends from
+/// its routing port), and hearing the control endpoint only left the
+/// tunnel deaf. Every port of the interface's address for good would let
+/// any process of its host onto the tunnel: the first TUNNELLING_REQUEST
+/// or TUNNELLING_ACK of the tunnel's channel from that address names the
+/// port, which alone is heard from then on. Another host is never heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RouteBack {
+    /// The interface named its data endpoint (or not yet connected).
+    No,
+    Learning { channel: u8 },
+    Learnt(SocketAddr),
+}
+
+/// Whether `f` is a TUNNELLING_REQUEST or TUNNELLING_ACK on `channel`:
+/// read from the header only, as the datagram is not yet the interface's.
+fn on_channel(f: &[u8], channel: u8) -> bool {
+    matches!(
+        f,
+        [0x06, 0x10, 0x04, 0x20 | 0x21, _, _, 0x04, ch, ..] if *ch == channel
+    )
+}
+
 impl Wire {
     pub(super) fn reliable(&self) -> bool {
         matches!(self, Self::Tcp { .. })
+    }
+
+    /// The route back state, for the log: `None` over TCP.
+    pub(super) fn route_back(&self) -> Option<RouteBack> {
+        match self {
+            Self::Udp { route_back, .. } => Some(*route_back),
+            Self::Tcp { .. } => None,
+        }
     }
 
     pub(super) async fn send_control(&mut self, frame: &[u8]) -> io::Result<()> {
@@ -78,20 +113,35 @@ impl Wire {
     /// data endpoints are heard: a datagram from another port of its
     /// address is another process of that host (knxd is often on the
     /// gateway's own), which could otherwise close the tunnel or put
-    /// telegrams on it knowing the channel id alone.
+    /// telegrams on it knowing the channel id alone. An interface that
+    /// named no data endpoint is heard from the port its first data came
+    /// from too ([`RouteBack`]).
     pub(super) async fn recv(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         match self {
             Self::Udp {
                 socket,
                 control,
                 data,
+                route_back,
             } => loop {
                 out.resize(1024, 0);
                 let (n, from) = socket.recv_from(out).await?;
                 // The data port at the address reached, too: a
                 // multi-homed interface may name another of its addresses.
                 let data_port = from.ip() == control.ip() && from.port() == data.port();
-                if from == *control || from == *data || data_port {
+                let heard = match *route_back {
+                    _ if from == *control || from == *data || data_port => true,
+                    RouteBack::Learnt(at) => from == at,
+                    RouteBack::Learning { channel } => {
+                        let first = from.ip() == control.ip() && on_channel(&out[..n], channel);
+                        if first {
+                            *route_back = RouteBack::Learnt(from);
+                        }
+                        first
+                    }
+                    RouteBack::No => false,
+                };
+                if heard {
                     out.truncate(n);
                     return Ok(());
                 }
@@ -185,6 +235,7 @@ pub(super) async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectErro
                 socket,
                 control: remote,
                 data: remote,
+                route_back: RouteBack::No,
             },
             control,
         )
@@ -217,14 +268,26 @@ pub(super) async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectErro
         };
         match (status, address) {
             (E_NO_ERROR, Some(address)) => {
-                if let (Wire::Udp { data: to, .. }, Some(d)) = (&mut wire, data) {
-                    if s.nat && d.addr.port() != 0 {
+                if let (
+                    Wire::Udp {
+                        data: to,
+                        route_back,
+                        ..
+                    },
+                    Some(d),
+                ) = (&mut wire, data)
+                {
+                    if d.addr.port() != 0 && (s.nat || d.addr.ip().is_unspecified()) {
                         // Behind a router, the address the interface
                         // gives is its own private one: its port, at the
                         // address it was reached at.
                         *to = SocketAddr::V4(SocketAddrV4::new(*s.remote.ip(), d.addr.port()));
                     } else if !d.is_unspecified() {
                         *to = SocketAddr::V4(d.addr);
+                    } else {
+                        // 0.0.0.0:0: sent to where the answer came from,
+                        // heard from where its data comes from.
+                        *route_back = RouteBack::Learning { channel };
                     }
                 }
                 return Ok(Connected {

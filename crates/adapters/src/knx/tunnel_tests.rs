@@ -972,3 +972,91 @@ async fn an_interface_closing_each_tunnel_at_once_is_asked_again_with_a_growing_
     assert!(last >= Duration::from_secs(4), "asked again after {last:?}");
     c.stop.cancel();
 }
+
+/// The attack (an interoperability one first): an interface that answers
+/// CONNECT_REQUEST with the data endpoint 0.0.0.0:0 ("route back") and
+/// sends its telegrams from another port than its control endpoint (knxd
+/// `--multi-port` does: edge-gateway's `knx_attacks.rs`) was not heard at
+/// all. Heard now from that port, learnt from the first telegram of the
+/// channel from the interface's address; a forger on another host is not
+/// heard before it, and another port of the interface's address not after
+/// it. Scripted: knxd cannot be made to forge. With `nat` and without: a
+/// 0.0.0.0:0 data endpoint means the same either way.
+#[tokio::test]
+async fn an_interface_naming_no_data_endpoint_is_heard_from_its_data_port_and_a_forger_is_not() {
+    for nat in [true, false] {
+        route_back(nat).await;
+    }
+}
+
+async fn route_back(nat: bool) {
+    let mut knx = Interface::bind().await;
+    let data = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut s = settings(knx.addr(), false);
+    s.nat = nat;
+    let mut c = Client::start(s);
+    knx.expect("CONNECT_REQUEST", frame::CONNECT_REQUEST).await;
+    knx.send(&connect_response(3, SocketAddr::from(([0, 0, 0, 0], 0))))
+        .await;
+    assert_eq!(
+        c.event().await,
+        LinkEvent::Connected("1.1.9".parse().unwrap())
+    );
+    let client = knx.client.unwrap();
+    let telegram = |seq: u8, data: [u8; 2]| {
+        let mut f = Vec::new();
+        frame::tunnelling_request(3, seq, &ldata(0x29, "1/2/3", data), &mut f);
+        f
+    };
+    let read = |e: LinkEvent| match e {
+        LinkEvent::Telegram(t) => match t.data.as_data() {
+            crate::knx::cemi::Data::Bytes(b) => [b[0], b[1]],
+            other => panic!("{other:?}"),
+        },
+        other => panic!("expected a telegram, got {other:?}"),
+    };
+    // A forger on another host of the LAN, first with the channel's next
+    // telegram: not the interface, whatever it carries.
+    let forger = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    forger
+        .send_to(&telegram(0, [0x0F, 0xFF]), client)
+        .await
+        .unwrap();
+    // The interface's, from its data port: read, and acknowledged to where
+    // the CONNECT_RESPONSE came from.
+    data.send_to(&telegram(0, [0x0C, 0x33]), client)
+        .await
+        .unwrap();
+    knx.expect("ack of 0", frame::TUNNELLING_ACK).await;
+    assert_eq!(read(c.event().await), [0x0C, 0x33], "nat = {nat}");
+    // Another port of the interface's address, once the data port is
+    // known: another process of its host, not heard.
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other
+        .send_to(&telegram(1, [0x0F, 0xFE]), client)
+        .await
+        .unwrap();
+    let mut bye = Vec::new();
+    frame::disconnect_request(3, frame::Hpai::NAT, &mut bye);
+    other.send_to(&bye, client).await.unwrap();
+    forger.send_to(&bye, client).await.unwrap();
+    data.send_to(&telegram(1, [0x0C, 0x34]), client)
+        .await
+        .unwrap();
+    let ack = knx.expect("ack of 1", frame::TUNNELLING_ACK).await;
+    assert_eq!(ack[8], 1);
+    assert_eq!(read(c.event().await), [0x0C, 0x34], "nat = {nat}");
+    // The gateway's telegram goes where the CONNECT_RESPONSE came from;
+    // its confirmation, from the data port, settles it.
+    let done = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x35])).await;
+    let req = knx.expect("the write", frame::TUNNELLING_REQUEST).await;
+    let mut ack = Vec::new();
+    frame::tunnelling_ack(3, req[8], &mut ack);
+    knx.send(&ack).await;
+    let mut con = Vec::new();
+    frame::tunnelling_request(3, 2, &ldata(0x2E, "1/2/4", [0x0C, 0x35]), &mut con);
+    data.send_to(&con, client).await.unwrap();
+    assert_eq!(timeout(WAIT, done).await.unwrap().unwrap(), Ok(()));
+    assert_eq!(c.errors("connection_lost"), 0, "nat = {nat}");
+    c.stop.cancel();
+}
