@@ -288,8 +288,13 @@ async fn session(
             _ = stop.cancelled() => break End::Stop,
             r = c.wire.recv(&mut buf) => {
                 let at = s.clock.now();
-                if let Err(e) = r {
-                    break End::Lost("connection_lost", format!("the connection failed: {e}"));
+                match r {
+                    Err(e) => break End::Lost("connection_lost", format!("the connection failed: {e}")),
+                    Ok(Some(from)) => {
+                        faults.count("foreign_datagram", format!("A datagram from {from}, neither the KNXnet/IP interface's control endpoint {} nor its data endpoint, reached the tunnel's socket: dropped unread (another process or host could otherwise close the tunnel or put telegrams on it). If it is the interface sending from another port and the tunnel hears nothing, see docs/knx.md (nat, knxd --multi-port).", s.remote));
+                        continue;
+                    }
+                    Ok(None) => {}
                 }
                 let f = match frame::decode(&buf) {
                     Ok(f) => f,

@@ -115,15 +115,16 @@ impl Wire {
     /// gateway's own), which could otherwise close the tunnel or put
     /// telegrams on it knowing the channel id alone. An interface that
     /// named no data endpoint is heard from the port its first data came
-    /// from too ([`RouteBack`]).
-    pub(super) async fn recv(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+    /// from too ([`RouteBack`]). `Some(sender)`: a datagram from elsewhere,
+    /// dropped (`out` left empty), for the caller to count.
+    pub(super) async fn recv(&mut self, out: &mut Vec<u8>) -> io::Result<Option<SocketAddr>> {
         match self {
             Self::Udp {
                 socket,
                 control,
                 data,
                 route_back,
-            } => loop {
+            } => {
                 out.resize(1024, 0);
                 let (n, from) = socket.recv_from(out).await?;
                 // The data port at the address reached, too: a
@@ -143,9 +144,12 @@ impl Wire {
                 };
                 if heard {
                     out.truncate(n);
-                    return Ok(());
+                    Ok(None)
+                } else {
+                    out.clear();
+                    Ok(Some(from))
                 }
-            },
+            }
             Self::Tcp { stream, buf } => loop {
                 if buf.len() >= 6 {
                     let total = frame::total_length(buf)
@@ -153,7 +157,7 @@ impl Wire {
                     if buf.len() >= total {
                         out.clear();
                         out.extend(buf.drain(..total));
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
                 if stream.read_buf(buf).await? == 0 {
@@ -255,7 +259,8 @@ pub(super) async fn connect(s: &TunnelSettings) -> Result<Connected, ConnectErro
                 return Err(ConnectError::NoAnswer(s.timeout));
             }
             Ok(Err(e)) => return Err(ConnectError::Io(e)),
-            Ok(Ok(())) => {}
+            // A foreign datagram leaves `buf` empty: not read below.
+            Ok(Ok(_)) => {}
         }
         let Ok(Frame::ConnectResponse {
             channel,

@@ -1046,6 +1046,8 @@ async fn route_back(nat: bool) {
     let ack = knx.expect("ack of 1", frame::TUNNELLING_ACK).await;
     assert_eq!(ack[8], 1);
     assert_eq!(read(c.event().await), [0x0C, 0x34], "nat = {nat}");
+    // Each of the four, counted (and logged, throttled).
+    assert_eq!(c.errors("foreign_datagram"), 4, "nat = {nat}");
     // The gateway's telegram goes where the CONNECT_RESPONSE came from;
     // its confirmation, from the data port, settles it.
     let done = c.write("1/2/4", Payload::Bytes(vec![0x0C, 0x35])).await;
