@@ -44,7 +44,8 @@
 //!   knxd does when the gateway's were so) is sent data where its
 //!   CONNECT_RESPONSE came from, and heard from there and from the port
 //!   of its address its first telegram or ack of the channel came from
-//!   (knxd `--multi-port` sends them from its routing port).
+//!   (knxd `--multi-port` sends them from its routing port), unless its
+//!   first telegram came from the control endpoint.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};

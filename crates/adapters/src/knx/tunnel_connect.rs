@@ -60,8 +60,13 @@ pub(super) enum Wire {
 /// its routing port), and hearing the control endpoint only left the
 /// tunnel deaf. Every port of the interface's address for good would let
 /// any process of its host onto the tunnel: the first TUNNELLING_REQUEST
-/// or TUNNELLING_ACK of the tunnel's channel from that address names the
-/// port, which alone is heard from then on. Another host is never heard.
+/// or TUNNELLING_ACK of the tunnel's channel from another port of that
+/// address names the port, which alone is heard from then on; a
+/// TUNNELLING_REQUEST from the control endpoint first says the interface
+/// sends its data there, and no other port is heard. (Not its ACK: knxd
+/// `--multi-port` acknowledges from the control endpoint and sends its
+/// telegrams and confirmations from its routing port.) Another host is
+/// never heard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RouteBack {
     /// The interface named its data endpoint (or not yet connected).
@@ -70,13 +75,16 @@ pub(super) enum RouteBack {
     Learnt(SocketAddr),
 }
 
-/// Whether `f` is a TUNNELLING_REQUEST or TUNNELLING_ACK on `channel`:
-/// read from the header only, as the datagram is not yet the interface's.
-fn on_channel(f: &[u8], channel: u8) -> bool {
-    matches!(
-        f,
-        [0x06, 0x10, 0x04, 0x20 | 0x21, _, _, 0x04, ch, ..] if *ch == channel
-    )
+/// The service of `f` if it is a TUNNELLING_REQUEST or TUNNELLING_ACK on
+/// `channel`: read from the header only, as the datagram is not yet known
+/// to be the interface's.
+fn on_channel(f: &[u8], channel: u8) -> Option<u16> {
+    match f {
+        [0x06, 0x10, 0x04, s @ (0x20 | 0x21), _, _, 0x04, ch, ..] if *ch == channel => {
+            Some(u16::from_be_bytes([0x04, *s]))
+        }
+        _ => None,
+    }
 }
 
 impl Wire {
@@ -131,16 +139,22 @@ impl Wire {
                 // multi-homed interface may name another of its addresses.
                 let data_port = from.ip() == control.ip() && from.port() == data.port();
                 let heard = match *route_back {
+                    RouteBack::Learning { channel } if from.ip() == control.ip() => {
+                        match on_channel(&out[..n], channel) {
+                            Some(frame::TUNNELLING_REQUEST) if from == *control => {
+                                *route_back = RouteBack::Learnt(from);
+                                true
+                            }
+                            Some(_) if from != *control => {
+                                *route_back = RouteBack::Learnt(from);
+                                true
+                            }
+                            _ => from == *control,
+                        }
+                    }
                     _ if from == *control || from == *data || data_port => true,
                     RouteBack::Learnt(at) => from == at,
-                    RouteBack::Learning { channel } => {
-                        let first = from.ip() == control.ip() && on_channel(&out[..n], channel);
-                        if first {
-                            *route_back = RouteBack::Learnt(from);
-                        }
-                        first
-                    }
-                    RouteBack::No => false,
+                    RouteBack::Learning { .. } | RouteBack::No => false,
                 };
                 if heard {
                     out.truncate(n);

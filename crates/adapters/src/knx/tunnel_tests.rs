@@ -1062,3 +1062,37 @@ async fn route_back(nat: bool) {
     assert_eq!(c.errors("connection_lost"), 0, "nat = {nat}");
     c.stop.cancel();
 }
+
+/// An interface naming no data endpoint that sends its telegrams from its
+/// control endpoint (knxd with its single port and `nat = true`, the
+/// common case): once it did, no other port of its address is taken for
+/// its data port, as if it had named its control endpoint.
+#[tokio::test]
+async fn route_back_from_the_control_endpoint_leaves_no_other_port_to_learn() {
+    let mut knx = Interface::bind().await;
+    let mut s = settings(knx.addr(), false);
+    s.nat = true;
+    let mut c = Client::start(s);
+    knx.expect("CONNECT_REQUEST", frame::CONNECT_REQUEST).await;
+    knx.send(&connect_response(4, SocketAddr::from(([0, 0, 0, 0], 0))))
+        .await;
+    assert!(matches!(c.event().await, LinkEvent::Connected(_)));
+    knx.tunnel(4, 0, &ldata(0x29, "1/2/3", [0x0C, 0x33])).await;
+    knx.expect("ack of 0", frame::TUNNELLING_ACK).await;
+    assert!(matches!(c.event().await, LinkEvent::Telegram(_)));
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut f = Vec::new();
+    frame::tunnelling_request(4, 1, &ldata(0x29, "1/2/3", [0x0F, 0xFF]), &mut f);
+    other.send_to(&f, knx.client.unwrap()).await.unwrap();
+    knx.tunnel(4, 1, &ldata(0x29, "1/2/3", [0x0C, 0x34])).await;
+    knx.expect("ack of 1", frame::TUNNELLING_ACK).await;
+    match c.event().await {
+        LinkEvent::Telegram(t) => assert_eq!(
+            t.data.as_data(),
+            crate::knx::cemi::Data::Bytes(&[0x0C, 0x34])
+        ),
+        other => panic!("expected the interface's telegram, got {other:?}"),
+    }
+    assert_eq!(c.errors("foreign_datagram"), 1);
+    c.stop.cancel();
+}
