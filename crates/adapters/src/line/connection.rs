@@ -19,19 +19,21 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use gateway_core::telemetry::LogThrottle;
+use futures::FutureExt;
+use gateway_core::telemetry::{Counter, LogThrottle};
 use gateway_core::{
     AdapterContext, AdapterError, AdapterStats, DeliveryKey, DeviceId, Ingress, Receipt,
-    ReceiptWaiter,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::acks::{write_err, write_ok, AckState};
 use super::decode::{DeviceCache, LineDecoder, Outcome, Tally};
 use super::framer::{Frame, Framer};
+use super::unanswered::{shareable, Done, Unanswered};
 
 /// Bytes read at once.
 const READ_BUFFER: usize = 16 * 1024;
@@ -41,6 +43,11 @@ const READ_BUFFER: usize = 16 * 1024;
 const MAX_WAITING: usize = 2048;
 /// Unwritten answers before reading pauses (a client that does not read).
 const MAX_UNWRITTEN: usize = 64 * 1024;
+/// How long a node must have waited for a line's `ok` before its leaving
+/// says it gave up on it and will send it again: a node that sends and
+/// closes at once never waited (and never resends), and taking its next
+/// equal reading for a resend would lose it. The reference node waits 5 s.
+pub(crate) const GAVE_UP_AFTER: Duration = Duration::from_secs(1);
 
 /// What every connection of one adapter shares.
 pub(crate) struct Shared {
@@ -52,6 +59,51 @@ pub(crate) struct Shared {
     pub max_line_bytes: usize,
     pub idle_timeout: Duration,
     pub ack: bool,
+    /// Lines whose node stopped waiting for their `ok` (with `ack`).
+    pub unanswered: Mutex<Unanswered>,
+    /// `edge_gateway_ingress_duplicates_total`: resends taken here.
+    pub duplicates: Counter,
+}
+
+impl Shared {
+    fn unanswered(&self) -> MutexGuard<'_, Unanswered> {
+        self.unanswered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A message of this connection waiting for the journal.
+struct Waiting {
+    /// The number of its first line: no `ok` for it, or after it, before.
+    first: u64,
+    done: Done,
+    /// Digests of its lines without their own time, remembered as
+    /// unanswered if the node gives up on them.
+    lines: Vec<u64>,
+    at: Instant,
+    remembered: bool,
+}
+
+/// Remembers the lines the node waited for at least [`GAVE_UP_AFTER`] by
+/// `now` without their `ok`: it sends them again on its next connection.
+fn remember_unanswered(
+    shared: &Shared,
+    peer: SocketAddr,
+    waiting: &mut VecDeque<Waiting>,
+    now: Instant,
+) {
+    let mut unanswered = None;
+    for w in waiting.iter_mut() {
+        if w.remembered || w.lines.is_empty() || now.duration_since(w.at) < GAVE_UP_AFTER {
+            continue;
+        }
+        w.remembered = true;
+        let u = unanswered.get_or_insert_with(|| shared.unanswered());
+        for &digest in &w.lines {
+            u.remember(peer.ip(), digest, w.done.clone());
+        }
+    }
 }
 
 /// How a connection ended.
@@ -86,7 +138,10 @@ where
     let mut devices = DeviceCache::default();
     let mut acks = AckState::default();
     // Lines not yet durable, oldest first, with their numbers.
-    let mut waiting: VecDeque<(u64, ReceiptWaiter)> = VecDeque::new();
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    let mark = shared.ack.then(|| shared.unanswered().mark());
+    // Whether the node left only once every line was answered.
+    let mut settled = false;
     let mut out: Vec<u8> = Vec::new();
     let mut written = 0usize;
     let mut buf = vec![0u8; READ_BUFFER];
@@ -97,7 +152,7 @@ where
 
     let closed = loop {
         if shared.ack {
-            if let Some(n) = acks.advance(waiting.front().map(|(n, _)| *n)) {
+            if let Some(n) = acks.advance(waiting.front().map(|w| w.first)) {
                 write_ok(&mut out, n);
             }
         }
@@ -116,7 +171,7 @@ where
             } => break Closed::Evicted,
             done = async {
                 match waiting.front_mut() {
-                    Some((_, w)) => w.await,
+                    Some(w) => (&mut w.done).await,
                     None => std::future::pending().await,
                 }
             }, if !waiting.is_empty() => {
@@ -126,8 +181,8 @@ where
                     return Err(AdapterError::PipelineClosed);
                 }
                 waiting.pop_front();
-                while let Some((_, next)) = waiting.front_mut() {
-                    if next.try_recv().is_err() {
+                while let Some(next) = waiting.front() {
+                    if !matches!(next.done.clone().now_or_never(), Some(Ok(()))) {
                         break;
                     }
                     waiting.pop_front();
@@ -148,6 +203,12 @@ where
                 // (`socat` at the end of its input): answers still go out.
                 Ok(0) => {
                     reading = false;
+                    if shared.ack {
+                        // The node stopped sending: it has seen every answer,
+                        // or gave up on the lines still waiting.
+                        settled = waiting.is_empty() && written == out.len();
+                        remember_unanswered(&shared, peer, &mut waiting, Instant::now());
+                    }
                     // The last line of a node that sends and closes often
                     // has no newline: it is a line, answered like the others.
                     let mut conn = Conn { framer: &mut framer, devices: &mut devices, acks: &mut acks, waiting: &mut waiting, out: &mut out };
@@ -190,6 +251,16 @@ where
             &format!("closed by the gateway ({closed:?})"),
         );
     }
+    if shared.ack {
+        if reading {
+            // Cut without the node's close: by a reset, or by the gateway
+            // while the node may still wait.
+            remember_unanswered(&shared, peer, &mut waiting, Instant::now());
+        }
+        if let (true, Some(mark)) = (settled, mark) {
+            shared.unanswered().settle(peer.ip(), mark);
+        }
+    }
     if closed != Closed::Broken && written < out.len() {
         // The answers already earned, without waiting on a stuck client.
         let _ =
@@ -211,7 +282,7 @@ struct Conn<'a> {
     framer: &'a mut Framer,
     devices: &'a mut DeviceCache,
     acks: &'a mut AckState,
-    waiting: &'a mut VecDeque<(u64, ReceiptWaiter)>,
+    waiting: &'a mut VecDeque<Waiting>,
     out: &'a mut Vec<u8>,
 }
 
@@ -242,8 +313,11 @@ async fn take_lines(
     // value): growing it line by line was a tenth of ingest's CPU.
     let mut batch = Vec::with_capacity(data.len() / 8);
     let mut batch_first = None;
+    // Digests of the batch's lines (without their own time).
+    let mut batch_lines = Vec::new();
     let mut tally = Tally::default();
     loop {
+        let mut line_digest = 0;
         let outcome = match framer.next_or_last(&mut data, end) {
             None => break,
             Some(Frame::TooLong) => {
@@ -252,7 +326,11 @@ async fn take_lines(
                     adapter = %shared.ctx.name, %peer, max_line_bytes = shared.max_line_bytes, "Dropping a line longer than max_line_bytes.");
                 Outcome::Refused("payload_too_large".into())
             }
-            Some(Frame::Line(line)) => shared.decoder.judge(
+            Some(Frame::Line(line)) => {
+                if shared.ack {
+                    line_digest = super::decode::digest(fallback, line);
+                }
+                shared.decoder.judge(
                 line,
                 fallback,
                 devices,
@@ -263,7 +341,8 @@ async fn take_lines(
                 &peer,
                 &mut batch,
                 &mut tally,
-            ),
+            )
+            }
         };
         // The line's readings are on the batch already.
         if !shared.ack {
@@ -273,8 +352,34 @@ async fn take_lines(
         match outcome {
             Outcome::Blank => {}
             Outcome::Refused(kind) => write_err(out, n, &kind),
-            Outcome::Readings { digest: None, .. } => {
-                batch_first.get_or_insert(n);
+            Outcome::Readings {
+                count,
+                digest: None,
+            } => {
+                let claimed = shared.unanswered().claim(peer.ip(), line_digest);
+                match claimed {
+                // The node sends again a line it was never answered for:
+                // answered with it, not counted again (`unanswered`).
+                Some(done) => {
+                    batch.truncate(batch.len() - count);
+                    if let Some(first) = batch_first.take() {
+                        let lines = std::mem::take(&mut batch_lines);
+                        durable(shared, std::mem::take(&mut batch), None, first, lines, waiting).await?;
+                    }
+                    shared.duplicates.inc();
+                    waiting.push_back(Waiting {
+                        first: n,
+                        done,
+                        lines: vec![line_digest],
+                        at: Instant::now(),
+                        remembered: false,
+                    });
+                }
+                None => {
+                    batch_first.get_or_insert(n);
+                    batch_lines.push(line_digest);
+                }
+                }
             }
             Outcome::Readings {
                 count,
@@ -283,7 +388,8 @@ async fn take_lines(
                 let readings = batch.split_off(batch.len() - count);
                 // In line order: what came before goes first.
                 if let Some(first) = batch_first.take() {
-                    durable(shared, std::mem::take(&mut batch), None, first, waiting).await?;
+                    let lines = std::mem::take(&mut batch_lines);
+                    durable(shared, std::mem::take(&mut batch), None, first, lines, waiting).await?;
                 }
                 let key = DeliveryKey {
                     source: shared.source.clone(),
@@ -296,13 +402,13 @@ async fn take_lines(
                     // crash; lines with their own time are safe to compare.
                     resent: true,
                 };
-                durable(shared, readings, Some(key), n, waiting).await?;
+                durable(shared, readings, Some(key), n, Vec::new(), waiting).await?;
             }
         }
     }
     tally.flush(&shared.stats);
     match batch_first {
-        Some(first) => durable(shared, batch, None, first, waiting).await?,
+        Some(first) => durable(shared, batch, None, first, batch_lines, waiting).await?,
         None if !batch.is_empty() => send(shared, Ingress::Readings(batch)).await?,
         None => {}
     }
@@ -310,17 +416,25 @@ async fn take_lines(
 }
 
 /// Hands readings on with a receipt; `first` is the number of the first
-/// line they came from, which stays unacknowledged until it completes.
+/// line they came from, which stays unacknowledged until it completes;
+/// `lines` the digests of those without their own time.
 async fn durable(
     shared: &Shared,
     readings: Vec<gateway_core::Reading>,
     key: Option<DeliveryKey>,
     first: u64,
-    waiting: &mut VecDeque<(u64, ReceiptWaiter)>,
+    lines: Vec<u64>,
+    waiting: &mut VecDeque<Waiting>,
 ) -> Result<(), AdapterError> {
     let (receipt, waiter) = Receipt::new(key);
     send(shared, Ingress::Durable { readings, receipt }).await?;
-    waiting.push_back((first, waiter));
+    waiting.push_back(Waiting {
+        first,
+        done: shareable(waiter),
+        lines,
+        at: Instant::now(),
+        remembered: false,
+    });
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{serve, Closed, Shared};
 use super::decode::LineDecoder;
+use super::unanswered::Unanswered;
 use crate::payload::PayloadFormat;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -37,6 +38,8 @@ fn shared(ingress: mpsc::Sender<Ingress>, idle: Duration) -> Arc<Shared> {
         max_line_bytes: 64,
         idle_timeout: idle,
         ack: true,
+        unanswered: std::sync::Mutex::new(Unanswered::new(ctx.telemetry.gauge("unanswered", &[]))),
+        duplicates: ctx.telemetry.counter("duplicates", &[]),
         ctx,
     })
 }
@@ -204,4 +207,74 @@ async fn a_partial_line_dropped_at_the_close_gets_its_err() {
     expect(&mut client, "err 1 not_utf8\nok 1\n").await;
     assert_eq!(task.await.unwrap(), Closed::ByPeer);
     assert!(rx.try_recv().is_err(), "nothing handed on");
+}
+
+/// Readings of the next message, with its receipt.
+async fn message(rx: &mut mpsc::Receiver<Ingress>) -> (usize, Receipt) {
+    match tokio::time::timeout(WAIT, rx.recv()).await.unwrap() {
+        Some(Ingress::Durable { readings, receipt }) => (readings.len(), receipt),
+        other => panic!("expected durable readings, got {other:?}"),
+    }
+}
+
+/// A line held (not yet durable) that its node gave up on, closing after
+/// waiting for its `ok`, comes again first on the node's next connection,
+/// then a new equal reading: the resend is answered with the held line,
+/// the new one goes on as a reading of its own.
+#[tokio::test(start_paused = true)]
+async fn a_held_line_the_node_gave_up_on_is_answered_with_its_resend() {
+    let (tx, mut rx) = mpsc::channel(16);
+    let shared = shared(tx, Duration::ZERO);
+    let (mut node, server) = tokio::io::duplex(4096);
+    let first_task = start(server, shared.clone());
+    node.write_all(b"1,2\n").await.unwrap();
+    let (count, held) = message(&mut rx).await;
+    assert_eq!(count, 2);
+    // The node's timeout passes without an `ok`: it closes.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    drop(node);
+    // The first connection stays while its line waits; the gauge says
+    // when its line is remembered.
+    while shared.ctx.telemetry.gauges("unanswered").first().map(|g| g.1) != Some(1.0) {
+        tokio::task::yield_now().await;
+    }
+    let (mut node, server) = tokio::io::duplex(4096);
+    let task = start(server, shared.clone());
+    node.write_all(b"1,2\n1,2\n").await.unwrap();
+    let (count, new) = message(&mut rx).await;
+    assert_eq!(count, 2, "one line handed on: the new equal reading");
+    assert_eq!(shared.ctx.telemetry.counter_value("duplicates", &[]), Some(1));
+    new.complete();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(100), node.read(&mut byte)).await;
+    assert!(early.is_err(), "answered before the held line was durable");
+    held.complete();
+    expect(&mut node, "ok 2\n").await;
+    node.shutdown().await.unwrap();
+    assert_eq!(task.await.unwrap(), Closed::ByPeer);
+    assert_eq!(first_task.await.unwrap(), Closed::Broken);
+}
+
+/// A node that sends and closes at once never waited for its `ok` and
+/// never resends: its next equal line is a new reading, held or not.
+#[tokio::test(start_paused = true)]
+async fn an_equal_line_after_one_not_waited_for_is_a_new_reading() {
+    let (tx, mut rx) = mpsc::channel(16);
+    let shared = shared(tx, Duration::ZERO);
+    let (mut node, server) = tokio::io::duplex(4096);
+    let first_task = start(server, shared.clone());
+    node.write_all(b"1,2\n").await.unwrap();
+    let (_, held) = message(&mut rx).await;
+    // Closed at once: the clock does not move until the next line.
+    drop(node);
+    let (mut node, server) = tokio::io::duplex(4096);
+    let _task = start(server, shared.clone());
+    node.write_all(b"1,2\n").await.unwrap();
+    let (count, new) = message(&mut rx).await;
+    assert_eq!(count, 2, "a reading of its own");
+    assert_eq!(shared.ctx.telemetry.counter_value("duplicates", &[]), Some(0));
+    held.complete();
+    new.complete();
+    expect(&mut node, "ok 1\n").await;
+    assert_eq!(first_task.await.unwrap(), Closed::Broken);
 }

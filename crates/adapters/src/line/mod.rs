@@ -40,6 +40,8 @@ mod connection_tests;
 pub mod tcp;
 #[cfg(feature = "tcp_line")]
 pub mod tcp_config;
+#[cfg(feature = "tcp_line")]
+mod unanswered;
 
 #[cfg(feature = "serial")]
 pub mod serial;

@@ -15,12 +15,15 @@ use tracing::{debug, info, warn};
 use super::connection::{serve, Shared};
 use super::seats::Seats;
 use super::tcp_config::TcpLineConfig;
+use super::unanswered::{Unanswered, LINE_UNANSWERED};
 
 /// Connections of this adapter open now.
 pub const LINE_CONNECTIONS: &str = "edge_gateway_line_connections";
 /// Connections closed, while silent, to give their slot to a new one.
 pub const LINE_EVICTED: &str = "edge_gateway_line_connections_evicted_total";
 
+/// Resent copies not taken again, the pipeline's counter of the same name.
+const INGRESS_DUPLICATES: &str = "edge_gateway_ingress_duplicates_total";
 /// How long a newcomer waits for the evicted connection to close.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
@@ -66,6 +69,11 @@ async fn run(config: TcpLineConfig, ctx: AdapterContext) -> Result<(), AdapterEr
         max_line_bytes: config.max_line_bytes,
         idle_timeout: config.idle_timeout,
         ack: config.ack,
+        unanswered: std::sync::Mutex::new(Unanswered::new(
+            ctx.telemetry
+                .gauge(LINE_UNANSWERED, &[("adapter", &ctx.name)]),
+        )),
+        duplicates: ctx.telemetry.counter(INGRESS_DUPLICATES, &[]),
         ctx: ctx.clone(),
     });
     let slots = Arc::new(Semaphore::new(config.max_connections));
