@@ -15,6 +15,7 @@ mod damaged_state;
 mod full_disk;
 mod held_line_resent;
 mod held_receipts;
+mod held_timeless_line_resent;
 mod influxdb_crash;
 mod no_upstream;
 mod outage_restarts;
