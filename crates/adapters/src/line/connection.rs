@@ -331,17 +331,17 @@ async fn take_lines(
                     line_digest = super::decode::digest(fallback, line);
                 }
                 shared.decoder.judge(
-                line,
-                fallback,
-                devices,
-                now,
-                &shared.stats,
-                &shared.throttle,
-                &shared.ctx.name,
-                &peer,
-                &mut batch,
-                &mut tally,
-            )
+                    line,
+                    fallback,
+                    devices,
+                    now,
+                    &shared.stats,
+                    &shared.throttle,
+                    &shared.ctx.name,
+                    &peer,
+                    &mut batch,
+                    &mut tally,
+                )
             }
         };
         // The line's readings are on the batch already.
@@ -357,29 +357,27 @@ async fn take_lines(
                 digest: None,
             } => {
                 let claimed = shared.unanswered().claim(peer.ip(), line_digest);
-                match claimed {
-                // The node sends again a line it was never answered for:
-                // answered with it, not counted again (`unanswered`).
-                Some(done) => {
-                    batch.truncate(batch.len() - count);
-                    if let Some(first) = batch_first.take() {
-                        let lines = std::mem::take(&mut batch_lines);
-                        durable(shared, std::mem::take(&mut batch), None, first, lines, waiting).await?;
-                    }
-                    shared.duplicates.inc();
-                    waiting.push_back(Waiting {
-                        first: n,
-                        done,
-                        lines: vec![line_digest],
-                        at: Instant::now(),
-                        remembered: false,
-                    });
-                }
-                None => {
+                let Some(done) = claimed else {
                     batch_first.get_or_insert(n);
                     batch_lines.push(line_digest);
+                    continue;
+                };
+                // The node sends again a line it was never answered for:
+                // answered with it, not counted again (`unanswered`).
+                batch.truncate(batch.len() - count);
+                if let Some(first) = batch_first.take() {
+                    let before = std::mem::take(&mut batch);
+                    let lines = std::mem::take(&mut batch_lines);
+                    durable(shared, before, None, first, lines, waiting).await?;
                 }
-                }
+                shared.duplicates.inc();
+                waiting.push_back(Waiting {
+                    first: n,
+                    done,
+                    lines: vec![line_digest],
+                    at: Instant::now(),
+                    remembered: false,
+                });
             }
             Outcome::Readings {
                 count,
@@ -388,8 +386,9 @@ async fn take_lines(
                 let readings = batch.split_off(batch.len() - count);
                 // In line order: what came before goes first.
                 if let Some(first) = batch_first.take() {
+                    let before = std::mem::take(&mut batch);
                     let lines = std::mem::take(&mut batch_lines);
-                    durable(shared, std::mem::take(&mut batch), None, first, lines, waiting).await?;
+                    durable(shared, before, None, first, lines, waiting).await?;
                 }
                 let key = DeliveryKey {
                     source: shared.source.clone(),
