@@ -196,5 +196,115 @@ class NodeLoopAgainstTheGateway(unittest.TestCase):
             self.assertEqual(count, n, metric)
 
 
+TIMELESS_COLUMNS = ["temperature", "pressure", "humidity", "gas"]
+TIMELESS_CONFIG = """
+[[adapter]]
+type = "tcp_line"
+name = "bme680-timeless"
+bind = "127.0.0.1:{port}"
+format = "csv"
+columns = ["temperature", "pressure", "humidity", "gas"]
+device = "bme680-timeless"
+ack = true
+"""
+TIMELESS_ADAPTER = '{adapter="bme680-timeless"}'
+
+
+class FullTmpfs:
+    """A small tmpfs filled to the last byte: a state directory on an SD
+    card with no space left. Mounting needs root."""
+
+    def __init__(self, at):
+        self.at = at
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", at], check=True)
+        self.filler = os.path.join(at, "filler")
+        with open(self.filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+
+    def free(self):
+        os.remove(self.filler)
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.at], check=False)
+
+
+class HeldTimelessLineAgainstTheGateway(unittest.TestCase):
+    """The node's uplink with lines that carry no time (no `ts` column: the
+    gateway stamps their arrival) against the real gateway, whose state
+    directory is full: it holds each line unanswered, the node gives up
+    after its timeout, closes, and sends its queue again on its next wake
+    with a new reading that happens to be equal. Each reading counted once."""
+
+    def test_lines_resent_while_held_are_counted_once_and_an_equal_new_one_too(self):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs as a full state directory needs root")
+        broker = support.Mosquitto()
+        self.addCleanup(broker.close)
+        state = tempfile.mkdtemp(prefix="fw-full-state-")
+        self.addCleanup(os.rmdir, state)
+        disk = FullTmpfs(state)
+        self.addCleanup(disk.close)
+        line_port, metrics = support.free_port(), support.free_port()
+        cfg = gateway.config("gw-fw-timeless", broker.port, metrics) + TIMELESS_CONFIG.format(port=line_port)
+        # Journaled (acknowledged only once on disk), unlike `config`'s
+        # default, which keeps nothing on disk and answers at once; windows
+        # short enough to close while the test watches.
+        for default, here in (
+            ('checkpoint_interval = "0s"', 'checkpoint_interval = "1s"'),
+            ('window = "1h"', 'window = "1s"'),
+            ('grace = "1h"', 'grace = "2s"'),
+        ):
+            self.assertIn(default, cfg)
+            cfg = cfg.replace(default, here)
+        cfg = cfg.replace("@STATE_DIR@", state)
+        up = gateway.Subscriber(broker.port, "building/hq/#")
+        self.addCleanup(up.close)
+        gw = gateway.Gateway(cfg)
+        self.addCleanup(gw.close)
+        self.assertTrue(support.wait_for_port(line_port, time.monotonic() + support.WAIT_S))
+
+        # The reference node waits 5 s for an `ok`; less here.
+        uplink = LineUplink("127.0.0.1", line_port, TIMELESS_COLUMNS, timeout_s=1.5)
+        values = {"temperature": 21.5, "pressure": 1013.0, "humidity": 45.0, "gas": 12000}
+        st = {"q": [[None, dict(values)]]}
+        # First wake: held, no `ok` in time, the socket closed.
+        with self.assertRaises(OSError):
+            uplink.flush(st, lambda: None)
+        self.assertEqual(len(st["q"]), 1)
+        gateway.wait_metric(metrics, "edge_gateway_line_unanswered_lines" + TIMELESS_ADAPTER, 1)
+        # Second wake: the queue again, with a new equal reading; still held.
+        st["q"].append([None, dict(values)])
+        with self.assertRaises(OSError):
+            uplink.flush(st, lambda: None)
+        self.assertEqual(len(st["q"]), 2)
+        gateway.wait_metric(metrics, "edge_gateway_line_unanswered_lines" + TIMELESS_ADAPTER, 2)
+        # Space again; third wake: both answered, nothing left to send.
+        disk.free()
+        uplink.flush(st, lambda: None)
+        self.assertEqual(st["q"], [])
+        # Every `ok` came after what it covers was counted: two readings of
+        # four values, however many times they were sent.
+        taken = gateway.metric_value(metrics, "edge_gateway_aggregator_readings_total")
+        self.assertEqual(taken, 2 * len(TIMELESS_COLUMNS))
+        dups = gateway.metric_value(metrics, "edge_gateway_ingress_duplicates_total")
+        self.assertEqual(dups, 3, "the first line resent twice, the second once")
+
+        def counts(got):
+            aggs = gateway.aggregates(got, "bme680-timeless")
+            return [sum(a["metrics"][m]["count"] for a in aggs if m in a["metrics"]) for m in TIMELESS_COLUMNS]
+
+        got = up.collect(lambda m: min(counts(m)) >= 2, timeout=30)
+        # Whatever else is on its way: a copy must not add to the count.
+        gateway.publish(broker.port, "building/hq/test/marker", "end")
+        got += up.collect(lambda m: ("building/hq/test/marker", "end") in m)
+        self.assertEqual(gw.stop(), 0)
+        self.assertEqual(counts(got), [2] * len(TIMELESS_COLUMNS))
+
+
 if __name__ == "__main__":
     unittest.main()
