@@ -66,7 +66,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     // `--resonance TAIL,DOWN,VIGILANCE` runs the procedure with the second
     // family on at these settings in every set of the grid.
-    // `--discord TAIL,DOWN,LENGTH` does the same with the discord.
+    // `--discord TAIL,DOWN,LENGTH` does the same with the discord, and
+    // `--rate-floor F` with a slow series' spans following its interval.
     // `--resonance-grid` and `--discord-grid` run the procedure over a
     // second family's own grid instead (the first at its defaults).
     // `--resonance-product` crosses the grid with the second family off
@@ -89,6 +90,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 discord_tail: families.discord_tail,
                 discord_down: families.discord_down,
                 discord_length: families.discord_length,
+                rate_floor: families.rate_floor,
                 ..p
             })
         })

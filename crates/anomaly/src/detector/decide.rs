@@ -33,6 +33,9 @@ pub(super) struct Evidence {
     /// The second families' judgements.
     pub shape: resonance::Judgement,
     pub discord: discord::Judgement,
+    /// The fraction of the spans counted in readings this series keeps
+    /// (see `Params::rate_floor`).
+    pub rate: f64,
 }
 
 impl Detector {
@@ -51,7 +54,13 @@ impl Detector {
             warm,
             shape,
             discord,
+            rate,
         } = evidence;
+        let episode_decay = if rate < 1.0 {
+            EPISODE_DECAY.powf(1.0 / rate)
+        } else {
+            EPISODE_DECAY
+        };
         let threshold = p.shift;
         let quiet_readings = p.quiet;
         let novel = p.novelty;
@@ -85,8 +94,8 @@ impl Detector {
             self.habit_peak = self.habit_peak.max(self.episode_peak);
             self.episode_peak = 0.0;
         }
-        self.episodes *= EPISODE_DECAY;
-        self.habit_peak *= EPISODE_DECAY;
+        self.episodes *= episode_decay;
+        self.habit_peak *= episode_decay;
         self.shifted = episode;
         if self.n <= self.quiet_until {
             self.alert_peak = self.alert_peak.max(self.raw);
@@ -103,7 +112,7 @@ impl Detector {
             && self.last_alert > 0
             && self.raw
                 <= self.alert_peak
-                    * EPISODE_DECAY.powf(self.n.saturating_sub(self.last_alert) as f64);
+                    * episode_decay.powf(self.n.saturating_sub(self.last_alert) as f64);
         let shift = shifted && !habit && !refractory;
         let width = self.envelope.width();
         // A jump to a new extreme is news even when it is barely beyond
@@ -189,10 +198,10 @@ impl Detector {
             // `ambient_temperature_system_failure` its second window.
             // (Cross-validated: out-of-fold 72.1 -> 74.4; forgetting every
             // feature, 73.8. See docs/anomaly-experiments.md.)
-            self.steps.forget(AFTER_ALERT);
+            self.steps.forget(AFTER_ALERT * rate);
             for (i, norm) in self.norms.iter_mut().enumerate() {
                 if !DETRENDED.contains(&i) {
-                    norm.forget(AFTER_ALERT);
+                    norm.forget(AFTER_ALERT * rate);
                 }
             }
             self.disarmed = ALL_TESTS;

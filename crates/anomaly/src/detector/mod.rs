@@ -35,7 +35,7 @@ const LONG: f64 = 5000.0;
 /// The interval at which the memories counted in readings were chosen (5
 /// minutes: NAB's files and most of the fault classes); a series that
 /// follows the calendar keeps them as long in time at any faster rate.
-const CHOSEN_AT_MS: f64 = 300_000.0;
+pub(super) const CHOSEN_AT_MS: f64 = 300_000.0;
 /// Readings seen before the detector may fire at all (about a week of
 /// hourly readings)...
 const WARMUP: u64 = 200;
@@ -289,6 +289,9 @@ impl Detector {
             self.interval_ms += (dt - self.interval_ms) * a;
         }
         self.last_ms = at_ms;
+        let rate = params::rate_of(self.interval_ms, self.n, p);
+        let p = &p.at_rate(rate);
+        let warmup = (WARMUP as f64 * rate).round() as u64;
         let r = if gap { 0.0 } else { x - self.last };
         let trusted = self.seasonal.expected(at);
         let season = trusted.map(|e| e.deviation);
@@ -301,10 +304,13 @@ impl Detector {
         // (299 alerts in 70 series of five weeks, against 20 read every 5
         // minutes). A series without a rhythm keeps counting readings: its
         // events come per reading, not per day.
-        let memory = match trusted {
-            Some(_) if self.interval_ms > 0.0 => LONG * (CHOSEN_AT_MS / self.interval_ms).max(1.0),
-            _ => LONG,
-        };
+        let memory = rate
+            * match trusted {
+                Some(_) if self.interval_ms > 0.0 => {
+                    LONG * (CHOSEN_AT_MS / self.interval_ms).max(1.0)
+                }
+                _ => LONG,
+            };
         let peak_decay = if memory > LONG {
             p.peak_decay.powf(LONG / memory)
         } else {
@@ -312,7 +318,7 @@ impl Detector {
         };
         let mut smooth = self.smooth;
         for (s, span) in smooth.iter_mut().zip(SCALES) {
-            *s += (x - *s) * (2.0 / (span + 1.0));
+            *s += (x - *s) * (2.0 / (span * rate + 1.0));
         }
         let base = self.base;
         // The noise is read from the change of the step, not the step: a
@@ -325,7 +331,7 @@ impl Detector {
         let vol = if gap {
             self.vol
         } else {
-            self.vol + (roughness - self.vol) * (2.0 / (NOISE_SPAN + 1.0))
+            self.vol + (roughness - self.vol) * (2.0 / (NOISE_SPAN * rate + 1.0))
         };
         self.last_step = r;
         // The seasonal residual is learned from the first day on, so its
@@ -405,7 +411,7 @@ impl Detector {
             if (1..NOISE).contains(&i) && !SLOW.contains(&i) && z > score {
                 score = z;
             }
-            if self.n > WARMUP && z > NOVEL_FLOOR {
+            if self.n > warmup && z > NOVEL_FLOOR {
                 let nv = z / self.peaks[i].max(NOVEL_FLOOR);
                 if nv > novelty {
                     novelty = nv;
@@ -421,16 +427,16 @@ impl Detector {
         }
         if !gap && self.n > 0 {
             let smaller_judged = self.moving > STUCK_MOVING;
-            let steps = self
-                .steps
-                .observe(r, x, p.peak_decay, self.n > WARMUP, smaller_judged);
+            let steps =
+                self.steps
+                    .observe(r, x, p.peak_decay, rate, self.n > warmup, smaller_judged);
             if steps.jumps > novelty {
                 novelty = steps.jumps;
                 novel_feature = SPIKES;
             }
             // The waits between jumps, and between spikes alone: both learn
             // every step, the sooner of the two reports.
-            let (judged, calm) = (self.n > WARMUP, self.n > self.quiet_until);
+            let (judged, calm) = (self.n > warmup, self.n > self.quiet_until);
             let sooner = self
                 .rhythm
                 .observe(steps.jump, p.peak_decay, judged, calm)
@@ -450,13 +456,13 @@ impl Detector {
             }
         }
         if let Some(fall) = noise_fall {
-            let collapse = self.quiet(fall, p);
+            let collapse = self.quiet(fall, warmup, p);
             if collapse > novelty {
                 novelty = collapse;
                 novel_feature = QUIET;
             }
         }
-        self.raw += (score - self.raw) * (2.0 / (SMOOTH + 1.0));
+        self.raw += (score - self.raw) * (2.0 / (SMOOTH * rate + 1.0));
         let score = self.raw_norm.z(self.raw);
         self.raw_norm.learn(self.raw, memory);
 
@@ -488,13 +494,13 @@ impl Detector {
             self.seasonal
                 .learn_residual(at, seasonal_smooth, e.weekly, self.interval_ms);
         }
-        self.base += (x - self.base) * (2.0 / (BASE.min(self.n as f64 + 1.0) + 1.0));
+        self.base += (x - self.base) * (2.0 / ((BASE * rate).min(self.n as f64 + 1.0) + 1.0));
         self.smooth = smooth;
         self.vol = vol;
         self.last = x;
         self.n += 1;
 
-        let warm = self.n > WARMUP
+        let warm = self.n > warmup
             && (at_ms.saturating_sub(self.first_ms) >= WARMUP_MS || self.n > WARMUP_MAX);
         // The second family sees every reading, in the range the first
         // family's new-territory test keeps (this reading included).
@@ -550,6 +556,7 @@ impl Detector {
                 warm,
                 shape,
                 discord,
+                rate,
             },
             p,
         )
@@ -572,10 +579,10 @@ impl Detector {
     /// that often repeats its value (a count, a coarse quantiser) has no
     /// fine noise to lose: as for `stuck`, only one that changes on 90% of
     /// its readings is judged.
-    fn quiet(&mut self, fall: f64, p: &Params) -> f64 {
+    fn quiet(&mut self, fall: f64, warmup: u64, p: &Params) -> f64 {
         let fall = fall.clamp(0.0, Z_CAP);
         let known = self.quiet_peak.max(NOVEL_FLOOR);
-        let novel = self.n > WARMUP && self.moving > STUCK_MOVING && fall > p.novelty * known;
+        let novel = self.n > warmup && self.moving > STUCK_MOVING && fall > p.novelty * known;
         // An episode is a stretch with the noise a deviation or more below
         // its usual level; its depth is learned when it ends, so the
         // episode under way never raises its own bar.
@@ -637,6 +644,85 @@ mod tests {
                 hits.iter().any(|&i| (5_000..5_000 + within).contains(&i)),
                 "{shape:?}: {hits:?}"
             );
+        }
+    }
+
+    /// Readings from the onset at 5 000 to the first detection of `shape`
+    /// in seed `seed`, read every `interval_ms` with these parameters.
+    fn delay(shape: Shape, seed: u64, interval_ms: i64, p: &Params) -> Option<usize> {
+        let mut det = Detector::new();
+        series(seed, 7_000, 5_000, shape)
+            .iter()
+            .enumerate()
+            .filter(|(i, x)| {
+                det.observe_with(*i as i64 * interval_ms, **x, p).anomaly && *i >= 5_000
+            })
+            .map(|(i, _)| i - 5_000)
+            .next()
+    }
+
+    #[test]
+    fn a_series_read_every_10_minutes_asked_to_follow_its_rate_sees_a_drift_sooner() {
+        // With its spans counted in readings, a series read every 10
+        // minutes averages twice as long in time as the 5-minute series
+        // they were chosen on, and a drift is reported later; asked to
+        // follow its rate, it keeps their span in time.
+        let follow = Params {
+            rate_floor: 0.5,
+            ..Params::DEFAULT
+        };
+        let (mut counted, mut followed) = (0, 0);
+        for seed in 1..=5 {
+            let ten_minutes = 600_000;
+            counted +=
+                delay(Shape::Drift(6.0), seed, ten_minutes, &Params::DEFAULT).unwrap_or(2_000);
+            followed += delay(Shape::Drift(6.0), seed, ten_minutes, &follow).unwrap_or(2_000);
+            // Read every 5 minutes, nothing changes.
+            assert_eq!(
+                delay(Shape::Drift(6.0), seed, 300_000, &Params::DEFAULT),
+                delay(Shape::Drift(6.0), seed, 300_000, &follow)
+            );
+        }
+        assert!(followed < counted, "followed {followed}, counted {counted}");
+    }
+
+    #[test]
+    fn the_alerts_do_not_depend_on_the_units_or_the_clock() {
+        // A series in other units (kelvin for Celsius, watts for
+        // kilowatts) or stamped by a clock in another time zone is the
+        // same series: a detector that learned something about the
+        // numbers or hours it was chosen on (NAB's, 5 minutes apart)
+        // would raise elsewhere. (The NAB files changed these ways score
+        // as published: `examples/nab_perturbed.rs`.)
+        let seven_hours = 7 * 3_600_000;
+        for (seed, shape) in [
+            (1, Shape::LevelShift(6.0)),
+            (2, Shape::Drift(6.0)),
+            (3, Shape::Spike(12.0)),
+            (4, Shape::NoiseChange(3.0)),
+        ] {
+            let xs = series(seed, 7_000, 5_000, shape);
+            let alerts = |map: &dyn Fn(usize, f64) -> (i64, f64)| -> Vec<usize> {
+                let mut det = Detector::new();
+                (0..xs.len())
+                    .filter(|&i| {
+                        let (t, x) = map(i, xs[i]);
+                        det.observe(t, x, DEFAULT_SENSITIVITY).anomaly
+                    })
+                    .collect()
+            };
+            let published = alerts(&|i, x| (i as i64 * 300_000, x));
+            assert!(!published.is_empty(), "{shape:?}: nothing raised");
+            for (change, changed) in [
+                ("x 1000", alerts(&|i, x| (i as i64 * 300_000, x * 1000.0))),
+                ("+ 273.15", alerts(&|i, x| (i as i64 * 300_000, x + 273.15))),
+                (
+                    "clock + 7 h",
+                    alerts(&|i, x| (i as i64 * 300_000 + seven_hours, x)),
+                ),
+            ] {
+                assert_eq!(changed, published, "{shape:?}, values {change}");
+            }
         }
     }
 

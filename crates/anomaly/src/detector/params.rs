@@ -58,6 +58,15 @@ pub struct Params {
     /// Whether the first family's tests (stuck, range, shift, novelty)
     /// may fire: off only to measure the second family alone.
     pub first_family: bool,
+    /// The spans counted in readings (the levels' smoothing, the evidence's
+    /// average, the memories, the warm-up, the quiet period, the decays)
+    /// were chosen at one reading every 5 minutes. A series read slower
+    /// shortens them in proportion to its interval, down to this fraction
+    /// (a 10-minute series at 0.5 keeps the 5-minute series' spans in
+    /// time). 1 counts every span in readings whatever the rate, as the
+    /// detector always did. See docs/anomaly-experiments.md, "Series read
+    /// less often".
+    pub rate_floor: f64,
     /// The second family, the adaptive-resonance categoriser of the
     /// series' recent shape (see `resonance`): a novel window fires when
     /// its mismatch is beyond this many deviations of the series' own
@@ -94,6 +103,7 @@ impl Params {
         quiet: 100,
         half_hour_gain: 2.0,
         first_family: true,
+        rate_floor: 1.0,
         resonance_tail: 3.0,
         resonance_down: 8,
         resonance_vigilance: 0.9,
@@ -116,6 +126,41 @@ impl Params {
     }
 }
 
+impl Params {
+    /// These parameters for a series whose spans are `rate` (at most 1) of
+    /// the ones counted in readings: the decays per reading steeper, the
+    /// quiet period and the range's blocks shorter.
+    pub(super) fn at_rate(self, rate: f64) -> Self {
+        if rate >= 1.0 {
+            return self;
+        }
+        Self {
+            peak_decay: self.peak_decay.powf(1.0 / rate),
+            quiet: ((self.quiet as f64) * rate).round().max(1.0) as u64,
+            range_block: ((f64::from(self.range_block)) * rate).round().max(1.0) as u32,
+            ..self
+        }
+    }
+}
+
+/// Readings after which a series' interval is known well enough for its
+/// spans to follow it...
+const RATE_KNOWN: u64 = 10;
+/// ...and the shortest those spans get, whatever the floor asked: the
+/// shortest level's smoothing (4 readings) stays a reading or more.
+const MOST_SHORTENED: f64 = 0.25;
+
+/// The fraction of the spans counted in readings that a series read every
+/// `interval_ms` keeps, after `readings` readings (see
+/// [`Params::rate_floor`]): 1 for a series read every 5 minutes or faster,
+/// or whose interval is not known yet.
+pub(super) fn rate_of(interval_ms: f64, readings: u64, p: &Params) -> f64 {
+    if p.rate_floor >= 1.0 || interval_ms <= 0.0 || readings <= RATE_KNOWN {
+        return 1.0;
+    }
+    (super::CHOSEN_AT_MS / interval_ms).clamp(p.rate_floor.max(MOST_SHORTENED), 1.0)
+}
+
 impl Default for Params {
     fn default() -> Self {
         Self::DEFAULT
@@ -128,5 +173,57 @@ pub fn clamp_sensitivity(sensitivity: f64) -> f64 {
         sensitivity.clamp(0.01, 1.0)
     } else {
         DEFAULT_SENSITIVITY
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: f64 = 60_000.0;
+
+    #[test]
+    fn spans_follow_the_interval_only_when_asked_and_only_for_slow_series() {
+        let off = Params::DEFAULT;
+        let half = Params {
+            rate_floor: 0.5,
+            ..Params::DEFAULT
+        };
+        let tenth = Params {
+            rate_floor: 0.1,
+            ..Params::DEFAULT
+        };
+        // The default counts every span in readings, whatever the rate.
+        assert_eq!(rate_of(10.0 * MINUTE, 500, &off), 1.0);
+        // Asked: a 10-minute series keeps half, a 1-minute one all...
+        assert_eq!(rate_of(10.0 * MINUTE, 500, &half), 0.5);
+        assert_eq!(
+            rate_of(7.5 * MINUTE, 500, &half),
+            300_000.0 / (7.5 * MINUTE)
+        );
+        assert_eq!(rate_of(MINUTE, 500, &half), 1.0);
+        // ...an hourly one no less than the floor, nor ever below a
+        // quarter (the 4-reading level would average less than a reading).
+        assert_eq!(rate_of(60.0 * MINUTE, 500, &half), 0.5);
+        assert_eq!(rate_of(60.0 * MINUTE, 500, &tenth), MOST_SHORTENED);
+        // Before its interval is known, a series counts in readings.
+        assert_eq!(rate_of(60.0 * MINUTE, RATE_KNOWN, &half), 1.0);
+        assert_eq!(rate_of(0.0, 500, &half), 1.0);
+    }
+
+    #[test]
+    fn at_a_rate_the_per_reading_numbers_keep_their_span_in_time() {
+        let p = Params::DEFAULT;
+        assert_eq!(p.at_rate(1.0), p);
+        let half = p.at_rate(0.5);
+        // Two readings at half the rate decay as much as one did.
+        assert!((half.peak_decay - p.peak_decay * p.peak_decay).abs() < 1e-12);
+        assert_eq!(half.quiet, p.quiet / 2);
+        assert_eq!(half.range_block, p.range_block / 2);
+        // The thresholds are not spans.
+        assert_eq!(
+            (half.shift, half.floor, half.novelty),
+            (p.shift, p.floor, p.novelty)
+        );
     }
 }

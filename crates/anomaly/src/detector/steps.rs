@@ -148,18 +148,19 @@ impl Steps {
         step: f64,
         x: f64,
         decay: f64,
+        rate: f64,
         judged: bool,
         smaller_judged: bool,
     ) -> StepNovelty {
         let size = step.abs();
         self.steps += 1.0;
         self.mean_step += (size - self.mean_step) / self.steps.min(LONG);
-        self.recent_step += (size - self.recent_step) * (2.0 / (SIZE_WINDOW + 1.0));
+        self.recent_step += (size - self.recent_step) * (2.0 / (SIZE_WINDOW * rate + 1.0));
         // A value that never moved has no mean step; rounding noise on it
         // is not a jump.
         let least = 1e-9 * (1.0 + x.abs());
         let jump = size > JUMP * self.mean_step.max(least);
-        self.count = self.count * (1.0 - 1.0 / WINDOW) + if jump { 1.0 } else { 0.0 };
+        self.count = self.count * (1.0 - 1.0 / (WINDOW * rate)) + if jump { 1.0 } else { 0.0 };
         if self.steps <= YOUNG * WINDOW {
             return StepNovelty {
                 jump,
@@ -262,7 +263,7 @@ mod tests {
                     1 => -40.0,
                     _ => 0.0,
                 };
-                rate.observe(step, 20.0, 0.99997, true, true).jumps
+                rate.observe(step, 20.0, 0.99997, 1.0, true, true).jumps
             })
             .collect()
     }
@@ -288,13 +289,16 @@ mod tests {
         let mut rate = Steps::default();
         let mut rng = crate::synthetic::Rng::new(3);
         for _ in 0..3_000 {
-            rate.observe(rng.normal(), 20.0, 0.99997, true, true);
+            rate.observe(rng.normal(), 20.0, 0.99997, 1.0, true, true);
         }
-        assert_eq!(rate.observe(30.0, 20.0, 0.99997, true, true).jumps, 0.0);
+        assert_eq!(
+            rate.observe(30.0, 20.0, 0.99997, 1.0, true, true).jumps,
+            0.0
+        );
         let mut novelty = 0.0;
         for i in 0..48 {
             let step = if i % 6 == 0 { 30.0 } else { rng.normal() };
-            novelty = rate.observe(step, 20.0, 0.99997, true, true).jumps;
+            novelty = rate.observe(step, 20.0, 0.99997, 1.0, true, true).jumps;
         }
         assert!(novelty > 1.3, "{novelty}");
     }
@@ -320,7 +324,7 @@ mod tests {
         (0..n)
             .map(|_| {
                 steps
-                    .observe(sd * rng.normal(), 20.0, 0.99997, true, true)
+                    .observe(sd * rng.normal(), 20.0, 0.99997, 1.0, true, true)
                     .size
             })
             .collect()

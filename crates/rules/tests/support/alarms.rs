@@ -13,7 +13,8 @@ use rules::trigger::{AlertState, Trigger};
 /// The defaults, or the families the command line asks for: `--resonance
 /// TAIL,DOWN,VIGILANCE` turns the second family (the adaptive-resonance
 /// categoriser) on with these settings, `--discord TAIL,DOWN,LENGTH` the
-/// discord, `--alone` turns the first off.
+/// discord, `--rate-floor F` lets a slow series' spans follow its interval
+/// down to F, `--alone` turns the first off.
 pub fn params_from_args() -> Result<Params, String> {
     let args: Vec<String> = std::env::args().collect();
     let mut p = Params::DEFAULT;
@@ -44,6 +45,15 @@ pub fn params_from_args() -> Result<Params, String> {
         p.discord_tail = tail.parse().map_err(|_| bad())?;
         p.discord_down = down.parse().map_err(|_| bad())?;
         p.discord_length = length.parse().map_err(|_| bad())?;
+    }
+    if let Some(floor) = args
+        .iter()
+        .position(|a| a == "--rate-floor")
+        .and_then(|i| args.get(i + 1))
+    {
+        p.rate_floor = floor
+            .parse()
+            .map_err(|_| format!("--rate-floor FRACTION, not {floor}"))?;
     }
     p.first_family = !args.iter().any(|a| a == "--alone");
     Ok(p)

@@ -130,6 +130,9 @@ pub fn show(p: &Params) -> String {
             p.discord_tail, p.discord_down, p.discord_length
         ));
     }
+    if p.rate_floor < 1.0 {
+        text.push_str(&format!(" rate floor {}", p.rate_floor));
+    }
     text
 }
 
@@ -333,6 +336,7 @@ pub fn run_folds(
         quiet: median(|p| p.quiet as f64) as u64,
         half_hour_gain: median(|p| p.half_hour_gain),
         first_family: folds.first().is_none_or(|f| f.chosen.first_family),
+        rate_floor: median(|p| p.rate_floor),
         resonance_tail: median(|p| p.resonance_tail),
         resonance_down: median(|p| f64::from(p.resonance_down)) as u32,
         resonance_vigilance: median(|p| p.resonance_vigilance),
