@@ -3,7 +3,8 @@
 //! equipment does rather than from any corpus' files.
 //!
 //! Each [`Background`] is a kind of signal a gateway carries (a room's
-//! daily rhythm, an office's week read every 5 minutes or every minute, a
+//! daily rhythm read every 5 minutes or every 15 as a battery node reports
+//! it, an office's week read every 5 minutes or every minute, a
 //! controlled supply temperature, a fridge's compressor cycle, a meter's
 //! load with occasional appliance spikes); each [`Fault`] is a generic way
 //! such a signal goes wrong (the pattern stops, the level steps or
@@ -28,6 +29,10 @@ pub enum Background {
     /// The same office read every minute, as most MQTT sensors report: a
     /// memory counted in readings spans a fifth of the time.
     OfficeEveryMinute,
+    /// The room read every 15 minutes, as a duty-cycled battery node
+    /// (LoRaWAN, BLE) reports it: a memory counted in readings spans three
+    /// times as long.
+    RoomEvery15Minutes,
     /// A supply temperature held at 18 with AR(1) noise of 0.3, every minute.
     Supply,
     /// A fridge between 3 and 5 °C, the compressor cycling every ~40
@@ -39,10 +44,11 @@ pub enum Background {
 }
 
 impl Background {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Room,
         Self::Office,
         Self::OfficeEveryMinute,
+        Self::RoomEvery15Minutes,
         Self::Supply,
         Self::Fridge,
         Self::Meter,
@@ -53,6 +59,7 @@ impl Background {
             Self::Room => "room",
             Self::Office => "office",
             Self::OfficeEveryMinute => "office-minute",
+            Self::RoomEvery15Minutes => "room-15-minutes",
             Self::Supply => "supply",
             Self::Fridge => "fridge",
             Self::Meter => "meter",
@@ -63,6 +70,7 @@ impl Background {
     pub fn interval_ms(self) -> i64 {
         match self {
             Self::Room | Self::Office => 300_000,
+            Self::RoomEvery15Minutes => 900_000,
             _ => 60_000,
         }
     }
@@ -76,7 +84,10 @@ impl Background {
         let day = self.per_day();
         // A pattern of days and weeks needs weeks of history, whatever the
         // rate it is read at.
-        let slow = matches!(self, Self::Room | Self::Office | Self::OfficeEveryMinute);
+        let slow = matches!(
+            self,
+            Self::Room | Self::Office | Self::OfficeEveryMinute | Self::RoomEvery15Minutes
+        );
         let (days, onset_day) = match (history, slow) {
             (History::Settled, true) => (30, 21),
             (History::Settled, false) => (10, 7),
@@ -260,7 +271,9 @@ fn signal(
             ar = 0.5 * ar + rng.normal() * noise_scale;
             let white = rng.normal() * noise_scale;
             match background {
-                Background::Room => (20.0 + 4.0 * swing * daily + ar, 20.0),
+                Background::Room | Background::RoomEvery15Minutes => {
+                    (20.0 + 4.0 * swing * daily + ar, 20.0)
+                }
                 Background::Office | Background::OfficeEveryMinute => {
                     let weekday = (j / per_day) % 7 < 5;
                     let busy = weekday && (8.0..18.0).contains(&(day_frac * 24.0));
