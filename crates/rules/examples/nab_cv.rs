@@ -67,7 +67,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     // `--resonance TAIL,DOWN,VIGILANCE` runs the procedure with the second
     // family on at these settings in every set of the grid.
     // `--discord TAIL,DOWN,LENGTH` does the same with the discord, and
-    // `--rate-floor F` with a slow series' spans following its interval.
+    // `--rate-floor F` with a slow series' spans following its interval,
+    // `--no-levels` with the unusual-level test off; `--levels-product`
+    // crosses the grid with that test on and off.
     // `--resonance-grid` and `--discord-grid` run the procedure over a
     // second family's own grid instead (the first at its defaults).
     // `--resonance-product` crosses the grid with the second family off
@@ -76,6 +78,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     let families = alarms::params_from_args()?;
     let second: Vec<Params> = if std::env::args().any(|a| a == "--resonance-product") {
         cv::resonance_picks()
+    } else if std::env::args().any(|a| a == "--levels-product") {
+        // Each fold chooses the unusual-level test on or off with the rest.
+        [true, false]
+            .map(|unusual_levels| Params {
+                unusual_levels,
+                ..families
+            })
+            .to_vec()
     } else {
         vec![families]
     };
@@ -91,6 +101,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 discord_down: families.discord_down,
                 discord_length: families.discord_length,
                 rate_floor: families.rate_floor,
+                unusual_levels: families.unusual_levels,
                 ..p
             })
         })

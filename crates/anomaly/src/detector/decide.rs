@@ -6,7 +6,8 @@
 
 use super::{
     discord, resonance, Detector, Params, Reason, Verdict, AFTER_ALERT, ALL_TESTS, DETRENDED,
-    EPISODE_DECAY, NOISE, NOVEL_FLOOR, QUIET, RECURS, SEASONAL, SPIKES, STUCK_MIN, STUCK_MOVING,
+    EPISODE_DECAY, LEVELS, NOISE, NOVEL_FLOOR, QUIET, RECURS, SEASONAL, SPIKES, STUCK_MIN,
+    STUCK_MOVING,
 };
 
 /// What the tests measured on one reading, after the detector learned it.
@@ -180,6 +181,7 @@ impl Detector {
                 0 => Reason::Spike,
                 NOISE | QUIET => Reason::Noise,
                 SPIKES => Reason::SpikeRate,
+                LEVELS => Reason::UnusualLevel,
                 SEASONAL => Reason::Seasonal,
                 _ => Reason::LevelShift,
             },

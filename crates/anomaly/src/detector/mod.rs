@@ -6,6 +6,7 @@
 
 mod decide;
 mod discord;
+mod levels;
 mod params;
 mod resonance;
 mod rhythm;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use decide::Evidence;
 use discord::Discord;
 pub use gateway_core::config::DEFAULT_SENSITIVITY;
+use levels::Levels;
 pub use params::Params;
 use resonance::Resonance;
 use rhythm::{Rhythm, SpikeRhythm};
@@ -95,6 +97,9 @@ const NOISE_SPAN: f64 = 16.0;
 const QUIET: usize = K;
 /// The rate of jumps (see [`Steps`]), judged beside the features.
 const SPIKES: usize = K + 1;
+/// A level the series has not taken lately between levels it takes (see
+/// [`Levels`]), judged beside the features.
+const LEVELS: usize = K + 2;
 /// Span of the slow baseline the detrended features are measured from.
 const BASE: f64 = 500.0;
 /// Span, in readings, over which the raw evidence is averaged.
@@ -170,6 +175,8 @@ pub struct Detector {
     /// The waits between jumps, and between spikes alone.
     rhythm: Rhythm,
     spike_rhythm: SpikeRhythm,
+    /// The levels the series has taken lately.
+    levels: Levels,
     /// The second family: the categories of the series' recent shapes.
     /// Absent while it is off (the default), so its bytes are not spent.
     resonance: Option<Box<Resonance>>,
@@ -225,6 +232,7 @@ impl Detector {
             last_step: 0.0,
             rhythm: Rhythm::default(),
             spike_rhythm: SpikeRhythm::default(),
+            levels: Levels::default(),
             resonance: None,
             discord: None,
             zs: [0.0; K],
@@ -454,6 +462,19 @@ impl Detector {
                 novelty = steps.size;
                 novel_feature = if steps.more_jumps { SPIKES } else { NOISE };
             }
+        }
+        // A reading at a level the series has not taken lately, between
+        // levels it does take, is as novel as a feature beyond its peak
+        // (the range before this reading: the new-territory test keeps
+        // what lies beyond it).
+        let untaken = self.levels.observe(
+            x,
+            (self.envelope.lo, self.envelope.hi),
+            p.unusual_levels && self.n > warmup,
+        );
+        if untaken && novelty < p.novelty + 1.0 {
+            novelty = p.novelty + 1.0;
+            novel_feature = LEVELS;
         }
         if let Some(fall) = noise_fall {
             let collapse = self.quiet(fall, warmup, p);
@@ -723,6 +744,57 @@ mod tests {
             ] {
                 assert_eq!(changed, published, "{shape:?}, values {change}");
             }
+        }
+    }
+
+    /// A unit's power read every 5 minutes: off (0.2 kW) or on (5 kW) as
+    /// its thermostat asks, one to three hours at a time, noisy; from
+    /// reading `fault` on, for three hours, a failed stage runs it at 2.4
+    /// kW. The first alert in those three hours, and its reason.
+    fn half_power(seed: u64, p: &Params) -> Option<(usize, Option<Reason>)> {
+        let mut rng = crate::synthetic::Rng::new(seed);
+        let mut det = Detector::new();
+        let fault = 20 * 288 + 100;
+        let (mut on, mut left) = (false, 0usize);
+        (0..fault + 36)
+            .map(|i| {
+                if left == 0 {
+                    on = !on;
+                    left = 12 + (rng.uniform() * 24.0) as usize;
+                }
+                left -= 1;
+                let level: f64 = if (fault..fault + 36).contains(&i) {
+                    2.4
+                } else if on {
+                    5.0
+                } else {
+                    0.2
+                };
+                let x = level + 0.05 * level.max(1.0) * rng.normal();
+                (i, det.observe_with(i as i64 * 300_000, x, p))
+            })
+            .find(|(i, v)| *i >= fault && v.anomaly)
+            .map(|(i, v)| (i - fault, v.reason))
+    }
+
+    #[test]
+    fn a_unit_running_between_its_usual_levels_is_reported_at_once() {
+        // Off or on, never between: half power is a level it has not
+        // taken, though inside its range and near its average, where
+        // neither the range test nor the levels look. Reported on its
+        // first reading; with the unusual-level test off, not at all in
+        // the three hours.
+        let off = Params {
+            unusual_levels: false,
+            ..Params::DEFAULT
+        };
+        for seed in 1..=5 {
+            assert_eq!(
+                half_power(seed, &Params::DEFAULT),
+                Some((0, Some(Reason::UnusualLevel))),
+                "seed {seed}"
+            );
+            assert_eq!(half_power(seed, &off), None, "seed {seed}, the test off");
         }
     }
 

@@ -67,6 +67,9 @@ pub struct Params {
     /// detector always did. See docs/anomaly-experiments.md, "Series read
     /// less often".
     pub rate_floor: f64,
+    /// Whether a reading at a level the series has not taken lately,
+    /// between levels it takes, is novel (see `levels`).
+    pub unusual_levels: bool,
     /// The second family, the adaptive-resonance categoriser of the
     /// series' recent shape (see `resonance`): a novel window fires when
     /// its mismatch is beyond this many deviations of the series' own
@@ -104,6 +107,7 @@ impl Params {
         half_hour_gain: 2.0,
         first_family: true,
         rate_floor: 1.0,
+        unusual_levels: true,
         resonance_tail: 3.0,
         resonance_down: 8,
         resonance_vigilance: 0.9,

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::discord::Discord;
+use super::levels::Levels;
 use super::resonance::Resonance;
 use super::rhythm::{Rhythm, SpikeRhythm};
 use super::seasonal::Seasonal;
@@ -91,6 +92,8 @@ macro_rules! saved {
             rhythm: Rhythm,
             #[serde(default)]
             spike_rhythm: SpikeRhythm,
+            #[serde(default)]
+            levels: Levels,
             #[serde(default, skip_serializing_if = "Option::is_none")]
             resonance: Option<Box<Resonance>>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +118,7 @@ macro_rules! saved {
                     steps: d.steps,
                     rhythm: d.rhythm,
                     spike_rhythm: d.spike_rhythm,
+                    levels: d.levels,
                     resonance: d.resonance,
                     discord: d.discord,
                 }
@@ -153,6 +157,7 @@ macro_rules! saved {
                 d.steps = s.steps;
                 d.rhythm = s.rhythm;
                 d.spike_rhythm = s.spike_rhythm;
+                d.levels = s.levels;
                 d.resonance = s.resonance;
                 d.discord = s.discord;
                 Ok(d)

@@ -25,6 +25,10 @@ pub enum Reason {
     /// The shape of the last hours is unlike any the series has made
     /// (the second family, the adaptive-resonance categoriser).
     Pattern,
+    /// A value between the levels the series takes, where it has not been
+    /// lately (a valve stuck half open, a CPU at 60 % that idles at 10
+    /// and peaks at 100).
+    UnusualLevel,
 }
 
 impl Reason {
@@ -39,6 +43,7 @@ impl Reason {
             Self::SpikeRate => "spike_rate",
             Self::Multivariate => "multivariate",
             Self::Pattern => "pattern",
+            Self::UnusualLevel => "unusual_level",
         }
     }
 }

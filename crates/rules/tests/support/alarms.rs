@@ -14,7 +14,8 @@ use rules::trigger::{AlertState, Trigger};
 /// TAIL,DOWN,VIGILANCE` turns the second family (the adaptive-resonance
 /// categoriser) on with these settings, `--discord TAIL,DOWN,LENGTH` the
 /// discord, `--rate-floor F` lets a slow series' spans follow its interval
-/// down to F, `--alone` turns the first off.
+/// down to F, `--no-levels` turns the unusual-level test off, `--alone`
+/// turns the first family off.
 pub fn params_from_args() -> Result<Params, String> {
     let args: Vec<String> = std::env::args().collect();
     let mut p = Params::DEFAULT;
@@ -55,6 +56,7 @@ pub fn params_from_args() -> Result<Params, String> {
             .parse()
             .map_err(|_| format!("--rate-floor FRACTION, not {floor}"))?;
     }
+    p.unusual_levels = !args.iter().any(|a| a == "--no-levels");
     p.first_family = !args.iter().any(|a| a == "--alone");
     Ok(p)
 }

@@ -130,6 +130,9 @@ pub fn show(p: &Params) -> String {
             p.discord_tail, p.discord_down, p.discord_length
         ));
     }
+    if !p.unusual_levels {
+        text.push_str(" unusual levels off");
+    }
     if p.rate_floor < 1.0 {
         text.push_str(&format!(" rate floor {}", p.rate_floor));
     }
@@ -337,6 +340,7 @@ pub fn run_folds(
         half_hour_gain: median(|p| p.half_hour_gain),
         first_family: folds.first().is_none_or(|f| f.chosen.first_family),
         rate_floor: median(|p| p.rate_floor),
+        unusual_levels: median(|p| f64::from(u8::from(p.unusual_levels))) > 0.5,
         resonance_tail: median(|p| p.resonance_tail),
         resonance_down: median(|p| f64::from(p.resonance_down)) as u32,
         resonance_vigilance: median(|p| p.resonance_vigilance),

@@ -299,7 +299,7 @@ impl Renderer {
     /// and `unit` when known (see [`Self::alert_in`]); a raised anomaly
     /// alert adds why it fired: `reason` (`seasonal`, `level_shift`,
     /// `stuck`, `spike`, `spike_rate`, `drift`, `noise`, `multivariate`,
-    /// `pattern`),
+    /// `pattern`, `unusual_level`),
     /// `expected` (`{"low": …, "high": …}`, the range the reading was
     /// expected in) and `observed` (the reading).
     ///
