@@ -118,7 +118,13 @@
 //!      readings (`noise`; log of the mean |step|, spread at least 10%),
 //!      larger or smaller (smaller only in a series that changes on 90%
 //!      of its readings), by the same rule: a fridge whose cycle runs
-//!      twice as fast;
+//!      twice as fast; and a level the series has not taken lately
+//!      (`unusual_level`): inside the recent range, no reading of the last
+//!      4 096-8 192 within a sixteenth of the range of it, with at least
+//!      10 of them below it and 10 above (a unit running between off and
+//!      on, a CPU at 60 % that idles at 10 and peaks at 100; the level
+//!      features see the average, which is that empty middle; counted in
+//!      64 cells over the range, two generations, 148 bytes);
 //!    - *stuck* (`stuck`): the value has not changed for longer than twice
 //!      its longest remembered run (and at least 12 readings), in a series
 //!      that changes on 90% of its readings.
@@ -201,16 +207,18 @@
 //!
 //! | fold | in-fold | out-of-fold |
 //! |---|---|---|
-//! | 1 | 76.1 | 83.7 |
-//! | 2 | 76.0 | 83.3 |
-//! | 3 | 77.1 | 80.5 |
-//! | 4 | 81.6 | 63.4 |
-//! | 5 | 77.3 | 78.6 |
-//! | **all** | **77.6** (mean) | **77.6** (pooled; gap 0.0) |
+//! | 1 | 77.2 | 83.7 |
+//! | 2 | 75.9 | 87.9 |
+//! | 3 | 78.2 | 80.3 |
+//! | 4 | 82.8 | 63.4 |
+//! | 5 | 78.6 | 78.3 |
+//! | **all** | **78.5** (mean) | **78.5** (pooled; gap 0.0) |
 //!
 //! Every fold chose the defaults, so the default (the median of the five
-//! choices) is that set. Its in-sample score on all 45 is 77.6 (ARTime:
-//! 72.8; 76.3 before a habit counted the returns of a shift that were no
+//! choices) is that set. Its in-sample score on all 45 is 78.5 (ARTime:
+//! 72.8; 77.6 before a level the series had not taken lately was judged,
+//! a gain that is one file's, the one whose missed window suggested the
+//! test: see `docs/anomaly-experiments.md`; 76.3 before a habit counted the returns of a shift that were no
 //! longer news, when every fold chose a shift threshold of 2.5 and now
 //! each chooses 3; 75.2 before the rate of jumps was judged): the refractory period lowered it from 75.5 (one window of
 //! `Twitter_volume_CRM` lost, 13 false alarms fewer elsewhere), and
@@ -220,11 +228,12 @@
 //! harness on every file (`nab_cv` checks it), so the NAB tools'
 //! `nab_eval.py` gives the binary the same figure. `tests/nab.rs` (with
 //! `NAB_DATA` set; about 25 s in release) runs the whole procedure and
-//! fails below 77.1 out-of-fold (77.6 measured), at a gap of 3 points, or
+//! fails below 78.0 out-of-fold (78.5 measured), at a gap of 3 points, or
 //! if the procedure no longer picks the defaults.
 //!
 //! With each NAB family held out in turn instead (6 folds), out-of-fold
-//! 76.2 (76.0 before the habit change). Measured from outside on the 13 NAB files kept back, 65.5
+//! 77.1 (76.2 before the unusual-level test, 76.0 before the habit
+//! change). Measured from outside on the 13 NAB files kept back, 65.5
 //! (ARTime 82.2), before the step features were judged: the folds share
 //! the 45 files' quirks, and what those shaped is the model's structure,
 //! which no grid search shows.
@@ -236,7 +245,8 @@
 //! for the rig (the alerts of any of its 8 channels; 51.1 before the size
 //! of the steps was judged), 9.1 with every
 //! channel a series (`SKAB_DATA=… cargo run --release -p rules --example
-//! skab`; `tests/skab.rs` guards it). A change to the model is kept only if
+//! skab`; `tests/skab.rs` guards it; 54.2 and 9.5 since the unusual-level
+//! test). A change to the model is kept only if
 //! it does not lower this figure. Of the ideas tried against it, shape
 //! tests after contextOSE, per-test tail probabilities after HTM,
 //! forgetting only when a new level lasts, robust levels and habits in
