@@ -37,7 +37,7 @@ const LONG: f64 = 5000.0;
 /// The interval at which the memories counted in readings were chosen (5
 /// minutes: NAB's files and most of the fault classes); a series that
 /// follows the calendar keeps them as long in time at any faster rate.
-pub(super) const CHOSEN_AT_MS: f64 = 300_000.0;
+const CHOSEN_AT_MS: f64 = 300_000.0;
 /// Readings seen before the detector may fire at all (about a week of
 /// hourly readings)...
 const WARMUP: u64 = 200;
@@ -464,9 +464,10 @@ impl Detector {
             }
         }
         // A reading at a level the series has not taken lately, between
-        // levels it does take, is as novel as a feature beyond its peak
-        // (the range before this reading: the new-territory test keeps
-        // what lies beyond it).
+        // levels it does take, is novel, just past the bar, so that a
+        // feature further beyond its peak names the reason instead. It is
+        // judged inside the range before this reading: what lies beyond is
+        // the new-territory test's.
         let untaken = self.levels.observe(
             x,
             (self.envelope.lo, self.envelope.hi),
