@@ -267,6 +267,73 @@ fn an_anomaly_alert_says_why_and_what_was_expected() {
     assert!(stderr.contains("spike 1"), "{stderr}");
 }
 
+/// A unit's power read every 5 minutes: off (0.2 kW) or on (5 kW) as its
+/// thermostat asks, one to three hours at a time, for 20 days; then three
+/// hours at 2.4 kW (a failed stage), from the row returned.
+fn half_power_csv() -> (String, usize) {
+    let mut csv = String::from("time,value\n");
+    let mut seed: u64 = 11;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap();
+    let fault = 20 * 288;
+    let (mut on, mut left) = (false, 0usize);
+    for i in 0..fault + 36 {
+        if left == 0 {
+            on = !on;
+            left = 12 + (next() * 24.0) as usize;
+        }
+        left -= 1;
+        let level: f64 = if i >= fault {
+            2.4
+        } else if on {
+            5.0
+        } else {
+            0.2
+        };
+        let v = level + 0.05 * level.max(1.0) * (next() - 0.5);
+        let at = start + chrono::Duration::minutes(5 * i as i64);
+        csv.push_str(&format!("{},{v}\n", at.format("%Y-%m-%d %H:%M:%S")));
+    }
+    (csv, fault)
+}
+
+#[test]
+fn a_unit_running_between_off_and_on_is_reported_as_an_unusual_level() {
+    // Inside its range and near its average, so neither the range nor
+    // the levels see it; a level it never takes.
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, fault) = half_power_csv();
+    let out = replay_anomaly_of(dir.path(), &csv, &[]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let raised: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|a| a["state"] == "raised")
+        .collect();
+    let fault_at = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap()
+        + chrono::Duration::minutes(5 * fault as i64);
+    let first = raised
+        .iter()
+        .find(|a| {
+            a["ts"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t >= fault_at)
+        })
+        .unwrap_or_else(|| panic!("half power is not reported: {raised:?}"));
+    assert_eq!(first["reason"], "unusual_level", "{first}");
+    let observed = first["observed"].as_f64().unwrap();
+    assert!((2.3..2.5).contains(&observed), "{first}");
+    assert!(stderr.contains("unusual_level 1"), "{stderr}");
+}
+
 /// A sensor that starts reporting the ends of `f64` (finite, so accepted):
 /// once, the detector's spreads overflowed and a clip with NaN bounds
 /// panicked, which the gateway's `panic = "abort"` made a crash on every
