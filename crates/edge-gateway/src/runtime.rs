@@ -14,7 +14,9 @@ use adapters::{AdapterConfig, BuildContext};
 use aggregator::{Aggregator, WindowSpec};
 use anyhow::Context as _;
 use gateway_core::command::{CommandTargets, WritablePoint};
-use gateway_core::component::{Ingress, IngressSender, Sources, ADAPTER_LISTENING};
+use gateway_core::component::{
+    Ingress, IngressSender, Sources, ADAPTER_CONNECTED, ADAPTER_LISTENING,
+};
 use gateway_core::config::action::action_points;
 use gateway_core::config::AdapterSpec;
 use gateway_core::output::OutputTask;
@@ -286,17 +288,12 @@ impl Gateway {
             }
         }
         info!(adapter = %name, kind = config.kind(), "Starting adapter.");
-        // `/health` reads this: an adapter whose task ended is down.
-        let up = self.telemetry.gauge(ADAPTER_UP, &[("adapter", &name)]);
-        // Set before the task starts, so `/health` cannot see it running
-        // with its port not yet bound.
-        let listening = &[("adapter", name.as_str())];
-        if adapter.serves_a_port() {
-            self.telemetry.gauge(ADAPTER_LISTENING, listening).set(0.0);
-        } else {
-            self.telemetry.remove_gauge(ADAPTER_LISTENING, listening);
-        }
-        up.set(1.0);
+        let up = mark_starting(
+            &self.telemetry,
+            &name,
+            adapter.serves_a_port(),
+            adapter.holds_a_link(),
+        );
         let task = tokio::spawn(async move {
             if let Err(e) = adapter.run(ctx).await {
                 error!(adapter = %name, error = %e, "Adapter stopped with an error.");
@@ -455,12 +452,38 @@ impl Gateway {
     }
 }
 
+/// Marks adapter `name` running for `/health`, with what it must still do
+/// before it counts: bind its port, or bring up its link. Set before its
+/// task starts: set by the task, `/health` said 200 in between, and an
+/// orchestrator (or a test) that sent a reading then lost it to a broker
+/// subscription not yet made.
+fn mark_starting(
+    telemetry: &Telemetry,
+    name: &str,
+    serves_a_port: bool,
+    holds_a_link: bool,
+) -> gateway_core::telemetry::Gauge {
+    let adapter = &[("adapter", name)];
+    // `/health` reads this: an adapter whose task ended is down.
+    let up = telemetry.gauge(ADAPTER_UP, adapter);
+    if serves_a_port {
+        telemetry.gauge(ADAPTER_LISTENING, adapter).set(0.0);
+    } else {
+        telemetry.remove_gauge(ADAPTER_LISTENING, adapter);
+    }
+    if holds_a_link {
+        telemetry.gauge(ADAPTER_CONNECTED, adapter).set(0.0);
+    }
+    up.set(1.0);
+    up
+}
+
 /// Forgets the gauges `/health` reads of a removed adapter: left behind,
 /// they kept `/health` at 503 and `/metrics` said what its link was.
 fn forget_adapter_state(telemetry: &Telemetry, name: &str) {
     let adapter = &[("adapter", name)];
     telemetry.remove_gauge(ADAPTER_UP, adapter);
-    telemetry.remove_gauge(gateway_core::component::ADAPTER_CONNECTED, adapter);
+    telemetry.remove_gauge(ADAPTER_CONNECTED, adapter);
     telemetry.remove_gauge(ADAPTER_LISTENING, adapter);
     let link = gateway_core::component::ADAPTER_LINK;
     for (labels, _) in telemetry.gauges(link) {
@@ -602,4 +625,27 @@ fn start_alerts(
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_adapter_that_holds_a_link_is_connecting_from_before_its_task_starts() {
+        let t = Telemetry::default();
+        mark_starting(&t, "rooms", false, true);
+        mark_starting(&t, "lines", true, false);
+        mark_starting(&t, "coap-ish", false, false);
+        let h = crate::health::check(&t);
+        assert!(!h.healthy, "{}", h.body);
+        assert_eq!(h.body["adapters"]["rooms"], "connecting", "{}", h.body);
+        assert_eq!(h.body["adapters"]["coap-ish"], "running", "{}", h.body);
+        // The tasks then say their link is up and their port bound.
+        t.gauge(ADAPTER_CONNECTED, &[("adapter", "rooms")]).set(1.0);
+        t.gauge(ADAPTER_LISTENING, &[("adapter", "lines")]).set(1.0);
+        let h = crate::health::check(&t);
+        assert_eq!(h.body["adapters"]["rooms"], "running", "{}", h.body);
+        assert_eq!(h.body["adapters"]["lines"], "running", "{}", h.body);
+    }
 }

@@ -377,6 +377,15 @@ pub trait Adapter: Send + 'static {
         false
     }
 
+    /// True for an adapter that holds a link before it takes anything in
+    /// (an MQTT adapter's broker and subscriptions, a serial port, a BLE
+    /// radio). Its task starts before the link is up, and in between a
+    /// reading sent to it is lost: `/health` calls it "connecting" from
+    /// before its task starts until the task sets [`ADAPTER_CONNECTED`].
+    fn holds_a_link(&self) -> bool {
+        false
+    }
+
     /// Its write side, for an adapter that can carry commands to its
     /// devices: asked once, before [`Self::run`] (the target usually
     /// queues writes for the task `run` starts).

@@ -107,6 +107,10 @@ impl SerialLineSource {
 }
 
 impl Adapter for SerialLineSource {
+    fn holds_a_link(&self) -> bool {
+        true
+    }
+
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
         Box::pin(run(self.config, ctx))
     }

@@ -88,6 +88,10 @@ impl MqttSource {
 }
 
 impl Adapter for MqttSource {
+    fn holds_a_link(&self) -> bool {
+        true
+    }
+
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
         let Self {
             config,
