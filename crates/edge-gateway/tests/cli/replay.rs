@@ -236,18 +236,22 @@ fn replay_anomaly_of(dir: &std::path::Path, csv: &str, extra: &[&str]) -> std::p
         .unwrap()
 }
 
+/// The raised alerts among the JSON lines `replay` printed.
+fn raised_alerts(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|a| a["state"] == "raised")
+        .collect()
+}
+
 #[test]
 fn an_anomaly_alert_says_why_and_what_was_expected() {
     let dir = tempfile::tempdir().unwrap();
     let out = replay_anomaly(dir.path(), &[]);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "{stderr}");
-    let raised: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|a| a["state"] == "raised")
-        .collect();
+    let raised = raised_alerts(&out.stdout);
     let spike = raised
         .iter()
         .find(|a| a["value"] == 60.0)
@@ -311,12 +315,7 @@ fn a_unit_running_between_off_and_on_is_reported_as_an_unusual_level() {
     let out = replay_anomaly_of(dir.path(), &csv, &[]);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "{stderr}");
-    let raised: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|a| a["state"] == "raised")
-        .collect();
+    let raised = raised_alerts(&out.stdout);
     let fault_at = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap()
         + chrono::Duration::minutes(5 * fault as i64);
     let first = raised
