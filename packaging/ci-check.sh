@@ -73,13 +73,22 @@ if [ -z "${BUILD_DEB_CARGO_ARGS+set}" ]; then
   done
   export BUILD_DEB_CARGO_ARGS
 fi
-start=$(date +%s)
+# CPU-seconds (user + sys) of this script's finished children so far, from
+# bash's `times` (redirected: a pipeline's subshell has no children yet).
+cpu_so_far() {
+  local raw
+  raw=$(mktemp)
+  times >"$raw"
+  awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] }; printf "%d\n", t }' "$raw"
+  rm -f "$raw"
+}
+start=$(date +%s) cpu_start=$(cpu_so_far)
 # Linked to Debian's libssl (packaging/build-deb.sh says why): this package
 # proves what is installed, its scripts, user, unit and purge. The arm64
 # and armhf packages below are built as released, with the vendored
 # OpenSSL, and checked to need no libssl of the system.
 BUILD_DEB_SYSTEM_OPENSSL=1 bash packaging/build-deb.sh amd64
-echo "ci-check: amd64 package built in $(( $(date +%s) - start )) s"
+echo "ci-check: amd64 package built in $(( $(date +%s) - start )) s, $(( $(cpu_so_far) - cpu_start )) CPU-s"
 deb=$(ls -t "$target_dir"/debian/edge-gateway_*_amd64.deb | head -n 1)
 ls -l "$deb"
 
@@ -307,15 +316,15 @@ fi
 # arch, Rust triple, qemu, the cross libc's root.
 cross_check() {
   local arch="$1" triple="$2" qemu="$3" root="$4"
-  local start bin deb
-  start=$(date +%s)
+  local start cpu_start bin deb
+  start=$(date +%s) cpu_start=$(cpu_so_far)
   bash packaging/build-deb.sh "$arch"
   bin="$target_dir/$triple/release/edge-gateway"
   if [ ! -x "$bin" ]; then
     echo "ci-check: SKIPPED $arch run: no $arch build (see the message above)"
     return 0
   fi
-  echo "ci-check: $arch package built in $(( $(date +%s) - start )) s"
+  echo "ci-check: $arch package built in $(( $(date +%s) - start )) s, $(( $(cpu_so_far) - cpu_start )) CPU-s"
   deb=$(ls -t "$target_dir"/debian/edge-gateway_*_"$arch".deb | head -n 1)
   [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || fail "$deb is not Architecture: $arch"
   local contents
