@@ -648,4 +648,95 @@ mod tests {
         assert_eq!(h.body["adapters"]["rooms"], "running", "{}", h.body);
         assert_eq!(h.body["adapters"]["lines"], "running", "{}", h.body);
     }
+
+    /// Each adapter whose task reports its link to `/health` holds it from
+    /// before the task runs: otherwise `/health` says 200 while its
+    /// subscription, bus, tunnel or scan is not up yet, and what a device
+    /// sends then is lost. Those that take nothing over a link do not.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn every_adapter_that_reports_a_link_holds_it_from_before_its_task_runs() {
+        let text = r#"
+[gateway]
+id = "gw"
+state_dir = "/nonexistent/edge-gateway-test"
+
+[[adapter]]
+type = "mqtt"
+name = "rooms"
+url = "mqtt://127.0.0.1:1"
+topics = ["rooms/{device}"]
+
+[[adapter]]
+type = "serial_line"
+name = "relay"
+path = "/dev/ttyUSB0"
+format = "csv"
+columns = ["mac", "temperature"]
+
+[[adapter]]
+type = "modbus"
+name = "meters"
+url = "tcp://127.0.0.1:1"
+
+[[adapter]]
+type = "modbus"
+name = "rs485"
+path = "/dev/ttyUSB1"
+
+[[adapter]]
+type = "knx"
+name = "bus"
+url = "udp://127.0.0.1:1"
+
+[[adapter]]
+type = "ble"
+name = "radio"
+
+[[adapter]]
+type = "ble"
+name = "capture"
+source = "replay"
+replay_file = "c.jsonl"
+
+[[adapter]]
+type = "coap"
+name = "coap"
+bind = "127.0.0.1:0"
+
+[[adapter]]
+type = "tcp_line"
+name = "lines"
+bind = "127.0.0.1:0"
+format = "csv"
+columns = ["device", "temperature"]
+"#;
+        let config = crate::settings::parse(text).unwrap();
+        let context = BuildContext {
+            gateway_id: config.gateway.id.clone(),
+            state_dir: config.gateway.state_dir.clone(),
+            sections: config.sections.clone(),
+            registered: Vec::new(),
+            writable: Vec::new(),
+        };
+        let holding: Vec<(&str, bool)> = config
+            .adapters
+            .iter()
+            .map(|a| (a.name(), a.build(&context).holds_a_link()))
+            .collect();
+        assert_eq!(
+            holding,
+            [
+                ("rooms", true),
+                ("relay", true),
+                ("meters", true),
+                ("rs485", true),
+                ("bus", true),
+                ("radio", true),
+                ("capture", false),
+                ("coap", false),
+                ("lines", false),
+            ]
+        );
+    }
 }

@@ -378,8 +378,8 @@ pub trait Adapter: Send + 'static {
     }
 
     /// True for an adapter that holds a link before it takes anything in
-    /// (an MQTT adapter's broker and subscriptions, a serial port, a BLE
-    /// radio). Its task starts before the link is up, and in between a
+    /// (an MQTT adapter's broker and subscriptions, a serial port, a
+    /// Modbus bus, a KNX tunnel, a BLE radio's scan). Its task starts before the link is up, and in between a
     /// reading sent to it is lost: `/health` calls it "connecting" from
     /// before its task starts until the task sets [`ADAPTER_CONNECTED`].
     fn holds_a_link(&self) -> bool {

@@ -88,6 +88,12 @@ impl BleAdapter {
 }
 
 impl Adapter for BleAdapter {
+    /// The radio, through bluetoothd: an advertisement before the scan
+    /// runs is lost. A capture being replayed has no link.
+    fn holds_a_link(&self) -> bool {
+        matches!(self.config.source, BleSource::Radio { .. })
+    }
+
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
         Box::pin(async move {
             if let Err(e) = std::fs::create_dir_all(&self.state_dir) {

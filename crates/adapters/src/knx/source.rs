@@ -75,6 +75,12 @@ impl KnxSource {
 }
 
 impl Adapter for KnxSource {
+    /// Its tunnel or routing socket: a telegram on the bus before it is up
+    /// is never seen.
+    fn holds_a_link(&self) -> bool {
+        true
+    }
+
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
         Box::pin(run(*self, ctx))
     }

@@ -80,6 +80,12 @@ impl ModbusSource {
 }
 
 impl Adapter for ModbusSource {
+    /// Its bus (a TCP server or a serial port): until it is open, no unit
+    /// is read and a command has nothing to go out on.
+    fn holds_a_link(&self) -> bool {
+        true
+    }
+
     fn run(self: Box<Self>, ctx: AdapterContext) -> AdapterFuture {
         Box::pin(run(self.config, self.devices, self.writes, ctx))
     }
