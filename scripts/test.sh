@@ -62,7 +62,18 @@ bash scripts/peers-venv.sh
 # targets and their MicroPython library under CPython, end to end against
 # the gateway. Run first, so cargo's summary of the workspace is what ends
 # the output. Skipped when arguments pick particular cargo tests.
+# CPU-seconds (user + sys) of this script's finished children so far, from
+# bash's `times` (redirected: a pipeline's subshell has no children yet):
+# each part below says what it cost, so CI's log shows where its minutes go.
+cpu_so_far() {
+  local raw
+  raw=$(mktemp)
+  times >"$raw"
+  awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] }; printf "%d\n", t }' "$raw"
+  rm -f "$raw"
+}
 features_pid=""
+features_cpu=$(mktemp)
 firmware_rc=0
 binaries=$(mktemp)
 if [ "$#" -eq 0 ]; then
@@ -70,7 +81,9 @@ if [ "$#" -eq 0 ]; then
   # binary the tests build (with the features the tests resolve), instead
   # of a second build with other features that recompiles most of the tree.
   # Its list of test executables is what the groups below run.
+  started=$(date +%s) cpu_before=$(cpu_so_far)
   cargo test --workspace --locked --no-run --message-format=json-render-diagnostics >"$binaries"
+  echo "== the tests' build: $(($(date +%s) - started)) s, $(($(cpu_so_far) - cpu_before)) CPU-s"
   # Each protocol alone still builds (cargo check, no tests). In its own
   # target directory, so it runs beside the firmware checks and the tests
   # (which mostly wait on their peers) instead of holding cargo's lock for
@@ -78,12 +91,19 @@ if [ "$#" -eq 0 ]; then
   # EDGE_FEATURES_TARGET_DIR at the directory clippy checked, whose
   # dependencies it reuses.
   features_log=$(mktemp)
-  CARGO_TARGET_DIR="${EDGE_FEATURES_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/features}" \
-    nice -n 10 bash scripts/check-features.sh >"$features_log" 2>&1 &
+  (
+    rc=0
+    CARGO_TARGET_DIR="${EDGE_FEATURES_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/features}" \
+      nice -n 10 bash scripts/check-features.sh || rc=$?
+    cpu_so_far >"$features_cpu"
+    exit "$rc"
+  ) >"$features_log" 2>&1 &
   features_pid=$!
   # A failure here is reported at the end: it must not hide the suite's.
+  started=$(date +%s) cpu_before=$(cpu_so_far)
   EDGE_GATEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/edge-gateway" bash scripts/test-firmware.sh \
     || firmware_rc=$?
+  echo "== the sensor nodes' checks: $(($(date +%s) - started)) s, $(($(cpu_so_far) - cpu_before)) CPU-s"
 fi
 
 # Debian's mosquitto, influxdb and nats-server packages start system
@@ -113,6 +133,7 @@ else
     return "$rc"
   }
   declare -A group_pid=()
+  started=$(date +%s) cpu_before=$(cpu_so_far)
   for g in 1 2 3; do
     run_group "$g" >"$groups/$g" 2>&1 &
     group_pid[$g]=$!
@@ -121,6 +142,8 @@ else
     wait "${group_pid[$g]}" || rc=1
     cat "$groups/$g"
   done
+  # With the peers and gateways they start, and the doc tests.
+  echo "== the test executables: $(($(date +%s) - started)) s, $(($(cpu_so_far) - cpu_before)) CPU-s"
   # One line for all of them, as cargo prints one per executable.
   cat "$groups"/* | awk '/^test result:/ {
       for (i = 1; i < NF; i++) {
@@ -136,7 +159,7 @@ fi
 rm -f "$binaries"
 if [ -n "$features_pid" ]; then
   if wait "$features_pid"; then
-    echo "== each protocol alone builds (scripts/check-features.sh): ok"
+    echo "== each protocol alone builds (scripts/check-features.sh): ok, $(cat "$features_cpu") CPU-s"
   else
     cat "$features_log"
     echo "== each protocol alone builds (scripts/check-features.sh): FAILED" >&2
@@ -144,6 +167,7 @@ if [ -n "$features_pid" ]; then
   fi
   rm -f "$features_log"
 fi
+rm -f "$features_cpu"
 if [ "$firmware_rc" -ne 0 ]; then
   echo "== the sensor nodes' checks (scripts/test-firmware.sh): FAILED, see their output above the suite's" >&2
 fi
