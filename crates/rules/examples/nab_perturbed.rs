@@ -286,7 +286,10 @@ fn main() -> Result<(), Box<dyn Error>> {
                 let (rows, from) = (pert.apply)(&rows, seed, &s.windows);
                 let wins = windows_on(s, &from);
                 let hits = alarms::raises(rows.iter().copied(), &p);
-                let score = nab::score_rows(rows.len(), &wins, &hits);
+                // The published file's probation, on the rows that are left.
+                let published_probation = nab::probation_of(s.readings.len());
+                let probation = from.partition_point(|&row| row < published_probation);
+                let score = nab::score_after_probation(rows.len(), probation, &wins, &hits);
                 if draw == 0 && show.as_deref().is_some_and(|f| s.key.contains(f)) {
                     let lost: Vec<(usize, usize)> = from
                         .windows(2)

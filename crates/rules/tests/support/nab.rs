@@ -143,7 +143,25 @@ pub fn score(s: &Series, hits: &[usize]) -> Score {
 
 /// [`score`] of a series of `n` rows with these label windows.
 pub fn score_rows(n: usize, windows: &[(usize, usize)], hits: &[usize]) -> Score {
-    let probation = ((0.15 * n as f64).floor()).min(750.0) as usize;
+    score_after_probation(n, probation_of(n), windows, hits)
+}
+
+/// NAB's probationary period of a file of `n` rows: its first 15%, at most
+/// 750 rows, where no detection counts.
+pub fn probation_of(n: usize) -> usize {
+    ((0.15 * n as f64).floor()).min(750.0) as usize
+}
+
+/// [`score_rows`] with the probation given: a file whose rows were
+/// changed keeps the probation of the file it came from, or rows lost
+/// before a window would move that window into it and its detection
+/// would no longer count.
+pub fn score_after_probation(
+    n: usize,
+    probation: usize,
+    windows: &[(usize, usize)],
+    hits: &[usize],
+) -> Score {
     let max_tp = sigmoid(-1.0);
     let mut best: Vec<f64> = vec![-1.0; windows.len()];
     let (mut fp_sum, mut fps) = (0.0, 0);
