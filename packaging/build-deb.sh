@@ -13,10 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # CI and scripts/test.sh link Debian's libssl for speed; a package never
 # does (it would depend on the build machine's libssl-dev for its target).
-# The one exception is CI's own amd64 package, which is installed, run and
-# purged on the CI machine and never published: BUILD_DEB_SYSTEM_OPENSSL=1
-# (packaging/ci-check.sh) spares it the 330 CPU-s of OpenSSL's C, which the
-# arm64 and armhf packages still compile and ship.
+# The exceptions are CI's own amd64 and arm64 packages, which are run on
+# the CI machine (installed, or under qemu) and never published:
+# BUILD_DEB_SYSTEM_OPENSSL=1 (packaging/ci-check.sh) spares each the
+# 250-330 CPU-s of OpenSSL's C; a cross target then links the libssl-dev
+# of its Debian architecture (multiarch). The armhf package in CI, and
+# every package built without it, compile and ship their own.
 if [ "${BUILD_DEB_SYSTEM_OPENSSL:-0}" = 1 ]; then
   export OPENSSL_NO_VENDOR=1
 else
@@ -79,6 +81,10 @@ LAUNCHER
   chmod +x "$launcher"
   (
     export "CARGO_TARGET_${var^^}_LINKER=$launcher" "CC_$var=$gnu-gcc" "AR_$var=$gnu-ar"
+    if [ "${BUILD_DEB_SYSTEM_OPENSSL:-0}" = 1 ]; then
+      # That architecture's openssl.pc only, never the host's.
+      export PKG_CONFIG_ALLOW_CROSS=1 "PKG_CONFIG_LIBDIR_$var=/usr/lib/$gnu/pkgconfig"
+    fi
     build "$arch" "$triple"
   )
 }
