@@ -333,7 +333,7 @@ if [ "${SKIP_ARM64:-0}" = 1 ]; then
 fi
 # arch, Rust triple, qemu, the cross libc's root.
 cross_check() {
-  local arch="$1" triple="$2" qemu="$3" root="$4"
+  local arch="$1" triple="$2" qemu="$3" cross_root="$4" root
   local start cpu_start bin deb system_openssl=0
   # arm64 with Debian's libssl when the deps step installed it (above).
   [ "$arch" = arm64 ] && dpkg -s libssl-dev:arm64 >/dev/null 2>&1 && system_openssl=1
@@ -345,6 +345,9 @@ cross_check() {
     echo "ci-check: SKIPPED $arch run: no $arch build (see the message above)"
     return 0
   fi
+  # The cross libc's root, or the host's where that architecture's own
+  # libc is installed (packaging/qemu-root says why).
+  root=$(packaging/qemu-root "$bin" "$cross_root")
   cpu_mark
   echo "ci-check: $arch package built in $(( $(date +%s) - start )) s, $(( $(cpu_marked) - cpu_start )) CPU-s"
   deb=$(ls -t "$target_dir"/debian/edge-gateway_*_"$arch".deb | head -n 1)

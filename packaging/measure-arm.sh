@@ -85,6 +85,9 @@ name = "fleet"
 url = "mqtt://127.0.0.1:$port"
 topics = ["sensors/{device}"]
 EOF
+# The host's root where that architecture's own libc is installed
+# (packaging/qemu-root says why).
+root=$(packaging/qemu-root "$bin" "$root")
 "$qemu" -L "$root" "$bin" run -c "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
 gw_pid=$!
 for _ in $(seq 1 600); do
