@@ -90,23 +90,20 @@ if [ -z "${BUILD_DEB_CARGO_ARGS+set}" ]; then
   done
   export BUILD_DEB_CARGO_ARGS
 fi
-# CPU-seconds (user + sys) of this script's finished children so far, from
-# bash's `times` (redirected and read back: in a pipeline or a command substitution
-# it runs in a subshell, which has no children yet).
+# Each part's CPU-seconds (scripts/cpu-seconds.sh), so CI's log shows where
+# its minutes go.
+# shellcheck source=scripts/cpu-seconds.sh
+. scripts/cpu-seconds.sh
 cpu_raw=$(mktemp)
-cpu_mark() { times >"${1:-$cpu_raw}"; }
-cpu_marked() {
-  awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] }; printf "%d\n", t }' "${1:-$cpu_raw}"
-}
-cpu_mark
-start=$(date +%s) cpu_start=$(cpu_marked)
+cpu_mark "$cpu_raw"
+start=$(date +%s) cpu_start=$(cpu_marked "$cpu_raw")
 # Linked to Debian's libssl (packaging/build-deb.sh says why): this package
 # proves what is installed, its scripts, user, unit and purge. The arm64
 # and armhf packages below are built as released, with the vendored
 # OpenSSL, and checked to need no libssl of the system.
 BUILD_DEB_SYSTEM_OPENSSL=1 bash packaging/build-deb.sh amd64
-cpu_mark
-echo "ci-check: amd64 package built in $(( $(date +%s) - start )) s, $(( $(cpu_marked) - cpu_start )) CPU-s"
+cpu_mark "$cpu_raw"
+echo "ci-check: amd64 package built in $(( $(date +%s) - start )) s, $(( $(cpu_marked "$cpu_raw") - cpu_start )) CPU-s"
 deb=$(ls -t "$target_dir"/debian/edge-gateway_*_amd64.deb | head -n 1)
 ls -l "$deb"
 
@@ -337,8 +334,8 @@ cross_check() {
   local start cpu_start bin deb system_openssl=0
   # arm64 with Debian's libssl when the deps step installed it (above).
   [ "$arch" = arm64 ] && dpkg -s libssl-dev:arm64 >/dev/null 2>&1 && system_openssl=1
-  cpu_mark
-  start=$(date +%s) cpu_start=$(cpu_marked)
+  cpu_mark "$cpu_raw"
+  start=$(date +%s) cpu_start=$(cpu_marked "$cpu_raw")
   BUILD_DEB_SYSTEM_OPENSSL=$system_openssl bash packaging/build-deb.sh "$arch"
   bin="$target_dir/$triple/release/edge-gateway"
   if [ ! -x "$bin" ]; then
@@ -348,8 +345,8 @@ cross_check() {
   # The cross libc's root, or the host's where that architecture's own
   # libc is installed (packaging/qemu-root says why).
   root=$(packaging/qemu-root "$bin" "$cross_root")
-  cpu_mark
-  echo "ci-check: $arch package built in $(( $(date +%s) - start )) s, $(( $(cpu_marked) - cpu_start )) CPU-s"
+  cpu_mark "$cpu_raw"
+  echo "ci-check: $arch package built in $(( $(date +%s) - start )) s, $(( $(cpu_marked "$cpu_raw") - cpu_start )) CPU-s"
   deb=$(ls -t "$target_dir"/debian/edge-gateway_*_"$arch".deb | head -n 1)
   [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || fail "$deb is not Architecture: $arch"
   local contents

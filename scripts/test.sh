@@ -62,15 +62,11 @@ bash scripts/peers-venv.sh
 # targets and their MicroPython library under CPython, end to end against
 # the gateway. Run first, so cargo's summary of the workspace is what ends
 # the output. Skipped when arguments pick particular cargo tests.
-# CPU-seconds (user + sys) of this script's finished children so far, from
-# bash's `times` (redirected and read back: in a pipeline or a command substitution
-# it runs in a subshell, which has no children yet):
-# each part below says what it cost, so CI's log shows where its minutes go.
+# Each part's CPU-seconds (scripts/cpu-seconds.sh), so CI's log shows where
+# its minutes go.
+# shellcheck source=scripts/cpu-seconds.sh
+. scripts/cpu-seconds.sh
 cpu_raw=$(mktemp)
-cpu_mark() { times >"${1:-$cpu_raw}"; }
-cpu_marked() {
-  awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] }; printf "%d\n", t }' "${1:-$cpu_raw}"
-}
 features_pid=""
 features_cpu=$(mktemp)
 firmware_rc=0
@@ -80,15 +76,15 @@ if [ "$#" -eq 0 ]; then
   # binary the tests build (with the features the tests resolve), instead
   # of a second build with other features that recompiles most of the tree.
   # Its list of test executables is what the groups below run.
-  cpu_mark
-  started=$(date +%s) cpu_before=$(cpu_marked)
+  cpu_mark "$cpu_raw"
+  started=$(date +%s) cpu_before=$(cpu_marked "$cpu_raw")
   # The tests' targets only: `cargo test` would also build the examples
   # (the detector's experiments, 53 CPU-s, unoptimised here), which no
   # test runs and CI's clippy checks.
   cargo test --workspace --locked --no-run --lib --bins --tests \
     --message-format=json-render-diagnostics >"$binaries"
-  cpu_mark
-  echo "== the tests' build: $(($(date +%s) - started)) s, $(($(cpu_marked) - cpu_before)) CPU-s"
+  cpu_mark "$cpu_raw"
+  echo "== the tests' build: $(($(date +%s) - started)) s, $(($(cpu_marked "$cpu_raw") - cpu_before)) CPU-s"
   # Each protocol alone still builds (cargo check, no tests). In its own
   # target directory, so it runs beside the firmware checks and the tests
   # (which mostly wait on their peers) instead of holding cargo's lock for
@@ -106,12 +102,12 @@ if [ "$#" -eq 0 ]; then
   ) >"$features_log" 2>&1 &
   features_pid=$!
   # A failure here is reported at the end: it must not hide the suite's.
-  cpu_mark
-  started=$(date +%s) cpu_before=$(cpu_marked)
+  cpu_mark "$cpu_raw"
+  started=$(date +%s) cpu_before=$(cpu_marked "$cpu_raw")
   EDGE_GATEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/edge-gateway" bash scripts/test-firmware.sh \
     || firmware_rc=$?
-  cpu_mark
-  echo "== the sensor nodes' checks: $(($(date +%s) - started)) s, $(($(cpu_marked) - cpu_before)) CPU-s"
+  cpu_mark "$cpu_raw"
+  echo "== the sensor nodes' checks: $(($(date +%s) - started)) s, $(($(cpu_marked "$cpu_raw") - cpu_before)) CPU-s"
 fi
 
 # Debian's mosquitto, influxdb and nats-server packages start system
@@ -141,8 +137,8 @@ else
     return "$rc"
   }
   declare -A group_pid=()
-  cpu_mark
-  started=$(date +%s) cpu_before=$(cpu_marked)
+  cpu_mark "$cpu_raw"
+  started=$(date +%s) cpu_before=$(cpu_marked "$cpu_raw")
   for g in 1 2 3; do
     run_group "$g" >"$groups/$g" 2>&1 &
     group_pid[$g]=$!
@@ -152,8 +148,8 @@ else
     cat "$groups/$g"
   done
   # With the peers and gateways they start, and the doc tests.
-  cpu_mark
-  echo "== the test executables: $(($(date +%s) - started)) s, $(($(cpu_marked) - cpu_before)) CPU-s"
+  cpu_mark "$cpu_raw"
+  echo "== the test executables: $(($(date +%s) - started)) s, $(($(cpu_marked "$cpu_raw") - cpu_before)) CPU-s"
   # One line for all of them, as cargo prints one per executable.
   cat "$groups"/* | awk '/^test result:/ {
       for (i = 1; i < NF; i++) {
