@@ -33,6 +33,7 @@ use body::Read;
 use latest::Devices;
 pub use outcome::Outcome;
 pub(crate) use options::format_for;
+pub(crate) use latest::LISTING_TRUNCATED;
 use options::*;
 
 /// Limits of the handler, from the adapter config.
@@ -427,10 +428,9 @@ impl Handler {
             }
         }
         match (path, method) {
-            ([".well-known", "core"], RequestType::Get) => block2::serve(
-                Answer::content(CF_LINK_FORMAT, self.link_format().into_bytes()),
-                block2,
-            ),
+            ([".well-known", "core"], RequestType::Get) => {
+                block2::serve(self.discovery(&request, out), block2)
+            }
             (["s", device], RequestType::Get) => {
                 block2::serve(self.latest_json(device, out), block2)
             }

@@ -42,8 +42,12 @@ fn request(
     p.header.code = MessageClass::from(code);
     p.header.message_id = mid;
     p.set_token(vec![0xAB]);
+    let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
     for s in path.split('/').filter(|s| !s.is_empty()) {
         p.add_option(CoapOption::UriPath, s.as_bytes().to_vec());
+    }
+    if let Some(q) = query {
+        p.add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
     }
     if let Some(cf) = cf {
         p.add_option(CoapOption::ContentFormat, message::uint(cf));
@@ -1097,6 +1101,62 @@ fn the_discovery_of_many_devices_comes_in_blocks() {
     past.add_option(CoapOption::Block2, message::uint(100 << 4 | 6));
     let o = h.handle(peer(), &past.to_bytes_unlimited().unwrap(), t, arrival());
     assert_eq!(code(&o), MessageClass::Response(ResponseType::BadOption));
+}
+
+/// A building with more devices than one listing holds: the listing is
+/// cut at its cap and says so (counted, with how to read the rest), and
+/// RFC 6690 queries read the rest a prefix at a time, or by type.
+#[test]
+fn a_discovery_too_large_for_one_listing_is_reported_and_read_by_prefix() {
+    let mut h = Handler::new(Limits { max_devices: 4000, ..limits() }, 1);
+    let t = Instant::now();
+    // Long ids (110 bytes), so that 600 of them pass the cap: each id
+    // heard is interned, and the process interns at most 4 096 texts for
+    // every test of this binary.
+    let padding = "x".repeat(96);
+    let names: Vec<String> = (0..600u16)
+        .map(|i| format!("{}-{i:04}-{padding}", ["ahu", "boiler", "room"][usize::from(i % 3)]))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let path = format!("s/{name}/t");
+        h.handle(peer(), &request(false, POST, i as u16, &path, Some(0), None, b"1"), t, arrival());
+    }
+    let first = h.handle(peer(), &request(true, GET, 9_000, ".well-known/core", None, None, b""), t, arrival());
+    assert_eq!(kinds(&first), ["listing_truncated"], "the cut is reported");
+    let (whole, _) = get_in_blocks(&mut h, ".well-known/core", None, 10_000);
+    let text = String::from_utf8(whole).unwrap();
+    let listed = names.iter().filter(|n| text.contains(&format!("</s/{n}>;"))).count();
+    assert!(listed < names.len(), "{listed} listed: the cap did not apply");
+    let mut seen = 0;
+    // Each request under a Message ID of its own: the same one again is a
+    // retransmission, answered from the duplicate cache.
+    for (k, prefix) in (0u16..).zip(["ahu", "boiler", "room"]) {
+        let query = format!(".well-known/core?href=/s/{prefix}-*");
+        let o = h.handle(peer(), &request(true, GET, 20_000 + k, &query, None, None, b""), t, arrival());
+        assert!(kinds(&o).is_empty(), "{prefix}: {:?}", kinds(&o));
+        let (part, _) = get_in_blocks(&mut h, &query, None, 21_000 + 1000 * k);
+        let part = String::from_utf8(part).unwrap();
+        assert!(!part.contains("</s>"), "the collection's href is not /s/{prefix}-");
+        for n in &names {
+            assert_eq!(part.contains(&format!("</s/{n}>;")), n.starts_with(prefix), "{n} under {prefix}");
+        }
+        seen += part.matches("</s/").count();
+    }
+    assert_eq!(seen, names.len(), "every device, read by prefix");
+    let (exact, _) = get_in_blocks(&mut h, &format!(".well-known/core?href=/s/boiler-0001-{padding}"), None, 30_000);
+    let exact = String::from_utf8(exact).unwrap();
+    assert_eq!(exact, format!("</s/boiler-0001-{padding}>;rt=\"edge-gateway.latest\";ct=50"));
+    let (ingest, _) = get_in_blocks(&mut h, ".well-known/core?rt=edge-gateway.ingest", None, 31_000);
+    let ingest = String::from_utf8(ingest).unwrap();
+    assert!(ingest.starts_with("</s>;rt=\"edge-gateway.ingest\""), "{ingest}");
+    assert!(!ingest.contains("</s/"), "{ingest}");
+    let (by_format, _) = get_in_blocks(&mut h, ".well-known/core?ct=112", None, 32_000);
+    assert!(String::from_utf8(by_format).unwrap().starts_with("</s>;"), "SenML CBOR is one of /s's formats");
+    let (none, _) = get_in_blocks(&mut h, ".well-known/core?if=sensor", None, 33_000);
+    assert!(none.is_empty(), "no link has an if attribute");
+    let bad = h.handle(peer(), &request(true, GET, 34_000, ".well-known/core?boiler", None, None, b""), t, arrival());
+    assert_eq!(code(&bad), MessageClass::Response(ResponseType::BadRequest));
+    assert_eq!(kinds(&bad), ["invalid_query"]);
 }
 
 /// A flood from forged addresses, one CON each, fills the duplicate cache

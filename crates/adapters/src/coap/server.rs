@@ -271,7 +271,11 @@ fn report(
     kind: &str,
     detail: &str,
 ) {
-    gateway_core::refuse!(stats, throttle, kind; adapter, %peer, detail, "Dropping CoAP request.");
+    if kind == super::handler::LISTING_TRUNCATED {
+        gateway_core::refuse!(stats, throttle, kind; adapter, %peer, detail, "CoAP discovery answered in part.");
+    } else {
+        gateway_core::refuse!(stats, throttle, kind; adapter, %peer, detail, "Dropping CoAP request.");
+    }
 }
 
 #[cfg(test)]

@@ -443,6 +443,18 @@ async fn a_discovery_larger_than_a_datagram_is_served_in_blocks() {
         assert_eq!(latest["metrics"]["t"]["v"], 1.0, "{out:?}");
         assert_eq!(latest["metrics"]["metric_19"]["v"], 19.0, "{out:?}");
     }
+
+    // RFC 6690 §4.1 filtering, as libcoap sends it (the query in a
+    // Uri-Query option): a site too large for one listing is read a
+    // prefix at a time.
+    let target = url(port, ".well-known/core?href=/s/bd-00*");
+    let out = coap_client_run(&["-m", "get", &target]).await;
+    assert!(out.success, "{out:?}");
+    let listed: Vec<&str> = out.stdout.trim().split(',').collect();
+    let expected: Vec<String> = (0..10)
+        .map(|i| format!("</s/bd-{i:03}>;rt=\"edge-gateway.latest\";ct=50"))
+        .collect();
+    assert_eq!(listed, expected, "{out:?}");
 }
 
 #[tokio::test]

@@ -8,8 +8,13 @@ use gateway_core::hash::SeededState;
 use gateway_core::{DeviceId, MetricName, Reading, Timestamp};
 
 use super::answer::Answer;
-use super::options::{CF_JSON, CF_SENML_CBOR, CF_SENML_JSON, CF_TEXT};
+use super::options::{CF_JSON, CF_LINK_FORMAT, CF_SENML_CBOR, CF_SENML_JSON, CF_TEXT, URI_QUERY};
 use super::{Handler, Outcome};
+use crate::coap::message::Request;
+
+/// The error type counted when `/.well-known/core` lists only part of the
+/// devices: not a refusal of the request, so the server logs it as such.
+pub(crate) const LISTING_TRUNCATED: &str = "listing_truncated";
 
 /// Largest response payload in one datagram (the §4.6 bound): a larger
 /// `/.well-known/core` or `GET /s/{device}` goes in Block2 blocks.
@@ -162,22 +167,135 @@ impl Handler {
         Answer::content(CF_JSON, whole.to_string().into_bytes())
     }
 
+    /// `GET /.well-known/core[?attribute=value]`. A listing the cap cut
+    /// short is still answered, and reported (`listing_truncated`) with
+    /// how to read the rest, so that a gateway with thousands of devices
+    /// does not look, to the one who asks, as if it had only 1 500.
+    pub(super) fn discovery(&self, request: &Request<'_>, out: &mut Outcome) -> Answer {
+        let query = request.option(URI_QUERY).next();
+        let filter = match query.map(LinkFilter::parse) {
+            None => None,
+            Some(Some(filter)) => Some(filter),
+            Some(None) => {
+                let query = String::from_utf8_lossy(query.unwrap_or_default());
+                out.error("invalid_query", format!("/.well-known/core?{query}"));
+                return Answer::error(
+                    ResponseType::BadRequest,
+                    "a discovery query is attribute=value (RFC 6690 4.1)",
+                );
+            }
+        };
+        let (listing, left_out) = self.link_format(filter.as_ref());
+        if left_out > 0 {
+            out.error(
+                LISTING_TRUNCATED,
+                format!(
+                    "{left_out} devices left out of a {} KiB listing; ask for a prefix at a time: /.well-known/core?href=/s/PREFIX*",
+                    MAX_LISTING / 1024
+                ),
+            );
+        }
+        Answer::content(CF_LINK_FORMAT, listing.into_bytes())
+    }
+
     /// RFC 6690 link format: the ingest collection, then one link per known
-    /// device while the body stays under [`MAX_LISTING`].
-    pub(super) fn link_format(&self) -> String {
-        let mut out = format!(
-            "</s>;rt=\"edge-gateway.ingest\";ct=\"{CF_TEXT} {CF_JSON} {CF_SENML_JSON} {CF_SENML_CBOR}\";title=\"POST or PUT /s/{{device}}[/{{metric}}]\""
-        );
+    /// device while the body stays under [`MAX_LISTING`], each kept only
+    /// if `filter` holds it. The second value is how many matching devices
+    /// the cap left out.
+    pub(super) fn link_format(&self, filter: Option<&LinkFilter<'_>>) -> (String, usize) {
+        let mut out = String::new();
+        let ingest_ct = format!("{CF_TEXT} {CF_JSON} {CF_SENML_JSON} {CF_SENML_CBOR}");
+        let ingest = [
+            ("href", "/s"),
+            ("rt", INGEST_RT),
+            ("ct", ingest_ct.as_str()),
+            ("title", INGEST_TITLE),
+        ];
+        if filter.is_none_or(|f| f.holds(&ingest)) {
+            out = format!(
+                "</s>;rt=\"{INGEST_RT}\";ct=\"{ingest_ct}\";title=\"{INGEST_TITLE}\""
+            );
+        }
         let mut devices: Vec<&str> = self.latest.ids().map(DeviceId::as_str).collect();
         devices.sort_unstable();
+        let latest_ct = CF_JSON.to_string();
+        let mut left_out = 0;
         for d in devices {
-            let link = format!(",</s/{d}>;rt=\"edge-gateway.latest\";ct={CF_JSON}");
-            if out.len() + link.len() > MAX_LISTING {
-                break;
+            let href = format!("/s/{d}");
+            let attributes = [
+                ("href", href.as_str()),
+                ("rt", LATEST_RT),
+                ("ct", latest_ct.as_str()),
+            ];
+            if filter.is_some_and(|f| !f.holds(&attributes)) {
+                continue;
+            }
+            let comma = if out.is_empty() { "" } else { "," };
+            let link = format!("{comma}<{href}>;rt=\"{LATEST_RT}\";ct={CF_JSON}");
+            if left_out > 0 || out.len() + link.len() > MAX_LISTING {
+                left_out += 1;
+                continue;
             }
             out.push_str(&link);
         }
-        out
+        (out, left_out)
+    }
+}
+
+const INGEST_RT: &str = "edge-gateway.ingest";
+const INGEST_TITLE: &str = "POST or PUT /s/{device}[/{metric}]";
+const LATEST_RT: &str = "edge-gateway.latest";
+
+/// An RFC 6690 §4.1 query on `/.well-known/core`
+/// (`?href=/s/boiler-*`, `?rt=edge-gateway.latest`): a link is listed only
+/// if it has the attribute and one of the attribute's values (space
+/// separated, as `rt` and `ct` are) is the query's value, or starts with
+/// it when the value ends in `*`. A gateway with more devices than one
+/// listing holds is read a prefix at a time.
+pub(super) struct LinkFilter<'a> {
+    attribute: &'a str,
+    value: &'a str,
+    prefix: bool,
+}
+
+impl<'a> LinkFilter<'a> {
+    /// The filter a Uri-Query option asks for; `None` for a query that is
+    /// not `name=value` (§4.1 defines no other form), or not text.
+    pub(super) fn parse(query: &'a [u8]) -> Option<Self> {
+        let (attribute, value) = std::str::from_utf8(query).ok()?.split_once('=')?;
+        if attribute.is_empty() {
+            return None;
+        }
+        let (value, prefix) = match value.strip_suffix('*') {
+            Some(stem) => (stem, true),
+            None => (value, false),
+        };
+        Some(Self {
+            attribute,
+            value,
+            prefix,
+        })
+    }
+
+    fn holds(&self, attributes: &[(&str, &str)]) -> bool {
+        attributes
+            .iter()
+            .filter(|(name, _)| *name == self.attribute)
+            .flat_map(|(name, values)| {
+                // `href` is one URI and `title` one text; `rt` and `ct`
+                // are lists of values.
+                let single = matches!(*name, "href" | "title");
+                let whole = std::iter::once(*values).filter(move |_| single);
+                let listed = values.split(' ').filter(move |_| !single);
+                whole.chain(listed)
+            })
+            .any(|v| {
+                if self.prefix {
+                    v.starts_with(self.value)
+                } else {
+                    v == self.value
+                }
+            })
     }
 }
 

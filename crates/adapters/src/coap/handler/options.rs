@@ -13,8 +13,7 @@ pub(super) const CF_SENML_CBOR: u32 = 112;
 /// Option numbers read by number (RFC 7252 §12.2, RFC 7959 §2.1).
 pub(super) const URI_PATH: u16 = 11;
 pub(super) const CONTENT_FORMAT: u16 = 12;
-/// Read only for a codec's `?fport=`, which needs the LoRaWAN codecs.
-#[cfg(feature = "lorawan")]
+/// A codec's `?fport=`, and a filter on `/.well-known/core` (RFC 6690 §4.1).
 pub(super) const URI_QUERY: u16 = 15;
 pub(super) const BLOCK1: u16 = 27;
 const URI_HOST: u16 = 3;
@@ -28,7 +27,7 @@ pub(super) const UNDERSTOOD_CRITICAL: [u16; 7] = [
     3,  // Uri-Host
     7,  // Uri-Port
     11, // Uri-Path
-    15, // Uri-Query (ignored)
+    15, // Uri-Query (a codec's fport, a discovery filter)
     17, // Accept (ignored: each resource has one representation)
     23, // Block2 (a GET's answer in blocks)
     27, // Block1
