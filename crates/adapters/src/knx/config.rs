@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use super::address::IndividualAddress;
 use super::frame::{DEFAULT_PORT, ROUTING_GROUP};
+use super::tunnel::CONNECTION_ALIVE_TIME;
 use crate::device_section::some_duration;
 use crate::registry::{AdapterKind, BuildContext, Declaration};
 
@@ -67,6 +68,55 @@ struct RawKnx {
     group_addresses: Option<PathBuf>,
     #[serde(default)]
     ets_device: super::ets::DeviceRule,
+}
+
+/// When the heartbeat's third try comes (two `timeout`s after the first),
+/// if that is past [`CONNECTION_ALIVE_TIME`]: a `heartbeat` the validation
+/// accepts (at most 120 s) can still lose the tunnel whenever one try goes
+/// unanswered, and the telegrams of the reconnection's gap with it.
+pub(super) fn heartbeat_outlives_tunnel(heartbeat: Duration, timeout: Duration) -> Option<Duration> {
+    let last_try = heartbeat.saturating_add(timeout.saturating_mul(2));
+    (last_try >= CONNECTION_ALIVE_TIME).then_some(last_try)
+}
+
+/// A note for each tunnel (`[[adapter]]` of this type, not routing) whose
+/// heartbeat outlives the interface's patience: valid, so the gateway
+/// starts, but said where an installer looks first (`validate` prints the
+/// notes, `run` logs them at start).
+pub(super) fn heartbeat_notes(root: &toml::Table) -> Vec<String> {
+    let Some(toml::Value::Array(list)) = root.get("adapter") else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for (index, a) in list.iter().enumerate() {
+        let Some(a) = a.as_table() else { continue };
+        let url = a.get("url").and_then(toml::Value::as_str);
+        if a.get("type").and_then(toml::Value::as_str) != Some(KIND)
+            || url.is_some_and(|u| u.starts_with("multicast://"))
+        {
+            continue;
+        }
+        // A value that does not parse is the validation's problem, said there.
+        let read = |key: &str, default: Duration| match a.get(key) {
+            None => Some(default),
+            Some(v) => duration::deserialize(v.clone()).ok(),
+        };
+        let (Some(heartbeat), Some(timeout)) = (
+            read("heartbeat", DEFAULT_HEARTBEAT),
+            read("timeout", DEFAULT_TIMEOUT),
+        ) else {
+            continue;
+        };
+        if let Some(last_try) = heartbeat_outlives_tunnel(heartbeat, timeout) {
+            notes.push(format!(
+                "adapter[{index}].heartbeat: with timeout = {} its last try comes {} after the one before, and the interface drops a tunnel silent for 120 s: one unanswered try loses it (and the telegrams until it is back); keep heartbeat + 2 x timeout under 120 s (the default heartbeat is {})",
+                duration::render(timeout),
+                duration::render(last_try),
+                duration::render(DEFAULT_HEARTBEAT),
+            ));
+        }
+    }
+    notes
 }
 
 fn default_pace() -> f64 {

@@ -167,6 +167,7 @@ impl OwnedSection for KnxSection {
 pub fn section(root: &toml::Table, problems: &mut Problems) -> KnxSection {
     let exports = super::ets::of_adapters(root, problems);
     let mut notes: Vec<String> = exports.iter().filter_map(skipped_note).collect();
+    notes.extend(super::config::heartbeat_notes(root));
     for e in &exports {
         for note in &e.export.notes {
             notes.push(format!(

@@ -114,28 +114,6 @@ impl Groups {
     }
 }
 
-/// KNX 3.8.2 §5.4: an interface drops a tunnel it has not heard from in
-/// 120 s. The heartbeat's third try goes two `timeout`s after the first:
-/// a `heartbeat` the validation accepts (at most 120 s) can still lose the
-/// tunnel whenever one try goes unanswered, and the telegrams of the
-/// reconnection's gap with it.
-fn warn_if_heartbeat_late(adapter: &str, heartbeat: Duration, timeout: Duration) -> bool {
-    let last_try = heartbeat.saturating_add(timeout.saturating_mul(2));
-    let late = last_try >= CONNECTION_ALIVE_TIME;
-    if late {
-        warn!(
-            adapter,
-            ?heartbeat,
-            ?timeout,
-            "KNX heartbeat's last try comes {last_try:?} after the previous one: the interface drops a tunnel silent for 120 s, so one unanswered try loses it; keep heartbeat + 2 x timeout under 120 s (heartbeat = \"60s\", the specification's, is the default)."
-        );
-    }
-    late
-}
-
-/// How long an interface keeps a tunnel it does not hear from.
-const CONNECTION_ALIVE_TIME: Duration = Duration::from_secs(120);
-
 async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError> {
     let KnxSource {
         config,
@@ -152,7 +130,6 @@ async fn run(source: KnxSource, ctx: AdapterContext) -> Result<(), AdapterError>
     let stop = ctx.shutdown.child_token();
     let link = match config.transport {
         Transport::Udp(remote) | Transport::Tcp(remote) => {
-            warn_if_heartbeat_late(&ctx.name, config.heartbeat, config.timeout);
             let settings = TunnelSettings {
                 remote,
                 tcp: matches!(config.transport, Transport::Tcp(_)),

@@ -72,7 +72,7 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
 /// KNX 3.8.2 §5.4: how long an interface keeps a tunnel it hears nothing
 /// from.
-const CONNECTION_ALIVE_TIME: Duration = Duration::from_secs(120);
+pub(super) const CONNECTION_ALIVE_TIME: Duration = Duration::from_secs(120);
 /// Tries of a CONNECTIONSTATE_REQUEST before the tunnel is given up.
 const HEARTBEAT_TRIES: u8 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);

@@ -311,6 +311,44 @@ fn an_empty_config_is_a_config_error_and_defaults_in_use_are_named() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("note:"));
 }
 
+/// A KNX tunnel whose heartbeat the validation accepts (at most 120 s)
+/// but whose third try passes the 120 s after which the interface drops
+/// the tunnel: valid, and said by `validate` with the key to change, as
+/// `run` logs it; the defaults, and routing (no tunnel), say nothing.
+#[test]
+fn validate_notes_a_knx_heartbeat_that_outlives_the_tunnel() {
+    let knx = |extra: &str, url: &str| {
+        format!(
+            "[gateway]\nid = \"gw-knx\"\n[upstream]\n\n[[adapter]]\ntype = \"knx\"\nname = \"bus\"\nurl = \"{url}\"\n{extra}\n[[knx.group]]\nadapter = \"bus\"\naddress = \"1/2/3\"\ndpt = \"9.001\"\ndevice = \"room-1\"\nmetric = \"temperature\"\n"
+        )
+    };
+    let notes = |config: &str| {
+        let out = validate(config, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(0), "{config}\n{stderr}");
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("note: ") && l.contains("heartbeat"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let late = notes(&knx("heartbeat = \"100s\"", "udp://127.0.0.1:3671"));
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert!(late[0].contains("adapter[0].heartbeat"), "{late:?}");
+    assert!(
+        late[0].contains("2m"),
+        "the last try, 100 s + 2 x 10 s: {late:?}"
+    );
+    let slow_answers = notes(&knx("timeout = \"35s\"", "tcp://127.0.0.1:3671"));
+    assert_eq!(slow_answers.len(), 1, "60 s + 2 x 35 s: {slow_answers:?}");
+    assert!(
+        notes(&knx("", "udp://127.0.0.1:3671")).is_empty(),
+        "the defaults"
+    );
+    let routing = knx("heartbeat = \"110s\"", "multicast://224.0.23.12:3671");
+    assert!(notes(&routing).is_empty(), "routing has no tunnel");
+}
+
 /// A building that writes InfluxDB only: a serial ESP-NOW relay in, no
 /// cloud broker.
 const INFLUX_ONLY: &str = r#"
