@@ -1127,6 +1127,8 @@ fn a_discovery_too_large_for_one_listing_is_reported_and_read_by_prefix() {
     let text = String::from_utf8(whole).unwrap();
     let listed = names.iter().filter(|n| text.contains(&format!("</s/{n}>;"))).count();
     assert!(listed < names.len(), "{listed} listed: the cap did not apply");
+    let said = &first.errors[0].1;
+    assert!(said.starts_with(&format!("{} devices left out", names.len() - listed)), "{said}");
     let mut seen = 0;
     // Each request under a Message ID of its own: the same one again is a
     // retransmission, answered from the duplicate cache.
@@ -1150,6 +1152,14 @@ fn a_discovery_too_large_for_one_listing_is_reported_and_read_by_prefix() {
     let ingest = String::from_utf8(ingest).unwrap();
     assert!(ingest.starts_with("</s>;rt=\"edge-gateway.ingest\""), "{ingest}");
     assert!(!ingest.contains("</s/"), "{ingest}");
+    // A query that still matches more than the cap holds is cut and said so.
+    let every_device = ".well-known/core?rt=edge-gateway.latest";
+    let o = h.handle(peer(), &request(true, GET, 31_500, every_device, None, None, b""), t, arrival());
+    let (most, _) = get_in_blocks(&mut h, every_device, None, 31_600);
+    let shown = String::from_utf8(most).unwrap().matches("</s/").count();
+    assert!(shown < names.len(), "{shown}");
+    assert_eq!(kinds(&o), ["listing_truncated"]);
+    assert!(o.errors[0].1.starts_with(&format!("{} devices left out", names.len() - shown)), "{:?}", o.errors);
     let (by_format, _) = get_in_blocks(&mut h, ".well-known/core?ct=112", None, 32_000);
     assert!(String::from_utf8(by_format).unwrap().starts_with("</s>;"), "SenML CBOR is one of /s's formats");
     let (none, _) = get_in_blocks(&mut h, ".well-known/core?if=sensor", None, 33_000);

@@ -220,20 +220,32 @@ impl Handler {
         devices.sort_unstable();
         let latest_ct = CF_JSON.to_string();
         let mut left_out = 0;
-        for d in devices {
-            let href = format!("/s/{d}");
-            let attributes = [
-                ("href", href.as_str()),
-                ("rt", LATEST_RT),
-                ("ct", latest_ct.as_str()),
-            ];
-            if filter.is_some_and(|f| !f.holds(&attributes)) {
+        for (i, d) in devices.iter().enumerate() {
+            if let Some(f) = filter {
+                let href = format!("/s/{d}");
+                let attributes = [
+                    ("href", href.as_str()),
+                    ("rt", LATEST_RT),
+                    ("ct", latest_ct.as_str()),
+                ];
+                if !f.holds(&attributes) {
+                    continue;
+                }
+            }
+            if left_out > 0 {
+                left_out += 1;
                 continue;
             }
             let comma = if out.is_empty() { "" } else { "," };
-            let link = format!("{comma}<{href}>;rt=\"{LATEST_RT}\";ct={CF_JSON}");
-            if left_out > 0 || out.len() + link.len() > MAX_LISTING {
-                left_out += 1;
+            let link = format!("{comma}</s/{d}>;rt=\"{LATEST_RT}\";ct={CF_JSON}");
+            if out.len() + link.len() > MAX_LISTING {
+                // Unfiltered, every device left is left out: counted, not
+                // formatted (each block request builds the listing again).
+                if filter.is_none() {
+                    left_out = devices.len() - i;
+                    break;
+                }
+                left_out = 1;
                 continue;
             }
             out.push_str(&link);
