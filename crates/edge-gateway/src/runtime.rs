@@ -397,13 +397,19 @@ fn forget_adapter_state(telemetry: &Telemetry, name: &str) {
     }
 }
 
-/// Stops one adapter and waits for it (its socket or broker session must be
-/// released before a successor takes the same port or client id).
-async fn stop_adapter(running: RunningAdapter) {
-    let name = running.config.name().to_string();
-    running.stop.cancel();
-    if let Err(e) = running.task.await {
-        error!(adapter = %name, error = %e, "Adapter task failed.");
+/// Stops adapters and waits for them (a socket or broker session must be
+/// released before a successor takes the same port or client id). All are
+/// told at once: an MQTT adapter waits up to its close bound for the
+/// broker to read its last acknowledgements, and one after the other a
+/// reload of eight such adapters took eight times that.
+async fn stop_adapters(leaving: Vec<RunningAdapter>) {
+    for running in &leaving {
+        running.stop.cancel();
+    }
+    for running in leaving {
+        if let Err(e) = running.task.await {
+            error!(adapter = %running.config.name(), error = %e, "Adapter task failed.");
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod mosquitto;
 mod nats;
 mod python_peer;
 pub mod remote_config;
+mod slow_uplink;
 mod tls;
 pub mod web;
 
@@ -25,6 +26,7 @@ pub use influxdb::{http, Influxd};
 pub use mosquitto::{Mosquitto, Options};
 pub use nats::NatsCluster;
 pub use python_peer::{peers_python, peers_venv, PythonPeer};
+pub use slow_uplink::SlowUplink;
 pub use tls::Pki;
 
 /// A free TCP port on 127.0.0.1, never handed out twice to tests running

@@ -3,7 +3,7 @@
 
 use gateway_core::config::AdapterSpec;
 
-use super::{forget_adapter_state, stop_adapter, Gateway};
+use super::{forget_adapter_state, stop_adapters, Gateway};
 use crate::settings::GatewayConfig;
 
 /// What a reload changed.
@@ -67,26 +67,29 @@ impl Gateway {
             self.config.sections = new.sections.clone();
         }
         let mut keep = Vec::new();
+        let mut leaving = Vec::new();
         for running in std::mem::take(&mut self.adapters) {
             let name = running.config.name().to_string();
             let section_changed = family_of(&running.config).is_some_and(|f| families.contains(&f));
             match new.adapters.iter().find(|a| a.name() == name) {
                 Some(a) if *a == running.config && !section_changed => keep.push(running),
                 Some(_) => {
-                    stop_adapter(running).await;
-                    // Its successor reports its own links: one of another
-                    // type (or with other links) never overwrites what the
-                    // old one last said, which kept `/health` failing.
-                    forget_adapter_state(&self.telemetry, &name);
                     summary.restarted.push(name);
+                    leaving.push(running);
                 }
                 None => {
-                    stop_adapter(running).await;
                     self.command_targets.remove(&name);
-                    forget_adapter_state(&self.telemetry, &name);
                     summary.stopped.push(name);
+                    leaving.push(running);
                 }
             }
+        }
+        stop_adapters(leaving).await;
+        // A successor reports its own links: one of another type (or with
+        // other links) never overwrites what the old one last said, which
+        // kept `/health` failing.
+        for name in summary.restarted.iter().chain(&summary.stopped) {
+            forget_adapter_state(&self.telemetry, name);
         }
         self.adapters = keep;
         for a in &new.adapters {

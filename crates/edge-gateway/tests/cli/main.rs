@@ -19,6 +19,7 @@ mod log_throttle;
 mod logging;
 mod reload;
 mod reload_many_sources;
+mod reload_slow_broker;
 mod reload_traffic;
 mod reload_unsubscribe;
 mod replay;
