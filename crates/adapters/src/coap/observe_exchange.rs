@@ -6,8 +6,8 @@
 //!   ACK was lost sends its notification again with the same Message ID
 //!   (§4.2); that must be acknowledged again and not taken in again: with
 //!   an Observe option it looked stale (counted an error), without one it
-//!   was ingested twice. Kept EXCHANGE_LIFETIME, as the server's `dedup`
-//!   keeps a request.
+//!   was ingested twice. Kept EXCHANGE_LIFETIME (a NON, NON_LIFETIME), as
+//!   the server's `dedup` keeps a request.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -18,7 +18,7 @@ use coap_lite::{MessageType, Packet};
 use gateway_core::telemetry::Counter;
 use tokio::time::Instant;
 
-use super::dedup::EXCHANGE_LIFETIME;
+use super::dedup::{EXCHANGE_LIFETIME, NON_LIFETIME};
 use super::server::random_u16;
 
 /// RFC 7252 §4.8 transmission parameters of a CON the client sends.
@@ -73,9 +73,12 @@ const KEPT: usize = 1024;
 /// ID with other bytes (a device restarted within the lifetime, counting
 /// from where it counted before) is a new one.
 pub(super) struct Answered {
-    /// By Message ID: the datagram's hash and the answer.
-    replies: HashMap<u16, (u64, Vec<u8>)>,
-    /// Message IDs in the order answered, with when each expires.
+    /// By Message ID: the datagram's hash, the answer, and when it is no
+    /// longer a retransmission (a NON's Message ID may be reused sooner
+    /// than a CON's, so this is not the order's).
+    replies: HashMap<u16, Reply>,
+    /// Message IDs in the order answered, with when each entry is dropped:
+    /// the longest lifetime, so the front always expires first.
     order: VecDeque<(u16, Instant)>,
     duplicates: Counter,
 }
@@ -98,12 +101,12 @@ impl Answered {
             return None;
         }
         self.expire(now);
-        let (hash, reply) = self.replies.get(&p.header.message_id)?;
-        if *hash != digest(datagram) {
+        let kept = self.replies.get(&p.header.message_id)?;
+        if kept.hash != digest(datagram) || kept.until <= now {
             return None;
         }
         self.duplicates.inc();
-        Some(reply.clone())
+        Some(kept.reply.clone())
     }
 
     /// `reply` was sent to `datagram` (parsed as `p`); empty for a NON.
@@ -113,7 +116,16 @@ impl Answered {
         }
         self.expire(now);
         let mid = p.header.message_id;
-        let entry = (digest(datagram), reply.to_vec());
+        let lifetime = if p.header.get_type() == MessageType::NonConfirmable {
+            NON_LIFETIME
+        } else {
+            EXCHANGE_LIFETIME
+        };
+        let entry = Reply {
+            hash: digest(datagram),
+            reply: reply.to_vec(),
+            until: now + lifetime,
+        };
         if self.replies.insert(mid, entry).is_some() {
             // A new message under a Message ID still kept: it keeps its place.
             return;
@@ -135,6 +147,12 @@ impl Answered {
             self.replies.remove(&mid);
         }
     }
+}
+
+struct Reply {
+    hash: u64,
+    reply: Vec<u8>,
+    until: Instant,
 }
 
 /// CONs and NONs: an ACK or a Reset answers our own message, whose
@@ -183,5 +201,27 @@ mod tests {
         assert_eq!(a.again(&other, &other_bytes, later), None);
         assert_eq!(a.again(&p, &bytes, t0 + EXCHANGE_LIFETIME), None);
         assert_eq!(telemetry.counter_value("duplicates", &[]), Some(1));
+    }
+
+    /// RFC 7252 §4.8.2: a NON's Message ID may be reused after
+    /// NON_LIFETIME (145 s), sooner than a CON's 247 s; a NON read again
+    /// after that is a new message, even behind a CON still kept.
+    #[tokio::test(start_paused = true)]
+    async fn a_non_is_a_duplicate_for_the_non_lifetime_only() {
+        let telemetry = Telemetry::default();
+        let mut a = Answered::new(telemetry.counter("duplicates", &[]));
+        let t0 = Instant::now();
+        let (c, c_bytes) = con(1, b"20");
+        a.answered(&c, &c_bytes, &[0x60, 0, 0, 1], t0);
+        let (mut n, _) = con(2, b"21");
+        n.header.set_type(MessageType::NonConfirmable);
+        let n_bytes = n.to_bytes().unwrap_or_default();
+        a.answered(&n, &n_bytes, &[], t0);
+        let within = t0 + NON_LIFETIME - Duration::from_secs(1);
+        assert_eq!(a.again(&n, &n_bytes, within), Some(Vec::new()));
+        let past = t0 + NON_LIFETIME;
+        assert_eq!(a.again(&n, &n_bytes, past), None, "reused after 145 s");
+        assert_eq!(a.again(&c, &c_bytes, past), Some(vec![0x60, 0, 0, 1]));
+        assert_eq!(telemetry.counter_value("duplicates", &[]), Some(2));
     }
 }
