@@ -89,6 +89,15 @@ pub struct Journal {
     /// away by anything but that deliberate reset.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mark_lost: bool,
+    /// The push the separate mark file names when this journal does not
+    /// know it: a power cut came between writing the mark file and the
+    /// journal, while that push was being staged or refused. Its serial is
+    /// the mark it set itself, so its retained copy is judged again rather
+    /// than refused as `stale`; an older push, or another one with that
+    /// serial, still is. Found again from the mark file at every start
+    /// until the journal names it, so never saved here.
+    #[serde(skip)]
+    pub unjournaled: Option<Pushed>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -189,6 +198,9 @@ impl Journal {
                 reason: MARK_LOST,
                 signed: false,
             };
+        }
+        if self.unjournaled.as_ref() == Some(&pushed) {
+            return Judged::Take(message);
         }
         if pushed.serial <= self.mark() {
             return Judged::Refuse {
@@ -393,6 +405,37 @@ mod tests {
         );
         assert_eq!(j.judge(&push(1, "v1"), &keys, "gw-1"), Judged::Same);
         assert_eq!(j.boot("t4"), Boot::Run(Some(v1)));
+    }
+
+    /// The mark file names push 5, the journal (cut short by a power cut)
+    /// only push 3: push 5 itself is judged again; an older one, or another
+    /// push numbered 5, is still stale.
+    #[test]
+    fn the_push_the_mark_file_names_and_the_journal_does_not_is_judged_again() {
+        let keys = [key().verifying_key()];
+        let mut j = Journal::default();
+        let v3 = take(&j, &push(3, "v3"));
+        j.stage(v3, "t");
+        j.boot("t");
+        j.commit("t");
+        let v5 = Pushed::of(&DesiredMessage::parse(&push(5, "v5")).unwrap());
+        j.mark_floor = 5;
+        let stale = |j: &Journal, payload: &[u8]| {
+            matches!(
+                j.judge(payload, &keys, "gw-1"),
+                Judged::Refuse {
+                    reason: "stale",
+                    ..
+                }
+            )
+        };
+        assert!(stale(&j, &push(5, "v5")), "unknown to the journal: refused");
+        j.unjournaled = Some(v5.clone());
+        assert_eq!(take(&j, &push(5, "v5")), v5);
+        assert!(stale(&j, &push(5, "v5b")), "another push at its serial");
+        assert!(stale(&j, &push(4, "v4")));
+        j.stage(v5, "t");
+        assert_eq!(j.judge(&push(5, "v5"), &keys, "gw-1"), Judged::Same);
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn health_view(t: &gateway_core::Telemetry) -> Option<serde_json::Value> {
 pub const RESTART_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Fault hook for the crash tests: the step of an apply at which to stop
-/// and wait to be killed (`written`, `staged`, `stopped`, `checking`,
+/// and wait to be killed (`written`, `marked`, `staged`, `stopped`, `checking`,
 /// `healthy`, `committed`, `rolled_back`). Unset, nothing waits.
 pub const HOLD_ENV: &str = "EDGE_GATEWAY_FAULT_REMOTE_CONFIG_HOLD";
 

@@ -142,7 +142,10 @@ impl Store {
         let mut journal = read.clone();
         match &lost {
             Some(why) => journal.recovered(file_mark, file_processed, why, ts),
-            None => journal.mark_floor = journal.mark_floor.max(file_mark.unwrap_or(0)),
+            None => {
+                journal.mark_floor = journal.mark_floor.max(file_mark.unwrap_or(0));
+                journal.unjournaled = file_processed.filter(|p| p.serial > read.mark());
+            }
         }
         Recovered {
             read,
@@ -193,15 +196,20 @@ impl Store {
 
     /// Replaces the journal, atomically, after `mark.json` when the mark
     /// rose: a power cut between the two leaves the mark file ahead, never
-    /// behind (at worst the push being staged is refused as `stale` when
-    /// the broker hands it over again, and must be pushed anew).
+    /// behind, and the push it names (the one being staged or refused) is
+    /// judged again when the broker hands it over
+    /// ([`Journal::unjournaled`]).
     ///
     /// # Errors
     /// The directory cannot be made or a file written (the previous
     /// journal stays): a mark that cannot be kept apart is no mark a
     /// damaged journal could be recovered from, so nothing is journaled.
     pub fn save(&self, journal: &Journal) -> Result<(), StoreError> {
+        let rises = journal.mark() > self.persisted.load(Ordering::Relaxed);
         self.keep_mark(journal)?;
+        if rises {
+            super::hold_blocking("marked");
+        }
         let dir = self.dir();
         std::fs::create_dir_all(&dir).map_err(FileError::at("creating", &dir))?;
         self.journal_file().save(&Document(journal.clone()))?;
@@ -321,6 +329,36 @@ mod tests {
 
     fn journal_path(dir: &Path) -> PathBuf {
         dir.join(inventory::REMOTE_CONFIG_JOURNAL)
+    }
+
+    /// A power cut after `mark.json` and before the journal: the journal
+    /// is intact and behind, and the push the mark file names is known as
+    /// unjournaled (to be judged again), at each start until the journal
+    /// names it.
+    #[test]
+    fn a_mark_file_ahead_of_an_intact_journal_names_the_unjournaled_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let mut j = Journal::default();
+        j.stage(pushed(3), "t");
+        store.save(&j).unwrap();
+        let mut cut = j.clone();
+        cut.stage(pushed(5), "t");
+        store.keep_mark(&cut).unwrap();
+        for _ in 0..2 {
+            let r = Store::new(dir.path()).recover("t");
+            assert_eq!(r.dropped, None);
+            assert_eq!(r.journal.mark(), 5);
+            assert_eq!(r.journal.unjournaled, Some(pushed(5)));
+        }
+        let store = Store::new(dir.path());
+        let mut r = store.recover("t").journal;
+        r.stage(pushed(5), "t");
+        store.save(&r).unwrap();
+        assert_eq!(
+            Store::new(dir.path()).recover("t").journal.unjournaled,
+            None
+        );
     }
 
     /// A torn write or a bad sector in the journal: it is set aside, and

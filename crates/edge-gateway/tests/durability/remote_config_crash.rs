@@ -123,7 +123,7 @@ async fn kill_at(step: &str, healthy_push: bool, after: After) {
         .iter()
         .filter(|l| l.contains("Restarting on the configuration"))
         .count();
-    let expected = usize::from(step == "written");
+    let expected = usize::from(step == "written" || step == "marked");
     assert_eq!(
         restarts,
         expected,
@@ -139,6 +139,14 @@ async fn kill_at(step: &str, healthy_push: bool, after: After) {
 async fn kill_9_after_the_layer_is_written_runs_the_old_then_applies_the_push_again() {
     // The journal never named the layer: the retained push is taken anew.
     kill_at("written", true, After::New).await;
+}
+
+/// A power cut between `mark.json` and the journal: the mark file holds
+/// the push's serial, the journal does not name it. It was refused as
+/// `stale` at the mark it had set itself, and had to be pushed anew.
+#[tokio::test]
+async fn kill_9_between_the_mark_and_the_journal_applies_the_push_again() {
+    kill_at("marked", true, After::New).await;
 }
 
 #[tokio::test]
