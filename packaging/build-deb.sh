@@ -13,12 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # CI and scripts/test.sh link Debian's libssl for speed; a package never
 # does (it would depend on the build machine's libssl-dev for its target).
-# The exceptions are CI's own amd64 and arm64 packages, which are run on
-# the CI machine (installed, or under qemu) and never published:
+# The exceptions are CI's own packages, which are run on the CI machine
+# (installed, or under qemu) and never published:
 # BUILD_DEB_SYSTEM_OPENSSL=1 (packaging/ci-check.sh) spares each the
 # 250-330 CPU-s of OpenSSL's C; a cross target then links the libssl-dev
-# of its Debian architecture (multiarch). The armhf package in CI, and
-# every package built without it, compile and ship their own.
+# of its Debian architecture (multiarch). Every package built without it
+# compiles and ships its own.
 if [ "${BUILD_DEB_SYSTEM_OPENSSL:-0}" = 1 ]; then
   export OPENSSL_NO_VENDOR=1
 else
@@ -36,12 +36,26 @@ fi
 
 build() {
   local arch="$1" triple="$2"
+  if [ -n "${BUILD_DEB_PREBUILT:-}" ]; then
+    # CI's amd64 package (packaging/ci-check.sh) takes the binary the
+    # performance table's build made, with the packages' features, instead
+    # of compiling the whole tree a second time: what that check proves
+    # (the files, scripts, user, unit and purge, and a run) is the
+    # package's, not the code generation's.
+    echo "== packaging $BUILD_DEB_PREBUILT as the .deb for $arch ($triple)"
+    mkdir -p "$target_dir/$triple/release"
+    cp "$BUILD_DEB_PREBUILT" "$target_dir/$triple/release/edge-gateway"
+    cargo deb -p edge-gateway --locked --no-default-features --features all-protocols \
+      --target "$triple" --no-strip --no-build ${BUILD_DEB_FAST:+--fast} --output "$out"
+    return
+  fi
   echo "== building edge-gateway .deb for $arch ($triple)"
   # BUILD_DEB_CARGO_ARGS: more arguments for cargo build (CI's lighter
-  # profile, packaging/ci-check.sh), split on spaces.
+  # profile, packaging/ci-check.sh), split on spaces. BUILD_DEB_FAST=1:
+  # cargo-deb's faster compression (CI's packages are never published).
   # shellcheck disable=SC2086
   cargo deb -p edge-gateway --locked --no-default-features --features all-protocols \
-    --target "$triple" --no-strip --output "$out" ${BUILD_DEB_CARGO_ARGS:+-- $BUILD_DEB_CARGO_ARGS}
+    --target "$triple" --no-strip ${BUILD_DEB_FAST:+--fast} --output "$out" ${BUILD_DEB_CARGO_ARGS:+-- $BUILD_DEB_CARGO_ARGS}
 }
 
 amd64() {
