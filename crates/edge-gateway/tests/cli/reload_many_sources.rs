@@ -19,11 +19,14 @@ const RELOADS: usize = 16;
 /// The toggled setting, marked so a reload touches the adapters only.
 const TOGGLE: &str = "# restarts the adapter";
 
-fn cfg(local: u16, upstream: u16, metrics: u16) -> String {
-    let mut text = format!(
+/// The gateway's sections of a reload test, before its adapters: QoS 1
+/// upstream, windows of an hour (none closes during a test), a checkpoint
+/// at every change.
+pub(crate) fn gateway_sections(id: &str, upstream: u16, metrics: u16) -> String {
+    format!(
         r#"
 [gateway]
-id = "gw-many"
+id = "{id}"
 site = "hq"
 state_dir = "@STATE_DIR@"
 
@@ -41,7 +44,11 @@ checkpoint_interval = "0s"
 [metrics]
 bind = "127.0.0.1:{metrics}"
 "#
-    );
+    )
+}
+
+fn cfg(local: u16, upstream: u16, metrics: u16) -> String {
+    let mut text = gateway_sections("gw-many", upstream, metrics);
     for i in 0..ADAPTERS {
         text += &format!(
             r#"
@@ -58,7 +65,7 @@ max_backoff = "1s" {TOGGLE}
     text
 }
 
-async fn readings_at_least(metrics_port: u16, n: f64) -> f64 {
+pub(crate) async fn readings_at_least(metrics_port: u16, n: f64) -> f64 {
     let readings = |body: &str| metrics::sum(body, "edge_gateway_aggregator_readings_total");
     let (_, body) = http_until_within(
         metrics_port,

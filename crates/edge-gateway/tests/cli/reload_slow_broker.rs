@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::common;
 
-use common::{http_until_within, GatewayProcess, WAIT};
+use crate::reload_many_sources::{gateway_sections, readings_at_least};
+use common::{http_get, GatewayProcess, WAIT};
 use test_support::{free_port, metrics, publish_lines, Mosquitto, Options, SlowUplink, Subscriber};
 
 const BURST: usize = 40_000;
@@ -20,27 +21,9 @@ const RELOADS: usize = 3;
 const UPLINK_LATENCY: Duration = Duration::from_millis(1500);
 
 fn cfg(local: u16, upstream: u16, metrics: u16, backoff: &str) -> String {
-    format!(
-        r#"
-[gateway]
-id = "gw-slow"
-site = "hq"
-state_dir = "@STATE_DIR@"
-
-[upstream]
-url = "mqtt://127.0.0.1:{upstream}"
-qos = 1
-topic_prefix = "building/{{site}}"
-max_backoff = "1s"
-
-[aggregation]
-window = "1h"
-grace = "1s"
-checkpoint_interval = "0s"
-
-[metrics]
-bind = "127.0.0.1:{metrics}"
-
+    gateway_sections("gw-slow", upstream, metrics)
+        + &format!(
+            r#"
 [[adapter]]
 type = "mqtt"
 name = "burst"
@@ -49,22 +32,7 @@ url = "mqtt://127.0.0.1:{local}"
 topics = ["b/{{device}}/{{metric}}"]
 max_backoff = "{backoff}"
 "#
-    )
-}
-
-async fn metrics_when(metrics_port: u16, done: impl Fn(&str) -> bool) -> String {
-    let (_, body) = http_until_within(
-        metrics_port,
-        "/metrics",
-        Duration::from_secs(300),
-        |_, body| done(body),
-    )
-    .await;
-    body
-}
-
-fn readings(body: &str) -> f64 {
-    metrics::sum(body, "edge_gateway_aggregator_readings_total")
+        )
 }
 
 /// A broker whose reading of receipts lags by 1.5 s (modelled by a late
@@ -94,7 +62,7 @@ async fn a_broker_slow_to_read_receipts_gets_them_all_before_a_restarted_adapter
     let total = BURST as f64;
     for i in 0..RELOADS {
         let share = total * (i + 1) as f64 / (RELOADS + 1) as f64;
-        metrics_when(metrics_port, |body| readings(body) >= share).await;
+        readings_at_least(metrics_port, share).await;
         let text = cfg(
             slow.port(),
             upstream.port(),
@@ -118,10 +86,11 @@ async fn a_broker_slow_to_read_receipts_gets_them_all_before_a_restarted_adapter
         "each reload restarted the adapter"
     );
     publisher.await.unwrap();
-    let body = metrics_when(metrics_port, |body| readings(body) >= total).await;
+    let taken = readings_at_least(metrics_port, total).await;
+    let (_, body) = http_get(metrics_port, "/metrics").await;
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await, Some(0));
-    assert_eq!(readings(&body), total, "readings counted into the windows");
+    assert_eq!(taken, total, "readings counted into the windows");
     assert_eq!(
         metrics::sum_with(
             &body,
