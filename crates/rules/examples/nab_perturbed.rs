@@ -1,5 +1,6 @@
 //! The detector on NAB's files changed in ways that should not matter
-//! much: values in other units (scaled, shifted), the clock started at
+//! much: values in other units (scaled, shifted) or mirrored (each rise
+//! a fall), the clock started at
 //! another hour or weekday, readings stamped a little late or early, the
 //! series read half as often, the recording started later, rows missing
 //! (a sensor or a collector down for a while; "windows spared" keeps the
@@ -124,6 +125,13 @@ const PERTURBATIONS: &[Perturbation] = &[
         name: "values - 1000 ranges",
         seeded: false,
         apply: |r, _, _| map_values(r, |x, lo, hi| x - 1000.0 * (hi - lo).max(1.0)),
+    },
+    Perturbation {
+        // A rise becomes a fall: a building's faults go either way (a
+        // fridge warms, a boiler's flow cools), and NAB's are mostly up.
+        name: "values mirrored (a rise is a fall)",
+        seeded: false,
+        apply: |r, _, _| map_values(r, |x, lo, hi| hi + lo - x),
     },
     Perturbation {
         name: "clock + 7 h",
