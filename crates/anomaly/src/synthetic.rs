@@ -167,6 +167,12 @@ pub enum Clean {
     /// five times as many readings a week, so every memory counted in
     /// readings spans a fifth of the time.
     WeeklyEveryMinute,
+    /// The same office read every 15 minutes, as a battery node (LoRaWAN,
+    /// BLE) reports to save its cells: a third as many readings a week as
+    /// every 5 minutes, so every memory counted in readings spans three
+    /// times the time, and every average of a few readings is noisier in
+    /// time than the thresholds were chosen on.
+    WeeklyEveryQuarterHour,
     /// A controlled temperature whose set-point moves by 3–10 noise
     /// deviations every 2–5 days and settles there (10-reading time
     /// constant), one reading a minute.
@@ -174,12 +180,13 @@ pub enum Clean {
 }
 
 impl Clean {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::WhiteNoise,
         Self::RandomWalk,
         Self::Daily,
         Self::Weekly,
         Self::WeeklyEveryMinute,
+        Self::WeeklyEveryQuarterHour,
         Self::SetPoints,
     ];
 
@@ -190,6 +197,7 @@ impl Clean {
             Self::Daily => "daily pattern + noise",
             Self::Weekly => "weekly pattern + noise",
             Self::WeeklyEveryMinute => "weekly pattern, every minute",
+            Self::WeeklyEveryQuarterHour => "weekly pattern, every 15 min",
             Self::SetPoints => "set-point steps that settle",
         }
     }
@@ -198,6 +206,7 @@ impl Clean {
     pub fn interval_ms(self) -> i64 {
         match self {
             Self::Daily | Self::Weekly => 300_000,
+            Self::WeeklyEveryQuarterHour => 900_000,
             _ => 60_000,
         }
     }
@@ -231,7 +240,7 @@ pub fn clean(seed: u64, n: usize, family: Clean) -> (Vec<f64>, Vec<usize>) {
                     walk
                 }
                 Clean::Daily => 20.0 + 4.0 * (std::f64::consts::TAU * (day_frac - 0.25)).sin() + ar,
-                Clean::Weekly | Clean::WeeklyEveryMinute => {
+                Clean::Weekly | Clean::WeeklyEveryMinute | Clean::WeeklyEveryQuarterHour => {
                     let weekday = (i / per_day) % 7 < 5;
                     let hours = day_frac * 24.0;
                     let busy = weekday && (8.0..18.0).contains(&hours);
