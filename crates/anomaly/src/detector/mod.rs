@@ -630,13 +630,14 @@ mod tests {
     }
 
     #[test]
-    fn the_alerts_do_not_depend_on_the_units_or_the_clock() {
+    fn the_alerts_do_not_depend_on_the_units_the_clock_or_the_direction() {
         // A series in other units (kelvin for Celsius, watts for
         // kilowatts) or stamped by a clock in another time zone is the
         // same series: a detector that learned something about the
         // numbers or hours it was chosen on (NAB's, 5 minutes apart)
-        // would raise elsewhere. (The NAB files changed these ways score
-        // as published: `examples/nab_perturbed.rs`.)
+        // would raise elsewhere; one that learned that NAB's anomalies are
+        // mostly rises would miss a building's falls. (The NAB files
+        // changed these ways score as published: `examples/nab_perturbed.rs`.)
         let seven_hours = 7 * 3_600_000;
         for (seed, shape) in [
             (1, Shape::LevelShift(6.0)),
@@ -659,6 +660,9 @@ mod tests {
             for (change, changed) in [
                 ("x 1000", alerts(&|i, x| (i as i64 * 300_000, x * 1000.0))),
                 ("+ 273.15", alerts(&|i, x| (i as i64 * 300_000, x + 273.15))),
+                // A rise mirrored is a fall: a fridge that warms and a
+                // boiler's flow that cools are the same anomaly.
+                ("mirrored", alerts(&|i, x| (i as i64 * 300_000, 40.0 - x))),
                 (
                     "clock + 7 h",
                     alerts(&|i, x| (i as i64 * 300_000 + seven_hours, x)),
